@@ -1,0 +1,39 @@
+# Membrane: `make test` installs what it needs and runs every test; `make demo` runs the local demo.
+SHELL := /bin/bash
+BENCHES := $(notdir $(wildcard bench/*))
+BENCHES := $(filter-out README.md lib,$(BENCHES))
+
+.PHONY: deps test test-unit test-kernel test-e2e typecheck lint demo bench down
+
+deps:
+	bash scripts/install-deps.sh
+
+typecheck: deps
+	npx tsc --noEmit -p tsconfig.json
+
+lint: deps
+	npx eslint --max-warnings 0 .
+
+test-unit: deps
+	bash scripts/run-tests.sh core crds webhooks controllers cli
+
+test-kernel: deps
+	bash scripts/run-tests.sh bpf node-agent
+
+test-e2e: deps
+	bash scripts/run-tests.sh e2e
+
+test: deps typecheck lint
+	bash scripts/run-tests.sh core crds webhooks controllers cli bpf node-agent e2e
+
+demo: deps
+	bash e2e/demo.sh
+
+down:
+	bin/membrane dev down
+
+bench: deps
+	@for b in $(BENCHES); do $(MAKE) -s bench-$$b || exit 1; done
+
+bench-%: deps
+	node --import tsx bench/$*/main.ts

@@ -1,0 +1,226 @@
+// The typed policy model: what the parser produces from NetworkPolicy/CNP/CCNP objects and what the
+// compiler, the reference evaluator and the webhooks consume. Source formats are gone at this point:
+// every rule states its peers, ports and verdict explicitly.
+
+/** A security label: `source:key=value`, e.g. `k8s:app=web`, `reserved:world`. */
+export interface Label {
+  readonly source: string; // "k8s" | "reserved" | "cidr" | "fqdn" | "unspec" | "container" | ...
+  readonly key: string;
+  readonly value: string;
+}
+
+/** A canonical, sorted, de-duplicated label list; equal sets have equal `key` strings. */
+export interface LabelSet {
+  readonly labels: readonly Label[];
+  readonly key: string;
+}
+
+export type Direction = "ingress" | "egress";
+export type Verdict = "allow" | "deny";
+
+/** L4 protocols as they appear in policy; "ANY" expands to TCP, UDP and SCTP when compiled. */
+export type Protocol = "TCP" | "UDP" | "SCTP" | "ANY";
+
+/** IANA protocol numbers used in compiled entries and in the datapath (0 = any). */
+export const PROTO_NUMBER = { ANY: 0, ICMP: 1, TCP: 6, UDP: 17, ICMPv6: 58, SCTP: 132 } as const;
+
+export type SelectorOperator = "In" | "NotIn" | "Exists" | "DoesNotExist";
+
+/**
+ * One requirement over security labels. `key` carries its source: `any:org` (a bare key in YAML),
+ * `k8s:org`, `reserved:host`. For `any:` the requirement matches a label of that key from any source.
+ */
+export interface LabelRequirement {
+  readonly key: string;
+  readonly operator: SelectorOperator;
+  readonly values: readonly string[];
+}
+
+/**
+ * A selector over identities' security labels: all requirements must hold (an empty list selects
+ * every identity it is applied to). `canonical` is a stable string used as the selector-cache key.
+ */
+export interface Selector {
+  readonly requirements: readonly LabelRequirement[];
+  readonly canonical: string;
+}
+
+export type Entity =
+  | "all"
+  | "world"
+  | "world-ipv4"
+  | "world-ipv6"
+  | "cluster"
+  | "host"
+  | "remote-node"
+  | "kube-apiserver"
+  | "health"
+  | "init"
+  | "ingress"
+  | "unmanaged"
+  | "none";
+
+/** Who a rule talks to. A rule's peers are a union: traffic from/to any listed peer matches. */
+export type Peer =
+  | { readonly kind: "any" } // L3 wildcard: every identity, including world
+  | { readonly kind: "selector"; readonly selector: Selector } // endpoints / nodes / NetworkPolicy peers
+  | { readonly kind: "entity"; readonly entity: Entity }
+  | { readonly kind: "cidr"; readonly cidr: string; readonly except: readonly string[] }
+  | { readonly kind: "fqdn"; readonly matchName?: string; readonly matchPattern?: string }
+  | {
+      readonly kind: "service";
+      readonly namespace?: string;
+      readonly name?: string;
+      readonly selector?: Selector;
+    };
+
+/** A port or port range; port 0 means every port. `name` is set for a named port (resolved later). */
+export interface PortProtocol {
+  readonly port: number;
+  readonly endPort: number; // == port for a single port
+  readonly name?: string;
+  readonly protocol: Protocol;
+}
+
+export interface TLSContext {
+  readonly secret: { readonly namespace?: string; readonly name: string };
+  readonly trustedCA?: string;
+  readonly certificate?: string;
+  readonly privateKey?: string;
+}
+
+export interface HTTPRule {
+  readonly method?: string; // a regular expression
+  readonly path?: string; // a regular expression
+  readonly host?: string;
+  readonly headers?: readonly string[];
+  readonly headerMatches?: readonly {
+    readonly name: string;
+    readonly value?: string;
+    readonly mismatch?: "LOG" | "ADD" | "DELETE" | "REPLACE";
+    readonly secret?: { readonly namespace?: string; readonly name: string };
+  }[];
+}
+
+export interface DNSRule {
+  readonly matchName?: string;
+  readonly matchPattern?: string;
+}
+
+export interface KafkaRule {
+  readonly role?: "produce" | "consume";
+  readonly apiKey?: string;
+  readonly apiVersion?: string;
+  readonly clientID?: string;
+  readonly topic?: string;
+}
+
+export type L7Rules =
+  | { readonly kind: "http"; readonly http: readonly HTTPRule[] }
+  | { readonly kind: "dns"; readonly dns: readonly DNSRule[] }
+  | { readonly kind: "kafka"; readonly kafka: readonly KafkaRule[] }
+  | { readonly kind: "l7"; readonly l7proto: string; readonly l7: readonly Record<string, string>[] };
+
+export interface PortRule {
+  readonly ports: readonly PortProtocol[]; // empty = every port of every protocol
+  readonly rules?: L7Rules;
+  readonly terminatingTLS?: TLSContext;
+  readonly originatingTLS?: TLSContext;
+  readonly serverNames?: readonly string[];
+}
+
+export interface ICMPField {
+  readonly family: "IPv4" | "IPv6";
+  readonly type: number | string;
+}
+
+/** Where a rule came from, carried into every compiled entry so every verdict can name it. */
+export interface RuleOrigin {
+  readonly policyKind: PolicyKind;
+  readonly namespace?: string; // absent for cluster-wide policies
+  readonly name: string;
+  readonly ruleIndex: number; // index within its direction's list in the source object
+  readonly path: string; // field path of the rule, e.g. "spec.ingressDeny[2]" or "specs[1].egress[0]"
+}
+
+export interface Rule {
+  readonly direction: Direction;
+  readonly verdict: Verdict;
+  readonly peers: readonly Peer[]; // empty = matches no peer (the rule only enables default deny)
+  readonly ports: readonly PortRule[]; // empty = every port and protocol
+  readonly icmps: readonly ICMPField[];
+  /** fromRequires/toRequires: peers must also match every selector here (narrows the policy's other rules). */
+  readonly requires: readonly Selector[];
+  readonly origin: RuleOrigin;
+}
+
+export type PolicyKind = "NetworkPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy";
+
+/** One parsed policy object. A CNP with `specs` yields one Policy per spec (subject differs). */
+export interface Policy {
+  readonly kind: PolicyKind;
+  readonly namespace?: string;
+  readonly name: string;
+  readonly uid?: string;
+  readonly generation?: number;
+  readonly description?: string;
+  /** The identities the policy applies to (endpointSelector/podSelector, namespace-defaulted). */
+  readonly subject: Selector;
+  /** Set for host policies (nodeSelector): the subject is the host identity of matching nodes. */
+  readonly nodeSelector?: Selector;
+  readonly rules: readonly Rule[];
+  /**
+   * Which directions this policy puts its subjects into default-deny for. Cilium: a direction is
+   * enforced when the policy has any rule in it (unless enableDefaultDeny says false);
+   * NetworkPolicy: from policyTypes.
+   */
+  readonly defaultDeny: { readonly ingress: boolean; readonly egress: boolean };
+}
+
+/** A field error: a Kubernetes-style field path and a reason a user understands. */
+export interface FieldError {
+  readonly path: string;
+  readonly message: string;
+}
+
+export type Result<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly errors: readonly FieldError[] };
+
+// ---------------------------------------------------------------------------------------------
+// Compiled policy: the datapath's map entries (DESIGN decision 3).
+//
+// Lookup order, shared by core/mapstate lookup and bpf/lib/policy.h: for a packet
+// (subject, direction, peer, proto, port) the first hit wins among
+//   1. (peer, proto, port)   longest port prefix
+//   2. (peer, ANY,   *)
+//   3. (0,    proto, port)   longest port prefix
+//   4. (0,    ANY,   *)
+// A miss means default: deny if the subject is enforced in that direction, else allow.
+// The compiler makes the entries such that this lookup gives the policy's verdict (deny wins over
+// any allow that matches the same packet): where a deny and an allow overlap, it adds the
+// intersection as a deny entry.
+// ---------------------------------------------------------------------------------------------
+
+export const IDENTITY_WILDCARD = 0;
+
+export interface PolicyEntryKey {
+  readonly subject: number; // the endpoint's identity
+  readonly direction: Direction;
+  readonly peer: number; // 0 = any identity
+  readonly proto: number; // IANA number, 0 = any protocol (then port must be 0/0)
+  readonly port: number; // first port of the prefix block; 0 with prefixLen 0 = any port
+  readonly portPrefixLen: number; // 0..16 fixed high bits of the port
+}
+
+export interface PolicyEntry extends PolicyEntryKey {
+  readonly verdict: Verdict;
+  readonly proxyPort: number; // non-zero: redirect to the L7 proxy on this port
+  readonly ruleId: number; // index into the compiled rule table (which policy and rule)
+}
+
+/** Per subject identity: whether each direction is default-deny, and its entries. */
+export interface SubjectPolicy {
+  readonly subject: number;
+  readonly ingressEnforced: boolean;
+  readonly egressEnforced: boolean;
+  readonly entries: readonly PolicyEntry[];
+}
