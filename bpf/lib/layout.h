@@ -1,0 +1,151 @@
+/* The map layouts shared by the datapath and node-agent/bpf/layout.ts (a test keeps them in step). */
+#ifndef MEMBRANE_LAYOUT_H
+#define MEMBRANE_LAYOUT_H
+
+#include <linux/types.h>
+
+/* Reserved identities (DESIGN decision 1). */
+#define IDENTITY_WILDCARD 0
+#define IDENTITY_HOST 1
+#define IDENTITY_WORLD 2
+#define IDENTITY_REMOTE_NODE 6
+
+#define FAMILY_IPV4 4
+#define FAMILY_IPV6 6
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+/* policy map: LPM trie. prefixlen = POLICY_FIXED_PREFIX_BITS + port prefix (0..16). */
+#define POLICY_FIXED_PREFIX_BITS 80
+struct policy_key {
+	__u32 prefixlen;
+	__u32 subject;   /* the endpoint's identity (host order) */
+	__u32 peer;      /* 0 = any identity */
+	__u8 direction;  /* DIR_* */
+	__u8 proto;      /* IANA number, 0 = any (then port prefix is 0) */
+	__be16 dport;    /* network order so that the port prefix is its high bits */
+};
+
+#define VERDICT_ALLOW 1
+#define VERDICT_DENY 2
+struct policy_value {
+	__u8 verdict;      /* VERDICT_* */
+	__u8 pad;
+	__u16 proxy_port;  /* non-zero: L7 redirect (host order) */
+	__u32 rule_id;     /* index into the compiled rule table */
+};
+
+/* ipcache: LPM trie, prefixlen = 32 (family + pad) + address prefix. */
+#define IPCACHE_FIXED_PREFIX_BITS 32
+struct ipcache_key {
+	__u32 prefixlen;
+	__u8 family;       /* FAMILY_* */
+	__u8 pad[3];
+	__u8 addr[16];     /* IPv4 in the first 4 bytes */
+};
+
+#define IPCACHE_F_NODE 1 /* the address is a cluster node: VNIs from it are trusted */
+struct ipcache_value {
+	__u32 identity;
+	__be32 tunnel_endpoint; /* IPv4 of the node hosting the address; 0 = local / not tunnelled */
+	__u8 flags;             /* IPCACHE_F_* */
+	__u8 pad[3];
+};
+
+/* endpoints: hash, pod IP -> the local endpoint. */
+struct endpoint_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+#define EP_F_INGRESS_ENFORCED 1
+#define EP_F_EGRESS_ENFORCED 2
+struct endpoint_value {
+	__u32 ifindex;   /* the host side of the pod's veth */
+	__u32 identity;
+	__u32 flags;     /* EP_F_* */
+};
+
+/* conntrack: LRU hash keyed by the tuple as seen by the originator and the direction it was
+ * checked in; a reply matches the swapped tuple with the opposite direction. */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 direction; /* DIR_* of the policy check that created the entry */
+	__u8 pad;
+};
+
+#define CT_TCP_SYN_SENT 1
+#define CT_TCP_ESTABLISHED 2
+#define CT_TCP_CLOSING 3
+#define CT_OTHER 4
+struct ct_value {
+	__u64 expires_ns; /* bpf_ktime_get_ns() deadline */
+	__u32 rule_id;
+	__u8 state;       /* CT_* */
+	__u8 seen_reply;
+	__u16 pad;
+};
+
+/* Timeouts in seconds (Cilium's defaults). */
+#define CT_TIMEOUT_TCP_SYN 60
+#define CT_TIMEOUT_TCP_ESTABLISHED 21600
+#define CT_TIMEOUT_TCP_CLOSE 10
+#define CT_TIMEOUT_OTHER 60
+
+/* Drop reasons: index of the per-CPU drop counter and the event's reason. */
+#define DROP_NONE 0
+#define DROP_POLICY_DENY 1
+#define DROP_POLICY_DEFAULT_DENY 2
+#define DROP_SPOOFED_SOURCE 3
+#define DROP_UNKNOWN_ENDPOINT 4
+#define DROP_UNKNOWN_NODE 5
+#define DROP_INVALID_VNI 6
+#define DROP_MALFORMED 7
+#define DROP_UNSUPPORTED_L3 8
+#define DROP_FRAGMENT 9
+#define DROP_TUNNEL_KEY 10
+#define DROP_NO_TUNNEL_DEVICE 11
+#define DROP_REASON_MAX 16
+
+#define EVENT_FORWARDED 1
+#define EVENT_DROPPED 2
+struct event {
+	__u64 timestamp_ns;
+	__u8 verdict;      /* EVENT_* */
+	__u8 direction;    /* DIR_* */
+	__u8 reason;       /* DROP_* */
+	__u8 proto;
+	__u8 family;
+	__u8 pad[3];
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule_id;     /* the matching entry's ruleId; 0xffffffff = no entry (default) */
+	__u32 ifindex;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u32 pad2;
+};
+#define RULE_ID_NONE 0xffffffff
+
+/* config: array with one element. */
+#define CONFIG_F_EVENTS_FORWARDED 1 /* emit an event for every new allowed connection */
+struct config_value {
+	__u32 vxlan_ifindex; /* 0 = no tunnel device */
+	__u32 flags;         /* CONFIG_F_* */
+};
+
+/* skb->mark carrying the source identity from the overlay program to to-container. */
+#define MARK_MAGIC_IDENTITY 0x0e000000
+#define MARK_MAGIC_MASK 0xff000000
+#define MARK_IDENTITY_MASK 0x00ffffff
+
+#endif

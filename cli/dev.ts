@@ -1,0 +1,117 @@
+// `membrane dev`: the local cluster — a real control plane in a fixed state dir that outlives the CLI.
+import { readdir, rmdir } from "node:fs/promises";
+import { basename, dirname } from "node:path";
+import {
+  controlPlanePaths,
+  destroyControlPlane,
+  isReady,
+  runningControlPlane,
+  startControlPlane,
+} from "../e2e/cluster.ts";
+
+/** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */
+export function devDir(): string {
+  return process.env.MEMBRANE_DEV_DIR ?? "/var/lib/membrane/dev";
+}
+
+interface Subcommand {
+  summary: string;
+  run(args: string[]): Promise<number>;
+}
+
+// Later issues add subcommands here (`exec`, `probe`) and options to `up` (`--nodes N`).
+const subcommands: Record<string, Subcommand> = {
+  up: { summary: "start the local control plane (idempotent)", run: up },
+  down: { summary: "stop it and remove its files (idempotent)", run: down },
+  env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
+  status: { summary: "is it running, where, and is it ready", run: status },
+};
+
+function usage(): string {
+  const lines = Object.entries(subcommands).map(([name, s]) => `  ${name.padEnd(8)} ${s.summary}`);
+  return `usage: membrane dev <subcommand>\n\nsubcommands:\n${lines.join("\n")}\n\nstate dir: ${devDir()} (MEMBRANE_DEV_DIR)\n`;
+}
+
+export async function run(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const sub = subcommands[name];
+  if (!sub) {
+    process.stderr.write(`membrane dev: unknown subcommand "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  return sub.run(rest);
+}
+
+function noArgs(cmd: string, args: string[]): boolean {
+  if (args.length === 0) return true;
+  process.stderr.write(`membrane dev ${cmd}: unexpected argument "${args[0]}"\n`);
+  return false;
+}
+
+async function up(args: string[]): Promise<number> {
+  if (!noArgs("up", args)) return 2;
+  const dir = devDir();
+  const running = await runningControlPlane(dir);
+  if (running) {
+    process.stdout.write(`control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`);
+    return 0;
+  }
+  const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
+  process.stdout.write(
+    `control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n` +
+      `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` +
+      `stop it:  bin/membrane dev down\n`,
+  );
+  return 0;
+}
+
+async function down(args: string[]): Promise<number> {
+  if (!noArgs("down", args)) return 2;
+  const dir = devDir();
+  const running = await runningControlPlane(dir);
+  await destroyControlPlane(dir);
+  await removeIfEmptyMembraneDir(dirname(dir));
+  process.stdout.write(running ? `control plane stopped (pid ${running.pid}); removed ${dir}\n` : `control plane not running; removed ${dir}\n`);
+  return 0;
+}
+
+async function env(args: string[]): Promise<number> {
+  if (!noArgs("env", args)) return 2;
+  const dir = devDir();
+  if (!(await runningControlPlane(dir))) {
+    process.stderr.write(`membrane dev env: no control plane running in ${dir}; start one with: bin/membrane dev up\n`);
+    return 1;
+  }
+  process.stdout.write(`export KUBECONFIG=${controlPlanePaths(dir).kubeconfig}\n`);
+  return 0;
+}
+
+async function status(args: string[]): Promise<number> {
+  if (!noArgs("status", args)) return 2;
+  const dir = devDir();
+  const running = await runningControlPlane(dir);
+  if (!running) {
+    process.stdout.write(`control plane: not running (dir ${dir})\n`);
+    return 1;
+  }
+  const ready = await isReady(dir, running.server);
+  process.stdout.write(
+    `control plane: running (pid ${running.pid}, since ${running.startedAt})\n` +
+      `server: ${running.server}\nready: ${ready ? "yes" : "no"}\nkubeconfig: ${controlPlanePaths(dir).kubeconfig}\n`,
+  );
+  return ready ? 0 : 1;
+}
+
+/** `dev up` may have created /var/lib/membrane: take it away again when nothing else lives there. */
+async function removeIfEmptyMembraneDir(parent: string): Promise<void> {
+  if (basename(parent) !== "membrane") return;
+  try {
+    if ((await readdir(parent)).length === 0) await rmdir(parent);
+  } catch {
+    // missing or not ours to remove
+  }
+}

@@ -1,0 +1,76 @@
+// `membrane identity list`: the cluster's identities (CiliumIdentity objects) with their labels and how many pods use each.
+import { KubeClient, type ObjectList, resourcePath } from "../controllers/runtime/kube.ts";
+import { IDENTITIES, PODS } from "../controllers/runtime/resources.ts";
+import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../controllers/identity.ts";
+import { formatLabel } from "../core/labels.ts";
+
+const USAGE = `usage: membrane identity list [--kubeconfig PATH] [-o table|json]
+`;
+
+export interface IdentityRow {
+  readonly id: number;
+  readonly labels: string[];
+  readonly pods: number;
+  readonly unusedSince?: string;
+}
+
+/** Rows sorted by number; pods counted from the pods' identity annotation. */
+export function identityRows(identities: readonly IdentityObject[], pods: readonly PodObject[]): IdentityRow[] {
+  const count = new Map<string, number>();
+  for (const p of pods) {
+    const id = p.metadata.annotations?.[IDENTITY_ANNOTATION];
+    if (id !== undefined) count.set(id, (count.get(id) ?? 0) + 1);
+  }
+  return identities
+    .map((o) => ({
+      id: Number(o.metadata.name),
+      labels: labelSetOfIdentity(o).labels.map(formatLabel),
+      pods: count.get(o.metadata.name) ?? 0,
+      ...(o.metadata.annotations?.["membrane.io/unused-since"] ? { unusedSince: o.metadata.annotations["membrane.io/unused-since"] } : {}),
+    }))
+    .sort((a, b) => a.id - b.id);
+}
+
+export function formatTable(rows: readonly IdentityRow[]): string {
+  const lines = [["ID", "PODS", "LABELS"]];
+  for (const r of rows) lines.push([String(r.id), String(r.pods), r.labels.join(" ")]);
+  const w0 = Math.max(...lines.map((l) => (l[0] ?? "").length));
+  const w1 = Math.max(...lines.map((l) => (l[1] ?? "").length));
+  return lines.map((l) => `${(l[0] ?? "").padEnd(w0)}   ${(l[1] ?? "").padEnd(w1)}   ${l[2] ?? ""}`.trimEnd()).join("\n") + "\n";
+}
+
+export async function run(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== "list") {
+    process.stderr.write(sub === undefined || sub === "help" || sub === "--help" ? USAGE : `membrane identity: unknown subcommand "${sub}"\n${USAGE}`);
+    return sub === "help" || sub === "--help" ? 0 : 2;
+  }
+  let kubeconfig: string | undefined;
+  let output = "table";
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (a === "--kubeconfig") kubeconfig = rest[++i];
+    else if (a?.startsWith("--kubeconfig=")) kubeconfig = a.slice("--kubeconfig=".length);
+    else if (a === "-o" || a === "--output") output = rest[++i] ?? "";
+    else {
+      process.stderr.write(`membrane identity list: unknown argument "${a}"\n${USAGE}`);
+      return 2;
+    }
+  }
+  if (output !== "table" && output !== "json") {
+    process.stderr.write(`membrane identity list: -o: "${output}" is not table or json\n`);
+    return 2;
+  }
+  const client = await KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    const [ids, pods] = await Promise.all([
+      client.get<ObjectList<IdentityObject>>(resourcePath(IDENTITIES)),
+      client.get<ObjectList<PodObject>>(resourcePath(PODS)),
+    ]);
+    const rows = identityRows(ids.items, pods.items);
+    process.stdout.write(output === "json" ? JSON.stringify(rows, null, 2) + "\n" : formatTable(rows));
+    return 0;
+  } finally {
+    client.close();
+  }
+}

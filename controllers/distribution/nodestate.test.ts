@@ -1,0 +1,61 @@
+// Property tests of node-state deltas: applying diff(a, b) to a gives b, and equal states give an empty delta.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { NodeState } from "../../core/wire.ts";
+import type { PolicyEntry } from "../../core/model.ts";
+import { applyDelta, canonicalState, diffState, sameState } from "./nodestate.ts";
+
+const entry = (subject: number): fc.Arbitrary<PolicyEntry> =>
+  fc.record({
+    subject: fc.constant(subject),
+    direction: fc.constantFrom("ingress" as const, "egress" as const),
+    peer: fc.integer({ min: 0, max: 5 }),
+    proto: fc.constantFrom(0, 6, 17),
+    port: fc.constantFrom(0, 80, 443),
+    portPrefixLen: fc.constantFrom(0, 16),
+    verdict: fc.constantFrom("allow" as const, "deny" as const),
+    proxyPort: fc.constant(0),
+    ruleId: fc.integer({ min: 1, max: 3 }),
+  });
+
+const state: fc.Arbitrary<NodeState> = fc
+  .record({
+    subjects: fc.uniqueArray(fc.integer({ min: 256, max: 260 }), { maxLength: 4 }),
+    prefixes: fc.uniqueArray(fc.constantFrom("10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32", "0.0.0.0/0"), { maxLength: 4 }),
+    ident: fc.integer({ min: 256, max: 260 }),
+    gen: fc.integer({ min: 1, max: 3 }),
+  })
+  .chain(({ subjects, prefixes, ident, gen }) =>
+    fc.record({
+      policies: fc.tuple(...subjects.map((s) => fc.record({ subject: fc.constant(s), ingressEnforced: fc.boolean(), egressEnforced: fc.boolean(), entries: fc.array(entry(s), { maxLength: 5 }) }))),
+      ipcache: fc.constant(prefixes.map((prefix) => ({ prefix, identity: ident }))),
+      identities: fc.constant(subjects.map((id) => ({ id, labels: [`k8s:app=${id}`] }))),
+      rules: fc.constant([{ id: 1, origin: { policyKind: "CiliumNetworkPolicy" as const, name: "p", ruleIndex: 0, path: "spec.ingress[0]" } }]),
+      policyGenerations: fc.constant([{ key: "CiliumNetworkPolicy/ns/p", uid: "u", generation: gen }]),
+    }),
+  )
+  .map((s) => {
+    // Entries are unique per key within a subject, as the compiler emits them.
+    const policies = s.policies.map((p) => ({ ...p, entries: [...new Map(p.entries.map((e) => [`${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}`, e])).values()] }));
+    return { ...s, policies };
+  });
+
+test("property: applying diff(a, b) to a yields b", () => {
+  fc.assert(
+    fc.property(state, state, (a, b) => {
+      assert.deepEqual(applyDelta(canonicalState(a), diffState(a, b)), canonicalState(b));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test("property: a state diffed with itself changes nothing", () => {
+  fc.assert(
+    fc.property(state, (a) => {
+      const d = diffState(a, a);
+      assert.equal(d.subjects.length + d.removedSubjects.length + d.ipcacheUpserts.length + d.ipcacheRemovals.length + d.identityUpserts.length + d.identityRemovals.length, 0);
+      assert.ok(sameState(a, a));
+    }),
+  );
+});

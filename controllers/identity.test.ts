@@ -1,0 +1,35 @@
+// Unit tests of the identity reconciler's pure parts: the CiliumIdentity label map and which pods need identities.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { securityLabels } from "../core/labels.ts";
+import { labelSetOfIdentity, podNeedsIdentity, securityLabelsMap } from "./identity.ts";
+import { selectEndpoints } from "./selection.ts";
+import { selectorFromLabels } from "../core/selector.ts";
+import { label } from "../core/labels.ts";
+import type { Policy } from "../core/model.ts";
+
+test("security-labels round-trips to the same label set", () => {
+  const set = securityLabels({ podLabels: { app: "web", tier: "a:b" }, namespace: "prod", namespaceLabels: { team: "x" }, serviceAccount: "sa" });
+  const map = securityLabelsMap(set);
+  assert.equal(map["k8s:app"], "web");
+  assert.equal(map["k8s:io.kubernetes.pod.namespace"], "prod");
+  assert.equal(labelSetOfIdentity({ metadata: { name: "256" }, "security-labels": map }).key, set.key);
+});
+
+test("host-network and finished pods need no identity", () => {
+  assert.equal(podNeedsIdentity({ metadata: { name: "p" } }), true);
+  assert.equal(podNeedsIdentity({ metadata: { name: "p" }, spec: { hostNetwork: true } }), false);
+  assert.equal(podNeedsIdentity({ metadata: { name: "p" }, status: { phase: "Succeeded" } }), false);
+  assert.equal(podNeedsIdentity({ metadata: { name: "p" }, status: { phase: "Running" } }), true);
+});
+
+test("selection counts pods matched by any subject and the nodes they run on; host policies select no pods", () => {
+  const web = securityLabels({ podLabels: { app: "web" }, namespace: "default", namespaceLabels: {} });
+  const db = securityLabels({ podLabels: { app: "db" }, namespace: "default", namespaceLabels: {} });
+  const subject = selectorFromLabels([label("k8s", "app", "web")]);
+  const policy = { subject, rules: [] } as unknown as Policy;
+  const sel = selectEndpoints([policy], [{ labels: web, node: "n1" }, { labels: web, node: "n2" }, { labels: db, node: "n3" }, { labels: web }]);
+  assert.equal(sel.endpoints, 3);
+  assert.deepEqual([...sel.nodes].sort(), ["n1", "n2"]);
+  assert.equal(selectEndpoints([{ ...policy, nodeSelector: subject } as Policy], [{ labels: web }]).endpoints, 0);
+});

@@ -1,0 +1,282 @@
+// Identity reconciler: keeps CiliumIdentity objects true for the pods that exist. A pod's security
+// labels (core/labels.ts) map to one identity number cluster-wide; numbers already in the API are
+// the truth; an identity no pod uses is deleted once its grace period (persisted on the object, so
+// an operator restart does not postpone it) has passed. Keys: "pod/<ns>/<name>", "ns/<name>", "id/<number>".
+import type { Logger } from "pino";
+import type { LabelSet } from "../core/model.ts";
+import { label, labelSetFrom, securityLabels } from "../core/labels.ts";
+import { IdentityAllocator } from "../core/identity.ts";
+import type { Reconciler, ReconcileResult } from "./runtime/controller.ts";
+import type { Informer, InformerEvent } from "./runtime/informer.ts";
+import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "./runtime/kube.ts";
+import type { OperatorMetrics } from "./runtime/metrics.ts";
+import { IDENTITIES, PODS } from "./runtime/resources.ts";
+import type { Endpoint } from "./selection.ts";
+
+/** The pod annotation that records the pod's identity number. */
+export const IDENTITY_ANNOTATION = "membrane.io/identity";
+/** On a CiliumIdentity: since when no pod has used it (RFC 3339); removed when a pod uses it again. */
+export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
+
+export interface PodObject extends KubeObject {
+  spec?: { serviceAccountName?: string; hostNetwork?: boolean; nodeName?: string };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
+}
+
+export interface IdentityObject extends KubeObject {
+  "security-labels"?: Record<string, string>;
+}
+
+/** The `security-labels` map of a CiliumIdentity: "source:key" → value, as Cilium writes it. */
+export function securityLabelsMap(set: LabelSet): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const l of set.labels) out[`${l.source}:${l.key}`] = l.value;
+  return out;
+}
+
+export function labelSetOfIdentity(obj: IdentityObject): LabelSet {
+  return labelSetFrom(
+    Object.entries(obj["security-labels"] ?? {}).map(([sk, value]) => {
+      const i = sk.indexOf(":");
+      return i < 0 ? label("unspec", sk, value) : label(sk.slice(0, i), sk.slice(i + 1), value);
+    }),
+  );
+}
+
+/** Whether a pod has an endpoint that needs an identity (host-network and finished pods do not). */
+export function podNeedsIdentity(pod: PodObject): boolean {
+  if (pod.spec?.hostNetwork) return false;
+  const phase = pod.status?.phase;
+  return phase !== "Succeeded" && phase !== "Failed";
+}
+
+export interface IdentityDeps {
+  readonly client: KubeClient;
+  readonly pods: Informer<PodObject>;
+  readonly namespaces: Informer<KubeObject>;
+  readonly identities: Informer<IdentityObject>;
+  readonly metrics: OperatorMetrics;
+  readonly log: Logger;
+  readonly clusterName: string;
+  readonly gcGraceMs: number;
+  readonly now?: () => number;
+}
+
+const podKey = (ns: string, name: string): string => `pod/${ns}/${name}`;
+
+/** The identity reconciler plus the read side other controllers use (pod → labels, identity → labels). */
+export class IdentityReconciler implements Reconciler {
+  readonly name = "identity";
+  /** The core allocator holds the bindings labels key ↔ number, fed from the CiliumIdentity objects. */
+  private readonly allocator = new IdentityAllocator();
+  private readonly labelsOf = new Map<number, LabelSet>();
+  /** Pod key → the labels it needs; labels key → pods needing it (the reference counts). */
+  private readonly podLabels = new Map<string, LabelSet>();
+  private readonly users = new Map<string, Set<string>>();
+  private readonly creating = new Map<string, Promise<number>>();
+  private readonly now: () => number;
+
+  constructor(private readonly d: IdentityDeps) {
+    this.now = d.now ?? Date.now;
+  }
+
+  /** Event → keys, for Controller.watch. */
+  readonly podKeys = (ev: InformerEvent<PodObject>): string[] => [podKey(ev.obj.metadata.namespace ?? "", ev.obj.metadata.name)];
+  readonly namespaceKeys = (ev: InformerEvent<KubeObject>): string[] => {
+    if (ev.type === "update" && JSON.stringify(ev.obj.metadata.labels ?? {}) === JSON.stringify(ev.old.metadata.labels ?? {})) return [];
+    return [`ns/${ev.obj.metadata.name}`];
+  };
+  readonly identityKeys = (ev: InformerEvent<IdentityObject>): string[] => {
+    const n = Number(ev.obj.metadata.name);
+    if (!Number.isInteger(n)) return [];
+    if (ev.type === "delete") this.forgetIdentity(n);
+    else this.indexIdentity(n, labelSetOfIdentity(ev.obj));
+    this.d.metrics.identities.set(this.d.identities.list().length);
+    const keys = [`id/${n}`];
+    // An identity removed behind our back: its users need a (new) one.
+    if (ev.type === "delete") {
+      const lk = labelSetOfIdentity(ev.obj).key;
+      for (const p of this.users.get(lk) ?? []) keys.push(p);
+    }
+    return keys;
+  };
+
+  /** Before the workers start: index every identity and every pod's labels from the synced caches, so GC never sees a half-built view. */
+  init(): void {
+    // Descending, so that if two objects carry equal labels (a past race) the lowest number is bound.
+    const ids = this.d.identities.list().map((o) => [Number(o.metadata.name), o] as const);
+    for (const [n, obj] of ids.filter(([n]) => Number.isInteger(n)).sort((a, b) => b[0] - a[0])) this.indexIdentity(n, labelSetOfIdentity(obj));
+    for (const pod of this.d.pods.list()) {
+      const set = this.desiredLabels(pod);
+      if (set) this.setPodLabels(podKey(pod.metadata.namespace ?? "", pod.metadata.name), set);
+    }
+    this.d.metrics.identities.set(this.d.identities.list().length);
+  }
+
+  /** The identity number of a label set, if one exists. */
+  identityFor(set: LabelSet): number | undefined {
+    return this.allocator.lookup(set.key);
+  }
+
+  /** Every pod that needs an identity, with its security labels and node, read from the caches now (for policy selection). */
+  *endpoints(): Iterable<Endpoint> {
+    for (const pod of this.d.pods.list()) {
+      const labels = this.desiredLabels(pod);
+      if (labels) yield { labels, node: pod.spec?.nodeName };
+    }
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const [kind, ...rest] = key.split("/");
+    if (kind === "pod") return this.reconcilePod(rest[0] ?? "", rest.slice(1).join("/"));
+    if (kind === "ns") {
+      for (const pod of this.d.pods.list()) if (pod.metadata.namespace === rest[0]) await this.reconcilePod(rest[0] ?? "", pod.metadata.name);
+      return;
+    }
+    if (kind === "id") return this.reconcileIdentity(Number(rest[0]));
+  }
+
+  private indexIdentity(n: number, set: LabelSet): void {
+    this.labelsOf.set(n, set);
+    this.allocator.unreference(n);
+    if (this.allocator.lookup(set.key) === undefined || this.allocator.keyOf(n) !== undefined) this.allocator.bind(n, set.key);
+    else this.allocator.reference(n); // a duplicate of a bound key: keep the number out of reuse until it is gone
+  }
+
+  private forgetIdentity(n: number): void {
+    this.labelsOf.delete(n);
+    this.allocator.release(n);
+    this.allocator.unreference(n);
+  }
+
+  private desiredLabels(pod: PodObject): LabelSet | undefined {
+    if (!podNeedsIdentity(pod)) return undefined;
+    const ns = this.d.namespaces.get(pod.metadata.namespace ?? "");
+    if (!ns) return undefined;
+    return securityLabels({
+      podLabels: pod.metadata.labels ?? {},
+      namespace: pod.metadata.namespace ?? "",
+      namespaceLabels: ns.metadata.labels ?? {},
+      serviceAccount: pod.spec?.serviceAccountName,
+      clusterName: this.d.clusterName,
+    });
+  }
+
+  /** Records which labels a pod needs; returns the labels key it needed before, if different. */
+  private setPodLabels(pk: string, set: LabelSet | undefined): string | undefined {
+    const before = this.podLabels.get(pk);
+    if (before?.key === set?.key) return undefined;
+    if (before) {
+      const u = this.users.get(before.key);
+      u?.delete(pk);
+      if (u && u.size === 0) this.users.delete(before.key);
+      this.podLabels.delete(pk);
+    }
+    if (set) {
+      this.podLabels.set(pk, set);
+      let u = this.users.get(set.key);
+      if (!u) this.users.set(set.key, (u = new Set()));
+      u.add(pk);
+    }
+    return before?.key;
+  }
+
+  private async reconcilePod(namespace: string, name: string): Promise<void> {
+    const pk = podKey(namespace, name);
+    const pod = this.d.pods.get(`${namespace}/${name}`);
+    const set = pod ? this.desiredLabels(pod) : undefined;
+    if (pod && podNeedsIdentity(pod) && !set) throw new Error(`namespace ${namespace} of pod ${name} is not known yet`);
+    const previous = this.setPodLabels(pk, set);
+    // The identity the pod used before may have lost its last user: let GC look at it.
+    if (previous !== undefined) {
+      const n = this.allocator.lookup(previous);
+      if (n !== undefined) this.requeue(`id/${n}`);
+    }
+    if (!pod || !set) return;
+
+    const n = await this.ensureIdentity(set);
+    if (pod.metadata.annotations?.[IDENTITY_ANNOTATION] !== String(n)) {
+      try {
+        await this.d.client.mergePatch(resourcePath(PODS, namespace, name), { metadata: { annotations: { [IDENTITY_ANNOTATION]: String(n) } } });
+        this.d.log.info({ namespace, name, identity: n }, "pod identity set");
+      } catch (e) {
+        if (!isNotFound(e)) throw e;
+      }
+    }
+    // A marked-unused identity has a user again: clear the mark.
+    if (this.d.identities.get(String(n))?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]) this.requeue(`id/${n}`);
+  }
+
+  /** Set by the controller so the reconciler can queue follow-up keys. */
+  requeue: (key: string) => void = () => {};
+
+  private ensureIdentity(set: LabelSet): Promise<number> {
+    // One creation per label set at a time, so two workers never allocate two numbers for it.
+    const inFlight = this.creating.get(set.key);
+    if (inFlight) return inFlight;
+    const existing = this.identityFor(set);
+    if (existing !== undefined) return Promise.resolve(existing);
+    const p = this.createIdentity(set).finally(() => this.creating.delete(set.key));
+    this.creating.set(set.key, p);
+    return p;
+  }
+
+  private async createIdentity(set: LabelSet): Promise<number> {
+    const r = this.allocator.allocate(set.key);
+    if (!r.ok) throw new Error(r.errors.map((e) => e.message).join("; "));
+    const n = r.value.id;
+    try {
+      await this.d.client.create(resourcePath(IDENTITIES), {
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumIdentity",
+        metadata: { name: String(n) },
+        "security-labels": securityLabelsMap(set),
+      });
+    } catch (e) {
+      this.allocator.release(n);
+      if (isConflict(e)) {
+        // The number exists already (our cache lags, or another replica wrote it): skip it until the informer says what it is.
+        this.allocator.reference(n);
+        throw new Error(`identity ${n} already exists; retrying`, { cause: e });
+      }
+      throw e;
+    }
+    this.labelsOf.set(n, set);
+    this.d.log.info({ identity: n, labels: set.labels.length }, "identity created");
+    return n;
+  }
+
+  private async reconcileIdentity(n: number): Promise<ReconcileResult | void> {
+    const obj = this.d.identities.get(String(n));
+    if (!obj) return;
+    const set = this.labelsOf.get(n) ?? labelSetOfIdentity(obj);
+    const canonical = this.allocator.keyOf(n) === set.key;
+    const inUse = canonical && (this.users.get(set.key)?.size ?? 0) > 0;
+    const path = resourcePath(IDENTITIES, undefined, String(n));
+    const mark = obj.metadata.annotations?.[UNUSED_SINCE_ANNOTATION];
+    if (inUse) {
+      if (mark !== undefined) {
+        await this.d.client.mergePatch(path, { metadata: { annotations: { [UNUSED_SINCE_ANNOTATION]: null } } });
+        this.d.log.info({ identity: n }, "identity in use again");
+      }
+      return;
+    }
+    const since = mark !== undefined ? Date.parse(mark) : NaN;
+    if (Number.isNaN(since)) {
+      await this.d.client.mergePatch(path, {
+        metadata: { resourceVersion: obj.metadata.resourceVersion, annotations: { [UNUSED_SINCE_ANNOTATION]: new Date(this.now()).toISOString() } },
+      });
+      this.d.log.info({ identity: n, graceMs: this.d.gcGraceMs }, "identity unused; collecting after the grace period");
+      return { requeueAfter: this.d.gcGraceMs };
+    }
+    const left = since + this.d.gcGraceMs - this.now();
+    if (left > 0) return { requeueAfter: left };
+    try {
+      // The precondition makes a concurrent change (a pod using it again) win over the delete.
+      await this.d.client.delete(path, { uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion });
+      this.d.log.info({ identity: n }, "identity collected");
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+  }
+}

@@ -1,0 +1,148 @@
+// `membrane operator`: parses flags, runs the operator until SIGTERM/SIGINT, and exits non-zero if leadership is lost.
+import os from "node:os";
+import { pino } from "pino";
+import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
+
+const USAGE = `usage: membrane operator [flags]
+
+  --kubeconfig PATH            kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
+  --health-port N              /healthz /readyz /metrics on 127.0.0.1:N (default 9891; 0 picks one)
+  --leader-elect BOOL          use a coordination.k8s.io Lease (default true)
+  --lease-namespace NS         (default kube-system)
+  --lease-name NAME            (default membrane-operator)
+  --id NAME                    this replica's lease holder identity (default hostname_pid)
+  --identity-gc-grace DURATION unused identities are deleted after this (default 15m; e.g. 30s, 2m)
+  --cluster-name NAME          (default "default")
+  --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
+  --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
+  --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
+  --log-level LEVEL            pino level (default info)
+`;
+
+/** Parses "15m", "30s", "500ms", "1h" or plain milliseconds. */
+export function parseDuration(s: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1;
+  return Math.round(n * unit);
+}
+
+export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: string } | { error: string } | { help: true } {
+  const config: OperatorConfig = {
+    healthPort: 9891,
+    leaderElect: true,
+    leaseNamespace: "kube-system",
+    leaseName: "membrane-operator",
+    id: `${os.hostname()}_${process.pid}`,
+    identityGcGraceMs: 15 * 60_000,
+    clusterName: "default",
+    podCidrPool: "10.244.0.0/16",
+    nodeCidrMaskSize: 24,
+    controllers: new Set(ALL_CONTROLLERS),
+  };
+  let logLevel = "info";
+  for (let i = 0; i < args.length; i++) {
+    const raw = args[i] ?? "";
+    if (raw === "-h" || raw === "--help") return { help: true };
+    const eq = raw.indexOf("=");
+    const flag = eq >= 0 ? raw.slice(0, eq) : raw;
+    const value = (): string | undefined => (eq >= 0 ? raw.slice(eq + 1) : args[++i]);
+    const v = value();
+    if (v === undefined) return { error: `${flag}: a value is required` };
+    switch (flag) {
+      case "--kubeconfig":
+        config.kubeconfig = v;
+        break;
+      case "--health-port": {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 65535) return { error: `--health-port: "${v}" is not a port number` };
+        config.healthPort = n;
+        break;
+      }
+      case "--leader-elect":
+        if (v !== "true" && v !== "false") return { error: `--leader-elect: "${v}" is not true or false` };
+        config.leaderElect = v === "true";
+        break;
+      case "--lease-namespace":
+        config.leaseNamespace = v;
+        break;
+      case "--lease-name":
+        config.leaseName = v;
+        break;
+      case "--id":
+        config.id = v;
+        break;
+      case "--identity-gc-grace": {
+        const ms = parseDuration(v);
+        if (ms === undefined) return { error: `--identity-gc-grace: "${v}" is not a duration (e.g. 15m, 30s)` };
+        config.identityGcGraceMs = ms;
+        break;
+      }
+      case "--cluster-name":
+        config.clusterName = v;
+        break;
+      case "--pod-cidr-pool":
+        config.podCidrPool = v;
+        break;
+      case "--node-cidr-mask-size": {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 128) return { error: `--node-cidr-mask-size: "${v}" is not a prefix length` };
+        config.nodeCidrMaskSize = n;
+        break;
+      }
+      case "--controllers": {
+        const names = v.split(",").filter((s) => s !== "");
+        const unknown = names.filter((n) => !(ALL_CONTROLLERS as readonly string[]).includes(n));
+        if (unknown.length > 0) return { error: `--controllers: unknown controller(s) ${unknown.join(", ")}; known: ${ALL_CONTROLLERS.join(", ")}` };
+        config.controllers = new Set(names as (typeof ALL_CONTROLLERS)[number][]);
+        break;
+      }
+      case "--log-level":
+        logLevel = v;
+        break;
+      default:
+        return { error: `unknown flag ${flag}` };
+    }
+  }
+  return { config, logLevel };
+}
+
+export async function run(args: string[]): Promise<number> {
+  const parsed = parseArgs(args);
+  if ("help" in parsed) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if ("error" in parsed) {
+    process.stderr.write(`membrane operator: ${parsed.error}\n\n${USAGE}`);
+    return 2;
+  }
+  const log = pino({ level: parsed.logLevel, base: { component: "operator", id: parsed.config.id } });
+  const operator = new Operator(parsed.config, log);
+  let stopping: Promise<void> | undefined;
+  const shutdown = (signal: string): void => {
+    log.info({ signal }, "shutting down");
+    stopping ??= operator.stop();
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+  const outcome = await operator.run();
+  await stopping;
+  if (outcome === "lost") {
+    await operator.stop();
+    return 1;
+  }
+  return 0;
+}
+
+// Run directly: `node --import tsx controllers/main.ts [flags]`.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  run(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`membrane operator: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

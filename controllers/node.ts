@@ -1,0 +1,85 @@
+// Node reconciler: one CiliumNode per Kubernetes Node, carrying the node's addresses and a pod CIDR
+// from the cluster pool (no overlaps; released when the node goes). Keys are node names.
+import type { Logger } from "pino";
+import type { PodCIDRPool } from "./cidrpool.ts";
+import type { Reconciler } from "./runtime/controller.ts";
+import type { Informer } from "./runtime/informer.ts";
+import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "./runtime/kube.ts";
+import { CILIUM_NODES } from "./runtime/resources.ts";
+
+export interface NodeObject extends KubeObject {
+  status?: { addresses?: { type: string; address: string }[] };
+}
+
+export interface CiliumNodeAddress {
+  type: string;
+  ip: string;
+}
+
+export interface CiliumNodeObject extends KubeObject {
+  spec?: { addresses?: CiliumNodeAddress[]; ipam?: { podCIDRs?: string[] } };
+}
+
+/** A node's IP addresses as CiliumNode lists them (host names are not addresses). */
+export function nodeAddresses(node: NodeObject): CiliumNodeAddress[] {
+  return (node.status?.addresses ?? []).filter((a) => a.type === "InternalIP" || a.type === "ExternalIP").map((a) => ({ type: a.type, ip: a.address }));
+}
+
+export interface NodeDeps {
+  readonly client: KubeClient;
+  readonly nodes: Informer<NodeObject>;
+  readonly ciliumNodes: Informer<CiliumNodeObject>;
+  readonly pool: PodCIDRPool;
+  readonly log: Logger;
+}
+
+export class NodeReconciler implements Reconciler {
+  readonly name = "node";
+
+  constructor(private readonly d: NodeDeps) {}
+
+  /** Before the workers start: the CIDRs recorded in CiliumNodes are taken first, so a restart moves none. */
+  init(): void {
+    for (const cn of this.d.ciliumNodes.list()) {
+      for (const cidr of cn.spec?.ipam?.podCIDRs ?? []) {
+        if (!this.d.pool.mark(cidr, cn.metadata.name)) this.d.log.warn({ name: cn.metadata.name, cidr }, "pod CIDR outside the pool or taken twice; reallocating");
+      }
+    }
+  }
+
+  async reconcile(name: string): Promise<void> {
+    const node = this.d.nodes.get(name);
+    const cn = this.d.ciliumNodes.get(name);
+    const path = resourcePath(CILIUM_NODES, undefined, name);
+    if (!node) {
+      if (cn) {
+        try {
+          await this.d.client.delete(path, { uid: cn.metadata.uid });
+          this.d.log.info({ name }, "CiliumNode deleted with its node");
+        } catch (e) {
+          if (!isNotFound(e)) throw e;
+        }
+      }
+      this.d.pool.release(name);
+      return;
+    }
+    const have = (cn?.spec?.ipam?.podCIDRs ?? []).find((c) => this.d.pool.ownerOf(c) === name);
+    const cidr = have ?? this.d.pool.allocate(name);
+    if (cidr === undefined) throw new Error(`pod CIDR pool ${this.d.pool.maskSize} blocks exhausted: node ${name} gets no pod CIDR`);
+    const spec = { addresses: nodeAddresses(node), ipam: { podCIDRs: [cidr] } };
+    const ownerReferences = [{ apiVersion: "v1", kind: "Node", name, uid: node.metadata.uid, controller: true }];
+    if (!cn) {
+      try {
+        await this.d.client.create(resourcePath(CILIUM_NODES), { apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name, ownerReferences }, spec });
+        this.d.log.info({ name, podCIDR: cidr }, "CiliumNode created");
+      } catch (e) {
+        if (isConflict(e)) throw new Error(`CiliumNode ${name} exists but is not in the cache yet; retrying`, { cause: e });
+        throw e;
+      }
+      return;
+    }
+    if (JSON.stringify(cn.spec?.addresses ?? []) === JSON.stringify(spec.addresses) && JSON.stringify(cn.spec?.ipam?.podCIDRs ?? []) === JSON.stringify(spec.ipam.podCIDRs)) return;
+    await this.d.client.mergePatch(path, { spec });
+    this.d.log.info({ name, podCIDR: cidr }, "CiliumNode updated");
+  }
+}

@@ -1,0 +1,258 @@
+// The operator against a real kube-apiserver: identities for pods and namespaces, relabel, GC after
+// the grace period, restart stability, leader failover, policy status and CiliumNodes.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { startControlPlane } from "../e2e/cluster.ts";
+import { OperatorProcess, eventually } from "./testing/operator-process.ts";
+import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION } from "./identity.ts";
+
+type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
+const CRD_DIR = fileURLToPath(new URL("../crds/generated/", import.meta.url));
+
+let cp: ControlPlane | undefined;
+const operators: OperatorProcess[] = [];
+
+async function kubectl(args: string[], input?: string): Promise<string> {
+  if (!cp) throw new Error("control plane not started");
+  const r = await cp.kubectl(args, input);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function getJSON<T = Record<string, unknown>>(args: string[]): Promise<T> {
+  return JSON.parse(await kubectl([...args, "-o", "json"])) as T;
+}
+
+interface Meta {
+  metadata: { name: string; resourceVersion: string; generation?: number; annotations?: Record<string, string>; labels?: Record<string, string> };
+}
+interface Identity extends Meta {
+  "security-labels": Record<string, string>;
+}
+
+function operator(name: string, args: string[] = []): OperatorProcess {
+  const op = new OperatorProcess(name, cp?.kubeconfig ?? "", args);
+  operators.push(op);
+  return op;
+}
+
+async function podIdentity(ns: string, pod: string): Promise<string | undefined> {
+  const p = await getJSON<Meta>(["get", "pod", "-n", ns, pod]);
+  return p.metadata.annotations?.[IDENTITY_ANNOTATION];
+}
+
+async function identities(): Promise<Identity[]> {
+  return (await getJSON<{ items: Identity[] }>(["get", "ciliumidentities"])).items;
+}
+
+function podYaml(ns: string, name: string, labels: Record<string, string>): string {
+  return JSON.stringify({
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace: ns, labels },
+    spec: { automountServiceAccountToken: false, containers: [{ name: "c", image: "example.invalid/none" }] },
+  });
+}
+
+async function namespace(name: string, labels: Record<string, string> = {}): Promise<void> {
+  await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels } }));
+  // No controller-manager runs here, so the default ServiceAccount pods need is created by hand.
+  await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default", namespace: name } }));
+}
+
+describe("operator against a real API server", { timeout: 600_000 }, () => {
+  before(async () => {
+    cp = await startControlPlane({ name: "operator-test" });
+    for (const f of readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml"))) await kubectl(["apply", "-f", `${CRD_DIR}${f}`]);
+    await kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+  });
+
+  after(async () => {
+    for (const op of operators) await op.stop("SIGKILL");
+    await cp?.stop();
+  });
+
+  it("gives pods identities: equal labels share one, relabel moves it, an unused one is collected after the grace period", async () => {
+    const ns = "ids";
+    await namespace(ns, { team: "a" });
+    const op = operator("op-ids", ["--identity-gc-grace", "3s", "--leader-elect", "false"]);
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "web-1", { app: "web" }));
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "web-2", { app: "web" }));
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "db-1", { app: "db" }));
+    const web1 = await eventually("web-1 identity", () => podIdentity(ns, "web-1"));
+    const web2 = await eventually("web-2 identity", () => podIdentity(ns, "web-2"));
+    const db1 = await eventually("db-1 identity", () => podIdentity(ns, "db-1"));
+    assert.equal(web1, web2, "equal label sets share one identity");
+    assert.notEqual(web1, db1);
+    assert.ok(Number(web1) >= 256 && Number(web1) <= 65535);
+    const webId = (await identities()).find((i) => i.metadata.name === web1);
+    assert.equal(webId?.["security-labels"]["k8s:app"], "web");
+    assert.equal(webId?.["security-labels"]["k8s:io.kubernetes.pod.namespace"], ns);
+    assert.equal(webId?.["security-labels"]["k8s:io.cilium.k8s.namespace.labels.team"], "a");
+
+    // Relabel: web-2 moves to a new identity; web keeps web-1.
+    await kubectl(["label", "pod", "-n", ns, "web-2", "app=api", "--overwrite"]);
+    const api = await eventually("web-2 moved", async () => {
+      const id = await podIdentity(ns, "web-2");
+      return id !== web1 ? id : undefined;
+    });
+    assert.notEqual(api, db1);
+    assert.equal(await podIdentity(ns, "web-1"), web1);
+
+    // Last user gone: marked unused, then deleted after the (shortened) grace period.
+    await kubectl(["delete", "pod", "-n", ns, "web-1", "--wait=false"]);
+    const marked = await eventually("web identity marked unused", async () => (await identities()).find((i) => i.metadata.name === web1)?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]);
+    assert.ok(!Number.isNaN(Date.parse(marked)));
+    await eventually("web identity collected", async () => ((await identities()).some((i) => i.metadata.name === web1) ? undefined : true), 20_000);
+    assert.ok((await identities()).some((i) => i.metadata.name === api), "identities in use stay");
+
+    // A namespace label is part of the identity: changing it moves every pod of the namespace.
+    await kubectl(["label", "namespace", ns, "team=b", "--overwrite"]);
+    await eventually("db-1 moved with its namespace", async () => ((await podIdentity(ns, "db-1")) !== db1 ? true : undefined));
+
+    const metrics = await op.get("/metrics");
+    assert.match(metrics.body, /membrane_operator_reconcile_total\{controller="identity",result="success"\} [1-9]/);
+    assert.match(metrics.body, /membrane_operator_identities [1-9]/);
+    assert.equal((await op.get("/readyz")).status, 200);
+    assert.equal((await op.get("/healthz")).status, 200);
+    assert.equal(await op.stop("SIGTERM"), 0, "graceful shutdown exits 0");
+  });
+
+  it("a restarted operator keeps every number and rewrites nothing that did not change", async () => {
+    const ns = "restart";
+    await namespace(ns);
+    const first = operator("op-restart-1", ["--leader-elect", "false"]);
+    for (const [name, app] of [["a-1", "a"], ["a-2", "a"], ["b-1", "b"]] as const) await kubectl(["apply", "-f", "-"], podYaml(ns, name, { app }));
+    for (const p of ["a-1", "a-2", "b-1"]) await eventually(`${p} identity`, () => podIdentity(ns, p));
+    // Let the first operator settle (no GC marks in flight for these identities).
+    await new Promise((r) => setTimeout(r, 1000));
+    await first.stop("SIGTERM");
+    const idsBefore = new Map((await identities()).map((i) => [i.metadata.name, i.metadata.resourceVersion]));
+    const podsBefore = new Map((await getJSON<{ items: Meta[] }>(["get", "pods", "-n", ns])).items.map((p) => [p.metadata.name, [p.metadata.resourceVersion, p.metadata.annotations?.[IDENTITY_ANNOTATION]]]));
+
+    const second = operator("op-restart-2", ["--leader-elect", "false"]);
+    await second.waitForLog((l) => l.msg === "operator running");
+    // A new pod with known labels proves the second operator is reconciling, then give it time to (not) write.
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "a-3", { app: "a" }));
+    assert.equal(await eventually("a-3 identity", () => podIdentity(ns, "a-3")), podsBefore.get("a-1")?.[1]);
+    await new Promise((r) => setTimeout(r, 2000));
+    const idsAfter = new Map((await identities()).map((i) => [i.metadata.name, i.metadata.resourceVersion]));
+    for (const [name, rv] of idsBefore) if (idsAfter.has(name)) assert.equal(idsAfter.get(name), rv, `identity ${name} not rewritten`);
+    for (const p of ["a-1", "a-2", "b-1"]) {
+      const pod = await getJSON<Meta>(["get", "pod", "-n", ns, p]);
+      assert.deepEqual([pod.metadata.resourceVersion, pod.metadata.annotations?.[IDENTITY_ANNOTATION]], podsBefore.get(p), `pod ${p} untouched`);
+    }
+    await second.stop("SIGTERM");
+  });
+
+  it("two replicas: killing the leader lets the standby take over and work continues", async () => {
+    const ns = "failover";
+    await namespace(ns);
+    const lease = ["--lease-name", "failover-test"];
+    const a = operator("replica-a", lease);
+    await a.waitForLog((l) => l.msg === "became leader");
+    const b = operator("replica-b", lease);
+    await b.waitForLog((l) => l.msg === "health and metrics endpoints listening");
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.ok(!b.logs.some((l) => l.msg === "became leader"), "the standby waits while the leader renews");
+    assert.equal((await b.get("/readyz")).status, 200, "a standby is ready");
+
+    const killedAt = Date.now();
+    await a.stop("SIGKILL");
+    await b.waitForLog((l) => l.msg === "became leader", 30_000);
+    const takeoverMs = Date.now() - killedAt;
+    // Lease 15 s, observed on the standby's clock with a 2 s retry: takeover within lease + retry.
+    assert.ok(takeoverMs <= 18_000, `standby took over after ${takeoverMs} ms`);
+    process.stdout.write(`# failover: standby took over ${takeoverMs} ms after the leader was killed\n`);
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "after-failover", { app: "x" }));
+    await eventually("identity from the new leader", () => podIdentity(ns, "after-failover"));
+    const holder = await getJSON<{ spec: { holderIdentity: string } }>(["get", "lease", "-n", "kube-system", "failover-test"]);
+    assert.equal(holder.spec.holderIdentity, "replica-b");
+
+    // Graceful stop releases the lease at once.
+    await b.stop("SIGTERM");
+    const released = await getJSON<{ spec: { holderIdentity?: string } }>(["get", "lease", "-n", "kube-system", "failover-test"]);
+    assert.ok(!released.spec.holderIdentity, "lease released on shutdown");
+  });
+
+  it("an invalid policy that bypassed admission gets Valid=False with the path and an Event; a fix flips it and bumps observedGeneration", async () => {
+    const ns = "pol";
+    await namespace(ns);
+    const op = operator("op-policy", ["--leader-elect", "false", "--controllers", "identity,policy"]);
+    for (const p of ["web-1", "web-2"]) await kubectl(["apply", "-f", "-"], podYaml(ns, p, { app: "web" }));
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "other", { app: "other" }));
+    const cnp = (ports: unknown): string =>
+      JSON.stringify({
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "web", namespace: ns },
+        spec: { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "other" } }], toPorts: [{ ports }] }] },
+      });
+    // Semantically wrong but structurally fine, so the CRD schema lets it in (no webhook here).
+    const candidates: [unknown, string][] = [
+      [[{ port: "80", endPort: 70, protocol: "TCP" }], "spec.ingress[0].toPorts[0].ports[0].endPort"],
+      [[{ port: "70000", protocol: "TCP" }], "spec.ingress[0].toPorts[0].ports[0].port"],
+    ];
+    let path: string | undefined;
+    for (const [ports, p] of candidates) {
+      if ((await cp?.kubectl(["apply", "-f", "-"], cnp(ports)))?.code === 0) {
+        path = p;
+        break;
+      }
+    }
+    assert.ok(path, "the API server accepted one of the invalid candidates");
+    type CNP = Meta & { status?: { observedGeneration?: number; selectedEndpoints?: number; enforced?: string; conditions?: { type: string; status: string; reason: string; message: string }[] } };
+    const valid = (o: CNP) => o.status?.conditions?.find((c) => c.type === "Valid");
+    const bad = await eventually("Valid=False", async () => {
+      const o = await getJSON<CNP>(["get", "cnp", "-n", ns, "web"]);
+      return valid(o)?.status === "False" ? o : undefined;
+    });
+    assert.equal(bad.status?.observedGeneration, bad.metadata.generation);
+    assert.ok(valid(bad)?.message.includes(path), `message names ${path}: ${valid(bad)?.message}`);
+    assert.equal(valid(bad)?.reason, "ParseError");
+    const events = await eventually("InvalidPolicy event", async () => {
+      const l = await getJSON<{ items: { reason: string; message: string; involvedObject: { name: string; kind: string } }[] }>(["get", "events", "-n", ns]);
+      return l.items.find((e) => e.reason === "InvalidPolicy" && e.involvedObject.name === "web");
+    });
+    assert.equal(events.involvedObject.kind, "CiliumNetworkPolicy");
+    assert.ok(events.message.includes(path));
+
+    await kubectl(["apply", "-f", "-"], cnp([{ port: "80", protocol: "TCP" }]));
+    const good = await eventually("Valid=True", async () => {
+      const o = await getJSON<CNP>(["get", "cnp", "-n", ns, "web"]);
+      return valid(o)?.status === "True" ? o : undefined;
+    });
+    assert.ok((good.metadata.generation ?? 0) > (bad.metadata.generation ?? 0));
+    assert.equal(good.status?.observedGeneration, good.metadata.generation);
+    assert.equal(good.status?.selectedEndpoints, 2);
+    assert.equal(good.status?.enforced, "0/0", "no selected pod is scheduled on a node yet");
+    const table = await kubectl(["get", "cnp", "-n", ns]);
+    assert.match(table, /web\s+True\s+0\/0\s+2\s+/);
+    const metrics = await op.get("/metrics");
+    assert.match(metrics.body, /membrane_operator_policies\{kind="CiliumNetworkPolicy",state="valid"\} 1/);
+    await op.stop("SIGTERM");
+  });
+
+  it("keeps a CiliumNode with addresses and a pod CIDR per Node, released when the node goes", async () => {
+    const op = operator("op-nodes", ["--leader-elect", "false", "--controllers", "node", "--pod-cidr-pool", "10.200.0.0/16"]);
+    const node = (name: string, ip: string): string =>
+      JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name }, status: { addresses: [{ type: "InternalIP", address: ip }, { type: "Hostname", address: name }] } });
+    await kubectl(["apply", "-f", "-"], node("node-a", "192.0.2.1"));
+    await kubectl(["apply", "-f", "-"], node("node-b", "192.0.2.2"));
+    type CN = Meta & { spec: { addresses: { type: string; ip: string }[]; ipam: { podCIDRs: string[] } } };
+    const a = await eventually("CiliumNode node-a", () => getJSON<CN>(["get", "ciliumnode", "node-a"]).catch(() => undefined));
+    const b = await eventually("CiliumNode node-b", () => getJSON<CN>(["get", "ciliumnode", "node-b"]).catch(() => undefined));
+    assert.deepEqual(a.spec.addresses, [{ type: "InternalIP", ip: "192.0.2.1" }]);
+    assert.notEqual(a.spec.ipam.podCIDRs[0], b.spec.ipam.podCIDRs[0], "no overlap");
+    for (const c of [a, b]) assert.match(c.spec.ipam.podCIDRs[0] ?? "", /^10\.200\.\d+\.0\/24$/);
+    await kubectl(["delete", "node", "node-a"]);
+    await eventually("CiliumNode node-a deleted", async () => ((await kubectl(["get", "ciliumnodes", "-o", "name"])).includes("node-a") ? undefined : true));
+    await kubectl(["apply", "-f", "-"], node("node-c", "192.0.2.3"));
+    const c = await eventually("CiliumNode node-c", () => getJSON<CN>(["get", "ciliumnode", "node-c"]).catch(() => undefined));
+    assert.equal(c.spec.ipam.podCIDRs[0], a.spec.ipam.podCIDRs[0], "the released block is reused");
+    await op.stop("SIGTERM");
+    await kubectl(["delete", "node", "node-b", "node-c"]);
+  });
+});

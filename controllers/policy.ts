@@ -1,0 +1,149 @@
+// Policy reconciler: a NetworkPolicy, CNP or CCNP → the core parser → status conditions Valid and
+// Enforced with observedGeneration and the number of selected endpoints, and a Warning Event per failure.
+import type { Logger } from "pino";
+import type { Policy } from "../core/model.ts";
+import { parsePolicyObject } from "../core/parser/index.ts";
+import type { Reconciler, ReconcileResult } from "./runtime/controller.ts";
+import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "./runtime/conditions.ts";
+import type { EventRecorder } from "./runtime/events.ts";
+import type { Informer } from "./runtime/informer.ts";
+import { splitKey } from "./runtime/informer.ts";
+import { type KubeClient, type KubeObject, type Resource, isNotFound, resourcePath } from "./runtime/kube.ts";
+import type { OperatorMetrics } from "./runtime/metrics.ts";
+import type { Selection } from "./selection.ts";
+
+export interface PolicyObject extends KubeObject {
+  status?: PolicyStatus;
+}
+
+/** The status fields the operator owns (crds/schema/network-policy.ts). */
+export interface PolicyStatus {
+  conditions?: Condition[];
+  observedGeneration?: number;
+  enforced?: string;
+  enforcedNodes?: number;
+  totalNodes?: number;
+  selectedEndpoints?: number;
+  nodeErrors?: { node: string; message: string }[];
+}
+
+/** What the agents reported for one policy generation (filled by distribution; empty until then). */
+export interface Enforcement {
+  readonly acknowledged: number;
+  readonly refused: readonly { readonly node: string; readonly message: string }[];
+}
+
+export interface PolicyDeps {
+  readonly client: KubeClient;
+  readonly resource: Resource;
+  readonly policies: Informer<PolicyObject>;
+  readonly nodes: Informer<KubeObject>;
+  readonly events: EventRecorder;
+  readonly metrics: OperatorMetrics;
+  readonly log: Logger;
+  /** Which endpoints (pods) the parsed policies select; undefined when unknown (then every node counts). */
+  readonly select?: (policies: readonly Policy[]) => Selection;
+  /** What the agents of `nodes` (the nodes the policy concerns) reported for this generation. */
+  readonly enforcement?: (obj: PolicyObject, nodes: ReadonlySet<string>) => Enforcement;
+}
+
+/** Formats every parse error with its field path, for the condition message and the Event. */
+export function describeErrors(errors: readonly { path: string; message: string }[]): string {
+  return errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join("; ");
+}
+
+/** The Valid and Enforced conditions for one parse result and enforcement report. */
+export function policyConditions(
+  parsed: ReturnType<typeof parsePolicyObject>,
+  generation: number | undefined,
+  nodes: number,
+  enforcement: Enforcement,
+): ConditionInput[] {
+  const g = generation === undefined ? {} : { observedGeneration: generation };
+  if (!parsed.ok) {
+    return [
+      { type: "Valid", status: "False", reason: "ParseError", message: describeErrors(parsed.errors), ...g },
+      { type: "Enforced", status: "False", reason: "Invalid", message: `0/${nodes} nodes: the policy is invalid`, ...g },
+    ];
+  }
+  const rules = parsed.value.reduce((n, p) => n + p.rules.length, 0);
+  const valid: ConditionInput = { type: "Valid", status: "True", reason: "Parsed", message: `${rules} rule${rules === 1 ? "" : "s"}`, ...g };
+  const count = `${enforcement.acknowledged}/${nodes} nodes`;
+  let enforced: ConditionInput;
+  if (enforcement.refused.length > 0) {
+    const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
+    enforced = { type: "Enforced", status: "False", reason: "Refused", message: `${count}; refused by ${why}`, ...g };
+  } else if (nodes > 0 && enforcement.acknowledged >= nodes) {
+    enforced = { type: "Enforced", status: "True", reason: "Acknowledged", message: count, ...g };
+  } else {
+    enforced = { type: "Enforced", status: "Unknown", reason: nodes === 0 ? "NoSelectedEndpoints" : "Pending", message: count, ...g };
+  }
+  return [valid, enforced];
+}
+
+const NO_ENFORCEMENT: Enforcement = { acknowledged: 0, refused: [] };
+
+export function policyReconciler(d: PolicyDeps): Reconciler {
+  const kind = d.resource.kind;
+  const state = new Map<string, "valid" | "invalid">();
+  const countStates = (): void => {
+    let valid = 0;
+    let invalid = 0;
+    for (const s of state.values()) if (s === "valid") valid++;
+    else invalid++;
+    d.metrics.policies.set({ kind, state: "valid" }, valid);
+    d.metrics.policies.set({ kind, state: "invalid" }, invalid);
+  };
+
+  return {
+    name: `policy-${d.resource.plural}`,
+    async reconcile(key: string): Promise<ReconcileResult | void> {
+      const obj = d.policies.get(key);
+      if (!obj) {
+        state.delete(key);
+        countStates();
+        return;
+      }
+      const { namespace, name } = splitKey(key);
+      const parsed = parsePolicyObject(obj);
+      state.set(key, parsed.ok ? "valid" : "invalid");
+      countStates();
+      const generation = obj.metadata.generation;
+      if (!parsed.ok) {
+        d.log.info({ kind, namespace, name, generation, errors: parsed.errors }, "invalid policy");
+        await d.events.record(obj, "Warning", "InvalidPolicy", describeErrors(parsed.errors));
+      }
+      // NetworkPolicy has no status in networking.k8s.io/v1: its outcome is the Event and the metrics.
+      if (d.resource.kind === "NetworkPolicy") return;
+
+      const selection = parsed.ok ? d.select?.(parsed.value) : { endpoints: 0, nodes: new Set<string>() };
+      const concerned = selection ? selection.nodes : new Set(d.nodes.list().map((n) => n.metadata.name));
+      const totalNodes = concerned.size;
+      const enforcement = d.enforcement?.(obj, concerned) ?? NO_ENFORCEMENT;
+      const conditions = mergeConditions(obj.status?.conditions, policyConditions(parsed, generation, totalNodes, enforcement), new Date());
+      const status: PolicyStatus = {
+        conditions,
+        observedGeneration: generation,
+        enforced: `${enforcement.acknowledged}/${totalNodes}`,
+        enforcedNodes: enforcement.acknowledged,
+        totalNodes,
+        ...(selection ? { selectedEndpoints: selection.endpoints } : {}),
+        nodeErrors: enforcement.refused.map((r) => ({ node: r.node, message: r.message })),
+      };
+      if (sameStatus(obj.status ?? {}, status)) return;
+      try {
+        await d.client.mergePatch(resourcePath(d.resource, namespace, name, "status"), { status });
+        d.log.info({ kind, namespace, name, generation, valid: parsed.ok, selected: status.selectedEndpoints, enforced: status.enforced }, "policy status written");
+      } catch (e) {
+        if (isNotFound(e)) return; // deleted meanwhile: the informer will tell us
+        throw e;
+      }
+    },
+  };
+}
+
+function sameStatus(a: PolicyStatus, b: PolicyStatus): boolean {
+  const rest = (s: PolicyStatus): string =>
+    JSON.stringify([s.observedGeneration, s.enforced, s.enforcedNodes, s.totalNodes, s.selectedEndpoints, s.nodeErrors ?? []]);
+  return sameConditions(a.conditions, b.conditions) && rest(a) === rest(b);
+}

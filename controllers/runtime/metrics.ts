@@ -1,0 +1,51 @@
+// The operator's Prometheus metrics, in one registry per operator instance.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+  readonly reconciles = new Counter({
+    name: "membrane_operator_reconcile_total",
+    help: "Reconciles by controller and result (success, error, requeue).",
+    labelNames: ["controller", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly errors = new Counter({
+    name: "membrane_operator_reconcile_errors_total",
+    help: "Reconciles that failed and were retried with backoff.",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: "membrane_operator_reconcile_duration_seconds",
+    help: "Time spent in one reconcile.",
+    labelNames: ["controller"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly queueDepth = new Gauge({
+    name: "membrane_operator_workqueue_depth",
+    help: "Keys waiting in a controller's work queue.",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly identities = new Gauge({
+    name: "membrane_operator_identities",
+    help: "CiliumIdentity objects known to the operator.",
+    registers: [this.registry],
+  });
+  readonly policies = new Gauge({
+    name: "membrane_operator_policies",
+    help: "Policies by kind and state (valid, invalid).",
+    labelNames: ["kind", "state"] as const,
+    registers: [this.registry],
+  });
+  readonly leader = new Gauge({
+    name: "membrane_operator_is_leader",
+    help: "1 while this replica holds the leader lease.",
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "membrane_operator_" });
+  }
+}

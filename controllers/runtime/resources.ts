@@ -1,0 +1,12 @@
+// The API resources the operator reads and writes.
+import type { Resource } from "./kube.ts";
+
+export const PODS: Resource = { group: "", version: "v1", plural: "pods", namespaced: true, kind: "Pod" };
+export const NAMESPACES: Resource = { group: "", version: "v1", plural: "namespaces", namespaced: false, kind: "Namespace" };
+export const NODES: Resource = { group: "", version: "v1", plural: "nodes", namespaced: false, kind: "Node" };
+export const EVENTS: Resource = { group: "", version: "v1", plural: "events", namespaced: true, kind: "Event" };
+export const NETWORK_POLICIES: Resource = { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", namespaced: true, kind: "NetworkPolicy" };
+export const CNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnetworkpolicies", namespaced: true, kind: "CiliumNetworkPolicy" };
+export const CCNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumclusterwidenetworkpolicies", namespaced: false, kind: "CiliumClusterwideNetworkPolicy" };
+export const IDENTITIES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumidentities", namespaced: false, kind: "CiliumIdentity" };
+export const CILIUM_NODES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnodes", namespaced: false, kind: "CiliumNode" };

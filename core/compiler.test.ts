@@ -1,0 +1,355 @@
+// Compiler tests: compiled lookup agrees with the reference evaluator; incremental equals full; deltas replay.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type {
+  LabelRequirement,
+  LabelSet,
+  Peer,
+  Policy,
+  PolicyEntry,
+  PortProtocol,
+  PortRule,
+  Protocol,
+  Rule,
+  Selector,
+} from "./model.ts";
+import { canonicalSelector } from "./selector.ts";
+import { label, labelSetFrom } from "./labels.ts";
+import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
+import { compileAll, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
+import { directionVerdict } from "./evaluator.ts";
+import { entryKeyString, lookup } from "./mapstate.ts";
+
+/** fc.assert, but the failure shows the assertion message first and the counterexample's ops, not every label. */
+function checkProperty<T>(prop: fc.IProperty<T>, params: fc.Parameters<T>): void {
+  const r = fc.check(prop, params);
+  if (!r.failed) return;
+  const err = r.errorInstance instanceof Error ? r.errorInstance.message : String(r.errorInstance);
+  const ce = JSON.stringify(r.counterexample, (_k, v: unknown) =>
+    v instanceof Map ? [...v.keys()] : v,
+  ).slice(0, 6000);
+  assert.fail(`${err.slice(0, 3000)}\nseed ${r.seed} path ${r.counterexamplePath}\ncounterexample: ${ce}`);
+}
+
+// ----- a small universe of identities --------------------------------------------------------
+
+const podLabel = fc.record({
+  app: fc.constantFrom("a", "b", "c"),
+  team: fc.constantFrom("x", "y"),
+  ns: fc.constantFrom("n1", "n2"),
+});
+function podLabels(p: { app: string; team: string; ns: string }): LabelSet {
+  return labelSetFrom([
+    label("k8s", "app", p.app),
+    label("k8s", "team", p.team),
+    label("k8s", "io.kubernetes.pod.namespace", p.ns),
+    label("k8s", "io.cilium.k8s.policy.cluster", "default"),
+  ]);
+}
+const CIDR_IDS: [number, LabelSet][] = [
+  [(1 << 24) + 1, cidrLabels("10.0.0.0/8")],
+  [(1 << 24) + 2, cidrLabels("10.1.0.0/16")],
+  [(1 << 24) + 3, cidrLabels("10.1.2.0/24")],
+  [(1 << 24) + 4, cidrLabels("192.168.1.1/32")],
+  [(1 << 24) + 5, labelSetFrom([...cidrLabels("1.2.3.4/32").labels, label("fqdn", "api.example.com")])],
+];
+const FIXED_IDS: [number, LabelSet][] = [
+  ...RESERVED_IDENTITIES.filter((r) => [1, 2, 6, 9].includes(r.id)).map((r): [number, LabelSet] => [
+    r.id,
+    r.labels,
+  ]),
+  ...CIDR_IDS,
+];
+
+const identitiesArb = fc.array(podLabel, { minLength: 2, maxLength: 7 }).map((pods) => {
+  const m = new Map<number, LabelSet>(FIXED_IDS);
+  pods.forEach((p, i) => m.set(256 + i, podLabels(p)));
+  return m;
+});
+
+// ----- random policies -----------------------------------------------------------------------
+
+const requirement: fc.Arbitrary<LabelRequirement> = fc.oneof(
+  fc.record({
+    key: fc.constantFrom("k8s:app", "any:app"),
+    operator: fc.constantFrom("In" as const, "NotIn" as const),
+    values: fc.subarray(["a", "b", "c"], { minLength: 1 }),
+  }),
+  fc.record({
+    key: fc.constant("k8s:team"),
+    operator: fc.constantFrom("In" as const, "NotIn" as const),
+    values: fc.subarray(["x", "y"], { minLength: 1 }),
+  }),
+  fc.record({
+    key: fc.constant("k8s:io.kubernetes.pod.namespace"),
+    operator: fc.constant("In" as const),
+    values: fc.subarray(["n1", "n2"], { minLength: 1 }),
+  }),
+  fc.record({
+    key: fc.constantFrom("k8s:team", "k8s:app"),
+    operator: fc.constantFrom("Exists" as const, "DoesNotExist" as const),
+    values: fc.constant([]),
+  }),
+);
+const selector: fc.Arbitrary<Selector> = fc
+  .array(requirement, { maxLength: 2 })
+  .map((rs) => canonicalSelector(rs));
+const peer: fc.Arbitrary<Peer> = fc.oneof(
+  { weight: 5, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
+  { weight: 1, arbitrary: fc.constant<Peer>({ kind: "any" }) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom("world", "cluster", "host", "all", "remote-node", "none")
+      .map((e): Peer => ({ kind: "entity", entity: e as "world" })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({
+        cidr: fc.constantFrom("10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "0.0.0.0/0"),
+        except: fc.subarray(["10.1.0.0/16", "10.1.2.0/24"]),
+      })
+      .map((c): Peer => ({ kind: "cidr", cidr: c.cidr, except: c.cidr === "0.0.0.0/0" ? [] : c.except })),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<Peer>(
+      { kind: "fqdn", matchName: "api.example.com" },
+      { kind: "fqdn", matchPattern: "*.example.com" },
+    ),
+  },
+);
+const portProtocol: fc.Arbitrary<PortProtocol> = fc
+  .record({
+    port: fc.constantFrom(0, 80, 81, 443, 1000),
+    span: fc.constantFrom(0, 0, 1, 24, 1000),
+    protocol: fc.constantFrom<Protocol>("TCP", "UDP", "ANY"),
+    named: fc.boolean(),
+  })
+  .map(({ port, span, protocol, named }) =>
+    named && port !== 0
+      ? { port: 0, endPort: 0, name: `p${port}`, protocol }
+      : { port, endPort: port === 0 ? 0 : port + span, protocol },
+  );
+const portRule: fc.Arbitrary<PortRule> = fc
+  .record({ ports: fc.array(portProtocol, { maxLength: 2 }), l7: fc.boolean() })
+  .map(({ ports, l7 }) =>
+    l7 ? { ports, rules: { kind: "http" as const, http: [{ path: "/" }] } } : { ports },
+  );
+
+function ruleArb(name: string, idx: number): fc.Arbitrary<Rule> {
+  return fc
+    .record({
+      direction: fc.constantFrom("ingress" as const, "egress" as const),
+      verdict: fc.constantFrom("allow" as const, "allow" as const, "deny" as const),
+      peers: fc.array(peer, { minLength: 1, maxLength: 2 }),
+      ports: fc.array(portRule, { maxLength: 2 }),
+      icmp: fc.boolean(),
+      requires: fc.oneof(
+        { weight: 4, arbitrary: fc.constant([] as Selector[]) },
+        { weight: 1, arbitrary: fc.array(selector, { minLength: 1, maxLength: 1 }) },
+      ),
+    })
+    .map((r) => ({
+      direction: r.direction,
+      verdict: r.verdict,
+      peers: r.peers,
+      ports: r.verdict === "deny" ? r.ports.map((p) => ({ ports: p.ports })) : r.ports,
+      icmps: r.icmp ? [{ family: "IPv4" as const, type: "EchoRequest" }] : [],
+      requires: r.requires,
+      origin: {
+        policyKind: "CiliumClusterwideNetworkPolicy" as const,
+        name,
+        ruleIndex: idx,
+        path: `spec.${r.direction}[${idx}]`,
+      },
+    }));
+}
+
+function policyArb(name: string): fc.Arbitrary<Policy> {
+  return fc
+    .record({
+      subject: selector,
+      rules: fc
+        .tuple(ruleArb(name, 0), ruleArb(name, 1), ruleArb(name, 2))
+        .chain((rs) => fc.subarray(rs, { minLength: 0 })),
+      dd: fc.record({ ingress: fc.boolean(), egress: fc.boolean() }),
+    })
+    .map((p) => ({
+      kind: "CiliumClusterwideNetworkPolicy" as const,
+      name,
+      subject: p.subject,
+      rules: p.rules,
+      defaultDeny: {
+        ingress: p.dd.ingress && p.rules.some((r) => r.direction === "ingress"),
+        egress: p.dd.egress || p.rules.length === 0,
+      },
+    }));
+}
+
+const policiesArb = fc
+  .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
+  .chain((names) => fc.tuple(...[...new Set(names)].map((n) => policyArb(n))));
+
+// Named ports: identity N exposes "pX" as port X only when N is even (so resolution differs per peer).
+const namedPorts = (id: number, name: string): readonly number[] =>
+  id % 2 === 0 ? [Number(name.slice(1))] : [];
+
+const PROBES: [number, number][] = [
+  [6, 80],
+  [6, 81],
+  [6, 82],
+  [6, 443],
+  [6, 1000],
+  [6, 1024],
+  [6, 2000],
+  [6, 65535],
+  [17, 80],
+  [17, 443],
+  [17, 1000],
+  [132, 81],
+  [1, 8],
+  [1, 0],
+];
+
+function checkAgainstEvaluator(
+  policies: readonly Policy[],
+  ids: Map<number, LabelSet>,
+  c: PolicyCompiler,
+): void {
+  for (const [subject, sl] of ids) {
+    const sp = c.snapshot(subject);
+    for (const [peerId, pl] of ids) {
+      for (const direction of ["ingress", "egress"] as const) {
+        for (const [proto, port] of PROBES) {
+          const want = directionVerdict(
+            policies,
+            direction,
+            { id: subject, labels: sl },
+            { id: peerId, labels: pl },
+            proto,
+            port,
+            namedPorts,
+          );
+          const got = lookup(sp, direction, peerId, proto, port);
+          if (got.verdict !== want.verdict) {
+            assert.fail(
+              `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: lookup ${got.verdict} (entry ${JSON.stringify(got.entry)}) ≠ evaluator ${want.verdict} (${JSON.stringify(want.rule)})`,
+            );
+          }
+        }
+      }
+    }
+  }
+}
+
+test("property: a lookup in the compiled entries gives the reference evaluator's verdict", () => {
+  checkProperty(
+    fc.property(identitiesArb, policiesArb, (ids, policies) => {
+      const c = compileAll(policies, ids, { namedPorts });
+      checkAgainstEvaluator(policies, ids, c);
+    }),
+    { numRuns: 150 },
+  );
+});
+
+/** Entries with ruleId replaced by the rule's origin path, comparable across compiler instances. */
+function normalized(c: PolicyCompiler, subject: number): string[] {
+  const sp = c.snapshot(subject);
+  return [
+    `enforced ${sp.ingressEnforced} ${sp.egressEnforced}`,
+    ...sp.entries.map(
+      (e) =>
+        `${entryKeyString(e)} ${e.verdict} proxy=${e.proxyPort !== 0} ${c.ruleOrigin(e.ruleId)?.name}/${c.ruleOrigin(e.ruleId)?.path}`,
+    ),
+  ];
+}
+
+type Op =
+  | { kind: "upsertPolicy"; policy: Policy }
+  | { kind: "removePolicy"; name: string }
+  | { kind: "upsertIdentity"; id: number; labels: LabelSet }
+  | { kind: "removeIdentity"; id: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc
+    .constantFrom("p0", "p1", "p2")
+    .chain((n) => policyArb(n).map((policy): Op => ({ kind: "upsertPolicy", policy }))),
+  fc.constantFrom("p0", "p1", "p2").map((name): Op => ({ kind: "removePolicy", name })),
+  fc
+    .record({ i: fc.integer({ min: 0, max: 8 }), p: podLabel })
+    .map(({ i, p }): Op => ({ kind: "upsertIdentity", id: 256 + i, labels: podLabels(p) })),
+  fc.integer({ min: 0, max: 8 }).map((i): Op => ({ kind: "removeIdentity", id: 256 + i })),
+);
+
+function applyDeltas(mirror: Map<number, Map<string, PolicyEntry>>, deltas: readonly Delta[]): void {
+  for (const d of deltas) {
+    let m = mirror.get(d.subject);
+    if (!m) mirror.set(d.subject, (m = new Map()));
+    for (const e of d.removed) {
+      assert.ok(
+        m.has(entryKeyString(e)),
+        `delta removes an entry the mirror does not hold: ${entryKeyString(e)}`,
+      );
+      m.delete(entryKeyString(e));
+    }
+    for (const e of d.added) m.set(entryKeyString(e), e);
+  }
+}
+
+test("property: incremental updates equal a full recompute, and deltas replay to the snapshot", () => {
+  checkProperty(
+    fc.property(
+      identitiesArb,
+      policiesArb,
+      fc.array(opArb, { minLength: 1, maxLength: 12 }),
+      (ids, initial, ops) => {
+        const inc = compileAll(initial, ids, { namedPorts });
+        const mirror = new Map<number, Map<string, PolicyEntry>>();
+        for (const s of inc.subjectIds())
+          mirror.set(s, new Map(inc.snapshot(s).entries.map((e) => [entryKeyString(e), e])));
+        const policies = new Map(initial.map((p) => [p.name, p]));
+        const idsNow = new Map(ids);
+        for (const op of ops) {
+          let deltas: Delta[];
+          if (op.kind === "upsertPolicy") {
+            policies.set(op.policy.name, op.policy);
+            deltas = inc.upsertPolicy(policyKey(op.policy), [op.policy]);
+          } else if (op.kind === "removePolicy") {
+            const p = policies.get(op.name);
+            policies.delete(op.name);
+            deltas = p ? inc.removePolicy(policyKey(p)) : [];
+          } else if (op.kind === "upsertIdentity") {
+            idsNow.set(op.id, op.labels);
+            deltas = inc.upsertIdentity(op.id, op.labels);
+          } else {
+            idsNow.delete(op.id);
+            deltas = inc.removeIdentity(op.id);
+          }
+          applyDeltas(mirror, deltas);
+        }
+        const full = compileAll([...policies.values()], idsNow, { namedPorts });
+        for (const id of idsNow.keys()) {
+          assert.deepEqual(normalized(inc, id), normalized(full, id), `subject ${id}`);
+          const replayed = [...(mirror.get(id)?.values() ?? [])].map(entryKeyString).sort();
+          assert.deepEqual(
+            replayed,
+            inc.snapshot(id).entries.map(entryKeyString).sort(),
+            `replayed deltas for ${id}`,
+          );
+        }
+        checkAgainstEvaluator([...policies.values()], idsNow, inc);
+      },
+    ),
+    { numRuns: 100 },
+  );
+});
+
+test("the same input compiles to the same sorted entries", () => {
+  const [ids, policies] = fc.sample(fc.tuple(identitiesArb, policiesArb), { numRuns: 1, seed: 42 })[0]!;
+  const a = compileAll(policies, ids);
+  const b = compileAll(policies, ids);
+  for (const id of ids.keys()) assert.deepEqual(a.snapshot(id), b.snapshot(id));
+});

@@ -1,0 +1,161 @@
+// The reference evaluator: a packet's verdict straight from the Policy model, to check the compiler against.
+import {
+  PROTO_NUMBER,
+  type Direction,
+  type LabelSet,
+  type Peer,
+  type Policy,
+  type PortRule,
+  type Rule,
+  type RuleOrigin,
+  type Selector,
+  type Verdict,
+} from "./model.ts";
+import { matchesSelector } from "./selector.ts";
+import { prefixContains, parsePrefix } from "./cidr.ts";
+import { fqdnMatches, identityNames, isPolicySubject } from "./peer-match.ts";
+import { entityMatches } from "./entities.ts";
+import { identityPrefixOf } from "./selector-cache.ts";
+import { icmpMatch, type NamedPortResolver } from "./compiler.ts";
+
+/** Why a direction gave its verdict: the rule, or the direction's default. */
+export type VerdictReason = RuleOrigin | "default-deny" | "no-policy";
+
+export interface Endpoint {
+  readonly id: number;
+  readonly labels: LabelSet;
+}
+
+export interface DirectionVerdict {
+  readonly verdict: Verdict;
+  readonly rule: VerdictReason;
+}
+
+export interface VerdictQuery {
+  readonly policies: readonly Policy[];
+  readonly src: Endpoint;
+  readonly dst: Endpoint;
+  /** IANA protocol number of the packet (6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6). */
+  readonly protocol: number;
+  /** Destination port (ICMP: the type). */
+  readonly port: number;
+  readonly namedPorts?: NamedPortResolver;
+}
+
+export interface VerdictAnswer extends DirectionVerdict {
+  /** Which side decided: the first denying direction, else ingress. */
+  readonly direction: Direction;
+  readonly egress: DirectionVerdict;
+  readonly ingress: DirectionVerdict;
+}
+
+/** Egress of src and ingress of dst must both allow; the first deny (egress checked first) names the rule. */
+export function verdict(q: VerdictQuery): VerdictAnswer {
+  const egress = directionVerdict(q.policies, "egress", q.src, q.dst, q.protocol, q.port, q.namedPorts);
+  const ingress = directionVerdict(q.policies, "ingress", q.dst, q.src, q.protocol, q.port, q.namedPorts);
+  const decided =
+    egress.verdict === "deny"
+      ? { ...egress, direction: "egress" as const }
+      : { ...ingress, direction: "ingress" as const };
+  return { ...decided, egress, ingress };
+}
+
+/** One direction of one endpoint: deny rules first, then allow rules, then the default. */
+export function directionVerdict(
+  policies: readonly Policy[],
+  direction: Direction,
+  subject: Endpoint,
+  peer: Endpoint,
+  protocol: number,
+  port: number,
+  namedPorts: NamedPortResolver = () => [],
+): DirectionVerdict {
+  const applying = policies.filter(
+    (p) =>
+      isPolicySubject(subject.id, subject.labels, p.nodeSelector !== undefined) &&
+      matchesSelector(p.nodeSelector ?? p.subject, subject.labels),
+  );
+  const rules = applying.flatMap((p) => p.rules.filter((r) => r.direction === direction));
+  // fromRequires/toRequires of any rule narrow every endpoint selector of every rule for this subject.
+  const requires = rules.flatMap((r) => r.requires);
+  const portOwner = direction === "ingress" ? subject.id : peer.id;
+  const hits = (r: Rule): boolean =>
+    r.peers.some((p) => peerHolds(p, peer, requires)) &&
+    portsHold(r, protocol, port, (name, proto) => namedPorts(portOwner, name, proto));
+  const deny = rules.find((r) => r.verdict === "deny" && hits(r));
+  if (deny) return { verdict: "deny", rule: deny.origin };
+  const allow = rules.find((r) => r.verdict === "allow" && hits(r));
+  if (allow) return { verdict: "allow", rule: allow.origin };
+  return applying.some((p) => p.defaultDeny[direction])
+    ? { verdict: "deny", rule: "default-deny" }
+    : { verdict: "allow", rule: "no-policy" };
+}
+
+function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[]): boolean {
+  switch (p.kind) {
+    case "any":
+      return true;
+    case "selector":
+      return (
+        matchesSelector(p.selector, peer.labels) && requires.every((r) => matchesSelector(r, peer.labels))
+      );
+    case "entity":
+      return entityMatches(p.entity, peer.labels);
+    case "cidr": {
+      const cidr = parsePrefix(p.cidr);
+      if (!cidr) return false;
+      const own = identityPrefixOf(peer.labels);
+      if (!own)
+        return (
+          cidr.bits === 0 &&
+          (entityMatches(cidr.family === 4 ? "world-ipv4" : "world-ipv6", peer.labels) ||
+            hasReservedWorld(peer.labels))
+        );
+      if (!prefixContains(cidr, own)) return false;
+      return !p.except.some((e) => {
+        const ep = parsePrefix(e);
+        return ep !== undefined && prefixContains(ep, own);
+      });
+    }
+    case "fqdn":
+      return identityNames(peer.labels).some((n) => fqdnMatches(n, p.matchName, p.matchPattern));
+    case "service":
+      return false; // backends of a service are not known from labels alone: fail closed
+  }
+}
+
+function portsHold(
+  r: Rule,
+  protocol: number,
+  port: number,
+  named: (name: string, proto: "TCP" | "UDP" | "SCTP" | "ANY") => readonly number[],
+): boolean {
+  if (r.ports.length === 0 && r.icmps.length === 0) return true;
+  if (r.ports.some((pr) => portRuleHolds(pr, protocol, port, named))) return true;
+  return r.icmps.some((f) => {
+    const m = icmpMatch(f);
+    return m !== undefined && m.proto === protocol && m.type === port;
+  });
+}
+
+function portRuleHolds(
+  pr: PortRule,
+  protocol: number,
+  port: number,
+  named: (name: string, proto: "TCP" | "UDP" | "SCTP" | "ANY") => readonly number[],
+): boolean {
+  if (pr.ports.length === 0) return true;
+  const l4 = [PROTO_NUMBER.TCP, PROTO_NUMBER.UDP, PROTO_NUMBER.SCTP] as number[];
+  return pr.ports.some((pp) => {
+    if (pp.name === undefined && pp.port === 0 && pp.protocol === "ANY") return true;
+    const protoOk = pp.protocol === "ANY" ? l4.includes(protocol) : PROTO_NUMBER[pp.protocol] === protocol;
+    if (!protoOk) return false;
+    if (pp.name !== undefined) return named(pp.name, pp.protocol).includes(port);
+    if (pp.port === 0) return true;
+    return port >= pp.port && port <= Math.max(pp.port, pp.endPort);
+  });
+}
+
+function hasReservedWorld(labels: LabelSet): boolean {
+  return labels.labels.some((l) => l.source === "reserved" && l.key === "world");
+}

@@ -1,0 +1,276 @@
+// Numeric security identities: the reserved ones, the cluster and local CIDR scopes, CIDR labels, and the allocator.
+import type { Label, LabelSet, Result } from "./model.ts";
+import { LABEL_SOURCE, label, labelSetFrom } from "./labels.ts";
+import { coveringPrefixes, formatPrefix, parsePrefix, type Prefix } from "./cidr.ts";
+
+export interface ReservedIdentity {
+  readonly id: number;
+  readonly name: string;
+  readonly labels: LabelSet;
+}
+
+function reserved(id: number, name: string): ReservedIdentity {
+  return Object.freeze({ id, name, labels: labelSetFrom([label(LABEL_SOURCE.reserved, name)]) });
+}
+
+/** Cilium's reserved identities (numbers below 256), each labelled `reserved:<name>`. */
+export const RESERVED_IDENTITIES: readonly ReservedIdentity[] = Object.freeze([
+  reserved(1, "host"),
+  reserved(2, "world"),
+  reserved(3, "unmanaged"),
+  reserved(4, "health"),
+  reserved(5, "init"),
+  reserved(6, "remote-node"),
+  reserved(7, "kube-apiserver"),
+  reserved(8, "ingress"),
+  reserved(9, "world-ipv4"),
+  reserved(10, "world-ipv6"),
+]);
+
+export const IDENTITY = {
+  host: 1,
+  world: 2,
+  unmanaged: 3,
+  health: 4,
+  init: 5,
+  remoteNode: 6,
+  kubeAPIServer: 7,
+  ingress: 8,
+  worldIPv4: 9,
+  worldIPv6: 10,
+} as const;
+
+const byName = new Map(RESERVED_IDENTITIES.map((r) => [r.name, r]));
+const byId = new Map(RESERVED_IDENTITIES.map((r) => [r.id, r]));
+
+export function reservedIdentityByName(name: string): ReservedIdentity | undefined {
+  return byName.get(name);
+}
+
+export function reservedIdentityById(id: number): ReservedIdentity | undefined {
+  return byId.get(id);
+}
+
+/** Numbers below this are reserved. */
+export const MIN_CLUSTER_IDENTITY = 256;
+export const MAX_CLUSTER_IDENTITY = 65535;
+/** Local (node-scoped) identities, e.g. CIDR identities: flag bit 24 set; never sent as pod identities. */
+export const LOCAL_IDENTITY_FLAG = 1 << 24;
+export const MIN_LOCAL_IDENTITY = LOCAL_IDENTITY_FLAG;
+export const MAX_LOCAL_IDENTITY = LOCAL_IDENTITY_FLAG + (1 << 24) - 1;
+
+export type IdentityScope = "reserved" | "cluster" | "local" | "invalid";
+
+export function identityScope(id: number): IdentityScope {
+  if (!Number.isInteger(id) || id <= 0) return "invalid";
+  if (id < MIN_CLUSTER_IDENTITY) return "reserved";
+  if (id <= MAX_CLUSTER_IDENTITY) return "cluster";
+  if (id >= MIN_LOCAL_IDENTITY && id <= MAX_LOCAL_IDENTITY) return "local";
+  return "invalid";
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIDR labels
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The key of a `cidr:` label. IPv6 colons would read as a source delimiter, so, as in Cilium,
+ * they become '-' (with a '0' added where the text would start or end with one).
+ */
+export function cidrLabelKey(p: Prefix): string {
+  const text = formatPrefix(p);
+  const slash = text.indexOf("/");
+  let addr = text.slice(0, slash);
+  if (p.family === 6) {
+    if (addr.startsWith(":")) addr = `0${addr}`;
+    if (addr.endsWith(":")) addr = `${addr}0`;
+    addr = addr.replace(/:/g, "-");
+  }
+  return `${addr}${text.slice(slash)}`;
+}
+
+/** The `cidr:` label of one prefix (no covering prefixes); undefined for a malformed prefix. */
+export function cidrLabel(prefix: string | Prefix): Label | undefined {
+  const p = typeof prefix === "string" ? parsePrefix(prefix) : prefix;
+  return p === undefined ? undefined : label(LABEL_SOURCE.cidr, cidrLabelKey(p));
+}
+
+/**
+ * The labels of a CIDR identity, as Cilium gives them: a `cidr:` label for the prefix and for every
+ * prefix that contains it (so a `toCIDR: 10.0.0.0/8` selector matches the identity of
+ * `10.1.2.0/24`), plus the world label of its family (CIDR identities are outside the cluster).
+ * A malformed prefix yields the empty set.
+ */
+export function cidrLabels(prefix: string | Prefix): LabelSet {
+  const p = typeof prefix === "string" ? parsePrefix(prefix) : prefix;
+  if (p === undefined) return labelSetFrom([]);
+  const labels: Label[] = coveringPrefixes(p).map((c) => label(LABEL_SOURCE.cidr, cidrLabelKey(c)));
+  labels.push(label(LABEL_SOURCE.reserved, p.family === 4 ? "world-ipv4" : "world-ipv6"));
+  return labelSetFrom(labels);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocation
+// ---------------------------------------------------------------------------------------------
+
+export interface IdentityAllocatorOptions {
+  /** Inclusive range; defaults to the cluster scope [256, 65535]. */
+  readonly min?: number;
+  readonly max?: number;
+  /** Identities that exist already: number → LabelSet key. */
+  readonly existing?: Iterable<readonly [number, string]>;
+  /** Numbers still referenced somewhere (e.g. by nodes), bound or not: never handed out again. */
+  readonly referenced?: Iterable<number>;
+}
+
+export interface Allocation {
+  readonly id: number;
+  /** False when an identity for an equal key existed already. */
+  readonly created: boolean;
+}
+
+/**
+ * Hands out numeric identities for label-set keys: an equal key gets the existing number, a new
+ * key the lowest number in range that is neither bound nor still referenced. Deterministic: the
+ * result depends only on the bindings and references, not on history.
+ */
+export class IdentityAllocator {
+  readonly min: number;
+  readonly max: number;
+  private readonly byKey = new Map<string, number>();
+  private readonly byNumber = new Map<number, string>();
+  private readonly referenced = new Set<number>();
+  /** No free number lies below this. */
+  private lowestCandidate: number;
+
+  constructor(opts: IdentityAllocatorOptions = {}) {
+    this.min = opts.min ?? MIN_CLUSTER_IDENTITY;
+    this.max = opts.max ?? MAX_CLUSTER_IDENTITY;
+    this.lowestCandidate = this.min;
+    for (const [id, key] of opts.existing ?? []) this.bind(id, key);
+    for (const id of opts.referenced ?? []) this.referenced.add(id);
+  }
+
+  /** Records an existing binding (e.g. a CiliumIdentity read at start-up). A later binding of the same key or number replaces the earlier. */
+  bind(id: number, key: string): void {
+    const oldKey = this.byNumber.get(id);
+    if (oldKey !== undefined) this.byKey.delete(oldKey);
+    const oldId = this.byKey.get(key);
+    if (oldId !== undefined) this.byNumber.delete(oldId);
+    this.byKey.set(key, id);
+    this.byNumber.set(id, key);
+    if (oldId !== undefined && oldId < this.lowestCandidate) this.lowestCandidate = oldId;
+  }
+
+  lookup(key: string): number | undefined {
+    return this.byKey.get(key);
+  }
+
+  keyOf(id: number): string | undefined {
+    return this.byNumber.get(id);
+  }
+
+  /** The number for `key`: the existing one, else the lowest free one; an error when the range is exhausted. */
+  allocate(key: string): Result<Allocation> {
+    const existing = this.byKey.get(key);
+    if (existing !== undefined) return { ok: true, value: { id: existing, created: false } };
+    for (let id = Math.max(this.lowestCandidate, this.min); id <= this.max; id++) {
+      if (this.byNumber.has(id) || this.referenced.has(id)) continue;
+      this.lowestCandidate = id + 1;
+      this.byKey.set(key, id);
+      this.byNumber.set(id, key);
+      return { ok: true, value: { id, created: true } };
+    }
+    this.lowestCandidate = this.max + 1;
+    return {
+      ok: false,
+      errors: [
+        {
+          path: "identity",
+          message: `identity space exhausted: every number in [${this.min}, ${this.max}] is in use or still referenced`,
+        },
+      ],
+    };
+  }
+
+  /** Unbinds `id`; it becomes free once it is no longer referenced. Returns whether it was bound. */
+  release(id: number): boolean {
+    const key = this.byNumber.get(id);
+    if (key === undefined) return false;
+    this.byNumber.delete(id);
+    this.byKey.delete(key);
+    this.freed(id);
+    return true;
+  }
+
+  /** Marks a number as still referenced (it is never handed out while referenced). */
+  reference(id: number): void {
+    this.referenced.add(id);
+  }
+
+  unreference(id: number): void {
+    if (this.referenced.delete(id)) this.freed(id);
+  }
+
+  /** Replaces the whole referenced set. */
+  setReferenced(ids: Iterable<number>): void {
+    for (const id of this.referenced) this.freed(id);
+    this.referenced.clear();
+    for (const id of ids) this.referenced.add(id);
+  }
+
+  isReferenced(id: number): boolean {
+    return this.referenced.has(id);
+  }
+
+  /** Bound identities, ascending by number. */
+  entries(): [number, string][] {
+    return [...this.byNumber.entries()].sort((a, b) => a[0] - b[0]);
+  }
+
+  get size(): number {
+    return this.byNumber.size;
+  }
+
+  private freed(id: number): void {
+    if (id < this.lowestCandidate) this.lowestCandidate = id;
+  }
+}
+
+/** An allocator for node-local CIDR identities (1<<24 and up), keyed by the prefix's label set. */
+export class LocalCIDRAllocator {
+  private readonly allocator: IdentityAllocator;
+  private readonly refs = new Map<number, number>();
+
+  constructor(opts: { min?: number; max?: number } = {}) {
+    this.allocator = new IdentityAllocator({ min: opts.min ?? MIN_LOCAL_IDENTITY, max: opts.max ?? MAX_LOCAL_IDENTITY });
+  }
+
+  /** The identity of a prefix, taking one reference; an error for a malformed prefix or when exhausted. */
+  acquire(prefix: string): Result<{ id: number; labels: LabelSet; created: boolean }> {
+    const labels = cidrLabels(prefix);
+    if (labels.labels.length === 0) return { ok: false, errors: [{ path: "cidr", message: `"${prefix}" is not an IP prefix` }] };
+    const r = this.allocator.allocate(labels.key);
+    if (!r.ok) return r;
+    this.refs.set(r.value.id, (this.refs.get(r.value.id) ?? 0) + 1);
+    return { ok: true, value: { id: r.value.id, labels, created: r.value.created } };
+  }
+
+  /** Drops one reference; the number is freed with the last. Returns whether the identity is gone. */
+  release(id: number): boolean {
+    const n = this.refs.get(id);
+    if (n === undefined) return false;
+    if (n > 1) {
+      this.refs.set(id, n - 1);
+      return false;
+    }
+    this.refs.delete(id);
+    this.allocator.release(id);
+    return true;
+  }
+
+  lookup(prefix: string): number | undefined {
+    const labels = cidrLabels(prefix);
+    return labels.labels.length === 0 ? undefined : this.allocator.lookup(labels.key);
+  }
+}

@@ -1,0 +1,539 @@
+// CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy specs → Policy values, with Cilium's semantic checks.
+import type { ICMPField, Peer, Policy, PolicyKind, PortRule, Rule, Selector, Verdict } from "../model.ts";
+import { checkPrefix, cidrBlock } from "./cidr.ts";
+import {
+  Errors,
+  type Obj,
+  checkKnown,
+  field,
+  has,
+  isRecord,
+  join,
+  objectItems,
+  optBool,
+  optList,
+  optObject,
+  optString,
+  show,
+  stringList,
+  typeName,
+} from "./fields.ts";
+import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
+import { toPorts } from "./ports.ts";
+import { checkLabelSelector } from "./selectors.ts";
+import { ENTITIES, isEntity } from "../entities.ts";
+import { RESERVED_INIT_KEY, selectorFrom, selectorHasKey } from "../selector.ts";
+import { POD_NAMESPACE_LABEL } from "../labels.ts";
+
+const SPEC_FIELDS = [
+  "endpointSelector",
+  "nodeSelector",
+  "ingress",
+  "ingressDeny",
+  "egress",
+  "egressDeny",
+  "labels",
+  "enableDefaultDeny",
+  "description",
+  "log",
+];
+const INGRESS_L3 = [
+  "fromEndpoints",
+  "fromCIDR",
+  "fromCIDRSet",
+  "fromEntities",
+  "fromNodes",
+  "fromGroups",
+] as const;
+const EGRESS_L3 = [
+  "toEndpoints",
+  "toCIDR",
+  "toCIDRSet",
+  "toEntities",
+  "toServices",
+  "toFQDNs",
+  "toNodes",
+  "toGroups",
+] as const;
+const INGRESS_FIELDS = [...INGRESS_L3, "fromRequires", "toPorts", "icmps", "authentication"];
+const EGRESS_FIELDS = [...EGRESS_L3, "toRequires", "toPorts", "icmps", "authentication"];
+
+interface Scope {
+  readonly kind: PolicyKind;
+  readonly namespace?: string; // undefined for cluster-wide policies
+  readonly name: string;
+  readonly hostPolicy: boolean;
+  /** Initializing endpoints have no namespace label yet, so peers are then not namespace-defaulted. */
+  readonly subjectSelectsInit: boolean;
+}
+
+type Section = "ingress" | "ingressDeny" | "egress" | "egressDeny";
+
+/** A selector field (endpoints/requires) as a selector over identities, namespace-defaulted for CNPs. */
+function endpointSelectors(errs: Errors, rule: Obj, key: string, path: string, scope: Scope): Selector[] {
+  const out: Selector[] = [];
+  optList(errs, rule, key, path).forEach((v, i) => {
+    const p = `${join(path, key)}[${i}]`;
+    const ls = checkLabelSelector(errs, v, p);
+    if (ls)
+      out.push(
+        selectorFrom(ls, {
+          role: "peer",
+          namespace: scope.namespace,
+          subjectSelectsInit: scope.subjectSelectsInit,
+          requires: key.endsWith("Requires"),
+        }),
+      );
+  });
+  return out;
+}
+
+function cidrPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
+  const out: Peer[] = [];
+  stringList(errs, rule, key, path).forEach((s, i) => {
+    const checked = checkPrefix(s, true);
+    if (typeof checked === "string") errs.add(`${join(path, key)}[${i}]`, checked);
+    else out.push({ kind: "cidr", cidr: checked.text, except: [] });
+  });
+  return out;
+}
+
+function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
+  const out: Peer[] = [];
+  for (const { item, path: p } of objectItems(errs, rule, key, path)) {
+    checkKnown(errs, p, item, ["cidr", "except", "cidrGroupRef", "cidrGroupSelector"]);
+    const given = ["cidr", "cidrGroupRef", "cidrGroupSelector"].filter((k) => has(item, k));
+    if (given.length === 0) {
+      errs.add(p, "set one of cidr (such as 10.0.0.0/8), cidrGroupRef or cidrGroupSelector");
+      continue;
+    }
+    if (given.length > 1) {
+      errs.add(p, `set only one of ${given.join(", ")}`);
+      continue;
+    }
+    if (given[0] !== "cidr") {
+      // CiliumCIDRGroup objects are not watched, so no identity would carry the group: refuse rather than match nothing.
+      errs.add(
+        join(p, given[0] ?? "cidrGroupRef"),
+        `${given[0] ?? "cidrGroupRef"} (CiliumCIDRGroup) is not supported by Membrane: list the CIDRs in cidr`,
+      );
+      continue;
+    }
+    const block = cidrBlock(errs, item, p, false);
+    if (block) out.push({ kind: "cidr", ...block });
+  }
+  return out;
+}
+
+function entityPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
+  const out: Peer[] = [];
+  stringList(errs, rule, key, path).forEach((s, i) => {
+    if (isEntity(s)) out.push({ kind: "entity", entity: s });
+    else errs.add(`${join(path, key)}[${i}]`, `${show(s)} is not an entity (${ENTITIES.join(", ")})`);
+  });
+  return out;
+}
+
+function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope: Scope): Peer[] {
+  const out: Peer[] = [];
+  for (const { item, path: p } of objectItems(errs, rule, key, path)) {
+    checkKnown(errs, p, item, ["k8sService", "k8sServiceSelector"]);
+    const byName = optObject(errs, item, "k8sService", p);
+    const bySelector = optObject(errs, item, "k8sServiceSelector", p);
+    if (byName && bySelector) {
+      errs.add(p, "set only one of k8sService or k8sServiceSelector");
+      continue;
+    }
+    if (!byName && !bySelector) {
+      if (!has(item, "k8sService") && !has(item, "k8sServiceSelector"))
+        errs.add(
+          p,
+          "set one of k8sService (serviceName, namespace) or k8sServiceSelector (selector, namespace)",
+        );
+      continue;
+    }
+    if (byName) {
+      const sp = join(p, "k8sService");
+      checkKnown(errs, sp, byName, ["serviceName", "namespace"]);
+      const name = optString(errs, byName, "serviceName", sp);
+      const ns = optString(errs, byName, "namespace", sp);
+      if (!name) {
+        if (name === "" || !has(byName, "serviceName"))
+          errs.add(join(sp, "serviceName"), "a service name is required");
+        continue;
+      }
+      const namespace = ns || scope.namespace;
+      out.push({ kind: "service", name, ...(namespace ? { namespace } : {}) });
+    } else if (bySelector) {
+      const sp = join(p, "k8sServiceSelector");
+      checkKnown(errs, sp, bySelector, ["selector", "namespace"]);
+      const ns = optString(errs, bySelector, "namespace", sp);
+      if (!has(bySelector, "selector")) {
+        errs.add(join(sp, "selector"), "a service label selector is required");
+        continue;
+      }
+      const ls = checkLabelSelector(errs, field(bySelector, "selector"), join(sp, "selector"));
+      if (!ls) continue;
+      const namespace = ns || scope.namespace;
+      out.push({ kind: "service", selector: selectorFrom(ls), ...(namespace ? { namespace } : {}) });
+    }
+  }
+  return out;
+}
+
+function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
+  const out: Peer[] = [];
+  for (const { item, path: p } of objectItems(errs, rule, key, path)) {
+    checkKnown(errs, p, item, ["matchName", "matchPattern"]);
+    const matchName = optString(errs, item, "matchName", p);
+    const matchPattern = optString(errs, item, "matchPattern", p);
+    if (matchName !== undefined && matchPattern !== undefined) {
+      errs.add(p, "set only one of matchName or matchPattern");
+      continue;
+    }
+    if (matchName === undefined && matchPattern === undefined) {
+      if (!has(item, "matchName") && !has(item, "matchPattern"))
+        errs.add(p, "set one of matchName (a DNS name) or matchPattern (a name with * wildcards)");
+      continue;
+    }
+    const problem =
+      matchName !== undefined ? dnsNameProblem(matchName) : dnsPatternProblem(matchPattern ?? "");
+    if (problem) errs.add(join(p, matchName !== undefined ? "matchName" : "matchPattern"), problem);
+    else
+      out.push(
+        matchName !== undefined
+          ? { kind: "fqdn", matchName }
+          : { kind: "fqdn", matchPattern: matchPattern ?? "" },
+      );
+  }
+  return out;
+}
+
+const ICMP_TYPES: Record<"IPv4" | "IPv6", readonly string[]> = {
+  IPv4: [
+    "EchoReply",
+    "DestinationUnreachable",
+    "Redirect",
+    "Echo",
+    "EchoRequest",
+    "RouterAdvertisement",
+    "RouterSelection",
+    "TimeExceeded",
+    "ParameterProblem",
+    "Timestamp",
+    "TimestampReply",
+    "Photuris",
+    "ExtendedEchoRequest",
+    "ExtendedEchoReply",
+  ],
+  IPv6: [
+    "DestinationUnreachable",
+    "PacketTooBig",
+    "TimeExceeded",
+    "ParameterProblem",
+    "EchoRequest",
+    "EchoReply",
+    "MulticastListenerQuery",
+    "MulticastListenerReport",
+    "MulticastListenerDone",
+    "RouterSolicitation",
+    "RouterAdvertisement",
+    "NeighborSolicitation",
+    "NeighborAdvertisement",
+    "RedirectMessage",
+    "RouterRenumbering",
+    "ICMPNodeInformationQuery",
+    "ICMPNodeInformationResponse",
+    "InverseNeighborDiscoverySolicitation",
+    "InverseNeighborDiscoveryAdvertisement",
+    "HomeAgentAddressDiscoveryRequest",
+    "HomeAgentAddressDiscoveryReply",
+    "MobilePrefixSolicitation",
+    "MobilePrefixAdvertisement",
+    "DuplicateAddressRequestCodeSuffix",
+    "DuplicateAddressConfirmationCodeSuffix",
+    "ExtendedEchoRequest",
+    "ExtendedEchoReply",
+  ],
+};
+
+function icmps(errs: Errors, rule: Obj, path: string): ICMPField[] {
+  const out: ICMPField[] = [];
+  for (const { item, path: p } of objectItems(errs, rule, "icmps", path)) {
+    checkKnown(errs, p, item, ["fields"]);
+    const fields = objectItems(errs, item, "fields", p);
+    if (fields.length > 40)
+      errs.add(join(p, "fields"), `${fields.length} ICMP fields; the most Cilium allows is 40`);
+    for (const { item: f, path: fp } of fields) {
+      checkKnown(errs, fp, f, ["family", "type"]);
+      const fam = optString(errs, f, "family", fp) ?? "IPv4";
+      if (fam !== "IPv4" && fam !== "IPv6") {
+        errs.add(join(fp, "family"), `${show(fam)} is not an ICMP family (IPv4 or IPv6)`);
+        continue;
+      }
+      const t = field(f, "type");
+      if (typeof t === "number" && Number.isInteger(t) && t >= 0 && t <= 255)
+        out.push({ family: fam, type: t });
+      else if (typeof t === "string" && /^[0-9]{1,3}$/.test(t) && Number(t) <= 255)
+        out.push({ family: fam, type: Number(t) });
+      else if (typeof t === "string" && ICMP_TYPES[fam].includes(t)) out.push({ family: fam, type: t });
+      else if (t === undefined || t === null)
+        errs.add(join(fp, "type"), "an ICMP type is required (0-255 or a name such as EchoRequest)");
+      else
+        errs.add(
+          join(fp, "type"),
+          `${show(t)} is not an ${fam === "IPv4" ? "ICMP" : "ICMPv6"} type (0-255 or a name such as EchoRequest)`,
+        );
+    }
+  }
+  return out;
+}
+
+/** One rule of ingress/ingressDeny/egress/egressDeny. */
+function parseRule(
+  errs: Errors,
+  rule: Obj,
+  path: string,
+  index: number,
+  section: Section,
+  scope: Scope,
+): Rule | undefined {
+  const before = errs.count;
+  const direction = section.startsWith("ingress") ? "ingress" : "egress";
+  const deny = section.endsWith("Deny");
+  const verdict: Verdict = deny ? "deny" : "allow";
+  const l3 = direction === "ingress" ? INGRESS_L3 : EGRESS_L3;
+  const known = direction === "ingress" ? INGRESS_FIELDS : EGRESS_FIELDS;
+  checkKnown(errs, path, rule, deny ? [...known.filter((k) => k !== "authentication"), "toFQDNs"] : known);
+
+  // Cilium allows one kind of L3 peer per rule.
+  const present = l3.filter((k) => Array.isArray(field(rule, k)) && (field(rule, k) as unknown[]).length > 0);
+  for (let i = 0; i < present.length; i++) {
+    for (let j = i + 1; j < present.length; j++) {
+      errs.add(
+        path,
+        `${present[i]} and ${present[j]} cannot be combined in one rule: write them as separate rules`,
+      );
+    }
+  }
+  if (deny && has(rule, "toFQDNs"))
+    errs.add(
+      join(path, "toFQDNs"),
+      "toFQDNs is not allowed in egressDeny: deny by toCIDRSet or toEndpoints instead",
+    );
+  for (const k of ["fromNodes", "toNodes"]) {
+    if (has(rule, k))
+      errs.add(
+        join(path, k),
+        `${k} is not supported by Membrane: select nodes with the remote-node or host entity`,
+      );
+  }
+  for (const k of ["fromGroups", "toGroups"]) {
+    if (has(rule, k))
+      errs.add(
+        join(path, k),
+        `${k} (cloud provider groups) is not supported by Membrane: list the CIDRs instead`,
+      );
+  }
+  const auth = optObject(errs, rule, "authentication", path);
+  if (auth) {
+    const ap = join(path, "authentication");
+    checkKnown(errs, ap, auth, ["mode"]);
+    const mode = optString(errs, auth, "mode", ap);
+    if (mode === "required" || mode === "test-always-fail") {
+      // Admitting it would allow the traffic without the authentication the user asked for.
+      errs.add(
+        join(ap, "mode"),
+        `mutual authentication (mode ${show(mode)}) is not supported by Membrane: remove authentication or set mode: disabled`,
+      );
+    } else if (mode !== undefined && mode !== "disabled") {
+      errs.add(
+        join(ap, "mode"),
+        `${show(mode)} is not an authentication mode (disabled, required or test-always-fail)`,
+      );
+    }
+  }
+
+  const peers: Peer[] = [];
+  if (direction === "ingress") {
+    for (const s of endpointSelectors(errs, rule, "fromEndpoints", path, scope))
+      peers.push({ kind: "selector", selector: s });
+    peers.push(...cidrPeers(errs, rule, "fromCIDR", path));
+    peers.push(...cidrSetPeers(errs, rule, "fromCIDRSet", path));
+    peers.push(...entityPeers(errs, rule, "fromEntities", path));
+  } else {
+    for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
+      peers.push({ kind: "selector", selector: s });
+    peers.push(...cidrPeers(errs, rule, "toCIDR", path));
+    peers.push(...cidrSetPeers(errs, rule, "toCIDRSet", path));
+    peers.push(...entityPeers(errs, rule, "toEntities", path));
+    peers.push(...servicePeers(errs, rule, "toServices", path, scope));
+    if (!deny) peers.push(...fqdnPeers(errs, rule, "toFQDNs", path));
+  }
+  const requires = endpointSelectors(
+    errs,
+    rule,
+    direction === "ingress" ? "fromRequires" : "toRequires",
+    path,
+    scope,
+  );
+
+  const ctx = { direction, deny, hostPolicy: scope.hostPolicy } as const;
+  const ports: PortRule[] = toPorts(errs, rule, path, ctx) ?? [];
+  const icmpFields = icmps(errs, rule, path);
+  const hasPorts = optList(new Errors(), rule, "toPorts", path).length > 0;
+  const hasIcmps = optList(new Errors(), rule, "icmps", path).length > 0;
+  if (present.length === 0 && (hasPorts || hasIcmps)) {
+    // An empty peer list reads as "not set", which would open the ports to every peer.
+    for (const k of l3) {
+      if (Array.isArray(field(rule, k)) && (field(rule, k) as unknown[]).length === 0) {
+        errs.add(
+          join(path, k),
+          `${k} is an empty list, which means "not set": this rule would ${verdict} these ports ${direction === "ingress" ? "from" : "to"} every peer. List the peers, or remove ${k} if that is what you want`,
+        );
+      }
+    }
+  }
+  if (hasPorts && hasIcmps)
+    errs.add(
+      join(path, "icmps"),
+      "icmps cannot be combined with toPorts in one rule: write a separate rule for ICMP",
+    );
+  if (hasPorts && present.includes("toServices"))
+    errs.add(
+      join(path, "toPorts"),
+      "toServices cannot be combined with toPorts in one rule (Cilium does not support it)",
+    );
+
+  if (errs.count !== before) return undefined;
+  // No L3 field but L4 fields: Cilium applies the ports to every peer. An empty rule selects no peer.
+  const l3Given = present.length > 0;
+  const finalPeers: Peer[] = l3Given ? peers : hasPorts || hasIcmps ? [{ kind: "any" }] : [];
+  return {
+    direction,
+    verdict,
+    peers: finalPeers,
+    ports,
+    icmps: icmpFields,
+    requires,
+    origin: {
+      policyKind: scope.kind,
+      ...(scope.namespace !== undefined ? { namespace: scope.namespace } : {}),
+      name: scope.name,
+      ruleIndex: index,
+      path,
+    },
+  };
+}
+
+/** One Cilium rule spec (`spec` or `specs[i]`) → one Policy. */
+export function parseCiliumSpec(
+  errs: Errors,
+  spec: unknown,
+  path: string,
+  meta: { kind: PolicyKind; namespace?: string; name: string; uid?: string; generation?: number },
+): Policy | undefined {
+  if (!isRecord(spec)) {
+    errs.add(path, `must be an object (a policy rule), not ${typeName(spec)}`);
+    return undefined;
+  }
+  const before = errs.count;
+  checkKnown(errs, path, spec, SPEC_FIELDS);
+  const namespaced = meta.kind === "CiliumNetworkPolicy";
+  const hasEndpoint = has(spec, "endpointSelector");
+  const hasNode = has(spec, "nodeSelector");
+  if (hasEndpoint && hasNode) errs.add(path, "set only one of endpointSelector or nodeSelector");
+  if (!hasEndpoint && !hasNode)
+    errs.add(
+      join(path, "endpointSelector"),
+      "a rule needs an endpointSelector (or, in a CiliumClusterwideNetworkPolicy, a nodeSelector) saying which endpoints it applies to",
+    );
+  if (hasNode && namespaced)
+    errs.add(
+      join(path, "nodeSelector"),
+      "a CiliumNetworkPolicy cannot have a nodeSelector: host policies must be CiliumClusterwideNetworkPolicy",
+    );
+
+  let subject: Selector | undefined;
+  let nodeSelector: Selector | undefined;
+  const namespace = namespaced ? meta.namespace : undefined;
+  if (hasEndpoint) {
+    const sp = join(path, "endpointSelector");
+    const ls = checkLabelSelector(errs, field(spec, "endpointSelector"), sp);
+    if (ls) {
+      subject = selectorFrom(ls, { role: "subject", namespace });
+      for (const key of [POD_NAMESPACE_LABEL, `k8s:${POD_NAMESPACE_LABEL}`, `any:${POD_NAMESPACE_LABEL}`]) {
+        const v = ls.matchLabels[key];
+        if (namespace !== undefined && v !== undefined && v !== namespace) {
+          errs.add(
+            `${join(sp, "matchLabels")}[${JSON.stringify(key)}]`,
+            `a CiliumNetworkPolicy applies only in its own namespace ${show(namespace)}, not ${show(v)}: remove this label or use a CiliumClusterwideNetworkPolicy`,
+          );
+        }
+      }
+    }
+  } else if (hasNode) {
+    const ls = checkLabelSelector(errs, field(spec, "nodeSelector"), join(path, "nodeSelector"));
+    if (ls) {
+      nodeSelector = selectorFrom(ls);
+      subject = nodeSelector;
+    }
+  }
+  const scope: Scope = {
+    kind: meta.kind,
+    ...(namespace !== undefined ? { namespace } : {}),
+    name: meta.name,
+    hostPolicy: hasNode && !hasEndpoint,
+    subjectSelectsInit: subject !== undefined && selectorHasKey(subject, RESERVED_INIT_KEY),
+  };
+
+  const description = optString(errs, spec, "description", path);
+  const edd = optObject(errs, spec, "enableDefaultDeny", path);
+  let ddIngress: boolean | undefined;
+  let ddEgress: boolean | undefined;
+  if (edd) {
+    checkKnown(errs, join(path, "enableDefaultDeny"), edd, ["ingress", "egress"]);
+    ddIngress = optBool(errs, edd, "ingress", join(path, "enableDefaultDeny"));
+    ddEgress = optBool(errs, edd, "egress", join(path, "enableDefaultDeny"));
+  }
+  for (const { item, path: lp } of objectItems(errs, spec, "labels", path)) {
+    checkKnown(errs, lp, item, ["key", "value", "source"]);
+    if (!optString(errs, item, "key", lp) && !has(item, "key"))
+      errs.add(join(lp, "key"), "a label key is required");
+    optString(errs, item, "value", lp);
+    optString(errs, item, "source", lp);
+  }
+  const log = optObject(errs, spec, "log", path);
+  if (log) {
+    checkKnown(errs, join(path, "log"), log, ["value"]);
+    optString(errs, log, "value", join(path, "log"));
+  }
+
+  const rules: Rule[] = [];
+  const counts: Record<Section, number> = { ingress: 0, ingressDeny: 0, egress: 0, egressDeny: 0 };
+  for (const section of ["ingress", "ingressDeny", "egress", "egressDeny"] as const) {
+    const items = objectItems(errs, spec, section, path);
+    counts[section] = optList(new Errors(), spec, section, path).length;
+    for (const { item, path: rp, index } of items) {
+      const r = parseRule(errs, item, rp, index, section, scope);
+      if (r) rules.push(r);
+    }
+  }
+  if (errs.count !== before || subject === undefined) return undefined;
+  return {
+    kind: meta.kind,
+    ...(namespaced && meta.namespace !== undefined ? { namespace: meta.namespace } : {}),
+    name: meta.name,
+    ...(meta.uid !== undefined ? { uid: meta.uid } : {}),
+    ...(meta.generation !== undefined ? { generation: meta.generation } : {}),
+    ...(description !== undefined ? { description } : {}),
+    subject,
+    ...(nodeSelector ? { nodeSelector } : {}),
+    rules,
+    // Cilium: a direction is enforced when the rule has any entry in it, unless enableDefaultDeny says otherwise.
+    defaultDeny: {
+      ingress: ddIngress ?? counts.ingress + counts.ingressDeny > 0,
+      egress: ddEgress ?? counts.egress + counts.egressDeny > 0,
+    },
+  };
+}

@@ -1,0 +1,205 @@
+// Safe readers over untyped objects that collect every field error with its Kubernetes field path.
+import type { FieldError } from "../model.ts";
+
+export type Obj = Readonly<Record<string, unknown>>;
+
+/** Collects errors while a parser walks an object; parsers never throw on user input. */
+export class Errors {
+  readonly list: FieldError[] = [];
+  add(path: string, message: string): void {
+    this.list.push({ path: path === "" ? "<root>" : path, message });
+  }
+  get count(): number {
+    return this.list.length;
+  }
+}
+
+export function isRecord(v: unknown): v is Obj {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** An own property only: keys such as "constructor" must never reach Object.prototype. */
+export function field(obj: Obj, key: string): unknown {
+  return Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+}
+
+export function has(obj: Obj, key: string): boolean {
+  return Object.prototype.hasOwnProperty.call(obj, key) && obj[key] !== undefined && obj[key] !== null;
+}
+
+/** A short, safe rendering of any value for a message (never calls toString on objects). */
+export function show(v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v.length > 64 ? `${v.slice(0, 61)}...` : v);
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return String(v);
+  if (v === null) return "null";
+  if (v === undefined) return "nothing";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "an object";
+  return `a ${typeof v}`;
+}
+
+export function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "an object";
+  if (typeof v === "string") return "a string";
+  if (typeof v === "number") return "a number";
+  if (typeof v === "boolean") return "a boolean";
+  return `a ${typeof v}`;
+}
+
+export const join = (base: string, key: string): string => (base === "" ? key : `${base}.${key}`);
+
+/** Reports every key not in `allowed`, as the API server's strict field validation does. */
+export function checkKnown(errs: Errors, path: string, obj: Obj, allowed: readonly string[]): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) errs.add(join(path, k), `unknown field ${show(k)}`);
+  }
+}
+
+/** An optional object field: undefined when absent or null, an error when of another type. */
+export function optObject(errs: Errors, obj: Obj, key: string, path: string): Obj | undefined {
+  const v = field(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (!isRecord(v)) {
+    errs.add(join(path, key), `must be an object, not ${typeName(v)}`);
+    return undefined;
+  }
+  return v;
+}
+
+/** An optional list field: [] when absent or null, an error (and []) when of another type. */
+export function optList(errs: Errors, obj: Obj, key: string, path: string): readonly unknown[] {
+  const v = field(obj, key);
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) {
+    errs.add(join(path, key), `must be a list, not ${typeName(v)}`);
+    return [];
+  }
+  return v;
+}
+
+export function optString(errs: Errors, obj: Obj, key: string, path: string): string | undefined {
+  const v = field(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") {
+    errs.add(join(path, key), `must be a string, not ${typeName(v)}`);
+    return undefined;
+  }
+  return v;
+}
+
+export function optBool(errs: Errors, obj: Obj, key: string, path: string): boolean | undefined {
+  const v = field(obj, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") {
+    errs.add(join(path, key), `must be true or false, not ${show(v)}`);
+    return undefined;
+  }
+  return v;
+}
+
+/** A list of strings; each non-string element is reported at its index. */
+export function stringList(errs: Errors, obj: Obj, key: string, path: string): string[] {
+  const out: string[] = [];
+  optList(errs, obj, key, path).forEach((v, i) => {
+    if (typeof v === "string") out.push(v);
+    else errs.add(`${join(path, key)}[${i}]`, `must be a string, not ${typeName(v)}`);
+  });
+  return out;
+}
+
+/** Each element of a list that must hold objects, with its path; others are reported. */
+export function objectItems(
+  errs: Errors,
+  obj: Obj,
+  key: string,
+  path: string,
+): { item: Obj; path: string; index: number }[] {
+  const out: { item: Obj; path: string; index: number }[] = [];
+  optList(errs, obj, key, path).forEach((v, index) => {
+    const p = `${join(path, key)}[${index}]`;
+    if (isRecord(v)) out.push({ item: v, path: p, index });
+    else errs.add(p, `must be an object, not ${typeName(v)}`);
+  });
+  return out;
+}
+
+// Kubernetes name syntax (apimachinery validation), checked by length first so that a huge string
+// never reaches a regular expression.
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+
+export function dns1123LabelProblem(s: string): string | undefined {
+  if (s.length === 0) return "must not be empty";
+  if (s.length > 63) return "must be at most 63 characters";
+  if (!DNS1123_LABEL.test(s))
+    return "must consist of lower case letters, digits and '-', and start and end with a letter or digit";
+  return undefined;
+}
+
+export function dns1123SubdomainProblem(s: string): string | undefined {
+  if (s.length === 0) return "must not be empty";
+  if (s.length > 253) return "must be at most 253 characters";
+  if (!DNS1123_SUBDOMAIN.test(s))
+    return "must consist of lower case letters, digits, '-' and '.', and start and end with a letter or digit";
+  return undefined;
+}
+
+/**
+ * A selector label key: an optional Cilium source (`k8s:`, `reserved:`, `any:`, ...) then a
+ * Kubernetes qualified name (`[prefix/]name`).
+ */
+export function labelKeyProblem(key: string): string | undefined {
+  if (key.length === 0) return "a label key must not be empty";
+  if (key.length > 317) return "a label key must be at most 317 characters";
+  // "$host" is Cilium's shorthand for reserved:host.
+  let rest = key.startsWith("$") ? key.slice(1) : key;
+  const colon = key.indexOf(":");
+  const slash = key.indexOf("/");
+  if (colon >= 0 && (slash < 0 || colon < slash)) {
+    const source = key.slice(0, colon);
+    if (!/^[a-z][-a-z0-9_.]*$/.test(source))
+      return `${show(source)} is not a label source (such as k8s, reserved or any)`;
+    rest = key.slice(colon + 1);
+    if (key.startsWith("$")) return `${show(key)} is not a label key: "$" already means the reserved source`;
+  }
+  const parts = rest.split("/");
+  if (parts.length > 2) return `${show(key)} is not a label key: at most one '/'`;
+  const name = parts[parts.length - 1] ?? "";
+  if (parts.length === 2) {
+    const prefixProblem = dns1123SubdomainProblem(parts[0] ?? "");
+    if (prefixProblem) return `the prefix of label key ${show(key)} ${prefixProblem}`;
+  }
+  if (name.length === 0) return `${show(key)} is not a label key: the name part is empty`;
+  if (name.length > 63) return `${show(key)} is not a label key: the name part must be at most 63 characters`;
+  if (!QUALIFIED_NAME.test(name)) {
+    return `${show(key)} is not a label key: the name must consist of letters, digits, '-', '_' or '.', and start and end with a letter or digit`;
+  }
+  return undefined;
+}
+
+export function labelValueProblem(value: string): string | undefined {
+  if (value.length > 63) return `label value ${show(value)} must be at most 63 characters`;
+  if (!LABEL_VALUE.test(value)) {
+    return `${show(value)} is not a label value: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`;
+  }
+  return undefined;
+}
+
+// IANA service names (RFC 6335) as Kubernetes validates named ports: at most 15 characters, letters,
+// digits and '-', at least one letter, no '-' at either end or twice in a row.
+export function ianaServiceNameProblem(name: string, lowercaseOnly: boolean): string | undefined {
+  if (name.length === 0 || name.length > 15) return "a port name must be 1-15 characters";
+  const chars = lowercaseOnly ? /^[-a-z0-9]+$/ : /^[-a-zA-Z0-9]+$/;
+  if (!chars.test(name))
+    return lowercaseOnly
+      ? "a port name may only contain lower case letters, digits and '-'"
+      : "a port name may only contain letters, digits and '-'";
+  if (!/[a-zA-Z]/.test(name)) return "a port name must contain at least one letter";
+  if (name.startsWith("-") || name.endsWith("-") || name.includes("--"))
+    return "a port name must not start or end with '-' or contain '--'";
+  return undefined;
+}

@@ -1,0 +1,511 @@
+// Cilium toPorts: ports, protocols, L7 rules (http, kafka, dns, l7proto) and TLS contexts, with Cilium's checks.
+import type {
+  DNSRule,
+  HTTPRule,
+  KafkaRule,
+  L7Rules,
+  PortProtocol,
+  PortRule,
+  Protocol,
+  TLSContext,
+} from "../model.ts";
+import {
+  Errors,
+  type Obj,
+  checkKnown,
+  field,
+  has,
+  ianaServiceNameProblem,
+  isRecord,
+  join,
+  objectItems,
+  optList,
+  optObject,
+  optString,
+  show,
+  stringList,
+  typeName,
+} from "./fields.ts";
+import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
+
+const MAX_PORTS = 40; // Cilium's limit per port rule
+const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY"];
+
+export interface PortContext {
+  readonly direction: "ingress" | "egress";
+  readonly deny: boolean;
+  readonly hostPolicy: boolean;
+}
+
+/** A Cilium port number or IANA service name given as a string; undefined after an error. */
+function ciliumPort(errs: Errors, item: Obj, path: string): { port: number; name?: string } | undefined {
+  const p = join(path, "port");
+  const raw = field(item, "port");
+  if (raw === undefined || raw === null) {
+    errs.add(p, `a port is required (a number such as "80", a port name, or "0" for every port)`);
+    return undefined;
+  }
+  if (typeof raw === "number") {
+    errs.add(p, `must be a string: write "${String(raw)}" in quotes`);
+    return undefined;
+  }
+  if (typeof raw !== "string") {
+    errs.add(p, `must be a string (a port number or name), not ${typeName(raw)}`);
+    return undefined;
+  }
+  if (raw === "") {
+    errs.add(p, `must not be empty (a number such as "80", a port name, or "0" for every port)`);
+    return undefined;
+  }
+  if (/^[0-9]+$/.test(raw)) {
+    const n = raw.length > 6 ? Infinity : Number(raw);
+    if (n > 65535) {
+      errs.add(p, `${show(raw)} is not a port (1-65535)`);
+      return undefined;
+    }
+    return { port: n };
+  }
+  if (/[a-zA-Z]/.test(raw)) {
+    const problem = ianaServiceNameProblem(raw, false);
+    if (problem) {
+      errs.add(p, `${show(raw)} is neither a port number nor a port name: ${problem}`);
+      return undefined;
+    }
+    return { port: 0, name: raw.toLowerCase() };
+  }
+  errs.add(p, `${show(raw)} is not a port (1-65535)`);
+  return undefined;
+}
+
+function readProtocol(errs: Errors, item: Obj, path: string, fallback: Protocol): Protocol | undefined {
+  const raw = field(item, "protocol");
+  if (raw === undefined || raw === null) return fallback;
+  if (typeof raw === "string" && (PROTOCOLS as readonly string[]).includes(raw)) return raw as Protocol;
+  const hint =
+    typeof raw === "string" && (PROTOCOLS as readonly string[]).includes(raw.toUpperCase())
+      ? ` (write it in capitals: ${raw.toUpperCase()})`
+      : typeof raw === "string" && /^icmp(v6)?$/i.test(raw)
+        ? " (use icmps for ICMP)"
+        : "";
+  errs.add(join(path, "protocol"), `${show(raw)} is not a protocol: use TCP, UDP, SCTP or ANY${hint}`);
+  return undefined;
+}
+
+/** One entry of `ports`: port, endPort, protocol (Cilium's default protocol is ANY). */
+function portProtocol(errs: Errors, item: Obj, path: string): PortProtocol | undefined {
+  checkKnown(errs, path, item, ["port", "endPort", "protocol"]);
+  const before = errs.count;
+  const port = ciliumPort(errs, item, path);
+  const protocol = readProtocol(errs, item, path, "ANY");
+  let endPort = port?.port ?? 0;
+  const rawEnd = field(item, "endPort");
+  if (rawEnd !== undefined && rawEnd !== null) {
+    const ep = join(path, "endPort");
+    if (typeof rawEnd !== "number" || !Number.isInteger(rawEnd))
+      errs.add(ep, `must be a whole number, not ${show(rawEnd)}`);
+    else if (rawEnd < 0 || rawEnd > 65535) errs.add(ep, `${rawEnd} is not a port (1-65535)`);
+    else if (port?.name !== undefined)
+      errs.add(ep, `endPort needs a numeric port, not the port name ${show(port.name)}`);
+    else if (port !== undefined && port.port === 0 && rawEnd !== 0)
+      errs.add(ep, `endPort needs a start port other than "0" (port "0" already means every port)`);
+    else if (port !== undefined && rawEnd !== 0 && rawEnd < port.port)
+      errs.add(ep, `endPort ${rawEnd} is less than port ${port.port}`);
+    else if (rawEnd !== 0) endPort = rawEnd;
+  }
+  if (errs.count !== before || port === undefined || protocol === undefined) return undefined;
+  return port.name !== undefined
+    ? { port: 0, endPort: 0, name: port.name, protocol }
+    : { port: port.port, endPort, protocol };
+}
+
+/** A regular expression as Cilium hands it to Envoy (RE2): it must compile, without RE2-unsupported syntax. */
+function checkRegex(errs: Errors, path: string, re: string): void {
+  if (/\(\?<?[=!]/.test(re)) {
+    errs.add(path, `${show(re)} uses a lookaround, which Cilium's regular expressions (RE2) do not support`);
+    return;
+  }
+  if (/\\[1-9]/.test(re)) {
+    errs.add(
+      path,
+      `${show(re)} uses a backreference, which Cilium's regular expressions (RE2) do not support`,
+    );
+    return;
+  }
+  try {
+    new RegExp(re);
+  } catch (e) {
+    const reason =
+      e instanceof Error
+        ? e.message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, "")
+        : "it does not compile";
+    errs.add(path, `${show(re)} is not a valid regular expression: ${reason}`);
+  }
+}
+
+function secretRef(errs: Errors, obj: Obj, path: string): { namespace?: string; name: string } | undefined {
+  const secret = optObject(errs, obj, "secret", path);
+  if (!secret) return undefined;
+  const sp = join(path, "secret");
+  checkKnown(errs, sp, secret, ["name", "namespace"]);
+  const name = optString(errs, secret, "name", sp);
+  const namespace = optString(errs, secret, "namespace", sp);
+  if (name === undefined || name === "") {
+    if (!has(secret, "name") || name === "") errs.add(join(sp, "name"), "the secret needs a name");
+    return undefined;
+  }
+  return namespace ? { namespace, name } : { name };
+}
+
+function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
+  const out: HTTPRule[] = [];
+  for (const { item, path: p } of objectItems(errs, obj, "http", path)) {
+    checkKnown(errs, p, item, ["method", "path", "host", "headers", "headerMatches"]);
+    const method = optString(errs, item, "method", p);
+    const pathRe = optString(errs, item, "path", p);
+    const host = optString(errs, item, "host", p);
+    if (method !== undefined) checkRegex(errs, join(p, "method"), method);
+    if (pathRe !== undefined) checkRegex(errs, join(p, "path"), pathRe);
+    if (host !== undefined) checkRegex(errs, join(p, "host"), host);
+    const headers = stringList(errs, item, "headers", p);
+    const headerMatches: NonNullable<HTTPRule["headerMatches"]>[number][] = [];
+    for (const { item: hm, path: hp } of objectItems(errs, item, "headerMatches", p)) {
+      checkKnown(errs, hp, hm, ["name", "value", "mismatch", "secret"]);
+      const name = optString(errs, hm, "name", hp);
+      if (!name) errs.add(join(hp, "name"), "a header name is required");
+      const value = optString(errs, hm, "value", hp);
+      const mismatch = optString(errs, hm, "mismatch", hp);
+      if (mismatch !== undefined && !["LOG", "ADD", "DELETE", "REPLACE"].includes(mismatch)) {
+        errs.add(
+          join(hp, "mismatch"),
+          `${show(mismatch)} is not a mismatch action (LOG, ADD, DELETE or REPLACE)`,
+        );
+      }
+      const secret = has(hm, "secret") ? secretRef(errs, hm, hp) : undefined;
+      if (name) {
+        headerMatches.push({
+          name,
+          ...(value !== undefined ? { value } : {}),
+          ...(mismatch !== undefined ? { mismatch: mismatch as "LOG" } : {}),
+          ...(secret ? { secret } : {}),
+        });
+      }
+    }
+    out.push({
+      ...(method !== undefined ? { method } : {}),
+      ...(pathRe !== undefined ? { path: pathRe } : {}),
+      ...(host !== undefined ? { host } : {}),
+      ...(headers.length ? { headers } : {}),
+      ...(headerMatches.length ? { headerMatches } : {}),
+    });
+  }
+  return out;
+}
+
+const KAFKA_API_KEYS = [
+  "produce",
+  "fetch",
+  "offsets",
+  "metadata",
+  "leaderandisr",
+  "stopreplica",
+  "updatemetadata",
+  "controlledshutdown",
+  "offsetcommit",
+  "offsetfetch",
+  "findcoordinator",
+  "joingroup",
+  "heartbeat",
+  "leavegroup",
+  "syncgroup",
+  "describegroups",
+  "listgroups",
+  "saslhandshake",
+  "apiversions",
+  "createtopics",
+  "deletetopics",
+  "deleterecords",
+  "initproducerid",
+  "offsetforleaderepoch",
+  "addpartitionstotxn",
+  "addoffsetstotxn",
+  "endtxn",
+  "writetxnmarkers",
+  "txnoffsetcommit",
+  "describeacls",
+  "createacls",
+  "deleteacls",
+  "describeconfigs",
+  "alterconfigs",
+];
+
+function kafkaRules(errs: Errors, obj: Obj, path: string): KafkaRule[] {
+  const out: KafkaRule[] = [];
+  for (const { item, path: p } of objectItems(errs, obj, "kafka", path)) {
+    checkKnown(errs, p, item, ["role", "apiKey", "apiVersion", "clientID", "topic"]);
+    const role = optString(errs, item, "role", p);
+    const apiKey = optString(errs, item, "apiKey", p);
+    const apiVersion = optString(errs, item, "apiVersion", p);
+    const clientID = optString(errs, item, "clientID", p);
+    const topic = optString(errs, item, "topic", p);
+    if (role !== undefined && role !== "produce" && role !== "consume")
+      errs.add(join(p, "role"), `${show(role)} is not a Kafka role (produce or consume)`);
+    if (apiKey !== undefined && !KAFKA_API_KEYS.includes(apiKey.toLowerCase()))
+      errs.add(join(p, "apiKey"), `${show(apiKey)} is not a Kafka API key`);
+    if (role !== undefined && apiKey !== undefined)
+      errs.add(p, "role and apiKey cannot both be set: role stands for a set of API keys");
+    if (apiVersion !== undefined && !/^[0-9]{1,5}$/.test(apiVersion))
+      errs.add(join(p, "apiVersion"), `${show(apiVersion)} is not a Kafka API version (a number)`);
+    if (topic !== undefined && (topic.length > 255 || !/^[a-zA-Z0-9._-]*$/.test(topic))) {
+      errs.add(
+        join(p, "topic"),
+        `${show(topic)} is not a Kafka topic: at most 255 letters, digits, '.', '_' or '-'`,
+      );
+    }
+    out.push({
+      ...(role !== undefined ? { role: role as "produce" } : {}),
+      ...(apiKey !== undefined ? { apiKey } : {}),
+      ...(apiVersion !== undefined ? { apiVersion } : {}),
+      ...(clientID !== undefined ? { clientID } : {}),
+      ...(topic !== undefined ? { topic } : {}),
+    });
+  }
+  return out;
+}
+
+function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
+  const out: DNSRule[] = [];
+  for (const { item, path: p } of objectItems(errs, obj, "dns", path)) {
+    checkKnown(errs, p, item, ["matchName", "matchPattern"]);
+    const matchName = optString(errs, item, "matchName", p);
+    const matchPattern = optString(errs, item, "matchPattern", p);
+    if (matchName !== undefined && matchPattern !== undefined)
+      errs.add(p, "set only one of matchName or matchPattern");
+    else if (
+      matchName === undefined &&
+      matchPattern === undefined &&
+      !has(item, "matchName") &&
+      !has(item, "matchPattern")
+    ) {
+      errs.add(p, "set one of matchName or matchPattern");
+    }
+    if (matchName !== undefined) {
+      const prob = dnsNameProblem(matchName);
+      if (prob) errs.add(join(p, "matchName"), prob);
+    }
+    if (matchPattern !== undefined) {
+      const prob = dnsPatternProblem(matchPattern);
+      if (prob) errs.add(join(p, "matchPattern"), prob);
+    }
+    out.push(matchName !== undefined ? { matchName } : { matchPattern: matchPattern ?? "" });
+  }
+  return out;
+}
+
+function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
+  checkKnown(errs, path, rules, ["http", "kafka", "dns", "l7proto", "l7"]);
+  const kinds: string[] = [];
+  let result: L7Rules | undefined;
+  const http = httpRules(errs, rules, path);
+  if (http.length) {
+    kinds.push("http");
+    result = { kind: "http", http };
+  }
+  const kafka = kafkaRules(errs, rules, path);
+  if (kafka.length) {
+    kinds.push("kafka");
+    result = { kind: "kafka", kafka };
+  }
+  const dns = dnsRules(errs, rules, path);
+  if (dns.length) {
+    kinds.push("dns");
+    result = { kind: "dns", dns };
+  }
+  const l7proto = optString(errs, rules, "l7proto", path);
+  const l7: Record<string, string>[] = [];
+  optList(errs, rules, "l7", path).forEach((x, i) => {
+    const p = `${join(path, "l7")}[${i}]`;
+    if (!isRecord(x)) {
+      errs.add(p, `must be a map of strings, not ${typeName(x)}`);
+      return;
+    }
+    const m: Record<string, string> = {};
+    for (const k of Object.keys(x)) {
+      const v = x[k];
+      if (typeof v === "string") m[k] = v;
+      else errs.add(`${p}[${JSON.stringify(k)}]`, `must be a string, not ${typeName(v)}`);
+    }
+    l7.push(m);
+  });
+  if (l7.length && !l7proto)
+    errs.add(join(path, "l7"), "l7 rules need l7proto to say which protocol parser applies them");
+  if (l7proto !== undefined) {
+    if (l7proto === "") errs.add(join(path, "l7proto"), "must not be empty");
+    else {
+      kinds.push("l7proto");
+      result = { kind: "l7", l7proto, l7 };
+    }
+  }
+  if (kinds.length > 1) {
+    errs.add(
+      path,
+      `only one kind of L7 rule per port rule, found ${kinds.join(" and ")}: write separate toPorts entries`,
+    );
+    return undefined;
+  }
+  return result;
+}
+
+function tlsContext(errs: Errors, obj: Obj, key: string, path: string): TLSContext | undefined {
+  const tls = optObject(errs, obj, key, path);
+  if (!tls) return undefined;
+  const p = join(path, key);
+  checkKnown(errs, p, tls, ["secret", "trustedCA", "certificate", "privateKey"]);
+  const trustedCA = optString(errs, tls, "trustedCA", p);
+  const certificate = optString(errs, tls, "certificate", p);
+  const privateKey = optString(errs, tls, "privateKey", p);
+  if (!has(tls, "secret")) {
+    errs.add(
+      join(p, "secret"),
+      `${key} needs a secret (name and optional namespace) holding the TLS material`,
+    );
+    return undefined;
+  }
+  const secret = secretRef(errs, tls, p);
+  if (!secret) return undefined;
+  return {
+    secret,
+    ...(trustedCA !== undefined ? { trustedCA } : {}),
+    ...(certificate !== undefined ? { certificate } : {}),
+    ...(privateKey !== undefined ? { privateKey } : {}),
+  };
+}
+
+const L7_NAMES: Record<L7Rules["kind"], string> = {
+  http: "HTTP",
+  kafka: "Kafka",
+  dns: "DNS",
+  l7: "L7 (l7proto)",
+};
+
+/** One entry of a rule's `toPorts`. Deny rules take ports only (Cilium's PortDenyRule). */
+export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext): PortRule | undefined {
+  const before = errs.count;
+  if (ctx.deny) {
+    for (const k of ["rules", "terminatingTLS", "originatingTLS", "serverNames", "listener"]) {
+      if (has(item, k)) {
+        errs.add(
+          join(path, k),
+          k === "rules"
+            ? "L7 rules are not allowed in deny rules: a deny applies to whole ports"
+            : `${k} is not allowed in deny rules: a deny applies to whole ports`,
+        );
+      }
+    }
+    checkKnown(errs, path, item, [
+      "ports",
+      "rules",
+      "terminatingTLS",
+      "originatingTLS",
+      "serverNames",
+      "listener",
+    ]);
+  } else {
+    checkKnown(errs, path, item, [
+      "ports",
+      "rules",
+      "terminatingTLS",
+      "originatingTLS",
+      "serverNames",
+      "listener",
+    ]);
+    if (has(item, "listener"))
+      errs.add(join(path, "listener"), "listener (a CiliumEnvoyConfig proxy) is not supported by Membrane");
+  }
+
+  const rawPorts = optList(errs, item, "ports", path);
+  if (rawPorts.length > MAX_PORTS)
+    errs.add(
+      join(path, "ports"),
+      `${rawPorts.length} ports in one port rule; the most Cilium allows is ${MAX_PORTS}`,
+    );
+  const ports: PortProtocol[] = [];
+  const portPaths: string[] = [];
+  for (const { item: pp, path: p } of objectItems(errs, item, "ports", path)) {
+    const parsed = portProtocol(errs, pp, p);
+    if (parsed) {
+      ports.push(parsed);
+      portPaths.push(p);
+    }
+  }
+  if (ctx.deny) return errs.count === before ? { ports } : undefined;
+
+  const rulesObj = optObject(errs, item, "rules", path);
+  const rules = rulesObj ? l7Rules(errs, rulesObj, join(path, "rules")) : undefined;
+  const terminatingTLS = tlsContext(errs, item, "terminatingTLS", path);
+  const originatingTLS = tlsContext(errs, item, "originatingTLS", path);
+  const serverNames = stringList(errs, item, "serverNames", path);
+  serverNames.forEach((s, i) => {
+    if (s === "") errs.add(`${join(path, "serverNames")}[${i}]`, "a server name must not be empty");
+  });
+  if (serverNames.length && rules && !has(item, "terminatingTLS")) {
+    errs.add(
+      join(path, "serverNames"),
+      "serverNames with L7 rules need terminatingTLS: the proxy must terminate TLS to see the requests",
+    );
+  }
+
+  if (rules) {
+    const name = L7_NAMES[rules.kind];
+    const rp = join(path, "rules");
+    if (ctx.hostPolicy) errs.add(rp, "host policies (nodeSelector) do not support L7 rules");
+    if (rules.kind === "dns") {
+      if (ctx.direction === "ingress")
+        errs.add(
+          join(rp, "dns"),
+          "DNS rules are only allowed in egress rules (they inspect lookups the endpoint makes)",
+        );
+      if (rawPorts.length === 0)
+        errs.add(join(path, "ports"), `DNS rules need their port listed: add { port: "53", protocol: ANY }`);
+      ports.forEach((pp, i) => {
+        if (pp.name === undefined && pp.endPort > pp.port)
+          errs.add(join(portPaths[i] ?? path, "endPort"), "DNS rules do not support port ranges");
+      });
+    } else {
+      ports.forEach((pp, i) => {
+        if (pp.protocol !== "TCP") {
+          errs.add(
+            join(portPaths[i] ?? path, "protocol"),
+            `${name} rules apply to TCP only: set protocol: TCP (it is ${pp.protocol}${pp.protocol === "ANY" && !has(isRecord(rawPorts[i]) ? (rawPorts[i] as Obj) : {}, "protocol") ? ", Cilium's default" : ""})`,
+          );
+        }
+      });
+    }
+    ports.forEach((pp, i) => {
+      if (pp.name === undefined && pp.port === 0)
+        errs.add(
+          join(portPaths[i] ?? path, "port"),
+          `${name} rules cannot be used on port "0" (every port): name the port`,
+        );
+    });
+  }
+
+  if (errs.count !== before) return undefined;
+  return {
+    ports,
+    ...(rules ? { rules } : {}),
+    ...(terminatingTLS ? { terminatingTLS } : {}),
+    ...(originatingTLS ? { originatingTLS } : {}),
+    ...(serverNames.length ? { serverNames } : {}),
+  };
+}
+
+/** Reads `toPorts` of a rule; on any error returns undefined (errors are in `errs`). */
+export function toPorts(errs: Errors, rule: Obj, path: string, ctx: PortContext): PortRule[] | undefined {
+  const before = errs.count;
+  const out: PortRule[] = [];
+  for (const { item, path: p } of objectItems(errs, rule, "toPorts", path)) {
+    const pr = portRule(errs, item, p, ctx);
+    if (pr) out.push(pr);
+  }
+  return errs.count === before ? out : undefined;
+}

@@ -1,0 +1,136 @@
+// Label-selector syntax checks (operators, values, label keys/values); the meaning comes from core/selector.ts.
+import type { SelectorOperator } from "../model.ts";
+import {
+  Errors,
+  checkKnown,
+  field,
+  isRecord,
+  join,
+  labelKeyProblem,
+  labelValueProblem,
+  objectItems,
+  show,
+  typeName,
+} from "./fields.ts";
+
+/** A label selector as written in YAML, after its syntax was checked. */
+export interface CheckedLabelSelector {
+  readonly matchLabels: Readonly<Record<string, string>>;
+  readonly matchExpressions: readonly {
+    readonly key: string;
+    readonly operator: SelectorOperator;
+    readonly values: readonly string[];
+  }[];
+}
+
+const OPERATORS: readonly SelectorOperator[] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/**
+ * Checks a `matchLabels`/`matchExpressions` object at `path`. Returns undefined (after adding
+ * errors) when it is not usable. `allowSources` permits Cilium's `k8s:`/`reserved:` key prefixes;
+ * NetworkPolicy selectors use plain Kubernetes keys.
+ */
+export function checkLabelSelector(
+  errs: Errors,
+  v: unknown,
+  path: string,
+  allowSources = true,
+): CheckedLabelSelector | undefined {
+  if (!isRecord(v)) {
+    errs.add(path, `must be a label selector (matchLabels/matchExpressions), not ${typeName(v)}`);
+    return undefined;
+  }
+  const before = errs.count;
+  checkKnown(errs, path, v, ["matchLabels", "matchExpressions"]);
+  const keyProblem = (key: string): string | undefined => {
+    if (!allowSources && key.includes(":"))
+      return `${show(key)} is not a label key: NetworkPolicy selectors take plain Kubernetes label keys`;
+    return labelKeyProblem(key);
+  };
+
+  const matchLabels: Record<string, string> = {};
+  const ml = field(v, "matchLabels");
+  if (ml !== undefined && ml !== null) {
+    if (!isRecord(ml))
+      errs.add(join(path, "matchLabels"), `must be a map of label keys to values, not ${typeName(ml)}`);
+    else {
+      for (const key of Object.keys(ml)) {
+        const p = `${join(path, "matchLabels")}[${JSON.stringify(key)}]`;
+        const kp = keyProblem(key);
+        if (kp) errs.add(p, kp);
+        const value = ml[key];
+        if (typeof value !== "string") {
+          errs.add(
+            p,
+            `label value must be a string, not ${typeName(value)}${typeof value === "number" || typeof value === "boolean" ? ` (quote it: "${String(value)}")` : ""}`,
+          );
+          continue;
+        }
+        const vp = labelValueProblem(value);
+        if (vp) errs.add(p, vp);
+        matchLabels[key] = value;
+      }
+    }
+  }
+
+  const matchExpressions: { key: string; operator: SelectorOperator; values: string[] }[] = [];
+  for (const { item, path: p } of objectItems(errs, v, "matchExpressions", path)) {
+    checkKnown(errs, p, item, ["key", "operator", "values"]);
+    const key = field(item, "key");
+    const operator = field(item, "operator");
+    const rawValues = field(item, "values");
+    let ok = true;
+    if (typeof key !== "string") {
+      errs.add(
+        join(p, "key"),
+        key === undefined || key === null ? "a key is required" : `must be a string, not ${typeName(key)}`,
+      );
+      ok = false;
+    } else {
+      const kp = keyProblem(key);
+      if (kp) errs.add(join(p, "key"), kp);
+    }
+    if (typeof operator !== "string" || !(OPERATORS as readonly string[]).includes(operator)) {
+      errs.add(
+        join(p, "operator"),
+        operator === undefined || operator === null
+          ? "an operator is required (In, NotIn, Exists or DoesNotExist)"
+          : `${show(operator)} is not an operator (In, NotIn, Exists or DoesNotExist)`,
+      );
+      ok = false;
+    }
+    const values: string[] = [];
+    if (rawValues !== undefined && rawValues !== null) {
+      if (!Array.isArray(rawValues)) {
+        errs.add(join(p, "values"), `must be a list, not ${typeName(rawValues)}`);
+        ok = false;
+      } else {
+        rawValues.forEach((x: unknown, i) => {
+          const vp = join(p, `values[${i}]`);
+          if (typeof x !== "string") errs.add(vp, `must be a string, not ${typeName(x)}`);
+          else {
+            const prob = labelValueProblem(x);
+            if (prob) errs.add(vp, prob);
+            values.push(x);
+          }
+        });
+      }
+    }
+    if (typeof operator === "string") {
+      const n = Array.isArray(rawValues) ? rawValues.length : 0;
+      if ((operator === "In" || operator === "NotIn") && n === 0)
+        errs.add(join(p, "values"), `operator ${operator} needs at least one value`);
+      if ((operator === "Exists" || operator === "DoesNotExist") && n > 0)
+        errs.add(join(p, "values"), `operator ${operator} takes no values`);
+    }
+    if (ok && typeof key === "string")
+      matchExpressions.push({ key, operator: operator as SelectorOperator, values });
+  }
+  return errs.count === before ? { matchLabels, matchExpressions } : undefined;
+}
+
+/** Whether a checked selector names any of the given keys (with or without a source prefix). */
+export function selectorMentionsKey(ls: CheckedLabelSelector, bareKey: string): boolean {
+  const matches = (k: string): boolean => k === bareKey || k.endsWith(`:${bareKey}`);
+  return Object.keys(ls.matchLabels).some(matches) || ls.matchExpressions.some((e) => matches(e.key));
+}

@@ -1,0 +1,367 @@
+// The selector cache: each distinct peer/subject selector evaluated once, its matching identities kept up to date incrementally.
+import type { Entity, LabelSet, Peer, Selector } from "./model.ts";
+import { LABEL_SOURCE } from "./labels.ts";
+import { matchesSelector } from "./selector.ts";
+import { entitySelectors } from "./entities.ts";
+import { parsePrefix, prefixContains, formatPrefix, type Prefix } from "./cidr.ts";
+import { fqdnMatches, identityNames } from "./peer-match.ts";
+
+/**
+ * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
+ * `anchors` (optional) lets the cache skip identities that cannot match: every identity the
+ * matcher matches must produce at least one of them (see identityAnchors); [] = matches nothing;
+ * undefined = evaluate against every identity.
+ */
+export interface IdentityMatcher {
+  readonly canonical: string;
+  matches(id: number, labels: LabelSet): boolean;
+  readonly anchors?: readonly string[];
+}
+
+// Anchors: "L|source:key=value" (a label), "K|source:key" (a key), "S|source" (a source); each
+// label also yields its any-source forms, so `any:` requirements anchor too.
+function splitKey(requirementKey: string): string {
+  return requirementKey.includes(":") ? requirementKey : `${LABEL_SOURCE.any}:${requirementKey}`;
+}
+
+const anchorCache = new WeakMap<LabelSet, readonly string[]>();
+
+/** The anchors an identity's labels produce. */
+export function identityAnchors(labels: LabelSet): readonly string[] {
+  const cached = anchorCache.get(labels);
+  if (cached !== undefined) return cached;
+  const out = new Set<string>();
+  for (const l of labels.labels) {
+    for (const src of [l.source, LABEL_SOURCE.any]) {
+      out.add(`L|${src}:${l.key}=${l.value}`);
+      out.add(`K|${src}:${l.key}`);
+    }
+    out.add(`S|${l.source}`);
+  }
+  const anchors = [...out];
+  anchorCache.set(labels, anchors);
+  return anchors;
+}
+
+/** Anchors of one selector: its first In requirement's values, else its first Exists key; undefined if it has neither. */
+export function selectorAnchors(sel: Selector): readonly string[] | undefined {
+  const inReq = sel.requirements.find((r) => r.operator === "In");
+  if (inReq !== undefined) return inReq.values.map((v) => `L|${splitKey(inReq.key)}=${v}`);
+  const exists = sel.requirements.find((r) => r.operator === "Exists");
+  if (exists !== undefined) return [`K|${splitKey(exists.key)}`];
+  return undefined;
+}
+
+/** Anchors of a union of selectors (undefined as soon as one member is unanchored). */
+function unionAnchors(selectors: readonly Selector[]): readonly string[] | undefined {
+  const out: string[] = [];
+  for (const s of selectors) {
+    const a = selectorAnchors(s);
+    if (a === undefined) return undefined;
+    out.push(...a);
+  }
+  return out;
+}
+
+export function selectorMatcher(sel: Selector): IdentityMatcher {
+  return { canonical: sel.canonical, matches: (_id, labels) => matchesSelector(sel, labels), anchors: selectorAnchors(sel) };
+}
+
+/** Identities matching every one of the selectors (e.g. a peer narrowed by fromRequires). */
+export function conjunctionMatcher(selectors: readonly Selector[], canonicalPrefix = "sel"): IdentityMatcher {
+  const anchored = selectors.map(selectorAnchors).find((a) => a !== undefined);
+  return {
+    canonical: [canonicalPrefix, ...selectors.map((s) => s.canonical)].join(" & "),
+    matches: (_id, labels) => selectors.every((s) => matchesSelector(s, labels)),
+    anchors: anchored,
+  };
+}
+
+/** The L3 wildcard: every identity, world included. */
+export const ANY_MATCHER: IdentityMatcher = { canonical: "any", matches: () => true };
+
+/** The empty selection (e.g. a peer kind that cannot select identities directly): fails closed. */
+export function nothingMatcher(canonical: string): IdentityMatcher {
+  return { canonical, matches: () => false, anchors: [] };
+}
+
+export function entityMatcher(entity: Entity, clusterName?: string): IdentityMatcher {
+  const selectors = entitySelectors(entity, clusterName);
+  return {
+    canonical: `entity:${entity}`,
+    matches: (_id, labels) => selectors.some((s) => matchesSelector(s, labels)),
+    anchors: unionAnchors(selectors),
+  };
+}
+
+/** The prefix a CIDR identity stands for: its most specific `cidr:` label (IPv6 written with '-'). */
+const prefixCache = new WeakMap<LabelSet, Prefix | null>();
+export function identityPrefixOf(labels: LabelSet): Prefix | undefined {
+  const cached = prefixCache.get(labels);
+  if (cached !== undefined) return cached ?? undefined;
+  let best: Prefix | undefined;
+  for (const l of labels.labels) {
+    if (l.source !== LABEL_SOURCE.cidr) continue;
+    const text = l.key.includes(".") || l.key.includes(":") ? l.key : l.key.replace(/-/g, ":");
+    const p = parsePrefix(text);
+    if (p !== undefined && (best === undefined || p.bits > best.bits)) best = p;
+  }
+  prefixCache.set(labels, best ?? null);
+  return best;
+}
+
+function hasReserved(labels: LabelSet, name: string): boolean {
+  return labels.labels.some((l) => l.source === LABEL_SOURCE.reserved && l.key === name);
+}
+
+/**
+ * toCIDR / toCIDRSet: CIDR identities whose prefix lies inside `cidr` and inside none of `except`.
+ * A /0 also selects the world identities of its family (and `world`), which stand for every
+ * address no policy names a prefix for. A malformed prefix selects nothing.
+ */
+export function cidrMatcher(cidr: string, except: readonly string[] = []): IdentityMatcher {
+  const p = parsePrefix(cidr);
+  const ex = except.map(parsePrefix);
+  if (p === undefined || ex.some((e) => e === undefined)) return nothingMatcher(`cidr:${JSON.stringify([cidr, [...except].sort()])}`);
+  const exPrefixes = (ex as Prefix[]).filter((e) => e.family === p.family);
+  const exText = [...new Set(exPrefixes.map(formatPrefix))].sort();
+  const worldName = p.family === 4 ? "world-ipv4" : "world-ipv6";
+  return {
+    canonical: `cidr:${formatPrefix(p)}${exText.length > 0 ? ` except ${exText.join(",")}` : ""}`,
+    anchors: [`S|${LABEL_SOURCE.cidr}`, ...(p.bits === 0 ? [`K|${LABEL_SOURCE.reserved}:${worldName}`, `K|${LABEL_SOURCE.reserved}:world`] : [])],
+    matches: (_id, labels) => {
+      if (p.bits === 0 && (hasReserved(labels, worldName) || hasReserved(labels, "world"))) return true;
+      const ip = identityPrefixOf(labels);
+      if (ip === undefined || !prefixContains(p, ip)) return false;
+      return !exPrefixes.some((e) => prefixContains(e, ip));
+    },
+  };
+}
+
+/** toFQDNs: identities learned from DNS answers (their `fqdn:` labels) for a matching name. */
+export function fqdnMatcher(matchName?: string, matchPattern?: string): IdentityMatcher {
+  return {
+    canonical: `fqdn:${JSON.stringify([matchName ?? null, matchPattern ?? null])}`,
+    anchors: [`S|${LABEL_SOURCE.fqdn}`],
+    matches: (_id, labels) => identityNames(labels).some((n) => fqdnMatches(n, matchName, matchPattern)),
+  };
+}
+
+/**
+ * A rule peer as a matcher. `service` peers select nothing here: their backends are addresses that
+ * the compiler resolves, so failing closed is the only safe reading at this stage.
+ */
+export function peerMatcher(peer: Peer, clusterName?: string): IdentityMatcher {
+  switch (peer.kind) {
+    case "any":
+      return ANY_MATCHER;
+    case "selector":
+      return selectorMatcher(peer.selector);
+    case "entity":
+      return entityMatcher(peer.entity, clusterName);
+    case "cidr":
+      return cidrMatcher(peer.cidr, peer.except);
+    case "fqdn":
+      return fqdnMatcher(peer.matchName, peer.matchPattern);
+    case "service":
+      return nothingMatcher(`service:${JSON.stringify([peer.namespace ?? null, peer.name ?? null, peer.selector?.canonical ?? null])}`);
+  }
+}
+
+/** How one cached selection changed. */
+export interface SelectionChange {
+  readonly canonical: string;
+  readonly added: readonly number[];
+  readonly removed: readonly number[];
+}
+
+/** A registered selector: its live selection. Stale after its last release. */
+export interface SelectorHandle {
+  readonly canonical: string;
+  /** The matching identity numbers (live view; do not modify). */
+  readonly selections: ReadonlySet<number>;
+  /** The selection, ascending. */
+  sorted(): number[];
+}
+
+interface CacheEntry extends SelectorHandle {
+  readonly matcher: IdentityMatcher;
+  readonly selections: Set<number>;
+  refs: number;
+}
+
+export interface SelectorCacheOptions {
+  /** The local cluster's name, for the `cluster` entity. */
+  readonly clusterName?: string;
+}
+
+/**
+ * Holds every selector in use and the identities each one selects. Adding an identity evaluates
+ * each distinct selector once against it and reports what changed; adding a selector evaluates it
+ * once against every known identity. Selectors are reference-counted and dropped with their last user.
+ */
+export class SelectorCache {
+  private readonly entries = new Map<string, CacheEntry>();
+  private readonly identityLabels = new Map<number, LabelSet>();
+  private readonly clusterName: string | undefined;
+  /** Entries by anchor, and the entries that must see every identity. */
+  private readonly entriesByAnchor = new Map<string, Set<CacheEntry>>();
+  private readonly unanchored = new Set<CacheEntry>();
+  /** Identities by anchor, to evaluate a new selector only against identities that can match. */
+  private readonly idsByAnchor = new Map<string, Set<number>>();
+
+  constructor(opts: SelectorCacheOptions = {}) {
+    this.clusterName = opts.clusterName;
+  }
+
+  /** Registers a matcher (or takes another reference to an equal one) and returns its handle. */
+  add(matcher: IdentityMatcher): SelectorHandle {
+    const existing = this.entries.get(matcher.canonical);
+    if (existing !== undefined) {
+      existing.refs++;
+      return existing;
+    }
+    const selections = new Set<number>();
+    const candidates: Iterable<number> =
+      matcher.anchors === undefined ? this.identityLabels.keys() : new Set(matcher.anchors.flatMap((a) => [...(this.idsByAnchor.get(a) ?? [])]));
+    for (const id of candidates) if (matcher.matches(id, this.identityLabels.get(id)!)) selections.add(id);
+    const entry: CacheEntry = {
+      canonical: matcher.canonical,
+      matcher,
+      selections,
+      refs: 1,
+      sorted: () => [...selections].sort((a, b) => a - b),
+    };
+    this.entries.set(matcher.canonical, entry);
+    if (matcher.anchors === undefined) this.unanchored.add(entry);
+    else for (const a of matcher.anchors) addToIndex(this.entriesByAnchor, a, entry);
+    return entry;
+  }
+
+  addSelector(sel: Selector): SelectorHandle {
+    return this.add(selectorMatcher(sel));
+  }
+
+  addPeer(peer: Peer): SelectorHandle {
+    return this.add(peerMatcher(peer, this.clusterName));
+  }
+
+  /** Drops one reference; returns true when this was the last and the selector is gone. */
+  release(handle: SelectorHandle | string): boolean {
+    const canonical = typeof handle === "string" ? handle : handle.canonical;
+    const entry = this.entries.get(canonical);
+    if (entry === undefined) return false;
+    if (--entry.refs > 0) return false;
+    this.entries.delete(canonical);
+    if (entry.matcher.anchors === undefined) this.unanchored.delete(entry);
+    else for (const a of entry.matcher.anchors) removeFromIndex(this.entriesByAnchor, a, entry);
+    return true;
+  }
+
+  get(canonical: string): SelectorHandle | undefined {
+    return this.entries.get(canonical);
+  }
+
+  /** The current selection of a registered selector, or undefined when it is not registered. */
+  selections(canonical: string): ReadonlySet<number> | undefined {
+    return this.entries.get(canonical)?.selections;
+  }
+
+  /** Reference count of a selector (0 when not registered). */
+  refCount(canonical: string): number {
+    return this.entries.get(canonical)?.refs ?? 0;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  canonicals(): string[] {
+    return [...this.entries.keys()].sort();
+  }
+
+  identities(): ReadonlyMap<number, LabelSet> {
+    return this.identityLabels;
+  }
+
+  /** Adds an identity or changes its labels; returns the selections that changed, by canonical string. */
+  upsertIdentity(id: number, labels: LabelSet): SelectionChange[] {
+    const old = this.identityLabels.get(id);
+    if (old !== undefined) for (const a of identityAnchors(old)) removeFromIndex(this.idsByAnchor, a, id);
+    const anchors = identityAnchors(labels);
+    for (const a of anchors) addToIndex(this.idsByAnchor, a, id);
+    this.identityLabels.set(id, labels);
+    // Candidates: entries that may match the new labels, and those that may have matched the old.
+    const candidates = new Set<CacheEntry>(this.unanchored);
+    for (const a of old === undefined ? anchors : [...anchors, ...identityAnchors(old)]) {
+      for (const e of this.entriesByAnchor.get(a) ?? []) candidates.add(e);
+    }
+    const changes: SelectionChange[] = [];
+    for (const entry of candidates) {
+      const was = entry.selections.has(id);
+      const now = entry.matcher.matches(id, labels);
+      if (was === now) continue;
+      if (now) entry.selections.add(id);
+      else entry.selections.delete(id);
+      changes.push({ canonical: entry.canonical, added: now ? [id] : [], removed: now ? [] : [id] });
+    }
+    return sortChanges(changes);
+  }
+
+  /** Removes an identity; returns the selections that lost it. */
+  removeIdentity(id: number): SelectionChange[] {
+    const old = this.identityLabels.get(id);
+    if (old === undefined) return [];
+    this.identityLabels.delete(id);
+    const anchors = identityAnchors(old);
+    for (const a of anchors) removeFromIndex(this.idsByAnchor, a, id);
+    const candidates = new Set<CacheEntry>(this.unanchored);
+    for (const a of anchors) for (const e of this.entriesByAnchor.get(a) ?? []) candidates.add(e);
+    const changes: SelectionChange[] = [];
+    for (const entry of candidates) {
+      if (entry.selections.delete(id)) changes.push({ canonical: entry.canonical, added: [], removed: [id] });
+    }
+    return sortChanges(changes);
+  }
+}
+
+function addToIndex<V>(index: Map<string, Set<V>>, key: string, v: V): void {
+  const set = index.get(key);
+  if (set === undefined) index.set(key, new Set([v]));
+  else set.add(v);
+}
+
+function removeFromIndex<V>(index: Map<string, Set<V>>, key: string, v: V): void {
+  const set = index.get(key);
+  if (set !== undefined && set.delete(v) && set.size === 0) index.delete(key);
+}
+
+function sortChanges(changes: SelectionChange[]): SelectionChange[] {
+  return changes.sort((a, b) => (a.canonical < b.canonical ? -1 : a.canonical > b.canonical ? 1 : 0));
+}
+
+/** Merges successive change lists into one net change per selector (an add then a remove cancel out). */
+export function mergeSelectionChanges(lists: Iterable<readonly SelectionChange[]>): SelectionChange[] {
+  const net = new Map<string, Map<number, boolean>>();
+  for (const list of lists) {
+    for (const c of list) {
+      let m = net.get(c.canonical);
+      if (m === undefined) net.set(c.canonical, (m = new Map()));
+      for (const id of c.added) {
+        if (m.get(id) === false) m.delete(id);
+        else m.set(id, true);
+      }
+      for (const id of c.removed) {
+        if (m.get(id) === true) m.delete(id);
+        else m.set(id, false);
+      }
+    }
+  }
+  const out: SelectionChange[] = [];
+  for (const [canonical, m] of net) {
+    const added = [...m].filter(([, v]) => v).map(([id]) => id).sort((a, b) => a - b);
+    const removed = [...m].filter(([, v]) => !v).map(([id]) => id).sort((a, b) => a - b);
+    if (added.length > 0 || removed.length > 0) out.push({ canonical, added, removed });
+  }
+  return sortChanges(out);
+}

@@ -1,0 +1,243 @@
+// Label selectors over security labels: building them from matchLabels/matchExpressions with Cilium's conventions, and matching.
+import type { Label, LabelRequirement, LabelSet, Selector, SelectorOperator } from "./model.ts";
+import { CLUSTER_LABEL, LABEL_SOURCE, POD_NAMESPACE_LABEL, namespaceLabelKey } from "./labels.ts";
+
+export interface LabelSelectorRequirementInput {
+  readonly key: string;
+  /** In | NotIn | Exists | DoesNotExist; anything else yields a requirement that matches nothing. */
+  readonly operator: string;
+  readonly values?: readonly string[];
+}
+
+export interface LabelSelectorInput {
+  readonly matchLabels?: Readonly<Record<string, string>>;
+  readonly matchExpressions?: readonly LabelSelectorRequirementInput[];
+}
+
+/**
+ * How to read a selector.
+ * - No role: the selector as written (bare key = `any:` source).
+ * - role "subject": a policy's endpointSelector/podSelector. In a namespaced policy the subject is
+ *   always restricted to the policy's namespace (whatever namespace the selector names).
+ * - role "peer": fromEndpoints/toEndpoints (and, with `requires`, fromRequires/toRequires). In a
+ *   namespaced policy, restricted to the policy's namespace unless the selector names the namespace
+ *   label or a namespace label (`io.cilium.k8s.namespace.labels.*`) itself; in a cluster-wide policy
+ *   (no namespace), restricted to endpoints that have a namespace at all, except when the rule's
+ *   subject selects `reserved:init` (initializing endpoints have no namespace label yet). Endpoint
+ *   peers that select reserved labels are never restricted.
+ * `kubernetesKeys`: keys are plain Kubernetes label keys with source `k8s` (NetworkPolicy), never
+ * `source:key`.
+ */
+export type SelectorOptions =
+  | { readonly role?: undefined; readonly namespace?: undefined; readonly kubernetesKeys?: boolean }
+  | {
+      readonly role: "subject" | "peer";
+      /** The policy's namespace; undefined for cluster-wide policies. */
+      readonly namespace?: string;
+      /** For peers: whether the rule's subject selects `reserved:init`. */
+      readonly subjectSelectsInit?: boolean;
+      /** For peers: this is a fromRequires/toRequires selector (reserved labels get no exemption). */
+      readonly requires?: boolean;
+      readonly kubernetesKeys?: boolean;
+    };
+
+const OPERATORS: ReadonlySet<string> = new Set<SelectorOperator>(["In", "NotIn", "Exists", "DoesNotExist"]);
+
+export const POD_NAMESPACE_KEY = `${LABEL_SOURCE.k8s}:${POD_NAMESPACE_LABEL}`;
+const POD_NAMESPACE_ANY_KEY = `${LABEL_SOURCE.any}:${POD_NAMESPACE_LABEL}`;
+export const RESERVED_INIT_KEY = `${LABEL_SOURCE.reserved}:init`;
+const NAMESPACE_LABEL_KEY_PREFIXES = [LABEL_SOURCE.k8s, LABEL_SOURCE.any].map((src) => `${src}:${namespaceLabelKey("")}`);
+
+/** Splits a selector key into source and label key: `k8s:app` → k8s/app, `app` → any/app, `$host` → reserved/host. */
+export function splitSelectorKey(raw: string): { source: string; key: string } {
+  if (raw.startsWith("$")) return { source: LABEL_SOURCE.reserved, key: raw.slice(1) };
+  const colon = raw.indexOf(":");
+  if (colon <= 0) return { source: LABEL_SOURCE.any, key: colon === 0 ? raw.slice(1) : raw };
+  return { source: raw.slice(0, colon), key: raw.slice(colon + 1) };
+}
+
+/** The canonical `source:key` form of a selector key. */
+export function selectorKey(raw: string, kubernetesKeys = false): string {
+  if (kubernetesKeys) return `${LABEL_SOURCE.k8s}:${raw}`;
+  const { source, key } = splitSelectorKey(raw);
+  return `${source}:${key}`;
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function normalizeRequirement(key: string, operator: string, values: readonly string[]): LabelRequirement {
+  if (!OPERATORS.has(operator)) {
+    // Validation is the parser's job; an operator we do not know selects nothing rather than throw.
+    return { key, operator: "In", values: [] };
+  }
+  const op = operator as SelectorOperator;
+  const vals = op === "In" || op === "NotIn" ? [...new Set(values)].sort(compareStrings) : [];
+  return { key, operator: op, values: vals };
+}
+
+function requirementString(r: LabelRequirement): string {
+  return JSON.stringify([r.key, r.operator, r.values]);
+}
+
+/** A selector from requirements: sorted, de-duplicated, with its canonical string. */
+export function canonicalSelector(requirements: Iterable<LabelRequirement>): Selector {
+  const byString = new Map<string, LabelRequirement>();
+  for (const r of requirements) {
+    const n = normalizeRequirement(r.key, r.operator, r.values);
+    byString.set(requirementString(n), n);
+  }
+  const sorted = [...byString.entries()].sort((a, b) => compareStrings(a[0], b[0]));
+  return Object.freeze({
+    requirements: Object.freeze(sorted.map(([, r]) => Object.freeze(r))),
+    canonical: `[${sorted.map(([s]) => s).join(",")}]`,
+  });
+}
+
+/** The selector that selects every identity it is applied to. */
+export const SELECT_ALL: Selector = canonicalSelector([]);
+
+/** `matchLabels` for exactly these labels (Cilium's NewESFromLabels). */
+export function selectorFromLabels(labels: Iterable<Label>): Selector {
+  return canonicalSelector([...labels].map((l) => ({ key: `${l.source}:${l.key}`, operator: "In" as const, values: [l.value] })));
+}
+
+function rawRequirements(input: LabelSelectorInput, kubernetesKeys: boolean, keyPrefix = ""): LabelRequirement[] {
+  const out: LabelRequirement[] = [];
+  for (const [k, v] of Object.entries(input.matchLabels ?? {})) {
+    out.push({ key: selectorKey(keyPrefix + k, kubernetesKeys), operator: "In", values: [v] });
+  }
+  for (const e of input.matchExpressions ?? []) {
+    out.push(normalizeRequirement(selectorKey(keyPrefix + e.key, kubernetesKeys), e.operator, e.values ?? []));
+  }
+  return out;
+}
+
+function hasKey(reqs: readonly LabelRequirement[], key: string): boolean {
+  return reqs.some((r) => r.key === key);
+}
+
+/** Whether a selector names (any requirement on) a key, e.g. `k8s:io.kubernetes.pod.namespace`. */
+export function selectorHasKey(sel: Selector, key: string): boolean {
+  return hasKey(sel.requirements, key);
+}
+
+/** Builds a selector from a Kubernetes-style label selector with Cilium's conventions (see SelectorOptions). */
+export function selectorFrom(input: LabelSelectorInput, opts: SelectorOptions = {}): Selector {
+  const kubernetesKeys = opts.kubernetesKeys ?? false;
+  let reqs = rawRequirements(input, kubernetesKeys);
+  if (opts.role === "subject") {
+    if (opts.namespace !== undefined) {
+      // The policy's namespace replaces whatever namespace matchLabels named: a namespaced policy
+      // never selects subjects in another namespace.
+      const matchLabels = Object.fromEntries(
+        Object.entries(input.matchLabels ?? {}).filter(([k]) => selectorKey(k, kubernetesKeys) !== POD_NAMESPACE_KEY),
+      );
+      reqs = rawRequirements({ ...input, matchLabels }, kubernetesKeys);
+      reqs.push({ key: POD_NAMESPACE_KEY, operator: "In", values: [opts.namespace] });
+    }
+  } else if (opts.role === "peer") {
+    const namesNamespace = hasKey(reqs, POD_NAMESPACE_KEY) || hasKey(reqs, POD_NAMESPACE_ANY_KEY);
+    const selectsReserved = !opts.requires && reqs.some((r) => r.key.startsWith(`${LABEL_SOURCE.reserved}:`));
+    const namesNamespaceLabels = reqs.some((r) => NAMESPACE_LABEL_KEY_PREFIXES.some((p) => r.key.startsWith(p)));
+    if (!namesNamespace && !selectsReserved) {
+      if (opts.namespace === undefined) {
+        if (!opts.subjectSelectsInit) reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });
+      } else if (!namesNamespaceLabels) {
+        reqs.push({ key: POD_NAMESPACE_KEY, operator: "In", values: [opts.namespace] });
+      }
+    }
+  }
+  return canonicalSelector(reqs);
+}
+
+/**
+ * A NetworkPolicy peer's namespaceSelector (with its podSelector, if the same peer has one: the two
+ * are a conjunction). Namespace labels are matched as the pod's `k8s:io.cilium.k8s.namespace.labels.*`
+ * labels; an empty namespaceSelector selects pods in every namespace (but nothing without one).
+ */
+export function namespaceSelectorFrom(namespaceSelector: LabelSelectorInput, podSelector?: LabelSelectorInput): Selector {
+  const reqs = rawRequirements(namespaceSelector, true, namespaceLabelKey(""));
+  if (reqs.length === 0) reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });
+  if (podSelector !== undefined) reqs.push(...rawRequirements(podSelector, true));
+  return canonicalSelector(reqs);
+}
+
+/**
+ * A NetworkPolicy `from`/`to` peer without ipBlock: namespaceSelector (+ podSelector) as above, or a
+ * podSelector alone, which selects pods in the policy's namespace. Undefined when the peer has neither.
+ */
+export function networkPolicyPeerSelector(
+  peer: { readonly podSelector?: LabelSelectorInput; readonly namespaceSelector?: LabelSelectorInput },
+  policyNamespace: string,
+  opts: { readonly clusterName?: string } = {},
+): Selector | undefined {
+  if (peer.namespaceSelector === undefined && peer.podSelector === undefined) return undefined;
+  let podSelector = peer.podSelector;
+  // As Cilium does (cluster mesh): peers mean the local cluster unless the podSelector names a cluster.
+  if (opts.clusterName !== undefined) {
+    const ps = podSelector ?? {};
+    const namesCluster = CLUSTER_LABEL in (ps.matchLabels ?? {}) || (ps.matchExpressions ?? []).some((e) => e.key === CLUSTER_LABEL);
+    if (!namesCluster) podSelector = { ...ps, matchLabels: { ...ps.matchLabels, [CLUSTER_LABEL]: opts.clusterName } };
+  }
+  if (peer.namespaceSelector !== undefined) return namespaceSelectorFrom(peer.namespaceSelector, podSelector);
+  return selectorFrom(podSelector ?? {}, { role: "subject", namespace: policyNamespace, kubernetesKeys: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching
+// ---------------------------------------------------------------------------------------------
+
+/** Values per `source:key` and per `any:key`, built once per label set. */
+const indexCache = new WeakMap<LabelSet, Map<string, string[]>>();
+
+function labelIndex(set: LabelSet): Map<string, string[]> {
+  let idx = indexCache.get(set);
+  if (idx !== undefined) return idx;
+  idx = new Map();
+  const add = (k: string, v: string): void => {
+    const vs = idx!.get(k);
+    if (vs === undefined) idx!.set(k, [v]);
+    else vs.push(v);
+  };
+  for (const l of set.labels) {
+    add(`${l.source}:${l.key}`, l.value);
+    if (l.source !== LABEL_SOURCE.any) add(`${LABEL_SOURCE.any}:${l.key}`, l.value);
+  }
+  indexCache.set(set, idx);
+  return idx;
+}
+
+function lookupKey(requirementKey: string): string {
+  // Requirements built here are already `source:key`; a bare key from elsewhere means any source.
+  return requirementKey.includes(":") ? requirementKey : `${LABEL_SOURCE.any}:${requirementKey}`;
+}
+
+/** Kubernetes semantics: NotIn and DoesNotExist also match when the label is absent. */
+export function requirementMatches(r: LabelRequirement, labels: LabelSet): boolean {
+  const values = labelIndex(labels).get(lookupKey(r.key));
+  switch (r.operator) {
+    case "Exists":
+      return values !== undefined;
+    case "DoesNotExist":
+      return values === undefined;
+    case "In":
+      return values !== undefined && values.some((v) => r.values.includes(v));
+    case "NotIn":
+      return values === undefined || !values.some((v) => r.values.includes(v));
+    default:
+      return false;
+  }
+}
+
+/** Whether every requirement holds for the label set (the empty selector matches everything). */
+export function matchesSelector(sel: Selector, labels: LabelSet): boolean {
+  for (const r of sel.requirements) if (!requirementMatches(r, labels)) return false;
+  return true;
+}
+
+/** Whether a subject selector (as written) names `reserved:init`: its rules' peers then get no cluster-wide namespace restriction. */
+export function selectsInit(input: LabelSelectorInput): boolean {
+  return hasKey(rawRequirements(input, false), RESERVED_INIT_KEY);
+}

@@ -1,0 +1,92 @@
+// Warnings for legal but risky policies: which policies get which warning, and which do not.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parsePolicyObject } from "./parser/index.ts";
+import { formatWarning, policyWarnings } from "./warnings.ts";
+
+function warningsFor(spec: Record<string, unknown>): string[] {
+  const parsed = parsePolicyObject({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "p", namespace: "default" },
+    spec: { endpointSelector: { matchLabels: { app: "web" } }, ...spec },
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  return policyWarnings(parsed.value).map(formatWarning);
+}
+
+const tcp = (port: string, endPort?: number) => ({ ports: [{ port, protocol: "TCP", ...(endPort ? { endPort } : {}) }] });
+
+describe("policy warnings", () => {
+  it("warns about an allow to world or all on every port, in both directions", () => {
+    assert.deepEqual(warningsFor({ egress: [{ toEntities: ["world"] }] }), [
+      'spec.egress[0]: allows every port and protocol to entity "world"; restrict it with toPorts if that is not intended',
+    ]);
+    assert.deepEqual(warningsFor({ ingress: [{ fromEntities: ["all"] }] }), [
+      'spec.ingress[0]: allows every port and protocol from entity "all"; restrict it with toPorts if that is not intended',
+    ]);
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["0.0.0.0/0"] }] }), [
+      "spec.egress[0]: allows every port and protocol to CIDR 0.0.0.0/0; restrict it with toPorts if that is not intended",
+    ]);
+  });
+
+  it("does not warn about world on a listed port, or about the cluster entity", () => {
+    assert.deepEqual(warningsFor({ egress: [{ toEntities: ["world"], toPorts: [tcp("443")] }] }), []);
+    assert.deepEqual(warningsFor({ egress: [{ toEntities: ["cluster"] }] }), []);
+  });
+
+  it("warns about an allow that a deny of the same policy covers completely", () => {
+    assert.deepEqual(
+      warningsFor({
+        egress: [{ toCIDR: ["10.1.0.0/16"], toPorts: [tcp("8000", 8080)] }],
+        egressDeny: [{ toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["10.200.0.0/16"] }], toPorts: [tcp("7000", 9000)] }],
+      }),
+      ["spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)"],
+    );
+    assert.deepEqual(
+      warningsFor({
+        ingress: [{ fromEndpoints: [{ matchLabels: { app: "a", tier: "x" } }], toPorts: [tcp("80")] }],
+        ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: "a" } }] }],
+      }),
+      ["spec.ingress[0]: never takes effect: spec.ingressDeny[0] denies every peer and port it allows (deny wins)"],
+    );
+  });
+
+  it("does not warn when the deny covers only part of the allow", () => {
+    // Deny on fewer ports, an except that cuts into the allow, a narrower selector, the other direction.
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["10.1.0.0/16"] }], egressDeny: [{ toCIDR: ["10.0.0.0/8"], toPorts: [tcp("22")] }] }), []);
+    assert.deepEqual(
+      warningsFor({ egress: [{ toCIDR: ["10.1.0.0/16"], toPorts: [tcp("80")] }], egressDeny: [{ toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["10.1.2.0/24"] }] }] }),
+      [],
+    );
+    assert.deepEqual(
+      warningsFor({
+        ingress: [{ fromEndpoints: [{ matchLabels: { app: "a" } }], toPorts: [tcp("80")] }],
+        ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: "a", tier: "x" } }] }],
+      }),
+      [],
+    );
+    assert.deepEqual(warningsFor({ ingress: [{ fromEntities: ["world"], toPorts: [tcp("80")] }], egressDeny: [{ toEntities: ["world"] }] }), []);
+  });
+
+  it("warns about DNS rules on a port other than 53", () => {
+    const dns = (port: string) => ({
+      egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port, protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] }],
+    });
+    assert.deepEqual(warningsFor(dns("53")), []);
+    assert.deepEqual(warningsFor(dns("5353")), [
+      "spec.egress[0].toPorts[0]: DNS rules on port 5353, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on",
+    ]);
+  });
+
+  it("warns about selector keys no Cilium source produces, but not about negations of them", () => {
+    assert.deepEqual(warningsFor({ ingress: [{ fromEndpoints: [{ matchLabels: { "k8s:io.cilium.k8s.policy.serviceacount": "x" } }] }] }), [
+      'spec.ingress[0]: label key "io.cilium.k8s.policy.serviceacount" is not one Cilium sets (io.cilium.k8s.policy.cluster, io.cilium.k8s.policy.serviceaccount, io.cilium.k8s.policy.name, io.cilium.k8s.policy.namespace, io.cilium.k8s.policy.uid, io.cilium.k8s.policy.derived-from): the selector matches nothing',
+    ]);
+    assert.deepEqual(
+      warningsFor({ ingress: [{ fromEndpoints: [{ matchExpressions: [{ key: "reserved:nope", operator: "DoesNotExist" }] }] }] }),
+      [],
+    );
+    assert.deepEqual(warningsFor({ ingress: [{ fromEndpoints: [{ matchLabels: { "k8s:app": "a", "io.kubernetes.pod.namespace": "x" } }] }] }), []);
+  });
+});

@@ -1,0 +1,261 @@
+// Warnings for legal but risky policies, computed over the parsed model (shared by the webhook and `membrane policy validate`).
+import { parsePrefix, prefixContains } from "./cidr.ts";
+import { ENTITIES } from "./entities.ts";
+import { reservedIdentityByName } from "./identity.ts";
+import { CLUSTER_LABEL, LABEL_SOURCE, POD_NAMESPACE_LABEL, SERVICE_ACCOUNT_LABEL } from "./labels.ts";
+import type { Entity, LabelRequirement, Peer, Policy, PortProtocol, Rule, Selector } from "./model.ts";
+
+/** A warning names the field path it is about, then says what the risk is. */
+export interface PolicyWarning {
+  readonly path: string;
+  readonly message: string;
+}
+
+export function formatWarning(w: PolicyWarning): string {
+  return w.path === "" ? w.message : `${w.path}: ${w.message}`;
+}
+
+/** Every warning for a parsed object (a CNP with `specs` gives several Policy values; each is checked on its own). */
+export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
+  const out: PolicyWarning[] = [];
+  const seen = new Set<string>();
+  const add = (w: PolicyWarning): void => {
+    const key = formatWarning(w);
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push(w);
+  };
+  for (const policy of policies) {
+    for (const rule of policy.rules) {
+      openToWorld(rule).forEach(add);
+      dnsOffPort53(rule).forEach(add);
+    }
+    unreachableAllows(policy).forEach(add);
+    unknownLabelKeys(policy).forEach(add);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// allow to entity all/world on every port
+
+const WIDE_ENTITIES: ReadonlySet<Entity> = new Set<Entity>(["all", "world", "world-ipv4", "world-ipv6"]);
+
+function wideOpenPeer(peer: Peer): string | undefined {
+  if (peer.kind === "entity" && WIDE_ENTITIES.has(peer.entity)) return `entity "${peer.entity}"`;
+  if (peer.kind === "cidr" && peer.except.length === 0 && (peer.cidr === "0.0.0.0/0" || peer.cidr === "::/0")) {
+    return `CIDR ${peer.cidr}`;
+  }
+  return undefined;
+}
+
+function openToWorld(rule: Rule): PolicyWarning[] {
+  if (rule.verdict !== "allow" || !coversAllTraffic(rule)) return [];
+  const out: PolicyWarning[] = [];
+  for (const peer of rule.peers) {
+    const what = wideOpenPeer(peer);
+    if (what === undefined) continue;
+    const dir = rule.direction === "ingress" ? "from" : "to";
+    out.push({
+      path: rule.origin.path,
+      message: `allows every port and protocol ${dir} ${what}; restrict it with toPorts if that is not intended`,
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS rules on a port other than 53
+
+function dnsOffPort53(rule: Rule): PolicyWarning[] {
+  const out: PolicyWarning[] = [];
+  rule.ports.forEach((portRule, i) => {
+    if (portRule.rules?.kind !== "dns") return;
+    const odd = portRule.ports.filter((p) => !(p.port === 53 && p.endPort === 53) && p.name === undefined);
+    const named = portRule.ports.filter((p) => p.name !== undefined);
+    const where = `${rule.origin.path}.toPorts[${i}]`;
+    for (const p of odd) {
+      const what = p.port === 0 ? "every port" : p.endPort !== p.port ? `ports ${p.port}-${p.endPort}` : `port ${p.port}`;
+      out.push({
+        path: where,
+        message: `DNS rules on ${what}, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on`,
+      });
+    }
+    for (const p of named) {
+      out.push({ path: where, message: `DNS rules on named port "${p.name}": make sure it resolves to your DNS server's port (usually 53)` });
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// an allow rule that a deny rule of the same policy makes unreachable
+
+function unreachableAllows(policy: Policy): PolicyWarning[] {
+  const out: PolicyWarning[] = [];
+  const denies = policy.rules.filter((r) => r.verdict === "deny" && r.requires.length === 0);
+  for (const allow of policy.rules) {
+    if (allow.verdict !== "allow" || allow.peers.length === 0) continue;
+    const deny = denies.find((d) => d.direction === allow.direction && ruleCovers(d, allow));
+    if (deny === undefined) continue;
+    out.push({
+      path: allow.origin.path,
+      message: `never takes effect: ${deny.origin.path} denies every peer and port it allows (deny wins)`,
+    });
+  }
+  return out;
+}
+
+function ruleCovers(deny: Rule, allow: Rule): boolean {
+  return allow.peers.every((a) => deny.peers.some((d) => peerCovers(d, a))) && portsCover(deny, allow);
+}
+
+
+const WORLD_ENTITIES: ReadonlySet<Entity> = new Set<Entity>(["world", "world-ipv4", "world-ipv6"]);
+/** Entities inside the cluster, all of which the `cluster` entity covers. */
+const CLUSTER_ENTITIES: ReadonlySet<Entity> = new Set(ENTITIES.filter((e) => e !== "all" && e !== "none" && !WORLD_ENTITIES.has(e)));
+
+/** Whether every identity `inner` can match is also matched by `outer` (conservative: false when unsure). */
+function peerCovers(outer: Peer, inner: Peer): boolean {
+  switch (outer.kind) {
+    case "any":
+      return true;
+    case "entity":
+      if (outer.entity === "all") return true;
+      if (inner.kind === "entity" && inner.entity === outer.entity) return true;
+      if (outer.entity === "world") {
+        return (inner.kind === "entity" && WORLD_ENTITIES.has(inner.entity)) || inner.kind === "cidr" || inner.kind === "fqdn";
+      }
+      if (outer.entity === "cluster") {
+        return (inner.kind === "entity" && CLUSTER_ENTITIES.has(inner.entity)) || inner.kind === "selector";
+      }
+      return false;
+    case "selector":
+      return inner.kind === "selector" && selectorCovers(outer.selector, inner.selector);
+    case "cidr":
+      return inner.kind === "cidr" && cidrCovers(outer, inner);
+    case "fqdn":
+      return inner.kind === "fqdn" && inner.matchName === outer.matchName && inner.matchPattern === outer.matchPattern;
+    case "service":
+      return inner.kind === "service" && JSON.stringify(inner) === JSON.stringify(outer);
+  }
+}
+
+/** A selector whose requirements are a subset of another's selects a superset of identities. */
+function selectorCovers(outer: Selector, inner: Selector): boolean {
+  if (outer.canonical === inner.canonical) return true;
+  const innerReqs = new Set(inner.requirements.map(requirementKey));
+  return outer.requirements.every((r) => innerReqs.has(requirementKey(r)));
+}
+
+function requirementKey(r: LabelRequirement): string {
+  return `${r.key}\u0000${r.operator}\u0000${[...r.values].sort().join("\u0000")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ports
+
+interface PortSpan {
+  readonly protocol: string; // "TCP" | "UDP" | "SCTP" | "ANY"
+  readonly from: number;
+  readonly to: number;
+}
+
+const ALL_TRAFFIC: readonly PortSpan[] = [{ protocol: "ANY", from: 0, to: 65535 }];
+
+/** The (protocol, port range) spans a rule matches; named ports count as every port of their protocol. */
+function spans(rule: Rule): readonly PortSpan[] {
+  if (rule.ports.length === 0) return rule.icmps.length === 0 ? ALL_TRAFFIC : [{ protocol: "ICMP", from: 0, to: 65535 }];
+  const out: PortSpan[] = [];
+  for (const pr of rule.ports) {
+    if (pr.ports.length === 0) return ALL_TRAFFIC;
+    for (const p of pr.ports) out.push(span(p));
+  }
+  return out;
+}
+
+function span(p: PortProtocol): PortSpan {
+  if (p.port === 0 || p.name !== undefined) return { protocol: p.protocol, from: 0, to: 65535 };
+  return { protocol: p.protocol, from: p.port, to: Math.max(p.port, p.endPort) };
+}
+
+function coversAllTraffic(rule: Rule): boolean {
+  return spans(rule).some((s) => s.protocol === "ANY" && s.from === 0 && s.to === 65535);
+}
+
+function portsCover(deny: Rule, allow: Rule): boolean {
+  const outer = spans(deny);
+  return spans(allow).every((a) =>
+    outer.some((d) => (d.protocol === "ANY" || d.protocol === a.protocol) && d.from <= a.from && d.to >= a.to),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIDR containment (both already validated by the parser; anything unparsable counts as "not covered")
+
+function cidrCovers(outer: { cidr: string; except: readonly string[] }, inner: { cidr: string }): boolean {
+  const o = parsePrefix(outer.cidr);
+  const i = parsePrefix(inner.cidr);
+  if (o === undefined || i === undefined || !prefixContains(o, i)) return false;
+  return outer.except.every((e) => {
+    const x = parsePrefix(e);
+    return x !== undefined && !prefixContains(x, i) && !prefixContains(i, x);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// selector label keys that no Cilium label source produces
+
+/** Label sources Cilium assigns (pkg/labels); a selector on any other source matches nothing. */
+const LABEL_SOURCES: ReadonlySet<string> = new Set([...Object.values(LABEL_SOURCE), "cni", "cidrgroup", "node", "cilium-generated"]);
+
+/** Keys under Cilium's own prefix that the agent actually sets on endpoints. */
+const CILIUM_POLICY_KEYS: ReadonlySet<string> = new Set([
+  CLUSTER_LABEL,
+  SERVICE_ACCOUNT_LABEL,
+  "io.cilium.k8s.policy.name",
+  "io.cilium.k8s.policy.namespace",
+  "io.cilium.k8s.policy.uid",
+  "io.cilium.k8s.policy.derived-from",
+]);
+
+function unknownLabelKey(fullKey: string): string | undefined {
+  const colon = fullKey.indexOf(":");
+  const source = colon < 0 ? "any" : fullKey.slice(0, colon);
+  const key = colon < 0 ? fullKey : fullKey.slice(colon + 1);
+  if (!LABEL_SOURCES.has(source)) {
+    return `label source "${source}" (in "${fullKey}") is not one Cilium assigns (${[...LABEL_SOURCES].join(", ")}): the selector matches nothing`;
+  }
+  if (source === "reserved" && reservedIdentityByName(key) === undefined) {
+    return `"reserved:${key}" is not a reserved identity label: the selector matches nothing`;
+  }
+  if (key.startsWith("io.cilium.k8s.policy.") && !CILIUM_POLICY_KEYS.has(key)) {
+    return `label key "${key}" is not one Cilium sets (${[...CILIUM_POLICY_KEYS].join(", ")}): the selector matches nothing`;
+  }
+  if (key.startsWith("io.kubernetes.pod.") && key !== POD_NAMESPACE_LABEL) {
+    return `label key "${key}" is not one Cilium sets (did you mean "${POD_NAMESPACE_LABEL}"?): the selector matches nothing`;
+  }
+  return undefined;
+}
+
+function unknownLabelKeys(policy: Policy): PolicyWarning[] {
+  const out: PolicyWarning[] = [];
+  const check = (selector: Selector | undefined, path: string): void => {
+    for (const req of selector?.requirements ?? []) {
+      if (req.operator === "NotIn" || req.operator === "DoesNotExist") continue; // negations of a missing key are legal
+      const message = unknownLabelKey(req.key);
+      if (message !== undefined) out.push({ path, message });
+    }
+  };
+  const specPath = policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
+  check(policy.subject, `${specPath}.${policy.kind === "NetworkPolicy" ? "podSelector" : "endpointSelector"}`);
+  check(policy.nodeSelector, `${specPath}.nodeSelector`);
+  for (const rule of policy.rules) {
+    for (const peer of rule.peers) {
+      if (peer.kind === "selector") check(peer.selector, rule.origin.path);
+      if (peer.kind === "service") check(peer.selector, rule.origin.path);
+    }
+    for (const req of rule.requires) check(req, rule.origin.path);
+  }
+  return out;
+}

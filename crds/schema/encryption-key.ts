@@ -1,0 +1,69 @@
+// Schema of MembraneEncryptionKey (membrane.io/v1alpha1, cluster-scoped): how node-to-node traffic is
+// encrypted and how often its key rotates. The key material itself only ever lives in a Secret.
+import { AGE_COLUMN, conditions, defineCRD, int, obj, secretRef, str, timestamp } from "./common.ts";
+
+/** A Go duration such as "24h" or "1h30m" (what the operator parses). */
+export const DURATION_PATTERN = "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+export const membraneEncryptionKeyCRD = defineCRD({
+  group: "membrane.io",
+  version: "v1alpha1",
+  kind: "MembraneEncryptionKey",
+  plural: "membraneencryptionkeys",
+  shortNames: ["mek"],
+  categories: ["membrane"],
+  scope: "Cluster",
+  statusSubresource: true,
+  printerColumns: [
+    { name: "Mode", type: "string", jsonPath: ".spec.mode", description: "wireguard or ipsec." },
+    {
+      name: "Key ID",
+      type: "integer",
+      jsonPath: ".status.currentKeyID",
+      description: "The key generation nodes use now.",
+    },
+    {
+      name: "Last Rotation",
+      type: "date",
+      jsonPath: ".status.lastRotation",
+      description: "When the key last rotated.",
+    },
+    AGE_COLUMN,
+  ],
+  schema: obj(
+    "Transparent encryption of traffic between nodes: the mode, the rotation schedule and the Secret that holds " +
+      "the key material. The operator rotates the key in the Secret; this object never contains key material.",
+    {
+      spec: obj(
+        "Desired encryption.",
+        {
+          mode: str(
+            "wireguard (per-node key pairs, public keys published in CiliumNode) or ipsec (a shared key).",
+            {
+              enum: ["wireguard", "ipsec"],
+            },
+          ),
+          rotationInterval: str(
+            'How often the operator rotates the key, as a duration such as "24h" or "90m".',
+            {
+              pattern: DURATION_PATTERN,
+            },
+          ),
+          secretRef: secretRef(
+            "The Secret holding the key material, written and rotated by the operator.",
+            "Namespace of the Secret (the namespace Membrane runs in when omitted).",
+          ),
+        },
+        { required: ["mode", "secretRef"] },
+      ),
+      status: obj("Rotation state observed by the operator. Written through the status subresource.", {
+        currentKeyID: int("Generation of the key in use; increases by one at each rotation.", { minimum: 0 }),
+        lastRotation: timestamp("When the key last rotated."),
+        nextRotation: timestamp("When the next rotation is due."),
+        observedGeneration: int("metadata.generation the status describes.", { minimum: 0, format: "int64" }),
+        conditions: conditions("Ready: the Secret exists and every node uses the current key."),
+      }),
+    },
+    { required: ["spec"] },
+  ),
+});

@@ -1,0 +1,24 @@
+// Every CRD Membrane installs, in install order; the single list the generator, the tests and tooling read.
+import type { CustomResourceDefinition } from "./common.ts";
+import { membraneEncryptionKeyCRD } from "./encryption-key.ts";
+import { ciliumIdentityCRD, ciliumNodeCRD } from "./identity-node.ts";
+import { ciliumClusterwideNetworkPolicyCRD, ciliumNetworkPolicyCRD } from "./network-policy.ts";
+import { tracingPolicyCRD } from "./tracing-policy.ts";
+
+export type { CustomResourceDefinition, JSONSchemaProps } from "./common.ts";
+
+export const CRDS: readonly CustomResourceDefinition[] = [
+  ciliumNetworkPolicyCRD,
+  ciliumClusterwideNetworkPolicyCRD,
+  ciliumIdentityCRD,
+  ciliumNodeCRD,
+  membraneEncryptionKeyCRD,
+  tracingPolicyCRD,
+];
+
+/** The CRD that serves `apiVersion`/`kind`, if Membrane defines one. */
+export function crdFor(apiVersion: string, kind: string): CustomResourceDefinition | undefined {
+  return CRDS.find(
+    (c) => `${c.spec.group}/${c.spec.versions[0]?.name}` === apiVersion && c.spec.names.kind === kind,
+  );
+}

@@ -1,0 +1,422 @@
+// The local control plane (real kube-apiserver + etcd) for tests and `membrane dev`: certificates, the child process, kubectl and helm.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { request } from "node:https";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { stringify } from "yaml";
+
+const log = pino({ name: "controlplane", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+
+const buildScript = fileURLToPath(new URL("./controlplane/build.sh", import.meta.url));
+const binaryName = "membrane-controlplane";
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ControlPlane {
+  /** The directory holding everything of this control plane; removed by stop(). */
+  dir: string;
+  /** The admin kubeconfig (client certificate in group system:masters). */
+  kubeconfig: string;
+  /** https://127.0.0.1:PORT */
+  server: string;
+  caFile: string;
+  pid: number;
+  kubectl(args: string[], input?: string): Promise<CommandResult>;
+  helm(args: string[], input?: string): Promise<CommandResult>;
+  /** Stops the API server (kept data and certificates) and starts it again on the same port. */
+  restart(): Promise<void>;
+  /** Kills exactly the process this control plane started (SIGTERM, then SIGKILL) and removes its dir. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Where to keep certificates, etcd data, pid file and log; default: a fresh temp dir. */
+  dir?: string;
+  /** The kubeconfig cluster/context name and temp-dir prefix; default "membrane". */
+  name?: string;
+  /** Outlive this process (for `membrane dev up`); by default the child exits when its parent dies. */
+  detached?: boolean;
+  readyTimeoutMs?: number;
+}
+
+/** What a control-plane dir records about its running process, so another process can find and stop it. */
+export interface ControlPlaneState {
+  pid: number;
+  server: string;
+  securePort: number;
+  name: string;
+  startedAt: string;
+}
+
+/** The files inside a control-plane dir. */
+export function controlPlanePaths(dir: string) {
+  const pki = join(dir, "pki");
+  return {
+    dir,
+    pki,
+    etcd: join(dir, "etcd"),
+    kubeconfig: join(dir, "kubeconfig"),
+    pidFile: join(dir, "controlplane.pid"),
+    stateFile: join(dir, "controlplane.json"),
+    logFile: join(dir, "controlplane.log"),
+    kubeCache: join(dir, "kube-cache"),
+    helmHome: join(dir, "helm"),
+    caFile: join(pki, "ca.crt"),
+    adminCert: join(pki, "admin.crt"),
+    adminKey: join(pki, "admin.key"),
+  };
+}
+
+let built: Promise<string> | undefined;
+
+/** Runs e2e/controlplane/build.sh (a no-op when cached) once per process; resolves to the binaries' dir. */
+export function ensureControlPlaneBuilt(): Promise<string> {
+  built ??= new Promise<string>((resolvePromise, reject) => {
+    const child = spawn(buildScript, [], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      const dir = out.trim().split("\n").pop() ?? "";
+      if (code === 0 && dir !== "") resolvePromise(dir);
+      else reject(new Error(`${buildScript} failed with exit code ${code}`));
+    });
+  });
+  return built;
+}
+
+/** Starts a control plane on free loopback ports and waits until /readyz answers ok. */
+export async function startControlPlane(opts: StartOptions = {}): Promise<ControlPlane> {
+  const name = opts.name ?? "membrane";
+  const binDir = await ensureControlPlaneBuilt();
+  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), `${name}-cp-`));
+  const paths = controlPlanePaths(dir);
+
+  await stopRecorded(dir); // a crashed previous run in the same dir
+  await removeControlPlaneDir(dir);
+  await mkdir(paths.etcd, { recursive: true, mode: 0o700 });
+  await mkdir(paths.pki, { recursive: true, mode: 0o700 });
+  await generatePki(paths.pki);
+
+  let child: ChildProcess | undefined;
+  let securePort: number;
+  for (let attempt = 1; ; attempt++) {
+    securePort = await freeLoopbackPort();
+    try {
+      child = await launch(binDir, paths, securePort, opts.detached ?? false, opts.readyTimeoutMs ?? 180_000);
+      break;
+    } catch (err) {
+      // Another process may have taken the port between our probe and the bind: try fresh ports.
+      const portRace = err instanceof Error && /address already in use/.test(err.message);
+      if (!portRace || attempt >= 3) {
+        await rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+      log.warn({ securePort, attempt }, "port taken, retrying");
+    }
+  }
+  const server = `https://127.0.0.1:${securePort}`;
+  await writeFile(paths.kubeconfig, adminKubeconfig(name, server, paths), { mode: 0o600 });
+  const state: ControlPlaneState = { pid: child.pid!, server, securePort, name, startedAt: new Date().toISOString() };
+  await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
+  log.info({ dir, server, pid: state.pid }, "control plane ready");
+  return controlPlaneHandle(binDir, dir, state, child, opts);
+}
+
+/** The handle for a control plane whose state file exists (started by this or another process). */
+export async function attachControlPlane(dir: string): Promise<ControlPlane | undefined> {
+  const state = await readState(dir);
+  if (!state || !isOurProcess(state.pid, dir)) return undefined;
+  return controlPlaneHandle(await ensureControlPlaneBuilt(), resolve(dir), state, undefined, { detached: true });
+}
+
+/** The recorded state of the control plane in dir, if its process is still alive. */
+export async function runningControlPlane(dir: string): Promise<ControlPlaneState | undefined> {
+  const state = await readState(dir);
+  return state && isOurProcess(state.pid, dir) ? state : undefined;
+}
+
+/** GET /readyz with the admin credentials of dir: true when the API server says ok. */
+export async function isReady(dir: string, server: string): Promise<boolean> {
+  const p = controlPlanePaths(dir);
+  try {
+    const [ca, cert, key] = await Promise.all([readFile(p.caFile), readFile(p.adminCert), readFile(p.adminKey)]);
+    return await new Promise<boolean>((done) => {
+      const req = request(`${server}/readyz`, { ca, cert, key, timeout: 5_000 }, (res) => {
+        res.resume();
+        done(res.statusCode === 200);
+      });
+      req.on("error", () => done(false));
+      req.on("timeout", () => req.destroy());
+      req.end();
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops the process recorded in dir's pid file if it is still our control plane (the pid may have
+ * been reused by something else after a crash: then it is left alone). Keeps the dir.
+ */
+export async function stopRecorded(dir: string): Promise<void> {
+  const pidFile = controlPlanePaths(dir).pidFile;
+  let pid: number;
+  try {
+    pid = Number.parseInt(await readFile(pidFile, "utf8"), 10);
+  } catch {
+    return;
+  }
+  if (Number.isInteger(pid) && pid > 0 && isOurProcess(pid, dir)) {
+    log.info({ dir, pid }, "stopping control plane");
+    await killAndWait(pid);
+  }
+  await rm(pidFile, { force: true });
+}
+
+/** Stops the control plane in dir (if any) and removes the dir. Safe to call when nothing runs. */
+export async function destroyControlPlane(dir: string): Promise<void> {
+  await stopRecorded(dir);
+  await removeControlPlaneDir(dir);
+}
+
+/** Removes dir, but only if it is missing, empty, or looks like a control-plane dir: never a user's folder by mistake. */
+async function removeControlPlaneDir(dir: string): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return;
+  }
+  const ours = ["pki", "etcd", "controlplane.pid", "controlplane.json", "kubeconfig", "controlplane.log"];
+  if (entries.length > 0 && !entries.some((e) => ours.includes(e))) {
+    throw new Error(`${dir} is not empty and is not a control-plane dir: refusing to delete it`);
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+function controlPlaneHandle(
+  binDir: string,
+  dir: string,
+  initial: ControlPlaneState,
+  initialChild: ChildProcess | undefined,
+  opts: StartOptions,
+): ControlPlane {
+  const paths = controlPlanePaths(dir);
+  let child = initialChild;
+  const env = {
+    ...process.env,
+    KUBECONFIG: paths.kubeconfig,
+    HELM_CACHE_HOME: join(paths.helmHome, "cache"),
+    HELM_CONFIG_HOME: join(paths.helmHome, "config"),
+    HELM_DATA_HOME: join(paths.helmHome, "data"),
+  };
+  const handle: ControlPlane = {
+    dir,
+    kubeconfig: paths.kubeconfig,
+    server: initial.server,
+    caFile: paths.caFile,
+    pid: initial.pid,
+    kubectl: (args, input) => runCommand("kubectl", [`--cache-dir=${paths.kubeCache}`, ...args], env, input),
+    helm: (args, input) => runCommand(join(binDir, "helm"), args, env, input),
+    async restart() {
+      await killAndWait(handle.pid, child);
+      child = await launch(binDir, paths, initial.securePort, opts.detached ?? false, opts.readyTimeoutMs ?? 180_000);
+      handle.pid = child.pid!;
+      const state: ControlPlaneState = { ...initial, pid: handle.pid, startedAt: new Date().toISOString() };
+      await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
+    },
+    async stop() {
+      if (isOurProcess(handle.pid, dir)) await killAndWait(handle.pid, child);
+      await removeControlPlaneDir(dir);
+      log.info({ dir, pid: handle.pid }, "control plane stopped");
+    },
+  };
+  return handle;
+}
+
+/** Starts the binary, records its pid, and resolves once /readyz is ok; rejects with the log tail if it dies. */
+async function launch(
+  binDir: string,
+  paths: ReturnType<typeof controlPlanePaths>,
+  securePort: number,
+  detached: boolean,
+  readyTimeoutMs: number,
+): Promise<ChildProcess> {
+  const args = [
+    `--data-dir=${paths.etcd}`,
+    `--cert-dir=${paths.pki}`,
+    `--secure-port=${securePort}`,
+    ...(detached ? [] : ["--exit-with-parent"]),
+  ];
+  const logFd = openSync(paths.logFile, "a");
+  // Its own process group either way, so a terminal's Ctrl-C reaches us, not the API server mid-write.
+  const child = spawn(join(binDir, binaryName), args, { detached: true, stdio: ["ignore", logFd, logFd] });
+  closeSync(logFd);
+  if (detached) child.unref();
+  const exited = new Promise<never>((_, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      const tail = existsSync(paths.logFile) ? readFileSync(paths.logFile, "utf8").split("\n").slice(-25).join("\n") : "";
+      reject(new Error(`${binaryName} exited (code ${code}, signal ${signal}) before ready; log ${paths.logFile}:\n${tail}`));
+    });
+  });
+  exited.catch(() => undefined); // observed below; avoid an unhandled rejection after success
+  if (child.pid === undefined) await exited;
+  await writeFile(paths.pidFile, `${child.pid}\n`);
+
+  const server = `https://127.0.0.1:${securePort}`;
+  const deadline = Date.now() + readyTimeoutMs;
+  const ready = (async () => {
+    while (Date.now() < deadline) {
+      if (await isReady(paths.dir, server)) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`${server}/readyz not ok after ${readyTimeoutMs} ms; log ${paths.logFile}`);
+  })();
+  try {
+    await Promise.race([ready, exited]);
+  } catch (err) {
+    await killAndWait(child.pid!, child);
+    await rm(paths.pidFile, { force: true });
+    throw err;
+  }
+  return child;
+}
+
+/** True when pid is alive and is the control-plane binary serving dir (not a recycled pid). */
+function isOurProcess(pid: number, dir: string): boolean {
+  if (!isProcessAlive(pid)) return false;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv[0]?.endsWith(`/${binaryName}`) === true && argv.includes(`--data-dir=${controlPlanePaths(resolve(dir)).etcd}`);
+  } catch {
+    return false;
+  }
+}
+
+/** True while pid exists and is not a zombie. */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM (the API server shuts down gracefully, then etcd), SIGKILL after a grace period; waits for exit. */
+async function killAndWait(pid: number, child?: ChildProcess, graceMs = 20_000): Promise<void> {
+  const gone = (): boolean => (child ? child.exitCode !== null || child.signalCode !== null : !isProcessAlive(pid));
+  const waitGone = async (ms: number): Promise<boolean> => {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      if (gone()) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return gone();
+  };
+  if (gone()) return;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  if (await waitGone(graceMs)) return;
+  log.warn({ pid }, "control plane ignored SIGTERM, sending SIGKILL");
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  await waitGone(5_000);
+}
+
+async function readState(dir: string): Promise<ControlPlaneState | undefined> {
+  try {
+    return JSON.parse(await readFile(controlPlanePaths(dir).stateFile, "utf8")) as ControlPlaneState;
+  } catch {
+    return undefined;
+  }
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((done, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => done(port));
+    });
+  });
+}
+
+function runCommand(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<CommandResult> {
+  return new Promise((done) => {
+    const child = execFile(cmd, args, { env, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+      done({ code, stdout, stderr: err && typeof err.code !== "number" ? `${stderr}${err.message}` : stderr });
+    });
+    child.stdin?.end(input ?? "");
+  });
+}
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const res = await new Promise<CommandResult>((done) => {
+    execFile("openssl", args, { cwd }, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr }));
+  });
+  if (res.code !== 0) throw new Error(`openssl ${args.join(" ")}: ${res.stderr}`);
+}
+
+/** CA, API server serving cert, service-account key pair and an admin client cert, all ECDSA P-256. */
+async function generatePki(pki: string): Promise<void> {
+  const ecKey = (out: string) => openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out], pki);
+  const signed = async (base: string, subject: string, ext: string) => {
+    await ecKey(`${base}.key`);
+    await openssl(["req", "-new", "-key", `${base}.key`, "-subj", subject, "-out", `${base}.csr`], pki);
+    await writeFile(join(pki, `${base}.ext`), ext);
+    await openssl(
+      ["x509", "-req", "-in", `${base}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "365",
+        "-extfile", `${base}.ext`, "-out", `${base}.crt`],
+      pki,
+    );
+    await Promise.all([rm(join(pki, `${base}.csr`)), rm(join(pki, `${base}.ext`))]);
+  };
+  await ecKey("ca.key");
+  await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=membrane-local-ca", "-days", "3650", "-out", "ca.crt"], pki);
+  await signed(
+    "apiserver",
+    "/CN=kube-apiserver",
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n" +
+      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n",
+  );
+  await signed(
+    "admin",
+    "/O=system:masters/CN=membrane-admin",
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+  );
+  await ecKey("sa.key");
+  await openssl(["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"], pki);
+}
+
+function adminKubeconfig(name: string, server: string, paths: ReturnType<typeof controlPlanePaths>): string {
+  const user = `${name}-admin`;
+  return stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name, cluster: { server, "certificate-authority": paths.caFile } }],
+    users: [{ name: user, user: { "client-certificate": paths.adminCert, "client-key": paths.adminKey } }],
+    contexts: [{ name, context: { cluster: name, user } }],
+    "current-context": name,
+  });
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the local control plane (kube-apiserver + embedded etcd) and helm once, cached by version outside the tree.
+# Progress goes to stderr; the last line on stdout is the directory holding the binaries.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+k8s_version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' go.mod)"
+helm_version="v3.22.0"
+[ -n "$k8s_version" ] || { echo "build.sh: no k8s.io/kubernetes version in $here/go.mod" >&2; exit 1; }
+out="${MEMBRANE_CACHE:-$HOME/.cache/membrane}/controlplane-k8s-${k8s_version}"
+mkdir -p "$out"
+
+# One build at a time per cache dir: several developers or tests may call this together.
+exec 9>"$out/.build.lock"
+flock 9
+
+# The cache key is the content that decides the binary, not just the version.
+key="$(cat go.mod go.sum main.go | sha256sum | cut -d' ' -f1)"
+if [ -x "$out/membrane-controlplane" ] && [ "$(cat "$out/membrane-controlplane.key" 2>/dev/null)" = "$key" ]; then
+  echo "build.sh: membrane-controlplane ${k8s_version} cached in $out" >&2
+else
+  echo "build.sh: building membrane-controlplane (k8s ${k8s_version}); the first build takes many minutes" >&2
+  start=$(date +%s)
+  go build -trimpath -ldflags "-s -w" -o "$out/membrane-controlplane.tmp" .
+  mv "$out/membrane-controlplane.tmp" "$out/membrane-controlplane"
+  echo "$key" >"$out/membrane-controlplane.key"
+  echo "build.sh: membrane-controlplane built in $(($(date +%s) - start))s" >&2
+fi
+
+if [ -x "$out/helm" ] && [ "$(cat "$out/helm.key" 2>/dev/null)" = "$helm_version" ]; then
+  echo "build.sh: helm ${helm_version} cached in $out" >&2
+else
+  echo "build.sh: building helm ${helm_version}" >&2
+  start=$(date +%s)
+  # Outside this module (helm has its own go.mod and no replace lines), so `go install pkg@version` works.
+  (cd / && GOBIN="$out" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@${helm_version}")
+  echo "$helm_version" >"$out/helm.key"
+  echo "build.sh: helm built in $(($(date +%s) - start))s" >&2
+fi
+
+echo "$out"

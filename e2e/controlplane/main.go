@@ -1,0 +1,147 @@
+// membrane-controlplane: an embedded etcd plus an in-process kube-apiserver, both on 127.0.0.1 only.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+const loopback = "127.0.0.1"
+
+func main() {
+	dataDir := flag.String("data-dir", "", "directory for etcd data (required)")
+	certDir := flag.String("cert-dir", "", "directory holding ca.crt, apiserver.crt/.key, sa.key, sa.pub (required)")
+	securePort := flag.Int("secure-port", 0, "kube-apiserver HTTPS port on 127.0.0.1 (required)")
+	etcdClientPort := flag.Int("etcd-client-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
+	etcdPeerPort := flag.Int("etcd-peer-port", 0, "etcd peer port on 127.0.0.1 (0: pick a free one)")
+	exitWithParent := flag.Bool("exit-with-parent", false, "shut down when the parent process dies (for tests)")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: %s --data-dir D --cert-dir C --secure-port P [-- extra kube-apiserver flags]\n", os.Args[0])
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *dataDir == "" || *certDir == "" || *securePort <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+
+	if *exitWithParent {
+		go shutDownWhenOrphaned()
+	}
+	etcd, err := startEtcd(*dataDir, *etcdClientPort, *etcdPeerPort)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "membrane-controlplane: etcd: %v\n", err)
+		os.Exit(1)
+	}
+	// kube-apiserver owns signal handling (SIGTERM cancels its context); etcd stops after it returns.
+	cmd := app.NewAPIServerCommand()
+	cmd.SetArgs(append(apiserverArgs(*certDir, *securePort, etcd.Clients[0].Addr().String()), flag.Args()...))
+	runErr := cmd.Execute()
+	etcd.Close()
+	if runErr != nil {
+		fmt.Fprintf(os.Stderr, "membrane-controlplane: kube-apiserver: %v\n", runErr)
+		os.Exit(1)
+	}
+}
+
+func apiserverArgs(certDir string, securePort int, etcdAddr string) []string {
+	cert := func(name string) string { return filepath.Join(certDir, name) }
+	return []string{
+		"--bind-address=" + loopback,
+		"--advertise-address=" + loopback,
+		// The "kubernetes" Service endpoints cannot hold a loopback address; nothing in-cluster needs them.
+		"--endpoint-reconciler-type=none",
+		"--secure-port=" + strconv.Itoa(securePort),
+		"--etcd-servers=http://" + etcdAddr,
+		"--tls-cert-file=" + cert("apiserver.crt"),
+		"--tls-private-key-file=" + cert("apiserver.key"),
+		"--client-ca-file=" + cert("ca.crt"),
+		"--authorization-mode=Node,RBAC",
+		"--anonymous-auth=false",
+		"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass," +
+			"ResourceQuota,NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook," +
+			"ValidatingAdmissionPolicy,MutatingAdmissionPolicy",
+		"--service-account-key-file=" + cert("sa.pub"),
+		"--service-account-signing-key-file=" + cert("sa.key"),
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--api-audiences=https://kubernetes.default.svc",
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--cert-dir=" + certDir,
+	}
+}
+
+func startEtcd(dataDir string, clientPort, peerPort int) (*embed.Etcd, error) {
+	var err error
+	if clientPort == 0 {
+		if clientPort, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+	}
+	if peerPort == 0 {
+		if peerPort, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+	}
+	clientURL := url.URL{Scheme: "http", Host: net.JoinHostPort(loopback, strconv.Itoa(clientPort))}
+	peerURL := url.URL{Scheme: "http", Host: net.JoinHostPort(loopback, strconv.Itoa(peerPort))}
+
+	cfg := embed.NewConfig()
+	cfg.Name = "membrane"
+	cfg.Dir = dataDir
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.Name + "=" + peerURL.String()
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{"stderr"}
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("not ready after 60s")
+	}
+}
+
+// shutDownWhenOrphaned sends this process SIGTERM (a graceful stop) once its parent is gone, so a
+// crashed test runner does not leave a control plane behind.
+func shutDownWhenOrphaned() {
+	parent := os.Getppid()
+	for range time.Tick(time.Second) {
+		if os.Getppid() != parent {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			return
+		}
+	}
+}
+
+// freeLoopbackPort asks the kernel for an unused port; the tiny race until etcd binds it is accepted.
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,309 @@
+// The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
+import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+
+export interface FieldLayout {
+  readonly offset: number;
+  readonly size: number;
+}
+export interface StructLayout {
+  readonly size: number;
+  readonly fields: Readonly<Record<string, FieldLayout>>;
+}
+
+const f = (offset: number, size: number): FieldLayout => ({ offset, size });
+
+/** Must equal the C structs byte for byte; layout.test.ts compiles the header and compares. */
+export const LAYOUT = {
+  policy_key: {
+    size: 16,
+    fields: { prefixlen: f(0, 4), subject: f(4, 4), peer: f(8, 4), direction: f(12, 1), proto: f(13, 1), dport: f(14, 2) },
+  },
+  policy_value: { size: 8, fields: { verdict: f(0, 1), proxy_port: f(2, 2), rule_id: f(4, 4) } },
+  ipcache_key: { size: 24, fields: { prefixlen: f(0, 4), family: f(4, 1), addr: f(8, 16) } },
+  ipcache_value: { size: 12, fields: { identity: f(0, 4), tunnel_endpoint: f(4, 4), flags: f(8, 1) } },
+  endpoint_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
+  endpoint_value: { size: 12, fields: { ifindex: f(0, 4), identity: f(4, 4), flags: f(8, 4) } },
+  ct_key: {
+    size: 40,
+    fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), proto: f(36, 1), family: f(37, 1), direction: f(38, 1) },
+  },
+  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1) } },
+  event: {
+    size: 72,
+    fields: {
+      timestamp_ns: f(0, 8),
+      verdict: f(8, 1),
+      direction: f(9, 1),
+      reason: f(10, 1),
+      proto: f(11, 1),
+      family: f(12, 1),
+      src_identity: f(16, 4),
+      dst_identity: f(20, 4),
+      rule_id: f(24, 4),
+      ifindex: f(28, 4),
+      saddr: f(32, 16),
+      daddr: f(48, 16),
+      sport: f(64, 2),
+      dport: f(66, 2),
+    },
+  },
+  config_value: { size: 8, fields: { vxlan_ifindex: f(0, 4), flags: f(4, 4) } },
+} as const satisfies Record<string, StructLayout>;
+
+/** The #defines of layout.h that the TypeScript side uses (checked by the same test). */
+export const CONST = {
+  IDENTITY_WILDCARD: 0,
+  IDENTITY_HOST: 1,
+  IDENTITY_WORLD: 2,
+  IDENTITY_REMOTE_NODE: 6,
+  FAMILY_IPV4: 4,
+  FAMILY_IPV6: 6,
+  DIR_INGRESS: 0,
+  DIR_EGRESS: 1,
+  POLICY_FIXED_PREFIX_BITS: 80,
+  VERDICT_ALLOW: 1,
+  VERDICT_DENY: 2,
+  IPCACHE_FIXED_PREFIX_BITS: 32,
+  IPCACHE_F_NODE: 1,
+  EP_F_INGRESS_ENFORCED: 1,
+  EP_F_EGRESS_ENFORCED: 2,
+  DROP_REASON_MAX: 16,
+  EVENT_FORWARDED: 1,
+  EVENT_DROPPED: 2,
+  RULE_ID_NONE: 0xffffffff,
+  CONFIG_F_EVENTS_FORWARDED: 1,
+  MARK_MAGIC_IDENTITY: 0x0e000000,
+} as const;
+
+/** Drop reasons by their DROP_* number (index 0 of the counters counts lost events). */
+export const DROP_REASONS = {
+  1: "policy denied",
+  2: "policy denied (default deny)",
+  3: "spoofed source",
+  4: "unknown endpoint",
+  5: "VNI from unknown node",
+  6: "invalid identity in VNI",
+  7: "malformed packet",
+  8: "unsupported L3 protocol",
+  9: "IP fragment",
+  10: "tunnel key error",
+  11: "no tunnel device",
+} as const satisfies Record<number, string>;
+export type DropReasonCode = keyof typeof DROP_REASONS;
+export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
+  DROP_POLICY_DENY: 1,
+  DROP_POLICY_DEFAULT_DENY: 2,
+  DROP_SPOOFED_SOURCE: 3,
+  DROP_UNKNOWN_ENDPOINT: 4,
+  DROP_UNKNOWN_NODE: 5,
+  DROP_INVALID_VNI: 6,
+  DROP_MALFORMED: 7,
+  DROP_UNSUPPORTED_L3: 8,
+  DROP_FRAGMENT: 9,
+  DROP_TUNNEL_KEY: 10,
+  DROP_NO_TUNNEL_DEVICE: 11,
+};
+
+export function directionCode(d: Direction): number {
+  return d === "ingress" ? CONST.DIR_INGRESS : CONST.DIR_EGRESS;
+}
+
+/** An IPv4 or IPv6 address → (family, 16 address bytes). */
+export function parseAddress(ip: string): { family: 4 | 6; bytes: Buffer } {
+  const bytes = Buffer.alloc(16);
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) {
+    const parts = ip.split(".").map(Number);
+    if (parts.some((p) => p > 255)) throw new RangeError(`invalid IPv4 address ${ip}`);
+    parts.forEach((p, i) => (bytes[i] = p));
+    return { family: 4, bytes };
+  }
+  if (!ip.includes(":")) throw new RangeError(`invalid IP address ${ip}`);
+  const [head, tail] = ip.split("::") as [string, string | undefined];
+  const hs = head ? head.split(":") : [];
+  const ts = tail ? tail.split(":") : [];
+  if (tail === undefined && hs.length !== 8) throw new RangeError(`invalid IPv6 address ${ip}`);
+  const groups = [...hs, ...new Array<string>(8 - hs.length - ts.length).fill("0"), ...ts];
+  groups.forEach((g, i) => {
+    const v = parseInt(g, 16);
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g) || Number.isNaN(v)) throw new RangeError(`invalid IPv6 address ${ip}`);
+    bytes.writeUInt16BE(v, i * 2);
+  });
+  return { family: 6, bytes };
+}
+
+export function formatAddress(family: number, bytes: Uint8Array): string {
+  if (family === 4) return Array.from(bytes.subarray(0, 4)).join(".");
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(":");
+}
+
+// ------------------------------------------------------------------ policy map
+
+/** The policy-map key of a compiled entry; throws on an entry the datapath cannot represent. */
+export function encodePolicyKey(e: PolicyEntry): Buffer {
+  const L = LAYOUT.policy_key.fields;
+  if (e.proto === PROTO_NUMBER.ANY && (e.port !== 0 || e.portPrefixLen !== 0)) {
+    throw new RangeError(`policy entry rule ${e.ruleId}: proto ANY must have port 0/0`);
+  }
+  if (e.portPrefixLen < 0 || e.portPrefixLen > 16 || e.port < 0 || e.port > 0xffff) {
+    throw new RangeError(`policy entry rule ${e.ruleId}: port ${e.port}/${e.portPrefixLen} out of range`);
+  }
+  const hostBits = 16 - e.portPrefixLen;
+  if (hostBits > 0 && (e.port & ((1 << hostBits) - 1)) !== 0) {
+    throw new RangeError(`policy entry rule ${e.ruleId}: port ${e.port}/${e.portPrefixLen} is not aligned to its prefix`);
+  }
+  const b = Buffer.alloc(LAYOUT.policy_key.size);
+  b.writeUInt32LE(CONST.POLICY_FIXED_PREFIX_BITS + e.portPrefixLen, L.prefixlen.offset);
+  b.writeUInt32LE(e.subject >>> 0, L.subject.offset);
+  b.writeUInt32LE(e.peer >>> 0, L.peer.offset);
+  b.writeUInt8(directionCode(e.direction), L.direction.offset);
+  b.writeUInt8(e.proto, L.proto.offset);
+  b.writeUInt16BE(e.port, L.dport.offset);
+  return b;
+}
+
+export function encodePolicyValue(e: PolicyEntry): Buffer {
+  const L = LAYOUT.policy_value.fields;
+  const b = Buffer.alloc(LAYOUT.policy_value.size);
+  b.writeUInt8(e.verdict === "allow" ? CONST.VERDICT_ALLOW : CONST.VERDICT_DENY, L.verdict.offset);
+  b.writeUInt16LE(e.proxyPort, L.proxy_port.offset);
+  b.writeUInt32LE(e.ruleId >>> 0, L.rule_id.offset);
+  return b;
+}
+
+export interface MapEntry {
+  readonly key: Buffer;
+  readonly value: Buffer;
+}
+
+/** Core's compiled entries → policy-map key/value pairs. */
+export function policyMapEntries(entries: readonly PolicyEntry[]): MapEntry[] {
+  return entries.map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) }));
+}
+
+// ------------------------------------------------------------------ ipcache, endpoints, config
+
+export interface IpcacheEntry {
+  readonly cidr: string; // "10.0.0.0/8", "fd00::1/128" or a bare address
+  readonly identity: number;
+  readonly tunnelEndpoint?: string; // IPv4 of the node hosting it
+  readonly node?: boolean; // the address is a cluster node (its VNIs are trusted)
+}
+
+export function encodeIpcacheKey(cidr: string): Buffer {
+  const [ip, len] = cidr.split("/") as [string, string | undefined];
+  const { family, bytes } = parseAddress(ip);
+  const max = family === 4 ? 32 : 128;
+  const prefix = len === undefined ? max : Number(len);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new RangeError(`invalid prefix length in ${cidr}`);
+  const L = LAYOUT.ipcache_key.fields;
+  const b = Buffer.alloc(LAYOUT.ipcache_key.size);
+  b.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, L.prefixlen.offset);
+  b.writeUInt8(family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6, L.family.offset);
+  bytes.copy(b, L.addr.offset);
+  return b;
+}
+
+export function encodeIpcacheValue(e: IpcacheEntry): Buffer {
+  const L = LAYOUT.ipcache_value.fields;
+  const b = Buffer.alloc(LAYOUT.ipcache_value.size);
+  b.writeUInt32LE(e.identity >>> 0, L.identity.offset);
+  if (e.tunnelEndpoint) {
+    const t = parseAddress(e.tunnelEndpoint);
+    if (t.family !== 4) throw new RangeError(`tunnel endpoint ${e.tunnelEndpoint} must be IPv4`);
+    t.bytes.copy(b, L.tunnel_endpoint.offset, 0, 4);
+  }
+  b.writeUInt8(e.node ? CONST.IPCACHE_F_NODE : 0, L.flags.offset);
+  return b;
+}
+
+export interface EndpointEntry {
+  readonly ip: string;
+  readonly ifindex: number;
+  readonly identity: number;
+  readonly ingressEnforced: boolean;
+  readonly egressEnforced: boolean;
+}
+
+export function encodeEndpointKey(ip: string): Buffer {
+  const { family, bytes } = parseAddress(ip);
+  const L = LAYOUT.endpoint_key.fields;
+  const b = Buffer.alloc(LAYOUT.endpoint_key.size);
+  b.writeUInt8(family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6, L.family.offset);
+  bytes.copy(b, L.addr.offset);
+  return b;
+}
+
+export function encodeEndpointValue(e: EndpointEntry): Buffer {
+  const L = LAYOUT.endpoint_value.fields;
+  const b = Buffer.alloc(LAYOUT.endpoint_value.size);
+  b.writeUInt32LE(e.ifindex >>> 0, L.ifindex.offset);
+  b.writeUInt32LE(e.identity >>> 0, L.identity.offset);
+  const flags = (e.ingressEnforced ? CONST.EP_F_INGRESS_ENFORCED : 0) | (e.egressEnforced ? CONST.EP_F_EGRESS_ENFORCED : 0);
+  b.writeUInt32LE(flags, L.flags.offset);
+  return b;
+}
+
+/** The endpoint entry for a pod whose identity has this compiled policy. */
+export function endpointFor(ip: string, ifindex: number, policy: SubjectPolicy): EndpointEntry {
+  return { ip, ifindex, identity: policy.subject, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
+}
+
+export interface DatapathConfig {
+  readonly vxlanIfindex: number;
+  readonly eventsForwarded: boolean;
+}
+
+export function encodeConfig(c: DatapathConfig): Buffer {
+  const L = LAYOUT.config_value.fields;
+  const b = Buffer.alloc(LAYOUT.config_value.size);
+  b.writeUInt32LE(c.vxlanIfindex >>> 0, L.vxlan_ifindex.offset);
+  b.writeUInt32LE(c.eventsForwarded ? CONST.CONFIG_F_EVENTS_FORWARDED : 0, L.flags.offset);
+  return b;
+}
+
+// ------------------------------------------------------------------ events
+
+export interface VerdictEvent {
+  readonly timestampNs: bigint;
+  readonly verdict: "forwarded" | "dropped";
+  readonly direction: Direction;
+  readonly reasonCode: number;
+  readonly reason?: string; // set for drops
+  readonly proto: number;
+  readonly srcIdentity: number;
+  readonly dstIdentity: number;
+  readonly ruleId?: number; // absent when no entry matched (the default applied)
+  readonly ifindex: number;
+  readonly src: string;
+  readonly dst: string;
+  readonly sport: number;
+  readonly dport: number;
+}
+
+export function decodeEvent(b: Buffer): VerdictEvent {
+  const L = LAYOUT.event.fields;
+  if (b.length < LAYOUT.event.size) throw new RangeError(`event record of ${b.length} bytes, want ${LAYOUT.event.size}`);
+  const family = b.readUInt8(L.family.offset);
+  const reasonCode = b.readUInt8(L.reason.offset);
+  const verdict = b.readUInt8(L.verdict.offset) === CONST.EVENT_DROPPED ? "dropped" : "forwarded";
+  const ruleId = b.readUInt32LE(L.rule_id.offset);
+  const reason = verdict === "dropped" ? (DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`) : undefined;
+  return {
+    timestampNs: b.readBigUInt64LE(L.timestamp_ns.offset),
+    verdict,
+    direction: b.readUInt8(L.direction.offset) === CONST.DIR_INGRESS ? "ingress" : "egress",
+    reasonCode,
+    ...(reason !== undefined ? { reason } : {}),
+    proto: b.readUInt8(L.proto.offset),
+    srcIdentity: b.readUInt32LE(L.src_identity.offset),
+    dstIdentity: b.readUInt32LE(L.dst_identity.offset),
+    ...(ruleId !== CONST.RULE_ID_NONE ? { ruleId } : {}),
+    ifindex: b.readUInt32LE(L.ifindex.offset),
+    src: formatAddress(family, b.subarray(L.saddr.offset, L.saddr.offset + 16)),
+    dst: formatAddress(family, b.subarray(L.daddr.offset, L.daddr.offset + 16)),
+    sport: b.readUInt16BE(L.sport.offset),
+    dport: b.readUInt16BE(L.dport.offset),
+  };
+}

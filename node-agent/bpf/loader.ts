@@ -1,0 +1,462 @@
+// The BPF loader: libbpf (Debian's libbpf.so.1) through koffi — objects, pinned maps, tc attach, ring buffer.
+import fs from "node:fs";
+import path from "node:path";
+import koffi, { type LibraryHandle } from "koffi";
+import pino from "pino";
+
+const log = pino({ name: "bpf-loader", level: process.env.LOG_LEVEL ?? "info" });
+
+export const BPFFS_ROOT = "/sys/fs/bpf/membrane";
+
+// libbpf 1.x returns -errno from int functions and NULL + errno from pointer functions.
+const libbpf = koffi.load("libbpf.so.1");
+const libc = koffi.load("libc.so.6");
+
+type Ptr = bigint | null;
+/* eslint-disable @typescript-eslint/no-explicit-any -- koffi's function handles are untyped at the FFI boundary */
+type Fn = (...args: any[]) => any;
+/* eslint-enable @typescript-eslint/no-explicit-any */
+const fn = (lib: LibraryHandle, def: string): Fn => lib.func(def) as Fn;
+
+const SampleFn = koffi.proto("int membrane_ring_sample(void *ctx, void *data, size_t size)");
+
+const c = {
+  openFile: fn(libbpf, "void *bpf_object__open_file(const char *path, const void *opts)"),
+  load: fn(libbpf, "int bpf_object__load(void *obj)"),
+  close: fn(libbpf, "void bpf_object__close(void *obj)"),
+  nextMap: fn(libbpf, "void *bpf_object__next_map(void *obj, void *map)"),
+  mapName: fn(libbpf, "const char *bpf_map__name(void *map)"),
+  mapFd: fn(libbpf, "int bpf_map__fd(void *map)"),
+  mapSetPinPath: fn(libbpf, "int bpf_map__set_pin_path(void *map, const char *path)"),
+  mapKeySize: fn(libbpf, "uint32_t bpf_map__key_size(void *map)"),
+  mapValueSize: fn(libbpf, "uint32_t bpf_map__value_size(void *map)"),
+  mapType: fn(libbpf, "int bpf_map__type(void *map)"),
+  findProgram: fn(libbpf, "void *bpf_object__find_program_by_name(void *obj, const char *name)"),
+  programFd: fn(libbpf, "int bpf_program__fd(void *prog)"),
+  mapUpdate: fn(libbpf, "int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)"),
+  mapLookup: fn(libbpf, "int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)"),
+  mapDelete: fn(libbpf, "int bpf_map_delete_elem(int fd, const void *key)"),
+  mapNextKey: fn(libbpf, "int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next)"),
+  tcHookCreate: fn(libbpf, "int bpf_tc_hook_create(void *hook)"),
+  tcAttach: fn(libbpf, "int bpf_tc_attach(const void *hook, void *opts)"),
+  tcDetach: fn(libbpf, "int bpf_tc_detach(const void *hook, const void *opts)"),
+  tcQuery: fn(libbpf, "int bpf_tc_query(const void *hook, void *opts)"),
+  testRun: fn(libbpf, "int bpf_prog_test_run_opts(int fd, void *opts)"),
+  numCpus: fn(libbpf, "int libbpf_num_possible_cpus()"),
+  ringNew: fn(libbpf, "void *ring_buffer__new(int map_fd, membrane_ring_sample *cb, void *ctx, const void *opts)"),
+  ringConsume: fn(libbpf, "int ring_buffer__consume(void *rb)"),
+  ringEpollFd: fn(libbpf, "int ring_buffer__epoll_fd(void *rb)"),
+  ringFree: fn(libbpf, "void ring_buffer__free(void *rb)"),
+  setns: fn(libc, "int setns(int fd, int nstype)"),
+};
+
+// libbpf's own diagnostics go through pino, one line each. va_list is a pointer on x86-64 and
+// aarch64 Linux, so the registered callback can hand it straight to vsnprintf.
+const PrintFn = koffi.proto("int membrane_libbpf_print(int level, const char *fmt, void *args)");
+const vsnprintf = fn(libc, "int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)");
+const setPrint = fn(libbpf, "void *libbpf_set_print(membrane_libbpf_print *fn)");
+const printBuf = Buffer.alloc(1024);
+const printCallback = koffi.register((level: number, fmt: string, args: bigint) => {
+  const n = vsnprintf(printBuf, printBuf.length, fmt, args) as number;
+  const msg = printBuf.subarray(0, Math.max(0, Math.min(n, printBuf.length - 1))).toString().trimEnd();
+  // tc hook creation on an existing clsact qdisc reports EEXIST through the kernel's extack: expected.
+  if (/Exclusivity flag on|Cannot find specified filter chain/.test(msg) || level >= 2) log.debug({ libbpf: msg });
+  else if (level === 1) log.info({ libbpf: msg });
+  else log.warn({ libbpf: msg });
+  return 0;
+}, koffi.pointer(PrintFn));
+setPrint(printCallback); // lives as long as the process: libbpf may print at any time
+
+const CLONE_NEWNET = 0x40000000;
+const BPF_TC_INGRESS = 1;
+const BPF_TC_EGRESS = 2;
+const BPF_TC_F_REPLACE = 1;
+const EEXIST = 17;
+const ENOENT = 2;
+
+/** A libbpf failure: names the operation and the errno. */
+export class BpfError extends Error {
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+  ) {
+    super(`${op}: ${errnoName(errno)}`);
+    this.name = "BpfError";
+  }
+}
+
+const ERRNO: Record<number, string> = {
+  1: "EPERM", 2: "ENOENT", 7: "E2BIG", 9: "EBADF", 12: "ENOMEM", 13: "EACCES", 16: "EBUSY", 17: "EEXIST",
+  19: "ENODEV", 22: "EINVAL", 28: "ENOSPC", 95: "EOPNOTSUPP",
+};
+function errnoName(e: number): string {
+  return `${ERRNO[e] ?? "errno"} (${e})`;
+}
+
+function check(op: string, rc: number): number {
+  if (rc < 0) throw new BpfError(op, -rc);
+  return rc;
+}
+
+// ------------------------------------------------------------------ maps
+
+/** One BPF map: fixed-size Buffer keys and values. */
+export class BpfMap {
+  constructor(
+    readonly name: string,
+    readonly fd: number,
+    readonly keySize: number,
+    readonly valueSize: number,
+  ) {}
+
+  update(key: Buffer, value: Buffer): void {
+    this.checkSizes(key, value);
+    check(`update ${this.name}`, c.mapUpdate(this.fd, key, value, 0));
+  }
+
+  lookup(key: Buffer): Buffer | undefined {
+    this.checkSizes(key);
+    const out = Buffer.alloc(this.valueSize);
+    const rc = c.mapLookup(this.fd, key, out) as number;
+    if (rc === -ENOENT) return undefined;
+    check(`lookup ${this.name}`, rc);
+    return out;
+  }
+
+  /** Returns whether the key was there. */
+  delete(key: Buffer): boolean {
+    this.checkSizes(key);
+    const rc = c.mapDelete(this.fd, key) as number;
+    if (rc === -ENOENT) return false;
+    check(`delete ${this.name}`, rc);
+    return true;
+  }
+
+  keys(): Buffer[] {
+    const keys: Buffer[] = [];
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.keySize);
+      const rc = c.mapNextKey(this.fd, prev, next) as number;
+      if (rc === -ENOENT) return keys;
+      check(`next key ${this.name}`, rc);
+      keys.push(next);
+      prev = next;
+    }
+  }
+
+  clear(): void {
+    for (const k of this.keys()) this.delete(k);
+  }
+
+  /**
+   * Applies upserts, then deletions (DESIGN decision 5: new entries before removals). If any step
+   * fails, every change already made is rolled back, so the previous state stays in force, and the
+   * error says which key failed and why.
+   */
+  applyBatch(change: { readonly upserts: readonly { key: Buffer; value: Buffer }[]; readonly deletes: readonly Buffer[] }): void {
+    const undo: { key: Buffer; previous: Buffer | undefined }[] = [];
+    try {
+      for (const { key, value } of change.upserts) {
+        const previous = this.lookup(key);
+        this.update(key, value);
+        undo.push({ key, previous });
+      }
+      for (const key of change.deletes) {
+        const previous = this.lookup(key);
+        if (previous === undefined) continue;
+        this.delete(key);
+        undo.push({ key, previous });
+      }
+    } catch (err) {
+      for (const { key, previous } of undo.reverse()) {
+        try {
+          if (previous === undefined) this.delete(key);
+          else this.update(key, previous);
+        } catch (rollbackErr) {
+          log.error({ map: this.name, err: String(rollbackErr) }, "batch rollback failed");
+        }
+      }
+      log.warn({ map: this.name, err: String(err), rolledBack: undo.length }, "batch failed, previous state kept");
+      throw err;
+    }
+  }
+
+  /** Sums a per-CPU u64 value over every possible CPU. */
+  lookupPerCpuSum(key: Buffer): bigint {
+    const cpus = c.numCpus() as number;
+    const stride = Math.ceil(this.valueSize / 8) * 8;
+    const out = Buffer.alloc(stride * cpus);
+    const rc = c.mapLookup(this.fd, key, out) as number;
+    if (rc === -ENOENT) return 0n;
+    check(`lookup ${this.name}`, rc);
+    let sum = 0n;
+    for (let i = 0; i < cpus; i++) sum += out.readBigUInt64LE(i * stride);
+    return sum;
+  }
+
+  private checkSizes(key: Buffer, value?: Buffer): void {
+    if (key.length !== this.keySize) throw new RangeError(`${this.name}: key of ${key.length} bytes, want ${this.keySize}`);
+    if (value && value.length !== this.valueSize) {
+      throw new RangeError(`${this.name}: value of ${value.length} bytes, want ${this.valueSize}`);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ objects
+
+export interface LoadOptions {
+  /** Pins every map under /sys/fs/bpf/membrane/<scope>/<map>; an existing pin is reused. */
+  readonly scope: string;
+  readonly pinRoot?: string;
+}
+
+/** A loaded BPF object whose maps are pinned (a reload reuses them, so state survives restarts). */
+export class BpfObject {
+  private obj: Ptr;
+  readonly maps = new Map<string, BpfMap>();
+  readonly pinDir: string;
+
+  private constructor(obj: Ptr, pinDir: string) {
+    this.obj = obj;
+    this.pinDir = pinDir;
+  }
+
+  static load(objectPath: string, opts: LoadOptions): BpfObject {
+    if (!/^[A-Za-z0-9_.-]+$/.test(opts.scope)) throw new RangeError(`invalid pin scope ${JSON.stringify(opts.scope)}`);
+    const pinDir = path.join(opts.pinRoot ?? BPFFS_ROOT, opts.scope);
+    fs.mkdirSync(pinDir, { recursive: true });
+    const obj = c.openFile(objectPath, null) as Ptr;
+    if (!obj) throw new BpfError(`open ${objectPath}`, koffi.errno());
+    const self = new BpfObject(obj, pinDir);
+    try {
+      for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
+        const name = c.mapName(m) as string;
+        if (name.startsWith(".")) continue; // .rodata/.bss: per-object, never shared
+        check(`pin path ${name}`, c.mapSetPinPath(m, path.join(pinDir, name)));
+      }
+      check(`load ${objectPath}`, c.load(obj));
+      for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
+        const name = c.mapName(m) as string;
+        self.maps.set(name, new BpfMap(name, c.mapFd(m), c.mapKeySize(m), c.mapValueSize(m)));
+      }
+    } catch (err) {
+      self.close();
+      throw err;
+    }
+    log.info({ object: objectPath, pinDir, maps: [...self.maps.keys()] }, "bpf object loaded");
+    return self;
+  }
+
+  map(name: string): BpfMap {
+    const m = this.maps.get(name);
+    if (!m) throw new Error(`map ${name} not in object (have ${[...this.maps.keys()].join(", ")})`);
+    return m;
+  }
+
+  programFd(name: string): number {
+    if (!this.obj) throw new Error("object closed");
+    const p = c.findProgram(this.obj, name) as Ptr;
+    if (!p) throw new Error(`program ${name} not in object`);
+    return check(`program fd ${name}`, c.programFd(p));
+  }
+
+  /** Closes our fds; pinned maps and attached programs stay in the kernel. */
+  close(): void {
+    if (this.obj) c.close(this.obj);
+    this.obj = null;
+  }
+
+  /** Removes this scope's pins (the maps go away once nothing holds them). */
+  unpin(): void {
+    fs.rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ tc attach
+
+export type TcDirection = "ingress" | "egress";
+
+export interface TcTarget {
+  readonly ifindex: number;
+  readonly direction: TcDirection;
+  /** A named network namespace (/var/run/netns/<name>) the interface lives in; default: ours. */
+  readonly netns?: string;
+}
+
+const TC_HANDLE = 1;
+const TC_PRIORITY = 1;
+
+function tcHook(t: TcTarget): Buffer {
+  const b = Buffer.alloc(24); // struct bpf_tc_hook
+  b.writeBigUInt64LE(24n, 0);
+  b.writeInt32LE(t.ifindex, 8);
+  b.writeUInt32LE(t.direction === "ingress" ? BPF_TC_INGRESS : BPF_TC_EGRESS, 12);
+  return b;
+}
+
+function tcOpts(progFd: number, flags: number): Buffer {
+  const b = Buffer.alloc(32); // struct bpf_tc_opts
+  b.writeBigUInt64LE(32n, 0);
+  b.writeInt32LE(progFd, 8);
+  b.writeUInt32LE(flags, 12);
+  b.writeUInt32LE(0, 16); // prog_id
+  b.writeUInt32LE(TC_HANDLE, 20);
+  b.writeUInt32LE(TC_PRIORITY, 24);
+  return b;
+}
+
+/** Runs fn on this thread inside a named netns (netlink sockets bind to the thread's netns). */
+export function inNetns<T>(netns: string | undefined, fn: () => T): T {
+  if (!netns) return fn();
+  const own = fs.openSync("/proc/thread-self/ns/net", "r");
+  const target = fs.openSync(path.join("/var/run/netns", netns), "r");
+  try {
+    if (c.setns(target, CLONE_NEWNET) !== 0) throw new BpfError(`setns ${netns}`, koffi.errno());
+    let result: { ok: true; value: T } | { ok: false; err: unknown };
+    try {
+      result = { ok: true, value: fn() };
+    } catch (err) {
+      result = { ok: false, err };
+    }
+    // Staying in the wrong netns would misdirect every later socket of this thread: that is fatal.
+    if (c.setns(own, CLONE_NEWNET) !== 0) {
+      log.fatal({ errno: koffi.errno() }, "cannot return to our network namespace");
+      process.exit(70);
+    }
+    if (!result.ok) throw result.err;
+    return result.value;
+  } finally {
+    fs.closeSync(own);
+    fs.closeSync(target);
+  }
+}
+
+/**
+ * Attaches (or atomically replaces: same handle and priority) a tc program on a clsact hook, so a
+ * re-attach after an agent restart never leaves the interface without a program.
+ */
+export function attachTc(progFd: number, t: TcTarget): void {
+  inNetns(t.netns, () => {
+    const hook = tcHook(t);
+    const rc = c.tcHookCreate(hook) as number;
+    if (rc < 0 && rc !== -EEXIST) throw new BpfError(`tc hook create ifindex ${t.ifindex}`, -rc);
+    check(`tc attach ifindex ${t.ifindex} ${t.direction}`, c.tcAttach(hook, tcOpts(progFd, BPF_TC_F_REPLACE)));
+  });
+  log.info({ ifindex: t.ifindex, direction: t.direction, netns: t.netns }, "tc program attached");
+}
+
+/** Detaches our program; a hook or program already gone is not an error. */
+export function detachTc(t: TcTarget): void {
+  inNetns(t.netns, () => {
+    const rc = c.tcDetach(tcHook(t), tcOpts(0, 0)) as number;
+    if (rc < 0 && rc !== -ENOENT && rc !== -19 /* ENODEV: link gone */ && rc !== -22) {
+      throw new BpfError(`tc detach ifindex ${t.ifindex} ${t.direction}`, -rc);
+    }
+  });
+}
+
+/** The id of the program attached at our handle, or undefined. */
+export function queryTc(t: TcTarget): number | undefined {
+  return inNetns(t.netns, () => {
+    const opts = tcOpts(0, 0);
+    const rc = c.tcQuery(tcHook(t), opts) as number;
+    if (rc < 0) return undefined;
+    return opts.readUInt32LE(16);
+  });
+}
+
+// ------------------------------------------------------------------ test run
+
+export interface TestRunResult {
+  readonly retval: number;
+  readonly dataOut: Buffer;
+  readonly durationNs: number; // mean per repetition
+}
+
+/** BPF_PROG_TEST_RUN: runs a tc program on one frame; ctx sets __sk_buff fields. */
+export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; mark?: number; repeat?: number } = {}): TestRunResult {
+  const SKB_SIZE = 192; // sizeof(struct __sk_buff)
+  const skb = Buffer.alloc(SKB_SIZE);
+  skb.writeUInt32LE(ctx.mark ?? 0, 8); // mark
+  skb.writeUInt32LE(ctx.ifindex ?? 0, 40); // ifindex
+  const out = Buffer.alloc(frame.length + 256);
+  const opts = Buffer.alloc(80); // struct bpf_test_run_opts
+  opts.writeBigUInt64LE(80n, 0);
+  opts.writeBigUInt64LE(koffi.address(frame), 8);
+  opts.writeBigUInt64LE(koffi.address(out), 16);
+  opts.writeUInt32LE(frame.length, 24);
+  opts.writeUInt32LE(out.length, 28);
+  opts.writeBigUInt64LE(koffi.address(skb), 32);
+  opts.writeUInt32LE(SKB_SIZE, 48);
+  opts.writeInt32LE(ctx.repeat ?? 1, 60);
+  check("prog test run", c.testRun(progFd, opts));
+  return { retval: opts.readUInt32LE(56), dataOut: out.subarray(0, opts.readUInt32LE(28)), durationNs: opts.readUInt32LE(64) };
+}
+
+// ------------------------------------------------------------------ ring buffer
+
+/**
+ * Reads a ring-buffer map without blocking the event loop: libuv watches the ring's epoll fd and
+ * we consume (non-blocking) when it is readable. The sample callback is registered once and kept
+ * alive until stop().
+ */
+export class RingBufferReader {
+  private rb: Ptr = null;
+  private cb: bigint | null = null;
+  private poller: { stop(): void; close(): void } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly map: BpfMap,
+    private readonly onRecord: (record: Buffer) => void,
+  ) {}
+
+  start(): void {
+    if (this.rb) return;
+    this.cb = koffi.register((_ctx: unknown, data: bigint, size: number | bigint) => {
+      try {
+        this.onRecord(Buffer.from(koffi.view(data, Number(size))));
+      } catch (err) {
+        log.error({ err: String(err) }, "ring buffer record handler failed");
+      }
+      return 0;
+    }, koffi.pointer(SampleFn));
+    this.rb = c.ringNew(this.map.fd, this.cb, null, null) as Ptr;
+    if (!this.rb) {
+      const errno = koffi.errno();
+      koffi.unregister(this.cb);
+      this.cb = null;
+      throw new BpfError(`ring buffer ${this.map.name}`, errno);
+    }
+    const epfd = c.ringEpollFd(this.rb) as number;
+    const poll = (koffi as unknown as { node?: { poll?: typeof koffi.node.poll } }).node?.poll;
+    if (poll) {
+      this.poller = poll(epfd, { readable: true }, () => this.drain());
+    } else {
+      this.timer = setInterval(() => this.drain(), 50);
+    }
+  }
+
+  /** Consumes whatever is in the ring now; returns the number of records. */
+  drain(): number {
+    if (!this.rb) return 0;
+    const n = c.ringConsume(this.rb) as number;
+    if (n < 0) log.warn({ err: errnoName(-n) }, "ring buffer consume failed");
+    return n;
+  }
+
+  stop(): void {
+    if (this.poller) {
+      this.poller.stop();
+      this.poller.close();
+      this.poller = null;
+    }
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.rb) c.ringFree(this.rb);
+    this.rb = null;
+    if (this.cb !== null) koffi.unregister(this.cb);
+    this.cb = null;
+  }
+}

@@ -1,0 +1,81 @@
+// The loader against the kernel: the verifier accepts every program, pins are reused, failed batches roll back.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
+import { DATAPATH_OBJECT, Datapath, MAPS, PROGRAMS } from "./datapath.ts";
+import { BpfError } from "./loader.ts";
+import { encodePolicyKey, encodePolicyValue } from "./layout.ts";
+
+const SCOPE = `test-maps-${process.pid}`;
+const bpfDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bpf");
+let dp: Datapath;
+
+const entry = (peer: number, ruleId: number): PolicyEntry => ({
+  subject: 42, direction: "ingress", peer, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId,
+});
+
+before(() => {
+  dp = Datapath.load(SCOPE);
+});
+after(() => {
+  dp?.close();
+  dp?.unpin();
+});
+
+test("the verifier on this kernel accepts every program of the object", () => {
+  for (const name of Object.values(PROGRAMS)) assert.ok(dp.programFd(name) > 0, name);
+});
+
+test("every map is pinned under /sys/fs/bpf/membrane/<scope>/ and a second load reuses it", () => {
+  for (const name of Object.values(MAPS)) assert.ok(fs.existsSync(path.join(dp.object.pinDir, name)), name);
+  const e = entry(7, 1);
+  dp.object.map(MAPS.policy).update(encodePolicyKey(e), encodePolicyValue(e));
+  const again = Datapath.load(SCOPE);
+  try {
+    assert.deepEqual(again.object.map(MAPS.policy).lookup(encodePolicyKey(e)), encodePolicyValue(e));
+  } finally {
+    again.close();
+  }
+});
+
+test("a batch that fails part-way leaves the previous entries in force and says why", () => {
+  const m = dp.object.map(MAPS.policy);
+  m.clear();
+  const old = entry(100, 1);
+  m.update(encodePolicyKey(old), encodePolicyValue(old));
+  const added = entry(101, 2);
+  const bad = encodePolicyKey(entry(102, 3));
+  bad.writeUInt32LE(255, 0); // an LPM prefix longer than the key: the kernel refuses it
+  assert.throws(
+    () => m.applyBatch({ upserts: [{ key: encodePolicyKey(added), value: encodePolicyValue(added) }, { key: bad, value: encodePolicyValue(added) }], deletes: [encodePolicyKey(old)] }),
+    (err: unknown) => err instanceof BpfError && err.errno === 22 && /update membrane_policy: EINVAL/.test(err.message),
+  );
+  assert.ok(m.lookup(encodePolicyKey(old)), "the old entry is still there");
+  assert.equal(m.lookup(encodePolicyKey(added)), undefined, "the new entry was rolled back");
+});
+
+test("a batch applies additions before removals and replaces a subject's entries", () => {
+  const policy = (entries: PolicyEntry[]) => ({ subject: 42, ingressEnforced: true, egressEnforced: false, entries });
+  const m = dp.object.map(MAPS.policy);
+  m.clear();
+  dp.setSubjectPolicy(policy([entry(1, 1), entry(2, 2)]));
+  dp.setSubjectPolicy(policy([entry(2, 3), entry(3, 4)]));
+  assert.equal(m.lookup(encodePolicyKey(entry(1, 0))), undefined);
+  assert.equal(m.lookup(encodePolicyKey(entry(2, 0)))?.readUInt32LE(4), 3, "updated in place with its new ruleId");
+  assert.ok(m.lookup(encodePolicyKey(entry(3, 0))));
+});
+
+test("keys and values of the wrong size are refused before reaching the kernel", () => {
+  assert.throws(() => dp.object.map(MAPS.policy).update(Buffer.alloc(3), Buffer.alloc(8)), /key of 3 bytes, want 16/);
+});
+
+test("the build fails loudly when clang is missing", () => {
+  const r = spawnSync("make", ["-C", bpfDir, "CLANG=membrane-no-such-clang", "-B"], { encoding: "utf8" });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /membrane-no-such-clang not found: install clang/);
+  assert.ok(fs.existsSync(DATAPATH_OBJECT), "the existing object is untouched");
+});

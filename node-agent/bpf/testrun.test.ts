@@ -1,0 +1,330 @@
+// Kernel verdicts via BPF_PROG_TEST_RUN on crafted frames, each compared with core's reference lookup.
+import { test, before, after, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { lookup } from "../../core/mapstate.ts";
+import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { rangeToPrefixes } from "../../core/portprefix.ts";
+import { Datapath, PROGRAMS } from "./datapath.ts";
+import { testRun } from "./loader.ts";
+import { frame, TCP_ACK, TCP_SYN } from "./frames.ts";
+import { DROP_REASON_CODES, type VerdictEvent } from "./layout.ts";
+
+const SCOPE = `test-testrun-${process.pid}`;
+const LO = 1; // BPF_PROG_TEST_RUN runs tc programs on the loopback device
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+
+// Two local pods (subjects) and remote peers known through the ipcache.
+const POD_A = { ip: "10.0.0.1", ip6: "fd00::1", identity: 1000 };
+const POD_B = { ip: "10.0.0.2", ip6: "fd00::2", identity: 1001 };
+const PEER_X = { ip: "10.1.0.5", ip6: "fd00:1::5", identity: 3000 };
+const PEER_Y = { ip: "10.1.1.5", ip6: "fd00:1:0:1::5", identity: 3001 };
+const WORLD_IP = "192.0.2.9";
+
+let dp: Datapath;
+let events: VerdictEvent[] = [];
+let drainEvents: () => number;
+
+before(() => {
+  dp = Datapath.load(SCOPE);
+  drainEvents = dp.onEvents((e) => events.push(e));
+});
+after(() => {
+  dp?.clearAll();
+  dp?.close();
+  dp?.unpin();
+});
+beforeEach(() => {
+  dp.clearAll();
+  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true });
+  dp.setIpcache({ cidr: "10.1.0.0/24", identity: PEER_X.identity });
+  dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });
+  dp.setIpcache({ cidr: "10.1.1.0/24", identity: PEER_Y.identity });
+  dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
+  drainEvents();
+  events = [];
+});
+
+let nextRule = 1;
+function entry(p: Partial<PolicyEntry> & Pick<PolicyEntry, "subject" | "direction" | "peer">): PolicyEntry {
+  return { proto: 0, port: 0, portPrefixLen: 0, verdict: "allow", proxyPort: 0, ruleId: nextRule++, ...p };
+}
+
+function install(...policies: SubjectPolicy[]): void {
+  for (const p of policies) {
+    const pod = p.subject === POD_A.identity ? POD_A : POD_B;
+    dp.setSubjectPolicy(p, [
+      { ip: pod.ip, ifindex: LO },
+      { ip: pod.ip6, ifindex: LO },
+    ]);
+  }
+}
+
+function verdictOf(retval: number): "allow" | "deny" {
+  if (retval === TC_ACT_OK || retval === TC_ACT_REDIRECT) return "allow";
+  assert.equal(retval, TC_ACT_SHOT, `unexpected tc return ${retval}`);
+  return "deny";
+}
+
+interface Probe {
+  readonly direction: Direction;
+  readonly pod: typeof POD_A;
+  readonly peer: { ip: string; ip6: string; identity: number };
+  readonly proto: number;
+  readonly port: number;
+  readonly v6?: boolean;
+  readonly sport?: number;
+}
+
+/** Sends one new-flow packet through the program for the direction and returns the kernel verdict. */
+function kernelVerdict(p: Probe): "allow" | "deny" {
+  dp.clearConntrack();
+  const podIp = p.v6 ? p.pod.ip6 : p.pod.ip;
+  const peerIp = p.v6 ? p.peer.ip6 : p.peer.ip;
+  const spec =
+    p.direction === "egress"
+      ? { src: podIp, dst: peerIp, sport: p.sport ?? 40000, dport: p.port }
+      : { src: peerIp, dst: podIp, sport: p.sport ?? 40000, dport: p.port };
+  const prog = dp.programFd(p.direction === "egress" ? PROGRAMS.fromContainer : PROGRAMS.toContainer);
+  return verdictOf(testRun(prog, frame({ ...spec, proto: p.proto }), { ifindex: LO }).retval);
+}
+
+/** Asserts kernel verdict == expected == core's lookup verdict. */
+function expectVerdict(policy: SubjectPolicy, p: Probe, expected: "allow" | "deny"): void {
+  const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port).verdict;
+  assert.equal(core, expected, `core lookup for ${JSON.stringify(p)}`);
+  assert.equal(kernelVerdict(p), expected, `kernel verdict for ${JSON.stringify(p)}`);
+}
+
+const TCP = PROTO_NUMBER.TCP;
+const UDP = PROTO_NUMBER.UDP;
+
+test("identity allow: the named peer on the named port passes, other ports are default-denied", () => {
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: false, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
+  };
+  install(policy);
+  for (const v6 of [false, true]) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 80, v6 }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 81, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_Y, proto: TCP, port: 80, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 80, v6 }, "deny");
+  }
+});
+
+test("wildcard peer: port 443 is open to every identity, world included", () => {
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: false,
+    entries: [entry({ subject: POD_A.identity, direction: "ingress", peer: 0, proto: TCP, port: 443, portPrefixLen: 16 })],
+  };
+  install(policy);
+  const world = { ip: WORLD_IP, ip6: "2001:db8::9", identity: 2 };
+  for (const peer of [PEER_X, PEER_Y, world]) {
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer, proto: TCP, port: 443 }, "allow");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer, proto: TCP, port: 444 }, "deny");
+  }
+});
+
+test("wildcard port: a peer allowed on any protocol passes on every port", () => {
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: false, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity })],
+  };
+  install(policy);
+  for (const [proto, port] of [[TCP, 1], [UDP, 53], [TCP, 65535]] as const) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto, port }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_Y, proto, port }, "deny");
+  }
+});
+
+test("port range as prefixes: 8000-8100 passes inside and is denied just outside", () => {
+  const entries = rangeToPrefixes(8000, 8100).map((b) =>
+    entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: UDP, port: b.port, portPrefixLen: b.prefixLen }),
+  );
+  const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: false, egressEnforced: true, entries };
+  install(policy);
+  for (const port of [8000, 8001, 8050, 8063, 8064, 8099, 8100]) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port }, "allow");
+  }
+  for (const port of [7999, 8101, 8128, 80]) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port }, "deny");
+  }
+});
+
+test("deny over allow: a deny for one peer and port beats an allow-all, and the drop names its rule", () => {
+  const deny = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 22, portPrefixLen: 16, verdict: "deny" });
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: false, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: 0 }), deny],
+  };
+  install(policy);
+  const before = dp.dropCount(DROP_REASON_CODES.DROP_POLICY_DENY as 1);
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 22, sport: 41022 }, "deny");
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 23 }, "allow");
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_Y, proto: TCP, port: 22 }, "allow");
+  assert.equal(dp.dropCount(1), before + 1n);
+  drainEvents();
+  const drop = events.find((e) => e.verdict === "dropped" && e.sport === 41022);
+  assert.ok(drop, "a drop event for the denied packet");
+  assert.equal(drop.ruleId, deny.ruleId);
+  assert.equal(drop.reason, "policy denied");
+  assert.equal(drop.srcIdentity, POD_A.identity);
+  assert.equal(drop.dstIdentity, PEER_X.identity);
+  assert.equal(drop.dst, PEER_X.ip);
+  assert.equal(drop.dport, 22);
+  assert.equal(drop.direction, "egress");
+});
+
+test("no policy: a subject selected by nothing is allow-all both ways", () => {
+  const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] };
+  install(policy);
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 80 }, "allow");
+  expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_Y, proto: UDP, port: 53, v6: true }, "allow");
+});
+
+test("default deny: an enforced direction with no matching entry drops, counted as default deny", () => {
+  const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: true, egressEnforced: true, entries: [] };
+  install(policy);
+  const before = dp.dropCount(2);
+  expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 80 }, "deny");
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 53, v6: true }, "deny");
+  assert.equal(dp.dropCount(2), before + 2n);
+  drainEvents();
+  const drop = events.find((e) => e.verdict === "dropped" && e.direction === "ingress");
+  assert.equal(drop?.reason, "policy denied (default deny)");
+  assert.equal(drop?.ruleId, undefined);
+});
+
+test("conntrack: the reply of an allowed connection passes an enforced ingress; an unsolicited packet does not", () => {
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
+  };
+  install(policy);
+  dp.clearConntrack();
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  const syn = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_SYN });
+  const synAck = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40100, tcpFlags: TCP_SYN | TCP_ACK });
+  const ack = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_ACK });
+  const stranger = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40101, tcpFlags: TCP_SYN | TCP_ACK });
+  assert.equal(verdictOf(testRun(from, syn, { ifindex: LO }).retval), "allow");
+  assert.equal(verdictOf(testRun(to, synAck, { ifindex: LO }).retval), "allow", "reply");
+  assert.equal(verdictOf(testRun(from, ack, { ifindex: LO }).retval), "allow", "established");
+  assert.equal(verdictOf(testRun(to, stranger, { ifindex: LO }).retval), "deny", "no connection");
+  assert.equal(lookup(policy, "ingress", PEER_X.identity, TCP, 40100).verdict, "deny", "core: policy alone would deny the reply");
+});
+
+test("conntrack: policy is checked for new connections only — removing the allow keeps the open one", () => {
+  const allow = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: UDP, port: 53, portPrefixLen: 16 });
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: true, entries: [allow] });
+  dp.clearConntrack();
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const q = (sport: number): Buffer => frame({ src: POD_A.ip, dst: PEER_X.ip, proto: UDP, sport, dport: 53 });
+  assert.equal(verdictOf(testRun(from, q(5000), { ifindex: LO }).retval), "allow");
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: true, entries: [] });
+  assert.equal(verdictOf(testRun(from, q(5000), { ifindex: LO }).retval), "allow", "established flow");
+  assert.equal(verdictOf(testRun(from, q(5001), { ifindex: LO }).retval), "deny", "new flow");
+});
+
+test("spoofed source: a packet whose source is not the pod behind the interface is dropped", () => {
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
+  dp.setEndpoint({ ip: POD_B.ip, ifindex: 999, identity: POD_B.identity, ingressEnforced: false, egressEnforced: false });
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const before = dp.dropCount(3);
+  for (const src of ["10.0.0.99", POD_B.ip /* another pod's address, other interface */, PEER_X.ip]) {
+    const r = testRun(from, frame({ src, dst: PEER_X.ip, proto: TCP, sport: 40000, dport: 80 }), { ifindex: LO });
+    assert.equal(verdictOf(r.retval), "deny", src);
+  }
+  assert.equal(dp.dropCount(3), before + 3n);
+  drainEvents();
+  assert.ok(events.some((e) => e.reason === "spoofed source" && e.src === "10.0.0.99"));
+});
+
+test("to-container drops packets for an address that is no endpoint of this interface", () => {
+  const to = dp.programFd(PROGRAMS.toContainer);
+  const r = testRun(to, frame({ src: PEER_X.ip, dst: "10.0.0.77", proto: TCP, sport: 1, dport: 80 }), { ifindex: LO });
+  assert.equal(verdictOf(r.retval), "deny");
+});
+
+test("egress to a pod on another node is tunnelled (identity in the VNI) when a VXLAN device is set, dropped when not", () => {
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
+  dp.setIpcache({ cidr: "10.2.0.7/32", identity: 4000, tunnelEndpoint: "192.168.50.2" });
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const f = frame({ src: POD_A.ip, dst: "10.2.0.7", proto: TCP, sport: 40000, dport: 80 });
+  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+  assert.equal(testRun(from, f, { ifindex: LO }).retval, TC_ACT_SHOT, "no tunnel device: fail closed");
+  dp.clearConntrack();
+  dp.setConfig({ vxlanIfindex: LO, eventsForwarded: false });
+  assert.equal(testRun(from, f, { ifindex: LO }).retval, TC_ACT_REDIRECT);
+});
+
+test("from-overlay fails closed on a packet without tunnel metadata", () => {
+  const r = testRun(dp.programFd(PROGRAMS.fromOverlay), frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 1, dport: 80 }), { ifindex: LO });
+  assert.equal(r.retval, TC_ACT_SHOT);
+});
+
+test("malformed and non-IP frames are dropped with a reason; ARP passes", () => {
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const truncated = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 1, dport: 80 }).subarray(0, 40);
+  assert.equal(testRun(from, truncated, { ifindex: LO }).retval, TC_ACT_SHOT);
+  const arp = Buffer.alloc(60);
+  arp.writeUInt16BE(0x0806, 12);
+  assert.equal(testRun(from, arp, { ifindex: LO }).retval, TC_ACT_OK);
+  const other = Buffer.alloc(60);
+  other.writeUInt16BE(0x88cc, 12);
+  assert.equal(testRun(from, other, { ifindex: LO }).retval, TC_ACT_SHOT);
+});
+
+// ------------------------------------------------------------------ property test
+
+const peers = [PEER_X, PEER_Y];
+const arbEntry = fc
+  .record({
+    direction: fc.constantFrom<Direction>("ingress", "egress"),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity),
+    proto: fc.constantFrom(0, TCP, UDP),
+    prefixLen: fc.integer({ min: 0, max: 16 }),
+    portSeed: fc.constantFrom(0, 53, 80, 443, 8080, 8191, 65535),
+    verdict: fc.constantFrom<"allow" | "deny">("allow", "deny"),
+  })
+  .map(({ direction, peer, proto, prefixLen, portSeed, verdict }): PolicyEntry => {
+    const len = proto === 0 ? 0 : prefixLen;
+    const mask = len === 0 ? 0 : (0xffff << (16 - len)) & 0xffff;
+    return entry({ subject: POD_A.identity, direction, peer, proto, port: proto === 0 ? 0 : portSeed & mask, portPrefixLen: len, verdict });
+  });
+const arbProbe = fc.record({
+  direction: fc.constantFrom<Direction>("ingress", "egress"),
+  peer: fc.constantFrom(...peers),
+  proto: fc.constantFrom(TCP, UDP),
+  port: fc.constantFrom(53, 80, 81, 443, 8080, 8190, 8191, 60000, 65535),
+  v6: fc.boolean(),
+});
+
+test("property: for random entries and packets the kernel verdict equals core's lookup", () => {
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
+      fc.boolean(),
+      fc.boolean(),
+      fc.array(arbProbe, { minLength: 1, maxLength: 8 }),
+      (entries, ingressEnforced, egressEnforced, probes) => {
+        dp.clearAll();
+        dp.setIpcache({ cidr: "10.1.0.0/24", identity: PEER_X.identity });
+        dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });
+        dp.setIpcache({ cidr: "10.1.1.0/24", identity: PEER_Y.identity });
+        dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
+        const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced, egressEnforced, entries };
+        install(policy);
+        for (const p of probes) {
+          const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port).verdict;
+          assert.equal(kernelVerdict({ ...p, pod: POD_A }), core, JSON.stringify(p));
+        }
+      },
+    ),
+    { numRuns: 150 },
+  );
+});

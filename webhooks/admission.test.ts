@@ -1,0 +1,157 @@
+// Unit tests of the AdmissionReview handler: verdicts, messages, warnings and the uid for every kind of body.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { seedExamples } from "../crds/fixtures.ts";
+import { admit, reviewFor } from "./admission.ts";
+
+interface Answer {
+  apiVersion: string;
+  kind: string;
+  response: { uid: string; allowed: boolean; status?: { code: number; message: string }; warnings?: string[] };
+}
+
+const answer = (body: string, mode: "validate" | "noop" = "validate"): Answer => JSON.parse(admit(body, mode).body) as Answer;
+
+const cnp = (spec: unknown, name = "web"): Record<string, unknown> => ({
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name, namespace: "default" },
+  spec,
+});
+
+const badCnp = cnp({
+  endpointSelector: { matchLabels: { app: "web" } },
+  egress: [
+    { toPorts: [{ ports: [{ port: "70000", protocol: "TCP" }] }] },
+    { toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["11.0.0.0/16"] }] },
+  ],
+});
+
+describe("admission handler", () => {
+  it("denies with every field error at once, as field.path: reason; field.path: reason", () => {
+    const a = answer(reviewFor(badCnp, { uid: "u-1" }));
+    assert.equal(a.apiVersion, "admission.k8s.io/v1");
+    assert.equal(a.kind, "AdmissionReview");
+    assert.equal(a.response.uid, "u-1");
+    assert.equal(a.response.allowed, false);
+    assert.equal(a.response.status?.code, 403);
+    assert.equal(
+      a.response.status?.message,
+      'spec.egress[0].toPorts[0].ports[0].port: "70000" is not a port (1-65535); ' +
+        'spec.egress[1].toCIDRSet[0].except[0]: except "11.0.0.0/16" is not inside cidr "10.0.0.0/8"',
+    );
+  });
+
+  it("admits every seed example without a status", () => {
+    for (const ex of seedExamples()) {
+      const a = answer(reviewFor(ex.object, { uid: ex.source }));
+      assert.equal(a.response.allowed, true, `${ex.source}: ${a.response.status?.message}`);
+      assert.equal(a.response.uid, ex.source);
+      assert.equal(a.response.status, undefined);
+    }
+  });
+
+  it("returns warnings for a legal but risky policy and still admits it", () => {
+    const risky = cnp({
+      endpointSelector: { matchLabels: { app: "web" } },
+      egress: [
+        { toEntities: ["world"] },
+        { toPorts: [{ ports: [{ port: "5353", protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] },
+      ],
+      egressDeny: [{ toEntities: ["world"] }],
+      ingress: [{ fromEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namspace": "prod" } }] }],
+    });
+    const a = answer(reviewFor(risky, { uid: "w" }));
+    assert.equal(a.response.allowed, true);
+    assert.deepEqual(a.response.warnings, [
+      'spec.egress[0]: allows every port and protocol to entity "world"; restrict it with toPorts if that is not intended',
+      "spec.egress[1].toPorts[0]: DNS rules on port 5353, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on",
+      "spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)",
+      'spec.ingress[0]: label key "io.kubernetes.pod.namspace" is not one Cilium sets (did you mean "io.kubernetes.pod.namespace"?): the selector matches nothing',
+    ]);
+  });
+
+  it("answers a body that is not JSON with a denial carrying the uid it can find", () => {
+    const a = answer('{"apiVersion":"admission.k8s.io/v1","request":{"uid":"abc-123","object":{');
+    assert.equal(a.response.uid, "abc-123");
+    assert.equal(a.response.allowed, false);
+    assert.match(a.response.status?.message ?? "", /^the request body is not JSON: /);
+    const b = answer("\u0000garbage");
+    assert.equal(b.response.uid, "");
+    assert.equal(b.response.allowed, false);
+  });
+
+  it("denies a review without a request, and a request without an object", () => {
+    assert.equal(answer("[]").response.status?.message, "the body is not an AdmissionReview object");
+    assert.equal(answer('{"request":5}').response.status?.message, "request: required (an AdmissionReview with a request)");
+    const a = answer(JSON.stringify({ request: { uid: "x", operation: "CREATE" } }));
+    assert.equal(a.response.uid, "x");
+    assert.equal(a.response.status?.message, "request.object: required for CREATE and UPDATE");
+  });
+
+  it("validates the new object on UPDATE and lets DELETE through", () => {
+    const good = cnp({ endpointSelector: {}, ingress: [{ fromEndpoints: [{}] }] });
+    assert.equal(answer(reviewFor(badCnp, { uid: "1", operation: "UPDATE", oldObject: good })).response.allowed, false);
+    assert.equal(answer(reviewFor(good, { uid: "2", operation: "UPDATE", oldObject: badCnp })).response.allowed, true);
+    assert.equal(answer(reviewFor(null, { uid: "3", operation: "DELETE", oldObject: badCnp })).response.allowed, true);
+  });
+
+  it("gives a dry run the same verdict and message as a real request", () => {
+    const real = answer(reviewFor(badCnp, { uid: "d" }));
+    const dry = answer(reviewFor(badCnp, { uid: "d", dryRun: true }));
+    assert.deepEqual(dry, real);
+  });
+
+  it("names the kind when it is not one the webhook validates", () => {
+    const a = answer(reviewFor({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "x" } }, { uid: "k" }));
+    assert.equal(a.response.allowed, false);
+    assert.match(a.response.status?.message ?? "", /^kind: "ConfigMap" is not a kind Membrane validates \(/);
+  });
+
+  it("validates TracingPolicy semantics with field paths", () => {
+    const tp = {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicy",
+      metadata: { name: "t" },
+      spec: {
+        kprobes: [
+          {
+            call: "fd_install",
+            args: [{ index: 1, type: "file" }],
+            selectors: [{ matchArgs: [{ index: 3, operator: "Equal", values: ["/etc/passwd"] }], matchActions: [{ action: "Signal" }] }],
+          },
+        ],
+      },
+    };
+    const a = answer(reviewFor(tp, { uid: "t" }));
+    assert.equal(
+      a.response.status?.message,
+      "spec.kprobes[0].selectors[0].matchArgs[0].index: argument 3 is not declared in args; " +
+        "spec.kprobes[0].selectors[0].matchActions[0].argSig: Signal needs argSig, a signal number 1-64",
+    );
+    const empty = answer(reviewFor({ ...tp, spec: {} }, { uid: "t2" }));
+    assert.match(empty.response.status?.message ?? "", /^spec: declares no kprobes, tracepoints, uprobes, lsmhooks: the policy would trace nothing$/);
+  });
+
+  it("validates MembraneEncryptionKey semantics with field paths", () => {
+    const key = {
+      apiVersion: "membrane.io/v1alpha1",
+      kind: "MembraneEncryptionKey",
+      metadata: { name: "default" },
+      spec: { mode: "wireguard", rotationInterval: "10s", secretRef: { name: "wg-keys" }, privateKey: "AAAA" },
+    };
+    const a = answer(reviewFor(key, { uid: "e" }));
+    assert.equal(
+      a.response.status?.message,
+      'spec.rotationInterval: "10s" is too short: rotate at most once a minute; ' +
+        "spec.privateKey: key material must not be stored in this resource: it lives only in Secrets",
+    );
+    const good = { ...key, spec: { mode: "ipsec", rotationInterval: "24h", secretRef: { name: "ipsec-keys", namespace: "kube-system" } } };
+    assert.equal(answer(reviewFor(good, { uid: "e2" })).response.allowed, true);
+  });
+
+  it("allows anything in noop mode, with the same well-formed answer", () => {
+    const a = answer(reviewFor(badCnp, { uid: "n" }), "noop");
+    assert.deepEqual(a, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", response: { uid: "n", allowed: true } });
+  });
+});

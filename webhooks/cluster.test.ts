@@ -1,0 +1,297 @@
+// Against the real API server with the webhook registered: what `kubectl apply` shows users for bad, valid and risky policies, fail-closed and rotation.
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { stringify } from "yaml";
+import { formatErrors } from "../core/validate.ts";
+import { BAD_POLICIES } from "../core/parser/testdata/bad-policies.ts";
+import { ciliumDocsExamples, seedExamples } from "../crds/fixtures.ts";
+import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { DEFAULT_CERT_OPTIONS } from "./certs.ts";
+import { DEFAULTS, startWebhook, type RunningWebhook, type WebhookConfig } from "./main.ts";
+
+const DAY = 86_400_000;
+const WEBHOOK = DEFAULTS.webhookName;
+const DENIED = `admission webhook "${WEBHOOK}" denied the request: `;
+const crdDir = fileURLToPath(new URL("../crds/generated/", import.meta.url));
+const silent = pino({ level: process.env.WEBHOOK_TEST_LOG ?? "silent" });
+
+/** Docs examples the parser rejects on purpose (features Membrane does not implement), with the field it names. */
+const UNSUPPORTED: Record<string, string> = {
+  "cilium-docs/authentication-required.yaml": "spec.ingress[0].authentication.mode",
+  "cilium-docs/l3-cidrgroupref-ingress.yaml": "spec.ingress[0].fromCIDRSet[0].cidrGroupRef",
+  "cilium-docs/l3-nodes-egress-control-plane.yaml": "spec.egress[0].toNodes",
+};
+
+/** Bad objects of the kinds the policy parser does not cover, with the message the webhook must give. */
+const OTHER_BAD: { name: string; object: unknown; message: string }[] = [
+  {
+    name: "TracingPolicy matchArgs on an undeclared argument",
+    object: {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicy",
+      metadata: { name: "bad-args" },
+      spec: {
+        kprobes: [
+          {
+            call: "fd_install",
+            args: [{ index: 1, type: "file" }],
+            selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: ["/etc/shadow"] }] }],
+          },
+        ],
+      },
+    },
+    message: "spec.kprobes[0].selectors[0].matchArgs[0].index: argument 0 is not declared in args",
+  },
+  {
+    name: "TracingPolicy Signal without a signal number",
+    object: {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicy",
+      metadata: { name: "bad-signal" },
+      spec: { kprobes: [{ call: "sys_write", syscall: true, selectors: [{ matchActions: [{ action: "Signal" }] }] }] },
+    },
+    message: "spec.kprobes[0].selectors[0].matchActions[0].argSig: Signal needs argSig, a signal number 1-64",
+  },
+  {
+    name: "TracingPolicy with no hooks",
+    object: { apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicy", metadata: { name: "bad-empty" }, spec: {} },
+    message: "spec: declares no kprobes, tracepoints, uprobes, lsmhooks: the policy would trace nothing",
+  },
+  {
+    name: "MembraneEncryptionKey rotating every 10 seconds",
+    object: {
+      apiVersion: "membrane.io/v1alpha1",
+      kind: "MembraneEncryptionKey",
+      metadata: { name: "bad-rotation" },
+      spec: { mode: "wireguard", rotationInterval: "10s", secretRef: { name: "wg-keys" } },
+    },
+    message: 'spec.rotationInterval: "10s" is too short: rotate at most once a minute',
+  },
+  {
+    name: "MembraneEncryptionKey with a Secret name that is not a name",
+    object: {
+      apiVersion: "membrane.io/v1alpha1",
+      kind: "MembraneEncryptionKey",
+      metadata: { name: "bad-secret" },
+      spec: { mode: "ipsec", secretRef: { name: "Keys_1" } },
+    },
+    message:
+      "spec.secretRef.name: \"Keys_1\" is not a valid Secret name: it must consist of lower case letters, digits, '-' and '.', and start and end with a letter or digit",
+  },
+];
+
+describe("webhook against the real API server", { timeout: 900_000 }, () => {
+  let cp: ControlPlane;
+  let wh: RunningWebhook | undefined;
+  const config = (over: Partial<WebhookConfig> = {}): WebhookConfig => ({
+    ...DEFAULTS,
+    host: "127.0.0.1",
+    port: 0,
+    kubeconfig: cp.kubeconfig,
+    logger: silent,
+    cert: DEFAULT_CERT_OPTIONS,
+    ...over,
+  });
+  const apply = (yamlText: string, ...flags: string[]) => cp.kubectl(["apply", ...flags, "-f", "-"], yamlText);
+
+  /** The apiserver sees a changed webhook configuration through its own watch: wait until denials come from us. */
+  async function waitUntilEffective(): Promise<void> {
+    const probe = stringify({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "probe", namespace: "default" },
+      spec: { endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: "99999" }] }] }] },
+    });
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await apply(probe, "--dry-run=server");
+      if (r.stderr.includes(DENIED)) return;
+      if (Date.now() > deadline) throw new Error(`webhook not effective after 60 s: ${r.stdout}${r.stderr}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  }
+
+  before(async () => {
+    cp = await startControlPlane({ name: "webhook-test" });
+    const crds = readdirSync(crdDir).filter((f) => f.endsWith(".yaml"));
+    const applied = await cp.kubectl(["apply", ...crds.flatMap((f) => ["-f", join(crdDir, f)])]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const ready = await cp.kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    assert.equal(ready.code, 0, ready.stderr);
+    wh = await startWebhook(config());
+    await waitUntilEffective();
+  });
+
+  after(async () => {
+    await wh?.stop();
+    await cp?.stop();
+  });
+
+  it("rejects every bad policy of the corpus at kubectl apply, naming each field and reason", async () => {
+    let byWebhook = 0;
+    const bySchema: string[] = [];
+    for (const bad of BAD_POLICIES) {
+      const r = await apply(bad.yaml);
+      assert.notEqual(r.code, 0, `${bad.name}: was admitted\n${r.stdout}`);
+      const at = r.stderr.indexOf(DENIED);
+      if (at >= 0) {
+        byWebhook++;
+        const shown = r.stderr.slice(at + DENIED.length).trimEnd();
+        assert.equal(shown, formatErrors(bad.errors), `${bad.name}: kubectl showed\n${r.stderr}`);
+        assert.match(r.stderr, /^Error from server \(Forbidden\): error when (creating|applying patch)/, bad.name);
+      } else {
+        // Caught before admission (kubectl's own checks or the CRD schema): still a rejection naming a field.
+        assert.match(r.stderr, /error|invalid|unknown field|Required value|Unsupported value/i, `${bad.name}: ${r.stderr}`);
+        bySchema.push(bad.name);
+      }
+    }
+    assert.ok(byWebhook >= 40, `only ${byWebhook} of ${BAD_POLICIES.length} reached the webhook; stopped earlier: ${bySchema.join(", ")}`);
+  });
+
+  it("rejects bad TracingPolicy and MembraneEncryptionKey objects with their field paths", async () => {
+    for (const bad of OTHER_BAD) {
+      const r = await apply(stringify(bad.object));
+      assert.notEqual(r.code, 0, bad.name);
+      assert.ok(r.stderr.includes(`${DENIED}${bad.message}`), `${bad.name}: kubectl showed\n${r.stderr}`);
+    }
+  });
+
+  it("admits every seed and Cilium documentation example", async () => {
+    const examples = [...seedExamples(), ...ciliumDocsExamples()];
+    for (const ex of examples) {
+      const r = await apply(stringify(ex.object));
+      const unsupported = UNSUPPORTED[ex.source];
+      if (unsupported !== undefined) {
+        assert.notEqual(r.code, 0, ex.source);
+        assert.ok(r.stderr.includes(`${DENIED}${unsupported}: `), `${ex.source}: ${r.stderr}`);
+        continue;
+      }
+      assert.equal(r.code, 0, `${ex.source} was rejected:\n${r.stderr}`);
+      assert.match(r.stdout, / (created|configured|unchanged)\n?$/, ex.source);
+    }
+    assert.ok(examples.length - Object.keys(UNSUPPORTED).length >= 30);
+    // Clean up exactly what was created.
+    for (const ex of examples) {
+      if (UNSUPPORTED[ex.source] !== undefined) continue;
+      const r = await cp.kubectl(["delete", "--ignore-not-found", "-f", "-"], stringify(ex.object));
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
+  it("shows warnings for a legal but risky policy in kubectl's output and admits it", async () => {
+    const risky = stringify({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "risky", namespace: "default" },
+      spec: {
+        endpointSelector: { matchLabels: { app: "web" } },
+        egress: [
+          { toEntities: ["world"] },
+          { toPorts: [{ ports: [{ port: "5353", protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] },
+        ],
+        egressDeny: [{ toEntities: ["world"] }],
+        ingress: [{ fromEndpoints: [{ matchLabels: { "reserved:wrold": "" } }] }],
+      },
+    });
+    const r = await apply(risky);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /ciliumnetworkpolicy\.cilium\.io\/risky created/);
+    for (const w of [
+      'Warning: spec.egress[0]: allows every port and protocol to entity "world"; restrict it with toPorts if that is not intended',
+      "Warning: spec.egress[1].toPorts[0]: DNS rules on port 5353, not 53",
+      "Warning: spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)",
+      'Warning: spec.ingress[0]: "reserved:wrold" is not a reserved identity label: the selector matches nothing',
+    ]) {
+      assert.ok(r.stderr.includes(w), `missing ${JSON.stringify(w)} in:\n${r.stderr}`);
+    }
+    await cp.kubectl(["delete", "cnp", "risky", "-n", "default"]);
+  });
+
+  it("gives a server-side dry run the same verdict, and denies an UPDATE that breaks a valid policy", async () => {
+    const good = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "update-me", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+    };
+    const dry = await apply(stringify(good), "--dry-run=server");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /created \(server dry run\)/);
+    assert.equal((await cp.kubectl(["get", "cnp", "update-me", "-n", "default"])).code, 1, "a dry run creates nothing");
+    assert.equal((await apply(stringify(good))).code, 0);
+    const broken = structuredClone(good);
+    broken.spec.egress[0] = { toPorts: [{ ports: [{ port: "443", endPort: 80, protocol: "TCP" }] }] } as never;
+    const upd = await apply(stringify(broken));
+    assert.notEqual(upd.code, 0);
+    assert.ok(upd.stderr.includes(`${DENIED}spec.egress[0].toPorts[0].ports[0].endPort: `), upd.stderr);
+    const dryUpd = await apply(stringify(broken), "--dry-run=server");
+    assert.ok(dryUpd.stderr.includes(`${DENIED}spec.egress[0].toPorts[0].ports[0].endPort: `), dryUpd.stderr);
+    const stored = await cp.kubectl(["get", "cnp", "update-me", "-n", "default", "-o", "jsonpath={.spec.egress[0].toPorts[0].ports[0]}"]);
+    assert.equal(JSON.parse(stored.stdout).endPort, undefined, "the stored object is unchanged");
+    await cp.kubectl(["delete", "cnp", "update-me", "-n", "default"]);
+  });
+
+  it("keeps its certificates in a Secret and reuses them after a restart", async () => {
+    const secret = await cp.kubectl(["get", "secret", DEFAULTS.secretName, "-n", DEFAULTS.namespace, "-o", "jsonpath={.data.tls\\.crt}"]);
+    assert.equal(secret.code, 0, secret.stderr);
+    const before = new X509Certificate(Buffer.from(secret.stdout, "base64")).serialNumber;
+    await wh?.stop();
+    wh = await startWebhook(config());
+    assert.equal(new X509Certificate(wh.rotator.current().cert).serialNumber, before);
+    await waitUntilEffective();
+  });
+
+  it("fails closed with a clear message while the webhook is down", async () => {
+    await wh?.stop();
+    wh = undefined;
+    const policy = stringify({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "while-down", namespace: "default" },
+      spec: { endpointSelector: {}, ingress: [{ fromEndpoints: [{}] }] },
+    });
+    const r = await apply(policy);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, new RegExp(`failed calling webhook "${WEBHOOK.replace(/\./g, "\\.")}": failed to call webhook: Post "https://127\\.0\\.0\\.1:\\d+/validate\\?timeout=10s": .*connection refused`));
+    const got = await cp.kubectl(["get", "cnp", "while-down", "-n", "default"]);
+    assert.match(got.stderr, /NotFound/);
+  });
+
+  it("rotates its CA and serving certificate before expiry without a restart while kubectl keeps working", async () => {
+    // One-day certificates renewed when less than a day minus 4 s is left: a rotation (of the CA too) every few seconds.
+    wh = await startWebhook(
+      config({
+        secretName: "membrane-webhook-tls-rotation",
+        cert: { ...DEFAULT_CERT_OPTIONS, caDays: 1, certDays: 1 },
+        renewBeforeMs: DAY - 4_000,
+        minRotationIntervalMs: 3_000,
+        trustGraceMs: 3_000,
+      }),
+    );
+    await waitUntilEffective();
+    const firstSerial = new X509Certificate(wh.rotator.current().cert).serialNumber;
+    const firstCA = wh.rotator.current().caCert;
+    const bad = BAD_POLICIES[0];
+    assert.ok(bad);
+    const deadline = Date.now() + 90_000;
+    let applies = 0;
+    while ((wh.rotator.rotations < 2 || applies < 10) && Date.now() < deadline) {
+      const r = await apply(bad.yaml, "--dry-run=server");
+      assert.ok(r.stderr.includes(`${DENIED}${formatErrors(bad.errors)}`), `after ${wh.rotator.rotations} rotations:\n${r.stderr}`);
+      applies++;
+    }
+    assert.ok(wh.rotator.rotations >= 2, `${wh.rotator.rotations} rotations in 90 s`);
+    assert.notEqual(new X509Certificate(wh.rotator.current().cert).serialNumber, firstSerial);
+    assert.notEqual(wh.rotator.current().caCert, firstCA);
+    const caBundle = await cp.kubectl([
+      "get", "validatingwebhookconfiguration", DEFAULTS.configName, "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    assert.ok(Buffer.from(caBundle.stdout, "base64").toString().includes(wh.rotator.current().caCert.trim()), "caBundle re-patched");
+    await cp.kubectl(["delete", "secret", "membrane-webhook-tls-rotation", "-n", DEFAULTS.namespace]);
+  });
+});
