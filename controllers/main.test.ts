@@ -34,3 +34,11 @@ test("bad flags are errors naming the flag", () => {
   assert.match((parseArgs(["--nope", "1"]) as { error: string }).error, /unknown flag --nope/);
   assert.match((parseArgs(["--kubeconfig"]) as { error: string }).error, /a value is required/);
 });
+
+test("the agent stream needs all TLS material; a bad pod CIDR pool is refused up front", () => {
+  assert.match((parseArgs(["--distribution-port", "0", "--tls-ca", "ca.crt"]) as { error: string }).error, /needs --tls-cert, --tls-key/);
+  const ok = parseArgs(["--distribution-port", "0", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"]);
+  assert.ok("config" in ok);
+  assert.deepEqual(ok.config.distribution, { port: 0, caFile: "a", certFile: "b", keyFile: "c" });
+  assert.match((parseArgs(["--pod-cidr-pool", "10.0.0.0/16", "--node-cidr-mask-size", "8"]) as { error: string }).error, /mask size 8/);
+});

@@ -2,6 +2,7 @@
 import os from "node:os";
 import { pino } from "pino";
 import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
+import { PodCIDRPool } from "./cidrpool.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -16,6 +17,10 @@ const USAGE = `usage: membrane operator [flags]
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
   --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
+  --distribution-port N        serve the agent stream (gRPC, mutual TLS) on 127.0.0.1:N (0 picks one; off when absent)
+  --tls-ca FILE                CA that signs agent client certificates (with --distribution-port)
+  --tls-cert FILE              the operator's serving certificate (with --distribution-port)
+  --tls-key FILE               its private key (with --distribution-port)
   --log-level LEVEL            pino level (default info)
 `;
 
@@ -42,6 +47,8 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
     controllers: new Set(ALL_CONTROLLERS),
   };
   let logLevel = "info";
+  let distPort: number | undefined;
+  const tls: { caFile?: string; certFile?: string; keyFile?: string } = {};
   for (let i = 0; i < args.length; i++) {
     const raw = args[i] ?? "";
     if (raw === "-h" || raw === "--help") return { help: true };
@@ -98,12 +105,37 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
         config.controllers = new Set(names as (typeof ALL_CONTROLLERS)[number][]);
         break;
       }
+      case "--distribution-port": {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 65535) return { error: `--distribution-port: "${v}" is not a port number` };
+        distPort = n;
+        break;
+      }
+      case "--tls-ca":
+        tls.caFile = v;
+        break;
+      case "--tls-cert":
+        tls.certFile = v;
+        break;
+      case "--tls-key":
+        tls.keyFile = v;
+        break;
       case "--log-level":
         logLevel = v;
         break;
       default:
         return { error: `unknown flag ${flag}` };
     }
+  }
+  if (distPort !== undefined) {
+    const missing = (["caFile", "certFile", "keyFile"] as const).filter((k) => !tls[k]).map((k) => `--tls-${k.replace("File", "")}`);
+    if (missing.length > 0) return { error: `--distribution-port needs ${missing.join(", ")} (the stream is mutual TLS only)` };
+    config.distribution = { port: distPort, caFile: tls.caFile ?? "", certFile: tls.certFile ?? "", keyFile: tls.keyFile ?? "" };
+  }
+  try {
+    new PodCIDRPool(config.podCidrPool, config.nodeCidrMaskSize);
+  } catch (e) {
+    return { error: `--pod-cidr-pool/--node-cidr-mask-size: ${(e as Error).message}` };
   }
   return { config, logLevel };
 }

@@ -7,6 +7,9 @@ import { fileURLToPath } from "node:url";
 import { startControlPlane } from "../e2e/cluster.ts";
 import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION } from "./identity.ts";
+import { AgentClient } from "./testing/agent.ts";
+import { makePki } from "./testing/pki.ts";
+import type { Downstream } from "../core/wire.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 const CRD_DIR = fileURLToPath(new URL("../crds/generated/", import.meta.url));
@@ -233,6 +236,69 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     const metrics = await op.get("/metrics");
     assert.match(metrics.body, /membrane_operator_policies\{kind="CiliumNetworkPolicy",state="valid"\} 1/);
     await op.stop("SIGTERM");
+  });
+
+  it("agents on the stream get their node's state, and Enforced follows their ACKs and NACKs", async () => {
+    const ns = "dist";
+    await namespace(ns);
+    const pki = makePki(["dist-node"]);
+    const agents: AgentClient[] = [];
+    try {
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "dist-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } }));
+      const op = operator("op-dist", [
+        "--leader-elect", "false", "--controllers", "identity,policy",
+        "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"),
+      ]);
+      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      const pod = JSON.parse(podYaml(ns, "web", { app: "web" })) as { spec: Record<string, unknown> };
+      pod.spec.nodeName = "dist-node";
+      await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+      const webId = Number(await eventually("web identity", () => podIdentity(ns, "web")));
+      const cnp = (port80: string): string =>
+        JSON.stringify({
+          apiVersion: "cilium.io/v2",
+          kind: "CiliumNetworkPolicy",
+          metadata: { name: "web", namespace: ns },
+          spec: { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ toPorts: [{ ports: [{ port: port80, protocol: "TCP" }] }] }] },
+        });
+      await kubectl(["apply", "-f", "-"], cnp("80"));
+      type CNP = Meta & { status?: { enforced?: string; conditions?: { type: string; status: string; reason: string; message: string }[] } };
+      const enforcedCond = (o: CNP) => o.status?.conditions?.find((c) => c.type === "Enforced");
+      await eventually("Enforced pending 0/1", async () => (await getJSON<CNP>(["get", "cnp", "-n", ns, "web"])).status?.enforced === "0/1" || undefined);
+
+      const agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("dist-node.crt"), key: pki.read("dist-node.key") }, "dist-node", { autoAck: false });
+      agents.push(agent);
+      // The first message is a snapshot with the compiled policy of the web identity.
+      const snap = await eventually("snapshot with the policy", () => {
+        const m = agent.received.at(-1);
+        return m?.type === "snapshot" && m.state.policies.some((p) => p.subject === webId && p.ingressEnforced) ? m : undefined;
+      });
+      for (const m of agent.received) if (m !== snap) agent.apply(m);
+      agent.ack(snap);
+      const ok = await eventually("Enforced=True 1/1", async () => {
+        const o = await getJSON<CNP>(["get", "cnp", "-n", ns, "web"]);
+        return enforcedCond(o)?.status === "True" ? o : undefined;
+      });
+      assert.equal(ok.status?.enforced, "1/1");
+      assert.equal(enforcedCond(ok)?.message, "1/1 nodes");
+
+      // A new generation goes out as a delta; the agent refuses it.
+      await kubectl(["apply", "-f", "-"], cnp("8080"));
+      const delta = await eventually("delta", () => agent.received.find((m): m is Extract<Downstream, { type: "delta" }> => m.type === "delta" && m.policyGenerations.some((g) => g.generation === 2)));
+      assert.equal(delta.baseVersion, snap.version);
+      agent.nack(delta, "policy map full");
+      const refused = await eventually("Enforced=False refused", async () => {
+        const o = await getJSON<CNP>(["get", "cnp", "-n", ns, "web"]);
+        return enforcedCond(o)?.reason === "Refused" ? o : undefined;
+      });
+      assert.equal(enforcedCond(refused)?.status, "False");
+      assert.match(enforcedCond(refused)?.message ?? "", /0\/1 nodes; refused by dist-node: policy map full/);
+      await op.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "node", "dist-node", "--ignore-not-found"]);
+    }
   });
 
   it("keeps a CiliumNode with addresses and a pod CIDR per Node, released when the node goes", async () => {

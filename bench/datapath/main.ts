@@ -18,7 +18,8 @@ const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 
-const SIZES = [10, 1_000, 10_000, 100_000];
+const SIZES = (process.env.BENCH_SIZES ?? "10,1000,10000,100000").split(",").map(Number);
+const EVENTS_FORWARDED = process.env.BENCH_EVENTS_FORWARDED !== "0";
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 3); // per measure and configuration; the median counts
 const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.8);
 const PORT = 5201;
@@ -162,7 +163,7 @@ async function main(): Promise<void> {
     await waitForLine(fx.spawn(NS_SRV, bin, ["server", String(PORT)]), /^listening/);
 
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true }); // production default: every new flow is reported
+    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: EVENTS_FORWARDED }); // default on, as in production: every new flow is reported
     const drain = dp.onEvents(() => records++);
     dp.setIpcache({ cidr: `${SRV_IP}/32`, identity: SRV_ID });
     for (let i = 0; i < 100; i++) dp.setIpcache({ cidr: `${peerIp(i)}/32`, identity: 10_000 + i });
@@ -245,6 +246,7 @@ async function main(): Promise<void> {
         events_read: records,
         events_lost: Number(drops.lostEvents),
         drops: Object.fromEntries(Object.entries(drops.byReason).map(([k, v]) => [k, Number(v)])),
+        events_forwarded: EVENTS_FORWARDED,
         samples: SAMPLES,
         sample_seconds: SAMPLE_SECONDS,
         cpus: os.cpus().length,

@@ -10,6 +10,9 @@ struct {
 	__uint(max_entries, 1 << 20);
 } membrane_events SEC(".maps");
 
+#define EVENTS_WAKEUP_BYTES (64 * 1024)
+#define EVENT_RECORD_BYTES (sizeof(struct event) + 8) /* + the ring's record header */
+
 /* Index DROP_* counts drops by reason; index 0 counts events lost to a full ring buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -29,6 +32,7 @@ static __always_inline void event_emit(struct __sk_buff *skb, const struct flow 
 				       __u8 direction, __u8 reason, __u32 src_id, __u32 dst_id, __u32 rule_id)
 {
 	struct event *e = bpf_ringbuf_reserve(&membrane_events, sizeof(*e), 0);
+	__u64 avail;
 
 	if (!e) {
 		counter_inc(DROP_NONE);
@@ -50,7 +54,11 @@ static __always_inline void event_emit(struct __sk_buff *skb, const struct flow 
 	e->sport = f->sport;
 	e->dport = f->dport;
 	e->pad2 = 0;
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader per event costs more than the event (a context switch per new flow):
+	 * wake it once, when the unread data crosses a batch size; the reader also drains on a timer. */
+	avail = bpf_ringbuf_query(&membrane_events, BPF_RB_AVAIL_DATA); /* includes this record */
+	bpf_ringbuf_submit(e, avail >= EVENTS_WAKEUP_BYTES && avail < EVENTS_WAKEUP_BYTES + EVENT_RECORD_BYTES ?
+				      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Counts the drop (always) and reports it (when the ring has room); returns TC_ACT_SHOT. */

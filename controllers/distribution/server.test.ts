@@ -2,95 +2,19 @@
 // resume after reconnect, a slow agent not blocking others, and certificate checks.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
-import { type Downstream, type NodeState, type Upstream, STREAM_METHOD, decodeMessage, encodeMessage } from "../../core/wire.ts";
+import type { Downstream, NodeState, Upstream } from "../../core/wire.ts";
+import { AgentClient, DistributionClient } from "../testing/agent.ts";
+import { type TestPki, makePki } from "../testing/pki.ts";
 import { DistributionServer } from "./server.ts";
-import { applyDelta, EMPTY_STATE, canonicalState } from "./nodestate.ts";
+import { canonicalState } from "./nodestate.ts";
 
 const log = pino({ level: "silent" });
-let dir = "";
+let pki: TestPki | undefined;
 let server: DistributionServer | undefined;
 let port = 0;
-
-function openssl(args: string[]): void {
-  execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
-}
-
-function issue(name: string, ext: string): void {
-  openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${name}.key`]);
-  openssl(["req", "-new", "-key", `${name}.key`, "-subj", `/CN=${name}`, "-out", `${name}.csr`]);
-  fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-  openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", `${name}.ext`, "-out", `${name}.crt`]);
-}
-
-const read = (f: string): Buffer => fs.readFileSync(path.join(dir, f));
-
-const Client = grpc.makeGenericClientConstructor(
-  {
-    Stream: {
-      path: STREAM_METHOD,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: encodeMessage,
-      requestDeserialize: decodeMessage,
-      responseSerialize: encodeMessage,
-      responseDeserialize: decodeMessage,
-    },
-  },
-  "Distribution",
-);
-
-/** A simulated agent: connects with its certificate, records what it receives and holds the applied state. */
-class Agent {
-  readonly received: Downstream[] = [];
-  state: NodeState = EMPTY_STATE;
-  version: number | undefined;
-  status: grpc.StatusObject | undefined;
-  private readonly client: grpc.Client;
-  private readonly call: grpc.ClientDuplexStream<Upstream, Downstream>;
-
-  constructor(cert: string, readonly node: string, opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState } = {}) {
-    if (opts.state) this.state = opts.state;
-    this.version = opts.lastAppliedVersion;
-    this.client = new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(read("ca.crt"), read(`${cert}.key`), read(`${cert}.crt`)));
-    this.call = (this.client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();
-    this.call.on("data", (m: Downstream) => {
-      this.received.push(m);
-      if (opts.autoAck !== false) this.ack(m);
-    });
-    this.call.on("status", (s: grpc.StatusObject) => (this.status = s));
-    this.call.on("error", () => undefined);
-    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}) });
-  }
-
-  apply(m: Downstream): void {
-    if (m.type === "snapshot") this.state = canonicalState(m.state);
-    else {
-      assert.equal(m.baseVersion, this.version, "a delta applies on the version the agent holds");
-      this.state = applyDelta(this.state, m);
-    }
-    this.version = m.version;
-  }
-
-  ack(m: Downstream): void {
-    this.apply(m);
-    this.call.write({ type: "ack", version: m.version, nonce: m.nonce });
-  }
-
-  nack(m: Downstream, error: string): void {
-    this.call.write({ type: "nack", version: m.version, nonce: m.nonce, error });
-  }
-
-  close(): void {
-    this.call.end();
-    this.client.close();
-  }
-}
+const read = (f: string): Buffer => (pki as TestPki).read(f);
 
 async function until<T>(what: string, f: () => T | undefined | false, ms = 5000): Promise<T> {
   const end = Date.now() + ms;
@@ -118,19 +42,15 @@ function stateWith(ids: number[], gen = 1): NodeState {
 }
 
 describe("distribution server", () => {
-  const agents: Agent[] = [];
-  const agent = (...args: ConstructorParameters<typeof Agent>): Agent => {
-    const a = new Agent(...args);
+  const agents: AgentClient[] = [];
+  const agent = (cert: string, node: string, opts: ConstructorParameters<typeof AgentClient>[3] = {}): AgentClient => {
+    const a = new AgentClient(`127.0.0.1:${port}`, { ca: read("ca.crt"), cert: read(`${cert}.crt`), key: read(`${cert}.key`) }, node, opts);
     agents.push(a);
     return a;
   };
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "distribution-test-"));
-    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key"]);
-    openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=test-ca", "-days", "1", "-out", "ca.crt"]);
-    issue("operator", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-    for (const n of ["node-1", "node-2", "node-3"]) issue(n, "extendedKeyUsage=clientAuth\n");
+    pki = makePki(["node-1", "node-2", "node-3"]);
     server = new DistributionServer({ ca: read("ca.crt"), cert: read("operator.crt"), key: read("operator.key") }, log);
     port = await server.listen(0);
   });
@@ -138,7 +58,7 @@ describe("distribution server", () => {
   after(async () => {
     for (const a of agents) a.close();
     await server?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    pki?.remove();
   });
 
   it("sends a snapshot, then deltas after each ACK, and the agent's state follows", async () => {
@@ -224,13 +144,14 @@ describe("distribution server", () => {
   });
 
   it("refuses a client without a certificate at the TLS handshake", async () => {
-    const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(read("ca.crt")));
+    const client = new DistributionClient(`127.0.0.1:${port}`, grpc.credentials.createSsl(read("ca.crt")));
     const call = (client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();
     const got: Downstream[] = [];
     call.on("data", (m: Downstream) => got.push(m));
     call.on("error", () => undefined);
-    const st = await new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
     call.write({ type: "hello", node: "node-1" });
+    const st = await status;
     assert.equal(st.code, grpc.status.UNAVAILABLE);
     assert.equal(got.length, 0);
     client.close();

@@ -49,6 +49,11 @@ export class LeaderElector {
     private readonly log: Logger,
   ) {}
 
+  /** A hung request must not outlive the renew deadline (client-go bounds it the same way). */
+  private get timeoutMs(): number {
+    return Math.max(1000, Math.floor(this.opts.renewDeadlineMs / 2));
+  }
+
   get isLeader(): boolean {
     return this.leading;
   }
@@ -110,15 +115,15 @@ export class LeaderElector {
     try {
       let lease: Lease;
       try {
-        lease = await this.client.get<Lease>(this.path(this.opts.name));
+        lease = await this.client.request<Lease>("GET", this.path(this.opts.name), undefined, undefined, this.timeoutMs);
       } catch (e) {
         if (!isNotFound(e)) throw e;
-        await this.client.create(this.path(), {
+        await this.client.request("POST", this.path(), {
           apiVersion: "coordination.k8s.io/v1",
           kind: "Lease",
           metadata: { name: this.opts.name, namespace: this.opts.namespace },
           spec: { holderIdentity: this.opts.identity, leaseDurationSeconds: durationSeconds, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 },
-        } satisfies Lease);
+        } satisfies Lease, undefined, this.timeoutMs);
         return true;
       }
       const record = JSON.stringify([lease.spec.holderIdentity, lease.spec.renewTime, lease.spec.leaseDurationSeconds]);
@@ -136,7 +141,7 @@ export class LeaderElector {
         leaseTransitions: (lease.spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
       };
       // PUT with the resourceVersion we read: a concurrent writer makes this fail with 409.
-      await this.client.replace(this.path(this.opts.name), lease);
+      await this.client.request("PUT", this.path(this.opts.name), lease, undefined, this.timeoutMs);
       return true;
     } catch (e) {
       if (!isConflict(e)) this.log.warn({ err: errMessage(e) }, "lease acquire/renew failed");

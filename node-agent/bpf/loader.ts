@@ -398,9 +398,11 @@ export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; 
 
 /**
  * Reads a ring-buffer map without blocking the event loop: libuv watches the ring's epoll fd and
- * we consume (non-blocking) when it is readable. The sample callback is registered once and kept
+ * we consume (non-blocking) when it is readable, and on a 100 ms timer. The sample callback is registered once and kept
  * alive until stop().
  */
+const DRAIN_INTERVAL_MS = 100;
+
 export class RingBufferReader {
   private rb: Ptr = null;
   private cb: bigint | null = null;
@@ -431,11 +433,10 @@ export class RingBufferReader {
     }
     const epfd = c.ringEpollFd(this.rb) as number;
     const poll = (koffi as unknown as { node?: { poll?: typeof koffi.node.poll } }).node?.poll;
-    if (poll) {
-      this.poller = poll(epfd, { readable: true }, () => this.drain());
-    } else {
-      this.timer = setInterval(() => this.drain(), 50);
-    }
+    // The programs wake the epoll fd only once a batch has piled up; the timer picks up the rest.
+    if (poll) this.poller = poll(epfd, { readable: true }, () => this.drain());
+    this.timer = setInterval(() => this.drain(), DRAIN_INTERVAL_MS);
+    this.timer.unref();
   }
 
   /** Consumes whatever is in the ring now; returns the number of records. */

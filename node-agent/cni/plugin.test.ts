@@ -384,6 +384,16 @@ describe("membrane-cni leaves nothing behind when ADD fails", () => {
     );
   });
 
+  it("a wiring failure (the interface name is taken in the pod) fails ADD with code 5 and touches nothing it did not make", async () => {
+    addNetns("p5");
+    sh("ip", ["-n", `${tag}-p5`, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"]);
+    const r = await cni("ADD", podEnv("p5"));
+    assertCniError(r, 5, /creating veth mbr[0-9a-f]{11} with peer eth0/);
+    assert.ok(!linkNames(NODE).includes(hostIfname(`${tag}-p5`)), "no host veth left");
+    assert.ok(linkNames(`${tag}-p5`).includes("eth0"), "the pod's own eth0 is left alone");
+    assert.ok(!Object.values(allocations()).some((o) => o.containerId === `${tag}-p5`), "no address left");
+  });
+
   it("an exhausted pod CIDR fails ADD with code 101", async () => {
     const small = netConf({ podCIDR: "10.251.9.0/30", stateDir: path.join(tmp, "small") });
     addNetns("p4");
@@ -396,16 +406,20 @@ describe("membrane-cni leaves nothing behind when ADD fails", () => {
 });
 
 describe("membrane-cni under concurrent ADDs", () => {
-  it("pods added at the same time get distinct addresses and all work", async () => {
+  it("pods added at the same time get distinct addresses, the configured MTU, and all work", async () => {
     const pods = ["c1", "c2", "c3"];
     for (const p of pods) addNetns(p);
-    const results = await Promise.all(pods.map((p) => cni("ADD", podEnv(p))));
+    const conf = netConf({ mtu: 1400 });
+    const results = await Promise.all(pods.map((p) => cni("ADD", podEnv(p), conf)));
     results.forEach(assertOk);
     const ips = results.map(podIP);
     assert.equal(new Set(ips).size, 3, `addresses: ${ips.join(", ")}`);
+    const mtu = (netns: string, dev: string): number =>
+      (JSON.parse(sh("ip", ["-n", netns, "-j", "link", "show", "dev", dev])) as { mtu: number }[])[0]!.mtu;
+    assert.deepEqual([mtu(`${tag}-c1`, "eth0"), mtu(NODE, hostIfname(`${tag}-c1`))], [1400, 1400]);
     await serveTcp(`${tag}-c3`, 8084);
     assert.ok(tcpConnects(`${tag}-c1`, ips[2]!, 8084));
-    for (const p of pods) assertOk(await cni("DEL", podEnv(p)));
+    for (const p of pods) assertOk(await cni("DEL", podEnv(p), conf));
     assert.deepEqual(allocations(), {});
   });
 });

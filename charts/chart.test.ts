@@ -1,0 +1,228 @@
+// The Helm chart without a cluster: lint, render, goldens, CRDs in sync, least-privilege RBAC, and values the schema refuses.
+import { describe, it, before } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { crdDrift } from "./crds.ts";
+import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "./testing.ts";
+
+const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
+  default: {},
+  encryption: { "encryption.enabled": true },
+};
+
+interface Rule {
+  apiGroups?: string[];
+  resources?: string[];
+  verbs: string[];
+  resourceNames?: string[];
+  nonResourceURLs?: string[];
+}
+
+const byKindName = (objects: K8sObject[], kind: string, name: string): K8sObject => {
+  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+  assert.ok(found, `${kind} ${name} is rendered`);
+  return found;
+};
+
+const rulesOf = (objects: K8sObject[], kind: "ClusterRole" | "Role", name: string): Rule[] => byKindName(objects, kind, name).rules as Rule[];
+
+/** Whether some rule grants `verb` on `resource` (e.g. "ciliumnodes/status") in `group`. */
+function grants(rules: Rule[], group: string, resource: string, verb: string): boolean {
+  return rules.some((r) => (r.apiGroups ?? []).includes(group) && (r.resources ?? []).includes(resource) && r.verbs.includes(verb));
+}
+
+const rendered: Record<string, K8sObject[]> = {};
+
+describe("charts/membrane", () => {
+  before(async () => {
+    for (const [name, values] of Object.entries(CONFIGS)) rendered[name] = parseManifest(await renderText(values));
+  });
+
+  it("passes helm lint --strict with the default values and with encryption enabled", async () => {
+    for (const values of Object.values(CONFIGS)) {
+      const r = await helm(["lint", "--strict", CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs(values)]);
+      assert.equal(r.code, 0, `helm lint: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    }
+  });
+
+  it("keeps charts/membrane/crds identical to crds/generated (sync with `node --import tsx charts/crds.ts`)", () => {
+    assert.deepEqual(crdDrift(), []);
+  });
+
+  for (const name of Object.keys(CONFIGS)) {
+    it(`renders the ${name} values exactly as testdata/${name}.golden.yaml (UPDATE_GOLDEN=1 refreshes)`, () => {
+      const file = join(TESTDATA_DIR, `${name}.golden.yaml`);
+      const text = goldenText(rendered[name] ?? []);
+      if (process.env.UPDATE_GOLDEN === "1") writeFileSync(file, text);
+      assert.ok(existsSync(file), `${file} is missing: run with UPDATE_GOLDEN=1`);
+      assert.equal(text, readFileSync(file, "utf8"), `rendered manifests drifted from ${file}; if intended, run UPDATE_GOLDEN=1 node --import tsx --test charts/chart.test.ts`);
+    });
+  }
+
+  it("renders every CRD of crds/generated and every component", () => {
+    const objects = rendered.default ?? [];
+    const crds = objects.filter((o) => o.kind === "CustomResourceDefinition").map((o) => o.metadata.name).sort();
+    assert.deepEqual(crds, [
+      "ciliumclusterwidenetworkpolicies.cilium.io",
+      "ciliumidentities.cilium.io",
+      "ciliumnetworkpolicies.cilium.io",
+      "ciliumnodes.cilium.io",
+      "membraneencryptionkeys.membrane.io",
+      "tracingpolicies.cilium.io",
+    ]);
+    for (const [kind, name] of [
+      ["Deployment", "membrane-operator"],
+      ["Deployment", "membrane-webhook"],
+      ["DaemonSet", "membrane-agent"],
+      ["Service", "membrane-operator"],
+      ["Service", "membrane-webhook"],
+      ["ValidatingWebhookConfiguration", "membrane-policy-validation"],
+      ["ValidatingAdmissionPolicy", "membrane-agent-own-ciliumnode"],
+      ["ServiceAccount", "membrane-agent"],
+    ] as const) {
+      const o = byKindName(objects, kind, name);
+      if (kind !== "ValidatingWebhookConfiguration" && kind !== "ValidatingAdmissionPolicy") assert.equal(o.metadata.namespace, NAMESPACE, `${kind} ${name} namespace`);
+    }
+    assert.equal(objects.filter((o) => o.kind === "MembraneEncryptionKey").length, 0, "no encryption key unless enabled");
+  });
+
+  it("runs two leader-elected operator replicas with probes on /healthz and /readyz", () => {
+    const op = byKindName(rendered.default ?? [], "Deployment", "membrane-operator") as K8sObject & {
+      spec: { replicas: number; template: { spec: { containers: { args: string[]; livenessProbe: { httpGet: { path: string } }; readinessProbe: { httpGet: { path: string } }; resources: object }[] } } };
+    };
+    assert.equal(op.spec.replicas, 2);
+    const c = op.spec.template.spec.containers[0];
+    assert.ok(c);
+    assert.ok(c.args.includes("--leader-elect=true"));
+    assert.ok(c.args.includes(`--lease-namespace=${NAMESPACE}`));
+    assert.equal(c.livenessProbe.httpGet.path, "/healthz");
+    assert.equal(c.readinessProbe.httpGet.path, "/readyz");
+    assert.ok(Object.keys(c.resources).length > 0, "resources are set");
+  });
+
+  it("never leaves a node unenforced: the agent DaemonSet surges before it stops the old agent, on every node", () => {
+    const ds = byKindName(rendered.default ?? [], "DaemonSet", "membrane-agent") as K8sObject & {
+      spec: {
+        updateStrategy: { type: string; rollingUpdate: { maxUnavailable: number; maxSurge: number } };
+        template: { spec: { hostNetwork: boolean; tolerations: { operator: string; key?: string }[]; containers: { securityContext: { privileged: boolean }; ports?: unknown[]; volumeMounts: { mountPath: string }[] }[] } };
+      };
+    };
+    assert.deepEqual(ds.spec.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+    const pod = ds.spec.template.spec;
+    assert.equal(pod.hostNetwork, true);
+    assert.ok(pod.tolerations.some((t) => t.operator === "Exists" && t.key === undefined), "tolerates every taint");
+    const c = pod.containers[0];
+    assert.ok(c);
+    assert.equal(c.securityContext.privileged, true);
+    // A declared port on a host-network pod is a hostPort, and would keep the surge pod Pending.
+    assert.equal(c.ports, undefined);
+    const mounts = c.volumeMounts.map((m) => m.mountPath);
+    for (const path of ["/sys/fs/bpf", "/host/opt/cni/bin", "/host/etc/cni/net.d"]) assert.ok(mounts.includes(path), `mounts ${path}`);
+  });
+
+  it("registers the webhook fail-closed for every policy kind on CREATE and UPDATE", () => {
+    const vwc = byKindName(rendered.default ?? [], "ValidatingWebhookConfiguration", "membrane-policy-validation") as K8sObject & {
+      webhooks: { name: string; failurePolicy: string; sideEffects: string; timeoutSeconds: number; rules: { apiGroups: string[]; resources: string[]; operations: string[] }[]; clientConfig: { service: { name: string; namespace: string } } }[];
+    };
+    const [wh] = vwc.webhooks;
+    assert.ok(wh);
+    assert.equal(wh.name, "policies.membrane.io");
+    assert.equal(wh.failurePolicy, "Fail");
+    assert.equal(wh.sideEffects, "None");
+    assert.equal(wh.timeoutSeconds, 10);
+    assert.deepEqual(wh.clientConfig.service, { namespace: NAMESPACE, name: "membrane-webhook", path: "/validate", port: 9443 });
+    const covered = wh.rules.flatMap((r) => r.resources.map((res) => `${r.apiGroups.join()}/${res}:${r.operations.join()}`)).sort();
+    assert.deepEqual(covered, [
+      "cilium.io/ciliumclusterwidenetworkpolicies:CREATE,UPDATE",
+      "cilium.io/ciliumnetworkpolicies:CREATE,UPDATE",
+      "cilium.io/tracingpolicies:CREATE,UPDATE",
+      "membrane.io/membraneencryptionkeys:CREATE,UPDATE",
+      "networking.k8s.io/networkpolicies:CREATE,UPDATE",
+    ]);
+  });
+
+  it("has no wildcard in any RBAC rule, in any configuration", () => {
+    for (const [name, objects] of Object.entries(rendered)) {
+      const roles = objects.filter((o) => o.kind === "ClusterRole" || o.kind === "Role");
+      assert.ok(roles.length >= 4, `${name}: roles rendered`);
+      for (const role of roles) {
+        for (const [i, rule] of (role.rules as Rule[]).entries()) {
+          for (const field of ["apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"] as const) {
+            const values = rule[field] ?? [];
+            assert.ok(!values.some((v) => v.includes("*")), `${name}: ${role.kind} ${role.metadata.name} rules[${i}].${field} has a wildcard: ${values.join(",")}`);
+          }
+        }
+      }
+    }
+  });
+
+  it("grants Secrets only through namespaced Roles, by name except for create", () => {
+    for (const [name, objects] of Object.entries(rendered)) {
+      for (const role of objects.filter((o) => o.kind === "ClusterRole")) {
+        assert.ok(!(role.rules as Rule[]).some((r) => (r.resources ?? []).includes("secrets")), `${name}: ClusterRole ${role.metadata.name} grants secrets`);
+      }
+      for (const role of objects.filter((o) => o.kind === "Role")) {
+        for (const rule of (role.rules as Rule[]).filter((r) => (r.resources ?? []).includes("secrets"))) {
+          if (rule.resourceNames === undefined) assert.deepEqual(rule.verbs, ["create"], `${name}: Role ${role.metadata.name} reads secrets without resourceNames`);
+        }
+      }
+    }
+    const op = rulesOf(rendered.encryption ?? [], "Role", "membrane-operator");
+    assert.ok(op.some((r) => r.resourceNames?.includes("membrane-encryption-key") && r.verbs.includes("get")), "with encryption, the operator reads its key Secret");
+    assert.ok(!rulesOf(rendered.default ?? [], "Role", "membrane-operator").some((r) => (r.resources ?? []).includes("secrets")), "without encryption, no Secrets at all");
+  });
+
+  it("lets the agent write only CiliumNode status, and read no policy it could not get from the operator", () => {
+    const rules = rulesOf(rendered.default ?? [], "ClusterRole", "membrane-agent");
+    for (const rule of rules) {
+      const writes = rule.verbs.filter((v) => !["get", "list", "watch"].includes(v));
+      if (writes.length > 0) assert.deepEqual(rule.resources, ["ciliumnodes/status"], `agent writes ${writes.join(",")} on ${String(rule.resources)}`);
+    }
+    assert.ok(grants(rules, "cilium.io", "ciliumnodes/status", "update"));
+    for (const r of ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"]) assert.ok(!grants(rules, "cilium.io", r, "create"));
+  });
+
+  it("with encryption enabled, creates the MembraneEncryptionKey the operator fills, exempt from the not-yet-running webhook", () => {
+    const mek = byKindName(rendered.encryption ?? [], "MembraneEncryptionKey", "membrane") as K8sObject & { spec: unknown };
+    assert.deepEqual(mek.spec, { mode: "wireguard", rotationInterval: "720h", secretRef: { name: "membrane-encryption-key", namespace: NAMESPACE } });
+    assert.equal(mek.metadata.labels?.["membrane.io/validated-by-chart"], "true");
+    const ds = byKindName(rendered.encryption ?? [], "DaemonSet", "membrane-agent") as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--encryption=wireguard"));
+  });
+
+  it("ships a helm test hook that checks the operator and the webhook answer", () => {
+    const text = readFileSync(join(CHART_DIR, "templates", "tests", "test-answers.yaml"), "utf8");
+    assert.match(text, /helm\.sh\/hook: test/);
+    assert.match(text, /\/readyz/);
+    assert.match(text, /\/healthz/);
+  });
+
+  describe("values.schema.json refuses bad values, naming the field", () => {
+    const cases: [string, Record<string, string | number | boolean>, RegExp][] = [
+      ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
+      ["an unknown encryption type", { "encryption.type": "aes" }, /encryption\/type|encryption\.type/],
+      ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
+      ["a pod CIDR that is not one", { clusterPodCIDR: "10.0.0.0/33" }, /clusterPodCIDR/],
+      ["a GC interval that is not a duration", { "identity.gcInterval": "soon" }, /gcInterval/],
+      ["a misspelt key", { "operator.replica": 3 }, /replica/],
+      ["two replicas without leader election", { "operator.leaderElection": false, "operator.replicas": 2 }, /replicas/],
+      ["a failure policy Kubernetes does not know", { "webhook.failurePolicy": "Retry" }, /failurePolicy/],
+      ["an image pull policy Kubernetes does not know", { "image.pullPolicy": "Sometimes" }, /pullPolicy/],
+    ];
+    for (const [what, values, field] of cases) {
+      it(`refuses ${what}`, async () => {
+        const r = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs(values)]);
+        assert.notEqual(r.code, 0, `helm template accepted ${JSON.stringify(values)}`);
+        assert.match(r.stderr, /values don't meet the specifications of the schema/);
+        assert.match(r.stderr, field);
+      });
+    }
+
+    it("accepts each enforcement mode and each encryption type", async () => {
+      for (const mode of ["default", "always", "never"]) await renderText({ policyEnforcementMode: mode });
+      for (const type of ["wireguard", "ipsec"]) await renderText({ "encryption.enabled": true, "encryption.type": type });
+    });
+  });
+});

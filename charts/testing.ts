@@ -1,0 +1,108 @@
+// Test support for the chart: finds helm, renders the chart into objects, and normalises what is random (generated certificates).
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments, stringify } from "yaml";
+import { ensureControlPlaneBuilt } from "../e2e/cluster.ts";
+
+export const CHART_DIR = fileURLToPath(new URL("./membrane", import.meta.url));
+export const TESTDATA_DIR = fileURLToPath(new URL("./testdata", import.meta.url));
+export const RELEASE = "membrane";
+export const NAMESPACE = "membrane-system";
+/** The Kubernetes version the local control plane runs (e2e/controlplane/go.mod). */
+export const KUBE_VERSION = "1.36.3";
+
+export interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [field: string]: unknown;
+}
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** $MEMBRANE_HELM when set, else the helm that e2e/controlplane/build.sh builds (and caches) with the control plane. */
+export async function helmBinary(): Promise<string> {
+  return process.env.MEMBRANE_HELM ?? join(await ensureControlPlaneBuilt(), "helm");
+}
+
+let helmHome: string | undefined;
+
+/** helm's cache/config/data dirs: private to this process, removed when it exits. */
+function helmEnv(): NodeJS.ProcessEnv {
+  if (helmHome === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), "membrane-chart-helm-"));
+    helmHome = dir;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return { ...process.env, HELM_CACHE_HOME: join(helmHome, "cache"), HELM_CONFIG_HOME: join(helmHome, "config"), HELM_DATA_HOME: join(helmHome, "data") };
+}
+
+/** Runs helm without a cluster (lint, template). */
+export async function helm(args: string[]): Promise<Run> {
+  const bin = await helmBinary();
+  return new Promise((resolve) => {
+    execFile(bin, args, { maxBuffer: 64 * 1024 * 1024, env: helmEnv() }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** `--set`-style overrides → helm arguments. */
+export function setArgs(values: Record<string, string | number | boolean>): string[] {
+  return Object.entries(values).flatMap(([k, v]) => [typeof v === "string" ? "--set-string" : "--set", `${k}=${String(v)}`]);
+}
+
+/** `helm template` of the chart with these overrides; throws with helm's stderr when it fails. */
+export async function renderText(values: Record<string, string | number | boolean> = {}): Promise<string> {
+  const r = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, "--include-crds", ...setArgs(values)]);
+  if (r.code !== 0) throw new Error(`helm template failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Every YAML document of a manifest stream that is an object, in order. */
+export function parseManifest(text: string): K8sObject[] {
+  const objects: K8sObject[] = [];
+  for (const doc of parseAllDocuments(text)) {
+    if (doc.errors.length > 0) throw new Error(`manifest does not parse: ${doc.errors.map((e) => e.message).join("; ")}`);
+    const value = doc.toJS() as K8sObject | null;
+    if (value !== null && typeof value === "object") objects.push(value);
+  }
+  return objects;
+}
+
+const GENERATED = "<generated at install>";
+
+/**
+ * Masks what helm generates afresh on every render (the distribution certificates and the
+ * checksums derived from them) so that the rest can be compared byte for byte.
+ */
+export function normalise(objects: K8sObject[]): K8sObject[] {
+  return objects.map((o) => {
+    const copy = structuredClone(o);
+    if (copy.kind === "Secret" && copy.metadata.name.startsWith("membrane-distribution-tls-")) {
+      const data = copy.data as Record<string, string>;
+      for (const key of Object.keys(data)) data[key] = GENERATED;
+    }
+    const template = (copy.spec as { template?: { metadata?: { annotations?: Record<string, string> } } } | undefined)?.template;
+    const annotations = template?.metadata?.annotations;
+    if (annotations) for (const key of Object.keys(annotations)) if (key.startsWith("checksum/")) annotations[key] = GENERATED;
+    return copy;
+  });
+}
+
+/** The golden form: normalised objects, one YAML document each, in helm's order. */
+export function goldenText(objects: K8sObject[]): string {
+  return normalise(objects)
+    .map((o) => stringify(o, { lineWidth: 0 }))
+    .join("---\n");
+}
+
+export const objectKey = (o: Pick<K8sObject, "kind" | "metadata">): string => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
