@@ -166,6 +166,28 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     assert.match(other.stderr, /membrane-agent may write only the CiliumNode of its own node; node-2 is not node-1/);
   });
 
+  it("helm upgrade keeps the distribution certificates and the caBundle the webhook patched in", async () => {
+    assert.ok(cp);
+    const secretData = async (name: string): Promise<Record<string, string>> => {
+      const r = await kubectl(["get", "secret", name, "-n", NS, "-o", "json"]);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { data: Record<string, string> }).data;
+    };
+    const before = { server: await secretData("membrane-distribution-tls-server"), client: await secretData("membrane-distribution-tls-client") };
+    // What the webhook does at start: write its CA into the configuration.
+    const caBundle = Buffer.from("-----BEGIN CERTIFICATE-----\nplaceholder\n-----END CERTIFICATE-----\n").toString("base64");
+    const patched = await kubectl(["patch", "validatingwebhookconfiguration", "membrane-policy-validation", "--type=json", "-p", JSON.stringify([{ op: "add", path: "/webhooks/0/clientConfig/caBundle", value: caBundle }])]);
+    assert.equal(patched.code, 0, patched.stderr);
+
+    const up = await cp.helm(["upgrade", RELEASE, CHART_DIR, "--namespace", NS, ...setArgs({ ...VALUES, "webhook.timeoutSeconds": 15 })]);
+    assert.equal(up.code, 0, `helm upgrade: ${up.stderr}`);
+    assert.deepEqual({ server: await secretData("membrane-distribution-tls-server"), client: await secretData("membrane-distribution-tls-client") }, before);
+    const vwc = await kubectl(["get", "validatingwebhookconfiguration", "membrane-policy-validation", "-o", "json"]);
+    const webhook = (JSON.parse(vwc.stdout) as { webhooks: { timeoutSeconds: number; clientConfig: { caBundle?: string } }[] }).webhooks[0];
+    assert.equal(webhook?.timeoutSeconds, 15, "the upgrade applied the new value");
+    assert.equal(webhook?.clientConfig.caBundle, caBundle, "the upgrade kept the webhook's caBundle");
+  });
+
   it("helm uninstall removes every object of the release (the CRDs and their objects stay, as Helm does)", async () => {
     assert.ok(cp);
     const r = await cp.helm(["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "2m"]);

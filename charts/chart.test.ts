@@ -1,9 +1,10 @@
 // The Helm chart without a cluster: lint, render, goldens, CRDs in sync, least-privilege RBAC, and values the schema refuses.
 import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { crdDrift } from "./crds.ts";
+import { CHART_CRDS_DIR, GENERATED_DIR, crdDrift } from "./crds.ts";
 import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "./testing.ts";
 
 const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
@@ -39,16 +40,36 @@ describe("charts/membrane", () => {
     for (const [name, values] of Object.entries(CONFIGS)) rendered[name] = parseManifest(await renderText(values));
   });
 
-  it("passes helm lint --strict with the default values and with encryption enabled", async () => {
+  it("passes helm lint --strict and renders without warnings, with the default values and with encryption enabled", async () => {
     for (const values of Object.values(CONFIGS)) {
       const r = await helm(["lint", "--strict", CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs(values)]);
       assert.equal(r.code, 0, `helm lint: ${r.stdout}${r.stderr}`);
       assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+      const t = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs(values)]);
+      assert.equal(t.code, 0, t.stderr);
+      assert.equal(t.stderr, "", "helm template prints no warnings");
     }
   });
 
   it("keeps charts/membrane/crds identical to crds/generated (sync with `node --import tsx charts/crds.ts`)", () => {
     assert.deepEqual(crdDrift(), []);
+  });
+
+  it("reports a CRD edited by hand, one missing and one extra in the chart", () => {
+    const dir = mkdtempSync(join(tmpdir(), "membrane-chart-crds-"));
+    try {
+      for (const f of readdirSync(CHART_CRDS_DIR)) copyFileSync(join(CHART_CRDS_DIR, f), join(dir, f));
+      appendFileSync(join(dir, "ciliumnodes.cilium.io.yaml"), "# hand edit\n");
+      rmSync(join(dir, "tracingpolicies.cilium.io.yaml"));
+      writeFileSync(join(dir, "extra.yaml"), "kind: CustomResourceDefinition\n");
+      assert.deepEqual(crdDrift(GENERATED_DIR, dir), [
+        "ciliumnodes.cilium.io.yaml: differs from crds/generated",
+        "tracingpolicies.cilium.io.yaml: missing from charts/membrane/crds",
+        "extra.yaml: in charts/membrane/crds but not in crds/generated",
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   for (const name of Object.keys(CONFIGS)) {
@@ -221,8 +242,8 @@ describe("charts/membrane", () => {
     }
 
     it("accepts each enforcement mode and each encryption type", async () => {
-      for (const mode of ["default", "always", "never"]) await renderText({ policyEnforcementMode: mode });
-      for (const type of ["wireguard", "ipsec"]) await renderText({ "encryption.enabled": true, "encryption.type": type });
+      for (const mode of ["always", "never"]) await renderText({ policyEnforcementMode: mode });
+      await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true });
     });
   });
 });

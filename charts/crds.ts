@@ -10,13 +10,13 @@ export const CHART_CRDS_DIR = join(repo, "charts", "membrane", "crds");
 const yamlFiles = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort();
 
 /** The differences between the chart's CRDs and the generated ones, one line each; empty when in sync. */
-export function crdDrift(): string[] {
-  const want = yamlFiles(GENERATED_DIR);
-  const have = yamlFiles(CHART_CRDS_DIR);
+export function crdDrift(generatedDir = GENERATED_DIR, chartDir = CHART_CRDS_DIR): string[] {
+  const want = yamlFiles(generatedDir);
+  const have = yamlFiles(chartDir);
   const drift: string[] = [];
   for (const f of want) {
     if (!have.includes(f)) drift.push(`${f}: missing from charts/membrane/crds`);
-    else if (readFileSync(join(GENERATED_DIR, f), "utf8") !== readFileSync(join(CHART_CRDS_DIR, f), "utf8")) drift.push(`${f}: differs from crds/generated`);
+    else if (readFileSync(join(generatedDir, f), "utf8") !== readFileSync(join(chartDir, f), "utf8")) drift.push(`${f}: differs from crds/generated`);
   }
   for (const f of have) if (!want.includes(f)) drift.push(`${f}: in charts/membrane/crds but not in crds/generated`);
   return drift;

@@ -57,7 +57,9 @@ async function up(args: string[]): Promise<number> {
   const dir = devDir();
   const running = await runningControlPlane(dir);
   if (running) {
-    process.stdout.write(`control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`);
+    process.stdout.write(
+      `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
+    );
     return 0;
   }
   const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
@@ -75,7 +77,11 @@ async function down(args: string[]): Promise<number> {
   const running = await runningControlPlane(dir);
   await destroyControlPlane(dir);
   await removeIfEmptyMembraneDir(dirname(dir));
-  process.stdout.write(running ? `control plane stopped (pid ${running.pid}); removed ${dir}\n` : `control plane not running; removed ${dir}\n`);
+  process.stdout.write(
+    running
+      ? `control plane stopped (pid ${running.pid}); removed ${dir}\n`
+      : `control plane not running; removed ${dir}\n`,
+  );
   return 0;
 }
 
@@ -83,7 +89,9 @@ async function env(args: string[]): Promise<number> {
   if (!noArgs("env", args)) return 2;
   const dir = devDir();
   if (!(await runningControlPlane(dir))) {
-    process.stderr.write(`membrane dev env: no control plane running in ${dir}; start one with: bin/membrane dev up\n`);
+    process.stderr.write(
+      `membrane dev env: no control plane running in ${dir}; start one with: bin/membrane dev up\n`,
+    );
     return 1;
   }
   process.stdout.write(`export KUBECONFIG=${controlPlanePaths(dir).kubeconfig}\n`);

@@ -251,7 +251,7 @@ test("property: a lookup in the compiled entries gives the reference evaluator's
       const c = compileAll(policies, ids, { namedPorts });
       checkAgainstEvaluator(policies, ids, c);
     }),
-    { numRuns: 150 },
+    { numRuns: 100 },
   );
 });
 

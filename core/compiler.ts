@@ -120,7 +120,10 @@ export function policyKey(p: Pick<Policy, "kind" | "namespace" | "name">): strin
  * toFQDNs peer whose matchName/matchPattern covers one of the names; `removeIdentity` drains it.
  */
 export function fqdnIdentityLabels(ip: string, names: readonly string[]): LabelSet {
-  return labelSetFrom([...cidrLabels(ip).labels, ...names.map((n) => label(LABEL_SOURCE.fqdn, n.toLowerCase().replace(/\.$/, "")))]);
+  return labelSetFrom([
+    ...cidrLabels(ip).labels,
+    ...names.map((n) => label(LABEL_SOURCE.fqdn, n.toLowerCase().replace(/\.$/, ""))),
+  ]);
 }
 
 /** The CIDR prefixes policies mention (peers and their excepts): each needs a CIDR identity in the ipcache. */
@@ -370,8 +373,10 @@ export class PolicyCompiler {
 
   // ----- public API ---------------------------------------------------------------------------
 
-  /** Loads many policies and identities at once and compiles every subject once (a full compile). */
+  /** Loads many policies and identities into a fresh compiler and compiles every subject once (a full compile). */
   load(policies: ReadonlyMap<string, readonly Policy[]>, identities: ReadonlyMap<number, LabelSet>): void {
+    if (this.identities.size > 0 || this.policies.size > 0)
+      throw new Error("load() needs a fresh PolicyCompiler");
     for (const [id, labels] of identities) {
       this.identities.set(id, labels);
       this.cache.upsertIdentity(id, labels);
@@ -534,7 +539,7 @@ export class PolicyCompiler {
 
   /**
    * Rebuilds a subject's terms from its policies. With `changedPolicy`, only peers touched by that
-   * policy's terms are recomputed (unless enforcement, requires or wildcard denies changed).
+   * policy's terms are recomputed (unless the requires or the wildcard denies changed, which touch every peer).
    */
   private rebuildSubject(subject: number, changedPolicy: string | undefined, d: DeltaCollector): void {
     const labels = this.identities.get(subject);

@@ -158,7 +158,8 @@ describe("CRDs on a real API server", () => {
     it(`rejects ${c.title}, naming ${c.path}`, async () => {
       const r = await apply(c.object);
       assert.notEqual(r.code, 0, `accepted: ${c.object.metadata.name}`);
-      const mentionsPath = new RegExp(`(^|[\\s"'])${escapeRegExp(c.path)}([:\\s"']|$)`, "m");
+      // The path itself or a field below it (strict decoding names the first unexpected leaf).
+      const mentionsPath = new RegExp(`(^|[\\s"'])${escapeRegExp(c.path)}([.[][^\\s"':]*)?([:\\s"']|$)`, "m");
       assert.match(r.stderr, mentionsPath, `the API server's message does not name ${c.path}`);
     });
   }

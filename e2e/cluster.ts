@@ -10,7 +10,10 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { stringify } from "yaml";
 
-const log = pino({ name: "controlplane", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+const log = pino(
+  { name: "controlplane", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" },
+  pino.destination({ fd: 2, sync: true }),
+);
 
 const buildScript = fileURLToPath(new URL("./controlplane/build.sh", import.meta.url));
 const binaryName = "membrane-controlplane";
@@ -126,9 +129,15 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   }
   const server = `https://127.0.0.1:${securePort}`;
   await writeFile(paths.kubeconfig, adminKubeconfig(name, server, paths), { mode: 0o600 });
-  const state: ControlPlaneState = { pid: child.pid!, server, securePort, name, startedAt: new Date().toISOString() };
+  const state: ControlPlaneState = {
+    pid: child.pid!,
+    server,
+    securePort,
+    name,
+    startedAt: new Date().toISOString(),
+  };
   await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
-  log.info({ dir, server, pid: state.pid }, "control plane ready");
+  log.info({ dir, server, controlPlanePid: state.pid }, "control plane ready");
   return controlPlaneHandle(binDir, dir, state, child, opts);
 }
 
@@ -136,7 +145,9 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
 export async function attachControlPlane(dir: string): Promise<ControlPlane | undefined> {
   const state = await readState(dir);
   if (!state || !isOurProcess(state.pid, dir)) return undefined;
-  return controlPlaneHandle(await ensureControlPlaneBuilt(), resolve(dir), state, undefined, { detached: true });
+  return controlPlaneHandle(await ensureControlPlaneBuilt(), resolve(dir), state, undefined, {
+    detached: true,
+  });
 }
 
 /** The recorded state of the control plane in dir, if its process is still alive. */
@@ -149,7 +160,11 @@ export async function runningControlPlane(dir: string): Promise<ControlPlaneStat
 export async function isReady(dir: string, server: string): Promise<boolean> {
   const p = controlPlanePaths(dir);
   try {
-    const [ca, cert, key] = await Promise.all([readFile(p.caFile), readFile(p.adminCert), readFile(p.adminKey)]);
+    const [ca, cert, key] = await Promise.all([
+      readFile(p.caFile),
+      readFile(p.adminCert),
+      readFile(p.adminKey),
+    ]);
     return await new Promise<boolean>((done) => {
       const req = request(`${server}/readyz`, { ca, cert, key, timeout: 5_000 }, (res) => {
         res.resume();
@@ -177,7 +192,7 @@ export async function stopRecorded(dir: string): Promise<void> {
     return;
   }
   if (Number.isInteger(pid) && pid > 0 && isOurProcess(pid, dir)) {
-    log.info({ dir, pid }, "stopping control plane");
+    log.info({ dir, controlPlanePid: pid }, "stopping control plane");
     await killAndWait(pid);
   }
   await rm(pidFile, { force: true });
@@ -230,15 +245,22 @@ function controlPlaneHandle(
     helm: (args, input) => runCommand(join(binDir, "helm"), args, env, input),
     async restart() {
       await killAndWait(handle.pid, child);
-      child = await launch(binDir, paths, initial.securePort, opts.detached ?? false, opts.readyTimeoutMs ?? 180_000);
+      child = await launch(
+        binDir,
+        paths,
+        initial.securePort,
+        opts.detached ?? false,
+        opts.readyTimeoutMs ?? 180_000,
+      );
       handle.pid = child.pid!;
       const state: ControlPlaneState = { ...initial, pid: handle.pid, startedAt: new Date().toISOString() };
       await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
     },
     async stop() {
-      if (isOurProcess(handle.pid, dir)) await killAndWait(handle.pid, child);
+      const running = isOurProcess(handle.pid, dir);
+      if (running) await killAndWait(handle.pid, child);
       await removeControlPlaneDir(dir);
-      log.info({ dir, pid: handle.pid }, "control plane stopped");
+      if (running) log.info({ dir, controlPlanePid: handle.pid }, "control plane stopped");
     },
   };
   return handle;
@@ -266,8 +288,14 @@ async function launch(
   const exited = new Promise<never>((_, reject) => {
     child.on("error", reject);
     child.on("exit", (code, signal) => {
-      const tail = existsSync(paths.logFile) ? readFileSync(paths.logFile, "utf8").split("\n").slice(-25).join("\n") : "";
-      reject(new Error(`${binaryName} exited (code ${code}, signal ${signal}) before ready; log ${paths.logFile}:\n${tail}`));
+      const tail = existsSync(paths.logFile)
+        ? readFileSync(paths.logFile, "utf8").split("\n").slice(-25).join("\n")
+        : "";
+      reject(
+        new Error(
+          `${binaryName} exited (code ${code}, signal ${signal}) before ready; log ${paths.logFile}:\n${tail}`,
+        ),
+      );
     });
   });
   exited.catch(() => undefined); // observed below; avoid an unhandled rejection after success
@@ -298,7 +326,10 @@ function isOurProcess(pid: number, dir: string): boolean {
   if (!isProcessAlive(pid)) return false;
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    return argv[0]?.endsWith(`/${binaryName}`) === true && argv.includes(`--data-dir=${controlPlanePaths(resolve(dir)).etcd}`);
+    return (
+      argv[0]?.endsWith(`/${binaryName}`) === true &&
+      argv.includes(`--data-dir=${controlPlanePaths(resolve(dir)).etcd}`)
+    );
   } catch {
     return false;
   }
@@ -316,7 +347,8 @@ export function isProcessAlive(pid: number): boolean {
 
 /** SIGTERM (the API server shuts down gracefully, then etcd), SIGKILL after a grace period; waits for exit. */
 async function killAndWait(pid: number, child?: ChildProcess, graceMs = 20_000): Promise<void> {
-  const gone = (): boolean => (child ? child.exitCode !== null || child.signalCode !== null : !isProcessAlive(pid));
+  const gone = (): boolean =>
+    child ? child.exitCode !== null || child.signalCode !== null : !isProcessAlive(pid);
   const waitGone = async (ms: number): Promise<boolean> => {
     const until = Date.now() + ms;
     while (Date.now() < until) {
@@ -332,7 +364,7 @@ async function killAndWait(pid: number, child?: ChildProcess, graceMs = 20_000):
     return;
   }
   if (await waitGone(graceMs)) return;
-  log.warn({ pid }, "control plane ignored SIGTERM, sending SIGKILL");
+  log.warn({ controlPlanePid: pid }, "control plane ignored SIGTERM, sending SIGKILL");
   try {
     process.kill(pid, "SIGKILL");
   } catch {
@@ -361,11 +393,20 @@ function freeLoopbackPort(): Promise<number> {
   });
 }
 
-function runCommand(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<CommandResult> {
+function runCommand(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string,
+): Promise<CommandResult> {
   return new Promise((done) => {
     const child = execFile(cmd, args, { env, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-      done({ code, stdout, stderr: err && typeof err.code !== "number" ? `${stderr}${err.message}` : stderr });
+      done({
+        code,
+        stdout,
+        stderr: err && typeof err.code !== "number" ? `${stderr}${err.message}` : stderr,
+      });
     });
     child.stdin?.end(input ?? "");
   });
@@ -380,20 +421,51 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 
 /** CA, API server serving cert, service-account key pair and an admin client cert, all ECDSA P-256. */
 async function generatePki(pki: string): Promise<void> {
-  const ecKey = (out: string) => openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out], pki);
+  const ecKey = (out: string) =>
+    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out], pki);
   const signed = async (base: string, subject: string, ext: string) => {
     await ecKey(`${base}.key`);
     await openssl(["req", "-new", "-key", `${base}.key`, "-subj", subject, "-out", `${base}.csr`], pki);
     await writeFile(join(pki, `${base}.ext`), ext);
     await openssl(
-      ["x509", "-req", "-in", `${base}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "365",
-        "-extfile", `${base}.ext`, "-out", `${base}.crt`],
+      [
+        "x509",
+        "-req",
+        "-in",
+        `${base}.csr`,
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "365",
+        "-extfile",
+        `${base}.ext`,
+        "-out",
+        `${base}.crt`,
+      ],
       pki,
     );
     await Promise.all([rm(join(pki, `${base}.csr`)), rm(join(pki, `${base}.ext`))]);
   };
   await ecKey("ca.key");
-  await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=membrane-local-ca", "-days", "3650", "-out", "ca.crt"], pki);
+  await openssl(
+    [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      "ca.key",
+      "-subj",
+      "/CN=membrane-local-ca",
+      "-days",
+      "3650",
+      "-out",
+      "ca.crt",
+    ],
+    pki,
+  );
   await signed(
     "apiserver",
     "/CN=kube-apiserver",

@@ -19,8 +19,12 @@ interface Run {
 
 function cli(devDir: string, args: string[], extraEnv: Record<string, string> = {}): Promise<Run> {
   return new Promise((done) => {
-    execFile(membrane, args, { env: { ...process.env, MEMBRANE_DEV_DIR: devDir, ...extraEnv } }, (err, stdout, stderr) =>
-      done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+    execFile(
+      membrane,
+      ["dev", ...args],
+      { env: { ...process.env, MEMBRANE_DEV_DIR: devDir, ...extraEnv } },
+      (err, stdout, stderr) =>
+        done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -92,8 +96,18 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     const m = /^export KUBECONFIG=(\S+)\n$/.exec(env.stdout);
     assert.ok(m?.[1], env.stdout);
     const ns = await new Promise<Run>((done) =>
-      execFile("kubectl", [`--kubeconfig=${m[1]}`, `--cache-dir=${join(parent, "kube-cache")}`, "get", "ns", "default", "-o", "name"], (err, stdout, stderr) =>
-        done({ code: err ? 1 : 0, stdout, stderr }),
+      execFile(
+        "kubectl",
+        [
+          `--kubeconfig=${m[1]}`,
+          `--cache-dir=${join(parent, "kube-cache")}`,
+          "get",
+          "ns",
+          "default",
+          "-o",
+          "name",
+        ],
+        (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr }),
       ),
     );
     assert.equal(ns.stdout.trim(), "namespace/default", ns.stderr);

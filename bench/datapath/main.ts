@@ -20,8 +20,8 @@ const root = path.resolve(here, "../..");
 
 const SIZES = (process.env.BENCH_SIZES ?? "10,1000,10000,100000").split(",").map(Number);
 const EVENTS_FORWARDED = process.env.BENCH_EVENTS_FORWARDED !== "0";
-const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 3); // per measure and configuration; the median counts
-const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.8);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 5); // per measure and configuration; the median counts
+const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.6);
 const PORT = 5201;
 const tag = `mbd${process.pid % 100000}`;
 const NS_POD = `${tag}-pod`;
@@ -37,6 +37,10 @@ const NFT_TABLE = `${tag}`;
 interface Measure {
   readonly connPerSec: number;
   readonly bulkGbps: number;
+}
+interface Samples {
+  readonly conn: number[];
+  readonly bulk: number[];
 }
 interface Row extends Measure {
   readonly variant: "baseline" | "membrane" | "nftables";
@@ -90,8 +94,12 @@ type Variant = "baseline" | "membrane" | "nftables";
  * (attach/detach; one nftables jump rule), so that the noise of a shared machine hits all three
  * alike. Each variant's figure is its median over the rounds.
  */
-async function measureRotating(bin: string, enable: Record<Variant, () => void>, disable: Record<Variant, () => void>): Promise<Record<Variant, Measure>> {
-  const samples: Record<Variant, { conn: number[]; bulk: number[] }> = {
+async function measureRotating(
+  bin: string,
+  enable: Record<Variant, () => void>,
+  disable: Record<Variant, () => void>,
+): Promise<{ medians: Record<Variant, Measure>; samples: Record<Variant, Samples> }> {
+  const samples: Record<Variant, Samples> = {
     baseline: { conn: [], bulk: [] },
     membrane: { conn: [], bulk: [] },
     nftables: { conn: [], bulk: [] },
@@ -112,7 +120,7 @@ async function measureRotating(bin: string, enable: Record<Variant, () => void>,
   for (const v of order) {
     out[v] = { connPerSec: Math.round(median(samples[v].conn)), bulkGbps: Number((median(samples[v].bulk) / 1e9).toFixed(3)) };
   }
-  return out;
+  return { medians: out, samples };
 }
 
 /** N entries: N-1 other peers on the port, then the server's identity (the one traffic hits). */
@@ -169,6 +177,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < 100; i++) dp.setIpcache({ cidr: `${peerIp(i)}/32`, identity: 10_000 + i });
 
     const rows: Row[] = [];
+    const paired = new Map<number, Record<Variant, Samples>>();
     for (const n of SIZES) {
       const t0 = Date.now();
       dp.setSubjectPolicy(membranePolicy(n), [
@@ -204,24 +213,24 @@ async function main(): Promise<void> {
         },
       );
       for (const variant of ["baseline", "membrane", "nftables"] as const) {
-        rows.push({ variant, entries: n, ...m[variant], ...(variant === "membrane" ? { progNsPerNewFlow: progNs } : {}) });
+        rows.push({ variant, entries: n, ...m.medians[variant], ...(variant === "membrane" ? { progNsPerNewFlow: progNs } : {}) });
       }
-      log(`N=${n}: ${JSON.stringify(m)}`);
+      paired.set(n, m.samples);
+      log(`N=${n}: ${JSON.stringify(m.medians)}`);
       nft("delete", "table", "inet", NFT_TABLE);
     }
 
-    const get = (variant: Row["variant"], n: number): Row => rows.find((r) => r.variant === variant && r.entries === n)!;
+    // Ratios are medians of per-round ratios: the variants of one round ran back to back, so they
+    // saw the same load on a shared machine.
+    const pairedRatio = (x: number[], y: number[]): number => Number(median(x.map((v, i) => v / y[i]!)).toFixed(3));
     const ratios = SIZES.map((n) => {
-      const a = get("baseline", n);
-      const b = get("membrane", n);
-      const c = get("nftables", n);
-      const r = (x: number, y: number): number => Number((x / y).toFixed(3));
+      const s = paired.get(n)!;
       return {
         entries: n,
-        conn_vs_baseline: r(b.connPerSec, a.connPerSec),
-        bulk_vs_baseline: r(b.bulkGbps, a.bulkGbps),
-        conn_vs_nftables: r(b.connPerSec, c.connPerSec),
-        bulk_vs_nftables: r(b.bulkGbps, c.bulkGbps),
+        conn_vs_baseline: pairedRatio(s.membrane.conn, s.baseline.conn),
+        bulk_vs_baseline: pairedRatio(s.membrane.bulk, s.baseline.bulk),
+        conn_vs_nftables: pairedRatio(s.membrane.conn, s.nftables.conn),
+        bulk_vs_nftables: pairedRatio(s.membrane.bulk, s.nftables.bulk),
       };
     });
     const minRatio = Math.min(...ratios.flatMap((x) => [x.conn_vs_baseline, x.bulk_vs_baseline]));

@@ -12,7 +12,7 @@ struct flow {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__be16 sport;
-	__be16 dport; /* for ICMP/ICMPv6: the type, as a port (high byte 0) */
+	__be16 dport; /* for ICMP/ICMPv6: the type, as a port (high byte 0); see parse_l4 for echo */
 };
 
 enum parse_result { PARSE_OK, PARSE_PASS /* ARP, ND: not subject to policy */, PARSE_DROP };
@@ -40,9 +40,21 @@ static __always_inline int parse_l4(void *data, void *data_end, void *l4, struct
 		f->dport = uh->dest;
 	} else if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
 		__u8 *t = l4;
-		if ((void *)(t + 2) > data_end)
+		__u8 request = f->proto == IPPROTO_ICMP ? 8 : 128;
+		__u8 reply = f->proto == IPPROTO_ICMP ? 0 : 129;
+		if ((void *)(t + 8) > data_end)
 			goto malformed;
-		f->dport = bpf_htons((__u16)t[0]);
+		/* Echo request: (id -> type), as policy sees it; echo reply: (request type -> id), so
+		 * that the reply is the swapped tuple of its request and conntrack lets it back. */
+		if (t[0] == request) {
+			f->sport = *(__be16 *)(t + 4);
+			f->dport = bpf_htons((__u16)request);
+		} else if (t[0] == reply) {
+			f->sport = bpf_htons((__u16)request);
+			f->dport = *(__be16 *)(t + 4);
+		} else {
+			f->dport = bpf_htons((__u16)t[0]);
+		}
 	}
 	return PARSE_OK;
 malformed:
@@ -88,10 +100,22 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f, __u
 			return PARSE_DROP;
 		}
 		f->family = FAMILY_IPV6;
-		f->proto = ip6->nexthdr; /* extension headers are not walked: they fall to proto policy */
+		f->proto = ip6->nexthdr;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
-		if (parse_l4(data, data_end, (void *)(ip6 + 1), f, reason) == PARSE_DROP)
+		void *l4 = (void *)(ip6 + 1);
+		/* One hop-by-hop header (multicast listener reports carry one) is skipped; other
+		 * extension headers are not walked: they meet the policy under their own number. */
+		if (f->proto == IPPROTO_HOPOPTS) {
+			__u8 *hbh = l4;
+			if ((void *)(hbh + 2) > data_end) {
+				*reason = DROP_MALFORMED;
+				return PARSE_DROP;
+			}
+			f->proto = hbh[0];
+			l4 += (hbh[1] + 1) * 8;
+		}
+		if (parse_l4(data, data_end, l4, f, reason) == PARSE_DROP)
 			return PARSE_DROP;
 		/* Link-local control that keeps links up: multicast listener queries/reports (130-132,
 		 * 143) and neighbour discovery (133-137). */

@@ -16,13 +16,21 @@ exec 9>"$out/.build.lock"
 flock 9
 
 # The cache key is the content that decides the binary, not just the version.
-key="$(cat go.mod go.sum main.go | sha256sum | cut -d' ' -f1)"
+key="$(cat go.mod go.sum main.go build.sh | sha256sum | cut -d' ' -f1)"
 if [ -x "$out/membrane-controlplane" ] && [ "$(cat "$out/membrane-controlplane.key" 2>/dev/null)" = "$key" ]; then
   echo "build.sh: membrane-controlplane ${k8s_version} cached in $out" >&2
 else
   echo "build.sh: building membrane-controlplane (k8s ${k8s_version}); the first build takes many minutes" >&2
   start=$(date +%s)
-  go build -trimpath -ldflags "-s -w" -o "$out/membrane-controlplane.tmp" .
+  # The version the API server reports (kubectl version, helm's Capabilities) is stamped at link time, as
+  # Kubernetes' own hack/lib/version.sh does; without it the server says v0.0.0-master.
+  minor="$(echo "$k8s_version" | cut -d. -f2)"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=${k8s_version} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor}"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  go build -trimpath -ldflags "$ldflags" -o "$out/membrane-controlplane.tmp" .
   mv "$out/membrane-controlplane.tmp" "$out/membrane-controlplane"
   echo "$key" >"$out/membrane-controlplane.key"
   echo "build.sh: membrane-controlplane built in $(($(date +%s) - start))s" >&2

@@ -1,12 +1,12 @@
 // The Membrane datapath as the agent sees it: the loaded object, typed map writes, attach, events, counters.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { entryKeyString } from "../../core/mapstate.ts";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { BpfObject, RingBufferReader, attachTc, detachTc, type TcTarget } from "./loader.ts";
 import {
   CONST,
   DROP_REASONS,
+  LAYOUT,
   decodeEvent,
   encodeConfig,
   encodeEndpointKey,
@@ -98,14 +98,22 @@ export class Datapath {
    * endpoints' enforcement flags (when given); a failure rolls the policy map back and throws.
    */
   setSubjectPolicy(policy: SubjectPolicy, endpoints: readonly { ip: string; ifindex: number }[] = []): void {
-    const previous = this.written.get(policy.subject) ?? [];
-    const keep = new Set(policy.entries.map(entryKeyString));
+    const keep = new Set(policy.entries.map((e) => encodePolicyKey(e).toString("hex")));
+    const previous = this.written.has(policy.subject)
+      ? this.written.get(policy.subject)!.map(encodePolicyKey)
+      : this.pinnedKeysOf(policy.subject); // first write since this process started: read the pinned map
     this.object.map(MAPS.policy).applyBatch({
       upserts: policy.entries.map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
-      deletes: previous.filter((e) => !keep.has(entryKeyString(e))).map(encodePolicyKey),
+      deletes: previous.filter((k) => !keep.has(k.toString("hex"))),
     });
     this.written.set(policy.subject, policy.entries);
     for (const ep of endpoints) this.setEndpoint(endpointFor(ep.ip, ep.ifindex, policy));
+  }
+
+  /** The policy-map keys of a subject as the kernel has them (e.g. written before an agent restart). */
+  private pinnedKeysOf(subject: number): Buffer[] {
+    const offset = LAYOUT.policy_key.fields.subject.offset;
+    return this.object.map(MAPS.policy).keys().filter((k) => k.readUInt32LE(offset) === subject);
   }
 
   /** Drops counted per reason (never loses a count), plus events lost to a full ring. */

@@ -6,8 +6,8 @@ export interface FrameSpec {
   readonly src: string;
   readonly dst: string;
   readonly proto: number; // PROTO_NUMBER.TCP / UDP / ...
-  readonly sport: number;
-  readonly dport: number;
+  readonly sport: number; // ICMP/ICMPv6: the echo identifier
+  readonly dport: number; // ICMP/ICMPv6: the type
   readonly tcpFlags?: number; // default SYN
 }
 
@@ -19,13 +19,18 @@ export function frame(s: FrameSpec): Buffer {
   const dst = parseAddress(s.dst);
   if (src.family !== dst.family) throw new RangeError("source and destination families differ");
   const l4 = s.proto === PROTO_NUMBER.TCP ? Buffer.alloc(20) : Buffer.alloc(8);
-  l4.writeUInt16BE(s.sport, 0);
-  l4.writeUInt16BE(s.dport, 2);
+  if (s.proto === PROTO_NUMBER.ICMP || s.proto === PROTO_NUMBER.ICMPv6) {
+    l4.writeUInt8(s.dport, 0);
+    l4.writeUInt16BE(s.sport, 4);
+  } else {
+    l4.writeUInt16BE(s.sport, 0);
+    l4.writeUInt16BE(s.dport, 2);
+  }
   if (s.proto === PROTO_NUMBER.TCP) {
     l4.writeUInt8(5 << 4, 12);
     l4.writeUInt8(s.tcpFlags ?? TCP_SYN, 13);
     l4.writeUInt16BE(65535, 14);
-  } else {
+  } else if (s.proto === PROTO_NUMBER.UDP) {
     l4.writeUInt16BE(8, 4);
   }
   const eth = Buffer.alloc(14);

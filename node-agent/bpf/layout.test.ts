@@ -32,7 +32,7 @@ function cValues(): Record<string, number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-layout-"));
   try {
     fs.writeFileSync(path.join(dir, "layout.c"), cProgram());
-    execFileSync("clang", ["-I/usr/include/x86_64-linux-gnu", "-o", path.join(dir, "layout"), path.join(dir, "layout.c")]);
+    execFileSync("clang", [`-I/usr/include/${os.machine()}-linux-gnu`, "-o", path.join(dir, "layout"), path.join(dir, "layout.c")]);
     return JSON.parse(execFileSync(path.join(dir, "layout")).toString()) as Record<string, number>;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

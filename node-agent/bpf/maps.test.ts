@@ -79,3 +79,19 @@ test("the build fails loudly when clang is missing", () => {
   assert.match(r.stderr, /membrane-no-such-clang not found: install clang/);
   assert.ok(fs.existsSync(DATAPATH_OBJECT), "the existing object is untouched");
 });
+
+test("after a restart, a subject's entries written by the previous process are replaced, not left behind", () => {
+  const policy = (entries: PolicyEntry[]) => ({ subject: 42, ingressEnforced: true, egressEnforced: false, entries });
+  const m = dp.object.map(MAPS.policy);
+  m.clear();
+  dp.setSubjectPolicy(policy([entry(1, 1), entry(2, 2)]));
+  const restarted = Datapath.load(SCOPE); // a new process knows nothing of what was written
+  try {
+    restarted.setSubjectPolicy(policy([entry(3, 3)]));
+    assert.equal(m.lookup(encodePolicyKey(entry(1, 0))), undefined);
+    assert.equal(m.lookup(encodePolicyKey(entry(2, 0))), undefined);
+    assert.ok(m.lookup(encodePolicyKey(entry(3, 0))));
+  } finally {
+    restarted.close();
+  }
+});

@@ -230,6 +230,29 @@ test("conntrack: policy is checked for new connections only — removing the all
   assert.equal(verdictOf(testRun(from, q(5001), { ifindex: LO }).retval), "deny", "new flow");
 });
 
+test("ICMP echo: the request is checked as (proto, type); its reply passes through conntrack", () => {
+  const ICMP = PROTO_NUMBER.ICMP;
+  const ICMPV6 = PROTO_NUMBER.ICMPv6;
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
+    entries: [
+      entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: ICMP, port: 8, portPrefixLen: 16 }),
+      entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: ICMPV6, port: 128, portPrefixLen: 16 }),
+    ],
+  };
+  install(policy);
+  dp.clearConntrack();
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  for (const [proto, req, rep, pod, peer] of [[ICMP, 8, 0, POD_A.ip, PEER_X.ip], [ICMPV6, 128, 129, POD_A.ip6, PEER_X.ip6]] as const) {
+    assert.equal(lookup(policy, "egress", PEER_X.identity, proto, req).verdict, "allow");
+    assert.equal(verdictOf(testRun(from, frame({ src: pod, dst: peer, proto, sport: 77, dport: req }), { ifindex: LO }).retval), "allow", `echo request ${proto}`);
+    assert.equal(verdictOf(testRun(to, frame({ src: peer, dst: pod, proto, sport: 77, dport: rep }), { ifindex: LO }).retval), "allow", `echo reply ${proto}`);
+    assert.equal(verdictOf(testRun(to, frame({ src: peer, dst: pod, proto, sport: 78, dport: rep }), { ifindex: LO }).retval), "deny", `unsolicited reply ${proto}`);
+    assert.equal(verdictOf(testRun(from, frame({ src: pod, dst: PEER_Y.ip.includes(".") && proto === ICMP ? PEER_Y.ip : PEER_Y.ip6, proto, sport: 79, dport: req }), { ifindex: LO }).retval), "deny", `echo to another peer ${proto}`);
+  }
+});
+
 test("spoofed source: a packet whose source is not the pod behind the interface is dropped", () => {
   install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
   dp.setEndpoint({ ip: POD_B.ip, ifindex: 999, identity: POD_B.identity, ingressEnforced: false, egressEnforced: false });

@@ -1,0 +1,143 @@
+// `membrane dev exec` and `dev probe`: run a command, or a connectivity probe, inside a local pod's network namespace.
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { readFile } from "node:fs/promises";
+import { isProcessAlive } from "../e2e/cluster.ts";
+import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../e2e/kubelet.ts";
+import { createNodes, destroyNodes, loadNodesState, netnsExists, run, type AgentHook } from "../e2e/nodes.ts";
+import type { ProbeResult } from "../e2e/probe.ts";
+import { standaloneScript } from "../e2e/standalone.ts";
+
+const probeSource = fileURLToPath(new URL("../e2e/probe.ts", import.meta.url));
+
+/** "NAMESPACE/POD" → parts, or an error naming the argument. */
+export function parsePodRef(ref: string): { ok: true; namespace: string; pod: string } | { ok: false; error: string } {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(ref);
+  if (!m) return { ok: false, error: `NAMESPACE/POD: "${ref}" is not of the form namespace/pod` };
+  return { ok: true, namespace: m[1]!, pod: m[3]! };
+}
+
+/** The local pod's record (its netns), or an error for a user: not found, or not running here. */
+async function findPod(dir: string, namespace: string, pod: string): Promise<{ ok: true; rec: PodRecord } | { ok: false; error: string }> {
+  const rec = (await loadPodRecords(dir)).pods[`${namespace}/${pod}`];
+  if (!rec) return { ok: false, error: `pod ${namespace}/${pod} is not running on a local node (state: ${dir})` };
+  if (!(await netnsExists(rec.netns))) return { ok: false, error: `pod ${namespace}/${pod}: its network namespace ${rec.netns} is gone` };
+  return { ok: true, rec };
+}
+
+/** Runs argv inside the pod's network namespace with our stdio; resolves to its exit code (like `kubectl exec`). */
+export async function devExec(namespace: string, pod: string, argv: string[], dir: string): Promise<number> {
+  if (argv.length === 0) {
+    process.stderr.write("membrane dev exec: no command given (usage: dev exec NAMESPACE/POD -- COMMAND…)\n");
+    return 2;
+  }
+  const found = await findPod(dir, namespace, pod);
+  if (!found.ok) {
+    process.stderr.write(`membrane dev exec: ${found.error}\n`);
+    return 1;
+  }
+  return new Promise((resolve) => {
+    const child = spawn("ip", ["netns", "exec", found.rec.netns, ...argv], { stdio: "inherit" });
+    child.on("error", (err) => {
+      process.stderr.write(`membrane dev exec: ${err.message}\n`);
+      resolve(1);
+    });
+    child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}
+
+export interface ProbeOptions {
+  udp?: boolean;
+  timeoutMs?: number;
+}
+
+/** Probes host:port from inside the pod without printing: the verdict and the peer's reply. */
+export async function probeFromPod(namespace: string, pod: string, host: string, port: number, opts: ProbeOptions, dir: string): Promise<ProbeResult> {
+  const found = await findPod(dir, namespace, pod);
+  if (!found.ok) throw new Error(found.error);
+  const script = await standaloneScript(probeSource, join(dir, "bin"));
+  const args = ["netns", "exec", found.rec.netns, process.execPath, script, host, String(port), "--timeout-ms", String(opts.timeoutMs ?? 2_000)];
+  if (opts.udp) args.push("--udp");
+  return JSON.parse(await run("ip", args)) as ProbeResult;
+}
+
+/** `dev probe NAMESPACE/POD HOST PORT [--udp]`: prints connected, refused or timeout; exit 0 only when connected. */
+export async function devProbe(namespace: string, pod: string, host: string, port: number, opts: ProbeOptions, dir: string): Promise<number> {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    process.stderr.write(`membrane dev probe: PORT: must be 1-65535, got "${port}"\n`);
+    return 2;
+  }
+  let result: ProbeResult;
+  try {
+    result = await probeFromPod(namespace, pod, host, port, opts, dir);
+  } catch (err) {
+    process.stderr.write(`membrane dev probe: ${(err as Error).message}\n`);
+    return 2;
+  }
+  process.stdout.write(`${result.verdict}\n`);
+  return result.verdict === "connected" ? 0 : 1;
+}
+
+/** The argument parsing for both subcommands, so `cli/dev.ts` wires each in one line. */
+export async function runDevExec(args: string[], dir: string): Promise<number> {
+  const sep = args.indexOf("--");
+  const ref = parsePodRef(args[0] ?? "");
+  if (!ref.ok || sep !== 1) {
+    process.stderr.write(`membrane dev exec: ${ref.ok ? "expected -- after NAMESPACE/POD" : ref.error}\nusage: membrane dev exec NAMESPACE/POD -- COMMAND…\n`);
+    return 2;
+  }
+  return devExec(ref.namespace, ref.pod, args.slice(sep + 1), dir);
+}
+
+export async function runDevProbe(args: string[], dir: string): Promise<number> {
+  const udp = args.includes("--udp");
+  const positional = args.filter((a) => a !== "--udp");
+  const ref = parsePodRef(positional[0] ?? "");
+  const usage = "usage: membrane dev probe NAMESPACE/POD HOST PORT [--udp]\n";
+  if (!ref.ok || positional.length !== 3) {
+    process.stderr.write(`membrane dev probe: ${ref.ok ? "expected HOST and PORT" : ref.error}\n${usage}`);
+    return 2;
+  }
+  const port = Number(positional[2]);
+  return devProbe(ref.namespace, ref.pod, positional[1]!, port, { udp }, dir);
+}
+
+/** `dev up --nodes N`: N local nodes (`node-1`…) and the kubelet process; idempotent. Call after the control plane is ready. */
+export async function devNodesUp(dir: string, kubeconfig: string, count: number, agent?: AgentHook): Promise<string> {
+  const existing = await loadNodesState(dir);
+  if (existing) {
+    if (!(await kubeletRunning(dir))) await startKubeletProcess(dir, kubeconfig);
+    return `${existing.nodes.length} nodes already up: ${existing.nodes.map((n) => n.name).join(", ")}`;
+  }
+  const state = await createNodes({ prefix: "", count, dir, kubeconfig, agent });
+  try {
+    await startKubeletProcess(dir, kubeconfig);
+  } catch (err) {
+    await destroyNodes(state, kubeconfig);
+    throw err;
+  }
+  return `${count} nodes up: ${state.nodes.map((n) => `${n.name} (${n.internalIP}, pods ${n.podCIDR})`).join(", ")}`;
+}
+
+/** `dev down`: the kubelet, every pod netns and server, the nodes and their Node objects; works after a crash (files only). Call before the control plane is destroyed. */
+export async function devNodesDown(dir: string, kubeconfig?: string): Promise<void> {
+  await stopKubeletProcess(dir);
+  await removeRecordedPods(dir);
+  const state = await loadNodesState(dir);
+  if (state) await destroyNodes(state, kubeconfig);
+}
+
+async function kubeletRunning(dir: string): Promise<boolean> {
+  const pid = Number.parseInt(await readFile(kubeletPaths(dir).pidFile, "utf8").catch(() => ""), 10);
+  return Number.isInteger(pid) && pid > 0 && isProcessAlive(pid);
+}
+
+/** `--nodes N` out of `dev up`'s arguments: the count (undefined when absent), the rest, or an error. */
+export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; rest: string[] } | { ok: false; error: string } {
+  const i = args.indexOf("--nodes");
+  if (i < 0) return { ok: true, rest: args };
+  const n = Number(args[i + 1]);
+  if (!Number.isInteger(n) || n < 1 || n > 200) return { ok: false, error: `--nodes: must be an integer from 1 to 200, got "${args[i + 1] ?? ""}"` };
+  return { ok: true, nodes: n, rest: [...args.slice(0, i), ...args.slice(i + 2)] };
+}

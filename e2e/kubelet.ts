@@ -1,0 +1,429 @@
+// The local cluster's kubelet (one for all nodes): binds pending pods, wires them with the CNI plugin, runs the pod server, reports status, tears down on delete.
+import { spawn } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { pino, type Logger } from "pino";
+import { Controller, type Reconciler, type ReconcileResult } from "../controllers/runtime/controller.ts";
+import { Informer } from "../controllers/runtime/informer.ts";
+import { KubeClient, isNotFound, resourcePath, type KubeObject } from "../controllers/runtime/kube.ts";
+import { OperatorMetrics } from "../controllers/runtime/metrics.ts";
+import { NODES, PODS } from "../controllers/runtime/resources.ts";
+import { isProcessAlive } from "./cluster.ts";
+import { standaloneScript } from "./standalone.ts";
+import { cniConfig, loadNodesState, netnsExists, run, type LocalNode, type NodesState } from "./nodes.ts";
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const cniPlugin = join(repoRoot, "bin", "membrane-cni");
+const tsxLoader = join(repoRoot, "node_modules", "tsx", "dist", "esm", "index.mjs");
+const podServerSource = fileURLToPath(new URL("./podserver.ts", import.meta.url));
+
+/** Where the compiled pod server of a cluster dir lives (see standalone.ts). */
+function podServerScript(dir: string): string {
+  return join(dir, "bin", "podserver.mjs");
+}
+
+interface ContainerPort {
+  containerPort: number;
+  protocol?: string;
+}
+export interface Pod extends KubeObject {
+  spec: {
+    nodeName?: string;
+    nodeSelector?: Record<string, string>;
+    containers: { name: string; image?: string; ports?: ContainerPort[] }[];
+  };
+  status?: { phase?: string; podIP?: string; hostIP?: string; conditions?: { type: string; status: string }[] };
+}
+interface NodeObject extends KubeObject {
+  metadata: KubeObject["metadata"];
+}
+
+/** What the kubelet made for one pod, so it (or `dev down` after a crash) can undo it. */
+export interface PodRecord {
+  namespace: string;
+  name: string;
+  uid: string;
+  node: string;
+  netns: string;
+  /** The CNI container id (the pod's uid). */
+  containerId: string;
+  ip?: string;
+  pid?: number;
+  startedAt?: string;
+  restarts: number;
+}
+
+export interface PodRecords {
+  version: 1;
+  /** By "namespace/name". */
+  pods: Record<string, PodRecord>;
+}
+
+export function podsStateFile(dir: string): string {
+  return join(dir, "pods.json");
+}
+
+export async function loadPodRecords(dir: string): Promise<PodRecords> {
+  try {
+    return JSON.parse(await readFile(podsStateFile(dir), "utf8")) as PodRecords;
+  } catch {
+    return { version: 1, pods: {} };
+  }
+}
+
+/** The network namespace of a pod: by uid, so a pod re-created under the same name never meets the old one's. */
+export function podNetnsName(prefix: string, uid: string): string {
+  return `${prefix}pod-${uid}`;
+}
+
+/** True when pid is alive and is a pod server we started (not a recycled pid). */
+function isPodServer(pid: number, dir: string): boolean {
+  if (!isProcessAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(podServerScript(dir));
+  } catch {
+    return false;
+  }
+}
+
+export interface KubeletOptions {
+  nodes: NodesState;
+  kubeconfig: string;
+  log?: Logger;
+}
+
+export class LocalKubelet implements Reconciler {
+  readonly name = "local-kubelet";
+  private readonly log: Logger;
+  private kube!: KubeClient;
+  private pods!: Informer<Pod>;
+  private nodeObjects!: Informer<NodeObject>;
+  private controller!: Controller;
+  private records: PodRecords = { version: 1, pods: {} };
+  private nextNode = 0;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: KubeletOptions) {
+    this.log = opts.log ?? pino({ name: "kubelet", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+  }
+
+  private get ourNodes(): LocalNode[] {
+    return this.opts.nodes.nodes;
+  }
+
+  async start(): Promise<void> {
+    this.records = await loadPodRecords(this.opts.nodes.dir);
+    this.kube = await KubeClient.fromKubeconfig(this.opts.kubeconfig);
+    this.pods = new Informer<Pod>(this.kube, PODS, this.log);
+    this.nodeObjects = new Informer<NodeObject>(this.kube, NODES, this.log);
+    this.controller = new Controller(this, this.log, new OperatorMetrics(), { workers: 2 });
+    this.controller.watch(this.pods);
+    // Pods that vanished while the kubelet was down are known only from the records.
+    this.controller.beforeStart(() => Object.keys(this.records.pods).forEach((k) => this.controller.enqueue(k)));
+    this.pods.start();
+    this.nodeObjects.start();
+    await this.nodeObjects.waitForSync();
+    await this.controller.start();
+    this.log.info({ nodes: this.ourNodes.map((n) => n.name) }, "kubelet started");
+  }
+
+  /** Stops watching; with `removePods`, also tears down every pod it runs (netns, process, CNI) without touching the API. */
+  async stop(opts: { removePods?: boolean } = {}): Promise<void> {
+    await this.controller?.stop();
+    await this.pods?.stop();
+    await this.nodeObjects?.stop();
+    this.kube?.close();
+    if (opts.removePods) {
+      for (const key of Object.keys(this.records.pods)) await this.teardown(key);
+    }
+    await this.saving;
+    if (opts.removePods) await removeKubeletFiles(this.opts.nodes.dir);
+  }
+
+  /** Level-triggered: make the pod's local state match the API object (or its absence). */
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const pod = this.pods.get(key);
+    const record = this.records.pods[key];
+    if (record && (!pod || pod.metadata.uid !== record.uid)) await this.teardown(key);
+    if (!pod) return;
+    const uid = pod.metadata.uid!;
+
+    if (!pod.spec.nodeName) {
+      if (!pod.metadata.deletionTimestamp) await this.bind(pod);
+      return;
+    }
+    const node = this.ourNodes.find((n) => n.name === pod.spec.nodeName);
+    if (!node) return; // another kubelet's pod
+
+    if (pod.metadata.deletionTimestamp) {
+      await this.teardown(key);
+      await this.finalize(pod);
+      return;
+    }
+    let rec = this.records.pods[key];
+    if (!rec) {
+      rec = await this.setup(pod, node);
+    } else if (rec.pid === undefined || !isPodServer(rec.pid, this.opts.nodes.dir)) {
+      // restartPolicy Always, as far as this stand-in goes
+      this.log.warn({ pod: key, pid: rec.pid }, "pod server gone, restarting it");
+      rec.restarts++;
+      await this.startServer(pod, rec);
+    }
+    if (!rec || rec.uid !== uid) return;
+    await this.writeStatus(pod, node, rec);
+  }
+
+  /** Chooses a node (nodeSelector honoured, then round-robin) and binds through pods/binding. */
+  private async bind(pod: Pod): Promise<void> {
+    const selector = pod.spec.nodeSelector ?? {};
+    const fits = this.ourNodes.filter((n) => {
+      const labels = this.nodeObjects.get(n.name)?.metadata.labels ?? {};
+      return Object.entries(selector).every(([k, v]) => labels[k] === v);
+    });
+    if (fits.length === 0) {
+      this.log.warn({ pod: `${pod.metadata.namespace}/${pod.metadata.name}`, nodeSelector: selector }, "no node matches the nodeSelector; pod stays pending");
+      return;
+    }
+    const node = fits[this.nextNode++ % fits.length]!;
+    const { namespace, name, uid } = pod.metadata;
+    await this.kube.create(`${resourcePath(PODS, namespace, name)}/binding`, {
+      apiVersion: "v1",
+      kind: "Binding",
+      metadata: { name, namespace, uid },
+      target: { apiVersion: "v1", kind: "Node", name: node.name },
+    });
+    this.log.info({ pod: `${namespace}/${name}`, node: node.name }, "pod bound");
+  }
+
+  private async setup(pod: Pod, node: LocalNode): Promise<PodRecord> {
+    const { namespace = "default", name, uid = "" } = pod.metadata;
+    const key = `${namespace}/${name}`;
+    const rec: PodRecord = { namespace, name, uid, node: node.name, netns: podNetnsName(this.opts.nodes.prefix, uid), containerId: uid, restarts: 0 };
+    // Recorded first: a crash from here on leaves a trail that teardown follows.
+    this.records.pods[key] = rec;
+    await this.save();
+    if (!(await netnsExists(rec.netns))) await run("ip", ["netns", "add", rec.netns]);
+    await run("ip", ["-n", rec.netns, "link", "set", "lo", "up"]);
+    const result = JSON.parse(await this.cni("ADD", rec, node)) as { ips?: { address: string }[] };
+    const address = result.ips?.[0]?.address;
+    if (!address) throw new Error(`CNI ADD for ${key} returned no address`);
+    rec.ip = address.split("/")[0];
+    await this.save();
+    await this.startServer(pod, rec);
+    this.log.info({ pod: key, node: node.name, ip: rec.ip, netns: rec.netns, pid: rec.pid }, "pod started");
+    return rec;
+  }
+
+  private async startServer(pod: Pod, rec: PodRecord): Promise<void> {
+    const ports = pod.spec.containers.flatMap((c) => c.ports ?? []);
+    const tcp = ports.filter((p) => (p.protocol ?? "TCP") === "TCP").map((p) => p.containerPort);
+    const udp = ports.filter((p) => p.protocol === "UDP").map((p) => p.containerPort);
+    const logFile = join(this.opts.nodes.dir, "pods", `${rec.namespace}_${rec.name}.log`);
+    await mkdir(dirname(logFile), { recursive: true });
+    const errFd = openSync(logFile, "a");
+    const script = await standaloneScript(podServerSource, dirname(podServerScript(this.opts.nodes.dir)));
+    const argv = ["netns", "exec", rec.netns, process.execPath, script, "--name", rec.name, "--tcp", tcp.join(","), "--udp", udp.join(",")];
+    // `ip netns exec` execs in place: the pid is the server's. Its own process group: a Ctrl-C to us is not one to it.
+    const child = spawn("ip", argv, { detached: true, stdio: ["ignore", "pipe", errFd] });
+    closeSync(errFd);
+    child.unref();
+    rec.pid = child.pid;
+    rec.startedAt = new Date().toISOString();
+    await this.save();
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`pod server for ${rec.namespace}/${rec.name} not ready after 60 s; log ${logFile}`)), 60_000);
+      const lines = createInterface({ input: child.stdout! });
+      lines.on("line", (line) => {
+        if (line === "ready") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`pod server for ${rec.namespace}/${rec.name} exited with ${code}; log ${logFile}`));
+      });
+    });
+    (child.stdout as NodeJS.ReadableStream & { unref?: () => void }).unref?.();
+  }
+
+  /** Undoes setup in reverse: process (by pid), CNI DEL, netns; then forgets the record. Idempotent. */
+  private async teardown(key: string): Promise<void> {
+    const rec = this.records.pods[key];
+    if (!rec) return;
+    if (rec.pid !== undefined && isPodServer(rec.pid, this.opts.nodes.dir)) {
+      process.kill(rec.pid, "SIGTERM");
+      const until = Date.now() + 5_000;
+      while (isProcessAlive(rec.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+      if (isProcessAlive(rec.pid)) process.kill(rec.pid, "SIGKILL");
+    }
+    const node = this.ourNodes.find((n) => n.name === rec.node);
+    if (node && (await netnsExists(node.netns))) await this.cni("DEL", rec, node);
+    if (await netnsExists(rec.netns)) await run("ip", ["netns", "del", rec.netns]);
+    delete this.records.pods[key];
+    await this.save();
+    this.log.info({ pod: key, netns: rec.netns }, "pod torn down");
+  }
+
+  /** The API server keeps a bound pod with a deletionTimestamp until its kubelet confirms with grace period 0. */
+  private async finalize(pod: Pod): Promise<void> {
+    const { namespace, name, uid } = pod.metadata;
+    try {
+      await this.kube.request("DELETE", resourcePath(PODS, namespace, name), {
+        kind: "DeleteOptions",
+        apiVersion: "v1",
+        gracePeriodSeconds: 0,
+        preconditions: { uid },
+      });
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+  }
+
+  private async writeStatus(pod: Pod, node: LocalNode, rec: PodRecord): Promise<void> {
+    const st = pod.status ?? {};
+    const ready = st.conditions?.find((c) => c.type === "Ready")?.status === "True";
+    if (st.phase === "Running" && st.podIP === rec.ip && st.hostIP === node.internalIP && ready) return;
+    const now = new Date().toISOString();
+    const cond = (type: string) => ({ type, status: "True", lastProbeTime: null, lastTransitionTime: now });
+    await this.kube.mergePatch(`${resourcePath(PODS, rec.namespace, rec.name)}/status`, {
+      status: {
+        phase: "Running",
+        hostIP: node.internalIP,
+        hostIPs: [{ ip: node.internalIP }],
+        podIP: rec.ip,
+        podIPs: [{ ip: rec.ip }],
+        startTime: rec.startedAt ?? now,
+        conditions: [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
+        containerStatuses: pod.spec.containers.map((c) => ({
+          name: c.name,
+          image: c.image ?? "",
+          imageID: "",
+          containerID: `membrane-local://${rec.uid}`,
+          ready: true,
+          started: true,
+          restartCount: rec.restarts,
+          state: { running: { startedAt: rec.startedAt ?? now } },
+        })),
+      },
+    });
+  }
+
+  /** Runs the CNI plugin in the node's netns exactly as a runtime would: CNI_* env, config on stdin. */
+  private async cni(command: "ADD" | "DEL", rec: PodRecord, node: LocalNode): Promise<string> {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: rec.containerId,
+      CNI_NETNS: `/run/netns/${rec.netns}`,
+      CNI_IFNAME: "eth0",
+      CNI_PATH: dirname(cniPlugin),
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${rec.namespace};K8S_POD_NAME=${rec.name};K8S_POD_INFRA_CONTAINER_ID=${rec.containerId};K8S_POD_UID=${rec.uid}`,
+    };
+    return run("ip", ["netns", "exec", node.netns, cniPlugin], JSON.stringify(cniConfig(this.opts.nodes, node)), env);
+  }
+
+  private save(): Promise<void> {
+    const file = podsStateFile(this.opts.nodes.dir);
+    const text = JSON.stringify(this.records, null, 2) + "\n";
+    this.saving = this.saving.then(async () => {
+      await writeFile(`${file}.tmp`, text);
+      await rename(`${file}.tmp`, file);
+    });
+    return this.saving;
+  }
+}
+
+/**
+ * After a crash (no kubelet running): kills recorded pod servers, deletes pod netns (their veths go
+ * with them; the node netns is removed by destroyNodes anyway) and the record file.
+ */
+export async function removeRecordedPods(dir: string): Promise<void> {
+  const records = await loadPodRecords(dir);
+  for (const rec of Object.values(records.pods)) {
+    if (rec.pid !== undefined && isPodServer(rec.pid, dir)) process.kill(rec.pid, "SIGKILL");
+    if (await netnsExists(rec.netns)) await run("ip", ["netns", "del", rec.netns]);
+  }
+  await removeKubeletFiles(dir);
+}
+
+/** The record file, pod server logs and compiled scripts (pod server, probe) in a cluster dir. */
+async function removeKubeletFiles(dir: string): Promise<void> {
+  await rm(podsStateFile(dir), { force: true });
+  await rm(join(dir, "pods"), { recursive: true, force: true });
+  await rm(dirname(podServerScript(dir)), { recursive: true, force: true });
+}
+
+/** `node --import tsx e2e/kubelet.ts DIR KUBECONFIG`: the kubelet of `membrane dev`, until SIGTERM (which leaves pods running). */
+async function main(): Promise<void> {
+  const [dir, kubeconfig] = process.argv.slice(2);
+  if (!dir || !kubeconfig) throw new Error("usage: kubelet.ts DIR KUBECONFIG");
+  const nodes = await loadNodesState(dir);
+  if (!nodes) throw new Error(`no nodes recorded in ${dir}`);
+  const kubelet = new LocalKubelet({ nodes, kubeconfig });
+  await kubelet.start();
+  const stop = (): void => {
+    void kubelet.stop().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`kubelet: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}
+
+/** The kubelet process of `membrane dev`: its pid and log in the cluster dir. */
+export function kubeletPaths(dir: string): { pidFile: string; logFile: string } {
+  return { pidFile: join(dir, "kubelet.pid"), logFile: join(dir, "kubelet.log") };
+}
+
+const kubeletScript = fileURLToPath(import.meta.url);
+
+function isKubeletProcess(pid: number, dir: string): boolean {
+  if (!isProcessAlive(pid)) return false;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv.includes(kubeletScript) && argv.includes(dir);
+  } catch {
+    return false;
+  }
+}
+
+/** Starts the kubelet as a detached process (it outlives the CLI) and waits until it watches pods. */
+export async function startKubeletProcess(dir: string, kubeconfig: string, timeoutMs = 60_000): Promise<number> {
+  const { pidFile, logFile } = kubeletPaths(dir);
+  const logFd = openSync(logFile, "a");
+  const child = spawn(process.execPath, ["--import", tsxLoader, kubeletScript, dir, kubeconfig], { detached: true, stdio: ["ignore", logFd, logFd] });
+  closeSync(logFd);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start the kubelet; log ${logFile}`);
+  await writeFile(pidFile, `${child.pid}\n`);
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (!isProcessAlive(child.pid)) throw new Error(`the kubelet exited during start; log ${logFile}`);
+    if ((await readFile(logFile, "utf8").catch(() => "")).includes('"msg":"kubelet started"')) return child.pid;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the kubelet did not start within ${timeoutMs} ms; log ${logFile}`);
+}
+
+/** Stops the recorded kubelet process (by pid, only if it is still ours); its pods keep running. */
+export async function stopKubeletProcess(dir: string): Promise<void> {
+  const { pidFile, logFile } = kubeletPaths(dir);
+  const pid = Number.parseInt(await readFile(pidFile, "utf8").catch(() => ""), 10);
+  if (Number.isInteger(pid) && pid > 0 && isKubeletProcess(pid, dir)) {
+    process.kill(pid, "SIGTERM");
+    const until = Date.now() + 10_000;
+    while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    if (isProcessAlive(pid)) process.kill(pid, "SIGKILL");
+  }
+  await rm(pidFile, { force: true });
+  await rm(logFile, { force: true });
+}

@@ -1,0 +1,90 @@
+// One connectivity probe from the current network namespace (run inside a pod's): TCP connect or UDP request/reply, one JSON line out.
+import { createSocket } from "node:dgram";
+import { connect } from "node:net";
+
+export type Verdict = "connected" | "refused" | "timeout";
+
+export interface ProbeResult {
+  verdict: Verdict;
+  /** What the peer answered (a pod server answers with its pod name), when connected. */
+  reply?: string;
+}
+
+// An ICMP "unreachable" means nobody answered on that address: to a user that is the same as silence.
+const UNREACHABLE = new Set(["EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT"]);
+
+function verdictOf(err: NodeJS.ErrnoException): Verdict {
+  if (err.code === "ECONNREFUSED") return "refused";
+  if (err.code !== undefined && UNREACHABLE.has(err.code)) return "timeout";
+  throw err;
+}
+
+/** TCP: connected once the handshake completes (then reads what the peer sends until it closes or timeoutMs). */
+export function probeTcp(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port });
+    let reply = "";
+    let connected = false;
+    const done = (r: ProbeResult): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done(connected ? { verdict: "connected", reply: reply.trim() } : { verdict: "timeout" }), timeoutMs);
+    sock.on("connect", () => (connected = true));
+    sock.on("data", (d: Buffer) => (reply += d.toString()));
+    sock.on("end", () => done({ verdict: "connected", reply: reply.trim() }));
+    sock.on("error", (err: NodeJS.ErrnoException) => {
+      if (connected) return done({ verdict: "connected", reply: reply.trim() });
+      try {
+        done({ verdict: verdictOf(err) });
+      } catch (e) {
+        clearTimeout(timer);
+        reject(e as Error);
+      }
+    });
+  });
+}
+
+/** UDP: connected only when a reply datagram comes back; an ICMP port unreachable is "refused". */
+export function probeUdp(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  return new Promise((resolve, reject) => {
+    const sock = createSocket("udp4");
+    const done = (r: ProbeResult): void => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ verdict: "timeout" }), timeoutMs);
+    sock.on("message", (msg) => done({ verdict: "connected", reply: msg.toString().trim() }));
+    sock.on("error", (err: NodeJS.ErrnoException) => {
+      try {
+        done({ verdict: verdictOf(err) });
+      } catch (e) {
+        clearTimeout(timer);
+        sock.close();
+        reject(e as Error);
+      }
+    });
+    // A connected socket is what makes the kernel report the ICMP error back to us.
+    sock.connect(port, host, () => sock.send("probe\n"));
+  });
+}
+
+async function main(): Promise<void> {
+  const [host, portText, ...rest] = process.argv.slice(2);
+  const port = Number(portText);
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error("usage: probe.ts HOST PORT [--udp] [--timeout-ms N]");
+  const udp = rest.includes("--udp");
+  const t = rest.indexOf("--timeout-ms");
+  const timeoutMs = t >= 0 ? Number(rest[t + 1]) : 2_000;
+  const result = udp ? await probeUdp(host, port, timeoutMs) : await probeTcp(host, port, timeoutMs);
+  process.stdout.write(JSON.stringify(result) + "\n");
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`probe: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}
