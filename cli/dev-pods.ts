@@ -104,13 +104,13 @@ export async function runDevProbe(args: string[], dir: string): Promise<number> 
 }
 
 /** `dev up --nodes N`: N local nodes (`node-1`…) and the kubelet process; idempotent. Call after the control plane is ready. */
-export async function devNodesUp(dir: string, kubeconfig: string, count: number, agent?: AgentHook): Promise<string> {
+export async function devNodesUp(dir: string, kubeconfig: string, count: number, opts: { prefix?: string; agent?: AgentHook } = {}): Promise<string> {
   const existing = await loadNodesState(dir);
   if (existing) {
     if (!(await kubeletRunning(dir))) await startKubeletProcess(dir, kubeconfig);
     return `${existing.nodes.length} nodes already up: ${existing.nodes.map((n) => n.name).join(", ")}`;
   }
-  const state = await createNodes({ prefix: "", count, dir, kubeconfig, agent });
+  const state = await createNodes({ prefix: opts.prefix ?? "", count, dir, kubeconfig, agent: opts.agent });
   try {
     await startKubeletProcess(dir, kubeconfig);
   } catch (err) {

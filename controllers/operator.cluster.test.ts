@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { readdirSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { startControlPlane } from "../e2e/cluster.ts";
 import { OperatorProcess, eventually } from "./testing/operator-process.ts";
@@ -13,6 +14,7 @@ import type { Downstream } from "../core/wire.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 const CRD_DIR = fileURLToPath(new URL("../crds/generated/", import.meta.url));
+const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
 let cp: ControlPlane | undefined;
 const operators: OperatorProcess[] = [];
@@ -94,6 +96,14 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     assert.equal(webId?.["security-labels"]["k8s:app"], "web");
     assert.equal(webId?.["security-labels"]["k8s:io.kubernetes.pod.namespace"], ns);
     assert.equal(webId?.["security-labels"]["k8s:io.cilium.k8s.namespace.labels.team"], "a");
+
+    // `membrane identity list` shows it with its two pods.
+    const listed = await new Promise<string>((resolve, reject) =>
+      execFile(MEMBRANE, ["identity", "list", "--kubeconfig", cp?.kubeconfig ?? "", "-o", "json"], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    const row = (JSON.parse(listed) as { id: number; pods: number; labels: string[] }[]).find((r) => String(r.id) === web1);
+    assert.equal(row?.pods, 2);
+    assert.ok(row?.labels.includes("k8s:app=web"));
 
     // Relabel: web-2 moves to a new identity; web keeps web-1.
     await kubectl(["label", "pod", "-n", ns, "web-2", "app=api", "--overwrite"]);

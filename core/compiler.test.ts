@@ -19,7 +19,7 @@ import { label, labelSetFrom } from "./labels.ts";
 import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
 import { compileAll, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict } from "./evaluator.ts";
-import { entryKeyString, lookup } from "./mapstate.ts";
+import { compareEntries, entryKeyString, lookup } from "./mapstate.ts";
 
 /** fc.assert, but the failure shows the assertion message first and the counterexample's ops, not every label. */
 function checkProperty<T>(prop: fc.IProperty<T>, params: fc.Parameters<T>): void {
@@ -284,18 +284,19 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.integer({ min: 0, max: 8 }).map((i): Op => ({ kind: "removeIdentity", id: 256 + i })),
 );
 
+/** Applies deltas as an agent does: added (insert or update) first, then removed (delete). */
 function applyDeltas(mirror: Map<number, Map<string, PolicyEntry>>, deltas: readonly Delta[]): void {
   for (const d of deltas) {
     let m = mirror.get(d.subject);
     if (!m) mirror.set(d.subject, (m = new Map()));
-    for (const e of d.removed) {
-      assert.ok(
-        m.has(entryKeyString(e)),
-        `delta removes an entry the mirror does not hold: ${entryKeyString(e)}`,
-      );
-      m.delete(entryKeyString(e));
-    }
+    const added = new Set(d.added.map(entryKeyString));
     for (const e of d.added) m.set(entryKeyString(e), e);
+    for (const e of d.removed) {
+      const k = entryKeyString(e);
+      assert.ok(!added.has(k), `delta both adds and removes ${k}`);
+      assert.ok(m.has(k), `delta removes an entry the mirror does not hold: ${k}`);
+      m.delete(k);
+    }
   }
 }
 
@@ -333,12 +334,9 @@ test("property: incremental updates equal a full recompute, and deltas replay to
         const full = compileAll([...policies.values()], idsNow, { namedPorts });
         for (const id of idsNow.keys()) {
           assert.deepEqual(normalized(inc, id), normalized(full, id), `subject ${id}`);
-          const replayed = [...(mirror.get(id)?.values() ?? [])].map(entryKeyString).sort();
-          assert.deepEqual(
-            replayed,
-            inc.snapshot(id).entries.map(entryKeyString).sort(),
-            `replayed deltas for ${id}`,
-          );
+          // Whole entries, not just keys: verdict, proxy port and rule must replay too.
+          const replayed = [...(mirror.get(id)?.values() ?? [])].sort(compareEntries);
+          assert.deepEqual(replayed, inc.snapshot(id).entries, `replayed deltas for ${id}`);
         }
         checkAgainstEvaluator([...policies.values()], idsNow, inc);
       },

@@ -39,7 +39,11 @@ export interface CompilerOptions {
   readonly proxyPorts?: { readonly first: number; readonly last: number };
 }
 
-/** What changed for one subject: apply `added` before `removed` so no packet sees a gap. */
+/**
+ * What changed for one subject. `added` entries are inserts or in-place updates of their key;
+ * `removed` keys are deletes and never repeat a key in `added`. Apply `added` first, then
+ * `removed`, so no packet sees a key missing in between.
+ */
 export interface Delta {
   readonly subject: number;
   readonly added: readonly PolicyEntry[];
@@ -245,7 +249,11 @@ class DeltaCollector {
     for (const subject of [...subjects].sort((a, b) => a - b)) {
       const d = this.bySubject.get(subject);
       const added = d ? [...d.added.values()].sort(compareEntries) : [];
-      const removed = d ? [...d.removed.values()].sort(compareEntries) : [];
+      // A key whose value changed is only in `added` (a map update), never also in `removed`.
+      const addedKeys = new Set(added.map(entryKeyString));
+      const removed = d
+        ? [...d.removed.values()].filter((e) => !addedKeys.has(entryKeyString(e))).sort(compareEntries)
+        : [];
       const enf = enforcement(subject);
       if (added.length === 0 && removed.length === 0 && !this.touched.has(subject)) continue;
       out.push({ subject, added, removed, ingressEnforced: enf.ingress, egressEnforced: enf.egress });

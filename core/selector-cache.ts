@@ -130,9 +130,11 @@ export function cidrMatcher(cidr: string, except: readonly string[] = []): Ident
     canonical: `cidr:${formatPrefix(p)}${exText.length > 0 ? ` except ${exText.join(",")}` : ""}`,
     anchors: [`S|${LABEL_SOURCE.cidr}`, ...(p.bits === 0 ? [`K|${LABEL_SOURCE.reserved}:${worldName}`, `K|${LABEL_SOURCE.reserved}:world`] : [])],
     matches: (_id, labels) => {
-      if (p.bits === 0 && (hasReserved(labels, worldName) || hasReserved(labels, "world"))) return true;
       const ip = identityPrefixOf(labels);
-      if (ip === undefined || !prefixContains(p, ip)) return false;
+      // A CIDR identity is judged by its prefix (so `except` holds even under a /0); only the
+      // prefix-less world identities stand for "any address not otherwise known" under a /0.
+      if (ip === undefined) return p.bits === 0 && (hasReserved(labels, worldName) || hasReserved(labels, "world"));
+      if (!prefixContains(p, ip)) return false;
       return !exPrefixes.some((e) => prefixContains(e, ip));
     },
   };

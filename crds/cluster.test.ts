@@ -1,11 +1,13 @@
 // The CRDs against a real kube-apiserver: installed and Established, examples round-trip unchanged, broken
 // objects rejected with the field path, printer columns, status subresource and `kubectl explain` docs.
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { after, before, describe, it } from "node:test";
 import { startControlPlane } from "../e2e/cluster.ts";
 import { GENERATED_DIR } from "./generate.ts";
 import { INVALID_CASES, type KubeObject, ciliumDocsExamples, seedExamples } from "./fixtures.ts";
 import { CRDS } from "./schema/index.ts";
+import { validateObject } from "./validate.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 
@@ -163,6 +165,38 @@ describe("CRDs on a real API server", () => {
       assert.match(r.stderr, mentionsPath, `the API server's message does not name ${c.path}`);
     });
   }
+
+  it("agrees with the offline validator on random ports and ICMP types", async () => {
+    const port = fc.oneof(
+      fc.integer({ min: 0, max: 70000 }).map(String),
+      fc.stringMatching(/^[a-zA-Z0-9-]{1,16}$/),
+      fc.constantFrom("080", "-a", "a-", "a--b", "http", "1-2", "http_x", ""),
+    );
+    const icmpType = fc.oneof(
+      fc.integer({ min: -5, max: 300 }),
+      fc.constantFrom("EchoRequest", "Ping", "8", "256"),
+    );
+    const samples = fc.sample(fc.tuple(port, icmpType), { numRuns: 30, seed: 20261123 });
+    const disagreements: string[] = [];
+    for (const [i, [p, t]] of samples.entries()) {
+      const object: KubeObject = {
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: `agree-${i}`, namespace: NAMESPACE },
+        spec: {
+          endpointSelector: {},
+          egress: [{ toPorts: [{ ports: [{ port: p }] }] }, { icmps: [{ fields: [{ type: t }] }] }],
+        },
+      };
+      const server = await kubectl(["create", "--dry-run=server", "-f", "-"], JSON.stringify(object));
+      const offline = validateObject(object).length === 0;
+      if ((server.code === 0) !== offline)
+        disagreements.push(
+          `port ${JSON.stringify(p)} icmp ${JSON.stringify(t)}: server ${server.code === 0}, Ajv ${offline}`,
+        );
+    }
+    assert.deepEqual(disagreements, []);
+  });
 
   it("lists policies with VALID, ENFORCED, SELECTED and AGE columns filled from status", async () => {
     const policy: KubeObject = {

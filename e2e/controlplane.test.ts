@@ -1,12 +1,13 @@
 // The local control plane: a real kube-apiserver + etcd that kubectl and helm work against, loopback only, stopped cleanly.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
+import { destroyControlPlane, isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
 
 const BUILD_AND_START_MS = 60 * 60_000; // the first build of kube-apiserver is long; later runs hit the cache
 
@@ -189,5 +190,48 @@ describe("local control plane", { timeout: BUILD_AND_START_MS }, () => {
     assert.equal(isProcessAlive(pid), false, `process ${pid} still exists`);
     assert.equal(existsSync(dir), false, `${dir} still exists`);
     await cp.stop(); // idempotent
+  });
+});
+
+describe("a control plane whose test process dies", { timeout: BUILD_AND_START_MS }, () => {
+  test("shuts itself down, and the next start in that dir cleans up", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "membrane-cp-orphan-"));
+    const owner = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "--input-type=module",
+        "-e",
+        `import { startControlPlane } from ${JSON.stringify(new URL("./cluster.ts", import.meta.url).href)};
+         const cp = await startControlPlane({ dir: ${JSON.stringify(dir)} });
+         process.stdout.write(cp.pid + "\\n");
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      const pid = await new Promise<number>((done, reject) => {
+        owner.stdout.on("data", (chunk: Buffer) => done(Number.parseInt(chunk.toString(), 10)));
+        owner.on("exit", (code) =>
+          reject(new Error(`owner exited with ${code} before the control plane was ready`)),
+        );
+      });
+      assert.ok(isProcessAlive(pid));
+      owner.kill("SIGKILL"); // a test runner that crashes: no stop() is ever called
+      const until = Date.now() + 30_000;
+      while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+      assert.equal(isProcessAlive(pid), false, `control plane ${pid} outlived its parent`);
+      assert.ok(existsSync(join(dir, "controlplane.pid")), "the crashed run left its pid file");
+
+      const next = await startControlPlane({ dir });
+      assert.notEqual(next.pid, pid);
+      assert.equal((await next.kubectl(["get", "--raw", "/readyz"])).stdout.trim(), "ok");
+      await next.stop();
+      assert.equal(existsSync(dir), false);
+    } finally {
+      owner.kill("SIGKILL");
+      await destroyControlPlane(dir);
+    }
   });
 });

@@ -5,7 +5,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 bin/membrane dev up
-eval "$(bin/membrane dev env)"
+env_line="$(bin/membrane dev env)" # an assignment, so `set -e` sees a failure
+eval "$env_line"
 export KUBECONFIG
 
 if compgen -G "crds/generated/*.yaml" >/dev/null; then

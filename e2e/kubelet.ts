@@ -13,7 +13,7 @@ import { OperatorMetrics } from "../controllers/runtime/metrics.ts";
 import { NODES, PODS } from "../controllers/runtime/resources.ts";
 import { isProcessAlive } from "./cluster.ts";
 import { standaloneScript } from "./standalone.ts";
-import { cniConfig, loadNodesState, netnsExists, run, type LocalNode, type NodesState } from "./nodes.ts";
+import { cniConfig, loadNodesState, netnsExists, run, terminateProcess, type LocalNode, type NodesState } from "./nodes.ts";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const cniPlugin = join(repoRoot, "bin", "membrane-cni");
@@ -164,7 +164,9 @@ export class LocalKubelet implements Reconciler {
       return;
     }
     let rec = this.records.pods[key];
-    if (!rec) {
+    if (!rec || rec.ip === undefined) {
+      // No record, or a setup that failed before the CNI ADD completed: start over from nothing.
+      if (rec) await this.teardown(key);
       rec = await this.setup(pod, node);
     } else if (rec.pid === undefined || !isPodServer(rec.pid, this.opts.nodes.dir)) {
       // restartPolicy Always, as far as this stand-in goes
@@ -254,12 +256,7 @@ export class LocalKubelet implements Reconciler {
   private async teardown(key: string): Promise<void> {
     const rec = this.records.pods[key];
     if (!rec) return;
-    if (rec.pid !== undefined && isPodServer(rec.pid, this.opts.nodes.dir)) {
-      process.kill(rec.pid, "SIGTERM");
-      const until = Date.now() + 5_000;
-      while (isProcessAlive(rec.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
-      if (isProcessAlive(rec.pid)) process.kill(rec.pid, "SIGKILL");
-    }
+    if (rec.pid !== undefined && isPodServer(rec.pid, this.opts.nodes.dir)) await terminateProcess(rec.pid, 5_000);
     const node = this.ourNodes.find((n) => n.name === rec.node);
     if (node && (await netnsExists(node.netns))) await this.cni("DEL", rec, node);
     if (await netnsExists(rec.netns)) await run("ip", ["netns", "del", rec.netns]);
@@ -418,12 +415,7 @@ export async function startKubeletProcess(dir: string, kubeconfig: string, timeo
 export async function stopKubeletProcess(dir: string): Promise<void> {
   const { pidFile, logFile } = kubeletPaths(dir);
   const pid = Number.parseInt(await readFile(pidFile, "utf8").catch(() => ""), 10);
-  if (Number.isInteger(pid) && pid > 0 && isKubeletProcess(pid, dir)) {
-    process.kill(pid, "SIGTERM");
-    const until = Date.now() + 10_000;
-    while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    if (isProcessAlive(pid)) process.kill(pid, "SIGKILL");
-  }
+  if (Number.isInteger(pid) && pid > 0 && isKubeletProcess(pid, dir)) await terminateProcess(pid, 10_000);
   await rm(pidFile, { force: true });
   await rm(logFile, { force: true });
 }

@@ -8,18 +8,12 @@ import { after, before, describe, test } from "node:test";
 import { devExec, probeFromPod, runDevProbe } from "../cli/dev-pods.ts";
 import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
 import { LocalKubelet, loadPodRecords, removeRecordedPods, type Pod } from "./kubelet.ts";
-import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type NodesState } from "./nodes.ts";
+import { createNodes, destroyNodes, listNetns, loadNodesState, netnsExists, planNodes, run, type NodesState } from "./nodes.ts";
 
 const prefix = `t${process.pid}-`;
 const NS = "demo";
 
-async function listOurNetns(): Promise<string[]> {
-  const out = await run("ip", ["netns", "list"]);
-  return out
-    .split("\n")
-    .map((l) => l.split(" ")[0] ?? "")
-    .filter((n) => n.startsWith(prefix));
-}
+const listOurNetns = (): Promise<string[]> => listNetns(prefix);
 
 function podManifest(name: string, node?: string): object {
   return {

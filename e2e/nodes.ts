@@ -204,14 +204,7 @@ export async function createNodes(opts: CreateNodesOptions): Promise<NodesState>
  */
 export async function destroyNodes(state: NodesState, kubeconfig?: string): Promise<void> {
   for (const node of state.nodes) {
-    if (node.agentPid !== undefined && isProcessAlive(node.agentPid)) {
-      try {
-        process.kill(node.agentPid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      await waitGone(node.agentPid, 5_000);
-    }
+    if (node.agentPid !== undefined && isProcessAlive(node.agentPid)) await terminateProcess(node.agentPid, 5_000);
   }
   if (kubeconfig && state.nodeObjects.length > 0) {
     try {
@@ -246,9 +239,17 @@ export async function loadNodesState(dir: string): Promise<NodesState | undefine
   }
 }
 
-export async function netnsExists(name: string): Promise<boolean> {
+/** The names of the network namespaces that start with prefix ("" for all). */
+export async function listNetns(prefix = ""): Promise<string[]> {
   const out = await run("ip", ["netns", "list"]);
-  return out.split("\n").some((line) => line.split(" ")[0] === name);
+  return out
+    .split("\n")
+    .map((line) => line.split(" ")[0] ?? "")
+    .filter((name) => name !== "" && name.startsWith(prefix));
+}
+
+export async function netnsExists(name: string): Promise<boolean> {
+  return (await listNetns(name)).includes(name);
 }
 
 async function registerNode(kube: KubeClient, node: LocalNode): Promise<void> {
@@ -283,16 +284,22 @@ function startAgent(node: LocalNode, argv: string[], dir: string): number {
   return child.pid;
 }
 
-async function waitGone(pid: number, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-  if (isProcessAlive(pid)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
+/** SIGTERM, then SIGKILL after graceMs; resolves once pid is gone. The caller checks that pid is still its own. */
+export async function terminateProcess(pid: number, graceMs: number): Promise<void> {
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return; // already gone
   }
+  const until = Date.now() + graceMs;
+  while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+  if (!isProcessAlive(pid)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  while (isProcessAlive(pid)) await new Promise((r) => setTimeout(r, 25));
 }
 
 async function saveState(state: NodesState): Promise<void> {

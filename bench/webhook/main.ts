@@ -1,6 +1,7 @@
 // Benchmark: admission throughput and latency at 32 connections, real validation of a realistic policy vs. the same server allowing blindly.
 import { spawn, type ChildProcess } from "node:child_process";
 import { Agent, request } from "node:https";
+import { loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { reviewFor } from "../../webhooks/admission.ts";
@@ -58,6 +59,8 @@ const POLICY = {
 };
 
 interface Run {
+  /** Server process CPU per answered request, µs: free of the load generator and of other processes. */
+  cpuUsPerRequest: number;
   rps: number;
   p50: number;
   p99: number;
@@ -65,15 +68,28 @@ interface Run {
   denied: number;
 }
 
-async function startServer(mode: "validate" | "noop"): Promise<{ child: ChildProcess; port: number; ca: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", serverScript, mode], { stdio: ["ignore", "pipe", "inherit"] });
-  const line = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    rl.once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
-  });
-  const { port, ca } = JSON.parse(line) as { port: number; ca: string };
-  return { child, port, ca };
+interface BenchServer {
+  child: ChildProcess;
+  port: number;
+  ca: string;
+  cpuUs(): Promise<number>;
+}
+
+async function startServer(mode: "validate" | "noop"): Promise<BenchServer> {
+  const child = spawn(process.execPath, ["--import", "tsx", serverScript, mode], { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = createInterface({ input: child.stdout! });
+  const nextLine = (): Promise<string> =>
+    new Promise<string>((resolve, reject) => {
+      lines.once("line", resolve);
+      child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
+    });
+  const { port, ca } = JSON.parse(await nextLine()) as { port: number; ca: string };
+  const cpuUs = async (): Promise<number> => {
+    const answer = nextLine();
+    child.stdin!.write("cpu\n");
+    return (JSON.parse(await answer) as { cpu_us: number }).cpu_us;
+  };
+  return { child, port, ca, cpuUs };
 }
 
 function stopServer(child: ChildProcess): Promise<void> {
@@ -90,7 +106,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /** CONNECTIONS loops, each sending the next request as soon as the previous answer arrives. */
-async function load(port: number, ca: string, seconds: number, measure: boolean): Promise<Run> {
+async function load(port: number, ca: string, seconds: number, measure: boolean): Promise<Omit<Run, "cpuUsPerRequest">> {
   const agent = new Agent({ keepAlive: true, ca, maxSockets: CONNECTIONS });
   const latencies: number[] = [];
   let denied = 0;
@@ -135,12 +151,15 @@ async function load(port: number, ca: string, seconds: number, measure: boolean)
 }
 
 async function measure(mode: "validate" | "noop"): Promise<Run> {
-  const { child, port, ca } = await startServer(mode);
+  const server = await startServer(mode);
   try {
-    await load(port, ca, WARMUP_SECONDS, false);
-    return await load(port, ca, SECONDS, true);
+    await load(server.port, server.ca, WARMUP_SECONDS, false);
+    const cpuBefore = await server.cpuUs();
+    const run = await load(server.port, server.ca, SECONDS, true);
+    const cpuAfter = await server.cpuUs();
+    return { ...run, cpuUsPerRequest: (cpuAfter - cpuBefore) / run.requests };
   } finally {
-    await stopServer(child);
+    await stopServer(server.child);
   }
 }
 
@@ -150,11 +169,15 @@ const noop = await measure("noop");
 const real = await measure("validate");
 if (real.denied > 0) throw new Error(`the benchmark policy was denied ${real.denied} times: it must be valid`);
 const ratio = real.rps / noop.rps;
+// What the throughput ratio would be if the server alone were the bottleneck (the load generator shares the machine).
+const cpuRatio = noop.cpuUsPerRequest / real.cpuUsPerRequest;
 process.stdout.write(
   `webhook: ${CONNECTIONS} connections, ${SECONDS} s each\n` +
     `  validate: ${real.rps.toFixed(0)} req/s, p50 ${real.p50.toFixed(2)} ms, p99 ${real.p99.toFixed(2)} ms (${real.requests} requests)\n` +
     `  noop:     ${noop.rps.toFixed(0)} req/s, p50 ${noop.p50.toFixed(2)} ms, p99 ${noop.p99.toFixed(2)} ms (${noop.requests} requests)\n` +
-    `  ratio ${ratio.toFixed(3)} (target ≥ 0.8), p99 target < 5 ms\n`,
+    `  ratio ${ratio.toFixed(3)} (target ≥ 0.8), p99 target < 5 ms\n` +
+    `  server CPU per request: validate ${real.cpuUsPerRequest.toFixed(0)} µs, noop ${noop.cpuUsPerRequest.toFixed(0)} µs ` +
+    `(CPU-bound ratio ${cpuRatio.toFixed(3)}); load average ${loadavg()[0]?.toFixed(1)}\n`,
 );
 process.stdout.write(
   `${JSON.stringify({
@@ -166,6 +189,10 @@ process.stdout.write(
     p99_ms: round(real.p99),
     noop_p50_ms: round(noop.p50),
     noop_p99_ms: round(noop.p99),
+    cpu_us_per_req: round(real.cpuUsPerRequest, 1),
+    noop_cpu_us_per_req: round(noop.cpuUsPerRequest, 1),
+    cpu_ratio: round(cpuRatio),
+    load_avg_1m: round(loadavg()[0] ?? NaN, 2),
     connections: CONNECTIONS,
     seconds: SECONDS,
   })}\n`,
