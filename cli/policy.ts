@@ -1,4 +1,4 @@
-// `membrane policy`: `validate FILE…` checks policy files offline with the webhook's own messages (`trace` comes later).
+// `membrane policy`: `validate FILE…` checks policy files offline with the webhook's own messages; `trace` is cli/trace.ts.
 import { readFile } from "node:fs/promises";
 import { parseAllDocuments } from "yaml";
 import { formatErrors, validateObject } from "../core/validate.ts";
@@ -8,6 +8,8 @@ const USAGE = `usage: membrane policy <command>
 commands:
   validate FILE…   check policy files (YAML, several documents each; "-" reads stdin) without a cluster:
                    the same errors and warnings the admission webhook gives. Exit 1 when any is invalid.
+  trace ...        the verdict the cluster's policies give a connection, and the rule that decides it
+                   (see \`membrane policy trace --help\`).
 `;
 
 export interface Output {
@@ -25,6 +27,9 @@ export async function run(args: string[], io: Output = stdio): Promise<number> {
   switch (command) {
     case "validate":
       return validateFiles(rest, io);
+    case "trace":
+      // Loaded on demand: validating files must not depend on the cluster-reading trace code.
+      return (await import("./trace.ts")).runTrace(rest);
     case undefined:
     case "help":
     case "--help":

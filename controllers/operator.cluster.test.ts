@@ -176,8 +176,9 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     await a.stop("SIGKILL");
     await b.waitForLog((l) => l.msg === "became leader", 30_000);
     const takeoverMs = Date.now() - killedAt;
-    // Lease 15 s, observed on the standby's clock with a 2 s retry: takeover within lease + retry.
-    assert.ok(takeoverMs <= 18_000, `standby took over after ${takeoverMs} ms`);
+    // Lease 15 s, observed on the standby's own clock with a 2 s (+20% jitter) retry: takeover comes
+    // within lease + retry of the last renewal; the margin absorbs a loaded test machine.
+    assert.ok(takeoverMs <= 19_500, `standby took over after ${takeoverMs} ms`);
     process.stdout.write(`# failover: standby took over ${takeoverMs} ms after the leader was killed\n`);
     await kubectl(["apply", "-f", "-"], podYaml(ns, "after-failover", { app: "x" }));
     await eventually("identity from the new leader", () => podIdentity(ns, "after-failover"));

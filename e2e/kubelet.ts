@@ -35,7 +35,13 @@ export interface Pod extends KubeObject {
     nodeSelector?: Record<string, string>;
     containers: { name: string; image?: string; ports?: ContainerPort[] }[];
   };
-  status?: { phase?: string; podIP?: string; hostIP?: string; conditions?: { type: string; status: string }[] };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    hostIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { name: string; restartCount: number }[];
+  };
 }
 interface NodeObject extends KubeObject {
   metadata: KubeObject["metadata"];
@@ -149,7 +155,6 @@ export class LocalKubelet implements Reconciler {
     const record = this.records.pods[key];
     if (record && (!pod || pod.metadata.uid !== record.uid)) await this.teardown(key);
     if (!pod) return;
-    const uid = pod.metadata.uid!;
 
     if (!pod.spec.nodeName) {
       if (!pod.metadata.deletionTimestamp) await this.bind(pod);
@@ -174,8 +179,9 @@ export class LocalKubelet implements Reconciler {
       rec.restarts++;
       await this.startServer(pod, rec);
     }
-    if (!rec || rec.uid !== uid) return;
     await this.writeStatus(pod, node, rec);
+    // No event tells us a pod server died: look again now and then, as a kubelet's PLEG does.
+    return { requeueAfter: 10_000 };
   }
 
   /** Chooses a node (nodeSelector honoured, then round-robin) and binds through pods/binding. */
@@ -283,7 +289,8 @@ export class LocalKubelet implements Reconciler {
   private async writeStatus(pod: Pod, node: LocalNode, rec: PodRecord): Promise<void> {
     const st = pod.status ?? {};
     const ready = st.conditions?.find((c) => c.type === "Ready")?.status === "True";
-    if (st.phase === "Running" && st.podIP === rec.ip && st.hostIP === node.internalIP && ready) return;
+    const restarts = st.containerStatuses?.[0]?.restartCount ?? 0;
+    if (st.phase === "Running" && st.podIP === rec.ip && st.hostIP === node.internalIP && ready && restarts === rec.restarts) return;
     const now = new Date().toISOString();
     const cond = (type: string) => ({ type, status: "True", lastProbeTime: null, lastTransitionTime: now });
     await this.kube.mergePatch(`${resourcePath(PODS, rec.namespace, rec.name)}/status`, {

@@ -115,6 +115,20 @@ describe("local nodes and pods", { timeout: 10 * 60_000 }, () => {
     await run("ip", ["netns", "exec", n1!.netns, "ping", "-c1", "-W2", n2!.internalIP]);
   });
 
+  test("createNodes refuses a netns name that already exists, leaves it alone and removes what it had made", async () => {
+    const other = `${prefix}x-`;
+    const otherDir = await mkdtemp(join(tmpdir(), `${other}cluster-`));
+    await run("ip", ["netns", "add", `${other}node-1`]);
+    try {
+      await assert.rejects(createNodes({ prefix: other, count: 1, dir: otherDir, kubeconfig: cp!.kubeconfig }), /already exists/);
+      assert.deepEqual(await listNetns(other), [`${other}node-1`]);
+      assert.deepEqual(readdirSync(otherDir), []);
+    } finally {
+      await run("ip", ["netns", "del", `${other}node-1`]);
+      await rm(otherDir, { recursive: true, force: true });
+    }
+  });
+
   test("pods are bound (nodeSelector honoured, else round-robin), wired, and report Running with a podIP", async () => {
     const manifests = [podManifest("a1", "node-1"), podManifest("a2", "node-1"), podManifest("b1", "node-2"), podManifest("c1")];
     await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: manifests }));
@@ -177,6 +191,19 @@ describe("local nodes and pods", { timeout: 10 * 60_000 }, () => {
     const ip = (await getPod("a1")).status!.podIP!;
     assert.equal(await devExec(NS, "a1", ["sh", "-c", `ip -4 -o addr show dev eth0 | grep -q ' ${ip}/'`], dir), 0);
     assert.equal(await devExec(NS, "b1", ["sh", "-c", `ip -4 -o addr show dev eth0 | grep -q ' ${ip}/'`], dir), 1);
+  });
+
+  test("a pod server that dies is restarted and the restart is counted in the pod's status", async () => {
+    const before = (await loadPodRecords(dir)).pods[`${NS}/b1`]!;
+    process.kill(before.pid!, "SIGKILL"); // the server our kubelet started, by its recorded pid
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const pod = await getPod("b1");
+      if (pod.status?.containerStatuses?.[0]?.restartCount === 1) break;
+      if (Date.now() > until) assert.fail(`b1 not restarted: ${JSON.stringify(pod.status)}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.deepEqual(await probeFromPod(NS, "a1", (await getPod("b1")).status!.podIP!, 80, {}, dir), { verdict: "connected", reply: "b1" });
   });
 
   test("deleting a pod kills its server, removes its netns and then the Pod object", async () => {

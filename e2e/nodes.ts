@@ -143,18 +143,13 @@ export async function createNodes(opts: CreateNodesOptions): Promise<NodesState>
   };
   const kube = await KubeClient.fromKubeconfig(opts.kubeconfig);
   try {
-    // Record before creating, so a crash between the two still leaves a trail for destroyNodes.
-    state.netns.push(state.underlayNetns);
-    await saveState(state);
-    await ip("netns", "add", state.underlayNetns);
+    await addNetns(state, state.underlayNetns);
     await ipIn(state.underlayNetns, "link", "add", "br0", "type", "bridge");
     await ipIn(state.underlayNetns, "link", "set", "br0", "up");
     await ipIn(state.underlayNetns, "link", "set", "lo", "up");
 
     for (const [i, node] of state.nodes.entries()) {
-      state.netns.push(node.netns);
-      await saveState(state);
-      await ip("netns", "add", node.netns);
+      await addNetns(state, node.netns);
       // Both ends are made inside our namespaces: the host's root namespace never sees them.
       const port = `n${i + 1}`;
       await ipIn(state.underlayNetns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", node.netns);
@@ -176,9 +171,9 @@ export async function createNodes(opts: CreateNodesOptions): Promise<NodesState>
       }
     }
     for (const node of state.nodes) {
+      await registerNode(kube, node); // a Node of that name made by someone else fails here (409) and is not recorded as ours
       state.nodeObjects.push(node.name);
       await saveState(state);
-      await registerNode(kube, node);
     }
     if (opts.agent?.command) {
       for (const node of state.nodes) {
@@ -250,6 +245,17 @@ export async function listNetns(prefix = ""): Promise<string[]> {
 
 export async function netnsExists(name: string): Promise<boolean> {
   return (await listNetns(name)).includes(name);
+}
+
+/**
+ * Adds a netns, recorded before it is made so that a crash in between still leaves a trail; one
+ * that already exists is someone else's (or a leftover): refused, never recorded, never removed.
+ */
+async function addNetns(state: NodesState, name: string): Promise<void> {
+  if (await netnsExists(name)) throw new Error(`network namespace "${name}" already exists (a previous run not cleaned up? \`ip netns del ${name}\`)`);
+  state.netns.push(name);
+  await saveState(state);
+  await ip("netns", "add", name);
 }
 
 async function registerNode(kube: KubeClient, node: LocalNode): Promise<void> {

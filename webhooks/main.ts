@@ -18,6 +18,8 @@ export interface WebhookConfig {
   readonly webhookName: string;
   /** A Service name in `namespace` (in-cluster) or, when absent, the URL (local cluster). */
   readonly service?: string;
+  /** The Service's port that forwards to `port` (default 443). */
+  readonly servicePort?: number;
   readonly url?: string;
   readonly timeoutSeconds: number;
   readonly requestTimeoutMs: number;
@@ -73,7 +75,7 @@ export async function startWebhook(config: WebhookConfig): Promise<RunningWebhoo
     const regOpts: RegistrationOptions = {
       configName: config.configName,
       webhookName: config.webhookName,
-      target: config.service !== undefined ? { service: config.service, port: config.port } : { url: "" },
+      target: config.service !== undefined ? { service: config.service, port: config.servicePort ?? 443 } : { url: "" },
       namespace: config.namespace,
       secretName: config.secretName,
       timeoutSeconds: config.timeoutSeconds,
@@ -152,6 +154,7 @@ NetworkPolicy, TracingPolicy and MembraneEncryptionKey objects.
   --kubeconfig PATH         register with this cluster (default $KUBECONFIG; none: standalone)
   --namespace NS            namespace of the certificate Secret and Service (default membrane-system)
   --service NAME            reach the webhook through this Service (in-cluster)
+  --service-port N          the Service's port that forwards to --listen (default 443)
   --url URL                 reach the webhook at this URL (default https://LISTEN/validate)
   --secret NAME             Secret holding the CA and serving certificate (default membrane-webhook-tls)
   --config-name NAME        ValidatingWebhookConfiguration name (default membrane-policy-validation)
@@ -172,6 +175,7 @@ export async function run(args: string[]): Promise<number> {
         kubeconfig: { type: "string" },
         namespace: { type: "string", default: DEFAULTS.namespace },
         service: { type: "string" },
+        "service-port": { type: "string", default: "443" },
         url: { type: "string" },
         secret: { type: "string", default: DEFAULTS.secretName },
         "config-name": { type: "string", default: DEFAULTS.configName },
@@ -202,6 +206,8 @@ export async function run(args: string[]): Promise<number> {
   if (renewBeforeMs === undefined) problems.push(`--renew-before: ${JSON.stringify(values["renew-before"])} is not a duration such as 168h`);
   else if (renewBeforeMs >= certDays * 86_400_000) problems.push("--renew-before: must be shorter than --cert-days");
   if (values.service !== undefined && values.url !== undefined) problems.push("--service and --url are mutually exclusive");
+  const servicePort = Number(values["service-port"]);
+  if (!Number.isInteger(servicePort) || servicePort < 1 || servicePort > 65535) problems.push("--service-port: must be a port (1-65535)");
   if (problems.length > 0 || typeof listen === "string") {
     process.stderr.write(`membrane webhook: ${problems.join("; ")}\n`);
     return 2;
@@ -217,7 +223,7 @@ export async function run(args: string[]): Promise<number> {
     secretName: values.secret,
     configName: values["config-name"],
     webhookName: values["webhook-name"],
-    ...(values.service !== undefined ? { service: values.service } : {}),
+    ...(values.service !== undefined ? { service: values.service, servicePort } : {}),
     ...(values.url !== undefined ? { url: values.url } : {}),
     timeoutSeconds,
     // Answer well before the apiserver gives up on us.

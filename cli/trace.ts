@@ -1,0 +1,195 @@
+// `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, and the rule that decides it.
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { securityLabels } from "../core/labels.ts";
+import { parsePolicyObject } from "../core/parser/index.ts";
+import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
+import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
+import { IDENTITY_ANNOTATION } from "../controllers/identity.ts";
+
+const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
+`;
+
+/** The parts of Pod and Namespace objects trace reads (as `kubectl get -o json` returns them). */
+export interface TracePod {
+  readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> };
+  readonly spec?: { readonly serviceAccountName?: string };
+}
+export interface TraceNamespace {
+  readonly metadata: { readonly name: string; readonly labels?: Record<string, string> };
+}
+
+export interface TraceQuery {
+  readonly from: string; // NS/POD
+  readonly to: string; // NS/POD
+  readonly port: number;
+  readonly protocol: "TCP" | "UDP" | "SCTP";
+}
+
+export interface TraceCluster {
+  readonly pods: readonly TracePod[];
+  readonly namespaces: readonly TraceNamespace[];
+  /** Policy API objects (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy). */
+  readonly policies: readonly unknown[];
+  readonly clusterName?: string;
+}
+
+export type TraceResult =
+  | { readonly ok: true; readonly answer: VerdictAnswer; readonly text: string }
+  | { readonly ok: false; readonly error: string };
+
+const FIRST_CLUSTER_IDENTITY = 256;
+
+function podRef(s: string): { namespace: string; pod: string } | undefined {
+  const m = /^([^/]+)\/([^/]+)$/.exec(s);
+  return m ? { namespace: m[1]!, pod: m[2]! } : undefined;
+}
+
+function reasonText(v: DirectionVerdict): string {
+  if (v.rule === "default-deny") return "default deny";
+  if (v.rule === "no-policy") return "no policy selects it (allow-all)";
+  const o = v.rule;
+  return `${o.policyKind} ${o.namespace !== undefined ? `${o.namespace}/` : ""}${o.name} ${o.path}`;
+}
+
+/**
+ * The pure part of trace: cluster objects and a query → the evaluator's verdict and its text. A
+ * pod's identity number is its identity annotation when it has one, otherwise a stand-in that is
+ * equal for equal labels (numbers only matter for reserved identities here).
+ */
+export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult {
+  const policies: Policy[] = [];
+  for (const [i, obj] of cluster.policies.entries()) {
+    const r = parsePolicyObject(obj);
+    if (!r.ok) {
+      const meta = (obj as { kind?: unknown; metadata?: { namespace?: unknown; name?: unknown } } | null) ?? {};
+      const who = `${String(meta.kind ?? "object")} ${meta.metadata?.namespace !== undefined ? `${String(meta.metadata.namespace)}/` : ""}${String(meta.metadata?.name ?? `#${i}`)}`;
+      const first = r.errors[0];
+      return { ok: false, error: `cannot trace: ${who} does not parse (${first ? `${first.path}: ${first.message}` : "invalid"}), so its rules are unknown` };
+    }
+    policies.push(...r.value);
+  }
+  const stand = new Map<string, number>();
+  const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet } | string => {
+    const r = podRef(ref);
+    if (!r) return `--${flag}: "${ref}" is not NS/POD`;
+    const pod = cluster.pods.find((p) => p.metadata.name === r.pod && (p.metadata.namespace ?? "default") === r.namespace);
+    if (!pod) return `--${flag}: pod ${ref} not found`;
+    const ns = cluster.namespaces.find((n) => n.metadata.name === r.namespace);
+    if (!ns) return `--${flag}: namespace ${r.namespace} not found`;
+    const labels = securityLabels({
+      podLabels: pod.metadata.labels ?? {},
+      namespace: r.namespace,
+      namespaceLabels: ns.metadata.labels ?? {},
+      ...(pod.spec?.serviceAccountName !== undefined ? { serviceAccount: pod.spec.serviceAccountName } : {}),
+      ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
+    });
+    const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
+    if (Number.isInteger(annotated) && annotated >= FIRST_CLUSTER_IDENTITY) return { id: annotated, labels };
+    if (!stand.has(labels.key)) stand.set(labels.key, FIRST_CLUSTER_IDENTITY + stand.size);
+    return { id: stand.get(labels.key)!, labels };
+  };
+  const src = endpointOf("from", q.from);
+  if (typeof src === "string") return { ok: false, error: src };
+  const dst = endpointOf("to", q.to);
+  if (typeof dst === "string") return { ok: false, error: dst };
+  const answer = verdict({ policies, src, dst, protocol: PROTO_NUMBER[q.protocol], port: q.port });
+  const decided = answer.direction === "egress" ? answer.egress : answer.ingress;
+  const text =
+    `${q.from} -> ${q.to} ${q.protocol}/${q.port}: ${answer.verdict === "allow" ? "ALLOWED" : "DENIED"}\n` +
+    `decided by: ${reasonText(decided)} (${answer.direction} of ${answer.direction === "egress" ? q.from : q.to})\n` +
+    `  egress of ${q.from}: ${answer.egress.verdict} by ${reasonText(answer.egress)}\n` +
+    `  ingress of ${q.to}: ${answer.ingress.verdict} by ${reasonText(answer.ingress)}\n`;
+  return { ok: true, answer, text };
+}
+
+export interface TraceArgs extends TraceQuery {
+  readonly kubeconfig?: string;
+  readonly output: "text" | "json";
+}
+
+export function parseTraceArgs(args: readonly string[]): { ok: true; value: TraceArgs } | { ok: false; error: string } {
+  const v: Record<string, string> = {};
+  const known = ["from", "to", "port", "protocol", "kubeconfig", "output"];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const m = /^(?:--([a-z]+)|-(o))(?:=(.*))?$/.exec(a);
+    const name = m ? (m[2] === "o" ? "output" : m[1]!) : undefined;
+    if (name === undefined || !known.includes(name)) return { ok: false, error: `unknown argument "${a}"` };
+    const value = m![3] ?? args[++i];
+    if (value === undefined) return { ok: false, error: `--${name}: needs a value` };
+    v[name] = value;
+  }
+  for (const req of ["from", "to", "port"]) if (v[req] === undefined) return { ok: false, error: `--${req}: required` };
+  for (const f of ["from", "to"]) if (!podRef(v[f]!)) return { ok: false, error: `--${f}: "${v[f]}" is not NS/POD` };
+  const port = /^\d+$/.test(v.port!) ? Number(v.port) : NaN;
+  if (!(port >= 1 && port <= 65535)) return { ok: false, error: `--port: "${v.port}" is not a port (1-65535)` };
+  const protocol = (v.protocol ?? "TCP").toUpperCase();
+  if (protocol !== "TCP" && protocol !== "UDP" && protocol !== "SCTP") return { ok: false, error: `--protocol: "${v.protocol}" is not TCP, UDP or SCTP` };
+  const output = v.output ?? "text";
+  if (output !== "text" && output !== "json") return { ok: false, error: `-o: "${output}" is not text or json` };
+  return {
+    ok: true,
+    value: { from: v.from!, to: v.to!, port, protocol, output, ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}) },
+  };
+}
+
+/** `kubectl get <resource> -A -o json` items; a resource type the server does not have yields none. */
+async function kubectlItems(resource: string, kubeconfig?: string): Promise<unknown[]> {
+  const argv = [...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []), "get", resource, "--all-namespaces", "-o", "json"];
+  try {
+    const { stdout } = await promisify(execFile)("kubectl", argv, { maxBuffer: 256 * 1024 * 1024 });
+    return (JSON.parse(stdout) as { items?: unknown[] }).items ?? [];
+  } catch (err) {
+    const stderr = String((err as { stderr?: string }).stderr ?? "");
+    if (/doesn't have a resource type/.test(stderr)) return [];
+    throw new Error(`kubectl get ${resource}: ${stderr.trim() || (err as Error).message}`, { cause: err });
+  }
+}
+
+/** Items of a kubectl list normally carry apiVersion and kind; the parser needs them, so fill in any that are missing. */
+function withKind(items: unknown[], apiVersion: string, kind: string): unknown[] {
+  return items.map((o) => (o !== null && typeof o === "object" ? { apiVersion, kind, ...(o as object) } : o));
+}
+
+export async function runTrace(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const parsed = parseTraceArgs(args);
+  if (!parsed.ok) {
+    process.stderr.write(`membrane policy trace: ${parsed.error}\n${USAGE}`);
+    return 2;
+  }
+  const a = parsed.value;
+  let cluster: TraceCluster;
+  try {
+    const [pods, namespaces, knps, cnps, ccnps] = await Promise.all([
+      kubectlItems("pods", a.kubeconfig),
+      kubectlItems("namespaces", a.kubeconfig),
+      kubectlItems("networkpolicies.networking.k8s.io", a.kubeconfig),
+      kubectlItems("ciliumnetworkpolicies.cilium.io", a.kubeconfig),
+      kubectlItems("ciliumclusterwidenetworkpolicies.cilium.io", a.kubeconfig),
+    ]);
+    cluster = {
+      pods: pods as TracePod[],
+      namespaces: namespaces as TraceNamespace[],
+      policies: [
+        ...withKind(knps, "networking.k8s.io/v1", "NetworkPolicy"),
+        ...withKind(cnps, "cilium.io/v2", "CiliumNetworkPolicy"),
+        ...withKind(ccnps, "cilium.io/v2", "CiliumClusterwideNetworkPolicy"),
+      ],
+    };
+  } catch (err) {
+    process.stderr.write(`membrane policy trace: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const r = traceVerdict(cluster, a);
+  if (!r.ok) {
+    process.stderr.write(`membrane policy trace: ${r.error}\n`);
+    return 1;
+  }
+  process.stdout.write(a.output === "json" ? JSON.stringify({ verdict: r.answer.verdict, direction: r.answer.direction, egress: r.answer.egress, ingress: r.answer.ingress }, null, 2) + "\n" : r.text);
+  return 0;
+}

@@ -1,0 +1,362 @@
+// The node agent: follows the operator's distribution stream into the datapath maps and serves the CNI plugin's endpoint socket.
+import fs from "node:fs";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
+import { entryKeyString } from "../core/mapstate.ts";
+import { type Downstream, type NodeState, type Upstream, STREAM_METHOD, decodeMessage, encodeMessage } from "../core/wire.ts";
+import { EMPTY_STATE, applyDelta, canonicalState } from "../controllers/distribution/nodestate.ts";
+import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
+import { RESERVED_IDENTITIES } from "../core/identity.ts";
+import { LAYOUT, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
+import type { Datapath } from "./bpf/datapath.ts";
+import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
+
+/** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
+export const INIT_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "init")?.id ?? 5;
+
+const StreamClient = grpc.makeGenericClientConstructor(
+  {
+    Stream: {
+      path: STREAM_METHOD,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: encodeMessage,
+      requestDeserialize: decodeMessage,
+      responseSerialize: encodeMessage,
+      responseDeserialize: decodeMessage,
+    },
+  },
+  "Distribution",
+);
+type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
+
+/** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object">;
+
+export interface AgentOptions {
+  readonly nodeName: string;
+  /** host:port of the operator's distribution server. */
+  readonly operator: string;
+  readonly tls: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+  readonly datapath: AgentDatapath;
+  readonly cniSocket: string;
+  /** The network namespace (name under /var/run/netns) holding the node's host-side veths; the agent's own when absent. */
+  readonly netns?: string;
+  readonly log: Logger;
+  readonly backoff?: BackoffOptions;
+  /** Where the registered endpoints are kept across agent restarts (JSON); in memory only when absent. */
+  readonly endpointsFile?: string;
+}
+
+interface Endpoint {
+  readonly containerId: string;
+  readonly namespace?: string;
+  readonly pod?: string;
+  readonly hostIfname: string;
+  readonly hostIfindex: number;
+  readonly ips: readonly string[];
+}
+
+/** What the agent reports about itself (for status and tests). */
+export interface AgentStatus {
+  readonly connected: boolean;
+  readonly version: number | undefined;
+  readonly lastError: string | undefined;
+  readonly endpoints: number;
+}
+
+export class NodeAgent {
+  /** The state the maps hold (last applied and acknowledged). */
+  private applied: NodeState = EMPTY_STATE;
+  private version: number | undefined;
+  private lastError: string | undefined;
+  private readonly endpoints = new Map<string, Endpoint>();
+  private readonly socket: EndpointSocketServer;
+  private readonly backoff: Backoff;
+  private client: grpc.Client | undefined;
+  private call: Call | undefined;
+  private connected = false;
+  private stopped = true;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.log.child({ node: opts.nodeName });
+    this.socket = new EndpointSocketServer(opts.cniSocket, (r) => this.onEndpointRequest(r));
+    this.backoff = new Backoff(opts.backoff ?? { baseMs: 200, maxMs: 10_000, jitter: 0.2 });
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.loadEndpoints();
+    await this.socket.start();
+    this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
+    this.client = new StreamClient(this.opts.operator, grpc.credentials.createSsl(this.opts.tls.ca, this.opts.tls.key, this.opts.tls.cert), {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+    });
+    this.connect();
+  }
+
+  /** Stops talking to the operator and the CNI plugin; the maps and attached programs stay (enforcement continues). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+    this.client = undefined;
+    await this.socket.stop();
+    this.log.info({ version: this.version }, "agent stopped; maps keep enforcing");
+  }
+
+  /** Drops the current stream and reconnects at once, resuming from the last acknowledged version. */
+  reconnect(): void {
+    this.call?.cancel();
+  }
+
+  status(): AgentStatus {
+    return { connected: this.connected, version: this.version, lastError: this.lastError, endpoints: this.endpoints.size };
+  }
+
+  /** The state the maps hold, as the agent last applied it. */
+  state(): NodeState {
+    return this.applied;
+  }
+
+  // ---------------------------------------------------------------- the stream
+
+  private connect(): void {
+    if (this.stopped || !this.client) return;
+    const call = (this.client as unknown as { Stream: () => Call }).Stream();
+    this.call = call;
+    let ended = false;
+    const onEnd = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.call = undefined;
+      if (this.connected) this.log.warn({ why, version: this.version }, "operator stream lost; enforcing the last applied state");
+      this.connected = false;
+      if (this.stopped) return;
+      const delay = this.backoff.next();
+      this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, "reconnecting to the operator");
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    };
+    call.on("data", (m: unknown) => {
+      if (!this.connected) this.log.info({ operator: this.opts.operator, resumeFrom: this.version }, "operator stream connected");
+      this.connected = true;
+      this.backoff.reset();
+      this.onMessage(call, m);
+    });
+    call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
+    call.on("error", (e: Error) => onEnd(e.message));
+    call.on("end", () => onEnd("stream ended"));
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}) });
+  }
+
+  private onMessage(call: Call, raw: unknown): void {
+    const m = raw as Partial<Downstream> | null;
+    if (!m || typeof m !== "object" || typeof m.version !== "number" || typeof m.nonce !== "string" || (m.type !== "snapshot" && m.type !== "delta")) {
+      this.log.warn({ message: JSON.stringify(raw)?.slice(0, 200) }, "malformed message from the operator; ignored");
+      return;
+    }
+    const msg = m as Downstream;
+    let target: NodeState;
+    try {
+      if (msg.type === "snapshot") target = canonicalState(msg.state);
+      else {
+        if (msg.baseVersion !== this.version) throw new Error(`delta ${msg.version} applies on version ${msg.baseVersion}, but this agent holds ${this.version ?? "nothing"}`);
+        target = applyDelta(this.applied, msg);
+      }
+      this.apply(this.applied, target, msg.type === "snapshot");
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.lastError = error;
+      this.log.error({ version: msg.version, kind: msg.type, error }, "state refused; keeping the last applied state");
+      call.write({ type: "nack", version: msg.version, nonce: msg.nonce, error });
+      return;
+    }
+    this.applied = target;
+    this.version = msg.version;
+    this.lastError = undefined;
+    call.write({ type: "ack", version: msg.version, nonce: msg.nonce });
+    this.log.info({ version: msg.version, kind: msg.type, subjects: target.policies.length, ipcache: target.ipcache.length }, "state applied");
+  }
+
+  /**
+   * Moves the maps from `from` to `to` with no window: the target is validated before anything is
+   * written; then each subject gets the union of its old and new entries, the ipcache and endpoint
+   * flags switch, stale entries go, and last the ipcache prefixes that left. A failure while
+   * writing restores `from` (best effort) and rethrows.
+   */
+  private apply(from: NodeState, to: NodeState, snapshot: boolean): void {
+    validate(to);
+    try {
+      this.write(from, to, snapshot);
+    } catch (err) {
+      try {
+        this.write(to, from, false);
+      } catch (rollback) {
+        this.log.error({ error: (rollback as Error).message }, "restoring the last applied state failed");
+      }
+      throw err;
+    }
+  }
+
+  private write(from: NodeState, to: NodeState, snapshot: boolean): void {
+    const dp = this.opts.datapath;
+    const oldPolicies = new Map(from.policies.map((p) => [p.subject, p]));
+    // 1. adds: every subject holds old ∪ new (new values win), flags not yet changed.
+    for (const p of to.policies) {
+      const merged = new Map<string, PolicyEntry>((oldPolicies.get(p.subject)?.entries ?? []).map((e) => [entryKeyString(e), e]));
+      for (const e of p.entries) merged.set(entryKeyString(e), e);
+      dp.setSubjectPolicy({ ...p, entries: [...merged.values()] });
+    }
+    // 2. the ipcache switches to the new identities.
+    const oldIpc = new Map(from.ipcache.map((e) => [e.prefix, e]));
+    for (const e of to.ipcache) {
+      const old = oldIpc.get(e.prefix);
+      if (snapshot || !old || old.identity !== e.identity || old.node !== e.node) dp.setIpcache(toIpcacheEntry(e));
+    }
+    // 3. endpoints take their identity and enforcement from the new state.
+    for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
+    // 4. removals: exact new entries, subjects that left lose theirs (including ones pinned before a restart).
+    for (const p of to.policies) dp.setSubjectPolicy(p);
+    const keep = new Set(to.policies.map((p) => p.subject));
+    const gone = new Set(from.policies.map((p) => p.subject).filter((s) => !keep.has(s)));
+    if (snapshot) for (const s of pinnedSubjects(dp)) if (!keep.has(s)) gone.add(s);
+    for (const s of gone) dp.setSubjectPolicy({ subject: s, ingressEnforced: true, egressEnforced: true, entries: [] });
+    // 5. prefixes that left the ipcache.
+    const newIpc = new Set(to.ipcache.map((e) => e.prefix));
+    for (const e of from.ipcache) if (!newIpc.has(e.prefix)) tryDelete(() => dp.deleteIpcache(e.prefix));
+  }
+
+  // ---------------------------------------------------------------- endpoints
+
+  private async onEndpointRequest(r: AgentRequest): Promise<AgentReply> {
+    await Promise.resolve();
+    return r.op === "endpoint-add" ? this.addEndpoint(r) : this.deleteEndpoint(r.containerId, r.hostIfname);
+  }
+
+  private addEndpoint(r: EndpointAddRequest): AgentReply {
+    const ep: Endpoint = {
+      containerId: r.containerId,
+      ...(r.namespace !== undefined ? { namespace: r.namespace } : {}),
+      ...(r.pod !== undefined ? { pod: r.pod } : {}),
+      hostIfname: r.hostIfname,
+      hostIfindex: r.hostIfindex,
+      ips: r.ips,
+    };
+    const previous = this.endpoints.get(r.containerId);
+    if (previous && previous.hostIfindex !== ep.hostIfindex) this.detach(previous);
+    // The endpoint entry is written before the programs attach, so the first packet is already judged.
+    const entry = this.writeEndpoint(ep, this.applied);
+    this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
+    this.endpoints.set(r.containerId, ep);
+    this.saveEndpoints();
+    this.log.info(
+      { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, ifindex: r.hostIfindex, identity: entry.identity, resolved: entry.identity !== INIT_IDENTITY, repeat: previous !== undefined },
+      "endpoint added",
+    );
+    return { ok: true };
+  }
+
+  private deleteEndpoint(containerId: string, hostIfname: string): AgentReply {
+    const ep = this.endpoints.get(containerId);
+    if (!ep) {
+      this.log.info({ containerId, hostIfname }, "endpoint delete for an unknown endpoint; nothing to do");
+      return { ok: true };
+    }
+    this.detach(ep);
+    this.endpoints.delete(containerId);
+    this.saveEndpoints();
+    this.log.info({ namespace: ep.namespace, name: ep.pod, containerId, ips: ep.ips }, "endpoint deleted");
+    return { ok: true };
+  }
+
+  /** Endpoints registered before a restart: their programs and map entries are still in place; the next state rewrites their entries. */
+  private loadEndpoints(): void {
+    const file = this.opts.endpointsFile;
+    if (!file || !fs.existsSync(file)) return;
+    const saved = JSON.parse(fs.readFileSync(file, "utf8")) as Endpoint[];
+    for (const ep of saved) this.endpoints.set(ep.containerId, ep);
+    this.log.info({ endpoints: saved.length, file }, "endpoints restored");
+  }
+
+  private saveEndpoints(): void {
+    const file = this.opts.endpointsFile;
+    if (!file) return;
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify([...this.endpoints.values()]));
+    fs.renameSync(tmp, file);
+  }
+
+  private detach(ep: Endpoint): void {
+    this.opts.datapath.detachEndpoint(ep.hostIfindex, this.opts.netns);
+    for (const ip of ep.ips) this.opts.datapath.deleteEndpoint(ip);
+  }
+
+  /** Writes the endpoint's map entries for `state`: its identity from the ipcache, its flags from that identity's policy; fail closed when either is missing. */
+  private writeEndpoint(ep: Endpoint, state: NodeState): EndpointEntry {
+    let entry: EndpointEntry | undefined;
+    for (const ip of ep.ips) {
+      entry = endpointEntry(ip, ep.hostIfindex, state);
+      this.opts.datapath.setEndpoint(entry);
+    }
+    return entry as EndpointEntry;
+  }
+}
+
+/** The endpoint entry of one pod address under `state`. */
+export function endpointEntry(ip: string, ifindex: number, state: NodeState): EndpointEntry {
+  const family = ip.includes(":") ? 128 : 32;
+  const identity = state.ipcache.find((e) => e.prefix === `${ip}/${family}` || e.prefix === ip)?.identity;
+  const policy: SubjectPolicy | undefined = identity === undefined ? undefined : state.policies.find((p) => p.subject === identity);
+  if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ingressEnforced: true, egressEnforced: true };
+  if (!policy) return { ip, ifindex, identity, ingressEnforced: true, egressEnforced: true };
+  return { ip, ifindex, identity, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
+}
+
+function toIpcacheEntry(e: NodeState["ipcache"][number]): IpcacheEntry {
+  return { cidr: e.prefix, identity: e.identity, ...(e.node ? { tunnelEndpoint: e.node } : {}) };
+}
+
+/** Encodes everything the state would write, so a bad value is refused before any map changes; the error names the field. */
+export function validate(s: NodeState): void {
+  s.ipcache.forEach((e, i) => {
+    try {
+      encodeIpcacheKey(e.prefix);
+      encodeIpcacheValue(toIpcacheEntry(e));
+    } catch (err) {
+      throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
+    }
+  });
+  s.policies.forEach((p, i) => {
+    p.entries.forEach((e, j) => {
+      try {
+        if (e.subject !== p.subject) throw new Error(`entry subject ${e.subject} is not the policy's subject ${p.subject}`);
+        encodePolicyKey(e);
+        encodePolicyValue(e);
+      } catch (err) {
+        throw new Error(`policies[${i}].entries[${j}] (subject ${p.subject}): ${(err as Error).message}`, { cause: err });
+      }
+    });
+  });
+}
+
+/** Subjects that have entries in the pinned policy map (e.g. written before this process started). */
+function pinnedSubjects(dp: AgentDatapath): Set<number> {
+  const offset = LAYOUT.policy_key.fields.subject.offset;
+  return new Set(dp.object.map("membrane_policy").keys().map((k) => k.readUInt32LE(offset)));
+}
+
+function tryDelete(f: () => void): void {
+  try {
+    f();
+  } catch {
+    // a prefix that never made it into the map
+  }
+}

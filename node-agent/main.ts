@@ -1,0 +1,127 @@
+// `membrane agent`: parses the flags, loads the datapath and runs the node agent until SIGTERM/SIGINT.
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { Datapath } from "./bpf/datapath.ts";
+import { NodeAgent } from "./agent.ts";
+
+const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
+                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--log-level LEVEL]
+
+  --node-name   this node's name (the CN of its client certificate)
+  --operator    the operator's distribution server, host:port
+  --tls-cert, --tls-key, --tls-ca   the agent's client certificate, its key, and the CA of the operator
+  --bpf-scope   maps are pinned under /sys/fs/bpf/membrane/SCOPE (default: the node name)
+  --cni-socket  the endpoint socket the CNI plugin calls (default /run/membrane/agent.sock)
+  --state-dir   where the agent keeps its registered endpoints across restarts (default /var/lib/membrane/agent)
+  --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
+`;
+
+export interface AgentFlags {
+  readonly nodeName: string;
+  readonly operator: string;
+  readonly tlsCert: string;
+  readonly tlsKey: string;
+  readonly tlsCa: string;
+  readonly bpfScope: string;
+  readonly cniSocket: string;
+  readonly stateDir: string;
+  readonly netns?: string;
+  readonly logLevel: string;
+}
+
+/** Parses the flags; errors name the flag. */
+export function parseAgentFlags(args: readonly string[]): { ok: true; flags: AgentFlags } | { ok: false; error: string } {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: [...args],
+      options: {
+        "node-name": { type: "string" },
+        operator: { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-ca": { type: "string" },
+        "bpf-scope": { type: "string" },
+        "cni-socket": { type: "string" },
+        "state-dir": { type: "string" },
+        netns: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+  if (values.help) return { ok: false, error: "" };
+  for (const f of ["node-name", "operator", "tls-cert", "tls-key", "tls-ca"]) {
+    if (typeof values[f] !== "string" || values[f] === "") return { ok: false, error: `--${f}: required` };
+  }
+  const str = (f: string): string | undefined => (typeof values[f] === "string" ? (values[f] as string) : undefined);
+  const operator = str("operator")!;
+  if (!/^[^\s:]+:\d{1,5}$/.test(operator) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(operator)) return { ok: false, error: `--operator: must be HOST:PORT, got ${JSON.stringify(operator)}` };
+  const nodeName = str("node-name")!;
+  const scope = str("bpf-scope") ?? nodeName;
+  if (!/^[A-Za-z0-9._-]+$/.test(scope)) return { ok: false, error: `--bpf-scope: must be letters, digits, '.', '_' or '-', got ${JSON.stringify(scope)}` };
+  const netns = str("netns");
+  return {
+    ok: true,
+    flags: {
+      nodeName,
+      operator,
+      tlsCert: str("tls-cert")!,
+      tlsKey: str("tls-key")!,
+      tlsCa: str("tls-ca")!,
+      bpfScope: scope,
+      cniSocket: str("cni-socket") ?? "/run/membrane/agent.sock",
+      stateDir: str("state-dir") ?? "/var/lib/membrane/agent",
+      ...(netns ? { netns } : {}),
+      logLevel: str("log-level") ?? "info",
+    },
+  };
+}
+
+export async function run(args: string[]): Promise<number> {
+  const parsed = parseAgentFlags(args);
+  if (!parsed.ok) {
+    process.stderr.write(parsed.error ? `membrane agent: ${parsed.error}\n\n${USAGE}` : USAGE);
+    return parsed.error ? 2 : 0;
+  }
+  const f = parsed.flags;
+  const log = pino({ level: f.logLevel, base: { component: "agent" } });
+  let tls: { ca: Buffer; cert: Buffer; key: Buffer };
+  try {
+    tls = { ca: fs.readFileSync(f.tlsCa), cert: fs.readFileSync(f.tlsCert), key: fs.readFileSync(f.tlsKey) };
+  } catch (err) {
+    process.stderr.write(`membrane agent: reading the TLS files: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let datapath: Datapath;
+  try {
+    datapath = Datapath.load(f.bpfScope);
+  } catch (err) {
+    log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
+    return 1;
+  }
+  const agent = new NodeAgent({ nodeName: f.nodeName, operator: f.operator, tls, datapath, cniSocket: f.cniSocket, endpointsFile: path.join(f.stateDir, "endpoints.json"), ...(f.netns ? { netns: f.netns } : {}), log });
+  try {
+    await agent.start();
+  } catch (err) {
+    log.error({ socket: f.cniSocket, error: (err as Error).message }, "starting the agent failed");
+    await agent.stop();
+    datapath.close();
+    return 1;
+  }
+  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns }, "agent started");
+  const signal = await new Promise<string>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+  });
+  log.info({ signal }, "agent stopping");
+  await agent.stop();
+  datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
+  return 0;
+}

@@ -1,0 +1,117 @@
+// Flow filters: each flag selects what hubble's would, bad values name the flag, and the query string round-trips.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { filterFromQuery, filterToQuery, flowPredicate, parseFilterArgs, type FlowFilter } from "./filter.ts";
+import { dropFlow, endpoint, flow } from "./testflows.ts";
+import type { Flow } from "./flow.ts";
+
+function filterOf(...argv: string[]): FlowFilter {
+  const r = parseFilterArgs(argv);
+  if (!r.ok) throw new Error(r.error);
+  assert.deepEqual(r.rest, []);
+  return r.filter;
+}
+
+const matches = (f: Flow, ...argv: string[]): boolean => flowPredicate(filterOf(...argv), Date.parse("2026-01-01T00:10:00Z"))(f);
+
+const base = flow(); // default/client-1 (256) :40000 -> shop/web-0 (300) :80, TCP, FORWARDED policy-verdict
+const other = flow({
+  source: endpoint({ namespace: "ops", pod: "probe", identity: 400, labels: ["k8s:app=probe"], ip: "10.0.2.2", port: 5000 }),
+  destination: endpoint({ namespace: "ops", pod: "db-1", identity: 401, labels: ["k8s:app=db"], ip: "10.0.2.3", port: 5432 }),
+  protocol: "UDP",
+});
+
+test("--namespace matches source or destination namespace; repeated values are alternatives", () => {
+  assert.ok(matches(base, "--namespace", "shop"));
+  assert.ok(matches(base, "--namespace=default"));
+  assert.ok(!matches(other, "--namespace", "shop"));
+  assert.ok(matches(other, "--namespace", "shop", "--namespace", "ops"));
+});
+
+test("--pod matches either side, NS/POD exactly or a bare name as a prefix", () => {
+  assert.ok(matches(base, "--pod", "shop/web-0"));
+  assert.ok(matches(base, "--pod", "client"));
+  assert.ok(!matches(base, "--pod", "default/web-0"));
+  assert.ok(!matches(base, "--pod", "db"));
+});
+
+test("--from-pod and --to-pod look only at their side", () => {
+  assert.ok(matches(base, "--from-pod", "default/client-1"));
+  assert.ok(!matches(base, "--from-pod", "shop/web-0"));
+  assert.ok(matches(base, "--to-pod", "shop/web-0"));
+  assert.ok(!matches(base, "--to-pod", "default/client-1"));
+});
+
+test("--label matches a label of either side, with or without a source, by key or key=value", () => {
+  assert.ok(matches(base, "--label", "app=web"));
+  assert.ok(matches(base, "--label", "k8s:app=client"));
+  assert.ok(matches(base, "--label", "app"));
+  assert.ok(!matches(base, "--label", "app=db"));
+  assert.ok(!matches(base, "--label", "reserved:app=web"));
+});
+
+test("--identity, --port and --protocol match either side / the flow", () => {
+  assert.ok(matches(base, "--identity", "300"));
+  assert.ok(!matches(base, "--identity", "401"));
+  assert.ok(matches(base, "--port", "80"));
+  assert.ok(matches(base, "--port", "40000"));
+  assert.ok(!matches(base, "--port", "443"));
+  assert.ok(matches(base, "--protocol", "tcp"));
+  assert.ok(!matches(other, "--protocol", "TCP"));
+});
+
+test("--verdict and --type select drops and verdict kinds", () => {
+  assert.ok(matches(dropFlow(), "--verdict", "DROPPED"));
+  assert.ok(!matches(base, "--verdict", "dropped"));
+  assert.ok(matches(dropFlow(), "--type", "drop"));
+  assert.ok(matches(base, "--type", "policy-verdict"));
+  assert.ok(!matches(base, "--type", "trace"));
+});
+
+test("--since takes a duration before now or an RFC 3339 time", () => {
+  const old = flow({ time: "2026-01-01T00:00:00.000Z" });
+  const recent = flow({ time: "2026-01-01T00:09:30.000Z" });
+  assert.ok(matches(recent, "--since", "1m"));
+  assert.ok(!matches(old, "--since", "1m"));
+  assert.ok(matches(old, "--since", "2025-12-31T23:00:00Z"));
+  assert.ok(!matches(old, "--since", "2026-01-01T00:05:00Z"));
+});
+
+test("different flags must all hold", () => {
+  assert.ok(matches(dropFlow(), "--verdict", "DROPPED", "--to-pod", "shop/web-0", "--port", "80"));
+  assert.ok(!matches(dropFlow(), "--verdict", "DROPPED", "--to-pod", "shop/web-1"));
+});
+
+test("--last is kept for the caller; other arguments come back in rest", () => {
+  const r = parseFilterArgs(["-f", "--last", "3", "--server", "x"]);
+  assert.ok(r.ok);
+  assert.equal(r.filter.last, 3);
+  assert.deepEqual(r.rest, ["-f", "--server", "x"]);
+});
+
+test("bad values are errors that name the flag", () => {
+  const cases: [string[], RegExp][] = [
+    [["--verdict", "MAYBE"], /^--verdict: "MAYBE" is not FORWARDED or DROPPED/],
+    [["--port", "70000"], /^--port: "70000" is not a port/],
+    [["--identity", "-1"], /^--identity: /],
+    [["--type", "l7"], /^--type: "l7" is not one of/],
+    [["--protocol", "GRE"], /^--protocol: /],
+    [["--since", "yesterday"], /^--since: /],
+    [["--last", "0"], /^--last: "0" is not a positive count/],
+    [["--pod", "a/b/c"], /^--pod: "a\/b\/c" is not NS\/POD or POD/],
+    [["--label", "=x"], /^--label: /],
+    [["--namespace"], /^--namespace: needs a value/],
+  ];
+  for (const [argv, want] of cases) {
+    const r = parseFilterArgs(argv);
+    assert.equal(r.ok, false, argv.join(" "));
+    if (!r.ok) assert.match(r.error, want);
+  }
+});
+
+test("a filter survives the trip through the API's query string", () => {
+  const f = filterOf("--namespace", "shop", "--pod", "default/client-1", "--label", "app=web", "--verdict", "DROPPED", "--port", "80", "--since", "5m", "--last", "10");
+  const back = filterFromQuery(new URLSearchParams(filterToQuery(f).toString()));
+  assert.ok(back.ok);
+  assert.deepEqual(back.filter, f);
+});

@@ -1,0 +1,265 @@
+// Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
+import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../../core/labels.ts";
+import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
+
+/** Values of one flag are alternatives (OR); different flags must all hold (AND). */
+export interface FlowFilter {
+  readonly namespace: readonly string[];
+  readonly pod: readonly PodRef[];
+  readonly fromPod: readonly PodRef[];
+  readonly toPod: readonly PodRef[];
+  readonly label: readonly string[];
+  readonly identity: readonly number[];
+  readonly verdict: readonly FlowVerdict[];
+  readonly protocol: readonly string[];
+  readonly port: readonly number[];
+  readonly type: readonly FlowType[];
+  readonly since?: string; // as given: a duration ("5m") or an RFC 3339 time
+  readonly last?: number;
+}
+
+/** `NS/POD` names one pod; a bare `POD` is a pod-name prefix in any namespace, as in hubble. */
+export interface PodRef {
+  readonly namespace?: string;
+  readonly pod: string;
+}
+
+export type FilterParse = { readonly ok: true; readonly filter: FlowFilter; readonly rest: string[] } | { readonly ok: false; readonly error: string };
+
+export const FILTER_FLAGS = [
+  "namespace",
+  "pod",
+  "from-pod",
+  "to-pod",
+  "label",
+  "identity",
+  "verdict",
+  "protocol",
+  "port",
+  "type",
+  "since",
+  "last",
+] as const;
+type FilterFlag = (typeof FILTER_FLAGS)[number];
+
+export const FILTER_USAGE = `filters (a repeated flag means any of its values; different flags must all hold):
+  --namespace NS         source or destination namespace
+  --pod [NS/]POD         source or destination pod (a bare name is a prefix, any namespace)
+  --from-pod [NS/]POD    source pod
+  --to-pod [NS/]POD      destination pod
+  --label KEY[=VALUE]    a security label of source or destination (k8s:app=web, or app=web for any source)
+  --identity N           source or destination identity
+  --verdict V            FORWARDED or DROPPED
+  --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6
+  --port N               source or destination port
+  --type T               policy-verdict, drop or trace
+  --since T              a duration (30s, 5m, 2h) or an RFC 3339 time
+  --last N               only the N most recent matching flows
+`;
+
+const EMPTY: FlowFilter = {
+  namespace: [],
+  pod: [],
+  fromPod: [],
+  toPod: [],
+  label: [],
+  identity: [],
+  verdict: [],
+  protocol: [],
+  port: [],
+  type: [],
+};
+
+const PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6"];
+
+function parsePod(v: string): PodRef | string {
+  const parts = v.split("/");
+  if (parts.length === 1 && parts[0] !== "") return { pod: v };
+  if (parts.length === 2 && parts[0] !== "" && parts[1] !== "") return { namespace: parts[0]!, pod: parts[1]! };
+  return `"${v}" is not NS/POD or POD`;
+}
+
+function parseIntIn(v: string, min: number, max: number): number | undefined {
+  if (!/^\d+$/.test(v)) return undefined;
+  const n = Number(v);
+  return n >= min && n <= max ? n : undefined;
+}
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** The earliest time `since` admits, relative to `now`; undefined when it does not parse. */
+export function sinceToMs(since: string, now: number): number | undefined {
+  const d = DURATION.exec(since);
+  if (d) return now - Number(d[1]) * UNIT_MS[d[2]!]!;
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(since)) return undefined;
+  const t = Date.parse(since);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/**
+ * Takes the filter flags out of argv (`--flag value` or `--flag=value`); other arguments are
+ * returned in `rest` for the caller. A bad value is an error naming the flag.
+ */
+export function parseFilterArgs(argv: readonly string[]): FilterParse {
+  const f = {
+    namespace: [] as string[],
+    pod: [] as PodRef[],
+    fromPod: [] as PodRef[],
+    toPod: [] as PodRef[],
+    label: [] as string[],
+    identity: [] as number[],
+    verdict: [] as FlowVerdict[],
+    protocol: [] as string[],
+    port: [] as number[],
+    type: [] as FlowType[],
+    since: undefined as string | undefined,
+    last: undefined as number | undefined,
+  };
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(a);
+    const flag = m?.[1] as FilterFlag | undefined;
+    if (!m || flag === undefined || !(FILTER_FLAGS as readonly string[]).includes(flag)) {
+      rest.push(a);
+      continue;
+    }
+    let v = m[2];
+    if (v === undefined) {
+      v = argv[++i];
+      if (v === undefined) return { ok: false, error: `--${flag}: needs a value` };
+    }
+    const bad = (why: string): FilterParse => ({ ok: false, error: `--${flag}: ${why}` });
+    switch (flag) {
+      case "namespace":
+        if (v === "") return bad("must not be empty");
+        f.namespace.push(v);
+        break;
+      case "pod":
+      case "from-pod":
+      case "to-pod": {
+        const p = parsePod(v);
+        if (typeof p === "string") return bad(p);
+        (flag === "pod" ? f.pod : flag === "from-pod" ? f.fromPod : f.toPod).push(p);
+        break;
+      }
+      case "label":
+        if (v === "" || v.startsWith("=")) return bad(`"${v}" is not KEY or KEY=VALUE`);
+        f.label.push(v);
+        break;
+      case "identity": {
+        const n = parseIntIn(v, 0, 0xffffffff);
+        if (n === undefined) return bad(`"${v}" is not an identity number`);
+        f.identity.push(n);
+        break;
+      }
+      case "verdict": {
+        const up = v.toUpperCase();
+        if (!(FLOW_VERDICTS as readonly string[]).includes(up)) return bad(`"${v}" is not ${FLOW_VERDICTS.join(" or ")}`);
+        f.verdict.push(up as FlowVerdict);
+        break;
+      }
+      case "protocol": {
+        const up = v.toUpperCase();
+        if (!PROTOCOLS.includes(up)) return bad(`"${v}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6`);
+        f.protocol.push(up);
+        break;
+      }
+      case "port": {
+        const n = parseIntIn(v, 0, 65535);
+        if (n === undefined) return bad(`"${v}" is not a port (0-65535)`);
+        f.port.push(n);
+        break;
+      }
+      case "type":
+        if (!(FLOW_TYPES as readonly string[]).includes(v)) return bad(`"${v}" is not one of ${FLOW_TYPES.join(", ")}`);
+        f.type.push(v as FlowType);
+        break;
+      case "since":
+        if (sinceToMs(v, 0) === undefined) return bad(`"${v}" is not a duration (30s, 5m, 2h) or an RFC 3339 time`);
+        f.since = v;
+        break;
+      case "last": {
+        const n = parseIntIn(v, 1, Number.MAX_SAFE_INTEGER);
+        if (n === undefined) return bad(`"${v}" is not a positive count`);
+        f.last = n;
+        break;
+      }
+    }
+  }
+  const { since, last, ...lists } = f;
+  return { ok: true, filter: { ...lists, ...(since !== undefined ? { since } : {}), ...(last !== undefined ? { last } : {}) }, rest };
+}
+
+/** The filter as argv again (the observer API carries it in its query string, one flag per parameter). */
+export function filterToArgs(f: FlowFilter): string[] {
+  const out: string[] = [];
+  const pod = (p: PodRef): string => (p.namespace !== undefined ? `${p.namespace}/${p.pod}` : p.pod);
+  for (const v of f.namespace) out.push(`--namespace=${v}`);
+  for (const v of f.pod) out.push(`--pod=${pod(v)}`);
+  for (const v of f.fromPod) out.push(`--from-pod=${pod(v)}`);
+  for (const v of f.toPod) out.push(`--to-pod=${pod(v)}`);
+  for (const v of f.label) out.push(`--label=${v}`);
+  for (const v of f.identity) out.push(`--identity=${v}`);
+  for (const v of f.verdict) out.push(`--verdict=${v}`);
+  for (const v of f.protocol) out.push(`--protocol=${v}`);
+  for (const v of f.port) out.push(`--port=${v}`);
+  for (const v of f.type) out.push(`--type=${v}`);
+  if (f.since !== undefined) out.push(`--since=${f.since}`);
+  if (f.last !== undefined) out.push(`--last=${f.last}`);
+  return out;
+}
+
+export function filterToQuery(f: FlowFilter): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const a of filterToArgs(f)) {
+    const eq = a.indexOf("=");
+    q.append(a.slice(2, eq), a.slice(eq + 1));
+  }
+  return q;
+}
+
+/** Parses the filter parameters of a query string; other parameters (e.g. `follow`) are ignored. */
+export function filterFromQuery(q: URLSearchParams): FilterParse {
+  const argv: string[] = [];
+  for (const [k, v] of q) if ((FILTER_FLAGS as readonly string[]).includes(k)) argv.push(`--${k}=${v}`);
+  return parseFilterArgs(argv);
+}
+
+function podMatches(ref: PodRef, e: FlowEndpoint): boolean {
+  if (e.pod === undefined) return false;
+  if (ref.namespace !== undefined) return e.namespace === ref.namespace && e.pod === ref.pod;
+  return e.pod.startsWith(ref.pod);
+}
+
+function labelMatches(want: string, e: FlowEndpoint): boolean {
+  const w = parseSelectorLabel(want);
+  const hasValue = want.slice(want.indexOf(":") + 1).includes("=");
+  return e.labels.some((s) => {
+    const l = parseLabel(s);
+    return (w.source === LABEL_SOURCE.any || w.source === l.source) && w.key === l.key && (!hasValue || w.value === l.value);
+  });
+}
+
+const either = (f: Flow, p: (e: FlowEndpoint) => boolean): boolean => p(f.source) || p(f.destination);
+
+/** The predicate of a filter, evaluated at `now` (for --since). `last` is applied by the caller over the matches. */
+export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: Flow) => boolean {
+  const sinceMs = f.since !== undefined ? sinceToMs(f.since, now) : undefined;
+  const checks: ((x: Flow) => boolean)[] = [];
+  if (f.namespace.length) checks.push((x) => either(x, (e) => e.namespace !== undefined && f.namespace.includes(e.namespace)));
+  if (f.pod.length) checks.push((x) => f.pod.some((r) => either(x, (e) => podMatches(r, e))));
+  if (f.fromPod.length) checks.push((x) => f.fromPod.some((r) => podMatches(r, x.source)));
+  if (f.toPod.length) checks.push((x) => f.toPod.some((r) => podMatches(r, x.destination)));
+  if (f.label.length) checks.push((x) => f.label.some((l) => either(x, (e) => labelMatches(l, e))));
+  if (f.identity.length) checks.push((x) => either(x, (e) => f.identity.includes(e.identity)));
+  if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
+  if (f.protocol.length) checks.push((x) => f.protocol.includes(x.protocol.toUpperCase()));
+  if (f.port.length) checks.push((x) => either(x, (e) => f.port.includes(e.port)));
+  if (f.type.length) checks.push((x) => f.type.includes(x.type));
+  if (sinceMs !== undefined) checks.push((x) => Date.parse(x.time) >= sinceMs);
+  return (x) => checks.every((c) => c(x));
+}
+
+export const NO_FILTER: FlowFilter = EMPTY;

@@ -1,0 +1,82 @@
+// Enrichment: a datapath event becomes a Flow naming pods, labels, the drop reason and the deciding rule.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { enrich, decisionText, type EnrichLookups } from "./flow.ts";
+import type { VerdictEvent } from "../bpf/layout.ts";
+import type { RuleOrigin } from "../../core/model.ts";
+import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
+
+const rules = new Map<number, RuleOrigin>([
+  [7, { policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "deny-client", ruleIndex: 0, path: "spec.ingressDeny[0]" }],
+  [9, { policyKind: "CiliumClusterwideNetworkPolicy", name: "allow-dns", ruleIndex: 1, path: "spec.egress[1]" }],
+]);
+
+const lookups: EnrichLookups = {
+  node: "node-a",
+  identityLabels: (id) => ({ 256: ["k8s:app=client"], 300: ["k8s:app=web"] })[id],
+  endpointByIp: (ip) => ({ "10.0.0.1": { namespace: "default", pod: "client-1" }, "10.0.1.5": { namespace: "shop", pod: "web-0" } })[ip],
+  ruleOrigin: (id) => rules.get(id),
+  wallClock: (ns) => new Date(1_700_000_000_000 + Number(ns / 1_000_000n)),
+};
+
+function event(over: Partial<VerdictEvent> = {}): VerdictEvent {
+  return {
+    timestampNs: 5_000_000n,
+    verdict: "dropped",
+    direction: "ingress",
+    reasonCode: 1,
+    reason: "policy denied",
+    proto: 6,
+    srcIdentity: 256,
+    dstIdentity: 300,
+    ruleId: 7,
+    ifindex: 12,
+    src: "10.0.0.1",
+    dst: "10.0.1.5",
+    sport: 40000,
+    dport: 80,
+    ...over,
+  };
+}
+
+test("a policy drop names the pods, identities, labels, port, reason and the deny rule", () => {
+  const f = enrich(event(), lookups);
+  assert.deepEqual(f, {
+    time: new Date(1_700_000_000_005).toISOString(),
+    verdict: "DROPPED",
+    type: "drop",
+    direction: "ingress",
+    source: { identity: 256, labels: ["k8s:app=client"], namespace: "default", pod: "client-1", ip: "10.0.0.1", port: 40000 },
+    destination: { identity: 300, labels: ["k8s:app=web"], namespace: "shop", pod: "web-0", ip: "10.0.1.5", port: 80 },
+    protocol: "TCP",
+    dropReason: "policy denied",
+    decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "deny-client", rule: "spec.ingressDeny[0]" },
+    node: "node-a",
+  });
+  assert.equal(decisionText(f.decidedBy), "CiliumNetworkPolicy shop/deny-client spec.ingressDeny[0]");
+});
+
+test("a miss in an enforced direction is marked default deny", () => {
+  const noRule = event({ reasonCode: 2, reason: "policy denied (default deny)" });
+  delete (noRule as { ruleId?: number }).ruleId;
+  assert.deepEqual(enrich(noRule, lookups).decidedBy, { kind: "default-deny" });
+  assert.equal(decisionText(enrich(event({ ruleId: RULE_ID_DEFAULT_DENY }), lookups).decidedBy), "default deny");
+});
+
+test("a forwarded flow by a cluster-wide rule is a policy-verdict; with no rule it is a trace", () => {
+  const allowed = enrich(event({ verdict: "forwarded", reasonCode: 0, reason: undefined, ruleId: 9, proto: 17, direction: "egress" }), lookups);
+  assert.equal(allowed.verdict, "FORWARDED");
+  assert.equal(allowed.type, "policy-verdict");
+  assert.equal(allowed.protocol, "UDP");
+  assert.equal(allowed.dropReason, undefined);
+  assert.equal(decisionText(allowed.decidedBy), "CiliumClusterwideNetworkPolicy allow-dns spec.egress[1]");
+  const plain = event({ verdict: "forwarded", reasonCode: 0, reason: undefined });
+  delete (plain as { ruleId?: number }).ruleId;
+  assert.equal(enrich(plain, lookups).type, "trace");
+});
+
+test("unknown addresses and identities keep the IP and an empty label list", () => {
+  const f = enrich(event({ src: "192.0.2.9", srcIdentity: 2, proto: 99 }), lookups);
+  assert.deepEqual(f.source, { identity: 2, labels: [], ip: "192.0.2.9", port: 40000 });
+  assert.equal(f.protocol, "99");
+});

@@ -1,0 +1,148 @@
+// The Flow: one datapath verdict enriched with who (identities, labels, pods), why (drop reason) and which rule decided.
+import type { Direction, RuleOrigin } from "../../core/model.ts";
+import { PROTO_NUMBER } from "../../core/model.ts";
+import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
+import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
+
+export type FlowVerdict = "FORWARDED" | "DROPPED";
+/** `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying. */
+export type FlowType = "policy-verdict" | "drop" | "trace";
+export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED"];
+export const FLOW_TYPES: readonly FlowType[] = ["policy-verdict", "drop", "trace"];
+
+export interface FlowEndpoint {
+  readonly identity: number;
+  readonly labels: readonly string[]; // formatted security labels, e.g. "k8s:app=web"
+  readonly namespace?: string;
+  readonly pod?: string;
+  readonly ip: string;
+  readonly port: number;
+}
+
+/** The policy and rule that decided: the rule's origin, or the marker for a miss in an enforced direction. */
+export type FlowDecision =
+  | {
+      readonly kind: "rule";
+      readonly policyKind: RuleOrigin["policyKind"];
+      readonly namespace?: string;
+      readonly name: string;
+      readonly rule: string; // field path, e.g. "spec.ingressDeny[0]"
+    }
+  | { readonly kind: "default-deny" };
+
+export interface Flow {
+  readonly time: string; // RFC 3339 with milliseconds
+  readonly verdict: FlowVerdict;
+  readonly type: FlowType;
+  readonly direction: Direction;
+  readonly source: FlowEndpoint;
+  readonly destination: FlowEndpoint;
+  readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6" or the IANA number
+  readonly dropReason?: string;
+  readonly decidedBy?: FlowDecision;
+  readonly node: string;
+}
+
+/** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
+export interface EnrichLookups {
+  readonly node: string;
+  identityLabels(identity: number): readonly string[] | undefined;
+  /** The pod behind an address, when it is a local or known endpoint. */
+  endpointByIp(ip: string): { readonly namespace: string; readonly pod: string } | undefined;
+  ruleOrigin(ruleId: number): RuleOrigin | undefined;
+  /** The wall-clock time of an event's monotonic timestamp (bpf_ktime_get_ns). */
+  wallClock(monotonicNs: bigint): Date;
+}
+
+const PROTOCOL_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(PROTO_NUMBER)
+    .filter(([name]) => name !== "ANY")
+    .map(([name, n]) => [n, name]),
+);
+
+export function protocolName(proto: number): string {
+  return PROTOCOL_NAMES[proto] ?? String(proto);
+}
+
+/** The label that says "default deny" wherever a decision is printed. */
+export const DEFAULT_DENY_TEXT = "default deny";
+
+export function decisionText(d: FlowDecision | undefined): string {
+  if (d === undefined) return "";
+  if (d.kind === "default-deny") return DEFAULT_DENY_TEXT;
+  return `${d.policyKind} ${d.namespace !== undefined ? `${d.namespace}/` : ""}${d.name} ${d.rule}`;
+}
+
+function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
+  if (e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
+  if (e.ruleId === undefined) return undefined;
+  if (e.ruleId === RULE_ID_DEFAULT_DENY) return e.verdict === "dropped" ? { kind: "default-deny" } : undefined;
+  const o = lookups.ruleOrigin(e.ruleId);
+  if (o === undefined) return undefined;
+  return {
+    kind: "rule",
+    policyKind: o.policyKind,
+    ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
+    name: o.name,
+    rule: o.path,
+  };
+}
+
+function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
+  const pod = lookups.endpointByIp(ip);
+  return {
+    identity,
+    labels: lookups.identityLabels(identity) ?? [],
+    ...(pod !== undefined ? { namespace: pod.namespace, pod: pod.pod } : {}),
+    ip,
+    port,
+  };
+}
+
+/** A datapath event as a Flow. Pure: everything it needs comes from `lookups`. */
+export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
+  const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : "FORWARDED";
+  const decidedBy = decisionOf(e, lookups);
+  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined ? "policy-verdict" : "trace";
+  return {
+    time: lookups.wallClock(e.timestampNs).toISOString(),
+    verdict,
+    type,
+    direction: e.direction,
+    source: endpoint(e.srcIdentity, e.src, e.sport, lookups),
+    destination: endpoint(e.dstIdentity, e.dst, e.dport, lookups),
+    protocol: protocolName(e.proto),
+    ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
+    ...(decidedBy !== undefined ? { decidedBy } : {}),
+    node: lookups.node,
+  };
+}
+
+/** Identifies a connection (both directions' packets of one 5-tuple share it) for per-connection sampling. */
+export function connectionKey(f: Flow): string {
+  const a = `${f.source.ip}:${f.source.port}`;
+  const b = `${f.destination.ip}:${f.destination.port}`;
+  return a < b ? `${f.protocol} ${a} ${b}` : `${f.protocol} ${b} ${a}`;
+}
+
+function endpointText(e: FlowEndpoint): string {
+  const who = e.pod !== undefined ? `${e.namespace ?? ""}/${e.pod}` : e.ip;
+  return `${who}:${e.port} (${e.identity})`;
+}
+
+/** One line per flow for `observe -o table`. */
+export function flowTableRow(f: Flow): string[] {
+  return [
+    f.time,
+    f.node,
+    endpointText(f.source),
+    endpointText(f.destination),
+    f.protocol,
+    f.verdict,
+    f.type,
+    f.dropReason ?? "",
+    decisionText(f.decidedBy),
+  ];
+}
+
+export const FLOW_TABLE_HEADER = ["TIME", "NODE", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "TYPE", "REASON", "DECIDED BY"];
