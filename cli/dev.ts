@@ -8,6 +8,7 @@ import {
   runningControlPlane,
   startControlPlane,
 } from "../e2e/cluster.ts";
+import { devNodesDown, devNodesUp, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
 /** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */
 export function devDir(): string {
@@ -19,12 +20,19 @@ interface Subcommand {
   run(args: string[]): Promise<number>;
 }
 
-// Later issues add subcommands here (`exec`, `probe`) and options to `up` (`--nodes N`).
 const subcommands: Record<string, Subcommand> = {
-  up: { summary: "start the local control plane (idempotent)", run: up },
+  up: { summary: "start the local control plane [--nodes N] (idempotent)", run: up },
   down: { summary: "stop it and remove its files (idempotent)", run: down },
   env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
   status: { summary: "is it running, where, and is it ready", run: status },
+  exec: {
+    summary: "run a command in a pod's netns: exec NAMESPACE/POD -- CMD…",
+    run: (a) => runDevExec(a, devDir()),
+  },
+  probe: {
+    summary: "probe HOST PORT [--udp] from a pod: connected/refused/timeout",
+    run: (a) => runDevProbe(a, devDir()),
+  },
 };
 
 function usage(): string {
@@ -53,20 +61,30 @@ function noArgs(cmd: string, args: string[]): boolean {
 }
 
 async function up(args: string[]): Promise<number> {
-  if (!noArgs("up", args)) return 2;
+  const flags = parseNodesFlag(args);
+  if (!flags.ok) {
+    process.stderr.write(`membrane dev up: ${flags.error}\n`);
+    return 2;
+  }
+  if (!noArgs("up", flags.rest)) return 2;
   const dir = devDir();
   const running = await runningControlPlane(dir);
   if (running) {
     process.stdout.write(
       `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
     );
+    if (flags.nodes !== undefined) {
+      process.stdout.write(await devNodesUp(dir, controlPlanePaths(dir).kubeconfig, flags.nodes));
+    }
     return 0;
   }
+  // Starting wipes the dir: remove what a crashed earlier run recorded first.
+  await devNodesDown(dir);
   const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
+  process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
+  if (flags.nodes !== undefined) process.stdout.write(await devNodesUp(dir, cp.kubeconfig, flags.nodes));
   process.stdout.write(
-    `control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n` +
-      `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` +
-      `stop it:  bin/membrane dev down\n`,
+    `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` + `stop it:  bin/membrane dev down\n`,
   );
   return 0;
 }
@@ -75,6 +93,7 @@ async function down(args: string[]): Promise<number> {
   if (!noArgs("down", args)) return 2;
   const dir = devDir();
   const running = await runningControlPlane(dir);
+  await devNodesDown(dir, running ? controlPlanePaths(dir).kubeconfig : undefined);
   await destroyControlPlane(dir);
   await removeIfEmptyMembraneDir(dirname(dir));
   process.stdout.write(

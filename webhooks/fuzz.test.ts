@@ -4,10 +4,12 @@ import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import { ciliumDocsExamples, seedExamples } from "../crds/fixtures.ts";
 import { reviewFor } from "./admission.ts";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "./server.ts";
 import { startTestServer, type TestServer } from "./testing.ts";
 
 const RUNS = Number(process.env.WEBHOOK_FUZZ_RUNS ?? 10_000);
-const TIMEOUT_MS = 2_000;
+// The server's own per-request timeout (the production default), which every answer must beat.
+const TIMEOUT_MS = DEFAULT_REQUEST_TIMEOUT_MS;
 const PARALLEL = 8;
 const DEEP_MARKER = "\u0000deep\u0000";
 

@@ -1,0 +1,60 @@
+// `membrane policy trace` against a real kube-apiserver: reads pods, namespaces and policies with kubectl and agrees with the pure trace.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
+import { startControlPlane } from "../e2e/cluster.ts";
+import { GENERATED_DIR } from "../crds/generate.ts";
+import { TRACE_CLUSTER } from "./trace.fixtures.ts";
+import { traceVerdict } from "./trace.ts";
+
+const traceModule = fileURLToPath(new URL("./trace.ts", import.meta.url));
+
+test("policy trace reads the cluster and gives the verdicts the pure trace gives", { timeout: 300_000 }, async (t) => {
+  const cp = await startControlPlane({ name: "trace-test" });
+  t.after(() => cp.stop());
+  const must = async (args: string[], input?: string): Promise<string> => {
+    const r = await cp.kubectl(args, input);
+    assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.stderr}`);
+    return r.stdout;
+  };
+  await must(["apply", "-f", GENERATED_DIR]);
+  // `kubectl wait` fails while a new CRD has no status yet: poll until both kinds are served.
+  for (let deadline = Date.now() + 60_000; ; await new Promise((r) => setTimeout(r, 250))) {
+    const r = await cp.kubectl(["get", "ciliumnetworkpolicies.cilium.io,ciliumclusterwidenetworkpolicies.cilium.io", "-A"]);
+    if (r.code === 0) break;
+    assert.ok(Date.now() < deadline, `CRDs not served: ${r.stderr}`);
+  }
+  const objects = [
+    ...TRACE_CLUSTER.namespaces.filter((n) => n.metadata.name !== "default").map((n) => ({ apiVersion: "v1", kind: "Namespace", ...n })),
+    // This control plane runs no controller manager: create the service accounts pods need.
+    ...TRACE_CLUSTER.namespaces.map((n) => ({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default", namespace: n.metadata.name } })),
+    ...TRACE_CLUSTER.pods.map((p) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      ...p,
+      spec: { automountServiceAccountToken: false, containers: [{ name: "c", image: "none" }] },
+    })),
+    ...TRACE_CLUSTER.policies,
+  ];
+  await must(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }));
+
+  const cases = [
+    ["default/client", "shop/web", "80"],
+    ["default/client", "shop/web", "8080"],
+    ["default/client", "shop/db", "5432"],
+    ["shop/web", "shop/db", "5432"],
+  ] as const;
+  const script = `const { runTrace } = await import(${JSON.stringify(traceModule)}); process.exitCode = await runTrace(process.argv.slice(1));`;
+  for (const [from, to, port] of cases) {
+    const r = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", script, "--from", from, "--to", to, "--port", port, "--kubeconfig", cp.kubeconfig],
+      { cwd: fileURLToPath(new URL("..", import.meta.url)) },
+    );
+    const want = traceVerdict(TRACE_CLUSTER, { from, to, port: Number(port), protocol: "TCP" });
+    assert.ok(want.ok);
+    assert.equal(r.stdout, want.text, `${from} -> ${to}:${port}`);
+  }
+});

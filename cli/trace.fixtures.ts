@@ -1,0 +1,40 @@
+// Objects for the trace tests: three pods in two namespaces, an allow CNP, a cluster-wide deny and a NetworkPolicy.
+import type { TraceCluster } from "./trace.ts";
+
+export const TRACE_CLUSTER: TraceCluster = {
+  namespaces: [{ metadata: { name: "default" } }, { metadata: { name: "shop", labels: { team: "shop" } } }],
+  pods: [
+    { metadata: { name: "client", namespace: "default", labels: { app: "client" } } },
+    { metadata: { name: "web", namespace: "shop", labels: { app: "web" } } },
+    { metadata: { name: "db", namespace: "shop", labels: { app: "db" }, annotations: { "membrane.io/identity": "4242" } } },
+  ],
+  policies: [
+    {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "allow-web", namespace: "shop" },
+      spec: {
+        endpointSelector: { matchLabels: { app: "web" } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { app: "client", "k8s:io.kubernetes.pod.namespace": "default" } }] }],
+      },
+    },
+    {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "no-admin-port" },
+      spec: {
+        endpointSelector: {},
+        ingressDeny: [{ fromEntities: ["all"], toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }] }],
+      },
+    },
+    {
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "db-from-web", namespace: "shop" },
+      spec: {
+        podSelector: { matchLabels: { app: "db" } },
+        ingress: [{ from: [{ podSelector: { matchLabels: { app: "web" } } }], ports: [{ port: 5432 }] }],
+      },
+    },
+  ],
+};

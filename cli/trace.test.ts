@@ -1,0 +1,68 @@
+// `membrane policy trace`, the pure part: cluster objects → verdict and the rule that decides it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseTraceArgs, traceVerdict, type TraceCluster, type TraceQuery } from "./trace.ts";
+import { TRACE_CLUSTER } from "./trace.fixtures.ts";
+
+const cluster = TRACE_CLUSTER;
+
+function trace(q: Partial<TraceQuery> & Pick<TraceQuery, "from" | "to" | "port">, c: TraceCluster = cluster): string {
+  const r = traceVerdict(c, { protocol: "TCP", ...q });
+  if (!r.ok) throw new Error(r.error);
+  return r.text;
+}
+
+test("an allow rule decides: the CNP and its rule path are named", () => {
+  const text = trace({ from: "default/client", to: "shop/web", port: 80 });
+  assert.match(text, /^default\/client -> shop\/web TCP\/80: ALLOWED\n/);
+  assert.match(text, /decided by: CiliumNetworkPolicy shop\/allow-web spec\.ingress\[0\] \(ingress of shop\/web\)/);
+  assert.match(text, /egress of default\/client: allow by no policy selects it/);
+});
+
+test("deny in a CCNP wins over the allow in the CNP for the same peer", () => {
+  const text = trace({ from: "default/client", to: "shop/web", port: 8080 });
+  assert.match(text, /TCP\/8080: DENIED\n/);
+  assert.match(text, /decided by: CiliumClusterwideNetworkPolicy no-admin-port spec\.ingressDeny\[0\] \(ingress of shop\/web\)/);
+});
+
+test("a selected pod with no matching rule is default deny; the allowed peer passes", () => {
+  const denied = trace({ from: "default/client", to: "shop/db", port: 5432 });
+  assert.match(denied, /DENIED\ndecided by: default deny \(ingress of shop\/db\)/);
+  const allowed = trace({ from: "shop/web", to: "shop/db", port: 5432 });
+  assert.match(allowed, /ALLOWED\ndecided by: NetworkPolicy shop\/db-from-web spec\.ingress\[0\]/);
+  assert.match(trace({ from: "shop/web", to: "shop/db", port: 5432, protocol: "UDP" }), /UDP\/5432: DENIED\ndecided by: default deny/);
+});
+
+test("no policy selecting either side allows; a cluster-wide deny selecting every pod makes ingress default deny", () => {
+  const onlyNamespaced = { ...cluster, policies: cluster.policies.filter((p) => (p as { kind: string }).kind !== "CiliumClusterwideNetworkPolicy") };
+  assert.match(trace({ from: "shop/web", to: "default/client", port: 443 }, onlyNamespaced), /ALLOWED\ndecided by: no policy selects it/);
+  assert.match(trace({ from: "shop/web", to: "default/client", port: 443 }), /DENIED\ndecided by: default deny \(ingress of default\/client\)/);
+});
+
+test("missing pods and unparsable policies are errors, never a guessed verdict", () => {
+  const missing = traceVerdict(cluster, { from: "default/ghost", to: "shop/web", port: 80, protocol: "TCP" });
+  assert.deepEqual(missing, { ok: false, error: "--from: pod default/ghost not found" });
+  const broken = traceVerdict(
+    { ...cluster, policies: [...cluster.policies, { apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "bad", namespace: "shop" }, spec: { endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: "http-x", protocol: "TCPX" }] }] }] } }] },
+    { from: "default/client", to: "shop/web", port: 80, protocol: "TCP" },
+  );
+  assert.equal(broken.ok, false);
+  if (!broken.ok) assert.match(broken.error, /CiliumNetworkPolicy shop\/bad does not parse \(spec\.ingress\[0\]\.toPorts\[0\]\.ports\[0\]\.protocol: /);
+});
+
+test("trace arguments: required flags, NS/POD form, port range and protocol are checked by name", () => {
+  const ok = parseTraceArgs(["--from", "default/client", "--to=shop/web", "--port", "80", "--protocol", "udp"]);
+  assert.deepEqual(ok, { ok: true, value: { from: "default/client", to: "shop/web", port: 80, protocol: "UDP", output: "text" } });
+  const cases: [string[], RegExp][] = [
+    [["--to", "a/b", "--port", "1"], /^--from: required/],
+    [["--from", "client", "--to", "a/b", "--port", "1"], /^--from: "client" is not NS\/POD/],
+    [["--from", "a/b", "--to", "a/b", "--port", "0"], /^--port: "0" is not a port/],
+    [["--from", "a/b", "--to", "a/b", "--port", "80", "--protocol", "ICMP"], /^--protocol: "ICMP"/],
+    [["--from", "a/b", "--bogus"], /^unknown argument "--bogus"/],
+  ];
+  for (const [argv, want] of cases) {
+    const r = parseTraceArgs(argv);
+    assert.equal(r.ok, false, argv.join(" "));
+    if (!r.ok) assert.match(r.error, want);
+  }
+});

@@ -1,0 +1,103 @@
+// `bin/membrane agent` as a real process: flags, connect and ACK, kill -9 keeps enforcing (connections and denials), a restart converges with its endpoints.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { DistributionServer } from "../controllers/distribution/server.ts";
+import { Datapath } from "./bpf/datapath.ts";
+import { queryTc } from "./bpf/loader.ts";
+import { callAgent } from "./cni/agent-socket.ts";
+import { parseAgentFlags } from "./main.ts";
+import { AgentTestbed, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+
+const MEMBRANE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");
+
+describe("membrane agent (process)", () => {
+  const tb = new AgentTestbed(`m6p${process.pid % 100000}`);
+  let server: DistributionServer | undefined;
+  let port = 0;
+  const children: ChildProcess[] = [];
+  const lines: Record<string, unknown>[] = [];
+
+  const report = () => server?.reports().find((r) => r.node === tb.node);
+  const startAgent = (): ChildProcess => {
+    const child = spawn(MEMBRANE, [
+      "agent", "--node-name", tb.node, "--operator", `127.0.0.1:${port}`,
+      "--tls-cert", tb.pki!.file(`${tb.node}.crt`), "--tls-key", tb.pki!.file(`${tb.node}.key`), "--tls-ca", tb.pki!.file("ca.crt"),
+      "--bpf-scope", tb.scope, "--cni-socket", tb.socketPath, "--state-dir", path.join(tb.dir, "state"), "--netns", tb.nsHost,
+    ], { stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let buf = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split("\n");
+      buf = parts.pop() ?? "";
+      for (const l of parts) if (l.startsWith("{")) lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    return child;
+  };
+  const exited = (c: ChildProcess): Promise<number | null> => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve(c.exitCode) : new Promise((r) => c.once("exit", (code) => r(code))));
+
+  before(async () => {
+    await tb.setUp();
+    server = new DistributionServer(tb.serverTls(), capturingLogger([]));
+    port = await server.listen(0);
+  });
+
+  after(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    await server?.close();
+    try {
+      const dp = Datapath.load(tb.scope);
+      dp.detachEndpoint(tb.hostIfindex, tb.nsHost);
+      dp.close();
+      dp.unpin();
+    } catch {
+      // nothing was pinned or the netns is gone
+    }
+    tb.cleanup();
+  });
+
+  it("flags: the required ones are named when missing, and the operator address is checked", () => {
+    assert.deepEqual(parseAgentFlags(["--operator", "127.0.0.1:1"]), { ok: false, error: "--node-name: required" });
+    const bad = parseAgentFlags(["--node-name", "n", "--operator", "nowhere", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
+    assert.deepEqual(bad, { ok: false, error: '--operator: must be HOST:PORT, got "nowhere"' });
+    const good = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
+    assert.ok(good.ok && good.flags.bpfScope === "n" && good.flags.cniSocket === "/run/membrane/agent.sock" && good.flags.netns === undefined);
+  });
+
+  it("runs, applies the operator's state to a registered pod, and kill -9 neither cuts an established connection nor lets a denied one through", async () => {
+    server!.publish(tb.node, stateAllowing([8080], 1));
+    const first = startAgent();
+    await until("state acked", () => report()?.acked?.policyGenerations[0]?.generation === 1, 20000);
+    await until("socket serving", () => lines.some((l) => l.msg === "endpoint socket serving"));
+    assert.deepEqual(await callAgent(tb.socketPath, tb.addRequest()), { ok: true });
+    assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: false });
+    // An established connection that must outlive the agent: bash holds it open and echoes through it.
+    const held = spawn("ip", ["netns", "exec", tb.nsPod, "bash", "-c", `exec 3<>/dev/tcp/10.202.0.2/8080; read line; echo "$line" >&3; read -t 3 reply <&3; echo "got:$reply"`], { stdio: ["pipe", "pipe", "ignore"] });
+    children.push(held);
+    await new Promise((r) => setTimeout(r, 300));
+    first.kill("SIGKILL");
+    await exited(first);
+    held.stdin?.end("still-here\n");
+    let out = "";
+    held.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+    await exited(held);
+    assert.match(out, /got:still-here/, "the established connection still carries data after kill -9");
+    assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: false }, "the maps keep enforcing without an agent");
+    assert.ok(queryTc({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost }), "programs stay attached");
+  });
+
+  it("a restarted agent restores its endpoints, converges on the new state, and SIGTERM exits 0 leaving enforcement in place", async () => {
+    lines.length = 0;
+    server!.publish(tb.node, stateAllowing([8081], 2));
+    const second = startAgent();
+    await until("restored", () => lines.find((l) => l.msg === "endpoints restored" && l.endpoints === 1), 20000);
+    await until("new state acked", () => report()?.acked?.policyGenerations[0]?.generation === 2, 20000);
+    assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+    second.kill("SIGTERM");
+    assert.equal(await exited(second), 0);
+    assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+  });
+});
