@@ -50,7 +50,7 @@ test("policy trace reads the cluster and gives the verdicts the pure trace gives
   for (const [from, to, port] of cases) {
     const r = await promisify(execFile)(
       process.execPath,
-      ["--import", "tsx", "--input-type=module", "-e", script, "--from", from, "--to", to, "--port", port, "--kubeconfig", cp.kubeconfig],
+      ["--import", "tsx", "--input-type=module", "-e", script, "--", "--from", from, "--to", to, "--port", port, "--kubeconfig", cp.kubeconfig],
       { cwd: fileURLToPath(new URL("..", import.meta.url)) },
     );
     const want = traceVerdict(TRACE_CLUSTER, { from, to, port: Number(port), protocol: "TCP" });

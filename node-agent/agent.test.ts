@@ -2,11 +2,17 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DistributionServer } from "../controllers/distribution/server.ts";
-import { Datapath } from "./bpf/datapath.ts";
+import { Datapath, MAPS } from "./bpf/datapath.ts";
+import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheValue } from "./bpf/layout.ts";
 import { queryTc } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
-import { AgentTestbed, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+
+const NODE_IP = "192.0.2.1"; // the pod's node in stateAllowing()
+const REMOTE_NODE_IP = "192.0.2.9";
+const REMOTE_POD = { prefix: "10.203.0.5/32", identity: 3000, node: REMOTE_NODE_IP };
+const STALE: IpcacheEntry = { cidr: "10.66.0.0/16", identity: 99 };
 
 describe("node agent", () => {
   const tb = new AgentTestbed(`m6a${process.pid % 100000}`);
@@ -21,6 +27,7 @@ describe("node agent", () => {
 
   const report = () => server?.reports().find((r) => r.node === tb.node);
   const applied = (kind: string, version?: number) => agentLines.find((l) => l.msg === "state applied" && l.kind === kind && (version === undefined || l.version === version));
+  const ipcacheHas = (e: IpcacheEntry): boolean => dp!.object.map(MAPS.ipcache).lookup(encodeIpcacheKey(e.cidr))?.equals(encodeIpcacheValue(e)) ?? false;
   const attached = (direction: "ingress" | "egress") => queryTc({ ifindex: tb.hostIfindex, direction, netns: tb.nsHost });
 
   before(async () => {
@@ -30,6 +37,7 @@ describe("node agent", () => {
     dp = Datapath.load(tb.scope);
     dp.clearAll();
     dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+    dp.setIpcache(STALE); // left by an agent that ran before: the first snapshot removes it
     agent = new NodeAgent({
       nodeName: tb.node,
       operator: `127.0.0.1:${port}`,
@@ -37,6 +45,7 @@ describe("node agent", () => {
       datapath: withFaults(dp, faults),
       cniSocket: tb.socketPath,
       netns: tb.nsHost,
+      nodeIP: NODE_IP,
       log: capturingLogger(agentLines),
       backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
     });
@@ -69,9 +78,17 @@ describe("node agent", () => {
   });
 
   it("a snapshot fills in the pod's identity and its policy: exactly TCP 8080 connects, and it is ACKed", async () => {
-    server!.publish(tb.node, stateAllowing([8080], 1));
+    server!.publish(tb.node, stateAllowing([8080], 1, [REMOTE_POD]));
     await until("snapshot acked", () => report()?.acked?.policyGenerations[0]?.generation === 1);
     assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: false });
+  });
+
+  it("the ipcache holds the operator's prefixes, remote pods tunnelled to their node, nodes as trusted remote-node, this node as host, and nothing stale", () => {
+    assert.ok(ipcacheHas({ cidr: `${POD_IP}/32`, identity: POD_ID }), "a local pod is not tunnelled");
+    assert.ok(ipcacheHas({ cidr: REMOTE_POD.prefix, identity: REMOTE_POD.identity, tunnelEndpoint: REMOTE_NODE_IP }));
+    assert.ok(ipcacheHas({ cidr: `${REMOTE_NODE_IP}/32`, identity: 6, node: true }), "the other node is trusted for VNIs");
+    assert.ok(ipcacheHas({ cidr: `${NODE_IP}/32`, identity: 1 }), "this node is reserved:host");
+    assert.equal(dp!.object.map(MAPS.ipcache).lookup(encodeIpcacheKey(STALE.cidr)), undefined, "the stale prefix is gone");
   });
 
   it("a repeated endpoint-add is harmless and keeps enforcing", async () => {
@@ -142,6 +159,15 @@ describe("node agent", () => {
     await until("delta after resume acked", () => report()?.acked?.policyGenerations[0]?.generation === 6);
     assert.ok(applied("delta", report()?.ackedVersion), "the change after resuming is a delta");
     assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: true });
+  });
+
+  it("an endpoint whose programs cannot be attached is refused with the reason and leaves no map entry", async () => {
+    const ip = "10.202.0.77";
+    const reply = await callAgent(tb.socketPath, { ...tb.addRequest(), containerId: `${tb.containerId}-bad`, hostIfindex: 999_999, ips: [ip] });
+    assert.equal(reply.ok, false);
+    assert.match(!reply.ok ? reply.error : "", /ifindex 999999/);
+    assert.equal(dp!.object.map(MAPS.endpoints).lookup(encodeEndpointKey(ip)), undefined);
+    assert.equal(agent!.status().endpoints, 1);
   });
 
   it("endpoint-del detaches the programs and forgets the pod; repeating it is harmless", async () => {

@@ -46,6 +46,8 @@ export interface AgentOptions {
   readonly netns?: string;
   readonly log: Logger;
   readonly backoff?: BackoffOptions;
+  /** This node's underlay address: it is `reserved:host` in the ipcache and never a tunnel endpoint. */
+  readonly nodeIP?: string;
   /** Where the registered endpoints are kept across agent restarts (JSON); in memory only when absent. */
   readonly endpointsFile?: string;
 }
@@ -192,7 +194,7 @@ export class NodeAgent {
    * writing restores `from` (best effort) and rethrows.
    */
   private apply(from: NodeState, to: NodeState, snapshot: boolean): void {
-    validate(to);
+    validate(to, this.opts.nodeIP);
     try {
       this.write(from, to, snapshot);
     } catch (err) {
@@ -215,10 +217,11 @@ export class NodeAgent {
       dp.setSubjectPolicy({ ...p, entries: [...merged.values()] });
     }
     // 2. the ipcache switches to the new identities.
-    const oldIpc = new Map(from.ipcache.map((e) => [e.prefix, e]));
-    for (const e of to.ipcache) {
-      const old = oldIpc.get(e.prefix);
-      if (snapshot || !old || old.identity !== e.identity || old.node !== e.node) dp.setIpcache(toIpcacheEntry(e));
+    const oldIpc = new Map(datapathIpcache(from, this.opts.nodeIP).map((e) => [e.cidr, e]));
+    const newIpc = datapathIpcache(to, this.opts.nodeIP);
+    for (const e of newIpc) {
+      const old = oldIpc.get(e.cidr);
+      if (snapshot || !old || JSON.stringify(old) !== JSON.stringify(e)) dp.setIpcache(e);
     }
     // 3. endpoints take their identity and enforcement from the new state.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
@@ -228,9 +231,14 @@ export class NodeAgent {
     const gone = new Set(from.policies.map((p) => p.subject).filter((s) => !keep.has(s)));
     if (snapshot) for (const s of pinnedSubjects(dp)) if (!keep.has(s)) gone.add(s);
     for (const s of gone) dp.setSubjectPolicy({ subject: s, ingressEnforced: true, egressEnforced: true, entries: [] });
-    // 5. prefixes that left the ipcache.
-    const newIpc = new Set(to.ipcache.map((e) => e.prefix));
-    for (const e of from.ipcache) if (!newIpc.has(e.prefix)) tryDelete(() => dp.deleteIpcache(e.prefix));
+    // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
+    const keepIpc = new Set(newIpc.map((e) => e.cidr));
+    for (const cidr of oldIpc.keys()) if (!keepIpc.has(cidr)) tryDelete(() => dp.deleteIpcache(cidr));
+    if (snapshot) {
+      const keepKeys = new Set(newIpc.map((e) => encodeIpcacheKey(e.cidr).toString("hex")));
+      const ipcacheMap = dp.object.map("membrane_ipcache");
+      for (const k of ipcacheMap.keys()) if (!keepKeys.has(k.toString("hex"))) ipcacheMap.delete(k);
+    }
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -252,8 +260,17 @@ export class NodeAgent {
     const previous = this.endpoints.get(r.containerId);
     if (previous && previous.hostIfindex !== ep.hostIfindex) this.detach(previous);
     // The endpoint entry is written before the programs attach, so the first packet is already judged.
-    const entry = this.writeEndpoint(ep, this.applied);
-    this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
+    let entry: EndpointEntry;
+    try {
+      entry = this.writeEndpoint(ep, this.applied);
+      this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
+    } catch (err) {
+      // Refused: the plugin undoes the link, so nothing of this endpoint may stay behind.
+      for (const ip of ep.ips) tryDelete(() => this.opts.datapath.deleteEndpoint(ip));
+      if (previous && this.endpoints.delete(r.containerId)) this.saveEndpoints();
+      this.log.error({ namespace: r.namespace, name: r.pod, containerId: r.containerId, ifindex: r.hostIfindex, error: (err as Error).message }, "endpoint add failed");
+      throw err;
+    }
     this.endpoints.set(r.containerId, ep);
     this.saveEndpoints();
     this.log.info(
@@ -312,28 +329,48 @@ export class NodeAgent {
 
 /** The endpoint entry of one pod address under `state`. */
 export function endpointEntry(ip: string, ifindex: number, state: NodeState): EndpointEntry {
-  const family = ip.includes(":") ? 128 : 32;
-  const identity = state.ipcache.find((e) => e.prefix === `${ip}/${family}` || e.prefix === ip)?.identity;
+  const identity = state.ipcache.find((e) => e.prefix === hostPrefix(ip) || e.prefix === ip)?.identity;
   const policy: SubjectPolicy | undefined = identity === undefined ? undefined : state.policies.find((p) => p.subject === identity);
   if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ingressEnforced: true, egressEnforced: true };
   if (!policy) return { ip, ifindex, identity, ingressEnforced: true, egressEnforced: true };
   return { ip, ifindex, identity, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
 }
 
-function toIpcacheEntry(e: NodeState["ipcache"][number]): IpcacheEntry {
-  return { cidr: e.prefix, identity: e.identity, ...(e.node ? { tunnelEndpoint: e.node } : {}) };
+const HOST_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "host")?.id ?? 1;
+const REMOTE_NODE_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "remote-node")?.id ?? 6;
+
+/**
+ * The ipcache as the datapath needs it: the operator's prefixes (tunnelled to their node unless it
+ * is this one), plus every other node that hosts a pod as `reserved:remote-node` with the node flag
+ * (VNIs from it are trusted), plus this node as `reserved:host`. The operator's own entries win.
+ */
+export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
+  const out = new Map<string, IpcacheEntry>();
+  for (const e of s.ipcache) {
+    const remote = e.node !== undefined && e.node !== nodeIP && !e.node.includes(":");
+    if (remote) out.set(`${e.node}/32`, { cidr: `${e.node}/32`, identity: REMOTE_NODE_IDENTITY, node: true });
+  }
+  if (nodeIP) out.set(hostPrefix(nodeIP), { cidr: hostPrefix(nodeIP), identity: HOST_IDENTITY });
+  for (const e of s.ipcache) {
+    const tunnel = e.node !== undefined && e.node !== nodeIP && !e.node.includes(":");
+    out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(tunnel ? { tunnelEndpoint: e.node } : {}) });
+  }
+  return [...out.values()];
 }
 
+const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${ip}/32`);
+
 /** Encodes everything the state would write, so a bad value is refused before any map changes; the error names the field. */
-export function validate(s: NodeState): void {
+export function validate(s: NodeState, nodeIP?: string): void {
   s.ipcache.forEach((e, i) => {
     try {
       encodeIpcacheKey(e.prefix);
-      encodeIpcacheValue(toIpcacheEntry(e));
+      if (e.node !== undefined) encodeIpcacheKey(e.node);
     } catch (err) {
       throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
     }
   });
+  for (const e of datapathIpcache(s, nodeIP)) encodeIpcacheValue(e);
   s.policies.forEach((p, i) => {
     p.entries.forEach((e, j) => {
       try {

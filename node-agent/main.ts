@@ -1,5 +1,6 @@
 // `membrane agent`: parses the flags, loads the datapath and runs the node agent until SIGTERM/SIGINT.
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
@@ -7,7 +8,7 @@ import { Datapath } from "./bpf/datapath.ts";
 import { NodeAgent } from "./agent.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
-                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--log-level LEVEL]
+                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -15,6 +16,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --bpf-scope   maps are pinned under /sys/fs/bpf/membrane/SCOPE (default: the node name)
   --cni-socket  the endpoint socket the CNI plugin calls (default /run/membrane/agent.sock)
   --state-dir   where the agent keeps its registered endpoints across restarts (default /var/lib/membrane/agent)
+  --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
 `;
 
@@ -28,6 +30,7 @@ export interface AgentFlags {
   readonly cniSocket: string;
   readonly stateDir: string;
   readonly netns?: string;
+  readonly nodeIP?: string;
   readonly logLevel: string;
 }
 
@@ -47,6 +50,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "cni-socket": { type: "string" },
         "state-dir": { type: "string" },
         netns: { type: "string" },
+        "node-ip": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -67,6 +71,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const scope = str("bpf-scope") ?? nodeName;
   if (!/^[A-Za-z0-9._-]+$/.test(scope)) return { ok: false, error: `--bpf-scope: must be letters, digits, '.', '_' or '-', got ${JSON.stringify(scope)}` };
   const netns = str("netns");
+  const nodeIP = str("node-ip");
+  if (nodeIP !== undefined && net.isIP(nodeIP) === 0) return { ok: false, error: `--node-ip: must be an IP address, got ${JSON.stringify(nodeIP)}` };
   return {
     ok: true,
     flags: {
@@ -79,6 +85,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       cniSocket: str("cni-socket") ?? "/run/membrane/agent.sock",
       stateDir: str("state-dir") ?? "/var/lib/membrane/agent",
       ...(netns ? { netns } : {}),
+      ...(nodeIP ? { nodeIP } : {}),
       logLevel: str("log-level") ?? "info",
     },
   };
@@ -106,7 +113,7 @@ export async function run(args: string[]): Promise<number> {
     log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
     return 1;
   }
-  const agent = new NodeAgent({ nodeName: f.nodeName, operator: f.operator, tls, datapath, cniSocket: f.cniSocket, endpointsFile: path.join(f.stateDir, "endpoints.json"), ...(f.netns ? { netns: f.netns } : {}), log });
+  const agent = new NodeAgent({ nodeName: f.nodeName, operator: f.operator, tls, datapath, cniSocket: f.cniSocket, endpointsFile: path.join(f.stateDir, "endpoints.json"), ...(f.netns ? { netns: f.netns } : {}), ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}), log });
   try {
     await agent.start();
   } catch (err) {

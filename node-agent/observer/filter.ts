@@ -235,7 +235,7 @@ function podMatches(ref: PodRef, e: FlowEndpoint): boolean {
 
 function labelMatches(want: string, e: FlowEndpoint): boolean {
   const w = parseSelectorLabel(want);
-  const hasValue = want.slice(want.indexOf(":") + 1).includes("=");
+  const hasValue = want.includes("="); // neither a source nor a key may contain "="
   return e.labels.some((s) => {
     const l = parseLabel(s);
     return (w.source === LABEL_SOURCE.any || w.source === l.source) && w.key === l.key && (!hasValue || w.value === l.value);

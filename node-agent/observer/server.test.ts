@@ -129,3 +129,34 @@ test("observe -f replays, then streams new matching flows from every server as t
   child.kill("SIGINT");
   assert.equal(await exited, 0);
 });
+
+test("the agent-side Observer turns events into flows a client reads, and exports them", async (t) => {
+  const { Observer } = await import("./observer.ts");
+  const { default: pino } = await import("pino");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observer-"));
+  const obs = new Observer({
+    lookups: {
+      node: "node-a",
+      identityLabels: (id) => (id === 300 ? ["k8s:app=web"] : undefined),
+      endpointByIp: (ip) => (ip === "10.0.1.5" ? { namespace: "shop", pod: "web-0" } : undefined),
+      ruleOrigin: () => undefined,
+      wallClock: () => new Date("2026-01-01T00:00:00Z"),
+    },
+    buffer: { capacity: 100, forwardedSampleMs: 1000 },
+    listen: { socketPath: path.join(dir, "observer.sock") },
+    export: { path: path.join(dir, "flows.jsonl"), maxBytes: 1 << 20, keep: 2 },
+    log: pino({ level: "silent" }),
+  });
+  await obs.start();
+  t.after(async () => {
+    await obs.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  obs.handle({ timestampNs: 1n, verdict: "dropped", direction: "ingress", reasonCode: 2, reason: "policy denied (default deny)", proto: 6, srcIdentity: 2, dstIdentity: 300, ifindex: 3, src: "192.0.2.1", dst: "10.0.1.5", sport: 1234, dport: 443 });
+  const got = jsonLines(await observeHere("--server", obs.address, "-o", "json", "--to-pod", "shop/web-0", "--verdict", "DROPPED"));
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0]!.decidedBy, { kind: "default-deny" });
+  assert.deepEqual(got[0]!.destination.labels, ["k8s:app=web"]);
+  await obs.stop();
+  assert.deepEqual(jsonLines(fs.readFileSync(path.join(dir, "flows.jsonl"), "utf8")), got);
+});

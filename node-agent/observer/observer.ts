@@ -1,0 +1,59 @@
+// The agent's observer in one piece: datapath events → enrich → ring (+ export) → the observer API.
+import type { Logger } from "pino";
+import type { VerdictEvent } from "../bpf/layout.ts";
+import { FlowBuffer, type FlowBufferOptions } from "./buffer.ts";
+import { FlowExporter, type FlowExporterOptions } from "./export.ts";
+import { enrich, type EnrichLookups } from "./flow.ts";
+import { ObserverServer, type ObserverListen } from "./server.ts";
+
+export interface ObserverOptions {
+  readonly lookups: EnrichLookups;
+  readonly buffer: FlowBufferOptions;
+  readonly listen: ObserverListen;
+  /** Export every flow (sampled-out forwarded flows included) as JSON lines; see README.md. */
+  readonly export?: FlowExporterOptions;
+  readonly log: Logger;
+}
+
+/**
+ * Use: `const obs = new Observer(opts); await obs.start(); datapath.onEvents(obs.handle)`.
+ * `handle` is synchronous and does no I/O beyond buffered export writes, so it keeps up with the ring.
+ */
+export class Observer {
+  readonly buffer: FlowBuffer;
+  private readonly server: ObserverServer;
+  private exporter: FlowExporter | null = null;
+  private flushTimer: NodeJS.Timeout | null = null;
+  address = "";
+
+  constructor(private readonly opts: ObserverOptions) {
+    this.buffer = new FlowBuffer(opts.buffer);
+    this.server = new ObserverServer(this.buffer);
+  }
+
+  async start(): Promise<void> {
+    if (this.opts.export) {
+      this.exporter = new FlowExporter(this.opts.export);
+      // Buffered lines reach the file within a second even when traffic is light.
+      this.flushTimer = setInterval(() => this.exporter?.flush(), 1000);
+      this.flushTimer.unref();
+    }
+    this.address = await this.server.start(this.opts.listen);
+    this.opts.log.info({ address: this.address, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
+  }
+
+  readonly handle = (e: VerdictEvent): void => {
+    const flow = enrich(e, this.opts.lookups);
+    this.exporter?.write(flow);
+    this.buffer.push(flow);
+  };
+
+  async stop(): Promise<void> {
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    this.flushTimer = null;
+    this.exporter?.close();
+    this.exporter = null;
+    await this.server.stop();
+    this.opts.log.info({ counters: this.buffer.counters() }, "observer stopped");
+  }
+}
