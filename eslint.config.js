@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "**/*.js", "charts/**", "e2e/controlplane/**"] },
+  { ignores: ["node_modules/**", "**/*.js", "charts/membrane/**", "e2e/controlplane/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
