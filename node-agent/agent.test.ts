@@ -1,13 +1,14 @@
 // The node agent against the real distribution server (mutual TLS) and real maps, judged by real TCP connections between two test netns.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath, MAPS } from "./bpf/datapath.ts";
 import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheValue } from "./bpf/layout.ts";
 import { queryTc } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
-import { AgentTestbed, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
 
 const NODE_IP = "192.0.2.1"; // the pod's node in stateAllowing()
 const REMOTE_NODE_IP = "192.0.2.9";
@@ -102,6 +103,28 @@ describe("node agent", () => {
     await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 2);
     assert.ok(applied("delta", report()?.ackedVersion), "the change travelled as a delta");
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+  });
+
+  it("churn: 40 deltas that rewrite and toggle entries never interrupt a connection that every state allows", async () => {
+    const probes = 60;
+    const loop = spawn("ip", ["netns", "exec", tb.nsPod, "bash", "-c", `for i in $(seq 1 ${probes}); do timeout 1 bash -c 'exec 3<>/dev/tcp/${HOST_IP}/8080' && echo OK || echo FAIL; sleep 0.03; done`], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    loop.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const done = new Promise((r) => loop.once("exit", r));
+    for (let g = 0; g < 40; g++) {
+      const base = stateAllowing(g % 2 === 0 ? [8080, 8081] : [8080], 100 + g);
+      const policy = base.policies[0]!;
+      // The 8080 entry's value changes every time (another rule id), so each delta rewrites it.
+      const state = { ...base, policies: [{ ...policy, entries: policy.entries.map((e) => (e.port === 8080 ? { ...e, ruleId: 5000 + g } : e)) }] };
+      server!.publish(tb.node, state);
+      await until(`generation ${100 + g}`, () => report()?.acked?.policyGenerations[0]?.generation === 100 + g);
+    }
+    await done;
+    const lines = out.trim().split("\n");
+    assert.equal(lines.length, probes);
+    assert.deepEqual(lines.filter((l) => l !== "OK"), [], "every connection to the always-allowed port succeeded");
+    server!.publish(tb.node, stateAllowing([8081], 2));
+    await until("back to generation 2", () => report()?.acked?.policyGenerations[0]?.generation === 2);
   });
 
   it("a state that cannot be applied is NACKed with the error and the previous state stays in force", async () => {
