@@ -13,7 +13,13 @@ if compgen -G "crds/generated/*.yaml" >/dev/null; then
   echo "demo: installing the CRDs from crds/generated/"
   kubectl apply -f crds/generated/
   # Wait for every CRD we just applied to be Established before creating objects of its kinds.
-  kubectl wait --for=condition=Established --timeout=60s -f crds/generated/
+  # (Polled: `kubectl wait` fails when a CRD is so new that it has no conditions yet.)
+  for _ in $(seq 120); do
+    pending=$(kubectl get -f crds/generated/ -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Established")].status}{"\n"}{end}' | grep -vc '=True$' || true)
+    [ "$pending" -eq 0 ] && break
+    sleep 0.5
+  done
+  [ "$pending" -eq 0 ] || { echo "demo: CRDs not Established after 60 s" >&2; exit 1; }
 else
   echo "demo: crds/generated/ has no manifests yet; skipping the CRDs"
 fi

@@ -1,5 +1,6 @@
 // Schema of CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2): the rule language
 // shared by both kinds, their status, and the two CRDs. Field names and nesting follow Cilium's API.
+import { ENTITIES } from "../../core/entities.ts";
 import {
   AGE_COLUMN,
   type JSONSchemaProps,
@@ -21,22 +22,8 @@ import {
 
 type Side = "from" | "to";
 
-/** Entities: classes of peers that have no labels of their own (see core/model.ts `Entity`). */
-export const ENTITIES = [
-  "all",
-  "world",
-  "world-ipv4",
-  "world-ipv6",
-  "cluster",
-  "host",
-  "remote-node",
-  "kube-apiserver",
-  "health",
-  "init",
-  "ingress",
-  "unmanaged",
-  "none",
-] as const;
+/** Entities: classes of peers that have no labels of their own; the list is core's (core/entities.ts). */
+export { ENTITIES };
 
 export const PROTOCOLS = ["TCP", "UDP", "SCTP", "ANY"] as const;
 
