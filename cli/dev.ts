@@ -2,13 +2,14 @@
 import { readdir, rmdir } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import {
+  attachControlPlane,
   controlPlanePaths,
   destroyControlPlane,
   isReady,
   runningControlPlane,
   startControlPlane,
 } from "../e2e/cluster.ts";
-import { devNodesDown, devNodesUp, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
+import { devClusterUp, devNodesDown, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
 /** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */
 export function devDir(): string {
@@ -73,16 +74,15 @@ async function up(args: string[]): Promise<number> {
     process.stdout.write(
       `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
     );
-    if (flags.nodes !== undefined) {
-      process.stdout.write(await devNodesUp(dir, controlPlanePaths(dir).kubeconfig, flags.nodes));
-    }
+    const cp = await attachControlPlane(dir);
+    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes));
     return 0;
   }
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
   await devNodesDown(dir);
   const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
   process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
-  if (flags.nodes !== undefined) process.stdout.write(await devNodesUp(dir, cp.kubeconfig, flags.nodes));
+  process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes));
   process.stdout.write(
     `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` + `stop it:  bin/membrane dev down\n`,
   );

@@ -12,6 +12,12 @@ import { RESERVED_IDENTITIES } from "../core/identity.ts";
 import { LAYOUT, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
+import { Observer, monotonicWallClock } from "./observer/observer.ts";
+import type { EnrichLookups } from "./observer/flow.ts";
+import type { FlowBufferOptions } from "./observer/buffer.ts";
+import type { FlowExporterOptions } from "./observer/export.ts";
+import type { ObserverListen } from "./observer/server.ts";
+import type { RuleOrigin } from "../core/model.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "init")?.id ?? 5;
@@ -33,7 +39,19 @@ const StreamClient = grpc.makeGenericClientConstructor(
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
-export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object">;
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
+  /** Verdict events, needed only when the agent runs an observer. */
+  Partial<Pick<Datapath, "onEvents">>;
+
+/** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
+export interface AgentObserverOptions {
+  readonly listen: ObserverListen;
+  readonly buffer?: FlowBufferOptions;
+  readonly export?: FlowExporterOptions;
+}
+
+/** Drops are never sampled; a connection's forwarded flows are kept at most once a second. */
+export const DEFAULT_FLOW_BUFFER: FlowBufferOptions = { capacity: 4096, forwardedSampleMs: 1000 };
 
 export interface AgentOptions {
   readonly nodeName: string;
@@ -50,6 +68,8 @@ export interface AgentOptions {
   readonly nodeIP?: string;
   /** Where the registered endpoints are kept across agent restarts (JSON); in memory only when absent. */
   readonly endpointsFile?: string;
+  /** Serve the datapath's verdicts, enriched from this agent's state (see observer/README.md). */
+  readonly observer?: AgentObserverOptions;
 }
 
 interface Endpoint {
@@ -83,6 +103,10 @@ export class NodeAgent {
   private stopped = true;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
+  private flowObserver: Observer | undefined;
+  /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
+  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin> } | undefined;
+  private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
@@ -95,6 +119,10 @@ export class NodeAgent {
     this.loadEndpoints();
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
+    if (this.opts.observer) {
+      // Visibility is not enforcement: without an observer the agent still enforces, and says so.
+      await this.startObserver(this.opts.observer).catch((err: Error) => this.log.error({ error: err.message }, "observer not started; verdicts are counted but not served"));
+    }
     this.client = new StreamClient(this.opts.operator, grpc.credentials.createSsl(this.opts.tls.ca, this.opts.tls.key, this.opts.tls.cert), {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
@@ -111,6 +139,8 @@ export class NodeAgent {
     this.client?.close();
     this.client = undefined;
     await this.socket.stop();
+    await this.flowObserver?.stop();
+    this.flowObserver = undefined;
     this.log.info({ version: this.version }, "agent stopped; maps keep enforcing");
   }
 
@@ -126,6 +156,55 @@ export class NodeAgent {
   /** The state the maps hold, as the agent last applied it. */
   state(): NodeState {
     return this.applied;
+  }
+
+  /** The running observer (its ring and counters), when the agent was started with one. */
+  get observer(): Observer | undefined {
+    return this.flowObserver;
+  }
+
+  // ---------------------------------------------------------------- the observer
+
+  private async startObserver(o: AgentObserverOptions): Promise<void> {
+    const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
+    if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, listen: o.listen, ...(o.export ? { export: o.export } : {}), log: this.log });
+    try {
+      await observer.start();
+    } catch (err) {
+      await observer.stop(); // closes the export file it may have opened
+      throw err;
+    }
+    this.flowObserver = observer;
+    onEvents(observer.handle);
+  }
+
+  /** Enrichment from what this agent knows: identity labels and rule origins from the applied state, pods from the CNI's registrations. */
+  enrichLookups(): EnrichLookups {
+    const index = () => {
+      if (this.lookupIndex?.state !== this.applied) {
+        const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, [`reserved:${r.name}`]]));
+        for (const i of this.applied.identities) identities.set(i.id, i.labels);
+        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])) };
+      }
+      return this.lookupIndex;
+    };
+    return {
+      node: this.opts.nodeName,
+      identityLabels: (id) => index().identities.get(id),
+      ruleOrigin: (id) => index().rules.get(id),
+      endpointByIp: (ip) => {
+        if (!this.endpointsByIp) {
+          this.endpointsByIp = new Map();
+          for (const ep of this.endpoints.values()) {
+            if (ep.namespace === undefined || ep.pod === undefined) continue;
+            for (const a of ep.ips) this.endpointsByIp.set(a, { namespace: ep.namespace, pod: ep.pod });
+          }
+        }
+        return this.endpointsByIp.get(ip);
+      },
+      wallClock: monotonicWallClock(),
+    };
   }
 
   // ---------------------------------------------------------------- the stream
@@ -299,10 +378,12 @@ export class NodeAgent {
     if (!file || !fs.existsSync(file)) return;
     const saved = JSON.parse(fs.readFileSync(file, "utf8")) as Endpoint[];
     for (const ep of saved) this.endpoints.set(ep.containerId, ep);
+    this.endpointsByIp = undefined;
     this.log.info({ endpoints: saved.length, file }, "endpoints restored");
   }
 
   private saveEndpoints(): void {
+    this.endpointsByIp = undefined; // every change to `endpoints` ends here
     const file = this.opts.endpointsFile;
     if (!file) return;
     fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -352,6 +433,11 @@ export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
   }
   if (nodeIP) out.set(hostPrefix(nodeIP), { cidr: hostPrefix(nodeIP), identity: HOST_IDENTITY });
   for (const e of s.ipcache) {
+    // A node's own address (the operator sends each one as remote-node): this node stays reserved:host, another keeps the node flag and is no tunnel endpoint.
+    if (e.node !== undefined && e.prefix === hostPrefix(e.node)) {
+      if (e.node !== nodeIP) out.set(e.prefix, { cidr: e.prefix, identity: e.identity, node: true });
+      continue;
+    }
     const tunnel = e.node !== undefined && e.node !== nodeIP && !e.node.includes(":");
     out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(tunnel ? { tunnelEndpoint: e.node } : {}) });
   }

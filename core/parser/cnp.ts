@@ -7,6 +7,7 @@ import {
   checkKnown,
   field,
   has,
+  isEmptyList,
   isRecord,
   join,
   objectItems,
@@ -262,6 +263,11 @@ function icmps(errs: Errors, rule: Obj, path: string): ICMPField[] {
   for (const { item, path: p } of objectItems(errs, rule, "icmps", path)) {
     checkKnown(errs, p, item, ["fields"]);
     const fields = objectItems(errs, item, "fields", p);
+    if (isEmptyList(item, "fields"))
+      errs.add(
+        join(p, "fields"),
+        "an empty list selects no ICMP type; list fields such as {family: IPv4, type: EchoRequest}, or remove this ICMP rule",
+      );
     if (fields.length > 40)
       errs.add(join(p, "fields"), `${fields.length} ICMP fields; the most Cilium allows is 40`);
     for (const { item: f, path: fp } of fields) {
@@ -287,6 +293,41 @@ function icmps(errs: Errors, rule: Obj, path: string): ICMPField[] {
     }
   }
   return out;
+}
+
+/** For each peer list, how to say what was meant instead of an empty list. */
+const EMPTY_PEER_LIST_FIX: Readonly<Record<string, string>> = {
+  fromEndpoints: "list selectors such as {matchLabels: {app: web}}",
+  toEndpoints: "list selectors such as {matchLabels: {app: db}}",
+  fromCIDR: "list CIDRs such as 10.0.0.0/8",
+  toCIDR: "list CIDRs such as 10.0.0.0/8",
+  fromCIDRSet: "list blocks such as {cidr: 10.0.0.0/8}",
+  toCIDRSet: "list blocks such as {cidr: 10.0.0.0/8}",
+  fromEntities: "list entities such as cluster or world",
+  toEntities: "list entities such as cluster or world",
+  toServices: "list services such as {k8sService: {serviceName: db}}",
+  toFQDNs: "list names such as {matchName: example.com}",
+};
+
+/**
+ * Why an explicitly empty peer list is refused. `widened` is set when the rule has no other peer
+ * but has ports or ICMP types, so that Cilium would apply them to every peer.
+ */
+function emptyPeerListProblem(
+  key: string,
+  scope: Scope,
+  widened?: { verdict: Verdict; direction: "ingress" | "egress"; hasPorts: boolean },
+): string {
+  const everyEndpoint = `every endpoint${scope.namespace !== undefined ? ` in namespace ${show(scope.namespace)}` : ""}`;
+  const endpoints = key.endsWith("Endpoints");
+  if (widened) {
+    const what = widened.hasPorts ? "these ports" : "these ICMP types";
+    const peer = `${widened.direction === "ingress" ? "from" : "to"} every peer`;
+    return `an empty list is read as "not set", so this rule would ${widened.verdict} ${what} ${peer}; ${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"}${endpoints ? ` ([{}] is ${everyEndpoint})` : ""}, or remove the field if every peer is meant`;
+  }
+  if (endpoints)
+    return `an empty list selects nothing; remove the field, or use [{}] to select ${everyEndpoint}`;
+  return `an empty list selects nothing; ${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"}, or remove the field`;
 }
 
 /** One rule of ingress/ingressDeny/egress/egressDeny. */
@@ -383,16 +424,28 @@ function parseRule(
   const icmpFields = icmps(errs, rule, path);
   const hasPorts = optList(new Errors(), rule, "toPorts", path).length > 0;
   const hasIcmps = optList(new Errors(), rule, "icmps", path).length > 0;
-  if (present.length === 0 && (hasPorts || hasIcmps)) {
-    // An empty peer list reads as "not set", which would open the ports to every peer.
-    for (const k of l3) {
-      if (Array.isArray(field(rule, k)) && (field(rule, k) as unknown[]).length === 0) {
-        errs.add(
-          join(path, k),
-          `${k} is an empty list, which means "not set": this rule would ${verdict} these ports ${direction === "ingress" ? "from" : "to"} every peer. List the peers, or remove ${k} if that is what you want`,
-        );
-      }
-    }
+  // Cilium reads an explicitly empty list as "not set": the rule then selects nothing or, next to
+  // toPorts/icmps, every peer. Neither is what a user writing the field meant, so refuse it.
+  for (const k of l3) {
+    // Fields Membrane refuses outright already have their error.
+    if (!isEmptyList(rule, k) || !(k in EMPTY_PEER_LIST_FIX) || (deny && k === "toFQDNs")) continue;
+    const peersWidened = present.length === 0 && (hasPorts || hasIcmps);
+    errs.add(
+      join(path, k),
+      emptyPeerListProblem(k, scope, peersWidened ? { verdict, direction, hasPorts } : undefined),
+    );
+  }
+  for (const [k, other, example] of [
+    ["toPorts", hasIcmps, `{ports: [{port: "443", protocol: TCP}]}`],
+    ["icmps", hasPorts, "{fields: [{family: IPv4, type: EchoRequest}]}"],
+  ] as const) {
+    if (!isEmptyList(rule, k)) continue;
+    errs.add(
+      join(path, k),
+      present.length > 0 && !other
+        ? `an empty list is read as "not set", so this rule would ${verdict} every port; list rules such as ${example}, or remove the field if every port is meant`
+        : `an empty list selects nothing; list rules such as ${example}, or remove the field`,
+    );
   }
   if (hasPorts && hasIcmps)
     errs.add(

@@ -99,6 +99,12 @@ export function optBool(errs: Errors, obj: Obj, key: string, path: string): bool
   return v;
 }
 
+/** Whether a field is given as an explicitly empty list, which Cilium reads the same as an absent field. */
+export function isEmptyList(obj: Obj, key: string): boolean {
+  const v = field(obj, key);
+  return Array.isArray(v) && v.length === 0;
+}
+
 /** A list of strings; each non-string element is reported at its index. */
 export function stringList(errs: Errors, obj: Obj, key: string, path: string): string[] {
   const out: string[] = [];

@@ -16,6 +16,7 @@ import {
   field,
   has,
   ianaServiceNameProblem,
+  isEmptyList,
   isRecord,
   join,
   objectItems,
@@ -423,6 +424,16 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   }
 
   const rawPorts = optList(errs, item, "ports", path);
+  if (isEmptyList(item, "ports")) {
+    // L7 rules cannot take port "0", so suggest it only where it would be accepted.
+    const l7 = field(item, "rules");
+    const example =
+      isRecord(l7) && has(l7, "dns") ? `{port: "53", protocol: ANY}` : `{port: "443", protocol: TCP}`;
+    errs.add(
+      join(path, "ports"),
+      `an empty list selects no port; list ports such as ${example}${has(item, "rules") ? "" : `, or use port "0" for every port`}`,
+    );
+  }
   if (rawPorts.length > MAX_PORTS)
     errs.add(
       join(path, "ports"),
@@ -464,7 +475,7 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
           join(rp, "dns"),
           "DNS rules are only allowed in egress rules (they inspect lookups the endpoint makes)",
         );
-      if (rawPorts.length === 0)
+      if (rawPorts.length === 0 && !isEmptyList(item, "ports"))
         errs.add(join(path, "ports"), `DNS rules need their port listed: add { port: "53", protocol: ANY }`);
       ports.forEach((pp, i) => {
         if (pp.name === undefined && pp.endPort > pp.port)

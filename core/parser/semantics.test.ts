@@ -31,6 +31,58 @@ test("ingress: [{}] puts the subject in default deny and allows nothing", () => 
   assert.deepEqual(p.defaultDeny, { ingress: true, egress: false });
 });
 
+test("Cilium's empty-selector idioms stay accepted: endpointSelector {}, fromEndpoints [{}], egress [{}]", () => {
+  const r = parsePolicyYaml(
+    CCNP(`  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{}]\n  egress:\n  - {}\n`),
+  );
+  assert.ok(r.ok, JSON.stringify(r.ok ? [] : r.errors));
+  const [ingress, egress] = r.value[0]!.rules;
+  assert.equal(ingress!.peers.length, 1);
+  assert.deepEqual(egress!.peers, []);
+});
+
+test("NetworkPolicy from: [] and to: [] still mean every peer, as in Kubernetes", () => {
+  const p = one(NP(`  ingress:\n  - from: []\n  egress:\n  - to: []\n`));
+  assert.deepEqual(
+    p.rules.map((r) => r.peers),
+    [[{ kind: "any" }], [{ kind: "any" }]],
+  );
+});
+
+test("an explicitly empty peer, port or ICMP list is refused at its own path, never accepted as 'not set'", () => {
+  const lists = [
+    ["ingress", "fromEndpoints: []"],
+    ["ingress", "fromCIDR: []"],
+    ["ingress", "fromCIDRSet: []"],
+    ["ingress", "fromEntities: []"],
+    ["egress", "toEndpoints: []"],
+    ["egress", "toCIDR: []"],
+    ["egress", "toCIDRSet: []"],
+    ["egress", "toEntities: []"],
+    ["egress", "toServices: []"],
+    ["egress", "toFQDNs: []"],
+    ["egress", "toPorts: []"],
+    ["egress", "icmps: []"],
+    ["egressDeny", "toPorts: [{ports: []}]"],
+    ["ingressDeny", "icmps: [{fields: []}]"],
+  ] as const;
+  for (const [section, body] of lists) {
+    const r = parsePolicyYaml(CNP(`  ${section}:\n  - ${body}\n`));
+    const key = body.slice(0, body.indexOf(":"));
+    const at = body.includes("ports: []")
+      ? `${key}[0].ports`
+      : body.includes("fields: []")
+        ? `${key}[0].fields`
+        : key;
+    assert.equal(r.ok, false, `${section}: ${body} was accepted`);
+    if (!r.ok) {
+      assert.equal(r.errors.length, 1, JSON.stringify(r.errors));
+      assert.equal(r.errors[0]!.path, `spec.${section}[0].${at}`);
+      assert.match(r.errors[0]!.message, /^an empty list /);
+    }
+  }
+});
+
 test("enableDefaultDeny false keeps a direction open even with rules", () => {
   const p = one(
     CNP(

@@ -131,7 +131,7 @@ export type PolicyRule = {
     }>;
     /** Destination ports (and optional L7 rules) the allowed traffic must use; omitted means every port. */
     toPorts?: Array<{
-      /** Ports and protocols; empty or omitted means every port. */
+      /** Ports and protocols; omitted means every port (an explicitly empty list is rejected by admission). */
       ports?: Array<{
         /** Destination port: a number "0"-"65535" as a string ("0" = every port) or a named container port such as "http" (IANA service name syntax, at most 15 characters). */
         port?: string;
@@ -346,7 +346,7 @@ export type PolicyRule = {
     }>;
     /** Ports the traffic is addressed to that are denied; omitted means every port. */
     toPorts?: Array<{
-      /** Ports and protocols; empty or omitted means every port. */
+      /** Ports and protocols; omitted means every port (an explicitly empty list is rejected by admission). */
       ports?: Array<{
         /** Destination port: a number "0"-"65535" as a string ("0" = every port) or a named container port such as "http" (IANA service name syntax, at most 15 characters). */
         port?: string;
@@ -490,7 +490,7 @@ export type PolicyRule = {
     }>;
     /** Destination ports (and optional L7 rules) the allowed traffic must use; omitted means every port. */
     toPorts?: Array<{
-      /** Ports and protocols; empty or omitted means every port. */
+      /** Ports and protocols; omitted means every port (an explicitly empty list is rejected by admission). */
       ports?: Array<{
         /** Destination port: a number "0"-"65535" as a string ("0" = every port) or a named container port such as "http" (IANA service name syntax, at most 15 characters). */
         port?: string;
@@ -734,7 +734,7 @@ export type PolicyRule = {
     }>;
     /** Ports the selected endpoints connect to that are denied; omitted means every port. */
     toPorts?: Array<{
-      /** Ports and protocols; empty or omitted means every port. */
+      /** Ports and protocols; omitted means every port (an explicitly empty list is rejected by admission). */
       ports?: Array<{
         /** Destination port: a number "0"-"65535" as a string ("0" = every port) or a named container port such as "http" (IANA service name syntax, at most 15 characters). */
         port?: string;

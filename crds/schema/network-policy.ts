@@ -177,7 +177,7 @@ function portProtocol(): JSONSchemaProps {
 }
 
 function ports(): JSONSchemaProps {
-  return arr("Ports and protocols; empty or omitted means every port.", portProtocol(), { maxItems: 40 });
+  return arr("Ports and protocols; omitted means every port (an explicitly empty list is rejected by admission).", portProtocol(), { maxItems: 40 });
 }
 
 function tlsContext(role: string): JSONSchemaProps {

@@ -57,3 +57,12 @@ export class Observer {
     this.opts.log.info({ counters: this.buffer.counters() }, "observer stopped");
   }
 }
+
+/**
+ * Maps bpf_ktime_get_ns() (CLOCK_MONOTONIC) to wall-clock time. Node's hrtime reads the same clock,
+ * so one offset taken now converts every event; it is taken once so flows keep their order.
+ */
+export function monotonicWallClock(): (monotonicNs: bigint) => Date {
+  const offsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  return (ns) => new Date(Number((ns + offsetNs) / 1_000_000n));
+}

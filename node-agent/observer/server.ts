@@ -1,7 +1,7 @@
 // The observer API: GET /flows?<filters>[&follow=1] as JSON lines (chunked, streaming when following), GET /counters.
 import http from "node:http";
 import fs from "node:fs";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import type { FlowBuffer } from "./buffer.ts";
 import { filterFromQuery, flowPredicate } from "./filter.ts";
 
@@ -24,7 +24,9 @@ export class ObserverServer {
     const server = http.createServer((req, res) => this.handle(req, res));
     this.server = server;
     if ("socketPath" in listen) {
-      fs.rmSync(listen.socketPath, { force: true }); // a stale socket from a previous run
+      // A socket left by a previous run is replaced; one that answers belongs to a running observer (another agent).
+      if (await socketAnswers(listen.socketPath)) throw new Error(`${listen.socketPath}: in use by a running observer`);
+      fs.rmSync(listen.socketPath, { force: true });
       await new Promise<void>((resolve, reject) => server.once("error", reject).listen(listen.socketPath, resolve));
       return `unix:${listen.socketPath}`;
     }
@@ -78,4 +80,15 @@ export class ObserverServer {
     res.on("close", done);
     req.on("close", done);
   }
+}
+
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socketPath);
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
 }

@@ -580,7 +580,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       {
         path: "spec.egress[0].toEndpoints",
         message:
-          'toEndpoints is an empty list, which means "not set": this rule would allow these ports to every peer. List the peers, or remove toEndpoints if that is what you want',
+          'an empty list is read as "not set", so this rule would allow these ports to every peer; list selectors such as {matchLabels: {app: db}} ([{}] is every endpoint in namespace "default"), or remove the field if every peer is meant',
       },
     ],
   },
@@ -771,7 +771,160 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       {
         path: "spec.ingress[0].fromCIDRSet",
         message:
-          'fromCIDRSet is an empty list, which means "not set": this rule would allow these ports from every peer. List the peers, or remove fromCIDRSet if that is what you want',
+          'an empty list is read as "not set", so this rule would allow these ports from every peer; list blocks such as {cidr: 10.0.0.0/8}, or remove the field if every peer is meant',
+      },
+    ],
+  },
+  {
+    name: "empty toEndpoints list",
+    yaml: cnp(`  egress:\n  - toEndpoints: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toEndpoints",
+        message:
+          'an empty list selects nothing; remove the field, or use [{}] to select every endpoint in namespace "default"',
+      },
+    ],
+  },
+  {
+    name: "empty fromEndpoints list",
+    yaml: cnp(`  ingress:\n  - fromEndpoints: []\n`),
+    errors: [
+      {
+        path: "spec.ingress[0].fromEndpoints",
+        message:
+          'an empty list selects nothing; remove the field, or use [{}] to select every endpoint in namespace "default"',
+      },
+    ],
+  },
+  {
+    name: "empty toEndpoints list in a cluster-wide policy",
+    yaml: ccnp(`  endpointSelector: {}\n  egress:\n  - toEndpoints: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toEndpoints",
+        message: "an empty list selects nothing; remove the field, or use [{}] to select every endpoint",
+      },
+    ],
+  },
+  {
+    name: "empty toCIDR list",
+    yaml: cnp(`  egress:\n  - toCIDR: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toCIDR",
+        message: "an empty list selects nothing; list CIDRs such as 10.0.0.0/8, or remove the field",
+      },
+    ],
+  },
+  {
+    name: "empty fromCIDR list with toPorts in a deny rule",
+    yaml: cnp(
+      `  ingressDeny:\n  - fromCIDR: []\n    toPorts:\n    - ports:\n      - port: "22"\n        protocol: TCP\n`,
+    ),
+    errors: [
+      {
+        path: "spec.ingressDeny[0].fromCIDR",
+        message:
+          'an empty list is read as "not set", so this rule would deny these ports from every peer; list CIDRs such as 10.0.0.0/8, or remove the field if every peer is meant',
+      },
+    ],
+  },
+  {
+    name: "empty toCIDRSet list",
+    yaml: cnp(`  egress:\n  - toCIDRSet: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toCIDRSet",
+        message: "an empty list selects nothing; list blocks such as {cidr: 10.0.0.0/8}, or remove the field",
+      },
+    ],
+  },
+  {
+    name: "empty toFQDNs list",
+    yaml: cnp(`  egress:\n  - toFQDNs: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toFQDNs",
+        message:
+          "an empty list selects nothing; list names such as {matchName: example.com}, or remove the field",
+      },
+    ],
+  },
+  {
+    name: "empty toEntities list",
+    yaml: cnp(`  egress:\n  - toEntities: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toEntities",
+        message: "an empty list selects nothing; list entities such as cluster or world, or remove the field",
+      },
+    ],
+  },
+  {
+    name: "empty fromEntities list with ICMP types",
+    yaml: cnp(`  ingress:\n  - fromEntities: []\n    icmps:\n    - fields:\n      - type: EchoRequest\n`),
+    errors: [
+      {
+        path: "spec.ingress[0].fromEntities",
+        message:
+          'an empty list is read as "not set", so this rule would allow these ICMP types from every peer; list entities such as cluster or world, or remove the field if every peer is meant',
+      },
+    ],
+  },
+  {
+    name: "empty toServices list",
+    yaml: cnp(`  egress:\n  - toServices: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toServices",
+        message:
+          "an empty list selects nothing; list services such as {k8sService: {serviceName: db}}, or remove the field",
+      },
+    ],
+  },
+  {
+    name: "empty toPorts list next to toEndpoints",
+    yaml: cnp(`  egress:\n  - toEndpoints:\n    - matchLabels:\n        app: db\n    toPorts: []\n`),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts",
+        message:
+          'an empty list is read as "not set", so this rule would allow every port; list rules such as {ports: [{port: "443", protocol: TCP}]}, or remove the field if every port is meant',
+      },
+    ],
+  },
+  {
+    name: "empty ports list in a port rule",
+    yaml: cnp(`  ingress:\n  - fromEndpoints:\n    - {}\n    toPorts:\n    - ports: []\n`),
+    errors: [
+      {
+        path: "spec.ingress[0].toPorts[0].ports",
+        message:
+          'an empty list selects no port; list ports such as {port: "443", protocol: TCP}, or use port "0" for every port',
+      },
+    ],
+  },
+  {
+    name: "empty ports list in a port rule with DNS rules",
+    yaml: cnp(
+      `  egress:\n  - toEndpoints:\n    - {}\n    toPorts:\n    - ports: []\n      rules:\n        dns:\n        - matchPattern: "*"\n`,
+    ),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts[0].ports",
+        message: 'an empty list selects no port; list ports such as {port: "53", protocol: ANY}',
+      },
+    ],
+  },
+  {
+    name: "empty fields list in an ICMP rule",
+    yaml: cnp(`  ingress:\n  - fromEntities:\n    - cluster\n    icmps:\n    - fields: []\n`),
+    errors: [
+      {
+        path: "spec.ingress[0].icmps[0].fields",
+        message:
+          "an empty list selects no ICMP type; list fields such as {family: IPv4, type: EchoRequest}, or remove this ICMP rule",
       },
     ],
   },

@@ -1,0 +1,212 @@
+// The local cluster's Membrane processes: certificates, CRDs, the operator and one agent per node, recorded by pid so `dev down` stops exactly them.
+import { execFileSync, spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
+import { Datapath } from "../node-agent/bpf/datapath.ts";
+import { ifindexIn } from "../node-agent/bpf/netns.ts";
+import { isProcessAlive, type CommandResult } from "./cluster.ts";
+import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
+
+const log = pino({ name: "devcluster", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const tsxLoader = join(repoRoot, "node_modules", "tsx", "dist", "esm", "index.mjs");
+const cliMain = join(repoRoot, "cli", "main.ts");
+const crdDir = join(repoRoot, "crds", "generated");
+
+/** What `startOperator`/`startAgents` started, so `stopDevCluster` stops exactly that (by pid) and removes the pins. */
+export interface DevClusterState {
+  version: 1;
+  operatorPid?: number;
+  distributionPort?: number;
+  agents: { node: string; pid: number; scope: string }[];
+}
+
+export function devClusterPaths(dir: string) {
+  const root = join(dir, "membrane");
+  return {
+    root,
+    pki: join(root, "pki"),
+    stateFile: join(root, "processes.json"),
+    operatorLog: join(root, "operator.log"),
+    agentDir: (node: string) => join(root, "agents", node),
+  };
+}
+
+type Kubectl = (args: string[], input?: string) => Promise<CommandResult>;
+
+/** A CA, the operator's serving certificate (IP 127.0.0.1) and a client certificate per node (CN = node name), made with openssl. */
+export function makeDevPki(pkiDir: string, nodes: readonly string[]): void {
+  const openssl = (args: string[]): void => void execFileSync("openssl", args, { cwd: pkiDir, stdio: "ignore" });
+  const issue = (name: string, ext: string): void => {
+    if (existsSync(join(pkiDir, `${name}.crt`))) return;
+    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${name}.key`]);
+    openssl(["req", "-new", "-key", `${name}.key`, "-subj", `/CN=${name}`, "-out", `${name}.csr`]);
+    writeFileSync(join(pkiDir, `${name}.ext`), ext);
+    openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.crt`]);
+  };
+  if (!existsSync(join(pkiDir, "ca.crt"))) {
+    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key"]);
+    openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=membrane-dev-ca", "-days", "30", "-out", "ca.crt"]);
+  }
+  issue("operator", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  for (const n of nodes) issue(n, "extendedKeyUsage=clientAuth\n");
+}
+
+export async function loadDevClusterState(dir: string): Promise<DevClusterState> {
+  try {
+    return JSON.parse(await readFile(devClusterPaths(dir).stateFile, "utf8")) as DevClusterState;
+  } catch {
+    return { version: 1, agents: [] };
+  }
+}
+
+async function saveState(dir: string, s: DevClusterState): Promise<void> {
+  await mkdir(devClusterPaths(dir).root, { recursive: true });
+  await writeFile(devClusterPaths(dir).stateFile, JSON.stringify(s, null, 2) + "\n");
+}
+
+/** The agent hook for createNodes/devNodesUp: only the socket; the agent process runs in the root netns (startAgents). */
+export function devAgentHook(dir: string): AgentHook {
+  return { socket: (n) => join(devClusterPaths(dir).agentDir(n.name), "agent.sock") };
+}
+
+/** Is pid still the process we started (its command line holds every marker), not a reused pid? */
+function isOurs(pid: number, ...markers: string[]): boolean {
+  if (!isProcessAlive(pid)) return false;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return markers.every((m) => argv.includes(m));
+  } catch {
+    return false;
+  }
+}
+
+function spawnMembrane(args: string[], logFile: string): number {
+  const fd = openSync(logFile, "a");
+  const child = spawn(process.execPath, ["--import", tsxLoader, cliMain, ...args], { detached: true, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start membrane ${args[0]}; log ${logFile}`);
+  return child.pid;
+}
+
+async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await readFile(logFile, "utf8").catch(() => "");
+    for (const line of text.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        const l = JSON.parse(line) as Record<string, unknown>;
+        if (l.msg === msg) return l;
+      } catch {
+        // a partial line
+      }
+    }
+    if (!isProcessAlive(pid)) throw new Error(`process ${pid} exited before logging "${msg}"; log ${logFile}:\n${text.slice(-2000)}`);
+    if (Date.now() > until) throw new Error(`no "${msg}" from pid ${pid} within ${timeoutMs} ms; log ${logFile}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Applies the CRDs, makes the certificates for `nodeNames`, and starts `membrane operator` (detached)
+ * with its distribution stream on a free loopback port; idempotent while it runs.
+ */
+export async function startOperator(dir: string, kubeconfig: string, kubectl: Kubectl, nodeNames: readonly string[]): Promise<DevClusterState> {
+  const p = devClusterPaths(dir);
+  const state = await loadDevClusterState(dir);
+  await mkdir(p.pki, { recursive: true, mode: 0o700 });
+  makeDevPki(p.pki, nodeNames);
+  if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) return state;
+  for (const f of (await readdir(crdDir)).filter((f) => f.endsWith(".yaml")).sort()) {
+    const res = await kubectl(["apply", "-f", join(crdDir, f)]);
+    if (res.code !== 0) throw new Error(`applying ${f}: ${res.stderr.trim()}`);
+  }
+  for (const f of (await readdir(crdDir)).filter((f) => f.endsWith(".yaml"))) {
+    const res = await kubectl(["wait", "--for=condition=Established", "--timeout=60s", "-f", join(crdDir, f)]);
+    if (res.code !== 0) throw new Error(`CRD ${f} not established: ${res.stderr.trim()}`);
+  }
+  const pid = spawnMembrane(
+    [
+      "operator", "--kubeconfig", kubeconfig, "--health-port", "0", "--leader-elect", "false", "--identity-gc-grace", "1m",
+      "--distribution-port", "0", "--tls-ca", join(p.pki, "ca.crt"), "--tls-cert", join(p.pki, "operator.crt"), "--tls-key", join(p.pki, "operator.key"),
+    ],
+    p.operatorLog,
+  );
+  state.operatorPid = pid;
+  await saveState(dir, state);
+  const line = await waitForLog(pid, p.operatorLog, "distribution stream listening", 60_000);
+  state.distributionPort = line.port as number;
+  await saveState(dir, state);
+  log.info({ pid, port: state.distributionPort }, "operator started");
+  return state;
+}
+
+/** The pin scope of a node's datapath maps. */
+export const agentScope = (node: LocalNode): string => node.name;
+
+/**
+ * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
+ * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
+ */
+export async function startAgents(dir: string, nodes: readonly LocalNode[]): Promise<DevClusterState> {
+  const p = devClusterPaths(dir);
+  const state = await loadDevClusterState(dir);
+  if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
+  const started: { node: LocalNode; pid: number; logFile: string }[] = [];
+  for (const node of nodes) {
+    const existing = state.agents.find((a) => a.node === node.name);
+    if (existing && isOurs(existing.pid, "agent", join(p.agentDir(node.name), "agent.sock"))) continue;
+    const adir = p.agentDir(node.name);
+    await mkdir(adir, { recursive: true });
+    const logFile = join(adir, "agent.log");
+    const pid = spawnMembrane(
+      [
+        "agent", "--node-name", node.name, "--operator", `127.0.0.1:${state.distributionPort}`,
+        "--tls-cert", join(p.pki, `${node.name}.crt`), "--tls-key", join(p.pki, `${node.name}.key`), "--tls-ca", join(p.pki, "ca.crt"),
+        "--netns", node.netns, "--node-ip", node.internalIP, "--bpf-scope", agentScope(node),
+        "--cni-socket", join(adir, "agent.sock"), "--state-dir", join(adir, "state"),
+      ],
+      logFile,
+    );
+    state.agents = state.agents.filter((a) => a.node !== node.name).concat({ node: node.name, pid, scope: agentScope(node) });
+    await saveState(dir, state);
+    started.push({ node, pid, logFile });
+  }
+  for (const s of started) {
+    await waitForLog(s.pid, s.logFile, "agent started", 60_000);
+    // The agent has loaded (and pinned) the maps: attach from-overlay on vxlan0 against the same maps.
+    const dp = Datapath.load(agentScope(s.node));
+    try {
+      dp.attachOverlay(ifindexIn(s.node.netns, "vxlan0"), s.node.netns);
+    } finally {
+      dp.close();
+    }
+    log.info({ node: s.node.name, pid: s.pid }, "agent started, overlay attached");
+  }
+  return state;
+}
+
+/**
+ * Stops the agents and the operator by their recorded pids, removes the agents' pinned maps and
+ * every file made here. Call after the nodes are gone (their links take the attached programs along).
+ */
+export async function stopDevCluster(dir: string): Promise<void> {
+  const p = devClusterPaths(dir);
+  const state = await loadDevClusterState(dir);
+  for (const a of state.agents) {
+    if (isOurs(a.pid, "agent", join(p.agentDir(a.node), "agent.sock"))) await terminateProcess(a.pid, 5_000);
+  }
+  if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) await terminateProcess(state.operatorPid, 10_000);
+  for (const a of state.agents) {
+    if (/^[A-Za-z0-9._-]+$/.test(a.scope) && existsSync(join(BPFFS_ROOT, a.scope))) await rm(join(BPFFS_ROOT, a.scope), { recursive: true, force: true });
+  }
+  await rm(p.root, { recursive: true, force: true });
+  log.info({ operator: state.operatorPid, agents: state.agents.map((a) => a.pid) }, "membrane processes stopped");
+}

@@ -1,0 +1,168 @@
+// End to end: `dev up --nodes 2` (operator + an agent per node), pods on both nodes, and policies applied with kubectl drop or pass real packets.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { parseAllDocuments } from "yaml";
+import { devClusterUp, devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
+import { startControlPlane, type ControlPlane } from "./cluster.ts";
+import { listNetns, run } from "./nodes.ts";
+import { loadPodRecords } from "./kubelet.ts";
+import { Datapath } from "../node-agent/bpf/datapath.ts";
+
+const prefix = `p${process.pid % 100000}-`;
+const seedFile = fileURLToPath(new URL("../crds/examples/seed.yaml", import.meta.url));
+
+interface TestPod {
+  name: string;
+  node: string;
+  labels: Record<string, string>;
+  ip?: string;
+}
+
+const pods: TestPod[] = [1, 2].flatMap((i) => [
+  { name: `deathstar-${i}`, node: `${prefix}node-${i}`, labels: { org: "empire", class: "deathstar" } },
+  { name: `tiefighter-${i}`, node: `${prefix}node-${i}`, labels: { org: "empire", class: "tiefighter" } },
+  { name: `xwing-${i}`, node: `${prefix}node-${i}`, labels: { org: "alliance", class: "xwing" } },
+]);
+/** Every ordered pair of distinct pods, probed on TCP 80 (every pod serves it). */
+const pairs = pods.flatMap((src) => pods.filter((dst) => dst !== src).map((dst) => ({ src, dst })));
+const key = (src: TestPod, dst: TestPod): string => `${src.name}->${dst.name}`;
+
+/** The policy under test: one CNP, two specs (deathstar's ingress from the empire, the empire's egress to the deathstar). */
+const empireToDeathstar = {
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "empire-to-deathstar", namespace: "default" },
+  specs: [
+    { endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ fromEndpoints: [{ matchLabels: { org: "empire" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+    { endpointSelector: { matchLabels: { org: "empire" } }, egress: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+  ],
+};
+/** Every endpoint selected both ways with an empty rule: default deny without a deny rule, so allows still apply. */
+const allowOnlyDefaultDeny = {
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumClusterwideNetworkPolicy",
+  metadata: { name: "default-deny-allow-only" },
+  spec: { endpointSelector: {}, ingress: [{}], egress: [{}] },
+};
+
+let cp: ControlPlane | undefined;
+let dir = "";
+
+async function kubectl(args: string[], input?: string): Promise<string> {
+  const res = await cp!.kubectl(args, input);
+  assert.equal(res.code, 0, `kubectl ${args.join(" ")}: ${res.stderr}`);
+  return res.stdout;
+}
+
+/** The set of pairs that connect, probed a few at a time. */
+async function connectedPairs(): Promise<Set<string>> {
+  const out = new Set<string>();
+  const queue = [...pairs];
+  await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      for (let p = queue.shift(); p; p = queue.shift()) {
+        const r = await probeFromPod("default", p.src.name, p.dst.ip!, 80, { timeoutMs: 1_000 }, dir);
+        if (r.verdict === "connected") out.add(key(p.src, p.dst));
+      }
+    }),
+  );
+  return out;
+}
+
+/** Waits until both agents have acknowledged a state at least as new as the operator's latest publish (their logs). */
+async function waitForAcks(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 3_000));
+}
+
+/** Polls the full matrix until exactly `expected` connects; fails with the difference at the deadline. */
+async function converges(what: string, expected: (src: TestPod, dst: TestPod) => boolean, ms = 90_000): Promise<void> {
+  const want = new Set(pairs.filter((p) => expected(p.src, p.dst)).map((p) => key(p.src, p.dst)));
+  const end = Date.now() + ms;
+  for (;;) {
+    const got = await connectedPairs();
+    const extra = [...got].filter((k) => !want.has(k));
+    const missing = [...want].filter((k) => !got.has(k));
+    if (extra.length === 0 && missing.length === 0) return;
+    if (Date.now() > end) assert.fail(`${what}: after ${ms} ms, connected but should not: [${extra.join(", ")}]; should connect but did not: [${missing.join(", ")}]`);
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
+}
+
+describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, () => {
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), `${prefix}dev-`));
+    cp = await startControlPlane({ name: `${prefix}cp` });
+    await devClusterUp(dir, cp.kubeconfig, cp.kubectl, 2, { prefix });
+    await kubectl(["create", "serviceaccount", "default", "-n", "default"]);
+    const manifests = pods.map((p) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: p.name, namespace: "default", labels: p.labels },
+      spec: { nodeName: p.node, automountServiceAccountToken: false, containers: [{ name: "main", image: "any", ports: [{ containerPort: 80, protocol: "TCP" }] }] },
+    }));
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: manifests }));
+    await kubectl(["wait", "pod", "--all", "-n", "default", "--for=condition=Ready", "--timeout=120s"]);
+    const list = JSON.parse(await kubectl(["get", "pods", "-n", "default", "-o", "json"])) as { items: { metadata: { name: string }; status: { podIP?: string } }[] };
+    for (const p of pods) p.ip = list.items.find((i) => i.metadata.name === p.name)?.status.podIP;
+    assert.ok(pods.every((p) => p.ip), "every pod has an IP");
+  });
+
+  after(async () => {
+    await devNodesDown(dir, cp?.kubeconfig).catch(() => undefined);
+    for (const ns of await listNetns(prefix)) await run("ip", ["netns", "del", ns]).catch(() => undefined);
+    await cp?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("with no policy every pod reaches every other, on the same node and across nodes", async () => {
+    await converges("no policy", () => true);
+  });
+
+  it("the seed's default-deny-all, applied with kubectl: nothing connects", async () => {
+    const denyAll = parseAllDocuments(readFileSync(seedFile, "utf8"))
+      .map((d) => d.toJSON() as { kind: string; metadata: { name: string } })
+      .find((d) => d.kind === "CiliumClusterwideNetworkPolicy" && d.metadata.name === "default-deny-all");
+    assert.ok(denyAll, "seed.yaml holds default-deny-all");
+    await kubectl(["apply", "-f", "-"], JSON.stringify(denyAll));
+    await converges("default-deny-all", () => false);
+  });
+
+  it("a CNP allowing org=empire to reach class=deathstar on TCP 80 does not punch through default-deny-all (deny wins, as in Cilium)", async () => {
+    await kubectl(["apply", "-f", "-"], JSON.stringify(empireToDeathstar));
+    await waitForAcks();
+    await converges("empire -> deathstar under default-deny-all", () => false, 5_000);
+  });
+
+  it("with default-deny-all replaced by an allow-only default deny, exactly empire -> deathstar connects, on one node and across (identity in the VNI); the xwing stays denied", async () => {
+    await kubectl(["apply", "-f", "-"], JSON.stringify(allowOnlyDefaultDeny));
+    await kubectl(["delete", "ciliumclusterwidenetworkpolicy", "default-deny-all"]);
+    await converges("empire -> deathstar", (src, dst) => src.labels.org === "empire" && dst.labels.class === "deathstar");
+  });
+
+  it("a pod that sends with another pod's source address is dropped, and the drop is counted as a spoofed source", async () => {
+    const [xwing, tie, deathstar] = ["xwing-1", "tiefighter-1", "deathstar-1"].map((n) => pods.find((p) => p.name === n)!);
+    assert.equal((await probeFromPod("default", tie!.name, deathstar!.ip!, 80, { timeoutMs: 1_000 }, dir)).verdict, "connected", "the real tiefighter is allowed");
+    const netns = (await loadPodRecords(dir)).pods[`default/${xwing!.name}`]!.netns;
+    await run("ip", ["-n", netns, "addr", "add", `${tie!.ip}/32`, "dev", "eth0"]);
+    const spoofed = async (): Promise<string> => {
+      const script = `const s=require("net").connect({host:${JSON.stringify(deathstar!.ip)},port:80,localAddress:${JSON.stringify(tie!.ip)},timeout:1000});s.on("connect",()=>{console.log("connected");process.exit(0)});s.on("timeout",()=>{console.log("timeout");process.exit(0)});s.on("error",(e)=>{console.log(e.code);process.exit(0)});`;
+      return (await run("ip", ["netns", "exec", netns, process.execPath, "-e", script])).trim();
+    };
+    const spoofCount = (): bigint => {
+      const dp = Datapath.load(`${prefix}node-1`);
+      try {
+        return dp.dropCounters().byReason["spoofed source"] ?? 0n;
+      } finally {
+        dp.close();
+      }
+    };
+    const before = spoofCount();
+    assert.equal(await spoofed(), "timeout", "the xwing posing as the tiefighter does not get through");
+    assert.ok(spoofCount() > before, "the datapath counted the drop as a spoofed source");
+  });
+});

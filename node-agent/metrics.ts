@@ -1,0 +1,147 @@
+// The agent's Prometheus metrics (its own registry) and health endpoints: /metrics, /healthz, /readyz on loopback.
+import type { Logger } from "pino";
+import { Counter, Gauge, Registry } from "prom-client";
+import { HealthServer } from "../controllers/runtime/server.ts";
+import type { Datapath } from "./bpf/datapath.ts";
+import type { NodeAgent } from "./agent.ts";
+import type { Flow } from "./observer/flow.ts";
+
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
+
+export interface AgentMetricsOptions {
+  readonly agent: NodeAgent;
+  /** The kernel's per-CPU drop counters: the count of record, kept even when the event ring overflows. */
+  readonly datapath: Pick<Datapath, "dropCounters">;
+  readonly log: Logger;
+}
+
+/** Splits `HOST:PORT` (`[v6]:PORT` too); undefined when it is not one. */
+export function parseListenAddress(address: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(address);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** The namespace of the endpoint whose policy judged the flow (destination on ingress, source on egress). */
+function judgedNamespace(f: Flow): string {
+  return (f.direction === "ingress" ? f.destination.namespace : f.source.namespace) ?? "";
+}
+
+/** Sets a counter to an absolute value read from elsewhere (the kernel, the observer) at scrape time. */
+function setCounter<L extends string>(c: Counter<L>, values: Iterable<[Partial<Record<L, string>>, number]>): void {
+  c.reset();
+  for (const [labels, v] of values) c.inc(labels, v);
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private readonly server: HealthServer;
+  private unsubscribe: (() => void) | undefined;
+  /** Drops by the judged namespace, counted from the observer's flows (every drop is kept there). */
+  private readonly droppedFlows: Counter<"reason" | "namespace">;
+
+  constructor(private readonly opts: AgentMetricsOptions) {
+    const { agent, datapath } = opts;
+    const registers = [this.registry];
+    new Counter({
+      name: "membrane_agent_flows_total",
+      help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED); sampled-out forwarded flows included.",
+      labelNames: ["verdict"] as const,
+      registers,
+      collect() {
+        const c = agent.observer?.buffer.counters();
+        setCounter(this, c ? [[{ verdict: "FORWARDED" }, c.forwarded], [{ verdict: "DROPPED" }, c.dropped]] : []);
+      },
+    });
+    new Counter({
+      name: "membrane_agent_drops_total",
+      help: "Packets dropped by the datapath, by reason, summed over the kernel's per-CPU counters.",
+      labelNames: ["reason"] as const,
+      registers,
+      collect() {
+        setCounter(this, Object.entries(datapath.dropCounters().byReason).map(([reason, n]) => [{ reason }, Number(n)]));
+      },
+    });
+    new Counter({
+      name: "membrane_agent_lost_events_total",
+      help: "Verdict events the datapath could not put in a full ring buffer (their drops are still counted in membrane_agent_drops_total).",
+      registers,
+      collect() {
+        setCounter(this, [[{}, Number(datapath.dropCounters().lostEvents)]]);
+      },
+    });
+    this.droppedFlows = new Counter({
+      name: "membrane_agent_dropped_flows_total",
+      help: "Dropped flows seen by the observer, by reason and the namespace of the endpoint whose policy judged them (empty when not a pod).",
+      labelNames: ["reason", "namespace"] as const,
+      registers,
+    });
+    new Gauge({
+      name: "membrane_agent_policy_map_entries",
+      help: "Policy map entries of the applied state, over all subjects hosted on this node.",
+      registers,
+      collect() {
+        this.set(agent.state().policies.reduce((n, p) => n + p.entries.length, 0));
+      },
+    });
+    new Gauge({
+      name: "membrane_agent_ipcache_entries",
+      help: "ipcache entries of the applied state.",
+      registers,
+      collect() {
+        this.set(agent.state().ipcache.length);
+      },
+    });
+    new Gauge({
+      name: "membrane_agent_endpoints",
+      help: "Pod endpoints registered by the CNI plugin on this node.",
+      registers,
+      collect() {
+        this.set(agent.status().endpoints);
+      },
+    });
+    new Gauge({
+      name: "membrane_agent_applied_version",
+      help: "Version of the last state applied and ACKed (-1 before the first).",
+      registers,
+      collect() {
+        this.set(agent.status().version ?? -1);
+      },
+    });
+    new Gauge({
+      name: "membrane_agent_stream_connected",
+      help: "1 while the distribution stream to the operator is up.",
+      registers,
+      collect() {
+        this.set(agent.status().connected ? 1 : 0);
+      },
+    });
+    this.server = new HealthServer(this.registry, () => this.ready());
+  }
+
+  /** Ready once connected to the operator with a state applied. */
+  ready(): boolean {
+    const s = this.opts.agent.status();
+    return s.connected && s.version !== undefined;
+  }
+
+  /** Subscribes to the agent's observer (start the agent first) and listens on `address` (HOST:PORT, port 0 picks one); returns the bound port. */
+  async start(address: string = DEFAULT_METRICS_ADDRESS): Promise<number> {
+    const a = parseListenAddress(address);
+    if (!a) throw new Error(`metrics address: must be HOST:PORT, got ${JSON.stringify(address)}`);
+    this.unsubscribe = this.opts.agent.observer?.buffer.subscribe((f) => {
+      if (f.verdict === "DROPPED") this.droppedFlows.inc({ reason: f.dropReason ?? "unknown", namespace: judgedNamespace(f) });
+    });
+    const port = await this.server.listen(a.port, a.host);
+    this.opts.log.info({ address: `${a.host}:${port}` }, "metrics serving");
+    return port;
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    await this.server.close();
+  }
+}
