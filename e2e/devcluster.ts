@@ -172,6 +172,8 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[]): Pro
         "--tls-cert", join(p.pki, `${node.name}.crt`), "--tls-key", join(p.pki, `${node.name}.key`), "--tls-ca", join(p.pki, "ca.crt"),
         "--netns", node.netns, "--node-ip", node.internalIP, "--bpf-scope", agentScope(node),
         "--cni-socket", join(adir, "agent.sock"), "--state-dir", join(adir, "state"),
+        // Every node's agent runs in the root netns: each needs its own observer socket and metrics port.
+        "--observer-socket", join(adir, "observer.sock"), "--metrics-address", "127.0.0.1:0",
       ],
       logFile,
     );

@@ -1,6 +1,6 @@
 // End to end: `dev up --nodes 2` (operator + an agent per node), pods on both nodes, and policies applied with kubectl drop or pass real packets.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,10 +8,12 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { devClusterUp, devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
-import { startControlPlane, type ControlPlane } from "./cluster.ts";
+import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
 import { listNetns, run } from "./nodes.ts";
 import { loadPodRecords } from "./kubelet.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
+import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
+import { loadDevClusterState } from "./devcluster.ts";
 
 const prefix = `p${process.pid % 100000}-`;
 const seedFile = fileURLToPath(new URL("../crds/examples/seed.yaml", import.meta.url));
@@ -74,9 +76,9 @@ async function connectedPairs(): Promise<Set<string>> {
   return out;
 }
 
-/** Waits until both agents have acknowledged a state at least as new as the operator's latest publish (their logs). */
-async function waitForAcks(): Promise<void> {
-  await new Promise((r) => setTimeout(r, 3_000));
+/** Waits until the operator reports the policy acknowledged by every node it concerns (its Enforced condition). */
+async function enforced(resource: string, namespace?: string): Promise<void> {
+  await kubectl(["wait", resource, ...(namespace ? ["-n", namespace] : []), "--for=condition=Enforced", "--timeout=60s"]);
 }
 
 /** Polls the full matrix until exactly `expected` connects; fails with the difference at the deadline. */
@@ -134,7 +136,7 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
 
   it("a CNP allowing org=empire to reach class=deathstar on TCP 80 does not punch through default-deny-all (deny wins, as in Cilium)", async () => {
     await kubectl(["apply", "-f", "-"], JSON.stringify(empireToDeathstar));
-    await waitForAcks();
+    await enforced("ciliumnetworkpolicy/empire-to-deathstar", "default");
     await converges("empire -> deathstar under default-deny-all", () => false, 5_000);
   });
 
@@ -164,5 +166,17 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     const before = spoofCount();
     assert.equal(await spoofed(), "timeout", "the xwing posing as the tiefighter does not get through");
     assert.ok(spoofCount() > before, "the datapath counted the drop as a spoofed source");
+  });
+
+  it("dev down stops exactly the operator and agents it started, and removes their pinned maps, the nodes and every file", async () => {
+    const procs = await loadDevClusterState(dir);
+    const pids = [procs.operatorPid!, ...procs.agents.map((a) => a.pid)];
+    assert.equal(pids.length, 3);
+    assert.ok(pids.every(isProcessAlive), "operator and both agents run");
+    await devNodesDown(dir, cp!.kubeconfig);
+    assert.deepEqual(pids.filter(isProcessAlive), []);
+    assert.deepEqual(procs.agents.filter((a) => existsSync(join(BPFFS_ROOT, a.scope))), []);
+    assert.deepEqual(await listNetns(prefix), []);
+    assert.deepEqual(readdirSync(dir), []);
   });
 });

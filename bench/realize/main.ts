@@ -99,8 +99,7 @@ class LiteAgent {
     });
     call.on("error", (e: Error) => {
       if (this.closed) return;
-      this.reconnects++;
-      log.warn({ node: this.node, err: e.message }, "agent stream error; reconnecting");
+      if (this.reconnects++ === 0) log.warn({ node: this.node, err: e.message }, "agent stream error; reconnecting (logged once per agent)");
       setTimeout(() => this.closed || this.connect(), 1000);
     });
     call.write({ type: "hello", node: this.node });
@@ -132,7 +131,7 @@ class Hub {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting = undefined;
-        reject(new Error(`${what}: ${left.size}/${this.agents.length} agents not there after ${timeoutMs} ms (e.g. ${[...left].slice(0, 3).map((a) => a.node).join(", ")})`));
+        reject(new Error(`${what}: ${left.size}/${this.agents.length} agents not there after ${Math.round(timeoutMs)} ms (e.g. ${[...left].slice(0, 3).map((a) => a.node).join(", ")})`));
       }, timeoutMs);
       this.waiting = {
         pred,
@@ -175,8 +174,11 @@ function procStats(pid: number): { cpuS: number; rssMib: number; hwmMib: number 
   return { cpuS, rssMib: kb("VmRSS") / 1024, hwmMib: kb("VmHWM") / 1024 };
 }
 
+/** The operator's used V8 heap from its /metrics; null when it does not answer within 5 s (e.g. a saturated event loop). */
 async function heapMib(op: OperatorProcess): Promise<number | null> {
-  const m = /^membrane_operator_nodejs_heap_size_used_bytes (\S+)/m.exec((await op.get("/metrics")).body);
+  const port = await op.healthPort();
+  const body = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => "");
+  const m = /^membrane_operator_nodejs_heap_size_used_bytes (\S+)/m.exec(body);
   return m ? Math.round((Number(m[1]) / 2 ** 20) * 10) / 10 : null;
 }
 
@@ -316,7 +318,7 @@ async function main(): Promise<void> {
         const settled = hub.agents.filter((a) => a.generation > 0).length;
         skipped[String(n)] =
           `setup did not finish within BENCH_SETUP_SECONDS=${SETUP_SECONDS}: ${(e as Error).message}; ${settled}/${hub.agents.length} agents had received state, ` +
-          `${hub.agents.reduce((x, a) => x + a.reconnects, 0)} stream reconnects; operator used ${(st.cpuS - cpuSetup).toFixed(1)} s CPU in this setup, RSS ${Math.round(st.rssMib)} MiB, heap ${await heapMib(op).catch(() => null)} MiB`;
+          `${hub.agents.reduce((x, a) => x + a.reconnects, 0)} stream reconnects; operator used ${(st.cpuS - cpuSetup).toFixed(1)} s CPU in this setup, RSS ${Math.round(st.rssMib)} MiB, heap ${(await heapMib(op)) ?? "unknown (no /metrics answer within 5 s)"} MiB`;
         log.warn({ agents: n, reason: skipped[String(n)] }, "phase abandoned; larger N skipped");
         for (const m of AGENT_COUNTS) if (m > n) skipped[String(m)] = `not run: N=${n} could not be set up in time`;
         break;
