@@ -24,7 +24,7 @@ test-e2e: deps
 	bash scripts/run-tests.sh e2e
 
 test: deps typecheck lint
-	bash scripts/run-tests.sh core crds webhooks controllers cli charts bpf node-agent e2e
+	bash scripts/run-tests.sh core crds webhooks controllers cli charts bench bpf node-agent e2e
 
 demo: deps
 	bash e2e/demo.sh
