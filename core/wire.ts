@@ -101,3 +101,16 @@ export function parseUpstream(v: unknown): Result<Upstream> {
 /** JSON framing for gRPC's custom (de)serializers. */
 export const encodeMessage = (m: Downstream | Upstream): Buffer => Buffer.from(JSON.stringify(m));
 export const decodeMessage = (b: Buffer): unknown => JSON.parse(b.toString("utf8"));
+
+/** The stream as a gRPC service definition (plain data; @grpc/grpc-js takes it for server and client). */
+export const DISTRIBUTION_SERVICE = {
+  Stream: {
+    path: STREAM_METHOD,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: encodeMessage,
+    requestDeserialize: decodeMessage,
+    responseSerialize: encodeMessage,
+    responseDeserialize: decodeMessage,
+  },
+};

@@ -12,6 +12,9 @@ import type { NodeState } from "../core/wire.ts";
 import { type TestPki, makePki } from "../controllers/testing/pki.ts";
 import { NetnsFixture, ifindexIn, waitForLine } from "./bpf/netns.ts";
 import { type EndpointAddRequest, type EndpointDelRequest } from "./cni/agent-socket.ts";
+import type { DistributionServer } from "../controllers/distribution/server.ts";
+import type { Datapath } from "./bpf/datapath.ts";
+import type { NodeAgent } from "./agent.ts";
 
 const run = promisify(execFile);
 const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), "bpf/probe.ts");
@@ -122,4 +125,21 @@ export class AgentTestbed {
     this.pki?.remove();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Stops what an agent test started, in order, then removes the testbed; tolerant of parts never started. */
+export async function teardownAgentTest(
+  tb: AgentTestbed,
+  parts: { agent?: NodeAgent; server?: DistributionServer; dp?: Datapath },
+): Promise<void> {
+  await parts.agent?.stop();
+  await parts.server?.close();
+  try {
+    if (parts.dp && tb.hostIfindex) parts.dp.detachEndpoint(tb.hostIfindex, tb.nsHost);
+  } catch {
+    // the netns may already be gone
+  }
+  parts.dp?.close();
+  parts.dp?.unpin();
+  tb.cleanup();
 }

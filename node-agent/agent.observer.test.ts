@@ -12,7 +12,7 @@ import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { NodeAgent } from "./agent.ts";
-import { AgentTestbed, HOST_IP, HOST_PEER_ID, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, HOST_PEER_ID, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./agent-fixture.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { parseAgentFlags } from "./main.ts";
 import type { Flow } from "./observer/flow.ts";
@@ -85,16 +85,7 @@ describe("agent observer and metrics", () => {
   after(async () => {
     if (follower?.exitCode === null) follower.kill("SIGTERM");
     await metrics?.stop();
-    await agent?.stop();
-    await server?.close();
-    try {
-      if (dp && tb.hostIfindex) dp.detachEndpoint(tb.hostIfindex, tb.nsHost);
-    } catch {
-      // the netns may already be gone
-    }
-    dp?.close();
-    dp?.unpin();
-    tb.cleanup();
+    await teardownAgentTest(tb, { agent, server, dp });
   });
 
   it("/readyz answers 200 once the stream is up and a state applied; /healthz 200", async () => {

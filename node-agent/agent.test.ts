@@ -8,7 +8,7 @@ import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheVa
 import { queryTc } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
-import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./agent-fixture.ts";
 
 const NODE_IP = "192.0.2.1"; // the pod's node in stateAllowing()
 const REMOTE_NODE_IP = "192.0.2.9";
@@ -54,16 +54,7 @@ describe("node agent", () => {
   });
 
   after(async () => {
-    await agent?.stop();
-    await server?.close();
-    try {
-      if (dp && tb.hostIfindex) dp.detachEndpoint(tb.hostIfindex, tb.nsHost);
-    } catch {
-      // the netns may already be gone
-    }
-    dp?.close();
-    dp?.unpin();
-    tb.cleanup();
+    await teardownAgentTest(tb, { agent, server, dp });
   });
 
   it("a pod whose identity is not known yet is attached fail-closed: nothing connects", async () => {

@@ -5,8 +5,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
 import { entryKeyString } from "../core/mapstate.ts";
-import { type Downstream, type NodeState, type Upstream, STREAM_METHOD, decodeMessage, encodeMessage } from "../core/wire.ts";
-import { EMPTY_STATE, applyDelta, canonicalState } from "../controllers/distribution/nodestate.ts";
+import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../core/wire.ts";
+import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
 import { LAYOUT, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
@@ -22,20 +22,7 @@ import type { RuleOrigin } from "../core/model.ts";
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "init")?.id ?? 5;
 
-const StreamClient = grpc.makeGenericClientConstructor(
-  {
-    Stream: {
-      path: STREAM_METHOD,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: encodeMessage,
-      requestDeserialize: decodeMessage,
-      responseSerialize: encodeMessage,
-      responseDeserialize: decodeMessage,
-    },
-  },
-  "Distribution",
-);
+const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */

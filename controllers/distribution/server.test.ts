@@ -8,7 +8,7 @@ import type { Downstream, NodeState, Upstream } from "../../core/wire.ts";
 import { AgentClient, DistributionClient } from "../testing/agent.ts";
 import { type TestPki, makePki } from "../testing/pki.ts";
 import { DistributionServer } from "./server.ts";
-import { canonicalState } from "./nodestate.ts";
+import { canonicalState } from "../../core/nodestate.ts";
 
 const log = pino({ level: "silent" });
 let pki: TestPki | undefined;

@@ -5,8 +5,8 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type Downstream, type NodeState, type Upstream, STREAM_METHOD, decodeMessage, encodeMessage, parseUpstream } from "../../core/wire.ts";
-import { EMPTY_STATE, canonicalState, diffState, sameState } from "./nodestate.ts";
+import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
+import { EMPTY_STATE, canonicalState, diffState, sameState } from "../../core/nodestate.ts";
 
 export interface TLSMaterial {
   readonly ca: Buffer;
@@ -32,17 +32,7 @@ interface NodeRecord {
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
 
-const SERVICE: grpc.ServiceDefinition = {
-  Stream: {
-    path: STREAM_METHOD,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: encodeMessage,
-    requestDeserialize: decodeMessage,
-    responseSerialize: encodeMessage,
-    responseDeserialize: decodeMessage,
-  },
-};
+const SERVICE: grpc.ServiceDefinition = DISTRIBUTION_SERVICE;
 
 class Session {
   inFlight: { version: number; nonce: string; state: NodeState } | undefined;

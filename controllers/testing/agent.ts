@@ -1,23 +1,10 @@
 // Test helper: a simulated node agent on the distribution stream (gRPC, mutual TLS) that applies what it receives.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { type Downstream, type NodeState, type Upstream, STREAM_METHOD, decodeMessage, encodeMessage } from "../../core/wire.ts";
-import { EMPTY_STATE, applyDelta, canonicalState } from "../distribution/nodestate.ts";
+import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../../core/wire.ts";
+import { EMPTY_STATE, applyDelta, canonicalState } from "../../core/nodestate.ts";
 
-export const DistributionClient = grpc.makeGenericClientConstructor(
-  {
-    Stream: {
-      path: STREAM_METHOD,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: encodeMessage,
-      requestDeserialize: decodeMessage,
-      responseSerialize: encodeMessage,
-      responseDeserialize: decodeMessage,
-    },
-  },
-  "Distribution",
-);
+export const DistributionClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
 
 /** A simulated agent: connects with its certificate, records what it receives and holds the applied state. */
 export class AgentClient {

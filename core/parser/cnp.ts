@@ -1,4 +1,5 @@
 // CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy specs → Policy values, with Cilium's semantic checks.
+import { ICMP_TYPES } from "../icmp.ts";
 import type { ICMPField, Peer, Policy, PolicyKind, PortRule, Rule, Selector, Verdict } from "../model.ts";
 import { checkPrefix, cidrBlock } from "./cidr.ts";
 import {
@@ -210,53 +211,6 @@ function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
   return out;
 }
 
-const ICMP_TYPES: Record<"IPv4" | "IPv6", readonly string[]> = {
-  IPv4: [
-    "EchoReply",
-    "DestinationUnreachable",
-    "Redirect",
-    "Echo",
-    "EchoRequest",
-    "RouterAdvertisement",
-    "RouterSelection",
-    "TimeExceeded",
-    "ParameterProblem",
-    "Timestamp",
-    "TimestampReply",
-    "Photuris",
-    "ExtendedEchoRequest",
-    "ExtendedEchoReply",
-  ],
-  IPv6: [
-    "DestinationUnreachable",
-    "PacketTooBig",
-    "TimeExceeded",
-    "ParameterProblem",
-    "EchoRequest",
-    "EchoReply",
-    "MulticastListenerQuery",
-    "MulticastListenerReport",
-    "MulticastListenerDone",
-    "RouterSolicitation",
-    "RouterAdvertisement",
-    "NeighborSolicitation",
-    "NeighborAdvertisement",
-    "RedirectMessage",
-    "RouterRenumbering",
-    "ICMPNodeInformationQuery",
-    "ICMPNodeInformationResponse",
-    "InverseNeighborDiscoverySolicitation",
-    "InverseNeighborDiscoveryAdvertisement",
-    "HomeAgentAddressDiscoveryRequest",
-    "HomeAgentAddressDiscoveryReply",
-    "MobilePrefixSolicitation",
-    "MobilePrefixAdvertisement",
-    "DuplicateAddressRequestCodeSuffix",
-    "DuplicateAddressConfirmationCodeSuffix",
-    "ExtendedEchoRequest",
-    "ExtendedEchoReply",
-  ],
-};
 
 function icmps(errs: Errors, rule: Obj, path: string): ICMPField[] {
   const out: ICMPField[] = [];

@@ -1,6 +1,7 @@
 // Schema of CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2): the rule language
 // shared by both kinds, their status, and the two CRDs. Field names and nesting follow Cilium's API.
 import { ENTITIES } from "../../core/entities.ts";
+import { ICMP_TYPES } from "../../core/icmp.ts";
 import {
   AGE_COLUMN,
   type JSONSchemaProps,
@@ -36,42 +37,8 @@ export const PORT_PATTERN =
   "^(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]|" +
   "([0-9]+-)*[0-9]*[a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*)$";
 
-/** ICMP message types by name, as Cilium accepts them (IPv4 and IPv6 names together). */
-const ICMP_TYPE_NAMES = [
-  "EchoReply",
-  "DestinationUnreachable",
-  "Redirect",
-  "Echo",
-  "EchoRequest",
-  "RouterAdvertisement",
-  "RouterSelection",
-  "TimeExceeded",
-  "ParameterProblem",
-  "Timestamp",
-  "TimestampReply",
-  "Photuris",
-  "ExtendedEchoRequest",
-  "ExtendedEchoReply",
-  "PacketTooBig",
-  "MulticastListenerQuery",
-  "MulticastListenerReport",
-  "MulticastListenerDone",
-  "RouterSolicitation",
-  "NeighborSolicitation",
-  "NeighborAdvertisement",
-  "RedirectMessage",
-  "RouterRenumbering",
-  "ICMPNodeInformationQuery",
-  "ICMPNodeInformationResponse",
-  "InverseNeighborDiscoverySolicitation",
-  "InverseNeighborDiscoveryAdvertisement",
-  "HomeAgentAddressDiscoveryRequest",
-  "HomeAgentAddressDiscoveryReply",
-  "MobilePrefixSolicitation",
-  "MobilePrefixAdvertisement",
-  "DuplicateAddressRequestCodeSuffix",
-  "DuplicateAddressConfirmationCodeSuffix",
-];
+/** ICMP message types by name, as Cilium accepts them (IPv4 and IPv6 names together; core/icmp.ts). */
+const ICMP_TYPE_NAMES = [...new Set([...ICMP_TYPES.IPv4, ...ICMP_TYPES.IPv6])];
 
 const DNS_NAME_PATTERN = "^([-a-zA-Z0-9_]+[.]?)+$";
 const DNS_WILDCARD_PATTERN = "^([-a-zA-Z0-9_*]+[.]?)+$";

@@ -2,8 +2,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { NodeState } from "../../core/wire.ts";
-import type { PolicyEntry } from "../../core/model.ts";
+import type { NodeState } from "./wire.ts";
+import type { PolicyEntry } from "./model.ts";
 import { applyDelta, canonicalState, diffState, sameState } from "./nodestate.ts";
 
 const entry = (subject: number): fc.Arbitrary<PolicyEntry> =>
