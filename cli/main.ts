@@ -34,7 +34,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     mod = (await import(fileURLToPath(url))) as typeof mod;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND") {
+    // Only the group's own module missing means "not in this build"; a missing import inside it is a bug.
+    const missing = (err as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND";
+    if (missing && String((err as Error).message).includes(fileURLToPath(url))) {
       process.stderr.write(`membrane: "${command}" is not available in this build yet\n`);
       return 2;
     }
