@@ -414,19 +414,19 @@ const REMOTE_NODE_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "remote-
  */
 export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
   const out = new Map<string, IpcacheEntry>();
+  // Another (IPv4) node: a trusted source of VNI identities and the tunnel endpoint of its pods.
+  const otherNode = (node?: string): node is string => node !== undefined && node !== nodeIP && !node.includes(":");
   for (const e of s.ipcache) {
-    const remote = e.node !== undefined && e.node !== nodeIP && !e.node.includes(":");
-    if (remote) out.set(`${e.node}/32`, { cidr: `${e.node}/32`, identity: REMOTE_NODE_IDENTITY, node: true });
+    if (otherNode(e.node)) out.set(hostPrefix(e.node), { cidr: hostPrefix(e.node), identity: REMOTE_NODE_IDENTITY, node: true });
   }
   if (nodeIP) out.set(hostPrefix(nodeIP), { cidr: hostPrefix(nodeIP), identity: HOST_IDENTITY });
   for (const e of s.ipcache) {
     // A node's own address (the operator sends each one as remote-node): this node stays reserved:host, another keeps the node flag and is no tunnel endpoint.
     if (e.node !== undefined && e.prefix === hostPrefix(e.node)) {
-      if (e.node !== nodeIP) out.set(e.prefix, { cidr: e.prefix, identity: e.identity, node: true });
+      if (otherNode(e.node)) out.set(e.prefix, { cidr: e.prefix, identity: e.identity, node: true });
       continue;
     }
-    const tunnel = e.node !== undefined && e.node !== nodeIP && !e.node.includes(":");
-    out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(tunnel ? { tunnelEndpoint: e.node } : {}) });
+    out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(otherNode(e.node) ? { tunnelEndpoint: e.node } : {}) });
   }
   return [...out.values()];
 }
