@@ -10,6 +10,8 @@ export interface IPCacheEntry {
   readonly prefix: string;
   readonly identity: number;
   readonly node?: string;
+  /** The pod that holds this address (`namespace/name`), for naming remote endpoints in flows. */
+  readonly pod?: string;
 }
 
 /** An identity's labels, for flow enrichment on the node. */

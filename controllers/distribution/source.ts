@@ -81,7 +81,7 @@ export class NodeStateSource {
       const id = this.identityOf(pod);
       if (id === undefined || !podNeedsIdentity(pod)) continue;
       const node = this.nodeIP(pod.spec?.nodeName);
-      for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}) });
+      for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
     }
     return [...out.values()];
   }
