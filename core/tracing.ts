@@ -12,34 +12,36 @@ export interface TracingPolicySummary {
 type HookKind = "kprobes" | "tracepoints" | "uprobes" | "lsmhooks";
 const HOOK_KINDS: readonly HookKind[] = ["kprobes", "tracepoints", "uprobes", "lsmhooks"];
 
-/** Argument types the tracing agent knows how to read (Tetragon's names). */
-const ARG_TYPES: ReadonlySet<string> = new Set(
-  [
-    "auto", "int", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "size_t",
-    "char_buf", "char_iovec", "const_buf", "string", "data_loc", "fd", "file", "filename", "path",
-    "dentry", "skb", "sock", "sockaddr", "socket", "net_device", "nop", "bpf_attr", "bpf_cmd",
-    "perf_event", "bpf_map", "user_namespace", "capability", "kiocb", "iov_iter", "cred", "load_info",
-    "module", "syscall64", "kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective",
-    "linux_binprm", "bpf_prog",
-  ].map((t) => t.toLowerCase()),
-);
+/** Argument types the tracing agent knows how to read (Tetragon's names); the CRD schema's enum too. */
+export const TRACING_ARG_TYPES = [
+  "auto", "int", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "size_t",
+  "char_buf", "char_iovec", "const_buf", "string", "data_loc", "fd", "file", "filename", "path",
+  "dentry", "skb", "sock", "sockaddr", "socket", "net_device", "nop", "bpf_attr", "bpf_cmd",
+  "perf_event", "bpf_map", "user_namespace", "capability", "kiocb", "iov_iter", "cred", "load_info",
+  "module", "syscall64", "kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective",
+  "linux_binprm", "bpf_prog",
+] as const;
 
-const ACTIONS: ReadonlySet<string> = new Set(
-  [
-    "Post", "NoPost", "FollowFD", "UnfollowFD", "CopyFD", "Sigkill", "Signal", "Override", "GetUrl",
-    "DnsLookup", "TrackSock", "UntrackSock", "NotifyEnforcer", "CleanupEnforcerNotification", "Set",
-  ].map((a) => a.toLowerCase()),
-);
+/** Actions a selector may take (Tetragon's names); the CRD schema's enum too. */
+export const TRACING_ACTIONS = [
+  "Post", "NoPost", "FollowFD", "UnfollowFD", "CopyFD", "Sigkill", "Signal", "Override", "GetUrl",
+  "DnsLookup", "TrackSock", "UntrackSock", "NotifyEnforcer", "CleanupEnforcerNotification", "Set",
+] as const;
 
-const ARG_OPERATORS: ReadonlySet<string> = new Set(
-  [
-    "Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "GreaterThan", "GT", "LessThan",
-    "LT", "Mask", "InRange", "NotInRange", "SubString", "SubStringIgnCase", "SPort", "NotSPort",
-    "SPortPriv", "NotSPortPriv", "DPort", "NotDPort", "DPortPriv", "NotDPortPriv", "SAddr", "NotSAddr",
-    "DAddr", "NotDAddr", "Protocol", "Family", "State", "InMap", "NotInMap", "CapabilitiesGained",
-    "FileType", "NotFileType",
-  ].map((o) => o.toLowerCase()),
-);
+/** Comparison operators of matchArgs/matchReturnArgs (Tetragon's names); the CRD schema's enum too. */
+export const TRACING_ARG_OPERATORS = [
+  "Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "GreaterThan", "GT", "LessThan",
+  "LT", "Mask", "InRange", "NotInRange", "SubString", "SubStringIgnCase", "SPort", "NotSPort",
+  "SPortPriv", "NotSPortPriv", "DPort", "NotDPort", "DPortPriv", "NotDPortPriv", "SAddr", "NotSAddr",
+  "DAddr", "NotDAddr", "Protocol", "Family", "State", "InMap", "NotInMap", "CapabilitiesGained",
+  "FileType", "NotFileType",
+] as const;
+
+// Compared case-insensitively, as Tetragon does, so that the CLI (no schema) accepts what the API server does.
+const lowerSet = (names: readonly string[]): ReadonlySet<string> => new Set(names.map((n) => n.toLowerCase()));
+const ARG_TYPES = lowerSet(TRACING_ARG_TYPES);
+const ACTIONS = lowerSet(TRACING_ACTIONS);
+const ARG_OPERATORS = lowerSet(TRACING_ARG_OPERATORS);
 
 /** Tetragon reads at most this many selectors per hook (one BPF program slot each). */
 const MAX_SELECTORS = 5;

@@ -983,7 +983,7 @@ export interface TracingPolicy {
         /** Position of the argument in the hooked function's signature, from 0. */
         index: number;
         /** How to read the argument. */
-        type: "auto" | "int" | "uint32" | "int32" | "uint64" | "int64" | "int16" | "uint16" | "int8" | "uint8" | "char_buf" | "char_iovec" | "const_buf" | "size_t" | "skb" | "sock" | "sockaddr" | "socket" | "string" | "fd" | "file" | "filename" | "path" | "dentry" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "data_loc" | "net_device";
+        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
         /** Name of the argument in emitted events. */
         label?: string;
         /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
@@ -1000,7 +1000,7 @@ export interface TracingPolicy {
         /** Position of the argument in the hooked function's signature, from 0. */
         index: number;
         /** How to read the argument. */
-        type: "auto" | "int" | "uint32" | "int32" | "uint64" | "int64" | "int16" | "uint16" | "int8" | "uint8" | "char_buf" | "char_iovec" | "const_buf" | "size_t" | "skb" | "sock" | "sockaddr" | "socket" | "string" | "fd" | "file" | "filename" | "path" | "dentry" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "data_loc" | "net_device";
+        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
         /** Name of the argument in emitted events. */
         label?: string;
         /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
@@ -1028,7 +1028,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1037,7 +1037,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1080,7 +1080,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches. */
         matchActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
@@ -1107,7 +1107,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches on return. */
         matchReturnActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
@@ -1148,7 +1148,7 @@ export interface TracingPolicy {
         /** Position of the argument in the hooked function's signature, from 0. */
         index: number;
         /** How to read the argument. */
-        type: "auto" | "int" | "uint32" | "int32" | "uint64" | "int64" | "int16" | "uint16" | "int8" | "uint8" | "char_buf" | "char_iovec" | "const_buf" | "size_t" | "skb" | "sock" | "sockaddr" | "socket" | "string" | "fd" | "file" | "filename" | "path" | "dentry" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "data_loc" | "net_device";
+        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
         /** Name of the argument in emitted events. */
         label?: string;
         /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
@@ -1176,7 +1176,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1185,7 +1185,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1228,7 +1228,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches. */
         matchActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
@@ -1255,7 +1255,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches on return. */
         matchReturnActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
@@ -1294,7 +1294,7 @@ export interface TracingPolicy {
         /** Position of the argument in the hooked function's signature, from 0. */
         index: number;
         /** How to read the argument. */
-        type: "auto" | "int" | "uint32" | "int32" | "uint64" | "int64" | "int16" | "uint16" | "int8" | "uint8" | "char_buf" | "char_iovec" | "const_buf" | "size_t" | "skb" | "sock" | "sockaddr" | "socket" | "string" | "fd" | "file" | "filename" | "path" | "dentry" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "data_loc" | "net_device";
+        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
         /** Name of the argument in emitted events. */
         label?: string;
         /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
@@ -1322,7 +1322,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1331,7 +1331,7 @@ export interface TracingPolicy {
           /** Position of the argument to filter on. */
           index: number;
           /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "LessThan" | "GT" | "LT" | "Mask" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap";
+          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
           /** Values to compare against; any one matching satisfies the filter. */
           values: string[];
         }>;
@@ -1374,7 +1374,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches. */
         matchActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
@@ -1401,7 +1401,7 @@ export interface TracingPolicy {
         /** What to do when the selector matches on return. */
         matchReturnActions?: Array<{
           /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "Sigkill" | "Signal" | "Override" | "FollowFD" | "UnfollowFD" | "CopyFD" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
+          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
           /** Error value the call returns (Override), e.g. -1. */
           argError?: number;
           /** Signal number to send (Signal). */
