@@ -58,7 +58,10 @@ async function main(): Promise<void> {
   const close = await servePod(args);
   // The kubelet reports the pod Ready only after this line: every port is bound.
   process.stdout.write("ready\n");
+  // A pod with no ports is still a running container: stay up until told to stop.
+  const keepAlive = setInterval(() => undefined, 2 ** 30);
   const stop = (): void => {
+    clearInterval(keepAlive);
     close();
     process.exit(0);
   };
