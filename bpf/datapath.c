@@ -12,10 +12,41 @@
 #define PACKET_HOST 0
 #endif
 
-/* Decides a packet of a flow for one endpoint in one direction: conntrack first, then policy for new
- * flows. Returns TC_ACT_OK or TC_ACT_SHOT (the drop already counted and reported). */
-static __always_inline int enforce(struct __sk_buff *skb, const struct flow *f, __u8 direction,
-				   const struct endpoint_value *ep, __u32 peer)
+/* Not a tc verdict: the prologue found the endpoint and the program goes on. */
+#define PROLOGUE_CONTINUE -1
+
+/* The prologue both endpoint programs share: parse the frame once, find the local endpoint the
+ * packet belongs to (its source on egress, its destination on ingress) behind this interface, and
+ * fail closed for an endpoint whose policy could not be installed. Returns PROLOGUE_CONTINUE with
+ * *ep set, or the tc verdict (a drop already counted and reported). */
+static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow *f, __u8 direction,
+					    struct endpoint_value **ep)
+{
+	__u8 reason = DROP_NONE;
+	int rc = parse_flow(skb, f, &reason);
+
+	if (rc == PARSE_PASS)
+		return TC_ACT_OK;
+	if (rc == PARSE_DROP)
+		return drop(skb, f, direction, reason, 0, 0, RULE_ID_NONE);
+
+	/* On egress the source identity is the endpoint's behind this interface, never what the
+	 * packet says: a source address that is not this interface's pod is spoofed. */
+	*ep = endpoint_lookup(f->family, direction == DIR_EGRESS ? f->saddr : f->daddr);
+	if (!*ep || (*ep)->ifindex != skb->ifindex)
+		return drop(skb, f, direction, direction == DIR_EGRESS ? DROP_SPOOFED_SOURCE : DROP_UNKNOWN_ENDPOINT,
+			    0, 0, RULE_ID_NONE);
+	/* Established flows too: what the endpoint's policy allowed is no longer known to be in force. */
+	if ((*ep)->flags & EP_F_POLICY_FAILED)
+		return drop(skb, f, direction, DROP_POLICY_OVERFLOW, direction == DIR_EGRESS ? (*ep)->identity : 0,
+			    direction == DIR_EGRESS ? 0 : (*ep)->identity, RULE_ID_NONE);
+	return PROLOGUE_CONTINUE;
+}
+
+/* Decides the first packet of a flow by policy: a drop is counted and reported; an allow creates the
+ * conntrack entry (ct_flags: CT_F_*) and, when configured, reports the new connection once. */
+static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
+				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
@@ -23,9 +54,6 @@ static __always_inline int enforce(struct __sk_buff *skb, const struct flow *f, 
 	__u32 rule_id = RULE_ID_NONE;
 	struct policy_value *pv;
 	struct config_value *cfg;
-
-	if (ct_lookup(f, direction) != CT_NEW)
-		return TC_ACT_OK;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport);
 	if (pv) {
@@ -36,91 +64,99 @@ static __always_inline int enforce(struct __sk_buff *skb, const struct flow *f, 
 	} else if (ep->flags & enforced_flag) {
 		return drop(skb, f, direction, DROP_POLICY_DEFAULT_DENY, src_id, dst_id, rule_id);
 	}
-	ct_create(f, direction, rule_id);
+	ct_create(f, direction, rule_id, ct_flags);
+	/* Forwarded flows are reported per connection (here, on creation), never per packet. */
 	cfg = config_get();
 	if (cfg && (cfg->flags & CONFIG_F_EVENTS_FORWARDED))
 		event_emit(skb, f, EVENT_FORWARDED, direction, DROP_NONE, src_id, dst_id, rule_id);
 	return TC_ACT_OK;
 }
 
-/* The identity of an address: a local endpoint's, else the ipcache's, else world. */
-static __always_inline __u32 identity_of(__u8 family, const __u8 *addr)
+/* Sends a packet to a pod on another node, our identity in the VNI. */
+static __always_inline int to_tunnel(struct __sk_buff *skb, const struct flow *f, const struct endpoint_value *ep,
+				     __u32 peer, __be32 tunnel_endpoint)
 {
-	struct endpoint_value *ep = endpoint_lookup(family, addr);
-	return ep ? ep->identity : ipcache_identity(family, addr);
+	struct config_value *cfg = config_get();
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || !cfg->vxlan_ifindex)
+		return drop(skb, f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, ep->identity, peer, RULE_ID_NONE);
+	key.tunnel_id = ep->identity;
+	key.remote_ipv4 = bpf_ntohl(tunnel_endpoint);
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+		return drop(skb, f, DIR_EGRESS, DROP_TUNNEL_KEY, ep->identity, peer, RULE_ID_NONE);
+	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	struct flow f;
-	__u8 reason = DROP_NONE;
 	struct endpoint_value *ep;
-	struct ipcache_value *dst;
 	struct endpoint_value *local_dst;
-	struct config_value *cfg;
+	struct ipcache_value *dst;
+	enum ct_status ct;
+	__u8 ct_flags = 0;
 	__u32 peer;
 	int rc;
 
-	rc = parse_flow(skb, &f, &reason);
-	if (rc == PARSE_PASS)
-		return TC_ACT_OK;
-	if (rc == PARSE_DROP)
-		return drop(skb, &f, DIR_EGRESS, reason, 0, 0, RULE_ID_NONE);
+	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
+	if (rc != PROLOGUE_CONTINUE)
+		return rc;
 
-	/* The source identity is the endpoint's behind this interface, never what the packet says. */
-	ep = endpoint_lookup(f.family, f.saddr);
-	if (!ep || ep->ifindex != skb->ifindex)
-		return drop(skb, &f, DIR_EGRESS, DROP_SPOOFED_SOURCE, 0, 0, RULE_ID_NONE);
+	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
+	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
+	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags);
+	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL))
+		return TC_ACT_OK;
 
 	local_dst = endpoint_lookup(f.family, f.daddr);
 	dst = local_dst ? NULL : ipcache_lookup(f.family, f.daddr);
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
-	rc = enforce(skb, &f, DIR_EGRESS, ep, peer);
-	if (rc != TC_ACT_OK || !dst || !dst->tunnel_endpoint)
-		return rc;
-
-	/* A pod on another node: carry our identity in the VNI to that node. */
-	cfg = config_get();
-	if (!cfg || !cfg->vxlan_ifindex)
-		return drop(skb, &f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, ep->identity, peer, RULE_ID_NONE);
-	struct bpf_tunnel_key key = {};
-	key.tunnel_id = ep->identity;
-	key.remote_ipv4 = bpf_ntohl(dst->tunnel_endpoint);
-	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
-		return drop(skb, &f, DIR_EGRESS, DROP_TUNNEL_KEY, ep->identity, peer, RULE_ID_NONE);
-	return bpf_redirect(cfg->vxlan_ifindex, 0);
+	if (ct == CT_NEW) {
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL);
+		if (rc != TC_ACT_OK)
+			return rc;
+	}
+	if (!dst || !dst->tunnel_endpoint)
+		return TC_ACT_OK;
+	return to_tunnel(skb, &f, ep, peer, dst->tunnel_endpoint);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	struct flow f;
-	__u8 reason = DROP_NONE;
 	struct endpoint_value *ep;
-	__u32 peer;
+	struct endpoint_value *local_src;
+	struct ipcache_value *src = NULL;
+	__u32 peer = 0;
+	int from_overlay;
 	int rc;
 
-	rc = parse_flow(skb, &f, &reason);
-	if (rc == PARSE_PASS)
-		return TC_ACT_OK;
-	if (rc == PARSE_DROP)
-		return drop(skb, &f, DIR_INGRESS, reason, 0, 0, RULE_ID_NONE);
+	rc = endpoint_prologue(skb, &f, DIR_INGRESS, &ep);
+	if (rc != PROLOGUE_CONTINUE)
+		return rc;
 
-	ep = endpoint_lookup(f.family, f.daddr);
-	if (!ep || ep->ifindex != skb->ifindex)
-		return drop(skb, &f, DIR_INGRESS, DROP_UNKNOWN_ENDPOINT, 0, 0, RULE_ID_NONE);
-
-	/* from-overlay vouched for this identity (it checked the sending node). */
-	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_IDENTITY) {
+	/* from-overlay vouched for this identity (it checked the sending node); the mark never
+	 * leaves this hop. */
+	from_overlay = (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_IDENTITY;
+	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
-	} else {
-		peer = identity_of(f.family, f.saddr);
 	}
-	return enforce(skb, &f, DIR_INGRESS, ep, peer);
+	if (ct_lookup(&f, DIR_INGRESS, NULL) != CT_NEW)
+		return TC_ACT_OK;
+
+	if (!from_overlay) {
+		local_src = endpoint_lookup(f.family, f.saddr);
+		src = local_src ? NULL : ipcache_lookup(f.family, f.saddr);
+		peer = local_src ? local_src->identity : src ? src->identity : IDENTITY_WORLD;
+	}
+	/* The pod's replies go back through the tunnel when its peer lives on another node. */
+	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL);
 }
 
 SEC("tc")

@@ -208,7 +208,7 @@ describe("agent flags for the observer and metrics", () => {
     assert.deepEqual(r.flags.flowExport, { path: "/tmp/f.jsonl", maxBytes: 4096, keep: 0 });
     assert.equal(r.flags.metricsAddress, "[::1]:0");
     assert.deepEqual(parseAgentFlags([...required, "--flow-export", "/f", "--flow-export-max-bytes", "0"]), { ok: false, error: '--flow-export-max-bytes: must be an integer >= 1, got "0"' });
-    assert.deepEqual(parseAgentFlags([...required, "--flow-export-files", "3"]), { ok: false, error: "--flow-export-files: only with --flow-export" });
+    assert.deepEqual(parseAgentFlags([...required, "--flow-export-files", "3"]), { ok: false, error: "--flow-export-files: only with --flow-export-path" });
     assert.deepEqual(parseAgentFlags([...required, "--metrics-address", "9962"]), { ok: false, error: '--metrics-address: must be HOST:PORT, got "9962"' });
   });
 });

@@ -1,15 +1,20 @@
-// `bin/membrane agent` as a real process: flags, connect and ACK, kill -9 keeps enforcing (connections and denials), a restart converges with its endpoints.
+// `bin/membrane agent` as a real process: flags, connect and ACK, kill -9 keeps enforcing (connections and denials), a restart converges with its endpoints, resumes, reconciles links, and honours the enforcement mode.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
+import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { queryTc } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { parseAgentFlags } from "./main.ts";
-import { AgentTestbed, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { ipIn } from "./bpf/netns.ts";
+
+const run = promisify(execFile);
 
 const MEMBRANE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");
 
@@ -21,12 +26,12 @@ describe("membrane agent (process)", () => {
   const lines: Record<string, unknown>[] = [];
 
   const report = () => server?.reports().find((r) => r.node === tb.node);
-  const startAgent = (): ChildProcess => {
+  const startAgent = (...extra: string[]): ChildProcess => {
     const child = spawn(MEMBRANE, [
       "agent", "--node-name", tb.node, "--operator", `127.0.0.1:${port}`,
       "--tls-cert", tb.pki!.file(`${tb.node}.crt`), "--tls-key", tb.pki!.file(`${tb.node}.key`), "--tls-ca", tb.pki!.file("ca.crt"),
       "--bpf-scope", tb.scope, "--cni-socket", tb.socketPath, "--state-dir", path.join(tb.dir, "state"), "--netns", tb.nsHost,
-      "--observer-socket", path.join(tb.dir, "observer.sock"), "--metrics-address", "127.0.0.1:0",
+      "--observer-socket", path.join(tb.dir, "observer.sock"), "--metrics-address", "127.0.0.1:0", ...extra,
     ], { stdio: ["ignore", "pipe", "pipe"] });
     children.push(child);
     let buf = "";
@@ -100,5 +105,78 @@ describe("membrane agent (process)", () => {
     second.kill("SIGTERM");
     assert.equal(await exited(second), 0);
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+  });
+
+  it("a restart with nothing new resumes from the last acknowledged version: no snapshot, and the stream counts as up", async () => {
+    lines.length = 0;
+    const third = startAgent();
+    await until("resumed", () => lines.find((l) => l.msg === "resuming from the last acknowledged state" && l.version === report()?.ackedVersion), 20000);
+    await until("stream up", () => lines.find((l) => l.msg === "operator stream connected" && l.resumeFrom === report()?.ackedVersion), 20000);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(lines.filter((l) => l.msg === "state applied").length, 0, "nothing re-applied");
+    assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+    third.kill("SIGTERM");
+    assert.equal(await exited(third), 0);
+  });
+
+  it("at start, a record whose link is gone is dropped, a pod veth with no record is removed, and ghost endpoint entries go; the real pod keeps its policy", async () => {
+    const stateDir = path.join(tb.dir, "state");
+    const records = JSON.parse(fs.readFileSync(path.join(stateDir, "endpoints.json"), "utf8")) as unknown[];
+    records.push({ containerId: "gone", namespace: "default", pod: "gone", hostIfname: "mbr00000000000", hostIfindex: 99999, ips: ["10.202.0.77"] });
+    fs.writeFileSync(path.join(stateDir, "endpoints.json"), JSON.stringify(records));
+    const orphan = "mbr0a0a0a0a0a0";
+    ipIn(tb.nsHost, "link", "add", orphan, "type", "veth", "peer", "name", `${tb.tag}o`);
+    const dp = Datapath.load(tb.scope);
+    try {
+      for (const ip of ["10.202.0.77", "10.202.0.88"]) dp.setEndpoint({ ip, ifindex: 99999, identity: 9999, ingressEnforced: false, egressEnforced: false });
+    } finally {
+      dp.close();
+    }
+    lines.length = 0;
+    const fourth = startAgent();
+    const done = await until("reconciled", () => lines.find((l) => l.msg === "endpoints reconciled with host links"), 20000);
+    assert.deepEqual([done.endpoints, done.dropped, done.linksRemoved, done.ghostEntries], [1, 1, 1, 2]);
+    assert.ok(lines.some((l) => l.msg === "endpoint record without its host link dropped" && l.containerId === "gone"));
+    assert.ok(lines.some((l) => l.msg === "host link without an endpoint record removed" && l.hostIfname === orphan));
+    assert.throws(() => ipIn(tb.nsHost, "link", "show", "dev", orphan), "the orphan veth is gone");
+    const kept = JSON.parse(fs.readFileSync(path.join(stateDir, "endpoints.json"), "utf8")) as { containerId: string }[];
+    assert.deepEqual(kept.map((e) => e.containerId), [tb.containerId]);
+    const check = Datapath.load(tb.scope);
+    try {
+      assert.equal(check.object.map("membrane_endpoints").keys().length, 1, "only the real pod's endpoint entry is left");
+    } finally {
+      check.close();
+    }
+    assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+    fourth.kill("SIGTERM");
+    assert.equal(await exited(fourth), 0);
+  });
+
+  it("--policy-enforcement-mode: never lets everything through, always enforces a direction no policy selects, default only what policy selects", async () => {
+    // A server in the pod, reached from the host side: the pod's ingress, which the policy does not select.
+    const podServer = spawn("ip", ["netns", "exec", tb.nsPod, process.execPath, "-e", `require("net").createServer(s=>s.end()).listen(9090,()=>console.log("listening"))`], { stdio: ["ignore", "pipe", "ignore"] });
+    children.push(podServer);
+    await new Promise<void>((resolve) => podServer.stdout?.once("data", () => resolve()));
+    const inbound = async (): Promise<boolean> => {
+      try {
+        await run("ip", ["netns", "exec", tb.nsHost, "timeout", "1.5", "bash", "-c", `exec 3<>/dev/tcp/${POD_IP}/9090`]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const withMode = async (mode: string) => {
+      lines.length = 0;
+      const agent = startAgent("--policy-enforcement-mode", mode);
+      await until(`${mode}: applied`, () => lines.find((l) => l.msg === "state applied"), 20000);
+      const seen = { ...(await tb.verdicts()), inbound: await inbound() };
+      agent.kill("SIGTERM");
+      assert.equal(await exited(agent), 0);
+      return seen;
+    };
+    assert.deepEqual(await withMode("never"), { 8080: true, 8081: true, inbound: true }, "never: nothing enforced, the egress policy included");
+    assert.deepEqual(await withMode("always"), { 8080: false, 8081: true, inbound: false }, "always: ingress enforced with no policy selecting it");
+    assert.deepEqual(await withMode("default"), { 8080: false, 8081: true, inbound: true }, "default: only the selected egress is enforced");
+    void HOST_IP;
   });
 });

@@ -9,7 +9,9 @@ import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } 
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
-import { LAYOUT, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
+import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
+import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
+import { LAYOUT, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -17,6 +19,7 @@ import type { EnrichLookups } from "./observer/flow.ts";
 import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
 import type { ObserverListen } from "./observer/server.ts";
+import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import type { RuleOrigin } from "../core/model.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
@@ -28,7 +31,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents">>;
+  Partial<Pick<Datapath, "onEvents" | "failedSubjects">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -57,6 +60,20 @@ export interface AgentOptions {
   readonly endpointsFile?: string;
   /** Serve the datapath's verdicts, enriched from this agent's state (see observer/README.md). */
   readonly observer?: AgentObserverOptions;
+  /** How received policy becomes enforcement (default: `default`, see enforcement.ts). */
+  readonly policyEnforcementMode?: PolicyEnforcementMode;
+  /** Where the last acknowledged state is kept, so a restart resumes from its version (JSON); snapshot after every restart when absent. */
+  readonly appliedFile?: string;
+  /** The host links to reconcile the endpoints against at start (tests replace them); the `mbr*` veths of `netns` when absent. */
+  readonly hostLinks?: { list(): HostLink[]; remove(link: HostLink): void };
+}
+
+/** The last acknowledged state as kept on disk. */
+interface AppliedRecord {
+  readonly version: number;
+  readonly state: NodeState;
+  /** The mode the maps were written under: another one needs a full rewrite. */
+  readonly policyEnforcementMode: PolicyEnforcementMode;
 }
 
 interface Endpoint {
@@ -74,6 +91,8 @@ export interface AgentStatus {
   readonly version: number | undefined;
   readonly lastError: string | undefined;
   readonly endpoints: number;
+  /** The enforcement mode in force. */
+  readonly policyEnforcementMode: PolicyEnforcementMode;
 }
 
 export class NodeAgent {
@@ -92,18 +111,28 @@ export class NodeAgent {
   private readonly log: Logger;
   private flowObserver: Observer | undefined;
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
-  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin> } | undefined;
+  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef> } | undefined;
   private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
+  private readonly mode: PolicyEnforcementMode;
+  private readonly statusListeners: (() => void)[] = [];
+  /** Endpoints (container ids) failing closed because their identity's policy did not fit the policy map, and how often one started to. */
+  private readonly policyFailed = new Set<string>();
+  private policyFailuresTotal = 0;
+  /** True until the first state is applied after start: that one also sweeps what was pinned before. */
+  private firstApply = true;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
     this.socket = new EndpointSocketServer(opts.cniSocket, (r) => this.onEndpointRequest(r));
     this.backoff = new Backoff(opts.backoff ?? { baseMs: 200, maxMs: 10_000, jitter: 0.2 });
+    this.mode = opts.policyEnforcementMode ?? "default";
   }
 
   async start(): Promise<void> {
     this.stopped = false;
     this.loadEndpoints();
+    this.reconcileEndpoints();
+    this.loadApplied();
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
     if (this.opts.observer) {
@@ -136,8 +165,59 @@ export class NodeAgent {
     this.call?.cancel();
   }
 
+  /** Endpoints failing closed now because their policy does not fit the policy map, and the failures counted since start. */
+  policyFailures(): { readonly failedEndpoints: number; readonly total: number } {
+    return { failedEndpoints: this.policyFailed.size, total: this.policyFailuresTotal };
+  }
+
+  /** The datapath fails an identity's endpoints closed when its policy does not fit; name each such pod once, when it starts and when it ends. */
+  private reportPolicyFailures(): void {
+    const failedSubjects = this.opts.datapath.failedSubjects?.();
+    const now = new Set<string>();
+    for (const ep of this.endpoints.values()) {
+      const identity = ep.ips[0] === undefined ? undefined : endpointEntry(ep.ips[0], ep.hostIfindex, this.applied).identity;
+      if (identity === undefined || !failedSubjects?.has(identity)) continue;
+      now.add(ep.containerId);
+      if (this.policyFailed.has(ep.containerId)) continue;
+      this.policyFailuresTotal++;
+      this.log.error({ namespace: ep.namespace, name: ep.pod, containerId: ep.containerId, identity }, "endpoint fails closed: its policy does not fit the policy map (drop reason POLICY_OVERFLOW)");
+    }
+    for (const id of this.policyFailed) {
+      if (now.has(id)) continue;
+      const ep = this.endpoints.get(id);
+      if (ep) this.log.info({ namespace: ep.namespace, name: ep.pod, containerId: id }, "endpoint policy installed; no longer failing closed");
+    }
+    this.policyFailed.clear();
+    for (const id of now) this.policyFailed.add(id);
+  }
+
   status(): AgentStatus {
-    return { connected: this.connected, version: this.version, lastError: this.lastError, endpoints: this.endpoints.size };
+    return { connected: this.connected, version: this.version, lastError: this.lastError, endpoints: this.endpoints.size, policyEnforcementMode: this.mode };
+  }
+
+  /** Calls `f` whenever status() may have changed (stream up or down, a state applied or refused, endpoints). */
+  onStatus(f: () => void): () => void {
+    this.statusListeners.push(f);
+    return () => {
+      const i = this.statusListeners.indexOf(f);
+      if (i >= 0) this.statusListeners.splice(i, 1);
+    };
+  }
+
+  private statusChanged(): void {
+    for (const f of this.statusListeners) {
+      try {
+        f();
+      } catch (err) {
+        this.log.error({ error: (err as Error).message }, "status listener failed");
+      }
+    }
+  }
+
+  private setConnected(up: boolean): void {
+    if (this.connected === up) return;
+    this.connected = up;
+    this.statusChanged();
   }
 
   /** The state the maps hold, as the agent last applied it. */
@@ -172,7 +252,7 @@ export class NodeAgent {
       if (this.lookupIndex?.state !== this.applied) {
         const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, [`reserved:${r.name}`]]));
         for (const i of this.applied.identities) identities.set(i.id, i.labels);
-        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])) };
+        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])), pods: podsFromIpcache(this.applied.ipcache) };
       }
       return this.lookupIndex;
     };
@@ -188,7 +268,7 @@ export class NodeAgent {
             for (const a of ep.ips) this.endpointsByIp.set(a, { namespace: ep.namespace, pod: ep.pod });
           }
         }
-        return this.endpointsByIp.get(ip);
+        return podByAddress(ip, this.endpointsByIp, index().pods); // remote pods: the ipcache names them
       },
       wallClock: monotonicWallClock(),
     };
@@ -206,17 +286,26 @@ export class NodeAgent {
       ended = true;
       if (this.call === call) this.call = undefined;
       if (this.connected) this.log.warn({ why, version: this.version }, "operator stream lost; enforcing the last applied state");
-      this.connected = false;
+      this.setConnected(false);
       if (this.stopped) return;
       const delay = this.backoff.next();
       this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, "reconnecting to the operator");
       this.retryTimer = setTimeout(() => this.connect(), delay);
     };
-    call.on("data", (m: unknown) => {
-      if (!this.connected) this.log.info({ operator: this.opts.operator, resumeFrom: this.version }, "operator stream connected");
-      this.connected = true;
+    const up = (): void => {
+      if (ended || this.call !== call || this.connected) return;
+      this.log.info({ operator: this.opts.operator, resumeFrom: this.version }, "operator stream connected");
       this.backoff.reset();
+      this.setConnected(true);
+    };
+    call.on("data", (m: unknown) => {
+      up();
       this.onMessage(call, m);
+    });
+    // A resumed agent whose state is current gets no message: the stream counts as up once the
+    // channel is ready and the server has not refused the hello within a moment.
+    this.client.waitForReady(Date.now() + 30_000, (err) => {
+      if (!err) setTimeout(up, 500).unref();
     });
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
@@ -232,24 +321,31 @@ export class NodeAgent {
     }
     const msg = m as Downstream;
     let target: NodeState;
+    const sweep = msg.type === "snapshot" || this.firstApply;
     try {
       if (msg.type === "snapshot") target = canonicalState(msg.state);
       else {
         if (msg.baseVersion !== this.version) throw new Error(`delta ${msg.version} applies on version ${msg.baseVersion}, but this agent holds ${this.version ?? "nothing"}`);
         target = applyDelta(this.applied, msg);
       }
-      this.apply(this.applied, target, msg.type === "snapshot");
+      this.apply(this.applied, target, sweep);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.lastError = error;
       this.log.error({ version: msg.version, kind: msg.type, error }, "state refused; keeping the last applied state");
       call.write({ type: "nack", version: msg.version, nonce: msg.nonce, error });
+      this.statusChanged();
       return;
     }
     this.applied = target;
+    this.reportPolicyFailures();
     this.version = msg.version;
     this.lastError = undefined;
+    this.firstApply = false;
+    // Kept before the ACK: a restart then resumes from a version the operator knows we hold.
+    this.saveApplied();
     call.write({ type: "ack", version: msg.version, nonce: msg.nonce });
+    this.statusChanged();
     this.log.info({ version: msg.version, kind: msg.type, subjects: target.policies.length, ipcache: target.ipcache.length }, "state applied");
   }
 
@@ -259,8 +355,11 @@ export class NodeAgent {
    * flags switch, stale entries go, and last the ipcache prefixes that left. A failure while
    * writing restores `from` (best effort) and rethrows.
    */
-  private apply(from: NodeState, to: NodeState, snapshot: boolean): void {
-    validate(to, this.opts.nodeIP);
+  private apply(received: NodeState, target: NodeState, snapshot: boolean): void {
+    validate(target, this.opts.nodeIP);
+    // The maps hold the policies as the enforcement mode makes them, never the received ones.
+    const from = enforcedState(received, this.mode);
+    const to = enforcedState(target, this.mode);
     try {
       this.write(from, to, snapshot);
     } catch (err) {
@@ -328,7 +427,7 @@ export class NodeAgent {
     // The endpoint entry is written before the programs attach, so the first packet is already judged.
     let entry: EndpointEntry;
     try {
-      entry = this.writeEndpoint(ep, this.applied);
+      entry = this.writeEndpoint(ep, enforcedState(this.applied, this.mode));
       this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
     } catch (err) {
       // Refused: the plugin undoes the link, so nothing of this endpoint may stay behind.
@@ -371,12 +470,91 @@ export class NodeAgent {
 
   private saveEndpoints(): void {
     this.endpointsByIp = undefined; // every change to `endpoints` ends here
+    this.reportPolicyFailures();
+    this.statusChanged();
     const file = this.opts.endpointsFile;
-    if (!file) return;
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify([...this.endpoints.values()]));
-    fs.renameSync(tmp, file);
+    if (file) writeFileAtomic(file, JSON.stringify([...this.endpoints.values()]));
+  }
+
+  /**
+   * After a restart the records and the kernel may disagree (a DEL while the agent was down, a lost
+   * state file): a record whose veth is gone is dropped with its endpoint entries; a `mbr*` veth no
+   * record owns is a pod nothing enforces for, so it is removed (fail closed: the runtime's CHECK
+   * sees it, and an ADD re-creates it through the agent); endpoint entries no record owns go too.
+   */
+  private reconcileEndpoints(): void {
+    const links = this.opts.hostLinks ?? { list: () => listHostLinks(this.opts.netns), remove: (l: HostLink) => removeHostLink(l, this.opts.netns) };
+    let found: HostLink[];
+    try {
+      found = links.list();
+    } catch (err) {
+      // Without the list nothing can be judged: keep every record (their programs still enforce).
+      this.log.error({ netns: this.opts.netns, error: (err as Error).message }, "listing the pods' host links failed; endpoints not reconciled");
+      return;
+    }
+    const plan = planEndpointReconcile([...this.endpoints.values()], found);
+    for (const ep of plan.stale) {
+      this.endpoints.delete(ep.containerId);
+      this.log.warn({ namespace: ep.namespace, name: ep.pod, containerId: ep.containerId, hostIfname: ep.hostIfname, ifindex: ep.hostIfindex }, "endpoint record without its host link dropped");
+    }
+    for (const link of plan.orphans) {
+      try {
+        links.remove(link);
+        this.log.warn({ hostIfname: link.ifname, ifindex: link.ifindex }, "host link without an endpoint record removed");
+      } catch (err) {
+        this.log.error({ hostIfname: link.ifname, ifindex: link.ifindex, error: (err as Error).message }, "host link without an endpoint record could not be removed");
+      }
+    }
+    // Endpoint map entries of no kept record (the dropped ones, and any a crash left) fail nothing open, but are ghosts.
+    const keepKeys = new Set(plan.keep.flatMap((ep) => ep.ips.map((ip) => encodeEndpointKey(ip).toString("hex"))));
+    const endpointsMap = this.opts.datapath.object.map("membrane_endpoints");
+    let ghosts = 0;
+    for (const k of endpointsMap.keys()) {
+      if (!keepKeys.has(k.toString("hex")) && endpointsMap.delete(k)) ghosts++;
+    }
+    if (plan.stale.length > 0) this.saveEndpoints();
+    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts }, "endpoints reconciled with host links");
+  }
+
+  /** The last acknowledged state, if the pinned maps still hold it; else the first message must be a snapshot. */
+  private loadApplied(): void {
+    const file = this.opts.appliedFile;
+    if (!file || !fs.existsSync(file)) return;
+    let saved: AppliedRecord;
+    try {
+      saved = JSON.parse(fs.readFileSync(file, "utf8")) as AppliedRecord;
+      if (!Number.isSafeInteger(saved.version) || saved.version < 0 || typeof saved.state !== "object") throw new Error("not a version and a state");
+    } catch (err) {
+      this.log.warn({ file, error: (err as Error).message }, "last acknowledged state unreadable; asking for a snapshot");
+      return;
+    }
+    if (saved.policyEnforcementMode !== this.mode) {
+      this.log.info({ file, version: saved.version, was: saved.policyEnforcementMode, now: this.mode }, "policy enforcement mode changed; asking for a snapshot");
+      return;
+    }
+    // Maps re-created since (bpffs wiped, node rebooted) are empty: resuming would enforce nothing the operator thinks we hold.
+    const state = canonicalState(saved.state);
+    const pinned = pinnedSubjects(this.opts.datapath);
+    const missing = enforcedState(state, this.mode).policies.filter((p) => p.entries.length > 0 && !pinned.has(p.subject)).map((p) => p.subject);
+    if (missing.length > 0) {
+      this.log.warn({ file, version: saved.version, missingSubjects: missing.slice(0, 10) }, "pinned maps do not hold the last acknowledged state; asking for a snapshot");
+      return;
+    }
+    this.applied = state;
+    this.version = saved.version;
+    this.log.info({ version: saved.version, subjects: state.policies.length, ipcache: state.ipcache.length }, "resuming from the last acknowledged state");
+  }
+
+  private saveApplied(): void {
+    const file = this.opts.appliedFile;
+    if (!file || this.version === undefined) return;
+    try {
+      writeFileAtomic(file, JSON.stringify({ version: this.version, state: this.applied, policyEnforcementMode: this.mode } satisfies AppliedRecord));
+    } catch (err) {
+      // Only resumption is lost (the next start asks for a snapshot); enforcement is not affected.
+      this.log.error({ file, error: (err as Error).message }, "keeping the acknowledged state on disk failed");
+      fs.rmSync(file, { force: true });
+    }
   }
 
   private detach(ep: Endpoint): void {
@@ -388,19 +566,19 @@ export class NodeAgent {
   private writeEndpoint(ep: Endpoint, state: NodeState): EndpointEntry {
     let entry: EndpointEntry | undefined;
     for (const ip of ep.ips) {
-      entry = endpointEntry(ip, ep.hostIfindex, state);
+      entry = endpointEntry(ip, ep.hostIfindex, state, this.mode);
       this.opts.datapath.setEndpoint(entry);
     }
     return entry as EndpointEntry;
   }
 }
 
-/** The endpoint entry of one pod address under `state`. */
-export function endpointEntry(ip: string, ifindex: number, state: NodeState): EndpointEntry {
+/** The endpoint entry of one pod address under `state` (its policies already as `mode` enforces them). */
+export function endpointEntry(ip: string, ifindex: number, state: NodeState, mode: PolicyEnforcementMode = "default"): EndpointEntry {
   const identity = state.ipcache.find((e) => e.prefix === hostPrefix(ip) || e.prefix === ip)?.identity;
   const policy: SubjectPolicy | undefined = identity === undefined ? undefined : state.policies.find((p) => p.subject === identity);
-  if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ingressEnforced: true, egressEnforced: true };
-  if (!policy) return { ip, ifindex, identity, ingressEnforced: true, egressEnforced: true };
+  if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ...unresolvedEnforcement(mode) };
+  if (!policy) return { ip, ifindex, identity, ...unresolvedEnforcement(mode) };
   return { ip, ifindex, identity, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
 }
 
@@ -461,6 +639,13 @@ export function validate(s: NodeState, nodeIP?: string): void {
 function pinnedSubjects(dp: AgentDatapath): Set<number> {
   const offset = LAYOUT.policy_key.fields.subject.offset;
   return new Set(dp.object.map("membrane_policy").keys().map((k) => k.readUInt32LE(offset)));
+}
+
+function writeFileAtomic(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
 }
 
 function tryDelete(f: () => void): void {

@@ -3,29 +3,42 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { NodeAgent } from "./agent.ts";
 import { AgentMetrics, DEFAULT_METRICS_ADDRESS, parseListenAddress } from "./metrics.ts";
+import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
+import { CiliumNodeHealth } from "./health.ts";
+import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
+import { KubeClient } from "../controllers/runtime/kube.ts";
+import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
-                      [--observer-socket PATH] [--flow-export PATH [--flow-export-max-bytes N] [--flow-export-files K]]
-                      [--metrics-address HOST:PORT]
+                      [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K]]
+                      [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE]
+                      [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
   --tls-cert, --tls-key, --tls-ca   the agent's client certificate, its key, and the CA of the operator
   --bpf-scope   maps are pinned under /sys/fs/bpf/membrane/SCOPE (default: the node name)
   --cni-socket  the endpoint socket the CNI plugin calls (default /run/membrane/agent.sock)
-  --state-dir   where the agent keeps its registered endpoints across restarts (default /var/lib/membrane/agent)
+  --state-dir   where the agent keeps its endpoints and last acknowledged state across restarts (default /var/lib/membrane/agent)
   --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
   --observer-socket  the observer API's unix socket, for membrane observe (default /run/membrane/observer.sock)
-  --flow-export      also write every flow as JSON lines to this file (node-agent/observer/README.md)
-  --flow-export-max-bytes  rotate the export file before it grows past this (default 10485760)
-  --flow-export-files      rotated export files kept besides the live one (default 5)
+  --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
+  --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
+  --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
   --metrics-address  Prometheus /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDRESS})
+  --health-port      the same on 127.0.0.1:PORT (what the chart's probes use); not with --metrics-address
+  --kubeconfig       API access for publishing health on this node's CiliumNode (default: in-cluster when
+                     KUBERNETES_SERVICE_HOST is set, else health is not published; enforcement never depends on it)
+  --policy-enforcement-mode  default: a direction is enforced once a policy selects the endpoint in it;
+                     always: every endpoint enforced both ways, selected or not; never: nothing enforced (default: default)
+  --cni-bin-dir      install the membrane-cni launcher into this directory at start
+  --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
 `;
 
 export interface AgentFlags {
@@ -43,6 +56,10 @@ export interface AgentFlags {
   readonly observerSocket: string;
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number };
   readonly metricsAddress: string;
+  readonly kubeconfig?: string;
+  readonly policyEnforcementMode: PolicyEnforcementMode;
+  readonly cniBinDir?: string;
+  readonly cniConfDir?: string;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -67,7 +84,15 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "flow-export": { type: "string" },
         "flow-export-max-bytes": { type: "string" },
         "flow-export-files": { type: "string" },
+        "flow-export-path": { type: "string" },
+        "flow-export-max-size-mib": { type: "string" },
+        "flow-export-max-backups": { type: "string" },
         "metrics-address": { type: "string" },
+        "health-port": { type: "string" },
+        kubeconfig: { type: "string" },
+        "policy-enforcement-mode": { type: "string" },
+        "cni-bin-dir": { type: "string" },
+        "cni-conf-dir": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -91,20 +116,41 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (nodeIP !== undefined && net.isIP(nodeIP) === 0) return { ok: false, error: `--node-ip: must be an IP address, got ${JSON.stringify(nodeIP)}` };
   const observerSocket = str("observer-socket") ?? "/run/membrane/observer.sock";
   if (observerSocket === "") return { ok: false, error: "--observer-socket: must be a path" };
-  const exportPath = str("flow-export");
-  const integer = (f: string, dflt: number, min: number): number | string => {
+  // The chart's names and the older ones are both accepted; giving both for one setting is a mistake.
+  const either = (a: string, b: string): { flag: string; value: string | undefined } | string => {
+    if (str(a) !== undefined && str(b) !== undefined) return `--${b}: not together with --${a} (the same setting)`;
+    return str(b) !== undefined ? { flag: b, value: str(b) } : { flag: a, value: str(a) };
+  };
+  const exportFlag = either("flow-export-path", "flow-export");
+  if (typeof exportFlag === "string") return { ok: false, error: exportFlag };
+  const exportPath = exportFlag.value;
+  const integer = (f: string, min: number): number | undefined | string => {
     const v = str(f);
-    if (v === undefined) return dflt;
-    if (exportPath === undefined) return `--${f}: only with --flow-export`;
+    if (v === undefined) return undefined;
+    if (exportPath === undefined) return `--${f}: only with --flow-export-path`;
     return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
   };
-  const maxBytes = integer("flow-export-max-bytes", 10 * 1024 * 1024, 1);
-  if (typeof maxBytes === "string") return { ok: false, error: maxBytes };
-  const keep = integer("flow-export-files", 5, 0);
+  const sizeFlag = either("flow-export-max-size-mib", "flow-export-max-bytes");
+  if (typeof sizeFlag === "string") return { ok: false, error: sizeFlag };
+  const size = integer(sizeFlag.flag, 1);
+  if (typeof size === "string") return { ok: false, error: size };
+  const maxBytes = size === undefined ? 10 * 1024 * 1024 : sizeFlag.flag === "flow-export-max-size-mib" ? size * 1024 * 1024 : size;
+  const keepFlag = either("flow-export-max-backups", "flow-export-files");
+  if (typeof keepFlag === "string") return { ok: false, error: keepFlag };
+  const keep = integer(keepFlag.flag, 0) ?? 5;
   if (typeof keep === "string") return { ok: false, error: keep };
-  if (exportPath === "") return { ok: false, error: "--flow-export: must be a path" };
-  const metricsAddress = str("metrics-address") ?? DEFAULT_METRICS_ADDRESS;
+  if (exportPath === "") return { ok: false, error: `--${exportFlag.flag}: must be a path` };
+  const healthPort = str("health-port");
+  if (healthPort !== undefined && str("metrics-address") !== undefined) return { ok: false, error: "--health-port: not together with --metrics-address (the same server)" };
+  if (healthPort !== undefined && !(/^\d{1,5}$/.test(healthPort) && Number(healthPort) <= 65535)) return { ok: false, error: `--health-port: must be a port number 0..65535, got ${JSON.stringify(healthPort)}` };
+  const metricsAddress = healthPort !== undefined ? `127.0.0.1:${Number(healthPort)}` : (str("metrics-address") ?? DEFAULT_METRICS_ADDRESS);
   if (!parseListenAddress(metricsAddress)) return { ok: false, error: `--metrics-address: must be HOST:PORT, got ${JSON.stringify(metricsAddress)}` };
+  const mode = str("policy-enforcement-mode") ?? "default";
+  if (!isPolicyEnforcementMode(mode)) return { ok: false, error: `--policy-enforcement-mode: must be one of ${POLICY_ENFORCEMENT_MODES.join(", ")}, got ${JSON.stringify(mode)}` };
+  for (const f of ["kubeconfig", "cni-bin-dir", "cni-conf-dir"]) if (str(f) === "") return { ok: false, error: `--${f}: must be a path` };
+  const kubeconfig = str("kubeconfig");
+  const cniBinDir = str("cni-bin-dir");
+  const cniConfDir = str("cni-conf-dir");
   return {
     ok: true,
     flags: {
@@ -122,6 +168,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       observerSocket,
       ...(exportPath !== undefined ? { flowExport: { path: exportPath, maxBytes, keep } } : {}),
       metricsAddress,
+      ...(kubeconfig ? { kubeconfig } : {}),
+      policyEnforcementMode: mode,
+      ...(cniBinDir ? { cniBinDir } : {}),
+      ...(cniConfDir ? { cniConfDir } : {}),
     },
   };
 }
@@ -148,7 +198,20 @@ export async function run(args: string[]): Promise<number> {
     log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
     return 1;
   }
-  const agent = new NodeAgent({ nodeName: f.nodeName, operator: f.operator, tls, datapath, cniSocket: f.cniSocket, endpointsFile: path.join(f.stateDir, "endpoints.json"), ...(f.netns ? { netns: f.netns } : {}), ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}), observer: { listen: { socketPath: f.observerSocket }, ...(f.flowExport ? { export: f.flowExport } : {}) }, log });
+  const agent = new NodeAgent({
+    nodeName: f.nodeName,
+    operator: f.operator,
+    tls,
+    datapath,
+    cniSocket: f.cniSocket,
+    endpointsFile: path.join(f.stateDir, "endpoints.json"),
+    appliedFile: path.join(f.stateDir, "applied.json"),
+    policyEnforcementMode: f.policyEnforcementMode,
+    ...(f.netns ? { netns: f.netns } : {}),
+    ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
+    observer: { listen: { socketPath: f.observerSocket }, ...(f.flowExport ? { export: f.flowExport } : {}) },
+    log,
+  });
   const metrics = new AgentMetrics({ agent, datapath, log });
   try {
     fs.mkdirSync(path.dirname(f.observerSocket), { recursive: true });
@@ -162,14 +225,66 @@ export async function run(args: string[]): Promise<number> {
   }
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
-  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns }, "agent started");
+  const health = await startHealth(f, agent, log);
+  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode }, "agent started");
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));
   });
   log.info({ signal }, "agent stopping");
+  await health?.stop();
   await metrics.stop();
   await agent.stop();
   datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
   return 0;
+}
+
+/**
+ * The parts that need the node's filesystem or the API server, none of which enforcement waits on:
+ * the CNI launcher, health on the CiliumNode, and the conflist (its pod CIDR is read from there).
+ */
+async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promise<CiliumNodeHealth | undefined> {
+  if (f.cniBinDir) {
+    try {
+      log.info({ file: installCniPlugin(f.cniBinDir) }, "CNI plugin installed");
+    } catch (err) {
+      log.error({ dir: f.cniBinDir, error: (err as Error).message }, "installing the CNI plugin failed; new pods cannot be wired on this node");
+    }
+  }
+  let client: KubeClient;
+  try {
+    if (!f.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST) throw new Error("no --kubeconfig and not in a cluster");
+    client = await KubeClient.fromKubeconfig(f.kubeconfig);
+  } catch (err) {
+    log.warn({ kubeconfig: f.kubeconfig, error: (err as Error).message }, "no API access: health is not published on the CiliumNode");
+    if (f.cniConfDir) log.error({ dir: f.cniConfDir }, "CNI conflist not written: the pod CIDR comes from the CiliumNode");
+    return undefined;
+  }
+  let writtenFor: string | undefined;
+  const health = new CiliumNodeHealth({
+    client,
+    nodeName: f.nodeName,
+    status: () => agent.status(),
+    onStatus: (fn) => agent.onStatus(fn),
+    datapath: `programs loaded, maps pinned under ${path.join(BPFFS_ROOT, f.bpfScope)}`,
+    observerAddress: `unix:${f.observerSocket}`,
+    ...(f.cniConfDir
+      ? {
+          onPodCIDRs: (cidrs: readonly string[]) => {
+            const podCIDR = cidrs.find((c) => !c.includes(":"));
+            if (!podCIDR || podCIDR === writtenFor) return;
+            try {
+              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket });
+              writtenFor = podCIDR;
+              log.info({ file: r.file, podCIDR, changed: r.changed }, "CNI conflist written");
+            } catch (err) {
+              log.error({ dir: f.cniConfDir, podCIDR, error: (err as Error).message }, "writing the CNI conflist failed");
+            }
+          },
+        }
+      : {}),
+    log,
+  });
+  health.start();
+  return health;
 }

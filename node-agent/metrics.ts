@@ -72,6 +72,24 @@ export class AgentMetrics {
         setCounter(this, [[{}, Number(datapath.dropCounters().lostEvents)]]);
       },
     });
+    new Counter({
+      name: "membrane_agent_observer_flows_not_kept_total",
+      help: "Flows counted but no longer (evicted: pushed out of the ring by newer ones) or never (sampled_out: a forwarded flow of a connection kept less than the sample interval ago) in the observer's ring. Drops are never sampled out.",
+      labelNames: ["why"] as const,
+      registers,
+      collect() {
+        const c = agent.observer?.buffer.counters();
+        setCounter(this, c ? [[{ why: "evicted" }, c.evicted], [{ why: "sampled_out" }, c.sampledOut]] : []);
+      },
+    });
+    new Gauge({
+      name: "membrane_agent_observer_flows_kept",
+      help: "Flows in the observer's ring now (at most its capacity, the bound of its memory).",
+      registers,
+      collect() {
+        this.set(agent.observer?.buffer.length ?? 0);
+      },
+    });
     this.droppedFlows = new Counter({
       name: "membrane_agent_dropped_flows_total",
       help: "Dropped flows seen by the observer, by reason and the namespace of the endpoint whose policy judged them (empty when not a pod).",
@@ -116,6 +134,22 @@ export class AgentMetrics {
       registers,
       collect() {
         this.set(agent.status().connected ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: "membrane_endpoint_policy_failures_total",
+      help: "Times a pod endpoint started failing closed (all its traffic dropped, reason POLICY_OVERFLOW) because its identity's policy did not fit the policy map.",
+      registers,
+      collect() {
+        setCounter(this, [[{}, agent.policyFailures().total]]);
+      },
+    });
+    new Gauge({
+      name: "membrane_endpoint_policy_failed_endpoints",
+      help: "Pod endpoints failing closed now because their identity's policy does not fit the policy map.",
+      registers,
+      collect() {
+        this.set(agent.policyFailures().failedEndpoints);
       },
     });
     this.server = new HealthServer(this.registry, () => this.ready());

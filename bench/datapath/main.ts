@@ -1,4 +1,4 @@
-// bench/datapath: new TCP connections/s and bulk throughput between two netns — no program, Membrane, nftables.
+// bench/datapath: new TCP connections/s and bulk throughput between two netns — no program, Membrane, nftables, all N interleaved.
 import { execFile, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -11,7 +11,7 @@ import type { Datapath as DatapathInstance } from "../../node-agent/bpf/datapath
 process.env.LOG_LEVEL ??= "warn"; // keep the loader's per-event logs out of the benchmark output
 const { Datapath } = await import("../../node-agent/bpf/datapath.ts");
 const { NetnsFixture, ifindexIn, waitForLine } = await import("../../node-agent/bpf/netns.ts");
-const { testRun } = await import("../../node-agent/bpf/loader.ts");
+const { enableRunTimeStats, programRunStats, testRun } = await import("../../node-agent/bpf/loader.ts");
 const { frame } = await import("../../node-agent/bpf/frames.ts");
 
 const run = promisify(execFile);
@@ -20,8 +20,8 @@ const root = path.resolve(here, "../..");
 
 const SIZES = (process.env.BENCH_SIZES ?? "10,1000,10000,100000").split(",").map(Number);
 const EVENTS_FORWARDED = process.env.BENCH_EVENTS_FORWARDED !== "0";
-const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 5); // per measure and configuration; the median counts
-const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.6);
+const ROUNDS = Number(process.env.BENCH_SAMPLES ?? 11); // interleaved rounds; every figure is a median over them
+const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.5);
 const PORT = 5201;
 const tag = `mbd${process.pid % 100000}`;
 const NS_POD = `${tag}-pod`;
@@ -30,38 +30,47 @@ const POD_IF = `${tag}p`;
 const SRV_IF = `${tag}s`;
 const POD_IP = "10.202.0.1";
 const SRV_IP = "10.202.0.2";
-const POD_ID = 1000;
 const SRV_ID = 2000;
 const NFT_TABLE = `${tag}`;
-
-interface Measure {
-  readonly connPerSec: number;
-  readonly bulkGbps: number;
-}
-interface Samples {
-  readonly conn: number[];
-  readonly bulk: number[];
-}
-interface Row extends Measure {
-  readonly variant: "baseline" | "membrane" | "nftables";
-  readonly entries: number;
-  /** membrane only: the program's mean time for a new flow that misses every level (4 lookups). */
-  readonly progNsPerNewFlow?: number;
-}
-
 const LOOPBACK = 1;
 const PROBE_POD_IP = "10.202.9.1"; // the same subject behind lo, for BPF_PROG_TEST_RUN
 
-/** Mean ns of from-container on a new flow whose lookup walks all four levels (then default-deny). */
-function programCost(dp: DatapathInstance, drain: () => number): number {
-  const syn = frame({ src: PROBE_POD_IP, dst: SRV_IP, proto: PROTO_NUMBER.TCP, sport: 40000, dport: PORT + 1 });
-  const fd = dp.programFd("from_container");
-  const runs: number[] = [];
-  for (let i = 0; i < 8; i++) {
-    runs.push(testRun(fd, syn, { ifindex: LOOPBACK, repeat: 2000 }).durationNs);
-    drain(); // each run reports 2000 drops: keep the ring from filling
-  }
-  return median(runs);
+/** The pod's identity while the policy of N entries is in force: one subject per N, all in the map at once. */
+const subjectFor = (sizeIndex: number): number => 1000 + sizeIndex;
+
+interface Row {
+  readonly variant: "baseline" | "membrane" | "nftables";
+  readonly entries: number;
+  readonly connPerSec: number;
+  readonly bulkGbps: number;
+  /** The same per CPU second of the sending process: what the datapath costs, whatever CPU share the machine's load left. */
+  readonly connPerCpuSecond: number;
+  readonly bulkGbitPerCpuSecond: number;
+  /** membrane only: the programs' mean time per packet on the veth (kernel run-time stats) during the connection-rate samples (a new flow every ~4 packets)... */
+  readonly progNsPerPacketConn?: number;
+  /** ...and during the bulk samples (established flow only). */
+  readonly progNsPerPacketBulk?: number;
+  /** membrane only: the program's mean time for a new flow that misses every entry of its subject (then default-deny). */
+  readonly progNsPerNewFlow?: number;
+}
+
+/** One configuration measured in every round: how to switch it on and off. */
+interface Variant {
+  readonly name: string;
+  readonly kind: Row["variant"];
+  readonly entries: number;
+  readonly enable: () => void;
+  readonly disable: () => void;
+}
+
+interface Samples {
+  readonly conn: number[];
+  readonly bulk: number[];
+  /** The same per CPU second of the sender (whose context runs most of the packet path on a veth): cost, not CPU share. */
+  readonly connPerCpu: number[];
+  readonly bulkPerCpu: number[];
+  readonly nsPerPacketConn: number[];
+  readonly nsPerPacketBulk: number[];
 }
 
 function log(msg: string): void {
@@ -77,60 +86,53 @@ function buildTools(): string {
   return bin;
 }
 
-const median = (xs: number[]): number => {
+const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 };
 
-async function sample(bin: string, mode: "connrate" | "bulk"): Promise<number> {
+/** One sample: the rate (connections/s or bits/s) and the same work per CPU second of the sending process. */
+async function sample(bin: string, mode: "connrate" | "bulk"): Promise<{ rate: number; perCpuSecond: number }> {
   const { stdout } = await run("ip", ["netns", "exec", NS_POD, bin, mode, SRV_IP, String(PORT), String(SAMPLE_SECONDS)]);
-  return Number(stdout.trim().split(/\s+/)[0]);
+  const f = stdout.trim().split(/\s+/).map(Number);
+  return mode === "connrate" ? { rate: f[0]!, perCpuSecond: f[3]! } : { rate: f[0]!, perCpuSecond: f[2]! };
 }
 
-type Variant = "baseline" | "membrane" | "nftables";
-
 /**
- * Measures the three variants in rotation, SAMPLES rounds, switching between them in milliseconds
- * (attach/detach; one nftables jump rule), so that the noise of a shared machine hits all three
- * alike. Each variant's figure is its median over the rounds.
+ * The new-flow cost per N, all N in the map at once: rounds over every N (one endpoint write
+ * switches the probe's subject) so that warm-up and other processes' load hit every N alike.
  */
-async function measureRotating(
-  bin: string,
-  enable: Record<Variant, () => void>,
-  disable: Record<Variant, () => void>,
-): Promise<{ medians: Record<Variant, Measure>; samples: Record<Variant, Samples> }> {
-  const samples: Record<Variant, Samples> = {
-    baseline: { conn: [], bulk: [] },
-    membrane: { conn: [], bulk: [] },
-    nftables: { conn: [], bulk: [] },
-  };
-  const order: Variant[] = ["baseline", "membrane", "nftables"];
-  for (let round = 0; round < SAMPLES; round++) {
-    for (const v of order.slice(round % 3).concat(order.slice(0, round % 3))) {
-      enable[v]();
-      try {
-        samples[v].conn.push(await sample(bin, "connrate"));
-        samples[v].bulk.push(await sample(bin, "bulk"));
-      } finally {
-        disable[v]();
-      }
-    }
+function newFlowCosts(dp: DatapathInstance, drain: () => number): Map<number, number> {
+  const runs = new Map<number, number[]>(SIZES.map((n) => [n, []]));
+  for (let round = 0; round < 5; round++) {
+    SIZES.forEach((n, k) => {
+      dp.setEndpoint({ ip: PROBE_POD_IP, ifindex: LOOPBACK, identity: subjectFor(k), ingressEnforced: true, egressEnforced: true });
+      runs.get(n)!.push(programCost(dp, drain));
+    });
   }
-  const out = {} as Record<Variant, Measure>;
-  for (const v of order) {
-    out[v] = { connPerSec: Math.round(median(samples[v].conn)), bulkGbps: Number((median(samples[v].bulk) / 1e9).toFixed(3)) };
+  return new Map([...runs].map(([n, xs]) => [n, median(xs)]));
+}
+
+/** Mean ns of from-container on a new flow that probes every key its subject uses and misses (then default-deny). */
+function programCost(dp: DatapathInstance, drain: () => number): number {
+  const syn = frame({ src: PROBE_POD_IP, dst: SRV_IP, proto: PROTO_NUMBER.TCP, sport: 40000, dport: PORT + 1 });
+  const fd = dp.programFd("from_container");
+  const runs: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    runs.push(testRun(fd, syn, { ifindex: LOOPBACK, repeat: 2000 }).durationNs);
+    drain(); // each run reports 2000 drops: keep the ring from filling
   }
-  return { medians: out, samples };
+  return median(runs);
 }
 
 /** N entries: N-1 other peers on the port, then the server's identity (the one traffic hits). */
-function membranePolicy(n: number): SubjectPolicy {
+function membranePolicy(subject: number, n: number): SubjectPolicy {
   const entries: PolicyEntry[] = [];
   for (let i = 0; i < n; i++) {
     const peer = i === n - 1 ? SRV_ID : 10_000 + i;
-    entries.push({ subject: POD_ID, direction: "egress", peer, proto: PROTO_NUMBER.TCP, port: PORT, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: i });
+    entries.push({ subject, direction: "egress", peer, proto: PROTO_NUMBER.TCP, port: PORT, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: i });
   }
-  return { subject: POD_ID, ingressEnforced: true, egressEnforced: true, entries };
+  return { subject, ingressEnforced: true, egressEnforced: true, entries };
 }
 
 function peerIp(i: number): string {
@@ -139,16 +141,20 @@ function peerIp(i: number): string {
 }
 
 /**
- * The same policy as a rule list: one rule per peer in a chain, the hit last. The input hook's
- * chain (established first, then a jump to the list) is filled to switch the variant on.
+ * The same policies as rule lists: one chain per N with one rule per peer, the hit last. The input
+ * hook's chain (established first, then a jump to one list) is filled to switch a variant on.
  */
-function nftRules(n: number): string {
-  const lines = [`table inet ${NFT_TABLE} {`, "  chain peers {"];
-  for (let i = 0; i < n; i++) {
-    const ip = i === n - 1 ? SRV_IP : peerIp(i);
-    lines.push(`    iifname "${SRV_IF}" ip daddr ${ip} tcp dport ${PORT} accept`);
+function nftRules(sizes: readonly number[]): string {
+  const lines = [`table inet ${NFT_TABLE} {`];
+  for (const n of sizes) {
+    lines.push(`  chain peers_${n} {`);
+    for (let i = 0; i < n; i++) {
+      const ip = i === n - 1 ? SRV_IP : peerIp(i);
+      lines.push(`    iifname "${SRV_IF}" ip daddr ${ip} tcp dport ${PORT} accept`);
+    }
+    lines.push(`    iifname "${SRV_IF}" drop`, "  }");
   }
-  lines.push(`    iifname "${SRV_IF}" drop`, "  }", "  chain input {", "    type filter hook input priority 0; policy accept;", "  }", "}");
+  lines.push("  chain input {", "    type filter hook input priority 0; policy accept;", "  }", "}");
   return lines.join("\n") + "\n";
 }
 
@@ -156,11 +162,49 @@ function nft(...args: string[]): void {
   execFileSync("ip", ["netns", "exec", NS_SRV, "nft", ...args]);
 }
 
+/**
+ * Every round measures every variant (baseline, Membrane at each N, nftables at each N) back to
+ * back, in an order rotated per round, switching in milliseconds (attach/detach and one endpoint
+ * write; one jump rule). The noise of a shared machine then hits all variants alike, and each
+ * figure is a median over the rounds.
+ */
+async function measureInterleaved(bin: string, variants: readonly Variant[], runStats: () => { ns: bigint; count: bigint }): Promise<Map<string, Samples>> {
+  const samples = new Map(variants.map((v) => [v.name, { conn: [], bulk: [], connPerCpu: [], bulkPerCpu: [], nsPerPacketConn: [], nsPerPacketBulk: [] } as Samples]));
+  for (let round = 0; round < ROUNDS; round++) {
+    const roundStart = Date.now();
+    const shift = round % variants.length; // every variant visits every slot of the round
+    for (const v of variants.slice(shift).concat(variants.slice(0, shift))) {
+      const s = samples.get(v.name)!;
+      v.enable();
+      try {
+        const t0 = runStats();
+        const conn = await sample(bin, "connrate");
+        const t1 = runStats();
+        const bulk = await sample(bin, "bulk");
+        const t2 = runStats();
+        s.conn.push(conn.rate);
+        s.connPerCpu.push(conn.perCpuSecond);
+        s.bulk.push(bulk.rate);
+        s.bulkPerCpu.push(bulk.perCpuSecond);
+        if (v.kind === "membrane") {
+          s.nsPerPacketConn.push(Number(t1.ns - t0.ns) / Math.max(1, Number(t1.count - t0.count)));
+          s.nsPerPacketBulk.push(Number(t2.ns - t1.ns) / Math.max(1, Number(t2.count - t1.count)));
+        }
+      } finally {
+        v.disable();
+      }
+    }
+    log(`round ${round + 1}/${ROUNDS} in ${Date.now() - roundStart} ms (load ${os.loadavg()[0]!.toFixed(1)})`);
+  }
+  return samples;
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const bin = buildTools();
   const fx = new NetnsFixture();
   const dp = Datapath.load(`bench-${tag}`);
+  const stats = enableRunTimeStats();
   let srvIfindex = 0;
   let records = 0;
   try {
@@ -171,74 +215,113 @@ async function main(): Promise<void> {
     await waitForLine(fx.spawn(NS_SRV, bin, ["server", String(PORT)]), /^listening/);
 
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: EVENTS_FORWARDED }); // default on, as in production: every new flow is reported
+    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: EVENTS_FORWARDED }); // default on, as in production: every new connection is reported
     const drain = dp.onEvents(() => records++);
     dp.setIpcache({ cidr: `${SRV_IP}/32`, identity: SRV_ID });
     for (let i = 0; i < 100; i++) dp.setIpcache({ cidr: `${peerIp(i)}/32`, identity: 10_000 + i });
 
-    const rows: Row[] = [];
-    const paired = new Map<number, Record<Variant, Samples>>();
-    for (const n of SIZES) {
-      const t0 = Date.now();
-      dp.setSubjectPolicy(membranePolicy(n), [
-        { ip: POD_IP, ifindex: srvIfindex },
-        { ip: PROBE_POD_IP, ifindex: LOOPBACK },
-      ]);
-      const progNs = programCost(dp, drain);
-      const rulesFile = path.join(os.tmpdir(), `${tag}-nft-${n}.conf`);
-      fs.writeFileSync(rulesFile, nftRules(n));
-      try {
-        nft("-f", rulesFile);
-      } finally {
-        fs.rmSync(rulesFile, { force: true });
-      }
-      log(`N=${n}: policy map and nftables rules written in ${Date.now() - t0} ms; measuring`);
-      const m = await measureRotating(
-        bin,
-        {
-          baseline: () => undefined,
-          membrane: () => dp.attachEndpoint(srvIfindex, NS_SRV),
-          nftables: () => {
-            nft("add", "rule", "inet", NFT_TABLE, "input", "ct", "state", "established,related", "accept");
-            nft("add", "rule", "inet", NFT_TABLE, "input", "jump", "peers");
-          },
-        },
-        {
-          baseline: () => undefined,
-          membrane: () => {
-            dp.detachEndpoint(srvIfindex, NS_SRV);
-            dp.clearConntrack();
-          },
-          nftables: () => nft("flush", "chain", "inet", NFT_TABLE, "input"),
-        },
-      );
-      for (const variant of ["baseline", "membrane", "nftables"] as const) {
-        rows.push({ variant, entries: n, ...m.medians[variant], ...(variant === "membrane" ? { progNsPerNewFlow: progNs } : {}) });
-      }
-      paired.set(n, m.samples);
-      log(`N=${n}: ${JSON.stringify(m.medians)}`);
-      nft("delete", "table", "inet", NFT_TABLE);
+    // Every N's policy is in the map at once (one subject each); the pod's endpoint entry says which applies.
+    const t0 = Date.now();
+    SIZES.forEach((n, k) => dp.setSubjectPolicy(membranePolicy(subjectFor(k), n)));
+    const progNs = newFlowCosts(dp, drain);
+    const rulesFile = path.join(os.tmpdir(), `${tag}-nft.conf`);
+    fs.writeFileSync(rulesFile, nftRules(SIZES));
+    try {
+      nft("-f", rulesFile);
+    } finally {
+      fs.rmSync(rulesFile, { force: true });
     }
+    log(`${SIZES.join(", ")} entries: policy map and nftables rules written in ${Date.now() - t0} ms; ${ROUNDS} rounds of ${1 + 2 * SIZES.length} variants`);
+
+    const podEndpoint = (k: number) => ({ ip: POD_IP, ifindex: srvIfindex, identity: subjectFor(k), ingressEnforced: true, egressEnforced: true });
+    const variants: Variant[] = [{ name: "baseline", kind: "baseline", entries: 0, enable: () => undefined, disable: () => undefined }];
+    SIZES.forEach((n, k) => {
+      variants.push({
+        name: `membrane-${n}`,
+        kind: "membrane",
+        entries: n,
+        enable: () => {
+          dp.setEndpoint(podEndpoint(k));
+          dp.attachEndpoint(srvIfindex, NS_SRV);
+        },
+        disable: () => {
+          dp.detachEndpoint(srvIfindex, NS_SRV);
+          dp.clearConntrack();
+        },
+      });
+      variants.push({
+        name: `nftables-${n}`,
+        kind: "nftables",
+        entries: n,
+        enable: () => {
+          nft("add", "rule", "inet", NFT_TABLE, "input", "ct", "state", "established,related", "accept");
+          nft("add", "rule", "inet", NFT_TABLE, "input", "jump", `peers_${n}`);
+        },
+        disable: () => nft("flush", "chain", "inet", NFT_TABLE, "input"),
+      });
+    });
+    const progFds = [dp.programFd("from_container"), dp.programFd("to_container")];
+    const runStats = () => {
+      let ns = 0n;
+      let count = 0n;
+      for (const fd of progFds) {
+        const s = programRunStats(fd);
+        ns += s.runTimeNs;
+        count += s.runCount;
+      }
+      return { ns, count };
+    };
+    const samples = await measureInterleaved(bin, variants, runStats);
+
+    const baseline = samples.get("baseline")!;
+    const rows: Row[] = [];
+    const row = (v: Variant): Row => {
+      const s = samples.get(v.name)!;
+      return {
+        variant: v.kind,
+        entries: v.entries,
+        connPerSec: Math.round(median(s.conn)),
+        bulkGbps: Number((median(s.bulk) / 1e9).toFixed(3)),
+        connPerCpuSecond: Math.round(median(s.connPerCpu)),
+        bulkGbitPerCpuSecond: Number((median(s.bulkPerCpu) / 1e9).toFixed(3)),
+        ...(v.kind === "membrane"
+          ? { progNsPerPacketConn: Math.round(median(s.nsPerPacketConn)), progNsPerPacketBulk: Math.round(median(s.nsPerPacketBulk)), progNsPerNewFlow: progNs.get(v.entries)! }
+          : {}),
+      };
+    };
+    for (const v of variants) rows.push(row(v));
 
     // Ratios are medians of per-round ratios: the variants of one round ran back to back, so they
     // saw the same load on a shared machine.
-    const pairedRatio = (x: number[], y: number[]): number => Number(median(x.map((v, i) => v / y[i]!)).toFixed(3));
+    const pairedRatio = (x: readonly number[], y: readonly number[]): number => Number(median(x.map((v, i) => v / y[i]!)).toFixed(3));
     const ratios = SIZES.map((n) => {
-      const s = paired.get(n)!;
+      const b = samples.get(`membrane-${n}`)!;
+      const c = samples.get(`nftables-${n}`)!;
       return {
         entries: n,
-        conn_vs_baseline: pairedRatio(s.membrane.conn, s.baseline.conn),
-        bulk_vs_baseline: pairedRatio(s.membrane.bulk, s.baseline.bulk),
-        conn_vs_nftables: pairedRatio(s.membrane.conn, s.nftables.conn),
-        bulk_vs_nftables: pairedRatio(s.membrane.bulk, s.nftables.bulk),
+        conn_vs_baseline: pairedRatio(b.conn, baseline.conn),
+        bulk_vs_baseline: pairedRatio(b.bulk, baseline.bulk),
+        conn_vs_nftables: pairedRatio(b.conn, c.conn),
+        bulk_vs_nftables: pairedRatio(b.bulk, c.bulk),
+        conn_per_cpu_vs_baseline: pairedRatio(b.connPerCpu, baseline.connPerCpu),
+        bulk_per_cpu_vs_baseline: pairedRatio(b.bulkPerCpu, baseline.bulkPerCpu),
       };
     });
     const minRatio = Math.min(...ratios.flatMap((x) => [x.conn_vs_baseline, x.bulk_vs_baseline]));
+    const minRatioPerCpu = Math.min(...ratios.flatMap((x) => [x.conn_per_cpu_vs_baseline, x.bulk_per_cpu_vs_baseline]));
     const membrane = rows.filter((r) => r.variant === "membrane");
     const flat = (xs: number[]): number => Number((Math.max(...xs) / Math.min(...xs)).toFixed(3));
+    // b's best/worst over N: of the medians (all N measured in every round), and of the per-round
+    // ratios to the baseline (the same comparison with each round's load divided out).
     const flatness = {
       conn: flat(membrane.map((r) => r.connPerSec)),
       bulk: flat(membrane.map((r) => r.bulkGbps)),
+      conn_vs_baseline: flat(ratios.map((r) => r.conn_vs_baseline)),
+      bulk_vs_baseline: flat(ratios.map((r) => r.bulk_vs_baseline)),
+      conn_per_cpu: flat(membrane.map((r) => r.connPerCpuSecond)),
+      bulk_per_cpu: flat(membrane.map((r) => r.bulkGbitPerCpuSecond)),
+      prog_ns_per_packet_conn: flat(membrane.map((r) => r.progNsPerPacketConn!)),
+      prog_ns_per_packet_bulk: flat(membrane.map((r) => r.progNsPerPacketBulk!)),
       prog_ns_per_new_flow: flat(membrane.map((r) => r.progNsPerNewFlow!)),
     };
     const drops = dp.dropCounters();
@@ -249,6 +332,9 @@ async function main(): Promise<void> {
         ratios,
         min_ratio_vs_baseline: minRatio,
         flatness: Math.max(flatness.conn, flatness.bulk),
+        flatness_vs_baseline: Math.max(flatness.conn_vs_baseline, flatness.bulk_vs_baseline),
+        min_ratio_vs_baseline_per_cpu: minRatioPerCpu,
+        flatness_per_cpu: Math.max(flatness.conn_per_cpu, flatness.bulk_per_cpu),
         load_average: os.loadavg().map((x) => Number(x.toFixed(1))),
         flatness_by_measure: flatness,
         targets: { min_ratio_vs_baseline: 0.95, flatness: 1.05 },
@@ -256,19 +342,20 @@ async function main(): Promise<void> {
         events_lost: Number(drops.lostEvents),
         drops: Object.fromEntries(Object.entries(drops.byReason).map(([k, v]) => [k, Number(v)])),
         events_forwarded: EVENTS_FORWARDED,
-        samples: SAMPLES,
+        rounds: ROUNDS,
         sample_seconds: SAMPLE_SECONDS,
         cpus: os.cpus().length,
         seconds: Math.round((Date.now() - started) / 1000),
       }),
     );
   } finally {
+    stats.close();
     try {
       if (srvIfindex) dp.detachEndpoint(srvIfindex, NS_SRV);
     } catch {
       // the netns may be gone already
     }
-    fx.cleanup();
+    fx.cleanup(); // the nftables table goes with the server's netns
     dp.close();
     dp.unpin();
   }

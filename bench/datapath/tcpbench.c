@@ -1,7 +1,9 @@
 // Benchmark traffic for bench/datapath: a TCP sink server, a new-connection-rate client, a bulk sender.
 //   tcpbench server <port>                   accepts and drains connections until killed
-//   tcpbench connrate <ip> <port> <seconds>  prints connections per second (connect + RST close)
-//   tcpbench bulk <ip> <port> <seconds>      prints bits per second sent on one connection
+//   tcpbench connrate <ip> <port> <seconds>  prints connections/s (connect + RST close), failures, CPU seconds, connections per CPU second
+//   tcpbench bulk <ip> <port> <seconds>      prints bits/s sent on one connection, CPU seconds, bits per CPU second
+// The CPU seconds are this process's (user + system): on a veth pair most of both stacks' packet
+// processing, tc programs included, runs in the sender's context, so it measures cost, not share.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +21,13 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static struct sockaddr_in addr_of(const char *ip, int port)
@@ -58,7 +68,7 @@ static int connrate(const char *ip, int port, double seconds)
 	struct sockaddr_in a = addr_of(ip, port);
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 }; /* RST on close: no TIME_WAIT to run out of ports */
 	long n = 0, failed = 0;
-	double start = now(), end = start + seconds;
+	double start = now(), end = start + seconds, cpu = cpu_seconds();
 	while (now() < end) {
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -68,7 +78,8 @@ static int connrate(const char *ip, int port, double seconds)
 			failed++;
 		close(s);
 	}
-	printf("%.1f %ld\n", n / (now() - start), failed);
+	cpu = cpu_seconds() - cpu;
+	printf("%.1f %ld %.4f %.1f\n", n / (now() - start), failed, cpu, cpu > 0 ? n / cpu : 0);
 	return 0;
 }
 
@@ -77,13 +88,14 @@ static int bulk(const char *ip, int port, double seconds)
 	static char buf[1 << 17];
 	struct sockaddr_in a = addr_of(ip, port);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
-	double sent = 0, start, end;
+	double sent = 0, start, end, cpu;
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		perror("tcpbench: connect");
 		return 1;
 	}
 	start = now();
 	end = start + seconds;
+	cpu = cpu_seconds();
 	while (now() < end) {
 		ssize_t w = write(s, buf, sizeof(buf));
 		if (w < 0) {
@@ -92,7 +104,8 @@ static int bulk(const char *ip, int port, double seconds)
 		}
 		sent += w;
 	}
-	printf("%.0f\n", sent * 8 / (now() - start));
+	cpu = cpu_seconds() - cpu;
+	printf("%.0f %.4f %.0f\n", sent * 8 / (now() - start), cpu, cpu > 0 ? sent * 8 / cpu : 0);
 	close(s);
 	return 0;
 }

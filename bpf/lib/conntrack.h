@@ -51,6 +51,7 @@ static __always_inline __u64 ct_timeout(__u8 state)
 static __always_inline void ct_refresh(struct ct_value *v, const struct flow *f, int reply, __u64 now)
 {
 	__u8 state = v->state;
+	__u64 expires;
 
 	if (f->proto == IPPROTO_TCP) {
 		if (f->tcp_flags & (TCP_FLAG_RST | TCP_FLAG_FIN))
@@ -58,15 +59,21 @@ static __always_inline void ct_refresh(struct ct_value *v, const struct flow *f,
 		else if (reply && state == CT_TCP_SYN_SENT && (f->tcp_flags & TCP_FLAG_ACK))
 			state = CT_TCP_ESTABLISHED;
 	}
-	if (reply)
+	if (reply && !v->seen_reply)
 		v->seen_reply = 1;
 	if (state != v->state)
 		v->state = state;
-	v->expires_ns = now + ct_timeout(state);
+	/* Writing the deadline on every packet bounces the entry's cache line between the CPUs of
+	 * the two directions: move it only when it gains a second (a shorter one, e.g. closing, wraps
+	 * the difference and is always written). */
+	expires = now + ct_timeout(state);
+	if (expires - v->expires_ns > NS_PER_SEC)
+		v->expires_ns = expires;
 }
 
-/* Looks the packet up in the direction being checked; updates the entry it finds. */
-static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction)
+/* Looks the packet up in the direction being checked; updates the entry it finds and, when flags is
+ * not NULL, copies out its CT_F_* flags. */
+static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction, __u8 *flags)
 {
 	struct ct_key k;
 	struct ct_value *v;
@@ -80,22 +87,30 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 		    (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
 			return CT_NEW;
 		ct_refresh(v, f, 0, now);
+		if (flags)
+			*flags = v->flags;
 		return CT_ESTABLISHED;
 	}
+	/* A connection's first packet (SYN without ACK) is never a reply: spare the second lookup
+	 * (a simultaneous open then meets policy, which fails closed, not open). */
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		return CT_NEW;
 	ct_key_fill(&k, f, direction == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS, 1);
 	v = bpf_map_lookup_elem(&membrane_conntrack, &k);
 	if (v && v->expires_ns > now) {
 		ct_refresh(v, f, 1, now);
+		if (flags)
+			*flags = v->flags;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
-/* Records a new flow allowed by policy. */
-static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id)
+/* Records a new flow allowed by policy (flags: CT_F_*). */
+static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags)
 {
 	struct ct_key k;
-	struct ct_value v = { .rule_id = rule_id };
+	struct ct_value v = { .rule_id = rule_id, .flags = flags };
 	__u64 now = bpf_ktime_get_ns();
 
 	ct_key_fill(&k, f, direction, 0);

@@ -16,7 +16,8 @@
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
 
-/* policy map: LPM trie. prefixlen = POLICY_FIXED_PREFIX_BITS + port prefix (0..16). */
+/* policy map: exact-match hash. prefixlen = POLICY_FIXED_PREFIX_BITS + port prefix (0..16), and
+ * dport holds only the prefix's bits (the rest zero), so a range is one key per prefix length. */
 #define POLICY_FIXED_PREFIX_BITS 80
 struct policy_key {
 	__u32 prefixlen;
@@ -25,6 +26,22 @@ struct policy_key {
 	__u8 direction;  /* DIR_* */
 	__u8 proto;      /* IANA number, 0 = any (then port prefix is 0) */
 	__be16 dport;    /* network order so that the port prefix is its high bits */
+};
+
+/* policy lens: hash, (subject, direction) -> which keys its entries use, separately for entries of
+ * one peer and of the wildcard peer: bit L (0..16) = some proto-specific entry has port prefix L,
+ * bit POLICY_LENS_ANY_PROTO = some entry has proto ANY. The lookup probes only those, longest
+ * first. A superset only costs probes; a missing bit would hide entries (the agent widens first). */
+#define POLICY_LENS_PORT_MASK 0x1ffff
+#define POLICY_LENS_ANY_PROTO (1u << 17)
+struct policy_lens_key {
+	__u32 subject;
+	__u8 direction;  /* DIR_* */
+	__u8 pad[3];
+};
+struct policy_lens_value {
+	__u32 peer_lens;     /* entries with a peer identity */
+	__u32 wildcard_lens; /* entries with peer 0 (any identity) */
 };
 
 #define VERDICT_ALLOW 1
@@ -62,6 +79,7 @@ struct endpoint_key {
 
 #define EP_F_INGRESS_ENFORCED 1
 #define EP_F_EGRESS_ENFORCED 2
+#define EP_F_POLICY_FAILED 4 /* the endpoint's policy could not be installed: drop all its traffic */
 struct endpoint_value {
 	__u32 ifindex;   /* the host side of the pod's veth */
 	__u32 identity;
@@ -90,8 +108,10 @@ struct ct_value {
 	__u32 rule_id;
 	__u8 state;       /* CT_* */
 	__u8 seen_reply;
-	__u16 pad;
+	__u8 flags;       /* CT_F_* */
+	__u8 pad;
 };
+#define CT_F_NO_TUNNEL 1 /* the peer is not behind the tunnel: known packets need no ipcache lookup */
 
 /* Timeouts in seconds (Cilium's defaults). */
 #define CT_TIMEOUT_TCP_SYN 60
@@ -112,6 +132,7 @@ struct ct_value {
 #define DROP_FRAGMENT 9
 #define DROP_TUNNEL_KEY 10
 #define DROP_NO_TUNNEL_DEVICE 11
+#define DROP_POLICY_OVERFLOW 12 /* the endpoint's policy did not fit the policy map (fail closed) */
 #define DROP_REASON_MAX 16
 
 #define EVENT_FORWARDED 1

@@ -7,47 +7,97 @@
 #ifndef POLICY_MAP_ENTRIES
 #define POLICY_MAP_ENTRIES 262144
 #endif
+#ifndef POLICY_LENS_MAP_ENTRIES
+#define POLICY_LENS_MAP_ENTRIES 65536
+#endif
 
+/* Exact-match hash, not an LPM trie: a trie's walk grows with the number of entries in it, a hash
+ * probe does not. A port range is found by probing only the port-prefix lengths the subject uses
+ * (membrane_policy_lens), longest first, so the cost is flat in N. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);
 	__uint(max_entries, POLICY_MAP_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } membrane_policy SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_lens_key);
+	__type(value, struct policy_lens_value);
+	__uint(max_entries, POLICY_LENS_MAP_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} membrane_policy_lens SEC(".maps");
+
 static __always_inline struct policy_value *
-policy_probe(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
+policy_probe(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport, __u32 port_len)
 {
+	__u16 mask = port_len ? (__u16)(0xffff << (16 - port_len)) : 0;
 	struct policy_key k = {
-		.prefixlen = POLICY_FIXED_PREFIX_BITS + (proto ? 16 : 0),
+		.prefixlen = POLICY_FIXED_PREFIX_BITS + port_len,
 		.subject = subject,
 		.peer = peer,
 		.direction = direction,
 		.proto = proto,
-		.dport = proto ? dport : 0,
+		.dport = bpf_htons(bpf_ntohs(dport) & mask),
 	};
 	return bpf_map_lookup_elem(&membrane_policy, &k);
 }
 
+/* The entry for (peer, proto, port) with the longest port prefix among the lengths in lens. */
+static __always_inline struct policy_value *
+policy_probe_ports(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport, __u32 lens)
+{
+	struct policy_value *v;
+	int len;
+
+	for (len = 16; len >= 0; len--) {
+		if (!(lens & (1u << len)))
+			continue;
+		v = policy_probe(subject, direction, peer, proto, dport, len);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
 /* Returns the first matching entry of:
  *   1. (peer, proto, port)  2. (peer, ANY, *)  3. (0, proto, port)  4. (0, ANY, *)
- * or NULL (then the endpoint's enforcement flag decides). */
+ * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
+ * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup. */
 static __always_inline struct policy_value *
 policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
 {
+	struct policy_lens_key lk = { .subject = subject, .direction = direction };
+	struct policy_lens_value *lv;
 	struct policy_value *v;
+	/* proto 0 is level 2's key: levels 1 and 3 only for a real protocol. */
+	__u32 port_mask = proto ? POLICY_LENS_PORT_MASK : 0;
+	__u32 peer_lens, wildcard_lens;
 
-	v = policy_probe(subject, direction, peer, proto, dport);
+	lv = bpf_map_lookup_elem(&membrane_policy_lens, &lk);
+	if (!lv)
+		return NULL;
+	peer_lens = lv->peer_lens;
+	wildcard_lens = lv->wildcard_lens;
+
+	if (peer != IDENTITY_WILDCARD) {
+		v = policy_probe_ports(subject, direction, peer, proto, dport, peer_lens & port_mask);
+		if (v)
+			return v;
+		if (peer_lens & POLICY_LENS_ANY_PROTO) {
+			v = policy_probe(subject, direction, peer, 0, 0, 0);
+			if (v)
+				return v;
+		}
+	}
+	v = policy_probe_ports(subject, direction, IDENTITY_WILDCARD, proto, dport, wildcard_lens & port_mask);
 	if (v)
 		return v;
-	v = policy_probe(subject, direction, peer, 0, 0);
-	if (v)
-		return v;
-	v = policy_probe(subject, direction, IDENTITY_WILDCARD, proto, dport);
-	if (v)
-		return v;
-	return policy_probe(subject, direction, IDENTITY_WILDCARD, 0, 0);
+	if (wildcard_lens & POLICY_LENS_ANY_PROTO)
+		return policy_probe(subject, direction, IDENTITY_WILDCARD, 0, 0, 0);
+	return NULL;
 }
 
 #endif

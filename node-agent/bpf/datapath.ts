@@ -1,8 +1,9 @@
 // The Membrane datapath as the agent sees it: the loaded object, typed map writes, attach, events, counters.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import { BpfObject, RingBufferReader, attachTc, detachTc, type TcTarget } from "./loader.ts";
+import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import pino from "pino";
+import { BpfError, BpfObject, RingBufferReader, attachTc, detachTc, type TcTarget } from "./loader.ts";
 import {
   CONST,
   DROP_REASONS,
@@ -14,8 +15,15 @@ import {
   encodeIpcacheKey,
   encodeIpcacheValue,
   encodePolicyKey,
+  encodePolicyLensKey,
+  encodePolicyLensValue,
   encodePolicyValue,
+  decodePolicyLensValue,
   endpointFor,
+  policyLensOf,
+  unionLens,
+  NO_LENS,
+  type PolicyLens,
   type DatapathConfig,
   type DropReasonCode,
   type EndpointEntry,
@@ -27,6 +35,7 @@ export const DATAPATH_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.
 
 export const MAPS = {
   policy: "membrane_policy",
+  policyLens: "membrane_policy_lens",
   ipcache: "membrane_ipcache",
   endpoints: "membrane_endpoints",
   conntrack: "membrane_conntrack",
@@ -37,17 +46,34 @@ export const MAPS = {
 
 export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay" } as const;
 
+const log = pino({ name: "datapath", level: process.env.LOG_LEVEL ?? "info" });
+
+/** The errnos of a map that has no room (hash: E2BIG; LPM trie: ENOSPC; no-prealloc allocation: ENOMEM). */
+const CAPACITY_ERRNOS = new Set([28, 7, 12]);
+
+/** Whether a subject's compiled policy is in the map, or why not (then its endpoints drop everything). */
+export type PolicyInstall = { readonly installed: true } | { readonly installed: false; readonly reason: string };
+
 export class Datapath {
   /** The entries last written per subject, so an update knows what to remove. */
   private readonly written = new Map<number, readonly PolicyEntry[]>();
+  /** Subjects whose policy did not fit the policy map (their endpoints fail closed). */
+  private readonly failed = new Set<number>();
   private reader: RingBufferReader | null = null;
 
   private constructor(readonly object: BpfObject) {}
 
-  /** Loads the object, reusing the maps pinned under /sys/fs/bpf/membrane/<scope>/. */
-  static load(scope: string, opts: { objectPath?: string; pinRoot?: string } = {}): Datapath {
+  /**
+   * Loads the object, reusing the maps pinned under /sys/fs/bpf/membrane/<scope>/. policyMapEntries
+   * sizes the policy map (default: the object's 262,144), e.g. small to test overflow.
+   */
+  static load(scope: string, opts: { objectPath?: string; pinRoot?: string; policyMapEntries?: number } = {}): Datapath {
     return new Datapath(
-      BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, { scope, ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}) }),
+      BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, {
+        scope,
+        ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}),
+        ...(opts.policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: opts.policyMapEntries } } : {}),
+      }),
     );
   }
 
@@ -77,8 +103,10 @@ export class Datapath {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
   }
 
+  /** Writes a local endpoint; one whose identity's policy could not be installed keeps failing closed. */
   setEndpoint(e: EndpointEntry): void {
-    this.object.map(MAPS.endpoints).update(encodeEndpointKey(e.ip), encodeEndpointValue(e));
+    const value = encodeEndpointValue(e);
+    this.object.map(MAPS.endpoints).update(encodeEndpointKey(e.ip), this.failed.has(e.identity) ? withFlag(value, CONST.EP_F_POLICY_FAILED, true) : value);
   }
 
   deleteEndpoint(ip: string): void {
@@ -95,19 +123,88 @@ export class Datapath {
 
   /**
    * Installs a subject's compiled policy: new and changed entries first, then removals, then the
-   * endpoints' enforcement flags (when given); a failure rolls the policy map back and throws.
+   * endpoints' enforcement flags (when given). The keys the kernel probes (the subject's lens:
+   * port-prefix lengths in use, proto ANY or not, per peer kind) are widened to old ∪ new before
+   * the entries change and narrowed to new after, so no packet misses an entry that is in the map
+   * (a superset only costs probes). A direction without entries has no lens: one lookup decides.
+   *
+   * When the policy map has no room for it, the subject fails closed: the batch is rolled back,
+   * every local endpoint of that identity is flagged to drop all its traffic (reason
+   * POLICY_OVERFLOW), its remaining entries are removed (they no longer decide anything and
+   * other subjects may need the room), and the result says why. A later install that fits lifts
+   * the flag. Any other failure rolls the batch back and throws.
    */
-  setSubjectPolicy(policy: SubjectPolicy, endpoints: readonly { ip: string; ifindex: number }[] = []): void {
+  setSubjectPolicy(policy: SubjectPolicy, endpoints: readonly { ip: string; ifindex: number }[] = []): PolicyInstall {
+    const subject = policy.subject;
+    const firstWrite = !this.written.has(subject);
     const keep = new Set(policy.entries.map((e) => encodePolicyKey(e).toString("hex")));
-    const previous = this.written.has(policy.subject)
-      ? this.written.get(policy.subject)!.map(encodePolicyKey)
-      : this.pinnedKeysOf(policy.subject); // first write since this process started: read the pinned map
-    this.object.map(MAPS.policy).applyBatch({
-      upserts: policy.entries.map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
-      deletes: previous.filter((k) => !keep.has(k.toString("hex"))),
-    });
-    this.written.set(policy.subject, policy.entries);
+    const previous = firstWrite
+      ? this.pinnedKeysOf(subject) // first write since this process started: read the pinned map
+      : this.written.get(subject)!.map(encodePolicyKey);
+    const lens = DIRECTIONS.map((d) => ({ direction: d, now: this.lensOf(subject, d), next: policyLensOf(policy.entries, d) }));
+    try {
+      for (const l of lens) this.setLens(subject, l.direction, unionLens(l.now, l.next));
+      this.object.map(MAPS.policy).applyBatch({
+        upserts: policy.entries.map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
+        deletes: previous.filter((k) => !keep.has(k.toString("hex"))),
+      });
+    } catch (err) {
+      if (!(err instanceof BpfError && CAPACITY_ERRNOS.has(err.errno))) {
+        for (const l of lens) this.setLens(subject, l.direction, l.now); // the batch was rolled back
+        throw err;
+      }
+      const reason = `policy map full: ${policy.entries.length} entries of identity ${subject} do not fit (${err.message})`;
+      this.failClosed(subject, previous);
+      for (const d of DIRECTIONS) this.setLens(subject, d, NO_LENS);
+      for (const ep of endpoints) this.setEndpoint(endpointFor(ep.ip, ep.ifindex, policy)); // flagged: the subject has failed
+      log.error({ subject, entries: policy.entries.length, error: err.message }, "policy does not fit the policy map; its endpoints fail closed");
+      return { installed: false, reason };
+    }
+    for (const l of lens) this.setLens(subject, l.direction, l.next);
+    this.written.set(subject, policy.entries);
+    // Lift the flag of a subject that failed before (also one flagged before this process started).
+    if (this.failed.delete(subject) || firstWrite) this.flagEndpointsOf(subject, false);
     for (const ep of endpoints) this.setEndpoint(endpointFor(ep.ip, ep.ifindex, policy));
+    return { installed: true };
+  }
+
+  /** The subjects (identities) whose policy could not be installed: their endpoints drop everything. */
+  failedSubjects(): ReadonlySet<number> {
+    return this.failed;
+  }
+
+  private failClosed(subject: number, pinned: readonly Buffer[]): void {
+    this.failed.add(subject);
+    // The flag first: from here on the endpoints drop everything, so removing their entries opens nothing.
+    this.flagEndpointsOf(subject, true);
+    const policyMap = this.object.map(MAPS.policy);
+    for (const key of pinned) policyMap.delete(key);
+    this.written.set(subject, []);
+  }
+
+  /** The keys the kernel probes for a subject's direction. */
+  private lensOf(subject: number, direction: Direction): PolicyLens {
+    const value = this.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(subject, direction));
+    return value ? decodePolicyLensValue(value) : NO_LENS;
+  }
+
+  private setLens(subject: number, direction: Direction, lens: PolicyLens): void {
+    const m = this.object.map(MAPS.policyLens);
+    const key = encodePolicyLensKey(subject, direction);
+    if (lens.peerLens !== 0 || lens.wildcardLens !== 0) m.update(key, encodePolicyLensValue(lens));
+    else if (m.lookup(key)) m.delete(key);
+  }
+
+  /** Sets or clears the policy-failed flag of every local endpoint whose identity is `subject`. */
+  private flagEndpointsOf(subject: number, failed: boolean): void {
+    const endpoints = this.object.map(MAPS.endpoints);
+    const F = LAYOUT.endpoint_value.fields;
+    for (const key of endpoints.keys()) {
+      const value = endpoints.lookup(key);
+      if (!value || value.readUInt32LE(F.identity.offset) !== subject) continue;
+      const next = withFlag(value, CONST.EP_F_POLICY_FAILED, failed);
+      if (!next.equals(value)) endpoints.update(key, next);
+    }
   }
 
   /** The policy-map keys of a subject as the kernel has them (e.g. written before an agent restart). */
@@ -153,8 +250,9 @@ export class Datapath {
 
   /** Forgets every policy entry, endpoint and ipcache entry (tests and benchmarks). */
   clearAll(): void {
-    for (const m of [MAPS.policy, MAPS.ipcache, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
+    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
     this.written.clear();
+    this.failed.clear();
   }
 
   close(): void {
@@ -166,6 +264,17 @@ export class Datapath {
   unpin(): void {
     this.object.unpin();
   }
+}
+
+const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
+
+/** An endpoint value with one EP_F_* flag set or cleared. */
+function withFlag(value: Buffer, flag: number, on: boolean): Buffer {
+  const offset = LAYOUT.endpoint_value.fields.flags.offset;
+  const out = Buffer.from(value);
+  const flags = out.readUInt32LE(offset);
+  out.writeUInt32LE((on ? flags | flag : flags & ~flag) >>> 0, offset);
+  return out;
 }
 
 export { CONST };

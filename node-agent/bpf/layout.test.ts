@@ -55,7 +55,7 @@ test("every drop reason code has a name", () => {
   for (const code of Object.values(DROP_REASON_CODES)) assert.ok(code in DROP_REASONS, `reason ${code}`);
 });
 
-test("policy keys carry the port in network order and the port prefix in the LPM prefix length", () => {
+test("policy keys carry the port in network order and the port prefix in the key's prefix length", () => {
   const e: PolicyEntry = {
     subject: 1000, direction: "egress", peer: 3000, proto: PROTO_NUMBER.TCP, port: 8192, portPrefixLen: 3,
     verdict: "allow", proxyPort: 0, ruleId: 7,

@@ -1,5 +1,5 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
-import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 
 export interface FieldLayout {
   readonly offset: number;
@@ -18,6 +18,8 @@ export const LAYOUT = {
     size: 16,
     fields: { prefixlen: f(0, 4), subject: f(4, 4), peer: f(8, 4), direction: f(12, 1), proto: f(13, 1), dport: f(14, 2) },
   },
+  policy_lens_key: { size: 8, fields: { subject: f(0, 4), direction: f(4, 1) } },
+  policy_lens_value: { size: 8, fields: { peer_lens: f(0, 4), wildcard_lens: f(4, 4) } },
   policy_value: { size: 8, fields: { verdict: f(0, 1), proxy_port: f(2, 2), rule_id: f(4, 4) } },
   ipcache_key: { size: 24, fields: { prefixlen: f(0, 4), family: f(4, 1), addr: f(8, 16) } },
   ipcache_value: { size: 12, fields: { identity: f(0, 4), tunnel_endpoint: f(4, 4), flags: f(8, 1) } },
@@ -27,7 +29,7 @@ export const LAYOUT = {
     size: 40,
     fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), proto: f(36, 1), family: f(37, 1), direction: f(38, 1) },
   },
-  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1) } },
+  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1), flags: f(14, 1) } },
   event: {
     size: 72,
     fields: {
@@ -61,12 +63,16 @@ export const CONST = {
   DIR_INGRESS: 0,
   DIR_EGRESS: 1,
   POLICY_FIXED_PREFIX_BITS: 80,
+  POLICY_LENS_PORT_MASK: 0x1ffff,
+  POLICY_LENS_ANY_PROTO: 1 << 17,
   VERDICT_ALLOW: 1,
   VERDICT_DENY: 2,
   IPCACHE_FIXED_PREFIX_BITS: 32,
   IPCACHE_F_NODE: 1,
   EP_F_INGRESS_ENFORCED: 1,
   EP_F_EGRESS_ENFORCED: 2,
+  EP_F_POLICY_FAILED: 4,
+  CT_F_NO_TUNNEL: 1,
   DROP_REASON_MAX: 16,
   EVENT_FORWARDED: 1,
   EVENT_DROPPED: 2,
@@ -88,6 +94,7 @@ export const DROP_REASONS = {
   9: "IP fragment",
   10: "tunnel key error",
   11: "no tunnel device",
+  12: "policy did not fit the policy map (endpoint fails closed)",
 } as const satisfies Record<number, string>;
 export type DropReasonCode = keyof typeof DROP_REASONS;
 export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
@@ -102,6 +109,7 @@ export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
   DROP_FRAGMENT: 9,
   DROP_TUNNEL_KEY: 10,
   DROP_NO_TUNNEL_DEVICE: 11,
+  DROP_POLICY_OVERFLOW: 12,
 };
 
 export function directionCode(d: Direction): number {
@@ -170,6 +178,57 @@ export function encodePolicyValue(e: PolicyEntry): Buffer {
   b.writeUInt16LE(e.proxyPort, L.proxy_port.offset);
   b.writeUInt32LE(e.ruleId >>> 0, L.rule_id.offset);
   return b;
+}
+
+/** The policy-lens key of a subject's direction. */
+export function encodePolicyLensKey(subject: number, direction: Direction): Buffer {
+  const L = LAYOUT.policy_lens_key.fields;
+  const b = Buffer.alloc(LAYOUT.policy_lens_key.size);
+  b.writeUInt32LE(subject >>> 0, L.subject.offset);
+  b.writeUInt8(directionCode(direction), L.direction.offset);
+  return b;
+}
+
+/**
+ * Which policy-map keys a direction's entries use, for entries of one peer and of the wildcard
+ * peer: bit L = a proto-specific entry with port prefix L, POLICY_LENS_ANY_PROTO = an entry with
+ * proto ANY. The kernel probes only those.
+ */
+export interface PolicyLens {
+  readonly peerLens: number;
+  readonly wildcardLens: number;
+}
+
+export function policyLensOf(entries: readonly PolicyEntry[], direction: Direction): PolicyLens {
+  let peerLens = 0;
+  let wildcardLens = 0;
+  for (const e of entries) {
+    if (e.direction !== direction) continue;
+    const bit = e.proto === PROTO_NUMBER.ANY ? CONST.POLICY_LENS_ANY_PROTO : 1 << e.portPrefixLen;
+    if (e.peer === IDENTITY_WILDCARD) wildcardLens |= bit;
+    else peerLens |= bit;
+  }
+  return { peerLens: peerLens >>> 0, wildcardLens: wildcardLens >>> 0 };
+}
+
+/** Both lenses' keys: what a packet must be probed for while the map holds either's entries. */
+export function unionLens(a: PolicyLens, b: PolicyLens): PolicyLens {
+  return { peerLens: (a.peerLens | b.peerLens) >>> 0, wildcardLens: (a.wildcardLens | b.wildcardLens) >>> 0 };
+}
+
+export const NO_LENS: PolicyLens = { peerLens: 0, wildcardLens: 0 };
+
+export function encodePolicyLensValue(lens: PolicyLens): Buffer {
+  const L = LAYOUT.policy_lens_value.fields;
+  const b = Buffer.alloc(LAYOUT.policy_lens_value.size);
+  b.writeUInt32LE(lens.peerLens >>> 0, L.peer_lens.offset);
+  b.writeUInt32LE(lens.wildcardLens >>> 0, L.wildcard_lens.offset);
+  return b;
+}
+
+export function decodePolicyLensValue(b: Buffer): PolicyLens {
+  const L = LAYOUT.policy_lens_value.fields;
+  return { peerLens: b.readUInt32LE(L.peer_lens.offset), wildcardLens: b.readUInt32LE(L.wildcard_lens.offset) };
 }
 
 export interface MapEntry {

@@ -28,6 +28,7 @@ const c = {
   mapName: fn(libbpf, "const char *bpf_map__name(void *map)"),
   mapFd: fn(libbpf, "int bpf_map__fd(void *map)"),
   mapSetPinPath: fn(libbpf, "int bpf_map__set_pin_path(void *map, const char *path)"),
+  mapSetMaxEntries: fn(libbpf, "int bpf_map__set_max_entries(void *map, uint32_t max_entries)"),
   mapKeySize: fn(libbpf, "uint32_t bpf_map__key_size(void *map)"),
   mapValueSize: fn(libbpf, "uint32_t bpf_map__value_size(void *map)"),
   mapType: fn(libbpf, "int bpf_map__type(void *map)"),
@@ -42,6 +43,9 @@ const c = {
   tcDetach: fn(libbpf, "int bpf_tc_detach(const void *hook, const void *opts)"),
   tcQuery: fn(libbpf, "int bpf_tc_query(const void *hook, void *opts)"),
   testRun: fn(libbpf, "int bpf_prog_test_run_opts(int fd, void *opts)"),
+  enableStats: fn(libbpf, "int bpf_enable_stats(int type)"),
+  objInfo: fn(libbpf, "int bpf_obj_get_info_by_fd(int fd, _Out_ uint8_t *info, _Inout_ uint32_t *len)"),
+  closeFd: fn(libc, "int close(int fd)"),
   numCpus: fn(libbpf, "int libbpf_num_possible_cpus()"),
   ringNew: fn(libbpf, "void *ring_buffer__new(int map_fd, membrane_ring_sample *cb, void *ctx, const void *opts)"),
   ringConsume: fn(libbpf, "int ring_buffer__consume(void *rb)"),
@@ -209,6 +213,8 @@ export interface LoadOptions {
   /** Pins every map under /sys/fs/bpf/membrane/<scope>/<map>; an existing pin is reused. */
   readonly scope: string;
   readonly pinRoot?: string;
+  /** Map sizes other than the object's, by map name (e.g. a small policy map to test overflow). */
+  readonly maxEntries?: Readonly<Record<string, number>>;
 }
 
 /** A loaded BPF object whose maps are pinned (a reload reuses them, so state survives restarts). */
@@ -229,12 +235,20 @@ export class BpfObject {
     const obj = c.openFile(objectPath, null) as Ptr;
     if (!obj) throw new BpfError(`open ${objectPath}`, koffi.errno());
     const self = new BpfObject(obj, pinDir);
+    const sized = new Set<string>();
     try {
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
         if (name.startsWith(".")) continue; // .rodata/.bss: per-object, never shared
         check(`pin path ${name}`, c.mapSetPinPath(m, path.join(pinDir, name)));
+        const size = opts.maxEntries?.[name];
+        if (size !== undefined) {
+          check(`max entries ${name}`, c.mapSetMaxEntries(m, size));
+          sized.add(name);
+        }
       }
+      const unknown = Object.keys(opts.maxEntries ?? {}).filter((n) => !sized.has(n));
+      if (unknown.length) throw new RangeError(`maxEntries: no map ${unknown.join(", ")} in ${objectPath}`);
       check(`load ${objectPath}`, c.load(obj));
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
@@ -392,6 +406,34 @@ export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; 
   opts.writeInt32LE(ctx.repeat ?? 1, 60);
   check("prog test run", c.testRun(progFd, opts));
   return { retval: opts.readUInt32LE(56), dataOut: out.subarray(0, opts.readUInt32LE(28)), durationNs: opts.readUInt32LE(64) };
+}
+
+// ------------------------------------------------------------------ run-time statistics
+
+const BPF_STATS_RUN_TIME = 0;
+const PROG_INFO = { size: 232, runTimeNs: 192, runCnt: 200 } as const; // struct bpf_prog_info (linux/bpf.h)
+
+/**
+ * Turns on the kernel's per-program run time accounting (BPF_ENABLE_STATS) for as long as the
+ * returned handle is open; it ends with close() or with the process, never left on.
+ */
+export function enableRunTimeStats(): { close(): void } {
+  const fd = check("enable bpf stats", c.enableStats(BPF_STATS_RUN_TIME));
+  let open = true;
+  return {
+    close: () => {
+      if (open) c.closeFd(fd);
+      open = false;
+    },
+  };
+}
+
+/** A program's accumulated run time and run count (both grow only while stats are enabled). */
+export function programRunStats(progFd: number): { runTimeNs: bigint; runCount: bigint } {
+  const info = Buffer.alloc(PROG_INFO.size);
+  const len = [PROG_INFO.size];
+  check("prog info", c.objInfo(progFd, info, len));
+  return { runTimeNs: info.readBigUInt64LE(PROG_INFO.runTimeNs), runCount: info.readBigUInt64LE(PROG_INFO.runCnt) };
 }
 
 // ------------------------------------------------------------------ ring buffer

@@ -43,19 +43,24 @@ test("every map is pinned under /sys/fs/bpf/membrane/<scope>/ and a second load 
 });
 
 test("a batch that fails part-way leaves the previous entries in force and says why", () => {
-  const m = dp.object.map(MAPS.policy);
-  m.clear();
-  const old = entry(100, 1);
-  m.update(encodePolicyKey(old), encodePolicyValue(old));
-  const added = entry(101, 2);
-  const bad = encodePolicyKey(entry(102, 3));
-  bad.writeUInt32LE(255, 0); // an LPM prefix longer than the key: the kernel refuses it
-  assert.throws(
-    () => m.applyBatch({ upserts: [{ key: encodePolicyKey(added), value: encodePolicyValue(added) }, { key: bad, value: encodePolicyValue(added) }], deletes: [encodePolicyKey(old)] }),
-    (err: unknown) => err instanceof BpfError && err.errno === 22 && /update membrane_policy: EINVAL/.test(err.message),
-  );
-  assert.ok(m.lookup(encodePolicyKey(old)), "the old entry is still there");
-  assert.equal(m.lookup(encodePolicyKey(added)), undefined, "the new entry was rolled back");
+  // A one-entry policy map: the batch's second write does not fit, after its first has replaced the old entry.
+  const small = Datapath.load(`${SCOPE}-small`, { policyMapEntries: 1 });
+  try {
+    const m = small.object.map(MAPS.policy);
+    const old = entry(100, 1);
+    m.update(encodePolicyKey(old), encodePolicyValue(old));
+    const replaced = entry(100, 9);
+    const added = entry(101, 2);
+    assert.throws(
+      () => m.applyBatch({ upserts: [{ key: encodePolicyKey(replaced), value: encodePolicyValue(replaced) }, { key: encodePolicyKey(added), value: encodePolicyValue(added) }], deletes: [] }),
+      (err: unknown) => err instanceof BpfError && err.errno === 7 && /update membrane_policy: E2BIG/.test(err.message),
+    );
+    assert.deepEqual(m.lookup(encodePolicyKey(old)), encodePolicyValue(old), "the old entry is back as it was");
+    assert.equal(m.lookup(encodePolicyKey(added)), undefined, "the new entry was not written");
+  } finally {
+    small.close();
+    small.unpin();
+  }
 });
 
 test("a batch applies additions before removals and replaces a subject's entries", () => {

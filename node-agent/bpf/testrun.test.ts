@@ -5,10 +5,10 @@ import fc from "fast-check";
 import { lookup } from "../../core/mapstate.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
-import { Datapath, PROGRAMS } from "./datapath.ts";
+import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
 import { testRun } from "./loader.ts";
 import { frame, TCP_ACK, TCP_SYN } from "./frames.ts";
-import { DROP_REASON_CODES, type VerdictEvent } from "./layout.ts";
+import { CONST, DROP_REASON_CODES, decodePolicyLensValue, encodePolicyLensKey, encodePolicyLensValue, policyLensOf, type PolicyLens, type VerdictEvent } from "./layout.ts";
 
 const SCOPE = `test-testrun-${process.pid}`;
 const LO = 1; // BPF_PROG_TEST_RUN runs tc programs on the loopback device
@@ -154,6 +154,74 @@ test("port range as prefixes: 8000-8100 passes inside and is denied just outside
   }
 });
 
+test("nested port prefixes: the longest prefix the subject uses decides, at the peer and at the wildcard level", () => {
+  const e = (peer: number, port: number, portPrefixLen: number, verdict: "allow" | "deny") =>
+    entry({ subject: POD_A.identity, direction: "ingress", peer, proto: TCP, port, portPrefixLen, verdict });
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: false,
+    entries: [
+      e(PEER_X.identity, 8192, 3, "allow"), // 8192-16383
+      e(PEER_X.identity, 8448, 8, "deny"), // 8448-8703 inside it
+      e(PEER_X.identity, 8500, 16, "allow"), // one port inside the deny
+      e(0, 0, 0, "deny"), // every TCP port for every peer...
+      e(0, 443, 16, "allow"), // ...but 443
+    ],
+  };
+  install(policy);
+  const probe = (peer: typeof PEER_X, port: number, expected: "allow" | "deny") =>
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer, proto: TCP, port }, expected);
+  probe(PEER_X, 8192, "allow");
+  probe(PEER_X, 16383, "allow");
+  probe(PEER_X, 8448, "deny");
+  probe(PEER_X, 8703, "deny");
+  probe(PEER_X, 8500, "allow");
+  probe(PEER_X, 443, "allow"); // no peer-level entry matches: the wildcard level decides
+  probe(PEER_X, 80, "deny");
+  probe(PEER_Y, 8500, "deny");
+  probe(PEER_Y, 443, "allow");
+  expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_Y, proto: UDP, port: 443 }, "deny"); // default deny
+});
+
+test("the probed keys follow the policy: a replaced range stops matching, a superset changes no verdict", () => {
+  const lensOf = (d: Direction): PolicyLens | undefined => {
+    const v = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(POD_A.identity, d));
+    return v && decodePolicyLensValue(v);
+  };
+  const range = rangeToPrefixes(1000, 1999).map((b) =>
+    entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: b.port, portPrefixLen: b.prefixLen }),
+  );
+  const before: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: false, egressEnforced: true, entries: range };
+  install(before);
+  assert.deepEqual(lensOf("egress"), policyLensOf(range, "egress"));
+  assert.equal(lensOf("egress")?.wildcardLens, 0);
+  assert.equal(lensOf("ingress"), undefined, "no ingress entry: nothing to probe");
+  expectVerdict(before, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 1500 }, "allow");
+
+  const after: SubjectPolicy = {
+    ...before,
+    entries: [
+      entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 2000, portPrefixLen: 16 }),
+      entry({ subject: POD_A.identity, direction: "egress", peer: 0, proto: 0, port: 0, portPrefixLen: 0, verdict: "deny" }),
+    ],
+  };
+  install(after);
+  assert.deepEqual(lensOf("egress"), { peerLens: 1 << 16, wildcardLens: CONST.POLICY_LENS_ANY_PROTO }, "narrowed to the new policy's keys after the removals");
+  expectVerdict(after, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 1500 }, "deny");
+  expectVerdict(after, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 2000 }, "allow");
+  expectVerdict(after, { direction: "egress", pod: POD_A, peer: PEER_Y, proto: UDP, port: 2000 }, "deny");
+
+  // The state an update passes through (old ∪ new keys) only adds probes that miss.
+  const all = CONST.POLICY_LENS_PORT_MASK | CONST.POLICY_LENS_ANY_PROTO;
+  dp.object.map(MAPS.policyLens).update(encodePolicyLensKey(POD_A.identity, "egress"), encodePolicyLensValue({ peerLens: all, wildcardLens: all }));
+  for (const port of [1500, 2000, 2001, 1]) {
+    expectVerdict(after, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port }, port === 2000 ? "allow" : "deny");
+  }
+
+  install({ ...before, entries: [] });
+  assert.equal(lensOf("egress"), undefined, "a subject without entries has no lens: its lookup ends after one probe");
+  expectVerdict({ ...before, entries: [] }, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 2000 }, "deny");
+});
+
 test("deny over allow: a deny for one peer and port beats an allow-all, and the drop names its rule", () => {
   const deny = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 22, portPrefixLen: 16, verdict: "deny" });
   const policy: SubjectPolicy = {
@@ -285,6 +353,48 @@ test("egress to a pod on another node is tunnelled (identity in the VNI) when a 
   assert.equal(testRun(from, f, { ifindex: LO }).retval, TC_ACT_REDIRECT);
 });
 
+test("every packet of a known flow with a pod on another node is tunnelled: egress, and replies to peers that came in from another node", () => {
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
+  dp.setIpcache({ cidr: "10.2.0.0/24", identity: 4000, tunnelEndpoint: "192.168.50.2" });
+  dp.setConfig({ vxlanIfindex: LO, eventsForwarded: false });
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  const tcp = (src: string, dst: string, sport: number, dport: number, tcpFlags: number): Buffer => frame({ src, dst, proto: TCP, sport, dport, tcpFlags });
+  // The pod opens a connection to a remote pod.
+  assert.equal(testRun(from, tcp(POD_A.ip, "10.2.0.7", 40000, 80, TCP_SYN), { ifindex: LO }).retval, TC_ACT_REDIRECT);
+  assert.equal(testRun(to, tcp("10.2.0.7", POD_A.ip, 80, 40000, TCP_SYN | TCP_ACK), { ifindex: LO }).retval, TC_ACT_OK);
+  for (let i = 0; i < 3; i++) assert.equal(testRun(from, tcp(POD_A.ip, "10.2.0.7", 40000, 80, TCP_ACK), { ifindex: LO }).retval, TC_ACT_REDIRECT, `established packet ${i}`);
+  // A remote pod connects to ours, known by the ipcache or vouched for by from-overlay (the mark): the replies go back through the tunnel.
+  for (const [peer, mark] of [["10.2.0.8", 0], ["10.2.0.9", 0x0e000000 | 4000]] as const) {
+    assert.equal(testRun(to, tcp(peer, POD_A.ip, 41000, 8080, TCP_SYN), { ifindex: LO, mark }).retval, TC_ACT_OK);
+    assert.equal(testRun(from, tcp(POD_A.ip, peer, 8080, 41000, TCP_SYN | TCP_ACK), { ifindex: LO }).retval, TC_ACT_REDIRECT, `reply to ${peer}`);
+    assert.equal(testRun(from, tcp(POD_A.ip, peer, 8080, 41000, TCP_ACK), { ifindex: LO }).retval, TC_ACT_REDIRECT, `later reply to ${peer}`);
+  }
+  // A flow with a peer on this side of the tunnel is not redirected, first packet or later.
+  assert.equal(testRun(from, tcp(POD_A.ip, PEER_X.ip, 40001, 80, TCP_SYN), { ifindex: LO }).retval, TC_ACT_OK);
+  assert.equal(testRun(from, tcp(POD_A.ip, PEER_X.ip, 40001, 80, TCP_ACK), { ifindex: LO }).retval, TC_ACT_OK);
+});
+
+test("forwarded flows are reported once per connection, when it is created; every dropped packet is reported", () => {
+  install({
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
+  });
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  const out = (flags: number): Buffer => frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40200, dport: 80, tcpFlags: flags });
+  assert.equal(testRun(from, out(TCP_SYN), { ifindex: LO }).retval, TC_ACT_OK);
+  assert.equal(testRun(to, frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40200, tcpFlags: TCP_SYN | TCP_ACK }), { ifindex: LO }).retval, TC_ACT_OK);
+  assert.equal(testRun(from, out(TCP_ACK), { ifindex: LO, repeat: 100 }).retval, TC_ACT_OK);
+  const denied = frame({ src: POD_A.ip, dst: PEER_Y.ip, proto: TCP, sport: 40201, dport: 80 });
+  assert.equal(testRun(from, denied, { ifindex: LO, repeat: 5 }).retval, TC_ACT_SHOT);
+  drainEvents();
+  const forwarded = events.filter((e) => e.verdict === "forwarded");
+  assert.equal(forwarded.length, 1, "one event for the connection, none for its 101 later packets");
+  assert.equal(forwarded[0]?.sport, 40200);
+  assert.equal(events.filter((e) => e.verdict === "dropped" && e.sport === 40201).length, 5, "each dropped packet");
+});
+
 test("from-overlay fails closed on a packet without tunnel metadata", () => {
   const r = testRun(dp.programFd(PROGRAMS.fromOverlay), frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 1, dport: 80 }), { ifindex: LO });
   assert.equal(r.retval, TC_ACT_SHOT);
@@ -323,18 +433,41 @@ const arbProbe = fc.record({
   direction: fc.constantFrom<Direction>("ingress", "egress"),
   peer: fc.constantFrom(...peers),
   proto: fc.constantFrom(TCP, UDP),
-  port: fc.constantFrom(53, 80, 81, 443, 8080, 8190, 8191, 60000, 65535),
+  port: fc.oneof(fc.constantFrom(53, 80, 81, 443, 8080, 8190, 8191, 60000, 65535), fc.integer({ min: 1, max: 65535 })),
   v6: fc.boolean(),
 });
+/** A port range as the compiler emits it: several prefix lengths for one (peer, proto). */
+const arbRangeEntries = fc
+  .record({
+    direction: fc.constantFrom<Direction>("ingress", "egress"),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity),
+    proto: fc.constantFrom(TCP, UDP),
+    first: fc.constantFrom(1, 53, 80, 443, 8000, 8080, 8191, 60000),
+    span: fc.integer({ min: 0, max: 5000 }),
+    verdict: fc.constantFrom<"allow" | "deny">("allow", "deny"),
+  })
+  .map(({ direction, peer, proto, first, span, verdict }): PolicyEntry[] =>
+    rangeToPrefixes(first, Math.min(65535, first + span)).map((b) =>
+      entry({ subject: POD_A.identity, direction, peer, proto, port: b.port, portPrefixLen: b.prefixLen, verdict }),
+    ),
+  );
 
 test("property: for random entries and packets the kernel verdict equals core's lookup", () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
+      fc.array(arbRangeEntries, { maxLength: 3 }),
       fc.boolean(),
       fc.boolean(),
       fc.array(arbProbe, { minLength: 1, maxLength: 8 }),
-      (entries, ingressEnforced, egressEnforced, probes) => {
+      (single, ranges, ingressEnforced, egressEnforced, probes) => {
+        // One entry per key (as the compiler emits): the first of equal keys stays.
+        const byKey = new Map<string, PolicyEntry>();
+        for (const e of [...single, ...ranges.flat()]) {
+          const k = `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}`;
+          if (!byKey.has(k)) byKey.set(k, e);
+        }
+        const entries = [...byKey.values()];
         dp.clearAll();
         dp.setIpcache({ cidr: "10.1.0.0/24", identity: PEER_X.identity });
         dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });

@@ -13,6 +13,8 @@ import { ObserverServer } from "./server.ts";
 import { dropFlow, endpoint, flow } from "./testflows.ts";
 import type { Flow } from "./flow.ts";
 import { observe as observeIn, parseObserveArgs } from "../../cli/observe.ts";
+import { readFlows } from "./client.ts";
+import { parseFilterArgs } from "./filter.ts";
 
 const membrane = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
 
@@ -78,7 +80,11 @@ test("bad filters and addresses fail with the flag named, from the CLI and from 
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--verdict: "LOST" is not FORWARDED or DROPPED/);
   const noServer = parseObserveArgs(["--verdict", "DROPPED"]);
-  assert.ok(!noServer.ok && /--server: at least one/.test(noServer.error));
+  assert.ok(noServer.ok && noServer.value.servers.length === 0, "no --server: the agents are found in the cluster");
+  const both = parseObserveArgs(["--server", a.addr, "--kubeconfig", "/x"]);
+  assert.ok(!both.ok && /--kubeconfig: not together with --server/.test(both.error));
+  const badServer = parseObserveArgs(["--server", "tcp://1.2.3.4:5"]);
+  assert.ok(!badServer.ok && /--server: "tcp:\/\/1.2.3.4:5" is not unix:\/PATH/.test(badServer.error));
   const badOutput = parseObserveArgs(["--server", a.addr, "-o", "yaml"]);
   assert.ok(!badOutput.ok && /-o: "yaml" is not table or json/.test(badOutput.error));
   await assert.rejects(observeHere("--server", "unix:/nonexistent/observer.sock"), /unix:\/nonexistent\/observer.sock: .*ENOENT/);
@@ -159,4 +165,33 @@ test("the agent-side Observer turns events into flows a client reads, and export
   assert.deepEqual(got[0]!.destination.labels, ["k8s:app=web"]);
   await obs.stop();
   assert.deepEqual(jsonLines(fs.readFileSync(path.join(dir, "flows.jsonl"), "utf8")), got);
+});
+
+test("an observer that does not answer is reported on stderr and the others' flows are still shown", async (t) => {
+  const a = await startObserver(t, "a", [dropFlow({ node: "node-a" })]);
+  const dead = `unix:${path.join(os.tmpdir(), `membrane-no-observer-${process.pid}.sock`)}`;
+  const r = await observe("--server", dead, "--server", a.addr, "-o", "json");
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(jsonLines(r.stdout).map((f) => f.node), ["node-a"]);
+  assert.match(r.stderr, new RegExp(`${dead.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: connect ENOENT .*its flows are missing`));
+  const none = await observe("--server", dead);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /ENOENT/);
+});
+
+test("an observer that accepts but never answers counts as not answering, after the timeout", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observer-"));
+  const silent = http.createServer(() => {}); // never answers
+  const socketPath = path.join(dir, "silent.sock");
+  await new Promise<void>((resolve) => silent.listen(socketPath, resolve));
+  t.after(async () => {
+    silent.closeAllConnections();
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const a = await startObserver(t, "a", [dropFlow({ node: "node-a" })]);
+  const noFilter = parseFilterArgs([]);
+  assert.ok(noFilter.ok);
+  await assert.rejects(readFlows(`unix:${socketPath}`, noFilter.filter, false, () => {}, undefined, 200), /no answer within 200 ms/);
+  assert.equal(jsonLines(await observeHere("--server", a.addr, "-o", "json")).length, 1, "the answering observer still answers");
 });

@@ -1,0 +1,142 @@
+// Health on the CiliumNode: the conditions each agent state reports, and publishing them to a real API server.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { KubeClient } from "../controllers/runtime/kube.ts";
+import type { Condition } from "../controllers/runtime/conditions.ts";
+import type { AgentStatus } from "./agent.ts";
+import { CiliumNodeHealth, healthConditions } from "./health.ts";
+import { capturingLogger, until } from "./agent-fixture.ts";
+
+const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
+const base: AgentStatus = { connected: true, version: 7, lastError: undefined, endpoints: 2, policyEnforcementMode: "default" };
+const byType = (cs: readonly { type: string; status: string; reason: string; message: string }[]) => Object.fromEntries(cs.map((c) => [c.type, `${c.status}/${c.reason}`]));
+
+describe("agent health conditions", () => {
+  it("connected with an acknowledged version: Ready, DatapathLoaded and PolicySynced are True, and the message names the version", () => {
+    const cs = healthConditions(base, "maps pinned", 3);
+    assert.deepEqual(byType(cs), { Ready: "True/Enforcing", DatapathLoaded: "True/Loaded", PolicySynced: "True/Acknowledged" });
+    assert.match(cs.find((c) => c.type === "PolicySynced")!.message, /version 7 applied and acknowledged/);
+    assert.ok(cs.every((c) => c.observedGeneration === 3));
+  });
+
+  it("a refused state: not synced and not ready, with the error and the version still enforced", () => {
+    const cs = healthConditions({ ...base, lastError: "policies[0].entries[3]: bad port" }, "maps pinned");
+    assert.deepEqual(byType(cs), { Ready: "False/StateRefused", DatapathLoaded: "True/Loaded", PolicySynced: "False/StateRefused" });
+    assert.match(cs.find((c) => c.type === "PolicySynced")!.message, /bad port; enforcing version 7/);
+  });
+
+  it("operator unreachable: the last version is still enforced, and says so", () => {
+    const cs = healthConditions({ ...base, connected: false }, "maps pinned");
+    assert.deepEqual(byType(cs), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
+    assert.match(cs[0]!.message, /enforcing version 7/);
+  });
+
+  it("connected but nothing applied yet: waiting", () => {
+    assert.deepEqual(byType(healthConditions({ ...base, version: undefined }, "maps pinned")), { Ready: "False/Waiting", DatapathLoaded: "True/Loaded", PolicySynced: "False/Waiting" });
+  });
+});
+
+describe("CiliumNode health against a real API server", { timeout: 180_000 }, () => {
+  let cp: ControlPlane | undefined;
+  let client: KubeClient | undefined;
+  let health: CiliumNodeHealth | undefined;
+  const node = `health-${process.pid}`;
+  const lines: Record<string, unknown>[] = [];
+  let status: AgentStatus = { ...base, connected: false, version: undefined };
+  const listeners: (() => void)[] = [];
+  const changed = (s: AgentStatus): void => {
+    status = s;
+    for (const l of listeners) l();
+  };
+  const cidrs: string[][] = [];
+
+  const kubectl = async (args: string[], input?: string): Promise<string> => {
+    const r = await cp!.kubectl(args, input);
+    assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const ciliumNode = async () => JSON.parse(await kubectl(["get", "ciliumnode", node, "-o", "json"])) as { metadata: { annotations?: Record<string, string> }; status?: { conditions?: Condition[] } };
+  const eventually = async <T>(what: string, f: () => Promise<T | undefined>): Promise<T> => {
+    const end = Date.now() + 20_000;
+    for (;;) {
+      const v = await f().catch(() => undefined);
+      if (v !== undefined) return v;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  before(async () => {
+    cp = await startControlPlane({ name: `health${process.pid}` });
+    await kubectl(["apply", "-f", CRD]);
+    await kubectl(["wait", "--for=condition=Established", "--timeout=60s", "-f", CRD]);
+    client = await KubeClient.fromKubeconfig(cp.kubeconfig);
+  });
+
+  after(async () => {
+    await health?.stop();
+    client?.close();
+    await cp?.stop();
+  });
+
+  it("publishing before the operator made the CiliumNode is retried, not fatal; once it exists the conditions and the observer address appear", async () => {
+    health = new CiliumNodeHealth({
+      client: client!,
+      nodeName: node,
+      status: () => status,
+      onStatus: (f) => {
+        listeners.push(f);
+        return () => listeners.splice(listeners.indexOf(f), 1);
+      },
+      datapath: "maps pinned under /sys/fs/bpf/membrane/test",
+      observerAddress: "unix:/run/membrane/observer.sock",
+      onPodCIDRs: (c) => cidrs.push([...c]),
+      log: capturingLogger(lines),
+      backoff: { baseMs: 100, maxMs: 500, jitter: 0 },
+    });
+    health.start();
+    await until("a failed publish logged", () => lines.find((l) => l.msg === "publishing health on the CiliumNode failed; enforcement is not affected"), 10_000);
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: node }, spec: { ipam: { podCIDRs: ["10.244.7.0/24"] } } }));
+    const cn = await eventually("conditions on the CiliumNode", async () => {
+      const o = await ciliumNode();
+      return o.status?.conditions?.length === 3 && o.metadata.annotations?.["membrane.io/observer-address"] ? o : undefined;
+    });
+    assert.deepEqual(byType(cn.status!.conditions!), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
+    assert.equal(cn.metadata.annotations!["membrane.io/observer-address"], "unix:/run/membrane/observer.sock");
+    assert.deepEqual(cidrs.at(-1), ["10.244.7.0/24"]);
+    assert.equal(lines.filter((l) => l.msg === "publishing health on the CiliumNode failed; enforcement is not affected").length, 1, "one line per distinct failure, not per retry");
+  });
+
+  it("an acknowledged version turns Ready and PolicySynced True; DatapathLoaded keeps its transition time", async () => {
+    const before = (await ciliumNode()).status!.conditions!;
+    await new Promise((r) => setTimeout(r, 1100)); // transition times have seconds precision
+    changed({ ...base, version: 12 });
+    const after = await eventually("PolicySynced True", async () => {
+      const cs = (await ciliumNode()).status?.conditions;
+      return cs?.find((c) => c.type === "PolicySynced")?.status === "True" ? cs : undefined;
+    });
+    assert.deepEqual(byType(after), { Ready: "True/Enforcing", DatapathLoaded: "True/Loaded", PolicySynced: "True/Acknowledged" });
+    assert.match(after.find((c) => c.type === "PolicySynced")!.message, /version 12/);
+    const ltt = (cs: Condition[], t: string) => cs.find((c) => c.type === t)!.lastTransitionTime;
+    assert.equal(ltt(after, "DatapathLoaded"), ltt(before, "DatapathLoaded"));
+    assert.notEqual(ltt(after, "Ready"), ltt(before, "Ready"));
+  });
+
+  it("a refused state is published with its error", async () => {
+    changed({ ...base, version: 12, lastError: "policies[0].entries[1]: port 70000 out of range" });
+    const cs = await eventually("PolicySynced False", async () => {
+      const c = (await ciliumNode()).status?.conditions;
+      return c?.find((x) => x.type === "PolicySynced")?.reason === "StateRefused" ? c : undefined;
+    });
+    assert.match(cs.find((c) => c.type === "PolicySynced")!.message, /port 70000 out of range; enforcing version 12/);
+  });
+
+  it("conditions overwritten by someone else are healed", async () => {
+    await kubectl(["patch", "ciliumnode", node, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { conditions: [] } })]);
+    changed(status); // a status event (as any change would); the periodic resync would do it too
+    await eventually("conditions back", async () => ((await ciliumNode()).status?.conditions?.length === 3 ? true : undefined));
+  });
+});

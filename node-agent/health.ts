@@ -1,0 +1,131 @@
+// Publishes the agent's health on its own CiliumNode: status conditions (Ready, DatapathLoaded, PolicySynced) and the observer's address annotation.
+import type { Logger } from "pino";
+import { Backoff } from "../controllers/runtime/backoff.ts";
+import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../controllers/runtime/conditions.ts";
+import { type KubeClient, type KubeObject, resourcePath } from "../controllers/runtime/kube.ts";
+import { CILIUM_NODES } from "../controllers/runtime/resources.ts";
+import { OBSERVER_ADDRESS_ANNOTATION } from "./observer/discover.ts";
+import type { AgentStatus } from "./agent.ts";
+
+interface CiliumNodeHealthObject extends KubeObject {
+  spec?: { ipam?: { podCIDRs?: string[] } };
+  status?: { conditions?: Condition[] };
+}
+
+/** The agent's conditions from its status: pure, so what each state reports is tested without a cluster. */
+export function healthConditions(s: AgentStatus, datapath: string, observedGeneration?: number): ConditionInput[] {
+  const gen = observedGeneration !== undefined ? { observedGeneration } : {};
+  const held = s.version === undefined ? "no state applied yet" : `enforcing version ${s.version}`;
+  let synced: ConditionInput;
+  if (s.lastError !== undefined) {
+    synced = { type: "PolicySynced", status: "False", reason: "StateRefused", message: `the operator's latest state was refused: ${s.lastError}; ${held}`, ...gen };
+  } else if (!s.connected) {
+    synced = { type: "PolicySynced", status: "False", reason: "OperatorUnreachable", message: `no stream to the operator; ${held}`, ...gen };
+  } else if (s.version === undefined) {
+    synced = { type: "PolicySynced", status: "False", reason: "Waiting", message: "connected; waiting for the first state", ...gen };
+  } else {
+    synced = { type: "PolicySynced", status: "True", reason: "Acknowledged", message: `version ${s.version} applied and acknowledged (policy enforcement mode ${s.policyEnforcementMode})`, ...gen };
+  }
+  const loaded: ConditionInput = { type: "DatapathLoaded", status: "True", reason: "Loaded", message: datapath, ...gen };
+  const ready: ConditionInput =
+    synced.status === "True"
+      ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}`, ...gen }
+      : { type: "Ready", status: "False", reason: synced.reason, message: synced.message, ...gen };
+  return [ready, loaded, synced];
+}
+
+export interface CiliumNodeHealthOptions {
+  readonly client: Pick<KubeClient, "get" | "mergePatch">;
+  readonly nodeName: string;
+  readonly status: () => AgentStatus;
+  /** Subscribes to status changes; returns the unsubscribe. */
+  readonly onStatus: (f: () => void) => () => void;
+  /** What the datapath is (for DatapathLoaded's message), e.g. the pin directory. */
+  readonly datapath: string;
+  /** `unix:/path` or `http://host:port`; the annotation is left alone when absent. */
+  readonly observerAddress?: string;
+  /** Called with the node's pod CIDRs each time the CiliumNode is read. */
+  readonly onPodCIDRs?: (cidrs: readonly string[]) => void;
+  readonly log: Logger;
+  /** Re-publish this often even without a change, healing an overwrite (default 60 s). */
+  readonly resyncMs?: number;
+  readonly backoff?: { baseMs: number; maxMs: number; jitter: number };
+}
+
+/** Level-triggered: each round reads the CiliumNode and writes what differs; a failure is logged and retried, never fatal. */
+export class CiliumNodeHealth {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private dirty = false;
+  private stopped = true;
+  private unsubscribe: (() => void) | undefined;
+  private lastFailure: string | undefined;
+  private readonly backoff: Backoff;
+  private inFlight: Promise<void> | undefined;
+
+  constructor(private readonly o: CiliumNodeHealthOptions) {
+    this.backoff = new Backoff(o.backoff ?? { baseMs: 500, maxMs: 30_000, jitter: 0.2 });
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.unsubscribe = this.o.onStatus(() => this.schedule(0));
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    clearTimeout(this.timer);
+    await this.inFlight;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.dirty = true; // publish again once the current round ends
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void (this.inFlight = this.round()), delayMs);
+    this.timer.unref();
+  }
+
+  private async round(): Promise<void> {
+    this.running = true;
+    this.dirty = false;
+    let next = this.o.resyncMs ?? 60_000;
+    try {
+      await this.publish();
+      if (this.lastFailure !== undefined) this.o.log.info({ name: this.o.nodeName }, "CiliumNode health published again");
+      this.lastFailure = undefined;
+      this.backoff.reset();
+    } catch (err) {
+      const error = (err as Error).message;
+      next = this.backoff.next();
+      // One line per distinct failure, not one per retry.
+      if (error !== this.lastFailure) this.o.log.warn({ name: this.o.nodeName, error, retryMs: next }, "publishing health on the CiliumNode failed; enforcement is not affected");
+      this.lastFailure = error;
+    } finally {
+      this.running = false;
+    }
+    this.schedule(this.dirty ? 0 : next);
+  }
+
+  private async publish(): Promise<void> {
+    const path = resourcePath(CILIUM_NODES, undefined, this.o.nodeName);
+    const cn = await this.o.client.get<CiliumNodeHealthObject>(path);
+    this.o.onPodCIDRs?.(cn.spec?.ipam?.podCIDRs ?? []);
+    const want = mergeConditions(cn.status?.conditions, healthConditions(this.o.status(), this.o.datapath, cn.metadata.generation), new Date());
+    if (!sameConditions(cn.status?.conditions, want)) {
+      await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want } });
+      this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");
+    }
+    const address = this.o.observerAddress;
+    if (address !== undefined && cn.metadata.annotations?.[OBSERVER_ADDRESS_ANNOTATION] !== address) {
+      // Metadata is not writable through /status: this needs `patch` on ciliumnodes.
+      await this.o.client.mergePatch(path, { metadata: { annotations: { [OBSERVER_ADDRESS_ANNOTATION]: address } } });
+      this.o.log.info({ name: this.o.nodeName, address }, "observer address annotated on the CiliumNode");
+    }
+  }
+}

@@ -1,0 +1,49 @@
+// `membrane agent` flags: the chart's names, their values, and errors that name the flag.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { parseAgentFlags } from "./main.ts";
+
+const required = ["--node-name", "n1", "--operator", "op:9000", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "ca"];
+const flags = (...extra: string[]) => {
+  const r = parseAgentFlags([...required, ...extra]);
+  if (!r.ok) throw new Error(r.error);
+  return r.flags;
+};
+const error = (...extra: string[]) => {
+  const r = parseAgentFlags([...required, ...extra]);
+  assert.equal(r.ok, false);
+  return (r as { error: string }).error;
+};
+
+describe("membrane agent flags", () => {
+  it("--policy-enforcement-mode takes default, always or never (default: default)", () => {
+    assert.equal(flags().policyEnforcementMode, "default");
+    assert.equal(flags("--policy-enforcement-mode=always").policyEnforcementMode, "always");
+    assert.equal(flags("--policy-enforcement-mode", "never").policyEnforcementMode, "never");
+    assert.equal(error("--policy-enforcement-mode=strict"), '--policy-enforcement-mode: must be one of default, always, never, got "strict"');
+  });
+
+  it("--health-port serves /healthz, /readyz and /metrics on the node's loopback, where the chart's probes go", () => {
+    assert.equal(flags("--health-port=9962").metricsAddress, "127.0.0.1:9962");
+    assert.equal(error("--health-port=99999"), '--health-port: must be a port number 0..65535, got "99999"');
+    assert.equal(error("--health-port=1", "--metrics-address=127.0.0.1:2"), "--health-port: not together with --metrics-address (the same server)");
+  });
+
+  it("the chart's flow export flags: path, size in MiB, backups", () => {
+    assert.deepEqual(flags("--flow-export-path=/var/run/membrane/flows/flows.jsonl", "--flow-export-max-size-mib=100", "--flow-export-max-backups=5").flowExport, {
+      path: "/var/run/membrane/flows/flows.jsonl",
+      maxBytes: 100 * 1024 * 1024,
+      keep: 5,
+    });
+    assert.deepEqual(flags("--flow-export-path=/f").flowExport, { path: "/f", maxBytes: 10 * 1024 * 1024, keep: 5 });
+    assert.equal(error("--flow-export-max-size-mib=0", "--flow-export-path=/f"), '--flow-export-max-size-mib: must be an integer >= 1, got "0"');
+    assert.equal(error("--flow-export-max-backups=2"), "--flow-export-max-backups: only with --flow-export-path");
+    assert.equal(error("--flow-export-path=/f", "--flow-export=/g"), "--flow-export: not together with --flow-export-path (the same setting)");
+  });
+
+  it("--cni-bin-dir, --cni-conf-dir and --kubeconfig are paths", () => {
+    const f = flags("--cni-bin-dir=/host/opt/cni/bin", "--cni-conf-dir=/host/etc/cni/net.d", "--kubeconfig=/k");
+    assert.deepEqual([f.cniBinDir, f.cniConfDir, f.kubeconfig], ["/host/opt/cni/bin", "/host/etc/cni/net.d", "/k"]);
+    assert.equal(error("--cni-conf-dir="), "--cni-conf-dir: must be a path");
+  });
+});

@@ -1,0 +1,48 @@
+// Which pod holds an address, for naming both ends of a flow: local pods from the CNI, remote ones from the ipcache's `pod`.
+import { formatIP, parseIP, parsePrefix } from "../../core/cidr.ts";
+import type { IPCacheEntry } from "../../core/wire.ts";
+
+export interface PodRef {
+  readonly namespace: string;
+  readonly pod: string;
+}
+
+/** `namespace/name` as the operator writes it in an ipcache entry; undefined when either part is missing. */
+export function parsePodRef(s: string): PodRef | undefined {
+  const slash = s.indexOf("/");
+  if (slash <= 0 || slash === s.length - 1) return undefined;
+  return { namespace: s.slice(0, slash), pod: s.slice(slash + 1) };
+}
+
+/** The canonical text of an address (RFC 5952 for IPv6), so an event's address and the ipcache's agree. */
+export function canonicalAddress(ip: string): string {
+  if (!ip.includes(":")) return ip; // IPv4 text from the datapath is already canonical
+  const p = parseIP(ip);
+  return p === undefined ? ip : formatIP(p.family, p.addr);
+}
+
+/** Address → pod for every single-address ipcache entry that names its pod (every pod in the cluster, on any node). */
+export function podsFromIpcache(ipcache: readonly IPCacheEntry[]): Map<string, PodRef> {
+  const out = new Map<string, PodRef>();
+  for (const e of ipcache) {
+    if (e.pod === undefined) continue;
+    const p = parsePrefix(e.prefix);
+    if (p === undefined || p.bits !== (p.family === 4 ? 32 : 128)) continue; // pods hold single addresses
+    const ref = parsePodRef(e.pod);
+    if (ref !== undefined) out.set(formatIP(p.family, p.addr), ref);
+  }
+  return out;
+}
+
+/**
+ * The pod behind `ip`: this node's own registration first (known the moment the CNI adds the pod),
+ * then the cluster-wide ipcache (remote pods, and local ones the CNI did not name).
+ */
+export function podByAddress(ip: string, local: ReadonlyMap<string, PodRef>, cluster: ReadonlyMap<string, PodRef>): PodRef | undefined {
+  const own = local.get(ip);
+  if (own !== undefined) return own;
+  const hit = cluster.get(ip);
+  if (hit !== undefined || !ip.includes(":")) return hit;
+  const canonical = canonicalAddress(ip);
+  return local.get(canonical) ?? cluster.get(canonical);
+}
