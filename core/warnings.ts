@@ -17,21 +17,23 @@ export function formatWarning(w: PolicyWarning): string {
 
 /** Every warning for a parsed object (a CNP with `specs` gives several Policy values; each is checked on its own). */
 export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
-  const out: PolicyWarning[] = [];
-  const seen = new Set<string>();
-  const add = (w: PolicyWarning): void => {
-    const key = formatWarning(w);
-    if (seen.has(key)) return;
-    seen.add(key);
-    out.push(w);
-  };
+  const found: PolicyWarning[] = [];
   for (const policy of policies) {
     for (const rule of policy.rules) {
-      openToWorld(rule).forEach(add);
-      dnsOffPort53(rule).forEach(add);
+      if (rule.verdict === "allow") found.push(...openToWorld(rule));
+      if (rule.ports.length > 0) found.push(...dnsOffPort53(rule));
     }
-    unreachableAllows(policy).forEach(add);
-    unknownLabelKeys(policy).forEach(add);
+    found.push(...unreachableAllows(policy), ...unknownLabelKeys(policy));
+  }
+  if (found.length < 2) return found;
+  // The same warning can come from several specs of one object: say it once.
+  const out: PolicyWarning[] = [];
+  const seen = new Set<string>();
+  for (const w of found) {
+    const key = formatWarning(w);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(w);
   }
   return out;
 }
@@ -238,24 +240,27 @@ function unknownLabelKey(fullKey: string): string | undefined {
   return undefined;
 }
 
+/** Adds a warning to `out` for every key of `selector` that no label source produces. */
+function checkSelectorKeys(out: PolicyWarning[], selector: Selector | undefined, path: string | (() => string)): void {
+  if (selector === undefined) return;
+  for (const req of selector.requirements) {
+    if (req.operator === "NotIn" || req.operator === "DoesNotExist") continue; // negations of a missing key are legal
+    const message = unknownLabelKey(req.key);
+    if (message !== undefined) out.push({ path: typeof path === "string" ? path : path(), message });
+  }
+}
+
 function unknownLabelKeys(policy: Policy): PolicyWarning[] {
   const out: PolicyWarning[] = [];
-  const check = (selector: Selector | undefined, path: string): void => {
-    for (const req of selector?.requirements ?? []) {
-      if (req.operator === "NotIn" || req.operator === "DoesNotExist") continue; // negations of a missing key are legal
-      const message = unknownLabelKey(req.key);
-      if (message !== undefined) out.push({ path, message });
-    }
-  };
-  const specPath = policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
-  check(policy.subject, `${specPath}.${policy.kind === "NetworkPolicy" ? "podSelector" : "endpointSelector"}`);
-  check(policy.nodeSelector, `${specPath}.nodeSelector`);
+  // The spec's own path is only needed for a warning: most policies have none.
+  const specPath = (): string => policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
+  checkSelectorKeys(out, policy.subject, () => `${specPath()}.${policy.kind === "NetworkPolicy" ? "podSelector" : "endpointSelector"}`);
+  checkSelectorKeys(out, policy.nodeSelector, () => `${specPath()}.nodeSelector`);
   for (const rule of policy.rules) {
     for (const peer of rule.peers) {
-      if (peer.kind === "selector") check(peer.selector, rule.origin.path);
-      if (peer.kind === "service") check(peer.selector, rule.origin.path);
+      if (peer.kind === "selector" || peer.kind === "service") checkSelectorKeys(out, peer.selector, rule.origin.path);
     }
-    for (const req of rule.requires) check(req, rule.origin.path);
+    for (const req of rule.requires) checkSelectorKeys(out, req, rule.origin.path);
   }
   return out;
 }

@@ -116,33 +116,41 @@ export function admit(raw: string, mode: AdmissionMode): AdmissionOutcome {
   }
   const req = readRequest(review);
   if (typeof req === "string") return rejectBody(raw, req);
-  const base = { uid: req.uid, kind: req.kind, namespace: req.namespace, name: req.name, operation: req.operation, dryRun: req.dryRun };
-  const allow = (warnings: readonly string[]): AdmissionOutcome => ({
-    ...base,
-    body: respond(req.apiVersion, req.uid, true, undefined, warnings),
-    allowed: true,
-    errorCount: 0,
-    warningCount: warnings.length,
-  });
-  const deny = (message: string, errorCount: number): AdmissionOutcome => ({
-    ...base,
-    body: respond(req.apiVersion, req.uid, false, message, []),
-    allowed: false,
-    errorCount,
-    warningCount: 0,
-  });
-  if (mode === "noop") return allow([]);
+  if (mode === "noop") return allow(req, []);
   // Deletes and connects carry no new policy; there is nothing to validate.
-  if (req.operation === "DELETE" || req.operation === "CONNECT") return allow([]);
-  if (!req.hasObject) return deny("request.object: required for CREATE and UPDATE", 1);
+  if (req.operation === "DELETE" || req.operation === "CONNECT") return allow(req, []);
+  if (!req.hasObject) return deny(req, "request.object: required for CREATE and UPDATE", 1);
   try {
     const result = validateObject(req.object);
-    if (result.errors.length > 0) return deny(formatErrors(result.errors), result.errors.length);
-    return allow(boundedWarnings(result.warnings));
+    if (result.errors.length > 0) return deny(req, formatErrors(result.errors), result.errors.length);
+    return allow(req, boundedWarnings(result.warnings));
   } catch (err) {
     // A bug in validation must not let a policy through unchecked.
-    return deny(`internal error while validating: ${err instanceof Error ? err.message.slice(0, 200) : "unknown"}`, 1);
+    return deny(req, `internal error while validating: ${err instanceof Error ? err.message.slice(0, 200) : "unknown"}`, 1);
   }
+}
+
+function outcome(req: Request, body: string, allowed: boolean, errorCount: number, warningCount: number): AdmissionOutcome {
+  return {
+    body,
+    uid: req.uid,
+    allowed,
+    kind: req.kind,
+    namespace: req.namespace,
+    name: req.name,
+    operation: req.operation,
+    dryRun: req.dryRun,
+    errorCount,
+    warningCount,
+  };
+}
+
+function allow(req: Request, warnings: readonly string[]): AdmissionOutcome {
+  return outcome(req, respond(req.apiVersion, req.uid, true, undefined, warnings), true, 0, warnings.length);
+}
+
+function deny(req: Request, message: string, errorCount: number): AdmissionOutcome {
+  return outcome(req, respond(req.apiVersion, req.uid, false, message, []), false, errorCount, 0);
 }
 
 /** An AdmissionReview request for `object`, as the API server sends it (for tests, the benchmark and tools). */

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseListen } from "./main.ts";
-import { webhookConfiguration, type RegistrationOptions } from "./registration.ts";
+import { caBundlePatch, webhookConfiguration, type RegistrationOptions } from "./registration.ts";
 
 const opts: RegistrationOptions = {
   configName: "membrane-policy-validation",
@@ -47,6 +47,26 @@ describe("webhook registration", () => {
       service: { namespace: "membrane-system", name: "membrane-webhook", path: "/validate", port: 443 },
       caBundle: Buffer.from("ca").toString("base64"),
     });
+  });
+
+  it("patches an existing configuration's caBundle only, each guarded by a test of the webhook's name", () => {
+    const existing = {
+      webhooks: [
+        { name: "policies.membrane.io", clientConfig: { service: { name: "membrane-webhook", namespace: "membrane-system" } }, timeoutSeconds: 3 },
+        { name: "keys.membrane.io", clientConfig: { url: "https://127.0.0.1:1/validate", caBundle: "b2xk" } },
+      ],
+    };
+    const ca = Buffer.from("ca").toString("base64");
+    assert.deepEqual(caBundlePatch(existing, "ca"), [
+      { op: "test", path: "/webhooks/0/name", value: "policies.membrane.io" },
+      { op: "add", path: "/webhooks/0/clientConfig/caBundle", value: ca },
+      { op: "test", path: "/webhooks/1/name", value: "keys.membrane.io" },
+      { op: "add", path: "/webhooks/1/clientConfig/caBundle", value: ca },
+    ]);
+    // Addressed by URL (the local cluster): the URL follows the server; a Service is never rewritten.
+    const byUrl = caBundlePatch(existing, "ca", "https://127.0.0.1:2/validate");
+    assert.deepEqual(byUrl?.filter((op) => op.op === "replace"), [{ op: "replace", path: "/webhooks/1/clientConfig/url", value: "https://127.0.0.1:2/validate" }]);
+    assert.equal(caBundlePatch({ webhooks: [] }, "ca"), undefined);
   });
 
   it("parses --listen", () => {

@@ -1,6 +1,6 @@
 // Keeps the webhook's certificates in a Secret and its ValidatingWebhookConfiguration pointing at it, re-issuing before expiry.
 // The REST client is the operator's (controllers/runtime): @kubernetes/client-node 2.0.1 does not load on Node 20.
-import { KubeClient, isConflict, isNotFound } from "../controllers/runtime/kube.ts";
+import { KubeClient, KubeError, isConflict, isNotFound } from "../controllers/runtime/kube.ts";
 import type { Logger } from "pino";
 import { VALIDATED_RESOURCES } from "../core/validate.ts";
 import {
@@ -77,6 +77,37 @@ export function webhookConfiguration(opts: RegistrationOptions, caBundle: string
   };
 }
 
+const JSON_PATCH = "application/json-patch+json";
+const isUnprocessable = (e: unknown): boolean => e instanceof KubeError && e.status === 422;
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+type JsonPatchOp = { op: "test" | "add" | "replace"; path: string; value: unknown };
+
+/**
+ * A JSON patch (RFC 6902) that sets the caBundle of every webhook of `current` (and, for `url`, the
+ * URL of those addressed by URL), each guarded by a `test` of the webhook's name at its index so
+ * that a concurrent edit of the list fails the patch instead of writing into the wrong webhook.
+ * Undefined when `current` has no webhook at all.
+ */
+export function caBundlePatch(current: { webhooks?: unknown }, caBundle: string, url?: string): JsonPatchOp[] | undefined {
+  const webhooks = Array.isArray(current.webhooks) ? current.webhooks : [];
+  if (webhooks.length === 0) return undefined;
+  const encoded = Buffer.from(caBundle).toString("base64");
+  const ops: JsonPatchOp[] = [];
+  webhooks.forEach((w, i) => {
+    if (!isRecord(w)) return;
+    const at = `/webhooks/${i}`;
+    ops.push({ op: "test", path: `${at}/name`, value: w.name });
+    // The API server requires a clientConfig on every webhook; without one there is nothing to point.
+    const clientConfig = isRecord(w.clientConfig) ? w.clientConfig : {};
+    ops.push({ op: "add", path: `${at}/clientConfig/caBundle`, value: encoded });
+    if (url && typeof clientConfig.url === "string" && clientConfig.url !== url) {
+      ops.push({ op: "replace", path: `${at}/clientConfig/url`, value: url });
+    }
+  });
+  return ops;
+}
+
 export class WebhookRegistration {
   constructor(
     private readonly kube: KubeClient,
@@ -141,27 +172,40 @@ export class WebhookRegistration {
     }
   }
 
-  /** Creates or replaces the ValidatingWebhookConfiguration with this CA bundle. */
+  /**
+   * Creates the ValidatingWebhookConfiguration with this CA bundle or, when it already exists (the
+   * Helm chart installs it), patches only each webhook's `clientConfig.caBundle`, so that the
+   * installer's rules, timeouts and selectors stay as they were. A webhook addressed by URL (the
+   * local cluster, where the port is chosen at start) also gets that URL; a Service is never touched.
+   */
   async register(caBundle: string): Promise<void> {
-    const desired = webhookConfiguration(this.opts, caBundle);
+    const path = `${WEBHOOK_CONFIGS}/${encodeURIComponent(this.opts.configName)}`;
     for (let attempt = 0; ; attempt++) {
       try {
-        const path = `${WEBHOOK_CONFIGS}/${encodeURIComponent(this.opts.configName)}`;
-        const current = await this.kube.get<WebhookConfigurationObject>(path);
-        desired.metadata = { ...desired.metadata, resourceVersion: current.metadata.resourceVersion };
-        await this.kube.replace(path, desired);
+        let current: WebhookConfigurationObject;
+        try {
+          current = await this.kube.get<WebhookConfigurationObject>(path);
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+          await this.kube.create(WEBHOOK_CONFIGS, webhookConfiguration(this.opts, caBundle));
+          return;
+        }
+        const patch = caBundlePatch(current, caBundle, "url" in this.opts.target ? this.opts.target.url : undefined);
+        if (patch === undefined) {
+          // Nothing an installer wrote is left to keep: write the whole configuration.
+          const desired = webhookConfiguration(this.opts, caBundle);
+          desired.metadata = { ...desired.metadata, resourceVersion: current.metadata.resourceVersion };
+          await this.kube.replace(path, desired);
+          return;
+        }
+        if (!current.webhooks.some((w) => isRecord(w) && w.name === this.opts.webhookName)) {
+          this.log.warn({ config: this.opts.configName, webhook: this.opts.webhookName }, "the existing webhook configuration has no webhook of this name; patching the CA bundle of the ones it has");
+        }
+        await this.kube.request("PATCH", path, patch, JSON_PATCH);
         return;
       } catch (err) {
-        if (isNotFound(err)) {
-          try {
-            await this.kube.create(WEBHOOK_CONFIGS, desired);
-            return;
-          } catch (e) {
-            if (!isConflict(e) || attempt >= 3) throw e;
-            continue;
-          }
-        }
-        if (!isConflict(err) || attempt >= 3) throw err;
+        // 409: created or replaced under us; 422: a `test` of the patch failed (the list changed since the read).
+        if (!(isConflict(err) || isUnprocessable(err)) || attempt >= 3) throw err;
       }
     }
   }

@@ -48,13 +48,14 @@ export function cidrBlock(
     return undefined;
   }
   const except: string[] = [];
-  stringList(errs, obj, "except", path).forEach((e, i) => {
-    const ep = `${join(path, "except")}[${i}]`;
+  const excepts = stringList(errs, obj, "except", path);
+  for (let i = 0; i < excepts.length; i++) {
+    const e = excepts[i] ?? "";
     const inner = checkPrefix(e, false);
     const problem = typeof inner === "string" ? inner : exceptProblem(outer, inner, e, cidr, strictExcept);
-    if (problem) errs.add(ep, problem);
+    if (problem) errs.add(`${join(path, "except")}[${i}]`, problem);
     else if (typeof inner !== "string") except.push(inner.text);
-  });
+  }
   return errs.count === before ? { cidr: outer.text, except } : undefined;
 }
 

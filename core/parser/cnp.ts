@@ -8,6 +8,7 @@ import {
   checkKnown,
   field,
   has,
+  hasItems,
   isEmptyList,
   isRecord,
   join,
@@ -39,6 +40,8 @@ const SPEC_FIELDS = [
   "description",
   "log",
 ];
+const NODES_FIELDS = ["fromNodes", "toNodes"];
+const GROUPS_FIELDS = ["fromGroups", "toGroups"];
 const INGRESS_L3 = [
   "fromEndpoints",
   "fromCIDR",
@@ -59,6 +62,13 @@ const EGRESS_L3 = [
 ] as const;
 const INGRESS_FIELDS = [...INGRESS_L3, "fromRequires", "toPorts", "icmps", "authentication"];
 const EGRESS_FIELDS = [...EGRESS_L3, "toRequires", "toPorts", "icmps", "authentication"];
+/** Deny rules take no authentication; toFQDNs is listed so that it gets its own, better error. */
+const INGRESS_DENY_FIELDS = [...INGRESS_FIELDS.filter((k) => k !== "authentication"), "toFQDNs"];
+const EGRESS_DENY_FIELDS = [...EGRESS_FIELDS.filter((k) => k !== "authentication"), "toFQDNs"];
+const CIDR_SET_FIELDS = ["cidr", "except", "cidrGroupRef", "cidrGroupSelector"];
+const FQDN_FIELDS = ["matchName", "matchPattern"];
+/** Every way a CNP names the pod namespace label in an endpointSelector. */
+const NAMESPACE_LABEL_KEYS = [POD_NAMESPACE_LABEL, `k8s:${POD_NAMESPACE_LABEL}`, `any:${POD_NAMESPACE_LABEL}`];
 
 interface Scope {
   readonly kind: PolicyKind;
@@ -74,36 +84,37 @@ type Section = "ingress" | "ingressDeny" | "egress" | "egressDeny";
 /** A selector field (endpoints/requires) as a selector over identities, namespace-defaulted for CNPs. */
 function endpointSelectors(errs: Errors, rule: Obj, key: string, path: string, scope: Scope): Selector[] {
   const out: Selector[] = [];
-  optList(errs, rule, key, path).forEach((v, i) => {
-    const p = `${join(path, key)}[${i}]`;
-    const ls = checkLabelSelector(errs, v, p);
-    if (ls)
-      out.push(
-        selectorFrom(ls, {
-          role: "peer",
-          namespace: scope.namespace,
-          subjectSelectsInit: scope.subjectSelectsInit,
-          requires: key.endsWith("Requires"),
-        }),
-      );
-  });
+  const list = optList(errs, rule, key, path);
+  if (list.length === 0) return out;
+  const base = `${join(path, key)}[`;
+  const opts = {
+    role: "peer",
+    namespace: scope.namespace,
+    subjectSelectsInit: scope.subjectSelectsInit,
+    requires: key.endsWith("Requires"),
+  } as const;
+  for (let i = 0; i < list.length; i++) {
+    const ls = checkLabelSelector(errs, list[i], `${base}${i}]`);
+    if (ls) out.push(selectorFrom(ls, opts));
+  }
   return out;
 }
 
 function cidrPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
   const out: Peer[] = [];
-  stringList(errs, rule, key, path).forEach((s, i) => {
-    const checked = checkPrefix(s, true);
+  const list = stringList(errs, rule, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const checked = checkPrefix(list[i] ?? "", true);
     if (typeof checked === "string") errs.add(`${join(path, key)}[${i}]`, checked);
     else out.push({ kind: "cidr", cidr: checked.text, except: [] });
-  });
+  }
   return out;
 }
 
 function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
   const out: Peer[] = [];
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
-    checkKnown(errs, p, item, ["cidr", "except", "cidrGroupRef", "cidrGroupSelector"]);
+    checkKnown(errs, p, item, CIDR_SET_FIELDS);
     const given = ["cidr", "cidrGroupRef", "cidrGroupSelector"].filter((k) => has(item, k));
     if (given.length === 0) {
       errs.add(p, "set one of cidr (such as 10.0.0.0/8), cidrGroupRef or cidrGroupSelector");
@@ -129,10 +140,12 @@ function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[
 
 function entityPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
   const out: Peer[] = [];
-  stringList(errs, rule, key, path).forEach((s, i) => {
+  const list = stringList(errs, rule, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const s = list[i] ?? "";
     if (isEntity(s)) out.push({ kind: "entity", entity: s });
     else errs.add(`${join(path, key)}[${i}]`, `${show(s)} is not an entity (${ENTITIES.join(", ")})`);
-  });
+  }
   return out;
 }
 
@@ -186,7 +199,7 @@ function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope:
 function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
   const out: Peer[] = [];
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
-    checkKnown(errs, p, item, ["matchName", "matchPattern"]);
+    checkKnown(errs, p, item, FQDN_FIELDS);
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined) {
@@ -299,10 +312,11 @@ function parseRule(
   const verdict: Verdict = deny ? "deny" : "allow";
   const l3 = direction === "ingress" ? INGRESS_L3 : EGRESS_L3;
   const known = direction === "ingress" ? INGRESS_FIELDS : EGRESS_FIELDS;
-  checkKnown(errs, path, rule, deny ? [...known.filter((k) => k !== "authentication"), "toFQDNs"] : known);
+  checkKnown(errs, path, rule, deny ? (direction === "ingress" ? INGRESS_DENY_FIELDS : EGRESS_DENY_FIELDS) : known);
 
   // Cilium allows one kind of L3 peer per rule.
-  const present = l3.filter((k) => Array.isArray(field(rule, k)) && (field(rule, k) as unknown[]).length > 0);
+  const present: (typeof l3)[number][] = [];
+  for (const k of l3) if (hasItems(rule, k)) present.push(k);
   for (let i = 0; i < present.length; i++) {
     for (let j = i + 1; j < present.length; j++) {
       errs.add(
@@ -316,14 +330,14 @@ function parseRule(
       join(path, "toFQDNs"),
       "toFQDNs is not allowed in egressDeny: deny by toCIDRSet or toEndpoints instead",
     );
-  for (const k of ["fromNodes", "toNodes"]) {
+  for (const k of NODES_FIELDS) {
     if (has(rule, k))
       errs.add(
         join(path, k),
         `${k} is not supported by Membrane: select nodes with the remote-node or host entity`,
       );
   }
-  for (const k of ["fromGroups", "toGroups"]) {
+  for (const k of GROUPS_FIELDS) {
     if (has(rule, k))
       errs.add(
         join(path, k),
@@ -376,8 +390,8 @@ function parseRule(
   const ctx = { direction, deny, hostPolicy: scope.hostPolicy } as const;
   const ports: PortRule[] = toPorts(errs, rule, path, ctx) ?? [];
   const icmpFields = icmps(errs, rule, path);
-  const hasPorts = optList(new Errors(), rule, "toPorts", path).length > 0;
-  const hasIcmps = optList(new Errors(), rule, "icmps", path).length > 0;
+  const hasPorts = hasItems(rule, "toPorts");
+  const hasIcmps = hasItems(rule, "icmps");
   // Cilium reads an explicitly empty list as "not set": the rule then selects nothing or, next to
   // toPorts/icmps, every peer. Neither is what a user writing the field meant, so refuse it.
   for (const k of l3) {
@@ -423,13 +437,10 @@ function parseRule(
     ports,
     icmps: icmpFields,
     requires,
-    origin: {
-      policyKind: scope.kind,
-      ...(scope.namespace !== undefined ? { namespace: scope.namespace } : {}),
-      name: scope.name,
-      ruleIndex: index,
-      path,
-    },
+    origin:
+      scope.namespace !== undefined
+        ? { policyKind: scope.kind, namespace: scope.namespace, name: scope.name, ruleIndex: index, path }
+        : { policyKind: scope.kind, name: scope.name, ruleIndex: index, path },
   };
 }
 
@@ -469,7 +480,7 @@ export function parseCiliumSpec(
     const ls = checkLabelSelector(errs, field(spec, "endpointSelector"), sp);
     if (ls) {
       subject = selectorFrom(ls, { role: "subject", namespace });
-      for (const key of [POD_NAMESPACE_LABEL, `k8s:${POD_NAMESPACE_LABEL}`, `any:${POD_NAMESPACE_LABEL}`]) {
+      for (const key of NAMESPACE_LABEL_KEYS) {
         const v = ls.matchLabels[key];
         if (namespace !== undefined && v !== undefined && v !== namespace) {
           errs.add(
@@ -520,7 +531,7 @@ export function parseCiliumSpec(
   const counts: Record<Section, number> = { ingress: 0, ingressDeny: 0, egress: 0, egressDeny: 0 };
   for (const section of ["ingress", "ingressDeny", "egress", "egressDeny"] as const) {
     const items = objectItems(errs, spec, section, path);
-    counts[section] = optList(new Errors(), spec, section, path).length;
+    counts[section] = hasItems(spec, section) ? 1 : 0;
     for (const { item, path: rp, index } of items) {
       const r = parseRule(errs, item, rp, index, section, scope);
       if (r) rules.push(r);

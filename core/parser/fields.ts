@@ -3,6 +3,9 @@ import type { FieldError } from "../model.ts";
 
 export type Obj = Readonly<Record<string, unknown>>;
 
+/** A model type under construction, its optional fields set one by one (cheaper than conditional spreads). */
+export type Writable<T> = { -readonly [K in keyof T]: T[K] };
+
 /** Collects errors while a parser walks an object; parsers never throw on user input. */
 export class Errors {
   readonly list: FieldError[] = [];
@@ -108,11 +111,19 @@ export function isEmptyList(obj: Obj, key: string): boolean {
 /** A list of strings; each non-string element is reported at its index. */
 export function stringList(errs: Errors, obj: Obj, key: string, path: string): string[] {
   const out: string[] = [];
-  optList(errs, obj, key, path).forEach((v, i) => {
+  const list = optList(errs, obj, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const v = list[i];
     if (typeof v === "string") out.push(v);
     else errs.add(`${join(path, key)}[${i}]`, `must be a string, not ${typeName(v)}`);
-  });
+  }
   return out;
+}
+
+/** Whether a field holds a non-empty list (no error for other types: the field's own reader reports those). */
+export function hasItems(obj: Obj, key: string): boolean {
+  const v = field(obj, key);
+  return Array.isArray(v) && v.length > 0;
 }
 
 /** Each element of a list that must hold objects, with its path; others are reported. */
@@ -123,11 +134,15 @@ export function objectItems(
   path: string,
 ): { item: Obj; path: string; index: number }[] {
   const out: { item: Obj; path: string; index: number }[] = [];
-  optList(errs, obj, key, path).forEach((v, index) => {
-    const p = `${join(path, key)}[${index}]`;
+  const list = optList(errs, obj, key, path);
+  if (list.length === 0) return out;
+  const base = `${join(path, key)}[`;
+  for (let index = 0; index < list.length; index++) {
+    const v = list[index];
+    const p = `${base}${index}]`;
     if (isRecord(v)) out.push({ item: v, path: p, index });
     else errs.add(p, `must be an object, not ${typeName(v)}`);
-  });
+  }
   return out;
 }
 
@@ -137,6 +152,7 @@ const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const LABEL_SOURCE_SYNTAX = /^[a-z][-a-z0-9_.]*$/;
 
 export function dns1123LabelProblem(s: string): string | undefined {
   if (s.length === 0) return "must not be empty";
@@ -167,16 +183,16 @@ export function labelKeyProblem(key: string): string | undefined {
   const slash = key.indexOf("/");
   if (colon >= 0 && (slash < 0 || colon < slash)) {
     const source = key.slice(0, colon);
-    if (!/^[a-z][-a-z0-9_.]*$/.test(source))
+    if (!LABEL_SOURCE_SYNTAX.test(source))
       return `${show(source)} is not a label source (such as k8s, reserved or any)`;
     rest = key.slice(colon + 1);
     if (key.startsWith("$")) return `${show(key)} is not a label key: "$" already means the reserved source`;
   }
-  const parts = rest.split("/");
-  if (parts.length > 2) return `${show(key)} is not a label key: at most one '/'`;
-  const name = parts[parts.length - 1] ?? "";
-  if (parts.length === 2) {
-    const prefixProblem = dns1123SubdomainProblem(parts[0] ?? "");
+  const cut = rest.indexOf("/");
+  if (cut >= 0 && rest.indexOf("/", cut + 1) >= 0) return `${show(key)} is not a label key: at most one '/'`;
+  const name = cut < 0 ? rest : rest.slice(cut + 1);
+  if (cut >= 0) {
+    const prefixProblem = dns1123SubdomainProblem(rest.slice(0, cut));
     if (prefixProblem) return `the prefix of label key ${show(key)} ${prefixProblem}`;
   }
   if (name.length === 0) return `${show(key)} is not a label key: the name part is empty`;

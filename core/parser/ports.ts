@@ -26,11 +26,18 @@ import {
   show,
   stringList,
   typeName,
+  type Writable,
 } from "./fields.ts";
 import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
 
 const MAX_PORTS = 40; // Cilium's limit per port rule
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY"];
+const PORT_FIELDS = ["port", "endPort", "protocol"];
+const HTTP_FIELDS = ["method", "path", "host", "headers", "headerMatches"];
+const DNS_FIELDS = ["matchName", "matchPattern"];
+const L7_FIELDS = ["http", "kafka", "dns", "l7proto", "l7"];
+const PORT_RULE_L7_FIELDS = ["rules", "terminatingTLS", "originatingTLS", "serverNames", "listener"];
+const PORT_RULE_FIELDS = ["ports", ...PORT_RULE_L7_FIELDS];
 
 export interface PortContext {
   readonly direction: "ingress" | "egress";
@@ -94,7 +101,7 @@ function readProtocol(errs: Errors, item: Obj, path: string, fallback: Protocol)
 
 /** One entry of `ports`: port, endPort, protocol (Cilium's default protocol is ANY). */
 function portProtocol(errs: Errors, item: Obj, path: string): PortProtocol | undefined {
-  checkKnown(errs, path, item, ["port", "endPort", "protocol"]);
+  checkKnown(errs, path, item, PORT_FIELDS);
   const before = errs.count;
   const port = ciliumPort(errs, item, path);
   const protocol = readProtocol(errs, item, path, "ANY");
@@ -160,7 +167,7 @@ function secretRef(errs: Errors, obj: Obj, path: string): { namespace?: string; 
 function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
   const out: HTTPRule[] = [];
   for (const { item, path: p } of objectItems(errs, obj, "http", path)) {
-    checkKnown(errs, p, item, ["method", "path", "host", "headers", "headerMatches"]);
+    checkKnown(errs, p, item, HTTP_FIELDS);
     const method = optString(errs, item, "method", p);
     const pathRe = optString(errs, item, "path", p);
     const host = optString(errs, item, "host", p);
@@ -191,13 +198,14 @@ function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
         });
       }
     }
-    out.push({
-      ...(method !== undefined ? { method } : {}),
-      ...(pathRe !== undefined ? { path: pathRe } : {}),
-      ...(host !== undefined ? { host } : {}),
-      ...(headers.length ? { headers } : {}),
-      ...(headerMatches.length ? { headerMatches } : {}),
-    });
+    // Assigned one by one (not spread): this runs for every HTTP rule of every request.
+    const rule: Writable<HTTPRule> = {};
+    if (method !== undefined) rule.method = method;
+    if (pathRe !== undefined) rule.path = pathRe;
+    if (host !== undefined) rule.host = host;
+    if (headers.length) rule.headers = headers;
+    if (headerMatches.length) rule.headerMatches = headerMatches;
+    out.push(rule);
   }
   return out;
 }
@@ -276,7 +284,7 @@ function kafkaRules(errs: Errors, obj: Obj, path: string): KafkaRule[] {
 function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
   const out: DNSRule[] = [];
   for (const { item, path: p } of objectItems(errs, obj, "dns", path)) {
-    checkKnown(errs, p, item, ["matchName", "matchPattern"]);
+    checkKnown(errs, p, item, DNS_FIELDS);
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined)
@@ -303,7 +311,7 @@ function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
 }
 
 function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
-  checkKnown(errs, path, rules, ["http", "kafka", "dns", "l7proto", "l7"]);
+  checkKnown(errs, path, rules, L7_FIELDS);
   const kinds: string[] = [];
   let result: L7Rules | undefined;
   const http = httpRules(errs, rules, path);
@@ -323,11 +331,13 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
   }
   const l7proto = optString(errs, rules, "l7proto", path);
   const l7: Record<string, string>[] = [];
-  optList(errs, rules, "l7", path).forEach((x, i) => {
+  const l7List = optList(errs, rules, "l7", path);
+  for (let i = 0; i < l7List.length; i++) {
+    const x = l7List[i];
     const p = `${join(path, "l7")}[${i}]`;
     if (!isRecord(x)) {
       errs.add(p, `must be a map of strings, not ${typeName(x)}`);
-      return;
+      continue;
     }
     const m: Record<string, string> = {};
     for (const k of Object.keys(x)) {
@@ -336,7 +346,7 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
       else errs.add(`${p}[${JSON.stringify(k)}]`, `must be a string, not ${typeName(v)}`);
     }
     l7.push(m);
-  });
+  }
   if (l7.length && !l7proto)
     errs.add(join(path, "l7"), "l7 rules need l7proto to say which protocol parser applies them");
   if (l7proto !== undefined) {
@@ -392,7 +402,7 @@ const L7_NAMES: Record<L7Rules["kind"], string> = {
 export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext): PortRule | undefined {
   const before = errs.count;
   if (ctx.deny) {
-    for (const k of ["rules", "terminatingTLS", "originatingTLS", "serverNames", "listener"]) {
+    for (const k of PORT_RULE_L7_FIELDS) {
       if (has(item, k)) {
         errs.add(
           join(path, k),
@@ -402,23 +412,9 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
         );
       }
     }
-    checkKnown(errs, path, item, [
-      "ports",
-      "rules",
-      "terminatingTLS",
-      "originatingTLS",
-      "serverNames",
-      "listener",
-    ]);
+    checkKnown(errs, path, item, PORT_RULE_FIELDS);
   } else {
-    checkKnown(errs, path, item, [
-      "ports",
-      "rules",
-      "terminatingTLS",
-      "originatingTLS",
-      "serverNames",
-      "listener",
-    ]);
+    checkKnown(errs, path, item, PORT_RULE_FIELDS);
     if (has(item, "listener"))
       errs.add(join(path, "listener"), "listener (a CiliumEnvoyConfig proxy) is not supported by Membrane");
   }
@@ -455,9 +451,9 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   const terminatingTLS = tlsContext(errs, item, "terminatingTLS", path);
   const originatingTLS = tlsContext(errs, item, "originatingTLS", path);
   const serverNames = stringList(errs, item, "serverNames", path);
-  serverNames.forEach((s, i) => {
-    if (s === "") errs.add(`${join(path, "serverNames")}[${i}]`, "a server name must not be empty");
-  });
+  for (let i = 0; i < serverNames.length; i++) {
+    if (serverNames[i] === "") errs.add(`${join(path, "serverNames")}[${i}]`, "a server name must not be empty");
+  }
   if (serverNames.length && rules && !has(item, "terminatingTLS")) {
     errs.add(
       join(path, "serverNames"),
@@ -477,37 +473,39 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
         );
       if (rawPorts.length === 0 && !isEmptyList(item, "ports"))
         errs.add(join(path, "ports"), `DNS rules need their port listed: add { port: "53", protocol: ANY }`);
-      ports.forEach((pp, i) => {
-        if (pp.name === undefined && pp.endPort > pp.port)
+      for (let i = 0; i < ports.length; i++) {
+        const pp = ports[i];
+        if (pp !== undefined && pp.name === undefined && pp.endPort > pp.port)
           errs.add(join(portPaths[i] ?? path, "endPort"), "DNS rules do not support port ranges");
-      });
+      }
     } else {
-      ports.forEach((pp, i) => {
-        if (pp.protocol !== "TCP") {
+      for (let i = 0; i < ports.length; i++) {
+        const pp = ports[i];
+        if (pp !== undefined && pp.protocol !== "TCP") {
           errs.add(
             join(portPaths[i] ?? path, "protocol"),
             `${name} rules apply to TCP only: set protocol: TCP (it is ${pp.protocol}${pp.protocol === "ANY" && !has(isRecord(rawPorts[i]) ? (rawPorts[i] as Obj) : {}, "protocol") ? ", Cilium's default" : ""})`,
           );
         }
-      });
+      }
     }
-    ports.forEach((pp, i) => {
-      if (pp.name === undefined && pp.port === 0)
+    for (let i = 0; i < ports.length; i++) {
+      const pp = ports[i];
+      if (pp !== undefined && pp.name === undefined && pp.port === 0)
         errs.add(
           join(portPaths[i] ?? path, "port"),
           `${name} rules cannot be used on port "0" (every port): name the port`,
         );
-    });
+    }
   }
 
   if (errs.count !== before) return undefined;
-  return {
-    ports,
-    ...(rules ? { rules } : {}),
-    ...(terminatingTLS ? { terminatingTLS } : {}),
-    ...(originatingTLS ? { originatingTLS } : {}),
-    ...(serverNames.length ? { serverNames } : {}),
-  };
+  const out: Writable<PortRule> = { ports };
+  if (rules) out.rules = rules;
+  if (terminatingTLS) out.terminatingTLS = terminatingTLS;
+  if (originatingTLS) out.originatingTLS = originatingTLS;
+  if (serverNames.length) out.serverNames = serverNames;
+  return out;
 }
 
 /** Reads `toPorts` of a rule; on any error returns undefined (errors are in `errs`). */

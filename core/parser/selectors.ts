@@ -24,6 +24,19 @@ export interface CheckedLabelSelector {
 }
 
 const OPERATORS: readonly SelectorOperator[] = ["In", "NotIn", "Exists", "DoesNotExist"];
+const SELECTOR_FIELDS = ["matchLabels", "matchExpressions"];
+const EXPRESSION_FIELDS = ["key", "operator", "values"];
+
+/** The path of one matchLabels entry, built only for an error: most selectors have none. */
+function labelPath(path: string, key: string): string {
+  return `${join(path, "matchLabels")}[${JSON.stringify(key)}]`;
+}
+
+function keyProblem(key: string, allowSources: boolean): string | undefined {
+  if (!allowSources && key.includes(":"))
+    return `${show(key)} is not a label key: NetworkPolicy selectors take plain Kubernetes label keys`;
+  return labelKeyProblem(key);
+}
 
 /**
  * Checks a `matchLabels`/`matchExpressions` object at `path`. Returns undefined (after adding
@@ -41,12 +54,7 @@ export function checkLabelSelector(
     return undefined;
   }
   const before = errs.count;
-  checkKnown(errs, path, v, ["matchLabels", "matchExpressions"]);
-  const keyProblem = (key: string): string | undefined => {
-    if (!allowSources && key.includes(":"))
-      return `${show(key)} is not a label key: NetworkPolicy selectors take plain Kubernetes label keys`;
-    return labelKeyProblem(key);
-  };
+  checkKnown(errs, path, v, SELECTOR_FIELDS);
 
   const matchLabels: Record<string, string> = {};
   const ml = field(v, "matchLabels");
@@ -55,19 +63,18 @@ export function checkLabelSelector(
       errs.add(join(path, "matchLabels"), `must be a map of label keys to values, not ${typeName(ml)}`);
     else {
       for (const key of Object.keys(ml)) {
-        const p = `${join(path, "matchLabels")}[${JSON.stringify(key)}]`;
-        const kp = keyProblem(key);
-        if (kp) errs.add(p, kp);
+        const kp = keyProblem(key, allowSources);
+        if (kp) errs.add(labelPath(path, key), kp);
         const value = ml[key];
         if (typeof value !== "string") {
           errs.add(
-            p,
+            labelPath(path, key),
             `label value must be a string, not ${typeName(value)}${typeof value === "number" || typeof value === "boolean" ? ` (quote it: "${String(value)}")` : ""}`,
           );
           continue;
         }
         const vp = labelValueProblem(value);
-        if (vp) errs.add(p, vp);
+        if (vp) errs.add(labelPath(path, key), vp);
         matchLabels[key] = value;
       }
     }
@@ -75,7 +82,7 @@ export function checkLabelSelector(
 
   const matchExpressions: { key: string; operator: SelectorOperator; values: string[] }[] = [];
   for (const { item, path: p } of objectItems(errs, v, "matchExpressions", path)) {
-    checkKnown(errs, p, item, ["key", "operator", "values"]);
+    checkKnown(errs, p, item, EXPRESSION_FIELDS);
     const key = field(item, "key");
     const operator = field(item, "operator");
     const rawValues = field(item, "values");
@@ -87,7 +94,7 @@ export function checkLabelSelector(
       );
       ok = false;
     } else {
-      const kp = keyProblem(key);
+      const kp = keyProblem(key, allowSources);
       if (kp) errs.add(join(p, "key"), kp);
     }
     if (typeof operator !== "string" || !(OPERATORS as readonly string[]).includes(operator)) {
@@ -105,15 +112,15 @@ export function checkLabelSelector(
         errs.add(join(p, "values"), `must be a list, not ${typeName(rawValues)}`);
         ok = false;
       } else {
-        rawValues.forEach((x: unknown, i) => {
-          const vp = join(p, `values[${i}]`);
-          if (typeof x !== "string") errs.add(vp, `must be a string, not ${typeName(x)}`);
+        for (let i = 0; i < rawValues.length; i++) {
+          const x: unknown = rawValues[i];
+          if (typeof x !== "string") errs.add(join(p, `values[${i}]`), `must be a string, not ${typeName(x)}`);
           else {
             const prob = labelValueProblem(x);
-            if (prob) errs.add(vp, prob);
+            if (prob) errs.add(join(p, `values[${i}]`), prob);
             values.push(x);
           }
-        });
+        }
       }
     }
     if (typeof operator === "string") {
