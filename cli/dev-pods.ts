@@ -6,7 +6,7 @@ import { readFile } from "node:fs/promises";
 import { isProcessAlive } from "../e2e/cluster.ts";
 import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../e2e/kubelet.ts";
 import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../e2e/nodes.ts";
-import { devAgentHook, startAgents, startOperator, stopDevCluster } from "../e2e/devcluster.ts";
+import { devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../e2e/devcluster.ts";
 import type { CommandResult } from "../e2e/cluster.ts";
 import type { ProbeResult } from "../e2e/probe.ts";
 import { standaloneScript } from "../e2e/standalone.ts";
@@ -123,8 +123,9 @@ export async function devNodesUp(dir: string, kubeconfig: string, count: number,
 }
 
 /**
- * `dev up [--nodes N]`: the operator (CRDs applied, its distribution stream on loopback) and, with a
- * count, the nodes, the kubelet and one agent per node (root netns, attaching inside the node's); idempotent.
+ * `dev up [--nodes N]`: the operator (CRDs applied, its distribution stream on loopback), the
+ * admission webhook (registered with the API server) and, with a count, the nodes, the kubelet and
+ * one agent per node (root netns, attaching inside the node's); idempotent.
  */
 export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string } = {}): Promise<string> {
   const prefix = opts.prefix ?? "";
@@ -137,20 +138,22 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   }
   const op = await startOperator(dir, kubeconfig, kubectl, names);
   let out = `operator running (pid ${op.operatorPid}, agent stream 127.0.0.1:${op.distributionPort})\n`;
+  const wh = await startAdmissionWebhook(dir, kubeconfig, kubectl);
+  out += `webhook running (pid ${wh.webhookPid}, ${wh.webhookUrl}), registered as ValidatingWebhookConfiguration membrane-policy-validation\n`;
   if (count === undefined && !existing) return out;
   out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir) })) + "\n";
   const state = await loadNodesState(dir);
-  const agents = await startAgents(dir, state!.nodes);
+  const agents = await startAgents(dir, state!.nodes, kubeconfig);
   return out + `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
 }
 
-/** `dev down`: the kubelet, every pod netns and server, the nodes and their Node objects, the agents, their pinned maps and the operator; works after a crash (files only). Call before the control plane is destroyed. */
+/** `dev down`: the kubelet, every pod netns and server, the nodes and their Node objects, the agents, their pinned maps, the webhook and its configuration, and the operator; works after a crash (files only). Call before the control plane is destroyed. */
 export async function devNodesDown(dir: string, kubeconfig?: string): Promise<void> {
   await stopKubeletProcess(dir);
   await removeRecordedPods(dir);
   const state = await loadNodesState(dir);
   if (state) await destroyNodes(state, kubeconfig);
-  await stopDevCluster(dir);
+  await stopDevCluster(dir, kubeconfig);
 }
 
 async function kubeletRunning(dir: string): Promise<boolean> {

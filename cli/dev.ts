@@ -5,15 +5,22 @@ import {
   attachControlPlane,
   controlPlanePaths,
   destroyControlPlane,
+  isProcessAlive,
   isReady,
   runningControlPlane,
   startControlPlane,
 } from "../e2e/cluster.ts";
+import { loadDevClusterState } from "../e2e/devcluster.ts";
 import { devClusterUp, devNodesDown, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
 /** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */
 export function devDir(): string {
   return process.env.MEMBRANE_DEV_DIR ?? "/var/lib/membrane/dev";
+}
+
+/** Prefix of the nodes' names and network namespaces (MEMBRANE_DEV_PREFIX), so a test's `dev up` never meets a developer's. */
+export function devPrefix(): string {
+  return process.env.MEMBRANE_DEV_PREFIX ?? "";
 }
 
 interface Subcommand {
@@ -38,7 +45,7 @@ const subcommands: Record<string, Subcommand> = {
 
 function usage(): string {
   const lines = Object.entries(subcommands).map(([name, s]) => `  ${name.padEnd(8)} ${s.summary}`);
-  return `usage: membrane dev <subcommand>\n\nsubcommands:\n${lines.join("\n")}\n\nstate dir: ${devDir()} (MEMBRANE_DEV_DIR)\n`;
+  return `usage: membrane dev <subcommand>\n\nsubcommands:\n${lines.join("\n")}\n\nstate dir: ${devDir()} (MEMBRANE_DEV_DIR)\nnode/netns name prefix: "${devPrefix()}" (MEMBRANE_DEV_PREFIX)\n`;
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -75,14 +82,14 @@ async function up(args: string[]): Promise<number> {
       `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
     );
     const cp = await attachControlPlane(dir);
-    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes));
+    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
     return 0;
   }
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
   await devNodesDown(dir);
   const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
   process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
-  process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes));
+  process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
   process.stdout.write(
     `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` + `stop it:  bin/membrane dev down\n`,
   );
@@ -126,9 +133,13 @@ async function status(args: string[]): Promise<number> {
     return 1;
   }
   const ready = await isReady(dir, running.server);
+  const procs = await loadDevClusterState(dir);
+  const alive = (pid: number | undefined): string => (pid === undefined ? "not started" : `pid ${pid}${isProcessAlive(pid) ? "" : " (exited)"}`);
   process.stdout.write(
     `control plane: running (pid ${running.pid}, since ${running.startedAt})\n` +
-      `server: ${running.server}\nready: ${ready ? "yes" : "no"}\nkubeconfig: ${controlPlanePaths(dir).kubeconfig}\n`,
+      `server: ${running.server}\nready: ${ready ? "yes" : "no"}\nkubeconfig: ${controlPlanePaths(dir).kubeconfig}\n` +
+      `operator: ${alive(procs.operatorPid)}\nwebhook: ${alive(procs.webhookPid)}${procs.webhookUrl ? ` at ${procs.webhookUrl}` : ""}\n` +
+      procs.agents.map((a) => `agent ${a.node}: ${alive(a.pid)}\n`).join(""),
   );
   return ready ? 0 : 1;
 }

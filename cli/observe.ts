@@ -1,18 +1,27 @@
-// `membrane observe`: flows from one or more agents' observer APIs, filtered like hubble, as a table or JSON lines.
-import http from "node:http";
-import { FILTER_USAGE, filterToQuery, parseFilterArgs, type FlowFilter } from "../node-agent/observer/filter.ts";
+// `membrane observe`: flows from the agents' observer APIs (given, or found in the cluster), filtered like hubble, as a table or JSON lines.
+import { readFlows } from "../node-agent/observer/client.ts";
+import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../node-agent/observer/filter.ts";
 import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../node-agent/observer/flow.ts";
+import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../node-agent/observer/discover.ts";
 
-const USAGE = `usage: membrane observe --server ADDR [--server ADDR ...] [-f] [-o table|json] [filters]
+const USAGE = `usage: membrane observe [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
 
-  --server ADDR   an agent's observer API: unix:/path/to/socket, /path/to/socket or http://127.0.0.1:PORT
-  -f, --follow    keep printing new flows until interrupted
-  -o, --output    table (default) or json (one flow per line)
+  --server ADDR      an agent's observer API: unix:/path/to/socket, /path/to/socket or http://HOST:PORT;
+                     without it, every node's agent is found in the cluster (the CiliumNode annotation
+                     ${OBSERVER_ADDRESS_ANNOTATION}) and their flows are merged
+  --kubeconfig FILE  the cluster to find agents in (default: $KUBECONFIG, ~/.kube/config, in-cluster)
+  -f, --follow       keep printing new flows until interrupted
+  -o, --output       table (default) or json (one flow per line)
+
+A node whose observer does not answer is reported on stderr and the others' flows are shown; the
+exit code is 1 only when no observer answered.
 
 ${FILTER_USAGE}`;
 
 export interface ObserveArgs {
+  /** Explicit observer addresses; empty means "discover them in the cluster". */
   readonly servers: readonly string[];
+  readonly kubeconfig?: string;
   readonly follow: boolean;
   readonly output: "table" | "json";
   readonly filter: FlowFilter;
@@ -22,90 +31,27 @@ export function parseObserveArgs(args: readonly string[]): { ok: true; value: Ob
   const parsed = parseFilterArgs(args);
   if (!parsed.ok) return parsed;
   const servers: string[] = [];
+  let kubeconfig: string | undefined;
   let follow = false;
   let output = "table";
   const rest = parsed.rest;
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
-    if (a === "-f" || a === "--follow") follow = true;
-    else if (a === "--server" || a === "-o" || a === "--output") {
-      const v = rest[++i];
-      if (v === undefined) return { ok: false, error: `${a}: needs a value` };
-      if (a === "--server") servers.push(v);
+    const eq = a.indexOf("=");
+    const [flag, inline] = a.startsWith("--") && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
+    if (flag === "-f" || flag === "--follow") follow = true;
+    else if (flag === "--server" || flag === "-o" || flag === "--output" || flag === "--kubeconfig") {
+      const v = inline ?? rest[++i];
+      if (v === undefined || v === "") return { ok: false, error: `${flag}: needs a value` };
+      if (flag === "--server") servers.push(v);
+      else if (flag === "--kubeconfig") kubeconfig = v;
       else output = v;
-    } else if (a.startsWith("--server=")) servers.push(a.slice("--server=".length));
-    else if (a.startsWith("--output=")) output = a.slice("--output=".length);
-    else return { ok: false, error: `unknown argument "${a}"` };
+    } else return { ok: false, error: `unknown argument "${a}"` };
   }
   if (output !== "table" && output !== "json") return { ok: false, error: `-o: "${output}" is not table or json` };
-  if (servers.length === 0) return { ok: false, error: "--server: at least one observer address is required" };
-  for (const s of servers) if (endpointOf(s) === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or http://HOST:PORT` };
-  return { ok: true, value: { servers, follow, output, filter: parsed.filter } };
-}
-
-type Endpoint = { socketPath: string } | { host: string; port: number };
-
-function endpointOf(server: string): Endpoint | undefined {
-  if (server.startsWith("unix:")) return server.length > 5 ? { socketPath: server.slice(5) } : undefined;
-  if (server.startsWith("/")) return { socketPath: server };
-  try {
-    const u = new URL(server);
-    if (u.protocol !== "http:" || u.hostname === "") return undefined;
-    return { host: u.hostname, port: Number(u.port || 80) };
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Streams the flows one observer returns for `filter`, calling `onFlow` per line; resolves when the
- * server ends the response, rejects with an error naming the server on failure.
- */
-export function readFlows(
-  server: string,
-  filter: FlowFilter,
-  follow: boolean,
-  onFlow: (f: Flow) => void,
-  signal?: AbortSignal,
-): Promise<void> {
-  const ep = endpointOf(server);
-  if (ep === undefined) return Promise.reject(new Error(`${server}: not an observer address`));
-  const q = filterToQuery(filter);
-  if (follow) q.set("follow", "1");
-  const path = `/flows?${q.toString()}`;
-  return new Promise((resolve, reject) => {
-    const req = http.get({ ...ep, path, ...(signal ? { signal } : {}) }, (res) => {
-      res.setEncoding("utf8");
-      let body = "";
-      if (res.statusCode !== 200) {
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => {
-          let msg = body.trim();
-          try {
-            msg = (JSON.parse(body) as { error?: string }).error ?? msg;
-          } catch {
-            // not JSON: show the body as it is
-          }
-          reject(new Error(`${server}: ${res.statusCode}: ${msg}`));
-        });
-        return;
-      }
-      let partial = "";
-      res.on("data", (chunk: string) => {
-        partial += chunk;
-        let nl: number;
-        while ((nl = partial.indexOf("\n")) >= 0) {
-          const line = partial.slice(0, nl);
-          partial = partial.slice(nl + 1);
-          if (line.trim() !== "") onFlow(JSON.parse(line) as Flow);
-        }
-      });
-      res.on("end", () => resolve());
-      res.on("error", (e) => (signal?.aborted ? resolve() : reject(new Error(`${server}: ${e.message}`))));
-      res.on("close", () => resolve()); // aborted mid-stream: whatever arrived was printed
-    });
-    req.on("error", (e) => (signal?.aborted ? resolve() : reject(new Error(`${server}: ${e.message}`))));
-  });
+  for (const s of servers) if (parseObserverAddress(s) === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or http://HOST:PORT` };
+  if (servers.length > 0 && kubeconfig !== undefined) return { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" };
+  return { ok: true, value: { servers, ...(kubeconfig !== undefined ? { kubeconfig } : {}), follow, output, filter: parsed.filter } };
 }
 
 export function formatFlowTable(flows: readonly Flow[], header = true): string {
@@ -119,15 +65,51 @@ function formatOne(f: Flow, output: "table" | "json"): string {
   return output === "json" ? JSON.stringify(f) + "\n" : flowTableRow(f).filter((c) => c !== "").join("  ") + "\n";
 }
 
+/** One observer to ask: `label` names it in warnings (the node, when discovered). */
+interface ObserverTarget {
+  readonly label: string;
+  readonly address: string;
+}
+
+async function targetsOf(a: ObserveArgs, warn: (s: string) => void): Promise<ObserverTarget[]> {
+  if (a.servers.length > 0) return a.servers.map((s) => ({ label: s, address: s }));
+  let d: ObserverDiscovery;
+  try {
+    d = await discoverObserversFromKubeconfig(a.kubeconfig);
+  } catch (err) {
+    throw new Error(`finding the agents in the cluster (use --server ADDR to name one): ${(err as Error).message}`, { cause: err });
+  }
+  for (const u of d.unreachable) warn(`node ${u.node}: not asked: ${u.reason}\n`);
+  if (d.observers.length === 0) throw new Error(`no node in the cluster has an observer address (${d.unreachable.length} CiliumNode(s) without one)`);
+  return d.observers.map((o) => ({ label: `node ${o.node} (${o.address})`, address: o.address }));
+}
+
+/**
+ * Asks every observer at once; one that fails is reported through `warn` and the others' flows are
+ * still shown. Rejects only when no observer answered.
+ */
+async function fromEvery(targets: readonly ObserverTarget[], warn: (s: string) => void, read: (address: string) => Promise<void>): Promise<void> {
+  const results = await Promise.allSettled(targets.map((t) => read(t.address)));
+  const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${targets[i]!.label}: ${stripAddress(String((r.reason as Error).message ?? r.reason), targets[i]!.address)}`] : []));
+  if (failures.length === targets.length) throw new Error(failures.length === 1 ? failures[0]! : `no observer answered:\n  ${failures.join("\n  ")}`);
+  for (const f of failures) warn(`${f}: its flows are missing\n`);
+}
+
+/** readFlows' errors start with the address; the label already names it. */
+function stripAddress(msg: string, address: string): string {
+  return msg.startsWith(`${address}: `) ? msg.slice(address.length + 2) : msg;
+}
+
 /** Runs observe with explicit output and an abort signal (tests); `run` wires it to the process. */
-export async function observe(a: ObserveArgs, out: (s: string) => void, signal?: AbortSignal): Promise<void> {
+export async function observe(a: ObserveArgs, out: (s: string) => void, signal?: AbortSignal, warn: (s: string) => void = () => {}): Promise<void> {
+  const targets = await targetsOf(a, warn);
   if (a.follow) {
-    // Replay, then stream, from every server at once; lines are printed as they arrive.
-    await Promise.all(a.servers.map((s) => readFlows(s, a.filter, true, (f) => out(formatOne(f, a.output)), signal)));
+    // Replay, then stream, from every observer at once; lines are printed as they arrive.
+    await fromEvery(targets, warn, (s) => readFlows(s, a.filter, true, (f) => out(formatOne(f, a.output)), signal));
     return;
   }
   const all: Flow[] = [];
-  await Promise.all(a.servers.map((s) => readFlows(s, a.filter, false, (f) => all.push(f), signal)));
+  await fromEvery(targets, warn, (s) => readFlows(s, a.filter, false, (f) => all.push(f), signal));
   all.sort((x, y) => (x.time < y.time ? -1 : x.time > y.time ? 1 : 0));
   const flows = a.filter.last !== undefined ? all.slice(-a.filter.last) : all;
   out(a.output === "json" ? flows.map((f) => JSON.stringify(f) + "\n").join("") : formatFlowTable(flows));
@@ -148,7 +130,7 @@ export async function run(args: string[]): Promise<number> {
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
-    await observe(parsed.value, (s) => process.stdout.write(s), abort.signal);
+    await observe(parsed.value, (s) => process.stdout.write(s), abort.signal, (s) => process.stderr.write(`membrane observe: ${s}`));
     return 0;
   } catch (err) {
     process.stderr.write(`membrane observe: ${err instanceof Error ? err.message : String(err)}\n`);

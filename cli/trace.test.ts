@@ -66,3 +66,18 @@ test("trace arguments: required flags, NS/POD form, port range and protocol are 
     if (!r.ok) assert.match(r.error, want);
   }
 });
+
+test("a named port means the destination pod's containerPort of that name and protocol", () => {
+  const web = { metadata: { name: "web2", namespace: "shop", labels: { app: "web2" } }, spec: { containers: [{ ports: [{ name: "http", containerPort: 8081 }, { name: "dns", containerPort: 53, protocol: "UDP" }] }] } };
+  const np = {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: { namespace: "shop", name: "web2-http" },
+    spec: { podSelector: { matchLabels: { app: "web2" } }, ingress: [{ ports: [{ port: "http" }] }] },
+  };
+  const c: TraceCluster = { ...cluster, pods: [...cluster.pods, web], policies: [np] };
+  assert.match(trace({ from: "default/client", to: "shop/web2", port: 8081 }, c), /TCP\/8081: ALLOWED\ndecided by: NetworkPolicy shop\/web2-http spec\.ingress\[0\]/);
+  assert.match(trace({ from: "default/client", to: "shop/web2", port: 80 }, c), /TCP\/80: DENIED\ndecided by: default deny/);
+  // The name is looked up with its protocol: "http" is a TCP port, so UDP 8081 is not it.
+  assert.match(trace({ from: "default/client", to: "shop/web2", port: 8081, protocol: "UDP" }, c), /UDP\/8081: DENIED/);
+});

@@ -13,7 +13,10 @@ const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [
 /** The parts of Pod and Namespace objects trace reads (as `kubectl get -o json` returns them). */
 export interface TracePod {
   readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> };
-  readonly spec?: { readonly serviceAccountName?: string };
+  readonly spec?: {
+    readonly serviceAccountName?: string;
+    readonly containers?: readonly { readonly ports?: readonly { readonly name?: string; readonly containerPort: number; readonly protocol?: string }[] }[];
+  };
 }
 export interface TraceNamespace {
   readonly metadata: { readonly name: string; readonly labels?: Record<string, string> };
@@ -70,7 +73,7 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     policies.push(...r.value);
   }
   const stand = new Map<string, number>();
-  const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet } | string => {
+  const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod } | string => {
     const r = podRef(ref);
     if (!r) return `--${flag}: "${ref}" is not NS/POD`;
     const pod = cluster.pods.find((p) => p.metadata.name === r.pod && (p.metadata.namespace ?? "default") === r.namespace);
@@ -85,15 +88,20 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
       ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
     });
     const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
-    if (Number.isInteger(annotated) && annotated >= FIRST_CLUSTER_IDENTITY) return { id: annotated, labels };
+    if (Number.isInteger(annotated) && annotated >= FIRST_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
     if (!stand.has(labels.key)) stand.set(labels.key, FIRST_CLUSTER_IDENTITY + stand.size);
-    return { id: stand.get(labels.key)!, labels };
+    return { id: stand.get(labels.key)!, labels, pod };
   };
   const src = endpointOf("from", q.from);
   if (typeof src === "string") return { ok: false, error: src };
   const dst = endpointOf("to", q.to);
   if (typeof dst === "string") return { ok: false, error: dst };
-  const answer = verdict({ policies, src, dst, protocol: PROTO_NUMBER[q.protocol], port: q.port });
+  // A named port (`port: http`) means the destination pod's containerPort of that name and protocol.
+  const namedPorts = (identity: number, name: string, protocol: string): number[] =>
+    identity !== dst.id
+      ? []
+      : (dst.pod.spec?.containers ?? []).flatMap((c) => c.ports ?? []).filter((p) => p.name === name && (p.protocol ?? "TCP") === protocol).map((p) => p.containerPort);
+  const answer = verdict({ policies, src: { id: src.id, labels: src.labels }, dst: { id: dst.id, labels: dst.labels }, protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts });
   const decided = answer.direction === "egress" ? answer.egress : answer.ingress;
   const text =
     `${q.from} -> ${q.to} ${q.protocol}/${q.port}: ${answer.verdict === "allow" ? "ALLOWED" : "DENIED"}\n` +

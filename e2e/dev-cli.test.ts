@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { ensureControlPlaneBuilt, isProcessAlive } from "./cluster.ts";
+import { devNodesDown } from "../cli/dev-pods.ts";
+import { loadDevClusterState } from "./devcluster.ts";
 
 const membrane = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
@@ -29,6 +31,8 @@ function cli(devDir: string, args: string[], extraEnv: Record<string, string> = 
   });
 }
 
+let kubectlIn: (args: string[], input?: string) => Promise<Run>;
+
 function pidIn(devDir: string): number {
   return Number.parseInt(readFileSync(join(devDir, "controlplane.pid"), "utf8"), 10);
 }
@@ -47,6 +51,15 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     await ensureControlPlaneBuilt();
     parent = await mkdtemp(join(tmpdir(), "membrane-dev-test-"));
     devDir = join(parent, "dev");
+    kubectlIn = (args, input) =>
+      new Promise((done) => {
+        const child = execFile(
+          "kubectl",
+          [`--kubeconfig=${join(devDir, "kubeconfig")}`, `--cache-dir=${join(parent, "kube-cache")}`, ...args],
+          (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr }),
+        );
+        child.stdin?.end(input ?? "");
+      });
   });
 
   after(async () => {
@@ -113,8 +126,45 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.equal(ns.stdout.trim(), "namespace/default", ns.stderr);
   });
 
+  test("up runs the admission webhook: kubectl apply of a bad policy is rejected with the field and the reason", async () => {
+    const { webhookPid } = await loadDevClusterState(devDir);
+    assert.ok(webhookPid !== undefined && isProcessAlive(webhookPid), "the webhook runs");
+    started.push(webhookPid);
+    const bad = JSON.stringify({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "xwing-escape", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { class: "xwing" } }, egress: [{ toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["11.0.0.0/16"] }] }] },
+    });
+    const r = await kubectlIn(["apply", "-f", "-"], bad);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /admission webhook "policies\.membrane\.io" denied the request: spec\.egress\[0\]\.toCIDRSet\[0\]\.except\[0\]: except "11\.0\.0\.0\/16" is not inside cidr "10\.0\.0\.0\/8"/);
+    const good = bad.replace('"10.0.0.0/8"', '"11.0.0.0/8"');
+    const ok = await kubectlIn(["apply", "--dry-run=server", "-f", "-"], good);
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+
+  test("down's teardown stops the webhook and deletes its ValidatingWebhookConfiguration", async () => {
+    const { webhookPid } = await loadDevClusterState(devDir);
+    assert.ok(webhookPid !== undefined);
+    const cfg = await kubectlIn(["get", "validatingwebhookconfiguration", "membrane-policy-validation", "-o", "name"]);
+    assert.equal(cfg.stdout.trim(), "validatingwebhookconfiguration.admissionregistration.k8s.io/membrane-policy-validation", cfg.stderr);
+    // What `dev down` runs before it destroys the control plane; the API server is still up to look.
+    await devNodesDown(devDir, join(devDir, "kubeconfig"));
+    await waitGone(webhookPid, 5_000);
+    assert.equal(isProcessAlive(webhookPid), false, `webhook ${webhookPid} still runs`);
+    const gone = await kubectlIn(["get", "validatingwebhookconfiguration", "membrane-policy-validation", "-o", "name"]);
+    assert.match(gone.stderr, /NotFound/);
+    assert.equal(existsSync(join(devDir, "membrane")), false, "the processes' files are gone");
+    // Bring them back for the tests that follow.
+    const up = await cli(devDir, ["up"]);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout, /webhook running \(pid \d+/);
+  });
+
   test("up after a crash cleans up the stale pid file and starts again", async () => {
     const crashed = pidIn(devDir);
+    const oldWebhook = (await loadDevClusterState(devDir)).webhookPid;
     process.kill(crashed, "SIGKILL");
     await waitGone(crashed);
     const status = await cli(devDir, ["status"]);
@@ -126,15 +176,23 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     started.push(pid);
     assert.notEqual(pid, crashed);
     assert.equal((await cli(devDir, ["status"])).code, 0);
+    const { webhookPid } = await loadDevClusterState(devDir);
+    assert.ok(webhookPid !== undefined && webhookPid !== oldWebhook && isProcessAlive(webhookPid), "a fresh webhook runs");
+    started.push(webhookPid);
+    if (oldWebhook !== undefined) assert.equal(isProcessAlive(oldWebhook), false, "the crashed run's webhook was stopped");
   });
 
   test("down stops exactly that process and leaves no file; a second down is fine", async () => {
     const pid = pidIn(devDir);
+    const procs = await loadDevClusterState(devDir);
+    const membranePids = [procs.operatorPid, procs.webhookPid].filter((p): p is number => p !== undefined);
+    assert.equal(membranePids.length, 2, "operator and webhook recorded");
     const down = await cli(devDir, ["down"]);
     assert.equal(down.code, 0, down.stderr);
     assert.match(down.stdout, /stopped/);
     await waitGone(pid, 5_000);
     assert.equal(isProcessAlive(pid), false, `process ${pid} still exists`);
+    assert.deepEqual(membranePids.filter(isProcessAlive), [], "operator and webhook stopped");
     assert.equal(existsSync(devDir), false, `${devDir} still exists`);
 
     const again = await cli(devDir, ["down"]);

@@ -1,4 +1,4 @@
-// The local cluster's Membrane processes: certificates, CRDs, the operator and one agent per node, recorded by pid so `dev down` stops exactly them.
+// The local cluster's Membrane processes: certificates, CRDs, the operator, the admission webhook and one agent per node, recorded by pid so `dev down` stops exactly them.
 import { execFileSync, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -8,6 +8,9 @@ import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { ifindexIn } from "../node-agent/bpf/netns.ts";
+import { KubeClient } from "../controllers/runtime/kube.ts";
+import { DEFAULTS as WEBHOOK_DEFAULTS } from "../webhooks/main.ts";
+import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";
 import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
 
@@ -23,6 +26,10 @@ export interface DevClusterState {
   version: 1;
   operatorPid?: number;
   distributionPort?: number;
+  webhookPid?: number;
+  /** The kubeconfig the webhook was started with: part of its command line, so a reused pid is never taken for it. */
+  webhookKubeconfig?: string;
+  webhookUrl?: string;
   agents: { node: string; pid: number; scope: string }[];
 }
 
@@ -33,6 +40,7 @@ export function devClusterPaths(dir: string) {
     pki: join(root, "pki"),
     stateFile: join(root, "processes.json"),
     operatorLog: join(root, "operator.log"),
+    webhookLog: join(root, "webhook.log"),
     agentDir: (node: string) => join(root, "agents", node),
   };
 }
@@ -148,6 +156,57 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
   return state;
 }
 
+/** A policy only the webhook rejects (the CRD schema cannot compare an except with its cidr): sent with --dry-run=server to see that the API server calls us. */
+const WEBHOOK_PROBE = JSON.stringify({
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "membrane-dev-webhook-probe", namespace: "default" },
+  spec: { endpointSelector: {}, egress: [{ toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["11.0.0.0/16"] }] }] },
+});
+
+const webhookMarkers = (kubeconfig: string): string[] => ["webhook", kubeconfig];
+
+/**
+ * Starts `membrane webhook` (detached) on a free loopback port: it issues its certificates (kept in
+ * its Secret) and registers its ValidatingWebhookConfiguration by URL, since the local cluster has no
+ * Service routing. Resolves once the API server sends it policies; idempotent while it runs.
+ */
+export async function startAdmissionWebhook(dir: string, kubeconfig: string, kubectl: Kubectl): Promise<DevClusterState> {
+  const p = devClusterPaths(dir);
+  const state = await loadDevClusterState(dir);
+  if (state.webhookPid !== undefined && isOurs(state.webhookPid, ...webhookMarkers(kubeconfig))) return state;
+  await mkdir(p.root, { recursive: true });
+  const pid = spawnMembrane(["webhook", "--listen", "127.0.0.1:0", "--kubeconfig", kubeconfig], p.webhookLog);
+  state.webhookPid = pid;
+  state.webhookKubeconfig = kubeconfig;
+  await saveState(dir, state);
+  const line = await waitForLog(pid, p.webhookLog, "webhook registered", 60_000);
+  state.webhookUrl = line.url as string;
+  await saveState(dir, state);
+  // The API server learns of the configuration through its own watch: wait until denials come from us.
+  const denial = `admission webhook "${WEBHOOK_DEFAULTS.webhookName}" denied the request`;
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const r = await kubectl(["apply", "--dry-run=server", "-f", "-"], WEBHOOK_PROBE);
+    if (r.stderr.includes(denial)) break;
+    if (!isProcessAlive(pid)) throw new Error(`the webhook (pid ${pid}) exited; log ${p.webhookLog}`);
+    if (Date.now() > until) throw new Error(`the API server does not call the webhook after 60 s: ${r.stdout}${r.stderr}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+  log.info({ pid, url: state.webhookUrl }, "webhook started and registered");
+  return state;
+}
+
+/** Deletes the webhook's ValidatingWebhookConfiguration, so that policy writes no longer fail closed on a webhook that is gone. */
+async function unregisterWebhook(kubeconfig: string): Promise<void> {
+  const kube = await KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    await new WebhookRegistration(kube, { ...WEBHOOK_DEFAULTS, target: { url: "" } }, log).unregister();
+  } finally {
+    kube.close();
+  }
+}
+
 /** The pin scope of a node's datapath maps. */
 export const agentScope = (node: LocalNode): string => node.name;
 
@@ -155,7 +214,7 @@ export const agentScope = (node: LocalNode): string => node.name;
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
  * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
  */
-export async function startAgents(dir: string, nodes: readonly LocalNode[]): Promise<DevClusterState> {
+export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string): Promise<DevClusterState> {
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
   if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
@@ -174,6 +233,8 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[]): Pro
         "--cni-socket", join(adir, "agent.sock"), "--state-dir", join(adir, "state"),
         // Every node's agent runs in the root netns: each needs its own observer socket and metrics port.
         "--observer-socket", join(adir, "observer.sock"), "--metrics-address", "127.0.0.1:0",
+        // API access: the agent publishes its health and observer address on its CiliumNode.
+        ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
       ],
       logFile,
     );
@@ -196,12 +257,19 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[]): Pro
 }
 
 /**
- * Stops the agents and the operator by their recorded pids, removes the agents' pinned maps and
- * every file made here. Call after the nodes are gone (their links take the attached programs along).
+ * Stops the agents, the webhook and the operator by their recorded pids, removes the webhook's
+ * configuration (with a kubeconfig: the API server is up), the agents' pinned maps and every file
+ * made here. Call after the nodes are gone (their links take the attached programs along).
  */
-export async function stopDevCluster(dir: string): Promise<void> {
+export async function stopDevCluster(dir: string, kubeconfig?: string): Promise<void> {
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
+  if (state.webhookPid !== undefined && kubeconfig !== undefined) {
+    await unregisterWebhook(kubeconfig).catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not delete the webhook configuration (API server down?)"));
+  }
+  if (state.webhookPid !== undefined && state.webhookKubeconfig !== undefined && isOurs(state.webhookPid, ...webhookMarkers(state.webhookKubeconfig))) {
+    await terminateProcess(state.webhookPid, 5_000);
+  }
   for (const a of state.agents) {
     if (isOurs(a.pid, "agent", join(p.agentDir(a.node), "agent.sock"))) await terminateProcess(a.pid, 5_000);
   }
@@ -210,5 +278,5 @@ export async function stopDevCluster(dir: string): Promise<void> {
     if (/^[A-Za-z0-9._-]+$/.test(a.scope) && existsSync(join(BPFFS_ROOT, a.scope))) await rm(join(BPFFS_ROOT, a.scope), { recursive: true, force: true });
   }
   await rm(p.root, { recursive: true, force: true });
-  log.info({ operator: state.operatorPid, agents: state.agents.map((a) => a.pid) }, "membrane processes stopped");
+  log.info({ operator: state.operatorPid, webhook: state.webhookPid, agents: state.agents.map((a) => a.pid) }, "membrane processes stopped");
 }

@@ -1,14 +1,13 @@
 // End to end: `dev up --nodes 2` (operator + an agent per node), pods on both nodes, and policies applied with kubectl drop or pass real packets.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
-import { devClusterUp, devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
-import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
+import { devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
+import { isProcessAlive } from "./cluster.ts";
+import { TestCluster, type PodProber } from "./harness.ts";
 import { listNetns, run } from "./nodes.ts";
 import { loadPodRecords } from "./kubelet.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
@@ -20,15 +19,15 @@ const seedFile = fileURLToPath(new URL("../crds/examples/seed.yaml", import.meta
 
 interface TestPod {
   name: string;
-  node: string;
+  node: number;
   labels: Record<string, string>;
   ip?: string;
 }
 
 const pods: TestPod[] = [1, 2].flatMap((i) => [
-  { name: `deathstar-${i}`, node: `${prefix}node-${i}`, labels: { org: "empire", class: "deathstar" } },
-  { name: `tiefighter-${i}`, node: `${prefix}node-${i}`, labels: { org: "empire", class: "tiefighter" } },
-  { name: `xwing-${i}`, node: `${prefix}node-${i}`, labels: { org: "alliance", class: "xwing" } },
+  { name: `deathstar-${i}`, node: i, labels: { org: "empire", class: "deathstar" } },
+  { name: `tiefighter-${i}`, node: i, labels: { org: "empire", class: "tiefighter" } },
+  { name: `xwing-${i}`, node: i, labels: { org: "alliance", class: "xwing" } },
 ]);
 /** Every ordered pair of distinct pods, probed on TCP 80 (every pod serves it). */
 const pairs = pods.flatMap((src) => pods.filter((dst) => dst !== src).map((dst) => ({ src, dst })));
@@ -52,25 +51,18 @@ const allowOnlyDefaultDeny = {
   spec: { endpointSelector: {}, ingress: [{}], egress: [{}] },
 };
 
-let cp: ControlPlane | undefined;
-let dir = "";
+const tc = new TestCluster(prefix);
+/** One long-lived prober per pod, by pod name: a probe costs a socket, not a process start. */
+const probers = new Map<string, PodProber>();
+const kubectl = (args: string[], input?: string): Promise<string> => tc.kubectl(args, input);
 
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const res = await cp!.kubectl(args, input);
-  assert.equal(res.code, 0, `kubectl ${args.join(" ")}: ${res.stderr}`);
-  return res.stdout;
-}
-
-/** The set of pairs that connect, probed a few at a time. */
+/** The set of pairs that connect, all probed at once. */
 async function connectedPairs(): Promise<Set<string>> {
   const out = new Set<string>();
-  const queue = [...pairs];
   await Promise.all(
-    Array.from({ length: 6 }, async () => {
-      for (let p = queue.shift(); p; p = queue.shift()) {
-        const r = await probeFromPod("default", p.src.name, p.dst.ip!, 80, { timeoutMs: 1_000 }, dir);
-        if (r.verdict === "connected") out.add(key(p.src, p.dst));
-      }
+    pairs.map(async (p) => {
+      const r = await probers.get(p.src.name)!.probe(p.dst.ip!, 80, { timeoutMs: 1_000 });
+      if (r.verdict === "connected") out.add(key(p.src, p.dst));
     }),
   );
   return out;
@@ -97,29 +89,13 @@ async function converges(what: string, expected: (src: TestPod, dst: TestPod) =>
 
 describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, () => {
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), `${prefix}dev-`));
-    cp = await startControlPlane({ name: `${prefix}cp` });
-    await devClusterUp(dir, cp.kubeconfig, cp.kubectl, 2, { prefix });
-    await kubectl(["create", "serviceaccount", "default", "-n", "default"]);
-    const manifests = pods.map((p) => ({
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: p.name, namespace: "default", labels: p.labels },
-      spec: { nodeName: p.node, automountServiceAccountToken: false, containers: [{ name: "main", image: "any", ports: [{ containerPort: 80, protocol: "TCP" }] }] },
-    }));
-    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: manifests }));
-    await kubectl(["wait", "pod", "--all", "-n", "default", "--for=condition=Ready", "--timeout=120s"]);
-    const list = JSON.parse(await kubectl(["get", "pods", "-n", "default", "-o", "json"])) as { items: { metadata: { name: string }; status: { podIP?: string } }[] };
-    for (const p of pods) p.ip = list.items.find((i) => i.metadata.name === p.name)?.status.podIP;
-    assert.ok(pods.every((p) => p.ip), "every pod has an IP");
+    await tc.start(2);
+    const ips = await tc.createPods({ default: {} }, pods.map((p) => ({ namespace: "default", name: p.name, node: p.node, labels: p.labels, ports: [{ port: 80, protocol: "TCP" }] })));
+    for (const p of pods) p.ip = ips.get(`default/${p.name}`);
+    for (const p of pods) probers.set(p.name, await tc.prober("default", p.name));
   });
 
-  after(async () => {
-    await devNodesDown(dir, cp?.kubeconfig).catch(() => undefined);
-    for (const ns of await listNetns(prefix)) await run("ip", ["netns", "del", ns]).catch(() => undefined);
-    await cp?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  after(() => tc.stop());
 
   it("with no policy every pod reaches every other, on the same node and across nodes", async () => {
     await converges("no policy", () => true);
@@ -148,8 +124,8 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
 
   it("a pod that sends with another pod's source address is dropped, and the drop is counted as a spoofed source", async () => {
     const [xwing, tie, deathstar] = ["xwing-1", "tiefighter-1", "deathstar-1"].map((n) => pods.find((p) => p.name === n)!);
-    assert.equal((await probeFromPod("default", tie!.name, deathstar!.ip!, 80, { timeoutMs: 1_000 }, dir)).verdict, "connected", "the real tiefighter is allowed");
-    const netns = (await loadPodRecords(dir)).pods[`default/${xwing!.name}`]!.netns;
+    assert.equal((await probeFromPod("default", tie!.name, deathstar!.ip!, 80, { timeoutMs: 1_000 }, tc.dir)).verdict, "connected", "the real tiefighter is allowed");
+    const netns = (await loadPodRecords(tc.dir)).pods[`default/${xwing!.name}`]!.netns;
     await run("ip", ["-n", netns, "addr", "add", `${tie!.ip}/32`, "dev", "eth0"]);
     const spoofed = async (): Promise<string> => {
       const script = `const s=require("net").connect({host:${JSON.stringify(deathstar!.ip)},port:80,localAddress:${JSON.stringify(tie!.ip)},timeout:1000});s.on("connect",()=>{console.log("connected");process.exit(0)});s.on("timeout",()=>{console.log("timeout");process.exit(0)});s.on("error",(e)=>{console.log(e.code);process.exit(0)});`;
@@ -169,14 +145,15 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
   });
 
   it("dev down stops exactly the operator and agents it started, and removes their pinned maps, the nodes and every file", async () => {
-    const procs = await loadDevClusterState(dir);
+    await tc.stopProbers();
+    const procs = await loadDevClusterState(tc.dir);
     const pids = [procs.operatorPid!, ...procs.agents.map((a) => a.pid)];
     assert.equal(pids.length, 3);
     assert.ok(pids.every(isProcessAlive), "operator and both agents run");
-    await devNodesDown(dir, cp!.kubeconfig);
+    await devNodesDown(tc.dir, tc.cp!.kubeconfig);
     assert.deepEqual(pids.filter(isProcessAlive), []);
     assert.deepEqual(procs.agents.filter((a) => existsSync(join(BPFFS_ROOT, a.scope))), []);
     assert.deepEqual(await listNetns(prefix), []);
-    assert.deepEqual(readdirSync(dir), []);
+    assert.deepEqual(readdirSync(tc.dir), []);
   });
 });

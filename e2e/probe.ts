@@ -1,6 +1,7 @@
-// One connectivity probe from the current network namespace (run inside a pod's): TCP connect or UDP request/reply, one JSON line out.
+// Connectivity probes from the current network namespace (run inside a pod's): TCP connect or UDP request/reply, one JSON line per probe.
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
+import { createInterface } from "node:readline";
 
 export type Verdict = "connected" | "refused" | "timeout";
 
@@ -71,10 +72,46 @@ export function probeUdp(host: string, port: number, timeoutMs: number): Promise
   });
 }
 
+/** One request to `--serve` mode: probe host:port; the answer echoes `id`. */
+export interface ProbeRequest {
+  id: number;
+  host: string;
+  port: number;
+  udp?: boolean;
+  timeoutMs: number;
+}
+
+export type ProbeAnswer = { id: number } & (ProbeResult | { verdict: "error"; error: string });
+
+/**
+ * `--serve`: reads one JSON ProbeRequest per stdin line and runs each at once (many in flight), writing
+ * one JSON ProbeAnswer per line as each finishes; exits when stdin ends and every probe has answered.
+ * One long-lived process per pod makes a probe cost a socket, not a process start.
+ */
+function serve(): void {
+  const lines = createInterface({ input: process.stdin });
+  lines.on("line", (line) => {
+    if (line.trim() === "") return;
+    let req: ProbeRequest;
+    try {
+      req = JSON.parse(line) as ProbeRequest;
+    } catch {
+      process.stdout.write(JSON.stringify({ id: -1, verdict: "error", error: `not JSON: ${line.slice(0, 80)}` }) + "\n");
+      return;
+    }
+    const probe = req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
+    probe.then(
+      (r) => process.stdout.write(JSON.stringify({ id: req.id, ...r }) + "\n"),
+      (e: unknown) => process.stdout.write(JSON.stringify({ id: req.id, verdict: "error", error: (e as Error).message }) + "\n"),
+    );
+  });
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === "--serve") return serve();
   const [host, portText, ...rest] = process.argv.slice(2);
   const port = Number(portText);
-  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error("usage: probe.ts HOST PORT [--udp] [--timeout-ms N]");
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error("usage: probe.ts HOST PORT [--udp] [--timeout-ms N] | probe.ts --serve");
   const udp = rest.includes("--udp");
   const t = rest.indexOf("--timeout-ms");
   const timeoutMs = t >= 0 ? Number(rest[t + 1]) : 2_000;

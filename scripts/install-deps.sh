@@ -5,7 +5,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 apt_packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 nftables iptables
-  iputils-ping netcat-openbsd openssl wireguard-go wireguard-tools jq)
+  iputils-ping netcat-openbsd openssl wireguard-go wireguard-tools jq
+  chromium) # chromium: the service map page test (controllers/servicemap) runs it headless
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

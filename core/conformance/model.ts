@@ -193,7 +193,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
 `,
     probes: [
       {
@@ -223,7 +223,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
       podSelector: {matchLabels: {pod: b}}
 `,
     probes: [
@@ -254,7 +254,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
     - podSelector: {matchLabels: {pod: b}}
 `,
     probes: [
@@ -421,7 +421,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
       podSelector: {matchLabels: {pod: c}}
 `,
     probes: [

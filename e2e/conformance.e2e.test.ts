@@ -1,0 +1,137 @@
+// End to end: the Kubernetes NetworkPolicy conformance model run with real packets on two nodes, and `policy trace` agreeing with every measured verdict.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { parseAllDocuments } from "yaml";
+import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, type ModelPod, type Probe } from "../core/conformance/model.ts";
+import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
+import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../controllers/runtime/kube.ts";
+import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../controllers/runtime/resources.ts";
+import { EnforcementBarrier, TestCluster, type PodProber } from "./harness.ts";
+
+const NODES = 2;
+/** A denied probe waits this long; an allowed one answers in milliseconds. */
+const DENIED_TIMEOUT_MS = 1_000;
+
+const tc = new TestCluster(`cf${process.pid % 100000}-`);
+const barrier = new EnforcementBarrier(tc, NODES);
+const ips = new Map<string, string>();
+const probers = new Map<string, PodProber>();
+
+/**
+ * Known gaps of `policy trace`, by case name: the trace check of such a case is reported as a
+ * todo (it runs and shows its tables) instead of failing the run.
+ */
+const TRACE_GAPS: Record<string, string> = {};
+
+/**
+ * A case's policies as objects, parsed as YAML 1.2 (the model quotes `"y"`, which YAML 1.1 — kubectl —
+ * would otherwise read as the boolean true).
+ */
+function caseObjects(yamlText: string): KubeObject[] {
+  return parseAllDocuments(yamlText).map((d) => d.toJSON() as KubeObject);
+}
+
+/** Pods alternate between the nodes in table order, so every table has same-node and cross-node pairs. */
+const nodeOf = (i: number): number => (i % NODES) + 1;
+
+/** One probe's 9×9 table in the model's notation ('.' connected, 'X' blocked, '-' self; '?' connected to the wrong pod). */
+async function measure(probe: Probe): Promise<string[]> {
+  return Promise.all(
+    PODS.map(async (src) => {
+      const cells = await Promise.all(
+        PODS.map(async (dst) => {
+          if (src === dst) return "-";
+          const r = await probers.get(src.id)!.probe(ips.get(dst.id)!, probe.port, { udp: probe.protocol === "UDP", timeoutMs: DENIED_TIMEOUT_MS });
+          if (r.verdict !== "connected") return "X";
+          return r.reply === dst.name ? "." : "?";
+        }),
+      );
+      return cells.join("");
+    }),
+  );
+}
+
+/** Every object of a resource type, with the apiVersion and kind that list items lack (the trace's parser needs them). */
+async function listAll(r: Resource): Promise<KubeObject[]> {
+  const list = await (await tc.kube()).get<{ items: KubeObject[] }>(resourcePath(r));
+  return list.items.map((o) => ({ ...o, apiVersion: apiVersionOf(r), kind: r.kind }));
+}
+
+/** What `membrane policy trace` says for every pair, from the cluster's objects as the API server returns them. */
+async function traced(probe: Probe): Promise<string[]> {
+  const [pods, namespaces, ...policies] = await Promise.all([POD_RESOURCE, NAMESPACE_RESOURCE, NETWORK_POLICIES, CNPS, CCNPS].map(listAll));
+  const cluster: TraceCluster = { pods: pods as TracePod[], namespaces: namespaces as TraceNamespace[], policies: policies.flat() };
+  return PODS.map((src) =>
+    PODS.map((dst) => {
+      if (src === dst) return "-";
+      const r = traceVerdict(cluster, { from: src.id, to: dst.id, port: probe.port, protocol: probe.protocol });
+      if (!r.ok) assert.fail(`policy trace ${src.id} -> ${dst.id} ${probe.protocol}/${probe.port}: ${r.error}`);
+      return r.answer.verdict === "allow" ? "." : "X";
+    }).join(""),
+  );
+}
+
+/** Tables next to each other with row and column headers, and a '*' on rows that differ. */
+function sideBySide(titles: readonly string[], tables: readonly (readonly string[])[]): string {
+  const head = (t: string): string => `${t.padEnd(31)}`;
+  const cols = (): string => `     ${PODS.map((p) => p.id.padEnd(3)).join("")}`.padEnd(31);
+  const lines = [tables.map((_, i) => head(titles[i]!)).join("  "), tables.map(cols).join("  ")];
+  PODS.forEach((p, r) => {
+    const differs = tables.some((t) => t[r] !== tables[0]![r]);
+    lines.push(tables.map((t) => `${p.id.padEnd(5)}${[...t[r]!].map((c) => c.padEnd(3)).join("")}`.padEnd(31)).join("  ") + (differs ? " *" : ""));
+  });
+  return lines.join("\n");
+}
+
+describe("NetworkPolicy conformance model with real packets (2 nodes)", { timeout: 6 * 60_000 }, () => {
+  before(async () => {
+    await tc.start(NODES);
+    const sentinel = barrier.pods();
+    const namespaces = { ...Object.fromEntries(NAMESPACES.map((ns) => [ns, namespaceLabels(ns)])), ...sentinel.namespaces };
+    const pods = [
+      ...PODS.map((p: ModelPod, i) => ({ namespace: p.namespace, name: p.name, node: nodeOf(i), labels: { ...p.labels }, ports: CONTAINER_PORTS })),
+      ...sentinel.pods,
+    ];
+    for (const [k, v] of await tc.createPods(namespaces, pods)) ips.set(k, v);
+    for (const p of PODS) probers.set(p.id, await tc.prober(p.namespace, p.name));
+  });
+
+  after(() => tc.stop());
+
+  it("with no policy every pod reaches every other on TCP and UDP 80 and 81, on one node and across", async () => {
+    for (const protocol of ["TCP", "UDP"] as const) {
+      for (const port of [80, 81]) {
+        const want: Probe = { protocol, port, table: PODS.map((_, r) => PODS.map((__, c) => (r === c ? "-" : ".")).join("")) };
+        const got = await measure(want);
+        assert.deepEqual(got, want.table, `${protocol}/${port} with no policy\n${sideBySide(["expected", "measured"], [want.table, got])}`);
+      }
+    }
+  });
+
+  for (const c of CASES) {
+    it(`${c.name}: measured reachability equals the model, and policy trace agrees with the packets`, async (t) => {
+      const objects = caseObjects(c.yaml);
+      assert.ok(objects.every((o) => o.kind === NETWORK_POLICIES.kind), "the model's cases are NetworkPolicies");
+      const kube = await tc.kube();
+      try {
+        for (const o of objects) await kube.create(resourcePath(NETWORK_POLICIES, o.metadata.namespace), o);
+        await barrier.pass();
+        for (const probe of c.probes) {
+          const [got, trace] = await Promise.all([measure(probe), traced(probe)]);
+          const what = `${c.name}, ${probe.protocol}/${probe.port}`;
+          await t.test(`${probe.protocol}/${probe.port}: the packets give the model's table`, () => {
+            assert.deepEqual(got, probe.table, `${what}: packets differ from the model\n${sideBySide(["expected", "measured (packets)", "policy trace"], [probe.table, got, trace])}`);
+          });
+          await t.test(`${probe.protocol}/${probe.port}: policy trace agrees with the packets`, { todo: TRACE_GAPS[c.name] ?? false }, () => {
+            assert.deepEqual(trace, got, `${what}: policy trace disagrees with the packets\n${sideBySide(["measured (packets)", "policy trace"], [got, trace])}`);
+          });
+        }
+        // Addresses outside the cluster are never a target from this machine: those probes stay with core's unit tests.
+        if (c.external?.length) t.diagnostic(`${c.external.length} probes to external addresses not sent (no test hosts outside the cluster)`);
+      } finally {
+        for (const o of objects) await kube.delete(resourcePath(NETWORK_POLICIES, o.metadata.namespace, o.metadata.name)).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e as Error)));
+        await barrier.pass();
+      }
+    });
+  }
+});

@@ -1,0 +1,258 @@
+// Shared setup for end-to-end tests with real packets: a control plane + `dev up` nodes with a unique prefix, pods, long-lived in-pod probers, and an enforcement barrier.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
+import { KubeClient, resourcePath, type Resource } from "../controllers/runtime/kube.ts";
+import { CNPS } from "../controllers/runtime/resources.ts";
+import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
+import { loadPodRecords } from "./kubelet.ts";
+import { listNetns, run, terminateProcess } from "./nodes.ts";
+import type { ProbeAnswer, ProbeRequest, ProbeResult } from "./probe.ts";
+import { standaloneScript } from "./standalone.ts";
+
+const probeSource = fileURLToPath(new URL("./probe.ts", import.meta.url));
+
+export interface TestPodSpec {
+  namespace: string;
+  name: string;
+  /** Node index from 1 (the node is `${prefix}node-${node}`). */
+  node: number;
+  labels: Record<string, string>;
+  ports: readonly { name?: string; port: number; protocol: "TCP" | "UDP" }[];
+}
+
+/**
+ * A real control plane and `nodes` local nodes (operator, kubelet, one agent each), all named with
+ * `prefix` so parallel runs never collide. `stop()` removes exactly what this made, even after a
+ * failed or partial `start()`.
+ */
+export class TestCluster {
+  cp: ControlPlane | undefined;
+  dir = "";
+  private readonly probers: PodProber[] = [];
+  private client: KubeClient | undefined;
+
+  constructor(readonly prefix: string) {}
+
+  nodeName(i: number): string {
+    return `${this.prefix}node-${i}`;
+  }
+
+  async start(nodes: number): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
+    this.cp = await startControlPlane({ name: `${this.prefix}cp` });
+    await devClusterUp(this.dir, this.cp.kubeconfig, this.cp.kubectl, nodes, { prefix: this.prefix });
+  }
+
+  /** The API client (keep-alive connections: cheaper than a kubectl process for polling and bulk writes). */
+  async kube(): Promise<KubeClient> {
+    this.client ??= await KubeClient.fromKubeconfig(this.cp!.kubeconfig);
+    return this.client;
+  }
+
+  /** Stops every prober started by `prober()` (before taking the pods down: they live in the pods' network namespaces). */
+  async stopProbers(): Promise<void> {
+    for (const p of this.probers.splice(0)) await p.stop().catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.client?.close();
+    await this.stopProbers();
+    if (this.dir) await devNodesDown(this.dir, this.cp?.kubeconfig).catch(() => undefined);
+    for (const ns of await listNetns(this.prefix)) await run("ip", ["netns", "del", ns]).catch(() => undefined);
+    await this.cp?.stop();
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** kubectl that must succeed; its stdout. */
+  async kubectl(args: string[], input?: string): Promise<string> {
+    const res = await this.cp!.kubectl(args, input);
+    assert.equal(res.code, 0, `kubectl ${args.join(" ")}: ${res.stderr}`);
+    return res.stdout;
+  }
+
+  /**
+   * Creates the namespaces (with their labels and a default service account: this control plane
+   * runs no controller manager) and the pods, waits until every pod is Ready, and returns each
+   * pod's IP by "namespace/name".
+   */
+  async createPods(namespaces: Record<string, Record<string, string>>, pods: readonly TestPodSpec[]): Promise<Map<string, string>> {
+    const items: unknown[] = [];
+    for (const [name, labels] of Object.entries(namespaces)) {
+      if (name !== "default") items.push({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels } });
+      items.push({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default", namespace: name } });
+    }
+    for (const p of pods) {
+      items.push({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+        spec: {
+          nodeName: this.nodeName(p.node),
+          automountServiceAccountToken: false,
+          containers: [{ name: "main", image: "any", ports: p.ports.map((c) => ({ ...(c.name ? { name: c.name } : {}), containerPort: c.port, protocol: c.protocol })) }],
+        },
+      });
+    }
+    await this.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
+    for (const ns of new Set(pods.map((p) => p.namespace))) {
+      await this.kubectl(["wait", "pod", "--all", "-n", ns, "--for=condition=Ready", "--timeout=120s"]);
+    }
+    const list = JSON.parse(await this.kubectl(["get", "pods", "-A", "-o", "json"])) as { items: { metadata: { name: string; namespace: string }; status: { podIP?: string } }[] };
+    const ips = new Map<string, string>();
+    for (const i of list.items) if (i.status.podIP) ips.set(`${i.metadata.namespace}/${i.metadata.name}`, i.status.podIP);
+    const missing = pods.filter((p) => !ips.has(`${p.namespace}/${p.name}`)).map((p) => `${p.namespace}/${p.name}`);
+    assert.deepEqual(missing, [], "every pod has an IP");
+    return ips;
+  }
+
+  /** A prober inside the pod's network namespace, stopped by `stop()`. */
+  async prober(namespace: string, pod: string): Promise<PodProber> {
+    const p = await PodProber.start(this.dir, namespace, pod);
+    this.probers.push(p);
+    return p;
+  }
+}
+
+/**
+ * One long-lived `probe.ts --serve` process inside a pod's network namespace: each probe is a
+ * request line and costs a socket, not a process start, so a test can run hundreds in parallel.
+ */
+export class PodProber {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: ProbeResult) => void; reject: (e: Error) => void }>();
+  private exited = false;
+  private stderr = "";
+
+  private constructor(
+    readonly pod: string,
+    private readonly child: ChildProcess,
+  ) {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const a = JSON.parse(line) as ProbeAnswer;
+      const waiter = this.pending.get(a.id);
+      if (!waiter) return;
+      this.pending.delete(a.id);
+      if (a.verdict === "error") waiter.reject(new Error(`prober in ${pod}: ${a.error}`));
+      else waiter.resolve(a);
+    });
+    child.stderr!.on("data", (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)));
+    child.on("exit", () => {
+      this.exited = true;
+      for (const [id, w] of this.pending) {
+        this.pending.delete(id);
+        w.reject(new Error(`prober in ${pod} exited: ${this.stderr}`));
+      }
+    });
+  }
+
+  static async start(dir: string, namespace: string, pod: string): Promise<PodProber> {
+    const rec = (await loadPodRecords(dir)).pods[`${namespace}/${pod}`];
+    if (!rec) throw new Error(`pod ${namespace}/${pod} is not running on a local node`);
+    const script = await standaloneScript(probeSource, join(dir, "bin"));
+    // `ip netns exec` execs the command, so the child's pid is the node process itself.
+    const child = spawn("ip", ["netns", "exec", rec.netns, process.execPath, script, "--serve"], { stdio: ["pipe", "pipe", "pipe"] });
+    return new PodProber(`${namespace}/${pod}`, child);
+  }
+
+  probe(host: string, port: number, opts: { udp?: boolean; timeoutMs: number }): Promise<ProbeResult> {
+    if (this.exited) return Promise.reject(new Error(`prober in ${this.pod} exited: ${this.stderr}`));
+    const req: ProbeRequest = { id: this.nextId++, host, port, timeoutMs: opts.timeoutMs, ...(opts.udp ? { udp: true } : {}) };
+    return new Promise((resolve, reject) => {
+      const guard = setTimeout(() => {
+        this.pending.delete(req.id);
+        reject(new Error(`prober in ${this.pod} gave no answer to ${host}:${port} within ${opts.timeoutMs + 10_000} ms: ${this.stderr}`));
+      }, opts.timeoutMs + 10_000);
+      this.pending.set(req.id, {
+        resolve: (r) => {
+          clearTimeout(guard);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(guard);
+          reject(e);
+        },
+      });
+      this.child.stdin!.write(JSON.stringify(req) + "\n");
+    });
+  }
+
+  /** Ends its input (it exits once in-flight probes answer), then terminates it by pid if it lingers. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((r) => this.child.once("exit", () => r()));
+    this.child.stdin!.end();
+    const timer = new Promise<void>((r) => setTimeout(r, 3_000).unref());
+    await Promise.race([exited, timer]);
+    if (!this.exited && this.child.pid !== undefined && isProcessAlive(this.child.pid)) await terminateProcess(this.child.pid, 2_000);
+  }
+}
+
+interface PolicyObjectView {
+  metadata: { generation: number };
+  status?: { observedGeneration?: number; enforced?: string; conditions?: { type: string; status: string; observedGeneration?: number }[] };
+}
+
+/**
+ * Waits until the operator reports the current generation of a CNP/CCNP enforced by all `nodes`
+ * nodes (status.observedGeneration = metadata.generation, Enforced=True, enforced "n/n").
+ */
+export async function waitEnforced(tc: TestCluster, resource: Resource, namespace: string | undefined, name: string, nodes: number, timeoutMs = 60_000): Promise<void> {
+  const kube = await tc.kube();
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const obj = await kube.get<PolicyObjectView>(resourcePath(resource, namespace, name));
+    const st = obj.status;
+    const enforced = st?.conditions?.find((c) => c.type === "Enforced");
+    if (st?.observedGeneration === obj.metadata.generation && enforced?.status === "True" && enforced.observedGeneration === obj.metadata.generation && st.enforced === `${nodes}/${nodes}`) return;
+    if (Date.now() > end) assert.fail(`${resource.kind} ${namespace ? `${namespace}/` : ""}${name} not enforced on ${nodes}/${nodes} nodes within ${timeoutMs} ms: ${JSON.stringify({ generation: obj.metadata.generation, status: st })}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A barrier for policies that have no status (Kubernetes NetworkPolicy) and for deletions: a CNP
+ * selecting one `sentinel` pod per node. Each `pass()` edits its spec and waits until every node's
+ * agent acknowledged that generation. Each node gets whole states computed from the operator's
+ * caches, so an acknowledged state holding the newer sentinel also holds every policy change the
+ * operator saw before it; changes made before the edit are seen first in practice (separate watches
+ * promise no strict order, so a rare miss shows up as a table mismatch, never as a false pass).
+ * It selects only the sentinel pods, so it changes no verdict of any other pod.
+ */
+export class EnforcementBarrier {
+  static readonly NAMESPACE = "membrane-sentinel";
+  private round = 0;
+
+  constructor(
+    private readonly tc: TestCluster,
+    private readonly nodes: number,
+  ) {}
+
+  /** The namespace and pods to add to `createPods`. */
+  pods(): { namespaces: Record<string, Record<string, string>>; pods: TestPodSpec[] } {
+    return {
+      namespaces: { [EnforcementBarrier.NAMESPACE]: { purpose: "sentinel" } },
+      pods: Array.from({ length: this.nodes }, (_, i) => ({ namespace: EnforcementBarrier.NAMESPACE, name: `sentinel-${i + 1}`, node: i + 1, labels: { role: "sentinel" }, ports: [] })),
+    };
+  }
+
+  async pass(): Promise<void> {
+    this.round++;
+    const cnp = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "sentinel", namespace: EnforcementBarrier.NAMESPACE },
+      spec: { endpointSelector: { matchLabels: { role: "sentinel" } }, ingress: [{ fromEndpoints: [{ matchLabels: { role: "sentinel", round: String(this.round) } }] }] },
+    };
+    const kube = await this.tc.kube();
+    const path = resourcePath(CNPS, EnforcementBarrier.NAMESPACE, "sentinel");
+    if (this.round === 1) await kube.create(resourcePath(CNPS, EnforcementBarrier.NAMESPACE), cnp);
+    else await kube.mergePatch(path, { spec: cnp.spec });
+    await waitEnforced(this.tc, CNPS, EnforcementBarrier.NAMESPACE, "sentinel", this.nodes);
+  }
+}
