@@ -131,6 +131,36 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     assert.equal(await canI(operator, "update", "leases.coordination.k8s.io/someone-else", ["-n", NS]), false);
   });
 
+  it("the operator can review an agent's pod-bound token for the chart's audience, and learns the agent's node from it", async () => {
+    const operator = sa("membrane-operator");
+    const agent = sa("membrane-agent");
+    assert.equal(await canI(operator, "create", "tokenreviews.authentication.k8s.io"), true);
+    assert.equal(await canI(agent, "create", "tokenreviews.authentication.k8s.io"), false);
+    // The DaemonSet's pods cannot run here (no kubelet): a pod of the agent's ServiceAccount on a Node stands in.
+    const nodeName = "chart-token-node";
+    const podName = "chart-token-agent";
+    try {
+      assert.equal((await kubectl(["apply", "-f", "-"], stringify({ apiVersion: "v1", kind: "Node", metadata: { name: nodeName } }))).code, 0);
+      const pod = { apiVersion: "v1", kind: "Pod", metadata: { name: podName, namespace: NS }, spec: { serviceAccountName: "membrane-agent", nodeName, automountServiceAccountToken: false, containers: [{ name: "agent", image: "membrane/agent:test" }] } };
+      const created = await kubectl(["apply", "-f", "-"], stringify(pod));
+      assert.equal(created.code, 0, created.stderr);
+      const audience = /audience: (\S+)/.exec(stringify(released.find((o) => o.kind === "DaemonSet")))?.[1];
+      assert.equal(audience, "membrane-operator");
+      const token = await kubectl(["create", "token", "membrane-agent", "-n", NS, "--audience", audience, "--bound-object-kind", "Pod", "--bound-object-name", podName]);
+      assert.equal(token.code, 0, token.stderr);
+      const review = stringify({ apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token: token.stdout.trim(), audiences: [audience] } });
+      const r = await kubectl(["create", "--validate=false", "-o", "json", "-f", "-", `--as=${operator}`], review);
+      assert.equal(r.code, 0, r.stderr);
+      const status = (JSON.parse(r.stdout) as { status: { authenticated?: boolean; user?: { username?: string; extra?: Record<string, string[]> } } }).status;
+      assert.equal(status.authenticated, true);
+      assert.equal(status.user?.username, agent);
+      assert.deepEqual(status.user?.extra?.["authentication.kubernetes.io/node-name"], [nodeName]);
+    } finally {
+      await kubectl(["delete", "pod", "-n", NS, podName, "--ignore-not-found", "--grace-period=0", "--force"]);
+      await kubectl(["delete", "node", nodeName, "--ignore-not-found"]);
+    }
+  });
+
   it("the webhook can patch its own ValidatingWebhookConfiguration and Secret, nothing else of the kind", async () => {
     const webhook = sa("membrane-webhook");
     assert.equal(await canI(webhook, "patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/membrane-policy-validation"), true);

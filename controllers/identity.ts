@@ -19,7 +19,12 @@ export const IDENTITY_ANNOTATION = "membrane.io/identity";
 export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
 
 export interface PodObject extends KubeObject {
-  spec?: { serviceAccountName?: string; hostNetwork?: boolean; nodeName?: string };
+  spec?: {
+    serviceAccountName?: string;
+    hostNetwork?: boolean;
+    nodeName?: string;
+    containers?: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[];
+  };
   status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
 }
 
@@ -74,6 +79,8 @@ export class IdentityReconciler implements Reconciler {
   private readonly podLabels = new Map<string, LabelSet>();
   private readonly users = new Map<string, Set<string>>();
   private readonly creating = new Map<string, Promise<number>>();
+  /** Security labels per cached pod object (policy selection asks for every pod on every status refresh). */
+  private readonly labelsOfPod = new WeakMap<PodObject, { ns: KubeObject; set: LabelSet }>();
   private readonly now: () => number;
 
   constructor(private readonly d: IdentityDeps) {
@@ -153,13 +160,18 @@ export class IdentityReconciler implements Reconciler {
     if (!podNeedsIdentity(pod)) return undefined;
     const ns = this.d.namespaces.get(pod.metadata.namespace ?? "");
     if (!ns) return undefined;
-    return securityLabels({
+    // Informer caches replace an object on every change, so (pod, namespace) objects identify the inputs.
+    const cached = this.labelsOfPod.get(pod);
+    if (cached?.ns === ns) return cached.set;
+    const set = securityLabels({
       podLabels: pod.metadata.labels ?? {},
       namespace: pod.metadata.namespace ?? "",
       namespaceLabels: ns.metadata.labels ?? {},
       serviceAccount: pod.spec?.serviceAccountName,
       clusterName: this.d.clusterName,
     });
+    this.labelsOfPod.set(pod, { ns, set });
+    return set;
   }
 
   /** Records which labels a pod needs; returns the labels key it needed before, if different. */

@@ -39,6 +39,35 @@ test("the agent stream needs all TLS material; a bad pod CIDR pool is refused up
   assert.match((parseArgs(["--distribution-port", "0", "--tls-ca", "ca.crt"]) as { error: string }).error, /needs --tls-cert, --tls-key/);
   const ok = parseArgs(["--distribution-port", "0", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"]);
   assert.ok("config" in ok);
-  assert.deepEqual(ok.config.distribution, { port: 0, caFile: "a", certFile: "b", keyFile: "c" });
+  assert.deepEqual(ok.config.distribution, { port: 0, caFile: "a", certFile: "b", keyFile: "c", agentAuth: { mode: "cert" } });
   assert.match((parseArgs(["--pod-cidr-pool", "10.0.0.0/16", "--node-cidr-mask-size", "8"]) as { error: string }).error, /mask size 8/);
+});
+
+test("--bind-address and --identity-gc-interval: defaults keep everything on loopback and a 15 minute sweep", () => {
+  const d = parseArgs([]);
+  assert.ok("config" in d);
+  assert.equal(d.config.bindAddress, "127.0.0.1");
+  assert.equal(d.config.identityGcIntervalMs, 900_000);
+  const r = parseArgs(["--bind-address=0.0.0.0", "--identity-gc-interval", "1m"]);
+  assert.ok("config" in r);
+  assert.equal(r.config.bindAddress, "0.0.0.0");
+  assert.equal(r.config.identityGcIntervalMs, 60_000);
+  assert.deepEqual(parseArgs(["--bind-address", "localhost"]), { error: '--bind-address: "localhost" is not an IP address' });
+  assert.deepEqual(parseArgs(["--identity-gc-interval", "0s"]), { error: '--identity-gc-interval: "0s" is not a positive duration (e.g. 1m, 30s)' });
+});
+
+test("--agent-auth token needs the agents' ServiceAccount; audience defaults to membrane-operator; bad values are named", () => {
+  const dist = ["--distribution-port", "0", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"];
+  const r = parseArgs([...dist, "--agent-auth", "token", "--agent-service-account", "kube-system/membrane-agent"]);
+  assert.ok("config" in r);
+  assert.deepEqual(r.config.distribution?.agentAuth, { mode: "token", serviceAccount: "kube-system/membrane-agent", audience: "membrane-operator" });
+  const aud = parseArgs([...dist, "--agent-auth=token", "--agent-service-account=ns/sa", "--agent-token-audience=other"]);
+  assert.ok("config" in aud);
+  assert.deepEqual(aud.config.distribution?.agentAuth, { mode: "token", serviceAccount: "ns/sa", audience: "other" });
+  assert.deepEqual(parseArgs([...dist, "--agent-auth", "token"]), { error: "--agent-auth token needs --agent-service-account NAMESPACE/NAME" });
+  assert.deepEqual(parseArgs([...dist, "--agent-auth", "psk"]), { error: '--agent-auth: "psk" is not cert or token' });
+  assert.deepEqual(parseArgs([...dist, "--agent-auth", "token", "--agent-service-account", "just-a-name"]), {
+    error: '--agent-service-account: "just-a-name" is not NAMESPACE/NAME of a ServiceAccount',
+  });
+  assert.match((parseArgs(["--agent-auth", "token", "--agent-service-account", "a/b"]) as { error: string }).error, /need --distribution-port/);
 });

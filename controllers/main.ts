@@ -1,27 +1,38 @@
 // `membrane operator`: parses flags, runs the operator until SIGTERM/SIGINT, and exits non-zero if leadership is lost.
+import { isIP } from "node:net";
 import os from "node:os";
 import { pino } from "pino";
 import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
+import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
+import { parseServiceMapFlags, startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
   --kubeconfig PATH            kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
-  --health-port N              /healthz /readyz /metrics on 127.0.0.1:N (default 9891; 0 picks one)
+  --bind-address IP            address the health/metrics and distribution servers listen on (default 127.0.0.1)
+  --health-port N              /healthz /readyz /metrics on the bind address, port N (default 9891; 0 picks one)
   --leader-elect BOOL          use a coordination.k8s.io Lease (default true)
   --lease-namespace NS         (default kube-system)
   --lease-name NAME            (default membrane-operator)
   --id NAME                    this replica's lease holder identity (default hostname_pid)
   --identity-gc-grace DURATION unused identities are deleted after this (default 15m; e.g. 30s, 2m)
+  --identity-gc-interval DURATION  how often every identity is checked for use again, besides the
+                               checks pod changes trigger (default 15m)
   --cluster-name NAME          (default "default")
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
   --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
-  --distribution-port N        serve the agent stream (gRPC, mutual TLS) on 127.0.0.1:N (0 picks one; off when absent)
+  --distribution-port N        serve the agent stream (gRPC, mutual TLS) on the bind address, port N (0 picks one; off when absent)
   --tls-ca FILE                CA that signs agent client certificates (with --distribution-port)
   --tls-cert FILE              the operator's serving certificate (with --distribution-port)
   --tls-key FILE               its private key (with --distribution-port)
-  --log-level LEVEL            pino level (default info)
+  --agent-auth cert|token      how an agent proves its node (default cert): cert = its client certificate's
+                               CN is the node name; token = a pod-bound ServiceAccount token in the call's
+                               authorization metadata, checked by TokenReview (the node comes from the token)
+  --agent-service-account NS/NAME  the agents' ServiceAccount (required with --agent-auth token)
+  --agent-token-audience AUD   the audience agents' tokens must be bound to (default ${DEFAULT_AGENT_AUDIENCE})
+${SERVICEMAP_USAGE}  --log-level LEVEL            pino level (default info)
 `;
 
 /** Parses "15m", "30s", "500ms", "1h" or plain milliseconds. */
@@ -33,7 +44,10 @@ export function parseDuration(s: string): number | undefined {
   return Math.round(n * unit);
 }
 
-export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: string } | { error: string } | { help: true } {
+export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig } | { error: string } | { help: true } {
+  const sm = parseServiceMapFlags(argv);
+  if (!sm.ok) return { error: sm.error };
+  const args = sm.rest;
   const config: OperatorConfig = {
     healthPort: 9891,
     leaderElect: true,
@@ -41,6 +55,8 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
     leaseName: "membrane-operator",
     id: `${os.hostname()}_${process.pid}`,
     identityGcGraceMs: 15 * 60_000,
+    identityGcIntervalMs: 15 * 60_000,
+    bindAddress: "127.0.0.1",
     clusterName: "default",
     podCidrPool: "10.244.0.0/16",
     nodeCidrMaskSize: 24,
@@ -49,6 +65,9 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
   let logLevel = "info";
   let distPort: number | undefined;
   const tls: { caFile?: string; certFile?: string; keyFile?: string } = {};
+  let agentAuth: string | undefined;
+  let agentServiceAccount: string | undefined;
+  let agentAudience: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const raw = args[i] ?? "";
     if (raw === "-h" || raw === "--help") return { help: true };
@@ -86,6 +105,16 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
         config.identityGcGraceMs = ms;
         break;
       }
+      case "--identity-gc-interval": {
+        const ms = parseDuration(v);
+        if (ms === undefined || ms <= 0) return { error: `--identity-gc-interval: "${v}" is not a positive duration (e.g. 1m, 30s)` };
+        config.identityGcIntervalMs = ms;
+        break;
+      }
+      case "--bind-address":
+        if (isIP(v) === 0) return { error: `--bind-address: "${v}" is not an IP address` };
+        config.bindAddress = v;
+        break;
       case "--cluster-name":
         config.clusterName = v;
         break;
@@ -120,6 +149,20 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
       case "--tls-key":
         tls.keyFile = v;
         break;
+      case "--agent-auth":
+        if (v !== "cert" && v !== "token") return { error: `--agent-auth: "${v}" is not cert or token` };
+        agentAuth = v;
+        break;
+      case "--agent-service-account": {
+        const u = serviceAccountUser(v);
+        if (!u.ok) return { error: `--agent-service-account: ${u.error}` };
+        agentServiceAccount = v;
+        break;
+      }
+      case "--agent-token-audience":
+        if (v.trim() === "") return { error: `--agent-token-audience: must not be empty` };
+        agentAudience = v;
+        break;
       case "--log-level":
         logLevel = v;
         break;
@@ -131,13 +174,22 @@ export function parseArgs(args: string[]): { config: OperatorConfig; logLevel: s
     const missing = (["caFile", "certFile", "keyFile"] as const).filter((k) => !tls[k]).map((k) => `--tls-${k.replace("File", "")}`);
     if (missing.length > 0) return { error: `--distribution-port needs ${missing.join(", ")} (the stream is mutual TLS only)` };
     config.distribution = { port: distPort, caFile: tls.caFile ?? "", certFile: tls.certFile ?? "", keyFile: tls.keyFile ?? "" };
+    if (agentAuth === "token") {
+      if (!agentServiceAccount) return { error: "--agent-auth token needs --agent-service-account NAMESPACE/NAME" };
+      config.distribution.agentAuth = { mode: "token", serviceAccount: agentServiceAccount, audience: agentAudience ?? DEFAULT_AGENT_AUDIENCE };
+    } else {
+      if (agentServiceAccount !== undefined || agentAudience !== undefined) return { error: "--agent-service-account/--agent-token-audience need --agent-auth token" };
+      config.distribution.agentAuth = { mode: "cert" };
+    }
+  } else if (agentAuth !== undefined || agentServiceAccount !== undefined || agentAudience !== undefined) {
+    return { error: "--agent-auth/--agent-service-account/--agent-token-audience need --distribution-port" };
   }
   try {
     new PodCIDRPool(config.podCidrPool, config.nodeCidrMaskSize);
   } catch (e) {
     return { error: `--pod-cidr-pool/--node-cidr-mask-size: ${(e as Error).message}` };
   }
-  return { config, logLevel };
+  return { config, logLevel, ...(sm.value ? { servicemap: sm.value } : {}) };
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -152,6 +204,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const log = pino({ level: parsed.logLevel, base: { component: "operator", id: parsed.config.id } });
   const operator = new Operator(parsed.config, log);
+  const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log) : undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (signal: string): void => {
     log.info({ signal }, "shutting down");
@@ -161,6 +214,7 @@ export async function run(args: string[]): Promise<number> {
   process.once("SIGINT", () => shutdown("SIGINT"));
   const outcome = await operator.run();
   await stopping;
+  await servicemap?.stop();
   if (outcome === "lost") {
     await operator.stop();
     return 1;

@@ -2,7 +2,10 @@
 // the grace period, restart stability, leader failover, policy status and CiliumNodes.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { agentCredentials } from "../node-agent/token-auth.ts";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { startControlPlane } from "../e2e/cluster.ts";
@@ -292,6 +295,9 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       });
       assert.equal(ok.status?.enforced, "1/1");
       assert.equal(enforcedCond(ok)?.message, "1/1 nodes");
+      const enforcedMetrics = (await op.get("/metrics")).body;
+      assert.match(enforcedMetrics, /membrane_operator_policies_enforcement\{kind="CiliumNetworkPolicy",state="enforced"\} 1/);
+      assert.match(enforcedMetrics, /membrane_operator_nodes\{state="acked"\} 1/);
 
       // A new generation goes out as a delta; the agent refuses it.
       await kubectl(["apply", "-f", "-"], cnp("8080"));
@@ -304,11 +310,56 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       });
       assert.equal(enforcedCond(refused)?.status, "False");
       assert.match(enforcedCond(refused)?.message ?? "", /0\/1 nodes; refused by dist-node: policy map full/);
+      const refusedMetrics = await eventually("refused in the metrics", async () => {
+        const body = (await op.get("/metrics")).body;
+        return /membrane_operator_policies_enforcement\{kind="CiliumNetworkPolicy",state="refused"\} 1/.test(body) ? body : undefined;
+      });
+      assert.match(refusedMetrics, /membrane_operator_policies_enforcement\{kind="CiliumNetworkPolicy",state="enforced"\} 0/);
+      assert.match(refusedMetrics, /membrane_operator_nodes\{state="nacked"\} 1/);
+      assert.match(refusedMetrics, /membrane_operator_nacks_total\{node="dist-node"\} 1/);
       await op.stop("SIGTERM");
     } finally {
       for (const a of agents) a.close();
       pki.remove();
       await kubectl(["delete", "node", "dist-node", "--ignore-not-found"]);
+    }
+  });
+
+  it("with --agent-auth token, an agent with the shared certificate is accepted as the node its pod-bound token names", async () => {
+    const pki = makePki(["membrane-agent"]);
+    const agents: AgentClient[] = [];
+    const ns = "token-agents";
+    const tokenDir = mkdtempSync(join(tmpdir(), "membrane-op-token-"));
+    try {
+      await namespace(ns);
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "membrane-agent", namespace: ns } }));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "token-node" } }));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Pod", metadata: { name: "agent", namespace: ns }, spec: { serviceAccountName: "membrane-agent", nodeName: "token-node", automountServiceAccountToken: false, containers: [{ name: "c", image: "example.invalid/none" }] } }));
+      const op = operator("op-token", [
+        "--leader-elect", "false", "--controllers", "identity,policy",
+        "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"),
+        "--agent-auth", "token", "--agent-service-account", `${ns}/membrane-agent`,
+      ]);
+      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      const tokenFile = join(tokenDir, "token");
+      writeFileSync(tokenFile, await kubectl(["create", "token", "membrane-agent", "-n", ns, "--audience", "membrane-operator", "--bound-object-kind", "Pod", "--bound-object-name", "agent"]));
+      const tls = { ca: pki.read("ca.crt"), cert: pki.read("membrane-agent.crt"), key: pki.read("membrane-agent.key") };
+      const good = new AgentClient(`127.0.0.1:${port}`, tls, "token-node", { credentials: agentCredentials(tls, tokenFile) });
+      agents.push(good);
+      await eventually("snapshot for token-node", () => good.received.find((m) => m.type === "snapshot"));
+      // The same shared certificate without a token (the cert path is off) is refused.
+      const bare = new AgentClient(`127.0.0.1:${port}`, tls, "token-node");
+      agents.push(bare);
+      const st = await eventually("refused", () => bare.status);
+      assert.match(st.details, /no bearer token/);
+      assert.match((await op.get("/metrics")).body, /membrane_operator_agent_auth_failures_total\{reason="token"\} 1/);
+      await op.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      rmSync(tokenDir, { recursive: true, force: true });
+      await kubectl(["delete", "pod", "-n", ns, "agent", "--ignore-not-found", "--grace-period=0", "--force"]);
+      await kubectl(["delete", "node", "token-node", "--ignore-not-found"]);
     }
   });
 

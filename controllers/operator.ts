@@ -17,9 +17,13 @@ import { type Informer, keyOf } from "./runtime/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { readFileSync } from "node:fs";
-import { DistributionServer } from "./distribution/server.ts";
-import { NodeStateSource } from "./distribution/source.ts";
+import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
+import { TokenAuthenticator } from "./distribution/tokenauth.ts";
+import { type Affected, NodeStateSource } from "./distribution/source.ts";
 import type { Reconciler } from "./runtime/controller.ts";
+
+/** How long policy status waits to take in a burst of agent reports. */
+const REPORT_COALESCE_MS = 100;
 
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
 export type ControllerName = (typeof ALL_CONTROLLERS)[number];
@@ -32,15 +36,25 @@ export interface OperatorConfig {
   leaseName: string;
   id: string;
   identityGcGraceMs: number;
+  /** Every identity is re-checked for use this often, besides the checks pod changes trigger (default 15 min). */
+  identityGcIntervalMs?: number;
+  /** Where the health/metrics and distribution servers listen (default 127.0.0.1). */
+  bindAddress?: string;
   clusterName: string;
   podCidrPool: string;
   nodeCidrMaskSize: number;
   controllers: Set<ControllerName>;
   /** The agent stream (gRPC, mutual TLS); off when undefined. */
-  distribution?: { port: number; caFile: string; certFile: string; keyFile: string };
+  distribution?: { port: number; caFile: string; certFile: string; keyFile: string; agentAuth?: AgentAuthConfig };
   /** Test hook: shorter lease timings. */
   leaseTiming?: { leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
 }
+
+/**
+ * How agents prove their node: "cert" (client certificate CN = node name; the local cluster) or
+ * "token" (a pod-bound ServiceAccount token checked by TokenReview; the chart).
+ */
+export type AgentAuthConfig = { mode: "cert" } | { mode: "token"; serviceAccount: string; audience: string; cacheTtlMs?: number };
 
 export class Operator {
   readonly metrics = new OperatorMetrics();
@@ -54,6 +68,8 @@ export class Operator {
   private running = false;
   private stopped: Promise<void> | undefined;
   private wake: ((outcome: "lost" | "stopped") => void) | undefined;
+  /** Clears the timers the controllers set up (run on stop). */
+  private readonly timers: (() => void)[] = [];
 
   constructor(
     private readonly config: OperatorConfig,
@@ -64,8 +80,9 @@ export class Operator {
   async run(): Promise<"lost" | "stopped"> {
     this.client = await KubeClient.fromKubeconfig(this.config.kubeconfig);
     this.server = new HealthServer(this.metrics.registry, () => !this.leading || (this.running && (this.informers?.synced ?? false)));
-    const port = await this.server.listen(this.config.healthPort);
-    this.log.info({ port }, "health and metrics endpoints listening");
+    const host = this.config.bindAddress ?? "127.0.0.1";
+    const port = await this.server.listen(this.config.healthPort, host);
+    this.log.info({ host, port }, "health and metrics endpoints listening");
     const done = new Promise<"lost" | "stopped">((resolve) => (this.wake = resolve));
     if (!this.config.leaderElect) {
       await this.startLeading();
@@ -115,14 +132,24 @@ export class Operator {
       c.watch(pods, identity.podKeys).watch(namespaces, identity.namespaceKeys).watch(identities, identity.identityKeys);
       const r = identity;
       r.requeue = (key) => c.enqueue(key);
+      const sweep = (): void => {
+        for (const obj of identities.list()) c.enqueue(`id/${obj.metadata.name}`);
+      };
       c.beforeStart(() => {
         r.init();
-        for (const obj of identities.list()) c.enqueue(`id/${obj.metadata.name}`);
+        sweep();
+        // A periodic sweep as well: GC never depends on a single requeue having survived.
+        const gc = setInterval(sweep, this.config.identityGcIntervalMs ?? 15 * 60_000);
+        gc.unref();
+        this.timers.push(() => clearInterval(gc));
       });
       this.controllers.push(c);
     }
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);
+      let endpointsVersion = 0;
+      pods.on(() => endpointsVersion++);
+      namespaces.on(() => endpointsVersion++);
       for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
         const policies = informers.for<PolicyObject>(resource);
         const id = identity;
@@ -135,6 +162,7 @@ export class Operator {
           metrics: this.metrics,
           log: this.log,
           select: id ? (ps) => selectEndpoints(ps, id.endpoints()) : undefined,
+          endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.reports()) : undefined,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
@@ -144,9 +172,15 @@ export class Operator {
         c.watch(nodes, (ev) => (ev.type === "update" ? [] : all()));
         if (id) c.watch(pods, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) && ev.obj.spec?.nodeName === ev.old.spec?.nodeName ? [] : all()));
         this.controllers.push(c);
+        // Agents' ACKs arrive by the thousand after a change: one status refresh per burst, not one per ACK.
+        let refresh: NodeJS.Timeout | undefined;
         dist?.server.onReport(() => {
-          for (const k of all()) c.enqueue(k);
+          refresh ??= setTimeout(() => {
+            refresh = undefined;
+            for (const k of all()) c.enqueue(k);
+          }, REPORT_COALESCE_MS);
         });
+        this.timers.push(() => clearTimeout(refresh));
       }
     }
     if (on.has("node")) {
@@ -174,16 +208,26 @@ export class Operator {
   ): Promise<{ server: DistributionServer; source: NodeStateSource } | undefined> {
     const cfg = this.config.distribution;
     if (!cfg) return undefined;
+    const auth = cfg.agentAuth;
+    let authenticate: AgentAuthenticator | undefined;
+    if (auth?.mode === "token") {
+      const reviewer = new TokenAuthenticator(this.client as KubeClient, auth);
+      authenticate = (header) => reviewer.authenticate(header);
+    }
     const server = (this.distribution = new DistributionServer(
       { ca: readFileSync(cfg.caFile), cert: readFileSync(cfg.certFile), key: readFileSync(cfg.keyFile) },
       this.log,
+      undefined,
+      authenticate,
+      { nack: (node) => this.metrics.nacks.inc({ node }), authFailure: (reason) => this.metrics.agentAuthFailures.inc({ reason }) },
     ));
-    const port = await server.listen(cfg.port);
-    this.log.info({ port }, "distribution stream listening");
+    this.metrics.observeNodes(() => server.reports().map(nodeStreamState));
+    const host = this.config.bindAddress ?? "127.0.0.1";
+    const port = await server.listen(cfg.port, host);
+    this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
     const source = new NodeStateSource(pods, nodes);
     const identities = informers.for<IdentityObject>(IDENTITIES);
-    identities.on(source.onIdentity);
     const reconciler: Reconciler = {
       name: "distribution",
       reconcile: async (node) => {
@@ -192,15 +236,12 @@ export class Operator {
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
-    const allNodes = (): string[] => nodes.list().map((n) => n.metadata.name);
-    c.watch(nodes, (ev) => (ev.type === "update" ? [ev.obj.metadata.name] : [ev.obj.metadata.name, ...allNodes()]));
-    c.watch(identities, allNodes);
-    c.watch(pods, allNodes);
-    for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
-      const policies = informers.for<PolicyObject>(resource);
-      policies.on(source.onPolicy);
-      c.watch(policies, allNodes);
-    }
+    // The source says which nodes each change concerns; "all" when a shared part (ipcache, identities, rules) moved.
+    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
+    c.watch(nodes, (ev) => [ev.obj.metadata.name, ...nodesOf(source.onNode(ev))]);
+    c.watch(identities, (ev) => nodesOf(source.onIdentity(ev)));
+    c.watch(pods, (ev) => nodesOf(source.onPod(ev)));
+    for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) c.watch(informers.for<PolicyObject>(resource), (ev) => nodesOf(source.onPolicy(ev)));
     this.controllers.push(c);
     return { server, source };
   }
@@ -208,6 +249,7 @@ export class Operator {
   /** Idempotent: stops controllers (in-flight reconciles finish), informers, the lease and the server. */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
+      for (const clear of this.timers) clear();
       await Promise.all(this.controllers.map((c) => c.stop()));
       await this.informers?.stop();
       await this.distribution?.close();

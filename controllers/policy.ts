@@ -43,6 +43,8 @@ export interface PolicyDeps {
   readonly log: Logger;
   /** Which endpoints (pods) the parsed policies select; undefined when unknown (then every node counts). */
   readonly select?: (policies: readonly Policy[]) => Selection;
+  /** Moves whenever what `select` reads (pods, namespaces) changes; with it, a selection is reused until then. */
+  readonly endpointsVersion?: () => number;
   /** What the agents of `nodes` (the nodes the policy concerns) reported for this generation. */
   readonly enforcement?: (obj: PolicyObject, nodes: ReadonlySet<string>) => Enforcement;
 }
@@ -81,11 +83,28 @@ export function policyConditions(
   return [valid, enforced];
 }
 
+export type EnforcementState = "enforced" | "pending" | "refused" | "invalid";
+
+/** The metrics' view of the conditions: invalid, refused by a node, enforced on every concerned node, or still pending. */
+export function enforcementState(conditions: readonly ConditionInput[]): EnforcementState {
+  if (conditions.some((c) => c.type === "Valid" && c.status === "False")) return "invalid";
+  const e = conditions.find((c) => c.type === "Enforced");
+  if (e?.status === "True") return "enforced";
+  return e?.reason === "Refused" ? "refused" : "pending";
+}
+
 const NO_ENFORCEMENT: Enforcement = { acknowledged: 0, refused: [] };
 
 export function policyReconciler(d: PolicyDeps): Reconciler {
   const kind = d.resource.kind;
   const state = new Map<string, "valid" | "invalid">();
+  const enforcementStates = new Map<string, EnforcementState>();
+  const countEnforcement = (): void => {
+    const counts: Record<EnforcementState, number> = { enforced: 0, pending: 0, refused: 0, invalid: 0 };
+    for (const s of enforcementStates.values()) counts[s]++;
+    for (const [s, n] of Object.entries(counts)) d.metrics.policyEnforcement.set({ kind, state: s }, n);
+  };
+  const memos = new Map<string, { obj: PolicyObject; version: number | undefined; parsed: ReturnType<typeof parsePolicyObject>; selection: Selection | undefined }>();
   const countStates = (): void => {
     let valid = 0;
     let invalid = 0;
@@ -100,12 +119,23 @@ export function policyReconciler(d: PolicyDeps): Reconciler {
     async reconcile(key: string): Promise<ReconcileResult | void> {
       const obj = d.policies.get(key);
       if (!obj) {
+        memos.delete(key);
         state.delete(key);
+        enforcementStates.delete(key);
         countStates();
+        countEnforcement();
         return;
       }
       const { namespace, name } = splitKey(key);
-      const parsed = parsePolicyObject(obj);
+      // Agents' ACKs re-run this often: parse and selection are reused while the object and the endpoints stay the same.
+      const version = d.endpointsVersion?.();
+      let memo = memos.get(key);
+      if (!memo || memo.obj !== obj || version === undefined || memo.version !== version) {
+        const parsed = parsePolicyObject(obj);
+        memo = { obj, version, parsed, selection: parsed.ok ? d.select?.(parsed.value) : { endpoints: 0, nodes: new Set<string>() } };
+        memos.set(key, memo);
+      }
+      const { parsed, selection } = memo;
       state.set(key, parsed.ok ? "valid" : "invalid");
       countStates();
       const generation = obj.metadata.generation;
@@ -113,14 +143,16 @@ export function policyReconciler(d: PolicyDeps): Reconciler {
         d.log.info({ kind, namespace, name, generation, errors: parsed.errors }, "invalid policy");
         await d.events.record(obj, "Warning", "InvalidPolicy", describeErrors(parsed.errors));
       }
-      // NetworkPolicy has no status in networking.k8s.io/v1: its outcome is the Event and the metrics.
-      if (d.resource.kind === "NetworkPolicy") return;
-
-      const selection = parsed.ok ? d.select?.(parsed.value) : { endpoints: 0, nodes: new Set<string>() };
       const concerned = selection ? selection.nodes : new Set(d.nodes.list().map((n) => n.metadata.name));
       const totalNodes = concerned.size;
       const enforcement = d.enforcement?.(obj, concerned) ?? NO_ENFORCEMENT;
-      const conditions = mergeConditions(obj.status?.conditions, policyConditions(parsed, generation, totalNodes, enforcement), new Date());
+      const computed = policyConditions(parsed, generation, totalNodes, enforcement);
+      enforcementStates.set(key, enforcementState(computed));
+      countEnforcement();
+      // NetworkPolicy has no status in networking.k8s.io/v1: its outcome is the Event and the metrics.
+      if (d.resource.kind === "NetworkPolicy") return;
+
+      const conditions = mergeConditions(obj.status?.conditions, computed, new Date());
       const status: PolicyStatus = {
         conditions,
         observedGeneration: generation,

@@ -13,18 +13,55 @@ export function familyBits(family: IPFamily): number {
   return family === 4 ? 32 : 128;
 }
 
-function parseIPv4(s: string): bigint | undefined {
-  const parts = s.split(".");
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    // Leading zeros are rejected, as Go's netip does (they are ambiguous: octal or decimal).
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
+/** An IPv4 address as a 32-bit unsigned number (plain arithmetic: a BigInt per octet was a hot spot). */
+function parseIPv4Number(s: string): number | undefined {
+  const len = s.length;
+  if (len < 7 || len > 15) return undefined;
+  let v = 0;
+  let octets = 0;
+  let i = 0;
+  while (i <= len) {
+    // One octet: 1–3 digits, no leading zero (ambiguous: octal or decimal, rejected as Go's netip does).
+    const start = i;
+    let n = 0;
+    while (i < len) {
+      const c = s.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      n = n * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || n > 255) return undefined;
+    if (digits > 1 && s.charCodeAt(start) === 48) return undefined;
+    v = v * 256 + n;
+    octets++;
+    if (i === len) break;
+    if (s.charCodeAt(i) !== 46 || octets === 4) return undefined;
+    i++;
   }
-  return v;
+  return octets === 4 ? v : undefined;
+}
+
+function parseIPv4(s: string): bigint | undefined {
+  const v = parseIPv4Number(s);
+  return v === undefined ? undefined : BigInt(v);
+}
+
+/** 1–4 hex digits → their value. */
+function hexGroup(item: string): number | undefined {
+  const len = item.length;
+  if (len === 0 || len > 4) return undefined;
+  let g = 0;
+  for (let i = 0; i < len; i++) {
+    const c = item.charCodeAt(i);
+    let d: number;
+    if (c >= 48 && c <= 57) d = c - 48;
+    else if (c >= 97 && c <= 102) d = c - 87;
+    else if (c >= 65 && c <= 70) d = c - 55;
+    else return undefined;
+    g = g * 16 + d;
+  }
+  return g;
 }
 
 function parseIPv6(s: string): bigint | undefined {
@@ -38,12 +75,13 @@ function parseIPv6(s: string): bigint | undefined {
     for (let i = 0; i < items.length; i++) {
       const item = items[i] ?? "";
       if (i === items.length - 1 && item.includes(".")) {
-        const v4 = parseIPv4(item);
+        const v4 = parseIPv4Number(item);
         if (v4 === undefined) return undefined;
-        out.push(Number(v4 >> 16n), Number(v4 & 0xffffn));
+        out.push(Math.floor(v4 / 0x10000), v4 % 0x10000);
       } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(item)) return undefined;
-        out.push(parseInt(item, 16));
+        const g = hexGroup(item);
+        if (g === undefined) return undefined;
+        out.push(g);
       }
     }
     return out;
@@ -75,13 +113,35 @@ export function parseIP(s: string): { family: IPFamily; addr: bigint } | undefin
   return addr === undefined ? undefined : { family: 4, addr };
 }
 
-function mask(family: IPFamily, bits: number): bigint {
-  const total = familyBits(family);
+function computeMask(total: number, bits: number): bigint {
   return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - bits)) - 1n);
+}
+
+// Every mask computed once: masking is on every prefix parse and containment test.
+const MASKS_V4: readonly bigint[] = Array.from({ length: 33 }, (_, bits) => computeMask(32, bits));
+const MASKS_V6: readonly bigint[] = Array.from({ length: 129 }, (_, bits) => computeMask(128, bits));
+
+function mask(family: IPFamily, bits: number): bigint {
+  const m = (family === 4 ? MASKS_V4 : MASKS_V6)[bits];
+  return m ?? computeMask(familyBits(family), bits);
 }
 
 export function makePrefix(family: IPFamily, addr: bigint, bits: number): Prefix {
   return { family, addr: addr & mask(family, bits), bits };
+}
+
+/** The decimal prefix length at s[from..]: 1–3 digits without a leading zero; -1 when it is not one. */
+function prefixLength(s: string, from: number): number {
+  const digits = s.length - from;
+  if (digits < 1 || digits > 3) return -1;
+  if (digits > 1 && s.charCodeAt(from) === 48) return -1;
+  let n = 0;
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+    n = n * 10 + (c - 48);
+  }
+  return n;
 }
 
 /**
@@ -95,17 +155,16 @@ export function parsePrefix(s: string): Prefix | undefined {
   const total = familyBits(ip.family);
   let bits = total;
   if (slash >= 0) {
-    const b = s.slice(slash + 1);
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(b)) return undefined;
-    bits = Number(b);
-    if (bits > total) return undefined;
+    bits = prefixLength(s, slash + 1);
+    if (bits < 0 || bits > total) return undefined;
   }
   return makePrefix(ip.family, ip.addr, bits);
 }
 
 export function formatIP(family: IPFamily, addr: bigint): string {
   if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((sh) => String((addr >> sh) & 0xffn)).join(".");
+    const v = Number(addr & 0xffffffffn);
+    return `${(v >>> 24) & 0xff}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`;
   }
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((addr >> BigInt(i * 16)) & 0xffffn));

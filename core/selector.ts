@@ -73,13 +73,38 @@ function normalizeRequirement(key: string, operator: string, values: readonly st
     return { key, operator: "In", values: [] };
   }
   const op = operator as SelectorOperator;
-  const vals = op === "In" || op === "NotIn" ? [...new Set(values)].sort(compareStrings) : [];
+  let vals: string[];
+  if (op !== "In" && op !== "NotIn") vals = [];
+  else if (values.length === 1) vals = [values[0] as string];
+  else vals = [...new Set(values)].sort(compareStrings);
   return { key, operator: op, values: vals };
 }
 
-function requirementString(r: LabelRequirement): string {
-  return JSON.stringify([r.key, r.operator, r.values]);
+/** JSON.stringify(s); text without a character it escapes (quote, backslash, control, surrogate) is quoted as is. */
+function jsonString(s: string): string {
+  // Untyped callers may hand in non-strings: keep exactly what the array serializer would write.
+  if (typeof s !== "string") return JSON.stringify([s]).slice(1, -1);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(s);
+  }
+  return `"${s}"`;
 }
+
+/** JSON.stringify([key, operator, values]), built without the generic serializer (a hot path in admission). */
+function requirementString(r: LabelRequirement): string {
+  let out = `[${jsonString(r.key)},${jsonString(r.operator)},[`;
+  const vs = r.values;
+  for (let i = 0; i < vs.length; i++) out += i === 0 ? jsonString(vs[i] as string) : `,${jsonString(vs[i] as string)}`;
+  return `${out}]]`;
+}
+
+// Selectors are immutable and equal canonical strings mean equal selectors, so one built before is
+// handed out again: freezing fresh objects was most of the cost of building one. Bounded, so that
+// an admission request full of distinct (or huge) selectors cannot grow it without limit.
+const MEMO_MAX_ENTRIES = 4096;
+const MEMO_MAX_CANONICAL = 1024;
+const builtSelectors = new Map<string, Selector>();
 
 /** A selector from requirements: sorted, de-duplicated, with its canonical string. */
 export function canonicalSelector(requirements: Iterable<LabelRequirement>): Selector {
@@ -88,11 +113,19 @@ export function canonicalSelector(requirements: Iterable<LabelRequirement>): Sel
     const n = normalizeRequirement(r.key, r.operator, r.values);
     byString.set(requirementString(n), n);
   }
-  const sorted = [...byString.entries()].sort((a, b) => compareStrings(a[0], b[0]));
-  return Object.freeze({
-    requirements: Object.freeze(sorted.map(([, r]) => Object.freeze(r))),
-    canonical: `[${sorted.map(([s]) => s).join(",")}]`,
-  });
+  const strings = [...byString.keys()];
+  if (strings.length > 1) strings.sort(compareStrings);
+  const canonical = `[${strings.join(",")}]`;
+  const known = builtSelectors.get(canonical);
+  if (known !== undefined) return known;
+  const reqs: LabelRequirement[] = new Array<LabelRequirement>(strings.length);
+  for (let i = 0; i < strings.length; i++) reqs[i] = Object.freeze(byString.get(strings[i] as string) as LabelRequirement);
+  const sel: Selector = Object.freeze({ requirements: Object.freeze(reqs), canonical });
+  if (canonical.length <= MEMO_MAX_CANONICAL) {
+    if (builtSelectors.size >= MEMO_MAX_ENTRIES) builtSelectors.clear();
+    builtSelectors.set(canonical, sel);
+  }
+  return sel;
 }
 
 /** The selector that selects every identity it is applied to. */
@@ -103,10 +136,16 @@ export function selectorFromLabels(labels: Iterable<Label>): Selector {
   return canonicalSelector([...labels].map((l) => ({ key: `${l.source}:${l.key}`, operator: "In" as const, values: [l.value] })));
 }
 
-function rawRequirements(input: LabelSelectorInput, kubernetesKeys: boolean, keyPrefix = ""): LabelRequirement[] {
+/** `skipKey`: a matchLabels key (canonical) to leave out. */
+function rawRequirements(input: LabelSelectorInput, kubernetesKeys: boolean, keyPrefix = "", skipKey?: string): LabelRequirement[] {
   const out: LabelRequirement[] = [];
-  for (const [k, v] of Object.entries(input.matchLabels ?? {})) {
-    out.push({ key: selectorKey(keyPrefix + k, kubernetesKeys), operator: "In", values: [v] });
+  const matchLabels = input.matchLabels;
+  if (matchLabels !== undefined) {
+    for (const k in matchLabels) {
+      if (!Object.prototype.hasOwnProperty.call(matchLabels, k)) continue;
+      const key = selectorKey(keyPrefix + k, kubernetesKeys);
+      if (key !== skipKey) out.push({ key, operator: "In", values: [matchLabels[k] as string] });
+    }
   }
   for (const e of input.matchExpressions ?? []) {
     out.push(normalizeRequirement(selectorKey(keyPrefix + e.key, kubernetesKeys), e.operator, e.values ?? []));
@@ -115,8 +154,17 @@ function rawRequirements(input: LabelSelectorInput, kubernetesKeys: boolean, key
 }
 
 function hasKey(reqs: readonly LabelRequirement[], key: string): boolean {
-  return reqs.some((r) => r.key === key);
+  for (const r of reqs) if (r.key === key) return true;
+  return false;
 }
+
+/** Whether any requirement's key starts with one of the prefixes (loops: this runs for every peer selector). */
+function hasKeyPrefix(reqs: readonly LabelRequirement[], prefixes: readonly string[]): boolean {
+  for (const r of reqs) for (const p of prefixes) if (r.key.startsWith(p)) return true;
+  return false;
+}
+
+const RESERVED_KEY_PREFIXES = [`${LABEL_SOURCE.reserved}:`];
 
 /** Whether a selector names (any requirement on) a key, e.g. `k8s:io.kubernetes.pod.namespace`. */
 export function selectorHasKey(sel: Selector, key: string): boolean {
@@ -126,21 +174,18 @@ export function selectorHasKey(sel: Selector, key: string): boolean {
 /** Builds a selector from a Kubernetes-style label selector with Cilium's conventions (see SelectorOptions). */
 export function selectorFrom(input: LabelSelectorInput, opts: SelectorOptions = {}): Selector {
   const kubernetesKeys = opts.kubernetesKeys ?? false;
-  let reqs = rawRequirements(input, kubernetesKeys);
+  // For a namespaced subject, the policy's namespace replaces whatever namespace matchLabels named:
+  // a namespaced policy never selects subjects in another namespace.
+  const namespacedSubject = opts.role === "subject" && opts.namespace !== undefined;
+  const reqs = rawRequirements(input, kubernetesKeys, "", namespacedSubject ? POD_NAMESPACE_KEY : undefined);
   if (opts.role === "subject") {
     if (opts.namespace !== undefined) {
-      // The policy's namespace replaces whatever namespace matchLabels named: a namespaced policy
-      // never selects subjects in another namespace.
-      const matchLabels = Object.fromEntries(
-        Object.entries(input.matchLabels ?? {}).filter(([k]) => selectorKey(k, kubernetesKeys) !== POD_NAMESPACE_KEY),
-      );
-      reqs = rawRequirements({ ...input, matchLabels }, kubernetesKeys);
       reqs.push({ key: POD_NAMESPACE_KEY, operator: "In", values: [opts.namespace] });
     }
   } else if (opts.role === "peer") {
     const namesNamespace = hasKey(reqs, POD_NAMESPACE_KEY) || hasKey(reqs, POD_NAMESPACE_ANY_KEY);
-    const selectsReserved = !opts.requires && reqs.some((r) => r.key.startsWith(`${LABEL_SOURCE.reserved}:`));
-    const namesNamespaceLabels = reqs.some((r) => NAMESPACE_LABEL_KEY_PREFIXES.some((p) => r.key.startsWith(p)));
+    const selectsReserved = !opts.requires && hasKeyPrefix(reqs, RESERVED_KEY_PREFIXES);
+    const namesNamespaceLabels = hasKeyPrefix(reqs, NAMESPACE_LABEL_KEY_PREFIXES);
     if (!namesNamespace && !selectsReserved) {
       if (opts.namespace === undefined) {
         if (!opts.subjectSelectsInit) reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });

@@ -21,6 +21,7 @@ import type { FlowExporterOptions } from "./observer/export.ts";
 import type { ObserverListen } from "./observer/server.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import type { RuleOrigin } from "../core/model.ts";
+import { agentCredentials } from "./token-auth.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "init")?.id ?? 5;
@@ -48,6 +49,8 @@ export interface AgentOptions {
   /** host:port of the operator's distribution server. */
   readonly operator: string;
   readonly tls: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+  /** The pod's projected ServiceAccount token file (chart); read again at each connect. */
+  readonly tokenFile?: string;
   readonly datapath: AgentDatapath;
   readonly cniSocket: string;
   /** The network namespace (name under /var/run/netns) holding the node's host-side veths; the agent's own when absent. */
@@ -139,7 +142,7 @@ export class NodeAgent {
       // Visibility is not enforcement: without an observer the agent still enforces, and says so.
       await this.startObserver(this.opts.observer).catch((err: Error) => this.log.error({ error: err.message }, "observer not started; verdicts are counted but not served"));
     }
-    this.client = new StreamClient(this.opts.operator, grpc.credentials.createSsl(this.opts.tls.ca, this.opts.tls.key, this.opts.tls.cert), {
+    this.client = new StreamClient(this.opts.operator, agentCredentials(this.opts.tls, this.opts.tokenFile), {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
     });

@@ -17,7 +17,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
                       [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE]
-                      [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR]
+                      [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -38,6 +38,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --policy-enforcement-mode  default: a direction is enforced once a policy selects the endpoint in it;
                      always: every endpoint enforced both ways, selected or not; never: nothing enforced (default: default)
   --cni-bin-dir      install the membrane-cni launcher into this directory at start
+  --token-file       the pod's projected ServiceAccount token (audience membrane-operator), sent on each connect;
+                     for an operator run with --agent-auth token (the chart)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
 `;
 
@@ -60,6 +62,7 @@ export interface AgentFlags {
   readonly policyEnforcementMode: PolicyEnforcementMode;
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
+  readonly tokenFile?: string;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -92,6 +95,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         kubeconfig: { type: "string" },
         "policy-enforcement-mode": { type: "string" },
         "cni-bin-dir": { type: "string" },
+        "token-file": { type: "string" },
         "cni-conf-dir": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -172,6 +176,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       policyEnforcementMode: mode,
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),
+      ...(str("token-file") ? { tokenFile: str("token-file")! } : {}),
     },
   };
 }
@@ -207,6 +212,7 @@ export async function run(args: string[]): Promise<number> {
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
     appliedFile: path.join(f.stateDir, "applied.json"),
     policyEnforcementMode: f.policyEnforcementMode,
+    ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
     observer: { listen: { socketPath: f.observerSocket }, ...(f.flowExport ? { export: f.flowExport } : {}) },

@@ -8,7 +8,7 @@ export function readAgentToken(file: string): string {
   try {
     token = readFileSync(file, "utf8").trim();
   } catch (e) {
-    throw new Error(`--token-file ${file}: ${e instanceof Error ? e.message : String(e)}`);
+    throw new Error(`--token-file ${file}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
   if (token === "") throw new Error(`--token-file ${file}: the file is empty`);
   if (/\s/.test(token)) throw new Error(`--token-file ${file}: not a single token (contains whitespace)`);

@@ -6,7 +6,22 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
-import { EMPTY_STATE, canonicalState, diffState, sameState } from "../../core/nodestate.ts";
+import { EMPTY_STATE } from "../../core/nodestate.ts";
+import { StateDiffer } from "./differ.ts";
+import type { AgentAuthResult } from "./tokenauth.ts";
+import type { NodeStreamState } from "../runtime/metrics.ts";
+
+/**
+ * How an agent proves which node it is. Without one, the client certificate's CN must name the node
+ * (the local cluster); with one (e.g. a ServiceAccount token review), the answer names the node.
+ */
+export type AgentAuthenticator = (authorization: string | undefined) => Promise<AgentAuthResult>;
+
+/** What the operator's metrics learn from the stream. */
+export interface DistributionEvents {
+  nack?(node: string): void;
+  authFailure?(reason: "certificate" | "token" | "mismatch"): void;
+}
 
 export interface TLSMaterial {
   readonly ca: Buffer;
@@ -18,6 +33,8 @@ export interface TLSMaterial {
 export interface NodeReport {
   readonly node: string;
   readonly connected: boolean;
+  /** The agent acknowledged exactly what the operator wants it to hold now. */
+  readonly upToDate?: boolean;
   readonly ackedVersion?: number;
   readonly acked?: NodeState;
   readonly nack?: { readonly version: number; readonly error: string; readonly state: NodeState };
@@ -51,19 +68,23 @@ export class DistributionServer {
   private readonly desired = new Map<string, NodeState>();
   private readonly records = new Map<string, NodeRecord>();
   private readonly listeners: ((node: string) => void)[] = [];
+  /** Canonical forms and deltas memoised by part, so a change shared by every node is sorted and diffed once. */
+  private readonly differ = new StateDiffer();
 
   constructor(
     private readonly tls: TLSMaterial,
     private readonly log: Logger,
     private readonly helloTimeoutMs = 10_000,
+    private readonly authenticate?: AgentAuthenticator,
+    private readonly events: DistributionEvents = {},
   ) {
     this.server.addService(SERVICE, { Stream: (stream: Stream) => this.accept(stream) });
   }
 
-  /** Listens on 127.0.0.1:port (0 picks one); client certificates are required and checked against the CA. */
+  /** Listens on host:port (default 127.0.0.1; port 0 picks one); client certificates are required and checked against the CA. */
   listen(port: number, host = "127.0.0.1"): Promise<number> {
     const creds = grpc.ServerCredentials.createSsl(this.tls.ca, [{ cert_chain: this.tls.cert, private_key: this.tls.key }], true);
-    return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))));
+    return new Promise((resolve, reject) => this.server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))));
   }
 
   async close(): Promise<void> {
@@ -78,7 +99,7 @@ export class DistributionServer {
 
   /** Sets what `node` should hold; its agent (if connected) gets the change as soon as it has acknowledged the previous one. */
   publish(node: string, state: NodeState): void {
-    this.desired.set(node, canonicalState(state));
+    this.desired.set(node, this.differ.canonical(state));
     const s = this.records.get(node)?.session;
     if (s) this.push(s);
   }
@@ -93,6 +114,7 @@ export class DistributionServer {
     return [...this.records.entries()].map(([node, r]) => ({
       node,
       connected: r.session !== undefined,
+      upToDate: r.acked !== undefined && this.differ.same(r.acked.state, this.desired.get(node) ?? EMPTY_STATE),
       ...(r.acked ? { ackedVersion: r.acked.version, acked: r.acked.state } : {}),
       ...(r.nack ? { nack: r.nack } : {}),
     }));
@@ -108,7 +130,19 @@ export class DistributionServer {
     let session: Session | undefined;
     const helloTimer = setTimeout(() => fail(stream, grpc.status.DEADLINE_EXCEEDED, "no hello"), this.helloTimeoutMs);
     const peerName = certificateName(stream);
+    // With an authenticator, the review starts at once and the hello waits for its answer.
+    const header = stream.metadata.get("authorization")[0];
+    const identity = this.authenticate?.(typeof header === "string" ? header : undefined);
+    let queue = Promise.resolve();
+    let ended = false;
     stream.on("data", (raw: unknown) => {
+      queue = queue.then(() => handle(raw)).catch((e: unknown) => {
+        this.log.error({ err: e instanceof Error ? e.message : String(e) }, "agent message handling failed");
+        fail(stream, grpc.status.INTERNAL, "internal error");
+      });
+    });
+    const handle = async (raw: unknown): Promise<void> => {
+      if (ended || session?.closed) return;
       const parsed = parseUpstream(raw);
       if (!parsed.ok) {
         this.log.warn({ errors: parsed.errors, node: session?.node }, "malformed agent message; closing the stream");
@@ -117,19 +151,34 @@ export class DistributionServer {
       const msg = parsed.value;
       if (!session) {
         if (msg.type !== "hello") return fail(stream, grpc.status.INVALID_ARGUMENT, "the first message must be hello");
-        // The node name in the hello must be the one its client certificate was issued to.
-        if (peerName !== undefined && peerName !== msg.node) {
+        if (identity) {
+          const who = await identity;
+          if (!who.ok) {
+            this.events.authFailure?.("token");
+            this.log.warn({ node: msg.node, reason: who.reason }, "agent token refused");
+            return fail(stream, grpc.status.UNAUTHENTICATED, `agent token refused: ${who.reason}`);
+          }
+          if (who.node !== msg.node) {
+            this.events.authFailure?.("mismatch");
+            this.log.warn({ node: msg.node, tokenNode: who.node }, "agent hello does not match its token's node");
+            return fail(stream, grpc.status.PERMISSION_DENIED, `token is for a pod on ${who.node}, not ${msg.node}`);
+          }
+        } else if (peerName !== undefined && peerName !== msg.node) {
+          // The node name in the hello must be the one its client certificate was issued to.
+          this.events.authFailure?.("certificate");
           this.log.warn({ node: msg.node, certificate: peerName }, "agent hello does not match its certificate");
           return fail(stream, grpc.status.PERMISSION_DENIED, `certificate is for ${peerName}, not ${msg.node}`);
         }
         clearTimeout(helloTimer);
+        if (ended) return; // the agent left while its token was being reviewed
         session = this.open(msg.node, msg.lastAppliedVersion, stream);
         return;
       }
       if (msg.type === "hello") return;
       this.onAnswer(session, msg);
-    });
+    };
     const close = (): void => {
+      ended = true;
       clearTimeout(helloTimer);
       if (!session || session.closed) return;
       session.closed = true;
@@ -163,12 +212,13 @@ export class DistributionServer {
     if (s.closed || s.inFlight) return; // one message in flight; the ACK triggers the next
     const r = this.record(s.node);
     const target = this.desired.get(s.node) ?? EMPTY_STATE;
-    if (s.base && sameState(s.base.state, target)) return;
-    if (r.nack && sameState(r.nack.state, target)) return; // refused already: wait for a change
+    const delta = s.base ? this.differ.diff(s.base.state, target) : undefined;
+    if (delta === null) return; // the agent holds it already
+    if (r.nack && this.differ.same(r.nack.state, target)) return; // refused already: wait for a change
     const version = ++r.counter;
     const nonce = randomUUID();
-    const msg: Downstream = s.base
-      ? { type: "delta", version, baseVersion: s.base.version, nonce, ...diffState(s.base.state, target) }
+    const msg: Downstream = s.base && delta
+      ? { type: "delta", version, baseVersion: s.base.version, nonce, ...delta }
       : { type: "snapshot", version, nonce, state: target };
     s.inFlight = { version, nonce, state: target };
     s.stream.write(msg);
@@ -190,11 +240,19 @@ export class DistributionServer {
       // The agent keeps its last good state; the next attempt is a full snapshot of a newer state.
       r.nack = { version: sent.version, error: msg.error, state: sent.state };
       s.base = undefined;
+      this.events.nack?.(s.node);
       this.log.warn({ node: s.node, version: sent.version, error: msg.error }, "agent refused state");
     }
     for (const l of this.listeners) l(s.node);
     this.push(s);
   }
+}
+
+/** A node's stream state for the metrics: disconnected, refused the latest state, holds it, or not there yet. */
+export function nodeStreamState(r: NodeReport): NodeStreamState {
+  if (!r.connected) return "disconnected";
+  if (r.nack) return "nacked";
+  return r.upToDate ? "acked" : "behind";
 }
 
 /** The CN of the client certificate on this stream, if the transport exposes it. */

@@ -46,7 +46,7 @@ test("a node receives the compiled policy of its own identities, the cluster ipc
   assert.ok(web?.entries.some((e) => e.direction === "ingress" && e.peer === 257 && e.proto === 6 && e.port === 80 && e.verdict === "allow"));
   assert.deepEqual(n1.policyGenerations, [{ key: "CiliumNetworkPolicy/ns/web", uid: "u1", generation: 4 }]);
   const ipc = new Map(n1.ipcache.map((e) => [e.prefix, e]));
-  assert.deepEqual(ipc.get("10.0.2.5/32"), { prefix: "10.0.2.5/32", identity: 257, node: "192.0.2.2" });
+  assert.deepEqual(ipc.get("10.0.2.5/32"), { prefix: "10.0.2.5/32", identity: 257, node: "192.0.2.2", pod: "ns/db" });
   assert.equal(ipc.get("192.0.2.2/32")?.identity, 6, "nodes are remote-node");
   assert.ok(n1.rules.length >= 1);
   const n2 = src.stateFor("n2");
@@ -67,4 +67,85 @@ test("a node receives the compiled policy of its own identities, the cluster ipc
   src.onPolicy({ type: "delete", obj: cnp });
   assert.equal(src.stateFor("n1").policies[0]?.ingressEnforced, false);
   assert.deepEqual(src.stateFor("n1").policyGenerations, []);
+});
+
+const cnpOf = (name: string, spec: object, generation = 1): PolicyObject =>
+  ({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name, namespace: "ns", uid: `uid-${name}`, generation }, spec }) as PolicyObject;
+
+test("CIDR peers get node-local CIDR identities: allow entries name them and the ipcache maps their prefixes", () => {
+  const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const egress = cnpOf("out", {
+    endpointSelector: { matchLabels: { app: "web" } },
+    egress: [
+      { toCIDR: ["203.0.113.0/24"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
+      { toCIDRSet: [{ cidr: "198.51.100.0/24", except: ["198.51.100.128/25"] }] },
+    ],
+    ingress: [{ fromCIDR: ["192.0.2.0/24"] }],
+  });
+  assert.equal(src.onPolicy({ type: "add", obj: egress }), "all");
+  const state = src.stateFor("n1");
+  const ipc = new Map(state.ipcache.map((e) => [e.prefix, e.identity]));
+  const idOf = (prefix: string): number => {
+    const id = ipc.get(prefix);
+    assert.ok(id !== undefined && id >= 1 << 24, `${prefix} has a local CIDR identity in the ipcache (got ${id})`);
+    return id;
+  };
+  const web = state.policies[0];
+  assert.ok(web?.egressEnforced && web.ingressEnforced);
+  const allows = (dir: string, peer: number, port = 0): boolean =>
+    web.entries.some((e) => e.direction === dir && e.peer === peer && e.verdict === "allow" && (port === 0 || (e.port === port && e.proto === 6)));
+  assert.ok(allows("egress", idOf("203.0.113.0/24"), 443), "toCIDR allows 203.0.113.0/24 on 443/TCP");
+  assert.ok(allows("egress", idOf("198.51.100.0/24")), "toCIDRSet allows its cidr");
+  assert.ok(!allows("egress", idOf("198.51.100.128/25")), "the except prefix is not allowed");
+  assert.ok(allows("ingress", idOf("192.0.2.0/24")), "fromCIDR allows the prefix");
+  assert.ok(state.identities.some((i) => i.id === idOf("203.0.113.0/24") && i.labels.includes("cidr:203.0.113.0/24")), "its labels are sent for flows");
+  assert.equal(ipc.get("192.0.2.1/32"), 6, "a node address stays remote-node inside a policy's prefix");
+
+  // Dropping a prefix from the policy releases its identity and its ipcache entry.
+  src.onPolicy({ type: "update", old: egress, obj: cnpOf("out", { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toCIDR: ["203.0.113.0/24"] }] }, 2) });
+  const after = new Map(src.stateFor("n1").ipcache.map((e) => [e.prefix, e.identity]));
+  assert.equal(after.get("203.0.113.0/24"), ipc.get("203.0.113.0/24"), "a kept prefix keeps its identity");
+  assert.equal(after.has("198.51.100.0/24"), false);
+  assert.equal(after.has("192.0.2.0/24"), false);
+  src.onPolicy({ type: "delete", obj: egress });
+  assert.equal(src.stateFor("n1").ipcache.some((e) => e.identity >= 1 << 24), false);
+});
+
+test("named ports resolve against the containerPorts of the selected pods, both directions", () => {
+  const withPorts = (p: PodObject, ports: { name: string; containerPort: number; protocol?: string }[]): PodObject => ({ ...p, spec: { ...p.spec, containers: [{ ports }] } });
+  const web = withPorts(pod("web", "web", 256, "n1", "10.0.1.5"), [{ name: "http", containerPort: 8080 }, { name: "dns", containerPort: 53, protocol: "UDP" }]);
+  const db = withPorts(pod("db", "db", 257, "n2", "10.0.2.5"), [{ name: "sql", containerPort: 5432 }]);
+  const src = new NodeStateSource(cache([web, db]), cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPolicy({
+    type: "add",
+    obj: cnpOf("named", {
+      endpointSelector: { matchLabels: { app: "web" } },
+      ingress: [{ fromEndpoints: [{ matchLabels: { app: "db" } }], toPorts: [{ ports: [{ port: "http", protocol: "TCP" }] }] }],
+      egress: [{ toEndpoints: [{ matchLabels: { app: "db" } }], toPorts: [{ ports: [{ port: "sql" }] }] }],
+    }),
+  });
+  const entries = src.stateFor("n1").policies[0]?.entries ?? [];
+  assert.ok(entries.some((e) => e.direction === "ingress" && e.peer === 257 && e.proto === 6 && e.port === 8080 && e.verdict === "allow"), "ingress 'http' is the subject's 8080/TCP");
+  assert.ok(entries.some((e) => e.direction === "egress" && e.peer === 257 && e.port === 5432 && e.verdict === "allow"), "egress 'sql' is the peer's 5432");
+  assert.ok(!entries.some((e) => e.port === 53), "a name the policy does not use adds nothing");
+});
+
+test("each change says which nodes it concerns, and every node shares the same ipcache", () => {
+  const p1 = pod("web", "web", 256, "n1", "10.0.1.5");
+  const src = new NodeStateSource(cache([p1]), cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  assert.equal(src.stateFor("n1").ipcache, src.stateFor("n2").ipcache, "one ipcache array for all nodes");
+  const relabelled: PodObject = { ...p1, metadata: { ...p1.metadata, labels: { app: "web", tier: "x" } } };
+  assert.deepEqual(src.onPod({ type: "update", old: p1, obj: relabelled }), [], "a change that moves no address or identity concerns nobody");
+  const moved: PodObject = { ...p1, status: { phase: "Running", podIP: "10.0.1.6" } };
+  assert.equal(src.onPod({ type: "update", old: p1, obj: moved }), "all", "a new address goes to every node");
+  const pending: PodObject = { ...p1, metadata: { ...p1.metadata, name: "new" }, spec: { nodeName: "n2" }, status: { phase: "Pending" } };
+  assert.deepEqual(src.onPod({ type: "add", obj: pending }), ["n2"], "an identity without an address only concerns its node");
+  const cnp = cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{}] });
+  assert.equal(src.onPolicy({ type: "add", obj: cnp }), "all");
+  assert.deepEqual(src.onPolicy({ type: "update", old: cnp, obj: { ...cnp, status: { enforced: "1/1" } } }), [], "a status write changes nothing");
 });

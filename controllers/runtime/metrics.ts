@@ -1,6 +1,8 @@
 // The operator's Prometheus metrics, in one registry per operator instance.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
+export type NodeStreamState = "acked" | "behind" | "nacked" | "disconnected";
+
 export class OperatorMetrics {
   readonly registry = new Registry();
   readonly reconciles = new Counter({
@@ -39,6 +41,31 @@ export class OperatorMetrics {
     labelNames: ["kind", "state"] as const,
     registers: [this.registry],
   });
+  readonly policyEnforcement = new Gauge({
+    name: "membrane_operator_policies_enforcement",
+    help: "Policies by kind and enforcement state (enforced, pending, refused, invalid).",
+    labelNames: ["kind", "state"] as const,
+    registers: [this.registry],
+  });
+  /** Filled at scrape time from the distribution server's reports (see observeNodes). */
+  readonly nodes = new Gauge({
+    name: "membrane_operator_nodes",
+    help: "Nodes by distribution stream state (acked: holds the desired state; behind: connected, not yet acknowledged it; nacked: refused it; disconnected).",
+    labelNames: ["state"] as const,
+    registers: [this.registry],
+  });
+  readonly nacks = new Counter({
+    name: "membrane_operator_nacks_total",
+    help: "States refused (NACKed) by a node's agent.",
+    labelNames: ["node"] as const,
+    registers: [this.registry],
+  });
+  readonly agentAuthFailures = new Counter({
+    name: "membrane_operator_agent_auth_failures_total",
+    help: "Agent streams refused by authentication (reason: certificate, token, mismatch).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({
     name: "membrane_operator_is_leader",
     help: "1 while this replica holds the leader lease.",
@@ -47,5 +74,16 @@ export class OperatorMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "membrane_operator_" });
+  }
+
+  /** Makes `membrane_operator_nodes` read `states()` (the node → stream state of every known node) at each scrape. */
+  observeNodes(states: () => Iterable<NodeStreamState>): void {
+    const gauge = this.nodes;
+    // prom-client calls collect() on every scrape; all four states are always present, zero included.
+    (gauge as unknown as { collect: () => void }).collect = () => {
+      const counts: Record<NodeStreamState, number> = { acked: 0, behind: 0, nacked: 0, disconnected: 0 };
+      for (const s of states()) counts[s]++;
+      for (const [state, n] of Object.entries(counts)) gauge.set({ state }, n);
+    };
   }
 }

@@ -19,11 +19,11 @@ export class AgentClient {
     address: string,
     tls: { ca: Buffer; cert: Buffer; key: Buffer },
     readonly node: string,
-    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState } = {},
+    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials } = {},
   ) {
     if (opts.state) this.state = opts.state;
     this.version = opts.lastAppliedVersion;
-    this.client = new DistributionClient(address, grpc.credentials.createSsl(tls.ca, tls.key, tls.cert));
+    this.client = new DistributionClient(address, opts.credentials ?? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert));
     this.call = (this.client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();
     this.call.on("data", (m: Downstream) => {
       this.received.push(m);

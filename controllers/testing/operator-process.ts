@@ -20,8 +20,10 @@ export class OperatorProcess {
     readonly name: string,
     kubeconfig: string,
     args: string[] = [],
+    /** Node.js options for the child (e.g. --cpu-prof), before the script. */
+    nodeArgs: string[] = [],
   ) {
-    this.child = spawn(process.execPath, ["--import", "tsx", MAIN, "--kubeconfig", kubeconfig, "--health-port", "0", "--id", name, ...args], {
+    this.child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", MAIN, "--kubeconfig", kubeconfig, "--health-port", "0", "--id", name, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let buf = "";

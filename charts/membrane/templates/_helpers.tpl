@@ -37,3 +37,5 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "membrane.webhookConfigName" -}}membrane-policy-validation{{- end -}}
 {{- define "membrane.webhookName" -}}policies.membrane.io{{- end -}}
 {{- define "membrane.leaseName" -}}membrane-operator{{- end -}}
+{{- /* The audience of the agents' projected ServiceAccount tokens, which the operator's TokenReview requires. */ -}}
+{{- define "membrane.agentTokenAudience" -}}membrane-operator{{- end -}}

@@ -1,0 +1,70 @@
+// The memoised differ agrees with core/nodestate: applying its delta to a state yields the target, whichever parts the two share by reference.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { SubjectPolicy } from "../../core/model.ts";
+import type { NodeState } from "../../core/wire.ts";
+import { applyDelta, canonicalState, sameState } from "../../core/nodestate.ts";
+import { StateDiffer } from "./differ.ts";
+
+const subject = (id: number, port: number, enforced: boolean): SubjectPolicy => ({
+  subject: id,
+  ingressEnforced: enforced,
+  egressEnforced: false,
+  entries: [{ subject: id, direction: "ingress", peer: 0, proto: 6, port, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 1 }],
+});
+// Pools of parts: states pick from them, so two states often share a part object (as nodes do).
+const SUBJECTS = [subject(256, 80, true), subject(256, 81, true), subject(257, 80, false), subject(258, 443, true)];
+const POD_A = { prefix: "10.0.0.1/32", identity: 257, node: "192.0.2.1", pod: "ns/a" };
+// Some ipcaches share entry objects, as consecutive versions of the operator's ipcache do.
+const IPCACHES = [[], [{ prefix: "10.0.0.1/32", identity: 256 }], [POD_A, { prefix: "10.0.0.2/32", identity: 256 }], [POD_A], [POD_A, { prefix: "10.0.0.3/32", identity: 258 }]];
+const IDENTITIES = [[], [{ id: 256, labels: ["k8s:app=a"] }], [{ id: 256, labels: ["k8s:app=b"] }, { id: 257, labels: ["k8s:app=c"] }]];
+const RULES = [[], [{ id: 1, origin: { policyKind: "CiliumNetworkPolicy" as const, name: "p", ruleIndex: 0, path: "spec.ingress[0]" } }]];
+const GENERATIONS = [[], [{ key: "CiliumNetworkPolicy/ns/p", uid: "u", generation: 1 }], [{ key: "CiliumNetworkPolicy/ns/p", uid: "u", generation: 2 }]];
+
+const state: fc.Arbitrary<NodeState> = fc
+  .record({
+    subjects: fc.uniqueArray(fc.integer({ min: 0, max: SUBJECTS.length - 1 }), { maxLength: 3, selector: (i) => SUBJECTS[i]?.subject }),
+    ipcache: fc.integer({ min: 0, max: IPCACHES.length - 1 }),
+    identities: fc.integer({ min: 0, max: IDENTITIES.length - 1 }),
+    rules: fc.integer({ min: 0, max: RULES.length - 1 }),
+    gens: fc.integer({ min: 0, max: GENERATIONS.length - 1 }),
+  })
+  .map((r) => ({
+    policies: r.subjects.map((i) => SUBJECTS[i] as SubjectPolicy),
+    ipcache: IPCACHES[r.ipcache] ?? [],
+    identities: IDENTITIES[r.identities] ?? [],
+    rules: RULES[r.rules] ?? [],
+    policyGenerations: GENERATIONS[r.gens] ?? [],
+  }));
+
+test("property: applying the memoised delta to a yields b (rules only ever accumulate); equal states give no delta", () => {
+  const differ = new StateDiffer(); // one differ for all runs, as in the server: its memo must never leak between pairs
+  const plain = (x: unknown): unknown => JSON.parse(JSON.stringify(x));
+  // A ruleId is never reused, so a rule the target lacks may stay on the agent (core's applyDelta never removes one).
+  const rulesAside = (s: NodeState): unknown => plain({ ...canonicalState(s), rules: [] });
+  fc.assert(
+    fc.property(state, state, (a, b) => {
+      const from = differ.canonical(a);
+      const to = differ.canonical(b);
+      const d = differ.diff(from, to);
+      if (sameState(a, b)) assert.equal(d, null);
+      const applied = d ? applyDelta(from, d) : from;
+      assert.deepEqual(rulesAside(applied), rulesAside(b));
+      const held = new Set(applied.rules.map((r) => JSON.stringify(r)));
+      assert.ok(b.rules.every((r) => held.has(JSON.stringify(r))), "every rule of the target is on the agent");
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test("canonical forms of a shared part are one object, so nodes sharing it are diffed once", () => {
+  const differ = new StateDiffer();
+  const shared = { ipcache: IPCACHES[2] ?? [], identities: IDENTITIES[2] ?? [], rules: RULES[1] ?? [], policyGenerations: GENERATIONS[1] ?? [] };
+  const n1 = differ.canonical({ policies: [SUBJECTS[0] as SubjectPolicy], ...shared });
+  const n2 = differ.canonical({ policies: [SUBJECTS[2] as SubjectPolicy], ...shared });
+  assert.equal(n1.ipcache, n2.ipcache);
+  assert.equal(n1.identities, n2.identities);
+  assert.deepEqual(n1.ipcache.map((e) => e.prefix), ["10.0.0.1/32", "10.0.0.2/32"]);
+  assert.equal(differ.diff(n1, differ.canonical({ policies: [SUBJECTS[0] as SubjectPolicy], ...shared })), null);
+});

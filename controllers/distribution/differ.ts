@@ -1,0 +1,76 @@
+// Node states compared part by part through core/nodestate, memoised by object: the parts every node shares are sorted and diffed once per change, not once per node.
+import type { SubjectPolicy } from "../../core/model.ts";
+import { type DeltaBody, EMPTY_STATE, canonicalState, diffState } from "../../core/nodestate.ts";
+import type { NodeState } from "../../core/wire.ts";
+
+type SharedPart = "ipcache" | "identities" | "rules" | "policyGenerations";
+const NO_CHANGE: DeltaBody = diffState(EMPTY_STATE, EMPTY_STATE);
+
+export class StateDiffer {
+  private readonly canonicalParts = new WeakMap<object, object>();
+  private readonly canonicalSubjects = new WeakMap<SubjectPolicy, SubjectPolicy>();
+  private readonly partDiffs = new WeakMap<object, WeakMap<object, DeltaBody>>();
+  private readonly members = new WeakMap<object, ReadonlySet<unknown>>();
+
+  /** core's canonicalState, computed once per distinct part (and per subject policy) however many nodes share it. */
+  canonical(s: NodeState): NodeState {
+    const policies = s.policies
+      .map((p) => memo(this.canonicalSubjects, p, () => canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))
+      .sort((a, b) => a.subject - b.subject);
+    const part = <K extends SharedPart>(k: K): NodeState[K] =>
+      memo(this.canonicalParts, s[k], () => canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k]) as NodeState[K];
+    return { policies, ipcache: part("ipcache"), identities: part("identities"), rules: part("rules"), policyGenerations: part("policyGenerations") };
+  }
+
+  /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
+  diff(from: NodeState, to: NodeState): DeltaBody | null {
+    const fromSubjects = new Set(from.policies);
+    const toSubjects = new Set(to.policies);
+    const policies = diffState(
+      { ...EMPTY_STATE, policies: from.policies.filter((p) => !toSubjects.has(p)) },
+      { ...EMPTY_STATE, policies: to.policies.filter((p) => !fromSubjects.has(p)) },
+    );
+    const ipc = this.partDiff("ipcache", from, to, true);
+    const ids = this.partDiff("identities", from, to);
+    const rules = this.partDiff("rules", from, to);
+    const delta: DeltaBody = {
+      subjects: policies.subjects,
+      removedSubjects: policies.removedSubjects,
+      ipcacheUpserts: ipc.ipcacheUpserts,
+      ipcacheRemovals: ipc.ipcacheRemovals,
+      identityUpserts: ids.identityUpserts,
+      identityRemovals: ids.identityRemovals,
+      ruleUpserts: rules.ruleUpserts,
+      policyGenerations: to.policyGenerations,
+    };
+    const generationsMoved =
+      from.policyGenerations !== to.policyGenerations && JSON.stringify(from.policyGenerations) !== JSON.stringify(to.policyGenerations);
+    const changed = Object.entries(delta).some(([k, v]) => k !== "policyGenerations" && (v as readonly unknown[]).length > 0);
+    return changed || generationsMoved ? delta : null;
+  }
+
+  same(a: NodeState, b: NodeState): boolean {
+    return this.diff(a, b) === null;
+  }
+
+  /** One shared part's delta, once per (from, to) pair; with `byReference`, entries present in both as the same object are left out before core compares the rest. */
+  private partDiff(k: Exclude<SharedPart, "policyGenerations">, from: NodeState, to: NodeState, byReference = false): DeltaBody {
+    if (from[k] === to[k]) return NO_CHANGE;
+    let byTarget = this.partDiffs.get(from[k]);
+    if (!byTarget) this.partDiffs.set(from[k], (byTarget = new WeakMap()));
+    return memo(byTarget, to[k], () => {
+      if (!byReference) return diffState({ ...EMPTY_STATE, [k]: from[k] }, { ...EMPTY_STATE, [k]: to[k] });
+      const inFrom = memo(this.members, from[k], () => new Set<unknown>(from[k]));
+      const inTo = memo(this.members, to[k], () => new Set<unknown>(to[k]));
+      const a = (from[k] as readonly unknown[]).filter((e) => !inTo.has(e));
+      const b = (to[k] as readonly unknown[]).filter((e) => !inFrom.has(e));
+      return diffState({ ...EMPTY_STATE, [k]: a }, { ...EMPTY_STATE, [k]: b });
+    });
+  }
+}
+
+function memo<K extends object, V>(m: WeakMap<K, V>, k: K, make: () => V): V {
+  let v = m.get(k);
+  if (v === undefined) m.set(k, (v = make()));
+  return v;
+}
