@@ -17,7 +17,6 @@ const KNOWN_GAPS: Record<string, Record<string, string>> = {
   agent: {
     "--encryption": "values.encryption.type has no flag to go to",
     "--encryption-key-dir": "the ipsec key Secret is mounted there",
-    "--flow-export-compress": "values.flowExport.rotation.compress: the observer's exporter (node-agent/observer/export.ts) does not gzip rotated files yet",
   },
 };
 

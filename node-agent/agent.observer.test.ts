@@ -205,7 +205,7 @@ describe("agent flags for the observer and metrics", () => {
   it("export with rotation limits, and bad values named by flag", () => {
     const r = parseAgentFlags([...required, "--flow-export", "/tmp/f.jsonl", "--flow-export-max-bytes", "4096", "--flow-export-files", "0", "--metrics-address", "[::1]:0"]);
     assert.ok(r.ok);
-    assert.deepEqual(r.flags.flowExport, { path: "/tmp/f.jsonl", maxBytes: 4096, keep: 0 });
+    assert.deepEqual(r.flags.flowExport, { path: "/tmp/f.jsonl", maxBytes: 4096, keep: 0, compress: false });
     assert.equal(r.flags.metricsAddress, "[::1]:0");
     assert.deepEqual(parseAgentFlags([...required, "--flow-export", "/f", "--flow-export-max-bytes", "0"]), { ok: false, error: '--flow-export-max-bytes: must be an integer >= 1, got "0"' });
     assert.deepEqual(parseAgentFlags([...required, "--flow-export-files", "3"]), { ok: false, error: "--flow-export-files: only with --flow-export-path" });

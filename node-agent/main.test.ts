@@ -29,13 +29,16 @@ describe("membrane agent flags", () => {
     assert.equal(error("--health-port=1", "--metrics-address=127.0.0.1:2"), "--health-port: not together with --metrics-address (the same server)");
   });
 
-  it("the chart's flow export flags: path, size in MiB, backups", () => {
-    assert.deepEqual(flags("--flow-export-path=/var/run/membrane/flows/flows.jsonl", "--flow-export-max-size-mib=100", "--flow-export-max-backups=5").flowExport, {
+  it("the chart's flow export flags: path, size in MiB, backups, compress", () => {
+    assert.deepEqual(flags("--flow-export-path=/var/run/membrane/flows/flows.jsonl", "--flow-export-max-size-mib=100", "--flow-export-max-backups=5", "--flow-export-compress=true").flowExport, {
       path: "/var/run/membrane/flows/flows.jsonl",
       maxBytes: 100 * 1024 * 1024,
       keep: 5,
+      compress: true,
     });
-    assert.deepEqual(flags("--flow-export-path=/f").flowExport, { path: "/f", maxBytes: 10 * 1024 * 1024, keep: 5 });
+    assert.deepEqual(flags("--flow-export-path=/f").flowExport, { path: "/f", maxBytes: 10 * 1024 * 1024, keep: 5, compress: false });
+    assert.equal(error("--flow-export-path=/f", "--flow-export-compress=yes"), '--flow-export-compress: must be true or false, got "yes"');
+    assert.equal(error("--flow-export-compress=true"), "--flow-export-compress: only with --flow-export-path");
     assert.equal(error("--flow-export-max-size-mib=0", "--flow-export-path=/f"), '--flow-export-max-size-mib: must be an integer >= 1, got "0"');
     assert.equal(error("--flow-export-max-backups=2"), "--flow-export-max-backups: only with --flow-export-path");
     assert.equal(error("--flow-export-path=/f", "--flow-export=/g"), "--flow-export: not together with --flow-export-path (the same setting)");

@@ -15,7 +15,7 @@ import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
-                      [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K]]
+                      [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE]
                       [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
 
@@ -31,6 +31,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
   --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
   --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
+  --flow-export-compress      gzip rotated export files (true|false, default false)
   --metrics-address  Prometheus /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDRESS})
   --health-port      the same on 127.0.0.1:PORT (what the chart's probes use); not with --metrics-address
   --kubeconfig       API access for publishing health on this node's CiliumNode (default: in-cluster when
@@ -56,7 +57,7 @@ export interface AgentFlags {
   readonly nodeIP?: string;
   readonly logLevel: string;
   readonly observerSocket: string;
-  readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number };
+  readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
   readonly kubeconfig?: string;
   readonly policyEnforcementMode: PolicyEnforcementMode;
@@ -90,6 +91,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "flow-export-path": { type: "string" },
         "flow-export-max-size-mib": { type: "string" },
         "flow-export-max-backups": { type: "string" },
+        "flow-export-compress": { type: "string" },
         "metrics-address": { type: "string" },
         "health-port": { type: "string" },
         kubeconfig: { type: "string" },
@@ -144,6 +146,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const keep = integer(keepFlag.flag, 0) ?? 5;
   if (typeof keep === "string") return { ok: false, error: keep };
   if (exportPath === "") return { ok: false, error: `--${exportFlag.flag}: must be a path` };
+  const compressFlag = str("flow-export-compress");
+  if (compressFlag !== undefined && exportPath === undefined) return { ok: false, error: "--flow-export-compress: only with --flow-export-path" };
+  if (compressFlag !== undefined && compressFlag !== "true" && compressFlag !== "false") return { ok: false, error: `--flow-export-compress: must be true or false, got ${JSON.stringify(compressFlag)}` };
+  const compress = compressFlag === "true";
   const healthPort = str("health-port");
   if (healthPort !== undefined && str("metrics-address") !== undefined) return { ok: false, error: "--health-port: not together with --metrics-address (the same server)" };
   if (healthPort !== undefined && !(/^\d{1,5}$/.test(healthPort) && Number(healthPort) <= 65535)) return { ok: false, error: `--health-port: must be a port number 0..65535, got ${JSON.stringify(healthPort)}` };
@@ -170,7 +176,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(nodeIP ? { nodeIP } : {}),
       logLevel: str("log-level") ?? "info",
       observerSocket,
-      ...(exportPath !== undefined ? { flowExport: { path: exportPath, maxBytes, keep } } : {}),
+      ...(exportPath !== undefined ? { flowExport: { path: exportPath, maxBytes, keep, compress } } : {}),
       metricsAddress,
       ...(kubeconfig ? { kubeconfig } : {}),
       policyEnforcementMode: mode,

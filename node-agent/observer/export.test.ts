@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import zlib from "node:zlib";
 import { FlowExporter } from "./export.ts";
 import { dropFlow, endpoint, flow } from "./testflows.ts";
 import type { Flow } from "./flow.ts";
@@ -44,4 +45,27 @@ test("export appends to an existing file and counts its size", (t) => {
   x.close();
   assert.equal(fs.readFileSync(`${file}.1`, "utf8").length, 901);
   assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")), flow());
+});
+
+test("with compress, rotated files are gzipped and still hold every flow in order; the live file stays plain", (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-export-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "flows.jsonl");
+  const x = new FlowExporter({ path: file, maxBytes: 20_000, keep: 2, compress: true, bufferBytes: 4096 });
+  const written: Flow[] = [];
+  for (let i = 0; i < 500; i++) {
+    const f = flow({ destination: endpoint({ port: i }) });
+    written.push(f);
+    x.write(f);
+  }
+  x.close();
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["flows.jsonl", "flows.jsonl.1.gz", "flows.jsonl.2.gz"]);
+  const lines: Flow[] = [];
+  for (const name of ["flows.jsonl.2.gz", "flows.jsonl.1.gz"]) {
+    const raw = fs.readFileSync(path.join(dir, name));
+    assert.ok(raw.length < 20_000 / 2, `${name} is not compressed (${raw.length} bytes)`);
+    for (const l of zlib.gunzipSync(raw).toString("utf8").trimEnd().split("\n")) lines.push(JSON.parse(l) as Flow);
+  }
+  for (const l of fs.readFileSync(file, "utf8").trimEnd().split("\n")) lines.push(JSON.parse(l) as Flow);
+  assert.deepEqual(lines, written.slice(written.length - lines.length));
 });

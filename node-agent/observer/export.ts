@@ -1,5 +1,6 @@
 // Flow export for a SIEM: one JSON object per line in a file, rotated by size, keeping K old files (see README.md).
 import fs from "node:fs";
+import zlib from "node:zlib";
 import type { Flow } from "./flow.ts";
 
 export interface FlowExporterOptions {
@@ -9,6 +10,8 @@ export interface FlowExporterOptions {
   readonly maxBytes: number;
   /** How many rotated files to keep besides the live one. */
   readonly keep: number;
+  /** Gzip rotated files: `<path>.1.gz` … `<path>.<keep>.gz` (the live file stays plain). */
+  readonly compress?: boolean;
   /** Buffered bytes that force a write (default 64 KiB); `flush()` writes the rest. */
   readonly bufferBytes?: number;
 }
@@ -50,11 +53,18 @@ export class FlowExporter {
     this.flush();
     fs.closeSync(this.fd);
     const p = this.opts.path;
+    const ext = this.opts.compress ? ".gz" : "";
+    const rotated = (i: number): string => `${p}.${i}${ext}`;
     if (this.opts.keep === 0) fs.rmSync(p, { force: true });
     else {
-      fs.rmSync(`${p}.${this.opts.keep}`, { force: true });
-      for (let i = this.opts.keep - 1; i >= 1; i--) if (fs.existsSync(`${p}.${i}`)) fs.renameSync(`${p}.${i}`, `${p}.${i + 1}`);
-      fs.renameSync(p, `${p}.1`);
+      fs.rmSync(rotated(this.opts.keep), { force: true });
+      for (let i = this.opts.keep - 1; i >= 1; i--) if (fs.existsSync(rotated(i))) fs.renameSync(rotated(i), rotated(i + 1));
+      if (this.opts.compress) {
+        // Written aside and renamed, so a reader never sees a torn .gz; the plain file goes only once it is whole.
+        fs.writeFileSync(`${rotated(1)}.tmp`, zlib.gzipSync(fs.readFileSync(p)), { mode: 0o640 });
+        fs.renameSync(`${rotated(1)}.tmp`, rotated(1));
+        fs.rmSync(p, { force: true });
+      } else fs.renameSync(p, rotated(1));
     }
     this.fd = fs.openSync(p, "a", 0o640);
     this.fileBytes = 0;
