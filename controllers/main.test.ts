@@ -71,3 +71,17 @@ test("--agent-auth token needs the agents' ServiceAccount; audience defaults to 
   });
   assert.match((parseArgs(["--agent-auth", "token", "--agent-service-account", "a/b"]) as { error: string }).error, /need --distribution-port/);
 });
+
+test("service map flags: the map is off unless --servicemap-port is given; bad values name the flag", () => {
+  const off = parseArgs(["--health-port", "0"]);
+  assert.ok("config" in off && off.servicemap === undefined);
+  const on = parseArgs(["--servicemap-port=0", "--observer", "unix:/run/a.sock", "--observer=http://127.0.0.1:4245", "--id", "x"]);
+  assert.ok("config" in on);
+  assert.deepEqual(on.servicemap, { port: 0, observers: ["unix:/run/a.sock", "http://127.0.0.1:4245"], discover: true });
+  assert.equal(on.config.id, "x");
+  assert.deepEqual(parseArgs(["--servicemap-port", "x"]), { error: '--servicemap-port: "x" is not a port number' });
+  assert.deepEqual(parseArgs(["--servicemap-port", "0", "--observer", "ftp://x"]), { error: '--observer: "ftp://x" is not unix:/PATH or http://HOST:PORT' });
+  assert.match((parseArgs(["--observer", "unix:/a"]) as { error: string }).error, /needs --servicemap-port/);
+  assert.match((parseArgs(["--servicemap-discover", "maybe", "--servicemap-port", "0"]) as { error: string }).error, /not true or false/);
+  assert.match((parseArgs(["--servicemap-port"]) as { error: string }).error, /a value is required/);
+});

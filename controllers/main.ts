@@ -5,7 +5,8 @@ import { pino } from "pino";
 import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
-import { parseServiceMapFlags, startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
+import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
+import { parseObserverAddress } from "../node-agent/observer/discover.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -45,9 +46,7 @@ export function parseDuration(s: string): number | undefined {
 }
 
 export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig } | { error: string } | { help: true } {
-  const sm = parseServiceMapFlags(argv);
-  if (!sm.ok) return { error: sm.error };
-  const args = sm.rest;
+  const args = argv;
   const config: OperatorConfig = {
     healthPort: 9891,
     leaderElect: true,
@@ -68,6 +67,9 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   let agentAuth: string | undefined;
   let agentServiceAccount: string | undefined;
   let agentAudience: string | undefined;
+  let servicemapPort: number | undefined;
+  const observers: string[] = [];
+  let servicemapDiscover = true;
   for (let i = 0; i < args.length; i++) {
     const raw = args[i] ?? "";
     if (raw === "-h" || raw === "--help") return { help: true };
@@ -163,6 +165,20 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
         if (v.trim() === "") return { error: `--agent-token-audience: must not be empty` };
         agentAudience = v;
         break;
+      case "--servicemap-port": {
+        const n = Number(v);
+        if (v === "" || !Number.isInteger(n) || n < 0 || n > 65535) return { error: `--servicemap-port: "${v}" is not a port number` };
+        servicemapPort = n;
+        break;
+      }
+      case "--observer":
+        if (parseObserverAddress(v) === undefined) return { error: `--observer: "${v}" is not unix:/PATH or http://HOST:PORT` };
+        observers.push(v);
+        break;
+      case "--servicemap-discover":
+        if (v !== "true" && v !== "false") return { error: `--servicemap-discover: "${v}" is not true or false` };
+        servicemapDiscover = v === "true";
+        break;
       case "--log-level":
         logLevel = v;
         break;
@@ -184,12 +200,14 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   } else if (agentAuth !== undefined || agentServiceAccount !== undefined || agentAudience !== undefined) {
     return { error: "--agent-auth/--agent-service-account/--agent-token-audience need --distribution-port" };
   }
+  if (servicemapPort === undefined && observers.length > 0) return { error: "--observer: needs --servicemap-port (the observers feed the service map)" };
   try {
     new PodCIDRPool(config.podCidrPool, config.nodeCidrMaskSize);
   } catch (e) {
     return { error: `--pod-cidr-pool/--node-cidr-mask-size: ${(e as Error).message}` };
   }
-  return { config, logLevel, ...(sm.value ? { servicemap: sm.value } : {}) };
+  const servicemap: ServiceMapConfig | undefined = servicemapPort === undefined ? undefined : { port: servicemapPort, observers, discover: servicemapDiscover };
+  return { config, logLevel, ...(servicemap ? { servicemap } : {}) };
 }
 
 export async function run(args: string[]): Promise<number> {

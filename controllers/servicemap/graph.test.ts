@@ -3,7 +3,6 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dropFlow, endpoint, flow } from "../../node-agent/observer/testflows.ts";
 import { FlowGraph, endpointInfo, serviceRefOf, type MapNode, type ServiceGraph, type ServiceRef } from "./graph.ts";
-import { parseServiceMapFlags } from "./servicemap.ts";
 
 const WEB_SVC: ServiceRef = { namespace: "shop", name: "web", selector: { app: "web" } };
 const node = (g: ServiceGraph, id: string): MapNode => {
@@ -159,18 +158,4 @@ test("Service objects: the selector is spec.selector; none means no pods", () =>
   assert.deepEqual(serviceRefOf({ metadata: { name: "web", namespace: "shop" }, spec: { selector: { app: "web" } } }), WEB_SVC);
   assert.deepEqual(serviceRefOf({ metadata: { name: "ext", namespace: "shop" }, spec: {} }).selector, {});
   assert.deepEqual(serviceRefOf({ metadata: { name: "ext", namespace: "shop" }, spec: { selector: null } }).selector, {});
-});
-
-test("operator flags: the map is off unless --servicemap-port is given; bad values name the flag", () => {
-  assert.deepEqual(parseServiceMapFlags(["--health-port", "0"]), { ok: true, value: undefined, rest: ["--health-port", "0"] });
-  assert.deepEqual(parseServiceMapFlags(["--servicemap-port=0", "--observer", "unix:/run/a.sock", "--observer=http://127.0.0.1:4245", "--id", "x"]), {
-    ok: true,
-    value: { port: 0, observers: ["unix:/run/a.sock", "http://127.0.0.1:4245"], discover: true },
-    rest: ["--id", "x"],
-  });
-  assert.deepEqual(parseServiceMapFlags(["--servicemap-port", "x"]), { ok: false, error: '--servicemap-port: "x" is not a port number' });
-  assert.deepEqual(parseServiceMapFlags(["--servicemap-port", "0", "--observer", "ftp://x"]), { ok: false, error: '--observer: "ftp://x" is not unix:/PATH or http://HOST:PORT' });
-  assert.match((parseServiceMapFlags(["--observer", "unix:/a"]) as { error: string }).error, /needs --servicemap-port/);
-  assert.match((parseServiceMapFlags(["--servicemap-discover", "maybe", "--servicemap-port", "0"]) as { error: string }).error, /not true or false/);
-  assert.match((parseServiceMapFlags(["--servicemap-port"]) as { error: string }).error, /a value is required/);
 });

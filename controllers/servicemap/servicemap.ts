@@ -1,17 +1,15 @@
 // The operator's service map: follows every agent's observer (flags and CiliumNode discovery), watches Services, serves the page.
 import type { Logger } from "pino";
 import { parseFilterArgs, type FlowFilter } from "../../node-agent/observer/filter.ts";
-import { observersOf, parseObserverAddress } from "../../node-agent/observer/discover.ts";
+import { observersOf } from "../../node-agent/observer/discover.ts";
 import type { Flow } from "../../node-agent/observer/flow.ts";
 import { readFlows } from "../../node-agent/observer/client.ts";
 import { Backoff, sleep } from "../runtime/backoff.ts";
 import { Informer } from "../runtime/informer.ts";
-import { KubeClient, type KubeObject, type Resource } from "../runtime/kube.ts";
-import { CILIUM_NODES } from "../runtime/resources.ts";
+import { KubeClient, type KubeObject } from "../runtime/kube.ts";
+import { CILIUM_NODES, SERVICES } from "../runtime/resources.ts";
 import { FlowGraph, serviceRefOf, type ServiceGraph, type ServiceObject } from "./graph.ts";
 import { ServiceMapServer } from "./server.ts";
-
-export const SERVICES: Resource = { group: "", version: "v1", plural: "services", namespaced: true, kind: "Service" };
 
 export interface ServiceMapConfig {
   /** 127.0.0.1:port for /servicemap (0 picks one). */
@@ -29,43 +27,6 @@ export const SERVICEMAP_USAGE = `  --servicemap-port N          serve the servic
   --observer ADDR              an agent's observer API for the map (repeatable; unix:/PATH or http://HOST:PORT)
   --servicemap-discover BOOL   also follow observers named on CiliumNodes (default true)
 `;
-
-export type ServiceMapFlags = { ok: true; value: ServiceMapConfig | undefined; rest: string[] } | { ok: false; error: string };
-
-/** Takes the service map's flags out of the operator's arguments; the rest are left for the operator. */
-export function parseServiceMapFlags(args: readonly string[]): ServiceMapFlags {
-  const rest: string[] = [];
-  const observers: string[] = [];
-  let port: number | undefined;
-  let discover = true;
-  for (let i = 0; i < args.length; i++) {
-    const raw = args[i] ?? "";
-    const eq = raw.indexOf("=");
-    const flag = eq >= 0 ? raw.slice(0, eq) : raw;
-    if (flag !== "--servicemap-port" && flag !== "--observer" && flag !== "--servicemap-discover") {
-      rest.push(raw);
-      continue;
-    }
-    const v = eq >= 0 ? raw.slice(eq + 1) : args[++i];
-    if (v === undefined) return { ok: false, error: `${flag}: a value is required` };
-    if (flag === "--servicemap-port") {
-      const n = Number(v);
-      if (v === "" || !Number.isInteger(n) || n < 0 || n > 65535) return { ok: false, error: `--servicemap-port: "${v}" is not a port number` };
-      port = n;
-    } else if (flag === "--observer") {
-      if (parseObserverAddress(v) === undefined) return { ok: false, error: `--observer: "${v}" is not unix:/PATH or http://HOST:PORT` };
-      observers.push(v);
-    } else {
-      if (v !== "true" && v !== "false") return { ok: false, error: `--servicemap-discover: "${v}" is not true or false` };
-      discover = v === "true";
-    }
-  }
-  if (port === undefined) {
-    if (observers.length > 0) return { ok: false, error: "--observer: needs --servicemap-port (the observers feed the service map)" };
-    return { ok: true, value: undefined, rest };
-  }
-  return { ok: true, value: { port, observers, discover }, rest };
-}
 
 /** Follows one observer's flows until stopped, reconnecting with backoff; resumes from the last flow seen. */
 class ObserverFollower {
