@@ -46,7 +46,7 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
 /* Decides the first packet of a flow by policy: a drop is counted and reported; an allow creates the
  * conntrack entry (ct_flags: CT_F_*) and, when configured, reports the new connection once. */
 static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
-				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags)
+				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
@@ -64,7 +64,7 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	} else if (ep->flags & enforced_flag) {
 		return drop(skb, f, direction, DROP_POLICY_DEFAULT_DENY, src_id, dst_id, rule_id);
 	}
-	ct_create(f, direction, rule_id, ct_flags);
+	ct_create(f, direction, rule_id, ct_flags, ctx);
 	/* Forwarded flows are reported per connection (here, on creation), never per packet. */
 	cfg = config_get();
 	if (cfg && (cfg->flags & CONFIG_F_EVENTS_FORWARDED))
@@ -98,6 +98,7 @@ int from_container(struct __sk_buff *skb)
 	struct ipcache_value *dst;
 	enum ct_status ct;
 	__u8 ct_flags = 0;
+	struct ct_ctx ctx = { .now = ct_now() };
 	__u32 peer;
 	int rc;
 
@@ -107,7 +108,7 @@ int from_container(struct __sk_buff *skb)
 
 	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
 	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
-	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags);
+	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL))
 		return TC_ACT_OK;
 
@@ -116,7 +117,7 @@ int from_container(struct __sk_buff *skb)
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
 	if (ct == CT_NEW) {
-		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL);
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx);
 		if (rc != TC_ACT_OK)
 			return rc;
 	}
@@ -133,6 +134,7 @@ int to_container(struct __sk_buff *skb)
 	struct endpoint_value *local_src;
 	struct ipcache_value *src = NULL;
 	__u32 peer = 0;
+	struct ct_ctx ctx = { .now = ct_now() };
 	int from_overlay;
 	int rc;
 
@@ -147,7 +149,7 @@ int to_container(struct __sk_buff *skb)
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
 	}
-	if (ct_lookup(&f, DIR_INGRESS, NULL) != CT_NEW)
+	if (ct_lookup(&f, DIR_INGRESS, NULL, &ctx) != CT_NEW)
 		return TC_ACT_OK;
 
 	if (!from_overlay) {
@@ -156,7 +158,7 @@ int to_container(struct __sk_buff *skb)
 		peer = local_src ? local_src->identity : src ? src->identity : IDENTITY_WORLD;
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
-	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL);
+	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx);
 }
 
 SEC("tc")

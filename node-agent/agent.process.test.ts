@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath } from "./bpf/datapath.ts";
-import { queryTc } from "./bpf/loader.ts";
+import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { parseAgentFlags } from "./main.ts";
 import { AgentTestbed, HOST_IP, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
@@ -92,7 +92,7 @@ describe("membrane agent (process)", () => {
     await exited(held);
     assert.match(out, /got:still-here/, "the established connection still carries data after kill -9");
     assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: false }, "the maps keep enforcing without an agent");
-    assert.ok(queryTc({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost }), "programs stay attached");
+    assert.ok(attachedProgramId({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost }), "programs stay attached");
   });
 
   it("a restarted agent restores its endpoints, converges on the new state, and SIGTERM exits 0 leaving enforcement in place", async () => {

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath, MAPS } from "./bpf/datapath.ts";
-import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheValue } from "./bpf/layout.ts";
-import { queryTc } from "./bpf/loader.ts";
+import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheValue } from "./bpf/layout.ts";
+import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
 import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./agent-fixture.ts";
@@ -28,8 +28,8 @@ describe("node agent", () => {
 
   const report = () => server?.reports().find((r) => r.node === tb.node);
   const applied = (kind: string, version?: number) => agentLines.find((l) => l.msg === "state applied" && l.kind === kind && (version === undefined || l.version === version));
-  const ipcacheHas = (e: IpcacheEntry): boolean => dp!.object.map(MAPS.ipcache).lookup(encodeIpcacheKey(e.cidr))?.equals(encodeIpcacheValue(e)) ?? false;
-  const attached = (direction: "ingress" | "egress") => queryTc({ ifindex: tb.hostIfindex, direction, netns: tb.nsHost });
+  const ipcacheHas = (e: IpcacheEntry): boolean => dp!.ipcacheValue(e.cidr)?.equals(encodeIpcacheValue(e)) ?? false;
+  const attached = (direction: "ingress" | "egress") => attachedProgramId({ ifindex: tb.hostIfindex, direction, netns: tb.nsHost });
 
   before(async () => {
     await tb.setUp();
@@ -80,7 +80,7 @@ describe("node agent", () => {
     assert.ok(ipcacheHas({ cidr: REMOTE_POD.prefix, identity: REMOTE_POD.identity, tunnelEndpoint: REMOTE_NODE_IP }));
     assert.ok(ipcacheHas({ cidr: `${REMOTE_NODE_IP}/32`, identity: 6, node: true }), "the other node is trusted for VNIs");
     assert.ok(ipcacheHas({ cidr: `${NODE_IP}/32`, identity: 1 }), "this node is reserved:host");
-    assert.equal(dp!.object.map(MAPS.ipcache).lookup(encodeIpcacheKey(STALE.cidr)), undefined, "the stale prefix is gone");
+    assert.equal(dp!.ipcacheValue(STALE.cidr), undefined, "the stale prefix is gone");
   });
 
   it("a repeated endpoint-add is harmless and keeps enforcing", async () => {
@@ -204,6 +204,7 @@ function withFaults(dp: Datapath, faults: ReadonlySet<string>): AgentDatapath {
       dp.setIpcache(e);
     },
     deleteIpcache: (c) => dp.deleteIpcache(c),
+    pruneIpcache: (keep) => dp.pruneIpcache(keep),
     setEndpoint: (e) => dp.setEndpoint(e),
     deleteEndpoint: (ip) => dp.deleteEndpoint(ip),
     attachEndpoint: (i, n) => dp.attachEndpoint(i, n),

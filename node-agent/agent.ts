@@ -11,7 +11,7 @@ import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts"
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
-import { LAYOUT, encodeEndpointKey, encodeIpcacheKey, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
+import { LAYOUT, encodeEndpointKey, ipcacheSlot, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -30,9 +30,9 @@ const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Di
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
-export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "failedSubjects">>;
+  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -402,11 +402,7 @@ export class NodeAgent {
     // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
     const keepIpc = new Set(newIpc.map((e) => e.cidr));
     for (const cidr of oldIpc.keys()) if (!keepIpc.has(cidr)) tryDelete(() => dp.deleteIpcache(cidr));
-    if (snapshot) {
-      const keepKeys = new Set(newIpc.map((e) => encodeIpcacheKey(e.cidr).toString("hex")));
-      const ipcacheMap = dp.object.map("membrane_ipcache");
-      for (const k of ipcacheMap.keys()) if (!keepKeys.has(k.toString("hex"))) ipcacheMap.delete(k);
-    }
+    if (snapshot) dp.pruneIpcache(keepIpc);
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -516,7 +512,14 @@ export class NodeAgent {
       if (!keepKeys.has(k.toString("hex")) && endpointsMap.delete(k)) ghosts++;
     }
     if (plan.stale.length > 0) this.saveEndpoints();
-    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts }, "endpoints reconciled with host links");
+    // The pinned program links of interfaces that are gone (removed above, or while the agent was down).
+    let defunctLinks = 0;
+    try {
+      defunctLinks = this.opts.datapath.pruneDefunctLinks?.() ?? 0;
+    } catch (err) {
+      this.log.error({ error: (err as Error).message }, "pruning the program links of deleted interfaces failed");
+    }
+    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts, defunctLinks }, "endpoints reconciled with host links");
   }
 
   /** The last acknowledged state, if the pinned maps still hold it; else the first message must be a snapshot. */
@@ -618,8 +621,8 @@ const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${
 export function validate(s: NodeState, nodeIP?: string): void {
   s.ipcache.forEach((e, i) => {
     try {
-      encodeIpcacheKey(e.prefix);
-      if (e.node !== undefined) encodeIpcacheKey(e.node);
+      ipcacheSlot(e.prefix);
+      if (e.node !== undefined) ipcacheSlot(e.node);
     } catch (err) {
       throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
     }

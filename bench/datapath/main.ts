@@ -11,7 +11,7 @@ import type { Datapath as DatapathInstance } from "../../node-agent/bpf/datapath
 process.env.LOG_LEVEL ??= "warn"; // keep the loader's per-event logs out of the benchmark output
 const { Datapath } = await import("../../node-agent/bpf/datapath.ts");
 const { NetnsFixture, ifindexIn, waitForLine } = await import("../../node-agent/bpf/netns.ts");
-const { enableRunTimeStats, programRunStats, testRun } = await import("../../node-agent/bpf/loader.ts");
+const { BpfObject, attachTcx, detachTcx, enableRunTimeStats, programRunStats, testRun } = await import("../../node-agent/bpf/loader.ts");
 const { frame } = await import("../../node-agent/bpf/frames.ts");
 
 const run = promisify(execFile);
@@ -20,8 +20,11 @@ const root = path.resolve(here, "../..");
 
 const SIZES = (process.env.BENCH_SIZES ?? "10,1000,10000,100000").split(",").map(Number);
 const EVENTS_FORWARDED = process.env.BENCH_EVENTS_FORWARDED !== "0";
-const ROUNDS = Number(process.env.BENCH_SAMPLES ?? 11); // interleaved rounds; every figure is a median over them
+const ROUNDS = Number(process.env.BENCH_SAMPLES ?? 15); // interleaved rounds; every figure is a median over them
 const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.5);
+/** CPUs for the client and the server (taskset), so that the scheduler's placement is no variable; "" = unpinned. */
+const PIN = (process.env.BENCH_PIN ?? (os.cpus().length >= 2 ? "0,1" : "")).split(",").filter((x) => x !== "");
+const pinned = (cpu: string | undefined, cmd: string, args: readonly string[]): [string, string[]] => (cpu === undefined ? [cmd, [...args]] : ["taskset", ["-c", cpu, cmd, ...args]]);
 const PORT = 5201;
 const tag = `mbd${process.pid % 100000}`;
 const NS_POD = `${tag}-pod`;
@@ -39,14 +42,15 @@ const PROBE_POD_IP = "10.202.9.1"; // the same subject behind lo, for BPF_PROG_T
 const subjectFor = (sizeIndex: number): number => 1000 + sizeIndex;
 
 interface Row {
-  readonly variant: "baseline" | "membrane" | "nftables";
+  /** hook-only: an empty tc program (bench/datapath/empty.c), the floor of any tc datapath. */
+  readonly variant: "baseline" | "hook-only" | "membrane" | "nftables";
   readonly entries: number;
   readonly connPerSec: number;
   readonly bulkGbps: number;
   /** The same per CPU second of the sending process: what the datapath costs, whatever CPU share the machine's load left. */
   readonly connPerCpuSecond: number;
   readonly bulkGbitPerCpuSecond: number;
-  /** membrane only: the programs' mean time per packet on the veth (kernel run-time stats) during the connection-rate samples (a new flow every ~4 packets)... */
+  /** membrane only: the programs' mean time per packet on the veth (kernel run-time stats, in a pass of their own after the timed rounds) during connection-rate samples (a new flow every ~4 packets)... */
   readonly progNsPerPacketConn?: number;
   /** ...and during the bulk samples (established flow only). */
   readonly progNsPerPacketBulk?: number;
@@ -77,13 +81,15 @@ function log(msg: string): void {
   process.stderr.write(`bench/datapath: ${msg}\n`);
 }
 
-function buildTools(): string {
+function buildTools(): { bin: string; emptyObject: string } {
   execFileSync("make", ["-s", "-C", path.join(root, "bpf")], { stdio: "inherit" });
   const dir = path.join(root, ".cache", "bench-datapath");
   fs.mkdirSync(dir, { recursive: true });
   const bin = path.join(dir, "tcpbench");
   execFileSync("clang", ["-O2", "-Wall", "-Werror", "-o", bin, path.join(here, "tcpbench.c")], { stdio: "inherit" });
-  return bin;
+  const emptyObject = path.join(dir, "empty.o");
+  execFileSync("clang", ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", `-I/usr/include/${os.machine()}-linux-gnu`, "-c", path.join(here, "empty.c"), "-o", emptyObject], { stdio: "inherit" });
+  return { bin, emptyObject };
 }
 
 const median = (xs: readonly number[]): number => {
@@ -93,7 +99,8 @@ const median = (xs: readonly number[]): number => {
 
 /** One sample: the rate (connections/s or bits/s) and the same work per CPU second of the sending process. */
 async function sample(bin: string, mode: "connrate" | "bulk"): Promise<{ rate: number; perCpuSecond: number }> {
-  const { stdout } = await run("ip", ["netns", "exec", NS_POD, bin, mode, SRV_IP, String(PORT), String(SAMPLE_SECONDS)]);
+  const [cmd, args] = pinned(PIN[0], bin, [mode, SRV_IP, String(PORT), String(SAMPLE_SECONDS)]);
+  const { stdout } = await run("ip", ["netns", "exec", NS_POD, cmd, ...args]);
   const f = stdout.trim().split(/\s+/).map(Number);
   return mode === "connrate" ? { rate: f[0]!, perCpuSecond: f[3]! } : { rate: f[0]!, perCpuSecond: f[2]! };
 }
@@ -168,7 +175,7 @@ function nft(...args: string[]): void {
  * write; one jump rule). The noise of a shared machine then hits all variants alike, and each
  * figure is a median over the rounds.
  */
-async function measureInterleaved(bin: string, variants: readonly Variant[], runStats: () => { ns: bigint; count: bigint }): Promise<Map<string, Samples>> {
+async function measureInterleaved(bin: string, variants: readonly Variant[]): Promise<Map<string, Samples>> {
   const samples = new Map(variants.map((v) => [v.name, { conn: [], bulk: [], connPerCpu: [], bulkPerCpu: [], nsPerPacketConn: [], nsPerPacketBulk: [] } as Samples]));
   for (let round = 0; round < ROUNDS; round++) {
     const roundStart = Date.now();
@@ -177,19 +184,12 @@ async function measureInterleaved(bin: string, variants: readonly Variant[], run
       const s = samples.get(v.name)!;
       v.enable();
       try {
-        const t0 = runStats();
         const conn = await sample(bin, "connrate");
-        const t1 = runStats();
         const bulk = await sample(bin, "bulk");
-        const t2 = runStats();
         s.conn.push(conn.rate);
         s.connPerCpu.push(conn.perCpuSecond);
         s.bulk.push(bulk.rate);
         s.bulkPerCpu.push(bulk.perCpuSecond);
-        if (v.kind === "membrane") {
-          s.nsPerPacketConn.push(Number(t1.ns - t0.ns) / Math.max(1, Number(t1.count - t0.count)));
-          s.nsPerPacketBulk.push(Number(t2.ns - t1.ns) / Math.max(1, Number(t2.count - t1.count)));
-        }
       } finally {
         v.disable();
       }
@@ -199,12 +199,39 @@ async function measureInterleaved(bin: string, variants: readonly Variant[], run
   return samples;
 }
 
+/**
+ * The programs' own time per packet, in a pass after the timed rounds: the kernel's run-time stats
+ * (BPF_ENABLE_STATS) cost two clock reads per program run, which the timed samples must not pay.
+ */
+async function measureProgramTime(bin: string, variants: readonly Variant[], samples: Map<string, Samples>, runStats: () => { ns: bigint; count: bigint }): Promise<void> {
+  const stats = enableRunTimeStats();
+  try {
+    for (const v of variants.filter((x) => x.kind === "membrane")) {
+      const s = samples.get(v.name)!;
+      v.enable();
+      try {
+        const t0 = runStats();
+        await sample(bin, "connrate");
+        const t1 = runStats();
+        await sample(bin, "bulk");
+        const t2 = runStats();
+        s.nsPerPacketConn.push(Number(t1.ns - t0.ns) / Math.max(1, Number(t1.count - t0.count)));
+        s.nsPerPacketBulk.push(Number(t2.ns - t1.ns) / Math.max(1, Number(t2.count - t1.count)));
+      } finally {
+        v.disable();
+      }
+    }
+  } finally {
+    stats.close();
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
-  const bin = buildTools();
+  const { bin, emptyObject } = buildTools();
   const fx = new NetnsFixture();
   const dp = Datapath.load(`bench-${tag}`);
-  const stats = enableRunTimeStats();
+  const empty = BpfObject.load(emptyObject, { scope: `bench-${tag}-empty` });
   let srvIfindex = 0;
   let records = 0;
   try {
@@ -212,7 +239,7 @@ async function main(): Promise<void> {
     fx.addNetns(NS_SRV);
     fx.addVeth({ netns: NS_POD, ifname: POD_IF, cidr: `${POD_IP}/24` }, { netns: NS_SRV, ifname: SRV_IF, cidr: `${SRV_IP}/24` });
     srvIfindex = ifindexIn(NS_SRV, SRV_IF);
-    await waitForLine(fx.spawn(NS_SRV, bin, ["server", String(PORT)]), /^listening/);
+    await waitForLine(fx.spawn(NS_SRV, ...pinned(PIN[1], bin, ["server", String(PORT)])), /^listening/);
 
     dp.clearAll();
     dp.setConfig({ vxlanIfindex: 0, eventsForwarded: EVENTS_FORWARDED }); // default on, as in production: every new connection is reported
@@ -234,7 +261,20 @@ async function main(): Promise<void> {
     log(`${SIZES.join(", ")} entries: policy map and nftables rules written in ${Date.now() - t0} ms; ${ROUNDS} rounds of ${1 + 2 * SIZES.length} variants`);
 
     const podEndpoint = (k: number) => ({ ip: POD_IP, ifindex: srvIfindex, identity: subjectFor(k), ingressEnforced: true, egressEnforced: true });
-    const variants: Variant[] = [{ name: "baseline", kind: "baseline", entries: 0, enable: () => undefined, disable: () => undefined }];
+    const hookPins = (["ingress", "egress"] as const).map((direction) => ({
+      target: { ifindex: srvIfindex, direction, netns: NS_SRV },
+      pin: path.join(empty.pinDir, `link-${direction}`),
+    }));
+    const variants: Variant[] = [
+      { name: "baseline", kind: "baseline", entries: 0, enable: () => undefined, disable: () => undefined },
+      {
+        name: "hook-only",
+        kind: "hook-only",
+        entries: 0,
+        enable: () => hookPins.forEach((h) => attachTcx(empty.programFd("pass"), h.target, h.pin)),
+        disable: () => hookPins.forEach((h) => detachTcx(h.target, h.pin)),
+      },
+    ];
     SIZES.forEach((n, k) => {
       variants.push({
         name: `membrane-${n}`,
@@ -271,9 +311,11 @@ async function main(): Promise<void> {
       }
       return { ns, count };
     };
-    const samples = await measureInterleaved(bin, variants, runStats);
+    const samples = await measureInterleaved(bin, variants);
+    await measureProgramTime(bin, variants, samples, runStats);
 
     const baseline = samples.get("baseline")!;
+    const hookOnly = samples.get("hook-only")!;
     const rows: Row[] = [];
     const row = (v: Variant): Row => {
       const s = samples.get(v.name)!;
@@ -305,8 +347,11 @@ async function main(): Promise<void> {
         bulk_vs_nftables: pairedRatio(b.bulk, c.bulk),
         conn_per_cpu_vs_baseline: pairedRatio(b.connPerCpu, baseline.connPerCpu),
         bulk_per_cpu_vs_baseline: pairedRatio(b.bulkPerCpu, baseline.bulkPerCpu),
+        conn_vs_hook_only: pairedRatio(b.conn, hookOnly.conn),
+        bulk_vs_hook_only: pairedRatio(b.bulk, hookOnly.bulk),
       };
     });
+    const hookOnlyVsBaseline = { conn: pairedRatio(hookOnly.conn, baseline.conn), bulk: pairedRatio(hookOnly.bulk, baseline.bulk) };
     const minRatio = Math.min(...ratios.flatMap((x) => [x.conn_vs_baseline, x.bulk_vs_baseline]));
     const minRatioPerCpu = Math.min(...ratios.flatMap((x) => [x.conn_per_cpu_vs_baseline, x.bulk_per_cpu_vs_baseline]));
     const membrane = rows.filter((r) => r.variant === "membrane");
@@ -334,6 +379,7 @@ async function main(): Promise<void> {
         flatness: Math.max(flatness.conn, flatness.bulk),
         flatness_vs_baseline: Math.max(flatness.conn_vs_baseline, flatness.bulk_vs_baseline),
         min_ratio_vs_baseline_per_cpu: minRatioPerCpu,
+        hook_only_vs_baseline: hookOnlyVsBaseline,
         flatness_per_cpu: Math.max(flatness.conn_per_cpu, flatness.bulk_per_cpu),
         load_average: os.loadavg().map((x) => Number(x.toFixed(1))),
         flatness_by_measure: flatness,
@@ -345,11 +391,11 @@ async function main(): Promise<void> {
         rounds: ROUNDS,
         sample_seconds: SAMPLE_SECONDS,
         cpus: os.cpus().length,
+        pinned_cpus: PIN.length ? { client: PIN[0], server: PIN[1] ?? null } : null,
         seconds: Math.round((Date.now() - started) / 1000),
       }),
     );
   } finally {
-    stats.close();
     try {
       if (srvIfindex) dp.detachEndpoint(srvIfindex, NS_SRV);
     } catch {
@@ -358,6 +404,8 @@ async function main(): Promise<void> {
     fx.cleanup(); // the nftables table goes with the server's netns
     dp.close();
     dp.unpin();
+    empty.close();
+    empty.unpin(); // its links go with their pins (and with the interface)
   }
 }
 

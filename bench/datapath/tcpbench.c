@@ -1,7 +1,7 @@
 // Benchmark traffic for bench/datapath: a TCP sink server, a new-connection-rate client, a bulk sender.
 //   tcpbench server <port>                   accepts and drains connections until killed
 //   tcpbench connrate <ip> <port> <seconds>  prints connections/s (connect + RST close), failures, CPU seconds, connections per CPU second
-//   tcpbench bulk <ip> <port> <seconds>      prints bits/s sent on one connection, CPU seconds, bits per CPU second
+//   tcpbench bulk <ip> <port> <seconds>      prints bits/s sent on one connection (CUBIC), CPU seconds, bits per CPU second
 // The CPU seconds are this process's (user + system): on a veth pair most of both stacks' packet
 // processing, tc programs included, runs in the sender's context, so it measures cost, not share.
 #include <arpa/inet.h>
@@ -89,6 +89,10 @@ static int bulk(const char *ip, int port, double seconds)
 	struct sockaddr_in a = addr_of(ip, port);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	double sent = 0, start, end, cpu;
+	/* Loss-based CUBIC, not the machine's default (often BBR): BBR paces a stream by its model of
+	 * the path, whose estimates move from sample to sample more than any datapath cost does. */
+	if (setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "cubic", strlen("cubic")) < 0)
+		perror("tcpbench: TCP_CONGESTION cubic (keeping the default)");
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		perror("tcpbench: connect");
 		return 1;

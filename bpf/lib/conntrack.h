@@ -71,33 +71,73 @@ static __always_inline void ct_refresh(struct ct_value *v, const struct flow *f,
 		v->expires_ns = expires;
 }
 
-/* Looks the packet up in the direction being checked; updates the entry it finds and, when flags is
- * not NULL, copies out its CT_F_* flags. */
-static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction, __u8 *flags)
+/* The clock of the deadlines: the coarse clock (one tick, a few ms) is exact enough for timeouts of
+ * seconds and costs a memory read instead of a clock-source read on every packet. */
+static __always_inline __u64 ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+/* The entry of the tuple as the originator sent it (forward) or of the swapped tuple checked in the
+ * other direction (reply), when it is live. */
+static __always_inline struct ct_value *ct_find(const struct flow *f, __u8 direction, int reply, __u64 now)
 {
 	struct ct_key k;
 	struct ct_value *v;
-	__u64 now = bpf_ktime_get_ns();
 
-	ct_key_fill(&k, f, direction, 0);
+	if (reply)
+		ct_key_fill(&k, f, direction == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS, 1);
+	else
+		ct_key_fill(&k, f, direction, 0);
 	v = bpf_map_lookup_elem(&membrane_conntrack, &k);
-	if (v && v->expires_ns > now) {
-		/* A new SYN on a closing tuple is a new connection: policy decides again. */
-		if (f->proto == IPPROTO_TCP && v->state == CT_TCP_CLOSING &&
-		    (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+	return v && v->expires_ns > now ? v : NULL;
+}
+
+/* What a lookup hands to the creation of the same packet's entry. */
+struct ct_ctx {
+	__u64 now;                /* ct_now() at the start of the program */
+	struct ct_value *closing; /* a new SYN's tuple still has a closing entry: reused in place */
+};
+
+/* Looks the packet up in the direction being checked; updates the entry it finds and, when flags is
+ * not NULL, copies out its CT_F_* flags. */
+static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction, __u8 *flags, struct ct_ctx *ctx)
+{
+	__u64 now = ctx->now;
+	__u8 syn_ack = f->proto == IPPROTO_TCP ? f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) : 0;
+	struct ct_value *v;
+
+	/* A SYN-ACK answers a SYN: its reply entry is the one that exists, so look that up first
+	 * (a simultaneous open's SYN-ACK still finds its forward entry next). */
+	if (syn_ack == (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
+		v = ct_find(f, direction, 1, now);
+		if (v) {
+			ct_refresh(v, f, 1, now);
+			if (flags)
+				*flags = v->flags;
+			return CT_REPLY;
+		}
+	}
+	v = ct_find(f, direction, 0, now);
+	if (v) {
+		/* A new SYN on a closing tuple is a new connection: policy decides again, and an allow
+		 * reuses the entry (a client reconnecting from the same port costs no map update). */
+		if (v->state == CT_TCP_CLOSING && syn_ack == TCP_FLAG_SYN) {
+			ctx->closing = v;
 			return CT_NEW;
+		}
 		ct_refresh(v, f, 0, now);
 		if (flags)
 			*flags = v->flags;
 		return CT_ESTABLISHED;
 	}
-	/* A connection's first packet (SYN without ACK) is never a reply: spare the second lookup
-	 * (a simultaneous open then meets policy, which fails closed, not open). */
-	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+	/* A connection's first packet (SYN without ACK) is never a reply, and a SYN-ACK's reply entry
+	 * was looked up already: spare the lookup (a simultaneous open then meets policy, which fails
+	 * closed, not open). */
+	if (syn_ack == TCP_FLAG_SYN || syn_ack == (TCP_FLAG_SYN | TCP_FLAG_ACK))
 		return CT_NEW;
-	ct_key_fill(&k, f, direction == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS, 1);
-	v = bpf_map_lookup_elem(&membrane_conntrack, &k);
-	if (v && v->expires_ns > now) {
+	v = ct_find(f, direction, 1, now);
+	if (v) {
 		ct_refresh(v, f, 1, now);
 		if (flags)
 			*flags = v->flags;
@@ -106,20 +146,30 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 	return CT_NEW;
 }
 
-/* Records a new flow allowed by policy (flags: CT_F_*). */
-static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags)
+/* Records a new flow allowed by policy (flags: CT_F_*), in the closing entry of its tuple if the
+ * lookup found one. */
+static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags, struct ct_ctx *ctx)
 {
 	struct ct_key k;
 	struct ct_value v = { .rule_id = rule_id, .flags = flags };
-	__u64 now = bpf_ktime_get_ns();
+	struct ct_value *closing = ctx->closing;
+	__u64 now = ctx->now;
 
-	ct_key_fill(&k, f, direction, 0);
 	if (f->proto == IPPROTO_TCP)
 		v.state = (f->tcp_flags & (TCP_FLAG_RST | TCP_FLAG_FIN)) ? CT_TCP_CLOSING :
 			  (f->tcp_flags & TCP_FLAG_SYN) ? CT_TCP_SYN_SENT : CT_TCP_ESTABLISHED;
 	else
 		v.state = CT_OTHER;
 	v.expires_ns = now + ct_timeout(v.state);
+	if (closing) {
+		closing->rule_id = v.rule_id;
+		closing->flags = v.flags;
+		closing->seen_reply = 0;
+		closing->state = v.state;
+		closing->expires_ns = v.expires_ns;
+		return;
+	}
+	ct_key_fill(&k, f, direction, 0);
 	bpf_map_update_elem(&membrane_conntrack, &k, &v, BPF_ANY);
 }
 

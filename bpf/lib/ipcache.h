@@ -1,8 +1,18 @@
-/* The ipcache: IP prefix -> identity, tunnel endpoint and node flag (IPv4 and IPv6 in one trie). */
+/* The ipcache: IP prefix -> identity, tunnel endpoint and node flag (IPv4 and IPv6; addresses in a hash, CIDRs in a trie). */
 #ifndef MEMBRANE_IPCACHE_H
 #define MEMBRANE_IPCACHE_H
 
 #include "common.h"
+
+/* Most lookups are of a pod or node address: an exact-match hash answers those in one probe,
+ * whatever the size of the cluster; only an address it does not hold walks the trie of CIDRs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct ipcache_host_key);
+	__type(value, struct ipcache_value);
+	__uint(max_entries, 512000);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} membrane_ipcache_hosts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -12,25 +22,29 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } membrane_ipcache SEC(".maps");
 
+/* The longest prefix that holds addr: its full-length entry if there is one, else the trie's. */
 static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const __u8 *addr)
 {
+	struct ipcache_host_key h = { .family = family };
 	struct ipcache_key k = { .family = family };
+	struct ipcache_value *v;
 
 	if (family == FAMILY_IPV4) {
+		__builtin_memcpy(h.addr, addr, 4);
+		v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
+		if (v)
+			return v;
 		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 32;
 		__builtin_memcpy(k.addr, addr, 4);
 	} else {
+		__builtin_memcpy(h.addr, addr, 16);
+		v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
+		if (v)
+			return v;
 		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
 		__builtin_memcpy(k.addr, addr, 16);
 	}
 	return bpf_map_lookup_elem(&membrane_ipcache, &k);
-}
-
-/* The identity of a remote address: world when the ipcache does not know it. */
-static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr)
-{
-	struct ipcache_value *v = ipcache_lookup(family, addr);
-	return v ? v->identity : IDENTITY_WORLD;
 }
 
 #endif

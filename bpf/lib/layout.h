@@ -53,10 +53,18 @@ struct policy_value {
 	__u32 rule_id;     /* index into the compiled rule table */
 };
 
-/* ipcache: LPM trie, prefixlen = 32 (family + pad) + address prefix. */
+/* ipcache: LPM trie, prefixlen = 32 (family + pad) + address prefix, for prefixes shorter than an
+ * address; full-length prefixes (pods, nodes: /32, /128) live in the hosts hash, keyed by
+ * ipcache_host_key, with the same value. */
 #define IPCACHE_FIXED_PREFIX_BITS 32
 struct ipcache_key {
 	__u32 prefixlen;
+	__u8 family;       /* FAMILY_* */
+	__u8 pad[3];
+	__u8 addr[16];     /* IPv4 in the first 4 bytes */
+};
+
+struct ipcache_host_key {
 	__u8 family;       /* FAMILY_* */
 	__u8 pad[3];
 	__u8 addr[16];     /* IPv4 in the first 4 bytes */

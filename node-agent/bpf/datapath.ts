@@ -1,9 +1,10 @@
 // The Membrane datapath as the agent sees it: the loaded object, typed map writes, attach, events, counters.
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import pino from "pino";
-import { BpfError, BpfObject, RingBufferReader, attachTc, detachTc, type TcTarget } from "./loader.ts";
+import { BpfError, BpfObject, RingBufferReader, attachTcx, detachTcx, tcxLinkLive, type TcTarget } from "./loader.ts";
 import {
   CONST,
   DROP_REASONS,
@@ -12,7 +13,8 @@ import {
   encodeConfig,
   encodeEndpointKey,
   encodeEndpointValue,
-  encodeIpcacheKey,
+  hostKeyOfTrieKey,
+  ipcacheSlot,
   encodeIpcacheValue,
   encodePolicyKey,
   encodePolicyLensKey,
@@ -37,6 +39,7 @@ export const MAPS = {
   policy: "membrane_policy",
   policyLens: "membrane_policy_lens",
   ipcache: "membrane_ipcache",
+  ipcacheHosts: "membrane_ipcache_hosts",
   endpoints: "membrane_endpoints",
   conntrack: "membrane_conntrack",
   events: "membrane_events",
@@ -68,13 +71,35 @@ export class Datapath {
    * sizes the policy map (default: the object's 262,144), e.g. small to test overflow.
    */
   static load(scope: string, opts: { objectPath?: string; pinRoot?: string; policyMapEntries?: number } = {}): Datapath {
-    return new Datapath(
+    const dp = new Datapath(
       BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, {
         scope,
         ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}),
         ...(opts.policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: opts.policyMapEntries } } : {}),
       }),
     );
+    dp.moveHostPrefixesOutOfTrie();
+    return dp;
+  }
+
+  /**
+   * Maps pinned by an agent from before the hosts hash keep addresses in the trie: move each to the
+   * hash (written there first, so a lookup finds it all along) and then out of the trie, so that
+   * every prefix has one home and a later delete removes it for good.
+   */
+  private moveHostPrefixesOutOfTrie(): void {
+    const trie = this.object.map(MAPS.ipcache);
+    const hosts = this.object.map(MAPS.ipcacheHosts);
+    let moved = 0;
+    for (const key of trie.keys()) {
+      const hostKey = hostKeyOfTrieKey(key);
+      const value = hostKey && trie.lookup(key);
+      if (!hostKey || !value) continue;
+      hosts.update(hostKey, value);
+      trie.delete(key);
+      moved++;
+    }
+    if (moved) log.info({ moved }, "ipcache addresses moved from the trie to the hosts hash");
   }
 
   programFd(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): number {
@@ -84,20 +109,50 @@ export class Datapath {
   /** Attaches from-container on the host veth's ingress and to-container on its egress. */
   attachEndpoint(ifindex: number, netns?: string): void {
     const base = { ifindex, ...(netns ? { netns } : {}) };
-    attachTc(this.programFd(PROGRAMS.fromContainer), { ...base, direction: "ingress" });
-    attachTc(this.programFd(PROGRAMS.toContainer), { ...base, direction: "egress" });
+    this.attach(PROGRAMS.fromContainer, { ...base, direction: "ingress" });
+    this.attach(PROGRAMS.toContainer, { ...base, direction: "egress" });
   }
 
   detachEndpoint(ifindex: number, netns?: string): void {
     const base = { ifindex, ...(netns ? { netns } : {}) };
-    for (const direction of ["ingress", "egress"] as const) detachTc({ ...base, direction } satisfies TcTarget);
+    for (const direction of ["ingress", "egress"] as const) {
+      const t: TcTarget = { ...base, direction };
+      detachTcx(t, this.linkPin(t));
+    }
   }
 
   /** Attaches from-overlay on the VXLAN (collect-metadata) device and records it as the tunnel. */
   attachOverlay(vxlanIfindex: number, netns?: string, eventsForwarded = true): void {
     this.setConfig({ vxlanIfindex, eventsForwarded });
-    attachTc(this.programFd(PROGRAMS.fromOverlay), { ifindex: vxlanIfindex, direction: "ingress", ...(netns ? { netns } : {}) });
+    this.attach(PROGRAMS.fromOverlay, { ifindex: vxlanIfindex, direction: "ingress", ...(netns ? { netns } : {}) });
   }
+
+  /** Removes the pins of links whose interface is gone (e.g. deleted while the agent was down); returns how many. */
+  pruneDefunctLinks(): number {
+    const dir = path.join(this.object.pinDir, "links");
+    let pruned = 0;
+    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      const pin = path.join(dir, name);
+      if (tcxLinkLive(pin)) continue;
+      fs.rmSync(pin, { force: true });
+      pruned++;
+    }
+    return pruned;
+  }
+
+  private attach(program: (typeof PROGRAMS)[keyof typeof PROGRAMS], t: TcTarget): void {
+    attachTcx(this.programFd(program), t, this.linkPin(t));
+  }
+
+  /**
+   * Where the tcx link of an interface's direction is pinned, beside the maps:
+   * links/<netns>-<ifindex>-<direction> (bpffs reserves dots in names: other characters are %-escaped).
+   */
+  private linkPin(t: TcTarget): string {
+    const netns = (t.netns ?? "host").replace(/[^A-Za-z0-9_-]/g, (ch) => `%${ch.charCodeAt(0).toString(16).padStart(2, "0")}`);
+    return path.join(this.object.pinDir, "links", `${netns}-${t.ifindex}-${t.direction}`);
+  }
+
 
   setConfig(cfg: DatapathConfig): void {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
@@ -114,11 +169,36 @@ export class Datapath {
   }
 
   setIpcache(e: IpcacheEntry): void {
-    this.object.map(MAPS.ipcache).update(encodeIpcacheKey(e.cidr), encodeIpcacheValue(e));
+    const slot = ipcacheSlot(e.cidr);
+    this.ipcacheMap(slot.hosts).update(slot.key, encodeIpcacheValue(e));
   }
 
   deleteIpcache(cidr: string): void {
-    this.object.map(MAPS.ipcache).delete(encodeIpcacheKey(cidr));
+    const slot = ipcacheSlot(cidr);
+    this.ipcacheMap(slot.hosts).delete(slot.key);
+  }
+
+  /** The encoded value the datapath holds for exactly this prefix, if any. */
+  ipcacheValue(cidr: string): Buffer | undefined {
+    const slot = ipcacheSlot(cidr);
+    return this.ipcacheMap(slot.hosts).lookup(slot.key);
+  }
+
+  /** Removes every ipcache entry whose prefix is not in keep (also those pinned before a restart). */
+  pruneIpcache(keep: Iterable<string>): void {
+    const kept = new Set<string>();
+    for (const cidr of keep) {
+      const slot = ipcacheSlot(cidr);
+      kept.add(`${slot.hosts}:${slot.key.toString("hex")}`);
+    }
+    for (const hosts of [true, false]) {
+      const m = this.ipcacheMap(hosts);
+      for (const k of m.keys()) if (!kept.has(`${hosts}:${k.toString("hex")}`)) m.delete(k);
+    }
+  }
+
+  private ipcacheMap(hosts: boolean) {
+    return this.object.map(hosts ? MAPS.ipcacheHosts : MAPS.ipcache);
   }
 
   /**
@@ -250,7 +330,7 @@ export class Datapath {
 
   /** Forgets every policy entry, endpoint and ipcache entry (tests and benchmarks). */
   clearAll(): void {
-    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
+    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
     this.written.clear();
     this.failed.clear();
   }

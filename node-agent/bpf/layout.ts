@@ -22,6 +22,7 @@ export const LAYOUT = {
   policy_lens_value: { size: 8, fields: { peer_lens: f(0, 4), wildcard_lens: f(4, 4) } },
   policy_value: { size: 8, fields: { verdict: f(0, 1), proxy_port: f(2, 2), rule_id: f(4, 4) } },
   ipcache_key: { size: 24, fields: { prefixlen: f(0, 4), family: f(4, 1), addr: f(8, 16) } },
+  ipcache_host_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
   ipcache_value: { size: 12, fields: { identity: f(0, 4), tunnel_endpoint: f(4, 4), flags: f(8, 1) } },
   endpoint_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
   endpoint_value: { size: 12, fields: { ifindex: f(0, 4), identity: f(4, 4), flags: f(8, 4) } },
@@ -139,11 +140,12 @@ export function parseAddress(ip: string): { family: 4 | 6; bytes: Buffer } {
   return { family: 6, bytes };
 }
 
-export function formatAddress(family: number, bytes: Uint8Array): string {
-  if (family === 4) return Array.from(bytes.subarray(0, 4)).join(".");
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-  return groups.join(":");
+/** The address in bytes[offset..] as text (IPv4 in its first 4 bytes); every event pays this twice, so no intermediate arrays. */
+export function formatAddress(family: number, bytes: Uint8Array, offset = 0): string {
+  if (family === 4) return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
+  let out = ((bytes[offset]! << 8) | bytes[offset + 1]!).toString(16);
+  for (let i = 2; i < 16; i += 2) out += ":" + ((bytes[offset + i]! << 8) | bytes[offset + i + 1]!).toString(16);
+  return out;
 }
 
 // ------------------------------------------------------------------ policy map
@@ -250,17 +252,47 @@ export interface IpcacheEntry {
   readonly node?: boolean; // the address is a cluster node (its VNIs are trusted)
 }
 
-export function encodeIpcacheKey(cidr: string): Buffer {
+/** Where the datapath keeps a prefix: a full-length one (an address) in the hosts hash, a shorter one in the trie. */
+export interface IpcacheSlot {
+  readonly hosts: boolean;
+  readonly key: Buffer;
+}
+
+export function ipcacheSlot(cidr: string): IpcacheSlot {
   const [ip, len] = cidr.split("/") as [string, string | undefined];
   const { family, bytes } = parseAddress(ip);
   const max = family === 4 ? 32 : 128;
   const prefix = len === undefined ? max : Number(len);
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new RangeError(`invalid prefix length in ${cidr}`);
+  if (prefix === max) return { hosts: true, key: encodeAddressKey(family, bytes, LAYOUT.ipcache_host_key) };
   const L = LAYOUT.ipcache_key.fields;
   const b = Buffer.alloc(LAYOUT.ipcache_key.size);
   b.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, L.prefixlen.offset);
-  b.writeUInt8(family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6, L.family.offset);
+  b.writeUInt8(familyCode(family), L.family.offset);
   bytes.copy(b, L.addr.offset);
+  return { hosts: false, key: b };
+}
+
+/** The hosts-hash key of a full-length trie key (family and address as they are), or null for a shorter prefix. */
+export function hostKeyOfTrieKey(trieKey: Buffer): Buffer | null {
+  const L = LAYOUT.ipcache_key.fields;
+  const family = trieKey.readUInt8(L.family.offset);
+  const max = family === CONST.FAMILY_IPV4 ? 32 : 128;
+  if (trieKey.readUInt32LE(L.prefixlen.offset) !== CONST.IPCACHE_FIXED_PREFIX_BITS + max) return null;
+  const H = LAYOUT.ipcache_host_key.fields;
+  const b = Buffer.alloc(LAYOUT.ipcache_host_key.size);
+  b.writeUInt8(family, H.family.offset);
+  trieKey.copy(b, H.addr.offset, L.addr.offset, L.addr.offset + L.addr.size);
+  return b;
+}
+
+const familyCode = (family: 4 | 6): number => (family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6);
+
+/** A key of the address-keyed hashes (endpoints, ipcache hosts): family, padding, 16 address bytes. */
+function encodeAddressKey(family: 4 | 6, bytes: Buffer, layout: typeof LAYOUT.endpoint_key | typeof LAYOUT.ipcache_host_key): Buffer {
+  const b = Buffer.alloc(layout.size);
+  b.writeUInt8(familyCode(family), layout.fields.family.offset);
+  bytes.copy(b, layout.fields.addr.offset);
   return b;
 }
 
@@ -287,11 +319,7 @@ export interface EndpointEntry {
 
 export function encodeEndpointKey(ip: string): Buffer {
   const { family, bytes } = parseAddress(ip);
-  const L = LAYOUT.endpoint_key.fields;
-  const b = Buffer.alloc(LAYOUT.endpoint_key.size);
-  b.writeUInt8(family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6, L.family.offset);
-  bytes.copy(b, L.addr.offset);
-  return b;
+  return encodeAddressKey(family, bytes, LAYOUT.endpoint_key);
 }
 
 export function encodeEndpointValue(e: EndpointEntry): Buffer {
@@ -341,28 +369,30 @@ export interface VerdictEvent {
   readonly dport: number;
 }
 
+const EV = LAYOUT.event.fields;
+
+/** Decodes one ring-buffer record; on the flow path (every event), so plain reads and one object. */
 export function decodeEvent(b: Buffer): VerdictEvent {
-  const L = LAYOUT.event.fields;
   if (b.length < LAYOUT.event.size) throw new RangeError(`event record of ${b.length} bytes, want ${LAYOUT.event.size}`);
-  const family = b.readUInt8(L.family.offset);
-  const reasonCode = b.readUInt8(L.reason.offset);
-  const verdict = b.readUInt8(L.verdict.offset) === CONST.EVENT_DROPPED ? "dropped" : "forwarded";
-  const ruleId = b.readUInt32LE(L.rule_id.offset);
-  const reason = verdict === "dropped" ? (DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`) : undefined;
-  return {
-    timestampNs: b.readBigUInt64LE(L.timestamp_ns.offset),
+  const family = b[EV.family.offset]!;
+  const reasonCode = b[EV.reason.offset]!;
+  const verdict = b[EV.verdict.offset] === CONST.EVENT_DROPPED ? "dropped" : "forwarded";
+  const ruleId = b.readUInt32LE(EV.rule_id.offset);
+  const e: { -readonly [K in keyof VerdictEvent]: VerdictEvent[K] } = {
+    timestampNs: b.readBigUInt64LE(EV.timestamp_ns.offset),
     verdict,
-    direction: b.readUInt8(L.direction.offset) === CONST.DIR_INGRESS ? "ingress" : "egress",
+    direction: b[EV.direction.offset] === CONST.DIR_INGRESS ? "ingress" : "egress",
     reasonCode,
-    ...(reason !== undefined ? { reason } : {}),
-    proto: b.readUInt8(L.proto.offset),
-    srcIdentity: b.readUInt32LE(L.src_identity.offset),
-    dstIdentity: b.readUInt32LE(L.dst_identity.offset),
-    ...(ruleId !== CONST.RULE_ID_NONE ? { ruleId } : {}),
-    ifindex: b.readUInt32LE(L.ifindex.offset),
-    src: formatAddress(family, b.subarray(L.saddr.offset, L.saddr.offset + 16)),
-    dst: formatAddress(family, b.subarray(L.daddr.offset, L.daddr.offset + 16)),
-    sport: b.readUInt16BE(L.sport.offset),
-    dport: b.readUInt16BE(L.dport.offset),
+    proto: b[EV.proto.offset]!,
+    srcIdentity: b.readUInt32LE(EV.src_identity.offset),
+    dstIdentity: b.readUInt32LE(EV.dst_identity.offset),
+    ifindex: b.readUInt32LE(EV.ifindex.offset),
+    src: formatAddress(family, b, EV.saddr.offset),
+    dst: formatAddress(family, b, EV.daddr.offset),
+    sport: b.readUInt16BE(EV.sport.offset),
+    dport: b.readUInt16BE(EV.dport.offset),
   };
+  if (verdict === "dropped") e.reason = DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`;
+  if (ruleId !== CONST.RULE_ID_NONE) e.ruleId = ruleId;
+  return e;
 }

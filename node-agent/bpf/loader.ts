@@ -18,8 +18,6 @@ type Fn = (...args: any[]) => any;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 const fn = (lib: LibraryHandle, def: string): Fn => lib.func(def) as Fn;
 
-const SampleFn = koffi.proto("int membrane_ring_sample(void *ctx, void *data, size_t size)");
-
 const c = {
   openFile: fn(libbpf, "void *bpf_object__open_file(const char *path, const void *opts)"),
   load: fn(libbpf, "int bpf_object__load(void *obj)"),
@@ -47,11 +45,19 @@ const c = {
   objInfo: fn(libbpf, "int bpf_obj_get_info_by_fd(int fd, _Out_ uint8_t *info, _Inout_ uint32_t *len)"),
   closeFd: fn(libc, "int close(int fd)"),
   numCpus: fn(libbpf, "int libbpf_num_possible_cpus()"),
-  ringNew: fn(libbpf, "void *ring_buffer__new(int map_fd, membrane_ring_sample *cb, void *ctx, const void *opts)"),
-  ringConsume: fn(libbpf, "int ring_buffer__consume(void *rb)"),
-  ringEpollFd: fn(libbpf, "int ring_buffer__epoll_fd(void *rb)"),
-  ringFree: fn(libbpf, "void ring_buffer__free(void *rb)"),
+  mmap: fn(libc, "void *mmap(void *addr, size_t length, int prot, int flags, int fd, intptr_t offset)"),
+  munmap: fn(libc, "int munmap(void *addr, size_t length)"),
+  sysconf: fn(libc, "long sysconf(int name)"),
   setns: fn(libc, "int setns(int fd, int nstype)"),
+  linkCreate: fn(libbpf, "int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)"),
+  linkUpdate: fn(libbpf, "int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)"),
+  linkDetach: fn(libbpf, "int bpf_link_detach(int link_fd)"),
+  objPin: fn(libbpf, "int bpf_obj_pin(int fd, const char *pathname)"),
+  objGet: fn(libbpf, "int bpf_obj_get(const char *pathname)"),
+  progQuery: fn(
+    libbpf,
+    "int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, _Out_ uint32_t *prog_ids, _Inout_ uint32_t *prog_cnt)",
+  ),
 };
 
 // libbpf's own diagnostics go through pino, one line each. va_list is a pointer on x86-64 and
@@ -63,8 +69,9 @@ const printBuf = Buffer.alloc(1024);
 const printCallback = koffi.register((level: number, fmt: string, args: bigint) => {
   const n = vsnprintf(printBuf, printBuf.length, fmt, args) as number;
   const msg = printBuf.subarray(0, Math.max(0, Math.min(n, printBuf.length - 1))).toString().trimEnd();
-  // tc hook creation on an existing clsact qdisc reports EEXIST through the kernel's extack: expected.
-  if (/Exclusivity flag on|Cannot find specified filter chain/.test(msg) || level >= 2) log.debug({ libbpf: msg });
+  // Expected through the kernel's extack: tc hook creation on an existing clsact qdisc (EEXIST), and
+  // removing a clsact filter where there is none (the usual case once programs attach with tcx).
+  if (/Exclusivity flag on|Cannot find specified filter chain|Parent Qdisc doesn't exist/.test(msg) || level >= 2) log.debug({ libbpf: msg });
   else if (level === 1) log.info({ libbpf: msg });
   else log.warn({ libbpf: msg });
   return 0;
@@ -104,6 +111,8 @@ function check(op: string, rc: number): number {
 
 // ------------------------------------------------------------------ maps
 
+const MAP_INFO = { size: 96, maxEntries: 16 } as const; // struct bpf_map_info: type, id, key_size, value_size, max_entries
+
 /** One BPF map: fixed-size Buffer keys and values. */
 export class BpfMap {
   constructor(
@@ -112,6 +121,14 @@ export class BpfMap {
     readonly keySize: number,
     readonly valueSize: number,
   ) {}
+
+  /** The map's max_entries as the kernel has it (for a ring buffer: its size in bytes). */
+  maxEntries(): number {
+    const info = Buffer.alloc(MAP_INFO.size);
+    const len = [MAP_INFO.size];
+    check(`map info ${this.name}`, c.objInfo(this.fd, info, len));
+    return info.readUInt32LE(MAP_INFO.maxEntries);
+  }
 
   update(key: Buffer, value: Buffer): void {
     this.checkSizes(key, value);
@@ -370,7 +387,99 @@ export function detachTc(t: TcTarget): void {
   });
 }
 
-/** The id of the program attached at our handle, or undefined. */
+// ------------------------------------------------------------------ tcx attach
+
+const BPF_TCX_INGRESS = 46;
+const BPF_TCX_EGRESS = 47;
+const EINVAL = 22;
+const ENOLINK = 67;
+
+const tcxType = (d: TcDirection): number => (d === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS);
+
+/** How a program is attached: a tcx link (Linux ≥ 6.6), or a clsact filter on older kernels. */
+export type AttachMode = "tcx" | "clsact";
+
+/**
+ * Attaches a program with tcx: one BPF link per interface and direction, pinned at pinPath so it
+ * outlives this process. A link already pinned there is switched to the new program in place
+ * (atomic: no packet meets the interface without a program); a pinned link whose interface went
+ * away is replaced. tcx runs before the clsact hook and skips it, so a clsact filter left by an
+ * earlier version is removed after the link is in place. On a kernel without tcx, the clsact hook.
+ */
+export function attachTcx(progFd: number, t: TcTarget, pinPath: string): AttachMode {
+  if (fs.existsSync(pinPath)) {
+    const linkFd = check(`open link ${pinPath}`, c.objGet(pinPath) as number);
+    try {
+      const rc = c.linkUpdate(linkFd, progFd, null) as number;
+      if (rc === 0) return "tcx";
+      if (rc !== -ENOLINK) throw new BpfError(`tcx update ifindex ${t.ifindex} ${t.direction}`, -rc);
+    } finally {
+      c.closeFd(linkFd);
+    }
+    fs.rmSync(pinPath); // defunct: its interface was deleted (this ifindex is a new one)
+  }
+  const linkFd = inNetns(t.netns, () => c.linkCreate(progFd, t.ifindex, tcxType(t.direction), null) as number);
+  if (linkFd === -EINVAL) {
+    attachTc(progFd, t); // no tcx in this kernel
+    return "clsact";
+  }
+  check(`tcx attach ifindex ${t.ifindex} ${t.direction}`, linkFd);
+  try {
+    fs.mkdirSync(path.dirname(pinPath), { recursive: true });
+    check(`pin link ${pinPath}`, c.objPin(linkFd, pinPath) as number);
+  } catch (err) {
+    c.linkDetach(linkFd);
+    throw err;
+  } finally {
+    c.closeFd(linkFd);
+  }
+  detachTc(t);
+  log.info({ ifindex: t.ifindex, direction: t.direction, netns: t.netns }, "tcx program attached");
+  return "tcx";
+}
+
+/** Detaches our program, tcx link or clsact filter; an interface or link already gone is not an error. */
+export function detachTcx(t: TcTarget, pinPath: string): void {
+  if (fs.existsSync(pinPath)) {
+    const linkFd = c.objGet(pinPath) as number;
+    if (linkFd >= 0) {
+      c.linkDetach(linkFd); // a defunct link has nothing to detach
+      c.closeFd(linkFd);
+    }
+    fs.rmSync(pinPath, { force: true });
+  }
+  detachTc(t);
+}
+
+const LINK_INFO = { size: 64, tcxIfindex: 16 } as const; // struct bpf_link_info: type, id, prog_id, then the union
+
+/** Whether the tcx link pinned at pinPath is still on an interface (false once its interface is deleted). */
+export function tcxLinkLive(pinPath: string): boolean {
+  const linkFd = c.objGet(pinPath) as number;
+  if (linkFd < 0) return false;
+  try {
+    const info = Buffer.alloc(LINK_INFO.size);
+    const len = [LINK_INFO.size];
+    check(`link info ${pinPath}`, c.objInfo(linkFd, info, len));
+    return info.readUInt32LE(LINK_INFO.tcxIfindex) !== 0;
+  } finally {
+    c.closeFd(linkFd);
+  }
+}
+
+/** The id of the program attached to the interface by tcx, else at our clsact handle, or undefined. */
+export function attachedProgramId(t: TcTarget): number | undefined {
+  const viaTcx = inNetns(t.netns, () => {
+    const ids = new Uint32Array(4);
+    const count = [ids.length];
+    const flags = [0];
+    const rc = c.progQuery(t.ifindex, tcxType(t.direction), 0, flags, ids, count) as number;
+    return rc === 0 && count[0]! > 0 ? ids[0] : undefined;
+  });
+  return viaTcx ?? queryTc(t);
+}
+
+/** The id of the program attached at our clsact handle, or undefined. */
 export function queryTc(t: TcTarget): number | undefined {
   return inNetns(t.netns, () => {
     const opts = tcOpts(0, 0);
@@ -411,7 +520,15 @@ export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; 
 // ------------------------------------------------------------------ run-time statistics
 
 const BPF_STATS_RUN_TIME = 0;
-const PROG_INFO = { size: 232, runTimeNs: 192, runCnt: 200 } as const; // struct bpf_prog_info (linux/bpf.h)
+const PROG_INFO = { size: 232, id: 4, runTimeNs: 192, runCnt: 200 } as const; // struct bpf_prog_info (linux/bpf.h)
+
+/** The kernel's id of a loaded program (what attachedProgramId reports). */
+export function programId(progFd: number): number {
+  const info = Buffer.alloc(PROG_INFO.size);
+  const len = [PROG_INFO.size];
+  check("prog info", c.objInfo(progFd, info, len));
+  return info.readUInt32LE(PROG_INFO.id);
+}
 
 /**
  * Turns on the kernel's per-program run time accounting (BPF_ENABLE_STATS) for as long as the
@@ -439,15 +556,38 @@ export function programRunStats(progFd: number): { runTimeNs: bigint; runCount: 
 // ------------------------------------------------------------------ ring buffer
 
 /**
- * Reads a ring-buffer map without blocking the event loop: libuv watches the ring's epoll fd and
- * we consume (non-blocking) when it is readable, and on a 100 ms timer. The sample callback is registered once and kept
- * alive until stop().
+ * Reads a ring-buffer map without blocking the event loop and without a call into C per record: the
+ * ring is mapped into this process (as libbpf maps it: the consumer page writable, the producer page
+ * and the data pages, mapped twice so that a record never wraps, read-only) and consumed here.
+ * libuv watches the map's fd (readable when the programs wake it, once a batch has piled up), and a
+ * 100 ms timer drains the rest. A record is handed over as a view into the ring, valid only during
+ * the call.
  */
 const DRAIN_INTERVAL_MS = 100;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn; // (void *)-1, as koffi returns pointers
+const SC_PAGESIZE = 30;
+const RINGBUF_BUSY_BIT = 0x80000000;
+const RINGBUF_DISCARD_BIT = 0x40000000;
+const RINGBUF_HDR_SZ = 8;
+
+interface RingMapping {
+  readonly consumerPage: Ptr;
+  readonly producerArea: Ptr;
+  readonly pageSize: number;
+  readonly size: number;
+  /** consumer_pos (written by us), producer_pos (written by the kernel). */
+  readonly consumerPos: BigUint64Array;
+  readonly producerPos: BigUint64Array;
+  /** The data pages twice over; headers are read through `headers` (32-bit, acquire). */
+  readonly data: Buffer;
+  readonly headers: Int32Array;
+}
 
 export class RingBufferReader {
-  private rb: Ptr = null;
-  private cb: bigint | null = null;
+  private ring: RingMapping | null = null;
   private poller: { stop(): void; close(): void } | null = null;
   private timer: NodeJS.Timeout | null = null;
 
@@ -457,36 +597,42 @@ export class RingBufferReader {
   ) {}
 
   start(): void {
-    if (this.rb) return;
-    this.cb = koffi.register((_ctx: unknown, data: bigint, size: number | bigint) => {
-      try {
-        this.onRecord(Buffer.from(koffi.view(data, Number(size))));
-      } catch (err) {
-        log.error({ err: String(err) }, "ring buffer record handler failed");
-      }
-      return 0;
-    }, koffi.pointer(SampleFn));
-    this.rb = c.ringNew(this.map.fd, this.cb, null, null) as Ptr;
-    if (!this.rb) {
-      const errno = koffi.errno();
-      koffi.unregister(this.cb);
-      this.cb = null;
-      throw new BpfError(`ring buffer ${this.map.name}`, errno);
-    }
-    const epfd = c.ringEpollFd(this.rb) as number;
+    if (this.ring) return;
+    this.ring = mapRing(this.map);
     const poll = (koffi as unknown as { node?: { poll?: typeof koffi.node.poll } }).node?.poll;
-    // The programs wake the epoll fd only once a batch has piled up; the timer picks up the rest.
-    if (poll) this.poller = poll(epfd, { readable: true }, () => this.drain());
+    if (poll) this.poller = poll(this.map.fd, { readable: true }, () => this.drain());
     this.timer = setInterval(() => this.drain(), DRAIN_INTERVAL_MS);
     this.timer.unref();
   }
 
   /** Consumes whatever is in the ring now; returns the number of records. */
   drain(): number {
-    if (!this.rb) return 0;
-    const n = c.ringConsume(this.rb) as number;
-    if (n < 0) log.warn({ err: errnoName(-n) }, "ring buffer consume failed");
-    return n;
+    const r = this.ring;
+    if (!r) return 0;
+    const mask = r.size - 1;
+    let records = 0;
+    let cons = Number(Atomics.load(r.consumerPos, 0));
+    for (;;) {
+      const prod = Number(Atomics.load(r.producerPos, 0));
+      if (cons >= prod) break;
+      while (cons < prod) {
+        const off = cons & mask;
+        const len = Atomics.load(r.headers, off >>> 2) >>> 0;
+        if (len & RINGBUF_BUSY_BIT) return records; // still being written: the next drain takes it
+        const size = (len & ~(RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT)) >>> 0;
+        if (!(len & RINGBUF_DISCARD_BIT)) {
+          records++;
+          try {
+            this.onRecord(r.data.subarray(off + RINGBUF_HDR_SZ, off + RINGBUF_HDR_SZ + size));
+          } catch (err) {
+            log.error({ err: String(err) }, "ring buffer record handler failed");
+          }
+        }
+        cons += (size + RINGBUF_HDR_SZ + 7) & ~7;
+        Atomics.store(r.consumerPos, 0, BigInt(cons)); // frees the record's room for the programs
+      }
+    }
+    return records;
   }
 
   stop(): void {
@@ -497,9 +643,38 @@ export class RingBufferReader {
     }
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.rb) c.ringFree(this.rb);
-    this.rb = null;
-    if (this.cb !== null) koffi.unregister(this.cb);
-    this.cb = null;
+    if (this.ring) unmapRing(this.ring);
+    this.ring = null;
   }
+}
+
+function mapRing(map: BpfMap): RingMapping {
+  const size = map.maxEntries(); // a ring's size in bytes (a power of two, a multiple of the page)
+  const pageSize = Number(c.sysconf(SC_PAGESIZE));
+  const failed = (p: Ptr): boolean => p === null || p === MAP_FAILED;
+  const consumerPage = c.mmap(null, pageSize, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0) as Ptr;
+  if (failed(consumerPage)) throw new BpfError(`mmap ${map.name} consumer page`, koffi.errno());
+  const areaLength = pageSize + 2 * size;
+  const producerArea = c.mmap(null, areaLength, PROT_READ, MAP_SHARED, map.fd, pageSize) as Ptr;
+  if (failed(producerArea)) {
+    const errno = koffi.errno();
+    c.munmap(consumerPage, pageSize);
+    throw new BpfError(`mmap ${map.name} data pages`, errno);
+  }
+  const area = koffi.view(producerArea, areaLength);
+  return {
+    consumerPage,
+    producerArea,
+    pageSize,
+    size,
+    consumerPos: new BigUint64Array(koffi.view(consumerPage, pageSize), 0, 1),
+    producerPos: new BigUint64Array(area, 0, 1),
+    data: Buffer.from(area, pageSize, 2 * size),
+    headers: new Int32Array(area, pageSize, (2 * size) / 4),
+  };
+}
+
+function unmapRing(r: RingMapping): void {
+  c.munmap(r.producerArea, r.pageSize + 2 * r.size);
+  c.munmap(r.consumerPage, r.pageSize);
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import { DATAPATH_OBJECT, Datapath, MAPS, PROGRAMS } from "./datapath.ts";
 import { BpfError } from "./loader.ts";
-import { encodePolicyKey, encodePolicyValue } from "./layout.ts";
+import { CONST, LAYOUT, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, parseAddress } from "./layout.ts";
 
 const SCOPE = `test-maps-${process.pid}`;
 const bpfDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bpf");
@@ -40,6 +40,48 @@ test("every map is pinned under /sys/fs/bpf/membrane/<scope>/ and a second load 
   } finally {
     again.close();
   }
+});
+
+test("addresses an older agent kept in the ipcache trie move to the hosts hash at load, CIDRs stay", () => {
+  // What an agent from before the hosts hash left pinned: an address and a CIDR, both in the trie.
+  const trieKey = (ip: string, len: number): Buffer => {
+    const k = Buffer.alloc(LAYOUT.ipcache_key.size);
+    k.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + len, LAYOUT.ipcache_key.fields.prefixlen.offset);
+    k.writeUInt8(CONST.FAMILY_IPV4, LAYOUT.ipcache_key.fields.family.offset);
+    parseAddress(ip).bytes.copy(k, LAYOUT.ipcache_key.fields.addr.offset);
+    return k;
+  };
+  const pod = { cidr: "10.9.0.7/32", identity: 4242, tunnelEndpoint: "192.168.9.2" };
+  const cidr = { cidr: "10.9.0.0/16", identity: 16777300 };
+  const trie = dp.object.map(MAPS.ipcache);
+  trie.update(trieKey("10.9.0.7", 32), encodeIpcacheValue(pod));
+  trie.update(trieKey("10.9.0.0", 16), encodeIpcacheValue(cidr));
+  const again = Datapath.load(SCOPE);
+  try {
+    // (a trie lookup answers with the longest prefix: look for the exact key among the keys)
+    const trieKeys = again.object.map(MAPS.ipcache).keys().map((k) => k.toString("hex"));
+    assert.ok(!trieKeys.includes(trieKey("10.9.0.7", 32).toString("hex")), "the address left the trie");
+    assert.ok(trieKeys.includes(trieKey("10.9.0.0", 16).toString("hex")), "the CIDR is still in the trie");
+    assert.deepEqual(again.ipcacheValue(pod.cidr), encodeIpcacheValue(pod), "the address is in the hosts hash");
+    assert.deepEqual(again.object.map(MAPS.ipcache).lookup(trieKey("10.9.0.0", 16)), encodeIpcacheValue(cidr), "the CIDR stays");
+    // A delete now removes the address for good.
+    again.deleteIpcache(pod.cidr);
+    assert.equal(again.ipcacheValue(pod.cidr), undefined);
+  } finally {
+    again.deleteIpcache(cidr.cidr);
+    again.close();
+  }
+});
+
+test("pruning the ipcache keeps exactly the given prefixes, addresses and CIDRs alike", () => {
+  const keep = [{ cidr: "10.8.0.1/32", identity: 300 }, { cidr: "fd00:8::1/128", identity: 301 }, { cidr: "10.8.0.0/16", identity: 302 }];
+  const gone = [{ cidr: "10.8.0.2/32", identity: 303 }, { cidr: "10.7.0.0/16", identity: 304 }];
+  for (const e of [...keep, ...gone]) dp.setIpcache(e);
+  dp.pruneIpcache(keep.map((e) => e.cidr));
+  for (const e of keep) assert.deepEqual(dp.ipcacheValue(e.cidr), encodeIpcacheValue(e), e.cidr);
+  for (const e of gone) assert.equal(dp.ipcacheValue(e.cidr), undefined, e.cidr);
+  dp.pruneIpcache([]);
+  for (const e of keep) assert.equal(dp.ipcacheValue(e.cidr), undefined, e.cidr);
 });
 
 test("a batch that fails part-way leaves the previous entries in force and says why", () => {

@@ -286,6 +286,74 @@ test("conntrack: the reply of an allowed connection passes an enforced ingress; 
   assert.equal(lookup(policy, "ingress", PEER_X.identity, TCP, 40100).verdict, "deny", "core: policy alone would deny the reply");
 });
 
+test("conntrack: a SYN-ACK that answers nothing is checked by policy; one of a simultaneous open finds its own connection", () => {
+  // Egress allows PEER_X:80 only; ingress is enforced with nothing allowed.
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
+  };
+  install(policy);
+  dp.clearConntrack();
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  // The pod sends a SYN and then, as in a simultaneous open, a SYN-ACK of the same tuple: its forward entry.
+  const syn = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN });
+  const synAckSameWay = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN | TCP_ACK });
+  assert.equal(verdictOf(testRun(from, syn, { ifindex: LO }).retval), "allow");
+  assert.equal(verdictOf(testRun(from, synAckSameWay, { ifindex: LO }).retval), "allow", "simultaneous open");
+  // A SYN-ACK toward the pod for a port it never opened answers nothing: ingress policy drops it.
+  const unsolicited = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40201, tcpFlags: TCP_SYN | TCP_ACK });
+  drainEvents();
+  events = [];
+  assert.equal(verdictOf(testRun(to, unsolicited, { ifindex: LO }).retval), "deny");
+  drainEvents();
+  assert.equal(events.find((e) => e.verdict === "dropped")?.reason, "policy denied (default deny)");
+});
+
+test("conntrack: a reconnect from the port of a closed connection meets policy again, and its reply passes once allowed", () => {
+  const allow = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 });
+  const allowing: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: true, egressEnforced: true, entries: [allow] };
+  install(allowing);
+  dp.clearConntrack();
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const to = dp.programFd(PROGRAMS.toContainer);
+  const out = (flags: number): Buffer => frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40300, dport: 80, tcpFlags: flags });
+  const back = (flags: number): Buffer => frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40300, tcpFlags: flags });
+  const TCP_RST = 0x04;
+  const pass = (prog: number, f: Buffer): "allow" | "deny" => verdictOf(testRun(prog, f, { ifindex: LO }).retval);
+  assert.equal(pass(from, out(TCP_SYN)), "allow");
+  assert.equal(pass(to, back(TCP_SYN | TCP_ACK)), "allow");
+  assert.equal(pass(from, out(TCP_RST)), "allow", "the reset closes the connection");
+  // The same tuple again while the closed entry lingers: a new connection, so policy decides.
+  install({ ...allowing, entries: [] });
+  assert.equal(pass(from, out(TCP_SYN)), "deny", "policy no longer allows it");
+  assert.equal(pass(to, back(TCP_SYN | TCP_ACK)), "allow", "the closing entry still lets the last reply through");
+  install(allowing);
+  assert.equal(pass(from, out(TCP_SYN)), "allow", "allowed again");
+  assert.equal(pass(to, back(TCP_SYN | TCP_ACK)), "allow", "its reply passes");
+  assert.equal(pass(from, out(TCP_ACK)), "allow", "established");
+  const entries = dp.object.map(MAPS.conntrack).keys();
+  assert.equal(entries.length, 1, "one entry for the tuple, reused");
+});
+
+test("ipcache: a pod's address decides over the CIDR that holds it, and deleting it falls back to the CIDR", () => {
+  const POD_IN_X = { ip: "10.1.0.77", ip6: "fd00:1::77", identity: 3333 };
+  const policy: SubjectPolicy = {
+    subject: POD_A.identity, ingressEnforced: false, egressEnforced: true,
+    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: POD_IN_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
+  };
+  install(policy);
+  dp.setIpcache({ cidr: `${POD_IN_X.ip}/32`, identity: POD_IN_X.identity });
+  dp.setIpcache({ cidr: `${POD_IN_X.ip6}/128`, identity: POD_IN_X.identity });
+  for (const v6 of [false, true]) expectVerdict(policy, { direction: "egress", pod: POD_A, peer: POD_IN_X, proto: TCP, port: 80, v6 }, "allow");
+  dp.deleteIpcache(`${POD_IN_X.ip}/32`);
+  dp.deleteIpcache(`${POD_IN_X.ip6}/128`);
+  // Now the address is PEER_X's CIDR: identity 3000, which the policy does not allow.
+  for (const v6 of [false, true]) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: { ...POD_IN_X, identity: PEER_X.identity }, proto: TCP, port: 80, v6 }, "deny");
+  }
+});
+
 test("conntrack: policy is checked for new connections only — removing the allow keeps the open one", () => {
   const allow = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: UDP, port: 53, portPrefixLen: 16 });
   install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: true, entries: [allow] });

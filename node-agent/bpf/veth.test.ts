@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { Datapath } from "./datapath.ts";
-import { queryTc } from "./loader.ts";
+import { attachedProgramId } from "./loader.ts";
 import { NetnsFixture, ifindexIn, ipIn, waitForLine } from "./netns.ts";
 import type { VerdictEvent } from "./layout.ts";
 
@@ -93,8 +93,8 @@ after(() => {
 });
 
 test("the programs are attached to the host end of the veth (ingress and egress)", () => {
-  assert.ok(queryTc({ ifindex: hostIfindex, direction: "ingress", netns: NS_HOST }));
-  assert.ok(queryTc({ ifindex: hostIfindex, direction: "egress", netns: NS_HOST }));
+  assert.ok(attachedProgramId({ ifindex: hostIfindex, direction: "ingress", netns: NS_HOST }));
+  assert.ok(attachedProgramId({ ifindex: hostIfindex, direction: "egress", netns: NS_HOST }));
 });
 
 test("egress: TCP to the allowed port connects; another port and UDP are dropped and reported", async () => {

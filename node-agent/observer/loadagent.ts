@@ -39,6 +39,7 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
     setSubjectPolicy: (p, e) => dp.setSubjectPolicy(p, e),
     setIpcache: (e) => dp.setIpcache(e),
     deleteIpcache: (c) => dp.deleteIpcache(c),
+    pruneIpcache: (keep) => dp.pruneIpcache(keep),
     setEndpoint: (e) => dp.setEndpoint(e),
     deleteEndpoint: (ip) => dp.deleteEndpoint(ip),
     attachEndpoint: (i, n) => dp.attachEndpoint(i, n),
