@@ -20,7 +20,7 @@ const root = path.resolve(here, "../..");
 
 const SIZES = (process.env.BENCH_SIZES ?? "10,1000,10000,100000").split(",").map(Number);
 const EVENTS_FORWARDED = process.env.BENCH_EVENTS_FORWARDED !== "0";
-const ROUNDS = Number(process.env.BENCH_SAMPLES ?? 15); // interleaved rounds; every figure is a median over them
+const ROUNDS = Number(process.env.BENCH_SAMPLES ?? 21); // interleaved rounds; every figure is a median over them
 const SAMPLE_SECONDS = Number(process.env.BENCH_SAMPLE_SECONDS ?? 0.5);
 /** CPUs for the client and the server (taskset), so that the scheduler's placement is no variable; "" = unpinned. */
 const PIN = (process.env.BENCH_PIN ?? (os.cpus().length >= 2 ? "0,1" : "")).split(",").filter((x) => x !== "");

@@ -31,20 +31,15 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const _
 
 	if (family == FAMILY_IPV4) {
 		__builtin_memcpy(h.addr, addr, 4);
-		v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
-		if (v)
-			return v;
-		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 32;
 		__builtin_memcpy(k.addr, addr, 4);
+		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 32;
 	} else {
 		__builtin_memcpy(h.addr, addr, 16);
-		v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
-		if (v)
-			return v;
-		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
 		__builtin_memcpy(k.addr, addr, 16);
+		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
 	}
-	return bpf_map_lookup_elem(&membrane_ipcache, &k);
+	v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
+	return v ? v : bpf_map_lookup_elem(&membrane_ipcache, &k);
 }
 
 #endif

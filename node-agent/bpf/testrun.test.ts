@@ -266,61 +266,52 @@ test("default deny: an enforced direction with no matching entry drops, counted 
   assert.equal(drop?.ruleId, undefined);
 });
 
-test("conntrack: the reply of an allowed connection passes an enforced ingress; an unsolicited packet does not", () => {
+/** POD_A may open TCP to PEER_X:80; its ingress is enforced with nothing allowed. Conntrack starts empty. */
+function egressToPeerX80(): { policy: SubjectPolicy; from: number; to: number; pass: (prog: number, f: Buffer) => "allow" | "deny" } {
   const policy: SubjectPolicy = {
     subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
     entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
   };
   install(policy);
   dp.clearConntrack();
-  const from = dp.programFd(PROGRAMS.fromContainer);
-  const to = dp.programFd(PROGRAMS.toContainer);
+  const pass = (prog: number, f: Buffer): "allow" | "deny" => verdictOf(testRun(prog, f, { ifindex: LO }).retval);
+  return { policy, from: dp.programFd(PROGRAMS.fromContainer), to: dp.programFd(PROGRAMS.toContainer), pass };
+}
+
+test("conntrack: the reply of an allowed connection passes an enforced ingress; an unsolicited packet does not", () => {
+  const { policy, from, to, pass } = egressToPeerX80();
   const syn = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_SYN });
   const synAck = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40100, tcpFlags: TCP_SYN | TCP_ACK });
   const ack = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_ACK });
   const stranger = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40101, tcpFlags: TCP_SYN | TCP_ACK });
-  assert.equal(verdictOf(testRun(from, syn, { ifindex: LO }).retval), "allow");
-  assert.equal(verdictOf(testRun(to, synAck, { ifindex: LO }).retval), "allow", "reply");
-  assert.equal(verdictOf(testRun(from, ack, { ifindex: LO }).retval), "allow", "established");
-  assert.equal(verdictOf(testRun(to, stranger, { ifindex: LO }).retval), "deny", "no connection");
+  assert.equal(pass(from, syn), "allow");
+  assert.equal(pass(to, synAck), "allow", "reply");
+  assert.equal(pass(from, ack), "allow", "established");
+  assert.equal(pass(to, stranger), "deny", "no connection");
   assert.equal(lookup(policy, "ingress", PEER_X.identity, TCP, 40100).verdict, "deny", "core: policy alone would deny the reply");
 });
 
 test("conntrack: a SYN-ACK that answers nothing is checked by policy; one of a simultaneous open finds its own connection", () => {
-  // Egress allows PEER_X:80 only; ingress is enforced with nothing allowed.
-  const policy: SubjectPolicy = {
-    subject: POD_A.identity, ingressEnforced: true, egressEnforced: true,
-    entries: [entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 })],
-  };
-  install(policy);
-  dp.clearConntrack();
-  const from = dp.programFd(PROGRAMS.fromContainer);
-  const to = dp.programFd(PROGRAMS.toContainer);
+  const { from, to, pass } = egressToPeerX80();
   // The pod sends a SYN and then, as in a simultaneous open, a SYN-ACK of the same tuple: its forward entry.
   const syn = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN });
   const synAckSameWay = frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN | TCP_ACK });
-  assert.equal(verdictOf(testRun(from, syn, { ifindex: LO }).retval), "allow");
-  assert.equal(verdictOf(testRun(from, synAckSameWay, { ifindex: LO }).retval), "allow", "simultaneous open");
+  assert.equal(pass(from, syn), "allow");
+  assert.equal(pass(from, synAckSameWay), "allow", "simultaneous open");
   // A SYN-ACK toward the pod for a port it never opened answers nothing: ingress policy drops it.
   const unsolicited = frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40201, tcpFlags: TCP_SYN | TCP_ACK });
   drainEvents();
   events = [];
-  assert.equal(verdictOf(testRun(to, unsolicited, { ifindex: LO }).retval), "deny");
+  assert.equal(pass(to, unsolicited), "deny");
   drainEvents();
   assert.equal(events.find((e) => e.verdict === "dropped")?.reason, "policy denied (default deny)");
 });
 
 test("conntrack: a reconnect from the port of a closed connection meets policy again, and its reply passes once allowed", () => {
-  const allow = entry({ subject: POD_A.identity, direction: "egress", peer: PEER_X.identity, proto: TCP, port: 80, portPrefixLen: 16 });
-  const allowing: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: true, egressEnforced: true, entries: [allow] };
-  install(allowing);
-  dp.clearConntrack();
-  const from = dp.programFd(PROGRAMS.fromContainer);
-  const to = dp.programFd(PROGRAMS.toContainer);
+  const { policy: allowing, from, to, pass } = egressToPeerX80();
   const out = (flags: number): Buffer => frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40300, dport: 80, tcpFlags: flags });
   const back = (flags: number): Buffer => frame({ src: PEER_X.ip, dst: POD_A.ip, proto: TCP, sport: 80, dport: 40300, tcpFlags: flags });
   const TCP_RST = 0x04;
-  const pass = (prog: number, f: Buffer): "allow" | "deny" => verdictOf(testRun(prog, f, { ifindex: LO }).retval);
   assert.equal(pass(from, out(TCP_SYN)), "allow");
   assert.equal(pass(to, back(TCP_SYN | TCP_ACK)), "allow");
   assert.equal(pass(from, out(TCP_RST)), "allow", "the reset closes the connection");
