@@ -97,9 +97,14 @@ describe("membrane agent (process)", () => {
 
   it("a restarted agent restores its endpoints, converges on the new state, and SIGTERM exits 0 leaving enforcement in place", async () => {
     lines.length = 0;
+    const previousProgram = attachedProgramId({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost });
     server!.publish(tb.node, stateAllowing([8081], 2));
     const second = startAgent();
     await until("restored", () => lines.find((l) => l.msg === "endpoints restored" && l.endpoints === 1), 20000);
+    const reconciled = await until("reconciled", () => lines.find((l) => l.msg === "endpoints reconciled with host links"), 20000);
+    assert.equal(reconciled.reattached, 1, "the kept endpoint runs the new agent's programs");
+    const program = attachedProgramId({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost });
+    assert.ok(program && program !== previousProgram, `switched from program ${previousProgram} to ${program}`);
     await until("new state acked", () => report()?.acked?.policyGenerations[0]?.generation === 2, 20000);
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
     second.kill("SIGTERM");

@@ -11,7 +11,7 @@ import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts"
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
-import { LAYOUT, encodeEndpointKey, ipcacheSlot, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
+import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -512,6 +512,18 @@ export class NodeAgent {
       if (!keepKeys.has(k.toString("hex")) && endpointsMap.delete(k)) ghosts++;
     }
     if (plan.stale.length > 0) this.saveEndpoints();
+    // The kept endpoints switch to this agent's programs (in place: no packet meets a bare interface),
+    // so that a new version's datapath reaches the pods that were already running.
+    let reattached = 0;
+    for (const ep of plan.keep) {
+      try {
+        this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
+        reattached++;
+      } catch (err) {
+        // The programs of the previous agent stay attached and keep enforcing the shared maps.
+        this.log.error({ namespace: ep.namespace, name: ep.pod, ifindex: ep.hostIfindex, error: (err as Error).message }, "endpoint kept its previous programs: re-attaching failed");
+      }
+    }
     // The pinned program links of interfaces that are gone (removed above, or while the agent was down).
     let defunctLinks = 0;
     try {
@@ -519,7 +531,7 @@ export class NodeAgent {
     } catch (err) {
       this.log.error({ error: (err as Error).message }, "pruning the program links of deleted interfaces failed");
     }
-    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts, defunctLinks }, "endpoints reconciled with host links");
+    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts, defunctLinks, reattached }, "endpoints reconciled with host links");
   }
 
   /** The last acknowledged state, if the pinned maps still hold it; else the first message must be a snapshot. */
@@ -621,8 +633,8 @@ const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${
 export function validate(s: NodeState, nodeIP?: string): void {
   s.ipcache.forEach((e, i) => {
     try {
-      ipcacheSlot(e.prefix);
-      if (e.node !== undefined) ipcacheSlot(e.node);
+      ipcacheKeys(e.prefix);
+      if (e.node !== undefined) ipcacheKeys(e.node);
     } catch (err) {
       throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
     }

@@ -14,7 +14,7 @@ import {
   encodeEndpointKey,
   encodeEndpointValue,
   hostKeyOfTrieKey,
-  ipcacheSlot,
+  ipcacheKeys,
   encodeIpcacheValue,
   encodePolicyKey,
   encodePolicyLensKey,
@@ -78,28 +78,27 @@ export class Datapath {
         ...(opts.policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: opts.policyMapEntries } } : {}),
       }),
     );
-    dp.moveHostPrefixesOutOfTrie();
+    dp.copyTrieAddressesToHosts();
     return dp;
   }
 
   /**
-   * Maps pinned by an agent from before the hosts hash keep addresses in the trie: move each to the
-   * hash (written there first, so a lookup finds it all along) and then out of the trie, so that
-   * every prefix has one home and a later delete removes it for good.
+   * Maps pinned by an agent from before the hosts hash hold addresses in the trie only: copy them to
+   * the hash, so that these programs find what the earlier agent wrote before the first snapshot.
    */
-  private moveHostPrefixesOutOfTrie(): void {
+  private copyTrieAddressesToHosts(): void {
     const trie = this.object.map(MAPS.ipcache);
     const hosts = this.object.map(MAPS.ipcacheHosts);
-    let moved = 0;
+    let copied = 0;
     for (const key of trie.keys()) {
       const hostKey = hostKeyOfTrieKey(key);
-      const value = hostKey && trie.lookup(key);
-      if (!hostKey || !value) continue;
+      if (!hostKey || hosts.lookup(hostKey)) continue;
+      const value = trie.lookup(key);
+      if (!value) continue;
       hosts.update(hostKey, value);
-      trie.delete(key);
-      moved++;
+      copied++;
     }
-    if (moved) log.info({ moved }, "ipcache addresses moved from the trie to the hosts hash");
+    if (copied) log.info({ copied }, "ipcache addresses of an earlier version copied from the trie to the hosts hash");
   }
 
   programFd(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): number {
@@ -168,38 +167,43 @@ export class Datapath {
     this.object.map(MAPS.endpoints).delete(encodeEndpointKey(ip));
   }
 
+  /** An address goes to the hosts hash and the trie, a CIDR to the trie. */
   setIpcache(e: IpcacheEntry): void {
-    const slot = ipcacheSlot(e.cidr);
-    this.ipcacheMap(slot.hosts).update(slot.key, encodeIpcacheValue(e));
+    const keys = ipcacheKeys(e.cidr);
+    const value = encodeIpcacheValue(e);
+    if (keys.host) this.object.map(MAPS.ipcacheHosts).update(keys.host, value);
+    this.object.map(MAPS.ipcache).update(keys.trie, value);
   }
 
+  /** The trie first, the hosts hash last: the programs probe the hash first, so no lookup sees a half-removed address. */
   deleteIpcache(cidr: string): void {
-    const slot = ipcacheSlot(cidr);
-    this.ipcacheMap(slot.hosts).delete(slot.key);
+    const keys = ipcacheKeys(cidr);
+    this.object.map(MAPS.ipcache).delete(keys.trie);
+    if (keys.host) this.object.map(MAPS.ipcacheHosts).delete(keys.host);
   }
 
   /** The encoded value the datapath holds for exactly this prefix, if any. */
   ipcacheValue(cidr: string): Buffer | undefined {
-    const slot = ipcacheSlot(cidr);
-    return this.ipcacheMap(slot.hosts).lookup(slot.key);
+    const keys = ipcacheKeys(cidr);
+    if (keys.host) return this.object.map(MAPS.ipcacheHosts).lookup(keys.host);
+    const value = this.object.map(MAPS.ipcache).lookup(keys.trie); // a trie lookup answers with the longest prefix
+    return value && this.object.map(MAPS.ipcache).keys().some((k) => k.equals(keys.trie)) ? value : undefined;
   }
 
   /** Removes every ipcache entry whose prefix is not in keep (also those pinned before a restart). */
   pruneIpcache(keep: Iterable<string>): void {
-    const kept = new Set<string>();
+    const kept = { trie: new Set<string>(), hosts: new Set<string>() };
     for (const cidr of keep) {
-      const slot = ipcacheSlot(cidr);
-      kept.add(`${slot.hosts}:${slot.key.toString("hex")}`);
+      const keys = ipcacheKeys(cidr);
+      kept.trie.add(keys.trie.toString("hex"));
+      if (keys.host) kept.hosts.add(keys.host.toString("hex"));
     }
-    for (const hosts of [true, false]) {
-      const m = this.ipcacheMap(hosts);
-      for (const k of m.keys()) if (!kept.has(`${hosts}:${k.toString("hex")}`)) m.delete(k);
+    for (const [name, set] of [[MAPS.ipcache, kept.trie], [MAPS.ipcacheHosts, kept.hosts]] as const) {
+      const m = this.object.map(name);
+      for (const k of m.keys()) if (!set.has(k.toString("hex"))) m.delete(k);
     }
   }
 
-  private ipcacheMap(hosts: boolean) {
-    return this.object.map(hosts ? MAPS.ipcacheHosts : MAPS.ipcache);
-  }
 
   /**
    * Installs a subject's compiled policy: new and changed entries first, then removals, then the

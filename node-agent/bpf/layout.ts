@@ -252,25 +252,28 @@ export interface IpcacheEntry {
   readonly node?: boolean; // the address is a cluster node (its VNIs are trusted)
 }
 
-/** Where the datapath keeps a prefix: a full-length one (an address) in the hosts hash, a shorter one in the trie. */
-export interface IpcacheSlot {
-  readonly hosts: boolean;
-  readonly key: Buffer;
+/**
+ * The keys of a prefix in the datapath: always its trie key; for a full-length prefix (an address)
+ * also its hosts-hash key, which programs probe first. Addresses stay in the trie too, so that the
+ * programs of an earlier version (trie only) still attached to an interface keep finding them.
+ */
+export interface IpcacheKeys {
+  readonly trie: Buffer;
+  readonly host?: Buffer;
 }
 
-export function ipcacheSlot(cidr: string): IpcacheSlot {
+export function ipcacheKeys(cidr: string): IpcacheKeys {
   const [ip, len] = cidr.split("/") as [string, string | undefined];
   const { family, bytes } = parseAddress(ip);
   const max = family === 4 ? 32 : 128;
   const prefix = len === undefined ? max : Number(len);
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new RangeError(`invalid prefix length in ${cidr}`);
-  if (prefix === max) return { hosts: true, key: encodeAddressKey(family, bytes, LAYOUT.ipcache_host_key) };
   const L = LAYOUT.ipcache_key.fields;
-  const b = Buffer.alloc(LAYOUT.ipcache_key.size);
-  b.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, L.prefixlen.offset);
-  b.writeUInt8(familyCode(family), L.family.offset);
-  bytes.copy(b, L.addr.offset);
-  return { hosts: false, key: b };
+  const trie = Buffer.alloc(LAYOUT.ipcache_key.size);
+  trie.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, L.prefixlen.offset);
+  trie.writeUInt8(familyCode(family), L.family.offset);
+  bytes.copy(trie, L.addr.offset);
+  return prefix === max ? { trie, host: encodeAddressKey(family, bytes, LAYOUT.ipcache_host_key) } : { trie };
 }
 
 /** The hosts-hash key of a full-length trie key (family and address as they are), or null for a shorter prefix. */
