@@ -32,7 +32,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks">>;
+  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -548,6 +548,10 @@ export class NodeAgent {
     }
     if (saved.policyEnforcementMode !== this.mode) {
       this.log.info({ file, version: saved.version, was: saved.policyEnforcementMode, now: this.mode }, "policy enforcement mode changed; asking for a snapshot");
+      return;
+    }
+    if (this.opts.datapath.lostPinnedState?.()) {
+      this.log.warn({ file, version: saved.version }, "an upgrade replaced pinned maps without all their entries; asking for a snapshot");
       return;
     }
     // Maps re-created since (bpffs wiped, node rebooted) are empty: resuming would enforce nothing the operator thinks we hold.

@@ -21,6 +21,7 @@ import {
   encodePolicyLensValue,
   encodePolicyValue,
   decodePolicyLensValue,
+  decodePolicyKey,
   endpointFor,
   policyLensOf,
   unionLens,
@@ -79,7 +80,27 @@ export class Datapath {
       }),
     );
     dp.copyTrieAddressesToHosts();
+    dp.rebuildLensIfMissing();
     return dp;
+  }
+
+  /**
+   * Policy entries without their lens are never probed: after an upgrade from before the lens map
+   * (its policy map copied over, the lens map new and empty), derive every subject's lens from the
+   * keys in the policy map.
+   */
+  private rebuildLensIfMissing(): void {
+    const lensMap = this.object.map(MAPS.policyLens);
+    if (lensMap.keys().length > 0) return;
+    const lens = new Map<string, { subject: number; direction: Direction; lens: PolicyLens }>();
+    for (const key of this.object.map(MAPS.policy).keys()) {
+      const e = decodePolicyKey(key);
+      const id = `${e.subject}/${e.direction}`;
+      const have = lens.get(id)?.lens ?? NO_LENS;
+      lens.set(id, { subject: e.subject, direction: e.direction, lens: unionLens(have, policyLensOf([e], e.direction)) });
+    }
+    for (const l of lens.values()) this.setLens(l.subject, l.direction, l.lens);
+    if (lens.size) log.info({ lenses: lens.size }, "policy lens rebuilt from the policy map");
   }
 
   /**
@@ -99,6 +120,12 @@ export class Datapath {
       copied++;
     }
     if (copied) log.info({ copied }, "ipcache addresses of an earlier version copied from the trie to the hosts hash");
+  }
+
+  /** Whether loading replaced a map of the node's state without all its entries (then only a snapshot restores it). */
+  lostPinnedState(): boolean {
+    const state: readonly string[] = [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.endpoints];
+    return this.object.replaced.some((r) => !r.complete && state.includes(r.name));
   }
 
   programFd(name: (typeof PROGRAMS)[keyof typeof PROGRAMS]): number {

@@ -173,6 +173,19 @@ export function encodePolicyKey(e: PolicyEntry): Buffer {
   return b;
 }
 
+/** What a policy-map key says of its entry: enough to know which keys the lookup must probe. */
+export function decodePolicyKey(b: Buffer): Pick<PolicyEntry, "subject" | "direction" | "peer" | "proto" | "port" | "portPrefixLen"> {
+  const L = LAYOUT.policy_key.fields;
+  return {
+    subject: b.readUInt32LE(L.subject.offset),
+    direction: b.readUInt8(L.direction.offset) === CONST.DIR_INGRESS ? "ingress" : "egress",
+    peer: b.readUInt32LE(L.peer.offset),
+    proto: b.readUInt8(L.proto.offset),
+    port: b.readUInt16BE(L.dport.offset),
+    portPrefixLen: b.readUInt32LE(L.prefixlen.offset) - CONST.POLICY_FIXED_PREFIX_BITS,
+  };
+}
+
 export function encodePolicyValue(e: PolicyEntry): Buffer {
   const L = LAYOUT.policy_value.fields;
   const b = Buffer.alloc(LAYOUT.policy_value.size);
@@ -201,7 +214,7 @@ export interface PolicyLens {
   readonly wildcardLens: number;
 }
 
-export function policyLensOf(entries: readonly PolicyEntry[], direction: Direction): PolicyLens {
+export function policyLensOf(entries: readonly Pick<PolicyEntry, "direction" | "peer" | "proto" | "portPrefixLen">[], direction: Direction): PolicyLens {
   let peerLens = 0;
   let wildcardLens = 0;
   for (const e of entries) {

@@ -30,6 +30,9 @@ const c = {
   mapKeySize: fn(libbpf, "uint32_t bpf_map__key_size(void *map)"),
   mapValueSize: fn(libbpf, "uint32_t bpf_map__value_size(void *map)"),
   mapType: fn(libbpf, "int bpf_map__type(void *map)"),
+  mapMaxEntries: fn(libbpf, "uint32_t bpf_map__max_entries(void *map)"),
+  mapFlags: fn(libbpf, "uint32_t bpf_map__map_flags(void *map)"),
+  mapCreate: fn(libbpf, "int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)"),
   findProgram: fn(libbpf, "void *bpf_object__find_program_by_name(void *obj, const char *name)"),
   programFd: fn(libbpf, "int bpf_program__fd(void *prog)"),
   mapUpdate: fn(libbpf, "int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)"),
@@ -111,7 +114,51 @@ function check(op: string, rc: number): number {
 
 // ------------------------------------------------------------------ maps
 
-const MAP_INFO = { size: 96, maxEntries: 16 } as const; // struct bpf_map_info: type, id, key_size, value_size, max_entries
+const MAP_INFO = { size: 96, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, flags: 20 } as const; // struct bpf_map_info
+
+export interface MapShape {
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+}
+
+function mapShapeOfFd(fd: number, what: string): MapShape {
+  const info = Buffer.alloc(MAP_INFO.size);
+  const len = [MAP_INFO.size];
+  check(`map info ${what}`, c.objInfo(fd, info, len));
+  return {
+    type: info.readUInt32LE(MAP_INFO.type),
+    keySize: info.readUInt32LE(MAP_INFO.keySize),
+    valueSize: info.readUInt32LE(MAP_INFO.valueSize),
+    maxEntries: info.readUInt32LE(MAP_INFO.maxEntries),
+    flags: info.readUInt32LE(MAP_INFO.flags),
+  };
+}
+
+/** Map types whose entries can be copied key by key into a map of the same key and value sizes. */
+const COPYABLE_MAP_TYPES = new Set([1 /* HASH */, 2 /* ARRAY */, 9 /* LRU_HASH */, 11 /* LPM_TRIE */]);
+
+/** Creates a map outside any object with these entries and pins it (tests: a pin as an earlier version left it). */
+export function pinNewMap(shape: MapShape, name: string, pinPath: string, entries: readonly { key: Buffer; value: Buffer }[] = []): void {
+  const fd = check(`create map ${name}`, c.mapCreate(shape.type, name, shape.keySize, shape.valueSize, shape.maxEntries, mapCreateOpts(shape.flags)) as number);
+  try {
+    const m = new BpfMap(name, fd, shape.keySize, shape.valueSize);
+    for (const e of entries) m.update(e.key, e.value);
+    check(`pin ${pinPath}`, c.objPin(fd, pinPath) as number);
+  } finally {
+    c.closeFd(fd);
+  }
+}
+
+function mapCreateOpts(flags: number): Buffer {
+  const b = Buffer.alloc(48); // struct bpf_map_create_opts (libbpf 1.1): sz, 5 btf/inner fds and ids, map_flags, map_extra, numa_node, map_ifindex
+  b.writeBigUInt64LE(48n, 0);
+  b.writeUInt32LE(flags, 28);
+  return b;
+}
+
 
 /** One BPF map: fixed-size Buffer keys and values. */
 export class BpfMap {
@@ -124,10 +171,12 @@ export class BpfMap {
 
   /** The map's max_entries as the kernel has it (for a ring buffer: its size in bytes). */
   maxEntries(): number {
-    const info = Buffer.alloc(MAP_INFO.size);
-    const len = [MAP_INFO.size];
-    check(`map info ${this.name}`, c.objInfo(this.fd, info, len));
-    return info.readUInt32LE(MAP_INFO.maxEntries);
+    return mapShapeOfFd(this.fd, this.name).maxEntries;
+  }
+
+  /** The map's type number (BPF_MAP_TYPE_*). */
+  type(): number {
+    return mapShapeOfFd(this.fd, this.name).type;
   }
 
   update(key: Buffer, value: Buffer): void {
@@ -239,6 +288,8 @@ export class BpfObject {
   private obj: Ptr;
   readonly maps = new Map<string, BpfMap>();
   readonly pinDir: string;
+  /** Pinned maps of another shape that this load replaced (an upgrade). */
+  readonly replaced: ReplacedMap[] = [];
 
   private constructor(obj: Ptr, pinDir: string) {
     this.obj = obj;
@@ -253,6 +304,7 @@ export class BpfObject {
     if (!obj) throw new BpfError(`open ${objectPath}`, koffi.errno());
     const self = new BpfObject(obj, pinDir);
     const sized = new Set<string>();
+    const replaced: ReplacedPin[] = [];
     try {
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
@@ -266,14 +318,29 @@ export class BpfObject {
       }
       const unknown = Object.keys(opts.maxEntries ?? {}).filter((n) => !sized.has(n));
       if (unknown.length) throw new RangeError(`maxEntries: no map ${unknown.join(", ")} in ${objectPath}`);
-      check(`load ${objectPath}`, c.load(obj));
+      for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
+        const name = c.mapName(m) as string;
+        if (name.startsWith(".")) continue;
+        const aside = setAsideIncompatiblePin(m, name, path.join(pinDir, name));
+        if (aside) replaced.push(aside);
+      }
+      try {
+        check(`load ${objectPath}`, c.load(obj));
+      } catch (err) {
+        for (const r of replaced) restorePin(r);
+        replaced.length = 0;
+        throw err;
+      }
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
         self.maps.set(name, new BpfMap(name, c.mapFd(m), c.mapKeySize(m), c.mapValueSize(m)));
       }
+      for (const r of replaced) self.replaced.push(migrateEntries(r, self.maps.get(r.name)!));
     } catch (err) {
       self.close();
       throw err;
+    } finally {
+      for (const r of replaced) c.closeFd(r.map.fd);
     }
     log.info({ object: objectPath, pinDir, maps: [...self.maps.keys()] }, "bpf object loaded");
     return self;
@@ -302,6 +369,74 @@ export class BpfObject {
   unpin(): void {
     fs.rmSync(this.pinDir, { recursive: true, force: true });
   }
+}
+
+/** A pinned map of an earlier version whose shape this object's map does not have, set aside under `aside`. */
+interface ReplacedPin {
+  readonly name: string;
+  readonly pin: string;
+  readonly aside: string;
+  readonly map: BpfMap;
+  readonly shape: MapShape;
+}
+
+/**
+ * libbpf refuses to reuse a pinned map of another shape (type, key or value size, size, flags), and
+ * the object would not load: an upgrade that changes a map (e.g. the policy map from an LPM trie
+ * to a hash) would leave the node without its new programs. Such a pin is moved aside (`-previous`;
+ * the programs still attached keep the map itself), so that loading creates the new map; its
+ * entries are then copied over (migrateEntries).
+ */
+function setAsideIncompatiblePin(m: Ptr, name: string, pin: string): ReplacedPin | null {
+  if (!fs.existsSync(pin)) return null;
+  const fd = c.objGet(pin) as number;
+  if (fd < 0) return null; // not a map we can open: let libbpf report it
+  const want: MapShape = { type: c.mapType(m) as number, keySize: c.mapKeySize(m) as number, valueSize: c.mapValueSize(m) as number, maxEntries: c.mapMaxEntries(m) as number, flags: c.mapFlags(m) as number };
+  const have = mapShapeOfFd(fd, pin);
+  if (have.type === want.type && have.keySize === want.keySize && have.valueSize === want.valueSize && have.maxEntries === want.maxEntries && have.flags === want.flags) {
+    c.closeFd(fd);
+    return null;
+  }
+  const aside = `${pin}-previous`;
+  fs.rmSync(aside, { force: true }); // left by an upgrade that stopped half-way: the pin we set aside now is newer
+  fs.renameSync(pin, aside);
+  log.warn({ map: name, pinned: have, object: want }, "pinned map has another shape: set aside, its entries follow into the new map");
+  return { name, pin, aside, map: new BpfMap(`${name} (previous)`, fd, have.keySize, have.valueSize), shape: have };
+}
+
+function restorePin(r: ReplacedPin): void {
+  if (!fs.existsSync(r.pin)) fs.renameSync(r.aside, r.pin);
+}
+
+/** Copies the entries of a set-aside map into its replacement when the keys and values are the same bytes; then drops the old pin. */
+function migrateEntries(r: ReplacedPin, into: BpfMap): ReplacedMap {
+  let copied = 0;
+  let failed = 0;
+  const copyable = COPYABLE_MAP_TYPES.has(r.shape.type) && COPYABLE_MAP_TYPES.has(into.type()) && r.shape.keySize === into.keySize && r.shape.valueSize === into.valueSize;
+  if (copyable) {
+    for (const key of r.map.keys()) {
+      const value = r.map.lookup(key);
+      if (!value) continue;
+      try {
+        into.update(key, value);
+        copied++;
+      } catch {
+        failed++;
+      }
+    }
+  }
+  fs.rmSync(r.aside, { force: true });
+  const complete = copyable && failed === 0;
+  const fields = { map: r.name, copied, failed, complete };
+  if (complete) log.info(fields, "pinned map replaced, its entries copied");
+  else log.warn(fields, "pinned map replaced without all its entries");
+  return { name: r.name, complete };
+}
+
+/** A pinned map this load replaced, and whether every entry came along. */
+export interface ReplacedMap {
+  readonly name: string;
+  readonly complete: boolean;
 }
 
 // ------------------------------------------------------------------ tc attach

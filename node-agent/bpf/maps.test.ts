@@ -7,7 +7,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import { DATAPATH_OBJECT, Datapath, MAPS, PROGRAMS } from "./datapath.ts";
-import { BpfError } from "./loader.ts";
+import { BPFFS_ROOT, BpfError, pinNewMap, testRun } from "./loader.ts";
+import { frame } from "./frames.ts";
 import { CONST, LAYOUT, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, parseAddress } from "./layout.ts";
 
 const SCOPE = `test-maps-${process.pid}`;
@@ -93,6 +94,58 @@ test("pruning the ipcache keeps exactly the given prefixes, addresses and CIDRs 
   for (const e of gone) assert.equal(dp.ipcacheValue(e.cidr), undefined, e.cidr);
   dp.pruneIpcache([]);
   for (const e of keep) assert.equal(dp.ipcacheValue(e.cidr), undefined, e.cidr);
+});
+
+test("a policy map pinned by an earlier version as an LPM trie is replaced at load: entries copied, lens rebuilt, verdicts kept", () => {
+  const scope = `test-maps-upgrade-${process.pid}`;
+  const dir = path.join(BPFFS_ROOT, scope);
+  fs.mkdirSync(dir, { recursive: true });
+  let upgraded: Datapath | undefined;
+  try {
+    // What the version before the hash lookup pinned: same key and value bytes, in an LPM trie.
+    const allow: PolicyEntry = { subject: 1000, direction: "egress", peer: 3000, proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 7 };
+    const range: PolicyEntry = { ...allow, port: 8960, portPrefixLen: 8, ruleId: 8 }; // 8960-9215
+    pinNewMap(
+      { type: 11 /* LPM_TRIE */, keySize: LAYOUT.policy_key.size, valueSize: LAYOUT.policy_value.size, maxEntries: 262144, flags: 1 /* NO_PREALLOC */ },
+      "membrane_policy",
+      path.join(dir, MAPS.policy),
+      [allow, range].map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
+    );
+    upgraded = Datapath.load(scope);
+    assert.equal(upgraded.object.map(MAPS.policy).type(), 1, "a hash now");
+    assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.policy, complete: true }]);
+    assert.equal(upgraded.lostPinnedState(), false, "every entry came along: the agent may resume");
+    assert.ok(!fs.existsSync(path.join(dir, `${MAPS.policy}-previous`)), "the old pin is gone");
+    for (const e of [allow, range]) assert.deepEqual(upgraded.object.map(MAPS.policy).lookup(encodePolicyKey(e)), encodePolicyValue(e), `rule ${e.ruleId} copied`);
+    upgraded.setIpcache({ cidr: "10.9.9.9/32", identity: 3000 });
+    upgraded.setEndpoint({ ip: "10.9.9.1", ifindex: 1, identity: 1000, ingressEnforced: true, egressEnforced: true });
+    const verdict = (dport: number): number =>
+      testRun(upgraded!.programFd(PROGRAMS.fromContainer), frame({ src: "10.9.9.1", dst: "10.9.9.9", proto: PROTO_NUMBER.TCP, sport: 40000 + dport % 1000, dport }), { ifindex: 1 }).retval;
+    assert.equal(verdict(8080), 0, "the exact port passes: its lens bit was rebuilt");
+    assert.equal(verdict(9100), 0, "inside the copied range");
+    assert.equal(verdict(8081), 2, "default deny");
+  } finally {
+    upgraded?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a pinned map whose entries cannot follow (another value layout) is replaced empty, and the datapath says its state is lost", () => {
+  const scope = `test-maps-relayout-${process.pid}`;
+  const dir = path.join(BPFFS_ROOT, scope);
+  fs.mkdirSync(dir, { recursive: true });
+  let upgraded: Datapath | undefined;
+  try {
+    const key = Buffer.alloc(LAYOUT.ipcache_host_key.size, 1);
+    pinNewMap({ type: 1 /* HASH */, keySize: LAYOUT.ipcache_host_key.size, valueSize: 4, maxEntries: 1024, flags: 1 }, "membrane_ipcache_hosts", path.join(dir, MAPS.ipcacheHosts), [{ key, value: Buffer.alloc(4, 7) }]);
+    upgraded = Datapath.load(scope);
+    assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.ipcacheHosts, complete: false }]);
+    assert.equal(upgraded.object.map(MAPS.ipcacheHosts).keys().length, 0, "replaced empty");
+    assert.equal(upgraded.lostPinnedState(), true, "so the agent asks for a snapshot instead of resuming");
+  } finally {
+    upgraded?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("a batch that fails part-way leaves the previous entries in force and says why", () => {
