@@ -96,56 +96,65 @@ test("pruning the ipcache keeps exactly the given prefixes, addresses and CIDRs 
   for (const e of keep) assert.equal(dp.ipcacheValue(e.cidr), undefined, e.cidr);
 });
 
-test("a policy map pinned by an earlier version as an LPM trie is replaced at load: entries copied, lens rebuilt, verdicts kept", () => {
-  const scope = `test-maps-upgrade-${process.pid}`;
+/** Pins what an earlier version left in a fresh scope, loads this version's object over it, and removes the scope after. */
+function upgradeFrom(tag: string, earlier: (dir: string) => void, check: (upgraded: Datapath, dir: string) => void): void {
+  const scope = `test-maps-${tag}-${process.pid}`;
   const dir = path.join(BPFFS_ROOT, scope);
   fs.mkdirSync(dir, { recursive: true });
   let upgraded: Datapath | undefined;
   try {
-    // What the version before the hash lookup pinned: same key and value bytes, in an LPM trie.
-    const allow: PolicyEntry = { subject: 1000, direction: "egress", peer: 3000, proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 7 };
-    const range: PolicyEntry = { ...allow, port: 8960, portPrefixLen: 8, ruleId: 8 }; // 8960-9215
-    pinNewMap(
-      { type: 11 /* LPM_TRIE */, keySize: LAYOUT.policy_key.size, valueSize: LAYOUT.policy_value.size, maxEntries: 262144, flags: 1 /* NO_PREALLOC */ },
-      "membrane_policy",
-      path.join(dir, MAPS.policy),
-      [allow, range].map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
-    );
+    earlier(dir);
     upgraded = Datapath.load(scope);
-    assert.equal(upgraded.object.map(MAPS.policy).type(), 1, "a hash now");
-    assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.policy, complete: true }]);
-    assert.equal(upgraded.lostPinnedState(), false, "every entry came along: the agent may resume");
-    assert.ok(!fs.existsSync(path.join(dir, `${MAPS.policy}-previous`)), "the old pin is gone");
-    for (const e of [allow, range]) assert.deepEqual(upgraded.object.map(MAPS.policy).lookup(encodePolicyKey(e)), encodePolicyValue(e), `rule ${e.ruleId} copied`);
-    upgraded.setIpcache({ cidr: "10.9.9.9/32", identity: 3000 });
-    upgraded.setEndpoint({ ip: "10.9.9.1", ifindex: 1, identity: 1000, ingressEnforced: true, egressEnforced: true });
-    const verdict = (dport: number): number =>
-      testRun(upgraded!.programFd(PROGRAMS.fromContainer), frame({ src: "10.9.9.1", dst: "10.9.9.9", proto: PROTO_NUMBER.TCP, sport: 40000 + dport % 1000, dport }), { ifindex: 1 }).retval;
-    assert.equal(verdict(8080), 0, "the exact port passes: its lens bit was rebuilt");
-    assert.equal(verdict(9100), 0, "inside the copied range");
-    assert.equal(verdict(8081), 2, "default deny");
+    check(upgraded, dir);
   } finally {
     upgraded?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+test("a policy map pinned by an earlier version as an LPM trie is replaced at load: entries copied, lens rebuilt, verdicts kept", () => {
+  const allow: PolicyEntry = { subject: 1000, direction: "egress", peer: 3000, proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 7 };
+  const range: PolicyEntry = { ...allow, port: 8960, portPrefixLen: 8, ruleId: 8 }; // 8960-9215
+  upgradeFrom(
+    "upgrade",
+    // What the version before the hash lookup pinned: same key and value bytes, in an LPM trie.
+    (dir) =>
+      pinNewMap(
+        { type: 11 /* LPM_TRIE */, keySize: LAYOUT.policy_key.size, valueSize: LAYOUT.policy_value.size, maxEntries: 262144, flags: 1 /* NO_PREALLOC */ },
+        "membrane_policy",
+        path.join(dir, MAPS.policy),
+        [allow, range].map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })),
+      ),
+    (upgraded, dir) => {
+      assert.equal(upgraded.object.map(MAPS.policy).type(), 1, "a hash now");
+      assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.policy, complete: true }]);
+      assert.equal(upgraded.lostPinnedState(), false, "every entry came along: the agent may resume");
+      assert.ok(!fs.existsSync(path.join(dir, `${MAPS.policy}-previous`)), "the old pin is gone");
+      for (const e of [allow, range]) assert.deepEqual(upgraded.object.map(MAPS.policy).lookup(encodePolicyKey(e)), encodePolicyValue(e), `rule ${e.ruleId} copied`);
+      upgraded.setIpcache({ cidr: "10.9.9.9/32", identity: 3000 });
+      upgraded.setEndpoint({ ip: "10.9.9.1", ifindex: 1, identity: 1000, ingressEnforced: true, egressEnforced: true });
+      const verdict = (dport: number): number =>
+        testRun(upgraded.programFd(PROGRAMS.fromContainer), frame({ src: "10.9.9.1", dst: "10.9.9.9", proto: PROTO_NUMBER.TCP, sport: 40000 + (dport % 1000), dport }), { ifindex: 1 }).retval;
+      assert.equal(verdict(8080), 0, "the exact port passes: its lens bit was rebuilt");
+      assert.equal(verdict(9100), 0, "inside the copied range");
+      assert.equal(verdict(8081), 2, "default deny");
+    },
+  );
 });
 
 test("a pinned map whose entries cannot follow (another value layout) is replaced empty, and the datapath says its state is lost", () => {
-  const scope = `test-maps-relayout-${process.pid}`;
-  const dir = path.join(BPFFS_ROOT, scope);
-  fs.mkdirSync(dir, { recursive: true });
-  let upgraded: Datapath | undefined;
-  try {
-    const key = Buffer.alloc(LAYOUT.ipcache_host_key.size, 1);
-    pinNewMap({ type: 1 /* HASH */, keySize: LAYOUT.ipcache_host_key.size, valueSize: 4, maxEntries: 1024, flags: 1 }, "membrane_ipcache_hosts", path.join(dir, MAPS.ipcacheHosts), [{ key, value: Buffer.alloc(4, 7) }]);
-    upgraded = Datapath.load(scope);
-    assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.ipcacheHosts, complete: false }]);
-    assert.equal(upgraded.object.map(MAPS.ipcacheHosts).keys().length, 0, "replaced empty");
-    assert.equal(upgraded.lostPinnedState(), true, "so the agent asks for a snapshot instead of resuming");
-  } finally {
-    upgraded?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  upgradeFrom(
+    "relayout",
+    (dir) => {
+      const key = Buffer.alloc(LAYOUT.ipcache_host_key.size, 1);
+      pinNewMap({ type: 1 /* HASH */, keySize: LAYOUT.ipcache_host_key.size, valueSize: 4, maxEntries: 1024, flags: 1 }, "membrane_ipcache_hosts", path.join(dir, MAPS.ipcacheHosts), [{ key, value: Buffer.alloc(4, 7) }]);
+    },
+    (upgraded) => {
+      assert.deepEqual(upgraded.object.replaced, [{ name: MAPS.ipcacheHosts, complete: false }]);
+      assert.equal(upgraded.object.map(MAPS.ipcacheHosts).keys().length, 0, "replaced empty");
+      assert.equal(upgraded.lostPinnedState(), true, "so the agent asks for a snapshot instead of resuming");
+    },
+  );
 });
 
 test("a batch that fails part-way leaves the previous entries in force and says why", () => {
