@@ -90,8 +90,7 @@ export class Datapath {
    * keys in the policy map.
    */
   private rebuildLensIfMissing(): void {
-    const lensMap = this.object.map(MAPS.policyLens);
-    if (lensMap.keys().length > 0) return;
+    if (!this.object.map(MAPS.policyLens).isEmpty()) return;
     const lens = new Map<string, { subject: number; direction: Direction; lens: PolicyLens }>();
     for (const key of this.object.map(MAPS.policy).keys()) {
       const e = decodePolicyKey(key);
@@ -110,10 +109,11 @@ export class Datapath {
   private copyTrieAddressesToHosts(): void {
     const trie = this.object.map(MAPS.ipcache);
     const hosts = this.object.map(MAPS.ipcacheHosts);
+    if (!hosts.isEmpty()) return; // this version wrote it: every address is in both already
     let copied = 0;
     for (const key of trie.keys()) {
       const hostKey = hostKeyOfTrieKey(key);
-      if (!hostKey || hosts.lookup(hostKey)) continue;
+      if (!hostKey) continue;
       const value = trie.lookup(key);
       if (!value) continue;
       hosts.update(hostKey, value);

@@ -215,6 +215,14 @@ export class BpfMap {
     }
   }
 
+  /** One get-next-key call, not a scan. */
+  isEmpty(): boolean {
+    const rc = c.mapNextKey(this.fd, null, Buffer.alloc(this.keySize)) as number;
+    if (rc === -ENOENT) return true;
+    check(`next key ${this.name}`, rc);
+    return false;
+  }
+
   clear(): void {
     for (const k of this.keys()) this.delete(k);
   }
