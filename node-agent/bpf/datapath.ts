@@ -179,7 +179,6 @@ export class Datapath {
     return path.join(this.object.pinDir, "links", `${netns}-${t.ifindex}-${t.direction}`);
   }
 
-
   setConfig(cfg: DatapathConfig): void {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
   }

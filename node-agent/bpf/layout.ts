@@ -295,11 +295,8 @@ export function hostKeyOfTrieKey(trieKey: Buffer): Buffer | null {
   const family = trieKey.readUInt8(L.family.offset);
   const max = family === CONST.FAMILY_IPV4 ? 32 : 128;
   if (trieKey.readUInt32LE(L.prefixlen.offset) !== CONST.IPCACHE_FIXED_PREFIX_BITS + max) return null;
-  const H = LAYOUT.ipcache_host_key.fields;
-  const b = Buffer.alloc(LAYOUT.ipcache_host_key.size);
-  b.writeUInt8(family, H.family.offset);
-  trieKey.copy(b, H.addr.offset, L.addr.offset, L.addr.offset + L.addr.size);
-  return b;
+  const addr = trieKey.subarray(L.addr.offset, L.addr.offset + L.addr.size);
+  return encodeAddressKey(family === CONST.FAMILY_IPV4 ? 4 : 6, addr, LAYOUT.ipcache_host_key);
 }
 
 const familyCode = (family: 4 | 6): number => (family === 4 ? CONST.FAMILY_IPV4 : CONST.FAMILY_IPV6);

@@ -539,9 +539,6 @@ const ENOLINK = 67;
 
 const tcxType = (d: TcDirection): number => (d === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS);
 
-/** How a program is attached: a tcx link (Linux ≥ 6.6), or a clsact filter on older kernels. */
-export type AttachMode = "tcx" | "clsact";
-
 /**
  * Attaches a program with tcx: one BPF link per interface and direction, pinned at pinPath so it
  * outlives this process. A link already pinned there is switched to the new program in place
@@ -549,12 +546,12 @@ export type AttachMode = "tcx" | "clsact";
  * away is replaced. tcx runs before the clsact hook and skips it, so a clsact filter left by an
  * earlier version is removed after the link is in place. On a kernel without tcx, the clsact hook.
  */
-export function attachTcx(progFd: number, t: TcTarget, pinPath: string): AttachMode {
+export function attachTcx(progFd: number, t: TcTarget, pinPath: string): void {
   if (fs.existsSync(pinPath)) {
     const linkFd = check(`open link ${pinPath}`, c.objGet(pinPath) as number);
     try {
       const rc = c.linkUpdate(linkFd, progFd, null) as number;
-      if (rc === 0) return "tcx";
+      if (rc === 0) return;
       if (rc !== -ENOLINK) throw new BpfError(`tcx update ifindex ${t.ifindex} ${t.direction}`, -rc);
     } finally {
       c.closeFd(linkFd);
@@ -564,7 +561,7 @@ export function attachTcx(progFd: number, t: TcTarget, pinPath: string): AttachM
   const linkFd = inNetns(t.netns, () => c.linkCreate(progFd, t.ifindex, tcxType(t.direction), null) as number);
   if (linkFd === -EINVAL) {
     attachTc(progFd, t); // no tcx in this kernel
-    return "clsact";
+    return;
   }
   check(`tcx attach ifindex ${t.ifindex} ${t.direction}`, linkFd);
   try {
@@ -578,7 +575,6 @@ export function attachTcx(progFd: number, t: TcTarget, pinPath: string): AttachM
   }
   detachTc(t);
   log.info({ ifindex: t.ifindex, direction: t.direction, netns: t.netns }, "tcx program attached");
-  return "tcx";
 }
 
 /** Detaches our program, tcx link or clsact filter; an interface or link already gone is not an error. */
