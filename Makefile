@@ -1,5 +1,7 @@
 # Membrane: `make test` installs what it needs and runs every test; `make demo` runs the local demo.
 SHELL := /bin/bash
+# Every command runs on the pinned Node.js (.node-version) that `deps` installs into .tools/node.
+export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
@@ -15,19 +17,19 @@ lint: deps
 	npx eslint --max-warnings 0 .
 
 test-unit: deps
-	bash scripts/run-tests.sh core crds webhooks controllers cli charts
+	bash scripts/run-tests.sh scripts core crds kube flowapi webhooks controllers cli charts
 
 test-kernel: deps
 	bash scripts/run-tests.sh bpf node-agent
 
 test-e2e: deps
-	bash scripts/run-tests.sh e2e
+	bash scripts/run-tests.sh localcluster e2e
 
 test: deps typecheck lint
-	bash scripts/run-tests.sh core crds webhooks controllers cli charts bench bpf node-agent e2e
+	bash scripts/run-tests.sh scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e
 
 demo: deps
-	bash e2e/demo.sh
+	bash localcluster/demo.sh
 
 down:
 	bin/membrane dev down

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
-import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { CHART_DIR, objectKey, parseManifest, setArgs, type K8sObject } from "./testing.ts";
 
 const RELEASE = "membrane";

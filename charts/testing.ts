@@ -5,13 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments, stringify } from "yaml";
-import { ensureControlPlaneBuilt } from "../e2e/cluster.ts";
+import { ensureControlPlaneBuilt } from "../localcluster/cluster.ts";
 
 export const CHART_DIR = fileURLToPath(new URL("./membrane", import.meta.url));
 export const TESTDATA_DIR = fileURLToPath(new URL("./testdata", import.meta.url));
 export const RELEASE = "membrane";
 export const NAMESPACE = "membrane-system";
-/** The Kubernetes version the local control plane runs (e2e/controlplane/go.mod). */
+/** The Kubernetes version the local control plane runs (localcluster/controlplane/go.mod). */
 export const KUBE_VERSION = "1.36.3";
 
 export interface K8sObject {
@@ -27,7 +27,7 @@ export interface Run {
   stderr: string;
 }
 
-/** $MEMBRANE_HELM when set, else the helm that e2e/controlplane/build.sh builds (and caches) with the control plane. */
+/** $MEMBRANE_HELM when set, else the helm that localcluster/controlplane/build.sh builds (and caches) with the control plane. */
 export async function helmBinary(): Promise<string> {
   return process.env.MEMBRANE_HELM ?? join(await ensureControlPlaneBuilt(), "helm");
 }

@@ -3,15 +3,15 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readFile } from "node:fs/promises";
-import { isProcessAlive } from "../e2e/cluster.ts";
-import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../e2e/kubelet.ts";
-import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../e2e/nodes.ts";
-import { devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../e2e/devcluster.ts";
-import type { CommandResult } from "../e2e/cluster.ts";
-import type { ProbeResult } from "../e2e/probe.ts";
-import { standaloneScript } from "../e2e/standalone.ts";
+import { isProcessAlive } from "../localcluster/cluster.ts";
+import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../localcluster/kubelet.ts";
+import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../localcluster/nodes.ts";
+import { devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
+import type { CommandResult } from "../localcluster/cluster.ts";
+import type { ProbeResult } from "../localcluster/probe.ts";
+import { standaloneScript } from "../localcluster/standalone.ts";
 
-const probeSource = fileURLToPath(new URL("../e2e/probe.ts", import.meta.url));
+const probeSource = fileURLToPath(new URL("../localcluster/probe.ts", import.meta.url));
 
 /** "NAMESPACE/POD" → parts, or an error naming the argument. */
 export function parsePodRef(ref: string): { ok: true; namespace: string; pod: string } | { ok: false; error: string } {

@@ -9,8 +9,8 @@ import {
   isReady,
   runningControlPlane,
   startControlPlane,
-} from "../e2e/cluster.ts";
-import { loadDevClusterState } from "../e2e/devcluster.ts";
+} from "../localcluster/cluster.ts";
+import { loadDevClusterState } from "../localcluster/devcluster.ts";
 import { devClusterUp, devNodesDown, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
 /** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */

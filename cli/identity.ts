@@ -1,7 +1,7 @@
 // `membrane identity list`: the cluster's identities (CiliumIdentity objects) with their labels and how many pods use each.
-import { KubeClient, type ObjectList, resourcePath } from "../controllers/runtime/kube.ts";
-import { IDENTITIES, PODS } from "../controllers/runtime/resources.ts";
-import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../controllers/identity.ts";
+import { KubeClient, type ObjectList, resourcePath } from "../kube/kube.ts";
+import { IDENTITIES, PODS } from "../kube/resources.ts";
+import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../kube/objects.ts";
 import { formatLabel } from "../core/labels.ts";
 
 const USAGE = `usage: membrane identity list [--kubeconfig PATH] [-o table|json]

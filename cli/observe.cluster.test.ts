@@ -7,12 +7,12 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { FlowBuffer } from "../node-agent/observer/buffer.ts";
 import { ObserverServer } from "../node-agent/observer/server.ts";
-import { OBSERVER_ADDRESS_ANNOTATION, discoverObserversFromKubeconfig } from "../node-agent/observer/discover.ts";
-import { dropFlow, flow } from "../node-agent/observer/testflows.ts";
-import type { Flow } from "../node-agent/observer/flow.ts";
+import { OBSERVER_ADDRESS_ANNOTATION, discoverObserversFromKubeconfig } from "../flowapi/discover.ts";
+import { dropFlow, flow } from "../flowapi/testing/flows.ts";
+import type { Flow } from "../flowapi/flow.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const CILIUM_NODE_CRD = fileURLToPath(new URL("../crds/generated/ciliumnodes.cilium.io.yaml", import.meta.url));

@@ -1,8 +1,8 @@
 // `membrane observe`: flows from the agents' observer APIs (given, or found in the cluster), filtered like hubble, as a table or JSON lines.
-import { readFlows } from "../node-agent/observer/client.ts";
-import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../node-agent/observer/filter.ts";
-import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../node-agent/observer/flow.ts";
-import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../node-agent/observer/discover.ts";
+import { readFlows } from "../flowapi/client.ts";
+import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../flowapi/filter.ts";
+import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
+import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../flowapi/discover.ts";
 
 const USAGE = `usage: membrane observe [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
 

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
-import { startControlPlane } from "../e2e/cluster.ts";
+import { startControlPlane } from "../localcluster/cluster.ts";
 import { GENERATED_DIR } from "../crds/generate.ts";
 import { TRACE_CLUSTER } from "./trace.fixtures.ts";
 import { traceVerdict } from "./trace.ts";

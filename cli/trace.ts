@@ -5,7 +5,7 @@ import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
-import { IDENTITY_ANNOTATION } from "../controllers/identity.ts";
+import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 
 const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
 `;

@@ -2,7 +2,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { securityLabels } from "../core/labels.ts";
-import { labelSetOfIdentity, podNeedsIdentity, securityLabelsMap } from "./identity.ts";
+import { podNeedsIdentity } from "./identity.ts";
+import { labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 import { selectEndpoints } from "./selection.ts";
 import { selectorFromLabels } from "../core/selector.ts";
 import { label } from "../core/labels.ts";

@@ -4,49 +4,15 @@
 // an operator restart does not postpone it) has passed. Keys: "pod/<ns>/<name>", "ns/<name>", "id/<number>".
 import type { Logger } from "pino";
 import type { LabelSet } from "../core/model.ts";
-import { label, labelSetFrom, securityLabels } from "../core/labels.ts";
+import { securityLabels } from "../core/labels.ts";
 import { IdentityAllocator } from "../core/identity.ts";
-import type { Reconciler, ReconcileResult } from "./runtime/controller.ts";
-import type { Informer, InformerEvent } from "./runtime/informer.ts";
-import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "./runtime/kube.ts";
-import type { OperatorMetrics } from "./runtime/metrics.ts";
-import { IDENTITIES, PODS } from "./runtime/resources.ts";
+import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
+import type { Informer, InformerEvent } from "../kube/informer.ts";
+import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "../kube/kube.ts";
+import type { OperatorMetrics } from "../kube/metrics.ts";
+import { IDENTITIES, PODS } from "../kube/resources.ts";
 import type { Endpoint } from "./selection.ts";
-
-/** The pod annotation that records the pod's identity number. */
-export const IDENTITY_ANNOTATION = "membrane.io/identity";
-/** On a CiliumIdentity: since when no pod has used it (RFC 3339); removed when a pod uses it again. */
-export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
-
-export interface PodObject extends KubeObject {
-  spec?: {
-    serviceAccountName?: string;
-    hostNetwork?: boolean;
-    nodeName?: string;
-    containers?: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[];
-  };
-  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
-}
-
-export interface IdentityObject extends KubeObject {
-  "security-labels"?: Record<string, string>;
-}
-
-/** The `security-labels` map of a CiliumIdentity: "source:key" → value, as Cilium writes it. */
-export function securityLabelsMap(set: LabelSet): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const l of set.labels) out[`${l.source}:${l.key}`] = l.value;
-  return out;
-}
-
-export function labelSetOfIdentity(obj: IdentityObject): LabelSet {
-  return labelSetFrom(
-    Object.entries(obj["security-labels"] ?? {}).map(([sk, value]) => {
-      const i = sk.indexOf(":");
-      return i < 0 ? label("unspec", sk, value) : label(sk.slice(0, i), sk.slice(i + 1), value);
-    }),
-  );
-}
+import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 
 /** Whether a pod has an endpoint that needs an identity (host-network and finished pods do not). */
 export function podNeedsIdentity(pod: PodObject): boolean {

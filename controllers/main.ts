@@ -6,7 +6,7 @@ import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
-import { parseObserverAddress } from "../node-agent/observer/discover.ts";
+import { parseObserverAddress } from "../flowapi/discover.ts";
 
 const USAGE = `usage: membrane operator [flags]
 

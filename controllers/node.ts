@@ -2,10 +2,10 @@
 // from the cluster pool (no overlaps; released when the node goes). Keys are node names.
 import type { Logger } from "pino";
 import type { PodCIDRPool } from "./cidrpool.ts";
-import type { Reconciler } from "./runtime/controller.ts";
-import type { Informer } from "./runtime/informer.ts";
-import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "./runtime/kube.ts";
-import { CILIUM_NODES } from "./runtime/resources.ts";
+import type { Reconciler } from "../kube/controller.ts";
+import type { Informer } from "../kube/informer.ts";
+import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "../kube/kube.ts";
+import { CILIUM_NODES } from "../kube/resources.ts";
 
 export interface NodeObject extends KubeObject {
   status?: { addresses?: { type: string; address: string }[] };

@@ -2,25 +2,26 @@
 // and metrics endpoints, and an orderly shutdown (stop taking work, finish in-flight reconciles,
 // stop watches, release the lease).
 import type { Logger } from "pino";
-import { Controller } from "./runtime/controller.ts";
-import { EventRecorder } from "./runtime/events.ts";
-import { InformerSet } from "./runtime/informers.ts";
-import { KubeClient, type KubeObject } from "./runtime/kube.ts";
-import { DEFAULT_LEASE_TIMING, LeaderElector } from "./runtime/leader.ts";
-import { OperatorMetrics } from "./runtime/metrics.ts";
-import { HealthServer } from "./runtime/server.ts";
-import { CCNPS, CILIUM_NODES, CNPS, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS } from "./runtime/resources.ts";
-import { IdentityReconciler, type IdentityObject, type PodObject } from "./identity.ts";
+import { Controller } from "../kube/controller.ts";
+import { EventRecorder } from "../kube/events.ts";
+import { InformerSet } from "../kube/informers.ts";
+import { KubeClient, type KubeObject } from "../kube/kube.ts";
+import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
+import { OperatorMetrics } from "../kube/metrics.ts";
+import { HealthServer } from "../kube/server.ts";
+import { CCNPS, CILIUM_NODES, CNPS, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS } from "../kube/resources.ts";
+import { IdentityReconciler } from "./identity.ts";
+import { type IdentityObject, type PodObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
 import { selectEndpoints } from "./selection.ts";
-import { type Informer, keyOf } from "./runtime/informer.ts";
+import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
 import { type Affected, NodeStateSource } from "./distribution/source.ts";
-import type { Reconciler } from "./runtime/controller.ts";
+import type { Reconciler } from "../kube/controller.ts";
 
 /** How long policy status waits to take in a burst of agent reports. */
 const REPORT_COALESCE_MS = 100;

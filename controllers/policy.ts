@@ -3,13 +3,13 @@
 import type { Logger } from "pino";
 import type { Policy } from "../core/model.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
-import type { Reconciler, ReconcileResult } from "./runtime/controller.ts";
-import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "./runtime/conditions.ts";
-import type { EventRecorder } from "./runtime/events.ts";
-import type { Informer } from "./runtime/informer.ts";
-import { splitKey } from "./runtime/informer.ts";
-import { type KubeClient, type KubeObject, type Resource, isNotFound, resourcePath } from "./runtime/kube.ts";
-import type { OperatorMetrics } from "./runtime/metrics.ts";
+import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
+import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
+import type { EventRecorder } from "../kube/events.ts";
+import type { Informer } from "../kube/informer.ts";
+import { splitKey } from "../kube/informer.ts";
+import { type KubeClient, type KubeObject, type Resource, isNotFound, resourcePath } from "../kube/kube.ts";
+import type { OperatorMetrics } from "../kube/metrics.ts";
 import type { Selection } from "./selection.ts";
 
 export interface PolicyObject extends KubeObject {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { after, before, describe, it } from "node:test";
-import { startControlPlane } from "../e2e/cluster.ts";
+import { startControlPlane } from "../localcluster/cluster.ts";
 import { GENERATED_DIR } from "./generate.ts";
 import { INVALID_CASES, type KubeObject, ciliumDocsExamples, seedExamples } from "./fixtures.ts";
 import { CRDS } from "./schema/index.ts";

@@ -7,10 +7,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { devClusterUp, devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
-import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
-import { listNetns, run, terminateProcess } from "./nodes.ts";
-import { loadPodRecords } from "./kubelet.ts";
-import { devClusterPaths, loadDevClusterState } from "./devcluster.ts";
+import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
+import { listNetns, run, terminateProcess } from "../localcluster/nodes.ts";
+import { loadPodRecords } from "../localcluster/kubelet.ts";
+import { devClusterPaths, loadDevClusterState } from "../localcluster/devcluster.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 
 const prefix = `ar${process.pid % 100000}-`;

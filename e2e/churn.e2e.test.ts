@@ -1,8 +1,8 @@
 // End to end: 1,000 policy updates through the API while continuous probes watch a pair that must stay allowed and a pair that must stay denied: zero wrong verdicts.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { resourcePath, type KubeClient } from "../controllers/runtime/kube.ts";
-import { CCNPS, CNPS } from "../controllers/runtime/resources.ts";
+import { resourcePath, type KubeClient } from "../kube/kube.ts";
+import { CCNPS, CNPS } from "../kube/resources.ts";
 import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
 
 const NODES = 2;

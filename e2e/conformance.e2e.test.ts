@@ -4,8 +4,8 @@ import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, type ModelPod, type Probe } from "../core/conformance/model.ts";
 import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
-import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../controllers/runtime/kube.ts";
-import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../controllers/runtime/resources.ts";
+import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
+import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
 import { EnforcementBarrier, TestCluster, type PodProber } from "./harness.ts";
 
 const NODES = 2;

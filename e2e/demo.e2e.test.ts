@@ -7,10 +7,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { controlPlanePaths, ensureControlPlaneBuilt, isProcessAlive } from "./cluster.ts";
-import { kubeletPaths, loadPodRecords } from "./kubelet.ts";
-import { loadDevClusterState } from "./devcluster.ts";
-import { listNetns, run } from "./nodes.ts";
+import { controlPlanePaths, ensureControlPlaneBuilt, isProcessAlive } from "../localcluster/cluster.ts";
+import { kubeletPaths, loadPodRecords } from "../localcluster/kubelet.ts";
+import { loadDevClusterState } from "../localcluster/devcluster.ts";
+import { listNetns, run } from "../localcluster/nodes.ts";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -114,7 +114,7 @@ describe("make demo (two nodes, the chart, the empire/deathstar/xwing story)", {
   });
 
   it("runs from start to end and says the story happened", async () => {
-    demo = await runIn(dir, ["bash", "e2e/demo.sh"], 15 * 60_000);
+    demo = await runIn(dir, ["bash", "localcluster/demo.sh"], 15 * 60_000);
     pids = await recordedPids(dir);
     assert.equal(demo.code, 0, demo.output.slice(-4000));
     assert.match(demo.output, /the story happened as told/);
@@ -160,7 +160,7 @@ describe("make demo (two nodes, the chart, the empire/deathstar/xwing story)", {
   });
 
   it("run again on the running cluster, it tells the story again without starting anything twice", async () => {
-    const again = await runIn(dir, ["bash", "e2e/demo.sh"], 10 * 60_000);
+    const again = await runIn(dir, ["bash", "localcluster/demo.sh"], 10 * 60_000);
     assert.equal(again.code, 0, again.output.slice(-4000));
     assert.match(again.output, /control plane already running/);
     assert.match(again.output, /the story starts again without them/);

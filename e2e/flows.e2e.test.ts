@@ -5,11 +5,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
-import { devClusterPaths } from "./devcluster.ts";
-import { IDENTITY_ANNOTATION } from "../controllers/identity.ts";
-import { CNPS } from "../controllers/runtime/resources.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "../node-agent/observer/discover.ts";
-import type { Flow } from "../node-agent/observer/flow.ts";
+import { devClusterPaths } from "../localcluster/devcluster.ts";
+import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
+import { CNPS } from "../kube/resources.ts";
+import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import type { Flow } from "../flowapi/flow.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const NODES = 2;

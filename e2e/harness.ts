@@ -7,15 +7,15 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
-import { KubeClient, resourcePath, type Resource } from "../controllers/runtime/kube.ts";
-import { CNPS } from "../controllers/runtime/resources.ts";
-import { isProcessAlive, startControlPlane, type ControlPlane } from "./cluster.ts";
-import { loadPodRecords } from "./kubelet.ts";
-import { listNetns, run, terminateProcess } from "./nodes.ts";
-import type { ProbeAnswer, ProbeRequest, ProbeResult } from "./probe.ts";
-import { standaloneScript } from "./standalone.ts";
+import { KubeClient, resourcePath, type Resource } from "../kube/kube.ts";
+import { CNPS } from "../kube/resources.ts";
+import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
+import { loadPodRecords } from "../localcluster/kubelet.ts";
+import { listNetns, run, terminateProcess } from "../localcluster/nodes.ts";
+import type { ProbeAnswer, ProbeRequest, ProbeResult } from "../localcluster/probe.ts";
+import { standaloneScript } from "../localcluster/standalone.ts";
 
-const probeSource = fileURLToPath(new URL("./probe.ts", import.meta.url));
+const probeSource = fileURLToPath(new URL("../localcluster/probe.ts", import.meta.url));
 
 export interface TestPodSpec {
   namespace: string;

@@ -6,13 +6,13 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { devNodesDown, probeFromPod } from "../cli/dev-pods.ts";
-import { isProcessAlive } from "./cluster.ts";
+import { isProcessAlive } from "../localcluster/cluster.ts";
 import { TestCluster, type PodProber } from "./harness.ts";
-import { listNetns, run } from "./nodes.ts";
-import { loadPodRecords } from "./kubelet.ts";
+import { listNetns, run } from "../localcluster/nodes.ts";
+import { loadPodRecords } from "../localcluster/kubelet.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
-import { loadDevClusterState } from "./devcluster.ts";
+import { loadDevClusterState } from "../localcluster/devcluster.ts";
 
 const prefix = `p${process.pid % 100000}-`;
 const seedFile = fileURLToPath(new URL("../crds/examples/seed.yaml", import.meta.url));

@@ -12,10 +12,10 @@ import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { NodeAgent } from "./agent.ts";
-import { AgentTestbed, HOST_IP, HOST_PEER_ID, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, HOST_PEER_ID, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./testing/agent.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { parseAgentFlags } from "./main.ts";
-import type { Flow } from "./observer/flow.ts";
+import type { Flow } from "../flowapi/flow.ts";
 
 const execFileP = promisify(execFile);
 const MEMBRANE = path.join(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");

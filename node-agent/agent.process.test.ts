@@ -11,7 +11,7 @@ import { Datapath } from "./bpf/datapath.ts";
 import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { parseAgentFlags } from "./main.ts";
-import { AgentTestbed, HOST_IP, POD_IP, capturingLogger, stateAllowing, until } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, POD_IP, capturingLogger, stateAllowing, until } from "./testing/agent.ts";
 import { ipIn } from "./bpf/netns.ts";
 
 const run = promisify(execFile);

@@ -8,7 +8,7 @@ import { type IpcacheEntry, encodeEndpointKey, encodeIpcacheValue } from "./bpf/
 import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
-import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./agent-fixture.ts";
+import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./testing/agent.ts";
 
 const NODE_IP = "192.0.2.1"; // the pod's node in stateAllowing()
 const REMOTE_NODE_IP = "192.0.2.9";

@@ -7,7 +7,7 @@ import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
 import { entryKeyString } from "../core/mapstate.ts";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
-import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
+import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
@@ -15,7 +15,7 @@ import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolic
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
-import type { EnrichLookups } from "./observer/flow.ts";
+import type { EnrichLookups } from "./observer/enrich.ts";
 import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
 import type { ObserverListen } from "./observer/server.ts";

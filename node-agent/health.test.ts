@@ -3,12 +3,12 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
-import { KubeClient } from "../controllers/runtime/kube.ts";
-import type { Condition } from "../controllers/runtime/conditions.ts";
+import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
+import { KubeClient } from "../kube/kube.ts";
+import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { CiliumNodeHealth, healthConditions } from "./health.ts";
-import { capturingLogger, until } from "./agent-fixture.ts";
+import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
 const base: AgentStatus = { connected: true, version: 7, lastError: undefined, endpoints: 2, policyEnforcementMode: "default" };

@@ -1,10 +1,10 @@
 // Publishes the agent's health on its own CiliumNode: status conditions (Ready, DatapathLoaded, PolicySynced) and the observer's address annotation.
 import type { Logger } from "pino";
-import { Backoff } from "../controllers/runtime/backoff.ts";
-import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../controllers/runtime/conditions.ts";
-import { type KubeClient, type KubeObject, resourcePath } from "../controllers/runtime/kube.ts";
-import { CILIUM_NODES } from "../controllers/runtime/resources.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "./observer/discover.ts";
+import { Backoff } from "../kube/backoff.ts";
+import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
+import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
+import { CILIUM_NODES } from "../kube/resources.ts";
+import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
 
 interface CiliumNodeHealthObject extends KubeObject {

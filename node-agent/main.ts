@@ -10,7 +10,7 @@ import { AgentMetrics, DEFAULT_METRICS_ADDRESS, parseListenAddress } from "./met
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
 import { CiliumNodeHealth } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
-import { KubeClient } from "../controllers/runtime/kube.ts";
+import { KubeClient } from "../kube/kube.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE

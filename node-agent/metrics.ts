@@ -1,10 +1,10 @@
 // The agent's Prometheus metrics (its own registry) and health endpoints: /metrics, /healthz, /readyz on loopback.
 import type { Logger } from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
-import { HealthServer } from "../controllers/runtime/server.ts";
+import { HealthServer } from "../kube/server.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import type { NodeAgent } from "./agent.ts";
-import type { Flow } from "./observer/flow.ts";
+import type { Flow } from "../flowapi/flow.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 

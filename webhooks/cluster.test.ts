@@ -10,7 +10,7 @@ import { stringify } from "yaml";
 import { formatErrors } from "../core/validate.ts";
 import { BAD_POLICIES } from "../core/parser/testdata/bad-policies.ts";
 import { ciliumDocsExamples, seedExamples } from "../crds/fixtures.ts";
-import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { DEFAULT_CERT_OPTIONS } from "./certs.ts";
 import { DEFAULTS, startWebhook, type RunningWebhook, type WebhookConfig } from "./main.ts";
 

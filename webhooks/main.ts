@@ -1,5 +1,5 @@
 // `membrane webhook`: starts the admission server, its certificates and its registration with the API server.
-import { KubeClient } from "../controllers/runtime/kube.ts";
+import { KubeClient } from "../kube/kube.ts";
 import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import { parseDuration } from "../core/encryption.ts";

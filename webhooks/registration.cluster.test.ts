@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
-import { KubeClient } from "../controllers/runtime/kube.ts";
-import { startControlPlane, type ControlPlane } from "../e2e/cluster.ts";
+import { KubeClient } from "../kube/kube.ts";
+import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { WebhookRegistration, type RegistrationOptions } from "./registration.ts";
 
 const silent = pino({ level: "silent" });

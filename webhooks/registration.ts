@@ -1,6 +1,6 @@
 // Keeps the webhook's certificates in a Secret and its ValidatingWebhookConfiguration pointing at it, re-issuing before expiry.
 // The REST client is the operator's (controllers/runtime): @kubernetes/client-node 2.0.1 does not load on Node 20.
-import { KubeClient, KubeError, isConflict, isNotFound } from "../controllers/runtime/kube.ts";
+import { KubeClient, KubeError, isConflict, isNotFound } from "../kube/kube.ts";
 import type { Logger } from "pino";
 import { VALIDATED_RESOURCES } from "../core/validate.ts";
 import {

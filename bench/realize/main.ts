@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Downstream, Upstream } from "../../core/wire.ts";
-import { controlPlanePaths, startControlPlane } from "../../e2e/cluster.ts";
+import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { DistributionClient } from "../../controllers/testing/agent.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { makeBenchPki, type BenchPki } from "./pki.ts";

@@ -7,8 +7,8 @@ import { EMPTY_STATE } from "../../core/nodestate.ts";
 import { AgentClient } from "../testing/agent.ts";
 import { eventually } from "../testing/operator-process.ts";
 import { type TestPki, makePki } from "../testing/pki.ts";
-import { OperatorMetrics } from "../runtime/metrics.ts";
-import { HealthServer } from "../runtime/server.ts";
+import { OperatorMetrics } from "../../kube/metrics.ts";
+import { HealthServer } from "../../kube/server.ts";
 import { DistributionServer, nodeStreamState } from "./server.ts";
 import { enforcementState, policyConditions } from "../policy.ts";
 

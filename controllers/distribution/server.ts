@@ -9,7 +9,7 @@ import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, p
 import { EMPTY_STATE } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 import type { AgentAuthResult } from "./tokenauth.ts";
-import type { NodeStreamState } from "../runtime/metrics.ts";
+import type { NodeStreamState } from "../../kube/metrics.ts";
 
 /**
  * How an agent proves which node it is. Without one, the client certificate's CN must name the node

@@ -3,10 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { securityLabels } from "../../core/labels.ts";
-import type { Informer } from "../runtime/informer.ts";
-import { keyOf } from "../runtime/informer.ts";
-import type { KubeObject } from "../runtime/kube.ts";
-import { securityLabelsMap, type IdentityObject, type PodObject } from "../identity.ts";
+import type { Informer } from "../../kube/informer.ts";
+import { keyOf } from "../../kube/informer.ts";
+import type { KubeObject } from "../../kube/kube.ts";
+import { securityLabelsMap, type IdentityObject, type PodObject } from "../../kube/objects.ts";
 import type { NodeObject } from "../node.ts";
 import type { PolicyObject } from "../policy.ts";
 import { NodeStateSource } from "./source.ts";

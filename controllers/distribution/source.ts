@@ -5,9 +5,10 @@ import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/id
 import { formatLabel } from "../../core/labels.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
-import type { Informer, InformerEvent } from "../runtime/informer.ts";
-import type { KubeObject } from "../runtime/kube.ts";
-import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity, podNeedsIdentity } from "../identity.ts";
+import type { Informer, InformerEvent } from "../../kube/informer.ts";
+import type { KubeObject } from "../../kube/kube.ts";
+import { podNeedsIdentity } from "../identity.ts";
+import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../../kube/objects.ts";
 import { type NodeObject, nodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";

@@ -1,6 +1,6 @@
 // Agent authentication by ServiceAccount token: a TokenReview tells whether a pod-bound token of the agent's ServiceAccount, for our audience, is valid, and which node its pod runs on.
 import { createHash } from "node:crypto";
-import type { KubeClient } from "../runtime/kube.ts";
+import type { KubeClient } from "../../kube/kube.ts";
 
 /** The key under which the API server puts the bound pod's node name in a token's user info (Kubernetes ≥ 1.32). */
 export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";

@@ -1,7 +1,7 @@
 // The service map model: flows become pods and edges coloured by verdict, services attach by selector, the layout groups by namespace.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { dropFlow, endpoint, flow } from "../../node-agent/observer/testflows.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { FlowGraph, endpointInfo, serviceRefOf, type MapNode, type ServiceGraph, type ServiceRef } from "./graph.ts";
 
 const WEB_SVC: ServiceRef = { namespace: "shop", name: "web", selector: { app: "web" } };

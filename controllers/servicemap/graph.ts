@@ -1,7 +1,7 @@
 // The service map's model: flows aggregated into pods and edges, services attached by selector, laid out by namespace (pure, no I/O).
 import { labelSetFromStrings, parseLabel, LABEL_SOURCE, POD_NAMESPACE_LABEL } from "../../core/labels.ts";
 import { matchesSelector, selectorFrom } from "../../core/selector.ts";
-import { decisionText, type Flow, type FlowEndpoint } from "../../node-agent/observer/flow.ts";
+import { decisionText, type Flow, type FlowEndpoint } from "../../flowapi/flow.ts";
 
 /** A Service as the map needs it: pods whose labels match `selector` in `namespace` are behind it. */
 export interface ServiceRef {

@@ -1,7 +1,7 @@
 // The service map's HTTP endpoints: the page, graph.json with ETag/304, wrong paths and methods, and a page no pod name can break.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { endpoint, flow } from "../../node-agent/observer/testflows.ts";
+import { endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { FlowGraph } from "./graph.ts";
 import { ServiceMapServer } from "./server.ts";
 

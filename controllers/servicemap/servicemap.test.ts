@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { pino } from "pino";
 import { FlowBuffer } from "../../node-agent/observer/buffer.ts";
 import { ObserverServer } from "../../node-agent/observer/server.ts";
-import { dropFlow, endpoint, flow } from "../../node-agent/observer/testflows.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { eventually } from "../testing/operator-process.ts";
 import { ServiceMap } from "./servicemap.ts";
 

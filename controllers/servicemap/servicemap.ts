@@ -1,13 +1,13 @@
 // The operator's service map: follows every agent's observer (flags and CiliumNode discovery), watches Services, serves the page.
 import type { Logger } from "pino";
-import { parseFilterArgs, type FlowFilter } from "../../node-agent/observer/filter.ts";
-import { observersOf } from "../../node-agent/observer/discover.ts";
-import type { Flow } from "../../node-agent/observer/flow.ts";
-import { readFlows } from "../../node-agent/observer/client.ts";
-import { Backoff, sleep } from "../runtime/backoff.ts";
-import { Informer } from "../runtime/informer.ts";
-import { KubeClient, type KubeObject } from "../runtime/kube.ts";
-import { CILIUM_NODES, SERVICES } from "../runtime/resources.ts";
+import { parseFilterArgs, type FlowFilter } from "../../flowapi/filter.ts";
+import { observersOf } from "../../flowapi/discover.ts";
+import type { Flow } from "../../flowapi/flow.ts";
+import { readFlows } from "../../flowapi/client.ts";
+import { Backoff, sleep } from "../../kube/backoff.ts";
+import { Informer } from "../../kube/informer.ts";
+import { KubeClient, type KubeObject } from "../../kube/kube.ts";
+import { CILIUM_NODES, SERVICES } from "../../kube/resources.ts";
 import { FlowGraph, serviceRefOf, type ServiceGraph, type ServiceObject } from "./graph.ts";
 import { ServiceMapServer } from "./server.ts";
 

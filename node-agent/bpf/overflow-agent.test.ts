@@ -7,7 +7,7 @@ import { DROP_REASON_CODES } from "./layout.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { NodeAgent } from "../agent.ts";
 import { AgentMetrics } from "../metrics.ts";
-import { AgentTestbed, capturingLogger, stateAllowing, teardownAgentTest, until } from "../agent-fixture.ts";
+import { AgentTestbed, capturingLogger, stateAllowing, teardownAgentTest, until } from "../testing/agent.ts";
 
 const POLICY_MAP_ENTRIES = 4;
 

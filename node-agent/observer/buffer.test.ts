@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FlowBuffer } from "./buffer.ts";
-import { dropFlow, endpoint, flow } from "./testflows.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 
 test("200k pushed flows keep the ring at capacity and count every drop", () => {
   const b = new FlowBuffer({ capacity: 4096, forwardedSampleMs: 1000, maxConnections: 1000 });

@@ -1,5 +1,5 @@
 // The observer's memory: a ring of the most recent flows, per-connection sampling of forwarded flows, exact counters.
-import { connectionKey, type Flow } from "./flow.ts";
+import { connectionKey, type Flow } from "../../flowapi/flow.ts";
 
 export interface FlowBufferOptions {
   /** How many flows the ring holds; memory is bounded by this count. */

@@ -6,8 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { FlowExporter } from "./export.ts";
-import { dropFlow, endpoint, flow } from "./testflows.ts";
-import type { Flow } from "./flow.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 
 test("export rotates at the size limit, keeps K files, and every line parses back to its flow", (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-export-"));

@@ -1,7 +1,7 @@
 // Flow export for a SIEM: one JSON object per line in a file, rotated by size, keeping K old files (see README.md).
 import fs from "node:fs";
 import zlib from "node:zlib";
-import type { Flow } from "./flow.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 
 export interface FlowExporterOptions {
   /** The live file; rotated files are `<path>.1` (newest) … `<path>.<keep>` (oldest). */

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import { FlowBuffer, type FlowBufferOptions } from "./buffer.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
-import { enrich, type EnrichLookups } from "./flow.ts";
+import { enrich, type EnrichLookups } from "./enrich.ts";
 import { ObserverServer, type ObserverListen } from "./server.ts";
 
 export interface ObserverOptions {

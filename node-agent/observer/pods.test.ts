@@ -1,7 +1,7 @@
 // Pod naming for flows: remote pods from the ipcache's `pod`, local registrations first, IPv6 text in any form.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { enrich, type EnrichLookups } from "./flow.ts";
+import { enrich, type EnrichLookups } from "./enrich.ts";
 import { parsePodRef, podByAddress, podsFromIpcache } from "./pods.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import { DROP_REASON_CODES } from "../bpf/layout.ts";

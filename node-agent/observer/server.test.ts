@@ -10,11 +10,11 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { FlowBuffer } from "./buffer.ts";
 import { ObserverServer } from "./server.ts";
-import { dropFlow, endpoint, flow } from "./testflows.ts";
-import type { Flow } from "./flow.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 import { observe as observeIn, parseObserveArgs } from "../../cli/observe.ts";
-import { readFlows } from "./client.ts";
-import { parseFilterArgs } from "./filter.ts";
+import { readFlows } from "../../flowapi/client.ts";
+import { parseFilterArgs } from "../../flowapi/filter.ts";
 
 const membrane = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
 

@@ -3,7 +3,7 @@ import http from "node:http";
 import fs from "node:fs";
 import net, { type AddressInfo } from "node:net";
 import type { FlowBuffer } from "./buffer.ts";
-import { filterFromQuery, flowPredicate } from "./filter.ts";
+import { filterFromQuery, flowPredicate } from "../../flowapi/filter.ts";
 
 /** Where the API listens: a unix socket path, or a port on 127.0.0.1 (0 picks a free one). */
 export type ObserverListen = { readonly socketPath: string } | { readonly port: number };

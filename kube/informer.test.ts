@@ -8,7 +8,7 @@ import { pino } from "pino";
 import { KubeClient, type KubeObject } from "./kube.ts";
 import { Informer, type InformerEvent } from "./informer.ts";
 import { IDENTITIES } from "./resources.ts";
-import { writeKubeconfig } from "../testing/kubeconfig.ts";
+import { writeKubeconfig } from "../controllers/testing/kubeconfig.ts";
 
 const log = pino({ level: "silent" });
 

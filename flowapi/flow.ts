@@ -1,8 +1,6 @@
 // The Flow: one datapath verdict enriched with who (identities, labels, pods), why (drop reason) and which rule decided.
-import type { Direction, RuleOrigin } from "../../core/model.ts";
-import { PROTO_NUMBER } from "../../core/model.ts";
-import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
-import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
+import type { Direction, RuleOrigin } from "../core/model.ts";
+import { PROTO_NUMBER } from "../core/model.ts";
 
 export type FlowVerdict = "FORWARDED" | "DROPPED";
 /** `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying. */
@@ -43,17 +41,6 @@ export interface Flow {
   readonly node: string;
 }
 
-/** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
-export interface EnrichLookups {
-  readonly node: string;
-  identityLabels(identity: number): readonly string[] | undefined;
-  /** The pod behind an address, when it is a local or known endpoint. */
-  endpointByIp(ip: string): { readonly namespace: string; readonly pod: string } | undefined;
-  ruleOrigin(ruleId: number): RuleOrigin | undefined;
-  /** The wall-clock time of an event's monotonic timestamp (bpf_ktime_get_ns). */
-  wallClock(monotonicNs: bigint): Date;
-}
-
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(PROTO_NUMBER)
     .filter(([name]) => name !== "ANY")
@@ -71,51 +58,6 @@ export function decisionText(d: FlowDecision | undefined): string {
   if (d === undefined) return "";
   if (d.kind === "default-deny") return DEFAULT_DENY_TEXT;
   return `${d.policyKind} ${d.namespace !== undefined ? `${d.namespace}/` : ""}${d.name} ${d.rule}`;
-}
-
-function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
-  if (e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
-  if (e.ruleId === undefined) return undefined;
-  if (e.ruleId === RULE_ID_DEFAULT_DENY) return e.verdict === "dropped" ? { kind: "default-deny" } : undefined;
-  const o = lookups.ruleOrigin(e.ruleId);
-  if (o === undefined) return undefined;
-  return {
-    kind: "rule",
-    policyKind: o.policyKind,
-    ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
-    name: o.name,
-    rule: o.path,
-  };
-}
-
-function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
-  const pod = lookups.endpointByIp(ip);
-  return {
-    identity,
-    labels: lookups.identityLabels(identity) ?? [],
-    ...(pod !== undefined ? { namespace: pod.namespace, pod: pod.pod } : {}),
-    ip,
-    port,
-  };
-}
-
-/** A datapath event as a Flow. Pure: everything it needs comes from `lookups`. */
-export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
-  const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : "FORWARDED";
-  const decidedBy = decisionOf(e, lookups);
-  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined ? "policy-verdict" : "trace";
-  return {
-    time: lookups.wallClock(e.timestampNs).toISOString(),
-    verdict,
-    type,
-    direction: e.direction,
-    source: endpoint(e.srcIdentity, e.src, e.sport, lookups),
-    destination: endpoint(e.dstIdentity, e.dst, e.dport, lookups),
-    protocol: protocolName(e.proto),
-    ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
-    ...(decidedBy !== undefined ? { decidedBy } : {}),
-    node: lookups.node,
-  };
 }
 
 /** Identifies a connection (both directions' packets of one 5-tuple share it) for per-connection sampling. */

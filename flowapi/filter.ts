@@ -1,5 +1,5 @@
 // Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
-import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../../core/labels.ts";
+import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
 
 /** Values of one flag are alternatives (OR); different flags must all hold (AND). */

@@ -1,7 +1,8 @@
 // Enrichment: a datapath event becomes a Flow naming pods, labels, the drop reason and the deciding rule.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { enrich, decisionText, type EnrichLookups } from "./flow.ts";
+import { enrich, type EnrichLookups } from "./enrich.ts";
+import { decisionText } from "../../flowapi/flow.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import type { RuleOrigin } from "../../core/model.ts";
 import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";

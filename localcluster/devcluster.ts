@@ -8,7 +8,7 @@ import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { ifindexIn } from "../node-agent/bpf/netns.ts";
-import { KubeClient } from "../controllers/runtime/kube.ts";
+import { KubeClient } from "../kube/kube.ts";
 import { DEFAULTS as WEBHOOK_DEFAULTS } from "../webhooks/main.ts";
 import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";

@@ -6,11 +6,11 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
-import { Controller, type Reconciler, type ReconcileResult } from "../controllers/runtime/controller.ts";
-import { Informer } from "../controllers/runtime/informer.ts";
-import { KubeClient, isNotFound, resourcePath, type KubeObject } from "../controllers/runtime/kube.ts";
-import { OperatorMetrics } from "../controllers/runtime/metrics.ts";
-import { NODES, PODS } from "../controllers/runtime/resources.ts";
+import { Controller, type Reconciler, type ReconcileResult } from "../kube/controller.ts";
+import { Informer } from "../kube/informer.ts";
+import { KubeClient, isNotFound, resourcePath, type KubeObject } from "../kube/kube.ts";
+import { OperatorMetrics } from "../kube/metrics.ts";
+import { NODES, PODS } from "../kube/resources.ts";
 import { isProcessAlive } from "./cluster.ts";
 import { standaloneScript } from "./standalone.ts";
 import { cniConfig, loadNodesState, netnsExists, run, terminateProcess, type LocalNode, type NodesState } from "./nodes.ts";
@@ -361,7 +361,7 @@ async function removeKubeletFiles(dir: string): Promise<void> {
   await rm(dirname(podServerScript(dir)), { recursive: true, force: true });
 }
 
-/** `node --import tsx e2e/kubelet.ts DIR KUBECONFIG`: the kubelet of `membrane dev`, until SIGTERM (which leaves pods running). */
+/** `node --import tsx localcluster/kubelet.ts DIR KUBECONFIG`: the kubelet of `membrane dev`, until SIGTERM (which leaves pods running). */
 async function main(): Promise<void> {
   const [dir, kubeconfig] = process.argv.slice(2);
   if (!dir || !kubeconfig) throw new Error("usage: kubelet.ts DIR KUBECONFIG");

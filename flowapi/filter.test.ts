@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { filterFromQuery, filterToQuery, flowPredicate, parseFilterArgs, type FlowFilter } from "./filter.ts";
-import { dropFlow, endpoint, flow } from "./testflows.ts";
+import { dropFlow, endpoint, flow } from "./testing/flows.ts";
 import type { Flow } from "./flow.ts";
 
 function filterOf(...argv: string[]): FlowFilter {

@@ -1,5 +1,5 @@
 // Synthetic flows for the observer's tests.
-import type { Flow, FlowEndpoint } from "./flow.ts";
+import type { Flow, FlowEndpoint } from "../flow.ts";
 
 export function endpoint(over: Partial<FlowEndpoint> = {}): FlowEndpoint {
   return { identity: 256, labels: ["k8s:app=client", "k8s:io.kubernetes.pod.namespace=default"], namespace: "default", pod: "client-1", ip: "10.0.0.1", port: 40000, ...over };

@@ -1,6 +1,6 @@
 // Finds every agent's observer API in a cluster: the `membrane.io/observer-address` annotation of each CiliumNode.
-import { KubeClient, resourcePath, type KubeObject, type ObjectList } from "../../controllers/runtime/kube.ts";
-import { CILIUM_NODES } from "../../controllers/runtime/resources.ts";
+import { KubeClient, resourcePath, type KubeObject, type ObjectList } from "../kube/kube.ts";
+import { CILIUM_NODES } from "../kube/resources.ts";
 
 /** Set by each agent on its CiliumNode: `unix:/path/to/socket` or `http://host:port`. */
 export const OBSERVER_ADDRESS_ANNOTATION = "membrane.io/observer-address";

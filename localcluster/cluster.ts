@@ -81,7 +81,7 @@ export function controlPlanePaths(dir: string) {
 
 let built: Promise<string> | undefined;
 
-/** Runs e2e/controlplane/build.sh (a no-op when cached) once per process; resolves to the binaries' dir. */
+/** Runs localcluster/controlplane/build.sh (a no-op when cached) once per process; resolves to the binaries' dir. */
 export function ensureControlPlaneBuilt(): Promise<string> {
   built ??= new Promise<string>((resolvePromise, reject) => {
     const child = spawn(buildScript, [], { stdio: ["ignore", "pipe", "inherit"] });

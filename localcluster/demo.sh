@@ -61,7 +61,7 @@ eval "$env_line"
 export KUBECONFIG
 devdir="$(dirname "$KUBECONFIG")"
 # The control plane's helm, with its state beside the control plane's files.
-helm_bin="$(bash e2e/controlplane/build.sh 2>/dev/null | tail -n 1)/helm"
+helm_bin="$(bash localcluster/controlplane/build.sh 2>/dev/null | tail -n 1)/helm"
 export HELM_CACHE_HOME="$devdir/helm/cache" HELM_CONFIG_HOME="$devdir/helm/config" HELM_DATA_HOME="$devdir/helm/data"
 kubectl() { command kubectl --cache-dir="$devdir/kube-cache" "$@"; }
 helm() { "$helm_bin" "$@"; }

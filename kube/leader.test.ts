@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import { KubeClient } from "./kube.ts";
 import { LeaderElector } from "./leader.ts";
-import { writeKubeconfig } from "../testing/kubeconfig.ts";
+import { writeKubeconfig } from "../controllers/testing/kubeconfig.ts";
 
 const log = pino({ level: "silent" });
 const TIMING = { leaseDurationMs: 1000, renewDeadlineMs: 600, retryPeriodMs: 100 };

@@ -3,11 +3,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
-import { startControlPlane } from "../../e2e/cluster.ts";
+import { startControlPlane } from "../localcluster/cluster.ts";
 import { KubeClient, type KubeObject } from "./kube.ts";
 import { Informer, type InformerEvent } from "./informer.ts";
 import type { Resource } from "./kube.ts";
-import { eventually } from "../testing/operator-process.ts";
+import { eventually } from "../controllers/testing/operator-process.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 const CONFIGMAPS: Resource = { group: "", version: "v1", plural: "configmaps", namespaced: true, kind: "ConfigMap" };

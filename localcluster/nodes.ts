@@ -5,8 +5,8 @@ import { dirname, join } from "node:path";
 import { pino } from "pino";
 import { formatIP, formatPrefix, parsePrefix } from "../core/cidr.ts";
 import { podRange } from "../node-agent/cni/ipam.ts";
-import { KubeClient, isNotFound, resourcePath } from "../controllers/runtime/kube.ts";
-import { NODES } from "../controllers/runtime/resources.ts";
+import { KubeClient, isNotFound, resourcePath } from "../kube/kube.ts";
+import { NODES } from "../kube/resources.ts";
 import { isProcessAlive } from "./cluster.ts";
 
 const log = pino({ name: "nodes", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));

@@ -15,7 +15,7 @@ export function standaloneScript(source: string, outDir: string): Promise<string
       if (dst && dst.mtimeMs >= src.mtimeMs) return out;
       await mkdir(outDir, { recursive: true });
       const tmp = `${out}.${process.pid}.tmp`;
-      await build({ entryPoints: [source], outfile: tmp, bundle: true, platform: "node", format: "esm", target: "node20", logLevel: "silent" });
+      await build({ entryPoints: [source], outfile: tmp, bundle: true, platform: "node", format: "esm", target: "node26", logLevel: "silent" });
       await rename(tmp, out); // atomic: another process never runs a half-written file
       return out;
     })();

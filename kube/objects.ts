@@ -1,0 +1,40 @@
+// The shapes of the API objects Membrane's components read and write (pods, CiliumIdentity), and the
+// translation between a CiliumIdentity's `security-labels` and a core label set.
+import type { LabelSet } from "../core/model.ts";
+import { label, labelSetFrom } from "../core/labels.ts";
+import type { KubeObject } from "./kube.ts";
+
+/** The pod annotation that records the pod's identity number. */
+export const IDENTITY_ANNOTATION = "membrane.io/identity";
+/** On a CiliumIdentity: since when no pod has used it (RFC 3339); removed when a pod uses it again. */
+export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
+
+export interface PodObject extends KubeObject {
+  spec?: {
+    serviceAccountName?: string;
+    hostNetwork?: boolean;
+    nodeName?: string;
+    containers?: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[];
+  };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
+}
+
+export interface IdentityObject extends KubeObject {
+  "security-labels"?: Record<string, string>;
+}
+
+/** The `security-labels` map of a CiliumIdentity: "source:key" → value, as Cilium writes it. */
+export function securityLabelsMap(set: LabelSet): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const l of set.labels) out[`${l.source}:${l.key}`] = l.value;
+  return out;
+}
+
+export function labelSetOfIdentity(obj: IdentityObject): LabelSet {
+  return labelSetFrom(
+    Object.entries(obj["security-labels"] ?? {}).map(([sk, value]) => {
+      const i = sk.indexOf(":");
+      return i < 0 ? label("unspec", sk, value) : label(sk.slice(0, i), sk.slice(i + 1), value);
+    }),
+  );
+}

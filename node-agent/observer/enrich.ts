@@ -1,0 +1,63 @@
+// Turns a datapath verdict event into a Flow (the observer API's shape): identities to labels,
+// addresses to pods, rule ids to the policy rule that decided.
+import type { RuleOrigin } from "../../core/model.ts";
+import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
+import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
+import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType, type FlowVerdict } from "../../flowapi/flow.ts";
+
+/** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
+export interface EnrichLookups {
+  readonly node: string;
+  identityLabels(identity: number): readonly string[] | undefined;
+  /** The pod behind an address, when it is a local or known endpoint. */
+  endpointByIp(ip: string): { readonly namespace: string; readonly pod: string } | undefined;
+  ruleOrigin(ruleId: number): RuleOrigin | undefined;
+  /** The wall-clock time of an event's monotonic timestamp (bpf_ktime_get_ns). */
+  wallClock(monotonicNs: bigint): Date;
+}
+
+function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
+  if (e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
+  if (e.ruleId === undefined) return undefined;
+  if (e.ruleId === RULE_ID_DEFAULT_DENY) return e.verdict === "dropped" ? { kind: "default-deny" } : undefined;
+  const o = lookups.ruleOrigin(e.ruleId);
+  if (o === undefined) return undefined;
+  return {
+    kind: "rule",
+    policyKind: o.policyKind,
+    ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
+    name: o.name,
+    rule: o.path,
+  };
+}
+
+function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
+  const pod = lookups.endpointByIp(ip);
+  return {
+    identity,
+    labels: lookups.identityLabels(identity) ?? [],
+    ...(pod !== undefined ? { namespace: pod.namespace, pod: pod.pod } : {}),
+    ip,
+    port,
+  };
+}
+
+/** A datapath event as a Flow. Pure: everything it needs comes from `lookups`. */
+export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
+  const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : "FORWARDED";
+  const decidedBy = decisionOf(e, lookups);
+  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined ? "policy-verdict" : "trace";
+  return {
+    time: lookups.wallClock(e.timestampNs).toISOString(),
+    verdict,
+    type,
+    direction: e.direction,
+    source: endpoint(e.srcIdentity, e.src, e.sport, lookups),
+    destination: endpoint(e.dstIdentity, e.dst, e.dport, lookups),
+    protocol: protocolName(e.proto),
+    ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
+    ...(decidedBy !== undefined ? { decidedBy } : {}),
+    node: lookups.node,
+  };
+}
+
