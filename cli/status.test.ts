@@ -1,6 +1,8 @@
 // `membrane status` without a cluster: what counts as healthy, which warnings name what, the text and JSON views, and flag errors.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import type { Condition } from "../kube/conditions.ts";
 import { type CiliumNodeObject, type ClusterSnapshot, type PolicyObject, formatStatus, parseFlags, statusReport } from "./status.ts";
 
@@ -135,5 +137,17 @@ describe("membrane status: output and flags", () => {
     assert.deepEqual(parseFlags(["--wait-duration", "1m"]), { error: "--wait-duration: only with --wait" });
     assert.match((parseFlags(["--bogus"]) as { error: string }).error, /--bogus/);
     assert.deepEqual(parseFlags(["-h"]), { help: true });
+  });
+
+  it("the binary: a usage error exits 2 naming the flag, an unreadable kubeconfig exits 1 saying so", async () => {
+    const membrane = fileURLToPath(new URL("../bin/membrane", import.meta.url));
+    const run = (...args: string[]) =>
+      new Promise<{ code: number; stderr: string }>((resolve) => execFile(membrane, ["status", ...args], (err, _out, stderr) => resolve({ code: err ? Number(err.code) : 0, stderr })));
+    const usage = await run("--output", "yaml");
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /^membrane status: --output: "yaml" is not text or json$/m);
+    const missing = await run("--kubeconfig", "/nonexistent/kubeconfig");
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^membrane status: cannot load the kubeconfig: .*\/nonexistent\/kubeconfig/m);
   });
 });

@@ -26,6 +26,8 @@ const OPERATOR_LABELS: Readonly<Record<string, string>> = { "app.kubernetes.io/n
 /** Our clock against the operator's renewTime: tolerate this much skew before calling a lease expired. */
 const CLOCK_SKEW_MS = 5_000;
 const WAIT_POLL_MS = 1_000;
+/** Without --wait, a read that fails is tried this often: an API server answers "(re)initializing" or 503 for moments. */
+const READ_ATTEMPTS = 3;
 const AGENT_CONDITIONS = ["Ready", "DatapathLoaded", "PolicySynced"] as const;
 
 export interface LeaseObject extends KubeObject {
@@ -290,6 +292,20 @@ export function parseFlags(args: string[]): Flags | { error: string } | { help: 
   };
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One reading of the cluster, tried READ_ATTEMPTS times before its failure is reported. */
+async function readReport(client: KubeClient, lease: StatusOptions): Promise<{ report?: StatusReport; failure?: string }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { report: statusReport(await readSnapshot(client, lease), new Date()) };
+    } catch (e) {
+      if (attempt >= READ_ATTEMPTS) return { failure: (e as Error).message };
+      await sleep(WAIT_POLL_MS);
+    }
+  }
+}
+
 export async function run(args: string[]): Promise<number> {
   const flags = parseFlags(args);
   if ("help" in flags) {
@@ -308,18 +324,11 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const deadline = Date.now() + (flags.waitMs ?? 0);
-  let lastWarnings = "";
+  let lastWaiting = "";
   try {
     for (;;) {
-      let report: StatusReport | undefined;
-      let failure: string | undefined;
-      try {
-        report = statusReport(await readSnapshot(client, flags.lease), new Date());
-      } catch (e) {
-        failure = (e as Error).message;
-      }
-      const done = (report?.healthy ?? false) || flags.waitMs === undefined || Date.now() >= deadline;
-      if (done) {
+      const { report, failure } = await readReport(client, flags.lease);
+      if (report?.healthy || flags.waitMs === undefined || Date.now() >= deadline) {
         if (!report) {
           process.stderr.write(`membrane status: cannot read the cluster's state: ${failure}\n`);
           return 1;
@@ -329,10 +338,10 @@ export async function run(args: string[]): Promise<number> {
         return report.healthy ? 0 : 1;
       }
       // While waiting, say what is still wrong each time it changes (on stderr: stdout stays the final report).
-      const now = failure ?? report?.warnings.join("; ") ?? "";
-      if (now !== lastWarnings) process.stderr.write(`waiting: ${now}\n`);
-      lastWarnings = now;
-      await new Promise((r) => setTimeout(r, Math.min(WAIT_POLL_MS, Math.max(0, deadline - Date.now()))));
+      const waiting = failure ?? report?.warnings.join("; ") ?? "";
+      if (waiting !== lastWaiting) process.stderr.write(`waiting: ${waiting}\n`);
+      lastWaiting = waiting;
+      await sleep(Math.min(WAIT_POLL_MS, Math.max(0, deadline - Date.now())));
     }
   } finally {
     client.close();

@@ -1,12 +1,14 @@
 // The operator against a real kube-apiserver: a policy with L7 rules or toFQDNs shows Enforced=False/RulesNotEnforced naming them, until they are removed.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 
 const CRD_DIR = fileURLToPath(new URL("../crds/generated/", import.meta.url));
+const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
 interface Condition {
   type: string;
@@ -38,6 +40,11 @@ describe("policy status names the rules that are not enforced yet", { timeout: 3
     cp = await startControlPlane({ name: `policy-l7-${process.pid}` });
     for (const f of readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml"))) await kubectl(["apply", "-f", `${CRD_DIR}${f}`]);
     await kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    // Established is not yet servable: a new CRD's storage answers "storage is (re)initializing" for a moment.
+    for (let i = 0; (await cp.kubectl(["get", "cnp,ccnp,ciliumnodes,ciliumidentities", "-A"])).code !== 0; i++) {
+      if (i > 100) throw new Error("the CRDs never became servable");
+      await new Promise((r) => setTimeout(r, 200));
+    }
     op = new OperatorProcess("op-l7", cp.kubeconfig, ["--leader-elect", "false", "--controllers", "identity,policy"]);
   });
 
@@ -63,6 +70,20 @@ describe("policy status names the rules that are not enforced yet", { timeout: 3
     assert.equal(l7.enforced?.observedGeneration, l7.obj.metadata.generation);
     assert.match(l7.enforced?.message ?? "", /spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http: not enforced yet: the port is allowed for every request/);
     assert.equal(l7.obj.status?.conditions?.find((c) => c.type === "Valid")?.status, "True", "the policy is valid, only not enforced");
+
+    // `membrane status` counts it as not enforced and names it (exit 1: unhealthy).
+    const st = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(MEMBRANE, ["status", "--kubeconfig", cp!.kubeconfig, "-o", "json"], (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr })),
+    );
+    assert.equal(st.code, 1);
+    assert.notEqual(st.stdout, "", st.stderr);
+    const report = JSON.parse(st.stdout) as { policies: { notEnforced: number; valid: number }; warnings: string[] };
+    assert.equal(report.policies.notEnforced, 1);
+    assert.equal(report.policies.valid, 1);
+    assert.ok(
+      report.warnings.some((w) => w.startsWith("CiliumNetworkPolicy default/api is not enforced (RulesNotEnforced): ") && w.includes("spec.ingress[0].toPorts[0].rules.http")),
+      report.warnings.join("\n"),
+    );
 
     await kubectl(["apply", "-f", "-"], cnp([{ ports: [{ port: "80", protocol: "TCP" }] }]));
     const l4 = await eventually("Enforced no longer RulesNotEnforced", async () => {
