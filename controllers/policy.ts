@@ -1,6 +1,7 @@
 // Policy reconciler: a NetworkPolicy, CNP or CCNP → the core parser → status conditions Valid and
 // Enforced with observedGeneration and the number of selected endpoints, and a Warning Event per failure.
 import type { Logger } from "pino";
+import { describeGaps, enforcementGaps } from "../core/enforcement-gaps.ts";
 import type { Policy } from "../core/model.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
@@ -71,9 +72,14 @@ export function policyConditions(
   const rules = parsed.value.reduce((n, p) => n + p.rules.length, 0);
   const valid: ConditionInput = { type: "Valid", status: "True", reason: "Parsed", message: `${rules} rule${rules === 1 ? "" : "s"}`, ...g };
   const count = `${enforcement.acknowledged}/${nodes} nodes`;
+  // A rule the datapath cannot enforce yet makes the policy not enforced, whatever the nodes acknowledged.
+  const gaps = enforcementGaps(parsed.value);
   let enforced: ConditionInput;
-  if (enforcement.refused.length > 0) {
-    const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
+  const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
+  if (gaps.length > 0) {
+    const refused = why === "" ? "" : `; refused by ${why}`;
+    enforced = { type: "Enforced", status: "False", reason: "RulesNotEnforced", message: `${count}${refused}; ${describeGaps(gaps)}`, ...g };
+  } else if (enforcement.refused.length > 0) {
     enforced = { type: "Enforced", status: "False", reason: "Refused", message: `${count}; refused by ${why}`, ...g };
   } else if (nodes > 0 && enforcement.acknowledged >= nodes) {
     enforced = { type: "Enforced", status: "True", reason: "Acknowledged", message: count, ...g };

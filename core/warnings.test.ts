@@ -73,10 +73,27 @@ describe("policy warnings", () => {
     const dns = (port: string) => ({
       egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port, protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] }],
     });
-    assert.deepEqual(warningsFor(dns("53")), []);
+    const notEnforced = "spec.egress[0].toPorts[0].rules.dns: not enforced yet: every DNS query on the port is allowed";
+    assert.deepEqual(warningsFor(dns("53")), [notEnforced]);
     assert.deepEqual(warningsFor(dns("5353")), [
       "spec.egress[0].toPorts[0]: DNS rules on port 5353, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on",
+      notEnforced,
     ]);
+  });
+
+  it("warns that L7 rules and toFQDNs are accepted but not enforced yet, naming each by its path", () => {
+    assert.deepEqual(
+      warningsFor({
+        egress: [
+          { toEndpoints: [{}], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] },
+          { toFQDNs: [{ matchName: "example.com" }] },
+        ],
+      }),
+      [
+        "spec.egress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
+        "spec.egress[1].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
+      ],
+    );
   });
 
   it("warns about selector keys no Cilium source produces, but not about negations of them", () => {

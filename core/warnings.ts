@@ -1,5 +1,6 @@
 // Warnings for legal but risky policies, computed over the parsed model (shared by the webhook and `membrane policy validate`).
 import { parsePrefix, prefixContains } from "./cidr.ts";
+import { enforcementGaps } from "./enforcement-gaps.ts";
 import { ENTITIES } from "./entities.ts";
 import { reservedIdentityByName } from "./identity.ts";
 import { CLUSTER_LABEL, LABEL_SOURCE, POD_NAMESPACE_LABEL, SERVICE_ACCOUNT_LABEL } from "./labels.ts";
@@ -24,6 +25,8 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
       if (rule.ports.length > 0) found.push(...dnsOffPort53(rule));
     }
     found.push(...unreachableAllows(policy), ...unknownLabelKeys(policy));
+    // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
+    for (const gap of enforcementGaps([policy])) found.push({ path: gap.path, message: gap.effect });
   }
   if (found.length < 2) return found;
   // The same warning can come from several specs of one object: say it once.

@@ -1,4 +1,4 @@
-// The API resources the operator reads and writes.
+// The API resources the operator and the CLI read and write.
 import type { Resource } from "./kube.ts";
 
 export const PODS: Resource = { group: "", version: "v1", plural: "pods", namespaced: true, kind: "Pod" };
@@ -11,3 +11,5 @@ export const CNPS: Resource = { group: "cilium.io", version: "v2", plural: "cili
 export const CCNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumclusterwidenetworkpolicies", namespaced: false, kind: "CiliumClusterwideNetworkPolicy" };
 export const IDENTITIES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumidentities", namespaced: false, kind: "CiliumIdentity" };
 export const CILIUM_NODES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnodes", namespaced: false, kind: "CiliumNode" };
+export const LEASES: Resource = { group: "coordination.k8s.io", version: "v1", plural: "leases", namespaced: true, kind: "Lease" };
+export const DEPLOYMENTS: Resource = { group: "apps", version: "v1", plural: "deployments", namespaced: true, kind: "Deployment" };

@@ -7,7 +7,7 @@ import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts
 import { KubeClient } from "../kube/kube.ts";
 import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
-import { CiliumNodeHealth, healthConditions } from "./health.ts";
+import { CiliumNodeHealth, agentReport, healthConditions, membraneVersion } from "./health.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
@@ -15,6 +15,12 @@ const base: AgentStatus = { connected: true, version: 7, lastError: undefined, e
 const byType = (cs: readonly { type: string; status: string; reason: string; message: string }[]) => Object.fromEntries(cs.map((c) => [c.type, `${c.status}/${c.reason}`]));
 
 describe("agent health conditions", () => {
+  it("the agent block carries the build version, and the policy version once one is acknowledged", () => {
+    assert.deepEqual(agentReport({ ...base, version: undefined }, "0.1.0"), { version: "0.1.0" });
+    assert.deepEqual(agentReport(base, "0.1.0"), { version: "0.1.0", policyVersion: 7 });
+    assert.match(membraneVersion(), /^\d+\.\d+\.\d+/);
+  });
+
   it("connected with an acknowledged version: Ready, DatapathLoaded and PolicySynced are True, and the message names the version", () => {
     const cs = healthConditions(base, "maps pinned", 3);
     assert.deepEqual(byType(cs), { Ready: "True/Enforcing", DatapathLoaded: "True/Loaded", PolicySynced: "True/Acknowledged" });
@@ -58,7 +64,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     assert.equal(r.code, 0, `kubectl ${args.join(" ")}: ${r.stderr}`);
     return r.stdout;
   };
-  const ciliumNode = async () => JSON.parse(await kubectl(["get", "ciliumnode", node, "-o", "json"])) as { metadata: { annotations?: Record<string, string> }; status?: { conditions?: Condition[] } };
+  const ciliumNode = async () => JSON.parse(await kubectl(["get", "ciliumnode", node, "-o", "json"])) as { metadata: { annotations?: Record<string, string> }; status?: { conditions?: Condition[]; agent?: { version?: string; policyVersion?: number } } };
   const eventually = async <T>(what: string, f: () => Promise<T | undefined>): Promise<T> => {
     const end = Date.now() + 20_000;
     for (;;) {
@@ -92,6 +98,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
         return () => listeners.splice(listeners.indexOf(f), 1);
       },
       datapath: "maps pinned under /sys/fs/bpf/membrane/test",
+      agentVersion: "0.0.0-test",
       observerAddress: "unix:/run/membrane/observer.sock",
       onPodCIDRs: (c) => cidrs.push([...c]),
       log: capturingLogger(lines),
@@ -106,6 +113,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     });
     assert.deepEqual(byType(cn.status!.conditions!), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
     assert.equal(cn.metadata.annotations!["membrane.io/observer-address"], "unix:/run/membrane/observer.sock");
+    assert.deepEqual(cn.status!.agent, { version: "0.0.0-test" }, "the version is published before any policy version");
     assert.deepEqual(cidrs.at(-1), ["10.244.7.0/24"]);
     assert.equal(lines.filter((l) => l.msg === "publishing health on the CiliumNode failed; enforcement is not affected").length, 1, "one line per distinct failure, not per retry");
   });
@@ -120,6 +128,11 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     });
     assert.deepEqual(byType(after), { Ready: "True/Enforcing", DatapathLoaded: "True/Loaded", PolicySynced: "True/Acknowledged" });
     assert.match(after.find((c) => c.type === "PolicySynced")!.message, /version 12/);
+    const agent = await eventually("status.agent with the acknowledged version", async () => {
+      const a = (await ciliumNode()).status?.agent;
+      return a?.policyVersion === 12 ? a : undefined;
+    });
+    assert.deepEqual(agent, { version: "0.0.0-test", policyVersion: 12 });
     const ltt = (cs: Condition[], t: string) => cs.find((c) => c.type === t)!.lastTransitionTime;
     assert.equal(ltt(after, "DatapathLoaded"), ltt(before, "DatapathLoaded"));
     assert.notEqual(ltt(after, "Ready"), ltt(before, "Ready"));

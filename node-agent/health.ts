@@ -1,4 +1,5 @@
-// Publishes the agent's health on its own CiliumNode: status conditions (Ready, DatapathLoaded, PolicySynced) and the observer's address annotation.
+// Publishes the agent's health on its own CiliumNode: status conditions (Ready, DatapathLoaded, PolicySynced), its version and acknowledged policy version, and the observer's address annotation.
+import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { Backoff } from "../kube/backoff.ts";
 import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
@@ -7,9 +8,30 @@ import { CILIUM_NODES } from "../kube/resources.ts";
 import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
 
+/** `status.agent` of a CiliumNode: what `membrane status` shows per node besides the conditions. */
+export interface AgentReport {
+  version?: string;
+  policyVersion?: number;
+}
+
 interface CiliumNodeHealthObject extends KubeObject {
   spec?: { ipam?: { podCIDRs?: string[] } };
-  status?: { conditions?: Condition[] };
+  status?: { conditions?: Condition[]; agent?: AgentReport };
+}
+
+/** This build's Membrane version (package.json), or "unknown" where the file is not shipped. */
+export function membraneVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** The agent block for a status: the version always, the policy version once one was acknowledged. */
+export function agentReport(s: AgentStatus, version: string): AgentReport {
+  return s.version === undefined ? { version } : { version, policyVersion: s.version };
 }
 
 /** The agent's conditions from its status: pure, so what each state reports is tested without a cluster. */
@@ -42,6 +64,8 @@ export interface CiliumNodeHealthOptions {
   readonly onStatus: (f: () => void) => () => void;
   /** What the datapath is (for DatapathLoaded's message), e.g. the pin directory. */
   readonly datapath: string;
+  /** The agent's version for `status.agent.version` (default: package.json's). */
+  readonly agentVersion?: string;
   /** `unix:/path` or `http://host:port`; the annotation is left alone when absent. */
   readonly observerAddress?: string;
   /** Called with the node's pod CIDRs each time the CiliumNode is read. */
@@ -62,9 +86,11 @@ export class CiliumNodeHealth {
   private lastFailure: string | undefined;
   private readonly backoff: Backoff;
   private inFlight: Promise<void> | undefined;
+  private readonly agentVersion: string;
 
   constructor(private readonly o: CiliumNodeHealthOptions) {
     this.backoff = new Backoff(o.backoff ?? { baseMs: 500, maxMs: 30_000, jitter: 0.2 });
+    this.agentVersion = o.agentVersion ?? membraneVersion();
   }
 
   start(): void {
@@ -116,9 +142,12 @@ export class CiliumNodeHealth {
     const path = resourcePath(CILIUM_NODES, undefined, this.o.nodeName);
     const cn = await this.o.client.get<CiliumNodeHealthObject>(path);
     this.o.onPodCIDRs?.(cn.spec?.ipam?.podCIDRs ?? []);
-    const want = mergeConditions(cn.status?.conditions, healthConditions(this.o.status(), this.o.datapath, cn.metadata.generation), new Date());
-    if (!sameConditions(cn.status?.conditions, want)) {
-      await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want } });
+    const status = this.o.status();
+    const want = mergeConditions(cn.status?.conditions, healthConditions(status, this.o.datapath, cn.metadata.generation), new Date());
+    const agent = agentReport(status, this.agentVersion);
+    const sameAgent = cn.status?.agent?.version === agent.version && cn.status?.agent?.policyVersion === agent.policyVersion;
+    if (!sameConditions(cn.status?.conditions, want) || !sameAgent) {
+      await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent } });
       this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");
     }
     const address = this.o.observerAddress;

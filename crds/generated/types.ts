@@ -913,6 +913,13 @@ export interface CiliumNode {
       /** metadata.generation of the object this condition was computed from. */
       observedGeneration?: number;
     }>;
+    /** What the node's agent reports about itself (read by membrane status). */
+    agent?: {
+      /** The agent's Membrane version, e.g. 0.1.0. */
+      version?: string;
+      /** The version of the operator's state the agent last applied and acknowledged. */
+      policyVersion?: number;
+    };
   };
 }
 

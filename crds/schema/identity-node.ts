@@ -123,6 +123,12 @@ export const ciliumNodeCRD = defineCRD({
         conditions: conditions(
           "Ready: the agent runs and its datapath is loaded; others as the agent reports.",
         ),
+        agent: obj("What the node's agent reports about itself (read by membrane status).", {
+          version: str("The agent's Membrane version, e.g. 0.1.0."),
+          policyVersion: int("The version of the operator's state the agent last applied and acknowledged.", {
+            minimum: 0,
+          }),
+        }),
       }),
     },
   ),

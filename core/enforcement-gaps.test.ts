@@ -1,0 +1,61 @@
+// Which rules of a policy are reported as not enforced yet (L7, DNS, toFQDNs), by field path, and which are not.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parsePolicyObject } from "./parser/index.ts";
+import { describeGaps, enforcementGaps } from "./enforcement-gaps.ts";
+
+function gapsOf(object: Record<string, unknown>): string[] {
+  const parsed = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "p", namespace: "default" }, ...object });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  return enforcementGaps(parsed.value).map((g) => g.path);
+}
+
+const web = { matchLabels: { app: "web" } };
+const http = { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/public/.*" }] } };
+const dns = { ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } };
+
+describe("enforcement gaps", () => {
+  it("an L4-only policy has none", () => {
+    assert.deepEqual(gapsOf({ spec: { endpointSelector: web, ingress: [{ fromEndpoints: [web], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] } }), []);
+  });
+
+  it("names HTTP, Kafka and DNS rules by their toPorts path, and toFQDNs by its rule", () => {
+    const paths = gapsOf({
+      spec: {
+        endpointSelector: web,
+        ingress: [{ toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }, http] }],
+        egress: [
+          { toEndpoints: [{}], toPorts: [dns] },
+          { toFQDNs: [{ matchName: "example.com" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
+          { toEndpoints: [web], toPorts: [{ ports: [{ port: "9092", protocol: "TCP" }], rules: { kafka: [{ topic: "orders" }] } }] },
+        ],
+      },
+    });
+    assert.deepEqual(paths, [
+      "spec.ingress[0].toPorts[1].rules.http",
+      "spec.egress[0].toPorts[0].rules.dns",
+      "spec.egress[1].toFQDNs",
+      "spec.egress[2].toPorts[0].rules.kafka",
+    ]);
+  });
+
+  it("uses the specs[i] paths of a multi-spec policy", () => {
+    const paths = gapsOf({ specs: [{ endpointSelector: web, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, { endpointSelector: web, ingress: [{ toPorts: [http] }] }] });
+    assert.deepEqual(paths, ["specs[1].ingress[0].toPorts[0].rules.http"]);
+  });
+
+  it("the description says what happens instead: every request passes, or the FQDN traffic stays denied", () => {
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: { endpointSelector: web, egress: [{ toEndpoints: [web], toPorts: [http] }, { toFQDNs: [{ matchPattern: "*.example.com" }] }] },
+    });
+    assert.ok(parsed.ok);
+    assert.equal(
+      describeGaps(enforcementGaps(parsed.value)),
+      "spec.egress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request; " +
+        "spec.egress[1].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
+    );
+  });
+});
