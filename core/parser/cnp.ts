@@ -121,7 +121,7 @@ function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[
       continue;
     }
     if (given.length > 1) {
-      errs.add(p, `set only one of ${given.join(", ")}`);
+      errs.add(join(p, given[1] ?? ""), `set only one of ${given.join(", ")}`);
       continue;
     }
     if (given[0] !== "cidr") {
@@ -156,7 +156,7 @@ function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope:
     const byName = optObject(errs, item, "k8sService", p);
     const bySelector = optObject(errs, item, "k8sServiceSelector", p);
     if (byName && bySelector) {
-      errs.add(p, "set only one of k8sService or k8sServiceSelector");
+      errs.add(join(p, "k8sServiceSelector"), "set only one of k8sService or k8sServiceSelector");
       continue;
     }
     if (!byName && !bySelector) {
@@ -204,7 +204,7 @@ function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined) {
-      errs.add(p, "set only one of matchName or matchPattern");
+      errs.add(join(p, "matchPattern"), "set only one of matchName or matchPattern");
       continue;
     }
     if (matchName === undefined && matchPattern === undefined) {
@@ -468,7 +468,7 @@ export function parseCiliumSpec(
   const namespaced = meta.kind === "CiliumNetworkPolicy";
   const hasEndpoint = has(spec, "endpointSelector");
   const hasNode = has(spec, "nodeSelector");
-  if (hasEndpoint && hasNode) errs.add(path, "set only one of endpointSelector or nodeSelector");
+  if (hasEndpoint && hasNode) errs.add(join(path, "nodeSelector"), "set only one of endpointSelector or nodeSelector");
   if (!hasEndpoint && !hasNode)
     errs.add(
       join(path, "endpointSelector"),

@@ -216,7 +216,7 @@ function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined)
-      errs.add(p, "set only one of matchName or matchPattern");
+      errs.add(join(p, "matchPattern"), "set only one of matchName or matchPattern");
     else if (
       matchName === undefined &&
       matchPattern === undefined &&
@@ -284,6 +284,9 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
       result = { kind: "l7", l7proto, l7 };
     }
   }
+  // The CRD's oneOf refused an empty `rules` before the webhook saw it; refuse it here, with a reason.
+  if (!L7_FIELDS.some((k) => has(rules, k)))
+    errs.add(path, "rules has no L7 rule: set http, dns or l7proto, or remove rules to allow the ports without L7 rules");
   if (kinds.length > 1) {
     errs.add(
       path,

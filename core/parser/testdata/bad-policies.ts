@@ -184,6 +184,26 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
+    name: "toFQDNs entry with both matchName and matchPattern",
+    yaml: cnp(`  egress:\n  - toFQDNs:\n    - matchName: example.com\n      matchPattern: "*.example.com"\n`),
+    errors: [{ path: "spec.egress[0].toFQDNs[0].matchPattern", message: "set only one of matchName or matchPattern" }],
+  },
+  {
+    name: "toCIDRSet entry with both cidr and cidrGroupRef",
+    yaml: cnp(`  egress:\n  - toCIDRSet:\n    - cidr: 10.0.0.0/8\n      cidrGroupRef: office\n`),
+    errors: [{ path: "spec.egress[0].toCIDRSet[0].cidrGroupRef", message: "set only one of cidr, cidrGroupRef" }],
+  },
+  {
+    name: "L7 rules object with no rule in it",
+    yaml: cnp(egressPorts(`      - port: "80"\n        protocol: TCP\n`, `      rules: {}\n`)),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts[0].rules",
+        message: "rules has no L7 rule: set http, dns or l7proto, or remove rules to allow the ports without L7 rules",
+      },
+    ],
+  },
+  {
     name: "a rule whose only section is an empty ingress list",
     yaml: cnp(`  ingress: []\n`),
     errors: [
@@ -318,7 +338,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ),
     errors: [
       {
-        path: "spec.egress[0].toPorts[0].rules.dns[0]",
+        path: "spec.egress[0].toPorts[0].rules.dns[0].matchPattern",
         message: "set only one of matchName or matchPattern",
       },
     ],
@@ -486,7 +506,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
   {
     name: "endpointSelector and nodeSelector together",
     yaml: ccnp(`  endpointSelector: {}\n  nodeSelector: {}\n  ingress:\n  - fromEntities: ["cluster"]\n`),
-    errors: [{ path: "spec", message: "set only one of endpointSelector or nodeSelector" }],
+    errors: [{ path: "spec.nodeSelector", message: "set only one of endpointSelector or nodeSelector" }],
   },
   {
     name: "neither endpointSelector nor nodeSelector",
@@ -983,7 +1003,10 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       `  egress:\n  - toServices:\n    - k8sService:\n        serviceName: db\n      k8sServiceSelector:\n        selector:\n          matchLabels:\n            app: db\n`,
     ),
     errors: [
-      { path: "spec.egress[0].toServices[0]", message: "set only one of k8sService or k8sServiceSelector" },
+      {
+        path: "spec.egress[0].toServices[0].k8sServiceSelector",
+        message: "set only one of k8sService or k8sServiceSelector",
+      },
     ],
   },
   {
