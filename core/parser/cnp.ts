@@ -537,7 +537,8 @@ export function parseCiliumSpec(
 
   const rules: Rule[] = [];
   const sections = ["ingress", "ingressDeny", "egress", "egressDeny"] as const;
-  if (!sections.some((k) => hasItems(spec, k))) {
+  // A section of the wrong type already has its own error.
+  if (!sections.some((k) => hasItems(spec, k) || (has(spec, k) && !Array.isArray(field(spec, k))))) {
     // Cilium 1.19+ refuses a rule that says nothing (enableDefaultDeny alone included); name the
     // empty list when there is one, since that is where the user thought a rule was.
     const empty = sections.find((k) => isEmptyList(spec, k));
