@@ -107,18 +107,10 @@ export interface DNSRule {
   readonly matchPattern?: string;
 }
 
-export interface KafkaRule {
-  readonly role?: "produce" | "consume";
-  readonly apiKey?: string;
-  readonly apiVersion?: string;
-  readonly clientID?: string;
-  readonly topic?: string;
-}
-
+/** Kafka rules are refused at admission (Cilium removed them in 1.20), so they have no model. */
 export type L7Rules =
   | { readonly kind: "http"; readonly http: readonly HTTPRule[] }
   | { readonly kind: "dns"; readonly dns: readonly DNSRule[] }
-  | { readonly kind: "kafka"; readonly kafka: readonly KafkaRule[] }
   | { readonly kind: "l7"; readonly l7proto: string; readonly l7: readonly Record<string, string>[] };
 
 export interface PortRule {
@@ -175,6 +167,11 @@ export interface Policy {
    * NetworkPolicy: from policyTypes.
    */
   readonly defaultDeny: { readonly ingress: boolean; readonly egress: boolean };
+  /**
+   * What the parser saw that is legal but selects nothing (e.g. a toServices entry naming no
+   * Service): the model cannot show it, so the parser hands it to core/warnings.ts this way.
+   */
+  readonly parseWarnings?: readonly FieldError[];
 }
 
 /** A field error: a Kubernetes-style field path and a reason a user understands. */

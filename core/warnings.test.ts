@@ -106,4 +106,48 @@ describe("policy warnings", () => {
     );
     assert.deepEqual(warningsFor({ ingress: [{ fromEndpoints: [{ matchLabels: { "k8s:app": "a", "io.kubernetes.pod.namespace": "x" } }] }] }), []);
   });
+
+  it("admits fromRequires/toRequires, still enforced, with a warning that Cilium 1.19 removed them", () => {
+    const spec = {
+      ingress: [{ fromRequires: [{ matchLabels: { env: "prod" } }] }, { fromEndpoints: [{ matchLabels: { role: "fe" } }] }],
+      egress: [{ toRequires: [{ matchLabels: { env: "prod" } }] }, { toEndpoints: [{}] }],
+    };
+    assert.deepEqual(warningsFor(spec), [
+      "spec.ingress[0].fromRequires: fromRequires is deprecated: Cilium 1.19 removed it (cilium/cilium#42615); Membrane still enforces it, but add its labels to the peer selectors of the policy's ingress rules instead",
+      "spec.egress[0].toRequires: toRequires is deprecated: Cilium 1.19 removed it (cilium/cilium#42615); Membrane still enforces it, but add its labels to the peer selectors of the policy's egress rules instead",
+    ]);
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: { endpointSelector: {}, ...spec },
+    });
+    assert.ok(parsed.ok);
+    assert.deepEqual(
+      parsed.value[0]!.rules.map((r) => r.requires.length),
+      [1, 0, 1, 0],
+      "the requirements stay in the model the compiler enforces",
+    );
+  });
+
+  it("admits toServices entries that select nothing, warning at the entry, and the rule then allows nothing", () => {
+    assert.deepEqual(warningsFor({ egress: [{ toServices: [] }] }), [
+      "spec.egress[0].toServices: an empty list selects no Service, so this rule matches nothing: list services such as {k8sService: {serviceName: db}}, or remove the field",
+    ]);
+    assert.deepEqual(warningsFor({ egress: [{ toServices: [{ k8sService: { serviceName: "db" } }, {}] }] }), [
+      "spec.egress[0].toServices[1]: names no Service, so it selects nothing: set k8sService (serviceName, namespace) or k8sServiceSelector (selector, namespace)",
+    ]);
+    for (const rule of [{ toServices: [] }, { toServices: [{}] }, { toServices: [], toPorts: [tcp("443")] }]) {
+      const parsed = parsePolicyObject({
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "p", namespace: "default" },
+        spec: { endpointSelector: {}, egress: [rule] },
+      });
+      assert.ok(parsed.ok, JSON.stringify(rule));
+      const [p] = parsed.value;
+      assert.deepEqual(p!.rules[0]!.peers, [], `${JSON.stringify(rule)} must select no peer (never every peer)`);
+      assert.deepEqual(p!.defaultDeny, { ingress: false, egress: true }, "the subject is still in egress default deny");
+    }
+  });
 });

@@ -20,9 +20,11 @@ export function formatWarning(w: PolicyWarning): string {
 export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
   const found: PolicyWarning[] = [];
   for (const policy of policies) {
+    if (policy.parseWarnings) found.push(...policy.parseWarnings);
     for (const rule of policy.rules) {
       if (rule.verdict === "allow") found.push(...openToWorld(rule));
       if (rule.ports.length > 0) found.push(...dnsOffPort53(rule));
+      if (rule.requires.length > 0) found.push(deprecatedRequires(rule));
     }
     found.push(...unreachableAllows(policy), ...unknownLabelKeys(policy));
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
@@ -67,6 +69,17 @@ function openToWorld(rule: Rule): PolicyWarning[] {
     });
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// fromRequires/toRequires, removed from Cilium 1.19 (still enforced here for migrating users)
+
+function deprecatedRequires(rule: Rule): PolicyWarning {
+  const field = rule.direction === "ingress" ? "fromRequires" : "toRequires";
+  return {
+    path: `${rule.origin.path}.${field}`,
+    message: `${field} is deprecated: Cilium 1.19 removed it (cilium/cilium#42615); Membrane still enforces it, but add its labels to the peer selectors of the policy's ${rule.direction} rules instead`,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

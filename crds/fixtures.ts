@@ -190,20 +190,14 @@ export const INVALID_CASES: readonly InvalidCase[] = [
   {
     title: "a rule with neither endpointSelector nor nodeSelector",
     object: cnp("bad-no-selector", { ingress: [{ fromEntities: ["world"] }] }),
-    path: "spec",
+    path: "spec.endpointSelector",
+    serverOnly: true,
   },
   {
     title: "both endpointSelector and nodeSelector",
     object: cnp("bad-two-selectors", { endpointSelector: {}, nodeSelector: {}, ingress: [{}] }),
-    path: "spec",
-  },
-  {
-    title: "a toFQDNs entry with both matchName and matchPattern",
-    object: cnp("bad-fqdn-both", {
-      endpointSelector: {},
-      egress: [{ toFQDNs: [{ matchName: "example.com", matchPattern: "*.example.com" }] }],
-    }),
-    path: "spec.egress[0].toFQDNs[0]",
+    path: "spec.nodeSelector",
+    serverOnly: true,
   },
   {
     title: "a TracingPolicy action that does not exist",

@@ -87,6 +87,16 @@ describe("CRD schema source", () => {
     assert.deepEqual(problems, []);
   });
 
+  it("has no oneOf or anyOf: the API server answers those without a field path (issue 23 item 8)", () => {
+    const found: string[] = [];
+    for (const crd of CRDS) {
+      walk(rootOf(crd), crd.spec.names.kind, (node, path) => {
+        if (node.oneOf || node.anyOf) found.push(path);
+      });
+    }
+    assert.deepEqual(found, [], "use a CEL rule with message and fieldPath (crds/schema/common.ts), or let the webhook answer");
+  });
+
   it("patterns use only what both RE2 (API server) and JavaScript (Ajv) understand", () => {
     for (const crd of CRDS) {
       walk(rootOf(crd), crd.spec.names.kind, (node, path) => {

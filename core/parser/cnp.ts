@@ -121,7 +121,7 @@ function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[
       continue;
     }
     if (given.length > 1) {
-      errs.add(p, `set only one of ${given.join(", ")}`);
+      errs.add(join(p, given[1] ?? ""), `set only one of ${given.join(", ")}`);
       continue;
     }
     if (given[0] !== "cidr") {
@@ -156,14 +156,15 @@ function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope:
     const byName = optObject(errs, item, "k8sService", p);
     const bySelector = optObject(errs, item, "k8sServiceSelector", p);
     if (byName && bySelector) {
-      errs.add(p, "set only one of k8sService or k8sServiceSelector");
+      errs.add(join(p, "k8sServiceSelector"), "set only one of k8sService or k8sServiceSelector");
       continue;
     }
     if (!byName && !bySelector) {
+      // Cilium admits an entry that names no Service; it selects nothing, which the user should hear.
       if (!has(item, "k8sService") && !has(item, "k8sServiceSelector"))
-        errs.add(
+        errs.warn(
           p,
-          "set one of k8sService (serviceName, namespace) or k8sServiceSelector (selector, namespace)",
+          "names no Service, so it selects nothing: set k8sService (serviceName, namespace) or k8sServiceSelector (selector, namespace)",
         );
       continue;
     }
@@ -203,7 +204,7 @@ function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined) {
-      errs.add(p, "set only one of matchName or matchPattern");
+      errs.add(join(p, "matchPattern"), "set only one of matchName or matchPattern");
       continue;
     }
     if (matchName === undefined && matchPattern === undefined) {
@@ -272,7 +273,6 @@ const EMPTY_PEER_LIST_FIX: Readonly<Record<string, string>> = {
   toCIDRSet: "list blocks such as {cidr: 10.0.0.0/8}",
   fromEntities: "list entities such as cluster or world",
   toEntities: "list entities such as cluster or world",
-  toServices: "list services such as {k8sService: {serviceName: db}}",
   toFQDNs: "list names such as {matchName: example.com}",
 };
 
@@ -314,13 +314,13 @@ function parseRule(
   const known = direction === "ingress" ? INGRESS_FIELDS : EGRESS_FIELDS;
   checkKnown(errs, path, rule, deny ? (direction === "ingress" ? INGRESS_DENY_FIELDS : EGRESS_DENY_FIELDS) : known);
 
-  // Cilium allows one kind of L3 peer per rule.
+  // Cilium allows one kind of L3 peer per rule; the error sits on the later field, where an editor underlines it.
   const present: (typeof l3)[number][] = [];
   for (const k of l3) if (hasItems(rule, k)) present.push(k);
   for (let i = 0; i < present.length; i++) {
     for (let j = i + 1; j < present.length; j++) {
       errs.add(
-        path,
+        join(path, present[j] ?? ""),
         `${present[i]} and ${present[j]} cannot be combined in one rule: write them as separate rules`,
       );
     }
@@ -392,12 +392,19 @@ function parseRule(
   const icmpFields = icmps(errs, rule, path);
   const hasPorts = hasItems(rule, "toPorts");
   const hasIcmps = hasItems(rule, "icmps");
+  // Cilium admits `toServices: []`; it selects no Service, so the rule allows (or denies) nothing.
+  const emptyServices = direction === "egress" && isEmptyList(rule, "toServices");
+  if (emptyServices)
+    errs.warn(
+      join(path, "toServices"),
+      "an empty list selects no Service, so this rule matches nothing: list services such as {k8sService: {serviceName: db}}, or remove the field",
+    );
   // Cilium reads an explicitly empty list as "not set": the rule then selects nothing or, next to
   // toPorts/icmps, every peer. Neither is what a user writing the field meant, so refuse it.
   for (const k of l3) {
     // Fields Membrane refuses outright already have their error.
     if (!isEmptyList(rule, k) || !(k in EMPTY_PEER_LIST_FIX) || (deny && k === "toFQDNs")) continue;
-    const peersWidened = present.length === 0 && (hasPorts || hasIcmps);
+    const peersWidened = present.length === 0 && !emptyServices && (hasPorts || hasIcmps);
     errs.add(
       join(path, k),
       emptyPeerListProblem(k, scope, peersWidened ? { verdict, direction, hasPorts } : undefined),
@@ -428,7 +435,7 @@ function parseRule(
 
   if (errs.count !== before) return undefined;
   // No L3 field but L4 fields: Cilium applies the ports to every peer. An empty rule selects no peer.
-  const l3Given = present.length > 0;
+  const l3Given = present.length > 0 || emptyServices;
   const finalPeers: Peer[] = l3Given ? peers : hasPorts || hasIcmps ? [{ kind: "any" }] : [];
   return {
     direction,
@@ -456,11 +463,12 @@ export function parseCiliumSpec(
     return undefined;
   }
   const before = errs.count;
+  const warningsBefore = errs.warnings.length;
   checkKnown(errs, path, spec, SPEC_FIELDS);
   const namespaced = meta.kind === "CiliumNetworkPolicy";
   const hasEndpoint = has(spec, "endpointSelector");
   const hasNode = has(spec, "nodeSelector");
-  if (hasEndpoint && hasNode) errs.add(path, "set only one of endpointSelector or nodeSelector");
+  if (hasEndpoint && hasNode) errs.add(join(path, "nodeSelector"), "set only one of endpointSelector or nodeSelector");
   if (!hasEndpoint && !hasNode)
     errs.add(
       join(path, "endpointSelector"),
@@ -528,8 +536,19 @@ export function parseCiliumSpec(
   }
 
   const rules: Rule[] = [];
+  const sections = ["ingress", "ingressDeny", "egress", "egressDeny"] as const;
+  // A section of the wrong type already has its own error.
+  if (!sections.some((k) => hasItems(spec, k) || (has(spec, k) && !Array.isArray(field(spec, k))))) {
+    // Cilium 1.19+ refuses a rule that says nothing (enableDefaultDeny alone included); name the
+    // empty list when there is one, since that is where the user thought a rule was.
+    const empty = sections.find((k) => isEmptyList(spec, k));
+    errs.add(
+      empty !== undefined ? join(path, empty) : path,
+      `a rule needs at least one of ${sections.join(", ")}${empty !== undefined ? ` (${empty} is an empty list)` : ""}: add a rule such as ${empty === undefined || empty.startsWith("ingress") ? "ingress: [{}] to deny all ingress" : "egress: [{}] to deny all egress"}`,
+    );
+  }
   const counts: Record<Section, number> = { ingress: 0, ingressDeny: 0, egress: 0, egressDeny: 0 };
-  for (const section of ["ingress", "ingressDeny", "egress", "egressDeny"] as const) {
+  for (const section of sections) {
     const items = objectItems(errs, spec, section, path);
     counts[section] = hasItems(spec, section) ? 1 : 0;
     for (const { item, path: rp, index } of items) {
@@ -538,6 +557,7 @@ export function parseCiliumSpec(
     }
   }
   if (errs.count !== before || subject === undefined) return undefined;
+  const parseWarnings = errs.warnings.slice(warningsBefore);
   return {
     kind: meta.kind,
     ...(namespaced && meta.namespace !== undefined ? { namespace: meta.namespace } : {}),
@@ -553,5 +573,6 @@ export function parseCiliumSpec(
       ingress: ddIngress ?? counts.ingress + counts.ingressDeny > 0,
       egress: ddEgress ?? counts.egress + counts.egressDeny > 0,
     },
+    ...(parseWarnings.length > 0 ? { parseWarnings } : {}),
   };
 }

@@ -9,8 +9,13 @@ export type Writable<T> = { -readonly [K in keyof T]: T[K] };
 /** Collects errors while a parser walks an object; parsers never throw on user input. */
 export class Errors {
   readonly list: FieldError[] = [];
+  /** Legal but pointless input (it selects nothing), admitted with a warning as Cilium admits it. */
+  readonly warnings: FieldError[] = [];
   add(path: string, message: string): void {
     this.list.push({ path: path === "" ? "<root>" : path, message });
+  }
+  warn(path: string, message: string): void {
+    this.warnings.push({ path: path === "" ? "<root>" : path, message });
   }
   get count(): number {
     return this.list.length;

@@ -25,7 +25,7 @@ import { parseNetworkPolicySpec } from "./knp.ts";
 // - Selectors come from core/selector.ts with Cilium's namespace defaulting (CNP subject and peers
 //   in the policy's namespace, CCNP peers in any namespace, NetworkPolicy peers as Kubernetes says).
 // - Documented Cilium features Membrane cannot enforce (mutual authentication, CIDR groups,
-//   toNodes/fromNodes, toGroups, listeners) are refused with "not supported by Membrane".
+//   toNodes/fromNodes, toGroups, listeners, Kafka rules) are refused with "not supported by Membrane".
 
 /** The kinds this parser reads, with the apiVersion each must carry. */
 export const POLICY_API_VERSIONS: Readonly<Record<PolicyKind, string>> = {

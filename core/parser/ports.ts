@@ -1,8 +1,7 @@
-// Cilium toPorts: ports, protocols, L7 rules (http, kafka, dns, l7proto) and TLS contexts, with Cilium's checks.
+// Cilium toPorts: ports, protocols, L7 rules (http, dns, l7proto; kafka refused) and TLS contexts, with Cilium's checks.
 import type {
   DNSRule,
   HTTPRule,
-  KafkaRule,
   L7Rules,
   PortProtocol,
   PortRule,
@@ -210,77 +209,6 @@ function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
   return out;
 }
 
-const KAFKA_API_KEYS = [
-  "produce",
-  "fetch",
-  "offsets",
-  "metadata",
-  "leaderandisr",
-  "stopreplica",
-  "updatemetadata",
-  "controlledshutdown",
-  "offsetcommit",
-  "offsetfetch",
-  "findcoordinator",
-  "joingroup",
-  "heartbeat",
-  "leavegroup",
-  "syncgroup",
-  "describegroups",
-  "listgroups",
-  "saslhandshake",
-  "apiversions",
-  "createtopics",
-  "deletetopics",
-  "deleterecords",
-  "initproducerid",
-  "offsetforleaderepoch",
-  "addpartitionstotxn",
-  "addoffsetstotxn",
-  "endtxn",
-  "writetxnmarkers",
-  "txnoffsetcommit",
-  "describeacls",
-  "createacls",
-  "deleteacls",
-  "describeconfigs",
-  "alterconfigs",
-];
-
-function kafkaRules(errs: Errors, obj: Obj, path: string): KafkaRule[] {
-  const out: KafkaRule[] = [];
-  for (const { item, path: p } of objectItems(errs, obj, "kafka", path)) {
-    checkKnown(errs, p, item, ["role", "apiKey", "apiVersion", "clientID", "topic"]);
-    const role = optString(errs, item, "role", p);
-    const apiKey = optString(errs, item, "apiKey", p);
-    const apiVersion = optString(errs, item, "apiVersion", p);
-    const clientID = optString(errs, item, "clientID", p);
-    const topic = optString(errs, item, "topic", p);
-    if (role !== undefined && role !== "produce" && role !== "consume")
-      errs.add(join(p, "role"), `${show(role)} is not a Kafka role (produce or consume)`);
-    if (apiKey !== undefined && !KAFKA_API_KEYS.includes(apiKey.toLowerCase()))
-      errs.add(join(p, "apiKey"), `${show(apiKey)} is not a Kafka API key`);
-    if (role !== undefined && apiKey !== undefined)
-      errs.add(p, "role and apiKey cannot both be set: role stands for a set of API keys");
-    if (apiVersion !== undefined && !/^[0-9]{1,5}$/.test(apiVersion))
-      errs.add(join(p, "apiVersion"), `${show(apiVersion)} is not a Kafka API version (a number)`);
-    if (topic !== undefined && (topic.length > 255 || !/^[a-zA-Z0-9._-]*$/.test(topic))) {
-      errs.add(
-        join(p, "topic"),
-        `${show(topic)} is not a Kafka topic: at most 255 letters, digits, '.', '_' or '-'`,
-      );
-    }
-    out.push({
-      ...(role !== undefined ? { role: role as "produce" } : {}),
-      ...(apiKey !== undefined ? { apiKey } : {}),
-      ...(apiVersion !== undefined ? { apiVersion } : {}),
-      ...(clientID !== undefined ? { clientID } : {}),
-      ...(topic !== undefined ? { topic } : {}),
-    });
-  }
-  return out;
-}
-
 function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
   const out: DNSRule[] = [];
   for (const { item, path: p } of objectItems(errs, obj, "dns", path)) {
@@ -288,7 +216,7 @@ function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
     const matchName = optString(errs, item, "matchName", p);
     const matchPattern = optString(errs, item, "matchPattern", p);
     if (matchName !== undefined && matchPattern !== undefined)
-      errs.add(p, "set only one of matchName or matchPattern");
+      errs.add(join(p, "matchPattern"), "set only one of matchName or matchPattern");
     else if (
       matchName === undefined &&
       matchPattern === undefined &&
@@ -319,11 +247,11 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
     kinds.push("http");
     result = { kind: "http", http };
   }
-  const kafka = kafkaRules(errs, rules, path);
-  if (kafka.length) {
-    kinds.push("kafka");
-    result = { kind: "kafka", kafka };
-  }
+  if (has(rules, "kafka"))
+    errs.add(
+      join(path, "kafka"),
+      "Kafka rules are not supported by Membrane (Cilium removed them in 1.20): allow the Kafka port without L7 rules, or enforce topics in the broker's ACLs",
+    );
   const dns = dnsRules(errs, rules, path);
   if (dns.length) {
     kinds.push("dns");
@@ -356,6 +284,9 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
       result = { kind: "l7", l7proto, l7 };
     }
   }
+  // The CRD's oneOf refused an empty `rules` before the webhook saw it; refuse it here, with a reason.
+  if (!L7_FIELDS.some((k) => has(rules, k)))
+    errs.add(path, "rules has no L7 rule: set http, dns or l7proto, or remove rules to allow the ports without L7 rules");
   if (kinds.length > 1) {
     errs.add(
       path,
@@ -391,9 +322,11 @@ function tlsContext(errs: Errors, obj: Obj, key: string, path: string): TLSConte
   };
 }
 
+/** The field of `rules` each kind of L7 rule is written in. */
+const L7_FIELD: Record<L7Rules["kind"], string> = { http: "http", dns: "dns", l7: "l7proto" };
+
 const L7_NAMES: Record<L7Rules["kind"], string> = {
   http: "HTTP",
-  kafka: "Kafka",
   dns: "DNS",
   l7: "L7 (l7proto)",
 };
@@ -416,7 +349,10 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   } else {
     checkKnown(errs, path, item, PORT_RULE_FIELDS);
     if (has(item, "listener"))
-      errs.add(join(path, "listener"), "listener (a CiliumEnvoyConfig proxy) is not supported by Membrane");
+      errs.add(
+        join(path, "listener"),
+        "listener (a redirect to a CiliumEnvoyConfig listener) is not supported by Membrane: it runs no Envoy that a CiliumEnvoyConfig could configure; use L7 rules (rules.http) instead",
+      );
   }
 
   const rawPorts = optList(errs, item, "ports", path);
@@ -464,7 +400,8 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   if (rules) {
     const name = L7_NAMES[rules.kind];
     const rp = join(path, "rules");
-    if (ctx.hostPolicy) errs.add(rp, "host policies (nodeSelector) do not support L7 rules");
+    if (ctx.hostPolicy)
+      errs.add(join(rp, L7_FIELD[rules.kind]), "host policies (nodeSelector) do not support L7 rules");
     if (rules.kind === "dns") {
       if (ctx.direction === "ingress")
         errs.add(

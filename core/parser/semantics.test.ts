@@ -59,7 +59,6 @@ test("an explicitly empty peer, port or ICMP list is refused at its own path, ne
     ["egress", "toCIDR: []"],
     ["egress", "toCIDRSet: []"],
     ["egress", "toEntities: []"],
-    ["egress", "toServices: []"],
     ["egress", "toFQDNs: []"],
     ["egress", "toPorts: []"],
     ["egress", "icmps: []"],

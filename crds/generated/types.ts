@@ -169,7 +169,7 @@ export type PolicyRule = {
             };
           }>;
         }>;
-        /** Kafka requests that are allowed; any one matching allows the request. */
+        /** Kafka requests that are allowed. Refused by Membrane's admission: Cilium removed Kafka rules in 1.20. */
         kafka?: Array<{
           /** Shorthand for a set of API keys: produce or consume. */
           role?: "produce" | "consume";
@@ -228,7 +228,7 @@ export type PolicyRule = {
       };
       /** Allowed TLS SNI names; when set, TLS is required and the handshake must name one of them. Wildcards as in matchPattern. */
       serverNames?: string[];
-      /** A custom Envoy listener (defined in a CiliumEnvoyConfig) to send this traffic to. */
+      /** A custom Envoy listener (defined in a CiliumEnvoyConfig) to send this traffic to. Refused by Membrane's admission: Membrane runs no Envoy that a CiliumEnvoyConfig could configure. */
       listener?: {
         /** The CiliumEnvoyConfig or CiliumClusterwideEnvoyConfig that defines the listener. */
         envoyConfig: {
@@ -528,7 +528,7 @@ export type PolicyRule = {
             };
           }>;
         }>;
-        /** Kafka requests that are allowed; any one matching allows the request. */
+        /** Kafka requests that are allowed. Refused by Membrane's admission: Cilium removed Kafka rules in 1.20. */
         kafka?: Array<{
           /** Shorthand for a set of API keys: produce or consume. */
           role?: "produce" | "consume";
@@ -587,7 +587,7 @@ export type PolicyRule = {
       };
       /** Allowed TLS SNI names; when set, TLS is required and the handshake must name one of them. Wildcards as in matchPattern. */
       serverNames?: string[];
-      /** A custom Envoy listener (defined in a CiliumEnvoyConfig) to send this traffic to. */
+      /** A custom Envoy listener (defined in a CiliumEnvoyConfig) to send this traffic to. Refused by Membrane's admission: Membrane runs no Envoy that a CiliumEnvoyConfig could configure. */
       listener?: {
         /** The CiliumEnvoyConfig or CiliumClusterwideEnvoyConfig that defines the listener. */
         envoyConfig: {

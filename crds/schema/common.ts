@@ -27,7 +27,15 @@ export interface JSONSchemaProps {
   "x-kubernetes-list-map-keys"?: readonly string[];
   "x-kubernetes-map-type"?: "atomic" | "granular";
   /** CEL rules, evaluated by the API server only (Ajv does not run them). */
-  "x-kubernetes-validations"?: readonly { rule: string; message: string; reason?: string }[];
+  "x-kubernetes-validations"?: readonly CELRule[];
+}
+
+/** One CEL validation rule: `fieldPath` (relative to the node, e.g. ".nodeSelector") is the field the error names. */
+export interface CELRule {
+  rule: string;
+  message: string;
+  reason?: "FieldValueInvalid" | "FieldValueForbidden" | "FieldValueRequired" | "FieldValueDuplicate";
+  fieldPath?: string;
 }
 
 /** Value constraints that may be added to a typed node. */
@@ -62,12 +70,36 @@ export function map(description: string, values: JSONSchemaProps): JSONSchemaPro
   return { type: "object", description, additionalProperties: values };
 }
 
+/** CEL: no two of `fields` are set (pairwise, which the API server's cost estimate rates far cheaper than a count). */
+function noTwoSet(fields: readonly string[]): string {
+  const pairs: string[] = [];
+  for (let i = 0; i < fields.length; i++)
+    for (let j = i + 1; j < fields.length; j++) pairs.push(`!(has(self.${fields[i]}) && has(self.${fields[j]}))`);
+  return pairs.join(" && ");
+}
+
 /**
- * One branch per field, each requiring that field: `oneOf` of these means exactly one is present, `anyOf`
- * at least one. Structural schemas describe the fields themselves in `properties`, so branches stay empty.
+ * "At most one of these fields", as a CEL rule with a sentence and the field to blame. A schema
+ * `oneOf` would do the same, but the API server then answers `"spec" must validate one and only one
+ * schema` without saying which fields (issue 23 item 8).
  */
-export function presenceOf(...fields: string[]): JSONSchemaProps[] {
-  return fields.map((f) => ({ properties: { [f]: {} }, required: [f] }));
+export function atMostOneOf(fields: readonly string[], message: string, fieldPath?: string): CELRule {
+  return {
+    rule: noTwoSet(fields),
+    message,
+    reason: "FieldValueForbidden",
+    ...(fieldPath !== undefined ? { fieldPath } : {}),
+  };
+}
+
+/** "At least one of these fields", as a CEL rule with a sentence and the field to blame. */
+export function atLeastOneOf(fields: readonly string[], message: string, fieldPath?: string): CELRule {
+  return {
+    rule: fields.map((f) => `has(self.${f})`).join(" || "),
+    message,
+    reason: "FieldValueRequired",
+    ...(fieldPath !== undefined ? { fieldPath } : {}),
+  };
 }
 
 /** A Kubernetes timestamp (RFC 3339). */

@@ -152,17 +152,76 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "Kafka rules on protocol ANY",
+    name: "Kafka rules (removed in Cilium 1.20)",
     yaml: cnp(
       egressPorts(
-        `      - port: "9092"\n        protocol: ANY\n`,
+        `      - port: "9092"\n        protocol: TCP\n`,
         `      rules:\n        kafka:\n        - role: produce\n          topic: orders\n`,
       ),
     ),
     errors: [
       {
-        path: "spec.egress[0].toPorts[0].ports[0].protocol",
-        message: "Kafka rules apply to TCP only: set protocol: TCP (it is ANY)",
+        path: "spec.egress[0].toPorts[0].rules.kafka",
+        message:
+          "Kafka rules are not supported by Membrane (Cilium removed them in 1.20): allow the Kafka port without L7 rules, or enforce topics in the broker's ACLs",
+      },
+    ],
+  },
+  {
+    name: "listener (CiliumEnvoyConfig redirect)",
+    yaml: cnp(
+      egressPorts(
+        `      - port: "80"\n        protocol: TCP\n`,
+        `      listener:\n        envoyConfig:\n          kind: CiliumEnvoyConfig\n          name: my-envoy\n        name: my-listener\n`,
+      ),
+    ),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts[0].listener",
+        message:
+          "listener (a redirect to a CiliumEnvoyConfig listener) is not supported by Membrane: it runs no Envoy that a CiliumEnvoyConfig could configure; use L7 rules (rules.http) instead",
+      },
+    ],
+  },
+  {
+    name: "toFQDNs entry with both matchName and matchPattern",
+    yaml: cnp(`  egress:\n  - toFQDNs:\n    - matchName: example.com\n      matchPattern: "*.example.com"\n`),
+    errors: [{ path: "spec.egress[0].toFQDNs[0].matchPattern", message: "set only one of matchName or matchPattern" }],
+  },
+  {
+    name: "toCIDRSet entry with both cidr and cidrGroupRef",
+    yaml: cnp(`  egress:\n  - toCIDRSet:\n    - cidr: 10.0.0.0/8\n      cidrGroupRef: office\n`),
+    errors: [{ path: "spec.egress[0].toCIDRSet[0].cidrGroupRef", message: "set only one of cidr, cidrGroupRef" }],
+  },
+  {
+    name: "L7 rules object with no rule in it",
+    yaml: cnp(egressPorts(`      - port: "80"\n        protocol: TCP\n`, `      rules: {}\n`)),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts[0].rules",
+        message: "rules has no L7 rule: set http, dns or l7proto, or remove rules to allow the ports without L7 rules",
+      },
+    ],
+  },
+  {
+    name: "a rule whose only section is an empty ingress list",
+    yaml: cnp(`  ingress: []\n`),
+    errors: [
+      {
+        path: "spec.ingress",
+        message:
+          "a rule needs at least one of ingress, ingressDeny, egress, egressDeny (ingress is an empty list): add a rule such as ingress: [{}] to deny all ingress",
+      },
+    ],
+  },
+  {
+    name: "a rule with only enableDefaultDeny",
+    yaml: ccnp(`  endpointSelector: {}\n  enableDefaultDeny:\n    egress: true\n`),
+    errors: [
+      {
+        path: "spec",
+        message:
+          "a rule needs at least one of ingress, ingressDeny, egress, egressDeny: add a rule such as ingress: [{}] to deny all ingress",
       },
     ],
   },
@@ -279,7 +338,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ),
     errors: [
       {
-        path: "spec.egress[0].toPorts[0].rules.dns[0]",
+        path: "spec.egress[0].toPorts[0].rules.dns[0].matchPattern",
         message: "set only one of matchName or matchPattern",
       },
     ],
@@ -289,14 +348,14 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     yaml: cnp(
       egressPorts(
         `      - port: "80"\n        protocol: TCP\n`,
-        `      rules:\n        http:\n        - method: GET\n        kafka:\n        - topic: orders\n`,
+        `      rules:\n        http:\n        - method: GET\n        l7proto: envoy.filters.network.redis_proxy\n`,
       ),
     ),
     errors: [
       {
         path: "spec.egress[0].toPorts[0].rules",
         message:
-          "only one kind of L7 rule per port rule, found http and kafka: write separate toPorts entries",
+          "only one kind of L7 rule per port rule, found http and l7proto: write separate toPorts entries",
       },
     ],
   },
@@ -312,21 +371,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       {
         path: "spec.egress[0].toPorts[0].rules.l7",
         message: "l7 rules need l7proto to say which protocol parser applies them",
-      },
-    ],
-  },
-  {
-    name: "Kafka role and apiKey together",
-    yaml: cnp(
-      egressPorts(
-        `      - port: "9092"\n        protocol: TCP\n`,
-        `      rules:\n        kafka:\n        - role: produce\n          apiKey: fetch\n`,
-      ),
-    ),
-    errors: [
-      {
-        path: "spec.egress[0].toPorts[0].rules.kafka[0]",
-        message: "role and apiKey cannot both be set: role stands for a set of API keys",
       },
     ],
   },
@@ -392,7 +436,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ),
     errors: [
       {
-        path: "spec.egress[0]",
+        path: "spec.egress[0].toCIDR",
         message: "toEndpoints and toCIDR cannot be combined in one rule: write them as separate rules",
       },
     ],
@@ -402,7 +446,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     yaml: cnp(`  egress:\n  - toEndpoints:\n    - {}\n    toFQDNs:\n    - matchName: example.com\n`),
     errors: [
       {
-        path: "spec.egress[0]",
+        path: "spec.egress[0].toFQDNs",
         message: "toEndpoints and toFQDNs cannot be combined in one rule: write them as separate rules",
       },
     ],
@@ -414,7 +458,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ),
     errors: [
       {
-        path: "spec.ingress[0]",
+        path: "spec.ingress[0].fromEntities",
         message:
           "fromEndpoints and fromEntities cannot be combined in one rule: write them as separate rules",
       },
@@ -462,7 +506,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
   {
     name: "endpointSelector and nodeSelector together",
     yaml: ccnp(`  endpointSelector: {}\n  nodeSelector: {}\n  ingress:\n  - fromEntities: ["cluster"]\n`),
-    errors: [{ path: "spec", message: "set only one of endpointSelector or nodeSelector" }],
+    errors: [{ path: "spec.nodeSelector", message: "set only one of endpointSelector or nodeSelector" }],
   },
   {
     name: "neither endpointSelector nor nodeSelector",
@@ -493,7 +537,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ),
     errors: [
       {
-        path: "spec.ingress[0].toPorts[0].rules",
+        path: "spec.ingress[0].toPorts[0].rules.http",
         message: "host policies (nodeSelector) do not support L7 rules",
       },
     ],
@@ -726,36 +770,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "Kafka topic with a slash",
-    yaml: cnp(
-      egressPorts(
-        `      - port: "9092"\n        protocol: TCP\n`,
-        `      rules:\n        kafka:\n        - role: consume\n          topic: "orders/eu"\n`,
-      ),
-    ),
-    errors: [
-      {
-        path: "spec.egress[0].toPorts[0].rules.kafka[0].topic",
-        message: "\"orders/eu\" is not a Kafka topic: at most 255 letters, digits, '.', '_' or '-'",
-      },
-    ],
-  },
-  {
-    name: "Kafka apiKey that does not exist",
-    yaml: cnp(
-      egressPorts(
-        `      - port: "9092"\n        protocol: TCP\n`,
-        `      rules:\n        kafka:\n        - apiKey: publish\n`,
-      ),
-    ),
-    errors: [
-      {
-        path: "spec.egress[0].toPorts[0].rules.kafka[0].apiKey",
-        message: '"publish" is not a Kafka API key',
-      },
-    ],
-  },
-  {
     name: "empty server name",
     yaml: cnp(egressPorts(`      - port: "443"\n        protocol: TCP\n`, `      serverNames: [""]\n`)),
     errors: [
@@ -869,17 +883,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
         path: "spec.ingress[0].fromEntities",
         message:
           'an empty list is read as "not set", so this rule would allow these ICMP types from every peer; list entities such as cluster or world, or remove the field if every peer is meant',
-      },
-    ],
-  },
-  {
-    name: "empty toServices list",
-    yaml: cnp(`  egress:\n  - toServices: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toServices",
-        message:
-          "an empty list selects nothing; list services such as {k8sService: {serviceName: db}}, or remove the field",
       },
     ],
   },
@@ -1000,7 +1003,10 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       `  egress:\n  - toServices:\n    - k8sService:\n        serviceName: db\n      k8sServiceSelector:\n        selector:\n          matchLabels:\n            app: db\n`,
     ),
     errors: [
-      { path: "spec.egress[0].toServices[0]", message: "set only one of k8sService or k8sServiceSelector" },
+      {
+        path: "spec.egress[0].toServices[0].k8sServiceSelector",
+        message: "set only one of k8sService or k8sServiceSelector",
+      },
     ],
   },
   {
@@ -1116,7 +1122,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
   },
   {
     name: "wrong apiVersion for the kind",
-    yaml: `apiVersion: cilium.io/v1\nkind: CiliumNetworkPolicy\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  endpointSelector: {}\n`,
+    yaml: `apiVersion: cilium.io/v1\nkind: CiliumNetworkPolicy\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  endpointSelector: {}\n  ingress:\n  - {}\n`,
     errors: [
       {
         path: "apiVersion",
@@ -1126,7 +1132,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
   },
   {
     name: "metadata without a name",
-    yaml: `apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  namespace: default\nspec:\n  endpointSelector: {}\n`,
+    yaml: `apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  namespace: default\nspec:\n  endpointSelector: {}\n  ingress:\n  - {}\n`,
     errors: [{ path: "metadata.name", message: "a name is required" }],
   },
   {
