@@ -344,7 +344,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       const tokenFile = join(tokenDir, "token");
       writeFileSync(tokenFile, await kubectl(["create", "token", "membrane-agent", "-n", ns, "--audience", "membrane-operator", "--bound-object-kind", "Pod", "--bound-object-name", "agent"]));
       const tls = { ca: pki.read("ca.crt"), cert: pki.read("membrane-agent.crt"), key: pki.read("membrane-agent.key") };
-      const good = new AgentClient(`127.0.0.1:${port}`, tls, "token-node", { credentials: agentCredentials(tls, tokenFile) });
+      const good = new AgentClient(`127.0.0.1:${port}`, tls, "token-node", { credentials: agentCredentials(`127.0.0.1:${port}`, tls, tokenFile) });
       agents.push(good);
       await eventually("snapshot for token-node", () => good.received.find((m) => m.type === "snapshot"));
       // The same shared certificate without a token (the cert path is off) is refused.

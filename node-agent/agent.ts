@@ -21,6 +21,7 @@ import type { FlowExporterOptions } from "./observer/export.ts";
 import type { ObserverListen } from "./observer/server.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import type { RuleOrigin } from "../core/model.ts";
+import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
@@ -142,7 +143,8 @@ export class NodeAgent {
       // Visibility is not enforcement: without an observer the agent still enforces, and says so.
       await this.startObserver(this.opts.observer).catch((err: Error) => this.log.error({ error: err.message }, "observer not started; verdicts are counted but not served"));
     }
-    this.client = new StreamClient(this.opts.operator, agentCredentials(this.opts.tls, this.opts.tokenFile), {
+    this.client = new StreamClient(this.opts.operator, agentCredentials(this.opts.operator, this.opts.tls, this.opts.tokenFile), {
+      ...sslChannelOptions(this.opts.operator),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
     });

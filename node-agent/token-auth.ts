@@ -1,6 +1,7 @@
 // The agent's side of token authentication: its pod's projected ServiceAccount token, read fresh on every connect (kubelet rotates it), sent as gRPC call metadata.
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import { sslCredentials } from "../kube/grpc-tls.ts";
 
 /** Reads the token file now; an empty or unreadable file is an error that names the file. */
 export function readAgentToken(file: string): string {
@@ -37,7 +38,7 @@ export function tokenCallCredentials(file: string): grpc.CallCredentials {
 }
 
 /** mTLS channel credentials (the shared client certificate) plus the token on every call. */
-export function agentCredentials(tls: { ca: Buffer; cert: Buffer; key: Buffer }, tokenFile: string | undefined): grpc.ChannelCredentials {
-  const ssl = grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+export function agentCredentials(target: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }, tokenFile: string | undefined): grpc.ChannelCredentials {
+  const ssl = sslCredentials(target, tls.ca, tls.key, tls.cert);
   return tokenFile === undefined ? ssl : grpc.credentials.combineChannelCredentials(ssl, tokenCallCredentials(tokenFile));
 }

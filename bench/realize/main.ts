@@ -11,6 +11,7 @@ import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster
 import { DistributionClient } from "../../controllers/testing/agent.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { makeBenchPki, type BenchPki } from "./pki.ts";
+import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 
 const log = pino({ name: "bench-realize" }, pino.destination({ fd: 2, sync: true }));
 const envInt = (k: string, d: number): number => {
@@ -81,7 +82,7 @@ class LiteAgent {
     readonly node: string,
     private readonly onUpdate: (a: LiteAgent, at: number) => void,
   ) {
-    this.client = new DistributionClient(address, creds);
+    this.client = new DistributionClient(address, creds, sslChannelOptions(address));
     this.connect();
   }
   /** Opens the stream; a failed or broken one is opened again after a second (a fresh hello gets a snapshot). */
@@ -317,7 +318,7 @@ async function main(): Promise<void> {
         certMs += performance.now() - t0;
         const address = `127.0.0.1:${port}`;
         for (const [k, i] of fresh.entries()) {
-          hub.agents.push(new LiteAgent(address, grpc.credentials.createSsl(pki.ca, pki.clientKey, certs[k]), nodeName(i), hub.onUpdate));
+          hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, certs[k]), nodeName(i), hub.onUpdate));
           if (k % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
         }
         const generation = await applyPolicy(api);

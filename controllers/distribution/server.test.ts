@@ -9,6 +9,7 @@ import { AgentClient, DistributionClient } from "../testing/agent.ts";
 import { type TestPki, makePki } from "../testing/pki.ts";
 import { DistributionServer } from "./server.ts";
 import { canonicalState } from "../../core/nodestate.ts";
+import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 
 const log = pino({ level: "silent" });
 let pki: TestPki | undefined;
@@ -144,7 +145,7 @@ describe("distribution server", () => {
   });
 
   it("refuses a client without a certificate at the TLS handshake", async () => {
-    const client = new DistributionClient(`127.0.0.1:${port}`, grpc.credentials.createSsl(read("ca.crt")));
+    const client = new DistributionClient(`127.0.0.1:${port}`, sslCredentials(`127.0.0.1:${port}`, read("ca.crt")), sslChannelOptions(`127.0.0.1:${port}`));
     const call = (client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();
     const got: Downstream[] = [];
     call.on("data", (m: Downstream) => got.push(m));

@@ -60,7 +60,7 @@ function connect(nodeName: string, token: string): AgentClient {
   fs.writeFileSync(file, `${token}\n`);
   const p = pki as TestPki;
   const tls = { ca: p.read("ca.crt"), cert: p.read(`${SHARED_CERT}.crt`), key: p.read(`${SHARED_CERT}.key`) };
-  const a = new AgentClient(`127.0.0.1:${port}`, tls, nodeName, { credentials: agentCredentials(tls, file) });
+  const a = new AgentClient(`127.0.0.1:${port}`, tls, nodeName, { credentials: agentCredentials(`127.0.0.1:${port}`, tls, file) });
   agents.push(a);
   return a;
 }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../../core/nodestate.ts";
+import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 
 export const DistributionClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
 
@@ -23,7 +24,7 @@ export class AgentClient {
   ) {
     if (opts.state) this.state = opts.state;
     this.version = opts.lastAppliedVersion;
-    this.client = new DistributionClient(address, opts.credentials ?? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert));
+    this.client = new DistributionClient(address, opts.credentials ?? sslCredentials(address, tls.ca, tls.key, tls.cert), sslChannelOptions(address));
     this.call = (this.client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();
     this.call.on("data", (m: Downstream) => {
       this.received.push(m);
