@@ -364,6 +364,20 @@ export class KubeClient {
   }
 }
 
+/** Every item of a collection (all namespaces for a namespaced resource), page by page. */
+export async function listAll<T>(client: KubeClient, r: Resource, pageSize = 500): Promise<T[]> {
+  const items: T[] = [];
+  let cont: string | undefined;
+  do {
+    const q = new URLSearchParams({ limit: String(pageSize) });
+    if (cont) q.set("continue", cont);
+    const page = await client.get<ObjectList<T>>(`${resourcePath(r)}?${q.toString()}`);
+    items.push(...page.items);
+    cont = page.metadata.continue || undefined;
+  } while (cont);
+  return items;
+}
+
 function errorFromBody(status: number, text: string, what: string): KubeError {
   try {
     const st = JSON.parse(text) as { reason?: string; message?: string };
