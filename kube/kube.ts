@@ -183,6 +183,11 @@ export class KubeClient {
       ...(opts.servername !== undefined ? { servername: opts.servername } : {}),
     };
     if (this.pool && sameTls(this.pool.tls, tls)) return this.pool.agent;
+    // The old agent's running requests and watches finish on it; none of its connections is kept idle.
+    if (this.pool) {
+      this.pool.agent.maxFreeSockets = 0;
+      for (const sockets of Object.values(this.pool.agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    }
     const agent = this.server.protocol === "https:" ? new https.Agent({ keepAlive: true, ...tls }) : new http.Agent({ keepAlive: true });
     this.agents.add(agent);
     this.pool = { tls, agent };
@@ -196,7 +201,8 @@ export class KubeClient {
 
   /**
    * Sends a request and returns the parsed JSON body; non-2xx becomes a KubeError. A 401 is retried
-   * once with credentials loaded afresh (the token file was replaced, the exec credential was revoked).
+   * once with credentials loaded afresh (the token file was replaced, the exec credential was revoked);
+   * safe for every verb, as the API server authenticates before it does anything.
    */
   async request<T>(method: string, path: string, body?: unknown, contentType = "application/json", timeoutMs = 30_000): Promise<T> {
     const creds = await this.credentials();
