@@ -1,4 +1,4 @@
-// Unit tests of kubeconfig loading on client-node's KubeConfig: the current context, files relative to the kubeconfig, tokens, client-go's tokenFile re-read after a 401, errors naming the field.
+// Unit tests of kubeconfig loading on client-node's KubeConfig: the current context, files and exec commands relative to the kubeconfig, tokens, client-go's tokenFile re-read after a 401, errors naming the field.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -51,6 +51,16 @@ test("a bearer token is sent; insecure-skip-tls-verify turns verification off", 
     const kc = path.join(dir, "kc");
     fs.writeFileSync(kc, "current-context: x\nclusters: [{name: c, cluster: {server: 'https://s', insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: abc}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n");
     assert.deepEqual(await applied(loadKubeConfig(kc)), { authorization: "Bearer abc", rejectUnauthorized: false });
+  }));
+
+test("an exec plugin's token is sent; a command with a path is relative to the kubeconfig's folder, as kubectl has it", () =>
+  withDir(async (dir) => {
+    fs.mkdirSync(path.join(dir, "bin"));
+    fs.writeFileSync(path.join(dir, "bin", "plugin.sh"), `#!/bin/sh\necho '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"from-plugin"}}'\n`, { mode: 0o755 });
+    const kc = path.join(dir, "kc");
+    fs.writeFileSync(kc, "current-context: x\nclusters: [{name: c, cluster: {server: 'https://s'}}]\nusers: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: ./bin/plugin.sh}}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n");
+    assert.notEqual(process.cwd(), dir);
+    assert.deepEqual(await applied(loadKubeConfig(kc)), { authorization: "Bearer from-plugin" });
   }));
 
 test("errors name the kubeconfig and the missing field", () =>

@@ -1,7 +1,7 @@
 // Loads a kubeconfig (or the in-cluster service account) into @kubernetes/client-node's KubeConfig.
 // Ours on top is what the library lacks: client-go's `users[].user.tokenFile` (it reads only a
-// nonstandard `token-file`, once), errors that name the missing field, and an error instead of its
-// silent fallback to http://localhost:8080 when there is no configuration at all.
+// nonstandard `token-file`, once) and exec commands relative to the kubeconfig, errors that name the
+// missing field, and an error instead of its silent fallback to http://localhost:8080.
 import fs from "node:fs";
 import path from "node:path";
 import { KubeConfig, findHomeDir, type User } from "@kubernetes/client-node";
@@ -48,15 +48,17 @@ export function loadKubeConfig(file?: string): KubeConfig {
   if (!ctx) throw new Error(`${where}: current-context "${ctxName ?? ""}" not found in contexts`);
   if (!kc.getCluster(ctx.cluster))
     throw new Error(`${where}: contexts[${ctxName}].context.cluster "${ctx.cluster}" not found in clusters`);
-  useTokenFiles(kc, files);
+  useClientGoFields(kc, files);
   return kc;
 }
 
 /**
- * Gives each user with client-go's `tokenFile` (and no other credential) the library's token-file
- * auth provider, which re-reads the file (every 60 s, and at once when KubeClient sees a 401).
+ * What client-go reads and the library does not: a user's `tokenFile` (and no other credential) gets
+ * the library's token-file auth provider, which re-reads the file (every 60 s, and at once when
+ * KubeClient sees a 401); an exec `command` with a path separator is relative to its kubeconfig's folder.
  */
-function useTokenFiles(kc: KubeConfig, files: readonly string[]): void {
+function useClientGoFields(kc: KubeConfig, files: readonly string[]): void {
+  const dirOf = new Map<string, string>(); // user name → the folder of the kubeconfig that defines it (first wins, as in merging)
   const tokenFiles = new Map<string, string>();
   for (const file of files) {
     if (!fs.existsSync(file)) continue;
@@ -64,23 +66,32 @@ function useTokenFiles(kc: KubeConfig, files: readonly string[]): void {
       users?: { name?: unknown; user?: { tokenFile?: unknown } }[];
     } | null;
     for (const u of doc?.users ?? []) {
+      if (typeof u.name !== "string" || dirOf.has(u.name)) continue;
+      dirOf.set(u.name, path.dirname(path.resolve(file)));
       const tokenFile = u.user?.tokenFile;
-      if (
-        typeof u.name === "string" &&
-        typeof tokenFile === "string" &&
-        tokenFile !== "" &&
-        !tokenFiles.has(u.name)
-      ) {
+      if (typeof tokenFile === "string" && tokenFile !== "")
         tokenFiles.set(u.name, path.resolve(path.dirname(file), tokenFile));
-      }
     }
   }
-  if (tokenFiles.size === 0) return;
+  let changed = false;
   const users = kc.getUsers().map((u): User => {
+    const dir = dirOf.get(u.name);
+    const command: unknown = u.exec?.command;
+    if (
+      dir !== undefined &&
+      typeof command === "string" &&
+      command.includes(path.sep) &&
+      !path.isAbsolute(command)
+    ) {
+      changed = true;
+      return { ...u, exec: { ...u.exec, command: path.resolve(dir, command) } };
+    }
     const tokenFile = tokenFiles.get(u.name);
     if (tokenFile === undefined || u.token || u.exec || u.authProvider) return u;
+    changed = true;
     return { ...u, authProvider: { name: "tokenFile", config: { tokenFile } } };
   });
+  if (!changed) return;
   kc.loadFromOptions({
     clusters: kc.getClusters(),
     contexts: kc.getContexts(),
