@@ -1,4 +1,4 @@
-// `membrane policy trace` against a real kube-apiserver: reads pods, namespaces and policies with kubectl and agrees with the pure trace.
+// `membrane policy trace` against a real kube-apiserver: reads pods, namespaces and policies through the API client and agrees with the pure trace.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";

@@ -1,16 +1,16 @@
 // `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, and the rule that decides it.
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
+import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
+import { CCNPS, CNPS, NAMESPACES, NETWORK_POLICIES, PODS } from "../kube/resources.ts";
 
 const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
 `;
 
-/** The parts of Pod and Namespace objects trace reads (as `kubectl get -o json` returns them). */
+/** The parts of Pod and Namespace objects trace reads (as the API server lists them). */
 export interface TracePod {
   readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> };
   readonly spec?: {
@@ -142,20 +142,17 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
   };
 }
 
-/** `kubectl get <resource> -A -o json` items; a resource type the server does not have yields none. */
-async function kubectlItems(resource: string, kubeconfig?: string): Promise<unknown[]> {
-  const argv = [...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []), "get", resource, "--all-namespaces", "-o", "json"];
+/** Every object of a resource type in all namespaces; a type the server does not have (its CRD is not installed) yields none. */
+async function itemsOf(client: KubeClient, r: Resource): Promise<unknown[]> {
   try {
-    const { stdout } = await promisify(execFile)("kubectl", argv, { maxBuffer: 256 * 1024 * 1024 });
-    return (JSON.parse(stdout) as { items?: unknown[] }).items ?? [];
+    return await listAll<unknown>(client, r);
   } catch (err) {
-    const stderr = String((err as { stderr?: string }).stderr ?? "");
-    if (/doesn't have a resource type/.test(stderr)) return [];
-    throw new Error(`kubectl get ${resource}: ${stderr.trim() || (err as Error).message}`, { cause: err });
+    if (isNotFound(err)) return [];
+    throw new Error(`listing ${r.plural}.${r.group || "core"}: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** Items of a kubectl list normally carry apiVersion and kind; the parser needs them, so fill in any that are missing. */
+/** Items of a list carry no apiVersion and kind; the parser needs them, so fill them in. */
 function withKind(items: unknown[], apiVersion: string, kind: string): unknown[] {
   return items.map((o) => (o !== null && typeof o === "object" ? { apiVersion, kind, ...(o as object) } : o));
 }
@@ -172,14 +169,10 @@ export async function runTrace(args: string[]): Promise<number> {
   }
   const a = parsed.value;
   let cluster: TraceCluster;
+  let client: KubeClient | undefined;
   try {
-    const [pods, namespaces, knps, cnps, ccnps] = await Promise.all([
-      kubectlItems("pods", a.kubeconfig),
-      kubectlItems("namespaces", a.kubeconfig),
-      kubectlItems("networkpolicies.networking.k8s.io", a.kubeconfig),
-      kubectlItems("ciliumnetworkpolicies.cilium.io", a.kubeconfig),
-      kubectlItems("ciliumclusterwidenetworkpolicies.cilium.io", a.kubeconfig),
-    ]);
+    const c = (client = await KubeClient.fromKubeconfig(a.kubeconfig));
+    const [pods, namespaces, knps, cnps, ccnps] = await Promise.all([itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS)]);
     cluster = {
       pods: pods as TracePod[],
       namespaces: namespaces as TraceNamespace[],
@@ -192,6 +185,8 @@ export async function runTrace(args: string[]): Promise<number> {
   } catch (err) {
     process.stderr.write(`membrane policy trace: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
+  } finally {
+    client?.close();
   }
   const r = traceVerdict(cluster, a);
   if (!r.ok) {

@@ -1,5 +1,5 @@
 // Finds every agent's observer API in a cluster: the `membrane.io/observer-address` annotation of each CiliumNode.
-import { KubeClient, resourcePath, type KubeObject, type ObjectList } from "../kube/kube.ts";
+import { KubeClient, listAll, type KubeObject } from "../kube/kube.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
 
 /** Set by each agent on its CiliumNode: `unix:/path/to/socket` or `http://host:port`. */
@@ -68,16 +68,7 @@ export function observersOf(nodes: readonly CiliumNodeMeta[]): ObserverDiscovery
 
 /** Lists the cluster's CiliumNodes (all pages) and returns each node's observer address. */
 export async function discoverObservers(client: KubeClient): Promise<ObserverDiscovery> {
-  const nodes: CiliumNodeMeta[] = [];
-  let cont: string | undefined;
-  do {
-    const q = new URLSearchParams({ limit: "500" });
-    if (cont) q.set("continue", cont);
-    const page = await client.get<ObjectList<CiliumNodeMeta>>(`${resourcePath(CILIUM_NODES)}?${q.toString()}`);
-    nodes.push(...page.items);
-    cont = page.metadata.continue;
-  } while (cont);
-  return observersOf(nodes);
+  return observersOf(await listAll<CiliumNodeMeta>(client, CILIUM_NODES));
 }
 
 /** `discoverObservers` with a client from a kubeconfig (`path`, else $KUBECONFIG, ~/.kube/config, in-cluster). */

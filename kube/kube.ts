@@ -1,10 +1,15 @@
-// A small Kubernetes REST client over node:https: JSON requests, merge patches (incl. /status) and
-// streaming watches. Ours rather than @kubernetes/client-node's so that watch timeouts, errors and
-// reconnects are explicit (DESIGN.md, known pitfalls), and because 2.0.1 does not load on Node 20.
+// The API client every adapter uses: path-based REST requests, merge patches (incl. /status) and
+// streaming watches over node:https, with credentials and TLS from @kubernetes/client-node's KubeConfig
+// (kubeconfig, in-cluster token, exec plugins, tokens, client certificates) applied to every request.
+// Ours on top is what the library lacks: requests by path (its KubernetesObjectApi resolves each object
+// through discovery and cannot patch /status), a watch stream reader that turns ERROR events, malformed
+// lines, dropped connections and silence into errors for the informer (its Watch skips malformed lines and
+// hands ERROR events on as data), keep-alive connections, and re-reading credentials after a 401.
 import https from "node:https";
 import http from "node:http";
 import { createInterface } from "node:readline";
-import { loadKubeconfig } from "./kubeconfig.ts";
+import { KubeConfig } from "@kubernetes/client-node";
+import { loadKubeConfig } from "./kubeconfig.ts";
 
 export interface ObjectMeta {
   name: string;
@@ -85,27 +90,132 @@ export interface WatchOptions {
   labelSelector?: string;
 }
 
+/** What one request carries: the headers and connection pool of one credential generation. */
+interface Credentials {
+  /** The KubeConfig these came from; replaced by a fresh one when the API server answers 401. */
+  readonly kc: KubeConfig;
+  readonly headers: Record<string, string>;
+  /** user:password for basic auth, when the kubeconfig has one. */
+  readonly auth?: string;
+  readonly agent: http.Agent;
+}
+
+/** The TLS material an https.Agent is built from; a change (a rotated client certificate) means a new agent. */
+interface TlsMaterial {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  readonly rejectUnauthorized?: boolean;
+  readonly servername?: string;
+}
+
+const pem = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : Array.isArray(v) ? v.map(String).join("\n") : String(v));
+
+function sameTls(a: TlsMaterial, b: TlsMaterial): boolean {
+  return a.ca === b.ca && a.cert === b.cert && a.key === b.key && a.rejectUnauthorized === b.rejectUnauthorized && a.servername === b.servername;
+}
+
+/** A KubeConfig with the same clusters, users and contexts but fresh authenticators: nothing cached (exec credentials, file tokens). */
+function reloaded(kc: KubeConfig): KubeConfig {
+  const fresh = new KubeConfig();
+  fresh.loadFromOptions({ clusters: kc.getClusters(), users: kc.getUsers(), contexts: kc.getContexts(), currentContext: kc.getCurrentContext() });
+  return fresh;
+}
+
 export class KubeClient {
-  private constructor(
-    private readonly server: URL,
-    private readonly agent: https.Agent | http.Agent,
-    private readonly headers: Record<string, string>,
-  ) {}
+  private readonly server: URL;
+  private kc: KubeConfig;
+  /** Concurrent requests share one credential lookup (one exec-plugin run, not one per request). */
+  private pending: { readonly kc: KubeConfig; readonly credentials: Promise<Credentials> } | undefined;
+  private pool: { readonly tls: TlsMaterial; readonly agent: http.Agent } | undefined;
+  /** Every agent handed out, closed by close(): a replaced pool may still carry a running watch. */
+  private readonly agents = new Set<http.Agent>();
+
+  /** A client for the current context of `kc` (loadKubeConfig loads one). */
+  constructor(kc: KubeConfig) {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error(`kubeconfig: current-context "${kc.getCurrentContext()}" has no cluster`);
+    this.server = new URL(cluster.server);
+    this.kc = kc;
+  }
 
   /** Loads the kubeconfig at `path` (or the default: $KUBECONFIG, ~/.kube/config, in-cluster). */
   static async fromKubeconfig(path?: string): Promise<KubeClient> {
-    const creds = loadKubeconfig(path);
-    const server = new URL(creds.server);
-    const headers: Record<string, string> = creds.token ? { authorization: `Bearer ${creds.token}` } : {};
-    const agent =
-      server.protocol === "https:"
-        ? new https.Agent({ keepAlive: true, ca: creds.ca, cert: creds.cert, key: creds.key, rejectUnauthorized: !creds.insecureSkipTLSVerify })
-        : new http.Agent({ keepAlive: true });
-    return new KubeClient(server, agent, headers);
+    return new KubeClient(loadKubeConfig(path));
   }
 
-  /** Sends a request and returns the parsed JSON body; non-2xx becomes a KubeError. */
+  /** The headers and agent for the next request; the library re-reads token files and re-runs expired exec plugins. */
+  private credentials(): Promise<Credentials> {
+    if (this.pending?.kc !== this.kc) {
+      const pending = { kc: this.kc, credentials: this.apply(this.kc) };
+      this.pending = pending;
+      const done = (): void => {
+        if (this.pending === pending) this.pending = undefined;
+      };
+      pending.credentials.then(done, done);
+    }
+    return this.pending.credentials;
+  }
+
+  private async apply(kc: KubeConfig): Promise<Credentials> {
+    const opts: https.RequestOptions = {};
+    await kc.applyToHTTPSOptions(opts);
+    const headers: Record<string, string> = {};
+    // A token file written with a trailing newline would otherwise make an invalid header value.
+    for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k.toLowerCase()] = String(v).trim();
+    return { kc, headers, ...(opts.auth ? { auth: opts.auth } : {}), agent: this.agentFor(kc, opts) };
+  }
+
+  /**
+   * The library's agent when the cluster has a proxy-url; otherwise our keep-alive agent (the
+   * library's https.Agent opens a connection per request), rebuilt when the TLS material changes.
+   */
+  private agentFor(kc: KubeConfig, opts: https.RequestOptions): http.Agent {
+    if (kc.getCurrentCluster()?.proxyUrl && opts.agent instanceof http.Agent) {
+      this.agents.add(opts.agent);
+      return opts.agent;
+    }
+    const tls: TlsMaterial = {
+      ...(opts.ca !== undefined ? { ca: pem(opts.ca) } : {}),
+      ...(opts.cert !== undefined ? { cert: pem(opts.cert) } : {}),
+      ...(opts.key !== undefined ? { key: pem(opts.key) } : {}),
+      ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}),
+      ...(opts.servername !== undefined ? { servername: opts.servername } : {}),
+    };
+    if (this.pool && sameTls(this.pool.tls, tls)) return this.pool.agent;
+    // The old agent's running requests and watches finish on it; none of its connections is kept idle.
+    if (this.pool) {
+      this.pool.agent.maxFreeSockets = 0;
+      for (const sockets of Object.values(this.pool.agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    }
+    const agent = this.server.protocol === "https:" ? new https.Agent({ keepAlive: true, ...tls }) : new http.Agent({ keepAlive: true });
+    this.agents.add(agent);
+    this.pool = { tls, agent };
+    return agent;
+  }
+
+  /** The API server rejected these credentials: the next request loads them afresh (a replaced token file, a new exec credential). */
+  private rejected(creds: Credentials): void {
+    if (this.kc === creds.kc) this.kc = reloaded(creds.kc);
+  }
+
+  /**
+   * Sends a request and returns the parsed JSON body; non-2xx becomes a KubeError. A 401 is retried
+   * once with credentials loaded afresh (the token file was replaced, the exec credential was revoked);
+   * safe for every verb, as the API server authenticates before it does anything.
+   */
   async request<T>(method: string, path: string, body?: unknown, contentType = "application/json", timeoutMs = 30_000): Promise<T> {
+    const creds = await this.credentials();
+    try {
+      return await this.send<T>(creds, method, path, body, contentType, timeoutMs);
+    } catch (e) {
+      if (!(e instanceof KubeError && e.status === 401)) throw e;
+      this.rejected(creds);
+      return this.send<T>(await this.credentials(), method, path, body, contentType, timeoutMs);
+    }
+  }
+
+  private send<T>(creds: Credentials, method: string, path: string, body: unknown, contentType: string, timeoutMs: number): Promise<T> {
     const url = new URL(path, this.server);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<T>((resolve, reject) => {
@@ -113,9 +223,10 @@ export class KubeClient {
         url,
         {
           method,
-          agent: this.agent,
+          agent: creds.agent,
+          ...(creds.auth !== undefined ? { auth: creds.auth } : {}),
           headers: {
-            ...this.headers,
+            ...creds.headers,
             accept: "application/json",
             ...(payload !== undefined ? { "content-type": contentType, "content-length": Buffer.byteLength(payload) } : {}),
           },
@@ -167,9 +278,20 @@ export class KubeClient {
   /**
    * Streams a watch, calling `onEvent` per event. Resolves when the server ends the watch normally or
    * `signal` aborts; rejects on a non-200 answer, an ERROR event (KubeError; 410 when the
-   * resourceVersion is too old), a dropped connection, or `inactivityMs` of silence.
+   * resourceVersion is too old), a dropped connection, or `inactivityMs` of silence. A 401 makes
+   * the next request load credentials afresh.
    */
-  watch<T>(path: string, opts: WatchOptions, onEvent: (ev: WatchEvent<T>) => void): Promise<void> {
+  async watch<T>(path: string, opts: WatchOptions, onEvent: (ev: WatchEvent<T>) => void): Promise<void> {
+    const creds = await this.credentials();
+    try {
+      await this.stream(creds, path, opts, onEvent);
+    } catch (e) {
+      if (e instanceof KubeError && e.status === 401) this.rejected(creds);
+      throw e;
+    }
+  }
+
+  private stream<T>(creds: Credentials, path: string, opts: WatchOptions, onEvent: (ev: WatchEvent<T>) => void): Promise<void> {
     const url = new URL(path, this.server);
     url.searchParams.set("watch", "true");
     url.searchParams.set("resourceVersion", opts.resourceVersion);
@@ -193,7 +315,7 @@ export class KubeClient {
         if (timer) clearTimeout(timer);
         timer = setTimeout(() => finish(new Error(`watch ${path}: no data for ${opts.inactivityMs} ms`)), opts.inactivityMs);
       };
-      const req = (url.protocol === "https:" ? https : http).request(url, { method: "GET", agent: this.agent, headers: { ...this.headers, accept: "application/json" } }, (res) => {
+      const req = (url.protocol === "https:" ? https : http).request(url, { method: "GET", agent: creds.agent, ...(creds.auth !== undefined ? { auth: creds.auth } : {}), headers: { ...creds.headers, accept: "application/json" } }, (res) => {
         const status = res.statusCode ?? 0;
         if (status !== 200) {
           const chunks: Buffer[] = [];
@@ -240,10 +362,26 @@ export class KubeClient {
     });
   }
 
-  /** Closes idle keep-alive connections (call on shutdown). */
+  /** Closes the keep-alive connections (call on shutdown). */
   close(): void {
-    this.agent.destroy();
+    for (const agent of this.agents) agent.destroy();
+    this.agents.clear();
+    this.pool = undefined;
   }
+}
+
+/** Every item of a collection (all namespaces for a namespaced resource), page by page. */
+export async function listAll<T>(client: KubeClient, r: Resource, pageSize = 500): Promise<T[]> {
+  const items: T[] = [];
+  let cont: string | undefined;
+  do {
+    const q = new URLSearchParams({ limit: String(pageSize) });
+    if (cont) q.set("continue", cont);
+    const page = await client.get<ObjectList<T>>(`${resourcePath(r)}?${q.toString()}`);
+    items.push(...page.items);
+    cont = page.metadata.continue || undefined;
+  } while (cont);
+  return items;
 }
 
 function errorFromBody(status: number, text: string, what: string): KubeError {

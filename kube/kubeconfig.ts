@@ -1,77 +1,101 @@
-// Reads a kubeconfig (current context: server, CA, client certificate/key or bearer token). Ours
-// because @kubernetes/client-node 2.0.1 cannot be imported on Node 20 (its undici 8 needs Node ≥ 22.19).
+// Loads a kubeconfig (or the in-cluster service account) into @kubernetes/client-node's KubeConfig.
+// Ours on top is what the library lacks: client-go's `users[].user.tokenFile` (it reads only a
+// nonstandard `token-file`, once) and exec commands relative to the kubeconfig, errors that name the
+// missing field, and an error instead of its silent fallback to http://localhost:8080.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { KubeConfig, findHomeDir, type User } from "@kubernetes/client-node";
 import { parse } from "yaml";
 
-export interface ClusterCredentials {
-  readonly server: string;
-  readonly ca?: Buffer;
-  readonly cert?: Buffer;
-  readonly key?: Buffer;
-  readonly token?: string;
-  readonly insecureSkipTLSVerify: boolean;
+const IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/** The files KubeConfig.loadFromDefault reads: $KUBECONFIG's entries, else ~/.kube/config if it exists. */
+function defaultFiles(): string[] {
+  const fromEnv = process.env.KUBECONFIG?.split(path.delimiter).filter((f) => f !== "") ?? [];
+  if (fromEnv.length > 0) return fromEnv;
+  const home = findHomeDir();
+  const file = home === null ? undefined : path.join(home, ".kube", "config");
+  return file !== undefined && fs.existsSync(file) ? [file] : [];
 }
 
-interface Named<T> {
-  name: string;
-  [k: string]: unknown;
-  cluster?: T;
-  user?: T;
-  context?: T;
-}
-
-type Fields = Record<string, unknown>;
-
-function str(v: unknown): string | undefined {
-  return typeof v === "string" && v !== "" ? v : undefined;
-}
-
-/** Inline base64 data wins over a file path; relative paths are relative to the kubeconfig. */
-function material(fields: Fields, dataKey: string, fileKey: string, baseDir: string): Buffer | undefined {
-  const data = str(fields[dataKey]);
-  if (data) return Buffer.from(data, "base64");
-  const file = str(fields[fileKey]);
-  return file ? fs.readFileSync(path.resolve(baseDir, file)) : undefined;
-}
-
-const IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/** `path`, else $KUBECONFIG (first entry), else ~/.kube/config, else the in-cluster service account. */
-export function loadKubeconfig(file?: string): ClusterCredentials {
-  const candidate = file ?? process.env.KUBECONFIG?.split(path.delimiter).find((p) => p !== "") ?? path.join(os.homedir(), ".kube", "config");
-  if (!fs.existsSync(candidate) && file === undefined && process.env.KUBERNETES_SERVICE_HOST) {
-    return {
-      server: `https://${process.env.KUBERNETES_SERVICE_HOST}:${process.env.KUBERNETES_SERVICE_PORT ?? "443"}`,
-      ca: fs.readFileSync(path.join(IN_CLUSTER_DIR, "ca.crt")),
-      token: fs.readFileSync(path.join(IN_CLUSTER_DIR, "token"), "utf8").trim(),
-      insecureSkipTLSVerify: false,
-    };
+/**
+ * `file`, else $KUBECONFIG, else ~/.kube/config, else the in-cluster service account (whose token
+ * file the library re-reads, so a rotated token is used). Throws an error naming the file and field.
+ */
+export function loadKubeConfig(file?: string): KubeConfig {
+  const files = file !== undefined ? [file] : defaultFiles();
+  const kc = new KubeConfig();
+  if (files.length === 0) {
+    if (!fs.existsSync(IN_CLUSTER_TOKEN)) {
+      throw new Error(
+        "no kubeconfig: pass --kubeconfig, set $KUBECONFIG or create ~/.kube/config (or run in a pod with a service account token)",
+      );
+    }
+    if (!process.env.KUBERNETES_SERVICE_HOST)
+      throw new Error(`in-cluster config: $KUBERNETES_SERVICE_HOST is not set (${IN_CLUSTER_TOKEN} exists)`);
+    kc.loadFromCluster();
+    return kc;
   }
-  const doc = parse(fs.readFileSync(candidate, "utf8")) as {
-    "current-context"?: string;
-    contexts?: Named<Fields>[];
-    clusters?: Named<Fields>[];
-    users?: Named<Fields>[];
-  };
-  const where = `kubeconfig ${candidate}`;
-  const ctxName = doc["current-context"];
-  const ctx = doc.contexts?.find((c) => c.name === ctxName)?.context;
+  const where = `kubeconfig ${files.join(path.delimiter)}`;
+  try {
+    if (file !== undefined) kc.loadFromFile(file);
+    else kc.loadFromDefault();
+  } catch (e) {
+    throw new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+  const ctxName = kc.getCurrentContext();
+  const ctx = kc.getContextObject(ctxName);
   if (!ctx) throw new Error(`${where}: current-context "${ctxName ?? ""}" not found in contexts`);
-  const cluster = doc.clusters?.find((c) => c.name === ctx.cluster)?.cluster;
-  if (!cluster) throw new Error(`${where}: contexts[${String(ctxName)}].context.cluster "${String(ctx.cluster)}" not found`);
-  const user = doc.users?.find((u) => u.name === ctx.user)?.user ?? {};
-  const server = str(cluster.server);
-  if (!server) throw new Error(`${where}: clusters[${String(ctx.cluster)}].cluster.server is required`);
-  const dir = path.dirname(path.resolve(candidate));
-  const tokenFile = str(user.tokenFile);
-  return {
-    server,
-    ca: material(cluster, "certificate-authority-data", "certificate-authority", dir),
-    cert: material(user, "client-certificate-data", "client-certificate", dir),
-    key: material(user, "client-key-data", "client-key", dir),
-    token: str(user.token) ?? (tokenFile ? fs.readFileSync(path.resolve(dir, tokenFile), "utf8").trim() : undefined),
-    insecureSkipTLSVerify: cluster["insecure-skip-tls-verify"] === true,
-  };
+  if (!kc.getCluster(ctx.cluster))
+    throw new Error(`${where}: contexts[${ctxName}].context.cluster "${ctx.cluster}" not found in clusters`);
+  useClientGoFields(kc, files);
+  return kc;
+}
+
+/**
+ * What client-go reads and the library does not: a user's `tokenFile` (and no other credential) gets
+ * the library's token-file auth provider, which re-reads the file (every 60 s, and at once when
+ * KubeClient sees a 401); an exec `command` with a path separator is relative to its kubeconfig's folder.
+ */
+function useClientGoFields(kc: KubeConfig, files: readonly string[]): void {
+  const dirOf = new Map<string, string>(); // user name → the folder of the kubeconfig that defines it (first wins, as in merging)
+  const tokenFiles = new Map<string, string>();
+  for (const file of files) {
+    if (!fs.existsSync(file)) continue;
+    const doc = parse(fs.readFileSync(file, "utf8")) as {
+      users?: { name?: unknown; user?: { tokenFile?: unknown } }[];
+    } | null;
+    for (const u of doc?.users ?? []) {
+      if (typeof u.name !== "string" || dirOf.has(u.name)) continue;
+      dirOf.set(u.name, path.dirname(path.resolve(file)));
+      const tokenFile = u.user?.tokenFile;
+      if (typeof tokenFile === "string" && tokenFile !== "")
+        tokenFiles.set(u.name, path.resolve(path.dirname(file), tokenFile));
+    }
+  }
+  let changed = false;
+  const users = kc.getUsers().map((u): User => {
+    const dir = dirOf.get(u.name);
+    const command: unknown = u.exec?.command;
+    if (
+      dir !== undefined &&
+      typeof command === "string" &&
+      command.includes(path.sep) &&
+      !path.isAbsolute(command)
+    ) {
+      changed = true;
+      return { ...u, exec: { ...u.exec, command: path.resolve(dir, command) } };
+    }
+    const tokenFile = tokenFiles.get(u.name);
+    if (tokenFile === undefined || u.token || u.exec || u.authProvider) return u;
+    changed = true;
+    return { ...u, authProvider: { name: "tokenFile", config: { tokenFile } } };
+  });
+  if (!changed) return;
+  kc.loadFromOptions({
+    clusters: kc.getClusters(),
+    contexts: kc.getContexts(),
+    users,
+    currentContext: kc.getCurrentContext(),
+  });
 }
