@@ -9,6 +9,7 @@ import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, membraneVersion } from "./health.ts";
+import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
@@ -39,6 +40,18 @@ describe("agent health conditions", () => {
     const cs = healthConditions({ ...base, connected: false }, "maps pinned");
     assert.deepEqual(byType(cs), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
     assert.match(cs[0]!.message, /enforcing version 7/);
+  });
+
+  it("the heartbeat Lease's namespace: kube-node-lease unless --lease-namespace says otherwise; a bad name is refused naming the flag", () => {
+    const required = ["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+    const flags = (extra: string[]) => parseAgentFlags([...required, ...extra]);
+    const d = flags([]);
+    assert.ok(d.ok);
+    assert.equal(d.flags.leaseNamespace, "kube-node-lease");
+    const m = flags(["--lease-namespace", "membrane-system"]);
+    assert.ok(m.ok);
+    assert.equal(m.flags.leaseNamespace, "membrane-system");
+    assert.deepEqual(flags(["--lease-namespace", "Kube_Node"]), { ok: false, error: `--lease-namespace: must be a namespace name (lowercase letters, digits, '-'), got "Kube_Node"` });
   });
 
   it("connected but nothing applied yet: waiting", () => {
