@@ -34,6 +34,20 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     return r.stdout.trim() === "yes";
   };
 
+  /** A kubeconfig impersonating the agent on `node` as its pod-bound token would present it (the node name in the user's extra). */
+  const agentKubeconfig = (node: string): string => {
+    assert.ok(cp);
+    const kubeconfig = parse(readFileSync(cp.kubeconfig, "utf8")) as { users: { name: string; user: Record<string, unknown> }[] };
+    for (const u of kubeconfig.users) {
+      u.user["as"] = sa("membrane-agent");
+      u.user["as-groups"] = ["system:serviceaccounts", `system:serviceaccounts:${NS}`, "system:authenticated"];
+      u.user["as-user-extra"] = { "authentication.kubernetes.io/node-name": [node] };
+    }
+    const file = join(cp.dir, `agent-${node}.kubeconfig`);
+    writeFileSync(file, stringify(kubeconfig), { mode: 0o600 });
+    return file;
+  };
+
   before(async () => {
     cp = await startControlPlane({ name: "membrane-chart" });
   });
@@ -178,15 +192,7 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
       const r = await kubectl(["create", "-f", "-"], stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name }, spec: {} }));
       assert.equal(r.code, 0, r.stderr);
     }
-    // Impersonate the agent on node-1 as its pod-bound token would present it.
-    const kubeconfig = parse(readFileSync(cp.kubeconfig, "utf8")) as { users: { name: string; user: Record<string, unknown> }[] };
-    for (const u of kubeconfig.users) {
-      u.user["as"] = sa("membrane-agent");
-      u.user["as-groups"] = ["system:serviceaccounts", `system:serviceaccounts:${NS}`, "system:authenticated"];
-      u.user["as-user-extra"] = { "authentication.kubernetes.io/node-name": ["node-1"] };
-    }
-    const agentOnNode1 = join(cp.dir, "agent-node-1.kubeconfig");
-    writeFileSync(agentOnNode1, stringify(kubeconfig), { mode: 0o600 });
+    const agentOnNode1 = agentKubeconfig("node-1");
     const patch = (node: string) =>
       kubectl(["--kubeconfig", agentOnNode1, "patch", "ciliumnode", node, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { health: { state: "Reachable" } } })]);
     const own = await patch("node-1");
@@ -194,6 +200,30 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     const other = await patch("node-2");
     assert.notEqual(other.code, 0, "the agent of node-1 wrote node-2's CiliumNode");
     assert.match(other.stderr, /membrane-agent may write only the CiliumNode of its own node; node-2 is not node-1/);
+  });
+
+  it("an agent may create and renew only its own node's heartbeat Lease in kube-node-lease: not another agent's, not a kubelet's, nothing elsewhere", async () => {
+    const agent = sa("membrane-agent");
+    for (const verb of ["create", "get", "update"]) assert.equal(await canI(agent, verb, "leases.coordination.k8s.io", ["-n", "kube-node-lease"]), true, `agent can ${verb} leases`);
+    for (const verb of ["list", "watch", "patch", "delete"]) assert.equal(await canI(agent, verb, "leases.coordination.k8s.io", ["-n", "kube-node-lease"]), false, `agent can ${verb} leases`);
+    assert.equal(await canI(agent, "create", "leases.coordination.k8s.io", ["-n", "kube-system"]), false, "agent can create leases outside kube-node-lease");
+
+    const lease = (name: string, holder: string) =>
+      stringify({ apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name, namespace: "kube-node-lease" }, spec: { holderIdentity: holder, leaseDurationSeconds: 40 } });
+    // A kubelet's node Lease, as the node's kubelet would have made it.
+    const kubelet = await kubectl(["create", "-f", "-"], lease("node-2", "node-2"));
+    assert.equal(kubelet.code, 0, kubelet.stderr);
+    const asAgent = agentKubeconfig("node-1");
+    const own = await kubectl(["--kubeconfig", asAgent, "create", "-f", "-"], lease("membrane-agent-node-1", "node-1"));
+    assert.equal(own.code, 0, `own Lease: ${own.stderr}`);
+    const renew = await kubectl(["--kubeconfig", asAgent, "replace", "-f", "-"], lease("membrane-agent-node-1", "node-1"));
+    assert.equal(renew.code, 0, `renewing its own Lease: ${renew.stderr}`);
+    const other = await kubectl(["--kubeconfig", asAgent, "create", "-f", "-"], lease("membrane-agent-node-2", "node-1"));
+    assert.notEqual(other.code, 0, "the agent of node-1 created node-2's agent Lease");
+    assert.match(other.stderr, /membrane-agent may write only the Lease membrane-agent-<its node>; membrane-agent-node-2 is not membrane-agent-node-1/);
+    const kubelets = await kubectl(["--kubeconfig", asAgent, "replace", "-f", "-"], lease("node-2", "node-1"));
+    assert.notEqual(kubelets.code, 0, "the agent of node-1 renewed a kubelet's node Lease");
+    assert.match(kubelets.stderr, /membrane-agent may write only the Lease membrane-agent-<its node>; node-2 is not/);
   });
 
   it("helm upgrade keeps the distribution certificates and the caBundle the webhook patched in", async () => {

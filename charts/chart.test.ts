@@ -101,6 +101,7 @@ describe("charts/membrane", () => {
       ["Service", "membrane-webhook"],
       ["ValidatingWebhookConfiguration", "membrane-policy-validation"],
       ["ValidatingAdmissionPolicy", "membrane-agent-own-ciliumnode"],
+      ["ValidatingAdmissionPolicy", "membrane-agent-own-lease"],
       ["ServiceAccount", "membrane-agent"],
     ] as const) {
       const o = byKindName(objects, kind, name);
@@ -206,6 +207,23 @@ describe("charts/membrane", () => {
     }
     assert.ok(grants(rules, "cilium.io", "ciliumnodes/status", "update"));
     for (const r of ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"]) assert.ok(!grants(rules, "cilium.io", r, "create"));
+  });
+
+  it("lets the agent renew its heartbeat Lease in kube-node-lease (create, get, update only; nothing else there), where its --lease-namespace points", () => {
+    const objects = rendered.default ?? [];
+    const role = byKindName(objects, "Role", "membrane-agent");
+    assert.equal(role.metadata.namespace, "kube-node-lease");
+    assert.deepEqual(role.rules, [{ apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["create", "get", "update"] }]);
+    const binding = byKindName(objects, "RoleBinding", "membrane-agent") as K8sObject & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+    assert.equal(binding.metadata.namespace, "kube-node-lease");
+    assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "membrane-agent" });
+    assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "membrane-agent", namespace: NAMESPACE }]);
+    assert.ok(!grants(rulesOf(objects, "ClusterRole", "membrane-agent"), "coordination.k8s.io", "leases", "update"), "no cluster-wide Lease access");
+    const ds = byKindName(objects, "DaemonSet", "membrane-agent") as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--lease-namespace=kube-node-lease"));
+    // RBAC cannot name each node's Lease: the admission policy holds an agent to its own.
+    const vap = byKindName(objects, "ValidatingAdmissionPolicy", "membrane-agent-own-lease") as K8sObject & { spec: { validations: { expression: string }[] } };
+    assert.match(vap.spec.validations[0]?.expression ?? "", /'membrane-agent-' \+ n == request\.name/);
   });
 
   it("with encryption enabled, creates the MembraneEncryptionKey the operator fills, exempt from the not-yet-running webhook", () => {

@@ -1,4 +1,4 @@
-// `bin/membrane status` against a real kube-apiserver: CiliumNodes, a Lease and a policy made by the test; healthy exits 0, an unready agent exits 1 naming its node, --wait returns 0 once healthy.
+// `bin/membrane status` against a real kube-apiserver: CiliumNodes, Leases and a policy made by the test; healthy exits 0, an unready agent or one whose heartbeat expired exits 1 naming its node, --wait returns 0 once healthy.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -45,6 +45,14 @@ describe("membrane status against a real API server", { timeout: 300_000 }, () =
   const publish = (node: string, ready: boolean): Promise<string> =>
     kubectl(["patch", "ciliumnode", node, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { conditions: conditions(ready), agent: { version: "0.1.0", policyVersion: 9 } } })]);
 
+  const microTime = (msAgo: number): string => new Date(Date.now() - msAgo).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+  /** The agent's heartbeat Lease as node-agent/health.ts renews it (40 s unless a test keeps it live longer), last renewed `agoMs` ago. */
+  const heartbeat = (node: string, agoMs: number, leaseDurationSeconds = 40): Promise<string> =>
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({ apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name: `membrane-agent-${node}`, namespace: "kube-node-lease" }, spec: { holderIdentity: node, leaseDurationSeconds, renewTime: microTime(agoMs) } }),
+    );
+
   before(async () => {
     cp = await startControlPlane({ name: `status-${process.pid}` });
     for (const f of readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml"))) await kubectl(["apply", "-f", `${CRD_DIR}${f}`]);
@@ -57,6 +65,8 @@ describe("membrane status against a real API server", { timeout: 300_000 }, () =
     for (const node of ["node-a", "node-b"]) {
       await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: node }, spec: {} }));
       await publish(node, true);
+      // A long duration keeps it live for the whole test, as the operator's Lease below; only the case about a dead agent lets it expire.
+      await heartbeat(node, 0, 3600);
     }
     // The operator's Lease as kube/leader.ts writes it; a long duration keeps it live for the whole test.
     const now = new Date().toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
@@ -119,6 +129,27 @@ describe("membrane status against a real API server", { timeout: 300_000 }, () =
     assert.ok(r.ms >= 3_000, `it waited (${r.ms} ms)`);
     assert.match(r.stderr, /^waiting: agent on node node-b is not ready/m);
     assert.match(r.stdout, /^Status: +healthy$/m);
+  });
+
+  it("a dead agent: Ready=True left on its CiliumNode but its heartbeat Lease expired → exit 1, naming the node and when it was last seen", async () => {
+    await heartbeat("node-b", 130_000);
+    try {
+      const r = await status();
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stdout, /^ {2}! agent on node node-b is not ready: last seen 2m1\ds ago \(heartbeat Lease kube-node-lease\/membrane-agent-node-b expired; its conditions are stale\)$/m);
+      assert.match(r.stdout, /^ +node-b +Unknown \(HeartbeatExpired\) +True +True +0\.1\.0 +9$/m);
+      assert.match(r.stdout, /^Agents: +1\/2 ready$/m);
+      const j = JSON.parse((await status("-o", "json")).stdout) as StatusReport;
+      const b = j.agents.find((a) => a.node === "node-b");
+      assert.equal(b?.ready, false);
+      assert.ok(b?.lastSeenSecondsAgo !== undefined && b.lastSeenSecondsAgo >= 130, `last seen ${b?.lastSeenSecondsAgo}s ago`);
+      await kubectl(["delete", "lease", "membrane-agent-node-b", "-n", "kube-node-lease"]);
+      const missing = await status();
+      assert.equal(missing.code, 1);
+      assert.match(missing.stdout, /^ {2}! agent on node node-b is not ready: no heartbeat Lease kube-node-lease\/membrane-agent-node-b /m);
+    } finally {
+      await heartbeat("node-b", 0, 3600);
+    }
   });
 
   it("--wait gives up after --wait-duration with exit 1 when the operator has no leader", async () => {

@@ -4,13 +4,18 @@ import { execFile } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Condition } from "../kube/conditions.ts";
-import { type CiliumNodeObject, type ClusterSnapshot, type PolicyObject, formatStatus, parseFlags, statusReport } from "./status.ts";
+import { type CiliumNodeObject, type ClusterSnapshot, type LeaseObject, type PolicyObject, formatStatus, parseFlags, statusReport } from "./status.ts";
 
 const NOW = new Date("2026-12-03T12:00:00Z");
 const cond = (type: string, status: Condition["status"], reason = "R", message = ""): Condition => ({ type, status, reason, message, lastTransitionTime: "2026-12-03T11:00:00Z" });
 const readyNode = (name: string, policyVersion = 4): CiliumNodeObject => ({
   metadata: { name },
   status: { conditions: [cond("Ready", "True", "Enforcing"), cond("DatapathLoaded", "True", "Loaded"), cond("PolicySynced", "True", "Acknowledged")], agent: { version: "0.1.0", policyVersion } },
+});
+/** An agent's heartbeat Lease as node-agent/health.ts renews it (40 s duration). */
+const agentLease = (node: string, renewTime = "2026-12-03T11:59:55.000000Z"): LeaseObject => ({
+  metadata: { name: `membrane-agent-${node}`, namespace: "kube-node-lease" },
+  spec: { holderIdentity: node, leaseDurationSeconds: 40, renewTime },
 });
 const policy = (name: string, conditions: Condition[], generation = 1, observedGeneration = 1): PolicyObject => ({
   metadata: { name, namespace: "default", generation },
@@ -25,6 +30,8 @@ function healthy(): ClusterSnapshot {
       { metadata: { name: "other", namespace: "kube-system" }, spec: { replicas: 1 }, status: { readyReplicas: 0 } },
     ],
     nodes: [readyNode("node-b"), readyNode("node-a")],
+    agentLeases: [agentLease("node-a"), agentLease("node-b"), { metadata: { name: "node-a", namespace: "kube-node-lease" }, spec: { holderIdentity: "node-a", leaseDurationSeconds: 40 } }],
+    agentLeaseNamespace: "kube-node-lease",
     identities: 3,
     policies: [{ kind: "CiliumNetworkPolicy", obj: policy("web", [cond("Valid", "True", "Parsed"), cond("Enforced", "True", "Acknowledged")]) }],
     pods: [
@@ -57,9 +64,29 @@ describe("membrane status: health judgement", () => {
   });
 
   it("an agent that never published conditions is not ready", () => {
-    const r = statusReport({ ...healthy(), nodes: [{ metadata: { name: "fresh" } }] }, NOW);
+    const r = statusReport({ ...healthy(), nodes: [{ metadata: { name: "fresh" } }], agentLeases: [agentLease("fresh")] }, NOW);
     assert.deepEqual(r.warnings, ["agent on node fresh is not ready: it has not published its conditions"]);
     assert.equal(r.agents[0]?.conditions.Ready, "missing");
+  });
+
+  it("an agent whose heartbeat Lease expired is not ready though its CiliumNode still says Ready=True; the warning says when it was last seen", () => {
+    // renewTime + 40 s + 5 s skew: 11:59:15 is exactly at the limit (alive), 11:57:50 is 2m10s ago (dead).
+    const atLimit = statusReport({ ...healthy(), agentLeases: [agentLease("node-a"), agentLease("node-b", "2026-12-03T11:59:15.000000Z")] }, NOW);
+    assert.equal(atLimit.healthy, true, atLimit.warnings.join("; "));
+    const r = statusReport({ ...healthy(), agentLeases: [agentLease("node-a"), agentLease("node-b", "2026-12-03T11:57:50.000000Z")] }, NOW);
+    assert.equal(r.healthy, false);
+    assert.deepEqual(r.warnings, ["agent on node node-b is not ready: last seen 2m10s ago (heartbeat Lease kube-node-lease/membrane-agent-node-b expired; its conditions are stale)"]);
+    const b = r.agents.find((a) => a.node === "node-b")!;
+    assert.equal(b.ready, false);
+    assert.equal(b.lastSeenSecondsAgo, 130);
+    assert.equal(b.conditions.Ready, "Unknown (HeartbeatExpired)", "the stale Ready=True is not shown as current");
+    assert.match(formatStatus(r), /^Agents: +1\/2 ready$/m);
+  });
+
+  it("an agent without a heartbeat Lease is not ready, and the warning names the node and the Lease it looked for", () => {
+    const r = statusReport({ ...healthy(), agentLeases: [agentLease("node-a")] }, NOW);
+    assert.deepEqual(r.warnings, ["agent on node node-b is not ready: no heartbeat Lease kube-node-lease/membrane-agent-node-b (the agent has not started, or cannot reach the API server)"]);
+    assert.equal(r.agents.find((a) => a.node === "node-b")?.conditions.Ready, "Unknown (NoHeartbeat)");
   });
 
   it("no lease, an expired lease or a released one means no operator leader", () => {
@@ -132,6 +159,8 @@ describe("membrane status: output and flags", () => {
       lease: { leaseName: "membrane-operator", leaseNamespace: "membrane-system" },
     });
     assert.equal((parseFlags(["--wait", "--wait-duration", "90s"]) as { waitMs: number }).waitMs, 90_000);
+    assert.deepEqual((parseFlags(["--agent-lease-namespace", "membrane-system"]) as { lease: unknown }).lease, { leaseName: "membrane-operator", agentLeaseNamespace: "membrane-system" });
+    assert.deepEqual(parseFlags(["--agent-lease-namespace", ""]), { error: "--agent-lease-namespace: must not be empty" });
     assert.deepEqual(parseFlags(["-o", "yaml"]), { error: '--output: "yaml" is not text or json' });
     assert.deepEqual(parseFlags(["--wait", "--wait-duration", "soon"]), { error: '--wait-duration: "soon" is not a positive duration (e.g. 30s, 5m, 1h)' });
     assert.deepEqual(parseFlags(["--wait-duration", "1m"]), { error: "--wait-duration: only with --wait" });

@@ -1,8 +1,9 @@
-// `membrane status`: the operator's leader and replicas, every node's agent, counts of identities, policies and endpoints, and warnings; exit 1 when unhealthy.
+// `membrane status`: the operator's leader and replicas, every node's agent (its conditions and its heartbeat Lease), counts of identities, policies and endpoints, and warnings; exit 1 when unhealthy.
 import { parseArgs } from "node:util";
 import { parseDuration } from "../core/encryption.ts";
 import type { Condition } from "../kube/conditions.ts";
 import { KubeClient, type KubeObject, type ObjectList, type Resource, isNotFound, resourcePath } from "../kube/kube.ts";
+import { AGENT_LEASE_NAMESPACE, agentLeaseName, leaseLiveness } from "../kube/heartbeat.ts";
 import type { LeaseSpec } from "../kube/leader.ts";
 import { IDENTITY_ANNOTATION, type PodObject } from "../kube/objects.ts";
 import { CCNPS, CILIUM_NODES, CNPS, DEPLOYMENTS, IDENTITIES, LEASES, PODS } from "../kube/resources.ts";
@@ -18,6 +19,9 @@ warnings. Exits 0 when everything is healthy, 1 when not, 2 on a usage error.
   --wait-duration DURATION how long --wait waits (default 5m; e.g. 30s, 2m, 1h)
   --lease-name NAME        the operator's Lease (default membrane-operator, as the operator's --lease-name)
   --lease-namespace NS     where the Lease is (default: found in any namespace)
+  --agent-lease-namespace NS
+                           where agents renew their heartbeat Leases membrane-agent-NODE (default ${AGENT_LEASE_NAMESPACE},
+                           as the agent's --lease-namespace); an agent whose Lease is missing or expired is not ready
 `;
 
 /** The operator's flag defaults (controllers/main.ts) and the chart's labels (charts/membrane). */
@@ -50,6 +54,9 @@ export interface ClusterSnapshot {
   /** The operator's Deployments; undefined when they could not be read (replicas are then unknown). */
   readonly deployments: readonly DeploymentObject[] | undefined;
   readonly nodes: readonly CiliumNodeObject[];
+  /** The agents' heartbeat Leases, read from this namespace (any name; those named membrane-agent-<node> count). */
+  readonly agentLeases: readonly LeaseObject[];
+  readonly agentLeaseNamespace: string;
   readonly identities: number;
   readonly policies: readonly { readonly kind: string; readonly obj: PolicyObject }[];
   readonly pods: readonly PodObject[];
@@ -61,6 +68,8 @@ export interface AgentRow {
   readonly conditions: Record<(typeof AGENT_CONDITIONS)[number], string>;
   readonly version?: string;
   readonly policyVersion?: number;
+  /** When its heartbeat Lease was last renewed; absent when it has none. */
+  readonly lastSeenSecondsAgo?: number;
   readonly ready: boolean;
 }
 
@@ -99,21 +108,47 @@ function operatorDeployment(deployments: readonly DeploymentObject[], namespace:
   return ours.find((d) => d.metadata.namespace === namespace) ?? (ours.length === 1 ? ours[0] : undefined);
 }
 
-function agentRow(cn: CiliumNodeObject): AgentRow {
+/** An agent's heartbeat: alive, expired (with when it was last seen) or missing; the Lease is named in the warning. */
+interface Heartbeat {
+  readonly lease: string;
+  readonly alive: boolean;
+  readonly lastSeenMs?: number;
+}
+
+function heartbeatOf(node: string, s: ClusterSnapshot, now: Date): Heartbeat {
+  const l = s.agentLeases.find((x) => x.metadata.name === agentLeaseName(node));
+  const lease = `${s.agentLeaseNamespace}/${agentLeaseName(node)}`;
+  return l ? { lease, ...leaseLiveness(l.spec, now, CLOCK_SKEW_MS) } : { lease, alive: false };
+}
+
+/** "2m10s" for a user reading how long an agent has been silent. */
+function ago(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${s % 60 ? `${s % 60}s` : ""}`;
+  const h = Math.floor(m / 60);
+  return `${h}h${m % 60 ? `${m % 60}m` : ""}`;
+}
+
+function agentRow(cn: CiliumNodeObject, heartbeat: Heartbeat): AgentRow {
   const cs = cn.status?.conditions;
   const show = (type: string): string => {
     const c = condition(cs, type);
     if (!c) return "missing";
     return c.status === "True" ? "True" : `${c.status} (${c.reason})`;
   };
-  const conditions = { Ready: show("Ready"), DatapathLoaded: show("DatapathLoaded"), PolicySynced: show("PolicySynced") };
+  // As the node lifecycle controller marks a node whose kubelet stopped renewing: its last conditions are stale, Ready is Unknown.
+  const readyShown = heartbeat.alive ? show("Ready") : `Unknown (${heartbeat.lastSeenMs === undefined ? "NoHeartbeat" : "HeartbeatExpired"})`;
+  const conditions = { Ready: readyShown, DatapathLoaded: show("DatapathLoaded"), PolicySynced: show("PolicySynced") };
   const agent = cn.status?.agent;
   return {
     node: cn.metadata.name,
     conditions,
     ...(agent?.version !== undefined ? { version: agent.version } : {}),
     ...(agent?.policyVersion !== undefined ? { policyVersion: agent.policyVersion } : {}),
-    ready: AGENT_CONDITIONS.every((t) => conditions[t] === "True"),
+    ...(heartbeat.lastSeenMs !== undefined ? { lastSeenSecondsAgo: Math.max(0, Math.round(heartbeat.lastSeenMs / 1000)) } : {}),
+    ready: heartbeat.alive && AGENT_CONDITIONS.every((t) => conditions[t] === "True"),
   };
 }
 
@@ -132,7 +167,7 @@ function policyState(obj: PolicyObject): { state: PolicyState; why?: Condition }
   return { state: "pending" };
 }
 
-/** Judges a snapshot: healthy when an operator leads, every agent is ready, and no policy is invalid or not enforced. */
+/** Judges a snapshot: healthy when an operator leads, every agent is alive (heartbeat) and ready, and no policy is invalid or not enforced. */
 export function statusReport(s: ClusterSnapshot, now: Date): StatusReport {
   const warnings: string[] = [];
   const leader = liveLeader(s.leases, now);
@@ -144,10 +179,21 @@ export function statusReport(s: ClusterSnapshot, now: Date): StatusReport {
   const replicas = deployment ? { desired: deployment.spec?.replicas ?? 1, ready: deployment.status?.readyReplicas ?? 0 } : undefined;
   if (replicas && replicas.ready < replicas.desired) warnings.push(`operator: ${replicas.ready}/${replicas.desired} replicas ready`);
 
-  const agents = [...s.nodes].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).map(agentRow);
+  const nodes = [...s.nodes].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const heartbeats = new Map(nodes.map((n) => [n.metadata.name, heartbeatOf(n.metadata.name, s, now)]));
+  const agents = nodes.map((n) => agentRow(n, heartbeats.get(n.metadata.name)!));
   if (agents.length === 0) warnings.push("no agent has registered: no CiliumNode exists");
   for (const a of agents) {
     if (a.ready) continue;
+    const hb = heartbeats.get(a.node)!;
+    if (!hb.alive) {
+      warnings.push(
+        hb.lastSeenMs === undefined
+          ? `agent on node ${a.node} is not ready: no heartbeat Lease ${hb.lease} (the agent has not started, or cannot reach the API server)`
+          : `agent on node ${a.node} is not ready: last seen ${ago(hb.lastSeenMs)} ago (heartbeat Lease ${hb.lease} expired; its conditions are stale)`,
+      );
+      continue;
+    }
     const cs = s.nodes.find((n) => n.metadata.name === a.node)?.status?.conditions;
     const failing = AGENT_CONDITIONS.map((t) => condition(cs, t)).find((c) => c !== undefined && c.status !== "True");
     const why = failing ? `${failing.type}=${failing.status} (${failing.reason}): ${failing.message}` : "it has not published its conditions";
@@ -219,6 +265,8 @@ async function list<T>(client: KubeClient, resource: Resource): Promise<T[]> {
 export interface StatusOptions {
   readonly leaseName: string;
   readonly leaseNamespace?: string;
+  /** Default AGENT_LEASE_NAMESPACE. */
+  readonly agentLeaseNamespace?: string;
 }
 
 /** Reads everything the report needs; the operator's Deployment is optional (a user may not see it). */
@@ -232,8 +280,11 @@ export async function readSnapshot(client: KubeClient, o: StatusOptions): Promis
       throw e;
     }
   };
-  const [l, deployments, nodes, identities, cnps, ccnps, pods] = await Promise.all([
+  const agentLeaseNamespace = o.agentLeaseNamespace ?? AGENT_LEASE_NAMESPACE;
+  const agentLeases = async (): Promise<LeaseObject[]> => (await client.get<ObjectList<LeaseObject>>(resourcePath(LEASES, agentLeaseNamespace))).items;
+  const [l, agentLeaseList, deployments, nodes, identities, cnps, ccnps, pods] = await Promise.all([
     leases(),
+    agentLeases(),
     list<DeploymentObject>(client, DEPLOYMENTS).catch(() => undefined),
     list<CiliumNodeObject>(client, CILIUM_NODES),
     list<KubeObject>(client, IDENTITIES),
@@ -245,6 +296,8 @@ export async function readSnapshot(client: KubeClient, o: StatusOptions): Promis
     leases: l,
     deployments,
     nodes,
+    agentLeases: agentLeaseList,
+    agentLeaseNamespace,
     identities: identities.length,
     policies: [...cnps.map((obj) => ({ kind: CNPS.kind, obj })), ...ccnps.map((obj) => ({ kind: CCNPS.kind, obj }))],
     pods,
@@ -266,6 +319,7 @@ const OPTIONS = {
   "wait-duration": { type: "string" },
   "lease-name": { type: "string", default: DEFAULT_LEASE_NAME },
   "lease-namespace": { type: "string" },
+  "agent-lease-namespace": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
 } as const;
 
@@ -284,11 +338,16 @@ export function parseFlags(args: string[]): Flags | { error: string } | { help: 
   if (v.wait && (waitMs === undefined || waitMs <= 0)) return { error: `--wait-duration: "${duration}" is not a positive duration (e.g. 30s, 5m, 1h)` };
   if (v["lease-name"] === "") return { error: "--lease-name: must not be empty" };
   if (v["lease-namespace"] === "") return { error: "--lease-namespace: must not be empty" };
+  if (v["agent-lease-namespace"] === "") return { error: "--agent-lease-namespace: must not be empty" };
   return {
     ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
     output: v.output,
     ...(waitMs !== undefined ? { waitMs } : {}),
-    lease: { leaseName: v["lease-name"] ?? DEFAULT_LEASE_NAME, ...(v["lease-namespace"] !== undefined ? { leaseNamespace: v["lease-namespace"] } : {}) },
+    lease: {
+      leaseName: v["lease-name"] ?? DEFAULT_LEASE_NAME,
+      ...(v["lease-namespace"] !== undefined ? { leaseNamespace: v["lease-namespace"] } : {}),
+      ...(v["agent-lease-namespace"] !== undefined ? { agentLeaseNamespace: v["agent-lease-namespace"] } : {}),
+    },
   };
 }
 

@@ -194,6 +194,25 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     assert.ok(!released.spec.holderIdentity, "lease released on shutdown");
   });
 
+  it("with --leader-elect=false the single operator still renews its Lease, and `membrane status` names it as the leader", async () => {
+    const op = operator("op-solo", ["--leader-elect", "false", "--lease-name", "solo-test", "--controllers", "node"]);
+    await op.waitForLog((l) => l.msg === "operator running");
+    const lease = () => getJSON<{ spec: { holderIdentity?: string; renewTime?: string; leaseDurationSeconds?: number } }>(["get", "lease", "-n", "kube-system", "solo-test"]);
+    const first = await eventually("the operator's Lease", async () => (await lease().catch(() => undefined))?.spec);
+    assert.equal(first.holderIdentity, "op-solo");
+    assert.equal(first.leaseDurationSeconds, 15, "the elected leader's duration");
+    // Renewed every retry period (2 s), like an elected leader.
+    await eventually("a renewal", async () => ((await lease()).spec.renewTime !== first.renewTime ? true : undefined), 10_000);
+    const report = await new Promise<string>((resolve) =>
+      execFile(MEMBRANE, ["status", "--kubeconfig", cp?.kubeconfig ?? "", "--lease-name", "solo-test", "-o", "json"], (_err, stdout) => resolve(stdout)),
+    );
+    const r = JSON.parse(report) as { operator: { leader?: string; lease?: string }; warnings: string[] };
+    assert.equal(r.operator.leader, "op-solo");
+    assert.equal(r.operator.lease, "kube-system/solo-test");
+    assert.ok(!r.warnings.some((w) => w.includes("no operator leader")), r.warnings.join("; "));
+    await op.stop("SIGTERM");
+  });
+
   it("an invalid policy that bypassed admission gets Valid=False with the path and an Event; a fix flips it and bumps observedGeneration", async () => {
     const ns = "pol";
     await namespace(ns);

@@ -6,6 +6,7 @@ import { Controller } from "../kube/controller.ts";
 import { EventRecorder } from "../kube/events.ts";
 import { InformerSet } from "../kube/informers.ts";
 import { KubeClient, type KubeObject } from "../kube/kube.ts";
+import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
@@ -63,6 +64,8 @@ export class Operator {
   private informers: InformerSet | undefined;
   private controllers: Controller[] = [];
   private elector: LeaderElector | undefined;
+  /** With leader election off: the same Lease, renewed unconditionally, so `membrane status` sees this operator alive. */
+  private heartbeat: LeaseHeartbeat | undefined;
   private server: HealthServer | undefined;
   private distribution: DistributionServer | undefined;
   private leading = false;
@@ -85,13 +88,25 @@ export class Operator {
     const port = await this.server.listen(this.config.healthPort, host);
     this.log.info({ host, port }, "health and metrics endpoints listening");
     const done = new Promise<"lost" | "stopped">((resolve) => (this.wake = resolve));
+    const timing = this.config.leaseTiming ?? DEFAULT_LEASE_TIMING;
     if (!this.config.leaderElect) {
+      // The user chose a single replica: it leads by fiat, and publishes that on the Lease with the elected leader's timing.
+      this.heartbeat = new LeaseHeartbeat({
+        client: this.client,
+        namespace: this.config.leaseNamespace,
+        name: this.config.leaseName,
+        identity: this.config.id,
+        renewMs: timing.retryPeriodMs,
+        leaseDurationSeconds: Math.round(timing.leaseDurationMs / 1000),
+        log: this.log,
+      });
+      this.heartbeat.start();
       await this.startLeading();
       return done;
     }
     this.elector = new LeaderElector(
       this.client,
-      { namespace: this.config.leaseNamespace, name: this.config.leaseName, identity: this.config.id, ...(this.config.leaseTiming ?? DEFAULT_LEASE_TIMING) },
+      { namespace: this.config.leaseNamespace, name: this.config.leaseName, identity: this.config.id, ...timing },
       this.log,
     );
     void this.elector
@@ -255,6 +270,7 @@ export class Operator {
       await this.informers?.stop();
       await this.distribution?.close();
       await this.elector?.stop();
+      await this.heartbeat?.stop();
       this.leading = false;
       this.metrics.leader.set(0);
       await this.server?.close();

@@ -15,7 +15,7 @@ export interface LeaseSpec {
   leaseTransitions?: number;
 }
 
-interface Lease {
+export interface Lease {
   apiVersion: "coordination.k8s.io/v1";
   kind: "Lease";
   metadata: { name: string; namespace: string; resourceVersion?: string };
@@ -34,7 +34,7 @@ export interface LeaderElectionOptions {
 export const DEFAULT_LEASE_TIMING = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 } as const;
 
 /** MicroTime as the API wants it (RFC 3339 with microseconds). */
-function microTime(d: Date): string {
+export function microTime(d: Date): string {
   return d.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
 }
 

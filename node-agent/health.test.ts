@@ -1,4 +1,4 @@
-// Health on the CiliumNode: the conditions each agent state reports, and publishing them to a real API server.
+// Health on the CiliumNode: the conditions each agent state reports, and publishing them to a real API server; the agent's heartbeat Lease created and renewed there.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -7,7 +7,9 @@ import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts
 import { KubeClient } from "../kube/kube.ts";
 import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
-import { CiliumNodeHealth, agentReport, healthConditions, membraneVersion } from "./health.ts";
+import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
+import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, membraneVersion } from "./health.ts";
+import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
@@ -38,6 +40,18 @@ describe("agent health conditions", () => {
     const cs = healthConditions({ ...base, connected: false }, "maps pinned");
     assert.deepEqual(byType(cs), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
     assert.match(cs[0]!.message, /enforcing version 7/);
+  });
+
+  it("the heartbeat Lease's namespace: kube-node-lease unless --lease-namespace says otherwise; a bad name is refused naming the flag", () => {
+    const required = ["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+    const flags = (extra: string[]) => parseAgentFlags([...required, ...extra]);
+    const d = flags([]);
+    assert.ok(d.ok);
+    assert.equal(d.flags.leaseNamespace, "kube-node-lease");
+    const m = flags(["--lease-namespace", "membrane-system"]);
+    assert.ok(m.ok);
+    assert.equal(m.flags.leaseNamespace, "membrane-system");
+    assert.deepEqual(flags(["--lease-namespace", "Kube_Node"]), { ok: false, error: `--lease-namespace: must be a namespace name (lowercase letters, digits, '-'), got "Kube_Node"` });
   });
 
   it("connected but nothing applied yet: waiting", () => {
@@ -145,6 +159,30 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
       return c?.find((x) => x.type === "PolicySynced")?.reason === "StateRefused" ? c : undefined;
     });
     assert.match(cs.find((c) => c.type === "PolicySynced")!.message, /port 70000 out of range; enforcing version 12/);
+  });
+
+  it("the heartbeat Lease membrane-agent-<node> is created in kube-node-lease, held by the node, renewed while the agent runs, and left to expire once it stops", async () => {
+    const log: Record<string, unknown>[] = [];
+    const heartbeat = agentHeartbeat({ client: client!, nodeName: node, namespace: AGENT_LEASE_NAMESPACE, log: capturingLogger(log), timing: { renewMs: 500, leaseDurationSeconds: 2 } });
+    type LeaseJSON = { spec: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string } };
+    const lease = async () => JSON.parse(await kubectl(["get", "lease", "-n", AGENT_LEASE_NAMESPACE, `membrane-agent-${node}`, "-o", "json"])) as LeaseJSON;
+    heartbeat.start();
+    try {
+      const first = await eventually("the heartbeat Lease", async () => (await lease()).spec);
+      assert.equal(first.holderIdentity, node);
+      assert.equal(first.leaseDurationSeconds, 2);
+      const renewed = await eventually("a renewal", async () => {
+        const s = (await lease()).spec;
+        return s.renewTime !== first.renewTime ? s : undefined;
+      });
+      assert.ok(Date.parse(renewed.renewTime!) > Date.parse(first.renewTime!), `${renewed.renewTime} after ${first.renewTime}`);
+      assert.equal(log.filter((l) => l.msg === "heartbeat Lease created").length, 1, "created once, then renewed");
+    } finally {
+      await heartbeat.stop();
+    }
+    const last = (await lease()).spec.renewTime;
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal((await lease()).spec.renewTime, last, "a stopped agent renews nothing");
   });
 
   it("conditions overwritten by someone else are healed", async () => {

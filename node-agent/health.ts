@@ -1,8 +1,9 @@
-// Publishes the agent's health on its own CiliumNode: status conditions (Ready, DatapathLoaded, PolicySynced), its version and acknowledged policy version, and the observer's address annotation.
+// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { Backoff } from "../kube/backoff.ts";
 import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
+import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartbeat.ts";
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
 import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
@@ -157,4 +158,23 @@ export class CiliumNodeHealth {
       this.o.log.info({ name: this.o.nodeName, address }, "observer address annotated on the CiliumNode");
     }
   }
+}
+
+export interface AgentHeartbeatOptions {
+  readonly client: Pick<KubeClient, "request">;
+  readonly nodeName: string;
+  readonly namespace: string;
+  readonly log: Logger;
+  /** Test hook: the kubelet's timings otherwise (renew every 10 s, dead after 40 s). */
+  readonly timing?: { renewMs: number; leaseDurationSeconds: number };
+}
+
+/**
+ * The agent's heartbeat: Lease `membrane-agent-<node>` held by the node, renewed as a kubelet renews
+ * its node Lease. Conditions on the CiliumNode say how the agent is; only a Lease that keeps being
+ * renewed says it is still there to say so (a dead agent leaves its last Ready=True behind).
+ */
+export function agentHeartbeat(o: AgentHeartbeatOptions): LeaseHeartbeat {
+  const timing = o.timing ?? HEARTBEAT_TIMING;
+  return new LeaseHeartbeat({ client: o.client, namespace: o.namespace, name: agentLeaseName(o.nodeName), identity: o.nodeName, log: o.log, ...timing });
 }

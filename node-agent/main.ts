@@ -8,15 +8,16 @@ import { Datapath } from "./bpf/datapath.ts";
 import { NodeAgent } from "./agent.ts";
 import { AgentMetrics, DEFAULT_METRICS_ADDRESS, parseListenAddress } from "./metrics.ts";
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
-import { CiliumNodeHealth } from "./health.ts";
+import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
+import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
                       [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
-                      [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE]
+                      [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
 
   --node-name   this node's name (the CN of its client certificate)
@@ -36,6 +37,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --health-port      the same on 127.0.0.1:PORT (what the chart's probes use); not with --metrics-address
   --kubeconfig       API access for publishing health on this node's CiliumNode (default: in-cluster when
                      KUBERNETES_SERVICE_HOST is set, else health is not published; enforcement never depends on it)
+  --lease-namespace  where the agent renews its heartbeat Lease membrane-agent-NODE, as kubelets do theirs
+                     (default ${AGENT_LEASE_NAMESPACE})
   --policy-enforcement-mode  default: a direction is enforced once a policy selects the endpoint in it;
                      always: every endpoint enforced both ways, selected or not; never: nothing enforced (default: default)
   --cni-bin-dir      install the membrane-cni launcher into this directory at start
@@ -60,6 +63,8 @@ export interface AgentFlags {
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
   readonly kubeconfig?: string;
+  /** Where the heartbeat Lease lives (`membrane status` reads it there). */
+  readonly leaseNamespace: string;
   readonly policyEnforcementMode: PolicyEnforcementMode;
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
@@ -95,6 +100,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "metrics-address": { type: "string" },
         "health-port": { type: "string" },
         kubeconfig: { type: "string" },
+        "lease-namespace": { type: "string" },
         "policy-enforcement-mode": { type: "string" },
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
@@ -159,6 +165,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!isPolicyEnforcementMode(mode)) return { ok: false, error: `--policy-enforcement-mode: must be one of ${POLICY_ENFORCEMENT_MODES.join(", ")}, got ${JSON.stringify(mode)}` };
   for (const f of ["kubeconfig", "cni-bin-dir", "cni-conf-dir"]) if (str(f) === "") return { ok: false, error: `--${f}: must be a path` };
   const kubeconfig = str("kubeconfig");
+  const leaseNamespace = str("lease-namespace") ?? AGENT_LEASE_NAMESPACE;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(leaseNamespace)) return { ok: false, error: `--lease-namespace: must be a namespace name (lowercase letters, digits, '-'), got ${JSON.stringify(leaseNamespace)}` };
   const cniBinDir = str("cni-bin-dir");
   const cniConfDir = str("cni-conf-dir");
   return {
@@ -179,6 +187,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(exportPath !== undefined ? { flowExport: { path: exportPath, maxBytes, keep, compress } } : {}),
       metricsAddress,
       ...(kubeconfig ? { kubeconfig } : {}),
+      leaseNamespace,
       policyEnforcementMode: mode,
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),
@@ -238,13 +247,16 @@ export async function run(args: string[]): Promise<number> {
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
   const health = await startHealth(f, agent, log);
+  const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
+  heartbeat?.start();
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode }, "agent started");
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));
   });
   log.info({ signal }, "agent stopping");
-  await health?.stop();
+  await heartbeat?.stop();
+  await health?.health.stop();
   await metrics.stop();
   await agent.stop();
   datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
@@ -255,7 +267,7 @@ export async function run(args: string[]): Promise<number> {
  * The parts that need the node's filesystem or the API server, none of which enforcement waits on:
  * the CNI launcher, health on the CiliumNode, and the conflist (its pod CIDR is read from there).
  */
-async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promise<CiliumNodeHealth | undefined> {
+async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promise<{ health: CiliumNodeHealth; client: KubeClient } | undefined> {
   if (f.cniBinDir) {
     try {
       log.info({ file: installCniPlugin(f.cniBinDir) }, "CNI plugin installed");
@@ -298,5 +310,5 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promis
     log,
   });
   health.start();
-  return health;
+  return { health, client };
 }
