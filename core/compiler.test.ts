@@ -19,7 +19,7 @@ import { label, labelSetFrom } from "./labels.ts";
 import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
 import { compileAll, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict } from "./evaluator.ts";
-import { compareEntries, entryKeyString, lookup } from "./mapstate.ts";
+import { compareEntries, entryKeyString, lookup } from "./policy/mapstate.ts";
 
 /** fc.assert, but the failure shows the assertion message first and the counterexample's ops, not every label. */
 function checkProperty<T>(prop: fc.IProperty<T>, params: fc.Parameters<T>): void {

@@ -1,7 +1,7 @@
 // Pure helpers over a node's desired state: the delta from an acknowledged state to a new one, and
 // applying a delta (what an agent does; used by tests and simulated agents to check round trips).
 import type { PolicyEntry, SubjectPolicy } from "./model.ts";
-import { compareEntries, entryKeyString } from "./mapstate.ts";
+import { compareEntries, entryKeyString } from "./policy/mapstate.ts";
 import type { Downstream, NodeState, SubjectDelta } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;

@@ -4,7 +4,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
-import { entryKeyString } from "../core/mapstate.ts";
+import { entryKeyString } from "../core/policy/mapstate.ts";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
