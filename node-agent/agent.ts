@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
 import { entryKeyString } from "../core/policy/mapstate.ts";
-import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../core/wire.ts";
+import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../controllers/runtime/backoff.ts";
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
@@ -317,12 +317,20 @@ export class NodeAgent {
   }
 
   private onMessage(call: Call, raw: unknown): void {
-    const m = raw as Partial<Downstream> | null;
-    if (!m || typeof m !== "object" || typeof m.version !== "number" || typeof m.nonce !== "string" || (m.type !== "snapshot" && m.type !== "delta")) {
-      this.log.warn({ message: JSON.stringify(raw)?.slice(0, 200) }, "malformed message from the operator; ignored");
+    const parsed = parseDownstream(raw);
+    if (!parsed.ok) {
+      // Refused at the edge: nothing was applied, and the operator learns why (on its nonce, when it sent one).
+      const m = (typeof raw === "object" && raw !== null ? raw : {}) as { version?: unknown; nonce?: unknown };
+      const version = typeof m.version === "number" && Number.isSafeInteger(m.version) && m.version >= 0 ? m.version : (this.version ?? 0);
+      const nonce = typeof m.nonce === "string" && m.nonce !== "" ? m.nonce : "malformed";
+      const error = `malformed message: ${describeErrors(parsed.errors)}`;
+      this.lastError = error;
+      this.log.error({ version, error }, "malformed message from the operator; refused, keeping the last applied state");
+      call.write({ type: "nack", version, nonce, error });
+      this.statusChanged();
       return;
     }
-    const msg = m as Downstream;
+    const msg = parsed.value;
     let target: NodeState;
     const sweep = msg.type === "snapshot" || this.firstApply;
     try {
