@@ -20,6 +20,7 @@ import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
 import { type Affected, NodeStateSource } from "./distribution/source.ts";
+import { ParsedPolicies } from "./parsed-policies.ts";
 import type { Reconciler } from "./runtime/controller.ts";
 
 /** How long policy status waits to take in a burst of agent reports. */
@@ -64,6 +65,8 @@ export class Operator {
   private elector: LeaderElector | undefined;
   private server: HealthServer | undefined;
   private distribution: DistributionServer | undefined;
+  /** Policy parses shared by the status reconcilers and the distribution: each generation parsed once. */
+  private readonly parsed = new ParsedPolicies();
   private leading = false;
   private running = false;
   private stopped: Promise<void> | undefined;
@@ -164,6 +167,7 @@ export class Operator {
           select: id ? (ps) => selectEndpoints(ps, id.endpoints()) : undefined,
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.reports()) : undefined,
+          parsed: this.parsed,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
         c.watch(policies);
@@ -226,7 +230,7 @@ export class Operator {
     const port = await server.listen(cfg.port, host);
     this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
-    const source = new NodeStateSource(pods, nodes);
+    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
     const identities = informers.for<IdentityObject>(IDENTITIES);
     const reconciler: Reconciler = {
       name: "distribution",

@@ -3,7 +3,6 @@ import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model
 import { PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { formatLabel } from "../../core/labels.ts";
-import { parsePolicyObject } from "../../core/parser/index.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
 import type { Informer, InformerEvent } from "../runtime/informer.ts";
 import type { KubeObject } from "../runtime/kube.ts";
@@ -11,6 +10,7 @@ import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIde
 import { type NodeObject, nodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";
+import { ParsedPolicies } from "../parsed-policies.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
 interface SharedParts {
@@ -23,8 +23,16 @@ interface SharedParts {
 /** Which nodes a change concerns: every node, or the ones named. */
 export type Affected = "all" | readonly string[];
 
+export interface NodeStateSourceOptions {
+  /** The local cluster's name, for the `cluster` entity. */
+  readonly clusterName?: string;
+  /** The parses shared with the policy status reconciler (each generation parsed once). */
+  readonly parsed?: ParsedPolicies;
+}
+
 export class NodeStateSource {
-  readonly compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol) });
+  readonly compiler: PolicyCompiler;
+  private readonly parsed: ParsedPolicies;
   private readonly identityLabels = new Map<number, LabelSet>();
   /** policy key → the uid and generation whose parts the compiler holds (the last valid one). */
   private readonly compiled = new Map<string, PolicyGeneration>();
@@ -49,7 +57,10 @@ export class NodeStateSource {
   constructor(
     private readonly pods: Informer<PodObject>,
     private readonly nodes: Informer<NodeObject>,
+    opts: NodeStateSourceOptions = {},
   ) {
+    this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol), clusterName: opts.clusterName });
+    this.parsed = opts.parsed ?? new ParsedPolicies();
     for (const r of RESERVED_IDENTITIES) {
       this.compiler.upsertIdentity(r.id, r.labels);
       this.identityLabels.set(r.id, r.labels);
@@ -81,8 +92,9 @@ export class NodeStateSource {
    * Status-only writes (same generation) change nothing.
    */
   readonly onPolicy = (ev: InformerEvent<PolicyObject>): Affected => {
-    const key = policyKey({ kind: (ev.obj.kind ?? "") as Policy["kind"], namespace: ev.obj.metadata.namespace, name: ev.obj.metadata.name });
+    const key = ParsedPolicies.keyOf(ev.obj);
     if (ev.type === "delete") {
+      this.parsed.forget(ev.obj);
       this.compiler.removePolicy(key);
       this.compilerVersion++;
       this.compiled.delete(key);
@@ -91,7 +103,7 @@ export class NodeStateSource {
       return "all";
     }
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
-    const parsed = parsePolicyObject(ev.obj);
+    const parsed = this.parsed.parse(ev.obj);
     if (!parsed.ok) return [];
     // The CIDR identities exist before the policy compiles, so its CIDR peers select them at once.
     const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value));
