@@ -231,6 +231,7 @@ export class Operator {
     this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
     const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
+    server.followSubjectDeltas(source.subjectDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
     const reconciler: Reconciler = {
       name: "distribution",

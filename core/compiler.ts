@@ -21,6 +21,7 @@ import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
+export { DeltaCollector } from "./policy/mapstate.ts";
 export type { Delta } from "./policy/mapstate.ts";
 
 export interface CompilerOptions {
@@ -101,50 +102,55 @@ export class PolicyCompiler {
     for (const subject of [...this.repository.subjects()].sort((a, b) => a - b)) this.rebuildSubject(subject, undefined, scratch);
   }
 
-  upsertIdentity(id: number, labels: LabelSet): Delta[] {
+  /**
+   * Every change below returns its per-subject delta. With `into`, the change is recorded there
+   * instead, netted with the changes recorded before (read them with `into.deltas(c.enforcementOf)`),
+   * and nothing is returned: a consumer that publishes in batches gets one delta per batch.
+   */
+  upsertIdentity(id: number, labels: LabelSet, into?: DeltaCollector): Delta[] {
     const prev = this.identities.get(id);
     if (prev?.key === labels.key) return [];
-    const d = new DeltaCollector();
+    const d = into ?? new DeltaCollector();
     if (prev) this.dropIdentity(id, d);
     this.identities.set(id, labels);
     this.selectorCache.upsertIdentity(id, labels);
     if (this.repository.isSubject(id)) this.rebuildSubject(id, undefined, d);
     this.recomputeDirty(id, d);
-    return d.deltas((s) => this.enforcement(s));
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
-  removeIdentity(id: number): Delta[] {
+  removeIdentity(id: number, into?: DeltaCollector): Delta[] {
     if (!this.identities.has(id)) return [];
-    const d = new DeltaCollector();
+    const d = into ?? new DeltaCollector();
     this.dropIdentity(id, d);
-    return d.deltas((s) => this.enforcement(s));
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
   /** Adds or replaces one source object's policies (`key` from policyKey()). */
-  upsertPolicy(key: string, parts: readonly Policy[]): Delta[] {
-    const d = new DeltaCollector();
+  upsertPolicy(key: string, parts: readonly Policy[], into?: DeltaCollector): Delta[] {
+    const d = into ?? new DeltaCollector();
     const before = new Set(this.repository.subjectsOf(key));
     this.repository.upsert(key, parts);
     for (const s of this.repository.subjectsOf(key)) before.add(s);
     for (const subject of [...before].sort((a, b) => a - b)) this.rebuildSubject(subject, key, d);
-    return d.deltas((s) => this.enforcement(s));
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
-  removePolicy(key: string): Delta[] {
+  removePolicy(key: string, into?: DeltaCollector): Delta[] {
     if (!this.repository.has(key)) return [];
-    const d = new DeltaCollector();
+    const d = into ?? new DeltaCollector();
     const before = [...this.repository.subjectsOf(key)].sort((a, b) => a - b);
     this.repository.remove(key);
     for (const subject of before) this.rebuildSubject(subject, key, d);
-    return d.deltas((s) => this.enforcement(s));
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
   /** Recompiles everything (e.g. after named ports changed); returns the net delta. */
-  recompileAll(): Delta[] {
-    const d = new DeltaCollector();
+  recompileAll(into?: DeltaCollector): Delta[] {
+    const d = into ?? new DeltaCollector();
     const all = new Set([...this.subjects.keys(), ...this.repository.subjects()]);
     for (const subject of [...all].sort((a, b) => a - b)) this.rebuildSubject(subject, undefined, d);
-    return d.deltas((s) => this.enforcement(s));
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
   /** The compiled policy of one subject identity (allow-all with no entries if no policy selects it). */
@@ -263,10 +269,11 @@ export class PolicyCompiler {
     }
   }
 
-  private enforcement(subject: number): { ingress: boolean; egress: boolean } {
+  /** Whether a subject is default-deny in each direction now (no compiled state: neither). */
+  readonly enforcementOf = (subject: number): { ingress: boolean; egress: boolean } => {
     const s = this.subjects.get(subject);
     return { ingress: s?.ingress.resolved.enforced ?? false, egress: s?.egress.resolved.enforced ?? false };
-  }
+  };
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
     for (const t of terms) if (t.matcher !== undefined) this.selectorCache.add(t.matcher, user);

@@ -149,3 +149,20 @@ test("each change says which nodes it concerns, and every node shares the same i
   assert.equal(src.onPolicy({ type: "add", obj: cnp }), "all");
   assert.deepEqual(src.onPolicy({ type: "update", old: cnp, obj: { ...cnp, status: { enforced: "1/1" } } }), [], "a status write changes nothing");
 });
+
+test("a policy change replaces only the subject policies it touches, each linked to the one before by the compiler's delta", () => {
+  const src = new NodeStateSource(cache([pod("web", "web", 256, "n1", "10.0.1.5"), pod("db", "db", 257, "n1", "10.0.1.6")]), cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPolicy({ type: "add", obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }) });
+  src.onPolicy({ type: "add", obj: cnpOf("db", { endpointSelector: { matchLabels: { app: "db" } }, ingress: [{ toPorts: [{ ports: [{ port: "5432", protocol: "TCP" }] }] }] }) });
+  const [web1, db1] = src.stateFor("n1").policies;
+  src.onPolicy({ type: "update", old: cnpOf("web", {}), obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ toPorts: [{ ports: [{ port: "81", protocol: "TCP" }] }] }] }, 2) });
+  const [web2, db2] = src.stateFor("n1").policies;
+  assert.equal(db2, db1, "an untouched subject keeps its object");
+  assert.notEqual(web2, web1);
+  const delta = src.subjectDeltas.between(web1!, web2!);
+  assert.deepEqual(delta?.added.map((e) => e.port), [81]);
+  assert.deepEqual(delta?.removed.map((e) => e.port), [80]);
+  assert.equal(src.subjectDeltas.between(web2!, web1!), undefined, "a link goes one way, from the object it was made from");
+});

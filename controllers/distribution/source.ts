@@ -1,9 +1,10 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
-import { PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
+import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
+import { SubjectDeltaLinks } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../runtime/informer.ts";
 import type { KubeObject } from "../runtime/kube.ts";
 import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity, podNeedsIdentity } from "../identity.ts";
@@ -50,9 +51,12 @@ export class NodeStateSource {
   /** identity → "name/protocol" → container port numbers, from the pods that have the identity. */
   private namedPorts = new Map<number, Map<string, number[]>>();
   private namedPortsKey = "[]";
-  /** Compiled policy per subject identity, shared by every node hosting it; re-read after any compiler change, keeping the old object when equal. */
-  private readonly subjectPolicies = new Map<number, { version: number; policy: SubjectPolicy }>();
-  private compilerVersion = 0;
+  /** Compiled policy per subject identity, shared by every node hosting it; replaced only when the compiler's delta touches the subject. */
+  private readonly subjectPolicies = new Map<number, SubjectPolicy>();
+  /** The compiler's changes since the subject policies were last brought up to date, netted per key. */
+  private pending = new DeltaCollector();
+  /** Each replaced subject policy linked to its predecessor by the compiler's delta: what the distribution sends. */
+  readonly subjectDeltas = new SubjectDeltaLinks();
 
   constructor(
     private readonly pods: Informer<PodObject>,
@@ -62,7 +66,7 @@ export class NodeStateSource {
     this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol), clusterName: opts.clusterName });
     this.parsed = opts.parsed ?? new ParsedPolicies();
     for (const r of RESERVED_IDENTITIES) {
-      this.compiler.upsertIdentity(r.id, r.labels);
+      this.compiler.upsertIdentity(r.id, r.labels, this.pending);
       this.identityLabels.set(r.id, r.labels);
     }
   }
@@ -72,15 +76,13 @@ export class NodeStateSource {
     const n = Number(ev.obj.metadata.name);
     if (!Number.isInteger(n)) return [];
     if (ev.type === "delete") {
-      this.compiler.removeIdentity(n);
-      this.compilerVersion++;
+      this.compiler.removeIdentity(n, this.pending);
       this.identityLabels.delete(n);
     } else {
       const labels = labelSetOfIdentity(ev.obj);
       if (this.identityLabels.get(n)?.key === labels.key) return [];
       this.identityLabels.set(n, labels);
-      this.compiler.upsertIdentity(n, labels);
-      this.compilerVersion++;
+      this.compiler.upsertIdentity(n, labels, this.pending);
     }
     this.identitiesDirty = true;
     return "all";
@@ -95,8 +97,7 @@ export class NodeStateSource {
     const key = ParsedPolicies.keyOf(ev.obj);
     if (ev.type === "delete") {
       this.parsed.forget(ev.obj);
-      this.compiler.removePolicy(key);
-      this.compilerVersion++;
+      this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
       this.setPolicyCIDRs(key, [])();
       this.policiesDirty = true;
@@ -107,8 +108,7 @@ export class NodeStateSource {
     if (!parsed.ok) return [];
     // The CIDR identities exist before the policy compiles, so its CIDR peers select them at once.
     const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value));
-    this.compiler.upsertPolicy(key, parsed.value);
-    this.compilerVersion++;
+    this.compiler.upsertPolicy(key, parsed.value, this.pending);
     release();
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
     this.policiesDirty = true;
@@ -176,12 +176,27 @@ export class NodeStateSource {
   }
 
   private subjectPolicy(id: number): SubjectPolicy {
-    const cached = this.subjectPolicies.get(id);
-    if (cached?.version === this.compilerVersion) return cached.policy;
-    const fresh = this.compiler.snapshot(id);
-    const policy = cached && JSON.stringify(cached.policy) === JSON.stringify(fresh) ? cached.policy : fresh;
-    this.subjectPolicies.set(id, { version: this.compilerVersion, policy });
+    let policy = this.subjectPolicies.get(id);
+    if (!policy) this.subjectPolicies.set(id, (policy = this.compiler.snapshot(id)));
     return policy;
+  }
+
+  /**
+   * Brings the subject policies nodes have read up to date from the compiler's net delta: only the
+   * subjects it touches get a new object, linked to the old one by that delta; every other subject
+   * keeps its object (so the distribution skips it by reference).
+   */
+  private applyCompiled(): void {
+    const deltas = this.pending.deltas(this.compiler.enforcementOf);
+    this.pending = new DeltaCollector();
+    for (const d of deltas) {
+      const base = this.subjectPolicies.get(d.subject);
+      if (!base) continue; // no node has read it: it is snapshotted when one does
+      if (d.added.length === 0 && d.removed.length === 0 && d.ingressEnforced === base.ingressEnforced && d.egressEnforced === base.egressEnforced) continue;
+      const next = this.compiler.snapshot(d.subject);
+      this.subjectPolicies.set(d.subject, next);
+      this.subjectDeltas.link(base, next, d);
+    }
   }
 
   /** Takes the CIDR identities of `prefixes` for `key`; the returned function releases the ones it held before (after the recompile). */
@@ -194,8 +209,7 @@ export class NodeStateSource {
       now.set(prefix, r.value.id);
       if (r.value.created) {
         this.cidrIdentities.set(prefix, r.value.id);
-        this.compiler.upsertIdentity(r.value.id, r.value.labels);
-        this.compilerVersion++;
+        this.compiler.upsertIdentity(r.value.id, r.value.labels, this.pending);
         this.identityLabels.set(r.value.id, r.value.labels);
         this.identitiesDirty = true;
         this.podsDirty = true;
@@ -207,8 +221,7 @@ export class NodeStateSource {
       for (const [prefix, id] of before) {
         if (!this.cidrAllocator.release(id)) continue;
         this.cidrIdentities.delete(prefix);
-        this.compiler.removeIdentity(id);
-        this.compilerVersion++;
+        this.compiler.removeIdentity(id, this.pending);
         this.identityLabels.delete(id);
         this.identitiesDirty = true;
         this.podsDirty = true;
@@ -229,6 +242,7 @@ export class NodeStateSource {
       this.podsDirty = false;
       this.rebuildPods();
     }
+    this.applyCompiled();
     if (this.identitiesDirty) {
       this.identitiesDirty = false;
       const identities = [...this.identityLabels].sort(([a], [b]) => a - b).map(([id, labels]) => ({ id, labels: labels.labels.map(formatLabel) }));
@@ -298,8 +312,7 @@ export class NodeStateSource {
       // Named ports resolve at compile time: recompile with the new ports (rare: container ports are immutable, so this follows pods coming and going).
       this.namedPorts = namedPorts;
       this.namedPortsKey = key;
-      this.compiler.recompileAll();
-      this.compilerVersion++;
+      this.compiler.recompileAll(this.pending);
     }
   }
 }
