@@ -233,20 +233,25 @@ export class Operator {
     const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
     server.followSubjectDeltas(source.subjectDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
+    const policies = [CNPS, CCNPS, NETWORK_POLICIES].map((resource) => informers.for<PolicyObject>(resource));
+    // Keyed by node; one more key, SOURCE_KEY, reconciles the compiled state with the caches and
+    // enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
+    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
     const reconciler: Reconciler = {
       name: "distribution",
-      reconcile: async (node) => {
-        if (!nodes.get(node)) server.forget(node);
-        else server.publish(node, source.stateFor(node));
+      reconcile: async (key) => {
+        if (key === SOURCE_KEY) {
+          for (const node of nodesOf(source.sync({ identities, policies }))) c.enqueue(node);
+        } else if (!nodes.get(key)) server.forget(key);
+        else server.publish(key, source.stateFor(key));
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
-    // The source says which nodes each change concerns; "all" when a shared part (ipcache, identities, rules) moved.
-    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
-    c.watch(nodes, (ev) => [ev.obj.metadata.name, ...nodesOf(source.onNode(ev))]);
-    c.watch(identities, (ev) => nodesOf(source.onIdentity(ev)));
-    c.watch(pods, (ev) => nodesOf(source.onPod(ev)));
-    for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) c.watch(informers.for<PolicyObject>(resource), (ev) => nodesOf(source.onPolicy(ev)));
+    // The mappers only enqueue keys: the work is in reconcile.
+    c.watch(nodes, (ev) => [ev.obj.metadata.name, SOURCE_KEY]);
+    c.watch(identities, () => [SOURCE_KEY]);
+    c.watch(pods, () => [SOURCE_KEY]);
+    for (const p of policies) c.watch(p, () => [SOURCE_KEY]);
     this.controllers.push(c);
     return { server, source };
   }
@@ -269,6 +274,9 @@ export class Operator {
     return this.stopped;
   }
 }
+
+/** The distribution's key for "the compiled state against the caches": no node has an empty name. */
+const SOURCE_KEY = "";
 
 function sameLabels(a: KubeObject, b: KubeObject): boolean {
   return JSON.stringify(a.metadata.labels ?? {}) === JSON.stringify(b.metadata.labels ?? {});

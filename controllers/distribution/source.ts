@@ -24,6 +24,12 @@ interface SharedParts {
 /** Which nodes a change concerns: every node, or the ones named. */
 export type Affected = "all" | readonly string[];
 
+/** The caches the source reconciles against, besides the pods and nodes it is built with. */
+export interface SourceInformers {
+  readonly identities: Informer<IdentityObject>;
+  readonly policies: readonly Informer<PolicyObject>[];
+}
+
 export interface NodeStateSourceOptions {
   /** The local cluster's name, for the `cluster` entity. */
   readonly clusterName?: string;
@@ -69,6 +75,34 @@ export class NodeStateSource {
       this.compiler.upsertIdentity(r.id, r.labels, this.pending);
       this.identityLabels.set(r.id, r.labels);
     }
+  }
+
+  /** The objects last compiled, per kind and key: what sync() compares the caches with. */
+  private readonly seen = {
+    identities: new Map<string, IdentityObject>(),
+    policies: new Map<string, PolicyObject>(),
+    pods: new Map<string, PodObject>(),
+    nodes: new Map<string, NodeObject>(),
+  };
+
+  /**
+   * Level-triggered: brings the compiled state in line with the caches as they are now, whatever
+   * event woke it. Each object that is not the one last compiled goes through its handler below
+   * (which ignores what does not matter, e.g. a status write); one gone from its cache is deleted.
+   * Returns the nodes whose desired state may have changed.
+   */
+  sync(informers: SourceInformers): Affected {
+    let all = false;
+    const some = new Set<string>();
+    const note = (a: Affected): void => {
+      if (a === "all") all = true;
+      else for (const n of a) some.add(n);
+    };
+    reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
+    reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
+    reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
+    reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
+    return all ? "all" : [...some];
   }
 
   /** Informer handler for CiliumIdentity objects; every node's identity list changes. */
@@ -314,6 +348,24 @@ export class NodeStateSource {
       this.namedPortsKey = key;
       this.compiler.recompileAll(this.pending);
     }
+  }
+}
+
+/** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
+function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): void {
+  const present = new Set<string>();
+  for (const obj of now) {
+    const k = key(obj);
+    present.add(k);
+    const old = seen.get(k);
+    if (old === obj) continue;
+    seen.set(k, obj);
+    note(handle(old === undefined ? { type: "add", obj } : { type: "update", old, obj }));
+  }
+  for (const [k, old] of seen) {
+    if (present.has(k)) continue;
+    seen.delete(k);
+    note(handle({ type: "delete", obj: old }));
   }
 }
 
