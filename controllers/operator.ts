@@ -19,7 +19,7 @@ import { PodCIDRPool } from "./cidrpool.ts";
 import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
-import { type Affected, NodeStateSource } from "./distribution/source.ts";
+import { type Affected, NodeStateSource, SOURCE_KINDS, type SourceKind } from "./distribution/source.ts";
 import { ParsedPolicies } from "./parsed-policies.ts";
 import type { Reconciler } from "./runtime/controller.ts";
 
@@ -234,24 +234,25 @@ export class Operator {
     server.followSubjectDeltas(source.subjectDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
     const policies = [CNPS, CCNPS, NETWORK_POLICIES].map((resource) => informers.for<PolicyObject>(resource));
-    // Keyed by node; one more key, SOURCE_KEY, reconciles the compiled state with the caches and
-    // enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
+    // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
+    // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
     const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
     const reconciler: Reconciler = {
       name: "distribution",
       reconcile: async (key) => {
-        if (key === SOURCE_KEY) {
-          for (const node of nodesOf(source.sync({ identities, policies }))) c.enqueue(node);
+        const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
+        if (kind) {
+          for (const node of nodesOf(source.sync({ identities, policies }, [kind]))) c.enqueue(node);
         } else if (!nodes.get(key)) server.forget(key);
         else server.publish(key, source.stateFor(key));
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
     // The mappers only enqueue keys: the work is in reconcile.
-    c.watch(nodes, (ev) => [ev.obj.metadata.name, SOURCE_KEY]);
-    c.watch(identities, () => [SOURCE_KEY]);
-    c.watch(pods, () => [SOURCE_KEY]);
-    for (const p of policies) c.watch(p, () => [SOURCE_KEY]);
+    c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);
+    c.watch(identities, () => [sourceKey("identities")]);
+    c.watch(pods, () => [sourceKey("pods")]);
+    for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
     this.controllers.push(c);
     return { server, source };
   }
@@ -275,8 +276,8 @@ export class Operator {
   }
 }
 
-/** The distribution's key for "the compiled state against the caches": no node has an empty name. */
-const SOURCE_KEY = "";
+/** The distribution's key for "one kind of source object against its cache": node names never start with a colon. */
+const sourceKey = (kind: SourceKind): string => `:${kind}`;
 
 function sameLabels(a: KubeObject, b: KubeObject): boolean {
   return JSON.stringify(a.metadata.labels ?? {}) === JSON.stringify(b.metadata.labels ?? {});

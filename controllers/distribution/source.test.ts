@@ -183,7 +183,8 @@ test("sync reconciles with the caches as they are now: added, changed and remove
   assert.ok(src.stateFor("n1").policies[0]?.entries.some((e) => e.peer === 257));
   assert.deepEqual(src.sync(informers), [], "nothing changed: nothing to do");
   policies.m.set(keyOf(v1), cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "nobody" } }] }] }, 2));
-  assert.equal(src.sync(informers), "all");
+  assert.deepEqual(src.sync(informers, ["pods", "identities"]), [], "only the kinds asked for are compared");
+  assert.equal(src.sync(informers, ["policies"]), "all");
   assert.equal(src.stateFor("n1").policies[0]?.entries.some((e) => e.peer === 257), false, "the new generation is compiled");
   policies.m.clear();
   src.sync(informers);

@@ -24,6 +24,10 @@ interface SharedParts {
 /** Which nodes a change concerns: every node, or the ones named. */
 export type Affected = "all" | readonly string[];
 
+/** The kinds of object the source compiles; sync() can reconcile one kind (the one whose cache moved) or all. */
+export type SourceKind = "nodes" | "identities" | "policies" | "pods";
+export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods"];
+
 /** The caches the source reconciles against, besides the pods and nodes it is built with. */
 export interface SourceInformers {
   readonly identities: Informer<IdentityObject>;
@@ -91,17 +95,18 @@ export class NodeStateSource {
    * (which ignores what does not matter, e.g. a status write); one gone from its cache is deleted.
    * Returns the nodes whose desired state may have changed.
    */
-  sync(informers: SourceInformers): Affected {
+  sync(informers: SourceInformers, kinds: readonly SourceKind[] = SOURCE_KINDS): Affected {
     let all = false;
     const some = new Set<string>();
     const note = (a: Affected): void => {
       if (a === "all") all = true;
       else for (const n of a) some.add(n);
     };
-    reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
-    reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
-    reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
-    reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
+    // In this order, whichever kinds are asked for: identities exist before the pods that carry them.
+    if (kinds.includes("nodes")) reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
+    if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
+    if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
+    if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
     return all ? "all" : [...some];
   }
 
