@@ -21,7 +21,8 @@ import { PodCIDRPool } from "./cidrpool.ts";
 import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
-import { type Affected, NodeStateSource } from "./distribution/source.ts";
+import { type Affected, NodeStateSource, SOURCE_KINDS, type SourceKind } from "./distribution/source.ts";
+import { ParsedPolicies } from "./parsed-policies.ts";
 import type { Reconciler } from "../kube/controller.ts";
 
 /** How long policy status waits to take in a burst of agent reports. */
@@ -68,6 +69,8 @@ export class Operator {
   private heartbeat: LeaseHeartbeat | undefined;
   private server: HealthServer | undefined;
   private distribution: DistributionServer | undefined;
+  /** Policy parses shared by the status reconcilers and the distribution: each generation parsed once. */
+  private readonly parsed = new ParsedPolicies();
   private leading = false;
   private running = false;
   private stopped: Promise<void> | undefined;
@@ -180,6 +183,7 @@ export class Operator {
           select: id ? (ps) => selectEndpoints(ps, id.endpoints()) : undefined,
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.reports()) : undefined,
+          parsed: this.parsed,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
         c.watch(policies);
@@ -242,22 +246,29 @@ export class Operator {
     const port = await server.listen(cfg.port, host);
     this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
-    const source = new NodeStateSource(pods, nodes);
+    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
+    server.followSubjectDeltas(source.subjectDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
+    const policies = [CNPS, CCNPS, NETWORK_POLICIES].map((resource) => informers.for<PolicyObject>(resource));
+    // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
+    // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
+    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
     const reconciler: Reconciler = {
       name: "distribution",
-      reconcile: async (node) => {
-        if (!nodes.get(node)) server.forget(node);
-        else server.publish(node, source.stateFor(node));
+      reconcile: async (key) => {
+        const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
+        if (kind) {
+          for (const node of nodesOf(source.sync({ identities, policies }, [kind]))) c.enqueue(node);
+        } else if (!nodes.get(key)) server.forget(key);
+        else server.publish(key, source.stateFor(key));
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
-    // The source says which nodes each change concerns; "all" when a shared part (ipcache, identities, rules) moved.
-    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
-    c.watch(nodes, (ev) => [ev.obj.metadata.name, ...nodesOf(source.onNode(ev))]);
-    c.watch(identities, (ev) => nodesOf(source.onIdentity(ev)));
-    c.watch(pods, (ev) => nodesOf(source.onPod(ev)));
-    for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) c.watch(informers.for<PolicyObject>(resource), (ev) => nodesOf(source.onPolicy(ev)));
+    // The mappers only enqueue keys: the work is in reconcile.
+    c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);
+    c.watch(identities, () => [sourceKey("identities")]);
+    c.watch(pods, () => [sourceKey("pods")]);
+    for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
     this.controllers.push(c);
     return { server, source };
   }
@@ -281,6 +292,9 @@ export class Operator {
     return this.stopped;
   }
 }
+
+/** The distribution's key for "one kind of source object against its cache": node names never start with a colon. */
+const sourceKey = (kind: SourceKind): string => `:${kind}`;
 
 function sameLabels(a: KubeObject, b: KubeObject): boolean {
   return JSON.stringify(a.metadata.labels ?? {}) === JSON.stringify(b.metadata.labels ?? {});

@@ -12,6 +12,7 @@ import { splitKey } from "../kube/informer.ts";
 import { type KubeClient, type KubeObject, type Resource, isNotFound, resourcePath } from "../kube/kube.ts";
 import type { OperatorMetrics } from "../kube/metrics.ts";
 import type { Selection } from "./selection.ts";
+import { ParsedPolicies } from "./parsed-policies.ts";
 
 export interface PolicyObject extends KubeObject {
   status?: PolicyStatus;
@@ -48,6 +49,8 @@ export interface PolicyDeps {
   readonly endpointsVersion?: () => number;
   /** What the agents of `nodes` (the nodes the policy concerns) reported for this generation. */
   readonly enforcement?: (obj: PolicyObject, nodes: ReadonlySet<string>) => Enforcement;
+  /** The parses shared with the distribution (each generation parsed once); a private one when absent. */
+  readonly parsed?: ParsedPolicies;
 }
 
 /** Formats every parse error with its field path, for the condition message and the Event. */
@@ -103,6 +106,7 @@ const NO_ENFORCEMENT: Enforcement = { acknowledged: 0, refused: [] };
 
 export function policyReconciler(d: PolicyDeps): Reconciler {
   const kind = d.resource.kind;
+  const parses = d.parsed ?? new ParsedPolicies();
   const state = new Map<string, "valid" | "invalid">();
   const enforcementStates = new Map<string, EnforcementState>();
   const countEnforcement = (): void => {
@@ -137,7 +141,7 @@ export function policyReconciler(d: PolicyDeps): Reconciler {
       const version = d.endpointsVersion?.();
       let memo = memos.get(key);
       if (!memo || memo.obj !== obj || version === undefined || memo.version !== version) {
-        const parsed = parsePolicyObject(obj);
+        const parsed = parses.parse(obj);
         memo = { obj, version, parsed, selection: parsed.ok ? d.select?.(parsed.value) : { endpoints: 0, nodes: new Set<string>() } };
         memos.set(key, memo);
       }

@@ -3,10 +3,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { LabelSet, Policy } from "./model.ts";
 import { label, labelSetFrom } from "./labels.ts";
-import { cidrLabels } from "./identity.ts";
+import { cidrLabels, fqdnIdentityLabels } from "./identity.ts";
 import { parsePolicyObject } from "./parser/index.ts";
-import { PolicyCompiler, compileAll, fqdnIdentityLabels, policyKey } from "./compiler.ts";
-import { lookup } from "./mapstate.ts";
+import { PolicyCompiler, compileAll, policyKey } from "./compiler.ts";
+import { lookup } from "./policy/mapstate.ts";
 
 const pod = (ns: string, app: string): LabelSet =>
   labelSetFrom([
@@ -172,3 +172,13 @@ test(
     assert.equal(lookup(sp, "egress", inside, 6, 443).verdict, "deny");
   },
 );
+
+test("toEntities cluster selects the pods of the compiler's own cluster, not another's", () => {
+  const east = labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "prod"), label("k8s", "app", "client"), label("k8s", "io.cilium.k8s.policy.cluster", "east")]);
+  const west = labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "prod"), label("k8s", "app", "client"), label("k8s", "io.cilium.k8s.policy.cluster", "west")]);
+  const policies = parse(cnp("from-cluster", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEntities: ["cluster"] }] }));
+  const c = compileAll(policies, new Map([[WEB, pod("prod", "web")], [401, east], [402, west]]), { clusterName: "east" });
+  const web = c.snapshot(WEB);
+  assert.equal(lookup(web, "ingress", 401, 6, 80).verdict, "allow");
+  assert.equal(lookup(web, "ingress", 402, 6, 80).verdict, "deny");
+});

@@ -17,9 +17,9 @@ import type {
 import { canonicalSelector } from "./selector.ts";
 import { label, labelSetFrom } from "./labels.ts";
 import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
-import { compileAll, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
+import { compileAll, DeltaCollector, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict } from "./evaluator.ts";
-import { compareEntries, entryKeyString, lookup } from "./mapstate.ts";
+import { compareEntries, entryKeyString, lookup } from "./policy/mapstate.ts";
 
 /** fc.assert, but the failure shows the assertion message first and the counterexample's ops, not every label. */
 function checkProperty<T>(prop: fc.IProperty<T>, params: fc.Parameters<T>): void {
@@ -342,6 +342,37 @@ test("property: incremental updates equal a full recompute, and deltas replay to
       },
     ),
     { numRuns: 100 },
+  );
+});
+
+test("property: a batch of changes recorded into one collector replays to the snapshot (what the distribution sends)", () => {
+  checkProperty(
+    fc.property(identitiesArb, policiesArb, fc.array(opArb, { minLength: 1, maxLength: 12 }), (ids, initial, ops) => {
+      const inc = compileAll(initial, ids, { namedPorts });
+      const mirror = new Map<number, Map<string, PolicyEntry>>();
+      for (const s of inc.subjectIds()) mirror.set(s, new Map(inc.snapshot(s).entries.map((e) => [entryKeyString(e), e])));
+      const policies = new Map(initial.map((p) => [p.name, p]));
+      const into = new DeltaCollector();
+      for (const op of ops) {
+        if (op.kind === "upsertPolicy") {
+          policies.set(op.policy.name, op.policy);
+          assert.deepEqual(inc.upsertPolicy(policyKey(op.policy), [op.policy], into), []);
+        } else if (op.kind === "removePolicy") {
+          const p = policies.get(op.name);
+          policies.delete(op.name);
+          if (p) inc.removePolicy(policyKey(p), into);
+        } else if (op.kind === "upsertIdentity") inc.upsertIdentity(op.id, op.labels, into);
+        else inc.removeIdentity(op.id, into);
+      }
+      const deltas = into.deltas(inc.enforcementOf);
+      applyDeltas(mirror, deltas);
+      for (const d of deltas) {
+        assert.equal(d.ingressEnforced, inc.snapshot(d.subject).ingressEnforced);
+        assert.equal(d.egressEnforced, inc.snapshot(d.subject).egressEnforced);
+      }
+      for (const [id, m] of mirror) assert.deepEqual([...m.values()].sort(compareEntries), inc.snapshot(id).entries, `batched deltas for ${id}`);
+    }),
+    { numRuns: 200 },
   );
 });
 

@@ -15,8 +15,9 @@ import { matchesSelector } from "./selector.ts";
 import { prefixContains, parsePrefix } from "./cidr.ts";
 import { fqdnMatches, identityNames, isPolicySubject } from "./peer-match.ts";
 import { entityMatches } from "./entities.ts";
-import { identityPrefixOf } from "./selector-cache.ts";
-import { icmpMatch, type NamedPortResolver } from "./compiler.ts";
+import { identityPrefixOf } from "./policy/selector-cache.ts";
+import { icmpMatch } from "./icmp.ts";
+import type { NamedPortResolver } from "./policy/resolution.ts";
 
 /** Why a direction gave its verdict: the rule, or the direction's default. */
 export type VerdictReason = RuleOrigin | "default-deny" | "no-policy";

@@ -109,6 +109,18 @@ export function cidrLabels(prefix: string | Prefix): LabelSet {
   return labelSetFrom(labels);
 }
 
+/**
+ * The labels of an address learned from a DNS answer: its CIDR identity labels plus one `fqdn:`
+ * label per name it answered for. A policy compiler given `fqdnIdentityLabels(ip, names)` for an
+ * identity fills every toFQDNs peer whose matchName/matchPattern covers one of the names.
+ */
+export function fqdnIdentityLabels(ip: string, names: readonly string[]): LabelSet {
+  return labelSetFrom([
+    ...cidrLabels(ip).labels,
+    ...names.map((n) => label(LABEL_SOURCE.fqdn, n.toLowerCase().replace(/\.$/, ""))),
+  ]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Allocation
 // ---------------------------------------------------------------------------------------------

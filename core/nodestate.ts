@@ -1,7 +1,7 @@
 // Pure helpers over a node's desired state: the delta from an acknowledged state to a new one, and
 // applying a delta (what an agent does; used by tests and simulated agents to check round trips).
 import type { PolicyEntry, SubjectPolicy } from "./model.ts";
-import { compareEntries, entryKeyString } from "./mapstate.ts";
+import { compareEntries, entryKeyString } from "./policy/mapstate.ts";
 import type { Downstream, NodeState, SubjectDelta } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;
@@ -13,6 +13,24 @@ function byKey<T>(items: readonly T[], key: (t: T) => string): Map<string, T> {
 }
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * Which compiled delta turns one subject policy object into the next: a node that holds the first
+ * is sent that delta as it is, instead of a diff of the two entry lists.
+ */
+export class SubjectDeltaLinks {
+  private readonly links = new WeakMap<SubjectPolicy, { readonly base: SubjectPolicy; readonly delta: SubjectDelta }>();
+
+  link(base: SubjectPolicy, next: SubjectPolicy, delta: SubjectDelta): void {
+    this.links.set(next, { base, delta });
+  }
+
+  /** The delta from `base` to `next` when `next` was made from `base` by one; undefined otherwise. */
+  between(base: SubjectPolicy, next: SubjectPolicy): SubjectDelta | undefined {
+    const l = this.links.get(next);
+    return l?.base === base ? l.delta : undefined;
+  }
+}
 
 /** Sorted canonical copy, so equal states compare equal and deltas are deterministic. */
 export function canonicalState(s: NodeState): NodeState {

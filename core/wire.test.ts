@@ -1,7 +1,7 @@
 // Unit tests of the agent-message parser at the edge of the distribution stream.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeMessage, encodeMessage, parseUpstream } from "./wire.ts";
+import { decodeMessage, describeErrors, encodeMessage, parseDownstream, parseUpstream, type Downstream } from "./wire.ts";
 
 test("hello, ack and nack round-trip through the JSON framing", () => {
   for (const m of [
@@ -20,4 +20,55 @@ test("malformed agent messages are errors naming the field", () => {
   assert.deepEqual(parseUpstream({ type: "nack", version: 1, nonce: "x" }), { ok: false, errors: [{ path: "error", message: "must be a string" }] });
   assert.equal(parseUpstream([]).ok, false);
   assert.match(JSON.stringify(parseUpstream({ type: "bye" })), /must be hello, ack or nack/);
+});
+
+const entry = { subject: 300, direction: "egress", peer: 301, proto: 6, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 1 } as const;
+const snapshot: Downstream = {
+  type: "snapshot",
+  version: 4,
+  nonce: "n",
+  state: {
+    policies: [{ subject: 300, ingressEnforced: false, egressEnforced: true, entries: [entry] }],
+    ipcache: [{ prefix: "10.0.0.1/32", identity: 300, node: "192.0.2.1", pod: "default/a" }, { prefix: "10.9.0.0/16", identity: 16777217 }],
+    identities: [{ id: 300, labels: ["k8s:app=a"] }],
+    rules: [{ id: 1, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "p", ruleIndex: 0, path: "spec.egress[0]" } }],
+    policyGenerations: [{ key: "CiliumNetworkPolicy/default/p", uid: "u", generation: 2 }],
+  },
+};
+const delta: Downstream = {
+  type: "delta",
+  version: 5,
+  baseVersion: 4,
+  nonce: "m",
+  subjects: [{ subject: 300, ingressEnforced: false, egressEnforced: true, added: [{ ...entry, port: 8081 }], removed: [entry] }],
+  removedSubjects: [],
+  ipcacheUpserts: [],
+  ipcacheRemovals: ["10.9.0.0/16"],
+  identityUpserts: [],
+  identityRemovals: [],
+  ruleUpserts: [],
+  policyGenerations: [],
+};
+
+test("snapshots and deltas the operator sends parse as they are", () => {
+  for (const m of [snapshot, delta]) assert.deepEqual(parseDownstream(decodeMessage(encodeMessage(m))), { ok: true, value: m });
+});
+
+test("a malformed downstream message is an error naming the first bad field", () => {
+  const bad = (m: unknown): string => {
+    const r = parseDownstream(m);
+    assert.equal(r.ok, false);
+    return r.ok ? "" : describeErrors(r.errors);
+  };
+  assert.equal(bad(null), "must be an object");
+  assert.equal(bad({ ...snapshot, type: "patch" }), 'type: must be snapshot or delta, not "patch"');
+  assert.equal(bad({ ...snapshot, nonce: "" }), "nonce: must be a non-empty string");
+  assert.equal(bad({ ...snapshot, state: { ...snapshot.state, policies: [{ ...snapshot.state.policies[0], entries: [{ ...entry, port: 70000 }] }] } }), "state.policies[0].entries[0].port: must be an integer from 0 to 65535");
+  assert.equal(bad({ ...snapshot, state: { ...snapshot.state, policies: [{ ...snapshot.state.policies[0], entries: [{ ...entry, verdict: "maybe" }] }] } }), "state.policies[0].entries[0].verdict: must be one of allow, deny");
+  assert.equal(bad({ ...snapshot, state: { ...snapshot.state, ipcache: "all" } }), "state.ipcache: must be a list");
+  assert.equal(bad({ ...delta, baseVersion: "4" }), "baseVersion: must be a non-negative integer");
+  assert.equal(bad({ ...delta, subjects: [{ ...(delta as Extract<Downstream, { type: "delta" }>).subjects[0], added: [{ ...entry, subject: 999 }] }] }), "subjects[0].added[0].subject: must be the subject 300, not 999");
+  assert.equal(bad({ ...delta, removedSubjects: [-1] }), "removedSubjects[0]: must be an integer from 0 to 4294967295");
+  const { ipcacheRemovals: _, ...noRemovals } = delta as Extract<Downstream, { type: "delta" }>;
+  assert.equal(bad(noRemovals), "ipcacheRemovals: must be a list");
 });

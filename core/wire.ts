@@ -1,6 +1,6 @@
 // The operator ↔ node-agent stream, defined once: xDS-style snapshot and deltas with version and
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
-import type { PolicyEntry, Result, RuleOrigin, SubjectPolicy } from "./model.ts";
+import type { FieldError, PolicyEntry, Result, RuleOrigin, SubjectPolicy } from "./model.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
 export const STREAM_METHOD = "/membrane.v1.Distribution/Stream";
@@ -98,6 +98,129 @@ export function parseUpstream(v: unknown): Result<Upstream> {
     default:
       return err("type", `must be hello, ack or nack, not ${JSON.stringify(v.type)}`);
   }
+}
+
+// ----- downstream validation: the agent trusts nothing it did not check --------------------------
+
+type Check = (v: unknown, path: string) => FieldError | undefined;
+
+const fail = (path: string, message: string): FieldError => ({ path, message });
+const join = (path: string, field: string): string => (path === "" ? field : `${path}.${field}`);
+
+const uint = (max: number): Check => (v, path) =>
+  typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max ? undefined : fail(path, `must be an integer from 0 to ${max}`);
+const U32 = uint(0xffffffff);
+const version: Check = (v, path) => (isVersion(v) ? undefined : fail(path, "must be a non-negative integer"));
+const bool: Check = (v, path) => (typeof v === "boolean" ? undefined : fail(path, "must be a boolean"));
+const str: Check = (v, path) => (typeof v === "string" ? undefined : fail(path, "must be a string"));
+const nonEmpty: Check = (v, path) => (typeof v === "string" && v !== "" ? undefined : fail(path, "must be a non-empty string"));
+const oneOf = (...values: readonly string[]): Check => (v, path) =>
+  typeof v === "string" && values.includes(v) ? undefined : fail(path, `must be one of ${values.join(", ")}`);
+const optional = (c: Check): Check => (v, path) => (v === undefined ? undefined : c(v, path));
+
+function list(item: Check): Check {
+  return (v, path) => {
+    if (!Array.isArray(v)) return fail(path, "must be a list");
+    for (let i = 0; i < v.length; i++) {
+      const e = item(v[i], `${path}[${i}]`);
+      if (e) return e;
+    }
+    return undefined;
+  };
+}
+
+function record(fields: Readonly<Record<string, Check>>): Check {
+  const names = Object.keys(fields);
+  return (v, path) => {
+    if (!isRecord(v)) return fail(path, "must be an object");
+    for (const f of names) {
+      const e = fields[f]!(v[f], join(path, f));
+      if (e) return e;
+    }
+    return undefined;
+  };
+}
+
+const policyEntry = record({
+  subject: U32,
+  direction: oneOf("ingress", "egress"),
+  peer: U32,
+  proto: uint(255),
+  port: uint(0xffff),
+  portPrefixLen: uint(16),
+  verdict: oneOf("allow", "deny"),
+  proxyPort: uint(0xffff),
+  ruleId: U32,
+});
+const ipcacheEntry = record({ prefix: nonEmpty, identity: U32, node: optional(nonEmpty), pod: optional(str) });
+const identityLabels = record({ id: U32, labels: list(str) });
+const rule = record({
+  id: U32,
+  origin: record({
+    policyKind: oneOf("NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"),
+    namespace: optional(str),
+    name: str,
+    ruleIndex: U32,
+    path: str,
+  }),
+});
+const policyGeneration = record({ key: nonEmpty, uid: str, generation: version });
+const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry) });
+const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry) });
+const nodeState = record({
+  policies: list(subjectPolicy),
+  ipcache: list(ipcacheEntry),
+  identities: list(identityLabels),
+  rules: list(rule),
+  policyGenerations: list(policyGeneration),
+});
+const snapshot = record({ version, nonce: nonEmpty, state: nodeState });
+const delta = record({
+  version,
+  baseVersion: version,
+  nonce: nonEmpty,
+  subjects: list(subjectDelta),
+  removedSubjects: list(U32),
+  ipcacheUpserts: list(ipcacheEntry),
+  ipcacheRemovals: list(nonEmpty),
+  identityUpserts: list(identityLabels),
+  identityRemovals: list(U32),
+  ruleUpserts: list(rule),
+  policyGenerations: list(policyGeneration),
+});
+
+/**
+ * Parses an operator's message at the agent's edge: every field of a snapshot or delta is checked
+ * (types, ranges, enums) before anything is applied; the error names the first bad field. Entries
+ * that a subject does not own are refused too, so a delta cannot write another subject's keys.
+ */
+export function parseDownstream(v: unknown): Result<Downstream> {
+  const err = (e: FieldError): Result<Downstream> => ({ ok: false, errors: [e] });
+  if (!isRecord(v)) return err(fail("", "must be an object"));
+  let e: FieldError | undefined;
+  if (v.type === "snapshot") e = snapshot(v, "");
+  else if (v.type === "delta") e = delta(v, "");
+  else return err(fail("type", `must be snapshot or delta, not ${JSON.stringify(v.type) ?? "undefined"}`));
+  if (e) return err(e);
+  const m = v as unknown as Downstream;
+  const owned = (subject: number, entries: readonly PolicyEntry[], path: string): FieldError | undefined => {
+    const i = entries.findIndex((x) => x.subject !== subject);
+    return i < 0 ? undefined : fail(`${path}[${i}].subject`, `must be the subject ${subject}, not ${entries[i]!.subject}`);
+  };
+  if (m.type === "snapshot") {
+    for (let i = 0; i < m.state.policies.length && !e; i++) e = owned(m.state.policies[i]!.subject, m.state.policies[i]!.entries, `state.policies[${i}].entries`);
+  } else {
+    for (let i = 0; i < m.subjects.length && !e; i++) {
+      const sd = m.subjects[i]!;
+      e = owned(sd.subject, sd.added, `subjects[${i}].added`) ?? owned(sd.subject, sd.removed, `subjects[${i}].removed`);
+    }
+  }
+  return e ? err(e) : { ok: true, value: m };
+}
+
+/** A reason for a refusal, from a parse's errors. */
+export function describeErrors(errors: readonly FieldError[]): string {
+  return errors.map((e) => (e.path === "" ? e.message : `${e.path}: ${e.message}`)).join("; ");
 }
 
 /** JSON framing for gRPC's custom (de)serializers. */

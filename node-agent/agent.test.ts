@@ -199,6 +199,8 @@ function withFaults(dp: Datapath, faults: ReadonlySet<string>): AgentDatapath {
   return {
     object: dp.object,
     setSubjectPolicy: (p, e) => dp.setSubjectPolicy(p, e),
+    addSubjectEntries: (p, added) => dp.addSubjectEntries(p, added),
+    removeSubjectEntries: (p, removed) => dp.removeSubjectEntries(p, removed),
     setIpcache: (e) => {
       if (faults.has(e.cidr)) throw new Error(`injected: ipcache map full at ${e.cidr}`);
       dp.setIpcache(e);

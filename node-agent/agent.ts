@@ -4,8 +4,8 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
-import { entryKeyString } from "../core/mapstate.ts";
-import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../core/wire.ts";
+import { entryKeyString } from "../core/policy/mapstate.ts";
+import { type Downstream, type NodeState, type SubjectDelta, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
 import { RESERVED_IDENTITIES } from "../core/identity.ts";
@@ -31,7 +31,7 @@ const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Di
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
-export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
   Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState">>;
 
@@ -319,12 +319,20 @@ export class NodeAgent {
   }
 
   private onMessage(call: Call, raw: unknown): void {
-    const m = raw as Partial<Downstream> | null;
-    if (!m || typeof m !== "object" || typeof m.version !== "number" || typeof m.nonce !== "string" || (m.type !== "snapshot" && m.type !== "delta")) {
-      this.log.warn({ message: JSON.stringify(raw)?.slice(0, 200) }, "malformed message from the operator; ignored");
+    const parsed = parseDownstream(raw);
+    if (!parsed.ok) {
+      // Refused at the edge: nothing was applied, and the operator learns why (on its nonce, when it sent one).
+      const m = (typeof raw === "object" && raw !== null ? raw : {}) as { version?: unknown; nonce?: unknown };
+      const version = typeof m.version === "number" && Number.isSafeInteger(m.version) && m.version >= 0 ? m.version : (this.version ?? 0);
+      const nonce = typeof m.nonce === "string" && m.nonce !== "" ? m.nonce : "malformed";
+      const error = `malformed message: ${describeErrors(parsed.errors)}`;
+      this.lastError = error;
+      this.log.error({ version, error }, "malformed message from the operator; refused, keeping the last applied state");
+      call.write({ type: "nack", version, nonce, error });
+      this.statusChanged();
       return;
     }
-    const msg = m as Downstream;
+    const msg = parsed.value;
     let target: NodeState;
     const sweep = msg.type === "snapshot" || this.firstApply;
     try {
@@ -333,7 +341,9 @@ export class NodeAgent {
         if (msg.baseVersion !== this.version) throw new Error(`delta ${msg.version} applies on version ${msg.baseVersion}, but this agent holds ${this.version ?? "nothing"}`);
         target = applyDelta(this.applied, msg);
       }
-      this.apply(this.applied, target, sweep);
+      // A delta's subjects go to the maps as the operator computed them (default mode: the maps hold what was received).
+      const deltas = msg.type === "delta" && !sweep && this.mode === "default" ? new Map(msg.subjects.map((sd) => [sd.subject, sd])) : undefined;
+      this.apply(this.applied, target, sweep, deltas);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.lastError = error;
@@ -360,13 +370,13 @@ export class NodeAgent {
    * flags switch, stale entries go, and last the ipcache prefixes that left. A failure while
    * writing restores `from` (best effort) and rethrows.
    */
-  private apply(received: NodeState, target: NodeState, snapshot: boolean): void {
+  private apply(received: NodeState, target: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>): void {
     validate(target, this.opts.nodeIP);
     // The maps hold the policies as the enforcement mode makes them, never the received ones.
     const from = enforcedState(received, this.mode);
     const to = enforcedState(target, this.mode);
     try {
-      this.write(from, to, snapshot);
+      this.write(from, to, snapshot, deltas);
     } catch (err) {
       try {
         this.write(to, from, false);
@@ -377,11 +387,25 @@ export class NodeAgent {
     }
   }
 
-  private write(from: NodeState, to: NodeState, snapshot: boolean): void {
+  /**
+   * With `deltas` (a delta message), a subject the maps hold takes its delta directly: its added
+   * entries in step 1, its removed keys in step 4; a subject the message does not name is left as
+   * it is. Every other subject (and every subject of a snapshot or a rollback) is written whole.
+   */
+  private write(from: NodeState, to: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>): void {
     const dp = this.opts.datapath;
     const oldPolicies = new Map(from.policies.map((p) => [p.subject, p]));
+    const failed = dp.failedSubjects?.();
+    const unchanged = (s: number): boolean => deltas !== undefined && !deltas.has(s) && oldPolicies.has(s) && !failed?.has(s);
+    const incremental = new Map<number, SubjectDelta>();
     // 1. adds: every subject holds old ∪ new (new values win), flags not yet changed.
     for (const p of to.policies) {
+      if (unchanged(p.subject)) continue;
+      const sd = deltas?.get(p.subject);
+      if (sd && oldPolicies.has(p.subject) && dp.addSubjectEntries(p, sd.added)) {
+        incremental.set(p.subject, sd);
+        continue;
+      }
       const merged = new Map<string, PolicyEntry>((oldPolicies.get(p.subject)?.entries ?? []).map((e) => [entryKeyString(e), e]));
       for (const e of p.entries) merged.set(entryKeyString(e), e);
       dp.setSubjectPolicy({ ...p, entries: [...merged.values()] });
@@ -391,12 +415,16 @@ export class NodeAgent {
     const newIpc = datapathIpcache(to, this.opts.nodeIP);
     for (const e of newIpc) {
       const old = oldIpc.get(e.cidr);
-      if (snapshot || !old || JSON.stringify(old) !== JSON.stringify(e)) dp.setIpcache(e);
+      if (snapshot || !old || !sameIpcacheEntry(old, e)) dp.setIpcache(e);
     }
     // 3. endpoints take their identity and enforcement from the new state.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
     // 4. removals: exact new entries, subjects that left lose theirs (including ones pinned before a restart).
-    for (const p of to.policies) dp.setSubjectPolicy(p);
+    for (const p of to.policies) {
+      const sd = incremental.get(p.subject);
+      if (sd) dp.removeSubjectEntries(p, sd.removed);
+      else if (!unchanged(p.subject)) dp.setSubjectPolicy(p);
+    }
     const keep = new Set(to.policies.map((p) => p.subject));
     const gone = new Set(from.policies.map((p) => p.subject).filter((s) => !keep.has(s)));
     if (snapshot) for (const s of pinnedSubjects(dp)) if (!keep.has(s)) gone.add(s);
@@ -631,6 +659,10 @@ export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
     out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(otherNode(e.node) ? { tunnelEndpoint: e.node } : {}) });
   }
   return [...out.values()];
+}
+
+function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
+  return a.cidr === b.cidr && a.identity === b.identity && a.tunnelEndpoint === b.tunnelEndpoint && a.node === b.node;
 }
 
 const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${ip}/32`);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { SubjectPolicy } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
-import { applyDelta, canonicalState, sameState } from "../../core/nodestate.ts";
+import { SubjectDeltaLinks, applyDelta, canonicalState, sameState } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 
 const subject = (id: number, port: number, enforced: boolean): SubjectPolicy => ({
@@ -67,4 +67,22 @@ test("canonical forms of a shared part are one object, so nodes sharing it are d
   assert.equal(n1.identities, n2.identities);
   assert.deepEqual(n1.ipcache.map((e) => e.prefix), ["10.0.0.1/32", "10.0.0.2/32"]);
   assert.equal(differ.diff(n1, differ.canonical({ policies: [SUBJECTS[0] as SubjectPolicy], ...shared })), null);
+});
+
+test("a subject the compiler changed travels as the compiler's delta itself, not a re-diff; an unlinked one is diffed", () => {
+  const links = new SubjectDeltaLinks();
+  const differ = new StateDiffer();
+  differ.subjectDeltas = links;
+  const base = subject(256, 80, true);
+  const next = subject(256, 81, true);
+  const compiled = { subject: 256, ingressEnforced: true, egressEnforced: false, added: next.entries, removed: base.entries };
+  links.link(base, next, compiled);
+  const from = differ.canonical({ policies: [base], ipcache: [], identities: [], rules: [], policyGenerations: [] });
+  const to = differ.canonical({ policies: [next], ipcache: [], identities: [], rules: [], policyGenerations: [] });
+  const d = differ.diff(from, to);
+  assert.equal(d?.subjects[0], compiled, "the very delta object the compiler produced");
+  assert.ok(sameState(applyDelta(from, d!), to));
+  const other = differ.diff(from, differ.canonical({ ...to, policies: [subject(256, 81, true)] }));
+  assert.notEqual(other?.subjects[0], compiled);
+  assert.deepEqual(other?.subjects[0], compiled, "the diff of an unlinked object says the same");
 });

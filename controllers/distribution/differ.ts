@@ -1,7 +1,8 @@
 // Node states compared part by part through core/nodestate, memoised by object: the parts every node shares are sorted and diffed once per change, not once per node.
 import type { SubjectPolicy } from "../../core/model.ts";
-import { type DeltaBody, EMPTY_STATE, canonicalState, diffState } from "../../core/nodestate.ts";
-import type { NodeState } from "../../core/wire.ts";
+import { type DeltaBody, EMPTY_STATE, type SubjectDeltaLinks, canonicalState, diffState } from "../../core/nodestate.ts";
+import { compareEntries } from "../../core/policy/mapstate.ts";
+import type { NodeState, SubjectDelta } from "../../core/wire.ts";
 
 type SharedPart = "ipcache" | "identities" | "rules" | "policyGenerations";
 const NO_CHANGE: DeltaBody = diffState(EMPTY_STATE, EMPTY_STATE);
@@ -11,11 +12,14 @@ export class StateDiffer {
   private readonly canonicalSubjects = new WeakMap<SubjectPolicy, SubjectPolicy>();
   private readonly partDiffs = new WeakMap<object, WeakMap<object, DeltaBody>>();
   private readonly members = new WeakMap<object, ReadonlySet<unknown>>();
+  /** The compiler's per-subject deltas (NodeStateSource.subjectDeltas): used as they are where they link two states. */
+  subjectDeltas: SubjectDeltaLinks | undefined;
 
   /** core's canonicalState, computed once per distinct part (and per subject policy) however many nodes share it. */
   canonical(s: NodeState): NodeState {
+    // A compiled subject policy is sorted already and keeps its object, so the compiler's delta links stay valid.
     const policies = s.policies
-      .map((p) => memo(this.canonicalSubjects, p, () => canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))
+      .map((p) => (sortedEntries(p) ? p : memo(this.canonicalSubjects, p, () => canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy)))
       .sort((a, b) => a.subject - b.subject);
     const part = <K extends SharedPart>(k: K): NodeState[K] =>
       memo(this.canonicalParts, s[k], () => canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k]) as NodeState[K];
@@ -24,12 +28,24 @@ export class StateDiffer {
 
   /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
   diff(from: NodeState, to: NodeState): DeltaBody | null {
-    const fromSubjects = new Set(from.policies);
-    const toSubjects = new Set(to.policies);
-    const policies = diffState(
-      { ...EMPTY_STATE, policies: from.policies.filter((p) => !toSubjects.has(p)) },
-      { ...EMPTY_STATE, policies: to.policies.filter((p) => !fromSubjects.has(p)) },
-    );
+    // Per subject: the same object is no change; an object the compiler made from the held one is its delta; anything else is diffed.
+    const fromBySubject = new Map(from.policies.map((p) => [p.subject, p]));
+    const toSubjects = new Set(to.policies.map((p) => p.subject));
+    const linked: SubjectDelta[] = [];
+    const diffFrom = from.policies.filter((p) => !toSubjects.has(p.subject));
+    const diffTo: SubjectPolicy[] = [];
+    for (const p of to.policies) {
+      const held = fromBySubject.get(p.subject);
+      if (held === p) continue;
+      const d = held && this.subjectDeltas?.between(held, p);
+      if (d) linked.push(d);
+      else {
+        diffTo.push(p);
+        if (held) diffFrom.push(held);
+      }
+    }
+    const diffed = diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
+    const policies = { subjects: linked.length === 0 ? diffed.subjects : [...linked, ...diffed.subjects].sort((a, b) => a.subject - b.subject), removedSubjects: diffed.removedSubjects };
     const ipc = this.partDiff("ipcache", from, to, true);
     const ids = this.partDiff("identities", from, to);
     const rules = this.partDiff("rules", from, to);
@@ -73,4 +89,9 @@ function memo<K extends object, V>(m: WeakMap<K, V>, k: K, make: () => V): V {
   let v = m.get(k);
   if (v === undefined) m.set(k, (v = make()));
   return v;
+}
+
+function sortedEntries(p: SubjectPolicy): boolean {
+  for (let i = 1; i < p.entries.length; i++) if (compareEntries(p.entries[i - 1]!, p.entries[i]!) >= 0) return false;
+  return true;
 }

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
-import { EMPTY_STATE } from "../../core/nodestate.ts";
+import { EMPTY_STATE, type SubjectDeltaLinks } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 import type { AgentAuthResult } from "./tokenauth.ts";
 import type { NodeStreamState } from "../../kube/metrics.ts";
@@ -90,6 +90,11 @@ export class DistributionServer {
   async close(): Promise<void> {
     for (const r of this.records.values()) r.session?.stream.end();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+  }
+
+  /** Sends the compiler's per-subject deltas as they are wherever they link what a node holds to what it should hold. */
+  followSubjectDeltas(links: SubjectDeltaLinks): void {
+    this.differ.subjectDeltas = links;
   }
 
   /** Called whenever an agent acknowledges or refuses (e.g. to refresh policy status). */

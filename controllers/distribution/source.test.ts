@@ -149,3 +149,45 @@ test("each change says which nodes it concerns, and every node shares the same i
   assert.equal(src.onPolicy({ type: "add", obj: cnp }), "all");
   assert.deepEqual(src.onPolicy({ type: "update", old: cnp, obj: { ...cnp, status: { enforced: "1/1" } } }), [], "a status write changes nothing");
 });
+
+test("a policy change replaces only the subject policies it touches, each linked to the one before by the compiler's delta", () => {
+  const src = new NodeStateSource(cache([pod("web", "web", 256, "n1", "10.0.1.5"), pod("db", "db", 257, "n1", "10.0.1.6")]), cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPolicy({ type: "add", obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }) });
+  src.onPolicy({ type: "add", obj: cnpOf("db", { endpointSelector: { matchLabels: { app: "db" } }, ingress: [{ toPorts: [{ ports: [{ port: "5432", protocol: "TCP" }] }] }] }) });
+  const [web1, db1] = src.stateFor("n1").policies;
+  src.onPolicy({ type: "update", old: cnpOf("web", {}), obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ toPorts: [{ ports: [{ port: "81", protocol: "TCP" }] }] }] }, 2) });
+  const [web2, db2] = src.stateFor("n1").policies;
+  assert.equal(db2, db1, "an untouched subject keeps its object");
+  assert.notEqual(web2, web1);
+  const delta = src.subjectDeltas.between(web1!, web2!);
+  assert.deepEqual(delta?.added.map((e) => e.port), [81]);
+  assert.deepEqual(delta?.removed.map((e) => e.port), [80]);
+  assert.equal(src.subjectDeltas.between(web2!, web1!), undefined, "a link goes one way, from the object it was made from");
+});
+
+test("sync reconciles with the caches as they are now: added, changed and removed objects, whatever events were seen", () => {
+  const items = <T extends KubeObject>(xs: T[]) => {
+    const m = new Map(xs.map((x) => [keyOf(x), x]));
+    return { m, informer: { get: (k: string) => m.get(k), list: () => [...m.values()] } as unknown as Informer<T> };
+  };
+  const pods = items([pod("web", "web", 256, "n1", "10.0.1.5"), pod("db", "db", 257, "n2", "10.0.2.5")]);
+  const identities = items([identity(256, "web"), identity(257, "db")]);
+  const v1 = cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "db" } }] }] });
+  const policies = items<PolicyObject>([v1]);
+  const src = new NodeStateSource(pods.informer, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  const informers = { identities: identities.informer, policies: [policies.informer] };
+  assert.equal(src.sync(informers), "all");
+  assert.deepEqual(src.stateFor("n1").policyGenerations.map((g) => g.generation), [1]);
+  assert.ok(src.stateFor("n1").policies[0]?.entries.some((e) => e.peer === 257));
+  assert.deepEqual(src.sync(informers), [], "nothing changed: nothing to do");
+  policies.m.set(keyOf(v1), cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "nobody" } }] }] }, 2));
+  assert.deepEqual(src.sync(informers, ["pods", "identities"]), [], "only the kinds asked for are compared");
+  assert.equal(src.sync(informers, ["policies"]), "all");
+  assert.equal(src.stateFor("n1").policies[0]?.entries.some((e) => e.peer === 257), false, "the new generation is compiled");
+  policies.m.clear();
+  src.sync(informers);
+  assert.deepEqual(src.stateFor("n1").policies, [{ subject: 256, ingressEnforced: false, egressEnforced: false, entries: [] }], "a policy gone from the cache is removed");
+  assert.deepEqual(src.stateFor("n1").policyGenerations, []);
+});

@@ -1,10 +1,10 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
-import { PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
+import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { formatLabel } from "../../core/labels.ts";
-import { parsePolicyObject } from "../../core/parser/index.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
+import { SubjectDeltaLinks } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
@@ -12,6 +12,7 @@ import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIde
 import { type NodeObject, nodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";
+import { ParsedPolicies } from "../parsed-policies.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
 interface SharedParts {
@@ -24,8 +25,26 @@ interface SharedParts {
 /** Which nodes a change concerns: every node, or the ones named. */
 export type Affected = "all" | readonly string[];
 
+/** The kinds of object the source compiles; sync() can reconcile one kind (the one whose cache moved) or all. */
+export type SourceKind = "nodes" | "identities" | "policies" | "pods";
+export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods"];
+
+/** The caches the source reconciles against, besides the pods and nodes it is built with. */
+export interface SourceInformers {
+  readonly identities: Informer<IdentityObject>;
+  readonly policies: readonly Informer<PolicyObject>[];
+}
+
+export interface NodeStateSourceOptions {
+  /** The local cluster's name, for the `cluster` entity. */
+  readonly clusterName?: string;
+  /** The parses shared with the policy status reconciler (each generation parsed once). */
+  readonly parsed?: ParsedPolicies;
+}
+
 export class NodeStateSource {
-  readonly compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol) });
+  readonly compiler: PolicyCompiler;
+  private readonly parsed: ParsedPolicies;
   private readonly identityLabels = new Map<number, LabelSet>();
   /** policy key → the uid and generation whose parts the compiler holds (the last valid one). */
   private readonly compiled = new Map<string, PolicyGeneration>();
@@ -43,18 +62,53 @@ export class NodeStateSource {
   /** identity → "name/protocol" → container port numbers, from the pods that have the identity. */
   private namedPorts = new Map<number, Map<string, number[]>>();
   private namedPortsKey = "[]";
-  /** Compiled policy per subject identity, shared by every node hosting it; re-read after any compiler change, keeping the old object when equal. */
-  private readonly subjectPolicies = new Map<number, { version: number; policy: SubjectPolicy }>();
-  private compilerVersion = 0;
+  /** Compiled policy per subject identity, shared by every node hosting it; replaced only when the compiler's delta touches the subject. */
+  private readonly subjectPolicies = new Map<number, SubjectPolicy>();
+  /** The compiler's changes since the subject policies were last brought up to date, netted per key. */
+  private pending = new DeltaCollector();
+  /** Each replaced subject policy linked to its predecessor by the compiler's delta: what the distribution sends. */
+  readonly subjectDeltas = new SubjectDeltaLinks();
 
   constructor(
     private readonly pods: Informer<PodObject>,
     private readonly nodes: Informer<NodeObject>,
+    opts: NodeStateSourceOptions = {},
   ) {
+    this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol), clusterName: opts.clusterName });
+    this.parsed = opts.parsed ?? new ParsedPolicies();
     for (const r of RESERVED_IDENTITIES) {
-      this.compiler.upsertIdentity(r.id, r.labels);
+      this.compiler.upsertIdentity(r.id, r.labels, this.pending);
       this.identityLabels.set(r.id, r.labels);
     }
+  }
+
+  /** The objects last compiled, per kind and key: what sync() compares the caches with. */
+  private readonly seen = {
+    identities: new Map<string, IdentityObject>(),
+    policies: new Map<string, PolicyObject>(),
+    pods: new Map<string, PodObject>(),
+    nodes: new Map<string, NodeObject>(),
+  };
+
+  /**
+   * Level-triggered: brings the compiled state in line with the caches as they are now, whatever
+   * event woke it. Each object that is not the one last compiled goes through its handler below
+   * (which ignores what does not matter, e.g. a status write); one gone from its cache is deleted.
+   * Returns the nodes whose desired state may have changed.
+   */
+  sync(informers: SourceInformers, kinds: readonly SourceKind[] = SOURCE_KINDS): Affected {
+    let all = false;
+    const some = new Set<string>();
+    const note = (a: Affected): void => {
+      if (a === "all") all = true;
+      else for (const n of a) some.add(n);
+    };
+    // In this order, whichever kinds are asked for: identities exist before the pods that carry them.
+    if (kinds.includes("nodes")) reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
+    if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
+    if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
+    if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
+    return all ? "all" : [...some];
   }
 
   /** Informer handler for CiliumIdentity objects; every node's identity list changes. */
@@ -62,15 +116,13 @@ export class NodeStateSource {
     const n = Number(ev.obj.metadata.name);
     if (!Number.isInteger(n)) return [];
     if (ev.type === "delete") {
-      this.compiler.removeIdentity(n);
-      this.compilerVersion++;
+      this.compiler.removeIdentity(n, this.pending);
       this.identityLabels.delete(n);
     } else {
       const labels = labelSetOfIdentity(ev.obj);
       if (this.identityLabels.get(n)?.key === labels.key) return [];
       this.identityLabels.set(n, labels);
-      this.compiler.upsertIdentity(n, labels);
-      this.compilerVersion++;
+      this.compiler.upsertIdentity(n, labels, this.pending);
     }
     this.identitiesDirty = true;
     return "all";
@@ -82,22 +134,21 @@ export class NodeStateSource {
    * Status-only writes (same generation) change nothing.
    */
   readonly onPolicy = (ev: InformerEvent<PolicyObject>): Affected => {
-    const key = policyKey({ kind: (ev.obj.kind ?? "") as Policy["kind"], namespace: ev.obj.metadata.namespace, name: ev.obj.metadata.name });
+    const key = ParsedPolicies.keyOf(ev.obj);
     if (ev.type === "delete") {
-      this.compiler.removePolicy(key);
-      this.compilerVersion++;
+      this.parsed.forget(ev.obj);
+      this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
       this.setPolicyCIDRs(key, [])();
       this.policiesDirty = true;
       return "all";
     }
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
-    const parsed = parsePolicyObject(ev.obj);
+    const parsed = this.parsed.parse(ev.obj);
     if (!parsed.ok) return [];
     // The CIDR identities exist before the policy compiles, so its CIDR peers select them at once.
     const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value));
-    this.compiler.upsertPolicy(key, parsed.value);
-    this.compilerVersion++;
+    this.compiler.upsertPolicy(key, parsed.value, this.pending);
     release();
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
     this.policiesDirty = true;
@@ -165,12 +216,27 @@ export class NodeStateSource {
   }
 
   private subjectPolicy(id: number): SubjectPolicy {
-    const cached = this.subjectPolicies.get(id);
-    if (cached?.version === this.compilerVersion) return cached.policy;
-    const fresh = this.compiler.snapshot(id);
-    const policy = cached && JSON.stringify(cached.policy) === JSON.stringify(fresh) ? cached.policy : fresh;
-    this.subjectPolicies.set(id, { version: this.compilerVersion, policy });
+    let policy = this.subjectPolicies.get(id);
+    if (!policy) this.subjectPolicies.set(id, (policy = this.compiler.snapshot(id)));
     return policy;
+  }
+
+  /**
+   * Brings the subject policies nodes have read up to date from the compiler's net delta: only the
+   * subjects it touches get a new object, linked to the old one by that delta; every other subject
+   * keeps its object (so the distribution skips it by reference).
+   */
+  private applyCompiled(): void {
+    const deltas = this.pending.deltas(this.compiler.enforcementOf);
+    this.pending = new DeltaCollector();
+    for (const d of deltas) {
+      const base = this.subjectPolicies.get(d.subject);
+      if (!base) continue; // no node has read it: it is snapshotted when one does
+      if (d.added.length === 0 && d.removed.length === 0 && d.ingressEnforced === base.ingressEnforced && d.egressEnforced === base.egressEnforced) continue;
+      const next = this.compiler.snapshot(d.subject);
+      this.subjectPolicies.set(d.subject, next);
+      this.subjectDeltas.link(base, next, d);
+    }
   }
 
   /** Takes the CIDR identities of `prefixes` for `key`; the returned function releases the ones it held before (after the recompile). */
@@ -183,8 +249,7 @@ export class NodeStateSource {
       now.set(prefix, r.value.id);
       if (r.value.created) {
         this.cidrIdentities.set(prefix, r.value.id);
-        this.compiler.upsertIdentity(r.value.id, r.value.labels);
-        this.compilerVersion++;
+        this.compiler.upsertIdentity(r.value.id, r.value.labels, this.pending);
         this.identityLabels.set(r.value.id, r.value.labels);
         this.identitiesDirty = true;
         this.podsDirty = true;
@@ -196,8 +261,7 @@ export class NodeStateSource {
       for (const [prefix, id] of before) {
         if (!this.cidrAllocator.release(id)) continue;
         this.cidrIdentities.delete(prefix);
-        this.compiler.removeIdentity(id);
-        this.compilerVersion++;
+        this.compiler.removeIdentity(id, this.pending);
         this.identityLabels.delete(id);
         this.identitiesDirty = true;
         this.podsDirty = true;
@@ -218,6 +282,7 @@ export class NodeStateSource {
       this.podsDirty = false;
       this.rebuildPods();
     }
+    this.applyCompiled();
     if (this.identitiesDirty) {
       this.identitiesDirty = false;
       const identities = [...this.identityLabels].sort(([a], [b]) => a - b).map(([id, labels]) => ({ id, labels: labels.labels.map(formatLabel) }));
@@ -287,9 +352,26 @@ export class NodeStateSource {
       // Named ports resolve at compile time: recompile with the new ports (rare: container ports are immutable, so this follows pods coming and going).
       this.namedPorts = namedPorts;
       this.namedPortsKey = key;
-      this.compiler.recompileAll();
-      this.compilerVersion++;
+      this.compiler.recompileAll(this.pending);
     }
+  }
+}
+
+/** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
+function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): void {
+  const present = new Set<string>();
+  for (const obj of now) {
+    const k = key(obj);
+    present.add(k);
+    const old = seen.get(k);
+    if (old === obj) continue;
+    seen.set(k, obj);
+    note(handle(old === undefined ? { type: "add", obj } : { type: "update", old, obj }));
+  }
+  for (const [k, old] of seen) {
+    if (present.has(k)) continue;
+    seen.delete(k);
+    note(handle({ type: "delete", obj: old }));
   }
 }
 

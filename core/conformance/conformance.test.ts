@@ -9,7 +9,7 @@ import { cidrLabels, IDENTITY, RESERVED_IDENTITIES } from "../identity.ts";
 import { parsePrefix, prefixContains } from "../cidr.ts";
 import { parsePolicyObject } from "../parser/index.ts";
 import { compileAll, policyPrefixes, type NamedPortResolver } from "../compiler.ts";
-import { lookup } from "../mapstate.ts";
+import { lookup } from "../policy/mapstate.ts";
 import { verdict } from "../evaluator.ts";
 import { CASES, PODS, namespaceLabels, type ConformanceCase } from "./model.ts";
 

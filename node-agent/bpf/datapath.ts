@@ -278,6 +278,35 @@ export class Datapath {
     return { installed: true };
   }
 
+  /**
+   * The first half of a compiled delta (core/wire SubjectDelta) on a subject the map holds: the lens
+   * widens to old ∪ new, then only the added entries are upserted (nothing is removed yet, so no
+   * packet loses an allow; a new deny is in force at once). Returns false when the subject cannot
+   * take a delta (it failed closed, or the entries do not fit; the batch is rolled back): the caller
+   * installs the whole policy with setSubjectPolicy instead.
+   */
+  addSubjectEntries(next: SubjectPolicy, added: readonly PolicyEntry[]): boolean {
+    const subject = next.subject;
+    if (this.failed.has(subject)) return false;
+    for (const d of DIRECTIONS) this.setLens(subject, d, unionLens(this.lensOf(subject, d), policyLensOf(next.entries, d)));
+    // Until the removals, the map holds old ∪ added: a full install in between reads the map's keys.
+    this.written.delete(subject);
+    try {
+      this.object.map(MAPS.policy).applyBatch({ upserts: added.map((e) => ({ key: encodePolicyKey(e), value: encodePolicyValue(e) })), deletes: [] });
+    } catch (err) {
+      if (err instanceof BpfError && CAPACITY_ERRNOS.has(err.errno)) return false; // the wider lens only costs probes until the full install sets it
+      throw err;
+    }
+    return true;
+  }
+
+  /** The second half of a compiled delta: the removed keys go, then the lens narrows to the new entries. */
+  removeSubjectEntries(next: SubjectPolicy, removed: readonly PolicyEntry[]): void {
+    this.object.map(MAPS.policy).applyBatch({ upserts: [], deletes: removed.map(encodePolicyKey) });
+    for (const d of DIRECTIONS) this.setLens(next.subject, d, policyLensOf(next.entries, d));
+    this.written.set(next.subject, next.entries);
+  }
+
   /** The subjects (identities) whose policy could not be installed: their endpoints drop everything. */
   failedSubjects(): ReadonlySet<number> {
     return this.failed;

@@ -37,6 +37,8 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
   const datapath: AgentDatapath = {
     object: dp.object,
     setSubjectPolicy: (p, e) => dp.setSubjectPolicy(p, e),
+    addSubjectEntries: (p, added) => dp.addSubjectEntries(p, added),
+    removeSubjectEntries: (p, removed) => dp.removeSubjectEntries(p, removed),
     setIpcache: (e) => dp.setIpcache(e),
     deleteIpcache: (c) => dp.deleteIpcache(c),
     pruneIpcache: (keep) => dp.pruneIpcache(keep),

@@ -1,10 +1,10 @@
 // The selector cache: each distinct peer/subject selector evaluated once, its matching identities kept up to date incrementally.
-import type { Entity, LabelSet, Peer, Selector } from "./model.ts";
-import { LABEL_SOURCE } from "./labels.ts";
-import { matchesSelector } from "./selector.ts";
-import { entitySelectors } from "./entities.ts";
-import { parsePrefix, prefixContains, formatPrefix, type Prefix } from "./cidr.ts";
-import { fqdnMatches, identityNames } from "./peer-match.ts";
+import type { Entity, LabelSet, Peer, Policy, Selector } from "../model.ts";
+import { LABEL_SOURCE, POD_NAMESPACE_LABEL } from "../labels.ts";
+import { matchesSelector } from "../selector.ts";
+import { entitySelectors } from "../entities.ts";
+import { parsePrefix, prefixContains, formatPrefix, type Prefix } from "../cidr.ts";
+import { fqdnMatches, identityNames, isPolicySubject } from "../peer-match.ts";
 
 /**
  * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
@@ -167,6 +167,87 @@ export function peerMatcher(peer: Peer, clusterName?: string): IdentityMatcher {
       return fqdnMatcher(peer.matchName, peer.matchPattern);
     case "service":
       return nothingMatcher(`service:${JSON.stringify([peer.namespace ?? null, peer.name ?? null, peer.selector?.canonical ?? null])}`);
+  }
+}
+
+/** A matcher that can only match identities of one namespace (`pin`), or any (`pin` absent). */
+export interface PinnedMatcher extends IdentityMatcher {
+  readonly pin?: string;
+}
+
+const NAMESPACE_KEYS = new Set([`k8s:${POD_NAMESPACE_LABEL}`, `any:${POD_NAMESPACE_LABEL}`]);
+
+/** The namespace a conjunction of selectors pins its matches to: a single-valued `In` on the namespace label. */
+export function namespacePin(selectors: readonly Selector[]): string | undefined {
+  for (const s of selectors) {
+    for (const r of s.requirements) {
+      if (NAMESPACE_KEYS.has(r.key) && r.operator === "In" && r.values.length === 1) return r.values[0];
+    }
+  }
+  return undefined;
+}
+
+const subjectMatchers = new WeakMap<Policy, PinnedMatcher>();
+
+/** The matcher for a policy's subjects: the endpoints (or, for a host policy, the host) its selector picks. */
+export function subjectMatcher(p: Policy): PinnedMatcher {
+  let m = subjectMatchers.get(p);
+  if (m) return m;
+  const host = p.nodeSelector !== undefined;
+  const sel = p.nodeSelector ?? p.subject;
+  m = {
+    canonical: `${host ? "host-subject" : "subject"} ${sel.canonical}`,
+    matches: (id, labels) => isPolicySubject(id, labels, host) && matchesSelector(sel, labels),
+    pin: host ? undefined : namespacePin([sel]),
+  };
+  subjectMatchers.set(p, m);
+  return m;
+}
+
+/** What a rule peer selects: every identity as the map's wildcard (identity 0), nothing, or the identities a matcher picks. */
+export type RulePeerSelection =
+  | { readonly kind: "wildcard" }
+  | { readonly kind: "nothing" }
+  | { readonly kind: "identities"; readonly matcher: PinnedMatcher };
+
+const WILDCARD: RulePeerSelection = { kind: "wildcard" };
+const NOTHING: RulePeerSelection = { kind: "nothing" };
+
+/** Every known identity, for a wildcard peer whose named ports each identity resolves itself. */
+export const ALL_KNOWN_MATCHER: PinnedMatcher = { canonical: "known:*", matches: () => true };
+
+/**
+ * A rule peer as the compiled map sees it. fromRequires/toRequires narrow endpoint selectors only
+ * (as in Cilium), never entities or CIDRs. `service` peers select services whose backends are not
+ * known here, so they match nothing (fail closed) until a service resolver feeds backends in.
+ */
+export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clusterName?: string): RulePeerSelection {
+  switch (peer.kind) {
+    case "any":
+      return WILDCARD;
+    case "selector": {
+      const sel = peer.selector;
+      if (sel.requirements.length === 0 && requires.length === 0) return WILDCARD;
+      const all = [sel, ...requires];
+      return {
+        kind: "identities",
+        matcher: {
+          canonical: ["sel", ...all.map((r) => r.canonical)].join(" & "),
+          matches: (_id, labels) => all.every((r) => matchesSelector(r, labels)),
+          pin: namespacePin(all),
+        },
+      };
+    }
+    case "entity":
+      if (peer.entity === "all") return WILDCARD;
+      if (peer.entity === "none") return NOTHING;
+      return { kind: "identities", matcher: entityMatcher(peer.entity, clusterName) };
+    case "cidr":
+      return { kind: "identities", matcher: cidrMatcher(peer.cidr, peer.except) };
+    case "fqdn":
+      return { kind: "identities", matcher: fqdnMatcher(peer.matchName, peer.matchPattern) };
+    case "service":
+      return NOTHING;
   }
 }
 

@@ -1,8 +1,8 @@
 // The lookup order shared with bpf/lib/policy.h: peer before wildcard, protocol before ANY, longest port prefix.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { PolicyEntry, SubjectPolicy } from "./model.ts";
-import { lookup } from "./mapstate.ts";
+import type { PolicyEntry, SubjectPolicy } from "../model.ts";
+import { DeltaCollector, lookup } from "./mapstate.ts";
 
 function entry(
   peer: number,
@@ -65,4 +65,22 @@ test("a miss falls back to the direction's default", () => {
   assert.deepEqual(lookup(empty, "egress", 1, 6, 80), { verdict: "allow" });
   // Entries of the other direction never match.
   assert.deepEqual(lookup(policy, "egress", 400, 6, 80), { verdict: "allow" });
+});
+
+test("a delta nets one change's writes per key: an update is one added entry, a write taken back is nothing", () => {
+  const e = (peer: number, port: number, ruleId: number): PolicyEntry => ({ subject: 300, direction: "ingress", peer, proto: 6, port, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId });
+  const d = new DeltaCollector();
+  d.remove(300, e(1, 80, 1)); // updated in place
+  d.add(300, e(1, 80, 2));
+  d.remove(300, e(1, 81, 1)); // gone
+  d.add(300, e(2, 90, 1)); // new, then taken back
+  d.remove(300, e(2, 90, 1));
+  d.remove(300, e(3, 70, 1)); // rewritten with the same value
+  d.add(300, e(3, 70, 1));
+  d.add(300, e(4, 60, 1)); // new
+  const [delta, ...rest] = d.deltas(() => ({ ingress: true, egress: false }));
+  assert.equal(rest.length, 0);
+  assert.deepEqual(delta?.added, [e(1, 80, 2), e(4, 60, 1)]);
+  assert.deepEqual(delta?.removed, [e(1, 81, 1)]);
+  assert.equal(delta?.ingressEnforced, true);
 });

@@ -2,11 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { LabelSet, Peer, Selector } from "./model.ts";
+import type { LabelSet, Peer, Selector } from "../model.ts";
 import { SelectorCache, cidrMatcher, conjunctionMatcher, mergeSelectionChanges, peerMatcher, type IdentityMatcher, type SelectionChange } from "./selector-cache.ts";
-import { labelSetFromStrings, securityLabels } from "./labels.ts";
-import { selectorFrom } from "./selector.ts";
-import { RESERVED_IDENTITIES, cidrLabels } from "./identity.ts";
+import { labelSetFromStrings, securityLabels } from "../labels.ts";
+import { selectorFrom } from "../selector.ts";
+import { RESERVED_IDENTITIES, cidrLabels } from "../identity.ts";
 
 const web = securityLabels({ podLabels: { app: "web" }, namespace: "prod", namespaceLabels: {} });
 const db = securityLabels({ podLabels: { app: "db" }, namespace: "prod", namespaceLabels: {} });

@@ -1,11 +1,11 @@
-// Issue 23 item 3: the `cluster` entity with a cluster name other than "default" (`--cluster-name`) must select the cluster's pods.
+// The `cluster` entity with a cluster name other than "default" (`--cluster-name`) must select the cluster's pods.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { compileAll, type CompilerOptions } from "./compiler.ts";
-import { securityLabels } from "./labels.ts";
+import { compileAll, type CompilerOptions } from "../compiler.ts";
+import { securityLabels } from "../labels.ts";
 import { lookup } from "./mapstate.ts";
-import type { LabelSet, Policy } from "./model.ts";
-import { parsePolicyObject } from "./parser/index.ts";
+import type { LabelSet, Policy } from "../model.ts";
+import { parsePolicyObject } from "../parser/index.ts";
 
 const CLUSTER = "prod-eu";
 const WEB = 300;
@@ -31,15 +31,11 @@ function webToCluster(): Policy[] {
   return r.value;
 }
 
-// The compiler does not take the cluster name yet (its entity matcher is built without it); the
-// option below is the one the fix is expected to add. Built outside the call so that this file
-// typechecks before the option exists.
-const withClusterName = { namedPorts: () => [], clusterName: CLUSTER };
-const options: CompilerOptions = withClusterName;
+/** The compiler as the operator runs it with `--cluster-name prod-eu`. */
+const options: CompilerOptions = { namedPorts: () => [], clusterName: CLUSTER };
 
 test(
   "toEntities: [cluster] allows egress to a pod of the cluster when the cluster is not named default",
-  { todo: "core/compiler.ts builds the cluster entity matcher without the cluster name (issue 23 item 3; fixed in the core/policy/ restructuring)" },
   () => {
     assert.ok(
       identities.get(DB)!.labels.some((l) => l.key === "io.cilium.k8s.policy.cluster" && l.value === CLUSTER),

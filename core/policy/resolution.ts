@@ -1,0 +1,336 @@
+// Resolution: a subject's rules become terms (peer selection × port contributions), and the terms matching a peer become its map entries.
+import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type Policy, type PolicyEntry, type Protocol, type Rule, type Selector, type Verdict } from "../model.ts";
+import { icmpMatch } from "../icmp.ts";
+import { rangeToPrefixes } from "../portprefix.ts";
+import { ALL_KNOWN_MATCHER, type PinnedMatcher } from "./selector-cache.ts";
+import type { PartitionedSelectorCache } from "./selector-partitions.ts";
+import { entrySlot } from "./mapstate.ts";
+
+/**
+ * Resolves a named port: the port numbers `identity`'s pods expose under `name` for `protocol`.
+ * Ingress resolves against the subject, egress against the peer (the destination).
+ */
+export type NamedPortResolver = (identity: number, name: string, protocol: Protocol) => readonly number[];
+
+export interface NumericPort {
+  readonly proto: number;
+  readonly lo: number;
+  readonly hi: number;
+}
+
+interface NamedPort {
+  readonly name: string;
+  readonly protocol: Protocol;
+}
+
+/** One port range a rule contributes, with the verdict and rule it carries. */
+export interface Contribution extends NumericPort {
+  readonly verdict: Verdict;
+  readonly ruleId: number;
+  readonly proxyPort: number;
+}
+
+/** A rule's part for one peer: the peer is the wildcard (identity 0) or the identities a cached selector picks. */
+export interface Term {
+  readonly policyKey: string;
+  /** undefined: the wildcard; else registered in the selector cache under matcher.canonical. */
+  readonly matcher: PinnedMatcher | undefined;
+  readonly verdict: Verdict;
+  readonly ruleId: number;
+  readonly proxyPort: number;
+  readonly ports: readonly NumericPort[];
+  /** Egress only: resolved against each peer. */
+  readonly namedPorts: readonly NamedPort[];
+  /** Of `ports`, computed once. */
+  readonly contributions: readonly Contribution[];
+}
+
+/** An entry without its subject, direction and peer: peers matched by the same terms share one template list. */
+export interface EntryTemplate {
+  /** proto, port and prefix length packed into one number (see mapstate's entrySlot). */
+  readonly slot: number;
+  readonly proto: number;
+  readonly port: number;
+  readonly portPrefixLen: number;
+  readonly verdict: Verdict;
+  readonly proxyPort: number;
+  readonly ruleId: number;
+}
+
+/** A subject's rules in one direction, resolved into terms. */
+export interface ResolvedDirection {
+  readonly enforced: boolean;
+  /** The fromRequires/toRequires selectors narrowing every endpoint peer, ordered by canonical form. */
+  readonly requires: readonly string[];
+  readonly terms: readonly Term[];
+  /** selector canonical → indexes into terms */
+  readonly termsBySelector: ReadonlyMap<string, readonly number[]>;
+  readonly wildcardTerms: readonly Term[];
+  readonly wildcardDenies: readonly Contribution[];
+  /** Memo of templates per matched-term signature; valid for this resolution's lifetime. */
+  readonly templates: Map<string, readonly EntryTemplate[]>;
+}
+
+/** What resolution needs from the other stages. */
+export interface ResolutionContext {
+  readonly selectorCache: PartitionedSelectorCache;
+  readonly namedPorts: NamedPortResolver;
+  ruleIdOf(policyKey: string, origin: Rule["origin"]): number;
+  proxyPortFor(subject: number, ruleId: number): number;
+  readonly compareRules: (a: number, b: number) => number;
+}
+
+const ALL_PORTS: NumericPort = { proto: 0, lo: 0, hi: 0xffff };
+const ANY_EXPANSION = [PROTO_NUMBER.TCP, PROTO_NUMBER.UDP, PROTO_NUMBER.SCTP];
+
+function protoNumbers(p: Protocol): number[] {
+  return p === "ANY" ? ANY_EXPANSION : [PROTO_NUMBER[p]];
+}
+
+/**
+ * The terms of one subject's policies in one direction. `proxyRules` collects the ruleIds given an
+ * L7 proxy port, so the caller can free the ports of rules that went.
+ */
+export function resolveDirection(
+  ctx: ResolutionContext,
+  subject: number,
+  direction: Direction,
+  parts: readonly Policy[],
+  partKeys: readonly string[],
+  proxyRules: Set<number>,
+): ResolvedDirection {
+  let enforced = false;
+  const requiresBy = new Map<string, Selector>();
+  for (const p of parts) {
+    if (p.defaultDeny[direction]) enforced = true;
+    for (const r of p.rules) if (r.direction === direction) for (const s of r.requires) requiresBy.set(s.canonical, s);
+  }
+  const requires = [...requiresBy.keys()].sort();
+  const req = requires.map((k) => requiresBy.get(k)!);
+  const terms: Term[] = [];
+  parts.forEach((p, i) => {
+    const key = partKeys[i] ?? "";
+    for (const r of p.rules) if (r.direction === direction) terms.push(...termsOf(ctx, subject, key, r, req, proxyRules));
+  });
+  const termsBySelector = new Map<string, number[]>();
+  const wildcardTerms: Term[] = [];
+  terms.forEach((t, i) => {
+    if (t.matcher === undefined) wildcardTerms.push(t);
+    else addToList(termsBySelector, t.matcher.canonical, i);
+  });
+  const wildcardDenies = wildcardTerms.filter((t) => t.verdict === "deny").flatMap((t) => t.contributions);
+  return { enforced, requires, terms, termsBySelector, wildcardTerms, wildcardDenies, templates: new Map() };
+}
+
+export const UNRESOLVED: ResolvedDirection = {
+  enforced: false,
+  requires: [],
+  terms: [],
+  termsBySelector: new Map(),
+  wildcardTerms: [],
+  wildcardDenies: [],
+  templates: new Map(),
+};
+
+function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, requires: readonly Selector[], proxyRules: Set<number>): Term[] {
+  const ruleId = ctx.ruleIdOf(key, r.origin);
+  const ports: NumericPort[] = [];
+  const named: NamedPort[] = [];
+  let l7 = false;
+  for (const pr of r.ports) {
+    if (pr.rules) l7 = true;
+    if (pr.ports.length === 0) ports.push(ALL_PORTS);
+    for (const pp of pr.ports) {
+      if (pp.name !== undefined) {
+        if (r.direction === "ingress") {
+          for (const proto of protoNumbers(pp.protocol)) {
+            for (const n of ctx.namedPorts(subject, pp.name, pp.protocol)) ports.push({ proto, lo: n, hi: n });
+          }
+        } else {
+          named.push({ name: pp.name, protocol: pp.protocol });
+        }
+      } else if (pp.port === 0) {
+        if (pp.protocol === "ANY") ports.push(ALL_PORTS);
+        else ports.push({ proto: PROTO_NUMBER[pp.protocol], lo: 0, hi: 0xffff });
+      } else {
+        for (const proto of protoNumbers(pp.protocol)) ports.push({ proto, lo: pp.port, hi: Math.max(pp.port, pp.endPort) });
+      }
+    }
+  }
+  for (const f of r.icmps) {
+    const m = icmpMatch(f);
+    if (m) ports.push({ proto: m.proto, lo: m.type, hi: m.type });
+  }
+  if (r.ports.length === 0 && r.icmps.length === 0) ports.push(ALL_PORTS);
+  let proxyPort = 0;
+  if (l7 && r.verdict === "allow") {
+    proxyRules.add(ruleId);
+    proxyPort = ctx.proxyPortFor(subject, ruleId);
+  }
+  const out: Term[] = [];
+  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort };
+  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort }));
+  for (const peer of r.peers) {
+    const selection = ctx.selectorCache.peerSelection(peer, requires);
+    if (selection.kind === "nothing") continue;
+    const matcher = selection.kind === "identities" ? selection.matcher : undefined;
+    out.push({ ...base, matcher, ports, namedPorts: matcher === undefined ? [] : named, contributions });
+    if (matcher === undefined && named.length > 0) {
+      // A wildcard peer with named ports: every known identity resolves the names itself.
+      out.push({ ...base, matcher: ALL_KNOWN_MATCHER, ports: [], namedPorts: named, contributions: [] });
+    }
+  }
+  return out;
+}
+
+/** The identities (and the wildcard, as IDENTITY_WILDCARD) the terms' peers select now. */
+export function peersOf(cache: PartitionedSelectorCache, terms: readonly Term[]): Set<number> {
+  const out = new Set<number>();
+  for (const t of terms) {
+    if (t.matcher === undefined) out.add(IDENTITY_WILDCARD);
+    else for (const id of cache.selections(t.matcher.canonical) ?? []) out.add(id);
+  }
+  return out;
+}
+
+/** Indexes of the (non-wildcard) terms whose selection holds `peer`, ascending. */
+export function matchedTerms(cache: PartitionedSelectorCache, dir: ResolvedDirection, peer: number): number[] {
+  const out: number[] = [];
+  for (const [canonical, idxs] of dir.termsBySelector) if (cache.selections(canonical)?.has(peer)) out.push(...idxs);
+  return out.sort((a, b) => a - b);
+}
+
+/** Every selected peer with the indexes of the terms matching it, ascending. */
+export function matchedTermsByPeer(cache: PartitionedSelectorCache, dir: ResolvedDirection): Map<number, number[]> {
+  const matched = new Map<number, number[]>();
+  for (const [canonical, idxs] of dir.termsBySelector) {
+    for (const peer of cache.selections(canonical) ?? []) addToList(matched, peer, ...idxs);
+  }
+  for (const idxs of matched.values()) idxs.sort((a, b) => a - b);
+  return matched;
+}
+
+/** Whether two directions deny the same ports to every peer (a change there touches every peer). */
+export function sameWildcardDenies(a: ResolvedDirection, b: ResolvedDirection): boolean {
+  if (a.wildcardDenies.length !== b.wildcardDenies.length) return false;
+  const order = (x: Contribution, y: Contribution): number => x.proto - y.proto || x.lo - y.lo || x.hi - y.hi || x.ruleId - y.ruleId;
+  const sa = [...a.wildcardDenies].sort(order);
+  const sb = [...b.wildcardDenies].sort(order);
+  return sa.every((x, i) => order(x, sb[i]!) === 0);
+}
+
+export function sameRequires(a: ResolvedDirection, b: ResolvedDirection): boolean {
+  return a.requires.length === b.requires.length && a.requires.every((r, i) => r === b.requires[i]);
+}
+
+/** The entries of one peer given the terms that match it (`matched` is ignored for the wildcard). */
+export function peerEntries(
+  ctx: ResolutionContext,
+  subject: number,
+  direction: Direction,
+  dir: ResolvedDirection,
+  peer: number,
+  matched: readonly number[],
+): Map<number, PolicyEntry> {
+  let templates: readonly EntryTemplate[];
+  if (peer === IDENTITY_WILDCARD) {
+    const have = dir.templates.get("*");
+    templates = have ?? entryTemplates(dir.wildcardTerms.flatMap((t) => t.contributions), [], ctx.compareRules);
+    if (!have) dir.templates.set("*", templates);
+  } else if (matched.every((i) => dir.terms[i]!.namedPorts.length === 0)) {
+    // Peers matched by the same terms get the same entries: computed once per term signature.
+    const sig = matched.join(",");
+    const have = dir.templates.get(sig);
+    templates = have ?? entryTemplates(matched.flatMap((i) => dir.terms[i]!.contributions), dir.wildcardDenies, ctx.compareRules);
+    if (!have) dir.templates.set(sig, templates);
+  } else {
+    const cs = matched.flatMap((i) => {
+      const t = dir.terms[i]!;
+      return t.namedPorts.length === 0 ? t.contributions : contributionsOf(t, portsFor(ctx, t, direction, peer));
+    });
+    templates = entryTemplates(cs, dir.wildcardDenies, ctx.compareRules);
+  }
+  const out = new Map<number, PolicyEntry>();
+  for (const t of templates) {
+    out.set(t.slot, { subject, direction, peer, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId });
+  }
+  return out;
+}
+
+function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: number): readonly NumericPort[] {
+  if (direction !== "egress" || t.namedPorts.length === 0) return t.ports;
+  const ports = [...t.ports];
+  for (const np of t.namedPorts) {
+    for (const proto of protoNumbers(np.protocol)) {
+      for (const n of ctx.namedPorts(peer, np.name, np.protocol)) ports.push({ proto, lo: n, hi: n });
+    }
+  }
+  return ports;
+}
+
+function contributionsOf(t: Term, ports: readonly NumericPort[]): Contribution[] {
+  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort }));
+}
+
+/** Which of two entries for the same key the map keeps: deny, then a proxy redirect, then the first rule by origin. */
+export function preferred<E extends EntryTemplate | PolicyEntry>(a: E, b: E, compareRules: (a: number, b: number) => number): E {
+  if (a.verdict !== b.verdict) return a.verdict === "deny" ? a : b;
+  if ((a.proxyPort !== 0) !== (b.proxyPort !== 0)) return a.proxyPort !== 0 ? a : b;
+  if (a.ruleId !== b.ruleId) return compareRules(a.ruleId, b.ruleId) < 0 ? a : b;
+  return a.proxyPort <= b.proxyPort ? a : b;
+}
+
+function intersect(a: NumericPort, b: NumericPort): NumericPort | undefined {
+  if (a.proto !== 0 && b.proto !== 0 && a.proto !== b.proto) return undefined;
+  const lo = Math.max(a.lo, b.lo);
+  const hi = Math.min(a.hi, b.hi);
+  if (lo > hi) return undefined;
+  return { proto: a.proto || b.proto, lo, hi };
+}
+
+/** Port blocks of a range, memoised: the same ranges recur across thousands of subjects. */
+const blockCache = new Map<number, readonly { port: number; prefixLen: number }[]>();
+function blocksOf(c: NumericPort): readonly { port: number; prefixLen: number }[] {
+  if (c.proto === 0 || (c.lo === 0 && c.hi === 0xffff)) return [{ port: 0, prefixLen: 0 }];
+  const k = c.lo * 0x10000 + c.hi;
+  let b = blockCache.get(k);
+  if (!b) {
+    b = rangeToPrefixes(c.lo, c.hi);
+    if (blockCache.size > 10_000) blockCache.clear();
+    blockCache.set(k, b);
+  }
+  return b;
+}
+
+/**
+ * The entries for one peer (or the wildcard) from its contributions: each contribution's port blocks,
+ * plus, wherever an allow overlaps a deny that also applies to this peer, the overlap as a deny so
+ * the longest-prefix lookup can never pick the allow.
+ */
+export function entryTemplates(contributions: readonly Contribution[], extraDenies: readonly Contribution[], compareRules: (a: number, b: number) => number): EntryTemplate[] {
+  const out = new Map<number, EntryTemplate>();
+  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number): void => {
+    for (const b of blocksOf(c)) {
+      const slot = entrySlot(c.proto, b.port, b.prefixLen);
+      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId };
+      const prev = out.get(slot);
+      out.set(slot, prev ? preferred(prev, e, compareRules) : e);
+    }
+  };
+  const denies = [...contributions.filter((c) => c.verdict === "deny"), ...extraDenies];
+  for (const c of contributions) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0);
+  for (const c of contributions) {
+    if (c.verdict !== "allow") continue;
+    for (const d of denies) {
+      const x = intersect(c, d);
+      if (x) put(x, "deny", d.ruleId, 0);
+    }
+  }
+  return [...out.values()];
+}
+
+function addToList<K, V>(m: Map<K, V[]>, k: K, ...v: V[]): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = []));
+  s.push(...v);
+}
