@@ -182,3 +182,15 @@ test("toEntities cluster selects the pods of the compiler's own cluster, not ano
   assert.equal(lookup(web, "ingress", 401, 6, 80).verdict, "allow");
   assert.equal(lookup(web, "ingress", 402, 6, 80).verdict, "deny");
 });
+
+test("an explicitly empty fromEndpoints next to toPorts allows nothing and still puts the subject in ingress default deny (Cilium 1.15+)", () => {
+  const compiled = compileAll(
+    parse(cnp("empty-peers", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] })),
+    ids,
+  );
+  const web = compiled.snapshot(WEB);
+  assert.equal(web.ingressEnforced, true);
+  assert.equal(lookup(web, "ingress", CLIENT, 6, 80).verdict, "deny", "no peer is selected, not every peer");
+  assert.equal(lookup(web, "ingress", 0, 6, 80).verdict, "deny");
+  assert.equal(compiled.snapshot(CLIENT).ingressEnforced, false, "other pods are untouched");
+});

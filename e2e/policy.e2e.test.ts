@@ -101,6 +101,20 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     await converges("no policy", () => true);
   });
 
+  it("an explicitly empty fromEndpoints next to toPorts selects no peer (Cilium 1.15+): nothing reaches the deathstars, everything else still connects", async () => {
+    const emptyPeers = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "deathstar-empty-peers", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ fromEndpoints: [], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+    };
+    await kubectl(["apply", "-f", "-"], JSON.stringify(emptyPeers));
+    await enforced("ciliumnetworkpolicy/deathstar-empty-peers", "default");
+    await converges("empty fromEndpoints", (_src, dst) => dst.labels.class !== "deathstar");
+    await kubectl(["delete", "ciliumnetworkpolicy", "deathstar-empty-peers", "-n", "default"]);
+    await converges("empty fromEndpoints removed", () => true);
+  });
+
   it("the seed's default-deny-all, applied with kubectl: nothing connects", async () => {
     const denyAll = parseAllDocuments(readFileSync(seedFile, "utf8"))
       .map((d) => d.toJSON() as { kind: string; metadata: { name: string } })

@@ -277,23 +277,19 @@ const EMPTY_PEER_LIST_FIX: Readonly<Record<string, string>> = {
 };
 
 /**
- * Why an explicitly empty peer list is refused. `widened` is set when the rule has no other peer
- * but has ports or ICMP types, so that Cilium would apply them to every peer.
+ * What an explicitly empty peer list means, said as a warning: since Cilium 1.15
+ * (cilium/cilium#29608) it selects no peer, so the rule allows or denies nothing, while its
+ * endpoints still count as selected for default deny.
  */
-function emptyPeerListProblem(
-  key: string,
-  scope: Scope,
-  widened?: { verdict: Verdict; direction: "ingress" | "egress"; hasPorts: boolean },
-): string {
+function emptyPeerListMeaning(key: string, scope: Scope, verdict: Verdict, direction: "ingress" | "egress"): string {
   const everyEndpoint = `every endpoint${scope.namespace !== undefined ? ` in namespace ${show(scope.namespace)}` : ""}`;
-  const endpoints = key.endsWith("Endpoints");
-  if (widened) {
-    const what = widened.hasPorts ? "these ports" : "these ICMP types";
-    const peer = `${widened.direction === "ingress" ? "from" : "to"} every peer`;
-    return `an empty list is read as "not set", so this rule would ${widened.verdict} ${what} ${peer}; ${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"}${endpoints ? ` ([{}] is ${everyEndpoint})` : ""}, or remove the field if every peer is meant`;
-  }
-  if (endpoints)
-    return `an empty list selects nothing; remove the field, or use [{}] to select ${everyEndpoint}`;
+  const fix = key.endsWith("Endpoints") ? `${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"} ([{}] is ${everyEndpoint})` : (EMPTY_PEER_LIST_FIX[key] ?? "list the peers");
+  const effect = verdict === "allow" ? `allows nothing, while the endpoints it selects are still in ${direction} default deny` : "denies nothing";
+  return `an empty list selects no peer, so this rule ${effect} (as in Cilium 1.15 and later); ${fix}, or remove the field`;
+}
+
+/** Why an explicitly empty list that Membrane does not read as "no peer" is refused. */
+function emptyListProblem(key: string): string {
   return `an empty list selects nothing; ${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"}, or remove the field`;
 }
 
@@ -399,16 +395,17 @@ function parseRule(
       join(path, "toServices"),
       "an empty list selects no Service, so this rule matches nothing: list services such as {k8sService: {serviceName: db}}, or remove the field",
     );
-  // Cilium reads an explicitly empty list as "not set": the rule then selects nothing or, next to
-  // toPorts/icmps, every peer. Neither is what a user writing the field meant, so refuse it.
+  // An explicitly empty endpoint, CIDR or entity list selects no peer (Cilium 1.15+): admitted, said.
+  let emptyPeerList = false;
   for (const k of l3) {
     // Fields Membrane refuses outright already have their error.
     if (!isEmptyList(rule, k) || !(k in EMPTY_PEER_LIST_FIX) || (deny && k === "toFQDNs")) continue;
-    const peersWidened = present.length === 0 && !emptyServices && (hasPorts || hasIcmps);
-    errs.add(
-      join(path, k),
-      emptyPeerListProblem(k, scope, peersWidened ? { verdict, direction, hasPorts } : undefined),
-    );
+    if (k === "toFQDNs") {
+      errs.add(join(path, k), emptyListProblem(k));
+      continue;
+    }
+    emptyPeerList = true;
+    errs.warn(join(path, k), emptyPeerListMeaning(k, scope, verdict, direction));
   }
   for (const [k, other, example] of [
     ["toPorts", hasIcmps, `{ports: [{port: "443", protocol: TCP}]}`],
@@ -434,8 +431,9 @@ function parseRule(
     );
 
   if (errs.count !== before) return undefined;
-  // No L3 field but L4 fields: Cilium applies the ports to every peer. An empty rule selects no peer.
-  const l3Given = present.length > 0 || emptyServices;
+  // No L3 field but L4 fields: Cilium applies the ports to every peer. An empty rule, or one whose
+  // peer list is explicitly empty, selects no peer.
+  const l3Given = present.length > 0 || emptyServices || emptyPeerList;
   const finalPeers: Peer[] = l3Given ? peers : hasPorts || hasIcmps ? [{ kind: "any" }] : [];
   return {
     direction,

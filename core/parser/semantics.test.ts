@@ -49,16 +49,37 @@ test("NetworkPolicy from: [] and to: [] still mean every peer, as in Kubernetes"
   );
 });
 
-test("an explicitly empty peer, port or ICMP list is refused at its own path, never accepted as 'not set'", () => {
+test("an explicitly empty endpoint, CIDR or entity list selects no peer (Cilium 1.15+): admitted with a warning at its path, the rule matches nothing, default deny stays on", () => {
   const lists = [
-    ["ingress", "fromEndpoints: []"],
-    ["ingress", "fromCIDR: []"],
-    ["ingress", "fromCIDRSet: []"],
-    ["ingress", "fromEntities: []"],
-    ["egress", "toEndpoints: []"],
-    ["egress", "toCIDR: []"],
-    ["egress", "toCIDRSet: []"],
-    ["egress", "toEntities: []"],
+    ["ingress", "fromEndpoints: []", "allows nothing"],
+    ["ingress", "fromCIDR: []", "allows nothing"],
+    ["ingress", "fromCIDRSet: []", "allows nothing"],
+    ["ingress", "fromEntities: []", "allows nothing"],
+    ["egress", "toEndpoints: []", "allows nothing"],
+    ["egress", "toCIDR: []", "allows nothing"],
+    ["egress", "toCIDRSet: []", "allows nothing"],
+    ["egress", "toEntities: []", "allows nothing"],
+    ["ingressDeny", "fromCIDR: []", "denies nothing"],
+  ] as const;
+  for (const [section, field, effect] of lists) {
+    for (const l4 of ["", `\n    toPorts:\n    - ports:\n      - port: "5432"\n        protocol: TCP`]) {
+      const r = parsePolicyYaml(CNP(`  ${section}:\n  - ${field}${l4}\n`));
+      assert.equal(r.ok, true, `${section}: ${field}${l4} was refused: ${JSON.stringify(r.ok ? [] : r.errors)}`);
+      if (!r.ok) continue;
+      const p = r.value[0]!;
+      assert.deepEqual(p.rules[0]!.peers, [], `${section}: ${field}${l4} selects no peer`);
+      const direction = section.startsWith("ingress") ? "ingress" : "egress";
+      assert.equal(p.defaultDeny[direction], true, "the subject is in default deny");
+      const key = field.slice(0, field.indexOf(":"));
+      const w = p.parseWarnings?.find((x) => x.path === `spec.${section}[0].${key}`);
+      assert.ok(w, `a warning at spec.${section}[0].${key}: ${JSON.stringify(p.parseWarnings)}`);
+      assert.match(w.message, new RegExp(`^an empty list selects no peer, so this rule ${effect}`));
+    }
+  }
+});
+
+test("an explicitly empty toFQDNs, port or ICMP list is refused at its own path, never accepted as 'not set'", () => {
+  const lists = [
     ["egress", "toFQDNs: []"],
     ["egress", "toPorts: []"],
     ["egress", "icmps: []"],

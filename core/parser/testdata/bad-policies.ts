@@ -616,19 +616,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "empty toEndpoints list with toPorts",
-    yaml: cnp(
-      `  egress:\n  - toEndpoints: []\n    toPorts:\n    - ports:\n      - port: "5432"\n        protocol: TCP\n`,
-    ),
-    errors: [
-      {
-        path: "spec.egress[0].toEndpoints",
-        message:
-          'an empty list is read as "not set", so this rule would allow these ports to every peer; list selectors such as {matchLabels: {app: db}} ([{}] is every endpoint in namespace "default"), or remove the field if every peer is meant',
-      },
-    ],
-  },
-  {
     name: "HTTP host regex does not compile",
     yaml: cnp(
       egressPorts(
@@ -777,84 +764,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "empty fromCIDRSet list with toPorts",
-    yaml: cnp(
-      `  ingress:\n  - fromCIDRSet: []\n    toPorts:\n    - ports:\n      - port: "22"\n        protocol: TCP\n`,
-    ),
-    errors: [
-      {
-        path: "spec.ingress[0].fromCIDRSet",
-        message:
-          'an empty list is read as "not set", so this rule would allow these ports from every peer; list blocks such as {cidr: 10.0.0.0/8}, or remove the field if every peer is meant',
-      },
-    ],
-  },
-  {
-    name: "empty toEndpoints list",
-    yaml: cnp(`  egress:\n  - toEndpoints: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toEndpoints",
-        message:
-          'an empty list selects nothing; remove the field, or use [{}] to select every endpoint in namespace "default"',
-      },
-    ],
-  },
-  {
-    name: "empty fromEndpoints list",
-    yaml: cnp(`  ingress:\n  - fromEndpoints: []\n`),
-    errors: [
-      {
-        path: "spec.ingress[0].fromEndpoints",
-        message:
-          'an empty list selects nothing; remove the field, or use [{}] to select every endpoint in namespace "default"',
-      },
-    ],
-  },
-  {
-    name: "empty toEndpoints list in a cluster-wide policy",
-    yaml: ccnp(`  endpointSelector: {}\n  egress:\n  - toEndpoints: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toEndpoints",
-        message: "an empty list selects nothing; remove the field, or use [{}] to select every endpoint",
-      },
-    ],
-  },
-  {
-    name: "empty toCIDR list",
-    yaml: cnp(`  egress:\n  - toCIDR: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toCIDR",
-        message: "an empty list selects nothing; list CIDRs such as 10.0.0.0/8, or remove the field",
-      },
-    ],
-  },
-  {
-    name: "empty fromCIDR list with toPorts in a deny rule",
-    yaml: cnp(
-      `  ingressDeny:\n  - fromCIDR: []\n    toPorts:\n    - ports:\n      - port: "22"\n        protocol: TCP\n`,
-    ),
-    errors: [
-      {
-        path: "spec.ingressDeny[0].fromCIDR",
-        message:
-          'an empty list is read as "not set", so this rule would deny these ports from every peer; list CIDRs such as 10.0.0.0/8, or remove the field if every peer is meant',
-      },
-    ],
-  },
-  {
-    name: "empty toCIDRSet list",
-    yaml: cnp(`  egress:\n  - toCIDRSet: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toCIDRSet",
-        message: "an empty list selects nothing; list blocks such as {cidr: 10.0.0.0/8}, or remove the field",
-      },
-    ],
-  },
-  {
     name: "empty toFQDNs list",
     yaml: cnp(`  egress:\n  - toFQDNs: []\n`),
     errors: [
@@ -862,27 +771,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
         path: "spec.egress[0].toFQDNs",
         message:
           "an empty list selects nothing; list names such as {matchName: example.com}, or remove the field",
-      },
-    ],
-  },
-  {
-    name: "empty toEntities list",
-    yaml: cnp(`  egress:\n  - toEntities: []\n`),
-    errors: [
-      {
-        path: "spec.egress[0].toEntities",
-        message: "an empty list selects nothing; list entities such as cluster or world, or remove the field",
-      },
-    ],
-  },
-  {
-    name: "empty fromEntities list with ICMP types",
-    yaml: cnp(`  ingress:\n  - fromEntities: []\n    icmps:\n    - fields:\n      - type: EchoRequest\n`),
-    errors: [
-      {
-        path: "spec.ingress[0].fromEntities",
-        message:
-          'an empty list is read as "not set", so this rule would allow these ICMP types from every peer; list entities such as cluster or world, or remove the field if every peer is meant',
       },
     ],
   },
