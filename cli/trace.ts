@@ -5,6 +5,7 @@ import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
+import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 
 const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
@@ -40,8 +41,6 @@ export interface TraceCluster {
 export type TraceResult =
   | { readonly ok: true; readonly answer: VerdictAnswer; readonly text: string }
   | { readonly ok: false; readonly error: string };
-
-const FIRST_CLUSTER_IDENTITY = 256;
 
 function podRef(s: string): { namespace: string; pod: string } | undefined {
   const m = /^([^/]+)\/([^/]+)$/.exec(s);
@@ -88,8 +87,8 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
       ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
     });
     const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
-    if (Number.isInteger(annotated) && annotated >= FIRST_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
-    if (!stand.has(labels.key)) stand.set(labels.key, FIRST_CLUSTER_IDENTITY + stand.size);
+    if (Number.isInteger(annotated) && annotated >= MIN_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
+    if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
     return { id: stand.get(labels.key)!, labels, pod };
   };
   const src = endpointOf("from", q.from);

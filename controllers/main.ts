@@ -7,6 +7,7 @@ import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 import { parseObserverAddress } from "../flowapi/discover.ts";
+import { parseDuration } from "../core/duration.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -35,15 +36,6 @@ const USAGE = `usage: membrane operator [flags]
   --agent-token-audience AUD   the audience agents' tokens must be bound to (default ${DEFAULT_AGENT_AUDIENCE})
 ${SERVICEMAP_USAGE}  --log-level LEVEL            pino level (default info)
 `;
-
-/** Parses "15m", "30s", "500ms", "1h" or plain milliseconds. */
-export function parseDuration(s: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1;
-  return Math.round(n * unit);
-}
 
 export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig } | { error: string } | { help: true } {
   const args = argv;

@@ -1,4 +1,5 @@
 // Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
+import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
 
@@ -85,13 +86,11 @@ function parseIntIn(v: string, min: number, max: number): number | undefined {
   return n >= min && n <= max ? n : undefined;
 }
 
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** The earliest time `since` admits, relative to `now`; undefined when it does not parse. */
 export function sinceToMs(since: string, now: number): number | undefined {
-  const d = DURATION.exec(since);
-  if (d) return now - Number(d[1]) * UNIT_MS[d[2]!]!;
+  const d = parseDuration(since, { days: true });
+  if (d !== undefined) return now - d;
   if (!/^\d{4}-\d{2}-\d{2}T/.test(since)) return undefined;
   const t = Date.parse(since);
   return Number.isNaN(t) ? undefined : t;

@@ -2,7 +2,7 @@
 import { KubeClient } from "../kube/kube.ts";
 import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
-import { parseDuration } from "../core/encryption.ts";
+import { parseDuration } from "../core/duration.ts";
 import { DEFAULT_CERT_OPTIONS, issueBundle, type CertBundle, type CertOptions } from "./certs.ts";
 import { CertRotator, WebhookRegistration, type RegistrationOptions } from "./registration.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS, VALIDATE_PATH, WebhookServer } from "./server.ts";
