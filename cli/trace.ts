@@ -6,6 +6,7 @@ import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
 import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
+import { parseFlags } from "../kube/flags.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 
 const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
@@ -116,17 +117,19 @@ export interface TraceArgs extends TraceQuery {
 }
 
 export function parseTraceArgs(args: readonly string[]): { ok: true; value: TraceArgs } | { ok: false; error: string } {
-  const v: Record<string, string> = {};
-  const known = ["from", "to", "port", "protocol", "kubeconfig", "output"];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const m = /^(?:--([a-z]+)|-(o))(?:=(.*))?$/.exec(a);
-    const name = m ? (m[2] === "o" ? "output" : m[1]!) : undefined;
-    if (name === undefined || !known.includes(name)) return { ok: false, error: `unknown argument "${a}"` };
-    const value = m![3] ?? args[++i];
-    if (value === undefined) return { ok: false, error: `--${name}: needs a value` };
-    v[name] = value;
-  }
+  const flags = parseFlags({
+    args: [...args],
+    options: {
+      from: { type: "string" },
+      to: { type: "string" },
+      port: { type: "string" },
+      protocol: { type: "string" },
+      kubeconfig: { type: "string" },
+      output: { type: "string", short: "o" },
+    },
+  });
+  if (!flags.ok) return { ok: false, error: flags.error };
+  const v: Readonly<Record<string, string | undefined>> = flags.parsed.values;
   for (const req of ["from", "to", "port"]) if (v[req] === undefined) return { ok: false, error: `--${req}: required` };
   for (const f of ["from", "to"]) if (!podRef(v[f]!)) return { ok: false, error: `--${f}: "${v[f]}" is not NS/POD` };
   const port = /^\d+$/.test(v.port!) ? Number(v.port) : NaN;

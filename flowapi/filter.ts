@@ -1,4 +1,5 @@
 // Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
+import { parseArgs } from "node:util";
 import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
@@ -42,6 +43,7 @@ export const FILTER_FLAGS = [
   "last",
 ] as const;
 type FilterFlag = (typeof FILTER_FLAGS)[number];
+const FILTER_OPTIONS = Object.fromEntries(FILTER_FLAGS.map((f) => [f, { type: "string", multiple: true }])) as Record<FilterFlag, { type: "string"; multiple: true }>;
 
 export const FILTER_USAGE = `filters (a repeated flag means any of its values; different flags must all hold):
   --namespace NS         source or destination namespace
@@ -116,19 +118,18 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     last: undefined as number | undefined,
   };
   const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(a);
-    const flag = m?.[1] as FilterFlag | undefined;
-    if (!m || flag === undefined || !(FILTER_FLAGS as readonly string[]).includes(flag)) {
-      rest.push(a);
+  // Not strict: flags that are not filters come back in `rest`, in order, for the caller's own parser.
+  const { tokens } = parseArgs({ args: [...argv], options: FILTER_OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens) {
+    if (t.kind === "positional") rest.push(t.value);
+    if (t.kind !== "option") continue;
+    if (!(FILTER_FLAGS as readonly string[]).includes(t.name)) {
+      rest.push(t.inlineValue ? `${t.rawName}=${t.value ?? ""}` : t.rawName);
       continue;
     }
-    let v = m[2];
-    if (v === undefined) {
-      v = argv[++i];
-      if (v === undefined) return { ok: false, error: `--${flag}: needs a value` };
-    }
+    const flag = t.name as FilterFlag;
+    const v = t.value;
+    if (v === undefined) return { ok: false, error: `--${flag}: needs a value` };
     const bad = (why: string): FilterParse => ({ ok: false, error: `--${flag}: ${why}` });
     switch (flag) {
       case "namespace":

@@ -11,6 +11,7 @@ import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforceme
 import { CiliumNodeHealth } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
 import { KubeClient } from "../kube/kube.ts";
+import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
@@ -105,7 +106,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       allowPositionals: false,
     }).values;
   } catch (err) {
-    return { ok: false, error: (err as Error).message };
+    return { ok: false, error: flagError(err) };
   }
   if (values.help) return { ok: false, error: "" };
   for (const f of ["node-name", "operator", "tls-cert", "tls-key", "tls-ca"]) {

@@ -1,5 +1,6 @@
 // `membrane webhook`: starts the admission server, its certificates and its registration with the API server.
 import { KubeClient } from "../kube/kube.ts";
+import { flagError } from "../kube/flags.ts";
 import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import { parseDuration } from "../core/duration.ts";
@@ -188,7 +189,7 @@ export async function run(args: string[]): Promise<number> {
       },
     }));
   } catch (err) {
-    process.stderr.write(`membrane webhook: ${(err as Error).message}\n\n${USAGE}`);
+    process.stderr.write(`membrane webhook: ${flagError(err)}\n\n${USAGE}`);
     return 2;
   }
   if (values.help) {
