@@ -93,12 +93,6 @@ export function cidrLabelKey(p: Prefix): string {
   return `${addr}${text.slice(slash)}`;
 }
 
-/** The `cidr:` label of one prefix (no covering prefixes); undefined for a malformed prefix. */
-export function cidrLabel(prefix: string | Prefix): Label | undefined {
-  const p = typeof prefix === "string" ? parsePrefix(prefix) : prefix;
-  return p === undefined ? undefined : label(LABEL_SOURCE.cidr, cidrLabelKey(p));
-}
-
 /**
  * The labels of a CIDR identity, as Cilium gives them: a `cidr:` label for the prefix and for every
  * prefix that contains it (so a `toCIDR: 10.0.0.0/8` selector matches the identity of

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { Label, LabelRequirement, LabelSet } from "./model.ts";
 import { LABEL_SOURCE, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, labelSetFrom } from "./labels.ts";
-import { type LabelSelectorInput, type SelectorOptions, canonicalSelector, matchesSelector, namespaceSelectorFrom, selectorFrom, selectsInit } from "./selector.ts";
+import { type LabelSelectorInput, type SelectorOptions, canonicalSelector, matchesSelector, namespaceSelectorFrom, selectorFrom } from "./selector.ts";
 
 // ---- the oracle: the definition, read literally ----
 
@@ -119,15 +119,6 @@ test("a NetworkPolicy namespaceSelector (with its podSelector) selects pods whos
       const nsHolds = nsEmpty ? podNamespaces(l).length > 0 : matchesAsWritten(ns, l, true, `${NAMESPACE_LABELS_PREFIX}.`);
       const want = nsHolds && (pod === undefined || matchesAsWritten(pod, l, true));
       assert.equal(matchesSelector(namespaceSelectorFrom(ns, pod), labels), want);
-    }),
-    RUNS,
-  );
-});
-
-test("selectsInit says whether a selector names reserved:init", () => {
-  fc.assert(
-    fc.property(labelSelector, (input) => {
-      assert.equal(selectsInit(input), keysOf(input, false).some((k) => k.source === LABEL_SOURCE.reserved && k.key === "init"));
     }),
     RUNS,
   );

@@ -60,19 +60,6 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --last N               only the N most recent matching flows
 `;
 
-const EMPTY: FlowFilter = {
-  namespace: [],
-  pod: [],
-  fromPod: [],
-  toPod: [],
-  label: [],
-  identity: [],
-  verdict: [],
-  protocol: [],
-  port: [],
-  type: [],
-};
-
 const PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6"];
 
 function parsePod(v: string): PodRef | string {
@@ -261,5 +248,3 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (sinceMs !== undefined) checks.push((x) => Date.parse(x.time) >= sinceMs);
   return (x) => checks.every((c) => c(x));
 }
-
-export const NO_FILTER: FlowFilter = EMPTY;
