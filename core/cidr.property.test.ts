@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { BlockList, isIP } from "node:net";
 import fc from "fast-check";
-import { type IPFamily, canonicalPrefix, formatIP, makePrefix, parseIP, parsePrefix, prefixContains } from "./cidr.ts";
+import { type IPFamily, canonicalPrefix, formatIP, makePrefix, parseHostPort, parseIP, parsePrefix, prefixContains } from "./cidr.ts";
 
 const netFamily = (f: IPFamily): "ipv4" | "ipv6" => (f === 4 ? "ipv4" : "ipv6");
 const total = (f: IPFamily): number => (f === 4 ? 32 : 128);
@@ -106,4 +106,19 @@ test("IPv6 text is the URL standard's compressed form; masking and containment a
     }),
     RUNS,
   );
+});
+
+test("HOST:PORT splits for names, IPv4 and bracketed IPv6; a bare IPv6, a missing port or one past 65535 is not one", () => {
+  const host = fc.oneof(
+    fc.integer({ min: 0, max: 0xffffffff }).map((n) => formatIP(4, BigInt(n))),
+    v6.map((a) => `[${formatIP(6, a)}]`),
+    fc.constantFrom("localhost", "op", "membrane-operator.kube-system.svc"),
+  );
+  fc.assert(
+    fc.property(host, fc.integer({ min: 0, max: 65535 }), (h, port) => {
+      assert.deepEqual(parseHostPort(`${h}:${port}`), { host: h.replace(/^\[|\]$/g, ""), port });
+    }),
+    { numRuns: 2_000 },
+  );
+  for (const bad of ["9443", "::1:9443", "127.0.0.1:70000", "127.0.0.1:", "a b:1", "[::1]"]) assert.equal(parseHostPort(bad), undefined, bad);
 });

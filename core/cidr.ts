@@ -114,6 +114,15 @@ export function parseIP(s: string): { family: IPFamily; addr: bigint } | undefin
   return addr === undefined ? undefined : { family: 4, addr };
 }
 
+/** Splits `HOST:PORT` (`[v6]:PORT` for IPv6; the host may also be a name); undefined when it is not one. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? m[2]!, port };
+}
+
 function computeMask(total: number, bits: number): bigint {
   return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - bits)) - 1n);
 }
