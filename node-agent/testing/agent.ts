@@ -17,7 +17,7 @@ import type { Datapath } from "../bpf/datapath.ts";
 import type { NodeAgent } from "../agent.ts";
 
 const run = promisify(execFile);
-const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), "bpf/probe.ts");
+const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), "../bpf/probe.ts");
 
 export const POD_IP = "10.202.0.1";
 export const HOST_IP = "10.202.0.2";
