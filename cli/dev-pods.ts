@@ -3,6 +3,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { parseFlags } from "../kube/flags.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
 import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../localcluster/kubelet.ts";
 import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../localcluster/nodes.ts";
@@ -93,10 +95,15 @@ export async function runDevExec(args: string[], dir: string): Promise<number> {
 }
 
 export async function runDevProbe(args: string[], dir: string): Promise<number> {
-  const udp = args.includes("--udp");
-  const positional = args.filter((a) => a !== "--udp");
-  const ref = parsePodRef(positional[0] ?? "");
   const usage = "usage: membrane dev probe NAMESPACE/POD HOST PORT [--udp]\n";
+  const flags = parseFlags({ args, options: { udp: { type: "boolean" } }, allowPositionals: true });
+  if (!flags.ok) {
+    process.stderr.write(`membrane dev probe: ${flags.error}\n${usage}`);
+    return 2;
+  }
+  const udp = flags.parsed.values.udp === true;
+  const positional = flags.parsed.positionals;
+  const ref = parsePodRef(positional[0] ?? "");
   if (!ref.ok || positional.length !== 3) {
     process.stderr.write(`membrane dev probe: ${ref.ok ? "expected HOST and PORT" : ref.error}\n${usage}`);
     return 2;
@@ -163,9 +170,12 @@ async function kubeletRunning(dir: string): Promise<boolean> {
 
 /** `--nodes N` out of `dev up`'s arguments: the count (undefined when absent), the rest, or an error. */
 export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; rest: string[] } | { ok: false; error: string } {
-  const i = args.indexOf("--nodes");
-  if (i < 0) return { ok: true, rest: args };
-  const n = Number(args[i + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > 200) return { ok: false, error: `--nodes: must be an integer from 1 to 200, got "${args[i + 1] ?? ""}"` };
-  return { ok: true, nodes: n, rest: [...args.slice(0, i), ...args.slice(i + 2)] };
+  // Not strict: whatever is not --nodes comes back in `rest`, for the caller to reject by name.
+  const { values, tokens } = parseArgs({ args, options: { nodes: { type: "string" } }, strict: false, allowPositionals: true, tokens: true });
+  const rest = tokens.flatMap((t) => (t.kind === "positional" ? [t.value] : t.kind === "option" && t.name !== "nodes" ? [t.rawName + (t.inlineValue ? `=${t.value ?? ""}` : "")] : []));
+  if (values.nodes === undefined) return { ok: true, rest };
+  const raw = values.nodes;
+  const n = typeof raw === "string" ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 200) return { ok: false, error: `--nodes: must be an integer from 1 to 200, got "${typeof raw === "string" ? raw : ""}"` };
+  return { ok: true, nodes: n, rest };
 }

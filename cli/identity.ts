@@ -3,6 +3,7 @@ import { KubeClient, type ObjectList, resourcePath } from "../kube/kube.ts";
 import { IDENTITIES, PODS } from "../kube/resources.ts";
 import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../kube/objects.ts";
 import { formatLabel } from "../core/labels.ts";
+import { parseFlags } from "../kube/flags.ts";
 
 const USAGE = `usage: membrane identity list [--kubeconfig PATH] [-o table|json]
 `;
@@ -45,18 +46,13 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(sub === undefined || sub === "help" || sub === "--help" ? USAGE : `membrane identity: unknown subcommand "${sub}"\n${USAGE}`);
     return sub === "help" || sub === "--help" ? 0 : 2;
   }
-  let kubeconfig: string | undefined;
-  let output = "table";
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i];
-    if (a === "--kubeconfig") kubeconfig = rest[++i];
-    else if (a?.startsWith("--kubeconfig=")) kubeconfig = a.slice("--kubeconfig=".length);
-    else if (a === "-o" || a === "--output") output = rest[++i] ?? "";
-    else {
-      process.stderr.write(`membrane identity list: unknown argument "${a}"\n${USAGE}`);
-      return 2;
-    }
+  const flags = parseFlags({ args: rest, options: { kubeconfig: { type: "string" }, output: { type: "string", short: "o" } } });
+  if (!flags.ok) {
+    process.stderr.write(`membrane identity list: ${flags.error}\n${USAGE}`);
+    return 2;
   }
+  const kubeconfig = flags.parsed.values.kubeconfig;
+  const output = flags.parsed.values.output ?? "table";
   if (output !== "table" && output !== "json") {
     process.stderr.write(`membrane identity list: -o: "${output}" is not table or json\n`);
     return 2;

@@ -3,6 +3,7 @@ import { readFlows } from "../flowapi/client.ts";
 import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../flowapi/filter.ts";
 import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
 import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../flowapi/discover.ts";
+import { parseFlags } from "../kube/flags.ts";
 
 const USAGE = `usage: membrane observe [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
 
@@ -30,24 +31,17 @@ export interface ObserveArgs {
 export function parseObserveArgs(args: readonly string[]): { ok: true; value: ObserveArgs } | { ok: false; error: string } {
   const parsed = parseFilterArgs(args);
   if (!parsed.ok) return parsed;
-  const servers: string[] = [];
-  let kubeconfig: string | undefined;
-  let follow = false;
-  let output = "table";
-  const rest = parsed.rest;
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i]!;
-    const eq = a.indexOf("=");
-    const [flag, inline] = a.startsWith("--") && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    if (flag === "-f" || flag === "--follow") follow = true;
-    else if (flag === "--server" || flag === "-o" || flag === "--output" || flag === "--kubeconfig") {
-      const v = inline ?? rest[++i];
-      if (v === undefined || v === "") return { ok: false, error: `${flag}: needs a value` };
-      if (flag === "--server") servers.push(v);
-      else if (flag === "--kubeconfig") kubeconfig = v;
-      else output = v;
-    } else return { ok: false, error: `unknown argument "${a}"` };
-  }
+  const flags = parseFlags({
+    args: parsed.rest,
+    options: { server: { type: "string", multiple: true }, kubeconfig: { type: "string" }, output: { type: "string", short: "o" }, follow: { type: "boolean", short: "f" } },
+  });
+  if (!flags.ok) return flags;
+  const v = flags.parsed.values;
+  for (const f of ["server", "kubeconfig", "output"] as const) if ([v[f]].flat().includes("")) return { ok: false, error: `--${f}: needs a value` };
+  const servers = v.server ?? [];
+  const kubeconfig = v.kubeconfig;
+  const follow = v.follow === true;
+  const output = v.output ?? "table";
   if (output !== "table" && output !== "json") return { ok: false, error: `-o: "${output}" is not table or json` };
   for (const s of servers) if (parseObserverAddress(s) === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or http://HOST:PORT` };
   if (servers.length > 0 && kubeconfig !== undefined) return { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" };

@@ -1,6 +1,6 @@
 // `membrane status`: the operator's leader and replicas, every node's agent (its conditions and its heartbeat Lease), counts of identities, policies and endpoints, and warnings; exit 1 when unhealthy.
 import { parseArgs } from "node:util";
-import { parseDuration } from "../core/encryption.ts";
+import { parseDuration } from "../core/duration.ts";
 import type { Condition } from "../kube/conditions.ts";
 import { KubeClient, type KubeObject, type ObjectList, type Resource, isNotFound, resourcePath } from "../kube/kube.ts";
 import { AGENT_LEASE_NAMESPACE, agentLeaseName, leaseLiveness } from "../kube/heartbeat.ts";

@@ -58,7 +58,8 @@ test("trace arguments: required flags, NS/POD form, port range and protocol are 
     [["--from", "client", "--to", "a/b", "--port", "1"], /^--from: "client" is not NS\/POD/],
     [["--from", "a/b", "--to", "a/b", "--port", "0"], /^--port: "0" is not a port/],
     [["--from", "a/b", "--to", "a/b", "--port", "80", "--protocol", "ICMP"], /^--protocol: "ICMP"/],
-    [["--from", "a/b", "--bogus"], /^unknown argument "--bogus"/],
+    [["--from", "a/b", "--bogus"], /^unknown flag --bogus/],
+    [["--from"], /^--from: a value is required/],
   ];
   for (const [argv, want] of cases) {
     const r = parseTraceArgs(argv);

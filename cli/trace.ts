@@ -3,6 +3,8 @@ import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
+import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
+import { parseFlags } from "../kube/flags.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, NAMESPACES, NETWORK_POLICIES, PODS } from "../kube/resources.ts";
@@ -40,8 +42,6 @@ export interface TraceCluster {
 export type TraceResult =
   | { readonly ok: true; readonly answer: VerdictAnswer; readonly text: string }
   | { readonly ok: false; readonly error: string };
-
-const FIRST_CLUSTER_IDENTITY = 256;
 
 function podRef(s: string): { namespace: string; pod: string } | undefined {
   const m = /^([^/]+)\/([^/]+)$/.exec(s);
@@ -88,8 +88,8 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
       ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
     });
     const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
-    if (Number.isInteger(annotated) && annotated >= FIRST_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
-    if (!stand.has(labels.key)) stand.set(labels.key, FIRST_CLUSTER_IDENTITY + stand.size);
+    if (Number.isInteger(annotated) && annotated >= MIN_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
+    if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
     return { id: stand.get(labels.key)!, labels, pod };
   };
   const src = endpointOf("from", q.from);
@@ -117,17 +117,19 @@ export interface TraceArgs extends TraceQuery {
 }
 
 export function parseTraceArgs(args: readonly string[]): { ok: true; value: TraceArgs } | { ok: false; error: string } {
-  const v: Record<string, string> = {};
-  const known = ["from", "to", "port", "protocol", "kubeconfig", "output"];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const m = /^(?:--([a-z]+)|-(o))(?:=(.*))?$/.exec(a);
-    const name = m ? (m[2] === "o" ? "output" : m[1]!) : undefined;
-    if (name === undefined || !known.includes(name)) return { ok: false, error: `unknown argument "${a}"` };
-    const value = m![3] ?? args[++i];
-    if (value === undefined) return { ok: false, error: `--${name}: needs a value` };
-    v[name] = value;
-  }
+  const flags = parseFlags({
+    args: [...args],
+    options: {
+      from: { type: "string" },
+      to: { type: "string" },
+      port: { type: "string" },
+      protocol: { type: "string" },
+      kubeconfig: { type: "string" },
+      output: { type: "string", short: "o" },
+    },
+  });
+  if (!flags.ok) return { ok: false, error: flags.error };
+  const v: Readonly<Record<string, string | undefined>> = flags.parsed.values;
   for (const req of ["from", "to", "port"]) if (v[req] === undefined) return { ok: false, error: `--${req}: required` };
   for (const f of ["from", "to"]) if (!podRef(v[f]!)) return { ok: false, error: `--${f}: "${v[f]}" is not NS/POD` };
   const port = /^\d+$/.test(v.port!) ? Number(v.port) : NaN;

@@ -7,6 +7,8 @@ import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 import { parseObserverAddress } from "../flowapi/discover.ts";
+import { parseDuration } from "../core/duration.ts";
+import { parseFlags } from "../kube/flags.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -36,17 +38,7 @@ const USAGE = `usage: membrane operator [flags]
 ${SERVICEMAP_USAGE}  --log-level LEVEL            pino level (default info)
 `;
 
-/** Parses "15m", "30s", "500ms", "1h" or plain milliseconds. */
-export function parseDuration(s: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1;
-  return Math.round(n * unit);
-}
-
 export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig } | { error: string } | { help: true } {
-  const args = argv;
   const config: OperatorConfig = {
     healthPort: 9891,
     leaderElect: true,
@@ -61,131 +53,117 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     nodeCidrMaskSize: 24,
     controllers: new Set(ALL_CONTROLLERS),
   };
-  let logLevel = "info";
-  let distPort: number | undefined;
-  const tls: { caFile?: string; certFile?: string; keyFile?: string } = {};
-  let agentAuth: string | undefined;
-  let agentServiceAccount: string | undefined;
-  let agentAudience: string | undefined;
-  let servicemapPort: number | undefined;
-  const observers: string[] = [];
-  let servicemapDiscover = true;
-  for (let i = 0; i < args.length; i++) {
-    const raw = args[i] ?? "";
-    if (raw === "-h" || raw === "--help") return { help: true };
-    const eq = raw.indexOf("=");
-    const flag = eq >= 0 ? raw.slice(0, eq) : raw;
-    const value = (): string | undefined => (eq >= 0 ? raw.slice(eq + 1) : args[++i]);
-    const v = value();
-    if (v === undefined) return { error: `${flag}: a value is required` };
-    switch (flag) {
-      case "--kubeconfig":
-        config.kubeconfig = v;
-        break;
-      case "--health-port": {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0 || n > 65535) return { error: `--health-port: "${v}" is not a port number` };
-        config.healthPort = n;
-        break;
-      }
-      case "--leader-elect":
-        if (v !== "true" && v !== "false") return { error: `--leader-elect: "${v}" is not true or false` };
-        config.leaderElect = v === "true";
-        break;
-      case "--lease-namespace":
-        config.leaseNamespace = v;
-        break;
-      case "--lease-name":
-        config.leaseName = v;
-        break;
-      case "--id":
-        config.id = v;
-        break;
-      case "--identity-gc-grace": {
-        const ms = parseDuration(v);
-        if (ms === undefined) return { error: `--identity-gc-grace: "${v}" is not a duration (e.g. 15m, 30s)` };
-        config.identityGcGraceMs = ms;
-        break;
-      }
-      case "--identity-gc-interval": {
-        const ms = parseDuration(v);
-        if (ms === undefined || ms <= 0) return { error: `--identity-gc-interval: "${v}" is not a positive duration (e.g. 1m, 30s)` };
-        config.identityGcIntervalMs = ms;
-        break;
-      }
-      case "--bind-address":
-        if (isIP(v) === 0) return { error: `--bind-address: "${v}" is not an IP address` };
-        config.bindAddress = v;
-        break;
-      case "--cluster-name":
-        config.clusterName = v;
-        break;
-      case "--pod-cidr-pool":
-        config.podCidrPool = v;
-        break;
-      case "--node-cidr-mask-size": {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 128) return { error: `--node-cidr-mask-size: "${v}" is not a prefix length` };
-        config.nodeCidrMaskSize = n;
-        break;
-      }
-      case "--controllers": {
-        const names = v.split(",").filter((s) => s !== "");
-        const unknown = names.filter((n) => !(ALL_CONTROLLERS as readonly string[]).includes(n));
-        if (unknown.length > 0) return { error: `--controllers: unknown controller(s) ${unknown.join(", ")}; known: ${ALL_CONTROLLERS.join(", ")}` };
-        config.controllers = new Set(names as (typeof ALL_CONTROLLERS)[number][]);
-        break;
-      }
-      case "--distribution-port": {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0 || n > 65535) return { error: `--distribution-port: "${v}" is not a port number` };
-        distPort = n;
-        break;
-      }
-      case "--tls-ca":
-        tls.caFile = v;
-        break;
-      case "--tls-cert":
-        tls.certFile = v;
-        break;
-      case "--tls-key":
-        tls.keyFile = v;
-        break;
-      case "--agent-auth":
-        if (v !== "cert" && v !== "token") return { error: `--agent-auth: "${v}" is not cert or token` };
-        agentAuth = v;
-        break;
-      case "--agent-service-account": {
-        const u = serviceAccountUser(v);
-        if (!u.ok) return { error: `--agent-service-account: ${u.error}` };
-        agentServiceAccount = v;
-        break;
-      }
-      case "--agent-token-audience":
-        if (v.trim() === "") return { error: `--agent-token-audience: must not be empty` };
-        agentAudience = v;
-        break;
-      case "--servicemap-port": {
-        const n = Number(v);
-        if (v === "" || !Number.isInteger(n) || n < 0 || n > 65535) return { error: `--servicemap-port: "${v}" is not a port number` };
-        servicemapPort = n;
-        break;
-      }
-      case "--observer":
-        if (parseObserverAddress(v) === undefined) return { error: `--observer: "${v}" is not unix:/PATH or http://HOST:PORT` };
-        observers.push(v);
-        break;
-      case "--servicemap-discover":
-        if (v !== "true" && v !== "false") return { error: `--servicemap-discover: "${v}" is not true or false` };
-        servicemapDiscover = v === "true";
-        break;
-      case "--log-level":
-        logLevel = v;
-        break;
-      default:
-        return { error: `unknown flag ${flag}` };
-    }
+  const flags = parseFlags({
+    args: argv,
+    options: {
+      kubeconfig: { type: "string" },
+      "bind-address": { type: "string" },
+      "health-port": { type: "string" },
+      "leader-elect": { type: "string" },
+      "lease-namespace": { type: "string" },
+      "lease-name": { type: "string" },
+      id: { type: "string" },
+      "identity-gc-grace": { type: "string" },
+      "identity-gc-interval": { type: "string" },
+      "cluster-name": { type: "string" },
+      "pod-cidr-pool": { type: "string" },
+      "node-cidr-mask-size": { type: "string" },
+      controllers: { type: "string" },
+      "distribution-port": { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "agent-auth": { type: "string" },
+      "agent-service-account": { type: "string" },
+      "agent-token-audience": { type: "string" },
+      "servicemap-port": { type: "string" },
+      observer: { type: "string", multiple: true },
+      "servicemap-discover": { type: "string" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (!flags.ok) return { error: flags.error };
+  const v = flags.parsed.values;
+  if (v.help) return { help: true };
+  const port = (flag: string, value: string): number | string => {
+    const n = Number(value);
+    return value !== "" && Number.isInteger(n) && n >= 0 && n <= 65535 ? n : `--${flag}: "${value}" is not a port number`;
+  };
+  const bool = (flag: string, value: string): boolean | string => (value === "true" || value === "false" ? value === "true" : `--${flag}: "${value}" is not true or false`);
+  if (v.kubeconfig !== undefined) config.kubeconfig = v.kubeconfig;
+  if (v["health-port"] !== undefined) {
+    const n = port("health-port", v["health-port"]);
+    if (typeof n === "string") return { error: n };
+    config.healthPort = n;
   }
+  if (v["leader-elect"] !== undefined) {
+    const b = bool("leader-elect", v["leader-elect"]);
+    if (typeof b === "string") return { error: b };
+    config.leaderElect = b;
+  }
+  if (v["lease-namespace"] !== undefined) config.leaseNamespace = v["lease-namespace"];
+  if (v["lease-name"] !== undefined) config.leaseName = v["lease-name"];
+  if (v.id !== undefined) config.id = v.id;
+  if (v["identity-gc-grace"] !== undefined) {
+    const ms = parseDuration(v["identity-gc-grace"]);
+    if (ms === undefined) return { error: `--identity-gc-grace: "${v["identity-gc-grace"]}" is not a duration (e.g. 15m, 30s)` };
+    config.identityGcGraceMs = ms;
+  }
+  if (v["identity-gc-interval"] !== undefined) {
+    const ms = parseDuration(v["identity-gc-interval"]);
+    if (ms === undefined || ms <= 0) return { error: `--identity-gc-interval: "${v["identity-gc-interval"]}" is not a positive duration (e.g. 1m, 30s)` };
+    config.identityGcIntervalMs = ms;
+  }
+  if (v["bind-address"] !== undefined) {
+    if (isIP(v["bind-address"]) === 0) return { error: `--bind-address: "${v["bind-address"]}" is not an IP address` };
+    config.bindAddress = v["bind-address"];
+  }
+  if (v["cluster-name"] !== undefined) config.clusterName = v["cluster-name"];
+  if (v["pod-cidr-pool"] !== undefined) config.podCidrPool = v["pod-cidr-pool"];
+  if (v["node-cidr-mask-size"] !== undefined) {
+    const n = Number(v["node-cidr-mask-size"]);
+    if (!Number.isInteger(n) || n < 1 || n > 128) return { error: `--node-cidr-mask-size: "${v["node-cidr-mask-size"]}" is not a prefix length` };
+    config.nodeCidrMaskSize = n;
+  }
+  if (v.controllers !== undefined) {
+    const names = v.controllers.split(",").filter((s) => s !== "");
+    const unknown = names.filter((n) => !(ALL_CONTROLLERS as readonly string[]).includes(n));
+    if (unknown.length > 0) return { error: `--controllers: unknown controller(s) ${unknown.join(", ")}; known: ${ALL_CONTROLLERS.join(", ")}` };
+    config.controllers = new Set(names as (typeof ALL_CONTROLLERS)[number][]);
+  }
+  let distPort: number | undefined;
+  if (v["distribution-port"] !== undefined) {
+    const n = port("distribution-port", v["distribution-port"]);
+    if (typeof n === "string") return { error: n };
+    distPort = n;
+  }
+  const tls = { caFile: v["tls-ca"], certFile: v["tls-cert"], keyFile: v["tls-key"] };
+  const agentAuth = v["agent-auth"];
+  if (agentAuth !== undefined && agentAuth !== "cert" && agentAuth !== "token") return { error: `--agent-auth: "${agentAuth}" is not cert or token` };
+  const agentServiceAccount = v["agent-service-account"];
+  if (agentServiceAccount !== undefined) {
+    const u = serviceAccountUser(agentServiceAccount);
+    if (!u.ok) return { error: `--agent-service-account: ${u.error}` };
+  }
+  const agentAudience = v["agent-token-audience"];
+  if (agentAudience !== undefined && agentAudience.trim() === "") return { error: `--agent-token-audience: must not be empty` };
+  let servicemapPort: number | undefined;
+  if (v["servicemap-port"] !== undefined) {
+    const n = port("servicemap-port", v["servicemap-port"]);
+    if (typeof n === "string") return { error: n };
+    servicemapPort = n;
+  }
+  const observers = v.observer ?? [];
+  const badObserver = observers.find((o) => parseObserverAddress(o) === undefined);
+  if (badObserver !== undefined) return { error: `--observer: "${badObserver}" is not unix:/PATH or http://HOST:PORT` };
+  let servicemapDiscover = true;
+  if (v["servicemap-discover"] !== undefined) {
+    const b = bool("servicemap-discover", v["servicemap-discover"]);
+    if (typeof b === "string") return { error: b };
+    servicemapDiscover = b;
+  }
+  const logLevel = v["log-level"] ?? "info";
   if (distPort !== undefined) {
     const missing = (["caFile", "certFile", "keyFile"] as const).filter((k) => !tls[k]).map((k) => `--tls-${k.replace("File", "")}`);
     if (missing.length > 0) return { error: `--distribution-port needs ${missing.join(", ")} (the stream is mutual TLS only)` };

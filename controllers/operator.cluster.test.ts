@@ -274,7 +274,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
   it("agents on the stream get their node's state, and Enforced follows their ACKs and NACKs", async () => {
     const ns = "dist";
     await namespace(ns);
-    const pki = makePki(["dist-node"]);
+    const pki = await makePki(["dist-node"]);
     const agents: AgentClient[] = [];
     try {
       await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "dist-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } }));
@@ -345,7 +345,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
   });
 
   it("with --agent-auth token, an agent with the shared certificate is accepted as the node its pod-bound token names", async () => {
-    const pki = makePki(["membrane-agent"]);
+    const pki = await makePki(["membrane-agent"]);
     const agents: AgentClient[] = [];
     const ns = "token-agents";
     const tokenDir = mkdtempSync(join(tmpdir(), "membrane-op-token-"));

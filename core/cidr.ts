@@ -68,13 +68,14 @@ function parseIPv6(s: string): bigint | undefined {
   if (s.includes("%")) return undefined; // zones are not addresses in policy
   const halves = s.split("::");
   if (halves.length > 2) return undefined;
-  const groupsOf = (part: string): number[] | undefined => {
+  // An embedded IPv4 address may only end the address: "::ffff:1.2.3.4", never "1.2.3.4::".
+  const groupsOf = (part: string, last: boolean): number[] | undefined => {
     if (part === "") return [];
     const out: number[] = [];
     const items = part.split(":");
     for (let i = 0; i < items.length; i++) {
       const item = items[i] ?? "";
-      if (i === items.length - 1 && item.includes(".")) {
+      if (last && i === items.length - 1 && item.includes(".")) {
         const v4 = parseIPv4Number(item);
         if (v4 === undefined) return undefined;
         out.push(Math.floor(v4 / 0x10000), v4 % 0x10000);
@@ -86,8 +87,8 @@ function parseIPv6(s: string): bigint | undefined {
     }
     return out;
   };
-  const head = groupsOf(halves[0] ?? "");
-  const tail = halves.length === 2 ? groupsOf(halves[1] ?? "") : [];
+  const head = groupsOf(halves[0] ?? "", halves.length === 1);
+  const tail = halves.length === 2 ? groupsOf(halves[1] ?? "", true) : [];
   if (head === undefined || tail === undefined) return undefined;
   let groups: number[];
   if (halves.length === 2) {
@@ -111,6 +112,15 @@ export function parseIP(s: string): { family: IPFamily; addr: bigint } | undefin
   }
   const addr = parseIPv4(s);
   return addr === undefined ? undefined : { family: 4, addr };
+}
+
+/** Splits `HOST:PORT` (`[v6]:PORT` for IPv6; the host may also be a name); undefined when it is not one. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? m[2]!, port };
 }
 
 function computeMask(total: number, bits: number): bigint {

@@ -1,7 +1,7 @@
 // MembraneEncryptionKey validation: modes, rotation intervals, the Secret reference, and no key material in the object.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseDuration, validateEncryptionKey } from "./encryption.ts";
+import { validateEncryptionKey } from "./encryption.ts";
 
 const key = (spec: unknown) => ({ apiVersion: "membrane.io/v1alpha1", kind: "MembraneEncryptionKey", metadata: { name: "k" }, spec });
 const errorsOf = (spec: unknown): string[] => {
@@ -10,14 +10,6 @@ const errorsOf = (spec: unknown): string[] => {
 };
 
 describe("encryption key validation", () => {
-  it("parses Go durations", () => {
-    assert.equal(parseDuration("24h"), 86_400_000);
-    assert.equal(parseDuration("1h30m"), 5_400_000);
-    assert.equal(parseDuration("1.5s"), 1_500);
-    assert.equal(parseDuration("1d"), undefined);
-    assert.equal(parseDuration(""), undefined);
-  });
-
   it("accepts a complete spec and returns its meaning", () => {
     const r = validateEncryptionKey(key({ mode: "wireguard", rotationInterval: "168h", secretRef: { name: "wg", namespace: "kube-system" } }));
     assert.ok(r.ok);

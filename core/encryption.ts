@@ -1,5 +1,6 @@
 // Semantic validation of the encryption-key resource (cluster-scoped: mode, rotation interval; key material only in Secrets).
 import type { FieldError, Result } from "./model.ts";
+import { parseDuration } from "./duration.ts";
 import { dns1123LabelProblem, dns1123SubdomainProblem, field, isRecord, show } from "./parser/fields.ts";
 
 export type EncryptionMode = "wireguard" | "ipsec";
@@ -21,16 +22,6 @@ const MIN_ROTATION_MS = 60_000;
 const MAX_ROTATION_MS = 366 * 86_400_000;
 /** Field names that would carry secret key material: such data belongs in a Secret, never in a custom resource. */
 const KEY_MATERIAL = /^(key|keys|privatekey|private_key|secretkey|psk|presharedkey|keydata|material)$/i;
-
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A Go/Kubernetes duration such as "24h", "1h30m", "90s" in milliseconds, or undefined when it is not one. */
-export function parseDuration(text: string): number | undefined {
-  if (text.length === 0 || text.length > 64 || !/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(text)) return undefined;
-  let total = 0;
-  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * (UNIT_MS[m[2] ?? ""] ?? NaN);
-  return Number.isFinite(total) ? total : undefined;
-}
 
 export function validateEncryptionKey(obj: unknown): Result<EncryptionKeySpec> {
   const errors: FieldError[] = [];

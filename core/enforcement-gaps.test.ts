@@ -19,7 +19,7 @@ describe("enforcement gaps", () => {
     assert.deepEqual(gapsOf({ spec: { endpointSelector: web, ingress: [{ fromEndpoints: [web], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] } }), []);
   });
 
-  it("names HTTP, Kafka and DNS rules by their toPorts path, and toFQDNs by its rule", () => {
+  it("names HTTP and DNS rules by their toPorts path, and toFQDNs by its rule", () => {
     const paths = gapsOf({
       spec: {
         endpointSelector: web,
@@ -27,7 +27,6 @@ describe("enforcement gaps", () => {
         egress: [
           { toEndpoints: [{}], toPorts: [dns] },
           { toFQDNs: [{ matchName: "example.com" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
-          { toEndpoints: [web], toPorts: [{ ports: [{ port: "9092", protocol: "TCP" }], rules: { kafka: [{ topic: "orders" }] } }] },
         ],
       },
     });
@@ -35,7 +34,6 @@ describe("enforcement gaps", () => {
       "spec.ingress[0].toPorts[1].rules.http",
       "spec.egress[0].toPorts[0].rules.dns",
       "spec.egress[1].toFQDNs",
-      "spec.egress[2].toPorts[0].rules.kafka",
     ]);
   });
 

@@ -17,7 +17,7 @@ function l7Effect(rules: L7Rules): string {
 
 /**
  * Every not-enforced rule of `policies` (one parsed object: several Policy values for a CNP with
- * `specs`), in source order, each path once: `toPorts[i].rules.{http,kafka,dns,l7}` and `toFQDNs`.
+ * `specs`), in source order, each path once: `toPorts[i].rules.{http,dns,l7}` and `toFQDNs`.
  */
 export function enforcementGaps(policies: readonly Policy[]): EnforcementGap[] {
   const out: EnforcementGap[] = [];

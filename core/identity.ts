@@ -9,24 +9,7 @@ export interface ReservedIdentity {
   readonly labels: LabelSet;
 }
 
-function reserved(id: number, name: string): ReservedIdentity {
-  return Object.freeze({ id, name, labels: labelSetFrom([label(LABEL_SOURCE.reserved, name)]) });
-}
-
-/** Cilium's reserved identities (numbers below 256), each labelled `reserved:<name>`. */
-export const RESERVED_IDENTITIES: readonly ReservedIdentity[] = Object.freeze([
-  reserved(1, "host"),
-  reserved(2, "world"),
-  reserved(3, "unmanaged"),
-  reserved(4, "health"),
-  reserved(5, "init"),
-  reserved(6, "remote-node"),
-  reserved(7, "kube-apiserver"),
-  reserved(8, "ingress"),
-  reserved(9, "world-ipv4"),
-  reserved(10, "world-ipv6"),
-]);
-
+/** Cilium's reserved identity numbers (below 256): the one table every component reads them from. */
 export const IDENTITY = {
   host: 1,
   world: 2,
@@ -39,6 +22,27 @@ export const IDENTITY = {
   worldIPv4: 9,
   worldIPv6: 10,
 } as const;
+
+/** Each reserved identity's label name (`reserved:<name>`), as policies write it in entities and selectors. */
+const RESERVED_NAMES: Readonly<Record<keyof typeof IDENTITY, string>> = {
+  host: "host",
+  world: "world",
+  unmanaged: "unmanaged",
+  health: "health",
+  init: "init",
+  remoteNode: "remote-node",
+  kubeAPIServer: "kube-apiserver",
+  ingress: "ingress",
+  worldIPv4: "world-ipv4",
+  worldIPv6: "world-ipv6",
+};
+
+/** The reserved identities, each labelled `reserved:<name>`, in number order. */
+export const RESERVED_IDENTITIES: readonly ReservedIdentity[] = Object.freeze(
+  (Object.keys(IDENTITY) as (keyof typeof IDENTITY)[])
+    .map((k) => Object.freeze({ id: IDENTITY[k], name: RESERVED_NAMES[k], labels: labelSetFrom([label(LABEL_SOURCE.reserved, RESERVED_NAMES[k])]) }))
+    .sort((a, b) => a.id - b.id),
+);
 
 const byName = new Map(RESERVED_IDENTITIES.map((r) => [r.name, r]));
 const byId = new Map(RESERVED_IDENTITIES.map((r) => [r.id, r]));
@@ -87,12 +91,6 @@ export function cidrLabelKey(p: Prefix): string {
     addr = addr.replace(/:/g, "-");
   }
   return `${addr}${text.slice(slash)}`;
-}
-
-/** The `cidr:` label of one prefix (no covering prefixes); undefined for a malformed prefix. */
-export function cidrLabel(prefix: string | Prefix): Label | undefined {
-  const p = typeof prefix === "string" ? parsePrefix(prefix) : prefix;
-  return p === undefined ? undefined : label(LABEL_SOURCE.cidr, cidrLabelKey(p));
 }
 
 /**

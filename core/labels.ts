@@ -105,8 +105,6 @@ export function labelSetFromStrings(labels: Iterable<string>): LabelSet {
   return labelSetFrom([...labels].map(parseLabel));
 }
 
-export const EMPTY_LABEL_SET: LabelSet = labelSetFrom([]);
-
 // ---------------------------------------------------------------------------------------------
 // Identity-relevant labels (Cilium's label filter): patterns are anchored at the start of the
 // label key; when an include and an ignore pattern both match, the longer match wins; with no

@@ -281,8 +281,3 @@ export function matchesSelector(sel: Selector, labels: LabelSet): boolean {
   for (const r of sel.requirements) if (!requirementMatches(r, labels)) return false;
   return true;
 }
-
-/** Whether a subject selector (as written) names `reserved:init`: its rules' peers then get no cluster-wide namespace restriction. */
-export function selectsInit(input: LabelSelectorInput): boolean {
-  return hasKey(rawRequirements(input, false), RESERVED_INIT_KEY);
-}

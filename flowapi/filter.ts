@@ -1,4 +1,6 @@
 // Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
+import { parseArgs } from "node:util";
+import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
 
@@ -41,6 +43,7 @@ export const FILTER_FLAGS = [
   "last",
 ] as const;
 type FilterFlag = (typeof FILTER_FLAGS)[number];
+const FILTER_OPTIONS = Object.fromEntries(FILTER_FLAGS.map((f) => [f, { type: "string", multiple: true }])) as Record<FilterFlag, { type: "string"; multiple: true }>;
 
 export const FILTER_USAGE = `filters (a repeated flag means any of its values; different flags must all hold):
   --namespace NS         source or destination namespace
@@ -57,19 +60,6 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --last N               only the N most recent matching flows
 `;
 
-const EMPTY: FlowFilter = {
-  namespace: [],
-  pod: [],
-  fromPod: [],
-  toPod: [],
-  label: [],
-  identity: [],
-  verdict: [],
-  protocol: [],
-  port: [],
-  type: [],
-};
-
 const PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6"];
 
 function parsePod(v: string): PodRef | string {
@@ -85,13 +75,11 @@ function parseIntIn(v: string, min: number, max: number): number | undefined {
   return n >= min && n <= max ? n : undefined;
 }
 
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** The earliest time `since` admits, relative to `now`; undefined when it does not parse. */
 export function sinceToMs(since: string, now: number): number | undefined {
-  const d = DURATION.exec(since);
-  if (d) return now - Number(d[1]) * UNIT_MS[d[2]!]!;
+  const d = parseDuration(since, { days: true });
+  if (d !== undefined) return now - d;
   if (!/^\d{4}-\d{2}-\d{2}T/.test(since)) return undefined;
   const t = Date.parse(since);
   return Number.isNaN(t) ? undefined : t;
@@ -117,19 +105,18 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     last: undefined as number | undefined,
   };
   const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(a);
-    const flag = m?.[1] as FilterFlag | undefined;
-    if (!m || flag === undefined || !(FILTER_FLAGS as readonly string[]).includes(flag)) {
-      rest.push(a);
+  // Not strict: flags that are not filters come back in `rest`, in order, for the caller's own parser.
+  const { tokens } = parseArgs({ args: [...argv], options: FILTER_OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens) {
+    if (t.kind === "positional") rest.push(t.value);
+    if (t.kind !== "option") continue;
+    if (!(FILTER_FLAGS as readonly string[]).includes(t.name)) {
+      rest.push(t.inlineValue ? `${t.rawName}=${t.value ?? ""}` : t.rawName);
       continue;
     }
-    let v = m[2];
-    if (v === undefined) {
-      v = argv[++i];
-      if (v === undefined) return { ok: false, error: `--${flag}: needs a value` };
-    }
+    const flag = t.name as FilterFlag;
+    const v = t.value;
+    if (v === undefined) return { ok: false, error: `--${flag}: needs a value` };
     const bad = (why: string): FilterParse => ({ ok: false, error: `--${flag}: ${why}` });
     switch (flag) {
       case "namespace":
@@ -261,5 +248,3 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (sinceMs !== undefined) checks.push((x) => Date.parse(x.time) >= sinceMs);
   return (x) => checks.every((c) => c(x));
 }
-
-export const NO_FILTER: FlowFilter = EMPTY;

@@ -2,6 +2,7 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { generateKeyPairSync } from "node:crypto";
 import { request } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -9,6 +10,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { stringify } from "yaml";
+import { issueCA, issueCert, type Issued } from "../kube/pki.ts";
 
 const log = pino(
   { name: "controlplane", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" },
@@ -412,73 +414,29 @@ function runCommand(
   });
 }
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  const res = await new Promise<CommandResult>((done) => {
-    execFile("openssl", args, { cwd }, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr }));
-  });
-  if (res.code !== 0) throw new Error(`openssl ${args.join(" ")}: ${res.stderr}`);
-}
-
 /** CA, API server serving cert, service-account key pair and an admin client cert, all ECDSA P-256. */
 async function generatePki(pki: string): Promise<void> {
-  const ecKey = (out: string) =>
-    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out], pki);
-  const signed = async (base: string, subject: string, ext: string) => {
-    await ecKey(`${base}.key`);
-    await openssl(["req", "-new", "-key", `${base}.key`, "-subj", subject, "-out", `${base}.csr`], pki);
-    await writeFile(join(pki, `${base}.ext`), ext);
-    await openssl(
-      [
-        "x509",
-        "-req",
-        "-in",
-        `${base}.csr`,
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "365",
-        "-extfile",
-        `${base}.ext`,
-        "-out",
-        `${base}.crt`,
-      ],
-      pki,
-    );
-    await Promise.all([rm(join(pki, `${base}.csr`)), rm(join(pki, `${base}.ext`))]);
+  const write = async (base: string, issued: Issued): Promise<void> => {
+    await writeFile(join(pki, `${base}.key`), issued.key, { mode: 0o600 });
+    await writeFile(join(pki, `${base}.crt`), issued.cert);
   };
-  await ecKey("ca.key");
-  await openssl(
-    [
-      "req",
-      "-x509",
-      "-new",
-      "-key",
-      "ca.key",
-      "-subj",
-      "/CN=membrane-local-ca",
-      "-days",
-      "3650",
-      "-out",
-      "ca.crt",
-    ],
-    pki,
-  );
-  await signed(
+  const ca = await issueCA({ commonName: "membrane-local-ca", days: 3650 });
+  await write("ca", ca);
+  await write(
     "apiserver",
-    "/CN=kube-apiserver",
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n" +
-      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n",
+    await issueCert(ca, {
+      commonName: "kube-apiserver",
+      usage: "server",
+      ipAddresses: ["127.0.0.1", "10.96.0.1"],
+      dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+      days: 365,
+    }),
   );
-  await signed(
-    "admin",
-    "/O=system:masters/CN=membrane-admin",
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-  );
-  await ecKey("sa.key");
-  await openssl(["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"], pki);
+  await write("admin", await issueCert(ca, { commonName: "membrane-admin", organization: "system:masters", usage: "client", days: 365 }));
+  // The API server signs service-account tokens with sa.key and checks them with sa.pub.
+  const sa = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  await writeFile(join(pki, "sa.key"), sa.privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+  await writeFile(join(pki, "sa.pub"), sa.publicKey.export({ type: "spki", format: "pem" }));
 }
 
 function adminKubeconfig(name: string, server: string, paths: ReturnType<typeof controlPlanePaths>): string {

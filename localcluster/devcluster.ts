@@ -1,6 +1,6 @@
 // The local cluster's Membrane processes: certificates, CRDs, the operator, the admission webhook and one agent per node, recorded by pid so `dev down` stops exactly them.
-import { execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +9,7 @@ import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { ifindexIn } from "../node-agent/bpf/netns.ts";
 import { KubeClient } from "../kube/kube.ts";
+import { writeAgentPki } from "../kube/pki.ts";
 import { DEFAULTS as WEBHOOK_DEFAULTS } from "../webhooks/main.ts";
 import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";
@@ -46,24 +47,6 @@ export function devClusterPaths(dir: string) {
 }
 
 type Kubectl = (args: string[], input?: string) => Promise<CommandResult>;
-
-/** A CA, the operator's serving certificate (IP 127.0.0.1) and a client certificate per node (CN = node name), made with openssl. */
-export function makeDevPki(pkiDir: string, nodes: readonly string[]): void {
-  const openssl = (args: string[]): void => void execFileSync("openssl", args, { cwd: pkiDir, stdio: "ignore" });
-  const issue = (name: string, ext: string): void => {
-    if (existsSync(join(pkiDir, `${name}.crt`))) return;
-    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${name}.key`]);
-    openssl(["req", "-new", "-key", `${name}.key`, "-subj", `/CN=${name}`, "-out", `${name}.csr`]);
-    writeFileSync(join(pkiDir, `${name}.ext`), ext);
-    openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.crt`]);
-  };
-  if (!existsSync(join(pkiDir, "ca.crt"))) {
-    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key"]);
-    openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=membrane-dev-ca", "-days", "30", "-out", "ca.crt"]);
-  }
-  issue("operator", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-  for (const n of nodes) issue(n, "extendedKeyUsage=clientAuth\n");
-}
 
 export async function loadDevClusterState(dir: string): Promise<DevClusterState> {
   try {
@@ -130,7 +113,7 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
   await mkdir(p.pki, { recursive: true, mode: 0o700 });
-  makeDevPki(p.pki, nodeNames);
+  await writeAgentPki(p.pki, nodeNames, { caName: "membrane-dev-ca", days: 30 });
   if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) return state;
   for (const f of (await readdir(crdDir)).filter((f) => f.endsWith(".yaml")).sort()) {
     const res = await kubectl(["apply", "-f", join(crdDir, f)]);

@@ -1,6 +1,7 @@
 // The local cluster's stand-in for a pod's containers: answers on each containerPort (TCP and UDP) with the pod's name.
 import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
+import { parseFlags } from "../kube/flags.ts";
 
 export interface PodServerArgs {
   name: string;
@@ -10,20 +11,17 @@ export interface PodServerArgs {
 
 /** `--name NAME [--tcp P,P…] [--udp P,P…]`; throws naming the bad argument. */
 export function parsePodServerArgs(argv: string[]): PodServerArgs {
-  const out: PodServerArgs = { name: "", tcp: [], udp: [] };
-  for (let i = 0; i < argv.length; i += 2) {
-    const [flag, value] = [argv[i], argv[i + 1]];
-    if (value === undefined) throw new Error(`${flag}: missing value`);
-    if (flag === "--name") out.name = value;
-    else if (flag === "--tcp" || flag === "--udp") {
-      const ports = value === "" ? [] : value.split(",").map(Number);
-      const bad = ports.find((p) => !Number.isInteger(p) || p < 1 || p > 65535);
-      if (bad !== undefined) throw new Error(`${flag}: "${value}" is not a list of ports 1-65535`);
-      out[flag === "--tcp" ? "tcp" : "udp"] = ports;
-    } else throw new Error(`unknown argument "${flag}"`);
-  }
-  if (out.name === "") throw new Error("--name: required");
-  return out;
+  const flags = parseFlags({ args: argv, options: { name: { type: "string" }, tcp: { type: "string" }, udp: { type: "string" } } });
+  if (!flags.ok) throw new Error(flags.error);
+  const v = flags.parsed.values;
+  const ports = (flag: "tcp" | "udp"): number[] => {
+    const value = v[flag] ?? "";
+    const list = value === "" ? [] : value.split(",").map(Number);
+    if (list.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) throw new Error(`--${flag}: "${value}" is not a list of ports 1-65535`);
+    return list;
+  };
+  if (v.name === undefined || v.name === "") throw new Error("--name: required");
+  return { name: v.name, tcp: ports("tcp"), udp: ports("udp") };
 }
 
 /** Listens on every port (all addresses of the pod's netns); resolves once all are bound. */

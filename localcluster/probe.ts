@@ -2,6 +2,7 @@
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
 import { createInterface } from "node:readline";
+import { parseFlags } from "../kube/flags.ts";
 
 export type Verdict = "connected" | "refused" | "timeout";
 
@@ -109,12 +110,15 @@ function serve(): void {
 
 async function main(): Promise<void> {
   if (process.argv[2] === "--serve") return serve();
-  const [host, portText, ...rest] = process.argv.slice(2);
+  const usage = "usage: probe.ts HOST PORT [--udp] [--timeout-ms N] | probe.ts --serve";
+  const flags = parseFlags({ args: process.argv.slice(2), options: { udp: { type: "boolean" }, "timeout-ms": { type: "string" } }, allowPositionals: true });
+  if (!flags.ok) throw new Error(`${flags.error}\n${usage}`);
+  const [host, portText] = flags.parsed.positionals;
   const port = Number(portText);
-  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error("usage: probe.ts HOST PORT [--udp] [--timeout-ms N] | probe.ts --serve");
-  const udp = rest.includes("--udp");
-  const t = rest.indexOf("--timeout-ms");
-  const timeoutMs = t >= 0 ? Number(rest[t + 1]) : 2_000;
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535 || flags.parsed.positionals.length !== 2) throw new Error(usage);
+  const udp = flags.parsed.values.udp === true;
+  const timeoutMs = Number(flags.parsed.values["timeout-ms"] ?? 2_000);
+  if (!(timeoutMs > 0)) throw new Error(`--timeout-ms: "${flags.parsed.values["timeout-ms"]}" is not a positive number of milliseconds`);
   const result = udp ? await probeUdp(host, port, timeoutMs) : await probeTcp(host, port, timeoutMs);
   process.stdout.write(JSON.stringify(result) + "\n");
 }

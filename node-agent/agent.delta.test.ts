@@ -60,7 +60,7 @@ describe("agent delta write", () => {
   const report = () => server?.reports().find((r) => r.node === NODE);
 
   before(async () => {
-    pki = makePki([NODE]);
+    pki = await makePki([NODE]);
     server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, capturingLogger([]));
     const port = await server.listen(0);
     server.publish(NODE, state([8080], [9090], 1));

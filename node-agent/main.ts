@@ -6,12 +6,14 @@ import { parseArgs } from "node:util";
 import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { NodeAgent } from "./agent.ts";
-import { AgentMetrics, DEFAULT_METRICS_ADDRESS, parseListenAddress } from "./metrics.ts";
+import { AgentMetrics, DEFAULT_METRICS_ADDRESS } from "./metrics.ts";
+import { parseHostPort } from "../core/cidr.ts";
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
+import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
@@ -111,7 +113,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       allowPositionals: false,
     }).values;
   } catch (err) {
-    return { ok: false, error: (err as Error).message };
+    return { ok: false, error: flagError(err) };
   }
   if (values.help) return { ok: false, error: "" };
   for (const f of ["node-name", "operator", "tls-cert", "tls-key", "tls-ca"]) {
@@ -119,7 +121,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   }
   const str = (f: string): string | undefined => (typeof values[f] === "string" ? (values[f] as string) : undefined);
   const operator = str("operator")!;
-  if (!/^[^\s:]+:\d{1,5}$/.test(operator) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(operator)) return { ok: false, error: `--operator: must be HOST:PORT, got ${JSON.stringify(operator)}` };
+  if (parseHostPort(operator) === undefined) return { ok: false, error: `--operator: must be HOST:PORT, got ${JSON.stringify(operator)}` };
   const nodeName = str("node-name")!;
   const scope = str("bpf-scope") ?? nodeName;
   if (!/^[A-Za-z0-9._-]+$/.test(scope)) return { ok: false, error: `--bpf-scope: must be letters, digits, '.', '_' or '-', got ${JSON.stringify(scope)}` };
@@ -160,7 +162,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (healthPort !== undefined && str("metrics-address") !== undefined) return { ok: false, error: "--health-port: not together with --metrics-address (the same server)" };
   if (healthPort !== undefined && !(/^\d{1,5}$/.test(healthPort) && Number(healthPort) <= 65535)) return { ok: false, error: `--health-port: must be a port number 0..65535, got ${JSON.stringify(healthPort)}` };
   const metricsAddress = healthPort !== undefined ? `127.0.0.1:${Number(healthPort)}` : (str("metrics-address") ?? DEFAULT_METRICS_ADDRESS);
-  if (!parseListenAddress(metricsAddress)) return { ok: false, error: `--metrics-address: must be HOST:PORT, got ${JSON.stringify(metricsAddress)}` };
+  if (!parseHostPort(metricsAddress)) return { ok: false, error: `--metrics-address: must be HOST:PORT, got ${JSON.stringify(metricsAddress)}` };
   const mode = str("policy-enforcement-mode") ?? "default";
   if (!isPolicyEnforcementMode(mode)) return { ok: false, error: `--policy-enforcement-mode: must be one of ${POLICY_ENFORCEMENT_MODES.join(", ")}, got ${JSON.stringify(mode)}` };
   for (const f of ["kubeconfig", "cni-bin-dir", "cni-conf-dir"]) if (str(f) === "") return { ok: false, error: `--${f}: must be a path` };

@@ -5,6 +5,7 @@ import { HealthServer } from "../kube/server.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import type { NodeAgent } from "./agent.ts";
 import type { Flow } from "../flowapi/flow.ts";
+import { parseHostPort } from "../core/cidr.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 
@@ -13,15 +14,6 @@ export interface AgentMetricsOptions {
   /** The kernel's per-CPU drop counters: the count of record, kept even when the event ring overflows. */
   readonly datapath: Pick<Datapath, "dropCounters">;
   readonly log: Logger;
-}
-
-/** Splits `HOST:PORT` (`[v6]:PORT` too); undefined when it is not one. */
-export function parseListenAddress(address: string): { host: string; port: number } | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(address);
-  if (!m) return undefined;
-  const port = Number(m[3]);
-  if (port > 65535) return undefined;
-  return { host: m[1] ?? m[2]!, port };
 }
 
 /** The namespace of the endpoint whose policy judged the flow (destination on ingress, source on egress). */
@@ -163,7 +155,7 @@ export class AgentMetrics {
 
   /** Subscribes to the agent's observer (start the agent first) and listens on `address` (HOST:PORT, port 0 picks one); returns the bound port. */
   async start(address: string = DEFAULT_METRICS_ADDRESS): Promise<number> {
-    const a = parseListenAddress(address);
+    const a = parseHostPort(address);
     if (!a) throw new Error(`metrics address: must be HOST:PORT, got ${JSON.stringify(address)}`);
     this.unsubscribe = this.opts.agent.observer?.buffer.subscribe((f) => {
       if (f.verdict === "DROPPED") this.droppedFlows.inc({ reason: f.dropReason ?? "unknown", namespace: judgedNamespace(f) });

@@ -1,4 +1,4 @@
-// Certificates: issuing with openssl, reuse checks, rotation of the serving cert and of the CA, and rotation under a live server.
+// Certificates: issuing (kube/pki.ts), reuse checks, rotation of the serving cert and of the CA, and rotation under a live server.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { describe, it } from "node:test";

@@ -1,12 +1,6 @@
-// The webhook's TLS material: a CA and a serving certificate made with openssl, kept in a Secret, rotated before expiry.
-import { execFile } from "node:child_process";
+// The webhook's TLS material: a CA and a serving certificate (issued by kube/pki.ts), kept in a Secret, rotated before expiry.
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { issueCA as newCA, issueCert } from "../kube/pki.ts";
 
 /** PEM text of a CA and the serving certificate it signed; `caBundle` is what the API server trusts. */
 export interface CertBundle {
@@ -33,35 +27,10 @@ export const DEFAULT_CERT_OPTIONS: CertOptions = {
   certDays: 30,
 };
 
-async function openssl(dir: string, args: string[]): Promise<void> {
-  try {
-    await run("openssl", args, { cwd: dir, timeout: 30_000 });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`openssl ${args[0]} failed: ${(e.stderr ?? e.message).trim()}`, { cause: err });
-  }
-}
-
-/** Runs `work` in a private temporary directory that is removed afterwards, whatever happens. */
-async function inTempDir<T>(work: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), "membrane-webhook-certs-"));
-  try {
-    return await work(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 /** A new self-signed CA (EC P-256). */
 export async function issueCA(days: number, commonName = "membrane-webhook-ca"): Promise<{ caCert: string; caKey: string }> {
-  return inTempDir(async (dir) => {
-    await openssl(dir, [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-      "-keyout", "ca.key", "-out", "ca.crt", "-days", String(days), "-subj", `/CN=${commonName}`,
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    return { caCert: await readFile(join(dir, "ca.crt"), "utf8"), caKey: await readFile(join(dir, "ca.key"), "utf8") };
-  });
+  const ca = await newCA({ commonName, days });
+  return { caCert: ca.cert, caKey: ca.key };
 }
 
 /** A serving certificate for the given names, signed by the CA. */
@@ -69,25 +38,8 @@ export async function issueServingCert(
   ca: { caCert: string; caKey: string },
   opts: Pick<CertOptions, "dnsNames" | "ipAddresses" | "certDays">,
 ): Promise<{ cert: string; key: string }> {
-  const san = [...opts.dnsNames.map((d) => `DNS:${d}`), ...opts.ipAddresses.map((ip) => `IP:${ip}`)].join(",");
   const cn = opts.dnsNames[0] ?? opts.ipAddresses[0] ?? "membrane-webhook";
-  return inTempDir(async (dir) => {
-    await writeFile(join(dir, "ca.crt"), ca.caCert);
-    await writeFile(join(dir, "ca.key"), ca.caKey, { mode: 0o600 });
-    await openssl(dir, [
-      "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-      "-keyout", "tls.key", "-out", "tls.csr", "-subj", `/CN=${cn}`, "-addext", `subjectAltName=${san}`,
-    ]);
-    await writeFile(
-      join(dir, "ext.cnf"),
-      `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${san}\n`,
-    );
-    await openssl(dir, [
-      "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-      "-days", String(opts.certDays), "-extfile", "ext.cnf", "-out", "tls.crt",
-    ]);
-    return { cert: await readFile(join(dir, "tls.crt"), "utf8"), key: await readFile(join(dir, "tls.key"), "utf8") };
-  });
+  return issueCert({ cert: ca.caCert, key: ca.caKey }, { commonName: cn, usage: "server", dnsNames: opts.dnsNames, ipAddresses: opts.ipAddresses, days: opts.certDays });
 }
 
 export async function issueBundle(opts: CertOptions): Promise<CertBundle> {

@@ -1,8 +1,10 @@
 // `membrane webhook`: starts the admission server, its certificates and its registration with the API server.
 import { KubeClient } from "../kube/kube.ts";
+import { flagError } from "../kube/flags.ts";
 import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
-import { parseDuration } from "../core/encryption.ts";
+import { parseHostPort, parseIP } from "../core/cidr.ts";
+import { parseDuration } from "../core/duration.ts";
 import { DEFAULT_CERT_OPTIONS, issueBundle, type CertBundle, type CertOptions } from "./certs.ts";
 import { CertRotator, WebhookRegistration, type RegistrationOptions } from "./registration.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS, VALIDATE_PATH, WebhookServer } from "./server.ts";
@@ -60,7 +62,7 @@ export async function startWebhook(config: WebhookConfig): Promise<RunningWebhoo
   const log = config.logger ?? pino({ name: "membrane-webhook" });
   const certOpts: CertOptions = {
     ...config.cert,
-    ipAddresses: [...new Set([...config.cert.ipAddresses, ...(isIP(config.host) ? [config.host] : [])])],
+    ipAddresses: [...new Set([...config.cert.ipAddresses, ...(parseIP(config.host) !== undefined ? [config.host] : [])])],
     dnsNames: [
       ...new Set([
         ...config.cert.dnsNames,
@@ -129,20 +131,13 @@ export async function startWebhook(config: WebhookConfig): Promise<RunningWebhoo
   };
 }
 
-function isIP(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
-}
-
 function formatHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
 /** "127.0.0.1:9443" or "[::1]:9443" → host and port. */
 export function parseListen(text: string): { host: string; port: number } | string {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) return `--listen ${JSON.stringify(text)}: expected HOST:PORT such as 127.0.0.1:9443`;
-  return { host: m[1] ?? m[2] ?? "", port };
+  return parseHostPort(text) ?? `--listen ${JSON.stringify(text)}: expected HOST:PORT such as 127.0.0.1:9443`;
 }
 
 const USAGE = `usage: membrane webhook [flags]
@@ -188,7 +183,7 @@ export async function run(args: string[]): Promise<number> {
       },
     }));
   } catch (err) {
-    process.stderr.write(`membrane webhook: ${(err as Error).message}\n\n${USAGE}`);
+    process.stderr.write(`membrane webhook: ${flagError(err)}\n\n${USAGE}`);
     return 2;
   }
   if (values.help) {

@@ -278,7 +278,7 @@ async function main(): Promise<void> {
     await applyPolicy(api);
 
     const pkiStart = performance.now();
-    const pki: BenchPki = makeBenchPki();
+    const pki: BenchPki = await makeBenchPki();
     let certMs = performance.now() - pkiStart;
     const dir = mkdtempSync(join(tmpdir(), "membrane-bench-realize-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -314,7 +314,7 @@ async function main(): Promise<void> {
         await limited(fresh, 16, setupDeadline, (i) => api.call("POST", "/api/v1/nodes", { apiVersion: "v1", kind: "Node", metadata: { name: nodeName(i) }, status: { addresses: [{ type: "InternalIP", address: nodeIP(i) }] } }));
         await limited(fresh, 16, setupDeadline, async (i) => void hostPrefixes.push(await createPod(api, `host-${i}`, nodeName(i))));
         const t0 = performance.now();
-        const certs = fresh.map((i) => pki.clientCert(nodeName(i)));
+        const certs = await Promise.all(fresh.map((i) => pki.clientCert(nodeName(i))));
         certMs += performance.now() - t0;
         const address = `127.0.0.1:${port}`;
         for (const [k, i] of fresh.entries()) {

@@ -8,13 +8,13 @@ import { test } from "node:test";
 import tls from "node:tls";
 import { makeBenchPki } from "./pki.ts";
 
-test("openssl verifies the server and client certificates against the CA", () => {
-  const pki = makeBenchPki();
+test("openssl verifies the server and client certificates against the CA", async () => {
+  const pki = await makeBenchPki();
   const dir = mkdtempSync(join(tmpdir(), "bench-pki-test-"));
   try {
     writeFileSync(join(dir, "ca.pem"), pki.ca);
     writeFileSync(join(dir, "server.pem"), pki.serverCert);
-    writeFileSync(join(dir, "client.pem"), pki.clientCert("node-42"));
+    writeFileSync(join(dir, "client.pem"), await pki.clientCert("node-42"));
     const out = execFileSync("openssl", ["verify", "-CAfile", join(dir, "ca.pem"), join(dir, "server.pem"), join(dir, "client.pem")]).toString();
     assert.match(out, /server\.pem: OK/);
     assert.match(out, /client\.pem: OK/);
@@ -24,7 +24,8 @@ test("openssl verifies the server and client certificates against the CA", () =>
 });
 
 test("a mutual-TLS handshake to 127.0.0.1 succeeds and the server sees CN = node name", async () => {
-  const pki = makeBenchPki();
+  const pki = await makeBenchPki();
+  const clientCert = await pki.clientCert("bench-node-7");
   const server = tls.createServer({ ca: pki.ca, cert: pki.serverCert, key: pki.serverKey, requestCert: true, rejectUnauthorized: true }, (s) => {
     s.end(String(s.getPeerCertificate().subject.CN));
   });
@@ -32,7 +33,7 @@ test("a mutual-TLS handshake to 127.0.0.1 succeeds and the server sees CN = node
   try {
     const port = (server.address() as { port: number }).port;
     const cn = await new Promise<string>((resolve, reject) => {
-      const c = tls.connect({ host: "127.0.0.1", port, ca: pki.ca, cert: pki.clientCert("bench-node-7"), key: pki.clientKey }, () => undefined);
+      const c = tls.connect({ host: "127.0.0.1", port, ca: pki.ca, cert: clientCert, key: pki.clientKey }, () => undefined);
       let data = "";
       c.on("data", (d: Buffer) => (data += d.toString()));
       c.on("end", () => resolve(data));

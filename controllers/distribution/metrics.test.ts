@@ -45,7 +45,7 @@ describe("operator metrics", () => {
   };
 
   before(async () => {
-    pki = makePki(["m-1", "m-2", "m-3"]);
+    pki = await makePki(["m-1", "m-2", "m-3"]);
     const p = pki;
     server = new DistributionServer({ ca: p.read("ca.crt"), cert: p.read("operator.crt"), key: p.read("operator.key") }, pino({ level: "silent" }), 10_000, undefined, {
       nack: (node) => metrics.nacks.inc({ node }),

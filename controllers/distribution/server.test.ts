@@ -51,7 +51,7 @@ describe("distribution server", () => {
   };
 
   before(async () => {
-    pki = makePki(["node-1", "node-2", "node-3"]);
+    pki = await makePki(["node-1", "node-2", "node-3"]);
     server = new DistributionServer({ ca: read("ca.crt"), cert: read("operator.crt"), key: read("operator.key") }, log);
     port = await server.listen(0);
   });

@@ -72,7 +72,7 @@ async function scrape(name: string): Promise<string[]> {
 describe("agent authentication by pod-bound ServiceAccount token", { timeout: 300_000 }, () => {
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-tokenauth-"));
-    pki = makePki([SHARED_CERT]);
+    pki = await makePki([SHARED_CERT]);
     cp = await startControlPlane({ name: "tokenauth-test" });
     await kubectl(["create", "namespace", NS]);
     await kubectl(["create", "serviceaccount", "-n", NS, "membrane-agent"]);

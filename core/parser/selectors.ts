@@ -136,8 +136,3 @@ export function checkLabelSelector(
   return errs.count === before ? { matchLabels, matchExpressions } : undefined;
 }
 
-/** Whether a checked selector names any of the given keys (with or without a source prefix). */
-export function selectorMentionsKey(ls: CheckedLabelSelector, bareKey: string): boolean {
-  const matches = (k: string): boolean => k === bareKey || k.endsWith(`:${bareKey}`);
-  return Object.keys(ls.matchLabels).some(matches) || ls.matchExpressions.some((e) => matches(e.key));
-}

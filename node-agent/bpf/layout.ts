@@ -1,4 +1,6 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
+import { parseIP } from "../../core/cidr.ts";
+import { IDENTITY } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 
 export interface FieldLayout {
@@ -56,9 +58,9 @@ export const LAYOUT = {
 /** The #defines of layout.h that the TypeScript side uses (checked by the same test). */
 export const CONST = {
   IDENTITY_WILDCARD: 0,
-  IDENTITY_HOST: 1,
-  IDENTITY_WORLD: 2,
-  IDENTITY_REMOTE_NODE: 6,
+  IDENTITY_HOST: IDENTITY.host,
+  IDENTITY_WORLD: IDENTITY.world,
+  IDENTITY_REMOTE_NODE: IDENTITY.remoteNode,
   FAMILY_IPV4: 4,
   FAMILY_IPV6: 6,
   DIR_INGRESS: 0,
@@ -117,27 +119,17 @@ export function directionCode(d: Direction): number {
   return d === "ingress" ? CONST.DIR_INGRESS : CONST.DIR_EGRESS;
 }
 
-/** An IPv4 or IPv6 address → (family, 16 address bytes). */
+/** An IPv4 or IPv6 address → (family, 16 address bytes; IPv4 in the first 4), parsed by core/cidr.ts. */
 export function parseAddress(ip: string): { family: 4 | 6; bytes: Buffer } {
+  const parsed = parseIP(ip);
+  if (parsed === undefined) throw new RangeError(`invalid ${ip.includes(":") ? "IPv6" : "IPv4"} address ${ip}`);
   const bytes = Buffer.alloc(16);
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) {
-    const parts = ip.split(".").map(Number);
-    if (parts.some((p) => p > 255)) throw new RangeError(`invalid IPv4 address ${ip}`);
-    parts.forEach((p, i) => (bytes[i] = p));
-    return { family: 4, bytes };
+  if (parsed.family === 4) bytes.writeUInt32BE(Number(parsed.addr), 0);
+  else {
+    bytes.writeBigUInt64BE(parsed.addr >> 64n, 0);
+    bytes.writeBigUInt64BE(parsed.addr & 0xffffffffffffffffn, 8);
   }
-  if (!ip.includes(":")) throw new RangeError(`invalid IP address ${ip}`);
-  const [head, tail] = ip.split("::") as [string, string | undefined];
-  const hs = head ? head.split(":") : [];
-  const ts = tail ? tail.split(":") : [];
-  if (tail === undefined && hs.length !== 8) throw new RangeError(`invalid IPv6 address ${ip}`);
-  const groups = [...hs, ...new Array<string>(8 - hs.length - ts.length).fill("0"), ...ts];
-  groups.forEach((g, i) => {
-    const v = parseInt(g, 16);
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g) || Number.isNaN(v)) throw new RangeError(`invalid IPv6 address ${ip}`);
-    bytes.writeUInt16BE(v, i * 2);
-  });
-  return { family: 6, bytes };
+  return { family: parsed.family, bytes };
 }
 
 /** The address in bytes[offset..] as text (IPv4 in its first 4 bytes); every event pays this twice, so no intermediate arrays. */

@@ -111,7 +111,7 @@ describe("observer under load", () => {
   };
 
   before(async () => {
-    pki = makePki([node]);
+    pki = await makePki([node]);
     server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, pino({ level: "silent" }));
     const port = await server.listen(0);
     server.publish(node, loadState());

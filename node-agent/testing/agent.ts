@@ -81,7 +81,7 @@ export class AgentTestbed {
   }
 
   async setUp(): Promise<void> {
-    this.pki = makePki([this.node]);
+    this.pki = await makePki([this.node]);
     this.fx.addNetns(this.nsPod);
     this.fx.addNetns(this.nsHost);
     this.fx.addVeth({ netns: this.nsPod, ifname: `${this.tag}p`, cidr: `${POD_IP}/24` }, { netns: this.nsHost, ifname: this.hostIf, cidr: `${HOST_IP}/24` });
