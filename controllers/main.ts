@@ -7,6 +7,7 @@ import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 import { parseObserverAddress } from "../flowapi/discover.ts";
+import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -21,6 +22,8 @@ const USAGE = `usage: membrane operator [flags]
   --identity-gc-interval DURATION  how often every identity is checked for use again, besides the
                                checks pod changes trigger (default 15m)
   --cluster-name NAME          (default "default")
+  --enable-extended-ip-protocols  parse port-less rules for VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH and
+                               distribute them (refused otherwise; give the webhook the same flag)
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
   --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
@@ -75,6 +78,13 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     if (raw === "-h" || raw === "--help") return { help: true };
     const eq = raw.indexOf("=");
     const flag = eq >= 0 ? raw.slice(0, eq) : raw;
+    // A switch: bare means on, like the webhook's flag of the same name, so the chart passes both alike.
+    if (flag === EXTENDED_IP_PROTOCOLS_FLAG) {
+      const on = eq >= 0 ? raw.slice(eq + 1) : "true";
+      if (on !== "true" && on !== "false") return { error: `${EXTENDED_IP_PROTOCOLS_FLAG}: "${on}" is not true or false` };
+      config.parseOptions = { enableExtendedIPProtocols: on === "true" };
+      continue;
+    }
     const value = (): string | undefined => (eq >= 0 ? raw.slice(eq + 1) : args[++i]);
     const v = value();
     if (v === undefined) return { error: `${flag}: a value is required` };
