@@ -241,6 +241,18 @@ describe("charts/membrane", () => {
     assert.match(text, /\/healthz/);
   });
 
+  it("extendedIPProtocols.enabled passes --enable-extended-ip-protocols to both the webhook and the operator, and by default to neither", async () => {
+    const argsOf = (objects: K8sObject[], name: string): string[] => {
+      const d = byKindName(objects, "Deployment", name) as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+      return d.spec.template.spec.containers[0]?.args ?? [];
+    };
+    const on = parseManifest(await renderText({ "extendedIPProtocols.enabled": true }));
+    for (const name of ["membrane-webhook", "membrane-operator"]) {
+      assert.ok(argsOf(on, name).includes("--enable-extended-ip-protocols"), `${name} gets the flag`);
+      assert.ok(!argsOf(rendered.default ?? [], name).includes("--enable-extended-ip-protocols"), `${name} is off by default`);
+    }
+  });
+
   describe("values.schema.json refuses bad values, naming the field", () => {
     const cases: [string, Record<string, string | number | boolean>, RegExp][] = [
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
@@ -249,6 +261,7 @@ describe("charts/membrane", () => {
       ["a pod CIDR that is not one", { clusterPodCIDR: "10.0.0.0/33" }, /clusterPodCIDR/],
       ["a GC interval that is not a duration", { "identity.gcInterval": "soon" }, /gcInterval/],
       ["a misspelt key", { "operator.replica": 3 }, /replica/],
+      ["extended IP protocols switched on with a string", { "extendedIPProtocols.enabled": "yes" }, /extendedIPProtocols/],
       ["two replicas without leader election", { "operator.leaderElection": false, "operator.replicas": 2 }, /replicas/],
       ["a failure policy Kubernetes does not know", { "webhook.failurePolicy": "Retry" }, /failurePolicy/],
       ["an image pull policy Kubernetes does not know", { "image.pullPolicy": "Sometimes" }, /pullPolicy/],

@@ -38,6 +38,20 @@ describe("membrane policy validate", () => {
     ]);
   });
 
+  it("refuses a port-less VRRP rule naming --enable-extended-ip-protocols, and accepts it with that flag", async () => {
+    const file = join(dir, "vrrp.yaml");
+    await writeFile(
+      file,
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: keepalived}\nspec:\n  endpointSelector: {}\n  ingress: [{toPorts: [{ports: [{protocol: VRRP}]}]}]\n",
+    );
+    const off = await capture(["validate", file]);
+    assert.equal(off.code, 1);
+    assert.match(off.err.join("\n"), /spec\.ingress\[0\]\.toPorts\[0\]\.ports\[0\]\.protocol: "VRRP" .*--enable-extended-ip-protocols/);
+    const on = await capture(["validate", "--enable-extended-ip-protocols", file]);
+    assert.equal(on.code, 0, on.err.join("\n"));
+    assert.deepEqual(on.out, [`${file}: CiliumNetworkPolicy keepalived is valid`]);
+  });
+
   it("prints the webhook's message for every bad policy of the corpus and exits 1", async () => {
     for (const bad of BAD_POLICIES.slice(0, 60)) {
       const file = join(dir, "bad.yaml");

@@ -1,13 +1,16 @@
 // `membrane policy`: `validate FILE…` checks policy files offline with the webhook's own messages; `trace` is cli/trace.ts.
 import { readFile } from "node:fs/promises";
 import { parseAllDocuments } from "yaml";
+import { EXTENDED_IP_PROTOCOLS_FLAG, type ParseOptions } from "../core/parser/index.ts";
 import { formatErrors, validateObject } from "../core/validate.ts";
 
 const USAGE = `usage: membrane policy <command>
 
 commands:
-  validate FILE…   check policy files (YAML, several documents each; "-" reads stdin) without a cluster:
+  validate [--enable-extended-ip-protocols] FILE…
+                   check policy files (YAML, several documents each; "-" reads stdin) without a cluster:
                    the same errors and warnings the admission webhook gives. Exit 1 when any is invalid.
+                   --enable-extended-ip-protocols: as the webhook with that flag (port-less VRRP, IGMP, GRE, ...).
   trace ...        the verdict the cluster's policies give a connection, and the rule that decides it
                    (see \`membrane policy trace --help\`).
 `;
@@ -25,8 +28,12 @@ const stdio: Output = {
 export async function run(args: string[], io: Output = stdio): Promise<number> {
   const [command, ...rest] = args;
   switch (command) {
-    case "validate":
-      return validateFiles(rest, io);
+    case "validate": {
+      // The webhook's switch, so a file checked here gets the answer the cluster will give.
+      const extended = rest.includes(EXTENDED_IP_PROTOCOLS_FLAG);
+      const files = rest.filter((a) => a !== EXTENDED_IP_PROTOCOLS_FLAG);
+      return validateFiles(files, io, { enableExtendedIPProtocols: extended });
+    }
     case "trace":
       // Loaded on demand: validating files must not depend on the cluster-reading trace code.
       return (await import("./trace.ts")).runTrace(rest);
@@ -60,7 +67,7 @@ function describe(obj: unknown): string {
 }
 
 /** Validates every document of every file; prints one line per object and one per warning. */
-export async function validateFiles(files: readonly string[], io: Output): Promise<number> {
+export async function validateFiles(files: readonly string[], io: Output, options: ParseOptions = {}): Promise<number> {
   if (files.length === 0) {
     io.err("membrane policy validate: name at least one file (or - for stdin)");
     return 2;
@@ -88,7 +95,7 @@ export async function validateFiles(files: readonly string[], io: Output): Promi
       const obj: unknown = doc.toJS({ maxAliasCount: 100 });
       if (obj === null || obj === undefined) continue; // an empty document, as kubectl skips it
       checked++;
-      const result = validateObject(obj);
+      const result = validateObject(obj, options);
       const what = describe(obj);
       for (const w of result.warnings) io.err(`Warning: ${where}: ${what}: ${w}`);
       if (result.errors.length > 0) {

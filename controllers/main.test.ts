@@ -77,3 +77,20 @@ test("service map flags: the map is off unless --servicemap-port is given; bad v
   assert.match((parseArgs(["--servicemap-discover", "maybe", "--servicemap-port", "0"]) as { error: string }).error, /not true or false/);
   assert.match((parseArgs(["--servicemap-port"]) as { error: string }).error, /a value is required/);
 });
+
+test("--enable-extended-ip-protocols: bare or =true turns the parse option on, off by default, a bad value is refused naming the flag", () => {
+  const off = parseArgs([]);
+  assert.ok("config" in off);
+  assert.equal(off.config.parseOptions?.enableExtendedIPProtocols ?? false, false);
+  for (const args of [["--enable-extended-ip-protocols", "--cluster-name", "c1"], ["--enable-extended-ip-protocols=true"]]) {
+    const r = parseArgs(args);
+    assert.ok("config" in r, JSON.stringify(r));
+    assert.equal(r.config.parseOptions?.enableExtendedIPProtocols, true);
+  }
+  const same = parseArgs(["--enable-extended-ip-protocols", "--cluster-name", "c1"]);
+  assert.ok("config" in same);
+  assert.equal(same.config.clusterName, "c1", "the switch takes no value from the next argument");
+  const bad = parseArgs(["--enable-extended-ip-protocols=yes"]);
+  assert.ok("error" in bad);
+  assert.match(bad.error, /^--enable-extended-ip-protocols: "yes"/);
+});

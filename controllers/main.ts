@@ -9,6 +9,7 @@ import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./serv
 import { parseObserverAddress } from "../flowapi/discover.ts";
 import { parseDuration } from "../core/duration.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -23,6 +24,8 @@ const USAGE = `usage: membrane operator [flags]
   --identity-gc-interval DURATION  how often every identity is checked for use again, besides the
                                checks pod changes trigger (default 15m)
   --cluster-name NAME          (default "default")
+  --enable-extended-ip-protocols  parse port-less rules for VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH and
+                               distribute them (refused otherwise; give the webhook the same flag)
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
   --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
@@ -53,8 +56,21 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     nodeCidrMaskSize: 24,
     controllers: new Set(ALL_CONTROLLERS),
   };
+  // A switch, bare or =true|false like the webhook's flag of the same name (so the chart passes both alike);
+  // parseArgs' booleans take no value, so it is read before the rest.
+  const rest: string[] = [];
+  for (const raw of argv) {
+    const eq = raw.indexOf("=");
+    if ((eq >= 0 ? raw.slice(0, eq) : raw) !== EXTENDED_IP_PROTOCOLS_FLAG) {
+      rest.push(raw);
+      continue;
+    }
+    const on = eq >= 0 ? raw.slice(eq + 1) : "true";
+    if (on !== "true" && on !== "false") return { error: `${EXTENDED_IP_PROTOCOLS_FLAG}: "${on}" is not true or false` };
+    config.parseOptions = { enableExtendedIPProtocols: on === "true" };
+  }
   const flags = parseFlags({
-    args: argv,
+    args: rest,
     options: {
       kubeconfig: { type: "string" },
       "bind-address": { type: "string" },

@@ -23,6 +23,7 @@ import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
 import { type Affected, NodeStateSource, SOURCE_KINDS, type SourceKind } from "./distribution/source.ts";
 import { ParsedPolicies } from "./parsed-policies.ts";
+import type { ParseOptions } from "../core/parser/index.ts";
 import type { Reconciler } from "../kube/controller.ts";
 
 /** How long policy status waits to take in a burst of agent reports. */
@@ -44,6 +45,8 @@ export interface OperatorConfig {
   /** Where the health/metrics and distribution servers listen (default 127.0.0.1). */
   bindAddress?: string;
   clusterName: string;
+  /** How policies are parsed (extended IP protocols); the webhook must run with the same. */
+  parseOptions?: ParseOptions;
   podCidrPool: string;
   nodeCidrMaskSize: number;
   controllers: Set<ControllerName>;
@@ -70,7 +73,7 @@ export class Operator {
   private server: HealthServer | undefined;
   private distribution: DistributionServer | undefined;
   /** Policy parses shared by the status reconcilers and the distribution: each generation parsed once. */
-  private readonly parsed = new ParsedPolicies();
+  private readonly parsed: ParsedPolicies;
   private leading = false;
   private running = false;
   private stopped: Promise<void> | undefined;
@@ -81,7 +84,9 @@ export class Operator {
   constructor(
     private readonly config: OperatorConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.parsed = new ParsedPolicies(config.parseOptions);
+  }
 
   /** Serves health endpoints, waits for leadership, runs the controllers; resolves when stopped or leadership is lost. */
   async run(): Promise<"lost" | "stopped"> {

@@ -1,7 +1,7 @@
 // Each policy generation parsed once: the status reconciler and the distribution share one parse per (object, generation).
 import type { Policy, Result } from "../core/model.ts";
 import { policyKey } from "../core/compiler.ts";
-import { parsePolicyObject } from "../core/parser/index.ts";
+import { type ParseOptions, parsePolicyObject } from "../core/parser/index.ts";
 import type { KubeObject } from "../kube/kube.ts";
 
 interface Parsed {
@@ -18,6 +18,9 @@ export class ParsedPolicies {
   private readonly byKey = new Map<string, Parsed>();
   private readonly byObject = new WeakMap<KubeObject, Result<Policy[]>>();
 
+  /** `options` must be the webhook's, so what was admitted is what gets distributed. */
+  constructor(private readonly options: ParseOptions = {}) {}
+
   /** The policy key of an object (core/compiler's policyKey). */
   static keyOf(obj: KubeObject): string {
     return policyKey({ kind: (obj.kind ?? "") as Policy["kind"], namespace: obj.metadata.namespace, name: obj.metadata.name });
@@ -30,7 +33,7 @@ export class ParsedPolicies {
     const { uid, generation } = obj.metadata;
     const have = this.byKey.get(key);
     const result =
-      have && uid !== undefined && generation !== undefined && have.uid === uid && have.generation === generation ? have.result : parsePolicyObject(obj);
+      have && uid !== undefined && generation !== undefined && have.uid === uid && have.generation === generation ? have.result : parsePolicyObject(obj, this.options);
     this.byKey.set(key, { uid, generation, result });
     this.byObject.set(obj, result);
     return result;

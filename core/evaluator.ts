@@ -1,6 +1,7 @@
 // The reference evaluator: a packet's verdict straight from the Policy model, to check the compiler against.
 import {
   PROTO_NUMBER,
+  isExtendedProtocol,
   type Direction,
   type LabelSet,
   type Peer,
@@ -151,7 +152,7 @@ function portRuleHolds(
     if (pp.name === undefined && pp.port === 0 && pp.protocol === "ANY") return true;
     const protoOk = pp.protocol === "ANY" ? l4.includes(protocol) : PROTO_NUMBER[pp.protocol] === protocol;
     if (!protoOk) return false;
-    if (pp.name !== undefined) return named(pp.name, pp.protocol).includes(port);
+    if (pp.name !== undefined) return !isExtendedProtocol(pp.protocol) && named(pp.name, pp.protocol).includes(port);
     if (pp.port === 0) return true;
     return port >= pp.port && port <= Math.max(pp.port, pp.endPort);
   });

@@ -18,11 +18,35 @@ export interface LabelSet {
 export type Direction = "ingress" | "egress";
 export type Verdict = "allow" | "deny";
 
-/** L4 protocols as they appear in policy; "ANY" expands to TCP, UDP and SCTP when compiled. */
-export type Protocol = "TCP" | "UDP" | "SCTP" | "ANY";
+/**
+ * The IP protocols a port-less rule may name when extended IP protocols are enabled
+ * (`--enable-extended-ip-protocols`, as in Cilium): name → IANA protocol number. The one table;
+ * the parser, the compiler and the datapath test read it.
+ */
+export const EXTENDED_PROTO_NUMBER = { IGMP: 2, IPIP: 4, IPV6: 41, GRE: 47, ESP: 50, AH: 51, VRRP: 112 } as const;
+export type ExtendedProtocol = keyof typeof EXTENDED_PROTO_NUMBER;
+export const EXTENDED_PROTOCOL_NAMES = Object.keys(EXTENDED_PROTO_NUMBER) as readonly ExtendedProtocol[];
+
+export function isExtendedProtocol(p: string): p is ExtendedProtocol {
+  return Object.hasOwn(EXTENDED_PROTO_NUMBER, p);
+}
+
+/**
+ * L4 protocols as they appear in policy; "ANY" expands to TCP, UDP and SCTP when compiled. The
+ * extended IP protocols carry no port and are matched by protocol number alone.
+ */
+export type Protocol = "TCP" | "UDP" | "SCTP" | "ANY" | ExtendedProtocol;
 
 /** IANA protocol numbers used in compiled entries and in the datapath (0 = any). */
-export const PROTO_NUMBER = { ANY: 0, ICMP: 1, TCP: 6, UDP: 17, ICMPv6: 58, SCTP: 132 } as const;
+export const PROTO_NUMBER = {
+  ANY: 0,
+  ICMP: 1,
+  TCP: 6,
+  UDP: 17,
+  ICMPv6: 58,
+  SCTP: 132,
+  ...EXTENDED_PROTO_NUMBER,
+} as const;
 
 export type SelectorOperator = "In" | "NotIn" | "Exists" | "DoesNotExist";
 

@@ -1,7 +1,7 @@
 // One entry point for "is this object a valid policy resource?": errors and warnings for every kind Membrane admits.
 import { ENCRYPTION_KEY_KIND, validateEncryptionKey } from "./encryption.ts";
 import type { FieldError } from "./model.ts";
-import { parsePolicyObject } from "./parser/index.ts";
+import { type ParseOptions, parsePolicyObject } from "./parser/index.ts";
 import { isRecord } from "./parser/fields.ts";
 import { validateTracingPolicy } from "./tracing.ts";
 import { formatWarning, policyWarnings } from "./warnings.ts";
@@ -24,11 +24,11 @@ export interface Validation {
 const POLICY_KINDS: ReadonlySet<string> = new Set(["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy"]);
 
 /** Validates one API object of any admitted kind. Never throws on user input. */
-export function validateObject(obj: unknown): Validation {
+export function validateObject(obj: unknown, options: ParseOptions = {}): Validation {
   if (!isRecord(obj)) return { kind: "", errors: [{ path: "<root>", message: "must be an object with apiVersion and kind" }], warnings: [] };
   const kind = typeof obj.kind === "string" ? obj.kind : "";
   if (POLICY_KINDS.has(kind)) {
-    const parsed = parsePolicyObject(obj);
+    const parsed = parsePolicyObject(obj, options);
     if (!parsed.ok) return { kind, errors: parsed.errors, warnings: [] };
     return { kind, errors: [], warnings: policyWarnings(parsed.value).map(formatWarning) };
   }

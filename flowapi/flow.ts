@@ -35,7 +35,7 @@ export interface Flow {
   readonly direction: Direction;
   readonly source: FlowEndpoint;
   readonly destination: FlowEndpoint;
-  readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6" or the IANA number
+  readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", an extended IP protocol (VRRP, GRE, ...) or the IANA number
   readonly dropReason?: string;
   readonly decidedBy?: FlowDecision;
   readonly node: string;

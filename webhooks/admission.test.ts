@@ -165,6 +165,25 @@ describe("admission handler", () => {
     assert.equal(answer(reviewFor(good, { uid: "e2" })).response.allowed, true);
   });
 
+  it("refuses a port-less VRRP rule naming --enable-extended-ip-protocols and the field, and admits it with the option", () => {
+    const vrrp = cnp({
+      endpointSelector: { matchLabels: { app: "lb" } },
+      ingress: [{ fromEndpoints: [{ matchLabels: { app: "lb" } }], toPorts: [{ ports: [{ protocol: "VRRP" }] }] }],
+    });
+    const off = JSON.parse(admit(reviewFor(vrrp, { uid: "x-1" }), "validate").body) as Answer;
+    assert.equal(off.response.allowed, false);
+    assert.match(off.response.status?.message ?? "", /^spec\.ingress\[0\]\.toPorts\[0\]\.ports\[0\]\.protocol: "VRRP" .*--enable-extended-ip-protocols/);
+    const on = JSON.parse(admit(reviewFor(vrrp, { uid: "x-2" }), "validate", { enableExtendedIPProtocols: true }).body) as Answer;
+    assert.equal(on.response.allowed, true, on.response.status?.message);
+    const withPort = cnp({
+      endpointSelector: {},
+      egress: [{ toPorts: [{ ports: [{ port: "47", protocol: "GRE" }] }] }],
+    });
+    const port = JSON.parse(admit(reviewFor(withPort, { uid: "x-3" }), "validate", { enableExtendedIPProtocols: true }).body) as Answer;
+    assert.equal(port.response.allowed, false);
+    assert.match(port.response.status?.message ?? "", /^spec\.egress\[0\]\.toPorts\[0\]\.ports\[0\]\.port: GRE has no ports/);
+  });
+
   it("allows anything in noop mode, with the same well-formed answer", () => {
     const a = answer(reviewFor(badCnp, { uid: "n" }), "noop");
     assert.deepEqual(a, { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", response: { uid: "n", allowed: true } });

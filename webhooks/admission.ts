@@ -1,4 +1,5 @@
 // AdmissionReview in, AdmissionReview out: turns any request body into a well-formed answer carrying the request's uid.
+import type { ParseOptions } from "../core/parser/index.ts";
 import { formatErrors, validateObject } from "../core/validate.ts";
 
 /** "validate" runs the real checks; "noop" allows everything (the benchmark's baseline, same plumbing). */
@@ -107,7 +108,7 @@ export function rejectBody(raw: string, message: string): AdmissionOutcome {
 }
 
 /** Answers one AdmissionReview body. Never throws: whatever goes wrong becomes a denial (fail closed). */
-export function admit(raw: string, mode: AdmissionMode): AdmissionOutcome {
+export function admit(raw: string, mode: AdmissionMode, options: ParseOptions = {}): AdmissionOutcome {
   let review: unknown;
   try {
     review = JSON.parse(raw);
@@ -121,7 +122,7 @@ export function admit(raw: string, mode: AdmissionMode): AdmissionOutcome {
   if (req.operation === "DELETE" || req.operation === "CONNECT") return allow(req, []);
   if (!req.hasObject) return deny(req, "request.object: required for CREATE and UPDATE", 1);
   try {
-    const result = validateObject(req.object);
+    const result = validateObject(req.object, options);
     if (result.errors.length > 0) return deny(req, formatErrors(result.errors), result.errors.length);
     return allow(req, boundedWarnings(result.warnings));
   } catch (err) {

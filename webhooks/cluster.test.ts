@@ -382,6 +382,30 @@ describe("webhook against the real API server", { timeout: 900_000 }, () => {
     await cp.kubectl(["delete", "cnp", "update-me", "-n", "default"]);
   });
 
+  it("refuses a port-less VRRP rule at kubectl apply naming --enable-extended-ip-protocols and the field, and admits it once the webhook runs with that flag", async () => {
+    const policy = stringify({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "keepalived", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { app: "lb" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "lb" } }], toPorts: [{ ports: [{ protocol: "VRRP" }] }] }] },
+    });
+    const off = await apply(policy, "--dry-run=server");
+    assert.notEqual(off.code, 0, off.stdout);
+    assert.match(off.stderr, /spec\.ingress\[0\]\.toPorts\[0\]\.ports\[0\]\.protocol: "VRRP" is an extended IP protocol.*--enable-extended-ip-protocols/);
+    await wh?.stop();
+    wh = await startWebhook(config({ parseOptions: { enableExtendedIPProtocols: true } }));
+    try {
+      await waitUntilEffective();
+      const on = await apply(policy, "--dry-run=server");
+      assert.equal(on.code, 0, on.stderr);
+      assert.match(on.stdout, /keepalived created \(server dry run\)/);
+    } finally {
+      await wh?.stop();
+      wh = await startWebhook(config());
+      await waitUntilEffective();
+    }
+  });
+
   it("keeps its certificates in a Secret and reuses them after a restart", async () => {
     const secret = await cp.kubectl(["get", "secret", DEFAULTS.secretName, "-n", DEFAULTS.namespace, "-o", "jsonpath={.data.tls\\.crt}"]);
     assert.equal(secret.code, 0, secret.stderr);

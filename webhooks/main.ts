@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import { parseHostPort, parseIP } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
+import type { ParseOptions } from "../core/parser/index.ts";
 import { DEFAULT_CERT_OPTIONS, issueBundle, type CertBundle, type CertOptions } from "./certs.ts";
 import { CertRotator, WebhookRegistration, type RegistrationOptions } from "./registration.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS, VALIDATE_PATH, WebhookServer } from "./server.ts";
@@ -32,6 +33,8 @@ export interface WebhookConfig {
   readonly trustGraceMs?: number;
   /** Lower bound between two rotations. */
   readonly minRotationIntervalMs?: number;
+  /** How policies are parsed (extended IP protocols); the operator must run with the same. */
+  readonly parseOptions?: ParseOptions;
   readonly logger?: Logger;
 }
 
@@ -95,6 +98,7 @@ export async function startWebhook(config: WebhookConfig): Promise<RunningWebhoo
     key: bundle.key,
     maxBodyBytes: config.maxBodyBytes,
     requestTimeoutMs: config.requestTimeoutMs,
+    ...(config.parseOptions !== undefined ? { parseOptions: config.parseOptions } : {}),
     logger: log,
   });
   const addr = await server.start();
@@ -158,6 +162,9 @@ NetworkPolicy, TracingPolicy and MembraneEncryptionKey objects.
   --cert-days N             serving certificate lifetime in days (default 30)
   --renew-before DURATION   rotate this long before expiry (default 168h)
   --dns-name NAME           extra DNS name for the serving certificate (repeatable)
+  --enable-extended-ip-protocols
+                            admit port-less rules for VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH
+                            (refused otherwise; give the operator the same flag)
 `;
 
 export async function run(args: string[]): Promise<number> {
@@ -179,6 +186,7 @@ export async function run(args: string[]): Promise<number> {
         "cert-days": { type: "string", default: String(DEFAULTS.cert.certDays) },
         "renew-before": { type: "string", default: "168h" },
         "dns-name": { type: "string", multiple: true, default: [] },
+        "enable-extended-ip-protocols": { type: "boolean", default: false },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -225,6 +233,7 @@ export async function run(args: string[]): Promise<number> {
     requestTimeoutMs: Math.min(DEFAULT_REQUEST_TIMEOUT_MS, timeoutSeconds * 500),
     cert: { ...DEFAULTS.cert, certDays, dnsNames: [...DEFAULTS.cert.dnsNames, ...values["dns-name"]] },
     renewBeforeMs: renewBeforeMs ?? DEFAULTS.renewBeforeMs,
+    parseOptions: { enableExtendedIPProtocols: values["enable-extended-ip-protocols"] },
     logger: log,
   });
   if (!kubeconfig) log.warn({ url: running.url }, "no kubeconfig: running standalone, nothing registered");

@@ -90,3 +90,27 @@ describe("webhook HTTPS server", () => {
     assert.equal(JSON.parse(res.body).response.uid, "after-swap");
   });
 });
+
+describe("webhook HTTPS server with --enable-extended-ip-protocols", () => {
+  const vrrp = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "keepalived", namespace: "default" },
+    spec: { endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ protocol: "VRRP" }] }] }] },
+  };
+
+  it("admits a port-less VRRP rule that the server without the option refuses", async () => {
+    const on = await startTestServer({ parseOptions: { enableExtendedIPProtocols: true } });
+    const off = await startTestServer();
+    try {
+      const admitted = JSON.parse((await on.post(reviewFor(vrrp, { uid: "on" }))).body);
+      assert.equal(admitted.response.allowed, true, admitted.response.status?.message);
+      const refused = JSON.parse((await off.post(reviewFor(vrrp, { uid: "off" }))).body);
+      assert.equal(refused.response.allowed, false);
+      assert.match(refused.response.status.message, /ports\[0\]\.protocol: .*--enable-extended-ip-protocols/);
+    } finally {
+      await on.close();
+      await off.close();
+    }
+  });
+});

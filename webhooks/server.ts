@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createSecureContext } from "node:tls";
 import { pino, type Logger } from "pino";
+import type { ParseOptions } from "../core/parser/index.ts";
 import { admit, rejectBody, type AdmissionMode, type AdmissionOutcome } from "./admission.ts";
 
 export interface WebhookServerOptions {
@@ -12,6 +13,8 @@ export interface WebhookServerOptions {
   readonly cert: string;
   readonly key: string;
   readonly mode?: AdmissionMode;
+  /** How policies are parsed; must match the operator's so admission and enforcement agree. */
+  readonly parseOptions?: ParseOptions;
   /** The apiserver sends at most ~3 MiB objects, twice (object and oldObject) for an UPDATE. */
   readonly maxBodyBytes?: number;
   /** Time to receive the whole request; must stay below the webhook's timeoutSeconds. */
@@ -133,7 +136,7 @@ export class WebhookServer {
       if (done) return;
       let outcome: AdmissionOutcome;
       try {
-        outcome = admit(Buffer.concat(chunks).toString("utf8"), this.mode);
+        outcome = admit(Buffer.concat(chunks).toString("utf8"), this.mode, this.opts.parseOptions);
       } catch (err) {
         outcome = rejectBody(head(), `internal error: ${err instanceof Error ? err.message : "unknown"}`);
       }

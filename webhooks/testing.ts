@@ -17,7 +17,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  opts: { mode?: AdmissionMode; maxBodyBytes?: number; requestTimeoutMs?: number; maxSockets?: number } & Partial<Pick<WebhookServerOptions, "logger">> = {},
+  opts: { mode?: AdmissionMode; maxBodyBytes?: number; requestTimeoutMs?: number; maxSockets?: number } & Partial<Pick<WebhookServerOptions, "logger" | "parseOptions">> = {},
 ): Promise<TestServer> {
   const bundle = await issueBundle(DEFAULT_CERT_OPTIONS);
   const server = new WebhookServer({
@@ -27,6 +27,7 @@ export async function startTestServer(
     key: bundle.key,
     logger: opts.logger ?? pino({ level: "silent" }),
     ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+    ...(opts.parseOptions !== undefined ? { parseOptions: opts.parseOptions } : {}),
     ...(opts.maxBodyBytes !== undefined ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     ...(opts.requestTimeoutMs !== undefined ? { requestTimeoutMs: opts.requestTimeoutMs } : {}),
   });

@@ -56,6 +56,10 @@ static __always_inline int parse_l4(void *data, void *data_end, void *l4, struct
 			f->dport = bpf_htons((__u16)t[0]);
 		}
 	}
+	/* Any other protocol (VRRP, IGMP, GRE, ESP, ...) has no ports: sport and dport stay 0, so
+	 * policy looks it up by its protocol number with port 0 (entries of port-less rules, or of
+	 * L3-only rules with protocol 0), and conntrack keys it on addresses and protocol, as it does
+	 * UDP: the peer's packets back are a reply. Without an entry the endpoint's default deny drops it. */
 	return PARSE_OK;
 malformed:
 	*reason = DROP_MALFORMED;

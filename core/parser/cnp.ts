@@ -22,7 +22,7 @@ import {
   typeName,
 } from "./fields.ts";
 import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
-import { toPorts } from "./ports.ts";
+import { type ParseOptions, toPorts } from "./ports.ts";
 import { checkLabelSelector } from "./selectors.ts";
 import { ENTITIES, isEntity } from "../entities.ts";
 import { RESERVED_INIT_KEY, selectorFrom, selectorHasKey } from "../selector.ts";
@@ -77,6 +77,7 @@ interface Scope {
   readonly hostPolicy: boolean;
   /** Initializing endpoints have no namespace label yet, so peers are then not namespace-defaulted. */
   readonly subjectSelectsInit: boolean;
+  readonly enableExtendedIPProtocols: boolean;
 }
 
 type Section = "ingress" | "ingressDeny" | "egress" | "egressDeny";
@@ -383,7 +384,12 @@ function parseRule(
     scope,
   );
 
-  const ctx = { direction, deny, hostPolicy: scope.hostPolicy } as const;
+  const ctx = {
+    direction,
+    deny,
+    hostPolicy: scope.hostPolicy,
+    enableExtendedIPProtocols: scope.enableExtendedIPProtocols,
+  } as const;
   const ports: PortRule[] = toPorts(errs, rule, path, ctx) ?? [];
   const icmpFields = icmps(errs, rule, path);
   const hasPorts = hasItems(rule, "toPorts");
@@ -455,6 +461,7 @@ export function parseCiliumSpec(
   spec: unknown,
   path: string,
   meta: { kind: PolicyKind; namespace?: string; name: string; uid?: string; generation?: number },
+  options: ParseOptions = {},
 ): Policy | undefined {
   if (!isRecord(spec)) {
     errs.add(path, `must be an object (a policy rule), not ${typeName(spec)}`);
@@ -509,6 +516,7 @@ export function parseCiliumSpec(
     name: meta.name,
     hostPolicy: hasNode && !hasEndpoint,
     subjectSelectsInit: subject !== undefined && selectorHasKey(subject, RESERVED_INIT_KEY),
+    enableExtendedIPProtocols: options.enableExtendedIPProtocols === true,
   };
 
   const description = optString(errs, spec, "description", path);

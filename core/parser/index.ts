@@ -15,6 +15,9 @@ import {
   typeName,
 } from "./fields.ts";
 import { parseNetworkPolicySpec } from "./knp.ts";
+import type { ParseOptions } from "./ports.ts";
+
+export { EXTENDED_IP_PROTOCOLS_FLAG, type ParseOptions } from "./ports.ts";
 
 // What the produced model means (for the compiler, the evaluator and the warnings):
 // - Rule.peers: [] = the rule matches no peer (`ingress: [{}]`: default deny only); [{kind:"any"}] =
@@ -84,7 +87,12 @@ function readMeta(
   };
 }
 
-function parseCilium(errs: Errors, obj: Readonly<Record<string, unknown>>, kind: PolicyKind): Policy[] {
+function parseCilium(
+  errs: Errors,
+  obj: Readonly<Record<string, unknown>>,
+  kind: PolicyKind,
+  options: ParseOptions,
+): Policy[] {
   const namespaced = kind === "CiliumNetworkPolicy";
   checkKnown(errs, "", obj, ["apiVersion", "kind", "metadata", "spec", "specs", "status"]);
   const meta = readMeta(errs, obj, namespaced);
@@ -106,12 +114,12 @@ function parseCilium(errs: Errors, obj: Readonly<Record<string, unknown>>, kind:
   };
   const out: Policy[] = [];
   if (hasSpec) {
-    const p = parseCiliumSpec(errs, spec, "spec", base);
+    const p = parseCiliumSpec(errs, spec, "spec", base, options);
     if (p) out.push(p);
   }
   if (Array.isArray(specs)) {
     specs.forEach((s: unknown, i) => {
-      const p = parseCiliumSpec(errs, s, `specs[${i}]`, base);
+      const p = parseCiliumSpec(errs, s, `specs[${i}]`, base, options);
       if (p) out.push(p);
     });
   }
@@ -122,7 +130,7 @@ function parseCilium(errs: Errors, obj: Readonly<Record<string, unknown>>, kind:
  * Parses one API object. `Result.ok` is true only when the object has no error; otherwise
  * `errors` lists every problem found, each with its field path. Never throws.
  */
-export function parsePolicyObject(obj: unknown): Result<Policy[]> {
+export function parsePolicyObject(obj: unknown, options: ParseOptions = {}): Result<Policy[]> {
   const errs = new Errors();
   let policies: Policy[] = [];
   if (!isRecord(obj)) {
@@ -158,7 +166,7 @@ export function parsePolicyObject(obj: unknown): Result<Policy[]> {
         });
         if (p) policies = [p];
       } else {
-        policies = parseCilium(errs, obj, k);
+        policies = parseCilium(errs, obj, k, options);
       }
     }
   }
@@ -189,7 +197,7 @@ function lineOf(text: string, offset: number): number {
 }
 
 /** Parses every document of a YAML text on its own; empty documents are skipped. Never throws. */
-export function parseYamlDocuments(text: string): DocumentResult[] {
+export function parseYamlDocuments(text: string, options: ParseOptions = {}): DocumentResult[] {
   const out: DocumentResult[] = [];
   let docs: Document.Parsed[];
   try {
@@ -250,7 +258,7 @@ export function parseYamlDocuments(text: string): DocumentResult[] {
       });
       return;
     }
-    out.push({ index, line, result: parsePolicyObject(value) });
+    out.push({ index, line, result: parsePolicyObject(value, options) });
   });
   return out;
 }
@@ -259,8 +267,8 @@ export function parseYamlDocuments(text: string): DocumentResult[] {
  * Parses a (multi-document) YAML text into all its policies, or every error. With more than one
  * document, each error path is prefixed with the document, e.g. `documents[1].spec.ingress[0]`.
  */
-export function parsePolicyYaml(text: string): Result<Policy[]> {
-  const docs = parseYamlDocuments(text);
+export function parsePolicyYaml(text: string, options: ParseOptions = {}): Result<Policy[]> {
+  const docs = parseYamlDocuments(text, options);
   const policies: Policy[] = [];
   const errors: FieldError[] = [];
   for (const d of docs) {

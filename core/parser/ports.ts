@@ -1,12 +1,14 @@
 // Cilium toPorts: ports, protocols, L7 rules (http, dns, l7proto; kafka refused) and TLS contexts, with Cilium's checks.
-import type {
-  DNSRule,
-  HTTPRule,
-  L7Rules,
-  PortProtocol,
-  PortRule,
-  Protocol,
-  TLSContext,
+import {
+  EXTENDED_PROTOCOL_NAMES,
+  isExtendedProtocol,
+  type DNSRule,
+  type HTTPRule,
+  type L7Rules,
+  type PortProtocol,
+  type PortRule,
+  type Protocol,
+  type TLSContext,
 } from "../model.ts";
 import {
   Errors,
@@ -31,6 +33,15 @@ import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
 
 const MAX_PORTS = 40; // Cilium's limit per port rule
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY"];
+
+/** The option that admits the extended IP protocols, as the flags and the chart spell it. */
+export const EXTENDED_IP_PROTOCOLS_FLAG = "--enable-extended-ip-protocols";
+
+/** How the parser reads policies; every adapter that parses (webhook, operator, CLI) passes the same. */
+export interface ParseOptions {
+  /** Admit port-less rules for the extended IP protocols (VRRP, IGMP, GRE, ...); off by default, as in Cilium. */
+  readonly enableExtendedIPProtocols?: boolean;
+}
 const PORT_FIELDS = ["port", "endPort", "protocol"];
 const HTTP_FIELDS = ["method", "path", "host", "headers", "headerMatches"];
 const DNS_FIELDS = ["matchName", "matchPattern"];
@@ -42,6 +53,7 @@ export interface PortContext {
   readonly direction: "ingress" | "egress";
   readonly deny: boolean;
   readonly hostPolicy: boolean;
+  readonly enableExtendedIPProtocols: boolean;
 }
 
 /** A Cilium port number or IANA service name given as a string; undefined after an error. */
@@ -84,26 +96,68 @@ function ciliumPort(errs: Errors, item: Obj, path: string): { port: number; name
   return undefined;
 }
 
-function readProtocol(errs: Errors, item: Obj, path: string, fallback: Protocol): Protocol | undefined {
+function readProtocol(
+  errs: Errors,
+  item: Obj,
+  path: string,
+  fallback: Protocol,
+  extended: boolean,
+): Protocol | undefined {
   const raw = field(item, "protocol");
   if (raw === undefined || raw === null) return fallback;
   if (typeof raw === "string" && (PROTOCOLS as readonly string[]).includes(raw)) return raw as Protocol;
+  if (typeof raw === "string" && isExtendedProtocol(raw)) {
+    if (extended) return raw;
+    errs.add(
+      join(path, "protocol"),
+      `${show(raw)} is an extended IP protocol, which is refused unless extended IP protocols are enabled (${EXTENDED_IP_PROTOCOLS_FLAG} on the webhook and the operator; chart value extendedIPProtocols.enabled)`,
+    );
+    return undefined;
+  }
+  const names = extended ? [...PROTOCOLS, ...EXTENDED_PROTOCOL_NAMES] : PROTOCOLS;
   const hint =
-    typeof raw === "string" && (PROTOCOLS as readonly string[]).includes(raw.toUpperCase())
+    typeof raw === "string" && (names as readonly string[]).includes(raw.toUpperCase())
       ? ` (write it in capitals: ${raw.toUpperCase()})`
       : typeof raw === "string" && /^icmp(v6)?$/i.test(raw)
         ? " (use icmps for ICMP)"
         : "";
-  errs.add(join(path, "protocol"), `${show(raw)} is not a protocol: use TCP, UDP, SCTP or ANY${hint}`);
+  errs.add(
+    join(path, "protocol"),
+    `${show(raw)} is not a protocol: use ${names.slice(0, -1).join(", ")} or ${names[names.length - 1] ?? ""}${hint}`,
+  );
   return undefined;
 }
 
+/**
+ * An entry for an extended IP protocol: matched by protocol number alone, so a port other than
+ * "0" (or absent) and an endPort are errors rather than silently ignored.
+ */
+function extendedPortProtocol(errs: Errors, item: Obj, path: string, protocol: Protocol): PortProtocol | undefined {
+  const before = errs.count;
+  const raw = field(item, "port");
+  if (raw !== undefined && raw !== null && raw !== "0")
+    errs.add(
+      join(path, "port"),
+      `${protocol} has no ports: remove port (or write "0"), the rule matches every ${protocol} packet`,
+    );
+  const rawEnd = field(item, "endPort");
+  if (rawEnd !== undefined && rawEnd !== null && rawEnd !== 0)
+    errs.add(join(path, "endPort"), `${protocol} has no ports: remove endPort`);
+  return errs.count === before ? { port: 0, endPort: 0, protocol } : undefined;
+}
+
 /** One entry of `ports`: port, endPort, protocol (Cilium's default protocol is ANY). */
-function portProtocol(errs: Errors, item: Obj, path: string): PortProtocol | undefined {
+function portProtocol(errs: Errors, item: Obj, path: string, extended: boolean): PortProtocol | undefined {
   checkKnown(errs, path, item, PORT_FIELDS);
   const before = errs.count;
+  const rawProtocol = field(item, "protocol");
+  if (typeof rawProtocol === "string" && isExtendedProtocol(rawProtocol)) {
+    // Refused (option off) it has its one error: "a port is required" beside it would mislead.
+    const protocol = readProtocol(errs, item, path, "ANY", extended);
+    return protocol === undefined ? undefined : extendedPortProtocol(errs, item, path, protocol);
+  }
   const port = ciliumPort(errs, item, path);
-  const protocol = readProtocol(errs, item, path, "ANY");
+  const protocol = readProtocol(errs, item, path, "ANY", extended);
   let endPort = port?.port ?? 0;
   const rawEnd = field(item, "endPort");
   if (rawEnd !== undefined && rawEnd !== null) {
@@ -374,7 +428,7 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   const ports: PortProtocol[] = [];
   const portPaths: string[] = [];
   for (const { item: pp, path: p } of objectItems(errs, item, "ports", path)) {
-    const parsed = portProtocol(errs, pp, p);
+    const parsed = portProtocol(errs, pp, p, ctx.enableExtendedIPProtocols);
     if (parsed) {
       ports.push(parsed);
       portPaths.push(p);

@@ -137,8 +137,8 @@ export type PolicyRule = {
         port?: string;
         /** Last port of a range that starts at `port` (numeric `port` only). */
         endPort?: number;
-        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three. */
-        protocol?: "TCP" | "UDP" | "SCTP" | "ANY";
+        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three; or, with --enable-extended-ip-protocols, one of IGMP, IPIP, IPV6, GRE, ESP, AH, VRRP without a port. */
+        protocol?: "TCP" | "UDP" | "SCTP" | "ANY" | "IGMP" | "IPIP" | "IPV6" | "GRE" | "ESP" | "AH" | "VRRP";
       }>;
       /** Layer 7 rules for the traffic on these ports; the traffic goes through the L7 proxy. One protocol per port rule. */
       rules?: {
@@ -352,8 +352,8 @@ export type PolicyRule = {
         port?: string;
         /** Last port of a range that starts at `port` (numeric `port` only). */
         endPort?: number;
-        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three. */
-        protocol?: "TCP" | "UDP" | "SCTP" | "ANY";
+        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three; or, with --enable-extended-ip-protocols, one of IGMP, IPIP, IPV6, GRE, ESP, AH, VRRP without a port. */
+        protocol?: "TCP" | "UDP" | "SCTP" | "ANY" | "IGMP" | "IPIP" | "IPV6" | "GRE" | "ESP" | "AH" | "VRRP";
       }>;
     }>;
     /** ICMP messages the selected endpoints may not receive, by type. An ICMP rule applies to ICMP only, never to ports. */
@@ -496,8 +496,8 @@ export type PolicyRule = {
         port?: string;
         /** Last port of a range that starts at `port` (numeric `port` only). */
         endPort?: number;
-        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three. */
-        protocol?: "TCP" | "UDP" | "SCTP" | "ANY";
+        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three; or, with --enable-extended-ip-protocols, one of IGMP, IPIP, IPV6, GRE, ESP, AH, VRRP without a port. */
+        protocol?: "TCP" | "UDP" | "SCTP" | "ANY" | "IGMP" | "IPIP" | "IPV6" | "GRE" | "ESP" | "AH" | "VRRP";
       }>;
       /** Layer 7 rules for the traffic on these ports; the traffic goes through the L7 proxy. One protocol per port rule. */
       rules?: {
@@ -740,8 +740,8 @@ export type PolicyRule = {
         port?: string;
         /** Last port of a range that starts at `port` (numeric `port` only). */
         endPort?: number;
-        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three. */
-        protocol?: "TCP" | "UDP" | "SCTP" | "ANY";
+        /** Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three; or, with --enable-extended-ip-protocols, one of IGMP, IPIP, IPV6, GRE, ESP, AH, VRRP without a port. */
+        protocol?: "TCP" | "UDP" | "SCTP" | "ANY" | "IGMP" | "IPIP" | "IPV6" | "GRE" | "ESP" | "AH" | "VRRP";
       }>;
     }>;
     /** ICMP messages the selected endpoints may not send, by type. An ICMP rule applies to ICMP only, never to ports. */

@@ -1,6 +1,7 @@
 // Schema of CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2): the rule language
 // shared by both kinds, their status, and the two CRDs. Field names and nesting follow Cilium's API.
 import { ENTITIES } from "../../core/entities.ts";
+import { EXTENDED_PROTOCOL_NAMES } from "../../core/model.ts";
 import { ICMP_TYPES } from "../../core/icmp.ts";
 import {
   AGE_COLUMN,
@@ -27,7 +28,9 @@ type Side = "from" | "to";
 /** Entities: classes of peers that have no labels of their own; the list is core's (core/entities.ts). */
 export { ENTITIES };
 
-export const PROTOCOLS = ["TCP", "UDP", "SCTP", "ANY"] as const;
+// The extended IP protocols pass the schema, as in Cilium's CRD; the webhook refuses them unless
+// --enable-extended-ip-protocols is set, with a message naming the flag (a schema enum could not).
+export const PROTOCOLS = ["TCP", "UDP", "SCTP", "ANY", ...EXTENDED_PROTOCOL_NAMES] as const;
 
 /**
  * A port: a decimal number 0-65535 (no leading zeros; 0 means every port) or an IANA service name
@@ -142,7 +145,7 @@ function portProtocol(): JSONSchemaProps {
       minimum: 0,
       maximum: 65535,
     }),
-    protocol: str("Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three.", {
+    protocol: str(`Transport protocol: TCP, UDP, SCTP, or ANY (used when omitted) for all three; or, with --enable-extended-ip-protocols, one of ${EXTENDED_PROTOCOL_NAMES.join(", ")} without a port.`, {
       enum: PROTOCOLS,
     }),
   });
