@@ -20,6 +20,11 @@ export interface CiliumNodeObject extends KubeObject {
   spec?: { addresses?: CiliumNodeAddress[]; ipam?: { podCIDRs?: string[] } };
 }
 
+/** Same addresses in the same order. */
+export function sameNodeAddresses(a: readonly CiliumNodeAddress[], b: readonly CiliumNodeAddress[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.type === b[i]!.type && x.ip === b[i]!.ip);
+}
+
 /** A node's IP addresses as CiliumNode lists them (host names are not addresses). */
 export function nodeAddresses(node: NodeObject): CiliumNodeAddress[] {
   return (node.status?.addresses ?? []).filter((a) => a.type === "InternalIP" || a.type === "ExternalIP").map((a) => ({ type: a.type, ip: a.address }));

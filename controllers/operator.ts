@@ -253,6 +253,7 @@ export class Operator {
     const nodes = informers.for<NodeObject>(NODES);
     const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
     server.followSubjectDeltas(source.subjectDeltas);
+    server.followSharedDeltas(source.sharedDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
     const policies = [CNPS, CCNPS, NETWORK_POLICIES].map((resource) => informers.for<PolicyObject>(resource));
     // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state

@@ -1,18 +1,59 @@
-// Pure helpers over a node's desired state: the delta from an acknowledged state to a new one, and
-// applying a delta (what an agent does; used by tests and simulated agents to check round trips).
-import type { PolicyEntry, SubjectPolicy } from "./model.ts";
+// Pure helpers over a node's desired state: typed equality of its parts, the delta from an acknowledged
+// state to a new one, and applying a delta (what an agent does to keep its record of what the maps hold).
+import type { PolicyEntry, RuleOrigin, SubjectPolicy } from "./model.ts";
 import { compareEntries, entryKeyString } from "./policy/mapstate.ts";
-import type { Downstream, NodeState, SubjectDelta } from "./wire.ts";
+import type { Downstream, IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration, SubjectDelta } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;
 
 export const EMPTY_STATE: NodeState = { policies: [], ipcache: [], identities: [], rules: [], policyGenerations: [] };
 
-function byKey<T>(items: readonly T[], key: (t: T) => string): Map<string, T> {
+function byKey<T, K>(items: readonly T[], key: (t: T) => K): Map<K, T> {
   return new Map(items.map((t) => [key(t), t]));
 }
 
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+/** `old` is there and equal to `now`. */
+const sameOrMissing = <T>(old: T | undefined, now: T, same: (a: T, b: T) => boolean): boolean => old !== undefined && same(old, now);
+
+// Typed equality of each part of a node state (one home for each; nothing is serialised to compare).
+
+export function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function samePolicyEntry(a: PolicyEntry, b: PolicyEntry): boolean {
+  return a === b || (compareEntries(a, b) === 0 && a.verdict === b.verdict && a.proxyPort === b.proxyPort && a.ruleId === b.ruleId);
+}
+
+export function sameIPCacheEntry(a: IPCacheEntry, b: IPCacheEntry): boolean {
+  return a === b || (a.prefix === b.prefix && a.identity === b.identity && a.node === b.node && a.pod === b.pod);
+}
+
+export function sameIdentityLabels(a: IdentityLabels, b: IdentityLabels): boolean {
+  return a === b || (a.id === b.id && sameStrings(a.labels, b.labels));
+}
+
+export function sameRuleOrigin(a: RuleOrigin, b: RuleOrigin): boolean {
+  return a === b || (a.policyKind === b.policyKind && a.namespace === b.namespace && a.name === b.name && a.ruleIndex === b.ruleIndex && a.path === b.path);
+}
+
+export function samePolicyGeneration(a: PolicyGeneration, b: PolicyGeneration): boolean {
+  return a === b || (a.key === b.key && a.uid === b.uid && a.generation === b.generation);
+}
+
+/** Element-wise (both lists in canonical order). */
+export function samePolicyGenerations(a: readonly PolicyGeneration[], b: readonly PolicyGeneration[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!samePolicyGeneration(a[i]!, b[i]!)) return false;
+  return true;
+}
+
+type Rule = NodeState["rules"][number];
+export const sameRule = (a: Rule, b: Rule): boolean => a === b || (a.id === b.id && sameRuleOrigin(a.origin, b.origin));
 
 /**
  * Which compiled delta turns one subject policy object into the next: a node that holds the first
@@ -32,6 +73,70 @@ export class SubjectDeltaLinks {
   }
 }
 
+/** The parts of a node state every node shares that travel as deltas (policy generations travel whole). */
+export type SharedPart = "ipcache" | "identities" | "rules";
+export type SharedPartDelta = Pick<DeltaBody, "ipcacheUpserts" | "ipcacheRemovals" | "identityUpserts" | "identityRemovals" | "ruleUpserts">;
+export const NO_PART_CHANGE: SharedPartDelta = { ipcacheUpserts: [], ipcacheRemovals: [], identityUpserts: [], identityRemovals: [], ruleUpserts: [] };
+
+/**
+ * Which delta turned one version of a shared part (an array its producer replaced) into the next,
+ * as the producer computed it once from the change. The last `depth` versions of each part are
+ * kept, so an agent a few changes behind gets the composition of their deltas; one further behind
+ * is not linked (undefined) and its caller diffs the two arrays.
+ */
+export class SharedPartLinks {
+  private readonly history = new Map<SharedPart, { base: readonly unknown[]; next: readonly unknown[]; delta: SharedPartDelta }[]>();
+
+  constructor(private readonly depth = 64) {}
+
+  link<K extends SharedPart>(part: K, base: NodeState[K], next: NodeState[K], delta: SharedPartDelta): void {
+    let h = this.history.get(part);
+    if (!h) this.history.set(part, (h = []));
+    h.push({ base, next, delta });
+    if (h.length > this.depth) h.shift();
+  }
+
+  /** The delta from `base` to `next` when a chain of recorded changes leads from one to the other. */
+  between<K extends SharedPart>(part: K, base: NodeState[K], next: NodeState[K]): SharedPartDelta | undefined {
+    const h = this.history.get(part);
+    if (!h) return undefined;
+    let i = h.length - 1;
+    while (i >= 0 && h[i]!.next !== next) i--;
+    const end = i;
+    while (i >= 0 && h[i]!.base !== base) {
+      if (i > 0 && h[i - 1]!.next !== h[i]!.base) return undefined; // a gap in the chain
+      i--;
+    }
+    if (i < 0) return undefined;
+    return i === end ? h[i]!.delta : composeParts(h.slice(i, end + 1).map((l) => l.delta));
+  }
+}
+
+/** Successive shared-part deltas as one: the last word on each prefix, identity or rule wins. */
+function composeParts(deltas: readonly SharedPartDelta[]): SharedPartDelta {
+  const ipc = new Map<string, IPCacheEntry | null>();
+  const ids = new Map<number, IdentityLabels | null>();
+  const rules = new Map<number, Rule>();
+  for (const d of deltas) {
+    for (const e of d.ipcacheUpserts) ipc.set(e.prefix, e);
+    for (const p of d.ipcacheRemovals) ipc.set(p, null);
+    for (const i of d.identityUpserts) ids.set(i.id, i);
+    for (const id of d.identityRemovals) ids.set(id, null);
+    for (const r of d.ruleUpserts) rules.set(r.id, r);
+  }
+  const upserts = <K, V>(m: Map<K, V | null>): V[] => [...m.values()].filter((v): v is V => v !== null);
+  const removals = <K, V>(m: Map<K, V | null>): K[] => [...m].filter(([, v]) => v === null).map(([k]) => k);
+  return {
+    ipcacheUpserts: upserts(ipc).sort((a, b) => comparePrefixes(a.prefix, b.prefix)),
+    ipcacheRemovals: removals(ipc).sort(comparePrefixes),
+    identityUpserts: upserts(ids).sort((a, b) => a.id - b.id),
+    identityRemovals: removals(ids).sort((a, b) => a - b),
+    ruleUpserts: [...rules.values()].sort((a, b) => a.id - b.id),
+  };
+}
+
+export const comparePrefixes = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Sorted canonical copy, so equal states compare equal and deltas are deterministic. */
 export function canonicalState(s: NodeState): NodeState {
   return {
@@ -44,18 +149,30 @@ export function canonicalState(s: NodeState): NodeState {
 }
 
 export function sameState(a: NodeState, b: NodeState): boolean {
-  return same(canonicalState(a), canonicalState(b));
+  const ca = canonicalState(a);
+  const cb = canonicalState(b);
+  const d = diffState(ca, cb);
+  // diffState lists rules to add only: equal counts and nothing to add is the same rule table.
+  const moved = d.subjects.length + d.removedSubjects.length + d.ipcacheUpserts.length + d.ipcacheRemovals.length + d.identityUpserts.length + d.identityRemovals.length + d.ruleUpserts.length;
+  return moved === 0 && ca.rules.length === cb.rules.length && samePolicyGenerations(ca.policyGenerations, cb.policyGenerations);
 }
 
-/** What changes `from` into `to`. Per subject, the added entries come before removals when applied. */
+/**
+ * What changes `from` into `to`, by comparing the two whole. Per subject, the added entries come
+ * before removals when applied. The distribution sends the compiler's and the source's deltas
+ * instead; this is its fallback for a pair no recorded change links (a resuming agent, one far behind).
+ */
 export function diffState(from: NodeState, to: NodeState): DeltaBody {
-  const fromPolicies = byKey(from.policies, (p) => String(p.subject));
+  const fromPolicies = byKey(from.policies, (p) => p.subject);
   const subjects: SubjectDelta[] = [];
   for (const p of to.policies) {
-    const old = fromPolicies.get(String(p.subject));
+    const old = fromPolicies.get(p.subject);
     const oldEntries = byKey(old?.entries ?? [], entryKeyString);
     const newEntries = byKey(p.entries, entryKeyString);
-    const added = p.entries.filter((e) => !same(oldEntries.get(entryKeyString(e)), e));
+    const added = p.entries.filter((e) => {
+      const o = oldEntries.get(entryKeyString(e));
+      return !o || !samePolicyEntry(o, e);
+    });
     const removed = (old?.entries ?? []).filter((e) => !newEntries.has(entryKeyString(e)));
     if (!old || added.length > 0 || removed.length > 0 || old.ingressEnforced !== p.ingressEnforced || old.egressEnforced !== p.egressEnforced) {
       subjects.push({ subject: p.subject, ingressEnforced: p.ingressEnforced, egressEnforced: p.egressEnforced, added: [...added].sort(compareEntries), removed: [...removed].sort(compareEntries) });
@@ -64,38 +181,92 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
   const toSubjects = new Set(to.policies.map((p) => p.subject));
   const fromIpc = byKey(from.ipcache, (e) => e.prefix);
   const toIpc = byKey(to.ipcache, (e) => e.prefix);
-  const fromIds = byKey(from.identities, (i) => String(i.id));
-  const toIds = byKey(to.identities, (i) => String(i.id));
-  const fromRules = byKey(from.rules, (r) => String(r.id));
+  const fromIds = byKey(from.identities, (i) => i.id);
+  const toIds = byKey(to.identities, (i) => i.id);
+  const fromRules = byKey(from.rules, (r) => r.id);
   return {
     subjects: subjects.sort((a, b) => a.subject - b.subject),
     removedSubjects: from.policies.map((p) => p.subject).filter((s) => !toSubjects.has(s)).sort((a, b) => a - b),
-    ipcacheUpserts: to.ipcache.filter((e) => !same(fromIpc.get(e.prefix), e)),
+    ipcacheUpserts: to.ipcache.filter((e) => !sameOrMissing(fromIpc.get(e.prefix), e, sameIPCacheEntry)),
     ipcacheRemovals: from.ipcache.map((e) => e.prefix).filter((p) => !toIpc.has(p)),
-    identityUpserts: to.identities.filter((i) => !same(fromIds.get(String(i.id)), i)),
-    identityRemovals: from.identities.map((i) => i.id).filter((id) => !toIds.has(String(id))),
-    ruleUpserts: to.rules.filter((r) => !same(fromRules.get(String(r.id)), r)),
+    identityUpserts: to.identities.filter((i) => !sameOrMissing(fromIds.get(i.id), i, sameIdentityLabels)),
+    identityRemovals: from.identities.map((i) => i.id).filter((id) => !toIds.has(id)),
+    ruleUpserts: to.rules.filter((r) => !sameOrMissing(fromRules.get(r.id), r, sameRule)),
     policyGenerations: to.policyGenerations,
   };
 }
 
-/** Applies a delta to a state (rules are only ever added: a ruleId is never reused for another rule). */
+/**
+ * Applies a delta to a canonical state, giving a canonical state (rules are only ever added: a
+ * ruleId is never reused for another rule). Only what the delta names is rebuilt, by merging its
+ * sorted changes into the sorted lists; a subject or part it does not name keeps its object.
+ */
 export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
-  const policies = new Map<number, SubjectPolicy>(s.policies.map((p) => [p.subject, p]));
-  for (const sd of d.subjects) {
-    const entries = new Map<string, PolicyEntry>((policies.get(sd.subject)?.entries ?? []).map((e) => [entryKeyString(e), e]));
-    for (const e of sd.added) entries.set(entryKeyString(e), e);
-    for (const e of sd.removed) entries.delete(entryKeyString(e));
-    policies.set(sd.subject, { subject: sd.subject, ingressEnforced: sd.ingressEnforced, egressEnforced: sd.egressEnforced, entries: [...entries.values()] });
+  let policies: readonly SubjectPolicy[] = s.policies;
+  if (d.subjects.length > 0 || d.removedSubjects.length > 0) {
+    const bySubject = new Map<number, SubjectPolicy>(s.policies.map((p) => [p.subject, p]));
+    for (const sd of d.subjects) {
+      const entries = mergeSorted(bySubject.get(sd.subject)?.entries ?? [], sd.added, sd.removed, compareEntries, compareEntries, compareEntries);
+      bySubject.set(sd.subject, { subject: sd.subject, ingressEnforced: sd.ingressEnforced, egressEnforced: sd.egressEnforced, entries });
+    }
+    for (const r of d.removedSubjects) bySubject.delete(r);
+    policies = [...bySubject.values()].sort((a, b) => a.subject - b.subject);
   }
-  for (const r of d.removedSubjects) policies.delete(r);
-  const ipcache = byKey(s.ipcache, (e) => e.prefix);
-  for (const e of d.ipcacheUpserts) ipcache.set(e.prefix, e);
-  for (const p of d.ipcacheRemovals) ipcache.delete(p);
-  const identities = byKey(s.identities, (i) => String(i.id));
-  for (const i of d.identityUpserts) identities.set(String(i.id), i);
-  for (const id of d.identityRemovals) identities.delete(String(id));
-  const rules = byKey(s.rules, (r) => String(r.id));
-  for (const r of d.ruleUpserts) rules.set(String(r.id), r);
-  return canonicalState({ policies: [...policies.values()], ipcache: [...ipcache.values()], identities: [...identities.values()], rules: [...rules.values()], policyGenerations: d.policyGenerations });
+  const byId = (a: { id: number }, b: { id: number }): number => a.id - b.id;
+  const byNumber = (a: number, b: number): number => a - b;
+  const ipcache =
+    d.ipcacheUpserts.length + d.ipcacheRemovals.length === 0
+      ? s.ipcache
+      : mergeSorted(s.ipcache, d.ipcacheUpserts, d.ipcacheRemovals, (a, b) => comparePrefixes(a.prefix, b.prefix), (e, p) => comparePrefixes(e.prefix, p), comparePrefixes);
+  const identities =
+    d.identityUpserts.length + d.identityRemovals.length === 0 ? s.identities : mergeSorted(s.identities, d.identityUpserts, d.identityRemovals, byId, (i, id) => i.id - id, byNumber);
+  const rules = d.ruleUpserts.length === 0 ? s.rules : mergeSorted(s.rules, d.ruleUpserts, [], byId, (r, id: number) => r.id - id, byNumber);
+  const byKey = (a: PolicyGeneration, b: PolicyGeneration): number => comparePrefixes(a.key, b.key);
+  const policyGenerations = isSorted(d.policyGenerations, byKey) ? d.policyGenerations : [...d.policyGenerations].sort(byKey);
+  return { policies, ipcache, identities, rules, policyGenerations };
+}
+
+/**
+ * `base` with `upserts` put in (an upsert replaces the item with its key), then `removals` taken
+ * out, all in `cmp` order: one pass over `base` (sorted first if it is not).
+ */
+function mergeSorted<T, K>(
+  base: readonly T[],
+  upserts: readonly T[],
+  removals: readonly K[],
+  cmp: (a: T, b: T) => number,
+  cmpKey: (t: T, k: K) => number,
+  cmpKeys: (a: K, b: K) => number,
+): T[] {
+  const b = isSorted(base, cmp) ? base : [...base].sort(cmp);
+  const u = isSorted(upserts, cmp) ? upserts : [...upserts].sort(cmp);
+  const r = isSorted(removals, cmpKeys) ? removals : [...removals].sort(cmpKeys);
+  let ri = 0;
+  const removed = (t: T): boolean => {
+    while (ri < r.length && cmpKey(t, r[ri]!) > 0) ri++;
+    return ri < r.length && cmpKey(t, r[ri]!) === 0;
+  };
+  const out: T[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < b.length || j < u.length) {
+    let next: T;
+    if (j >= u.length) next = b[i++]!;
+    else if (i >= b.length) next = u[j++]!;
+    else {
+      const c = cmp(b[i]!, u[j]!);
+      if (c < 0) next = b[i++]!;
+      else {
+        if (c === 0) i++;
+        next = u[j++]!;
+      }
+    }
+    if (!removed(next)) out.push(next);
+  }
+  return out;
+}
+
+function isSorted<T>(items: readonly T[], cmp: (a: T, b: T) => number): boolean {
+  for (let i = 1; i < items.length; i++) if (cmp(items[i - 1]!, items[i]!) > 0) return false;
+  return true;
 }

@@ -339,6 +339,8 @@ export class NodeAgent {
       if (msg.type === "snapshot") target = canonicalState(msg.state);
       else {
         if (msg.baseVersion !== this.version) throw new Error(`delta ${msg.version} applies on version ${msg.baseVersion}, but this agent holds ${this.version ?? "nothing"}`);
+        // The record of what the maps hold (for rollback, resume from disk and the enforcement modes): applyDelta merges
+        // only the subjects and parts the delta names and keeps every other object, so it is no second diff of the entries.
         target = applyDelta(this.applied, msg);
       }
       // A delta's subjects go to the maps as the operator computed them (default mode: the maps hold what was received).
@@ -371,7 +373,8 @@ export class NodeAgent {
    * writing restores `from` (best effort) and rethrows.
    */
   private apply(received: NodeState, target: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>): void {
-    validate(target, this.opts.nodeIP);
+    // Only what the delta replaced is encoded again: a subject policy the record keeps by object was validated when it came.
+    validate(target, this.opts.nodeIP, snapshot ? undefined : received);
     // The maps hold the policies as the enforcement mode makes them, never the received ones.
     const from = enforcedState(received, this.mode);
     const to = enforcedState(target, this.mode);
@@ -667,8 +670,13 @@ function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
 
 const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${ip}/32`);
 
-/** Encodes everything the state would write, so a bad value is refused before any map changes; the error names the field. */
-export function validate(s: NodeState, nodeIP?: string): void {
+/**
+ * Encodes everything the state would write, so a bad value is refused before any map changes; the
+ * error names the field. Parts of `s` that are the very objects of `validated` (a state validated
+ * before) are skipped: after a delta that is every subject it did not name.
+ */
+export function validate(s: NodeState, nodeIP?: string, validated?: NodeState): void {
+  const held = new Map(validated?.policies.map((p) => [p.subject, p]));
   s.ipcache.forEach((e, i) => {
     try {
       ipcacheKeys(e.prefix);
@@ -679,6 +687,7 @@ export function validate(s: NodeState, nodeIP?: string): void {
   });
   for (const e of datapathIpcache(s, nodeIP)) encodeIpcacheValue(e);
   s.policies.forEach((p, i) => {
+    if (held.get(p.subject) === p) return;
     p.entries.forEach((e, j) => {
       try {
         if (e.subject !== p.subject) throw new Error(`entry subject ${e.subject} is not the policy's subject ${p.subject}`);

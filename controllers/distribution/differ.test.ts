@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { SubjectPolicy } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
-import { SubjectDeltaLinks, applyDelta, canonicalState, sameState } from "../../core/nodestate.ts";
+import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, applyDelta, canonicalState, sameState } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 
 const subject = (id: number, port: number, enforced: boolean): SubjectPolicy => ({
@@ -85,4 +85,26 @@ test("a subject the compiler changed travels as the compiler's delta itself, not
   const other = differ.diff(from, differ.canonical({ ...to, policies: [subject(256, 81, true)] }));
   assert.notEqual(other?.subjects[0], compiled);
   assert.deepEqual(other?.subjects[0], compiled, "the diff of an unlinked object says the same");
+});
+
+test("a shared part the source replaced travels as its recorded delta (composed for an agent a few changes behind); an unlinked pair is diffed", () => {
+  const links = new SharedPartLinks();
+  const differ = new StateDiffer();
+  differ.sharedDeltas = links;
+  const v1 = [POD_A];
+  const v2 = [POD_A, { prefix: "10.0.0.2/32", identity: 256 }];
+  const v3 = [{ prefix: "10.0.0.2/32", identity: 258 }];
+  const d12 = { ...NO_PART_CHANGE, ipcacheUpserts: [v2[1]!] };
+  links.link("ipcache", v1, v2, d12);
+  links.link("ipcache", v2, v3, { ...NO_PART_CHANGE, ipcacheUpserts: v3, ipcacheRemovals: ["10.0.0.1/32"] });
+  const at = (ipcache: NodeState["ipcache"]): NodeState => differ.canonical({ policies: [], ipcache, identities: [], rules: [], policyGenerations: [] });
+  assert.equal(differ.diff(at(v1), at(v2))?.ipcacheUpserts, d12.ipcacheUpserts, "the very list the source recorded");
+  const two = differ.diff(at(v1), at(v3));
+  assert.deepEqual(two?.ipcacheUpserts, v3);
+  assert.deepEqual(two?.ipcacheRemovals, ["10.0.0.1/32"]);
+  assert.ok(sameState(applyDelta(at(v1), two!), at(v3)));
+  // Not linked (e.g. a resumed agent's older state): diffed whole, same result.
+  const older = [{ prefix: "10.0.0.9/32", identity: 257 }];
+  const fallback = differ.diff(at(older), at(v3));
+  assert.ok(sameState(applyDelta(at(older), fallback!), at(v3)));
 });

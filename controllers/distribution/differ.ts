@@ -1,34 +1,56 @@
-// Node states compared part by part through core/nodestate, memoised by object: the parts every node shares are sorted and diffed once per change, not once per node.
+// What a node is sent to move from the state it holds to the one it should hold: the deltas its producers recorded (the compiler's per subject, the source's per shared part), memoised by object so a change every node shares is composed once, not once per node.
 import type { SubjectPolicy } from "../../core/model.ts";
-import { type DeltaBody, EMPTY_STATE, type SubjectDeltaLinks, canonicalState, diffState } from "../../core/nodestate.ts";
+import {
+  type DeltaBody,
+  EMPTY_STATE,
+  NO_PART_CHANGE,
+  type SharedPart,
+  type SharedPartDelta,
+  type SharedPartLinks,
+  type SubjectDeltaLinks,
+  canonicalState,
+  comparePrefixes,
+  diffState,
+  samePolicyGenerations,
+} from "../../core/nodestate.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
 import type { NodeState, SubjectDelta } from "../../core/wire.ts";
 
-type SharedPart = "ipcache" | "identities" | "rules" | "policyGenerations";
-const NO_CHANGE: DeltaBody = diffState(EMPTY_STATE, EMPTY_STATE);
+/** The order canonicalState gives each shared part: a part already in it is kept as is (its recorded links stay valid). */
+const PART_ORDER: { readonly [K in SharedPart | "policyGenerations"]: (a: NodeState[K][number], b: NodeState[K][number]) => number } = {
+  ipcache: (a, b) => comparePrefixes(a.prefix, b.prefix),
+  identities: (a, b) => a.id - b.id,
+  rules: (a, b) => a.id - b.id,
+  policyGenerations: (a, b) => comparePrefixes(a.key, b.key),
+};
 
 export class StateDiffer {
   private readonly canonicalParts = new WeakMap<object, object>();
   private readonly canonicalSubjects = new WeakMap<SubjectPolicy, SubjectPolicy>();
-  private readonly partDiffs = new WeakMap<object, WeakMap<object, DeltaBody>>();
+  private readonly partDiffs = new WeakMap<object, WeakMap<object, SharedPartDelta>>();
   private readonly members = new WeakMap<object, ReadonlySet<unknown>>();
   /** The compiler's per-subject deltas (NodeStateSource.subjectDeltas): used as they are where they link two states. */
   subjectDeltas: SubjectDeltaLinks | undefined;
+  /** The source's shared-part deltas (NodeStateSource.sharedDeltas), recorded from each change. */
+  sharedDeltas: SharedPartLinks | undefined;
 
   /** core's canonicalState, computed once per distinct part (and per subject policy) however many nodes share it. */
   canonical(s: NodeState): NodeState {
     // A compiled subject policy is sorted already and keeps its object, so the compiler's delta links stay valid.
     const policies = s.policies
-      .map((p) => (sortedEntries(p) ? p : memo(this.canonicalSubjects, p, () => canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy)))
+      .map((p) => memo(this.canonicalSubjects, p, () => (sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
       .sort((a, b) => a.subject - b.subject);
-    const part = <K extends SharedPart>(k: K): NodeState[K] =>
-      memo(this.canonicalParts, s[k], () => canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k]) as NodeState[K];
+    const part = <K extends SharedPart | "policyGenerations">(k: K): NodeState[K] =>
+      memo(this.canonicalParts, s[k], () =>
+        isSorted<NodeState[K][number]>(s[k], PART_ORDER[k] as (a: NodeState[K][number], b: NodeState[K][number]) => number) ? s[k] : canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k],
+      ) as NodeState[K];
     return { policies, ipcache: part("ipcache"), identities: part("identities"), rules: part("rules"), policyGenerations: part("policyGenerations") };
   }
 
   /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
   diff(from: NodeState, to: NodeState): DeltaBody | null {
-    // Per subject: the same object is no change; an object the compiler made from the held one is its delta; anything else is diffed.
+    // Per subject: the same object is no change; an object the compiler made from the held one is its delta. Anything else
+    // goes through diffState: a subject new to the node (sent whole) or one no link reaches (a resumed agent: the fallback).
     const fromBySubject = new Map(from.policies.map((p) => [p.subject, p]));
     const toSubjects = new Set(to.policies.map((p) => p.subject));
     const linked: SubjectDelta[] = [];
@@ -46,7 +68,7 @@ export class StateDiffer {
     }
     const diffed = diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
     const policies = { subjects: linked.length === 0 ? diffed.subjects : [...linked, ...diffed.subjects].sort((a, b) => a.subject - b.subject), removedSubjects: diffed.removedSubjects };
-    const ipc = this.partDiff("ipcache", from, to, true);
+    const ipc = this.partDiff("ipcache", from, to);
     const ids = this.partDiff("identities", from, to);
     const rules = this.partDiff("rules", from, to);
     const delta: DeltaBody = {
@@ -59,8 +81,7 @@ export class StateDiffer {
       ruleUpserts: rules.ruleUpserts,
       policyGenerations: to.policyGenerations,
     };
-    const generationsMoved =
-      from.policyGenerations !== to.policyGenerations && JSON.stringify(from.policyGenerations) !== JSON.stringify(to.policyGenerations);
+    const generationsMoved = !samePolicyGenerations(from.policyGenerations, to.policyGenerations);
     const changed = Object.entries(delta).some(([k, v]) => k !== "policyGenerations" && (v as readonly unknown[]).length > 0);
     return changed || generationsMoved ? delta : null;
   }
@@ -69,13 +90,19 @@ export class StateDiffer {
     return this.diff(a, b) === null;
   }
 
-  /** One shared part's delta, once per (from, to) pair; with `byReference`, entries present in both as the same object are left out before core compares the rest. */
-  private partDiff(k: Exclude<SharedPart, "policyGenerations">, from: NodeState, to: NodeState, byReference = false): DeltaBody {
-    if (from[k] === to[k]) return NO_CHANGE;
+  /**
+   * One shared part's delta, once per (from, to) pair: the source's recorded deltas when they lead
+   * from one to the other (the hot path: an agent one or a few changes behind). Only a pair they do
+   * not link (an agent resuming from an older acknowledged version, or further behind than the
+   * links reach, or parts no source recorded) is diffed whole, with entries shared by object left out first.
+   */
+  private partDiff(k: SharedPart, from: NodeState, to: NodeState): SharedPartDelta {
+    if (from[k] === to[k]) return NO_PART_CHANGE;
     let byTarget = this.partDiffs.get(from[k]);
     if (!byTarget) this.partDiffs.set(from[k], (byTarget = new WeakMap()));
     return memo(byTarget, to[k], () => {
-      if (!byReference) return diffState({ ...EMPTY_STATE, [k]: from[k] }, { ...EMPTY_STATE, [k]: to[k] });
+      const recorded = this.sharedDeltas?.between(k, from[k], to[k]);
+      if (recorded) return recorded;
       const inFrom = memo(this.members, from[k], () => new Set<unknown>(from[k]));
       const inTo = memo(this.members, to[k], () => new Set<unknown>(to[k]));
       const a = (from[k] as readonly unknown[]).filter((e) => !inTo.has(e));
@@ -93,5 +120,10 @@ function memo<K extends object, V>(m: WeakMap<K, V>, k: K, make: () => V): V {
 
 function sortedEntries(p: SubjectPolicy): boolean {
   for (let i = 1; i < p.entries.length; i++) if (compareEntries(p.entries[i - 1]!, p.entries[i]!) >= 0) return false;
+  return true;
+}
+
+function isSorted<T>(items: readonly T[], cmp: (a: T, b: T) => number): boolean {
+  for (let i = 1; i < items.length; i++) if (cmp(items[i - 1]!, items[i]!) >= 0) return false;
   return true;
 }

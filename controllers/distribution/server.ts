@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
-import { EMPTY_STATE, type SubjectDeltaLinks } from "../../core/nodestate.ts";
+import { EMPTY_STATE, type SharedPartLinks, type SubjectDeltaLinks } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 import type { AgentAuthResult } from "./tokenauth.ts";
 import type { NodeStreamState } from "../../kube/metrics.ts";
@@ -95,6 +95,11 @@ export class DistributionServer {
   /** Sends the compiler's per-subject deltas as they are wherever they link what a node holds to what it should hold. */
   followSubjectDeltas(links: SubjectDeltaLinks): void {
     this.differ.subjectDeltas = links;
+  }
+
+  /** Sends the source's recorded deltas of the shared parts (ipcache, identities, rules) instead of diffing them. */
+  followSharedDeltas(links: SharedPartLinks): void {
+    this.differ.sharedDeltas = links;
   }
 
   /** Called whenever an agent acknowledges or refuses (e.g. to refresh policy status). */

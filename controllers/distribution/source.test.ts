@@ -191,3 +191,34 @@ test("sync reconciles with the caches as they are now: added, changed and remove
   assert.deepEqual(src.stateFor("n1").policies, [{ subject: 256, ingressEnforced: false, egressEnforced: false, entries: [] }], "a policy gone from the cache is removed");
   assert.deepEqual(src.stateFor("n1").policyGenerations, []);
 });
+
+test("a pod or identity change records the shared part's delta from the change: what moved, and nothing else", () => {
+  const pods = [pod("web", "web", 256, "n1", "10.0.1.5")];
+  const live = { list: () => [...pods] } as unknown as Informer<PodObject>; // the cache as it is at each call
+  const src = new NodeStateSource(live, cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const before = src.stateFor("n1");
+  // A second pod appears and one identity's labels change.
+  const db = pod("db", "db", 257, "n1", "10.0.1.6");
+  pods.push(db);
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPod({ type: "add", obj: db });
+  const after = src.stateFor("n1");
+  const ipc = src.sharedDeltas.between("ipcache", before.ipcache, after.ipcache);
+  assert.deepEqual(ipc?.ipcacheUpserts, [{ prefix: "10.0.1.6/32", identity: 257, node: "192.0.2.1", pod: "ns/db" }]);
+  assert.deepEqual(ipc?.ipcacheRemovals, []);
+  const ids = src.sharedDeltas.between("identities", before.identities, after.identities);
+  assert.deepEqual(ids?.identityUpserts.map((i) => i.id), [257]);
+  assert.equal(after.ipcache.find((e) => e.prefix === "10.0.1.5/32"), before.ipcache.find((e) => e.prefix === "10.0.1.5/32"), "an unchanged entry keeps its object");
+  // The pod goes: its address is the only removal; an agent two changes behind gets both as one.
+  pods.pop();
+  src.onPod({ type: "delete", obj: db });
+  const gone = src.stateFor("n1");
+  assert.deepEqual(src.sharedDeltas.between("ipcache", after.ipcache, gone.ipcache)?.ipcacheRemovals, ["10.0.1.6/32"]);
+  const both = src.sharedDeltas.between("ipcache", before.ipcache, gone.ipcache);
+  assert.deepEqual(both?.ipcacheUpserts, []);
+  assert.deepEqual(both?.ipcacheRemovals, ["10.0.1.6/32"], "a prefix added then removed is a removal (a no-op on an agent that never held it)");
+  // A status-only identity write changes nothing: no new list.
+  src.onIdentity({ type: "update", old: identity(257, "db"), obj: identity(257, "db") });
+  assert.equal(src.stateFor("n1").identities, gone.identities);
+});

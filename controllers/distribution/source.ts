@@ -1,15 +1,15 @@
-// What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change; a node adds only the compiled policy of the identities its pods have.
+// What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
-import { SubjectDeltaLinks } from "../../core/nodestate.ts";
+import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, sameIPCacheEntry, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
 import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../../kube/objects.ts";
-import { type NodeObject, nodeAddresses } from "../node.ts";
+import { type NodeObject, nodeAddresses, sameNodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
@@ -55,19 +55,24 @@ export class NodeStateSource {
 
   // Built lazily once per change (dirty flags), shared by every node.
   private podsDirty = true;
-  private identitiesDirty = true;
+  /** Identities whose labels may have changed since the shared identity list was built. */
+  private readonly identitiesTouched = new Set<number>();
   private policiesDirty = true;
   private readonly shared: SharedParts = { ipcache: [], identities: [], rules: [], policyGenerations: [] };
   private hostedByNode = new Map<string, readonly number[]>();
-  /** identity → "name/protocol" → container port numbers, from the pods that have the identity. */
-  private namedPorts = new Map<number, Map<string, number[]>>();
-  private namedPortsKey = "[]";
+  /** identity → port name → protocol → container port numbers (sorted), from the pods that have the identity. */
+  private namedPorts: NamedPorts = new Map();
+  /** The entries of the shared identity list and rule table by id, to tell what a change moved. */
+  private readonly identityEntries = new Map<number, IdentityLabels>();
+  private readonly ruleEntries = new Map<number, NodeState["rules"][number]>();
   /** Compiled policy per subject identity, shared by every node hosting it; replaced only when the compiler's delta touches the subject. */
   private readonly subjectPolicies = new Map<number, SubjectPolicy>();
   /** The compiler's changes since the subject policies were last brought up to date, netted per key. */
   private pending = new DeltaCollector();
   /** Each replaced subject policy linked to its predecessor by the compiler's delta: what the distribution sends. */
   readonly subjectDeltas = new SubjectDeltaLinks();
+  /** Each replaced shared part linked to its predecessor by the delta computed from the change: what the distribution sends. */
+  readonly sharedDeltas = new SharedPartLinks();
 
   constructor(
     private readonly pods: Informer<PodObject>,
@@ -79,6 +84,7 @@ export class NodeStateSource {
     for (const r of RESERVED_IDENTITIES) {
       this.compiler.upsertIdentity(r.id, r.labels, this.pending);
       this.identityLabels.set(r.id, r.labels);
+      this.identitiesTouched.add(r.id);
     }
   }
 
@@ -124,7 +130,7 @@ export class NodeStateSource {
       this.identityLabels.set(n, labels);
       this.compiler.upsertIdentity(n, labels, this.pending);
     }
-    this.identitiesDirty = true;
+    this.identitiesTouched.add(n);
     return "all";
   };
 
@@ -159,28 +165,32 @@ export class NodeStateSource {
   readonly onPod = (ev: InformerEvent<PodObject>): Affected => {
     const before = ev.type === "update" ? ev.old : ev.type === "delete" ? ev.obj : undefined;
     const after = ev.type === "delete" ? undefined : ev.obj;
-    const view = (p: PodObject | undefined): { ips: string; hosted: string; ports: string } => {
-      const id = p && podNeedsIdentity(p) ? this.identityOf(p) : undefined;
-      if (!p || id === undefined) return { ips: "", hosted: "", ports: "" };
-      const named = (p.spec?.containers ?? []).flatMap((c) => (c.ports ?? []).filter((port) => port.name));
-      return { ips: `${id}|${p.spec?.nodeName ?? ""}|${podIPs(p).join(",")}`, hosted: `${id}|${p.spec?.nodeName ?? ""}`, ports: named.length > 0 ? `${id}|${JSON.stringify(named)}` : "" };
-    };
-    const a = view(before);
-    const b = view(after);
-    if (a.ips === b.ips && a.hosted === b.hosted && a.ports === b.ports) return [];
+    const a = this.podView(before);
+    const b = this.podView(after);
+    const hostedMoved = a.id !== b.id || a.node !== b.node;
+    // The ipcache holds (address, identity, node) of pods that have addresses; the named ports resolve per identity.
+    const ipsMoved = (a.ips.length > 0 || b.ips.length > 0) && (hostedMoved || !sameStrings(a.ips, b.ips));
+    const portsMoved = (a.ports.length > 0 || b.ports.length > 0) && (a.id !== b.id || !sameContainerPorts(a.ports, b.ports));
+    if (!hostedMoved && !ipsMoved && !portsMoved) return [];
     this.podsDirty = true;
-    if (a.ips !== b.ips && (a.ips.split("|")[2] || b.ips.split("|")[2])) return "all";
-    if (a.ports !== b.ports) return "all"; // named ports may move entries of any node's subjects
+    if (ipsMoved || portsMoved) return "all"; // named ports may move entries of any node's subjects
     return [...new Set([before?.spec?.nodeName, after?.spec?.nodeName].filter((n): n is string => !!n))];
   };
 
   /** Informer handler for nodes: a node's addresses are in every node's ipcache. */
   readonly onNode = (ev: InformerEvent<NodeObject>): Affected => {
-    const addrs = (n: NodeObject | undefined): string => JSON.stringify(n ? nodeAddresses(n) : []);
-    if (ev.type === "update" && addrs(ev.old) === addrs(ev.obj)) return [ev.obj.metadata.name];
+    if (ev.type === "update" && sameNodeAddresses(nodeAddresses(ev.old), nodeAddresses(ev.obj))) return [ev.obj.metadata.name];
     this.podsDirty = true; // node IPs are the tunnel endpoints of pod entries
     return "all";
   };
+
+  /** What of a pod the node states depend on (nothing, for a pod without an identity). */
+  private podView(p: PodObject | undefined): PodView {
+    const id = p && podNeedsIdentity(p) ? this.identityOf(p) : undefined;
+    if (!p || id === undefined) return NO_POD;
+    const ports = (p.spec?.containers ?? []).flatMap((c) => (c.ports ?? []).filter((port) => port.name));
+    return { id, node: p.spec?.nodeName ?? "", ips: podIPs(p), ports };
+  }
 
   private identityOf(pod: PodObject): number | undefined {
     const n = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
@@ -251,7 +261,7 @@ export class NodeStateSource {
         this.cidrIdentities.set(prefix, r.value.id);
         this.compiler.upsertIdentity(r.value.id, r.value.labels, this.pending);
         this.identityLabels.set(r.value.id, r.value.labels);
-        this.identitiesDirty = true;
+        this.identitiesTouched.add(r.value.id);
         this.podsDirty = true;
       }
     }
@@ -263,17 +273,17 @@ export class NodeStateSource {
         this.cidrIdentities.delete(prefix);
         this.compiler.removeIdentity(id, this.pending);
         this.identityLabels.delete(id);
-        this.identitiesDirty = true;
+        this.identitiesTouched.add(id);
         this.podsDirty = true;
       }
     };
   }
 
   private namedPortsOf(id: number, name: string, protocol: Protocol): readonly number[] {
-    const byName = this.namedPorts.get(id);
-    if (!byName) return [];
-    if (protocol !== "ANY") return byName.get(`${name}/${protocol}`) ?? [];
-    return [...new Set(["TCP", "UDP", "SCTP"].flatMap((p) => byName.get(`${name}/${p}`) ?? []))];
+    const byProtocol = this.namedPorts.get(id)?.get(name);
+    if (!byProtocol) return [];
+    if (protocol !== "ANY") return byProtocol.get(protocol) ?? [];
+    return [...new Set(["TCP", "UDP", "SCTP"].flatMap((p) => byProtocol.get(p) ?? []))];
   }
 
   /** Rebuilds the shared parts whose inputs changed, once per change however many nodes ask. */
@@ -283,18 +293,60 @@ export class NodeStateSource {
       this.rebuildPods();
     }
     this.applyCompiled();
-    if (this.identitiesDirty) {
-      this.identitiesDirty = false;
-      const identities = [...this.identityLabels].sort(([a], [b]) => a - b).map(([id, labels]) => ({ id, labels: labels.labels.map(formatLabel) }));
-      this.shared.identities = keepIfSame(this.shared.identities, identities);
-    }
+    if (this.identitiesTouched.size > 0) this.refreshIdentities();
     if (this.policiesDirty) {
       this.policiesDirty = false;
-      const rules = [...this.compiler.ruleTable()].sort(([a], [b]) => a - b).map(([id, origin]) => ({ id, origin }));
-      this.shared.rules = keepIfSame(this.shared.rules, rules);
-      const gens = [...this.compiled.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      this.shared.policyGenerations = keepIfSame(this.shared.policyGenerations, gens);
+      this.refreshRules();
+      const gens = [...this.compiled.values()].sort((a, b) => comparePrefixes(a.key, b.key));
+      if (!samePolicyGenerations(this.shared.policyGenerations, gens)) this.shared.policyGenerations = gens;
     }
+  }
+
+  /** The identity list from the identities a change touched: only those are compared; the list is replaced (and linked by its delta) when one moved. */
+  private refreshIdentities(): void {
+    const upserts: IdentityLabels[] = [];
+    const removals: number[] = [];
+    for (const id of this.identitiesTouched) {
+      const labels = this.identityLabels.get(id);
+      const held = this.identityEntries.get(id);
+      if (!labels) {
+        if (held && this.identityEntries.delete(id)) removals.push(id);
+        continue;
+      }
+      const formatted = labels.labels.map(formatLabel);
+      if (held && sameStrings(held.labels, formatted)) continue;
+      const entry = { id, labels: formatted };
+      this.identityEntries.set(id, entry);
+      upserts.push(entry);
+    }
+    this.identitiesTouched.clear();
+    if (upserts.length === 0 && removals.length === 0) return;
+    const next = [...this.identityEntries.values()].sort((a, b) => a.id - b.id);
+    this.sharedDeltas.link("identities", this.shared.identities, next, {
+      ...NO_PART_CHANGE,
+      identityUpserts: upserts.sort((a, b) => a.id - b.id),
+      identityRemovals: removals.sort((a, b) => a - b),
+    });
+    this.shared.identities = next;
+  }
+
+  /** The rule table after a policy change; a ruleId is never reused, so what moved is the rules not held before. */
+  private refreshRules(): void {
+    const upserts: NodeState["rules"][number][] = [];
+    const table = this.compiler.ruleTable();
+    for (const [id, origin] of table) {
+      const held = this.ruleEntries.get(id);
+      const rule = { id, origin };
+      if (held && sameRule(held, rule)) continue;
+      this.ruleEntries.set(id, rule);
+      upserts.push(rule);
+    }
+    let dropped = false;
+    for (const id of this.ruleEntries.keys()) if (!table.has(id)) dropped = this.ruleEntries.delete(id);
+    if (upserts.length === 0 && !dropped) return;
+    const next = [...this.ruleEntries.values()].sort((a, b) => a.id - b.id);
+    this.sharedDeltas.link("rules", this.shared.rules, next, { ...NO_PART_CHANGE, ruleUpserts: upserts.sort((a, b) => a.id - b.id) });
+    this.shared.rules = next;
   }
 
   private rebuildPods(): void {
@@ -308,7 +360,7 @@ export class NodeStateSource {
     }
     for (const [prefix, identity] of this.cidrIdentities) if (!out.has(prefix)) out.set(prefix, { prefix, identity });
     const hosted = new Map<string, Set<number>>();
-    const ports = new Map<number, Map<string, Set<number>>>();
+    const ports = new Map<number, Map<string, Map<string, Set<number>>>>();
     for (const pod of this.pods.list()) {
       const id = this.identityOf(pod);
       if (id === undefined || !podNeedsIdentity(pod)) continue;
@@ -323,35 +375,43 @@ export class NodeStateSource {
           if (!p.name || !Number.isInteger(p.containerPort)) continue;
           let byName = ports.get(id);
           if (!byName) ports.set(id, (byName = new Map()));
-          const k = `${p.name}/${p.protocol ?? "TCP"}`;
-          let set = byName.get(k);
-          if (!set) byName.set(k, (set = new Set()));
+          let byProtocol = byName.get(p.name);
+          if (!byProtocol) byName.set(p.name, (byProtocol = new Map()));
+          const protocol = p.protocol ?? "TCP";
+          let set = byProtocol.get(protocol);
+          if (!set) byProtocol.set(protocol, (set = new Set()));
           set.add(p.containerPort);
         }
       }
       const node = nodeName ? nodeIPs.get(nodeName) : undefined;
       for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
     }
-    // An unchanged entry keeps its object (and an unchanged ipcache its array): deltas then compare by reference, without serialising.
+    // An unchanged entry keeps its object; what moved is the ipcache's delta, computed here once for every node.
     const prev = new Map(this.shared.ipcache.map((e) => [e.prefix, e]));
-    let reused = 0;
+    const upserts: IPCacheEntry[] = [];
     const entries = [...out.values()].map((e) => {
       const p = prev.get(e.prefix);
-      if (p && p.identity === e.identity && p.node === e.node && p.pod === e.pod) {
-        reused++;
-        return p;
-      }
+      if (p && sameIPCacheEntry(p, e)) return p;
+      upserts.push(e);
       return e;
     });
-    if (reused !== entries.length || entries.length !== this.shared.ipcache.length)
-      this.shared.ipcache = entries.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+    const removals = entries.length - upserts.length === prev.size ? [] : [...prev.keys()].filter((prefix) => !out.has(prefix));
+    if (upserts.length > 0 || removals.length > 0) {
+      const next = entries.sort((a, b) => comparePrefixes(a.prefix, b.prefix));
+      this.sharedDeltas.link("ipcache", this.shared.ipcache, next, {
+        ...NO_PART_CHANGE,
+        ipcacheUpserts: upserts.sort((a, b) => comparePrefixes(a.prefix, b.prefix)),
+        ipcacheRemovals: removals.sort(comparePrefixes),
+      });
+      this.shared.ipcache = next;
+    }
     this.hostedByNode = new Map([...hosted].map(([n, s]) => [n, [...s].sort((a, b) => a - b)]));
-    const namedPorts = new Map([...ports].map(([id, m]) => [id, new Map([...m].map(([k, s]) => [k, [...s].sort((a, b) => a - b)]))]));
-    const key = JSON.stringify([...namedPorts].sort(([a], [b]) => a - b).map(([id, m]) => [id, [...m].sort()]));
-    if (key !== this.namedPortsKey) {
+    const namedPorts: NamedPorts = new Map(
+      [...ports].map(([id, byName]) => [id, new Map([...byName].map(([name, byProtocol]) => [name, new Map([...byProtocol].map(([p, set]) => [p, [...set].sort((a, b) => a - b)]))]))]),
+    );
+    if (!sameNamedPorts(this.namedPorts, namedPorts)) {
       // Named ports resolve at compile time: recompile with the new ports (rare: container ports are immutable, so this follows pods coming and going).
       this.namedPorts = namedPorts;
-      this.namedPortsKey = key;
       this.compiler.recompileAll(this.pending);
     }
   }
@@ -375,9 +435,34 @@ function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) =
   }
 }
 
-/** `prev` when `next` has the same content, so an unchanged part keeps its identity (and per-node comparisons stay by reference). */
-function keepIfSame<T>(prev: readonly T[], next: readonly T[]): readonly T[] {
-  return prev.length === next.length && JSON.stringify(prev) === JSON.stringify(next) ? prev : next;
+type NamedPorts = ReadonlyMap<number, ReadonlyMap<string, ReadonlyMap<string, readonly number[]>>>;
+type ContainerPort = NonNullable<NonNullable<NonNullable<PodObject["spec"]>["containers"]>[number]["ports"]>[number];
+
+/** What of a pod the node states depend on: its identity, node, addresses and named container ports. */
+interface PodView {
+  readonly id: number | undefined;
+  readonly node: string | undefined;
+  readonly ips: readonly string[];
+  readonly ports: readonly ContainerPort[];
+}
+const NO_POD: PodView = { id: undefined, node: undefined, ips: [], ports: [] };
+
+function sameContainerPorts(a: readonly ContainerPort[], b: readonly ContainerPort[]): boolean {
+  return a.length === b.length && a.every((p, i) => p.name === b[i]!.name && p.containerPort === b[i]!.containerPort && p.protocol === b[i]!.protocol);
+}
+
+/** Same identities, names, protocols and port lists (each list sorted). */
+function sameNamedPorts(a: NamedPorts, b: NamedPorts): boolean {
+  const sameMap = <K, V>(x: ReadonlyMap<K, V>, y: ReadonlyMap<K, V>, same: (v: V, w: V) => boolean): boolean => {
+    if (x.size !== y.size) return false;
+    for (const [k, v] of x) {
+      const w = y.get(k);
+      if (w === undefined || !same(v, w)) return false;
+    }
+    return true;
+  };
+  const samePorts = (x: readonly number[], y: readonly number[]): boolean => x.length === y.length && x.every((n, i) => n === y[i]);
+  return sameMap(a, b, (x, y) => sameMap(x, y, (u, v) => sameMap(u, v, samePorts)));
 }
 
 function podIPs(pod: PodObject): string[] {
