@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { BlockList, isIP } from "node:net";
 import fc from "fast-check";
-import { type IPFamily, canonicalPrefix, formatIP, makePrefix, parseHostPort, parseIP, parsePrefix, prefixContains } from "./cidr.ts";
+import { type IPFamily, canonicalPrefix, formatIP, hostPrefix, makePrefix, parseHostPort, parseIP, parsePrefix, prefixContains } from "./cidr.ts";
 
 const netFamily = (f: IPFamily): "ipv4" | "ipv6" => (f === 4 ? "ipv4" : "ipv6");
 const total = (f: IPFamily): number => (f === 4 ? 32 : 128);
@@ -121,4 +121,9 @@ test("HOST:PORT splits for names, IPv4 and bracketed IPv6; a bare IPv6, a missin
     { numRuns: 2_000 },
   );
   for (const bad of ["9443", "::1:9443", "127.0.0.1:70000", "127.0.0.1:", "a b:1", "[::1]"]) assert.equal(parseHostPort(bad), undefined, bad);
+});
+
+test("hostPrefix is the single-address prefix of an IPv4 or IPv6 address", () => {
+  assert.equal(hostPrefix("10.0.0.1"), "10.0.0.1/32");
+  assert.equal(hostPrefix("fd00::1"), "fd00::1/128");
 });

@@ -221,3 +221,8 @@ export function coveringPrefixes(p: Prefix): Prefix[] {
   for (let bits = p.bits; bits >= 0; bits--) out.push(makePrefix(p.family, p.addr, bits));
   return out;
 }
+
+/** The single-address prefix of an IP: "10.0.0.1" → "10.0.0.1/32", "fd00::1" → "fd00::1/128". */
+export function hostPrefix(ip: string): string {
+  return ip.includes(":") ? `${ip}/128` : `${ip}/32`;
+}

@@ -8,7 +8,8 @@ import { entryKeyString } from "../core/policy/mapstate.ts";
 import { type Downstream, type NodeState, type SubjectDelta, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
-import { RESERVED_IDENTITIES } from "../core/identity.ts";
+import { IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
+import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
 import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
@@ -25,7 +26,7 @@ import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
-export const INIT_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "init")?.id ?? 5;
+export const INIT_IDENTITY = IDENTITY.init;
 
 const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
@@ -637,8 +638,8 @@ export function endpointEntry(ip: string, ifindex: number, state: NodeState, mod
   return { ip, ifindex, identity, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
 }
 
-const HOST_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "host")?.id ?? 1;
-const REMOTE_NODE_IDENTITY = RESERVED_IDENTITIES.find((r) => r.name === "remote-node")?.id ?? 6;
+const HOST_IDENTITY = IDENTITY.host;
+const REMOTE_NODE_IDENTITY = IDENTITY.remoteNode;
 
 /**
  * The ipcache as the datapath needs it: the operator's prefixes (tunnelled to their node unless it
@@ -668,7 +669,6 @@ function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
   return a.cidr === b.cidr && a.identity === b.identity && a.tunnelEndpoint === b.tunnelEndpoint && a.node === b.node;
 }
 
-const hostPrefix = (ip: string): string => (ip.includes(":") ? `${ip}/128` : `${ip}/32`);
 
 /**
  * Encodes everything the state would write, so a bad value is refused before any map changes; the

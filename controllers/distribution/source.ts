@@ -2,6 +2,7 @@
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
+import { hostPrefix } from "../../core/cidr.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
 import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, sameIPCacheEntry, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
@@ -471,6 +472,3 @@ function podIPs(pod: PodObject): string[] {
   return ips;
 }
 
-function hostPrefix(ip: string): string {
-  return ip.includes(":") ? `${ip}/128` : `${ip}/32`;
-}

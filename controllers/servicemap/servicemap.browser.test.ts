@@ -191,10 +191,12 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
     ]);
     try {
       const port = (await op.waitForLog((l) => l.msg === "service map listening")).port as number;
-      const g = await eventually("the operator's map to hold the flows", async () => {
+      // The flows and the Service arrive on their own paths (observer stream, Service informer): wait for both.
+      const g = await eventually("the operator's map to hold the flows and the Service", async () => {
         const res = await fetch(`http://127.0.0.1:${port}/servicemap/graph.json`);
         const body = (await res.json()) as ServiceGraph;
-        return body.edges.some((e) => e.verdict === "denied" && e.port === 9000 && e.to === "pod:shop/web-0") ? body : undefined;
+        const flows = body.edges.some((e) => e.verdict === "denied" && e.port === 9000 && e.to === "pod:shop/web-0");
+        return flows && body.services.some((s) => s.id === "svc:shop/web") ? body : undefined;
       });
       assert.ok(g.services.some((s) => s.id === "svc:shop/web"), "the Service from the API server");
       const page = await fetch(`http://127.0.0.1:${port}/servicemap`);
