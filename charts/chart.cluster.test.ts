@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
-import { CHART_DIR, objectKey, parseManifest, setArgs, type K8sObject } from "./testing.ts";
+import { CHART_DIR, objectKey, parseManifest, setArgs, type K8sObject } from "../localcluster/chart.ts";
 
 const RELEASE = "membrane";
 const NS = "membrane-chart-test";

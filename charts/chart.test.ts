@@ -5,7 +5,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rea
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CHART_CRDS_DIR, GENERATED_DIR, crdDrift } from "./crds.ts";
-import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "./testing.ts";
+import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "../localcluster/chart.ts";
 
 const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
   default: {},

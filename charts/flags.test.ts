@@ -3,7 +3,7 @@ import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { parseManifest, renderText, type K8sObject } from "./testing.ts";
+import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 

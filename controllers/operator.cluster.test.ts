@@ -12,7 +12,7 @@ import { startControlPlane } from "../localcluster/cluster.ts";
 import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION } from "../kube/objects.ts";
 import { AgentClient } from "./testing/agent.ts";
-import { makePki } from "./testing/pki.ts";
+import { makePki } from "../kube/testing/pki.ts";
 import type { Downstream } from "../core/wire.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../core/model.ts";
 import type { NodeState } from "../core/wire.ts";
-import { makePki, type TestPki } from "../controllers/testing/pki.ts";
+import { makePki, type TestPki } from "../kube/testing/pki.ts";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
 import { capturingLogger, until } from "./testing/agent.ts";

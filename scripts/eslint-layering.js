@@ -19,7 +19,7 @@ export const MAY_IMPORT = {
   scripts: "*",
 };
 
-/** Tests and their fixtures (`*.test.ts`, a `testing/` folder, a `testing.ts` file) may import anything. */
+/** Test support: a `*.test.ts` file, a `testing/` folder, a `testing.ts` fixture. Tests may import anything. */
 export function isTestSupport(rel) {
   const parts = rel.split(sep);
   return rel.endsWith(".test.ts") || parts.includes("testing") || parts[parts.length - 1] === "testing.ts";
@@ -39,14 +39,16 @@ const rule = {
     const root = context.options[0]?.root ?? context.cwd;
     const file = relative(root, context.filename);
     const from = file.split(sep)[0];
-    if (file.startsWith("..") || isTestSupport(file) || !(from in MAY_IMPORT)) return {};
+    if (file.startsWith("..") || file.endsWith(".test.ts") || !(from in MAY_IMPORT)) return {};
+    // Fixtures (a testing/ folder, a testing.ts file) follow their folder's row but may use test support.
+    const fixture = isTestSupport(file);
     const allowed = MAY_IMPORT[from];
     function check(node, spec) {
       if (typeof spec !== "string" || !spec.startsWith(".")) return;
       const target = relative(root, resolve(dirname(context.filename), spec));
       if (target.startsWith("..")) return;
       const to = target.split(sep)[0];
-      if (to === "e2e" && from !== "e2e" || isTestSupport(target) && !["e2e", "bench", "localcluster"].includes(from)) {
+      if ((to === "e2e" && from !== "e2e") || (isTestSupport(target) && !fixture && !["e2e", "bench", "localcluster"].includes(from))) {
         context.report({ node, messageId: "testSupport", data: { spec } });
         return;
       }

@@ -38,3 +38,10 @@ test("allowed edges and tests pass: cli → flowapi, a test importing across fol
   assert.deepEqual(await layeringMessages("cli/planted.ts", 'import { readFlows } from "../flowapi/client.ts";\nexport const r = readFlows;\n'), []);
   assert.deepEqual(await layeringMessages("node-agent/planted.test.ts", 'import { Operator } from "../controllers/operator.ts";\nexport const o = Operator;\n'), []);
 });
+
+test("a test fixture in a testing/ folder follows its folder's row, and may use other test support", async () => {
+  const wrong = await layeringMessages("node-agent/testing/planted.ts", 'import type { DistributionServer } from "../../controllers/distribution/server.ts";\nexport type S = DistributionServer;\n');
+  assert.equal(wrong.length, 1);
+  assert.match(wrong[0]!, /node-agent\/ may not import controllers\//);
+  assert.deepEqual(await layeringMessages("node-agent/testing/planted.ts", 'import { makePki } from "../../kube/testing/pki.ts";\nexport const m = makePki;\n'), []);
+});

@@ -6,7 +6,7 @@ import type { Downstream, NodeState } from "../../core/wire.ts";
 import { EMPTY_STATE } from "../../core/nodestate.ts";
 import { AgentClient } from "../testing/agent.ts";
 import { eventually } from "../testing/operator-process.ts";
-import { type TestPki, makePki } from "../testing/pki.ts";
+import { type TestPki, makePki } from "../../kube/testing/pki.ts";
 import { OperatorMetrics } from "../../kube/metrics.ts";
 import { HealthServer } from "../../kube/server.ts";
 import { DistributionServer, nodeStreamState } from "./server.ts";

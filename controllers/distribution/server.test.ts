@@ -6,7 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import type { Downstream, NodeState, Upstream } from "../../core/wire.ts";
 import { AgentClient, DistributionClient } from "../testing/agent.ts";
-import { type TestPki, makePki } from "../testing/pki.ts";
+import { type TestPki, makePki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "./server.ts";
 import { canonicalState } from "../../core/nodestate.ts";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";

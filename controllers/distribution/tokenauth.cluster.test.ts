@@ -12,7 +12,7 @@ import { KubeClient } from "../../kube/kube.ts";
 import { OperatorMetrics } from "../../kube/metrics.ts";
 import { AgentClient } from "../testing/agent.ts";
 import { eventually } from "../testing/operator-process.ts";
-import { type TestPki, makePki } from "../testing/pki.ts";
+import { type TestPki, makePki } from "../../kube/testing/pki.ts";
 import { DistributionServer, nodeStreamState } from "./server.ts";
 import { TokenAuthenticator } from "./tokenauth.ts";
 import { EMPTY_STATE } from "../../core/nodestate.ts";

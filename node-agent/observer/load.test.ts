@@ -10,7 +10,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
-import { makePki, type TestPki } from "../../controllers/testing/pki.ts";
+import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { DROP_REASONS, type DropReasonCode } from "../bpf/layout.ts";
 import { PROTO_NUMBER } from "../../core/model.ts";

@@ -9,10 +9,9 @@ import { promisify } from "node:util";
 import { pino, type Logger } from "pino";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
-import { type TestPki, makePki } from "../../controllers/testing/pki.ts";
+import { type TestPki, makePki } from "../../kube/testing/pki.ts";
 import { NetnsFixture, ifindexIn, waitForLine } from "../bpf/netns.ts";
 import { type EndpointAddRequest, type EndpointDelRequest } from "../cni/agent-socket.ts";
-import type { DistributionServer } from "../../controllers/distribution/server.ts";
 import type { Datapath } from "../bpf/datapath.ts";
 import type { NodeAgent } from "../agent.ts";
 
@@ -130,7 +129,7 @@ export class AgentTestbed {
 /** Stops what an agent test started, in order, then removes the testbed; tolerant of parts never started. */
 export async function teardownAgentTest(
   tb: AgentTestbed,
-  parts: { agent?: NodeAgent; server?: DistributionServer; dp?: Datapath },
+  parts: { agent?: NodeAgent; server?: { close(): Promise<void> }; dp?: Datapath },
 ): Promise<void> {
   await parts.agent?.stop();
   await parts.server?.close();

@@ -1,14 +1,14 @@
-// Test support for the chart: finds helm, renders the chart into objects, and normalises what is random (generated certificates).
+// The chart rendered with the local cluster's helm (lint, template, golden files): finds helm, renders the chart into objects, and normalises what is random (generated certificates).
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments, stringify } from "yaml";
-import { ensureControlPlaneBuilt } from "../localcluster/cluster.ts";
+import { ensureControlPlaneBuilt } from "./cluster.ts";
 
-export const CHART_DIR = fileURLToPath(new URL("./membrane", import.meta.url));
-export const TESTDATA_DIR = fileURLToPath(new URL("./testdata", import.meta.url));
+export const CHART_DIR = fileURLToPath(new URL("../charts/membrane", import.meta.url));
+export const TESTDATA_DIR = fileURLToPath(new URL("../charts/testdata", import.meta.url));
 export const RELEASE = "membrane";
 export const NAMESPACE = "membrane-system";
 /** The Kubernetes version the local control plane runs (localcluster/controlplane/go.mod). */

@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { writeAgentPki } from "../../kube/pki.ts";
+import { writeAgentPki } from "../pki.ts";
 
 export interface TestPki {
   readonly dir: string;
