@@ -92,13 +92,17 @@ export function policyConditions(
   return [valid, enforced];
 }
 
-export type EnforcementState = "enforced" | "pending" | "refused" | "invalid";
+export type EnforcementState = "enforced" | "partial" | "pending" | "refused" | "invalid";
 
-/** The metrics' view of the conditions: invalid, refused by a node, enforced on every concerned node, or still pending. */
+/**
+ * The metrics' view of the conditions: invalid, refused by a node, enforced on every concerned node,
+ * partial (valid, but some rules are not enforced by this build: RulesNotEnforced), or still pending.
+ */
 export function enforcementState(conditions: readonly ConditionInput[]): EnforcementState {
   if (conditions.some((c) => c.type === "Valid" && c.status === "False")) return "invalid";
   const e = conditions.find((c) => c.type === "Enforced");
   if (e?.status === "True") return "enforced";
+  if (e?.reason === "RulesNotEnforced") return "partial";
   return e?.reason === "Refused" ? "refused" : "pending";
 }
 
@@ -110,7 +114,7 @@ export function policyReconciler(d: PolicyDeps): Reconciler {
   const state = new Map<string, "valid" | "invalid">();
   const enforcementStates = new Map<string, EnforcementState>();
   const countEnforcement = (): void => {
-    const counts: Record<EnforcementState, number> = { enforced: 0, pending: 0, refused: 0, invalid: 0 };
+    const counts: Record<EnforcementState, number> = { enforced: 0, partial: 0, pending: 0, refused: 0, invalid: 0 };
     for (const s of enforcementStates.values()) counts[s]++;
     for (const [s, n] of Object.entries(counts)) d.metrics.policyEnforcement.set({ kind, state: s }, n);
   };

@@ -43,7 +43,7 @@ export class OperatorMetrics {
   });
   readonly policyEnforcement = new Gauge({
     name: "membrane_operator_policies_enforcement",
-    help: "Policies by kind and enforcement state (enforced, pending, refused, invalid).",
+    help: "Policies by kind and enforcement state (enforced, partial: some rules not enforced yet, pending, refused, invalid).",
     labelNames: ["kind", "state"] as const,
     registers: [this.registry],
   });

@@ -11,6 +11,18 @@ import { OperatorMetrics } from "../../kube/metrics.ts";
 import { HealthServer } from "../../kube/server.ts";
 import { DistributionServer, nodeStreamState } from "./server.ts";
 import { enforcementState, policyConditions } from "../policy.ts";
+import { parsePolicyObject } from "../../core/parser/index.ts";
+
+/** A CNP with an HTTP rule: valid, but this build does not enforce L7 rules yet. */
+const l7Policy = {
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "api", namespace: "default" },
+  spec: {
+    endpointSelector: { matchLabels: { app: "api" } },
+    ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }],
+  },
+};
 
 const metrics = new OperatorMetrics();
 let pki: TestPki | undefined;
@@ -102,6 +114,10 @@ describe("operator metrics", () => {
     assert.equal(enforcementState(policyConditions(ok, 1, 2, { acknowledged: 1, refused: [] })), "pending");
     assert.equal(enforcementState(policyConditions(ok, 1, 2, { acknowledged: 1, refused: [{ node: "n", message: "full" }] })), "refused");
     assert.equal(enforcementState(policyConditions(bad, 1, 2, { acknowledged: 0, refused: [] })), "invalid");
+    // A policy whose L7 rules this build does not enforce is "partial", not "pending", whatever the nodes acknowledged.
+    const l7 = parsePolicyObject(l7Policy);
+    assert.ok(l7.ok);
+    assert.equal(enforcementState(policyConditions(l7, 1, 2, { acknowledged: 2, refused: [] })), "partial");
     metrics.policyEnforcement.set({ kind: "CiliumNetworkPolicy", state: "refused" }, 1);
     assert.equal((await scrape("membrane_operator_policies_enforcement")).get('{kind="CiliumNetworkPolicy",state="refused"}'), 1);
   });
