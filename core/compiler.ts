@@ -18,11 +18,13 @@ import {
 } from "./policy/resolution.ts";
 import { DeltaCollector, compareEntries, type Delta, type DirectionEntries } from "./policy/mapstate.ts";
 import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts";
+import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
 export { DeltaCollector } from "./policy/mapstate.ts";
 export type { Delta } from "./policy/mapstate.ts";
+export { serviceBackends, type ServiceBackends, type ServiceEndpoints } from "./policy/services.ts";
 
 export interface CompilerOptions {
   readonly namedPorts?: NamedPortResolver;
@@ -73,9 +75,10 @@ export class PolicyCompiler {
   /** Peers to recompute per subject direction, filled by the selector cache as identities come and go. */
   private readonly dirty = new Map<DirectionUser, Set<number>>();
   private readonly ctx: ResolutionContext;
+  private readonly services = new ServiceIndex();
 
   constructor(opts: CompilerOptions = {}) {
-    this.selectorCache = new PartitionedSelectorCache({ clusterName: opts.clusterName });
+    this.selectorCache = new PartitionedSelectorCache({ clusterName: opts.clusterName, services: this.services });
     this.repository = new PolicyRepository(this.selectorCache);
     this.proxyPorts = new ProxyPortAllocator(opts.proxyPorts);
     this.ctx = {
@@ -143,6 +146,23 @@ export class PolicyCompiler {
     this.repository.remove(key);
     for (const subject of before) this.rebuildSubject(subject, key, d);
     return into ? [] : d.deltas(this.enforcementOf);
+  }
+
+  /**
+   * Replaces the Services toServices entries select through (every Service with its backends);
+   * the entries of the peers whose selection moved are recomputed.
+   */
+  setServices(services: readonly ServiceBackends[], into?: DeltaCollector): Delta[] {
+    if (!this.services.set(services)) return [];
+    const d = into ?? new DeltaCollector();
+    this.selectorCache.servicesChanged();
+    this.recomputeDirty(undefined, d);
+    return into ? [] : d.deltas(this.enforcementOf);
+  }
+
+  /** The addresses (host prefixes) of Services without a selector that toServices entries in force select: they need CIDR identities. */
+  servicePrefixes(): string[] {
+    return this.services.prefixesOf(this.selectorCache.serviceSelectors());
   }
 
   /** Recompiles everything (e.g. after named ports changed); returns the net delta. */
@@ -257,7 +277,7 @@ export class PolicyCompiler {
   }
 
   /** Recomputes the peers the selector cache marked, except in `rebuilt`'s own state (just built from scratch or gone). */
-  private recomputeDirty(rebuilt: number, d: DeltaCollector): void {
+  private recomputeDirty(rebuilt: number | undefined, d: DeltaCollector): void {
     const dirty = [...this.dirty];
     this.dirty.clear();
     for (const [user, peers] of dirty) {

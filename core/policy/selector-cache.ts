@@ -5,6 +5,7 @@ import { matchesSelector } from "../selector.ts";
 import { entitySelectors } from "../entities.ts";
 import { parsePrefix, prefixContains, formatPrefix, type Prefix } from "../cidr.ts";
 import { fqdnMatches, identityNames, isPolicySubject } from "../peer-match.ts";
+import { type ServiceIndex, type ServicePeer, serviceCanonical } from "./services.ts";
 
 /**
  * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
@@ -150,10 +151,36 @@ export function fqdnMatcher(matchName?: string, matchPattern?: string): Identity
 }
 
 /**
- * A rule peer as a matcher. `service` peers select nothing here: their backends are addresses that
- * the compiler resolves, so failing closed is the only safe reading at this stage.
+ * toServices: the identities of the pods behind the selected Services' EndpointSlices, and the CIDR
+ * identities of the addresses of selected Services without a selector. The selection follows
+ * `services` (the compiler re-evaluates these matchers when it changes); no Service, no backend:
+ * nothing.
  */
-export function peerMatcher(peer: Peer, clusterName?: string): IdentityMatcher {
+export function serviceMatcher(peer: ServicePeer, services: ServiceIndex): IdentityMatcher {
+  return {
+    canonical: serviceCanonical(peer),
+    // Backends are pods (their identities carry the namespace label) or CIDR identities.
+    anchors: [`K|${LABEL_SOURCE.k8s}:${POD_NAMESPACE_LABEL}`, `S|${LABEL_SOURCE.cidr}`],
+    matches: (id, labels) => {
+      const sel = services.selection(peer);
+      if (sel.identities.has(id)) return true;
+      if (sel.prefixes.size === 0) return false;
+      const p = identityPrefixOf(labels);
+      return p !== undefined && p.bits === (p.family === 4 ? 32 : 128) && sel.prefixes.has(formatPrefix(p));
+    },
+  };
+}
+
+/** Whether a selector-cache key is a toServices entry's (whose selection follows the Services, not only the identities). */
+export function isServiceCanonical(canonical: string): boolean {
+  return canonical.startsWith("service:");
+}
+
+/**
+ * A rule peer as a matcher. Without the Services (`services` absent), `service` peers select
+ * nothing: failing closed is the only safe reading.
+ */
+export function peerMatcher(peer: Peer, clusterName?: string, services?: ServiceIndex): IdentityMatcher {
   switch (peer.kind) {
     case "any":
       return ANY_MATCHER;
@@ -166,7 +193,7 @@ export function peerMatcher(peer: Peer, clusterName?: string): IdentityMatcher {
     case "fqdn":
       return fqdnMatcher(peer.matchName, peer.matchPattern);
     case "service":
-      return nothingMatcher(`service:${JSON.stringify([peer.namespace ?? null, peer.name ?? null, peer.selector?.canonical ?? null])}`);
+      return services ? serviceMatcher(peer, services) : nothingMatcher(`${serviceCanonical(peer)} (no services)`);
   }
 }
 
@@ -218,10 +245,10 @@ export const ALL_KNOWN_MATCHER: PinnedMatcher = { canonical: "known:*", matches:
 
 /**
  * A rule peer as the compiled map sees it. fromRequires/toRequires narrow endpoint selectors only
- * (as in Cilium), never entities or CIDRs. `service` peers select services whose backends are not
- * known here, so they match nothing (fail closed) until a service resolver feeds backends in.
+ * (as in Cilium), never entities or CIDRs. `service` peers select the backends of the Services in
+ * `services` (nothing without it: fail closed).
  */
-export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clusterName?: string): RulePeerSelection {
+export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clusterName?: string, services?: ServiceIndex): RulePeerSelection {
   switch (peer.kind) {
     case "any":
       return WILDCARD;
@@ -247,7 +274,7 @@ export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clu
     case "fqdn":
       return { kind: "identities", matcher: fqdnMatcher(peer.matchName, peer.matchPattern) };
     case "service":
-      return NOTHING;
+      return services ? { kind: "identities", matcher: serviceMatcher(peer, services) } : NOTHING;
   }
 }
 
@@ -387,6 +414,38 @@ export class SelectorCache {
       if (now) entry.selections.add(id);
       else entry.selections.delete(id);
       changes.push({ canonical: entry.canonical, added: now ? [id] : [], removed: now ? [] : [id] });
+    }
+    return sortChanges(changes);
+  }
+
+  /**
+   * Evaluates again the selectors `which` picks, against every identity that can match them: for
+   * matchers whose data changed (a toServices entry when the Services did). Returns what changed.
+   */
+  reevaluate(which: (canonical: string) => boolean): SelectionChange[] {
+    const changes: SelectionChange[] = [];
+    for (const entry of this.entries.values()) {
+      if (!which(entry.canonical)) continue;
+      const m = entry.matcher;
+      const candidates = new Set<number>(entry.selections);
+      if (m.anchors === undefined) for (const id of this.identityLabels.keys()) candidates.add(id);
+      else for (const a of m.anchors) for (const id of this.idsByAnchor.get(a) ?? []) candidates.add(id);
+      const added: number[] = [];
+      const removed: number[] = [];
+      for (const id of candidates) {
+        const was = entry.selections.has(id);
+        const now = m.matches(id, this.identityLabels.get(id)!);
+        if (was === now) continue;
+        if (now) {
+          entry.selections.add(id);
+          added.push(id);
+        } else {
+          entry.selections.delete(id);
+          removed.push(id);
+        }
+      }
+      if (added.length > 0 || removed.length > 0)
+        changes.push({ canonical: entry.canonical, added: added.sort((a, b) => a - b), removed: removed.sort((a, b) => a - b) });
     }
     return sortChanges(changes);
   }

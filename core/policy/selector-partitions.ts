@@ -1,7 +1,8 @@
 // The policy pipeline's selector cache: split by namespace, with typed users told which identities their selectors gained or lost.
 import type { LabelSet, Peer, Selector } from "../model.ts";
 import { POD_NAMESPACE_LABEL } from "../labels.ts";
-import { SelectorCache, rulePeerSelection, type PinnedMatcher, type RulePeerSelection, type SelectionChange } from "./selector-cache.ts";
+import { SelectorCache, isServiceCanonical, rulePeerSelection, type PinnedMatcher, type RulePeerSelection, type SelectionChange } from "./selector-cache.ts";
+import type { ServiceIndex } from "./services.ts";
 
 /**
  * Whoever depends on a selector's selection (a subject's direction, the repository's subject index).
@@ -18,6 +19,8 @@ function namespaceOf(labels: LabelSet): string | undefined {
 export interface PartitionedSelectorCacheOptions {
   /** The local cluster's name, for the `cluster` entity. */
   readonly clusterName?: string;
+  /** The Services toServices entries select through (without it they select nothing). */
+  readonly services?: ServiceIndex;
 }
 
 /**
@@ -35,14 +38,28 @@ export class PartitionedSelectorCache {
   /** selector canonical → user → number of its uses */
   private readonly users = new Map<string, Map<SelectionUser, number>>();
   private readonly clusterName: string | undefined;
+  private readonly services: ServiceIndex | undefined;
 
   constructor(opts: PartitionedSelectorCacheOptions = {}) {
     this.clusterName = opts.clusterName;
+    this.services = opts.services;
   }
 
   /** What a rule peer selects, with this cluster's name for the `cluster` entity (the one place peers become matchers). */
   peerSelection(peer: Peer, requires: readonly Selector[]): RulePeerSelection {
-    return rulePeerSelection(peer, requires, this.clusterName);
+    return rulePeerSelection(peer, requires, this.clusterName, this.services);
+  }
+
+  /** After the Services changed: evaluates every toServices selection again, then tells the users of each that changed. */
+  servicesChanged(): void {
+    const changes = this.unpinned.reevaluate(isServiceCanonical);
+    for (const c of this.byNamespace.values()) changes.push(...c.reevaluate(isServiceCanonical));
+    this.notify(changes);
+  }
+
+  /** The toServices selections registered now, by canonical. */
+  serviceSelectors(): string[] {
+    return [...this.users.keys()].filter(isServiceCanonical);
   }
 
   /** Registers one use of `m` by `user`; `selections(m.canonical)` is current when this returns. */
