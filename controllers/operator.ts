@@ -10,9 +10,9 @@ import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
-import { CCNPS, CILIUM_NODES, CNPS, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS } from "../kube/resources.ts";
+import { CCNPS, CILIUM_NODES, CNPS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 import { IdentityReconciler } from "./identity.ts";
-import { type IdentityObject, type PodObject } from "../kube/objects.ts";
+import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
 import { selectEndpoints } from "./selection.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
@@ -256,6 +256,9 @@ export class Operator {
     server.followSharedDeltas(source.sharedDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
     const policies = [CNPS, CCNPS, NETWORK_POLICIES].map((resource) => informers.for<PolicyObject>(resource));
+    // toServices selects through Services and their EndpointSlices.
+    const services = informers.for<ServiceObject>(SERVICES);
+    const endpointSlices = informers.for<EndpointSliceObject>(ENDPOINT_SLICES);
     // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
     // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
     const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
@@ -264,7 +267,7 @@ export class Operator {
       reconcile: async (key) => {
         const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
         if (kind) {
-          for (const node of nodesOf(source.sync({ identities, policies }, [kind]))) c.enqueue(node);
+          for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices }, [kind]))) c.enqueue(node);
         } else if (!nodes.get(key)) server.forget(key);
         else server.publish(key, source.stateFor(key));
       },
@@ -275,6 +278,8 @@ export class Operator {
     c.watch(identities, () => [sourceKey("identities")]);
     c.watch(pods, () => [sourceKey("pods")]);
     for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
+    c.watch(services, () => [sourceKey("services")]);
+    c.watch(endpointSlices, () => [sourceKey("services")]);
     this.controllers.push(c);
     return { server, source };
   }

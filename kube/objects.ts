@@ -19,6 +19,20 @@ export interface PodObject extends KubeObject {
   status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
 }
 
+/** What toServices reads of a Service: its labels (metadata) and whether it selects pods. */
+export interface ServiceObject extends KubeObject {
+  spec?: { selector?: Record<string, string> | null };
+}
+
+/** The label by which an EndpointSlice names its Service (same namespace). */
+export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
+
+/** What toServices reads of a discovery.k8s.io/v1 EndpointSlice: its address family and its endpoints' addresses. */
+export interface EndpointSliceObject extends KubeObject {
+  addressType?: string;
+  endpoints?: { addresses?: string[] | null; conditions?: { ready?: boolean | null } }[] | null;
+}
+
 export interface IdentityObject extends KubeObject {
   "security-labels"?: Record<string, string>;
 }

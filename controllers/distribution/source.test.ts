@@ -6,7 +6,7 @@ import { securityLabels } from "../../core/labels.ts";
 import type { Informer } from "../../kube/informer.ts";
 import { keyOf } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
-import { securityLabelsMap, type IdentityObject, type PodObject } from "../../kube/objects.ts";
+import { securityLabelsMap, type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../../kube/objects.ts";
 import type { NodeObject } from "../node.ts";
 import type { PolicyObject } from "../policy.ts";
 import { NodeStateSource } from "./source.ts";
@@ -221,4 +221,45 @@ test("a pod or identity change records the shared part's delta from the change: 
   // A status-only identity write changes nothing: no new list.
   src.onIdentity({ type: "update", old: identity(257, "db"), obj: identity(257, "db") });
   assert.equal(src.stateFor("n1").identities, gone.identities);
+});
+
+test("toServices: a node's compiled egress follows the Service's EndpointSlices (pods by their identity, a selector-less Service's addresses as CIDR identities in the ipcache)", () => {
+  const pods = cache([pod("client", "client", 256, "n1", "10.0.1.5"), pod("db-1", "db", 257, "n2", "10.0.2.5"), pod("db-2", "db2", 258, "n2", "10.0.2.6")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  for (const [n, app] of [[256, "client"], [257, "db"], [258, "db2"]] as const) src.onIdentity({ type: "add", obj: identity(n, app) });
+  const service = (name: string, selector?: Record<string, string>): ServiceObject => ({ metadata: { name, namespace: "ns" }, spec: selector ? { selector } : {} });
+  const slice = (name: string, svc: string, addresses: string[]): EndpointSliceObject => ({
+    metadata: { name, namespace: "ns", labels: { "kubernetes.io/service-name": svc } },
+    addressType: "IPv4",
+    endpoints: addresses.map((a) => ({ addresses: [a] })),
+  });
+  const services = new Map<string, ServiceObject>([["ns/db", service("db", { app: "db" })], ["ns/ext", service("ext")]]);
+  const slices = new Map<string, EndpointSliceObject>([["ns/db-abc", slice("db-abc", "db", ["10.0.2.5"])], ["ns/ext-1", slice("ext-1", "ext", ["203.0.113.7"])]]);
+  const informers = {
+    identities: cache<IdentityObject>([]),
+    policies: [] as Informer<PolicyObject>[],
+    services: { list: () => [...services.values()] } as unknown as Informer<ServiceObject>,
+    endpointSlices: { list: () => [...slices.values()] } as unknown as Informer<EndpointSliceObject>,
+  };
+  src.onPolicy({ type: "add", obj: cnpOf("to-db", { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toServices: [{ k8sService: { serviceName: "db" } }, { k8sService: { serviceName: "ext" } }] }] }) });
+  src.sync(informers, ["services"]);
+  const egressPeers = (): number[] => [...new Set((src.stateFor("n1").policies.find((p) => p.subject === 256)?.entries ?? []).filter((e) => e.direction === "egress" && e.verdict === "allow").map((e) => e.peer))].sort((a, b) => a - b);
+  const extId = src.stateFor("n1").ipcache.find((e) => e.prefix === "203.0.113.7/32")?.identity;
+  assert.ok(extId !== undefined && extId >= 1 << 24, "the selector-less Service's address has a CIDR identity in the ipcache");
+  assert.deepEqual(egressPeers(), [257, extId]);
+
+  // The EndpointSlice gains a backend, then loses the first: the entries follow.
+  slices.set("ns/db-abc", slice("db-abc", "db", ["10.0.2.5", "10.0.2.6"]));
+  assert.equal(src.sync(informers, ["services"]), "all");
+  assert.deepEqual(egressPeers(), [257, 258, extId]);
+  slices.set("ns/db-abc", slice("db-abc", "db", ["10.0.2.6"]));
+  src.sync(informers, ["services"]);
+  assert.deepEqual(egressPeers(), [258, extId]);
+
+  // Services deleted: nothing selected (never allow-all), the CIDR identity released from the ipcache.
+  services.clear();
+  src.sync(informers, ["services"]);
+  assert.deepEqual(egressPeers(), []);
+  assert.equal(src.stateFor("n1").policies.find((p) => p.subject === 256)?.egressEnforced, true);
+  assert.equal(src.stateFor("n1").ipcache.find((e) => e.prefix === "203.0.113.7/32"), undefined);
 });

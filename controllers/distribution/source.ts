@@ -1,6 +1,6 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
-import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes } from "../../core/compiler.ts";
+import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { hostPrefix } from "../../core/cidr.ts";
 import { formatLabel } from "../../core/labels.ts";
@@ -9,7 +9,8 @@ import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, sa
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
-import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../../kube/objects.ts";
+import { IDENTITY_ANNOTATION, type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject, labelSetOfIdentity } from "../../kube/objects.ts";
+import { serviceEndpoints } from "../service-endpoints.ts";
 import { type NodeObject, nodeAddresses, sameNodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";
@@ -27,14 +28,20 @@ interface SharedParts {
 export type Affected = "all" | readonly string[];
 
 /** The kinds of object the source compiles; sync() can reconcile one kind (the one whose cache moved) or all. */
-export type SourceKind = "nodes" | "identities" | "policies" | "pods";
-export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods"];
+export type SourceKind = "nodes" | "identities" | "policies" | "pods" | "services";
+export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods", "services"];
 
 /** The caches the source reconciles against, besides the pods and nodes it is built with. */
 export interface SourceInformers {
   readonly identities: Informer<IdentityObject>;
   readonly policies: readonly Informer<PolicyObject>[];
+  /** Services and EndpointSlices, for toServices (without them, toServices entries select nothing). */
+  readonly services?: Informer<ServiceObject>;
+  readonly endpointSlices?: Informer<EndpointSliceObject>;
 }
+
+/** Who holds the CIDR identities of the addresses toServices entries select (policy keys hold their own). */
+const SERVICE_CIDRS = "toServices";
 
 export interface NodeStateSourceOptions {
   /** The local cluster's name, for the `cluster` entity. */
@@ -49,9 +56,13 @@ export class NodeStateSource {
   private readonly identityLabels = new Map<number, LabelSet>();
   /** policy key → the uid and generation whose parts the compiler holds (the last valid one). */
   private readonly compiled = new Map<string, PolicyGeneration>();
-  /** CIDR identities (node-local scope) for the prefixes policies name, held per policy key. */
+  /** CIDR identities (node-local scope) for the prefixes policies name, held per policy key (and SERVICE_CIDRS). */
   private readonly cidrAllocator = new LocalCIDRAllocator();
   private readonly cidrsOfPolicy = new Map<string, ReadonlyMap<string, number>>();
+  /** Pod address → the pod's identity, as the ipcache maps it: what a Service's backend addresses stand for. */
+  private podIdentityByIP = new Map<string, number>();
+  /** The Services or their backends (or the toServices entries in force) may have moved since they were last given to the compiler. */
+  private servicesDirty = false;
   private readonly cidrIdentities = new Map<string, number>(); // prefix → identity, for the ipcache
 
   // Built lazily once per change (dirty flags), shared by every node.
@@ -95,6 +106,8 @@ export class NodeStateSource {
     policies: new Map<string, PolicyObject>(),
     pods: new Map<string, PodObject>(),
     nodes: new Map<string, NodeObject>(),
+    services: new Map<string, ServiceObject>(),
+    endpointSlices: new Map<string, EndpointSliceObject>(),
   };
 
   /**
@@ -115,8 +128,22 @@ export class NodeStateSource {
     if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
     if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
     if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
+    if (kinds.includes("services")) {
+      const byKey = (o: ServiceObject | EndpointSliceObject): string => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+      reconcileKind(informers.services?.list() ?? [], this.seen.services, byKey, this.onService, note);
+      reconcileKind(informers.endpointSlices?.list() ?? [], this.seen.endpointSlices, byKey, this.onService, note);
+    }
     return all ? "all" : [...some];
   }
+
+  /**
+   * Informer handler for Services and EndpointSlices: what toServices entries select may have moved
+   * (worked out once, when a node's state is next read).
+   */
+  readonly onService = (): Affected => {
+    this.servicesDirty = true;
+    return "all";
+  };
 
   /** Informer handler for CiliumIdentity objects; every node's identity list changes. */
   readonly onIdentity = (ev: InformerEvent<IdentityObject>): Affected => {
@@ -146,19 +173,21 @@ export class NodeStateSource {
       this.parsed.forget(ev.obj);
       this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
-      this.setPolicyCIDRs(key, [])();
+      this.setCIDRs(key, [])();
       this.policiesDirty = true;
+      this.servicesDirty = true; // the toServices entries in force may have changed
       return "all";
     }
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
     const parsed = this.parsed.parse(ev.obj);
     if (!parsed.ok) return [];
     // The CIDR identities exist before the policy compiles, so its CIDR peers select them at once.
-    const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value));
+    const release = this.setCIDRs(key, policyPrefixes(parsed.value));
     this.compiler.upsertPolicy(key, parsed.value, this.pending);
     release();
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
     this.policiesDirty = true;
+    this.servicesDirty = true; // the toServices entries in force may have changed
     return "all";
   };
 
@@ -251,7 +280,7 @@ export class NodeStateSource {
   }
 
   /** Takes the CIDR identities of `prefixes` for `key`; the returned function releases the ones it held before (after the recompile). */
-  private setPolicyCIDRs(key: string, prefixes: readonly string[]): () => void {
+  private setCIDRs(key: string, prefixes: readonly string[]): () => void {
     const before = this.cidrsOfPolicy.get(key) ?? new Map<string, number>();
     const now = new Map<string, number>();
     for (const prefix of prefixes) {
@@ -292,6 +321,15 @@ export class NodeStateSource {
     if (this.podsDirty) {
       this.podsDirty = false;
       this.rebuildPods();
+    }
+    if (this.servicesDirty) {
+      this.servicesDirty = false;
+      this.rebuildServices();
+      // New or released CIDR identities of Services without a selector are ipcache entries.
+      if (this.podsDirty) {
+        this.podsDirty = false;
+        this.rebuildPods();
+      }
     }
     this.applyCompiled();
     if (this.identitiesTouched.size > 0) this.refreshIdentities();
@@ -350,6 +388,21 @@ export class NodeStateSource {
     this.shared.rules = next;
   }
 
+  /**
+   * Gives the compiler every Service with its backends (pod addresses as the ipcache maps them), then
+   * takes the CIDR identities of the addresses of Services without a selector that toServices entries
+   * in force select, and releases those no longer selected. One netted delta: a backend that moved is
+   * added before the old one is removed on every node.
+   */
+  private rebuildServices(): void {
+    const endpoints = serviceEndpoints([...this.seen.services.values()], [...this.seen.endpointSlices.values()]);
+    this.compiler.setServices(
+      endpoints.map((e) => serviceBackends(e, (ip) => this.podIdentityByIP.get(ip))),
+      this.pending,
+    );
+    this.setCIDRs(SERVICE_CIDRS, this.compiler.servicePrefixes())();
+  }
+
   private rebuildPods(): void {
     const out = new Map<string, IPCacheEntry>();
     const nodeIPs = new Map<string, string>();
@@ -362,6 +415,7 @@ export class NodeStateSource {
     for (const [prefix, identity] of this.cidrIdentities) if (!out.has(prefix)) out.set(prefix, { prefix, identity });
     const hosted = new Map<string, Set<number>>();
     const ports = new Map<number, Map<string, Map<string, Set<number>>>>();
+    const podIdentityByIP = new Map<string, number>();
     for (const pod of this.pods.list()) {
       const id = this.identityOf(pod);
       if (id === undefined || !podNeedsIdentity(pod)) continue;
@@ -385,8 +439,13 @@ export class NodeStateSource {
         }
       }
       const node = nodeName ? nodeIPs.get(nodeName) : undefined;
-      for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
+      for (const ip of podIPs(pod)) {
+        out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
+        podIdentityByIP.set(ip, id);
+      }
     }
+    if (this.seen.services.size > 0 && !sameMap(this.podIdentityByIP, podIdentityByIP)) this.servicesDirty = true;
+    this.podIdentityByIP = podIdentityByIP;
     // An unchanged entry keeps its object; what moved is the ipcache's delta, computed here once for every node.
     const prev = new Map(this.shared.ipcache.map((e) => [e.prefix, e]));
     const upserts: IPCacheEntry[] = [];
@@ -434,6 +493,12 @@ function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) =
     seen.delete(k);
     note(handle({ type: "delete", obj: old }));
   }
+}
+
+function sameMap<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
 }
 
 type NamedPorts = ReadonlyMap<number, ReadonlyMap<string, ReadonlyMap<string, readonly number[]>>>;
