@@ -11,17 +11,11 @@ import {
   startControlPlane,
 } from "../localcluster/cluster.ts";
 import { loadDevClusterState } from "../localcluster/devcluster.ts";
+import { planNodes } from "../localcluster/nodes.ts";
+import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
+import { devDir, devPrefix } from "./dev-dir.ts";
 import { devClusterUp, devNodesDown, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
-/** Where `dev up` keeps the control plane (certificates, etcd data, pid file, kubeconfig). */
-export function devDir(): string {
-  return process.env.MEMBRANE_DEV_DIR ?? "/var/lib/membrane/dev";
-}
-
-/** Prefix of the nodes' names and network namespaces (MEMBRANE_DEV_PREFIX), so a test's `dev up` never meets a developer's. */
-export function devPrefix(): string {
-  return process.env.MEMBRANE_DEV_PREFIX ?? "";
-}
 
 interface Subcommand {
   summary: string;
@@ -76,6 +70,22 @@ async function up(args: string[]): Promise<number> {
   }
   if (!noArgs("up", flags.rest)) return 2;
   const dir = devDir();
+  // Everything that can be checked is checked before anything starts: a bad prefix or a missing
+  // datapath object must not leave a half-started cluster behind.
+  if (flags.nodes !== undefined) {
+    const plan = planNodes({ prefix: devPrefix(), count: flags.nodes });
+    if (!plan.ok) {
+      process.stderr.write(`membrane dev up: MEMBRANE_DEV_PREFIX: ${plan.errors.join("; ")}\n`);
+      return 2;
+    }
+    try {
+      const dp = await ensureDatapathObject();
+      if (dp.action === "built") process.stdout.write(`built ${dp.object}\n`);
+    } catch (err) {
+      process.stderr.write(`membrane dev up: nothing started: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
   const running = await runningControlPlane(dir);
   if (running) {
     process.stdout.write(
@@ -87,13 +97,35 @@ async function up(args: string[]): Promise<number> {
   }
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
   await devNodesDown(dir);
-  const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
-  process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
-  process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
+  try {
+    const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
+    process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
+    process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
+  } catch (err) {
+    process.stderr.write(`membrane dev up: failed: ${(err as Error).message}\n`);
+    process.stderr.write(`membrane dev up: removed what it started: ${await rollBack(dir)}\n`);
+    return 1;
+  }
   process.stdout.write(
     `use it:   eval "$(bin/membrane dev env)"; kubectl get ns\n` + `stop it:  bin/membrane dev down\n`,
   );
   return 0;
+}
+
+/** A `dev up` that failed part-way: stop and remove everything it started (as `dev down` does); says what, with pids. */
+async function rollBack(dir: string): Promise<string> {
+  const cp = await runningControlPlane(dir);
+  const procs = await loadDevClusterState(dir);
+  const what = [
+    ...procs.agents.map((a) => `agent ${a.node} (pid ${a.pid})`),
+    ...(procs.webhookPid !== undefined ? [`webhook (pid ${procs.webhookPid})`] : []),
+    ...(procs.operatorPid !== undefined ? [`operator (pid ${procs.operatorPid})`] : []),
+    ...(cp ? [`control plane (pid ${cp.pid})`] : []),
+  ];
+  await devNodesDown(dir, cp ? controlPlanePaths(dir).kubeconfig : undefined);
+  await destroyControlPlane(dir);
+  await removeIfEmptyMembraneDir(dirname(dir));
+  return what.length === 0 ? `nothing was running; removed ${dir}` : `${what.join(", ")}; removed ${dir}`;
 }
 
 async function down(args: string[]): Promise<number> {

@@ -4,6 +4,7 @@ import { IDENTITIES, PODS } from "../kube/resources.ts";
 import { IDENTITY_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity } from "../kube/objects.ts";
 import { formatLabel } from "../core/labels.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { cliKubeconfig } from "./kubeconfig.ts";
 
 const USAGE = `usage: membrane identity list [--kubeconfig PATH] [-o table|json]
 `;
@@ -57,7 +58,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`membrane identity list: -o: "${output}" is not table or json\n`);
     return 2;
   }
-  const client = await KubeClient.fromKubeconfig(kubeconfig);
+  const client = await KubeClient.fromKubeconfig(await cliKubeconfig(kubeconfig));
   try {
     const [ids, pods] = await Promise.all([
       client.get<ObjectList<IdentityObject>>(resourcePath(IDENTITIES)),

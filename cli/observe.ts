@@ -4,13 +4,14 @@ import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../flowapi/filte
 import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
 import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../flowapi/discover.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
 
 const USAGE = `usage: membrane observe [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
 
   --server ADDR      an agent's observer API: unix:/path/to/socket, /path/to/socket or http://HOST:PORT;
                      without it, every node's agent is found in the cluster (the CiliumNode annotation
                      ${OBSERVER_ADDRESS_ANNOTATION}) and their flows are merged
-  --kubeconfig FILE  the cluster to find agents in (default: $KUBECONFIG, ~/.kube/config, in-cluster)
+  --kubeconfig FILE  the cluster to find agents in (default: ${KUBECONFIG_DEFAULT})
   -f, --follow       keep printing new flows until interrupted
   -o, --output       table (default) or json (one flow per line)
 
@@ -69,7 +70,7 @@ async function targetsOf(a: ObserveArgs, warn: (s: string) => void): Promise<Obs
   if (a.servers.length > 0) return a.servers.map((s) => ({ label: s, address: s }));
   let d: ObserverDiscovery;
   try {
-    d = await discoverObserversFromKubeconfig(a.kubeconfig);
+    d = await discoverObserversFromKubeconfig(await cliKubeconfig(a.kubeconfig));
   } catch (err) {
     throw new Error(`finding the agents in the cluster (use --server ADDR to name one): ${(err as Error).message}`, { cause: err });
   }

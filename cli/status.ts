@@ -1,6 +1,7 @@
 // `membrane status`: the operator's leader and replicas, every node's agent (its conditions and its heartbeat Lease), counts of identities, policies and endpoints, and warnings; exit 1 when unhealthy.
 import { parseArgs } from "node:util";
 import { parseDuration } from "../core/duration.ts";
+import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
 import type { Condition } from "../kube/conditions.ts";
 import { KubeClient, type KubeObject, type ObjectList, type Resource, isNotFound, resourcePath } from "../kube/kube.ts";
 import { AGENT_LEASE_NAMESPACE, agentLeaseName, leaseLiveness } from "../kube/heartbeat.ts";
@@ -13,7 +14,7 @@ const USAGE = `usage: membrane status [flags]
 Shows the operator's leader, every node's agent, counts of identities, policies and endpoints, and
 warnings. Exits 0 when everything is healthy, 1 when not, 2 on a usage error.
 
-  --kubeconfig PATH        kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
+  --kubeconfig PATH        kubeconfig (default: ${KUBECONFIG_DEFAULT})
   -o, --output text|json   (default text)
   --wait                   block until healthy (exit 1 if not healthy within --wait-duration)
   --wait-duration DURATION how long --wait waits (default 5m; e.g. 30s, 2m, 1h)
@@ -377,7 +378,7 @@ export async function run(args: string[]): Promise<number> {
   }
   let client: KubeClient;
   try {
-    client = await KubeClient.fromKubeconfig(flags.kubeconfig);
+    client = await KubeClient.fromKubeconfig(await cliKubeconfig(flags.kubeconfig));
   } catch (e) {
     process.stderr.write(`membrane status: cannot load the kubeconfig: ${(e as Error).message}\n`);
     return 1;

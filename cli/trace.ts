@@ -5,6 +5,7 @@ import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/eval
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
 import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { cliKubeconfig } from "./kubeconfig.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, NAMESPACES, NETWORK_POLICIES, PODS } from "../kube/resources.ts";
@@ -173,7 +174,7 @@ export async function runTrace(args: string[]): Promise<number> {
   let cluster: TraceCluster;
   let client: KubeClient | undefined;
   try {
-    const c = (client = await KubeClient.fromKubeconfig(a.kubeconfig));
+    const c = (client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig)));
     const [pods, namespaces, knps, cnps, ccnps] = await Promise.all([itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS)]);
     cluster = {
       pods: pods as TracePod[],

@@ -21,11 +21,11 @@ interface Run {
   output: string;
 }
 
-function runIn(dir: string, argv: string[], timeoutMs: number): Promise<Run> {
+function runIn(dir: string, argv: string[], timeoutMs: number, env: Record<string, string | undefined> = {}): Promise<Run> {
   return new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: repoRoot,
-      env: { ...process.env, MEMBRANE_DEV_DIR: dir, MEMBRANE_DEV_PREFIX: prefix },
+      env: { ...process.env, MEMBRANE_DEV_DIR: dir, MEMBRANE_DEV_PREFIX: prefix, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -166,6 +166,18 @@ describe("make demo (two nodes, the chart, the empire/deathstar/xwing story)", {
     assert.match(again.output, /the story starts again without them/);
     assert.match(again.output, /the story happened as told/);
     assert.deepEqual((await recordedPids(dir)).sort(), [...pids].sort(), "the same processes");
+  });
+
+  it("`membrane observe` with no kubeconfig and no --server finds the local cluster's agents", async () => {
+    // A new shell: no KUBECONFIG, a home without ~/.kube/config; only MEMBRANE_DEV_DIR says where the cluster is.
+    const home = await mkdtemp(join(tmpdir(), "membrane-home-"));
+    try {
+      const r = await runIn(dir, ["bin/membrane", "observe", "--verdict", "DROPPED", "--from-pod", "default/xwing", "--last", "1"], 60_000, { KUBECONFIG: undefined, HOME: home });
+      assert.equal(r.code, 0, r.output);
+      assert.match(r.output, new RegExp(`^\\S+ +${prefix}node-1 +default/xwing:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +drop +policy denied`, "m"));
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
   });
 
   it("leaves the cluster running, and `dev down` then removes every process, netns, pinned map and file", async () => {

@@ -7,7 +7,7 @@ import path from "node:path";
 import { KubeConfig, findHomeDir, type User } from "@kubernetes/client-node";
 import { parse } from "yaml";
 
-const IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+export const IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /** The files KubeConfig.loadFromDefault reads: $KUBECONFIG's entries, else ~/.kube/config if it exists. */
 function defaultFiles(): string[] {

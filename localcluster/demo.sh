@@ -210,8 +210,8 @@ expect_out "Valid=True"
 expect_out "Enforced=True"
 
 chapter "The xwing's attempt, seen by the deathstar's node as a drop"
-observer="$devdir/membrane/agents/${prefix}node-1/observer.sock"
-show "$membrane" observe --server "$observer" --verdict DROPPED --from-pod default/xwing --to-pod default/deathstar --last 3
+# No --server: observe finds every agent's observer through the cluster (their CiliumNodes).
+show "$membrane" observe --verdict DROPPED --from-pod default/xwing --to-pod default/deathstar --last 3
 expect_ok
 expect_out "DROPPED"
 expect_out "default/xwing"
@@ -223,7 +223,7 @@ demo: the story happened as told. The cluster keeps running; continue with:
   eval "\$(bin/membrane dev env)"
   kubectl get cnp,pods -o wide
   bin/membrane dev probe default/xwing $deathstar 80
-  bin/membrane observe --server $observer -f
+  bin/membrane observe -f
 Tear it all down (processes, nodes, pinned maps, files):
   MEMBRANE_DEV_DIR=$devdir MEMBRANE_DEV_PREFIX=$prefix bin/membrane dev down
 MSG

@@ -200,6 +200,13 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.match(again.stdout, /not running/);
   });
 
+  test("up with a prefix no node can have stops before starting anything", async () => {
+    const r = await cli(devDir, ["up", "--nodes", "1"], { MEMBRANE_DEV_PREFIX: "Bad_" });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /MEMBRANE_DEV_PREFIX: prefix: only lowercase letters, digits and "-" are allowed, got "Bad_"/);
+    assert.equal(existsSync(devDir), false, "no control plane dir was made");
+  });
+
   test("rejects unknown subcommands and arguments", async () => {
     const bad = await cli(devDir, ["frobnicate"]);
     assert.equal(bad.code, 2);
@@ -207,5 +214,47 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     const extra = await cli(devDir, ["up", "--bogus"]);
     assert.equal(extra.code, 2);
     assert.match(extra.stderr, /unexpected argument "--bogus"/);
+  });
+});
+
+describe("membrane dev up that fails part-way", { timeout: 10 * 60_000 }, () => {
+  // A network namespace with the name node 1 would get makes node creation fail after the control
+  // plane, the operator and the webhook are up: all of them must be gone afterwards, and the
+  // namespace that was there before must still be there.
+  const prefix = `rb${process.pid % 100_000}-`;
+  const blocker = `${prefix}node-1`;
+  let parent: string;
+  let devDir: string;
+  const ip = (args: string[]): Promise<Run> => new Promise((done) => execFile("ip", args, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr })));
+
+  before(async () => {
+    await ensureControlPlaneBuilt();
+    parent = await mkdtemp(join(tmpdir(), "membrane-dev-rollback-"));
+    devDir = join(parent, "dev");
+    const made = await ip(["netns", "add", blocker]);
+    assert.equal(made.code, 0, made.stderr);
+  });
+
+  after(async () => {
+    await cli(devDir, ["down"], { MEMBRANE_DEV_PREFIX: prefix });
+    await ip(["netns", "del", blocker]);
+    await rm(parent, { recursive: true, force: true });
+  });
+
+  test("removes everything it started, and only that, and says what", async () => {
+    const r = await cli(devDir, ["up", "--nodes", "1"], { MEMBRANE_DEV_PREFIX: prefix });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /membrane dev up: failed: /);
+    const removed = /removed what it started: (.*)/.exec(r.stderr)?.[1] ?? "";
+    const pids = [...removed.matchAll(/(operator|webhook|control plane) \(pid (\d+)\)/g)].map((m) => ({ what: m[1]!, pid: Number(m[2]) }));
+    assert.deepEqual(pids.map((p) => p.what).sort(), ["control plane", "operator", "webhook"], r.stderr);
+    for (const p of pids) {
+      await waitGone(p.pid, 10_000);
+      assert.equal(isProcessAlive(p.pid), false, `${p.what} (pid ${p.pid}) still runs`);
+    }
+    assert.equal(existsSync(devDir), false, `${devDir} still exists`);
+    const netns = (await ip(["netns", "list"])).stdout;
+    assert.match(netns, new RegExp(`^${blocker}\\b`, "m"), "the namespace that was there before is kept");
+    assert.doesNotMatch(netns, new RegExp(`^${prefix}underlay\\b`, "m"), "the underlay namespace it made is gone");
   });
 });
