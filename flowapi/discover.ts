@@ -5,6 +5,9 @@ import { CILIUM_NODES } from "../kube/resources.ts";
 /** Set by each agent on its CiliumNode: `unix:/path/to/socket` or `http://host:port`. */
 export const OBSERVER_ADDRESS_ANNOTATION = "membrane.io/observer-address";
 
+/** Set by each agent on its CiliumNode: where its Hubble Observer gRPC API listens, `unix:/path` or `host:port` (mutual TLS). */
+export const HUBBLE_ADDRESS_ANNOTATION = "membrane.io/hubble-address";
+
 /** Where to connect for an observer address: a unix socket or an HTTP host and port. */
 export type ObserverEndpoint = { readonly socketPath: string } | { readonly host: string; readonly port: number };
 

@@ -6,7 +6,7 @@ import { type Condition, type ConditionInput, mergeConditions, sameConditions } 
 import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartbeat.ts";
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { HUBBLE_ADDRESS_ANNOTATION, OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
 
 /** `status.agent` of a CiliumNode: what `membrane status` shows per node besides the conditions. */
@@ -69,6 +69,8 @@ export interface CiliumNodeHealthOptions {
   readonly agentVersion?: string;
   /** `unix:/path` or `http://host:port`; the annotation is left alone when absent. */
   readonly observerAddress?: string;
+  /** Where Hubble's API listens (for the relay), read when publishing: it is known once the observer started. */
+  readonly hubbleAddress?: () => string | undefined;
   /** Called with the node's pod CIDRs each time the CiliumNode is read. */
   readonly onPodCIDRs?: (cidrs: readonly string[]) => void;
   readonly log: Logger;
@@ -151,11 +153,15 @@ export class CiliumNodeHealth {
       await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent } });
       this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");
     }
+    const annotations: Record<string, string> = {};
     const address = this.o.observerAddress;
-    if (address !== undefined && cn.metadata.annotations?.[OBSERVER_ADDRESS_ANNOTATION] !== address) {
+    if (address !== undefined && cn.metadata.annotations?.[OBSERVER_ADDRESS_ANNOTATION] !== address) annotations[OBSERVER_ADDRESS_ANNOTATION] = address;
+    const hubble = this.o.hubbleAddress?.();
+    if (hubble !== undefined && cn.metadata.annotations?.[HUBBLE_ADDRESS_ANNOTATION] !== hubble) annotations[HUBBLE_ADDRESS_ANNOTATION] = hubble;
+    if (Object.keys(annotations).length > 0) {
       // Metadata is not writable through /status: this needs `patch` on ciliumnodes.
-      await this.o.client.mergePatch(path, { metadata: { annotations: { [OBSERVER_ADDRESS_ANNOTATION]: address } } });
-      this.o.log.info({ name: this.o.nodeName, address }, "observer address annotated on the CiliumNode");
+      await this.o.client.mergePatch(path, { metadata: { annotations } });
+      this.o.log.info({ name: this.o.nodeName, annotations }, "observer addresses annotated on the CiliumNode");
     }
   }
 }

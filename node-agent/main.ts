@@ -18,7 +18,8 @@ import { BPFFS_ROOT } from "./bpf/loader.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
-                      [--observer-socket PATH] [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
+                      [--observer-socket PATH] [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
+                      [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
 
@@ -31,6 +32,10 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
   --observer-socket  the observer API's unix socket, for membrane observe (default /run/membrane/observer.sock)
+  --hubble-socket    Hubble's Observer gRPC API (hubble observe --server unix://PATH) on this unix socket
+                     (default /run/membrane/hubble.sock)
+  --hubble-listen-address  also serve it on TCP HOST:PORT, always with mutual TLS: --hubble-tls-cert/--hubble-tls-key
+                     (the server certificate) and --hubble-tls-client-ca (the CA of its clients, e.g. the relay) are required
   --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
   --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
   --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
@@ -62,6 +67,8 @@ export interface AgentFlags {
   readonly nodeIP?: string;
   readonly logLevel: string;
   readonly observerSocket: string;
+  readonly hubbleSocket: string;
+  readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
   readonly kubeconfig?: string;
@@ -92,6 +99,11 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "node-ip": { type: "string" },
         "log-level": { type: "string" },
         "observer-socket": { type: "string" },
+        "hubble-socket": { type: "string" },
+        "hubble-listen-address": { type: "string" },
+        "hubble-tls-cert": { type: "string" },
+        "hubble-tls-key": { type: "string" },
+        "hubble-tls-client-ca": { type: "string" },
         "flow-export": { type: "string" },
         "flow-export-max-bytes": { type: "string" },
         "flow-export-files": { type: "string" },
@@ -130,6 +142,17 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (nodeIP !== undefined && net.isIP(nodeIP) === 0) return { ok: false, error: `--node-ip: must be an IP address, got ${JSON.stringify(nodeIP)}` };
   const observerSocket = str("observer-socket") ?? "/run/membrane/observer.sock";
   if (observerSocket === "") return { ok: false, error: "--observer-socket: must be a path" };
+  const hubbleSocket = str("hubble-socket") ?? "/run/membrane/hubble.sock";
+  if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
+  const hubbleListen = str("hubble-listen-address");
+  const hubbleTlsFlags = ["hubble-tls-cert", "hubble-tls-key", "hubble-tls-client-ca"] as const;
+  if (hubbleListen === undefined) {
+    for (const t of hubbleTlsFlags) if (str(t) !== undefined) return { ok: false, error: `--${t}: only with --hubble-listen-address` };
+  } else {
+    if (parseHostPort(hubbleListen) === undefined) return { ok: false, error: `--hubble-listen-address: must be HOST:PORT, got ${JSON.stringify(hubbleListen)}` };
+    // TCP is never served without mutual TLS: fail closed rather than expose every flow of the node.
+    for (const t of hubbleTlsFlags) if (!str(t)) return { ok: false, error: `--${t}: required with --hubble-listen-address (TCP is served with mutual TLS only)` };
+  }
   // The chart's names and the older ones are both accepted; giving both for one setting is a mistake.
   const either = (a: string, b: string): { flag: string; value: string | undefined } | string => {
     if (str(a) !== undefined && str(b) !== undefined) return `--${b}: not together with --${a} (the same setting)`;
@@ -186,6 +209,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(nodeIP ? { nodeIP } : {}),
       logLevel: str("log-level") ?? "info",
       observerSocket,
+      hubbleSocket,
+      ...(hubbleListen !== undefined
+        ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
+        : {}),
       ...(exportPath !== undefined ? { flowExport: { path: exportPath, maxBytes, keep, compress } } : {}),
       metricsAddress,
       ...(kubeconfig ? { kubeconfig } : {}),
@@ -213,6 +240,14 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`membrane agent: reading the TLS files: ${(err as Error).message}\n`);
     return 1;
   }
+  let hubbleTcp: { address: string; cert: Buffer; key: Buffer; clientCa: Buffer } | undefined;
+  try {
+    const t = f.hubbleTcp;
+    if (t) hubbleTcp = { address: t.address, cert: fs.readFileSync(t.cert), key: fs.readFileSync(t.key), clientCa: fs.readFileSync(t.clientCa) };
+  } catch (err) {
+    process.stderr.write(`membrane agent: reading the Hubble TLS files: ${(err as Error).message}\n`);
+    return 1;
+  }
   let datapath: Datapath;
   try {
     datapath = Datapath.load(f.bpfScope);
@@ -232,12 +267,17 @@ export async function run(args: string[]): Promise<number> {
     ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
-    observer: { listen: { socketPath: f.observerSocket }, ...(f.flowExport ? { export: f.flowExport } : {}) },
+    observer: {
+      listen: { socketPath: f.observerSocket },
+      hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
+      ...(f.flowExport ? { export: f.flowExport } : {}),
+    },
     log,
   });
   const metrics = new AgentMetrics({ agent, datapath, log });
   try {
     fs.mkdirSync(path.dirname(f.observerSocket), { recursive: true });
+    fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });
     await agent.start();
   } catch (err) {
     log.error({ socket: f.cniSocket, observer: f.observerSocket, metrics: f.metricsAddress, error: (err as Error).message }, "starting the agent failed");
@@ -294,6 +334,15 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promis
     onStatus: (fn) => agent.onStatus(fn),
     datapath: `programs loaded, maps pinned under ${path.join(BPFFS_ROOT, f.bpfScope)}`,
     observerAddress: `unix:${f.observerSocket}`,
+    // The relay connects to the TCP address when there is one (another host), else to the socket.
+    hubbleAddress: () => {
+      const a = agent.observer?.hubbleAddresses ?? [];
+      const tcp = a.find((x) => !x.startsWith("unix:"));
+      if (tcp === undefined) return a[0];
+      // Listening on every address: the relay reaches it at the node's own.
+      const hp = parseHostPort(tcp);
+      return hp && (hp.host === "0.0.0.0" || hp.host === "::") && f.nodeIP ? `${f.nodeIP.includes(":") ? `[${f.nodeIP}]` : f.nodeIP}:${hp.port}` : tcp;
+    },
     ...(f.cniConfDir
       ? {
           onPodCIDRs: (cidrs: readonly string[]) => {

@@ -43,5 +43,7 @@ fi
 
 # The control plane (kube-apiserver + etcd, helm) from pinned Go modules, cached by version.
 if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/build.sh; fi
+# Hubble's API (.proto files of the pinned Cilium module, which the agents load) and the `hubble` CLI the tests use.
+if [ -x localcluster/hubble/build.sh ]; then localcluster/hubble/build.sh >/dev/null; fi
 # The eBPF objects.
 if [ -f bpf/Makefile ]; then make -s -C bpf; fi

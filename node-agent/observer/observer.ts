@@ -5,6 +5,7 @@ import { FlowBuffer, type FlowBufferOptions } from "./buffer.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { ObserverServer, type ObserverListen } from "./server.ts";
+import { HubbleServer, type HubbleListen } from "./hubble-server.ts";
 
 export interface ObserverOptions {
   readonly lookups: EnrichLookups;
@@ -12,6 +13,8 @@ export interface ObserverOptions {
   readonly listen: ObserverListen;
   /** Export every flow (sampled-out forwarded flows included) as JSON lines; see README.md. */
   readonly export?: FlowExporterOptions;
+  /** Also serve Hubble's Observer gRPC API (hubble-server.ts) here. */
+  readonly hubble?: HubbleListen;
   readonly log: Logger;
 }
 
@@ -22,9 +25,12 @@ export interface ObserverOptions {
 export class Observer {
   readonly buffer: FlowBuffer;
   private readonly server: ObserverServer;
+  private hubbleServer: HubbleServer | null = null;
   private exporter: FlowExporter | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
   address = "";
+  /** Where Hubble's API listens (`unix:/path`, `host:port`), when it was asked for. */
+  hubbleAddresses: readonly string[] = [];
 
   constructor(private readonly opts: ObserverOptions) {
     this.buffer = new FlowBuffer(opts.buffer);
@@ -39,6 +45,17 @@ export class Observer {
       this.flushTimer.unref();
     }
     this.address = await this.server.start(this.opts.listen);
+    if (this.opts.hubble) {
+      // Hubble's API is one more reader of the ring: if it cannot listen, the rest of the observer still serves.
+      const hubble = new HubbleServer(this.buffer, this.opts.lookups.node, this.opts.log);
+      try {
+        this.hubbleAddresses = await hubble.start(this.opts.hubble);
+        this.hubbleServer = hubble;
+      } catch (err) {
+        await hubble.stop();
+        this.opts.log.error({ hubble: this.opts.hubble.socketPath ?? this.opts.hubble.tcp?.address, error: (err as Error).message }, "Hubble API not served");
+      }
+    }
     this.opts.log.info({ address: this.address, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
   }
 
@@ -54,6 +71,8 @@ export class Observer {
     this.exporter?.close();
     this.exporter = null;
     await this.server.stop();
+    await this.hubbleServer?.stop();
+    this.hubbleServer = null;
     this.opts.log.info({ counters: this.buffer.counters() }, "observer stopped");
   }
 }

@@ -82,7 +82,8 @@ export class ObserverServer {
   }
 }
 
-function socketAnswers(socketPath: string): Promise<boolean> {
+/** Whether something accepts connections on a unix socket (a running server, not a file left behind). */
+export function socketAnswers(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = net.connect(socketPath);
     c.once("connect", () => {

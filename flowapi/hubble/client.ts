@@ -1,0 +1,70 @@
+// A client of Hubble's Observer API (an agent's or the relay's): unix socket, or TCP with mutual TLS.
+import * as grpc from "@grpc/grpc-js";
+import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
+import { hubbleApi } from "./proto.ts";
+import type { GetFlowsRequest, GetFlowsResponse, HubbleNamespace, HubbleNode, ServerStatusResponse } from "./types.ts";
+
+/** The client's certificate and key, and the CA that signs the server's certificate. */
+export interface HubbleClientTls {
+  readonly ca: Buffer;
+  readonly cert: Buffer;
+  readonly key: Buffer;
+}
+
+/** `unix:/path` (or `unix:///path`) or `host:port`; TCP needs `tls` (servers speak only mutual TLS on TCP) unless `insecure`. */
+export function hubbleTarget(address: string): string {
+  if (address.startsWith("unix:")) return `unix://${address.slice("unix:".length).replace(/^\/+/, "/")}`;
+  return address;
+}
+
+export class HubbleClient {
+  private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+  constructor(
+    readonly address: string,
+    tls?: HubbleClientTls,
+  ) {
+    const target = hubbleTarget(address);
+    const creds = tls && !address.startsWith("unix:") ? sslCredentials(target, tls.ca, tls.key, tls.cert) : grpc.credentials.createInsecure();
+    const options = tls && !address.startsWith("unix:") ? sslChannelOptions(target) : {};
+    this.client = new (hubbleApi().Client)(target, creds, { ...options, "grpc.max_receive_message_length": 16 * 1024 * 1024 }) as never;
+  }
+
+  private unary<T>(method: string, deadlineMs: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.client[method]!({}, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: T) => (err ? reject(new Error(`${this.address}: ${err.details || err.message}`, { cause: err })) : resolve(res)));
+    });
+  }
+
+  serverStatus(deadlineMs = 5000): Promise<ServerStatusResponse> {
+    return this.unary("ServerStatus", deadlineMs);
+  }
+
+  async getNodes(deadlineMs = 5000): Promise<HubbleNode[]> {
+    return (await this.unary<{ nodes?: HubbleNode[] }>("GetNodes", deadlineMs)).nodes ?? [];
+  }
+
+  async getNamespaces(deadlineMs = 5000): Promise<HubbleNamespace[]> {
+    return (await this.unary<{ namespaces?: HubbleNamespace[] }>("GetNamespaces", deadlineMs)).namespaces ?? [];
+  }
+
+  /** The GetFlows stream; the caller reads `data`/`error`/`end` and may `cancel()` it. */
+  getFlows(req: GetFlowsRequest): grpc.ClientReadableStream<GetFlowsResponse> {
+    return this.client.GetFlows!(req) as grpc.ClientReadableStream<GetFlowsResponse>;
+  }
+
+  /** All responses of a GetFlows request that ends by itself (not following). */
+  collectFlows(req: GetFlowsRequest): Promise<GetFlowsResponse[]> {
+    return new Promise((resolve, reject) => {
+      const out: GetFlowsResponse[] = [];
+      const s = this.getFlows(req);
+      s.on("data", (r: GetFlowsResponse) => out.push(r));
+      s.on("error", (e: grpc.ServiceError) => reject(Object.assign(new Error(`${this.address}: ${e.details || e.message}`), { code: e.code })));
+      s.on("end", () => resolve(out));
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,83 @@
+// Hubble's FlowFilter semantics on Hubble-shaped flows: selectors, pods, ports, reply, blacklists, and refused fields.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { compileFlowFilters, UNSUPPORTED_FIELDS } from "./filter.ts";
+import type { HubbleFlow, HubbleFlowFilter } from "./types.ts";
+
+const f = (over: Partial<HubbleFlow> = {}): HubbleFlow => ({
+  time: { seconds: 1, nanos: 0 },
+  verdict: "FORWARDED",
+  IP: { source: "10.0.0.1", destination: "10.0.1.5", ipVersion: "IPv4" },
+  l4: { TCP: { source_port: 40000, destination_port: 80 } },
+  source: { identity: 256, namespace: "default", pod_name: "xwing-1", labels: ["k8s:class=xwing", "k8s:org=alliance"] },
+  destination: { identity: 300, namespace: "empire", pod_name: "deathstar-0", labels: ["k8s:class=deathstar", "reserved:x"] },
+  Type: "L3_L4",
+  node_name: "kind-worker",
+  event_type: { type: 5, sub_type: 0 },
+  traffic_direction: "INGRESS",
+  is_reply: { value: false },
+  ...over,
+});
+
+const matches = (wl: HubbleFlowFilter[], flow: HubbleFlow, bl: HubbleFlowFilter[] = []): boolean => {
+  const c = compileFlowFilters(wl, bl);
+  assert.ok(c.ok, c.ok ? "" : c.error);
+  return c.match(flow);
+};
+
+test("label selectors: source prefixes, bare keys of any source, !=, in, notin, !key, and AND within one selector", () => {
+  assert.equal(matches([{ source_label: ["class=xwing"] }], f()), true);
+  assert.equal(matches([{ source_label: ["k8s:class=xwing"] }], f()), true);
+  assert.equal(matches([{ source_label: ["reserved:class=xwing"] }], f()), false);
+  assert.equal(matches([{ source_label: ["class=xwing,org=empire"] }], f()), false);
+  assert.equal(matches([{ source_label: ["class=xwing, org in (alliance, rebels)"] }], f()), true);
+  assert.equal(matches([{ source_label: ["org notin (alliance)"] }], f()), false);
+  assert.equal(matches([{ source_label: ["!org"] }], f()), false);
+  assert.equal(matches([{ destination_label: ["reserved:x"] }], f()), true);
+  assert.equal(matches([{ destination_label: ["class!=xwing"] }], f()), true);
+});
+
+test("pods: NS/PREFIX, NS/ (any pod of NS), and a bare name in namespace default, as Hubble", () => {
+  assert.equal(matches([{ source_pod: ["default/xwing"] }], f()), true);
+  assert.equal(matches([{ source_pod: ["xwing"] }], f()), true);
+  assert.equal(matches([{ destination_pod: ["deathstar"] }], f()), false); // "deathstar" means default/deathstar
+  assert.equal(matches([{ destination_pod: ["empire/"] }], f()), true);
+});
+
+test("filters in one FlowFilter all hold; whitelist filters are alternatives; a blacklist match excludes", () => {
+  assert.equal(matches([{ source_pod: ["default/"], destination_port: ["80"] }], f()), true);
+  assert.equal(matches([{ source_pod: ["default/"], destination_port: ["81"] }], f()), false);
+  assert.equal(matches([{ destination_port: ["81"] }, { source_port: ["40000"] }], f()), true);
+  assert.equal(matches([], f(), [{ verdict: ["FORWARDED"] }]), false);
+  assert.equal(matches([], f(), [{ verdict: ["DROPPED"] }]), true);
+});
+
+test("reply: a drop whose reply-ness is unknown counts as not a reply; a forwarded flow without it matches neither", () => {
+  const { is_reply: _, ...noReply } = f();
+  assert.equal(matches([{ reply: [false] }], { ...noReply, verdict: "DROPPED" }), true);
+  assert.equal(matches([{ reply: [false] }], noReply), false);
+  assert.equal(matches([{ reply: [true] }], f()), false);
+});
+
+test("node names: patterns with * and an optional cluster part", () => {
+  assert.equal(matches([{ node_name: ["kind-*"] }], f()), true);
+  assert.equal(matches([{ node_name: ["default/kind-worker"] }], f()), true);
+  assert.equal(matches([{ node_name: ["other/kind-worker"] }], f()), false);
+  assert.equal(matches([{ node_name: ["kind"] }], f()), false);
+});
+
+test("every field Membrane cannot honour is refused naming it; bad values name the field too", () => {
+  for (const field of Object.keys(UNSUPPORTED_FIELDS)) {
+    const c = compileFlowFilters([{}, { [field]: ["x"] }]);
+    assert.equal(c.ok, false, field);
+    if (!c.ok) assert.equal(c.field, `whitelist[1].${field}`);
+  }
+  const cel = compileFlowFilters([], [{ experimental: { cel_expression: ["true"] } }]);
+  assert.equal(cel.ok ? "" : cel.field, "blacklist[0].experimental.cel_expression");
+  const port = compileFlowFilters([{ source_port: ["http"] }]);
+  assert.equal(port.ok ? "" : port.error, 'whitelist[0].source_port: "http" is not a port (0-65535)');
+  const proto = compileFlowFilters([{ protocol: ["quic"] }]);
+  assert.match(proto.ok ? "" : proto.error, /^whitelist\[0\]\.protocol: "quic" is not one of/);
+  const sel = compileFlowFilters([{ source_label: ["a in b"] }]);
+  assert.match(sel.ok ? "" : sel.error, /^whitelist\[0\]\.source_label: "a in b"/);
+});

@@ -1,0 +1,40 @@
+// Our flows in Hubble's shape: every drop reason has Cilium's name and number (checked against Cilium's own flow.proto).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { CILIUM_DROP_REASONS, ciliumDropReason, toHubbleFlow } from "./hubble-flow.ts";
+import { DROP_REASONS } from "../bpf/layout.ts";
+import { hubbleProtoDir } from "../../flowapi/hubble/proto.ts";
+import { dropFlow, flow } from "../../flowapi/testing/flows.ts";
+
+function ciliumEnum(name: string): Map<string, number> {
+  const proto = fs.readFileSync(path.join(hubbleProtoDir(), "flow", "flow.proto"), "utf8");
+  const body = new RegExp(`enum ${name} \\{([^}]*)\\}`).exec(proto)![1]!;
+  return new Map([...body.matchAll(/^\s*([A-Z0-9_]+)\s*=\s*(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+}
+
+test("every datapath drop reason maps to a DropReason of Cilium's flow.proto, name and number", () => {
+  const cilium = ciliumEnum("DropReason");
+  for (const [code, text] of Object.entries(DROP_REASONS)) {
+    const mapped = ciliumDropReason(text);
+    assert.ok(mapped, `drop reason ${code} "${text}" has no Cilium mapping`);
+    assert.equal(cilium.get(mapped.name), mapped.code, `${mapped.name} is ${cilium.get(mapped.name)} in Cilium's flow.proto, not ${mapped.code}`);
+  }
+  assert.equal(Object.keys(CILIUM_DROP_REASONS).length, Object.keys(DROP_REASONS).length);
+});
+
+test("the deciding rule lands in the allowed/denied list of the flow's direction, default deny included", () => {
+  const allowedIn = toHubbleFlow(flow());
+  assert.deepEqual(allowedIn.ingress_allowed_by?.[0]?.name, "allow-web");
+  assert.equal(allowedIn.egress_allowed_by, undefined);
+  const deniedOut = toHubbleFlow(dropFlow({ direction: "egress" }));
+  assert.deepEqual(deniedOut.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
+  assert.equal(deniedOut.ingress_denied_by, undefined);
+  assert.deepEqual(deniedOut.event_type, { type: 1, sub_type: 133 });
+  const trace = toHubbleFlow(flow({ type: "trace", decidedBy: undefined as never, direction: "egress" }));
+  assert.deepEqual([trace.event_type.type, trace.trace_observation_point, trace.egress_allowed_by], [4, "FROM_ENDPOINT", undefined]);
+  const v6 = toHubbleFlow(flow({ source: { ...flow().source, ip: "fd00::1" }, protocol: "ICMPv6" }));
+  assert.equal(v6.IP.ipVersion, "IPv6");
+  assert.deepEqual(v6.l4, { ICMPv6: { type: 0, code: 0 } });
+});

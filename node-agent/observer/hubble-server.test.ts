@@ -1,0 +1,205 @@
+// Hubble's Observer API of the agent, asked by the real `hubble` CLI (built from the pinned Cilium module) and by grpc-js.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { FlowBuffer } from "./buffer.ts";
+import { HubbleServer } from "./hubble-server.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import { HubbleClient } from "../../flowapi/hubble/client.ts";
+import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import { makePki } from "../../kube/testing/pki.ts";
+
+const log = pino({ level: "silent" });
+
+interface Running {
+  buffer: FlowBuffer;
+  server: string;
+  socket: string;
+}
+
+async function start(t: test.TestContext): Promise<Running> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-hubble-"));
+  const buffer = new FlowBuffer({ capacity: 100 });
+  const now = Date.now();
+  buffer.push(flow({ time: new Date(now - 4000).toISOString() }));
+  buffer.push(
+    dropFlow({
+      time: new Date(now - 3000).toISOString(),
+      source: endpoint({ pod: "xwing", ip: "10.0.0.7", identity: 301, labels: ["k8s:class=xwing", "k8s:io.kubernetes.pod.namespace=default"] }),
+      destination: endpoint({ pod: "deathstar-1", ip: "10.0.1.9", port: 80, identity: 302, labels: ["k8s:class=deathstar", "k8s:io.kubernetes.pod.namespace=default"] }),
+      dropReason: "policy denied",
+      decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deny-xwing", rule: "spec.ingressDeny[0]" },
+    }),
+  );
+  buffer.push(dropFlow({ time: new Date(now - 2000).toISOString(), protocol: "UDP", direction: "egress" }));
+  const socket = path.join(dir, "hubble.sock");
+  const server = new HubbleServer(buffer, "node-a", log);
+  await server.start({ socketPath: socket });
+  t.after(async () => {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { buffer, server: `unix://${socket}`, socket };
+}
+
+const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  promisify(execFile)(hubbleBinary(), args, { timeout: 30_000 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+
+const jsonFlows = (stdout: string): HubbleFlow[] =>
+  stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+
+test("hubble status and hubble list nodes read the agent's ring", async (t) => {
+  const r = await start(t);
+  const status = await hubble("status", "--server", r.server);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, /Healthcheck \(via unix:\/\/.*\): Ok/);
+  assert.match(status.stdout, /Current\/Max Flows: 3\/100/);
+  const nodes = await hubble("list", "nodes", "--server", r.server, "-o", "json");
+  assert.equal(nodes.code, 0, nodes.stderr);
+  const list = JSON.parse(nodes.stdout) as { name: string; state: string; num_flows: number }[];
+  assert.deepEqual(
+    list.map((n) => [n.name, n.state, Number(n.num_flows)]), // uint64 is a string in protojson
+    [["node-a", "NODE_CONNECTED", 3]],
+  );
+});
+
+test("hubble observe --last prints the ring in Hubble's shape, with Cilium's drop reasons and the deciding policy", async (t) => {
+  const r = await start(t);
+  const all = await hubble("observe", "--server", r.server, "--last", "20", "-o", "jsonpb");
+  assert.equal(all.code, 0, all.stderr);
+  const flows = jsonFlows(all.stdout);
+  assert.equal(flows.length, 3);
+  const [allowed, denied, defaultDeny] = flows as [HubbleFlow, HubbleFlow, HubbleFlow];
+  assert.equal(allowed.verdict, "FORWARDED");
+  assert.equal(allowed.traffic_direction, "INGRESS");
+  assert.deepEqual(allowed.ingress_allowed_by?.map((p) => [p.kind, p.namespace, p.name]), [["CiliumNetworkPolicy", "shop", "allow-web"]]);
+  assert.equal(denied.verdict, "DROPPED");
+  assert.equal(denied.drop_reason_desc, "POLICY_DENY");
+  assert.equal(denied.drop_reason, 181);
+  assert.deepEqual([denied.source.namespace, denied.source.pod_name, denied.source.identity], ["default", "xwing", 301]);
+  assert.ok(denied.source.labels?.includes("k8s:class=xwing"));
+  assert.deepEqual(denied.l4, { TCP: { source_port: 40000, destination_port: 80 } });
+  assert.equal(denied.IP.source, "10.0.0.7");
+  assert.ok(denied.ingress_denied_by?.[0]?.labels.includes("membrane:rule=spec.ingressDeny[0]"));
+  assert.equal(defaultDeny.drop_reason_desc, "POLICY_DENIED");
+  assert.equal(defaultDeny.traffic_direction, "EGRESS");
+  assert.deepEqual(defaultDeny.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
+  // The compact form names Cilium's reason, as for a Cilium cluster.
+  const compact = await hubble("observe", "--server", r.server, "--last", "20");
+  assert.match(compact.stdout, /default\/xwing:40000 \(ID:301\) -> default\/deathstar-1:80 \(ID:302\) Policy denied by denylist DROPPED/);
+});
+
+test("hubble observe filters: --from-pod with --verdict, --to-label, --protocol with --port, --last 1", async (t) => {
+  const r = await start(t);
+  const pods = (out: string): string[] => jsonFlows(out).map((f) => `${f.source.pod_name}>${f.destination.pod_name}`);
+  const xwing = await hubble("observe", "--server", r.server, "--verdict", "DROPPED", "--from-pod", "default/xwing", "-o", "json");
+  assert.deepEqual(pods(xwing.stdout), ["xwing>deathstar-1"]);
+  const label = await hubble("observe", "--server", r.server, "--to-label", "class=deathstar", "-o", "json");
+  assert.deepEqual(pods(label.stdout), ["xwing>deathstar-1"]);
+  const labelIn = await hubble("observe", "--server", r.server, "--to-label", "k8s:app in (web, db)", "-o", "json");
+  assert.deepEqual(pods(labelIn.stdout), ["client-1>web-0", "client-1>web-0"]);
+  const tcp80 = await hubble("observe", "--server", r.server, "--protocol", "tcp", "--port", "80", "-o", "json");
+  assert.deepEqual(pods(tcp80.stdout), ["client-1>web-0", "xwing>deathstar-1"]);
+  const udp = await hubble("observe", "--server", r.server, "--protocol", "udp", "-o", "json");
+  assert.deepEqual(jsonFlows(udp.stdout).map((f) => f.l4?.UDP?.destination_port), [80]);
+  const notDropped = await hubble("observe", "--server", r.server, "--not", "--verdict", "DROPPED", "-o", "json");
+  assert.deepEqual(jsonFlows(notDropped.stdout).map((f) => f.verdict), ["FORWARDED"]);
+  const last = await hubble("observe", "--server", r.server, "--last", "1", "-o", "json");
+  assert.deepEqual(jsonFlows(last.stdout).map((f) => f.l4?.UDP !== undefined), [true]);
+  const first = await hubble("observe", "--server", r.server, "--first", "1", "-o", "json");
+  assert.deepEqual(jsonFlows(first.stdout).map((f) => f.verdict), ["FORWARDED"]);
+  const egress = await hubble("observe", "--server", r.server, "--traffic-direction", "egress", "-o", "json");
+  assert.deepEqual(jsonFlows(egress.stdout).map((f) => f.traffic_direction), ["EGRESS"]);
+  const ident = await hubble("observe", "--server", r.server, "--from-identity", "301", "-o", "json");
+  assert.deepEqual(pods(ident.stdout), ["xwing>deathstar-1"]);
+  const reason = await hubble("observe", "--server", r.server, "--drop-reason-desc", "POLICY_DENIED", "-o", "json");
+  assert.deepEqual(jsonFlows(reason.stdout).map((f) => f.drop_reason_desc), ["POLICY_DENIED"]);
+  const type = await hubble("observe", "--server", r.server, "--type", "policy-verdict", "-o", "json");
+  assert.deepEqual(jsonFlows(type.stdout).map((f) => f.verdict), ["FORWARDED"]);
+  const node = await hubble("observe", "--server", r.server, "--node-name", "node-*", "-o", "json");
+  assert.equal(jsonFlows(node.stdout).length, 3);
+  const otherNode = await hubble("observe", "--server", r.server, "--node-name", "node-b", "-o", "json");
+  assert.equal(jsonFlows(otherNode.stdout).length, 0);
+  const ip = await hubble("observe", "--server", r.server, "--to-ip", "10.0.1.0/28", "-o", "json");
+  assert.equal(jsonFlows(ip.stdout).length, 3);
+});
+
+test("an unsupported filter is an error naming the field, from the hubble CLI and from grpc-js", async (t) => {
+  const r = await start(t);
+  const fqdn = await hubble("observe", "--server", r.server, "--from-fqdn", "api.example.com");
+  assert.notEqual(fqdn.code, 0);
+  assert.match(fqdn.stderr, /InvalidArgument.*whitelist\[0\]\.source_fqdn: not supported/);
+  const http = await hubble("observe", "--server", r.server, "--http-method", "GET");
+  assert.match(http.stderr, /InvalidArgument.*http_method: not supported/);
+  const client = new HubbleClient(`unix:${r.socket}`);
+  t.after(() => client.close());
+  await assert.rejects(client.collectFlows({ whitelist: [{ source_service: ["default/web"] }] }), (e: Error & { code?: number }) => {
+    assert.equal(e.code, 3); // INVALID_ARGUMENT
+    assert.match(e.message, /whitelist\[0\]\.source_service: not supported/);
+    return true;
+  });
+  await assert.rejects(client.collectFlows({ blacklist: [{ source_ip: ["10.0.0.300"] }] }), /blacklist\[0\]\.source_ip: "10\.0\.0\.300" is not an IP address/);
+});
+
+test("hubble observe -f streams a drop that happens while it follows", async (t) => {
+  const r = await start(t);
+  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "--last", "1", "--verdict", "DROPPED", "--from-pod", "default/xwing", "-o", "json"]);
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  // The replayed xwing drop (--last 1) arrives first: the stream is open. (`-f` alone replays nothing, as in Hubble.)
+  await waitFor(() => out.includes("xwing"));
+  r.buffer.push(dropFlow({ time: new Date().toISOString(), source: endpoint({ pod: "xwing-2", ip: "10.0.0.8" }), dropReason: "spoofed source", decidedBy: undefined as never }));
+  r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "xwing-3" }) })); // forwarded: filtered out
+  await waitFor(() => out.includes("xwing-2"));
+  const flows = jsonFlows(out);
+  assert.deepEqual(
+    flows.map((f) => [f.source.pod_name, f.drop_reason_desc]),
+    [
+      ["xwing", "POLICY_DENY"],
+      ["xwing-2", "INVALID_SOURCE_IP"],
+    ],
+  );
+});
+
+test("on TCP the API is served with mutual TLS only: the hubble CLI and grpc-js with a client certificate, none without", async (t) => {
+  const pki = await makePki(["relay"]);
+  t.after(() => pki.remove());
+  const buffer = new FlowBuffer({ capacity: 10 });
+  buffer.push(dropFlow({ time: new Date().toISOString() }));
+  const server = new HubbleServer(buffer, "node-a", log);
+  // The serving certificate is the test PKI's server certificate for 127.0.0.1; clients are signed by the same CA.
+  const [address] = await server.start({ tcp: { address: "127.0.0.1:0", cert: pki.read("operator.crt"), key: pki.read("operator.key"), clientCa: pki.read("ca.crt") } });
+  t.after(() => server.stop());
+  const tls = ["--tls", "--tls-ca-cert-files", pki.file("ca.crt"), "--tls-client-cert-file", pki.file("relay.crt"), "--tls-client-key-file", pki.file("relay.key")];
+  const observed = await hubble("observe", "--server", address!, ...tls, "-o", "json");
+  assert.equal(observed.code, 0, observed.stderr);
+  assert.equal(jsonFlows(observed.stdout).length, 1);
+  const noCert = await hubble("observe", "--server", address!, "--tls", "--tls-ca-cert-files", pki.file("ca.crt"), "-o", "json");
+  assert.notEqual(noCert.code, 0);
+  const plain = await hubble("observe", "--server", address!, "-o", "json");
+  assert.notEqual(plain.code, 0);
+  const client = new HubbleClient(address!, { ca: pki.read("ca.crt"), cert: pki.read("relay.crt"), key: pki.read("relay.key") });
+  t.after(() => client.close());
+  assert.equal(Number((await client.serverStatus()).num_flows), 1);
+});
+
+async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

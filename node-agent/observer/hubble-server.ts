@@ -1,0 +1,162 @@
+// Hubble's Observer gRPC API (observer.Observer) over the agent's flow ring: for `hubble observe` and the relay,
+// on a unix socket and optionally on TCP with mutual TLS.
+import fs from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { FlowBuffer } from "./buffer.ts";
+import { toHubbleFlow } from "./hubble-flow.ts";
+import { socketAnswers } from "./server.ts";
+import { CILIUM_VERSION, hubbleApi } from "../../flowapi/hubble/proto.ts";
+import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
+import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflows.ts";
+import { msOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
+import { membraneVersion } from "../health.ts";
+
+export interface HubbleListen {
+  /** A unix socket (local clients, the relay on the same host). */
+  readonly socketPath?: string;
+  /** TCP `host:port` with mutual TLS: the server certificate and the CA that signs the clients (the relay's). */
+  readonly tcp?: { readonly address: string; readonly cert: Buffer; readonly key: Buffer; readonly clientCa: Buffer };
+}
+
+/** Messages a following client may fall behind before it is cut off (RESOURCE_EXHAUSTED). */
+export const MAX_FOLLOW_BACKLOG = 50_000;
+
+/** The version string Hubble clients print: who answers, and which Hubble API it speaks. */
+export const HUBBLE_SERVER_VERSION = `membrane ${membraneVersion()} (Hubble API of cilium ${CILIUM_VERSION})`;
+
+/** An error for a grpc-js callback or stream with a status code. */
+export function grpcError(code: grpc.status, message: string): grpc.ServiceError {
+  return Object.assign(new Error(message), { code, details: message, metadata: new grpc.Metadata() });
+}
+
+export class HubbleServer {
+  private server: grpc.Server | null = null;
+  private readonly startedAt = process.hrtime.bigint();
+  private readonly streams = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>>();
+  /** The addresses it listens on: `unix:/path`, `host:port`. */
+  readonly addresses: string[] = [];
+
+  constructor(
+    private readonly buffer: FlowBuffer,
+    private readonly node: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(listen: HubbleListen): Promise<string[]> {
+    const api = hubbleApi();
+    const server = new grpc.Server();
+    server.addService(api.service, {
+      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => this.getFlows(call),
+      ServerStatus: (_call: grpc.ServerUnaryCall<unknown, ServerStatusResponse>, cb: grpc.sendUnaryData<ServerStatusResponse>) => cb(null, this.status()),
+      GetNodes: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<{ nodes: HubbleNode[] }>) => cb(null, { nodes: [this.nodeInfo()] }),
+      GetNamespaces: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<{ namespaces: HubbleNamespace[] }>) => cb(null, { namespaces: this.namespaces() }),
+      GetAgentEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetAgentEvents: Membrane emits no agent events")),
+      GetDebugEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetDebugEvents: Membrane emits no debug events")),
+    });
+    server.addService(healthService, healthHandlers);
+    this.server = server;
+    if (listen.socketPath !== undefined) {
+      // A socket left by a previous run is replaced; one that answers belongs to a running agent.
+      if (await socketAnswers(listen.socketPath)) throw new Error(`${listen.socketPath}: in use by a running Hubble server`);
+      fs.rmSync(listen.socketPath, { force: true });
+      await bind(server, `unix://${listen.socketPath}`, grpc.ServerCredentials.createInsecure());
+      this.addresses.push(`unix:${listen.socketPath}`);
+    }
+    if (listen.tcp !== undefined) {
+      const creds = grpc.ServerCredentials.createSsl(listen.tcp.clientCa, [{ cert_chain: listen.tcp.cert, private_key: listen.tcp.key }], true);
+      const port = await bind(server, listen.tcp.address, creds);
+      this.addresses.push(listen.tcp.address.replace(/:\d+$/, `:${port}`));
+    }
+    this.log.info({ addresses: this.addresses, capacity: this.buffer.capacity }, "hubble observer listening");
+    return this.addresses;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.streams) s.end();
+    this.streams.clear();
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  }
+
+  private status(): ServerStatusResponse {
+    const c = this.buffer.counters();
+    const uptimeNs = Number(process.hrtime.bigint() - this.startedAt);
+    const seen = c.forwarded + c.dropped;
+    return {
+      num_flows: this.buffer.length,
+      max_flows: this.buffer.capacity,
+      seen_flows: seen,
+      uptime_ns: uptimeNs,
+      version: HUBBLE_SERVER_VERSION,
+      flows_rate: uptimeNs > 0 ? seen / (uptimeNs / 1e9) : 0,
+    };
+  }
+
+  private nodeInfo(): HubbleNode {
+    const s = this.status();
+    return {
+      name: this.node,
+      version: s.version,
+      address: this.addresses[0] ?? "",
+      state: "NODE_CONNECTED",
+      uptime_ns: s.uptime_ns,
+      num_flows: s.num_flows,
+      max_flows: s.max_flows,
+      seen_flows: s.seen_flows,
+    };
+  }
+
+  private namespaces(): HubbleNamespace[] {
+    const seen = new Set<string>();
+    for (const f of this.buffer.query()) {
+      if (f.source.namespace !== undefined) seen.add(f.source.namespace);
+      if (f.destination.namespace !== undefined) seen.add(f.destination.namespace);
+    }
+    return [...seen].sort().map((namespace) => ({ cluster: "", namespace }));
+  }
+
+  private getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): void {
+    const parsed = parseFlowsRequest(call.request);
+    if (!parsed.ok) {
+      call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, parsed.error));
+      return;
+    }
+    const q = parsed.query;
+    const send = (f: HubbleFlow): void => {
+      call.write({ flow: q.mask ? q.mask(f) : f, node_name: this.node, time: f.time });
+    };
+    // Replay and subscribe in one synchronous step, so no flow falls between them.
+    for (const f of replay(q, this.buffer.query().map(toHubbleFlow))) send(f);
+    if (!q.follow) {
+      call.end();
+      return;
+    }
+    const unsubscribe = this.buffer.subscribe((flow) => {
+      const f = toHubbleFlow(flow);
+      if (q.untilMs !== undefined && msOf(f.time)! > q.untilMs) {
+        call.end();
+        done();
+        return;
+      }
+      if (!q.match(f) || !inWindow(q, f)) return;
+      // A client that stops reading must not grow the agent's memory: cut it off.
+      if (call.writableLength > MAX_FOLLOW_BACKLOG) call.emit("error", grpcError(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${MAX_FOLLOW_BACKLOG} flows behind`));
+      else send(f);
+    });
+    this.streams.add(call);
+    const done = (): void => {
+      unsubscribe();
+      this.streams.delete(call);
+    };
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("error", done);
+  }
+}
+
+function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`${address}: ${err.message}`)) : resolve(port))));
+}
+
