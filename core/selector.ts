@@ -56,11 +56,14 @@ export function splitSelectorKey(raw: string): { source: string; key: string } {
   return { source: raw.slice(0, colon), key: raw.slice(colon + 1) };
 }
 
-/** The canonical `source:key` form of a selector key. */
+/** The canonical `source:key` form of a selector key (splitSelectorKey joined again, without building the parts). */
 export function selectorKey(raw: string, kubernetesKeys = false): string {
   if (kubernetesKeys) return `${LABEL_SOURCE.k8s}:${raw}`;
-  const { source, key } = splitSelectorKey(raw);
-  return `${source}:${key}`;
+  if (raw.startsWith("$")) return `${LABEL_SOURCE.reserved}:${raw.slice(1)}`;
+  const colon = raw.indexOf(":");
+  if (colon < 0) return `${LABEL_SOURCE.any}:${raw}`;
+  // "source:key" is already canonical; ":key" has an empty source, which means any.
+  return colon === 0 ? `${LABEL_SOURCE.any}:${raw.slice(1)}` : raw;
 }
 
 function compareStrings(a: string, b: string): number {
@@ -91,9 +94,12 @@ function jsonString(s: string): string {
   return `"${s}"`;
 }
 
-/** JSON.stringify([key, operator, values]), built without the generic serializer (a hot path in admission). */
+/** JSON.stringify(operator) for the operators a normalized requirement can have. */
+const OPERATOR_JSON: Readonly<Record<SelectorOperator, string>> = { In: '"In"', NotIn: '"NotIn"', Exists: '"Exists"', DoesNotExist: '"DoesNotExist"' };
+
+/** JSON.stringify([key, operator, values]) of a normalized requirement, built without the generic serializer (a hot path in admission). */
 function requirementString(r: LabelRequirement): string {
-  let out = `[${jsonString(r.key)},${jsonString(r.operator)},[`;
+  let out = `[${jsonString(r.key)},${OPERATOR_JSON[r.operator] ?? jsonString(r.operator)},[`;
   const vs = r.values;
   for (let i = 0; i < vs.length; i++) out += i === 0 ? jsonString(vs[i] as string) : `,${jsonString(vs[i] as string)}`;
   return `${out}]]`;
@@ -108,19 +114,48 @@ const builtSelectors = new Map<string, Selector>();
 
 /** A selector from requirements: sorted, de-duplicated, with its canonical string. */
 export function canonicalSelector(requirements: Iterable<LabelRequirement>): Selector {
-  const byString = new Map<string, LabelRequirement>();
-  for (const r of requirements) {
-    const n = normalizeRequirement(r.key, r.operator, r.values);
-    byString.set(requirementString(n), n);
+  const normalized: LabelRequirement[] = [];
+  for (const r of requirements) normalized.push(normalizeRequirement(r.key, r.operator, r.values));
+  return selectorOfNormalized(normalized);
+}
+
+/**
+ * canonicalSelector of requirements already normalized (as rawRequirements and selectorFrom build
+ * them): sorted by their strings, equal ones once, and only built when not built before.
+ */
+function selectorOfNormalized(reqs: LabelRequirement[]): Selector {
+  const n = reqs.length;
+  const strings: string[] = new Array<string>(n);
+  for (let i = 0; i < n; i++) strings[i] = requirementString(reqs[i] as LabelRequirement);
+  // Insertion sort of both arrays by string (selectors have a handful of requirements), then drop repeats.
+  for (let i = 1; i < n; i++) {
+    const s = strings[i] as string;
+    const r = reqs[i] as LabelRequirement;
+    let j = i - 1;
+    for (; j >= 0 && (strings[j] as string) > s; j--) {
+      strings[j + 1] = strings[j] as string;
+      reqs[j + 1] = reqs[j] as LabelRequirement;
+    }
+    strings[j + 1] = s;
+    reqs[j + 1] = r;
   }
-  const strings = [...byString.keys()];
-  if (strings.length > 1) strings.sort(compareStrings);
+  let unique = n;
+  for (let i = 1, w = 1; i < n; i++) {
+    if (strings[i] === strings[w - 1]) {
+      unique--;
+      continue;
+    }
+    strings[w] = strings[i] as string;
+    reqs[w] = reqs[i] as LabelRequirement;
+    w++;
+  }
+  strings.length = unique;
   const canonical = `[${strings.join(",")}]`;
   const known = builtSelectors.get(canonical);
   if (known !== undefined) return known;
-  const reqs: LabelRequirement[] = new Array<LabelRequirement>(strings.length);
-  for (let i = 0; i < strings.length; i++) reqs[i] = Object.freeze(byString.get(strings[i] as string) as LabelRequirement);
-  const sel: Selector = Object.freeze({ requirements: Object.freeze(reqs), canonical });
+  const frozen: LabelRequirement[] = new Array<LabelRequirement>(unique);
+  for (let i = 0; i < unique; i++) frozen[i] = Object.freeze(reqs[i] as LabelRequirement);
+  const sel: Selector = Object.freeze({ requirements: Object.freeze(frozen), canonical });
   if (canonical.length <= MEMO_MAX_CANONICAL) {
     if (builtSelectors.size >= MEMO_MAX_ENTRIES) builtSelectors.clear();
     builtSelectors.set(canonical, sel);
@@ -194,7 +229,7 @@ export function selectorFrom(input: LabelSelectorInput, opts: SelectorOptions = 
       }
     }
   }
-  return canonicalSelector(reqs);
+  return selectorOfNormalized(reqs);
 }
 
 /**
@@ -206,7 +241,7 @@ export function namespaceSelectorFrom(namespaceSelector: LabelSelectorInput, pod
   const reqs = rawRequirements(namespaceSelector, true, namespaceLabelKey(""));
   if (reqs.length === 0) reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });
   if (podSelector !== undefined) reqs.push(...rawRequirements(podSelector, true));
-  return canonicalSelector(reqs);
+  return selectorOfNormalized(reqs);
 }
 
 /**

@@ -18,15 +18,17 @@ export function formatWarning(w: PolicyWarning): string {
 
 /** Every warning for a parsed object (a CNP with `specs` gives several Policy values; each is checked on its own). */
 export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
+  // Each check appends to one list: this runs for every admitted policy.
   const found: PolicyWarning[] = [];
   for (const policy of policies) {
-    if (policy.parseWarnings) found.push(...policy.parseWarnings);
+    if (policy.parseWarnings) for (const w of policy.parseWarnings) found.push(w);
     for (const rule of policy.rules) {
-      if (rule.verdict === "allow") found.push(...openToWorld(rule));
-      if (rule.ports.length > 0) found.push(...dnsOffPort53(rule));
+      if (rule.verdict === "allow") openToWorld(found, rule);
+      if (rule.ports.length > 0) dnsOffPort53(found, rule);
       if (rule.requires.length > 0) found.push(deprecatedRequires(rule));
     }
-    found.push(...unreachableAllows(policy), ...unknownLabelKeys(policy));
+    unreachableAllows(found, policy);
+    unknownLabelKeys(found, policy);
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
     for (const gap of enforcementGaps([policy])) found.push({ path: gap.path, message: gap.effect });
   }
@@ -56,19 +58,21 @@ function wideOpenPeer(peer: Peer): string | undefined {
   return undefined;
 }
 
-function openToWorld(rule: Rule): PolicyWarning[] {
-  if (rule.verdict !== "allow" || !coversAllTraffic(rule)) return [];
-  const out: PolicyWarning[] = [];
+function openToWorld(out: PolicyWarning[], rule: Rule): void {
+  if (rule.verdict !== "allow") return;
+  // The peers first: most rules have no wide-open peer, and then the ports need no look.
+  let coversAll: boolean | undefined;
   for (const peer of rule.peers) {
     const what = wideOpenPeer(peer);
     if (what === undefined) continue;
+    coversAll ??= coversAllTraffic(rule);
+    if (!coversAll) return;
     const dir = rule.direction === "ingress" ? "from" : "to";
     out.push({
       path: rule.origin.path,
       message: `allows every port and protocol ${dir} ${what}; restrict it with toPorts if that is not intended`,
     });
   }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -85,33 +89,34 @@ function deprecatedRequires(rule: Rule): PolicyWarning {
 // ---------------------------------------------------------------------------------------------
 // DNS rules on a port other than 53
 
-function dnsOffPort53(rule: Rule): PolicyWarning[] {
-  const out: PolicyWarning[] = [];
-  rule.ports.forEach((portRule, i) => {
-    if (portRule.rules?.kind !== "dns") return;
-    const odd = portRule.ports.filter((p) => !(p.port === 53 && p.endPort === 53) && p.name === undefined);
-    const named = portRule.ports.filter((p) => p.name !== undefined);
+function dnsOffPort53(out: PolicyWarning[], rule: Rule): void {
+  for (let i = 0; i < rule.ports.length; i++) {
+    const portRule = rule.ports[i] as Rule["ports"][number];
+    if (portRule.rules?.kind !== "dns") continue;
     const where = `${rule.origin.path}.toPorts[${i}]`;
-    for (const p of odd) {
+    // Numbered ports first, then named ones, as the user reads them.
+    for (const p of portRule.ports) {
+      if ((p.port === 53 && p.endPort === 53) || p.name !== undefined) continue;
       const what = p.port === 0 ? "every port" : p.endPort !== p.port ? `ports ${p.port}-${p.endPort}` : `port ${p.port}`;
       out.push({
         path: where,
         message: `DNS rules on ${what}, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on`,
       });
     }
-    for (const p of named) {
+    for (const p of portRule.ports) {
+      if (p.name === undefined) continue;
       out.push({ path: where, message: `DNS rules on named port "${p.name}": make sure it resolves to your DNS server's port (usually 53)` });
     }
-  });
-  return out;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // an allow rule that a deny rule of the same policy makes unreachable
 
-function unreachableAllows(policy: Policy): PolicyWarning[] {
-  const out: PolicyWarning[] = [];
-  const denies = policy.rules.filter((r) => r.verdict === "deny" && r.requires.length === 0);
+function unreachableAllows(out: PolicyWarning[], policy: Policy): void {
+  let denies: Rule[] | undefined;
+  for (const r of policy.rules) if (r.verdict === "deny" && r.requires.length === 0) (denies ??= []).push(r);
+  if (denies === undefined) return;
   for (const allow of policy.rules) {
     if (allow.verdict !== "allow" || allow.peers.length === 0) continue;
     const deny = denies.find((d) => d.direction === allow.direction && ruleCovers(d, allow));
@@ -121,7 +126,6 @@ function unreachableAllows(policy: Policy): PolicyWarning[] {
       message: `never takes effect: ${deny.origin.path} denies every peer and port it allows (deny wins)`,
     });
   }
-  return out;
 }
 
 function ruleCovers(deny: Rule, allow: Rule): boolean {
@@ -256,27 +260,44 @@ function unknownLabelKey(fullKey: string): string | undefined {
   return undefined;
 }
 
-/** Adds a warning to `out` for every key of `selector` that no label source produces. */
-function checkSelectorKeys(out: PolicyWarning[], selector: Selector | undefined, path: string | (() => string)): void {
-  if (selector === undefined) return;
+// Selectors are immutable (and built once per canonical form), so what their keys say is worked out once each.
+const unknownKeyMessages = new WeakMap<Selector, readonly string[]>();
+
+function unknownKeysOf(selector: Selector): readonly string[] {
+  let messages = unknownKeyMessages.get(selector);
+  if (messages !== undefined) return messages;
+  const found: string[] = [];
   for (const req of selector.requirements) {
     if (req.operator === "NotIn" || req.operator === "DoesNotExist") continue; // negations of a missing key are legal
     const message = unknownLabelKey(req.key);
-    if (message !== undefined) out.push({ path: typeof path === "string" ? path : path(), message });
+    if (message !== undefined) found.push(message);
   }
+  messages = found;
+  unknownKeyMessages.set(selector, messages);
+  return messages;
 }
 
-function unknownLabelKeys(policy: Policy): PolicyWarning[] {
-  const out: PolicyWarning[] = [];
-  // The spec's own path is only needed for a warning: most policies have none.
-  const specPath = (): string => policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
-  checkSelectorKeys(out, policy.subject, () => `${specPath()}.${policy.kind === "NetworkPolicy" ? "podSelector" : "endpointSelector"}`);
-  checkSelectorKeys(out, policy.nodeSelector, () => `${specPath()}.nodeSelector`);
+/** Adds a warning at `path` to `out` for every key of `selector` that no label source produces. */
+function checkSelectorKeys(out: PolicyWarning[], selector: Selector | undefined, path: string): void {
+  if (selector === undefined) return;
+  const messages = unknownKeysOf(selector);
+  for (let i = 0; i < messages.length; i++) out.push({ path, message: messages[i] as string });
+}
+
+/** The path of a policy's own spec, from its first rule's (only needed for a warning: most policies have none). */
+function specPathOf(policy: Policy): string {
+  return policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
+}
+
+function unknownLabelKeys(out: PolicyWarning[], policy: Policy): void {
+  if (unknownKeysOf(policy.subject).length > 0)
+    checkSelectorKeys(out, policy.subject, `${specPathOf(policy)}.${policy.kind === "NetworkPolicy" ? "podSelector" : "endpointSelector"}`);
+  if (policy.nodeSelector !== undefined && unknownKeysOf(policy.nodeSelector).length > 0)
+    checkSelectorKeys(out, policy.nodeSelector, `${specPathOf(policy)}.nodeSelector`);
   for (const rule of policy.rules) {
     for (const peer of rule.peers) {
       if (peer.kind === "selector" || peer.kind === "service") checkSelectorKeys(out, peer.selector, rule.origin.path);
     }
     for (const req of rule.requires) checkSelectorKeys(out, req, rule.origin.path);
   }
-  return out;
 }

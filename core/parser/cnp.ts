@@ -66,6 +66,8 @@ const EGRESS_FIELDS = [...EGRESS_L3, "toRequires", "toPorts", "icmps", "authenti
 const INGRESS_DENY_FIELDS = [...INGRESS_FIELDS.filter((k) => k !== "authentication"), "toFQDNs"];
 const EGRESS_DENY_FIELDS = [...EGRESS_FIELDS.filter((k) => k !== "authentication"), "toFQDNs"];
 const CIDR_SET_FIELDS = ["cidr", "except", "cidrGroupRef", "cidrGroupSelector"];
+/** The fields of a CIDR set entry that say where its addresses come from: exactly one is set. */
+const CIDR_SET_SOURCES = ["cidr", "cidrGroupRef", "cidrGroupSelector"];
 const FQDN_FIELDS = ["matchName", "matchPattern"];
 /** Every way a CNP names the pod namespace label in an endpointSelector. */
 const NAMESPACE_LABEL_KEYS = [POD_NAMESPACE_LABEL, `k8s:${POD_NAMESPACE_LABEL}`, `any:${POD_NAMESPACE_LABEL}`];
@@ -101,22 +103,19 @@ function endpointSelectors(errs: Errors, rule: Obj, key: string, path: string, s
   return out;
 }
 
-function cidrPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
-  const out: Peer[] = [];
+function cidrPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {
   const list = stringList(errs, rule, key, path);
   for (let i = 0; i < list.length; i++) {
     const checked = checkPrefix(list[i] ?? "", true);
     if (typeof checked === "string") errs.add(`${join(path, key)}[${i}]`, checked);
     else out.push({ kind: "cidr", cidr: checked.text, except: [] });
   }
-  return out;
 }
 
-function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
-  const out: Peer[] = [];
+function cidrSetPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
     checkKnown(errs, p, item, CIDR_SET_FIELDS);
-    const given = ["cidr", "cidrGroupRef", "cidrGroupSelector"].filter((k) => has(item, k));
+    const given = CIDR_SET_SOURCES.filter((k) => has(item, k));
     if (given.length === 0) {
       errs.add(p, "set one of cidr (such as 10.0.0.0/8), cidrGroupRef or cidrGroupSelector");
       continue;
@@ -136,22 +135,18 @@ function cidrSetPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[
     const block = cidrBlock(errs, item, p, false);
     if (block) out.push({ kind: "cidr", ...block });
   }
-  return out;
 }
 
-function entityPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
-  const out: Peer[] = [];
+function entityPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {
   const list = stringList(errs, rule, key, path);
   for (let i = 0; i < list.length; i++) {
     const s = list[i] ?? "";
     if (isEntity(s)) out.push({ kind: "entity", entity: s });
     else errs.add(`${join(path, key)}[${i}]`, `${show(s)} is not an entity (${ENTITIES.join(", ")})`);
   }
-  return out;
 }
 
-function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope: Scope): Peer[] {
-  const out: Peer[] = [];
+function servicePeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string, scope: Scope): void {
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
     checkKnown(errs, p, item, ["k8sService", "k8sServiceSelector"]);
     const byName = optObject(errs, item, "k8sService", p);
@@ -195,11 +190,9 @@ function servicePeers(errs: Errors, rule: Obj, key: string, path: string, scope:
       out.push({ kind: "service", selector: selectorFrom(ls), ...(namespace ? { namespace } : {}) });
     }
   }
-  return out;
 }
 
-function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
-  const out: Peer[] = [];
+function fqdnPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
     checkKnown(errs, p, item, FQDN_FIELDS);
     const matchName = optString(errs, item, "matchName", p);
@@ -223,7 +216,6 @@ function fqdnPeers(errs: Errors, rule: Obj, key: string, path: string): Peer[] {
           : { kind: "fqdn", matchPattern: matchPattern ?? "" },
       );
   }
-  return out;
 }
 
 
@@ -292,6 +284,20 @@ function emptyPeerListMeaning(key: string, scope: Scope, verdict: Verdict, direc
 /** Why an explicitly empty list that Membrane does not read as "no peer" is refused. */
 function emptyListProblem(key: string): string {
   return `an empty list selects nothing; ${EMPTY_PEER_LIST_FIX[key] ?? "list the peers"}, or remove the field`;
+}
+
+/** How to write what an empty toPorts/icmps list was probably meant to say. */
+const EMPTY_L4_EXAMPLE = { toPorts: `{ports: [{port: "443", protocol: TCP}]}`, icmps: "{fields: [{family: IPv4, type: EchoRequest}]}" } as const;
+
+/** An explicitly empty toPorts/icmps: `readAsEveryPort` when the rule has peers and no other L4 field. */
+function emptyL4List(errs: Errors, path: string, key: "toPorts" | "icmps", readAsEveryPort: boolean, verdict: Verdict): void {
+  const example = EMPTY_L4_EXAMPLE[key];
+  errs.add(
+    join(path, key),
+    readAsEveryPort
+      ? `an empty list is read as "not set", so this rule would ${verdict} every port; list rules such as ${example}, or remove the field if every port is meant`
+      : `an empty list selects nothing; list rules such as ${example}, or remove the field`,
+  );
 }
 
 /** One rule of ingress/ingressDeny/egress/egressDeny. */
@@ -364,17 +370,17 @@ function parseRule(
   if (direction === "ingress") {
     for (const s of endpointSelectors(errs, rule, "fromEndpoints", path, scope))
       peers.push({ kind: "selector", selector: s });
-    peers.push(...cidrPeers(errs, rule, "fromCIDR", path));
-    peers.push(...cidrSetPeers(errs, rule, "fromCIDRSet", path));
-    peers.push(...entityPeers(errs, rule, "fromEntities", path));
+    cidrPeers(peers, errs, rule, "fromCIDR", path);
+    cidrSetPeers(peers, errs, rule, "fromCIDRSet", path);
+    entityPeers(peers, errs, rule, "fromEntities", path);
   } else {
     for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
       peers.push({ kind: "selector", selector: s });
-    peers.push(...cidrPeers(errs, rule, "toCIDR", path));
-    peers.push(...cidrSetPeers(errs, rule, "toCIDRSet", path));
-    peers.push(...entityPeers(errs, rule, "toEntities", path));
-    peers.push(...servicePeers(errs, rule, "toServices", path, scope));
-    if (!deny) peers.push(...fqdnPeers(errs, rule, "toFQDNs", path));
+    cidrPeers(peers, errs, rule, "toCIDR", path);
+    cidrSetPeers(peers, errs, rule, "toCIDRSet", path);
+    entityPeers(peers, errs, rule, "toEntities", path);
+    servicePeers(peers, errs, rule, "toServices", path, scope);
+    if (!deny) fqdnPeers(peers, errs, rule, "toFQDNs", path);
   }
   const requires = endpointSelectors(
     errs,
@@ -413,18 +419,8 @@ function parseRule(
     emptyPeerList = true;
     errs.warn(join(path, k), emptyPeerListMeaning(k, scope, verdict, direction));
   }
-  for (const [k, other, example] of [
-    ["toPorts", hasIcmps, `{ports: [{port: "443", protocol: TCP}]}`],
-    ["icmps", hasPorts, "{fields: [{family: IPv4, type: EchoRequest}]}"],
-  ] as const) {
-    if (!isEmptyList(rule, k)) continue;
-    errs.add(
-      join(path, k),
-      present.length > 0 && !other
-        ? `an empty list is read as "not set", so this rule would ${verdict} every port; list rules such as ${example}, or remove the field if every port is meant`
-        : `an empty list selects nothing; list rules such as ${example}, or remove the field`,
-    );
-  }
+  if (isEmptyList(rule, "toPorts")) emptyL4List(errs, path, "toPorts", present.length > 0 && !hasIcmps, verdict);
+  if (isEmptyList(rule, "icmps")) emptyL4List(errs, path, "icmps", present.length > 0 && !hasPorts, verdict);
   if (hasPorts && hasIcmps)
     errs.add(
       join(path, "icmps"),

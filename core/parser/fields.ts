@@ -28,11 +28,14 @@ export function isRecord(v: unknown): v is Obj {
 
 /** An own property only: keys such as "constructor" must never reach Object.prototype. */
 export function field(obj: Obj, key: string): unknown {
-  return Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+  // Most probes are for absent keys: one lookup, and the ownership test only for a value found.
+  const v = obj[key];
+  return v !== undefined && Object.prototype.hasOwnProperty.call(obj, key) ? v : undefined;
 }
 
 export function has(obj: Obj, key: string): boolean {
-  return Object.prototype.hasOwnProperty.call(obj, key) && obj[key] !== undefined && obj[key] !== null;
+  const v = obj[key];
+  return v !== undefined && v !== null && Object.prototype.hasOwnProperty.call(obj, key);
 }
 
 /** A short, safe rendering of any value for a message (never calls toString on objects). */
@@ -60,8 +63,9 @@ export const join = (base: string, key: string): string => (base === "" ? key : 
 
 /** Reports every key not in `allowed`, as the API server's strict field validation does. */
 export function checkKnown(errs: Errors, path: string, obj: Obj, allowed: readonly string[]): void {
-  for (const k of Object.keys(obj)) {
-    if (!allowed.includes(k)) errs.add(join(path, k), `unknown field ${show(k)}`);
+  // for-in over own keys visits them in Object.keys order without building the array.
+  for (const k in obj) {
+    if (!allowed.includes(k) && Object.prototype.hasOwnProperty.call(obj, k)) errs.add(join(path, k), `unknown field ${show(k)}`);
   }
 }
 
