@@ -6,6 +6,7 @@ import {
   Errors,
   type Obj,
   checkKnown,
+  checkKnownKeys,
   field,
   has,
   hasItems,
@@ -315,11 +316,14 @@ function parseRule(
   const verdict: Verdict = deny ? "deny" : "allow";
   const l3 = direction === "ingress" ? INGRESS_L3 : EGRESS_L3;
   const known = direction === "ingress" ? INGRESS_FIELDS : EGRESS_FIELDS;
-  checkKnown(errs, path, rule, deny ? (direction === "ingress" ? INGRESS_DENY_FIELDS : EGRESS_DENY_FIELDS) : known);
+  // The rule's own keys, read once: most of the fields looked at below are absent, and a look-up in
+  // this short list is cheaper than one in the object (every reader returns nothing for an absent field).
+  const keys = Object.keys(rule);
+  checkKnownKeys(errs, path, keys, deny ? (direction === "ingress" ? INGRESS_DENY_FIELDS : EGRESS_DENY_FIELDS) : known);
 
   // Cilium allows one kind of L3 peer per rule; the error sits on the later field, where an editor underlines it.
   const present: (typeof l3)[number][] = [];
-  for (const k of l3) if (hasItems(rule, k)) present.push(k);
+  for (const k of l3) if (keys.includes(k) && hasItems(rule, k)) present.push(k);
   for (let i = 0; i < present.length; i++) {
     for (let j = i + 1; j < present.length; j++) {
       errs.add(
@@ -328,26 +332,26 @@ function parseRule(
       );
     }
   }
-  if (deny && has(rule, "toFQDNs"))
+  if (deny && keys.includes("toFQDNs") && has(rule, "toFQDNs"))
     errs.add(
       join(path, "toFQDNs"),
       "toFQDNs is not allowed in egressDeny: deny by toCIDRSet or toEndpoints instead",
     );
   for (const k of NODES_FIELDS) {
-    if (has(rule, k))
+    if (keys.includes(k) && has(rule, k))
       errs.add(
         join(path, k),
         `${k} is not supported by Membrane: select nodes with the remote-node or host entity`,
       );
   }
   for (const k of GROUPS_FIELDS) {
-    if (has(rule, k))
+    if (keys.includes(k) && has(rule, k))
       errs.add(
         join(path, k),
         `${k} (cloud provider groups) is not supported by Membrane: list the CIDRs instead`,
       );
   }
-  const auth = optObject(errs, rule, "authentication", path);
+  const auth = keys.includes("authentication") ? optObject(errs, rule, "authentication", path) : undefined;
   if (auth) {
     const ap = join(path, "authentication");
     checkKnown(errs, ap, auth, ["mode"]);
@@ -368,40 +372,40 @@ function parseRule(
 
   const peers: Peer[] = [];
   if (direction === "ingress") {
-    for (const s of endpointSelectors(errs, rule, "fromEndpoints", path, scope))
-      peers.push({ kind: "selector", selector: s });
-    cidrPeers(peers, errs, rule, "fromCIDR", path);
-    cidrSetPeers(peers, errs, rule, "fromCIDRSet", path);
-    entityPeers(peers, errs, rule, "fromEntities", path);
+    if (keys.includes("fromEndpoints"))
+      for (const s of endpointSelectors(errs, rule, "fromEndpoints", path, scope))
+        peers.push({ kind: "selector", selector: s });
+    if (keys.includes("fromCIDR")) cidrPeers(peers, errs, rule, "fromCIDR", path);
+    if (keys.includes("fromCIDRSet")) cidrSetPeers(peers, errs, rule, "fromCIDRSet", path);
+    if (keys.includes("fromEntities")) entityPeers(peers, errs, rule, "fromEntities", path);
   } else {
-    for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
-      peers.push({ kind: "selector", selector: s });
-    cidrPeers(peers, errs, rule, "toCIDR", path);
-    cidrSetPeers(peers, errs, rule, "toCIDRSet", path);
-    entityPeers(peers, errs, rule, "toEntities", path);
-    servicePeers(peers, errs, rule, "toServices", path, scope);
-    if (!deny) fqdnPeers(peers, errs, rule, "toFQDNs", path);
+    if (keys.includes("toEndpoints"))
+      for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
+        peers.push({ kind: "selector", selector: s });
+    if (keys.includes("toCIDR")) cidrPeers(peers, errs, rule, "toCIDR", path);
+    if (keys.includes("toCIDRSet")) cidrSetPeers(peers, errs, rule, "toCIDRSet", path);
+    if (keys.includes("toEntities")) entityPeers(peers, errs, rule, "toEntities", path);
+    if (keys.includes("toServices")) servicePeers(peers, errs, rule, "toServices", path, scope);
+    if (!deny && keys.includes("toFQDNs")) fqdnPeers(peers, errs, rule, "toFQDNs", path);
   }
-  const requires = endpointSelectors(
-    errs,
-    rule,
-    direction === "ingress" ? "fromRequires" : "toRequires",
-    path,
-    scope,
-  );
+  const requiresKey = direction === "ingress" ? "fromRequires" : "toRequires";
+  const requires = keys.includes(requiresKey) ? endpointSelectors(errs, rule, requiresKey, path, scope) : [];
 
-  const ctx = {
-    direction,
-    deny,
-    hostPolicy: scope.hostPolicy,
-    enableExtendedIPProtocols: scope.enableExtendedIPProtocols,
-  } as const;
-  const ports: PortRule[] = toPorts(errs, rule, path, ctx) ?? [];
-  const icmpFields = icmps(errs, rule, path);
-  const hasPorts = hasItems(rule, "toPorts");
-  const hasIcmps = hasItems(rule, "icmps");
+  let ports: PortRule[] = [];
+  if (keys.includes("toPorts")) {
+    const ctx = {
+      direction,
+      deny,
+      hostPolicy: scope.hostPolicy,
+      enableExtendedIPProtocols: scope.enableExtendedIPProtocols,
+    } as const;
+    ports = toPorts(errs, rule, path, ctx) ?? [];
+  }
+  const icmpFields = keys.includes("icmps") ? icmps(errs, rule, path) : [];
+  const hasPorts = keys.includes("toPorts") && hasItems(rule, "toPorts");
+  const hasIcmps = keys.includes("icmps") && hasItems(rule, "icmps");
   // Cilium admits `toServices: []`; it selects no Service, so the rule allows (or denies) nothing.
-  const emptyServices = direction === "egress" && isEmptyList(rule, "toServices");
+  const emptyServices = direction === "egress" && keys.includes("toServices") && isEmptyList(rule, "toServices");
   if (emptyServices)
     errs.warn(
       join(path, "toServices"),
@@ -411,7 +415,7 @@ function parseRule(
   let emptyPeerList = false;
   for (const k of l3) {
     // Fields Membrane refuses outright already have their error.
-    if (!isEmptyList(rule, k) || !(k in EMPTY_PEER_LIST_FIX) || (deny && k === "toFQDNs")) continue;
+    if (!keys.includes(k) || !isEmptyList(rule, k) || !(k in EMPTY_PEER_LIST_FIX) || (deny && k === "toFQDNs")) continue;
     if (k === "toFQDNs") {
       errs.add(join(path, k), emptyListProblem(k));
       continue;
@@ -419,8 +423,8 @@ function parseRule(
     emptyPeerList = true;
     errs.warn(join(path, k), emptyPeerListMeaning(k, scope, verdict, direction));
   }
-  if (isEmptyList(rule, "toPorts")) emptyL4List(errs, path, "toPorts", present.length > 0 && !hasIcmps, verdict);
-  if (isEmptyList(rule, "icmps")) emptyL4List(errs, path, "icmps", present.length > 0 && !hasPorts, verdict);
+  if (keys.includes("toPorts") && isEmptyList(rule, "toPorts")) emptyL4List(errs, path, "toPorts", present.length > 0 && !hasIcmps, verdict);
+  if (keys.includes("icmps") && isEmptyList(rule, "icmps")) emptyL4List(errs, path, "icmps", present.length > 0 && !hasPorts, verdict);
   if (hasPorts && hasIcmps)
     errs.add(
       join(path, "icmps"),
@@ -449,6 +453,11 @@ function parseRule(
         ? { policyKind: scope.kind, namespace: scope.namespace, name: scope.name, ruleIndex: index, path }
         : { policyKind: scope.kind, name: scope.name, ruleIndex: index, path },
   };
+}
+
+/** Whether `this` (a spec) has rules in section `k`, or something other than a list there (which has its own error). */
+function saysSomething(this: Obj, k: string): boolean {
+  return hasItems(this, k) || (has(this, k) && !Array.isArray(field(this, k)));
 }
 
 /** One Cilium rule spec (`spec` or `specs[i]`) → one Policy. */
@@ -540,7 +549,7 @@ export function parseCiliumSpec(
   const rules: Rule[] = [];
   const sections = ["ingress", "ingressDeny", "egress", "egressDeny"] as const;
   // A section of the wrong type already has its own error.
-  if (!sections.some((k) => hasItems(spec, k) || (has(spec, k) && !Array.isArray(field(spec, k))))) {
+  if (!sections.some(saysSomething, spec)) {
     // Cilium 1.19+ refuses a rule that says nothing (enableDefaultDeny alone included); name the
     // empty list when there is one, since that is where the user thought a rule was.
     const empty = sections.find((k) => isEmptyList(spec, k));

@@ -69,6 +69,11 @@ export function checkKnown(errs: Errors, path: string, obj: Obj, allowed: readon
   }
 }
 
+/** checkKnown for an object whose own keys (Object.keys) the caller has already read. */
+export function checkKnownKeys(errs: Errors, path: string, keys: readonly string[], allowed: readonly string[]): void {
+  for (const k of keys) if (!allowed.includes(k)) errs.add(join(path, k), `unknown field ${show(k)}`);
+}
+
 /** An optional object field: undefined when absent or null, an error when of another type. */
 export function optObject(errs: Errors, obj: Obj, key: string, path: string): Obj | undefined {
   const v = field(obj, key);

@@ -14,6 +14,7 @@ import {
   Errors,
   type Obj,
   checkKnown,
+  checkKnownKeys,
   field,
   has,
   ianaServiceNameProblem,
@@ -31,6 +32,8 @@ import {
 } from "./fields.ts";
 import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
 
+/** An empty list shared by every port rule without serverNames (never written to). */
+const NO_STRINGS: readonly string[] = [];
 const MAX_PORTS = 40; // Cilium's limit per port rule
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY"];
 
@@ -179,19 +182,10 @@ function portProtocol(errs: Errors, item: Obj, path: string, extended: boolean):
     : { port: port.port, endPort, protocol };
 }
 
-/** A regular expression as Cilium hands it to Envoy (RE2): it must compile, without RE2-unsupported syntax. */
-function checkRegex(errs: Errors, path: string, re: string): void {
-  if (/\(\?<?[=!]/.test(re)) {
-    errs.add(path, `${show(re)} uses a lookaround, which Cilium's regular expressions (RE2) do not support`);
-    return;
-  }
-  if (/\\[1-9]/.test(re)) {
-    errs.add(
-      path,
-      `${show(re)} uses a backreference, which Cilium's regular expressions (RE2) do not support`,
-    );
-    return;
-  }
+/** Why a regular expression cannot be handed to Envoy (RE2), or undefined; memoised by text (see checkRegex). */
+function regexProblem(re: string): string | undefined {
+  if (/\(\?<?[=!]/.test(re)) return `${show(re)} uses a lookaround, which Cilium's regular expressions (RE2) do not support`;
+  if (/\\[1-9]/.test(re)) return `${show(re)} uses a backreference, which Cilium's regular expressions (RE2) do not support`;
   try {
     new RegExp(re);
   } catch (e) {
@@ -199,8 +193,29 @@ function checkRegex(errs: Errors, path: string, re: string): void {
       e instanceof Error
         ? e.message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, "")
         : "it does not compile";
-    errs.add(path, `${show(re)} is not a valid regular expression: ${reason}`);
+    return `${show(re)} is not a valid regular expression: ${reason}`;
   }
+  return undefined;
+}
+
+// Compiled once per text, not once per request: the same method and path patterns come back with
+// every update of a policy. Bounded like the selector memo, so that no request can grow it without limit.
+const REGEX_MEMO_MAX_ENTRIES = 1024;
+const REGEX_MEMO_MAX_CHARS = 256;
+const checkedRegexes = new Map<string, string | undefined>();
+
+/** A regular expression as Cilium hands it to Envoy (RE2): it must compile, without RE2-unsupported syntax. */
+function checkRegex(errs: Errors, path: string, re: string): void {
+  let problem: string | undefined;
+  if (checkedRegexes.has(re)) problem = checkedRegexes.get(re);
+  else {
+    problem = regexProblem(re);
+    if (re.length <= REGEX_MEMO_MAX_CHARS) {
+      if (checkedRegexes.size >= REGEX_MEMO_MAX_ENTRIES) checkedRegexes.clear();
+      checkedRegexes.set(re, problem);
+    }
+  }
+  if (problem !== undefined) errs.add(path, problem);
 }
 
 function secretRef(errs: Errors, obj: Obj, path: string): { namespace?: string; name: string } | undefined {
@@ -388,9 +403,11 @@ const L7_NAMES: Record<L7Rules["kind"], string> = {
 /** One entry of a rule's `toPorts`. Deny rules take ports only (Cilium's PortDenyRule). */
 export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext): PortRule | undefined {
   const before = errs.count;
+  // Read once: most port rules have only ports (and rules), and the readers below return nothing for an absent field.
+  const keys = Object.keys(item);
   if (ctx.deny) {
     for (const k of PORT_RULE_L7_FIELDS) {
-      if (has(item, k)) {
+      if (keys.includes(k) && has(item, k)) {
         errs.add(
           join(path, k),
           k === "rules"
@@ -399,10 +416,10 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
         );
       }
     }
-    checkKnown(errs, path, item, PORT_RULE_FIELDS);
+    checkKnownKeys(errs, path, keys, PORT_RULE_FIELDS);
   } else {
-    checkKnown(errs, path, item, PORT_RULE_FIELDS);
-    if (has(item, "listener"))
+    checkKnownKeys(errs, path, keys, PORT_RULE_FIELDS);
+    if (keys.includes("listener") && has(item, "listener"))
       errs.add(
         join(path, "listener"),
         "listener (a redirect to a CiliumEnvoyConfig listener) is not supported by Membrane: it runs no Envoy that a CiliumEnvoyConfig could configure; use L7 rules (rules.http) instead",
@@ -436,11 +453,11 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
   }
   if (ctx.deny) return errs.count === before ? { ports } : undefined;
 
-  const rulesObj = optObject(errs, item, "rules", path);
+  const rulesObj = keys.includes("rules") ? optObject(errs, item, "rules", path) : undefined;
   const rules = rulesObj ? l7Rules(errs, rulesObj, join(path, "rules")) : undefined;
-  const terminatingTLS = tlsContext(errs, item, "terminatingTLS", path);
-  const originatingTLS = tlsContext(errs, item, "originatingTLS", path);
-  const serverNames = stringList(errs, item, "serverNames", path);
+  const terminatingTLS = keys.includes("terminatingTLS") ? tlsContext(errs, item, "terminatingTLS", path) : undefined;
+  const originatingTLS = keys.includes("originatingTLS") ? tlsContext(errs, item, "originatingTLS", path) : undefined;
+  const serverNames = keys.includes("serverNames") ? stringList(errs, item, "serverNames", path) : NO_STRINGS;
   for (let i = 0; i < serverNames.length; i++) {
     if (serverNames[i] === "") errs.add(`${join(path, "serverNames")}[${i}]`, "a server name must not be empty");
   }
