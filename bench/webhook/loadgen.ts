@@ -1,4 +1,4 @@
-// A lean closed-loop HTTPS load generator: raw HTTP/1.1 over keep-alive TLS sockets, so that it takes little of the CPU the server needs.
+// A lean HTTPS load generator, closed loop or open loop: raw HTTP/1.1 over keep-alive TLS sockets, so that it takes little of the CPU the server needs.
 import { connect, type TLSSocket } from "node:tls";
 
 export interface LoadOptions {
@@ -83,7 +83,7 @@ class ResponseReader {
   }
 }
 
-function open(opts: LoadOptions): Promise<TLSSocket> {
+function open(opts: { readonly host: string; readonly port: number; readonly ca: string }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: opts.host, port: opts.port, ca: opts.ca }, () => {
       socket.off("error", reject);
@@ -92,6 +92,21 @@ function open(opts: LoadOptions): Promise<TLSSocket> {
     });
     socket.once("error", reject);
   });
+}
+
+function requestText(opts: { host: string; port: number; path: string }, body: string): string {
+  return (
+    `POST ${opts.path} HTTP/1.1\r\nHost: ${opts.host}:${opts.port}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
+}
+
+/** Whether the answer is a 200 AdmissionReview for `uid`, and allowed; throws on anything else. */
+function readAnswer(answer: Answer, uid: string): boolean {
+  if (answer.status !== 200) throw new Error(`HTTP ${answer.status}: ${answer.body.slice(0, 200)}`);
+  const review = JSON.parse(answer.body) as { response?: { uid?: string; allowed?: boolean } };
+  if (review.response?.uid !== uid) throw new Error(`answer for ${String(review.response?.uid)}, expected ${uid}`);
+  return review.response.allowed === true;
 }
 
 /** Runs `connections` loops for `seconds`, each sending its next request as soon as its last answer is in. */
@@ -108,16 +123,10 @@ export async function closedLoop(opts: LoadOptions): Promise<LoadResult> {
       const uid = `bench-${w}-${i}`;
       const body = opts.body(uid);
       const t0 = performance.now();
-      socket.write(
-        `POST ${opts.path} HTTP/1.1\r\nHost: ${opts.host}:${opts.port}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-      );
+      socket.write(requestText(opts, body));
       const answer = await reader.next();
       const ms = performance.now() - t0;
-      if (answer.status !== 200) throw new Error(`HTTP ${answer.status}: ${answer.body.slice(0, 200)}`);
-      const review = JSON.parse(answer.body) as { response?: { uid?: string; allowed?: boolean } };
-      if (review.response?.uid !== uid) throw new Error(`answer for ${String(review.response?.uid)}, expected ${uid}`);
-      if (review.response.allowed !== true) denied++;
+      if (!readAnswer(answer, uid)) denied++;
       if (opts.record) latencies.push(ms);
       requests++;
     }
@@ -129,6 +138,111 @@ export async function closedLoop(opts: LoadOptions): Promise<LoadResult> {
   }
   const elapsedSeconds = (performance.now() - started) / 1000;
   return { requests, denied, elapsedSeconds, latenciesMs: Float64Array.from(latencies).sort() };
+}
+
+export interface OpenLoopOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly ca: string;
+  readonly path: string;
+  /** Requests per second, sent on a fixed schedule whether or not earlier ones were answered. */
+  readonly rate: number;
+  readonly seconds: number;
+  /**
+   * Keep-alive connections to send on (the API server also keeps a pool); a request due while all
+   * are busy waits for the first free one, and that wait counts in its latency.
+   */
+  readonly connections: number;
+  readonly body: (uid: string) => string;
+  /** How long to wait for the last answers after the last request was due before failing. */
+  readonly drainSeconds?: number;
+}
+
+export interface OpenLoopResult {
+  /** Requests scheduled, sent and answered (the run fails unless all are). */
+  readonly requests: number;
+  readonly denied: number;
+  readonly elapsedSeconds: number;
+  /**
+   * Latency of every request in ms from the time it was scheduled to be sent to its answer, sorted
+   * ascending: a slow answer delays the requests behind it, and that delay is counted, not omitted.
+   */
+  readonly latenciesMs: Float64Array;
+  /** How late each request left the generator (no free connection, or the timer itself late), ms, sorted. */
+  readonly sendDelaysMs: Float64Array;
+}
+
+/**
+ * Sends `rate` requests per second for `seconds` on a schedule fixed in advance (request i at
+ * start + i / rate), over a pool of keep-alive connections, and measures each latency from its
+ * scheduled time, so a server that falls behind cannot hide it by slowing the generator down.
+ */
+export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
+  if (!(opts.rate > 0) || !(opts.seconds > 0) || !(opts.connections >= 1)) {
+    throw new Error(`open loop needs rate > 0, seconds > 0 and connections >= 1 (got ${opts.rate}, ${opts.seconds}, ${opts.connections})`);
+  }
+  const sockets = await Promise.all(Array.from({ length: opts.connections }, () => open(opts)));
+  const readers = sockets.map((s) => new ResponseReader(s));
+  const total = Math.max(1, Math.round(opts.rate * opts.seconds));
+  const intervalMs = 1000 / opts.rate;
+  const latencies = new Float64Array(total);
+  const sendDelays = new Float64Array(total);
+  const idle: number[] = sockets.map((_, i) => sockets.length - 1 - i);
+  const waiting: number[] = []; // indices of due requests with no free connection, oldest first
+  let waitingHead = 0;
+  let next = 0;
+  let answered = 0;
+  let denied = 0;
+  const started = performance.now();
+  const scheduledAt = (i: number): number => started + i * intervalMs;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let failed = false;
+      let timer: NodeJS.Timeout | undefined;
+      const fail = (err: unknown): void => {
+        if (failed) return;
+        failed = true;
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      };
+      const send = (conn: number, i: number): void => {
+        const uid = `open-${i}`;
+        sendDelays[i] = performance.now() - scheduledAt(i);
+        (sockets[conn] as TLSSocket).write(requestText(opts, opts.body(uid)));
+        (readers[conn] as ResponseReader).next().then((answer) => {
+          if (failed) return;
+          latencies[i] = performance.now() - scheduledAt(i);
+          if (!readAnswer(answer, uid)) denied++;
+          answered++;
+          if (waitingHead < waiting.length) send(conn, waiting[waitingHead++] as number);
+          else idle.push(conn);
+          if (answered === total) {
+            clearTimeout(timer);
+            resolve();
+          }
+        }, fail).catch(fail);
+      };
+      const tick = (): void => {
+        if (failed) return;
+        const due = Math.min(total, Math.floor((performance.now() - started) / intervalMs) + 1);
+        for (; next < due; next++) {
+          const conn = idle.pop();
+          if (conn === undefined) waiting.push(next);
+          else send(conn, next);
+        }
+        if (next < total) timer = setTimeout(tick, Math.max(0, scheduledAt(next) - performance.now()));
+        else {
+          const drainMs = (opts.drainSeconds ?? 10) * 1000;
+          timer = setTimeout(() => fail(new Error(`${total - answered} of ${total} requests unanswered ${drainMs} ms after the last was due`)), drainMs);
+        }
+      };
+      tick();
+    });
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+  const elapsedSeconds = (performance.now() - started) / 1000;
+  return { requests: answered, denied, elapsedSeconds, latenciesMs: latencies.sort(), sendDelaysMs: sendDelays.sort() };
 }
 
 /** The value below which `p` percent of the sorted samples lie (nearest rank). */
