@@ -133,6 +133,23 @@ async function measure(mode: Mode): Promise<Run> {
   }
 }
 
+/** The bench policy's text with its selectors' label values, its expression values and its HTTP path unique to `i`. */
+const FRESH_PARTS: readonly (readonly [string, (i: number) => string])[] = [
+  ['"app":"checkout"', (i) => `"app":"checkout-${i}"`],
+  ['"app":"frontend"', (i) => `"app":"frontend-${i}"`],
+  ['["shop","shop-canary"]', (i) => `["shop-${i}","shop-canary-${i}"]`],
+  ['"/api/v1/checkout(/.*)?"', (i) => `"/api/v${i}/checkout(/.*)?"`],
+  ['"app":"postgres"', (i) => `"app":"postgres-${i}"`],
+  ['"k8s:k8s-app":"kube-dns"', (i) => `"k8s:k8s-app":"kube-dns-${i}"`],
+];
+const POLICY_TEXT = JSON.stringify(POLICY);
+for (const [part] of FRESH_PARTS) if (!POLICY_TEXT.includes(part)) throw new Error(`the bench policy no longer contains ${part}`);
+function freshVariant(i: number): unknown {
+  let text = POLICY_TEXT;
+  for (const [part, unique] of FRESH_PARTS) text = text.replace(part, unique(i));
+  return JSON.parse(text);
+}
+
 /** CPU µs per call of `f` in this process, once warm (median of batches). */
 function inProcessUs(f: () => unknown): number {
   const deadline = performance.now() + 1000;
@@ -156,6 +173,13 @@ const text = body("in-process");
 const admitUs = inProcessUs(() => admit(text, "validate"));
 const admitNoopUs = inProcessUs(() => admit(text, "noop"));
 const reviewParseUs = inProcessUs(() => JSON.parse(text));
+// The same with every selector, label value and regex seen for the first time (the parser remembers
+// checked selectors and regexes by their text, which the repeated bench policy always hits).
+const fresh = Array.from({ length: 20_000 }, (_, i) => reviewFor(freshVariant(i), { uid: `fresh-${i}` }));
+for (const f of [fresh[0], fresh[1]]) if (f === undefined || !admit(f, "validate").allowed) throw new Error("a fresh variant of the bench policy was denied: it must be valid");
+let nextFresh = 0;
+const admitFreshUs = inProcessUs(() => admit(fresh[nextFresh++ % fresh.length] as string, "validate"));
+const admitFreshNoopUs = inProcessUs(() => admit(fresh[nextFresh++ % fresh.length] as string, "noop"));
 // Side by side, noop first, then validate, each with a fresh server and the same generator.
 const noop = await measure("noop");
 const real = await measure("validate");
@@ -167,6 +191,7 @@ const cpuRatio = noop.cpuUsPerRequest / real.cpuUsPerRequest;
 const validateUs = real.cpuUsPerRequest - noop.cpuUsPerRequest;
 const validateOpenUs = real.open.cpuUsPerRequest - noop.open.cpuUsPerRequest;
 const admitValidateUs = admitUs - admitNoopUs;
+const admitFreshValidateUs = admitFreshUs - admitFreshNoopUs;
 const load1 = loadavg()[0] ?? NaN;
 process.stdout.write(
   `webhook: closed loop ${CONNECTIONS} connections, ${SECONDS} s each; open loop ${RATE} req/s for ${OPEN_SECONDS} s on up to ${OPEN_CONNECTIONS} connections; ${WORKERS} server process${WORKERS === 1 ? "" : "es"}\n` +
@@ -181,7 +206,8 @@ process.stdout.write(
     `(CPU-bound ratio ${cpuRatio.toFixed(3)}); at ${RATE} req/s ${real.open.cpuUsPerRequest.toFixed(0)} / ${noop.open.cpuUsPerRequest.toFixed(0)} µs; ` +
     `load generator ${real.loadgenUsPerRequest.toFixed(0)} / ${noop.loadgenUsPerRequest.toFixed(0)} µs per request\n` +
     `  validation CPU per request (target ≤ 45 µs): server ${validateUs.toFixed(1)} µs closed loop, ${validateOpenUs.toFixed(1)} µs at ${RATE} req/s; ` +
-    `admit() in-process ${admitValidateUs.toFixed(1)} µs (validate ${admitUs.toFixed(1)}, noop ${admitNoopUs.toFixed(1)}, of which JSON.parse ${reviewParseUs.toFixed(1)})\n` +
+    `admit() in-process ${admitValidateUs.toFixed(1)} µs (validate ${admitUs.toFixed(1)}, noop ${admitNoopUs.toFixed(1)}, of which JSON.parse ${reviewParseUs.toFixed(1)}); ` +
+    `${admitFreshValidateUs.toFixed(1)} µs with every selector and regex new\n` +
     `  load average ${load1.toFixed(1)}\n`,
 );
 process.stdout.write(
@@ -201,6 +227,7 @@ process.stdout.write(
     validate_us: round(validateUs, 1),
     [`validate_us_at_${RATE}`]: round(validateOpenUs, 1),
     admit_validate_us: round(admitValidateUs, 1),
+    admit_validate_fresh_us: round(admitFreshValidateUs, 1),
     cpu_us_per_req: round(real.cpuUsPerRequest, 1),
     noop_cpu_us_per_req: round(noop.cpuUsPerRequest, 1),
     cpu_ratio: round(cpuRatio),

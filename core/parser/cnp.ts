@@ -24,7 +24,7 @@ import {
 } from "./fields.ts";
 import { dnsNameProblem, dnsPatternProblem } from "./fqdn.ts";
 import { type ParseOptions, toPorts } from "./ports.ts";
-import { checkLabelSelector } from "./selectors.ts";
+import { checkLabelSelector, checkedSelector } from "./selectors.ts";
 import { ENTITIES, isEntity } from "../entities.ts";
 import { RESERVED_INIT_KEY, selectorFrom, selectorHasKey } from "../selector.ts";
 import { POD_NAMESPACE_LABEL } from "../labels.ts";
@@ -98,8 +98,8 @@ function endpointSelectors(errs: Errors, rule: Obj, key: string, path: string, s
     requires: key.endsWith("Requires"),
   } as const;
   for (let i = 0; i < list.length; i++) {
-    const ls = checkLabelSelector(errs, list[i], `${base}${i}]`);
-    if (ls) out.push(selectorFrom(ls, opts));
+    const selector = checkedSelector(errs, list[i], `${base}${i}]`, opts);
+    if (selector) out.push(selector);
   }
   return out;
 }

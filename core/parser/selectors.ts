@@ -1,5 +1,6 @@
 // Label-selector syntax checks (operators, values, label keys/values); the meaning comes from core/selector.ts.
-import type { SelectorOperator } from "../model.ts";
+import type { Selector, SelectorOperator } from "../model.ts";
+import { type SelectorOptions, selectorFrom } from "../selector.ts";
 import {
   Errors,
   checkKnown,
@@ -136,3 +137,78 @@ export function checkLabelSelector(
   return errs.count === before ? { matchLabels, matchExpressions } : undefined;
 }
 
+
+// A valid selector written the same way, under the same options, always gives the same Selector:
+// remembered by its exact text, so that the selectors every policy repeats (app labels, the namespace
+// key) are checked and built once, not once per request. Only plain, valid ones are kept (an error
+// must be reported with its path every time); bounded like core/selector.ts's memo.
+const CHECKED_MAX_ENTRIES = 4096;
+const CHECKED_MAX_KEY_CHARS = 1024;
+const checkedSelectors = new Map<string, Selector>();
+
+/** An unambiguous text for a string: its length, then itself. */
+const lp = (s: string): string => `${s.length}:${s}`;
+
+/**
+ * The memo key of a selector written only with string labels and well-formed expressions (no other
+ * field, no null), or undefined for anything else: those are checked the long way every time.
+ */
+function plainSelectorKey(v: unknown, opts: SelectorOptions): string | undefined {
+  if (!isRecord(v)) return undefined;
+  let key = `${opts.role ?? ""}|${opts.namespace === undefined ? "-" : lp(opts.namespace)}|${opts.role === "peer" && opts.subjectSelectsInit ? 1 : 0}${opts.role === "peer" && opts.requires ? 1 : 0}${opts.kubernetesKeys ? 1 : 0}|`;
+  for (const f in v) {
+    if (!Object.prototype.hasOwnProperty.call(v, f)) continue;
+    const x = v[f];
+    if (f === "matchLabels") {
+      if (!isRecord(x)) return undefined;
+      key += "L";
+      for (const k in x) {
+        const value = x[k];
+        if (typeof value !== "string" || !Object.prototype.hasOwnProperty.call(x, k)) return undefined;
+        key += lp(k) + lp(value);
+      }
+    } else if (f === "matchExpressions") {
+      if (!Array.isArray(x)) return undefined;
+      key += "E";
+      for (const e of x as unknown[]) {
+        if (!isRecord(e)) return undefined;
+        let parts = 0;
+        for (const ef in e) if (Object.prototype.hasOwnProperty.call(e, ef)) parts++;
+        const k = e.key;
+        const op = e.operator;
+        const values = e.values;
+        if (typeof k !== "string" || typeof op !== "string" || !Object.prototype.hasOwnProperty.call(e, "key") || !Object.prototype.hasOwnProperty.call(e, "operator")) return undefined;
+        if (values === undefined) {
+          if (parts !== 2) return undefined;
+          key += `${lp(k)}${lp(op)}-`;
+          continue;
+        }
+        if (!Array.isArray(values) || parts !== 3 || !Object.prototype.hasOwnProperty.call(e, "values")) return undefined;
+        key += `${lp(k)}${lp(op)}${values.length}[`;
+        for (const value of values as unknown[]) {
+          if (typeof value !== "string") return undefined;
+          key += lp(value);
+        }
+      }
+    } else return undefined;
+    if (key.length > CHECKED_MAX_KEY_CHARS) return undefined;
+  }
+  return key;
+}
+
+/** checkLabelSelector (Cilium keys), then selectorFrom with `opts`; undefined after adding errors. */
+export function checkedSelector(errs: Errors, v: unknown, path: string, opts: SelectorOptions): Selector | undefined {
+  const key = plainSelectorKey(v, opts);
+  if (key !== undefined) {
+    const known = checkedSelectors.get(key);
+    if (known !== undefined) return known;
+  }
+  const ls = checkLabelSelector(errs, v, path);
+  if (!ls) return undefined;
+  const selector = selectorFrom(ls, opts);
+  if (key !== undefined) {
+    if (checkedSelectors.size >= CHECKED_MAX_ENTRIES) checkedSelectors.clear();
+    checkedSelectors.set(key, selector);
+  }
+  return selector;
+}
