@@ -82,3 +82,23 @@ test("a named port means the destination pod's containerPort of that name and pr
   // The name is looked up with its protocol: "http" is a TCP port, so UDP 8081 is not it.
   assert.match(trace({ from: "default/client", to: "shop/web2", port: 8081, protocol: "UDP" }, c), /UDP\/8081: DENIED/);
 });
+
+test("toServices: the client's egress reaches the pod its Service's EndpointSlice lists, not another pod", () => {
+  const withServices: TraceCluster = {
+    ...cluster,
+    pods: cluster.pods.map((p) => ({ ...p, status: { podIP: p.metadata.name === "db" ? "10.0.0.3" : p.metadata.name === "web" ? "10.0.0.2" : "10.0.0.1" } })),
+    policies: [
+      {
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "client-to-db", namespace: "default" },
+        spec: { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toServices: [{ k8sService: { serviceName: "db", namespace: "shop" } }] }] },
+      },
+    ],
+    services: [{ metadata: { name: "db", namespace: "shop" }, spec: { selector: { app: "db" } } }],
+    endpointSlices: [{ metadata: { name: "db-1", namespace: "shop", labels: { "kubernetes.io/service-name": "db" } }, addressType: "IPv4", endpoints: [{ addresses: ["10.0.0.3"] }] }],
+  };
+  assert.match(trace({ from: "default/client", to: "shop/db", port: 5432 }, withServices), /ALLOWED\ndecided by: no policy selects it \(allow-all\) \(ingress of shop\/db\)\n {2}egress of default\/client: allow by CiliumNetworkPolicy default\/client-to-db spec\.egress\[0\]/);
+  assert.match(trace({ from: "default/client", to: "shop/web", port: 80 }, withServices), /DENIED\ndecided by: default deny \(egress of default\/client\)/);
+  assert.match(trace({ from: "default/client", to: "shop/db", port: 5432 }, { ...withServices, endpointSlices: [] }), /DENIED/, "no slice, no backend");
+});

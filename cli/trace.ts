@@ -6,9 +6,11 @@ import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
 import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { cliKubeconfig } from "./kubeconfig.ts";
-import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
+import { IDENTITY_ANNOTATION, type EndpointSliceObject, type ServiceObject } from "../kube/objects.ts";
+import { serviceEndpoints } from "../kube/service-endpoints.ts";
+import { serviceBackends } from "../core/compiler.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
-import { CCNPS, CNPS, NAMESPACES, NETWORK_POLICIES, PODS } from "../kube/resources.ts";
+import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, PODS, SERVICES } from "../kube/resources.ts";
 
 const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
 `;
@@ -20,6 +22,7 @@ export interface TracePod {
     readonly serviceAccountName?: string;
     readonly containers?: readonly { readonly ports?: readonly { readonly name?: string; readonly containerPort: number; readonly protocol?: string }[] }[];
   };
+  readonly status?: { readonly podIP?: string; readonly podIPs?: readonly { readonly ip: string }[] };
 }
 export interface TraceNamespace {
   readonly metadata: { readonly name: string; readonly labels?: Record<string, string> };
@@ -38,6 +41,9 @@ export interface TraceCluster {
   /** Policy API objects (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy). */
   readonly policies: readonly unknown[];
   readonly clusterName?: string;
+  /** Services and EndpointSlices, for toServices (without them toServices selects nothing). */
+  readonly services?: readonly ServiceObject[];
+  readonly endpointSlices?: readonly EndpointSliceObject[];
 }
 
 export type TraceResult =
@@ -74,6 +80,19 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     policies.push(...r.value);
   }
   const stand = new Map<string, number>();
+  const identityOf = (pod: TracePod, namespace: string, nsLabels: Record<string, string>): { id: number; labels: LabelSet } => {
+    const labels = securityLabels({
+      podLabels: pod.metadata.labels ?? {},
+      namespace,
+      namespaceLabels: nsLabels,
+      ...(pod.spec?.serviceAccountName !== undefined ? { serviceAccount: pod.spec.serviceAccountName } : {}),
+      ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
+    });
+    const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
+    if (Number.isInteger(annotated) && annotated >= MIN_CLUSTER_IDENTITY) return { id: annotated, labels };
+    if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
+    return { id: stand.get(labels.key)!, labels };
+  };
   const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod } | string => {
     const r = podRef(ref);
     if (!r) return `--${flag}: "${ref}" is not NS/POD`;
@@ -81,17 +100,7 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     if (!pod) return `--${flag}: pod ${ref} not found`;
     const ns = cluster.namespaces.find((n) => n.metadata.name === r.namespace);
     if (!ns) return `--${flag}: namespace ${r.namespace} not found`;
-    const labels = securityLabels({
-      podLabels: pod.metadata.labels ?? {},
-      namespace: r.namespace,
-      namespaceLabels: ns.metadata.labels ?? {},
-      ...(pod.spec?.serviceAccountName !== undefined ? { serviceAccount: pod.spec.serviceAccountName } : {}),
-      ...(cluster.clusterName !== undefined ? { clusterName: cluster.clusterName } : {}),
-    });
-    const annotated = Number(pod.metadata.annotations?.[IDENTITY_ANNOTATION]);
-    if (Number.isInteger(annotated) && annotated >= MIN_CLUSTER_IDENTITY) return { id: annotated, labels, pod };
-    if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
-    return { id: stand.get(labels.key)!, labels, pod };
+    return { ...identityOf(pod, r.namespace, ns.metadata.labels ?? {}), pod };
   };
   const src = endpointOf("from", q.from);
   if (typeof src === "string") return { ok: false, error: src };
@@ -102,7 +111,17 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     identity !== dst.id
       ? []
       : (dst.pod.spec?.containers ?? []).flatMap((c) => c.ports ?? []).filter((p) => p.name === name && (p.protocol ?? "TCP") === protocol).map((p) => p.containerPort);
-  const answer = verdict({ policies, src: { id: src.id, labels: src.labels }, dst: { id: dst.id, labels: dst.labels }, protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts });
+  // toServices: each Service's EndpointSlice addresses, a pod's address standing for the pod's identity (as the operator resolves them).
+  const podIdentityByIP = new Map<string, number>();
+  for (const pod of cluster.services?.length ? cluster.pods : []) {
+    const namespace = pod.metadata.namespace ?? "default";
+    const nsLabels = cluster.namespaces.find((n) => n.metadata.name === namespace)?.metadata.labels ?? {};
+    const ips = (pod.status?.podIPs ?? []).map((p) => p.ip);
+    if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
+    for (const ip of ips) podIdentityByIP.set(ip, identityOf(pod, namespace, nsLabels).id);
+  }
+  const services = serviceEndpoints(cluster.services ?? [], cluster.endpointSlices ?? []).map((e) => serviceBackends(e, (ip) => podIdentityByIP.get(ip)));
+  const answer = verdict({ policies, src: { id: src.id, labels: src.labels }, dst: { id: dst.id, labels: dst.labels }, protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts, services });
   const decided = answer.direction === "egress" ? answer.egress : answer.ingress;
   const text =
     `${q.from} -> ${q.to} ${q.protocol}/${q.port}: ${answer.verdict === "allow" ? "ALLOWED" : "DENIED"}\n` +
@@ -175,10 +194,14 @@ export async function runTrace(args: string[]): Promise<number> {
   let client: KubeClient | undefined;
   try {
     const c = (client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig)));
-    const [pods, namespaces, knps, cnps, ccnps] = await Promise.all([itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS)]);
+    const [pods, namespaces, knps, cnps, ccnps, services, endpointSlices] = await Promise.all([
+      itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS), itemsOf(c, SERVICES), itemsOf(c, ENDPOINT_SLICES),
+    ]);
     cluster = {
       pods: pods as TracePod[],
       namespaces: namespaces as TraceNamespace[],
+      services: services as ServiceObject[],
+      endpointSlices: endpointSlices as EndpointSliceObject[],
       policies: [
         ...withKind(knps, "networking.k8s.io/v1", "NetworkPolicy"),
         ...withKind(cnps, "cilium.io/v2", "CiliumNetworkPolicy"),

@@ -13,12 +13,13 @@ import {
   type Verdict,
 } from "./model.ts";
 import { matchesSelector } from "./selector.ts";
-import { prefixContains, parsePrefix } from "./cidr.ts";
+import { formatPrefix, prefixContains, parsePrefix } from "./cidr.ts";
 import { fqdnMatches, identityNames, isPolicySubject } from "./peer-match.ts";
 import { entityMatches } from "./entities.ts";
 import { identityPrefixOf } from "./policy/selector-cache.ts";
 import { icmpMatch } from "./icmp.ts";
 import type { NamedPortResolver } from "./policy/resolution.ts";
+import { serviceSelects, type ServiceBackends } from "./policy/services.ts";
 
 /** Why a direction gave its verdict: the rule, or the direction's default. */
 export type VerdictReason = RuleOrigin | "default-deny" | "no-policy";
@@ -42,6 +43,8 @@ export interface VerdictQuery {
   /** Destination port (ICMP: the type). */
   readonly port: number;
   readonly namedPorts?: NamedPortResolver;
+  /** The Services toServices entries select through (none: they select nothing). */
+  readonly services?: readonly ServiceBackends[];
 }
 
 export interface VerdictAnswer extends DirectionVerdict {
@@ -53,8 +56,8 @@ export interface VerdictAnswer extends DirectionVerdict {
 
 /** Egress of src and ingress of dst must both allow; the first deny (egress checked first) names the rule. */
 export function verdict(q: VerdictQuery): VerdictAnswer {
-  const egress = directionVerdict(q.policies, "egress", q.src, q.dst, q.protocol, q.port, q.namedPorts);
-  const ingress = directionVerdict(q.policies, "ingress", q.dst, q.src, q.protocol, q.port, q.namedPorts);
+  const egress = directionVerdict(q.policies, "egress", q.src, q.dst, q.protocol, q.port, q.namedPorts, q.services);
+  const ingress = directionVerdict(q.policies, "ingress", q.dst, q.src, q.protocol, q.port, q.namedPorts, q.services);
   const decided =
     egress.verdict === "deny"
       ? { ...egress, direction: "egress" as const }
@@ -71,6 +74,7 @@ export function directionVerdict(
   protocol: number,
   port: number,
   namedPorts: NamedPortResolver = () => [],
+  services: readonly ServiceBackends[] = [],
 ): DirectionVerdict {
   const applying = policies.filter(
     (p) =>
@@ -82,7 +86,7 @@ export function directionVerdict(
   const requires = rules.flatMap((r) => r.requires);
   const portOwner = direction === "ingress" ? subject.id : peer.id;
   const hits = (r: Rule): boolean =>
-    r.peers.some((p) => peerHolds(p, peer, requires)) &&
+    r.peers.some((p) => peerHolds(p, peer, requires, services)) &&
     portsHold(r, protocol, port, (name, proto) => namedPorts(portOwner, name, proto));
   const deny = rules.find((r) => r.verdict === "deny" && hits(r));
   if (deny) return { verdict: "deny", rule: deny.origin };
@@ -93,7 +97,7 @@ export function directionVerdict(
     : { verdict: "allow", rule: "no-policy" };
 }
 
-function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[]): boolean {
+function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[], services: readonly ServiceBackends[]): boolean {
   switch (p.kind) {
     case "any":
       return true;
@@ -121,8 +125,12 @@ function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[]): bool
     }
     case "fqdn":
       return identityNames(peer.labels).some((n) => fqdnMatches(n, p.matchName, p.matchPattern));
-    case "service":
-      return false; // backends of a service are not known from labels alone: fail closed
+    case "service": {
+      // A backend pod's identity, or (a Service without a selector) the CIDR identity of one of its addresses.
+      const own = identityPrefixOf(peer.labels);
+      const host = own !== undefined && own.bits === (own.family === 4 ? 32 : 128) ? formatPrefix(own) : undefined;
+      return services.some((s) => serviceSelects(p, s) && (s.identities.includes(peer.id) || (host !== undefined && s.prefixes.includes(host))));
+    }
   }
 }
 

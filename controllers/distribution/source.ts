@@ -10,7 +10,7 @@ import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
 import { IDENTITY_ANNOTATION, type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject, labelSetOfIdentity } from "../../kube/objects.ts";
-import { serviceEndpoints } from "../service-endpoints.ts";
+import { serviceEndpoints } from "../../kube/service-endpoints.ts";
 import { type NodeObject, nodeAddresses, sameNodeAddresses } from "../node.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";

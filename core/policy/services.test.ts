@@ -5,6 +5,7 @@ import { PolicyCompiler, type Delta } from "../compiler.ts";
 import { securityLabels } from "../labels.ts";
 import { cidrLabels } from "../identity.ts";
 import { lookup } from "./mapstate.ts";
+import { directionVerdict } from "../evaluator.ts";
 import type { LabelSet, Policy } from "../model.ts";
 import { parsePolicyObject } from "../parser/index.ts";
 import { ServiceIndex, serviceBackends, serviceSelects, type ServiceBackends, type ServiceEndpoints } from "./services.ts";
@@ -214,5 +215,29 @@ describe("the compiler resolves toServices through the Services' backends", () =
     const ds = c.upsertIdentity(DB1, identities.get(DB1)!);
     assert.deepEqual(added(ds), [DB1]);
     assert.equal(egress(c, DB1), "allow");
+  });
+});
+
+describe("the reference evaluator agrees with the compiled entries for toServices", () => {
+  it("for every peer, allowed and denied egress, with the same Services", () => {
+    const policies = parse({
+      egress: [{ toServices: [{ k8sService: { serviceName: "db" } }, { k8sServiceSelector: { selector: { matchLabels: { tier: "ext" } } } }] }],
+      egressDeny: [{ toServices: [{ k8sService: { serviceName: "blocked" } }] }],
+    });
+    const services = [
+      svc("db", { identities: [DB1, DB2] }),
+      svc("ext", { labels: { tier: "ext" }, prefixes: ["203.0.113.7/32"] }),
+      svc("blocked", { identities: [DB2] }),
+    ];
+    const c = compiler(policies, services);
+    const all = new Map(identities);
+    all.set(EXT, cidrLabels("203.0.113.7/32"));
+    c.upsertIdentity(EXT, all.get(EXT)!);
+    const want = new Map([[DB1, "allow"], [DB2, "deny"], [OTHER, "deny"], [EXT, "allow"]]);
+    for (const [peer, verdict] of want) {
+      assert.equal(egress(c, peer), verdict, `compiled, peer ${peer}`);
+      const v = directionVerdict(policies, "egress", { id: CLIENT, labels: identities.get(CLIENT)! }, { id: peer, labels: all.get(peer)! }, 6, 5432, () => [], services);
+      assert.equal(v.verdict, verdict, `evaluator, peer ${peer}`);
+    }
   });
 });

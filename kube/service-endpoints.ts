@@ -1,6 +1,6 @@
-// Services and their EndpointSlices (from the informers' caches) → the addresses behind each Service, what toServices selects through.
+// Services and their EndpointSlices (as the API lists them) → the addresses behind each Service, what toServices selects through (read by the operator and `policy trace`).
 import type { ServiceEndpoints } from "../core/compiler.ts";
-import { SERVICE_NAME_LABEL, type EndpointSliceObject, type ServiceObject } from "../kube/objects.ts";
+import { SERVICE_NAME_LABEL, type EndpointSliceObject, type ServiceObject } from "./objects.ts";
 
 /**
  * Every Service with the addresses its EndpointSlices list (those labelled `kubernetes.io/service-name`
