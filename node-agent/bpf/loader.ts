@@ -307,7 +307,18 @@ export class BpfObject {
   static load(objectPath: string, opts: LoadOptions): BpfObject {
     if (!/^[A-Za-z0-9_.-]+$/.test(opts.scope)) throw new RangeError(`invalid pin scope ${JSON.stringify(opts.scope)}`);
     const pinDir = path.join(opts.pinRoot ?? BPFFS_ROOT, opts.scope);
-    fs.mkdirSync(pinDir, { recursive: true });
+    // A load that fails leaves no trace: the scope directory goes again if this call made it (libbpf
+    // unpins the maps it pinned when loading fails; rmdir only removes it when it is empty).
+    const made = fs.mkdirSync(pinDir, { recursive: true }) !== undefined;
+    try {
+      return BpfObject.loadInto(objectPath, opts, pinDir);
+    } catch (err) {
+      if (made) removeIfEmpty(pinDir);
+      throw err;
+    }
+  }
+
+  private static loadInto(objectPath: string, opts: LoadOptions, pinDir: string): BpfObject {
     const obj = c.openFile(objectPath, null) as Ptr;
     if (!obj) throw new BpfError(`open ${objectPath}`, koffi.errno());
     const self = new BpfObject(obj, pinDir);
@@ -376,6 +387,15 @@ export class BpfObject {
   /** Removes this scope's pins (the maps go away once nothing holds them). */
   unpin(): void {
     fs.rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+/** rmdir: only an empty directory goes; anything else (pins someone still uses) stays. */
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // not empty, or already gone
   }
 }
 

@@ -3,11 +3,12 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import { DATAPATH_OBJECT, Datapath, MAPS, PROGRAMS } from "./datapath.ts";
-import { BPFFS_ROOT, BpfError, pinNewMap, testRun } from "./loader.ts";
+import { BPFFS_ROOT, BpfError, BpfObject, pinNewMap, testRun } from "./loader.ts";
 import { frame } from "./frames.ts";
 import { CONST, LAYOUT, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, parseAddress } from "./layout.ts";
 
@@ -215,4 +216,19 @@ test("after a restart, a subject's entries written by the previous process are r
   } finally {
     restarted.close();
   }
+});
+
+test("a load that fails leaves no scope directory behind (and keeps one that was already there)", (t) => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-badobj-"));
+  t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const notElf = path.join(tmp, "not-an-object.o");
+  fs.writeFileSync(notElf, "this is not an ELF file\n");
+  for (const object of [path.join(tmp, "missing.o"), notElf]) {
+    const scope = `test-badobj-${process.pid}`;
+    assert.throws(() => BpfObject.load(object, { scope }), BpfError, object);
+    assert.equal(fs.existsSync(path.join(BPFFS_ROOT, scope)), false, `${object}: the scope directory it made is gone`);
+  }
+  // The scope of a loaded object stays whole when another load into it fails.
+  assert.throws(() => BpfObject.load(notElf, { scope: SCOPE }), BpfError);
+  for (const name of Object.values(MAPS)) assert.ok(fs.existsSync(path.join(dp.object.pinDir, name)), name);
 });
