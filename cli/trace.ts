@@ -9,6 +9,7 @@ import { cliKubeconfig } from "./kubeconfig.ts";
 import { IDENTITY_ANNOTATION, type EndpointSliceObject, type ServiceObject } from "../kube/objects.ts";
 import { serviceEndpoints } from "../kube/service-endpoints.ts";
 import { serviceBackends } from "../core/compiler.ts";
+import { canonicalPrefix, hostPrefix } from "../core/cidr.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, PODS, SERVICES } from "../kube/resources.ts";
 
@@ -118,7 +119,10 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     const nsLabels = cluster.namespaces.find((n) => n.metadata.name === namespace)?.metadata.labels ?? {};
     const ips = (pod.status?.podIPs ?? []).map((p) => p.ip);
     if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
-    for (const ip of ips) podIdentityByIP.set(ip, identityOf(pod, namespace, nsLabels).id);
+    for (const ip of ips) {
+      const canonical = canonicalPrefix(hostPrefix(ip));
+      if (canonical !== undefined) podIdentityByIP.set(canonical.slice(0, canonical.indexOf("/")), identityOf(pod, namespace, nsLabels).id);
+    }
   }
   const services = serviceEndpoints(cluster.services ?? [], cluster.endpointSlices ?? []).map((e) => serviceBackends(e, (ip) => podIdentityByIP.get(ip)));
   const answer = verdict({ policies, src: { id: src.id, labels: src.labels }, dst: { id: dst.id, labels: dst.labels }, protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts, services });

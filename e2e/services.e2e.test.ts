@@ -107,9 +107,25 @@ describe("toServices end to end (2 nodes, real packets)", { timeout: 6 * 60_000 
     await converges("db-1 in the slice", ["db-1"]);
   });
 
-  it("reaches a new backend once its EndpointSlice lists it, and no longer one it drops", async () => {
+  it("reaches a new backend once its EndpointSlice lists it (db-1 stays reachable throughout: no window), and no longer one it drops", async () => {
+    // A continuous probe to db-1 while the slice changes: the entries for db-2 come without touching db-1's.
+    let probing = true;
+    const failures: string[] = [];
+    let probes = 0;
+    const loop = (async () => {
+      while (probing) {
+        const r = await client!.probe(byName("db-1").ip!, 80, { timeoutMs: 1_000 });
+        probes++;
+        if (r.verdict !== "connected") failures.push(r.verdict);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
     await apply(slice("db-x1", "db", [byName("db-1").ip!, byName("db-2").ip!]));
     await converges("db-2 added to the slice", ["db-1", "db-2"]);
+    probing = false;
+    await loop;
+    assert.ok(probes > 5, `the probe ran (${probes} probes)`);
+    assert.deepEqual(failures, [], `db-1 was unreachable in ${failures.length} of ${probes} probes while db-2 was added`);
     await apply(slice("db-x1", "db", [byName("db-2").ip!]));
     await converges("db-1 dropped from the slice", ["db-2"]);
   });

@@ -2,7 +2,7 @@
 import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
 import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
-import { hostPrefix } from "../../core/cidr.ts";
+import { canonicalPrefix, hostPrefix } from "../../core/cidr.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
 import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, sameIPCacheEntry, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
@@ -61,8 +61,10 @@ export class NodeStateSource {
   private readonly cidrsOfPolicy = new Map<string, ReadonlyMap<string, number>>();
   /** Pod address → the pod's identity, as the ipcache maps it: what a Service's backend addresses stand for. */
   private podIdentityByIP = new Map<string, number>();
-  /** The Services or their backends (or the toServices entries in force) may have moved since they were last given to the compiler. */
+  /** The Services or their backends may have moved since they were last given to the compiler. */
   private servicesDirty = false;
+  /** The addresses toServices entries select as CIDR identities may have moved (Services, or the entries in force). */
+  private serviceCIDRsDirty = false;
   private readonly cidrIdentities = new Map<string, number>(); // prefix → identity, for the ipcache
 
   // Built lazily once per change (dirty flags), shared by every node.
@@ -175,7 +177,7 @@ export class NodeStateSource {
       this.compiled.delete(key);
       this.setCIDRs(key, [])();
       this.policiesDirty = true;
-      this.servicesDirty = true; // the toServices entries in force may have changed
+      this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
       return "all";
     }
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
@@ -187,7 +189,7 @@ export class NodeStateSource {
     release();
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
     this.policiesDirty = true;
-    this.servicesDirty = true; // the toServices entries in force may have changed
+    this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
     return "all";
   };
 
@@ -325,6 +327,10 @@ export class NodeStateSource {
     if (this.servicesDirty) {
       this.servicesDirty = false;
       this.rebuildServices();
+    }
+    if (this.serviceCIDRsDirty) {
+      this.serviceCIDRsDirty = false;
+      this.setCIDRs(SERVICE_CIDRS, this.compiler.servicePrefixes())();
       // New or released CIDR identities of Services without a selector are ipcache entries.
       if (this.podsDirty) {
         this.podsDirty = false;
@@ -389,10 +395,9 @@ export class NodeStateSource {
   }
 
   /**
-   * Gives the compiler every Service with its backends (pod addresses as the ipcache maps them), then
-   * takes the CIDR identities of the addresses of Services without a selector that toServices entries
-   * in force select, and releases those no longer selected. One netted delta: a backend that moved is
-   * added before the old one is removed on every node.
+   * Gives the compiler every Service with its backends (pod addresses as the ipcache maps them); the
+   * CIDR identities of the addresses toServices entries select then follow (refresh). One netted
+   * delta: a backend that moved is added before the old one is removed on every node.
    */
   private rebuildServices(): void {
     const endpoints = serviceEndpoints([...this.seen.services.values()], [...this.seen.endpointSlices.values()]);
@@ -400,7 +405,7 @@ export class NodeStateSource {
       endpoints.map((e) => serviceBackends(e, (ip) => this.podIdentityByIP.get(ip))),
       this.pending,
     );
-    this.setCIDRs(SERVICE_CIDRS, this.compiler.servicePrefixes())();
+    this.serviceCIDRsDirty = true;
   }
 
   private rebuildPods(): void {
@@ -441,7 +446,8 @@ export class NodeStateSource {
       const node = nodeName ? nodeIPs.get(nodeName) : undefined;
       for (const ip of podIPs(pod)) {
         out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
-        podIdentityByIP.set(ip, id);
+        const canonical = canonicalPrefix(hostPrefix(ip));
+        if (canonical !== undefined) podIdentityByIP.set(canonical.slice(0, canonical.indexOf("/")), id);
       }
     }
     if (this.seen.services.size > 0 && !sameMap(this.podIdentityByIP, podIdentityByIP)) this.servicesDirty = true;

@@ -31,7 +31,7 @@ export interface ServiceBackends {
 }
 
 /**
- * A Service's backends: an address that is a pod's (as the ipcache maps it) stands for that pod's
+ * A Service's backends (`podIdentity` is asked with canonical addresses): an address that is a pod's (as the ipcache maps it) stands for that pod's
  * identity. Any other address of a Service *without* a selector (endpoints written by hand, e.g. a
  * database outside the cluster) is a CIDR prefix, as Cilium reads such Services. Any other address
  * of a Service *with* a selector selects nothing: its pod is not known yet (it will be when its
@@ -43,7 +43,7 @@ export function serviceBackends(svc: ServiceEndpoints, podIdentity: (ip: string)
   for (const address of svc.addresses) {
     const prefix = canonicalPrefix(hostPrefix(address));
     if (prefix === undefined) continue;
-    const id = podIdentity(address);
+    const id = podIdentity(prefix.slice(0, prefix.indexOf("/"))); // the canonical address
     if (id !== undefined) identities.add(id);
     else if (!svc.selectsPods) prefixes.add(prefix);
   }
