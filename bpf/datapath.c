@@ -7,6 +7,7 @@
 #include "lib/conntrack.h"
 #include "lib/events.h"
 #include "lib/config.h"
+#include "lib/monitor.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -44,16 +45,17 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
 }
 
 /* Decides the first packet of a flow by policy: a drop is counted and reported; an allow creates the
- * conntrack entry (ct_flags: CT_F_*) and, when configured, reports the new connection once. */
+ * conntrack entry (ct_flags: CT_F_*) and, unless the monitor aggregation is maximum, reports the new
+ * connection once. */
 static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
-				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx)
+				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx,
+				       __u32 monitor)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
 	__u32 enforced_flag = direction == DIR_EGRESS ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED;
 	__u32 rule_id = RULE_ID_NONE;
 	struct policy_value *pv;
-	struct config_value *cfg;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport);
 	if (pv) {
@@ -65,11 +67,39 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 		return drop(skb, f, direction, DROP_POLICY_DEFAULT_DENY, src_id, dst_id, rule_id);
 	}
 	ct_create(f, direction, rule_id, ct_flags, ctx);
-	/* Forwarded flows are reported per connection (here, on creation), never per packet. */
-	cfg = config_get();
-	if (cfg && (cfg->flags & CONFIG_F_EVENTS_FORWARDED))
-		event_emit(skb, f, EVENT_FORWARDED, direction, DROP_NONE, src_id, dst_id, rule_id);
+	if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
+		event_emit(skb, f, EVENT_FORWARDED, EVENT_CT_NEW, direction, DROP_NONE, src_id, dst_id, rule_id);
 	return TC_ACT_OK;
+}
+
+/* Reports a packet of a known connection when the monitor aggregation level asks for it. The
+ * program's direction is the connection's unless the packet is a reply; identities are the packet's
+ * source and destination (peer: the other side's, looked up only when reporting). */
+static __always_inline void monitor_known_packet(struct __sk_buff *skb, const struct flow *f, __u8 direction,
+						 const struct endpoint_value *ep, enum ct_status ct, struct ct_ctx *ctx,
+						 __u32 monitor, __u32 peer)
+{
+	int reply = ct == CT_REPLY;
+	__u8 conn_direction = reply ? (direction == DIR_EGRESS ? DIR_INGRESS : DIR_EGRESS) : direction;
+	struct ct_value *v = ctx->entry;
+
+	if (!monitor_known(monitor, f, v, reply))
+		return;
+	event_emit(skb, f, EVENT_FORWARDED, reply ? EVENT_CT_REPLY : EVENT_CT_ESTABLISHED, conn_direction, DROP_NONE,
+		   direction == DIR_EGRESS ? ep->identity : peer, direction == DIR_EGRESS ? peer : ep->identity,
+		   v ? v->rule_id : RULE_ID_NONE);
+}
+
+/* The identity of an address seen by this node: a local endpoint's, the ipcache's, or world. */
+static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
+{
+	struct endpoint_value *local = endpoint_lookup(family, addr);
+	struct ipcache_value *remote;
+
+	if (local)
+		return local->identity;
+	remote = ipcache_lookup(family, addr);
+	return remote ? remote->identity : IDENTITY_WORLD;
 }
 
 /* Sends a packet to a pod on another node, our identity in the VNI. */
@@ -99,6 +129,7 @@ int from_container(struct __sk_buff *skb)
 	enum ct_status ct;
 	__u8 ct_flags = 0;
 	struct ct_ctx ctx = { .now = ct_now() };
+	__u32 monitor = monitor_flags(config_get());
 	__u32 peer;
 	int rc;
 
@@ -109,17 +140,22 @@ int from_container(struct __sk_buff *skb)
 	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
 	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
-	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL))
+	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL)) {
+		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
+			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(f.family, f.daddr));
 		return TC_ACT_OK;
+	}
 
 	local_dst = endpoint_lookup(f.family, f.daddr);
 	dst = local_dst ? NULL : ipcache_lookup(f.family, f.daddr);
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
 	if (ct == CT_NEW) {
-		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx);
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx, monitor);
 		if (rc != TC_ACT_OK)
 			return rc;
+	} else if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)) {
+		monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 	}
 	if (!dst || !dst->tunnel_endpoint)
 		return TC_ACT_OK;
@@ -135,6 +171,8 @@ int to_container(struct __sk_buff *skb)
 	struct ipcache_value *src = NULL;
 	__u32 peer = 0;
 	struct ct_ctx ctx = { .now = ct_now() };
+	__u32 monitor = monitor_flags(config_get());
+	enum ct_status ct;
 	int from_overlay;
 	int rc;
 
@@ -149,8 +187,13 @@ int to_container(struct __sk_buff *skb)
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
 	}
-	if (ct_lookup(&f, DIR_INGRESS, NULL, &ctx) != CT_NEW)
+	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx);
+	if (ct != CT_NEW) {
+		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
+			monitor_known_packet(skb, &f, DIR_INGRESS, ep, ct, &ctx, monitor,
+					     from_overlay ? peer : peer_identity(f.family, f.saddr));
 		return TC_ACT_OK;
+	}
 
 	if (!from_overlay) {
 		local_src = endpoint_lookup(f.family, f.saddr);
@@ -158,7 +201,8 @@ int to_container(struct __sk_buff *skb)
 		peer = local_src ? local_src->identity : src ? src->identity : IDENTITY_WORLD;
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
-	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx);
+	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,
+			   monitor);
 }
 
 SEC("tc")

@@ -256,6 +256,7 @@ describe("charts/membrane", () => {
   describe("values.schema.json refuses bad values, naming the field", () => {
     const cases: [string, Record<string, string | number | boolean>, RegExp][] = [
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
+      ["a monitor aggregation level outside the enum", { monitorAggregation: "max" }, /monitorAggregation/],
       ["an unknown encryption type", { "encryption.type": "aes" }, /encryption\/type|encryption\.type/],
       ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
       ["a pod CIDR that is not one", { clusterPodCIDR: "10.0.0.0/33" }, /clusterPodCIDR/],
@@ -277,6 +278,7 @@ describe("charts/membrane", () => {
 
     it("accepts each enforcement mode and each encryption type", async () => {
       for (const mode of ["always", "never"]) await renderText({ policyEnforcementMode: mode });
+      for (const level of ["none", "low", "maximum"]) assert.match(await renderText({ monitorAggregation: level }), new RegExp(`--monitor-aggregation=${level}\n`));
       await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true });
     });
   });

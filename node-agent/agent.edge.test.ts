@@ -67,7 +67,7 @@ describe("agent edge validation", () => {
     const port = await op.listen();
     dp = Datapath.load(tb.scope);
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+    dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
     agent = new NodeAgent({
       nodeName: tb.node,
       operator: `127.0.0.1:${port}`,

@@ -64,7 +64,7 @@ describe("agent observer and metrics", () => {
     const port = await server.listen(0);
     dp = Datapath.load(tb.scope);
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+    dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
     const log = capturingLogger([]);
     agent = new NodeAgent({
       nodeName: tb.node,

@@ -37,7 +37,7 @@ describe("node agent", () => {
     port = await server.listen(0);
     dp = Datapath.load(tb.scope);
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+    dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
     dp.setIpcache(STALE); // left by an agent that ran before: the first snapshot removes it
     agent = new NodeAgent({
       nodeName: tb.node,

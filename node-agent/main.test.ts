@@ -23,6 +23,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-enforcement-mode=strict"), '--policy-enforcement-mode: must be one of default, always, never, got "strict"');
   });
 
+  it("--monitor-aggregation takes none, low, medium or maximum (default: medium, one event per new connection); another value is refused naming the flag", () => {
+    assert.equal(flags().monitorAggregation, "medium");
+    for (const level of ["none", "low", "medium", "maximum"]) assert.equal(flags(`--monitor-aggregation=${level}`).monitorAggregation, level);
+    assert.equal(error("--monitor-aggregation=max"), '--monitor-aggregation: must be one of none, low, medium, maximum, got "max"');
+    assert.equal(error("--monitor-aggregation", "MEDIUM"), '--monitor-aggregation: must be one of none, low, medium, maximum, got "MEDIUM"');
+    assert.equal(error("--monitor-aggregation="), '--monitor-aggregation: must be one of none, low, medium, maximum, got ""');
+  });
+
   it("--health-port serves /healthz, /readyz and /metrics on the node's loopback, where the chart's probes go", () => {
     assert.equal(flags("--health-port=9962").metricsAddress, "127.0.0.1:9962");
     assert.equal(error("--health-port=99999"), '--health-port: must be a port number 0..65535, got "99999"');

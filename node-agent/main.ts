@@ -9,6 +9,7 @@ import { NodeAgent } from "./agent.ts";
 import { AgentMetrics, DEFAULT_METRICS_ADDRESS } from "./metrics.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
+import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
@@ -21,7 +22,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--observer-socket PATH] [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
-                      [--policy-enforcement-mode default|always|never] [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
+                      [--policy-enforcement-mode default|always|never] [--monitor-aggregation none|low|medium|maximum]
+                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -48,6 +50,9 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      (default ${AGENT_LEASE_NAMESPACE})
   --policy-enforcement-mode  default: a direction is enforced once a policy selects the endpoint in it;
                      always: every endpoint enforced both ways, selected or not; never: nothing enforced (default: default)
+  --monitor-aggregation  which packets of allowed connections the datapath reports (drops always are):
+                     none: every packet; low: the new connection, its first reply and each side's FIN/RST;
+                     medium: one event per new connection; maximum: none (default: ${DEFAULT_MONITOR_AGGREGATION})
   --cni-bin-dir      install the membrane-cni launcher into this directory at start
   --token-file       the pod's projected ServiceAccount token (audience membrane-operator), sent on each connect;
                      for an operator run with --agent-auth token (the chart)
@@ -75,6 +80,7 @@ export interface AgentFlags {
   /** Where the heartbeat Lease lives (`membrane status` reads it there). */
   readonly leaseNamespace: string;
   readonly policyEnforcementMode: PolicyEnforcementMode;
+  readonly monitorAggregation: MonitorAggregation;
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
   readonly tokenFile?: string;
@@ -116,6 +122,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         kubeconfig: { type: "string" },
         "lease-namespace": { type: "string" },
         "policy-enforcement-mode": { type: "string" },
+        "monitor-aggregation": { type: "string" },
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
         "cni-conf-dir": { type: "string" },
@@ -188,6 +195,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!parseHostPort(metricsAddress)) return { ok: false, error: `--metrics-address: must be HOST:PORT, got ${JSON.stringify(metricsAddress)}` };
   const mode = str("policy-enforcement-mode") ?? "default";
   if (!isPolicyEnforcementMode(mode)) return { ok: false, error: `--policy-enforcement-mode: must be one of ${POLICY_ENFORCEMENT_MODES.join(", ")}, got ${JSON.stringify(mode)}` };
+  const monitorAggregation = str("monitor-aggregation") ?? DEFAULT_MONITOR_AGGREGATION;
+  if (!isMonitorAggregation(monitorAggregation)) return { ok: false, error: `--monitor-aggregation: must be one of ${MONITOR_AGGREGATION_LEVELS.join(", ")}, got ${JSON.stringify(monitorAggregation)}` };
   for (const f of ["kubeconfig", "cni-bin-dir", "cni-conf-dir"]) if (str(f) === "") return { ok: false, error: `--${f}: must be a path` };
   const kubeconfig = str("kubeconfig");
   const leaseNamespace = str("lease-namespace") ?? AGENT_LEASE_NAMESPACE;
@@ -218,6 +227,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(kubeconfig ? { kubeconfig } : {}),
       leaseNamespace,
       policyEnforcementMode: mode,
+      monitorAggregation,
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),
       ...(str("token-file") ? { tokenFile: str("token-file")! } : {}),
@@ -251,6 +261,7 @@ export async function run(args: string[]): Promise<number> {
   let datapath: Datapath;
   try {
     datapath = Datapath.load(f.bpfScope);
+    datapath.setMonitorAggregation(f.monitorAggregation);
   } catch (err) {
     log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
     return 1;
@@ -291,7 +302,7 @@ export async function run(args: string[]): Promise<number> {
   const health = await startHealth(f, agent, log);
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
-  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode }, "agent started");
+  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, monitorAggregation: f.monitorAggregation }, "agent started");
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));

@@ -93,11 +93,18 @@ static __always_inline struct ct_value *ct_find(const struct flow *f, __u8 direc
 	return v && v->expires_ns > now ? v : NULL;
 }
 
-/* What a lookup hands to the creation of the same packet's entry. */
+/* What a lookup hands to the creation of the same packet's entry, and to monitor aggregation. */
 struct ct_ctx {
 	__u64 now;                /* ct_now() at the start of the program */
 	struct ct_value *closing; /* a new SYN's tuple still has a closing entry: reused in place */
+	struct ct_value *entry;   /* the entry an established or reply packet matched */
 };
+
+/* What a packet shows of its connection, in CT_REPORTED_* bits of its own direction. */
+static __always_inline __u8 ct_report_bits(const struct flow *f)
+{
+	return CT_REPORTED_FIRST | (f->proto == IPPROTO_TCP ? f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_SYN | TCP_FLAG_RST) : 0);
+}
 
 /* Looks the packet up in the direction being checked; updates the entry it finds and, when flags is
  * not NULL, copies out its CT_F_* flags. */
@@ -115,6 +122,7 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 			ct_refresh(v, f, 1, now);
 			if (flags)
 				*flags = v->flags;
+			ctx->entry = v;
 			return CT_REPLY;
 		}
 	}
@@ -129,6 +137,7 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 		ct_refresh(v, f, 0, now);
 		if (flags)
 			*flags = v->flags;
+		ctx->entry = v;
 		return CT_ESTABLISHED;
 	}
 	/* A connection's first packet (SYN without ACK) is never a reply, and a SYN-ACK's reply entry
@@ -141,6 +150,7 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 		ct_refresh(v, f, 1, now);
 		if (flags)
 			*flags = v->flags;
+		ctx->entry = v;
 		return CT_REPLY;
 	}
 	return CT_NEW;
@@ -151,7 +161,8 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags, struct ct_ctx *ctx)
 {
 	struct ct_key k;
-	struct ct_value v = { .rule_id = rule_id, .flags = flags };
+	/* The opening packet is what a new-connection event reports. */
+	struct ct_value v = { .rule_id = rule_id, .flags = flags, .reported = ct_report_bits(f) };
 	struct ct_value *closing = ctx->closing;
 	__u64 now = ctx->now;
 
@@ -165,6 +176,7 @@ static __always_inline void ct_create(const struct flow *f, __u8 direction, __u3
 		closing->rule_id = v.rule_id;
 		closing->flags = v.flags;
 		closing->seen_reply = 0;
+		closing->reported = v.reported;
 		closing->state = v.state;
 		closing->expires_ns = v.expires_ns;
 		return;

@@ -28,7 +28,7 @@ static __always_inline void counter_inc(__u32 idx)
 		*c += 1; /* per-CPU slot: no other writer */
 }
 
-static __always_inline void event_emit(struct __sk_buff *skb, const struct flow *f, __u8 verdict,
+static __always_inline void event_emit(struct __sk_buff *skb, const struct flow *f, __u8 verdict, __u8 ct_state,
 				       __u8 direction, __u8 reason, __u32 src_id, __u32 dst_id, __u32 rule_id)
 {
 	struct event *e = bpf_ringbuf_reserve(&membrane_events, sizeof(*e), 0);
@@ -44,7 +44,9 @@ static __always_inline void event_emit(struct __sk_buff *skb, const struct flow 
 	e->reason = reason;
 	e->proto = f->proto;
 	e->family = f->family;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->tcp_flags = f->proto == IPPROTO_TCP ? f->tcp_flags : 0;
+	e->ct_state = ct_state;
+	e->pad = 0;
 	e->src_identity = src_id;
 	e->dst_identity = dst_id;
 	e->rule_id = rule_id;
@@ -66,7 +68,7 @@ static __always_inline int drop(struct __sk_buff *skb, const struct flow *f, __u
 				__u32 src_id, __u32 dst_id, __u32 rule_id)
 {
 	counter_inc(reason);
-	event_emit(skb, f, EVENT_DROPPED, direction, reason, src_id, dst_id, rule_id);
+	event_emit(skb, f, EVENT_DROPPED, EVENT_CT_NEW, direction, reason, src_id, dst_id, rule_id);
 	return TC_ACT_SHOT;
 }
 

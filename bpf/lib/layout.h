@@ -117,9 +117,12 @@ struct ct_value {
 	__u8 state;       /* CT_* */
 	__u8 seen_reply;
 	__u8 flags;       /* CT_F_* */
-	__u8 pad;
+	__u8 reported;    /* monitor aggregation: what was reported, forward in bits 0-3, reply in 4-7 (CT_REPORTED_*) */
 };
 #define CT_F_NO_TUNNEL 1 /* the peer is not behind the tunnel: known packets need no ipcache lookup */
+/* Per direction of a connection: its TCP flags FIN, SYN, RST as in the header, and its first packet. */
+#define CT_REPORTED_FIRST 0x08
+#define CT_REPORTED_REPLY_SHIFT 4
 
 /* Timeouts in seconds (Cilium's defaults). */
 #define CT_TIMEOUT_TCP_SYN 60
@@ -145,14 +148,21 @@ struct ct_value {
 
 #define EVENT_FORWARDED 1
 #define EVENT_DROPPED 2
+/* What a forwarded event reports: the packet that policy allowed (a new connection), or a later
+ * packet of the connection in its own direction or as a reply (monitor aggregation low / none). */
+#define EVENT_CT_NEW 0
+#define EVENT_CT_ESTABLISHED 1
+#define EVENT_CT_REPLY 2
 struct event {
 	__u64 timestamp_ns;
 	__u8 verdict;      /* EVENT_* */
-	__u8 direction;    /* DIR_* */
+	__u8 direction;    /* DIR_* of the connection (a reply travels the other way) */
 	__u8 reason;       /* DROP_* */
 	__u8 proto;
 	__u8 family;
-	__u8 pad[3];
+	__u8 tcp_flags;    /* TCP: the packet's flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16); else 0 */
+	__u8 ct_state;     /* EVENT_CT_* */
+	__u8 pad;
 	__u32 src_identity;
 	__u32 dst_identity;
 	__u32 rule_id;     /* the matching entry's ruleId; 0xffffffff = no entry (default) */
@@ -165,8 +175,11 @@ struct event {
 };
 #define RULE_ID_NONE 0xffffffff
 
-/* config: array with one element. */
-#define CONFIG_F_EVENTS_FORWARDED 1 /* emit an event for every new allowed connection */
+/* config: array with one element. The CONFIG_F_EVENTS_* flags are the agent's monitor aggregation
+ * level (node-agent/monitor-aggregation.ts); drops are reported whatever they say. */
+#define CONFIG_F_EVENTS_FORWARDED 1 /* an event for every new allowed connection */
+#define CONFIG_F_EVENTS_FLAGS 2     /* and for each packet of a connection with TCP flags (or the first reply) not yet reported in its direction */
+#define CONFIG_F_EVENTS_PACKETS 4   /* and for every packet of an allowed connection, in every program it passes */
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */

@@ -11,6 +11,7 @@ import {
   LAYOUT,
   decodeEvent,
   encodeConfig,
+  MONITOR_AGGREGATION_FLAGS,
   encodeEndpointKey,
   encodeEndpointValue,
   hostKeyOfTrieKey,
@@ -33,6 +34,7 @@ import {
   type IpcacheEntry,
   type VerdictEvent,
 } from "./layout.ts";
+import type { MonitorAggregation } from "../monitor-aggregation.ts";
 
 export const DATAPATH_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/datapath.o");
 
@@ -147,9 +149,9 @@ export class Datapath {
     }
   }
 
-  /** Attaches from-overlay on the VXLAN (collect-metadata) device and records it as the tunnel. */
-  attachOverlay(vxlanIfindex: number, netns?: string, eventsForwarded = true): void {
-    this.setConfig({ vxlanIfindex, eventsForwarded });
+  /** Attaches from-overlay on the VXLAN (collect-metadata) device and records it as the tunnel (the monitor aggregation level stays). */
+  attachOverlay(vxlanIfindex: number, netns?: string): void {
+    this.setConfigField("vxlan_ifindex", vxlanIfindex);
     this.attach(PROGRAMS.fromOverlay, { ifindex: vxlanIfindex, direction: "ingress", ...(netns ? { netns } : {}) });
   }
 
@@ -181,6 +183,21 @@ export class Datapath {
 
   setConfig(cfg: DatapathConfig): void {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
+  }
+
+  /** Which packets of allowed connections the programs report from now on (drops always are); the tunnel device stays. */
+  setMonitorAggregation(level: MonitorAggregation): void {
+    this.setConfigField("flags", MONITOR_AGGREGATION_FLAGS[level]);
+  }
+
+  /** One field of the config element, the others as they are (the agent and the overlay's attach each own one). */
+  private setConfigField(field: "vxlan_ifindex" | "flags", value: number): void {
+    const m = this.object.map(MAPS.config);
+    const key = Buffer.alloc(4);
+    const current = m.lookup(key) ?? Buffer.alloc(LAYOUT.config_value.size);
+    const next = Buffer.from(current);
+    next.writeUInt32LE(value >>> 0, LAYOUT.config_value.fields[field].offset);
+    m.update(key, next);
   }
 
   /** Writes a local endpoint; one whose identity's policy could not be installed keeps failing closed. */

@@ -62,7 +62,7 @@ after(() => {
 });
 beforeEach(() => {
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
   dp.setIpcache({ cidr: "10.1.0.0/24", identity: PARTNER.identity });
   dp.setIpcache({ cidr: "fd00:1::/64", identity: PARTNER.identity });
   dp.setIpcache({ cidr: "10.1.1.0/24", identity: OTHER.identity });

@@ -2,6 +2,7 @@
 import { parseIP } from "../../core/cidr.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import type { MonitorAggregation } from "../monitor-aggregation.ts";
 
 export interface FieldLayout {
   readonly offset: number;
@@ -32,7 +33,7 @@ export const LAYOUT = {
     size: 40,
     fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), proto: f(36, 1), family: f(37, 1), direction: f(38, 1) },
   },
-  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1), flags: f(14, 1) } },
+  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1), flags: f(14, 1), reported: f(15, 1) } },
   event: {
     size: 72,
     fields: {
@@ -42,6 +43,8 @@ export const LAYOUT = {
       reason: f(10, 1),
       proto: f(11, 1),
       family: f(12, 1),
+      tcp_flags: f(13, 1),
+      ct_state: f(14, 1),
       src_identity: f(16, 4),
       dst_identity: f(20, 4),
       rule_id: f(24, 4),
@@ -79,8 +82,15 @@ export const CONST = {
   DROP_REASON_MAX: 16,
   EVENT_FORWARDED: 1,
   EVENT_DROPPED: 2,
+  EVENT_CT_NEW: 0,
+  EVENT_CT_ESTABLISHED: 1,
+  EVENT_CT_REPLY: 2,
+  CT_REPORTED_FIRST: 0x08,
+  CT_REPORTED_REPLY_SHIFT: 4,
   RULE_ID_NONE: 0xffffffff,
   CONFIG_F_EVENTS_FORWARDED: 1,
+  CONFIG_F_EVENTS_FLAGS: 2,
+  CONFIG_F_EVENTS_PACKETS: 4,
   MARK_MAGIC_IDENTITY: 0x0e000000,
 } as const;
 
@@ -344,23 +354,39 @@ export function endpointFor(ip: string, ifindex: number, policy: SubjectPolicy):
 
 export interface DatapathConfig {
   readonly vxlanIfindex: number;
-  readonly eventsForwarded: boolean;
+  readonly monitorAggregation: MonitorAggregation;
 }
+
+/** A monitor aggregation level as the config's CONFIG_F_EVENTS_* flags (what bpf/lib/monitor.h reads). */
+export const MONITOR_AGGREGATION_FLAGS: Readonly<Record<MonitorAggregation, number>> = {
+  none: CONST.CONFIG_F_EVENTS_FORWARDED | CONST.CONFIG_F_EVENTS_FLAGS | CONST.CONFIG_F_EVENTS_PACKETS,
+  low: CONST.CONFIG_F_EVENTS_FORWARDED | CONST.CONFIG_F_EVENTS_FLAGS,
+  medium: CONST.CONFIG_F_EVENTS_FORWARDED,
+  maximum: 0,
+};
 
 export function encodeConfig(c: DatapathConfig): Buffer {
   const L = LAYOUT.config_value.fields;
   const b = Buffer.alloc(LAYOUT.config_value.size);
   b.writeUInt32LE(c.vxlanIfindex >>> 0, L.vxlan_ifindex.offset);
-  b.writeUInt32LE(c.eventsForwarded ? CONST.CONFIG_F_EVENTS_FORWARDED : 0, L.flags.offset);
+  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation], L.flags.offset);
   return b;
 }
 
 // ------------------------------------------------------------------ events
 
+/** What a forwarded event reports: the connection policy allowed, or a later packet of it (monitor aggregation low / none). */
+export type EventCtState = "new" | "established" | "reply";
+const CT_STATES: readonly EventCtState[] = ["new", "established", "reply"];
+
 export interface VerdictEvent {
   readonly timestampNs: bigint;
   readonly verdict: "forwarded" | "dropped";
+  /** The connection's direction (a reply packet travels the other way). */
   readonly direction: Direction;
+  readonly ctState: EventCtState;
+  /** TCP: the packet's flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16); 0 for other protocols. */
+  readonly tcpFlags: number;
   readonly reasonCode: number;
   readonly reason?: string; // set for drops
   readonly proto: number;
@@ -387,6 +413,8 @@ export function decodeEvent(b: Buffer): VerdictEvent {
     timestampNs: b.readBigUInt64LE(EV.timestamp_ns.offset),
     verdict,
     direction: b[EV.direction.offset] === CONST.DIR_INGRESS ? "ingress" : "egress",
+    ctState: CT_STATES[b[EV.ct_state.offset]!] ?? "new",
+    tcpFlags: b[EV.tcp_flags.offset]!,
     reasonCode,
     proto: b[EV.proto.offset]!,
     srcIdentity: b.readUInt32LE(EV.src_identity.offset),

@@ -34,7 +34,7 @@ describe("agent: a policy that does not fit the policy map", () => {
     const port = await server.listen(0);
     dp = Datapath.load(tb.scope, { policyMapEntries: POLICY_MAP_ENTRIES });
     dp.clearAll();
-    dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+    dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
     const log = capturingLogger(agentLines);
     agent = new NodeAgent({
       nodeName: tb.node,

@@ -35,7 +35,7 @@ after(() => {
 });
 beforeEach(() => {
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
   dp.setIpcache({ cidr: `${PEER.ip}/32`, identity: PEER.identity });
   drainEvents();
   events = [];

@@ -28,7 +28,7 @@ after(() => {
 });
 beforeEach(() => {
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
   // Egress enforced with nothing allowed: every packet is a reported drop.
   dp.setSubjectPolicy({ subject: POD.identity, ingressEnforced: true, egressEnforced: true, entries: [] }, [{ ip: POD.ip, ifindex: LO }]);
   drain();

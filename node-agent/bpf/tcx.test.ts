@@ -66,7 +66,7 @@ before(async () => {
   addVeth();
   dp = Datapath.load(SCOPE);
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
   dp.setIpcache({ cidr: `${HOST_IP}/32`, identity: HOST_PEER_ID });
   dp.setSubjectPolicy(policy, [{ ip: POD_IP, ifindex: HOST_IFINDEX }]);
   await waitForLine(fx.spawn(NS_HOST, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8080", "8081"]), /^listening/, 15000);

@@ -38,7 +38,7 @@ after(() => {
 });
 beforeEach(() => {
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
   dp.setIpcache({ cidr: "10.1.0.0/24", identity: PEER_X.identity });
   dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });
   dp.setIpcache({ cidr: "10.1.1.0/24", identity: PEER_Y.identity });
@@ -405,17 +405,17 @@ test("egress to a pod on another node is tunnelled (identity in the VNI) when a 
   dp.setIpcache({ cidr: "10.2.0.7/32", identity: 4000, tunnelEndpoint: "192.168.50.2" });
   const from = dp.programFd(PROGRAMS.fromContainer);
   const f = frame({ src: POD_A.ip, dst: "10.2.0.7", proto: TCP, sport: 40000, dport: 80 });
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: false });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "maximum" });
   assert.equal(testRun(from, f, { ifindex: LO }).retval, TC_ACT_SHOT, "no tunnel device: fail closed");
   dp.clearConntrack();
-  dp.setConfig({ vxlanIfindex: LO, eventsForwarded: false });
+  dp.setConfig({ vxlanIfindex: LO, monitorAggregation: "maximum" });
   assert.equal(testRun(from, f, { ifindex: LO }).retval, TC_ACT_REDIRECT);
 });
 
 test("every packet of a known flow with a pod on another node is tunnelled: egress, and replies to peers that came in from another node", () => {
   install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
   dp.setIpcache({ cidr: "10.2.0.0/24", identity: 4000, tunnelEndpoint: "192.168.50.2" });
-  dp.setConfig({ vxlanIfindex: LO, eventsForwarded: false });
+  dp.setConfig({ vxlanIfindex: LO, monitorAggregation: "maximum" });
   const from = dp.programFd(PROGRAMS.fromContainer);
   const to = dp.programFd(PROGRAMS.toContainer);
   const tcp = (src: string, dst: string, sport: number, dport: number, tcpFlags: number): Buffer => frame({ src, dst, proto: TCP, sport, dport, tcpFlags });

@@ -67,7 +67,7 @@ before(async () => {
   hostIfindex = ifindexIn(NS_HOST, HOST_IF);
   dp = Datapath.load(`test-${tag}`);
   dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, eventsForwarded: true });
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
   dp.setIpcache({ cidr: `${HOST_IP}/32`, identity: HOST_PEER_ID });
   drain = dp.onEvents((e) => events.push(e));
   dp.attachEndpoint(hostIfindex, NS_HOST);

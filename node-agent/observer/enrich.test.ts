@@ -25,6 +25,8 @@ function event(over: Partial<VerdictEvent> = {}): VerdictEvent {
     timestampNs: 5_000_000n,
     verdict: "dropped",
     direction: "ingress",
+    ctState: "new",
+    tcpFlags: 2,
     reasonCode: 1,
     reason: "policy denied",
     proto: 6,

@@ -46,7 +46,8 @@ function endpoint(identity: number, ip: string, port: number, lookups: EnrichLoo
 export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
   const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : "FORWARDED";
   const decidedBy = decisionOf(e, lookups);
-  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined ? "policy-verdict" : "trace";
+  // A later packet of an allowed connection (monitor aggregation low / none) is a trace, not a new verdict.
+  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined && e.ctState === "new" ? "policy-verdict" : "trace";
   return {
     time: lookups.wallClock(e.timestampNs).toISOString(),
     verdict,

@@ -51,6 +51,8 @@ test("a flow to a pod on another node names that pod and its namespace", () => {
     timestampNs: 0n,
     verdict: "dropped",
     direction: "egress",
+    ctState: "new",
+    tcpFlags: 2,
     reasonCode: DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY!,
     reason: "policy denied (default deny)",
     proto: PROTO_NUMBER.TCP,

@@ -158,7 +158,7 @@ test("the agent-side Observer turns events into flows a client reads, and export
     await obs.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  obs.handle({ timestampNs: 1n, verdict: "dropped", direction: "ingress", reasonCode: 2, reason: "policy denied (default deny)", proto: 6, srcIdentity: 2, dstIdentity: 300, ifindex: 3, src: "192.0.2.1", dst: "10.0.1.5", sport: 1234, dport: 443 });
+  obs.handle({ timestampNs: 1n, verdict: "dropped", direction: "ingress", ctState: "new", tcpFlags: 2, reasonCode: 2, reason: "policy denied (default deny)", proto: 6, srcIdentity: 2, dstIdentity: 300, ifindex: 3, src: "192.0.2.1", dst: "10.0.1.5", sport: 1234, dport: 443 });
   const got = jsonLines(await observeHere("--server", obs.address, "-o", "json", "--to-pod", "shop/web-0", "--verdict", "DROPPED"));
   assert.equal(got.length, 1);
   assert.deepEqual(got[0]!.decidedBy, { kind: "default-deny" });
