@@ -495,11 +495,13 @@ export function parseCiliumSpec(
   const namespace = namespaced ? meta.namespace : undefined;
   if (hasEndpoint) {
     const sp = join(path, "endpointSelector");
-    const ls = checkLabelSelector(errs, field(spec, "endpointSelector"), sp);
-    if (ls) {
-      subject = selectorFrom(ls, { role: "subject", namespace });
+    const raw = field(spec, "endpointSelector");
+    subject = checkedSelector(errs, raw, sp, { role: "subject", namespace });
+    // A valid selector's matchLabels are the written ones, every value a string.
+    const matchLabels = subject !== undefined && isRecord(raw) ? field(raw, "matchLabels") : undefined;
+    if (isRecord(matchLabels)) {
       for (const key of NAMESPACE_LABEL_KEYS) {
-        const v = ls.matchLabels[key];
+        const v = field(matchLabels, key);
         if (namespace !== undefined && v !== undefined && v !== namespace) {
           errs.add(
             `${join(sp, "matchLabels")}[${JSON.stringify(key)}]`,

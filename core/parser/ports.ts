@@ -242,9 +242,11 @@ function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
     if (method !== undefined) checkRegex(errs, join(p, "method"), method);
     if (pathRe !== undefined) checkRegex(errs, join(p, "path"), pathRe);
     if (host !== undefined) checkRegex(errs, join(p, "host"), host);
-    const headers = stringList(errs, item, "headers", p);
+    // Most HTTP rules have neither headers nor headerMatches: no list is read or built for them.
+    const headers = field(item, "headers") !== undefined ? stringList(errs, item, "headers", p) : NO_STRINGS;
     const headerMatches: NonNullable<HTTPRule["headerMatches"]>[number][] = [];
-    for (const { item: hm, path: hp } of objectItems(errs, item, "headerMatches", p)) {
+    const headerMatchItems = field(item, "headerMatches") !== undefined ? objectItems(errs, item, "headerMatches", p) : [];
+    for (const { item: hm, path: hp } of headerMatchItems) {
       checkKnown(errs, hp, hm, ["name", "value", "mismatch", "secret"]);
       const name = optString(errs, hm, "name", hp);
       if (!name) errs.add(join(hp, "name"), "a header name is required");
@@ -307,6 +309,11 @@ function dnsRules(errs: Errors, obj: Obj, path: string): DNSRule[] {
   return out;
 }
 
+/** Whether field `k` of `this` is set (not absent or null); a `some` callback without a closure per call. */
+function isSetIn(this: Obj, k: string): boolean {
+  return has(this, k);
+}
+
 function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
   checkKnown(errs, path, rules, L7_FIELDS);
   const kinds: string[] = [];
@@ -354,7 +361,7 @@ function l7Rules(errs: Errors, rules: Obj, path: string): L7Rules | undefined {
     }
   }
   // The CRD's oneOf refused an empty `rules` before the webhook saw it; refuse it here, with a reason.
-  if (!L7_FIELDS.some((k) => has(rules, k)))
+  if (!L7_FIELDS.some(isSetIn, rules))
     errs.add(path, "rules has no L7 rule: set http, dns or l7proto, or remove rules to allow the ports without L7 rules");
   if (kinds.length > 1) {
     errs.add(
