@@ -39,6 +39,8 @@ interface Run {
     p99: number;
     max: number;
     requests: number;
+    /** Requests still unanswered when the open loop's drain time ran out (counted in the percentiles with the time they waited). */
+    unanswered: number;
     /** p99 of how late requests left the generator (all connections busy, or its timer late). */
     sendDelayP99: number;
     cpuUsPerRequest: number;
@@ -124,8 +126,9 @@ async function measure(mode: Mode): Promise<Run> {
         p99: percentile(open.latenciesMs, 99),
         max: percentile(open.latenciesMs, 100),
         requests: open.requests,
+        unanswered: open.unanswered,
         sendDelayP99: percentile(open.sendDelaysMs, 99),
-        cpuUsPerRequest: (openCpuAfter - openCpuBefore) / open.requests,
+        cpuUsPerRequest: (openCpuAfter - openCpuBefore) / Math.max(1, open.requests),
       },
     };
   } finally {
@@ -200,8 +203,8 @@ process.stdout.write(
     `    noop:     ${noop.rps.toFixed(0)} req/s, p50 ${noop.p50.toFixed(2)} ms, p99 ${noop.p99.toFixed(2)} ms (${noop.requests} requests)\n` +
     `    ratio ${ratio.toFixed(3)} (target ≥ 0.8)\n` +
     `  open loop at ${RATE} req/s, latency from the scheduled send time\n` +
-    `    validate: p50 ${real.open.p50.toFixed(2)} ms, p99 ${real.open.p99.toFixed(2)} ms (target < 5 ms), max ${real.open.max.toFixed(1)} ms; generator late p99 ${real.open.sendDelayP99.toFixed(2)} ms\n` +
-    `    noop:     p50 ${noop.open.p50.toFixed(2)} ms, p99 ${noop.open.p99.toFixed(2)} ms, max ${noop.open.max.toFixed(1)} ms; generator late p99 ${noop.open.sendDelayP99.toFixed(2)} ms\n` +
+    `    validate: p50 ${real.open.p50.toFixed(2)} ms, p99 ${real.open.p99.toFixed(2)} ms (target < 5 ms), max ${real.open.max.toFixed(1)} ms; generator late p99 ${real.open.sendDelayP99.toFixed(2)} ms; unanswered ${real.open.unanswered}\n` +
+    `    noop:     p50 ${noop.open.p50.toFixed(2)} ms, p99 ${noop.open.p99.toFixed(2)} ms, max ${noop.open.max.toFixed(1)} ms; generator late p99 ${noop.open.sendDelayP99.toFixed(2)} ms; unanswered ${noop.open.unanswered}\n` +
     `  server CPU per request: validate ${real.cpuUsPerRequest.toFixed(0)} µs, noop ${noop.cpuUsPerRequest.toFixed(0)} µs ` +
     `(CPU-bound ratio ${cpuRatio.toFixed(3)}); at ${RATE} req/s ${real.open.cpuUsPerRequest.toFixed(0)} / ${noop.open.cpuUsPerRequest.toFixed(0)} µs; ` +
     `load generator ${real.loadgenUsPerRequest.toFixed(0)} / ${noop.loadgenUsPerRequest.toFixed(0)} µs per request\n` +
@@ -224,6 +227,7 @@ process.stdout.write(
     [`p99_ms_at_${RATE}`]: round(real.open.p99),
     [`noop_p99_ms_at_${RATE}`]: round(noop.open.p99),
     [`send_late_p99_ms_at_${RATE}`]: round(real.open.sendDelayP99),
+    [`unanswered_at_${RATE}`]: real.open.unanswered,
     validate_us: round(validateUs, 1),
     [`validate_us_at_${RATE}`]: round(validateOpenUs, 1),
     admit_validate_us: round(admitValidateUs, 1),
