@@ -141,7 +141,8 @@ export function makePrefix(family: IPFamily, addr: bigint, bits: number): Prefix
 }
 
 /** The decimal prefix length at s[from..]: 1–3 digits without a leading zero; -1 when it is not one. */
-function prefixLength(s: string, from: number): number {
+/** The prefix length written from `from` to the end of `s` (decimal, no leading zero), or -1. */
+export function prefixLength(s: string, from: number): number {
   const digits = s.length - from;
   if (digits < 1 || digits > 3) return -1;
   if (digits > 1 && s.charCodeAt(from) === 48) return -1;

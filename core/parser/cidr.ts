@@ -1,5 +1,5 @@
 // CIDR fields of policies: core/cidr.ts parses; this file says, for a user, why a text is not a usable CIDR.
-import { type Prefix, familyBits, formatPrefix, parseIP, parsePrefix, prefixContains } from "../cidr.ts";
+import { type Prefix, familyBits, formatPrefix, makePrefix, parseIP, prefixContains, prefixLength } from "../cidr.ts";
 import { Errors, type Obj, has, join, optString, stringList } from "./fields.ts";
 
 export interface CheckedPrefix {
@@ -21,8 +21,10 @@ export function checkPrefix(s: string, allowBareIP: boolean): CheckedPrefix | st
   const max = familyBits(ip.family);
   if (slash < 0 && !allowBareIP)
     return `${shown(s)} is not a CIDR: the prefix length is missing (such as ${s}/${max})`;
-  const prefix = parsePrefix(s);
-  if (prefix === undefined) return `${shown(s)} is not a CIDR: the prefix length must be 0-${max}`;
+  // The address is parsed already: only the length is left (what parsePrefix would do again).
+  const bits = slash < 0 ? max : prefixLength(s, slash + 1);
+  if (bits < 0 || bits > max) return `${shown(s)} is not a CIDR: the prefix length must be 0-${max}`;
+  const prefix = makePrefix(ip.family, ip.addr, bits);
   return { prefix, text: formatPrefix(prefix) };
 }
 
