@@ -1,4 +1,4 @@
-// Benchmark: admission throughput and latency, closed loop at 32 connections and open loop at a fixed 1,000 requests/s, real validation of a realistic policy vs. the same server allowing blindly.
+// Benchmark: admission throughput and latency, closed loop at 32 connections and open loop at a fixed 1,000 requests/s, real validation of a realistic policy vs. the same server allowing blindly, in alternating turns.
 import { spawn, type ChildProcess } from "node:child_process";
 import { loadavg } from "node:os";
 import { createInterface } from "node:readline";
@@ -15,6 +15,8 @@ const WARMUP_SECONDS = Math.min(3, SECONDS / 4);
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const OPEN_SECONDS = Number(process.env.BENCH_OPEN_SECONDS ?? 10);
 const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 32);
+/** Turns per mode: the closed and open loops are split into this many alternating parts. */
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 /** Server processes (node:cluster workers) sharing the port; 1 = the production shape, one process. */
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
 /** Set to a directory to have the server processes write V8 CPU profiles there (`node --cpu-prof`). */
@@ -99,40 +101,99 @@ function bodyMaker(): (uid: string) => string {
 
 const body = bodyMaker();
 
-async function measure(mode: Mode): Promise<Run> {
-  const server = await startServer(mode);
+/** What one mode's server accumulates over the interleaved rounds. */
+interface Totals {
+  closedRequests: number;
+  closedSeconds: number;
+  closedLatencies: Float64Array[];
+  closedCpuUs: number;
+  ownCpuUs: number;
+  denied: number;
+  openRequests: number;
+  openUnanswered: number;
+  openLatencies: Float64Array[];
+  openSendDelays: Float64Array[];
+  openCpuUs: number;
+}
+
+const concatSorted = (parts: Float64Array[]): Float64Array => {
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out.sort();
+};
+
+/**
+ * Both servers run side by side and the generator alternates between them in ROUNDS short turns
+ * (closed loop, then open loop), the order swapped every round: the load other processes put on
+ * the shared machine drifts over a minute, and alternating makes both modes see the same drift.
+ */
+async function measureBoth(): Promise<Record<Mode, Run>> {
+  const modes: Mode[] = ["noop", "validate"];
+  const servers = {} as Record<Mode, BenchServer>;
   try {
-    const load = { host: "127.0.0.1", port: server.port, ca: server.ca, path: VALIDATE_PATH, connections: CONNECTIONS, body };
-    await closedLoop({ ...load, seconds: WARMUP_SECONDS, record: false });
-    const cpuBefore = await server.cpuUs();
-    const ownBefore = process.cpuUsage();
-    const run = await closedLoop({ ...load, seconds: SECONDS, record: true });
-    const own = process.cpuUsage(ownBefore);
-    const cpuAfter = await server.cpuUs();
-    // Then the same server at a fixed offered load, far below what it can answer.
-    const openCpuBefore = cpuAfter;
-    const open = await openLoop({ ...load, connections: OPEN_CONNECTIONS, rate: RATE, seconds: OPEN_SECONDS });
-    const openCpuAfter = await server.cpuUs();
-    return {
-      rps: run.requests / run.elapsedSeconds,
-      p50: percentile(run.latenciesMs, 50),
-      p99: percentile(run.latenciesMs, 99),
-      requests: run.requests,
-      denied: run.denied + open.denied,
-      cpuUsPerRequest: (cpuAfter - cpuBefore) / run.requests,
-      loadgenUsPerRequest: (own.user + own.system) / run.requests,
-      open: {
-        p50: percentile(open.latenciesMs, 50),
-        p99: percentile(open.latenciesMs, 99),
-        max: percentile(open.latenciesMs, 100),
-        requests: open.requests,
-        unanswered: open.unanswered,
-        sendDelayP99: percentile(open.sendDelaysMs, 99),
-        cpuUsPerRequest: (openCpuAfter - openCpuBefore) / Math.max(1, open.requests),
-      },
-    };
+    for (const mode of modes) servers[mode] = await startServer(mode);
+    const load = (mode: Mode) => ({ host: "127.0.0.1", port: servers[mode].port, ca: servers[mode].ca, path: VALIDATE_PATH, connections: CONNECTIONS, body });
+    for (const mode of modes) await closedLoop({ ...load(mode), seconds: WARMUP_SECONDS, record: false });
+    const totals = {} as Record<Mode, Totals>;
+    for (const mode of modes) {
+      totals[mode] = { closedRequests: 0, closedSeconds: 0, closedLatencies: [], closedCpuUs: 0, ownCpuUs: 0, denied: 0, openRequests: 0, openUnanswered: 0, openLatencies: [], openSendDelays: [], openCpuUs: 0 };
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) {
+        const t = totals[mode];
+        const server = servers[mode];
+        const cpuBefore = await server.cpuUs();
+        const ownBefore = process.cpuUsage();
+        const run = await closedLoop({ ...load(mode), seconds: SECONDS / ROUNDS, record: true });
+        const own = process.cpuUsage(ownBefore);
+        const cpuAfter = await server.cpuUs();
+        // Then the same server at a fixed offered load, far below what it can answer.
+        const open = await openLoop({ ...load(mode), connections: OPEN_CONNECTIONS, rate: RATE, seconds: OPEN_SECONDS / ROUNDS });
+        const openCpuAfter = await server.cpuUs();
+        t.closedRequests += run.requests;
+        t.closedSeconds += run.elapsedSeconds;
+        t.closedLatencies.push(run.latenciesMs);
+        t.closedCpuUs += cpuAfter - cpuBefore;
+        t.ownCpuUs += own.user + own.system;
+        t.denied += run.denied + open.denied;
+        t.openRequests += open.requests;
+        t.openUnanswered += open.unanswered;
+        t.openLatencies.push(open.latenciesMs);
+        t.openSendDelays.push(open.sendDelaysMs);
+        t.openCpuUs += openCpuAfter - cpuAfter;
+      }
+    }
+    const result = {} as Record<Mode, Run>;
+    for (const mode of modes) {
+      const t = totals[mode];
+      const closed = concatSorted(t.closedLatencies);
+      const open = concatSorted(t.openLatencies);
+      result[mode] = {
+        rps: t.closedRequests / t.closedSeconds,
+        p50: percentile(closed, 50),
+        p99: percentile(closed, 99),
+        requests: t.closedRequests,
+        denied: t.denied,
+        cpuUsPerRequest: t.closedCpuUs / t.closedRequests,
+        loadgenUsPerRequest: t.ownCpuUs / t.closedRequests,
+        open: {
+          p50: percentile(open, 50),
+          p99: percentile(open, 99),
+          max: percentile(open, 100),
+          requests: t.openRequests,
+          unanswered: t.openUnanswered,
+          sendDelayP99: percentile(concatSorted(t.openSendDelays), 99),
+          cpuUsPerRequest: t.openCpuUs / Math.max(1, t.openRequests),
+        },
+      };
+    }
+    return result;
   } finally {
-    await stopServer(server.child);
+    for (const mode of modes) if (servers[mode] !== undefined) await stopServer(servers[mode].child);
   }
 }
 
@@ -153,19 +214,23 @@ function freshVariant(i: number): unknown {
   return JSON.parse(text);
 }
 
-/** CPU µs per call of `f` in this process, once warm (median of batches). */
-function inProcessUs(f: () => unknown): number {
-  const deadline = performance.now() + 1000;
-  while (performance.now() < deadline) f();
-  const perCall: number[] = [];
-  for (let batch = 0; batch < 10; batch++) {
-    const n = 500;
-    const t0 = process.cpuUsage();
-    for (let i = 0; i < n; i++) f();
-    const t = process.cpuUsage(t0);
-    perCall.push((t.user + t.system) / n);
+/** CPU µs per call of each function in this process, once warm: medians of alternating batches, so both see the same machine. */
+function inProcessUs(...fs: (() => unknown)[]): number[] {
+  for (const f of fs) {
+    const deadline = performance.now() + 500;
+    while (performance.now() < deadline) f();
   }
-  return perCall.sort((a, b) => a - b)[perCall.length >> 1] ?? NaN;
+  const perCall: number[][] = fs.map(() => []);
+  for (let batch = 0; batch < 20; batch++) {
+    fs.forEach((f, k) => {
+      const n = 250;
+      const t0 = process.cpuUsage();
+      for (let i = 0; i < n; i++) f();
+      const t = process.cpuUsage(t0);
+      perCall[k]?.push((t.user + t.system) / n);
+    });
+  }
+  return perCall.map((xs) => xs.sort((a, b) => a - b)[xs.length >> 1] ?? NaN);
 }
 
 const round = (n: number, digits = 3): number => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -173,19 +238,22 @@ const round = (n: number, digits = 3): number => Math.round(n * 10 ** digits) / 
 // admit() of the benchmark's request without any HTTP or TLS: validating, not validating (JSON.parse of
 // the review, reading it, writing the answer), and JSON.parse alone, which both modes pay.
 const text = body("in-process");
-const admitUs = inProcessUs(() => admit(text, "validate"));
-const admitNoopUs = inProcessUs(() => admit(text, "noop"));
-const reviewParseUs = inProcessUs(() => JSON.parse(text));
+const [admitUs = NaN, admitNoopUs = NaN, reviewParseUs = NaN] = inProcessUs(
+  () => admit(text, "validate"),
+  () => admit(text, "noop"),
+  () => JSON.parse(text),
+);
 // The same with every selector, label value and regex seen for the first time (the parser remembers
 // checked selectors and regexes by their text, which the repeated bench policy always hits).
 const fresh = Array.from({ length: 20_000 }, (_, i) => reviewFor(freshVariant(i), { uid: `fresh-${i}` }));
 for (const f of [fresh[0], fresh[1]]) if (f === undefined || !admit(f, "validate").allowed) throw new Error("a fresh variant of the bench policy was denied: it must be valid");
 let nextFresh = 0;
-const admitFreshUs = inProcessUs(() => admit(fresh[nextFresh++ % fresh.length] as string, "validate"));
-const admitFreshNoopUs = inProcessUs(() => admit(fresh[nextFresh++ % fresh.length] as string, "noop"));
-// Side by side, noop first, then validate, each with a fresh server and the same generator.
-const noop = await measure("noop");
-const real = await measure("validate");
+const [admitFreshUs = NaN, admitFreshNoopUs = NaN] = inProcessUs(
+  () => admit(fresh[nextFresh++ % fresh.length] as string, "validate"),
+  () => admit(fresh[nextFresh++ % fresh.length] as string, "noop"),
+);
+// Side by side, the same generator alternating between the two servers.
+const { noop, validate: real } = await measureBoth();
 if (real.denied > 0) throw new Error(`the benchmark policy was denied ${real.denied} times: it must be valid`);
 const ratio = real.rps / noop.rps;
 // What the throughput ratio would be if the server alone were the bottleneck (the load generator shares the machine).
@@ -197,7 +265,8 @@ const admitValidateUs = admitUs - admitNoopUs;
 const admitFreshValidateUs = admitFreshUs - admitFreshNoopUs;
 const load1 = loadavg()[0] ?? NaN;
 process.stdout.write(
-  `webhook: closed loop ${CONNECTIONS} connections, ${SECONDS} s each; open loop ${RATE} req/s for ${OPEN_SECONDS} s on up to ${OPEN_CONNECTIONS} connections; ${WORKERS} server process${WORKERS === 1 ? "" : "es"}\n` +
+  `webhook: closed loop ${CONNECTIONS} connections, ${SECONDS} s each; open loop ${RATE} req/s for ${OPEN_SECONDS} s on up to ${OPEN_CONNECTIONS} connections; ` +
+    `in ${ROUNDS} alternating turns per mode; ${WORKERS} server process${WORKERS === 1 ? "" : "es"} per mode\n` +
     `  closed loop (not a target: at 32 connections on 2 shared cores it measures the machine's queueing)\n` +
     `    validate: ${real.rps.toFixed(0)} req/s, p50 ${real.p50.toFixed(2)} ms, p99 ${real.p99.toFixed(2)} ms (${real.requests} requests)\n` +
     `    noop:     ${noop.rps.toFixed(0)} req/s, p50 ${noop.p50.toFixed(2)} ms, p99 ${noop.p99.toFixed(2)} ms (${noop.requests} requests)\n` +
@@ -244,6 +313,7 @@ process.stdout.write(
     seconds: SECONDS,
     open_rate: RATE,
     open_seconds: OPEN_SECONDS,
+    rounds: ROUNDS,
     server_processes: WORKERS,
   })}\n`,
 );
