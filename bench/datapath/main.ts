@@ -14,7 +14,7 @@ process.env.LOG_LEVEL ??= "warn"; // keep the loader's per-event logs out of the
 const { Datapath } = await import("../../node-agent/bpf/datapath.ts");
 const { NetnsFixture, ifindexIn, waitForLine } = await import("../../node-agent/bpf/netns.ts");
 const { BpfObject, attachTcx, detachTcx, enableRunTimeStats, programRunStats, testRun } = await import("../../node-agent/bpf/loader.ts");
-const { frame } = await import("../../node-agent/bpf/frames.ts");
+const { frame, TCP_SYN, TCP_ACK } = await import("../../node-agent/bpf/frames.ts");
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -153,6 +153,34 @@ function programCost(dp: DatapathInstance, drain: () => number): number {
     drain(); // each run reports 2000 drops: keep the ring from filling
   }
   return median(runs);
+}
+
+/**
+ * The kernel's time for one whole connection as the bench makes them (SYN and the client's ACK and
+ * RST through the egress program, the SYN-ACK through the ingress one), by BPF_PROG_TEST_RUN: a new
+ * source port per connection, medians of 5 rounds of 2,000. Program time only, so the machine's load
+ * moves it little; it says which part of the per-connection cost is whose.
+ */
+function connectionCostNs(egressFd: number, ingressFd: number, reset: () => void, drain: () => number): number {
+  const CONNECTIONS = 2000;
+  const RST = 0x04;
+  const rounds: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    reset();
+    let ns = 0;
+    for (let i = 0; i < CONNECTIONS; i++) {
+      const sport = 20000 + i;
+      const out = (tcpFlags: number) => frame({ src: PROBE_POD_IP, dst: SRV_IP, proto: PROTO_NUMBER.TCP, sport, dport: PORT, tcpFlags });
+      const back = frame({ src: SRV_IP, dst: PROBE_POD_IP, proto: PROTO_NUMBER.TCP, sport: PORT, dport: sport, tcpFlags: TCP_SYN | TCP_ACK });
+      ns += testRun(egressFd, out(TCP_SYN), { ifindex: LOOPBACK }).durationNs;
+      ns += testRun(ingressFd, back, { ifindex: LOOPBACK }).durationNs;
+      ns += testRun(egressFd, out(TCP_ACK), { ifindex: LOOPBACK }).durationNs;
+      ns += testRun(egressFd, out(RST | TCP_ACK), { ifindex: LOOPBACK }).durationNs;
+    }
+    drain();
+    rounds.push(ns / CONNECTIONS);
+  }
+  return Math.round(median(rounds));
 }
 
 /** N entries: N-1 other peers on the port, then the server's identity (the one traffic hits). */
@@ -384,6 +412,18 @@ async function main(): Promise<void> {
         progFds,
       });
     }
+    // Kernel ns per connection: the conntrack reference, then Membrane at every level (the probe endpoint, first N's subject).
+    const kernelNsPerConnection: Record<string, number> = {
+      "conntrack-ref": connectionCostNs(ctrefObj.programFd("ct_egress"), ctrefObj.programFd("ct_ingress"), () => ctrefObj.map("membrane_conntrack").clear(), () => 0),
+    };
+    dp.setEndpoint({ ip: PROBE_POD_IP, ifindex: LOOPBACK, identity: subjectFor(0), ingressEnforced: true, egressEnforced: true });
+    for (const level of MONITOR_AGGREGATION_LEVELS) {
+      dp.setMonitorAggregation(level);
+      kernelNsPerConnection[level] = connectionCostNs(progFds[0]!, progFds[1]!, () => dp.clearConntrack(), drain);
+    }
+    dp.setMonitorAggregation(LEVEL);
+    dp.clearConntrack();
+    log(`kernel ns per connection: ${JSON.stringify(kernelNsPerConnection)}`);
     const samples = await measureInterleaved(bin, variants, () => {
       drain();
       return records;
@@ -479,6 +519,7 @@ async function main(): Promise<void> {
         min_bulk_ratio_vs_baseline: Math.min(...ratios.map((x) => x.bulk_vs_baseline)),
         monitor_aggregation: LEVEL,
         levels,
+        kernel_ns_per_connection: kernelNsPerConnection,
         conntrack_ref_vs_baseline: conntrackRefVsBaseline,
         min_ratio_vs_baseline: minRatio,
         flatness: Math.max(flatness.conn, flatness.bulk),
