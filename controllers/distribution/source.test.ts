@@ -263,3 +263,26 @@ test("toServices: a node's compiled egress follows the Service's EndpointSlices 
   assert.equal(src.stateFor("n1").policies.find((p) => p.subject === 256)?.egressEnforced, true);
   assert.equal(src.stateFor("n1").ipcache.find((e) => e.prefix === "203.0.113.7/32"), undefined);
 });
+
+test("toServices: a backend pod that moves to another identity (relabelled) is followed: the new identity allowed, the old one no longer", () => {
+  const podMap = new Map<string, PodObject>([
+    ["ns/client", pod("client", "client", 256, "n1", "10.0.1.5")],
+    ["ns/db-1", pod("db-1", "db", 257, "n1", "10.0.1.6")],
+  ]);
+  const pods = { get: (k: string) => podMap.get(k), list: () => [...podMap.values()] } as unknown as Informer<PodObject>;
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1")]));
+  for (const [n, app] of [[256, "client"], [257, "db"], [259, "db-v2"]] as const) src.onIdentity({ type: "add", obj: identity(n, app) });
+  const informers = {
+    identities: cache<IdentityObject>([]),
+    policies: [] as Informer<PolicyObject>[],
+    services: cache<ServiceObject>([{ metadata: { name: "db", namespace: "ns" }, spec: { selector: { app: "db" } } }]),
+    endpointSlices: cache<EndpointSliceObject>([{ metadata: { name: "db-1", namespace: "ns", labels: { "kubernetes.io/service-name": "db" } }, addressType: "IPv4", endpoints: [{ addresses: ["10.0.1.6"] }] }]),
+  };
+  src.sync(informers, ["pods", "services"]);
+  src.onPolicy({ type: "add", obj: cnpOf("to-db", { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toServices: [{ k8sService: { serviceName: "db" } }] }] }) });
+  const peers = (): number[] => [...new Set((src.stateFor("n1").policies.find((p) => p.subject === 256)?.entries ?? []).filter((e) => e.direction === "egress").map((e) => e.peer))];
+  assert.deepEqual(peers(), [257]);
+  podMap.set("ns/db-1", pod("db-1", "db-v2", 259, "n1", "10.0.1.6"));
+  src.sync(informers, ["pods"]);
+  assert.deepEqual(peers(), [259]);
+});

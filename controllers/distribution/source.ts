@@ -59,8 +59,6 @@ export class NodeStateSource {
   /** CIDR identities (node-local scope) for the prefixes policies name, held per policy key (and SERVICE_CIDRS). */
   private readonly cidrAllocator = new LocalCIDRAllocator();
   private readonly cidrsOfPolicy = new Map<string, ReadonlyMap<string, number>>();
-  /** Pod address → the pod's identity, as the ipcache maps it: what a Service's backend addresses stand for. */
-  private podIdentityByIP = new Map<string, number>();
   /** The Services or their backends may have moved since they were last given to the compiler. */
   private servicesDirty = false;
   /** The addresses toServices entries select as CIDR identities may have moved (Services, or the entries in force). */
@@ -205,6 +203,7 @@ export class NodeStateSource {
     const portsMoved = (a.ports.length > 0 || b.ports.length > 0) && (a.id !== b.id || !sameContainerPorts(a.ports, b.ports));
     if (!hostedMoved && !ipsMoved && !portsMoved) return [];
     this.podsDirty = true;
+    if (ipsMoved && this.seen.services.size > 0) this.servicesDirty = true; // a backend address may stand for another identity now
     if (ipsMoved || portsMoved) return "all"; // named ports may move entries of any node's subjects
     return [...new Set([before?.spec?.nodeName, after?.spec?.nodeName].filter((n): n is string => !!n))];
   };
@@ -400,9 +399,19 @@ export class NodeStateSource {
    * delta: a backend that moved is added before the old one is removed on every node.
    */
   private rebuildServices(): void {
+    // Pod address (canonical) → the pod's identity, as the ipcache maps it.
+    const podIdentityByIP = new Map<string, number>();
+    for (const pod of this.pods.list()) {
+      const id = this.identityOf(pod);
+      if (id === undefined || !podNeedsIdentity(pod)) continue;
+      for (const ip of podIPs(pod)) {
+        const canonical = canonicalPrefix(hostPrefix(ip));
+        if (canonical !== undefined) podIdentityByIP.set(canonical.slice(0, canonical.indexOf("/")), id);
+      }
+    }
     const endpoints = serviceEndpoints([...this.seen.services.values()], [...this.seen.endpointSlices.values()]);
     this.compiler.setServices(
-      endpoints.map((e) => serviceBackends(e, (ip) => this.podIdentityByIP.get(ip))),
+      endpoints.map((e) => serviceBackends(e, (ip) => podIdentityByIP.get(ip))),
       this.pending,
     );
     this.serviceCIDRsDirty = true;
@@ -420,7 +429,6 @@ export class NodeStateSource {
     for (const [prefix, identity] of this.cidrIdentities) if (!out.has(prefix)) out.set(prefix, { prefix, identity });
     const hosted = new Map<string, Set<number>>();
     const ports = new Map<number, Map<string, Map<string, Set<number>>>>();
-    const podIdentityByIP = new Map<string, number>();
     for (const pod of this.pods.list()) {
       const id = this.identityOf(pod);
       if (id === undefined || !podNeedsIdentity(pod)) continue;
@@ -444,14 +452,8 @@ export class NodeStateSource {
         }
       }
       const node = nodeName ? nodeIPs.get(nodeName) : undefined;
-      for (const ip of podIPs(pod)) {
-        out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
-        const canonical = canonicalPrefix(hostPrefix(ip));
-        if (canonical !== undefined) podIdentityByIP.set(canonical.slice(0, canonical.indexOf("/")), id);
-      }
+      for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
     }
-    if (this.seen.services.size > 0 && !sameMap(this.podIdentityByIP, podIdentityByIP)) this.servicesDirty = true;
-    this.podIdentityByIP = podIdentityByIP;
     // An unchanged entry keeps its object; what moved is the ipcache's delta, computed here once for every node.
     const prev = new Map(this.shared.ipcache.map((e) => [e.prefix, e]));
     const upserts: IPCacheEntry[] = [];
@@ -499,12 +501,6 @@ function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) =
     seen.delete(k);
     note(handle({ type: "delete", obj: old }));
   }
-}
-
-function sameMap<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [k, v] of a) if (b.get(k) !== v) return false;
-  return true;
 }
 
 type NamedPorts = ReadonlyMap<number, ReadonlyMap<string, ReadonlyMap<string, readonly number[]>>>;
