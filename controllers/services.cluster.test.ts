@@ -64,7 +64,8 @@ describe("toServices follows Services and EndpointSlices through the real API se
     cp = await startControlPlane({ name: `services-${process.pid}` });
     for (const f of readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml"))) await kubectl(["apply", "-f", `${CRD_DIR}${f}`]);
     await kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
-    for (let i = 0; (await cp.kubectl(["get", "cnp,ciliumidentities", "-A"])).code !== 0; i++) {
+    // Established is not yet servable: a new CRD's storage answers "storage is (re)initializing" for a moment (as policy-l7.cluster.test.ts waits).
+    for (let i = 0; (await cp.kubectl(["get", "cnp,ccnp,ciliumnodes,ciliumidentities", "-A"])).code !== 0; i++) {
       if (i > 100) throw new Error("the CRDs never became servable");
       await new Promise((r) => setTimeout(r, 200));
     }
