@@ -214,16 +214,18 @@ export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
   }
   const byId = (a: { id: number }, b: { id: number }): number => a.id - b.id;
   const byNumber = (a: number, b: number): number => a - b;
-  const ipcache =
-    d.ipcacheUpserts.length + d.ipcacheRemovals.length === 0
-      ? s.ipcache
-      : mergeSorted(s.ipcache, d.ipcacheUpserts, d.ipcacheRemovals, (a, b) => comparePrefixes(a.prefix, b.prefix), (e, p) => comparePrefixes(e.prefix, p), comparePrefixes);
+  const ipcache = d.ipcacheUpserts.length + d.ipcacheRemovals.length === 0 ? s.ipcache : mergeIPCache(s.ipcache, d.ipcacheUpserts, d.ipcacheRemovals);
   const identities =
     d.identityUpserts.length + d.identityRemovals.length === 0 ? s.identities : mergeSorted(s.identities, d.identityUpserts, d.identityRemovals, byId, (i, id) => i.id - id, byNumber);
   const rules = d.ruleUpserts.length === 0 ? s.rules : mergeSorted(s.rules, d.ruleUpserts, [], byId, (r, id: number) => r.id - id, byNumber);
   const byKey = (a: PolicyGeneration, b: PolicyGeneration): number => comparePrefixes(a.key, b.key);
   const policyGenerations = isSorted(d.policyGenerations, byKey) ? d.policyGenerations : [...d.policyGenerations].sort(byKey);
   return { policies, ipcache, identities, rules, policyGenerations };
+}
+
+/** A sorted ipcache with `upserts` put in (replacing the entry of their prefix) and `removals` taken out: one merge pass, no per-entry work beyond a comparison. */
+export function mergeIPCache(base: readonly IPCacheEntry[], upserts: readonly IPCacheEntry[], removals: readonly string[]): IPCacheEntry[] {
+  return mergeSorted(base, upserts, removals, (a, b) => comparePrefixes(a.prefix, b.prefix), (e, p) => comparePrefixes(e.prefix, p), comparePrefixes);
 }
 
 /**

@@ -286,3 +286,32 @@ test("toServices: a backend pod that moves to another identity (relabelled) is f
   src.sync(informers, ["pods"]);
   assert.deepEqual(peers(), [259]);
 });
+
+test("pod events alone move hosted identities, named ports and the ipcache (no pass over the cache's pods)", () => {
+  const withPort = (p: PodObject, port: number): PodObject => ({ ...p, spec: { ...p.spec, containers: [{ ports: [{ name: "http", containerPort: port }] }] } });
+  const empty = { list: () => [] } as unknown as Informer<PodObject>; // events are all the source gets
+  const src = new NodeStateSource(empty, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPolicy({ type: "add", obj: cnpOf("named", { endpointSelector: { matchLabels: { app: "db" } }, egress: [{ toEndpoints: [{ matchLabels: { app: "web" } }], toPorts: [{ ports: [{ port: "http", protocol: "TCP" }] }] }] }) });
+  const db = pod("db", "db", 257, "n2", "10.0.2.5");
+  src.onPod({ type: "add", obj: db });
+  const httpPorts = (): number[] => (src.stateFor("n2").policies.find((p) => p.subject === 257)?.entries ?? []).filter((e) => e.peer === 256).map((e) => e.port);
+  assert.deepEqual(httpPorts(), [], "no pod names the port yet");
+  const web = withPort(pod("web", "web", 256, "n1", "10.0.1.5"), 8080);
+  assert.equal(src.onPod({ type: "add", obj: web }), "all");
+  assert.deepEqual(src.stateFor("n1").policies.map((p) => p.subject), [256]);
+  assert.deepEqual(httpPorts(), [8080], "the new pod's named port resolves");
+  assert.deepEqual(src.ipcache().find((e) => e.prefix === "10.0.1.5/32"), { prefix: "10.0.1.5/32", identity: 256, node: "192.0.2.1", pod: "ns/web" });
+  // Moved to n2 with another port: n1 hosts nothing, n2 both, the entry tunnels to n2.
+  const moved = withPort({ ...web, spec: { nodeName: "n2" } }, 9090);
+  src.onPod({ type: "update", old: web, obj: moved });
+  assert.deepEqual(src.stateFor("n1").policies, []);
+  assert.deepEqual(src.stateFor("n2").policies.map((p) => p.subject), [256, 257]);
+  assert.deepEqual(httpPorts(), [9090]);
+  assert.equal(src.ipcache().find((e) => e.prefix === "10.0.1.5/32")?.node, "192.0.2.2");
+  assert.deepEqual(src.onPod({ type: "update", old: moved, obj: moved }), [], "a repeated event changes nothing");
+  src.onPod({ type: "delete", obj: moved });
+  assert.deepEqual(httpPorts(), [], "the port went with its last pod");
+  assert.equal(src.ipcache().some((e) => e.prefix === "10.0.1.5/32"), false);
+});

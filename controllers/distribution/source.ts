@@ -1,17 +1,18 @@
-// What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are built once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
-import type { LabelSet, Policy, Protocol, SubjectPolicy } from "../../core/model.ts";
+// What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
+import type { LabelSet, Policy, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
-import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
-import { canonicalPrefix, hostPrefix } from "../../core/cidr.ts";
+import { LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
+import { ClusterIPCache } from "../../core/ipcache.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
-import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, sameIPCacheEntry, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
+import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
 import { IDENTITY_ANNOTATION, type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject, labelSetOfIdentity } from "../../kube/objects.ts";
 import { serviceEndpoints } from "../../kube/service-endpoints.ts";
 import { type NodeObject, nodeAddresses, sameNodeAddresses } from "../node.ts";
+import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
@@ -63,17 +64,21 @@ export class NodeStateSource {
   private servicesDirty = false;
   /** The addresses toServices entries select as CIDR identities may have moved (Services, or the entries in force). */
   private serviceCIDRsDirty = false;
-  private readonly cidrIdentities = new Map<string, number>(); // prefix → identity, for the ipcache
+
+  /** The cluster ipcache, updated per pod, node and CIDR event; taken (sorted, with its delta) once per change. It is also what a Service's backend addresses stand for. */
+  private readonly ipc = new ClusterIPCache();
+  /** The identities each node hosts and each identity's named ports, updated per pod event. */
+  private readonly podIndex = new PodIndex();
+  /** What of each pod was last applied (its view), so an event is applied against what the source holds. */
+  private readonly podViews = new Map<string, PodView>();
+  /** A named port came or went since the last refresh: policies resolve them at compile time. */
+  private namedPortsMoved = false;
 
   // Built lazily once per change (dirty flags), shared by every node.
-  private podsDirty = true;
   /** Identities whose labels may have changed since the shared identity list was built. */
   private readonly identitiesTouched = new Set<number>();
   private policiesDirty = true;
   private readonly shared: SharedParts = { ipcache: [], identities: [], rules: [], policyGenerations: [] };
-  private hostedByNode = new Map<string, readonly number[]>();
-  /** identity → port name → protocol → container port numbers (sorted), from the pods that have the identity. */
-  private namedPorts: NamedPorts = new Map();
   /** The entries of the shared identity list and rule table by id, to tell what a change moved. */
   private readonly identityEntries = new Map<number, IdentityLabels>();
   private readonly ruleEntries = new Map<number, NodeState["rules"][number]>();
@@ -91,13 +96,16 @@ export class NodeStateSource {
     private readonly nodes: Informer<NodeObject>,
     opts: NodeStateSourceOptions = {},
   ) {
-    this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.namedPortsOf(id, name, protocol), clusterName: opts.clusterName });
+    this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.podIndex.namedPorts(id, name, protocol), clusterName: opts.clusterName });
     this.parsed = opts.parsed ?? new ParsedPolicies();
     for (const r of RESERVED_IDENTITIES) {
       this.compiler.upsertIdentity(r.id, r.labels, this.pending);
       this.identityLabels.set(r.id, r.labels);
       this.identitiesTouched.add(r.id);
     }
+    // Nodes and pods already in the caches (none yet in the operator, whose informers start later; sync() follows them after).
+    reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, () => undefined);
+    reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, () => undefined);
   }
 
   /** The objects last compiled, per kind and key: what sync() compares the caches with. */
@@ -127,7 +135,7 @@ export class NodeStateSource {
     if (kinds.includes("nodes")) reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
     if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
     if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
-    if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, (o) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`, this.onPod, note);
+    if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, note);
     if (kinds.includes("services")) {
       const byKey = (o: ServiceObject | EndpointSliceObject): string => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
       reconcileKind(informers.services?.list() ?? [], this.seen.services, byKey, this.onService, note);
@@ -191,27 +199,35 @@ export class NodeStateSource {
     return "all";
   };
 
-  /** Informer handler for pods: a change of the ipcache concerns every node, a change of hosted identities only the pod's nodes. */
+  /**
+   * Informer handler for pods, applied against the view the source holds of the pod (so a repeated
+   * event changes nothing): a change of the ipcache concerns every node, a change of hosted
+   * identities only the pod's nodes. O(the pod), whatever the number of pods.
+   */
   readonly onPod = (ev: InformerEvent<PodObject>): Affected => {
-    const before = ev.type === "update" ? ev.old : ev.type === "delete" ? ev.obj : undefined;
-    const after = ev.type === "delete" ? undefined : ev.obj;
-    const a = this.podView(before);
-    const b = this.podView(after);
+    const key = podKey(ev.obj);
+    const a = this.podViews.get(key) ?? NO_POD;
+    const b = this.podView(ev.type === "delete" ? undefined : ev.obj);
     const hostedMoved = a.id !== b.id || a.node !== b.node;
     // The ipcache holds (address, identity, node) of pods that have addresses; the named ports resolve per identity.
     const ipsMoved = (a.ips.length > 0 || b.ips.length > 0) && (hostedMoved || !sameStrings(a.ips, b.ips));
     const portsMoved = (a.ports.length > 0 || b.ports.length > 0) && (a.id !== b.id || !sameContainerPorts(a.ports, b.ports));
+    if (b === NO_POD) this.podViews.delete(key);
+    else this.podViews.set(key, b);
     if (!hostedMoved && !ipsMoved && !portsMoved) return [];
-    this.podsDirty = true;
-    if (ipsMoved && this.seen.services.size > 0) this.servicesDirty = true; // a backend address may stand for another identity now
+    if (ipsMoved) {
+      this.ipc.setPod(key, b.id === undefined ? undefined : { identity: b.id, node: b.node, ips: b.ips });
+      if (this.seen.services.size > 0) this.servicesDirty = true; // a Service's backend addresses may stand for another identity
+    }
+    if ((hostedMoved || portsMoved) && this.podIndex.set(key, b.id === undefined ? undefined : { identity: b.id, node: b.node ?? "", ports: b.ports })) this.namedPortsMoved = true;
     if (ipsMoved || portsMoved) return "all"; // named ports may move entries of any node's subjects
-    return [...new Set([before?.spec?.nodeName, after?.spec?.nodeName].filter((n): n is string => !!n))];
+    return [...new Set([a.node, b.node].filter((n): n is string => !!n))];
   };
 
-  /** Informer handler for nodes: a node's addresses are in every node's ipcache. */
+  /** Informer handler for nodes: a node's addresses are in every node's ipcache (and its InternalIP in its pods' entries). */
   readonly onNode = (ev: InformerEvent<NodeObject>): Affected => {
     if (ev.type === "update" && sameNodeAddresses(nodeAddresses(ev.old), nodeAddresses(ev.obj))) return [ev.obj.metadata.name];
-    this.podsDirty = true; // node IPs are the tunnel endpoints of pod entries
+    this.ipc.setNode(ev.obj.metadata.name, ev.type === "delete" ? undefined : nodeAddresses(ev.obj));
     return "all";
   };
 
@@ -237,7 +253,7 @@ export class NodeStateSource {
   /** The full desired state of `node`: shared parts by reference plus the compiled policy of the identities it hosts. */
   stateFor(node: string): NodeState {
     this.refresh();
-    const policies = (this.hostedByNode.get(node) ?? []).map((id) => this.subjectPolicy(id));
+    const policies = this.podIndex.hosted(node).map((id) => this.subjectPolicy(id));
     return { policies, ...this.shared };
   }
 
@@ -289,11 +305,10 @@ export class NodeStateSource {
       if (!r.ok) continue; // the parser has validated the prefix; an exhausted scope leaves the peer empty (fail closed)
       now.set(prefix, r.value.id);
       if (r.value.created) {
-        this.cidrIdentities.set(prefix, r.value.id);
+        this.ipc.setCIDR(prefix, r.value.id);
         this.compiler.upsertIdentity(r.value.id, r.value.labels, this.pending);
         this.identityLabels.set(r.value.id, r.value.labels);
         this.identitiesTouched.add(r.value.id);
-        this.podsDirty = true;
       }
     }
     if (now.size > 0) this.cidrsOfPolicy.set(key, now);
@@ -301,40 +316,34 @@ export class NodeStateSource {
     return () => {
       for (const [prefix, id] of before) {
         if (!this.cidrAllocator.release(id)) continue;
-        this.cidrIdentities.delete(prefix);
+        this.ipc.setCIDR(prefix, undefined);
         this.compiler.removeIdentity(id, this.pending);
         this.identityLabels.delete(id);
         this.identitiesTouched.add(id);
-        this.podsDirty = true;
       }
     };
   }
 
-  private namedPortsOf(id: number, name: string, protocol: Protocol): readonly number[] {
-    const byProtocol = this.namedPorts.get(id)?.get(name);
-    if (!byProtocol) return [];
-    if (protocol !== "ANY") return byProtocol.get(protocol) ?? [];
-    return [...new Set(["TCP", "UDP", "SCTP"].flatMap((p) => byProtocol.get(p) ?? []))];
-  }
-
   /** Rebuilds the shared parts whose inputs changed, once per change however many nodes ask. */
   private refresh(): void {
-    if (this.podsDirty) {
-      this.podsDirty = false;
-      this.rebuildPods();
-    }
     if (this.servicesDirty) {
       this.servicesDirty = false;
       this.rebuildServices();
     }
     if (this.serviceCIDRsDirty) {
+      // Before the ipcache is taken: new or released CIDR identities of Services without a selector are ipcache entries.
       this.serviceCIDRsDirty = false;
       this.setCIDRs(SERVICE_CIDRS, this.compiler.servicePrefixes())();
-      // New or released CIDR identities of Services without a selector are ipcache entries.
-      if (this.podsDirty) {
-        this.podsDirty = false;
-        this.rebuildPods();
-      }
+    }
+    const ipc = this.ipc.take();
+    if (ipc) {
+      this.sharedDeltas.link("ipcache", this.shared.ipcache, ipc.entries, { ...NO_PART_CHANGE, ipcacheUpserts: ipc.upserts, ipcacheRemovals: ipc.removals });
+      this.shared.ipcache = ipc.entries;
+    }
+    if (this.namedPortsMoved) {
+      // Named ports resolve at compile time: recompile with the new ports (rare: container ports are immutable, so this follows pods coming and going).
+      this.namedPortsMoved = false;
+      this.compiler.recompileAll(this.pending);
     }
     this.applyCompiled();
     if (this.identitiesTouched.size > 0) this.refreshIdentities();
@@ -399,89 +408,12 @@ export class NodeStateSource {
    * delta: a backend that moved is added before the old one is removed on every node.
    */
   private rebuildServices(): void {
-    // Pod address (canonical) → the pod's identity, as the ipcache maps it.
-    const podIdentityByIP = new Map<string, number>();
-    for (const pod of this.pods.list()) {
-      const id = this.identityOf(pod);
-      if (id === undefined || !podNeedsIdentity(pod)) continue;
-      for (const ip of podIPs(pod)) {
-        const canonical = canonicalPrefix(hostPrefix(ip));
-        if (canonical !== undefined) podIdentityByIP.set(canonical.slice(0, canonical.indexOf("/")), id);
-      }
-    }
     const endpoints = serviceEndpoints([...this.seen.services.values()], [...this.seen.endpointSlices.values()]);
     this.compiler.setServices(
-      endpoints.map((e) => serviceBackends(e, (ip) => podIdentityByIP.get(ip))),
+      endpoints.map((e) => serviceBackends(e, (ip) => this.ipc.podIdentity(ip))),
       this.pending,
     );
     this.serviceCIDRsDirty = true;
-  }
-
-  private rebuildPods(): void {
-    const out = new Map<string, IPCacheEntry>();
-    const nodeIPs = new Map<string, string>();
-    for (const node of this.nodes.list()) {
-      const addrs = nodeAddresses(node);
-      const internal = addrs.find((a) => a.type === "InternalIP")?.ip;
-      if (internal) nodeIPs.set(node.metadata.name, internal);
-      for (const a of addrs) out.set(hostPrefix(a.ip), { prefix: hostPrefix(a.ip), identity: IDENTITY.remoteNode, node: a.ip });
-    }
-    for (const [prefix, identity] of this.cidrIdentities) if (!out.has(prefix)) out.set(prefix, { prefix, identity });
-    const hosted = new Map<string, Set<number>>();
-    const ports = new Map<number, Map<string, Map<string, Set<number>>>>();
-    for (const pod of this.pods.list()) {
-      const id = this.identityOf(pod);
-      if (id === undefined || !podNeedsIdentity(pod)) continue;
-      const nodeName = pod.spec?.nodeName;
-      if (nodeName) {
-        let s = hosted.get(nodeName);
-        if (!s) hosted.set(nodeName, (s = new Set()));
-        s.add(id);
-      }
-      for (const c of pod.spec?.containers ?? []) {
-        for (const p of c.ports ?? []) {
-          if (!p.name || !Number.isInteger(p.containerPort)) continue;
-          let byName = ports.get(id);
-          if (!byName) ports.set(id, (byName = new Map()));
-          let byProtocol = byName.get(p.name);
-          if (!byProtocol) byName.set(p.name, (byProtocol = new Map()));
-          const protocol = p.protocol ?? "TCP";
-          let set = byProtocol.get(protocol);
-          if (!set) byProtocol.set(protocol, (set = new Set()));
-          set.add(p.containerPort);
-        }
-      }
-      const node = nodeName ? nodeIPs.get(nodeName) : undefined;
-      for (const ip of podIPs(pod)) out.set(hostPrefix(ip), { prefix: hostPrefix(ip), identity: id, ...(node ? { node } : {}), pod: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}` });
-    }
-    // An unchanged entry keeps its object; what moved is the ipcache's delta, computed here once for every node.
-    const prev = new Map(this.shared.ipcache.map((e) => [e.prefix, e]));
-    const upserts: IPCacheEntry[] = [];
-    const entries = [...out.values()].map((e) => {
-      const p = prev.get(e.prefix);
-      if (p && sameIPCacheEntry(p, e)) return p;
-      upserts.push(e);
-      return e;
-    });
-    const removals = entries.length - upserts.length === prev.size ? [] : [...prev.keys()].filter((prefix) => !out.has(prefix));
-    if (upserts.length > 0 || removals.length > 0) {
-      const next = entries.sort((a, b) => comparePrefixes(a.prefix, b.prefix));
-      this.sharedDeltas.link("ipcache", this.shared.ipcache, next, {
-        ...NO_PART_CHANGE,
-        ipcacheUpserts: upserts.sort((a, b) => comparePrefixes(a.prefix, b.prefix)),
-        ipcacheRemovals: removals.sort(comparePrefixes),
-      });
-      this.shared.ipcache = next;
-    }
-    this.hostedByNode = new Map([...hosted].map(([n, s]) => [n, [...s].sort((a, b) => a - b)]));
-    const namedPorts: NamedPorts = new Map(
-      [...ports].map(([id, byName]) => [id, new Map([...byName].map(([name, byProtocol]) => [name, new Map([...byProtocol].map(([p, set]) => [p, [...set].sort((a, b) => a - b)]))]))]),
-    );
-    if (!sameNamedPorts(this.namedPorts, namedPorts)) {
-      // Named ports resolve at compile time: recompile with the new ports (rare: container ports are immutable, so this follows pods coming and going).
-      this.namedPorts = namedPorts;
-      this.compiler.recompileAll(this.pending);
-    }
   }
 }
 
@@ -503,7 +435,6 @@ function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) =
   }
 }
 
-type NamedPorts = ReadonlyMap<number, ReadonlyMap<string, ReadonlyMap<string, readonly number[]>>>;
 type ContainerPort = NonNullable<NonNullable<NonNullable<PodObject["spec"]>["containers"]>[number]["ports"]>[number];
 
 /** What of a pod the node states depend on: its identity, node, addresses and named container ports. */
@@ -519,23 +450,10 @@ function sameContainerPorts(a: readonly ContainerPort[], b: readonly ContainerPo
   return a.length === b.length && a.every((p, i) => p.name === b[i]!.name && p.containerPort === b[i]!.containerPort && p.protocol === b[i]!.protocol);
 }
 
-/** Same identities, names, protocols and port lists (each list sorted). */
-function sameNamedPorts(a: NamedPorts, b: NamedPorts): boolean {
-  const sameMap = <K, V>(x: ReadonlyMap<K, V>, y: ReadonlyMap<K, V>, same: (v: V, w: V) => boolean): boolean => {
-    if (x.size !== y.size) return false;
-    for (const [k, v] of x) {
-      const w = y.get(k);
-      if (w === undefined || !same(v, w)) return false;
-    }
-    return true;
-  };
-  const samePorts = (x: readonly number[], y: readonly number[]): boolean => x.length === y.length && x.every((n, i) => n === y[i]);
-  return sameMap(a, b, (x, y) => sameMap(x, y, (u, v) => sameMap(u, v, samePorts)));
-}
-
 function podIPs(pod: PodObject): string[] {
   const ips = (pod.status?.podIPs ?? []).map((p) => p.ip);
   if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
   return ips;
 }
 
+const podKey = (pod: PodObject): string => `${pod.metadata.namespace ?? ""}/${pod.metadata.name}`;
