@@ -5,6 +5,10 @@ import { type Prefix, familyBits, formatPrefix, makePrefix, parsePrefix, prefixC
 export class PodCIDRPool {
   readonly pool: Prefix;
   private readonly used = new Map<bigint, string>(); // block index → owner
+  /** owner → the first block it was given or marked with (what allocate answers it again). */
+  private readonly firstOf = new Map<string, bigint>();
+  /** Every block below this index is used: allocate searches from here (one step per node, not a scan of the pool). */
+  private lowestFree = 0n;
   private readonly size: bigint;
 
   constructor(pool: string, readonly maskSize: number) {
@@ -35,24 +39,34 @@ export class PodCIDRPool {
     const current = this.used.get(i);
     if (current !== undefined && current !== owner) return false;
     this.used.set(i, owner);
+    if (!this.firstOf.has(owner)) this.firstOf.set(owner, i);
     return true;
   }
 
   /** The lowest free block for `owner` (or the block it already has); undefined when the pool is exhausted. */
   allocate(owner: string): string | undefined {
-    for (const [i, o] of this.used) if (o === owner) return this.blockAt(i);
-    for (let i = 0n; i < this.size; i++) {
+    const held = this.firstOf.get(owner);
+    if (held !== undefined) return this.blockAt(held);
+    for (let i = this.lowestFree; i < this.size; i++) {
       if (!this.used.has(i)) {
         this.used.set(i, owner);
+        this.firstOf.set(owner, i);
+        this.lowestFree = i + 1n;
         return this.blockAt(i);
       }
     }
+    this.lowestFree = this.size;
     return undefined;
   }
 
   /** Frees every block `owner` holds. */
   release(owner: string): void {
-    for (const [i, o] of [...this.used]) if (o === owner) this.used.delete(i);
+    if (!this.firstOf.delete(owner)) return;
+    for (const [i, o] of [...this.used]) {
+      if (o !== owner) continue;
+      this.used.delete(i);
+      if (i < this.lowestFree) this.lowestFree = i;
+    }
   }
 
   ownerOf(cidr: string): string | undefined {

@@ -187,7 +187,7 @@ export class Operator {
           log: this.log,
           select: id ? (ps) => selectEndpoints(ps, id.endpoints()) : undefined,
           endpointsVersion: () => endpointsVersion,
-          enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.reports()) : undefined,
+          enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });

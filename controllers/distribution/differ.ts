@@ -66,7 +66,7 @@ export class StateDiffer {
         if (held) diffFrom.push(held);
       }
     }
-    const diffed = diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
+    const diffed = diffFrom.length === 0 && diffTo.length === 0 ? NO_SUBJECT_CHANGE : diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
     const policies = { subjects: linked.length === 0 ? diffed.subjects : [...linked, ...diffed.subjects].sort((a, b) => a.subject - b.subject), removedSubjects: diffed.removedSubjects };
     const ipc = this.partDiff("ipcache", from, to);
     const ids = this.partDiff("identities", from, to);
@@ -81,9 +81,9 @@ export class StateDiffer {
       ruleUpserts: rules.ruleUpserts,
       policyGenerations: to.policyGenerations,
     };
-    const generationsMoved = !samePolicyGenerations(from.policyGenerations, to.policyGenerations);
-    const changed = Object.entries(delta).some(([k, v]) => k !== "policyGenerations" && (v as readonly unknown[]).length > 0);
-    return changed || generationsMoved ? delta : null;
+    const changed =
+      delta.subjects.length + delta.removedSubjects.length + delta.ipcacheUpserts.length + delta.ipcacheRemovals.length + delta.identityUpserts.length + delta.identityRemovals.length + delta.ruleUpserts.length > 0;
+    return changed || !samePolicyGenerations(from.policyGenerations, to.policyGenerations) ? delta : null;
   }
 
   same(a: NodeState, b: NodeState): boolean {
@@ -111,6 +111,8 @@ export class StateDiffer {
     });
   }
 }
+
+const NO_SUBJECT_CHANGE: Pick<DeltaBody, "subjects" | "removedSubjects"> = { subjects: [], removedSubjects: [] };
 
 function memo<K extends object, V>(m: WeakMap<K, V>, k: K, make: () => V): V {
   let v = m.get(k);

@@ -40,6 +40,9 @@ export interface NodeReport {
   readonly nack?: { readonly version: number; readonly error: string; readonly state: NodeState };
 }
 
+/** A node's last acknowledged state and last refusal. */
+export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack">;
+
 interface NodeRecord {
   counter: number;
   acked?: { version: number; state: NodeState };
@@ -124,10 +127,23 @@ export class DistributionServer {
     return [...this.records.entries()].map(([node, r]) => ({
       node,
       connected: r.session !== undefined,
-      upToDate: r.acked !== undefined && this.differ.same(r.acked.state, this.desired.get(node) ?? EMPTY_STATE),
+      upToDate: r.acked !== undefined && this.holds(r.acked.state, node),
       ...(r.acked ? { ackedVersion: r.acked.version, acked: r.acked.state } : {}),
       ...(r.nack ? { nack: r.nack } : {}),
     }));
+  }
+
+  /** `state` is what `node` should hold: by reference first (an agent that ACKed the latest push holds the very object), compared only otherwise. */
+  private holds(state: NodeState, node: string): boolean {
+    const desired = this.desired.get(node) ?? EMPTY_STATE;
+    return state === desired || this.differ.same(state, desired);
+  }
+
+  /** What each node's agent last acknowledged or refused, without comparing it to what it should hold (what policy status needs, per ACK burst). */
+  answers(): NodeAnswer[] {
+    const out: NodeAnswer[] = [];
+    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack });
+    return out;
   }
 
   private record(node: string): NodeRecord {

@@ -14,7 +14,7 @@ import { serviceEndpoints } from "../../kube/service-endpoints.ts";
 import { type NodeObject, nodeAddresses, sameNodeAddresses } from "../node.ts";
 import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
-import type { NodeReport } from "./server.ts";
+import type { NodeAnswer, NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
@@ -258,7 +258,7 @@ export class NodeStateSource {
   }
 
   /** How many of `nodes` enforce this generation of `obj`, and which refused it. */
-  enforcement(obj: KubeObject, nodes: ReadonlySet<string>, reports: readonly NodeReport[]): Enforcement {
+  enforcement(obj: KubeObject, nodes: ReadonlySet<string>, reports: readonly NodeAnswer[] | readonly NodeReport[]): Enforcement {
     const key = policyKey({ kind: (obj.kind ?? "") as Policy["kind"], namespace: obj.metadata.namespace, name: obj.metadata.name });
     const has = (state: NodeState | undefined): boolean =>
       state?.policyGenerations.some((g) => g.key === key && g.uid === obj.metadata.uid && g.generation >= (obj.metadata.generation ?? 0)) ?? false;
