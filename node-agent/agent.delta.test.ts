@@ -103,4 +103,13 @@ describe("agent delta write", () => {
     await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 3);
     assert.deepEqual(calls, [`add ${A} [8080]`, "ipcache 10.202.0.3/32", `remove ${A} [8081]`]);
   });
+
+  it("the ipcache takes only what the delta names: a moved address is rewritten, a removed one deleted, the rest untouched", async () => {
+    calls.length = 0;
+    const next = state([8080], [9090], 4);
+    // 10.202.0.2 gets another identity, 10.202.0.3 (added before) goes, 10.202.0.1 stays as it is.
+    server!.publish(NODE, { ...next, ipcache: [next.ipcache[0]!, { prefix: "10.202.0.2/32", identity: B }] });
+    await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 4);
+    assert.deepEqual(calls, ["ipcache 10.202.0.2/32", "ipcache-delete 10.202.0.3/32"]);
+  });
 });

@@ -5,14 +5,15 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../core/model.ts";
 import { entryKeyString } from "../core/policy/mapstate.ts";
-import { type Downstream, type NodeState, type SubjectDelta, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
-import { EMPTY_STATE, applyDelta, canonicalState } from "../core/nodestate.ts";
+import { type Downstream, type IPCacheEntry, type NodeState, type SubjectDelta, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
+import { EMPTY_STATE, applyDelta, canonicalState, comparePrefixes } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
 import { IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
 import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
-import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry, type IpcacheEntry } from "./bpf/layout.ts";
+import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
+import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIpcache, sameIpcacheEntry } from "./ipcache.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -128,6 +129,8 @@ export class NodeAgent {
   private policyFailuresTotal = 0;
   /** True until the first state is applied after start: that one also sweeps what was pinned before. */
   private firstApply = true;
+  /** The applied state's ipcache by prefix, so a delta's ipcache writes come from the prefixes it touches (built on first use after a snapshot). */
+  private ipcacheIndex: IpcacheIndex | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
@@ -349,7 +352,10 @@ export class NodeAgent {
       }
       // A delta's subjects go to the maps as the operator computed them (default mode: the maps hold what was received).
       const deltas = msg.type === "delta" && !sweep && this.mode === "default" ? new Map(msg.subjects.map((sd) => [sd.subject, sd])) : undefined;
-      this.apply(this.applied, target, sweep, deltas);
+      // A delta's ipcache writes come from the prefixes it names, not from a comparison of the two whole tables.
+      const ipcache = msg.type === "delta" && !sweep ? { delta: msg, writes: this.indexOf(this.applied).writes(msg) } : undefined;
+      this.apply(this.applied, target, sweep, deltas, ipcache);
+      if (ipcache) this.ipcacheIndex?.apply(ipcache.delta, target.ipcache);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.lastError = error;
@@ -376,14 +382,14 @@ export class NodeAgent {
    * flags switch, stale entries go, and last the ipcache prefixes that left. A failure while
    * writing restores `from` (best effort) and rethrows.
    */
-  private apply(received: NodeState, target: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>): void {
+  private apply(received: NodeState, target: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>, ipcache?: DeltaIpcache): void {
     // Only what the delta replaced is encoded again: a subject policy the record keeps by object was validated when it came.
-    validate(target, this.opts.nodeIP, snapshot ? undefined : received);
+    validate(target, this.opts.nodeIP, snapshot ? undefined : received, ipcache);
     // The maps hold the policies as the enforcement mode makes them, never the received ones.
     const from = enforcedState(received, this.mode);
     const to = enforcedState(target, this.mode);
     try {
-      this.write(from, to, snapshot, deltas);
+      this.write(from, to, snapshot, deltas, ipcache?.writes);
     } catch (err) {
       try {
         this.write(to, from, false);
@@ -394,12 +400,20 @@ export class NodeAgent {
     }
   }
 
+  /** The index of `s`'s ipcache: the one moved along with the last delta, or built now (after a snapshot, a restart or a rollback). */
+  private indexOf(s: NodeState): IpcacheIndex {
+    if (this.ipcacheIndex?.of !== s.ipcache) this.ipcacheIndex = new IpcacheIndex(s.ipcache, this.opts.nodeIP);
+    return this.ipcacheIndex;
+  }
+
   /**
    * With `deltas` (a delta message), a subject the maps hold takes its delta directly: its added
    * entries in step 1, its removed keys in step 4; a subject the message does not name is left as
    * it is. Every other subject (and every subject of a snapshot or a rollback) is written whole.
+   * With `ipcacheWrites` (a delta message) the ipcache takes exactly those; otherwise the two
+   * datapath ipcaches are compared whole.
    */
-  private write(from: NodeState, to: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>): void {
+  private write(from: NodeState, to: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>, ipcacheWrites?: IpcacheWrites): void {
     const dp = this.opts.datapath;
     const oldPolicies = new Map(from.policies.map((p) => [p.subject, p]));
     const failed = dp.failedSubjects?.();
@@ -418,12 +432,8 @@ export class NodeAgent {
       dp.setSubjectPolicy({ ...p, entries: [...merged.values()] });
     }
     // 2. the ipcache switches to the new identities.
-    const oldIpc = new Map(datapathIpcache(from, this.opts.nodeIP).map((e) => [e.cidr, e]));
-    const newIpc = datapathIpcache(to, this.opts.nodeIP);
-    for (const e of newIpc) {
-      const old = oldIpc.get(e.cidr);
-      if (snapshot || !old || !sameIpcacheEntry(old, e)) dp.setIpcache(e);
-    }
+    const ipc = ipcacheWrites ?? this.wholeIpcacheWrites(from, to, snapshot);
+    for (const e of ipc.set) dp.setIpcache(e);
     // 3. endpoints take their identity and enforcement from the new state.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
     // 4. removals: exact new entries, subjects that left lose theirs (including ones pinned before a restart).
@@ -437,9 +447,20 @@ export class NodeAgent {
     if (snapshot) for (const s of pinnedSubjects(dp)) if (!keep.has(s)) gone.add(s);
     for (const s of gone) dp.setSubjectPolicy({ subject: s, ingressEnforced: true, egressEnforced: true, entries: [] });
     // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
-    const keepIpc = new Set(newIpc.map((e) => e.cidr));
-    for (const cidr of oldIpc.keys()) if (!keepIpc.has(cidr)) tryDelete(() => dp.deleteIpcache(cidr));
-    if (snapshot) dp.pruneIpcache(keepIpc);
+    for (const cidr of ipc.remove) tryDelete(() => dp.deleteIpcache(cidr));
+    if (snapshot) dp.pruneIpcache(ipc.set.map((e) => e.cidr)); // a snapshot sets every entry
+  }
+
+  /** The ipcache writes from comparing the two datapath ipcaches whole (a snapshot writes every entry). */
+  private wholeIpcacheWrites(from: NodeState, to: NodeState, snapshot: boolean): IpcacheWrites {
+    const oldIpc = new Map(datapathIpcache(from, this.opts.nodeIP).map((e) => [e.cidr, e]));
+    const newIpc = datapathIpcache(to, this.opts.nodeIP);
+    const set = newIpc.filter((e) => {
+      const old = oldIpc.get(e.cidr);
+      return snapshot || !old || !sameIpcacheEntry(old, e);
+    });
+    const keep = new Set(newIpc.map((e) => e.cidr));
+    return { set, remove: [...oldIpc.keys()].filter((cidr) => !keep.has(cidr)) };
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -634,61 +655,43 @@ export class NodeAgent {
 
 /** The endpoint entry of one pod address under `state` (its policies already as `mode` enforces them). */
 export function endpointEntry(ip: string, ifindex: number, state: NodeState, mode: PolicyEnforcementMode = "default"): EndpointEntry {
-  const identity = state.ipcache.find((e) => e.prefix === hostPrefix(ip) || e.prefix === ip)?.identity;
+  const host = hostPrefix(ip);
+  const identity = state.ipcache.find((e) => e.prefix === host || e.prefix === ip)?.identity;
   const policy: SubjectPolicy | undefined = identity === undefined ? undefined : state.policies.find((p) => p.subject === identity);
   if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ...unresolvedEnforcement(mode) };
   if (!policy) return { ip, ifindex, identity, ...unresolvedEnforcement(mode) };
   return { ip, ifindex, identity, ingressEnforced: policy.ingressEnforced, egressEnforced: policy.egressEnforced };
 }
 
-const HOST_IDENTITY = IDENTITY.host;
-const REMOTE_NODE_IDENTITY = IDENTITY.remoteNode;
-
-/**
- * The ipcache as the datapath needs it: the operator's prefixes (tunnelled to their node unless it
- * is this one), plus every other node that hosts a pod as `reserved:remote-node` with the node flag
- * (VNIs from it are trusted), plus this node as `reserved:host`. The operator's own entries win.
- */
-export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
-  const out = new Map<string, IpcacheEntry>();
-  // Another (IPv4) node: a trusted source of VNI identities and the tunnel endpoint of its pods.
-  const otherNode = (node?: string): node is string => node !== undefined && node !== nodeIP && !node.includes(":");
-  for (const e of s.ipcache) {
-    if (otherNode(e.node)) out.set(hostPrefix(e.node), { cidr: hostPrefix(e.node), identity: REMOTE_NODE_IDENTITY, node: true });
-  }
-  if (nodeIP) out.set(hostPrefix(nodeIP), { cidr: hostPrefix(nodeIP), identity: HOST_IDENTITY });
-  for (const e of s.ipcache) {
-    // A node's own address (the operator sends each one as remote-node): this node stays reserved:host, another keeps the node flag and is no tunnel endpoint.
-    if (e.node !== undefined && e.prefix === hostPrefix(e.node)) {
-      if (otherNode(e.node)) out.set(e.prefix, { cidr: e.prefix, identity: e.identity, node: true });
-      continue;
-    }
-    out.set(e.prefix, { cidr: e.prefix, identity: e.identity, ...(otherNode(e.node) ? { tunnelEndpoint: e.node } : {}) });
-  }
-  return [...out.values()];
+/** A delta's ipcache part and the datapath writes it makes. */
+interface DeltaIpcache {
+  readonly delta: IPCacheDelta;
+  readonly writes: IpcacheWrites;
 }
-
-function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
-  return a.cidr === b.cidr && a.identity === b.identity && a.tunnelEndpoint === b.tunnelEndpoint && a.node === b.node;
-}
-
 
 /**
  * Encodes everything the state would write, so a bad value is refused before any map changes; the
  * error names the field. Parts of `s` that are the very objects of `validated` (a state validated
- * before) are skipped: after a delta that is every subject it did not name.
+ * before) are skipped: after a delta that is every subject it did not name, and with `ipcache` (the
+ * delta's ipcache part) every ipcache entry it does not upsert.
  */
-export function validate(s: NodeState, nodeIP?: string, validated?: NodeState): void {
+export function validate(s: NodeState, nodeIP?: string, validated?: NodeState, ipcache?: DeltaIpcache): void {
   const held = new Map(validated?.policies.map((p) => [p.subject, p]));
-  s.ipcache.forEach((e, i) => {
+  const check = (e: IPCacheEntry, i: number): void => {
     try {
       ipcacheKeys(e.prefix);
       if (e.node !== undefined) ipcacheKeys(e.node);
     } catch (err) {
       throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
     }
-  });
-  for (const e of datapathIpcache(s, nodeIP)) encodeIpcacheValue(e);
+  };
+  if (ipcache) {
+    for (const e of ipcache.delta.ipcacheUpserts) check(e, positionOf(s.ipcache, e.prefix));
+    for (const e of ipcache.writes.set) encodeIpcacheValue(e);
+  } else {
+    s.ipcache.forEach(check);
+    for (const e of datapathIpcache(s, nodeIP)) encodeIpcacheValue(e);
+  }
   s.policies.forEach((p, i) => {
     if (held.get(p.subject) === p) return;
     p.entries.forEach((e, j) => {
@@ -701,6 +704,20 @@ export function validate(s: NodeState, nodeIP?: string, validated?: NodeState): 
       }
     });
   });
+}
+
+/** Where `prefix` sits in a canonical (sorted) ipcache, for naming it in an error. */
+function positionOf(ipcache: readonly IPCacheEntry[], prefix: string): number {
+  let lo = 0;
+  let hi = ipcache.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const c = comparePrefixes(ipcache[mid]!.prefix, prefix);
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return ipcache.findIndex((e) => e.prefix === prefix);
 }
 
 /** Subjects that have entries in the pinned policy map (e.g. written before this process started). */
