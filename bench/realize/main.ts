@@ -178,6 +178,49 @@ function procStats(pid: number): { cpuS: number; rssMib: number; hwmMib: number 
   return { cpuS, rssMib: kb("VmRSS") / 1024, hwmMib: kb("VmHWM") / 1024 };
 }
 
+/**
+ * The operator's live V8 heap: a full garbage collection through its inspector (HeapProfiler.collectGarbage),
+ * then the used size (Runtime.getHeapUsage). What /metrics prints at a given moment also holds garbage
+ * not yet collected; this is what the operator's data keeps alive. Null when the inspector does not answer in 10 s.
+ */
+async function liveHeapMib(op: OperatorProcess): Promise<number | null> {
+  const url = await op.inspectorUrl().catch(() => undefined);
+  if (!url) return null;
+  const ws = new WebSocket(url);
+  try {
+    const answers = new Map<number, (r: Record<string, unknown>) => void>();
+    ws.addEventListener("message", (ev) => {
+      const m = JSON.parse(String(ev.data)) as { id?: number; result?: Record<string, unknown> };
+      if (m.id !== undefined) answers.get(m.id)?.(m.result ?? {});
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.addEventListener("open", () => resolve(), { once: true });
+      ws.addEventListener("error", () => reject(new Error("inspector connection failed")), { once: true });
+    });
+    let id = 0;
+    const call = (method: string): Promise<Record<string, unknown>> =>
+      new Promise((resolve) => {
+        answers.set(++id, resolve);
+        ws.send(JSON.stringify({ id, method }));
+      });
+    const timeout = new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref());
+    const used = await Promise.race([
+      (async () => {
+        await call("HeapProfiler.enable");
+        await call("HeapProfiler.collectGarbage");
+        return Number((await call("Runtime.getHeapUsage")).usedSize);
+      })(),
+      timeout,
+    ]);
+    return used === null || !Number.isFinite(used) ? null : Math.round((used / 2 ** 20) * 10) / 10;
+  } catch (e) {
+    log.warn({ err: String(e) }, "live heap not measured");
+    return null;
+  } finally {
+    ws.close();
+  }
+}
+
 /** The operator's used V8 heap from its /metrics; null when it does not answer within 5 s (e.g. a saturated event loop). */
 async function heapMib(op: OperatorProcess): Promise<number | null> {
   const port = await op.healthPort();
@@ -234,6 +277,7 @@ interface Phase {
   pod_p99_ms: number | null;
   operator_cpu_s: number;
   heap_mib: number | null;
+  live_heap_mib: number | null;
   rss_mib: number;
   setup_s: number;
 }
@@ -286,7 +330,7 @@ async function main(): Promise<void> {
     const op = new OperatorProcess("bench-operator", cp.kubeconfig, [
       "--leader-elect", "false", "--pod-cidr-pool", "10.0.0.0/8", "--node-cidr-mask-size", "24", "--log-level", "info",
       "--distribution-port", "0", "--tls-ca", join(dir, "ca.crt"), "--tls-cert", join(dir, "operator.crt"), "--tls-key", join(dir, "operator.key"),
-    ], PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : []);
+    ], ["--inspect=127.0.0.1:0", ...(PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])]);
     // Graceful first (so e.g. NODE_OPTIONS=--cpu-prof can write its profile), then by force.
     cleanups.push(async () => {
       const force = setTimeout(() => void op.stop("SIGKILL"), 10_000);
@@ -364,6 +408,7 @@ async function main(): Promise<void> {
         pod_p99_ms: percentile(podMs, 0.99),
         operator_cpu_s: Math.round((after.cpuS - cpuBefore) * 100) / 100,
         heap_mib: await heapMib(op),
+        live_heap_mib: await liveHeapMib(op),
         rss_mib: Math.round(after.rssMib),
         setup_s: Math.round(setupS * 10) / 10,
       };
@@ -383,6 +428,7 @@ async function main(): Promise<void> {
   const by = (k: keyof Phase): Record<string, number | null> => Object.fromEntries(["1", "10", "100", "1000", ...AGENT_COUNTS.map(String)].map((n) => [n, (phases.find((p) => String(p.agents) === n)?.[k] as number | null | undefined) ?? null]));
   for (const n of ["1", "10", "100", "1000"]) if (!phases.some((p) => String(p.agents) === n) && !skipped[n]) skipped[n] = "not requested (BENCH_AGENTS)";
   const heaps = phases.map((p) => p.heap_mib).filter((h): h is number => h !== null);
+  const liveHeaps = phases.map((p) => p.live_heap_mib).filter((h): h is number => h !== null);
   process.stdout.write(
     JSON.stringify({
       bench: "realize",
@@ -393,10 +439,12 @@ async function main(): Promise<void> {
       changes_by_agents: by("policy_changes"),
       pod_changes_by_agents: by("pod_changes"),
       heap_mib: heaps.length > 0 ? Math.max(...heaps) : null,
+      live_heap_mib: liveHeaps.length > 0 ? Math.max(...liveHeaps) : null,
       rss_peak_mib: Math.round(peakRss),
       operator_cpu_s: Math.round(operatorCpu * 100) / 100,
       operator_cpu_s_by_agents: by("operator_cpu_s"),
       heap_mib_by_agents: by("heap_mib"),
+      live_heap_mib_by_agents: by("live_heap_mib"),
       setup_s_by_agents: by("setup_s"),
       ...(Object.keys(skipped).length > 0 ? { skipped } : {}),
       load_avg_1m: Math.round((loadavg()[0] ?? 0) * 10) / 10,

@@ -75,6 +75,17 @@ export class OperatorProcess {
     return { status: res.status, body: await res.text() };
   }
 
+  /** The child's inspector WebSocket URL, when it was started with `--inspect=…` (Node prints it on stderr). */
+  async inspectorUrl(ms = 10_000): Promise<string> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const m = /Debugger listening on (ws:\/\/\S+)/.exec(this.stderr);
+      if (m) return m[1]!;
+      if (!this.running || Date.now() > end) throw new Error(`operator ${this.name}: no inspector URL on stderr (start it with --inspect)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Sends `signal` to this child's pid and waits for it to exit; returns the exit code. */
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
     if (this.running) process.kill(this.pid, signal);
