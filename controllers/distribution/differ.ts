@@ -49,6 +49,7 @@ export class StateDiffer {
 
   /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
   diff(from: NodeState, to: NodeState): DeltaBody | null {
+    if (from === to) return null; // an agent that ACKed the latest push holds the very object
     // Per subject: the same object is no change; an object the compiler made from the held one is its delta. Anything else
     // goes through diffState: a subject new to the node (sent whole) or one no link reaches (a resumed agent: the fallback).
     const fromBySubject = new Map(from.policies.map((p) => [p.subject, p]));
