@@ -170,7 +170,11 @@ async function status(args: string[]): Promise<number> {
   process.stdout.write(
     `control plane: running (pid ${running.pid}, since ${running.startedAt})\n` +
       `server: ${running.server}\nready: ${ready ? "yes" : "no"}\nkubeconfig: ${controlPlanePaths(dir).kubeconfig}\n` +
-      `operator: ${alive(procs.operatorPid)}\nwebhook: ${alive(procs.webhookPid)}${procs.webhookUrl ? ` at ${procs.webhookUrl}` : ""}\n` +
+      `operator: ${alive(procs.operatorPid)}\n` +
+      (procs.hubbleRelay && procs.operatorPid !== undefined && isProcessAlive(procs.operatorPid)
+        ? `hubble relay: ${procs.hubbleRelay} (hubble observe --server ${procs.hubbleRelay})\n`
+        : "hubble relay: not running\n") +
+      `webhook: ${alive(procs.webhookPid)}${procs.webhookUrl ? ` at ${procs.webhookUrl}` : ""}\n` +
       procs.agents.map((a) => `agent ${a.node}: ${alive(a.pid)}\n`).join(""),
   );
   return ready ? 0 : 1;

@@ -1,12 +1,16 @@
 // `membrane operator`: parses flags, runs the operator until SIGTERM/SIGINT, and exits non-zero if leadership is lost.
 import { isIP } from "node:net";
 import os from "node:os";
-import { pino } from "pino";
+import fs from "node:fs";
+import { type Logger, pino } from "pino";
+import { HubbleRelay } from "./relay/relay.ts";
+import { KubeClient } from "../kube/kube.ts";
 import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 import { parseObserverAddress } from "../flowapi/discover.ts";
+import { parseHostPort } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
@@ -38,10 +42,22 @@ const USAGE = `usage: membrane operator [flags]
                                authorization metadata, checked by TokenReview (the node comes from the token)
   --agent-service-account NS/NAME  the agents' ServiceAccount (required with --agent-auth token)
   --agent-token-audience AUD   the audience agents' tokens must be bound to (default ${DEFAULT_AGENT_AUDIENCE})
-${SERVICEMAP_USAGE}  --log-level LEVEL            pino level (default info)
+${SERVICEMAP_USAGE}  --hubble-relay-address HOST:PORT  serve Hubble's Observer API for the whole cluster (hubble observe --server HOST:PORT),
+                               merging every agent's (found through the membrane.io/hubble-address of each CiliumNode);
+                               without TLS only on a loopback address
+  --hubble-relay-tls-cert FILE, --hubble-relay-tls-key FILE, --hubble-relay-tls-ca FILE
+                               mutual TLS for the relay: its certificate (server and client auth), key, and the CA that
+                               signs its clients and the agents' Hubble servers
+  --log-level LEVEL            pino level (default info)
 `;
 
-export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig } | { error: string } | { help: true } {
+/** The relay's flags, checked: files are read at start. */
+export interface RelayFlags {
+  readonly address: string;
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+}
+
+export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig; relay?: RelayFlags } | { error: string } | { help: true } {
   const config: OperatorConfig = {
     healthPort: 9891,
     leaderElect: true,
@@ -93,6 +109,10 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "agent-service-account": { type: "string" },
       "agent-token-audience": { type: "string" },
       "servicemap-port": { type: "string" },
+      "hubble-relay-address": { type: "string" },
+      "hubble-relay-tls-cert": { type: "string" },
+      "hubble-relay-tls-key": { type: "string" },
+      "hubble-relay-tls-ca": { type: "string" },
       observer: { type: "string", multiple: true },
       "servicemap-discover": { type: "string" },
       "log-level": { type: "string" },
@@ -200,8 +220,27 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   } catch (e) {
     return { error: `--pod-cidr-pool/--node-cidr-mask-size: ${(e as Error).message}` };
   }
+  const relay = relayFlags(v);
+  if (typeof relay === "string") return { error: relay };
   const servicemap: ServiceMapConfig | undefined = servicemapPort === undefined ? undefined : { port: servicemapPort, observers, discover: servicemapDiscover };
-  return { config, logLevel, ...(servicemap ? { servicemap } : {}) };
+  return { config, logLevel, ...(servicemap ? { servicemap } : {}), ...(relay ? { relay } : {}) };
+}
+
+function relayFlags(v: Readonly<Record<string, unknown>>): RelayFlags | undefined | string {
+  const str = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const address = str("hubble-relay-address");
+  const tlsFlags = ["hubble-relay-tls-cert", "hubble-relay-tls-key", "hubble-relay-tls-ca"] as const;
+  const given = tlsFlags.filter((f) => str(f) !== undefined);
+  if (address === undefined) return given.length > 0 ? `--${given[0]}: only with --hubble-relay-address` : undefined;
+  const hp = parseHostPort(address);
+  if (hp === undefined) return `--hubble-relay-address: must be HOST:PORT, got ${JSON.stringify(address)}`;
+  if (given.length > 0 && given.length < tlsFlags.length) return `--${tlsFlags.find((f) => str(f) === undefined)}: required with the other --hubble-relay-tls-* flags`;
+  if (given.length === 0) {
+    // Every flow of the cluster, unauthenticated: only where nothing but this host can connect.
+    if (!/^(127\.|::1$|localhost$)/.test(hp.host)) return `--hubble-relay-address: ${hp.host} is not a loopback address; off loopback the relay needs --hubble-relay-tls-cert, --hubble-relay-tls-key and --hubble-relay-tls-ca`;
+    return { address };
+  }
+  return { address, tls: { certFile: str("hubble-relay-tls-cert")!, keyFile: str("hubble-relay-tls-key")!, caFile: str("hubble-relay-tls-ca")! } };
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -217,6 +256,7 @@ export async function run(args: string[]): Promise<number> {
   const log = pino({ level: parsed.logLevel, base: { component: "operator", id: parsed.config.id } });
   const operator = new Operator(parsed.config, log);
   const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log) : undefined;
+  const relay = parsed.relay ? await startRelay(parsed.relay, parsed.config.kubeconfig, log) : undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (signal: string): void => {
     log.info({ signal }, "shutting down");
@@ -227,11 +267,26 @@ export async function run(args: string[]): Promise<number> {
   const outcome = await operator.run();
   await stopping;
   await servicemap?.stop();
+  await relay?.stop();
   if (outcome === "lost") {
     await operator.stop();
     return 1;
   }
   return 0;
+}
+
+/** The relay runs in every replica, leader or not: it only reads. */
+async function startRelay(f: RelayFlags, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void> }> {
+  const client = await KubeClient.fromKubeconfig(kubeconfig);
+  const tls = f.tls ? { cert: fs.readFileSync(f.tls.certFile), key: fs.readFileSync(f.tls.keyFile), ca: fs.readFileSync(f.tls.caFile) } : undefined;
+  const relay = HubbleRelay.fromCluster(client, { address: f.address, ...(tls ? { tls } : {}), log });
+  await relay.start();
+  return {
+    stop: async () => {
+      await relay.stop();
+      client.close();
+    },
+  };
 }
 
 // Run directly: `node --import tsx controllers/main.ts [flags]`.

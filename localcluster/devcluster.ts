@@ -31,6 +31,8 @@ export interface DevClusterState {
   /** The kubeconfig the webhook was started with: part of its command line, so a reused pid is never taken for it. */
   webhookKubeconfig?: string;
   webhookUrl?: string;
+  /** Hubble's relay in the operator (loopback, no TLS, as `cilium hubble port-forward` gives users): `hubble observe --server` it. */
+  hubbleRelay?: string;
   agents: { node: string; pid: number; scope: string }[];
 }
 
@@ -86,7 +88,7 @@ function spawnMembrane(args: string[], logFile: string): number {
   return child.pid;
 }
 
-async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: number): Promise<Record<string, unknown>> {
+async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: number, also: (l: Record<string, unknown>) => boolean = () => true): Promise<Record<string, unknown>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const text = await readFile(logFile, "utf8").catch(() => "");
@@ -94,7 +96,7 @@ async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: 
       if (!line.startsWith("{")) continue;
       try {
         const l = JSON.parse(line) as Record<string, unknown>;
-        if (l.msg === msg) return l;
+        if (l.msg === msg && also(l)) return l;
       } catch {
         // a partial line
       }
@@ -127,6 +129,7 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
     [
       "operator", "--kubeconfig", kubeconfig, "--health-port", "0", "--leader-elect", "false", "--identity-gc-grace", "1m",
       "--distribution-port", "0", "--tls-ca", join(p.pki, "ca.crt"), "--tls-cert", join(p.pki, "operator.crt"), "--tls-key", join(p.pki, "operator.key"),
+      "--hubble-relay-address", "127.0.0.1:0",
     ],
     p.operatorLog,
   );
@@ -134,8 +137,11 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
   await saveState(dir, state);
   const line = await waitForLog(pid, p.operatorLog, "distribution stream listening", 60_000);
   state.distributionPort = line.port as number;
+  // The log is appended to across runs: this process's line, by its pid.
+  const relay = await waitForLog(pid, p.operatorLog, "hubble relay listening", 60_000, (l) => l.pid === pid);
+  state.hubbleRelay = relay.address as string;
   await saveState(dir, state);
-  log.info({ pid, port: state.distributionPort }, "operator started");
+  log.info({ pid, port: state.distributionPort, hubbleRelay: state.hubbleRelay }, "operator started");
   return state;
 }
 

@@ -1,0 +1,148 @@
+// The Hubble relay merging two agents' Observer APIs, asked by the real `hubble` CLI.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { HubbleRelay } from "./relay.ts";
+import { FlowBuffer } from "../../node-agent/observer/buffer.ts";
+import { HubbleServer } from "../../node-agent/observer/hubble-server.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import type { HubblePeer } from "../../flowapi/discover.ts";
+import { makePki } from "../../kube/testing/pki.ts";
+
+const log = pino({ level: "silent" });
+
+async function agents(t: test.TestContext): Promise<{ a: FlowBuffer; b: FlowBuffer; peers: HubblePeer[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-relay-"));
+  const now = Date.now();
+  const a = new FlowBuffer({ capacity: 100 });
+  const b = new FlowBuffer({ capacity: 100 });
+  a.push(flow({ time: new Date(now - 5000).toISOString(), node: "node-a" }));
+  b.push(dropFlow({ time: new Date(now - 4000).toISOString(), node: "node-b", source: endpoint({ pod: "xwing" }) }));
+  a.push(dropFlow({ time: new Date(now - 3000).toISOString(), node: "node-a" }));
+  b.push(flow({ time: new Date(now - 2000).toISOString(), node: "node-b", protocol: "UDP" }));
+  const peers: HubblePeer[] = [];
+  for (const [name, buffer] of [["node-a", a], ["node-b", b]] as const) {
+    const server = new HubbleServer(buffer, name, log);
+    const [address] = await server.start({ socketPath: path.join(dir, `${name}.sock`) });
+    t.after(() => server.stop());
+    peers.push({ node: name, address: address! });
+  }
+  peers.push({ node: "node-c", reason: "metadata.annotations[\"membrane.io/hubble-address\"]: not set" });
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return { a, b, peers };
+}
+
+const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  promisify(execFile)(hubbleBinary(), args, { timeout: 30_000 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+
+const jsonFlows = (stdout: string): HubbleFlow[] =>
+  stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+
+test("the relay merges every agent: status, nodes, observe --last by time across nodes, filters, refused fields", async (t) => {
+  const { peers } = await agents(t);
+  const relay = new HubbleRelay({ address: "127.0.0.1:0", peers: () => Promise.resolve(peers), log });
+  const server = await relay.start();
+  t.after(() => relay.stop());
+
+  const status = await hubble("status", "--server", server);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, /Current\/Max Flows: 4\/200/);
+  assert.match(status.stdout, /Connected Nodes: 2\/3/);
+  assert.match(status.stdout, /Unavailable Nodes: 1\n\s+- node-c/);
+
+  const nodes = JSON.parse((await hubble("list", "nodes", "--server", server, "-o", "json")).stdout) as { name: string; state: string }[];
+  assert.deepEqual(
+    nodes.map((n) => [n.name, n.state]),
+    [
+      ["node-a", "NODE_CONNECTED"],
+      ["node-b", "NODE_CONNECTED"],
+      ["node-c", "NODE_UNAVAILABLE"],
+    ],
+  );
+
+  const last3 = jsonFlows((await hubble("observe", "--server", server, "--last", "3", "-o", "jsonpb")).stdout);
+  assert.deepEqual(
+    last3.map((f) => [f.node_name, f.verdict]),
+    [
+      ["node-b", "DROPPED"],
+      ["node-a", "DROPPED"],
+      ["node-b", "FORWARDED"],
+    ],
+  );
+  const xwing = jsonFlows((await hubble("observe", "--server", server, "--verdict", "DROPPED", "--from-pod", "default/xwing", "-o", "json")).stdout);
+  assert.deepEqual(xwing.map((f) => f.node_name), ["node-b"]);
+  const first = jsonFlows((await hubble("observe", "--server", server, "--first", "1", "-o", "json")).stdout);
+  assert.deepEqual(first.map((f) => f.node_name), ["node-a"]);
+
+  const refused = await hubble("observe", "--server", server, "--to-fqdn", "deathstar.empire");
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /InvalidArgument.*whitelist\[0\]\.destination_fqdn: not supported/);
+});
+
+test("the relay follows every agent: a drop on either node reaches a following hubble observe", async (t) => {
+  const { a, b, peers } = await agents(t);
+  const relay = new HubbleRelay({ address: "127.0.0.1:0", peers: () => Promise.resolve(peers), log });
+  const server = await relay.start();
+  t.after(() => relay.stop());
+  const child = execFile(hubbleBinary(), ["observe", "--server", server, "-f", "--last", "1", "--verdict", "DROPPED", "-o", "json"]);
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  await waitFor(() => jsonFlows(out).length >= 2); // each node's last drop
+  a.push(dropFlow({ time: new Date().toISOString(), node: "node-a", source: endpoint({ pod: "late-a" }) }));
+  b.push(dropFlow({ time: new Date().toISOString(), node: "node-b", source: endpoint({ pod: "late-b" }) }));
+  b.push(flow({ time: new Date().toISOString(), node: "node-b", source: endpoint({ pod: "forwarded" }) }));
+  await waitFor(() => out.includes("late-a") && out.includes("late-b"));
+  assert.ok(!out.includes("forwarded"));
+});
+
+test("with mutual TLS, the relay reaches agents' TCP servers and serves TLS clients only", async (t) => {
+  const pki = await makePki(["relay"]);
+  t.after(() => pki.remove());
+  const buffer = new FlowBuffer({ capacity: 10 });
+  buffer.push(dropFlow({ time: new Date().toISOString() }));
+  const agent = new HubbleServer(buffer, "node-a", log);
+  const [agentAddress] = await agent.start({ tcp: { address: "127.0.0.1:0", cert: pki.read("operator.crt"), key: pki.read("operator.key"), clientCa: pki.read("ca.crt") } });
+  t.after(() => agent.stop());
+  // The relay's certificate must be good for both sides: the test PKI's operator certificate is server-only,
+  // so the relay serves with it and the agent accepts the relay by a client certificate of the same CA.
+  const relayCert = await (await import("../../kube/pki.ts")).issueCert(
+    { cert: pki.read("ca.crt").toString(), key: pki.read("ca.key").toString() },
+    { commonName: "hubble-relay", usage: "server+client", ipAddresses: ["127.0.0.1"], days: 1 },
+  );
+  const relay = new HubbleRelay({
+    address: "127.0.0.1:0",
+    tls: { cert: Buffer.from(relayCert.cert), key: Buffer.from(relayCert.key), ca: pki.read("ca.crt") },
+    peers: () => Promise.resolve([{ node: "node-a", address: agentAddress! }]),
+    log,
+  });
+  const server = await relay.start();
+  t.after(() => relay.stop());
+  const tls = ["--tls", "--tls-ca-cert-files", pki.file("ca.crt"), "--tls-client-cert-file", pki.file("relay.crt"), "--tls-client-key-file", pki.file("relay.key")];
+  const ok = await hubble("observe", "--server", server, ...tls, "-o", "json");
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(jsonFlows(ok.stdout).length, 1);
+  const plain = await hubble("observe", "--server", server, "-o", "json");
+  assert.notEqual(plain.code, 0);
+});
+
+async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,208 @@
+// The Hubble relay: one Observer API for the whole cluster, merging every agent's (found through its CiliumNode).
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { discoverHubblePeers, type HubblePeer } from "../../flowapi/discover.ts";
+import { HubbleClient, type HubbleClientTls } from "../../flowapi/hubble/client.ts";
+import { hubbleApi, CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
+import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
+import { parseFlowsRequest } from "../../flowapi/hubble/getflows.ts";
+import { msOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
+import type { KubeClient } from "../../kube/kube.ts";
+
+export interface RelayOptions {
+  /** `host:port` to listen on; without `tls` it must be a loopback address (the local cluster, as `cilium hubble port-forward`). */
+  readonly address: string;
+  /** The relay's certificate (serverAuth for its clients, clientAuth for the agents' TCP servers), its key, and the CA of both. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
+  /** Where the agents are: CiliumNodes' `membrane.io/hubble-address` (a function, so tests can name peers). */
+  readonly peers: () => Promise<HubblePeer[]>;
+  readonly log: Logger;
+}
+
+/** How long a peer may take to answer a unary call before it counts as unavailable. */
+const PEER_DEADLINE_MS = 5000;
+
+/** An error for a grpc-js callback or stream with a status code. */
+function grpcError(code: grpc.status, message: string): grpc.ServiceError {
+  return Object.assign(new Error(message), { code, details: message, metadata: new grpc.Metadata() });
+}
+
+export class HubbleRelay {
+  private server: grpc.Server | null = null;
+  private readonly clients = new Map<string, HubbleClient>();
+  private readonly startedAt = process.hrtime.bigint();
+  private readonly calls = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>>();
+  address = "";
+
+  constructor(private readonly opts: RelayOptions) {}
+
+  static fromCluster(client: KubeClient, o: Omit<RelayOptions, "peers">): HubbleRelay {
+    return new HubbleRelay({ ...o, peers: () => discoverHubblePeers(client) });
+  }
+
+  async start(): Promise<string> {
+    const server = new grpc.Server();
+    server.addService(hubbleApi().service, {
+      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => void this.getFlows(call),
+      ServerStatus: (_c: unknown, cb: grpc.sendUnaryData<ServerStatusResponse>) => void this.status().then((s) => cb(null, s), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
+      GetNodes: (_c: unknown, cb: grpc.sendUnaryData<{ nodes: HubbleNode[] }>) => void this.nodes().then((nodes) => cb(null, { nodes }), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
+      GetNamespaces: (_c: unknown, cb: grpc.sendUnaryData<{ namespaces: HubbleNamespace[] }>) => void this.namespaces().then((namespaces) => cb(null, { namespaces }), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
+      GetAgentEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetAgentEvents: Membrane emits no agent events")),
+      GetDebugEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetDebugEvents: Membrane emits no debug events")),
+    });
+    server.addService(healthService, healthHandlers);
+    const creds = this.opts.tls ? grpc.ServerCredentials.createSsl(this.opts.tls.ca, [{ cert_chain: this.opts.tls.cert, private_key: this.opts.tls.key }], true) : grpc.ServerCredentials.createInsecure();
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync(this.opts.address, creds, (err, p) => (err ? reject(new Error(`${this.opts.address}: ${err.message}`)) : resolve(p))));
+    this.server = server;
+    this.address = this.opts.address.replace(/:\d+$/, `:${port}`);
+    this.opts.log.info({ address: this.address, tls: this.opts.tls !== undefined }, "hubble relay listening");
+    return this.address;
+  }
+
+  async stop(): Promise<void> {
+    for (const c of this.calls) c.end();
+    this.calls.clear();
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+
+  private client(address: string): HubbleClient {
+    let c = this.clients.get(address);
+    if (c === undefined) {
+      const tls: HubbleClientTls | undefined = this.opts.tls ? { ca: this.opts.tls.ca, cert: this.opts.tls.cert, key: this.opts.tls.key } : undefined;
+      c = new HubbleClient(address, tls);
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  /** Every peer's ServerStatus, or why it is unavailable. */
+  private async peerStatuses(): Promise<{ peer: HubblePeer; status?: ServerStatusResponse; error?: string }[]> {
+    const peers = await this.opts.peers();
+    return Promise.all(
+      peers.map(async (peer) => {
+        if (peer.address === undefined) return { peer, error: peer.reason };
+        try {
+          return { peer, status: await this.client(peer.address).serverStatus(PEER_DEADLINE_MS) };
+        } catch (err) {
+          return { peer, error: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  private async status(): Promise<ServerStatusResponse> {
+    const all = await this.peerStatuses();
+    const up = all.filter((p) => p.status !== undefined);
+    const sum = (k: "num_flows" | "max_flows" | "seen_flows"): number => up.reduce((n, p) => n + Number(p.status![k]), 0);
+    const uptimeNs = Number(process.hrtime.bigint() - this.startedAt);
+    return {
+      num_flows: sum("num_flows"),
+      max_flows: sum("max_flows"),
+      seen_flows: sum("seen_flows"),
+      uptime_ns: uptimeNs,
+      num_connected_nodes: { value: up.length },
+      num_unavailable_nodes: { value: all.length - up.length },
+      unavailable_nodes: all.filter((p) => p.status === undefined).map((p) => p.peer.node),
+      version: `membrane relay (Hubble API of cilium ${CILIUM_VERSION})`,
+      flows_rate: up.reduce((n, p) => n + Number(p.status!.flows_rate ?? 0), 0),
+    };
+  }
+
+  private async nodes(): Promise<HubbleNode[]> {
+    return (await this.peerStatuses()).map(({ peer, status }) => ({
+      name: peer.node,
+      version: status?.version ?? "",
+      address: peer.address ?? "",
+      state: status !== undefined ? "NODE_CONNECTED" : "NODE_UNAVAILABLE",
+      ...(peer.address !== undefined && !peer.address.startsWith("unix:") ? { tls: { enabled: this.opts.tls !== undefined, server_name: "" } } : {}),
+      uptime_ns: Number(status?.uptime_ns ?? 0),
+      num_flows: Number(status?.num_flows ?? 0),
+      max_flows: Number(status?.max_flows ?? 0),
+      seen_flows: Number(status?.seen_flows ?? 0),
+    }));
+  }
+
+  private async namespaces(): Promise<HubbleNamespace[]> {
+    const peers = (await this.opts.peers()).filter((p) => p.address !== undefined);
+    const seen = new Set<string>();
+    await Promise.all(
+      peers.map(async (p) => {
+        try {
+          for (const n of await this.client(p.address!).getNamespaces(PEER_DEADLINE_MS)) seen.add(n.namespace);
+        } catch (err) {
+          this.opts.log.warn({ node: p.node, error: (err as Error).message }, "hubble relay: namespaces of a node not read");
+        }
+      }),
+    );
+    return [...seen].sort().map((namespace) => ({ cluster: "", namespace }));
+  }
+
+  /**
+   * Asks every agent with the same request. Without follow, the answers are merged by time and `number`
+   * applies to the merged list (the first or last N of the cluster); with follow, flows are passed on as
+   * they arrive. An agent that cannot be asked is logged and left out, as Hubble's relay does.
+   */
+  private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): Promise<void> {
+    const req = call.request;
+    const parsed = parseFlowsRequest(req);
+    if (!parsed.ok) {
+      call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, parsed.error));
+      return;
+    }
+    const q = parsed.query;
+    let peers: HubblePeer[];
+    try {
+      peers = (await this.opts.peers()).filter((p) => p.address !== undefined);
+    } catch (err) {
+      call.emit("error", grpcError(grpc.status.UNAVAILABLE, `finding the agents: ${(err as Error).message}`));
+      return;
+    }
+    if (!q.follow) {
+      const answers = await Promise.all(peers.map((p) => this.client(p.address!).collectFlows(req).catch((err: Error & { code?: number }) => ({ err }))));
+      const bad = answers.find((a): a is { err: Error & { code?: number } } => "err" in a && a.err.code === grpc.status.INVALID_ARGUMENT);
+      if (bad) {
+        call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, bad.err.message.replace(/^[^:]*: /, "")));
+        return;
+      }
+      const merged: GetFlowsResponse[] = [];
+      answers.forEach((a, i) => {
+        if ("err" in a) this.opts.log.warn({ node: peers[i]!.node, error: a.err.message }, "hubble relay: a node's flows not read");
+        else merged.push(...a);
+      });
+      merged.sort((a, b) => msOf(a.time)! - msOf(b.time)!);
+      const picked = q.number === 0 ? merged : q.first ? merged.slice(0, q.number) : merged.slice(Math.max(0, merged.length - q.number));
+      for (const r of picked) call.write(r);
+      call.end();
+      return;
+    }
+    let open = peers.length;
+    // With `until`, every agent ends its stream once past it: the merged stream ends with the last.
+    const ended = (): void => {
+      if (--open === 0 && q.untilMs !== undefined) call.end();
+    };
+    const streams = peers.map((p) => {
+      const s = this.client(p.address!).getFlows(req);
+      s.on("end", ended);
+      s.on("data", (r: GetFlowsResponse) => call.write(r));
+      s.on("error", (e: grpc.ServiceError) => {
+        ended();
+        if (e.code === grpc.status.CANCELLED) return;
+        if (e.code === grpc.status.INVALID_ARGUMENT) call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, e.details));
+        else this.opts.log.warn({ node: p.node, error: e.details || e.message }, "hubble relay: a node's flow stream ended");
+      });
+      return s;
+    });
+    this.calls.add(call);
+    const done = (): void => {
+      for (const s of streams) s.cancel();
+      this.calls.delete(call);
+    };
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("error", done);
+  }
+}

@@ -1,0 +1,178 @@
+// End to end with a client nobody here wrote: the real `hubble` CLI (v1.20.2, from the pinned Cilium module) against
+// the local cluster's relay and one agent, compared with what the datapath did to real connections.
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { after, before, describe, it } from "node:test";
+import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
+import { devClusterPaths, loadDevClusterState } from "../localcluster/devcluster.ts";
+import { hubbleBinary } from "../localcluster/hubble/cli.ts";
+import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
+import { CNPS } from "../kube/resources.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import type { HubbleFlow } from "../flowapi/hubble/types.ts";
+
+const NODES = 2;
+const tc = new TestCluster(`hb${process.pid % 100000}-`);
+
+/** The empire story: deathstar (node 1) admits tiefighter on 80; xwing (node 2) is denied on 80 by a deny rule, on 8080 by default deny. */
+const policy = {
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "rule1", namespace: "default" },
+  spec: {
+    endpointSelector: { matchLabels: { class: "deathstar" } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { org: "empire" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }],
+    ingressDeny: [{ fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }],
+  },
+};
+
+const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  promisify(execFile)(hubbleBinary(), args, { timeout: 60_000 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+
+const jsonFlows = (stdout: string): HubbleFlow[] =>
+  stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+
+describe("the hubble CLI against the local cluster (relay and one agent)", () => {
+  let tiefighter: PodProber | undefined;
+  let xwing: PodProber | undefined;
+  let relay = "";
+  let agent1 = "";
+  const ips = new Map<string, string>();
+  const identities = new Map<string, number>();
+  const followers: ChildProcess[] = [];
+
+  before(async () => {
+    await tc.start(NODES);
+    const got = await tc.createPods({ default: {} }, [
+      { namespace: "default", name: "deathstar", node: 1, labels: { class: "deathstar", org: "empire" }, ports: [80, 8080].map((port) => ({ port, protocol: "TCP" as const })) },
+      { namespace: "default", name: "tiefighter", node: 1, labels: { class: "tiefighter", org: "empire" }, ports: [] },
+      { namespace: "default", name: "xwing", node: 2, labels: { class: "xwing", org: "alliance" }, ports: [] },
+    ]);
+    for (const [k, v] of got) ips.set(k, v);
+    for (const pod of ["deathstar", "tiefighter", "xwing"]) {
+      const end = Date.now() + 30_000;
+      for (;;) {
+        const p = JSON.parse(await tc.kubectl(["get", "pod", "-n", "default", pod, "-o", "json"])) as { metadata: { annotations?: Record<string, string> } };
+        const id = p.metadata.annotations?.[IDENTITY_ANNOTATION];
+        if (id !== undefined) {
+          identities.set(pod, Number(id));
+          break;
+        }
+        if (Date.now() > end) assert.fail(`default/${pod} has no identity annotation`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
+    await waitEnforced(tc, CNPS, "default", "rule1", 1);
+    tiefighter = await tc.prober("default", "tiefighter");
+    xwing = await tc.prober("default", "xwing");
+    relay = (await loadDevClusterState(tc.dir)).hubbleRelay ?? assert.fail("dev up recorded no hubble relay address");
+    agent1 = `unix://${join(devClusterPaths(tc.dir).agentDir(tc.nodeName(1)), "hubble.sock")}`;
+    // The relay finds the agents through their CiliumNodes: wait until both published their Hubble address.
+    const end = Date.now() + 30_000;
+    for (let i = 1; i <= NODES; i++) {
+      for (;;) {
+        const cn = JSON.parse(await tc.kubectl(["get", "ciliumnode", tc.nodeName(i), "-o", "json"])) as { metadata: { annotations?: Record<string, string> } };
+        if (cn.metadata.annotations?.[HUBBLE_ADDRESS_ANNOTATION] !== undefined) break;
+        if (Date.now() > end) assert.fail(`${tc.nodeName(i)}: no ${HUBBLE_ADDRESS_ANNOTATION}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  });
+
+  after(async () => {
+    for (const f of followers) f.kill();
+    await tc.stop();
+  });
+
+  it("hubble status and hubble list nodes through the relay see both nodes connected", async () => {
+    const status = await hubble("status", "--server", relay);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /Healthcheck \(via .*\): Ok/);
+    assert.match(status.stdout, new RegExp(`Connected Nodes: ${NODES}/${NODES}`));
+    const nodes = JSON.parse((await hubble("list", "nodes", "--server", relay, "-o", "json")).stdout) as { name: string; state: string }[];
+    assert.deepEqual(
+      nodes.map((n) => [n.name, n.state]),
+      [1, 2].map((i) => [tc.nodeName(i), "NODE_CONNECTED"]),
+    );
+    const one = await hubble("status", "--server", agent1);
+    assert.equal(one.code, 0, one.stderr);
+  });
+
+  it("hubble observe -f --verdict DROPPED --from-pod default/xwing prints the drop provoked while it follows, with the deny rule", async () => {
+    const child = spawn(hubbleBinary(), ["observe", "--server", relay, "-f", "--verdict", "DROPPED", "--from-pod", "default/xwing", "-o", "jsonpb"], { stdio: ["ignore", "pipe", "pipe"] });
+    followers.push(child);
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    // `-f` replays nothing: probe until a drop shows up (the stream may open after the first probe).
+    const end = Date.now() + 30_000;
+    while (!jsonFlows(out).some((f) => f.l4?.TCP?.destination_port === 80)) {
+      assert.notEqual((await xwing!.probe(ips.get("default/deathstar")!, 80, { timeoutMs: 500 })).verdict, "connected");
+      if (Date.now() > end) assert.fail(`no drop printed; stdout ${out}`);
+    }
+    const f = jsonFlows(out).find((x) => x.l4?.TCP?.destination_port === 80)!;
+    assert.equal(f.verdict, "DROPPED");
+    assert.equal(f.drop_reason_desc, "POLICY_DENY");
+    assert.equal(f.traffic_direction, "INGRESS");
+    assert.equal(f.node_name, tc.nodeName(1), "the deathstar's node judged it");
+    assert.deepEqual([f.source.namespace, f.source.pod_name, f.source.identity, f.IP.source], ["default", "xwing", identities.get("xwing"), ips.get("default/xwing")]);
+    assert.deepEqual([f.destination.pod_name, f.destination.identity, f.IP.destination], ["deathstar", identities.get("deathstar"), ips.get("default/deathstar")]);
+    assert.ok(f.source.labels?.includes("k8s:org=alliance"), JSON.stringify(f.source.labels));
+    assert.deepEqual(
+      f.ingress_denied_by?.map((p) => [p.kind, p.namespace, p.name]),
+      [["CiliumNetworkPolicy", "default", "rule1"]],
+    );
+    assert.ok(f.ingress_denied_by?.[0]?.labels.includes("membrane:rule=spec.ingressDeny[0]"));
+    assert.ok(jsonFlows(out).every((x) => x.source.pod_name === "xwing" && x.verdict === "DROPPED"));
+  });
+
+  it("default deny and an allow, through the relay and against one agent: --last, --to-label, --protocol tcp --port 80, -o json", async () => {
+    const deathstar = ips.get("default/deathstar")!;
+    assert.notEqual((await xwing!.probe(deathstar, 8080, { timeoutMs: 500 })).verdict, "connected");
+    assert.equal((await tiefighter!.probe(deathstar, 80, { timeoutMs: 3000 })).verdict, "connected");
+    const end = Date.now() + 15_000;
+    let flows: HubbleFlow[];
+    for (;;) {
+      flows = jsonFlows((await hubble("observe", "--server", relay, "--last", "20", "-o", "json")).stdout);
+      if (flows.some((f) => f.l4?.TCP?.destination_port === 8080) && flows.some((f) => f.verdict === "FORWARDED" && f.source.pod_name === "tiefighter")) break;
+      if (Date.now() > end) assert.fail(`not both flows in --last 20: ${JSON.stringify(flows)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(flows.length <= 20);
+    const defaultDeny = flows.find((f) => f.l4?.TCP?.destination_port === 8080)!;
+    assert.deepEqual([defaultDeny.verdict, defaultDeny.drop_reason_desc, defaultDeny.source.pod_name], ["DROPPED", "POLICY_DENIED", "xwing"]);
+    assert.deepEqual(defaultDeny.ingress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
+    const allowed = flows.find((f) => f.verdict === "FORWARDED" && f.source.pod_name === "tiefighter" && f.destination.pod_name === "deathstar")!;
+    assert.deepEqual([allowed.source.identity, allowed.destination.identity, allowed.l4?.TCP?.destination_port], [identities.get("tiefighter"), identities.get("deathstar"), 80]);
+    assert.deepEqual(allowed.ingress_allowed_by?.map((p) => [p.kind, p.name]), [["CiliumNetworkPolicy", "rule1"]]);
+    assert.equal(allowed.is_reply?.value ?? false, false);
+
+    for (const server of [relay, agent1]) {
+      const label = jsonFlows((await hubble("observe", "--server", server, "--to-label", "class=deathstar", "--last", "100", "-o", "json")).stdout);
+      assert.ok(label.length > 0 && label.every((f) => f.destination.pod_name === "deathstar"), `${server}: ${JSON.stringify(label)}`);
+      const tcp80 = jsonFlows((await hubble("observe", "--server", server, "--protocol", "tcp", "--port", "80", "--last", "100", "-o", "jsonpb")).stdout);
+      assert.ok(tcp80.length > 0, server);
+      assert.ok(tcp80.every((f) => f.l4?.TCP !== undefined && (f.l4.TCP.destination_port === 80 || f.l4.TCP.source_port === 80)), JSON.stringify(tcp80));
+      assert.ok(tcp80.some((f) => f.source.pod_name === "tiefighter" && f.verdict === "FORWARDED"), `${server}: the allowed connection`);
+    }
+    // The agent of node 1 judged every deathstar ingress: its own flows name it.
+    const one = jsonFlows((await hubble("observe", "--server", agent1, "--last", "100", "-o", "json")).stdout);
+    assert.ok(one.every((f) => f.node_name === tc.nodeName(1)));
+  });
+
+  it("an unsupported filter is an error naming it, through the relay and against one agent", async () => {
+    for (const server of [relay, agent1]) {
+      const r = await hubble("observe", "--server", server, "--to-fqdn", "deathstar.empire.svc");
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /InvalidArgument.*destination_fqdn: not supported/, `${server}: ${r.stderr}`);
+    }
+  });
+});
