@@ -48,6 +48,7 @@ ${SERVICEMAP_USAGE}  --hubble-relay-address HOST:PORT  serve Hubble's Observer A
   --hubble-relay-tls-cert FILE, --hubble-relay-tls-key FILE, --hubble-relay-tls-ca FILE
                                mutual TLS for the relay: its certificate (server and client auth), key, and the CA that
                                signs its clients and the agents' Hubble servers
+  --hubble-relay-peer-server-name NAME  the name in the agents' Hubble server certificate (default: each agent's address)
   --log-level LEVEL            pino level (default info)
 `;
 
@@ -55,6 +56,7 @@ ${SERVICEMAP_USAGE}  --hubble-relay-address HOST:PORT  serve Hubble's Observer A
 export interface RelayFlags {
   readonly address: string;
   readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+  readonly peerServerName?: string;
 }
 
 export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: string; servicemap?: ServiceMapConfig; relay?: RelayFlags } | { error: string } | { help: true } {
@@ -113,6 +115,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "hubble-relay-tls-cert": { type: "string" },
       "hubble-relay-tls-key": { type: "string" },
       "hubble-relay-tls-ca": { type: "string" },
+      "hubble-relay-peer-server-name": { type: "string" },
       observer: { type: "string", multiple: true },
       "servicemap-discover": { type: "string" },
       "log-level": { type: "string" },
@@ -231,7 +234,13 @@ function relayFlags(v: Readonly<Record<string, unknown>>): RelayFlags | undefine
   const address = str("hubble-relay-address");
   const tlsFlags = ["hubble-relay-tls-cert", "hubble-relay-tls-key", "hubble-relay-tls-ca"] as const;
   const given = tlsFlags.filter((f) => str(f) !== undefined);
-  if (address === undefined) return given.length > 0 ? `--${given[0]}: only with --hubble-relay-address` : undefined;
+  const peerServerName = str("hubble-relay-peer-server-name");
+  if (address === undefined) {
+    if (given.length > 0) return `--${given[0]}: only with --hubble-relay-address`;
+    return peerServerName !== undefined ? "--hubble-relay-peer-server-name: only with --hubble-relay-address" : undefined;
+  }
+  if (peerServerName !== undefined && given.length === 0) return "--hubble-relay-peer-server-name: only with the --hubble-relay-tls-* flags (it names the agents' certificate)";
+  if (peerServerName !== undefined && !/^[A-Za-z0-9*]([-A-Za-z0-9.*]*[A-Za-z0-9])?$/.test(peerServerName)) return `--hubble-relay-peer-server-name: ${JSON.stringify(peerServerName)} is not a DNS name`;
   const hp = parseHostPort(address);
   if (hp === undefined) return `--hubble-relay-address: must be HOST:PORT, got ${JSON.stringify(address)}`;
   if (given.length > 0 && given.length < tlsFlags.length) return `--${tlsFlags.find((f) => str(f) === undefined)}: required with the other --hubble-relay-tls-* flags`;
@@ -240,7 +249,11 @@ function relayFlags(v: Readonly<Record<string, unknown>>): RelayFlags | undefine
     if (!/^(127\.|::1$|localhost$)/.test(hp.host)) return `--hubble-relay-address: ${hp.host} is not a loopback address; off loopback the relay needs --hubble-relay-tls-cert, --hubble-relay-tls-key and --hubble-relay-tls-ca`;
     return { address };
   }
-  return { address, tls: { certFile: str("hubble-relay-tls-cert")!, keyFile: str("hubble-relay-tls-key")!, caFile: str("hubble-relay-tls-ca")! } };
+  return {
+    address,
+    tls: { certFile: str("hubble-relay-tls-cert")!, keyFile: str("hubble-relay-tls-key")!, caFile: str("hubble-relay-tls-ca")! },
+    ...(peerServerName !== undefined ? { peerServerName } : {}),
+  };
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -279,7 +292,7 @@ export async function run(args: string[]): Promise<number> {
 async function startRelay(f: RelayFlags, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void> }> {
   const client = await KubeClient.fromKubeconfig(kubeconfig);
   const tls = f.tls ? { cert: fs.readFileSync(f.tls.certFile), key: fs.readFileSync(f.tls.keyFile), ca: fs.readFileSync(f.tls.caFile) } : undefined;
-  const relay = HubbleRelay.fromCluster(client, { address: f.address, ...(tls ? { tls } : {}), log });
+  const relay = HubbleRelay.fromCluster(client, { address: f.address, ...(tls ? { tls } : {}), ...(f.peerServerName ? { peerServerName: f.peerServerName } : {}), log });
   await relay.start();
   return {
     stop: async () => {

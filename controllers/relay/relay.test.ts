@@ -15,6 +15,7 @@ import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import type { HubblePeer } from "../../flowapi/discover.ts";
 import { makePki } from "../../kube/testing/pki.ts";
+import { issueCert } from "../../kube/pki.ts";
 
 const log = pino({ level: "silent" });
 
@@ -109,34 +110,35 @@ test("the relay follows every agent: a drop on either node reaches a following h
   assert.ok(!out.includes("forwarded"));
 });
 
-test("with mutual TLS, the relay reaches agents' TCP servers and serves TLS clients only", async (t) => {
-  const pki = await makePki(["relay"]);
+test("with mutual TLS, the relay reaches agents' TCP servers by their shared certificate's name and serves TLS clients only", async (t) => {
+  const pki = await makePki(["client"]);
   t.after(() => pki.remove());
+  const ca = { cert: pki.read("ca.crt").toString(), key: pki.read("ca.key").toString() };
+  // As in the chart: every agent serves one certificate for a fixed name (not its address); the relay's is good for both sides.
+  const agentCert = await issueCert(ca, { commonName: "hubble-grpc.membrane.io", usage: "server", dnsNames: ["hubble-grpc.membrane.io"], days: 1 });
+  const relayCert = await issueCert(ca, { commonName: "hubble-relay", usage: "server+client", ipAddresses: ["127.0.0.1"], days: 1 });
   const buffer = new FlowBuffer({ capacity: 10 });
   buffer.push(dropFlow({ time: new Date().toISOString() }));
   const agent = new HubbleServer(buffer, "node-a", log);
-  const [agentAddress] = await agent.start({ tcp: { address: "127.0.0.1:0", cert: pki.read("operator.crt"), key: pki.read("operator.key"), clientCa: pki.read("ca.crt") } });
+  const [agentAddress] = await agent.start({ tcp: { address: "127.0.0.1:0", cert: Buffer.from(agentCert.cert), key: Buffer.from(agentCert.key), clientCa: pki.read("ca.crt") } });
   t.after(() => agent.stop());
-  // The relay's certificate must be good for both sides: the test PKI's operator certificate is server-only,
-  // so the relay serves with it and the agent accepts the relay by a client certificate of the same CA.
-  const relayCert = await (await import("../../kube/pki.ts")).issueCert(
-    { cert: pki.read("ca.crt").toString(), key: pki.read("ca.key").toString() },
-    { commonName: "hubble-relay", usage: "server+client", ipAddresses: ["127.0.0.1"], days: 1 },
-  );
-  const relay = new HubbleRelay({
-    address: "127.0.0.1:0",
-    tls: { cert: Buffer.from(relayCert.cert), key: Buffer.from(relayCert.key), ca: pki.read("ca.crt") },
-    peers: () => Promise.resolve([{ node: "node-a", address: agentAddress! }]),
-    log,
-  });
+  const tls = { cert: Buffer.from(relayCert.cert), key: Buffer.from(relayCert.key), ca: pki.read("ca.crt") };
+  const peers = (): Promise<HubblePeer[]> => Promise.resolve([{ node: "node-a", address: agentAddress! }]);
+  const relay = new HubbleRelay({ address: "127.0.0.1:0", tls, peerServerName: "hubble-grpc.membrane.io", peers, log });
   const server = await relay.start();
   t.after(() => relay.stop());
-  const tls = ["--tls", "--tls-ca-cert-files", pki.file("ca.crt"), "--tls-client-cert-file", pki.file("relay.crt"), "--tls-client-key-file", pki.file("relay.key")];
-  const ok = await hubble("observe", "--server", server, ...tls, "-o", "json");
+  const clientTls = ["--tls", "--tls-ca-cert-files", pki.file("ca.crt"), "--tls-client-cert-file", pki.file("client.crt"), "--tls-client-key-file", pki.file("client.key")];
+  const ok = await hubble("observe", "--server", server, ...clientTls, "-o", "json");
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(jsonFlows(ok.stdout).length, 1);
   const plain = await hubble("observe", "--server", server, "-o", "json");
   assert.notEqual(plain.code, 0);
+  // Checked against the agent's address instead, the same certificate is refused: the node is unavailable.
+  const strict = new HubbleRelay({ address: "127.0.0.1:0", tls, peers, log });
+  const strictServer = await strict.start();
+  t.after(() => strict.stop());
+  const status = await hubble("status", "--server", strictServer, ...clientTls);
+  assert.match(status.stdout, /Connected Nodes: 0\/1/);
 });
 
 async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {

@@ -14,6 +14,8 @@ export interface RelayOptions {
   readonly address: string;
   /** The relay's certificate (serverAuth for its clients, clientAuth for the agents' TCP servers), its key, and the CA of both. */
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
+  /** The name agents' certificates carry (one shared certificate for every agent), checked instead of each agent's address. */
+  readonly peerServerName?: string;
   /** Where the agents are: CiliumNodes' `membrane.io/hubble-address` (a function, so tests can name peers). */
   readonly peers: () => Promise<HubblePeer[]>;
   readonly log: Logger;
@@ -72,7 +74,9 @@ export class HubbleRelay {
   private client(address: string): HubbleClient {
     let c = this.clients.get(address);
     if (c === undefined) {
-      const tls: HubbleClientTls | undefined = this.opts.tls ? { ca: this.opts.tls.ca, cert: this.opts.tls.cert, key: this.opts.tls.key } : undefined;
+      const tls: HubbleClientTls | undefined = this.opts.tls
+        ? { ca: this.opts.tls.ca, cert: this.opts.tls.cert, key: this.opts.tls.key, ...(this.opts.peerServerName ? { serverName: this.opts.peerServerName } : {}) }
+        : undefined;
       c = new HubbleClient(address, tls);
       this.clients.set(address, c);
     }

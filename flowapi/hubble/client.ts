@@ -1,4 +1,5 @@
 // A client of Hubble's Observer API (an agent's or the relay's): unix socket, or TCP with mutual TLS.
+import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 import { hubbleApi } from "./proto.ts";
@@ -9,6 +10,8 @@ export interface HubbleClientTls {
   readonly ca: Buffer;
   readonly cert: Buffer;
   readonly key: Buffer;
+  /** The name the server's certificate must carry, when it is not the target's host (agents share one certificate, as Cilium's `*.hubble-grpc` name). */
+  readonly serverName?: string;
 }
 
 /** `unix:/path` (or `unix:///path`) or `host:port`; TCP needs `tls` (servers speak only mutual TLS on TCP) unless `insecure`. */
@@ -25,8 +28,14 @@ export class HubbleClient {
     tls?: HubbleClientTls,
   ) {
     const target = hubbleTarget(address);
-    const creds = tls && !address.startsWith("unix:") ? sslCredentials(target, tls.ca, tls.key, tls.cert) : grpc.credentials.createInsecure();
-    const options = tls && !address.startsWith("unix:") ? sslChannelOptions(target) : {};
+    const useTls = tls !== undefined && !address.startsWith("unix:");
+    const named = useTls && tls.serverName !== undefined;
+    const creds = !useTls
+      ? grpc.credentials.createInsecure()
+      : named
+        ? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: (_host, peer) => checkServerIdentity(tls.serverName!, peer) })
+        : sslCredentials(target, tls.ca, tls.key, tls.cert);
+    const options = !useTls ? {} : named ? { "grpc.ssl_target_name_override": tls.serverName! } : sslChannelOptions(target);
     this.client = new (hubbleApi().Client)(target, creds, { ...options, "grpc.max_receive_message_length": 16 * 1024 * 1024 }) as never;
   }
 
