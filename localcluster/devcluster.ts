@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
@@ -137,8 +138,8 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
   await saveState(dir, state);
   const line = await waitForLog(pid, p.operatorLog, "distribution stream listening", 60_000);
   state.distributionPort = line.port as number;
-  // The log is appended to across runs: this process's line, by its pid.
-  const relay = await waitForLog(pid, p.operatorLog, "hubble relay listening", 60_000, (l) => l.pid === pid);
+  // The log is appended to across runs: this process's line, by its lease identity (hostname_pid by default).
+  const relay = await waitForLog(pid, p.operatorLog, "hubble relay listening", 60_000, (l) => l.id === `${hostname()}_${pid}`);
   state.hubbleRelay = relay.address as string;
   await saveState(dir, state);
   log.info({ pid, port: state.distributionPort, hubbleRelay: state.hubbleRelay }, "operator started");
