@@ -87,7 +87,7 @@ const GENERATED = "<generated at install>";
 export function normalise(objects: K8sObject[]): K8sObject[] {
   return objects.map((o) => {
     const copy = structuredClone(o);
-    if (copy.kind === "Secret" && copy.metadata.name.startsWith("membrane-distribution-tls-")) {
+    if (copy.kind === "Secret" && (copy.metadata.name.startsWith("membrane-distribution-tls-") || copy.metadata.name.startsWith("membrane-hubble-"))) {
       const data = copy.data as Record<string, string>;
       for (const key of Object.keys(data)) data[key] = GENERATED;
     }

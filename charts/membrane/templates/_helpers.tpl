@@ -33,6 +33,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "membrane.operatorService" -}}membrane-operator{{- end -}}
 {{- define "membrane.webhookService" -}}membrane-webhook{{- end -}}
 {{- define "membrane.distributionSecret" -}}membrane-distribution-tls{{- end -}}
+{{- define "membrane.hubbleSecret" -}}membrane-hubble{{- end -}}
+{{- define "membrane.hubbleRelayService" -}}membrane-hubble-relay{{- end -}}
+{{- /* The one name every agent's Hubble certificate carries; the relay checks it instead of each node's address. */ -}}
+{{- define "membrane.hubbleAgentServerName" -}}hubble-grpc.membrane.io{{- end -}}
 {{- define "membrane.webhookSecret" -}}membrane-webhook-tls{{- end -}}
 {{- define "membrane.webhookConfigName" -}}membrane-policy-validation{{- end -}}
 {{- define "membrane.webhookName" -}}policies.membrane.io{{- end -}}
