@@ -103,6 +103,10 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.equal(status.code, 0, status.stdout + status.stderr);
     assert.match(status.stdout, /running/);
     assert.match(status.stdout, /ready: yes/);
+    // Hubble's relay in the operator, on loopback without TLS: a line that names it, with the address for `hubble --server`.
+    const relay = (await loadDevClusterState(devDir)).hubbleRelay;
+    assert.match(relay ?? "", /^127\.0\.0\.1:\d+$/);
+    assert.ok(status.stdout.includes(`hubble relay: ${relay} (hubble observe --server ${relay})\n`), status.stdout);
 
     const env = await cli(devDir, ["env"]);
     assert.equal(env.code, 0, env.stderr);
