@@ -6,6 +6,7 @@ import type { Datapath } from "./bpf/datapath.ts";
 import type { NodeAgent } from "./agent.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import { parseHostPort } from "../core/cidr.ts";
+import { HubbleMetrics } from "./observer/hubble-metrics.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 
@@ -31,12 +32,16 @@ export class AgentMetrics {
   readonly registry = new Registry();
   private readonly server: HealthServer;
   private unsubscribe: (() => void) | undefined;
+  private unsubscribeHubble: (() => void) | undefined;
+  /** Hubble's flow metrics (hubble_flows_processed_total, hubble_drop_total, hubble_policy_verdicts_total). */
+  private readonly hubble: HubbleMetrics;
   /** Drops by the judged namespace, counted from the observer's flows (every drop is kept there). */
   private readonly droppedFlows: Counter<"reason" | "namespace">;
 
   constructor(private readonly opts: AgentMetricsOptions) {
     const { agent, datapath } = opts;
     const registers = [this.registry];
+    this.hubble = new HubbleMetrics(this.registry);
     new Counter({
       name: "membrane_agent_flows_total",
       help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED); sampled-out forwarded flows included.",
@@ -160,6 +165,7 @@ export class AgentMetrics {
     this.unsubscribe = this.opts.agent.observer?.buffer.subscribe((f) => {
       if (f.verdict === "DROPPED") this.droppedFlows.inc({ reason: f.dropReason ?? "unknown", namespace: judgedNamespace(f) });
     });
+    this.unsubscribeHubble = this.opts.agent.observer?.onEveryFlow(this.hubble.observe);
     const port = await this.server.listen(a.port, a.host);
     this.opts.log.info({ address: `${a.host}:${port}` }, "metrics serving");
     return port;
@@ -168,6 +174,8 @@ export class AgentMetrics {
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.unsubscribeHubble?.();
+    this.unsubscribeHubble = undefined;
     await this.server.close();
   }
 }

@@ -1,6 +1,7 @@
 // The agent's observer in one piece: datapath events → enrich → ring (+ export) → the observer API.
 import type { Logger } from "pino";
 import type { VerdictEvent } from "../bpf/layout.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 import { FlowBuffer, type FlowBufferOptions } from "./buffer.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { enrich, type EnrichLookups } from "./enrich.ts";
@@ -59,9 +60,18 @@ export class Observer {
     this.opts.log.info({ address: this.address, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
   }
 
+  private readonly everyFlow = new Set<(f: Flow) => void>();
+
+  /** Calls `listener` with every flow handled from now on, kept in the ring or sampled out (for counting); returns the unsubscribe. */
+  onEveryFlow(listener: (f: Flow) => void): () => void {
+    this.everyFlow.add(listener);
+    return () => this.everyFlow.delete(listener);
+  }
+
   readonly handle = (e: VerdictEvent): void => {
     const flow = enrich(e, this.opts.lookups);
     this.exporter?.write(flow);
+    for (const l of this.everyFlow) l(flow);
     this.buffer.push(flow);
   };
 
