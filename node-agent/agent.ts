@@ -22,6 +22,7 @@ import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
 import type { ObserverListen } from "./observer/server.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
+import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
@@ -43,6 +44,8 @@ export interface AgentObserverOptions {
   readonly listen: ObserverListen;
   readonly buffer?: FlowBufferOptions;
   readonly export?: FlowExporterOptions;
+  /** Hubble's exporter format beside `export` (observer/hubble-export.ts). */
+  readonly hubbleExport?: HubbleExportOptions;
   /** Hubble's Observer gRPC API: a unix socket and/or TCP with mutual TLS. */
   readonly hubble?: HubbleListen;
 }
@@ -247,7 +250,7 @@ export class NodeAgent {
   private async startObserver(o: AgentObserverOptions): Promise<void> {
     const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
     if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
-    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, listen: o.listen, ...(o.export ? { export: o.export } : {}), ...(o.hubble ? { hubble: o.hubble } : {}), log: this.log });
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, listen: o.listen, ...(o.export ? { export: o.export } : {}), ...(o.hubble ? { hubble: o.hubble } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), log: this.log });
     try {
       await observer.start();
     } catch (err) {

@@ -16,6 +16,7 @@ import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
+import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
@@ -38,6 +39,10 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      (default /run/membrane/hubble.sock)
   --hubble-listen-address  also serve it on TCP HOST:PORT, always with mutual TLS: --hubble-tls-cert/--hubble-tls-key
                      (the server certificate) and --hubble-tls-client-ca (the CA of its clients, e.g. the relay) are required
+  --hubble-export-file-path  also write every flow in Hubble's exporter format (JSON lines of GetFlowsResponse) to this file
+  --hubble-export-file-max-size-mb, --hubble-export-file-max-backups  its rotation (default 10 MiB, 5 files)
+  --hubble-export-allowlist, --hubble-export-denylist  FlowFilter JSON objects (proto field names), as Hubble's
+  --hubble-export-fieldmask  the fields to keep, comma- or space-separated paths (source.identity, l4, …)
   --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
   --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
   --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
@@ -73,6 +78,7 @@ export interface AgentFlags {
   readonly logLevel: string;
   readonly observerSocket: string;
   readonly hubbleSocket: string;
+  readonly hubbleExport?: HubbleExportOptions;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
@@ -106,6 +112,12 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "log-level": { type: "string" },
         "observer-socket": { type: "string" },
         "hubble-socket": { type: "string" },
+        "hubble-export-file-path": { type: "string" },
+        "hubble-export-file-max-size-mb": { type: "string" },
+        "hubble-export-file-max-backups": { type: "string" },
+        "hubble-export-allowlist": { type: "string" },
+        "hubble-export-denylist": { type: "string" },
+        "hubble-export-fieldmask": { type: "string" },
         "hubble-listen-address": { type: "string" },
         "hubble-tls-cert": { type: "string" },
         "hubble-tls-key": { type: "string" },
@@ -151,6 +163,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (observerSocket === "") return { ok: false, error: "--observer-socket: must be a path" };
   const hubbleSocket = str("hubble-socket") ?? "/run/membrane/hubble.sock";
   if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
+  const hubbleExport = hubbleExportFlags(str);
+  if (typeof hubbleExport === "string") return { ok: false, error: hubbleExport };
   const hubbleListen = str("hubble-listen-address");
   const hubbleTlsFlags = ["hubble-tls-cert", "hubble-tls-key", "hubble-tls-client-ca"] as const;
   if (hubbleListen === undefined) {
@@ -219,6 +233,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       logLevel: str("log-level") ?? "info",
       observerSocket,
       hubbleSocket,
+      ...(hubbleExport ? { hubbleExport } : {}),
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
         : {}),
@@ -233,6 +248,38 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(str("token-file") ? { tokenFile: str("token-file")! } : {}),
     },
   };
+}
+
+/** Hubble's exporter flags, with Cilium's names. */
+function hubbleExportFlags(str: (f: string) => string | undefined): HubbleExportOptions | undefined | string {
+  const path = str("hubble-export-file-path");
+  const others = ["hubble-export-file-max-size-mb", "hubble-export-file-max-backups", "hubble-export-allowlist", "hubble-export-denylist", "hubble-export-fieldmask"];
+  if (path === undefined) {
+    const given = others.find((f) => str(f) !== undefined);
+    return given ? `--${given}: only with --hubble-export-file-path` : undefined;
+  }
+  if (path === "") return "--hubble-export-file-path: must be a path";
+  const int = (f: string, min: number, dflt: number): number | string => {
+    const v = str(f);
+    if (v === undefined) return dflt;
+    return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
+  };
+  const size = int("hubble-export-file-max-size-mb", 1, 10);
+  if (typeof size === "string") return size;
+  const keep = int("hubble-export-file-max-backups", 0, 5);
+  if (typeof keep === "string") return keep;
+  const lists: { allowList?: HubbleExportOptions["allowList"]; denyList?: HubbleExportOptions["denyList"] } = {};
+  for (const [flag, key] of [["hubble-export-allowlist", "allowList"], ["hubble-export-denylist", "denyList"]] as const) {
+    const v = str(flag);
+    if (v === undefined || v.trim() === "") continue;
+    const p = parseFilterList(flag, v);
+    if (!p.ok) return p.error;
+    lists[key] = p.filters;
+  }
+  const mask = (str("hubble-export-fieldmask") ?? "").split(/[\s,]+/).filter((x) => x !== "");
+  const badPath = mask.find((p) => !/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(p));
+  if (badPath !== undefined) return `--hubble-export-fieldmask: ${JSON.stringify(badPath)} is not a field path`;
+  return { file: { path, maxBytes: size * 1024 * 1024, keep }, ...lists, ...(mask.length > 0 ? { fieldMask: mask } : {}) };
 }
 
 export async function run(args: string[]): Promise<number> {
@@ -281,6 +328,7 @@ export async function run(args: string[]): Promise<number> {
     observer: {
       listen: { socketPath: f.observerSocket },
       hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
+      ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),
       ...(f.flowExport ? { export: f.flowExport } : {}),
     },
     log,

@@ -32,7 +32,12 @@ export class FlowExporter {
   }
 
   write(f: Flow): void {
-    const line = JSON.stringify(f) + "\n";
+    this.writeLine(JSON.stringify(f));
+  }
+
+  /** One line (without its newline) in the same file with the same rotation: another format's record. */
+  writeLine(text: string): void {
+    const line = text + "\n";
     const n = Buffer.byteLength(line);
     if (this.fileBytes + this.pendingBytes > 0 && this.fileBytes + this.pendingBytes + n > this.opts.maxBytes) this.rotate();
     this.pending.push(line);

@@ -7,6 +7,7 @@ import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { ObserverServer, type ObserverListen } from "./server.ts";
 import { HubbleServer, type HubbleListen } from "./hubble-server.ts";
+import { HubbleExporter, type HubbleExportOptions } from "./hubble-export.ts";
 
 export interface ObserverOptions {
   readonly lookups: EnrichLookups;
@@ -14,6 +15,8 @@ export interface ObserverOptions {
   readonly listen: ObserverListen;
   /** Export every flow (sampled-out forwarded flows included) as JSON lines; see README.md. */
   readonly export?: FlowExporterOptions;
+  /** Also export in Hubble's exporter format (hubble-export.ts). */
+  readonly hubbleExport?: HubbleExportOptions;
   /** Also serve Hubble's Observer gRPC API (hubble-server.ts) here. */
   readonly hubble?: HubbleListen;
   readonly log: Logger;
@@ -28,6 +31,7 @@ export class Observer {
   private readonly server: ObserverServer;
   private hubbleServer: HubbleServer | null = null;
   private exporter: FlowExporter | null = null;
+  private hubbleExporter: HubbleExporter | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
   address = "";
   /** Where Hubble's API listens (`unix:/path`, `host:port`), when it was asked for. */
@@ -39,10 +43,14 @@ export class Observer {
   }
 
   async start(): Promise<void> {
-    if (this.opts.export) {
-      this.exporter = new FlowExporter(this.opts.export);
+    if (this.opts.export) this.exporter = new FlowExporter(this.opts.export);
+    if (this.opts.hubbleExport) this.hubbleExporter = new HubbleExporter(this.opts.hubbleExport);
+    if (this.exporter || this.hubbleExporter) {
       // Buffered lines reach the file within a second even when traffic is light.
-      this.flushTimer = setInterval(() => this.exporter?.flush(), 1000);
+      this.flushTimer = setInterval(() => {
+        this.exporter?.flush();
+        this.hubbleExporter?.flush();
+      }, 1000);
       this.flushTimer.unref();
     }
     this.address = await this.server.start(this.opts.listen);
@@ -71,6 +79,7 @@ export class Observer {
   readonly handle = (e: VerdictEvent): void => {
     const flow = enrich(e, this.opts.lookups);
     this.exporter?.write(flow);
+    this.hubbleExporter?.write(flow);
     for (const l of this.everyFlow) l(flow);
     this.buffer.push(flow);
   };
@@ -80,6 +89,8 @@ export class Observer {
     this.flushTimer = null;
     this.exporter?.close();
     this.exporter = null;
+    this.hubbleExporter?.close();
+    this.hubbleExporter = null;
     await this.server.stop();
     await this.hubbleServer?.stop();
     this.hubbleServer = null;

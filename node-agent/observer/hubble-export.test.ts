@@ -1,0 +1,60 @@
+// Hubble's exporter format: the file is read back by the real `hubble observe --input-file`; allow/deny lists, field mask, rotation, flags.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { HubbleExporter, parseFilterList } from "./hubble-export.ts";
+import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
+import { parseAgentFlags } from "../main.ts";
+
+function tmp(t: test.TestContext): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-hubble-export-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test("hubble observe --input-file reads the export, with its filters applied", async (t) => {
+  const file = path.join(tmp(t), "hubble.jsonl");
+  const x = new HubbleExporter({ file: { path: file, maxBytes: 1 << 20, keep: 1 }, denyList: [{ verdict: ["FORWARDED"] }] });
+  x.write(flow({ time: "2026-12-03T10:00:00.000Z" }));
+  x.write(dropFlow({ time: "2026-12-03T10:00:01.250Z", source: endpoint({ pod: "xwing" }) }));
+  x.close();
+  const lines = fs.readFileSync(file, "utf8").trimEnd().split("\n");
+  assert.equal(lines.length, 1, "the forwarded flow is on the deny list");
+  const rec = JSON.parse(lines[0]!) as { flow: { time: string; verdict: string; is_reply: boolean; drop_reason_desc: string }; node_name: string; time: string };
+  assert.deepEqual([rec.flow.time, rec.time, rec.node_name, rec.flow.verdict, rec.flow.is_reply, rec.flow.drop_reason_desc], ["2026-12-03T10:00:01.250000000Z", "2026-12-03T10:00:01.250000000Z", "node-a", "DROPPED", false, "POLICY_DENIED"]);
+  const r = await promisify(execFile)(hubbleBinary(), ["observe", "--input-file", file, "--from-pod", "default/xwing", "-o", "jsonpb"]);
+  const back = JSON.parse(r.stdout.trim()) as { flow: { source: { pod_name: string }; drop_reason_desc: string; ingress_denied_by: { kind: string }[] } };
+  assert.deepEqual([back.flow.source.pod_name, back.flow.drop_reason_desc, back.flow.ingress_denied_by[0]!.kind], ["xwing", "POLICY_DENIED", "DefaultDeny"]);
+});
+
+test("allow list, field mask and rotation", (t) => {
+  const dir = tmp(t);
+  const file = path.join(dir, "h.jsonl");
+  const x = new HubbleExporter({ file: { path: file, maxBytes: 300, keep: 2 }, allowList: [{ source_pod: ["default/client"] }], fieldMask: ["time", "verdict", "source.pod_name"] });
+  for (let i = 0; i < 10; i++) x.write(dropFlow({ time: `2026-12-03T10:00:0${i}.000Z` }));
+  x.write(dropFlow({ source: endpoint({ pod: "other" }) }));
+  x.close();
+  const files = fs.readdirSync(dir).sort();
+  assert.deepEqual(files, ["h.jsonl", "h.jsonl.1", "h.jsonl.2"]);
+  const all = files.flatMap((f) => fs.readFileSync(path.join(dir, f), "utf8").trimEnd().split("\n")).map((l) => JSON.parse(l) as { flow: Record<string, unknown> });
+  for (const r of all) assert.deepEqual(Object.keys(r.flow).sort(), ["source", "time", "verdict"]);
+  assert.ok(all.every((r) => (r.flow.source as { pod_name: string }).pod_name === "client-1"));
+});
+
+test("the agent's export flags: Cilium's names, filters checked at the edge naming the flag", () => {
+  const base = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+  const ok = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-allowlist", '{"verdict":["DROPPED"]},{"source_pod":["kube-system/"]}', "--hubble-export-fieldmask", "time,verdict"]);
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.flags.hubbleExport?.allowList, [{ verdict: ["DROPPED"] }, { source_pod: ["kube-system/"] }]);
+  assert.deepEqual(ok.flags.hubbleExport?.fieldMask, ["time", "verdict"]);
+  const bad = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-denylist", '{"source_fqdn":["a.b"]}']);
+  assert.equal(bad.ok ? "" : bad.error, "--hubble-export-denylist: [0].source_fqdn: not supported: flows carry no DNS names (no DNS proxy yet)");
+  const alone = parseAgentFlags([...base, "--hubble-export-fieldmask", "time"]);
+  assert.equal(alone.ok ? "" : alone.error, "--hubble-export-fieldmask: only with --hubble-export-file-path");
+  assert.equal(parseFilterList("x", "{nope").ok, false);
+});
