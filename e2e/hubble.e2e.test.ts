@@ -16,7 +16,7 @@ import type { HubbleFlow } from "../flowapi/hubble/types.ts";
 const NODES = 2;
 const tc = new TestCluster(`hb${process.pid % 100000}-`);
 
-/** The empire story: deathstar (node 1) admits tiefighter on 80; xwing (node 2) is denied on 80 by a deny rule, on 8080 by default deny. */
+/** The empire story: deathstar (node 1) admits tiefighter (node 2) on 80; xwing (node 2) is denied on 80 by a deny rule, on 8080 by default deny. */
 const policy = {
   apiVersion: "cilium.io/v2",
   kind: "CiliumNetworkPolicy",
@@ -53,7 +53,8 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     await tc.start(NODES);
     const got = await tc.createPods({ default: {} }, [
       { namespace: "default", name: "deathstar", node: 1, labels: { class: "deathstar", org: "empire" }, ports: [80, 8080].map((port) => ({ port, protocol: "TCP" as const })) },
-      { namespace: "default", name: "tiefighter", node: 1, labels: { class: "tiefighter", org: "empire" }, ports: [] },
+      // On the other node: deathstar's agent then judges the connection as new at its ingress and reports rule1.
+      { namespace: "default", name: "tiefighter", node: 2, labels: { class: "tiefighter", org: "empire" }, ports: [] },
       { namespace: "default", name: "xwing", node: 2, labels: { class: "xwing", org: "alliance" }, ports: [] },
     ]);
     for (const [k, v] of got) ips.set(k, v);
@@ -156,8 +157,8 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     const defaultDeny = flows.find((f) => f.l4?.TCP?.destination_port === 8080)!;
     assert.deepEqual([defaultDeny.verdict, defaultDeny.drop_reason_desc, defaultDeny.source.pod_name], ["DROPPED", "POLICY_DENIED", "xwing"]);
     assert.deepEqual(defaultDeny.ingress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
-    // Both pods are on node 1: its agent reports the connection at tiefighter's egress (no policy there: a trace) and
-    // at deathstar's ingress, where rule1 allowed it.
+    // Node 2 reports the connection at tiefighter's egress (no policy there: a trace), node 1 at deathstar's
+    // ingress, where rule1 allowed it.
     const allowed = flows.find((f) => f.verdict === "FORWARDED" && f.source.pod_name === "tiefighter" && f.destination.pod_name === "deathstar" && f.traffic_direction === "INGRESS")!;
     const egress = flows.find((f) => f.verdict === "FORWARDED" && f.source.pod_name === "tiefighter" && f.traffic_direction === "EGRESS");
     if (egress !== undefined) assert.equal(egress.egress_allowed_by, undefined, "no policy selects tiefighter's egress");
