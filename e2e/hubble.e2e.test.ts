@@ -150,7 +150,7 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     }
     // --last 20: the newest 20 of the cluster, in time order, across both nodes.
     const last20 = jsonFlows((await hubble("observe", "--server", relay, "--last", "20", "-o", "json")).stdout);
-    assert.equal(last20.length, 20);
+    assert.ok(last20.length <= 20 && last20.length >= Math.min(20, flows.length), `${last20.length} flows of ${flows.length}`);
     const times = last20.map((f) => Date.parse(f.time as unknown as string));
     assert.deepEqual(times, [...times].sort((a, b) => a - b), "merged by time");
     assert.ok(times.at(-1)! >= Math.max(...flows.map((f) => Date.parse(f.time as unknown as string))), "the newest flows");
