@@ -18,6 +18,7 @@ import { fqdnMatches, identityNames, isPolicySubject } from "./peer-match.ts";
 import { entityMatches } from "./entities.ts";
 import { identityPrefixOf } from "./policy/selector-cache.ts";
 import { icmpMatch } from "./icmp.ts";
+import { addressInBlock, isPodIdentity } from "./ipblock.ts";
 import type { NamedPortResolver } from "./policy/resolution.ts";
 import { serviceSelects, type ServiceBackends } from "./policy/services.ts";
 
@@ -27,6 +28,8 @@ export type VerdictReason = RuleOrigin | "default-deny" | "no-policy";
 export interface Endpoint {
   readonly id: number;
   readonly labels: LabelSet;
+  /** A pod's address: NetworkPolicy ipBlocks match pods by address (core/ipblock.ts). */
+  readonly address?: string;
 }
 
 export interface DirectionVerdict {
@@ -108,6 +111,8 @@ function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[], servi
     case "entity":
       return entityMatches(p.entity, peer.labels);
     case "cidr": {
+      // Kubernetes' ipBlock: a pod whose address is in the block, whatever its identity.
+      if (p.podAddresses === true && isPodIdentity(peer.id) && peer.address !== undefined && addressInBlock(peer.address, p.cidr, p.except)) return true;
       const cidr = parsePrefix(p.cidr);
       if (!cidr) return false;
       const own = identityPrefixOf(peer.labels);

@@ -93,6 +93,11 @@ export function cidrLabelKey(p: Prefix): string {
   return `${addr}${text.slice(slash)}`;
 }
 
+/** The prefix a `cidr:`/`ipblock:` label key stands for (the inverse of cidrLabelKey); undefined when it is not one. */
+export function prefixOfLabelKey(key: string): Prefix | undefined {
+  return parsePrefix(key.includes(".") || key.includes(":") ? key : key.replace(/-/g, ":"));
+}
+
 /**
  * The labels of a CIDR identity, as Cilium gives them: a `cidr:` label for the prefix and for every
  * prefix that contains it (so a `toCIDR: 10.0.0.0/8` selector matches the identity of
@@ -247,7 +252,11 @@ export class IdentityAllocator {
   }
 }
 
-/** An allocator for node-local CIDR identities (1<<24 and up), keyed by the prefix's label set. */
+/**
+ * An allocator for node-local identities (1<<24 and up) of prefixes, keyed by the prefix's label
+ * set: CIDR identities (cidrLabels, the default) and NetworkPolicy ipBlock identities
+ * (core/ipblock.ts ipBlockLabels) share its numbers.
+ */
 export class LocalCIDRAllocator {
   private readonly allocator: IdentityAllocator;
   private readonly refs = new Map<number, number>();
@@ -257,8 +266,8 @@ export class LocalCIDRAllocator {
   }
 
   /** The identity of a prefix, taking one reference; an error for a malformed prefix or when exhausted. */
-  acquire(prefix: string): Result<{ id: number; labels: LabelSet; created: boolean }> {
-    const labels = cidrLabels(prefix);
+  acquire(prefix: string, labelsOf: (prefix: string) => LabelSet = cidrLabels): Result<{ id: number; labels: LabelSet; created: boolean }> {
+    const labels = labelsOf(prefix);
     if (labels.labels.length === 0) return { ok: false, errors: [{ path: "cidr", message: `"${prefix}" is not an IP prefix` }] };
     const r = this.allocator.allocate(labels.key);
     if (!r.ok) return r;
@@ -279,8 +288,8 @@ export class LocalCIDRAllocator {
     return true;
   }
 
-  lookup(prefix: string): number | undefined {
-    const labels = cidrLabels(prefix);
+  lookup(prefix: string, labelsOf: (prefix: string) => LabelSet = cidrLabels): number | undefined {
+    const labels = labelsOf(prefix);
     return labels.labels.length === 0 ? undefined : this.allocator.lookup(labels.key);
   }
 }

@@ -10,6 +10,8 @@ export const LABEL_SOURCE = {
   k8s: "k8s",
   reserved: "reserved",
   cidr: "cidr",
+  /** The prefix of a NetworkPolicy ipBlock as it stands for pod addresses (core/ipblock.ts). */
+  ipblock: "ipblock",
   fqdn: "fqdn",
   container: "container",
 } as const;

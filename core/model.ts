@@ -89,7 +89,17 @@ export type Peer =
   | { readonly kind: "any" } // L3 wildcard: every identity, including world
   | { readonly kind: "selector"; readonly selector: Selector } // endpoints / nodes / NetworkPolicy peers
   | { readonly kind: "entity"; readonly entity: Entity }
-  | { readonly kind: "cidr"; readonly cidr: string; readonly except: readonly string[] }
+  | {
+      readonly kind: "cidr";
+      readonly cidr: string;
+      readonly except: readonly string[];
+      /**
+       * Kubernetes NetworkPolicy ipBlock: the block also matches a pod whose address is inside it and
+       * outside `except`, whatever the pod's identity (Kubernetes' meaning). Absent for CNP/CCNP CIDR
+       * peers, which stand for addresses outside the cluster only (Cilium's meaning).
+       */
+      readonly podAddresses?: true;
+    }
   | { readonly kind: "fqdn"; readonly matchName?: string; readonly matchPattern?: string }
   | {
       readonly kind: "service";

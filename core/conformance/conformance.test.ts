@@ -1,4 +1,4 @@
-// NetworkPolicy conformance cases: compiled entries + lookup and the reference evaluator both give the expected 9×9 tables.
+// NetworkPolicy conformance cases: compiled entries + lookup (with the datapath's ipBlock second look) and the reference evaluator both give the expected 9×9 tables.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
@@ -11,13 +11,17 @@ import { parsePolicyObject } from "../parser/index.ts";
 import { compileAll, policyPrefixes, type NamedPortResolver } from "../compiler.ts";
 import { lookup } from "../policy/mapstate.ts";
 import { verdict } from "../evaluator.ts";
-import { CASES, PODS, namespaceLabels, type ConformanceCase } from "./model.ts";
+import { ipBlockLabels, ipBlockPrefixes, longestBlock } from "../ipblock.ts";
+import { CASES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "./model.ts";
+
+/** Pod addresses as the local cluster gives them: pods alternate between two nodes' pod CIDRs. */
+const podIP = new Map(PODS.map((p, i) => [p.id, `10.244.${(i % 2) + 1}.${10 + i}`]));
 
 const podIdentity = new Map(PODS.map((p, i) => [p.id, 256 + i]));
 
 function parseCase(c: ConformanceCase): Policy[] {
   const out: Policy[] = [];
-  for (const doc of parseAllDocuments(c.yaml)) {
+  for (const doc of parseAllDocuments(renderCase(c, (id) => podIP.get(id)))) {
     const r = parsePolicyObject(doc.toJS());
     if (!r.ok) assert.fail(`${c.name}: ${JSON.stringify(r.errors)}`);
     out.push(...r.value);
@@ -28,6 +32,7 @@ function parseCase(c: ConformanceCase): Policy[] {
 function identitiesFor(policies: readonly Policy[]): {
   ids: Map<number, LabelSet>;
   prefixes: [string, number][];
+  blocks: [string, number][];
 } {
   const ids = new Map<number, LabelSet>(RESERVED_IDENTITIES.map((r) => [r.id, r.labels]));
   for (const p of PODS) {
@@ -46,7 +51,12 @@ function identitiesFor(policies: readonly Policy[]): {
     ids.set(local, cidrLabels(prefix));
     prefixes.push([prefix, local++]);
   }
-  return { ids, prefixes };
+  const blocks: [string, number][] = [];
+  for (const prefix of ipBlockPrefixes(policies)) {
+    ids.set(local, ipBlockLabels(prefix));
+    blocks.push([prefix, local++]);
+  }
+  return { ids, prefixes, blocks };
 }
 
 /** The ipcache's answer for an outside address: the longest policy prefix holding it, else world. */
@@ -70,20 +80,30 @@ const namedPorts: NamedPortResolver = (identity, name, protocol) => {
 for (const c of CASES) {
   test(`conformance: ${c.name}`, () => {
     const policies = parseCase(c);
-    const { ids, prefixes } = identitiesFor(policies);
+    const { ids, prefixes, blocks } = identitiesFor(policies);
     const compiled = compileAll(policies, ids, { namedPorts });
+    const addressOf = new Map(PODS.map((p) => [podIdentity.get(p.id)!, podIP.get(p.id)!]));
+    // What the datapath's ipBlock map answers for a pod's address.
+    const blockOf = (id: number): number | undefined => {
+      const ip = addressOf.get(id);
+      return ip === undefined ? undefined : longestBlock(ip, blocks);
+    };
     const connected = (
       src: number,
       dst: number,
       protocol: number,
       port: number,
     ): { compiled: boolean; evaluated: boolean } => {
-      const egress = lookup(compiled.snapshot(src), "egress", dst, protocol, port);
-      const ingress = lookup(compiled.snapshot(dst), "ingress", src, protocol, port);
+      const egress = lookup(compiled.snapshot(src), "egress", dst, protocol, port, blockOf(dst));
+      const ingress = lookup(compiled.snapshot(dst), "ingress", src, protocol, port, blockOf(src));
+      const endpoint = (id: number): { id: number; labels: LabelSet; address?: string } => {
+        const address = addressOf.get(id);
+        return { id, labels: ids.get(id)!, ...(address !== undefined ? { address } : {}) };
+      };
       const ev = verdict({
         policies,
-        src: { id: src, labels: ids.get(src)! },
-        dst: { id: dst, labels: ids.get(dst)! },
+        src: endpoint(src),
+        dst: endpoint(dst),
         protocol,
         port,
         namedPorts,

@@ -65,10 +65,24 @@ export interface ExternalProbe {
 
 export interface ConformanceCase {
   readonly name: string;
-  /** One or more NetworkPolicy documents, separated by `---`. */
+  /**
+   * One or more NetworkPolicy documents, separated by `---`. `{{ns/pod}}` stands for that pod's
+   * address (upstream's ipBlock cases are written from pod IPs): render it with renderCase().
+   */
   readonly yaml: string;
   readonly probes: readonly Probe[];
   readonly external?: readonly ExternalProbe[];
+}
+
+const POD_ADDRESS = /\{\{([a-z]\/[a-z])\}\}/g;
+
+/** The case's YAML with every `{{ns/pod}}` replaced by that pod's address; an unknown pod is an error naming it. */
+export function renderCase(c: ConformanceCase, addressOf: (podId: string) => string | undefined): string {
+  return c.yaml.replace(POD_ADDRESS, (_m, id: string) => {
+    const ip = addressOf(id);
+    if (ip === undefined) throw new Error(`${c.name}: no address for pod ${id}`);
+    return ip;
+  });
 }
 
 const ALL_OPEN = [
@@ -459,6 +473,130 @@ spec:
     probes: [
       { protocol: "TCP", port: 80, table: ALL_OPEN },
       { protocol: "UDP", port: 80, table: INTO_XA_BLOCKED },
+    ],
+  },
+  // ipBlock peers match pods by address, whatever their identity (Kubernetes' meaning; upstream's
+  // "should enforce except clause while egress access to server in CIDR block" and siblings).
+  // `/4` of a pod address covers every pod of the cluster, as upstream writes it.
+  {
+    name: "ingress ipBlock covering the pod network, one pod's /32 in except: only y/b is denied into namespace x",
+    yaml: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ingress-ipblock-except-pod, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{y/b}}/32"]}
+`,
+    probes: [
+      {
+        protocol: "TCP",
+        port: 80,
+        table: [
+          "-........",
+          ".-.......",
+          "..-......",
+          "...-.....",
+          "XXX.-....",
+          ".....-...",
+          "......-..",
+          ".......-.",
+          "........-",
+        ],
+      },
+    ],
+  },
+  {
+    name: "egress ipBlock to the pod network except x/b's /32: x/a reaches every pod but x/b",
+    yaml: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-ipblock-except-pod, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{x/b}}/32"]}
+`,
+    probes: [
+      {
+        protocol: "TCP",
+        port: 80,
+        table: [
+          "-X.......",
+          ".-.......",
+          "..-......",
+          "...-.....",
+          "....-....",
+          ".....-...",
+          "......-..",
+          ".......-.",
+          "........-",
+        ],
+      },
+    ],
+  },
+  {
+    name: "an address in one ipBlock's except and in another ipBlock is allowed: x/a reaches x/b again",
+    yaml: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-ipblock-except-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{x/b}}/32"]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-ipblock-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: "{{x/b}}/32"}
+`,
+    probes: [{ protocol: "TCP", port: 80, table: ALL_OPEN }],
+  },
+  {
+    name: "egress ipBlock of one pod's /32 on UDP 81: x/a reaches only y/c",
+    yaml: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-ipblock-one-pod, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: "{{y/c}}/32"}
+    ports:
+    - {protocol: UDP, port: 81}
+`,
+    probes: [
+      {
+        protocol: "UDP",
+        port: 81,
+        table: [
+          "-XXXX.XXX",
+          ".-.......",
+          "..-......",
+          "...-.....",
+          "....-....",
+          ".....-...",
+          "......-..",
+          ".......-.",
+          "........-",
+        ],
+      },
+      { protocol: "TCP", port: 81, table: ["-XXXXXXXX", ...ALL_OPEN.slice(1)] },
     ],
   },
 ];

@@ -89,7 +89,7 @@ function npPeer(errs: Errors, item: Obj, path: string, namespace: string): Peer 
     const bp = join(path, "ipBlock");
     checkKnown(errs, bp, ipBlock, ["cidr", "except"]);
     const block = cidrBlock(errs, ipBlock, bp, true);
-    return block ? { kind: "cidr", ...block } : undefined;
+    return block ? { kind: "cidr", ...block, podAddresses: true } : undefined;
   }
   const pod = hasPod
     ? checkLabelSelector(errs, field(item, "podSelector"), join(path, "podSelector"), false)

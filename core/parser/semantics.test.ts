@@ -309,13 +309,13 @@ test("NetworkPolicy: podSelector and namespaceSelector in one peer are ANDed; tw
   assert.ok(podOnly.requirements.some((r) => r.key === POD_NAMESPACE_KEY && r.values[0] === "x"));
 });
 
-test("NetworkPolicy: ports default to TCP, with endPort and named ports; ipBlock keeps except", () => {
+test("NetworkPolicy: ports default to TCP, with endPort and named ports; ipBlock keeps except and matches pod addresses", () => {
   const p = one(
     NP(
       `  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}]\n    ports:\n    - port: 80\n    - {port: 32000, endPort: 32768, protocol: UDP}\n    - {port: metrics}\n    - {protocol: SCTP}\n`,
     ),
   );
-  assert.deepEqual(p.rules[0]!.peers, [{ kind: "cidr", cidr: "10.0.0.0/8", except: ["10.1.0.0/16"] }]);
+  assert.deepEqual(p.rules[0]!.peers, [{ kind: "cidr", cidr: "10.0.0.0/8", except: ["10.1.0.0/16"], podAddresses: true }]);
   assert.deepEqual(p.rules[0]!.ports, [
     {
       ports: [

@@ -136,6 +136,8 @@ export function compareEntries(a: PolicyEntryKey, b: PolicyEntryKey): number {
  * The verdict the datapath gives a packet. The first level with a hit decides:
  *   1. (peer, proto, port) longest port prefix, 2. (peer, ANY), 3. (0, proto, port) longest
  *   prefix, 4. (0, ANY); a miss falls back to deny when the direction is enforced, else allow.
+ * `ipBlockPeer`: the ipBlock identity of a pod peer's address (core/ipblock.ts), tried on levels
+ * 1–2 before that default deny.
  */
 export function lookup(
   policy: SubjectPolicy,
@@ -143,14 +145,27 @@ export function lookup(
   peer: number,
   proto: number,
   port: number,
+  ipBlockPeer?: number,
 ): LookupResult {
   const candidates = policy.entries.filter((e) => e.direction === direction);
-  const levels: readonly [number, boolean][] = [
-    [peer, true],
-    [peer, false],
-    [IDENTITY_WILDCARD, true],
-    [IDENTITY_WILDCARD, false],
-  ];
+  const enforced = direction === "ingress" ? policy.ingressEnforced : policy.egressEnforced;
+  const hit = probe(candidates, [peer, IDENTITY_WILDCARD], proto, port);
+  if (hit) return { verdict: hit.verdict, entry: hit };
+  // The datapath's second look (bpf/lib/ipblock.h): a pod peer that would meet default deny tries
+  // the ipBlock identity of its address, on that identity's own keys only (the wildcard's missed).
+  if (enforced && ipBlockPeer !== undefined) {
+    const again = probe(candidates, [ipBlockPeer], proto, port);
+    if (again) return { verdict: again.verdict, entry: again };
+  }
+  return { verdict: enforced ? "deny" : "allow" };
+}
+
+/** The first entry of the lookup order over `peers` (each: its port-specific keys, then its any-protocol key). */
+function probe(candidates: readonly PolicyEntry[], peers: readonly number[], proto: number, port: number): PolicyEntry | undefined {
+  const levels: readonly [number, boolean][] = peers.flatMap((p): [number, boolean][] => [
+    [p, true],
+    [p, false],
+  ]);
   for (const [levelPeer, withProto] of levels) {
     if (withProto && proto === 0) continue;
     let best: PolicyEntry | undefined;
@@ -164,10 +179,9 @@ export function lookup(
         best = e;
       }
     }
-    if (best) return { verdict: best.verdict, entry: best };
+    if (best) return best;
   }
-  const enforced = direction === "ingress" ? policy.ingressEnforced : policy.egressEnforced;
-  return { verdict: enforced ? "deny" : "allow" };
+  return undefined;
 }
 
 /** A subject with no policy at all: allow-all both ways. */

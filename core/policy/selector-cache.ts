@@ -6,6 +6,8 @@ import { entitySelectors } from "../entities.ts";
 import { parsePrefix, prefixContains, formatPrefix, type Prefix } from "../cidr.ts";
 import { fqdnMatches, identityNames, isPolicySubject } from "../peer-match.ts";
 import { type ServiceIndex, type ServicePeer, serviceCanonical } from "./services.ts";
+import { prefixOfLabelKey } from "../identity.ts";
+import { ipBlockPrefixOf } from "../ipblock.ts";
 
 /**
  * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
@@ -17,6 +19,18 @@ export interface IdentityMatcher {
   readonly canonical: string;
   matches(id: number, labels: LabelSet): boolean;
   readonly anchors?: readonly string[];
+  /** Set only by NetworkPolicy ipBlock peers: the one kind of matcher that may select ipBlock identities (see matchesIdentity). */
+  readonly selectsIPBlocks?: true;
+}
+
+/**
+ * The one place a cached matcher meets an identity. ipBlock identities (core/ipblock.ts) stand for
+ * pod addresses inside a NetworkPolicy ipBlock: any other selector (a negative label requirement,
+ * an entity, a CNP CIDR) must never select them, or the datapath's second look would let it match pods.
+ */
+export function matchesIdentity(m: IdentityMatcher, id: number, labels: LabelSet): boolean {
+  if (m.selectsIPBlocks !== true && ipBlockPrefixOf(labels) !== undefined) return false;
+  return m.matches(id, labels);
 }
 
 // Anchors: "L|source:key=value" (a label), "K|source:key" (a key), "S|source" (a source); each
@@ -103,8 +117,7 @@ export function identityPrefixOf(labels: LabelSet): Prefix | undefined {
   let best: Prefix | undefined;
   for (const l of labels.labels) {
     if (l.source !== LABEL_SOURCE.cidr) continue;
-    const text = l.key.includes(".") || l.key.includes(":") ? l.key : l.key.replace(/-/g, ":");
-    const p = parsePrefix(text);
+    const p = prefixOfLabelKey(l.key);
     if (p !== undefined && (best === undefined || p.bits > best.bits)) best = p;
   }
   prefixCache.set(labels, best ?? null);
@@ -137,6 +150,28 @@ export function cidrMatcher(cidr: string, except: readonly string[] = []): Ident
       if (ip === undefined) return p.bits === 0 && (hasReserved(labels, worldName) || hasReserved(labels, "world"));
       if (!prefixContains(p, ip)) return false;
       return !exPrefixes.some((e) => prefixContains(e, ip));
+    },
+  };
+}
+
+/**
+ * NetworkPolicy ipBlock: the CIDR identities of cidrMatcher (addresses outside the cluster) and the
+ * ipBlock identities whose prefix lies inside `cidr` and inside none of `except` (pod addresses).
+ */
+export function ipBlockMatcher(cidr: string, except: readonly string[] = []): IdentityMatcher {
+  const outside = cidrMatcher(cidr, except);
+  const p = parsePrefix(cidr);
+  const ex = except.map(parsePrefix);
+  if (p === undefined || ex.some((e) => e === undefined)) return nothingMatcher(`ipblock:${JSON.stringify([cidr, [...except].sort()])}`);
+  const exPrefixes = (ex as Prefix[]).filter((e) => e.family === p.family);
+  return {
+    canonical: outside.canonical.replace(/^cidr:/, "ipblock:"),
+    anchors: [...(outside.anchors ?? []), `S|${LABEL_SOURCE.ipblock}`],
+    selectsIPBlocks: true,
+    matches: (id, labels) => {
+      const bp = ipBlockPrefixOf(labels);
+      if (bp === undefined) return outside.matches(id, labels);
+      return prefixContains(p, bp) && !exPrefixes.some((e) => prefixContains(e, bp));
     },
   };
 }
@@ -189,7 +224,7 @@ export function peerMatcher(peer: Peer, clusterName?: string, services?: Service
     case "entity":
       return entityMatcher(peer.entity, clusterName);
     case "cidr":
-      return cidrMatcher(peer.cidr, peer.except);
+      return peer.podAddresses === true ? ipBlockMatcher(peer.cidr, peer.except) : cidrMatcher(peer.cidr, peer.except);
     case "fqdn":
       return fqdnMatcher(peer.matchName, peer.matchPattern);
     case "service":
@@ -270,7 +305,7 @@ export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clu
       if (peer.entity === "none") return NOTHING;
       return { kind: "identities", matcher: entityMatcher(peer.entity, clusterName) };
     case "cidr":
-      return { kind: "identities", matcher: cidrMatcher(peer.cidr, peer.except) };
+      return { kind: "identities", matcher: peer.podAddresses === true ? ipBlockMatcher(peer.cidr, peer.except) : cidrMatcher(peer.cidr, peer.except) };
     case "fqdn":
       return { kind: "identities", matcher: fqdnMatcher(peer.matchName, peer.matchPattern) };
     case "service":
@@ -334,7 +369,7 @@ export class SelectorCache {
     const selections = new Set<number>();
     const candidates: Iterable<number> =
       matcher.anchors === undefined ? this.identityLabels.keys() : new Set(matcher.anchors.flatMap((a) => [...(this.idsByAnchor.get(a) ?? [])]));
-    for (const id of candidates) if (matcher.matches(id, this.identityLabels.get(id)!)) selections.add(id);
+    for (const id of candidates) if (matchesIdentity(matcher, id, this.identityLabels.get(id)!)) selections.add(id);
     const entry: CacheEntry = {
       canonical: matcher.canonical,
       matcher,
@@ -409,7 +444,7 @@ export class SelectorCache {
     const changes: SelectionChange[] = [];
     for (const entry of candidates) {
       const was = entry.selections.has(id);
-      const now = entry.matcher.matches(id, labels);
+      const now = matchesIdentity(entry.matcher, id, labels);
       if (was === now) continue;
       if (now) entry.selections.add(id);
       else entry.selections.delete(id);
@@ -434,7 +469,7 @@ export class SelectorCache {
       const removed: number[] = [];
       for (const id of candidates) {
         const was = entry.selections.has(id);
-        const now = m.matches(id, this.identityLabels.get(id)!);
+        const now = matchesIdentity(m, id, this.identityLabels.get(id)!);
         if (was === now) continue;
         if (now) {
           entry.selections.add(id);
