@@ -50,6 +50,7 @@ export class ClusterIPCache {
   private readonly pods = new Map<string, PodClaim>();
   private readonly nodes = new Map<string, NodeClaim>();
   private readonly cidrs = new Map<string, number>();
+  private readonly ipBlocks = new Map<string, number>();
   private readonly claims = new Map<string, Claims>();
   /** canonical address → the pods that have it. */
   private readonly podsByAddress = new Map<string, Set<string>>();
@@ -100,6 +101,13 @@ export class ClusterIPCache {
     this.touched.add(prefix);
   }
 
+  /** Sets (or removes) the ipBlock identity of a prefix a NetworkPolicy ipBlock names (core/ipblock.ts): it rides on the prefix's entry. */
+  setIPBlock(prefix: string, identity: number | undefined): void {
+    if (identity === undefined) this.ipBlocks.delete(prefix);
+    else this.ipBlocks.set(prefix, identity);
+    this.touched.add(prefix);
+  }
+
   /** The identity of the pod that has the address `ip` (in any spelling; the smallest pod key when several do), or undefined. */
   podIdentity(ip: string): number | undefined {
     const a = canonicalAddress(ip);
@@ -147,8 +155,15 @@ export class ClusterIPCache {
     this.touched.clear();
   }
 
-  /** The strongest claim on `prefix`, as an entry. */
+  /** The strongest claim on `prefix`, as an entry, with the prefix's ipBlock identity when a NetworkPolicy ipBlock names it. */
   private entryOf(prefix: string): IPCacheEntry | undefined {
+    const e = this.claimedEntry(prefix);
+    const ipBlockIdentity = this.ipBlocks.get(prefix);
+    // Every ipBlock prefix has a CIDR identity too (or is a pod's or a node's address), so it has an entry.
+    return e === undefined || ipBlockIdentity === undefined ? e : { ...e, ipBlockIdentity };
+  }
+
+  private claimedEntry(prefix: string): IPCacheEntry | undefined {
     const c = this.claims.get(prefix);
     const pod = c && smallest(c.pods);
     if (pod !== undefined) {

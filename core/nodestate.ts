@@ -29,7 +29,7 @@ export function samePolicyEntry(a: PolicyEntry, b: PolicyEntry): boolean {
 }
 
 export function sameIPCacheEntry(a: IPCacheEntry, b: IPCacheEntry): boolean {
-  return a === b || (a.prefix === b.prefix && a.identity === b.identity && a.node === b.node && a.pod === b.pod);
+  return a === b || (a.prefix === b.prefix && a.identity === b.identity && a.node === b.node && a.pod === b.pod && a.ipBlockIdentity === b.ipBlockIdentity);
 }
 
 export function sameIdentityLabels(a: IdentityLabels, b: IdentityLabels): boolean {

@@ -1,6 +1,7 @@
 // The operator ↔ node-agent stream, defined once: xDS-style snapshot and deltas with version and
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
 import type { FieldError, PolicyEntry, Result, RuleOrigin, SubjectPolicy } from "./model.ts";
+import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
 export const STREAM_METHOD = "/membrane.v1.Distribution/Stream";
@@ -12,6 +13,12 @@ export interface IPCacheEntry {
   readonly node?: string;
   /** The pod that holds this address (`namespace/name`), for naming remote endpoints in flows. */
   readonly pod?: string;
+  /**
+   * Set when a NetworkPolicy ipBlock names this prefix: the ipBlock identity (local scope) that pod
+   * addresses inside the prefix also have for ipBlock peers (core/ipblock.ts). The agent writes it to
+   * the datapath's ipBlock map, not to the ipcache.
+   */
+  readonly ipBlockIdentity?: number;
 }
 
 /** An identity's labels, for flow enrichment on the node. */
@@ -152,7 +159,9 @@ const policyEntry = record({
   proxyPort: uint(0xffff),
   ruleId: U32,
 });
-const ipcacheEntry = record({ prefix: nonEmpty, identity: U32, node: optional(nonEmpty), pod: optional(str) });
+const localIdentity: Check = (v, path) =>
+  typeof v === "number" && Number.isInteger(v) && v >= MIN_LOCAL_IDENTITY && v <= MAX_LOCAL_IDENTITY ? undefined : fail(path, `must be a local identity (${MIN_LOCAL_IDENTITY} to ${MAX_LOCAL_IDENTITY})`);
+const ipcacheEntry = record({ prefix: nonEmpty, identity: U32, node: optional(nonEmpty), pod: optional(str), ipBlockIdentity: optional(localIdentity) });
 const identityLabels = record({ id: U32, labels: list(str) });
 const rule = record({
   id: U32,

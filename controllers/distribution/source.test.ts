@@ -113,6 +113,44 @@ test("CIDR peers get node-local CIDR identities: allow entries name them and the
   assert.equal(src.stateFor("n1").ipcache.some((e) => e.identity >= 1 << 24), false);
 });
 
+test("NetworkPolicy ipBlock prefixes carry an ipBlock identity in the ipcache (a pod's /32 in except too); a CNP's CIDRs do not", () => {
+  const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5"), pod("db", "db", 257, "n2", "10.0.2.5")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  const np = (except: string[], generation = 1): PolicyObject =>
+    ({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "from-pods", namespace: "ns", uid: "uid-np", generation },
+      spec: { podSelector: { matchLabels: { app: "web" } }, ingress: [{ from: [{ ipBlock: { cidr: "10.0.0.0/8", except } }] }] },
+    }) as PolicyObject;
+  src.onPolicy({ type: "add", obj: cnpOf("cidr", { endpointSelector: { matchLabels: { app: "db" } }, ingress: [{ fromCIDR: ["172.16.0.0/12"] }] }) });
+  src.onPolicy({ type: "add", obj: np(["10.0.2.5/32"]) });
+  const state = src.stateFor("n1");
+  const ipc = new Map(state.ipcache.map((e) => [e.prefix, e]));
+  const wide = ipc.get("10.0.0.0/8");
+  const db = ipc.get("10.0.2.5/32");
+  assert.ok(wide?.ipBlockIdentity !== undefined && wide.ipBlockIdentity >= 1 << 24 && wide.ipBlockIdentity !== wide.identity, "the block has its own ipBlock identity beside its CIDR identity");
+  assert.deepEqual(db && { ...db, ipBlockIdentity: undefined }, { prefix: "10.0.2.5/32", identity: 257, node: "192.0.2.2", pod: "ns/db", ipBlockIdentity: undefined }, "the pod entry stays the pod's");
+  assert.ok(db?.ipBlockIdentity !== undefined && db.ipBlockIdentity >= 1 << 24, "the excepted pod address has an ipBlock identity");
+  assert.equal(ipc.get("172.16.0.0/12")?.ipBlockIdentity, undefined, "a CNP CIDR has none");
+  assert.ok(state.identities.some((i) => i.id === wide.ipBlockIdentity && i.labels.includes("ipblock:10.0.0.0/8")), "its labels are sent for flows");
+  const web = state.policies.find((p) => p.subject === 256);
+  assert.ok(web?.entries.some((e) => e.direction === "ingress" && e.peer === wide.ipBlockIdentity && e.verdict === "allow"), "the block's identity is allowed");
+  assert.ok(!web?.entries.some((e) => e.peer === db?.ipBlockIdentity), "the except's is not");
+
+  // The except moves to another address: the old except's ipBlock identity goes, the new one comes.
+  src.onPolicy({ type: "update", old: np(["10.0.2.5/32"]), obj: np(["10.9.0.0/16"], 2) });
+  const after = new Map(src.stateFor("n1").ipcache.map((e) => [e.prefix, e]));
+  assert.equal(after.get("10.0.2.5/32")?.ipBlockIdentity, undefined);
+  assert.equal(after.get("10.0.2.5/32")?.identity, 257);
+  assert.ok(after.get("10.9.0.0/16")?.ipBlockIdentity !== undefined);
+  assert.equal(after.get("10.0.0.0/8")?.ipBlockIdentity, wide.ipBlockIdentity, "a kept prefix keeps its ipBlock identity");
+  src.onPolicy({ type: "delete", obj: np(["10.9.0.0/16"], 2) });
+  assert.equal(src.stateFor("n1").ipcache.some((e) => e.ipBlockIdentity !== undefined), false);
+});
+
 test("named ports resolve against the containerPorts of the selected pods, both directions", () => {
   const withPorts = (p: PodObject, ports: { name: string; containerPort: number; protocol?: string }[]): PodObject => ({ ...p, spec: { ...p.spec, containers: [{ ports }] } });
   const web = withPorts(pod("web", "web", 256, "n1", "10.0.1.5"), [{ name: "http", containerPort: 8080 }, { name: "dns", containerPort: 53, protocol: "UDP" }]);

@@ -1,8 +1,9 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
-import { LocalCIDRAllocator, RESERVED_IDENTITIES } from "../../core/identity.ts";
+import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
 import { ClusterIPCache } from "../../core/ipcache.ts";
+import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
 import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings } from "../../core/nodestate.ts";
@@ -57,7 +58,11 @@ export class NodeStateSource {
   private readonly identityLabels = new Map<number, LabelSet>();
   /** policy key → the uid and generation whose parts the compiler holds (the last valid one). */
   private readonly compiled = new Map<string, PolicyGeneration>();
-  /** CIDR identities (node-local scope) for the prefixes policies name, held per policy key (and SERVICE_CIDRS). */
+  /**
+   * Local identities of the prefixes policies name, held per policy key (and SERVICE_CIDRS): a CIDR
+   * identity for every prefix (addresses outside the cluster), and an ipBlock identity for every
+   * prefix a NetworkPolicy ipBlock names (pod addresses inside it, core/ipblock.ts).
+   */
   private readonly cidrAllocator = new LocalCIDRAllocator();
   private readonly cidrsOfPolicy = new Map<string, ReadonlyMap<string, number>>();
   /** The Services or their backends may have moved since they were last given to the compiler. */
@@ -73,6 +78,8 @@ export class NodeStateSource {
   private readonly podViews = new Map<string, PodView>();
   /** A named port came or went since the last refresh: policies resolve them at compile time. */
   private namedPortsMoved = false;
+  /** The ipBlock identities each policy holds (NetworkPolicy ipBlock prefixes), like cidrsOfPolicy. */
+  private readonly blocksOfPolicy = new Map<string, ReadonlyMap<string, number>>();
 
   // Built lazily once per change (dirty flags), shared by every node.
   /** Identities whose labels may have changed since the shared identity list was built. */
@@ -181,7 +188,7 @@ export class NodeStateSource {
       this.parsed.forget(ev.obj);
       this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
-      this.setCIDRs(key, [])();
+      this.setPolicyCIDRs(key, [], [])();
       this.policiesDirty = true;
       this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
       return "all";
@@ -189,8 +196,8 @@ export class NodeStateSource {
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
     const parsed = this.parsed.parse(ev.obj);
     if (!parsed.ok) return [];
-    // The CIDR identities exist before the policy compiles, so its CIDR peers select them at once.
-    const release = this.setCIDRs(key, policyPrefixes(parsed.value));
+    // The CIDR and ipBlock identities exist before the policy compiles, so its CIDR peers select them at once.
+    const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value), ipBlockPrefixes(parsed.value));
     this.compiler.upsertPolicy(key, parsed.value, this.pending);
     release();
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
@@ -296,27 +303,51 @@ export class NodeStateSource {
     }
   }
 
+  /**
+   * Takes the CIDR identities of `prefixes` and the ipBlock identities of `blocks` for `key`; the
+   * returned function releases the ones it held before (after the recompile).
+   */
+  private setPolicyCIDRs(key: string, prefixes: readonly string[], blocks: readonly string[]): () => void {
+    const releaseCIDRs = this.setCIDRs(key, prefixes);
+    const releaseBlocks = this.holdPrefixes(key, blocks, ipBlockLabels, this.blocksOfPolicy, (prefix, id) => this.ipc.setIPBlock(prefix, id));
+    return () => {
+      releaseCIDRs();
+      releaseBlocks();
+    };
+  }
+
   /** Takes the CIDR identities of `prefixes` for `key`; the returned function releases the ones it held before (after the recompile). */
   private setCIDRs(key: string, prefixes: readonly string[]): () => void {
-    const before = this.cidrsOfPolicy.get(key) ?? new Map<string, number>();
+    return this.holdPrefixes(key, prefixes, cidrLabels, this.cidrsOfPolicy, (prefix, id) => this.ipc.setCIDR(prefix, id));
+  }
+
+  /** One kind of prefix identity (`labelsOf`) for `key`'s prefixes, held in `byPolicy` and given to the ipcache by `setIdentity`. */
+  private holdPrefixes(
+    key: string,
+    prefixes: readonly string[],
+    labelsOf: (prefix: string) => LabelSet,
+    byPolicy: Map<string, ReadonlyMap<string, number>>,
+    setIdentity: (prefix: string, id: number | undefined) => void,
+  ): () => void {
+    const before = byPolicy.get(key) ?? new Map<string, number>();
     const now = new Map<string, number>();
     for (const prefix of prefixes) {
-      const r = this.cidrAllocator.acquire(prefix);
+      const r = this.cidrAllocator.acquire(prefix, labelsOf);
       if (!r.ok) continue; // the parser has validated the prefix; an exhausted scope leaves the peer empty (fail closed)
       now.set(prefix, r.value.id);
       if (r.value.created) {
-        this.ipc.setCIDR(prefix, r.value.id);
+        setIdentity(prefix, r.value.id);
         this.compiler.upsertIdentity(r.value.id, r.value.labels, this.pending);
         this.identityLabels.set(r.value.id, r.value.labels);
         this.identitiesTouched.add(r.value.id);
       }
     }
-    if (now.size > 0) this.cidrsOfPolicy.set(key, now);
-    else this.cidrsOfPolicy.delete(key);
+    if (now.size > 0) byPolicy.set(key, now);
+    else byPolicy.delete(key);
     return () => {
       for (const [prefix, id] of before) {
         if (!this.cidrAllocator.release(id)) continue;
-        this.ipc.setCIDR(prefix, undefined);
+        setIdentity(prefix, undefined);
         this.compiler.removeIdentity(id, this.pending);
         this.identityLabels.delete(id);
         this.identitiesTouched.add(id);
