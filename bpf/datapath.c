@@ -3,6 +3,7 @@
 #include "lib/packet.h"
 #include "lib/policy.h"
 #include "lib/ipcache.h"
+#include "lib/ipblock.h"
 #include "lib/endpoints.h"
 #include "lib/conntrack.h"
 #include "lib/events.h"
@@ -58,6 +59,16 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	struct policy_value *pv;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport);
+	/* Kubernetes' ipBlock matches pods by address: a pod peer that would meet default deny is tried
+	 * once more as the ipBlock identity of its address. Only NetworkPolicy ipBlocks select those
+	 * identities and they only allow, so an explicit deny of the pod's identity has already won;
+	 * the cost is paid only on would-be drops. */
+	if (!pv && (ep->flags & enforced_flag) && identity_is_pod(peer)) {
+		__u32 block = ipblock_lookup(f->family, direction == DIR_EGRESS ? f->daddr : f->saddr);
+
+		if (block)
+			pv = policy_lookup_peer(ep->identity, direction, block, f->proto, f->dport);
+	}
 	if (pv) {
 		rule_id = pv->rule_id;
 		/* Anything but an explicit allow is a deny: a corrupt verdict fails closed. */

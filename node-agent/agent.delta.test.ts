@@ -49,6 +49,9 @@ describe("agent delta write", () => {
     setIpcache: (e) => void calls.push(`ipcache ${e.cidr}`),
     deleteIpcache: (cidr) => void calls.push(`ipcache-delete ${cidr}`),
     pruneIpcache: () => undefined,
+    setIPBlock: (e) => void calls.push(`ipblock ${e.cidr}`),
+    deleteIPBlock: (cidr) => void calls.push(`ipblock-delete ${cidr}`),
+    pruneIPBlocks: () => undefined,
     setEndpoint: () => undefined,
     deleteEndpoint: () => undefined,
     attachEndpoint: () => undefined,
@@ -111,5 +114,24 @@ describe("agent delta write", () => {
     server!.publish(NODE, { ...next, ipcache: [next.ipcache[0]!, { prefix: "10.202.0.2/32", identity: B }] });
     await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 4);
     assert.deepEqual(calls, ["ipcache 10.202.0.2/32", "ipcache-delete 10.202.0.3/32"]);
+  });
+
+  it("a new NetworkPolicy ipBlock prefix reaches the ipBlock map after the adds, a prefix that left goes after the removals", async () => {
+    calls.length = 0;
+    const withBlock = (s: NodeState, prefix: string, ipBlockIdentity: number): NodeState => ({ ...s, ipcache: [...s.ipcache, { prefix, identity: (1 << 24) + 1, ipBlockIdentity }] });
+    const at = (c: string): number => {
+      const i = calls.indexOf(c);
+      assert.ok(i >= 0, `${c} in ${JSON.stringify(calls)}`);
+      return i;
+    };
+    server!.publish(NODE, withBlock(state([8081], [9090], 5), "10.202.0.0/16", (1 << 24) + 2));
+    await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 5);
+    assert.ok(at(`add ${A} [8081]`) < at("ipblock 10.202.0.0/16") && at("ipblock 10.202.0.0/16") < at(`remove ${A} [8080]`), JSON.stringify(calls));
+    calls.length = 0;
+    server!.publish(NODE, withBlock(state([8080], [9090], 6), "10.203.0.0/16", (1 << 24) + 3));
+    await until("delta acked", () => report()?.acked?.policyGenerations[0]?.generation === 6);
+    assert.ok(at(`add ${A} [8080]`) < at("ipblock 10.203.0.0/16") && at("ipblock 10.203.0.0/16") < at(`remove ${A} [8081]`), JSON.stringify(calls));
+    assert.ok(at(`remove ${A} [8081]`) < at("ipblock-delete 10.202.0.0/16"), JSON.stringify(calls));
+    assert.ok(!calls.includes("ipblock 10.203.0.0/16", at("ipblock 10.203.0.0/16") + 1), "written once");
   });
 });

@@ -13,7 +13,7 @@ import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
 import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
-import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIpcache, sameIpcacheEntry } from "./ipcache.ts";
+import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, sameIpcacheEntry } from "./ipcache.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -35,7 +35,7 @@ const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Di
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
-export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
   Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState">>;
 
@@ -437,6 +437,8 @@ export class NodeAgent {
     // 2. the ipcache switches to the new identities.
     const ipc = ipcacheWrites ?? this.wholeIpcacheWrites(from, to, snapshot);
     for (const e of ipc.set) dp.setIpcache(e);
+    // ... and so does the ipBlock map: the allows that name a new ipBlock identity are in already.
+    for (const e of ipc.setBlocks) dp.setIPBlock(e);
     // 3. endpoints take their identity and enforcement from the new state.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
     // 4. removals: exact new entries, subjects that left lose theirs (including ones pinned before a restart).
@@ -452,6 +454,8 @@ export class NodeAgent {
     // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
     for (const cidr of ipc.remove) tryDelete(() => dp.deleteIpcache(cidr));
     if (snapshot) dp.pruneIpcache(ipc.set.map((e) => e.cidr)); // a snapshot sets every entry
+    for (const cidr of ipc.removeBlocks) tryDelete(() => dp.deleteIPBlock(cidr));
+    if (snapshot) dp.pruneIPBlocks(ipc.setBlocks.map((e) => e.cidr));
   }
 
   /** The ipcache writes from comparing the two datapath ipcaches whole (a snapshot writes every entry). */
@@ -463,7 +467,7 @@ export class NodeAgent {
       return snapshot || !old || !sameIpcacheEntry(old, e);
     });
     const keep = new Set(newIpc.map((e) => e.cidr));
-    return { set, remove: [...oldIpc.keys()].filter((cidr) => !keep.has(cidr)) };
+    return { set, remove: [...oldIpc.keys()].filter((cidr) => !keep.has(cidr)), ...ipBlockWrites(datapathIPBlocks(from), datapathIPBlocks(to), snapshot) };
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -621,6 +625,11 @@ export class NodeAgent {
     const missing = enforcedState(state, this.mode).policies.filter((p) => p.entries.length > 0 && !pinned.has(p.subject)).map((p) => p.subject);
     if (missing.length > 0) {
       this.log.warn({ file, version: saved.version, missingSubjects: missing.slice(0, 10) }, "pinned maps do not hold the last acknowledged state; asking for a snapshot");
+      return;
+    }
+    // An ipBlock map created since (e.g. by an upgrade to the version that has it) holds none of the state's prefixes.
+    if (datapathIPBlocks(state).length > 0 && this.opts.datapath.object.map("membrane_ipblocks").keys().length === 0) {
+      this.log.warn({ file, version: saved.version }, "the ipBlock map does not hold the last acknowledged state; asking for a snapshot");
       return;
     }
     this.applied = state;

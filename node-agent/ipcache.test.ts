@@ -56,11 +56,19 @@ test("property: a delta's writes equal the whole-table comparison, and the index
   );
 });
 
+test("a delta's ipBlock writes: a prefix gaining an ipBlock identity is set, one losing it (or leaving) is removed", () => {
+  const block = (prefix: string, ipBlockIdentity?: number) => ({ prefix, identity: (1 << 24) + 1, ...(ipBlockIdentity !== undefined ? { ipBlockIdentity } : {}) });
+  const index = new IpcacheIndex([block("10.1.0.0/16", (1 << 24) + 2), block("10.2.0.0/16", (1 << 24) + 3), block("10.3.0.0/16")], NODE_IP);
+  const w = index.writes({ ipcacheUpserts: [block("10.1.0.0/16"), block("10.3.0.0/16", (1 << 24) + 4)], ipcacheRemovals: ["10.2.0.0/16"] });
+  assert.deepEqual(w.setBlocks, [{ cidr: "10.3.0.0/16", identity: (1 << 24) + 4 }]);
+  assert.deepEqual([...w.removeBlocks].sort(), ["10.1.0.0/16", "10.2.0.0/16"]);
+});
+
 test("a delta that moves one pod touches only its prefix, whatever the size of the table", () => {
   const big = stateOf(Array.from({ length: 5000 }, (_, i) => ({ prefix: `10.${(i >> 8) & 255}.${i & 255}.1/32`, identity: 256, node: "192.0.2.1" })));
   const index = new IpcacheIndex(big.ipcache, NODE_IP);
   const writes = index.writes({ ipcacheUpserts: [{ prefix: "10.0.7.1/32", identity: 300, node: "192.0.2.1" }], ipcacheRemovals: ["10.0.8.1/32"] });
-  assert.deepEqual(writes, { set: [{ cidr: "10.0.7.1/32", identity: 300, tunnelEndpoint: "192.0.2.1" }], remove: ["10.0.8.1/32"] });
+  assert.deepEqual(writes, { set: [{ cidr: "10.0.7.1/32", identity: 300, tunnelEndpoint: "192.0.2.1" }], remove: ["10.0.8.1/32"], setBlocks: [], removeBlocks: [] });
   // The last pod tunnelled to a node leaves: the node's trusted remote-node entry goes with it.
   const one = stateOf([{ prefix: "10.0.0.1/32", identity: 256, node: "192.0.2.2" }]);
   const gone = new IpcacheIndex(one.ipcache, NODE_IP).writes({ ipcacheUpserts: [], ipcacheRemovals: ["10.0.0.1/32"] });

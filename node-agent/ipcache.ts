@@ -3,7 +3,7 @@
 import { hostPrefix } from "../core/cidr.ts";
 import { IDENTITY } from "../core/identity.ts";
 import type { IPCacheEntry, NodeState } from "../core/wire.ts";
-import type { IpcacheEntry } from "./bpf/layout.ts";
+import type { IPBlockEntry, IpcacheEntry } from "./bpf/layout.ts";
 
 const HOST_IDENTITY = IDENTITY.host;
 const REMOTE_NODE_IDENTITY = IDENTITY.remoteNode;
@@ -43,10 +43,24 @@ export function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
   return a.cidr === b.cidr && a.identity === b.identity && a.tunnelEndpoint === b.tunnelEndpoint && a.node === b.node;
 }
 
-/** The map writes that move the datapath's ipcache from one state to the next. */
+/** The NetworkPolicy ipBlock prefixes and their ipBlock identities (the operator sends them on the ipcache entries). */
+export function datapathIPBlocks(s: NodeState): IPBlockEntry[] {
+  return s.ipcache.flatMap((e) => (e.ipBlockIdentity === undefined ? [] : [{ cidr: e.prefix, identity: e.ipBlockIdentity }]));
+}
+
+/** The ipBlock map writes from one whole list to the next (a snapshot sets every entry). */
+export function ipBlockWrites(from: readonly IPBlockEntry[], to: readonly IPBlockEntry[], snapshot: boolean): Pick<IpcacheWrites, "setBlocks" | "removeBlocks"> {
+  const old = new Map(from.map((e) => [e.cidr, e.identity]));
+  const keep = new Set(to.map((e) => e.cidr));
+  return { setBlocks: to.filter((e) => snapshot || old.get(e.cidr) !== e.identity), removeBlocks: [...old.keys()].filter((cidr) => !keep.has(cidr)) };
+}
+
+/** The map writes that move the datapath's ipcache (and its ipBlock map, bpf/lib/ipblock.h) from one state to the next. */
 export interface IpcacheWrites {
   readonly set: readonly IpcacheEntry[];
   readonly remove: readonly string[];
+  readonly setBlocks: readonly IPBlockEntry[];
+  readonly removeBlocks: readonly string[];
 }
 
 /** The operator's ipcache delta, as a wire delta carries it. */
@@ -96,6 +110,15 @@ export class IpcacheIndex {
     };
     for (const e of d.ipcacheUpserts) move(e.prefix, e);
     for (const p of d.ipcacheRemovals) move(p, undefined);
+    // The ipBlock identity rides on the delta's own prefixes only.
+    const setBlocks: IPBlockEntry[] = [];
+    const removeBlocks: string[] = [];
+    for (const [prefix, e] of after) {
+      const before = this.byPrefix.get(prefix)?.ipBlockIdentity;
+      const now = e?.ipBlockIdentity;
+      if (now !== undefined && now !== before) setBlocks.push({ cidr: prefix, identity: now });
+      else if (now === undefined && before !== undefined) removeBlocks.push(prefix);
+    }
     const set: IpcacheEntry[] = [];
     const remove: string[] = [];
     for (const cidr of touched) {
@@ -104,7 +127,7 @@ export class IpcacheIndex {
       if (now && (!before || !sameIpcacheEntry(before, now))) set.push(now);
       else if (!now && before) remove.push(cidr);
     }
-    return { set, remove };
+    return { set, remove, setBlocks, removeBlocks };
   }
 
   /** Moves the index to the state after `d` (whose ipcache array is `of`). */

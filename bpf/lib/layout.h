@@ -9,6 +9,9 @@
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
 #define IDENTITY_REMOTE_NODE 6
+/* Cluster identities (pods): the only peers looked up in the ipBlock map. */
+#define IDENTITY_MIN_CLUSTER 256
+#define IDENTITY_MAX_CLUSTER 65535
 
 #define FAMILY_IPV4 4
 #define FAMILY_IPV6 6
@@ -76,6 +79,12 @@ struct ipcache_value {
 	__be32 tunnel_endpoint; /* IPv4 of the node hosting the address; 0 = local / not tunnelled */
 	__u8 flags;             /* IPCACHE_F_* */
 	__u8 pad[3];
+};
+
+/* ipblocks: LPM trie keyed by struct ipcache_key (same prefixlen rule): the prefixes NetworkPolicy
+ * ipBlocks name -> their ipBlock identity, the second answer for a pod address (core/ipblock.ts). */
+struct ipblock_value {
+	__u32 identity;
 };
 
 /* endpoints: hash, pod IP -> the local endpoint. */

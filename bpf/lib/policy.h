@@ -62,6 +62,21 @@ policy_probe_ports(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16
 	return NULL;
 }
 
+/* Levels 1 and 2 for one peer: (peer, proto, port), then (peer, ANY, *). lens: the lens for that
+ * kind of peer. proto 0 is level 2's key: level 1 only for a real protocol. */
+static __always_inline struct policy_value *
+policy_probe_levels(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport, __u32 lens)
+{
+	struct policy_value *v;
+
+	v = policy_probe_ports(subject, direction, peer, proto, dport, lens & (proto ? POLICY_LENS_PORT_MASK : 0));
+	if (v)
+		return v;
+	if (lens & POLICY_LENS_ANY_PROTO)
+		return policy_probe(subject, direction, peer, 0, 0, 0);
+	return NULL;
+}
+
 /* Returns the first matching entry of:
  *   1. (peer, proto, port)  2. (peer, ANY, *)  3. (0, proto, port)  4. (0, ANY, *)
  * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
@@ -72,25 +87,18 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 	struct policy_lens_key lk = { .subject = subject, .direction = direction };
 	struct policy_lens_value *lv;
 	struct policy_value *v;
-	/* proto 0 is level 2's key: levels 1 and 3 only for a real protocol. */
 	__u32 port_mask = proto ? POLICY_LENS_PORT_MASK : 0;
-	__u32 peer_lens, wildcard_lens;
+	__u32 wildcard_lens;
 
 	lv = bpf_map_lookup_elem(&membrane_policy_lens, &lk);
 	if (!lv)
 		return NULL;
-	peer_lens = lv->peer_lens;
 	wildcard_lens = lv->wildcard_lens;
 
 	if (peer != IDENTITY_WILDCARD) {
-		v = policy_probe_ports(subject, direction, peer, proto, dport, peer_lens & port_mask);
+		v = policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
 		if (v)
 			return v;
-		if (peer_lens & POLICY_LENS_ANY_PROTO) {
-			v = policy_probe(subject, direction, peer, 0, 0, 0);
-			if (v)
-				return v;
-		}
 	}
 	v = policy_probe_ports(subject, direction, IDENTITY_WILDCARD, proto, dport, wildcard_lens & port_mask);
 	if (v)
@@ -98,6 +106,20 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 	if (wildcard_lens & POLICY_LENS_ANY_PROTO)
 		return policy_probe(subject, direction, IDENTITY_WILDCARD, 0, 0, 0);
 	return NULL;
+}
+
+/* Only levels 1 and 2 for peer (the wildcard's levels are the caller's first lookup): the second
+ * look with a pod's ipBlock identity (bpf/lib/ipblock.h). */
+static __always_inline struct policy_value *
+policy_lookup_peer(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
+{
+	struct policy_lens_key lk = { .subject = subject, .direction = direction };
+	struct policy_lens_value *lv;
+
+	lv = bpf_map_lookup_elem(&membrane_policy_lens, &lk);
+	if (!lv)
+		return NULL;
+	return policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
 }
 
 #endif

@@ -17,6 +17,7 @@ import {
   hostKeyOfTrieKey,
   ipcacheKeys,
   encodeIpcacheValue,
+  encodeIPBlockValue,
   encodePolicyKey,
   encodePolicyLensKey,
   encodePolicyLensValue,
@@ -32,6 +33,7 @@ import {
   type DropReasonCode,
   type EndpointEntry,
   type IpcacheEntry,
+  type IPBlockEntry,
   type VerdictEvent,
 } from "./layout.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
@@ -43,6 +45,7 @@ export const MAPS = {
   policyLens: "membrane_policy_lens",
   ipcache: "membrane_ipcache",
   ipcacheHosts: "membrane_ipcache_hosts",
+  ipBlocks: "membrane_ipblocks",
   endpoints: "membrane_endpoints",
   conntrack: "membrane_conntrack",
   events: "membrane_events",
@@ -126,7 +129,7 @@ export class Datapath {
 
   /** Whether loading replaced a map of the node's state without all its entries (then only a snapshot restores it). */
   lostPinnedState(): boolean {
-    const state: readonly string[] = [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.endpoints];
+    const state: readonly string[] = [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints];
     return this.object.replaced.some((r) => !r.complete && state.includes(r.name));
   }
 
@@ -247,6 +250,21 @@ export class Datapath {
     }
   }
 
+  /** A NetworkPolicy ipBlock prefix and its ipBlock identity (bpf/lib/ipblock.h). */
+  setIPBlock(e: IPBlockEntry): void {
+    this.object.map(MAPS.ipBlocks).update(ipcacheKeys(e.cidr).trie, encodeIPBlockValue(e));
+  }
+
+  deleteIPBlock(cidr: string): void {
+    this.object.map(MAPS.ipBlocks).delete(ipcacheKeys(cidr).trie);
+  }
+
+  /** Removes every ipBlock prefix not in keep (also those pinned before a restart). */
+  pruneIPBlocks(keep: Iterable<string>): void {
+    const kept = new Set([...keep].map((cidr) => ipcacheKeys(cidr).trie.toString("hex")));
+    const m = this.object.map(MAPS.ipBlocks);
+    for (const k of m.keys()) if (!kept.has(k.toString("hex"))) m.delete(k);
+  }
 
   /**
    * Installs a subject's compiled policy: new and changed entries first, then removals, then the
@@ -404,9 +422,9 @@ export class Datapath {
     this.object.map(MAPS.conntrack).clear();
   }
 
-  /** Forgets every policy entry, endpoint and ipcache entry (tests and benchmarks). */
+  /** Forgets every policy entry, endpoint, ipcache and ipBlock entry (tests and benchmarks). */
   clearAll(): void {
-    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
+    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
     this.written.clear();
     this.failed.clear();
   }

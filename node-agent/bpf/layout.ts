@@ -1,6 +1,6 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
 import { parseIP } from "../../core/cidr.ts";
-import { IDENTITY } from "../../core/identity.ts";
+import { IDENTITY, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
 
@@ -27,6 +27,7 @@ export const LAYOUT = {
   ipcache_key: { size: 24, fields: { prefixlen: f(0, 4), family: f(4, 1), addr: f(8, 16) } },
   ipcache_host_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
   ipcache_value: { size: 12, fields: { identity: f(0, 4), tunnel_endpoint: f(4, 4), flags: f(8, 1) } },
+  ipblock_value: { size: 4, fields: { identity: f(0, 4) } },
   endpoint_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
   endpoint_value: { size: 12, fields: { ifindex: f(0, 4), identity: f(4, 4), flags: f(8, 4) } },
   ct_key: {
@@ -64,6 +65,8 @@ export const CONST = {
   IDENTITY_HOST: IDENTITY.host,
   IDENTITY_WORLD: IDENTITY.world,
   IDENTITY_REMOTE_NODE: IDENTITY.remoteNode,
+  IDENTITY_MIN_CLUSTER: MIN_CLUSTER_IDENTITY,
+  IDENTITY_MAX_CLUSTER: MAX_CLUSTER_IDENTITY,
   FAMILY_IPV4: 4,
   FAMILY_IPV6: 6,
   DIR_INGRESS: 0,
@@ -321,6 +324,18 @@ export function encodeIpcacheValue(e: IpcacheEntry): Buffer {
     t.bytes.copy(b, L.tunnel_endpoint.offset, 0, 4);
   }
   b.writeUInt8(e.node ? CONST.IPCACHE_F_NODE : 0, L.flags.offset);
+  return b;
+}
+
+/** A NetworkPolicy ipBlock prefix and its ipBlock identity (the ipblocks trie, keyed like the ipcache's). */
+export interface IPBlockEntry {
+  readonly cidr: string;
+  readonly identity: number;
+}
+
+export function encodeIPBlockValue(e: IPBlockEntry): Buffer {
+  const b = Buffer.alloc(LAYOUT.ipblock_value.size);
+  b.writeUInt32LE(e.identity >>> 0, LAYOUT.ipblock_value.fields.identity.offset);
   return b;
 }
 
