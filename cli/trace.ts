@@ -23,6 +23,7 @@ export interface TracePod {
     readonly serviceAccountName?: string;
     readonly containers?: readonly { readonly ports?: readonly { readonly name?: string; readonly containerPort: number; readonly protocol?: string }[] }[];
   };
+  /** The pod's addresses: NetworkPolicy ipBlocks match pods by address; toServices backends are addresses. */
   readonly status?: { readonly podIP?: string; readonly podIPs?: readonly { readonly ip: string }[] };
 }
 export interface TraceNamespace {
@@ -94,14 +95,15 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
     return { id: stand.get(labels.key)!, labels };
   };
-  const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod } | string => {
+  const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod; address?: string } | string => {
     const r = podRef(ref);
     if (!r) return `--${flag}: "${ref}" is not NS/POD`;
     const pod = cluster.pods.find((p) => p.metadata.name === r.pod && (p.metadata.namespace ?? "default") === r.namespace);
     if (!pod) return `--${flag}: pod ${ref} not found`;
     const ns = cluster.namespaces.find((n) => n.metadata.name === r.namespace);
     if (!ns) return `--${flag}: namespace ${r.namespace} not found`;
-    return { ...identityOf(pod, r.namespace, ns.metadata.labels ?? {}), pod };
+    const address = pod.status?.podIP ? { address: pod.status.podIP } : {};
+    return { ...identityOf(pod, r.namespace, ns.metadata.labels ?? {}), pod, ...address };
   };
   const src = endpointOf("from", q.from);
   if (typeof src === "string") return { ok: false, error: src };
@@ -125,7 +127,8 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     }
   }
   const services = serviceEndpoints(cluster.services ?? [], cluster.endpointSlices ?? []).map((e) => serviceBackends(e, (ip) => podIdentityByIP.get(ip)));
-  const answer = verdict({ policies, src: { id: src.id, labels: src.labels }, dst: { id: dst.id, labels: dst.labels }, protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts, services });
+  const endpoint = (e: { id: number; labels: LabelSet; address?: string }) => ({ id: e.id, labels: e.labels, ...(e.address !== undefined ? { address: e.address } : {}) });
+  const answer = verdict({ policies, src: endpoint(src), dst: endpoint(dst), protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts, services });
   const decided = answer.direction === "egress" ? answer.egress : answer.ingress;
   const text =
     `${q.from} -> ${q.to} ${q.protocol}/${q.port}: ${answer.verdict === "allow" ? "ALLOWED" : "DENIED"}\n` +

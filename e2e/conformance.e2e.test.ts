@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
-import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, type ModelPod, type Probe } from "../core/conformance/model.ts";
+import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase, type ModelPod, type Probe } from "../core/conformance/model.ts";
 import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
 import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
@@ -27,8 +27,8 @@ const TRACE_GAPS: Record<string, string> = {};
  * A case's policies as objects, parsed as YAML 1.2 (the model quotes `"y"`, which YAML 1.1 — kubectl —
  * would otherwise read as the boolean true).
  */
-function caseObjects(yamlText: string): KubeObject[] {
-  return parseAllDocuments(yamlText).map((d) => d.toJSON() as KubeObject);
+function caseObjects(c: ConformanceCase): KubeObject[] {
+  return parseAllDocuments(renderCase(c, (id) => ips.get(id))).map((d) => d.toJSON() as KubeObject);
 }
 
 /** Pods alternate between the nodes in table order, so every table has same-node and cross-node pairs. */
@@ -110,7 +110,7 @@ describe("NetworkPolicy conformance model with real packets (2 nodes)", { timeou
 
   for (const c of CASES) {
     it(`${c.name}: measured reachability equals the model, and policy trace agrees with the packets`, async (t) => {
-      const objects = caseObjects(c.yaml);
+      const objects = caseObjects(c);
       assert.ok(objects.every((o) => o.kind === NETWORK_POLICIES.kind), "the model's cases are NetworkPolicies");
       const kube = await tc.kube();
       try {
@@ -134,4 +134,24 @@ describe("NetworkPolicy conformance model with real packets (2 nodes)", { timeou
       }
     });
   }
+
+  it("a CNP fromCIDR covering the pod network matches no pod (Cilium's meaning, unlike a NetworkPolicy ipBlock): x/a accepts nothing", async () => {
+    const cnp: KubeObject = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "from-cidr-pods", namespace: "x" },
+      ...({ spec: { endpointSelector: { matchLabels: { pod: "a" } }, ingress: [{ fromCIDR: [`${ips.get("x/a")!}/4`] }] } } as object),
+    };
+    const kube = await tc.kube();
+    try {
+      await kube.create(resourcePath(CNPS, "x"), cnp);
+      await barrier.pass();
+      const want: Probe = { protocol: "TCP", port: 80, table: PODS.map((_, r) => PODS.map((__, col) => (r === col ? "-" : col === 0 ? "X" : ".")).join("")) };
+      const got = await measure(want);
+      assert.deepEqual(got, want.table, `fromCIDR over the pod network\n${sideBySide(["expected", "measured"], [want.table, got])}`);
+    } finally {
+      await kube.delete(resourcePath(CNPS, "x", "from-cidr-pods")).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e as Error)));
+      await barrier.pass();
+    }
+  });
 });
