@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase, type ModelPod, type Probe } from "../core/conformance/model.ts";
+import { canonicalPrefix } from "../core/cidr.ts";
 import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
 import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
@@ -140,7 +141,7 @@ describe("NetworkPolicy conformance model with real packets (2 nodes)", { timeou
       apiVersion: "cilium.io/v2",
       kind: "CiliumNetworkPolicy",
       metadata: { name: "from-cidr-pods", namespace: "x" },
-      ...({ spec: { endpointSelector: { matchLabels: { pod: "a" } }, ingress: [{ fromCIDR: [`${ips.get("x/a")!}/4`] }] } } as object),
+      ...({ spec: { endpointSelector: { matchLabels: { pod: "a" } }, ingress: [{ fromCIDR: [canonicalPrefix(`${ips.get("x/a")!}/8`)!] }] } } as object),
     };
     const kube = await tc.kube();
     try {

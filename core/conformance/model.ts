@@ -1,4 +1,5 @@
 // The Kubernetes NetworkPolicy conformance model (namespaces x/y/z, pods a/b/c) with cases and expected reachability.
+import { canonicalPrefix } from "../cidr.ts";
 
 /** Namespaces and pods as the upstream netpol e2e tests build them. */
 export const NAMESPACES = ["x", "y", "z"] as const;
@@ -67,21 +68,29 @@ export interface ConformanceCase {
   readonly name: string;
   /**
    * One or more NetworkPolicy documents, separated by `---`. `{{ns/pod}}` stands for that pod's
-   * address (upstream's ipBlock cases are written from pod IPs): render it with renderCase().
+   * address, `{{ns/pod/N}}` for the /N prefix holding it (upstream's ipBlock cases are written from
+   * pod IPs): render them with renderCase().
    */
   readonly yaml: string;
   readonly probes: readonly Probe[];
   readonly external?: readonly ExternalProbe[];
 }
 
-const POD_ADDRESS = /\{\{([a-z]\/[a-z])\}\}/g;
+const POD_ADDRESS = /\{\{([a-z]\/[a-z])(?:\/(\d+))?\}\}/g;
 
-/** The case's YAML with every `{{ns/pod}}` replaced by that pod's address; an unknown pod is an error naming it. */
+/**
+ * The case's YAML with every `{{ns/pod}}` replaced by that pod's address and every `{{ns/pod/N}}`
+ * by the /N prefix that holds it, written as the API server wants it (no host bits); an unknown pod
+ * is an error naming it.
+ */
 export function renderCase(c: ConformanceCase, addressOf: (podId: string) => string | undefined): string {
-  return c.yaml.replace(POD_ADDRESS, (_m, id: string) => {
+  return c.yaml.replace(POD_ADDRESS, (_m, id: string, bits: string | undefined) => {
     const ip = addressOf(id);
     if (ip === undefined) throw new Error(`${c.name}: no address for pod ${id}`);
-    return ip;
+    if (bits === undefined) return ip;
+    const p = canonicalPrefix(`${ip}/${bits}`);
+    if (p === undefined) throw new Error(`${c.name}: ${ip}/${bits} is not a prefix`);
+    return p;
   });
 }
 
@@ -290,7 +299,7 @@ spec:
     ],
   },
   {
-    name: "ipBlock with except: x/a may only reach 198.51.100.0/24 outside 198.51.100.128/25 (pods are not in ipBlocks)",
+    name: "ipBlock with except: x/a may only reach 198.51.100.0/24 outside 198.51.100.128/25 (no pod is inside that block)",
     yaml: `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -477,7 +486,8 @@ spec:
   },
   // ipBlock peers match pods by address, whatever their identity (Kubernetes' meaning; upstream's
   // "should enforce except clause while egress access to server in CIDR block" and siblings).
-  // `/4` of a pod address covers every pod of the cluster, as upstream writes it.
+  // The /8 of a pod address covers every pod of the cluster (upstream writes a pod address with /4;
+  // the API server now refuses host bits, so the prefix is written masked).
   {
     name: "ingress ipBlock covering the pod network, one pod's /32 in except: only y/b is denied into namespace x",
     yaml: `
@@ -489,7 +499,7 @@ spec:
   policyTypes: [Ingress]
   ingress:
   - from:
-    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{y/b}}/32"]}
+    - ipBlock: {cidr: "{{x/a/8}}", except: ["{{y/b}}/32"]}
 `,
     probes: [
       {
@@ -520,7 +530,7 @@ spec:
   policyTypes: [Egress]
   egress:
   - to:
-    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{x/b}}/32"]}
+    - ipBlock: {cidr: "{{x/a/8}}", except: ["{{x/b}}/32"]}
 `,
     probes: [
       {
@@ -551,7 +561,7 @@ spec:
   policyTypes: [Egress]
   egress:
   - to:
-    - ipBlock: {cidr: "{{x/a}}/4", except: ["{{x/b}}/32"]}
+    - ipBlock: {cidr: "{{x/a/8}}", except: ["{{x/b}}/32"]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
