@@ -158,6 +158,7 @@ before(async () => {
     dp.clearAll();
     drains.push(dp.onEvents((e) => events.push(e)));
     for (const p of POD_LIST) if (p.node === node) dp.attachEndpoint(hostIf[p.name]!, ns[node]);
+    dp.setConfig({ vxlanIfindex: vxIf[node]!, monitorAggregation: "medium" }); // a forwarded event per new connection
     dp.attachOverlay(vxIf[node]!, ns[node]);
   }
   for (const p of POD_LIST) {
