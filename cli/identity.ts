@@ -60,13 +60,15 @@ export async function run(args: string[]): Promise<number> {
   }
   const client = await KubeClient.fromKubeconfig(await cliKubeconfig(kubeconfig));
   try {
-    const [ids, pods] = await Promise.all([
-      client.get<ObjectList<IdentityObject>>(resourcePath(IDENTITIES)),
-      client.get<ObjectList<PodObject>>(resourcePath(PODS)),
-    ]);
+    // One after the other: a refused credential is reported once, for the first request, whatever the timing.
+    const ids = await client.get<ObjectList<IdentityObject>>(resourcePath(IDENTITIES));
+    const pods = await client.get<ObjectList<PodObject>>(resourcePath(PODS));
     const rows = identityRows(ids.items, pods.items);
     process.stdout.write(output === "json" ? JSON.stringify(rows, null, 2) + "\n" : formatTable(rows));
     return 0;
+  } catch (err) {
+    process.stderr.write(`membrane identity list: ${(err as Error).message}\n`);
+    return 1;
   } finally {
     client.close();
   }

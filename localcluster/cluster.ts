@@ -243,7 +243,7 @@ function controlPlaneHandle(
     server: initial.server,
     caFile: paths.caFile,
     pid: initial.pid,
-    kubectl: (args, input) => runCommand("kubectl", [`--cache-dir=${paths.kubeCache}`, ...args], env, input),
+    kubectl: (args, input) => kubectlWithWaitRetry((a) => runCommand("kubectl", [`--cache-dir=${paths.kubeCache}`, ...a], env, input), args),
     helm: (args, input) => runCommand(join(binDir, "helm"), args, env, input),
     async restart() {
       await killAndWait(handle.pid, child);
@@ -449,4 +449,19 @@ function adminKubeconfig(name: string, server: string, paths: ReturnType<typeof 
     contexts: [{ name, context: { cluster: name, user } }],
     "current-context": name,
   });
+}
+
+/**
+ * `kubectl wait --for=condition=…` gives up at once, instead of waiting, when it reads an object that
+ * has no status.conditions yet (a CRD just created: "accessor error: <nil> is of the type <nil>");
+ * such a wait is asked again until it answers otherwise (bounded, 60 s).
+ */
+export async function kubectlWithWaitRetry(run: (args: string[]) => Promise<CommandResult>, args: string[]): Promise<CommandResult> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const r = await run(args);
+    const early = args[0] === "wait" && r.code !== 0 && /accessor error: <nil> is of the type <nil>/.test(r.stderr);
+    if (!early || Date.now() > deadline) return r;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
