@@ -1,13 +1,12 @@
 // End to end with a client nobody here wrote: the real `hubble` CLI (v1.20.2, from the pinned Cilium module) against
 // the local cluster's relay and one agent, compared with what the datapath did to real connections.
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
 import { devClusterPaths, loadDevClusterState } from "../localcluster/devcluster.ts";
-import { hubbleBinary } from "../localcluster/hubble/cli.ts";
+import { hubbleBinary, jsonFlows, runHubble, type HubbleRun } from "../localcluster/hubble/cli.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 import { CNPS } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
@@ -28,17 +27,7 @@ const policy = {
   },
 };
 
-const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
-  promisify(execFile)(hubbleBinary(), args, { timeout: 60_000 }).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-
-const jsonFlows = (stdout: string): HubbleFlow[] =>
-  stdout
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+const hubble = (...args: string[]): Promise<HubbleRun> => runHubble(args, 60_000);
 
 describe("the hubble CLI against the local cluster (relay and one agent)", () => {
   let tiefighter: PodProber | undefined;

@@ -5,14 +5,12 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { pino } from "pino";
 import { HubbleRelay } from "./relay.ts";
 import { FlowBuffer } from "../../node-agent/observer/buffer.ts";
 import { HubbleServer } from "../../node-agent/observer/hubble-server.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
-import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
-import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import { hubbleBinary, jsonFlows, runHubble, type HubbleRun } from "../../localcluster/hubble/cli.ts";
 import type { HubblePeer } from "../../flowapi/discover.ts";
 import { makePki } from "../../kube/testing/pki.ts";
 import { issueCert } from "../../kube/pki.ts";
@@ -40,17 +38,7 @@ async function agents(t: test.TestContext): Promise<{ a: FlowBuffer; b: FlowBuff
   return { a, b, peers };
 }
 
-const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
-  promisify(execFile)(hubbleBinary(), args, { timeout: 30_000 }).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-
-const jsonFlows = (stdout: string): HubbleFlow[] =>
-  stdout
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+const hubble = (...args: string[]): Promise<HubbleRun> => runHubble(args);
 
 test("the relay merges every agent: status, nodes, observe --last by time across nodes, filters, refused fields", async (t) => {
   const { peers } = await agents(t);

@@ -1,7 +1,9 @@
 // The real `hubble` CLI, built from the pinned Cilium module by build.sh (cached by version), for tests and `membrane dev`.
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 
 const BUILD = fileURLToPath(new URL("./build.sh", import.meta.url));
 
@@ -13,4 +15,26 @@ export function hubbleBinary(): string {
   const out = execFileSync(BUILD, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!;
   cached = path.join(out, "hubble");
   return cached;
+}
+
+export interface HubbleRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `hubble ARGS…` to the end; a non-zero exit is an answer (its code and output), not an exception. */
+export function runHubble(args: readonly string[], timeoutMs = 30_000): Promise<HubbleRun> {
+  return promisify(execFile)(hubbleBinary(), [...args], { timeout: timeoutMs }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+/** The flows of `hubble observe -o json` output (one GetFlowsResponse per line). */
+export function jsonFlows(stdout: string): HubbleFlow[] {
+  return stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
 }

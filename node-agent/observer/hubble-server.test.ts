@@ -5,13 +5,12 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { pino } from "pino";
 import { FlowBuffer } from "./buffer.ts";
 import { HubbleServer } from "./hubble-server.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { HubbleClient } from "../../flowapi/hubble/client.ts";
-import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
+import { hubbleBinary, jsonFlows, runHubble, type HubbleRun } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { makePki } from "../../kube/testing/pki.ts";
 
@@ -48,17 +47,7 @@ async function start(t: test.TestContext): Promise<Running> {
   return { buffer, server: `unix://${socket}`, socket };
 }
 
-const hubble = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
-  promisify(execFile)(hubbleBinary(), args, { timeout: 30_000 }).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-
-const jsonFlows = (stdout: string): HubbleFlow[] =>
-  stdout
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+const hubble = (...args: string[]): Promise<HubbleRun> => runHubble(args);
 
 test("hubble status and hubble list nodes read the agent's ring", async (t) => {
   const r = await start(t);
