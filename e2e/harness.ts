@@ -10,6 +10,7 @@ import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
 import { KubeClient, resourcePath, type Resource } from "../kube/kube.ts";
 import { CNPS } from "../kube/resources.ts";
 import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
+import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
 import { listNetns, run, terminateProcess } from "../localcluster/nodes.ts";
 import type { ProbeAnswer, ProbeRequest, ProbeResult } from "../localcluster/probe.ts";
@@ -44,6 +45,8 @@ export class TestCluster {
   }
 
   async start(nodes: number): Promise<void> {
+    // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
+    await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
     this.cp = await startControlPlane({ name: `${this.prefix}cp` });
     await devClusterUp(this.dir, this.cp.kubeconfig, this.cp.kubectl, nodes, { prefix: this.prefix });
