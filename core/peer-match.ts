@@ -2,35 +2,16 @@
 import type { LabelSet } from "./model.ts";
 import { IDENTITY, identityScope } from "./identity.ts";
 import { LABEL_SOURCE } from "./labels.ts";
+import { selectorMatches } from "./dns/name-pattern.ts";
 
 /** Whether a DNS name (as learned from a DNS answer) matches a toFQDNs matchName or matchPattern. */
 export function fqdnMatches(name: string, matchName?: string, matchPattern?: string): boolean {
-  const n = normalizeName(name);
-  if (matchName !== undefined && normalizeName(matchName) === n) return true;
-  if (matchPattern !== undefined) {
-    const p = normalizeName(matchPattern);
-    if (p === "*.") return true; // "*" alone matches every name
-    const re = new RegExp(
-      "^" +
-        p
-          .split("*")
-          .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
-          .join("[-a-zA-Z0-9_]*") +
-        "$",
-    );
-    if (re.test(n)) return true;
-  }
-  return false;
+  return selectorMatches(name, { ...(matchName !== undefined ? { matchName } : {}), ...(matchPattern !== undefined ? { matchPattern } : {}) });
 }
 
 /** The DNS names an identity was learned for: its `fqdn:` labels. */
 export function identityNames(labels: LabelSet): string[] {
   return labels.labels.filter((l) => l.source === LABEL_SOURCE.fqdn).map((l) => l.key);
-}
-
-function normalizeName(n: string): string {
-  const lower = n.toLowerCase();
-  return lower.endsWith(".") ? lower : lower + ".";
 }
 
 function hasReserved(labels: LabelSet, name: string): boolean {

@@ -1,0 +1,54 @@
+// The FQDN cache's file in the agent's state directory: written after every change, read before the proxy answers again.
+import { parseIP } from "../cidr.ts";
+import type { FieldError, Result } from "../model.ts";
+import type { FqdnCacheEntry } from "./fqdn-cache.ts";
+
+export const FQDN_STATE_VERSION = 1;
+
+/** What the file holds (JSON). */
+export interface FqdnCacheState {
+  readonly version: typeof FQDN_STATE_VERSION;
+  readonly entries: readonly FqdnCacheEntry[];
+}
+
+export function encodeFqdnState(entries: readonly FqdnCacheEntry[]): string {
+  const state: FqdnCacheState = { version: FQDN_STATE_VERSION, entries };
+  return `${JSON.stringify(state)}\n`;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** Parses the file's text; every problem is reported with its field path, and nothing is half-taken. */
+export function decodeFqdnState(text: string): Result<FqdnCacheState> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, errors: [{ path: "", message: `not JSON: ${(e as Error).message}` }] };
+  }
+  const errors: FieldError[] = [];
+  if (!isRecord(v)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
+  if (v.version !== FQDN_STATE_VERSION) errors.push({ path: "version", message: `must be ${FQDN_STATE_VERSION}` });
+  if (!Array.isArray(v.entries)) errors.push({ path: "entries", message: "must be a list" });
+  const entries: FqdnCacheEntry[] = [];
+  if (Array.isArray(v.entries)) {
+    v.entries.forEach((e: unknown, i) => {
+      const at = `entries[${i}]`;
+      if (!isRecord(e)) return void errors.push({ path: at, message: "must be an object" });
+      const before = errors.length;
+      if (typeof e.name !== "string" || e.name === "") errors.push({ path: `${at}.name`, message: "must be a non-empty string" });
+      if (typeof e.ip !== "string" || parseIP(e.ip) === undefined) errors.push({ path: `${at}.ip`, message: "must be an IPv4 or IPv6 address" });
+      if (typeof e.expiresAt !== "number" || !Number.isFinite(e.expiresAt)) errors.push({ path: `${at}.expiresAt`, message: "must be a number (epoch milliseconds)" });
+      if (e.source !== undefined && typeof e.source !== "string") errors.push({ path: `${at}.source`, message: "must be a string" });
+      if (errors.length !== before) return;
+      entries.push({
+        name: e.name as string,
+        ip: e.ip as string,
+        expiresAt: e.expiresAt as number,
+        ...(typeof e.source === "string" ? { source: e.source } : {}),
+      });
+    });
+  }
+  if (errors.length) return { ok: false, errors };
+  return { ok: true, value: { version: FQDN_STATE_VERSION, entries } };
+}
