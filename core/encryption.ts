@@ -17,6 +17,12 @@ export interface EncryptionKeySpec {
 /** The resource's kind (membrane.io/v1alpha1, cluster-scoped; see crds/schema/encryption-key.ts). */
 export const ENCRYPTION_KEY_KIND = "MembraneEncryptionKey";
 
+/** The condition each agent publishes on its CiliumNode: whether the node encrypts with the cluster's mode and key. */
+export const ENCRYPTION_READY = "EncryptionReady";
+
+/** On the key: a rotation is asked for when this annotation's value is one the Secret has not been rotated for (`membrane encryption rotate` writes the time). */
+export const ROTATE_ANNOTATION = "membrane.io/rotate";
+
 const MODES: readonly EncryptionMode[] = ["wireguard", "ipsec"];
 const MIN_ROTATION_MS = 60_000;
 const MAX_ROTATION_MS = 366 * 86_400_000;

@@ -946,6 +946,21 @@ export interface MembraneEncryptionKey {
   status?: {
     /** Generation of the key in use; increases by one at each rotation. */
     currentKeyID?: number;
+    /** IPsec: the SPI of the current key (what a node reports in its CiliumNode spec.encryption.key). */
+    currentSPI?: number;
+    /** IPsec: the SPI of the previous key, kept in the Secret until every node uses the current one. */
+    previousSPI?: number;
+    /** Nodes using the current key out of all nodes, as "n/m". */
+    nodesOnCurrentKey?: string;
+    /** Nodes that report they cannot use the key (EncryptionReady=False on their CiliumNode), with why. */
+    nodesUnable?: Array<{
+      /** The node. */
+      name: string;
+      /** Its EncryptionReady reason, e.g. KernelLacksESP. */
+      reason: string;
+      /** Its EncryptionReady message. */
+      message?: string;
+    }>;
     /** When the key last rotated. */
     lastRotation?: string;
     /** When the next rotation is due. */

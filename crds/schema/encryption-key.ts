@@ -1,6 +1,6 @@
 // Schema of MembraneEncryptionKey (membrane.io/v1alpha1, cluster-scoped): how node-to-node traffic is
 // encrypted and how often its key rotates. The key material itself only ever lives in a Secret.
-import { AGE_COLUMN, conditions, defineCRD, int, obj, secretRef, str, timestamp } from "./common.ts";
+import { AGE_COLUMN, arr, conditions, defineCRD, int, obj, secretRef, str, timestamp } from "./common.ts";
 
 /** A Go duration such as "24h" or "1h30m" (what the operator parses). */
 export const DURATION_PATTERN = "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
@@ -21,6 +21,12 @@ export const membraneEncryptionKeyCRD = defineCRD({
       type: "integer",
       jsonPath: ".status.currentKeyID",
       description: "The key generation nodes use now.",
+    },
+    {
+      name: "Nodes",
+      type: "string",
+      jsonPath: ".status.nodesOnCurrentKey",
+      description: "Nodes using the current key, n/m.",
     },
     {
       name: "Last Rotation",
@@ -58,6 +64,27 @@ export const membraneEncryptionKeyCRD = defineCRD({
       ),
       status: obj("Rotation state observed by the operator. Written through the status subresource.", {
         currentKeyID: int("Generation of the key in use; increases by one at each rotation.", { minimum: 0 }),
+        currentSPI: int("IPsec: the SPI of the current key (what a node reports in its CiliumNode spec.encryption.key).", {
+          minimum: 0,
+          maximum: 15,
+        }),
+        previousSPI: int("IPsec: the SPI of the previous key, kept in the Secret until every node uses the current one.", {
+          minimum: 0,
+          maximum: 15,
+        }),
+        nodesOnCurrentKey: str('Nodes using the current key out of all nodes, as "n/m".'),
+        nodesUnable: arr(
+          "Nodes that report they cannot use the key (EncryptionReady=False on their CiliumNode), with why.",
+          obj(
+            "One node.",
+            {
+              name: str("The node."),
+              reason: str("Its EncryptionReady reason, e.g. KernelLacksESP."),
+              message: str("Its EncryptionReady message."),
+            },
+            { required: ["name", "reason"] },
+          ),
+        ),
         lastRotation: timestamp("When the key last rotated."),
         nextRotation: timestamp("When the next rotation is due."),
         observedGeneration: int("metadata.generation the status describes.", { minimum: 0, format: "int64" }),
