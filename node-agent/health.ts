@@ -8,6 +8,7 @@ import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts"
 import { CILIUM_NODES } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION, OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
+import type { EncryptionPublication } from "./encryption/publication.ts";
 
 /** `status.agent` of a CiliumNode: what `membrane status` shows per node besides the conditions. */
 export interface AgentReport {
@@ -16,7 +17,7 @@ export interface AgentReport {
 }
 
 interface CiliumNodeHealthObject extends KubeObject {
-  spec?: { ipam?: { podCIDRs?: string[] } };
+  spec?: { ipam?: { podCIDRs?: string[] }; encryption?: { key?: number; publicKey?: string } };
   status?: { conditions?: Condition[]; agent?: AgentReport };
 }
 
@@ -71,6 +72,8 @@ export interface CiliumNodeHealthOptions {
   readonly observerAddress?: string;
   /** Where Hubble's API listens (for the relay), read when publishing: it is known once the observer started. */
   readonly hubbleAddress?: () => string | undefined;
+  /** With encryption on: its EncryptionReady condition and spec.encryption, published with the rest. */
+  readonly encryption?: () => EncryptionPublication;
   /** Called with the node's pod CIDRs each time the CiliumNode is read. */
   readonly onPodCIDRs?: (cidrs: readonly string[]) => void;
   readonly log: Logger;
@@ -146,12 +149,20 @@ export class CiliumNodeHealth {
     const cn = await this.o.client.get<CiliumNodeHealthObject>(path);
     this.o.onPodCIDRs?.(cn.spec?.ipam?.podCIDRs ?? []);
     const status = this.o.status();
-    const want = mergeConditions(cn.status?.conditions, healthConditions(status, this.o.datapath, cn.metadata.generation), new Date());
+    const enc = this.o.encryption?.();
+    const gen = cn.metadata.generation !== undefined ? { observedGeneration: cn.metadata.generation } : {};
+    const computed = [...healthConditions(status, this.o.datapath, cn.metadata.generation), ...(enc ? [{ ...enc.condition, ...gen }] : [])];
+    const want = mergeConditions(cn.status?.conditions, computed, new Date());
     const agent = agentReport(status, this.agentVersion);
     const sameAgent = cn.status?.agent?.version === agent.version && cn.status?.agent?.policyVersion === agent.policyVersion;
     if (!sameConditions(cn.status?.conditions, want) || !sameAgent) {
       await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent } });
       this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");
+    }
+    if (enc && (cn.spec?.encryption?.key !== enc.spec.key || cn.spec?.encryption?.publicKey !== enc.spec.publicKey)) {
+      // Absent fields are cleared: a node that stops announcing a key must not leave the old one behind.
+      await this.o.client.mergePatch(path, { spec: { encryption: { key: enc.spec.key ?? null, publicKey: enc.spec.publicKey ?? null } } });
+      this.o.log.info({ name: this.o.nodeName, key: enc.spec.key, publicKey: enc.spec.publicKey }, "encryption parameters announced on the CiliumNode");
     }
     const annotations: Record<string, string> = {};
     const address = this.o.observerAddress;

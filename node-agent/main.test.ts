@@ -57,4 +57,10 @@ describe("membrane agent flags", () => {
     assert.deepEqual([f.cniBinDir, f.cniConfDir, f.kubeconfig], ["/host/opt/cni/bin", "/host/etc/cni/net.d", "/k"]);
     assert.equal(error("--cni-conf-dir="), "--cni-conf-dir: must be a path");
   });
+
+  it("--encryption: disabled by default, ipsec, anything else named", () => {
+    assert.equal(flags().encryption, "disabled");
+    assert.equal(flags("--encryption=ipsec").encryption, "ipsec");
+    assert.equal(error("--encryption=aes"), '--encryption: must be one of disabled, ipsec, got "aes"');
+  });
 });

@@ -17,6 +17,8 @@ import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
+import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
+import { IpsecEncryption } from "./encryption/ipsec.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
@@ -24,7 +26,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--monitor-aggregation none|low|medium|maximum]
-                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE]
+                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -62,6 +64,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --token-file       the pod's projected ServiceAccount token (audience membrane-operator), sent on each connect;
                      for an operator run with --agent-auth token (the chart)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
+  --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
+                     kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here)
 `;
 
 export interface AgentFlags {
@@ -90,6 +94,7 @@ export interface AgentFlags {
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
   readonly tokenFile?: string;
+  readonly encryption: AgentEncryptionMode;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -138,6 +143,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
         "cni-conf-dir": { type: "string" },
+        encryption: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -217,6 +223,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(leaseNamespace)) return { ok: false, error: `--lease-namespace: must be a namespace name (lowercase letters, digits, '-'), got ${JSON.stringify(leaseNamespace)}` };
   const cniBinDir = str("cni-bin-dir");
   const cniConfDir = str("cni-conf-dir");
+  const encryption = str("encryption") ?? "disabled";
+  if (!(ENCRYPTION_MODES as readonly string[]).includes(encryption)) return { ok: false, error: `--encryption: must be one of ${ENCRYPTION_MODES.join(", ")}, got ${JSON.stringify(encryption)}` };
   return {
     ok: true,
     flags: {
@@ -246,6 +254,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),
       ...(str("token-file") ? { tokenFile: str("token-file")! } : {}),
+      encryption: encryption as AgentEncryptionMode,
     },
   };
 }
@@ -347,7 +356,9 @@ export async function run(args: string[]): Promise<number> {
   }
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
-  const health = await startHealth(f, agent, log);
+  const encryption = f.encryption === "ipsec" ? new IpsecEncryption({ ...(f.netns ? { netns: f.netns } : {}), log }) : undefined;
+  await encryption?.start();
+  const health = await startHealth(f, agent, log, encryption);
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, monitorAggregation: f.monitorAggregation }, "agent started");
@@ -368,7 +379,7 @@ export async function run(args: string[]): Promise<number> {
  * The parts that need the node's filesystem or the API server, none of which enforcement waits on:
  * the CNI launcher, health on the CiliumNode, and the conflist (its pod CIDR is read from there).
  */
-async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promise<{ health: CiliumNodeHealth; client: KubeClient } | undefined> {
+async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger, encryption?: IpsecEncryption): Promise<{ health: CiliumNodeHealth; client: KubeClient } | undefined> {
   if (f.cniBinDir) {
     try {
       log.info({ file: installCniPlugin(f.cniBinDir) }, "CNI plugin installed");
@@ -390,7 +401,15 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger): Promis
     client,
     nodeName: f.nodeName,
     status: () => agent.status(),
-    onStatus: (fn) => agent.onStatus(fn),
+    onStatus: (fn) => {
+      const offAgent = agent.onStatus(fn);
+      const offEncryption = encryption?.onChange(fn);
+      return () => {
+        offAgent();
+        offEncryption?.();
+      };
+    },
+    ...(encryption ? { encryption: () => encryption.publication() } : {}),
     datapath: `programs loaded, maps pinned under ${path.join(BPFFS_ROOT, f.bpfScope)}`,
     observerAddress: `unix:${f.observerSocket}`,
     // The relay connects to the TCP address when there is one (another host), else to the socket.

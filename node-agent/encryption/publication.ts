@@ -1,0 +1,14 @@
+// What an agent's encryption mode publishes on its CiliumNode: the EncryptionReady condition and the public part it announces in spec.encryption.
+import type { ConditionInput } from "../../kube/conditions.ts";
+
+export { ENCRYPTION_READY } from "../../core/encryption.ts";
+
+export interface EncryptionPublication {
+  /** EncryptionReady (observedGeneration is filled in by the publisher). */
+  readonly condition: Omit<ConditionInput, "observedGeneration">;
+  /** spec.encryption: the IPsec SPI the node has programmed, or its WireGuard public key; nothing else ever. */
+  readonly spec: { readonly key?: number; readonly publicKey?: string };
+}
+
+export const ENCRYPTION_MODES = ["disabled", "ipsec"] as const;
+export type AgentEncryptionMode = (typeof ENCRYPTION_MODES)[number];
