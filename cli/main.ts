@@ -8,6 +8,7 @@ const groups: Record<string, { module: string; summary: string }> = {
   identity: { module: "./identity.ts", summary: "list identities" },
   observe: { module: "./observe.ts", summary: "filter and follow flows" },
   status: { module: "./status.ts", summary: "operator and agent health" },
+  encryption: { module: "./encryption.ts", summary: "encryption keys and nodes: status, rotate" },
   agent: { module: "../node-agent/main.ts", summary: "run the node agent" },
   operator: { module: "../controllers/main.ts", summary: "run the operator" },
   webhook: { module: "../webhooks/main.ts", summary: "run the admission webhook server" },

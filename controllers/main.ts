@@ -5,7 +5,7 @@ import fs from "node:fs";
 import { type Logger, pino } from "pino";
 import { HubbleRelay } from "./relay/relay.ts";
 import { KubeClient } from "../kube/kube.ts";
-import { Operator, type OperatorConfig, ALL_CONTROLLERS } from "./operator.ts";
+import { Operator, type OperatorConfig, type ControllerName, ALL_CONTROLLERS, OPTIONAL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
@@ -32,7 +32,9 @@ const USAGE = `usage: membrane operator [flags]
                                distribute them (refused otherwise; give the webhook the same flag)
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
-  --controllers LIST           comma-separated subset of ${ALL_CONTROLLERS.join(",")} (default all)
+  --controllers LIST           comma-separated, from ${[...ALL_CONTROLLERS, ...OPTIONAL_CONTROLLERS].join(",")} (default ${ALL_CONTROLLERS.join(",")};
+                               encryption-key validates and rotates MembraneEncryptionKeys' Secrets in --lease-namespace when
+                               their secretRef names none)
   --distribution-port N        serve the agent stream (gRPC, mutual TLS) on the bind address, port N (0 picks one; off when absent)
   --tls-ca FILE                CA that signs agent client certificates (with --distribution-port)
   --tls-cert FILE              the operator's serving certificate (with --distribution-port)
@@ -72,7 +74,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     clusterName: "default",
     podCidrPool: "10.244.0.0/16",
     nodeCidrMaskSize: 24,
-    controllers: new Set(ALL_CONTROLLERS),
+    controllers: new Set<ControllerName>(ALL_CONTROLLERS),
   };
   // A switch, bare or =true|false like the webhook's flag of the same name (so the chart passes both alike);
   // parseArgs' booleans take no value, so it is read before the rest.
@@ -167,9 +169,10 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   }
   if (v.controllers !== undefined) {
     const names = v.controllers.split(",").filter((s) => s !== "");
-    const unknown = names.filter((n) => !(ALL_CONTROLLERS as readonly string[]).includes(n));
-    if (unknown.length > 0) return { error: `--controllers: unknown controller(s) ${unknown.join(", ")}; known: ${ALL_CONTROLLERS.join(", ")}` };
-    config.controllers = new Set(names as (typeof ALL_CONTROLLERS)[number][]);
+    const known: readonly string[] = [...ALL_CONTROLLERS, ...OPTIONAL_CONTROLLERS];
+    const unknown = names.filter((n) => !known.includes(n));
+    if (unknown.length > 0) return { error: `--controllers: unknown controller(s) ${unknown.join(", ")}; known: ${known.join(", ")}` };
+    config.controllers = new Set(names as ControllerName[]);
   }
   let distPort: number | undefined;
   if (v["distribution-port"] !== undefined) {

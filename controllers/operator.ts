@@ -10,7 +10,7 @@ import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
-import { CCNPS, CILIUM_NODES, CNPS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
+import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 import { IdentityReconciler } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
@@ -18,6 +18,7 @@ import { selectEndpoints } from "./selection.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
+import { type EncryptionKeyObject, type EncryptionNodeObject, encryptionKeyReconciler } from "./encryption-key.ts";
 import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
@@ -29,8 +30,11 @@ import type { Reconciler } from "../kube/controller.ts";
 /** How long policy status waits to take in a burst of agent reports. */
 const REPORT_COALESCE_MS = 100;
 
+/** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
-export type ControllerName = (typeof ALL_CONTROLLERS)[number];
+/** Controllers run only when named in --controllers: encryption-key needs the MembraneEncryptionKey CRD and a Secret (the chart names it when encryption is on). */
+export const OPTIONAL_CONTROLLERS = ["encryption-key"] as const;
+export type ControllerName = (typeof ALL_CONTROLLERS)[number] | (typeof OPTIONAL_CONTROLLERS)[number];
 
 export interface OperatorConfig {
   kubeconfig?: string;
@@ -214,6 +218,15 @@ export class Operator {
       const r = new NodeReconciler({ client, nodes, ciliumNodes, pool: new PodCIDRPool(this.config.podCidrPool, this.config.nodeCidrMaskSize), log: this.log });
       const c = new Controller(r, this.log, this.metrics, { workers: 1 });
       c.watch(nodes).watch(ciliumNodes).beforeStart(() => r.init());
+      this.controllers.push(c);
+    }
+    if (on.has("encryption-key")) {
+      const keys = informers.for<EncryptionKeyObject>(ENCRYPTION_KEYS);
+      const ciliumNodes = informers.for<EncryptionNodeObject>(CILIUM_NODES);
+      const r = encryptionKeyReconciler({ client, keys, ciliumNodes, namespace: this.config.leaseNamespace, log: this.log });
+      const c = new Controller(r, this.log, this.metrics, { workers: 1 });
+      // A node's report moves every key's "n/m".
+      c.watch(keys).watch(ciliumNodes, () => keys.list().map(keyOf));
       this.controllers.push(c);
     }
     informers.start();
