@@ -92,6 +92,7 @@ describe("charts/membrane", () => {
       "ciliumnodes.cilium.io",
       "membraneencryptionkeys.membrane.io",
       "tracingpolicies.cilium.io",
+      "tracingpoliciesnamespaced.cilium.io",
     ]);
     for (const [kind, name] of [
       ["Deployment", "membrane-operator"],
@@ -160,6 +161,7 @@ describe("charts/membrane", () => {
       "cilium.io/ciliumclusterwidenetworkpolicies:CREATE,UPDATE",
       "cilium.io/ciliumnetworkpolicies:CREATE,UPDATE",
       "cilium.io/tracingpolicies:CREATE,UPDATE",
+      "cilium.io/tracingpoliciesnamespaced:CREATE,UPDATE",
       "membrane.io/membraneencryptionkeys:CREATE,UPDATE",
       "networking.k8s.io/networkpolicies:CREATE,UPDATE",
     ]);

@@ -12,6 +12,7 @@ export const VALIDATED_RESOURCES = [
   { group: "cilium.io", version: "v2", resource: "ciliumclusterwidenetworkpolicies", kind: "CiliumClusterwideNetworkPolicy" },
   { group: "networking.k8s.io", version: "v1", resource: "networkpolicies", kind: "NetworkPolicy" },
   { group: "cilium.io", version: "v1alpha1", resource: "tracingpolicies", kind: "TracingPolicy" },
+  { group: "cilium.io", version: "v1alpha1", resource: "tracingpoliciesnamespaced", kind: "TracingPolicyNamespaced" },
   { group: "membrane.io", version: "v1alpha1", resource: "membraneencryptionkeys", kind: ENCRYPTION_KEY_KIND },
 ] as const;
 
@@ -32,9 +33,9 @@ export function validateObject(obj: unknown, options: ParseOptions = {}): Valida
     if (!parsed.ok) return { kind, errors: parsed.errors, warnings: [] };
     return { kind, errors: [], warnings: policyWarnings(parsed.value).map(formatWarning) };
   }
-  if (kind === "TracingPolicy") {
+  if (kind === "TracingPolicy" || kind === "TracingPolicyNamespaced") {
     const r = validateTracingPolicy(obj);
-    return { kind, errors: r.ok ? [] : r.errors, warnings: [] };
+    return { kind, errors: r.ok ? [] : r.errors, warnings: r.ok ? r.value.warnings.map(formatWarning) : [] };
   }
   if (kind === ENCRYPTION_KEY_KIND) {
     const r = validateEncryptionKey(obj);

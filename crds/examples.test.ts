@@ -10,6 +10,7 @@ import {
   type KubeObject,
   ciliumDocsExamples,
   seedExamples,
+  tetragonDocsExamples,
 } from "./fixtures.ts";
 import { fieldPath, isCIDR, validateObject } from "./validate.ts";
 
@@ -39,7 +40,7 @@ describe("example policies", () => {
     ]);
   });
 
-  for (const example of [...seedExamples(), ...ciliumDocsExamples()]) {
+  for (const example of [...seedExamples(), ...ciliumDocsExamples(), ...tetragonDocsExamples()]) {
     it(`${example.source} validates against its CRD schema`, () => {
       assert.deepEqual(validateObject(example.object), []);
     });

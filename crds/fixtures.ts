@@ -8,6 +8,7 @@ import { parseAllDocuments } from "yaml";
 const here = dirname(fileURLToPath(import.meta.url));
 export const SEED_FILE = join(here, "examples", "seed.yaml");
 export const CILIUM_DOCS_DIR = join(here, "examples", "cilium-docs");
+export const TETRAGON_DOCS_DIR = join(here, "examples", "tetragon-docs");
 
 /** A Kubernetes object as read from YAML. */
 export interface KubeObject {
@@ -47,6 +48,14 @@ export function ciliumDocsExamples(): Example[] {
     .filter((f) => f.endsWith(".yaml"))
     .sort()
     .flatMap((f) => readDocuments(join(CILIUM_DOCS_DIR, f), `cilium-docs/${f}`));
+}
+
+/** TracingPolicies written after Tetragon's documentation (hook points, selectors, actions, lists, options), one per file. */
+export function tetragonDocsExamples(): Example[] {
+  return readdirSync(TETRAGON_DOCS_DIR)
+    .filter((f) => f.endsWith(".yaml"))
+    .sort()
+    .flatMap((f) => readDocuments(join(TETRAGON_DOCS_DIR, f), `tetragon-docs/${f}`));
 }
 
 export interface InvalidCase {
@@ -200,14 +209,14 @@ export const INVALID_CASES: readonly InvalidCase[] = [
     serverOnly: true,
   },
   {
-    title: "a TracingPolicy action that does not exist",
+    title: "a TracingPolicy process ID that is not a number",
     object: {
       apiVersion: "cilium.io/v1alpha1",
       kind: "TracingPolicy",
-      metadata: { name: "bad-action" },
-      spec: { kprobes: [{ call: "fd_install", selectors: [{ matchActions: [{ action: "Explode" }] }] }] },
+      metadata: { name: "bad-pid" },
+      spec: { kprobes: [{ call: "fd_install", selectors: [{ matchPIDs: [{ operator: "In", values: ["init"] }] }] }] },
     },
-    path: "spec.kprobes[0].selectors[0].matchActions[0].action",
+    path: "spec.kprobes[0].selectors[0].matchPIDs[0].values[0]",
   },
   {
     title: "an encryption mode other than wireguard or ipsec",

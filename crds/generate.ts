@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { CRDS, type CustomResourceDefinition } from "./schema/index.ts";
 import { POLICY_RULE, POLICY_STATUS } from "./schema/network-policy.ts";
+import { TRACING_SHARED_TYPES } from "./schema/tracing-policy.ts";
 import { renderTypes } from "./typegen.ts";
 
 export const GENERATED_DIR = join(dirname(fileURLToPath(import.meta.url)), "generated");
@@ -23,6 +24,7 @@ export function generatedFiles(): Map<string, string> {
   const shared = new Map([
     [POLICY_RULE, "PolicyRule"],
     [POLICY_STATUS, "PolicyStatus"],
+    ...TRACING_SHARED_TYPES,
   ]);
   files.set("types.ts", renderTypes(CRDS, shared));
   return files;

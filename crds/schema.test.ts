@@ -32,7 +32,7 @@ describe("CRD schema source", () => {
     assert.equal(generatedFiles().size, CRDS.length + 1, "one manifest per CRD plus types.ts");
   });
 
-  it("defines the six resources with the expected names, scopes and short names", () => {
+  it("defines the seven resources with the expected names, scopes and short names", () => {
     const summary = CRDS.map(
       (c) =>
         `${c.metadata.name} ${c.spec.scope} ${c.spec.versions[0]?.name} ${c.spec.names.shortNames?.join(",")}`,
@@ -44,6 +44,7 @@ describe("CRD schema source", () => {
       "ciliumnodes.cilium.io Cluster v2 cn,ciliumn",
       "membraneencryptionkeys.membrane.io Cluster v1alpha1 mek",
       "tracingpolicies.cilium.io Cluster v1alpha1 tp",
+      "tracingpoliciesnamespaced.cilium.io Namespaced v1alpha1 tpn",
     ]);
   });
 

@@ -145,7 +145,7 @@ describe("admission handler", () => {
         "spec.kprobes[0].selectors[0].matchActions[0].argSig: Signal needs argSig, a signal number 1-64",
     );
     const empty = answer(reviewFor({ ...tp, spec: {} }, { uid: "t2" }));
-    assert.match(empty.response.status?.message ?? "", /^spec: declares no kprobes, tracepoints, uprobes, lsmhooks: the policy would trace nothing$/);
+    assert.match(empty.response.status?.message ?? "", /^spec: declares no kprobes, fentries, tracepoints, lsmhooks, uprobes, usdts: the policy would trace nothing$/);
   });
 
   it("validates MembraneEncryptionKey semantics with field paths", () => {

@@ -31,6 +31,7 @@ describe("webhook registration", () => {
     const covered = rules.flatMap((r) => r.resources.map((res) => `${r.apiGroups[0]}/${r.apiVersions[0]}/${res}`)).sort();
     assert.deepEqual(covered, [
       "cilium.io/v1alpha1/tracingpolicies",
+      "cilium.io/v1alpha1/tracingpoliciesnamespaced",
       "cilium.io/v2/ciliumclusterwidenetworkpolicies",
       "cilium.io/v2/ciliumnetworkpolicies",
       "membrane.io/v1alpha1/membraneencryptionkeys",

@@ -816,6 +816,263 @@ export type PolicyStatus = {
   }>;
 };
 
+/** One selector: the hook fires its actions when every filter in the selector matches. */
+export type KProbeSelector = {
+  /** Filters on the process ID. */
+  matchPIDs?: Array<{
+    /** In or NotIn. */
+    operator: "In" | "NotIn";
+    /** Process IDs. */
+    values: number[];
+    /** Also match descendants of these processes. */
+    followForks?: boolean;
+    /** The IDs are PIDs inside the process's PID namespace. */
+    isNamespacePID?: boolean;
+  }>;
+  /** Filters on the hooked function's arguments; all must match. */
+  matchArgs?: ArgSelector[];
+  /** Filters on the return value (kprobes with return: true). */
+  matchReturnArgs?: ArgSelector[];
+  /** Filters on the executable of the calling process. */
+  matchBinaries?: Array<{
+    /** In, NotIn, Prefix, NotPrefix, Postfix or NotPostfix. */
+    operator: "In" | "NotIn" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
+    /** Absolute paths (or path prefixes/suffixes) of executables. */
+    values: string[];
+    /** Also match processes started by a matching executable. */
+    followChildren?: boolean;
+  }>;
+  /** Filters on the Linux namespaces of the calling process. */
+  matchNamespaces?: Array<{
+    /** Which Linux namespace type to compare. */
+    namespace: "Uts" | "Ipc" | "Mnt" | "Pid" | "PidForChildren" | "Net" | "Time" | "TimeForChildren" | "Cgroup" | "User";
+    /** In or NotIn. */
+    operator: "In" | "NotIn";
+    /** Namespace inode numbers as strings, or "host_ns" for the host's namespace. */
+    values: Array<number | string>;
+  }>;
+  /** Filters on changes of the calling process's Linux namespaces. */
+  matchNamespaceChanges?: Array<{
+    /** In or NotIn. */
+    operator: "In" | "NotIn";
+    /** Namespace types, e.g. "Mnt", "Pid". */
+    values: string[];
+  }>;
+  /** Membrane extension: filters on the Kubernetes workload of the calling process; any entry matching satisfies the filter. */
+  matchNames?: Array<{
+    /** Kubernetes namespace of the pod. */
+    namespace: string;
+    /** Name of the pod (all pods of the namespace when omitted). */
+    pod?: string;
+  }>;
+  /** Filters on the capabilities of the calling process. */
+  matchCapabilities?: CapabilitiesSelector[];
+  /** Filters on capabilities the calling process gains. */
+  matchCapabilityChanges?: CapabilitiesSelector[];
+  /** What to do when the selector matches. */
+  matchActions?: ActionSelector[];
+  /** What to do when the selector matches on return. */
+  matchReturnActions?: ActionSelector[];
+};
+
+/** One argument. */
+export type KProbeArg = {
+  /** Position of the argument: in the hooked function's signature (kprobes, fentries, LSM hooks, uprobes, USDTs) or among the tracepoint's format fields (tracepoints), from 0. */
+  index: number;
+  /** How to read the argument; "auto" (the default) takes the type from BTF or the tracepoint format. */
+  type?: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
+  /** Name of the argument in emitted events. */
+  label?: string;
+  /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
+  sizeArgIndex?: number;
+  /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
+  returnCopy?: boolean;
+  /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
+  maxData?: boolean;
+  /** Follow the argument to one of its fields, e.g. "f_path.dentry" of a file. */
+  resolve?: string;
+};
+
+/** A filter on one argument. */
+export type ArgSelector = {
+  /** Which argument: its index in the function's signature (kprobes, LSM hooks, uprobes), or the n-th entry of args (tracepoints). */
+  index: number;
+  /** Comparison to apply (case-sensitive): Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix, GreaterThan, GT, LessThan, LT, Mask, InRange, NotInRange, SubString, SubStringIgnCase, SPort, NotSPort, SPortPriv, NotSPortPriv, NotSportPriv, DPort, NotDPort, DPortPriv, NotDPortPriv, SAddr, NotSAddr, DAddr, NotDAddr, Protocol, Family, State, InMap, NotInMap, CapabilitiesGained, FileType, NotFileType. */
+  operator: string;
+  /** Values to compare against, as strings; any one matching satisfies the filter. */
+  values?: Array<number | string>;
+  /** Positions in args of the arguments the operator compares (operators over several arguments). */
+  args?: number[];
+};
+
+/** One action. */
+export type ActionSelector = {
+  /** What to do (case-sensitive): Post, NoPost, Sigkill, Signal, Override, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification, Set. */
+  action: string;
+  /** Error value the call returns (Override), e.g. -1. */
+  argError?: number;
+  /** Signal number to send (Signal). */
+  argSig?: number;
+  /** Removed from Tetragon (FollowFD, UnfollowFD, CopyFD): admission refuses it and says what to write. */
+  argFd?: number;
+  /** Removed from Tetragon (FollowFD, CopyFD): admission refuses it and says what to write. */
+  argName?: number;
+  /** Index of the socket argument (TrackSock, UntrackSock). */
+  argSock?: number;
+  /** URL to fetch (GetUrl). */
+  argUrl?: string;
+  /** DNS name to look up (DnsLookup). */
+  argFqdn?: string;
+  /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
+  rateLimit?: string;
+  /** What the rate limit counts per: "thread" (the default), "process" or "global". */
+  rateLimitScope?: string;
+  /** Include the kernel stack in the event (Post). */
+  kernelStackTrace?: boolean;
+  /** Include the user stack in the event (Post). */
+  userStackTrace?: boolean;
+  /** Include the file's hash from the integrity subsystem in the event (Post). */
+  imaHash?: boolean;
+};
+
+/** A capability filter. */
+export type CapabilitiesSelector = {
+  /** Which capability set: Effective (when omitted), Inheritable or Permitted. */
+  type?: "Effective" | "Inheritable" | "Permitted";
+  /** In or NotIn. */
+  operator: "In" | "NotIn";
+  /** Capabilities, e.g. "CAP_SYS_ADMIN". */
+  values: string[];
+  /** Compare capabilities relative to the user namespace. */
+  isNamespaceCapability?: boolean;
+};
+
+/** One kernel function. */
+export type KProbeSpec = {
+  /** Kernel function (or syscall) name, e.g. "fd_install" or "sys_openat"; "list:NAME" hooks every function of spec.lists NAME. */
+  call: string;
+  /** The function is a system call (its name is resolved per architecture). */
+  syscall?: boolean;
+  /** Also hook the function's return and read returnArg. */
+  return?: boolean;
+  /** The return value to read when return is true. */
+  returnArg?: {
+    /** Position of the argument: in the hooked function's signature (kprobes, fentries, LSM hooks, uprobes, USDTs) or among the tracepoint's format fields (tracepoints), from 0. */
+    index?: number;
+    /** How to read the argument; "auto" (the default) takes the type from BTF or the tracepoint format. */
+    type?: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
+    /** Name of the argument in emitted events. */
+    label?: string;
+    /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
+    sizeArgIndex?: number;
+    /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
+    returnCopy?: boolean;
+    /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
+    maxData?: boolean;
+    /** Follow the argument to one of its fields, e.g. "f_path.dentry" of a file. */
+    resolve?: string;
+  };
+  /** Action on the return value: Post, TrackSock or UntrackSock. */
+  returnArgAction?: string;
+  /** Conditions under which the hook is skipped instead of failing the policy. */
+  ignore?: {
+    /** Skip the hook when the function does not exist in this kernel. */
+    callNotFound?: boolean;
+  };
+  /** Arguments to read and include in events. */
+  args?: KProbeArg[];
+  /** Selectors, any one of which must match (at most 5). */
+  selectors?: KProbeSelector[];
+  /** Short text included in every event of this hook. */
+  message?: string;
+  /** Labels for events of this hook, for filtering. */
+  tags?: string[];
+};
+
+/** One tracepoint. */
+export type TracepointSpec = {
+  /** Tracepoint subsystem, e.g. "syscalls". */
+  subsystem: string;
+  /** Tracepoint event, e.g. "sys_enter_openat". */
+  event: string;
+  /** Hook the raw tracepoint and read its raw arguments. */
+  raw?: boolean;
+  /** Arguments to read and include in events. */
+  args?: KProbeArg[];
+  /** Selectors, any one of which must match (at most 5). */
+  selectors?: KProbeSelector[];
+  /** Short text included in every event of this hook. */
+  message?: string;
+  /** Labels for events of this hook, for filtering. */
+  tags?: string[];
+};
+
+/** One LSM hook. */
+export type LsmHookSpec = {
+  /** LSM hook name without the prefix, e.g. "file_open". */
+  hook: string;
+  /** Arguments to read and include in events. */
+  args?: KProbeArg[];
+  /** Selectors, any one of which must match (at most 5). */
+  selectors?: KProbeSelector[];
+  /** Short text included in every event of this hook. */
+  message?: string;
+  /** Labels for events of this hook, for filtering. */
+  tags?: string[];
+};
+
+/** One executable or library and the functions in it. */
+export type UProbeSpec = {
+  /** Absolute path of the executable or library. */
+  path: string;
+  /** Names of the functions to hook. */
+  symbols?: string[];
+  /** Offsets in the file to hook, instead of symbols. */
+  offsets?: number[];
+  /** Offsets of the reference counters (semaphores) of the probes. */
+  refCtrOffsets?: number[];
+  /** Arguments to read and include in events. */
+  args?: KProbeArg[];
+  /** Selectors, any one of which must match (at most 5). */
+  selectors?: KProbeSelector[];
+  /** Short text included in every event of this hook. */
+  message?: string;
+  /** Labels for events of this hook, for filtering. */
+  tags?: string[];
+};
+
+/** One USDT probe. */
+export type UsdtSpec = {
+  /** Absolute path of the executable or library. */
+  path: string;
+  /** Provider name of the probe. */
+  provider: string;
+  /** Name of the probe. */
+  name: string;
+  /** Arguments to read and include in events. */
+  args?: KProbeArg[];
+  /** Selectors, any one of which must match (at most 5). */
+  selectors?: KProbeSelector[];
+  /** Short text included in every event of this hook. */
+  message?: string;
+  /** Labels for events of this hook, for filtering. */
+  tags?: string[];
+};
+
+/** One list. */
+export type ListSpec = {
+  /** Name of the list, referenced as list:NAME. */
+  name: string;
+  /** What the values are: syscalls, generated_syscalls or generated_ftrace. */
+  type?: "syscalls" | "generated_syscalls" | "generated_ftrace";
+  /** The functions (syscall names for type syscalls). */
+  values?: string[];
+  /** Regular expression selecting the functions of a generated_ftrace list. */
+  pattern?: string;
+  /** The list's functions were checked to exist. */
+  validated?: boolean;
+};
+
 /** Identity-based network policy for the endpoints of one namespace: which peers (by labels, entities, CIDRs, DNS names, Services) they may exchange traffic with, on which ports, with optional L7 rules. */
 export interface CiliumNetworkPolicy {
   apiVersion: "cilium.io/v2";
@@ -992,469 +1249,130 @@ export interface TracingPolicy {
   metadata: ObjectMeta;
   /** The hooks of the policy. */
   spec: {
-    /** Kernel functions to hook. */
-    kprobes?: Array<{
-      /** Kernel function (or syscall) name, e.g. "fd_install" or "sys_openat". */
-      call: string;
-      /** The function is a system call (its name is resolved per architecture). */
-      syscall?: boolean;
-      /** Also hook the function's return and read returnArg. */
-      return?: boolean;
-      /** The return value to read when return is true. */
-      returnArg?: {
-        /** Position of the argument in the hooked function's signature, from 0. */
-        index: number;
-        /** How to read the argument. */
-        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
-        /** Name of the argument in emitted events. */
-        label?: string;
-        /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
-        sizeArgIndex?: number;
-        /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
-        returnCopy?: boolean;
-        /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
-        maxData?: boolean;
-      };
-      /** Action on the return value: Post, TrackSock or UntrackSock. */
-      returnArgAction?: string;
-      /** Arguments to read and include in events. */
-      args?: Array<{
-        /** Position of the argument in the hooked function's signature, from 0. */
-        index: number;
-        /** How to read the argument. */
-        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
-        /** Name of the argument in emitted events. */
-        label?: string;
-        /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
-        sizeArgIndex?: number;
-        /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
-        returnCopy?: boolean;
-        /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
-        maxData?: boolean;
-      }>;
-      /** Selectors, any one of which must match (at most 5). */
-      selectors?: Array<{
-        /** Filters on the process ID. */
-        matchPIDs?: Array<{
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Process IDs. */
-          values: number[];
-          /** Also match descendants of these processes. */
-          followForks?: boolean;
-          /** The IDs are PIDs inside the process's PID namespace. */
-          isNamespacePID?: boolean;
-        }>;
-        /** Filters on the hooked function's arguments; all must match. */
-        matchArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the return value (kprobes with return: true). */
-        matchReturnArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the executable of the calling process. */
-        matchBinaries?: Array<{
-          /** In, NotIn, Prefix, NotPrefix, Postfix or NotPostfix. */
-          operator: "In" | "NotIn" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
-          /** Absolute paths (or path prefixes/suffixes) of executables. */
-          values: string[];
-          /** Also match processes started by a matching executable. */
-          followChildren?: boolean;
-        }>;
-        /** Filters on the Linux namespaces of the calling process. */
-        matchNamespaces?: Array<{
-          /** Which Linux namespace type to compare. */
-          namespace: "Uts" | "Ipc" | "Mnt" | "Pid" | "PidForChildren" | "Net" | "Time" | "TimeForChildren" | "Cgroup" | "User";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Namespace inode numbers, or "host_ns" for the host's namespace. */
-          values: string[];
-        }>;
-        /** Membrane extension: filters on the Kubernetes workload of the calling process; any entry matching satisfies the filter. */
-        matchNames?: Array<{
-          /** Kubernetes namespace of the pod. */
-          namespace: string;
-          /** Name of the pod (all pods of the namespace when omitted). */
-          pod?: string;
-        }>;
-        /** Filters on the capabilities of the calling process. */
-        matchCapabilities?: Array<{
-          /** Which capability set: Effective (when omitted), Inheritable or Permitted. */
-          type?: "Effective" | "Inheritable" | "Permitted";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Capabilities, e.g. "CAP_SYS_ADMIN". */
-          values: string[];
-          /** Compare capabilities relative to the user namespace. */
-          isNamespaceCapability?: boolean;
-        }>;
-        /** What to do when the selector matches. */
-        matchActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-        /** What to do when the selector matches on return. */
-        matchReturnActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-      }>;
-      /** Short text included in every event of this hook. */
-      message?: string;
-      /** Labels for events of this hook, for filtering. */
-      tags?: string[];
-    }>;
+    /** Kernel functions to hook with kprobes. */
+    kprobes?: KProbeSpec[];
+    /** Kernel functions to hook with fentry programs. */
+    fentries?: KProbeSpec[];
     /** Kernel tracepoints to hook. */
-    tracepoints?: Array<{
-      /** Tracepoint subsystem, e.g. "syscalls". */
-      subsystem: string;
-      /** Tracepoint event, e.g. "sys_enter_openat". */
-      event: string;
-      /** Arguments to read and include in events. */
-      args?: Array<{
-        /** Position of the argument in the hooked function's signature, from 0. */
-        index: number;
-        /** How to read the argument. */
-        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
-        /** Name of the argument in emitted events. */
-        label?: string;
-        /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
-        sizeArgIndex?: number;
-        /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
-        returnCopy?: boolean;
-        /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
-        maxData?: boolean;
-      }>;
-      /** Selectors, any one of which must match (at most 5). */
-      selectors?: Array<{
-        /** Filters on the process ID. */
-        matchPIDs?: Array<{
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Process IDs. */
-          values: number[];
-          /** Also match descendants of these processes. */
-          followForks?: boolean;
-          /** The IDs are PIDs inside the process's PID namespace. */
-          isNamespacePID?: boolean;
-        }>;
-        /** Filters on the hooked function's arguments; all must match. */
-        matchArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the return value (kprobes with return: true). */
-        matchReturnArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the executable of the calling process. */
-        matchBinaries?: Array<{
-          /** In, NotIn, Prefix, NotPrefix, Postfix or NotPostfix. */
-          operator: "In" | "NotIn" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
-          /** Absolute paths (or path prefixes/suffixes) of executables. */
-          values: string[];
-          /** Also match processes started by a matching executable. */
-          followChildren?: boolean;
-        }>;
-        /** Filters on the Linux namespaces of the calling process. */
-        matchNamespaces?: Array<{
-          /** Which Linux namespace type to compare. */
-          namespace: "Uts" | "Ipc" | "Mnt" | "Pid" | "PidForChildren" | "Net" | "Time" | "TimeForChildren" | "Cgroup" | "User";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Namespace inode numbers, or "host_ns" for the host's namespace. */
-          values: string[];
-        }>;
-        /** Membrane extension: filters on the Kubernetes workload of the calling process; any entry matching satisfies the filter. */
-        matchNames?: Array<{
-          /** Kubernetes namespace of the pod. */
-          namespace: string;
-          /** Name of the pod (all pods of the namespace when omitted). */
-          pod?: string;
-        }>;
-        /** Filters on the capabilities of the calling process. */
-        matchCapabilities?: Array<{
-          /** Which capability set: Effective (when omitted), Inheritable or Permitted. */
-          type?: "Effective" | "Inheritable" | "Permitted";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Capabilities, e.g. "CAP_SYS_ADMIN". */
-          values: string[];
-          /** Compare capabilities relative to the user namespace. */
-          isNamespaceCapability?: boolean;
-        }>;
-        /** What to do when the selector matches. */
-        matchActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-        /** What to do when the selector matches on return. */
-        matchReturnActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-      }>;
-      /** Short text included in every event of this hook. */
-      message?: string;
-      /** Labels for events of this hook, for filtering. */
-      tags?: string[];
-    }>;
+    tracepoints?: TracepointSpec[];
     /** Linux Security Module hooks. */
-    lsmhooks?: Array<{
-      /** LSM hook name without the prefix, e.g. "file_open". */
-      hook: string;
-      /** Arguments to read and include in events. */
-      args?: Array<{
-        /** Position of the argument in the hooked function's signature, from 0. */
-        index: number;
-        /** How to read the argument. */
-        type: "auto" | "int" | "int8" | "uint8" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "size_t" | "char_buf" | "char_iovec" | "const_buf" | "string" | "data_loc" | "fd" | "file" | "filename" | "path" | "dentry" | "skb" | "sock" | "sockaddr" | "socket" | "net_device" | "nop" | "bpf_attr" | "bpf_cmd" | "perf_event" | "bpf_map" | "user_namespace" | "capability" | "kiocb" | "iov_iter" | "cred" | "load_info" | "module" | "syscall64" | "kernel_cap_t" | "cap_inheritable" | "cap_permitted" | "cap_effective" | "linux_binprm" | "bpf_prog";
-        /** Name of the argument in emitted events. */
-        label?: string;
-        /** Index (from 1) of the argument holding this buffer's size (char_buf, char_iovec). */
-        sizeArgIndex?: number;
-        /** Read the buffer when the function returns, not when it is entered (e.g. read(2)). */
-        returnCopy?: boolean;
-        /** Read up to the kernel's maximum instead of 4096 bytes (char_buf only). */
-        maxData?: boolean;
-      }>;
-      /** Selectors, any one of which must match (at most 5). */
-      selectors?: Array<{
-        /** Filters on the process ID. */
-        matchPIDs?: Array<{
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Process IDs. */
-          values: number[];
-          /** Also match descendants of these processes. */
-          followForks?: boolean;
-          /** The IDs are PIDs inside the process's PID namespace. */
-          isNamespacePID?: boolean;
-        }>;
-        /** Filters on the hooked function's arguments; all must match. */
-        matchArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the return value (kprobes with return: true). */
-        matchReturnArgs?: Array<{
-          /** Position of the argument to filter on. */
-          index: number;
-          /** Comparison to apply. */
-          operator: "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix" | "GreaterThan" | "GT" | "LessThan" | "LT" | "Mask" | "InRange" | "NotInRange" | "SubString" | "SubStringIgnCase" | "SPort" | "NotSPort" | "SPortPriv" | "NotSPortPriv" | "DPort" | "NotDPort" | "DPortPriv" | "NotDPortPriv" | "SAddr" | "NotSAddr" | "DAddr" | "NotDAddr" | "Protocol" | "Family" | "State" | "InMap" | "NotInMap" | "CapabilitiesGained" | "FileType" | "NotFileType";
-          /** Values to compare against; any one matching satisfies the filter. */
-          values: string[];
-        }>;
-        /** Filters on the executable of the calling process. */
-        matchBinaries?: Array<{
-          /** In, NotIn, Prefix, NotPrefix, Postfix or NotPostfix. */
-          operator: "In" | "NotIn" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
-          /** Absolute paths (or path prefixes/suffixes) of executables. */
-          values: string[];
-          /** Also match processes started by a matching executable. */
-          followChildren?: boolean;
-        }>;
-        /** Filters on the Linux namespaces of the calling process. */
-        matchNamespaces?: Array<{
-          /** Which Linux namespace type to compare. */
-          namespace: "Uts" | "Ipc" | "Mnt" | "Pid" | "PidForChildren" | "Net" | "Time" | "TimeForChildren" | "Cgroup" | "User";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Namespace inode numbers, or "host_ns" for the host's namespace. */
-          values: string[];
-        }>;
-        /** Membrane extension: filters on the Kubernetes workload of the calling process; any entry matching satisfies the filter. */
-        matchNames?: Array<{
-          /** Kubernetes namespace of the pod. */
-          namespace: string;
-          /** Name of the pod (all pods of the namespace when omitted). */
-          pod?: string;
-        }>;
-        /** Filters on the capabilities of the calling process. */
-        matchCapabilities?: Array<{
-          /** Which capability set: Effective (when omitted), Inheritable or Permitted. */
-          type?: "Effective" | "Inheritable" | "Permitted";
-          /** In or NotIn. */
-          operator: "In" | "NotIn";
-          /** Capabilities, e.g. "CAP_SYS_ADMIN". */
-          values: string[];
-          /** Compare capabilities relative to the user namespace. */
-          isNamespaceCapability?: boolean;
-        }>;
-        /** What to do when the selector matches. */
-        matchActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-        /** What to do when the selector matches on return. */
-        matchReturnActions?: Array<{
-          /** Post (emit an event), NoPost, Sigkill (kill the process), Signal, Override (make the call return argError), FollowFD, UnfollowFD, CopyFD, GetUrl, DnsLookup, TrackSock, UntrackSock, NotifyEnforcer, CleanupEnforcerNotification or Set. */
-          action: "Post" | "NoPost" | "FollowFD" | "UnfollowFD" | "CopyFD" | "Sigkill" | "Signal" | "Override" | "GetUrl" | "DnsLookup" | "TrackSock" | "UntrackSock" | "NotifyEnforcer" | "CleanupEnforcerNotification" | "Set";
-          /** Error value the call returns (Override), e.g. -1. */
-          argError?: number;
-          /** Signal number to send (Signal). */
-          argSig?: number;
-          /** Index of the file-descriptor argument (FollowFD, UnfollowFD, CopyFD). */
-          argFd?: number;
-          /** Index of the file-name argument (FollowFD, CopyFD). */
-          argName?: number;
-          /** Index of the socket argument (TrackSock, UntrackSock). */
-          argSock?: number;
-          /** URL to fetch (GetUrl). */
-          argUrl?: string;
-          /** DNS name to look up (DnsLookup). */
-          argFqdn?: string;
-          /** Suppress repeated events within this period, e.g. "30s", "5m", "1h" (Post). */
-          rateLimit?: string;
-          /** What the rate limit counts per: Thread, Process or Global. */
-          rateLimitScope?: "Thread" | "Process" | "Global";
-          /** Include the kernel stack in the event (Post). */
-          kernelStackTrace?: boolean;
-          /** Include the user stack in the event (Post). */
-          userStackTrace?: boolean;
-        }>;
-      }>;
-      /** Short text included in every event of this hook. */
-      message?: string;
-      /** Labels for events of this hook, for filtering. */
-      tags?: string[];
+    lsmhooks?: LsmHookSpec[];
+    /** User-space functions to hook. */
+    uprobes?: UProbeSpec[];
+    /** User-space statically defined tracepoints to hook. */
+    usdts?: UsdtSpec[];
+    /** Named lists of functions that kprobes hook with call: "list:NAME". */
+    lists?: ListSpec[];
+    /** Enforcers: the calls whose return value Override actions with NotifyEnforcer change. */
+    enforcers?: Array<{
+      /** Kernel functions or syscalls. */
+      calls: string[];
     }>;
+    /** Options overriding the agent's defaults for this policy. */
+    options?: Array<{
+      /** Name of the option. */
+      name: string;
+      /** Value of the option. */
+      value?: string;
+    }>;
+    /** Also emit an event when a binary or library is loaded. */
+    loader?: boolean;
     /** Pods the policy applies to; every process on the node when omitted. */
     podSelector?: {
+      /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
+      matchLabels?: Record<string, string>;
+      /** Set-based requirements, all of which must hold. */
+      matchExpressions?: Array<{
+        /** The label key the requirement applies to (optionally with a source prefix). */
+        key: string;
+        /** How the key relates to the values: In, NotIn, Exists or DoesNotExist. */
+        operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+        /** Values for In and NotIn (non-empty); must be empty for Exists and DoesNotExist. */
+        values?: string[];
+      }>;
+    };
+    /** Containers the policy applies to, by container field ("name"). */
+    containerSelector?: {
+      /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
+      matchLabels?: Record<string, string>;
+      /** Set-based requirements, all of which must hold. */
+      matchExpressions?: Array<{
+        /** The label key the requirement applies to (optionally with a source prefix). */
+        key: string;
+        /** How the key relates to the values: In, NotIn, Exists or DoesNotExist. */
+        operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+        /** Values for In and NotIn (non-empty); must be empty for Exists and DoesNotExist. */
+        values?: string[];
+      }>;
+    };
+    /** Only {} (every host process) or absent; no label matching is supported. */
+    hostSelector?: {
+      /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
+      matchLabels?: Record<string, string>;
+      /** Set-based requirements, all of which must hold. */
+      matchExpressions?: Array<{
+        /** The label key the requirement applies to (optionally with a source prefix). */
+        key: string;
+        /** How the key relates to the values: In, NotIn, Exists or DoesNotExist. */
+        operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+        /** Values for In and NotIn (non-empty); must be empty for Exists and DoesNotExist. */
+        values?: string[];
+      }>;
+    };
+  };
+}
+
+/** Runtime enforcement: kernel hooks to observe, which calls to select, and what to do with them (emit an event, kill the process, override the return value). Applies to the processes of this namespace's pods only. */
+export interface TracingPolicyNamespaced {
+  apiVersion: "cilium.io/v1alpha1";
+  kind: "TracingPolicyNamespaced";
+  metadata: ObjectMeta;
+  /** The hooks of the policy. */
+  spec: {
+    /** Kernel functions to hook with kprobes. */
+    kprobes?: KProbeSpec[];
+    /** Kernel functions to hook with fentry programs. */
+    fentries?: KProbeSpec[];
+    /** Kernel tracepoints to hook. */
+    tracepoints?: TracepointSpec[];
+    /** Linux Security Module hooks. */
+    lsmhooks?: LsmHookSpec[];
+    /** User-space functions to hook. */
+    uprobes?: UProbeSpec[];
+    /** User-space statically defined tracepoints to hook. */
+    usdts?: UsdtSpec[];
+    /** Named lists of functions that kprobes hook with call: "list:NAME". */
+    lists?: ListSpec[];
+    /** Enforcers: the calls whose return value Override actions with NotifyEnforcer change. */
+    enforcers?: Array<{
+      /** Kernel functions or syscalls. */
+      calls: string[];
+    }>;
+    /** Options overriding the agent's defaults for this policy. */
+    options?: Array<{
+      /** Name of the option. */
+      name: string;
+      /** Value of the option. */
+      value?: string;
+    }>;
+    /** Also emit an event when a binary or library is loaded. */
+    loader?: boolean;
+    /** Pods the policy applies to; every process on the node when omitted. */
+    podSelector?: {
+      /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
+      matchLabels?: Record<string, string>;
+      /** Set-based requirements, all of which must hold. */
+      matchExpressions?: Array<{
+        /** The label key the requirement applies to (optionally with a source prefix). */
+        key: string;
+        /** How the key relates to the values: In, NotIn, Exists or DoesNotExist. */
+        operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+        /** Values for In and NotIn (non-empty); must be empty for Exists and DoesNotExist. */
+        values?: string[];
+      }>;
+    };
+    /** Containers the policy applies to, by container field ("name"). */
+    containerSelector?: {
       /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
       matchLabels?: Record<string, string>;
       /** Set-based requirements, all of which must hold. */

@@ -8,6 +8,8 @@ export interface JSONSchemaProps {
   format?: string;
   pattern?: string;
   enum?: readonly (string | number)[];
+  /** Filled in by the API server when the field is absent (structural defaulting). */
+  default?: string | number | boolean;
   minimum?: number;
   maximum?: number;
   minLength?: number;

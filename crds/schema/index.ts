@@ -3,7 +3,7 @@ import type { CustomResourceDefinition } from "./common.ts";
 import { membraneEncryptionKeyCRD } from "./encryption-key.ts";
 import { ciliumIdentityCRD, ciliumNodeCRD } from "./identity-node.ts";
 import { ciliumClusterwideNetworkPolicyCRD, ciliumNetworkPolicyCRD } from "./network-policy.ts";
-import { tracingPolicyCRD } from "./tracing-policy.ts";
+import { tracingPolicyCRD, tracingPolicyNamespacedCRD } from "./tracing-policy.ts";
 
 export type { CustomResourceDefinition, JSONSchemaProps } from "./common.ts";
 
@@ -14,6 +14,7 @@ export const CRDS: readonly CustomResourceDefinition[] = [
   ciliumNodeCRD,
   membraneEncryptionKeyCRD,
   tracingPolicyCRD,
+  tracingPolicyNamespacedCRD,
 ];
 
 /** The CRD that serves `apiVersion`/`kind`, if Membrane defines one. */
