@@ -9,7 +9,7 @@ import { pino } from "pino";
 import { stringify } from "yaml";
 import { formatErrors } from "../core/validate.ts";
 import { BAD_POLICIES } from "../core/parser/testdata/bad-policies.ts";
-import { ciliumDocsExamples, seedExamples } from "../crds/fixtures.ts";
+import { ciliumDocsExamples, seedExamples, tetragonDocsExamples } from "../crds/fixtures.ts";
 import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { DEFAULT_CERT_OPTIONS } from "./certs.ts";
 import { DEFAULTS, startWebhook, type RunningWebhook, type WebhookConfig } from "./main.ts";
@@ -166,7 +166,7 @@ const OTHER_BAD: { name: string; object: unknown; message: string }[] = [
   {
     name: "TracingPolicy with no hooks",
     object: { apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicy", metadata: { name: "bad-empty" }, spec: {} },
-    message: "spec: declares no kprobes, tracepoints, uprobes, lsmhooks: the policy would trace nothing",
+    message: "spec: declares no kprobes, fentries, tracepoints, lsmhooks, uprobes, usdts: the policy would trace nothing",
   },
   {
     name: "MembraneEncryptionKey rotating every 10 seconds",
@@ -188,6 +188,62 @@ const OTHER_BAD: { name: string; object: unknown; message: string }[] = [
     },
     message:
       "spec.secretRef.name: \"Keys_1\" is not a valid Secret name: it must consist of lower case letters, digits, '-' and '.', and start and end with a letter or digit",
+  },
+];
+
+const tracing = (name: string, spec: unknown, kind = "TracingPolicy") => ({
+  apiVersion: "cilium.io/v1alpha1",
+  kind,
+  metadata: kind === "TracingPolicy" ? { name } : { name, namespace: "default" },
+  spec,
+});
+const fdInstall = (selector: unknown) => ({
+  kprobes: [{ call: "fd_install", args: [{ index: 0, type: "int" }, { index: 1, type: "file" }], selectors: [selector] }],
+});
+
+/** TracingPolicies Tetragon's loader refuses, and the line `kubectl apply` must show for each (issue 18 item 2). */
+const TETRAGON_BAD: { name: string; object: unknown; message: string }[] = [
+  {
+    name: "an unknown spec key",
+    object: tracing("bad-tp-key", { kprobe: [{ call: "fd_install" }], tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat" }] }),
+    message: 'spec.kprobe: unknown field "kprobe": did you mean "kprobes"?',
+  },
+  {
+    name: "an unknown key deep in a selector",
+    object: tracing("bad-tp-deep-key", fdInstall({ matchArgs: [{ index: 1, operator: "Equal", value: ["/etc/shadow"] }] })),
+    message: 'spec.kprobes[0].selectors[0].matchArgs[0].value: unknown field "value": did you mean "values"?',
+  },
+  {
+    name: "FollowFD",
+    object: tracing("bad-tp-followfd", fdInstall({ matchActions: [{ action: "FollowFD", argFd: 0, argName: 1 }] })),
+    message: "spec.kprobes[0].selectors[0].matchActions[0].action: FollowFD was removed from Tetragon (1.5): read the file itself instead",
+  },
+  {
+    name: "a lowercase operator",
+    object: tracing("bad-tp-lowercase", fdInstall({ matchArgs: [{ index: 1, operator: "prefix", values: ["/etc"] }] })),
+    message: 'spec.kprobes[0].selectors[0].matchArgs[0].operator: "prefix" is not an operator: names are case-sensitive, write "Prefix"',
+  },
+  {
+    name: "an integer where a string belongs",
+    object: tracing("bad-tp-integer", fdInstall({ matchArgs: [{ index: 0, operator: "Equal", values: [3] }] })),
+    message: 'spec.kprobes[0].selectors[0].matchArgs[0].values[0]: 3 is not a string: Tetragon\'s schema wants strings here, write "3" (quoted)',
+  },
+  {
+    name: "a tracepoint matchArgs index past the listed arguments",
+    object: tracing("bad-tp-index", {
+      tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 6 }], selectors: [{ matchArgs: [{ index: 6, operator: "Prefix", values: ["/etc"] }] }] }],
+    }),
+    message: "spec.tracepoints[0].selectors[0].matchArgs[0].index: index 6 means the 7th entry of args (for tracepoints an index counts the listed arguments), but args lists 1",
+  },
+  {
+    name: "a call naming an undeclared list",
+    object: tracing("bad-tp-list", { kprobes: [{ call: "list:dups", syscall: true }] }),
+    message: 'spec.kprobes[0].call: "list:dups" names list "dups", which spec.lists does not declare',
+  },
+  {
+    name: "a TracingPolicyNamespaced with a hostSelector",
+    object: tracing("bad-tpn-host", { hostSelector: {}, kprobes: [{ call: "fd_install" }] }, "TracingPolicyNamespaced"),
+    message: "spec.hostSelector: a TracingPolicyNamespaced applies to its namespace's pods only: delete hostSelector",
   },
 ];
 
@@ -287,6 +343,39 @@ describe("webhook against the real API server", { timeout: 900_000 }, () => {
       const r = await cp.kubectl(["delete", "--ignore-not-found", "-f", "-"], stringify(ex.object));
       assert.equal(r.code, 0, r.stderr);
     }
+  });
+
+  it("admits every Tetragon documentation TracingPolicy (fentries, usdts, lists, loader, options, untyped tracepoint args, namespaced)", async () => {
+    const examples = tetragonDocsExamples();
+    assert.ok(examples.length >= 15, `${examples.length} examples`);
+    for (const ex of examples) {
+      const r = await apply(stringify(ex.object));
+      assert.equal(r.code, 0, `${ex.source} was rejected:\n${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /Warning/, ex.source);
+    }
+    // The API server filled in Tetragon's default argument type.
+    const typed = await cp.kubectl(["get", "tracingpolicy", "tracepoint-openat-auto-types", "-o", "jsonpath={.spec.tracepoints[0].args[0].type}"]);
+    assert.equal(typed.stdout, "auto", typed.stderr);
+    for (const ex of examples) {
+      const r = await cp.kubectl(["delete", "--ignore-not-found", "-f", "-"], stringify(ex.object));
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
+  it("refuses what Tetragon's loader refuses with the field path and what to write instead, whatever field validation the client asks for", async () => {
+    for (const bad of TETRAGON_BAD) {
+      for (const validate of ["--validate=strict", "--validate=false"]) {
+        const r = await apply(stringify(bad.object), validate, "--dry-run=server");
+        assert.notEqual(r.code, 0, `${bad.name} (${validate}) was admitted`);
+        assert.ok(r.stderr.includes(`${DENIED}${bad.message}`), `${bad.name} (${validate}): kubectl showed\n${r.stderr}`);
+      }
+    }
+  });
+
+  it("admits returnArg without return: true with a warning in kubectl's output", async () => {
+    const r = await apply(stringify(tracing("returnarg-no-return", { kprobes: [{ call: "sys_openat", syscall: true, returnArg: { index: 0, type: "int" } }] })), "--dry-run=server");
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stderr.includes("Warning: spec.kprobes[0].returnArg: is read only when return: true; without it Tetragon ignores returnArg"), r.stderr);
   });
 
   it("shows warnings for a legal but risky policy in kubectl's output and admits it", async () => {
