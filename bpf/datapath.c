@@ -9,6 +9,7 @@
 #include "lib/events.h"
 #include "lib/config.h"
 #include "lib/monitor.h"
+#include "lib/redirect.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -47,10 +48,11 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
 
 /* Decides the first packet of a flow by policy: a drop is counted and reported; an allow creates the
  * conntrack entry (ct_flags: CT_F_*) and, unless the monitor aggregation is maximum, reports the new
- * connection once. */
+ * connection once. An egress allow whose entry names a served proxy port is copied to *proxy (and
+ * the conntrack entry gets CT_F_PROXY): the caller steers the flow there. */
 static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
 				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx,
-				       __u32 monitor)
+				       __u32 monitor, struct policy_value *proxy)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
@@ -76,6 +78,10 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 			return drop(skb, f, direction, DROP_POLICY_DENY, src_id, dst_id, rule_id);
 	} else if (ep->flags & enforced_flag) {
 		return drop(skb, f, direction, DROP_POLICY_DEFAULT_DENY, src_id, dst_id, rule_id);
+	}
+	if (pv && direction == DIR_EGRESS && redirect_port_served(pv->proxy_port)) {
+		ct_flags |= CT_F_PROXY;
+		*proxy = *pv;
 	}
 	ct_create(f, direction, rule_id, ct_flags, ctx);
 	if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
@@ -142,6 +148,7 @@ int from_container(struct __sk_buff *skb)
 	struct ct_ctx ctx = { .now = ct_now() };
 	__u32 monitor = monitor_flags(config_get());
 	__u32 peer;
+	struct policy_value proxy = {};
 	int rc;
 
 	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
@@ -151,6 +158,12 @@ int from_container(struct __sk_buff *skb)
 	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
 	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
+	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record). */
+	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
+		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0) < 0)
+			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
+		return TC_ACT_OK;
+	}
 	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL)) {
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
 			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(f.family, f.daddr));
@@ -162,9 +175,15 @@ int from_container(struct __sk_buff *skb)
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
 	if (ct == CT_NEW) {
-		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx, monitor);
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx, monitor,
+				 &proxy);
 		if (rc != TC_ACT_OK)
 			return rc;
+		if (proxy.proxy_port) {
+			if (redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
+				return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
+			return TC_ACT_OK;
+		}
 	} else if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)) {
 		monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 	}
@@ -184,6 +203,7 @@ int to_container(struct __sk_buff *skb)
 	struct ct_ctx ctx = { .now = ct_now() };
 	__u32 monitor = monitor_flags(config_get());
 	enum ct_status ct;
+	struct policy_value proxy = {}; /* ingress is not redirected (yet): enforce_new only fills it on egress */
 	int from_overlay;
 	int rc;
 
@@ -197,6 +217,8 @@ int to_container(struct __sk_buff *skb)
 	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
+	} else if (redirect_from_proxy(skb, &f) < 0) {
+		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, 0, ep->identity, RULE_ID_NONE);
 	}
 	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx);
 	if (ct != CT_NEW) {
@@ -213,7 +235,7 @@ int to_container(struct __sk_buff *skb)
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
 	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,
-			   monitor);
+			   monitor, &proxy);
 }
 
 SEC("tc")

@@ -129,6 +129,7 @@ struct ct_value {
 	__u8 reported;    /* monitor aggregation: what was reported, forward in bits 0-3, reply in 4-7 (CT_REPORTED_*) */
 };
 #define CT_F_NO_TUNNEL 1 /* the peer is not behind the tunnel: known packets need no ipcache lookup */
+#define CT_F_PROXY 2     /* steered to a node proxy: every packet of the flow goes there (bpf/lib/redirect.h) */
 /* Per direction of a connection: its TCP flags FIN, SYN, RST as in the header, and its first packet. */
 #define CT_REPORTED_FIRST 0x08
 #define CT_REPORTED_REPLY_SHIFT 4
@@ -153,6 +154,7 @@ struct ct_value {
 #define DROP_TUNNEL_KEY 10
 #define DROP_NO_TUNNEL_DEVICE 11
 #define DROP_POLICY_OVERFLOW 12 /* the endpoint's policy did not fit the policy map (fail closed) */
+#define DROP_PROXY_REDIRECT 13  /* policy sends the flow to a node proxy that cannot be reached this way (fail closed) */
 #define DROP_REASON_MAX 16
 
 #define EVENT_FORWARDED 1
@@ -192,6 +194,36 @@ struct event {
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */
+};
+
+/* redirects: LRU hash, the endpoint's end of a flow that policy steered to a node proxy -> where the
+ * endpoint sent it. from-container writes it and sends the flow to the proxy; to-container gives the
+ * proxy's answers the source the endpoint asked; the proxy reads the original destination here. */
+struct redirect_key {
+	__u8 addr[16];    /* the endpoint's address (IPv4 in the first 4 bytes) */
+	__be16 port;      /* the endpoint's source port */
+	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;      /* FAMILY_* */
+};
+struct redirect_value {
+	__u8 orig_daddr[16];
+	__be16 orig_dport;
+	__u16 proxy_port; /* host order */
+	__u32 subject;    /* the endpoint's identity */
+	__u32 rule_id;    /* the policy entry that asked for the proxy */
+};
+
+/* proxy ports: hash, port (host order) -> REDIRECT_PORT_F_*: the proxy ports a node proxy serves.
+ * A policy entry's proxy_port redirects only when listed; others are plain allows (their proxy has
+ * not been built). The listing survives the proxy: a proxy that is down fails its traffic. */
+#define REDIRECT_PORT_F_SERVED 1
+struct redirect_port_value {
+	__u32 flags;
+};
+
+/* redirect config: array with one element, the node address the proxies listen on. */
+struct redirect_config {
+	__be32 addr4;     /* 0 = none: redirected IPv4 flows are dropped */
 };
 
 /* skb->mark carrying the source identity from the overlay program to to-container. */

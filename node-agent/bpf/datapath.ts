@@ -10,6 +10,7 @@ import {
   DROP_REASONS,
   LAYOUT,
   decodeEvent,
+  formatAddress,
   encodeConfig,
   MONITOR_AGGREGATION_FLAGS,
   encodeEndpointKey,
@@ -37,6 +38,7 @@ import {
   type VerdictEvent,
 } from "./layout.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
+import { ProxyRedirect, REDIRECT_MAPS } from "./redirect.ts";
 
 export const DATAPATH_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/datapath.o");
 
@@ -423,8 +425,29 @@ export class Datapath {
   }
 
   /** Forgets every policy entry, endpoint, ipcache and ipBlock entry (tests and benchmarks). */
+  /** The proxy redirect's maps (bpf/lib/redirect.h). */
+  get redirect(): ProxyRedirect {
+    return new ProxyRedirect(this.object);
+  }
+
+  /** The destinations of live egress connections in conntrack (an address still in use). */
+  liveEgressDestinations(): Set<string> {
+    const L = LAYOUT.ct_key.fields;
+    const V = LAYOUT.ct_value.fields;
+    const now = process.hrtime.bigint();
+    const out = new Set<string>();
+    const ct = this.object.map(MAPS.conntrack);
+    for (const k of ct.keys()) {
+      if (k.readUInt8(L.direction.offset) !== CONST.DIR_EGRESS) continue;
+      const v = ct.lookup(k);
+      if (!v || v.readBigUInt64LE(V.expires_ns.offset) <= now) continue;
+      out.add(formatAddress(k.readUInt8(L.family.offset), k, L.daddr.offset));
+    }
+    return out;
+  }
+
   clearAll(): void {
-    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack]) this.object.map(m).clear();
+    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack, REDIRECT_MAPS.redirects, REDIRECT_MAPS.proxyPorts]) this.object.map(m).clear();
     this.written.clear();
     this.failed.clear();
   }

@@ -57,6 +57,10 @@ export const LAYOUT = {
     },
   },
   config_value: { size: 8, fields: { vxlan_ifindex: f(0, 4), flags: f(4, 4) } },
+  redirect_key: { size: 20, fields: { addr: f(0, 16), port: f(16, 2), proto: f(18, 1), family: f(19, 1) } },
+  redirect_value: { size: 28, fields: { orig_daddr: f(0, 16), orig_dport: f(16, 2), proxy_port: f(18, 2), subject: f(20, 4), rule_id: f(24, 4) } },
+  redirect_port_value: { size: 4, fields: { flags: f(0, 4) } },
+  redirect_config: { size: 4, fields: { addr4: f(0, 4) } },
 } as const satisfies Record<string, StructLayout>;
 
 /** The #defines of layout.h that the TypeScript side uses (checked by the same test). */
@@ -82,6 +86,8 @@ export const CONST = {
   EP_F_EGRESS_ENFORCED: 2,
   EP_F_POLICY_FAILED: 4,
   CT_F_NO_TUNNEL: 1,
+  CT_F_PROXY: 2,
+  REDIRECT_PORT_F_SERVED: 1,
   DROP_REASON_MAX: 16,
   EVENT_FORWARDED: 1,
   EVENT_DROPPED: 2,
@@ -111,6 +117,7 @@ export const DROP_REASONS = {
   10: "tunnel key error",
   11: "no tunnel device",
   12: "policy did not fit the policy map (endpoint fails closed)",
+  13: "proxy redirect not possible (fails closed)",
 } as const satisfies Record<number, string>;
 export type DropReasonCode = keyof typeof DROP_REASONS;
 export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
@@ -126,6 +133,7 @@ export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
   DROP_TUNNEL_KEY: 10,
   DROP_NO_TUNNEL_DEVICE: 11,
   DROP_POLICY_OVERFLOW: 12,
+  DROP_PROXY_REDIRECT: 13,
 };
 
 export function directionCode(d: Direction): number {

@@ -1,0 +1,94 @@
+// The datapath's proxy redirect as the agent's proxies see it: the proxies' address, the proxy ports they serve, and each redirected flow's original destination.
+import { BpfObject } from "./loader.ts";
+import { CONST, LAYOUT, formatAddress, parseAddress } from "./layout.ts";
+
+export const REDIRECT_MAPS = {
+  redirects: "membrane_redirects",
+  proxyPorts: "membrane_proxy_ports",
+  config: "membrane_redirect_config",
+} as const;
+
+export type RedirectProto = "tcp" | "udp";
+const PROTO: Readonly<Record<RedirectProto, number>> = { tcp: 6, udp: 17 };
+
+/** Where a redirected flow was going, and whose policy sent it to the proxy. */
+export interface OriginalDestination {
+  readonly ip: string;
+  readonly port: number;
+  readonly proxyPort: number;
+  /** The endpoint's identity. */
+  readonly subject: number;
+  /** The policy entry's rule (the compiled rule table's index). */
+  readonly ruleId: number;
+}
+
+export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto): Buffer {
+  const L = LAYOUT.redirect_key.fields;
+  const { family, bytes } = parseAddress(ip);
+  const b = Buffer.alloc(LAYOUT.redirect_key.size);
+  bytes.copy(b, L.addr.offset);
+  b.writeUInt16BE(port, L.port.offset);
+  b.writeUInt8(PROTO[proto], L.proto.offset);
+  b.writeUInt8(family, L.family.offset);
+  return b;
+}
+
+export function decodeRedirectValue(family: number, b: Buffer): OriginalDestination {
+  const L = LAYOUT.redirect_value.fields;
+  return {
+    ip: formatAddress(family, b, L.orig_daddr.offset),
+    port: b.readUInt16BE(L.orig_dport.offset),
+    proxyPort: b.readUInt16LE(L.proxy_port.offset),
+    subject: b.readUInt32LE(L.subject.offset),
+    ruleId: b.readUInt32LE(L.rule_id.offset),
+  };
+}
+
+function portKey(port: number): Buffer {
+  if (!Number.isInteger(port) || port < 1 || port > 0xffff) throw new RangeError(`proxy port ${port} is not a port number`);
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(port, 0);
+  return b;
+}
+
+/**
+ * One object of the loaded datapath's redirect maps. Generic: a proxy (DNS here, L7 later) serves
+ * ports; the datapath steers an endpoint's egress whose policy entry names a served port to
+ * `address:port`, and the proxy asks here where each flow was going.
+ */
+export class ProxyRedirect {
+  constructor(private readonly object: BpfObject) {}
+
+  /** The node address the proxies listen on (IPv4; IPv6 flows to a proxy are dropped for now). */
+  setProxyAddress(ipv4: string): void {
+    const { family, bytes } = parseAddress(ipv4);
+    if (family !== 4) throw new RangeError(`proxy address ${ipv4}: only IPv4 is supported`);
+    const v = Buffer.alloc(LAYOUT.redirect_config.size);
+    bytes.copy(v, LAYOUT.redirect_config.fields.addr4.offset, 0, 4);
+    this.object.map(REDIRECT_MAPS.config).update(Buffer.alloc(4), v);
+  }
+
+  /** From now on, policy entries naming `port` steer their flows to the proxy. */
+  serve(port: number): void {
+    const v = Buffer.alloc(LAYOUT.redirect_port_value.size);
+    v.writeUInt32LE(CONST.REDIRECT_PORT_F_SERVED, LAYOUT.redirect_port_value.fields.flags.offset);
+    this.object.map(REDIRECT_MAPS.proxyPorts).update(portKey(port), v);
+  }
+
+  /** Entries naming `port` become plain allows again (the proxy's rules are gone, not the proxy down). */
+  unserve(port: number): void {
+    this.object.map(REDIRECT_MAPS.proxyPorts).delete(portKey(port));
+  }
+
+  /** The ports served now. */
+  servedPorts(): number[] {
+    return this.object.map(REDIRECT_MAPS.proxyPorts).keys().map((k) => k.readUInt16LE(0)).sort((a, b) => a - b);
+  }
+
+  /** Where the endpoint at ip:port sent its flow before the datapath steered it to a proxy. */
+  originalDestination(ip: string, port: number, proto: RedirectProto): OriginalDestination | undefined {
+    const key = encodeRedirectKey(ip, port, proto);
+    const v = this.object.map(REDIRECT_MAPS.redirects).lookup(key);
+    return v ? decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), v) : undefined;
+  }
+}
