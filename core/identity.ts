@@ -62,6 +62,12 @@ export const MAX_CLUSTER_IDENTITY = 65535;
 export const LOCAL_IDENTITY_FLAG = 1 << 24;
 export const MIN_LOCAL_IDENTITY = LOCAL_IDENTITY_FLAG;
 export const MAX_LOCAL_IDENTITY = LOCAL_IDENTITY_FLAG + (1 << 24) - 1;
+/**
+ * The upper half of the local scope belongs to the agents: each gives the addresses its DNS proxy
+ * learned identities of its own there (node-agent/dns/fqdn-policy.ts), so they never meet the
+ * operator's CIDR and ipBlock identities in the lower half.
+ */
+export const MIN_FQDN_IDENTITY = LOCAL_IDENTITY_FLAG + (1 << 23);
 
 export type IdentityScope = "reserved" | "cluster" | "local" | "invalid";
 
@@ -262,7 +268,7 @@ export class LocalCIDRAllocator {
   private readonly refs = new Map<number, number>();
 
   constructor(opts: { min?: number; max?: number } = {}) {
-    this.allocator = new IdentityAllocator({ min: opts.min ?? MIN_LOCAL_IDENTITY, max: opts.max ?? MAX_LOCAL_IDENTITY });
+    this.allocator = new IdentityAllocator({ min: opts.min ?? MIN_LOCAL_IDENTITY, max: opts.max ?? MIN_FQDN_IDENTITY - 1 });
   }
 
   /** The identity of a prefix, taking one reference; an error for a malformed prefix or when exhausted. */

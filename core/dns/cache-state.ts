@@ -5,14 +5,21 @@ import type { FqdnCacheEntry } from "./fqdn-cache.ts";
 
 export const FQDN_STATE_VERSION = 1;
 
+/** The identity the node gave a learned address (kept so that a restart gives it the same one). */
+export interface AddressIdentity {
+  readonly ip: string;
+  readonly identity: number;
+}
+
 /** What the file holds (JSON). */
 export interface FqdnCacheState {
   readonly version: typeof FQDN_STATE_VERSION;
   readonly entries: readonly FqdnCacheEntry[];
+  readonly identities: readonly AddressIdentity[];
 }
 
-export function encodeFqdnState(entries: readonly FqdnCacheEntry[]): string {
-  const state: FqdnCacheState = { version: FQDN_STATE_VERSION, entries };
+export function encodeFqdnState(entries: readonly FqdnCacheEntry[], identities: readonly AddressIdentity[] = []): string {
+  const state: FqdnCacheState = { version: FQDN_STATE_VERSION, entries, identities };
   return `${JSON.stringify(state)}\n`;
 }
 
@@ -49,6 +56,17 @@ export function decodeFqdnState(text: string): Result<FqdnCacheState> {
       });
     });
   }
+  const identities: AddressIdentity[] = [];
+  if (v.identities !== undefined && !Array.isArray(v.identities)) errors.push({ path: "identities", message: "must be a list" });
+  if (Array.isArray(v.identities)) {
+    v.identities.forEach((e: unknown, i) => {
+      const at = `identities[${i}]`;
+      if (!isRecord(e)) return void errors.push({ path: at, message: "must be an object" });
+      if (typeof e.ip !== "string" || parseIP(e.ip) === undefined) return void errors.push({ path: `${at}.ip`, message: "must be an IPv4 or IPv6 address" });
+      if (typeof e.identity !== "number" || !Number.isInteger(e.identity) || e.identity < 0) return void errors.push({ path: `${at}.identity`, message: "must be a non-negative integer" });
+      identities.push({ ip: e.ip, identity: e.identity });
+    });
+  }
   if (errors.length) return { ok: false, errors };
-  return { ok: true, value: { version: FQDN_STATE_VERSION, entries } };
+  return { ok: true, value: { version: FQDN_STATE_VERSION, entries, identities } };
 }

@@ -65,8 +65,9 @@ test("the state file round-trips the cache and refuses bad input naming the fiel
   const c = new FqdnCache(opts);
   c.learn("a.example.com", [{ ip: "192.0.2.1", ttl: 10 }], 5, "ns/pod");
   c.learn("b.example.com", [{ ip: "192.0.2.1", ttl: 20 }], 5);
-  const decoded = decodeFqdnState(encodeFqdnState(c.entries()));
+  const decoded = decodeFqdnState(encodeFqdnState(c.entries(), [{ ip: "192.0.2.1", identity: 25165824 }]));
   assert.ok(decoded.ok);
+  assert.deepEqual(decoded.value.identities, [{ ip: "192.0.2.1", identity: 25165824 }]);
   const back = new FqdnCache(opts);
   back.restore(decoded.value.entries);
   assert.deepEqual(back.entries(), c.entries());
@@ -105,4 +106,27 @@ test("property: after gc at time T, exactly the pairs with deadline + grace > T 
       return true;
     }),
   );
+});
+
+test("an answer teaches each address for the question and every CNAME leading to it, with the chain's smallest TTL", async () => {
+  const { learnedAddresses } = await import("./answers.ts");
+  const got = learnedAddresses("www.example.com", [
+    { name: "www.example.com", type: "CNAME", ttl: 300, data: "edge.cdn.net" },
+    { name: "edge.cdn.net", type: "CNAME", ttl: 60, data: "a1.cdn.net" },
+    { name: "a1.cdn.net", type: "A", ttl: 120, data: "192.0.2.10" },
+    { name: "a1.cdn.net", type: "AAAA", ttl: 30, data: "2001:db8::10" },
+    { name: "elsewhere.net", type: "A", ttl: 120, data: "192.0.2.99" },
+  ]);
+  assert.deepEqual(got, [
+    { ip: "192.0.2.10", names: ["www.example.com.", "edge.cdn.net.", "a1.cdn.net."], ttl: 60 },
+    { ip: "2001:db8::10", names: ["www.example.com.", "edge.cdn.net.", "a1.cdn.net."], ttl: 30 },
+  ]);
+  assert.deepEqual(learnedAddresses("a.example.com", [{ name: "A.EXAMPLE.COM.", type: "A", ttl: 5, data: "192.0.2.1" }]), [
+    { ip: "192.0.2.1", names: ["a.example.com."], ttl: 5 },
+  ]);
+  // A CNAME loop ends; nothing off the chain is learned.
+  assert.deepEqual(learnedAddresses("x.test", [
+    { name: "x.test", type: "CNAME", ttl: 5, data: "y.test" },
+    { name: "y.test", type: "CNAME", ttl: 5, data: "x.test" },
+  ]), []);
 });

@@ -1,0 +1,256 @@
+// The transparent DNS proxy: queries the datapath steered here are decided by the DNS rules of their policy, forwarded to the server the pod asked, and their answers learned before release.
+import dgram from "node:dgram";
+import net from "node:net";
+import { performance } from "node:perf_hooks";
+import dnsPacket from "dns-packet";
+import pino from "pino";
+import { learnedAddresses, type LearnedAddress } from "../../core/dns/answers.ts";
+import { decideQuery, rejectRcode, type DnsRuleRef, type RejectCode } from "../../core/dns/query-decision.ts";
+import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
+
+const log = pino({ name: "dns-proxy", level: process.env.LOG_LEVEL ?? "info" });
+
+/** One DNS query the proxy handled, for flows and metrics. */
+export interface DnsFlow {
+  readonly time: Date;
+  readonly protocol: RedirectProto;
+  readonly source: { readonly ip: string; readonly port: number; readonly identity: number };
+  readonly server: { readonly ip: string; readonly port: number };
+  readonly query: string;
+  readonly qtype: string;
+  readonly verdict: "allowed" | "denied" | "error";
+  /** The DNS rule that allowed it; absent for a denied query (no rule matched). */
+  readonly rule?: DnsRuleRef;
+  /** The policy entry's rule that sent the query here. */
+  readonly ruleId: number;
+  /** The answer's response code (REFUSED/NXDOMAIN for a denied query). */
+  readonly rcode?: string;
+  readonly addresses: readonly string[];
+  readonly latencyMs: number;
+  readonly error?: string;
+}
+
+export interface DnsProxyOptions {
+  /** The node address the datapath steers to (bpf/lib/redirect.h's redirect_config). */
+  readonly address: string;
+  /** The datapath's record of where each redirected flow was going. */
+  readonly originalDestination: (ip: string, port: number, proto: RedirectProto) => OriginalDestination | undefined;
+  /** The DNS rules of a subject's policy entry (ruleId); none: every query on it is denied. */
+  readonly rules: (subject: number, ruleId: number) => readonly DnsRuleRef[];
+  /** Called with an allowed answer's addresses before the answer is released; must have made them usable when it returns. */
+  readonly learn: (addresses: readonly LearnedAddress[], flow: { readonly sourceIp: string; readonly identity: number }) => void;
+  readonly onFlow?: (flow: DnsFlow) => void;
+  readonly rejectCode?: RejectCode;
+  readonly upstreamTimeoutMs?: number;
+}
+
+interface Listener {
+  readonly udp: dgram.Socket;
+  readonly tcp: net.Server;
+}
+
+type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
+
+/** Serves proxy ports (UDP and TCP on each) on the node address. */
+export class DnsProxy {
+  private readonly listeners = new Map<number, Listener>();
+  private readonly tcpSockets = new Set<net.Socket>();
+
+  constructor(private readonly opts: DnsProxyOptions) {}
+
+  /** Starts serving a proxy port; resolves once both sockets listen. */
+  async listen(port: number): Promise<void> {
+    if (this.listeners.has(port)) return;
+    const udp = dgram.createSocket({ type: net.isIPv6(this.opts.address) ? "udp6" : "udp4", reuseAddr: true });
+    udp.on("message", (msg, rinfo) => void this.onUdp(udp, port, msg, rinfo));
+    udp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy UDP socket error"));
+    const tcp = net.createServer((sock) => this.onTcp(sock, port));
+    tcp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy TCP server error"));
+    await new Promise<void>((resolve, reject) => {
+      udp.once("error", reject);
+      udp.bind(port, this.opts.address, () => {
+        udp.off("error", reject);
+        resolve();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      tcp.once("error", reject);
+      tcp.listen(port, this.opts.address, () => {
+        tcp.off("error", reject);
+        resolve();
+      });
+    });
+    this.listeners.set(port, { udp, tcp });
+    log.info({ address: this.opts.address, port }, "DNS proxy listening");
+  }
+
+  /** Stops serving a port. */
+  async unlisten(port: number): Promise<void> {
+    const l = this.listeners.get(port);
+    if (!l) return;
+    this.listeners.delete(port);
+    l.udp.close();
+    await new Promise<void>((resolve) => l.tcp.close(() => resolve()));
+  }
+
+  ports(): number[] {
+    return [...this.listeners.keys()].sort((a, b) => a - b);
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.tcpSockets) s.destroy();
+    await Promise.all(this.ports().map((p) => this.unlisten(p)));
+  }
+
+  private async onUdp(sock: dgram.Socket, port: number, msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+    const reply = await this.handle("udp", port, msg, rinfo.address, rinfo.port);
+    if (reply) sock.send(reply, rinfo.port, rinfo.address);
+  }
+
+  private onTcp(sock: net.Socket, port: number): void {
+    this.tcpSockets.add(sock);
+    sock.on("close", () => this.tcpSockets.delete(sock));
+    sock.on("error", () => sock.destroy());
+    let buf = Buffer.alloc(0);
+    let chain = Promise.resolve();
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + msg.length);
+        // Answers go back in the order the queries came (one TCP stream).
+        chain = chain.then(async () => {
+          const reply = await this.handle("tcp", port, msg, sock.remoteAddress ?? "", sock.remotePort ?? 0);
+          if (!reply || sock.destroyed) return;
+          const len = Buffer.alloc(2);
+          len.writeUInt16BE(reply.length, 0);
+          sock.write(Buffer.concat([len, reply]));
+        });
+      }
+    });
+  }
+
+  /** One query: its answer bytes, or undefined when nothing may be sent back (fail closed). */
+  private async handle(protocol: RedirectProto, port: number, msg: Buffer, ip: string, srcPort: number): Promise<Buffer | undefined> {
+    const started = performance.now();
+    const orig = this.opts.originalDestination(ip, srcPort, protocol);
+    if (!orig || orig.proxyPort !== port) {
+      // Not steered here by the datapath (or its record is gone): nobody to forward to.
+      log.warn({ ip, port: srcPort, protocol, proxyPort: port }, "DNS query without a redirect record dropped");
+      return undefined;
+    }
+    let query: dnsPacket.Packet;
+    try {
+      query = dnsPacket.decode(msg);
+    } catch (err) {
+      this.emit(protocol, ip, srcPort, orig, started, { reply: undefined, flow: { query: "", qtype: "", verdict: "error", addresses: [], error: `malformed query: ${(err as Error).message}` } });
+      return undefined;
+    }
+    const question = query.questions?.[0];
+    const name = question?.name ?? "";
+    const qtype = question?.type ?? "";
+    const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId));
+    let outcome: Outcome;
+    if (decision.verdict === "deny" || !question) {
+      const rcode = rejectRcode(this.opts.rejectCode ?? "refused");
+      const reply = dnsPacket.encode({
+        type: "response",
+        id: query.id ?? 0,
+        flags: ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode,
+        questions: query.questions ?? [],
+      });
+      outcome = { reply, flow: { query: name, qtype, verdict: "denied", rcode: rcode === 5 ? "REFUSED" : "NXDOMAIN", addresses: [] } };
+    } else {
+      outcome = await this.forward(protocol, msg, orig, name, qtype, ip, decision.rule);
+    }
+    this.emit(protocol, ip, srcPort, orig, started, outcome);
+    return outcome.reply;
+  }
+
+  private async forward(protocol: RedirectProto, msg: Buffer, orig: OriginalDestination, name: string, qtype: string, sourceIp: string, rule: DnsRuleRef): Promise<Outcome> {
+    let answerBytes: Buffer;
+    try {
+      answerBytes = protocol === "udp" ? await this.udpExchange(msg, orig) : await this.tcpExchange(msg, orig);
+    } catch (err) {
+      // The pod's resolver retries; nothing is sent (as if the server had not answered).
+      return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: [], error: (err as Error).message } };
+    }
+    // dns-packet decodes the rcode as text; its types leave it out.
+    let answer: dnsPacket.DecodedPacket & { rcode?: string };
+    try {
+      answer = dnsPacket.decode(answerBytes);
+    } catch (err) {
+      // An answer we cannot read cannot be learned: the pod gets nothing rather than an address policy would drop.
+      return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: [], error: `malformed answer: ${(err as Error).message}` } };
+    }
+    const learned = learnedAddresses(name, (answer.answers ?? []).map((a) => ({ name: a.name, type: a.type, ...("ttl" in a && a.ttl !== undefined ? { ttl: a.ttl } : {}), ...("data" in a ? { data: a.data } : {}) })));
+    try {
+      if (learned.length) this.opts.learn(learned, { sourceIp, identity: orig.subject });
+    } catch (err) {
+      log.error({ name, error: (err as Error).message }, "learning an answer failed; the answer is withheld");
+      return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: learned.map((l) => l.ip), error: (err as Error).message } };
+    }
+    return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, ...(answer.rcode ? { rcode: answer.rcode } : {}), addresses: learned.map((l) => l.ip) } };
+  }
+
+  private udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+    const sock = dgram.createSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4");
+    return new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => done(new Error(`no answer from ${orig.ip}:${orig.port} within ${this.timeout()} ms`)), this.timeout());
+      const done = (err: Error | undefined, answer?: Buffer): void => {
+        clearTimeout(timer);
+        sock.close();
+        if (err) reject(err);
+        else resolve(answer!);
+      };
+      sock.on("error", (err) => done(err));
+      sock.on("message", (answer, rinfo) => {
+        if (rinfo.address === orig.ip && rinfo.port === orig.port && answer.length >= 2 && answer.readUInt16BE(0) === msg.readUInt16BE(0)) done(undefined, answer);
+      });
+      sock.send(msg, orig.port, orig.ip);
+    });
+  }
+
+  private tcpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const sock = net.connect(orig.port, orig.ip);
+      let buf = Buffer.alloc(0);
+      const timer = setTimeout(() => done(new Error(`no answer from ${orig.ip}:${orig.port} over TCP within ${this.timeout()} ms`)), this.timeout());
+      const done = (err: Error | undefined, answer?: Buffer): void => {
+        clearTimeout(timer);
+        sock.destroy();
+        if (err) reject(err);
+        else resolve(answer!);
+      };
+      sock.on("error", (err) => done(err));
+      sock.on("connect", () => {
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(msg.length, 0);
+        sock.write(Buffer.concat([len, msg]));
+      });
+      sock.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      });
+      sock.on("end", () => done(new Error(`${orig.ip}:${orig.port} closed the TCP connection without an answer`)));
+    });
+  }
+
+  private timeout(): number {
+    return this.opts.upstreamTimeoutMs ?? 2000;
+  }
+
+  private emit(protocol: RedirectProto, ip: string, port: number, orig: OriginalDestination, started: number, outcome: Outcome): void {
+    const flow: DnsFlow = {
+      time: new Date(),
+      protocol,
+      source: { ip, port, identity: orig.subject },
+      server: { ip: orig.ip, port: orig.port },
+      ruleId: orig.ruleId,
+      latencyMs: performance.now() - started,
+      ...outcome.flow,
+    };
+    log.debug({ flow }, "dns");
+    this.opts.onFlow?.(flow);
+  }
+}

@@ -1,0 +1,116 @@
+// The node's DNS service: the proxy, the FQDN policy and the datapath's redirect wired together, with their lifecycle.
+import pino from "pino";
+import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import type { DnsRuleRef, RejectCode } from "../../core/dns/query-decision.ts";
+import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
+import type { Datapath } from "../bpf/datapath.ts";
+import { DnsProxy, type DnsFlow } from "./proxy.ts";
+import { FqdnPolicy, type FqdnSelectorTerm } from "./fqdn-policy.ts";
+
+const log = pino({ name: "dns-service", level: process.env.LOG_LEVEL ?? "info" });
+
+export interface DnsServiceOptions {
+  /** The node address the proxy listens on and the datapath steers to (IPv4). */
+  readonly proxyAddress: string;
+  readonly cache: FqdnCacheOptions;
+  readonly stateFile?: string;
+  readonly rejectCode?: RejectCode;
+  readonly gcIntervalMs?: number;
+  readonly onFlow?: (flow: DnsFlow) => void;
+}
+
+/**
+ * What the agent hands over per subject: its compiled policy (to which learned entries are added),
+ * its endpoints, its DNS rules per proxy port and its toFQDNs selectors.
+ */
+export interface DnsSubject {
+  readonly policy: SubjectPolicy;
+  readonly endpoints: readonly { readonly ip: string; readonly ifindex: number }[];
+  /** ruleId of the policy entry with a proxy port → the DNS rules that decide its queries. */
+  readonly dnsRules: ReadonlyMap<number, readonly DnsRuleRef[]>;
+  readonly fqdnSelectors: readonly FqdnSelectorTerm[];
+}
+
+export class DnsService {
+  readonly fqdn: FqdnPolicy;
+  readonly proxy: DnsProxy;
+  private readonly subjects = new Map<number, DnsSubject>();
+  private gcTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly dp: Datapath,
+    private readonly opts: DnsServiceOptions,
+  ) {
+    this.fqdn = new FqdnPolicy(
+      {
+        setAddressIdentity: (ip, identity) => dp.setIpcache({ cidr: `${ip}/${ip.includes(":") ? 128 : 32}`, identity }),
+        deleteAddress: (ip) => dp.deleteIpcache(`${ip}/${ip.includes(":") ? 128 : 32}`),
+        installSubject: (subject, entries) => this.install(subject, entries),
+      },
+      { cache: opts.cache, ...(opts.stateFile ? { stateFile: opts.stateFile } : {}) },
+    );
+    this.proxy = new DnsProxy({
+      address: opts.proxyAddress,
+      originalDestination: (ip, port, proto) => dp.redirect.originalDestination(ip, port, proto),
+      rules: (subject, ruleId) => this.subjects.get(subject)?.dnsRules.get(ruleId) ?? [],
+      learn: (addresses, from) => this.fqdn.learn(addresses, Date.now(), from.sourceIp),
+      ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
+      ...(opts.rejectCode ? { rejectCode: opts.rejectCode } : {}),
+    });
+  }
+
+  /** Restores the learned state into the datapath, then opens the proxy: no answer before the restore. */
+  async start(): Promise<void> {
+    this.dp.redirect.setProxyAddress(this.opts.proxyAddress);
+    this.fqdn.restore();
+    await this.syncPorts();
+    this.gcTimer = setInterval(() => this.gc(), this.opts.gcIntervalMs ?? 1000);
+    this.gcTimer.unref();
+  }
+
+  /** Sets (or with undefined, forgets) a subject's DNS-relevant policy. */
+  async setSubject(subject: number, s: DnsSubject | undefined): Promise<void> {
+    if (s) this.subjects.set(subject, s);
+    else this.subjects.delete(subject);
+    this.fqdn.setSelectors(subject, s?.fqdnSelectors ?? []);
+    await this.syncPorts();
+  }
+
+  /** Forgets expired names whose addresses no connection uses any more. */
+  gc(now = Date.now()): string[] {
+    const live = this.dp.liveEgressDestinations();
+    return this.fqdn.gc(now, (ip) => live.has(ip));
+  }
+
+  async stop(): Promise<void> {
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    // The ports stay served in the datapath: while the proxy is away, redirected queries fail (never bypass).
+    await this.proxy.stop();
+  }
+
+  /** Listens on every proxy port a subject's DNS rules use, marks them served, and stops the others. */
+  private async syncPorts(): Promise<void> {
+    const want = new Set<number>();
+    for (const s of this.subjects.values()) {
+      for (const e of s.policy.entries) if (e.proxyPort !== 0 && s.dnsRules.has(e.ruleId)) want.add(e.proxyPort);
+    }
+    for (const port of want) {
+      // Listen before the datapath steers anything there.
+      await this.proxy.listen(port);
+      this.dp.redirect.serve(port);
+    }
+    for (const port of this.proxy.ports()) {
+      if (want.has(port)) continue;
+      this.dp.redirect.unserve(port);
+      await this.proxy.unlisten(port);
+    }
+    log.debug({ ports: [...want] }, "DNS proxy ports");
+  }
+
+  private install(subject: number, fqdnEntries: readonly PolicyEntry[]): void {
+    const s = this.subjects.get(subject);
+    if (!s) return;
+    const r = this.dp.setSubjectPolicy({ ...s.policy, entries: [...s.policy.entries, ...fqdnEntries] }, s.endpoints);
+    if (!r.installed) log.error({ subject, reason: r.reason }, "policy with learned FQDN entries not installed");
+  }
+}

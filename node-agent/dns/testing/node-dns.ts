@@ -1,0 +1,44 @@
+// Test fixture: the node side of the DNS path in its own netns — the datapath's pinned maps, the DNS service, flows on stdout.
+//   node-dns.ts '<config JSON>'   prints "ready", then "flow <JSON>" per query; SIGTERM stops it.
+import type { SubjectPolicy } from "../../../core/model.ts";
+import type { DnsRuleRef } from "../../../core/dns/query-decision.ts";
+import { Datapath } from "../../bpf/datapath.ts";
+import { DnsService } from "../service.ts";
+import type { FqdnSelectorTerm } from "../fqdn-policy.ts";
+
+interface Config {
+  scope: string;
+  proxyAddress: string;
+  stateFile?: string;
+  rejectCode?: "refused" | "nameError";
+  cache: { minTtlSeconds: number; maxAddressesPerName: number; graceSeconds: number };
+  policy: SubjectPolicy;
+  endpoints: { ip: string; ifindex: number }[];
+  dnsRules: [number, DnsRuleRef[]][];
+  fqdnSelectors: FqdnSelectorTerm[];
+}
+
+const config = JSON.parse(process.argv[2] ?? "") as Config;
+const dp = Datapath.load(config.scope);
+const service = new DnsService(dp, {
+  proxyAddress: config.proxyAddress,
+  cache: config.cache,
+  gcIntervalMs: 200,
+  ...(config.stateFile ? { stateFile: config.stateFile } : {}),
+  ...(config.rejectCode ? { rejectCode: config.rejectCode } : {}),
+  onFlow: (f) => console.log(`flow ${JSON.stringify(f)}`),
+});
+await service.start();
+await service.setSubject(config.policy.subject, {
+  policy: config.policy,
+  endpoints: config.endpoints,
+  dnsRules: new Map(config.dnsRules),
+  fqdnSelectors: config.fqdnSelectors,
+});
+console.log("ready");
+process.on("SIGTERM", () => {
+  void service.stop().then(() => {
+    dp.close();
+    process.exit(0);
+  });
+});
