@@ -18,6 +18,19 @@ function warningsFor(spec: Record<string, unknown>): string[] {
 const tcp = (port: string, endPort?: number) => ({ ports: [{ port, protocol: "TCP", ...(endPort ? { endPort } : {}) }] });
 
 describe("policy warnings", () => {
+  it("warns about toFQDNs in a policy without any DNS rule, and not when one is there", () => {
+    const fqdn = { toFQDNs: [{ matchName: "api.github.com" }], toPorts: [tcp("443")] };
+    const warned = warningsFor({ egress: [fqdn] }).filter((w) => w.includes("no DNS rule"));
+    assert.deepEqual(warned, [
+      "spec.egress[0].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
+    ]);
+    const dns = {
+      toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+      toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } }],
+    };
+    assert.deepEqual(warningsFor({ egress: [dns, fqdn] }).filter((w) => w.includes("no DNS rule")), []);
+  });
+
   it("warns about an allow to world or all on every port, in both directions", () => {
     assert.deepEqual(warningsFor({ egress: [{ toEntities: ["world"] }] }), [
       'spec.egress[0]: allows every port and protocol to entity "world"; restrict it with toPorts if that is not intended',
@@ -92,6 +105,7 @@ describe("policy warnings", () => {
       [
         "spec.egress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
         "spec.egress[1].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
+        "spec.egress[1].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
       ],
     );
   });

@@ -31,6 +31,7 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     unknownLabelKeys(found, policy);
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
     for (const gap of enforcementGaps([policy])) found.push({ path: gap.path, message: gap.effect });
+    if (!hasDnsRule(policies)) fqdnWithoutDnsRules(found, policy);
   }
   if (found.length < 2) return found;
   // The same warning can come from several specs of one object: say it once.
@@ -43,6 +44,24 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     out.push(w);
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// toFQDNs without any DNS rule: the proxy never sees the subject's lookups, so no address is learned
+
+function hasDnsRule(policies: readonly Policy[]): boolean {
+  return policies.some((p) => p.rules.some((r) => r.verdict === "allow" && r.ports.some((pr) => pr.rules?.kind === "dns")));
+}
+
+function fqdnWithoutDnsRules(out: PolicyWarning[], policy: Policy): void {
+  for (const rule of policy.rules) {
+    if (!rule.peers.some((p) => p.kind === "fqdn")) continue;
+    out.push({
+      path: `${rule.origin.path}.toFQDNs`,
+      message:
+        "no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

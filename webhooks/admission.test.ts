@@ -83,6 +83,7 @@ describe("admission handler", () => {
     assert.deepEqual(a.response.warnings, [
       "spec.ingress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
       "spec.egress[0].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
+      "spec.egress[0].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
     ]);
   });
 
