@@ -10,7 +10,7 @@ import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
-import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
+import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
 import { IdentityReconciler } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
@@ -19,6 +19,7 @@ import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { type EncryptionKeyObject, type EncryptionNodeObject, encryptionKeyReconciler } from "./encryption-key.ts";
+import { type TracingPolicyObject, tracingPolicyReconciler } from "./tracing.ts";
 import { readFileSync } from "node:fs";
 import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./distribution/server.ts";
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
@@ -32,8 +33,11 @@ const REPORT_COALESCE_MS = 100;
 
 /** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
-/** Controllers run only when named in --controllers: encryption-key needs the MembraneEncryptionKey CRD and a Secret (the chart names it when encryption is on). */
-export const OPTIONAL_CONTROLLERS = ["encryption-key"] as const;
+/**
+ * Controllers run only when named in --controllers: encryption-key needs the MembraneEncryptionKey CRD and a
+ * Secret (the chart names it when encryption is on); tracing needs the TracingPolicy CRDs (the chart names it).
+ */
+export const OPTIONAL_CONTROLLERS = ["encryption-key", "tracing"] as const;
 export type ControllerName = (typeof ALL_CONTROLLERS)[number] | (typeof OPTIONAL_CONTROLLERS)[number];
 
 export interface OperatorConfig {
@@ -228,6 +232,14 @@ export class Operator {
       // A node's report moves every key's "n/m".
       c.watch(keys).watch(ciliumNodes, () => keys.list().map(keyOf));
       this.controllers.push(c);
+    }
+    if (on.has("tracing")) {
+      for (const resource of [TRACING_POLICIES, TRACING_POLICIES_NAMESPACED]) {
+        const policies = informers.for<TracingPolicyObject>(resource);
+        const c = new Controller(tracingPolicyReconciler({ client, resource, policies, events, log: this.log }), this.log, this.metrics, { workers: 1 });
+        c.watch(policies);
+        this.controllers.push(c);
+      }
     }
     informers.start();
     // In order: the identity controller's index is built before the policy controllers count endpoints.

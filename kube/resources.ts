@@ -16,3 +16,5 @@ export const LEASES: Resource = { group: "coordination.k8s.io", version: "v1", p
 export const DEPLOYMENTS: Resource = { group: "apps", version: "v1", plural: "deployments", namespaced: true, kind: "Deployment" };
 export const SECRETS: Resource = { group: "", version: "v1", plural: "secrets", namespaced: true, kind: "Secret" };
 export const ENCRYPTION_KEYS: Resource = { group: "membrane.io", version: "v1alpha1", plural: "membraneencryptionkeys", namespaced: false, kind: "MembraneEncryptionKey" };
+export const TRACING_POLICIES: Resource = { group: "cilium.io", version: "v1alpha1", plural: "tracingpolicies", namespaced: false, kind: "TracingPolicy" };
+export const TRACING_POLICIES_NAMESPACED: Resource = { group: "cilium.io", version: "v1alpha1", plural: "tracingpoliciesnamespaced", namespaced: true, kind: "TracingPolicyNamespaced" };

@@ -1320,6 +1320,26 @@ export interface TracingPolicy {
       }>;
     };
   };
+  /** What the operator observed: whether the policy is valid and whether this kernel can load it. */
+  status?: {
+    /** Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why; NotLoadedYet says what the policy translates to. */
+    conditions?: Array<{
+      /** Condition type in CamelCase, e.g. Valid, Enforced, Ready. */
+      type: string;
+      /** Whether the condition holds: True, False or Unknown. */
+      status: "True" | "False" | "Unknown";
+      /** Machine-readable CamelCase reason for the last transition, e.g. ParseError. */
+      reason?: string;
+      /** Human-readable explanation of the last transition; names field paths when relevant. */
+      message?: string;
+      /** When the status last changed. */
+      lastTransitionTime?: string;
+      /** metadata.generation of the object this condition was computed from. */
+      observedGeneration?: number;
+    }>;
+    /** metadata.generation the conditions were computed from. */
+    observedGeneration?: number;
+  };
 }
 
 /** Runtime enforcement: kernel hooks to observe, which calls to select, and what to do with them (emit an event, kill the process, override the return value). Applies to the processes of this namespace's pods only. */
@@ -1385,5 +1405,25 @@ export interface TracingPolicyNamespaced {
         values?: string[];
       }>;
     };
+  };
+  /** What the operator observed: whether the policy is valid and whether this kernel can load it. */
+  status?: {
+    /** Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why; NotLoadedYet says what the policy translates to. */
+    conditions?: Array<{
+      /** Condition type in CamelCase, e.g. Valid, Enforced, Ready. */
+      type: string;
+      /** Whether the condition holds: True, False or Unknown. */
+      status: "True" | "False" | "Unknown";
+      /** Machine-readable CamelCase reason for the last transition, e.g. ParseError. */
+      reason?: string;
+      /** Human-readable explanation of the last transition; names field paths when relevant. */
+      message?: string;
+      /** When the status last changed. */
+      lastTransitionTime?: string;
+      /** metadata.generation of the object this condition was computed from. */
+      observedGeneration?: number;
+    }>;
+    /** metadata.generation the conditions were computed from. */
+    observedGeneration?: number;
   };
 }

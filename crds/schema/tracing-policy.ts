@@ -4,7 +4,9 @@
 // the admission webhook (core/tracing.ts) refuses a wrong one with a sentence saying what to write.
 import {
   AGE_COLUMN,
+  conditions,
   type JSONSchemaProps,
+  type PrinterColumn,
   arr,
   bool,
   defineCRD,
@@ -374,6 +376,21 @@ export const TRACING_SHARED_TYPES: ReadonlyMap<JSONSchemaProps, string> = (() =>
   return named;
 })();
 
+/** Written by the operator (controllers/tracing.ts); Membrane's addition to Tetragon's schema. */
+const STATUS = obj("What the operator observed: whether the policy is valid and whether this kernel can load it.", {
+  conditions: conditions(
+    "Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter " +
+      "this kernel cannot serve and why; NotLoadedYet says what the policy translates to.",
+  ),
+  observedGeneration: int("metadata.generation the conditions were computed from.", { minimum: 0, format: "int64" }),
+});
+
+const LOADED_COLUMNS: PrinterColumn[] = [
+  { name: "Loaded", type: "string", jsonPath: '.status.conditions[?(@.type=="Loaded")].status', description: "Whether the policy is loaded." },
+  { name: "Reason", type: "string", jsonPath: '.status.conditions[?(@.type=="Loaded")].reason', description: "Why (HookUnavailable names the hook in the condition message)." },
+  AGE_COLUMN,
+];
+
 export const tracingPolicyCRD = defineCRD({
   group: "cilium.io",
   version: "v1alpha1",
@@ -382,9 +399,9 @@ export const tracingPolicyCRD = defineCRD({
   shortNames: ["tp"],
   categories: ["cilium"],
   scope: "Cluster",
-  statusSubresource: false,
-  printerColumns: [AGE_COLUMN],
-  schema: obj(DESCRIPTION, { spec: CLUSTER_SPEC }, { required: ["spec"] }),
+  statusSubresource: true,
+  printerColumns: LOADED_COLUMNS,
+  schema: obj(DESCRIPTION, { spec: CLUSTER_SPEC, status: STATUS }, { required: ["spec"] }),
 });
 
 export const tracingPolicyNamespacedCRD = defineCRD({
@@ -395,7 +412,7 @@ export const tracingPolicyNamespacedCRD = defineCRD({
   shortNames: ["tpn"],
   categories: ["cilium"],
   scope: "Namespaced",
-  statusSubresource: false,
-  printerColumns: [AGE_COLUMN],
-  schema: obj(`${DESCRIPTION} Applies to the processes of this namespace's pods only.`, { spec: NAMESPACED_SPEC }, { required: ["spec"] }),
+  statusSubresource: true,
+  printerColumns: LOADED_COLUMNS,
+  schema: obj(`${DESCRIPTION} Applies to the processes of this namespace's pods only.`, { spec: NAMESPACED_SPEC, status: STATUS }, { required: ["spec"] }),
 });
