@@ -10,6 +10,7 @@
 #include "lib/config.h"
 #include "lib/monitor.h"
 #include "lib/redirect.h"
+#include "lib/audit.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -46,7 +47,8 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
 	return PROLOGUE_CONTINUE;
 }
 
-/* Decides the first packet of a flow by policy: a drop is counted and reported; an allow creates the
+/* Decides the first packet of a flow by policy: a drop is counted and reported (in policy audit mode it
+ * passes as an audit, bpf/lib/audit.h); an allow creates the
  * conntrack entry (ct_flags: CT_F_*) and, unless the monitor aggregation is maximum, reports the new
  * connection once. An egress allow whose entry names a served proxy port is copied to *proxy (and
  * the conntrack entry gets CT_F_PROXY): the caller steers the flow there. */
@@ -58,6 +60,7 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
 	__u32 enforced_flag = direction == DIR_EGRESS ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED;
 	__u32 rule_id = RULE_ID_NONE;
+	__u8 reason = DROP_NONE;
 	struct policy_value *pv;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport);
@@ -75,9 +78,17 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 		rule_id = pv->rule_id;
 		/* Anything but an explicit allow is a deny: a corrupt verdict fails closed. */
 		if (pv->verdict != VERDICT_ALLOW)
-			return drop(skb, f, direction, DROP_POLICY_DENY, src_id, dst_id, rule_id);
+			reason = DROP_POLICY_DENY;
 	} else if (ep->flags & enforced_flag) {
-		return drop(skb, f, direction, DROP_POLICY_DEFAULT_DENY, src_id, dst_id, rule_id);
+		reason = DROP_POLICY_DEFAULT_DENY;
+	}
+	if (reason != DROP_NONE) {
+		if (!policy_audit_mode(ep))
+			return drop(skb, f, direction, reason, src_id, dst_id, rule_id);
+		/* Audit mode: the connection goes on as if allowed (its later packets are known), reported once. */
+		policy_audit(skb, f, direction, reason, src_id, dst_id, rule_id);
+		ct_create(f, direction, rule_id, ct_flags, ctx);
+		return TC_ACT_OK;
 	}
 	if (pv && direction == DIR_EGRESS && redirect_port_served(pv->proxy_port)) {
 		ct_flags |= CT_F_PROXY;

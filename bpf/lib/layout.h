@@ -97,6 +97,7 @@ struct endpoint_key {
 #define EP_F_INGRESS_ENFORCED 1
 #define EP_F_EGRESS_ENFORCED 2
 #define EP_F_POLICY_FAILED 4 /* the endpoint's policy could not be installed: drop all its traffic */
+#define EP_F_POLICY_AUDIT 8  /* policy audit mode for this endpoint: policy drops pass, reported as audits (bpf/lib/audit.h) */
 struct endpoint_value {
 	__u32 ifindex;   /* the host side of the pod's veth */
 	__u32 identity;
@@ -159,6 +160,7 @@ struct ct_value {
 
 #define EVENT_FORWARDED 1
 #define EVENT_DROPPED 2
+#define EVENT_AUDIT 3 /* policy would have dropped it (reason: the drop's), audit mode let it pass */
 /* What a forwarded event reports: the packet that policy allowed (a new connection), or a later
  * packet of the connection in its own direction or as a reply (monitor aggregation low / none). */
 #define EVENT_CT_NEW 0
@@ -191,6 +193,7 @@ struct event {
 #define CONFIG_F_EVENTS_FORWARDED 1 /* an event for every new allowed connection */
 #define CONFIG_F_EVENTS_FLAGS 2     /* and for each packet of a connection with TCP flags (or the first reply) not yet reported in its direction */
 #define CONFIG_F_EVENTS_PACKETS 4   /* and for every packet of an allowed connection, in every program it passes */
+#define CONFIG_F_POLICY_AUDIT 8     /* policy audit mode for the whole node (bpf/lib/audit.h) */
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */

@@ -52,6 +52,7 @@ export const MAPS = {
   conntrack: "membrane_conntrack",
   events: "membrane_events",
   drops: "membrane_drops",
+  audits: "membrane_audits",
   config: "membrane_config",
 } as const;
 
@@ -190,18 +191,37 @@ export class Datapath {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
   }
 
-  /** Which packets of allowed connections the programs report from now on (drops always are); the tunnel device stays. */
+  /** Which packets of allowed connections the programs report from now on (drops always are); the tunnel device and audit mode stay. */
   setMonitorAggregation(level: MonitorAggregation): void {
-    this.setConfigField("flags", MONITOR_AGGREGATION_FLAGS[level]);
+    this.setConfigField("flags", MONITOR_AGGREGATION_FLAGS[level], MONITOR_AGGREGATION_FLAGS.none);
   }
 
-  /** One field of the config element, the others as they are (the agent and the overlay's attach each own one). */
-  private setConfigField(field: "vxlan_ifindex" | "flags", value: number): void {
+  /**
+   * Policy audit mode for the whole node, from the next new connection on: a packet policy would
+   * drop passes and is reported as an audit (bpf/lib/audit.h). Connections audited in stay open
+   * when it is switched off (their conntrack entries), new ones are enforced.
+   */
+  setPolicyAuditMode(on: boolean): void {
+    this.setConfigField("flags", on ? CONST.CONFIG_F_POLICY_AUDIT : 0, CONST.CONFIG_F_POLICY_AUDIT);
+  }
+
+  /** Whether the node-wide audit mode is set in the config the programs read. */
+  policyAuditMode(): boolean {
+    const value = this.object.map(MAPS.config).lookup(Buffer.alloc(4));
+    return value !== undefined && (value.readUInt32LE(LAYOUT.config_value.fields.flags.offset) & CONST.CONFIG_F_POLICY_AUDIT) !== 0;
+  }
+
+  /**
+   * Bits of one field of the config element (those in mask, all by default), the rest as they are:
+   * the overlay's attach, the monitor aggregation and audit mode each own theirs.
+   */
+  private setConfigField(field: "vxlan_ifindex" | "flags", value: number, mask = 0xffffffff): void {
     const m = this.object.map(MAPS.config);
     const key = Buffer.alloc(4);
     const current = m.lookup(key) ?? Buffer.alloc(LAYOUT.config_value.size);
     const next = Buffer.from(current);
-    next.writeUInt32LE(value >>> 0, LAYOUT.config_value.fields[field].offset);
+    const offset = LAYOUT.config_value.fields[field].offset;
+    next.writeUInt32LE(((current.readUInt32LE(offset) & ~mask) | (value & mask)) >>> 0, offset);
     m.update(key, next);
   }
 
@@ -403,6 +423,19 @@ export class Datapath {
       if (n > 0n) byReason[name] = n;
     }
     return { byReason, lostEvents: m.lookupPerCpuSum(key(0)) };
+  }
+
+  /** Policy drops that audit mode let pass, per would-be drop reason (never loses a count). */
+  auditCounters(): Record<string, bigint> {
+    const m = this.object.map(MAPS.audits);
+    const out: Record<string, bigint> = {};
+    for (const [code, name] of Object.entries(DROP_REASONS)) {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(Number(code));
+      const n = m.lookupPerCpuSum(k);
+      if (n > 0n) out[name] = n;
+    }
+    return out;
   }
 
   dropCount(code: DropReasonCode): bigint {

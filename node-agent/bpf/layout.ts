@@ -85,12 +85,14 @@ export const CONST = {
   EP_F_INGRESS_ENFORCED: 1,
   EP_F_EGRESS_ENFORCED: 2,
   EP_F_POLICY_FAILED: 4,
+  EP_F_POLICY_AUDIT: 8,
   CT_F_NO_TUNNEL: 1,
   CT_F_PROXY: 2,
   REDIRECT_PORT_F_SERVED: 1,
   DROP_REASON_MAX: 16,
   EVENT_FORWARDED: 1,
   EVENT_DROPPED: 2,
+  EVENT_AUDIT: 3,
   EVENT_CT_NEW: 0,
   EVENT_CT_ESTABLISHED: 1,
   EVENT_CT_REPLY: 2,
@@ -100,6 +102,7 @@ export const CONST = {
   CONFIG_F_EVENTS_FORWARDED: 1,
   CONFIG_F_EVENTS_FLAGS: 2,
   CONFIG_F_EVENTS_PACKETS: 4,
+  CONFIG_F_POLICY_AUDIT: 8,
   MARK_MAGIC_IDENTITY: 0x0e000000,
 } as const;
 
@@ -353,6 +356,8 @@ export interface EndpointEntry {
   readonly identity: number;
   readonly ingressEnforced: boolean;
   readonly egressEnforced: boolean;
+  /** Policy audit mode for this endpoint: its policy drops pass as audits (bpf/lib/audit.h). */
+  readonly auditMode?: boolean;
 }
 
 export function encodeEndpointKey(ip: string): Buffer {
@@ -365,7 +370,8 @@ export function encodeEndpointValue(e: EndpointEntry): Buffer {
   const b = Buffer.alloc(LAYOUT.endpoint_value.size);
   b.writeUInt32LE(e.ifindex >>> 0, L.ifindex.offset);
   b.writeUInt32LE(e.identity >>> 0, L.identity.offset);
-  const flags = (e.ingressEnforced ? CONST.EP_F_INGRESS_ENFORCED : 0) | (e.egressEnforced ? CONST.EP_F_EGRESS_ENFORCED : 0);
+  const flags =
+    (e.ingressEnforced ? CONST.EP_F_INGRESS_ENFORCED : 0) | (e.egressEnforced ? CONST.EP_F_EGRESS_ENFORCED : 0) | (e.auditMode ? CONST.EP_F_POLICY_AUDIT : 0);
   b.writeUInt32LE(flags, L.flags.offset);
   return b;
 }
@@ -378,6 +384,8 @@ export function endpointFor(ip: string, ifindex: number, policy: SubjectPolicy):
 export interface DatapathConfig {
   readonly vxlanIfindex: number;
   readonly monitorAggregation: MonitorAggregation;
+  /** Policy audit mode for the whole node (default off). */
+  readonly policyAuditMode?: boolean;
 }
 
 /** A monitor aggregation level as the config's CONFIG_F_EVENTS_* flags (what bpf/lib/monitor.h reads). */
@@ -392,7 +400,7 @@ export function encodeConfig(c: DatapathConfig): Buffer {
   const L = LAYOUT.config_value.fields;
   const b = Buffer.alloc(LAYOUT.config_value.size);
   b.writeUInt32LE(c.vxlanIfindex >>> 0, L.vxlan_ifindex.offset);
-  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation], L.flags.offset);
+  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation] | (c.policyAuditMode ? CONST.CONFIG_F_POLICY_AUDIT : 0), L.flags.offset);
   return b;
 }
 
@@ -404,14 +412,15 @@ const CT_STATES: readonly EventCtState[] = ["new", "established", "reply"];
 
 export interface VerdictEvent {
   readonly timestampNs: bigint;
-  readonly verdict: "forwarded" | "dropped";
+  /** audit: policy would have dropped it, audit mode let it pass (reason: the drop's). */
+  readonly verdict: "forwarded" | "dropped" | "audit";
   /** The connection's direction (a reply packet travels the other way). */
   readonly direction: Direction;
   readonly ctState: EventCtState;
   /** TCP: the packet's flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16); 0 for other protocols. */
   readonly tcpFlags: number;
   readonly reasonCode: number;
-  readonly reason?: string; // set for drops
+  readonly reason?: string; // set for drops and audits
   readonly proto: number;
   readonly srcIdentity: number;
   readonly dstIdentity: number;
@@ -430,7 +439,8 @@ export function decodeEvent(b: Buffer): VerdictEvent {
   if (b.length < LAYOUT.event.size) throw new RangeError(`event record of ${b.length} bytes, want ${LAYOUT.event.size}`);
   const family = b[EV.family.offset]!;
   const reasonCode = b[EV.reason.offset]!;
-  const verdict = b[EV.verdict.offset] === CONST.EVENT_DROPPED ? "dropped" : "forwarded";
+  const code = b[EV.verdict.offset];
+  const verdict = code === CONST.EVENT_DROPPED ? "dropped" : code === CONST.EVENT_AUDIT ? "audit" : "forwarded";
   const ruleId = b.readUInt32LE(EV.rule_id.offset);
   const e: { -readonly [K in keyof VerdictEvent]: VerdictEvent[K] } = {
     timestampNs: b.readBigUInt64LE(EV.timestamp_ns.offset),
@@ -448,7 +458,7 @@ export function decodeEvent(b: Buffer): VerdictEvent {
     sport: b.readUInt16BE(EV.sport.offset),
     dport: b.readUInt16BE(EV.dport.offset),
   };
-  if (verdict === "dropped") e.reason = DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`;
+  if (verdict !== "forwarded") e.reason = DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`;
   if (ruleId !== CONST.RULE_ID_NONE) e.ruleId = ruleId;
   return e;
 }
