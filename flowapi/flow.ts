@@ -2,10 +2,11 @@
 import type { Direction, RuleOrigin } from "../core/model.ts";
 import { PROTO_NUMBER } from "../core/model.ts";
 
-export type FlowVerdict = "FORWARDED" | "DROPPED";
+/** AUDIT: policy would have dropped it; audit mode (node or endpoint) let it pass. */
+export type FlowVerdict = "FORWARDED" | "DROPPED" | "AUDIT";
 /** `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying. */
 export type FlowType = "policy-verdict" | "drop" | "trace";
-export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED"];
+export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED", "AUDIT"];
 export const FLOW_TYPES: readonly FlowType[] = ["policy-verdict", "drop", "trace"];
 
 export interface FlowEndpoint {
@@ -36,7 +37,7 @@ export interface Flow {
   readonly source: FlowEndpoint;
   readonly destination: FlowEndpoint;
   readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", an extended IP protocol (VRRP, GRE, ...) or the IANA number
-  readonly dropReason?: string;
+  readonly dropReason?: string; // a drop's reason; for an AUDIT, the drop's that did not happen
   readonly decidedBy?: FlowDecision;
   readonly node: string;
 }

@@ -13,7 +13,7 @@ export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 export interface AgentMetricsOptions {
   readonly agent: NodeAgent;
   /** The kernel's per-CPU drop counters: the count of record, kept even when the event ring overflows. */
-  readonly datapath: Pick<Datapath, "dropCounters">;
+  readonly datapath: Pick<Datapath, "dropCounters"> & Partial<Pick<Datapath, "auditCounters">>;
   readonly log: Logger;
 }
 
@@ -44,12 +44,12 @@ export class AgentMetrics {
     this.hubble = new HubbleMetrics(this.registry);
     new Counter({
       name: "membrane_agent_flows_total",
-      help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED); sampled-out forwarded flows included.",
+      help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED, AUDIT); sampled-out forwarded flows included.",
       labelNames: ["verdict"] as const,
       registers,
       collect() {
         const c = agent.observer?.buffer.counters();
-        setCounter(this, c ? [[{ verdict: "FORWARDED" }, c.forwarded], [{ verdict: "DROPPED" }, c.dropped]] : []);
+        setCounter(this, c ? [[{ verdict: "FORWARDED" }, c.forwarded], [{ verdict: "DROPPED" }, c.dropped], [{ verdict: "AUDIT" }, c.audited]] : []);
       },
     });
     new Counter({
@@ -59,6 +59,15 @@ export class AgentMetrics {
       registers,
       collect() {
         setCounter(this, Object.entries(datapath.dropCounters().byReason).map(([reason, n]) => [{ reason }, Number(n)]));
+      },
+    });
+    new Counter({
+      name: "membrane_agent_policy_audits_total",
+      help: "Packets policy would have dropped that policy audit mode let pass, by the drop's reason, summed over the kernel's per-CPU counters.",
+      labelNames: ["reason"] as const,
+      registers,
+      collect() {
+        setCounter(this, Object.entries(datapath.auditCounters?.() ?? {}).map(([reason, n]) => [{ reason }, Number(n)]));
       },
     });
     new Counter({

@@ -13,6 +13,8 @@ export interface FlowBufferOptions {
 export interface FlowCounters {
   readonly forwarded: number;
   readonly dropped: number;
+  /** Policy drops that audit mode let pass (never sampled out, like drops). */
+  readonly audited: number;
   readonly dropsByReason: Readonly<Record<string, number>>;
   /** Forwarded flows counted but not kept because their connection was sampled recently. */
   readonly sampledOut: number;
@@ -22,7 +24,7 @@ export interface FlowCounters {
 
 export type FlowListener = (f: Flow) => void;
 
-/** Drops are always kept in the ring and always counted; only forwarded flows are sampled. */
+/** Drops and audits are always kept in the ring and always counted; only forwarded flows are sampled. */
 export class FlowBuffer {
   private readonly ring: (Flow | undefined)[];
   private next = 0;
@@ -31,6 +33,7 @@ export class FlowBuffer {
   private readonly listeners = new Set<FlowListener>();
   private forwarded = 0;
   private dropped = 0;
+  private audited = 0;
   private sampledOut = 0;
   private evicted = 0;
   private readonly dropsByReason = new Map<string, number>();
@@ -50,6 +53,8 @@ export class FlowBuffer {
       this.dropped++;
       const reason = f.dropReason ?? "unknown";
       this.dropsByReason.set(reason, (this.dropsByReason.get(reason) ?? 0) + 1);
+    } else if (f.verdict === "AUDIT") {
+      this.audited++;
     } else {
       this.forwarded++;
       if (this.sampleMs > 0 && !this.admitForwarded(f, atMs)) {
@@ -115,6 +120,7 @@ export class FlowBuffer {
     return {
       forwarded: this.forwarded,
       dropped: this.dropped,
+      audited: this.audited,
       dropsByReason: Object.fromEntries(this.dropsByReason),
       sampledOut: this.sampledOut,
       evicted: this.evicted,

@@ -42,6 +42,13 @@ function event(over: Partial<VerdictEvent> = {}): VerdictEvent {
   };
 }
 
+test("an audit (a policy drop audit mode let pass) is an AUDIT policy verdict naming the rule, default deny included, and the drop that did not happen", () => {
+  const f = enrich(event({ verdict: "audit" }), lookups);
+  assert.deepEqual([f.verdict, f.type, f.dropReason, decisionText(f.decidedBy)], ["AUDIT", "policy-verdict", "policy denied", "CiliumNetworkPolicy shop/deny-client spec.ingressDeny[0]"]);
+  const dd = enrich(event({ verdict: "audit", reasonCode: 2, reason: "policy denied (default deny)" }), lookups);
+  assert.deepEqual([dd.verdict, dd.type, dd.decidedBy], ["AUDIT", "policy-verdict", { kind: "default-deny" }]);
+});
+
 test("a policy drop names the pods, identities, labels, port, reason and the deny rule", () => {
   const f = enrich(event(), lookups);
   assert.deepEqual(f, {

@@ -17,9 +17,10 @@ export interface EnrichLookups {
 }
 
 function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
-  if (e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
+  const wouldDrop = e.verdict !== "forwarded";
+  if (wouldDrop && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
   if (e.ruleId === undefined) return undefined;
-  if (e.ruleId === RULE_ID_DEFAULT_DENY) return e.verdict === "dropped" ? { kind: "default-deny" } : undefined;
+  if (e.ruleId === RULE_ID_DEFAULT_DENY) return wouldDrop ? { kind: "default-deny" } : undefined;
   const o = lookups.ruleOrigin(e.ruleId);
   if (o === undefined) return undefined;
   return {
@@ -44,10 +45,12 @@ function endpoint(identity: number, ip: string, port: number, lookups: EnrichLoo
 
 /** A datapath event as a Flow. Pure: everything it needs comes from `lookups`. */
 export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
-  const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : "FORWARDED";
+  const verdict: FlowVerdict = e.verdict === "dropped" ? "DROPPED" : e.verdict === "audit" ? "AUDIT" : "FORWARDED";
   const decidedBy = decisionOf(e, lookups);
-  // A later packet of an allowed connection (monitor aggregation low / none) is a trace, not a new verdict.
-  const type: FlowType = verdict === "DROPPED" ? "drop" : decidedBy !== undefined && e.ctState === "new" ? "policy-verdict" : "trace";
+  // A later packet of an allowed connection (monitor aggregation low / none) is a trace, not a new verdict;
+  // an audit is always policy's verdict on a new connection (as Cilium reports it).
+  const type: FlowType =
+    verdict === "DROPPED" ? "drop" : verdict === "AUDIT" || (decidedBy !== undefined && e.ctState === "new") ? "policy-verdict" : "trace";
   return {
     time: lookups.wallClock(e.timestampNs).toISOString(),
     verdict,

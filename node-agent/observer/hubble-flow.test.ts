@@ -24,6 +24,14 @@ test("every datapath drop reason maps to a DropReason of Cilium's flow.proto, na
   assert.equal(Object.keys(CILIUM_DROP_REASONS).length, Object.keys(DROP_REASONS).length);
 });
 
+test("an audit is Hubble's verdict AUDIT, a policy verdict event without a drop reason, its rule in the denied list", () => {
+  const h = toHubbleFlow(dropFlow({ verdict: "AUDIT", type: "policy-verdict", direction: "egress" }));
+  assert.equal(h.verdict, "AUDIT");
+  assert.deepEqual(h.event_type, { type: 5, sub_type: 0 });
+  assert.equal(h.drop_reason, undefined);
+  assert.deepEqual(h.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
+});
+
 test("the deciding rule lands in the allowed/denied list of the flow's direction, default deny included", () => {
   const allowedIn = toHubbleFlow(flow());
   assert.deepEqual(allowedIn.ingress_allowed_by?.[0]?.name, "allow-web");

@@ -95,10 +95,11 @@ function layer4(f: Flow): HubbleLayer4 | undefined {
 /** Our flow in Hubble's shape. Pure. */
 export function toHubbleFlow(f: Flow): HubbleFlow {
   const ingress = f.direction === "ingress";
-  const drop = f.dropReason !== undefined ? ciliumDropReason(f.dropReason) : undefined;
+  // An audit's reason is the drop that did not happen: Hubble reports none (its verdict AUDIT says it).
+  const drop = f.dropReason !== undefined && f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason) : undefined;
   const l4 = layer4(f);
   const policies = f.decidedBy !== undefined ? [hubblePolicy(f.decidedBy)] : [];
-  const verdictOf = f.verdict === "DROPPED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
+  const verdictOf = f.verdict !== "FORWARDED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
   // Drops carry Cilium's drop reason as sub-type; a forwarded flow with no policy applying is a trace
   // at the endpoint (Cilium's TRACE_TO_LXC = 0 / TRACE_FROM_LXC = 5).
   const eventType =
