@@ -28,6 +28,8 @@ export interface InformerOptions {
   /** Server-side watch timeout; jittered by up to 20% so that watches do not all end together. */
   readonly watchTimeoutSeconds?: number;
   readonly pageSize?: number;
+  /** Only the objects matching this field selector (e.g. `spec.nodeName=n1`), in the list and the watch. */
+  readonly fieldSelector?: string;
 }
 
 export class Informer<T extends KubeObject> {
@@ -116,6 +118,7 @@ export class Informer<T extends KubeObject> {
               timeoutSeconds: Math.round((this.opts.watchTimeoutSeconds ?? 300) * (1 + 0.2 * Math.random())),
               inactivityMs: ((this.opts.watchTimeoutSeconds ?? 300) * 1.2 + 60) * 1000,
               signal,
+              ...(this.opts.fieldSelector ? { fieldSelector: this.opts.fieldSelector } : {}),
             },
             (ev) => {
               rv = ev.object.metadata.resourceVersion ?? rv;
@@ -145,6 +148,7 @@ export class Informer<T extends KubeObject> {
     do {
       const q = new URLSearchParams({ limit: String(this.opts.pageSize ?? 500) });
       if (cont) q.set("continue", cont);
+      if (this.opts.fieldSelector) q.set("fieldSelector", this.opts.fieldSelector);
       const page = await this.client.get<ObjectList<T>>(`${resourcePath(this.resource)}?${q}`);
       items.push(...page.items);
       rv = page.metadata.resourceVersion ?? rv;

@@ -88,6 +88,7 @@ export interface WatchOptions {
   inactivityMs: number;
   signal: AbortSignal;
   labelSelector?: string;
+  fieldSelector?: string;
 }
 
 /** What one request carries: the headers and connection pool of one credential generation. */
@@ -298,6 +299,7 @@ export class KubeClient {
     url.searchParams.set("allowWatchBookmarks", "true");
     url.searchParams.set("timeoutSeconds", String(opts.timeoutSeconds));
     if (opts.labelSelector) url.searchParams.set("labelSelector", opts.labelSelector);
+    if (opts.fieldSelector) url.searchParams.set("fieldSelector", opts.fieldSelector);
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;

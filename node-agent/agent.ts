@@ -24,6 +24,7 @@ import type { ObserverListen } from "./observer/server.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
+import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
 import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
@@ -37,7 +38,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState">>;
+  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -74,6 +75,8 @@ export interface AgentOptions {
   readonly observer?: AgentObserverOptions;
   /** How received policy becomes enforcement (default: `default`, see enforcement.ts). */
   readonly policyEnforcementMode?: PolicyEnforcementMode;
+  /** --policy-audit-mode: policy drops on this node pass and are reported as AUDIT (audit-mode.ts adds the annotations). */
+  readonly policyAuditMode?: boolean;
   /** Where the last acknowledged state is kept, so a restart resumes from its version (JSON); snapshot after every restart when absent. */
   readonly appliedFile?: string;
   /** The host links to reconcile the endpoints against at start (tests replace them); the `mbr*` veths of `netns` when absent. */
@@ -105,6 +108,10 @@ export interface AgentStatus {
   readonly endpoints: number;
   /** The enforcement mode in force. */
   readonly policyEnforcementMode: PolicyEnforcementMode;
+  /** Policy audit mode for the whole node (the flag or the Node's annotation). */
+  readonly policyAuditMode: boolean;
+  /** Endpoints in audit mode through their pod's annotation (the node's mode aside). */
+  readonly auditedEndpoints: number;
 }
 
 export class NodeAgent {
@@ -134,6 +141,8 @@ export class NodeAgent {
   private firstApply = true;
   /** The applied state's ipcache by prefix, so a delta's ipcache writes come from the prefixes it touches (built on first use after a snapshot). */
   private ipcacheIndex: IpcacheIndex | undefined;
+  /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
+  private auditAnnotations: AuditModeAnnotations = NO_AUDIT_ANNOTATIONS;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
@@ -144,6 +153,8 @@ export class NodeAgent {
 
   async start(): Promise<void> {
     this.stopped = false;
+    // The config bit before anything else: the flag's mode holds from the agent's start.
+    this.opts.datapath.setPolicyAuditMode?.(this.nodeAuditMode());
     this.loadEndpoints();
     this.reconcileEndpoints();
     this.loadApplied();
@@ -180,6 +191,33 @@ export class NodeAgent {
     this.call?.cancel();
   }
 
+  /** Whether the whole node is in policy audit mode: the flag, or the Node's annotation. */
+  nodeAuditMode(): boolean {
+    return this.opts.policyAuditMode === true || this.auditAnnotations.node;
+  }
+
+  /**
+   * New audit-mode annotations (from the watch): the node's config bit and the annotated pods'
+   * endpoint flags change in place, for the next new connection; nothing restarts. Switching off
+   * enforces from the next connection (an audited connection already open keeps its conntrack entry).
+   */
+  setAuditAnnotations(a: AuditModeAnnotations): void {
+    this.auditAnnotations = a;
+    this.opts.datapath.setPolicyAuditMode?.(this.nodeAuditMode());
+    const state = enforcedState(this.applied, this.mode);
+    for (const ep of this.endpoints.values()) this.writeEndpoint(ep, state);
+    this.log.info({ policyAuditMode: this.nodeAuditMode(), auditedEndpoints: this.auditedEndpoints() }, "policy audit mode set");
+    this.statusChanged();
+  }
+
+  private endpointAudited(ep: Endpoint): boolean {
+    return ep.namespace !== undefined && ep.pod !== undefined && (this.auditAnnotations.pods.get(ep.namespace)?.has(ep.pod) ?? false);
+  }
+
+  private auditedEndpoints(): number {
+    return [...this.endpoints.values()].filter((ep) => this.endpointAudited(ep)).length;
+  }
+
   /** Endpoints failing closed now because their policy does not fit the policy map, and the failures counted since start. */
   policyFailures(): { readonly failedEndpoints: number; readonly total: number } {
     return { failedEndpoints: this.policyFailed.size, total: this.policyFailuresTotal };
@@ -207,7 +245,15 @@ export class NodeAgent {
   }
 
   status(): AgentStatus {
-    return { connected: this.connected, version: this.version, lastError: this.lastError, endpoints: this.endpoints.size, policyEnforcementMode: this.mode };
+    return {
+      connected: this.connected,
+      version: this.version,
+      lastError: this.lastError,
+      endpoints: this.endpoints.size,
+      policyEnforcementMode: this.mode,
+      policyAuditMode: this.nodeAuditMode(),
+      auditedEndpoints: this.auditedEndpoints(),
+    };
   }
 
   /** Calls `f` whenever status() may have changed (stream up or down, a state applied or refused, endpoints). */
@@ -659,6 +705,7 @@ export class NodeAgent {
     let entry: EndpointEntry | undefined;
     for (const ip of ep.ips) {
       entry = endpointEntry(ip, ep.hostIfindex, state, this.mode);
+      if (this.endpointAudited(ep)) entry = { ...entry, auditMode: true };
       this.opts.datapath.setEndpoint(entry);
     }
     return entry as EndpointEntry;

@@ -13,14 +13,22 @@ import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");
-const base: AgentStatus = { connected: true, version: 7, lastError: undefined, endpoints: 2, policyEnforcementMode: "default" };
+const base: AgentStatus = { connected: true, version: 7, lastError: undefined, endpoints: 2, policyEnforcementMode: "default", policyAuditMode: false, auditedEndpoints: 0 };
 const byType = (cs: readonly { type: string; status: string; reason: string; message: string }[]) => Object.fromEntries(cs.map((c) => [c.type, `${c.status}/${c.reason}`]));
 
 describe("agent health conditions", () => {
   it("the agent block carries the build version, and the policy version once one is acknowledged", () => {
-    assert.deepEqual(agentReport({ ...base, version: undefined }, "0.1.0"), { version: "0.1.0" });
-    assert.deepEqual(agentReport(base, "0.1.0"), { version: "0.1.0", policyVersion: 7 });
+    assert.deepEqual(agentReport({ ...base, version: undefined }, "0.1.0"), { version: "0.1.0", policyAuditMode: false, auditedEndpoints: 0 });
+    assert.deepEqual(agentReport(base, "0.1.0"), { version: "0.1.0", policyVersion: 7, policyAuditMode: false, auditedEndpoints: 0 });
     assert.match(membraneVersion(), /^\d+\.\d+\.\d+/);
+  });
+
+  it("audit mode shows in the agent block and in Ready's message, for the node and for annotated endpoints", () => {
+    assert.deepEqual(agentReport({ ...base, policyAuditMode: true }, "0.1.0"), { version: "0.1.0", policyVersion: 7, policyAuditMode: true, auditedEndpoints: 0 });
+    const ready = (s: AgentStatus): string => healthConditions(s, "maps pinned").find((c) => c.type === "Ready")!.message;
+    assert.match(ready({ ...base, policyAuditMode: true }), /policy audit mode: policy drops pass and are reported as AUDIT/);
+    assert.match(ready({ ...base, auditedEndpoints: 1 }), /1 endpoint\(s\) in policy audit mode/);
+    assert.doesNotMatch(ready(base), /audit/);
   });
 
   it("connected with an acknowledged version: Ready, DatapathLoaded and PolicySynced are True, and the message names the version", () => {

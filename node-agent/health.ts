@@ -14,6 +14,10 @@ import type { EncryptionPublication } from "./encryption/publication.ts";
 export interface AgentReport {
   version?: string;
   policyVersion?: number;
+  /** The whole node in policy audit mode (always written, so that switching off shows). */
+  policyAuditMode?: boolean;
+  /** Endpoints in audit mode through their pod's annotation. */
+  auditedEndpoints?: number;
 }
 
 interface CiliumNodeHealthObject extends KubeObject {
@@ -31,9 +35,16 @@ export function membraneVersion(): string {
   }
 }
 
-/** The agent block for a status: the version always, the policy version once one was acknowledged. */
+/** The agent block for a status: the version and audit mode always, the policy version once one was acknowledged. */
 export function agentReport(s: AgentStatus, version: string): AgentReport {
-  return s.version === undefined ? { version } : { version, policyVersion: s.version };
+  const audit = { policyAuditMode: s.policyAuditMode, auditedEndpoints: s.auditedEndpoints };
+  return s.version === undefined ? { version, ...audit } : { version, policyVersion: s.version, ...audit };
+}
+
+/** What Ready's message adds in audit mode: policy is not enforced where it says. */
+function auditText(s: AgentStatus): string {
+  if (s.policyAuditMode) return "; policy audit mode: policy drops pass and are reported as AUDIT";
+  return s.auditedEndpoints > 0 ? `; ${s.auditedEndpoints} endpoint(s) in policy audit mode` : "";
 }
 
 /** The agent's conditions from its status: pure, so what each state reports is tested without a cluster. */
@@ -53,7 +64,7 @@ export function healthConditions(s: AgentStatus, datapath: string, observedGener
   const loaded: ConditionInput = { type: "DatapathLoaded", status: "True", reason: "Loaded", message: datapath, ...gen };
   const ready: ConditionInput =
     synced.status === "True"
-      ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}`, ...gen }
+      ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}${auditText(s)}`, ...gen }
       : { type: "Ready", status: "False", reason: synced.reason, message: synced.message, ...gen };
   return [ready, loaded, synced];
 }
@@ -154,7 +165,9 @@ export class CiliumNodeHealth {
     const computed = [...healthConditions(status, this.o.datapath, cn.metadata.generation), ...(enc ? [{ ...enc.condition, ...gen }] : [])];
     const want = mergeConditions(cn.status?.conditions, computed, new Date());
     const agent = agentReport(status, this.agentVersion);
-    const sameAgent = cn.status?.agent?.version === agent.version && cn.status?.agent?.policyVersion === agent.policyVersion;
+    const have = cn.status?.agent;
+    const sameAgent =
+      have?.version === agent.version && have?.policyVersion === agent.policyVersion && have?.policyAuditMode === agent.policyAuditMode && have?.auditedEndpoints === agent.auditedEndpoints;
     if (!sameConditions(cn.status?.conditions, want) || !sameAgent) {
       await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent } });
       this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");

@@ -23,6 +23,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-enforcement-mode=strict"), '--policy-enforcement-mode: must be one of default, always, never, got "strict"');
   });
 
+  it("--policy-audit-mode switches the node's audit mode on (also =true / =false, as Cilium's); another value is refused naming the flag", () => {
+    assert.equal(flags().policyAuditMode, false);
+    assert.equal(flags("--policy-audit-mode").policyAuditMode, true);
+    assert.equal(flags("--policy-audit-mode=true").policyAuditMode, true);
+    assert.equal(flags("--policy-audit-mode=false").policyAuditMode, false);
+    assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
+  });
+
   it("--monitor-aggregation takes none, low, medium or maximum (default: medium, one event per new connection); another value is refused naming the flag", () => {
     assert.equal(flags().monitorAggregation, "medium");
     for (const level of ["none", "low", "medium", "maximum"]) assert.equal(flags(`--monitor-aggregation=${level}`).monitorAggregation, level);

@@ -19,13 +19,14 @@ import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { IpsecEncryption } from "./encryption/ipsec.ts";
+import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
                       [--observer-socket PATH] [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
-                      [--policy-enforcement-mode default|always|never] [--monitor-aggregation none|low|medium|maximum]
+                      [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
 
   --node-name   this node's name (the CN of its client certificate)
@@ -57,6 +58,9 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      (default ${AGENT_LEASE_NAMESPACE})
   --policy-enforcement-mode  default: a direction is enforced once a policy selects the endpoint in it;
                      always: every endpoint enforced both ways, selected or not; never: nothing enforced (default: default)
+  --policy-audit-mode  policy audit mode for the whole node: packets policy would drop pass and are reported with
+                     verdict AUDIT (flows, metrics); other drops (malformed, spoofed, ...) stay drops. Also per node or pod
+                     by the annotation ${AUDIT_MODE_ANNOTATION}: "true" on the Node or a Pod (needs API access)
   --monitor-aggregation  which packets of allowed connections the datapath reports (drops always are):
                      none: every packet; low: the new connection, its first reply and each side's FIN/RST;
                      medium: one event per new connection; maximum: none (default: ${DEFAULT_MONITOR_AGGREGATION})
@@ -90,6 +94,7 @@ export interface AgentFlags {
   /** Where the heartbeat Lease lives (`membrane status` reads it there). */
   readonly leaseNamespace: string;
   readonly policyEnforcementMode: PolicyEnforcementMode;
+  readonly policyAuditMode: boolean;
   readonly monitorAggregation: MonitorAggregation;
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
@@ -99,10 +104,15 @@ export interface AgentFlags {
 
 /** Parses the flags; errors name the flag. */
 export function parseAgentFlags(args: readonly string[]): { ok: true; flags: AgentFlags } | { ok: false; error: string } {
+  // A boolean flag, also as Cilium's --policy-audit-mode=true|false.
+  const audit = /^--policy-audit-mode=(.*)$/;
+  const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
+  if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
+  const normalised = args.flatMap((a) => (a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : [a]));
   let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({
-      args: [...args],
+      args: normalised,
       options: {
         "node-name": { type: "string" },
         operator: { type: "string" },
@@ -139,6 +149,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         kubeconfig: { type: "string" },
         "lease-namespace": { type: "string" },
         "policy-enforcement-mode": { type: "string" },
+        "policy-audit-mode": { type: "boolean" },
         "monitor-aggregation": { type: "string" },
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
@@ -250,6 +261,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(kubeconfig ? { kubeconfig } : {}),
       leaseNamespace,
       policyEnforcementMode: mode,
+      policyAuditMode: values["policy-audit-mode"] === true,
       monitorAggregation,
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),
@@ -331,6 +343,7 @@ export async function run(args: string[]): Promise<number> {
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
     appliedFile: path.join(f.stateDir, "applied.json"),
     policyEnforcementMode: f.policyEnforcementMode,
+    policyAuditMode: f.policyAuditMode,
     ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
@@ -361,13 +374,17 @@ export async function run(args: string[]): Promise<number> {
   const health = await startHealth(f, agent, log, encryption);
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
-  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, monitorAggregation: f.monitorAggregation }, "agent started");
+  // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
+  const auditWatch = health && new AuditModeWatch({ client: health.client, nodeName: f.nodeName, apply: (a) => agent.setAuditAnnotations(a), log });
+  auditWatch?.start();
+  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation }, "agent started");
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));
   });
   log.info({ signal }, "agent stopping");
   await heartbeat?.stop();
+  await auditWatch?.stop();
   await health?.health.stop();
   await metrics.stop();
   await agent.stop();

@@ -1176,6 +1176,10 @@ export interface CiliumNode {
       version?: string;
       /** The version of the operator's state the agent last applied and acknowledged. */
       policyVersion?: number;
+      /** The whole node is in policy audit mode (the agent's --policy-audit-mode, or the Node's annotation policy.membrane.io/audit-mode: "true"): packets policy would drop pass and are reported with verdict AUDIT. */
+      policyAuditMode?: boolean;
+      /** Endpoints in policy audit mode through their pod's annotation policy.membrane.io/audit-mode: "true". */
+      auditedEndpoints?: number;
     };
   };
 }

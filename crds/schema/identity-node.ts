@@ -1,6 +1,6 @@
 // Schemas of CiliumIdentity (a numeric security identity and its labels) and CiliumNode (a node's
 // addresses, pod CIDRs, encryption parameters and health), both cilium.io/v2 and cluster-scoped.
-import { AGE_COLUMN, arr, conditions, defineCRD, int, map, obj, str, timestamp } from "./common.ts";
+import { AGE_COLUMN, arr, bool, conditions, defineCRD, int, map, obj, str, timestamp } from "./common.ts";
 
 export const ciliumIdentityCRD = defineCRD({
   group: "cilium.io",
@@ -70,6 +70,12 @@ export const ciliumNodeCRD = defineCRD({
       jsonPath: ".status.health.state",
       description: "Whether other nodes reach this node's health endpoint.",
     },
+    {
+      name: "PolicyAudit",
+      type: "boolean",
+      jsonPath: ".status.agent.policyAuditMode",
+      description: "Policy audit mode for the whole node: would-be policy drops pass, reported as AUDIT.",
+    },
     AGE_COLUMN,
   ],
   schema: obj(
@@ -128,6 +134,14 @@ export const ciliumNodeCRD = defineCRD({
           policyVersion: int("The version of the operator's state the agent last applied and acknowledged.", {
             minimum: 0,
           }),
+          policyAuditMode: bool(
+            "The whole node is in policy audit mode (the agent's --policy-audit-mode, or the Node's annotation " +
+              'policy.membrane.io/audit-mode: "true"): packets policy would drop pass and are reported with verdict AUDIT.',
+          ),
+          auditedEndpoints: int(
+            'Endpoints in policy audit mode through their pod\'s annotation policy.membrane.io/audit-mode: "true".',
+            { minimum: 0 },
+          ),
         }),
       }),
     },
