@@ -135,7 +135,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     });
     assert.deepEqual(byType(cn.status!.conditions!), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
     assert.equal(cn.metadata.annotations!["membrane.io/observer-address"], "unix:/run/membrane/observer.sock");
-    assert.deepEqual(cn.status!.agent, { version: "0.0.0-test" }, "the version is published before any policy version");
+    assert.deepEqual(cn.status!.agent, { version: "0.0.0-test", policyAuditMode: false, auditedEndpoints: 0 }, "the version is published before any policy version");
     assert.deepEqual(cidrs.at(-1), ["10.244.7.0/24"]);
     assert.equal(lines.filter((l) => l.msg === "publishing health on the CiliumNode failed; enforcement is not affected").length, 1, "one line per distinct failure, not per retry");
   });
@@ -154,7 +154,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
       const a = (await ciliumNode()).status?.agent;
       return a?.policyVersion === 12 ? a : undefined;
     });
-    assert.deepEqual(agent, { version: "0.0.0-test", policyVersion: 12 });
+    assert.deepEqual(agent, { version: "0.0.0-test", policyVersion: 12, policyAuditMode: false, auditedEndpoints: 0 });
     const ltt = (cs: Condition[], t: string) => cs.find((c) => c.type === t)!.lastTransitionTime;
     assert.equal(ltt(after, "DatapathLoaded"), ltt(before, "DatapathLoaded"));
     assert.notEqual(ltt(after, "Ready"), ltt(before, "Ready"));
