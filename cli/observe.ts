@@ -5,8 +5,10 @@ import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
 import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../flowapi/discover.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
+import { observeProcesses, observeType, PROCESS_USAGE } from "./observe-process.ts";
 
-const USAGE = `usage: membrane observe [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
+const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
+       membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
 
   --server ADDR      an agent's observer API: unix:/path/to/socket, /path/to/socket or http://HOST:PORT;
                      without it, every node's agent is found in the cluster (the CiliumNode annotation
@@ -110,11 +112,18 @@ export async function observe(a: ObserveArgs, out: (s: string) => void, signal?:
   out(a.output === "json" ? flows.map((f) => JSON.stringify(f) + "\n").join("") : formatFlowTable(flows));
 }
 
-export async function run(args: string[]): Promise<number> {
+export async function run(all: string[]): Promise<number> {
+  const typed = observeType(all);
+  if (!typed.ok) {
+    process.stderr.write(`membrane observe: ${typed.error}\n`);
+    return 2;
+  }
+  const args = typed.rest;
   if (args.includes("--help") || args.includes("-h") || args[0] === "help") {
-    process.stdout.write(USAGE);
+    process.stdout.write(typed.type === "process" ? PROCESS_USAGE : USAGE);
     return 0;
   }
+  if (typed.type === "process") return observeProcesses(args);
   const parsed = parseObserveArgs(args);
   if (!parsed.ok) {
     process.stderr.write(`membrane observe: ${parsed.error}\n`);

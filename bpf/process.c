@@ -1,0 +1,114 @@
+// Process visibility: every exec and every process exit on the node, from the scheduler's BTF tracepoints
+// (tp_btf, CO-RE against /sys/kernel/btf/vmlinux), into a ring buffer read by node-agent/runtime/.
+// A separate object from datapath.c: it shares no map with the network datapath.
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "process.h"
+
+// Only the fields read here; CO-RE relocates them by name against the running kernel's BTF.
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+struct nsproxy {
+	struct net *net_ns;
+} __attribute__((preserve_access_index));
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __attribute__((preserve_access_index));
+struct linux_binprm {
+	const char *filename;
+} __attribute__((preserve_access_index));
+struct task_struct {
+	int pid;
+	int tgid;
+	int exit_code;
+	struct task_struct *real_parent;
+	struct nsproxy *nsproxy;
+	struct mm_struct *mm;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} membrane_process_events SEC(".maps");
+
+// Records that found the ring full: the agent reports them as lost (never silently).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} membrane_process_lost SEC(".maps");
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&membrane_process_lost, &zero);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void fill_header(struct process_event_header *h, struct task_struct *task, __u32 type)
+{
+	h->type = type;
+	h->pid = BPF_CORE_READ(task, tgid);
+	h->tid = BPF_CORE_READ(task, pid);
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->exit_code = 0;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	h->args_len = 0;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
+}
+
+SEC("tp_btf/sched_process_exec")
+int membrane_process_exec(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
+	struct process_exec_event *e = bpf_ringbuf_reserve(&membrane_process_events, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	fill_header(&e->h, task, PROCESS_EVENT_EXEC);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	unsigned long start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(task, mm, arg_end);
+	unsigned long len = end > start ? end - start : 0;
+	if (len > PROCESS_ARGS_MAX - 1)
+		len = PROCESS_ARGS_MAX - 1;
+	if (bpf_probe_read_user(e->args, len, (const void *)start) == 0)
+		e->h.args_len = len;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int membrane_process_exit(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	// A process exits when its thread group leader does; other threads' exits are not process events.
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	struct process_event_header *h = bpf_ringbuf_reserve(&membrane_process_events, sizeof(*h), 0);
+	if (!h) {
+		count_lost();
+		return 0;
+	}
+	fill_header(h, task, PROCESS_EVENT_EXIT);
+	h->exit_code = BPF_CORE_READ(task, exit_code);
+	bpf_ringbuf_submit(h, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,62 @@
+// `membrane observe --type process` over an export file: filters by pod, namespace and binary, compact and JSON output.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import type { ProcessEvent, TetragonProcess } from "../core/process-event.ts";
+import { observeType, parseProcessArgs, selectProcessEvents } from "./observe-process.ts";
+
+const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
+const proc = (pid: number, binary: string, args: string, pod?: { namespace: string; name: string }): TetragonProcess => ({
+  exec_id: `id-${pid}`, pid, uid: 0, cwd: "/", binary, arguments: args, flags: "execve", start_time: "2026-12-03T20:00:00.000000000Z", ...(pod ? { pod } : {}), tid: pid,
+});
+const web = { namespace: "default", name: "web" };
+const EVENTS: ProcessEvent[] = [
+  { process_exec: { process: proc(10, "/bin/sh", "-c id", web) }, node_name: "n", time: "t" },
+  { process_exec: { process: proc(11, "/usr/bin/id", "", web), parent: proc(10, "/bin/sh", "-c id", web) }, node_name: "n", time: "t" },
+  { process_exit: { process: proc(11, "/usr/bin/id", "", web), status: 0, time: "t" }, node_name: "n", time: "t" },
+  { process_exec: { process: proc(20, "/usr/bin/id", "", { namespace: "kube-system", name: "dns" }) }, node_name: "n", time: "t" },
+  { process_exit: { process: proc(30, "/bin/sleep", "30"), signal: "SIGKILL", status: 0, time: "t" }, node_name: "n", time: "t" },
+];
+const TEXT = EVENTS.map((e) => JSON.stringify(e)).join("\n") + "\n";
+
+describe("membrane observe --type process", () => {
+  it("filters by pod, namespace and binary", () => {
+    const pids = (f: Parameters<typeof selectProcessEvents>[1]): number[] =>
+      selectProcessEvents(TEXT, f).events.map((e) => ("process_exec" in e ? e.process_exec.process.pid : e.process_exit.process.pid));
+    assert.deepEqual(pids({}), [10, 11, 11, 20, 30]);
+    assert.deepEqual(pids({ namespace: "default" }), [10, 11, 11]);
+    assert.deepEqual(pids({ pod: "dns" }), [20]);
+    assert.deepEqual(pids({ binary: "id" }), [11, 11, 20]);
+    assert.deepEqual(pids({ binary: "/usr/bin/id", namespace: "default" }), [11, 11]);
+  });
+
+  it("names a line that is not a process event", () => {
+    assert.deepEqual(selectProcessEvents('{"flow":{}}\nnope\n', {}).errors, ["line 1: not a process_exec or process_exit event", "line 2: not JSON"]);
+  });
+
+  it("parses --type and its flags, refusing what it does not know", () => {
+    assert.deepEqual(observeType(["--type", "process", "--pod", "x"]), { ok: true, type: "process", rest: ["--pod", "x"] });
+    assert.deepEqual(observeType(["--from-pod", "a"]), { ok: true, type: "flow", rest: ["--from-pod", "a"] });
+    assert.deepEqual(observeType(["--type=kprobe"]), { ok: false, error: '--type: "kprobe" is not flow or process' });
+    assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: false, error: "--input-file: required (the agents serve no process events yet; read a node's export file)" });
+    assert.deepEqual(parseProcessArgs(["--input-file", "f", "-o", "table"]), { ok: false, error: '-o: "table" is not compact or json' });
+  });
+
+  it("prints compact lines and JSON lines through bin/membrane", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observe-process-"));
+    try {
+      const file = path.join(dir, "events.log");
+      fs.writeFileSync(file, TEXT);
+      const compact = execFileSync(MEMBRANE, ["observe", "--type", "process", "--input-file", file, "--namespace", "default"]).toString();
+      assert.equal(compact, "🚀 process default/web /bin/sh -c id\n🚀 process default/web /usr/bin/id\n💥 exit    default/web /usr/bin/id 0\n");
+      const json = execFileSync(MEMBRANE, ["observe", "--type", "process", "--input-file", file, "--binary", "sleep", "-o", "json"]).toString();
+      assert.deepEqual(JSON.parse(json), EVENTS[4]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

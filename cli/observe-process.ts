@@ -1,0 +1,109 @@
+// `membrane observe --type process`: Tetragon-shaped process events (process_exec, process_exit) from a node's
+// export file, filtered by pod, namespace and binary, as one compact line each or as JSON lines.
+import fs from "node:fs";
+import { type ProcessEvent, type ProcessFilter, matchesProcessFilter } from "../core/process-event.ts";
+import { parseFlags } from "../kube/flags.ts";
+
+export const PROCESS_USAGE = `usage: membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
+
+  --input-file FILE  a node's process event export (node-agent/runtime/main.ts --export-file)
+  --pod NAME         only events of processes in this pod
+  --namespace NS     only events of processes in pods of this namespace
+  --binary B         only this executable: an absolute path, or a name matching its last component
+  -o, --output       compact (default: one line per event) or json (Tetragon's JSON, one event per line)
+`;
+
+/** Splits off `--type flow|process` (flow when absent). */
+export function observeType(args: readonly string[]): { ok: true; type: "flow" | "process"; rest: string[] } | { ok: false; error: string } {
+  const rest: string[] = [];
+  let type: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--type") type = args[++i] ?? "";
+    else if (a.startsWith("--type=")) type = a.slice("--type=".length);
+    else rest.push(a);
+  }
+  if (type === undefined || type === "flow") return { ok: true, type: "flow", rest };
+  if (type === "process") return { ok: true, type: "process", rest };
+  return { ok: false, error: `--type: "${type}" is not flow or process` };
+}
+
+interface ProcessArgs {
+  readonly inputFile: string;
+  readonly filter: ProcessFilter;
+  readonly output: "compact" | "json";
+}
+
+export function parseProcessArgs(args: readonly string[]): { ok: true; value: ProcessArgs } | { ok: false; error: string } {
+  const flags = parseFlags({
+    args: [...args],
+    options: { "input-file": { type: "string" }, pod: { type: "string" }, namespace: { type: "string" }, binary: { type: "string" }, output: { type: "string", short: "o" } },
+  });
+  if (!flags.ok) return flags;
+  const v = flags.parsed.values;
+  for (const f of ["input-file", "pod", "namespace", "binary", "output"] as const) if (v[f] === "") return { ok: false, error: `--${f}: needs a value` };
+  if (v["input-file"] === undefined) return { ok: false, error: "--input-file: required (the agents serve no process events yet; read a node's export file)" };
+  const output = v.output ?? "compact";
+  if (output !== "compact" && output !== "json") return { ok: false, error: `-o: "${output}" is not compact or json` };
+  const filter: ProcessFilter = {
+    ...(v.pod !== undefined ? { pod: v.pod } : {}),
+    ...(v.namespace !== undefined ? { namespace: v.namespace } : {}),
+    ...(v.binary !== undefined ? { binary: v.binary } : {}),
+  };
+  return { ok: true, value: { inputFile: v["input-file"], filter, output } };
+}
+
+/** One line like `tetra getevents -o compact`: 🚀 for exec, 💥 for exit, with the pod. */
+export function compactLine(e: ProcessEvent): string {
+  if ("process_exec" in e) {
+    const p = e.process_exec.process;
+    return `🚀 process ${where(p.pod)} ${p.binary}${p.arguments ? ` ${p.arguments}` : ""}`;
+  }
+  const x = e.process_exit;
+  const p = x.process;
+  return `💥 exit    ${where(p.pod)} ${p.binary}${p.arguments ? ` ${p.arguments}` : ""} ${x.signal ?? x.status}`;
+}
+
+const where = (pod: { namespace: string; name: string } | undefined): string => (pod ? `${pod.namespace}/${pod.name}` : "host");
+
+/** The matching events of an export file's text; a line that is not a process event is an error naming it. */
+export function selectProcessEvents(text: string, filter: ProcessFilter): { events: ProcessEvent[]; errors: string[] } {
+  const events: ProcessEvent[] = [];
+  const errors: string[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    let e: unknown;
+    try {
+      e = JSON.parse(line);
+    } catch {
+      errors.push(`line ${i + 1}: not JSON`);
+      return;
+    }
+    if (typeof e !== "object" || e === null || !("process_exec" in e || "process_exit" in e)) {
+      errors.push(`line ${i + 1}: not a process_exec or process_exit event`);
+      return;
+    }
+    if (matchesProcessFilter(e as ProcessEvent, filter)) events.push(e as ProcessEvent);
+  });
+  return { events, errors };
+}
+
+export async function observeProcesses(args: readonly string[]): Promise<number> {
+  const parsed = parseProcessArgs(args);
+  if (!parsed.ok) {
+    process.stderr.write(`membrane observe: ${parsed.error}\n${PROCESS_USAGE}`);
+    return 2;
+  }
+  const a = parsed.value;
+  let text: string;
+  try {
+    text = await fs.promises.readFile(a.inputFile, "utf8");
+  } catch (err) {
+    process.stderr.write(`membrane observe: --input-file: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const { events, errors } = selectProcessEvents(text, a.filter);
+  for (const e of errors) process.stderr.write(`membrane observe: ${a.inputFile}: ${e}\n`);
+  for (const e of events) process.stdout.write(a.output === "json" ? `${JSON.stringify(e)}\n` : `${compactLine(e)}\n`);
+  return errors.length > 0 && events.length === 0 ? 1 : 0;
+}

@@ -1,0 +1,183 @@
+// Process events in Tetragon's JSON shape (process_exec, process_exit, as `tetra getevents -o json` prints
+// them) from the sensor's raw records: a process cache gives each event its parent and ancestors, /proc fills
+// in what the kernel record does not carry (cwd) and processes that started before the sensor.
+import fs from "node:fs";
+import { constants as os } from "node:os";
+import type { ProcessEvent, TetragonProcess } from "../../core/process-event.ts";
+import type { RawProcessEvent } from "./layout.ts";
+
+/** The pod a process belongs to; the local cluster's pods are told apart by their network namespace. */
+export interface PodRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export type PodResolver = (netnsInode: number) => PodRef | undefined;
+
+const MAX_ANCESTORS = 16;
+const SIGNAL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(os.signals).map(([name, n]) => [n, name]));
+
+export interface ProcessEventsOptions {
+  readonly nodeName: string;
+  readonly resolvePod?: PodResolver;
+  /** Where /proc is (tests may point elsewhere). */
+  readonly procRoot?: string;
+}
+
+/** Turns raw records into Tetragon events, keeping the process tree it has seen (and /proc's for older processes). */
+export class ProcessEvents {
+  private readonly cache = new Map<number, TetragonProcess>();
+  /** CLOCK_MONOTONIC (the kernel's ktime) to wall-clock nanoseconds. */
+  private readonly bootOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  private readonly proc: string;
+
+  constructor(private readonly opts: ProcessEventsOptions) {
+    this.proc = opts.procRoot ?? "/proc";
+  }
+
+  /** The Tetragon event for one record (undefined for the exit of a process never seen and gone from /proc). */
+  handle(e: RawProcessEvent): ProcessEvent | undefined {
+    const time = this.wallTime(e.ktimeNs);
+    if (e.type === "exec") {
+      const parent = this.lookup(e.ppid);
+      const process: TetragonProcess = {
+        exec_id: this.execId(e.ktimeNs, e.pid),
+        pid: e.pid,
+        uid: e.uid,
+        cwd: this.readLink(`${e.pid}/cwd`),
+        binary: e.filename ?? "",
+        arguments: (e.argv ?? []).slice(1).join(" "),
+        flags: "execve",
+        start_time: time,
+        ...this.pod(e.netns),
+        ...(parent ? { parent_exec_id: parent.exec_id } : {}),
+        tid: e.tid,
+      };
+      this.cache.set(e.pid, process);
+      const ancestors = this.ancestorsOf(parent);
+      return {
+        process_exec: { process, ...(parent ? { parent } : {}), ...(ancestors.length > 0 ? { ancestors } : {}) },
+        node_name: this.opts.nodeName,
+        time,
+      };
+    }
+    const process = this.cache.get(e.pid) ?? this.fromProc(e.pid, e.netns);
+    this.cache.delete(e.pid);
+    if (!process) return undefined;
+    const parent = process.parent_exec_id !== undefined ? this.lookup(e.ppid) : undefined;
+    const signal = e.exitCode & 0x7f;
+    return {
+      process_exit: {
+        process,
+        ...(parent ? { parent } : {}),
+        ...(signal !== 0 ? { signal: SIGNAL_NAMES.get(signal) ?? `signal ${signal}` } : {}),
+        status: (e.exitCode >> 8) & 0xff,
+        time,
+      },
+      node_name: this.opts.nodeName,
+      time,
+    };
+  }
+
+  /** Processes the cache holds (they have exec'd or been read from /proc, and not exited). */
+  get size(): number {
+    return this.cache.size;
+  }
+
+  private lookup(pid: number): TetragonProcess | undefined {
+    if (pid <= 0) return undefined;
+    const hit = this.cache.get(pid);
+    if (hit) return hit;
+    const p = this.fromProc(pid);
+    if (p) this.cache.set(pid, p);
+    return p;
+  }
+
+  private ancestorsOf(parent: TetragonProcess | undefined): TetragonProcess[] {
+    const out: TetragonProcess[] = [];
+    let cur = parent;
+    while (cur && out.length < MAX_ANCESTORS) {
+      const ppid = this.ppidOf(cur.pid);
+      const next = ppid !== undefined ? this.lookup(ppid) : undefined;
+      if (!next || next.pid === cur.pid) break;
+      out.push(next);
+      cur = next;
+    }
+    return out;
+  }
+
+  /** A process that started before the sensor (or whose exec the sensor did not see), from /proc. */
+  private fromProc(pid: number, netns?: number): TetragonProcess | undefined {
+    const stat = this.readFile(`${pid}/stat`);
+    if (stat === undefined) return undefined;
+    const status = this.readFile(`${pid}/status`) ?? "";
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1);
+    const argv = (this.readFile(`${pid}/cmdline`) ?? "").split("\0").filter((a, i, all) => a !== "" || i < all.length - 1);
+    const ppid = this.ppidOf(pid);
+    const parent = ppid !== undefined && ppid !== pid ? this.cache.get(ppid) : undefined;
+    const ns = netns ?? this.netnsOf(pid);
+    return {
+      exec_id: this.execId(this.startTicks(stat), pid),
+      pid,
+      uid,
+      cwd: this.readLink(`${pid}/cwd`),
+      binary: this.readLink(`${pid}/exe`),
+      arguments: argv.slice(1).join(" "),
+      flags: "procFS",
+      start_time: "",
+      ...(ns !== undefined ? this.pod(ns) : {}),
+      ...(parent ? { parent_exec_id: parent.exec_id } : {}),
+      tid: pid,
+    };
+  }
+
+  private ppidOf(pid: number): number | undefined {
+    const stat = this.readFile(`${pid}/stat`);
+    if (stat === undefined) return undefined;
+    // The command name may hold spaces and parentheses: fields follow the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ppid = Number(fields[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  }
+
+  private startTicks(stat: string): bigint {
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return BigInt(fields[19] ?? 0);
+  }
+
+  private netnsOf(pid: number): number | undefined {
+    const m = /^net:\[(\d+)\]$/.exec(this.readLink(`${pid}/ns/net`));
+    return m ? Number(m[1]) : undefined;
+  }
+
+  private pod(netns: number): { pod?: { namespace: string; name: string } } {
+    const p = this.opts.resolvePod?.(netns);
+    return p ? { pod: { namespace: p.namespace, name: p.name } } : {};
+  }
+
+  private execId(start: bigint, pid: number): string {
+    return Buffer.from(`${this.opts.nodeName}:${start}:${pid}`).toString("base64");
+  }
+
+  private wallTime(ktimeNs: bigint): string {
+    const ns = ktimeNs + this.bootOffsetNs;
+    const ms = Number(ns / 1_000_000n);
+    return new Date(ms).toISOString().replace("Z", `${String(ns % 1_000_000n).padStart(6, "0")}Z`);
+  }
+
+  private readFile(rel: string): string | undefined {
+    try {
+      return fs.readFileSync(`${this.proc}/${rel}`, "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+
+  private readLink(rel: string): string {
+    try {
+      return fs.readlinkSync(`${this.proc}/${rel}`);
+    } catch {
+      return "";
+    }
+  }
+}

@@ -1,0 +1,59 @@
+// The process events' layout (bpf/lib/process.h) and their decoding; layout.test.ts checks it against the object's BTF sizes.
+export const PROCESS_EVENT_EXEC = 1;
+export const PROCESS_EVENT_EXIT = 2;
+
+/** Byte offsets of struct process_event_header and struct process_exec_event. */
+export const PROCESS_LAYOUT = {
+  header: { size: 64, type: 0, pid: 4, tid: 8, ppid: 12, uid: 16, exitCode: 20, ktimeNs: 24, netns: 32, argsLen: 36, cgroupId: 40, comm: 48, commSize: 16 },
+  exec: { size: 64 + 256 + 1024, filename: 64, filenameSize: 256, args: 320, argsSize: 1024 },
+} as const;
+
+/** One record of the ring, as the kernel wrote it. */
+export interface RawProcessEvent {
+  readonly type: "exec" | "exit";
+  readonly pid: number;
+  readonly tid: number;
+  readonly ppid: number;
+  readonly uid: number;
+  /** exit: the wait status (signal in the low 7 bits, exit code in the next 8). */
+  readonly exitCode: number;
+  readonly ktimeNs: bigint;
+  readonly netns: number;
+  readonly cgroupId: bigint;
+  readonly comm: string;
+  /** exec only */
+  readonly filename?: string;
+  /** exec only: argv, argv[0] included. */
+  readonly argv?: readonly string[];
+}
+
+const cString = (b: Buffer): string => {
+  const nul = b.indexOf(0);
+  return b.subarray(0, nul < 0 ? b.length : nul).toString("utf8");
+};
+
+/** Decodes one ring record; undefined for a record of another type or size (counted by the caller). */
+export function decodeProcessEvent(rec: Buffer): RawProcessEvent | undefined {
+  const H = PROCESS_LAYOUT.header;
+  if (rec.length < H.size) return undefined;
+  const kind = rec.readUInt32LE(H.type);
+  const base = {
+    pid: rec.readUInt32LE(H.pid),
+    tid: rec.readUInt32LE(H.tid),
+    ppid: rec.readUInt32LE(H.ppid),
+    uid: rec.readUInt32LE(H.uid),
+    exitCode: rec.readUInt32LE(H.exitCode),
+    ktimeNs: rec.readBigUInt64LE(H.ktimeNs),
+    netns: rec.readUInt32LE(H.netns),
+    cgroupId: rec.readBigUInt64LE(H.cgroupId),
+    comm: cString(rec.subarray(H.comm, H.comm + H.commSize)),
+  };
+  if (kind === PROCESS_EVENT_EXIT) return { type: "exit", ...base };
+  if (kind !== PROCESS_EVENT_EXEC || rec.length < PROCESS_LAYOUT.exec.size) return undefined;
+  const E = PROCESS_LAYOUT.exec;
+  const argsLen = Math.min(rec.readUInt32LE(H.argsLen), E.argsSize);
+  const raw = rec.subarray(E.args, E.args + argsLen).toString("utf8");
+  const argv = raw.split("\0");
+  if (argv.length > 0 && argv[argv.length - 1] === "") argv.pop();
+  return { type: "exec", ...base, filename: cString(rec.subarray(E.filename, E.filename + E.filenameSize)), argv };
+}

@@ -1,0 +1,86 @@
+// Process visibility on a node, Tetragon's default: the sensor's records as Tetragon JSON events, one line each
+// appended to an export file (what `membrane observe --type process --input-file` reads), counted in metrics.
+import fs from "node:fs";
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { ProcessEvent } from "../../core/process-event.ts";
+import { ProcessEvents, type PodResolver } from "./events.ts";
+import { ProcessSensor } from "./sensor.ts";
+
+export interface ProcessVisibilityOptions {
+  readonly nodeName: string;
+  /** JSON lines of process_exec/process_exit events are appended here. */
+  readonly exportFile: string;
+  readonly registry: Registry;
+  readonly resolvePod?: PodResolver;
+  /** Pin scope under /sys/fs/bpf/membrane (default "runtime"). */
+  readonly scope?: string;
+  /** Also called for every event (tests, a future observer API). */
+  readonly onEvent?: (e: ProcessEvent) => void;
+}
+
+export class ProcessVisibility {
+  private readonly sensor: ProcessSensor;
+  private readonly events: ProcessEvents;
+  private fd: number | undefined;
+  private readonly counted: Counter<"type">;
+
+  constructor(private readonly opts: ProcessVisibilityOptions) {
+    this.events = new ProcessEvents({ nodeName: opts.nodeName, ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}) });
+    this.counted = new Counter({
+      name: "membrane_process_events_total",
+      help: "Process events exported, by Tetragon event type (process_exec, process_exit).",
+      labelNames: ["type"],
+      registers: [opts.registry],
+    });
+    const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope ?? "runtime" }, (raw) => {
+      const e = this.events.handle(raw);
+      if (e) this.write(e);
+    }));
+    new Gauge({
+      name: "membrane_process_events_lost",
+      help: "Process events the kernel could not queue because the ring buffer was full, since the sensor started.",
+      registers: [opts.registry],
+      collect() {
+        this.set(Number(sensor.lost()));
+      },
+    });
+    const events = this.events;
+    new Gauge({
+      name: "membrane_process_cache_size",
+      help: "Processes the agent keeps for parent and ancestor lookups.",
+      registers: [opts.registry],
+      collect() {
+        this.set(events.size);
+      },
+    });
+  }
+
+  start(): void {
+    this.fd = fs.openSync(this.opts.exportFile, "a");
+    try {
+      this.sensor.start();
+    } catch (err) {
+      fs.closeSync(this.fd);
+      this.fd = undefined;
+      throw err;
+    }
+  }
+
+  /** Consumes what the ring holds now. */
+  drain(): number {
+    return this.sensor.drain();
+  }
+
+  stop(): void {
+    this.sensor.stop();
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private write(e: ProcessEvent): void {
+    const type = "process_exec" in e ? "process_exec" : "process_exit";
+    this.counted.inc({ type });
+    if (this.fd !== undefined) fs.writeSync(this.fd, `${JSON.stringify(e)}\n`);
+    this.opts.onEvent?.(e);
+  }
+}
