@@ -1,4 +1,4 @@
-// The process events' layout (bpf/lib/process.h) and their decoding; layout.test.ts checks it against the object's BTF sizes.
+// The process events' layout (bpf/lib/process.h) and their decoding; process.test.ts compares the constants with the header, and a record shorter than the layout is refused.
 export const PROCESS_EVENT_EXEC = 1;
 export const PROCESS_EVENT_EXIT = 2;
 
