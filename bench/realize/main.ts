@@ -1,17 +1,14 @@
 // Benchmark: a real kube-apiserver, the operator as a child process and N simulated agents on its mTLS stream; times a policy change until every agent ACKed it, and a new pod until its IP is in every agent's ipcache.
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { Agent as HttpsAgent, request } from "node:https";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
-import type { Downstream, Upstream } from "../../core/wire.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
-import { DistributionClient } from "../../controllers/testing/agent.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { makeBenchPki, type BenchPki } from "./pki.ts";
-import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
+import { sslCredentials } from "../../kube/grpc-tls.ts";
+import { Api, Hub, LiteAgent, PrefixIndex, heapMib, limited, liveHeapMib, percentile, procStats } from "../lib/sim.ts";
 
 const log = pino({ name: "bench-realize" }, pino.destination({ fd: 2, sync: true }));
 const envInt = (k: string, d: number): number => {
@@ -36,198 +33,6 @@ const NS = "bench";
 const POLICY = "web";
 const POLICY_KEY = `CiliumNetworkPolicy/${NS}/${POLICY}`;
 const CRD_DIR = fileURLToPath(new URL("../../crds/generated/", import.meta.url));
-const TICKS = 100; // USER_HZ on Linux
-
-/** The admin client of the API server over keep-alive HTTPS (no kubectl process per change, so its start-up is not timed). */
-class Api {
-  private readonly agent: HttpsAgent;
-  constructor(
-    private readonly server: string,
-    tls: { ca: Buffer; cert: Buffer; key: Buffer },
-  ) {
-    this.agent = new HttpsAgent({ keepAlive: true, maxSockets: 16, ...tls });
-  }
-  call(method: string, path: string, body?: unknown, contentType = "application/json"): Promise<Record<string, unknown>> {
-    const data = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise((resolve, reject) => {
-      const req = request(new URL(path, this.server), { method, agent: this.agent, headers: data ? { "content-type": contentType, "content-length": Buffer.byteLength(data) } : {} }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString();
-          if ((res.statusCode ?? 0) >= 300) return reject(new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
-          resolve(JSON.parse(text) as Record<string, unknown>);
-        });
-      });
-      req.on("error", reject);
-      req.end(data);
-    });
-  }
-  close(): void {
-    this.agent.destroy();
-  }
-}
-
-/** A lightweight simulated agent: ACKs every message at once and keeps only what the benchmark looks at. */
-class LiteAgent {
-  generation = 0;
-  reconnects = 0;
-  private closed = false;
-  readonly ipcache = new Map<string, number>();
-  private readonly client: grpc.Client;
-  private call: grpc.ClientDuplexStream<Upstream, Downstream> | undefined;
-  constructor(
-    address: string,
-    creds: grpc.ChannelCredentials,
-    readonly node: string,
-    private readonly onUpdate: (a: LiteAgent, at: number) => void,
-  ) {
-    this.client = new DistributionClient(address, creds, sslChannelOptions(address));
-    this.connect();
-  }
-  /** Opens the stream; a failed or broken one is opened again after a second (a fresh hello gets a snapshot). */
-  private connect(): void {
-    const call = (this.call = (this.client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream());
-    call.on("data", (m: Downstream) => {
-      if (m.type === "snapshot") {
-        this.ipcache.clear();
-        for (const e of m.state.ipcache) this.ipcache.set(e.prefix, e.identity);
-      } else {
-        for (const e of m.ipcacheUpserts) this.ipcache.set(e.prefix, e.identity);
-        for (const p of m.ipcacheRemovals) this.ipcache.delete(p);
-      }
-      const gens = m.type === "snapshot" ? m.state.policyGenerations : m.policyGenerations;
-      this.generation = gens.find((g) => g.key === POLICY_KEY)?.generation ?? 0;
-      call.write({ type: "ack", version: m.version, nonce: m.nonce });
-      this.onUpdate(this, performance.now());
-    });
-    call.on("error", (e: Error) => {
-      if (this.closed) return;
-      if (this.reconnects++ === 0) log.warn({ node: this.node, err: e.message }, "agent stream error; reconnecting (logged once per agent)");
-      setTimeout(() => this.closed || this.connect(), 1000);
-    });
-    call.write({ type: "hello", node: this.node });
-  }
-  close(): void {
-    this.closed = true;
-    this.call?.end();
-    this.client.close();
-  }
-}
-
-/** Resolves when every agent satisfies `pred`, with the time the last one did. */
-class Hub {
-  readonly agents: LiteAgent[] = [];
-  private waiting: { pred: (a: LiteAgent) => boolean; left: Set<LiteAgent>; last: number; done: (t: number) => void } | undefined;
-  readonly onUpdate = (a: LiteAgent, at: number): void => {
-    const w = this.waiting;
-    if (!w || !w.left.has(a) || !w.pred(a)) return;
-    w.left.delete(a);
-    w.last = at;
-    if (w.left.size === 0) {
-      this.waiting = undefined;
-      w.done(at);
-    }
-  };
-  waitAll(what: string, pred: (a: LiteAgent) => boolean, timeoutMs = 60_000): Promise<number> {
-    const left = new Set(this.agents.filter((a) => !pred(a)));
-    if (left.size === 0) return Promise.resolve(performance.now());
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting = undefined;
-        reject(new Error(`${what}: ${left.size}/${this.agents.length} agents not there after ${Math.round(timeoutMs)} ms (e.g. ${[...left].slice(0, 3).map((a) => a.node).join(", ")})`));
-      }, timeoutMs);
-      this.waiting = {
-        pred,
-        left,
-        last: 0,
-        done: (t) => {
-          clearTimeout(timer);
-          resolve(t);
-        },
-      };
-    });
-  }
-}
-
-/** Runs `fn` over `items` with `n` at a time; throws once `deadline` (performance.now()) has passed. */
-async function limited<T>(items: readonly T[], n: number, deadline: number, fn: (x: T) => Promise<unknown>): Promise<void> {
-  let i = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (i < items.length) {
-        if (performance.now() > deadline) throw new Error(`only ${i}/${items.length} objects created in time`);
-        await fn(items[i++] as T);
-      }
-    }),
-  );
-}
-
-function percentile(xs: readonly number[], q: number): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return Math.round((s[Math.max(0, Math.ceil(q * s.length) - 1)] ?? 0) * 10) / 10;
-}
-
-function procStats(pid: number): { cpuS: number; rssMib: number; hwmMib: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // f[0] is field 3 (state)
-  const cpuS = (Number(f[11]) + Number(f[12])) / TICKS; // utime, stime
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
-  return { cpuS, rssMib: kb("VmRSS") / 1024, hwmMib: kb("VmHWM") / 1024 };
-}
-
-/**
- * The operator's live V8 heap: a full garbage collection through its inspector (HeapProfiler.collectGarbage),
- * then the used size (Runtime.getHeapUsage). What /metrics prints at a given moment also holds garbage
- * not yet collected; this is what the operator's data keeps alive. Null when the inspector does not answer in 10 s.
- */
-async function liveHeapMib(op: OperatorProcess): Promise<number | null> {
-  const url = await op.inspectorUrl().catch(() => undefined);
-  if (!url) return null;
-  const ws = new WebSocket(url);
-  try {
-    const answers = new Map<number, (r: Record<string, unknown>) => void>();
-    ws.addEventListener("message", (ev) => {
-      const m = JSON.parse(String(ev.data)) as { id?: number; result?: Record<string, unknown> };
-      if (m.id !== undefined) answers.get(m.id)?.(m.result ?? {});
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(), { once: true });
-      ws.addEventListener("error", () => reject(new Error("inspector connection failed")), { once: true });
-    });
-    let id = 0;
-    const call = (method: string): Promise<Record<string, unknown>> =>
-      new Promise((resolve) => {
-        answers.set(++id, resolve);
-        ws.send(JSON.stringify({ id, method }));
-      });
-    const timeout = new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref());
-    const used = await Promise.race([
-      (async () => {
-        await call("HeapProfiler.enable");
-        await call("HeapProfiler.collectGarbage");
-        return Number((await call("Runtime.getHeapUsage")).usedSize);
-      })(),
-      timeout,
-    ]);
-    return used === null || !Number.isFinite(used) ? null : Math.round((used / 2 ** 20) * 10) / 10;
-  } catch (e) {
-    log.warn({ err: String(e) }, "live heap not measured");
-    return null;
-  } finally {
-    ws.close();
-  }
-}
-
-/** The operator's used V8 heap from its /metrics; null when it does not answer within 5 s (e.g. a saturated event loop). */
-async function heapMib(op: OperatorProcess): Promise<number | null> {
-  const port = await op.healthPort();
-  const body = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => "");
-  const m = /^membrane_operator_nodejs_heap_size_used_bytes (\S+)/m.exec(body);
-  return m ? Math.round((Number(m[1]) / 2 ** 20) * 10) / 10 : null;
-}
 
 const nodeName = (i: number): string => `bench-node-${i}`;
 const nodeIP = (i: number): string => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -341,6 +146,7 @@ async function main(): Promise<void> {
     await op.waitForLog((l) => l.msg === "operator running");
     const cpuAtStart = procStats(op.pid).cpuS;
     const hub = new Hub();
+    const prefixes = new PrefixIndex();
     cleanups.push(() => hub.agents.forEach((a) => a.close()));
     const hostPrefixes: string[] = [];
 
@@ -362,14 +168,14 @@ async function main(): Promise<void> {
         certMs += performance.now() - t0;
         const address = `127.0.0.1:${port}`;
         for (const [k, i] of fresh.entries()) {
-          hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, certs[k]), nodeName(i), hub.onUpdate));
+          hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, certs[k]), nodeName(i), prefixes, hub.onUpdate, log));
           if (k % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
         }
         const generation = await applyPolicy(api);
-        await hub.waitAll(`${n} agents settle`, (a) => a.generation >= generation && hostPrefixes.every((p) => a.ipcache.has(p)), Math.max(1000, setupDeadline - performance.now()));
+        await hub.waitAll(`${n} agents settle`, (a) => a.generationOf(POLICY_KEY) >= generation && hostPrefixes.every((p) => a.has(p)), Math.max(1000, setupDeadline - performance.now()));
       } catch (e) {
         const st = procStats(op.pid);
-        const settled = hub.agents.filter((a) => a.generation > 0).length;
+        const settled = hub.agents.filter((a) => a.messages > 0).length;
         skipped[String(n)] =
           `setup did not finish within max(BENCH_SETUP_SECONDS=${SETUP_SECONDS}, ${SETUP_SECONDS_PER_NODE} s per new node): ${(e as Error).message}; ${settled}/${hub.agents.length} agents had received state, ` +
           `${hub.agents.reduce((x, a) => x + a.reconnects, 0)} stream reconnects; operator used ${(st.cpuS - cpuSetup).toFixed(1)} s CPU in this setup, RSS ${Math.round(st.rssMib)} MiB, heap ${(await heapMib(op)) ?? "unknown (no /metrics answer within 5 s)"} MiB`;
@@ -390,10 +196,10 @@ async function main(): Promise<void> {
       for (let c = 0; c < budget && performance.now() < deadline; c++) {
         let start = performance.now();
         const g = await applyPolicy(api);
-        policyMs.push((await hub.waitAll(`policy generation ${g}`, (a) => a.generation >= g, timeout)) - start);
+        policyMs.push((await hub.waitAll(`policy generation ${g}`, (a) => a.generationOf(POLICY_KEY) >= g, timeout)) - start);
         start = performance.now();
         const prefix = await createPod(api, `new-${n}-${c}`, nodeName(c % n));
-        podMs.push((await hub.waitAll(`pod ${prefix} in ipcache`, (a) => a.ipcache.has(prefix), timeout)) - start);
+        podMs.push((await hub.waitAll(`pod ${prefix} in ipcache`, (a) => a.has(prefix), timeout)) - start);
         hostPrefixes.push(prefix);
       }
       const after = procStats(op.pid);
@@ -408,7 +214,7 @@ async function main(): Promise<void> {
         pod_p99_ms: percentile(podMs, 0.99),
         operator_cpu_s: Math.round((after.cpuS - cpuBefore) * 100) / 100,
         heap_mib: await heapMib(op),
-        live_heap_mib: await liveHeapMib(op),
+        live_heap_mib: await liveHeapMib(op, log),
         rss_mib: Math.round(after.rssMib),
         setup_s: Math.round(setupS * 10) / 10,
       };

@@ -1,0 +1,452 @@
+// Benchmark: a simulated cluster at scale (default 1,000 nodes as light stream clients, 50,000 pods, 5,000 identities, 2,000 policies) against a real kube-apiserver and the operator as a child process; one real agent process with its node's share; identity GC of idle identities across an operator restart. Prints one JSON line.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
+import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
+import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
+import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
+import { sslCredentials } from "../../kube/grpc-tls.ts";
+import { flagError } from "../../kube/flags.ts";
+import { makeBenchPki } from "../realize/pki.ts";
+import { Api, Hub, LiteAgent, PrefixIndex, heapMib, limited, liveHeapMib, percentile, procStats } from "../lib/sim.ts";
+import { scalePolicies, type ScaleShape } from "./cluster.ts";
+
+const log = pino({ name: "bench-scale" }, pino.destination({ fd: 2, sync: true }));
+const CRD_DIR = fileURLToPath(new URL("../../crds/generated/", import.meta.url));
+const MEMBRANE = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
+const CHANGE_POLICY = { namespace: "ns-0", name: "bench-change" };
+const CHANGE_KEY = `CiliumNetworkPolicy/${CHANGE_POLICY.namespace}/${CHANGE_POLICY.name}`;
+/** Where the first operator writes a V8 CPU profile (on its graceful stop, before the GC phase); none when unset. */
+const PROFILE_DIR = process.env.BENCH_OPERATOR_CPU_PROF;
+
+interface Flags extends ScaleShape {
+  readonly idleIdentities: number;
+  readonly changes: number;
+  readonly concurrency: number;
+  readonly steadySeconds: number;
+  readonly realAgent: boolean;
+  readonly kernelLock: string;
+}
+
+/** Parses the flags; a bad value names its flag. */
+export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Flags } | { ok: false; error: string } {
+  let v: Record<string, string | undefined>;
+  try {
+    v = parseArgs({
+      args: [...args],
+      options: Object.fromEntries(
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock"].map((k) => [k, { type: "string" as const }]),
+      ),
+      strict: true,
+      allowPositionals: false,
+    }).values as Record<string, string | undefined>;
+  } catch (e) {
+    return { ok: false, error: flagError(e) };
+  }
+  const ints: Record<string, number> = {};
+  const defaults: Record<string, number> = { nodes: 1000, pods: 50_000, identities: 5000, policies: 2000, namespaces: 50, "idle-identities": 60_000, changes: 30, concurrency: 32, "steady-seconds": 30 };
+  for (const [k, d] of Object.entries(defaults)) {
+    const raw = v[k];
+    const n = raw === undefined ? d : Number(raw);
+    const min = k === "idle-identities" || k === "changes" ? 0 : 1;
+    if (!Number.isInteger(n) || n < min) return { ok: false, error: `--${k}: "${raw}" is not an integer ≥ ${min}` };
+    ints[k] = n;
+  }
+  const shape = { nodes: ints.nodes!, pods: ints.pods!, identities: ints.identities!, policies: ints.policies!, namespaces: ints.namespaces! };
+  if (shape.pods < shape.nodes) return { ok: false, error: `--pods: ${shape.pods} is fewer than --nodes ${shape.nodes} (every node hosts pods)` };
+  if (shape.identities > shape.pods) return { ok: false, error: `--identities: ${shape.identities} is more than --pods ${shape.pods} (every identity has a pod)` };
+  if (shape.namespaces > shape.identities) return { ok: false, error: `--namespaces: ${shape.namespaces} is more than --identities ${shape.identities}` };
+  // Cluster identities are 256…65535: the ones in use (allocated from 256 up) and the idle ones (from 65535 down) must not meet.
+  if (shape.identities + ints["idle-identities"]! + 256 > 65_535) return { ok: false, error: `--idle-identities: ${ints["idle-identities"]} with --identities ${shape.identities} leaves no room in 256…65535` };
+  const realAgent = v["real-agent"] ?? "true";
+  if (realAgent !== "true" && realAgent !== "false") return { ok: false, error: `--real-agent: "${realAgent}" is not true or false` };
+  return {
+    ok: true,
+    flags: {
+      ...shape,
+      idleIdentities: ints["idle-identities"]!,
+      changes: ints.changes!,
+      concurrency: ints.concurrency!,
+      steadySeconds: ints["steady-seconds"]!,
+      realAgent: realAgent === "true",
+      kernelLock: v["kernel-lock"] ?? "/tmp/membrane-kernel.lock",
+    },
+  };
+}
+
+const nodeName = (i: number): string => `scale-node-${i}`;
+const nodeIP = (i: number): string => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+const podIP = (c: number): string => `172.${16 + ((c >> 16) & 15)}.${(c >> 8) & 255}.${c & 255}`;
+const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** Where pod `p` goes: its namespace and app label (together its identity) and node; consecutive pods are on one node, each with another identity. */
+function podPlace(s: ScaleShape, p: number): { ns: string; app: string; node: string } {
+  const i = p % s.identities;
+  return { ns: `ns-${i % s.namespaces}`, app: `app-${Math.floor(i / s.namespaces)}`, node: nodeName(Math.floor((p * s.nodes) / s.pods)) };
+}
+
+async function createPod(api: Api, name: string, place: { ns: string; app: string; node: string }, ip: string): Promise<void> {
+  await api.call("POST", `/api/v1/namespaces/${place.ns}/pods`, {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, labels: { app: place.app } },
+    spec: { nodeName: place.node, automountServiceAccountToken: false, containers: [{ name: "c", image: "example.invalid/none" }] },
+  });
+  await api.call("PATCH", `/api/v1/namespaces/${place.ns}/pods/${name}/status`, { status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } }, "application/merge-patch+json");
+}
+
+let changePort = 1000;
+/** A server-side apply of the measured CNP with a new port; returns its new generation. */
+async function applyChangePolicy(api: Api): Promise<number> {
+  const obj = await api.call(
+    "PATCH",
+    `/apis/cilium.io/v2/namespaces/${CHANGE_POLICY.namespace}/ciliumnetworkpolicies/${CHANGE_POLICY.name}?fieldManager=bench&force=true`,
+    {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: CHANGE_POLICY,
+      spec: { endpointSelector: { matchLabels: { app: "app-0" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "app-1" } }], toPorts: [{ ports: [{ port: String(++changePort), protocol: "TCP" }] }] }] },
+    },
+    "application/apply-patch+yaml",
+  );
+  return Number((obj.metadata as { generation?: number }).generation);
+}
+
+/** The API server's request counters (not WATCH: a watch is counted once when it starts), summed per "VERB resource". */
+async function apiRequests(api: Api): Promise<Map<string, number>> {
+  const text = await api.text("GET", "/metrics");
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("apiserver_request_total{")) continue;
+    const verb = /verb="([^"]*)"/.exec(line)?.[1] ?? "";
+    const resource = /[{,]resource="([^"]*)"/.exec(line)?.[1] ?? "";
+    const sub = /subresource="([^"]*)"/.exec(line)?.[1] ?? "";
+    if (verb === "WATCH" || resource === "") continue;
+    const k = `${verb} ${resource}${sub ? `/${sub}` : ""}`;
+    out.set(k, (out.get(k) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
+  }
+  return out;
+}
+
+/** The number of CiliumIdentity objects (one list call of one item: the API server counts the rest). */
+async function identityCount(api: Api): Promise<number> {
+  const l = await api.call("GET", "/apis/cilium.io/v2/ciliumidentities?limit=1");
+  const meta = l.metadata as { remainingItemCount?: number };
+  return (l.items as unknown[]).length + (meta.remainingItemCount ?? 0);
+}
+
+/** Holds the kernel lock (flock(1) around a process that waits on its stdin) until release() closes that stdin. */
+async function holdLock(path: string): Promise<{ release: () => Promise<void> }> {
+  const child = spawn("flock", [path, "sh", "-c", "echo locked; exec cat >/dev/null"], { stdio: ["pipe", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`flock ${path} exited with ${code}`)));
+    child.stdout.once("data", () => resolve());
+  });
+  child.removeAllListeners("exit");
+  return {
+    release: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.stdin.end();
+      }),
+  };
+}
+
+/** One `membrane agent` process; resolves its metrics port once it logs it. */
+class RealAgent {
+  readonly child: ChildProcess;
+  private lines = "";
+  readonly started = performance.now();
+  constructor(args: string[]) {
+    this.child = spawn(MEMBRANE, ["agent", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    this.child.stdout?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
+    this.child.stderr?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
+  }
+  /** Polls /readyz (ready once connected with a state applied); the time from spawn to the first 200. */
+  async ready(timeoutMs: number): Promise<number> {
+    const end = performance.now() + timeoutMs;
+    let port: number | undefined;
+    for (;;) {
+      if (this.child.exitCode !== null) throw new Error(`agent exited with ${this.child.exitCode}: ${this.lines.slice(-2000)}`);
+      if (performance.now() > end) throw new Error(`agent not ready after ${timeoutMs} ms: ${this.lines.slice(-2000)}`);
+      port ??= Number(/"msg":"metrics serving"[^\n]*"address":"127\.0\.0\.1:(\d+)"|"address":"127\.0\.0\.1:(\d+)"[^\n]*"msg":"metrics serving"/.exec(this.lines)?.slice(1).find((x) => x) ?? NaN) || undefined;
+      if (port !== undefined) {
+        const ok = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
+        if (ok) return performance.now() - this.started;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const force = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+      this.child.once("exit", () => {
+        clearTimeout(force);
+        resolve();
+      });
+      this.child.kill("SIGTERM");
+    });
+  }
+}
+
+async function main(): Promise<void> {
+  const parsed = parseScaleFlags(process.argv.slice(2));
+  if (!parsed.ok) {
+    process.stderr.write(`bench/scale: ${parsed.error}\n`);
+    process.exit(2);
+  }
+  const f = parsed.flags;
+  const started = Date.now();
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log.warn({ err: String(e) }, "cleanup step failed");
+      }
+    }
+    cleanups.length = 0;
+  };
+  const onSignal = (sig: string): void => {
+    log.warn({ sig }, "interrupted; cleaning up");
+    void cleanup().then(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const out: Record<string, unknown> = { bench: "scale" };
+  const loads: number[] = [];
+  const sampleLoad = (): void => void loads.push(loadavg()[0] ?? 0);
+  const loadTimer = setInterval(sampleLoad, 5000);
+  sampleLoad();
+  try {
+    const cp = await startControlPlane({ name: "bench-scale" });
+    cleanups.push(() => cp.stop());
+    const kubectl = async (args: string[], input?: string): Promise<void> => {
+      const r = await cp.kubectl(args, input);
+      if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
+    };
+    for (const file of readdirSync(CRD_DIR).filter((x) => x.endsWith(".yaml"))) await kubectl(["apply", "-f", join(CRD_DIR, file)]);
+    await kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    const paths = controlPlanePaths(cp.dir);
+    const api = new Api(cp.server, { ca: readFileSync(paths.caFile), cert: readFileSync(paths.adminCert), key: readFileSync(paths.adminKey) }, f.concurrency);
+    cleanups.push(() => api.close());
+    const noDeadline = Number.POSITIVE_INFINITY;
+    const nsIdx = Array.from({ length: f.namespaces }, (_, i) => i);
+    // No controller-manager here: each namespace's default ServiceAccount is created with it (pods need one).
+    await limited(nsIdx, f.concurrency, noDeadline, async (i) => {
+      await api.call("POST", "/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: `ns-${i}`, labels: { team: `team-${i % 5}` } } });
+      await api.call("POST", `/api/v1/namespaces/ns-${i}/serviceaccounts`, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default" } });
+    });
+    let t = performance.now();
+    await limited(Array.from({ length: f.nodes }, (_, i) => i), f.concurrency, noDeadline, (i) =>
+      api.call("POST", "/api/v1/nodes", { apiVersion: "v1", kind: "Node", metadata: { name: nodeName(i) }, status: { addresses: [{ type: "InternalIP", address: nodeIP(i) }] } }),
+    );
+    out.nodes_create_s = round((performance.now() - t) / 1000);
+
+    const pki = await makeBenchPki();
+    const dir = mkdtempSync(join(tmpdir(), "membrane-bench-scale-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    for (const [file, b] of [["ca.crt", pki.ca], ["operator.crt", pki.serverCert], ["operator.key", pki.serverKey], ["client.key", pki.clientKey]] as const) writeFileSync(join(dir, file), b);
+    const operatorArgs = [
+      "--leader-elect", "false", "--pod-cidr-pool", "10.0.0.0/8", "--node-cidr-mask-size", "24", "--log-level", "info", "--identity-gc-grace", "5s",
+      "--distribution-port", "0", "--tls-ca", join(dir, "ca.crt"), "--tls-cert", join(dir, "operator.crt"), "--tls-key", join(dir, "operator.key"),
+    ];
+    const startOperator = (name: string, profile = false): OperatorProcess => {
+      const op = new OperatorProcess(name, cp.kubeconfig, operatorArgs, ["--inspect=127.0.0.1:0", "--max-old-space-size=8192", ...(profile && PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])]);
+      cleanups.push(async () => {
+        const force = setTimeout(() => void op.stop("SIGKILL"), 10_000);
+        await op.stop("SIGTERM");
+        clearTimeout(force);
+      });
+      return op;
+    };
+    let op = startOperator("bench-scale-operator", true);
+    const port = (await op.waitForLog((l) => l.msg === "distribution stream listening", 120_000)).port as number;
+    await op.waitForLog((l) => l.msg === "operator running", 120_000);
+    const address = `127.0.0.1:${port}`;
+
+    // The agents first: they follow the cluster as it fills, as a real cluster's would.
+    const hub = new Hub();
+    const prefixes = new PrefixIndex();
+    cleanups.push(() => hub.agents.forEach((a) => a.close()));
+    t = performance.now();
+    for (let i = 0; i < f.nodes; i++) {
+      hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, await pki.clientCert(nodeName(i))), nodeName(i), prefixes, hub.onUpdate, log));
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
+    }
+    await hub.waitAll("agents connect", (a) => a.messages > 0, 300_000);
+    out.agents_connect_s = round((performance.now() - t) / 1000);
+    log.info({ agents: f.nodes, s: out.agents_connect_s }, "agents connected");
+
+    t = performance.now();
+    const policies = scalePolicies(f);
+    await limited(policies, f.concurrency, noDeadline, (p) => api.call("POST", p.path, p.body));
+    await applyChangePolicy(api);
+    out.policies_create_s = round((performance.now() - t) / 1000);
+    log.info({ policies: policies.length, s: out.policies_create_s }, "policies created");
+
+    const pods = Array.from({ length: f.pods }, (_, p) => p);
+    for (const p of pods) prefixes.track(`${podIP(p + 1)}/32`);
+    t = performance.now();
+    let lastLog = t;
+    let made = 0;
+    await limited(pods, f.concurrency, noDeadline, async (p) => {
+      await createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1));
+      if (++made % 1000 === 0 && performance.now() - lastLog > 10_000) {
+        lastLog = performance.now();
+        log.info({ pods: made, s: round((lastLog - t) / 1000), agentsWithAll: hub.agents.filter((a) => a.tracked >= f.pods).length }, "creating pods");
+      }
+    });
+    out.pods_create_s = round((performance.now() - t) / 1000);
+    log.info({ pods: f.pods, s: out.pods_create_s }, "pods created; waiting for every agent to hold every pod and policy");
+    // Every policy compiles (one generation each, plus the measured one) and every pod reaches every ipcache.
+    await hub.waitAll("every pod in every ipcache, every policy on every node", (a) => a.tracked >= f.pods && a.generationCount >= policies.length + 1, 1_800_000);
+    out.pods_ready_s = round((performance.now() - t) / 1000);
+    out.identities = await identityCount(api);
+    log.info({ s: out.pods_ready_s, identities: out.identities }, "cluster settled");
+
+    // Steady state: nothing changes; what does the operator cost, and what does it ask of the API server?
+    await new Promise((r) => setTimeout(r, 10_000));
+    const before = await apiRequests(api);
+    const cpu0 = procStats(op.pid).cpuS;
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, f.steadySeconds * 1000));
+    const after = await apiRequests(api);
+    const window = (performance.now() - t0) / 1000;
+    const steadyCpu = procStats(op.pid).cpuS - cpu0;
+    const delta: Record<string, number> = {};
+    for (const [k, n] of after) if (n - (before.get(k) ?? 0) > 0) delta[k] = n - (before.get(k) ?? 0);
+    out.operator_api_rps = round(Object.values(delta).reduce((a, b) => a + b, 0) / window, 2);
+    out.operator_api_requests = delta;
+    out.operator_cpu_pct = round((steadyCpu / window) * 100, 1);
+    out.operator_heap_mib = await heapMib(op);
+    out.operator_live_heap_mib = await liveHeapMib(op, log, 60_000);
+    out.operator_rss_mib = Math.round(procStats(op.pid).rssMib);
+    log.info({ rps: out.operator_api_rps, requests: delta, cpu: out.operator_cpu_pct, heap: out.operator_heap_mib, live: out.operator_live_heap_mib }, "steady state");
+
+    // Changes, one at a time: a policy (until every agent ACKed its generation), then a new pod (until its /32 is in every ipcache).
+    const policyMs: number[] = [];
+    const podMs: number[] = [];
+    const cpuChanges = procStats(op.pid).cpuS;
+    for (let c = 0; c < f.changes; c++) {
+      let s = performance.now();
+      const g = await applyChangePolicy(api);
+      policyMs.push((await hub.waitAll(`policy generation ${g}`, (a) => a.generationOf(CHANGE_KEY) >= g, 300_000)) - s);
+      const ip = podIP(f.pods + 1 + c);
+      prefixes.track(`${ip}/32`);
+      s = performance.now();
+      await createPod(api, `new-${c}`, podPlace(f, c), ip);
+      podMs.push((await hub.waitAll(`pod ${ip} in every ipcache`, (a) => a.has(`${ip}/32`), 300_000)) - s);
+    }
+    out.changes = policyMs.length;
+    out.policy_p50_ms = percentile(policyMs, 0.5);
+    out.policy_p99_ms = percentile(policyMs, 0.99);
+    out.pod_p50_ms = percentile(podMs, 0.5);
+    out.pod_p99_ms = percentile(podMs, 0.99);
+    out.operator_cpu_s_changes = round(procStats(op.pid).cpuS - cpuChanges, 2);
+    log.info({ policy: policyMs.map((x) => Math.round(x)), pod: podMs.map((x) => Math.round(x)) }, "changes measured");
+
+    if (f.realAgent) {
+      // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
+      await ensureDatapathObject();
+      const node = nodeName(0);
+      const lite = hub.agents.shift();
+      lite?.close();
+      writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
+      const scope = `bench-scale-${process.pid}`;
+      const state = join(dir, "agent");
+      mkdirSync(state, { recursive: true });
+      const args = [
+        "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
+        "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"), "--observer-socket", join(state, "observer.sock"),
+        "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
+      ];
+      // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
+      const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
+      cleanups.push(() => lock.release());
+      // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
+      cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
+      let agent = new RealAgent(args);
+      cleanups.push(() => agent.stop());
+      out.agent_first_ready_s = round((await agent.ready(300_000)) / 1000, 2);
+      await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
+      out.agent_rss_first_mib = Math.round(procStats(agent.child.pid!).rssMib);
+      await agent.stop();
+      agent = new RealAgent(args);
+      out.agent_ready_s = round((await agent.ready(300_000)) / 1000, 2);
+      await new Promise((r) => setTimeout(r, 5000));
+      const st = procStats(agent.child.pid!);
+      out.agent_rss_mib = Math.round(Math.max(st.rssMib, out.agent_rss_first_mib as number));
+      out.agent_peak_rss_mib = Math.round(st.hwmMib);
+      await agent.stop();
+      await lock.release();
+    } else {
+      out.agent_rss_mib = null;
+      out.agent_ready_s = null;
+    }
+
+    // Identity GC: with the operator down, idle identities appear (e.g. left by deleted workloads); the restarted operator collects them.
+    for (const a of hub.agents.splice(0)) a.close();
+    await op.stop("SIGTERM");
+    if (f.idleIdentities > 0) {
+      t = performance.now();
+      const idle = Array.from({ length: f.idleIdentities }, (_, k) => 65_535 - k);
+      await limited(idle, f.concurrency, noDeadline, (n) =>
+        api.call("POST", "/apis/cilium.io/v2/ciliumidentities", {
+          apiVersion: "cilium.io/v2",
+          kind: "CiliumIdentity",
+          metadata: { name: String(n) },
+          "security-labels": { "k8s:app": `idle-${n}`, "k8s:io.kubernetes.pod.namespace": "gone" },
+        }),
+      );
+      out.idle_create_s = round((performance.now() - t) / 1000);
+      const total = await identityCount(api);
+      log.info({ idle: f.idleIdentities, total, s: out.idle_create_s }, "idle identities created; starting the operator again");
+      t = performance.now();
+      op = startOperator("bench-scale-operator-2");
+      await op.waitForLog((l) => l.msg === "operator running", 300_000);
+      out.operator_restart_running_s = round((performance.now() - t) / 1000);
+      const cap = 900_000;
+      let left = total;
+      while (left > total - f.idleIdentities && performance.now() - t < cap) {
+        await new Promise((r) => setTimeout(r, 1000));
+        left = await identityCount(api);
+      }
+      out.gc_60k_s = left <= total - f.idleIdentities ? round((performance.now() - t) / 1000) : null;
+      if (out.gc_60k_s === null) out.gc_left = left - (total - f.idleIdentities);
+      out.gc_idle = f.idleIdentities;
+      log.info({ s: out.gc_60k_s, left: left - (total - f.idleIdentities) }, "identity GC");
+    } else {
+      out.gc_60k_s = null;
+    }
+  } catch (e) {
+    log.error({ err: e instanceof Error ? e.message : String(e) }, "benchmark failed");
+    out.error = e instanceof Error ? e.message : String(e);
+    process.exitCode = 1;
+  } finally {
+    clearInterval(loadTimer);
+    sampleLoad();
+    await cleanup();
+  }
+  process.stdout.write(
+    JSON.stringify({
+      ...out,
+      shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
+      load_avg_1m: { min: round(Math.min(...loads)), max: round(Math.max(...loads)), mean: round(loads.reduce((a, b) => a + b, 0) / loads.length) },
+      total_s: round((Date.now() - started) / 1000),
+      method:
+        "policy: server-side apply of one CNP (new port) until every agent ACKed that generation; pod: POST + status PATCH until its /32 is in every agent's ipcache; steady state: API server request counters (not WATCH) and operator CPU over the window; agent: spawn → /readyz; GC: idle CiliumIdentities created with the operator down, time from its restart until they are gone",
+    }) + "\n",
+  );
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();
