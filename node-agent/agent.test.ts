@@ -192,6 +192,20 @@ describe("node agent", () => {
     assert.deepEqual(await callAgent(tb.socketPath, tb.delRequest()), { ok: true });
     assert.ok(agentLines.some((l) => l.msg === "endpoint deleted" && l.namespace === "default" && l.name === "client"));
   });
+
+  it("a cluster of 50,000 pods: a state larger than gRPC's default 4 MiB message limit is taken, written and ACKed, then shrinks back", async () => {
+    const pods = Array.from({ length: 50_000 }, (_, i) => ({ prefix: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`, identity: 3000 + (i % 5000), node: REMOTE_NODE_IP, pod: `ns-${i % 50}/pod-${i}` }));
+    const big = stateAllowing([8080], 300, pods);
+    assert.ok(Buffer.byteLength(JSON.stringify(big)) > 4 * 1024 * 1024, "the state is over 4 MiB");
+    // It travels as a delta of 50,000 ipcache upserts: as large as the snapshot a new agent of that cluster gets.
+    server!.publish(tb.node, big);
+    await until("50,000-pod state acked", () => report()?.acked?.policyGenerations[0]?.generation === 300, 60_000);
+    assert.equal(report()?.nack, undefined);
+    assert.ok(ipcacheHas({ cidr: pods[49_999]!.prefix, identity: pods[49_999]!.identity, tunnelEndpoint: REMOTE_NODE_IP }));
+    server!.publish(tb.node, stateAllowing([8080], 301));
+    await until("small state acked", () => report()?.acked?.policyGenerations[0]?.generation === 301, 60_000);
+    assert.equal(dp!.ipcacheValue(pods[0]!.prefix), undefined, "the pods' prefixes are gone again");
+  });
 });
 
 /** The real datapath, except that writing an ipcache prefix in `faults` fails. */

@@ -33,6 +33,8 @@ import { agentCredentials } from "./token-auth.ts";
 export const INIT_IDENTITY = IDENTITY.init;
 
 const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
+/** The largest operator message the agent takes: a snapshot grows with the cluster's ipcache (~100 bytes a pod). */
+export const MAX_DOWNSTREAM_BYTES = 256 * 1024 * 1024;
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
@@ -168,6 +170,8 @@ export class NodeAgent {
       ...sslChannelOptions(this.opts.operator),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
+      // gRPC refuses messages over 4 MiB by default: the snapshot of a 50,000-pod ipcache is ~5 MiB (bench/scale).
+      "grpc.max_receive_message_length": MAX_DOWNSTREAM_BYTES,
     });
     this.connect();
   }
