@@ -320,7 +320,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
 
       // A new generation goes out as a delta; the agent refuses it.
       await kubectl(["apply", "-f", "-"], cnp("8080"));
-      const delta = await eventually("delta", () => agent.received.find((m): m is Extract<Downstream, { type: "delta" }> => m.type === "delta" && m.policyGenerations.some((g) => g.generation === 2)));
+      const delta = await eventually("delta", () => agent.received.find((m): m is Extract<Downstream, { type: "delta" }> => m.type === "delta" && m.policyGenerationUpserts.some((g) => g.generation === 2)));
       assert.equal(delta.baseVersion, snap.version);
       agent.nack(delta, "policy map full");
       const refused = await eventually("Enforced=False refused", async () => {

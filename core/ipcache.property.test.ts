@@ -88,7 +88,7 @@ test("property: every take equals the ipcache built from scratch, and its delta 
           const before = new Map(held.map((e) => [e.prefix, e]));
           for (const e of change.upserts) assert.ok(!before.has(e.prefix) || !sameIPCacheEntry(before.get(e.prefix)!, e), `${e.prefix} is upserted only when it moved`);
           for (const p of change.removals) assert.ok(before.has(p), `${p} is removed only when it was there`);
-          const applied = applyDelta({ ...EMPTY_STATE, ipcache: held }, { ...NO_PART_CHANGE, subjects: [], removedSubjects: [], ipcacheUpserts: change.upserts, ipcacheRemovals: change.removals, policyGenerations: [] });
+          const applied = applyDelta({ ...EMPTY_STATE, ipcache: held }, { ...NO_PART_CHANGE, subjects: [], removedSubjects: [], ipcacheUpserts: change.upserts, ipcacheRemovals: change.removals, policyGenerationUpserts: [], policyGenerationRemovals: [] });
           assert.deepEqual(applied.ipcache, change.entries, "the delta turns the previous take into this one");
           for (const e of change.entries) {
             const b = before.get(e.prefix);

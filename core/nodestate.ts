@@ -73,7 +73,7 @@ export class SubjectDeltaLinks {
   }
 }
 
-/** The parts of a node state every node shares that travel as deltas (policy generations travel whole). */
+/** The parts of a node state every node shares whose deltas their producer records (policy generations are diffed, once per pair of lists). */
 export type SharedPart = "ipcache" | "identities" | "rules";
 export type SharedPartDelta = Pick<DeltaBody, "ipcacheUpserts" | "ipcacheRemovals" | "identityUpserts" | "identityRemovals" | "ruleUpserts">;
 export const NO_PART_CHANGE: SharedPartDelta = { ipcacheUpserts: [], ipcacheRemovals: [], identityUpserts: [], identityRemovals: [], ruleUpserts: [] };
@@ -192,9 +192,34 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
     identityUpserts: to.identities.filter((i) => !sameOrMissing(fromIds.get(i.id), i, sameIdentityLabels)),
     identityRemovals: from.identities.map((i) => i.id).filter((id) => !toIds.has(id)),
     ruleUpserts: to.rules.filter((r) => !sameOrMissing(fromRules.get(r.id), r, sameRule)),
-    policyGenerations: to.policyGenerations,
+    ...diffPolicyGenerations(from.policyGenerations, to.policyGenerations),
   };
 }
+
+/** What of the policy generations moved between two lists in canonical (key) order: one walk over both. */
+export function diffPolicyGenerations(from: readonly PolicyGeneration[], to: readonly PolicyGeneration[]): Pick<DeltaBody, "policyGenerationUpserts" | "policyGenerationRemovals"> {
+  if (from === to) return NO_GENERATION_CHANGE;
+  const byKey = (a: PolicyGeneration, b: PolicyGeneration): number => comparePrefixes(a.key, b.key);
+  if (!isSorted(from, byKey)) from = [...from].sort(byKey);
+  if (!isSorted(to, byKey)) to = [...to].sort(byKey);
+  const upserts: PolicyGeneration[] = [];
+  const removals: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < from.length || j < to.length) {
+    const c = i >= from.length ? 1 : j >= to.length ? -1 : comparePrefixes(from[i]!.key, to[j]!.key);
+    if (c < 0) removals.push(from[i++]!.key);
+    else if (c > 0) upserts.push(to[j++]!);
+    else {
+      if (!samePolicyGeneration(from[i]!, to[j]!)) upserts.push(to[j]!);
+      i++;
+      j++;
+    }
+  }
+  return upserts.length === 0 && removals.length === 0 ? NO_GENERATION_CHANGE : { policyGenerationUpserts: upserts, policyGenerationRemovals: removals };
+}
+
+export const NO_GENERATION_CHANGE: Pick<DeltaBody, "policyGenerationUpserts" | "policyGenerationRemovals"> = { policyGenerationUpserts: [], policyGenerationRemovals: [] };
 
 /**
  * Applies a delta to a canonical state, giving a canonical state (rules are only ever added: a
@@ -218,8 +243,10 @@ export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
   const identities =
     d.identityUpserts.length + d.identityRemovals.length === 0 ? s.identities : mergeSorted(s.identities, d.identityUpserts, d.identityRemovals, byId, (i, id) => i.id - id, byNumber);
   const rules = d.ruleUpserts.length === 0 ? s.rules : mergeSorted(s.rules, d.ruleUpserts, [], byId, (r, id: number) => r.id - id, byNumber);
-  const byKey = (a: PolicyGeneration, b: PolicyGeneration): number => comparePrefixes(a.key, b.key);
-  const policyGenerations = isSorted(d.policyGenerations, byKey) ? d.policyGenerations : [...d.policyGenerations].sort(byKey);
+  const policyGenerations =
+    d.policyGenerationUpserts.length + d.policyGenerationRemovals.length === 0
+      ? s.policyGenerations
+      : mergeSorted(s.policyGenerations, d.policyGenerationUpserts, d.policyGenerationRemovals, (a, b) => comparePrefixes(a.key, b.key), (g, k) => comparePrefixes(g.key, k), comparePrefixes);
   return { policies, ipcache, identities, rules, policyGenerations };
 }
 

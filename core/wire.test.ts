@@ -1,7 +1,7 @@
 // Unit tests of the agent-message parser at the edge of the distribution stream.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeMessage, describeErrors, encodeMessage, parseDownstream, parseUpstream, type Downstream } from "./wire.ts";
+import { decodeMessage, describeErrors, encodeMessage, parseDownstream, parseUpstream, type Downstream, type IPCacheEntry } from "./wire.ts";
 
 test("hello, ack and nack round-trip through the JSON framing", () => {
   for (const m of [
@@ -47,11 +47,31 @@ const delta: Downstream = {
   identityUpserts: [],
   identityRemovals: [],
   ruleUpserts: [],
-  policyGenerations: [],
+  policyGenerationUpserts: [{ key: "CiliumNetworkPolicy/default/p", uid: "u", generation: 3 }],
+  policyGenerationRemovals: ["CiliumNetworkPolicy/default/q"],
 };
 
 test("snapshots and deltas the operator sends parse as they are", () => {
   for (const m of [snapshot, delta]) assert.deepEqual(parseDownstream(decodeMessage(encodeMessage(m))), { ok: true, value: m });
+});
+
+test("a list a thousand node streams share is serialised once, and every message reads back as sent", () => {
+  let serialised = 0;
+  const upserts = Object.assign([{ prefix: "10.0.0.2/32", identity: 300, node: "192.0.2.1" }], {
+    toJSON(this: IPCacheEntry[]) {
+      serialised++;
+      return [...this];
+    },
+  });
+  const body = delta as Extract<Downstream, { type: "delta" }>;
+  for (let n = 0; n < 1000; n++) {
+    const m: Downstream = { ...body, version: n, nonce: `n${n}`, ipcacheUpserts: upserts };
+    assert.deepEqual(decodeMessage(encodeMessage(m)), { ...body, version: n, nonce: `n${n}`, ipcacheUpserts: [{ prefix: "10.0.0.2/32", identity: 300, node: "192.0.2.1" }] });
+  }
+  assert.equal(serialised, 1);
+  // A message missing a list (only a test writes one) goes out as it is, for the agent to refuse.
+  const { ruleUpserts: _, ...noRules } = body;
+  assert.deepEqual(decodeMessage(encodeMessage(noRules as unknown as Downstream)), noRules);
 });
 
 test("a malformed downstream message is an error naming the first bad field", () => {
@@ -72,4 +92,6 @@ test("a malformed downstream message is an error naming the first bad field", ()
   assert.equal(bad({ ...delta, removedSubjects: [-1] }), "removedSubjects[0]: must be an integer from 0 to 4294967295");
   const { ipcacheRemovals: _, ...noRemovals } = delta as Extract<Downstream, { type: "delta" }>;
   assert.equal(bad(noRemovals), "ipcacheRemovals: must be a list");
+  assert.equal(bad({ ...delta, policyGenerationRemovals: [""] }), "policyGenerationRemovals[0]: must be a non-empty string");
+  assert.equal(bad({ ...delta, policyGenerationUpserts: [{ key: "k", uid: "u", generation: -1 }] }), "policyGenerationUpserts[0].generation: must be a non-negative integer");
 });

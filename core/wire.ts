@@ -70,7 +70,13 @@ export type Downstream =
       readonly identityUpserts: readonly IdentityLabels[];
       readonly identityRemovals: readonly number[];
       readonly ruleUpserts: readonly { readonly id: number; readonly origin: RuleOrigin }[];
-      readonly policyGenerations: readonly PolicyGeneration[];
+      /**
+       * The policy generations the state includes now that it did not (a new policy, or a newer
+       * generation), and the keys of those it no longer includes: a change of one policy in a
+       * cluster of thousands is one entry, not the whole list (which a snapshot carries).
+       */
+      readonly policyGenerationUpserts: readonly PolicyGeneration[];
+      readonly policyGenerationRemovals: readonly string[];
     };
 
 export type Upstream =
@@ -195,7 +201,8 @@ const delta = record({
   identityUpserts: list(identityLabels),
   identityRemovals: list(U32),
   ruleUpserts: list(rule),
-  policyGenerations: list(policyGeneration),
+  policyGenerationUpserts: list(policyGeneration),
+  policyGenerationRemovals: list(nonEmpty),
 });
 
 /**
@@ -232,8 +239,46 @@ export function describeErrors(errors: readonly FieldError[]): string {
   return errors.map((e) => (e.path === "" ? e.message : `${e.path}: ${e.message}`)).join("; ");
 }
 
+/**
+ * The JSON of lists every node is sent alike, by object: one change fans out to a thousand streams
+ * with the same shared-part arrays (the ipcache, identity and rule deltas, a snapshot's ipcache), so
+ * each is serialised once, not once per node. Messages are immutable once written (readonly types).
+ */
+const sharedJSON = new WeakMap<object, string>();
+function listJSON(items: readonly unknown[]): string {
+  if (items.length === 0) return "[]";
+  let s = sharedJSON.get(items);
+  if (s === undefined) sharedJSON.set(items, (s = JSON.stringify(items)));
+  return s;
+}
+
+/** A downstream message as JSON, its shared lists from sharedJSON; the same text JSON.stringify gives, in another key order. */
+function downstreamJSON(m: Downstream): string {
+  const head = `{"type":"${m.type}","version":${JSON.stringify(m.version)},"nonce":${JSON.stringify(m.nonce)}`;
+  if (m.type === "snapshot") {
+    const s = m.state;
+    return `${head},"state":{"policies":${JSON.stringify(s.policies)},"ipcache":${listJSON(s.ipcache)},"identities":${listJSON(s.identities)},"rules":${listJSON(s.rules)},"policyGenerations":${listJSON(s.policyGenerations)}}}`;
+  }
+  return (
+    `${head},"baseVersion":${JSON.stringify(m.baseVersion)},"subjects":${JSON.stringify(m.subjects)},"removedSubjects":${JSON.stringify(m.removedSubjects)}` +
+    `,"ipcacheUpserts":${listJSON(m.ipcacheUpserts)},"ipcacheRemovals":${listJSON(m.ipcacheRemovals)},"identityUpserts":${listJSON(m.identityUpserts)},"identityRemovals":${listJSON(m.identityRemovals)}` +
+    `,"ruleUpserts":${listJSON(m.ruleUpserts)},"policyGenerationUpserts":${listJSON(m.policyGenerationUpserts)},"policyGenerationRemovals":${listJSON(m.policyGenerationRemovals)}}`
+  );
+}
+
+const DELTA_LISTS = ["subjects", "removedSubjects", "ipcacheUpserts", "ipcacheRemovals", "identityUpserts", "identityRemovals", "ruleUpserts", "policyGenerationUpserts", "policyGenerationRemovals"] as const;
+const STATE_LISTS = ["policies", "ipcache", "identities", "rules", "policyGenerations"] as const;
+
+/** Every list of the message is there (what the operator sends; a test may write a malformed one on purpose, which goes out as it is). */
+function wellFormed(m: Downstream): boolean {
+  if (typeof m.version !== "number" || typeof m.nonce !== "string") return false;
+  if (m.type === "delta") return typeof m.baseVersion === "number" && DELTA_LISTS.every((k) => Array.isArray(m[k]));
+  return isRecord(m.state) && STATE_LISTS.every((k) => Array.isArray(m.state[k]));
+}
+
 /** JSON framing for gRPC's custom (de)serializers. */
-export const encodeMessage = (m: Downstream | Upstream): Buffer => Buffer.from(JSON.stringify(m));
+export const encodeMessage = (m: Downstream | Upstream): Buffer =>
+  Buffer.from((m.type === "snapshot" || m.type === "delta") && wellFormed(m) ? downstreamJSON(m) : JSON.stringify(m));
 export const decodeMessage = (b: Buffer): unknown => JSON.parse(b.toString("utf8"));
 
 /** The stream as a gRPC service definition (plain data; @grpc/grpc-js takes it for server and client). */

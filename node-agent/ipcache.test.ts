@@ -23,7 +23,7 @@ const delta: fc.Arbitrary<IPCacheDelta> = fc
   .map(([upserts, removals]) => ({ ipcacheUpserts: upserts, ipcacheRemovals: removals.filter((p) => !upserts.some((e) => e.prefix === p)) }));
 
 const stateOf = (ipcache: readonly IPCacheEntry[]): NodeState => canonicalState({ ...EMPTY_STATE, ipcache });
-const after = (s: NodeState, d: IPCacheDelta): NodeState => applyDelta(s, { ...NO_PART_CHANGE, ...d, subjects: [], removedSubjects: [], policyGenerations: [] });
+const after = (s: NodeState, d: IPCacheDelta): NodeState => applyDelta(s, { ...NO_PART_CHANGE, ...d, subjects: [], removedSubjects: [], policyGenerationUpserts: [], policyGenerationRemovals: [] });
 
 /** The writes from comparing the two datapath ipcaches whole. */
 function wholeWrites(from: NodeState, to: NodeState, nodeIP: string | undefined): { set: IpcacheEntry[]; remove: string[] } {

@@ -108,3 +108,23 @@ test("a shared part the source replaced travels as its recorded delta (composed 
   const fallback = differ.diff(at(older), at(v3));
   assert.ok(sameState(applyDelta(at(older), fallback!), at(v3)));
 });
+
+test("one policy changed among 2,000: every node is sent that one generation (the same list object for all, so it is serialised once), not the whole list", () => {
+  const differ = new StateDiffer();
+  const gen = (i: number, g: number) => ({ key: `CiliumNetworkPolicy/ns/p${String(i).padStart(4, "0")}`, uid: `u${i}`, generation: g });
+  const before = Array.from({ length: 2000 }, (_, i) => gen(i, 1));
+  const after = before.map((g, i) => (i === 700 ? gen(i, 2) : g)).filter((_, i) => i !== 5);
+  const nodes = Array.from({ length: 50 }, (_, n) => ({
+    from: differ.canonical({ ...EMPTY, policies: [subject(256 + n, 80, true)], policyGenerations: before }),
+    to: differ.canonical({ ...EMPTY, policies: [subject(256 + n, 80, true)], policyGenerations: after }),
+  }));
+  const deltas = nodes.map(({ from, to }) => differ.diff(from, to)!);
+  assert.deepEqual(deltas[0]!.policyGenerationUpserts, [gen(700, 2)]);
+  assert.deepEqual(deltas[0]!.policyGenerationRemovals, ["CiliumNetworkPolicy/ns/p0005"]);
+  for (const d of deltas) assert.equal(d.policyGenerationUpserts, deltas[0]!.policyGenerationUpserts);
+  for (const [i, { from, to }] of nodes.entries()) assert.ok(sameState(applyDelta(from, deltas[i]!), to));
+  // Nothing moved: no delta at all.
+  assert.equal(differ.diff(nodes[0]!.to, differ.canonical({ ...EMPTY, policies: [subject(256, 80, true)], policyGenerations: [...after] })), null);
+});
+
+const EMPTY: NodeState = { policies: [], ipcache: [], identities: [], rules: [], policyGenerations: [] };

@@ -10,11 +10,11 @@ import {
   type SubjectDeltaLinks,
   canonicalState,
   comparePrefixes,
+  diffPolicyGenerations,
   diffState,
-  samePolicyGenerations,
 } from "../../core/nodestate.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
-import type { NodeState, SubjectDelta } from "../../core/wire.ts";
+import type { NodeState, PolicyGeneration, SubjectDelta } from "../../core/wire.ts";
 
 /** The order canonicalState gives each shared part: a part already in it is kept as is (its recorded links stay valid). */
 const PART_ORDER: { readonly [K in SharedPart | "policyGenerations"]: (a: NodeState[K][number], b: NodeState[K][number]) => number } = {
@@ -29,6 +29,7 @@ export class StateDiffer {
   private readonly canonicalSubjects = new WeakMap<SubjectPolicy, SubjectPolicy>();
   private readonly partDiffs = new WeakMap<object, WeakMap<object, SharedPartDelta>>();
   private readonly members = new WeakMap<object, ReadonlySet<unknown>>();
+  private readonly generationDiffs = new WeakMap<readonly PolicyGeneration[], WeakMap<readonly PolicyGeneration[], ReturnType<typeof diffPolicyGenerations>>>();
   /** The compiler's per-subject deltas (NodeStateSource.subjectDeltas): used as they are where they link two states. */
   subjectDeltas: SubjectDeltaLinks | undefined;
   /** The source's shared-part deltas (NodeStateSource.sharedDeltas), recorded from each change. */
@@ -72,6 +73,7 @@ export class StateDiffer {
     const ipc = this.partDiff("ipcache", from, to);
     const ids = this.partDiff("identities", from, to);
     const rules = this.partDiff("rules", from, to);
+    const gens = this.generationDiff(from.policyGenerations, to.policyGenerations);
     const delta: DeltaBody = {
       subjects: policies.subjects,
       removedSubjects: policies.removedSubjects,
@@ -80,11 +82,20 @@ export class StateDiffer {
       identityUpserts: ids.identityUpserts,
       identityRemovals: ids.identityRemovals,
       ruleUpserts: rules.ruleUpserts,
-      policyGenerations: to.policyGenerations,
+      policyGenerationUpserts: gens.policyGenerationUpserts,
+      policyGenerationRemovals: gens.policyGenerationRemovals,
     };
     const changed =
-      delta.subjects.length + delta.removedSubjects.length + delta.ipcacheUpserts.length + delta.ipcacheRemovals.length + delta.identityUpserts.length + delta.identityRemovals.length + delta.ruleUpserts.length > 0;
-    return changed || !samePolicyGenerations(from.policyGenerations, to.policyGenerations) ? delta : null;
+      delta.subjects.length + delta.removedSubjects.length + delta.ipcacheUpserts.length + delta.ipcacheRemovals.length + delta.identityUpserts.length + delta.identityRemovals.length + delta.ruleUpserts.length +
+      delta.policyGenerationUpserts.length + delta.policyGenerationRemovals.length > 0;
+    return changed ? delta : null;
+  }
+
+  /** The policy generations that moved between two lists, once per pair however many nodes go from one to the other. */
+  private generationDiff(from: readonly PolicyGeneration[], to: readonly PolicyGeneration[]): ReturnType<typeof diffPolicyGenerations> {
+    let byTarget = this.generationDiffs.get(from);
+    if (!byTarget) this.generationDiffs.set(from, (byTarget = new WeakMap()));
+    return memo(byTarget, to, () => diffPolicyGenerations(from, to));
   }
 
   same(a: NodeState, b: NodeState): boolean {

@@ -267,8 +267,10 @@ export class NodeStateSource {
   /** How many of `nodes` enforce this generation of `obj`, and which refused it. */
   enforcement(obj: KubeObject, nodes: ReadonlySet<string>, reports: readonly NodeAnswer[] | readonly NodeReport[]): Enforcement {
     const key = policyKey({ kind: (obj.kind ?? "") as Policy["kind"], namespace: obj.metadata.namespace, name: obj.metadata.name });
-    const has = (state: NodeState | undefined): boolean =>
-      state?.policyGenerations.some((g) => g.key === key && g.uid === obj.metadata.uid && g.generation >= (obj.metadata.generation ?? 0)) ?? false;
+    const has = (state: NodeState | undefined): boolean => {
+      const g = state && generationsByKey(state.policyGenerations).get(key);
+      return g !== undefined && g.uid === obj.metadata.uid && g.generation >= (obj.metadata.generation ?? 0);
+    };
     let acknowledged = 0;
     const refused: { node: string; message: string }[] = [];
     for (const r of reports) {
@@ -446,6 +448,17 @@ export class NodeStateSource {
     );
     this.serviceCIDRsDirty = true;
   }
+}
+
+/**
+ * A policy generation list by key, built once per list object: nodes that acknowledged the same
+ * state share the list, and policy status asks every node about every policy after each change.
+ */
+const generationIndex = new WeakMap<readonly PolicyGeneration[], ReadonlyMap<string, PolicyGeneration>>();
+function generationsByKey(gens: readonly PolicyGeneration[]): ReadonlyMap<string, PolicyGeneration> {
+  let m = generationIndex.get(gens);
+  if (!m) generationIndex.set(gens, (m = new Map(gens.map((g) => [g.key, g]))));
+  return m;
 }
 
 /** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
