@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { securityLabels } from "../core/labels.ts";
 import { podNeedsIdentity } from "./identity.ts";
 import { labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
-import { selectEndpoints } from "./selection.ts";
+import { groupEndpoints, selectEndpoints } from "./selection.ts";
 import { selectorFromLabels } from "../core/selector.ts";
 import { label } from "../core/labels.ts";
 import type { Policy } from "../core/model.ts";
@@ -29,8 +29,12 @@ test("selection counts pods matched by any subject and the nodes they run on; ho
   const db = securityLabels({ podLabels: { app: "db" }, namespace: "default", namespaceLabels: {} });
   const subject = selectorFromLabels([label("k8s", "app", "web")]);
   const policy = { subject, rules: [] } as unknown as Policy;
-  const sel = selectEndpoints([policy], [{ labels: web, node: "n1" }, { labels: web, node: "n2" }, { labels: db, node: "n3" }, { labels: web }]);
-  assert.equal(sel.endpoints, 3);
+  const groups = groupEndpoints([{ labels: web, node: "n1" }, { labels: web, node: "n2" }, { labels: db, node: "n3" }, { labels: web }, { labels: web, node: "n1" }]);
+  assert.deepEqual(groups.map((g) => [g.count, [...g.nodes]]), [[4, ["n1", "n2"]], [1, ["n3"]]], "one group per label set");
+  const sel = selectEndpoints([policy], groups);
+  assert.equal(sel.endpoints, 4);
   assert.deepEqual([...sel.nodes].sort(), ["n1", "n2"]);
-  assert.equal(selectEndpoints([{ ...policy, nodeSelector: subject } as Policy], [{ labels: web }]).endpoints, 0);
+  assert.equal(selectEndpoints([{ ...policy, nodeSelector: subject } as Policy], groupEndpoints([{ labels: web }])).endpoints, 0);
+  // The same policy asked again after the pods changed: new counts.
+  assert.equal(selectEndpoints([policy], groupEndpoints([{ labels: db, node: "n3" }, { labels: web, node: "n4" }])).endpoints, 1);
 });

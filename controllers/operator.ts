@@ -14,7 +14,7 @@ import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES
 import { IdentityReconciler } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
-import { selectEndpoints } from "./selection.ts";
+import { type EndpointGroup, groupEndpoints, selectEndpoints } from "./selection.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
@@ -182,6 +182,12 @@ export class Operator {
       let endpointsVersion = 0;
       pods.on(() => endpointsVersion++);
       namespaces.on(() => endpointsVersion++);
+      // The pods grouped by label set once per change of pods or namespaces, shared by every policy's selection.
+      let grouped: { version: number; groups: EndpointGroup[] } | undefined;
+      const endpointGroups = (id: IdentityReconciler): EndpointGroup[] => {
+        if (grouped?.version !== endpointsVersion) grouped = { version: endpointsVersion, groups: groupEndpoints(id.endpoints()) };
+        return grouped.groups;
+      };
       for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
         const policies = informers.for<PolicyObject>(resource);
         const id = identity;
@@ -193,7 +199,7 @@ export class Operator {
           events,
           metrics: this.metrics,
           log: this.log,
-          select: id ? (ps) => selectEndpoints(ps, id.endpoints()) : undefined,
+          select: id ? (ps) => selectEndpoints(ps, endpointGroups(id)) : undefined,
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
