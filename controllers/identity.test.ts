@@ -5,7 +5,7 @@ import { securityLabels } from "../core/labels.ts";
 import { podNeedsIdentity } from "./identity.ts";
 import { labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 import { groupEndpoints, selectEndpoints } from "./selection.ts";
-import { selectorFromLabels } from "../core/selector.ts";
+import { matchesSelector, selectorFromLabels } from "../core/selector.ts";
 import { label } from "../core/labels.ts";
 import type { Policy } from "../core/model.ts";
 
@@ -37,4 +37,20 @@ test("selection counts pods matched by any subject and the nodes they run on; ho
   assert.equal(selectEndpoints([{ ...policy, nodeSelector: subject } as Policy], groupEndpoints([{ labels: web }])).endpoints, 0);
   // The same policy asked again after the pods changed: new counts.
   assert.equal(selectEndpoints([policy], groupEndpoints([{ labels: db, node: "n3" }, { labels: web, node: "n4" }])).endpoints, 1);
+});
+
+test("selection with remembered verdicts agrees with matching every label set afresh, over changing pods", () => {
+  const apps = ["web", "db", "cache", "queue"];
+  const sets = apps.flatMap((app) => ["a", "b"].map((ns) => securityLabels({ podLabels: { app }, namespace: ns, namespaceLabels: {} })));
+  const subjects = [selectorFromLabels([label("k8s", "app", "web")]), selectorFromLabels([label("k8s", "app", "db")]), selectorFromLabels([label("k8s", "io.kubernetes.pod.namespace", "b")])];
+  for (let round = 0; round < 20; round++) {
+    const endpoints = sets.filter((_, i) => (i + round) % 3 !== 0).flatMap((labels, i) => Array.from({ length: 1 + ((i + round) % 4) }, (_, k) => ({ labels, node: `n${(i + k + round) % 5}` })));
+    const groups = groupEndpoints(endpoints);
+    for (const subject of subjects) {
+      const sel = selectEndpoints([{ subject, rules: [] } as unknown as Policy], groups);
+      const fresh = endpoints.filter((e) => matchesSelector(subject, e.labels));
+      assert.equal(sel.endpoints, fresh.length);
+      assert.deepEqual([...sel.nodes].sort(), [...new Set(fresh.map((e) => e.node))].sort());
+    }
+  }
 });

@@ -79,6 +79,21 @@ describe("distribution server", () => {
     a.close();
   });
 
+  it("answers() is one list until an agent answers, then a new one with that answer", async () => {
+    const s = server as DistributionServer;
+    const before = s.answers();
+    assert.equal(s.answers(), before, "asked again with nothing new: the same list");
+    s.publish("node-2", stateWith([300], 7));
+    const a = agent("node-2", "node-2");
+    await until("acked", () => s.answers().find((r) => r.node === "node-2")?.acked?.policyGenerations[0]?.generation === 7);
+    const after = s.answers();
+    assert.notEqual(after, before);
+    assert.equal(s.answers(), after);
+    s.publish("node-2", stateWith([300], 8));
+    await until("next ack", () => s.answers().find((r) => r.node === "node-2")?.acked?.policyGenerations[0]?.generation === 8);
+    a.close();
+  });
+
   it("a NACK keeps the last good state, is reported, and the next change comes as a snapshot", async () => {
     const s = server as DistributionServer;
     s.publish("node-2", stateWith([300]));

@@ -121,6 +121,7 @@ export class DistributionServer {
     this.desired.delete(node);
     this.records.get(node)?.session?.stream.end();
     this.records.delete(node);
+    this.answerList = undefined;
   }
 
   reports(): NodeReport[] {
@@ -139,16 +140,25 @@ export class DistributionServer {
     return state === desired || this.differ.same(state, desired);
   }
 
-  /** What each node's agent last acknowledged or refused, without comparing it to what it should hold (what policy status needs, per ACK burst). */
-  answers(): NodeAnswer[] {
+  /**
+   * What each node's agent last acknowledged or refused, without comparing it to what it should hold
+   * (what policy status needs, per ACK burst). One list until an answer or a node changes: after a
+   * change every policy's status asks, and a thousand policies must not copy a thousand nodes each.
+   */
+  answers(): readonly NodeAnswer[] {
+    if (this.answerList) return this.answerList;
     const out: NodeAnswer[] = [];
     for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack });
-    return out;
+    return (this.answerList = out);
   }
+  private answerList: readonly NodeAnswer[] | undefined;
 
   private record(node: string): NodeRecord {
     let r = this.records.get(node);
-    if (!r) this.records.set(node, (r = { counter: 0 }));
+    if (!r) {
+      this.records.set(node, (r = { counter: 0 }));
+      this.answerList = undefined;
+    }
     return r;
   }
 
@@ -258,6 +268,7 @@ export class DistributionServer {
     }
     s.inFlight = undefined;
     const r = this.record(s.node);
+    this.answerList = undefined;
     if (msg.type === "ack") {
       s.base = { version: sent.version, state: sent.state };
       r.acked = s.base;
