@@ -45,5 +45,7 @@ fi
 if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/build.sh; fi
 # Hubble's API (.proto files of the pinned Cilium module, which the agents load) and the `hubble` CLI the tests use.
 if [ -x localcluster/hubble/build.sh ]; then localcluster/hubble/build.sh >/dev/null; fi
+# The userspace WireGuard agents run for --encryption wireguard (no in-kernel WireGuard here), pinned and cached.
+if [ -x localcluster/wireguard/build.sh ]; then localcluster/wireguard/build.sh >/dev/null; fi
 # The eBPF objects.
 if [ -f bpf/Makefile ]; then make -s -C bpf; fi
