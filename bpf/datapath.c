@@ -11,6 +11,7 @@
 #include "lib/monitor.h"
 #include "lib/redirect.h"
 #include "lib/audit.h"
+#include "lib/encryption.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -139,6 +140,8 @@ static __always_inline int to_tunnel(struct __sk_buff *skb, const struct flow *f
 
 	if (!cfg || !cfg->vxlan_ifindex)
 		return drop(skb, f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, ep->identity, peer, RULE_ID_NONE);
+	if (encryption_refuses(tunnel_endpoint))
+		return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, ep->identity, peer, RULE_ID_NONE);
 	key.tunnel_id = ep->identity;
 	key.remote_ipv4 = bpf_ntohl(tunnel_endpoint);
 	key.tunnel_ttl = 64;

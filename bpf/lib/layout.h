@@ -156,6 +156,7 @@ struct ct_value {
 #define DROP_NO_TUNNEL_DEVICE 11
 #define DROP_POLICY_OVERFLOW 12 /* the endpoint's policy did not fit the policy map (fail closed) */
 #define DROP_PROXY_REDIRECT 13  /* policy sends the flow to a node proxy that cannot be reached this way (fail closed) */
+#define DROP_UNENCRYPTED 14     /* strict encryption: no working tunnel to the destination node */
 #define DROP_REASON_MAX 16
 
 #define EVENT_FORWARDED 1
@@ -227,6 +228,12 @@ struct redirect_port_value {
 /* redirect config: array with one element, the node address the proxies listen on. */
 struct redirect_config {
 	__be32 addr4;     /* 0 = none: redirected IPv4 flows are dropped */
+};
+
+/* encryption: array with one element; encrypted_nodes: the node addresses (IPv4, network order) the
+ * agent has a working WireGuard peer for. With strict set, the overlay sends only to those. */
+struct encryption_value {
+	__u32 strict; /* 1 = drop cross-node traffic to a node not in encrypted_nodes */
 };
 
 /* skb->mark carrying the source identity from the overlay program to to-container. */

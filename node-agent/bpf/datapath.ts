@@ -23,6 +23,7 @@ import {
   encodePolicyLensKey,
   encodePolicyLensValue,
   encodePolicyValue,
+  parseAddress,
   decodePolicyLensValue,
   decodePolicyKey,
   endpointFor,
@@ -54,6 +55,8 @@ export const MAPS = {
   drops: "membrane_drops",
   audits: "membrane_audits",
   config: "membrane_config",
+  encryption: "membrane_encryption",
+  encryptedNodes: "membrane_encrypted_nodes",
 } as const;
 
 export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay" } as const;
@@ -189,6 +192,21 @@ export class Datapath {
 
   setConfig(cfg: DatapathConfig): void {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
+  }
+
+  /** Strict encryption: cross-node traffic only to nodes set by setEncryptedNodes, the rest dropped (UNENCRYPTED). */
+  setEncryptionStrict(strict: boolean): void {
+    const v = Buffer.alloc(LAYOUT.encryption_value.size);
+    v.writeUInt32LE(strict ? 1 : 0, LAYOUT.encryption_value.fields.strict.offset);
+    this.object.map(MAPS.encryption).update(Buffer.alloc(4), v);
+  }
+
+  /** The node addresses (IPv4) with a working tunnel: added before the ones gone are removed. */
+  setEncryptedNodes(ips: readonly string[]): void {
+    const m = this.object.map(MAPS.encryptedNodes);
+    const want = new Map(ips.map((ip) => [parseAddress(ip).bytes.subarray(0, 4).toString("hex"), parseAddress(ip).bytes.subarray(0, 4)]));
+    for (const key of want.values()) m.update(key, Buffer.from([1]));
+    for (const key of m.keys()) if (!want.has(key.toString("hex"))) m.delete(key);
   }
 
   /** Which packets of allowed connections the programs report from now on (drops always are); the tunnel device and audit mode stay. */

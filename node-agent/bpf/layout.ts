@@ -61,6 +61,7 @@ export const LAYOUT = {
   redirect_value: { size: 28, fields: { orig_daddr: f(0, 16), orig_dport: f(16, 2), proxy_port: f(18, 2), subject: f(20, 4), rule_id: f(24, 4) } },
   redirect_port_value: { size: 4, fields: { flags: f(0, 4) } },
   redirect_config: { size: 4, fields: { addr4: f(0, 4) } },
+  encryption_value: { size: 4, fields: { strict: f(0, 4) } },
 } as const satisfies Record<string, StructLayout>;
 
 /** The #defines of layout.h that the TypeScript side uses (checked by the same test). */
@@ -121,6 +122,7 @@ export const DROP_REASONS = {
   11: "no tunnel device",
   12: "policy did not fit the policy map (endpoint fails closed)",
   13: "proxy redirect not possible (fails closed)",
+  14: "UNENCRYPTED: no working tunnel to the destination node (strict encryption)",
 } as const satisfies Record<number, string>;
 export type DropReasonCode = keyof typeof DROP_REASONS;
 export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
@@ -137,6 +139,7 @@ export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
   DROP_NO_TUNNEL_DEVICE: 11,
   DROP_POLICY_OVERFLOW: 12,
   DROP_PROXY_REDIRECT: 13,
+  DROP_UNENCRYPTED: 14,
 };
 
 export function directionCode(d: Direction): number {

@@ -23,6 +23,7 @@ export const CILIUM_DROP_REASONS: Readonly<Record<DropReasonCode, { readonly nam
   11: { name: "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT", code: 160 },
   12: { name: "NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION", code: 165 },
   13: { name: "PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL", code: 180 },
+  14: { name: "UNENCRYPTED_TRAFFIC", code: 195 },
 };
 
 const BY_TEXT: ReadonlyMap<string, { readonly name: string; readonly code: number }> = new Map(
