@@ -1170,6 +1170,21 @@ export interface CiliumNode {
       /** metadata.generation of the object this condition was computed from. */
       observedGeneration?: number;
     }>;
+    /** The node's transparent encryption as its agent sees it (read by membrane encryption status). */
+    encryption?: {
+      /** wireguard or ipsec. */
+      mode?: "wireguard" | "ipsec";
+      /** The WireGuard device in the node's network namespace. */
+      interface?: string;
+      /** Peers configured (other nodes with a published key). */
+      peers?: number;
+      /** The most recent handshake with any peer. */
+      lastHandshake?: string;
+      /** Bytes received from all peers, at the last report. */
+      rxBytes?: number;
+      /** Bytes sent to all peers, at the last report. */
+      txBytes?: number;
+    };
     /** What the node's agent reports about itself (read by membrane status). */
     agent?: {
       /** The agent's Membrane version, e.g. 0.1.0. */

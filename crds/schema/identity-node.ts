@@ -129,6 +129,14 @@ export const ciliumNodeCRD = defineCRD({
         conditions: conditions(
           "Ready: the agent runs and its datapath is loaded; others as the agent reports.",
         ),
+        encryption: obj("The node's transparent encryption as its agent sees it (read by membrane encryption status).", {
+          mode: str("wireguard or ipsec.", { enum: ["wireguard", "ipsec"] }),
+          interface: str("The WireGuard device in the node's network namespace."),
+          peers: int("Peers configured (other nodes with a published key).", { minimum: 0 }),
+          lastHandshake: timestamp("The most recent handshake with any peer."),
+          rxBytes: int("Bytes received from all peers, at the last report.", { minimum: 0, format: "int64" }),
+          txBytes: int("Bytes sent to all peers, at the last report.", { minimum: 0, format: "int64" }),
+        }),
         agent: obj("What the node's agent reports about itself (read by membrane status).", {
           version: str("The agent's Membrane version, e.g. 0.1.0."),
           policyVersion: int("The version of the operator's state the agent last applied and acknowledged.", {
