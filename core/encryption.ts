@@ -23,6 +23,9 @@ export const ENCRYPTION_READY = "EncryptionReady";
 /** On the key: a rotation is asked for when this annotation's value is one the Secret has not been rotated for (`membrane encryption rotate` writes the time). */
 export const ROTATE_ANNOTATION = "membrane.io/rotate";
 
+/** On a CiliumNode: `membrane encryption rotate --node N` writes the time; that node's agent makes a new WireGuard key pair for each new value. */
+export const WIREGUARD_ROTATE_ANNOTATION = "membrane.io/wireguard-rotate";
+
 const MODES: readonly EncryptionMode[] = ["wireguard", "ipsec"];
 const MIN_ROTATION_MS = 60_000;
 const MAX_ROTATION_MS = 366 * 86_400_000;

@@ -8,7 +8,7 @@ import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts"
 import { CILIUM_NODES } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION, OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
-import type { EncryptionPublication } from "./encryption/publication.ts";
+import type { EncryptionPublication, EncryptionStatusReport } from "./encryption/publication.ts";
 
 /** `status.agent` of a CiliumNode: what `membrane status` shows per node besides the conditions. */
 export interface AgentReport {
@@ -22,7 +22,7 @@ export interface AgentReport {
 
 interface CiliumNodeHealthObject extends KubeObject {
   spec?: { ipam?: { podCIDRs?: string[] }; encryption?: { key?: number; publicKey?: string } };
-  status?: { conditions?: Condition[]; agent?: AgentReport };
+  status?: { conditions?: Condition[]; agent?: AgentReport; encryption?: EncryptionStatusReport };
 }
 
 /** This build's Membrane version (package.json), or "unknown" where the file is not shipped. */
@@ -168,8 +168,10 @@ export class CiliumNodeHealth {
     const have = cn.status?.agent;
     const sameAgent =
       have?.version === agent.version && have?.policyVersion === agent.policyVersion && have?.policyAuditMode === agent.policyAuditMode && have?.auditedEndpoints === agent.auditedEndpoints;
-    if (!sameConditions(cn.status?.conditions, want) || !sameAgent) {
-      await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent } });
+    const encStatus = enc?.status;
+    const sameEncryption = encStatus === undefined || sameEncryptionStatus(cn.status?.encryption, encStatus);
+    if (!sameConditions(cn.status?.conditions, want) || !sameAgent || !sameEncryption) {
+      await this.o.client.mergePatch(`${path}/status`, { status: { conditions: want, agent, ...(encStatus ? { encryption: encStatus } : {}) } });
       this.o.log.info({ name: this.o.nodeName, conditions: Object.fromEntries(want.map((c) => [c.type, `${c.status}/${c.reason}`])) }, "CiliumNode health published");
     }
     if (enc && (cn.spec?.encryption?.key !== enc.spec.key || cn.spec?.encryption?.publicKey !== enc.spec.publicKey)) {
@@ -188,6 +190,10 @@ export class CiliumNodeHealth {
       this.o.log.info({ name: this.o.nodeName, annotations }, "observer addresses annotated on the CiliumNode");
     }
   }
+}
+
+function sameEncryptionStatus(a: EncryptionStatusReport | undefined, b: EncryptionStatusReport): boolean {
+  return a !== undefined && a.mode === b.mode && a.interface === b.interface && a.peers === b.peers && a.lastHandshake === b.lastHandshake && a.rxBytes === b.rxBytes && a.txBytes === b.txBytes;
 }
 
 export interface AgentHeartbeatOptions {

@@ -66,9 +66,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--cni-conf-dir="), "--cni-conf-dir: must be a path");
   });
 
-  it("--encryption: disabled by default, ipsec, anything else named", () => {
+  it("--encryption: disabled by default, ipsec or wireguard; strict and the wireguard-go path only with wireguard", () => {
     assert.equal(flags().encryption, "disabled");
     assert.equal(flags("--encryption=ipsec").encryption, "ipsec");
-    assert.equal(error("--encryption=aes"), '--encryption: must be one of disabled, ipsec, got "aes"');
+    const wg = flags("--encryption=wireguard", "--encryption-strict", "--wireguard-go=/opt/wg");
+    assert.deepEqual([wg.encryption, wg.encryptionStrict, wg.wireguardGo], ["wireguard", true, "/opt/wg"]);
+    assert.deepEqual([flags("--encryption=wireguard").encryptionStrict, flags("--encryption=wireguard").wireguardGo], [false, "wireguard-go"]);
+    assert.equal(error("--encryption=aes"), '--encryption: must be one of disabled, ipsec, wireguard, got "aes"');
+    assert.equal(error("--encryption=ipsec", "--encryption-strict"), "--encryption-strict: only with --encryption wireguard (the mode whose traffic can flow here)");
+    assert.equal(error("--wireguard-go=/x"), "--wireguard-go: only with --encryption wireguard");
   });
 });

@@ -18,7 +18,7 @@ import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
-import { IpsecEncryption } from "./encryption/ipsec.ts";
+import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
@@ -27,7 +27,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
-                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
+                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -69,7 +69,11 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      for an operator run with --agent-auth token (the chart)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
-                     kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here)
+                     kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
+                     wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
+                     key on the CiliumNode, a peer per other node); the VXLAN overlay travels inside it. Needs API access
+  --encryption-strict  cross-node traffic without a working tunnel is dropped, never sent in clear
+  --wireguard-go     the userspace WireGuard binary (default: wireguard-go on PATH)
 `;
 
 export interface AgentFlags {
@@ -100,6 +104,8 @@ export interface AgentFlags {
   readonly cniConfDir?: string;
   readonly tokenFile?: string;
   readonly encryption: AgentEncryptionMode;
+  readonly encryptionStrict: boolean;
+  readonly wireguardGo: string;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -155,6 +161,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "token-file": { type: "string" },
         "cni-conf-dir": { type: "string" },
         encryption: { type: "string" },
+        "encryption-strict": { type: "boolean" },
+        "wireguard-go": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -236,6 +244,11 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const cniConfDir = str("cni-conf-dir");
   const encryption = str("encryption") ?? "disabled";
   if (!(ENCRYPTION_MODES as readonly string[]).includes(encryption)) return { ok: false, error: `--encryption: must be one of ${ENCRYPTION_MODES.join(", ")}, got ${JSON.stringify(encryption)}` };
+  const encryptionStrict = values["encryption-strict"] === true;
+  if (encryptionStrict && encryption !== "wireguard") return { ok: false, error: "--encryption-strict: only with --encryption wireguard (the mode whose traffic can flow here)" };
+  const wireguardGo = str("wireguard-go");
+  if (wireguardGo !== undefined && encryption !== "wireguard") return { ok: false, error: "--wireguard-go: only with --encryption wireguard" };
+  if (wireguardGo === "") return { ok: false, error: "--wireguard-go: must be a path" };
   return {
     ok: true,
     flags: {
@@ -267,6 +280,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(cniConfDir ? { cniConfDir } : {}),
       ...(str("token-file") ? { tokenFile: str("token-file")! } : {}),
       encryption: encryption as AgentEncryptionMode,
+      encryptionStrict,
+      wireguardGo: wireguardGo ?? "wireguard-go",
     },
   };
 }
@@ -355,7 +370,8 @@ export async function run(args: string[]): Promise<number> {
     },
     log,
   });
-  const metrics = new AgentMetrics({ agent, datapath, log });
+  let health: Awaited<ReturnType<typeof startHealth>>;
+  const metrics = new AgentMetrics({ agent, datapath, log, wireguard: () => health?.encryption?.wireguard?.stats() });
   try {
     fs.mkdirSync(path.dirname(f.observerSocket), { recursive: true });
     fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });
@@ -369,9 +385,16 @@ export async function run(args: string[]): Promise<number> {
   }
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
-  const encryption = f.encryption === "ipsec" ? new IpsecEncryption({ ...(f.netns ? { netns: f.netns } : {}), log }) : undefined;
-  await encryption?.start();
-  const health = await startHealth(f, agent, log, encryption);
+  try {
+    health = await startHealth(f, agent, datapath, log);
+  } catch (err) {
+    // Encryption was asked for and cannot start: say so loudly rather than carry traffic in clear.
+    log.error({ encryption: f.encryption, error: (err as Error).message }, "starting encryption failed");
+    await metrics.stop();
+    await agent.stop();
+    datapath.close();
+    return 1;
+  }
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
   // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
@@ -386,6 +409,7 @@ export async function run(args: string[]): Promise<number> {
   await heartbeat?.stop();
   await auditWatch?.stop();
   await health?.health.stop();
+  await health?.encryption?.stop();
   await metrics.stop();
   await agent.stop();
   datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
@@ -396,7 +420,7 @@ export async function run(args: string[]): Promise<number> {
  * The parts that need the node's filesystem or the API server, none of which enforcement waits on:
  * the CNI launcher, health on the CiliumNode, and the conflist (its pod CIDR is read from there).
  */
-async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger, encryption?: IpsecEncryption): Promise<{ health: CiliumNodeHealth; client: KubeClient } | undefined> {
+async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, log: Logger): Promise<{ health: CiliumNodeHealth; client: KubeClient; encryption?: AgentEncryption } | undefined> {
   if (f.cniBinDir) {
     try {
       log.info({ file: installCniPlugin(f.cniBinDir) }, "CNI plugin installed");
@@ -411,8 +435,16 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger, encrypt
   } catch (err) {
     log.warn({ kubeconfig: f.kubeconfig, error: (err as Error).message }, "no API access: health is not published on the CiliumNode");
     if (f.cniConfDir) log.error({ dir: f.cniConfDir }, "CNI conflist not written: the pod CIDR comes from the CiliumNode");
+    if (f.encryption === "wireguard") throw new Error("--encryption wireguard needs API access (--kubeconfig or in-cluster): the peers are the other nodes' CiliumNodes", { cause: err });
+    datapath.setEncryptionStrict(false);
     return undefined;
   }
+  const encryption = await startEncryption(
+    { mode: f.encryption, strict: f.encryptionStrict, nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, wireguardGo: f.wireguardGo },
+    client,
+    datapath,
+    log,
+  );
   let writtenFor: string | undefined;
   const health = new CiliumNodeHealth({
     client,
@@ -456,5 +488,5 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, log: Logger, encrypt
     log,
   });
   health.start();
-  return { health, client };
+  return { health, client, ...(encryption ? { encryption } : {}) };
 }

@@ -7,6 +7,7 @@ import type { NodeAgent } from "./agent.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { HubbleMetrics } from "./observer/hubble-metrics.ts";
+import type { WireguardStats } from "./encryption/wireguard.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 
@@ -15,6 +16,8 @@ export interface AgentMetricsOptions {
   /** The kernel's per-CPU drop counters: the count of record, kept even when the event ring overflows. */
   readonly datapath: Pick<Datapath, "dropCounters"> & Partial<Pick<Datapath, "auditCounters">>;
   readonly log: Logger;
+  /** The WireGuard device's counters, when the agent runs WireGuard encryption (read at scrape time). */
+  readonly wireguard?: () => WireguardStats | undefined;
 }
 
 /** The namespace of the endpoint whose policy judged the flow (destination on ingress, source on egress). */
@@ -59,6 +62,47 @@ export class AgentMetrics {
       registers,
       collect() {
         setCounter(this, Object.entries(datapath.dropCounters().byReason).map(([reason, n]) => [{ reason }, Number(n)]));
+      },
+    });
+    const wg = opts.wireguard;
+    new Gauge({
+      name: "membrane_wireguard_peers",
+      help: "Peers configured on the node's WireGuard device (other nodes with a published public key).",
+      registers,
+      collect() {
+        const st = wg?.();
+        this.reset();
+        if (st) this.set(st.peers);
+      },
+    });
+    new Gauge({
+      name: "membrane_wireguard_device_up",
+      help: "1 when the node's WireGuard device exists and is up.",
+      registers,
+      collect() {
+        const st = wg?.();
+        this.reset();
+        if (st) this.set(st.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "membrane_wireguard_last_handshake_seconds",
+      help: "Unix time of the most recent handshake with any peer (absent before the first).",
+      registers,
+      collect() {
+        const st = wg?.();
+        this.reset();
+        if (st?.lastHandshake) this.set(Date.parse(st.lastHandshake) / 1000);
+      },
+    });
+    new Counter({
+      name: "membrane_wireguard_bytes_total",
+      help: "Bytes through the node's WireGuard device, summed over its peers, by direction (rx, tx).",
+      labelNames: ["direction"] as const,
+      registers,
+      collect() {
+        const st = wg?.();
+        setCounter(this, st ? [[{ direction: "rx" }, st.rxBytes], [{ direction: "tx" }, st.txBytes]] : []);
       },
     });
     new Counter({

@@ -8,7 +8,18 @@ export interface EncryptionPublication {
   readonly condition: Omit<ConditionInput, "observedGeneration">;
   /** spec.encryption: the IPsec SPI the node has programmed, or its WireGuard public key; nothing else ever. */
   readonly spec: { readonly key?: number; readonly publicKey?: string };
+  /** status.encryption: the device's counters, as of this publication. */
+  readonly status?: EncryptionStatusReport;
 }
 
-export const ENCRYPTION_MODES = ["disabled", "ipsec"] as const;
+export interface EncryptionStatusReport {
+  readonly mode: "wireguard" | "ipsec";
+  readonly interface?: string;
+  readonly peers?: number;
+  readonly lastHandshake?: string;
+  readonly rxBytes?: number;
+  readonly txBytes?: number;
+}
+
+export const ENCRYPTION_MODES = ["disabled", "ipsec", "wireguard"] as const;
 export type AgentEncryptionMode = (typeof ENCRYPTION_MODES)[number];
