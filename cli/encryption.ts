@@ -1,18 +1,20 @@
 // `membrane encryption status|rotate`: the cluster's encryption keys and each node's encryption state; asking the operator for a key rotation.
-import { KubeClient, type ObjectList, resourcePath } from "../kube/kube.ts";
+import { KubeClient, type ObjectList, isNotFound, resourcePath } from "../kube/kube.ts";
 import { CILIUM_NODES, ENCRYPTION_KEYS } from "../kube/resources.ts";
 import { parseFlags } from "../kube/flags.ts";
-import { ENCRYPTION_READY, ROTATE_ANNOTATION } from "../core/encryption.ts";
+import { ENCRYPTION_READY, ROTATE_ANNOTATION, WIREGUARD_ROTATE_ANNOTATION } from "../core/encryption.ts";
 import type { CiliumNode, MembraneEncryptionKey } from "../crds/generated/types.ts";
 import { cliKubeconfig } from "./kubeconfig.ts";
 
 const USAGE = `usage: membrane encryption status [--kubeconfig PATH] [-o table|json]
-       membrane encryption rotate --key NAME [--kubeconfig PATH]
+       membrane encryption rotate --key NAME | --node NODE [--kubeconfig PATH]
 
   status   each MembraneEncryptionKey (mode, key id, SPI, nodes on the current key n/m, Ready) and each
            node (the SPI or WireGuard public key it announces, EncryptionReady and why)
-  rotate   asks the operator to rotate the key NAME (annotation ${ROTATE_ANNOTATION}): a new key under the
-           next SPI; the previous one stays in the Secret until every node uses the new one
+  rotate   --key NAME: asks the operator to rotate the IPsec key NAME (annotation ${ROTATE_ANNOTATION}): a new
+           key under the next SPI; the previous one stays in the Secret until every node uses the new one.
+           --node NODE: asks NODE's agent for a new WireGuard key pair (annotation ${WIREGUARD_ROTATE_ANNOTATION} on
+           its CiliumNode); the other nodes switch to its new public key as it appears there
 `;
 
 export interface KeyRow {
@@ -30,6 +32,10 @@ export interface NodeRow {
   readonly name: string;
   readonly spi?: number;
   readonly publicKey?: string;
+  readonly peers?: number;
+  readonly lastHandshake?: string;
+  readonly rxBytes?: number;
+  readonly txBytes?: number;
   readonly ready: string;
   readonly message: string;
 }
@@ -57,10 +63,15 @@ export function nodeRows(nodes: readonly CiliumNode[]): NodeRow[] {
     .map((n) => {
       const r = n.status?.conditions?.find((c) => c.type === ENCRYPTION_READY);
       const spi = n.spec?.encryption?.key;
+      const e = n.status?.encryption;
       return {
         name: n.metadata.name ?? "",
         ...(spi !== undefined && spi > 0 ? { spi } : {}),
         ...(n.spec?.encryption?.publicKey ? { publicKey: n.spec.encryption.publicKey } : {}),
+        ...(e?.peers !== undefined ? { peers: e.peers } : {}),
+        ...(e?.lastHandshake !== undefined ? { lastHandshake: e.lastHandshake } : {}),
+        ...(e?.rxBytes !== undefined ? { rxBytes: e.rxBytes } : {}),
+        ...(e?.txBytes !== undefined ? { txBytes: e.txBytes } : {}),
         ready: r ? `${r.status}/${r.reason}` : "-",
         message: r?.message ?? "",
       };
@@ -76,8 +87,9 @@ function table(rows: readonly (readonly string[])[]): string {
 export function formatStatus(keys: readonly KeyRow[], nodes: readonly NodeRow[]): string {
   const k = [["KEY", "MODE", "KEY-ID", "SPI", "NODES", "READY", "MESSAGE"]];
   for (const r of keys) k.push([r.name, r.mode, String(r.keyID ?? "-"), r.spi === undefined ? "-" : r.previousSPI !== undefined ? `${r.spi} (previous ${r.previousSPI})` : String(r.spi), r.nodes ?? "-", r.ready, r.message]);
-  const n = [["NODE", "SPI", "PUBLIC-KEY", "ENCRYPTION-READY", "MESSAGE"]];
-  for (const r of nodes) n.push([r.name, String(r.spi ?? "-"), r.publicKey ?? "-", r.ready, r.message]);
+  const n = [["NODE", "SPI", "PUBLIC-KEY", "PEERS", "LAST-HANDSHAKE", "RX-BYTES", "TX-BYTES", "ENCRYPTION-READY", "MESSAGE"]];
+  const opt = (v: string | number | undefined): string => (v === undefined ? "-" : String(v));
+  for (const r of nodes) n.push([r.name, opt(r.spi), r.publicKey ?? "-", opt(r.peers), opt(r.lastHandshake), opt(r.rxBytes), opt(r.txBytes), r.ready, r.message]);
   return `${keys.length === 0 ? "no MembraneEncryptionKey: encryption is off\n" : table(k)}\n${table(n)}`;
 }
 
@@ -88,22 +100,23 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(help ? USAGE : `membrane encryption: unknown subcommand "${sub}"\n${USAGE}`);
     return help && sub !== undefined ? 0 : 2;
   }
-  const flags = parseFlags({ args: rest, options: { kubeconfig: { type: "string" }, output: { type: "string", short: "o" }, key: { type: "string" } } });
+  const flags = parseFlags({ args: rest, options: { kubeconfig: { type: "string" }, output: { type: "string", short: "o" }, key: { type: "string" }, node: { type: "string" } } });
   if (!flags.ok) {
     process.stderr.write(`membrane encryption ${sub}: ${flags.error}\n${USAGE}`);
     return 2;
   }
   const v = flags.parsed.values;
   if (sub === "rotate") {
-    if (!v.key) {
-      process.stderr.write(`membrane encryption rotate: --key: required (the MembraneEncryptionKey to rotate)\n${USAGE}`);
+    if ((v.key === undefined) === (v.node === undefined) || v.key === "" || v.node === "") {
+      process.stderr.write(`membrane encryption rotate: --key or --node: one of them, required (the IPsec key, or the node whose WireGuard key pair to renew)\n${USAGE}`);
       return 2;
     }
     const client = await KubeClient.fromKubeconfig(await cliKubeconfig(v.kubeconfig));
     try {
       const at = new Date().toISOString();
-      await client.mergePatch(resourcePath(ENCRYPTION_KEYS, undefined, v.key), { metadata: { annotations: { [ROTATE_ANNOTATION]: at } } });
-      process.stdout.write(`rotation of ${v.key} requested (${ROTATE_ANNOTATION}=${at}); watch it with membrane encryption status\n`);
+      const [resource, name, annotation] = v.key !== undefined ? [ENCRYPTION_KEYS, v.key, ROTATE_ANNOTATION] : [CILIUM_NODES, v.node!, WIREGUARD_ROTATE_ANNOTATION];
+      await client.mergePatch(resourcePath(resource, undefined, name), { metadata: { annotations: { [annotation]: at } } });
+      process.stdout.write(`rotation of ${v.key !== undefined ? `key ${name}` : `node ${name}'s WireGuard key pair`} requested (${annotation}=${at}); watch it with membrane encryption status\n`);
       return 0;
     } finally {
       client.close();
@@ -117,7 +130,11 @@ export async function run(args: string[]): Promise<number> {
   const client = await KubeClient.fromKubeconfig(await cliKubeconfig(v.kubeconfig));
   try {
     const [keys, nodes] = await Promise.all([
-      client.get<ObjectList<MembraneEncryptionKey>>(resourcePath(ENCRYPTION_KEYS)),
+      // No MembraneEncryptionKey CRD: no keys (WireGuard needs none).
+      client.get<ObjectList<MembraneEncryptionKey>>(resourcePath(ENCRYPTION_KEYS)).catch((e: unknown) => {
+        if (isNotFound(e)) return { items: [] as MembraneEncryptionKey[] };
+        throw e;
+      }),
       client.get<ObjectList<CiliumNode>>(resourcePath(CILIUM_NODES)),
     ]);
     const k = keyRows(keys.items);
