@@ -8,7 +8,7 @@ import { parseFlags } from "../kube/flags.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
 import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../localcluster/kubelet.ts";
 import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../localcluster/nodes.ts";
-import { devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
+import { type DevEncryption, devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
 import type { CommandResult } from "../localcluster/cluster.ts";
 import type { ProbeResult } from "../localcluster/probe.ts";
 import { standaloneScript } from "../localcluster/standalone.ts";
@@ -134,7 +134,7 @@ export async function devNodesUp(dir: string, kubeconfig: string, count: number,
  * admission webhook (registered with the API server) and, with a count, the nodes, the kubelet and
  * one agent per node (root netns, attaching inside the node's); idempotent.
  */
-export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string } = {}): Promise<string> {
+export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption } = {}): Promise<string> {
   const prefix = opts.prefix ?? "";
   const existing = await loadNodesState(dir);
   let names: string[] = existing?.nodes.map((n) => n.name) ?? [];
@@ -150,7 +150,7 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   if (count === undefined && !existing) return out;
   out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir) })) + "\n";
   const state = await loadNodesState(dir);
-  const agents = await startAgents(dir, state!.nodes, kubeconfig);
+  const agents = await startAgents(dir, state!.nodes, kubeconfig, opts.encryption ? { encryption: opts.encryption } : {});
   return out + `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
 }
 

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
+import type { DevEncryption } from "../localcluster/devcluster.ts";
 import { KubeClient, resourcePath, type Resource } from "../kube/kube.ts";
 import { CNPS } from "../kube/resources.ts";
 import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
@@ -44,12 +45,12 @@ export class TestCluster {
     return `${this.prefix}node-${i}`;
   }
 
-  async start(nodes: number): Promise<void> {
+  async start(nodes: number, opts: { encryption?: DevEncryption } = {}): Promise<void> {
     // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
     await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
     this.cp = await startControlPlane({ name: `${this.prefix}cp` });
-    await devClusterUp(this.dir, this.cp.kubeconfig, this.cp.kubectl, nodes, { prefix: this.prefix });
+    await devClusterUp(this.dir, this.cp.kubeconfig, this.cp.kubectl, nodes, { prefix: this.prefix, ...opts });
   }
 
   /** The API client (keep-alive connections: cheaper than a kubectl process for polling and bulk writes). */

@@ -15,6 +15,8 @@ import { DEFAULTS as WEBHOOK_DEFAULTS } from "../webhooks/main.ts";
 import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";
 import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
+import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
+import { wireguardGoBinary } from "./wireguard/binary.ts";
 
 const log = pino({ name: "devcluster", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
 
@@ -35,6 +37,14 @@ export interface DevClusterState {
   /** Hubble's relay in the operator (loopback, no TLS, as `cilium hubble port-forward` gives users): `hubble observe --server` it. */
   hubbleRelay?: string;
   agents: { node: string; pid: number; scope: string }[];
+  /** Agents run with transparent encryption (kept for agents started again later). */
+  encryption?: DevEncryption;
+}
+
+/** WireGuard between the nodes (wireguard-go built from its pinned module), strict or not. */
+export interface DevEncryption {
+  mode: "wireguard";
+  strict: boolean;
 }
 
 export function devClusterPaths(dir: string) {
@@ -70,6 +80,14 @@ export function devAgentHook(dir: string): AgentHook {
 }
 
 /** Is pid still the process we started (its command line holds every marker), not a reused pid? */
+function readFileSyncOr(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
+
 function isOurs(pid: number, ...markers: string[]): boolean {
   if (!isProcessAlive(pid)) return false;
   try {
@@ -204,9 +222,16 @@ export const agentScope = (node: LocalNode): string => node.name;
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
  * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
  */
-export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string): Promise<DevClusterState> {
+export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null } = {}): Promise<DevClusterState> {
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
+  // null switches encryption off for the agents started from now on; undefined keeps what was chosen before.
+  if (opts.encryption !== undefined) {
+    if (opts.encryption === null) delete state.encryption;
+    else state.encryption = opts.encryption;
+  }
+  const enc = state.encryption;
+  const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : [])] : [];
   if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
   const started: { node: LocalNode; pid: number; logFile: string }[] = [];
   for (const node of nodes) {
@@ -225,6 +250,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         "--observer-socket", join(adir, "observer.sock"), "--hubble-socket", join(adir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
         // API access: the agent publishes its health and observer address on its CiliumNode.
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
+        ...encryptionArgs,
       ],
       logFile,
     );
@@ -262,6 +288,9 @@ export async function stopDevCluster(dir: string, kubeconfig?: string): Promise<
   }
   for (const a of state.agents) {
     if (isOurs(a.pid, "agent", join(p.agentDir(a.node), "agent.sock"))) await terminateProcess(a.pid, 5_000);
+    // The WireGuard device outlives its agent by design: stopped here, by the pid the agent recorded.
+    const wgPid = Number.parseInt(readFileSyncOr(join(p.agentDir(a.node), "state", "wireguard-go.pid")), 10);
+    if (Number.isInteger(wgPid) && wgPid > 0 && isOurs(wgPid, "-f", wireguardIfname(a.node))) await terminateProcess(wgPid, 5_000);
   }
   if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) await terminateProcess(state.operatorPid, 10_000);
   for (const a of state.agents) {
