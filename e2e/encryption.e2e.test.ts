@@ -170,12 +170,12 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       const flows = await eventually("an UNENCRYPTED drop in the flows", async () => {
         const out = await run(MEMBRANE, ["observe", "--kubeconfig", tc.cp!.kubeconfig, "--verdict", "DROPPED", "--last", "50", "-o", "json"]);
         const fs = out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as { dropReason?: string; source?: { pod?: string } });
-        return fs.some((f) => f.dropReason === DROP_REASONS[13]) ? fs : undefined;
+        return fs.some((f) => f.dropReason === DROP_REASONS[14]) ? fs : undefined;
       }, 20_000);
       assert.ok(flows.some((f) => f.dropReason?.startsWith("UNENCRYPTED") && f.source?.pod === "client-remote"), JSON.stringify(flows.slice(-3)));
       const dp = Datapath.load(agentScope({ name: node(2) } as LocalNode));
       try {
-        assert.ok(Number(dp.dropCounters().byReason[DROP_REASONS[13]] ?? 0) > 0, "counted as UNENCRYPTED");
+        assert.ok(Number(dp.dropCounters().byReason[DROP_REASONS[14]] ?? 0) > 0, "counted as UNENCRYPTED");
       } finally {
         dp.close();
       }
