@@ -12,7 +12,9 @@ import { after, before, describe, it } from "node:test";
 import { TestCluster } from "./harness.ts";
 import { Capture, type CaptureResult } from "./capture.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
-import { agentScope, loadDevClusterState, startAgents } from "../localcluster/devcluster.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { agentScope, devClusterPaths, loadDevClusterState, startAgents } from "../localcluster/devcluster.ts";
 import { type LocalNode, loadNodesState, run, terminateProcess } from "../localcluster/nodes.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { DROP_REASONS } from "../node-agent/bpf/layout.ts";
@@ -127,9 +129,13 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
   });
 
   it("membrane encryption status lists each node's public key and EncryptionReady", async () => {
-    const out = await eventually("membrane encryption status", () => run(MEMBRANE, ["encryption", "status", "--kubeconfig", tc.cp!.kubeconfig]), 20_000);
+    // Peers come with the peer's configuration, the first handshake as it happens.
+    const out = await eventually("membrane encryption status with peers and a handshake", async () => {
+      const o = await run(MEMBRANE, ["encryption", "status", "--kubeconfig", tc.cp!.kubeconfig]);
+      return [1, 2].every((i) => new RegExp(`${node(i)}\\s+-\\s+\\S+\\s+1\\s+\\d{4}-`).test(o)) ? o : undefined;
+    }, 30_000).catch(() => run(MEMBRANE, ["encryption", "status", "--kubeconfig", tc.cp!.kubeconfig]));
     // Peers, the last handshake and the byte counters are as of each agent's last report.
-    for (const i of [1, 2]) assert.match(out, new RegExp(`${node(i)}\\s+-\\s+[A-Za-z0-9+/]{43}=\\s+1\\s+\\S+\\s+\\d+\\s+\\d+\\s+True/TunnelUp`));
+    for (const i of [1, 2]) assert.match(out, new RegExp(`${node(i)}\\s+-\\s+[A-Za-z0-9+/]{43}=\\s+1\\s+\\S+\\s+\\d+\\s+\\d+\\s+True/TunnelUp`), out);
   });
 
   it("rotation: membrane encryption rotate --node gives that node a new key pair; cross-node traffic flows again, still encrypted", async () => {
@@ -161,7 +167,10 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     const ifname = wireguardIfname(node(2));
     await run("ip", ["-n", node(2), "link", "set", ifname, "down"]);
     try {
-      await eventually("EncryptionReady=False/DeviceDown", async () => (encryptionReady(await ciliumNode(2))?.reason === "DeviceDown" ? true : undefined), 20_000);
+      await eventually("EncryptionReady=False/DeviceDown", async () => (encryptionReady(await ciliumNode(2))?.reason === "DeviceDown" ? true : undefined), 20_000).catch((e: unknown) => {
+        const agentLog = readFileSync(join(devClusterPaths(tc.dir).agentDir(node(2)), "agent.log"), "utf8").split("\n").slice(-15).join("\n");
+        throw new Error(`${(e as Error).message}; node-2's agent log ends: ${agentLog}`, { cause: e });
+      });
       const r = await capturedRequest("client-remote", "server", 2, 2);
       assert.equal(r.answer, "", "no answer: the packets were dropped");
       assert.equal(r.seen.markerFrames, 0, `nothing in clear: ${JSON.stringify(r.seen)}`);

@@ -105,7 +105,9 @@ export class WireguardEncryption {
     await this.ensureRule();
     await this.refresh();
     this.o.log.info({ ifname: this.ifname, publicKey: this.publicKey(), strict: this.o.strict }, "WireGuard device ready");
-    this.timer = setInterval(() => void this.refresh(), 2000);
+    this.timer = setInterval(() => {
+      this.refresh().catch((e: unknown) => this.o.log.error({ ifname: this.ifname, error: (e as Error).message }, "reading the WireGuard device failed"));
+    }, 2000);
     this.timer.unref();
   }
 
@@ -197,6 +199,7 @@ export class WireguardEncryption {
     const before = [...this.peers.keys()].sort().join(",");
     this.peers = want;
     this.publishEncryptedNodes();
+    this.device = await getDevice(this.socket);
     this.lastError = undefined;
     if ([...want.keys()].sort().join(",") !== before) {
       this.o.log.info({ ifname: this.ifname, peers: [...want.keys()].sort() }, "WireGuard peers configured");
@@ -224,6 +227,7 @@ export class WireguardEncryption {
   /** Re-reads the device: gone or down is reported (and, in strict mode, its routes are gone so traffic meets the blackhole). */
   private async refresh(): Promise<void> {
     let up = false;
+    const handshook = (this.device?.peers ?? []).filter((p) => p.lastHandshake > 0).length;
     try {
       this.device = await getDevice(this.socket);
       const link = JSON.parse(await this.ip(["-j", "link", "show", "dev", this.ifname])) as { flags?: string[] }[];
@@ -237,6 +241,9 @@ export class WireguardEncryption {
       this.o.log[up ? "info" : "warn"]({ ifname: this.ifname, up }, up ? "WireGuard device up" : "WireGuard device down or gone");
       // Back up: the routes the kernel dropped with the link are put back.
       if (up && this.peers.size > 0) await this.setPeers([...this.peers].map(([name, p]) => ({ name, publicKey: p.publicKey, internalIP: p.ip })));
+      this.changed();
+    } else if ((this.device?.peers ?? []).filter((p) => p.lastHandshake > 0).length !== handshook) {
+      // A peer's first handshake (or its loss) is news for the status; the counters otherwise ride the resync.
       this.changed();
     }
   }
