@@ -66,6 +66,11 @@ export class ProcessVisibility {
     }
   }
 
+  /** Events the kernel could not queue (ring full) since start. */
+  lost(): bigint {
+    return this.sensor.lost();
+  }
+
   /** Consumes what the ring holds now. */
   drain(): number {
     return this.sensor.drain();
