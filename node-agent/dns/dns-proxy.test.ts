@@ -1,36 +1,20 @@
 // Real packets: a pod netns whose DNS the datapath steers to the node's DNS proxy, a resolver and servers in an "outside" netns.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { MIN_FQDN_IDENTITY } from "../../core/identity.ts";
-import { Datapath } from "../bpf/datapath.ts";
-import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../bpf/netns.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import type { DnsFlow } from "./proxy.ts";
+import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
 
 const run = promisify(execFile);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, "../..");
-const PROBE = path.join(root, "node-agent/bpf/probe.ts");
-const CLIENT = path.join(here, "testing/client.ts");
-const RESOLVER = path.join(here, "testing/resolver.ts");
-const NODE_DNS = path.join(here, "testing/node-dns.ts");
 
 const tag = `m5d${process.pid % 100000}`;
-const NS_POD = `${tag}-pod`;
-const NS_HOST = `${tag}-host`;
-const NS_OUT = `${tag}-out`;
-const POD_IP = "10.203.0.1";
-const NODE_IP = "10.203.0.2"; // the host end of the pod's veth: also the proxy's address
-const UPLINK_IP = "10.204.0.1";
-const RESOLVER_IP = "10.204.0.2";
-// "Outside" servers the names answer: on the outside netns's loopback, routed through the node.
 const SERVERS = { allowed: "10.205.0.10", other: "10.205.0.11", denied: "10.205.0.12", cnameEnd: "10.205.0.13", shared: "10.205.0.14", alt: "10.205.0.15" };
 const POD_ID = 1000;
 const RESOLVER_ID = 2000;
@@ -49,14 +33,10 @@ const ZONE = {
   "one.shared.test": [{ type: "A", data: SERVERS.shared, ttl: 30 }],
 };
 
-const fx = new NetnsFixture();
-let dp: Datapath | undefined;
-let hostIfindex = 0;
-let nodeDns: ChildProcess | undefined;
+const topo = new DnsTopology(tag);
 const flows: DnsFlow[] = [];
 const events: VerdictEvent[] = [];
 let drain: () => number = () => 0;
-let resolverLog = "";
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-dns-"));
 
 const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
@@ -93,7 +73,7 @@ interface Answer {
 
 async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000): Promise<Answer | undefined> {
   try {
-    const { stdout } = await run("ip", ["netns", "exec", NS_POD, process.execPath, "--import", "tsx", CLIENT, proto, RESOLVER_IP, "53", name, "A", String(timeoutMs)], { cwd: root });
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, ADDR.resolver, "53", name, "A", String(timeoutMs)], { cwd: ROOT });
     return JSON.parse(stdout) as Answer;
   } catch {
     return undefined;
@@ -102,84 +82,37 @@ async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2
 
 async function connects(ip: string, port = 8080): Promise<boolean> {
   try {
-    await run("ip", ["netns", "exec", NS_POD, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", ip, String(port), "1500"], { cwd: root });
+    await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", ip, String(port), "1500"], { cwd: ROOT });
     return true;
   } catch {
     return false;
   }
 }
 
-async function startNodeDns(extra: Record<string, unknown> = {}): Promise<ChildProcess> {
-  const config = {
-    scope: `test-${tag}`,
-    proxyAddress: NODE_IP,
-    stateFile: path.join(stateDir, "fqdn-cache.json"),
-    cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 1 },
-    policy: POLICY,
-    endpoints: [{ ip: POD_IP, ifindex: hostIfindex }],
-    dnsRules: [[DNS_RULE, DNS_RULES]],
-    fqdnSelectors: FQDN_SELECTORS,
-    ...extra,
-  };
-  // nsenter, not `ip netns exec`: only the network namespace changes, so /sys/fs/bpf (the pinned maps) stays the host's.
-  const child = spawn("nsenter", [`--net=/var/run/netns/${NS_HOST}`, process.execPath, "--import", "tsx", NODE_DNS, JSON.stringify(config)], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-  let buf = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split("\n");
-    buf = lines.pop() ?? "";
-    for (const l of lines) if (l.startsWith("flow ")) flows.push(JSON.parse(l.slice(5)) as DnsFlow);
-  });
-  child.stderr?.on("data", (d: Buffer) => process.stderr.write(d));
-  await waitForLine(child, /^ready/, 20000);
-  return child;
-}
-
-async function stopNodeDns(child: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (!child || child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill(signal);
-  await exited;
+async function startNodeDns(extra: Record<string, unknown> = {}): Promise<void> {
+  await topo.startNodeDns(
+    {
+      stateFile: path.join(stateDir, "fqdn-cache.json"),
+      cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 1 },
+      policy: POLICY,
+      dnsRules: [[DNS_RULE, DNS_RULES]],
+      fqdnSelectors: FQDN_SELECTORS,
+      ...extra,
+    },
+    (l) => {
+      if (l.startsWith("flow ")) flows.push(JSON.parse(l.slice(5)) as DnsFlow);
+    },
+  );
 }
 
 before(async () => {
-  fx.addNetns(NS_POD);
-  fx.addNetns(NS_HOST);
-  fx.addNetns(NS_OUT);
-  fx.addVeth({ netns: NS_POD, ifname: `${tag}p`, cidr: `${POD_IP}/24` }, { netns: NS_HOST, ifname: `${tag}h`, cidr: `${NODE_IP}/24` });
-  fx.addVeth({ netns: NS_HOST, ifname: `${tag}u`, cidr: `${UPLINK_IP}/24` }, { netns: NS_OUT, ifname: `${tag}o`, cidr: `${RESOLVER_IP}/24` });
-  ipIn(NS_POD, "route", "add", "default", "via", NODE_IP);
-  ipIn(NS_OUT, "route", "add", "10.203.0.0/24", "via", UPLINK_IP);
-  ipIn(NS_HOST, "route", "add", "10.205.0.0/24", "via", RESOLVER_IP);
-  for (const ip of Object.values(SERVERS)) ipIn(NS_OUT, "addr", "add", `${ip}/32`, "dev", "lo");
-  execIn(NS_HOST, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
-  hostIfindex = ifindexIn(NS_HOST, `${tag}h`);
-
-  dp = Datapath.load(`test-${tag}`);
-  dp.clearAll();
-  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
-  dp.setIpcache({ cidr: `${RESOLVER_IP}/32`, identity: RESOLVER_ID });
-  drain = dp.onEvents((e) => events.push(e));
-  dp.setSubjectPolicy(POLICY, [{ ip: POD_IP, ifindex: hostIfindex }]);
-  dp.attachEndpoint(hostIfindex, NS_HOST);
-
-  const resolver = fx.spawn(NS_OUT, process.execPath, ["--import", "tsx", RESOLVER, RESOLVER_IP, "53", JSON.stringify(ZONE)]);
-  resolver.stdout?.on("data", (d: Buffer) => (resolverLog += d.toString()));
-  const servers = fx.spawn(NS_OUT, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8080"]);
-  await Promise.all([waitForLine(resolver, /^listening/, 15000), waitForLine(servers, /^listening/, 15000)]);
-  nodeDns = await startNodeDns();
+  await topo.setUp({ zone: ZONE, resolverPorts: [53], resolverIdentity: RESOLVER_ID, policy: POLICY });
+  drain = topo.dp.onEvents((e) => events.push(e));
+  await startNodeDns();
 });
 
 after(async () => {
-  await stopNodeDns(nodeDns);
-  try {
-    if (dp && hostIfindex) dp.detachEndpoint(hostIfindex, NS_HOST);
-  } catch {
-    // the netns may already be gone
-  }
-  fx.cleanup();
-  dp?.close();
-  dp?.unpin();
+  await topo.cleanup();
   fs.rmSync(stateDir, { recursive: true, force: true });
 });
 
@@ -190,7 +123,7 @@ test("an allowed name resolves through the proxy, the answer comes from the serv
   const a = await resolve("api.allowed.test");
   assert.ok(a, "an answer");
   assert.equal(a.rcode, "NOERROR");
-  assert.equal(a.from, `${RESOLVER_IP}:53`, "the pod sees the server it asked answer");
+  assert.equal(a.from, `${ADDR.resolver}:53`, "the pod sees the server it asked answer");
   assert.deepEqual(a.answers.map((r) => r.data), [SERVERS.allowed]);
   assert.equal(await connects(SERVERS.allowed), true, "reachable at once after the answer");
   const f = lastFlow("api.allowed.test");
@@ -212,14 +145,14 @@ test("a name the DNS rules allow but no toFQDNs selects resolves, and its addres
 test("a denied name is answered REFUSED by the proxy, never reaches the resolver, and its address is dropped", async () => {
   const a = await resolve("evil.denied.test");
   assert.equal(a?.rcode, "REFUSED");
-  assert.equal(a?.from, `${RESOLVER_IP}:53`);
+  assert.equal(a?.from, `${ADDR.resolver}:53`);
   assert.deepEqual(a?.answers, []);
   const f = lastFlow("evil.denied.test");
   assert.equal(f?.verdict, "denied");
   assert.equal(f?.rule, undefined);
   assert.equal(await connects(SERVERS.denied), false);
-  assert.match(resolverLog, /query udp api\.allowed\.test/, "allowed queries reach the resolver");
-  assert.doesNotMatch(resolverLog, /evil\.denied\.test/, "the denied one never does");
+  assert.match(topo.resolverLog, /query udp api\.allowed\.test/, "allowed queries reach the resolver");
+  assert.doesNotMatch(topo.resolverLog, /evil\.denied\.test/, "the denied one never does");
   drain();
   assert.ok(events.some((e) => e.verdict === "dropped" && e.dst === SERVERS.denied && e.dport === 8080), "the drop is reported");
 });
@@ -227,7 +160,7 @@ test("a denied name is answered REFUSED by the proxy, never reaches the resolver
 test("DNS over TCP goes through the proxy the same way", async () => {
   const a = await resolve("api.allowed.test", "tcp");
   assert.equal(a?.rcode, "NOERROR");
-  assert.equal(a?.from, `${RESOLVER_IP}:53`);
+  assert.equal(a?.from, `${ADDR.resolver}:53`);
   assert.deepEqual(a?.answers.map((r) => r.data), [SERVERS.allowed]);
   assert.equal(lastFlow("api.allowed.test")?.protocol, "tcp");
   assert.equal((await resolve("evil.denied.test", "tcp"))?.rcode, "REFUSED");
@@ -254,35 +187,35 @@ test("**. matches subdomains, not the bare name; an address answered for two nam
 });
 
 test("proxy down: a query fails (never bypasses); after a restart the cache is restored and the retry succeeds", async () => {
-  await stopNodeDns(nodeDns, "SIGKILL");
+  await topo.stopNodeDns("SIGKILL");
   assert.equal(await resolve("api.allowed.test", "udp", 1000), undefined, "no answer while the proxy is down");
   assert.equal(await resolve("evil.denied.test", "udp", 1000), undefined, "nor for a denied name");
   assert.equal(await connects(SERVERS.allowed), true, "learned addresses stay reachable while the agent is away");
-  nodeDns = await startNodeDns();
+  await startNodeDns();
   assert.equal(await connects(SERVERS.cnameEnd), true, "restored from the state file");
   assert.equal((await resolve("api.allowed.test"))?.rcode, "NOERROR", "the client's retry succeeds");
   assert.equal((await resolve("evil.denied.test"))?.rcode, "REFUSED");
 });
 
 test("the reject code can be NXDOMAIN (Cilium's --tofqdns-dns-reject-response-code)", async () => {
-  await stopNodeDns(nodeDns);
-  nodeDns = await startNodeDns({ rejectCode: "nameError" });
+  await topo.stopNodeDns();
+  await startNodeDns({ rejectCode: "nameError" });
   assert.equal((await resolve("evil.denied.test"))?.rcode, "NXDOMAIN");
 });
 
 test("TTL expiry removes access after the grace period, not before", async () => {
-  await stopNodeDns(nodeDns);
+  await topo.stopNodeDns();
   // Every learned deadline moved to now (as if the TTLs ran out), with an 8 s grace period.
   const file = path.join(stateDir, "fqdn-cache.json");
   const state = JSON.parse(fs.readFileSync(file, "utf8")) as { entries: { expiresAt: number }[] };
   const t0 = Date.now();
   for (const e of state.entries) e.expiresAt = t0;
   fs.writeFileSync(file, JSON.stringify(state));
-  dp!.clearConntrack(); // no connection keeps an address in use
-  nodeDns = await startNodeDns({ cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 8 } });
+  topo.dp.clearConntrack(); // no connection keeps an address in use
+  await startNodeDns({ cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 8 } });
   assert.ok(Date.now() - t0 < 7000, "the node side started inside the grace period");
   assert.equal(await connects(SERVERS.allowed), true, "expired but inside the grace period: still allowed");
-  dp!.clearConntrack();
+  topo.dp.clearConntrack();
   await new Promise((r) => setTimeout(r, Math.max(0, t0 + 8000 + 800 - Date.now())));
   assert.equal(await connects(SERVERS.allowed), false, "after the grace period: dropped");
 });

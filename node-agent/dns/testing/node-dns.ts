@@ -16,6 +16,8 @@ interface Config {
   endpoints: { ip: string; ifindex: number }[];
   dnsRules: [number, DnsRuleRef[]][];
   fqdnSelectors: FqdnSelectorTerm[];
+  /** false: no "flow" lines (a benchmark's load would measure stdout). */
+  printFlows?: boolean;
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config;
@@ -26,7 +28,7 @@ const service = new DnsService(dp, {
   gcIntervalMs: 200,
   ...(config.stateFile ? { stateFile: config.stateFile } : {}),
   ...(config.rejectCode ? { rejectCode: config.rejectCode } : {}),
-  onFlow: (f) => console.log(`flow ${JSON.stringify(f)}`),
+  ...(config.printFlows === false ? {} : { onFlow: (f) => console.log(`flow ${JSON.stringify(f)}`) }),
 });
 await service.start();
 await service.setSubject(config.policy.subject, {

@@ -1,13 +1,15 @@
 // Test fixture: an authoritative DNS server over UDP and TCP answering from a zone given as JSON (run inside a netns).
-//   resolver.ts <address> <port> '<zone JSON: {"name": [{"type": "A", "data": "10.0.0.1", "ttl": 30}]}>'
-// Prints "listening" when both sockets are bound, and "query <proto> <name>" for each query.
+//   resolver.ts <address> <port>[,<port>...] '<zone JSON: {"name": [{"type": "A", "data": "10.0.0.1", "ttl": 30}]}>' [quiet]
+// A name without an entry takes its wildcard's ("*.rest"); an A record "synth:BASE" answers BASE plus the
+// number in the first label (c17.fresh.test -> BASE + 17), so every name has a fresh address.
+// Prints "listening" when the sockets are bound, and "query <proto> <name>" for each query (unless quiet).
 import dgram from "node:dgram";
 import net from "node:net";
 import dnsPacket from "dns-packet";
 
 type Zone = Record<string, { type: "A" | "AAAA" | "CNAME"; data: string; ttl?: number }[]>;
 
-const [address, portText, zoneText] = process.argv.slice(2);
+const [address, portText, zoneText, quiet] = process.argv.slice(2);
 if (!address || !portText || !zoneText) {
   console.error("usage: resolver.ts <address> <port> <zone JSON>");
   process.exit(2);
@@ -19,22 +21,22 @@ function answer(msg: Buffer, proto: string): Buffer {
   const q = dnsPacket.decode(msg);
   const question = q.questions?.[0];
   const name = norm(question?.name ?? "");
-  console.log(`query ${proto} ${name}`);
+  if (quiet !== "quiet") console.log(`query ${proto} ${name}`);
   const answers: dnsPacket.Answer[] = [];
   // Follow CNAMEs inside the zone, as a resolver's answer carries the chain.
   let at = name;
   for (let hop = 0; hop < 8; hop++) {
-    const rrs = zone[at] ?? [];
+    const rrs = zone[at] ?? zone[`*.${at.split(".").slice(1).join(".")}`] ?? [];
     const cname = rrs.find((r) => r.type === "CNAME");
     if (cname) {
       answers.push({ name: at, type: "CNAME", ttl: cname.ttl ?? 30, data: cname.data });
       at = norm(cname.data);
       continue;
     }
-    for (const r of rrs) if (r.type === question?.type) answers.push({ name: at, type: r.type, ttl: r.ttl ?? 30, data: r.data });
+    for (const r of rrs) if (r.type === question?.type) answers.push({ name: at, type: r.type, ttl: r.ttl ?? 30, data: synth(r.data, at) });
     break;
   }
-  const known = zone[name] !== undefined;
+  const known = answers.length > 0 || zone[name] !== undefined;
   return dnsPacket.encode({
     type: "response",
     id: q.id ?? 0,
@@ -44,26 +46,38 @@ function answer(msg: Buffer, proto: string): Buffer {
   });
 }
 
-const udp = dgram.createSocket("udp4");
-udp.on("message", (msg, rinfo) => udp.send(answer(msg, "udp"), rinfo.port, rinfo.address));
-const tcp = net.createServer((sock) => {
-  let buf = Buffer.alloc(0);
-  sock.on("error", () => sock.destroy());
-  sock.on("data", (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-      const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-      buf = buf.subarray(2 + msg.length);
-      const a = answer(msg, "tcp");
-      const len = Buffer.alloc(2);
-      len.writeUInt16BE(a.length, 0);
-      sock.write(Buffer.concat([len, a]));
-    }
-  });
-});
-let pending = 2;
+function synth(data: string, name: string): string {
+  if (!data.startsWith("synth:")) return data;
+  const n = Number(/\d+/.exec(name.split(".")[0] ?? "")?.[0] ?? 0);
+  const base = data.slice(6).split(".").reduce((acc, o) => acc * 256 + Number(o), 0) + n;
+  return [24, 16, 8, 0].map((s) => (base >>> s) & 255).join(".");
+}
+
+const ports = (portText ?? "").split(",").map(Number);
+let pending = ports.length * 2;
 const ready = (): void => {
   if (--pending === 0) console.log("listening");
 };
-udp.bind(Number(portText), address, ready);
-tcp.listen(Number(portText), address, ready);
+for (const port of ports) serve(port);
+
+function serve(port: number): void {
+  const udp = dgram.createSocket("udp4");
+  udp.on("message", (msg, rinfo) => udp.send(answer(msg, "udp"), rinfo.port, rinfo.address));
+  const tcp = net.createServer((sock) => {
+    let buf = Buffer.alloc(0);
+    sock.on("error", () => sock.destroy());
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + msg.length);
+        const a = answer(msg, "tcp");
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(a.length, 0);
+        sock.write(Buffer.concat([len, a]));
+      }
+    });
+  });
+  udp.bind(port, address, ready);
+  tcp.listen(port, address, ready);
+}

@@ -1,0 +1,113 @@
+// bench/dns: DNS through the node's proxy vs straight to the resolver (same client, same resolver), and answer-to-connect; one JSON line.
+//   Open loop at BENCH_RATE (1,000) queries/s for BENCH_OPEN_SECONDS (10) each way: p50/p99, p99 added by the proxy.
+//   Saturation: BENCH_CONCURRENCY (32) queries in flight for BENCH_CLOSED_SECONDS (5) each way: queries/s and their ratio.
+//   BENCH_CONNECTS (2,000) lookups of names answering fresh addresses, each followed at once by a TCP connect: drops.
+// Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
+import { execFile } from "node:child_process";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { ADDR, DnsTopology, ROOT } from "../../node-agent/dns/testing/topology.ts";
+
+const run = promisify(execFile);
+const LOADGEN = path.join(path.dirname(fileURLToPath(import.meta.url)), "loadgen.ts");
+const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+const RATE = env("BENCH_RATE", 1000);
+const OPEN_SECONDS = env("BENCH_OPEN_SECONDS", 10);
+const CONCURRENCY = env("BENCH_CONCURRENCY", 32);
+const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 5);
+const CONNECTS = env("BENCH_CONNECTS", 2000);
+const ROUNDS = env("BENCH_ROUNDS", 2);
+
+const POD_ID = 1000;
+const RESOLVER_ID = 2000;
+const PROXIED_PORT = 53; // steered to the proxy by policy
+const DIRECT_PORT = 5300; // the same resolver, a plain allow
+const PROXY_PORT = 10053;
+const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
+const POLICY: SubjectPolicy = {
+  subject: POD_ID,
+  ingressEnforced: false,
+  egressEnforced: true,
+  entries: [
+    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: PROXIED_PORT, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: 7 }),
+    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: DIRECT_PORT, portPrefixLen: 16, proxyPort: 0, ruleId: 9 }),
+  ],
+};
+const ZONE = {
+  "bench.test": [{ type: "A", data: "10.205.0.20", ttl: 300 }],
+  "*.fresh.test": [{ type: "A", data: "synth:10.206.0.0", ttl: 300 }],
+};
+
+async function loadgen(topo: DnsTopology, args: (string | number)[]): Promise<Record<string, number>> {
+  const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", LOADGEN, ...args.map(String)], { cwd: ROOT, maxBuffer: 1 << 20 });
+  const last = stdout.trim().split("\n").pop() ?? "{}";
+  return JSON.parse(last) as Record<string, number>;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+};
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+async function main(): Promise<void> {
+  const topo = new DnsTopology(`bd${process.pid % 100000}`);
+  try {
+    await topo.setUp({ zone: ZONE, resolverPorts: [PROXIED_PORT, DIRECT_PORT], resolverIdentity: RESOLVER_ID, policy: POLICY, quietResolver: true });
+    await topo.startNodeDns({
+      printFlows: false,
+      cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 5 },
+      policy: POLICY,
+      dnsRules: [[7, [{ ruleId: 7, index: 0, matchPattern: "*" }]]],
+      fqdnSelectors: [{ ruleId: 8, matchPattern: "*.fresh.test", ports: [{ proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16 }] }],
+    });
+    const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
+    const closed = { proxy: [] as number[], direct: [] as number[] };
+    // Both ways in every round, order swapped each round: the shared machine's drift hits both.
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
+      for (const way of order) {
+        const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
+        open[way].push(await loadgen(topo, ["open", ADDR.resolver, port, RATE, OPEN_SECONDS / ROUNDS, "bench.test"]));
+        closed[way].push((await loadgen(topo, ["closed", ADDR.resolver, port, CONCURRENCY, CLOSED_SECONDS / ROUNDS, "bench.test"])).qps ?? 0);
+      }
+    }
+    const connect = await loadgen(topo, ["connect", ADDR.resolver, PROXIED_PORT, CONNECTS, "fresh.test", 8080]);
+    const p99 = (way: "proxy" | "direct"): number => median(open[way].map((o) => o.p99_ms ?? NaN));
+    const p50 = (way: "proxy" | "direct"): number => median(open[way].map((o) => o.p50_ms ?? NaN));
+    const answered = (way: "proxy" | "direct"): number => open[way].reduce((a, o) => a + (o.answered ?? 0), 0);
+    const sent = (way: "proxy" | "direct"): number => open[way].reduce((a, o) => a + (o.sent ?? 0), 0);
+    const qps = median(closed.proxy);
+    const directQps = median(closed.direct);
+    console.log(
+      JSON.stringify({
+        bench: "dns",
+        qps: Math.round(qps),
+        direct_qps: Math.round(directQps),
+        ratio: round3(qps / directQps),
+        rate: RATE,
+        p50_ms: round3(p50("proxy")),
+        p99_ms: round3(p99("proxy")),
+        direct_p50_ms: round3(p50("direct")),
+        direct_p99_ms: round3(p99("direct")),
+        p99_added_ms: round3(p99("proxy") - p99("direct")),
+        open_unanswered: sent("proxy") - answered("proxy"),
+        direct_open_unanswered: sent("direct") - answered("direct"),
+        send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),
+        connects: CONNECTS,
+        lookups_unanswered: connect.unanswered,
+        first_connect_drops: connect.first_connect_drops,
+        answer_to_connect_p50_ms: round3(connect.connect_p50_ms ?? NaN),
+        answer_to_connect_p99_ms: round3(connect.connect_p99_ms ?? NaN),
+        load_avg_1m: round3(os.loadavg()[0] ?? NaN),
+      }),
+    );
+  } finally {
+    await topo.cleanup();
+  }
+}
+
+await main();

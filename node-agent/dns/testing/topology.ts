@@ -1,0 +1,116 @@
+// Test and benchmark fixture: a pod netns, a node netns running the datapath on the pod's veth, an "outside" netns with a resolver, and the node's DNS service.
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { SubjectPolicy } from "../../../core/model.ts";
+import { Datapath } from "../../bpf/datapath.ts";
+import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(here, "../../..");
+export const PROBE = path.join(ROOT, "node-agent/bpf/probe.ts");
+export const CLIENT = path.join(here, "client.ts");
+const RESOLVER = path.join(here, "resolver.ts");
+const NODE_DNS = path.join(here, "node-dns.ts");
+
+export const ADDR = {
+  pod: "10.203.0.1",
+  node: "10.203.0.2", // the host end of the pod's veth: also the proxy's address
+  uplink: "10.204.0.1",
+  resolver: "10.204.0.2",
+} as const;
+/** Prefixes on the outside netns's loopback (names answer addresses there), routed through the node. */
+export const OUTSIDE_PREFIXES = ["10.205.0.0/24", "10.206.0.0/16"];
+
+/** The three namespaces, the datapath on the pod's veth, a resolver and a TCP server outside; torn down by cleanup(). */
+export class DnsTopology {
+  readonly ns: { pod: string; host: string; out: string };
+  readonly fx = new NetnsFixture();
+  readonly scope: string;
+  dp!: Datapath;
+  hostIfindex = 0;
+  resolverLog = "";
+  private nodeDns: ChildProcess | undefined;
+
+  constructor(readonly tag: string) {
+    this.ns = { pod: `${tag}-pod`, host: `${tag}-host`, out: `${tag}-out` };
+    this.scope = `test-${tag}`;
+  }
+
+  /** Builds it all; `zone` is the resolver's (resolver.ts), served on every port of `resolverPorts`. */
+  async setUp(opts: { zone: unknown; resolverPorts: readonly number[]; resolverIdentity: number; policy: SubjectPolicy; quietResolver?: boolean }): Promise<void> {
+    const { pod, host, out } = this.ns;
+    this.fx.addNetns(pod);
+    this.fx.addNetns(host);
+    this.fx.addNetns(out);
+    this.fx.addVeth({ netns: pod, ifname: `${this.tag}p`, cidr: `${ADDR.pod}/24` }, { netns: host, ifname: `${this.tag}h`, cidr: `${ADDR.node}/24` });
+    this.fx.addVeth({ netns: host, ifname: `${this.tag}u`, cidr: `${ADDR.uplink}/24` }, { netns: out, ifname: `${this.tag}o`, cidr: `${ADDR.resolver}/24` });
+    ipIn(pod, "route", "add", "default", "via", ADDR.node);
+    ipIn(out, "route", "add", "10.203.0.0/24", "via", ADDR.uplink);
+    for (const p of OUTSIDE_PREFIXES) {
+      ipIn(host, "route", "add", p, "via", ADDR.resolver);
+      ipIn(out, "route", "add", "local", p, "dev", "lo");
+    }
+    execIn(host, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+    this.hostIfindex = ifindexIn(host, `${this.tag}h`);
+
+    this.dp = Datapath.load(this.scope);
+    this.dp.clearAll();
+    this.dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
+    this.dp.setIpcache({ cidr: `${ADDR.resolver}/32`, identity: opts.resolverIdentity });
+    this.dp.setSubjectPolicy(opts.policy, [{ ip: ADDR.pod, ifindex: this.hostIfindex }]);
+    this.dp.attachEndpoint(this.hostIfindex, host);
+
+    const resolver = this.fx.spawn(out, process.execPath, [
+      "--import", "tsx", RESOLVER, ADDR.resolver, opts.resolverPorts.join(","), JSON.stringify(opts.zone), ...(opts.quietResolver ? ["quiet"] : []),
+    ]);
+    resolver.stdout?.on("data", (d: Buffer) => (this.resolverLog += d.toString()));
+    const server = this.fx.spawn(out, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8080"]);
+    await Promise.all([waitForLine(resolver, /^listening/, 20000), waitForLine(server, /^listening/, 20000)]);
+  }
+
+  /**
+   * Starts the node's DNS service (node-dns.ts) in the node netns with `config` (its Config, scope
+   * and endpoints filled in); `onLine` gets its stdout lines. nsenter, not `ip netns exec`: only the
+   * network namespace changes, so /sys/fs/bpf (the pinned maps) stays the host's.
+   */
+  async startNodeDns(config: Record<string, unknown>, onLine: (line: string) => void = () => {}): Promise<ChildProcess> {
+    const full = { scope: this.scope, proxyAddress: ADDR.node, endpoints: [{ ip: ADDR.pod, ifindex: this.hostIfindex }], ...config };
+    const child = spawn("nsenter", [`--net=/var/run/netns/${this.ns.host}`, process.execPath, "--import", "tsx", NODE_DNS, JSON.stringify(full)], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.nodeDns = child;
+    let buf = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split("\n");
+      buf = lines.pop() ?? "";
+      for (const l of lines) onLine(l);
+    });
+    child.stderr?.on("data", (d: Buffer) => process.stderr.write(d));
+    await waitForLine(child, /^ready/, 30000);
+    return child;
+  }
+
+  /** Stops the node's DNS service (SIGKILL: as an agent killed -9). */
+  async stopNodeDns(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.nodeDns;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill(signal);
+    await exited;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stopNodeDns();
+    try {
+      if (this.dp && this.hostIfindex) this.dp.detachEndpoint(this.hostIfindex, this.ns.host);
+    } catch {
+      // the netns may already be gone
+    }
+    this.fx.cleanup();
+    this.dp?.close();
+    this.dp?.unpin();
+  }
+}
