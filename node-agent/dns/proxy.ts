@@ -1,4 +1,5 @@
 // The transparent DNS proxy: queries the datapath steered here are decided by the DNS rules of their policy, forwarded to the server the pod asked, and their answers learned before release.
+import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
@@ -55,6 +56,8 @@ type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow
 export class DnsProxy {
   private readonly listeners = new Map<number, Listener>();
   private readonly tcpSockets = new Set<net.Socket>();
+  private readonly upstream = new Map<"udp4" | "udp6", dgram.Socket>();
+  private readonly pending = new Map<number, { ip: string; port: number; podId: number; resolve: (b: Buffer) => void; timer: NodeJS.Timeout }>();
 
   constructor(private readonly opts: DnsProxyOptions) {}
 
@@ -99,6 +102,10 @@ export class DnsProxy {
 
   async stop(): Promise<void> {
     for (const s of this.tcpSockets) s.destroy();
+    for (const s of this.upstream.values()) s.close();
+    this.upstream.clear();
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+    this.pending.clear();
     await Promise.all(this.ports().map((p) => this.unlisten(p)));
   }
 
@@ -193,22 +200,54 @@ export class DnsProxy {
     return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, ...(answer.rcode ? { rcode: answer.rcode } : {}), addresses: learned.map((l) => l.ip) } };
   }
 
+  /**
+   * Forwards over one shared socket per family (a socket per query costs more than the rest of the
+   * proxy): each query gets a random id of its own upstream, its answer is matched by that id and
+   * the server's address, and the pod's id is put back.
+   */
   private udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
-    const sock = dgram.createSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4");
+    const family = net.isIPv6(orig.ip) ? "udp6" : "udp4";
+    const sock = this.upstreamSocket(family);
     return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`no answer from ${orig.ip}:${orig.port} within ${this.timeout()} ms`)), this.timeout());
-      const done = (err: Error | undefined, answer?: Buffer): void => {
+      let id = randomInt(0x10000);
+      for (let tries = 0; this.pending.has(id); tries++) {
+        if (tries > 64) return reject(new Error("too many queries in flight upstream"));
+        id = randomInt(0x10000);
+      }
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no answer from ${orig.ip}:${orig.port} within ${this.timeout()} ms`));
+      }, this.timeout());
+      this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), resolve, timer });
+      const out = Buffer.from(msg);
+      out.writeUInt16BE(id, 0);
+      sock.send(out, orig.port, orig.ip, (err) => {
+        if (!err) return;
         clearTimeout(timer);
-        sock.close();
-        if (err) reject(err);
-        else resolve(answer!);
-      };
-      sock.on("error", (err) => done(err));
-      sock.on("message", (answer, rinfo) => {
-        if (rinfo.address === orig.ip && rinfo.port === orig.port && answer.length >= 2 && answer.readUInt16BE(0) === msg.readUInt16BE(0)) done(undefined, answer);
+        this.pending.delete(id);
+        reject(err);
       });
-      sock.send(msg, orig.port, orig.ip);
     });
+  }
+
+  private upstreamSocket(family: "udp4" | "udp6"): dgram.Socket {
+    let sock = this.upstream.get(family);
+    if (sock) return sock;
+    sock = dgram.createSocket(family);
+    sock.on("message", (answer, rinfo) => {
+      if (answer.length < 12) return;
+      const id = answer.readUInt16BE(0);
+      const p = this.pending.get(id);
+      // Only the server asked may answer (an answer from anywhere else could plant addresses).
+      if (!p || p.ip !== rinfo.address || p.port !== rinfo.port) return;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      answer.writeUInt16BE(p.podId, 0);
+      p.resolve(answer);
+    });
+    sock.on("error", (err) => log.error({ error: err.message }, "DNS proxy upstream socket error"));
+    this.upstream.set(family, sock);
+    return sock;
   }
 
   private tcpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
