@@ -11,15 +11,16 @@ import { stringify } from "yaml";
 import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { GENERATED_DIR } from "../crds/generate.ts";
 import { FlowBuffer } from "../node-agent/observer/buffer.ts";
-import { ObserverServer } from "../node-agent/observer/server.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { pino } from "pino";
+import { HubbleServer } from "../node-agent/observer/hubble-server.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { flow } from "../flowapi/testing/flows.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
 describe("an exec credential plugin in the kubeconfig", { timeout: 300_000 }, () => {
   let cp: ControlPlane | undefined;
-  let observer: ObserverServer | undefined;
+  let observer: HubbleServer | undefined;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-exec-credential-"));
   const plugin = path.join(dir, "credential-plugin.sh");
   const tokenFile = path.join(dir, "token");
@@ -111,13 +112,13 @@ describe("an exec credential plugin in the kubeconfig", { timeout: 300_000 }, ()
   it("observe finds the agents with the plugin's token: none yet, then one whose flows it prints", async () => {
     const none = await membrane("observe");
     assert.equal(none.code, 1);
-    assert.equal(none.stderr, "membrane observe: no node in the cluster has an observer address (0 CiliumNode(s) without one)\n");
+    assert.equal(none.stderr, "membrane observe: no node in the cluster has a Hubble address (0 CiliumNode(s) without one)\n");
 
     const buffer = new FlowBuffer({ capacity: 10 });
     buffer.push(flow({ node: "node-a", time: "2026-01-01T00:00:01.000Z" }));
-    observer = new ObserverServer(buffer);
-    const address = await observer.start({ socketPath: path.join(dir, "observer.sock") });
-    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: "node-a", annotations: { [OBSERVER_ADDRESS_ANNOTATION]: address } }, spec: {} }));
+    observer = new HubbleServer(buffer, "node-a", pino({ level: "silent" }));
+    const [address] = await observer.start({ socketPath: path.join(dir, "hubble.sock") });
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: "node-a", annotations: { [HUBBLE_ADDRESS_ANNOTATION]: address! } }, spec: {} }));
     const one = await membrane("observe", "-o", "json");
     assert.equal(one.code, 0, one.stderr);
     assert.deepEqual(one.stdout.trimEnd().split("\n").map((l) => (JSON.parse(l) as { node: string; verdict: string }).node), ["node-a"]);

@@ -1,4 +1,4 @@
-// `membrane observe` without --server against a real kube-apiserver: agents found through their CiliumNodes' observer annotation, flows merged, silent nodes named on stderr.
+// `membrane observe` without --server against a real kube-apiserver: agents found through their CiliumNodes' Hubble annotation, flows merged, silent nodes named on stderr.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -8,9 +8,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
+import { pino } from "pino";
 import { FlowBuffer } from "../node-agent/observer/buffer.ts";
-import { ObserverServer } from "../node-agent/observer/server.ts";
-import { OBSERVER_ADDRESS_ANNOTATION, discoverObserversFromKubeconfig } from "../flowapi/discover.ts";
+import { HubbleServer } from "../node-agent/observer/hubble-server.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { dropFlow, flow } from "../flowapi/testing/flows.ts";
 import type { Flow } from "../flowapi/flow.ts";
 
@@ -20,7 +21,7 @@ const CILIUM_NODE_CRD = fileURLToPath(new URL("../crds/generated/ciliumnodes.cil
 describe("membrane observe finds every agent in the cluster", () => {
   let cp: ControlPlane | undefined;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observe-cluster-"));
-  const servers: ObserverServer[] = [];
+  const servers: HubbleServer[] = [];
 
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const r = await cp!.kubectl(args, input);
@@ -28,13 +29,13 @@ describe("membrane observe finds every agent in the cluster", () => {
     return r.stdout;
   };
   const ciliumNode = (name: string, address?: string): string =>
-    JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name, ...(address !== undefined ? { annotations: { [OBSERVER_ADDRESS_ANNOTATION]: address } } : {}) }, spec: {} });
-  const observer = async (flows: Flow[], listen: { socketPath: string } | { port: number }): Promise<string> => {
+    JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name, ...(address !== undefined ? { annotations: { [HUBBLE_ADDRESS_ANNOTATION]: address } } : {}) }, spec: {} });
+  const observer = async (node: string, flows: Flow[]): Promise<string> => {
     const buffer = new FlowBuffer({ capacity: 100 });
     for (const f of flows) buffer.push(f);
-    const s = new ObserverServer(buffer);
+    const s = new HubbleServer(buffer, node, pino({ level: "silent" }));
     servers.push(s);
-    return s.start(listen);
+    return (await s.start({ socketPath: path.join(dir, `${node}.sock`) }))[0]!;
   };
   const observe = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
     promisify(execFile)(MEMBRANE, ["observe", "--kubeconfig", cp!.kubeconfig, ...args]).then(
@@ -55,26 +56,17 @@ describe("membrane observe finds every agent in the cluster", () => {
   });
 
   it("merges the flows of every annotated node by time, and names the node that does not answer and the one without an address", async () => {
-    const a = await observer([dropFlow({ node: "node-a", time: "2026-01-01T00:00:01.000Z" }), flow({ node: "node-a", time: "2026-01-01T00:00:03.000Z" })], { socketPath: path.join(dir, "a.sock") });
-    const b = await observer([dropFlow({ node: "node-b", time: "2026-01-01T00:00:02.000Z" })], { port: 0 });
-    assert.match(b, /^http:\/\/127\.0\.0\.1:\d+$/);
+    const a = await observer("node-a", [dropFlow({ node: "node-a", time: "2026-01-01T00:00:01.000Z" }), flow({ node: "node-a", time: "2026-01-01T00:00:03.000Z" })]);
+    const b = await observer("node-b", [dropFlow({ node: "node-b", time: "2026-01-01T00:00:02.000Z" })]);
     const dead = `unix:${path.join(dir, "dead.sock")}`;
     for (const [name, address] of [["node-a", a], ["node-b", b], ["node-c", dead], ["node-d", undefined]] as const) await kubectl(["apply", "-f", "-"], ciliumNode(name, address));
-
-    const d = await discoverObserversFromKubeconfig(cp!.kubeconfig);
-    assert.deepEqual(d.observers, [
-      { node: "node-a", address: a },
-      { node: "node-b", address: b },
-      { node: "node-c", address: dead },
-    ]);
-    assert.deepEqual(d.unreachable.map((u) => u.node), ["node-d"]);
 
     const all = await observe("-o", "json");
     assert.equal(all.code, 0, all.stderr);
     const flows = all.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Flow);
     assert.deepEqual(flows.map((f) => `${f.node} ${f.verdict}`), ["node-a DROPPED", "node-b DROPPED", "node-a FORWARDED"]);
-    assert.match(all.stderr, /node node-c \(unix:.*dead\.sock\): connect ENOENT.*its flows are missing/);
-    assert.match(all.stderr, /node node-d: not asked: metadata\.annotations\["membrane\.io\/observer-address"\]: not set/);
+    assert.match(all.stderr, /node node-c \(unix:.*dead\.sock\): .*connect ENOENT.*its flows are missing/);
+    assert.match(all.stderr, /node node-d: not asked: metadata\.annotations\["membrane\.io\/hubble-address"\]: not set/);
 
     const drops = await observe("--verdict", "DROPPED", "--last", "1");
     assert.equal(drops.code, 0, drops.stderr);
@@ -93,7 +85,7 @@ describe("membrane observe finds every agent in the cluster", () => {
     await kubectl(["delete", "ciliumnode", "node-x"]);
     const empty = await observe();
     assert.equal(empty.code, 1);
-    assert.match(empty.stderr, /no node in the cluster has an observer address/);
+    assert.match(empty.stderr, /no node in the cluster has a Hubble address/);
     const noCluster = await promisify(execFile)(MEMBRANE, ["observe", "--kubeconfig", path.join(dir, "missing-kubeconfig")]).catch((e: { code: number; stderr: string }) => e);
     assert.equal((noCluster as { code: number }).code, 1);
     assert.match((noCluster as { stderr: string }).stderr, /finding the agents in the cluster \(use --server ADDR to name one\)/);

@@ -1,19 +1,30 @@
-// `membrane observe`: flows from the agents' observer APIs (given, or found in the cluster), filtered like hubble, as a table or JSON lines.
-import { readFlows } from "../flowapi/client.ts";
-import { FILTER_USAGE, parseFilterArgs, type FlowFilter } from "../flowapi/filter.ts";
+// `membrane observe`: flows from Hubble's Observer API (an agent's, the relay's, or every agent found in the cluster), filtered like hubble, as a table or JSON lines.
+import fs from "node:fs";
+import { FILTER_USAGE, flowPredicate, parseFilterArgs, type FlowFilter } from "../flowapi/filter.ts";
 import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
-import { discoverObserversFromKubeconfig, parseObserverAddress, OBSERVER_ADDRESS_ANNOTATION, type ObserverDiscovery } from "../flowapi/discover.ts";
+import { discoverHubblePeers, HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { clientSource, HubbleClient, type HubbleClientTls } from "../flowapi/hubble/client.ts";
+import { fromHubbleFlow } from "../flowapi/hubble/flow.ts";
+import { observeRequest } from "../flowapi/hubble/request.ts";
+import type { GetFlowsResponse } from "../flowapi/hubble/types.ts";
+import { KubeClient } from "../kube/kube.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
 import { observeProcesses, observeType, PROCESS_USAGE } from "./observe-process.ts";
 
-const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [-f] [-o table|json] [filters]
+const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [TLS flags] [-f] [-o table|json] [filters]
        membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
 
-  --server ADDR      an agent's observer API: unix:/path/to/socket, /path/to/socket or http://HOST:PORT;
-                     without it, every node's agent is found in the cluster (the CiliumNode annotation
-                     ${OBSERVER_ADDRESS_ANNOTATION}) and their flows are merged
+Reads Hubble's Observer API, as the hubble CLI does, and prints Membrane's flows (the deciding rule of each).
+
+  --server ADDR      an agent's Hubble socket (unix:/run/membrane/hubble.sock, or the path alone) or
+                     HOST:PORT (the relay: \`membrane dev status\` names the local cluster's; an agent's
+                     TCP server needs the TLS flags); without it, every node's agent is found in the
+                     cluster (the CiliumNode annotation ${HUBBLE_ADDRESS_ANNOTATION}) and their flows are merged
   --kubeconfig FILE  the cluster to find agents in (default: ${KUBECONFIG_DEFAULT})
+  --tls-ca-cert-files FILE, --tls-client-cert-file FILE, --tls-client-key-file FILE
+                     mutual TLS for HOST:PORT servers (the chart's Secret membrane-hubble-client holds them)
+  --tls-server-name NAME  the name the server's certificate carries (agents: hubble-grpc.membrane.io)
   -f, --follow       keep printing new flows until interrupted
   -o, --output       table (default) or json (one flow per line)
 
@@ -23,12 +34,24 @@ exit code is 1 only when no observer answered.
 ${FILTER_USAGE}`;
 
 export interface ObserveArgs {
-  /** Explicit observer addresses; empty means "discover them in the cluster". */
+  /** Explicit Hubble addresses (`unix:/path`, `host:port`); empty means "discover the agents in the cluster". */
   readonly servers: readonly string[];
   readonly kubeconfig?: string;
+  readonly tls?: HubbleClientTls;
   readonly follow: boolean;
   readonly output: "table" | "json";
   readonly filter: FlowFilter;
+}
+
+/** `unix:/path`, `unix:///path` or `/path` as `unix:/path`; `host:port` as it is; anything else undefined. */
+export function parseHubbleAddress(s: string): string | undefined {
+  if (s.startsWith("unix:")) {
+    const p = s.slice("unix:".length).replace(/^\/+/, "/");
+    return p.startsWith("/") && p.length > 1 ? `unix:${p}` : undefined;
+  }
+  if (s.startsWith("/")) return `unix:${s}`;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s);
+  return m && Number(m[2]) <= 65535 ? s : undefined;
 }
 
 export function parseObserveArgs(args: readonly string[]): { ok: true; value: ObserveArgs } | { ok: false; error: string } {
@@ -36,19 +59,53 @@ export function parseObserveArgs(args: readonly string[]): { ok: true; value: Ob
   if (!parsed.ok) return parsed;
   const flags = parseFlags({
     args: parsed.rest,
-    options: { server: { type: "string", multiple: true }, kubeconfig: { type: "string" }, output: { type: "string", short: "o" }, follow: { type: "boolean", short: "f" } },
+    options: {
+      server: { type: "string", multiple: true },
+      kubeconfig: { type: "string" },
+      output: { type: "string", short: "o" },
+      follow: { type: "boolean", short: "f" },
+      "tls-ca-cert-files": { type: "string" },
+      "tls-client-cert-file": { type: "string" },
+      "tls-client-key-file": { type: "string" },
+      "tls-server-name": { type: "string" },
+    },
   });
   if (!flags.ok) return flags;
   const v = flags.parsed.values;
-  for (const f of ["server", "kubeconfig", "output"] as const) if ([v[f]].flat().includes("")) return { ok: false, error: `--${f}: needs a value` };
-  const servers = v.server ?? [];
+  for (const f of ["server", "kubeconfig", "output", "tls-ca-cert-files", "tls-client-cert-file", "tls-client-key-file", "tls-server-name"] as const) {
+    if ([v[f]].flat().includes("")) return { ok: false, error: `--${f}: needs a value` };
+  }
+  const servers: string[] = [];
+  for (const s of v.server ?? []) {
+    const a = parseHubbleAddress(s);
+    if (a === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or HOST:PORT` };
+    servers.push(a);
+  }
   const kubeconfig = v.kubeconfig;
   const follow = v.follow === true;
   const output = v.output ?? "table";
   if (output !== "table" && output !== "json") return { ok: false, error: `-o: "${output}" is not table or json` };
-  for (const s of servers) if (parseObserverAddress(s) === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or http://HOST:PORT` };
   if (servers.length > 0 && kubeconfig !== undefined) return { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" };
-  return { ok: true, value: { servers, ...(kubeconfig !== undefined ? { kubeconfig } : {}), follow, output, filter: parsed.filter } };
+  const tlsFiles = { ca: v["tls-ca-cert-files"], cert: v["tls-client-cert-file"], key: v["tls-client-key-file"] };
+  const given = Object.values(tlsFiles).filter((x) => x !== undefined).length;
+  if (given > 0 && given < 3) return { ok: false, error: "--tls-ca-cert-files, --tls-client-cert-file, --tls-client-key-file: give all three (mutual TLS)" };
+  if (v["tls-server-name"] !== undefined && given === 0) return { ok: false, error: "--tls-server-name: needs the TLS files" };
+  let tls: HubbleClientTls | undefined;
+  if (given === 3) {
+    const read = (flag: string, file: string): Buffer | string => {
+      try {
+        return fs.readFileSync(file);
+      } catch (err) {
+        return `--${flag}: ${(err as Error).message}`;
+      }
+    };
+    const ca = read("tls-ca-cert-files", tlsFiles.ca!);
+    const cert = read("tls-client-cert-file", tlsFiles.cert!);
+    const key = read("tls-client-key-file", tlsFiles.key!);
+    for (const x of [ca, cert, key]) if (typeof x === "string") return { ok: false, error: x };
+    tls = { ca: ca as Buffer, cert: cert as Buffer, key: key as Buffer, ...(v["tls-server-name"] !== undefined ? { serverName: v["tls-server-name"] } : {}) };
+  }
+  return { ok: true, value: { servers, ...(kubeconfig !== undefined ? { kubeconfig } : {}), ...(tls ? { tls } : {}), follow, output, filter: parsed.filter } };
 }
 
 export function formatFlowTable(flows: readonly Flow[], header = true): string {
@@ -62,7 +119,7 @@ function formatOne(f: Flow, output: "table" | "json"): string {
   return output === "json" ? JSON.stringify(f) + "\n" : flowTableRow(f).filter((c) => c !== "").join("  ") + "\n";
 }
 
-/** One observer to ask: `label` names it in warnings (the node, when discovered). */
+/** One Hubble server to ask: `label` names it in warnings (the node, when discovered). */
 interface ObserverTarget {
   readonly label: string;
   readonly address: string;
@@ -70,43 +127,67 @@ interface ObserverTarget {
 
 async function targetsOf(a: ObserveArgs, warn: (s: string) => void): Promise<ObserverTarget[]> {
   if (a.servers.length > 0) return a.servers.map((s) => ({ label: s, address: s }));
-  let d: ObserverDiscovery;
+  let peers;
   try {
-    d = await discoverObserversFromKubeconfig(await cliKubeconfig(a.kubeconfig));
+    const client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig));
+    try {
+      peers = await discoverHubblePeers(client);
+    } finally {
+      client.close();
+    }
   } catch (err) {
     throw new Error(`finding the agents in the cluster (use --server ADDR to name one): ${(err as Error).message}`, { cause: err });
   }
-  for (const u of d.unreachable) warn(`node ${u.node}: not asked: ${u.reason}\n`);
-  if (d.observers.length === 0) throw new Error(`no node in the cluster has an observer address (${d.unreachable.length} CiliumNode(s) without one)`);
-  return d.observers.map((o) => ({ label: `node ${o.node} (${o.address})`, address: o.address }));
+  const found = peers.flatMap((p) => (p.address !== undefined ? [{ label: `node ${p.node} (${p.address})`, address: p.address }] : []));
+  for (const p of peers) if (p.address === undefined) warn(`node ${p.node}: not asked: ${p.reason}\n`);
+  if (found.length === 0) throw new Error(`no node in the cluster has a Hubble address (${peers.length} CiliumNode(s) without one)`);
+  return found;
+}
+
+/** How long a server may take to answer a request that ends by itself (a replay) before it counts as not answering. */
+export const OBSERVER_ANSWER_TIMEOUT_MS = 30_000;
+
+/** Streams one server's GetFlows answer as our flows, filtered again when Hubble's filters select more than ours. */
+async function readHubble(address: string, tls: HubbleClientTls | undefined, a: ObserveArgs, onFlow: (f: Flow) => void, signal?: AbortSignal): Promise<void> {
+  const { request, exact } = observeRequest(a.filter, a.follow);
+  const again = exact ? undefined : flowPredicate(a.filter);
+  const client = new HubbleClient(address, tls);
+  try {
+    await clientSource(client, a.follow ? undefined : OBSERVER_ANSWER_TIMEOUT_MS)(
+      request,
+      (r: GetFlowsResponse) => {
+        if (r.flow === undefined) return;
+        const f = fromHubbleFlow(r.flow);
+        if (again === undefined || again(f)) onFlow(f);
+      },
+      signal,
+    );
+  } finally {
+    client.close();
+  }
 }
 
 /**
- * Asks every observer at once; one that fails is reported through `warn` and the others' flows are
- * still shown. Rejects only when no observer answered.
+ * Asks every server at once; one that fails is reported through `warn` and the others' flows are
+ * still shown. Rejects only when no server answered.
  */
 async function fromEvery(targets: readonly ObserverTarget[], warn: (s: string) => void, read: (address: string) => Promise<void>): Promise<void> {
   const results = await Promise.allSettled(targets.map((t) => read(t.address)));
-  const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${targets[i]!.label}: ${stripAddress(String((r.reason as Error).message ?? r.reason), targets[i]!.address)}`] : []));
+  const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${targets[i]!.label}: ${String((r.reason as Error).message ?? r.reason)}`] : []));
   if (failures.length === targets.length) throw new Error(failures.length === 1 ? failures[0]! : `no observer answered:\n  ${failures.join("\n  ")}`);
   for (const f of failures) warn(`${f}: its flows are missing\n`);
-}
-
-/** readFlows' errors start with the address; the label already names it. */
-function stripAddress(msg: string, address: string): string {
-  return msg.startsWith(`${address}: `) ? msg.slice(address.length + 2) : msg;
 }
 
 /** Runs observe with explicit output and an abort signal (tests); `run` wires it to the process. */
 export async function observe(a: ObserveArgs, out: (s: string) => void, signal?: AbortSignal, warn: (s: string) => void = () => {}): Promise<void> {
   const targets = await targetsOf(a, warn);
   if (a.follow) {
-    // Replay, then stream, from every observer at once; lines are printed as they arrive.
-    await fromEvery(targets, warn, (s) => readFlows(s, a.filter, true, (f) => out(formatOne(f, a.output)), signal));
+    // Replay, then stream, from every server at once; lines are printed as they arrive.
+    await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => out(formatOne(f, a.output)), signal));
     return;
   }
   const all: Flow[] = [];
-  await fromEvery(targets, warn, (s) => readFlows(s, a.filter, false, (f) => all.push(f), signal));
+  await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => all.push(f), signal));
   all.sort((x, y) => (x.time < y.time ? -1 : x.time > y.time ? 1 : 0));
   const flows = a.filter.last !== undefined ? all.slice(-a.filter.last) : all;
   out(a.output === "json" ? flows.map((f) => JSON.stringify(f) + "\n").join("") : formatFlowTable(flows));

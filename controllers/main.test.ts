@@ -64,17 +64,21 @@ test("--agent-auth token needs the agents' ServiceAccount; audience defaults to 
   assert.match((parseArgs(["--agent-auth", "token", "--agent-service-account", "a/b"]) as { error: string }).error, /need --distribution-port/);
 });
 
-test("service map flags: the map is off unless --servicemap-port is given; bad values name the flag", () => {
+test("service map flags: the map is off unless --servicemap-port is given; it reads through the relay or given Hubble servers; bad values name the flag", () => {
   const off = parseArgs(["--health-port", "0"]);
   assert.ok("config" in off && off.servicemap === undefined);
-  const on = parseArgs(["--servicemap-port=0", "--observer", "unix:/run/a.sock", "--observer=http://127.0.0.1:4245", "--id", "x"]);
+  const on = parseArgs(["--servicemap-port=0", "--servicemap-hubble-server", "unix:/run/a.sock", "--servicemap-hubble-server=127.0.0.1:4245", "--id", "x"]);
   assert.ok("config" in on);
-  assert.deepEqual(on.servicemap, { port: 0, observers: ["unix:/run/a.sock", "http://127.0.0.1:4245"], discover: true });
+  assert.deepEqual(on.servicemap, { port: 0, hubbleServers: ["unix:/run/a.sock", "127.0.0.1:4245"] });
   assert.equal(on.config.id, "x");
+  const relayOnly = parseArgs(["--servicemap-port=0", "--hubble-relay-address", "127.0.0.1:0"]);
+  assert.ok("config" in relayOnly && relayOnly.relay !== undefined);
+  assert.deepEqual(relayOnly.servicemap, { port: 0, hubbleServers: [] });
+  assert.match((parseArgs(["--servicemap-port", "0"]) as { error: string }).error, /^--servicemap-port: needs --hubble-relay-address \(the map reads flows through the relay\)/);
   assert.deepEqual(parseArgs(["--servicemap-port", "x"]), { error: '--servicemap-port: "x" is not a port number' });
-  assert.deepEqual(parseArgs(["--servicemap-port", "0", "--observer", "ftp://x"]), { error: '--observer: "ftp://x" is not unix:/PATH or http://HOST:PORT' });
-  assert.match((parseArgs(["--observer", "unix:/a"]) as { error: string }).error, /needs --servicemap-port/);
-  assert.match((parseArgs(["--servicemap-discover", "maybe", "--servicemap-port", "0"]) as { error: string }).error, /not true or false/);
+  assert.deepEqual(parseArgs(["--servicemap-port", "0", "--servicemap-hubble-server", "http://x:1"]), { error: '--servicemap-hubble-server: "http://x:1" is not unix:/PATH or HOST:PORT' });
+  assert.match((parseArgs(["--servicemap-hubble-server", "unix:/a"]) as { error: string }).error, /needs --servicemap-port/);
+  assert.match((parseArgs(["--servicemap-discover", "true", "--servicemap-port", "0"]) as { error: string }).error, /unknown flag --servicemap-discover/);
   assert.match((parseArgs(["--servicemap-port"]) as { error: string }).error, /a value is required/);
 });
 

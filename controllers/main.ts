@@ -9,7 +9,7 @@ import { Operator, type OperatorConfig, type ControllerName, ALL_CONTROLLERS, OP
 import { PodCIDRPool } from "./cidrpool.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
-import { parseObserverAddress } from "../flowapi/discover.ts";
+import type { FlowSource } from "../flowapi/hubble/client.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
 import { parseFlags } from "../kube/flags.ts";
@@ -118,8 +118,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "hubble-relay-tls-key": { type: "string" },
       "hubble-relay-tls-ca": { type: "string" },
       "hubble-relay-peer-server-name": { type: "string" },
-      observer: { type: "string", multiple: true },
-      "servicemap-discover": { type: "string" },
+      "servicemap-hubble-server": { type: "string", multiple: true },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -196,15 +195,9 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     if (typeof n === "string") return { error: n };
     servicemapPort = n;
   }
-  const observers = v.observer ?? [];
-  const badObserver = observers.find((o) => parseObserverAddress(o) === undefined);
-  if (badObserver !== undefined) return { error: `--observer: "${badObserver}" is not unix:/PATH or http://HOST:PORT` };
-  let servicemapDiscover = true;
-  if (v["servicemap-discover"] !== undefined) {
-    const b = bool("servicemap-discover", v["servicemap-discover"]);
-    if (typeof b === "string") return { error: b };
-    servicemapDiscover = b;
-  }
+  const hubbleServers = v["servicemap-hubble-server"] ?? [];
+  const badServer = hubbleServers.find((o) => !/^unix:\/./.test(o) && parseHostPort(o) === undefined);
+  if (badServer !== undefined) return { error: `--servicemap-hubble-server: "${badServer}" is not unix:/PATH or HOST:PORT` };
   const logLevel = v["log-level"] ?? "info";
   if (distPort !== undefined) {
     const missing = (["caFile", "certFile", "keyFile"] as const).filter((k) => !tls[k]).map((k) => `--tls-${k.replace("File", "")}`);
@@ -220,7 +213,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   } else if (agentAuth !== undefined || agentServiceAccount !== undefined || agentAudience !== undefined) {
     return { error: "--agent-auth/--agent-service-account/--agent-token-audience need --distribution-port" };
   }
-  if (servicemapPort === undefined && observers.length > 0) return { error: "--observer: needs --servicemap-port (the observers feed the service map)" };
+  if (servicemapPort === undefined && hubbleServers.length > 0) return { error: "--servicemap-hubble-server: needs --servicemap-port (the servers feed the service map)" };
   try {
     new PodCIDRPool(config.podCidrPool, config.nodeCidrMaskSize);
   } catch (e) {
@@ -228,7 +221,10 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
   }
   const relay = relayFlags(v);
   if (typeof relay === "string") return { error: relay };
-  const servicemap: ServiceMapConfig | undefined = servicemapPort === undefined ? undefined : { port: servicemapPort, observers, discover: servicemapDiscover };
+  if (servicemapPort !== undefined && relay === undefined && hubbleServers.length === 0) {
+    return { error: "--servicemap-port: needs --hubble-relay-address (the map reads flows through the relay) or --servicemap-hubble-server" };
+  }
+  const servicemap: ServiceMapConfig | undefined = servicemapPort === undefined ? undefined : { port: servicemapPort, hubbleServers };
   return { config, logLevel, ...(servicemap ? { servicemap } : {}), ...(relay ? { relay } : {}) };
 }
 
@@ -271,8 +267,8 @@ export async function run(args: string[]): Promise<number> {
   }
   const log = pino({ level: parsed.logLevel, base: { component: "operator", id: parsed.config.id } });
   const operator = new Operator(parsed.config, log);
-  const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log) : undefined;
   const relay = parsed.relay ? await startRelay(parsed.relay, parsed.config.kubeconfig, log) : undefined;
+  const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log, relay?.source) : undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (signal: string): void => {
     log.info({ signal }, "shutting down");
@@ -292,12 +288,13 @@ export async function run(args: string[]): Promise<number> {
 }
 
 /** The relay runs in every replica, leader or not: it only reads. */
-async function startRelay(f: RelayFlags, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void> }> {
+async function startRelay(f: RelayFlags, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void>; source: FlowSource }> {
   const client = await KubeClient.fromKubeconfig(kubeconfig);
   const tls = f.tls ? { cert: fs.readFileSync(f.tls.certFile), key: fs.readFileSync(f.tls.keyFile), ca: fs.readFileSync(f.tls.caFile) } : undefined;
   const relay = HubbleRelay.fromCluster(client, { address: f.address, ...(tls ? { tls } : {}), ...(f.peerServerName ? { peerServerName: f.peerServerName } : {}), log });
   await relay.start();
   return {
+    source: relay.source,
     stop: async () => {
       await relay.stop();
       client.close();

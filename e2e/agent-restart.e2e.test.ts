@@ -241,7 +241,7 @@ describe("agent kill -9 under a continuous stream of connections (2 nodes, real 
       const applied = agentLog().filter((l) => l.msg === "state applied").at(-1);
       return c?.status === "True" && applied && c.message.includes(`version ${String(applied.version)} `) ? { cn, applied } : undefined;
     });
-    assert.match(synced.cn.metadata.annotations?.["membrane.io/observer-address"] ?? "", /^unix:\//);
+    assert.match(synced.cn.metadata.annotations?.["membrane.io/hubble-address"] ?? "", /^unix:\//);
     assert.ok(await connects("tiefighter", "deathstar", 80) && !(await connects("xwing", "deathstar", 80)), "after the update: empire in, alliance out");
 
     // No duplicate or ghost endpoints: one record and one map entry per pod on the node.

@@ -8,7 +8,7 @@ import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
 import { devClusterPaths } from "../localcluster/devcluster.ts";
 import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 import { CNPS } from "../kube/resources.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { Flow } from "../flowapi/flow.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
@@ -103,20 +103,20 @@ describe("flows of denied connections, across nodes, through membrane observe", 
     await tc.stop();
   });
 
-  /** Each agent publishes its observer address on its CiliumNode: discovery finds it there, nothing else tells it. */
+  /** Each agent publishes its Hubble address on its CiliumNode: discovery finds it there, nothing else tells it. */
   async function waitObserverAnnotations(): Promise<void> {
     const end = Date.now() + 30_000;
     for (let i = 1; i <= NODES; i++) {
       const node = tc.nodeName(i);
-      const want = `unix:${join(devClusterPaths(tc.dir).agentDir(node), "observer.sock")}`;
+      const want = `unix:${join(devClusterPaths(tc.dir).agentDir(node), "hubble.sock")}`;
       for (;;) {
         const cn = JSON.parse(await tc.kubectl(["get", "ciliumnode", node, "-o", "json"])) as { metadata: { annotations?: Record<string, string> } };
-        const got = cn.metadata.annotations?.[OBSERVER_ADDRESS_ANNOTATION];
+        const got = cn.metadata.annotations?.[HUBBLE_ADDRESS_ANNOTATION];
         if (got !== undefined) {
-          assert.equal(got, want, `${node}: the agent published another observer address`);
+          assert.equal(got, want, `${node}: the agent published another Hubble address`);
           break;
         }
-        if (Date.now() > end) assert.fail(`${node}: the agent did not publish ${OBSERVER_ADDRESS_ANNOTATION} on its CiliumNode within 30 s`);
+        if (Date.now() > end) assert.fail(`${node}: the agent did not publish ${HUBBLE_ADDRESS_ANNOTATION} on its CiliumNode within 30 s`);
         await new Promise((r) => setTimeout(r, 200));
       }
     }

@@ -1,4 +1,4 @@
-// Hubble-like flow filters: parsed from argv (or the API's query string) into a spec, then into a predicate.
+// Hubble-like flow filters of `membrane observe`: parsed from argv into a spec, then into a predicate (flowapi/hubble/request.ts makes Hubble's FlowFilters of it).
 import { parseArgs } from "node:util";
 import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
@@ -177,41 +177,6 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
   }
   const { since, last, ...lists } = f;
   return { ok: true, filter: { ...lists, ...(since !== undefined ? { since } : {}), ...(last !== undefined ? { last } : {}) }, rest };
-}
-
-/** The filter as argv again (the observer API carries it in its query string, one flag per parameter). */
-export function filterToArgs(f: FlowFilter): string[] {
-  const out: string[] = [];
-  const pod = (p: PodRef): string => (p.namespace !== undefined ? `${p.namespace}/${p.pod}` : p.pod);
-  for (const v of f.namespace) out.push(`--namespace=${v}`);
-  for (const v of f.pod) out.push(`--pod=${pod(v)}`);
-  for (const v of f.fromPod) out.push(`--from-pod=${pod(v)}`);
-  for (const v of f.toPod) out.push(`--to-pod=${pod(v)}`);
-  for (const v of f.label) out.push(`--label=${v}`);
-  for (const v of f.identity) out.push(`--identity=${v}`);
-  for (const v of f.verdict) out.push(`--verdict=${v}`);
-  for (const v of f.protocol) out.push(`--protocol=${v}`);
-  for (const v of f.port) out.push(`--port=${v}`);
-  for (const v of f.type) out.push(`--type=${v}`);
-  if (f.since !== undefined) out.push(`--since=${f.since}`);
-  if (f.last !== undefined) out.push(`--last=${f.last}`);
-  return out;
-}
-
-export function filterToQuery(f: FlowFilter): URLSearchParams {
-  const q = new URLSearchParams();
-  for (const a of filterToArgs(f)) {
-    const eq = a.indexOf("=");
-    q.append(a.slice(2, eq), a.slice(eq + 1));
-  }
-  return q;
-}
-
-/** Parses the filter parameters of a query string; other parameters (e.g. `follow`) are ignored. */
-export function filterFromQuery(q: URLSearchParams): FilterParse {
-  const argv: string[] = [];
-  for (const [k, v] of q) if ((FILTER_FLAGS as readonly string[]).includes(k)) argv.push(`--${k}=${v}`);
-  return parseFilterArgs(argv);
 }
 
 function podMatches(ref: PodRef, e: FlowEndpoint): boolean {

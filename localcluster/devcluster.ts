@@ -247,7 +247,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         "--netns", node.netns, "--node-ip", node.internalIP, "--bpf-scope", agentScope(node),
         "--cni-socket", join(adir, "agent.sock"), "--state-dir", join(adir, "state"),
         // Every node's agent runs in the root netns: each needs its own observer socket and metrics port.
-        "--observer-socket", join(adir, "observer.sock"), "--hubble-socket", join(adir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
+        "--hubble-socket", join(adir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
         // API access: the agent publishes its health and observer address on its CiliumNode.
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
         ...encryptionArgs,

@@ -35,7 +35,7 @@ function stateDenying8081(generation: number): NodeState {
 
 describe("agent observer and metrics", () => {
   const tb = new AgentTestbed(`m8o${process.pid % 100000}`);
-  const observerSocket = path.join(tb.dir, "observer.sock");
+  const observerSocket = path.join(tb.dir, "hubble.sock");
   const exportFile = path.join(tb.dir, "flows.jsonl");
   let server: DistributionServer | undefined;
   let dp: Datapath | undefined;
@@ -75,7 +75,7 @@ describe("agent observer and metrics", () => {
       netns: tb.nsHost,
       log,
       backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
-      observer: { listen: { socketPath: observerSocket }, export: { path: exportFile, maxBytes: 1 << 20, keep: 2 } },
+      observer: { hubble: { socketPath: observerSocket }, export: { path: exportFile, maxBytes: 1 << 20, keep: 2 } },
     });
     await agent.start();
     metrics = new AgentMetrics({ agent, datapath: dp, log });
@@ -194,10 +194,10 @@ describe("agent observer and metrics", () => {
 describe("agent flags for the observer and metrics", () => {
   const required = ["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
 
-  it("defaults: observer socket under /run/membrane, metrics on 127.0.0.1:9962, no export", () => {
+  it("defaults: the observer (Hubble's API) socket under /run/membrane, metrics on 127.0.0.1:9962, no export", () => {
     const r = parseAgentFlags(required);
     assert.ok(r.ok);
-    assert.equal(r.flags.observerSocket, "/run/membrane/observer.sock");
+    assert.equal(r.flags.hubbleSocket, "/run/membrane/hubble.sock");
     assert.equal(r.flags.metricsAddress, "127.0.0.1:9962");
     assert.equal(r.flags.flowExport, undefined);
   });

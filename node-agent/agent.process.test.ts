@@ -31,7 +31,7 @@ describe("membrane agent (process)", () => {
       "agent", "--node-name", tb.node, "--operator", `127.0.0.1:${port}`,
       "--tls-cert", tb.pki!.file(`${tb.node}.crt`), "--tls-key", tb.pki!.file(`${tb.node}.key`), "--tls-ca", tb.pki!.file("ca.crt"),
       "--bpf-scope", tb.scope, "--cni-socket", tb.socketPath, "--state-dir", path.join(tb.dir, "state"), "--netns", tb.nsHost,
-      "--observer-socket", path.join(tb.dir, "observer.sock"), "--hubble-socket", path.join(tb.dir, "hubble.sock"), "--metrics-address", "127.0.0.1:0", ...extra,
+      "--hubble-socket", path.join(tb.dir, "hubble.sock"), "--metrics-address", "127.0.0.1:0", ...extra,
     ], { stdio: ["ignore", "pipe", "pipe"] });
     children.push(child);
     let buf = "";

@@ -20,7 +20,6 @@ import { Observer, monotonicWallClock } from "./observer/observer.ts";
 import type { EnrichLookups } from "./observer/enrich.ts";
 import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
-import type { ObserverListen } from "./observer/server.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
@@ -44,13 +43,12 @@ export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntri
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
-  readonly listen: ObserverListen;
   readonly buffer?: FlowBufferOptions;
   readonly export?: FlowExporterOptions;
   /** Hubble's exporter format beside `export` (observer/hubble-export.ts). */
   readonly hubbleExport?: HubbleExportOptions;
-  /** Hubble's Observer gRPC API: a unix socket and/or TCP with mutual TLS. */
-  readonly hubble?: HubbleListen;
+  /** Where the observer is served (Hubble's Observer gRPC API): a unix socket and/or TCP with mutual TLS. */
+  readonly hubble: HubbleListen;
 }
 
 /** Drops are never sampled; a connection's forwarded flows are kept at most once a second. */
@@ -300,7 +298,7 @@ export class NodeAgent {
   private async startObserver(o: AgentObserverOptions): Promise<void> {
     const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
     if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
-    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, listen: o.listen, ...(o.export ? { export: o.export } : {}), ...(o.hubble ? { hubble: o.hubble } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), log: this.log });
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), log: this.log });
     try {
       await observer.start();
     } catch (err) {

@@ -121,7 +121,7 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
       },
       datapath: "maps pinned under /sys/fs/bpf/membrane/test",
       agentVersion: "0.0.0-test",
-      observerAddress: "unix:/run/membrane/observer.sock",
+      hubbleAddress: () => "unix:/run/membrane/hubble.sock",
       onPodCIDRs: (c) => cidrs.push([...c]),
       log: capturingLogger(lines),
       backoff: { baseMs: 100, maxMs: 500, jitter: 0 },
@@ -131,10 +131,10 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: node }, spec: { ipam: { podCIDRs: ["10.244.7.0/24"] } } }));
     const cn = await eventually("conditions on the CiliumNode", async () => {
       const o = await ciliumNode();
-      return o.status?.conditions?.length === 3 && o.metadata.annotations?.["membrane.io/observer-address"] ? o : undefined;
+      return o.status?.conditions?.length === 3 && o.metadata.annotations?.["membrane.io/hubble-address"] ? o : undefined;
     });
     assert.deepEqual(byType(cn.status!.conditions!), { Ready: "False/OperatorUnreachable", DatapathLoaded: "True/Loaded", PolicySynced: "False/OperatorUnreachable" });
-    assert.equal(cn.metadata.annotations!["membrane.io/observer-address"], "unix:/run/membrane/observer.sock");
+    assert.equal(cn.metadata.annotations!["membrane.io/hubble-address"], "unix:/run/membrane/hubble.sock");
     assert.deepEqual(cn.status!.agent, { version: "0.0.0-test", policyAuditMode: false, auditedEndpoints: 0 }, "the version is published before any policy version");
     assert.deepEqual(cidrs.at(-1), ["10.244.7.0/24"]);
     assert.equal(lines.filter((l) => l.msg === "publishing health on the CiliumNode failed; enforcement is not affected").length, 1, "one line per distinct failure, not per retry");

@@ -6,7 +6,7 @@ import { type Condition, type ConditionInput, mergeConditions, sameConditions } 
 import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartbeat.ts";
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
-import { HUBBLE_ADDRESS_ANNOTATION, OBSERVER_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import type { AgentStatus } from "./agent.ts";
 import type { EncryptionPublication, EncryptionStatusReport } from "./encryption/publication.ts";
 
@@ -79,8 +79,6 @@ export interface CiliumNodeHealthOptions {
   readonly datapath: string;
   /** The agent's version for `status.agent.version` (default: package.json's). */
   readonly agentVersion?: string;
-  /** `unix:/path` or `http://host:port`; the annotation is left alone when absent. */
-  readonly observerAddress?: string;
   /** Where Hubble's API listens (for the relay), read when publishing: it is known once the observer started. */
   readonly hubbleAddress?: () => string | undefined;
   /** With encryption on: its EncryptionReady condition and spec.encryption, published with the rest. */
@@ -180,8 +178,6 @@ export class CiliumNodeHealth {
       this.o.log.info({ name: this.o.nodeName, key: enc.spec.key, publicKey: enc.spec.publicKey }, "encryption parameters announced on the CiliumNode");
     }
     const annotations: Record<string, string> = {};
-    const address = this.o.observerAddress;
-    if (address !== undefined && cn.metadata.annotations?.[OBSERVER_ADDRESS_ANNOTATION] !== address) annotations[OBSERVER_ADDRESS_ANNOTATION] = address;
     const hubble = this.o.hubbleAddress?.();
     if (hubble !== undefined && cn.metadata.annotations?.[HUBBLE_ADDRESS_ANNOTATION] !== hubble) annotations[HUBBLE_ADDRESS_ANNOTATION] = hubble;
     if (Object.keys(annotations).length > 0) {

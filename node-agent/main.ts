@@ -23,7 +23,7 @@ import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
-                      [--observer-socket PATH] [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
+                      [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
@@ -37,8 +37,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --state-dir   where the agent keeps its endpoints and last acknowledged state across restarts (default /var/lib/membrane/agent)
   --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
-  --observer-socket  the observer API's unix socket, for membrane observe (default /run/membrane/observer.sock)
-  --hubble-socket    Hubble's Observer gRPC API (hubble observe --server unix://PATH) on this unix socket
+  --hubble-socket    the observer: Hubble's Observer gRPC API (membrane observe, hubble observe --server unix://PATH) on this unix socket
                      (default /run/membrane/hubble.sock)
   --hubble-listen-address  also serve it on TCP HOST:PORT, always with mutual TLS: --hubble-tls-cert/--hubble-tls-key
                      (the server certificate) and --hubble-tls-client-ca (the CA of its clients, e.g. the relay) are required
@@ -88,7 +87,6 @@ export interface AgentFlags {
   readonly netns?: string;
   readonly nodeIP?: string;
   readonly logLevel: string;
-  readonly observerSocket: string;
   readonly hubbleSocket: string;
   readonly hubbleExport?: HubbleExportOptions;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
@@ -131,7 +129,6 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         netns: { type: "string" },
         "node-ip": { type: "string" },
         "log-level": { type: "string" },
-        "observer-socket": { type: "string" },
         "hubble-socket": { type: "string" },
         "hubble-export-file-path": { type: "string" },
         "hubble-export-file-max-size-mb": { type: "string" },
@@ -184,8 +181,6 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const netns = str("netns");
   const nodeIP = str("node-ip");
   if (nodeIP !== undefined && net.isIP(nodeIP) === 0) return { ok: false, error: `--node-ip: must be an IP address, got ${JSON.stringify(nodeIP)}` };
-  const observerSocket = str("observer-socket") ?? "/run/membrane/observer.sock";
-  if (observerSocket === "") return { ok: false, error: "--observer-socket: must be a path" };
   const hubbleSocket = str("hubble-socket") ?? "/run/membrane/hubble.sock";
   if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
   const hubbleExport = hubbleExportFlags(str);
@@ -263,7 +258,6 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
       logLevel: str("log-level") ?? "info",
-      observerSocket,
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
       ...(hubbleListen !== undefined
@@ -363,7 +357,6 @@ export async function run(args: string[]): Promise<number> {
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
     observer: {
-      listen: { socketPath: f.observerSocket },
       hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
       ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),
       ...(f.flowExport ? { export: f.flowExport } : {}),
@@ -373,11 +366,10 @@ export async function run(args: string[]): Promise<number> {
   let health: Awaited<ReturnType<typeof startHealth>>;
   const metrics = new AgentMetrics({ agent, datapath, log, wireguard: () => health?.encryption?.wireguard?.stats() });
   try {
-    fs.mkdirSync(path.dirname(f.observerSocket), { recursive: true });
     fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });
     await agent.start();
   } catch (err) {
-    log.error({ socket: f.cniSocket, observer: f.observerSocket, metrics: f.metricsAddress, error: (err as Error).message }, "starting the agent failed");
+    log.error({ socket: f.cniSocket, hubble: f.hubbleSocket, metrics: f.metricsAddress, error: (err as Error).message }, "starting the agent failed");
     await metrics.stop();
     await agent.stop();
     datapath.close();
@@ -460,7 +452,6 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
     },
     ...(encryption ? { encryption: () => encryption.publication() } : {}),
     datapath: `programs loaded, maps pinned under ${path.join(BPFFS_ROOT, f.bpfScope)}`,
-    observerAddress: `unix:${f.observerSocket}`,
     // The relay connects to the TCP address when there is one (another host), else to the socket.
     hubbleAddress: () => {
       const a = agent.observer?.hubbleAddresses ?? [];

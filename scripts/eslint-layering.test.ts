@@ -35,7 +35,7 @@ test("the product importing the local cluster's or a folder's test support is ca
 });
 
 test("allowed edges and tests pass: cli → flowapi, a test importing across folders", async () => {
-  assert.deepEqual(await layeringMessages("cli/planted.ts", 'import { readFlows } from "../flowapi/client.ts";\nexport const r = readFlows;\n'), []);
+  assert.deepEqual(await layeringMessages("cli/planted.ts", 'import { HubbleClient } from "../flowapi/hubble/client.ts";\nexport const r = HubbleClient;\n'), []);
   assert.deepEqual(await layeringMessages("node-agent/planted.test.ts", 'import { Operator } from "../controllers/operator.ts";\nexport const o = Operator;\n'), []);
 });
 

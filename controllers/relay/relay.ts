@@ -2,11 +2,11 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { discoverHubblePeers, type HubblePeer } from "../../flowapi/discover.ts";
-import { HubbleClient, type HubbleClientTls } from "../../flowapi/hubble/client.ts";
+import { HubbleClient, type FlowSource, type HubbleClientTls } from "../../flowapi/hubble/client.ts";
 import { hubbleApi, CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { parseFlowsRequest } from "../../flowapi/hubble/getflows.ts";
-import { msOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
+import { msOf, timestampOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
 import type { KubeClient } from "../../kube/kube.ts";
 
 export interface RelayOptions {
@@ -18,11 +18,16 @@ export interface RelayOptions {
   readonly peerServerName?: string;
   /** Where the agents are: CiliumNodes' `membrane.io/hubble-address` (a function, so tests can name peers). */
   readonly peers: () => Promise<HubblePeer[]>;
+  /** How often a following request looks for new or returning agents (default PEER_RESCAN_MS). */
+  readonly rescanMs?: number;
   readonly log: Logger;
 }
 
 /** How long a peer may take to answer a unary call before it counts as unavailable. */
 const PEER_DEADLINE_MS = 5000;
+
+/** How often a following request looks for agents that appeared or whose stream ended. */
+export const PEER_RESCAN_MS = 5000;
 
 /** An error for a grpc-js callback or stream with a status code. */
 function grpcError(code: grpc.status, message: string): grpc.ServiceError {
@@ -34,6 +39,8 @@ export class HubbleRelay {
   private readonly clients = new Map<string, HubbleClient>();
   private readonly startedAt = process.hrtime.bigint();
   private readonly calls = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>>();
+  /** Streams read in this process (`source`): stop ends them. */
+  private readonly local = new Set<() => void>();
   address = "";
 
   constructor(private readonly opts: RelayOptions) {}
@@ -64,6 +71,8 @@ export class HubbleRelay {
   async stop(): Promise<void> {
     for (const c of this.calls) c.end();
     this.calls.clear();
+    for (const end of this.local) end();
+    this.local.clear();
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
@@ -145,32 +154,80 @@ export class HubbleRelay {
     return [...seen].sort().map((namespace) => ({ cluster: "", namespace }));
   }
 
+  /** The gRPC handler: the merged stream written to the call, cancelled when the client goes. */
+  private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): Promise<void> {
+    const cancel = await this.merge(call.request, {
+      write: (r) => call.write(r),
+      end: () => call.end(),
+      fail: (code, message) => call.emit("error", grpcError(code, message)),
+    });
+    this.calls.add(call);
+    const done = (): void => {
+      cancel();
+      this.calls.delete(call);
+    };
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("error", done);
+  }
+
+  /**
+   * GetFlows for a client in the same process (the service map): the same merged stream as over gRPC.
+   * Resolves when it ends (or `signal` aborts it), rejects with the error a gRPC client would get.
+   */
+  readonly source: FlowSource = (req, onResponse, signal) =>
+    new Promise<void>((resolve, reject) => {
+      let cancel = (): void => {};
+      const abort = (): void => {
+        cancel();
+        settle(resolve);
+      };
+      signal?.addEventListener("abort", abort, { once: true });
+      this.local.add(abort);
+      const settle = (f: () => void): void => {
+        signal?.removeEventListener("abort", abort);
+        this.local.delete(abort);
+        f();
+      };
+      void this.merge(req, {
+        write: (r) => {
+          if (!signal?.aborted) onResponse(r);
+        },
+        end: () => settle(resolve),
+        fail: (code, message) => settle(() => reject(Object.assign(new Error(message), { code }))),
+      }).then((c) => {
+        cancel = c;
+        if (signal?.aborted) c();
+      });
+    });
+
   /**
    * Asks every agent with the same request. Without follow, the answers are merged by time and `number`
    * applies to the merged list (the first or last N of the cluster); with follow, flows are passed on as
-   * they arrive. An agent that cannot be asked is logged and left out, as Hubble's relay does.
+   * they arrive. An agent that cannot be asked is logged and left out, as Hubble's relay does. Resolves to
+   * the function that cancels the agents' streams.
    */
-  private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): Promise<void> {
-    const req = call.request;
+  private async merge(req: GetFlowsRequest, out: FlowSink): Promise<() => void> {
+    const none = (): void => {};
     const parsed = parseFlowsRequest(req);
     if (!parsed.ok) {
-      call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, parsed.error));
-      return;
+      out.fail(grpc.status.INVALID_ARGUMENT, parsed.error);
+      return none;
     }
     const q = parsed.query;
     let peers: HubblePeer[];
     try {
       peers = (await this.opts.peers()).filter((p) => p.address !== undefined);
     } catch (err) {
-      call.emit("error", grpcError(grpc.status.UNAVAILABLE, `finding the agents: ${(err as Error).message}`));
-      return;
+      out.fail(grpc.status.UNAVAILABLE, `finding the agents: ${(err as Error).message}`);
+      return none;
     }
     if (!q.follow) {
       const answers = await Promise.all(peers.map((p) => this.client(p.address!).collectFlows(req).catch((err: Error & { code?: number }) => ({ err }))));
       const bad = answers.find((a): a is { err: Error & { code?: number } } => "err" in a && a.err.code === grpc.status.INVALID_ARGUMENT);
       if (bad) {
-        call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, bad.err.message.replace(/^[^:]*: /, "")));
-        return;
+        out.fail(grpc.status.INVALID_ARGUMENT, bad.err.message.replace(/^[^:]*: /, ""));
+        return none;
       }
       const merged: GetFlowsResponse[] = [];
       answers.forEach((a, i) => {
@@ -179,34 +236,116 @@ export class HubbleRelay {
       });
       merged.sort((a, b) => msOf(a.time)! - msOf(b.time)!);
       const picked = q.number === 0 ? merged : q.first ? merged.slice(0, q.number) : merged.slice(Math.max(0, merged.length - q.number));
-      for (const r of picked) call.write(r);
-      call.end();
-      return;
+      for (const r of picked) out.write(r);
+      out.end();
+      return none;
     }
-    let open = peers.length;
-    // With `until`, every agent ends its stream once past it: the merged stream ends with the last.
-    const ended = (): void => {
-      if (--open === 0 && q.untilMs !== undefined) call.end();
-    };
-    const streams = peers.map((p) => {
-      const s = this.client(p.address!).getFlows(req);
-      s.on("end", ended);
-      s.on("data", (r: GetFlowsResponse) => call.write(r));
-      s.on("error", (e: grpc.ServiceError) => {
-        ended();
-        if (e.code === grpc.status.CANCELLED) return;
-        if (e.code === grpc.status.INVALID_ARGUMENT) call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, e.details));
-        else this.opts.log.warn({ node: p.node, error: e.details || e.message }, "hubble relay: a node's flow stream ended");
+    if (q.untilMs !== undefined) {
+      // With `until`, every agent ends its stream once past it: the merged stream ends with the last.
+      let open = peers.length;
+      const ended = (): void => {
+        if (--open === 0) out.end();
+      };
+      const streams = peers.map((p) => {
+        const s = this.client(p.address!).getFlows(req);
+        s.on("end", ended);
+        s.on("data", (r: GetFlowsResponse) => out.write(r));
+        s.on("error", (e: grpc.ServiceError) => {
+          ended();
+          if (e.code === grpc.status.CANCELLED) return;
+          if (e.code === grpc.status.INVALID_ARGUMENT) out.fail(grpc.status.INVALID_ARGUMENT, e.details);
+          else this.opts.log.warn({ node: p.node, error: e.details || e.message }, "hubble relay: a node's flow stream ended");
+        });
+        return s;
       });
-      return s;
-    });
-    this.calls.add(call);
-    const done = (): void => {
-      for (const s of streams) s.cancel();
-      this.calls.delete(call);
-    };
-    call.on("cancelled", done);
-    call.on("close", done);
-    call.on("error", done);
+      return () => {
+        for (const s of streams) s.cancel();
+      };
+    }
+    return this.followAll(req, peers, out);
   }
+
+  /**
+   * A following request without an end: one stream per agent, passed on as flows arrive. Agents that appear
+   * later are asked too (the peers are read again every `rescanMs`), and an agent whose stream ends (a restart)
+   * is asked again from the time of the last flow it sent, without repeating the flows of that millisecond.
+   */
+  private followAll(req: GetFlowsRequest, initial: readonly HubblePeer[], out: FlowSink): () => void {
+    interface PeerStream {
+      stream?: grpc.ClientReadableStream<GetFlowsResponse>;
+      node: string;
+      lastMs?: number;
+      atLast: number;
+      openedMs: number;
+    }
+    const followed = new Map<string, PeerStream>();
+    let stopped = false;
+    const open = (address: string, node: string): void => {
+      const prev = followed.get(address);
+      const st: PeerStream = prev ?? { node, atLast: 0, openedMs: Date.now() };
+      followed.set(address, st);
+      // A first stream asks what the client asked; a reconnect resumes where the last one stopped.
+      const since = st.lastMs ?? (prev !== undefined ? st.openedMs : undefined);
+      const r: GetFlowsRequest = since === undefined ? req : { ...req, number: 0, since: timestampOf(since) };
+      let skip = st.lastMs !== undefined ? st.atLast : 0;
+      st.openedMs = Date.now();
+      const s = this.client(address).getFlows(r);
+      st.stream = s;
+      s.on("data", (resp: GetFlowsResponse) => {
+        const t = msOf(resp.time)!;
+        if (since !== undefined && st.lastMs !== undefined && t === since && skip > 0) {
+          skip--;
+          return;
+        }
+        if (st.lastMs === undefined || t > st.lastMs) {
+          st.lastMs = t;
+          st.atLast = 0;
+        }
+        if (t === st.lastMs) st.atLast++;
+        out.write(resp);
+      });
+      const gone = (why: string): void => {
+        if (st.stream !== s) return;
+        st.stream = undefined;
+        if (!stopped) this.opts.log.warn({ node, error: why }, "hubble relay: a node's flow stream ended; asking again");
+      };
+      s.on("end", () => gone("ended"));
+      s.on("error", (e: grpc.ServiceError) => {
+        if (e.code === grpc.status.CANCELLED) return gone("cancelled");
+        if (e.code === grpc.status.INVALID_ARGUMENT) {
+          out.fail(grpc.status.INVALID_ARGUMENT, e.details);
+          cancel();
+          return;
+        }
+        gone(e.details || e.message);
+      });
+    };
+    const rescan = async (): Promise<void> => {
+      let peers: HubblePeer[];
+      try {
+        peers = (await this.opts.peers()).filter((p) => p.address !== undefined);
+      } catch (err) {
+        this.opts.log.warn({ error: (err as Error).message }, "hubble relay: peers not read");
+        return;
+      }
+      if (stopped) return;
+      for (const p of peers) if (followed.get(p.address!)?.stream === undefined) open(p.address!, p.node);
+    };
+    for (const p of initial) open(p.address!, p.node);
+    const timer = setInterval(() => void rescan(), this.opts.rescanMs ?? PEER_RESCAN_MS);
+    timer.unref();
+    const cancel = (): void => {
+      stopped = true;
+      clearInterval(timer);
+      for (const st of followed.values()) st.stream?.cancel();
+    };
+    return cancel;
+  }
+}
+
+/** Where the merged stream goes: a gRPC call, or a client in the same process. */
+interface FlowSink {
+  write(r: GetFlowsResponse): void;
+  end(): void;
+  fail(code: grpc.status, message: string): void;
 }

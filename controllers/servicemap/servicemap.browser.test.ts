@@ -1,4 +1,4 @@
-// The service map end to end in a real headless Chromium: a real API server (Service, CiliumNode discovery), a real observer fed with flows, the page's DOM, its pixels and its live update.
+// The service map end to end in a real headless Chromium: a real API server (Service, CiliumNode discovery), a real agent's Hubble API read through the relay, the page's DOM, its pixels and its live update.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -11,8 +11,9 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startControlPlane, type ControlPlane } from "../../localcluster/cluster.ts";
 import { FlowBuffer } from "../../node-agent/observer/buffer.ts";
-import { ObserverServer } from "../../node-agent/observer/server.ts";
-import { OBSERVER_ADDRESS_ANNOTATION } from "../../flowapi/discover.ts";
+import { HubbleServer } from "../../node-agent/observer/hubble-server.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../../flowapi/discover.ts";
+import { HubbleRelay } from "../relay/relay.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { KubeClient } from "../../kube/kube.ts";
 import { OperatorProcess, eventually } from "../testing/operator-process.ts";
@@ -68,9 +69,9 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
   let client: KubeClient | undefined;
   let map: ServiceMap | undefined;
   let buffer: FlowBuffer | undefined;
-  let observer: ObserverServer | undefined;
+  let observer: HubbleServer | undefined;
+  let relay: HubbleRelay | undefined;
   let mapUrl = "";
-  let observerAddress = "";
 
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const r = await (cp as ControlPlane).kubectl(args, input);
@@ -85,17 +86,19 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
     await kubectl(["create", "namespace", "shop"]);
     await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "shop" }, spec: { selector: { app: "web" }, ports: [{ port: 80 }] } }));
 
-    // A real observer API, as an agent serves it, holding real Flow objects.
+    // A real Hubble API, as an agent serves it, holding real Flow objects.
     buffer = new FlowBuffer({ capacity: 1000 });
     buffer.push(ALLOWED);
     buffer.push(DENIED);
-    observer = new ObserverServer(buffer);
-    const address = (observerAddress = await observer.start({ port: 0 }));
-    // The agent announces its observer on its CiliumNode; the map finds it there (no --observer flag).
-    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: NODE_NAME, annotations: { [OBSERVER_ADDRESS_ANNOTATION]: address } } }));
+    observer = new HubbleServer(buffer, NODE_NAME, log);
+    const [address] = await observer.start({ socketPath: path.join(tmp, "hubble.sock") });
+    // The agent announces its Hubble API on its CiliumNode; the relay finds it there, the map reads through the relay.
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name: NODE_NAME, annotations: { [HUBBLE_ADDRESS_ANNOTATION]: address! } } }));
 
     client = await KubeClient.fromKubeconfig(cp.kubeconfig);
-    map = new ServiceMap({ port: 0, observers: [], discover: true }, client, log);
+    relay = HubbleRelay.fromCluster(client, { address: "127.0.0.1:0", log });
+    await relay.start();
+    map = new ServiceMap({ port: 0, hubbleServers: [] }, client, log, relay.source);
     const port = await map.start();
     mapUrl = `http://127.0.0.1:${port}`;
     const m = map;
@@ -107,6 +110,7 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
 
   after(async () => {
     await map?.stop();
+    await relay?.stop();
     await observer?.stop();
     client?.close();
     await cp?.stop();
@@ -145,7 +149,7 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
     assert.equal(countPixels(img, web.x + web.width / 2, web.y + web.height / 2 + MAP_TOP_PX, 8, isRed), 0, "no red inside a pod");
   });
 
-  it("updates an open page when a new flow arrives at an agent's observer", async () => {
+  it("updates an open page when a new flow arrives at an agent", async () => {
     // A proxy in front of the map: it records the page as first served, and when the open page
     // first polls graph.json, the agent's observer receives a new flow (a denied one from a new pod).
     let firstHtml = "";
@@ -181,17 +185,11 @@ describe("the service map in headless Chromium", { skip: SKIP, timeout: 300_000 
     }
   });
 
-  it("`membrane operator --servicemap-port` serves the map, fed by the agents named with --observer", async () => {
-    const op = new OperatorProcess("servicemap-operator", (cp as ControlPlane).kubeconfig, [
-      "--leader-elect=false",
-      "--controllers=node",
-      "--servicemap-port=0",
-      "--servicemap-discover=false",
-      `--observer=${observerAddress}`,
-    ]);
+  it("`membrane operator --servicemap-port` serves the map, fed through its relay by the agents its CiliumNodes name", async () => {
+    const op = new OperatorProcess("servicemap-operator", (cp as ControlPlane).kubeconfig, ["--leader-elect=false", "--controllers=node", "--servicemap-port=0", "--hubble-relay-address=127.0.0.1:0"]);
     try {
       const port = (await op.waitForLog((l) => l.msg === "service map listening")).port as number;
-      // The flows and the Service arrive on their own paths (observer stream, Service informer): wait for both.
+      // The flows and the Service arrive on their own paths (the relay's stream, the Service informer): wait for both.
       const g = await eventually("the operator's map to hold the flows and the Service", async () => {
         const res = await fetch(`http://127.0.0.1:${port}/servicemap/graph.json`);
         const body = (await res.json()) as ServiceGraph;

@@ -1,42 +1,47 @@
-// The operator's service map: follows every agent's observer (flags and CiliumNode discovery), watches Services, serves the page.
+// The operator's service map: follows flows through the Hubble relay (or given Hubble servers), watches Services, serves the page.
 import type { Logger } from "pino";
-import { parseFilterArgs, type FlowFilter } from "../../flowapi/filter.ts";
-import { observersOf } from "../../flowapi/discover.ts";
 import type { Flow } from "../../flowapi/flow.ts";
-import { readFlows } from "../../flowapi/client.ts";
+import { clientSource, HubbleClient, type FlowSource } from "../../flowapi/hubble/client.ts";
+import { fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
+import { timestampOf, type GetFlowsRequest, type GetFlowsResponse } from "../../flowapi/hubble/types.ts";
 import { Backoff, sleep } from "../../kube/backoff.ts";
 import { Informer } from "../../kube/informer.ts";
 import { KubeClient, type KubeObject } from "../../kube/kube.ts";
-import { CILIUM_NODES, SERVICES } from "../../kube/resources.ts";
+import { SERVICES } from "../../kube/resources.ts";
 import { FlowGraph, serviceRefOf, type ServiceGraph, type ServiceObject } from "./graph.ts";
 import { ServiceMapServer } from "./server.ts";
 
 export interface ServiceMapConfig {
   /** 127.0.0.1:port for /servicemap (0 picks one). */
   readonly port: number;
-  /** Observer addresses given on the command line (`unix:/path` or `http://host:port`). */
-  readonly observers: readonly string[];
-  /** Also follow every observer named by a CiliumNode's `membrane.io/observer-address`. */
-  readonly discover: boolean;
+  /** Hubble servers given on the command line (`unix:/path` or `host:port` without TLS): another relay, one agent. */
+  readonly hubbleServers: readonly string[];
   readonly maxEdges?: number;
-  /** Flows replayed from each observer when first connecting (default 2000). */
+  /** Flows replayed when first connecting (default 2000). */
   readonly replay?: number;
 }
 
-export const SERVICEMAP_USAGE = `  --servicemap-port N          serve the service map page on 127.0.0.1:N/servicemap (0 picks one; off when absent)
-  --observer ADDR              an agent's observer API for the map (repeatable; unix:/PATH or http://HOST:PORT)
-  --servicemap-discover BOOL   also follow observers named on CiliumNodes (default true)
+export const SERVICEMAP_USAGE = `  --servicemap-port N          serve the service map page on 127.0.0.1:N/servicemap (0 picks one; off when absent);
+                               its flows come through the Hubble relay (--hubble-relay-address)
+  --servicemap-hubble-server ADDR  also (or, without the relay, only) read flows from this Hubble API
+                               (repeatable; unix:/PATH or HOST:PORT without TLS)
 `;
 
-/** Follows one observer's flows until stopped, reconnecting with backoff; resumes from the last flow seen. */
-class ObserverFollower {
+/** A named source of flows the map follows: the relay in this process, or a Hubble server's address. */
+export interface MapSource {
+  readonly name: string;
+  readonly source: FlowSource;
+}
+
+/** Follows one source's flows until stopped, reconnecting with backoff; resumes from the last flow seen. */
+class HubbleFollower {
   private readonly abort = new AbortController();
   private readonly done: Promise<void>;
   private lastTime: string | undefined;
   private countAtLast = 0;
 
   constructor(
-    readonly address: string,
+    readonly from: MapSource,
     private readonly onFlow: (f: Flow) => void,
     private readonly replay: number,
     private readonly log: Logger,
@@ -44,11 +49,8 @@ class ObserverFollower {
     this.done = this.run();
   }
 
-  private filter(): FlowFilter {
-    const args = this.lastTime === undefined ? ["--last", String(this.replay)] : ["--since", this.lastTime];
-    const parsed = parseFilterArgs(args);
-    if (!parsed.ok) throw new Error(`observer filter ${args.join(" ")}: ${parsed.error}`);
-    return parsed.filter;
+  private request(): GetFlowsRequest {
+    return this.lastTime === undefined ? { number: this.replay, follow: true } : { since: timestampOf(Date.parse(this.lastTime)), follow: true };
   }
 
   private async run(): Promise<void> {
@@ -58,12 +60,12 @@ class ObserverFollower {
       // A reconnect replays from the last flow's time (inclusive): skip the flows of that millisecond already counted.
       let skipAtSince = this.countAtLast;
       try {
-        this.log.info({ observer: this.address, since }, "following observer");
-        await readFlows(
-          this.address,
-          this.filter(),
-          true,
-          (f) => {
+        this.log.info({ source: this.from.name, since }, "following flows");
+        await this.from.source(
+          this.request(),
+          (r: GetFlowsResponse) => {
+            if (r.flow === undefined) return;
+            const f = fromHubbleFlow(r.flow);
             if (since !== undefined && f.time < since) return;
             if (f.time === since && skipAtSince > 0) {
               skipAtSince--;
@@ -80,10 +82,10 @@ class ObserverFollower {
           this.abort.signal,
         );
         if (this.abort.signal.aborted) return;
-        this.log.warn({ observer: this.address }, "observer stream ended; reconnecting");
+        this.log.warn({ source: this.from.name }, "flow stream ended; reconnecting");
       } catch (e) {
         if (this.abort.signal.aborted) return;
-        this.log.warn({ observer: this.address, err: e instanceof Error ? e.message : String(e) }, "observer unreachable; retrying");
+        this.log.warn({ source: this.from.name, err: e instanceof Error ? e.message : String(e) }, "flows unreachable; retrying");
       }
       await sleep(backoff.next(), this.abort.signal);
     }
@@ -99,19 +101,23 @@ type ServiceItem = KubeObject & ServiceObject;
 
 export class ServiceMap {
   private readonly flows: FlowGraph;
-  private readonly followers = new Map<string, ObserverFollower>();
+  private readonly followers: HubbleFollower[] = [];
+  private readonly clients: HubbleClient[] = [];
   private services: Informer<ServiceItem> | undefined;
-  private ciliumNodes: Informer<KubeObject> | undefined;
   private readonly server: ServiceMapServer;
   private servicesVersion = 0;
   private cached: ServiceGraph | undefined;
   private stopped = false;
 
-  /** `client` is optional: without it the map shows flows from `config.observers` only (no services, no discovery). */
+  /**
+   * `relay` is the Hubble relay's in-process source (the operator's); `config.hubbleServers` add others.
+   * `client` is optional: without it the map shows flows only (no services).
+   */
   constructor(
     private readonly config: ServiceMapConfig,
     private readonly client: KubeClient | undefined,
     private readonly log: Logger,
+    private readonly relay?: FlowSource,
   ) {
     this.flows = new FlowGraph({ maxEdges: config.maxEdges ?? 5000 });
     this.server = new ServiceMapServer(() => this.graph());
@@ -138,56 +144,43 @@ export class ServiceMap {
       this.services = new Informer<ServiceItem>(this.client, SERVICES, this.log);
       this.services.on(() => this.servicesVersion++);
       this.services.start();
-      if (this.config.discover) {
-        this.ciliumNodes = new Informer<KubeObject>(this.client, CILIUM_NODES, this.log);
-        this.ciliumNodes.on(() => this.reconcileFollowers());
-        this.ciliumNodes.start();
-      }
     }
-    this.reconcileFollowers();
+    for (const from of this.sources()) this.followers.push(new HubbleFollower(from, (f) => this.flows.add(f), this.config.replay ?? 2000, this.log));
     const port = await this.server.listen(this.config.port);
-    this.log.info({ port, path: "/servicemap" }, "service map listening");
+    this.log.info({ port, path: "/servicemap", sources: this.followed }, "service map listening");
     return port;
   }
 
-  /** The observers followed now: the configured ones plus those CiliumNodes name. */
-  get observers(): string[] {
-    return [...this.followers.keys()].sort();
+  private sources(): MapSource[] {
+    const out: MapSource[] = [];
+    if (this.relay) out.push({ name: "relay", source: this.relay });
+    for (const address of this.config.hubbleServers) {
+      const c = new HubbleClient(address);
+      this.clients.push(c);
+      out.push({ name: address, source: clientSource(c) });
+    }
+    return out;
   }
 
-  private reconcileFollowers(): void {
-    if (this.stopped) return;
-    const wanted = new Set(this.config.observers);
-    if (this.ciliumNodes) {
-      const found = observersOf(this.ciliumNodes.list());
-      for (const o of found.observers) wanted.add(o.address);
-      for (const u of found.unreachable) this.log.debug({ node: u.node, reason: u.reason }, "node's observer not followed");
-    }
-    for (const [address, f] of this.followers) {
-      if (wanted.has(address)) continue;
-      this.followers.delete(address);
-      void f.stop();
-      this.log.info({ observer: address }, "observer no longer named; stopped following");
-    }
-    for (const address of wanted) {
-      if (!this.followers.has(address)) this.followers.set(address, new ObserverFollower(address, (f) => this.flows.add(f), this.config.replay ?? 2000, this.log));
-    }
+  /** What the map follows: "relay" and the given Hubble servers. */
+  get followed(): string[] {
+    return this.followers.map((f) => f.from.name);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    await Promise.all([...this.followers.values()].map((f) => f.stop()));
-    this.followers.clear();
+    await Promise.all(this.followers.map((f) => f.stop()));
+    this.followers.length = 0;
+    for (const c of this.clients) c.close();
     await this.services?.stop();
-    await this.ciliumNodes?.stop();
     await this.server.close();
   }
 }
 
-/** Starts the map with its own API client from the operator's kubeconfig; `stop()` closes both. */
-export async function startServiceMap(config: ServiceMapConfig, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void> }> {
+/** Starts the map with its own API client from the operator's kubeconfig, following `relay`; `stop()` closes both. */
+export async function startServiceMap(config: ServiceMapConfig, kubeconfig: string | undefined, log: Logger, relay?: FlowSource): Promise<{ stop(): Promise<void> }> {
   const client = await KubeClient.fromKubeconfig(kubeconfig);
-  const map = new ServiceMap(config, client, log.child({ module: "servicemap" }));
+  const map = new ServiceMap(config, client, log.child({ module: "servicemap" }), relay);
   await map.start();
   return {
     async stop() {

@@ -58,8 +58,8 @@ export class HubbleClient {
   }
 
   /** The GetFlows stream; the caller reads `data`/`error`/`end` and may `cancel()` it. */
-  getFlows(req: GetFlowsRequest): grpc.ClientReadableStream<GetFlowsResponse> {
-    return this.client.GetFlows!(req) as grpc.ClientReadableStream<GetFlowsResponse>;
+  getFlows(req: GetFlowsRequest, options: grpc.CallOptions = {}): grpc.ClientReadableStream<GetFlowsResponse> {
+    return this.client.GetFlows!(req, options) as grpc.ClientReadableStream<GetFlowsResponse>;
   }
 
   /** All responses of a GetFlows request that ends by itself (not following). */
@@ -76,4 +76,34 @@ export class HubbleClient {
   close(): void {
     this.client.close();
   }
+}
+
+/** Something that answers GetFlows requests: a client of a server, or the relay in the same process. */
+export type FlowSource = (req: GetFlowsRequest, onResponse: (r: GetFlowsResponse) => void, signal?: AbortSignal) => Promise<void>;
+
+/** grpc-js' details, without its empty trailing "Resolution note:". */
+export function grpcMessage(e: grpc.ServiceError): string {
+  return (e.details || e.message).replace(/\s*Resolution note:\s*$/, "");
+}
+
+/**
+ * A FlowSource over a client: resolves when the stream ends (or `signal` aborts it), rejects with the server's
+ * error (an unsupported filter, an unreachable socket). `deadlineMs` bounds a request that ends by itself.
+ */
+export function clientSource(client: HubbleClient, deadlineMs?: number): FlowSource {
+  return (req, onResponse, signal) =>
+    new Promise<void>((resolve, reject) => {
+      const stream = client.getFlows(req, deadlineMs !== undefined ? { deadline: Date.now() + deadlineMs } : {});
+      const abort = (): void => stream.cancel();
+      signal?.addEventListener("abort", abort, { once: true });
+      if (signal?.aborted) abort();
+      const finish = (err?: Error): void => {
+        signal?.removeEventListener("abort", abort);
+        if (err) reject(err);
+        else resolve();
+      };
+      stream.on("data", onResponse);
+      stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED && signal?.aborted ? finish() : finish(Object.assign(new Error(grpcMessage(e), { cause: e }), { code: e.code }))));
+      stream.on("end", () => finish());
+    });
 }

@@ -5,7 +5,7 @@ import { compileFlowFilters, type FlowMatch } from "../../flowapi/hubble/filter.
 import { fieldMask } from "../../flowapi/hubble/getflows.ts";
 import type { HubbleFlow, HubbleFlowFilter, Timestamp } from "../../flowapi/hubble/types.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
-import { toHubbleFlow } from "./hubble-flow.ts";
+import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 export interface HubbleExportOptions {
   readonly file: FlowExporterOptions;

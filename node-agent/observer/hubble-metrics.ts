@@ -2,7 +2,7 @@
 // dashboard written for Hubble reads Membrane's agents unchanged. Counted from every flow the observer handles.
 import { Counter, type Registry } from "prom-client";
 import type { Flow } from "../../flowapi/flow.ts";
-import { ciliumDropReason } from "./hubble-flow.ts";
+import { ciliumDropReason } from "../../flowapi/hubble/flow.ts";
 
 /** Hubble's protocol label (Cilium's FlowProtocol): the L4 of the flow, as Hubble spells it. */
 function hubbleProtocol(f: Flow): string {

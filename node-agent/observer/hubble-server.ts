@@ -1,11 +1,11 @@
 // Hubble's Observer gRPC API (observer.Observer) over the agent's flow ring: for `hubble observe` and the relay,
 // on a unix socket and optionally on TCP with mutual TLS.
 import fs from "node:fs";
+import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FlowBuffer } from "./buffer.ts";
-import { toHubbleFlow } from "./hubble-flow.ts";
-import { socketAnswers } from "./server.ts";
+import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
 import { CILIUM_VERSION, hubbleApi } from "../../flowapi/hubble/proto.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflows.ts";
@@ -160,3 +160,15 @@ function bind(server: grpc.Server, address: string, creds: grpc.ServerCredential
   return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`${address}: ${err.message}`)) : resolve(port))));
 }
 
+
+/** Whether something accepts connections on a unix socket (a running server, not a file left behind). */
+export function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socketPath);
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
+}

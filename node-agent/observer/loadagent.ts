@@ -65,7 +65,7 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
     log,
     backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
     hostLinks: { list: () => [], remove: () => undefined }, // this process owns no pod links
-    observer: { listen: { socketPath: path.join(cfg.dir, "observer.sock") }, buffer: { capacity: cfg.capacity, forwardedSampleMs: 1000 } },
+    observer: { hubble: { socketPath: path.join(cfg.dir, "hubble.sock") }, buffer: { capacity: cfg.capacity, forwardedSampleMs: 1000 } },
   });
   const metrics = new AgentMetrics({ agent, datapath: dp, log });
   let stopping = false;
@@ -89,7 +89,7 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
     if (Date.now() > deadline) throw new Error("no state applied within 20 s");
     await new Promise((r) => setTimeout(r, 20));
   }
-  emit({ ready: { observer: `unix:${path.join(cfg.dir, "observer.sock")}`, metrics: `http://127.0.0.1:${metricsPort}` } });
+  emit({ ready: { observer: `unix:${path.join(cfg.dir, "hubble.sock")}`, metrics: `http://127.0.0.1:${metricsPort}` } });
 
   const before = memory();
   const samples: { t: number; rss: number; heapUsed: number }[] = [];
@@ -106,7 +106,8 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
       samples.push({ t: Math.round(t), ...memory() });
     },
   });
-  emit({ done: { ...result, memory: { before, samples, after: memory() } } });
+  const buffer = agent.observer!.buffer;
+  emit({ done: { ...result, memory: { before, samples, after: memory() }, counters: { ...buffer.counters(), kept: buffer.length, capacity: buffer.capacity } } });
 }
 
 const cfg = JSON.parse(process.argv[2] ?? "{}") as LoadAgentConfig;

@@ -1,24 +1,22 @@
-// The agent's observer in one piece: datapath events → enrich → ring (+ export) → the observer API.
+// The agent's observer in one piece: datapath events → enrich → ring (+ export) → Hubble's Observer API.
 import type { Logger } from "pino";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import type { Flow } from "../../flowapi/flow.ts";
 import { FlowBuffer, type FlowBufferOptions } from "./buffer.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { enrich, type EnrichLookups } from "./enrich.ts";
-import { ObserverServer, type ObserverListen } from "./server.ts";
 import { HubbleServer, type HubbleListen } from "./hubble-server.ts";
 import { HubbleExporter, type HubbleExportOptions } from "./hubble-export.ts";
 
 export interface ObserverOptions {
   readonly lookups: EnrichLookups;
   readonly buffer: FlowBufferOptions;
-  readonly listen: ObserverListen;
   /** Export every flow (sampled-out forwarded flows included) as JSON lines; see README.md. */
   readonly export?: FlowExporterOptions;
   /** Also export in Hubble's exporter format (hubble-export.ts). */
   readonly hubbleExport?: HubbleExportOptions;
-  /** Also serve Hubble's Observer gRPC API (hubble-server.ts) here. */
-  readonly hubble?: HubbleListen;
+  /** Where to serve Hubble's Observer gRPC API (hubble-server.ts): the one API of the ring (`membrane observe`, `hubble`, the relay). */
+  readonly hubble: HubbleListen;
   readonly log: Logger;
 }
 
@@ -28,18 +26,15 @@ export interface ObserverOptions {
  */
 export class Observer {
   readonly buffer: FlowBuffer;
-  private readonly server: ObserverServer;
   private hubbleServer: HubbleServer | null = null;
   private exporter: FlowExporter | null = null;
   private hubbleExporter: HubbleExporter | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
-  address = "";
-  /** Where Hubble's API listens (`unix:/path`, `host:port`), when it was asked for. */
+  /** Where Hubble's API listens (`unix:/path`, `host:port`). */
   hubbleAddresses: readonly string[] = [];
 
   constructor(private readonly opts: ObserverOptions) {
     this.buffer = new FlowBuffer(opts.buffer);
-    this.server = new ObserverServer(this.buffer);
   }
 
   async start(): Promise<void> {
@@ -53,19 +48,15 @@ export class Observer {
       }, 1000);
       this.flushTimer.unref();
     }
-    this.address = await this.server.start(this.opts.listen);
-    if (this.opts.hubble) {
-      // Hubble's API is one more reader of the ring: if it cannot listen, the rest of the observer still serves.
-      const hubble = new HubbleServer(this.buffer, this.opts.lookups.node, this.opts.log);
-      try {
-        this.hubbleAddresses = await hubble.start(this.opts.hubble);
-        this.hubbleServer = hubble;
-      } catch (err) {
-        await hubble.stop();
-        this.opts.log.error({ hubble: this.opts.hubble.socketPath ?? this.opts.hubble.tcp?.address, error: (err as Error).message }, "Hubble API not served");
-      }
+    const hubble = new HubbleServer(this.buffer, this.opts.lookups.node, this.opts.log);
+    try {
+      this.hubbleAddresses = await hubble.start(this.opts.hubble);
+      this.hubbleServer = hubble;
+    } catch (err) {
+      await hubble.stop();
+      throw new Error(`Hubble API not served on ${this.opts.hubble.socketPath ?? this.opts.hubble.tcp?.address}: ${(err as Error).message}`, { cause: err });
     }
-    this.opts.log.info({ address: this.address, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
+    this.opts.log.info({ addresses: this.hubbleAddresses, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
   }
 
   private readonly everyFlow = new Set<(f: Flow) => void>();
@@ -91,7 +82,6 @@ export class Observer {
     this.exporter = null;
     this.hubbleExporter?.close();
     this.hubbleExporter = null;
-    await this.server.stop();
     await this.hubbleServer?.stop();
     this.hubbleServer = null;
     this.opts.log.info({ counters: this.buffer.counters() }, "observer stopped");

@@ -1,12 +1,12 @@
-// Our flows in Hubble's shape: every drop reason has Cilium's name and number (checked against Cilium's own flow.proto).
+// Our flows in Hubble's shape and back: every drop reason has Cilium's name and number (checked against Cilium's own flow.proto).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { CILIUM_DROP_REASONS, ciliumDropReason, toHubbleFlow } from "./hubble-flow.ts";
-import { DROP_REASONS } from "../bpf/layout.ts";
-import { hubbleProtoDir } from "../../flowapi/hubble/proto.ts";
-import { dropFlow, flow } from "../../flowapi/testing/flows.ts";
+import { CILIUM_DROP_REASONS, ciliumDropReason, fromHubbleFlow, toHubbleFlow } from "./flow.ts";
+import { DROP_REASONS } from "../../node-agent/bpf/layout.ts";
+import { hubbleProtoDir } from "./proto.ts";
+import { dropFlow, flow } from "../testing/flows.ts";
 
 function ciliumEnum(name: string): Map<string, number> {
   const proto = fs.readFileSync(path.join(hubbleProtoDir(), "flow", "flow.proto"), "utf8");
@@ -32,6 +32,17 @@ test("an audit is Hubble's verdict AUDIT, a policy verdict event without a drop 
   assert.deepEqual(h.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
 });
 
+test("an audit is Hubble's verdict AUDIT, a policy verdict event without a drop reason, its rule in the denied list", () => {
+  const h = toHubbleFlow(dropFlow({ verdict: "AUDIT", type: "policy-verdict", direction: "egress" }));
+  assert.equal(h.verdict, "AUDIT");
+  assert.deepEqual(h.event_type, { type: 5, sub_type: 0 });
+  assert.equal(h.drop_reason, undefined);
+  assert.deepEqual(h.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
+  // Read back: the verdict and the rule; the reason of the drop that did not happen is not in Hubble's flow.
+  const back = fromHubbleFlow(h);
+  assert.deepEqual([back.verdict, back.type, back.decidedBy, back.dropReason], ["AUDIT", "policy-verdict", { kind: "default-deny" }, undefined]);
+});
+
 test("the deciding rule lands in the allowed/denied list of the flow's direction, default deny included", () => {
   const allowedIn = toHubbleFlow(flow());
   assert.deepEqual(allowedIn.ingress_allowed_by?.[0]?.name, "allow-web");
@@ -45,4 +56,21 @@ test("the deciding rule lands in the allowed/denied list of the flow's direction
   const v6 = toHubbleFlow(flow({ source: { ...flow().source, ip: "fd00::1" }, protocol: "ICMPv6" }));
   assert.equal(v6.IP.ipVersion, "IPv6");
   assert.deepEqual(v6.l4, { ICMPv6: { type: 0, code: 0 } });
+});
+
+test("a Hubble flow reads back as the flow it came from: every type, verdict, drop reason, decision, protocol", () => {
+  const cases = [
+    flow(),
+    flow({ type: "trace", decidedBy: undefined as never, direction: "egress" }),
+    flow({ protocol: "UDP", decidedBy: { kind: "rule", policyKind: "CiliumClusterwideNetworkPolicy", name: "cw", rule: "spec.egress[2]" }, direction: "egress" }),
+    ...Object.values(DROP_REASONS).map((dropReason) => dropFlow({ dropReason })),
+    dropFlow({ dropReason: "policy denied", decidedBy: { kind: "rule", policyKind: "NetworkPolicy", namespace: "shop", name: "deny", rule: "spec.ingressDeny[0]" } }),
+    dropFlow({ protocol: "ICMPv6", source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 0 } }),
+    flow({ protocol: "GRE", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 0 } }),
+    dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 }, decidedBy: undefined as never, dropReason: "spoofed source" }),
+  ];
+  for (const f of cases) {
+    const clean = JSON.parse(JSON.stringify(f)) as typeof f;
+    assert.deepEqual(fromHubbleFlow(toHubbleFlow(f)), clean, JSON.stringify(f));
+  }
 });

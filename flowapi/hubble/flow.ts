@@ -1,0 +1,193 @@
+// Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
+import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
+import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy } from "./types.ts";
+
+/**
+ * The datapath's drop reasons (their texts, node-agent/bpf/layout.ts DROP_REASONS; a test checks that every
+ * one is here) as Cilium's DropReason (name and number, flow.proto): the nearest one Cilium has.
+ * `policy denied` is a deny rule (Cilium's POLICY_DENY, "denied by denylist"); default deny is no allow
+ * (POLICY_DENIED). A policy that did not fit the map has no Cilium reason: the endpoint has no usable policy,
+ * which is what NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION says.
+ */
+export const CILIUM_DROP_REASONS: Readonly<Record<string, { readonly name: string; readonly code: number }>> = {
+  "policy denied": { name: "POLICY_DENY", code: 181 },
+  "policy denied (default deny)": { name: "POLICY_DENIED", code: 133 },
+  "spoofed source": { name: "INVALID_SOURCE_IP", code: 132 },
+  "unknown endpoint": { name: "NO_MATCHING_LOCAL_CONTAINER_FOUND", code: 152 },
+  "VNI from unknown node": { name: "UNKNOWN_SENDER", code: 172 },
+  "invalid identity in VNI": { name: "INVALID_IDENTITY", code: 171 },
+  "malformed packet": { name: "INVALID_PACKET_DROPPED", code: 134 },
+  "unsupported L3 protocol": { name: "UNSUPPORTED_L3_PROTOCOL", code: 139 },
+  "IP fragment": { name: "IP_FRAGMENTATION_NOT_SUPPORTED", code: 157 },
+  "tunnel key error": { name: "ERROR_RETRIEVING_TUNNEL_KEY", code: 147 },
+  "no tunnel device": { name: "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT", code: 160 },
+  "policy did not fit the policy map (endpoint fails closed)": { name: "NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION", code: 165 },
+  "proxy redirect not possible (fails closed)": { name: "PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL", code: 180 },
+  "UNENCRYPTED: no working tunnel to the destination node (strict encryption)": { name: "UNENCRYPTED_TRAFFIC", code: 195 },
+};
+
+const TEXT_BY_CODE: ReadonlyMap<number, string> = new Map(Object.entries(CILIUM_DROP_REASONS).map(([text, r]) => [r.code, text]));
+
+/** Cilium's drop reason for one of our drop-reason texts; undefined for a text the datapath does not emit. */
+export function ciliumDropReason(text: string): { readonly name: string; readonly code: number } | undefined {
+  return Object.hasOwn(CILIUM_DROP_REASONS, text) ? CILIUM_DROP_REASONS[text] : undefined;
+}
+
+/** The label keys Cilium puts on a policy (pkg/policy/api labels), so tools that read them find the policy. */
+const POLICY_LABEL = {
+  derivedFrom: "k8s:io.cilium.k8s.policy.derived-from",
+  name: "k8s:io.cilium.k8s.policy.name",
+  namespace: "k8s:io.cilium.k8s.policy.namespace",
+} as const;
+/** Our own label: the field path of the deciding rule inside the policy (Cilium has no such thing). */
+export const RULE_LABEL = "membrane:rule";
+/** A default deny is named as a policy of this kind, so a denied flow always says what denied it. */
+export const DEFAULT_DENY_POLICY: HubblePolicy = { name: "default-deny", kind: "DefaultDeny", labels: ["membrane:default-deny"] };
+
+export function hubblePolicy(d: FlowDecision): HubblePolicy {
+  if (d.kind === "default-deny") return DEFAULT_DENY_POLICY;
+  return {
+    name: d.name,
+    ...(d.namespace !== undefined ? { namespace: d.namespace } : {}),
+    kind: d.policyKind,
+    labels: [
+      `${POLICY_LABEL.derivedFrom}=${d.policyKind}`,
+      `${POLICY_LABEL.name}=${d.name}`,
+      ...(d.namespace !== undefined ? [`${POLICY_LABEL.namespace}=${d.namespace}`] : []),
+      `${RULE_LABEL}=${d.rule}`,
+    ],
+  };
+}
+
+/** The decision a Hubble policy names (the inverse of hubblePolicy); undefined for a policy we did not write. */
+export function decisionOf(p: HubblePolicy): FlowDecision | undefined {
+  if (p.kind === DEFAULT_DENY_POLICY.kind) return { kind: "default-deny" };
+  const rule = p.labels?.find((l) => l.startsWith(`${RULE_LABEL}=`))?.slice(RULE_LABEL.length + 1);
+  if (rule === undefined) return undefined;
+  return { kind: "rule", policyKind: p.kind as Extract<FlowDecision, { kind: "rule" }>["policyKind"], ...(p.namespace ? { namespace: p.namespace } : {}), name: p.name, rule };
+}
+
+function endpoint(e: FlowEndpoint): HubbleEndpoint {
+  return {
+    identity: e.identity,
+    ...(e.namespace !== undefined ? { namespace: e.namespace } : {}),
+    labels: e.labels,
+    ...(e.pod !== undefined ? { pod_name: e.pod } : {}),
+  };
+}
+
+function layer4(f: Flow): HubbleLayer4 | undefined {
+  const ports = { source_port: f.source.port, destination_port: f.destination.port };
+  switch (f.protocol) {
+    case "TCP":
+      return { TCP: ports };
+    case "UDP":
+      return { UDP: ports };
+    case "SCTP":
+      return { SCTP: ports };
+    // The datapath event carries no ICMP type or code: they read as 0.
+    case "ICMP":
+      return { ICMPv4: { type: 0, code: 0 } };
+    case "ICMPv6":
+      return { ICMPv6: { type: 0, code: 0 } };
+    case "VRRP":
+      return { VRRP: { type: 0 } };
+    case "IGMP":
+      return { IGMP: { type: 0 } };
+    default:
+      return undefined;
+  }
+}
+
+/** Hubble's Layer4 has no field for other IP protocols (GRE, ESP, …): the human-readable Summary names it. */
+const SUMMARY_PROTOCOL = /^IP protocol (\S+)$/;
+
+/** Our flow in Hubble's shape. Pure. */
+export function toHubbleFlow(f: Flow): HubbleFlow {
+  const ingress = f.direction === "ingress";
+  // An audit's reason is the drop that did not happen: Hubble reports none (its verdict AUDIT says it).
+  const drop = f.dropReason !== undefined && f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason) : undefined;
+  const l4 = layer4(f);
+  const policies = f.decidedBy !== undefined ? [hubblePolicy(f.decidedBy)] : [];
+  const verdictOf = f.verdict !== "FORWARDED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
+  // Drops carry Cilium's drop reason as sub-type; a forwarded flow with no policy applying is a trace
+  // at the endpoint (Cilium's TRACE_TO_LXC = 0 / TRACE_FROM_LXC = 5).
+  const eventType =
+    f.type === "drop"
+      ? { type: CILIUM_EVENT_TYPE.drop, sub_type: drop?.code ?? 0 }
+      : f.type === "policy-verdict"
+        ? { type: CILIUM_EVENT_TYPE["policy-verdict"], sub_type: 0 }
+        : { type: CILIUM_EVENT_TYPE.trace, sub_type: ingress ? 0 : 5 };
+  return {
+    time: timestampOf(Date.parse(f.time)),
+    verdict: f.verdict,
+    ...(drop !== undefined ? { drop_reason: drop.code, drop_reason_desc: drop.name } : {}),
+    IP: { source: f.source.ip, destination: f.destination.ip, ipVersion: f.source.ip.includes(":") ? "IPv6" : "IPv4" },
+    ...(l4 !== undefined ? { l4 } : { Summary: `IP protocol ${f.protocol}` }),
+    source: endpoint(f.source),
+    destination: endpoint(f.destination),
+    Type: "L3_L4",
+    node_name: f.node,
+    event_type: eventType,
+    traffic_direction: ingress ? "INGRESS" : "EGRESS",
+    ...(f.type === "trace" ? { trace_observation_point: ingress ? "TO_ENDPOINT" : "FROM_ENDPOINT" } : {}),
+    // The datapath judges (and reports) a connection by its first packet; replies pass on its conntrack entry.
+    ...(f.decidedBy !== undefined || f.type !== "drop" ? { is_reply: { value: false } } : {}),
+    ...(policies.length > 0 ? { [verdictOf]: policies } : {}),
+  };
+}
+
+const TYPE_OF_EVENT: Readonly<Record<number, FlowType>> = { [CILIUM_EVENT_TYPE.drop]: "drop", [CILIUM_EVENT_TYPE["policy-verdict"]]: "policy-verdict", [CILIUM_EVENT_TYPE.trace]: "trace" };
+
+function protocolOf(h: HubbleFlow): string {
+  const l4 = h.l4 ?? {};
+  if (l4.TCP) return "TCP";
+  if (l4.UDP) return "UDP";
+  if (l4.SCTP) return "SCTP";
+  if (l4.ICMPv4) return "ICMP";
+  if (l4.ICMPv6) return "ICMPv6";
+  if (l4.VRRP) return "VRRP";
+  if (l4.IGMP) return "IGMP";
+  return SUMMARY_PROTOCOL.exec(h.Summary ?? "")?.[1] ?? protocolName(0);
+}
+
+function ports(h: HubbleFlow): { source: number; destination: number } {
+  const p = h.l4?.TCP ?? h.l4?.UDP ?? h.l4?.SCTP;
+  return { source: Number(p?.source_port ?? 0), destination: Number(p?.destination_port ?? 0) };
+}
+
+function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number): FlowEndpoint {
+  return {
+    identity: Number(e?.identity ?? 0),
+    labels: e?.labels ?? [],
+    ...(e?.namespace ? { namespace: e.namespace } : {}),
+    ...(e?.pod_name ? { pod: e.pod_name } : {}),
+    ip,
+    port,
+  };
+}
+
+/**
+ * A Hubble flow as our Flow (the inverse of toHubbleFlow for every flow an agent serves): for `membrane observe`,
+ * which keeps its own output while reading Hubble's API. A flow from another Hubble server reads as well as its
+ * fields allow (no deciding rule when its policies carry no `membrane:rule` label).
+ */
+export function fromHubbleFlow(h: HubbleFlow): Flow {
+  const ingress = h.traffic_direction === "INGRESS";
+  const p = ports(h);
+  const policy = (ingress ? [...(h.ingress_denied_by ?? []), ...(h.ingress_allowed_by ?? [])] : [...(h.egress_denied_by ?? []), ...(h.egress_allowed_by ?? [])])[0];
+  const decidedBy = policy !== undefined ? decisionOf(policy) : undefined;
+  const dropReason = h.verdict === "DROPPED" ? (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc) : undefined;
+  return {
+    time: new Date(msOf(h.time) ?? 0).toISOString(),
+    verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
+    type: TYPE_OF_EVENT[Number(h.event_type?.type ?? 0)] ?? (h.verdict === "DROPPED" ? "drop" : "trace"),
+    direction: ingress ? "ingress" : "egress",
+    source: flowEndpoint(h.source, h.IP?.source ?? "", p.source),
+    destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination),
+    protocol: protocolOf(h),
+    ...(dropReason !== undefined ? { dropReason } : {}),
+    ...(decidedBy !== undefined ? { decidedBy } : {}),
+    node: h.node_name ?? "",
+  };
+}

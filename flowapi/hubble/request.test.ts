@@ -1,0 +1,69 @@
+// `membrane observe`'s filters as Hubble's request: Hubble's filters select exactly what ours do when the request says
+// it is exact, and never less when it is not (the CLI filters again).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { flowPredicate, parseFilterArgs } from "../filter.ts";
+import { compileFlowFilters } from "./filter.ts";
+import { toHubbleFlow } from "./flow.ts";
+import { observeRequest } from "./request.ts";
+import { dropFlow, endpoint, flow } from "../testing/flows.ts";
+
+const flows = [
+  flow(),
+  flow({ direction: "egress", protocol: "UDP", source: endpoint({ pod: "web-10", namespace: "shop", port: 53 }) }),
+  dropFlow({ source: endpoint({ namespace: "ops", pod: "probe", identity: 400, labels: ["k8s:app=probe"], port: 5000 }) }),
+  dropFlow({ protocol: "ICMP", destination: endpoint({ namespace: "shop", pod: "web-1", port: 0, identity: 300, labels: ["k8s:app=web"] }) }),
+  flow({ type: "trace", decidedBy: undefined as never, protocol: "ICMPv6", source: endpoint({ ip: "fd00::1", port: 0 }), destination: endpoint({ ip: "fd00::2", pod: "db-0", namespace: "data", port: 0 }) }),
+];
+
+const cases: string[][] = [
+  [],
+  ["--verdict", "DROPPED"],
+  ["--namespace", "shop"],
+  ["--namespace", "shop", "--namespace", "ops"],
+  ["--pod", "web"],
+  ["--pod", "shop/web-0"],
+  ["--from-pod", "default/client-1", "--to-pod", "shop/web-0"],
+  ["--from-pod", "client", "--pod", "web"],
+  ["--label", "k8s:app=web"],
+  ["--label", "app"],
+  ["--identity", "400", "--verdict", "DROPPED"],
+  ["--port", "80", "--protocol", "TCP"],
+  ["--protocol", "ICMP"],
+  ["--protocol", "icmpv6"],
+  ["--type", "trace"],
+  ["--type", "drop", "--namespace", "shop", "--label", "app=web", "--port", "0"],
+];
+
+test("Hubble's filters select what ours do (exactly, when the request says so)", () => {
+  for (const args of cases) {
+    const parsed = parseFilterArgs(args);
+    assert.ok(parsed.ok, args.join(" "));
+    const ours = flowPredicate(parsed.filter);
+    const { request, exact } = observeRequest(parsed.filter, false);
+    const compiled = compileFlowFilters(request.whitelist ?? []);
+    assert.ok(compiled.ok, `${args.join(" ")}: ${compiled.ok ? "" : compiled.error}`);
+    for (const [i, f] of flows.entries()) {
+      const theirs = compiled.match(toHubbleFlow(f));
+      if (ours(f)) assert.ok(theirs, `${args.join(" ")}: flow ${i} is ours but not Hubble's`);
+      else if (exact) assert.ok(!theirs, `${args.join(" ")}: flow ${i} is Hubble's but not ours, in an exact request`);
+    }
+  }
+});
+
+test("exactness: an exact NS/POD or two flags on one side filter again, and --last is then applied by the client", () => {
+  const req = (...a: string[]) => {
+    const p = parseFilterArgs(a);
+    assert.ok(p.ok);
+    return observeRequest(p.filter, false, 1_000_000);
+  };
+  assert.deepEqual(req("--last", "5", "--pod", "web"), { exact: true, request: { whitelist: [{ source_pod: ["/web"] }, { destination_pod: ["/web"] }], number: 5, follow: false } });
+  assert.deepEqual(req("--last", "5", "--pod", "shop/web-0").exact, false);
+  assert.equal(req("--last", "5", "--pod", "shop/web-0").request.number, undefined);
+  assert.equal(req("--from-pod", "a", "--namespace", "b").exact, false);
+  assert.deepEqual(req("--since", "10s").request.since, { seconds: 990, nanos: 0 });
+  // A follow without --since or --last replays the buffer first (Hubble's follow alone would not).
+  const p = parseFilterArgs([]);
+  assert.ok(p.ok);
+  assert.deepEqual(observeRequest(p.filter, true).request, { since: { seconds: 1, nanos: 0 }, follow: true });
+});
