@@ -53,9 +53,9 @@ test("the deciding rule lands in the allowed/denied list of the flow's direction
   assert.deepEqual(deniedOut.event_type, { type: 1, sub_type: 133 });
   const trace = toHubbleFlow(flow({ type: "trace", decidedBy: undefined as never, direction: "egress" }));
   assert.deepEqual([trace.event_type.type, trace.trace_observation_point, trace.egress_allowed_by], [4, "FROM_ENDPOINT", undefined]);
-  const v6 = toHubbleFlow(flow({ source: { ...flow().source, ip: "fd00::1" }, protocol: "ICMPv6" }));
+  const v6 = toHubbleFlow(flow({ source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, port: 1 }, protocol: "ICMPv6" }));
   assert.equal(v6.IP.ipVersion, "IPv6");
-  assert.deepEqual(v6.l4, { ICMPv6: { type: 0, code: 0 } });
+  assert.deepEqual(v6.l4, { ICMPv6: { type: 1, code: 0 } });
 });
 
 test("a Hubble flow reads back as the flow it came from: every type, verdict, drop reason, decision, protocol", () => {
@@ -65,7 +65,9 @@ test("a Hubble flow reads back as the flow it came from: every type, verdict, dr
     flow({ protocol: "UDP", decidedBy: { kind: "rule", policyKind: "CiliumClusterwideNetworkPolicy", name: "cw", rule: "spec.egress[2]" }, direction: "egress" }),
     ...Object.values(DROP_REASONS).map((dropReason) => dropFlow({ dropReason })),
     dropFlow({ dropReason: "policy denied", decidedBy: { kind: "rule", policyKind: "NetworkPolicy", namespace: "shop", name: "deny", rule: "spec.ingressDeny[0]" } }),
-    dropFlow({ protocol: "ICMPv6", source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 0 } }),
+    dropFlow({ protocol: "ICMPv6", source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 1 } }),
+    dropFlow({ protocol: "ICMP", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 8 } }),
+    flow({ protocol: "ICMP", source: { ...flow().source, port: 8 }, destination: { ...flow().destination, port: 0 } }),
     flow({ protocol: "GRE", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 0 } }),
     dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 }, decidedBy: undefined as never, dropReason: "spoofed source" }),
   ];
@@ -73,4 +75,16 @@ test("a Hubble flow reads back as the flow it came from: every type, verdict, dr
     const clean = JSON.parse(JSON.stringify(f)) as typeof f;
     assert.deepEqual(fromHubbleFlow(toHubbleFlow(f)), clean, JSON.stringify(f));
   }
+});
+
+test("ICMP type from the datapath's ports: echo request (id → type), echo reply (type → id), other messages (0 → type)", () => {
+  const icmp = (proto: "ICMP" | "ICMPv6", sport: number, dport: number) => toHubbleFlow(flow({ protocol: proto, source: { ...flow().source, port: sport }, destination: { ...flow().destination, port: dport } })).l4;
+  assert.deepEqual(icmp("ICMP", 4242, 8), { ICMPv4: { type: 8, code: 0 } });
+  assert.deepEqual(icmp("ICMP", 8, 4242), { ICMPv4: { type: 0, code: 0 } });
+  assert.deepEqual(icmp("ICMP", 0, 3), { ICMPv4: { type: 3, code: 0 } });
+  assert.deepEqual(icmp("ICMPv6", 77, 128), { ICMPv6: { type: 128, code: 0 } });
+  assert.deepEqual(icmp("ICMPv6", 128, 77), { ICMPv6: { type: 129, code: 0 } });
+  assert.deepEqual(icmp("ICMPv6", 0, 1), { ICMPv6: { type: 1, code: 0 } });
+  // The echo id is not part of Hubble's flow: a request reads back without it.
+  assert.deepEqual([fromHubbleFlow(toHubbleFlow(flow({ protocol: "ICMP", source: { ...flow().source, port: 4242 }, destination: { ...flow().destination, port: 8 } }))).source.port], [0]);
 });

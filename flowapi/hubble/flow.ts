@@ -85,11 +85,10 @@ function layer4(f: Flow): HubbleLayer4 | undefined {
       return { UDP: ports };
     case "SCTP":
       return { SCTP: ports };
-    // The datapath event carries no ICMP type or code: they read as 0.
     case "ICMP":
-      return { ICMPv4: { type: 0, code: 0 } };
+      return { ICMPv4: icmpOf(f, ICMP_ECHO.v4) };
     case "ICMPv6":
-      return { ICMPv6: { type: 0, code: 0 } };
+      return { ICMPv6: icmpOf(f, ICMP_ECHO.v6) };
     case "VRRP":
       return { VRRP: { type: 0 } };
     case "IGMP":
@@ -97,6 +96,26 @@ function layer4(f: Flow): HubbleLayer4 | undefined {
     default:
       return undefined;
   }
+}
+
+/** The echo types of ICMP and ICMPv6. */
+const ICMP_ECHO = { v4: { request: 8, reply: 0 }, v6: { request: 128, reply: 129 } } as const;
+
+/**
+ * The ICMP type, from the ports the datapath reports for ICMP (bpf/lib/packet.h parse_l4): an echo request is
+ * (id → request type), an echo reply (request type → id), any other message (0 → its type). The event carries
+ * no code: it reads as 0, which every echo message has.
+ */
+function icmpOf(f: Flow, echo: { readonly request: number; readonly reply: number }): { type: number; code: number } {
+  if (f.destination.port === echo.request) return { type: echo.request, code: 0 };
+  if (f.source.port === echo.request) return { type: echo.reply, code: 0 };
+  return { type: f.destination.port, code: 0 };
+}
+
+/** The ports our Flow gives an ICMP message of `type` (the echo id is not in Hubble's flow: 0). */
+function icmpPorts(type: number, echo: { readonly request: number; readonly reply: number }): { source: number; destination: number } {
+  if (type === echo.reply) return { source: echo.request, destination: 0 };
+  return { source: 0, destination: type };
 }
 
 /** Hubble's Layer4 has no field for other IP protocols (GRE, ESP, …): the human-readable Summary names it. */
@@ -152,6 +171,8 @@ function protocolOf(h: HubbleFlow): string {
 }
 
 function ports(h: HubbleFlow): { source: number; destination: number } {
+  if (h.l4?.ICMPv4) return icmpPorts(Number(h.l4.ICMPv4.type ?? 0), ICMP_ECHO.v4);
+  if (h.l4?.ICMPv6) return icmpPorts(Number(h.l4.ICMPv6.type ?? 0), ICMP_ECHO.v6);
   const p = h.l4?.TCP ?? h.l4?.UDP ?? h.l4?.SCTP;
   return { source: Number(p?.source_port ?? 0), destination: Number(p?.destination_port ?? 0) };
 }
