@@ -17,6 +17,7 @@ import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
+import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, type HubbleMetricFamily } from "./observer/hubble-context.ts";
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
@@ -45,6 +46,9 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --hubble-export-file-max-size-mb, --hubble-export-file-max-backups  its rotation (default 10 MiB, 5 files)
   --hubble-export-allowlist, --hubble-export-denylist  FlowFilter JSON objects (proto field names), as Hubble's
   --hubble-export-fieldmask  the fields to keep, comma- or space-separated paths (source.identity, l4, …)
+  --hubble-metrics   Hubble's metric families on /metrics and their options, as Cilium's flag: space-separated
+                     NAME[:OPTION;OPTION=VALUE] of flow, drop, policy, dns (query, ignoreAAAA), http or httpV2, with
+                     sourceContext/destinationContext=pod|ip|…, labelsContext=source_namespace,… (default "${DEFAULT_HUBBLE_METRICS}")
   --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
   --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
   --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
@@ -89,6 +93,8 @@ export interface AgentFlags {
   readonly logLevel: string;
   readonly hubbleSocket: string;
   readonly hubbleExport?: HubbleExportOptions;
+  /** Hubble's metric families and their context options (`--hubble-metrics`). */
+  readonly hubbleMetrics: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
@@ -136,6 +142,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "hubble-export-allowlist": { type: "string" },
         "hubble-export-denylist": { type: "string" },
         "hubble-export-fieldmask": { type: "string" },
+        "hubble-metrics": { type: "string" },
         "hubble-listen-address": { type: "string" },
         "hubble-tls-cert": { type: "string" },
         "hubble-tls-key": { type: "string" },
@@ -185,6 +192,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
   const hubbleExport = hubbleExportFlags(str);
   if (typeof hubbleExport === "string") return { ok: false, error: hubbleExport };
+  const hubbleMetrics = parseHubbleMetrics(str("hubble-metrics") ?? DEFAULT_HUBBLE_METRICS);
+  if (!hubbleMetrics.ok) return { ok: false, error: `--hubble-metrics: ${hubbleMetrics.error}` };
   const hubbleListen = str("hubble-listen-address");
   const hubbleTlsFlags = ["hubble-tls-cert", "hubble-tls-key", "hubble-tls-client-ca"] as const;
   if (hubbleListen === undefined) {
@@ -260,6 +269,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       logLevel: str("log-level") ?? "info",
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
+      hubbleMetrics: hubbleMetrics.value,
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
         : {}),
@@ -364,7 +374,7 @@ export async function run(args: string[]): Promise<number> {
     log,
   });
   let health: Awaited<ReturnType<typeof startHealth>>;
-  const metrics = new AgentMetrics({ agent, datapath, log, wireguard: () => health?.encryption?.wireguard?.stats() });
+  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats() });
   try {
     fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });
     await agent.start();

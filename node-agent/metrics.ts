@@ -8,6 +8,7 @@ import type { Flow } from "../flowapi/flow.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { HubbleMetrics } from "./observer/hubble-metrics.ts";
 import type { WireguardStats } from "./encryption/wireguard.ts";
+import type { HubbleMetricConfig, HubbleMetricFamily } from "./observer/hubble-context.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 
@@ -18,6 +19,8 @@ export interface AgentMetricsOptions {
   readonly log: Logger;
   /** The WireGuard device's counters, when the agent runs WireGuard encryption (read at scrape time). */
   readonly wireguard?: () => WireguardStats | undefined;
+  /** Hubble's metric families and their context options (`--hubble-metrics`; default: every family, no context). */
+  readonly hubbleMetrics?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
 }
 
 /** The namespace of the endpoint whose policy judged the flow (destination on ingress, source on egress). */
@@ -36,15 +39,18 @@ export class AgentMetrics {
   private readonly server: HealthServer;
   private unsubscribe: (() => void) | undefined;
   private unsubscribeHubble: (() => void) | undefined;
-  /** Hubble's flow metrics (hubble_flows_processed_total, hubble_drop_total, hubble_policy_verdicts_total). */
-  private readonly hubble: HubbleMetrics;
+  /**
+   * Hubble's metrics (hubble_flows_processed_total, hubble_drop_total, hubble_policy_verdicts_total from every flow;
+   * hubble_dns_*, hubble_http_* from L7 records: a proxy hands them to `hubble.observeL7`).
+   */
+  readonly hubble: HubbleMetrics;
   /** Drops by the judged namespace, counted from the observer's flows (every drop is kept there). */
   private readonly droppedFlows: Counter<"reason" | "namespace">;
 
   constructor(private readonly opts: AgentMetricsOptions) {
     const { agent, datapath } = opts;
     const registers = [this.registry];
-    this.hubble = new HubbleMetrics(this.registry);
+    this.hubble = new HubbleMetrics(this.registry, opts.hubbleMetrics);
     new Counter({
       name: "membrane_agent_flows_total",
       help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED, AUDIT); sampled-out forwarded flows included.",

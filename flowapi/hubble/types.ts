@@ -54,6 +54,36 @@ export interface HubbleFlow {
   readonly ingress_allowed_by?: readonly HubblePolicy[];
   readonly egress_denied_by?: readonly HubblePolicy[];
   readonly ingress_denied_by?: readonly HubblePolicy[];
+  /** Cilium's PolicyMatchType of a policy verdict (monitor API: 0 none, 1 L3-only, 2 L3-L4, 3 L4-only, 4 all, 5 L3-proto, 6 proto-only). */
+  readonly policy_match_type?: number;
+  /** DNS names of the addresses (the DNS proxy's cache). */
+  readonly source_names?: readonly string[];
+  readonly destination_names?: readonly string[];
+  /** The L7 record of an L7 flow (`Type: "L7"`): what a DNS or HTTP proxy saw. */
+  readonly l7?: HubbleLayer7;
+}
+
+/** flow.Layer7: a request, a response (with its latency) or a sample, of DNS or HTTP. */
+export interface HubbleLayer7 {
+  readonly type: "UNKNOWN_L7_TYPE" | "REQUEST" | "RESPONSE" | "SAMPLE";
+  readonly latency_ns?: number;
+  readonly dns?: {
+    readonly query: string;
+    readonly ips?: readonly string[];
+    readonly ttl?: number;
+    readonly cnames?: readonly string[];
+    readonly observation_source?: string;
+    readonly rcode?: number;
+    readonly qtypes?: readonly string[];
+    readonly rrtypes?: readonly string[];
+  };
+  readonly http?: {
+    readonly code?: number;
+    readonly method: string;
+    readonly url: string;
+    readonly protocol: string;
+    readonly headers?: readonly { readonly key: string; readonly value: string }[];
+  };
 }
 
 /** Cilium's monitor message types, as `event_type.type` and `hubble observe --type` use them. */

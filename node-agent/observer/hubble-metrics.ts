@@ -1,8 +1,11 @@
-// Flow metrics under Hubble's names and labels (Cilium's pkg/hubble/metrics flow, drop and policy handlers), so a
-// dashboard written for Hubble reads Membrane's agents unchanged. Counted from every flow the observer handles.
-import { Counter, type Registry } from "prom-client";
+// Flow metrics under Hubble's names and labels (Cilium's pkg/hubble/metrics flow, drop, policy, dns and http handlers), so a
+// dashboard written for Hubble reads Membrane's agents unchanged. L3/L4 families are counted from every flow the observer
+// handles; dns and http from L7 flow records in Hubble's shape (a proxy's, `observeL7`). Context options: hubble-context.ts.
+import { Counter, Histogram, type Registry } from "prom-client";
 import type { Flow } from "../../flowapi/flow.ts";
-import { ciliumDropReason } from "../../flowapi/hubble/flow.ts";
+import { ciliumDropReason, toHubbleFlow } from "../../flowapi/hubble/flow.ts";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, type HubbleMetricFamily, type MetricContext } from "./hubble-context.ts";
 
 /** Hubble's protocol label (Cilium's FlowProtocol): the L4 of the flow, as Hubble spells it. */
 function hubbleProtocol(f: Flow): string {
@@ -28,25 +31,146 @@ function typeLabels(f: Flow): { type: string; subtype: string } {
   return { type: "Trace", subtype: f.direction === "ingress" ? "to-endpoint" : "from-endpoint" };
 }
 
-export class HubbleMetrics {
-  private readonly flows: Counter<"protocol" | "type" | "subtype" | "verdict">;
-  private readonly drops: Counter<"reason" | "protocol">;
-  private readonly verdicts: Counter<"direction" | "match" | "action">;
+/** DNS response codes as Hubble's dns metrics name them (the IANA registry's descriptions). */
+const RCODE_NAMES: Readonly<Record<number, string>> = {
+  0: "No Error",
+  1: "Format Error",
+  2: "Server Failure",
+  3: "Non-Existent Domain",
+  4: "Not Implemented",
+  5: "Query Refused",
+  6: "Name Exists when it should not",
+  7: "RR Set Exists when it should not",
+  8: "RR Set that should exist does not",
+  9: "Not Authorized",
+  10: "Name not contained in zone",
+  11: "DSO-TYPE Not Implemented",
+  16: "Bad OPT Version",
+  17: "Key not recognized",
+  18: "Signature out of time window",
+  19: "Bad TKEY Mode",
+  20: "Duplicate key name",
+  21: "Algorithm not supported",
+  22: "Bad Truncation",
+  23: "Bad/missing Server Cookie",
+};
 
-  constructor(registry: Registry) {
+/** Which side of an HTTP exchange saw it: an egress record is the client's, an ingress one the server's. */
+function reporter(f: HubbleFlow): string {
+  return f.traffic_direction === "EGRESS" ? "client" : f.traffic_direction === "INGRESS" ? "server" : "unknown";
+}
+
+type Labels = Record<string, string>;
+
+/** The context label values of one family as a label object, the flow in Hubble's shape made only when there are some. */
+function contextLabels(ctx: MetricContext, f: () => HubbleFlow, invert = false): Labels {
+  if (ctx.labelNames.length === 0) return {};
+  const v = ctx.values(f(), invert);
+  return Object.fromEntries(ctx.labelNames.map((n, i) => [n, v[i]!]));
+}
+
+export class HubbleMetrics {
+  private readonly config: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
+  private readonly flows?: Counter<string>;
+  private readonly drops?: Counter<string>;
+  private readonly verdicts?: Counter<string>;
+  private readonly dns?: { queries: Counter<string>; responses: Counter<string>; responseTypes: Counter<string>; query: boolean; ignoreAAAA: boolean };
+  private readonly http?: { v2: boolean; requests: Counter<string>; responses?: Counter<string>; duration: Histogram<string> };
+
+  /** `config`: the parsed `--hubble-metrics` (default: every family, no context). */
+  constructor(registry: Registry, config?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>) {
+    if (config === undefined) {
+      const d = parseHubbleMetrics(DEFAULT_HUBBLE_METRICS);
+      if (!d.ok) throw new Error(d.error);
+      config = d.value;
+    }
+    this.config = config;
     const registers = [registry];
-    this.flows = new Counter({ name: "hubble_flows_processed_total", help: "Total number of flows processed", labelNames: ["protocol", "type", "subtype", "verdict"] as const, registers });
-    this.drops = new Counter({ name: "hubble_drop_total", help: "Number of drops", labelNames: ["reason", "protocol"] as const, registers });
-    this.verdicts = new Counter({ name: "hubble_policy_verdicts_total", help: "Number of policy verdict events", labelNames: ["direction", "match", "action"] as const, registers });
+    const ctx = (family: HubbleMetricFamily): readonly string[] => config.get(family)!.context.labelNames;
+    if (config.has("flow")) this.flows = new Counter({ name: "hubble_flows_processed_total", help: "Total number of flows processed", labelNames: ["protocol", "type", "subtype", "verdict", ...ctx("flow")], registers });
+    if (config.has("drop")) this.drops = new Counter({ name: "hubble_drop_total", help: "Number of drops", labelNames: [...ctx("drop"), "reason", "protocol"], registers });
+    if (config.has("policy")) this.verdicts = new Counter({ name: "hubble_policy_verdicts_total", help: "Number of policy verdict events", labelNames: ["direction", "match", "action", ...ctx("policy")], registers });
+    const dns = config.get("dns");
+    if (dns) {
+      const query = dns.flags.has("query");
+      const common = [...dns.context.labelNames, "rcode", "qtypes", "ips_returned", ...(query ? ["query"] : [])];
+      this.dns = {
+        query,
+        ignoreAAAA: dns.flags.has("ignoreAAAA"),
+        queries: new Counter({ name: "hubble_dns_queries_total", help: "Number of DNS queries observed", labelNames: common, registers }),
+        responses: new Counter({ name: "hubble_dns_responses_total", help: "Number of DNS responses observed", labelNames: common, registers }),
+        responseTypes: new Counter({ name: "hubble_dns_response_types_total", help: "Number of DNS response types observed", labelNames: [...dns.context.labelNames, "type", "qtypes", ...(query ? ["query"] : [])], registers }),
+      };
+    }
+    const http = config.get("http") ?? config.get("httpV2");
+    if (http) {
+      const v2 = config.has("httpV2");
+      const c = http.context.labelNames;
+      this.http = {
+        v2,
+        requests: new Counter({ name: "hubble_http_requests_total", help: "Count of HTTP requests", labelNames: [...c, "method", "protocol", ...(v2 ? ["status"] : []), "reporter"], registers }),
+        ...(v2 ? {} : { responses: new Counter({ name: "hubble_http_responses_total", help: "Count of HTTP responses", labelNames: [...c, "method", "protocol", "status", "reporter"], registers }) }),
+        duration: new Histogram({ name: "hubble_http_request_duration_seconds", help: "Quantiles of HTTP request duration in seconds", labelNames: [...c, "method", "reporter"], registers }),
+      };
+    }
   }
 
-  /** Counts one flow; called for every flow, kept in the ring or not. */
+  private ctx(family: HubbleMetricFamily): MetricContext {
+    return this.config.get(family)!.context;
+  }
+
+  /** Counts one L3/L4 flow; called for every flow, kept in the ring or not. */
   readonly observe = (f: Flow): void => {
+    let hubble: HubbleFlow | undefined;
+    const h = (): HubbleFlow => (hubble ??= toHubbleFlow(f));
     const protocol = hubbleProtocol(f);
-    this.flows.inc({ protocol, ...typeLabels(f), verdict: f.verdict });
-    if (f.verdict === "DROPPED") this.drops.inc({ reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
+    this.flows?.inc({ protocol, ...typeLabels(f), verdict: f.verdict, ...contextLabels(this.ctx("flow"), h) });
+    if (f.verdict === "DROPPED") this.drops?.inc({ ...contextLabels(this.ctx("drop"), h), reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
     // A verdict a policy gave (a rule, or default deny), whether the packet passed or not. The datapath does not
     // report what part of a rule matched: match is "none", as Cilium's unset policy_match_type reads.
-    if (f.decidedBy !== undefined) this.verdicts.inc({ direction: f.direction, match: "none", action: f.verdict.toLowerCase() });
+    if (f.decidedBy !== undefined) this.verdicts?.inc({ direction: f.direction, match: "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
+  };
+
+  /** Counts one L7 record in Hubble's shape (`Type: "L7"`, `l7.dns` or `l7.http`): a DNS or HTTP proxy's flow. */
+  readonly observeL7 = (f: HubbleFlow): void => {
+    const dns = f.l7?.dns;
+    if (dns !== undefined && this.dns !== undefined) {
+      const d = this.dns;
+      const qtypes = dns.qtypes ?? [];
+      if (d.ignoreAAAA && qtypes.length === 1 && qtypes[0] === "AAAA") return;
+      const ctx = contextLabels(this.ctx("dns"), () => f);
+      const q: Labels = d.query ? { query: dns.query } : {};
+      // Labels in the order Hubble registers them (prom-client prints them as given).
+      const series = (rcode: string): Labels => ({ ...ctx, rcode, qtypes: qtypes.join(","), ips_returned: String(dns.ips?.length ?? 0), ...q });
+      if (f.verdict === "DROPPED") d.queries.inc(series("Policy denied"));
+      else if (f.is_reply?.value !== true) d.queries.inc(series(""));
+      else {
+        d.responses.inc(series(RCODE_NAMES[Number(dns.rcode ?? 0)] ?? ""));
+        for (const type of dns.rrtypes ?? []) d.responseTypes.inc({ ...ctx, type, qtypes: qtypes.join(","), ...q });
+      }
+      return;
+    }
+    const http = f.l7?.http;
+    if (http !== undefined && this.http !== undefined) {
+      const t = f.l7!.type;
+      const H = this.http;
+      const family = H.v2 ? "httpV2" : "http";
+      const who = reporter(f);
+      const seconds = Number(f.l7!.latency_ns ?? 0) / 1e9;
+      if (H.v2) {
+        // One series per exchange, from its response, labelled as the request was (source and destination swapped back).
+        if (t !== "RESPONSE") return;
+        const ctx = contextLabels(this.ctx(family), () => f, true);
+        H.requests.inc({ ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who });
+        H.duration.observe({ ...ctx, method: http.method, reporter: who }, seconds);
+        return;
+      }
+      const ctx = contextLabels(this.ctx(family), () => f);
+      if (t === "REQUEST") H.requests.inc({ ...ctx, method: http.method, protocol: http.protocol, reporter: who });
+      else if (t === "RESPONSE") {
+        H.responses!.inc({ ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who });
+        H.duration.observe({ ...ctx, method: http.method, reporter: who }, seconds);
+      }
+    }
   };
 }
