@@ -14,12 +14,29 @@ export const PROTO_DIR_ENV = "MEMBRANE_HUBBLE_PROTO_DIR";
 /**
  * Where the .proto files are: $MEMBRANE_HUBBLE_PROTO_DIR, else `api/v1` of the pinned module in the Go
  * module cache ($GOMODCACHE, else $GOPATH/pkg/mod, else ~/go/pkg/mod), where the install step
- * (localcluster/hubble/build.sh) puts it.
+ * (localcluster/hubble/build.sh) puts it. The home directory is $HOME's, and then the account's own (from
+ * the password database): a shell with another $HOME (`membrane observe` in a fresh environment) still finds
+ * the cache the install step filled. The first candidate that holds the files wins; none: the first (for the error).
  */
 export function hubbleProtoDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env[PROTO_DIR_ENV]) return env[PROTO_DIR_ENV];
-  const modcache = env.GOMODCACHE || path.join(env.GOPATH?.split(":")[0] || path.join(os.homedir(), "go"), "pkg", "mod");
-  return path.join(modcache, "github.com", "cilium", `cilium@${CILIUM_VERSION}`, "api", "v1");
+  const sub = path.join("github.com", "cilium", `cilium@${CILIUM_VERSION}`, "api", "v1");
+  const caches = env.GOMODCACHE
+    ? [env.GOMODCACHE]
+    : env.GOPATH
+      ? [path.join(env.GOPATH.split(":")[0]!, "pkg", "mod")]
+      : [...new Set([env.HOME || os.homedir(), accountHome()].filter((h): h is string => h !== undefined))].map((h) => path.join(h, "go", "pkg", "mod"));
+  const candidates = caches.map((c) => path.join(c, sub));
+  return candidates.find((d) => fs.existsSync(path.join(d, "observer", "observer.proto"))) ?? candidates[0]!;
+}
+
+/** The account's home directory from the password database (not $HOME), when there is one. */
+function accountHome(): string | undefined {
+  try {
+    return os.userInfo().homedir || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface HubbleApi {
