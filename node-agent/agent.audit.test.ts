@@ -41,7 +41,6 @@ function stateDenying8081(generation: number): NodeState {
 
 describe("policy audit mode by annotation on a running agent", { timeout: 300_000 }, () => {
   const tb = new AgentTestbed(`aua${process.pid % 100000}`);
-  const observerSocket = path.join(tb.dir, "observer.sock");
   const hubbleSocket = path.join(tb.dir, "hubble.sock");
   let cp: ControlPlane | undefined;
   let client: KubeClient | undefined;
@@ -68,7 +67,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     }
   };
   const observe = async (...args: string[]): Promise<Flow[]> => {
-    const r = await execFileP(MEMBRANE, ["observe", "--server", observerSocket, "-o", "json", ...args]);
+    const r = await execFileP(MEMBRANE, ["observe", "--server", hubbleSocket, "-o", "json", ...args]);
     return r.stdout.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as Flow);
   };
   const metricsText = async (): Promise<string> => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
@@ -99,7 +98,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     agent = new NodeAgent({
       nodeName: tb.node, operator: `127.0.0.1:${port}`, tls: tb.agentTls(), datapath: dp, cniSocket: tb.socketPath, netns: tb.nsHost, log,
       backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
-      observer: { listen: { socketPath: observerSocket }, hubble: { socketPath: hubbleSocket } },
+      observer: { hubble: { socketPath: hubbleSocket } },
     });
     await agent.start();
     metrics = new AgentMetrics({ agent, datapath: dp, log });

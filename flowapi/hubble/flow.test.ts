@@ -38,9 +38,12 @@ test("an audit is Hubble's verdict AUDIT, a policy verdict event without a drop 
   assert.deepEqual(h.event_type, { type: 5, sub_type: 0 });
   assert.equal(h.drop_reason, undefined);
   assert.deepEqual(h.egress_denied_by?.map((p) => p.kind), ["DefaultDeny"]);
-  // Read back: the verdict and the rule; the reason of the drop that did not happen is not in Hubble's flow.
+  // Read back: the verdict, the rule, and the policy drop that did not happen (from the policy: audit mode passes only those).
   const back = fromHubbleFlow(h);
-  assert.deepEqual([back.verdict, back.type, back.decidedBy, back.dropReason], ["AUDIT", "policy-verdict", { kind: "default-deny" }, undefined]);
+  assert.deepEqual([back.verdict, back.type, back.decidedBy, back.dropReason], ["AUDIT", "policy-verdict", { kind: "default-deny" }, "policy denied (default deny)"]);
+  const rule = { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deny-8081", rule: "spec.egressDeny[0]" } as const;
+  const denied = dropFlow({ verdict: "AUDIT", type: "policy-verdict", dropReason: "policy denied", decidedBy: rule });
+  assert.deepEqual(fromHubbleFlow(toHubbleFlow(denied)), JSON.parse(JSON.stringify(denied)));
 });
 
 test("the deciding rule lands in the allowed/denied list of the flow's direction, default deny included", () => {

@@ -156,6 +156,15 @@ export function toHubbleFlow(f: Flow): HubbleFlow {
   };
 }
 
+/**
+ * The drop an audit let pass: Hubble's AUDIT carries no drop reason, but audit mode only passes policy drops, and
+ * which one its policy says: default deny, or a deny rule.
+ */
+function auditReason(d: FlowDecision | undefined): string | undefined {
+  if (d === undefined) return undefined;
+  return d.kind === "default-deny" ? "policy denied (default deny)" : "policy denied";
+}
+
 const TYPE_OF_EVENT: Readonly<Record<number, FlowType>> = { [CILIUM_EVENT_TYPE.drop]: "drop", [CILIUM_EVENT_TYPE["policy-verdict"]]: "policy-verdict", [CILIUM_EVENT_TYPE.trace]: "trace" };
 
 function protocolOf(h: HubbleFlow): string {
@@ -198,7 +207,7 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
   const p = ports(h);
   const policy = (ingress ? [...(h.ingress_denied_by ?? []), ...(h.ingress_allowed_by ?? [])] : [...(h.egress_denied_by ?? []), ...(h.egress_allowed_by ?? [])])[0];
   const decidedBy = policy !== undefined ? decisionOf(policy) : undefined;
-  const dropReason = h.verdict === "DROPPED" ? (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc) : undefined;
+  const dropReason = h.verdict === "DROPPED" ? (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc) : h.verdict === "AUDIT" ? auditReason(decidedBy) : undefined;
   return {
     time: new Date(msOf(h.time) ?? 0).toISOString(),
     verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
