@@ -1,4 +1,5 @@
-// The tc programs: from-container (pod egress), to-container (pod ingress), from-overlay (VXLAN ingress).
+// The tc programs: from-container (pod egress), to-container (pod ingress), from-overlay (VXLAN ingress),
+// to-host/from-host (the host firewall on the node's external devices).
 #include "lib/common.h"
 #include "lib/packet.h"
 #include "lib/policy.h"
@@ -12,6 +13,7 @@
 #include "lib/redirect.h"
 #include "lib/audit.h"
 #include "lib/encryption.h"
+#include "lib/hostfw.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -283,6 +285,59 @@ int from_overlay(struct __sk_buff *skb)
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
 	return TC_ACT_OK;
+}
+
+/* The host firewall on a node device (bpf/lib/hostfw.h): a packet to (ingress) or from (egress) one of
+ * the node's own addresses is the host endpoint's, judged by its policy like a pod's (reserved:host as
+ * subject, conntrack, audit mode); the guard's entries pass first. Anything else is forwarded: passed. */
+static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
+{
+	struct flow f = {};
+	__u8 reason = DROP_NONE;
+	struct endpoint_value *host;
+	struct ipcache_value *remote;
+	struct policy_value unused = {}; /* host policies have no L7 (admission refuses it): nothing to steer */
+	struct ct_ctx ctx = { .now = ct_now() };
+	__u32 monitor = monitor_flags(config_get());
+	__u32 enforced = direction == DIR_INGRESS ? EP_F_INGRESS_ENFORCED : EP_F_EGRESS_ENFORCED;
+	enum ct_status ct;
+	__u32 peer;
+	int rc;
+
+	rc = parse_flow(skb, &f, &reason);
+	if (rc == PARSE_PASS)
+		return TC_ACT_OK;
+	host = host_endpoint_lookup(f.family, direction == DIR_INGRESS ? f.daddr : f.saddr);
+	if (!host)
+		return TC_ACT_OK;
+	/* A fragment or malformed packet of the host's fails closed only where its policy is enforced. */
+	if (rc == PARSE_DROP)
+		return host->flags & enforced ? drop(skb, &f, direction, reason, 0, 0, RULE_ID_NONE) : TC_ACT_OK;
+	remote = ipcache_lookup(f.family, direction == DIR_INGRESS ? f.saddr : f.daddr);
+	peer = remote ? remote->identity : IDENTITY_WORLD;
+	ct = ct_lookup(&f, direction, NULL, &ctx);
+	if (ct != CT_NEW) {
+		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
+			monitor_known_packet(skb, &f, direction, host, ct, &ctx, monitor, peer);
+		return TC_ACT_OK;
+	}
+	if (host_guard_allows(direction, f.proto, f.dport, remote && (remote->flags & IPCACHE_F_NODE))) {
+		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+		return TC_ACT_OK;
+	}
+	return enforce_new(skb, &f, direction, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused);
+}
+
+SEC("tc")
+int to_host(struct __sk_buff *skb)
+{
+	return host_firewall(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int from_host(struct __sk_buff *skb)
+{
+	return host_firewall(skb, DIR_EGRESS);
 }
 
 char _license[] SEC("license") = "GPL";

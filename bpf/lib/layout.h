@@ -104,6 +104,21 @@ struct endpoint_value {
 	__u32 flags;     /* EP_F_* */
 };
 
+/* host firewall (bpf/lib/hostfw.h). host addrs: hash, endpoint_key (the node's own addresses) ->
+ * endpoint_value (identity IDENTITY_HOST, ifindex 0, the host's EP_F_* flags). The guard: hash of what
+ * is always allowed whatever the host policy says (the lock-out guard, node-agent/hostfw.ts). */
+struct host_guard_key {
+	__u8 direction; /* DIR_* of the host's side: ingress = to this node */
+	__u8 proto;     /* IANA number */
+	__be16 port;    /* destination port (ICMP: the type as a port, as in struct flow) */
+};
+#define HOST_GUARD_ANY_PEER 0   /* any peer */
+#define HOST_GUARD_NODE_PEER 1  /* only a cluster node (ipcache IPCACHE_F_NODE) */
+struct host_guard_value {
+	__u8 peers;     /* HOST_GUARD_*_PEER */
+	__u8 pad[3];
+};
+
 /* conntrack: LRU hash keyed by the tuple as seen by the originator and the direction it was
  * checked in; a reply matches the swapped tuple with the opposite direction. */
 struct ct_key {

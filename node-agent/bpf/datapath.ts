@@ -19,6 +19,9 @@ import {
   ipcacheKeys,
   encodeIpcacheValue,
   encodeIPBlockValue,
+  encodeHostGuardKey,
+  encodeHostGuardValue,
+  type HostGuardEntry,
   encodePolicyKey,
   encodePolicyLensKey,
   encodePolicyLensValue,
@@ -57,9 +60,11 @@ export const MAPS = {
   config: "membrane_config",
   encryption: "membrane_encryption",
   encryptedNodes: "membrane_encrypted_nodes",
+  hostAddrs: "membrane_host_addrs",
+  hostGuard: "membrane_host_guard",
 } as const;
 
-export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay" } as const;
+export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay", toHost: "to_host", fromHost: "from_host" } as const;
 
 const log = pino({ name: "datapath", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -162,6 +167,41 @@ export class Datapath {
   attachOverlay(vxlanIfindex: number, netns?: string): void {
     this.setConfigField("vxlan_ifindex", vxlanIfindex);
     this.attach(PROGRAMS.fromOverlay, { ifindex: vxlanIfindex, direction: "ingress", ...(netns ? { netns } : {}) });
+  }
+
+  /** The host firewall on a node device: to-host on its ingress, from-host on its egress (only the node's own addresses are judged). */
+  attachHostDevice(ifindex: number, netns?: string): void {
+    const base = { ifindex, ...(netns ? { netns } : {}) };
+    this.attach(PROGRAMS.toHost, { ...base, direction: "ingress" });
+    this.attach(PROGRAMS.fromHost, { ...base, direction: "egress" });
+  }
+
+  detachHostDevice(ifindex: number, netns?: string): void {
+    this.detachEndpoint(ifindex, netns); // the same two directions and link pins
+  }
+
+  /** One of the node's own addresses as the host endpoint (identity reserved:host, the host policy's flags). */
+  setHostAddress(e: Omit<EndpointEntry, "ifindex" | "identity">): void {
+    this.object.map(MAPS.hostAddrs).update(encodeEndpointKey(e.ip), encodeEndpointValue({ ...e, ifindex: 0, identity: CONST.IDENTITY_HOST }));
+  }
+
+  /** Removes every host address not in keep. */
+  pruneHostAddresses(keep: readonly string[]): void {
+    const kept = new Set(keep.map((ip) => encodeEndpointKey(ip).toString("hex")));
+    const m = this.object.map(MAPS.hostAddrs);
+    for (const k of m.keys()) if (!kept.has(k.toString("hex"))) m.delete(k);
+  }
+
+  /** The lock-out guard, exactly these entries: new ones first, then the ones that left (none is ever missing in between). */
+  setHostGuard(entries: readonly HostGuardEntry[]): void {
+    const m = this.object.map(MAPS.hostGuard);
+    const keep = new Set<string>();
+    for (const e of entries) {
+      const k = encodeHostGuardKey(e);
+      keep.add(k.toString("hex"));
+      m.update(k, encodeHostGuardValue(e));
+    }
+    for (const k of m.keys()) if (!keep.has(k.toString("hex"))) m.delete(k);
   }
 
   /** Removes the pins of links whose interface is gone (e.g. deleted while the agent was down); returns how many. */
@@ -498,7 +538,7 @@ export class Datapath {
   }
 
   clearAll(): void {
-    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack, REDIRECT_MAPS.redirects, REDIRECT_MAPS.proxyPorts]) this.object.map(m).clear();
+    for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack, REDIRECT_MAPS.redirects, REDIRECT_MAPS.proxyPorts, MAPS.hostAddrs, MAPS.hostGuard]) this.object.map(m).clear();
     this.written.clear();
     this.failed.clear();
   }

@@ -30,6 +30,8 @@ export const LAYOUT = {
   ipblock_value: { size: 4, fields: { identity: f(0, 4) } },
   endpoint_key: { size: 20, fields: { family: f(0, 1), addr: f(4, 16) } },
   endpoint_value: { size: 12, fields: { ifindex: f(0, 4), identity: f(4, 4), flags: f(8, 4) } },
+  host_guard_key: { size: 4, fields: { direction: f(0, 1), proto: f(1, 1), port: f(2, 2) } },
+  host_guard_value: { size: 4, fields: { peers: f(0, 1) } },
   ct_key: {
     size: 40,
     fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), proto: f(36, 1), family: f(37, 1), direction: f(38, 1) },
@@ -90,6 +92,8 @@ export const CONST = {
   CT_F_NO_TUNNEL: 1,
   CT_F_PROXY: 2,
   REDIRECT_PORT_F_SERVED: 1,
+  HOST_GUARD_ANY_PEER: 0,
+  HOST_GUARD_NODE_PEER: 1,
   DROP_REASON_MAX: 16,
   EVENT_FORWARDED: 1,
   EVENT_DROPPED: 2,
@@ -376,6 +380,34 @@ export function encodeEndpointValue(e: EndpointEntry): Buffer {
   const flags =
     (e.ingressEnforced ? CONST.EP_F_INGRESS_ENFORCED : 0) | (e.egressEnforced ? CONST.EP_F_EGRESS_ENFORCED : 0) | (e.auditMode ? CONST.EP_F_POLICY_AUDIT : 0);
   b.writeUInt32LE(flags, L.flags.offset);
+  return b;
+}
+
+/** One always-allowed kind of host traffic (the lock-out guard): direction of the host's side, protocol, destination port. */
+export interface HostGuardEntry {
+  readonly direction: Direction;
+  readonly proto: number;
+  /** Destination port; for ICMP the type (8: echo request). */
+  readonly port: number;
+  /** Only from/to a cluster node (a node address in the ipcache), or any peer. */
+  readonly peers: "nodes" | "any";
+  /** What needs it, for the log and the chart's list. */
+  readonly why: string;
+}
+
+export function encodeHostGuardKey(e: Pick<HostGuardEntry, "direction" | "proto" | "port">): Buffer {
+  const L = LAYOUT.host_guard_key.fields;
+  if (!Number.isInteger(e.port) || e.port < 0 || e.port > 0xffff) throw new RangeError(`host guard port ${e.port} out of range`);
+  const b = Buffer.alloc(LAYOUT.host_guard_key.size);
+  b.writeUInt8(directionCode(e.direction), L.direction.offset);
+  b.writeUInt8(e.proto, L.proto.offset);
+  b.writeUInt16BE(e.port, L.port.offset);
+  return b;
+}
+
+export function encodeHostGuardValue(e: Pick<HostGuardEntry, "peers">): Buffer {
+  const b = Buffer.alloc(LAYOUT.host_guard_value.size);
+  b.writeUInt8(e.peers === "nodes" ? CONST.HOST_GUARD_NODE_PEER : CONST.HOST_GUARD_ANY_PEER, LAYOUT.host_guard_value.fields.peers.offset);
   return b;
 }
 

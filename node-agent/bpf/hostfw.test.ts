@@ -1,0 +1,199 @@
+// The host firewall with real packets to real listeners in a node namespace: the reference host policy (SSH from the management network, the kubelet from nodes, default deny, replies to the node's own connections, loopback), a pod on the node, the lock-out guard, audit mode.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { IDENTITY } from "../../core/identity.ts";
+import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
+import { Datapath } from "./datapath.ts";
+import { NetnsFixture, ifindexIn, ipIn, sh, waitForLine } from "./netns.ts";
+import { DROP_REASON_CODES, type VerdictEvent } from "./layout.ts";
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const PROBE = path.join(here, "probe.ts");
+
+const tag = `hfw${process.pid % 100000}`;
+const NS = { underlay: `${tag}-u`, node: `${tag}-node`, peer: `${tag}-peer`, outside: `${tag}-out`, mgmt: `${tag}-mgmt`, pod: `${tag}-pod` };
+const NODE_IP = "10.205.0.1";
+const PEER_NODE_IP = "10.205.0.2";
+const OUTSIDE_IP = "10.205.0.3";
+const MGMT_IP = "10.206.0.5";
+const MGMT_CIDR = "10.206.0.0/24";
+const POD_IP = "10.207.0.10";
+const POD_GW = "10.207.0.1";
+const MGMT_ID = (1 << 24) + 7; // the management CIDR's local identity
+const POD_ID = 1300;
+const SSH = 22;
+const KUBELET = 10250;
+const EXTRA = 9999;
+const VXLAN = 8472;
+const OUTSIDE_WEB = 8080;
+const RULE_SSH = 501;
+const RULE_KUBELET = 502;
+
+const fx = new NetnsFixture();
+let dp: Datapath | undefined;
+let nodeIfindex = 0;
+let podHostIfindex = 0;
+const events: VerdictEvent[] = [];
+let drain: () => number = () => 0;
+
+async function tcp(fromNetns: string, host: string, port: number): Promise<boolean> {
+  try {
+    await run("ip", ["netns", "exec", fromNetns, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", host, String(port), "1500"], { cwd: root });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function udp(fromNetns: string, host: string, port: number): Promise<boolean> {
+  try {
+    await run("ip", ["netns", "exec", fromNetns, process.execPath, "--import", "tsx", PROBE, "connect", "udp", host, String(port), "1500"], { cwd: root });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function takeEvents(port: number): Promise<VerdictEvent[]> {
+  await new Promise((r) => setTimeout(r, 200));
+  drain();
+  const mine = events.filter((e) => e.dport === port);
+  events.length = 0;
+  return mine;
+}
+
+const hostEntry = (p: Pick<PolicyEntry, "peer" | "port" | "ruleId">): PolicyEntry => ({
+  subject: IDENTITY.host, direction: "ingress", proto: PROTO_NUMBER.TCP, portPrefixLen: 16, proxyPort: 0, verdict: "allow", ...p,
+});
+
+/** The reference host firewall (as a CCNP nodeSelector policy compiles): default-deny ingress, SSH from the management network, the kubelet from nodes. */
+function referencePolicy(): void {
+  dp!.setSubjectPolicy({
+    subject: IDENTITY.host, ingressEnforced: true, egressEnforced: false,
+    entries: [hostEntry({ peer: MGMT_ID, port: SSH, ruleId: RULE_SSH }), hostEntry({ peer: IDENTITY.remoteNode, port: KUBELET, ruleId: RULE_KUBELET })],
+  });
+  dp!.setHostAddress({ ip: NODE_IP, ingressEnforced: true, egressEnforced: false });
+}
+
+before(async () => {
+  for (const ns of Object.values(NS)) fx.addNetns(ns);
+  ipIn(NS.underlay, "link", "add", "br0", "type", "bridge");
+  ipIn(NS.underlay, "link", "set", "br0", "up");
+  const join = (ns: string, cidr: string, short: string): void => {
+    fx.addVeth({ netns: ns, ifname: "eth0", cidr }, { netns: NS.underlay, ifname: `${short}-br`, cidr: "" });
+    ipIn(NS.underlay, "link", "set", `${short}-br`, "master", "br0");
+  };
+  join(NS.node, `${NODE_IP}/24`, "n");
+  join(NS.peer, `${PEER_NODE_IP}/24`, "p");
+  join(NS.outside, `${OUTSIDE_IP}/24`, "o");
+  join(NS.mgmt, `${MGMT_IP}/24`, "m");
+  // The management network is its own CIDR on the same underlay (on-link routes both ways).
+  ipIn(NS.node, "route", "add", MGMT_CIDR, "dev", "eth0");
+  ipIn(NS.mgmt, "route", "add", "10.205.0.0/24", "dev", "eth0");
+  // A pod on the node: its veth's host side in the node namespace.
+  fx.addVeth({ netns: NS.pod, ifname: "eth0", cidr: `${POD_IP}/24` }, { netns: NS.node, ifname: `${tag}v`, cidr: `${POD_GW}/24` });
+  ipIn(NS.pod, "route", "add", "default", "via", POD_GW, "dev", "eth0");
+  nodeIfindex = ifindexIn(NS.node, "eth0");
+  podHostIfindex = ifindexIn(NS.node, `${tag}v`);
+
+  dp = Datapath.load(`test-${tag}`);
+  dp.clearAll();
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
+  dp.setIpcache({ cidr: `${NODE_IP}/32`, identity: IDENTITY.host });
+  dp.setIpcache({ cidr: `${PEER_NODE_IP}/32`, identity: IDENTITY.remoteNode, node: true });
+  dp.setIpcache({ cidr: MGMT_CIDR, identity: MGMT_ID });
+  dp.setIpcache({ cidr: `${POD_IP}/32`, identity: POD_ID });
+  dp.setSubjectPolicy({ subject: POD_ID, ingressEnforced: false, egressEnforced: false, entries: [] }, [{ ip: POD_IP, ifindex: podHostIfindex }]);
+  dp.setHostGuard([{ direction: "ingress", proto: PROTO_NUMBER.UDP, port: VXLAN, peers: "nodes", why: "overlay (VXLAN) between nodes" }]);
+  referencePolicy();
+  drain = dp.onEvents((e) => events.push(e));
+  dp.attachHostDevice(nodeIfindex, NS.node);
+  dp.attachEndpoint(podHostIfindex, NS.node);
+  const servers = [
+    fx.spawn(NS.node, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", String(SSH), String(KUBELET), String(EXTRA)]),
+    fx.spawn(NS.node, process.execPath, ["--import", "tsx", PROBE, "serve", "udp", String(VXLAN)]),
+    fx.spawn(NS.outside, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", String(OUTSIDE_WEB)]),
+  ];
+  await Promise.all(servers.map((s) => waitForLine(s, /^listening/, 15000)));
+});
+
+after(() => {
+  try {
+    if (dp && nodeIfindex) dp.detachHostDevice(nodeIfindex, NS.node);
+    if (dp && podHostIfindex) dp.detachEndpoint(podHostIfindex, NS.node);
+  } catch {
+    // the netns may already be gone
+  }
+  fx.cleanup();
+  dp?.close();
+  dp?.unpin();
+});
+
+test("SSH only from the management network: the management netns reaches 22, the outside host does not", async () => {
+  assert.ok(await tcp(NS.mgmt, NODE_IP, SSH), "management → 22");
+  const allowed = await takeEvents(SSH);
+  assert.ok(allowed.some((e) => e.verdict === "forwarded" && e.ruleId === RULE_SSH && e.dstIdentity === IDENTITY.host && e.srcIdentity === MGMT_ID), "the allow names its rule");
+  assert.equal(await tcp(NS.outside, NODE_IP, SSH), false, "outside → 22");
+  const dropped = await takeEvents(SSH);
+  assert.ok(dropped.some((e) => e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY && e.dstIdentity === IDENTITY.host && e.srcIdentity === IDENTITY.world));
+});
+
+// Not done yet (README): a pod's connection to its own node's address never crosses a node device, and
+// from-container does not apply the host's ingress policy (inlining it made the program too large to
+// verify). This test states today's behaviour so that closing the gap changes it knowingly.
+test("known gap: a pod on the node reaches its node's port 22 (the host policy does not judge pod-to-own-node traffic yet)", async () => {
+  assert.equal(await tcp(NS.pod, NODE_IP, SSH), true);
+});
+
+test("the kubelet API only from the cluster's nodes: another node reaches 10250, the outside host does not", async () => {
+  assert.ok(await tcp(NS.peer, NODE_IP, KUBELET));
+  assert.equal(await tcp(NS.outside, NODE_IP, KUBELET), false);
+});
+
+test("an extra port is dropped for everyone", async () => {
+  for (const ns of [NS.peer, NS.outside, NS.mgmt]) assert.equal(await tcp(ns, NODE_IP, EXTRA), false, ns);
+});
+
+test("the node's own outbound connections get their replies (conntrack), and loopback is untouched", async () => {
+  assert.ok(await tcp(NS.node, OUTSIDE_IP, OUTSIDE_WEB), "node → outside host and back");
+  assert.ok(await tcp(NS.node, "127.0.0.1", EXTRA), "loopback to the extra port");
+});
+
+test("forwarded traffic is not the host's: a pod's connection through the node to the outside host passes the host firewall", async () => {
+  sh("ip", ["netns", "exec", NS.node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+  ipIn(NS.outside, "route", "add", `${POD_IP}/32`, "via", NODE_IP);
+  assert.ok(await tcp(NS.pod, OUTSIDE_IP, OUTSIDE_WEB));
+});
+
+test("lock-out guard: the overlay port passes from another node whatever the host policy says, and only from a node", async () => {
+  assert.ok(await udp(NS.peer, NODE_IP, VXLAN), "node → VXLAN port");
+  assert.equal(await udp(NS.outside, NODE_IP, VXLAN), false, "not from a non-node");
+});
+
+test("host policy in audit mode drops nothing and reports each would-be drop as an audit; switching off enforces again", async () => {
+  await takeEvents(EXTRA); // the earlier tests' drops (and their retransmissions)
+  dp!.setPolicyAuditMode(true);
+  try {
+    assert.ok(await tcp(NS.outside, NODE_IP, EXTRA), "extra port passes in audit mode");
+    const audits = await takeEvents(EXTRA);
+    assert.deepEqual(audits.map((e) => [e.verdict, e.direction, e.reasonCode, e.dstIdentity]), [["audit", "ingress", DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY, IDENTITY.host]]);
+  } finally {
+    dp!.setPolicyAuditMode(false);
+  }
+  assert.equal(await tcp(NS.outside, NODE_IP, EXTRA), false);
+});
+
+test("without a host policy (not enforced) every port of the node is reachable", async () => {
+  dp!.setHostAddress({ ip: NODE_IP, ingressEnforced: false, egressEnforced: false });
+  try {
+    assert.ok(await tcp(NS.outside, NODE_IP, EXTRA));
+  } finally {
+    referencePolicy();
+  }
+});
