@@ -24,6 +24,7 @@ import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
+import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
 import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
@@ -77,6 +78,8 @@ export interface AgentOptions {
   readonly policyEnforcementMode?: PolicyEnforcementMode;
   /** --policy-audit-mode: policy drops on this node pass and are reported as AUDIT (audit-mode.ts adds the annotations). */
   readonly policyAuditMode?: boolean;
+  /** The host firewall (hostfw.ts): its devices attached at start, the host endpoint's flags following the host policy. */
+  readonly hostFirewall?: HostFirewall;
   /** Where the last acknowledged state is kept, so a restart resumes from its version (JSON); snapshot after every restart when absent. */
   readonly appliedFile?: string;
   /** The host links to reconcile the endpoints against at start (tests replace them); the `mbr*` veths of `netns` when absent. */
@@ -158,6 +161,10 @@ export class NodeAgent {
     this.loadEndpoints();
     this.reconcileEndpoints();
     this.loadApplied();
+    if (this.opts.hostFirewall) {
+      this.opts.hostFirewall.start();
+      this.syncHost(enforcedState(this.applied, this.mode));
+    }
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
     if (this.opts.observer) {
@@ -210,6 +217,11 @@ export class NodeAgent {
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, state);
     this.log.info({ policyAuditMode: this.nodeAuditMode(), auditedEndpoints: this.auditedEndpoints() }, "policy audit mode set");
     this.statusChanged();
+  }
+
+  /** The host endpoint's flags from the host policy in `state` (node audit mode is the config bit, which covers the host). */
+  private syncHost(state: NodeState): void {
+    this.opts.hostFirewall?.sync({ ...hostEnforcement(state), auditMode: false });
   }
 
   private endpointAudited(ep: Endpoint): boolean {
@@ -487,8 +499,9 @@ export class NodeAgent {
     for (const e of ipc.set) dp.setIpcache(e);
     // ... and so does the ipBlock map: the allows that name a new ipBlock identity are in already.
     for (const e of ipc.setBlocks) dp.setIPBlock(e);
-    // 3. endpoints take their identity and enforcement from the new state.
+    // 3. endpoints take their identity and enforcement from the new state, and so does the host.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
+    this.syncHost(to);
     // 4. removals: exact new entries, subjects that left lose theirs (including ones pinned before a restart).
     for (const p of to.policies) {
       const sd = incremental.get(p.subject);

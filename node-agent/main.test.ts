@@ -31,6 +31,16 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
   });
 
+  it("--host-firewall-device (repeatable) needs --node-ip; the API server port defaults to 6443; bad values are refused naming the flag", () => {
+    assert.equal(flags().hostFirewall, undefined);
+    assert.deepEqual(flags("--node-ip", "10.0.0.1", "--host-firewall-device", "eth0", "--host-firewall-device", "eth1").hostFirewall, { devices: ["eth0", "eth1"], apiServerPort: 6443 });
+    assert.equal(flags("--node-ip", "10.0.0.1", "--host-firewall-device", "eth0", "--host-firewall-api-server-port", "443").hostFirewall?.apiServerPort, 443);
+    assert.equal(error("--host-firewall-device", "eth0"), "--host-firewall-device: needs --node-ip (the address whose traffic is the host's)");
+    assert.equal(error("--host-firewall-api-server-port", "443"), "--host-firewall-api-server-port: only with --host-firewall-device");
+    assert.equal(error("--node-ip", "10.0.0.1", "--host-firewall-device", "eth0", "--host-firewall-api-server-port", "0"), '--host-firewall-api-server-port: must be a port number 1..65535, got "0"');
+    assert.match(error("--node-ip", "10.0.0.1", "--host-firewall-device", "eth 0"), /--host-firewall-device: must be an interface name/);
+  });
+
   it("--monitor-aggregation takes none, low, medium or maximum (default: medium, one event per new connection); another value is refused naming the flag", () => {
     assert.equal(flags().monitorAggregation, "medium");
     for (const level of ["none", "low", "medium", "maximum"]) assert.equal(flags(`--monitor-aggregation=${level}`).monitorAggregation, level);

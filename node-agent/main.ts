@@ -21,6 +21,7 @@ import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, ty
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
+import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
@@ -29,6 +30,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH]]
+                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
+                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -70,6 +73,11 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --cni-bin-dir      install the membrane-cni launcher into this directory at start
   --token-file       the pod's projected ServiceAccount token (audience membrane-operator), sent on each connect;
                      for an operator run with --agent-auth token (the chart)
+  --host-firewall-device  enforce host policies (CCNP nodeSelector) on this node device (repeatable: external
+                     interfaces, the overlay device), for traffic to and from --node-ip (required with it); what the
+                     cluster needs is always allowed (the lock-out guard: the operator stream, the API server port,
+                     VXLAN 8472 and WireGuard 51871 between nodes, ICMP echo between nodes)
+  --host-firewall-api-server-port  the API server's port the guard keeps open (default 6443)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
@@ -107,6 +115,8 @@ export interface AgentFlags {
   readonly cniBinDir?: string;
   readonly cniConfDir?: string;
   readonly tokenFile?: string;
+  /** Host firewall devices and the API server port its lock-out guard keeps open. */
+  readonly hostFirewall?: { readonly devices: readonly string[]; readonly apiServerPort: number };
   readonly encryption: AgentEncryptionMode;
   readonly encryptionStrict: boolean;
   readonly wireguardGo: string;
@@ -119,7 +129,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) => (a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : [a]));
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     values = parseArgs({
       args: normalised,
@@ -163,6 +173,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "monitor-aggregation": { type: "string" },
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
+        "host-firewall-device": { type: "string", multiple: true },
+        "host-firewall-api-server-port": { type: "string" },
         "cni-conf-dir": { type: "string" },
         encryption: { type: "string" },
         "encryption-strict": { type: "boolean" },
@@ -246,6 +258,13 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(leaseNamespace)) return { ok: false, error: `--lease-namespace: must be a namespace name (lowercase letters, digits, '-'), got ${JSON.stringify(leaseNamespace)}` };
   const cniBinDir = str("cni-bin-dir");
   const cniConfDir = str("cni-conf-dir");
+  const devicesFlag = values["host-firewall-device"];
+  const hostDevices = Array.isArray(devicesFlag) ? devicesFlag : [];
+  const apiPortText = str("host-firewall-api-server-port");
+  if (apiPortText !== undefined && hostDevices.length === 0) return { ok: false, error: "--host-firewall-api-server-port: only with --host-firewall-device" };
+  if (hostDevices.some((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d))) return { ok: false, error: `--host-firewall-device: must be an interface name, got ${JSON.stringify(hostDevices.find((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d)))}` };
+  if (hostDevices.length > 0 && nodeIP === undefined) return { ok: false, error: "--host-firewall-device: needs --node-ip (the address whose traffic is the host's)" };
+  if (apiPortText !== undefined && !(/^\d{1,5}$/.test(apiPortText) && Number(apiPortText) >= 1 && Number(apiPortText) <= 65535)) return { ok: false, error: `--host-firewall-api-server-port: must be a port number 1..65535, got ${JSON.stringify(apiPortText)}` };
   const encryption = str("encryption") ?? "disabled";
   if (!(ENCRYPTION_MODES as readonly string[]).includes(encryption)) return { ok: false, error: `--encryption: must be one of ${ENCRYPTION_MODES.join(", ")}, got ${JSON.stringify(encryption)}` };
   const encryptionStrict = values["encryption-strict"] === true;
@@ -286,6 +305,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       encryption: encryption as AgentEncryptionMode,
       encryptionStrict,
       wireguardGo: wireguardGo ?? "wireguard-go",
+      ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
 }
@@ -363,6 +383,18 @@ export async function run(args: string[]): Promise<number> {
     appliedFile: path.join(f.stateDir, "applied.json"),
     policyEnforcementMode: f.policyEnforcementMode,
     policyAuditMode: f.policyAuditMode,
+    ...(f.hostFirewall && f.nodeIP
+      ? {
+          hostFirewall: new HostFirewall({
+            datapath,
+            devices: f.hostFirewall.devices,
+            ...(f.netns ? { netns: f.netns } : {}),
+            addresses: [f.nodeIP],
+            guard: lockOutGuard({ operator: f.operator, apiServerPort: f.hostFirewall.apiServerPort }),
+            log,
+          }),
+        }
+      : {}),
     ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
