@@ -353,3 +353,26 @@ test("pod events alone move hosted identities, named ports and the ipcache (no p
   assert.deepEqual(httpPorts(), [], "the port went with its last pod");
   assert.equal(src.ipcache().some((e) => e.prefix === "10.0.1.5/32"), false);
 });
+
+test("a host policy (CCNP nodeSelector) is compiled for reserved:host and sent to every node, also one hosting no pod; without one no node gets the host subject", () => {
+  const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5")]);
+  const nodes = cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]);
+  const src = new NodeStateSource(pods, nodes);
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  assert.ok(!src.stateFor("n1").policies.some((p) => p.subject === 1), "no host policy: no host subject");
+  const ccnp: PolicyObject = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumClusterwideNetworkPolicy",
+    metadata: { name: "host-fw", uid: "h1", generation: 1 },
+    ...({ spec: { nodeSelector: {}, ingress: [{ fromEntities: ["remote-node"], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] }] } } as object),
+  };
+  src.onPolicy({ type: "add", obj: ccnp });
+  for (const n of ["n1", "n2"]) {
+    const host = src.stateFor(n).policies.find((p) => p.subject === 1);
+    assert.ok(host, `${n} gets the host subject`);
+    assert.equal(host.ingressEnforced, true);
+    assert.ok(host.entries.some((e) => e.direction === "ingress" && e.peer === 6 && e.port === 10250 && e.verdict === "allow"), "remote-node may reach the kubelet");
+  }
+  src.onPolicy({ type: "delete", obj: ccnp });
+  assert.ok(!src.stateFor("n2").policies.some((p) => p.subject === 1), "deleted: the host subject leaves");
+});

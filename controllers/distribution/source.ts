@@ -1,7 +1,7 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
-import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
+import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
 import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
@@ -261,6 +261,9 @@ export class NodeStateSource {
   stateFor(node: string): NodeState {
     this.refresh();
     const policies = this.podIndex.hosted(node).map((id) => this.subjectPolicy(id));
+    // Every node is the host endpoint (reserved:host): host policies (CCNP nodeSelector) go to all of them.
+    const host = this.subjectPolicy(IDENTITY.host);
+    if (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced) policies.unshift(host);
     return { policies, ...this.shared };
   }
 
