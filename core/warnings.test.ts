@@ -165,3 +165,26 @@ describe("policy warnings", () => {
     }
   });
 });
+
+function hostWarningsFor(spec: Record<string, unknown>): string[] {
+  const parsed = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumClusterwideNetworkPolicy", metadata: { name: "host-fw" }, spec: { nodeSelector: {}, ...spec } });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  return policyWarnings(parsed.value).map(formatWarning);
+}
+
+it("a host policy that denies everything in ingress warns that it would cut the overlay, WireGuard, health checks and the API server between nodes, and that the lock-out guard keeps them", () => {
+  const w = hostWarningsFor({ ingress: [{ fromEntities: ["world"], toPorts: [{ ports: [{ port: "22", protocol: "TCP" }] }] }] });
+  const lock = w.find((x) => x.startsWith("spec.ingress: this host policy makes the node default-deny in ingress"));
+  assert.ok(lock, JSON.stringify(w));
+  for (const what of ["VXLAN, UDP 8472", "WireGuard, UDP 51871", "ICMP echo", "TCP 6443"]) assert.ok(lock.includes(what), what);
+  assert.match(lock, /lock-out guard keeps these open anyway/);
+});
+
+it("a host policy that allows the cluster's nodes everything, or all peers, gets no lock-out warning; a pod policy never does", () => {
+  assert.ok(!hostWarningsFor({ ingress: [{ fromEntities: ["remote-node"] }] }).some((x) => x.includes("lock-out guard")));
+  const onlyVxlan = hostWarningsFor({ ingress: [{ fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "8472", protocol: "UDP" }] }] }] });
+  const w = onlyVxlan.find((x) => x.includes("lock-out guard"));
+  assert.ok(w && !w.includes("VXLAN") && w.includes("WireGuard"), "only what is not allowed is named");
+  assert.ok(!hostWarningsFor({ ingress: [{ fromEntities: ["all"] }] }).some((x) => x.includes("lock-out guard")));
+  assert.ok(!warningsFor({ ingress: [{ fromEntities: ["world"] }] }).some((x) => x.includes("lock-out guard")));
+});

@@ -29,6 +29,7 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     }
     unreachableAllows(found, policy);
     unknownLabelKeys(found, policy);
+    if (policy.nodeSelector !== undefined) hostLockOut(found, policy);
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
     for (const gap of enforcementGaps([policy])) found.push({ path: gap.path, message: gap.effect });
     if (!hasDnsRule(policies)) fqdnWithoutDnsRules(found, policy);
@@ -304,6 +305,43 @@ function checkSelectorKeys(out: PolicyWarning[], selector: Selector | undefined,
 }
 
 /** The path of a policy's own spec, from its first rule's (only needed for a warning: most policies have none). */
+// ---------------------------------------------------------------------------------------------
+// a host policy that would cut what the cluster needs (the agent's lock-out guard keeps it open)
+
+/** What the agent's lock-out guard keeps open between nodes (node-agent/hostfw.ts lockOutGuard; the chart's README lists it). */
+export const HOST_LOCK_OUT_NEEDS: readonly { readonly what: string; readonly protocol: "TCP" | "UDP" | "ICMP"; readonly port: number }[] = [
+  { what: "the overlay (VXLAN, UDP 8472)", protocol: "UDP", port: 8472 },
+  { what: "encryption (WireGuard, UDP 51871)", protocol: "UDP", port: 51871 },
+  { what: "health checks (ICMP echo)", protocol: "ICMP", port: 8 },
+  { what: "the API server (TCP 6443)", protocol: "TCP", port: 6443 },
+];
+
+const NODE_PEERS: ReadonlySet<Entity> = new Set<Entity>(["all", "cluster", "remote-node"]);
+
+/** Whether an allow rule lets another node reach (or be reached by) the host on this protocol and port. */
+function allowsNodes(rule: Rule, need: (typeof HOST_LOCK_OUT_NEEDS)[number]): boolean {
+  if (rule.verdict !== "allow" || !rule.peers.some((p) => p.kind === "any" || (p.kind === "entity" && NODE_PEERS.has(p.entity)))) return false;
+  if (need.protocol === "ICMP") return rule.ports.length === 0 && (rule.icmps.length === 0 || rule.icmps.some((i) => i.family === "IPv4" && (i.type === 8 || i.type === "EchoRequest")));
+  if (rule.icmps.length > 0 && rule.ports.length === 0) return false;
+  if (rule.ports.length === 0) return true;
+  return rule.ports.some((pr) => pr.ports.length === 0 || pr.ports.some((p) => (p.protocol === need.protocol || p.protocol === "ANY") && (p.port === 0 || (p.port <= need.port && need.port <= p.endPort))));
+}
+
+function hostLockOut(out: PolicyWarning[], policy: Policy): void {
+  for (const direction of ["ingress", "egress"] as const) {
+    if (!policy.defaultDeny[direction]) continue;
+    const rules = policy.rules.filter((r) => r.direction === direction);
+    const cut = HOST_LOCK_OUT_NEEDS.filter((need) => !rules.some((r) => allowsNodes(r, need)));
+    if (cut.length === 0) continue;
+    out.push({
+      path: `${specPathOf(policy)}.${direction}`,
+      message:
+        `this host policy makes the node default-deny in ${direction} without allowing ${cut.map((c) => c.what).join(", ")} between nodes; ` +
+        "Membrane's lock-out guard keeps these open anyway (with the agent's stream to the operator), so they are not cut, but other traffic the node needs (e.g. DNS, the kubelet from the control plane, SSH) is",
+    });
+  }
+}
+
 function specPathOf(policy: Policy): string {
   return policy.rules[0]?.origin.path.replace(/\.(ingress|egress)(Deny)?\[\d+\]$/, "") ?? "spec";
 }
