@@ -7,10 +7,11 @@ import type { NodeState } from "../core/wire.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import type { HostGuardEntry } from "./bpf/layout.ts";
+import { OVERLAY_VXLAN_PORT as VXLAN_PORT } from "./encryption/mode.ts";
+import { WIREGUARD_PORT } from "./encryption/wireguard.ts";
 
-/** The overlay's UDP port (Linux's VXLAN default, as Cilium's), WireGuard's (Cilium's default). */
-export const VXLAN_PORT = 8472;
-export const WIREGUARD_PORT = 51871;
+/** The overlay's and WireGuard's UDP ports, as the encryption module uses them. */
+export { VXLAN_PORT, WIREGUARD_PORT };
 
 export interface LockOutGuardInputs {
   /** The operator's distribution server, host:port (the agent's stream). */
