@@ -13,10 +13,8 @@ import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { DROP_REASONS, type DropReasonCode } from "../bpf/layout.ts";
-import { PROTO_NUMBER } from "../../core/model.ts";
-import type { NodeState } from "../../core/wire.ts";
 import type { LoadAgentConfig } from "./loadagent.ts";
-import { LOAD_TRAFFIC, type PacedRunResult } from "./loadgen.ts";
+import { loadState, type PacedRunResult } from "./loadgen.ts";
 import type { FlowCounters } from "./buffer.ts";
 import { HubbleClient } from "../../flowapi/hubble/client.ts";
 import type { ServerStatusResponse } from "../../flowapi/hubble/types.ts";
@@ -38,35 +36,6 @@ interface Done extends PacedRunResult {
   memory: { before: { rss: number; heapUsed: number }; samples: { t: number; rss: number; heapUsed: number }[]; after: { rss: number; heapUsed: number } };
   /** The ring's counters right after the run. */
   counters: FlowCounters & { kept: number; capacity: number };
-}
-
-/** The agent's state: local and remote pods (named), their identities and the rules the events cite. */
-function loadState(): NodeState {
-  const pods = (ip: (i: number) => string, ns: string, node: string | undefined, identity: number) =>
-    Array.from({ length: 40 }, (_, i) => ({ prefix: `${ip(i)}/32`, identity, ...(node ? { node } : {}), pod: `${ns}/pod-${i}` }));
-  return {
-    policies: [
-      {
-        subject: LOAD_TRAFFIC.localIdentity,
-        ingressEnforced: true,
-        egressEnforced: true,
-        entries: [
-          { subject: LOAD_TRAFFIC.localIdentity, direction: "egress", peer: LOAD_TRAFFIC.remoteIdentity, proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: LOAD_TRAFFIC.allowRule },
-          { subject: LOAD_TRAFFIC.localIdentity, direction: "ingress", peer: LOAD_TRAFFIC.remoteIdentity, proto: PROTO_NUMBER.TCP, port: 9090, portPrefixLen: 16, verdict: "deny", proxyPort: 0, ruleId: LOAD_TRAFFIC.denyRule },
-        ],
-      },
-    ],
-    ipcache: [...pods(LOAD_TRAFFIC.localPod, "shop", undefined, LOAD_TRAFFIC.localIdentity), ...pods(LOAD_TRAFFIC.remotePod, "default", "192.0.2.2", LOAD_TRAFFIC.remoteIdentity)],
-    identities: [
-      { id: LOAD_TRAFFIC.localIdentity, labels: ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop"] },
-      { id: LOAD_TRAFFIC.remoteIdentity, labels: ["k8s:app=client", "k8s:io.kubernetes.pod.namespace=default"] },
-    ],
-    rules: [
-      { id: LOAD_TRAFFIC.allowRule, origin: { policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "web", ruleIndex: 0, path: "spec.egress[0]" } },
-      { id: LOAD_TRAFFIC.denyRule, origin: { policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "web", ruleIndex: 0, path: "spec.ingressDeny[0]" } },
-    ],
-    policyGenerations: [{ key: "CiliumNetworkPolicy/shop/web", uid: "u1", generation: 1 }],
-  };
 }
 
 function get(target: { host: string; port: number }, p: string): Promise<string> {

@@ -17,6 +17,8 @@ export interface LoadAgentConfig {
   readonly rate: number;
   readonly durationMs: number;
   readonly capacity: number;
+  /** Wait for a line on stdin after "ready" before generating (a reader attaches first: the relay benchmark). */
+  readonly startOnStdin?: boolean;
 }
 
 function emit(o: unknown): void {
@@ -91,6 +93,7 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
   }
   emit({ ready: { observer: `unix:${path.join(cfg.dir, "hubble.sock")}`, metrics: `http://127.0.0.1:${metricsPort}` } });
 
+  if (cfg.startOnStdin) await new Promise<void>((resolve) => process.stdin.once("data", () => resolve()));
   const before = memory();
   const samples: { t: number; rss: number; heapUsed: number }[] = [];
   let nextSample = 1000;

@@ -1,6 +1,7 @@
 // Synthetic datapath traffic for load tests: event records laid out as the kernel writes them, sent at a target rate.
 import { CONST, DROP_REASON_CODES, LAYOUT, directionCode, parseAddress } from "../bpf/layout.ts";
 import { PROTO_NUMBER, type Direction } from "../../core/model.ts";
+import type { NodeState } from "../../core/wire.ts";
 
 /** What one synthetic event says; the record carries it exactly as bpf/lib/events.h lays it out. */
 export interface SyntheticEvent {
@@ -150,3 +151,32 @@ function loadEvent(i: number): SyntheticEvent {
 
 /** One cycle of the load traffic (every combination of pods, direction and verdict kind). */
 export const LOAD_PATTERNS: readonly SyntheticEvent[] = Array.from({ length: 960 }, (_, i) => loadEvent(i));
+
+/** The agent's state: local and remote pods (named), their identities and the rules the events cite. */
+export function loadState(): NodeState {
+  const pods = (ip: (i: number) => string, ns: string, node: string | undefined, identity: number) =>
+    Array.from({ length: 40 }, (_, i) => ({ prefix: `${ip(i)}/32`, identity, ...(node ? { node } : {}), pod: `${ns}/pod-${i}` }));
+  return {
+    policies: [
+      {
+        subject: LOAD_TRAFFIC.localIdentity,
+        ingressEnforced: true,
+        egressEnforced: true,
+        entries: [
+          { subject: LOAD_TRAFFIC.localIdentity, direction: "egress", peer: LOAD_TRAFFIC.remoteIdentity, proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: LOAD_TRAFFIC.allowRule },
+          { subject: LOAD_TRAFFIC.localIdentity, direction: "ingress", peer: LOAD_TRAFFIC.remoteIdentity, proto: PROTO_NUMBER.TCP, port: 9090, portPrefixLen: 16, verdict: "deny", proxyPort: 0, ruleId: LOAD_TRAFFIC.denyRule },
+        ],
+      },
+    ],
+    ipcache: [...pods(LOAD_TRAFFIC.localPod, "shop", undefined, LOAD_TRAFFIC.localIdentity), ...pods(LOAD_TRAFFIC.remotePod, "default", "192.0.2.2", LOAD_TRAFFIC.remoteIdentity)],
+    identities: [
+      { id: LOAD_TRAFFIC.localIdentity, labels: ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop"] },
+      { id: LOAD_TRAFFIC.remoteIdentity, labels: ["k8s:app=client", "k8s:io.kubernetes.pod.namespace=default"] },
+    ],
+    rules: [
+      { id: LOAD_TRAFFIC.allowRule, origin: { policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "web", ruleIndex: 0, path: "spec.egress[0]" } },
+      { id: LOAD_TRAFFIC.denyRule, origin: { policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "web", ruleIndex: 0, path: "spec.ingressDeny[0]" } },
+    ],
+    policyGenerations: [{ key: "CiliumNetworkPolicy/shop/web", uid: "u1", generation: 1 }],
+  };
+}
