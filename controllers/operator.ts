@@ -211,9 +211,11 @@ export class Operator {
         c.watch(nodes, (ev) => (ev.type === "update" ? [] : all()));
         if (id) c.watch(pods, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) && ev.obj.spec?.nodeName === ev.old.spec?.nodeName ? [] : all()));
         this.controllers.push(c);
-        // Agents' ACKs arrive by the thousand after a change: one status refresh per burst, not one per ACK.
+        // Agents' ACKs arrive by the thousand after a change: one status refresh per burst, not one per ACK,
+        // and none for ACKs of a pod or ipcache change (the generations each node holds did not move).
         let refresh: NodeJS.Timeout | undefined;
-        dist?.server.onReport(() => {
+        dist?.server.onReport((_node, generationsMoved) => {
+          if (!generationsMoved) return;
           refresh ??= setTimeout(() => {
             refresh = undefined;
             for (const k of all()) c.enqueue(k);

@@ -79,6 +79,22 @@ describe("distribution server", () => {
     a.close();
   });
 
+  it("a report says whether the node's acknowledged policy generations moved (an ipcache-only change does not)", async () => {
+    const s = server as DistributionServer;
+    const seen: boolean[] = [];
+    s.onReport((node, moved) => node === "node-3" && seen.push(moved));
+    const first = stateWith([256], 4);
+    s.publish("node-3", first);
+    const a = agent("node-3", "node-3");
+    await until("first ack", () => seen.length === 1);
+    s.publish("node-3", { ...first, ipcache: [...first.ipcache, { prefix: "10.9.9.9/32", identity: 256 }] });
+    await until("ipcache-only ack", () => seen.length === 2);
+    s.publish("node-3", stateWith([256], 5));
+    await until("generation ack", () => seen.length === 3);
+    assert.deepEqual(seen, [true, false, true]);
+    a.close();
+  });
+
   it("answers() is one list until an agent answers, then a new one with that answer", async () => {
     const s = server as DistributionServer;
     const before = s.answers();

@@ -70,7 +70,7 @@ export class DistributionServer {
   private readonly server = new grpc.Server();
   private readonly desired = new Map<string, NodeState>();
   private readonly records = new Map<string, NodeRecord>();
-  private readonly listeners: ((node: string) => void)[] = [];
+  private readonly listeners: ((node: string, generationsMoved: boolean) => void)[] = [];
   /** Canonical forms and deltas memoised by part, so a change shared by every node is sorted and diffed once. */
   private readonly differ = new StateDiffer();
 
@@ -105,8 +105,12 @@ export class DistributionServer {
     this.differ.sharedDeltas = links;
   }
 
-  /** Called whenever an agent acknowledges or refuses (e.g. to refresh policy status). */
-  onReport(listener: (node: string) => void): void {
+  /**
+   * Called whenever an agent acknowledges or refuses (e.g. to refresh policy status). `generationsMoved`
+   * is false when the node acknowledged the very policy generation list it had acknowledged before
+   * (a pod or ipcache change): what each policy's status reads of that node is then unchanged.
+   */
+  onReport(listener: (node: string, generationsMoved: boolean) => void): void {
     this.listeners.push(listener);
   }
 
@@ -269,6 +273,7 @@ export class DistributionServer {
     s.inFlight = undefined;
     const r = this.record(s.node);
     this.answerList = undefined;
+    const generationsMoved = msg.type === "nack" || r.nack !== undefined || r.acked?.state.policyGenerations !== sent.state.policyGenerations;
     if (msg.type === "ack") {
       s.base = { version: sent.version, state: sent.state };
       r.acked = s.base;
@@ -280,7 +285,7 @@ export class DistributionServer {
       this.events.nack?.(s.node);
       this.log.warn({ node: s.node, version: sent.version, error: msg.error }, "agent refused state");
     }
-    for (const l of this.listeners) l(s.node);
+    for (const l of this.listeners) l(s.node, generationsMoved);
     this.push(s);
   }
 }
