@@ -367,7 +367,7 @@ async function main(): Promise<void> {
       mkdirSync(state, { recursive: true });
       const args = [
         "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
-        "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"), "--observer-socket", join(state, "observer.sock"),
+        "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
         "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
       ];
       // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
