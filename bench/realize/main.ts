@@ -4,6 +4,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
+import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { makeBenchPki, type BenchPki } from "./pki.ts";
@@ -89,23 +90,7 @@ interface Phase {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const cleanups: (() => Promise<void> | void)[] = [];
-  const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log.warn({ err: String(e) }, "cleanup step failed");
-      }
-    }
-    cleanups.length = 0;
-  };
-  const onSignal = (sig: string): void => {
-    log.warn({ sig }, "interrupted; cleaning up");
-    void cleanup().then(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const { cleanups, cleanup } = cleanupStack(log);
   const phases: Phase[] = [];
   const skipped: Record<string, string> = {};
   let operatorCpu = 0;

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
+import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
@@ -205,23 +206,7 @@ async function main(): Promise<void> {
   }
   const f = parsed.flags;
   const started = Date.now();
-  const cleanups: (() => Promise<void> | void)[] = [];
-  const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log.warn({ err: String(e) }, "cleanup step failed");
-      }
-    }
-    cleanups.length = 0;
-  };
-  const onSignal = (sig: string): void => {
-    log.warn({ sig }, "interrupted; cleaning up");
-    void cleanup().then(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const { cleanups, cleanup } = cleanupStack(log);
   const out: Record<string, unknown> = { bench: "scale" };
   const loads: number[] = [];
   const sampleLoad = (): void => void loads.push(loadavg()[0] ?? 0);
