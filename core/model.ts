@@ -254,4 +254,36 @@ export interface SubjectPolicy {
   readonly ingressEnforced: boolean;
   readonly egressEnforced: boolean;
   readonly entries: readonly PolicyEntry[];
+  /** What the node's DNS proxy needs beyond the entries; absent when the subject has neither DNS rules nor toFQDNs. */
+  readonly dns?: SubjectDns;
+}
+
+/** One compiled port block of a rule: protocol number, first port, port prefix length (as in a map key). */
+export interface CompiledPort {
+  readonly proto: number;
+  readonly port: number;
+  readonly portPrefixLen: number;
+}
+
+/** One toFQDNs peer of a subject's egress allow rule, with the ports the rule allows to it. */
+export interface FqdnSelectorTerm {
+  readonly ruleId: number;
+  readonly matchName?: string;
+  readonly matchPattern?: string;
+  readonly ports: readonly CompiledPort[];
+}
+
+/** The DNS rules of one egress allow rule (its entries carry the proxy port), in source order over its toPorts. */
+export interface RuleDnsRules {
+  readonly ruleId: number;
+  readonly rules: readonly DNSRule[];
+}
+
+/**
+ * A subject's DNS-relevant egress policy: which queries its proxied ports let through, and the
+ * names whose learned addresses its toFQDNs peers allow (the node turns those into entries).
+ */
+export interface SubjectDns {
+  readonly dnsRules: readonly RuleDnsRules[];
+  readonly fqdnSelectors: readonly FqdnSelectorTerm[];
 }

@@ -1,6 +1,6 @@
 // The operator ↔ node-agent stream, defined once: xDS-style snapshot and deltas with version and
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
-import type { FieldError, PolicyEntry, Result, RuleOrigin, SubjectPolicy } from "./model.ts";
+import type { FieldError, PolicyEntry, Result, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
 import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
@@ -52,6 +52,8 @@ export interface SubjectDelta {
   readonly egressEnforced: boolean;
   readonly added: readonly PolicyEntry[];
   readonly removed: readonly PolicyEntry[];
+  /** The subject's DNS rules and toFQDNs selectors as they are now (whole, like the flags); absent: none. */
+  readonly dns?: SubjectDns;
 }
 
 export type Downstream =
@@ -180,8 +182,18 @@ const rule = record({
   }),
 });
 const policyGeneration = record({ key: nonEmpty, uid: str, generation: version });
-const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry) });
-const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry) });
+// A DNS name selector has exactly one of matchName and matchPattern, each a non-empty name.
+const nameSelector: Check = (v, path) => {
+  if (!isRecord(v)) return fail(path, "must be an object");
+  const e = optional(nonEmpty)(v.matchName, join(path, "matchName")) ?? optional(nonEmpty)(v.matchPattern, join(path, "matchPattern"));
+  if (e) return e;
+  return (v.matchName === undefined) === (v.matchPattern === undefined) ? fail(path, "must have exactly one of matchName and matchPattern") : undefined;
+};
+const compiledPort = record({ proto: uint(255), port: uint(0xffff), portPrefixLen: uint(16) });
+const fqdnSelector: Check = (v, path) => nameSelector(v, path) ?? record({ ruleId: U32, ports: list(compiledPort) })(v, path);
+const subjectDns = record({ dnsRules: list(record({ ruleId: U32, rules: list(nameSelector) })), fqdnSelectors: list(fqdnSelector) });
+const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns) });
+const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns) });
 const nodeState = record({
   policies: list(subjectPolicy),
   ipcache: list(ipcacheEntry),

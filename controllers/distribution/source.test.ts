@@ -376,3 +376,26 @@ test("a host policy (CCNP nodeSelector) is compiled for reserved:host and sent t
   src.onPolicy({ type: "delete", obj: ccnp });
   assert.ok(!src.stateFor("n2").policies.some((p) => p.subject === 1), "deleted: the host subject leaves");
 });
+
+test("a node's state carries its subjects' DNS rules and toFQDNs selectors, and an edit of the names alone reaches it", () => {
+  const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const spec = (name: string) => ({
+    endpointSelector: { matchLabels: { app: "web" } },
+    egress: [
+      { toEndpoints: [{}], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }], rules: { dns: [{ matchName: name }] } }] },
+      { toFQDNs: [{ matchName: name }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
+    ],
+  });
+  const v1 = cnpOf("fqdn", spec("a.test"));
+  src.onPolicy({ type: "add", obj: v1 });
+  const before = src.stateFor("n1").policies[0];
+  assert.deepEqual(before?.dns?.dnsRules.map((r) => r.rules), [[{ matchName: "a.test" }]]);
+  assert.deepEqual(before?.dns?.fqdnSelectors.map((t) => [t.matchName, t.ports]), [["a.test", [{ proto: 6, port: 443, portPrefixLen: 16 }]]]);
+  src.onPolicy({ type: "update", old: v1, obj: cnpOf("fqdn", spec("b.test"), 2) });
+  const after = src.stateFor("n1").policies[0];
+  assert.notEqual(after, before, "the subject policy is a new object: the distribution sends it");
+  assert.deepEqual(after?.dns?.fqdnSelectors.map((t) => t.matchName), ["b.test"]);
+  assert.deepEqual(after?.entries, before?.entries, "no map entry moved");
+});

@@ -4,6 +4,7 @@ import {
   type Direction,
   type PolicyEntry,
   type PolicyEntryKey,
+  type SubjectDns,
   type SubjectPolicy,
   type Verdict,
 } from "../model.ts";
@@ -34,6 +35,8 @@ export interface Delta {
   readonly removed: readonly PolicyEntry[];
   readonly ingressEnforced: boolean;
   readonly egressEnforced: boolean;
+  /** The subject's DNS part as it is now (whole, like the flags); absent: none. */
+  readonly dns?: SubjectDns;
 }
 
 /** One key's fate within a change: the entry it held before (undefined: absent) and the one it holds now. */
@@ -83,7 +86,7 @@ export class DeltaCollector {
     this.touched.add(subject);
   }
 
-  deltas(enforcement: (subject: number) => { ingress: boolean; egress: boolean }): Delta[] {
+  deltas(enforcement: (subject: number) => { ingress: boolean; egress: boolean; dns?: SubjectDns }): Delta[] {
     const subjects = new Set([...this.bySubject.keys(), ...this.touched]);
     const out: Delta[] = [];
     for (const subject of [...subjects].sort((a, b) => a - b)) {
@@ -100,7 +103,7 @@ export class DeltaCollector {
       }
       if (added.length === 0 && removed.length === 0 && !this.touched.has(subject)) continue;
       const enf = enforcement(subject);
-      out.push({ subject, added: added.sort(compareEntries), removed: removed.sort(compareEntries), ingressEnforced: enf.ingress, egressEnforced: enf.egress });
+      out.push({ subject, added: added.sort(compareEntries), removed: removed.sort(compareEntries), ingressEnforced: enf.ingress, egressEnforced: enf.egress, ...(enf.dns ? { dns: enf.dns } : {}) });
     }
     return out;
   }

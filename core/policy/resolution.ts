@@ -83,7 +83,8 @@ export interface ResolutionContext {
 const ALL_PORTS: NumericPort = { proto: 0, lo: 0, hi: 0xffff };
 const ANY_EXPANSION = [PROTO_NUMBER.TCP, PROTO_NUMBER.UDP, PROTO_NUMBER.SCTP];
 
-function protoNumbers(p: Protocol): number[] {
+/** The protocol numbers a port's protocol stands for (ANY: TCP, UDP and SCTP). */
+export function protoNumbers(p: Protocol): number[] {
   return p === "ANY" ? ANY_EXPANSION : [PROTO_NUMBER[p]];
 }
 
