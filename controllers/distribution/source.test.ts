@@ -399,3 +399,64 @@ test("a node's state carries its subjects' DNS rules and toFQDNs selectors, and 
   assert.deepEqual(after?.dns?.fqdnSelectors.map((t) => t.matchName), ["b.test"]);
   assert.deepEqual(after?.entries, before?.entries, "no map entry moved");
 });
+
+test("a host policy whose nodeSelector names node labels reaches exactly the labelled nodes as reserved:host, and follows a label change without a restart", () => {
+  const labelled = (name: string, ip: string, labels: Record<string, string>): NodeObject => ({ ...node(name, ip), metadata: { name, labels } });
+  const n1 = labelled("n1", "192.0.2.1", { "kubernetes.io/hostname": "n1", "membrane.io/host-firewall": "on" });
+  const n2 = labelled("n2", "192.0.2.2", { "kubernetes.io/hostname": "n2" });
+  const items = new Map([["n1", n1], ["n2", n2]]);
+  const nodes = { get: (k: string) => items.get(k), list: () => [...items.values()] } as unknown as Informer<NodeObject>;
+  const src = new NodeStateSource(cache<PodObject>([]), nodes);
+  src.onPolicy({
+    type: "add",
+    obj: {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "host-fw", uid: "h2", generation: 1 },
+      ...({ spec: { nodeSelector: { matchLabels: { "membrane.io/host-firewall": "on" } }, ingress: [{ fromEntities: ["remote-node"], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] }] } } as object),
+    },
+  });
+  const hostOf = (n: string) => src.stateFor(n).policies.find((p) => p.subject === 1);
+  const h1 = hostOf("n1");
+  assert.ok(h1, "the labelled node gets the host policy");
+  assert.equal(h1.ingressEnforced, true);
+  assert.ok(h1.entries.length > 0 && h1.entries.every((e) => e.subject === 1), "its entries are reserved:host's, as the datapath keys them");
+  assert.ok(h1.entries.some((e) => e.peer === 6 && e.port === 10250 && e.verdict === "allow"));
+  assert.equal(hostOf("n2"), undefined, "the unlabelled node gets none");
+  assert.ok(!src.stateFor("n1").identities.some((i) => i.id > 65535 && i.id < 1 << 24), "node host subjects never reach the identity list");
+
+  // n2 gets the label, n1 loses it: only those two nodes move, with a delta linked to what they held.
+  const n2on = { ...n2, metadata: { name: "n2", labels: { ...n2.metadata.labels, "membrane.io/host-firewall": "on" } } };
+  items.set("n2", n2on);
+  assert.deepEqual(src.onNode({ type: "update", old: n2, obj: n2on }), ["n2"]);
+  assert.ok(hostOf("n2")?.ingressEnforced, "n2 selected after its label came");
+  const n1off = { ...n1, metadata: { name: "n1", labels: { "kubernetes.io/hostname": "n1" } } };
+  items.set("n1", n1off);
+  src.onNode({ type: "update", old: n1, obj: n1off });
+  const after = hostOf("n1");
+  assert.equal(after, undefined, "n1 unselected after its label went");
+
+  // A node that stays selected gets the compiler's delta, as reserved:host's, linked to what it held.
+  src.onPolicy({
+    type: "add",
+    obj: {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "n1-ssh", uid: "h3", generation: 1 },
+      ...({ spec: { nodeSelector: { matchLabels: { "kubernetes.io/hostname": "n1" } }, ingress: [{ fromEntities: ["world"], toPorts: [{ ports: [{ port: "22", protocol: "TCP" }] }] }] } } as object),
+    },
+  });
+  const held = hostOf("n1");
+  assert.ok(held && !held.entries.some((e) => e.port === 10250));
+  items.set("n1", n1);
+  src.onNode({ type: "update", old: n1off, obj: n1 });
+  const next = hostOf("n1");
+  const linked = next && src.subjectDeltas.between(held, next);
+  assert.ok(linked, "the new host policy is linked to the held one");
+  assert.equal(linked.subject, 1);
+  assert.ok(linked.added.some((e) => e.port === 10250) && linked.added.every((e) => e.subject === 1) && linked.removed.length === 0, JSON.stringify(linked));
+
+  items.delete("n2");
+  src.onNode({ type: "delete", obj: n2on });
+  assert.equal(hostOf("n2"), undefined, "a deleted node's host subject is gone");
+});

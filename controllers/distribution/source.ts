@@ -1,7 +1,7 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, SubjectPolicy } from "../../core/model.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
-import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
+import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
 import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
@@ -17,6 +17,7 @@ import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeAnswer, NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
+import { NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "../../core/host-endpoint.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
 interface SharedParts {
@@ -89,6 +90,9 @@ export class NodeStateSource {
   /** The entries of the shared identity list and rule table by id, to tell what a change moved. */
   private readonly identityEntries = new Map<number, IdentityLabels>();
   private readonly ruleEntries = new Map<number, NodeState["rules"][number]>();
+  /** Each node's host subject (reserved:host plus its labels, what nodeSelectors match) and the labels the compiler holds for it. */
+  private readonly nodeHosts = new NodeHostIdentities();
+  private readonly nodeHostLabels = new Map<string, LabelSet>();
   /** Compiled policy per subject identity, shared by every node hosting it; replaced only when the compiler's delta touches the subject. */
   private readonly subjectPolicies = new Map<number, SubjectPolicy>();
   /** The compiler's changes since the subject policies were last brought up to date, netted per key. */
@@ -233,10 +237,30 @@ export class NodeStateSource {
 
   /** Informer handler for nodes: a node's addresses are in every node's ipcache (and its InternalIP in its pods' entries). */
   readonly onNode = (ev: InformerEvent<NodeObject>): Affected => {
+    this.setNodeHost(ev.obj.metadata.name, ev.type === "delete" ? undefined : (ev.obj.metadata.labels ?? {}));
     if (ev.type === "update" && sameNodeAddresses(nodeAddresses(ev.old), nodeAddresses(ev.obj))) return [ev.obj.metadata.name];
     this.ipc.setNode(ev.obj.metadata.name, ev.type === "delete" ? undefined : nodeAddresses(ev.obj));
     return "all";
   };
+
+  /**
+   * A node's host subject follows its labels (a label change recompiles only that subject, the
+   * node's delta follows); a deleted node's (labels undefined) goes.
+   */
+  private setNodeHost(node: string, labels: Readonly<Record<string, string>> | undefined): void {
+    if (labels === undefined) {
+      const id = this.nodeHosts.release(node);
+      if (id === undefined) return;
+      this.compiler.removeIdentity(id, this.pending);
+      this.subjectPolicies.delete(id);
+      this.nodeHostLabels.delete(node);
+      return;
+    }
+    const set = nodeHostLabels(labels);
+    if (this.nodeHostLabels.get(node)?.key === set.key) return;
+    this.nodeHostLabels.set(node, set);
+    this.compiler.upsertIdentity(this.nodeHosts.acquire(node), set, this.pending);
+  }
 
   /** What of a pod the node states depend on (nothing, for a pod without an identity). */
   private podView(p: PodObject | undefined): PodView {
@@ -261,9 +285,10 @@ export class NodeStateSource {
   stateFor(node: string): NodeState {
     this.refresh();
     const policies = this.podIndex.hosted(node).map((id) => this.subjectPolicy(id));
-    // Every node is the host endpoint (reserved:host): host policies (CCNP nodeSelector) go to all of them.
-    const host = this.subjectPolicy(IDENTITY.host);
-    if (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced) policies.unshift(host);
+    // Every node is a host endpoint (reserved:host): the host policies whose nodeSelector matches its labels, as subject reserved:host.
+    const hostId = this.nodeHosts.idOf(node);
+    const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
+    if (host && (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced)) policies.unshift(host);
     return { policies, ...this.shared };
   }
 
@@ -286,7 +311,7 @@ export class NodeStateSource {
 
   private subjectPolicy(id: number): SubjectPolicy {
     let policy = this.subjectPolicies.get(id);
-    if (!policy) this.subjectPolicies.set(id, (policy = this.compiler.snapshot(id)));
+    if (!policy) this.subjectPolicies.set(id, (policy = this.snapshot(id)));
     return policy;
   }
 
@@ -302,10 +327,16 @@ export class NodeStateSource {
       const base = this.subjectPolicies.get(d.subject);
       if (!base) continue; // no node has read it: it is snapshotted when one does
       if (d.added.length === 0 && d.removed.length === 0 && d.ingressEnforced === base.ingressEnforced && d.egressEnforced === base.egressEnforced && sameSubjectDns(d.dns, base.dns)) continue;
-      const next = this.compiler.snapshot(d.subject);
+      const next = this.snapshot(d.subject);
       this.subjectPolicies.set(d.subject, next);
-      this.subjectDeltas.link(base, next, d);
+      this.subjectDeltas.link(base, next, isNodeHostIdentity(d.subject) ? asHostDelta(d) : d);
     }
+  }
+
+  /** A subject's compiled policy as nodes hold it (a node host subject as reserved:host). */
+  private snapshot(id: number): SubjectPolicy {
+    const p = this.compiler.snapshot(id);
+    return isNodeHostIdentity(id) ? asHostSubject(p) : p;
   }
 
   /**

@@ -8,6 +8,7 @@ import { fqdnMatches, identityNames, isPolicySubject } from "../peer-match.ts";
 import { type ServiceIndex, type ServicePeer, serviceCanonical } from "./services.ts";
 import { prefixOfLabelKey } from "../identity.ts";
 import { ipBlockPrefixOf } from "../ipblock.ts";
+import { isNodeHostIdentity } from "../host-endpoint.ts";
 
 /**
  * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
@@ -21,6 +22,8 @@ export interface IdentityMatcher {
   readonly anchors?: readonly string[];
   /** Set only by NetworkPolicy ipBlock peers: the one kind of matcher that may select ipBlock identities (see matchesIdentity). */
   readonly selectsIPBlocks?: true;
+  /** Set only by host policies' subject matchers: the one kind of matcher that may select node host subjects (core/host-endpoint.ts). */
+  readonly selectsNodeHosts?: true;
 }
 
 /**
@@ -30,6 +33,8 @@ export interface IdentityMatcher {
  */
 export function matchesIdentity(m: IdentityMatcher, id: number, labels: LabelSet): boolean {
   if (m.selectsIPBlocks !== true && ipBlockPrefixOf(labels) !== undefined) return false;
+  // A node host subject is a compile-time stand-in for one node's reserved:host: no peer is ever it.
+  if (m.selectsNodeHosts !== true && isNodeHostIdentity(id)) return false;
   return m.matches(id, labels);
 }
 
@@ -261,6 +266,7 @@ export function subjectMatcher(p: Policy): PinnedMatcher {
     canonical: `${host ? "host-subject" : "subject"} ${sel.canonical}`,
     matches: (id, labels) => isPolicySubject(id, labels, host) && matchesSelector(sel, labels),
     pin: host ? undefined : namespacePin([sel]),
+    ...(host ? { selectsNodeHosts: true as const } : {}),
   };
   subjectMatchers.set(p, m);
   return m;
