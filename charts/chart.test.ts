@@ -255,6 +255,18 @@ describe("charts/membrane", () => {
     }
   });
 
+  it("hostFirewall.enabled passes the agent its node address and one --host-firewall-device per device, and by default nothing", async () => {
+    type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[]; env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] }[] } } } };
+    const agentOf = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!;
+    const on = agentOf(parseManifest(await renderText({ "hostFirewall.enabled": true, "hostFirewall.devices": "{eth0,bond0}", "hostFirewall.apiServerPort": 16443, "hubble.enabled": false })));
+    assert.deepEqual(
+      on.args.filter((a) => /^--(node-ip|host-firewall)/.test(a)),
+      ["--node-ip=$(HOST_IP)", "--host-firewall-device=eth0", "--host-firewall-device=bond0", "--host-firewall-api-server-port=16443"],
+    );
+    assert.equal(on.env?.find((e) => e.name === "HOST_IP")?.valueFrom?.fieldRef?.fieldPath, "status.hostIP", "HOST_IP is set without hubble too");
+    assert.ok(!agentOf(rendered.default ?? []).args.some((a) => /^--(node-ip|host-firewall)/.test(a)), "off by default");
+  });
+
   describe("values.schema.json refuses bad values, naming the field", () => {
     const cases: [string, Record<string, string | number | boolean>, RegExp][] = [
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
@@ -268,6 +280,8 @@ describe("charts/membrane", () => {
       ["two replicas without leader election", { "operator.leaderElection": false, "operator.replicas": 2 }, /replicas/],
       ["a failure policy Kubernetes does not know", { "webhook.failurePolicy": "Retry" }, /failurePolicy/],
       ["an image pull policy Kubernetes does not know", { "image.pullPolicy": "Sometimes" }, /pullPolicy/],
+      ["a host firewall device that is not an interface name", { "hostFirewall.devices": "{eth0 eth1}" }, /hostFirewall\/devices|devices/],
+      ["a host firewall API server port out of range", { "hostFirewall.apiServerPort": 70000 }, /apiServerPort/],
     ];
     for (const [what, values, field] of cases) {
       it(`refuses ${what}`, async () => {
