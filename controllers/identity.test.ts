@@ -8,6 +8,7 @@ import { groupEndpoints, selectEndpoints } from "./selection.ts";
 import { matchesSelector, selectorFromLabels } from "../core/selector.ts";
 import { label } from "../core/labels.ts";
 import type { Policy } from "../core/model.ts";
+import { nodeHostLabels } from "../core/host-endpoint.ts";
 
 test("security-labels round-trips to the same label set", () => {
   const set = securityLabels({ podLabels: { app: "web", tier: "a:b" }, namespace: "prod", namespaceLabels: { team: "x" }, serviceAccount: "sa" });
@@ -24,7 +25,7 @@ test("host-network and finished pods need no identity", () => {
   assert.equal(podNeedsIdentity({ metadata: { name: "p" }, status: { phase: "Running" } }), true);
 });
 
-test("selection counts pods matched by any subject and the nodes they run on; host policies select no pods", () => {
+test("selection counts pods matched by any subject and the nodes they run on; host policies select no pods (nodes instead, below)", () => {
   const web = securityLabels({ podLabels: { app: "web" }, namespace: "default", namespaceLabels: {} });
   const db = securityLabels({ podLabels: { app: "db" }, namespace: "default", namespaceLabels: {} });
   const subject = selectorFromLabels([label("k8s", "app", "web")]);
@@ -53,4 +54,20 @@ test("selection with remembered verdicts agrees with matching every label set af
       assert.deepEqual([...sel.nodes].sort(), [...new Set(fresh.map((e) => e.node))].sort());
     }
   }
+});
+
+test("a host policy's selection is the nodes whose labels its nodeSelector matches, one endpoint each", () => {
+  const mgmt = selectorFromLabels([label("any", "tier", "mgmt")]);
+  const hostPolicy = { subject: mgmt, nodeSelector: mgmt, rules: [] } as unknown as Policy;
+  const hosts = [
+    { node: "n1", labels: nodeHostLabels({ tier: "mgmt" }) },
+    { node: "n2", labels: nodeHostLabels({ tier: "web" }) },
+    { node: "n3", labels: nodeHostLabels(undefined) },
+  ];
+  const web = securityLabels({ podLabels: { tier: "mgmt" }, namespace: "default", namespaceLabels: {} });
+  const sel = selectEndpoints([hostPolicy], groupEndpoints([{ labels: web, node: "n2" }]), hosts);
+  assert.equal(sel.endpoints, 1, "a pod with the same label is not a host");
+  assert.deepEqual([...sel.nodes], ["n1"]);
+  const all = selectEndpoints([{ ...hostPolicy, nodeSelector: selectorFromLabels([]) } as Policy], [], hosts);
+  assert.deepEqual([...all.nodes].sort(), ["n1", "n2", "n3"], "nodeSelector {} selects every node");
 });

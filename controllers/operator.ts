@@ -14,7 +14,8 @@ import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES
 import { IdentityReconciler } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
-import { type EndpointGroup, groupEndpoints, selectEndpoints } from "./selection.ts";
+import { type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
+import { nodeHostLabels } from "../core/host-endpoint.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
@@ -182,6 +183,11 @@ export class Operator {
       let endpointsVersion = 0;
       pods.on(() => endpointsVersion++);
       namespaces.on(() => endpointsVersion++);
+      // Host policies select nodes by their labels.
+      nodes.on((ev) => {
+        if (ev.type !== "update" || !sameLabels(ev.obj, ev.old)) endpointsVersion++;
+      });
+      const hostEndpoints = (): HostEndpoint[] => nodes.list().map((n) => ({ node: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) }));
       // The pods grouped by label set once per change of pods or namespaces, shared by every policy's selection.
       let grouped: { version: number; groups: EndpointGroup[] } | undefined;
       const endpointGroups = (id: IdentityReconciler): EndpointGroup[] => {
@@ -199,7 +205,7 @@ export class Operator {
           events,
           metrics: this.metrics,
           log: this.log,
-          select: id ? (ps) => selectEndpoints(ps, endpointGroups(id)) : undefined,
+          select: id ? (ps) => selectEndpoints(ps, endpointGroups(id), hostEndpoints()) : undefined,
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
@@ -208,7 +214,7 @@ export class Operator {
         c.watch(policies);
         // Node count changes move "n/m nodes"; pod churn moves the selected count.
         const all = (): string[] => policies.list().map(keyOf);
-        c.watch(nodes, (ev) => (ev.type === "update" ? [] : all()));
+        c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
         if (id) c.watch(pods, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) && ev.obj.spec?.nodeName === ev.old.spec?.nodeName ? [] : all()));
         this.controllers.push(c);
         // Agents' ACKs arrive by the thousand after a change: one status refresh per burst, not one per ACK,

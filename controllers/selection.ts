@@ -69,11 +69,28 @@ export function groupEndpoints(endpoints: Iterable<Endpoint>): EndpointGroup[] {
   return [...groups.values()];
 }
 
-export function selectEndpoints(policies: readonly Policy[], groups: Iterable<EndpointGroup>): Selection {
-  // Host policies (nodeSelector) select nodes, not pods.
+/** A node as host policies see it: its name and its host endpoint's labels (core/host-endpoint.ts nodeHostLabels). */
+export interface HostEndpoint {
+  readonly node: string;
+  readonly labels: LabelSet;
+}
+
+/**
+ * The endpoints the policies select: pods by their subjects, and (host policies, nodeSelector) the
+ * nodes whose host endpoint labels match, each node one endpoint.
+ */
+export function selectEndpoints(policies: readonly Policy[], groups: Iterable<EndpointGroup>, hosts: Iterable<HostEndpoint> = []): Selection {
   const subjects = policies.filter((p) => p.nodeSelector === undefined).map((p) => p.subject);
+  const nodeSelectors = policies.flatMap((p) => (p.nodeSelector === undefined ? [] : [p.nodeSelector]));
   let n = 0;
   const nodes = new Set<string>();
+  if (nodeSelectors.length > 0) {
+    for (const h of hosts) {
+      if (!nodeSelectors.some((s) => matchesSelector(s, h.labels))) continue;
+      n++;
+      nodes.add(h.node);
+    }
+  }
   for (const g of groups) {
     if (!subjects.some((s) => matches(s, g))) continue;
     n += g.count;
