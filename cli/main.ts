@@ -10,6 +10,7 @@ const groups: Record<string, { module: string; summary: string }> = {
   status: { module: "./status.ts", summary: "operator and agent health" },
   encryption: { module: "./encryption.ts", summary: "encryption keys and nodes: status, rotate" },
   agent: { module: "../node-agent/main.ts", summary: "run the node agent" },
+  l7proxy: { module: "../node-agent/l7proxy/main.ts", summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
   runtime: { module: "../node-agent/runtime/main.ts", summary: "run process visibility on a node (exec/exit events, Tetragon's JSON)" },
   operator: { module: "../controllers/main.ts", summary: "run the operator" },
   webhook: { module: "../webhooks/main.ts", summary: "run the admission webhook server" },

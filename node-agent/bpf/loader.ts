@@ -160,6 +160,20 @@ function mapCreateOpts(flags: number): Buffer {
 }
 
 
+/**
+ * Opens a map another process pinned (e.g. the L7 proxy reading the datapath's redirect records
+ * without loading the programs). Closed with `closePinnedMap`.
+ */
+export function openPinnedMap(pinPath: string, name: string): BpfMap {
+  const fd = check(`open pinned map ${pinPath}`, c.objGet(pinPath) as number);
+  const shape = mapShapeOfFd(fd, pinPath);
+  return new BpfMap(name, fd, shape.keySize, shape.valueSize);
+}
+
+export function closePinnedMap(m: BpfMap): void {
+  c.closeFd(m.fd);
+}
+
 /** One BPF map: fixed-size Buffer keys and values. */
 export class BpfMap {
   constructor(

@@ -1,5 +1,6 @@
 // The datapath's proxy redirect as the agent's proxies see it: the proxies' address, the proxy ports they serve, and each redirected flow's original destination.
-import { BpfObject } from "./loader.ts";
+import path from "node:path";
+import { BPFFS_ROOT, BpfObject, closePinnedMap, openPinnedMap, type BpfMap } from "./loader.ts";
 import { CONST, LAYOUT, formatAddress, parseAddress } from "./layout.ts";
 
 export const REDIRECT_MAPS = {
@@ -90,5 +91,33 @@ export class ProxyRedirect {
     const key = encodeRedirectKey(ip, port, proto);
     const v = this.object.map(REDIRECT_MAPS.redirects).lookup(key);
     return v ? decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), v) : undefined;
+  }
+}
+
+/**
+ * The redirect records alone, from the datapath's pins under /sys/fs/bpf/membrane/<scope>/: what a
+ * proxy running as its own process (the L7 proxy) needs, without loading the programs.
+ */
+export class PinnedRedirects {
+  private readonly map: BpfMap;
+
+  constructor(scope: string, pinRoot: string = BPFFS_ROOT) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(scope)) throw new RangeError(`invalid pin scope ${JSON.stringify(scope)}`);
+    this.map = openPinnedMap(path.join(pinRoot, scope, REDIRECT_MAPS.redirects), REDIRECT_MAPS.redirects);
+    if (this.map.keySize !== LAYOUT.redirect_key.size || this.map.valueSize !== LAYOUT.redirect_value.size) {
+      closePinnedMap(this.map);
+      throw new Error(`${REDIRECT_MAPS.redirects} under scope ${scope} has another layout than this build's (key ${this.map.keySize}, value ${this.map.valueSize} bytes)`);
+    }
+  }
+
+  /** Where the endpoint at ip:port sent its flow before the datapath steered it to a proxy. */
+  originalDestination(ip: string, port: number, proto: RedirectProto): OriginalDestination | undefined {
+    const key = encodeRedirectKey(ip, port, proto);
+    const v = this.map.lookup(key);
+    return v ? decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), v) : undefined;
+  }
+
+  close(): void {
+    closePinnedMap(this.map);
   }
 }

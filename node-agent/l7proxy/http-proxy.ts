@@ -1,0 +1,246 @@
+// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination.
+import http from "node:http";
+import type net from "node:net";
+import pino from "pino";
+import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { requestFromRaw, type HttpHeader } from "../../core/l7/http-request.ts";
+import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
+import type { ProxyConfig, ProxyLimits } from "./config.ts";
+import { connectMarked, identityMark } from "./marked-socket.ts";
+
+const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
+
+/** Where a redirected connection was going (the datapath's record, bpf/lib/redirect.h). */
+export interface RedirectRecords {
+  originalDestination(ip: string, port: number, proto: RedirectProto): OriginalDestination | undefined;
+}
+
+/** One request as the proxy saw it: what Hubble's L7 flow carries. */
+export interface HttpFlow {
+  readonly time: string;
+  readonly source: { readonly ip: string; readonly port: number; readonly identity: number };
+  readonly destination: { readonly ip: string; readonly port: number };
+  readonly proxyPort: number;
+  readonly method: string;
+  readonly path: string;
+  readonly host: string;
+  /** forwarded: allowed and answered by the destination; denied: 403 from the proxy; error: allowed but the destination failed. */
+  readonly verdict: "forwarded" | "denied" | "error";
+  /** The deciding rule (allowed requests): the compiled rule and its index in toPorts[].rules.http. */
+  readonly rule?: { readonly ruleId: number; readonly index: number };
+  /** headerMatches that did not match but let the rule match (their mismatch action). */
+  readonly mismatches?: readonly { readonly name: string; readonly action: string }[];
+  readonly status: number;
+  readonly latencyMs: number;
+}
+
+export interface HttpProxyOptions {
+  readonly redirects: RedirectRecords;
+  readonly onFlow?: (flow: HttpFlow) => void;
+  /**
+   * Opens the upstream connection for a client of `identity` (default: a socket marked with the
+   * identity, so the receiving endpoint's policy sees the client, not the node).
+   */
+  readonly connectUpstream?: (ip: string, port: number, identity: number) => net.Socket;
+}
+
+// RFC 9110 §7.6.1: connection-specific fields end at this hop; transfer-encoding stays (Node frames the body as it says).
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "upgrade"]);
+
+/** Headers without hop-by-hop fields (and those the Connection header names), flat as Node's rawHeaders. */
+function forwardable(headers: readonly HttpHeader[]): string[] {
+  const named = new Set<string>();
+  for (const h of headers) if (h.name === "connection") for (const n of h.value.split(",")) named.add(n.trim().toLowerCase());
+  const out: string[] = [];
+  for (const h of headers) if (!HOP_BY_HOP.has(h.name) && !named.has(h.name)) out.push(h.name, h.value);
+  return out;
+}
+
+function pairs(raw: readonly string[]): HttpHeader[] {
+  const out: HttpHeader[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]! });
+  return out;
+}
+
+function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
+  return a.maxHeaderBytes === b.maxHeaderBytes && a.headersTimeoutMs === b.headersTimeoutMs && a.idleTimeoutMs === b.idleTimeoutMs;
+}
+
+/** Per client connection: where it was going and its own keep-alive upstream (one connection, marked with the client's identity). */
+interface ClientConnection {
+  readonly orig: OriginalDestination;
+  readonly agent: http.Agent;
+}
+
+export class HttpProxy {
+  private readonly servers = new Map<number, http.Server>();
+  private readonly rules = new Map<number, readonly CompiledHttpRuleRef[]>();
+  private readonly clients = new WeakMap<net.Socket, ClientConnection>();
+  private address = "";
+  private limits: ProxyLimits | undefined;
+
+  constructor(private readonly opts: HttpProxyOptions) {}
+
+  /**
+   * Takes a configuration: each port's rules are swapped in at once (a request is decided by the
+   * rules in force when its head arrived), new ports are listened on, dropped ports closed.
+   * The address and limits are fixed by the first configuration (a change needs a restart).
+   */
+  async apply(config: ProxyConfig): Promise<void> {
+    if (this.address && (config.address !== this.address || !sameLimits(config.limits, this.limits!)))
+      log.warn({ address: config.address, limits: config.limits }, "address or limits changed: they take effect at the next restart");
+    if (!this.address) {
+      this.address = config.address;
+      this.limits = config.limits;
+    }
+    const want = new Set(config.ports.map((p) => p.port));
+    for (const p of config.ports) this.rules.set(p.port, compileHttpRules(p.http));
+    for (const p of config.ports) if (!this.servers.has(p.port)) await this.listen(p.port);
+    for (const [port, server] of this.servers) {
+      if (want.has(port)) continue;
+      this.servers.delete(port);
+      this.rules.delete(port);
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  }
+
+  ports(): number[] {
+    return [...this.servers.keys()].sort((a, b) => a - b);
+  }
+
+  async stop(): Promise<void> {
+    for (const server of this.servers.values()) {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    this.servers.clear();
+  }
+
+  private async listen(port: number): Promise<void> {
+    const limits = this.limits!;
+    const server = http.createServer(
+      {
+        maxHeaderSize: limits.maxHeaderBytes,
+        headersTimeout: limits.headersTimeoutMs,
+        requestTimeout: 0,
+        keepAliveTimeout: limits.idleTimeoutMs,
+        // Node checks the head timeout on this period: a fraction of it, so slowloris is cut near the limit.
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+        requireHostHeader: false,
+      },
+      (req, res) => this.handle(port, req, res),
+    );
+    server.setTimeout(limits.idleTimeoutMs);
+    server.on("connection", (socket: net.Socket) => this.accept(port, socket));
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      // Node answers 431 (head too large) and 408 (head timeout) itself when it can; anything else: 400.
+      if (socket.writable && !socket.writableEnded) {
+        const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      }
+      socket.destroy();
+      log.info({ port, code: err.code }, "client error: connection closed");
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, this.address, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.servers.set(port, server);
+  }
+
+  /** A new client connection: without the datapath's record of where it was going it is closed (fail closed). */
+  private accept(port: number, socket: net.Socket): void {
+    const ip = socket.remoteAddress ?? "";
+    const sport = socket.remotePort ?? 0;
+    const orig = this.opts.redirects.originalDestination(ip, sport, "tcp");
+    if (!orig || orig.proxyPort !== port) {
+      log.warn({ port, client: `${ip}:${sport}`, record: orig }, "connection without a redirect record for this port: closed");
+      socket.destroy();
+      return;
+    }
+    const connect = this.opts.connectUpstream ?? ((dip, dport, identity) => connectMarked(dip, dport, identityMark(identity)));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity).
+    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => connect(orig.ip, orig.port, orig.subject);
+    this.clients.set(socket, { orig, agent });
+    socket.once("close", () => agent.destroy());
+  }
+
+  private handle(port: number, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const started = process.hrtime.bigint();
+    const client = this.clients.get(req.socket);
+    if (!client) {
+      req.socket.destroy();
+      return;
+    }
+    const { orig } = client;
+    const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
+    const decision = decideHttp(request, this.rules.get(port) ?? []);
+    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
+      const f: HttpFlow = {
+        time: new Date().toISOString(),
+        source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0, identity: orig.subject },
+        destination: { ip: orig.ip, port: orig.port },
+        proxyPort: port,
+        method: request.method,
+        path: request.path,
+        host: request.host,
+        verdict,
+        status,
+        latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
+        ...extra,
+      };
+      log.debug(f, "http request");
+      this.opts.onFlow?.(f);
+    };
+
+    if (decision.verdict === "deny") {
+      // The request's body, if any, is read and dropped by Node before the next request: the connection stays usable.
+      res.writeHead(HTTP_DENIED.status, { "content-type": "text/plain", "content-length": Buffer.byteLength(HTTP_DENIED.body) });
+      res.end(HTTP_DENIED.body);
+      flow("denied", HTTP_DENIED.status);
+      return;
+    }
+    const rule = { ruleId: decision.ruleId, index: decision.index };
+    const mismatches = decision.mismatches.length ? { mismatches: decision.mismatches } : {};
+    const upstream = http.request({
+      agent: client.agent,
+      host: orig.ip,
+      port: orig.port,
+      method: request.method,
+      path: request.path,
+      headers: forwardable(applyHeaderActions(request.headers, decision.actions)),
+      setHost: false,
+    });
+    const fail = (err: Error): void => {
+      log.info({ destination: `${orig.ip}:${orig.port}`, err: err.message }, "upstream failed");
+      if (!res.headersSent) {
+        const body = "upstream connect error or disconnect/reset before headers";
+        res.writeHead(503, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) }).end(body);
+        flow("error", 503, { rule, ...mismatches });
+      } else {
+        res.destroy();
+      }
+    };
+    upstream.on("error", fail);
+    upstream.on("response", (up) => {
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, forwardable(pairs(up.rawHeaders)));
+      up.pipe(res, { end: false });
+      up.on("end", () => {
+        if (up.rawTrailers.length) res.addTrailers(up.rawTrailers.reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
+        res.end();
+        flow("forwarded", up.statusCode ?? 0, { rule, ...mismatches });
+      });
+      up.on("error", () => res.destroy());
+    });
+    // The client going away mid-request ends the upstream request too.
+    res.on("close", () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.pipe(upstream);
+  }
+}

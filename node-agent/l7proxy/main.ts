@@ -1,0 +1,91 @@
+// `membrane l7proxy`: the node's L7 proxy as a process of its own (agent restarts do not drop proxied connections), configured by the file the agent writes.
+import fs from "node:fs";
+import { pino } from "pino";
+import { parseFlags } from "../../kube/flags.ts";
+import { PinnedRedirects } from "../bpf/redirect.ts";
+import { parseProxyConfig, type ProxyConfig } from "./config.ts";
+import { HttpProxy } from "./http-proxy.ts";
+
+const USAGE = `usage: membrane l7proxy --config FILE [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
+
+  --config FILE     the proxy's configuration (JSON, written by the agent): address, ports and their
+                    HTTP rules, limits; re-read when it changes and on SIGHUP (an invalid one is
+                    refused and the last good one stays)
+  --bpf-scope NAME  the datapath's pin scope under the pin root, where the redirect records are (default: node)
+  --pin-root DIR    bpffs directory of the pins (default /sys/fs/bpf/membrane)
+  --log-flows       log every request (method, path, verdict, deciding rule, status, latency) at info`;
+
+const log = pino({ name: "l7proxy" });
+
+function readConfig(file: string): { ok: true; value: ProxyConfig } | { ok: false; error: string } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    return { ok: false, error: `${file}: ${(err as Error).message}` };
+  }
+  const r = parseProxyConfig(text);
+  return r.ok ? r : { ok: false, error: r.errors.map((e) => `${file}: ${e.path ? `${e.path}: ` : ""}${e.message}`).join("; ") };
+}
+
+/** `membrane l7proxy …`: runs until SIGTERM or SIGINT; the exit code. */
+export async function run(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const flags = parseFlags({
+    args,
+    options: { config: { type: "string" }, "bpf-scope": { type: "string" }, "pin-root": { type: "string" }, "log-flows": { type: "boolean" } },
+  });
+  if (!flags.ok) {
+    process.stderr.write(`membrane l7proxy: ${flags.error}\n${USAGE}\n`);
+    return 2;
+  }
+  const v = flags.parsed.values;
+  if (!v.config) {
+    process.stderr.write(`membrane l7proxy: --config: required (the file the agent writes)\n${USAGE}\n`);
+    return 2;
+  }
+  const first = readConfig(v.config);
+  if (!first.ok) {
+    process.stderr.write(`membrane l7proxy: ${first.error}\n`);
+    return 1;
+  }
+  let redirects: PinnedRedirects;
+  try {
+    redirects = new PinnedRedirects(v["bpf-scope"] ?? "node", v["pin-root"]);
+  } catch (err) {
+    process.stderr.write(`membrane l7proxy: the datapath's redirect map: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const proxy = new HttpProxy({ redirects, ...(v["log-flows"] ? { onFlow: (f) => log.info({ flow: f }, "http request") } : {}) });
+  await proxy.apply(first.value);
+  log.info({ address: first.value.address, ports: proxy.ports() }, "l7 proxy ready");
+
+  let reloading = Promise.resolve();
+  const reload = (): void => {
+    reloading = reloading.then(async () => {
+      const next = readConfig(v.config!);
+      if (!next.ok) return void log.error({ error: next.error }, "configuration refused: the last good one stays");
+      await proxy.apply(next.value);
+      log.info({ ports: proxy.ports() }, "configuration applied");
+    });
+  };
+  // Polling, not fs.watch: the agent replaces the file by rename, which a watch on the old inode misses.
+  fs.watchFile(v.config, { interval: 250 }, (cur, prev) => {
+    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino) reload();
+  });
+  process.on("SIGHUP", reload);
+  return new Promise<number>((resolve) => {
+    const stop = (): void => {
+      fs.unwatchFile(v.config!);
+      void proxy.stop().then(() => {
+        redirects.close();
+        resolve(0);
+      });
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+}
