@@ -1,0 +1,19 @@
+// Test fixture: the star-wars demo's deathstar, an HTTP server in a pod netns; prints "listening", then "request <METHOD> <path> <source>" per request.
+//   deathstar.ts <address> <port>
+import http from "node:http";
+
+const [address = "0.0.0.0", port = "80"] = process.argv.slice(2);
+http
+  .createServer((req, res) => {
+    console.log(`request ${req.method} ${req.url} ${req.socket.remoteAddress}`);
+    req.resume();
+    req.on("end", () => {
+      const body =
+        req.method === "POST" && req.url === "/v1/request-landing" ? "Ship landed\n"
+        : req.method === "PUT" && req.url === "/v1/exhaust-port" ? "Panic: deathstar exploded\n"
+        : `deathstar: ${req.method} ${req.url}\n`;
+      res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    });
+  })
+  .listen(Number(port), address, () => console.log("listening"));

@@ -1,0 +1,120 @@
+// Test fixture: an x-wing pod and the deathstar pod behind one node's datapath, and the node's L7 proxy (membrane l7proxy) as its own process.
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { SubjectPolicy } from "../../../core/model.ts";
+import { Datapath } from "../../bpf/datapath.ts";
+import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
+import { writeProxyConfig, type ProxyConfig } from "../config.ts";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(here, "../../..");
+const DEATHSTAR = path.join(here, "deathstar.ts");
+const CLI = path.join(ROOT, "cli/main.ts");
+
+export const ADDR = {
+  xwing: "10.207.0.1",
+  node: "10.207.0.2", // the host end of the x-wing's veth: also the proxy's address
+  deathstar: "10.207.1.1",
+  nodeToDeathstar: "10.207.1.2",
+} as const;
+
+/** Two pods on one node; the datapath on both veths; torn down by cleanup(). */
+export class L7Topology {
+  readonly ns: { xwing: string; deathstar: string; host: string };
+  readonly fx = new NetnsFixture();
+  readonly scope: string;
+  readonly configFile: string;
+  dp!: Datapath;
+  ifindex = { xwing: 0, deathstar: 0 };
+  deathstarLog = "";
+  proxyLog = "";
+  private proxy: ChildProcess | undefined;
+  private readonly dir: string;
+
+  constructor(readonly tag: string) {
+    this.ns = { xwing: `${tag}-x`, deathstar: `${tag}-d`, host: `${tag}-host` };
+    this.scope = `test-${tag}`;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-l7-"));
+    this.configFile = path.join(this.dir, "l7proxy.json");
+  }
+
+  async setUp(opts: { policies: readonly SubjectPolicy[]; config: ProxyConfig }): Promise<void> {
+    const { xwing, deathstar, host } = this.ns;
+    this.fx.addNetns(xwing);
+    this.fx.addNetns(deathstar);
+    this.fx.addNetns(host);
+    this.fx.addVeth({ netns: xwing, ifname: `${this.tag}x`, cidr: `${ADDR.xwing}/24` }, { netns: host, ifname: `${this.tag}h`, cidr: `${ADDR.node}/24` });
+    this.fx.addVeth({ netns: deathstar, ifname: `${this.tag}d`, cidr: `${ADDR.deathstar}/24` }, { netns: host, ifname: `${this.tag}e`, cidr: `${ADDR.nodeToDeathstar}/24` });
+    ipIn(xwing, "route", "add", "default", "via", ADDR.node);
+    ipIn(deathstar, "route", "add", "default", "via", ADDR.nodeToDeathstar);
+    execIn(host, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+    this.ifindex = { xwing: ifindexIn(host, `${this.tag}h`), deathstar: ifindexIn(host, `${this.tag}e`) };
+
+    this.dp = Datapath.load(this.scope);
+    this.dp.clearAll();
+    this.dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
+    const eps = { [opts.policies[0]!.subject]: [{ ip: ADDR.xwing, ifindex: this.ifindex.xwing }], [opts.policies[1]!.subject]: [{ ip: ADDR.deathstar, ifindex: this.ifindex.deathstar }] };
+    for (const p of opts.policies) this.dp.setSubjectPolicy(p, eps[p.subject]!);
+    this.dp.attachEndpoint(this.ifindex.xwing, host);
+    this.dp.attachEndpoint(this.ifindex.deathstar, host);
+    // What the agent does for a proxy: its address, then the ports it serves (after the proxy listens).
+    this.dp.redirect.setProxyAddress(ADDR.node);
+    for (const p of opts.config.ports) this.dp.redirect.serve(p.port);
+
+    const server = this.fx.spawn(deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", "80"]);
+    server.stdout?.on("data", (d: Buffer) => (this.deathstarLog += d.toString()));
+    await waitForLine(server, /^listening/, 20000);
+    writeProxyConfig(this.configFile, opts.config);
+  }
+
+  /**
+   * Starts `membrane l7proxy` in the node netns (nsenter: only the network namespace changes, so
+   * /sys/fs/bpf stays the host's) and waits until it listens.
+   */
+  async startProxy(): Promise<ChildProcess> {
+    const child = spawn(
+      "nsenter",
+      [`--net=/var/run/netns/${this.ns.host}`, process.execPath, "--import", "tsx", CLI, "l7proxy", "--config", this.configFile, "--bpf-scope", this.scope, "--log-flows"],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    this.proxy = child;
+    child.stdout?.on("data", (d: Buffer) => (this.proxyLog += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => process.stderr.write(d));
+    await waitForLine(child, /l7 proxy ready/, 30000);
+    return child;
+  }
+
+  async stopProxy(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.proxy;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill(signal);
+    await exited;
+  }
+
+  /** The flows the proxy logged (--log-flows), oldest first. */
+  flows(): { method: string; path: string; verdict: string; status: number; rule?: { ruleId: number; index: number }; source: { identity: number } }[] {
+    return this.proxyLog
+      .split("\n")
+      .filter((l) => l.includes('"http request"'))
+      .map((l) => (JSON.parse(l) as { flow: ReturnType<L7Topology["flows"]>[number] }).flow);
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stopProxy("SIGKILL");
+    for (const ifindex of [this.ifindex.xwing, this.ifindex.deathstar]) {
+      try {
+        if (this.dp && ifindex) this.dp.detachEndpoint(ifindex, this.ns.host);
+      } catch {
+        // the netns may already be gone
+      }
+    }
+    this.fx.cleanup();
+    this.dp?.close();
+    this.dp?.unpin();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
