@@ -73,7 +73,7 @@ interface Reply {
  * curl in a netns (a real client nobody here wrote): the requests in order, on one connection when
  * curl can keep it (`--next`). undefined when curl failed (connection refused or reset).
  */
-async function curl(netns: string, requests: readonly [method: string, path: string][], host = ADDR.deathstar, timeoutS = 3): Promise<Reply[] | undefined> {
+async function curl(netns: string, requests: readonly [method: string, path: string][], host: string = ADDR.deathstar, timeoutS = 3): Promise<Reply[] | undefined> {
   const args: string[] = [];
   requests.forEach(([method, p], i) => {
     if (i > 0) args.push("--next");
