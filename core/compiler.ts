@@ -1,5 +1,5 @@
 // The policy compiler: the facade over core/policy's stages (repository → selector cache → resolution → map state), one delta per change.
-import { IDENTITY_WILDCARD, type Direction, type LabelSet, type Policy, type PolicyEntry, type RuleOrigin, type SubjectDns, type SubjectPolicy } from "./model.ts";
+import { IDENTITY_WILDCARD, type Direction, type LabelSet, type Policy, type PolicyEntry, type RuleHttpRules, type RuleOrigin, type SubjectDns, type SubjectPolicy } from "./model.ts";
 import { PolicyRepository, policyKey } from "./policy/repository.ts";
 import { PartitionedSelectorCache, type SelectionUser } from "./policy/selector-partitions.ts";
 import {
@@ -20,6 +20,7 @@ import { DeltaCollector, compareEntries, type Delta, type DirectionEntries } fro
 import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts";
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
+import { subjectHttp } from "./policy/http-rules.ts";
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
@@ -67,6 +68,8 @@ interface SubjectState {
   proxyRules: Set<number>;
   /** Its DNS rules and toFQDNs selectors, for the node's DNS proxy. */
   dns: SubjectDns | undefined;
+  /** Its HTTP rules per L7 allow rule, for the node's L7 proxy. */
+  http: RuleHttpRules[] | undefined;
 }
 
 export class PolicyCompiler {
@@ -182,7 +185,7 @@ export class PolicyCompiler {
     if (!s) return { subject, ingressEnforced: false, egressEnforced: false, entries: [] };
     const entries: PolicyEntry[] = [];
     for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) entries.push(...m.values());
-    return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}) };
+    return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(s.http ? { http: s.http } : {}) };
   }
 
   /** Subjects that have compiled state (selected by at least one policy). */
@@ -227,9 +230,11 @@ export class PolicyCompiler {
       egress: { resolved: UNRESOLVED, entries: new Map() },
       proxyRules,
       dns: undefined,
+      http: undefined,
     };
     d.touch(subject);
     state.dns = subjectDns(parts, keys, this.ctx.ruleIdOf);
+    state.http = subjectHttp(parts, keys, this.ctx.ruleIdOf);
     for (const direction of DIRECTIONS) {
       const prev = old ? old[direction] : undefined;
       const resolved = resolveDirection(this.ctx, subject, direction, parts, keys, proxyRules);
@@ -295,9 +300,9 @@ export class PolicyCompiler {
   }
 
   /** Whether a subject is default-deny in each direction now (no compiled state: neither), and its DNS part. */
-  readonly enforcementOf = (subject: number): { ingress: boolean; egress: boolean; dns?: SubjectDns } => {
+  readonly enforcementOf = (subject: number): { ingress: boolean; egress: boolean; dns?: SubjectDns; http?: readonly RuleHttpRules[] } => {
     const s = this.subjects.get(subject);
-    return { ingress: s?.ingress.resolved.enforced ?? false, egress: s?.egress.resolved.enforced ?? false, ...(s?.dns ? { dns: s.dns } : {}) };
+    return { ingress: s?.ingress.resolved.enforced ?? false, egress: s?.egress.resolved.enforced ?? false, ...(s?.dns ? { dns: s.dns } : {}), ...(s?.http ? { http: s.http } : {}) };
   };
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {

@@ -256,6 +256,18 @@ export interface SubjectPolicy {
   readonly entries: readonly PolicyEntry[];
   /** What the node's DNS proxy needs beyond the entries; absent when the subject has neither DNS rules nor toFQDNs. */
   readonly dns?: SubjectDns;
+  /** The HTTP rules of its L7 allow rules, for the node's L7 proxy; absent when it has none. */
+  readonly http?: readonly RuleHttpRules[];
+}
+
+/**
+ * The HTTP rules of one allow rule with `toPorts[].rules.http` (its entries carry the proxy port), in
+ * source order over its toPorts: ORed by the proxy for every request on that port.
+ */
+export interface RuleHttpRules {
+  readonly ruleId: number;
+  readonly direction: Direction;
+  readonly rules: readonly HTTPRule[];
 }
 
 /** One compiled port block of a rule: protocol number, first port, port prefix length (as in a map key). */

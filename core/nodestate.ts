@@ -3,8 +3,9 @@
 import type { PolicyEntry, RuleOrigin, SubjectPolicy } from "./model.ts";
 import { compareEntries, entryKeyString } from "./policy/mapstate.ts";
 import { sameSubjectDns } from "./policy/dns-rules.ts";
+import { sameSubjectHttp } from "./policy/http-rules.ts";
 
-export { sameSubjectDns };
+export { sameSubjectDns, sameSubjectHttp };
 import type { Downstream, IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration, SubjectDelta } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;
@@ -177,8 +178,8 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
       return !o || !samePolicyEntry(o, e);
     });
     const removed = (old?.entries ?? []).filter((e) => !newEntries.has(entryKeyString(e)));
-    if (!old || added.length > 0 || removed.length > 0 || old.ingressEnforced !== p.ingressEnforced || old.egressEnforced !== p.egressEnforced || !sameSubjectDns(old.dns, p.dns)) {
-      subjects.push({ subject: p.subject, ingressEnforced: p.ingressEnforced, egressEnforced: p.egressEnforced, added: [...added].sort(compareEntries), removed: [...removed].sort(compareEntries), ...(p.dns ? { dns: p.dns } : {}) });
+    if (!old || added.length > 0 || removed.length > 0 || old.ingressEnforced !== p.ingressEnforced || old.egressEnforced !== p.egressEnforced || !sameSubjectDns(old.dns, p.dns) || !sameSubjectHttp(old.http, p.http)) {
+      subjects.push({ subject: p.subject, ingressEnforced: p.ingressEnforced, egressEnforced: p.egressEnforced, added: [...added].sort(compareEntries), removed: [...removed].sort(compareEntries), ...(p.dns ? { dns: p.dns } : {}), ...(p.http ? { http: p.http } : {}) });
     }
   }
   const toSubjects = new Set(to.policies.map((p) => p.subject));
@@ -235,7 +236,7 @@ export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
     const bySubject = new Map<number, SubjectPolicy>(s.policies.map((p) => [p.subject, p]));
     for (const sd of d.subjects) {
       const entries = mergeSorted(bySubject.get(sd.subject)?.entries ?? [], sd.added, sd.removed, compareEntries, compareEntries, compareEntries);
-      bySubject.set(sd.subject, { subject: sd.subject, ingressEnforced: sd.ingressEnforced, egressEnforced: sd.egressEnforced, entries, ...(sd.dns ? { dns: sd.dns } : {}) });
+      bySubject.set(sd.subject, { subject: sd.subject, ingressEnforced: sd.ingressEnforced, egressEnforced: sd.egressEnforced, entries, ...(sd.dns ? { dns: sd.dns } : {}), ...(sd.http ? { http: sd.http } : {}) });
     }
     for (const r of d.removedSubjects) bySubject.delete(r);
     policies = [...bySubject.values()].sort((a, b) => a.subject - b.subject);

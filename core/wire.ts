@@ -1,6 +1,6 @@
 // The operator ↔ node-agent stream, defined once: xDS-style snapshot and deltas with version and
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
-import type { FieldError, PolicyEntry, Result, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
+import type { FieldError, PolicyEntry, Result, RuleHttpRules, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
 import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
@@ -54,6 +54,8 @@ export interface SubjectDelta {
   readonly removed: readonly PolicyEntry[];
   /** The subject's DNS rules and toFQDNs selectors as they are now (whole, like the flags); absent: none. */
   readonly dns?: SubjectDns;
+  /** Its HTTP rules per L7 allow rule as they are now (whole, like the flags); absent: none. */
+  readonly http?: readonly RuleHttpRules[];
 }
 
 export type Downstream =
@@ -192,8 +194,18 @@ const nameSelector: Check = (v, path) => {
 const compiledPort = record({ proto: uint(255), port: uint(0xffff), portPrefixLen: uint(16) });
 const fqdnSelector: Check = (v, path) => nameSelector(v, path) ?? record({ ruleId: U32, ports: list(compiledPort) })(v, path);
 const subjectDns = record({ dnsRules: list(record({ ruleId: U32, rules: list(nameSelector) })), fqdnSelectors: list(fqdnSelector) });
-const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns) });
-const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns) });
+const httpRule = record({
+  method: optional(str),
+  path: optional(str),
+  host: optional(str),
+  headers: optional(list(nonEmpty)),
+  headerMatches: optional(
+    list(record({ name: nonEmpty, value: optional(str), mismatch: optional(oneOf("LOG", "ADD", "DELETE", "REPLACE")), secret: optional(record({ name: nonEmpty, namespace: optional(str) })) })),
+  ),
+});
+const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule) }));
+const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
+const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 const nodeState = record({
   policies: list(subjectPolicy),
   ipcache: list(ipcacheEntry),

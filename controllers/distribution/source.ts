@@ -6,7 +6,7 @@ import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
-import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings, sameSubjectDns } from "../../core/nodestate.ts";
+import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings, sameSubjectDns, sameSubjectHttp } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
 import { podNeedsIdentity } from "../identity.ts";
@@ -326,7 +326,7 @@ export class NodeStateSource {
     for (const d of deltas) {
       const base = this.subjectPolicies.get(d.subject);
       if (!base) continue; // no node has read it: it is snapshotted when one does
-      if (d.added.length === 0 && d.removed.length === 0 && d.ingressEnforced === base.ingressEnforced && d.egressEnforced === base.egressEnforced && sameSubjectDns(d.dns, base.dns)) continue;
+      if (d.added.length === 0 && d.removed.length === 0 && d.ingressEnforced === base.ingressEnforced && d.egressEnforced === base.egressEnforced && sameSubjectDns(d.dns, base.dns) && sameSubjectHttp(d.http, base.http)) continue;
       const next = this.snapshot(d.subject);
       this.subjectPolicies.set(d.subject, next);
       this.subjectDeltas.link(base, next, isNodeHostIdentity(d.subject) ? asHostDelta(d) : d);

@@ -4,6 +4,7 @@ import {
   type Direction,
   type PolicyEntry,
   type PolicyEntryKey,
+  type RuleHttpRules,
   type SubjectDns,
   type SubjectPolicy,
   type Verdict,
@@ -37,6 +38,8 @@ export interface Delta {
   readonly egressEnforced: boolean;
   /** The subject's DNS part as it is now (whole, like the flags); absent: none. */
   readonly dns?: SubjectDns;
+  /** Its HTTP part as it is now (whole); absent: none. */
+  readonly http?: readonly RuleHttpRules[];
 }
 
 /** One key's fate within a change: the entry it held before (undefined: absent) and the one it holds now. */
@@ -86,7 +89,7 @@ export class DeltaCollector {
     this.touched.add(subject);
   }
 
-  deltas(enforcement: (subject: number) => { ingress: boolean; egress: boolean; dns?: SubjectDns }): Delta[] {
+  deltas(enforcement: (subject: number) => { ingress: boolean; egress: boolean; dns?: SubjectDns; http?: readonly RuleHttpRules[] }): Delta[] {
     const subjects = new Set([...this.bySubject.keys(), ...this.touched]);
     const out: Delta[] = [];
     for (const subject of [...subjects].sort((a, b) => a - b)) {
@@ -103,7 +106,7 @@ export class DeltaCollector {
       }
       if (added.length === 0 && removed.length === 0 && !this.touched.has(subject)) continue;
       const enf = enforcement(subject);
-      out.push({ subject, added: added.sort(compareEntries), removed: removed.sort(compareEntries), ingressEnforced: enf.ingress, egressEnforced: enf.egress, ...(enf.dns ? { dns: enf.dns } : {}) });
+      out.push({ subject, added: added.sort(compareEntries), removed: removed.sort(compareEntries), ingressEnforced: enf.ingress, egressEnforced: enf.egress, ...(enf.dns ? { dns: enf.dns } : {}), ...(enf.http ? { http: enf.http } : {}) });
     }
     return out;
   }
