@@ -130,11 +130,11 @@ export async function devNodesUp(dir: string, kubeconfig: string, count: number,
 }
 
 /**
- * `dev up [--nodes N]`: the operator (CRDs applied, its distribution stream on loopback), the
+ * `dev up [--nodes N] [--host-firewall]`: the operator (CRDs applied, its distribution stream on loopback), the
  * admission webhook (registered with the API server) and, with a count, the nodes, the kubelet and
  * one agent per node (root netns, attaching inside the node's); idempotent.
  */
-export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption } = {}): Promise<string> {
+export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption; hostFirewall?: boolean } = {}): Promise<string> {
   const prefix = opts.prefix ?? "";
   const existing = await loadNodesState(dir);
   let names: string[] = existing?.nodes.map((n) => n.name) ?? [];
@@ -150,7 +150,7 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   if (count === undefined && !existing) return out;
   out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir) })) + "\n";
   const state = await loadNodesState(dir);
-  const agents = await startAgents(dir, state!.nodes, kubeconfig, opts.encryption ? { encryption: opts.encryption } : {});
+  const agents = await startAgents(dir, state!.nodes, kubeconfig, { ...(opts.encryption ? { encryption: opts.encryption } : {}), ...(opts.hostFirewall ? { hostFirewall: true } : {}) });
   return out + `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
 }
 
@@ -169,13 +169,15 @@ async function kubeletRunning(dir: string): Promise<boolean> {
 }
 
 /** `--nodes N` out of `dev up`'s arguments: the count (undefined when absent), the rest, or an error. */
-export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; rest: string[] } | { ok: false; error: string } {
-  // Not strict: whatever is not --nodes comes back in `rest`, for the caller to reject by name.
-  const { values, tokens } = parseArgs({ args, options: { nodes: { type: "string" } }, strict: false, allowPositionals: true, tokens: true });
-  const rest = tokens.flatMap((t) => (t.kind === "positional" ? [t.value] : t.kind === "option" && t.name !== "nodes" ? [t.rawName + (t.inlineValue ? `=${t.value ?? ""}` : "")] : []));
-  if (values.nodes === undefined) return { ok: true, rest };
+export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; hostFirewall?: boolean; rest: string[] } | { ok: false; error: string } {
+  // Not strict: whatever is not --nodes or --host-firewall comes back in `rest`, for the caller to reject by name.
+  const { values, tokens } = parseArgs({ args, options: { nodes: { type: "string" }, "host-firewall": { type: "boolean" } }, strict: false, allowPositionals: true, tokens: true });
+  const rest = tokens.flatMap((t) => (t.kind === "positional" ? [t.value] : t.kind === "option" && t.name !== "nodes" && t.name !== "host-firewall" ? [t.rawName + (t.inlineValue ? `=${t.value ?? ""}` : "")] : []));
+  if (values["host-firewall"] !== undefined && typeof values["host-firewall"] !== "boolean") return { ok: false, error: "--host-firewall: takes no value" };
+  const hostFirewall = values["host-firewall"] === true ? { hostFirewall: true } : {};
+  if (values.nodes === undefined) return { ok: true, ...hostFirewall, rest };
   const raw = values.nodes;
   const n = typeof raw === "string" ? Number(raw) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > 200) return { ok: false, error: `--nodes: must be an integer from 1 to 200, got "${typeof raw === "string" ? raw : ""}"` };
-  return { ok: true, nodes: n, rest };
+  return { ok: true, nodes: n, ...hostFirewall, rest };
 }

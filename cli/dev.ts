@@ -23,7 +23,7 @@ interface Subcommand {
 }
 
 const subcommands: Record<string, Subcommand> = {
-  up: { summary: "start the local control plane [--nodes N] (idempotent)", run: up },
+  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] (idempotent)", run: up },
   down: { summary: "stop it and remove its files (idempotent)", run: down },
   env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
   status: { summary: "is it running, where, and is it ready", run: status },
@@ -92,7 +92,7 @@ async function up(args: string[]): Promise<number> {
       `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
     );
     const cp = await attachControlPlane(dir);
-    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
+    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix(), ...(flags.hostFirewall ? { hostFirewall: true } : {}) }));
     return 0;
   }
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
@@ -100,7 +100,7 @@ async function up(args: string[]): Promise<number> {
   try {
     const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
     process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
-    process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix() }));
+    process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix(), ...(flags.hostFirewall ? { hostFirewall: true } : {}) }));
   } catch (err) {
     process.stderr.write(`membrane dev up: failed: ${(err as Error).message}\n`);
     process.stderr.write(`membrane dev up: removed what it started: ${await rollBack(dir)}\n`);

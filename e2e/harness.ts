@@ -45,7 +45,7 @@ export class TestCluster {
     return `${this.prefix}node-${i}`;
   }
 
-  async start(nodes: number, opts: { encryption?: DevEncryption } = {}): Promise<void> {
+  async start(nodes: number, opts: { encryption?: DevEncryption; hostFirewall?: boolean } = {}): Promise<void> {
     // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
     await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
@@ -121,6 +121,13 @@ export class TestCluster {
     this.probers.push(p);
     return p;
   }
+
+  /** A prober inside any network namespace (a node's, a test host's), stopped by `stop()`. */
+  async netnsProber(netns: string): Promise<PodProber> {
+    const p = await PodProber.inNetns(this.dir, netns);
+    this.probers.push(p);
+    return p;
+  }
 }
 
 /**
@@ -158,10 +165,15 @@ export class PodProber {
   static async start(dir: string, namespace: string, pod: string): Promise<PodProber> {
     const rec = (await loadPodRecords(dir)).pods[`${namespace}/${pod}`];
     if (!rec) throw new Error(`pod ${namespace}/${pod} is not running on a local node`);
+    return PodProber.inNetns(dir, rec.netns, `${namespace}/${pod}`);
+  }
+
+  /** A prober in any network namespace (a node's, a test host's); the caller stops it. */
+  static async inNetns(dir: string, netns: string, label = netns): Promise<PodProber> {
     const script = await standaloneScript(probeSource, join(dir, "bin"));
     // `ip netns exec` execs the command, so the child's pid is the node process itself.
-    const child = spawn("ip", ["netns", "exec", rec.netns, process.execPath, script, "--serve"], { stdio: ["pipe", "pipe", "pipe"] });
-    return new PodProber(`${namespace}/${pod}`, child);
+    const child = spawn("ip", ["netns", "exec", netns, process.execPath, script, "--serve"], { stdio: ["pipe", "pipe", "pipe"] });
+    return new PodProber(label, child);
   }
 
   probe(host: string, port: number, opts: { udp?: boolean; timeoutMs: number }): Promise<ProbeResult> {

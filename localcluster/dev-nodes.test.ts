@@ -33,6 +33,9 @@ test("--nodes is parsed out of dev up's arguments, and a bad count names the fla
   assert.deepEqual(parseNodesFlag([]), { ok: true, rest: [] });
   const bad = parseNodesFlag(["--nodes", "zero"]);
   assert.ok(!bad.ok && bad.error.startsWith("--nodes:"));
+  assert.deepEqual(parseNodesFlag(["--host-firewall", "--nodes", "2"]), { ok: true, nodes: 2, hostFirewall: true, rest: [] });
+  const valued = parseNodesFlag(["--host-firewall=yes"]);
+  assert.ok(!valued.ok && valued.error.startsWith("--host-firewall:"), JSON.stringify(valued));
 });
 
 test("dev up --nodes runs a kubelet that outlives the call; dev down after it is killed removes everything", { timeout: 5 * 60_000 }, async () => {

@@ -39,7 +39,12 @@ export interface DevClusterState {
   agents: { node: string; pid: number; scope: string }[];
   /** Agents run with transparent encryption (kept for agents started again later). */
   encryption?: DevEncryption;
+  /** Agents run with the host firewall on each node's underlay device (kept for agents started again later). */
+  hostFirewall?: boolean;
 }
+
+/** The node device the local cluster's host firewall judges: each node's underlay veth (its InternalIP). */
+export const DEV_HOST_FIREWALL_DEVICE = "eth0";
 
 /** WireGuard between the nodes (wireguard-go built from its pinned module), strict or not. */
 export interface DevEncryption {
@@ -222,7 +227,7 @@ export const agentScope = (node: LocalNode): string => node.name;
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
  * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
  */
-export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null } = {}): Promise<DevClusterState> {
+export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null; hostFirewall?: boolean } = {}): Promise<DevClusterState> {
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
   // null switches encryption off for the agents started from now on; undefined keeps what was chosen before.
@@ -230,6 +235,12 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
     if (opts.encryption === null) delete state.encryption;
     else state.encryption = opts.encryption;
   }
+  if (opts.hostFirewall !== undefined) {
+    if (opts.hostFirewall) state.hostFirewall = true;
+    else delete state.hostFirewall;
+  }
+  // The agent stream (loopback in the root netns) and the API server never cross a node's eth0 here.
+  const hostFirewallArgs = state.hostFirewall ? ["--host-firewall-device", DEV_HOST_FIREWALL_DEVICE] : [];
   const enc = state.encryption;
   const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : [])] : [];
   if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
@@ -251,6 +262,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         // API access: the agent publishes its health and observer address on its CiliumNode.
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
         ...encryptionArgs,
+        ...hostFirewallArgs,
       ],
       logFile,
     );
