@@ -16,6 +16,7 @@ import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";
 import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
+import { podMtu } from "../node-agent/mtu.ts";
 import { wireguardGoBinary } from "./wireguard/binary.ts";
 
 const log = pino({ name: "devcluster", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
@@ -50,6 +51,11 @@ export const DEV_HOST_FIREWALL_DEVICE = "eth0";
 export interface DevEncryption {
   mode: "wireguard";
   strict: boolean;
+}
+
+/** The MTU pods get on nodes whose agents run with `enc`: less WireGuard's overhead when on, so nothing is fragmented. */
+export function devPodMtu(enc: DevEncryption | undefined): number {
+  return podMtu(enc ? enc.mode : "disabled");
 }
 
 export function devClusterPaths(dir: string) {

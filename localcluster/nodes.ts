@@ -42,6 +42,8 @@ export interface NodesState {
   nodeObjects: string[];
   /** The dir holding per-node CNI state (IPAM) and this file. */
   dir: string;
+  /** The MTU pods get (the CNI config's `mtu`); POD_MTU when absent. Lower with WireGuard (node-agent/mtu.ts). */
+  podMtu?: number;
 }
 
 export interface AgentHook {
@@ -65,6 +67,8 @@ export interface CreateNodesOptions {
   kubeconfig: string;
   /** The node agent, once it exists: its socket and (optionally) its process. */
   agent?: AgentHook;
+  /** The MTU pods get; POD_MTU when absent. */
+  podMtu?: number;
 }
 
 /** Where the state of the nodes of a cluster dir is recorded. */
@@ -84,7 +88,7 @@ export function cniConfig(state: NodesState, node: LocalNode): Record<string, un
     name: "membrane",
     type: "membrane-cni",
     podCIDR: node.podCIDR,
-    mtu: POD_MTU,
+    mtu: state.podMtu ?? POD_MTU,
     stateDir: cniStateDir(state.dir, node.name),
     ...(node.agentSocket ? { agentSocket: node.agentSocket } : {}),
   };
@@ -140,6 +144,7 @@ export async function createNodes(opts: CreateNodesOptions): Promise<NodesState>
     nodes: plan.nodes.map((n) => (opts.agent ? { ...n, agentSocket: opts.agent.socket(n) } : n)),
     nodeObjects: [],
     dir: opts.dir,
+    ...(opts.podMtu !== undefined ? { podMtu: opts.podMtu } : {}),
   };
   const kube = await KubeClient.fromKubeconfig(opts.kubeconfig);
   try {

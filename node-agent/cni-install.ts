@@ -3,14 +3,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PLUGIN_TYPE, parseNetConf } from "./cni/spec.ts";
+import { podMtu } from "./mtu.ts";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 /** The conflist's file name: sorts before most others, so a runtime picking the first file picks it. */
 export const CONFLIST_NAME = "05-membrane.conflist";
 export const NETWORK_NAME = "membrane";
-/** A 1500-byte underlay less the VXLAN encapsulation (50 bytes). */
-export const DEFAULT_POD_MTU = 1450;
+/** A 1500-byte underlay less the VXLAN encapsulation (50 bytes); with WireGuard the agent passes `podMtu("wireguard")`. */
+export const DEFAULT_POD_MTU = podMtu("disabled");
 
 function writeAtomic(file: string, text: string, mode: number): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });

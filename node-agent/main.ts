@@ -12,6 +12,7 @@ import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforceme
 import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
+import { podMtu } from "./mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
@@ -509,7 +510,7 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
             const podCIDR = cidrs.find((c) => !c.includes(":"));
             if (!podCIDR || podCIDR === writtenFor) return;
             try {
-              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket });
+              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket, mtu: podMtu(f.encryption) });
               writtenFor = podCIDR;
               log.info({ file: r.file, podCIDR, changed: r.changed }, "CNI conflist written");
             } catch (err) {

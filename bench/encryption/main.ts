@@ -1,7 +1,9 @@
 // bench/encryption: bulk throughput and new connections/s between two local nodes, side by side in one
 // run: (a) plain, node namespace to node namespace over the underlay; (b) a bare wireguard-go tunnel
 // between the same two namespaces, no Membrane; (c) Membrane with WireGuard on, pod to pod across the
-// nodes (VXLAN with the identity inside the tunnel). Prints one JSON line. Needs root (netns, bpffs):
+// nodes (VXLAN with the identity inside the tunnel); and (d) a bare VXLAN device carried by (b), no
+// Membrane: what VXLAN inside the userspace tunnel costs by itself, so (c)/(d) is what Membrane's own
+// datapath costs. Prints one JSON line. Needs root (netns, bpffs):
 // run it under flock /tmp/membrane-kernel.lock.
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -17,6 +19,7 @@ import { listNetns, loadNodesState, run } from "../../localcluster/nodes.ts";
 import { wireguardGoBinary } from "../../localcluster/wireguard/binary.ts";
 import { newPrivateKey, publicKeyOf } from "../../node-agent/encryption/wireguard-keys.ts";
 import { setRequest, uapi, UAPI_DIR } from "../../node-agent/encryption/wireguard-uapi.ts";
+import { podMtu, wireguardMtu } from "../../node-agent/mtu.ts";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -24,6 +27,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PORT = 5301;
 const TUNNEL_PORT = 51900;
+const BARE_VXLAN_PORT = 4790;
 
 const log = (msg: string): void => void process.stderr.write(`bench/encryption: ${msg}\n`);
 const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -45,6 +49,13 @@ async function measure(bin: string, p: Path): Promise<{ gbps: number; connPerSec
   const bulk = (await runIn(p.clientNetns, bin, ["bulk", p.serverIP, String(PORT), String(SECONDS)])).trim().split(/\s+/).map(Number);
   const conn = (await runIn(p.clientNetns, bin, ["connrate", p.serverIP, String(PORT), String(SECONDS)])).trim().split(/\s+/).map(Number);
   return { gbps: bulk[0]! / 1e9, connPerSec: conn[0]! };
+}
+
+/** IP fragments the namespace's stack has created so far (/proc/net/snmp Ip: FragCreates). */
+async function fragmentsCreated(netns: string): Promise<number> {
+  const lines = (await runIn(netns, "cat", ["/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Ip:"));
+  const [names, values] = [lines[0]!.split(/\s+/), lines[1]!.split(/\s+/)];
+  return Number(values[names.indexOf("FragCreates")]);
 }
 
 async function main(): Promise<void> {
@@ -108,12 +119,19 @@ async function main(): Promise<void> {
       const peer = i === 0 ? n2 : n1;
       await uapi(sock, setRequest({ privateKey: keys[i]!, listenPort: TUNNEL_PORT, peers: [{ publicKey: publicKeyOf(keys[1 - i]!), endpoint: `${peer.internalIP}:${TUNNEL_PORT}`, allowedIP: `10.77.0.${2 - i}/32` }] }));
       execFileSync("ip", ["-n", n.netns, "addr", "add", `10.77.0.${i + 1}/24`, "dev", ifname]);
-      execFileSync("ip", ["-n", n.netns, "link", "set", ifname, "up", "mtu", "1420"]);
+      execFileSync("ip", ["-n", n.netns, "link", "set", ifname, "up", "mtu", String(wireguardMtu())]);
+    }
+    // (d) VXLAN over (b): addresses 10.78.0.1/2, the pods' MTU, no Membrane programs on it.
+    for (const [i, n] of [n1, n2].entries()) {
+      execFileSync("ip", ["-n", n.netns, "link", "add", "mbrbenchvx", "type", "vxlan", "id", "77", "local", `10.77.0.${i + 1}`, "remote", `10.77.0.${2 - i}`, "dstport", String(BARE_VXLAN_PORT)]);
+      execFileSync("ip", ["-n", n.netns, "link", "set", "mbrbenchvx", "up", "mtu", String(podMtu("wireguard"))]);
+      execFileSync("ip", ["-n", n.netns, "addr", "add", `10.78.0.${i + 1}/24`, "dev", "mbrbenchvx"]);
     }
 
     const paths: Path[] = [
       { name: "plain", clientNetns: n2.netns, serverNetns: n1.netns, serverIP: n1.internalIP },
       { name: "tunnel", clientNetns: n2.netns, serverNetns: n1.netns, serverIP: "10.77.0.1" },
+      { name: "vxlan_tunnel", clientNetns: n2.netns, serverNetns: n1.netns, serverIP: "10.78.0.1" },
       { name: "membrane", clientNetns: pods["bench/client"]!.netns, serverNetns: pods["bench/server"]!.netns, serverIP },
     ];
     for (const ns of new Set(paths.map((p) => p.serverNetns))) {
@@ -123,9 +141,15 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     const results = new Map(paths.map((p) => [p.name, { gbps: [] as number[], conn: [] as number[] }]));
     // Rounds interleave the variants, so the machine's load of the moment falls on each alike.
+    const podMtus = await Promise.all([pods["bench/client"]!.netns, pods["bench/server"]!.netns].map(async (ns) => (JSON.parse(await runIn(ns, "ip", ["-j", "link", "show", "dev", "eth0"])) as { mtu: number }[])[0]!.mtu));
+    let fragments = 0;
+    const loads: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       for (const p of paths) {
+        const before = p.name === "membrane" ? await fragmentsCreated(n2.netns) : 0;
+        loads.push(Number(fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0]));
         const m = await measure(bin, p);
+        if (p.name === "membrane") fragments += (await fragmentsCreated(n2.netns)) - before;
         results.get(p.name)!.gbps.push(m.gbps);
         results.get(p.name)!.conn.push(m.connPerSec);
         log(`round ${r + 1} ${p.name}: ${m.gbps.toFixed(2)} Gbit/s, ${Math.round(m.connPerSec)} conn/s`);
@@ -141,11 +165,18 @@ async function main(): Promise<void> {
         plain_gbps: round(med("plain", "gbps")),
         ratio_vs_tunnel: round(med("membrane", "gbps") / med("tunnel", "gbps")),
         ratio_vs_plain: round(med("membrane", "gbps") / med("plain", "gbps")),
+        vxlan_tunnel_gbps: round(med("vxlan_tunnel", "gbps")),
+        ratio_vs_vxlan_tunnel: round(med("membrane", "gbps") / med("vxlan_tunnel", "gbps")),
         conn_per_sec: Math.round(med("membrane", "conn")),
         tunnel_conn_per_sec: Math.round(med("tunnel", "conn")),
         plain_conn_per_sec: Math.round(med("plain", "conn")),
         conn_ratio_vs_tunnel: round(med("membrane", "conn") / med("tunnel", "conn")),
         conn_ratio_vs_plain: round(med("membrane", "conn") / med("plain", "conn")),
+        vxlan_tunnel_conn_per_sec: Math.round(med("vxlan_tunnel", "conn")),
+        conn_ratio_vs_vxlan_tunnel: round(med("membrane", "conn") / med("vxlan_tunnel", "conn")),
+        pod_mtu: Math.min(...podMtus),
+        underlay_fragments: fragments,
+        load_avg_1m: { min: Math.min(...loads), max: Math.max(...loads) },
         rounds: ROUNDS,
         seconds: SECONDS,
         implementation: "wireguard-go (userspace)",

@@ -10,12 +10,13 @@ import type { Logger } from "pino";
 import { loadOrCreatePrivateKey, newPrivateKey, publicKeyOf, savePrivateKey } from "./wireguard-keys.ts";
 import { type DeviceState, UAPI_DIR, getDevice, setRequest, uapi } from "./wireguard-uapi.ts";
 import { ENCRYPTION_READY, type EncryptionPublication } from "./publication.ts";
+import { wireguardMtu } from "../mtu.ts";
 
 /** WireGuard's UDP port on every node. */
 export const WIREGUARD_PORT = 51871;
 /** The routing table holding one route per peer (its underlay address → the device), and the rule's preference. */
 export const WIREGUARD_TABLE = 8472;
-const RULE_PREF = 100;
+export const RULE_PREF = 100;
 
 /** The device name: unique per node (control sockets are global: /var/run/wireguard/<ifname>.sock), at most 15 bytes. */
 export function wireguardIfname(nodeName: string): string {
@@ -101,7 +102,9 @@ export class WireguardEncryption {
     this.o.datapath.setEncryptionStrict(this.o.strict);
     if (!(await this.alive())) await this.spawnDevice();
     await uapi(this.socket, setRequest({ privateKey: this.privateKey, listenPort: WIREGUARD_PORT }));
-    await this.ip(["link", "set", this.ifname, "up", "mtu", "1500"]);
+    // Pods get podMtu("wireguard"), so their VXLAN packets fit this MTU and the WireGuard packets the underlay's: nothing is fragmented.
+    // A pod wired before encryption was on (MTU 1450) still works: its VXLAN packets are fragmented before the device.
+    await this.ip(["link", "set", this.ifname, "up", "mtu", String(wireguardMtu())]);
     await this.ensureRule();
     await this.refresh();
     this.o.log.info({ ifname: this.ifname, publicKey: this.publicKey(), strict: this.o.strict }, "WireGuard device ready");
