@@ -8,7 +8,7 @@ import { parseFlags } from "../kube/flags.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
 import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../localcluster/kubelet.ts";
 import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../localcluster/nodes.ts";
-import { type DevEncryption, devAgentHook, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
+import { type DevEncryption, devAgentHook, devPodMtu, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
 import type { CommandResult } from "../localcluster/cluster.ts";
 import type { ProbeResult } from "../localcluster/probe.ts";
 import { standaloneScript } from "../localcluster/standalone.ts";
@@ -113,13 +113,13 @@ export async function runDevProbe(args: string[], dir: string): Promise<number> 
 }
 
 /** `dev up --nodes N`: N local nodes (`node-1`…) and the kubelet process; idempotent. Call after the control plane is ready. */
-export async function devNodesUp(dir: string, kubeconfig: string, count: number, opts: { prefix?: string; agent?: AgentHook } = {}): Promise<string> {
+export async function devNodesUp(dir: string, kubeconfig: string, count: number, opts: { prefix?: string; agent?: AgentHook; podMtu?: number } = {}): Promise<string> {
   const existing = await loadNodesState(dir);
   if (existing) {
     if (!(await kubeletRunning(dir))) await startKubeletProcess(dir, kubeconfig);
     return `${existing.nodes.length} nodes already up: ${existing.nodes.map((n) => n.name).join(", ")}`;
   }
-  const state = await createNodes({ prefix: opts.prefix ?? "", count, dir, kubeconfig, agent: opts.agent });
+  const state = await createNodes({ prefix: opts.prefix ?? "", count, dir, kubeconfig, agent: opts.agent, ...(opts.podMtu !== undefined ? { podMtu: opts.podMtu } : {}) });
   try {
     await startKubeletProcess(dir, kubeconfig);
   } catch (err) {
@@ -148,7 +148,7 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   const wh = await startAdmissionWebhook(dir, kubeconfig, kubectl);
   out += `webhook running (pid ${wh.webhookPid}, ${wh.webhookUrl}), registered as ValidatingWebhookConfiguration membrane-policy-validation\n`;
   if (count === undefined && !existing) return out;
-  out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir) })) + "\n";
+  out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir), podMtu: devPodMtu(opts.encryption) })) + "\n";
   const state = await loadNodesState(dir);
   const agents = await startAgents(dir, state!.nodes, kubeconfig, { ...(opts.encryption ? { encryption: opts.encryption } : {}), ...(opts.hostFirewall ? { hostFirewall: true } : {}) });
   return out + `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
@@ -180,4 +180,23 @@ export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; host
   const n = typeof raw === "string" ? Number(raw) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > 200) return { ok: false, error: `--nodes: must be an integer from 1 to 200, got "${typeof raw === "string" ? raw : ""}"` };
   return { ok: true, nodes: n, ...hostFirewall, rest };
+}
+
+/** `--encryption wireguard [--encryption-strict]` out of `dev up`'s arguments: the agents' encryption (undefined when absent), the rest, or an error naming the flag. */
+export function parseEncryptionFlag(args: readonly string[]): { ok: true; encryption?: DevEncryption; rest: string[] } | { ok: false; error: string } {
+  const rest: string[] = [];
+  let mode: string | undefined;
+  let strict = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--encryption-strict") strict = true;
+    else if (a === "--encryption") {
+      mode = args[++i];
+      if (mode === undefined) return { ok: false, error: "--encryption: needs a value: wireguard" };
+    } else if (a.startsWith("--encryption=")) mode = a.slice("--encryption=".length);
+    else rest.push(a);
+  }
+  if (mode === undefined) return strict ? { ok: false, error: "--encryption-strict: needs --encryption wireguard" } : { ok: true, rest };
+  if (mode !== "wireguard") return { ok: false, error: `--encryption: must be "wireguard" (this kernel has no ESP, so ipsec carries no traffic here), got "${mode}"` };
+  return { ok: true, encryption: { mode: "wireguard", strict }, rest };
 }

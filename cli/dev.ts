@@ -14,7 +14,7 @@ import { loadDevClusterState } from "../localcluster/devcluster.ts";
 import { planNodes } from "../localcluster/nodes.ts";
 import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
 import { devDir, devPrefix } from "./dev-dir.ts";
-import { devClusterUp, devNodesDown, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
+import { devClusterUp, devNodesDown, parseEncryptionFlag, parseNodesFlag, runDevExec, runDevProbe } from "./dev-pods.ts";
 
 
 interface Subcommand {
@@ -23,7 +23,7 @@ interface Subcommand {
 }
 
 const subcommands: Record<string, Subcommand> = {
-  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] (idempotent)", run: up },
+  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] [--encryption wireguard [--encryption-strict]] (idempotent)", run: up },
   down: { summary: "stop it and remove its files (idempotent)", run: down },
   env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
   status: { summary: "is it running, where, and is it ready", run: status },
@@ -63,11 +63,14 @@ function noArgs(cmd: string, args: string[]): boolean {
 }
 
 async function up(args: string[]): Promise<number> {
-  const flags = parseNodesFlag(args);
-  if (!flags.ok) {
-    process.stderr.write(`membrane dev up: ${flags.error}\n`);
+  const nodesFlag = parseNodesFlag(args);
+  const encFlag = nodesFlag.ok ? parseEncryptionFlag(nodesFlag.rest) : nodesFlag;
+  if (!nodesFlag.ok || !encFlag.ok) {
+    process.stderr.write(`membrane dev up: ${encFlag.ok ? "" : encFlag.error}\n`);
     return 2;
   }
+  // With encryption the agents run WireGuard and new pods get the smaller MTU (node-agent/mtu.ts); agents already running keep their mode.
+  const flags = { nodes: nodesFlag.nodes, rest: encFlag.rest, clusterOpts: { prefix: devPrefix(), ...(nodesFlag.hostFirewall ? { hostFirewall: true } : {}), ...(encFlag.encryption ? { encryption: encFlag.encryption } : {}) } };
   if (!noArgs("up", flags.rest)) return 2;
   const dir = devDir();
   // Everything that can be checked is checked before anything starts: a bad prefix or a missing
@@ -92,7 +95,7 @@ async function up(args: string[]): Promise<number> {
       `control plane already running at ${running.server} (pid ${running.pid}, dir ${dir})\n`,
     );
     const cp = await attachControlPlane(dir);
-    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix(), ...(flags.hostFirewall ? { hostFirewall: true } : {}) }));
+    if (cp) process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, flags.clusterOpts));
     return 0;
   }
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
@@ -100,7 +103,7 @@ async function up(args: string[]): Promise<number> {
   try {
     const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
     process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
-    process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, { prefix: devPrefix(), ...(flags.hostFirewall ? { hostFirewall: true } : {}) }));
+    process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, flags.clusterOpts));
   } catch (err) {
     process.stderr.write(`membrane dev up: failed: ${(err as Error).message}\n`);
     process.stderr.write(`membrane dev up: removed what it started: ${await rollBack(dir)}\n`);

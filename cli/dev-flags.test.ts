@@ -1,0 +1,18 @@
+// `membrane dev up`'s encryption flags: WireGuard, strict or not; anything else is refused naming the flag.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { parseEncryptionFlag } from "./dev-pods.ts";
+
+describe("dev up --encryption", () => {
+  it("takes wireguard, with or without --encryption-strict, and leaves the other arguments", () => {
+    assert.deepEqual(parseEncryptionFlag(["--encryption", "wireguard", "x"]), { ok: true, encryption: { mode: "wireguard", strict: false }, rest: ["x"] });
+    assert.deepEqual(parseEncryptionFlag(["--encryption=wireguard", "--encryption-strict"]), { ok: true, encryption: { mode: "wireguard", strict: true }, rest: [] });
+    assert.deepEqual(parseEncryptionFlag(["--other"]), { ok: true, rest: ["--other"] });
+  });
+
+  it("refuses ipsec, a missing value and strict without a mode, naming the flag", () => {
+    assert.deepEqual(parseEncryptionFlag(["--encryption", "ipsec"]), { ok: false, error: '--encryption: must be "wireguard" (this kernel has no ESP, so ipsec carries no traffic here), got "ipsec"' });
+    assert.match((parseEncryptionFlag(["--encryption"]) as { error: string }).error, /^--encryption: needs a value/);
+    assert.match((parseEncryptionFlag(["--encryption-strict"]) as { error: string }).error, /^--encryption-strict: needs --encryption wireguard/);
+  });
+});
