@@ -236,6 +236,14 @@ describe("charts/membrane", () => {
     assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--encryption=wireguard"));
   });
 
+  it("with ipsec, the agents get no key material: they program no XFRM states yet (the Secret stays the operator's)", async () => {
+    const objects = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec" }));
+    const ds = byKindName(objects, "DaemonSet", "membrane-agent") as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[]; volumes?: { secret?: { secretName: string } }[] } } } };
+    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--encryption=ipsec"));
+    assert.deepEqual(ds.spec.template.spec.containers[0]?.args.filter((a) => a.startsWith("--encryption-key")), []);
+    assert.deepEqual((ds.spec.template.spec.volumes ?? []).filter((v) => v.secret?.secretName === "membrane-encryption-key"), []);
+  });
+
   it("ships a helm test hook that checks the operator and the webhook answer", () => {
     const text = readFileSync(join(CHART_DIR, "templates", "tests", "test-answers.yaml"), "utf8");
     assert.match(text, /helm\.sh\/hook: test/);

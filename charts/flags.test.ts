@@ -14,9 +14,7 @@ const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const KNOWN_GAPS: Record<string, Record<string, string>> = {
   operator: {},
   webhook: {},
-  agent: {
-    "--encryption-key-dir": "the ipsec key Secret is mounted there; programming XFRM states from it is not built (this kernel has no ESP)",
-  },
+  agent: {},
 };
 
 interface Container {
