@@ -1,6 +1,6 @@
 // The local cluster's Membrane processes: certificates, CRDs, the operator, the admission webhook and one agent per node, recorded by pid so `dev down` stops exactly them.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { hostname } from "node:os";
@@ -118,10 +118,11 @@ function spawnMembrane(args: string[], logFile: string): number {
   return child.pid;
 }
 
-async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: number, also: (l: Record<string, unknown>) => boolean = () => true): Promise<Record<string, unknown>> {
+/** `from`: the log's size when the process was started (logs are appended to: an earlier run's line must not count). */
+async function waitForLog(pid: number, logFile: string, msg: string, timeoutMs: number, also: (l: Record<string, unknown>) => boolean = () => true, from = 0): Promise<Record<string, unknown>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const text = await readFile(logFile, "utf8").catch(() => "");
+    const text = await readFile(logFile).then((b) => b.subarray(from).toString("utf8"), () => "");
     for (const line of text.split("\n")) {
       if (!line.startsWith("{")) continue;
       try {
@@ -250,13 +251,14 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
   const enc = state.encryption;
   const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : [])] : [];
   if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
-  const started: { node: LocalNode; pid: number; logFile: string }[] = [];
+  const started: { node: LocalNode; pid: number; logFile: string; logStart: number }[] = [];
   for (const node of nodes) {
     const existing = state.agents.find((a) => a.node === node.name);
     if (existing && isOurs(existing.pid, "agent", join(p.agentDir(node.name), "agent.sock"))) continue;
     const adir = p.agentDir(node.name);
     await mkdir(adir, { recursive: true });
     const logFile = join(adir, "agent.log");
+    const logStart = existsSync(logFile) ? statSync(logFile).size : 0;
     const pid = spawnMembrane(
       [
         "agent", "--node-name", node.name, "--operator", `127.0.0.1:${state.distributionPort}`,
@@ -274,10 +276,10 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
     );
     state.agents = state.agents.filter((a) => a.node !== node.name).concat({ node: node.name, pid, scope: agentScope(node) });
     await saveState(dir, state);
-    started.push({ node, pid, logFile });
+    started.push({ node, pid, logFile, logStart });
   }
   for (const s of started) {
-    await waitForLog(s.pid, s.logFile, "agent started", 60_000);
+    await waitForLog(s.pid, s.logFile, "agent started", 60_000, undefined, s.logStart);
     // The agent has loaded (and pinned) the maps: attach from-overlay on vxlan0 against the same maps.
     const dp = Datapath.load(agentScope(s.node));
     try {
