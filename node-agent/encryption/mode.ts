@@ -7,6 +7,7 @@ import { IpsecEncryption } from "./ipsec.ts";
 import type { AgentEncryptionMode, EncryptionPublication } from "./publication.ts";
 import { type EncryptedNodesSink, WireguardEncryption, type PeerNode } from "./wireguard.ts";
 import { WIREGUARD_ROTATE_ANNOTATION } from "../../core/encryption.ts";
+import { removeWireguard, withdrawWireguard } from "./wireguard-removal.ts";
 
 /** The port of the nodes' VXLAN overlay device (Linux's historical default, as Cilium and the local cluster use it). */
 export const OVERLAY_VXLAN_PORT = 8472;
@@ -39,9 +40,16 @@ export function peerNode(cn: CiliumNodeObject): PeerNode {
 
 /** undefined when encryption is disabled. WireGuard needs API access (the peers are the other CiliumNodes). */
 export async function startEncryption(f: EncryptionFlags, client: KubeClient | undefined, datapath: EncryptedNodesSink, log: Logger): Promise<AgentEncryption | undefined> {
-  // Pinned maps outlive agents: a strict flag from an earlier run must not outlive the mode.
-  if (f.mode !== "wireguard") datapath.setEncryptionStrict(false);
-  if (f.mode === "disabled") return undefined;
+  // Pinned maps and the WireGuard device outlive agents: neither the strict flag nor the tunnel of an earlier run outlives the mode.
+  if (f.mode !== "wireguard") {
+    datapath.setEncryptionStrict(false);
+    datapath.setEncryptedNodes([]);
+    await removeWireguard({ nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, vxlanPort: OVERLAY_VXLAN_PORT, log });
+  }
+  if (f.mode === "disabled") {
+    if (client) await withdrawWireguard(client, f.nodeName, log);
+    return undefined;
+  }
   if (f.mode === "ipsec") {
     const ipsec = new IpsecEncryption({ ...(f.netns ? { netns: f.netns } : {}), log });
     await ipsec.start();
