@@ -1,6 +1,7 @@
 // End to end, real packets on two nodes: with WireGuard on, a cross-node HTTP request's marker never
 // crosses the underlay in clear (and does with encryption off, so the test can fail); same-node traffic
-// is unaffected; key rotation and an agent kill -9 keep cross-node traffic flowing and encrypted; in
+// is unaffected; key rotation (also under a stream of connections: none dropped) and an agent kill -9
+// keep cross-node traffic flowing and encrypted; in
 // strict mode a node whose tunnel device is down sends nothing in clear (dropped as UNENCRYPTED) and is
 // restored when it is back.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
@@ -11,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { TestCluster } from "./harness.ts";
 import { Capture, type CaptureResult } from "./capture.ts";
+import { startEchoServer, startStream } from "./tcp-stream.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -23,6 +25,7 @@ import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const PORT = 8080;
 const NS = "enc";
+const ECHO_PORT = 9090;
 
 interface CiliumNodeView {
   metadata: { name: string };
@@ -149,16 +152,52 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     assert.equal(r.seen.markerFrames, 0, JSON.stringify(r.seen));
   });
 
-  it("agent kill -9: the tunnel outlives the agent and traffic stays encrypted while it is gone", async () => {
-    const state = await loadDevClusterState(tc.dir);
-    const a2 = state.agents.find((a) => a.node === node(2))!;
-    process.kill(a2.pid, "SIGKILL");
-    await eventually("agent gone", async () => (await run("ps", ["-o", "stat=", "-p", String(a2.pid)]).catch(() => "").then((s) => (s.trim() === "" || s.startsWith("Z") ? true : undefined))));
-    const r = await capturedRequest("client-remote", "server", 2);
-    assert.equal(r.answer, "server", "traffic flows with the agent dead");
-    assert.equal(r.seen.markerFrames, 0, JSON.stringify(r.seen));
-    await startAgents(tc.dir, (await loadNodesState(tc.dir))!.nodes, tc.cp!.kubeconfig);
-    await bothTunnelsUp();
+  it("rotation under a stream of connections: an established connection exchanging data survives both nodes' rotations, and every new connection gets through", async () => {
+    const echo = await startEchoServer(podNetns.get("server")!, ECHO_PORT);
+    try {
+      const stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
+      await new Promise((r) => setTimeout(r, 2_000));
+      const t0 = Date.now();
+      for (const i of [2, 1]) {
+        const before = (await ciliumNode(i)).spec!.encryption!.publicKey;
+        await run(MEMBRANE, ["encryption", "rotate", "--node", node(i), "--kubeconfig", tc.cp!.kubeconfig]);
+        await eventually(`node-${i}'s new public key`, async () => ((await ciliumNode(i)).spec?.encryption?.publicKey !== before ? true : undefined));
+        await new Promise((r) => setTimeout(r, 5_000));
+      }
+      const rotatedMs = Date.now() - t0;
+      const r = await stream.finish();
+      console.log(`rotation under a stream (${rotatedMs} ms of rotations): ${JSON.stringify(r)}`);
+      assert.equal(r.established.error, undefined, `the established connection survived: ${JSON.stringify(r)}`);
+      assert.ok(r.established.sent > 50 && r.established.echoed >= r.established.sent - 1, `every line came back: ${JSON.stringify(r.established)}`);
+      assert.equal(r.connections.failed, 0, `no new connection failed: ${JSON.stringify(r.connections)}`);
+      assert.ok(r.connections.ok > 20, JSON.stringify(r.connections));
+    } finally {
+      echo.stop();
+    }
+  });
+
+  it("agent kill -9: the tunnel outlives the agent, traffic stays encrypted while it is gone, and an established connection survives the kill and the restart", async () => {
+    const echo = await startEchoServer(podNetns.get("server")!, ECHO_PORT);
+    try {
+      const stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
+      const state = await loadDevClusterState(tc.dir);
+      const a2 = state.agents.find((a) => a.node === node(2))!;
+      process.kill(a2.pid, "SIGKILL");
+      await eventually("agent gone", async () => (await run("ps", ["-o", "stat=", "-p", String(a2.pid)]).catch(() => "").then((s) => (s.trim() === "" || s.startsWith("Z") ? true : undefined))));
+      const r = await capturedRequest("client-remote", "server", 2);
+      assert.equal(r.answer, "server", "traffic flows with the agent dead");
+      assert.equal(r.seen.markerFrames, 0, JSON.stringify(r.seen));
+      await startAgents(tc.dir, (await loadNodesState(tc.dir))!.nodes, tc.cp!.kubeconfig);
+      await bothTunnelsUp();
+      await new Promise((res) => setTimeout(res, 3_000));
+      const s = await stream.finish();
+      console.log(`agent kill -9 and restart under a stream: ${JSON.stringify(s)}`);
+      assert.equal(s.established.error, undefined, `the established connection survived: ${JSON.stringify(s)}`);
+      assert.ok(s.established.echoed >= s.established.sent - 1, JSON.stringify(s.established));
+      assert.equal(s.connections.failed, 0, JSON.stringify(s.connections));
+    } finally {
+      echo.stop();
+    }
   });
 
   it("strict: with node-2's tunnel device down nothing crosses in clear, the datapath drops with reason UNENCRYPTED; restored when the device is back", async () => {
@@ -196,5 +235,24 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       return x.answer === "server" ? x : undefined;
     }, 30_000);
     assert.equal(back.seen.markerFrames, 0);
+  });
+  it("encryption switched off: the agents remove the device, its rule and table, and withdraw the key; traffic flows over plain VXLAN", async () => {
+    await restartAgents(null);
+    for (const i of [1, 2]) {
+      const ifname = wireguardIfname(node(i));
+      assert.equal((await run("ip", ["-n", node(i), "-j", "link", "show"])).includes(ifname), false, `node-${i}: ${ifname} is gone`);
+      assert.equal((await run("ip", ["-n", node(i), "rule", "list"])).includes("lookup 8472"), false, `node-${i}: no WireGuard rule`);
+      assert.equal((await run("ip", ["-n", node(i), "route", "show", "table", "8472"])).trim(), "", `node-${i}: the WireGuard table is empty`);
+      const cn = await eventually(`node-${i}'s CiliumNode without a key`, async () => {
+        const c = await ciliumNode(i);
+        return !c.spec?.encryption?.publicKey && !encryptionReady(c) ? c : undefined;
+      }, 20_000);
+      assert.equal(cn.spec?.encryption?.publicKey, undefined);
+    }
+    const r = await eventually("an answer over plain VXLAN", async () => {
+      const x = await capturedRequest("client-remote", "server", 2);
+      return x.answer === "server" ? x : undefined;
+    }, 30_000);
+    assert.ok(r.seen.markerFrames > 0 && (r.seen.udpByPort["8472"] ?? 0) > 0, `in clear again, as asked: ${JSON.stringify(r.seen)}`);
   });
 });
