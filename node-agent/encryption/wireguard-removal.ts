@@ -25,12 +25,29 @@ function ip(netns: string | undefined, args: readonly string[]): Promise<string>
   );
 }
 
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone meanwhile
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The process's argv, or none when it is gone (it may exit between two looks). */
+function argvOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  } catch {
+    return [];
   }
 }
 
@@ -41,11 +58,11 @@ export async function removeWireguard(o: WireguardRemoval): Promise<string[]> {
   const pidFile = path.join(o.stateDir, "wireguard-go.pid");
   const pid = existsSync(pidFile) ? Number.parseInt(readFileSync(pidFile, "utf8"), 10) : NaN;
   // Only the process the agent recorded, and only while it still is that device's wireguard-go.
-  if (Number.isInteger(pid) && pid > 0 && alive(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(ifname)) {
-    process.kill(pid, "SIGTERM"); // wireguard-go removes its device on the way out
+  if (Number.isInteger(pid) && pid > 0 && alive(pid) && argvOf(pid).includes(ifname)) {
+    signal(pid, "SIGTERM"); // wireguard-go removes its device on the way out
     const until = Date.now() + 5_000;
     while (alive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    if (alive(pid)) process.kill(pid, "SIGKILL");
+    if (alive(pid)) signal(pid, "SIGKILL");
     removed.push(`wireguard-go (pid ${pid})`);
   }
   rmSync(pidFile, { force: true });
