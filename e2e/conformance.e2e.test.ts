@@ -1,4 +1,6 @@
 // End to end: the Kubernetes NetworkPolicy conformance model run with real packets on two nodes, and `policy trace` agreeing with every measured verdict.
+// MEMBRANE_E2E_ENCRYPTION=wireguard runs the same model with WireGuard between the nodes in strict mode (issue #17): cross-node
+// traffic then either went through the tunnel or was dropped, so the model passing means policy is enforced through it.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
@@ -6,10 +8,11 @@ import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, 
 import { canonicalPrefix } from "../core/cidr.ts";
 import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
 import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
-import { CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
+import { CILIUM_NODES, CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
 import { EnforcementBarrier, TestCluster, type PodProber } from "./harness.ts";
 
 const NODES = 2;
+const ENCRYPTION = process.env.MEMBRANE_E2E_ENCRYPTION === "wireguard" ? { mode: "wireguard" as const, strict: true } : undefined;
 /** A denied probe waits this long; an allowed one answers in milliseconds. */
 const DENIED_TIMEOUT_MS = 1_000;
 
@@ -84,9 +87,23 @@ function sideBySide(titles: readonly string[], tables: readonly (readonly string
   return lines.join("\n");
 }
 
-describe("NetworkPolicy conformance model with real packets (2 nodes)", { timeout: 6 * 60_000 }, () => {
+/** Every node's EncryptionReady is TunnelUp with a peer for each other node. */
+async function tunnelsUp(): Promise<void> {
+  const kube = await tc.kube();
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const cns = await kube.get<{ items: { status?: { conditions?: { type: string; reason: string; message: string }[] } }[] }>(resourcePath(CILIUM_NODES));
+    const ready = cns.items.filter((cn) => cn.status?.conditions?.some((c) => c.type === "EncryptionReady" && c.reason === "TunnelUp" && c.message.includes(`${NODES - 1} peer`)));
+    if (ready.length === NODES) return;
+    if (Date.now() > until) throw new Error(`WireGuard tunnels not up: ${JSON.stringify(cns.items.map((cn) => cn.status?.conditions?.find((c) => c.type === "EncryptionReady")))}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe(`NetworkPolicy conformance model with real packets (2 nodes${ENCRYPTION ? ", WireGuard strict" : ""})`, { timeout: 6 * 60_000 }, () => {
   before(async () => {
-    await tc.start(NODES);
+    await tc.start(NODES, ENCRYPTION ? { encryption: ENCRYPTION } : {});
+    if (ENCRYPTION) await tunnelsUp();
     const sentinel = barrier.pods();
     const namespaces = { ...Object.fromEntries(NAMESPACES.map((ns) => [ns, namespaceLabels(ns)])), ...sentinel.namespaces };
     const pods = [
