@@ -460,3 +460,57 @@ test("a host policy whose nodeSelector names node labels reaches exactly the lab
   src.onNode({ type: "delete", obj: n2on });
   assert.equal(hostOf("n2"), undefined, "a deleted node's host subject is gone");
 });
+
+test("property: after random pod churn, syncPods of the touched keys gives every node the state a full recompute from the final cache gives", () => {
+  // Seeded, so a failure names a reproducible run.
+  const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const NODES = ["n1", "n2", "n3", "n4"];
+  const APPS = ["a0", "a1", "a2", "a3", "a4", "a5"];
+  const policies = [
+    cnpOf("named", { endpointSelector: { matchLabels: { app: "a0" } }, egress: [{ toEndpoints: [{ matchLabels: { app: "a1" } }], toPorts: [{ ports: [{ port: "http", protocol: "TCP" }] }] }] }),
+    cnpOf("in", { endpointSelector: { matchLabels: { app: "a2" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "a3" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }),
+    cnpOf("all", { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: "a4" } }] }] }),
+  ];
+  const nodes = cache(NODES.map((n, i) => node(n, `192.0.2.${i + 1}`)));
+  const build = (pods: Informer<PodObject>): NodeStateSource => {
+    const src = new NodeStateSource(pods, nodes);
+    APPS.forEach((app, i) => src.onIdentity({ type: "add", obj: identity(256 + i, app) }));
+    for (const p of policies) src.onPolicy({ type: "add", obj: p });
+    return src;
+  };
+  for (let seed = 1; seed <= 25; seed++) {
+    const r = rng(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    const podMap = new Map<string, PodObject>();
+    const pods = { get: (k: string) => podMap.get(k), list: () => [...podMap.values()] } as unknown as Informer<PodObject>;
+    const src = build(pods);
+    const touched = new Set<string>();
+    for (let step = 0; step < 200; step++) {
+      const i = Math.floor(r() * 30);
+      const name = `p${i}`;
+      const key = `ns/${name}`;
+      const op = r();
+      if (op < 0.2) podMap.delete(key);
+      else {
+        const a = Math.floor(r() * APPS.length);
+        // Each pod has addresses of its own (10.<0|1>.<i>.1): pods never share an address.
+        let p = pod(name, APPS[a]!, 256 + a, r() < 0.15 ? "" : pick(NODES), `10.${Math.floor(r() * 2)}.${i}.1`);
+        if (r() < 0.3) p = { ...p, spec: { ...p.spec, containers: [{ ports: [{ name: "http", containerPort: pick([8080, 9090]) }] }] } };
+        if (r() < 0.1) p = { ...p, status: { ...p.status, phase: "Succeeded" } };
+        if (r() < 0.05) p = { ...p, metadata: { ...p.metadata, annotations: {} } }; // no identity yet
+        if (r() < 0.1) p = { ...p, status: { phase: "Pending" } }; // no address yet
+        podMap.set(key, r() < 0.1 && podMap.has(key) ? podMap.get(key)! : p);
+      }
+      touched.add(key);
+      if (r() < 0.25) {
+        src.syncPods(touched);
+        touched.clear();
+        if (r() < 0.5) src.stateFor(pick(NODES)); // read between bursts: deltas and snapshots are taken along the way
+      }
+    }
+    src.syncPods(touched);
+    const fresh = build(pods);
+    for (const n of NODES) assert.deepEqual(src.stateFor(n), fresh.stateFor(n), `seed ${seed}, node ${n}`);
+    assert.deepEqual(src.syncPods(podMap.keys()), [], `seed ${seed}: nothing left to do`);
+  }
+});
