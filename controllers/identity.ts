@@ -122,6 +122,11 @@ export class IdentityReconciler implements Reconciler {
     this.allocator.unreference(n);
   }
 
+  /** A pod's security labels as its cached objects say now; undefined when it needs no identity or its namespace is not cached yet. */
+  securityLabelsOf(pod: PodObject): LabelSet | undefined {
+    return this.desiredLabels(pod);
+  }
+
   private desiredLabels(pod: PodObject): LabelSet | undefined {
     if (!podNeedsIdentity(pod)) return undefined;
     const ns = this.d.namespaces.get(pod.metadata.namespace ?? "");

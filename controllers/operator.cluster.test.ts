@@ -271,6 +271,56 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     await op.stop("SIGTERM");
   });
 
+  it("a pod change wakes only the policies selecting its label set: the others are not reconciled and their status is not rewritten", async () => {
+    const ns = "wake";
+    await namespace(ns);
+    const op = operator("op-wake", ["--leader-elect", "false", "--controllers", "identity,policy"]);
+    const unrelated = Array.from({ length: 20 }, (_, i) => `b${i}`);
+    const cnp = (name: string, app: string): string =>
+      JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name, namespace: ns }, spec: { endpointSelector: { matchLabels: { app } }, ingress: [{}] } });
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "a-1", { app: "a" }));
+    for (const app of unrelated) await kubectl(["apply", "-f", "-"], podYaml(ns, `${app}-1`, { app }));
+    await kubectl(["apply", "-f", "-"], [cnp("a", "a"), ...unrelated.map((app) => cnp(app, app))].join("\n"));
+    type CNP = Meta & { status?: { selectedEndpoints?: number } };
+    const list = async (): Promise<Map<string, CNP>> => new Map((await getJSON<{ items: CNP[] }>(["get", "cnp", "-n", ns])).items.map((o) => [o.metadata.name, o]));
+    const settled = async (a: number): Promise<Map<string, CNP>> =>
+      eventually(`a selects ${a}, every b* selects 1`, async () => {
+        const l = await list();
+        return l.get("a")?.status?.selectedEndpoints === a && unrelated.every((b) => l.get(b)?.status?.selectedEndpoints === 1) ? l : undefined;
+      });
+    const reconciles = async (): Promise<number> => {
+      const m = /membrane_operator_reconcile_total\{controller="policy-ciliumnetworkpolicies",result="success"\} (\d+)/.exec((await op.get("/metrics")).body);
+      return Number(m?.[1] ?? 0);
+    };
+    const quiet = (): Promise<void> => new Promise((r) => setTimeout(r, 1500)); // past the coalescing delay and the status write's own event
+    const before = await settled(1);
+    await quiet();
+    const r0 = await reconciles();
+
+    // Two more pods of label set "a": only policy "a" moves.
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "a-2", { app: "a" }));
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "a-3", { app: "a" }));
+    const after = await settled(3);
+    await quiet();
+    const r1 = await reconciles();
+    for (const b of unrelated) assert.equal(after.get(b)?.metadata.resourceVersion, before.get(b)?.metadata.resourceVersion, `${b}'s status was not rewritten`);
+    assert.notEqual(after.get("a")?.metadata.resourceVersion, before.get("a")?.metadata.resourceVersion);
+    // Waking every policy per pod event (the previous behaviour) is at least 21 reconciles per pod.
+    assert.ok(r1 - r0 < unrelated.length, `policy reconciles for two pods of one label set: ${r1 - r0}, fewer than the ${unrelated.length} unrelated policies`);
+
+    // A relabel from a to b0 moves both policies' counts; a deleted pod leaves its policy's count.
+    await kubectl(["label", "pod", "-n", ns, "a-3", "app=b0", "--overwrite"]);
+    await eventually("a-3 counted under b0", async () => {
+      const l = await list();
+      return l.get("a")?.status?.selectedEndpoints === 2 && l.get("b0")?.status?.selectedEndpoints === 2 ? true : undefined;
+    });
+    await kubectl(["delete", "pod", "-n", ns, "a-2", "--wait=false"]);
+    await eventually("a-2 gone from a", async () => ((await list()).get("a")?.status?.selectedEndpoints === 1 ? true : undefined));
+    const last = await list();
+    for (const b of unrelated.slice(1)) assert.equal(last.get(b)?.metadata.resourceVersion, before.get(b)?.metadata.resourceVersion, `${b}'s status was not rewritten`);
+    await op.stop("SIGTERM");
+  });
+
   it("agents on the stream get their node's state, and Enforced follows their ACKs and NACKs", async () => {
     const ns = "dist";
     await namespace(ns);

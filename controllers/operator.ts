@@ -11,11 +11,12 @@ import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
 import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
-import { IdentityReconciler } from "./identity.ts";
+import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
-import { type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
+import { type Endpoint, type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
 import { nodeHostLabels } from "../core/host-endpoint.ts";
+import { SelectingPolicies } from "./selecting-policies.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
@@ -31,6 +32,8 @@ import type { Reconciler } from "../kube/controller.ts";
 
 /** How long policy status waits to take in a burst of agent reports. */
 const REPORT_COALESCE_MS = 100;
+/** How long a policy's status waits to take in a burst of pod changes of the label sets it selects. */
+const POD_COALESCE_MS = 100;
 
 /** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
@@ -211,11 +214,32 @@ export class Operator {
           parsed: this.parsed,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
-        c.watch(policies);
-        // Node count changes move "n/m nodes"; pod churn moves the selected count.
+        // Which of this kind's policies select a label set; forgotten when a policy comes, goes or changes its spec.
+        const selecting = new SelectingPolicies(() => policies.list().map((obj) => ({ key: keyOf(obj), parsed: this.parsed.parse(obj) })));
+        c.watch(policies, (ev) => {
+          if (ev.type !== "update" || ev.old.metadata.generation !== ev.obj.metadata.generation || ev.old.metadata.uid !== ev.obj.metadata.uid) selecting.invalidate();
+          return [keyOf(ev.obj)];
+        });
+        // Node count changes move "n/m nodes" (node labels: host policies' selection); a namespace's labels move the label sets of all its pods.
         const all = (): string[] => policies.list().map(keyOf);
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
-        if (id) c.watch(pods, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) && ev.obj.spec?.nodeName === ev.old.spec?.nodeName ? [] : all()));
+        if (id) {
+          c.watch(namespaces, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
+          // A pod moves the selected count and nodes of only the policies selecting its label set (before or after
+          // the change). Enqueued after a short delay, so a burst of pods costs each such policy one status pass.
+          const wake = (keys: Iterable<string>): void => {
+            for (const k of keys) c.queue.addAfter(k, POD_COALESCE_MS);
+          };
+          c.watch(pods, (ev) => {
+            const before = ev.type === "add" ? undefined : endpointOf(id, ev.type === "update" ? ev.old : ev.obj);
+            const after = ev.type === "delete" ? undefined : endpointOf(id, ev.obj);
+            if (before === "unknown" || after === "unknown") return all(); // its namespace is not cached: cannot tell whom it concerns
+            if (before?.labels.key === after?.labels.key && before?.node === after?.node) return [];
+            if (before) wake(selecting.selecting(before.labels));
+            if (after) wake(selecting.selecting(after.labels));
+            return [];
+          });
+        }
         this.controllers.push(c);
         // Agents' ACKs arrive by the thousand after a change: one status refresh per burst, not one per ACK,
         // and none for ACKs of a pod or ipcache change (the generations each node holds did not move).
@@ -301,11 +325,18 @@ export class Operator {
     // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
     // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
     const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
+    // Pods come by the thousand: their events name the pods that moved, and one reconcile of the pods kind
+    // takes those (O(the pods named), not a pass over every pod per burst).
+    const touchedPods = new Set<string>();
     const reconciler: Reconciler = {
       name: "distribution",
       reconcile: async (key) => {
         const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
-        if (kind) {
+        if (kind === "pods") {
+          const keys = [...touchedPods];
+          touchedPods.clear();
+          for (const node of nodesOf(source.syncPods(keys))) c.enqueue(node);
+        } else if (kind) {
           for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices }, [kind]))) c.enqueue(node);
         } else if (!nodes.get(key)) server.forget(key);
         else server.publish(key, source.stateFor(key));
@@ -315,7 +346,10 @@ export class Operator {
     // The mappers only enqueue keys: the work is in reconcile.
     c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);
     c.watch(identities, () => [sourceKey("identities")]);
-    c.watch(pods, () => [sourceKey("pods")]);
+    c.watch(pods, (ev) => {
+      touchedPods.add(keyOf(ev.obj));
+      return [sourceKey("pods")];
+    });
     for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
     c.watch(services, () => [sourceKey("services")]);
     c.watch(endpointSlices, () => [sourceKey("services")]);
@@ -345,6 +379,13 @@ export class Operator {
 
 /** The distribution's key for "one kind of source object against its cache": node names never start with a colon. */
 const sourceKey = (kind: SourceKind): string => `:${kind}`;
+
+/** What of a pod policy selection counts: its label set and node; "unknown" while its namespace is not cached. */
+function endpointOf(identity: IdentityReconciler, pod: PodObject): Endpoint | undefined | "unknown" {
+  const labels = identity.securityLabelsOf(pod);
+  if (labels) return { labels, node: pod.spec?.nodeName };
+  return podNeedsIdentity(pod) ? "unknown" : undefined;
+}
 
 function sameLabels(a: KubeObject, b: KubeObject): boolean {
   return JSON.stringify(a.metadata.labels ?? {}) === JSON.stringify(b.metadata.labels ?? {});
