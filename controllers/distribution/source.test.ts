@@ -461,23 +461,27 @@ test("a host policy whose nodeSelector names node labels reaches exactly the lab
   assert.equal(hostOf("n2"), undefined, "a deleted node's host subject is gone");
 });
 
-test("property: after random pod churn, syncPods of the touched keys gives every node the state a full recompute from the final cache gives", () => {
+test("property: after random pod and identity churn, syncPods of the touched keys and the patched subject policies give every node the state a full recompute from the final caches gives", () => {
   // Seeded, so a failure names a reproducible run.
   const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
   const NODES = ["n1", "n2", "n3", "n4"];
   const APPS = ["a0", "a1", "a2", "a3", "a4", "a5"];
   const policies = [
     cnpOf("named", { endpointSelector: { matchLabels: { app: "a0" } }, egress: [{ toEndpoints: [{ matchLabels: { app: "a1" } }], toPorts: [{ ports: [{ port: "http", protocol: "TCP" }] }] }] }),
-    cnpOf("in", { endpointSelector: { matchLabels: { app: "a2" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "a3" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }),
+    cnpOf("in", { endpointSelector: { matchLabels: { app: "a2" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "a3" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }] }),
+    cnpOf("dns", { endpointSelector: { matchLabels: { app: "a5" } }, egress: [{ toEndpoints: [{ matchLabels: { app: "a1" } }], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] }] }),
     cnpOf("all", { endpointSelector: {}, egress: [{ toEndpoints: [{ matchLabels: { app: "a4" } }] }] }),
   ];
   const nodes = cache(NODES.map((n, i) => node(n, `192.0.2.${i + 1}`)));
-  const build = (pods: Informer<PodObject>): NodeStateSource => {
+  const build = (pods: Informer<PodObject>, extra: ReadonlyMap<number, string> = new Map()): NodeStateSource => {
     const src = new NodeStateSource(pods, nodes);
     APPS.forEach((app, i) => src.onIdentity({ type: "add", obj: identity(256 + i, app) }));
     for (const p of policies) src.onPolicy({ type: "add", obj: p });
+    for (const [n, app] of extra) src.onIdentity({ type: "add", obj: identity(n, app) });
     return src;
   };
+  let withHttp = 0;
+  let withDns = 0;
   for (let seed = 1; seed <= 25; seed++) {
     const r = rng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -485,7 +489,21 @@ test("property: after random pod churn, syncPods of the touched keys gives every
     const pods = { get: (k: string) => podMap.get(k), list: () => [...podMap.values()] } as unknown as Informer<PodObject>;
     const src = build(pods);
     const touched = new Set<string>();
+    // Identities no pod here carries come and go (peers only): every subject whose peer selectors match one moves.
+    const extra = new Map<number, string>();
     for (let step = 0; step < 200; step++) {
+      if (r() < 0.15) {
+        const n = 300 + Math.floor(r() * 8);
+        const had = extra.get(n);
+        if (had !== undefined && r() < 0.5) {
+          extra.delete(n);
+          src.onIdentity({ type: "delete", obj: identity(n, had) });
+        } else {
+          const app = pick([...APPS, "x0", "x1"]);
+          extra.set(n, app);
+          src.onIdentity(had === undefined ? { type: "add", obj: identity(n, app) } : { type: "update", old: identity(n, had), obj: identity(n, app) });
+        }
+      }
       const i = Math.floor(r() * 30);
       const name = `p${i}`;
       const key = `ns/${name}`;
@@ -509,8 +527,10 @@ test("property: after random pod churn, syncPods of the touched keys gives every
       }
     }
     src.syncPods(touched);
-    const fresh = build(pods);
+    const fresh = build(pods, new Map([...extra].sort((a, b) => a[0] - b[0])));
     for (const n of NODES) assert.deepEqual(src.stateFor(n), fresh.stateFor(n), `seed ${seed}, node ${n}`);
+    for (const n of NODES) for (const p of src.stateFor(n).policies) [withHttp, withDns] = [withHttp + (p.http ? 1 : 0), withDns + (p.dns ? 1 : 0)];
     assert.deepEqual(src.syncPods(podMap.keys()), [], `seed ${seed}: nothing left to do`);
   }
+  assert.ok(withHttp > 0 && withDns > 0, `some runs end with subjects holding HTTP (${withHttp}) and DNS (${withDns}) parts`);
 });
