@@ -3,8 +3,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { NodeState } from "./wire.ts";
-import type { PolicyEntry } from "./model.ts";
-import { applyDelta, canonicalState, diffState, sameState } from "./nodestate.ts";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import type { PolicyEntry, SubjectPolicy } from "./model.ts";
+import { SubjectDeltaLinks, applyDelta, canonicalState, diffState, sameState } from "./nodestate.ts";
 
 const entry = (subject: number): fc.Arbitrary<PolicyEntry> =>
   fc.record({
@@ -60,4 +62,29 @@ test("property: a state diffed with itself changes nothing", () => {
       assert.ok(sameState(a, a));
     }),
   );
+});
+
+test("a subject delta link does not keep its base alive: a subject's past versions are collected while its latest is held", async () => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const links = new SubjectDeltaLinks();
+  const policy = (n: number): SubjectPolicy => ({ subject: 256, ingressEnforced: true, egressEnforced: false, entries: Array.from({ length: 100 }, (_, i) => ({ subject: 256, direction: "ingress", peer: n * 1000 + i, proto: 6, port: 80, portPrefixLen: 16, verdict: "allow", ruleId: 1 }) as PolicyEntry) });
+  const first = (): { oldest: WeakRef<SubjectPolicy>; latest: SubjectPolicy; previous: SubjectPolicy } => {
+    let held = policy(0);
+    const oldest = new WeakRef(held);
+    let previous = held;
+    for (let n = 1; n <= 50; n++) {
+      const next = policy(n);
+      links.link(held, next, { subject: 256, ingressEnforced: true, egressEnforced: false, added: next.entries, removed: held.entries });
+      previous = held;
+      held = next;
+    }
+    return { oldest, latest: held, previous };
+  };
+  const { oldest, latest, previous } = first();
+  assert.ok(links.between(previous, latest), "the last link is there while both ends are held");
+  await new Promise((r) => setImmediate(r));
+  gc();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(oldest.deref(), undefined, "the first version was collected");
 });

@@ -64,16 +64,18 @@ export const sameRule = (a: Rule, b: Rule): boolean => a === b || (a.id === b.id
  * is sent that delta as it is, instead of a diff of the two entry lists.
  */
 export class SubjectDeltaLinks {
-  private readonly links = new WeakMap<SubjectPolicy, { readonly base: SubjectPolicy; readonly delta: SubjectDelta }>();
+  // The base is held weakly: a strong one would keep every version a subject ever had alive, each through the next
+  // (a chain as long as the subject's history; gigabytes in bench/scale). A base no agent holds is never asked for.
+  private readonly links = new WeakMap<SubjectPolicy, { readonly base: WeakRef<SubjectPolicy>; readonly delta: SubjectDelta }>();
 
   link(base: SubjectPolicy, next: SubjectPolicy, delta: SubjectDelta): void {
-    this.links.set(next, { base, delta });
+    this.links.set(next, { base: new WeakRef(base), delta });
   }
 
   /** The delta from `base` to `next` when `next` was made from `base` by one; undefined otherwise. */
   between(base: SubjectPolicy, next: SubjectPolicy): SubjectDelta | undefined {
     const l = this.links.get(next);
-    return l?.base === base ? l.delta : undefined;
+    return l?.base.deref() === base ? l.delta : undefined;
   }
 }
 
