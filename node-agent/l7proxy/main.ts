@@ -6,11 +6,13 @@ import { PinnedRedirects } from "../bpf/redirect.ts";
 import { parseProxyConfig, type ProxyConfig } from "./config.ts";
 import { HttpProxy } from "./http-proxy.ts";
 
-const USAGE = `usage: membrane l7proxy --config FILE [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
+const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
 
   --config FILE     the proxy's configuration (JSON, written by the agent): address, ports and their
                     HTTP rules, limits; re-read when it changes and on SIGHUP (an invalid one is
                     refused and the last good one stays)
+  --status-file F   after each configuration is applied, write the ports listened on there (JSON,
+                    {"ports": [...]}): the agent serves a port in the datapath only once it is listed
   --bpf-scope NAME  the datapath's pin scope under the pin root, where the redirect records are (default: node)
   --pin-root DIR    bpffs directory of the pins (default /sys/fs/bpf/membrane)
   --log-flows       log every request (method, path, verdict, deciding rule, status, latency) at info`;
@@ -36,7 +38,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const flags = parseFlags({
     args,
-    options: { config: { type: "string" }, "bpf-scope": { type: "string" }, "pin-root": { type: "string" }, "log-flows": { type: "boolean" } },
+    options: { config: { type: "string" }, "status-file": { type: "string" }, "bpf-scope": { type: "string" }, "pin-root": { type: "string" }, "log-flows": { type: "boolean" } },
   });
   if (!flags.ok) {
     process.stderr.write(`membrane l7proxy: ${flags.error}\n${USAGE}\n`);
@@ -60,7 +62,15 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const proxy = new HttpProxy({ redirects, ...(v["log-flows"] ? { onFlow: (f) => log.info({ flow: f }, "http request") } : {}) });
+  const writeStatus = (): void => {
+    const file = v["status-file"];
+    if (!file) return;
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, `${JSON.stringify({ pid: process.pid, ports: proxy.ports() })}\n`);
+    fs.renameSync(tmp, file);
+  };
   await proxy.apply(first.value);
+  writeStatus();
   log.info({ address: first.value.address, ports: proxy.ports() }, "l7 proxy ready");
 
   let reloading = Promise.resolve();
@@ -69,8 +79,9 @@ export async function run(args: string[]): Promise<number> {
       const next = readConfig(v.config!);
       if (!next.ok) return void log.error({ error: next.error }, "configuration refused: the last good one stays");
       await proxy.apply(next.value);
+      writeStatus();
       log.info({ ports: proxy.ports() }, "configuration applied");
-    });
+    }).catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, "configuration not applied"));
   };
   // Polling, not fs.watch: the agent replaces the file by rename, which a watch on the old inode misses.
   fs.watchFile(v.config, { interval: 250 }, (cur, prev) => {

@@ -32,7 +32,7 @@ export class L7Topology {
   deathstarLog = "";
   proxyLog = "";
   private proxy: ChildProcess | undefined;
-  private readonly dir: string;
+  readonly dir: string;
 
   constructor(readonly tag: string) {
     this.ns = { xwing: `${tag}-x`, deathstar: `${tag}-d`, host: `${tag}-host` };
@@ -41,7 +41,8 @@ export class L7Topology {
     this.configFile = path.join(this.dir, "l7proxy.json");
   }
 
-  async setUp(opts: { policies: readonly SubjectPolicy[]; config: ProxyConfig }): Promise<void> {
+  /** Builds it all; `config` is written and its ports served as the agent would, unless `supervised` (then the supervisor does it). */
+  async setUp(opts: { policies: readonly SubjectPolicy[]; config?: ProxyConfig }): Promise<void> {
     const { xwing, deathstar, host } = this.ns;
     this.fx.addNetns(xwing);
     this.fx.addNetns(deathstar);
@@ -61,13 +62,15 @@ export class L7Topology {
     this.dp.attachEndpoint(this.ifindex.xwing, host);
     this.dp.attachEndpoint(this.ifindex.deathstar, host);
     // What the agent does for a proxy: its address, then the ports it serves (after the proxy listens).
-    this.dp.redirect.setProxyAddress(ADDR.node);
-    for (const p of opts.config.ports) this.dp.redirect.serve(p.port);
+    if (opts.config) {
+      this.dp.redirect.setProxyAddress(ADDR.node);
+      for (const p of opts.config.ports) this.dp.redirect.serve(p.port);
+    }
 
     const server = this.fx.spawn(deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", "80"]);
     server.stdout?.on("data", (d: Buffer) => (this.deathstarLog += d.toString()));
     await waitForLine(server, /^listening/, 20000);
-    writeProxyConfig(this.configFile, opts.config);
+    if (opts.config) writeProxyConfig(this.configFile, opts.config);
   }
 
   /**
