@@ -1,7 +1,7 @@
 // Pure helpers over a node's desired state: typed equality of its parts, the delta from an acknowledged
 // state to a new one, and applying a delta (what an agent does to keep its record of what the maps hold).
 import type { PolicyEntry, RuleOrigin, SubjectPolicy } from "./model.ts";
-import { compareEntries, entryKeyString } from "./policy/mapstate.ts";
+import { compareEntries } from "./policy/mapstate.ts";
 import { sameSubjectDns } from "./policy/dns-rules.ts";
 import { sameSubjectHttp } from "./policy/http-rules.ts";
 
@@ -173,15 +173,9 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
   const subjects: SubjectDelta[] = [];
   for (const p of to.policies) {
     const old = fromPolicies.get(p.subject);
-    const oldEntries = byKey(old?.entries ?? [], entryKeyString);
-    const newEntries = byKey(p.entries, entryKeyString);
-    const added = p.entries.filter((e) => {
-      const o = oldEntries.get(entryKeyString(e));
-      return !o || !samePolicyEntry(o, e);
-    });
-    const removed = (old?.entries ?? []).filter((e) => !newEntries.has(entryKeyString(e)));
+    const { added, removed } = diffEntries(old?.entries ?? [], p.entries);
     if (!old || added.length > 0 || removed.length > 0 || old.ingressEnforced !== p.ingressEnforced || old.egressEnforced !== p.egressEnforced || !sameSubjectDns(old.dns, p.dns) || !sameSubjectHttp(old.http, p.http)) {
-      subjects.push({ subject: p.subject, ingressEnforced: p.ingressEnforced, egressEnforced: p.egressEnforced, added: [...added].sort(compareEntries), removed: [...removed].sort(compareEntries), ...(p.dns ? { dns: p.dns } : {}), ...(p.http ? { http: p.http } : {}) });
+      subjects.push({ subject: p.subject, ingressEnforced: p.ingressEnforced, egressEnforced: p.egressEnforced, added, removed, ...(p.dns ? { dns: p.dns } : {}), ...(p.http ? { http: p.http } : {}) });
     }
   }
   const toSubjects = new Set(to.policies.map((p) => p.subject));
@@ -200,6 +194,31 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
     ruleUpserts: to.rules.filter((r) => !sameOrMissing(fromRules.get(r.id), r, sameRule)),
     ...diffPolicyGenerations(from.policyGenerations, to.policyGenerations),
   };
+}
+
+/**
+ * The entries `to` adds or changes against `from`, and the ones it drops, both in compareEntries
+ * order: one walk over the two lists in that order (as subject policies hold them), no key strings
+ * or maps; the differ runs this for every subject of an agent more than one version behind.
+ */
+function diffEntries(from: readonly PolicyEntry[], to: readonly PolicyEntry[]): { added: PolicyEntry[]; removed: PolicyEntry[] } {
+  if (!isSorted(from, compareEntries)) from = [...from].sort(compareEntries);
+  if (!isSorted(to, compareEntries)) to = [...to].sort(compareEntries);
+  const added: PolicyEntry[] = [];
+  const removed: PolicyEntry[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < from.length || j < to.length) {
+    const c = i >= from.length ? 1 : j >= to.length ? -1 : compareEntries(from[i]!, to[j]!);
+    if (c < 0) removed.push(from[i++]!);
+    else if (c > 0) added.push(to[j++]!);
+    else {
+      if (!samePolicyEntry(from[i]!, to[j]!)) added.push(to[j]!);
+      i++;
+      j++;
+    }
+  }
+  return { added, removed };
 }
 
 /** What of the policy generations moved between two lists in canonical (key) order: one walk over both. */
