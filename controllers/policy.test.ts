@@ -30,3 +30,21 @@ test("a valid policy counts acknowledging nodes and names the ones that refused"
 test("errors without a path are shown as their message", () => {
   assert.equal(describeErrors([{ path: "", message: "not an object" }]), "not an object");
 });
+
+test("DNS rules and toFQDNs are Enforced once every node concerned runs the DNS proxy; L7 HTTP rules stay RulesNotEnforced", async () => {
+  const { parsePolicyObject } = await import("../core/parser/index.ts");
+  const cnp = (egress: unknown[]) => parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "p", namespace: "ns" }, spec: { endpointSelector: {}, egress } });
+  const dnsOnly = cnp([
+    { toEndpoints: [{}], toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } }] },
+    { toFQDNs: [{ matchName: "a.test" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
+  ]);
+  const on = policyConditions(dnsOnly, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [] })[1];
+  assert.deepEqual([on?.status, on?.reason, on?.message], ["True", "Acknowledged", "2/2 nodes"]);
+  const off = policyConditions(dnsOnly, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: ["n2"] })[1];
+  assert.deepEqual([off?.status, off?.reason], ["False", "RulesNotEnforced"]);
+  assert.match(off?.message ?? "", /spec\.egress\[1\]\.toFQDNs: not enforced on n2 \(no DNS proxy runs there\)/);
+  const http = cnp([{ toEndpoints: [{}], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }]);
+  const l7 = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [] })[1];
+  assert.deepEqual([l7?.status, l7?.reason], ["False", "RulesNotEnforced"]);
+  assert.match(l7?.message ?? "", /rules\.http: not enforced yet/);
+});

@@ -33,6 +33,8 @@ export interface PolicyStatus {
 export interface Enforcement {
   readonly acknowledged: number;
   readonly refused: readonly { readonly node: string; readonly message: string }[];
+  /** Nodes concerned whose agents run no DNS proxy (absent: not known, so DNS rules and toFQDNs count as not enforced). */
+  readonly withoutDnsProxy?: readonly string[];
 }
 
 export interface PolicyDeps {
@@ -76,7 +78,7 @@ export function policyConditions(
   const valid: ConditionInput = { type: "Valid", status: "True", reason: "Parsed", message: `${rules} rule${rules === 1 ? "" : "s"}`, ...g };
   const count = `${enforcement.acknowledged}/${nodes} nodes`;
   // A rule the datapath cannot enforce yet makes the policy not enforced, whatever the nodes acknowledged.
-  const gaps = enforcementGaps(parsed.value);
+  const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy });
   let enforced: ConditionInput;
   const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
   if (gaps.length > 0) {

@@ -56,4 +56,24 @@ describe("enforcement gaps", () => {
         "spec.egress[1].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
     );
   });
+
+  it("DNS rules and toFQDNs are enforced where every node concerned runs the DNS proxy, and the others are named", () => {
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: { endpointSelector: web, egress: [{ toEndpoints: [{}], toPorts: [dns] }, { toFQDNs: [{ matchName: "example.com" }] }, { toEndpoints: [web], toPorts: [http] }] },
+    });
+    assert.ok(parsed.ok);
+    assert.deepEqual(
+      enforcementGaps(parsed.value, { withoutDnsProxy: [] }).map((g) => g.path),
+      ["spec.egress[2].toPorts[0].rules.http"],
+      "L7 HTTP rules stay not enforced (issue 16)",
+    );
+    assert.equal(
+      describeGaps(enforcementGaps(parsed.value, { withoutDnsProxy: ["n2"] }).filter((g) => !g.path.endsWith("http"))),
+      "spec.egress[0].toPorts[0].rules.dns: not enforced on n2 (no DNS proxy runs there): every DNS query on the port is allowed; " +
+        "spec.egress[1].toFQDNs: not enforced on n2 (no DNS proxy runs there): no DNS proxy learns the names' addresses, so it allows nothing",
+    );
+  });
 });

@@ -86,15 +86,14 @@ describe("policy warnings", () => {
     const dns = (port: string) => ({
       egress: [{ toEndpoints: [{}], toPorts: [{ ports: [{ port, protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] }],
     });
-    const notEnforced = "spec.egress[0].toPorts[0].rules.dns: not enforced yet: every DNS query on the port is allowed";
-    assert.deepEqual(warningsFor(dns("53")), [notEnforced]);
+    // DNS rules are enforced by the agents' DNS proxy: no "not enforced" warning (the status names nodes without one).
+    assert.deepEqual(warningsFor(dns("53")), []);
     assert.deepEqual(warningsFor(dns("5353")), [
       "spec.egress[0].toPorts[0]: DNS rules on port 5353, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on",
-      notEnforced,
     ]);
   });
 
-  it("warns that L7 rules and toFQDNs are accepted but not enforced yet, naming each by its path", () => {
+  it("warns that L7 rules are accepted but not enforced yet, and toFQDNs without a DNS rule, naming each by its path", () => {
     assert.deepEqual(
       warningsFor({
         egress: [
@@ -104,7 +103,6 @@ describe("policy warnings", () => {
       }),
       [
         "spec.egress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
-        "spec.egress[1].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
         "spec.egress[1].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
       ],
     );

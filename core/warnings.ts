@@ -31,7 +31,9 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     unknownLabelKeys(found, policy);
     if (policy.nodeSelector !== undefined) hostLockOut(found, policy);
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
-    for (const gap of enforcementGaps([policy])) found.push({ path: gap.path, message: gap.effect });
+    // DNS rules and toFQDNs are enforced by the agents' DNS proxy (on by default): admission cannot see the
+    // nodes, so only L7 rules are named here, and the status names the nodes that run no proxy.
+    for (const gap of enforcementGaps([policy], { withoutDnsProxy: [] })) found.push({ path: gap.path, message: gap.effect });
     if (!hasDnsRule(policies)) fqdnWithoutDnsRules(found, policy);
   }
   if (found.length < 2) return found;

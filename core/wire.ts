@@ -84,8 +84,11 @@ export type Downstream =
     };
 
 export type Upstream =
-  /** First message on a stream: who is asking, and the last version it applied (to resume from). */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number }
+  /**
+   * First message on a stream: who is asking, the last version it applied (to resume from), and
+   * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then).
+   */
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   | { readonly type: "nack"; readonly version: number; readonly nonce: string; readonly error: string };
 
@@ -103,7 +106,11 @@ export function parseUpstream(v: unknown): Result<Upstream> {
     case "hello":
       if (typeof v.node !== "string" || v.node === "") return err("node", "must be a non-empty string");
       if (v.lastAppliedVersion !== undefined && !isVersion(v.lastAppliedVersion)) return err("lastAppliedVersion", "must be a non-negative integer");
-      return { ok: true, value: { type: "hello", node: v.node, ...(v.lastAppliedVersion !== undefined ? { lastAppliedVersion: v.lastAppliedVersion as number } : {}) } };
+      if (v.dnsProxy !== undefined && typeof v.dnsProxy !== "boolean") return err("dnsProxy", "must be a boolean");
+      return {
+        ok: true,
+        value: { type: "hello", node: v.node, ...(v.lastAppliedVersion !== undefined ? { lastAppliedVersion: v.lastAppliedVersion as number } : {}), ...(v.dnsProxy !== undefined ? { dnsProxy: v.dnsProxy } : {}) },
+      };
     case "ack":
     case "nack": {
       if (!isVersion(v.version)) return err("version", "must be a non-negative integer");

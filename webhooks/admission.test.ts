@@ -68,11 +68,10 @@ describe("admission handler", () => {
       "spec.egress[1].toPorts[0]: DNS rules on port 5353, not 53: DNS is only inspected on the listed port, so it must be the port your DNS server listens on",
       "spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)",
       'spec.ingress[0]: label key "io.kubernetes.pod.namspace" is not one Cilium sets (did you mean "io.kubernetes.pod.namespace"?): the selector matches nothing',
-      "spec.egress[1].toPorts[0].rules.dns: not enforced yet: every DNS query on the port is allowed",
     ]);
   });
 
-  it("admits a policy with L7 rules and toFQDNs but warns that they are not enforced yet, with their paths", () => {
+  it("admits a policy with L7 rules and toFQDNs but warns that L7 rules are not enforced yet and toFQDNs has no DNS rule, with their paths", () => {
     const l7 = cnp({
       endpointSelector: { matchLabels: { app: "web" } },
       ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/public/.*" }] } }] }],
@@ -82,7 +81,6 @@ describe("admission handler", () => {
     assert.equal(a.response.allowed, true);
     assert.deepEqual(a.response.warnings, [
       "spec.ingress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
-      "spec.egress[0].toFQDNs: not enforced yet: no DNS proxy learns the names' addresses, so it allows nothing",
       "spec.egress[0].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
     ]);
   });

@@ -38,16 +38,19 @@ export interface NodeReport {
   readonly ackedVersion?: number;
   readonly acked?: NodeState;
   readonly nack?: { readonly version: number; readonly error: string; readonly state: NodeState };
+  /** Its agent said in its last hello that it runs the DNS proxy. */
+  readonly dnsProxy?: boolean;
 }
 
-/** A node's last acknowledged state and last refusal. */
-export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack">;
+/** A node's last acknowledged state and last refusal, and whether its agent runs the DNS proxy. */
+export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy">;
 
 interface NodeRecord {
   counter: number;
   acked?: { version: number; state: NodeState };
   nack?: { version: number; error: string; state: NodeState };
   session?: Session;
+  dnsProxy?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -135,6 +138,7 @@ export class DistributionServer {
       upToDate: r.acked !== undefined && this.holds(r.acked.state, node),
       ...(r.acked ? { ackedVersion: r.acked.version, acked: r.acked.state } : {}),
       ...(r.nack ? { nack: r.nack } : {}),
+      ...(r.dnsProxy ? { dnsProxy: true } : {}),
     }));
   }
 
@@ -152,7 +156,7 @@ export class DistributionServer {
   answers(): readonly NodeAnswer[] {
     if (this.answerList) return this.answerList;
     const out: NodeAnswer[] = [];
-    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack });
+    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack, ...(r.dnsProxy ? { dnsProxy: true } : {}) });
     return (this.answerList = out);
   }
   private answerList: readonly NodeAnswer[] | undefined;
@@ -211,7 +215,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream);
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, msg.dnsProxy === true);
         return;
       }
       if (msg.type === "hello") return;
@@ -235,15 +239,22 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, dnsProxy: boolean): Session {
     const r = this.record(node);
+    const proxyMoved = (r.dnsProxy ?? false) !== dnsProxy;
+    r.dnsProxy = dnsProxy;
     r.session?.stream.end(); // a newer connection of the same agent replaces the old one
     const s = new Session(node, stream);
     r.session = s;
     // Versions only grow, also across an operator restart (the agent tells us where it was).
     r.counter = Math.max(r.counter, lastApplied ?? 0);
     if (lastApplied !== undefined && r.acked?.version === lastApplied) s.base = r.acked;
-    this.log.info({ node, lastApplied, resume: s.base !== undefined }, "agent connected");
+    this.log.info({ node, lastApplied, resume: s.base !== undefined, dnsProxy }, "agent connected");
+    if (proxyMoved) {
+      // What the node enforces of DNS rules and toFQDNs changed with no new state: the policies' status reads it again.
+      this.answerList = undefined;
+      for (const l of this.listeners) l(node, true);
+    }
     this.push(s);
     return s;
   }

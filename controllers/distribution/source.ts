@@ -328,12 +328,15 @@ export class NodeStateSource {
     };
     let acknowledged = 0;
     const refused: { node: string; message: string }[] = [];
+    const withDnsProxy = new Set<string>();
     for (const r of reports) {
       if (!nodes.has(r.node)) continue;
+      if (r.dnsProxy === true) withDnsProxy.add(r.node);
       if (has(r.acked)) acknowledged++;
       else if (r.nack && has(r.nack.state)) refused.push({ node: r.node, message: r.nack.error });
     }
-    return { acknowledged, refused };
+    // No node concerned: nothing runs the policy, so nothing says its DNS rules are enforced.
+    return { acknowledged, refused, ...(nodes.size > 0 ? { withoutDnsProxy: [...nodes].filter((n) => !withDnsProxy.has(n)).sort() } : {}) };
   }
 
   private subjectPolicy(id: number): SubjectPolicy {
