@@ -28,6 +28,7 @@ import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
 import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
+import type { AgentDnsProxy } from "./dns/agent-dns.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = IDENTITY.init;
@@ -84,6 +85,8 @@ export interface AgentOptions {
   readonly appliedFile?: string;
   /** The host links to reconcile the endpoints against at start (tests replace them); the `mbr*` veths of `netns` when absent. */
   readonly hostLinks?: { list(): HostLink[]; remove(link: HostLink): void };
+  /** The node's DNS proxy (dns/agent-dns.ts): DNS rules decided, toFQDNs learned; absent, neither is enforced here (the hello says so). */
+  readonly dns?: AgentDnsProxy;
 }
 
 /** The last acknowledged state as kept on disk. */
@@ -144,6 +147,10 @@ export class NodeAgent {
   private firstApply = true;
   /** The applied state's ipcache by prefix, so a delta's ipcache writes come from the prefixes it touches (built on first use after a snapshot). */
   private ipcacheIndex: IpcacheIndex | undefined;
+  /** The DNS proxy once it started (opts.dns); undefined before, after stop, or when it could not start. */
+  private dns: AgentDnsProxy | undefined;
+  /** The learned toFQDNs entries last written per subject (dns/agent-dns.ts), so a change of selectors removes what they no longer open. */
+  private learnedWritten: ReadonlyMap<number, readonly PolicyEntry[]> = new Map();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
   private auditAnnotations: AuditModeAnnotations = NO_AUDIT_ANNOTATIONS;
 
@@ -164,6 +171,19 @@ export class NodeAgent {
     if (this.opts.hostFirewall) {
       this.opts.hostFirewall.start();
       this.syncHost(enforcedState(this.applied, this.mode));
+    }
+    // What was learned is in the maps again before the proxy answers (and before the first snapshot's sweep).
+    if (this.opts.dns) {
+      // Set first: restoring what was learned rewrites subjects with their learned entries.
+      this.dns = this.opts.dns;
+      try {
+        await this.opts.dns.start(enforcedState(this.applied, this.mode), (subject) => this.rewriteSubject(subject));
+      } catch (err) {
+        this.dns = undefined;
+        // The rest of enforcement does not wait on it: the hello says no proxy runs here, so the policies' status names this node.
+        await this.opts.dns.stop().catch(() => undefined);
+        this.log.error({ error: (err as Error).message }, "DNS proxy not started: DNS rules and toFQDNs are not enforced on this node");
+      }
     }
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
@@ -192,6 +212,9 @@ export class NodeAgent {
     await this.socket.stop();
     await this.flowObserver?.stop();
     this.flowObserver = undefined;
+    // Its ports stay served: a query sent while the proxy is away fails, never bypasses.
+    await this.dns?.stop();
+    this.dns = undefined;
     this.log.info({ version: this.version }, "agent stopped; maps keep enforcing");
   }
 
@@ -385,7 +408,7 @@ export class NodeAgent {
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
     call.on("end", () => onEnd("stream ended"));
-    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}) });
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}) });
   }
 
   private onMessage(call: Call, raw: unknown): void {
@@ -417,9 +440,12 @@ export class NodeAgent {
       const deltas = msg.type === "delta" && !sweep && this.mode === "default" ? new Map(msg.subjects.map((sd) => [sd.subject, sd])) : undefined;
       // A delta's ipcache writes come from the prefixes it names, not from a comparison of the two whole tables.
       const ipcache = msg.type === "delta" && !sweep ? { delta: msg, writes: this.indexOf(this.applied).writes(msg) } : undefined;
+      // The DNS proxy takes the new selectors first: the subjects are written with the learned entries they allow.
+      this.dns?.prepare(enforcedState(target, this.mode));
       this.apply(this.applied, target, sweep, deltas, ipcache);
       if (ipcache) this.ipcacheIndex?.apply(ipcache.delta, target.ipcache);
     } catch (err) {
+      this.dns?.prepare(enforcedState(this.applied, this.mode));
       const error = err instanceof Error ? err.message : String(err);
       this.lastError = error;
       this.log.error({ version: msg.version, kind: msg.type, error }, "state refused; keeping the last applied state");
@@ -428,6 +454,7 @@ export class NodeAgent {
       return;
     }
     this.applied = target;
+    this.dns?.settle();
     this.reportPolicyFailures();
     this.version = msg.version;
     this.lastError = undefined;
@@ -478,6 +505,12 @@ export class NodeAgent {
    */
   private write(from: NodeState, to: NodeState, snapshot: boolean, deltas?: ReadonlyMap<number, SubjectDelta>, ipcacheWrites?: IpcacheWrites): void {
     const dp = this.opts.datapath;
+    // The learned toFQDNs entries are the subject's too: a whole write keeps them (their peers are node-local identities the operator never sends),
+    // and a delta adds and removes those its new selectors open and close.
+    const learnedBefore = this.learnedWritten;
+    const learnedNow = this.learnedOf(to);
+    from = withEntries(from, (subject) => learnedBefore.get(subject));
+    to = withEntries(to, (subject) => learnedNow.get(subject));
     const oldPolicies = new Map(from.policies.map((p) => [p.subject, p]));
     const failed = dp.failedSubjects?.();
     const unchanged = (s: number): boolean => deltas !== undefined && !deltas.has(s) && oldPolicies.has(s) && !failed?.has(s);
@@ -485,7 +518,8 @@ export class NodeAgent {
     // 1. adds: every subject holds old ∪ new (new values win), flags not yet changed.
     for (const p of to.policies) {
       if (unchanged(p.subject)) continue;
-      const sd = deltas?.get(p.subject);
+      const received = deltas?.get(p.subject);
+      const sd = received && withLearnedDelta(received, learnedBefore.get(p.subject), learnedNow.get(p.subject));
       if (sd && oldPolicies.has(p.subject) && dp.addSubjectEntries(p, sd.added)) {
         incremental.set(p.subject, sd);
         continue;
@@ -514,9 +548,38 @@ export class NodeAgent {
     for (const s of gone) dp.setSubjectPolicy({ subject: s, ingressEnforced: true, egressEnforced: true, entries: [] });
     // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
     for (const cidr of ipc.remove) tryDelete(() => dp.deleteIpcache(cidr));
-    if (snapshot) dp.pruneIpcache(ipc.set.map((e) => e.cidr)); // a snapshot sets every entry
+    if (snapshot) dp.pruneIpcache([...ipc.set.map((e) => e.cidr), ...(this.dns?.learnedPrefixes() ?? [])]); // a snapshot sets every entry but the learned addresses
     for (const cidr of ipc.removeBlocks) tryDelete(() => dp.deleteIPBlock(cidr));
     if (snapshot) dp.pruneIPBlocks(ipc.setBlocks.map((e) => e.cidr));
+    this.learnedWritten = learnedNow;
+  }
+
+  /** Each subject's learned toFQDNs entries now (only subjects with a DNS part and something learned). */
+  private learnedOf(s: NodeState): Map<number, readonly PolicyEntry[]> {
+    const out = new Map<number, readonly PolicyEntry[]>();
+    const dns = this.dns;
+    if (!dns) return out;
+    for (const p of s.policies) {
+      if (!p.dns) continue;
+      const learned = dns.learnedEntries(p.subject);
+      if (learned.length > 0) out.set(p.subject, learned);
+    }
+    return out;
+  }
+
+  /** Writes one subject's policy again with what its toFQDNs selectors allow now (the DNS proxy learned or forgot an address). */
+  private rewriteSubject(subject: number): void {
+    const received = enforcedState(this.applied, this.mode).policies.find((x) => x.subject === subject);
+    if (!received) return;
+    const learned = this.dns?.learnedEntries(subject) ?? [];
+    const p = learned.length === 0 ? received : { ...received, entries: [...received.entries, ...learned] };
+    const written = new Map(this.learnedWritten);
+    if (learned.length > 0) written.set(subject, learned);
+    else written.delete(subject);
+    this.learnedWritten = written;
+    const r = this.opts.datapath.setSubjectPolicy(p);
+    if (!r.installed) this.log.error({ subject, reason: r.reason }, "policy with learned FQDN entries not installed; the identity's endpoints fail closed");
+    this.reportPolicyFailures();
   }
 
   /** The ipcache writes from comparing the two datapath ipcaches whole (a snapshot writes every entry). */
@@ -813,4 +876,29 @@ function tryDelete(f: () => void): void {
   } catch {
     // a prefix that never made it into the map
   }
+}
+
+/** `s` with `extra(subject)` added to each subject's entries (the same object when nothing is added). */
+function withEntries(s: NodeState, extra: (subject: number) => readonly PolicyEntry[] | undefined): NodeState {
+  let changed = false;
+  const policies = s.policies.map((p) => {
+    const more = extra(p.subject);
+    if (!more || more.length === 0) return p;
+    changed = true;
+    return { ...p, entries: [...p.entries, ...more] };
+  });
+  return changed ? { ...s, policies } : s;
+}
+
+/** A received subject delta plus the learned entries that came (added) and went (removed). */
+function withLearnedDelta(sd: SubjectDelta, before: readonly PolicyEntry[] | undefined, now: readonly PolicyEntry[] | undefined): SubjectDelta {
+  if (!before?.length && !now?.length) return sd;
+  const nowKeys = new Set((now ?? []).map(entryKeyString));
+  const beforeByKey = new Map((before ?? []).map((e) => [entryKeyString(e), e]));
+  const added = (now ?? []).filter((e) => {
+    const b = beforeByKey.get(entryKeyString(e));
+    return !b || b.ruleId !== e.ruleId || b.verdict !== e.verdict || b.proxyPort !== e.proxyPort;
+  });
+  const removed = (before ?? []).filter((e) => !nowKeys.has(entryKeyString(e)));
+  return { ...sd, added: [...sd.added, ...added], removed: [...sd.removed, ...removed] };
 }

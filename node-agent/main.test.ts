@@ -31,6 +31,25 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
   });
 
+  it("the DNS proxy is on by default with --node-ip, with Cilium's tofqdns flags; off with --enable-dns-proxy=false; bad values are refused naming the flag", () => {
+    assert.equal(flags().dnsProxy, undefined, "no --node-ip: no address to listen on");
+    assert.deepEqual(flags("--node-ip", "192.0.2.1").dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });
+    assert.equal(flags("--node-ip", "192.0.2.1", "--enable-dns-proxy=false").dnsProxy, undefined);
+    assert.deepEqual(
+      flags("--node-ip", "192.0.2.1", "--enable-dns-proxy", "--tofqdns-min-ttl", "3600", "--tofqdns-max-ips-per-hostname", "20", "--tofqdns-dns-reject-response-code", "nameError", "--tofqdns-idle-connection-grace-period", "1m").dnsProxy,
+      { cache: { minTtlSeconds: 3600, maxAddressesPerName: 20, graceSeconds: 60 }, rejectCode: "nameError" },
+    );
+    assert.equal(flags("--node-ip", "192.0.2.1", "--tofqdns-endpoint-max-ip-per-hostname", "7").dnsProxy?.cache.maxAddressesPerName, 7);
+    assert.equal(error("--enable-dns-proxy"), "--enable-dns-proxy: needs --node-ip (the address the proxy listens on)");
+    assert.equal(error("--node-ip", "192.0.2.1", "--enable-dns-proxy=maybe"), '--enable-dns-proxy: must be true or false, got "maybe"');
+    assert.equal(error("--node-ip", "192.0.2.1", "--enable-dns-proxy=false", "--tofqdns-min-ttl", "5"), "--tofqdns-min-ttl: not with --enable-dns-proxy=false");
+    assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-min-ttl=-1"), '--tofqdns-min-ttl: must be an integer >= 0, got "-1"');
+    assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-max-ips-per-hostname", "0"), '--tofqdns-max-ips-per-hostname: must be an integer >= 1, got "0"');
+    assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-dns-reject-response-code", "servfail"), '--tofqdns-dns-reject-response-code: must be refused or nameError, got "servfail"');
+    assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-idle-connection-grace-period", "soon"), '--tofqdns-idle-connection-grace-period: must be a duration such as 5s or 1m, got "soon"');
+    assert.equal(error("--node-ip", "fd00::1", "--enable-dns-proxy"), "--enable-dns-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)");
+  });
+
   it("--host-firewall-device (repeatable) needs --node-ip; the API server port defaults to 6443; bad values are refused naming the flag", () => {
     assert.equal(flags().hostFirewall, undefined);
     assert.deepEqual(flags("--node-ip", "10.0.0.1", "--host-firewall-device", "eth0", "--host-firewall-device", "eth1").hostFirewall, { devices: ["eth0", "eth1"], apiServerPort: 6443 });

@@ -5,6 +5,10 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
+import { AgentDns } from "./dns/agent-dns.ts";
+import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
+import type { RejectCode } from "../core/dns/query-decision.ts";
+import { parseDuration } from "../core/duration.ts";
 import { NodeAgent } from "./agent.ts";
 import { AgentMetrics, DEFAULT_METRICS_ADDRESS } from "./metrics.ts";
 import { parseHostPort } from "../core/cidr.ts";
@@ -33,6 +37,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
+                      [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
+                      [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -80,6 +86,14 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      VXLAN 8472 and WireGuard 51871 between nodes, ICMP echo between nodes)
   --host-firewall-api-server-port  the API server's port the guard keeps open (default 6443)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
+  --enable-dns-proxy  the DNS proxy that enforces DNS rules and learns toFQDNs addresses (default true when --node-ip
+                     is given: it listens on that address; without a proxy the node enforces neither, and policy status says so)
+  --tofqdns-min-ttl  an answer's TTL is raised to at least this many seconds (default 0: the server's TTL)
+  --tofqdns-max-ips-per-hostname  addresses kept per name, the first to expire go (default 1000; Cilium's
+                     --tofqdns-endpoint-max-ip-per-hostname is the same flag)
+  --tofqdns-dns-reject-response-code  the answer to a denied query: refused (default) or nameError (NXDOMAIN)
+  --tofqdns-idle-connection-grace-period  how long an expired name's addresses stay allowed before they are
+                     forgotten, unless a connection to them lives (default 5s)
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
@@ -121,6 +135,8 @@ export interface AgentFlags {
   readonly encryption: AgentEncryptionMode;
   readonly encryptionStrict: boolean;
   readonly wireguardGo: string;
+  /** The DNS proxy (on --node-ip), absent when off. */
+  readonly dnsProxy?: { readonly cache: FqdnCacheOptions; readonly rejectCode: RejectCode };
 }
 
 /** Parses the flags; errors name the flag. */
@@ -129,7 +145,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const audit = /^--policy-audit-mode=(.*)$/;
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
-  const normalised = args.flatMap((a) => (a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : [a]));
+  const normalised = args.flatMap((a) =>
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : [a],
+  );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
     values = parseArgs({
@@ -180,6 +198,12 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         encryption: { type: "string" },
         "encryption-strict": { type: "boolean" },
         "wireguard-go": { type: "string" },
+        "enable-dns-proxy": { type: "string" },
+        "tofqdns-min-ttl": { type: "string" },
+        "tofqdns-max-ips-per-hostname": { type: "string" },
+        "tofqdns-endpoint-max-ip-per-hostname": { type: "string" },
+        "tofqdns-dns-reject-response-code": { type: "string" },
+        "tofqdns-idle-connection-grace-period": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -273,6 +297,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const wireguardGo = str("wireguard-go");
   if (wireguardGo !== undefined && encryption !== "wireguard") return { ok: false, error: "--wireguard-go: only with --encryption wireguard" };
   if (wireguardGo === "") return { ok: false, error: "--wireguard-go: must be a path" };
+  const dnsProxy = dnsProxyFlags(str, nodeIP);
+  if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
   return {
     ok: true,
     flags: {
@@ -306,9 +332,48 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       encryption: encryption as AgentEncryptionMode,
       encryptionStrict,
       wireguardGo: wireguardGo ?? "wireguard-go",
+      ...(dnsProxy ? { dnsProxy } : {}),
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
+}
+
+/** An integer flag of at least `min` (`dflt` when not given), or the error naming it. */
+function integerFlag(str: (f: string) => string | undefined, f: string, min: number, dflt: number): number | string {
+  const v = str(f);
+  if (v === undefined) return dflt;
+  return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
+}
+
+/** The DNS proxy's flags, with Cilium's names; undefined when the proxy is off, a string naming the flag when one is wrong. */
+function dnsProxyFlags(str: (f: string) => string | undefined, nodeIP: string | undefined): AgentFlags["dnsProxy"] | string {
+  const enable = str("enable-dns-proxy");
+  if (enable !== undefined && enable !== "true" && enable !== "false") return `--enable-dns-proxy: must be true or false, got ${JSON.stringify(enable)}`;
+  const tuning = ["tofqdns-min-ttl", "tofqdns-max-ips-per-hostname", "tofqdns-endpoint-max-ip-per-hostname", "tofqdns-dns-reject-response-code", "tofqdns-idle-connection-grace-period"];
+  if (enable === "false") {
+    const given = tuning.find((f) => str(f) !== undefined);
+    return given ? `--${given}: not with --enable-dns-proxy=false` : undefined;
+  }
+  if (nodeIP === undefined) {
+    if (enable === "true") return "--enable-dns-proxy: needs --node-ip (the address the proxy listens on)";
+    return undefined; // the default follows --node-ip
+  }
+  if (net.isIPv4(nodeIP) === false) return "--enable-dns-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)";
+  const int = (f: string, min: number, dflt: number): number | string => integerFlag(str, f, min, dflt);
+  const minTtl = int("tofqdns-min-ttl", 0, 0);
+  if (typeof minTtl === "string") return minTtl;
+  if (str("tofqdns-max-ips-per-hostname") !== undefined && str("tofqdns-endpoint-max-ip-per-hostname") !== undefined) {
+    return "--tofqdns-endpoint-max-ip-per-hostname: not together with --tofqdns-max-ips-per-hostname (the same setting)";
+  }
+  const maxFlag = str("tofqdns-endpoint-max-ip-per-hostname") !== undefined ? "tofqdns-endpoint-max-ip-per-hostname" : "tofqdns-max-ips-per-hostname";
+  const maxIps = int(maxFlag, 1, 1000);
+  if (typeof maxIps === "string") return maxIps;
+  const reject = str("tofqdns-dns-reject-response-code") ?? "refused";
+  if (reject !== "refused" && reject !== "nameError") return `--tofqdns-dns-reject-response-code: must be refused or nameError, got ${JSON.stringify(reject)}`;
+  const graceText = str("tofqdns-idle-connection-grace-period") ?? "5s";
+  const graceMs = parseDuration(graceText);
+  if (graceMs === undefined) return `--tofqdns-idle-connection-grace-period: must be a duration such as 5s or 1m, got ${JSON.stringify(graceText)}`;
+  return { cache: { minTtlSeconds: minTtl, maxAddressesPerName: maxIps, graceSeconds: graceMs / 1000 }, rejectCode: reject };
 }
 
 /** Hubble's exporter flags, with Cilium's names. */
@@ -320,11 +385,7 @@ function hubbleExportFlags(str: (f: string) => string | undefined): HubbleExport
     return given ? `--${given}: only with --hubble-export-file-path` : undefined;
   }
   if (path === "") return "--hubble-export-file-path: must be a path";
-  const int = (f: string, min: number, dflt: number): number | string => {
-    const v = str(f);
-    if (v === undefined) return dflt;
-    return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
-  };
+  const int = (f: string, min: number, dflt: number): number | string => integerFlag(str, f, min, dflt);
   const size = int("hubble-export-file-max-size-mb", 1, 10);
   if (typeof size === "string") return size;
   const keep = int("hubble-export-file-max-backups", 0, 5);
@@ -399,6 +460,19 @@ export async function run(args: string[]): Promise<number> {
     ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
+    ...(f.dnsProxy && f.nodeIP
+      ? {
+          dns: new AgentDns({
+            datapath,
+            proxyAddress: f.nodeIP,
+            stateFile: path.join(f.stateDir, "fqdn-cache.json"),
+            cache: f.dnsProxy.cache,
+            rejectCode: f.dnsProxy.rejectCode,
+            ...(f.netns ? { netns: f.netns } : {}),
+            log,
+          }),
+        }
+      : {}),
     observer: {
       hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
       ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),

@@ -3,19 +3,16 @@ import fs from "node:fs";
 import path from "node:path";
 import pino from "pino";
 import { IdentityAllocator, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, fqdnIdentityLabels } from "../../core/identity.ts";
-import type { PolicyEntry } from "../../core/model.ts";
+import type { FqdnSelectorTerm, PolicyEntry } from "../../core/model.ts";
 import { FqdnCache, type FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
-import { selectorMatches, type DnsNameSelector } from "../../core/dns/name-pattern.ts";
+import { selectorMatches } from "../../core/dns/name-pattern.ts";
 import type { LearnedAddress } from "../../core/dns/answers.ts";
 import { decodeFqdnState, encodeFqdnState } from "../../core/dns/cache-state.ts";
 
 const log = pino({ name: "fqdn-policy", level: process.env.LOG_LEVEL ?? "info" });
 
 /** One toFQDNs peer of a subject's egress rule, with the ports it allows (as compiled: protocol number, port prefix). */
-export interface FqdnSelectorTerm extends DnsNameSelector {
-  readonly ruleId: number;
-  readonly ports: readonly { readonly proto: number; readonly port: number; readonly portPrefixLen: number }[];
-}
+export type { FqdnSelectorTerm } from "../../core/model.ts";
 
 /** Where the learned state goes: the datapath's ipcache and each subject's policy (its compiled entries plus these). */
 export interface FqdnPolicyTarget {
@@ -72,11 +69,19 @@ export class FqdnPolicy {
     return ips.length;
   }
 
-  /** A subject's toFQDNs selectors (as compiled); its entries follow at once. */
-  setSelectors(subject: number, terms: readonly FqdnSelectorTerm[]): void {
+  /**
+   * A subject's toFQDNs selectors (as compiled); its entries follow at once, unless `install` is
+   * false (the caller writes the subject's policy itself, reading entriesFor).
+   */
+  setSelectors(subject: number, terms: readonly FqdnSelectorTerm[], install = true): void {
     if (terms.length === 0) this.selectors.delete(subject);
     else this.selectors.set(subject, terms);
-    this.target.installSubject(subject, this.entriesFor(subject));
+    if (install) this.target.installSubject(subject, this.entriesFor(subject));
+  }
+
+  /** The learned addresses as host prefixes, so a sweep of the ipcache keeps them. */
+  prefixes(): string[] {
+    return [...this.identityOf.keys()].map((ip) => `${ip}/${ip.includes(":") ? 128 : 32}`);
   }
 
   /** Records an answer's addresses and makes them usable; returns when the datapath has them. */

@@ -8,6 +8,7 @@ import pino from "pino";
 import { learnedAddresses, type LearnedAddress } from "../../core/dns/answers.ts";
 import { decideQuery, rejectRcode, type DnsRuleRef, type RejectCode } from "../../core/dns/query-decision.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
+import { LOCAL_SOCKETS, type SocketFactory } from "./netns-sockets.ts";
 
 const log = pino({ name: "dns-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -43,6 +44,8 @@ export interface DnsProxyOptions {
   readonly onFlow?: (flow: DnsFlow) => void;
   readonly rejectCode?: RejectCode;
   readonly upstreamTimeoutMs?: number;
+  /** Where its sockets are opened (the node's network namespace); this process's own when absent. */
+  readonly sockets?: SocketFactory;
 }
 
 interface Listener {
@@ -56,7 +59,7 @@ type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow
 export class DnsProxy {
   private readonly listeners = new Map<number, Listener>();
   private readonly tcpSockets = new Set<net.Socket>();
-  private readonly upstream = new Map<"udp4" | "udp6", dgram.Socket>();
+  private readonly upstream = new Map<"udp4" | "udp6", Promise<dgram.Socket>>();
   private readonly pending = new Map<number, { ip: string; port: number; podId: number; resolve: (b: Buffer) => void; timer: NodeJS.Timeout }>();
 
   constructor(private readonly opts: DnsProxyOptions) {}
@@ -64,25 +67,18 @@ export class DnsProxy {
   /** Starts serving a proxy port; resolves once both sockets listen. */
   async listen(port: number): Promise<void> {
     if (this.listeners.has(port)) return;
-    const udp = dgram.createSocket({ type: net.isIPv6(this.opts.address) ? "udp6" : "udp4", reuseAddr: true });
+    const udp = await this.sockets().udp(net.isIPv6(this.opts.address) ? "udp6" : "udp4", this.opts.address, port);
     udp.on("message", (msg, rinfo) => void this.onUdp(udp, port, msg, rinfo));
     udp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy UDP socket error"));
-    const tcp = net.createServer((sock) => this.onTcp(sock, port));
+    let tcp: net.Server;
+    try {
+      tcp = await this.sockets().tcpServer(this.opts.address, port);
+    } catch (err) {
+      udp.close();
+      throw err;
+    }
+    tcp.on("connection", (sock: net.Socket) => this.onTcp(sock, port));
     tcp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy TCP server error"));
-    await new Promise<void>((resolve, reject) => {
-      udp.once("error", reject);
-      udp.bind(port, this.opts.address, () => {
-        udp.off("error", reject);
-        resolve();
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      tcp.once("error", reject);
-      tcp.listen(port, this.opts.address, () => {
-        tcp.off("error", reject);
-        resolve();
-      });
-    });
     this.listeners.set(port, { udp, tcp });
     log.info({ address: this.opts.address, port }, "DNS proxy listening");
   }
@@ -102,7 +98,7 @@ export class DnsProxy {
 
   async stop(): Promise<void> {
     for (const s of this.tcpSockets) s.destroy();
-    for (const s of this.upstream.values()) s.close();
+    for (const s of this.upstream.values()) void s.then((u) => u.close()).catch(() => undefined);
     this.upstream.clear();
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.pending.clear();
@@ -205,9 +201,9 @@ export class DnsProxy {
    * proxy): each query gets a random id of its own upstream, its answer is matched by that id and
    * the server's address, and the pod's id is put back.
    */
-  private udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+  private async udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
     const family = net.isIPv6(orig.ip) ? "udp6" : "udp4";
-    const sock = this.upstreamSocket(family);
+    const sock = await this.upstreamSocket(family);
     return new Promise<Buffer>((resolve, reject) => {
       let id = randomInt(0x10000);
       for (let tries = 0; this.pending.has(id); tries++) {
@@ -230,10 +226,21 @@ export class DnsProxy {
     });
   }
 
-  private upstreamSocket(family: "udp4" | "udp6"): dgram.Socket {
+  private upstreamSocket(family: "udp4" | "udp6"): Promise<dgram.Socket> {
     let sock = this.upstream.get(family);
     if (sock) return sock;
-    sock = dgram.createSocket(family);
+    sock = this.sockets()
+      .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
+      .then((s) => this.upstreamReady(s))
+      .catch((err: unknown) => {
+        this.upstream.delete(family); // the next query asks again
+        throw err;
+      });
+    this.upstream.set(family, sock);
+    return sock;
+  }
+
+  private upstreamReady(sock: dgram.Socket): dgram.Socket {
     sock.on("message", (answer, rinfo) => {
       if (answer.length < 12) return;
       const id = answer.readUInt16BE(0);
@@ -246,13 +253,20 @@ export class DnsProxy {
       p.resolve(answer);
     });
     sock.on("error", (err) => log.error({ error: err.message }, "DNS proxy upstream socket error"));
-    this.upstream.set(family, sock);
     return sock;
   }
 
-  private tcpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+  private sockets(): SocketFactory {
+    return this.opts.sockets ?? LOCAL_SOCKETS;
+  }
+
+  private async tcpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+    const connected = this.sockets().connect(orig.ip, orig.port);
+    const sock = await withTimeout(connected, this.timeout(), `no TCP connection to ${orig.ip}:${orig.port} within ${this.timeout()} ms`).catch((err: unknown) => {
+      void connected.then((s) => s.destroy()).catch(() => undefined);
+      throw err;
+    });
     return new Promise<Buffer>((resolve, reject) => {
-      const sock = net.connect(orig.port, orig.ip);
       let buf = Buffer.alloc(0);
       const timer = setTimeout(() => done(new Error(`no answer from ${orig.ip}:${orig.port} over TCP within ${this.timeout()} ms`)), this.timeout());
       const done = (err: Error | undefined, answer?: Buffer): void => {
@@ -262,11 +276,9 @@ export class DnsProxy {
         else resolve(answer!);
       };
       sock.on("error", (err) => done(err));
-      sock.on("connect", () => {
-        const len = Buffer.alloc(2);
-        len.writeUInt16BE(msg.length, 0);
-        sock.write(Buffer.concat([len, msg]));
-      });
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(msg.length, 0);
+      sock.write(Buffer.concat([len, msg]));
       sock.on("data", (d: Buffer) => {
         buf = Buffer.concat([buf, d]);
         if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
@@ -292,4 +304,20 @@ export class DnsProxy {
     log.debug({ flow }, "dns");
     this.opts.onFlow?.(flow);
   }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(message)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
 }

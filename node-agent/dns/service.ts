@@ -6,6 +6,7 @@ import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import type { Datapath } from "../bpf/datapath.ts";
 import { DnsProxy, type DnsFlow } from "./proxy.ts";
 import { FqdnPolicy, type FqdnSelectorTerm } from "./fqdn-policy.ts";
+import type { SocketFactory } from "./netns-sockets.ts";
 
 const log = pino({ name: "dns-service", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -17,6 +18,13 @@ export interface DnsServiceOptions {
   readonly rejectCode?: RejectCode;
   readonly gcIntervalMs?: number;
   readonly onFlow?: (flow: DnsFlow) => void;
+  /**
+   * Writes a subject's policy with these learned entries added, when another owner (the agent)
+   * writes the policy map; absent, the service writes its subjects' policies itself.
+   */
+  readonly installSubject?: (subject: number, fqdnEntries: readonly PolicyEntry[]) => void;
+  /** Where the proxy's sockets are opened (the node's network namespace); this process's when absent. */
+  readonly sockets?: SocketFactory;
 }
 
 /**
@@ -35,6 +43,8 @@ export class DnsService {
   readonly fqdn: FqdnPolicy;
   readonly proxy: DnsProxy;
   private readonly subjects = new Map<number, DnsSubject>();
+  /** The ports this service marked served in the datapath (another proxy may serve others). */
+  private readonly served = new Set<number>();
   private gcTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -45,7 +55,7 @@ export class DnsService {
       {
         setAddressIdentity: (ip, identity) => dp.setIpcache({ cidr: `${ip}/${ip.includes(":") ? 128 : 32}`, identity }),
         deleteAddress: (ip) => dp.deleteIpcache(`${ip}/${ip.includes(":") ? 128 : 32}`),
-        installSubject: (subject, entries) => this.install(subject, entries),
+        installSubject: opts.installSubject ?? ((subject, entries) => this.install(subject, entries)),
       },
       { cache: opts.cache, ...(opts.stateFile ? { stateFile: opts.stateFile } : {}) },
     );
@@ -56,6 +66,7 @@ export class DnsService {
       learn: (addresses, from) => this.fqdn.learn(addresses, Date.now(), from.sourceIp),
       ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
       ...(opts.rejectCode ? { rejectCode: opts.rejectCode } : {}),
+      ...(opts.sockets ? { sockets: opts.sockets } : {}),
     });
   }
 
@@ -76,6 +87,22 @@ export class DnsService {
     await this.syncPorts();
   }
 
+  /**
+   * Replaces every subject at once without writing their policies (the caller writes them, with
+   * fqdn.entriesFor), and marks each new proxy port served at once: until the proxy listens there,
+   * a query steered to it fails (never bypasses). Then call syncPorts to listen and to let go of
+   * the ports no subject uses.
+   */
+  replaceSubjects(subjects: ReadonlyMap<number, DnsSubject>): void {
+    for (const s of this.subjects.keys()) if (!subjects.has(s)) this.fqdn.setSelectors(s, [], false);
+    this.subjects.clear();
+    for (const [subject, s] of subjects) {
+      this.subjects.set(subject, s);
+      this.fqdn.setSelectors(subject, s.fqdnSelectors, false);
+    }
+    for (const port of this.wantedPorts()) this.serve(port);
+  }
+
   /** Forgets expired names whose addresses no connection uses any more. */
   gc(now = Date.now()): string[] {
     const live = this.dp.liveEgressDestinations();
@@ -88,23 +115,34 @@ export class DnsService {
     await this.proxy.stop();
   }
 
-  /** Listens on every proxy port a subject's DNS rules use, marks them served, and stops the others. */
-  private async syncPorts(): Promise<void> {
+  private wantedPorts(): Set<number> {
     const want = new Set<number>();
     for (const s of this.subjects.values()) {
       for (const e of s.policy.entries) if (e.proxyPort !== 0 && s.dnsRules.has(e.ruleId)) want.add(e.proxyPort);
     }
+    return want;
+  }
+
+  /** Listens on every proxy port a subject's DNS rules use, marks them served, and stops the others (of this service's only). */
+  async syncPorts(): Promise<void> {
+    const want = this.wantedPorts();
     for (const port of want) {
       // Listen before the datapath steers anything there.
       await this.proxy.listen(port);
-      this.dp.redirect.serve(port);
+      this.serve(port);
     }
-    for (const port of this.proxy.ports()) {
+    for (const port of new Set([...this.proxy.ports(), ...this.served])) {
       if (want.has(port)) continue;
       this.dp.redirect.unserve(port);
+      this.served.delete(port);
       await this.proxy.unlisten(port);
     }
     log.debug({ ports: [...want] }, "DNS proxy ports");
+  }
+
+  private serve(port: number): void {
+    this.dp.redirect.serve(port);
+    this.served.add(port);
   }
 
   private install(subject: number, fqdnEntries: readonly PolicyEntry[]): void {

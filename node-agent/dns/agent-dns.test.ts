@@ -1,0 +1,200 @@
+// The agent runs the DNS proxy from the operator's stream: real agent, real distribution server (mTLS), real maps and packets; the proxy's sockets live in the node's netns while the agent runs outside it (as in the local cluster).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { MIN_FQDN_IDENTITY } from "../../core/identity.ts";
+import type { NodeState } from "../../core/wire.ts";
+import { makePki, type TestPki } from "../../kube/testing/pki.ts";
+import { DistributionServer } from "../../controllers/distribution/server.ts";
+import { callAgent } from "../cni/agent-socket.ts";
+import { NodeAgent } from "../agent.ts";
+import { AgentDns } from "./agent-dns.ts";
+import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
+import { capturingLogger, until } from "../testing/agent.ts";
+
+const run = promisify(execFile);
+const tag = `m5a${process.pid % 100000}`;
+const node = `${tag}-node`;
+const SERVERS = { allowed: "10.205.0.20", denied: "10.205.0.21", deep: "10.205.0.22" };
+const POD_ID = 1300;
+const RESOLVER_ID = 2300;
+const DNS_RULE = 11;
+const FQDN_RULE = 12;
+const PROXY_PORT = 10153;
+const ZONE = {
+  "api.allowed.test": [{ type: "A", data: SERVERS.allowed, ttl: 30 }],
+  "evil.denied.test": [{ type: "A", data: SERVERS.denied, ttl: 30 }],
+  "x.y.deep.test": [{ type: "A", data: SERVERS.deep, ttl: 30 }],
+};
+
+const topo = new DnsTopology(tag);
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-agent-dns-"));
+const agentLines: Record<string, unknown>[] = [];
+let pki: TestPki | undefined;
+let server: DistributionServer | undefined;
+let agent: NodeAgent | undefined;
+let port = 0;
+
+const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
+const dnsEntries = [
+  entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: 53, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: DNS_RULE }),
+  entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.TCP, port: 53, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: DNS_RULE }),
+];
+const TCP_8080 = [{ proto: PROTO_NUMBER.TCP, port: 8080, portPrefixLen: 16 }];
+
+/** What the operator sends: the DNS entries, the DNS rules of their rule and the toFQDNs selectors. */
+function state(generation: number, fqdnSelectors: NonNullable<SubjectPolicy["dns"]>["fqdnSelectors"]): NodeState {
+  return {
+    policies: [
+      {
+        subject: POD_ID,
+        ingressEnforced: false,
+        egressEnforced: true,
+        entries: dnsEntries,
+        dns: { dnsRules: [{ ruleId: DNS_RULE, rules: [{ matchPattern: "*.allowed.test" }, { matchPattern: "**.deep.test" }] }], fqdnSelectors },
+      },
+    ],
+    ipcache: [
+      { prefix: `${ADDR.pod}/32`, identity: POD_ID, node: ADDR.node, pod: "default/client" },
+      { prefix: `${ADDR.resolver}/32`, identity: RESOLVER_ID },
+    ],
+    identities: [
+      { id: POD_ID, labels: ["k8s:app=client"] },
+      { id: RESOLVER_ID, labels: ["k8s:k8s-app=kube-dns"] },
+    ],
+    rules: [
+      { id: DNS_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "fqdn", ruleIndex: 0, path: "spec.egress[0]" } },
+      { id: FQDN_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "fqdn", ruleIndex: 1, path: "spec.egress[1]" } },
+    ],
+    policyGenerations: [{ key: "CiliumNetworkPolicy/default/fqdn", uid: "u1", generation }],
+  };
+}
+const SELECTORS = [
+  { ruleId: FQDN_RULE, matchName: "api.allowed.test", ports: TCP_8080 },
+  { ruleId: FQDN_RULE, matchPattern: "**.deep.test", ports: TCP_8080 },
+];
+
+function newAgent(): NodeAgent {
+  return new NodeAgent({
+    nodeName: node,
+    operator: `127.0.0.1:${port}`,
+    tls: { ca: pki!.read("ca.crt"), cert: pki!.read(`${node}.crt`), key: pki!.read(`${node}.key`) },
+    datapath: topo.dp,
+    cniSocket: path.join(stateDir, "agent.sock"),
+    netns: topo.ns.host,
+    nodeIP: ADDR.node,
+    endpointsFile: path.join(stateDir, "endpoints.json"),
+    hostLinks: { list: () => [{ ifname: `${tag}h`, ifindex: topo.hostIfindex }], remove: () => undefined },
+    dns: new AgentDns({
+      datapath: topo.dp,
+      proxyAddress: ADDR.node,
+      stateFile: path.join(stateDir, "fqdn-cache.json"),
+      cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 5 },
+      rejectCode: "refused",
+      netns: topo.ns.host,
+      log: pino({ level: "warn" }),
+    }),
+    log: capturingLogger(agentLines),
+    backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
+  });
+}
+
+async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000): Promise<{ rcode: string; from: string; answers: { data: string }[] } | undefined> {
+  try {
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, ADDR.resolver, "53", name, "A", String(timeoutMs)], { cwd: ROOT });
+    return JSON.parse(stdout) as { rcode: string; from: string; answers: { data: string }[] };
+  } catch {
+    return undefined;
+  }
+}
+
+async function connects(ip: string, port = 8080): Promise<boolean> {
+  try {
+    await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", ip, String(port), "1500"], { cwd: ROOT });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const report = () => server?.reports().find((r) => r.node === node);
+const ackedGeneration = () => report()?.acked?.policyGenerations[0]?.generation;
+
+before(async () => {
+  // No policy of the topology's own: the agent writes what the operator sends.
+  await topo.setUp({ zone: ZONE, resolverPorts: [53], resolverIdentity: RESOLVER_ID, policy: { subject: POD_ID, ingressEnforced: true, egressEnforced: true, entries: [] }, quietResolver: true });
+  pki = await makePki([node]);
+  server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, pino({ level: "warn" }));
+  port = await server.listen(0);
+  server.publish(node, state(1, SELECTORS));
+  agent = newAgent();
+  await agent.start();
+  const add = { op: "endpoint-add" as const, containerId: `${tag}-c`, namespace: "default", pod: "client", ifname: "eth0", netns: `/var/run/netns/${topo.ns.pod}`, hostIfname: `${tag}h`, hostIfindex: topo.hostIfindex, ips: [ADDR.pod] };
+  assert.deepEqual(await callAgent(path.join(stateDir, "agent.sock"), add), { ok: true });
+  await until("state 1 acknowledged", () => ackedGeneration() === 1, 20_000);
+});
+
+after(async () => {
+  await agent?.stop();
+  await server?.close();
+  await topo.cleanup();
+  pki?.remove();
+  fs.rmSync(stateDir, { recursive: true, force: true });
+});
+
+test("the agent says in its hello that it runs the DNS proxy, and listens on the node address in the node's netns", async () => {
+  assert.equal(report()?.dnsProxy, true);
+  assert.equal(server!.answers().find((a) => a.node === node)?.dnsProxy, true);
+  const { stdout } = await run("ip", ["netns", "exec", topo.ns.host, "ss", "-lnu"]);
+  assert.match(stdout, new RegExp(`${ADDR.node.replace(/\./g, "\\.")}:${PROXY_PORT}\\b`), "the UDP socket is the node netns's");
+});
+
+test("DNS rules from the stream decide queries; a toFQDNs name from the stream opens its learned address at once", async () => {
+  assert.equal(await connects(SERVERS.allowed), false, "not reachable before the lookup");
+  const a = await resolve("api.allowed.test");
+  assert.equal(a?.rcode, "NOERROR");
+  assert.equal(a?.from, `${ADDR.resolver}:53`, "the answer comes from the server asked");
+  assert.deepEqual(a?.answers.map((r) => r.data), [SERVERS.allowed]);
+  assert.equal(await connects(SERVERS.allowed), true, "reachable at once after the answer");
+  const denied = await resolve("evil.denied.test");
+  assert.equal(denied?.rcode, "REFUSED");
+  assert.equal(await connects(SERVERS.denied), false);
+  assert.equal((await resolve("x.y.deep.test", "tcp"))?.rcode, "NOERROR", "**.deep.test over TCP");
+  assert.equal(await connects(SERVERS.deep), true);
+  const saved = JSON.parse(fs.readFileSync(path.join(stateDir, "fqdn-cache.json"), "utf8")) as { identities: { ip: string; identity: number }[] };
+  assert.ok(saved.identities.some((i) => i.ip === SERVERS.allowed && i.identity >= MIN_FQDN_IDENTITY), "persisted in the agent's state directory");
+});
+
+test("a new state (delta) and a new snapshot keep the learned entries and addresses", async () => {
+  // A delta: another DNS entry value (rule id) for the same keys.
+  const s2 = state(2, SELECTORS);
+  server!.publish(node, s2);
+  await until("state 2 acknowledged", () => ackedGeneration() === 2, 20_000);
+  assert.equal(await connects(SERVERS.allowed), true, "still allowed after a delta");
+  // A snapshot: a restarted agent with no record of what it applied gets one and sweeps the maps.
+  await agent!.stop();
+  assert.equal(await connects(SERVERS.allowed), true, "learned addresses stay reachable while the agent is away");
+  assert.equal(await resolve("api.allowed.test", "udp", 1000), undefined, "a query while the proxy is down fails, never bypasses");
+  agent = newAgent();
+  await agent.start();
+  const snapshots = (): number => agentLines.filter((l) => l.msg === "state applied" && l.kind === "snapshot").length;
+  const before = snapshots();
+  await until("a snapshot after the restart", () => snapshots() > before, 20_000);
+  assert.equal(await connects(SERVERS.allowed), true, "the snapshot's sweep kept the learned entry and ipcache address");
+  assert.equal(await connects(SERVERS.deep), true);
+  assert.equal((await resolve("api.allowed.test"))?.rcode, "NOERROR", "the client's retry succeeds once the agent is back");
+});
+
+test("a toFQDNs selector removed by the operator closes its learned address; the other stays open", async () => {
+  server!.publish(node, state(3, [SELECTORS[1]!]));
+  await until("state 3 acknowledged", () => ackedGeneration() === 3, 20_000);
+  topo.dp.clearConntrack();
+  assert.equal(await connects(SERVERS.allowed), false, "api.allowed.test is no longer selected");
+  assert.equal(await connects(SERVERS.deep), true, "**.deep.test still is");
+});

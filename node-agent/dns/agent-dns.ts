@@ -1,0 +1,94 @@
+// The agent's DNS proxy: follows each applied state's DNS rules and toFQDNs selectors into the DNS service, and hands the agent every subject's learned entries.
+import type { Logger } from "pino";
+import type { PolicyEntry } from "../../core/model.ts";
+import type { NodeState } from "../../core/wire.ts";
+import type { DnsRuleRef, RejectCode } from "../../core/dns/query-decision.ts";
+import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
+import type { Datapath } from "../bpf/datapath.ts";
+import { DnsService, type DnsSubject } from "./service.ts";
+import type { DnsFlow } from "./proxy.ts";
+import { NetnsSockets } from "./netns-sockets.ts";
+
+export interface AgentDnsOptions {
+  readonly datapath: Datapath;
+  /** The node address the proxy listens on and the datapath steers to (IPv4: the node's --node-ip). */
+  readonly proxyAddress: string;
+  /** The learned names and addresses across restarts (in the agent's state directory). */
+  readonly stateFile: string;
+  readonly cache: FqdnCacheOptions;
+  readonly rejectCode: RejectCode;
+  readonly log: Logger;
+  readonly onFlow?: (flow: DnsFlow) => void;
+  /** The node's network namespace when the agent runs outside it (its sockets are opened there); the agent's own when absent. */
+  readonly netns?: string;
+}
+
+/** What the agent asks of its DNS proxy (node-agent/agent.ts); `AgentDns` is the real one. */
+export interface AgentDnsProxy {
+  /** Takes the state the maps hold, restores what was learned (writing subjects through `rewriteSubject`), then listens. */
+  start(state: NodeState, rewriteSubject: (subject: number) => void): Promise<void>;
+  /** Before a new state is written: its subjects' DNS rules and selectors (learnedEntries follows them) and new proxy ports served. */
+  prepare(state: NodeState): void;
+  /** After it is written: listen on new ports, let go of the ones no subject uses. */
+  settle(): void;
+  /** The entries a subject's toFQDNs selectors give it for the addresses learned so far. */
+  learnedEntries(subject: number): readonly PolicyEntry[];
+  /** The learned addresses' host prefixes, which a sweep of the ipcache must keep. */
+  learnedPrefixes(): readonly string[];
+  stop(): Promise<void>;
+}
+
+export class AgentDns implements AgentDnsProxy {
+  readonly service: DnsService;
+  private rewrite: (subject: number) => void = () => {};
+  private readonly sockets: NetnsSockets | undefined;
+
+  constructor(private readonly opts: AgentDnsOptions) {
+    this.sockets = opts.netns === undefined ? undefined : new NetnsSockets(opts.netns, opts.log);
+    this.service = new DnsService(opts.datapath, {
+      ...(this.sockets ? { sockets: this.sockets } : {}),
+      proxyAddress: opts.proxyAddress,
+      cache: opts.cache,
+      stateFile: opts.stateFile,
+      rejectCode: opts.rejectCode,
+      ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
+      // The agent owns the policy map: a learned address makes it rewrite the subject with its learned entries.
+      installSubject: (subject) => this.rewrite(subject),
+    });
+  }
+
+  async start(state: NodeState, rewriteSubject: (subject: number) => void): Promise<void> {
+    this.rewrite = rewriteSubject;
+    await this.sockets?.start();
+    this.prepare(state);
+    await this.service.start();
+    this.opts.log.info({ address: this.opts.proxyAddress, ports: this.service.proxy.ports(), stateFile: this.opts.stateFile }, "DNS proxy started");
+  }
+
+  prepare(state: NodeState): void {
+    const subjects = new Map<number, DnsSubject>();
+    for (const p of state.policies) {
+      if (!p.dns) continue;
+      const dnsRules = new Map<number, DnsRuleRef[]>(p.dns.dnsRules.map((r) => [r.ruleId, r.rules.map((rule, index) => ({ ...rule, ruleId: r.ruleId, index }))]));
+      subjects.set(p.subject, { policy: p, endpoints: [], dnsRules, fqdnSelectors: p.dns.fqdnSelectors });
+    }
+    this.service.replaceSubjects(subjects);
+  }
+
+  settle(): void {
+    this.service.syncPorts().catch((err: Error) => this.opts.log.error({ error: err.message }, "DNS proxy ports not opened; queries steered there fail until they are"));
+  }
+
+  learnedEntries(subject: number): readonly PolicyEntry[] {
+    return this.service.fqdn.entriesFor(subject);
+  }
+
+  learnedPrefixes(): readonly string[] {
+    return this.service.fqdn.prefixes();
+  }
+
+  async stop(): Promise<void> {
+    await this.service.stop();
+    this.sockets?.stop();
+  }
+}
