@@ -6,6 +6,8 @@ import { parseArgs } from "node:util";
 import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
+import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
+import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
 import type { RejectCode } from "../core/dns/query-decision.ts";
 import { parseDuration } from "../core/duration.ts";
@@ -435,6 +437,8 @@ export async function run(args: string[]): Promise<number> {
     log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
     return 1;
   }
+  // The proxy's flows go to Hubble's dns metrics, which exist once the agent does.
+  let onDnsFlow: (flow: DnsFlow) => void = () => undefined;
   const agent = new NodeAgent({
     nodeName: f.nodeName,
     operator: f.operator,
@@ -469,6 +473,7 @@ export async function run(args: string[]): Promise<number> {
             cache: f.dnsProxy.cache,
             rejectCode: f.dnsProxy.rejectCode,
             ...(f.netns ? { netns: f.netns } : {}),
+            onFlow: (flow) => onDnsFlow(flow),
             log,
           }),
         }
@@ -482,6 +487,10 @@ export async function run(args: string[]): Promise<number> {
   });
   let health: Awaited<ReturnType<typeof startHealth>>;
   const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats() });
+  const lookups = agent.enrichLookups();
+  onDnsFlow = (flow) => {
+    for (const r of dnsHubbleRecords(flow, lookups)) metrics.hubble.observeL7(r);
+  };
   try {
     fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });
     await agent.start();
