@@ -170,6 +170,12 @@ int from_container(struct __sk_buff *skb)
 	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
 	if (rc != PROLOGUE_CONTINUE)
 		return rc;
+	/* Early, where it adds the fewest paths for the verifier: the whole flow goes to pod_to_host. */
+	if (host_ingress_judged(f.family, f.daddr)) {
+		bpf_tail_call(skb, &membrane_tail_calls, TAIL_CALL_POD_TO_HOST);
+		/* Only reached when the slot is empty: the host's policy cannot be applied, fail closed. */
+		return drop(skb, &f, DIR_EGRESS, DROP_MISSED_TAIL_CALL, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
+	}
 
 	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
 	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
@@ -206,6 +212,59 @@ int from_container(struct __sk_buff *skb)
 	if (!dst || !dst->tunnel_endpoint)
 		return TC_ACT_OK;
 	return to_tunnel(skb, &f, ep, peer, dst->tunnel_endpoint);
+}
+
+/* A pod's packet to its own node's address while the host's ingress is enforced (from-container's tail
+ * call, see bpf/lib/hostfw.h). A new connection: the host's ingress policy decides first, with the pod's
+ * identity as the peer, so a drop there leaves no conntrack entry of the pod's that would let a
+ * retransmission through; then the pod's own egress policy, as from-container would. Later packets are
+ * the pod's known connection. */
+SEC("tc")
+int pod_to_host(struct __sk_buff *skb)
+{
+	struct flow f;
+	struct endpoint_value *ep;
+	struct endpoint_value *host;
+	struct ipcache_value *dst;
+	enum ct_status ct;
+	__u8 ct_flags = 0;
+	struct ct_ctx ctx = { .now = ct_now() };
+	/* The host's entry is written afresh (never looked up): only the pod's side is consulted later. */
+	struct ct_ctx host_ctx = { .now = ctx.now };
+	__u32 monitor = monitor_flags(config_get());
+	struct policy_value proxy = {};
+	struct policy_value unused = {};
+	__u32 peer;
+	int rc;
+
+	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
+	if (rc != PROLOGUE_CONTINUE)
+		return rc;
+	host = host_endpoint_lookup(f.family, f.daddr);
+	if (!host)
+		return drop(skb, &f, DIR_EGRESS, DROP_UNKNOWN_ENDPOINT, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
+	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
+	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
+		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0) < 0)
+			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
+		return TC_ACT_OK;
+	}
+	dst = ipcache_lookup(f.family, f.daddr);
+	peer = dst ? dst->identity : IDENTITY_HOST;
+	if (ct != CT_NEW) {
+		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
+			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
+		return TC_ACT_OK;
+	}
+	rc = enforce_new(skb, &f, DIR_INGRESS, host, ep->identity, CT_F_NO_TUNNEL, &host_ctx, monitor, &unused);
+	if (rc != TC_ACT_OK)
+		return rc;
+	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy);
+	if (rc != TC_ACT_OK)
+		return rc;
+	if (proxy.proxy_port && redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
+		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
+	return TC_ACT_OK;
 }
 
 SEC("tc")

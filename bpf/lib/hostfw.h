@@ -40,4 +40,25 @@ static __always_inline int host_guard_allows(__u8 direction, __u8 proto, __be16 
 	return v && (v->peers == HOST_GUARD_ANY_PEER || (v->peers == HOST_GUARD_NODE_PEER && peer_is_node));
 }
 
+/* A pod's connection to its own node's address never crosses a node device: from-container hands its
+ * first packet to pod_to_host (datapath.c), which judges it by the host's ingress policy as well. A
+ * program of its own, reached by a tail call: inlined into from-container, the two policy decisions
+ * made that program too large for the verifier (E2BIG). The agent writes the slot after loading. */
+#define TAIL_CALL_POD_TO_HOST 0
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, 1);
+} membrane_tail_calls SEC(".maps");
+
+/* Whether a pod's new connection to this address must also pass the host's ingress policy. */
+static __always_inline int host_ingress_judged(__u8 family, const __u8 *addr)
+{
+	struct endpoint_value *host = host_endpoint_lookup(family, addr);
+
+	return host && (host->flags & EP_F_INGRESS_ENFORCED);
+}
+
 #endif

@@ -172,6 +172,7 @@ struct ct_value {
 #define DROP_POLICY_OVERFLOW 12 /* the endpoint's policy did not fit the policy map (fail closed) */
 #define DROP_PROXY_REDIRECT 13  /* policy sends the flow to a node proxy that cannot be reached this way (fail closed) */
 #define DROP_UNENCRYPTED 14     /* strict encryption: no working tunnel to the destination node */
+#define DROP_MISSED_TAIL_CALL 15 /* the host firewall's program for pod-to-node traffic is not in the tail-call map (fail closed) */
 #define DROP_REASON_MAX 16
 
 #define EVENT_FORWARDED 1

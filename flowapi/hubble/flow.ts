@@ -24,6 +24,7 @@ export const CILIUM_DROP_REASONS: Readonly<Record<string, { readonly name: strin
   "policy did not fit the policy map (endpoint fails closed)": { name: "NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION", code: 165 },
   "proxy redirect not possible (fails closed)": { name: "PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL", code: 180 },
   "UNENCRYPTED: no working tunnel to the destination node (strict encryption)": { name: "UNENCRYPTED_TRAFFIC", code: 195 },
+  "host firewall program for pod-to-node traffic missing (fails closed)": { name: "MISSED_TAIL_CALL", code: 140 },
 };
 
 const TEXT_BY_CODE: ReadonlyMap<number, string> = new Map(Object.entries(CILIUM_DROP_REASONS).map(([text, r]) => [r.code, text]));

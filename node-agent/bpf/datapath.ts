@@ -62,9 +62,13 @@ export const MAPS = {
   encryptedNodes: "membrane_encrypted_nodes",
   hostAddrs: "membrane_host_addrs",
   hostGuard: "membrane_host_guard",
+  tailCalls: "membrane_tail_calls",
 } as const;
 
-export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay", toHost: "to_host", fromHost: "from_host" } as const;
+export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay", toHost: "to_host", fromHost: "from_host", podToHost: "pod_to_host" } as const;
+
+/** Slots of membrane_tail_calls (bpf/lib/hostfw.h), each the program from-container hands a packet to. */
+const TAIL_CALLS: readonly { readonly slot: number; readonly program: (typeof PROGRAMS)[keyof typeof PROGRAMS] }[] = [{ slot: 0, program: PROGRAMS.podToHost }];
 
 const log = pino({ name: "datapath", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -97,7 +101,23 @@ export class Datapath {
     );
     dp.copyTrieAddressesToHosts();
     dp.rebuildLensIfMissing();
+    dp.fillTailCalls();
     return dp;
+  }
+
+  /**
+   * Points the tail-call slots at this object's programs (the pinned array outlives the agent: a new
+   * agent's programs replace the old ones in place). An empty slot fails closed in the datapath.
+   */
+  private fillTailCalls(): void {
+    const m = this.object.map(MAPS.tailCalls);
+    for (const t of TAIL_CALLS) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(t.slot);
+      const value = Buffer.alloc(4);
+      value.writeUInt32LE(this.programFd(t.program));
+      m.update(key, value);
+    }
   }
 
   /**

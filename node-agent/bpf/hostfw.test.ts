@@ -34,6 +34,7 @@ const VXLAN = 8472;
 const OUTSIDE_WEB = 8080;
 const RULE_SSH = 501;
 const RULE_KUBELET = 502;
+const RULE_POD_KUBELET = 503;
 
 const fx = new NetnsFixture();
 let dp: Datapath | undefined;
@@ -67,6 +68,8 @@ async function takeEvents(port: number): Promise<VerdictEvent[]> {
   events.length = 0;
   return mine;
 }
+
+const show = (events: readonly VerdictEvent[]): string => JSON.stringify(events, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
 
 const hostEntry = (p: Pick<PolicyEntry, "peer" | "port" | "ruleId">): PolicyEntry => ({
   subject: IDENTITY.host, direction: "ingress", proto: PROTO_NUMBER.TCP, portPrefixLen: 16, proxyPort: 0, verdict: "allow", ...p,
@@ -144,11 +147,38 @@ test("SSH only from the management network: the management netns reaches 22, the
   assert.ok(dropped.some((e) => e.verdict === "dropped" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY && e.dstIdentity === IDENTITY.host && e.srcIdentity === IDENTITY.world));
 });
 
-// Not done yet (README): a pod's connection to its own node's address never crosses a node device, and
-// from-container does not apply the host's ingress policy (inlining it made the program too large to
-// verify). This test states today's behaviour so that closing the gap changes it knowingly.
-test("known gap: a pod on the node reaches its node's port 22 (the host policy does not judge pod-to-own-node traffic yet)", async () => {
-  assert.equal(await tcp(NS.pod, NODE_IP, SSH), true);
+// A pod's connection to its own node's address never crosses a node device: from-container hands its
+// first packet to pod_to_host (a tail call), which applies the host's ingress policy with the pod as peer.
+test("a pod on the node is judged by its node's host policy: port 22 dropped (default deny, naming the pod and the host), a port the host policy allows it connects", async () => {
+  await takeEvents(SSH);
+  assert.equal(await tcp(NS.pod, NODE_IP, SSH), false, "pod → its node's 22");
+  const dropped = await takeEvents(SSH);
+  assert.ok(
+    dropped.some((e) => e.verdict === "dropped" && e.direction === "ingress" && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY && e.srcIdentity === POD_ID && e.dstIdentity === IDENTITY.host),
+    show(dropped),
+  );
+  assert.equal(await tcp(NS.pod, NODE_IP, SSH), false, "a retransmitted or repeated SYN finds no conntrack entry of the pod's");
+  dp!.setSubjectPolicy({
+    subject: IDENTITY.host, ingressEnforced: true, egressEnforced: false,
+    entries: [hostEntry({ peer: MGMT_ID, port: SSH, ruleId: RULE_SSH }), hostEntry({ peer: IDENTITY.remoteNode, port: KUBELET, ruleId: RULE_KUBELET }), hostEntry({ peer: POD_ID, port: KUBELET, ruleId: RULE_POD_KUBELET })],
+  });
+  try {
+    assert.ok(await tcp(NS.pod, NODE_IP, KUBELET), "pod → its node's 10250, allowed for the pod's identity, and the replies come back");
+    const allowed = await takeEvents(KUBELET);
+    assert.ok(allowed.some((e) => e.verdict === "forwarded" && e.direction === "ingress" && e.ruleId === RULE_POD_KUBELET && e.srcIdentity === POD_ID && e.dstIdentity === IDENTITY.host), show(allowed));
+    assert.equal(await tcp(NS.pod, NODE_IP, EXTRA), false, "pod → its node's extra port");
+  } finally {
+    referencePolicy();
+  }
+});
+
+test("a pod's connection to its node passes when the host's ingress is not enforced, without the tail call", async () => {
+  dp!.setHostAddress({ ip: NODE_IP, ingressEnforced: false, egressEnforced: false });
+  try {
+    assert.ok(await tcp(NS.pod, NODE_IP, SSH));
+  } finally {
+    referencePolicy();
+  }
 });
 
 test("the kubelet API only from the cluster's nodes: another node reaches 10250, the outside host does not", async () => {

@@ -127,6 +127,7 @@ export const DROP_REASONS = {
   12: "policy did not fit the policy map (endpoint fails closed)",
   13: "proxy redirect not possible (fails closed)",
   14: "UNENCRYPTED: no working tunnel to the destination node (strict encryption)",
+  15: "host firewall program for pod-to-node traffic missing (fails closed)",
 } as const satisfies Record<number, string>;
 export type DropReasonCode = keyof typeof DROP_REASONS;
 export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
@@ -144,6 +145,7 @@ export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
   DROP_POLICY_OVERFLOW: 12,
   DROP_PROXY_REDIRECT: 13,
   DROP_UNENCRYPTED: 14,
+  DROP_MISSED_TAIL_CALL: 15,
 };
 
 export function directionCode(d: Direction): number {
