@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local control plane (kube-apiserver + embedded etcd) and helm once, cached by version outside the tree.
+# Builds the local control plane (kube-apiserver + embedded etcd, kube-scheduler, kube-controller-manager: one
+# binary) and helm once, cached by content hash outside the tree.
 # Progress goes to stderr; the last line on stdout is the directory holding the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -8,15 +9,17 @@ cd "$here"
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' go.mod)"
 helm_version="v3.22.0"
 [ -n "$k8s_version" ] || { echo "build.sh: no k8s.io/kubernetes version in $here/go.mod" >&2; exit 1; }
-out="${MEMBRANE_CACHE:-$HOME/.cache/membrane}/controlplane-k8s-${k8s_version}"
-mkdir -p "$out"
+cache="${MEMBRANE_CACHE:-$HOME/.cache/membrane}"
+# The cache key is the content that decides the binary, not just the version; it names the dir, so
+# worktrees with different sources (several developers on one machine) each keep their own build.
+key="$(cat go.mod go.sum ./*.go build.sh | sha256sum | cut -d' ' -f1)"
+out="$cache/controlplane-k8s-${k8s_version}-${key:0:16}"
+helm_dir="$cache/helm-${helm_version}"
+mkdir -p "$out" "$helm_dir"
 
 # One build at a time per cache dir: several developers or tests may call this together.
 exec 9>"$out/.build.lock"
 flock 9
-
-# The cache key is the content that decides the binary, not just the version.
-key="$(cat go.mod go.sum main.go build.sh | sha256sum | cut -d' ' -f1)"
 if [ -x "$out/membrane-controlplane" ] && [ "$(cat "$out/membrane-controlplane.key" 2>/dev/null)" = "$key" ]; then
   echo "build.sh: membrane-controlplane ${k8s_version} cached in $out" >&2
 else
@@ -36,15 +39,19 @@ else
   echo "build.sh: membrane-controlplane built in $(($(date +%s) - start))s" >&2
 fi
 
-if [ -x "$out/helm" ] && [ "$(cat "$out/helm.key" 2>/dev/null)" = "$helm_version" ]; then
-  echo "build.sh: helm ${helm_version} cached in $out" >&2
+# helm does not depend on the control plane's sources: one build per helm version, linked into each dir.
+exec 8>"$helm_dir/.build.lock"
+flock 8
+if [ -x "$helm_dir/helm" ] && [ "$(cat "$helm_dir/helm.key" 2>/dev/null)" = "$helm_version" ]; then
+  echo "build.sh: helm ${helm_version} cached in $helm_dir" >&2
 else
   echo "build.sh: building helm ${helm_version}" >&2
   start=$(date +%s)
   # Outside this module (helm has its own go.mod and no replace lines), so `go install pkg@version` works.
-  (cd / && GOBIN="$out" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@${helm_version}")
-  echo "$helm_version" >"$out/helm.key"
+  (cd / && GOBIN="$helm_dir" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@${helm_version}")
+  echo "$helm_version" >"$helm_dir/helm.key"
   echo "build.sh: helm built in $(($(date +%s) - start))s" >&2
 fi
+ln -sfn "$helm_dir/helm" "$out/helm"
 
 echo "$out"

@@ -1,4 +1,6 @@
-// membrane-controlplane: an embedded etcd plus an in-process kube-apiserver, both on 127.0.0.1 only.
+// membrane-controlplane: an embedded etcd plus an in-process kube-apiserver, both on 127.0.0.1 only,
+// and (with --controllers) kube-scheduler and kube-controller-manager as child processes of the same
+// binary (`membrane-controlplane kube-scheduler …`, as hyperkube did), supervised and stopped with it.
 package main
 
 import (
@@ -13,24 +15,43 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics, as the upstream mains register them
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	_ "time/tzdata" // CronJob time zones, as kube-controller-manager's main
 )
 
 const loopback = "127.0.0.1"
 
 func main() {
+	// Multi-call: the supervised children are this same binary with the component's name first.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case schedulerName:
+			os.Args = append([]string{os.Args[0]}, os.Args[2:]...)
+			os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+		case controllerManagerName:
+			os.Args = append([]string{os.Args[0]}, os.Args[2:]...)
+			os.Exit(cli.Run(kcm.NewControllerManagerCommand()))
+		}
+	}
+
 	dataDir := flag.String("data-dir", "", "directory for etcd data (required)")
 	certDir := flag.String("cert-dir", "", "directory holding ca.crt, apiserver.crt/.key, sa.key, sa.pub (required)")
 	securePort := flag.Int("secure-port", 0, "kube-apiserver HTTPS port on 127.0.0.1 (required)")
 	etcdClientPort := flag.Int("etcd-client-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
 	etcdPeerPort := flag.Int("etcd-peer-port", 0, "etcd peer port on 127.0.0.1 (0: pick a free one)")
 	exitWithParent := flag.Bool("exit-with-parent", false, "shut down when the parent process dies (for tests)")
+	controllers := flag.Bool("controllers", false, "also run kube-scheduler and kube-controller-manager (kubeconfigs in --cert-dir, files in --controllers-dir)")
+	controllersDir := flag.String("controllers-dir", "", "where the controllers keep their logs and files (required with --controllers)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: %s --data-dir D --cert-dir C --secure-port P [-- extra kube-apiserver flags]\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if *dataDir == "" || *certDir == "" || *securePort <= 0 {
+	if *dataDir == "" || *certDir == "" || *securePort <= 0 || (*controllers && *controllersDir == "") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -46,7 +67,15 @@ func main() {
 	// kube-apiserver owns signal handling (SIGTERM cancels its context); etcd stops after it returns.
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs(append(apiserverArgs(*certDir, *securePort, etcd.Clients[0].Addr().String()), flag.Args()...))
+	var children *supervisor
+	if *controllers {
+		children = startControllers(*certDir, *controllersDir)
+	}
 	runErr := cmd.Execute()
+	// The controllers stop before the API server's storage goes away.
+	if children != nil {
+		children.stop()
+	}
 	etcd.Close()
 	if runErr != nil {
 		fmt.Fprintf(os.Stderr, "membrane-controlplane: kube-apiserver: %v\n", runErr)
