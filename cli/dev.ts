@@ -3,6 +3,7 @@ import { readdir, rmdir } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import {
   attachControlPlane,
+  controllerProcesses,
   controlPlanePaths,
   destroyControlPlane,
   isProcessAlive,
@@ -101,7 +102,7 @@ async function up(args: string[]): Promise<number> {
   // Starting wipes the dir: remove what a crashed earlier run recorded first.
   await devNodesDown(dir);
   try {
-    const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true });
+    const cp = await startControlPlane({ dir, name: "membrane-dev", detached: true, controllers: true });
     process.stdout.write(`control plane running at ${cp.server} (pid ${cp.pid}, dir ${dir})\n`);
     process.stdout.write(await devClusterUp(dir, cp.kubeconfig, cp.kubectl, flags.nodes, flags.clusterOpts));
   } catch (err) {
@@ -173,6 +174,7 @@ async function status(args: string[]): Promise<number> {
   process.stdout.write(
     `control plane: running (pid ${running.pid}, since ${running.startedAt})\n` +
       `server: ${running.server}\nready: ${ready ? "yes" : "no"}\nkubeconfig: ${controlPlanePaths(dir).kubeconfig}\n` +
+      controllerLines(running.pid, running.controllers ?? false) +
       `operator: ${alive(procs.operatorPid)}\n` +
       (procs.hubbleRelay && procs.operatorPid !== undefined && isProcessAlive(procs.operatorPid)
         ? `hubble relay: ${procs.hubbleRelay} (hubble observe --server ${procs.hubbleRelay})\n`
@@ -181,6 +183,18 @@ async function status(args: string[]): Promise<number> {
       procs.agents.map((a) => `agent ${a.node}: ${alive(a.pid)}\n`).join(""),
   );
   return ready ? 0 : 1;
+}
+
+/** One line per controller component the control plane should run: its pid, or that it is not running (it restarts within seconds). */
+function controllerLines(controlPlanePid: number, expected: boolean): string {
+  if (!expected) return "kube-scheduler, kube-controller-manager: not started (control plane without controllers)\n";
+  const running = controllerProcesses(controlPlanePid);
+  return (["kube-scheduler", "kube-controller-manager"] as const)
+    .map((c) => {
+      const p = running.find((r) => r.component === c);
+      return `${c}: ${p ? `pid ${p.pid}` : "not running"}\n`;
+    })
+    .join("");
 }
 
 /** `dev up` may have created /var/lib/membrane: take it away again when nothing else lives there. */

@@ -49,7 +49,7 @@ export class TestCluster {
     // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
     await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
-    this.cp = await startControlPlane({ name: `${this.prefix}cp` });
+    this.cp = await startControlPlane({ name: `${this.prefix}cp`, controllers: true });
     await devClusterUp(this.dir, this.cp.kubeconfig, this.cp.kubectl, nodes, { prefix: this.prefix, ...opts });
   }
 
@@ -81,15 +81,14 @@ export class TestCluster {
   }
 
   /**
-   * Creates the namespaces (with their labels and a default service account: this control plane
-   * runs no controller manager) and the pods, waits until every pod is Ready, and returns each
-   * pod's IP by "namespace/name".
+   * Creates the namespaces (with their labels; the controller manager gives each its default
+   * service account) and the pods, waits until every pod is Ready, and returns each pod's IP by
+   * "namespace/name".
    */
   async createPods(namespaces: Record<string, Record<string, string>>, pods: readonly TestPodSpec[]): Promise<Map<string, string>> {
     const items: unknown[] = [];
     for (const [name, labels] of Object.entries(namespaces)) {
       if (name !== "default") items.push({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels } });
-      items.push({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default", namespace: name } });
     }
     for (const p of pods) {
       items.push({

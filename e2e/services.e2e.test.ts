@@ -1,5 +1,5 @@
 // End to end: a toServices egress policy with real packets — a Service's EndpointSlices decide which pods a client reaches, and a selector-less Service's hand-written slice pointing outside the cluster works as toCIDR.
-// The local cluster runs no kube-controller-manager (issue #22) and no Service VIP routing yet: the test writes the EndpointSlices as the EndpointSlice controller would, and probes the backends by their pod IPs.
+// The Services here have no selector, so the EndpointSlice controller (which the local cluster runs) leaves them to the slices the test writes: that is how the test decides which pods back a Service and when. No Service VIP routing yet: the backends are probed by their pod IPs.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
@@ -21,7 +21,7 @@ interface TestPod {
 const pods: TestPod[] = [
   { name: "client", node: 1, labels: { app: "client" } },
   { name: "db-1", node: 2, labels: { app: "db" } },
-  // Matches the Service's selector but is not in its slice yet (e.g. not ready): the slice decides.
+  // Labelled like db-1 but not in the Service's slice yet: the slice decides, not labels.
   { name: "db-2", node: 1, labels: { app: "db", track: "canary" } },
   { name: "other", node: 2, labels: { app: "other" } },
 ];
@@ -95,7 +95,7 @@ describe("toServices end to end (2 nodes, real packets)", { timeout: 6 * 60_000 
   });
 
   it("a toServices egress policy lets the client reach exactly the pods in the Service's EndpointSlice", async () => {
-    await apply(service("db", { app: "db" }));
+    await apply(service("db"));
     await apply(slice("db-x1", "db", [byName("db-1").ip!]));
     await apply({
       apiVersion: "cilium.io/v2",

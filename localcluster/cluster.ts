@@ -1,6 +1,6 @@
-// The local control plane (real kube-apiserver + etcd) for tests and `membrane dev`: certificates, the child process, kubectl and helm.
+// The local control plane (real kube-apiserver + etcd, and on request kube-scheduler + kube-controller-manager) for tests and `membrane dev`: certificates, the child process, kubectl and helm.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { existsSync, openSync, closeSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { generateKeyPairSync } from "node:crypto";
 import { request } from "node:https";
@@ -50,6 +50,12 @@ export interface StartOptions {
   name?: string;
   /** Outlive this process (for `membrane dev up`); by default the child exits when its parent dies. */
   detached?: boolean;
+  /**
+   * Also run kube-scheduler and kube-controller-manager (children of the control-plane process, with
+   * their own client certificates; stopped with it). Off by default: a test that watches only its own
+   * API objects does not want Deployments, EndpointSlices or garbage collection acting beside it.
+   */
+  controllers?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -60,6 +66,8 @@ export interface ControlPlaneState {
   securePort: number;
   name: string;
   startedAt: string;
+  /** kube-scheduler and kube-controller-manager run as children of pid. */
+  controllers?: boolean;
 }
 
 /** The files inside a control-plane dir. */
@@ -73,6 +81,8 @@ export function controlPlanePaths(dir: string) {
     pidFile: join(dir, "controlplane.pid"),
     stateFile: join(dir, "controlplane.json"),
     logFile: join(dir, "controlplane.log"),
+    schedulerLog: join(dir, "kube-scheduler.log"),
+    controllerManagerLog: join(dir, "kube-controller-manager.log"),
     kubeCache: join(dir, "kube-cache"),
     helmHome: join(dir, "helm"),
     caFile: join(pki, "ca.crt"),
@@ -110,14 +120,14 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
   await removeControlPlaneDir(dir);
   await mkdir(paths.etcd, { recursive: true, mode: 0o700 });
   await mkdir(paths.pki, { recursive: true, mode: 0o700 });
-  await generatePki(paths.pki);
+  await generatePki(paths.pki, opts.controllers ?? false);
 
   let child: ChildProcess | undefined;
   let securePort: number;
   for (let attempt = 1; ; attempt++) {
     securePort = await freeLoopbackPort();
     try {
-      child = await launch(binDir, paths, securePort, opts.detached ?? false, opts.readyTimeoutMs ?? 180_000);
+      child = await launch(binDir, paths, securePort, opts);
       break;
     } catch (err) {
       // Another process may have taken the port between our probe and the bind: try fresh ports.
@@ -137,6 +147,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     securePort,
     name,
     startedAt: new Date().toISOString(),
+    ...(opts.controllers ? { controllers: true } : {}),
   };
   await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
   log.info({ dir, server, controlPlanePid: state.pid }, "control plane ready");
@@ -149,6 +160,7 @@ export async function attachControlPlane(dir: string): Promise<ControlPlane | un
   if (!state || !isOurProcess(state.pid, dir)) return undefined;
   return controlPlaneHandle(await ensureControlPlaneBuilt(), resolve(dir), state, undefined, {
     detached: true,
+    controllers: state.controllers ?? false,
   });
 }
 
@@ -214,7 +226,7 @@ async function removeControlPlaneDir(dir: string): Promise<void> {
   } catch {
     return;
   }
-  const ours = ["pki", "etcd", "controlplane.pid", "controlplane.json", "kubeconfig", "controlplane.log"];
+  const ours = ["pki", "etcd", "controlplane.pid", "controlplane.json", "kubeconfig", "controlplane.log", "kube-scheduler.log", "kube-controller-manager.log", "flexvolume"];
   if (entries.length > 0 && !entries.some((e) => ours.includes(e))) {
     throw new Error(`${dir} is not empty and is not a control-plane dir: refusing to delete it`);
   }
@@ -247,13 +259,7 @@ function controlPlaneHandle(
     helm: (args, input) => runCommand(join(binDir, "helm"), args, env, input),
     async restart() {
       await killAndWait(handle.pid, child);
-      child = await launch(
-        binDir,
-        paths,
-        initial.securePort,
-        opts.detached ?? false,
-        opts.readyTimeoutMs ?? 180_000,
-      );
+      child = await launch(binDir, paths, initial.securePort, opts);
       handle.pid = child.pid!;
       const state: ControlPlaneState = { ...initial, pid: handle.pid, startedAt: new Date().toISOString() };
       await writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
@@ -273,13 +279,22 @@ async function launch(
   binDir: string,
   paths: ReturnType<typeof controlPlanePaths>,
   securePort: number,
-  detached: boolean,
-  readyTimeoutMs: number,
+  opts: StartOptions,
 ): Promise<ChildProcess> {
+  const detached = opts.detached ?? false;
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 180_000;
+  const server = `https://127.0.0.1:${securePort}`;
+  if (opts.controllers) {
+    // The binary finds them by these names in --cert-dir (localcluster/controlplane/controllers.go).
+    for (const component of controllerComponents) {
+      await writeFile(join(paths.pki, `${component}.kubeconfig`), componentKubeconfig(component, server, paths.pki), { mode: 0o600 });
+    }
+  }
   const args = [
     `--data-dir=${paths.etcd}`,
     `--cert-dir=${paths.pki}`,
     `--secure-port=${securePort}`,
+    ...(opts.controllers ? ["--controllers", `--controllers-dir=${paths.dir}`] : []),
     ...(detached ? [] : ["--exit-with-parent"]),
   ];
   const logFd = openSync(paths.logFile, "a");
@@ -304,7 +319,6 @@ async function launch(
   if (child.pid === undefined) await exited;
   await writeFile(paths.pidFile, `${child.pid}\n`);
 
-  const server = `https://127.0.0.1:${securePort}`;
   const deadline = Date.now() + readyTimeoutMs;
   const ready = (async () => {
     while (Date.now() < deadline) {
@@ -414,8 +428,16 @@ function runCommand(
   });
 }
 
-/** CA, API server serving cert, service-account key pair and an admin client cert, all ECDSA P-256. */
-async function generatePki(pki: string): Promise<void> {
+/** The components the control-plane binary runs beside the API server with --controllers, by their certificate's user. */
+const controllerComponents = ["kube-scheduler", "kube-controller-manager"] as const;
+type ControllerComponent = (typeof controllerComponents)[number];
+
+/**
+ * CA, API server serving cert, service-account key pair and an admin client cert, all ECDSA P-256;
+ * with `controllers`, a client cert for each controller component as the user Kubernetes' bootstrap
+ * RBAC gives its role (`system:kube-scheduler`, `system:kube-controller-manager`).
+ */
+async function generatePki(pki: string, controllers: boolean): Promise<void> {
   const write = async (base: string, issued: Issued): Promise<void> => {
     await writeFile(join(pki, `${base}.key`), issued.key, { mode: 0o600 });
     await writeFile(join(pki, `${base}.crt`), issued.cert);
@@ -433,10 +455,60 @@ async function generatePki(pki: string): Promise<void> {
     }),
   );
   await write("admin", await issueCert(ca, { commonName: "membrane-admin", organization: "system:masters", usage: "client", days: 365 }));
+  if (controllers) {
+    for (const component of controllerComponents) {
+      await write(component, await issueCert(ca, { commonName: `system:${component}`, usage: "client", days: 365 }));
+    }
+  }
   // The API server signs service-account tokens with sa.key and checks them with sa.pub.
   const sa = generateKeyPairSync("ec", { namedCurve: "P-256" });
   await writeFile(join(pki, "sa.key"), sa.privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
   await writeFile(join(pki, "sa.pub"), sa.publicKey.export({ type: "spki", format: "pem" }));
+}
+
+/** A controller component's kubeconfig: its own client certificate (files in pki), the local server. */
+function componentKubeconfig(component: ControllerComponent, server: string, pki: string): string {
+  return stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: "local", cluster: { server, "certificate-authority": join(pki, "ca.crt") } }],
+    users: [{ name: component, user: { "client-certificate": join(pki, `${component}.crt`), "client-key": join(pki, `${component}.key`) } }],
+    contexts: [{ name: component, context: { cluster: "local", user: component } }],
+    "current-context": component,
+  });
+}
+
+/**
+ * The controller processes the control plane at pid runs (its direct children, by their component
+ * name in argv[1]); empty when it runs none or has exited.
+ */
+export function controllerProcesses(pid: number): { component: ControllerComponent; pid: number }[] {
+  const found: { component: ControllerComponent; pid: number }[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return found;
+  }
+  for (const tid of tasks) {
+    let children: string[];
+    try {
+      children = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").split(" ").filter((c) => c !== "");
+    } catch {
+      continue;
+    }
+    for (const c of children) {
+      const childPid = Number.parseInt(c, 10);
+      try {
+        const component = readFileSync(`/proc/${childPid}/cmdline`, "utf8").split("\0")[1];
+        const known = controllerComponents.find((k) => k === component);
+        if (known && isProcessAlive(childPid)) found.push({ component: known, pid: childPid });
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return found.sort((a, b) => a.component.localeCompare(b.component));
 }
 
 function adminKubeconfig(name: string, server: string, paths: ReturnType<typeof controlPlanePaths>): string {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: two local nodes, Membrane installed with its chart, the empire/deathstar/xwing story told with real commands, real output and checked outcomes.
 #
-# How Membrane is installed here: the local cluster has a real kube-apiserver but no container
-# runtime and no controller-manager, so the chart's Deployments and DaemonSet cannot get pods.
+# How Membrane is installed here: the local cluster has a real kube-apiserver, kube-scheduler and
+# kube-controller-manager but no container runtime: the chart's Deployments and DaemonSet get pods,
+# which the local kubelet runs as stand-in processes that only answer on their ports.
 # `helm install` puts in the chart's API objects (CRDs, ServiceAccounts, RBAC, the agents'
 # ValidatingAdmissionPolicy, the distribution TLS Secrets, the Deployment/DaemonSet specs), and the
 # same `membrane operator|webhook|agent` binaries run as local processes started by `dev up`. The
@@ -83,17 +84,13 @@ show kubectl auth can-i create ciliumnetworkpolicies.cilium.io --as="$agent_sa" 
 expect_out "^no$"
 show kubectl auth can-i get secrets --as="$agent_sa" -n membrane-system
 expect_out "^no$"
-say "(No container runtime here: the chart's Deployment and DaemonSet get no pods; the same binaries run as local processes:)"
+say "(No container runtime here: the chart's Deployment and DaemonSet get pods, but the local kubelet runs each as a stand-in that only answers on its ports; the real binaries run as local processes:)"
 show "$membrane" dev status
 show kubectl get validatingwebhookconfiguration membrane-policy-validation
 expect_ok
 
 chapter "The demo application: a deathstar, a tiefighter and an xwing, spread over both nodes"
 manifest="$(cat <<YAML
-apiVersion: v1
-kind: ServiceAccount
-metadata: { name: default, namespace: default }
----
 apiVersion: v1
 kind: Pod
 metadata: { name: deathstar, namespace: default, labels: { org: empire, class: deathstar } }

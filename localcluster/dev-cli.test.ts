@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
-import { ensureControlPlaneBuilt, isProcessAlive } from "./cluster.ts";
+import { controllerProcesses, ensureControlPlaneBuilt, isProcessAlive } from "./cluster.ts";
 import { devNodesDown } from "../cli/dev-pods.ts";
 import { loadDevClusterState } from "./devcluster.ts";
 
@@ -103,6 +103,10 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.equal(status.code, 0, status.stdout + status.stderr);
     assert.match(status.stdout, /running/);
     assert.match(status.stdout, /ready: yes/);
+    // The controllers run as children of the control plane, and status names them with their pids.
+    const children = controllerProcesses(pidIn(devDir));
+    assert.deepEqual(children.map((c) => c.component), ["kube-controller-manager", "kube-scheduler"]);
+    for (const c of children) assert.ok(status.stdout.includes(`${c.component}: pid ${c.pid}\n`), status.stdout);
     // Hubble's relay in the operator, on loopback without TLS: a line that names it, with the address for `hubble --server`.
     const relay = (await loadDevClusterState(devDir)).hubbleRelay;
     assert.match(relay ?? "", /^127\.0\.0\.1:\d+$/);
@@ -169,8 +173,15 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
   test("up after a crash cleans up the stale pid file and starts again", async () => {
     const crashed = pidIn(devDir);
     const oldWebhook = (await loadDevClusterState(devDir)).webhookPid;
+    const oldControllers = controllerProcesses(crashed);
+    assert.equal(oldControllers.length, 2, "scheduler and controller manager run");
     process.kill(crashed, "SIGKILL");
     await waitGone(crashed);
+    // The kernel ends them with their parent (PR_SET_PDEATHSIG): a crash leaves no controller behind.
+    for (const c of oldControllers) {
+      await waitGone(c.pid, 5_000);
+      assert.equal(isProcessAlive(c.pid), false, `${c.component} (pid ${c.pid}) outlived the crashed control plane`);
+    }
     const status = await cli(devDir, ["status"]);
     assert.match(status.stdout, /not running/);
 
@@ -191,12 +202,15 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     const procs = await loadDevClusterState(devDir);
     const membranePids = [procs.operatorPid, procs.webhookPid].filter((p): p is number => p !== undefined);
     assert.equal(membranePids.length, 2, "operator and webhook recorded");
+    const controllers = controllerProcesses(pid);
+    assert.equal(controllers.length, 2, "scheduler and controller manager run");
     const down = await cli(devDir, ["down"]);
     assert.equal(down.code, 0, down.stderr);
     assert.match(down.stdout, /stopped/);
     await waitGone(pid, 5_000);
     assert.equal(isProcessAlive(pid), false, `process ${pid} still exists`);
     assert.deepEqual(membranePids.filter(isProcessAlive), [], "operator and webhook stopped");
+    assert.deepEqual(controllers.filter((c) => isProcessAlive(c.pid)), [], "scheduler and controller manager stopped");
     assert.equal(existsSync(devDir), false, `${devDir} still exists`);
 
     const again = await cli(devDir, ["down"]);

@@ -20,6 +20,22 @@ const cniPlugin = join(repoRoot, "bin", "membrane-cni");
 const tsxLoader = join(repoRoot, "node_modules", "tsx", "dist", "esm", "index.mjs");
 const podServerSource = fileURLToPath(new URL("./podserver.ts", import.meta.url));
 
+/**
+ * The node names a pod's required node affinity allows by `metadata.name` (how the DaemonSet
+ * controller pins each of its pods to one node), or undefined when it names none. Terms are ORed; a
+ * term without such a field allows any node. Other affinity expressions are not looked at.
+ */
+export function requiredNodeNames(pod: Pod): Set<string> | undefined {
+  const terms = pod.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+  const names = new Set<string>();
+  for (const term of terms) {
+    const byName = (term.matchFields ?? []).filter((f) => f.key === "metadata.name" && f.operator === "In");
+    if (byName.length === 0) return undefined;
+    for (const f of byName) for (const v of f.values ?? []) names.add(v);
+  }
+  return terms.length === 0 ? undefined : names;
+}
+
 /** Where the compiled pod server of a cluster dir lives (see standalone.ts). */
 function podServerScript(dir: string): string {
   return join(dir, "bin", "podserver.mjs");
@@ -33,6 +49,7 @@ export interface Pod extends KubeObject {
   spec: {
     nodeName?: string;
     nodeSelector?: Record<string, string>;
+    affinity?: { nodeAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { nodeSelectorTerms?: NodeSelectorTerm[] } } };
     containers: { name: string; image?: string; ports?: ContainerPort[] }[];
   };
   status?: {
@@ -42,6 +59,9 @@ export interface Pod extends KubeObject {
     conditions?: { type: string; status: string }[];
     containerStatuses?: { name: string; restartCount: number }[];
   };
+}
+interface NodeSelectorTerm {
+  matchFields?: { key: string; operator: string; values?: string[] }[];
 }
 interface NodeObject extends KubeObject {
   metadata: KubeObject["metadata"];
@@ -184,12 +204,13 @@ export class LocalKubelet implements Reconciler {
     return { requeueAfter: 10_000 };
   }
 
-  /** Chooses a node (nodeSelector honoured, then round-robin) and binds through pods/binding. */
+  /** Chooses a node (nodeSelector and a DaemonSet pod's node honoured, then round-robin) and binds through pods/binding. */
   private async bind(pod: Pod): Promise<void> {
     const selector = pod.spec.nodeSelector ?? {};
+    const named = requiredNodeNames(pod);
     const fits = this.ourNodes.filter((n) => {
       const labels = this.nodeObjects.get(n.name)?.metadata.labels ?? {};
-      return Object.entries(selector).every(([k, v]) => labels[k] === v);
+      return Object.entries(selector).every(([k, v]) => labels[k] === v) && (named === undefined || named.has(n.name));
     });
     if (fits.length === 0) {
       this.log.warn({ pod: `${pod.metadata.namespace}/${pod.metadata.name}`, nodeSelector: selector }, "no node matches the nodeSelector; pod stays pending");

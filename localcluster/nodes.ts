@@ -285,6 +285,13 @@ async function registerNode(kube: KubeClient, node: LocalNode): Promise<void> {
       nodeInfo: { operatingSystem: "linux", architecture: "amd64", kubeletVersion: "membrane-local" },
     },
   });
+  // The API server gives every new Node the not-ready NoSchedule taint; the node lifecycle controller
+  // takes it off once the node is Ready. That controller does not run here (no kubelet heartbeats), so
+  // we do it for the Ready node we just reported: otherwise DaemonSets would give it no pod.
+  const created = await kube.get<{ spec: { taints?: { key: string; effect: string }[] } }>(resourcePath(NODES, undefined, node.name));
+  const taints = created.spec.taints ?? [];
+  const kept = taints.filter((t) => !(t.key === "node.kubernetes.io/not-ready" && t.effect === "NoSchedule"));
+  if (kept.length !== taints.length) await kube.mergePatch(resourcePath(NODES, undefined, node.name), { spec: { taints: kept } });
 }
 
 function startAgent(node: LocalNode, argv: string[], dir: string): number {
