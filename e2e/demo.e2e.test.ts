@@ -61,14 +61,18 @@ function probeVerdict(text: string, from: string): string | undefined {
   return new RegExp(`\\$ bin/membrane dev probe default/${from} \\S+ 80\\n(\\w+)`).exec(text)?.[1];
 }
 
-/** Every pid the local cluster recorded: control plane, kubelet, operator, webhook, agents, pod servers. */
+/**
+ * Every pid the local cluster recorded: control plane, kubelet, operator, webhook, agents, the story's
+ * pod servers (namespace default). Not the stand-ins of the chart's pods (membrane-system): the
+ * controller manager owns those, and a second `helm upgrade --install` replaces them today.
+ */
 async function recordedPids(dir: string): Promise<number[]> {
   const read = (f: string): number[] => {
     const n = Number.parseInt(existsSync(f) ? readFileSync(f, "utf8") : "", 10);
     return Number.isInteger(n) ? [n] : [];
   };
   const procs = await loadDevClusterState(dir);
-  const pods = Object.values((await loadPodRecords(dir)).pods).flatMap((p) => (p.pid ? [p.pid] : []));
+  const pods = Object.values((await loadPodRecords(dir)).pods).flatMap((p) => (p.pid && p.namespace === "default" ? [p.pid] : []));
   return [
     ...read(controlPlanePaths(dir).pidFile),
     ...read(kubeletPaths(dir).pidFile),
