@@ -30,6 +30,16 @@ function readConfig(file: string): { ok: true; value: ProxyConfig } | { ok: fals
   return r.ok ? r : { ok: false, error: r.errors.map((e) => `${file}: ${e.path ? `${e.path}: ` : ""}${e.message}`).join("; ") };
 }
 
+/** What identifies a version of the file (the agent replaces it by rename: a new inode). */
+function fileStamp(file: string): { ino: number; mtimeMs: number; size: number } {
+  try {
+    const st = fs.statSync(file);
+    return { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size };
+  } catch {
+    return { ino: -1, mtimeMs: -1, size: -1 };
+  }
+}
+
 /** `membrane l7proxy …`: runs until SIGTERM or SIGINT; the exit code. */
 export async function run(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -49,6 +59,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`membrane l7proxy: --config: required (the file the agent writes)\n${USAGE}\n`);
     return 2;
   }
+  const firstStamp = fileStamp(v.config);
   const first = readConfig(v.config);
   if (!first.ok) {
     process.stderr.write(`membrane l7proxy: ${first.error}\n`);
@@ -69,28 +80,35 @@ export async function run(args: string[]): Promise<number> {
     fs.writeFileSync(tmp, `${JSON.stringify({ pid: process.pid, ports: proxy.ports() })}\n`);
     fs.renameSync(tmp, file);
   };
-  await proxy.apply(first.value);
-  writeStatus();
-  log.info({ address: first.value.address, ports: proxy.ports() }, "l7 proxy ready");
-
-  let reloading = Promise.resolve();
-  const reload = (): void => {
-    reloading = reloading.then(async () => {
-      const next = readConfig(v.config!);
-      if (!next.ok) return void log.error({ error: next.error }, "configuration refused: the last good one stays");
-      await proxy.apply(next.value);
-      writeStatus();
-      log.info({ ports: proxy.ports() }, "configuration applied");
-    }).catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, "configuration not applied"));
-  };
-  // Polling, not fs.watch: the agent replaces the file by rename, which a watch on the old inode misses.
-  fs.watchFile(v.config, { interval: 250 }, (cur, prev) => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino) reload();
+  let reloading = proxy.apply(first.value).then(() => {
+    writeStatus();
+    log.info({ address: first.value.address, ports: proxy.ports() }, "l7 proxy ready");
   });
+  await reloading;
+  const reload = (): void => {
+    reloading = reloading
+      .then(async () => {
+        const next = readConfig(v.config!);
+        if (!next.ok) return void log.error({ error: next.error }, "configuration refused: the last good one stays");
+        await proxy.apply(next.value);
+        writeStatus();
+        log.info({ ports: proxy.ports() }, "configuration applied");
+      })
+      .catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, "configuration not applied"));
+  };
+  // Our own polling against the file as last read (fs.watchFile's first look is asynchronous and
+  // misses a change made before it; fs.watch misses a rename over the file): a change is never lost.
+  let seen = firstStamp;
+  const poll = setInterval(() => {
+    const now = fileStamp(v.config!);
+    if (now.ino === seen.ino && now.mtimeMs === seen.mtimeMs && now.size === seen.size) return;
+    seen = now;
+    reload();
+  }, 250);
   process.on("SIGHUP", reload);
   return new Promise<number>((resolve) => {
     const stop = (): void => {
-      fs.unwatchFile(v.config!);
+      clearInterval(poll);
       void proxy.stop().then(() => {
         redirects.close();
         resolve(0);
