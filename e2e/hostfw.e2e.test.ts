@@ -162,11 +162,12 @@ describe("host firewall on the local cluster's nodes (CCNP nodeSelector on node 
     const got = await outcomes([
       ["mgmt→22", p.mgmt!, n1, SSH],
       ["pod-2→22", p.pod2!, n1, SSH],
+      ["pod-1→22 (its own node)", p.pod1!, n1, SSH],
       ["outside→10250", p.out!, n1, KUBELET],
       ["outside→9999", p.out!, n1, EXTRA],
       ["node-2→9999", p.node2!, n1, EXTRA],
     ]);
-    assert.deepEqual(got, { "mgmt→22": true, "pod-2→22": true, "outside→10250": true, "outside→9999": true, "node-2→9999": true });
+    assert.deepEqual(got, { "mgmt→22": true, "pod-2→22": true, "pod-1→22 (its own node)": true, "outside→10250": true, "outside→9999": true, "node-2→9999": true });
   });
 
   it("the reference host firewall as a CCNP on node-1's label: SSH only from the management network, the kubelet only from nodes, the extra port dropped, the node's own connections and loopback work; unlabelled node-2 stays open", async () => {
@@ -178,6 +179,7 @@ describe("host firewall on the local cluster's nodes (CCNP nodeSelector on node 
     const got = await outcomes([
       ["mgmt→22", p.mgmt!, n1, SSH],
       ["pod-2→22", p.pod2!, n1, SSH],
+      ["pod-1→22 (its own node)", p.pod1!, n1, SSH],
       ["outside→22", p.out!, n1, SSH],
       ["node-2→10250", p.node2!, n1, KUBELET],
       ["outside→10250", p.out!, n1, KUBELET],
@@ -191,6 +193,7 @@ describe("host firewall on the local cluster's nodes (CCNP nodeSelector on node 
     assert.deepEqual(got, {
       "mgmt→22": true,
       "pod-2→22": false,
+      "pod-1→22 (its own node)": false,
       "outside→22": false,
       "node-2→10250": true,
       "outside→10250": false,
