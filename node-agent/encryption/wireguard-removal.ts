@@ -2,11 +2,12 @@
 // stopped, its routing rule and table go, and the node withdraws its public key and EncryptionReady from its CiliumNode, so that
 // the other nodes stop sending to it through a tunnel it no longer has.
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import { type KubeClient, resourcePath } from "../../kube/kube.ts";
 import { CILIUM_NODES } from "../../kube/resources.ts";
+import { recordedPid, stopProcess } from "../recorded-process.ts";
 import { ENCRYPTION_READY } from "./publication.ts";
 import { UAPI_DIR } from "./wireguard-uapi.ts";
 import { RULE_PREF, WIREGUARD_TABLE, wireguardIfname } from "./wireguard.ts";
@@ -25,44 +26,14 @@ function ip(netns: string | undefined, args: readonly string[]): Promise<string>
   );
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone meanwhile
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The process's argv, or none when it is gone (it may exit between two looks). */
-function argvOf(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-  } catch {
-    return [];
-  }
-}
-
-/** What was found and removed (empty: there was nothing). */
 export async function removeWireguard(o: WireguardRemoval): Promise<string[]> {
   const ifname = wireguardIfname(o.nodeName);
   const removed: string[] = [];
   const pidFile = path.join(o.stateDir, "wireguard-go.pid");
-  const pid = existsSync(pidFile) ? Number.parseInt(readFileSync(pidFile, "utf8"), 10) : NaN;
   // Only the process the agent recorded, and only while it still is that device's wireguard-go.
-  if (Number.isInteger(pid) && pid > 0 && alive(pid) && argvOf(pid).includes(ifname)) {
-    signal(pid, "SIGTERM"); // wireguard-go removes its device on the way out
-    const until = Date.now() + 5_000;
-    while (alive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    if (alive(pid)) signal(pid, "SIGKILL");
+  const pid = recordedPid(pidFile, ifname);
+  if (pid !== undefined) {
+    await stopProcess(pid, 5_000); // wireguard-go removes its device on the way out
     removed.push(`wireguard-go (pid ${pid})`);
   }
   rmSync(pidFile, { force: true });

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import pino from "pino";
 import type { SubjectPolicy } from "../../core/model.ts";
 import type { HttpRuleRef } from "../../core/l7/http-decision.ts";
+import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { DEFAULT_LIMITS, writeProxyConfig, type ProxyConfig, type ProxyLimits } from "./config.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
@@ -142,8 +143,7 @@ export class L7ProxySupervisor {
 
   /** The running proxy's pid, if any. */
   pid(): number | undefined {
-    const pid = Number(readText(this.pidFile));
-    return Number.isInteger(pid) && pid > 0 && alive(pid) && isProxy(pid) ? pid : undefined;
+    return recordedPid(this.pidFile, "l7proxy");
   }
 
   /** Stops watching; the proxy keeps running (an agent restart adopts it). */
@@ -157,9 +157,7 @@ export class L7ProxySupervisor {
     this.stop();
     const pid = this.pid();
     if (pid === undefined) return;
-    process.kill(pid, "SIGTERM");
-    for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
-    if (alive(pid)) process.kill(pid, "SIGKILL");
+    await stopProcess(pid, 5_000);
   }
 
   private status(): { pid: number; ports: number[] } | undefined {
@@ -215,21 +213,6 @@ export class L7ProxySupervisor {
       await sleep(25);
     }
   }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** A recorded pid may have been reused after a reboot: it is ours only if that process runs the proxy with our config. */
-function isProxy(pid: number): boolean {
-  const cmd = readText(`/proc/${pid}/cmdline`)?.split("\0") ?? [];
-  return cmd.includes("l7proxy");
 }
 
 function readText(file: string): string | undefined {
