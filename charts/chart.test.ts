@@ -272,7 +272,8 @@ describe("charts/membrane", () => {
       ["--node-ip=$(HOST_IP)", "--host-firewall-device=eth0", "--host-firewall-device=bond0", "--host-firewall-api-server-port=16443"],
     );
     assert.equal(on.env?.find((e) => e.name === "HOST_IP")?.valueFrom?.fieldRef?.fieldPath, "status.hostIP", "HOST_IP is set without hubble too");
-    assert.ok(!agentOf(rendered.default ?? []).args.some((a) => /^--(node-ip|host-firewall)/.test(a)), "off by default");
+    assert.ok(!agentOf(rendered.default ?? []).args.some((a) => a.startsWith("--host-firewall")), "off by default");
+    assert.ok(agentOf(rendered.default ?? []).args.includes("--node-ip=$(HOST_IP)"), "the node address is passed by default (the DNS proxy listens on it)");
   });
 
   describe("values.schema.json refuses bad values, naming the field", () => {
