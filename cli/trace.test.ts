@@ -1,7 +1,7 @@
 // `membrane policy trace`, the pure part: cluster objects → verdict and the rule that decides it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseTraceArgs, traceVerdict, type TraceCluster, type TraceQuery } from "./trace.ts";
+import { parseTraceArgs, traceHostVerdict, traceVerdict, type TraceCluster, type TraceQuery } from "./trace.ts";
 import { TRACE_CLUSTER } from "./trace.fixtures.ts";
 
 const cluster = TRACE_CLUSTER;
@@ -101,4 +101,70 @@ test("toServices: the client's egress reaches the pod its Service's EndpointSlic
   assert.match(trace({ from: "default/client", to: "shop/db", port: 5432 }, withServices), /ALLOWED\ndecided by: no policy selects it \(allow-all\) \(ingress of shop\/db\)\n {2}egress of default\/client: allow by CiliumNetworkPolicy default\/client-to-db spec\.egress\[0\]/);
   assert.match(trace({ from: "default/client", to: "shop/web", port: 80 }, withServices), /DENIED\ndecided by: default deny \(egress of default\/client\)/);
   assert.match(trace({ from: "default/client", to: "shop/db", port: 5432 }, { ...withServices, endpointSlices: [] }), /DENIED/, "no slice, no backend");
+});
+
+const hostCluster: TraceCluster = {
+  ...cluster,
+  nodes: [
+    { metadata: { name: "n1", labels: { fw: "reference" } }, status: { addresses: [{ type: "InternalIP", address: "172.30.0.11" }, { type: "Hostname", address: "n1" }] } },
+    { metadata: { name: "n2" }, status: { addresses: [{ type: "InternalIP", address: "172.30.0.12" }] } },
+  ],
+  pods: cluster.pods.map((p) => ({ ...p, spec: { nodeName: p.metadata.name === "client" ? "n1" : "n2" }, status: { podIP: p.metadata.name === "client" ? "10.1.0.5" : p.metadata.name === "web" ? "10.2.0.5" : "10.2.0.6" } })),
+  policies: [
+    ...cluster.policies,
+    {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "host-reference" },
+      spec: {
+        nodeSelector: { matchLabels: { fw: "reference" } },
+        ingress: [
+          { fromCIDR: ["172.31.0.0/24"], toPorts: [{ ports: [{ port: "22", protocol: "TCP" }] }] },
+          { fromEntities: ["remote-node"], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] },
+        ],
+      },
+    },
+  ],
+};
+
+function hostTraceOf(argv: string[], c: TraceCluster = hostCluster): string {
+  const a = parseTraceArgs([...argv]);
+  if (!a.ok) throw new Error(a.error);
+  assert.ok("host" in a.value, "a host trace");
+  const r = traceHostVerdict(c, a.value.host);
+  if (!r.ok) throw new Error(r.error);
+  return r.text;
+}
+
+test("--to-node: the deciding host policy (CCNP nodeSelector) or default deny, with each program's step; addresses resolve to pods and nodes", () => {
+  assert.match(hostTraceOf(["--from-ip", "172.31.0.5", "--to-node", "n1", "--port", "22"]), /^172\.31\.0\.5 -> node n1 TCP\/22: ALLOWED\ndecided by: CiliumClusterwideNetworkPolicy host-reference spec\.ingress\[0\] \(ingress of host of node n1\)\n/);
+  assert.match(hostTraceOf(["--from-ip", "172.30.0.200", "--to-node", "n1", "--port", "22"]), /DENIED\ndecided by: default deny \(ingress of host of node n1\)/);
+  // A node's address is the node: remote-node at n1, so the kubelet rule allows.
+  assert.match(hostTraceOf(["--from-ip", "172.30.0.12", "--to-node", "n1", "--port", "10250"]), /^node n2 -> node n1 TCP\/10250: ALLOWED\ndecided by: CiliumClusterwideNetworkPolicy host-reference spec\.ingress\[1\]/);
+  assert.match(hostTraceOf(["--from-node", "n2", "--to-ip", "172.30.0.11", "--port", "9999"]), /DENIED\ndecided by: default deny \(ingress of host of node n1\)\n {2}egress of host of node n2: allow by no policy selects it/);
+  // A pod on the node itself goes through pod_to_host: the host's ingress is the first step.
+  const own = hostTraceOf(["--from", "default/client", "--to-node", "n1", "--port", "22"]);
+  assert.match(own, /DENIED\ndecided by: default deny \(ingress of host of node n1\)\n {2}ingress of host of node n1: deny by default deny \(peer default\/client \(identity 256\)\)\n {2}egress of default\/client: allow/);
+  assert.match(hostTraceOf(["--from-node", "n1", "--to-node", "n2", "--port", "22"]), /ALLOWED\ndecided by: no policy selects it \(allow-all\) \(ingress of host of node n2\)/);
+  assert.match(hostTraceOf(["--from-ip", "10.2.0.5", "--to-node", "n1", "--port", "22"]), /^shop\/web -> node n1/, "a pod's address is the pod");
+  assert.match(hostTraceOf(["--from-ip", "172.30.0.200", "--to-node", "n1", "--port", "8472", "--protocol", "UDP"]), /DENIED/, "the overlay port is guarded for nodes only");
+  assert.match(hostTraceOf(["--from-node", "n2", "--to-node", "n1", "--port", "8472", "--protocol", "UDP"]), /ALLOWED\ndecided by: the lock-out guard \(the overlay \(VXLAN\) between nodes\)/);
+  assert.match(hostTraceOf(["--from-ip", "172.30.0.200", "--to-node", "n1", "--port", "6443", "--api-server-port", "6443"]), /ALLOWED\ndecided by: the lock-out guard/);
+});
+
+test("host trace arguments and errors name the flag", () => {
+  const cases: [string[], RegExp][] = [
+    [["--from", "a/b", "--from-node", "n1", "--to-node", "n1", "--port", "1"], /^--from-node: only one of --from, --from-node, --from-ip/],
+    [["--from-ip", "300.1.1.1", "--to-node", "n1", "--port", "1"], /^--from-ip: "300\.1\.1\.1" is not an IP address/],
+    [["--from-ip", "1.1.1.1", "--port", "1"], /^--to: required \(or --to-node, --to-ip\)/],
+    [["--from-ip", "1.1.1.1", "--to-node", "n1", "--port", "1", "--api-server-port", "x"], /^--api-server-port: "x" is not a port/],
+  ];
+  for (const [argv, want] of cases) {
+    const r = parseTraceArgs(argv);
+    assert.equal(r.ok, false, argv.join(" "));
+    if (!r.ok) assert.match(r.error, want);
+  }
+  const a = parseTraceArgs(["--from-ip", "1.1.1.1", "--to-node", "ghost", "--port", "22"]);
+  assert.ok(a.ok && "host" in a.value);
+  if (a.ok && "host" in a.value) assert.deepEqual(traceHostVerdict(hostCluster, a.value.host), { ok: false, error: "--to-node: node ghost not found" });
 });

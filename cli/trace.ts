@@ -1,4 +1,4 @@
-// `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, and the rule that decides it.
+// `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, or to or from a node's host endpoint, and the rule that decides it.
 import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
@@ -9,11 +9,20 @@ import { cliKubeconfig } from "./kubeconfig.ts";
 import { IDENTITY_ANNOTATION, type EndpointSliceObject, type ServiceObject } from "../kube/objects.ts";
 import { serviceEndpoints } from "../kube/service-endpoints.ts";
 import { serviceBackends } from "../core/compiler.ts";
-import { canonicalPrefix, hostPrefix } from "../core/cidr.ts";
+import { canonicalPrefix, hostPrefix, parseIP } from "../core/cidr.ts";
+import { nodeHostLabels } from "../core/host-endpoint.ts";
+import { hostTrace, hostTraceText, traceGuard, type HostTraceAnswer, type TraceParty } from "../core/host-trace.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
-import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, PODS, SERVICES } from "../kube/resources.ts";
+import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 
-const USAGE = `usage: membrane policy trace --from NS/POD --to NS/POD --port P [--protocol TCP|UDP|SCTP] [--kubeconfig PATH] [-o text|json]
+const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--kubeconfig PATH] [-o text|json]
+  FROM: --from NS/POD | --from-node NODE | --from-ip ADDRESS
+  TO:   --to NS/POD   | --to-node NODE   | --to-ip ADDRESS
+A node is its host endpoint (the host firewall: CCNPs with a nodeSelector); an address is a pod's or a
+node's when one has it, else outside the cluster (a policy CIDR's identity, or world). With a node, every
+program that judges the connection is listed in order with the peer it sees. --api-server-port: the
+chart's hostFirewall.apiServerPort, which the lock-out guard passes (VXLAN and WireGuard between nodes
+are always modelled).
 `;
 
 /** The parts of Pod and Namespace objects trace reads (as the API server lists them). */
@@ -21,6 +30,8 @@ export interface TracePod {
   readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> };
   readonly spec?: {
     readonly serviceAccountName?: string;
+    /** The node it runs on: which node is "its own" for the host firewall. */
+    readonly nodeName?: string;
     readonly containers?: readonly { readonly ports?: readonly { readonly name?: string; readonly containerPort: number; readonly protocol?: string }[] }[];
   };
   /** The pod's addresses: NetworkPolicy ipBlocks match pods by address; toServices backends are addresses. */
@@ -37,8 +48,16 @@ export interface TraceQuery {
   readonly protocol: "TCP" | "UDP" | "SCTP";
 }
 
+/** The parts of a Node object trace reads: its labels (nodeSelector) and addresses. */
+export interface TraceNode {
+  readonly metadata: { readonly name: string; readonly labels?: Record<string, string> };
+  readonly status?: { readonly addresses?: readonly { readonly type?: string; readonly address: string }[] };
+}
+
 export interface TraceCluster {
   readonly pods: readonly TracePod[];
+  /** Nodes, for --to-node/--from-node and addresses that are a node's. */
+  readonly nodes?: readonly TraceNode[];
   readonly namespaces: readonly TraceNamespace[];
   /** Policy API objects (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy). */
   readonly policies: readonly unknown[];
@@ -64,12 +83,8 @@ function reasonText(v: DirectionVerdict): string {
   return `${o.policyKind} ${o.namespace !== undefined ? `${o.namespace}/` : ""}${o.name} ${o.path}`;
 }
 
-/**
- * The pure part of trace: cluster objects and a query → the evaluator's verdict and its text. A
- * pod's identity number is its identity annotation when it has one, otherwise a stand-in that is
- * equal for equal labels (numbers only matter for reserved identities here).
- */
-export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult {
+/** The cluster's policy objects parsed, or the error naming the first that does not parse. */
+function parsePolicies(cluster: TraceCluster): Policy[] | string {
   const policies: Policy[] = [];
   for (const [i, obj] of cluster.policies.entries()) {
     const r = parsePolicyObject(obj);
@@ -77,12 +92,20 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
       const meta = (obj as { kind?: unknown; metadata?: { namespace?: unknown; name?: unknown } } | null) ?? {};
       const who = `${String(meta.kind ?? "object")} ${meta.metadata?.namespace !== undefined ? `${String(meta.metadata.namespace)}/` : ""}${String(meta.metadata?.name ?? `#${i}`)}`;
       const first = r.errors[0];
-      return { ok: false, error: `cannot trace: ${who} does not parse (${first ? `${first.path}: ${first.message}` : "invalid"}), so its rules are unknown` };
+      return `cannot trace: ${who} does not parse (${first ? `${first.path}: ${first.message}` : "invalid"}), so its rules are unknown`;
     }
     policies.push(...r.value);
   }
+  return policies;
+}
+
+/**
+ * A pod's identity: its identity annotation when it has one, otherwise a stand-in that is equal for
+ * equal labels (numbers only matter for reserved identities here).
+ */
+function podIdentities(cluster: TraceCluster): (pod: TracePod, namespace: string, nsLabels: Record<string, string>) => { id: number; labels: LabelSet } {
   const stand = new Map<string, number>();
-  const identityOf = (pod: TracePod, namespace: string, nsLabels: Record<string, string>): { id: number; labels: LabelSet } => {
+  return (pod, namespace, nsLabels) => {
     const labels = securityLabels({
       podLabels: pod.metadata.labels ?? {},
       namespace,
@@ -95,6 +118,15 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     if (!stand.has(labels.key)) stand.set(labels.key, MIN_CLUSTER_IDENTITY + stand.size);
     return { id: stand.get(labels.key)!, labels };
   };
+}
+
+/**
+ * The pure part of trace: cluster objects and a query → the evaluator's verdict and its text.
+ */
+export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult {
+  const policies = parsePolicies(cluster);
+  if (typeof policies === "string") return { ok: false, error: policies };
+  const identityOf = podIdentities(cluster);
   const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod; address?: string } | string => {
     const r = podRef(ref);
     if (!r) return `--${flag}: "${ref}" is not NS/POD`;
@@ -138,10 +170,79 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
   return { ok: true, answer, text };
 }
 
-export interface TraceArgs extends TraceQuery {
+/** One end of a host trace as the flags name it. */
+export type PartyRef = { readonly kind: "pod"; readonly ref: string } | { readonly kind: "node"; readonly name: string } | { readonly kind: "ip"; readonly address: string };
+
+export interface HostTraceArgs {
+  readonly src: PartyRef;
+  readonly dst: PartyRef;
+  readonly port: number;
+  readonly protocol: "TCP" | "UDP" | "SCTP";
+  readonly apiServerPort?: number;
+}
+
+export type HostTraceResult = { readonly ok: true; readonly answer: HostTraceAnswer; readonly text: string } | { readonly ok: false; readonly error: string };
+
+/**
+ * The pure part of a trace with a node (or an outside address) at one end: core/host-trace.ts on the
+ * cluster's objects. An address is a pod's or a node's when one of them has it.
+ */
+export function traceHostVerdict(cluster: TraceCluster, q: HostTraceArgs): HostTraceResult {
+  const policies = parsePolicies(cluster);
+  if (typeof policies === "string") return { ok: false, error: policies };
+  const identityOf = podIdentities(cluster);
+  const podParty = (pod: TracePod): TraceParty | string => {
+    const namespace = pod.metadata.namespace ?? "default";
+    const ns = cluster.namespaces.find((n) => n.metadata.name === namespace);
+    if (!ns) return `namespace ${namespace} not found`;
+    return {
+      kind: "pod",
+      name: `${namespace}/${pod.metadata.name}`,
+      ...identityOf(pod, namespace, ns.metadata.labels ?? {}),
+      ...(pod.status?.podIP ? { address: pod.status.podIP } : {}),
+      ...(pod.spec?.nodeName ? { node: pod.spec.nodeName } : {}),
+    };
+  };
+  const nodeParty = (n: TraceNode): TraceParty => ({ kind: "node", name: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) });
+  const resolve = (flag: string, r: PartyRef): TraceParty | string => {
+    switch (r.kind) {
+      case "pod": {
+        const ref = podRef(r.ref)!;
+        const pod = cluster.pods.find((p) => p.metadata.name === ref.pod && (p.metadata.namespace ?? "default") === ref.namespace);
+        if (!pod) return `--${flag}: pod ${r.ref} not found`;
+        const party = podParty(pod);
+        return typeof party === "string" ? `--${flag}: ${party}` : party;
+      }
+      case "node": {
+        const n = (cluster.nodes ?? []).find((x) => x.metadata.name === r.name);
+        return n ? nodeParty(n) : `--${flag}-node: node ${r.name} not found`;
+      }
+      case "ip": {
+        const same = (a: string): boolean => canonicalPrefix(hostPrefix(a)) === canonicalPrefix(hostPrefix(r.address));
+        const pod = cluster.pods.find((p) => [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].some((a) => a !== undefined && same(a)));
+        if (pod) {
+          const party = podParty(pod);
+          return typeof party === "string" ? `--${flag}-ip: ${party}` : party;
+        }
+        const node = (cluster.nodes ?? []).find((n) => (n.status?.addresses ?? []).some((a) => a.type !== "Hostname" && same(a.address)));
+        return node ? nodeParty(node) : { kind: "address", address: r.address };
+      }
+    }
+  };
+  const src = resolve("from", q.src);
+  if (typeof src === "string") return { ok: false, error: src };
+  const dst = resolve("to", q.dst);
+  if (typeof dst === "string") return { ok: false, error: dst };
+  const answer = hostTrace({ policies, src, dst, protocol: PROTO_NUMBER[q.protocol], port: q.port, guard: traceGuard(q.apiServerPort) });
+  const name = (p: TraceParty): string => (p.kind === "pod" ? p.name : p.kind === "node" ? `node ${p.name}` : p.address);
+  return { ok: true, answer, text: hostTraceText(name(src), name(dst), q.protocol, q.port, answer) };
+}
+
+/** Pods at both ends (TraceQuery), or a node or an address at one end at least (host). */
+export type TraceArgs = (TraceQuery | ({ readonly host: HostTraceArgs } & Pick<TraceQuery, "port" | "protocol">)) & {
   readonly kubeconfig?: string;
   readonly output: "text" | "json";
-}
+};
 
 export function parseTraceArgs(args: readonly string[]): { ok: true; value: TraceArgs } | { ok: false; error: string } {
   const flags = parseFlags({
@@ -149,26 +250,50 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
     options: {
       from: { type: "string" },
       to: { type: "string" },
+      "from-node": { type: "string" },
+      "to-node": { type: "string" },
+      "from-ip": { type: "string" },
+      "to-ip": { type: "string" },
       port: { type: "string" },
       protocol: { type: "string" },
+      "api-server-port": { type: "string" },
       kubeconfig: { type: "string" },
       output: { type: "string", short: "o" },
     },
   });
   if (!flags.ok) return { ok: false, error: flags.error };
   const v: Readonly<Record<string, string | undefined>> = flags.parsed.values;
-  for (const req of ["from", "to", "port"]) if (v[req] === undefined) return { ok: false, error: `--${req}: required` };
-  for (const f of ["from", "to"]) if (!podRef(v[f]!)) return { ok: false, error: `--${f}: "${v[f]}" is not NS/POD` };
-  const port = /^\d+$/.test(v.port!) ? Number(v.port) : NaN;
-  if (!(port >= 1 && port <= 65535)) return { ok: false, error: `--port: "${v.port}" is not a port (1-65535)` };
+  const ends: Partial<Record<"from" | "to", PartyRef>> = {};
+  for (const side of ["from", "to"] as const) {
+    const given = [side, `${side}-node`, `${side}-ip`].filter((f) => v[f] !== undefined);
+    if (given.length === 0) return { ok: false, error: `--${side}: required (or --${side}-node, --${side}-ip)` };
+    if (given.length > 1) return { ok: false, error: `--${given[1]}: only one of --${side}, --${side}-node, --${side}-ip` };
+    const val = v[given[0]!]!;
+    if (given[0] === side) {
+      if (!podRef(val)) return { ok: false, error: `--${side}: "${val}" is not NS/POD` };
+      ends[side] = { kind: "pod", ref: val };
+    } else if (given[0] === `${side}-node`) {
+      if (val === "") return { ok: false, error: `--${side}-node: must not be empty` };
+      ends[side] = { kind: "node", name: val };
+    } else {
+      if (parseIP(val) === undefined) return { ok: false, error: `--${side}-ip: "${val}" is not an IP address` };
+      ends[side] = { kind: "ip", address: val };
+    }
+  }
+  if (v.port === undefined) return { ok: false, error: "--port: required" };
+  const isPort = (x: string): boolean => /^\d+$/.test(x) && Number(x) >= 1 && Number(x) <= 65535;
+  if (!isPort(v.port)) return { ok: false, error: `--port: "${v.port}" is not a port (1-65535)` };
+  const port = Number(v.port);
   const protocol = (v.protocol ?? "TCP").toUpperCase();
   if (protocol !== "TCP" && protocol !== "UDP" && protocol !== "SCTP") return { ok: false, error: `--protocol: "${v.protocol}" is not TCP, UDP or SCTP` };
+  const api = v["api-server-port"];
+  if (api !== undefined && !isPort(api)) return { ok: false, error: `--api-server-port: "${api}" is not a port (1-65535)` };
   const output = v.output ?? "text";
   if (output !== "text" && output !== "json") return { ok: false, error: `-o: "${output}" is not text or json` };
-  return {
-    ok: true,
-    value: { from: v.from!, to: v.to!, port, protocol, output, ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}) },
-  };
+  const common = { port, protocol, output, ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}) } as const;
+  const [src, dst] = [ends.from!, ends.to!];
+  if (src.kind === "pod" && dst.kind === "pod") return { ok: true, value: { from: src.ref, to: dst.ref, ...common } };
+  return { ok: true, value: { host: { src, dst, port, protocol, ...(api !== undefined ? { apiServerPort: Number(api) } : {}) }, ...common } };
 }
 
 /** Every object of a resource type in all namespaces; a type the server does not have (its CRD is not installed) yields none. */
@@ -201,11 +326,13 @@ export async function runTrace(args: string[]): Promise<number> {
   let client: KubeClient | undefined;
   try {
     const c = (client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig)));
-    const [pods, namespaces, knps, cnps, ccnps, services, endpointSlices] = await Promise.all([
+    const [pods, namespaces, knps, cnps, ccnps, services, endpointSlices, nodes] = await Promise.all([
       itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS), itemsOf(c, SERVICES), itemsOf(c, ENDPOINT_SLICES),
+      "host" in a ? itemsOf(c, NODES) : Promise.resolve([]),
     ]);
     cluster = {
       pods: pods as TracePod[],
+      nodes: nodes as TraceNode[],
       namespaces: namespaces as TraceNamespace[],
       services: services as ServiceObject[],
       endpointSlices: endpointSlices as EndpointSliceObject[],
@@ -220,6 +347,15 @@ export async function runTrace(args: string[]): Promise<number> {
     return 1;
   } finally {
     client?.close();
+  }
+  if ("host" in a) {
+    const h = traceHostVerdict(cluster, a.host);
+    if (!h.ok) {
+      process.stderr.write(`membrane policy trace: ${h.error}\n`);
+      return 1;
+    }
+    process.stdout.write(a.output === "json" ? JSON.stringify(h.answer, null, 2) + "\n" : h.text);
+    return 0;
   }
   const r = traceVerdict(cluster, a);
   if (!r.ok) {

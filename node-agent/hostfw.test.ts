@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { EMPTY_STATE } from "../core/nodestate.ts";
 import { PROTO_NUMBER } from "../core/model.ts";
 import { hostEnforcement, lockOutGuard, VXLAN_PORT, WIREGUARD_PORT } from "./hostfw.ts";
+import { traceGuard } from "../core/host-trace.ts";
 
 test("the guard keeps the operator stream, the API server, VXLAN and WireGuard between nodes and ICMP echo between nodes open", () => {
   const g = lockOutGuard({ operator: "10.96.0.20:9000", apiServerPort: 6443 });
@@ -20,4 +21,9 @@ test("the host is enforced exactly as the host subject's policy says, and not at
   assert.deepEqual(hostEnforcement(EMPTY_STATE), { ingressEnforced: false, egressEnforced: false });
   const state = { ...EMPTY_STATE, policies: [{ subject: 1, ingressEnforced: true, egressEnforced: false, entries: [] }] };
   assert.deepEqual(hostEnforcement(state), { ingressEnforced: true, egressEnforced: false });
+});
+
+test("what policy trace models of the guard (core/host-trace.ts traceGuard) is what the agent guards", () => {
+  const g = lockOutGuard({ operator: "10.96.0.20:9000", apiServerPort: 6443 });
+  for (const t of traceGuard(6443)) assert.ok(g.some((e) => e.direction === t.direction && e.proto === t.proto && e.port === t.port && e.peers === t.peers), `${t.direction} ${t.proto}/${t.port} ${t.peers}`);
 });
