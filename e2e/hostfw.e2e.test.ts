@@ -5,7 +5,8 @@
 // nothing restarted, and the lock-out guard under a deny-all host policy.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -18,6 +19,7 @@ import { loadNodesState, run, terminateProcess } from "../localcluster/nodes.ts"
 import { standaloneScript } from "../localcluster/standalone.ts";
 
 const podServerSource = fileURLToPath(new URL("../localcluster/podserver.ts", import.meta.url));
+const traceModule = fileURLToPath(new URL("../cli/trace.ts", import.meta.url));
 
 const SSH = 22;
 const KUBELET = 10250;
@@ -204,6 +206,36 @@ describe("host firewall on the local cluster's nodes (CCNP nodeSelector on node 
       "node-1→127.0.0.1:9999": true,
       "outside→node-2:9999": true,
     });
+  });
+
+  it("policy trace --to-node names what decides each of those probes, and its verdict is the real packet's", async () => {
+    /** `membrane policy trace … -o json` against this cluster, as a user runs it. */
+    const trace = async (args: string[]): Promise<{ verdict: string; decided?: { subject: string; direction: string; rule: unknown } }> => {
+      const script = `const { runTrace } = await import(${JSON.stringify(traceModule)}); process.exitCode = await runTrace(process.argv.slice(1));`;
+      const r = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args, "--kubeconfig", tc.cp!.kubeconfig, "-o", "json"], {
+        cwd: fileURLToPath(new URL("..", import.meta.url)),
+      });
+      return JSON.parse(r.stdout) as { verdict: string; decided?: { subject: string; direction: string; rule: unknown } };
+    };
+    const [n1, n2] = [tc.nodeName(1), tc.nodeName(2)];
+    const ref = { policyKind: "CiliumClusterwideNetworkPolicy", name: "host-reference" };
+    const cases: [string, PodProber, string, number, string[], unknown][] = [
+      ["mgmt→22", p.mgmt!, nodeIP.get(1)!, SSH, ["--from-ip", MGMT_IP, "--to-node", n1], { ...ref, path: "spec.ingress[0]" }],
+      ["outside→22", p.out!, nodeIP.get(1)!, SSH, ["--from-ip", OUTSIDE_IP, "--to-node", n1], "default-deny"],
+      ["node-2→10250", p.node2!, nodeIP.get(1)!, KUBELET, ["--from-node", n2, "--to-node", n1], { ...ref, path: "spec.ingress[1]" }],
+      ["node-2→9999", p.node2!, nodeIP.get(1)!, EXTRA, ["--from-node", n2, "--to-ip", nodeIP.get(1)!], "default-deny"],
+      ["pod-2→22", p.pod2!, nodeIP.get(1)!, SSH, ["--from", "hfw/pod-2", "--to-node", n1], "default-deny"],
+      ["pod-1→22 (its own node)", p.pod1!, nodeIP.get(1)!, SSH, ["--from", "hfw/pod-1", "--to-node", n1], "default-deny"],
+      ["outside→node-2:9999", p.out!, nodeIP.get(2)!, EXTRA, ["--from-ip", OUTSIDE_IP, "--to-node", n2], "no-policy"],
+    ];
+    for (const [what, from, host, port, args, rule] of cases) {
+      const [t, real] = await Promise.all([trace([...args, "--port", String(port)]), connects(from, host, port)]);
+      assert.equal(t.verdict === "allow", real, `${what}: trace says ${t.verdict}, the packet ${real ? "connected" : "was dropped"}`);
+      assert.equal(t.decided?.direction, "ingress", what);
+      assert.match(t.decided?.subject ?? "", /^host of node /, what);
+      const got = t.decided?.rule as { policyKind?: string; name?: string; path?: string } | string | undefined;
+      assert.deepEqual(typeof got === "object" ? { policyKind: got.policyKind, name: got.name, path: got.path } : got, rule, what);
+    }
   });
 
   it("labelling node-2 moves it into the policy, and unlabelling out, with no agent restarted", async () => {
