@@ -12,6 +12,8 @@ export interface FlowFilter {
   readonly toPod: readonly PodRef[];
   readonly label: readonly string[];
   readonly identity: readonly number[];
+  /** Node names: the source or destination is that node's host endpoint (reserved:host). */
+  readonly host: readonly string[];
   readonly verdict: readonly FlowVerdict[];
   readonly protocol: readonly string[];
   readonly port: readonly number[];
@@ -35,6 +37,7 @@ export const FILTER_FLAGS = [
   "to-pod",
   "label",
   "identity",
+  "host",
   "verdict",
   "protocol",
   "port",
@@ -52,6 +55,7 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --to-pod [NS/]POD      destination pod
   --label KEY[=VALUE]    a security label of source or destination (k8s:app=web, or app=web for any source)
   --identity N           source or destination identity
+  --host NODE            source or destination is NODE's host endpoint (reserved:host; the host firewall)
   --verdict V            FORWARDED or DROPPED
   --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6
   --port N               source or destination port
@@ -97,6 +101,7 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     toPod: [] as PodRef[],
     label: [] as string[],
     identity: [] as number[],
+    host: [] as string[],
     verdict: [] as FlowVerdict[],
     protocol: [] as string[],
     port: [] as number[],
@@ -141,6 +146,10 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
         f.identity.push(n);
         break;
       }
+      case "host":
+        if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(v)) return bad(`"${v}" is not a node name`);
+        f.host.push(v);
+        break;
       case "verdict": {
         const up = v.toUpperCase();
         if (!(FLOW_VERDICTS as readonly string[]).includes(up)) return bad(`"${v}" is not ${FLOW_VERDICTS.join(" or ")}`);
@@ -206,6 +215,7 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (f.toPod.length) checks.push((x) => f.toPod.some((r) => podMatches(r, x.destination)));
   if (f.label.length) checks.push((x) => f.label.some((l) => either(x, (e) => labelMatches(l, e))));
   if (f.identity.length) checks.push((x) => either(x, (e) => f.identity.includes(e.identity)));
+  if (f.host.length) checks.push((x) => either(x, (e) => e.host !== undefined && f.host.includes(e.host)));
   if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
   if (f.protocol.length) checks.push((x) => f.protocol.includes(x.protocol.toUpperCase()));
   if (f.port.length) checks.push((x) => either(x, (e) => f.port.includes(e.port)));

@@ -16,6 +16,8 @@ export interface FlowEndpoint {
   readonly pod?: string;
   readonly ip: string;
   readonly port: number;
+  /** A host endpoint (identity reserved:host): the node it is, i.e. the node that observed the flow. */
+  readonly host?: string;
 }
 
 /** The policy and rule that decided: the rule's origin, or the marker for a miss in an enforced direction. */
@@ -69,7 +71,7 @@ export function connectionKey(f: Flow): string {
 }
 
 function endpointText(e: FlowEndpoint): string {
-  const who = e.pod !== undefined ? `${e.namespace ?? ""}/${e.pod}` : e.ip;
+  const who = e.pod !== undefined ? `${e.namespace ?? ""}/${e.pod}` : e.host !== undefined ? `host/${e.host}` : e.ip;
   return `${who}:${e.port} (${e.identity})`;
 }
 

@@ -1,6 +1,9 @@
 // Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
 import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
 import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy } from "./types.ts";
+import { IDENTITY } from "../../core/identity.ts";
+
+const IDENTITY_HOST = IDENTITY.host;
 
 /**
  * The datapath's drop reasons (their texts, node-agent/bpf/layout.ts DROP_REASONS; a test checks that every
@@ -187,14 +190,17 @@ function ports(h: HubbleFlow): { source: number; destination: number } {
   return { source: Number(p?.source_port ?? 0), destination: Number(p?.destination_port ?? 0) };
 }
 
-function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number): FlowEndpoint {
+/** Hubble has no field for it: a host endpoint (reserved:host) is the observing node's own (`node_name`). */
+function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, node: string | undefined): FlowEndpoint {
+  const identity = Number(e?.identity ?? 0);
   return {
-    identity: Number(e?.identity ?? 0),
+    identity,
     labels: e?.labels ?? [],
     ...(e?.namespace ? { namespace: e.namespace } : {}),
     ...(e?.pod_name ? { pod: e.pod_name } : {}),
     ip,
     port,
+    ...(identity === IDENTITY_HOST && node ? { host: node } : {}),
   };
 }
 
@@ -214,8 +220,8 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
     type: TYPE_OF_EVENT[Number(h.event_type?.type ?? 0)] ?? (h.verdict === "DROPPED" ? "drop" : "trace"),
     direction: ingress ? "ingress" : "egress",
-    source: flowEndpoint(h.source, h.IP?.source ?? "", p.source),
-    destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination),
+    source: flowEndpoint(h.source, h.IP?.source ?? "", p.source, h.node_name),
+    destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination, h.node_name),
     protocol: protocolOf(h),
     ...(dropReason !== undefined ? { dropReason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),

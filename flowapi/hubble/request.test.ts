@@ -13,6 +13,9 @@ const flows = [
   flow({ direction: "egress", protocol: "UDP", source: endpoint({ pod: "web-10", namespace: "shop", port: 53 }) }),
   dropFlow({ source: endpoint({ namespace: "ops", pod: "probe", identity: 400, labels: ["k8s:app=probe"], port: 5000 }) }),
   dropFlow({ protocol: "ICMP", destination: endpoint({ namespace: "shop", pod: "web-1", port: 0, identity: 300, labels: ["k8s:app=web"] }) }),
+  // Host endpoints (the host firewall): reserved:host is the observing node's own.
+  dropFlow({ destination: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.11", port: 22, host: "node-a" }) }),
+  flow({ node: "node-b", source: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.12", port: 40000, host: "node-b" }), destination: endpoint({ identity: 6, labels: ["reserved:remote-node"], ip: "172.30.0.11", port: 10250 }) }),
   flow({ type: "trace", decidedBy: undefined as never, protocol: "ICMPv6", source: endpoint({ ip: "fd00::1", port: 0 }), destination: endpoint({ ip: "fd00::2", pod: "db-0", namespace: "data", port: 0 }) }),
 ];
 
@@ -33,7 +36,19 @@ const cases: string[][] = [
   ["--protocol", "icmpv6"],
   ["--type", "trace"],
   ["--type", "drop", "--namespace", "shop", "--label", "app=web", "--port", "0"],
+  ["--host", "node-a"],
+  ["--host", "node-b", "--verdict", "FORWARDED"],
+  ["--host", "node-a", "--host", "node-b"],
 ];
+
+test("--host NODE: flows to or from that node's host endpoint, and nothing else", () => {
+  const p = parseFilterArgs(["--host", "node-b"]);
+  assert.ok(p.ok);
+  assert.deepEqual(flows.filter(flowPredicate(p.filter)).map((f) => f.source.host ?? f.destination.host), ["node-b"]);
+  assert.deepEqual(observeRequest(p.filter, false).request.whitelist, [{ source_identity: [1], node_name: ["node-b"] }, { destination_identity: [1], node_name: ["node-b"] }]);
+  const bad = parseFilterArgs(["--host", "Node_B"]);
+  assert.deepEqual(bad, { ok: false, error: '--host: "Node_B" is not a node name' });
+});
 
 test("Hubble's filters select what ours do (exactly, when the request says so)", () => {
   for (const args of cases) {

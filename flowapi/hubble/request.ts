@@ -1,5 +1,6 @@
 // Our filter flags (flowapi/filter.ts, `membrane observe`) as a Hubble GetFlows request, so the CLI reads Hubble's API.
 import { sinceToMs, type FlowFilter, type PodRef } from "../filter.ts";
+import { IDENTITY } from "../../core/identity.ts";
 import { CILIUM_EVENT_TYPE, timestampOf, type GetFlowsRequest, type HubbleFlowFilter } from "./types.ts";
 
 export interface ObserveRequest {
@@ -51,6 +52,11 @@ export function observeRequest(filter: FlowFilter, follow: boolean, now: number 
   either("source_pod", "destination_pod", filter.pod.map(pod));
   either("source_label", "destination_label", filter.label);
   either("source_identity", "destination_identity", filter.identity);
+  // A node's host endpoint is reserved:host in the flows that node observes (Hubble has no other field for it).
+  if (filter.host.length) {
+    either("source_identity", "destination_identity", [IDENTITY.host]);
+    both("node_name", filter.host);
+  }
   // Our port 0 also matches flows without ports (ICMP, …), Hubble's port filter never does: filter again instead.
   if (filter.port.includes(0)) exact = false;
   else either("source_port", "destination_port", filter.port.map(String));

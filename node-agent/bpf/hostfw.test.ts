@@ -10,6 +10,10 @@ import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import { Datapath } from "./datapath.ts";
 import { NetnsFixture, ifindexIn, ipIn, sh, waitForLine } from "./netns.ts";
 import { DROP_REASON_CODES, type VerdictEvent } from "./layout.ts";
+import { enrich, type EnrichLookups } from "../observer/enrich.ts";
+import { flowTableRow, type Flow } from "../../flowapi/flow.ts";
+import { flowPredicate, parseFilterArgs } from "../../flowapi/filter.ts";
+import { fromHubbleFlow, toHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -184,6 +188,40 @@ test("a pod's connection to its node passes when the host's ingress is not enfor
 test("the kubelet API only from the cluster's nodes: another node reaches 10250, the outside host does not", async () => {
   assert.ok(await tcp(NS.peer, NODE_IP, KUBELET));
   assert.equal(await tcp(NS.outside, NODE_IP, KUBELET), false);
+});
+
+test("flows of the host endpoint name the node (reserved:host), a peer node is reserved:remote-node, and --host NODE selects them, also read back through Hubble's shape", async () => {
+  await takeEvents(KUBELET);
+  await takeEvents(EXTRA);
+  assert.ok(await tcp(NS.peer, NODE_IP, KUBELET), "peer node → 10250");
+  const allowed = await takeEvents(KUBELET);
+  assert.equal(await tcp(NS.outside, NODE_IP, EXTRA), false, "outside → 9999");
+  const dropped = await takeEvents(EXTRA);
+  // The agent's lookups (node-agent/agent.ts enrichLookups): reserved identities by name, the rules' origins.
+  const lookups: EnrichLookups = {
+    node: "node-a",
+    identityLabels: (id) => ({ [IDENTITY.host]: ["reserved:host"], [IDENTITY.world]: ["reserved:world"], [IDENTITY.remoteNode]: ["reserved:remote-node"] })[id],
+    endpointByIp: () => undefined,
+    ruleOrigin: (id) => (id === RULE_KUBELET ? { policyKind: "CiliumClusterwideNetworkPolicy", name: "host-reference", ruleIndex: 1, path: "spec.ingress[1]" } : undefined),
+    wallClock: () => new Date(),
+  };
+  const viaHubble = (f: Flow): Flow => fromHubbleFlow({ ...toHubbleFlow(f) });
+  const flows = [...allowed, ...dropped].filter((e) => e.ctState === "new").map((e) => viaHubble(enrich(e, lookups)));
+  const kubelet = flows.find((f) => f.destination.port === KUBELET && f.verdict === "FORWARDED");
+  const extra = flows.find((f) => f.destination.port === EXTRA && f.verdict === "DROPPED");
+  assert.ok(kubelet && extra, JSON.stringify(flows));
+  assert.deepEqual([kubelet.destination.host, kubelet.destination.identity, kubelet.destination.labels, kubelet.source.identity, kubelet.source.labels, kubelet.source.host], ["node-a", IDENTITY.host, ["reserved:host"], IDENTITY.remoteNode, ["reserved:remote-node"], undefined]);
+  assert.deepEqual(kubelet.decidedBy, { kind: "rule", policyKind: "CiliumClusterwideNetworkPolicy", name: "host-reference", rule: "spec.ingress[1]" });
+  assert.deepEqual([extra.destination.host, extra.source.labels, extra.decidedBy], ["node-a", ["reserved:world"], { kind: "default-deny" }]);
+  assert.match(flowTableRow(extra)[3]!, /^host\/node-a:9999 \(1\)$/);
+  const select = (argv: string[]): Flow[] => {
+    const f = parseFilterArgs(argv);
+    assert.ok(f.ok);
+    return flows.filter(flowPredicate(f.filter));
+  };
+  assert.equal(select(["--host", "node-a"]).length, flows.length, "every flow here is the host's");
+  assert.deepEqual(select(["--host", "node-b"]), []);
+  assert.deepEqual(select(["--host", "node-a", "--verdict", "DROPPED"]).map((f) => f.destination.port), dropped.filter((e) => e.ctState === "new").map(() => EXTRA));
 });
 
 test("an extra port is dropped for everyone", async () => {

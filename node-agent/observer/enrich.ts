@@ -2,6 +2,7 @@
 // addresses to pods, rule ids to the policy rule that decided.
 import type { RuleOrigin } from "../../core/model.ts";
 import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
+import { IDENTITY } from "../../core/identity.ts";
 import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
 import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType, type FlowVerdict } from "../../flowapi/flow.ts";
 
@@ -40,6 +41,8 @@ function endpoint(identity: number, ip: string, port: number, lookups: EnrichLoo
     ...(pod !== undefined ? { namespace: pod.namespace, pod: pod.pod } : {}),
     ip,
     port,
+    // Only this node's own host endpoint is reserved:host in its events (another node is remote-node).
+    ...(identity === IDENTITY.host ? { host: lookups.node } : {}),
   };
 }
 
