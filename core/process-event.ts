@@ -37,10 +37,53 @@ export interface ProcessFilter {
   readonly binary?: string;
 }
 
-export function matchesProcessFilter(e: ProcessEvent, f: ProcessFilter): boolean {
-  const p = "process_exec" in e ? e.process_exec.process : e.process_exit.process;
+export function matchesProcessFilter(e: RuntimeEvent, f: ProcessFilter): boolean {
+  const p = processOf(e);
   if (f.namespace !== undefined && p.pod?.namespace !== f.namespace) return false;
   if (f.pod !== undefined && p.pod?.name !== f.pod) return false;
   if (f.binary !== undefined && p.binary !== f.binary && !p.binary.endsWith(`/${f.binary}`)) return false;
   return true;
+}
+
+/** One argument of a hooked call, as Tetragon's events carry it (only the kinds Membrane fills). */
+export type TetragonArg =
+  | { file_arg: { path: string } }
+  | { path_arg: { path: string } }
+  | { string_arg: string }
+  | { linux_binprm_arg: { path: string } }
+  | { sock_arg: { family: string; protocol: string; daddr: string; dport: number } }
+  | { sockaddr_arg: { family: string; addr: string; port: number } };
+
+/** What a policy's hook reports (Tetragon's process_kprobe and process_lsm). */
+export interface HookCall {
+  process: TetragonProcess;
+  parent?: TetragonProcess;
+  ancestors?: TetragonProcess[];
+  function_name: string;
+  args: TetragonArg[];
+  /** KPROBE_ACTION_POST, KPROBE_ACTION_SIGKILL, KPROBE_ACTION_OVERRIDE, KPROBE_ACTION_SIGNAL. */
+  action: string;
+  policy_name: string;
+}
+
+export interface ProcessKprobeEvent {
+  process_kprobe: HookCall;
+  node_name: string;
+  time: string;
+}
+
+export interface ProcessLsmEvent {
+  process_lsm: HookCall;
+  node_name: string;
+  time: string;
+}
+
+export type RuntimeEvent = ProcessEvent | ProcessKprobeEvent | ProcessLsmEvent;
+
+/** The process an event is about, whatever its type. */
+export function processOf(e: RuntimeEvent): TetragonProcess {
+  if ("process_exec" in e) return e.process_exec.process;
+  if ("process_exit" in e) return e.process_exit.process;
+  if ("process_kprobe" in e) return e.process_kprobe.process;
+  return e.process_lsm.process;
 }

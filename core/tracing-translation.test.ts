@@ -25,12 +25,12 @@ const kprobe = (call: string, actions: string[], matchArgs: unknown[] = []) => (
 });
 
 describe("TracingPolicy translation table", () => {
-  it("maps exec hooks to the exec tracepoint, and Override to exec permission events", () => {
+  it("maps exec hooks to exec permission events for every action (they come before the binary runs)", () => {
     for (const call of ["sys_execve", "security_bprm_check", "security_bprm_creds_for_exec", "__x64_sys_execve"]) {
-      assert.deepEqual(mechanisms(kprobe(call, ["Post", "Sigkill"])), [["exec-tracepoint"]], call);
+      assert.deepEqual(mechanisms(kprobe(call, ["Post", "Sigkill"])), [["exec-permission"]], call);
       assert.deepEqual(mechanisms(kprobe(call, ["Override"])), [["exec-permission"]], call);
     }
-    assert.deepEqual(mechanisms({ lsmhooks: [{ hook: "bprm_check_security", selectors: [{ matchActions: [{ action: "Sigkill" }] }] }] }), [["exec-tracepoint"]]);
+    assert.deepEqual(mechanisms({ lsmhooks: [{ hook: "bprm_check_security", selectors: [{ matchActions: [{ action: "Sigkill" }] }] }] }), [["exec-permission"]]);
   });
 
   it("maps file hooks to fanotify permission events for Post, Sigkill and Override", () => {
@@ -118,6 +118,7 @@ describe("TracingPolicy translation table", () => {
       "file-access-etc-prefix": "NotLoadedYet",
       "loader-and-options": "HookUnavailable",
       "lsm-file-open-deny-shadow": "NotLoadedYet",
+      "monitor-sensitive-files": "NotLoadedYet",
       "namespaced-exec-in-web-pods": "NotLoadedYet",
       "return-value-of-openat": "HookUnavailable",
       "syscall-list-dup": "HookUnavailable",

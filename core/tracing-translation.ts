@@ -3,13 +3,12 @@
 // → cgroup/connect4/6, tracepoints natively; and the verdict per policy, naming every hook, action or filter it cannot serve.
 import type { HookKind, TracingHook, TracingPolicySummary } from "./tracing.ts";
 
-export type Mechanism = "exec-tracepoint" | "exec-permission" | "file-permission" | "cgroup-connect" | "tracepoint";
+export type Mechanism = "exec-permission" | "file-permission" | "cgroup-connect" | "tracepoint";
 
 /** What each mechanism is, in the kernel's terms (README and docs show this table). */
 export const MECHANISMS: Readonly<Record<Mechanism, string>> = {
-  "exec-tracepoint": "tp_btf/sched_process_exec (CO-RE program; Sigkill and Signal by bpf_send_signal)",
-  "exec-permission": "fanotify FAN_OPEN_EXEC_PERM permission events (the agent answers deny: the exec fails with EPERM)",
-  "file-permission": "fanotify FAN_OPEN_PERM permission events (the agent answers allow or deny per open: EPERM)",
+  "exec-permission": "fanotify FAN_OPEN_EXEC_PERM permission events, before the binary runs (Override: the agent answers deny, execve fails with EPERM; Sigkill: the process that execs is killed and the exec denied)",
+  "file-permission": "fanotify FAN_OPEN_PERM permission events (the agent answers allow or deny per open: EPERM; Sigkill kills the opener before the open returns)",
   "cgroup-connect": "cgroup/connect4 and cgroup/connect6 programs (returning 0 fails connect() with EPERM)",
   tracepoint: "the tracepoint itself (tp/SUBSYSTEM/EVENT with tracefs mounted in a private mount namespace, or raw_tp)",
 };
@@ -33,7 +32,9 @@ export const TRANSLATION_TABLE: readonly TranslationRow[] = [
     meaning: "exec",
     functions: ["sys_execve", "sys_execveat", "security_bprm_check", "security_bprm_creds_for_exec"],
     lsmHooks: ["bprm_check_security", "bprm_creds_for_exec"],
-    actions: { ...observe("exec-tracepoint"), Override: "exec-permission" },
+    // One mechanism for every action: the permission event comes before the new binary runs, and the
+    // selectors are judged in one place (tp_btf/sched_process_exec stays the visibility sensor).
+    actions: { ...observe("exec-permission"), Override: "exec-permission" },
     operators: PATH_OPERATORS,
   },
   {
