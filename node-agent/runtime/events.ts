@@ -10,6 +10,8 @@ import type { RawProcessEvent } from "./layout.ts";
 export interface PodRef {
   readonly namespace: string;
   readonly name: string;
+  /** The pod's labels (a TracingPolicy's podSelector reads them). */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 export type PodResolver = (netnsInode: number) => PodRef | undefined;
@@ -77,6 +79,21 @@ export class ProcessEvents {
       node_name: this.opts.nodeName,
       time,
     };
+  }
+
+  /** A running process with its parent and ancestors (from the cache, or /proc), for an event about one of its calls. */
+  describe(pid: number): { process: TetragonProcess; parent?: TetragonProcess; ancestors?: TetragonProcess[] } | undefined {
+    const process = this.lookup(pid);
+    if (!process) return undefined;
+    const ppid = this.ppidOf(pid);
+    const parent = ppid !== undefined && ppid !== pid ? this.lookup(ppid) : undefined;
+    const ancestors = this.ancestorsOf(parent);
+    return { process, ...(parent ? { parent } : {}), ...(ancestors.length > 0 ? { ancestors } : {}) };
+  }
+
+  /** The wall-clock time now, in the events' format. */
+  now(): string {
+    return this.wallTime(process.hrtime.bigint());
   }
 
   /** Processes the cache holds (they have exec'd or been read from /proc, and not exited). */

@@ -1,0 +1,126 @@
+// TracingPolicy enforcement on a node: policies (Kubernetes objects, from a file or the agent) read into
+// enforcement plans, their exec and file hooks handed to the fanotify enforcer and their connect hooks to the
+// cgroup/connect enforcer; each policy's status says whether it is enforced here or exactly why not.
+import type { Logger } from "pino";
+import type { RuntimeEvent } from "../../core/process-event.ts";
+import { enforcementPlan, type EnforcementPlan } from "../../core/tracing-enforcement.ts";
+import type { PodResolver, ProcessEvents } from "./events.ts";
+import { FileEnforcer } from "./file-enforcer.ts";
+
+export type PolicyStatus =
+  | { readonly enforced: true; readonly hooks: number }
+  | { readonly enforced: false; readonly reason: "HookUnavailable" | "Invalid" | "LoadFailed"; readonly message: string };
+
+/** The part of the engine that serves connect hooks (cgroup/connect4/6); absent, connect hooks are refused. */
+export interface HookEnforcer {
+  /** Serves exactly these plans' hooks of its kind; throws when it cannot (nothing half-applied is left). */
+  set(plans: ReadonlyMap<string, EnforcementPlan>): void;
+  close(): void;
+}
+
+export interface RuntimeEnforcementOptions {
+  readonly nodeName: string;
+  readonly events: ProcessEvents;
+  readonly emit: (e: RuntimeEvent) => void;
+  readonly log: Logger;
+  readonly resolvePod?: PodResolver;
+  readonly connect?: HookEnforcer;
+}
+
+/** The key of a policy object: `namespace/name` for TracingPolicyNamespaced, `name` for TracingPolicy. */
+export function policyKey(obj: unknown): string {
+  const meta = (obj as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } } | undefined)?.metadata;
+  const name = typeof meta?.name === "string" ? meta.name : "";
+  const ns = (obj as { kind?: unknown }).kind === "TracingPolicyNamespaced" && typeof meta?.namespace === "string" ? meta.namespace : undefined;
+  return ns !== undefined ? `${ns}/${name}` : name;
+}
+
+export class RuntimeEnforcement {
+  private readonly files: FileEnforcer;
+  private plans = new Map<string, EnforcementPlan>();
+  private readonly statuses = new Map<string, PolicyStatus>();
+
+  constructor(private readonly opts: RuntimeEnforcementOptions) {
+    this.files = new FileEnforcer({
+      events: opts.events,
+      nodeName: opts.nodeName,
+      emit: opts.emit,
+      log: opts.log,
+      ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}),
+    });
+  }
+
+  /** Makes the loaded set exactly these policies (level-triggered); returns each one's status. */
+  apply(objects: readonly unknown[]): ReadonlyMap<string, PolicyStatus> {
+    const wanted = new Map<string, EnforcementPlan>();
+    this.statuses.clear();
+    for (const obj of objects) {
+      const key = policyKey(obj);
+      const plan = enforcementPlan(obj);
+      if (!plan.ok) {
+        this.statuses.set(key, { enforced: false, reason: plan.reason, message: plan.errors.map((e) => `${e.path}: ${e.message}`).join("; ") });
+        continue;
+      }
+      if (plan.value.hooks.some((h) => h.meaning === "connect") && this.opts.connect === undefined) {
+        const where = plan.value.hooks.filter((h) => h.meaning === "connect").map((h) => `${h.path} (${h.name})`).join(", ");
+        this.statuses.set(key, { enforced: false, reason: "HookUnavailable", message: `${where}: connect hooks need the cgroup/connect programs, which this runtime does not run` });
+        continue;
+      }
+      wanted.set(key, plan.value);
+    }
+    // One policy that cannot be placed must not take the others down: try all, then drop the failing ones one by one.
+    for (;;) {
+      const failed = this.place(wanted);
+      if (failed === undefined) break;
+      wanted.delete(failed.key);
+      this.statuses.set(failed.key, { enforced: false, reason: "LoadFailed", message: failed.message });
+    }
+    for (const [key, plan] of wanted) this.statuses.set(key, { enforced: true, hooks: plan.hooks.length });
+    this.plans = wanted;
+    return new Map(this.statuses);
+  }
+
+  /** Each policy's status since the last apply. */
+  status(): ReadonlyMap<string, PolicyStatus> {
+    return new Map(this.statuses);
+  }
+
+  /** The fanotify group's fd while file or exec hooks are loaded (tests count fds). */
+  get fanotifyFd(): number | undefined {
+    return this.files.groupFd;
+  }
+
+  /** Calls judged by the file enforcer. */
+  get fileCounts(): FileEnforcer["counts"] {
+    return this.files.counts;
+  }
+
+  drain(): void {
+    this.files.drain();
+  }
+
+  stop(): void {
+    this.files.close();
+    this.opts.connect?.close();
+    this.plans = new Map();
+  }
+
+  /** Places the plans; on failure names the first policy that could not be (tried alone). */
+  private place(plans: Map<string, EnforcementPlan>): { key: string; message: string } | undefined {
+    try {
+      this.files.set(plans);
+      this.opts.connect?.set(plans);
+      return undefined;
+    } catch (err) {
+      for (const [key, plan] of plans) {
+        try {
+          this.files.set(new Map([[key, plan]]));
+          this.opts.connect?.set(new Map([[key, plan]]));
+        } catch (alone) {
+          return { key, message: alone instanceof Error ? alone.message : String(alone) };
+        }
+      }
+      return { key: [...plans.keys()][0] ?? "", message: err instanceof Error ? err.message : String(err) };
+    }
+  }
+}

@@ -1,0 +1,301 @@
+// Exec and file hooks of TracingPolicies on fanotify permission events: marks only where the policies' paths can
+// be (the directories of Equal paths, the trees under Prefix paths; whole filesystems only when a selector names
+// no such path), each open or exec judged by the policies' selectors, answered allow or deny, the opener killed for
+// Sigkill, and an event in Tetragon's shape for every call a selector posts.
+import fs from "node:fs";
+import path from "node:path";
+import { constants as osConstants } from "node:os";
+import type { Logger } from "pino";
+import type { HookCall, RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
+import { decideCall, pathMatches, policySelects, type CallSubject, type EnforcementPlan, type HookPlan, type NamespaceType, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import type { PodResolver, ProcessEvents } from "./events.ts";
+import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, FanotifyGroup, type MarkScope, type PermissionEvent } from "./fanotify.ts";
+
+/** A Prefix tree with more directories than this is marked as its whole filesystem instead. */
+const MAX_TREE_DIRECTORIES = 4096;
+const PSEUDO_FILESYSTEMS = new Set([
+  "proc", "sysfs", "cgroup", "cgroup2", "bpf", "debugfs", "tracefs", "devpts", "mqueue", "securityfs", "pstore", "configfs",
+  "fusectl", "hugetlbfs", "nsfs", "autofs", "binfmt_misc", "rpc_pipefs", "efivarfs", "ramfs",
+]);
+const NAMESPACES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Pid", "Net", "Time", "Cgroup", "User"];
+
+export interface FileEnforcerOptions {
+  readonly events: ProcessEvents;
+  readonly resolvePod?: PodResolver;
+  readonly nodeName: string;
+  readonly emit: (e: RuntimeEvent) => void;
+  readonly log: Logger;
+  readonly procRoot?: string;
+}
+
+/** A mark the policies need: path, scope, and the events (open, exec). */
+interface Mark {
+  readonly path: string;
+  readonly scope: MarkScope;
+  readonly mask: bigint;
+}
+
+export class FileEnforcer {
+  private group: FanotifyGroup | undefined;
+  private plans = new Map<string, EnforcementPlan>();
+  /** The marks in place: scope → path → mask. */
+  private marks = new Map<MarkScope, Map<string, bigint>>();
+  private readonly proc: string;
+  private readonly hostNamespaces: Partial<Record<NamespaceType, number>>;
+  /** Calls judged, by decision (tests and metrics). */
+  readonly counts = { allowed: 0, denied: 0, killed: 0, posted: 0 };
+
+  constructor(private readonly opts: FileEnforcerOptions) {
+    this.proc = opts.procRoot ?? "/proc";
+    this.hostNamespaces = this.namespacesOf(1);
+  }
+
+  /** Sets the policies' exec and file hooks (key → plan); marks what they need and removes what none needs. Throws when a mark cannot be placed. */
+  set(plans: ReadonlyMap<string, EnforcementPlan>): void {
+    const relevant = new Map([...plans].filter(([, p]) => p.hooks.some((h) => h.meaning !== "connect")));
+    const wanted = new Map<MarkScope, Map<string, bigint>>();
+    for (const plan of relevant.values()) for (const m of marksFor(plan)) {
+      const byPath = wanted.get(m.scope) ?? new Map<string, bigint>();
+      wanted.set(m.scope, byPath);
+      byPath.set(m.path, (byPath.get(m.path) ?? 0n) | m.mask);
+    }
+    if (relevant.size > 0 && this.group === undefined) this.group = new FanotifyGroup((e) => this.judge(e));
+    const group = this.group;
+    if (group !== undefined) {
+      // New marks first, then removals: a path both old and new policies name is never unmarked in between.
+      this.plans = relevant;
+      for (const [scope, byPath] of wanted) for (const [p, mask] of byPath) {
+        const had = this.marks.get(scope)?.get(p) ?? 0n;
+        if ((had & mask) !== mask) group.mark(p, mask, scope);
+      }
+      for (const [scope, byPath] of this.marks) for (const [p, had] of byPath) {
+        const kept = wanted.get(scope)?.get(p) ?? 0n;
+        const gone = had & ~kept;
+        if (gone !== 0n) {
+          try {
+            group.unmark(p, gone, scope, kept === 0n);
+          } catch (err) {
+            this.opts.log.debug({ path: p, err: String(err) }, "unmark failed (the path is gone)");
+          }
+        }
+      }
+    }
+    this.marks = wanted;
+    if (relevant.size === 0) this.close();
+  }
+
+  /** The fanotify group's fd, if one is open (tests count them). */
+  get groupFd(): number | undefined {
+    return this.group?.groupFd;
+  }
+
+  /** Answers what is pending now (tests; the group also drains when readable). */
+  drain(): number {
+    return this.group?.drain() ?? 0;
+  }
+
+  close(): void {
+    this.group?.close();
+    this.group = undefined;
+    this.marks = new Map();
+    this.plans = new Map();
+  }
+
+  /** One permission event: allow (true) or deny, after the actions of every policy whose selector matches. */
+  private judge(e: PermissionEvent): boolean {
+    // The agent's own opens are never judged: it would wait on itself.
+    if (e.pid === process.pid) return true;
+    const exec = (e.mask & FAN_OPEN_EXEC_PERM) !== 0n;
+    const filePath = readLink(`${this.proc}/self/fd/${e.fd}`);
+    let subject: CallSubject | undefined;
+    let allow = true;
+    for (const plan of this.plans.values()) {
+      for (const hook of plan.hooks) {
+        if (hook.meaning !== (exec ? "exec" : "file")) continue;
+        subject ??= this.subject(e.pid, filePath);
+        if (!policySelects(plan, subject.pod)) break;
+        const d = decideCall(hook, subject);
+        if (d === undefined) continue;
+        const kill = d.actions.some((a) => a.action === "Sigkill");
+        const override = d.actions.some((a) => a.action === "Override");
+        const signal = d.actions.find((a) => a.action === "Signal")?.signal;
+        if (d.post) this.post(plan, hook, e.pid, filePath, kill ? "KPROBE_ACTION_SIGKILL" : override ? "KPROBE_ACTION_OVERRIDE" : signal !== undefined ? "KPROBE_ACTION_SIGNAL" : "KPROBE_ACTION_POST");
+        if (kill) {
+          this.signal(e.pid, osConstants.signals.SIGKILL);
+          this.counts.killed++;
+        } else if (signal !== undefined) {
+          this.signal(e.pid, signal);
+        }
+        if (kill || override) allow = false;
+      }
+    }
+    if (allow) this.counts.allowed++;
+    else this.counts.denied++;
+    return allow;
+  }
+
+  private subject(pid: number, filePath: string): CallSubject {
+    const netns = this.namespacesOf(pid);
+    const pod = netns.Net !== undefined ? this.opts.resolvePod?.(netns.Net) : undefined;
+    const nsPid = /^NSpid:.*\s(\d+)$/m.exec(readFile(`${this.proc}/${pid}/status`))?.[1];
+    return {
+      pid,
+      ...(nsPid !== undefined ? { nsPid: Number(nsPid) } : {}),
+      binary: readLink(`${this.proc}/${pid}/exe`),
+      namespaces: netns,
+      hostNamespaces: this.hostNamespaces,
+      ...(pod ? { pod } : {}),
+      path: filePath,
+    };
+  }
+
+  private namespacesOf(pid: number): Partial<Record<NamespaceType, number>> {
+    const out: Partial<Record<NamespaceType, number>> = {};
+    for (const ns of NAMESPACES) {
+      const m = /\[(\d+)\]$/.exec(readLink(`${this.proc}/${pid}/ns/${ns.toLowerCase()}`));
+      if (m) out[ns] = Number(m[1]);
+    }
+    return out;
+  }
+
+  private post(plan: EnforcementPlan, hook: HookPlan, pid: number, filePath: string, action: string): void {
+    const described = this.opts.events.describe(pid);
+    if (!described) return;
+    const call: HookCall = { ...described, function_name: hook.name, args: hookArgs(hook, filePath), action, policy_name: plan.name };
+    const time = this.opts.events.now();
+    this.counts.posted++;
+    this.opts.emit(hook.kind === "lsmhooks" ? { process_lsm: call, node_name: this.opts.nodeName, time } : { process_kprobe: call, node_name: this.opts.nodeName, time });
+  }
+
+  private signal(pid: number, sig: number): void {
+    try {
+      process.kill(pid, sig);
+    } catch (err) {
+      this.opts.log.warn({ pid, sig, err: String(err) }, "could not signal the process");
+    }
+  }
+}
+
+/** The event's args: the declared path arguments with the file's path (other arguments are not read here). */
+function hookArgs(hook: HookPlan, filePath: string): TetragonArg[] {
+  const out: TetragonArg[] = [];
+  for (const a of hook.args) {
+    if (a.type === "file") out.push({ file_arg: { path: filePath } });
+    else if (a.type === "path" || a.type === "dentry") out.push({ path_arg: { path: filePath } });
+    else if (a.type === "linux_binprm") out.push({ linux_binprm_arg: { path: filePath } });
+    else if (a.type === "string" || a.type === "filename" || a.type === "char_buf") out.push({ string_arg: filePath });
+  }
+  if (out.length === 0) out.push({ file_arg: { path: filePath } });
+  return out;
+}
+
+/** The marks a policy's exec and file hooks need. */
+export function marksFor(plan: EnforcementPlan): Mark[] {
+  const out: Mark[] = [];
+  for (const hook of plan.hooks) {
+    if (hook.meaning === "connect") continue;
+    const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
+    const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
+    for (const s of selectors) {
+      const scoped = s !== undefined ? scopedPaths(s) : undefined;
+      if (scoped === undefined) {
+        for (const fsRoot of filesystems()) out.push({ path: fsRoot, scope: "filesystem", mask });
+        continue;
+      }
+      for (const m of scoped) out.push({ ...m, mask });
+    }
+  }
+  return out;
+}
+
+/** Where a selector's positive path filter (Equal or Prefix, the tightest one) can match; undefined when it has none. */
+function scopedPaths(s: SelectorPlan): Omit<Mark, "mask">[] | undefined {
+  const filter = s.args.find((a) => a.operator === "Equal") ?? s.args.find((a) => a.operator === "Prefix");
+  if (filter === undefined) return undefined;
+  const out: Omit<Mark, "mask">[] = [];
+  for (const v of filter.values) {
+    if (!v.startsWith("/")) return undefined; // a relative path can be anywhere
+    if (filter.operator === "Equal") {
+      // The directory, not the file: a file replaced (a new inode) is still judged.
+      out.push({ path: existingDirectory(path.dirname(v)), scope: "directory" });
+      continue;
+    }
+    const base = v.endsWith("/") ? v.replace(/\/+$/, "") || "/" : path.dirname(v);
+    const tree = directoriesUnder(existingDirectory(base), v);
+    if (tree === undefined) return undefined;
+    for (const d of tree) out.push({ path: d, scope: "directory" });
+  }
+  return out;
+}
+
+/** The nearest existing ancestor directory (a policy may name a path created later). */
+function existingDirectory(p: string): string {
+  let cur = p;
+  while (cur !== "/" && !isDirectory(cur)) cur = path.dirname(cur);
+  return cur;
+}
+
+/** Every directory under `base` whose files can start with `prefix` (base included); undefined when too many. */
+function directoriesUnder(base: string, prefix: string): string[] | undefined {
+  const out: string[] = [];
+  const stack = [base];
+  while (stack.length > 0) {
+    const d = stack.pop()!;
+    out.push(d);
+    if (out.length > MAX_TREE_DIRECTORIES) return undefined;
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const child = path.join(d, e.name);
+      if (pathMatches("Prefix", [prefix], `${child}/`) || prefix.startsWith(`${child}/`)) stack.push(child);
+    }
+  }
+  return out;
+}
+
+/** One mount point per real (not pseudo) filesystem the agent's mount namespace sees. */
+function filesystems(): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const line of readFile("/proc/self/mountinfo").split("\n")) {
+    const f = line.split(" ");
+    const sep = f.indexOf("-");
+    if (sep < 0) continue;
+    const device = f[2] ?? "";
+    const mountPoint = (f[4] ?? "").replace(/\\040/g, " ");
+    const type = f[sep + 1] ?? "";
+    if (PSEUDO_FILESYSTEMS.has(type) || seen.has(device)) continue;
+    seen.add(device);
+    out.push(mountPoint);
+  }
+  return out;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function readLink(p: string): string {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return "";
+  }
+}
+
+function readFile(p: string): string {
+  try {
+    return fs.readFileSync(p, "utf8");
+  } catch {
+    return "";
+  }
+}
