@@ -1,0 +1,180 @@
+// Runtime enforcement of TracingPolicy connect hooks (tcp_connect, security_socket_connect): cgroup/connect4 and
+// connect6 on the cgroup v2 root judge every connect() against the rules the agent writes (first matching rule of a
+// hook acts): Override refuses (connect fails with EPERM), Sigkill refuses and asks the agent to kill the caller
+// (these programs cannot send signals), Post and Signal report through a ring buffer. Its own object.
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#define AF_INET 2
+#define AF_INET6 10
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "connect.h"
+
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+struct nsproxy {
+	struct net *net_ns;
+} __attribute__((preserve_access_index));
+struct task_struct {
+	struct nsproxy *nsproxy;
+} __attribute__((preserve_access_index));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CONNECT_RULES_MAX);
+	__type(key, __u32);
+	__type(value, struct connect_rule);
+} membrane_connect_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} membrane_connect_count SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} membrane_connect_events SEC(".maps");
+
+/* Events the ring could not take (the agent reports them; an Override still refused the connect). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} membrane_connect_lost SEC(".maps");
+
+struct judge_ctx {
+	__u32 netns;
+	__u32 count;
+	__u16 port;
+	__u8 family;
+	__u8 protocol;
+	__u8 addr[16];
+	__u32 last_hook;
+	int matched_any;
+	int refuse;
+	__u32 pid_tgid_hi;
+};
+
+static __always_inline int prefix_holds(const __u8 *prefix, const __u8 *addr, __u32 len)
+{
+	for (int i = 0; i < 16; i++) {
+		if (len == 0)
+			return 1;
+		__u8 bits = len >= 8 ? 8 : len;
+		__u8 mask = (__u8)(0xff << (8 - bits));
+		if ((prefix[i] & mask) != (addr[i] & mask))
+			return 0;
+		len -= bits;
+	}
+	return 1;
+}
+
+static __always_inline void report(struct judge_ctx *j, __u32 index, const struct connect_rule *r)
+{
+	struct connect_event *e = bpf_ringbuf_reserve(&membrane_connect_events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&membrane_connect_lost, &zero);
+		if (n)
+			*n += 1;
+		return;
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->netns = j->netns;
+	e->rule = index;
+	e->family = j->family;
+	e->action = r->action;
+	e->protocol = j->protocol;
+	e->pad = 0;
+	e->port = j->port;
+	e->pad2 = 0;
+	__builtin_memcpy(e->addr, j->addr, 16);
+	e->ktime_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(e, 0);
+}
+
+static long judge_rule(__u32 index, void *data)
+{
+	struct judge_ctx *j = data;
+	if (index >= j->count)
+		return 1;
+	__u32 key = index;
+	const struct connect_rule *r = bpf_map_lookup_elem(&membrane_connect_rules, &key);
+	if (!r)
+		return 1;
+	if (j->matched_any && r->hook == j->last_hook)
+		return 0; /* this hook has acted already */
+	if (r->netns != 0 && r->netns != j->netns)
+		return 0;
+	if (r->family != 0 && r->family != j->family)
+		return 0;
+	int in_range = j->port >= r->port_lo && j->port <= r->port_hi;
+	if (in_range == !!(r->flags & CONNECT_F_PORT_NOT))
+		return 0;
+	__u32 len = r->prefix_len;
+	if (len > 128)
+		len = 128;
+	int in_prefix = prefix_holds(r->addr, j->addr, len);
+	if (in_prefix == !!(r->flags & CONNECT_F_ADDR_NOT))
+		return 0;
+	j->matched_any = 1;
+	j->last_hook = r->hook;
+	if (r->action == CONNECT_ACTION_OVERRIDE || r->action == CONNECT_ACTION_SIGKILL)
+		j->refuse = 1;
+	if (!(r->flags & CONNECT_F_NOPOST) || r->action == CONNECT_ACTION_SIGKILL || r->action == CONNECT_ACTION_SIGNAL)
+		report(j, index, r);
+	return 0;
+}
+
+static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
+{
+	__u32 zero = 0;
+	__u32 *count = bpf_map_lookup_elem(&membrane_connect_count, &zero);
+	if (!count || *count == 0)
+		return 1;
+	struct judge_ctx j = {};
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	j.netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	j.count = *count;
+	j.family = family;
+	j.protocol = ctx->protocol;
+	j.port = bpf_ntohs((__u16)ctx->user_port);
+	if (family == AF_INET) {
+		__u32 a = ctx->user_ip4;
+		__builtin_memcpy(j.addr, &a, 4);
+	} else {
+		__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+		__builtin_memcpy(j.addr, &a0, 4);
+		__builtin_memcpy(j.addr + 4, &a1, 4);
+		__builtin_memcpy(j.addr + 8, &a2, 4);
+		__builtin_memcpy(j.addr + 12, &a3, 4);
+	}
+	bpf_loop(CONNECT_RULES_MAX, judge_rule, &j, 0);
+	return j.refuse ? 0 : 1;
+}
+
+SEC("cgroup/connect4")
+int membrane_connect4(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, AF_INET);
+}
+
+SEC("cgroup/connect6")
+int membrane_connect6(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, AF_INET6);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,309 @@
+// Connect hooks of TracingPolicies on cgroup/connect4 and connect6 (bpf/connect.c, attached by links to the cgroup v2
+// root): the plans' selectors expanded into rules the program evaluates per connect(), and its reports turned into
+// Tetragon events (and a kill for Sigkill and Signal, which these programs cannot send themselves).
+import net from "node:net";
+import type { Logger } from "pino";
+import koffi from "koffi";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
+import { policySelects, type EnforcementPlan, type HookPlan, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
+import {
+  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
+} from "./connect-layout.ts";
+import type { PodRef, ProcessEvents } from "./events.ts";
+import fs from "node:fs";
+
+export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
+export const CGROUP2_ROOT = "/sys/fs/cgroup/unified";
+const BPF_CGROUP_INET4_CONNECT = 10;
+const BPF_CGROUP_INET6_CONNECT = 11;
+
+const libbpf = koffi.load("libbpf.so.1");
+const libc = koffi.load("libc.so.6");
+const linkCreate = libbpf.func("int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)") as (p: number, t: number, a: number, o: null) => number;
+const closeFd = libc.func("int close(int fd)") as (fd: number) => number;
+
+export interface ConnectEnforcerOptions {
+  readonly events: ProcessEvents;
+  readonly nodeName: string;
+  readonly emit: (e: RuntimeEvent) => void;
+  readonly log: Logger;
+  /** The pods on this node by network namespace inode (a policy that selects pods gets rules for theirs). */
+  readonly pods: () => Iterable<readonly [number, PodRef]>;
+  /** Pin scope under /sys/fs/bpf/membrane (tests use their own). */
+  readonly scope: string;
+  readonly objectPath?: string;
+  readonly cgroupPath?: string;
+}
+
+/** What a rule came from, to name it in events. */
+interface RuleOrigin {
+  readonly policy: string;
+  readonly hook: HookPlan;
+}
+
+export class ConnectEnforcer {
+  private obj: BpfObject | undefined;
+  private reader: RingBufferReader | undefined;
+  private links: number[] = [];
+  private origins: RuleOrigin[] = [];
+  /** Records the agent could not decode. */
+  undecodable = 0;
+
+  constructor(private readonly opts: ConnectEnforcerOptions) {}
+
+  /** Writes the rules of exactly these plans' connect hooks (loading and attaching the programs on first use, detaching them when none is left). Throws naming the field a rule cannot express. */
+  set(plans: ReadonlyMap<string, EnforcementPlan>): void {
+    const rules: ConnectRule[] = [];
+    const origins: RuleOrigin[] = [];
+    let hookId = 0;
+    let policyIndex = 0;
+    const hostNet = netnsOf(1);
+    for (const [, plan] of plans) {
+      const hooks = plan.hooks.filter((h) => h.meaning === "connect");
+      if (hooks.length === 0) continue;
+      policyIndex++;
+      const subjects = this.subjects(plan);
+      for (const hook of hooks) {
+        hookId++;
+        const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
+        selectors.forEach((s, i) => {
+          for (const r of expand(s, `${hook.path}.selectors[${i}]`, subjects, hostNet)) {
+            rules.push({ ...r, hook: hookId, policy: policyIndex });
+            origins.push({ policy: plan.name, hook });
+          }
+        });
+      }
+    }
+    if (rules.length > CONNECT_RULES_MAX) throw new Error(`connect hooks expand to ${rules.length} rules; this node holds ${CONNECT_RULES_MAX}`);
+    if (rules.length === 0 && ![...plans.values()].some((p) => p.hooks.some((h) => h.meaning === "connect"))) {
+      this.close();
+      return;
+    }
+    this.start();
+    const obj = this.obj!;
+    const count = Buffer.alloc(4);
+    // Fewer rules first (the program stops reading at the count), then the rules, then the new count.
+    const zero = Buffer.alloc(4);
+    const old = obj.map("membrane_connect_count").lookup(zero)?.readUInt32LE(0) ?? 0;
+    count.writeUInt32LE(Math.min(old, rules.length));
+    obj.map("membrane_connect_count").update(zero, count);
+    rules.forEach((r, i) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(i);
+      obj.map("membrane_connect_rules").update(k, encodeConnectRule(r));
+    });
+    this.origins = origins;
+    count.writeUInt32LE(rules.length);
+    obj.map("membrane_connect_count").update(zero, count);
+  }
+
+  /** Events the ring could not take. */
+  lost(): bigint {
+    return this.obj?.map("membrane_connect_lost").lookupPerCpuSum(Buffer.alloc(4)) ?? 0n;
+  }
+
+  /** Consumes what the ring holds now (tests). */
+  drain(): number {
+    return this.reader?.drain() ?? 0;
+  }
+
+  /** The links attached now (tests count them). */
+  get attached(): number {
+    return this.links.length;
+  }
+
+  close(): void {
+    this.reader?.stop();
+    this.reader = undefined;
+    for (const fd of this.links) closeFd(fd);
+    this.links = [];
+    if (this.obj) {
+      this.obj.close();
+      this.obj.unpin();
+    }
+    this.obj = undefined;
+    this.origins = [];
+  }
+
+  private start(): void {
+    if (this.obj) return;
+    const obj = BpfObject.load(this.opts.objectPath ?? CONNECT_OBJECT, { scope: this.opts.scope });
+    this.obj = obj;
+    try {
+      const cg = fs.openSync(this.opts.cgroupPath ?? CGROUP2_ROOT, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      try {
+        for (const [name, type] of [["membrane_connect4", BPF_CGROUP_INET4_CONNECT], ["membrane_connect6", BPF_CGROUP_INET6_CONNECT]] as const) {
+          const fd = linkCreate(obj.programFd(name), cg, type, null);
+          if (fd < 0) throw new BpfError(`attach ${name} to ${this.opts.cgroupPath ?? CGROUP2_ROOT}`, -fd);
+          this.links.push(fd);
+        }
+      } finally {
+        fs.closeSync(cg);
+      }
+      this.reader = new RingBufferReader(obj.map("membrane_connect_events"), (rec) => {
+        const e = decodeConnectEvent(rec);
+        if (e) this.report(e);
+        else this.undecodable++;
+      });
+      this.reader.start();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  /** The network namespaces a plan's rules are for: every process (0) or the selected pods'. */
+  private subjects(plan: EnforcementPlan): number[] {
+    if (plan.namespace === undefined && plan.podSelector === undefined) return [0];
+    const out: number[] = [];
+    for (const [inode, pod] of this.opts.pods()) if (policySelects(plan, pod)) out.push(inode);
+    return out;
+  }
+
+  private report(e: ConnectEvent): void {
+    const origin = this.origins[e.rule];
+    if (e.action === CONNECT_ACTION.Sigkill) this.kill(e.pid, 9);
+    if (origin === undefined) return;
+    if (e.action === CONNECT_ACTION.Signal) {
+      const sig = origin.hook.selectors.flatMap((s) => s.actions).find((a) => a.action === "Signal")?.signal;
+      if (sig !== undefined) this.kill(e.pid, sig);
+    }
+    const described = this.opts.events.describe(e.pid);
+    if (!described) return;
+    const family = e.family === 2 ? "AF_INET" : "AF_INET6";
+    const daddr = e.family === 2 ? [...e.addr.subarray(0, 4)].join(".") : ipv6(e.addr);
+    const protocol = e.protocol === 6 ? "IPPROTO_TCP" : e.protocol === 17 ? "IPPROTO_UDP" : `${e.protocol}`;
+    const declared = origin.hook.args[0]?.type ?? "sock";
+    const action = { [CONNECT_ACTION.Post]: "KPROBE_ACTION_POST", [CONNECT_ACTION.Override]: "KPROBE_ACTION_OVERRIDE", [CONNECT_ACTION.Sigkill]: "KPROBE_ACTION_SIGKILL", [CONNECT_ACTION.Signal]: "KPROBE_ACTION_SIGNAL" }[e.action] ?? "KPROBE_ACTION_POST";
+    const call: HookCall = {
+      ...described,
+      function_name: origin.hook.name,
+      args: [declared === "sockaddr" ? { sockaddr_arg: { family, addr: daddr, port: e.port } } : { sock_arg: { family, protocol, daddr, dport: e.port } }],
+      action,
+      policy_name: origin.policy,
+    };
+    const time = this.opts.events.now();
+    this.opts.emit(origin.hook.kind === "lsmhooks" ? { process_lsm: call, node_name: this.opts.nodeName, time } : { process_kprobe: call, node_name: this.opts.nodeName, time });
+  }
+
+  private kill(pid: number, sig: number): void {
+    try {
+      process.kill(pid, sig);
+    } catch (err) {
+      this.opts.log.warn({ pid, sig, err: String(err) }, "could not signal the process");
+    }
+  }
+}
+
+/** A selector's rules: one per network namespace × port value × address value (the program ORs rules of a hook). */
+function expand(s: SelectorPlan | undefined, path: string, subjects: readonly number[], hostNet: number | undefined): Omit<ConnectRule, "hook" | "policy">[] {
+  const unsupported = (what: string): Error => new Error(`${path}: ${what} on a connect hook is not evaluated by the cgroup/connect programs (they see the caller's network namespace and the destination only)`);
+  let netns = [...subjects];
+  let ports: { lo: number; hi: number; not: boolean }[] = [{ lo: 0, hi: 65535, not: false }];
+  let addrs: { addr: Buffer; len: number; not: boolean }[] = [{ addr: Buffer.alloc(16), len: 0, not: false }];
+  let family = 0;
+  let action: number = CONNECT_ACTION.Post;
+  let signal = 0;
+  let nopost = false;
+  if (s !== undefined) {
+    if (s.binaries.length > 0) throw unsupported("matchBinaries");
+    if (s.pids.length > 0) throw unsupported("matchPIDs");
+    if (s.names.length > 0) throw unsupported("matchNames (use a TracingPolicyNamespaced or podSelector)");
+    for (const n of s.namespaces) {
+      if (n.namespace !== "Net") throw unsupported(`matchNamespaces ${n.namespace}`);
+      const listed = n.values.map((v) => (v === "host_ns" ? hostNet : Number(v)));
+      netns = n.operator === "In"
+        ? (netns.includes(0) ? listed.filter((x): x is number => x !== undefined) : netns.filter((x) => listed.includes(x)))
+        : netns.includes(0) ? (() => { throw unsupported("matchNamespaces Net NotIn for every process"); })() : netns.filter((x) => !listed.includes(x));
+    }
+    let portFilters = 0;
+    let addrFilters = 0;
+    for (const a of s.args) {
+      const single = (): void => {
+        if (a.values.length !== 1) throw unsupported(`${a.operator} with ${a.values.length} values (one is supported)`);
+      };
+      switch (a.operator) {
+        case "DPort":
+        case "NotDPort":
+          if (a.operator === "NotDPort") single();
+          portFilters++;
+          ports = a.values.map((v) => {
+            const [lo, hi] = v.split(":").map(Number);
+            return { lo: lo ?? 0, hi: hi ?? lo ?? 0, not: a.operator === "NotDPort" };
+          });
+          break;
+        case "DPortPriv":
+        case "NotDPortPriv":
+          portFilters++;
+          ports = [a.operator === "DPortPriv" ? { lo: 0, hi: 1023, not: false } : { lo: 1024, hi: 65535, not: false }];
+          break;
+        case "DAddr":
+        case "NotDAddr":
+          if (a.operator === "NotDAddr") single();
+          addrFilters++;
+          addrs = a.values.map((v) => ({ ...prefixOf(v, path), not: a.operator === "NotDAddr" }));
+          break;
+        case "Family":
+          family = a.values.includes("AF_INET6") || a.values.includes("10") ? (a.values.length > 1 ? 0 : 10) : 2;
+          break;
+        default:
+          throw unsupported(`matchArgs operator ${a.operator}`);
+      }
+    }
+    if (portFilters > 1 || addrFilters > 1) throw unsupported("more than one port or address filter in one selector");
+    const acts = s.actions.map((x) => x.action);
+    action = acts.includes("Sigkill") ? CONNECT_ACTION.Sigkill : acts.includes("Override") ? CONNECT_ACTION.Override : acts.includes("Signal") ? CONNECT_ACTION.Signal : CONNECT_ACTION.Post;
+    signal = s.actions.find((x) => x.action === "Signal")?.signal ?? 0;
+    nopost = acts.includes("NoPost");
+  }
+  const out: Omit<ConnectRule, "hook" | "policy">[] = [];
+  for (const n of netns) for (const p of ports) for (const a of addrs) {
+    out.push({
+      netns: n, portLo: p.lo, portHi: p.hi, family, action, signal,
+      flags: (p.not ? CONNECT_F_PORT_NOT : 0) | (a.not ? CONNECT_F_ADDR_NOT : 0) | (nopost ? CONNECT_F_NOPOST : 0),
+      addr: a.addr, prefixLen: a.len,
+    });
+  }
+  return out;
+}
+
+function prefixOf(v: string, path: string): { addr: Buffer; len: number } {
+  const [ip, bits] = v.split("/");
+  const addr = Buffer.alloc(16);
+  if (net.isIPv4(ip ?? "")) {
+    ip!.split(".").forEach((o, i) => addr.writeUInt8(Number(o), i));
+    return { addr, len: bits === undefined ? 32 : Number(bits) };
+  }
+  if (net.isIPv6(ip ?? "")) {
+    const sl = new net.SocketAddress({ address: ip!, family: "ipv6" });
+    const full = expandIpv6(sl.address);
+    full.forEach((h, i) => addr.writeUInt16BE(h, i * 2));
+    return { addr, len: bits === undefined ? 128 : Number(bits) };
+  }
+  throw new Error(`${path}: ${JSON.stringify(v)} is not an address or prefix`);
+}
+
+function expandIpv6(a: string): number[] {
+  const [head, tail] = a.split("::");
+  const h = head ? head.split(":").map((x) => parseInt(x, 16)) : [];
+  const t = tail !== undefined && tail !== "" ? tail.split(":").map((x) => parseInt(x, 16)) : [];
+  return tail === undefined ? h : [...h, ...Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+function ipv6(b: Buffer): string {
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
+  return parts.join(":");
+}
+
+function netnsOf(pid: number): number | undefined {
+  try {
+    const m = /\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,76 @@
+// The connect rules' and events' layout (bpf/lib/connect.h), their encoding and decoding; connect.test.ts compares the constants with the header.
+export const CONNECT_RULES_MAX = 256;
+export const CONNECT_ACTION = { Post: 1, Override: 2, Sigkill: 3, Signal: 4 } as const;
+export const CONNECT_F_PORT_NOT = 1;
+export const CONNECT_F_ADDR_NOT = 2;
+export const CONNECT_F_NOPOST = 4;
+
+export const CONNECT_LAYOUT = {
+  rule: { size: 40, netns: 0, hook: 4, portLo: 8, portHi: 10, family: 12, action: 13, signal: 14, flags: 15, addr: 16, prefixLen: 32, policy: 36 },
+  event: { size: 48, pid: 0, tid: 4, netns: 8, rule: 12, family: 16, action: 17, protocol: 18, port: 20, addr: 24, ktimeNs: 40 },
+} as const;
+
+/** One rule as bpf/connect.c reads it. */
+export interface ConnectRule {
+  readonly netns: number;
+  readonly hook: number;
+  readonly portLo: number;
+  readonly portHi: number;
+  /** 2, 10 or 0 (both). */
+  readonly family: number;
+  readonly action: number;
+  readonly signal: number;
+  readonly flags: number;
+  /** 16 bytes; IPv4 in the first 4. */
+  readonly addr: Buffer;
+  readonly prefixLen: number;
+  readonly policy: number;
+}
+
+export function encodeConnectRule(r: ConnectRule): Buffer {
+  const L = CONNECT_LAYOUT.rule;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(r.netns >>> 0, L.netns);
+  b.writeUInt32LE(r.hook, L.hook);
+  b.writeUInt16LE(r.portLo, L.portLo);
+  b.writeUInt16LE(r.portHi, L.portHi);
+  b.writeUInt8(r.family, L.family);
+  b.writeUInt8(r.action, L.action);
+  b.writeUInt8(r.signal, L.signal);
+  b.writeUInt8(r.flags, L.flags);
+  r.addr.copy(b, L.addr, 0, 16);
+  b.writeUInt32LE(r.prefixLen, L.prefixLen);
+  b.writeUInt32LE(r.policy, L.policy);
+  return b;
+}
+
+export interface ConnectEvent {
+  readonly pid: number;
+  readonly tid: number;
+  readonly netns: number;
+  readonly rule: number;
+  readonly family: number;
+  readonly action: number;
+  readonly protocol: number;
+  readonly port: number;
+  readonly addr: Buffer;
+  readonly ktimeNs: bigint;
+}
+
+/** One ring record; undefined when shorter than the layout (counted by the caller). */
+export function decodeConnectEvent(rec: Buffer): ConnectEvent | undefined {
+  const L = CONNECT_LAYOUT.event;
+  if (rec.length < L.size) return undefined;
+  return {
+    pid: rec.readUInt32LE(L.pid),
+    tid: rec.readUInt32LE(L.tid),
+    netns: rec.readUInt32LE(L.netns),
+    rule: rec.readUInt32LE(L.rule),
+    family: rec.readUInt8(L.family),
+    action: rec.readUInt8(L.action),
+    protocol: rec.readUInt8(L.protocol),
+    port: rec.readUInt16LE(L.port),
+    addr: Buffer.from(rec.subarray(L.addr, L.addr + 16)),
+    ktimeNs: rec.readBigUInt64LE(L.ktimeNs),
+  };
+}

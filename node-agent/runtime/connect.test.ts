@@ -1,0 +1,160 @@
+// TracingPolicy connect hooks with the real kernel: cgroup/connect4/6 on the cgroup v2 root refuse (EPERM) or kill a
+// process of a selected pod (a network namespace) connecting to a forbidden port, report it in Tetragon's shape, and
+// leave other pods alone; loading and removing leaves no BPF program, link or map fd. Run under flock
+// /tmp/membrane-kernel.lock (network namespaces, BPF programs on the cgroup root).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import type { ProcessKprobeEvent, RuntimeEvent } from "../../core/process-event.ts";
+import { BPFFS_ROOT } from "../bpf/loader.ts";
+import { NetnsFixture } from "../bpf/netns.ts";
+import { ConnectEnforcer } from "./connect-enforcer.ts";
+import { CONNECT_LAYOUT, CONNECT_RULES_MAX } from "./connect-layout.ts";
+import { RuntimeEnforcement } from "./enforcement.ts";
+import { ProcessEvents, type PodRef } from "./events.ts";
+
+const SELECTED_NS = `rt-con-a-${process.pid}`;
+const OTHER_NS = `rt-con-b-${process.pid}`;
+const SCOPE = `test-runtime-connect-${process.pid}`;
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+}
+
+/** connect() to 127.0.0.1:port from a namespace; prints the error's name (or "connected"). */
+function connectIn(netns: string, port: number, family: "4" | "6" = "4"): Promise<Run> {
+  const host = family === "4" ? "127.0.0.1" : "::1";
+  const af = family === "4" ? "AF_INET" : "AF_INET6";
+  const script = `import socket\ns = socket.socket(socket.${af})\ntry:\n  s.connect(("${host}", ${port}))\n  print("connected")\nexcept OSError as e:\n  print(type(e).__name__, e.errno)`;
+  return new Promise((resolve) => {
+    const child = spawn("ip", ["netns", "exec", netns, "/usr/bin/python3", "-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("close", (code, signal) => resolve({ code, signal, out: out.trim() }));
+  });
+}
+
+function bpfFds(): number {
+  let n = 0;
+  for (const fd of fs.readdirSync("/proc/self/fd")) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith("anon_inode:bpf")) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+const connectPolicy = (name: string, call: string, type: string, port: string, action: Record<string, unknown>, namespace = "default") => ({
+  apiVersion: "cilium.io/v1alpha1",
+  kind: "TracingPolicyNamespaced",
+  metadata: { name, namespace },
+  spec: { kprobes: [{ call, syscall: false, args: [{ index: type === "sockaddr" ? 1 : 0, type }], selectors: [{ matchArgs: [{ index: type === "sockaddr" ? 1 : 0, operator: "DPort", values: [port] }], matchActions: [action] }] }] },
+});
+
+describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods' network namespaces)", () => {
+  const fixture = new NetnsFixture();
+  const events: RuntimeEvent[] = [];
+  let pods = new Map<number, PodRef>();
+  let connect: ConnectEnforcer;
+  let engine: RuntimeEnforcement;
+  const kprobes = (): ProcessKprobeEvent["process_kprobe"][] => events.flatMap((e) => ("process_kprobe" in e ? [e.process_kprobe] : []));
+  async function until<T>(what: string, find: () => T | undefined): Promise<T> {
+    const end = Date.now() + 5000;
+    for (;;) {
+      connect.drain();
+      const v = find();
+      if (v !== undefined) return v;
+      if (Date.now() > end) throw new Error(`no ${what}; events: ${JSON.stringify(events)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  before(() => {
+    fixture.addNetns(SELECTED_NS);
+    fixture.addNetns(OTHER_NS);
+    pods = new Map([
+      [fs.statSync(`/var/run/netns/${SELECTED_NS}`).ino, { namespace: "default", name: "client", labels: { app: "client" } }],
+      [fs.statSync(`/var/run/netns/${OTHER_NS}`).ino, { namespace: "other", name: "client", labels: { app: "client" } }],
+    ]);
+    const processes = new ProcessEvents({ nodeName: "node-a", resolvePod: (ino) => pods.get(ino) });
+    const log = pino({ level: "silent" });
+    connect = new ConnectEnforcer({ events: processes, nodeName: "node-a", emit: (e) => events.push(e), log, pods: () => pods, scope: SCOPE });
+    engine = new RuntimeEnforcement({ nodeName: "node-a", events: processes, emit: (e) => events.push(e), log, resolvePod: (ino) => pods.get(ino), connect });
+  });
+
+  after(() => {
+    engine?.stop();
+    fixture.cleanup();
+  });
+
+  it("Override: connect() to the forbidden port fails with EPERM in the selected pod, is reported, and is refused by nobody elsewhere", async () => {
+    const status = engine.apply([connectPolicy("no-4444", "tcp_connect", "sock", "4444", { action: "Override", argError: -1 })]);
+    assert.deepEqual(status.get("default/no-4444"), { enforced: true, hooks: 1 });
+    assert.equal(connect.attached, 2, "connect4 and connect6");
+    assert.equal((await connectIn(SELECTED_NS, 4444)).out, "PermissionError 1");
+    assert.equal((await connectIn(SELECTED_NS, 4444, "6")).out, "PermissionError 1", "IPv6 too");
+    assert.equal((await connectIn(SELECTED_NS, 4445)).out, "ConnectionRefusedError 111", "another port is not refused");
+    assert.equal((await connectIn(OTHER_NS, 4444)).out, "ConnectionRefusedError 111", "a pod of another namespace is not refused");
+    const e = await until("the Override event", () => kprobes().find((k) => k.policy_name === "no-4444"));
+    assert.equal(e.function_name, "tcp_connect");
+    assert.equal(e.action, "KPROBE_ACTION_OVERRIDE");
+    assert.deepEqual(e.args[0], { sock_arg: { family: "AF_INET", protocol: "IPPROTO_TCP", daddr: "127.0.0.1", dport: 4444 } });
+    assert.match(e.process.binary, /python3/);
+    assert.deepEqual(e.process.pod, { namespace: "default", name: "client" });
+  });
+
+  it("Sigkill: the process connecting is killed and its connect refused; Post only reports", async () => {
+    events.length = 0;
+    engine.apply([
+      connectPolicy("kill-4446", "security_socket_connect", "sockaddr", "4446", { action: "Sigkill" }),
+      connectPolicy("watch-4447", "tcp_connect", "sock", "4447", { action: "Post" }, "other"),
+    ]);
+    const killed = await connectIn(SELECTED_NS, 4446);
+    assert.equal(killed.signal, "SIGKILL", JSON.stringify(killed));
+    const k = await until("the Sigkill event", () => kprobes().find((x) => x.policy_name === "kill-4446"));
+    assert.deepEqual([k.function_name, k.action, k.args[0]], ["security_socket_connect", "KPROBE_ACTION_SIGKILL", { sockaddr_arg: { family: "AF_INET", addr: "127.0.0.1", port: 4446 } }]);
+    assert.equal((await connectIn(OTHER_NS, 4447)).out, "ConnectionRefusedError 111", "Post does not refuse");
+    const p = await until("the Post event", () => kprobes().find((x) => x.policy_name === "watch-4447"));
+    assert.deepEqual(p.process.pod, { namespace: "other", name: "client" });
+    assert.equal(p.action, "KPROBE_ACTION_POST");
+  });
+
+  it("a connect selector the programs cannot evaluate is refused naming it, without touching the others", () => {
+    const bad = connectPolicy("by-binary", "tcp_connect", "sock", "4448", { action: "Post" });
+    (bad.spec.kprobes[0]!.selectors[0] as Record<string, unknown>).matchBinaries = [{ operator: "In", values: ["/usr/bin/curl"] }];
+    const status = engine.apply([bad, connectPolicy("no-4444", "tcp_connect", "sock", "4444", { action: "Override", argError: -1 })]);
+    const s = status.get("default/by-binary");
+    assert.ok(s && !s.enforced && s.reason === "LoadFailed");
+    assert.match(s.message, /spec\.kprobes\[0\]\.selectors\[0\]: matchBinaries on a connect hook is not evaluated/);
+    assert.deepEqual(status.get("default/no-4444"), { enforced: true, hooks: 1 });
+  });
+
+  it("10 policies loaded and removed 100 times leave no BPF program, link or map fd and no pins", () => {
+    engine.apply([]);
+    assert.equal(connect.attached, 0);
+    const before = bpfFds();
+    const ten = Array.from({ length: 10 }, (_, i) => connectPolicy(`churn-${i}`, "tcp_connect", "sock", String(5000 + i), { action: i % 2 === 0 ? "Post" : "Override", ...(i % 2 === 0 ? {} : { argError: -1 }) }));
+    for (let round = 0; round < 100; round++) {
+      const status = engine.apply(ten);
+      if (round === 0) assert.ok([...status.values()].every((s) => s.enforced), JSON.stringify([...status]));
+      engine.apply([]);
+    }
+    assert.equal(connect.attached, 0);
+    assert.equal(bpfFds(), before, "programs, links and maps closed");
+    assert.equal(fs.existsSync(path.join(BPFFS_ROOT, SCOPE)), false, "pins removed");
+  });
+
+  it("the rule and event layout matches bpf/lib/connect.h", () => {
+    const h = fs.readFileSync(new URL("../../bpf/lib/connect.h", import.meta.url), "utf8");
+    assert.match(h, new RegExp(`#define CONNECT_RULES_MAX ${CONNECT_RULES_MAX}\\n`));
+    assert.equal(CONNECT_LAYOUT.rule.size, 4 + 4 + 2 + 2 + 4 + 16 + 4 + 4);
+    assert.equal(CONNECT_LAYOUT.event.size, 4 * 4 + 4 + 2 + 2 + 16 + 8);
+  });
+});
