@@ -118,6 +118,8 @@ export interface AgentStatus {
   readonly policyAuditMode: boolean;
   /** Endpoints in audit mode through their pod's annotation (the node's mode aside). */
   readonly auditedEndpoints: number;
+  /** With the host firewall: the host endpoint's enforcement, and whether the node's Node object exists (undefined: not known). */
+  readonly hostFirewall?: { readonly ingressEnforced: boolean; readonly egressEnforced: boolean; readonly nodeObject?: boolean };
 }
 
 export class NodeAgent {
@@ -153,6 +155,7 @@ export class NodeAgent {
   private learnedWritten: ReadonlyMap<number, readonly PolicyEntry[]> = new Map();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
   private auditAnnotations: AuditModeAnnotations = NO_AUDIT_ANNOTATIONS;
+  private hostFlags = { ingressEnforced: false, egressEnforced: false };
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
@@ -234,6 +237,11 @@ export class NodeAgent {
    * enforces from the next connection (an audited connection already open keeps its conntrack entry).
    */
   setAuditAnnotations(a: AuditModeAnnotations): void {
+    if (this.opts.hostFirewall && a.nodeObject === false && this.auditAnnotations.nodeObject !== false) {
+      // Not failed closed: the operator sends a node without a Node object no state at all, so nothing says what
+      // to enforce; the last state held stays (a deleted Node opens nothing), and the status says it.
+      this.log.warn({ hostFirewall: this.hostFlags }, "host firewall: this node has no Node object, so no host policy (CCNP nodeSelector) can select it and the operator sends it no state: its host endpoint keeps only what the last state held (none: not enforced)");
+    }
     this.auditAnnotations = a;
     this.opts.datapath.setPolicyAuditMode?.(this.nodeAuditMode());
     const state = enforcedState(this.applied, this.mode);
@@ -244,7 +252,8 @@ export class NodeAgent {
 
   /** The host endpoint's flags from the host policy in `state` (node audit mode is the config bit, which covers the host). */
   private syncHost(state: NodeState): void {
-    this.opts.hostFirewall?.sync({ ...hostEnforcement(state), auditMode: false });
+    this.hostFlags = hostEnforcement(state);
+    this.opts.hostFirewall?.sync({ ...this.hostFlags, auditMode: false });
   }
 
   private endpointAudited(ep: Endpoint): boolean {
@@ -290,6 +299,9 @@ export class NodeAgent {
       policyEnforcementMode: this.mode,
       policyAuditMode: this.nodeAuditMode(),
       auditedEndpoints: this.auditedEndpoints(),
+      ...(this.opts.hostFirewall
+        ? { hostFirewall: { ...this.hostFlags, ...(this.auditAnnotations.nodeObject !== undefined ? { nodeObject: this.auditAnnotations.nodeObject } : {}) } }
+        : {}),
     };
   }
 

@@ -33,3 +33,9 @@ test("equal annotations are the same whatever the order; a pod or the node switc
   assert.ok(!sameAuditAnnotations(a, auditAnnotationsOf(obj("n1"), [obj("a", "true", "ns")])));
   assert.ok(!sameAuditAnnotations(a, auditAnnotationsOf(obj("n1"), [obj("a", "true", "ns"), obj("c", "true", "ns")])));
 });
+
+test("the annotations say whether the Node object exists (a host firewall without it is named, not silent)", () => {
+  assert.equal(auditAnnotationsOf(undefined, []).nodeObject, false);
+  assert.equal(auditAnnotationsOf(obj("n1"), []).nodeObject, true);
+  assert.ok(!sameAuditAnnotations(auditAnnotationsOf(undefined, []), auditAnnotationsOf(obj("n1"), [])), "the Node appearing is a change");
+});

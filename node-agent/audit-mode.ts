@@ -15,6 +15,8 @@ export const AUDIT_MODE_ANNOTATION = "policy.membrane.io/audit-mode";
 export interface AuditModeAnnotations {
   readonly node: boolean;
   readonly pods: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Whether the node's Node object exists (undefined: not known yet). Without it no host policy can select the node. */
+  readonly nodeObject?: boolean;
 }
 
 export const NO_AUDIT_ANNOTATIONS: AuditModeAnnotations = { node: false, pods: new Map() };
@@ -39,11 +41,11 @@ export function auditAnnotationsOf(node: KubeObject | undefined, pods: readonly 
     if (!names) byNamespace.set(p.metadata.namespace, (names = new Set()));
     names.add(p.metadata.name);
   }
-  return { node: annotatedForAudit(node), pods: byNamespace };
+  return { node: annotatedForAudit(node), pods: byNamespace, nodeObject: node !== undefined };
 }
 
 export function sameAuditAnnotations(a: AuditModeAnnotations, b: AuditModeAnnotations): boolean {
-  if (a.node !== b.node || a.pods.size !== b.pods.size) return false;
+  if (a.node !== b.node || a.nodeObject !== b.nodeObject || a.pods.size !== b.pods.size) return false;
   for (const [ns, names] of a.pods) {
     const other = b.pods.get(ns);
     if (!other || other.size !== names.size || [...names].some((n) => !other.has(n))) return false;

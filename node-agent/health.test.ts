@@ -1,5 +1,5 @@
 // Health on the CiliumNode: the conditions each agent state reports, and publishing them to a real API server; the agent's heartbeat Lease created and renewed there.
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import { KubeClient } from "../kube/kube.ts";
 import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
-import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, membraneVersion } from "./health.ts";
+import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, membraneVersion } from "./health.ts";
 import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
@@ -198,4 +198,15 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     changed(status); // a status event (as any change would); the periodic resync would do it too
     await eventually("conditions back", async () => ((await ciliumNode()).status?.conditions?.length === 3 ? true : undefined));
   });
+});
+
+test("HostFirewall: only with the host firewall; False/NoNodeObject without a Node object (naming what the last state holds), else NoHostPolicy or Enforced", () => {
+  const base = { connected: true, version: 3, lastError: undefined, endpoints: 0, policyEnforcementMode: "default" as const, policyAuditMode: false, auditedEndpoints: 0 };
+  assert.ok(!healthConditions(base, "dp").some((c) => c.type === "HostFirewall"));
+  const of = (h: { ingressEnforced: boolean; egressEnforced: boolean; nodeObject?: boolean }) => healthConditions({ ...base, hostFirewall: h }, "dp").find((c) => c.type === "HostFirewall")!;
+  assert.deepEqual([of({ ingressEnforced: false, egressEnforced: false, nodeObject: false }).status, of({ ingressEnforced: false, egressEnforced: false, nodeObject: false }).reason], ["False", "NoNodeObject"]);
+  assert.match(of({ ingressEnforced: true, egressEnforced: true, nodeObject: false }).message, /the last state held enforces ingress and egress$/);
+  assert.deepEqual([of({ ingressEnforced: false, egressEnforced: false }).status, of({ ingressEnforced: false, egressEnforced: false }).reason], ["True", "NoHostPolicy"]);
+  assert.deepEqual([of({ ingressEnforced: false, egressEnforced: true, nodeObject: true }).reason, of({ ingressEnforced: false, egressEnforced: true, nodeObject: true }).message], ["Enforced", "host policy enforced on egress"]);
+  assert.deepEqual(hostFirewallCondition({ ingressEnforced: true, egressEnforced: false }, { observedGeneration: 4 }).observedGeneration, 4);
 });

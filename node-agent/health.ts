@@ -1,4 +1,4 @@
-// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
+// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, HostFirewall with the host firewall, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { Backoff } from "../kube/backoff.ts";
@@ -66,7 +66,20 @@ export function healthConditions(s: AgentStatus, datapath: string, observedGener
     synced.status === "True"
       ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}${auditText(s)}`, ...gen }
       : { type: "Ready", status: "False", reason: synced.reason, message: synced.message, ...gen };
-  return [ready, loaded, synced];
+  return [ready, loaded, synced, ...(s.hostFirewall ? [hostFirewallCondition(s.hostFirewall, gen)] : [])];
+}
+
+/**
+ * With the host firewall: `HostFirewall` says whether the node's host endpoint is enforced, and why not. A node
+ * without a Node object is False (`NoNodeObject`): nodeSelectors match Node labels, and the operator sends such a
+ * node no state, so it is not failed closed but named.
+ */
+export function hostFirewallCondition(h: NonNullable<AgentStatus["hostFirewall"]>, gen: { observedGeneration?: number } = {}): ConditionInput {
+  const dirs = [h.ingressEnforced ? "ingress" : undefined, h.egressEnforced ? "egress" : undefined].filter((d) => d !== undefined);
+  const held = dirs.length > 0 ? `the last state held enforces ${dirs.join(" and ")}` : "the host endpoint is not enforced";
+  if (h.nodeObject === false) return { type: "HostFirewall", status: "False", reason: "NoNodeObject", message: `no Node object for this node: no host policy (CCNP nodeSelector) can select it; ${held}`, ...gen };
+  if (dirs.length === 0) return { type: "HostFirewall", status: "True", reason: "NoHostPolicy", message: "no host policy selects this node: its host endpoint is allow-all (the lock-out guard aside)", ...gen };
+  return { type: "HostFirewall", status: "True", reason: "Enforced", message: `host policy enforced on ${dirs.join(" and ")}`, ...gen };
 }
 
 export interface CiliumNodeHealthOptions {
