@@ -1,5 +1,8 @@
 // Test fixture: the node side of the DNS path in its own netns — the datapath's pinned maps, the DNS service, flows on stdout.
 //   node-dns.ts '<config JSON>'   prints "ready", then "flow <JSON>" per query; SIGTERM stops it.
+//   With manualGc, nothing is garbage-collected on a timer: each stdin line "gc <epoch ms>" runs the GC as of
+//   that time and prints "gc <JSON of the addresses removed>" (a test then decides time, not the machine's load).
+import { createInterface } from "node:readline";
 import type { SubjectPolicy } from "../../../core/model.ts";
 import type { DnsRuleRef } from "../../../core/dns/query-decision.ts";
 import { Datapath } from "../../bpf/datapath.ts";
@@ -18,6 +21,8 @@ interface Config {
   fqdnSelectors: FqdnSelectorTerm[];
   /** false: no "flow" lines (a benchmark's load would measure stdout). */
   printFlows?: boolean;
+  /** GC only when told on stdin, as of the time given (no timer). */
+  manualGc?: boolean;
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config;
@@ -25,7 +30,8 @@ const dp = Datapath.load(config.scope);
 const service = new DnsService(dp, {
   proxyAddress: config.proxyAddress,
   cache: config.cache,
-  gcIntervalMs: 200,
+  // A day: with manualGc the timer never fires within a test.
+  gcIntervalMs: config.manualGc ? 86_400_000 : 200,
   ...(config.stateFile ? { stateFile: config.stateFile } : {}),
   ...(config.rejectCode ? { rejectCode: config.rejectCode } : {}),
   ...(config.printFlows === false ? {} : { onFlow: (f) => console.log(`flow ${JSON.stringify(f)}`) }),
@@ -37,6 +43,12 @@ await service.setSubject(config.policy.subject, {
   dnsRules: new Map(config.dnsRules),
   fqdnSelectors: config.fqdnSelectors,
 });
+if (config.manualGc) {
+  createInterface({ input: process.stdin }).on("line", (line) => {
+    const m = /^gc (\d+)$/.exec(line.trim());
+    if (m) console.log(`gc ${JSON.stringify(service.gc(Number(m[1])))}`);
+  });
+}
 console.log("ready");
 process.on("SIGTERM", () => {
   void service.stop().then(() => {

@@ -78,7 +78,7 @@ export class DnsTopology {
     const full = { scope: this.scope, proxyAddress: ADDR.node, endpoints: [{ ip: ADDR.pod, ifindex: this.hostIfindex }], ...config };
     const child = spawn("nsenter", [`--net=/var/run/netns/${this.ns.host}`, process.execPath, "--import", "tsx", NODE_DNS, JSON.stringify(full)], {
       cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
     });
     this.nodeDns = child;
     let buf = "";
@@ -86,11 +86,30 @@ export class DnsTopology {
       buf += d.toString();
       const lines = buf.split("\n");
       buf = lines.pop() ?? "";
-      for (const l of lines) onLine(l);
+      for (const l of lines) {
+        if (l.startsWith("gc ")) this.gcWaiters.shift()?.(JSON.parse(l.slice(3)) as string[]);
+        onLine(l);
+      }
     });
     child.stderr?.on("data", (d: Buffer) => process.stderr.write(d));
     await waitForLine(child, /^ready/, 30000);
     return child;
+  }
+
+  private readonly gcWaiters: ((removed: string[]) => void)[] = [];
+
+  /** With config `manualGc`: runs the node's FQDN GC as of `nowMs` and resolves to the addresses it removed. */
+  gcAt(nowMs: number): Promise<string[]> {
+    const child = this.nodeDns;
+    if (!child || child.exitCode !== null) return Promise.reject(new Error("the node's DNS service is not running"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the node's DNS service did not answer a gc request within 30 s")), 30_000);
+      this.gcWaiters.push((removed) => {
+        clearTimeout(timer);
+        resolve(removed);
+      });
+      child.stdin!.write(`gc ${Math.floor(nowMs)}\n`);
+    });
   }
 
   /** Stops the node's DNS service (SIGKILL: as an agent killed -9). */
