@@ -12,6 +12,8 @@ import { type DevEncryption, devAgentHook, devPodMtu, startAdmissionWebhook, sta
 import type { CommandResult } from "../localcluster/cluster.ts";
 import type { ProbeResult } from "../localcluster/probe.ts";
 import { standaloneScript } from "../localcluster/standalone.ts";
+import { removeClusterDns, startClusterDns } from "../localcluster/cluster-dns.ts";
+import { OUTSIDE_CNAMES, createOutsideHosts, destroyOutsideHosts } from "../localcluster/outside.ts";
 
 const probeSource = fileURLToPath(new URL("../localcluster/probe.ts", import.meta.url));
 
@@ -132,9 +134,11 @@ export async function devNodesUp(dir: string, kubeconfig: string, count: number,
 /**
  * `dev up [--nodes N] [--host-firewall]`: the operator (CRDs applied, its distribution stream on loopback), the
  * admission webhook (registered with the API server) and, with a count, the nodes, the kubelet and
- * one agent per node (root netns, attaching inside the node's); idempotent.
+ * one agent per node (root netns, attaching inside the node's); with `clusterDns`, the "outside" hosts
+ * and the cluster DNS (dnsmasq as kube-system/kube-dns on the first node) that pods created from then
+ * on resolve through; idempotent.
  */
-export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption; hostFirewall?: boolean } = {}): Promise<string> {
+export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean } = {}): Promise<string> {
   const prefix = opts.prefix ?? "";
   const existing = await loadNodesState(dir);
   let names: string[] = existing?.nodes.map((n) => n.name) ?? [];
@@ -151,13 +155,20 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir), podMtu: devPodMtu(opts.encryption) })) + "\n";
   const state = await loadNodesState(dir);
   const agents = await startAgents(dir, state!.nodes, kubeconfig, { ...(opts.encryption ? { encryption: opts.encryption } : {}), ...(opts.hostFirewall ? { hostFirewall: true } : {}) });
-  return out + `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
+  out += `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
+  if (!opts.clusterDns) return out;
+  const hosts = await createOutsideHosts(dir, state!);
+  const dnsIP = await startClusterDns(dir, kubeconfig, state!.nodes[0]!.name, hosts, OUTSIDE_CNAMES);
+  out += `outside hosts: ${hosts.map((h) => `${h.names.join("/")} ${h.ip}`).join(", ")}\n`;
+  return out + `cluster DNS: kube-system/kube-dns (dnsmasq) at ${dnsIP}; new pods resolve through it\n`;
 }
 
-/** `dev down`: the kubelet, every pod netns and server, the nodes and their Node objects, the agents, their pinned maps, the webhook and its configuration, and the operator; works after a crash (files only). Call before the control plane is destroyed. */
+/** `dev down`: the kubelet, every pod netns and server, the cluster DNS objects, the outside hosts, the nodes and their Node objects, the agents, their pinned maps, the webhook and its configuration, and the operator; works after a crash (files only). Call before the control plane is destroyed. */
 export async function devNodesDown(dir: string, kubeconfig?: string): Promise<void> {
   await stopKubeletProcess(dir);
   await removeRecordedPods(dir);
+  await removeClusterDns(dir, kubeconfig);
+  await destroyOutsideHosts(dir);
   const state = await loadNodesState(dir);
   if (state) await destroyNodes(state, kubeconfig);
   await stopDevCluster(dir, kubeconfig);

@@ -24,7 +24,7 @@ interface Subcommand {
 }
 
 const subcommands: Record<string, Subcommand> = {
-  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] [--encryption wireguard [--encryption-strict]] (idempotent)", run: up },
+  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] [--encryption wireguard [--encryption-strict]] (idempotent); with nodes also the outside hosts and the cluster DNS (dnsmasq, kube-system/kube-dns)", run: up },
   down: { summary: "stop it and remove its files (idempotent)", run: down },
   env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
   status: { summary: "is it running, where, and is it ready", run: status },
@@ -71,7 +71,7 @@ async function up(args: string[]): Promise<number> {
     return 2;
   }
   // With encryption the agents run WireGuard and new pods get the smaller MTU (node-agent/mtu.ts); agents already running keep their mode.
-  const flags = { nodes: nodesFlag.nodes, rest: encFlag.rest, clusterOpts: { prefix: devPrefix(), ...(nodesFlag.hostFirewall ? { hostFirewall: true } : {}), ...(encFlag.encryption ? { encryption: encFlag.encryption } : {}) } };
+  const flags = { nodes: nodesFlag.nodes, rest: encFlag.rest, clusterOpts: { prefix: devPrefix(), clusterDns: true, ...(nodesFlag.hostFirewall ? { hostFirewall: true } : {}), ...(encFlag.encryption ? { encryption: encFlag.encryption } : {}) } };
   if (!noArgs("up", flags.rest)) return 2;
   const dir = devDir();
   // Everything that can be checked is checked before anything starts: a bad prefix or a missing

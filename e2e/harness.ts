@@ -14,7 +14,7 @@ import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcl
 import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
 import { listNetns, run, terminateProcess } from "../localcluster/nodes.ts";
-import type { ProbeAnswer, ProbeRequest, ProbeResult } from "../localcluster/probe.ts";
+import type { LookupResult, ProbeAnswer, ProbeRequest, ProbeResult } from "../localcluster/probe.ts";
 import { standaloneScript } from "../localcluster/standalone.ts";
 
 const probeSource = fileURLToPath(new URL("../localcluster/probe.ts", import.meta.url));
@@ -45,7 +45,8 @@ export class TestCluster {
     return `${this.prefix}node-${i}`;
   }
 
-  async start(nodes: number, opts: { encryption?: DevEncryption; hostFirewall?: boolean } = {}): Promise<void> {
+  /** `clusterDns`: the outside hosts and kube-system/kube-dns (dnsmasq), as `membrane dev up` makes them; pods created afterwards resolve through it. */
+  async start(nodes: number, opts: { encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean } = {}): Promise<void> {
     // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
     await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));
@@ -135,7 +136,7 @@ export class TestCluster {
  */
 export class PodProber {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: ProbeResult) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: ProbeResult | LookupResult) => void; reject: (e: Error) => void }>();
   private exited = false;
   private stderr = "";
 
@@ -176,13 +177,22 @@ export class PodProber {
   }
 
   probe(host: string, port: number, opts: { udp?: boolean; timeoutMs: number }): Promise<ProbeResult> {
+    return this.ask({ id: this.nextId++, host, port, timeoutMs: opts.timeoutMs, ...(opts.udp ? { udp: true } : {}) }, `${host}:${port}`) as Promise<ProbeResult>;
+  }
+
+  /** An A lookup through the pod's resolv.conf (the cluster DNS); `name.` with a trailing dot skips the search list. */
+  lookup(name: string, opts: { timeoutMs: number }): Promise<LookupResult> {
+    const answer = this.ask({ id: this.nextId++, lookup: name, timeoutMs: opts.timeoutMs }, `lookup ${name}`) as Promise<LookupResult>;
+    return answer.then(({ verdict, rcode, addresses }) => ({ verdict, rcode, addresses }));
+  }
+
+  private ask(req: ProbeRequest, what: string): Promise<ProbeResult | LookupResult> {
     if (this.exited) return Promise.reject(new Error(`prober in ${this.pod} exited: ${this.stderr}`));
-    const req: ProbeRequest = { id: this.nextId++, host, port, timeoutMs: opts.timeoutMs, ...(opts.udp ? { udp: true } : {}) };
     return new Promise((resolve, reject) => {
       const guard = setTimeout(() => {
         this.pending.delete(req.id);
-        reject(new Error(`prober in ${this.pod} gave no answer to ${host}:${port} within ${opts.timeoutMs + 10_000} ms: ${this.stderr}`));
-      }, opts.timeoutMs + 10_000);
+        reject(new Error(`prober in ${this.pod} gave no answer to ${what} within ${req.timeoutMs + 10_000} ms: ${this.stderr}`));
+      }, req.timeoutMs + 10_000);
       this.pending.set(req.id, {
         resolve: (r) => {
           clearTimeout(guard);

@@ -1,7 +1,8 @@
-// The local cluster's kubelet (one for all nodes): binds pending pods, wires them with the CNI plugin, runs the pod server, reports status, tears down on delete.
+// The local cluster's kubelet (one for all nodes): binds pending pods, wires them with the CNI plugin, points their resolver at the cluster DNS, runs the pod server (or the container's command), reports status, tears down on delete.
 import { spawn } from "node:child_process";
 import { openSync, closeSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { isIPv4 } from "node:net";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -50,7 +51,10 @@ export interface Pod extends KubeObject {
     nodeName?: string;
     nodeSelector?: Record<string, string>;
     affinity?: { nodeAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { nodeSelectorTerms?: NodeSelectorTerm[] } } };
-    containers: { name: string; image?: string; ports?: ContainerPort[] }[];
+    /** ClusterFirst (the default) resolves through the cluster DNS; Default keeps the host's resolver. */
+    dnsPolicy?: string;
+    /** The first container's command and args, when it has a command, run in the pod's netns (the image is not looked at: host binaries). */
+    containers: { name: string; image?: string; command?: string[]; args?: string[]; ports?: ContainerPort[] }[];
   };
   status?: {
     phase?: string;
@@ -78,6 +82,8 @@ export interface PodRecord {
   containerId: string;
   ip?: string;
   pid?: number;
+  /** The command line of a container with a `command` (the pod server runs otherwise): how its pid is recognised. */
+  command?: string[];
   startedAt?: string;
   restarts: number;
 }
@@ -105,14 +111,28 @@ export function podNetnsName(prefix: string, uid: string): string {
   return `${prefix}pod-${uid}`;
 }
 
-/** True when pid is alive and is a pod server we started (not a recycled pid). */
-function isPodServer(pid: number, dir: string): boolean {
-  if (!isProcessAlive(pid)) return false;
+/** True when the record's pid is alive and is the process we started for it (the pod server or the container's command), not a recycled pid. */
+function isPodProcess(rec: PodRecord, dir: string): boolean {
+  if (rec.pid === undefined || !isProcessAlive(rec.pid)) return false;
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(podServerScript(dir));
+    const argv = readFileSync(`/proc/${rec.pid}/cmdline`, "utf8").split("\0").slice(0, -1);
+    return rec.command ? argv.join("\0") === rec.command.join("\0") : argv.includes(podServerScript(dir));
   } catch {
     return false;
   }
+}
+
+/** The label and namespace of the cluster DNS pods (as kube-dns and CoreDNS are labelled). */
+export const CLUSTER_DNS = { namespace: "kube-system", label: "k8s-app", value: "kube-dns" } as const;
+
+/** Where `ip netns exec` finds a namespace's own resolv.conf (it bind-mounts /etc/netns/NAME/* over /etc). */
+export function netnsEtcDir(netns: string): string {
+  return join("/etc/netns", netns);
+}
+
+/** A pod's resolv.conf as a kubelet writes it for dnsPolicy ClusterFirst. */
+export function clusterFirstResolvConf(nameservers: readonly string[], namespace: string, clusterDomain = "cluster.local"): string {
+  return [...nameservers.map((n) => `nameserver ${n}`), `search ${namespace}.svc.${clusterDomain} svc.${clusterDomain} ${clusterDomain}`, "options ndots:5", ""].join("\n");
 }
 
 export interface KubeletOptions {
@@ -193,9 +213,9 @@ export class LocalKubelet implements Reconciler {
       // No record, or a setup that failed before the CNI ADD completed: start over from nothing.
       if (rec) await this.teardown(key);
       rec = await this.setup(pod, node);
-    } else if (rec.pid === undefined || !isPodServer(rec.pid, this.opts.nodes.dir)) {
+    } else if (!isPodProcess(rec, this.opts.nodes.dir)) {
       // restartPolicy Always, as far as this stand-in goes
-      this.log.warn({ pod: key, pid: rec.pid }, "pod server gone, restarting it");
+      this.log.warn({ pod: key, pid: rec.pid }, "pod process gone, restarting it");
       rec.restarts++;
       await this.startServer(pod, rec);
     }
@@ -241,17 +261,39 @@ export class LocalKubelet implements Reconciler {
     if (!address) throw new Error(`CNI ADD for ${key} returned no address`);
     rec.ip = address.split("/")[0];
     await this.save();
+    await this.writeResolvConf(pod, rec);
     await this.startServer(pod, rec);
     this.log.info({ pod: key, node: node.name, ip: rec.ip, netns: rec.netns, pid: rec.pid }, "pod started");
     return rec;
   }
 
+  /**
+   * dnsPolicy ClusterFirst (the default): the pod resolves through the cluster DNS pods' addresses, as
+   * a kubelet's clusterDNS does (here the pods' own addresses: the local cluster has no Service
+   * routing of its own). No cluster DNS running yet, or dnsPolicy Default: the host's resolver.
+   */
+  private async writeResolvConf(pod: Pod, rec: PodRecord): Promise<void> {
+    if ((pod.spec.dnsPolicy ?? "ClusterFirst") !== "ClusterFirst") return;
+    const servers = this.pods
+      .list()
+      .filter((p) => p.metadata.namespace === CLUSTER_DNS.namespace && p.metadata.labels?.[CLUSTER_DNS.label] === CLUSTER_DNS.value)
+      .filter((p) => p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") && p.status.podIP !== undefined && isIPv4(p.status.podIP))
+      .map((p) => p.status!.podIP!)
+      .sort();
+    if (servers.length === 0) return;
+    const etc = netnsEtcDir(rec.netns);
+    await mkdir(etc, { recursive: true });
+    await writeFile(join(etc, "resolv.conf"), clusterFirstResolvConf(servers, rec.namespace));
+  }
+
   private async startServer(pod: Pod, rec: PodRecord): Promise<void> {
+    const logFile = join(this.opts.nodes.dir, "pods", `${rec.namespace}_${rec.name}.log`);
+    await mkdir(dirname(logFile), { recursive: true });
+    const main = pod.spec.containers[0];
+    if (main?.command && main.command.length > 0) return this.startCommand(rec, [...main.command, ...(main.args ?? [])], pod.spec.containers.flatMap((c) => c.ports ?? []), logFile);
     const ports = pod.spec.containers.flatMap((c) => c.ports ?? []);
     const tcp = ports.filter((p) => (p.protocol ?? "TCP") === "TCP").map((p) => p.containerPort);
     const udp = ports.filter((p) => p.protocol === "UDP").map((p) => p.containerPort);
-    const logFile = join(this.opts.nodes.dir, "pods", `${rec.namespace}_${rec.name}.log`);
-    await mkdir(dirname(logFile), { recursive: true });
     const errFd = openSync(logFile, "a");
     const script = await standaloneScript(podServerSource, dirname(podServerScript(this.opts.nodes.dir)));
     const argv = ["netns", "exec", rec.netns, process.execPath, script, "--name", rec.name, "--tcp", tcp.join(","), "--udp", udp.join(",")];
@@ -279,14 +321,43 @@ export class LocalKubelet implements Reconciler {
     (child.stdout as NodeJS.ReadableStream & { unref?: () => void }).unref?.();
   }
 
+  /** A container's command in the pod's netns (output to the pod's log); ready once every declared port listens. */
+  private async startCommand(rec: PodRecord, command: string[], ports: ContainerPort[], logFile: string): Promise<void> {
+    const fd = openSync(logFile, "a");
+    const child = spawn("ip", ["netns", "exec", rec.netns, ...command], { detached: true, stdio: ["ignore", fd, fd] });
+    closeSync(fd);
+    child.unref();
+    let exited: number | null | undefined;
+    child.once("exit", (code) => (exited = code));
+    rec.pid = child.pid;
+    rec.command = command;
+    rec.startedAt = new Date().toISOString();
+    await this.save();
+    const wanted = ports.map((p) => `${(p.protocol ?? "TCP").toLowerCase()}/${p.containerPort}`);
+    const until = Date.now() + 60_000;
+    for (;;) {
+      if (exited !== undefined) throw new Error(`${command[0]} for ${rec.namespace}/${rec.name} exited with ${exited}; log ${logFile}`);
+      const listening = await run("ip", ["netns", "exec", rec.netns, "ss", "-Hlntu"]).catch(() => "");
+      const bound = new Set(listening.split("\n").flatMap((l) => {
+        const f = l.trim().split(/\s+/);
+        const port = f[4]?.split(":").pop();
+        return f[0] && port ? [`${f[0]}/${port}`] : [];
+      }));
+      if (wanted.every((w) => bound.has(w))) return;
+      if (Date.now() > until) throw new Error(`${command[0]} for ${rec.namespace}/${rec.name} does not listen on ${wanted.filter((w) => !bound.has(w)).join(", ")} after 60 s; log ${logFile}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** Undoes setup in reverse: process (by pid), CNI DEL, netns; then forgets the record. Idempotent. */
   private async teardown(key: string): Promise<void> {
     const rec = this.records.pods[key];
     if (!rec) return;
-    if (rec.pid !== undefined && isPodServer(rec.pid, this.opts.nodes.dir)) await terminateProcess(rec.pid, 5_000);
+    if (isPodProcess(rec, this.opts.nodes.dir)) await terminateProcess(rec.pid!, 5_000);
     const node = this.ourNodes.find((n) => n.name === rec.node);
     if (node && (await netnsExists(node.netns))) await this.cni("DEL", rec, node);
     if (await netnsExists(rec.netns)) await run("ip", ["netns", "del", rec.netns]);
+    await rm(netnsEtcDir(rec.netns), { recursive: true, force: true });
     delete this.records.pods[key];
     await this.save();
     this.log.info({ pod: key, netns: rec.netns }, "pod torn down");
@@ -369,8 +440,9 @@ export class LocalKubelet implements Reconciler {
 export async function removeRecordedPods(dir: string): Promise<void> {
   const records = await loadPodRecords(dir);
   for (const rec of Object.values(records.pods)) {
-    if (rec.pid !== undefined && isPodServer(rec.pid, dir)) process.kill(rec.pid, "SIGKILL");
+    if (isPodProcess(rec, dir)) process.kill(rec.pid!, "SIGKILL");
     if (await netnsExists(rec.netns)) await run("ip", ["netns", "del", rec.netns]);
+    await rm(netnsEtcDir(rec.netns), { recursive: true, force: true });
   }
   await removeKubeletFiles(dir);
 }

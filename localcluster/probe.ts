@@ -1,5 +1,6 @@
-// Connectivity probes from the current network namespace (run inside a pod's): TCP connect or UDP request/reply, one JSON line per probe.
+// Connectivity probes from the current network namespace (run inside a pod's): TCP connect, UDP request/reply or a DNS lookup through the namespace's resolv.conf, one JSON line per probe.
 import { createSocket } from "node:dgram";
+import { promises as dns } from "node:dns";
 import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { parseFlags } from "../kube/flags.ts";
@@ -73,16 +74,35 @@ export function probeUdp(host: string, port: number, timeoutMs: number): Promise
   });
 }
 
-/** One request to `--serve` mode: probe host:port; the answer echoes `id`. */
-export interface ProbeRequest {
-  id: number;
-  host: string;
-  port: number;
-  udp?: boolean;
-  timeoutMs: number;
+/** A DNS lookup's outcome: the response code (or "timeout") and the A records' addresses. */
+export interface LookupResult {
+  verdict: "looked-up";
+  rcode: string;
+  addresses: string[];
 }
 
-export type ProbeAnswer = { id: number } & (ProbeResult | { verdict: "error"; error: string });
+const RCODE_OF: Record<string, string> = { EREFUSED: "REFUSED", ENOTFOUND: "NXDOMAIN", ESERVFAIL: "SERVFAIL", ENODATA: "NOERROR", ETIMEOUT: "timeout", ECONNREFUSED: "timeout" };
+
+/**
+ * An A lookup of `name` through the servers of this namespace's /etc/resolv.conf (a pod's: `ip netns
+ * exec` mounts /etc/netns/NAME/resolv.conf there), one try; `name.` with a trailing dot skips the search list.
+ */
+export async function lookupA(name: string, timeoutMs: number): Promise<LookupResult> {
+  const resolver = new dns.Resolver({ timeout: timeoutMs, tries: 1 });
+  try {
+    return { verdict: "looked-up", rcode: "NOERROR", addresses: (await resolver.resolve4(name)).sort() };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    const rcode = RCODE_OF[code];
+    if (rcode === undefined) throw err;
+    return { verdict: "looked-up", rcode, addresses: [] };
+  }
+}
+
+/** One request to `--serve` mode: probe host:port, or look `lookup` up; the answer echoes `id`. */
+export type ProbeRequest = { id: number; timeoutMs: number } & ({ host: string; port: number; udp?: boolean } | { lookup: string });
+
+export type ProbeAnswer = { id: number } & (ProbeResult | LookupResult | { verdict: "error"; error: string });
 
 /**
  * `--serve`: reads one JSON ProbeRequest per stdin line and runs each at once (many in flight), writing
@@ -100,7 +120,7 @@ function serve(): void {
       process.stdout.write(JSON.stringify({ id: -1, verdict: "error", error: `not JSON: ${line.slice(0, 80)}` }) + "\n");
       return;
     }
-    const probe = req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
+    const probe: Promise<ProbeResult | LookupResult> = "lookup" in req ? lookupA(req.lookup, req.timeoutMs) : req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
     probe.then(
       (r) => process.stdout.write(JSON.stringify({ id: req.id, ...r }) + "\n"),
       (e: unknown) => process.stdout.write(JSON.stringify({ id: req.id, verdict: "error", error: (e as Error).message }) + "\n"),
