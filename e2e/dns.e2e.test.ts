@@ -1,0 +1,175 @@
+// End to end with the local cluster's real resolver (dnsmasq as kube-system/kube-dns) and outside hosts: Cilium's documented DNS policy (kube-dns on port 53 with rules.dns, toFQDNs matchName/matchPattern), real lookups from pods through the agents' DNS proxies, real connects.
+// Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
+import { CNPS } from "../kube/resources.ts";
+import { clusterDnsAddress, CLUSTER_DNS_NAME } from "../localcluster/cluster-dns.ts";
+import { CLUSTER_DNS, loadPodRecords, netnsEtcDir } from "../localcluster/kubelet.ts";
+import { OUTSIDE_HOSTS, outsideNetns } from "../localcluster/outside.ts";
+import { devNodesDown } from "../cli/dev-pods.ts";
+import { isProcessAlive } from "../localcluster/cluster.ts";
+import { listNetns } from "../localcluster/nodes.ts";
+import type { Flow } from "../flowapi/flow.ts";
+
+const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
+const NODES = 2;
+const NS = "dns-e2e";
+const PORT = 80;
+const MS = 2_000;
+const ipOf = (name: string): string => OUTSIDE_HOSTS.find((h) => h.names.includes(name))!.ip;
+const API = "api.outside.test";
+const WWW = "www.outside.test";
+const BLOCKED = "blocked.elsewhere.test";
+
+/** Cilium's "DNS-based policies" example (docs: policy/language, "DNS based"), names of the local cluster's outside hosts. */
+const fqdnPolicy = (dnsPattern: string) => ({
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "fqdn", namespace: NS },
+  spec: {
+    endpointSelector: { matchLabels: { org: "empire", class: "mediabot" } },
+    egress: [
+      { toFQDNs: [{ matchName: API }, { matchPattern: "w*.outside.test" }] },
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: dnsPattern }] } }],
+      },
+    ],
+  },
+});
+
+describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside hosts", { timeout: 900_000 }, () => {
+  const tc = new TestCluster(`dns${process.pid % 10000}-`);
+  const p: Record<string, PodProber> = {};
+  let dnsIP = "";
+
+  const connect = async (from: PodProber, ip: string): Promise<string> => {
+    const r = await from.probe(ip, PORT, { timeoutMs: MS });
+    return r.verdict === "connected" ? `connected ${r.reply ?? ""}` : r.verdict;
+  };
+
+  const apply = async (obj: object): Promise<void> => {
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify(obj));
+  };
+
+  /** `membrane observe --last N -o json` with the given filters (agents found through the cluster). */
+  const observe = (args: string[]): Promise<Flow[]> =>
+    new Promise((resolve, reject) => {
+      const c = spawn(MEMBRANE, ["observe", "--kubeconfig", tc.cp!.kubeconfig, "-o", "json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      c.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      c.on("exit", (code) => (code === 0 ? resolve(out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Flow)) : reject(new Error(`membrane observe exited ${code}: ${err}`))));
+    });
+
+  before(async () => {
+    await tc.start(NODES, { clusterDns: true });
+    dnsIP = (await clusterDnsAddress(tc.dir)) ?? "";
+    assert.notEqual(dnsIP, "", "dev up recorded the cluster DNS address");
+    await tc.createPods({ [NS]: {} }, [
+      { namespace: NS, name: "mediabot-1", node: 1, labels: { org: "empire", class: "mediabot" }, ports: [] },
+      { namespace: NS, name: "mediabot-2", node: 2, labels: { org: "empire", class: "mediabot" }, ports: [] },
+      { namespace: NS, name: "other", node: 2, labels: { org: "empire", class: "other" }, ports: [] },
+    ]);
+    for (const pod of ["mediabot-1", "mediabot-2", "other"]) p[pod] = await tc.prober(NS, pod);
+  });
+
+  after(async () => {
+    await tc.stop();
+  });
+
+  it("kube-dns is a kube-system pod and Service labelled k8s-app=kube-dns, and every pod's resolv.conf names its address", async () => {
+    const svc = JSON.parse(await tc.kubectl(["get", "service", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME, "-o", "json"])) as { metadata: { labels: Record<string, string> }; spec: { selector: Record<string, string> } };
+    assert.equal(svc.metadata.labels[CLUSTER_DNS.label], CLUSTER_DNS.value);
+    assert.deepEqual(svc.spec.selector, { [CLUSTER_DNS.label]: CLUSTER_DNS.value });
+    const pod = JSON.parse(await tc.kubectl(["get", "pod", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME, "-o", "json"])) as { status: { podIP: string } };
+    assert.equal(pod.status.podIP, dnsIP);
+    const recs = (await loadPodRecords(tc.dir)).pods;
+    for (const name of ["mediabot-1", "mediabot-2", "other"]) {
+      const conf = await readFile(`${netnsEtcDir(recs[`${NS}/${name}`]!.netns)}/resolv.conf`, "utf8");
+      assert.match(conf, new RegExp(`^nameserver ${dnsIP.replaceAll(".", "\\.")}$`, "m"), `${name}: ${conf}`);
+      assert.match(conf, new RegExp(`^search ${NS}\\.svc\\.cluster\\.local svc\\.cluster\\.local cluster\\.local$`, "m"));
+    }
+  });
+
+  it("without a policy every pod resolves every name through kube-dns and reaches every outside host (the checks below can fail)", async () => {
+    for (const pod of ["mediabot-1", "mediabot-2", "other"]) {
+      for (const name of [API, WWW, BLOCKED]) {
+        assert.deepEqual(await p[pod]!.lookup(`${name}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(name)] }, `${pod} ${name}`);
+      }
+      assert.deepEqual((await p[pod]!.lookup("alias.outside.test.", { timeoutMs: MS })).addresses, [ipOf(API)], "the CNAME chain");
+      assert.equal((await p[pod]!.lookup("nothing.outside.test.", { timeoutMs: MS })).rcode, "NXDOMAIN", "a name the server does not know");
+      for (const h of OUTSIDE_HOSTS) assert.equal(await connect(p[pod]!, h.ip), `connected ${h.name}`, `${pod} → ${h.name}`);
+    }
+  });
+
+  it("with Cilium's example (kube-dns port 53, rules.dns matchPattern '*', toFQDNs matchName + matchPattern): allowed names resolve and connect at once, another name's address is dropped with a reason in the flow", async () => {
+    await apply(fqdnPolicy("*"));
+    await waitEnforced(tc, CNPS, NS, "fqdn", NODES);
+    for (const pod of ["mediabot-1", "mediabot-2"]) {
+      // The first connect right after each answer: the proxy has opened the address before it released the answer.
+      for (const name of [API, WWW]) {
+        const r = await p[pod]!.lookup(`${name}.`, { timeoutMs: MS });
+        assert.deepEqual(r, { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(name)] }, `${pod} ${name}`);
+        assert.equal(await connect(p[pod]!, ipOf(name)), `connected ${OUTSIDE_HOSTS.find((h) => h.ip === ipOf(name))!.name}`, `${pod} → ${name}`);
+      }
+      // rules.dns '*' lets the lookup through, toFQDNs does not cover the name: the address is dropped.
+      assert.deepEqual(await p[pod]!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, `${pod} ${BLOCKED}`);
+      assert.equal(await connect(p[pod]!, ipOf(BLOCKED)), "timeout", `${pod} → ${BLOCKED}`);
+    }
+    assert.equal(await connect(p.other!, ipOf(BLOCKED)), "connected outside-3", "a pod the policy does not select is not restricted");
+
+    const end = Date.now() + 15_000;
+    let drop: Flow | undefined;
+    while (!drop && Date.now() < end) {
+      drop = (await observe(["--verdict", "DROPPED", "--from-pod", `${NS}/mediabot-2`, "--last", "50"])).find((f) => f.destination.ip === ipOf(BLOCKED) && f.destination.port === PORT);
+      if (!drop) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(drop, `a DROPPED flow from ${NS}/mediabot-2 to ${ipOf(BLOCKED)}:${PORT}`);
+    assert.equal(drop.node, tc.nodeName(2));
+    assert.equal(drop.direction, "egress");
+    assert.match(drop.dropReason ?? "", /^policy denied/, `drop reason ${drop.dropReason}`);
+  });
+
+  it("a DNS rule restricting names (matchPattern '*.outside.test') makes the proxy answer the others REFUSED, while the server's own answers pass", async () => {
+    await apply(fqdnPolicy("*.outside.test"));
+    await waitEnforced(tc, CNPS, NS, "fqdn", NODES);
+    for (const pod of ["mediabot-1", "mediabot-2"]) {
+      assert.deepEqual(await p[pod]!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "REFUSED", addresses: [] }, `${pod} ${BLOCKED}: refused by the proxy (dnsmasq answers it)`);
+      assert.deepEqual(await p[pod]!.lookup(`${API}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(API)] }, `${pod} ${API}`);
+      assert.equal((await p[pod]!.lookup("nothing.outside.test.", { timeoutMs: MS })).rcode, "NXDOMAIN", `${pod}: an allowed name the server does not know is the server's NXDOMAIN`);
+      assert.equal(await connect(p[pod]!, ipOf(API)), "connected outside-1");
+    }
+    assert.deepEqual(await p.other!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, "the unselected pod's lookups are not proxied");
+  });
+
+  it("dev down removes the cluster DNS pod and Service it made (not another object labelled k8s-app=kube-dns), dnsmasq, the outside hosts and the pods' resolv.conf", async () => {
+    await tc.stopProbers();
+    const decoy = { apiVersion: "v1", kind: "Service", metadata: { name: "kube-dns-decoy", namespace: CLUSTER_DNS.namespace, labels: { [CLUSTER_DNS.label]: CLUSTER_DNS.value } }, spec: { ports: [{ port: 53, protocol: "UDP" }] } };
+    await apply(decoy);
+    const recs = (await loadPodRecords(tc.dir)).pods;
+    const dnsmasq = recs[`${CLUSTER_DNS.namespace}/${CLUSTER_DNS_NAME}`]!;
+    assert.ok(dnsmasq.pid !== undefined && isProcessAlive(dnsmasq.pid), "dnsmasq runs, recorded by the kubelet");
+    assert.deepEqual(dnsmasq.command?.[0], "dnsmasq");
+    const etcDirs = Object.values(recs).map((r) => netnsEtcDir(r.netns));
+    assert.ok(etcDirs.some((d) => existsSync(d)), "pods have their own /etc/netns dir");
+    const outside = OUTSIDE_HOSTS.map((h) => outsideNetns(tc.prefix, h));
+    assert.deepEqual((await listNetns(tc.prefix)).filter((n) => outside.includes(n)).sort(), [...outside].sort(), "the outside hosts run");
+
+    await devNodesDown(tc.dir, tc.cp!.kubeconfig);
+    assert.equal((await tc.cp!.kubectl(["get", "pod", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME])).code, 1, "the pod is gone");
+    assert.equal((await tc.cp!.kubectl(["get", "service", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME])).code, 1, "the Service is gone");
+    await tc.kubectl(["get", "service", "-n", CLUSTER_DNS.namespace, "kube-dns-decoy"]);
+    assert.equal(isProcessAlive(dnsmasq.pid), false, "dnsmasq stopped");
+    assert.deepEqual(etcDirs.filter((d) => existsSync(d)), [], "no /etc/netns dir left");
+    assert.deepEqual(await listNetns(tc.prefix), [], "no namespace left");
+    for (const f of ["outside.json", "cluster-dns.json", "outside-bin"]) assert.equal(existsSync(join(tc.dir, f)), false, f);
+  });
+});
