@@ -11,7 +11,7 @@ const groups: Record<string, { module: string; summary: string }> = {
   encryption: { module: "./encryption.ts", summary: "encryption keys and nodes: status, rotate" },
   agent: { module: "../node-agent/main.ts", summary: "run the node agent" },
   l7proxy: { module: "../node-agent/l7proxy/main.ts", summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
-  runtime: { module: "../node-agent/runtime/main.ts", summary: "run process visibility on a node (exec/exit events, Tetragon's JSON)" },
+  runtime: { module: "../node-agent/runtime/main.ts", summary: "run process visibility and TracingPolicy enforcement on a node (Tetragon's JSON events)" },
   operator: { module: "../controllers/main.ts", summary: "run the operator" },
   webhook: { module: "../webhooks/main.ts", summary: "run the admission webhook server" },
 };

@@ -1,4 +1,5 @@
-// `membrane runtime` flags: the export file is required, the metrics address is HOST:PORT, the node name defaults to the host's.
+// `membrane runtime` flags: the export file is required, the metrics address is HOST:PORT, the node name defaults to
+// the host's; the policy, status and pods files are optional (a status file only with a policy file).
 import assert from "node:assert/strict";
 import os from "node:os";
 import { describe, it } from "node:test";
@@ -16,9 +17,18 @@ describe("membrane runtime flags", () => {
     });
   });
 
-  it("refuses a missing export file, a bad address and unknown flags, naming the flag", () => {
+  it("reads the policy, status and pods files", () => {
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", "p.yaml", "--status-file", "s.json", "--pods-file", "pods.json", "--node-name", "n"]), {
+      ok: true,
+      value: { exportFile: "f", policyFile: "p.yaml", statusFile: "s.json", podsFile: "pods.json", nodeName: "n", metricsHost: "127.0.0.1", metricsPort: 9964 },
+    });
+  });
+
+  it("refuses a missing export file, a bad address, a status file without policies and unknown flags, naming the flag", () => {
     assert.deepEqual(parseRuntimeArgs([]), { ok: false, error: "--export-file: required (where the events go)" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--metrics-address", "9100"]), { ok: false, error: '--metrics-address: "9100" is not HOST:PORT' });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--kprobes"]), { ok: false, error: "unknown flag --kprobes" });
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--status-file", "s"]), { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" });
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", ""]), { ok: false, error: "--policy-file: empty path" });
   });
 });

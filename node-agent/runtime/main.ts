@@ -1,27 +1,48 @@
-// `membrane runtime`: process visibility as a process of its own on the node (issue
-// #18 allows the agent or a process it manages): exec/exit events to an export file, metrics on /metrics.
+// `membrane runtime`: process visibility and TracingPolicy enforcement as a process of its own on the node (issue
+// #18 allows the agent or a process it manages): exec/exit and hook events to an export file, the policies from a
+// polled file, each policy's status to a status file, metrics on /metrics.
 import http from "node:http";
 import os from "node:os";
 import { pino } from "pino";
-import { Registry } from "prom-client";
+import fs from "node:fs";
+import { Gauge, Registry } from "prom-client";
+import type { RuntimeEvent } from "../../core/process-event.ts";
+import { ConnectEnforcer } from "./connect-enforcer.ts";
+import { RuntimeEnforcement } from "./enforcement.ts";
+import type { PodRef } from "./events.ts";
+import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
 import { parseFlags } from "../../kube/flags.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
-const USAGE = `usage: membrane runtime --export-file FILE [--node-name NAME] [--metrics-address HOST:PORT]
+const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
+                        [--node-name NAME] [--metrics-address HOST:PORT]
 
-  --export-file FILE         append every process_exec/process_exit event (Tetragon's JSON) to FILE
+  --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm event (Tetragon's JSON) to FILE
+  --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
+  --status-file FILE         write each policy's status here as JSON after every change (needs --policy-file)
+  --pods-file FILE           the node's pods, {"pods": [{"netns", "namespace", "name", "labels"}]} (polled): events name the pod,
+                             namespaced policies and podSelector select by it
   --node-name NAME           node_name of the events (default: the host name)
   --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics (default 127.0.0.1:9964)`;
 
 export interface RuntimeConfig {
   readonly exportFile: string;
+  readonly policyFile?: string;
+  readonly statusFile?: string;
+  readonly podsFile?: string;
   readonly nodeName: string;
   readonly metricsHost: string;
   readonly metricsPort: number;
 }
 
 export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: RuntimeConfig } | { ok: false; error: string } {
-  const flags = parseFlags({ args: [...args], options: { "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" } } });
+  const flags = parseFlags({
+    args: [...args],
+    options: {
+      "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" },
+      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" },
+    },
+  });
   if (!flags.ok) return flags;
   const v = flags.parsed.values;
   if (v["export-file"] === undefined || v["export-file"] === "") return { ok: false, error: "--export-file: required (where the events go)" };
@@ -29,7 +50,20 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
   const m = /^(.+):(\d{1,5})$/.exec(address);
   const port = Number(m?.[2]);
   if (!m || port > 65535) return { ok: false, error: `--metrics-address: "${address}" is not HOST:PORT` };
-  return { ok: true, value: { exportFile: v["export-file"], nodeName: v["node-name"] || os.hostname(), metricsHost: m[1]!, metricsPort: port } };
+  for (const f of ["policy-file", "status-file", "pods-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
+  if (v["status-file"] !== undefined && v["policy-file"] === undefined) return { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" };
+  return {
+    ok: true,
+    value: {
+      exportFile: v["export-file"],
+      ...(v["policy-file"] !== undefined ? { policyFile: v["policy-file"] } : {}),
+      ...(v["status-file"] !== undefined ? { statusFile: v["status-file"] } : {}),
+      ...(v["pods-file"] !== undefined ? { podsFile: v["pods-file"] } : {}),
+      nodeName: v["node-name"] || os.hostname(),
+      metricsHost: m[1]!,
+      metricsPort: port,
+    },
+  };
 }
 
 /** `membrane runtime …`: runs until SIGTERM or SIGINT; the exit code. */
@@ -46,13 +80,66 @@ export async function run(args: string[]): Promise<number> {
   const cfg = parsed.value;
   const log = pino({ name: "runtime" });
   const registry = new Registry();
-  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry });
+  let pods = new Map<number, PodRef>();
+  const resolvePod = (inode: number): PodRef | undefined => pods.get(inode);
+  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod });
   try {
     visibility.start();
   } catch (err) {
     process.stderr.write(`membrane runtime: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
+  const emit = (e: RuntimeEvent): void => visibility.emit(e);
+  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-connect" });
+  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, connect });
+  const enforced = new Gauge({
+    name: "membrane_tracing_policies",
+    help: "TracingPolicies of the policy file, by whether this node enforces them.",
+    labelNames: ["enforced"],
+    registers: [registry],
+  });
+  let policies: unknown[] = [];
+  let applying = Promise.resolve();
+  const apply = (): void => {
+    const statuses = engine.apply(policies);
+    const all = [...statuses.values()];
+    enforced.set({ enforced: "true" }, all.filter((s) => s.enforced).length);
+    enforced.set({ enforced: "false" }, all.filter((s) => !s.enforced).length);
+    for (const [key, st] of statuses) {
+      if (st.enforced) log.info({ policy: key, hooks: st.hooks }, "tracing policy enforced");
+      else log.error({ policy: key, reason: st.reason, message: st.message }, "tracing policy not enforced");
+    }
+    const file = cfg.statusFile;
+    if (file === undefined) return;
+    // Asynchronous: this process must never wait on an open itself (the file may be in a marked directory).
+    const body = `${JSON.stringify({ node: cfg.nodeName, policies: Object.fromEntries(statuses) })}\n`;
+    const tmp = `${file}.${process.pid}.tmp`;
+    applying = applying
+      .then(() => fs.promises.writeFile(tmp, body))
+      .then(() => fs.promises.rename(tmp, file))
+      .catch((err: unknown) => log.error({ err: String(err), file }, "status file not written"));
+  };
+  const sources: PolledFile[] = [];
+  if (cfg.podsFile !== undefined) {
+    const file = cfg.podsFile;
+    sources.push(new PolledFile(file, (text) => {
+      const r = parsePods(text === "" ? '{"pods": []}' : text, file);
+      if (!r.ok) return void log.error({ error: r.error }, "pods file refused: the last good one stays");
+      pods = r.value;
+      log.info({ pods: pods.size }, "pods read");
+      if (cfg.policyFile !== undefined) apply(); // podSelector and namespaced policies follow the pods
+    }));
+  }
+  if (cfg.policyFile !== undefined) {
+    const file = cfg.policyFile;
+    sources.push(new PolledFile(file, (text) => {
+      const r = parsePolicies(text, file);
+      if (!r.ok) return void log.error({ error: r.error }, "policy file refused: the last good one stays");
+      policies = r.value;
+      apply();
+    }));
+  }
+  for (const s of sources) await s.start();
   const server = http.createServer((req, res) => {
     if (req.url !== "/metrics") return void res.writeHead(404).end();
     registry.metrics().then(
@@ -61,14 +148,17 @@ export async function run(args: string[]): Promise<number> {
     );
   });
   server.listen(cfg.metricsPort, cfg.metricsHost);
-  log.info({ exportFile: cfg.exportFile, node: cfg.nodeName, metrics: `${cfg.metricsHost}:${cfg.metricsPort}` }, "process visibility running");
+  log.info({ exportFile: cfg.exportFile, policyFile: cfg.policyFile, node: cfg.nodeName, metrics: `${cfg.metricsHost}:${cfg.metricsPort}` }, "runtime running");
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);
   });
+  for (const s of sources) s.stop();
+  engine.stop();
   visibility.stop();
   server.close();
-  log.info("process visibility stopped");
+  await applying;
+  log.info("runtime stopped");
   return 0;
 }
 

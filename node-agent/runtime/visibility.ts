@@ -1,8 +1,8 @@
-// Process visibility on a node, Tetragon's default: the sensor's records as Tetragon JSON events, one line each
-// appended to an export file (what `membrane observe --type process --input-file` reads), counted in metrics.
+// Process visibility on a node, Tetragon's default: the sensor's records (and the enforcers' events) as Tetragon
+// JSON events, one line each appended to an export file (what `membrane observe --type process --input-file` reads), counted in metrics.
 import fs from "node:fs";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { ProcessEvent } from "../../core/process-event.ts";
+import type { RuntimeEvent } from "../../core/process-event.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
@@ -15,7 +15,7 @@ export interface ProcessVisibilityOptions {
   /** Pin scope under /sys/fs/bpf/membrane (default "runtime"). */
   readonly scope?: string;
   /** Also called for every event (tests, a future observer API). */
-  readonly onEvent?: (e: ProcessEvent) => void;
+  readonly onEvent?: (e: RuntimeEvent) => void;
 }
 
 export class ProcessVisibility {
@@ -28,13 +28,13 @@ export class ProcessVisibility {
     this.events = new ProcessEvents({ nodeName: opts.nodeName, ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}) });
     this.counted = new Counter({
       name: "membrane_process_events_total",
-      help: "Process events exported, by Tetragon event type (process_exec, process_exit).",
+      help: "Process events exported, by Tetragon event type (process_exec, process_exit, process_kprobe, process_lsm).",
       labelNames: ["type"],
       registers: [opts.registry],
     });
     const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope ?? "runtime" }, (raw) => {
       const e = this.events.handle(raw);
-      if (e) this.write(e);
+      if (e) this.emit(e);
     }));
     new Gauge({
       name: "membrane_process_events_lost",
@@ -82,8 +82,14 @@ export class ProcessVisibility {
     this.fd = undefined;
   }
 
-  private write(e: ProcessEvent): void {
-    const type = "process_exec" in e ? "process_exec" : "process_exit";
+  /** The process tree the events are built from (enforcement's events use the same). */
+  get processes(): ProcessEvents {
+    return this.events;
+  }
+
+  /** Exports one event (the sensor's, or an enforcer's process_kprobe/process_lsm) to the file and the metrics. */
+  emit(e: RuntimeEvent): void {
+    const type = "process_exec" in e ? "process_exec" : "process_exit" in e ? "process_exit" : "process_kprobe" in e ? "process_kprobe" : "process_lsm";
     this.counted.inc({ type });
     if (this.fd !== undefined) fs.writeSync(this.fd, `${JSON.stringify(e)}\n`);
     this.opts.onEvent?.(e);
