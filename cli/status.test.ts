@@ -63,6 +63,15 @@ describe("membrane status: health judgement", () => {
     assert.equal(r.agents[1]?.conditions.Ready, "False (OperatorUnreachable)");
   });
 
+  it("a host firewall that cannot be enforced (no Node object) is a warning naming the node and why; True is not", () => {
+    const s = healthy();
+    const a = readyNode("node-a");
+    const withHf = (n: CiliumNodeObject, c: Condition): CiliumNodeObject => ({ ...n, status: { ...n.status, conditions: [...(n.status?.conditions ?? []), c] } });
+    const r = statusReport({ ...s, nodes: [withHf(a, cond("HostFirewall", "False", "NoNodeObject", "no Node object for this node")), withHf(readyNode("node-b"), cond("HostFirewall", "True", "Enforced", "host policy enforced on ingress"))] }, NOW);
+    assert.equal(r.healthy, false);
+    assert.deepEqual(r.warnings, ["host firewall on node node-a: HostFirewall=False (NoNodeObject): no Node object for this node"]);
+  });
+
   it("an agent that never published conditions is not ready", () => {
     const r = statusReport({ ...healthy(), nodes: [{ metadata: { name: "fresh" } }], agentLeases: [agentLease("fresh")] }, NOW);
     assert.deepEqual(r.warnings, ["agent on node fresh is not ready: it has not published its conditions"]);

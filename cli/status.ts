@@ -200,6 +200,11 @@ export function statusReport(s: ClusterSnapshot, now: Date): StatusReport {
     const why = failing ? `${failing.type}=${failing.status} (${failing.reason}): ${failing.message}` : "it has not published its conditions";
     warnings.push(`agent on node ${a.node} is not ready: ${why}`);
   }
+  // The host firewall's own condition (only agents running it publish one): not enforcing where it should is worth a warning.
+  for (const n of nodes) {
+    const hf = condition(n.status?.conditions, "HostFirewall");
+    if (hf && hf.status !== "True") warnings.push(`host firewall on node ${n.metadata.name}: HostFirewall=${hf.status} (${hf.reason}): ${hf.message}`);
+  }
 
   const counts = { total: s.policies.length, valid: 0, invalid: 0, enforced: 0, notEnforced: 0, pending: 0 };
   for (const { kind, obj } of s.policies) {
