@@ -6,8 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { ProcessEvent, TetragonProcess } from "../core/process-event.ts";
-import { observeType, parseProcessArgs, selectProcessEvents } from "./observe-process.ts";
+import { type ProcessEvent, type RuntimeEvent, type TetragonProcess, processOf } from "../core/process-event.ts";
+import { compactLine, observeType, parseProcessArgs, selectProcessEvents } from "./observe-process.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const proc = (pid: number, binary: string, args: string, pod?: { namespace: string; name: string }): TetragonProcess => ({
@@ -26,7 +26,7 @@ const TEXT = EVENTS.map((e) => JSON.stringify(e)).join("\n") + "\n";
 describe("membrane observe --type process", () => {
   it("filters by pod, namespace and binary", () => {
     const pids = (f: Parameters<typeof selectProcessEvents>[1]): number[] =>
-      selectProcessEvents(TEXT, f).events.map((e) => ("process_exec" in e ? e.process_exec.process.pid : e.process_exit.process.pid));
+      selectProcessEvents(TEXT, f).events.map((e) => processOf(e).pid);
     assert.deepEqual(pids({}), [10, 11, 11, 20, 30]);
     assert.deepEqual(pids({ namespace: "default" }), [10, 11, 11]);
     assert.deepEqual(pids({ pod: "dns" }), [20]);
@@ -34,8 +34,26 @@ describe("membrane observe --type process", () => {
     assert.deepEqual(pids({ binary: "/usr/bin/id", namespace: "default" }), [11, 11]);
   });
 
+  it("reads a policy's hook events (process_kprobe, process_lsm), filters them like the others and prints the action", () => {
+    const kill: RuntimeEvent = {
+      process_kprobe: { process: proc(40, "/usr/bin/cat", "/etc/shadow", web), function_name: "fd_install", args: [{ file_arg: { path: "/etc/shadow" } }], action: "KPROBE_ACTION_SIGKILL", policy_name: "monitor-sensitive-files" },
+      node_name: "n",
+      time: "t",
+    };
+    const deny: RuntimeEvent = {
+      process_lsm: { process: proc(41, "/usr/bin/curl", "", { namespace: "other", name: "c" }), function_name: "socket_connect", args: [{ sockaddr_arg: { family: "AF_INET", addr: "10.0.0.1", port: 4444 } }], action: "KPROBE_ACTION_OVERRIDE", policy_name: "no-4444" },
+      node_name: "n",
+      time: "t",
+    };
+    const text = [kill, deny].map((e) => JSON.stringify(e)).join("\n");
+    const r = selectProcessEvents(text, { namespace: "default" });
+    assert.deepEqual(r, { events: [kill], errors: [] });
+    assert.equal(compactLine(kill), "🔧 fd_install default/web /usr/bin/cat /etc/shadow SIGKILL (monitor-sensitive-files)");
+    assert.equal(compactLine(deny), "🔧 socket_connect other/c /usr/bin/curl 10.0.0.1:4444 OVERRIDE (no-4444)");
+  });
+
   it("names a line that is not a process event", () => {
-    assert.deepEqual(selectProcessEvents('{"flow":{}}\nnope\n', {}).errors, ["line 1: not a process_exec or process_exit event", "line 2: not JSON"]);
+    assert.deepEqual(selectProcessEvents('{"flow":{}}\nnope\n', {}).errors, ["line 1: not a process_exec, process_exit, process_kprobe or process_lsm event", "line 2: not JSON"]);
   });
 
   it("parses --type and its flags, refusing what it does not know", () => {

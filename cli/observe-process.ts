@@ -1,7 +1,7 @@
 // `membrane observe --type process`: Tetragon-shaped process events (process_exec, process_exit) from a node's
 // export file, filtered by pod, namespace and binary, as one compact line each or as JSON lines.
 import fs from "node:fs";
-import { type ProcessEvent, type ProcessFilter, matchesProcessFilter } from "../core/process-event.ts";
+import { type ProcessFilter, type RuntimeEvent, type TetragonArg, matchesProcessFilter } from "../core/process-event.ts";
 import { parseFlags } from "../kube/flags.ts";
 
 export const PROCESS_USAGE = `usage: membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
@@ -53,22 +53,36 @@ export function parseProcessArgs(args: readonly string[]): { ok: true; value: Pr
   return { ok: true, value: { inputFile: v["input-file"], filter, output } };
 }
 
-/** One line like `tetra getevents -o compact`: 🚀 for exec, 💥 for exit, with the pod. */
-export function compactLine(e: ProcessEvent): string {
+/** One line like `tetra getevents -o compact`: 🚀 for exec, 💥 for exit, 🔧 for a policy's hook (with its action), with the pod. */
+export function compactLine(e: RuntimeEvent): string {
   if ("process_exec" in e) {
     const p = e.process_exec.process;
     return `🚀 process ${where(p.pod)} ${p.binary}${p.arguments ? ` ${p.arguments}` : ""}`;
+  }
+  if ("process_kprobe" in e || "process_lsm" in e) {
+    const k = "process_kprobe" in e ? e.process_kprobe : e.process_lsm;
+    const action = k.action.replace(/^KPROBE_ACTION_/, "");
+    return `🔧 ${k.function_name} ${where(k.process.pod)} ${k.process.binary} ${k.args.map(argText).join(" ")} ${action} (${k.policy_name})`;
   }
   const x = e.process_exit;
   const p = x.process;
   return `💥 exit    ${where(p.pod)} ${p.binary}${p.arguments ? ` ${p.arguments}` : ""} ${x.signal ?? x.status}`;
 }
 
+function argText(a: TetragonArg): string {
+  if ("file_arg" in a) return a.file_arg.path;
+  if ("path_arg" in a) return a.path_arg.path;
+  if ("linux_binprm_arg" in a) return a.linux_binprm_arg.path;
+  if ("string_arg" in a) return a.string_arg;
+  if ("sock_arg" in a) return `${a.sock_arg.daddr}:${a.sock_arg.dport}`;
+  return `${a.sockaddr_arg.addr}:${a.sockaddr_arg.port}`;
+}
+
 const where = (pod: { namespace: string; name: string } | undefined): string => (pod ? `${pod.namespace}/${pod.name}` : "host");
 
 /** The matching events of an export file's text; a line that is not a process event is an error naming it. */
-export function selectProcessEvents(text: string, filter: ProcessFilter): { events: ProcessEvent[]; errors: string[] } {
-  const events: ProcessEvent[] = [];
+export function selectProcessEvents(text: string, filter: ProcessFilter): { events: RuntimeEvent[]; errors: string[] } {
+  const events: RuntimeEvent[] = [];
   const errors: string[] = [];
   text.split("\n").forEach((line, i) => {
     if (line.trim() === "") return;
@@ -79,11 +93,11 @@ export function selectProcessEvents(text: string, filter: ProcessFilter): { even
       errors.push(`line ${i + 1}: not JSON`);
       return;
     }
-    if (typeof e !== "object" || e === null || !("process_exec" in e || "process_exit" in e)) {
-      errors.push(`line ${i + 1}: not a process_exec or process_exit event`);
+    if (typeof e !== "object" || e === null || !("process_exec" in e || "process_exit" in e || "process_kprobe" in e || "process_lsm" in e)) {
+      errors.push(`line ${i + 1}: not a process_exec, process_exit, process_kprobe or process_lsm event`);
       return;
     }
-    if (matchesProcessFilter(e as ProcessEvent, filter)) events.push(e as ProcessEvent);
+    if (matchesProcessFilter(e as RuntimeEvent, filter)) events.push(e as RuntimeEvent);
   });
   return { events, errors };
 }
