@@ -168,6 +168,6 @@ export function loadedCondition(t: Translation): { status: "False"; reason: stri
     };
   }
   const how = t.hooks.map((h) => `${h.path} (${h.hook}) → ${h.mechanisms.join(", ")}`).join("; ");
-  // Honest until the node agent loads runtime programs: translated is not loaded.
-  return { status: "False", reason: "NotLoadedYet", message: `translates to: ${how}; no node agent loads runtime programs yet` };
+  // Honest until the operator sends policies to the nodes: translated is not loaded.
+  return { status: "False", reason: "NotLoadedYet", message: `translates to: ${how}; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks on a node)` };
 }
