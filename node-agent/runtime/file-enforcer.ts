@@ -112,6 +112,8 @@ export class FileEnforcer {
     for (const plan of this.plans.values()) {
       for (const hook of plan.hooks) {
         if (hook.meaning !== (exec ? "exec" : "file")) continue;
+        // The path filters alone rule most opens out (a neighbour of a watched file): no /proc reads for them.
+        if (!pathMayMatch(hook, filePath)) continue;
         subject ??= this.subject(e.pid, filePath);
         if (!policySelects(plan, subject.pod)) break;
         const d = decideCall(hook, subject);
@@ -174,6 +176,11 @@ export class FileEnforcer {
       this.opts.log.warn({ pid, sig, err: String(err) }, "could not signal the process");
     }
   }
+}
+
+/** Whether some selector of the hook can match a call on this path (its path filters all hold), before the process is read. */
+function pathMayMatch(hook: HookPlan, filePath: string): boolean {
+  return hook.selectors.length === 0 || hook.selectors.some((s) => s.args.every((a) => pathMatches(a.operator, a.values, filePath)));
 }
 
 /** The event's args: the declared path arguments with the file's path (other arguments are not read here). */
