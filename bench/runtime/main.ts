@@ -1,7 +1,7 @@
-// bench/runtime: what process visibility costs the processes of a pod, side by side in one run: short processes
-// spawned in a network namespace (a pod no policy selects) with nothing loaded vs with the exec/exit sensor on
-// and its events exported; rounds interleaved, order rotated, medians. The policy parts of issue #18's bench
-// (file opens, selected pods) need TracingPolicy enforcement, which does not exist yet: null, and said so.
+// bench/runtime: what process visibility and TracingPolicy enforcement cost the processes of a pod, side by side in
+// one run: short processes and file opens in two network namespaces (a pod the policies do not select, one they
+// select) with nothing loaded vs with the exec/exit sensor on, its events exported, and the reference example plus a
+// file-open Override policy enforced; rounds interleaved, order rotated, medians.
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -12,9 +12,13 @@ import { Registry } from "prom-client";
 process.env.LOG_LEVEL ??= "warn";
 const { NetnsFixture } = await import("../../node-agent/bpf/netns.ts");
 const { ProcessVisibility } = await import("../../node-agent/runtime/visibility.ts");
+const { RuntimeEnforcement } = await import("../../node-agent/runtime/enforcement.ts");
+const { pino } = await import("pino");
+type PodRef = import("../../node-agent/runtime/events.ts").PodRef;
 
 const run = promisify(execFile);
-const EXECS = Number(process.env.BENCH_EXECS ?? 2000); // per round and variant
+const EXECS = Number(process.env.BENCH_EXECS ?? 2000); // per round, variant and pod
+const OPENS = Number(process.env.BENCH_OPENS ?? 100_000); // per round, variant, pod and file
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const NETNS = `bench-runtime-${process.pid}`;
 
@@ -24,41 +28,98 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** Seconds to run EXECS short processes (/bin/true) one after the other inside the namespace. */
-async function spawnLoop(): Promise<number> {
-  const start = process.hrtime.bigint();
-  await run("ip", ["netns", "exec", NETNS, "/bin/bash", "-c", `for ((i=0;i<${EXECS};i++)); do /bin/true; done`]);
-  return Number(process.hrtime.bigint() - start) / 1e9;
-}
-
 const fixture = new NetnsFixture();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-bench-runtime-"));
-const off: number[] = [];
-const on: number[] = [];
+// A stand-in for /etc (the bench must not slow the machine's real /etc for everyone else): the policies watch
+// its shadow and passwd; the workloads open a neighbour in the same directory (every open there is a permission
+// event judged in user space) and a file elsewhere (never marked).
+const etc = path.join(dir, "etc");
+const elsewhere = path.join(dir, "data", "file");
+const samedir = path.join(etc, "hostname");
+
+type Workload = "exec" | "open" | "open_same_dir";
+const WORKLOADS: readonly Workload[] = ["exec", "open", "open_same_dir"];
+type Pod = "unselected" | "selected";
+const times: Record<"off" | "on", Record<Pod, Record<Workload, number[]>>> = {
+  off: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
+  on: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
+};
 const eventsPerSecond: number[] = [];
 let lost = 0n;
 let events = 0;
+let judged = 0;
+const netnsOf: Record<Pod, string> = { unselected: `${NETNS}-u`, selected: `${NETNS}-s` };
+
+/** Seconds to run a workload in a pod's namespace. */
+async function workload(pod: Pod, w: Workload): Promise<number> {
+  const script =
+    w === "exec"
+      ? `for ((i=0;i<${EXECS};i++)); do /bin/true; done`
+      : `for ((i=0;i<${OPENS};i++)); do : < ${w === "open" ? elsewhere : samedir}; done`;
+  const start = process.hrtime.bigint();
+  await run("ip", ["netns", "exec", netnsOf[pod], "/bin/bash", "-c", script]);
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+const policies = [
+  // The reference example, on the stand-in /etc: Sigkill for a process of a pod in default that opens shadow or passwd.
+  {
+    apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicyNamespaced", metadata: { name: "monitor-sensitive-files", namespace: "default" },
+    spec: { kprobes: [{ call: "fd_install", syscall: false, args: [{ index: 0, type: "int" }, { index: 1, type: "file" }], selectors: [{ matchArgs: [{ index: 1, operator: "Prefix", values: [path.join(etc, "shadow"), path.join(etc, "passwd")] }], matchActions: [{ action: "Sigkill" }] }] }] },
+  },
+  // A file-open Override on one path, for the pods of default.
+  {
+    apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicyNamespaced", metadata: { name: "deny-one-path", namespace: "default" },
+    spec: { lsmhooks: [{ hook: "file_open", args: [{ index: 0, type: "file" }], selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: [path.join(etc, "secret")] }], matchActions: [{ action: "Override", argError: -1 }] }] }] },
+  },
+];
+
 try {
-  fixture.addNetns(NETNS);
-  await spawnLoop(); // warm-up: page cache, bash
+  fixture.addNetns(netnsOf.unselected);
+  fixture.addNetns(netnsOf.selected);
+  fs.mkdirSync(etc);
+  fs.mkdirSync(path.dirname(elsewhere));
+  for (const f of [elsewhere, samedir, path.join(etc, "shadow"), path.join(etc, "passwd"), path.join(etc, "secret")]) fs.writeFileSync(f, "x\n");
+  const pods = new Map<number, PodRef>([
+    [fs.statSync(`/var/run/netns/${netnsOf.unselected}`).ino, { namespace: "other", name: "bench" }],
+    [fs.statSync(`/var/run/netns/${netnsOf.selected}`).ino, { namespace: "default", name: "bench" }],
+  ]);
+  const resolvePod = (ino: number): PodRef | undefined => pods.get(ino);
+  for (const pod of ["unselected", "selected"] as const) for (const w of WORKLOADS) await workload(pod, w); // warm-up
   for (let r = 0; r < ROUNDS; r++) {
     for (const variant of r % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const)) {
       if (variant === "off") {
-        off.push(await spawnLoop());
+        for (const pod of ["unselected", "selected"] as const) for (const w of WORKLOADS) times.off[pod][w].push(await workload(pod, w));
         continue;
       }
       let seen = 0;
-      const v = new ProcessVisibility({ nodeName: "bench", exportFile: path.join(dir, `events-${r}.log`), registry: new Registry(), scope: `bench-runtime-${process.pid}`, onEvent: () => seen++ });
+      const v = new ProcessVisibility({ nodeName: "bench", exportFile: path.join(dir, `events-${r}.log`), registry: new Registry(), scope: `bench-runtime-${process.pid}`, onEvent: () => seen++, resolvePod });
       v.start();
+      const engine = new RuntimeEnforcement({ nodeName: "bench", events: v.processes, emit: (e) => v.emit(e), log: pino({ level: "warn" }), resolvePod });
       try {
-        const t = await spawnLoop();
+        const status = engine.apply(policies);
+        const refused = [...status].filter(([, s]) => !s.enforced);
+        if (refused.length > 0) throw new Error(`policies not enforced: ${JSON.stringify(refused)}`);
+        const before = engine.fileCounts.allowed + engine.fileCounts.denied;
+        let execSeconds = 0;
+        for (const pod of ["unselected", "selected"] as const) {
+          for (const w of WORKLOADS) {
+            const t = await workload(pod, w);
+            times.on[pod][w].push(t);
+            if (w === "exec") execSeconds += t;
+          }
+        }
         v.drain();
-        on.push(t);
-        eventsPerSecond.push(seen / t);
-        events += seen;
         // Every /bin/true is an exec and an exit (plus bash's own): fewer means events were lost.
-        if (seen < 2 * EXECS) throw new Error(`round ${r}: ${seen} events for ${EXECS} processes`);
+        if (seen < 4 * EXECS) throw new Error(`round ${r}: ${seen} events for ${2 * EXECS} processes`);
+        const checks = engine.fileCounts.allowed + engine.fileCounts.denied - before;
+        // Every open of the neighbour in the watched directory, in both pods, was judged: none skipped.
+        if (checks < 2 * OPENS) throw new Error(`round ${r}: ${checks} permission checks for ${2 * OPENS} opens in the watched directory`);
+        judged += checks;
+        eventsPerSecond.push(seen / execSeconds);
+        events += seen;
       } finally {
+        engine.stop();
         v.drain();
         lost += v.lost();
         v.stop();
@@ -70,23 +131,30 @@ try {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-const execOff = EXECS / median(off);
-const execOn = EXECS / median(on);
-const ratios = off.map((t, i) => t / on[i]!);
+/** Median over rounds of (time with nothing loaded ÷ time with visibility and the policies): ≥ 0.95 means ≤ 5 % overhead. */
+const ratio = (pod: Pod, w: Workload): number => Number(median(times.off[pod][w].map((t, i) => t / times.on[pod][w][i]!)).toFixed(3));
+const perSecond = (variant: "off" | "on", pod: Pod, w: Workload): number => Math.round((w === "exec" ? EXECS : OPENS) / median(times[variant][pod][w]));
 console.log(
   JSON.stringify({
     bench: "runtime",
-    exec_ratio: Number(median(ratios).toFixed(3)),
-    open_ratio: null,
-    selected_exec_ratio: null,
-    selected_open_ratio: null,
-    not_measured: "open_ratio and the selected_* ratios need TracingPolicy enforcement (fanotify permission events, selected pods), which is not built",
+    exec_ratio: ratio("unselected", "exec"),
+    open_ratio: ratio("unselected", "open"),
+    open_same_dir_ratio: ratio("unselected", "open_same_dir"),
+    selected_exec_ratio: ratio("selected", "exec"),
+    selected_open_ratio: ratio("selected", "open_same_dir"),
     events_per_s: Math.round(median(eventsPerSecond)),
-    execs_per_s_off: Math.round(execOff),
-    execs_per_s_on: Math.round(execOn),
+    execs_per_s_off: perSecond("off", "unselected", "exec"),
+    execs_per_s_on: perSecond("on", "unselected", "exec"),
+    opens_per_s_off: perSecond("off", "unselected", "open"),
+    opens_per_s_on: perSecond("on", "unselected", "open"),
+    opens_same_dir_per_s_off: perSecond("off", "unselected", "open_same_dir"),
+    opens_same_dir_per_s_on: perSecond("on", "unselected", "open_same_dir"),
+    selected_opens_per_s_on: perSecond("on", "selected", "open_same_dir"),
     execs_per_round: EXECS,
+    opens_per_round: OPENS,
     rounds: ROUNDS,
     events,
+    permission_checks: judged,
     lost: Number(lost),
     load_avg_1m: Number(os.loadavg()[0]!.toFixed(2)),
   }),
