@@ -54,10 +54,12 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
  * passes as an audit, bpf/lib/audit.h); an allow creates the
  * conntrack entry (ct_flags: CT_F_*) and, unless the monitor aggregation is maximum, reports the new
  * connection once. An egress allow whose entry names a served proxy port is copied to *proxy (and
- * the conntrack entry gets CT_F_PROXY): the caller steers the flow there. */
+ * the conntrack entry gets CT_F_PROXY): the caller steers the flow there. An ingress allow naming a
+ * served proxy port passes only a connection the node's proxy opened after applying those rules
+ * (l7_applied; from-container steers local clients there): any other is dropped, never a bypass. */
 static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
 				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx,
-				       __u32 monitor, struct policy_value *proxy)
+				       __u32 monitor, struct policy_value *proxy, int l7_applied)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
@@ -93,14 +95,35 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 		ct_create(f, direction, rule_id, ct_flags, ctx);
 		return TC_ACT_OK;
 	}
-	if (pv && direction == DIR_EGRESS && redirect_port_served(pv->proxy_port)) {
-		ct_flags |= CT_F_PROXY;
-		*proxy = *pv;
+	if (pv && redirect_port_served(pv->proxy_port)) {
+		if (direction == DIR_INGRESS && !l7_applied)
+			return drop(skb, f, direction, DROP_PROXY_REDIRECT, src_id, dst_id, rule_id);
+		if (direction == DIR_EGRESS) {
+			ct_flags |= CT_F_PROXY;
+			*proxy = *pv;
+		}
 	}
 	ct_create(f, direction, rule_id, ct_flags, ctx);
 	if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
 		event_emit(skb, f, EVENT_FORWARDED, EVENT_CT_NEW, direction, DROP_NONE, src_id, dst_id, rule_id);
 	return TC_ACT_OK;
+}
+
+/* Whether a local destination's ingress policy sends a client's new flow to the node's proxy: an allow
+ * naming a served proxy port. Returns 0 when not, else the proxy port in bits 0-15, the rule id in bits
+ * 16-47 and CT_F_PROXY at bit 48 (taken without a branch, so the verifier follows one path through
+ * enforce_new, not two). A global function: the verifier checks it once, not on every path of
+ * from-container (inlined, from-container was too large). */
+__attribute__((noinline)) __u64 ingress_proxy_lookup(__u32 dst_identity, __u32 dst_flags, __u32 client, __u32 proto, __u32 dport)
+{
+	struct policy_value *pv;
+
+	if (dst_flags & EP_F_POLICY_FAILED)
+		return 0;
+	pv = policy_lookup(dst_identity, DIR_INGRESS, client, proto, dport);
+	if (!pv || pv->verdict != VERDICT_ALLOW || !redirect_port_served(pv->proxy_port))
+		return 0;
+	return ((__u64)CT_F_PROXY << 48) | ((__u64)pv->rule_id << 16) | pv->proxy_port;
 }
 
 /* Reports a packet of a known connection when the monitor aggregation level asks for it. The
@@ -197,10 +220,20 @@ int from_container(struct __sk_buff *skb)
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
 	if (ct == CT_NEW) {
-		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL, &ctx, monitor,
-				 &proxy);
+		/* A local destination whose ingress rules are the proxy's: the flow goes there (after this
+		 * endpoint's own egress policy), and the proxy connects onward as this endpoint. */
+		__u64 in_proxy = local_dst ? ingress_proxy_lookup(local_dst->identity, local_dst->flags, ep->identity, f.proto, f.dport) : 0;
+		__u8 flags = (dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL) | (__u8)(in_proxy >> 48);
+
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, flags, &ctx, monitor, &proxy, 0);
 		if (rc != TC_ACT_OK)
 			return rc;
+		/* Both directions proxied: the egress rules are applied here, and the destination drops the
+		 * proxy's connection (its ingress rules were not): fail closed. */
+		if (!proxy.proxy_port && in_proxy) {
+			proxy.proxy_port = in_proxy & 0xffff;
+			proxy.rule_id = (__u32)(in_proxy >> 16);
+		}
 		if (proxy.proxy_port) {
 			if (redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
 				return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
@@ -256,10 +289,10 @@ int pod_to_host(struct __sk_buff *skb)
 			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 		return TC_ACT_OK;
 	}
-	rc = enforce_new(skb, &f, DIR_INGRESS, host, ep->identity, CT_F_NO_TUNNEL, &host_ctx, monitor, &unused);
+	rc = enforce_new(skb, &f, DIR_INGRESS, host, ep->identity, CT_F_NO_TUNNEL, &host_ctx, monitor, &unused, 0);
 	if (rc != TC_ACT_OK)
 		return rc;
-	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy);
+	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy, 0);
 	if (rc != TC_ACT_OK)
 		return rc;
 	if (proxy.proxy_port && redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
@@ -278,8 +311,9 @@ int to_container(struct __sk_buff *skb)
 	struct ct_ctx ctx = { .now = ct_now() };
 	__u32 monitor = monitor_flags(config_get());
 	enum ct_status ct;
-	struct policy_value proxy = {}; /* ingress is not redirected (yet): enforce_new only fills it on egress */
+	struct policy_value proxy = {}; /* enforce_new fills it on egress only */
 	int from_overlay;
+	__u32 magic = skb->mark & MARK_MAGIC_MASK;
 	int rc;
 
 	rc = endpoint_prologue(skb, &f, DIR_INGRESS, &ep);
@@ -288,7 +322,8 @@ int to_container(struct __sk_buff *skb)
 
 	/* from-overlay vouched for this identity (it checked the sending node); the mark never
 	 * leaves this hop. */
-	from_overlay = (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_IDENTITY;
+	/* One comparison for both marks (the proxy's after applying ingress rules, and the overlay's). */
+	from_overlay = magic - MARK_MAGIC_PROXY_INGRESS <= MARK_MAGIC_IDENTITY - MARK_MAGIC_PROXY_INGRESS;
 	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
@@ -310,7 +345,7 @@ int to_container(struct __sk_buff *skb)
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
 	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,
-			   monitor, &proxy);
+			   monitor, &proxy, magic == MARK_MAGIC_PROXY_INGRESS);
 }
 
 SEC("tc")
@@ -384,7 +419,7 @@ static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
 		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
 		return TC_ACT_OK;
 	}
-	return enforce_new(skb, &f, direction, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused);
+	return enforce_new(skb, &f, direction, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0);
 }
 
 SEC("tc")

@@ -86,9 +86,10 @@ export type Downstream =
 export type Upstream =
   /**
    * First message on a stream: who is asking, the last version it applied (to resume from), and
-   * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then).
+   * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then) and the L7
+   * proxy (its HTTP rules are enforced only then).
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   | { readonly type: "nack"; readonly version: number; readonly nonce: string; readonly error: string };
 
@@ -107,9 +108,16 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (typeof v.node !== "string" || v.node === "") return err("node", "must be a non-empty string");
       if (v.lastAppliedVersion !== undefined && !isVersion(v.lastAppliedVersion)) return err("lastAppliedVersion", "must be a non-negative integer");
       if (v.dnsProxy !== undefined && typeof v.dnsProxy !== "boolean") return err("dnsProxy", "must be a boolean");
+      if (v.l7Proxy !== undefined && typeof v.l7Proxy !== "boolean") return err("l7Proxy", "must be a boolean");
       return {
         ok: true,
-        value: { type: "hello", node: v.node, ...(v.lastAppliedVersion !== undefined ? { lastAppliedVersion: v.lastAppliedVersion as number } : {}), ...(v.dnsProxy !== undefined ? { dnsProxy: v.dnsProxy } : {}) },
+        value: {
+          type: "hello",
+          node: v.node,
+          ...(v.lastAppliedVersion !== undefined ? { lastAppliedVersion: v.lastAppliedVersion as number } : {}),
+          ...(v.dnsProxy !== undefined ? { dnsProxy: v.dnsProxy } : {}),
+          ...(v.l7Proxy !== undefined ? { l7Proxy: v.l7Proxy } : {}),
+        },
       };
     case "ack":
     case "nack": {

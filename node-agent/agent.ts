@@ -29,6 +29,7 @@ import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
+import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = IDENTITY.init;
@@ -87,6 +88,8 @@ export interface AgentOptions {
   readonly hostLinks?: { list(): HostLink[]; remove(link: HostLink): void };
   /** The node's DNS proxy (dns/agent-dns.ts): DNS rules decided, toFQDNs learned; absent, neither is enforced here (the hello says so). */
   readonly dns?: AgentDnsProxy;
+  /** The node's L7 proxy (l7proxy/agent-l7.ts): HTTP rules decided; absent, they are plain allows here (the hello says so). */
+  readonly l7?: AgentL7Proxy;
 }
 
 /** The last acknowledged state as kept on disk. */
@@ -120,6 +123,8 @@ export interface AgentStatus {
   readonly auditedEndpoints: number;
   /** With the host firewall: the host endpoint's enforcement, and whether the node's Node object exists (undefined: not known). */
   readonly hostFirewall?: { readonly ingressEnforced: boolean; readonly egressEnforced: boolean; readonly nodeObject?: boolean };
+  /** The L7 proxy, when the agent runs one: whether it runs, the ports steered to it, why not. */
+  readonly l7Proxy?: L7ProxyStatus;
 }
 
 export class NodeAgent {
@@ -153,6 +158,10 @@ export class NodeAgent {
   private dns: AgentDnsProxy | undefined;
   /** The learned toFQDNs entries last written per subject (dns/agent-dns.ts), so a change of selectors removes what they no longer open. */
   private learnedWritten: ReadonlyMap<number, readonly PolicyEntry[]> = new Map();
+  /** The L7 proxy once it started (opts.l7); undefined before, after stop, or when it could not start. */
+  private l7: AgentL7Proxy | undefined;
+  /** The operator's messages, handled one after the other (the L7 proxy's ports are awaited before a state is written). */
+  private messages: Promise<void> = Promise.resolve();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
   private auditAnnotations: AuditModeAnnotations = NO_AUDIT_ANNOTATIONS;
   private hostFlags = { ingressEnforced: false, egressEnforced: false };
@@ -188,6 +197,18 @@ export class NodeAgent {
         this.log.error({ error: (err as Error).message }, "DNS proxy not started: DNS rules and toFQDNs are not enforced on this node");
       }
     }
+    if (this.opts.l7) {
+      // Adopted when it outlived the previous agent: its connections are not dropped.
+      this.opts.l7.onChange(() => this.statusChanged());
+      try {
+        await this.opts.l7.start(enforcedState(this.applied, this.mode));
+        this.l7 = this.opts.l7;
+      } catch (err) {
+        // Its served ports stay served (connections to them fail); the hello says no L7 proxy runs here.
+        this.opts.l7.stop();
+        this.log.error({ error: (err as Error).message }, "L7 proxy not started: HTTP rules are not enforced on this node");
+      }
+    }
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
     if (this.opts.observer) {
@@ -218,6 +239,9 @@ export class NodeAgent {
     // Its ports stay served: a query sent while the proxy is away fails, never bypasses.
     await this.dns?.stop();
     this.dns = undefined;
+    // The proxy keeps running and keeps its connections: the next agent adopts it.
+    this.l7?.stop();
+    this.l7 = undefined;
     this.log.info({ version: this.version }, "agent stopped; maps keep enforcing");
   }
 
@@ -302,6 +326,7 @@ export class NodeAgent {
       ...(this.opts.hostFirewall
         ? { hostFirewall: { ...this.hostFlags, ...(this.auditAnnotations.nodeObject !== undefined ? { nodeObject: this.auditAnnotations.nodeObject } : {}) } }
         : {}),
+      ...(this.opts.l7 ? { l7Proxy: this.l7?.status() ?? { running: false, servedPorts: [], error: "the L7 proxy did not start" } } : {}),
     };
   }
 
@@ -410,7 +435,8 @@ export class NodeAgent {
     };
     call.on("data", (m: unknown) => {
       up();
-      this.onMessage(call, m);
+      // One after the other: a message waits for the L7 proxy to listen on its new ports.
+      this.messages = this.messages.then(() => this.onMessage(call, m)).catch((err: unknown) => this.log.error({ error: String(err) }, "handling an operator message failed"));
     });
     // A resumed agent whose state is current gets no message: the stream counts as up once the
     // channel is ready and the server has not refused the hello within a moment.
@@ -420,10 +446,12 @@ export class NodeAgent {
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
     call.on("end", () => onEnd("stream ended"));
-    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}) });
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}) });
   }
 
-  private onMessage(call: Call, raw: unknown): void {
+  private async onMessage(call: Call, raw: unknown): Promise<void> {
+    // A message of a stream that ended meanwhile: the operator resends what the next stream needs.
+    if (call !== this.call) return;
     const parsed = parseDownstream(raw);
     if (!parsed.ok) {
       // Refused at the edge: nothing was applied, and the operator learns why (on its nonce, when it sent one).
@@ -452,12 +480,15 @@ export class NodeAgent {
       const deltas = msg.type === "delta" && !sweep && this.mode === "default" ? new Map(msg.subjects.map((sd) => [sd.subject, sd])) : undefined;
       // A delta's ipcache writes come from the prefixes it names, not from a comparison of the two whole tables.
       const ipcache = msg.type === "delta" && !sweep ? { delta: msg, writes: this.indexOf(this.applied).writes(msg) } : undefined;
+      // The L7 proxy listens on new ports and they are served before any entry names them (else they would be plain allows).
+      if (this.l7) await this.l7.prepare(enforcedState(target, this.mode));
       // The DNS proxy takes the new selectors first: the subjects are written with the learned entries they allow.
       this.dns?.prepare(enforcedState(target, this.mode));
       this.apply(this.applied, target, sweep, deltas, ipcache);
       if (ipcache) this.ipcacheIndex?.apply(ipcache.delta, target.ipcache);
     } catch (err) {
       this.dns?.prepare(enforcedState(this.applied, this.mode));
+      this.l7?.settle(enforcedState(this.applied, this.mode));
       const error = err instanceof Error ? err.message : String(err);
       this.lastError = error;
       this.log.error({ version: msg.version, kind: msg.type, error }, "state refused; keeping the last applied state");
@@ -467,6 +498,7 @@ export class NodeAgent {
     }
     this.applied = target;
     this.dns?.settle();
+    this.l7?.settle(enforcedState(target, this.mode));
     this.reportPolicyFailures();
     this.version = msg.version;
     this.lastError = undefined;

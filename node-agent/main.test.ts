@@ -31,6 +31,17 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
   });
 
+  it("the L7 proxy is on by default with an IPv4 --node-ip (Cilium's --enable-l7-proxy); off with =false; refused naming the flag", () => {
+    assert.equal(flags().l7Proxy, false, "no --node-ip: no address to listen on");
+    assert.equal(flags("--node-ip", "192.0.2.1").l7Proxy, true);
+    assert.equal(flags("--node-ip", "192.0.2.1", "--enable-l7-proxy=false").l7Proxy, false);
+    assert.equal(flags("--node-ip", "192.0.2.1", "--enable-l7-proxy").l7Proxy, true);
+    assert.equal(flags("--node-ip", "fd00::1", "--enable-dns-proxy=false").l7Proxy, false, "IPv6 node address: off by default");
+    assert.equal(error("--enable-l7-proxy"), "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)");
+    assert.equal(error("--node-ip", "192.0.2.1", "--enable-l7-proxy=maybe"), '--enable-l7-proxy: must be true or false, got "maybe"');
+    assert.equal(error("--node-ip", "fd00::1", "--enable-dns-proxy=false", "--enable-l7-proxy"), "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)");
+  });
+
   it("the DNS proxy is on by default with --node-ip, with Cilium's tofqdns flags; off with --enable-dns-proxy=false; bad values are refused naming the flag", () => {
     assert.equal(flags().dnsProxy, undefined, "no --node-ip: no address to listen on");
     assert.deepEqual(flags("--node-ip", "192.0.2.1").dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });

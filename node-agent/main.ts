@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
+import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
@@ -41,6 +42,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
+                      [--enable-l7-proxy[=true|false]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -96,6 +98,9 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --tofqdns-dns-reject-response-code  the answer to a denied query: refused (default) or nameError (NXDOMAIN)
   --tofqdns-idle-connection-grace-period  how long an expired name's addresses stay allowed before they are
                      forgotten, unless a connection to them lives (default 5s)
+  --enable-l7-proxy  the L7 proxy (membrane l7proxy, a process of its own that outlives agent restarts) that enforces
+                     HTTP rules (default true when --node-ip is given: it listens on that address; without it the node
+                     does not enforce HTTP rules, and policy status says so); its files are l7proxy.* in --state-dir
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
@@ -139,6 +144,8 @@ export interface AgentFlags {
   readonly wireguardGo: string;
   /** The DNS proxy (on --node-ip), absent when off. */
   readonly dnsProxy?: { readonly cache: FqdnCacheOptions; readonly rejectCode: RejectCode };
+  /** The L7 proxy runs (on --node-ip). */
+  readonly l7Proxy: boolean;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -148,7 +155,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -201,6 +208,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "encryption-strict": { type: "boolean" },
         "wireguard-go": { type: "string" },
         "enable-dns-proxy": { type: "string" },
+        "enable-l7-proxy": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
         "tofqdns-max-ips-per-hostname": { type: "string" },
         "tofqdns-endpoint-max-ip-per-hostname": { type: "string" },
@@ -301,6 +309,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (wireguardGo === "") return { ok: false, error: "--wireguard-go: must be a path" };
   const dnsProxy = dnsProxyFlags(str, nodeIP);
   if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
+  const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), nodeIP);
+  if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
   return {
     ok: true,
     flags: {
@@ -335,6 +345,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       encryptionStrict,
       wireguardGo: wireguardGo ?? "wireguard-go",
       ...(dnsProxy ? { dnsProxy } : {}),
+      l7Proxy,
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
@@ -345,6 +356,15 @@ function integerFlag(str: (f: string) => string | undefined, f: string, min: num
   const v = str(f);
   if (v === undefined) return dflt;
   return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
+}
+
+/** Whether the L7 proxy runs (Cilium's --enable-l7-proxy): by default when there is an IPv4 --node-ip to listen on; a string naming the flag when it cannot. */
+function l7ProxyFlag(enable: string | undefined, nodeIP: string | undefined): boolean | string {
+  if (enable !== undefined && enable !== "true" && enable !== "false") return `--enable-l7-proxy: must be true or false, got ${JSON.stringify(enable)}`;
+  if (enable === "false") return false;
+  if (nodeIP === undefined) return enable === "true" ? "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)" : false;
+  if (!net.isIPv4(nodeIP)) return enable === "true" ? "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)" : false;
+  return true;
 }
 
 /** The DNS proxy's flags, with Cilium's names; undefined when the proxy is off, a string naming the flag when one is wrong. */
@@ -474,6 +494,19 @@ export async function run(args: string[]): Promise<number> {
             rejectCode: f.dnsProxy.rejectCode,
             ...(f.netns ? { netns: f.netns } : {}),
             onFlow: (flow) => onDnsFlow(flow),
+            log,
+          }),
+        }
+      : {}),
+    ...(f.l7Proxy && f.nodeIP
+      ? {
+          l7: new AgentL7({
+            datapath: datapath.redirect,
+            stateDir: f.stateDir,
+            address: f.nodeIP,
+            bpfScope: f.bpfScope,
+            // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
+            ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),
             log,
           }),
         }

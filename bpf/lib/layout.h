@@ -252,8 +252,11 @@ struct encryption_value {
 	__u32 strict; /* 1 = drop cross-node traffic to a node not in encrypted_nodes */
 };
 
-/* skb->mark carrying the source identity from the overlay program to to-container. */
+/* skb->mark carrying the source identity from the overlay program (or the node's proxy) to to-container. */
 #define MARK_MAGIC_IDENTITY 0x0e000000
+/* The same from the node's L7 proxy after it applied the destination's ingress HTTP rules: to-container
+ * lets such a connection meet an ingress entry that names a served proxy port (any other is dropped). */
+#define MARK_MAGIC_PROXY_INGRESS 0x0d000000
 #define MARK_MAGIC_MASK 0xff000000
 #define MARK_IDENTITY_MASK 0x00ffffff
 

@@ -40,10 +40,12 @@ export interface NodeReport {
   readonly nack?: { readonly version: number; readonly error: string; readonly state: NodeState };
   /** Its agent said in its last hello that it runs the DNS proxy. */
   readonly dnsProxy?: boolean;
+  /** Its agent said in its last hello that it runs the L7 proxy. */
+  readonly l7Proxy?: boolean;
 }
 
-/** A node's last acknowledged state and last refusal, and whether its agent runs the DNS proxy. */
-export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy">;
+/** A node's last acknowledged state and last refusal, and whether its agent runs the DNS and L7 proxies. */
+export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy" | "l7Proxy">;
 
 interface NodeRecord {
   counter: number;
@@ -51,6 +53,7 @@ interface NodeRecord {
   nack?: { version: number; error: string; state: NodeState };
   session?: Session;
   dnsProxy?: boolean;
+  l7Proxy?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -139,6 +142,7 @@ export class DistributionServer {
       ...(r.acked ? { ackedVersion: r.acked.version, acked: r.acked.state } : {}),
       ...(r.nack ? { nack: r.nack } : {}),
       ...(r.dnsProxy ? { dnsProxy: true } : {}),
+      ...(r.l7Proxy ? { l7Proxy: true } : {}),
     }));
   }
 
@@ -156,7 +160,7 @@ export class DistributionServer {
   answers(): readonly NodeAnswer[] {
     if (this.answerList) return this.answerList;
     const out: NodeAnswer[] = [];
-    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack, ...(r.dnsProxy ? { dnsProxy: true } : {}) });
+    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack, ...(r.dnsProxy ? { dnsProxy: true } : {}), ...(r.l7Proxy ? { l7Proxy: true } : {}) });
     return (this.answerList = out);
   }
   private answerList: readonly NodeAnswer[] | undefined;
@@ -215,7 +219,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, msg.dnsProxy === true);
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true });
         return;
       }
       if (msg.type === "hello") return;
@@ -239,19 +243,21 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, dnsProxy: boolean): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean }): Session {
     const r = this.record(node);
-    const proxyMoved = (r.dnsProxy ?? false) !== dnsProxy;
-    r.dnsProxy = dnsProxy;
+    const dnsProxy = proxies.dns;
+    const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
+    r.dnsProxy = proxies.dns;
+    r.l7Proxy = proxies.l7;
     r.session?.stream.end(); // a newer connection of the same agent replaces the old one
     const s = new Session(node, stream);
     r.session = s;
     // Versions only grow, also across an operator restart (the agent tells us where it was).
     r.counter = Math.max(r.counter, lastApplied ?? 0);
     if (lastApplied !== undefined && r.acked?.version === lastApplied) s.base = r.acked;
-    this.log.info({ node, lastApplied, resume: s.base !== undefined, dnsProxy }, "agent connected");
+    this.log.info({ node, lastApplied, resume: s.base !== undefined, dnsProxy, l7Proxy: proxies.l7 }, "agent connected");
     if (proxyMoved) {
-      // What the node enforces of DNS rules and toFQDNs changed with no new state: the policies' status reads it again.
+      // What the node enforces of DNS rules, toFQDNs and HTTP rules changed with no new state: the policies' status reads it again.
       this.answerList = undefined;
       for (const l of this.listeners) l(node, true);
     }

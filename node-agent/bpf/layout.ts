@@ -109,6 +109,7 @@ export const CONST = {
   CONFIG_F_EVENTS_PACKETS: 4,
   CONFIG_F_POLICY_AUDIT: 8,
   MARK_MAGIC_IDENTITY: 0x0e000000,
+  MARK_MAGIC_PROXY_INGRESS: 0x0d000000,
 } as const;
 
 /** Drop reasons by their DROP_* number (index 0 of the counters counts lost events). */

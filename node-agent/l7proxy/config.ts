@@ -18,6 +18,12 @@ export const DEFAULT_LIMITS: ProxyLimits = { maxHeaderBytes: 16384, headersTimeo
 export interface ProxyPortConfig {
   /** The proxy port the datapath steers to (the policy entry's proxyPort). */
   readonly port: number;
+  /**
+   * Whose rules these are: the client's egress rules (default) or the destination's ingress rules;
+   * the upstream connection's mark says which, so the destination's datapath admits it only after
+   * its own ingress rules were applied.
+   */
+  readonly direction?: "egress" | "ingress";
   /** The port's HTTP rules, ORed, each naming the compiled rule it came from. */
   readonly http: readonly HttpRuleRef[];
 }
@@ -27,6 +33,8 @@ export interface ProxyConfig {
   readonly address: string;
   readonly ports: readonly ProxyPortConfig[];
   readonly limits: ProxyLimits;
+  /** The writer's count of this configuration, echoed in the proxy's status once applied (so the agent knows new rules are in force). */
+  readonly generation?: number;
 }
 
 type Obj = Record<string, unknown>;
@@ -43,7 +51,9 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
   const errs: FieldError[] = [];
   const add = (path: string, message: string): void => void errs.push({ path, message });
   if (!isObj(raw)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
-  known(raw, ["address", "ports", "limits"], "", add);
+  known(raw, ["address", "ports", "limits", "generation"], "", add);
+  if (raw.generation !== undefined && (typeof raw.generation !== "number" || !Number.isSafeInteger(raw.generation) || raw.generation < 0))
+    add("generation", `${JSON.stringify(raw.generation)} is not a non-negative integer`);
 
   const address = raw.address;
   if (typeof address !== "string" || !/^(\d{1,3})(\.\d{1,3}){3}$/.test(address) || address.split(".").some((o) => Number(o) > 255))
@@ -70,7 +80,8 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     raw.ports.forEach((p: unknown, i) => {
       const pp = `ports[${i}]`;
       if (!isObj(p)) return add(pp, "must be an object");
-      known(p, ["port", "http"], pp, add);
+      known(p, ["port", "direction", "http"], pp, add);
+      if (p.direction !== undefined && p.direction !== "egress" && p.direction !== "ingress") add(`${pp}.direction`, `${JSON.stringify(p.direction)} is not egress or ingress`);
       const port = p.port;
       if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) add(`${pp}.port`, `${JSON.stringify(port)} is not a port number`);
       else if (seen.has(port)) add(`${pp}.port`, `${port} is listed twice`);
@@ -83,11 +94,11 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
         if (errs.length > before) return;
         if (rule) http.push(rule);
       });
-      if (typeof port === "number") ports.push({ port, http });
+      if (typeof port === "number") ports.push({ port, ...(p.direction === "ingress" ? { direction: "ingress" as const } : {}), http });
     });
   }
   if (errs.length) return { ok: false, errors: errs };
-  return { ok: true, value: { address: address as string, ports, limits } };
+  return { ok: true, value: { address: address as string, ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
 }
 
 function httpRuleRef(r: unknown, path: string, add: (path: string, message: string) => void): HttpRuleRef | undefined {
@@ -146,6 +157,11 @@ function known(o: Obj, fields: readonly string[], path: string, add: (path: stri
  */
 export function writeProxyConfig(file: string, config: ProxyConfig): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  fs.writeFileSync(tmp, configText(config), { mode: 0o600 });
   fs.renameSync(tmp, file);
+}
+
+/** The file's text for `config`. */
+export function configText(config: ProxyConfig): string {
+  return `${JSON.stringify(config, null, 2)}\n`;
 }

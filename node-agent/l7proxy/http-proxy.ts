@@ -41,7 +41,7 @@ export interface HttpProxyOptions {
    * Opens the upstream connection for a client of `identity` (default: a socket marked with the
    * identity, so the receiving endpoint's policy sees the client, not the node).
    */
-  readonly connectUpstream?: (ip: string, port: number, identity: number) => net.Socket;
+  readonly connectUpstream?: (ip: string, port: number, identity: number, ingressApplied: boolean) => net.Socket;
 }
 
 // RFC 9110 §7.6.1: connection-specific fields end at this hop; transfer-encoding stays (Node frames the body as it says).
@@ -75,6 +75,8 @@ interface ClientConnection {
 export class HttpProxy {
   private readonly servers = new Map<number, http.Server>();
   private readonly rules = new Map<number, readonly CompiledHttpRuleRef[]>();
+  /** The ports whose rules are their destinations' ingress rules. */
+  private readonly ingressPorts = new Set<number>();
   private readonly clients = new WeakMap<net.Socket, ClientConnection>();
   private address = "";
   private limits: ProxyLimits | undefined;
@@ -94,12 +96,17 @@ export class HttpProxy {
       this.limits = config.limits;
     }
     const want = new Set(config.ports.map((p) => p.port));
-    for (const p of config.ports) this.rules.set(p.port, compileHttpRules(p.http));
+    for (const p of config.ports) {
+      this.rules.set(p.port, compileHttpRules(p.http));
+      if (p.direction === "ingress") this.ingressPorts.add(p.port);
+      else this.ingressPorts.delete(p.port);
+    }
     for (const p of config.ports) if (!this.servers.has(p.port)) await this.listen(p.port);
     for (const [port, server] of this.servers) {
       if (want.has(port)) continue;
       this.servers.delete(port);
       this.rules.delete(port);
+      this.ingressPorts.delete(port);
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     }
@@ -162,10 +169,11 @@ export class HttpProxy {
       socket.destroy();
       return;
     }
-    const connect = this.opts.connectUpstream ?? ((dip, dport, identity) => connectMarked(dip, dport, identityMark(identity)));
+    const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
+    const ingressApplied = this.ingressPorts.has(port);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity).
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => connect(orig.ip, orig.port, orig.subject);
+    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => connect(orig.ip, orig.port, orig.subject, ingressApplied);
     this.clients.set(socket, { orig, agent });
     socket.once("close", () => agent.destroy());
   }

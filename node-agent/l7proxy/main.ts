@@ -11,8 +11,10 @@ const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--bpf
   --config FILE     the proxy's configuration (JSON, written by the agent): address, ports and their
                     HTTP rules, limits; re-read when it changes and on SIGHUP (an invalid one is
                     refused and the last good one stays)
-  --status-file F   after each configuration is applied, write the ports listened on there (JSON,
-                    {"ports": [...]}): the agent serves a port in the datapath only once it is listed
+  --status-file F   after each configuration is applied, write the ports listened on and the
+                    configuration's generation there (JSON, {"pid", "ports": [...], "generation"}): the agent
+                    serves a port in the datapath only once it is listed, and writes entries once the
+                    generation it wrote is in force
   --bpf-scope NAME  the datapath's pin scope under the pin root, where the redirect records are (default: node)
   --pin-root DIR    bpffs directory of the pins (default /sys/fs/bpf/membrane)
   --log-flows       log every request (method, path, verdict, deciding rule, status, latency) at info`;
@@ -73,11 +75,12 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const proxy = new HttpProxy({ redirects, ...(v["log-flows"] ? { onFlow: (f) => log.info({ flow: f }, "http request") } : {}) });
+  let applied: ProxyConfig = first.value;
   const writeStatus = (): void => {
     const file = v["status-file"];
     if (!file) return;
     const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, `${JSON.stringify({ pid: process.pid, ports: proxy.ports() })}\n`);
+    fs.writeFileSync(tmp, `${JSON.stringify({ pid: process.pid, ports: proxy.ports(), ...(applied.generation !== undefined ? { generation: applied.generation } : {}) })}\n`);
     fs.renameSync(tmp, file);
   };
   let reloading = proxy.apply(first.value).then(() => {
@@ -91,6 +94,7 @@ export async function run(args: string[]): Promise<number> {
         const next = readConfig(v.config!);
         if (!next.ok) return void log.error({ error: next.error }, "configuration refused: the last good one stays");
         await proxy.apply(next.value);
+        applied = next.value;
         writeStatus();
         log.info({ ports: proxy.ports() }, "configuration applied");
       })

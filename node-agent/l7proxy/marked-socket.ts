@@ -21,10 +21,14 @@ const SO_MARK = 36;
 /** The identity part of a mark (bpf/lib/layout.h MARK_IDENTITY_MASK). */
 const IDENTITY_MASK = 0x00ffffff;
 
-/** The mark that makes the datapath's to-container program take `identity` as the connection's source (as for the overlay). */
-export function identityMark(identity: number): number {
+/**
+ * The mark that makes the datapath's to-container program take `identity` as the connection's source
+ * (as for the overlay); with `ingressApplied`, also that the destination's ingress HTTP rules were
+ * applied (else an ingress entry naming a served proxy port drops the connection).
+ */
+export function identityMark(identity: number, ingressApplied = false): number {
   if (!Number.isInteger(identity) || identity <= 0 || identity > IDENTITY_MASK) throw new RangeError(`identity ${identity} does not fit a mark`);
-  return (CONST.MARK_MAGIC_IDENTITY | identity) >>> 0;
+  return ((ingressApplied ? CONST.MARK_MAGIC_PROXY_INGRESS : CONST.MARK_MAGIC_IDENTITY) | identity) >>> 0;
 }
 
 function errno(): number {

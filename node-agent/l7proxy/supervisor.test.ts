@@ -54,10 +54,19 @@ async function status(method: string, p: string): Promise<number | undefined> {
   }
 }
 
-test("the proxy's configuration from a node's policies: egress proxied entries serve their rule's HTTP rules; ingress ones are named as not steered", () => {
-  const d = desiredProxy([XWING_POLICY, { ...DEATHSTAR_POLICY, http: [{ ruleId: 9, direction: "ingress", rules: [{}] }] }], ADDR.node);
-  assert.deepEqual(d.config.ports, [{ port: PROXY_PORT, http: [{ ruleId: RULE, index: 0, rule: { method: "POST", path: "/v1/request-landing" } }] }]);
-  assert.deepEqual(d.notSteered, [{ subject: DEATHSTAR, ruleId: 9, reason: "ingress traffic is not steered to the proxy yet" }]);
+test("the proxy's configuration from a node's policies: proxied entries serve their rule's HTTP rules, ingress ones marked as the destination's", () => {
+  const ingress: SubjectPolicy = {
+    ...DEATHSTAR_POLICY,
+    entries: [{ ...DEATHSTAR_POLICY.entries[0]!, proxyPort: PROXY_PORT + 1 }],
+    http: [{ ruleId: 9, direction: "ingress", rules: [{ method: "GET" }] }],
+  };
+  const d = desiredProxy([XWING_POLICY, ingress], ADDR.node);
+  assert.deepEqual(d.config.ports, [
+    { port: PROXY_PORT, http: [{ ruleId: RULE, index: 0, rule: { method: "POST", path: "/v1/request-landing" } }] },
+    { port: PROXY_PORT + 1, direction: "ingress", http: [{ ruleId: 9, index: 0, rule: { method: "GET" } }] },
+  ]);
+  // A rule's HTTP part of the other direction (or none) serves nothing.
+  assert.deepEqual(desiredProxy([{ ...ingress, http: [{ ruleId: 9, direction: "egress", rules: [{}] }] }], ADDR.node).config.ports, []);
 });
 
 test("started from the policies: the port is served once the proxy listens, and the rules are enforced", async () => {

@@ -7,7 +7,7 @@ import pino from "pino";
 import type { SubjectPolicy } from "../../core/model.ts";
 import type { HttpRuleRef } from "../../core/l7/http-decision.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
-import { DEFAULT_LIMITS, writeProxyConfig, type ProxyConfig, type ProxyLimits } from "./config.ts";
+import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -15,35 +15,31 @@ const CLI = path.join(ROOT, "cli/main.ts");
 // The TypeScript loader bin/membrane runs every command with.
 const TSX = path.join(ROOT, "node_modules/tsx/dist/esm/index.mjs");
 
-/** What the proxy is given and what is left out, and why. */
+/** What the proxy is given. */
 export interface DesiredProxy {
   readonly config: ProxyConfig;
-  /** Rules whose traffic the datapath cannot steer yet (ingress): named so status can say so. */
-  readonly notSteered: readonly { readonly subject: number; readonly ruleId: number; readonly reason: string }[];
 }
 
 /**
- * The proxy configuration for a node's subjects: each egress entry with a proxy port serves that
- * port with the HTTP rules of its rule (indexes as in its `toPorts[].rules.http` over all toPorts).
- * A proxied entry whose rule has no HTTP rules here (DNS, or none sent) is not this proxy's.
+ * The proxy configuration for a node's subjects: each allow entry with a proxy port serves that
+ * port with the HTTP rules of its rule (indexes as in its `toPorts[].rules.http` over all toPorts),
+ * egress ones as the client's rules, ingress ones as the destination's (the datapath steers a local
+ * client there, and the proxy's mark says the destination's rules were applied). A proxied entry
+ * whose rule has no HTTP rules here (DNS, or none sent) is not this proxy's.
  */
 export function desiredProxy(policies: readonly SubjectPolicy[], address: string, limits: ProxyLimits = DEFAULT_LIMITS): DesiredProxy {
-  const ports = new Map<number, HttpRuleRef[]>();
-  const notSteered: { subject: number; ruleId: number; reason: string }[] = [];
+  const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
     const byRule = new Map((p.http ?? []).map((r) => [r.ruleId, r]));
-    for (const r of p.http ?? []) {
-      if (r.direction === "ingress") notSteered.push({ subject: p.subject, ruleId: r.ruleId, reason: "ingress traffic is not steered to the proxy yet" });
-    }
     for (const e of p.entries) {
-      if (e.proxyPort === 0 || e.direction !== "egress" || e.verdict !== "allow") continue;
+      if (e.proxyPort === 0 || e.verdict !== "allow") continue;
       const r = byRule.get(e.ruleId);
-      if (!r || r.direction !== "egress" || ports.has(e.proxyPort)) continue;
-      ports.set(e.proxyPort, r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
+      if (!r || r.direction !== e.direction || ports.has(e.proxyPort)) continue;
+      const http: HttpRuleRef[] = r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule }));
+      ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http });
     }
   }
-  const list = [...ports].sort((a, b) => a[0] - b[0]).map(([port, http]) => ({ port, http }));
-  return { config: { address, ports: list, limits }, notSteered };
+  return { config: { address, ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
 }
 
 /** The datapath's side of serving: the redirect's ports (node-agent/bpf/redirect.ts ProxyRedirect). */
@@ -88,6 +84,8 @@ export class L7ProxySupervisor {
   private served = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
+  /** The configuration last written (its ports' rules are kept while they are still served). */
+  private written: ProxyConfig | undefined;
 
   constructor(
     private readonly datapath: ServedPorts,
@@ -103,7 +101,8 @@ export class L7ProxySupervisor {
   async start(): Promise<void> {
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
     this.datapath.setProxyAddress(this.opts.address);
-    if (!fs.existsSync(this.configFile)) writeProxyConfig(this.configFile, { address: this.opts.address, ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
+    if (!fs.existsSync(this.configFile)) this.write({ address: this.opts.address, ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
+    else this.written = readConfig(this.configFile);
     // What an earlier agent served stays served: those are the ports the running proxy listens on.
     this.served = new Set(this.status()?.ports ?? []);
     await this.ensureRunning();
@@ -112,11 +111,44 @@ export class L7ProxySupervisor {
   }
 
   /**
-   * Gives the proxy the rules of the node's subjects now: ports that go are unserved first, the new
-   * file is written, and ports that come are served once the proxy listens on them. Returns what
-   * could not be steered.
+   * Gives the proxy the rules of the node's subjects now: `prepare` then `settle` (tests and a
+   * caller that writes no policy entries in between).
    */
   async setPolicies(policies: readonly SubjectPolicy[]): Promise<DesiredProxy> {
+    const want = await this.prepare(policies);
+    this.settle(policies);
+    return want;
+  }
+
+  /**
+   * Before entries naming new proxy ports are written: the proxy is given the new rules (ports
+   * still served keep theirs until `settle`) and each new port is served once the proxy listens on
+   * it. When the proxy does not listen in time the new ports are served all the same (their
+   * connections fail, never bypass: key decision 8) and the error is thrown for the caller to report.
+   */
+  async prepare(policies: readonly SubjectPolicy[]): Promise<DesiredProxy> {
+    const want = desiredProxy(policies, this.opts.address, this.opts.limits);
+    const ports = new Set(want.config.ports.map((p) => p.port));
+    // Ports that go keep their rules until the entries naming them are gone (settle): no window.
+    const keep = (this.written?.ports ?? []).filter((p) => !ports.has(p.port) && this.served.has(p.port));
+    const changed = this.write({ ...want.config, ports: [...want.config.ports, ...keep].sort((a, b) => a.port - b.port) });
+    const fresh = [...ports].filter((p) => !this.served.has(p));
+    // New rules on a served port are in force before the entries that need them are written, as a new port is listened on.
+    if (fresh.length || changed) {
+      try {
+        await this.waitApplied(fresh);
+      } finally {
+        for (const p of fresh) {
+          this.datapath.serve(p);
+          this.served.add(p);
+        }
+      }
+    }
+    return want;
+  }
+
+  /** After the entries are written: ports no entry names any more are unserved, then dropped by the proxy. */
+  settle(policies: readonly SubjectPolicy[]): void {
     const want = desiredProxy(policies, this.opts.address, this.opts.limits);
     const ports = new Set(want.config.ports.map((p) => p.port));
     for (const p of [...this.served]) {
@@ -124,17 +156,24 @@ export class L7ProxySupervisor {
       this.datapath.unserve(p);
       this.served.delete(p);
     }
-    writeProxyConfig(this.configFile, want.config);
-    const fresh = [...ports].filter((p) => !this.served.has(p));
-    if (fresh.length) {
-      await this.waitListening(fresh);
-      for (const p of fresh) {
-        this.datapath.serve(p);
-        this.served.add(p);
-      }
-    }
-    log.info({ ports: [...this.served].sort((a, b) => a - b), notSteered: want.notSteered }, "L7 proxy ports");
-    return want;
+    this.write(want.config);
+    log.info({ ports: [...this.served].sort((a, b) => a - b) }, "L7 proxy ports");
+  }
+
+  /** Whether the recorded proxy runs and has reported the configuration it was started with. */
+  running(): boolean {
+    const pid = this.pid();
+    return pid !== undefined && this.status()?.pid === pid;
+  }
+
+  /** Writes `config` as the next generation, unless the file's text would say the same as now; whether it wrote. */
+  private write(config: ProxyConfig): boolean {
+    const generation = this.written?.generation ?? 0;
+    if (this.written && configText({ ...config, generation }) === configText(this.written)) return false;
+    const next = { ...config, generation: generation + 1 };
+    writeProxyConfig(this.configFile, next);
+    this.written = next;
+    return true;
   }
 
   servedPorts(): number[] {
@@ -160,21 +199,24 @@ export class L7ProxySupervisor {
     await stopProcess(pid, 5_000);
   }
 
-  private status(): { pid: number; ports: number[] } | undefined {
+  private status(): { pid: number; ports: number[]; generation?: number } | undefined {
     try {
-      return JSON.parse(readText(this.statusFile) ?? "") as { pid: number; ports: number[] };
+      return JSON.parse(readText(this.statusFile) ?? "") as { pid: number; ports: number[]; generation?: number };
     } catch {
       return undefined;
     }
   }
 
-  private async waitListening(ports: readonly number[]): Promise<void> {
+  /** Until the proxy reports the configuration last written in force and listens on `ports`. */
+  private async waitApplied(ports: readonly number[]): Promise<void> {
     const deadline = Date.now() + (this.opts.listenTimeoutMs ?? 10_000);
+    const generation = this.written?.generation ?? 0;
     for (;;) {
       const s = this.status();
       const pid = this.pid();
-      if (s && s.pid === pid && ports.every((p) => s.ports.includes(p))) return;
-      if (Date.now() > deadline) throw new Error(`the L7 proxy did not listen on ${ports.join(", ")} within ${this.opts.listenTimeoutMs ?? 10_000} ms (see ${this.logFile})`);
+      if (s && s.pid === pid && (s.generation ?? 0) >= generation && ports.every((p) => s.ports.includes(p))) return;
+      if (Date.now() > deadline)
+        throw new Error(`the L7 proxy did not apply configuration ${generation}${ports.length ? ` (listening on ${ports.join(", ")})` : ""} within ${this.opts.listenTimeoutMs ?? 10_000} ms (see ${this.logFile})`);
       await sleep(25);
     }
   }
@@ -213,6 +255,11 @@ export class L7ProxySupervisor {
       await sleep(25);
     }
   }
+}
+
+function readConfig(file: string): ProxyConfig | undefined {
+  const r = parseProxyConfig(readText(file) ?? "");
+  return r.ok ? r.value : undefined;
 }
 
 function readText(file: string): string | undefined {

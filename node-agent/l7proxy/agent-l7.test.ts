@@ -1,0 +1,302 @@
+// The agent runs the L7 proxy from the operator's stream: real agent, real distribution server (mTLS), real `membrane l7proxy` process, real maps and packets (the star-wars demo on one node).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import type { NodeState } from "../../core/wire.ts";
+import { makePki, type TestPki } from "../../kube/testing/pki.ts";
+import { DistributionServer } from "../../controllers/distribution/server.ts";
+import { callAgent } from "../cni/agent-socket.ts";
+import { NodeAgent, type AgentDatapath } from "../agent.ts";
+import { capturingLogger, until } from "../testing/agent.ts";
+import { AgentL7 } from "./agent-l7.ts";
+import type { ServedPorts } from "./supervisor.ts";
+import { ADDR, L7Topology, ROOT } from "./testing/topology.ts";
+
+const run = promisify(execFile);
+const tag = `m7a${process.pid % 100000}`;
+const node = `${tag}-node`;
+const XWING = 1000;
+const DEATHSTAR = 2000;
+const HTTP_RULE = 7;
+const INGRESS_RULE = 9;
+const PROXY_PORT = 10082;
+const KEEPALIVE = path.join(ROOT, "node-agent/l7proxy/testing/keepalive-client.ts");
+
+const topo = new L7Topology(tag);
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-agent-l7-"));
+const agentLines: Record<string, unknown>[] = [];
+let pki: TestPki | undefined;
+let server: DistributionServer | undefined;
+let agent: NodeAgent | undefined;
+let port = 0;
+/** Ordering mistakes seen by the wrappers: a port served before the proxy listened, an entry naming a port not served. */
+const violations: string[] = [];
+/** Ports unserved, in order. */
+const unserved: number[] = [];
+
+const INGRESS_PROXY_PORT = 10083;
+
+/**
+ * The star-wars rule as Cilium's demo writes it, on the deathstar's ingress (the x-wing's egress not
+ * enforced); with `xwingL7`, the x-wing's egress to it is proxied too.
+ */
+function ingressState(generation: number, xwingL7 = false): NodeState {
+  const s = state(generation, xwingL7);
+  const deathstar: SubjectPolicy = {
+    subject: DEATHSTAR,
+    ingressEnforced: true,
+    egressEnforced: false,
+    entries: [{ subject: DEATHSTAR, direction: "ingress", verdict: "allow", peer: XWING, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: INGRESS_PROXY_PORT, ruleId: INGRESS_RULE }],
+    http: [{ ruleId: INGRESS_RULE, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }] }],
+  };
+  const xwing = xwingL7 ? { ...s.policies[0]!, http: [{ ruleId: HTTP_RULE, direction: "egress" as const, rules: [{ method: ".*" }] }] } : { ...s.policies[0]!, egressEnforced: false, entries: [] };
+  return { ...s, policies: [xwing, deathstar] };
+}
+
+/** What the operator sends: the x-wing's egress to the deathstar through the proxy (the star-wars rule), the deathstar admitting the x-wing. */
+function state(generation: number, http: boolean): NodeState {
+  const xwingEntry: PolicyEntry = { subject: XWING, direction: "egress", verdict: "allow", peer: DEATHSTAR, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: http ? PROXY_PORT : 0, ruleId: HTTP_RULE };
+  const policies: SubjectPolicy[] = [
+    { subject: XWING, ingressEnforced: false, egressEnforced: true, entries: [xwingEntry], ...(http ? { http: [{ ruleId: HTTP_RULE, direction: "egress" as const, rules: [{ method: "POST", path: "/v1/request-landing" }] }] } : {}) },
+    { subject: DEATHSTAR, ingressEnforced: true, egressEnforced: false, entries: [{ subject: DEATHSTAR, direction: "ingress", verdict: "allow", peer: XWING, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: 0, ruleId: INGRESS_RULE }] },
+  ];
+  return {
+    policies,
+    ipcache: [
+      { prefix: `${ADDR.xwing}/32`, identity: XWING, node: ADDR.node, pod: "default/xwing" },
+      { prefix: `${ADDR.deathstar}/32`, identity: DEATHSTAR, node: ADDR.node, pod: "default/deathstar" },
+    ],
+    identities: [
+      { id: XWING, labels: ["k8s:org=alliance", "k8s:class=xwing"] },
+      { id: DEATHSTAR, labels: ["k8s:org=empire", "k8s:class=deathstar"] },
+    ],
+    rules: [
+      { id: HTTP_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } },
+      { id: INGRESS_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deathstar", ruleIndex: 0, path: "spec.ingress[0]" } },
+    ],
+    policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation }],
+  };
+}
+
+/** The proxy's own report of the ports it listens on (its --status-file). */
+function proxyListening(): number[] {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(stateDir, "l7proxy.status.json"), "utf8")) as { ports: number[] }).ports;
+  } catch {
+    return [];
+  }
+}
+
+/** The datapath as the agent sees it, checking that an entry naming a proxy port is written only once that port is served. */
+function checkingDatapath(): AgentDatapath {
+  const dp = topo.dp;
+  const check = (entries: readonly PolicyEntry[]): void => {
+    const served = new Set(dp.redirect.servedPorts());
+    for (const e of entries) if (e.proxyPort !== 0 && !served.has(e.proxyPort)) violations.push(`entry naming ${e.proxyPort} written before it was served`);
+  };
+  return new Proxy(dp, {
+    get(target, prop, receiver) {
+      if (prop === "setSubjectPolicy") return (p: SubjectPolicy, eps?: readonly { ip: string; ifindex: number }[]) => (check(p.entries), target.setSubjectPolicy(p, eps));
+      if (prop === "addSubjectEntries") return (p: SubjectPolicy, added: readonly PolicyEntry[]) => (check(added), target.addSubjectEntries(p, added));
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  }) as AgentDatapath;
+}
+
+/** The redirect's ports as the proxy's supervisor sees them, checking that a port is served only once the proxy listens on it. */
+const checkingPorts: ServedPorts = {
+  setProxyAddress: (ip) => topo.dp.redirect.setProxyAddress(ip),
+  serve: (p) => {
+    if (!proxyListening().includes(p)) violations.push(`port ${p} served before the proxy listened on it`);
+    topo.dp.redirect.serve(p);
+  },
+  unserve: (p) => {
+    unserved.push(p);
+    topo.dp.redirect.unserve(p);
+  },
+};
+
+function newAgent(): NodeAgent {
+  return new NodeAgent({
+    nodeName: node,
+    operator: `127.0.0.1:${port}`,
+    tls: { ca: pki!.read("ca.crt"), cert: pki!.read(`${node}.crt`), key: pki!.read(`${node}.key`) },
+    datapath: checkingDatapath(),
+    cniSocket: path.join(stateDir, "agent.sock"),
+    netns: topo.ns.host,
+    nodeIP: ADDR.node,
+    endpointsFile: path.join(stateDir, "endpoints.json"),
+    hostLinks: {
+      list: () => [
+        { ifname: `${tag}h`, ifindex: topo.ifindex.xwing },
+        { ifname: `${tag}e`, ifindex: topo.ifindex.deathstar },
+      ],
+      remove: () => undefined,
+    },
+    // The supervisor looks for a dead proxy only every 3 s here, so the window in which it is down can be seen.
+    l7: new AgentL7({ datapath: checkingPorts, stateDir, address: ADDR.node, bpfScope: topo.scope, launcher: ["nsenter", `--net=/var/run/netns/${topo.ns.host}`], checkIntervalMs: 3000, healthIntervalMs: 100, log: capturingLogger(agentLines) }),
+    log: capturingLogger(agentLines),
+    backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
+  });
+}
+
+async function status(method: string, p: string): Promise<number | undefined> {
+  try {
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, `http://${ADDR.deathstar}${p}`]);
+    return Number(stdout);
+  } catch {
+    return undefined;
+  }
+}
+
+const report = () => server?.reports().find((r) => r.node === node);
+const ackedGeneration = () => report()?.acked?.policyGenerations[0]?.generation;
+const proxyPid = (): number | undefined => {
+  try {
+    return Number(fs.readFileSync(path.join(stateDir, "l7proxy.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
+};
+
+before(async () => {
+  // No policy entries of the topology's own: the agent writes what the operator sends.
+  await topo.setUp({ policies: [{ subject: XWING, ingressEnforced: true, egressEnforced: true, entries: [] }, { subject: DEATHSTAR, ingressEnforced: true, egressEnforced: true, entries: [] }] });
+  pki = await makePki([node]);
+  server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, pino({ level: "warn" }));
+  port = await server.listen(0);
+  server.publish(node, state(1, true));
+  agent = newAgent();
+  await agent.start();
+  for (const [pod, ifname, ifindex, ip] of [["xwing", `${tag}h`, topo.ifindex.xwing, ADDR.xwing], ["deathstar", `${tag}e`, topo.ifindex.deathstar, ADDR.deathstar]] as const) {
+    const add = { op: "endpoint-add" as const, containerId: `${tag}-${pod}`, namespace: "default", pod, ifname: "eth0", netns: `/var/run/netns/${topo.ns.xwing}`, hostIfname: ifname, hostIfindex: ifindex, ips: [ip] };
+    assert.deepEqual(await callAgent(path.join(stateDir, "agent.sock"), add), { ok: true });
+  }
+  await until("state 1 acknowledged", () => ackedGeneration() === 1, 30_000);
+});
+
+after(async () => {
+  await agent?.stop();
+  // The proxy outlives agents by design: this test ends it.
+  const pid = proxyPid();
+  if (pid) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  await server?.close();
+  await topo.cleanup();
+  pki?.remove();
+  fs.rmSync(stateDir, { recursive: true, force: true });
+});
+
+test("the agent runs the proxy from the stream: the hello says so, the port is served only once the proxy listens, and the star-wars rule is enforced", async () => {
+  assert.equal(report()?.l7Proxy, true);
+  assert.deepEqual(agent!.status().l7Proxy, { running: true, servedPorts: [PROXY_PORT] });
+  assert.deepEqual(violations, []);
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+  assert.doesNotMatch(topo.deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+});
+
+test("an agent restart adopts the running proxy: the same process, and an open keep-alive connection goes on", async () => {
+  const pid = proxyPid();
+  assert.ok(pid);
+  const client: ChildProcess = spawn("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", KEEPALIVE, ADDR.deathstar, "80"], { cwd: ROOT, stdio: ["pipe", "pipe", "inherit"] });
+  const replies = readline.createInterface({ input: client.stdout! })[Symbol.asyncIterator]();
+  const ask = async (line: string): Promise<{ status?: number; reused?: boolean; error?: string }> => {
+    client.stdin!.write(`${line}\n`);
+    return JSON.parse((await replies.next()).value as string) as { status?: number; reused?: boolean; error?: string };
+  };
+  try {
+    assert.deepEqual(await ask("POST /v1/request-landing"), { status: 200, reused: false });
+    const unservedBefore = unserved.length;
+    await agent!.stop();
+    agent = newAgent();
+    await agent.start();
+    assert.equal(proxyPid(), pid, "adopted, not restarted");
+    assert.equal(agent.status().l7Proxy?.running, true);
+    assert.deepEqual(await ask("PUT /v1/exhaust-port"), { status: 403, reused: true }, "the same connection, through the same proxy");
+    assert.deepEqual(await ask("POST /v1/request-landing"), { status: 200, reused: true });
+    await until("the restarted agent connected", () => report()?.connected === true && report()?.l7Proxy === true, 20_000);
+    assert.equal(unserved.length, unservedBefore, "the port stayed served throughout (no window in which the entry was a plain allow)");
+  } finally {
+    client.stdin!.end();
+    client.kill();
+  }
+  assert.deepEqual(violations, []);
+});
+
+test("a killed proxy: the agent reports it down and its connections fail (no bypass); the supervisor brings it back", async () => {
+  const pid = proxyPid()!;
+  process.kill(pid, "SIGKILL");
+  await until("the agent reports the proxy down", () => agent!.status().l7Proxy?.running === false, 2_000);
+  assert.ok(agentLines.some((l) => l.msg === "L7 proxy down: connections steered to it fail until it is back"), "logged");
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [PROXY_PORT], "the port stays served");
+  const seen = topo.deathstarLog.length;
+  assert.equal(await status("POST", "/v1/request-landing"), undefined, "fails while down");
+  assert.equal(topo.deathstarLog.length, seen, "nothing reached the deathstar");
+  await until("the proxy restarted", () => agent!.status().l7Proxy?.running === true && proxyPid() !== pid, 10_000);
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+});
+
+test("HTTP rules removed by the operator: the entry becomes a plain allow and the port is unserved", async () => {
+  server!.publish(node, state(2, false));
+  await until("state 2 acknowledged", () => ackedGeneration() === 2, 20_000);
+  assert.deepEqual(topo.dp.redirect.servedPorts(), []);
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, []);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 200, "an L4 allow lets every request through");
+  server!.publish(node, state(3, true));
+  await until("state 3 acknowledged", () => ackedGeneration() === 3, 20_000);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403, "back through the proxy");
+  assert.deepEqual(violations, []);
+});
+
+test("ingress: the star-wars rule on the deathstar's ingress steers the x-wing's connection to the proxy; 403 Access denied, and the next request on the same keep-alive connection works", async () => {
+  server!.publish(node, ingressState(4));
+  await until("state 4 acknowledged", () => ackedGeneration() === 4, 20_000);
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [INGRESS_PROXY_PORT]);
+  const seen = topo.deathstarLog.length;
+  const client: ChildProcess = spawn("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", KEEPALIVE, ADDR.deathstar, "80"], { cwd: ROOT, stdio: ["pipe", "pipe", "inherit"] });
+  const replies = readline.createInterface({ input: client.stdout! })[Symbol.asyncIterator]();
+  const ask = async (line: string): Promise<unknown> => {
+    client.stdin!.write(`${line}\n`);
+    return JSON.parse((await replies.next()).value as string) as unknown;
+  };
+  try {
+    assert.deepEqual(await ask("POST /v1/request-landing"), { status: 200, reused: false });
+    assert.deepEqual(await ask("PUT /v1/exhaust-port"), { status: 403, reused: true });
+    assert.deepEqual(await ask("POST /v1/request-landing"), { status: 200, reused: true });
+  } finally {
+    client.stdin!.end();
+    client.kill();
+  }
+  const log = topo.deathstarLog.slice(seen);
+  assert.equal(log.match(/request POST \/v1\/request-landing/g)?.length, 2);
+  assert.doesNotMatch(log, /exhaust-port/, "the denied request never reached the deathstar");
+  // The proxy connected onward as the x-wing: the deathstar's entry admits only the x-wing's identity.
+  assert.match(log, new RegExp(`request POST /v1/request-landing ${ADDR.nodeToDeathstar.replace(/\./g, "\\.")}`), "from the node's address (the proxy)");
+  assert.deepEqual(violations, []);
+});
+
+test("ingress: a connection that did not pass the deathstar's HTTP rules is dropped, never let through (here: the x-wing's own egress is proxied too)", async () => {
+  server!.publish(node, ingressState(5, true));
+  await until("state 5 acknowledged", () => ackedGeneration() === 5, 20_000);
+  const seen = topo.deathstarLog.length;
+  assert.equal(await status("PUT", "/v1/exhaust-port"), undefined, "the egress proxy allowed it; the deathstar's datapath drops its connection, so no answer comes");
+  assert.equal(topo.deathstarLog.length, seen, "nothing reached the deathstar");
+  server!.publish(node, ingressState(6));
+  await until("state 6 acknowledged", () => ackedGeneration() === 6, 20_000);
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+});
