@@ -31,7 +31,7 @@ test("errors without a path are shown as their message", () => {
   assert.equal(describeErrors([{ path: "", message: "not an object" }]), "not an object");
 });
 
-test("DNS rules and toFQDNs are Enforced once every node concerned runs the DNS proxy; L7 HTTP rules stay RulesNotEnforced", async () => {
+test("DNS rules and toFQDNs are Enforced once every node concerned runs the DNS proxy, HTTP rules once every one runs the L7 proxy", async () => {
   const { parsePolicyObject } = await import("../core/parser/index.ts");
   const cnp = (egress: unknown[]) => parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "p", namespace: "ns" }, spec: { endpointSelector: {}, egress } });
   const dnsOnly = cnp([
@@ -44,7 +44,11 @@ test("DNS rules and toFQDNs are Enforced once every node concerned runs the DNS 
   assert.deepEqual([off?.status, off?.reason], ["False", "RulesNotEnforced"]);
   assert.match(off?.message ?? "", /spec\.egress\[1\]\.toFQDNs: not enforced on n2 \(no DNS proxy runs there\)/);
   const http = cnp([{ toEndpoints: [{}], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }]);
-  const l7 = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [] })[1];
+  const l7 = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [], withoutL7Proxy: ["n2"] })[1];
   assert.deepEqual([l7?.status, l7?.reason], ["False", "RulesNotEnforced"]);
-  assert.match(l7?.message ?? "", /rules\.http: not enforced yet/);
+  assert.match(l7?.message ?? "", /rules\.http: not enforced on n2 \(no L7 proxy runs there\): the port is allowed for every request/);
+  const l7on = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: ["n2"], withoutL7Proxy: [] })[1];
+  assert.deepEqual([l7on?.status, l7on?.reason, l7on?.message], ["True", "Acknowledged", "2/2 nodes"]);
+  const unknown = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [] })[1];
+  assert.match(unknown?.message ?? "", /rules\.http: not enforced yet/, "not known which nodes run it: not enforced");
 });

@@ -35,6 +35,8 @@ export interface Enforcement {
   readonly refused: readonly { readonly node: string; readonly message: string }[];
   /** Nodes concerned whose agents run no DNS proxy (absent: not known, so DNS rules and toFQDNs count as not enforced). */
   readonly withoutDnsProxy?: readonly string[];
+  /** Nodes concerned whose agents run no L7 proxy (absent: not known, so HTTP rules count as not enforced). */
+  readonly withoutL7Proxy?: readonly string[];
 }
 
 export interface PolicyDeps {
@@ -78,7 +80,7 @@ export function policyConditions(
   const valid: ConditionInput = { type: "Valid", status: "True", reason: "Parsed", message: `${rules} rule${rules === 1 ? "" : "s"}`, ...g };
   const count = `${enforcement.acknowledged}/${nodes} nodes`;
   // A rule the datapath cannot enforce yet makes the policy not enforced, whatever the nodes acknowledged.
-  const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy });
+  const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy, withoutL7Proxy: enforcement.withoutL7Proxy });
   let enforced: ConditionInput;
   const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
   if (gaps.length > 0) {

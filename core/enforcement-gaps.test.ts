@@ -68,12 +68,27 @@ describe("enforcement gaps", () => {
     assert.deepEqual(
       enforcementGaps(parsed.value, { withoutDnsProxy: [] }).map((g) => g.path),
       ["spec.egress[2].toPorts[0].rules.http"],
-      "L7 HTTP rules stay not enforced (issue 16)",
+      "HTTP rules are the L7 proxy's, not the DNS proxy's",
     );
     assert.equal(
       describeGaps(enforcementGaps(parsed.value, { withoutDnsProxy: ["n2"] }).filter((g) => !g.path.endsWith("http"))),
       "spec.egress[0].toPorts[0].rules.dns: not enforced on n2 (no DNS proxy runs there): every DNS query on the port is allowed; " +
         "spec.egress[1].toFQDNs: not enforced on n2 (no DNS proxy runs there): no DNS proxy learns the names' addresses, so it allows nothing",
+    );
+  });
+
+  it("HTTP rules are enforced where every node concerned runs the L7 proxy, and the others are named", () => {
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: { endpointSelector: web, ingress: [{ fromEndpoints: [web], toPorts: [http] }], egress: [{ toEndpoints: [{}], toPorts: [dns] }] },
+    });
+    assert.ok(parsed.ok);
+    assert.deepEqual(enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] }), []);
+    assert.equal(
+      describeGaps(enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: ["n1", "n2"] })),
+      "spec.ingress[0].toPorts[0].rules.http: not enforced on n1, n2 (no L7 proxy runs there): the port is allowed for every request",
     );
   });
 });

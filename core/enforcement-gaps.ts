@@ -1,4 +1,4 @@
-// The rules of a parsed policy that the datapath does not enforce yet (L7 and DNS-based), so status and admission can say so.
+// The rules of a parsed policy that the nodes do not enforce (L7 and DNS rules where no proxy runs, generic L7), so status and admission can say so.
 import type { Peer, Policy } from "./model.ts";
 
 /** One rule, by field path, that is accepted but not enforced as written, and what happens instead. */
@@ -7,43 +7,49 @@ export interface EnforcementGap {
   readonly effect: string;
 }
 
-// Until the L7 proxy lands (issue 16), an L7 rule compiles to a plain L4 allow of its port: every request passes.
+// A generic L7 rule (l7proto) has no parser in the proxy: it compiles to a plain L4 allow of its port.
 const L7_EFFECT = "not enforced yet: the port is allowed for every request";
 
-/** What the nodes run: DNS rules and toFQDNs are enforced by the agents' DNS proxy. */
+/** What the nodes run: DNS rules and toFQDNs are enforced by the agents' DNS proxy, HTTP rules by their L7 proxy. */
 export interface GapOptions {
   /**
    * The nodes the policy concerns whose agents have not said they run the DNS proxy: empty, DNS
    * rules and toFQDNs are enforced; absent (not known, e.g. admission), they count as not enforced.
    */
   readonly withoutDnsProxy?: readonly string[] | undefined;
+  /** The same for the L7 proxy and HTTP rules. */
+  readonly withoutL7Proxy?: readonly string[] | undefined;
 }
 
 /** "not enforced yet" when the nodes are not known, else which nodes lack the proxy. */
-function notEnforced(nodes: readonly string[] | undefined): string {
+function notEnforced(nodes: readonly string[] | undefined, proxy: string): string {
   if (nodes === undefined) return "not enforced yet";
   const shown = nodes.slice(0, 5).join(", ") + (nodes.length > 5 ? ` and ${nodes.length - 5} more` : "");
-  return `not enforced on ${shown} (no DNS proxy runs there)`;
+  return `not enforced on ${shown} (no ${proxy} runs there)`;
 }
 
 /**
  * Every not-enforced rule of `policies` (one parsed object: several Policy values for a CNP with
- * `specs`), in source order, each path once: `toPorts[i].rules.{http,l7}` always (issue 16), and
- * `toPorts[i].rules.dns` and `toFQDNs` unless every node concerned runs the DNS proxy.
+ * `specs`), in source order, each path once: `toPorts[i].rules.l7` always, `toPorts[i].rules.http`
+ * unless every node concerned runs the L7 proxy, and `toPorts[i].rules.dns` and `toFQDNs` unless
+ * every node concerned runs the DNS proxy.
  */
 export function enforcementGaps(policies: readonly Policy[], options: GapOptions = {}): EnforcementGap[] {
   const out: EnforcementGap[] = [];
   const seen = new Set<string>();
   const dnsEnforced = options.withoutDnsProxy !== undefined && options.withoutDnsProxy.length === 0;
-  const where = notEnforced(options.withoutDnsProxy);
+  const where = notEnforced(options.withoutDnsProxy, "DNS proxy");
+  const httpEnforced = options.withoutL7Proxy !== undefined && options.withoutL7Proxy.length === 0;
+  const httpWhere = notEnforced(options.withoutL7Proxy, "L7 proxy");
   // Loops without closures: this runs for every admitted policy.
   for (const policy of policies) {
     for (const rule of policy.rules) {
       // toPorts[i] of the source is ports[i] here: the parser keeps every item, in order, when it succeeds.
       for (let i = 0; i < rule.ports.length; i++) {
         const l7 = rule.ports[i]?.rules;
-        if (!l7 || (l7.kind === "dns" && dnsEnforced)) continue;
-        addGap(out, seen, `${rule.origin.path}.toPorts[${i}].rules.${l7.kind}`, l7.kind === "dns" ? `${where}: every DNS query on the port is allowed` : L7_EFFECT);
+        if (!l7 || (l7.kind === "dns" && dnsEnforced) || (l7.kind === "http" && httpEnforced)) continue;
+        const effect = l7.kind === "dns" ? `${where}: every DNS query on the port is allowed` : l7.kind === "http" ? `${httpWhere}: the port is allowed for every request` : L7_EFFECT;
+        addGap(out, seen, `${rule.origin.path}.toPorts[${i}].rules.${l7.kind}`, effect);
       }
       // Without a DNS proxy nothing learns the names' addresses, so a toFQDNs peer matches no address: that traffic stays denied.
       if (!dnsEnforced && rule.peers.some(isFQDN)) {

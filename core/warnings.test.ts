@@ -93,7 +93,7 @@ describe("policy warnings", () => {
     ]);
   });
 
-  it("warns that L7 rules are accepted but not enforced yet, and toFQDNs without a DNS rule, naming each by its path", () => {
+  it("HTTP rules are enforced by the agents' L7 proxy (no warning: the status names nodes without one); toFQDNs without a DNS rule is warned by its path", () => {
     assert.deepEqual(
       warningsFor({
         egress: [
@@ -102,7 +102,6 @@ describe("policy warnings", () => {
         ],
       }),
       [
-        "spec.egress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
         "spec.egress[1].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
       ],
     );

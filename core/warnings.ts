@@ -31,9 +31,10 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     unknownLabelKeys(found, policy);
     if (policy.nodeSelector !== undefined) hostLockOut(found, policy);
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
-    // DNS rules and toFQDNs are enforced by the agents' DNS proxy (on by default): admission cannot see the
-    // nodes, so only L7 rules are named here, and the status names the nodes that run no proxy.
-    for (const gap of enforcementGaps([policy], { withoutDnsProxy: [] })) found.push({ path: gap.path, message: gap.effect });
+    // DNS rules and toFQDNs are enforced by the agents' DNS proxy, HTTP rules by their L7 proxy (both on by
+    // default): admission cannot see the nodes, so only generic L7 rules are named here, and the status names
+    // the nodes that run no proxy.
+    for (const gap of enforcementGaps([policy], { withoutDnsProxy: [], withoutL7Proxy: [] })) found.push({ path: gap.path, message: gap.effect });
     if (!hasDnsRule(policies)) fqdnWithoutDnsRules(found, policy);
   }
   if (found.length < 2) return found;

@@ -71,7 +71,7 @@ describe("admission handler", () => {
     ]);
   });
 
-  it("admits a policy with L7 rules and toFQDNs but warns that L7 rules are not enforced yet and toFQDNs has no DNS rule, with their paths", () => {
+  it("admits a policy with HTTP rules and toFQDNs; warns that toFQDNs has no DNS rule, with its path (HTTP rules are the agents' L7 proxy's: status names nodes without one)", () => {
     const l7 = cnp({
       endpointSelector: { matchLabels: { app: "web" } },
       ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/public/.*" }] } }] }],
@@ -80,7 +80,6 @@ describe("admission handler", () => {
     const a = answer(reviewFor(l7, { uid: "l7" }));
     assert.equal(a.response.allowed, true);
     assert.deepEqual(a.response.warnings, [
-      "spec.ingress[0].toPorts[0].rules.http: not enforced yet: the port is allowed for every request",
       "spec.egress[0].toFQDNs: no DNS rule (toPorts[].rules.dns, e.g. to kube-dns on port 53) in this policy: toFQDNs learns addresses only from lookups the DNS proxy sees, so unless another policy selecting the same pods has one, these names never allow an address",
     ]);
   });

@@ -60,10 +60,11 @@ test("a node receives the compiled policy of its own identities, the cluster ipc
 
   const concerned = new Set(["n1"]);
   const acked = src.stateFor("n1");
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 1, refused: [], withoutDnsProxy: ["n1"] });
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, dnsProxy: true }]), { acknowledged: 1, refused: [], withoutDnsProxy: [] });
-  assert.deepEqual(src.enforcement({ ...cnp, metadata: { ...cnp.metadata, generation: 5 } }, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 0, refused: [], withoutDnsProxy: ["n1"] });
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, nack: { version: 2, error: "map full", state: acked } }]), { acknowledged: 0, refused: [{ node: "n1", message: "map full" }], withoutDnsProxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 1, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, dnsProxy: true }]), { acknowledged: 1, refused: [], withoutDnsProxy: [], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, l7Proxy: true }]), { acknowledged: 1, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: [] });
+  assert.deepEqual(src.enforcement({ ...cnp, metadata: { ...cnp.metadata, generation: 5 } }, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 0, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, nack: { version: 2, error: "map full", state: acked } }]), { acknowledged: 0, refused: [{ node: "n1", message: "map full" }], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
 
   src.onPolicy({ type: "delete", obj: cnp });
   assert.equal(src.stateFor("n1").policies[0]?.ingressEnforced, false);

@@ -329,14 +329,18 @@ export class NodeStateSource {
     let acknowledged = 0;
     const refused: { node: string; message: string }[] = [];
     const withDnsProxy = new Set<string>();
+    const withL7Proxy = new Set<string>();
     for (const r of reports) {
       if (!nodes.has(r.node)) continue;
       if (r.dnsProxy === true) withDnsProxy.add(r.node);
+      if (r.l7Proxy === true) withL7Proxy.add(r.node);
       if (has(r.acked)) acknowledged++;
       else if (r.nack && has(r.nack.state)) refused.push({ node: r.node, message: r.nack.error });
     }
-    // No node concerned: nothing runs the policy, so nothing says its DNS rules are enforced.
-    return { acknowledged, refused, ...(nodes.size > 0 ? { withoutDnsProxy: [...nodes].filter((n) => !withDnsProxy.has(n)).sort() } : {}) };
+    // No node concerned: nothing runs the policy, so nothing says its DNS or HTTP rules are enforced.
+    if (nodes.size === 0) return { acknowledged, refused };
+    const without = (running: ReadonlySet<string>): string[] => [...nodes].filter((n) => !running.has(n)).sort();
+    return { acknowledged, refused, withoutDnsProxy: without(withDnsProxy), withoutL7Proxy: without(withL7Proxy) };
   }
 
   private subjectPolicy(id: number): SubjectPolicy {
