@@ -311,6 +311,9 @@ export async function stopDevCluster(dir: string, kubeconfig?: string): Promise<
     // The WireGuard device outlives its agent by design: stopped here, by the pid the agent recorded.
     const wgPid = Number.parseInt(readFileSyncOr(join(p.agentDir(a.node), "state", "wireguard-go.pid")), 10);
     if (Number.isInteger(wgPid) && wgPid > 0 && isOurs(wgPid, "-f", wireguardIfname(a.node))) await terminateProcess(wgPid, 5_000);
+    // So does the L7 proxy (membrane l7proxy, started by the agent with its configuration in the state directory).
+    const l7Pid = Number.parseInt(readFileSyncOr(join(p.agentDir(a.node), "state", "l7proxy.pid")), 10);
+    if (Number.isInteger(l7Pid) && l7Pid > 0 && isOurs(l7Pid, "l7proxy", join(p.agentDir(a.node), "state", "l7proxy.json"))) await terminateProcess(l7Pid, 5_000);
   }
   if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) await terminateProcess(state.operatorPid, 10_000);
   for (const a of state.agents) {

@@ -60,6 +60,8 @@ export interface SupervisorOptions {
   readonly logFlows?: boolean;
   /** How long to wait for the proxy to listen on a new port before giving up on serving it. */
   readonly listenTimeoutMs?: number;
+  /** How long a newly started proxy may take to report ready (default 30 s: a loaded node starts Node slowly). */
+  readonly startTimeoutMs?: number;
   /**
    * A command the proxy is started under, which must exec it in place (same pid): e.g. `nsenter
    * --net=…` into the node's network namespace when the agent runs elsewhere.
@@ -248,7 +250,7 @@ export class L7ProxySupervisor {
     fs.writeFileSync(this.pidFile, `${child.pid}\n`);
     log.info({ pid: child.pid }, "L7 proxy started");
     // Ready when it reports the configuration applied.
-    const deadline = Date.now() + (this.opts.listenTimeoutMs ?? 10_000);
+    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
     while (this.status()?.pid !== child.pid) {
       if (!alive(child.pid)) throw new Error(`the L7 proxy exited at start (see ${this.logFile})`);
       if (Date.now() > deadline) throw new Error(`the L7 proxy did not become ready (see ${this.logFile})`);
