@@ -144,6 +144,22 @@ static __always_inline void monitor_known_packet(struct __sk_buff *skb, const st
 		   v ? v->rule_id : RULE_ID_NONE);
 }
 
+/* monitor_known_packet for a caller whose peer costs a lookup: the peer is found only when the packet
+ * is reported (the host firewall's peers are often in the CIDR trie, and most packets are not reported). */
+static __always_inline void monitor_known_host_packet(struct __sk_buff *skb, const struct flow *f, __u8 direction,
+						      const struct endpoint_value *host, enum ct_status ct, struct ct_ctx *ctx,
+						      __u32 monitor)
+{
+	struct ipcache_value *remote;
+
+	if (!monitor_known(monitor, f, ctx->entry, ct == CT_REPLY))
+		return;
+	remote = ipcache_lookup(f->family, direction == DIR_INGRESS ? f->saddr : f->daddr);
+	/* monitor_known said yes and set the entry's bits: report without asking again. */
+	monitor_known_packet(skb, f, direction, host, ct, ctx, monitor | CONFIG_F_EVENTS_PACKETS,
+			     remote ? remote->identity : IDENTITY_WORLD);
+}
+
 /* The identity of an address seen by this node: a local endpoint's, the ipcache's, or world. */
 static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
 {
@@ -407,14 +423,14 @@ static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
 	/* A fragment or malformed packet of the host's fails closed only where its policy is enforced. */
 	if (rc == PARSE_DROP)
 		return host->flags & enforced ? drop(skb, &f, direction, reason, 0, 0, RULE_ID_NONE) : TC_ACT_OK;
-	remote = ipcache_lookup(f.family, direction == DIR_INGRESS ? f.saddr : f.daddr);
-	peer = remote ? remote->identity : IDENTITY_WORLD;
 	ct = ct_lookup(&f, direction, NULL, &ctx);
 	if (ct != CT_NEW) {
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
-			monitor_known_packet(skb, &f, direction, host, ct, &ctx, monitor, peer);
+			monitor_known_host_packet(skb, &f, direction, host, ct, &ctx, monitor);
 		return TC_ACT_OK;
 	}
+	remote = ipcache_lookup(f.family, direction == DIR_INGRESS ? f.saddr : f.daddr);
+	peer = remote ? remote->identity : IDENTITY_WORLD;
 	if (host_guard_allows(direction, f.proto, f.dport, remote && (remote->flags & IPCACHE_F_NODE))) {
 		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
 		return TC_ACT_OK;

@@ -224,6 +224,20 @@ test("flows of the host endpoint name the node (reserved:host), a peer node is r
   assert.deepEqual(select(["--host", "node-a", "--verdict", "DROPPED"]).map((f) => f.destination.port), dropped.filter((e) => e.ctState === "new").map(() => EXTRA));
 });
 
+test("monitor aggregation low: the host's known packets are reported with the peer's identity (looked up only for a reported packet)", async () => {
+  await takeEvents(KUBELET);
+  dp!.setMonitorAggregation("low");
+  try {
+    assert.ok(await tcp(NS.peer, NODE_IP, KUBELET));
+    const got = await takeEvents(KUBELET);
+    const known = got.filter((e) => e.verdict === "forwarded" && e.ctState !== "new");
+    assert.ok(known.some((e) => e.ctState === "established" && e.srcIdentity === IDENTITY.remoteNode && e.dstIdentity === IDENTITY.host), show(got));
+    assert.ok(known.every((e) => [e.srcIdentity, e.dstIdentity].includes(IDENTITY.remoteNode) && [e.srcIdentity, e.dstIdentity].includes(IDENTITY.host)), show(known));
+  } finally {
+    dp!.setMonitorAggregation("medium");
+  }
+});
+
 test("an extra port is dropped for everyone", async () => {
   for (const ns of [NS.peer, NS.outside, NS.mgmt]) assert.equal(await tcp(ns, NODE_IP, EXTRA), false, ns);
 });
