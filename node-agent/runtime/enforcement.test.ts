@@ -175,6 +175,18 @@ describe("TracingPolicy enforcement (fanotify permission events, real processes 
     const allowed = await runIn(OTHER_NS, "/bin/sh", ["-c", `exec ${forbidden}`]);
     assert.equal(allowed.code, 0, "the same binary runs in a pod the namespace filter does not select");
 
+    // A policy naming a symlink judges the file it points to (fanotify names the file opened).
+    const link = path.join(dir, "etc", "forbidden-link");
+    fs.symlinkSync(forbidden, link);
+    engine.apply([
+      tracingPolicy("no-link-exec", {
+        kprobes: [{ call: "sys_execve", syscall: true, args: [{ index: 0, type: "string" }], selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: [link] }], matchActions: [{ action: "Override", argError: -1 }] }] }],
+      }),
+    ]);
+    const viaLink = await runIn(OTHER_NS, "/bin/sh", ["-c", `exec ${link}`]);
+    assert.equal(viaLink.code, 126, JSON.stringify(viaLink));
+    fs.rmSync(link);
+
     engine.apply([
       tracingPolicy("kill-forbidden-from-sh", {
         kprobes: [{

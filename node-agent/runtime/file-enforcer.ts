@@ -52,7 +52,7 @@ export class FileEnforcer {
 
   /** Sets the policies' exec and file hooks (key → plan); marks what they need and removes what none needs. Throws when a mark cannot be placed. */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
-    const relevant = new Map([...plans].filter(([, p]) => p.hooks.some((h) => h.meaning !== "connect")));
+    const relevant = new Map([...plans].filter(([, p]) => p.hooks.some((h) => h.meaning !== "connect")).map(([k, p]) => [k, withResolvedPaths(p)] as const));
     const wanted = new Map<MarkScope, Map<string, bigint>>();
     for (const plan of relevant.values()) for (const m of marksFor(plan)) {
       const byPath = wanted.get(m.scope) ?? new Map<string, bigint>();
@@ -176,6 +176,38 @@ export class FileEnforcer {
       this.opts.log.warn({ pid, sig, err: String(err) }, "could not signal the process");
     }
   }
+}
+
+/**
+ * The plan with each Equal/Prefix (and Not…) path value also in its resolved form: fanotify names the file opened,
+ * symlinks followed (`/bin/sh` is `/usr/bin/dash` on a merged-/usr system), so a value naming a symlink would
+ * otherwise never match. Both forms stay (a value is never dropped).
+ */
+function withResolvedPaths(plan: EnforcementPlan): EnforcementPlan {
+  const resolve = (v: string, prefix: boolean): string[] => {
+    if (!v.startsWith("/")) return [v];
+    try {
+      const real = prefix && !v.endsWith("/") ? path.join(fs.realpathSync(path.dirname(v)), path.basename(v)) : `${fs.realpathSync(v)}${v.endsWith("/") && v !== "/" ? "/" : ""}`;
+      return real === v ? [v] : [v, real];
+    } catch {
+      return [v]; // not there (yet): matched as written
+    }
+  };
+  const hooks = plan.hooks.map((h) =>
+    h.meaning === "connect"
+      ? h
+      : {
+          ...h,
+          selectors: h.selectors.map((s) => ({
+            ...s,
+            args: s.args.map((a) => {
+              const op = a.operator.replace(/^Not/, "");
+              return op === "Equal" || op === "Prefix" ? { ...a, values: [...new Set(a.values.flatMap((v) => resolve(v, op === "Prefix")))] } : a;
+            }),
+          })),
+        },
+  );
+  return { ...plan, hooks };
 }
 
 /** Whether some selector of the hook can match a call on this path (its path filters all hold), before the process is read. */
