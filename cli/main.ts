@@ -7,6 +7,7 @@ const groups: Record<string, { module: string; summary: string }> = {
   policy: { module: "./policy.ts", summary: "validate policy files, trace a verdict" },
   identity: { module: "./identity.ts", summary: "list identities" },
   observe: { module: "./observe.ts", summary: "filter and follow flows" },
+  fqdn: { module: "./fqdn.ts", summary: "what the nodes' DNS proxies learned: fqdn cache list" },
   status: { module: "./status.ts", summary: "operator and agent health" },
   encryption: { module: "./encryption.ts", summary: "encryption keys and nodes: status, rotate" },
   agent: { module: "../node-agent/main.ts", summary: "run the node agent" },

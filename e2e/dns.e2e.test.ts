@@ -16,6 +16,7 @@ import { devNodesDown } from "../cli/dev-pods.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
 import { listNetns } from "../localcluster/nodes.ts";
 import type { Flow } from "../flowapi/flow.ts";
+import type { FqdnCacheRow } from "../core/dns/cache-list.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const NODES = 2;
@@ -148,6 +149,38 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       assert.equal(await connect(p[pod]!, ipOf(API)), "connected outside-1");
     }
     assert.deepEqual(await p.other!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, "the unselected pod's lookups are not proxied");
+  });
+
+  it("membrane fqdn cache list shows what each node's proxy learned: name, address, TTL left and the pod that asked, filtered by --node and --name", async () => {
+    const list = (args: string[]): Promise<{ code: number | null; rows: FqdnCacheRow[]; stderr: string }> =>
+      new Promise((resolve) => {
+        const c = spawn(MEMBRANE, ["fqdn", "cache", "list", "--kubeconfig", tc.cp!.kubeconfig, "-o", "json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        let err = "";
+        c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+        c.stderr.on("data", (d: Buffer) => (err += d.toString()));
+        c.on("exit", (code) => resolve({ code, rows: out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as FqdnCacheRow), stderr: err }));
+      });
+    const all = await list(["--name", "*.outside.test"]);
+    assert.equal(all.code, 0, all.stderr);
+    assert.equal(all.stderr, "", "every agent answered");
+    const api = all.rows.filter((r) => r.name === `${API}.`);
+    assert.deepEqual(
+      api.map((r) => [r.node, r.ip, r.source]).sort(),
+      [
+        [tc.nodeName(1), ipOf(API), `${NS}/mediabot-1`],
+        [tc.nodeName(2), ipOf(API), `${NS}/mediabot-2`],
+      ],
+    );
+    for (const r of api) assert.ok(r.ttlSeconds > 0 && r.ttlSeconds <= 60, `TTL left ${r.ttlSeconds} of dnsmasq's 60 s`);
+    assert.ok(all.rows.every((r) => r.name.endsWith(".outside.test.")), "--name filters");
+    const node2 = await list(["--node", tc.nodeName(2)]);
+    assert.equal(node2.code, 0, node2.stderr);
+    assert.ok(node2.rows.length > 0 && node2.rows.every((r) => r.node === tc.nodeName(2)), "--node filters");
+    assert.ok(node2.rows.some((r) => r.name === `${BLOCKED}.` && r.ip === ipOf(BLOCKED)), "a name the DNS rules let through is learned even when no toFQDNs selects it");
+    const none = await list(["--node", "no-such-node"]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /--node: no CiliumNode named "no-such-node"/);
   });
 
   it("dev down removes the cluster DNS pod and Service it made (not another object labelled k8s-app=kube-dns), dnsmasq, the outside hosts and the pods' resolv.conf", async () => {

@@ -6,6 +6,8 @@ import type { KubeObject } from "./kube.ts";
 
 /** The pod annotation that records the pod's identity number. */
 export const IDENTITY_ANNOTATION = "membrane.io/identity";
+/** On a CiliumNode, set by its agent: the HOST:PORT of the agent's HTTP server (health, metrics, read-only JSON such as the FQDN cache). */
+export const AGENT_API_ADDRESS_ANNOTATION = "membrane.io/agent-api-address";
 /** On a CiliumIdentity: since when no pod has used it (RFC 3339); removed when a pod uses it again. */
 export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
 

@@ -1,8 +1,11 @@
 // The operator's HTTP endpoints on loopback: /healthz (the process runs), /readyz (caches synced or
-// standing by) and /metrics (Prometheus text).
+// standing by) and /metrics (Prometheus text); an agent adds read-only JSON endpoints of its own (`routes`).
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+
+/** A read-only JSON endpoint: its status and body, computed per request. */
+export type JsonRoute = () => { readonly status: number; readonly body: unknown };
 
 export class HealthServer {
   private readonly server: http.Server;
@@ -10,6 +13,7 @@ export class HealthServer {
   constructor(
     private readonly registry: Registry,
     private readonly ready: () => boolean,
+    private readonly routes: ReadonlyMap<string, JsonRoute> = new Map(),
   ) {
     this.server = http.createServer((req, res) => void this.handle(req, res));
   }
@@ -22,6 +26,17 @@ export class HealthServer {
       try {
         res.writeHead(200, { "content-type": this.registry.contentType });
         res.end(await this.registry.metrics());
+      } catch (e) {
+        text(res, 500, `${String(e)}\n`);
+      }
+      return;
+    }
+    const route = this.routes.get(path ?? "");
+    if (route && (req.method === "GET" || req.method === "HEAD")) {
+      try {
+        const r = route();
+        res.writeHead(r.status, { "content-type": "application/json" });
+        res.end(JSON.stringify(r.body) + "\n");
       } catch (e) {
         text(res, 500, `${String(e)}\n`);
       }

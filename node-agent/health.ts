@@ -7,6 +7,7 @@ import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartb
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
 import type { AgentStatus } from "./agent.ts";
 import type { EncryptionPublication, EncryptionStatusReport } from "./encryption/publication.ts";
 
@@ -94,6 +95,8 @@ export interface CiliumNodeHealthOptions {
   readonly agentVersion?: string;
   /** Where Hubble's API listens (for the relay), read when publishing: it is known once the observer started. */
   readonly hubbleAddress?: () => string | undefined;
+  /** Where the agent's HTTP server (health, metrics, the FQDN cache listing) listens, once it does. */
+  readonly agentApiAddress?: () => string | undefined;
   /** With encryption on: its EncryptionReady condition and spec.encryption, published with the rest. */
   readonly encryption?: () => EncryptionPublication;
   /** Called with the node's pod CIDRs each time the CiliumNode is read. */
@@ -193,6 +196,8 @@ export class CiliumNodeHealth {
     const annotations: Record<string, string> = {};
     const hubble = this.o.hubbleAddress?.();
     if (hubble !== undefined && cn.metadata.annotations?.[HUBBLE_ADDRESS_ANNOTATION] !== hubble) annotations[HUBBLE_ADDRESS_ANNOTATION] = hubble;
+    const api = this.o.agentApiAddress?.();
+    if (api !== undefined && cn.metadata.annotations?.[AGENT_API_ADDRESS_ANNOTATION] !== api) annotations[AGENT_API_ADDRESS_ANNOTATION] = api;
     if (Object.keys(annotations).length > 0) {
       // Metadata is not writable through /status: this needs `patch` on ciliumnodes.
       await this.o.client.mergePatch(path, { metadata: { annotations } });

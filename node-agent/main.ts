@@ -11,6 +11,8 @@ import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
 import type { RejectCode } from "../core/dns/query-decision.ts";
+import { FQDN_CACHE_PATH, fqdnCacheListing } from "../core/dns/cache-list.ts";
+import type { EnrichLookups } from "./observer/enrich.ts";
 import { parseDuration } from "../core/duration.ts";
 import { NodeAgent } from "./agent.ts";
 import { AgentMetrics, DEFAULT_METRICS_ADDRESS } from "./metrics.ts";
@@ -459,6 +461,19 @@ export async function run(args: string[]): Promise<number> {
   }
   // The proxy's flows go to Hubble's dns metrics, which exist once the agent does.
   let onDnsFlow: (flow: DnsFlow) => void = () => undefined;
+  const dns =
+    f.dnsProxy && f.nodeIP
+      ? new AgentDns({
+          datapath,
+          proxyAddress: f.nodeIP,
+          stateFile: path.join(f.stateDir, "fqdn-cache.json"),
+          cache: f.dnsProxy.cache,
+          rejectCode: f.dnsProxy.rejectCode,
+          ...(f.netns ? { netns: f.netns } : {}),
+          onFlow: (flow) => onDnsFlow(flow),
+          log,
+        })
+      : undefined;
   const agent = new NodeAgent({
     nodeName: f.nodeName,
     operator: f.operator,
@@ -484,20 +499,7 @@ export async function run(args: string[]): Promise<number> {
     ...(f.tokenFile ? { tokenFile: f.tokenFile } : {}),
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
-    ...(f.dnsProxy && f.nodeIP
-      ? {
-          dns: new AgentDns({
-            datapath,
-            proxyAddress: f.nodeIP,
-            stateFile: path.join(f.stateDir, "fqdn-cache.json"),
-            cache: f.dnsProxy.cache,
-            rejectCode: f.dnsProxy.rejectCode,
-            ...(f.netns ? { netns: f.netns } : {}),
-            onFlow: (flow) => onDnsFlow(flow),
-            log,
-          }),
-        }
-      : {}),
+    ...(dns ? { dns } : {}),
     ...(f.l7Proxy && f.nodeIP
       ? {
           l7: new AgentL7({
@@ -519,8 +521,9 @@ export async function run(args: string[]): Promise<number> {
     log,
   });
   let health: Awaited<ReturnType<typeof startHealth>>;
-  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats() });
   const lookups = agent.enrichLookups();
+  const routes = new Map([[FQDN_CACHE_PATH, () => fqdnCacheRoute(f.nodeName, dns, lookups)]]);
+  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats(), routes });
   onDnsFlow = (flow) => {
     for (const r of dnsHubbleRecords(flow, lookups)) metrics.hubble.observeL7(r);
   };
@@ -535,9 +538,10 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
-  await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
+  const metricsPort = await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
+  const apiAddress = typeof metricsPort === "number" ? reachableAddress(parseHostPort(f.metricsAddress)!.host, metricsPort, f.nodeIP) : undefined;
   try {
-    health = await startHealth(f, agent, datapath, log);
+    health = await startHealth(f, agent, datapath, log, apiAddress);
   } catch (err) {
     // Encryption was asked for and cannot start: say so loudly rather than carry traffic in clear.
     log.error({ encryption: f.encryption, error: (err as Error).message }, "starting encryption failed");
@@ -571,7 +575,23 @@ export async function run(args: string[]): Promise<number> {
  * The parts that need the node's filesystem or the API server, none of which enforcement waits on:
  * the CNI launcher, health on the CiliumNode, and the conflist (its pod CIDR is read from there).
  */
-async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, log: Logger): Promise<{ health: CiliumNodeHealth; client: KubeClient; encryption?: AgentEncryption } | undefined> {
+/** The FQDN cache listing (`membrane fqdn cache list`), sources named by their pods; 404 without a DNS proxy. */
+function fqdnCacheRoute(node: string, dns: AgentDns | undefined, lookups: EnrichLookups): { status: number; body: unknown } {
+  if (!dns) return { status: 404, body: { error: "the DNS proxy does not run on this node (--enable-dns-proxy needs --node-ip)" } };
+  const podOf = (ip: string): string | undefined => {
+    const ep = lookups.endpointByIp(ip);
+    return ep ? `${ep.namespace}/${ep.pod}` : undefined;
+  };
+  return { status: 200, body: fqdnCacheListing(node, dns.service.fqdn.cache.entries(), Date.now(), podOf) };
+}
+
+/** HOST:PORT another host can use: a wildcard listen address becomes the node's own. */
+function reachableAddress(host: string, port: number, nodeIP: string | undefined): string {
+  const h = (host === "0.0.0.0" || host === "::") && nodeIP ? nodeIP : host;
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, log: Logger, apiAddress?: string): Promise<{ health: CiliumNodeHealth; client: KubeClient; encryption?: AgentEncryption } | undefined> {
   if (f.cniBinDir) {
     try {
       log.info({ file: installCniPlugin(f.cniBinDir) }, "CNI plugin installed");
@@ -612,6 +632,7 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
     ...(encryption ? { encryption: () => encryption.publication() } : {}),
     datapath: `programs loaded, maps pinned under ${path.join(BPFFS_ROOT, f.bpfScope)}`,
     // The relay connects to the TCP address when there is one (another host), else to the socket.
+    ...(apiAddress ? { agentApiAddress: () => apiAddress } : {}),
     hubbleAddress: () => {
       const a = agent.observer?.hubbleAddresses ?? [];
       const tcp = a.find((x) => !x.startsWith("unix:"));

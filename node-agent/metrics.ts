@@ -1,7 +1,7 @@
 // The agent's Prometheus metrics (its own registry) and health endpoints: /metrics, /healthz, /readyz on loopback.
 import type { Logger } from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
-import { HealthServer } from "../kube/server.ts";
+import { HealthServer, type JsonRoute } from "../kube/server.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import type { NodeAgent } from "./agent.ts";
 import type { Flow } from "../flowapi/flow.ts";
@@ -21,6 +21,8 @@ export interface AgentMetricsOptions {
   readonly wireguard?: () => WireguardStats | undefined;
   /** Hubble's metric families and their context options (`--hubble-metrics`; default: every family, no context). */
   readonly hubbleMetrics?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
+  /** Read-only JSON endpoints served beside /metrics (the FQDN cache listing), by path. */
+  readonly routes?: ReadonlyMap<string, JsonRoute>;
 }
 
 /** The namespace of the endpoint whose policy judged the flow (destination on ingress, source on egress). */
@@ -208,7 +210,7 @@ export class AgentMetrics {
         this.set(agent.policyFailures().failedEndpoints);
       },
     });
-    this.server = new HealthServer(this.registry, () => this.ready());
+    this.server = new HealthServer(this.registry, () => this.ready(), opts.routes);
   }
 
   /** Ready once connected to the operator with a state applied. */
