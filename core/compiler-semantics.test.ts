@@ -156,6 +156,49 @@ test("an L7 rule redirects to a proxy port that stays stable across recompiles",
   assert.equal(lookup(c.snapshot(WEB), "ingress", CLIENT, 6, 80).entry!.proxyPort, hit.entry!.proxyPort);
 });
 
+const httpFromClient = (name: string, http: unknown[]) =>
+  cnp(name, {
+    endpointSelector: { matchLabels: { app: "web" } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { app: "client" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http } }] }],
+  });
+
+test("an L4-only allow of the same peer and port makes every request allowed: the entry is a plain allow, whichever policy came first (Cilium's docs)", () => {
+  const l4 = cnp("web-l4", {
+    endpointSelector: { matchLabels: { app: "web" } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { app: "client" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }],
+  });
+  for (const order of [[httpFromClient("web-http", [{ method: "GET" }]), l4], [l4, httpFromClient("web-http", [{ method: "GET" }])]]) {
+    const c = compileAll(order.flatMap(parse), ids);
+    const hit = lookup(c.snapshot(WEB), "ingress", CLIENT, 6, 80);
+    assert.equal(hit.verdict, "allow");
+    assert.equal(hit.entry!.proxyPort, 0, "not redirected: no request is refused");
+    assert.equal(c.ruleOrigin(hit.entry!.ruleId)?.name, "web-l4", "the L4-only rule decides");
+  }
+  // Another peer of the HTTP rule keeps its redirect.
+  const wider = parse(
+    cnp("web-http-all", {
+      endpointSelector: { matchLabels: { app: "web" } },
+      ingress: [{ fromEndpoints: [{ matchLabels: { app: "client" } }, { matchLabels: { app: "bad" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }],
+    }),
+  );
+  const c = compileAll([...wider, ...parse(l4)], ids);
+  assert.equal(lookup(c.snapshot(WEB), "ingress", CLIENT, 6, 80).entry!.proxyPort, 0);
+  assert.ok(lookup(c.snapshot(WEB), "ingress", BAD, 6, 80).entry!.proxyPort >= 10000, "the bad pod has only the HTTP rule: through the proxy");
+});
+
+test("an L4-only allow of port 53 does not take DNS lookups away from the DNS proxy (it learns the toFQDNs addresses there)", () => {
+  const dns = cnp("dns", {
+    endpointSelector: { matchLabels: { app: "client" } },
+    egress: [{ toEndpoints: [{ matchLabels: { app: "web" } }], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }], rules: { dns: [{ matchPattern: "*" }] } }] }],
+  });
+  const l4 = cnp("dns-l4", {
+    endpointSelector: { matchLabels: { app: "client" } },
+    egress: [{ toEndpoints: [{ matchLabels: { app: "web" } }], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }] }] }],
+  });
+  const c = compileAll([...parse(l4), ...parse(dns)], ids);
+  assert.ok(lookup(c.snapshot(CLIENT), "egress", WEB, 17, 53).entry!.proxyPort >= 10000);
+});
+
 test(
   "toCIDRSet 0.0.0.0/0 with except 10.0.0.0/8 does not allow a CIDR identity inside 10.0.0.0/8",
   () => {

@@ -28,6 +28,8 @@ export interface Contribution extends NumericPort {
   readonly verdict: Verdict;
   readonly ruleId: number;
   readonly proxyPort: number;
+  /** The proxy port is for HTTP rules only (an L4-only allow of the same key then allows every request). */
+  readonly httpOnly: boolean;
 }
 
 /** A rule's part for one peer: the peer is the wildcard (identity 0) or the identities a cached selector picks. */
@@ -38,6 +40,7 @@ export interface Term {
   readonly verdict: Verdict;
   readonly ruleId: number;
   readonly proxyPort: number;
+  readonly httpOnly: boolean;
   readonly ports: readonly NumericPort[];
   /** Egress only: resolved against each peer. */
   readonly namedPorts: readonly NamedPort[];
@@ -55,6 +58,8 @@ export interface EntryTemplate {
   readonly verdict: Verdict;
   readonly proxyPort: number;
   readonly ruleId: number;
+  /** The proxy port is for HTTP rules only. */
+  readonly httpOnly: boolean;
 }
 
 /** A subject's rules in one direction, resolved into terms. */
@@ -138,8 +143,10 @@ function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, 
   const ports: NumericPort[] = [];
   const named: NamedPort[] = [];
   let l7 = false;
+  let httpOnly = true;
   for (const pr of r.ports) {
     if (pr.rules) l7 = true;
+    if (pr.rules && pr.rules.kind !== "http") httpOnly = false;
     if (pr.ports.length === 0) ports.push(ALL_PORTS);
     for (const pp of pr.ports) {
       if (pp.name !== undefined) {
@@ -169,8 +176,9 @@ function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, 
     proxyPort = ctx.proxyPortFor(subject, ruleId);
   }
   const out: Term[] = [];
-  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort };
-  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort }));
+  const http = proxyPort !== 0 && httpOnly;
+  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort, httpOnly: http };
+  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort, httpOnly: http }));
   for (const peer of r.peers) {
     const selection = ctx.selectorCache.peerSelection(peer, requires);
     if (selection.kind === "nothing") continue;
@@ -270,13 +278,21 @@ function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: n
 }
 
 function contributionsOf(t: Term, ports: readonly NumericPort[]): Contribution[] {
-  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort }));
+  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort, httpOnly: t.httpOnly }));
 }
 
-/** Which of two entries for the same key the map keeps: deny, then a proxy redirect, then the first rule by origin. */
-export function preferred<E extends EntryTemplate | PolicyEntry>(a: E, b: E, compareRules: (a: number, b: number) => number): E {
+/**
+ * Which of two entries for the same key the map keeps: deny; then, of an L4-only allow and an HTTP
+ * rule's redirect, the L4-only allow (Cilium's docs: it allows every request on that peer and port);
+ * of an L4-only allow and another proxy's redirect (DNS: its proxy learns the toFQDNs addresses), the
+ * redirect; then the first rule by origin.
+ */
+export function preferred(a: EntryTemplate, b: EntryTemplate, compareRules: (a: number, b: number) => number): EntryTemplate {
   if (a.verdict !== b.verdict) return a.verdict === "deny" ? a : b;
-  if ((a.proxyPort !== 0) !== (b.proxyPort !== 0)) return a.proxyPort !== 0 ? a : b;
+  if ((a.proxyPort !== 0) !== (b.proxyPort !== 0)) {
+    const [proxied, plain] = a.proxyPort !== 0 ? [a, b] : [b, a];
+    return proxied.httpOnly ? plain : proxied;
+  }
   if (a.ruleId !== b.ruleId) return compareRules(a.ruleId, b.ruleId) < 0 ? a : b;
   return a.proxyPort <= b.proxyPort ? a : b;
 }
@@ -310,21 +326,21 @@ function blocksOf(c: NumericPort): readonly { port: number; prefixLen: number }[
  */
 export function entryTemplates(contributions: readonly Contribution[], extraDenies: readonly Contribution[], compareRules: (a: number, b: number) => number): EntryTemplate[] {
   const out = new Map<number, EntryTemplate>();
-  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number): void => {
+  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number, httpOnly: boolean): void => {
     for (const b of blocksOf(c)) {
       const slot = entrySlot(c.proto, b.port, b.prefixLen);
-      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId };
+      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId, httpOnly };
       const prev = out.get(slot);
       out.set(slot, prev ? preferred(prev, e, compareRules) : e);
     }
   };
   const denies = [...contributions.filter((c) => c.verdict === "deny"), ...extraDenies];
-  for (const c of contributions) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0);
+  for (const c of contributions) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0, c.verdict === "allow" && c.httpOnly);
   for (const c of contributions) {
     if (c.verdict !== "allow") continue;
     for (const d of denies) {
       const x = intersect(c, d);
-      if (x) put(x, "deny", d.ruleId, 0);
+      if (x) put(x, "deny", d.ruleId, 0, false);
     }
   }
   return [...out.values()];

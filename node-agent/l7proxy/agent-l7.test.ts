@@ -10,6 +10,9 @@ import { promisify } from "node:util";
 import { pino } from "pino";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
+import { label, labelSetFrom } from "../../core/labels.ts";
+import { parsePolicyObject } from "../../core/parser/index.ts";
+import { compileAll } from "../../core/compiler.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
@@ -299,4 +302,43 @@ test("ingress: a connection that did not pass the deathstar's HTTP rules is drop
   server!.publish(node, ingressState(6));
   await until("state 6 acknowledged", () => ackedGeneration() === 6, 20_000);
   assert.equal(await status("POST", "/v1/request-landing"), 200);
+});
+
+/** The state the operator's compiler makes of these CiliumNetworkPolicy specs (on the deathstar and x-wing identities of this test). */
+function compiledState(generation: number, specs: readonly { name: string; spec: unknown }[]): NodeState {
+  const pod = (cls: string, org: string) => labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "default"), label("k8s", "class", cls), label("k8s", "org", org)]);
+  const policies = specs.flatMap(({ name, spec }) => {
+    const r = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name, namespace: "default", uid: name, generation }, spec });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.value;
+  });
+  const c = compileAll(policies, new Map([[XWING, pod("xwing", "alliance")], [DEATHSTAR, pod("deathstar", "empire")]]));
+  const subjects = [c.snapshot(XWING), c.snapshot(DEATHSTAR)];
+  const ruleIds = [...new Set(subjects.flatMap((p) => p.entries.map((e) => e.ruleId)))];
+  const base = state(generation, false);
+  return { ...base, policies: subjects, rules: ruleIds.map((id) => ({ id, origin: c.ruleOrigin(id)! })), policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation }] };
+}
+
+const STAR_WARS = {
+  name: "rule1",
+  spec: {
+    endpointSelector: { matchLabels: { org: "empire", class: "deathstar" } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "POST", path: "/v1/request-landing" }] } }] }],
+  },
+};
+const L4_ONLY = {
+  name: "l4",
+  spec: { endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+};
+
+test("compiled by the operator's compiler: the star-wars rule is enforced; an L4-only allow of the same peer and port in another policy lets every request through", async () => {
+  server!.publish(node, compiledState(7, [STAR_WARS]));
+  await until("state 7 acknowledged", () => ackedGeneration() === 7, 20_000);
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+  server!.publish(node, compiledState(8, [STAR_WARS, L4_ONLY]));
+  await until("state 8 acknowledged", () => ackedGeneration() === 8, 20_000);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 200, "the L4-only allow: every request");
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [], "no entry names the proxy port any more");
+  assert.deepEqual(violations, []);
 });
