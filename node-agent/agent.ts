@@ -385,8 +385,9 @@ export class NodeAgent {
   enrichLookups(): EnrichLookups {
     const index = () => {
       if (this.lookupIndex?.state !== this.applied) {
-        const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, [`reserved:${r.name}`]]));
-        for (const i of this.applied.identities) identities.set(i.id, i.labels);
+        // Frozen: the same list in flow after flow, so Hubble's encoder writes its bytes once (flowapi/hubble/encode.ts).
+        const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, Object.freeze([`reserved:${r.name}`])]));
+        for (const i of this.applied.identities) identities.set(i.id, Object.freeze([...i.labels]));
         this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])), pods: podsFromIpcache(this.applied.ipcache) };
       }
       return this.lookupIndex;

@@ -46,6 +46,8 @@ export interface HubbleApi {
   readonly Client: grpc.ServiceClientConstructor;
   /** Where the .proto files were read from. */
   readonly protoDir: string;
+  /** Every message and enum of the loaded files, by full name (`flow.Flow`): their descriptors, for flowapi/hubble/encode.ts. */
+  readonly definition: protoLoader.PackageDefinition;
 }
 
 let loaded: HubbleApi | undefined;
@@ -60,6 +62,6 @@ export function hubbleApi(dir: string = hubbleProtoDir()): HubbleApi {
   // keepCase: the field names of the .proto (drop_reason_desc, IP, Type), as Hubble's JSON output spells them.
   const def = protoLoader.loadSync(file, { includeDirs: [dir], keepCase: true, longs: Number, enums: String, defaults: false, oneofs: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as { observer: { Observer: grpc.ServiceClientConstructor } };
-  loaded = { service: pkg.observer.Observer.service, Client: pkg.observer.Observer, protoDir: dir };
+  loaded = { service: pkg.observer.Observer.service, Client: pkg.observer.Observer, protoDir: dir, definition: def };
   return loaded;
 }
