@@ -14,6 +14,10 @@ import { hubbleBinary, jsonFlows, runHubble, type HubbleRun } from "../../localc
 import type { HubblePeer } from "../../flowapi/discover.ts";
 import { makePki } from "../../kube/testing/pki.ts";
 import { issueCert } from "../../kube/pki.ts";
+import * as grpc from "@grpc/grpc-js";
+import { hubbleApi } from "../../flowapi/hubble/proto.ts";
+import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
+import type { GetFlowsRequest, GetFlowsResponse } from "../../flowapi/hubble/types.ts";
 
 const log = pino({ level: "silent" });
 
@@ -127,6 +131,33 @@ test("with mutual TLS, the relay reaches agents' TCP servers by their shared cer
   t.after(() => strict.stop());
   const status = await hubble("status", "--server", strictServer, ...clientTls);
   assert.match(status.stdout, /Connected Nodes: 0\/1/);
+});
+
+test("an agent that serves only Hubble's GetFlows (no batched hop) is followed through it", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-relay-plain-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const server = new grpc.Server();
+  const calls: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>[] = [];
+  server.addService(hubbleApi().service, {
+    GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => {
+      calls.push(call);
+      const f = toHubbleFlow(dropFlow({ time: new Date().toISOString(), node: "other", source: endpoint({ pod: "plain-hubble" }) }));
+      call.write({ flow: f, node_name: "other", time: f.time! });
+    },
+  });
+  t.after(() => {
+    for (const c of calls) c.end();
+    server.forceShutdown();
+  });
+  await new Promise<number>((resolve, reject) => server.bindAsync(`unix://${dir}/hubble.sock`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const relay = new HubbleRelay({ address: "127.0.0.1:0", peers: () => Promise.resolve([{ node: "other", address: `unix:${dir}/hubble.sock` }]), log });
+  const address = await relay.start();
+  t.after(() => relay.stop());
+  const child = execFile(hubbleBinary(), ["observe", "--server", address, "-f", "-o", "json"]);
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  await waitFor(() => out.includes("plain-hubble"));
 });
 
 async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {

@@ -3,7 +3,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { discoverHubblePeers, type HubblePeer } from "../../flowapi/discover.ts";
 import { HubbleClient, type FlowSource, type HubbleClientTls } from "../../flowapi/hubble/client.ts";
-import { hubbleApi, CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
+import { CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
+import { decodeBatch, decodeFlowsResponse, observerServiceWithEncoded } from "../../flowapi/hubble/batch.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { parseFlowsRequest } from "../../flowapi/hubble/getflows.ts";
 import { msOf, timestampOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
@@ -29,6 +30,9 @@ const PEER_DEADLINE_MS = 5000;
 /** How often a following request looks for agents that appeared or whose stream ended. */
 export const PEER_RESCAN_MS = 5000;
 
+/** Flows a following client may fall behind before the relay cuts it off (RESOURCE_EXHAUSTED): its memory stays bounded. */
+export const RELAY_MAX_BACKLOG = 50_000;
+
 /** An error for a grpc-js callback or stream with a status code. */
 function grpcError(code: grpc.status, message: string): grpc.ServiceError {
   return Object.assign(new Error(message), { code, details: message, metadata: new grpc.Metadata() });
@@ -38,7 +42,9 @@ export class HubbleRelay {
   private server: grpc.Server | null = null;
   private readonly clients = new Map<string, HubbleClient>();
   private readonly startedAt = process.hrtime.bigint();
-  private readonly calls = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>>();
+  private readonly calls = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>>();
+  /** Agents that do not serve the batched hop (flowapi/hubble/batch.ts): followed through plain GetFlows. */
+  private readonly plainPeers = new Set<string>();
   /** Streams read in this process (`source`): stop ends them. */
   private readonly local = new Set<() => void>();
   address = "";
@@ -51,8 +57,8 @@ export class HubbleRelay {
 
   async start(): Promise<string> {
     const server = new grpc.Server();
-    server.addService(hubbleApi().service, {
-      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => void this.getFlows(call),
+    server.addService(observerServiceWithEncoded(), {
+      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>) => void this.getFlows(call),
       ServerStatus: (_c: unknown, cb: grpc.sendUnaryData<ServerStatusResponse>) => void this.status().then((s) => cb(null, s), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
       GetNodes: (_c: unknown, cb: grpc.sendUnaryData<{ nodes: HubbleNode[] }>) => void this.nodes().then((nodes) => cb(null, { nodes }), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
       GetNamespaces: (_c: unknown, cb: grpc.sendUnaryData<{ namespaces: HubbleNamespace[] }>) => void this.namespaces().then((namespaces) => cb(null, { namespaces }), (e: Error) => cb(grpcError(grpc.status.UNAVAILABLE, e.message))),
@@ -155,12 +161,30 @@ export class HubbleRelay {
   }
 
   /** The gRPC handler: the merged stream written to the call, cancelled when the client goes. */
-  private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): Promise<void> {
-    const cancel = await this.merge(call.request, {
-      write: (r) => call.write(r),
-      end: () => call.end(),
-      fail: (code, message) => call.emit("error", grpcError(code, message)),
-    });
+  private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>): Promise<void> {
+    // Flows handed to the call and not yet written to the connection; past RELAY_MAX_BACKLOG a follower is cut off
+    // (an answer that ends by itself is bounded already: the nodes' rings, read before it is written).
+    const follow = call.request.follow === true;
+    let unwritten = 0;
+    let failed = false;
+    const fail = (code: grpc.status, message: string): void => {
+      if (failed) return;
+      failed = true;
+      call.emit("error", grpcError(code, message));
+    };
+    const send = (r: GetFlowsResponse | Buffer): void => {
+      if (failed) return;
+      if (follow && unwritten >= RELAY_MAX_BACKLOG) {
+        fail(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${RELAY_MAX_BACKLOG} flows behind`);
+        cancel();
+        return;
+      }
+      unwritten++;
+      call.write(r, () => unwritten--);
+    };
+    let cancel = (): void => {};
+    cancel = await this.merge(call.request, { write: send, writeEncoded: send, end: () => call.end(), fail });
+    if (failed) cancel();
     this.calls.add(call);
     const done = (): void => {
       cancel();
@@ -192,6 +216,9 @@ export class HubbleRelay {
       void this.merge(req, {
         write: (r) => {
           if (!signal?.aborted) onResponse(r);
+        },
+        writeEncoded: (b) => {
+          if (!signal?.aborted) onResponse(decodeFlowsResponse(b));
         },
         end: () => settle(resolve),
         fail: (code, message) => settle(() => reject(Object.assign(new Error(message), { code }))),
@@ -272,7 +299,7 @@ export class HubbleRelay {
    */
   private followAll(req: GetFlowsRequest, initial: readonly HubblePeer[], out: FlowSink): () => void {
     interface PeerStream {
-      stream?: grpc.ClientReadableStream<GetFlowsResponse>;
+      stream?: grpc.ClientReadableStream<GetFlowsResponse | Buffer>;
       node: string;
       lastMs?: number;
       atLast: number;
@@ -289,21 +316,32 @@ export class HubbleRelay {
       const r: GetFlowsRequest = since === undefined ? req : { ...req, number: 0, since: timestampOf(since) };
       let skip = st.lastMs !== undefined ? st.atLast : 0;
       st.openedMs = Date.now();
-      const s = this.client(address).getFlows(r);
-      st.stream = s;
-      s.on("data", (resp: GetFlowsResponse) => {
-        const t = msOf(resp.time)!;
+      /** Whether a flow of time `t` is passed on (not one already sent before a reconnect); tracks where to resume. */
+      const admit = (t: number): boolean => {
         if (since !== undefined && st.lastMs !== undefined && t === since && skip > 0) {
           skip--;
-          return;
+          return false;
         }
         if (st.lastMs === undefined || t > st.lastMs) {
           st.lastMs = t;
           st.atLast = 0;
         }
         if (t === st.lastMs) st.atLast++;
-        out.write(resp);
-      });
+        return true;
+      };
+      // Membrane's agents answer in batches of encoded flows, passed on without decoding; another server in plain GetFlows.
+      const plain = this.plainPeers.has(address);
+      const s: grpc.ClientReadableStream<GetFlowsResponse | Buffer> = plain ? this.client(address).getFlows(r) : this.client(address).getFlowBatches(r);
+      st.stream = s;
+      if (plain) {
+        s.on("data", (resp: GetFlowsResponse) => {
+          if (admit(msOf(resp.time)!)) out.write(resp);
+        });
+      } else {
+        s.on("data", (batch: Buffer) => {
+          for (const e of decodeBatch(batch)) if (admit(e.timeMs)) out.writeEncoded(e.bytes);
+        });
+      }
       const gone = (why: string): void => {
         if (st.stream !== s) return;
         st.stream = undefined;
@@ -312,6 +350,14 @@ export class HubbleRelay {
       s.on("end", () => gone("ended"));
       s.on("error", (e: grpc.ServiceError) => {
         if (e.code === grpc.status.CANCELLED) return gone("cancelled");
+        if (e.code === grpc.status.UNIMPLEMENTED && !plain) {
+          // Not a Membrane agent of this version: ask it again, at once, through Hubble's GetFlows.
+          this.plainPeers.add(address);
+          if (st.stream === s) st.stream = undefined;
+          if (st.lastMs === undefined) followed.delete(address); // nothing read yet: the client's own request
+          if (!stopped) open(address, node);
+          return;
+        }
         if (e.code === grpc.status.INVALID_ARGUMENT) {
           out.fail(grpc.status.INVALID_ARGUMENT, e.details);
           cancel();
@@ -346,6 +392,8 @@ export class HubbleRelay {
 /** Where the merged stream goes: a gRPC call, or a client in the same process. */
 interface FlowSink {
   write(r: GetFlowsResponse): void;
+  /** A GetFlowsResponse as an agent encoded it. */
+  writeEncoded(bytes: Buffer): void;
   end(): void;
   fail(code: grpc.status, message: string): void;
 }

@@ -54,10 +54,13 @@ export function inWindow(q: FlowsQuery, f: HubbleFlow): boolean {
   return (q.sinceMs === undefined || t >= q.sinceMs) && (q.untilMs === undefined || t <= q.untilMs);
 }
 
-/** The replayed part of an answer from matching flows in time order: all, the first N or the last N. */
-export function replay(q: FlowsQuery, flows: readonly HubbleFlow[]): HubbleFlow[] {
+/** The replayed part of an answer from matching flows in time order: all, the first N or the last N (of items holding a flow). */
+export function replay<T = HubbleFlow>(q: FlowsQuery, flows: readonly T[], flowOf: (t: T) => HubbleFlow = (t) => t as unknown as HubbleFlow): T[] {
   if (q.newOnly) return [];
-  const picked = flows.filter((f) => q.match(f) && inWindow(q, f));
+  const picked = flows.filter((t) => {
+    const f = flowOf(t);
+    return q.match(f) && inWindow(q, f);
+  });
   if (q.number === 0) return picked;
   return q.first ? picked.slice(0, q.number) : picked.slice(Math.max(0, picked.length - q.number));
 }

@@ -5,8 +5,10 @@ import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FlowBuffer } from "./buffer.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
-import { CILIUM_VERSION, hubbleApi } from "../../flowapi/hubble/proto.ts";
+import { CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
+import { encodeBatch, encodeFlowsResponse, flowBatchesService, observerServiceWithEncoded, type EncodedFlow } from "../../flowapi/hubble/batch.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflows.ts";
 import { msOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
@@ -19,8 +21,19 @@ export interface HubbleListen {
   readonly tcp?: { readonly address: string; readonly cert: Buffer; readonly key: Buffer; readonly clientCa: Buffer };
 }
 
-/** Messages a following client may fall behind before it is cut off (RESOURCE_EXHAUSTED). */
+/** Flows a following client may fall behind before it is cut off (RESOURCE_EXHAUSTED). */
 export const MAX_FOLLOW_BACKLOG = 50_000;
+
+/** At most this many flows in one message of the batched service (a batch is then ≈ 0.5 MiB). */
+export const MAX_BATCH_FLOWS = 1024;
+
+/** A kept flow in Hubble's shape, converted and encoded at most once however many clients read it. */
+interface FlowView {
+  readonly hubble: HubbleFlow;
+  readonly timeMs: number;
+  /** The unmasked GetFlowsResponse, encoded on first use. */
+  bytes?: Buffer;
+}
 
 /** The version string Hubble clients print: who answers, and which Hubble API it speaks. */
 export const HUBBLE_SERVER_VERSION = `membrane ${membraneVersion()} (Hubble API of cilium ${CILIUM_VERSION})`;
@@ -33,7 +46,8 @@ export function grpcError(code: grpc.status, message: string): grpc.ServiceError
 export class HubbleServer {
   private server: grpc.Server | null = null;
   private readonly startedAt = process.hrtime.bigint();
-  private readonly streams = new Set<grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>>();
+  private readonly streams = new Set<grpc.ServerWritableStream<GetFlowsRequest, unknown>>();
+  private readonly views = new WeakMap<Flow, FlowView>();
   /** The addresses it listens on: `unix:/path`, `host:port`. */
   readonly addresses: string[] = [];
 
@@ -44,16 +58,17 @@ export class HubbleServer {
   ) {}
 
   async start(listen: HubbleListen): Promise<string[]> {
-    const api = hubbleApi();
     const server = new grpc.Server();
-    server.addService(api.service, {
-      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) => this.getFlows(call),
+    server.addService(observerServiceWithEncoded(), {
+      GetFlows: (call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>) => this.getFlows(call, false),
       ServerStatus: (_call: grpc.ServerUnaryCall<unknown, ServerStatusResponse>, cb: grpc.sendUnaryData<ServerStatusResponse>) => cb(null, this.status()),
       GetNodes: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<{ nodes: HubbleNode[] }>) => cb(null, { nodes: [this.nodeInfo()] }),
       GetNamespaces: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<{ namespaces: HubbleNamespace[] }>) => cb(null, { namespaces: this.namespaces() }),
       GetAgentEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetAgentEvents: Membrane emits no agent events")),
       GetDebugEvents: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", grpcError(grpc.status.UNIMPLEMENTED, "GetDebugEvents: Membrane emits no debug events")),
     });
+    // The relay's hop: the same answer in batches of encoded flows (flowapi/hubble/batch.ts).
+    server.addService(flowBatchesService(), { GetFlowBatches: (call: grpc.ServerWritableStream<GetFlowsRequest, Buffer>) => this.getFlows(call, true) });
     server.addService(healthService, healthHandlers);
     this.server = server;
     if (listen.socketPath !== undefined) {
@@ -117,36 +132,88 @@ export class HubbleServer {
     return [...seen].sort().map((namespace) => ({ cluster: "", namespace }));
   }
 
-  private getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>): void {
+  private view(flow: Flow): FlowView {
+    let v = this.views.get(flow);
+    if (v === undefined) {
+      const hubble = toHubbleFlow(flow);
+      v = { hubble, timeMs: msOf(hubble.time)! };
+      this.views.set(flow, v);
+    }
+    return v;
+  }
+
+  /**
+   * GetFlows (one message per flow, Hubble's) or GetFlowBatches (`batched`: the relay's): the replay, then with
+   * `follow` the flows kept from then on, written once per turn of the event loop rather than once per flow.
+   */
+  private getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>, batched: boolean): void {
     const parsed = parseFlowsRequest(call.request);
     if (!parsed.ok) {
       call.emit("error", grpcError(grpc.status.INVALID_ARGUMENT, parsed.error));
       return;
     }
     const q = parsed.query;
-    const send = (f: HubbleFlow): void => {
-      call.write({ flow: q.mask ? q.mask(f) : f, node_name: this.node, time: f.time });
+    const encoded = (v: FlowView): EncodedFlow => ({
+      bytes: q.mask ? encodeFlowsResponse({ flow: q.mask(v.hubble), node_name: this.node, time: v.hubble.time }) : (v.bytes ??= encodeFlowsResponse({ flow: v.hubble, node_name: this.node, time: v.hubble.time })),
+      timeMs: v.timeMs,
+    });
+    // Flows handed to the stream and not yet written to the connection: a client that stops reading is cut off.
+    let unwritten = 0;
+    const write = (vs: readonly FlowView[]): void => {
+      if (batched) {
+        for (let i = 0; i < vs.length; i += MAX_BATCH_FLOWS) {
+          const chunk = vs.slice(i, i + MAX_BATCH_FLOWS);
+          unwritten += chunk.length;
+          call.write(encodeBatch(chunk.map(encoded)), () => (unwritten -= chunk.length));
+        }
+        return;
+      }
+      for (const v of vs) {
+        unwritten++;
+        call.write(encoded(v).bytes, () => unwritten--);
+      }
     };
     // Replay and subscribe in one synchronous step, so no flow falls between them.
-    for (const f of replay(q, this.buffer.query().map(toHubbleFlow))) send(f);
+    write(replay(q, this.buffer.query().map((f) => this.view(f)), (v) => v.hubble));
     if (!q.follow) {
       call.end();
       return;
     }
+    let pending: FlowView[] = [];
+    let scheduled = false;
+    let ended = false;
+    const flush = (): void => {
+      scheduled = false;
+      if (ended || pending.length === 0) return;
+      const vs = pending;
+      pending = [];
+      if (unwritten + vs.length > MAX_FOLLOW_BACKLOG) {
+        ended = true;
+        call.emit("error", grpcError(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${MAX_FOLLOW_BACKLOG} flows behind`));
+        return;
+      }
+      write(vs);
+    };
     const unsubscribe = this.buffer.subscribe((flow) => {
-      const f = toHubbleFlow(flow);
-      if (q.untilMs !== undefined && msOf(f.time)! > q.untilMs) {
+      if (ended) return;
+      const v = this.view(flow);
+      if (q.untilMs !== undefined && v.timeMs > q.untilMs) {
+        flush();
+        ended = true;
         call.end();
         done();
         return;
       }
-      if (!q.match(f) || !inWindow(q, f)) return;
-      // A client that stops reading must not grow the agent's memory: cut it off.
-      if (call.writableLength > MAX_FOLLOW_BACKLOG) call.emit("error", grpcError(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${MAX_FOLLOW_BACKLOG} flows behind`));
-      else send(f);
+      if (!q.match(v.hubble) || !inWindow(q, v.hubble)) return;
+      pending.push(v);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
     });
     this.streams.add(call);
     const done = (): void => {
+      ended = true;
       unsubscribe();
       this.streams.delete(call);
     };
