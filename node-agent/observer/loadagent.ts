@@ -1,6 +1,7 @@
 // A node agent under synthetic load (child process of load.test.ts): real maps, real observer and metrics, its observer input fed at a target rate; reports JSON lines on stdout.
 import fs from "node:fs";
 import path from "node:path";
+import { Session } from "node:inspector/promises";
 import { pino } from "pino";
 import { Datapath } from "../bpf/datapath.ts";
 import { decodeEvent, type VerdictEvent } from "../bpf/layout.ts";
@@ -19,6 +20,8 @@ export interface LoadAgentConfig {
   readonly capacity: number;
   /** Wait for a line on stdin after "ready" before generating (a reader attaches first: the relay benchmark). */
   readonly startOnStdin?: boolean;
+  /** Write a V8 CPU profile of the generating phase here (the inspector's, started after the BPF load: `--cpu-prof`'s SIGPROF interrupts the verifier with EAGAIN). */
+  readonly profileDir?: string;
 }
 
 function emit(o: unknown): void {
@@ -94,6 +97,12 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
   emit({ ready: { observer: `unix:${path.join(cfg.dir, "hubble.sock")}`, metrics: `http://127.0.0.1:${metricsPort}` } });
 
   if (cfg.startOnStdin) await new Promise<void>((resolve) => process.stdin.once("data", () => resolve()));
+  const profiler = cfg.profileDir !== undefined ? new Session() : undefined;
+  if (profiler) {
+    profiler.connect();
+    await profiler.post("Profiler.enable");
+    await profiler.post("Profiler.start");
+  }
   const before = memory();
   const samples: { t: number; rss: number; heapUsed: number }[] = [];
   let nextSample = 1000;
@@ -109,6 +118,11 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
       samples.push({ t: Math.round(t), ...memory() });
     },
   });
+  if (profiler) {
+    const { profile } = await profiler.post("Profiler.stop");
+    fs.writeFileSync(path.join(cfg.profileDir!, `loadagent-${process.pid}.cpuprofile`), JSON.stringify(profile));
+    profiler.disconnect();
+  }
   const buffer = agent.observer!.buffer;
   emit({ done: { ...result, memory: { before, samples, after: memory() }, counters: { ...buffer.counters(), kept: buffer.length, capacity: buffer.capacity } } });
 }
