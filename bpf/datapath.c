@@ -364,6 +364,28 @@ int to_container(struct __sk_buff *skb)
 			   monitor, &proxy, magic == MARK_MAGIC_PROXY_INGRESS);
 }
 
+/* The host's ingress for a frame that came inside the tunnel (from_overlay, after the VNI was vouched
+ * for): conntrack, the lock-out guard, then the host policy with the VNI's identity as the peer. */
+static __always_inline int host_from_overlay(struct __sk_buff *skb, const struct flow *f, __u32 peer)
+{
+	struct endpoint_value *host = host_endpoint_lookup(f->family, f->daddr);
+	struct policy_value unused = {};
+	struct ct_ctx ctx = { .now = ct_now() };
+	__u32 monitor = monitor_flags(config_get());
+	enum ct_status ct;
+
+	if (!host)
+		return TC_ACT_OK;
+	ct = ct_lookup(f, DIR_INGRESS, NULL, &ctx);
+	if (ct != CT_NEW)
+		return TC_ACT_OK;
+	if (host_guard_allows(DIR_INGRESS, f->proto, f->dport, peer == IDENTITY_REMOTE_NODE)) {
+		ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+		return TC_ACT_OK;
+	}
+	return enforce_new(skb, f, DIR_INGRESS, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0);
+}
+
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
@@ -389,6 +411,14 @@ int from_overlay(struct __sk_buff *skb)
 		return drop(skb, &f, DIR_INGRESS, DROP_INVALID_VNI, key.tunnel_id, 0, RULE_ID_NONE);
 	if (rc == PARSE_PASS)
 		return TC_ACT_OK;
+	/* A frame for the node's own address inside the tunnel: Membrane never sends one (node addresses carry
+	 * no tunnel endpoint), but a known node can; the host's ingress policy judges it, the VNI's identity as
+	 * the peer, as to_host does on a device. */
+	if (host_ingress_judged(f.family, f.daddr)) {
+		rc = host_from_overlay(skb, &f, key.tunnel_id);
+		if (rc != TC_ACT_OK)
+			return rc;
+	}
 
 	skb->mark = MARK_MAGIC_IDENTITY | key.tunnel_id;
 	/* The inner frame is addressed to the sending node's interface; deliver it to this host. */

@@ -132,3 +132,47 @@ test("a VNI from an outer source that is not a known node is dropped as such", a
   dp2!.clearConntrack();
   assert.equal(await reaches("udp", 7000), true, "trusted again once the node is known");
 });
+
+// A frame for a node's own address inside the tunnel: Membrane never tunnels one (node addresses carry no tunnel
+// endpoint), so node1 is made to here (its ipcache entry for node2's address names node2 as tunnel endpoint).
+test("a frame for the node's own address that arrives inside the tunnel is judged by the host's ingress policy, the VNI's identity as the peer", async () => {
+  const HOST_PORT = 7100;
+  const server = fx.spawn(ns.node2, process.execPath, ["--import", "tsx", PROBE, "serve", "udp", String(HOST_PORT), String(HOST_PORT + 1)]);
+  await waitForLine(server, /^listening/, 15000);
+  // node2 answers pod1 on the underlay (the host's replies are not tunnelled).
+  ipIn(ns.node2, "route", "add", `${POD1.ip}/32`, "via", UNDERLAY.node1);
+  dp1!.setIpcache({ cidr: `${UNDERLAY.node2}/32`, identity: REMOTE_NODE, node: true, tunnelEndpoint: UNDERLAY.node2 });
+  dp2!.setSubjectPolicy({
+    subject: 1, ingressEnforced: true, egressEnforced: false,
+    entries: [{ subject: 1, direction: "ingress", peer: POD1.identity, proto: PROTO_NUMBER.UDP, port: HOST_PORT, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 9 }],
+  });
+  const toNode2 = async (port: number): Promise<boolean> => {
+    try {
+      await run("ip", ["netns", "exec", ns.pod1, process.execPath, "--import", "tsx", PROBE, "connect", "udp", UNDERLAY.node2, String(port), "1500"], { cwd: root });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    // Not enforced: passes as before (the probe can succeed through the tunnel).
+    dp2!.setHostAddress({ ip: UNDERLAY.node2, ingressEnforced: false, egressEnforced: false });
+    assert.equal(await toNode2(HOST_PORT + 1), true, "host ingress not enforced: the tunnelled frame reaches the node");
+    dp2!.setHostAddress({ ip: UNDERLAY.node2, ingressEnforced: true, egressEnforced: false });
+    dp2!.setMonitorAggregation("medium"); // the agent's default: allowed new connections are reported too
+    dp2!.clearConntrack();
+    drain2();
+    events2.length = 0;
+    assert.equal(await toNode2(HOST_PORT), true, "allowed for pod1's identity (from the VNI)");
+    assert.equal(await toNode2(HOST_PORT + 1), false, "another port: the host's default deny");
+    drain2();
+    const drop = events2.find((e) => e.verdict === "dropped" && e.dport === HOST_PORT + 1);
+    assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [POD1.identity, 1, "policy denied (default deny)"], JSON.stringify(events2.map((e) => [e.verdict, e.dport, e.srcIdentity, e.dstIdentity, e.reason])));
+    assert.ok(events2.some((e) => e.verdict === "forwarded" && e.dport === HOST_PORT && e.ruleId === 9 && e.srcIdentity === POD1.identity && e.dstIdentity === 1), "the allow names its rule");
+  } finally {
+    dp2!.pruneHostAddresses([]);
+    dp2!.setSubjectPolicy({ subject: 1, ingressEnforced: false, egressEnforced: false, entries: [] });
+    dp1!.setIpcache({ cidr: `${UNDERLAY.node2}/32`, identity: REMOTE_NODE, node: true });
+    ipIn(ns.node2, "route", "del", `${POD1.ip}/32`, "via", UNDERLAY.node1);
+  }
+});
