@@ -29,6 +29,9 @@ export interface ProcessEventsOptions {
 /** Turns raw records into Tetragon events, keeping the process tree it has seen (and /proc's for older processes). */
 export class ProcessEvents {
   private readonly cache = new Map<number, TetragonProcess>();
+  /** Each cached process's parent pid as the kernel reported it at exec (or /proc when first read): the ancestor
+   * walk of every exec then reads no /proc file for processes it has seen. */
+  private readonly parents = new Map<number, number>();
   /** CLOCK_MONOTONIC (the kernel's ktime) to wall-clock nanoseconds. */
   private readonly bootOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   private readonly proc: string;
@@ -56,6 +59,7 @@ export class ProcessEvents {
         tid: e.tid,
       };
       this.cache.set(e.pid, process);
+      this.parents.set(e.pid, e.ppid);
       const ancestors = this.ancestorsOf(parent);
       return {
         process_exec: { process, ...(parent ? { parent } : {}), ...(ancestors.length > 0 ? { ancestors } : {}) },
@@ -65,6 +69,7 @@ export class ProcessEvents {
     }
     const process = this.cache.get(e.pid) ?? this.fromProc(e.pid, e.netns);
     this.cache.delete(e.pid);
+    this.parents.delete(e.pid);
     if (!process) return undefined;
     const parent = process.parent_exec_id !== undefined ? this.lookup(e.ppid) : undefined;
     const signal = e.exitCode & 0x7f;
@@ -149,12 +154,16 @@ export class ProcessEvents {
   }
 
   private ppidOf(pid: number): number | undefined {
+    const known = this.parents.get(pid);
+    if (known !== undefined) return known;
     const stat = this.readFile(`${pid}/stat`);
     if (stat === undefined) return undefined;
     // The command name may hold spaces and parentheses: fields follow the last ")".
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ppid = Number(fields[1]);
-    return Number.isInteger(ppid) ? ppid : undefined;
+    if (!Number.isInteger(ppid)) return undefined;
+    if (this.cache.has(pid)) this.parents.set(pid, ppid);
+    return ppid;
   }
 
   private startTicks(stat: string): bigint {
