@@ -41,6 +41,15 @@ describe("TracingPolicy enforcement plan and decision", () => {
     assert.deepEqual(decideCall(bare, call({})), { selector: 0, actions: [{ action: "Post" }], post: true });
   });
 
+  it("the policy-mode option monitor reports instead of acting (Tetragon's monitor mode)", () => {
+    const spec = (mode: string) => ({
+      options: [{ name: "policy-mode", value: mode }],
+      kprobes: [{ call: "fd_install", syscall: false, args: [{ index: 1, type: "file" }], selectors: [{ matchArgs: [{ index: 1, operator: "Prefix", values: ["/etc/"] }], matchActions: [{ action: "Sigkill" }] }] }],
+    });
+    assert.deepEqual(decideCall(plan(spec("monitor")).hooks[0]!, call({})), { selector: 0, actions: [{ action: "Post" }], post: true });
+    assert.deepEqual(decideCall(plan(spec("enforce")).hooks[0]!, call({})), { selector: 0, actions: [{ action: "Sigkill" }], post: true });
+  });
+
   it("matchNamespaces (inodes and host_ns), matchPIDs (host or namespace pid) and matchNames filter the process", () => {
     const hook = plan({
       lsmhooks: [{
@@ -79,7 +88,7 @@ describe("TracingPolicy enforcement plan and decision", () => {
     assert.ok(policySelects(all, undefined));
   });
 
-  it("refuses what this node cannot judge, naming the field: a non-path argument, a tracepoint, an untranslated hook", () => {
+  it("refuses what this node cannot judge, naming the field: a non-path argument, a tracepoint, an untranslated hook, containerSelector, *ForChildren namespaces", () => {
     const mask = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "m" }, spec: { kprobes: [{ call: "security_file_permission", args: [{ index: 0, type: "file" }, { index: 1, type: "int" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["4"] }] }] }] } });
     assert.ok(!mask.ok);
     assert.equal(mask.reason, "HookUnavailable");
@@ -89,6 +98,12 @@ describe("TracingPolicy enforcement plan and decision", () => {
     assert.match(tp.errors[0]?.message ?? "", /tracepoint programs are not loaded/);
     const kp = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "k" }, spec: { kprobes: [{ call: "commit_creds" }] } });
     assert.ok(!kp.ok && kp.reason === "HookUnavailable");
+    const containers = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "c" }, spec: { containerSelector: { matchLabels: { name: "nginx" } }, kprobes: [{ call: "fd_install" }] } });
+    assert.ok(!containers.ok);
+    assert.deepEqual(containers.errors.map((e) => e.path), ["spec.containerSelector"]);
+    const children = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "n" }, spec: { kprobes: [{ call: "fd_install", selectors: [{ matchNamespaces: [{ namespace: "PidForChildren", operator: "In", values: ["1"] }] }] }] } });
+    assert.ok(!children.ok);
+    assert.deepEqual(children.errors.map((e) => e.path), ["spec.kprobes[0].selectors[0].matchNamespaces[0].namespace"]);
     const invalid = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "i" }, spec: { kprobes: [{ call: "fd_install", bogus: 1 }] } });
     assert.ok(!invalid.ok && invalid.reason === "Invalid");
   });

@@ -112,13 +112,21 @@ export function enforcementPlan(obj: unknown): PlanResult {
       hooks.push({ path, kind, name, meaning, args, selectors });
     });
   }
+  // Tetragon's policy-mode option: "monitor" reports what the actions would do and takes none of them.
+  const monitor = (Array.isArray(spec.options) ? spec.options : []).some((o: unknown) => isRecord(o) && o.name === "policy-mode" && o.value === "monitor");
+  const planned: HookPlan[] = monitor
+    ? hooks.map((h) => ({ ...h, selectors: h.selectors.map((s) => ({ ...s, actions: s.actions.some((a) => a.action === "NoPost") ? [{ action: "NoPost" as const }] : [{ action: "Post" as const }] })) }))
+    : hooks;
+  if (isRecord(spec.containerSelector) && Object.keys(spec.containerSelector).length > 0) {
+    errors.push({ path: "spec.containerSelector", message: "containers of a pod are not told apart on this node (a pod is its network namespace): use podSelector" });
+  }
   if (errors.length > 0) return { ok: false, reason: "HookUnavailable", errors };
   const meta = isRecord((obj as Record<string, unknown>).metadata) ? ((obj as Record<string, unknown>).metadata as Record<string, unknown>) : {};
   const podSelector = isRecord(spec.podSelector) ? (spec.podSelector as LabelSelectorInput) : undefined;
   const namespace = valid.value.kind === "TracingPolicyNamespaced" && typeof meta.namespace === "string" ? meta.namespace : undefined;
   return {
     ok: true,
-    value: { kind: valid.value.kind, name: valid.value.name, ...(namespace !== undefined ? { namespace } : {}), ...(podSelector ? { podSelector } : {}), hooks },
+    value: { kind: valid.value.kind, name: valid.value.name, ...(namespace !== undefined ? { namespace } : {}), ...(podSelector ? { podSelector } : {}), hooks: planned },
   };
 }
 
@@ -157,7 +165,11 @@ function selectorPlan(s: Record<string, unknown>, path: string, meaning: HookMea
     args: argFilters,
     binaries: list(s.matchBinaries).map((b) => ({ operator: String(b.operator), values: strings(b.values) })),
     namespaces: list(s.matchNamespaces)
-      .filter((n) => !String(n.namespace).endsWith("ForChildren"))
+      .filter((n, k) => {
+        if (!String(n.namespace).endsWith("ForChildren")) return true;
+        errors.push({ path: `${path}.matchNamespaces[${k}].namespace`, message: `${String(n.namespace)} (the namespace a process's children get) is not read on this node` });
+        return false;
+      })
       .map((n) => ({ namespace: String(n.namespace) as NamespaceType, operator: n.operator === "NotIn" ? "NotIn" : "In", values: strings(n.values) })),
     pids: list(s.matchPIDs).map((p) => ({
       operator: p.operator === "NotIn" ? "NotIn" : "In",
