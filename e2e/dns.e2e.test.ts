@@ -17,6 +17,7 @@ import { isProcessAlive } from "../localcluster/cluster.ts";
 import { listNetns } from "../localcluster/nodes.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { FqdnCacheRow } from "../core/dns/cache-list.ts";
+import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const NODES = 2;
@@ -181,6 +182,18 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     const none = await list(["--node", "no-such-node"]);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /--node: no CiliumNode named "no-such-node"/);
+  });
+
+  it("each agent's metrics count its proxy's queries by verdict and rcode, with their latency", async () => {
+    const cn = JSON.parse(await tc.kubectl(["get", "ciliumnode", tc.nodeName(2), "-o", "json"])) as { metadata: { annotations?: Record<string, string> } };
+    const address = cn.metadata.annotations?.[AGENT_API_ADDRESS_ANNOTATION];
+    assert.ok(address, "the agent announced its HTTP server");
+    const text = await (await fetch(`http://${address}/metrics`)).text();
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    assert.ok(value(/^membrane_dns_proxy_queries_total\{verdict="allowed",rcode="NOERROR"\} (\d+)$/m) >= 3, "api, www and blocked (rules.dns *) were forwarded");
+    assert.ok(value(/^membrane_dns_proxy_queries_total\{verdict="denied",rcode="REFUSED"\} (\d+)$/m) >= 1, "blocked.elsewhere.test under *.outside.test");
+    assert.ok(value(/^membrane_dns_proxy_latency_seconds_count\{verdict="denied"\} (\d+)$/m) >= 1);
+    assert.ok(value(/^membrane_dns_proxy_latency_seconds_count\{verdict="allowed"\} (\d+)$/m) >= 3);
   });
 
   it("dev down removes the cluster DNS pod and Service it made (not another object labelled k8s-app=kube-dns), dnsmasq, the outside hosts and the pods' resolv.conf", async () => {

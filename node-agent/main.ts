@@ -8,6 +8,7 @@ import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
+import { DnsProxyMetrics } from "./dns/dns-metrics.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
 import type { RejectCode } from "../core/dns/query-decision.ts";
@@ -524,7 +525,9 @@ export async function run(args: string[]): Promise<number> {
   const lookups = agent.enrichLookups();
   const routes = new Map([[FQDN_CACHE_PATH, () => fqdnCacheRoute(f.nodeName, dns, lookups)]]);
   const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats(), routes });
+  const dnsMetrics = dns ? new DnsProxyMetrics(metrics.registry) : undefined;
   onDnsFlow = (flow) => {
+    dnsMetrics?.observe(flow);
     for (const r of dnsHubbleRecords(flow, lookups)) metrics.hubble.observeL7(r);
   };
   try {
