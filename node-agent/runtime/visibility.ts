@@ -22,6 +22,7 @@ export class ProcessVisibility {
   private readonly sensor: ProcessSensor;
   private readonly events: ProcessEvents;
   private fd: number | undefined;
+  private pending: string[] = [];
   private readonly counted: Counter<"type">;
 
   constructor(private readonly opts: ProcessVisibilityOptions) {
@@ -73,10 +74,20 @@ export class ProcessVisibility {
 
   /** Consumes what the ring holds now. */
   drain(): number {
-    return this.sensor.drain();
+    const n = this.sensor.drain();
+    this.flush();
+    return n;
+  }
+
+  /** Writes the events emitted since the last write (tests call it to read the file at once). */
+  flush(): void {
+    if (this.fd === undefined || this.pending.length === 0) return;
+    fs.writeSync(this.fd, `${this.pending.join("\n")}\n`);
+    this.pending = [];
   }
 
   stop(): void {
+    this.flush();
     this.sensor.stop();
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
@@ -91,7 +102,11 @@ export class ProcessVisibility {
   emit(e: RuntimeEvent): void {
     const type = "process_exec" in e ? "process_exec" : "process_exit" in e ? "process_exit" : "process_kprobe" in e ? "process_kprobe" : "process_lsm";
     this.counted.inc({ type });
-    if (this.fd !== undefined) fs.writeSync(this.fd, `${JSON.stringify(e)}\n`);
+    if (this.fd !== undefined) {
+      // One write per turn of the event loop, not per event: a burst of execs is thousands of events a second.
+      this.pending.push(JSON.stringify(e));
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    }
     this.opts.onEvent?.(e);
   }
 }
