@@ -86,8 +86,9 @@ export type Downstream =
 export type Upstream =
   /**
    * First message on a stream: who is asking, the last version it applied (to resume from), and
-   * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then) and the L7
-   * proxy (its HTTP rules are enforced only then).
+   * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then) and supervises
+   * the L7 proxy (its HTTP rules are enforced only then: decided by the proxy, or while the proxy is
+   * down their connections fail).
    */
   | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }

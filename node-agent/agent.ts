@@ -200,13 +200,13 @@ export class NodeAgent {
     if (this.opts.l7) {
       // Adopted when it outlived the previous agent: its connections are not dropped.
       this.opts.l7.onChange(() => this.statusChanged());
+      // Kept even when it does not start now: its ports are served all the same (their connections
+      // fail, never bypass) and the supervisor keeps trying; status says it is not running.
+      this.l7 = this.opts.l7;
       try {
         await this.opts.l7.start(enforcedState(this.applied, this.mode));
-        this.l7 = this.opts.l7;
       } catch (err) {
-        // Its served ports stay served (connections to them fail); the hello says no L7 proxy runs here.
-        this.opts.l7.stop();
-        this.log.error({ error: (err as Error).message }, "L7 proxy not started: HTTP rules are not enforced on this node");
+        this.log.error({ error: (err as Error).message }, "L7 proxy not started yet: connections steered to it fail until it runs");
       }
     }
     await this.socket.start();

@@ -125,9 +125,10 @@ const checkingPorts: ServedPorts = {
     unserved.push(p);
     topo.dp.redirect.unserve(p);
   },
+  servedPorts: () => topo.dp.redirect.servedPorts(),
 };
 
-function newAgent(): NodeAgent {
+function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number } = {}): NodeAgent {
   return new NodeAgent({
     nodeName: node,
     operator: `127.0.0.1:${port}`,
@@ -145,7 +146,17 @@ function newAgent(): NodeAgent {
       remove: () => undefined,
     },
     // The supervisor looks for a dead proxy only every 3 s here, so the window in which it is down can be seen.
-    l7: new AgentL7({ datapath: checkingPorts, stateDir, address: ADDR.node, bpfScope: topo.scope, launcher: ["nsenter", `--net=/var/run/netns/${topo.ns.host}`], checkIntervalMs: 3000, healthIntervalMs: 100, log: capturingLogger(agentLines) }),
+    l7: new AgentL7({
+      datapath: checkingPorts,
+      stateDir,
+      address: ADDR.node,
+      bpfScope: topo.scope,
+      launcher: l7.launcher ?? ["nsenter", `--net=/var/run/netns/${topo.ns.host}`],
+      checkIntervalMs: 3000,
+      healthIntervalMs: 100,
+      ...(l7.listenTimeoutMs !== undefined ? { listenTimeoutMs: l7.listenTimeoutMs } : {}),
+      log: capturingLogger(agentLines),
+    }),
     log: capturingLogger(agentLines),
     backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
   });
@@ -341,4 +352,25 @@ test("compiled by the operator's compiler: the star-wars rule is enforced; an L4
   assert.equal(await status("PUT", "/v1/exhaust-port"), 200, "the L4-only allow: every request");
   assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [], "no entry names the proxy port any more");
   assert.deepEqual(violations, []);
+});
+
+test("a proxy that cannot start: the agent serves the new port all the same (its connections fail, never pass), says so, and keeps trying", async () => {
+  await agent!.stop();
+  const pid = proxyPid();
+  if (pid) process.kill(pid, "SIGKILL");
+  while (proxyPid() !== undefined && fs.existsSync(`/proc/${pid}`)) await new Promise((r) => setTimeout(r, 20));
+  // `false` in place of nsenter: every start of the proxy exits at once.
+  agent = newAgent({ launcher: ["false"], listenTimeoutMs: 1000 });
+  await agent.start();
+  assert.equal(agent.status().l7Proxy?.running, false);
+  assert.ok(agentLines.some((l) => l.msg === "L7 proxy not started yet: connections steered to it fail until it runs"));
+  server!.publish(node, ingressState(9));
+  await until("state 9 acknowledged", () => ackedGeneration() === 9, 20_000);
+  assert.ok(topo.dp.redirect.servedPorts().includes(INGRESS_PROXY_PORT), `served although nothing listens (served: ${topo.dp.redirect.servedPorts().join(",")}; agent: ${JSON.stringify(agent.status().l7Proxy)}; acked ${ackedGeneration()})`);
+  const seen = topo.deathstarLog.length;
+  assert.equal(await status("PUT", "/v1/exhaust-port"), undefined, "fails closed");
+  assert.equal(await status("POST", "/v1/request-landing"), undefined, "every request fails while the proxy is not there");
+  assert.equal(topo.deathstarLog.length, seen, "nothing reached the deathstar");
+  assert.equal(report()?.l7Proxy, true, "the node enforces the HTTP rules (closed): the hello says the agent supervises the proxy");
+  assert.match(agent.status().l7Proxy?.error ?? "", /L7 proxy/);
 });

@@ -49,14 +49,18 @@ export class AgentL7 implements AgentL7Proxy {
   async start(state: NodeState): Promise<void> {
     this.healthTimer = setInterval(() => this.checkHealth(), this.opts.healthIntervalMs ?? 1000);
     this.healthTimer.unref();
+    let startError: unknown;
     try {
       await this.supervisor.start();
-      // No settle here: the maps may hold entries of a state this agent has not read back (no record of
-      // what was applied), and the ports they name must stay served until the first state is written.
-      await this.prepare(state);
-    } finally {
-      this.checkHealth();
+    } catch (err) {
+      startError = err;
     }
+    // Also when the proxy did not start: the state's ports are served all the same (fail closed).
+    // No settle here: the maps may hold entries of a state this agent has not read back (no record of
+    // what was applied), and the ports they name must stay served until the first state is written.
+    await this.prepare(state);
+    this.checkHealth();
+    if (startError !== undefined) throw startError;
     this.opts.log.info({ address: this.opts.address, pid: this.supervisor.pid(), ports: this.supervisor.servedPorts() }, "L7 proxy running");
   }
 

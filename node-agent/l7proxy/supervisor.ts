@@ -47,6 +47,8 @@ export interface ServedPorts {
   setProxyAddress(ipv4: string): void;
   serve(port: number): void;
   unserve(port: number): void;
+  /** Every port served now (the DNS proxy's too). */
+  servedPorts(): number[];
 }
 
 export interface SupervisorOptions {
@@ -83,6 +85,8 @@ export class L7ProxySupervisor {
   readonly statusFile: string;
   readonly pidFile: string;
   readonly logFile: string;
+  /** The ports this supervisor served (kept across agent restarts: the map also holds the DNS proxy's). */
+  readonly servedFile: string;
   private served = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
@@ -97,6 +101,7 @@ export class L7ProxySupervisor {
     this.statusFile = path.join(opts.stateDir, "l7proxy.status.json");
     this.pidFile = path.join(opts.stateDir, "l7proxy.pid");
     this.logFile = path.join(opts.stateDir, "l7proxy.log");
+    this.servedFile = path.join(opts.stateDir, "l7proxy.served.json");
   }
 
   /** Adopts a running proxy (after an agent restart) or starts one with the current (or an empty) configuration. */
@@ -105,11 +110,13 @@ export class L7ProxySupervisor {
     this.datapath.setProxyAddress(this.opts.address);
     if (!fs.existsSync(this.configFile)) this.write({ address: this.opts.address, ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
     else this.written = readConfig(this.configFile);
-    // What an earlier agent served stays served: those are the ports the running proxy listens on.
-    this.served = new Set(this.status()?.ports ?? []);
-    await this.ensureRunning();
+    // What an earlier agent served stays served, as far as the datapath still serves it.
+    const inMap = new Set(this.datapath.servedPorts());
+    this.served = new Set(this.recordedServed().filter((p) => inMap.has(p)));
+    // Watching first: a proxy that does not start now is tried again (its ports meanwhile fail closed).
     this.timer = setInterval(() => void this.ensureRunning().catch((err: unknown) => log.error({ err: String(err) }, "L7 proxy not restarted")), this.opts.checkIntervalMs ?? 1000);
     this.timer.unref();
+    await this.ensureRunning();
   }
 
   /**
@@ -144,6 +151,7 @@ export class L7ProxySupervisor {
           this.datapath.serve(p);
           this.served.add(p);
         }
+        this.recordServed();
       }
     }
     return want;
@@ -158,6 +166,7 @@ export class L7ProxySupervisor {
       this.datapath.unserve(p);
       this.served.delete(p);
     }
+    this.recordServed();
     this.write(want.config);
     log.info({ ports: [...this.served].sort((a, b) => a - b) }, "L7 proxy ports");
   }
@@ -199,6 +208,21 @@ export class L7ProxySupervisor {
     const pid = this.pid();
     if (pid === undefined) return;
     await stopProcess(pid, 5_000);
+  }
+
+  /** The ports an earlier supervisor recorded as served (before that file existed: what its proxy listened on). */
+  private recordedServed(): number[] {
+    try {
+      return (JSON.parse(readText(this.servedFile) ?? "") as { ports: number[] }).ports.filter((p) => Number.isInteger(p));
+    } catch {
+      return this.status()?.ports ?? [];
+    }
+  }
+
+  private recordServed(): void {
+    const tmp = `${this.servedFile}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, `${JSON.stringify({ ports: this.servedPorts() })}\n`);
+    fs.renameSync(tmp, this.servedFile);
   }
 
   private status(): { pid: number; ports: number[]; generation?: number } | undefined {
