@@ -153,6 +153,7 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     if (egress !== undefined) assert.equal(egress.egress_allowed_by, undefined, "no policy selects tiefighter's egress");
     assert.deepEqual([allowed.source.identity, allowed.destination.identity, allowed.l4?.TCP?.destination_port], [identities.get("tiefighter"), identities.get("deathstar"), 80]);
     assert.deepEqual(allowed.ingress_allowed_by?.map((p) => [p.kind, p.name]), [["CiliumNetworkPolicy", "rule1"]]);
+    assert.equal(allowed.policy_match_type, 2, "rule1 matched by the peer's identity and port 80: Cilium's L3-L4");
     assert.equal(allowed.is_reply?.value ?? false, false);
 
     for (const server of [relay, agent1]) {

@@ -31,6 +31,9 @@ export type FlowDecision =
     }
   | { readonly kind: "default-deny" };
 
+/** Which part of the deciding rule matched a policy verdict, in Cilium's words (pkg/monitor/api PolicyMatchType). */
+export type PolicyMatch = "L3-Only" | "L3-L4" | "L4-Only" | "all" | "L3-Proto" | "Proto-Only";
+
 export interface Flow {
   readonly time: string; // RFC 3339 with milliseconds
   readonly verdict: FlowVerdict;
@@ -41,6 +44,8 @@ export interface Flow {
   readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", an extended IP protocol (VRRP, GRE, ...) or the IANA number
   readonly dropReason?: string; // a drop's reason; for an AUDIT, the drop's that did not happen
   readonly decidedBy?: FlowDecision;
+  /** Policy verdicts (`policy-verdict`) only: the kind of key of the deciding rule that held the connection. */
+  readonly policyMatch?: PolicyMatch;
   readonly node: string;
 }
 

@@ -23,6 +23,7 @@ import type { FlowExporterOptions } from "./observer/export.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
+import { policyMatchIndex, type PolicyMatchLookup } from "./observer/policy-match.ts";
 import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
 import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
 import type { RuleOrigin } from "../core/model.ts";
@@ -143,7 +144,7 @@ export class NodeAgent {
   private readonly log: Logger;
   private flowObserver: Observer | undefined;
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
-  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef> } | undefined;
+  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup } | undefined;
   private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
   private readonly mode: PolicyEnforcementMode;
   private readonly statusListeners: (() => void)[] = [];
@@ -388,7 +389,7 @@ export class NodeAgent {
         // Frozen: the same list in flow after flow, so Hubble's encoder writes its bytes once (flowapi/hubble/encode.ts).
         const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, Object.freeze([`reserved:${r.name}`])]));
         for (const i of this.applied.identities) identities.set(i.id, Object.freeze([...i.labels]));
-        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])), pods: podsFromIpcache(this.applied.ipcache) };
+        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])), pods: podsFromIpcache(this.applied.ipcache), policyMatch: policyMatchIndex(this.applied.policies) };
       }
       return this.lookupIndex;
     };
@@ -396,6 +397,7 @@ export class NodeAgent {
       node: this.opts.nodeName,
       identityLabels: (id) => index().identities.get(id),
       ruleOrigin: (id) => index().rules.get(id),
+      policyMatch: (ruleId, subject, direction, peer, proto, port) => index().policyMatch(ruleId, subject, direction, peer, proto, port),
       endpointByIp: (ip) => {
         if (!this.endpointsByIp) {
           this.endpointsByIp = new Map();

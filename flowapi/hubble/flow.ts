@@ -1,5 +1,5 @@
 // Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
-import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
+import { protocolName, type Flow, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
 import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy } from "./types.ts";
 import { IDENTITY } from "../../core/identity.ts";
 
@@ -122,6 +122,10 @@ function icmpPorts(type: number, echo: { readonly request: number; readonly repl
   return { source: 0, destination: type };
 }
 
+/** Cilium's PolicyMatchType numbers (pkg/monitor/api), Hubble's `policy_match_type`. */
+export const POLICY_MATCH_TYPE: Readonly<Record<PolicyMatch, number>> = { "L3-Only": 1, "L3-L4": 2, "L4-Only": 3, all: 4, "L3-Proto": 5, "Proto-Only": 6 };
+const MATCH_BY_NUMBER: ReadonlyMap<number, PolicyMatch> = new Map(Object.entries(POLICY_MATCH_TYPE).map(([k, v]) => [v, k as PolicyMatch]));
+
 /** Hubble's Layer4 has no field for other IP protocols (GRE, ESP, …): the human-readable Summary names it. */
 const SUMMARY_PROTOCOL = /^IP protocol (\S+)$/;
 
@@ -157,6 +161,7 @@ export function toHubbleFlow(f: Flow): HubbleFlow {
     // The datapath judges (and reports) a connection by its first packet; replies pass on its conntrack entry.
     ...(f.decidedBy !== undefined || f.type !== "drop" ? { is_reply: { value: false } } : {}),
     ...(policies.length > 0 ? { [verdictOf]: policies } : {}),
+    ...(f.policyMatch !== undefined ? { policy_match_type: POLICY_MATCH_TYPE[f.policyMatch] } : {}),
   };
 }
 
@@ -225,6 +230,7 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     protocol: protocolOf(h),
     ...(dropReason !== undefined ? { dropReason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
+    ...(MATCH_BY_NUMBER.has(Number(h.policy_match_type ?? 0)) ? { policyMatch: MATCH_BY_NUMBER.get(Number(h.policy_match_type))! } : {}),
     node: h.node_name ?? "",
   };
 }

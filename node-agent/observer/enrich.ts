@@ -4,7 +4,8 @@ import type { RuleOrigin } from "../../core/model.ts";
 import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
-import { protocolName, type Flow, type FlowDecision, type FlowEndpoint, type FlowType, type FlowVerdict } from "../../flowapi/flow.ts";
+import type { PolicyMatchLookup } from "./policy-match.ts";
+import { protocolName, type PolicyMatch, type Flow, type FlowDecision, type FlowEndpoint, type FlowType, type FlowVerdict } from "../../flowapi/flow.ts";
 
 /** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
 export interface EnrichLookups {
@@ -13,6 +14,8 @@ export interface EnrichLookups {
   /** The pod behind an address, when it is a local or known endpoint. */
   endpointByIp(ip: string): { readonly namespace: string; readonly pod: string } | undefined;
   ruleOrigin(ruleId: number): RuleOrigin | undefined;
+  /** Which part of a rule matched (policy-match.ts); absent: not reported. */
+  policyMatch?: PolicyMatchLookup;
   /** The wall-clock time of an event's monotonic timestamp (bpf_ktime_get_ns). */
   wallClock(monotonicNs: bigint): Date;
 }
@@ -64,7 +67,16 @@ export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
     protocol: protocolName(e.proto),
     ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
+    ...(type === "policy-verdict" && decidedBy?.kind === "rule" ? matchOf(e, lookups) : {}),
     node: lookups.node,
   };
+}
+
+/** The policy verdict's match type, from the subject's entries of the deciding rule (policy-match.ts). */
+function matchOf(e: VerdictEvent, lookups: EnrichLookups): { policyMatch?: PolicyMatch } {
+  if (lookups.policyMatch === undefined || e.ruleId === undefined) return {};
+  const egress = e.direction === "egress";
+  const m = lookups.policyMatch(e.ruleId, egress ? e.srcIdentity : e.dstIdentity, e.direction, egress ? e.dstIdentity : e.srcIdentity, e.proto, e.dport);
+  return m !== undefined ? { policyMatch: m } : {};
 }
 

@@ -36,19 +36,21 @@ test("every flow is counted by protocol, type, verdict; drops by Cilium's reason
   const registry = new Registry();
   const h = new HubbleMetrics(registry);
   h.observe(flow());
+  h.observe(flow({ policyMatch: "L3-L4" }));
   h.observe(flow({ type: "trace", decidedBy: undefined as never, direction: "egress", protocol: "UDP" }));
   h.observe(dropFlow());
   h.observe(dropFlow({ dropReason: "policy denied", decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "a", name: "b", rule: "spec.ingressDeny[0]" } }));
   h.observe(dropFlow({ dropReason: "spoofed source", decidedBy: undefined as never, direction: "egress" }));
   const text = await registry.metrics();
   const has = (line: string): void => assert.ok(text.includes(line), `${line}\n${text}`);
-  has('hubble_flows_processed_total{protocol="TCP",type="PolicyVerdict",subtype="",verdict="FORWARDED"} 1');
+  has('hubble_flows_processed_total{protocol="TCP",type="PolicyVerdict",subtype="",verdict="FORWARDED"} 2');
   has('hubble_flows_processed_total{protocol="UDP",type="Trace",subtype="from-endpoint",verdict="FORWARDED"} 1');
   has('hubble_flows_processed_total{protocol="TCP",type="Drop",subtype="",verdict="DROPPED"} 3');
   has('hubble_drop_total{reason="POLICY_DENIED",protocol="TCP"} 1');
   has('hubble_drop_total{reason="POLICY_DENY",protocol="TCP"} 1');
   has('hubble_drop_total{reason="INVALID_SOURCE_IP",protocol="TCP"} 1');
   has('hubble_policy_verdicts_total{direction="ingress",match="none",action="forwarded"} 1');
+  has('hubble_policy_verdicts_total{direction="ingress",match="l3-l4",action="forwarded"} 1'); // Cilium lowercases its match type
   has('hubble_policy_verdicts_total{direction="ingress",match="none",action="dropped"} 2');
   assert.ok(!text.includes('direction="egress"'), "a drop no policy decided is no policy verdict");
 });

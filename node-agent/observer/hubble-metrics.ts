@@ -126,9 +126,9 @@ export class HubbleMetrics {
     const protocol = hubbleProtocol(f);
     this.flows?.inc({ protocol, ...typeLabels(f), verdict: f.verdict, ...contextLabels(this.ctx("flow"), h) });
     if (f.verdict === "DROPPED") this.drops?.inc({ ...contextLabels(this.ctx("drop"), h), reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
-    // A verdict a policy gave (a rule, or default deny), whether the packet passed or not. The datapath does not
-    // report what part of a rule matched: match is "none", as Cilium's unset policy_match_type reads.
-    if (f.decidedBy !== undefined) this.verdicts?.inc({ direction: f.direction, match: "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
+    // A verdict a policy gave (a rule, or default deny), whether the packet passed or not; match as Cilium lowercases
+    // its PolicyMatchType ("l3-l4", "all", …), "none" where no part of a rule is reported (drops, default deny).
+    if (f.decidedBy !== undefined) this.verdicts?.inc({ direction: f.direction, match: f.policyMatch?.toLowerCase() ?? "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
   };
 
   /** Counts one L7 record in Hubble's shape (`Type: "L7"`, `l7.dns` or `l7.http`): a DNS or HTTP proxy's flow. */

@@ -1,0 +1,66 @@
+// Hubble's policy_match_type from the deciding rule's applied entries, in the datapath's lookup order.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { enrich, type EnrichLookups } from "./enrich.ts";
+import { entryMatch, policyMatchIndex } from "./policy-match.ts";
+import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import { toHubbleFlow, fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
+
+function entry(over: Partial<PolicyEntry>): PolicyEntry {
+  return { subject: 300, direction: "ingress", peer: 256, proto: 6, port: 80, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 9, ...over };
+}
+
+test("each kind of key is Cilium's match type: peer or any, protocol or any, port block or any port", () => {
+  assert.equal(entryMatch(entry({})), "L3-L4");
+  assert.equal(entryMatch(entry({ proto: 0, port: 0, portPrefixLen: 0 })), "L3-Only");
+  assert.equal(entryMatch(entry({ port: 0, portPrefixLen: 0 })), "L3-Proto");
+  assert.equal(entryMatch(entry({ peer: 0 })), "L4-Only");
+  assert.equal(entryMatch(entry({ peer: 0, proto: 0, port: 0, portPrefixLen: 0 })), "all");
+  assert.equal(entryMatch(entry({ peer: 0, port: 0, portPrefixLen: 0 })), "Proto-Only");
+});
+
+test("a rule with several keys holding the connection reports the one the datapath hits first", () => {
+  const policies: SubjectPolicy[] = [
+    {
+      subject: 300,
+      ingressEnforced: true,
+      egressEnforced: false,
+      entries: [
+        entry({ peer: 0, port: 80, portPrefixLen: 16 }), // any peer, port 80
+        entry({ peer: 256, proto: 0, port: 0, portPrefixLen: 0 }), // this peer, anything
+        entry({ peer: 256, port: 0x0000, portPrefixLen: 8 }), // this peer, TCP 0–255
+        entry({ peer: 256, port: 80, portPrefixLen: 16, ruleId: 10 }), // another rule
+        entry({ direction: "egress", peer: 256, port: 80, ruleId: 9 }),
+      ],
+    },
+  ];
+  const m = policyMatchIndex(policies);
+  assert.equal(m(9, 300, "ingress", 256, 6, 80), "L3-L4"); // the peer's port block before its any-protocol key
+  assert.equal(m(9, 300, "ingress", 256, 17, 53), "L3-Only"); // UDP: only the peer's any-protocol key holds it
+  assert.equal(m(9, 300, "ingress", 999, 6, 80), "L4-Only"); // another peer: only the any-peer key
+  assert.equal(m(9, 300, "ingress", 999, 6, 443), undefined); // no key of the rule holds it
+  assert.equal(m(9, 301, "ingress", 256, 6, 80), undefined); // another subject
+  assert.equal(m(11, 300, "ingress", 256, 6, 80), undefined); // a rule the state does not have
+});
+
+test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {
+  const policies: SubjectPolicy[] = [{ subject: 300, ingressEnforced: true, egressEnforced: false, entries: [entry({})] }];
+  const lookups: EnrichLookups = {
+    node: "node-a",
+    identityLabels: () => ["k8s:app=x"],
+    endpointByIp: () => undefined,
+    ruleOrigin: () => ({ policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "allow-web", ruleIndex: 0, path: "spec.ingress[0]" }),
+    policyMatch: policyMatchIndex(policies),
+    wallClock: () => new Date(1_700_000_000_000),
+  };
+  const base = { timestampNs: 1n, direction: "ingress", ctState: "new", tcpFlags: 2, reasonCode: 0, proto: 6, srcIdentity: 256, dstIdentity: 300, ruleId: 9, ifindex: 3, src: "10.0.0.1", dst: "10.0.1.5", sport: 40000, dport: 80 } as const;
+  const allowed = enrich({ ...base, verdict: "forwarded" }, lookups);
+  assert.equal(allowed.type, "policy-verdict");
+  assert.equal(allowed.policyMatch, "L3-L4");
+  const h = toHubbleFlow(allowed);
+  assert.equal(h.policy_match_type, 2);
+  assert.equal(fromHubbleFlow(h).policyMatch, "L3-L4");
+  const dropped = enrich({ ...base, verdict: "dropped", reasonCode: 1, reason: "policy denied" }, lookups);
+  assert.equal(dropped.policyMatch, undefined);
+  assert.equal(toHubbleFlow(dropped).policy_match_type, undefined);
+});

@@ -1,0 +1,50 @@
+// Which part of a rule matched a connection (Hubble's policy_match_type): found again from the applied entries of the
+// rule that decided, since the datapath's event names the rule, not the key it hit.
+import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import { prefixContains } from "../../core/portprefix.ts";
+import type { PolicyMatch } from "../../flowapi/flow.ts";
+
+/** What kind of key an entry is: a peer identity or any, a protocol or any, a port block or any port. */
+export function entryMatch(e: Pick<PolicyEntry, "peer" | "proto" | "portPrefixLen">): PolicyMatch {
+  if (e.peer !== 0) return e.proto === 0 ? "L3-Only" : e.portPrefixLen === 0 ? "L3-Proto" : "L3-L4";
+  return e.proto === 0 ? "all" : e.portPrefixLen === 0 ? "Proto-Only" : "L4-Only";
+}
+
+export type PolicyMatchLookup = (ruleId: number, subject: number, direction: Direction, peer: number, proto: number, port: number) => PolicyMatch | undefined;
+
+/**
+ * The lookup over a node's applied policies: the entries of the deciding rule for that subject and direction that
+ * hold the connection's key, taken in the datapath's order (this peer before any peer, a protocol's port block —
+ * the longest — before any protocol). Undefined when none does (a rule the state no longer has).
+ */
+export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatchLookup {
+  const byRule = new Map<number, Map<number, PolicyEntry[]>>();
+  for (const p of policies) {
+    for (const e of p.entries) {
+      let subjects = byRule.get(e.ruleId);
+      if (subjects === undefined) byRule.set(e.ruleId, (subjects = new Map()));
+      let list = subjects.get(p.subject);
+      if (list === undefined) subjects.set(p.subject, (list = []));
+      list.push(e);
+    }
+  }
+  return (ruleId, subject, direction, peer, proto, port) => {
+    const entries = byRule.get(ruleId)?.get(subject);
+    if (entries === undefined) return undefined;
+    let best: PolicyEntry | undefined;
+    let bestRank = -1;
+    for (const e of entries) {
+      if (e.direction !== direction || (e.peer !== peer && e.peer !== 0)) continue;
+      let rank: number;
+      if (e.proto === 0) rank = 0;
+      else if (e.proto === proto && prefixContains({ port: e.port, prefixLen: e.portPrefixLen }, port)) rank = 1 + e.portPrefixLen;
+      else continue;
+      if (e.peer !== 0) rank += 100; // this peer's keys come before any peer's
+      if (rank > bestRank) {
+        best = e;
+        bestRank = rank;
+      }
+    }
+    return best !== undefined ? entryMatch(best) : undefined;
+  };
+}
