@@ -1,0 +1,114 @@
+// bench/l7: HTTP/1.1 through the node's L7 proxy (an HTTP allow rule) vs straight (an L4-only allow), same client and server in one run; one JSON line.
+//   Saturation: BENCH_CONNECTIONS (32) keep-alive connections for BENCH_CLOSED_SECONDS (6) each way: requests/s and their ratio.
+//   Open loop at BENCH_RATE (1,000) requests/s for BENCH_OPEN_SECONDS (6) each way: p50/p99, p99 added by the proxy.
+//   gRPC is not proxied yet (HTTP/2 is not served): grpc_ratio is null.
+// Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { DEFAULT_LIMITS } from "../../node-agent/l7proxy/config.ts";
+import { ADDR, L7Topology, ROOT } from "../../node-agent/l7proxy/testing/topology.ts";
+import { waitForLine } from "../../node-agent/bpf/netns.ts";
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const LOADGEN = path.join(here, "loadgen.ts");
+const DEATHSTAR = path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts");
+const CLI = path.join(ROOT, "cli/main.ts");
+const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+const CONNECTIONS = env("BENCH_CONNECTIONS", 32);
+const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 6);
+const RATE = env("BENCH_RATE", 1000);
+const OPEN_SECONDS = env("BENCH_OPEN_SECONDS", 6);
+const ROUNDS = env("BENCH_ROUNDS", 2);
+
+const XWING = 1000;
+const DEATHSTAR_ID = 2000;
+const PROXIED_PORT = 80; // an HTTP allow rule: through the proxy
+const DIRECT_PORT = 8080; // the same server, an L4-only allow
+const PROXY_PORT = 10090;
+const egress = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: XWING, direction: "egress", verdict: "allow", ...p });
+const POLICIES: SubjectPolicy[] = [
+  {
+    subject: XWING,
+    ingressEnforced: false,
+    egressEnforced: true,
+    entries: [
+      egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: PROXIED_PORT, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: 7 }),
+      egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: DIRECT_PORT, portPrefixLen: 16, proxyPort: 0, ruleId: 9 }),
+    ],
+  },
+  { subject: DEATHSTAR_ID, ingressEnforced: false, egressEnforced: false, entries: [] },
+];
+
+async function loadgen(topo: L7Topology, args: (string | number)[]): Promise<Record<string, number>> {
+  const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", LOADGEN, ...args.map(String)], { cwd: ROOT, maxBuffer: 1 << 20 });
+  return JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Record<string, number>;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+};
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+async function main(): Promise<void> {
+  const topo = new L7Topology(`bl${process.pid % 100000}`);
+  const children: ChildProcess[] = [];
+  try {
+    await topo.setUp({ policies: POLICIES, config: { address: ADDR.node, limits: DEFAULT_LIMITS, ports: [{ port: PROXY_PORT, http: [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/.*" } }] }] } });
+    // The same server on the direct port too (the fixture's prints a line per request on both).
+    const direct = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", String(DIRECT_PORT)]);
+    direct.stdout?.resume();
+    await waitForLine(direct, /^listening/, 20000);
+    // The proxy as the agent runs it, without --log-flows (a log line per request is not part of the path measured).
+    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    children.push(proxy);
+    await waitForLine(proxy, /l7 proxy ready/, 30000);
+    proxy.stdout?.resume();
+    const closed = { proxy: [] as number[], direct: [] as number[] };
+    const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
+    let failed = 0;
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
+      for (const way of order) {
+        const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
+        const c = await loadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS]);
+        closed[way].push(c.rps ?? 0);
+        const o = await loadgen(topo, ["open", ADDR.deathstar, port, RATE, OPEN_SECONDS / ROUNDS]);
+        open[way].push(o);
+        failed += (c.failed ?? 0) + (o.failed ?? 0);
+      }
+    }
+    const rps = median(closed.proxy);
+    const directRps = median(closed.direct);
+    const p = (way: "proxy" | "direct", k: string): number => median(open[way].map((o) => o[k] ?? NaN));
+    console.log(
+      JSON.stringify({
+        bench: "l7",
+        rps: Math.round(rps),
+        direct_rps: Math.round(directRps),
+        ratio: round3(rps / directRps),
+        grpc_ratio: null,
+        connections: CONNECTIONS,
+        rate: RATE,
+        p50_ms_at_1000: round3(p("proxy", "p50_ms")),
+        p99_ms_at_1000: round3(p("proxy", "p99_ms")),
+        direct_p50_ms_at_1000: round3(p("direct", "p50_ms")),
+        direct_p99_ms_at_1000: round3(p("direct", "p99_ms")),
+        p99_added_ms_at_1000: round3(p("proxy", "p99_ms") - p("direct", "p99_ms")),
+        failed,
+        send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),
+        load_avg_1m: round3(os.loadavg()[0] ?? NaN),
+      }),
+    );
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    await topo.cleanup();
+  }
+}
+
+await main();
