@@ -51,6 +51,8 @@ export interface AgentObserverOptions {
   readonly export?: FlowExporterOptions;
   /** Hubble's exporter format beside `export` (observer/hubble-export.ts). */
   readonly hubbleExport?: HubbleExportOptions;
+  /** Hubble's dynamic exporter: the YAML file of flow logs (observer/flowlogs.ts). */
+  readonly flowLogs?: { readonly path: string; readonly reloadMs?: number };
   /** Where the observer is served (Hubble's Observer gRPC API): a unix socket and/or TCP with mutual TLS. */
   readonly hubble: HubbleListen;
 }
@@ -371,7 +373,7 @@ export class NodeAgent {
   private async startObserver(o: AgentObserverOptions): Promise<void> {
     const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
     if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
-    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), log: this.log });
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), ...(o.flowLogs ? { flowLogs: o.flowLogs } : {}), log: this.log });
     try {
       await observer.start();
     } catch (err) {

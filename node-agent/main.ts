@@ -63,6 +63,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --hubble-export-file-max-size-mb, --hubble-export-file-max-backups  its rotation (default 10 MiB, 5 files)
   --hubble-export-allowlist, --hubble-export-denylist  FlowFilter JSON objects (proto field names), as Hubble's
   --hubble-export-fieldmask  the fields to keep, comma- or space-separated paths (source.identity, l4, …)
+  --hubble-flowlogs-config-path  Hubble's dynamic exporter: a YAML file of named flow logs (Cilium's format: name, filePath,
+                     fieldMask, includeFilters, excludeFilters, fileMaxSizeMb, fileMaxBackups, fileCompress, end), read again every 10 s
   --hubble-metrics   Hubble's metric families on /metrics and their options, as Cilium's flag: space-separated
                      NAME[:OPTION;OPTION=VALUE] of flow, drop, policy, dns (query, ignoreAAAA), http or httpV2, with
                      sourceContext/destinationContext=pod|ip|…, labelsContext=source_namespace,… (default "${DEFAULT_HUBBLE_METRICS}")
@@ -126,6 +128,8 @@ export interface AgentFlags {
   readonly logLevel: string;
   readonly hubbleSocket: string;
   readonly hubbleExport?: HubbleExportOptions;
+  /** Hubble's dynamic exporter config file (`--hubble-flowlogs-config-path`). */
+  readonly hubbleFlowLogs?: string;
   /** Hubble's metric families and their context options (`--hubble-metrics`). */
   readonly hubbleMetrics: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
@@ -178,6 +182,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "log-level": { type: "string" },
         "hubble-socket": { type: "string" },
         "hubble-export-file-path": { type: "string" },
+        "hubble-flowlogs-config-path": { type: "string" },
         "hubble-export-file-max-size-mb": { type: "string" },
         "hubble-export-file-max-backups": { type: "string" },
         "hubble-export-allowlist": { type: "string" },
@@ -330,6 +335,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       logLevel: str("log-level") ?? "info",
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
+      ...(str("hubble-flowlogs-config-path") ? { hubbleFlowLogs: str("hubble-flowlogs-config-path")! } : {}),
       hubbleMetrics: hubbleMetrics.value,
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
@@ -517,6 +523,7 @@ export async function run(args: string[]): Promise<number> {
     observer: {
       hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
       ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),
+      ...(f.hubbleFlowLogs ? { flowLogs: { path: f.hubbleFlowLogs } } : {}),
       ...(f.flowExport ? { export: f.flowExport } : {}),
     },
     log,

@@ -7,6 +7,7 @@ import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { HubbleServer, type HubbleListen } from "./hubble-server.ts";
 import { HubbleExporter, type HubbleExportOptions } from "./hubble-export.ts";
+import { DynamicFlowLogs } from "./flowlogs.ts";
 
 export interface ObserverOptions {
   readonly lookups: EnrichLookups;
@@ -15,6 +16,8 @@ export interface ObserverOptions {
   readonly export?: FlowExporterOptions;
   /** Also export in Hubble's exporter format (hubble-export.ts). */
   readonly hubbleExport?: HubbleExportOptions;
+  /** Hubble's dynamic exporter: the YAML file of flow logs, read again every `reloadMs` (flowlogs.ts). */
+  readonly flowLogs?: { readonly path: string; readonly reloadMs?: number };
   /** Where to serve Hubble's Observer gRPC API (hubble-server.ts): the one API of the ring (`membrane observe`, `hubble`, the relay). */
   readonly hubble: HubbleListen;
   readonly log: Logger;
@@ -29,6 +32,7 @@ export class Observer {
   private hubbleServer: HubbleServer | null = null;
   private exporter: FlowExporter | null = null;
   private hubbleExporter: HubbleExporter | null = null;
+  private flowLogs: DynamicFlowLogs | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
   /** Where Hubble's API listens (`unix:/path`, `host:port`). */
   hubbleAddresses: readonly string[] = [];
@@ -40,11 +44,16 @@ export class Observer {
   async start(): Promise<void> {
     if (this.opts.export) this.exporter = new FlowExporter(this.opts.export);
     if (this.opts.hubbleExport) this.hubbleExporter = new HubbleExporter(this.opts.hubbleExport);
-    if (this.exporter || this.hubbleExporter) {
+    if (this.opts.flowLogs) {
+      this.flowLogs = new DynamicFlowLogs({ path: this.opts.flowLogs.path, ...(this.opts.flowLogs.reloadMs !== undefined ? { reloadMs: this.opts.flowLogs.reloadMs } : {}), log: this.opts.log });
+      this.flowLogs.start();
+    }
+    if (this.exporter || this.hubbleExporter || this.flowLogs) {
       // Buffered lines reach the file within a second even when traffic is light.
       this.flushTimer = setInterval(() => {
         this.exporter?.flush();
         this.hubbleExporter?.flush();
+        this.flowLogs?.flush();
       }, 1000);
       this.flushTimer.unref();
     }
@@ -71,6 +80,7 @@ export class Observer {
     const flow = enrich(e, this.opts.lookups);
     this.exporter?.write(flow);
     this.hubbleExporter?.write(flow);
+    this.flowLogs?.write(flow);
     for (const l of this.everyFlow) l(flow);
     this.buffer.push(flow);
   };
@@ -82,6 +92,8 @@ export class Observer {
     this.exporter = null;
     this.hubbleExporter?.close();
     this.hubbleExporter = null;
+    this.flowLogs?.stop();
+    this.flowLogs = null;
     await this.hubbleServer?.stop();
     this.hubbleServer = null;
     this.opts.log.info({ counters: this.buffer.counters() }, "observer stopped");
