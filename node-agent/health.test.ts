@@ -8,7 +8,7 @@ import { KubeClient } from "../kube/kube.ts";
 import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
-import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, membraneVersion } from "./health.ts";
+import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, l7ProxyCondition, membraneVersion } from "./health.ts";
 import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
@@ -209,4 +209,15 @@ test("HostFirewall: only with the host firewall; False/NoNodeObject without a No
   assert.deepEqual([of({ ingressEnforced: false, egressEnforced: false }).status, of({ ingressEnforced: false, egressEnforced: false }).reason], ["True", "NoHostPolicy"]);
   assert.deepEqual([of({ ingressEnforced: false, egressEnforced: true, nodeObject: true }).reason, of({ ingressEnforced: false, egressEnforced: true, nodeObject: true }).message], ["Enforced", "host policy enforced on egress"]);
   assert.deepEqual(hostFirewallCondition({ ingressEnforced: true, egressEnforced: false }, { observedGeneration: 4 }).observedGeneration, 4);
+});
+
+test("L7Proxy: only with the L7 proxy; True/Running, False/ProxyDown naming the ports whose connections fail, False/ConfigurationNotApplied", () => {
+  const base = { connected: true, version: 3, lastError: undefined, endpoints: 0, policyEnforcementMode: "default" as const, policyAuditMode: false, auditedEndpoints: 0 };
+  assert.ok(!healthConditions(base, "dp").some((c) => c.type === "L7Proxy"));
+  const up = healthConditions({ ...base, l7Proxy: { running: true, servedPorts: [10000] } }, "dp").find((c) => c.type === "L7Proxy")!;
+  assert.deepEqual([up.status, up.reason, up.message], ["True", "Running", "HTTP rules enforced by the node's proxy; proxy port 10000"]);
+  const down = l7ProxyCondition({ running: false, servedPorts: [10000, 10001], error: "the L7 proxy process is not running (the supervisor restarts it)" });
+  assert.deepEqual([down.status, down.reason], ["False", "ProxyDown"]);
+  assert.equal(down.message, "the L7 proxy process is not running (the supervisor restarts it): connections to proxy ports 10000, 10001 fail until it is back");
+  assert.deepEqual(l7ProxyCondition({ running: true, servedPorts: [], error: "not applied" }, { observedGeneration: 2 }), { type: "L7Proxy", status: "False", reason: "ConfigurationNotApplied", message: "not applied; no proxy port served", observedGeneration: 2 });
 });

@@ -1,4 +1,4 @@
-// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, HostFirewall with the host firewall, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
+// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, HostFirewall with the host firewall, L7Proxy with the L7 proxy, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { Backoff } from "../kube/backoff.ts";
@@ -67,7 +67,18 @@ export function healthConditions(s: AgentStatus, datapath: string, observedGener
     synced.status === "True"
       ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}${auditText(s)}`, ...gen }
       : { type: "Ready", status: "False", reason: synced.reason, message: synced.message, ...gen };
-  return [ready, loaded, synced, ...(s.hostFirewall ? [hostFirewallCondition(s.hostFirewall, gen)] : [])];
+  return [ready, loaded, synced, ...(s.hostFirewall ? [hostFirewallCondition(s.hostFirewall, gen)] : []), ...(s.l7Proxy ? [l7ProxyCondition(s.l7Proxy, gen)] : [])];
+}
+
+/**
+ * With the L7 proxy: `L7Proxy` says whether it runs. Down (`ProxyDown`), the connections the datapath steers to
+ * its ports fail (never bypass its rules): the message names the ports and why.
+ */
+export function l7ProxyCondition(p: NonNullable<AgentStatus["l7Proxy"]>, gen: { observedGeneration?: number } = {}): ConditionInput {
+  const ports = p.servedPorts.length === 0 ? "no proxy port served" : `proxy port${p.servedPorts.length === 1 ? "" : "s"} ${p.servedPorts.join(", ")}`;
+  if (!p.running) return { type: "L7Proxy", status: "False", reason: "ProxyDown", message: `${p.error ?? "the L7 proxy is not running"}: connections to ${ports} fail until it is back`, ...gen };
+  if (p.error !== undefined) return { type: "L7Proxy", status: "False", reason: "ConfigurationNotApplied", message: `${p.error}; ${ports}`, ...gen };
+  return { type: "L7Proxy", status: "True", reason: "Running", message: `HTTP rules enforced by the node's proxy; ${ports}`, ...gen };
 }
 
 /**
