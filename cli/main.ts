@@ -1,20 +1,25 @@
 // The `membrane` command: dispatches to one module per command group.
-import { fileURLToPath } from "node:url";
 
-/** Each group module exports `run(args: string[]): Promise<number>` (the exit code). */
-const groups: Record<string, { module: string; summary: string }> = {
-  dev: { module: "./dev.ts", summary: "the local cluster: up, down, env, status, exec, probe" },
-  policy: { module: "./policy.ts", summary: "validate policy files, trace a verdict" },
-  identity: { module: "./identity.ts", summary: "list identities" },
-  observe: { module: "./observe.ts", summary: "filter and follow flows" },
-  fqdn: { module: "./fqdn.ts", summary: "what the nodes' DNS proxies learned: fqdn cache list" },
-  status: { module: "./status.ts", summary: "operator and agent health" },
-  encryption: { module: "./encryption.ts", summary: "encryption keys and nodes: status, rotate" },
-  agent: { module: "../node-agent/main.ts", summary: "run the node agent" },
-  l7proxy: { module: "../node-agent/l7proxy/main.ts", summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
-  runtime: { module: "../node-agent/runtime/main.ts", summary: "run process visibility and TracingPolicy enforcement on a node (Tetragon's JSON events)" },
-  operator: { module: "../controllers/main.ts", summary: "run the operator" },
-  webhook: { module: "../webhooks/main.ts", summary: "run the admission webhook server" },
+/**
+ * Each group module exports `run(args: string[]): Promise<number>` (the exit code). The imports are
+ * literal so that the bundler (`make build`, scripts/bundle.ts) sees every module; each still loads
+ * only when its command runs.
+ */
+type Group = { load: () => Promise<{ run?: (args: string[]) => Promise<number> }>; summary: string };
+const groups: Record<string, Group> = {
+  dev: { load: () => import("./dev.ts"), summary: "the local cluster: up, down, env, status, exec, probe" },
+  policy: { load: () => import("./policy.ts"), summary: "validate policy files, trace a verdict" },
+  identity: { load: () => import("./identity.ts"), summary: "list identities" },
+  observe: { load: () => import("./observe.ts"), summary: "filter and follow flows" },
+  fqdn: { load: () => import("./fqdn.ts"), summary: "what the nodes' DNS proxies learned: fqdn cache list" },
+  status: { load: () => import("./status.ts"), summary: "operator and agent health" },
+  encryption: { load: () => import("./encryption.ts"), summary: "encryption keys and nodes: status, rotate" },
+  version: { load: () => import("./version.ts"), summary: "print the version of this build" },
+  agent: { load: () => import("../node-agent/main.ts"), summary: "run the node agent" },
+  l7proxy: { load: () => import("../node-agent/l7proxy/main.ts"), summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
+  runtime: { load: () => import("../node-agent/runtime/main.ts"), summary: "run process visibility and TracingPolicy enforcement on a node (Tetragon's JSON events)" },
+  operator: { load: () => import("../controllers/main.ts"), summary: "run the operator" },
+  webhook: { load: () => import("../webhooks/main.ts"), summary: "run the admission webhook server" },
 };
 
 function usage(): string {
@@ -33,20 +38,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`membrane: unknown command "${command}"\n\n${usage()}`);
     return 2;
   }
-  const url = new URL(group.module, import.meta.url);
-  let mod: { run?: (args: string[]) => Promise<number> };
-  try {
-    mod = (await import(fileURLToPath(url))) as typeof mod;
-  } catch (err) {
-    // Only the group's own module missing means "not in this build"; a missing import inside it is a bug.
-    const missing = (err as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND";
-    if (missing && String((err as Error).message).includes(fileURLToPath(url))) {
-      process.stderr.write(`membrane: "${command}" is not available in this build yet\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (typeof mod.run !== "function") throw new Error(`${group.module} does not export run()`);
+  const mod = await group.load();
+  if (typeof mod.run !== "function") throw new Error(`the module of "${command}" does not export run()`);
   return mod.run(rest);
 }
 

@@ -45,3 +45,13 @@ test("a test fixture in a testing/ folder follows its folder's row, and may use 
   assert.match(wrong[0]!, /node-agent\/ may not import controllers\//);
   assert.deepEqual(await layeringMessages("node-agent/testing/planted.ts", 'import { makePki } from "../../kube/testing/pki.ts";\nexport const m = makePki;\n'), []);
 });
+
+test("the command's entry may load a component's main.ts with import(), and nothing else of it", async () => {
+  assert.deepEqual(await layeringMessages("cli/main.ts", 'export const load = () => import("../node-agent/l7proxy/main.ts");\n'), []);
+  const inner = await layeringMessages("cli/main.ts", 'export const load = () => import("../node-agent/bpf/loader.ts");\n');
+  assert.match(inner[0] ?? "", /cli\/ may not import node-agent\//);
+  const static_ = await layeringMessages("cli/main.ts", 'import { run } from "../controllers/main.ts";\nexport const r = run;\n');
+  assert.match(static_[0] ?? "", /cli\/ may not import controllers\//);
+  const other = await layeringMessages("cli/status.ts", 'export const load = () => import("../controllers/main.ts");\n');
+  assert.match(other[0] ?? "", /cli\/ may not import controllers\//);
+});
