@@ -5,10 +5,18 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps test test-unit test-kernel test-e2e typecheck lint demo bench down
+.PHONY: deps build test test-unit test-kernel test-e2e typecheck lint demo bench down
 
 deps:
 	bash scripts/install-deps.sh
+
+# The bundled JavaScript (dist/membrane.mjs and its chunks, scripts/bundle.ts): rebuilt only when a source it was
+# built from is newer (dist/membrane.mk lists them). `node dist/membrane.mjs …` or `MEMBRANE_BUNDLE=1 bin/membrane …` runs it.
+build: dist/membrane.mjs
+
+-include dist/membrane.mk
+dist/membrane.mjs:
+	node --import tsx scripts/bundle.ts
 
 typecheck: deps
 	npx tsc --noEmit -p tsconfig.json
@@ -36,6 +44,8 @@ down:
 
 bench: deps
 	@for b in $(BENCHES); do $(MAKE) -s bench-$$b || exit 1; done
+
+bench-startup: build
 
 bench-%: deps
 	node --import tsx bench/$*/main.ts

@@ -5,7 +5,7 @@ import tseslint from "typescript-eslint";
 import layering from "./scripts/eslint-layering.js";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "**/*.js", "charts/membrane/**", "localcluster/controlplane/**", ".tools/**"] },
+  { ignores: ["node_modules/**", "dist/**", "**/*.js", "charts/membrane/**", "localcluster/controlplane/**", ".tools/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
