@@ -115,9 +115,13 @@ export class L7Topology {
         // the netns may already be gone
       }
     }
-    this.fx.cleanup();
-    this.dp?.close();
-    this.dp?.unpin();
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    try {
+      this.fx.cleanup();
+    } finally {
+      // Pins and the state dir go even when a namespace or link could not be removed.
+      this.dp?.close();
+      this.dp?.unpin();
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 }
