@@ -6,7 +6,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
-import { HubbleRelay } from "./relay.ts";
+import { HubbleRelay, RELAY_MAX_BACKLOG } from "./relay.ts";
+import { HubbleClient } from "../../flowapi/hubble/client.ts";
 import { FlowBuffer } from "../../node-agent/observer/buffer.ts";
 import { HubbleServer } from "../../node-agent/observer/hubble-server.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
@@ -158,6 +159,36 @@ test("an agent that serves only Hubble's GetFlows (no batched hop) is followed t
   let out = "";
   child.stdout!.on("data", (c: string) => (out += c));
   await waitFor(() => out.includes("plain-hubble"));
+});
+
+test("a follower that stops reading is cut off by the relay once it is 50,000 flows behind, so the relay's memory stays bounded", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-relay-stuck-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const buffer = new FlowBuffer({ capacity: 1000 });
+  const agent = new HubbleServer(buffer, "node-a", log);
+  const [agentAddress] = await agent.start({ socketPath: path.join(dir, "a.sock") });
+  t.after(() => agent.stop());
+  const relay = new HubbleRelay({ address: "127.0.0.1:0", peers: () => Promise.resolve([{ node: "node-a", address: agentAddress! }]), log });
+  const address = await relay.start();
+  t.after(() => relay.stop());
+  const client = new HubbleClient(address);
+  t.after(() => client.close());
+  const stream = client.getFlows({ follow: true });
+  let error: grpc.ServiceError | undefined;
+  stream.on("data", () => {});
+  stream.on("error", (e: grpc.ServiceError) => (error = e));
+  await new Promise((r) => setTimeout(r, 500)); // the relay's stream to the agent is open
+  // Reads nothing more: the client's HTTP/2 window (8 MiB) and the socket's buffers fill, then the relay's writes queue up.
+  stream.pause();
+  const base = Date.now();
+  for (let i = 0; i < RELAY_MAX_BACKLOG * 5 && error === undefined; i++) {
+    buffer.push(flow({ time: new Date(base + i).toISOString(), source: endpoint({ port: 1024 + (i % 60000) }) }));
+    if (i % 500 === 0) await new Promise((r) => setTimeout(r, 2)); // agent, relay and client share this event loop
+  }
+  stream.resume();
+  await waitFor(() => error !== undefined, 30_000);
+  assert.equal(error!.code, grpc.status.RESOURCE_EXHAUSTED, error!.details);
+  assert.match(error!.details, /fell more than 50000 flows behind/);
 });
 
 async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
