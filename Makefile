@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps build test test-unit test-kernel test-e2e typecheck lint demo bench down
+.PHONY: deps build image test test-unit test-kernel test-e2e typecheck lint demo bench down
 
 deps:
 	bash scripts/install-deps.sh
@@ -17,6 +17,15 @@ build: dist/membrane.mjs
 -include dist/membrane.mk
 dist/membrane.mjs:
 	node --import tsx scripts/bundle.ts
+
+# The image (Containerfile) under the name the chart's default `image:` names (charts/README.md "The image"):
+# IMAGE_REPOSITORY:<package.json version>. Needs docker, podman or buildah (CONTAINER_ENGINE to choose).
+IMAGE_REPOSITORY := ghcr.io/membrane/membrane
+IMAGE_TAG ?= $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)
+CONTAINER_ENGINE ?= $(firstword $(foreach e,docker podman buildah,$(shell command -v $(e) 2>/dev/null)))
+image:
+	@[ -n "$(CONTAINER_ENGINE)" ] || { echo "make image: no docker, podman or buildah on PATH (set CONTAINER_ENGINE)" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -f Containerfile -t $(IMAGE_REPOSITORY):$(IMAGE_TAG) .
 
 typecheck: deps
 	npx tsc --noEmit -p tsconfig.json
