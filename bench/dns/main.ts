@@ -10,10 +10,11 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { ADDR, DnsTopology, ROOT } from "../../node-agent/dns/testing/topology.ts";
+import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
 
 const run = promisify(execFile);
 const LOADGEN = path.join(path.dirname(fileURLToPath(import.meta.url)), "loadgen.ts");
-const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+const env = envNumber;
 const RATE = env("BENCH_RATE", 1000);
 const OPEN_SECONDS = env("BENCH_OPEN_SECONDS", 10);
 const CONCURRENCY = env("BENCH_CONCURRENCY", 32);
@@ -47,11 +48,7 @@ async function loadgen(topo: DnsTopology, args: (string | number)[]): Promise<Re
   return JSON.parse(last) as Record<string, number>;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
-const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+const median = lowerMedian;
 
 async function main(): Promise<void> {
   const topo = new DnsTopology(`bd${process.pid % 100000}`);

@@ -12,13 +12,14 @@ import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/m
 import { DEFAULT_LIMITS } from "../../node-agent/l7proxy/config.ts";
 import { ADDR, L7Topology, ROOT } from "../../node-agent/l7proxy/testing/topology.ts";
 import { waitForLine } from "../../node-agent/bpf/netns.ts";
+import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const LOADGEN = path.join(here, "loadgen.ts");
 const DEATHSTAR = path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts");
 const CLI = path.join(ROOT, "cli/main.ts");
-const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
+const env = envNumber;
 const CONNECTIONS = env("BENCH_CONNECTIONS", 32);
 const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 6);
 const RATE = env("BENCH_RATE", 1000);
@@ -49,11 +50,7 @@ async function loadgen(topo: L7Topology, args: (string | number)[]): Promise<Rec
   return JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Record<string, number>;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
-const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+const median = lowerMedian;
 
 async function main(): Promise<void> {
   const topo = new L7Topology(`bl${process.pid % 100000}`);
