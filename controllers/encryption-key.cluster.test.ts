@@ -94,7 +94,7 @@ describe("encryption-key controller against a real API server", { timeout: 300_0
     // node-a runs the agent's real IPsec mode: a probe of this kernel in its namespace, published on its CiliumNode.
     const enc = new IpsecEncryption({ netns, log: pino({ level: "silent" }) });
     await enc.start();
-    const status: AgentStatus = { connected: true, version: 1, endpoints: 0, policyEnforcementMode: "default" } as AgentStatus;
+    const status: AgentStatus = { connected: true, version: 1, lastError: undefined, endpoints: 0, policyEnforcementMode: "default", policyAuditMode: false, auditedEndpoints: 0 };
     health = new CiliumNodeHealth({
       client: client!,
       nodeName: "node-a",
