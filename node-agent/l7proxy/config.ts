@@ -11,9 +11,11 @@ export interface ProxyLimits {
   readonly headersTimeoutMs: number;
   /** A connection with no request (between keep-alive requests) or no bytes moving for this long is closed. */
   readonly idleTimeoutMs: number;
+  /** Time allowed to open the upstream connection (a dropped SYN); exceeded: the client gets 504 at once instead of waiting for the kernel's SYN retries. */
+  readonly connectTimeoutMs: number;
 }
 
-export const DEFAULT_LIMITS: ProxyLimits = { maxHeaderBytes: 16384, headersTimeoutMs: 10_000, idleTimeoutMs: 60_000 };
+export const DEFAULT_LIMITS: ProxyLimits = { maxHeaderBytes: 16384, headersTimeoutMs: 10_000, idleTimeoutMs: 60_000, connectTimeoutMs: 5_000 };
 
 export interface ProxyPortConfig {
   /** The proxy port the datapath steers to (the policy entry's proxyPort). */

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { once } from "node:events";
+import { spawn } from "node:child_process";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, parseProxyConfig, type ProxyConfig } from "./config.ts";
 
@@ -95,8 +96,8 @@ class RawClient {
   readonly socket: net.Socket;
   buf = "";
   closed = false;
-  constructor() {
-    this.socket = net.connect(PROXY_PORT, "127.0.0.1");
+  constructor(port = PROXY_PORT) {
+    this.socket = net.connect(port, "127.0.0.1");
     this.socket.on("data", (d: Buffer) => (this.buf += d.toString("latin1")));
     this.socket.on("close", () => (this.closed = true));
     this.socket.on("error", () => {});
@@ -292,6 +293,46 @@ test("new rules apply to the next request of an open connection", async () => {
   } finally {
     await proxy.apply(CONFIG);
     c.socket.destroy();
+  }
+});
+
+test("an upstream whose SYN is dropped: the client gets 504 at the connect timeout, not a hang", async () => {
+  // A real listener with a full accept queue (listen(0), never accepting, one connection queued):
+  // the kernel drops the next SYN, as a firewall that drops would.
+  const listener = spawn("python3", ["-c", 'import socket,sys\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0);print(s.getsockname()[1],flush=True);sys.stdin.read()'], { stdio: ["pipe", "pipe", "inherit"] });
+  const filler: net.Socket[] = [];
+  // Limits take effect when the proxy starts: a proxy of its own with a short connect timeout.
+  const port = PROXY_PORT + 1;
+  let upstreamPort = 0;
+  const timeoutFlows: HttpFlow[] = [];
+  const p = new HttpProxy({
+    redirects: { originalDestination: () => ({ ip: "127.0.0.1", port: upstreamPort, proxyPort: port, subject: 1000, ruleId: 3 }) },
+    onFlow: (f) => timeoutFlows.push(f),
+    connectUpstream: (ip, dport) => net.connect(dport, ip),
+  });
+  try {
+    const [line] = (await once(listener.stdout!, "data")) as [Buffer];
+    upstreamPort = Number(line.toString().trim());
+    const s = net.connect(upstreamPort, "127.0.0.1");
+    filler.push(s);
+    await once(s, "connect");
+    await p.apply({ ...CONFIG, limits: { ...CONFIG.limits, connectTimeoutMs: 400 }, ports: [{ ...CONFIG.ports[0]!, port }] });
+    const c = new RawClient(port);
+    const t0 = Date.now();
+    c.socket.write("GET /stream/a HTTP/1.1\r\nHost: deathstar\r\n\r\n");
+    const r = await c.response();
+    const took = Date.now() - t0;
+    c.socket.destroy();
+    assert.equal(r.status, 504);
+    assert.ok(took >= 350 && took < 3000, `answered after ${took} ms`);
+    assert.equal(timeoutFlows.length, 1);
+    assert.equal(timeoutFlows[0]!.status, 504);
+    assert.equal(timeoutFlows[0]!.verdict, "error");
+    assert.equal(timeoutFlows[0]!.destination.port, upstreamPort);
+  } finally {
+    for (const s of filler) s.destroy();
+    listener.kill();
+    await p.stop();
   }
 });
 

@@ -62,8 +62,23 @@ function pairs(raw: readonly string[]): HttpHeader[] {
   return out;
 }
 
+const CONNECT_TIMEOUT = "ETIMEDOUT_CONNECT";
+
+/** The upstream socket, destroyed with an error (code CONNECT_TIMEOUT) if it is not connected within `ms`. */
+function withConnectTimeout(socket: net.Socket, ms: number): net.Socket {
+  const timer = setTimeout(() => {
+    const err: NodeJS.ErrnoException = new Error(`upstream connect did not complete within ${ms} ms`);
+    err.code = CONNECT_TIMEOUT;
+    socket.destroy(err);
+  }, ms);
+  timer.unref();
+  socket.once("connect", () => clearTimeout(timer));
+  socket.once("close", () => clearTimeout(timer));
+  return socket;
+}
+
 function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
-  return a.maxHeaderBytes === b.maxHeaderBytes && a.headersTimeoutMs === b.headersTimeoutMs && a.idleTimeoutMs === b.idleTimeoutMs;
+  return a.maxHeaderBytes === b.maxHeaderBytes && a.headersTimeoutMs === b.headersTimeoutMs && a.idleTimeoutMs === b.idleTimeoutMs && a.connectTimeoutMs === b.connectTimeoutMs;
 }
 
 /** Per client connection: where it was going and its own keep-alive upstream (one connection, marked with the client's identity). */
@@ -173,7 +188,8 @@ export class HttpProxy {
     const ingressApplied = this.ingressPorts.has(port);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity).
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => connect(orig.ip, orig.port, orig.subject, ingressApplied);
+    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () =>
+      withConnectTimeout(connect(orig.ip, orig.port, orig.subject, ingressApplied), this.limits!.connectTimeoutMs);
     this.clients.set(socket, { orig, agent });
     socket.once("close", () => agent.destroy());
   }
@@ -227,9 +243,11 @@ export class HttpProxy {
     const fail = (err: Error): void => {
       log.info({ destination: `${orig.ip}:${orig.port}`, err: err.message }, "upstream failed");
       if (!res.headersSent) {
-        const body = "upstream connect error or disconnect/reset before headers";
-        res.writeHead(503, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) }).end(body);
-        flow("error", 503, { rule, ...mismatches });
+        const timedOut = (err as NodeJS.ErrnoException).code === CONNECT_TIMEOUT;
+        const status = timedOut ? 504 : 503;
+        const body = timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers";
+        res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) }).end(body);
+        flow("error", status, { rule, ...mismatches });
       } else {
         res.destroy();
       }
