@@ -149,6 +149,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     const f = audits.at(-1)!;
     assert.deepEqual([f.verdict, f.type, f.direction, f.destination.port, f.dropReason], ["AUDIT", "policy-verdict", "egress", 8081, "policy denied"]);
     assert.deepEqual(f.decidedBy, { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deny-8081", rule: "spec.egressDeny[0]" });
+    assert.equal(f.policyMatch, "L3-L4", "the deny entry names a peer, a protocol and a port");
     assert.equal((await observe("--verdict", "DROPPED", "--port", "8081", "--since", since)).length, 0, "nothing dropped");
 
     // The real hubble CLI filters on Hubble's own verdict AUDIT.
@@ -161,7 +162,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     const m = await metricsText();
     assert.ok(sample(m, 'membrane_agent_flows_total{verdict="AUDIT"}') >= 1, "membrane_agent_flows_total AUDIT");
     assert.ok(sample(m, 'membrane_agent_policy_audits_total{reason="policy denied"}') >= 1, "membrane_agent_policy_audits_total");
-    assert.ok(sample(m, 'hubble_policy_verdicts_total{direction="egress",match="none",action="audit"}') >= 1, "hubble_policy_verdicts_total action=audit");
+    assert.ok(sample(m, 'hubble_policy_verdicts_total{direction="egress",match="l3-l4",action="audit"}') >= 1, `hubble_policy_verdicts_total action=audit:\n${m.split("\n").filter((l) => l.startsWith("hubble_policy_verdicts_total")).join("\n")}`);
 
     await eventually("status.agent.policyAuditMode true", async () => {
       const a = (await client!.get<{ status?: { agent?: { policyAuditMode?: boolean } } }>(resourcePath(CILIUM_NODES, undefined, tb.node))).status?.agent;
