@@ -25,7 +25,15 @@ const event: fc.Arbitrary<Event> = fc.oneof(
   fc.record({
     kind: fc.constant("pod" as const),
     key: fc.constantFrom(...PODS),
-    pod: fc.option(fc.record({ identity: fc.integer({ min: 256, max: 259 }), node: fc.option(fc.constantFrom(...NODES, ""), { nil: undefined }), ips: fc.subarray(IPS, { maxLength: 2 }) }), { nil: undefined }),
+    pod: fc.option(
+      fc.record({
+        identity: fc.integer({ min: 256, max: 259 }),
+        node: fc.option(fc.constantFrom(...NODES, ""), { nil: undefined }),
+        ips: fc.subarray(IPS, { maxLength: 2 }),
+        workload: fc.option(fc.constantFrom({ kind: "Deployment", name: "web" }, { kind: "StatefulSet", name: "web" }), { nil: undefined }),
+      }),
+      { nil: undefined },
+    ),
   }),
   fc.record({
     kind: fc.constant("node" as const),
@@ -43,7 +51,7 @@ function fromScratch(pods: ReadonlyMap<string, PodAddresses>, nodes: ReadonlyMap
   const claims: { rank: number; key: string; entry: IPCacheEntry }[] = [];
   for (const [key, p] of pods) {
     const internal = p.node ? nodes.get(p.node)?.find((a) => a.type === "InternalIP")?.ip : undefined;
-    for (const ip of p.ips) claims.push({ rank: 0, key, entry: { prefix: hostPrefix(ip), identity: p.identity, ...(internal ? { node: internal } : {}), pod: key } });
+    for (const ip of p.ips) claims.push({ rank: 0, key, entry: { prefix: hostPrefix(ip), identity: p.identity, ...(internal ? { node: internal } : {}), pod: key, ...(p.workload ? { workload: p.workload } : {}) } });
   }
   for (const [name, addrs] of nodes) for (const a of addrs) claims.push({ rank: 1, key: name, entry: { prefix: hostPrefix(a.ip), identity: IDENTITY.remoteNode, node: a.ip } });
   for (const [prefix, identity] of cidrs) claims.push({ rank: 2, key: "", entry: { prefix, identity } });

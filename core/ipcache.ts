@@ -5,12 +5,14 @@ import { canonicalPrefix, hostPrefix } from "./cidr.ts";
 import { IDENTITY } from "./identity.ts";
 import { comparePrefixes, mergeIPCache, sameIPCacheEntry } from "./nodestate.ts";
 import type { IPCacheEntry } from "./wire.ts";
+import type { Workload } from "./workload.ts";
 
-/** What of a pod the ipcache holds: its identity, the node it runs on (name) and its addresses. */
+/** What of a pod the ipcache holds: its identity, the node it runs on (name), its addresses and its workload (for flows). */
 export interface PodAddresses {
   readonly identity: number;
   readonly node?: string;
   readonly ips: readonly string[];
+  readonly workload?: Workload;
 }
 
 /** A node's address as CiliumNode lists it (InternalIP is the tunnel endpoint of its pods). */
@@ -29,6 +31,7 @@ export interface IPCacheChange {
 interface PodClaim {
   readonly identity: number;
   readonly node: string | undefined;
+  readonly workload: Workload | undefined;
   readonly prefixes: readonly string[];
   /** Its addresses in canonical form (how a Service's backends name them). */
   readonly addresses: readonly string[];
@@ -75,7 +78,7 @@ export class ClusterIPCache {
     const prefixes = [...new Set(pod.ips.map(hostPrefix))];
     const node = pod.node || undefined;
     const addresses = [...new Set(pod.ips.map(canonicalAddress).filter((a): a is string => a !== undefined))];
-    this.pods.set(key, { identity: pod.identity, node, prefixes, addresses });
+    this.pods.set(key, { identity: pod.identity, node, workload: pod.workload, prefixes, addresses });
     for (const p of prefixes) this.claim(p, "pods", key);
     for (const a of addresses) addTo(this.podsByAddress, a, key);
     if (node !== undefined) addTo(this.podsOnNode, node, key);
@@ -169,7 +172,7 @@ export class ClusterIPCache {
     if (pod !== undefined) {
       const claim = this.pods.get(pod)!;
       const node = claim.node === undefined ? undefined : this.nodes.get(claim.node)?.internal;
-      return { prefix, identity: claim.identity, ...(node ? { node } : {}), pod };
+      return { prefix, identity: claim.identity, ...(node ? { node } : {}), pod, ...(claim.workload ? { workload: claim.workload } : {}) };
     }
     const node = c && smallest(c.nodes);
     if (node !== undefined) return { prefix, identity: IDENTITY.remoteNode, node: this.nodes.get(node)!.prefixes.get(prefix)! };

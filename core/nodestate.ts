@@ -6,6 +6,7 @@ import { sameSubjectDns } from "./policy/dns-rules.ts";
 import { sameSubjectHttp } from "./policy/http-rules.ts";
 
 export { sameSubjectDns, sameSubjectHttp };
+import { sameWorkload } from "./workload.ts";
 import type { Downstream, IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration, SubjectDelta } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;
@@ -33,7 +34,7 @@ export function samePolicyEntry(a: PolicyEntry, b: PolicyEntry): boolean {
 }
 
 export function sameIPCacheEntry(a: IPCacheEntry, b: IPCacheEntry): boolean {
-  return a === b || (a.prefix === b.prefix && a.identity === b.identity && a.node === b.node && a.pod === b.pod && a.ipBlockIdentity === b.ipBlockIdentity);
+  return a === b || (a.prefix === b.prefix && a.identity === b.identity && a.node === b.node && a.pod === b.pod && sameWorkload(a.workload, b.workload) && a.ipBlockIdentity === b.ipBlockIdentity);
 }
 
 export function sameIdentityLabels(a: IdentityLabels, b: IdentityLabels): boolean {

@@ -2,6 +2,7 @@
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
 import type { FieldError, PolicyEntry, Result, RuleHttpRules, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
 import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
+import type { Workload } from "./workload.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
 export const STREAM_METHOD = "/membrane.v1.Distribution/Stream";
@@ -13,6 +14,8 @@ export interface IPCacheEntry {
   readonly node?: string;
   /** The pod that holds this address (`namespace/name`), for naming remote endpoints in flows. */
   readonly pod?: string;
+  /** That pod's workload (its Deployment, StatefulSet, CronJob, …), for Hubble's `Endpoint.workloads`; absent: none. */
+  readonly workload?: Workload;
   /**
    * Set when a NetworkPolicy ipBlock names this prefix: the ipBlock identity (local scope) that pod
    * addresses inside the prefix also have for ipBlock peers (core/ipblock.ts). The agent writes it to
@@ -187,7 +190,14 @@ const policyEntry = record({
 });
 const localIdentity: Check = (v, path) =>
   typeof v === "number" && Number.isInteger(v) && v >= MIN_LOCAL_IDENTITY && v <= MAX_LOCAL_IDENTITY ? undefined : fail(path, `must be a local identity (${MIN_LOCAL_IDENTITY} to ${MAX_LOCAL_IDENTITY})`);
-const ipcacheEntry = record({ prefix: nonEmpty, identity: U32, node: optional(nonEmpty), pod: optional(str), ipBlockIdentity: optional(localIdentity) });
+const ipcacheEntry = record({
+  prefix: nonEmpty,
+  identity: U32,
+  node: optional(nonEmpty),
+  pod: optional(str),
+  workload: optional(record({ kind: nonEmpty, name: nonEmpty })),
+  ipBlockIdentity: optional(localIdentity),
+});
 const identityLabels = record({ id: U32, labels: list(str) });
 const rule = record({
   id: U32,

@@ -13,6 +13,7 @@ import { loadKubeConfig } from "./kubeconfig.ts";
 
 export interface ObjectMeta {
   name: string;
+  generateName?: string;
   namespace?: string;
   uid?: string;
   resourceVersion?: string;

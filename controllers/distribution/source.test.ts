@@ -263,6 +263,38 @@ test("a pod or identity change records the shared part's delta from the change: 
   assert.equal(src.stateFor("n1").identities, gone.identities);
 });
 
+test("a pod's workload (Deployment through its ReplicaSet) rides on its ipcache entry; a pod adopted by another owner moves it", () => {
+  const owned = (rs: string, hash: string): PodObject => {
+    const p = pod("web-abc12", "web", 256, "n1", "10.0.1.5");
+    return {
+      ...p,
+      metadata: {
+        ...p.metadata,
+        generateName: `${rs}-`,
+        labels: { app: "web", "pod-template-hash": hash },
+        ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: rs, uid: "rs1", controller: true }],
+      },
+    };
+  };
+  const first = owned("web-6f9d8", "6f9d8");
+  const src = new NodeStateSource(cache([first]), cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const before = src.stateFor("n1");
+  assert.deepEqual(
+    before.ipcache.find((e) => e.prefix === "10.0.1.5/32"),
+    { prefix: "10.0.1.5/32", identity: 256, node: "192.0.2.1", pod: "ns/web-abc12", workload: { kind: "Deployment", name: "web" } },
+  );
+  // The same pod now controlled by a ReplicaSet of its own (no hash in its name): the entry moves, and only it.
+  const orphan = owned("frontend", "6f9d8");
+  assert.deepEqual(src.onPod({ type: "update", old: first, obj: orphan }), "all");
+  const after = src.stateFor("n1");
+  assert.deepEqual(src.sharedDeltas.between("ipcache", before.ipcache, after.ipcache)?.ipcacheUpserts, [
+    { prefix: "10.0.1.5/32", identity: 256, node: "192.0.2.1", pod: "ns/web-abc12", workload: { kind: "ReplicaSet", name: "frontend" } },
+  ]);
+  // An event that changes nothing of it moves nothing.
+  assert.deepEqual(src.onPod({ type: "update", old: orphan, obj: orphan }), []);
+});
+
 test("toServices: a node's compiled egress follows the Service's EndpointSlices (pods by their identity, a selector-less Service's addresses as CIDR identities in the ipcache)", () => {
   const pods = cache([pod("client", "client", 256, "n1", "10.0.1.5"), pod("db-1", "db", 257, "n2", "10.0.2.5"), pod("db-2", "db2", 258, "n2", "10.0.2.6")]);
   const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));

@@ -6,6 +6,7 @@ import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/
 import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
+import { sameWorkload, workloadOf, type Workload } from "../../core/workload.ts";
 import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
 import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings, sameSubjectDns, sameSubjectHttp } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
@@ -247,14 +248,14 @@ export class NodeStateSource {
     const a = this.podViews.get(key) ?? NO_POD;
     const b = this.podView(ev.type === "delete" ? undefined : ev.obj);
     const hostedMoved = a.id !== b.id || a.node !== b.node;
-    // The ipcache holds (address, identity, node) of pods that have addresses; the named ports resolve per identity.
-    const ipsMoved = (a.ips.length > 0 || b.ips.length > 0) && (hostedMoved || !sameStrings(a.ips, b.ips));
+    // The ipcache holds (address, identity, node, workload) of pods that have addresses; the named ports resolve per identity.
+    const ipsMoved = (a.ips.length > 0 || b.ips.length > 0) && (hostedMoved || !sameStrings(a.ips, b.ips) || !sameWorkload(a.workload, b.workload));
     const portsMoved = (a.ports.length > 0 || b.ports.length > 0) && (a.id !== b.id || !sameContainerPorts(a.ports, b.ports));
     if (b === NO_POD) this.podViews.delete(key);
     else this.podViews.set(key, b);
     if (!hostedMoved && !ipsMoved && !portsMoved) return [];
     if (ipsMoved) {
-      this.ipc.setPod(key, b.id === undefined ? undefined : { identity: b.id, node: b.node, ips: b.ips });
+      this.ipc.setPod(key, b.id === undefined ? undefined : { identity: b.id, node: b.node, ips: b.ips, ...(b.workload ? { workload: b.workload } : {}) });
       if (this.seen.services.size > 0) this.servicesDirty = true; // a Service's backend addresses may stand for another identity
     }
     if ((hostedMoved || portsMoved) && this.podIndex.set(key, b.id === undefined ? undefined : { identity: b.id, node: b.node ?? "", ports: b.ports })) this.namedPortsMoved = true;
@@ -294,7 +295,7 @@ export class NodeStateSource {
     const id = p && podNeedsIdentity(p) ? this.identityOf(p) : undefined;
     if (!p || id === undefined) return NO_POD;
     const ports = (p.spec?.containers ?? []).flatMap((c) => (c.ports ?? []).filter((port) => port.name));
-    return { id, node: p.spec?.nodeName ?? "", ips: podIPs(p), ports };
+    return { id, node: p.spec?.nodeName ?? "", ips: podIPs(p), ports, workload: workloadOf(p.metadata) };
   }
 
   private identityOf(pod: PodObject): number | undefined {
@@ -577,8 +578,9 @@ interface PodView {
   readonly node: string | undefined;
   readonly ips: readonly string[];
   readonly ports: readonly ContainerPort[];
+  readonly workload: Workload | undefined;
 }
-const NO_POD: PodView = { id: undefined, node: undefined, ips: [], ports: [] };
+const NO_POD: PodView = { id: undefined, node: undefined, ips: [], ports: [], workload: undefined };
 
 function sameContainerPorts(a: readonly ContainerPort[], b: readonly ContainerPort[]): boolean {
   return a.length === b.length && a.every((p, i) => p.name === b[i]!.name && p.containerPort === b[i]!.containerPort && p.protocol === b[i]!.protocol);
