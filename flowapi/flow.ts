@@ -1,6 +1,7 @@
 // The Flow: one datapath verdict enriched with who (identities, labels, pods), why (drop reason) and which rule decided.
 import type { Direction, RuleOrigin } from "../core/model.ts";
 import { PROTO_NUMBER } from "../core/model.ts";
+import type { Workload } from "../core/workload.ts";
 
 /** AUDIT: policy would have dropped it; audit mode (node or endpoint) let it pass. */
 export type FlowVerdict = "FORWARDED" | "DROPPED" | "AUDIT";
@@ -14,6 +15,8 @@ export interface FlowEndpoint {
   readonly labels: readonly string[]; // formatted security labels, e.g. "k8s:app=web"
   readonly namespace?: string;
   readonly pod?: string;
+  /** The pod's workloads (its Deployment, StatefulSet, CronJob, …: core/workload.ts), as Hubble's `Endpoint.workloads`. */
+  readonly workloads?: readonly Workload[];
   readonly ip: string;
   readonly port: number;
   /** A host endpoint (identity reserved:host): the node it is, i.e. the node that observed the flow. */

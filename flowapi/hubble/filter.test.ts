@@ -81,3 +81,19 @@ test("every field Membrane cannot honour is refused naming it; bad values name t
   const sel = compileFlowFilters([{ source_label: ["a in b"] }]);
   assert.match(sel.ok ? "" : sel.error, /^whitelist\[0\]\.source_label: "a in b"/);
 });
+
+test("workloads: a name, a kind/name, a kind alone (Deployment/), on the side asked; an endpoint without workloads matches none", () => {
+  const withWorkloads = f({
+    source: { ...f().source, workloads: [{ kind: "Deployment", name: "xwing" }] },
+    destination: { ...f().destination, workloads: [{ kind: "StatefulSet", name: "deathstar" }] },
+  });
+  assert.equal(matches([{ source_workload: [{ name: "xwing" }] }], withWorkloads), true);
+  assert.equal(matches([{ source_workload: [{ kind: "Deployment", name: "xwing" }] }], withWorkloads), true);
+  assert.equal(matches([{ source_workload: [{ kind: "StatefulSet", name: "xwing" }] }], withWorkloads), false);
+  assert.equal(matches([{ source_workload: [{ kind: "Deployment", name: "" }] }], withWorkloads), true);
+  assert.equal(matches([{ destination_workload: [{ name: "xwing" }, { kind: "StatefulSet" }] }], withWorkloads), true);
+  assert.equal(matches([{ destination_workload: [{ name: "xwing" }] }], withWorkloads), false);
+  assert.equal(matches([{ source_workload: [{ name: "xwing" }] }], f()), false);
+  const bad = compileFlowFilters([{ source_workload: ["xwing"] }]);
+  assert.equal(bad.ok ? "" : bad.error, "whitelist[0].source_workload[0]: must be a Workload ({kind, name})");
+});

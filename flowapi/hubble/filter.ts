@@ -19,8 +19,6 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   destination_fqdn: "flows carry no DNS names (no DNS proxy yet)",
   source_service: "flows carry no service",
   destination_service: "flows carry no service",
-  source_workload: "flows carry no workload",
-  destination_workload: "flows carry no workload",
   source_cluster_name: "flows carry no cluster name",
   destination_cluster_name: "flows carry no cluster name",
   interface: "flows carry no network interface",
@@ -70,6 +68,19 @@ function podMatcher(field: string, values: readonly string[]): (e: HubbleEndpoin
     if (ns === "" && pod === "") return false;
     return refs.some((r) => (r.prefix === "" || pod.startsWith(r.prefix)) && (r.ns === "" || r.ns === ns));
   };
+}
+
+/** Hubble's workload filter: an endpoint matches when one of its workloads has a filter's name and kind (an empty one matches any). */
+function workloadMatcher(field: string, values: readonly unknown[]): (e: HubbleEndpoint | undefined) => boolean {
+  const wanted = values.map((v, i) => {
+    if (typeof v !== "object" || v === null) throw new FilterError(`${field}[${i}]`, `${field}[${i}]: must be a Workload ({kind, name})`);
+    const { kind, name } = v as { kind?: unknown; name?: unknown };
+    if ((kind !== undefined && typeof kind !== "string") || (name !== undefined && typeof name !== "string")) {
+      throw new FilterError(`${field}[${i}]`, `${field}[${i}]: kind and name must be strings`);
+    }
+    return { kind: kind ?? "", name: name ?? "" };
+  });
+  return (e) => (e?.workloads ?? []).some((w) => wanted.some((f) => (f.name === "" || f.name === w.name) && (f.kind === "" || f.kind === w.kind)));
 }
 
 function ipMatcher(field: string, values: readonly string[]): (ip: string | undefined) => boolean {
@@ -228,6 +239,14 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
   }
   if (strs("destination_label").length) {
     const m = labelMatcher(field("destination_label"), strs("destination_label"));
+    checks.push((f) => m(f.destination));
+  }
+  if (list(ff, "source_workload").length) {
+    const m = workloadMatcher(field("source_workload"), list(ff, "source_workload"));
+    checks.push((f) => m(f.source));
+  }
+  if (list(ff, "destination_workload").length) {
+    const m = workloadMatcher(field("destination_workload"), list(ff, "destination_workload"));
     checks.push((f) => m(f.destination));
   }
   if (list(ff, "traffic_direction").length) {

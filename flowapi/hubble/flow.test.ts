@@ -71,6 +71,7 @@ test("a Hubble flow reads back as the flow it came from: every type, verdict, dr
     dropFlow({ protocol: "ICMPv6", source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 1 } }),
     dropFlow({ protocol: "ICMP", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 8 } }),
     flow({ protocol: "ICMP", source: { ...flow().source, port: 8 }, destination: { ...flow().destination, port: 0 } }),
+    flow({ source: { ...flow().source, workloads: [{ kind: "Deployment", name: "client" }] }, destination: { ...flow().destination, workloads: [{ kind: "StatefulSet", name: "web" }] } }),
     flow({ protocol: "GRE", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 0 } }),
     dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 }, decidedBy: undefined as never, dropReason: "spoofed source" }),
   ];
@@ -90,4 +91,10 @@ test("ICMP type from the datapath's ports: echo request (id → type), echo repl
   assert.deepEqual(icmp("ICMPv6", 0, 1), { ICMPv6: { type: 1, code: 0 } });
   // The echo id is not part of Hubble's flow: a request reads back without it.
   assert.deepEqual([fromHubbleFlow(toHubbleFlow(flow({ protocol: "ICMP", source: { ...flow().source, port: 4242 }, destination: { ...flow().destination, port: 8 } }))).source.port], [0]);
+});
+
+test("an endpoint's workloads are Hubble's Endpoint.workloads; none when the pod has none", () => {
+  const h = toHubbleFlow(flow({ destination: { ...flow().destination, workloads: [{ kind: "Deployment", name: "web" }] } }));
+  assert.deepEqual(h.destination.workloads, [{ kind: "Deployment", name: "web" }]);
+  assert.equal(h.source.workloads, undefined);
 });

@@ -77,6 +77,7 @@ function endpoint(e: FlowEndpoint): HubbleEndpoint {
     ...(e.namespace !== undefined ? { namespace: e.namespace } : {}),
     labels: e.labels,
     ...(e.pod !== undefined ? { pod_name: e.pod } : {}),
+    ...(e.workloads !== undefined && e.workloads.length > 0 ? { workloads: e.workloads } : {}),
   };
 }
 
@@ -203,6 +204,7 @@ function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, n
     labels: e?.labels ?? [],
     ...(e?.namespace ? { namespace: e.namespace } : {}),
     ...(e?.pod_name ? { pod: e.pod_name } : {}),
+    ...(e?.workloads !== undefined && e.workloads.length > 0 ? { workloads: e.workloads.map((w) => ({ kind: w.kind ?? "", name: w.name ?? "" })) } : {}),
     ip,
     port,
     ...(identity === IDENTITY_HOST && node ? { host: node } : {}),

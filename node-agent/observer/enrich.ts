@@ -5,6 +5,7 @@ import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
 import type { PolicyMatchLookup } from "./policy-match.ts";
+import type { Workload } from "../../core/workload.ts";
 import { protocolName, type PolicyMatch, type Flow, type FlowDecision, type FlowEndpoint, type FlowType, type FlowVerdict } from "../../flowapi/flow.ts";
 
 /** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
@@ -12,7 +13,7 @@ export interface EnrichLookups {
   readonly node: string;
   identityLabels(identity: number): readonly string[] | undefined;
   /** The pod behind an address, when it is a local or known endpoint. */
-  endpointByIp(ip: string): { readonly namespace: string; readonly pod: string } | undefined;
+  endpointByIp(ip: string): { readonly namespace: string; readonly pod: string; readonly workload?: Workload } | undefined;
   ruleOrigin(ruleId: number): RuleOrigin | undefined;
   /** Which part of a rule matched (policy-match.ts); absent: not reported. */
   policyMatch?: PolicyMatchLookup;
@@ -42,6 +43,7 @@ function endpoint(identity: number, ip: string, port: number, lookups: EnrichLoo
     identity,
     labels: lookups.identityLabels(identity) ?? [],
     ...(pod !== undefined ? { namespace: pod.namespace, pod: pod.pod } : {}),
+    ...(pod?.workload !== undefined ? { workloads: [pod.workload] } : {}),
     ip,
     port,
     // Only this node's own host endpoint is reserved:host in its events (another node is remote-node).

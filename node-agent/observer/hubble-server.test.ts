@@ -30,8 +30,15 @@ async function start(t: test.TestContext): Promise<Running> {
   buffer.push(
     dropFlow({
       time: new Date(now - 3000).toISOString(),
-      source: endpoint({ pod: "xwing", ip: "10.0.0.7", identity: 301, labels: ["k8s:class=xwing", "k8s:io.kubernetes.pod.namespace=default"] }),
-      destination: endpoint({ pod: "deathstar-1", ip: "10.0.1.9", port: 80, identity: 302, labels: ["k8s:class=deathstar", "k8s:io.kubernetes.pod.namespace=default"] }),
+      source: endpoint({ pod: "xwing", ip: "10.0.0.7", identity: 301, labels: ["k8s:class=xwing", "k8s:io.kubernetes.pod.namespace=default"], workloads: [{ kind: "Deployment", name: "xwing" }] }),
+      destination: endpoint({
+        pod: "deathstar-1",
+        ip: "10.0.1.9",
+        port: 80,
+        identity: 302,
+        labels: ["k8s:class=deathstar", "k8s:io.kubernetes.pod.namespace=default"],
+        workloads: [{ kind: "StatefulSet", name: "deathstar" }],
+      }),
       dropReason: "policy denied",
       decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deny-xwing", rule: "spec.ingressDeny[0]" },
     }),
@@ -123,6 +130,28 @@ test("hubble observe filters: --from-pod with --verdict, --to-label, --protocol 
   assert.equal(jsonFlows(otherNode.stdout).length, 0);
   const ip = await hubble("observe", "--server", r.server, "--to-ip", "10.0.1.0/28", "-o", "json");
   assert.equal(jsonFlows(ip.stdout).length, 3);
+});
+
+test("workloads: hubble observe prints each endpoint's workloads and --from-workload, --to-workload, --workload filter by them", async (t) => {
+  const r = await start(t);
+  const pods = (out: string): string[] => jsonFlows(out).map((f) => `${f.source.pod_name}>${f.destination.pod_name}`);
+  const all = await hubble("observe", "--server", r.server, "--last", "20", "-o", "jsonpb");
+  assert.equal(all.code, 0, all.stderr);
+  const denied = jsonFlows(all.stdout).find((f) => f.source.pod_name === "xwing")!;
+  assert.deepEqual(denied.source.workloads, [{ kind: "Deployment", name: "xwing" }]);
+  assert.deepEqual(denied.destination.workloads, [{ kind: "StatefulSet", name: "deathstar" }]);
+  const from = await hubble("observe", "--server", r.server, "--from-workload", "Deployment/xwing", "-o", "json");
+  assert.equal(from.code, 0, from.stderr);
+  assert.deepEqual(pods(from.stdout), ["xwing>deathstar-1"]);
+  const byName = await hubble("observe", "--server", r.server, "--to-workload", "deathstar", "-o", "json");
+  assert.deepEqual(pods(byName.stdout), ["xwing>deathstar-1"]);
+  const byKind = await hubble("observe", "--server", r.server, "--workload", "StatefulSet/", "-o", "json");
+  assert.deepEqual(pods(byKind.stdout), ["xwing>deathstar-1"]);
+  const wrongKind = await hubble("observe", "--server", r.server, "--from-workload", "StatefulSet/xwing", "-o", "json");
+  assert.equal(wrongKind.code, 0, wrongKind.stderr);
+  assert.deepEqual(pods(wrongKind.stdout), []);
+  const notXwing = await hubble("observe", "--server", r.server, "--not", "--workload", "xwing", "-o", "json");
+  assert.equal(jsonFlows(notXwing.stdout).length, 2, "the two flows of pods without a workload");
 });
 
 test("an unsupported filter is an error naming the field, from the hubble CLI and from grpc-js", async (t) => {

@@ -8,9 +8,9 @@ import { DROP_REASON_CODES } from "../bpf/layout.ts";
 import { PROTO_NUMBER } from "../../core/model.ts";
 
 const ipcache = [
-  { prefix: "10.1.0.5/32", identity: 300, node: "192.168.0.2", pod: "shop/web-0" },
+  { prefix: "10.1.0.5/32", identity: 300, node: "192.168.0.2", pod: "shop/web-0", workload: { kind: "StatefulSet", name: "web" } },
   { prefix: "fd00:0:0:1::5/128", identity: 300, node: "192.168.0.2", pod: "shop/web-1" },
-  { prefix: "10.0.0.7/32", identity: 256, pod: "default/client-1" },
+  { prefix: "10.0.0.7/32", identity: 256, pod: "default/client-1", workload: { kind: "Deployment", name: "client" } },
   { prefix: "10.9.0.0/16", identity: 16777217 }, // a CIDR identity: no pod
   { prefix: "10.8.0.0/16", identity: 400, pod: "odd/range" }, // a range never names one pod
   { prefix: "10.1.0.6/32", identity: 300, pod: "no-slash" },
@@ -19,9 +19,9 @@ const ipcache = [
 test("ipcache entries with a pod name their single address; ranges and malformed names do not", () => {
   const pods = podsFromIpcache(ipcache);
   assert.deepEqual(Object.fromEntries(pods), {
-    "10.1.0.5": { namespace: "shop", pod: "web-0" },
+    "10.1.0.5": { namespace: "shop", pod: "web-0", workload: { kind: "StatefulSet", name: "web" } },
     "fd00:0:0:1::5": { namespace: "shop", pod: "web-1" },
-    "10.0.0.7": { namespace: "default", pod: "client-1" },
+    "10.0.0.7": { namespace: "default", pod: "client-1", workload: { kind: "Deployment", name: "client" } },
   });
   assert.equal(parsePodRef("/x"), undefined);
   assert.equal(parsePodRef("x/"), undefined);
@@ -32,12 +32,18 @@ test("the local registration wins over the ipcache; a remote address is named fr
   const cluster = podsFromIpcache(ipcache);
   const local = new Map([["10.0.0.7", { namespace: "default", pod: "client-1-renamed" }]]);
   assert.deepEqual(podByAddress("10.0.0.7", local, cluster), { namespace: "default", pod: "client-1-renamed" });
-  assert.deepEqual(podByAddress("10.1.0.5", local, cluster), { namespace: "shop", pod: "web-0" });
+  assert.deepEqual(podByAddress("10.1.0.5", local, cluster), { namespace: "shop", pod: "web-0", workload: { kind: "StatefulSet", name: "web" } });
   assert.deepEqual(podByAddress("fd00:0:0:1:0:0:0:5", local, cluster), { namespace: "shop", pod: "web-1" });
   assert.equal(podByAddress("10.9.1.1", local, cluster), undefined);
 });
 
-test("a flow to a pod on another node names that pod and its namespace", () => {
+test("a local registration takes the ipcache's workload when the ipcache names the same pod", () => {
+  const cluster = podsFromIpcache(ipcache);
+  const local = new Map([["10.0.0.7", { namespace: "default", pod: "client-1" }]]);
+  assert.deepEqual(podByAddress("10.0.0.7", local, cluster), { namespace: "default", pod: "client-1", workload: { kind: "Deployment", name: "client" } });
+});
+
+test("a flow to a pod on another node names that pod, its namespace and its workload", () => {
   const cluster = podsFromIpcache(ipcache);
   const local = new Map([["10.0.0.7", { namespace: "default", pod: "client-1" }]]);
   const lookups: EnrichLookups = {
@@ -65,7 +71,7 @@ test("a flow to a pod on another node names that pod and its namespace", () => {
     dport: 8080,
   };
   const f = enrich(e, lookups);
-  assert.deepEqual(f.source, { identity: 256, labels: ["k8s:app=client"], namespace: "default", pod: "client-1", ip: "10.0.0.7", port: 40000 });
-  assert.deepEqual(f.destination, { identity: 300, labels: ["k8s:app=web"], namespace: "shop", pod: "web-0", ip: "10.1.0.5", port: 8080 });
+  assert.deepEqual(f.source, { identity: 256, labels: ["k8s:app=client"], namespace: "default", pod: "client-1", workloads: [{ kind: "Deployment", name: "client" }], ip: "10.0.0.7", port: 40000 });
+  assert.deepEqual(f.destination, { identity: 300, labels: ["k8s:app=web"], namespace: "shop", pod: "web-0", workloads: [{ kind: "StatefulSet", name: "web" }], ip: "10.1.0.5", port: 8080 });
   assert.deepEqual(f.decidedBy, { kind: "default-deny" });
 });

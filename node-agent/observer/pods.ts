@@ -1,10 +1,13 @@
 // Which pod holds an address, for naming both ends of a flow: local pods from the CNI, remote ones from the ipcache's `pod`.
 import { formatIP, parseIP, parsePrefix } from "../../core/cidr.ts";
 import type { IPCacheEntry } from "../../core/wire.ts";
+import type { Workload } from "../../core/workload.ts";
 
 export interface PodRef {
   readonly namespace: string;
   readonly pod: string;
+  /** Its workload, when the operator named one (the CNI's registrations do not know it). */
+  readonly workload?: Workload;
 }
 
 /** `namespace/name` as the operator writes it in an ipcache entry; undefined when either part is missing. */
@@ -29,20 +32,20 @@ export function podsFromIpcache(ipcache: readonly IPCacheEntry[]): Map<string, P
     const p = parsePrefix(e.prefix);
     if (p === undefined || p.bits !== (p.family === 4 ? 32 : 128)) continue; // pods hold single addresses
     const ref = parsePodRef(e.pod);
-    if (ref !== undefined) out.set(formatIP(p.family, p.addr), ref);
+    if (ref !== undefined) out.set(formatIP(p.family, p.addr), e.workload !== undefined ? { ...ref, workload: e.workload } : ref);
   }
   return out;
 }
 
 /**
  * The pod behind `ip`: this node's own registration first (known the moment the CNI adds the pod),
- * then the cluster-wide ipcache (remote pods, and local ones the CNI did not name).
+ * then the cluster-wide ipcache (remote pods, and local ones the CNI did not name). The workload is
+ * the ipcache's, when it names the same pod.
  */
 export function podByAddress(ip: string, local: ReadonlyMap<string, PodRef>, cluster: ReadonlyMap<string, PodRef>): PodRef | undefined {
-  const own = local.get(ip);
-  if (own !== undefined) return own;
-  const hit = cluster.get(ip);
-  if (hit !== undefined || !ip.includes(":")) return hit;
-  const canonical = canonicalAddress(ip);
-  return local.get(canonical) ?? cluster.get(canonical);
+  const key = local.has(ip) || cluster.has(ip) || !ip.includes(":") ? ip : canonicalAddress(ip);
+  const own = local.get(key);
+  const known = cluster.get(key);
+  if (own === undefined) return known;
+  return known?.workload !== undefined && own.workload === undefined && known.namespace === own.namespace && known.pod === own.pod ? { ...own, workload: known.workload } : own;
 }
