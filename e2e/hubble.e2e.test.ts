@@ -169,6 +169,64 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     assert.ok(one.every((f) => f.node_name === tc.nodeName(1)));
   });
 
+  it("a Deployment's pod is named with its workload (Deployment, through its ReplicaSet) and hubble observe --from-workload selects its flows", async () => {
+    const deployment = {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "squadron", namespace: "default" },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { fleet: "squadron" } },
+        template: {
+          metadata: { labels: { fleet: "squadron", class: "tiefighter", org: "empire" } },
+          spec: { nodeName: tc.nodeName(2), automountServiceAccountToken: false, containers: [{ name: "main", image: "any" }] },
+        },
+      },
+    };
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify(deployment));
+    // The controller manager creates the ReplicaSet and its pod; the operator gives the pod an identity.
+    let pod = "";
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const list = JSON.parse(await tc.kubectl(["get", "pods", "-n", "default", "-l", "fleet=squadron", "-o", "json"])) as {
+        items: { metadata: { name: string; annotations?: Record<string, string> }; status: { podIP?: string; conditions?: { type: string; status: string }[] } }[];
+      };
+      const p = list.items[0];
+      if (p?.status.podIP && p.metadata.annotations?.[IDENTITY_ANNOTATION] && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")) {
+        pod = p.metadata.name;
+        break;
+      }
+      if (Date.now() > end) assert.fail(`the squadron Deployment has no ready pod with an identity: ${JSON.stringify(list.items)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.match(pod, /^squadron-[a-z0-9]+-[a-z0-9]+$/, "a pod of the Deployment's ReplicaSet");
+    const squadron = await tc.prober("default", pod);
+    const deathstar = ips.get("default/deathstar")!;
+    const wanted = (f: HubbleFlow): boolean => f.source.pod_name === pod && f.destination.pod_name === "deathstar" && f.traffic_direction === "INGRESS";
+    let flows: HubbleFlow[];
+    const seen = Date.now() + 30_000;
+    // Probe until node 1's agent knows the pod's workload from the ipcache the operator sent (it follows the pod's creation).
+    for (;;) {
+      assert.equal((await squadron.probe(deathstar, 80, { timeoutMs: 3000 })).verdict, "connected");
+      flows = jsonFlows((await hubble("observe", "--server", relay, "--from-workload", "Deployment/squadron", "--last", "100", "-o", "jsonpb")).stdout);
+      if (flows.some(wanted)) break;
+      if (Date.now() > seen) assert.fail(`no ingress flow of ${pod} with its workload through the relay: ${JSON.stringify(flows)}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(flows.every((f) => f.source.workloads?.some((w) => w.kind === "Deployment" && w.name === "squadron")), JSON.stringify(flows));
+    const f = flows.find(wanted)!;
+    assert.deepEqual(f.source.workloads, [{ kind: "Deployment", name: "squadron" }]);
+    assert.equal(f.verdict, "FORWARDED");
+    assert.deepEqual(f.ingress_allowed_by?.map((p) => p.name), ["rule1"]);
+    assert.equal(f.destination.workloads, undefined, "a pod created by hand has no workload");
+    // Against the agent that judged it, by name alone; and a kind it does not have selects none of its flows.
+    const byName = jsonFlows((await hubble("observe", "--server", agent1, "--from-workload", "squadron", "--last", "100", "-o", "json")).stdout);
+    assert.ok(byName.some(wanted), JSON.stringify(byName));
+    const otherKind = jsonFlows((await hubble("observe", "--server", relay, "--from-workload", "StatefulSet/squadron", "--last", "100", "-o", "json")).stdout);
+    assert.deepEqual(otherKind, []);
+    await tc.kubectl(["delete", "deployment", "-n", "default", "squadron", "--wait=false"]);
+  });
+
   it("an unsupported filter is an error naming it, through the relay and against one agent", async () => {
     for (const server of [relay, agent1]) {
       const r = await hubble("observe", "--server", server, "--to-fqdn", "deathstar.empire.svc");
