@@ -7,7 +7,7 @@ import { sameSubjectHttp } from "./policy/http-rules.ts";
 
 export { sameSubjectDns, sameSubjectHttp };
 import { sameWorkload } from "./workload.ts";
-import type { Downstream, IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration, SubjectDelta } from "./wire.ts";
+import type { Downstream, IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration, SubjectDelta, TracingPolicyItem } from "./wire.ts";
 
 export type DeltaBody = Omit<Extract<Downstream, { type: "delta" }>, "type" | "version" | "baseVersion" | "nonce">;
 
@@ -55,6 +55,23 @@ export function samePolicyGenerations(a: readonly PolicyGeneration[], b: readonl
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!samePolicyGeneration(a[i]!, b[i]!)) return false;
   return true;
+}
+
+/** The same policy object: key, uid and generation (the API server bumps the generation on every spec change). */
+export function sameTracingPolicy(a: TracingPolicyItem, b: TracingPolicyItem): boolean {
+  return a === b || (a.key === b.key && a.uid === b.uid && a.generation === b.generation);
+}
+
+const byItemKey = (a: { key: string }, b: { key: string }): number => comparePrefixes(a.key, b.key);
+
+/** What of the TracingPolicies moved between two lists (any order): the items new or changed, whole, and the keys gone; both sorted by key. */
+export function diffTracingPolicies(from: readonly TracingPolicyItem[] = [], to: readonly TracingPolicyItem[] = []): Pick<DeltaBody, "tracingPolicyUpserts" | "tracingPolicyRemovals"> {
+  if (from === to) return {};
+  const before = byKey(from, (p) => p.key);
+  const after = new Set(to.map((p) => p.key));
+  const upserts = to.filter((p) => !sameOrMissing(before.get(p.key), p, sameTracingPolicy)).sort(byItemKey);
+  const removals = from.map((p) => p.key).filter((k) => !after.has(k)).sort(comparePrefixes);
+  return { ...(upserts.length > 0 ? { tracingPolicyUpserts: upserts } : {}), ...(removals.length > 0 ? { tracingPolicyRemovals: removals } : {}) };
 }
 
 type Rule = NodeState["rules"][number];
@@ -152,6 +169,7 @@ export function canonicalState(s: NodeState): NodeState {
     identities: [...s.identities].sort((a, b) => a.id - b.id),
     rules: [...s.rules].sort((a, b) => a.id - b.id),
     policyGenerations: [...s.policyGenerations].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    ...(s.tracingPolicies ? { tracingPolicies: [...s.tracingPolicies].sort(byItemKey) } : {}),
   };
 }
 
@@ -161,7 +179,8 @@ export function sameState(a: NodeState, b: NodeState): boolean {
   const d = diffState(ca, cb);
   // diffState lists rules to add only: equal counts and nothing to add is the same rule table.
   const moved = d.subjects.length + d.removedSubjects.length + d.ipcacheUpserts.length + d.ipcacheRemovals.length + d.identityUpserts.length + d.identityRemovals.length + d.ruleUpserts.length;
-  return moved === 0 && ca.rules.length === cb.rules.length && samePolicyGenerations(ca.policyGenerations, cb.policyGenerations);
+  const tracing = d.tracingPolicyUpserts === undefined && d.tracingPolicyRemovals === undefined;
+  return moved === 0 && tracing && ca.rules.length === cb.rules.length && samePolicyGenerations(ca.policyGenerations, cb.policyGenerations);
 }
 
 /**
@@ -194,6 +213,7 @@ export function diffState(from: NodeState, to: NodeState): DeltaBody {
     identityRemovals: from.identities.map((i) => i.id).filter((id) => !toIds.has(id)),
     ruleUpserts: to.rules.filter((r) => !sameOrMissing(fromRules.get(r.id), r, sameRule)),
     ...diffPolicyGenerations(from.policyGenerations, to.policyGenerations),
+    ...diffTracingPolicies(from.tracingPolicies, to.tracingPolicies),
   };
 }
 
@@ -273,7 +293,11 @@ export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
     d.policyGenerationUpserts.length + d.policyGenerationRemovals.length === 0
       ? s.policyGenerations
       : mergeSorted(s.policyGenerations, d.policyGenerationUpserts, d.policyGenerationRemovals, (a, b) => comparePrefixes(a.key, b.key), (g, k) => comparePrefixes(g.key, k), comparePrefixes);
-  return { policies, ipcache, identities, rules, policyGenerations };
+  const tracingPolicies =
+    (d.tracingPolicyUpserts?.length ?? 0) + (d.tracingPolicyRemovals?.length ?? 0) === 0
+      ? s.tracingPolicies
+      : mergeSorted(s.tracingPolicies ?? [], d.tracingPolicyUpserts ?? [], d.tracingPolicyRemovals ?? [], byItemKey, (p, k) => comparePrefixes(p.key, k), comparePrefixes);
+  return { policies, ipcache, identities, rules, policyGenerations, ...(tracingPolicies && tracingPolicies.length > 0 ? { tracingPolicies } : {}) };
 }
 
 /** A sorted ipcache with `upserts` put in (replacing the entry of their prefix) and `removals` taken out: one merge pass, no per-entry work beyond a comparison. */

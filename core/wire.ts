@@ -3,6 +3,7 @@
 import type { FieldError, PolicyEntry, Result, RuleHttpRules, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
 import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
 import type { Workload } from "./workload.ts";
+import { TRACING_POLICY_KINDS, validateTracingPolicy } from "./tracing.ts";
 
 /** gRPC method path of the stream (service membrane.v1.Distribution, method Stream). */
 export const STREAM_METHOD = "/membrane.v1.Distribution/Stream";
@@ -37,6 +38,29 @@ export interface PolicyGeneration {
   readonly generation: number;
 }
 
+/**
+ * A TracingPolicy or TracingPolicyNamespaced a node enforces, as the API server holds it (kind, name,
+ * namespace, spec: what `membrane runtime` reads), with the uid and generation its status is counted by.
+ * Tetragon's schema has no node selector: every node gets every policy.
+ */
+export interface TracingPolicyItem {
+  /** tracingPolicyKey: `TracingPolicy/name` or `TracingPolicyNamespaced/namespace/name`. */
+  readonly key: string;
+  readonly uid: string;
+  readonly generation: number;
+  readonly policy: {
+    readonly apiVersion: string;
+    readonly kind: (typeof TRACING_POLICY_KINDS)[number];
+    readonly metadata: { readonly name: string; readonly namespace?: string };
+    readonly spec: Readonly<Record<string, unknown>>;
+  };
+}
+
+/** The key of a TracingPolicy object on the wire and in status: `TracingPolicy/name`, `TracingPolicyNamespaced/namespace/name`. */
+export function tracingPolicyKey(kind: string, name: string, namespace?: string): string {
+  return kind === "TracingPolicyNamespaced" ? `${kind}/${namespace ?? ""}/${name}` : `${kind}/${name}`;
+}
+
 /** Everything a node needs; a snapshot carries all of it, a delta only what changed. */
 export interface NodeState {
   /** Compiled policy of the identities hosted on this node (one SubjectPolicy per identity). */
@@ -46,6 +70,8 @@ export interface NodeState {
   /** ruleId → where the rule came from, so every verdict can name its policy. */
   readonly rules: readonly { readonly id: number; readonly origin: RuleOrigin }[];
   readonly policyGenerations: readonly PolicyGeneration[];
+  /** The TracingPolicies the node's runtime enforcer runs (absent: none), sorted by key. */
+  readonly tracingPolicies?: readonly TracingPolicyItem[];
 }
 
 /** Per-subject entry changes: apply `added` before `removed` (no packet sees a gap). */
@@ -84,6 +110,9 @@ export type Downstream =
        */
       readonly policyGenerationUpserts: readonly PolicyGeneration[];
       readonly policyGenerationRemovals: readonly string[];
+      /** TracingPolicies new or changed (whole, by key), and the keys of those gone; absent: none. */
+      readonly tracingPolicyUpserts?: readonly TracingPolicyItem[];
+      readonly tracingPolicyRemovals?: readonly string[];
     };
 
 export type Upstream =
@@ -232,12 +261,44 @@ const httpRule = record({
 const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule) }));
 const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
+// A TracingPolicy item: its fields, its key matching its object, and the object as Tetragon's loader rules (core/tracing.ts) take it.
+const tracingPolicyItem: Check = (v, path) => {
+  const e = record({
+    key: nonEmpty,
+    uid: str,
+    generation: version,
+    policy: record({ apiVersion: oneOf("cilium.io/v1alpha1"), kind: oneOf(...TRACING_POLICY_KINDS), metadata: record({ name: nonEmpty, namespace: optional(nonEmpty) }), spec: record({}) }),
+  })(v, path);
+  if (e) return e;
+  const item = v as unknown as TracingPolicyItem;
+  const { kind, metadata } = item.policy;
+  if (kind === "TracingPolicyNamespaced" && metadata.namespace === undefined) return fail(join(path, "policy.metadata.namespace"), "required for a TracingPolicyNamespaced");
+  const key = tracingPolicyKey(kind, metadata.name, metadata.namespace);
+  if (item.key !== key) return fail(join(path, "key"), `must be ${JSON.stringify(key)} (the policy's kind, namespace and name), not ${JSON.stringify(item.key)}`);
+  const valid = validateTracingPolicy(item.policy);
+  if (!valid.ok) {
+    const first = valid.errors[0]!;
+    return fail(join(join(path, "policy"), first.path), first.message);
+  }
+  return undefined;
+};
+/** A list of items in strictly increasing key order (one item per key; what applyDelta merges by). */
+const sortedByKey = (item: Check): Check => (v, path) => {
+  const e = list(item)(v, path);
+  if (e) return e;
+  const items = v as readonly { key: string }[];
+  for (let i = 1; i < items.length; i++) if (!(items[i - 1]!.key < items[i]!.key)) return fail(`${path}[${i}].key`, `must come after ${JSON.stringify(items[i - 1]!.key)} (sorted by key, each key once)`);
+  return undefined;
+};
+const tracingPolicies = sortedByKey(tracingPolicyItem);
+
 const nodeState = record({
   policies: list(subjectPolicy),
   ipcache: list(ipcacheEntry),
   identities: list(identityLabels),
   rules: list(rule),
   policyGenerations: list(policyGeneration),
+  tracingPolicies: optional(tracingPolicies),
 });
 const snapshot = record({ version, nonce: nonEmpty, state: nodeState });
 const delta = record({
@@ -253,6 +314,8 @@ const delta = record({
   ruleUpserts: list(rule),
   policyGenerationUpserts: list(policyGeneration),
   policyGenerationRemovals: list(nonEmpty),
+  tracingPolicyUpserts: optional(tracingPolicies),
+  tracingPolicyRemovals: optional(list(nonEmpty)),
 });
 
 /**
@@ -307,12 +370,15 @@ function downstreamJSON(m: Downstream): string {
   const head = `{"type":"${m.type}","version":${JSON.stringify(m.version)},"nonce":${JSON.stringify(m.nonce)}`;
   if (m.type === "snapshot") {
     const s = m.state;
-    return `${head},"state":{"policies":${JSON.stringify(s.policies)},"ipcache":${listJSON(s.ipcache)},"identities":${listJSON(s.identities)},"rules":${listJSON(s.rules)},"policyGenerations":${listJSON(s.policyGenerations)}}}`;
+    return `${head},"state":{"policies":${JSON.stringify(s.policies)},"ipcache":${listJSON(s.ipcache)},"identities":${listJSON(s.identities)},"rules":${listJSON(s.rules)},"policyGenerations":${listJSON(s.policyGenerations)}${s.tracingPolicies ? `,"tracingPolicies":${listJSON(s.tracingPolicies)}` : ""}}}`;
   }
   return (
     `${head},"baseVersion":${JSON.stringify(m.baseVersion)},"subjects":${JSON.stringify(m.subjects)},"removedSubjects":${JSON.stringify(m.removedSubjects)}` +
     `,"ipcacheUpserts":${listJSON(m.ipcacheUpserts)},"ipcacheRemovals":${listJSON(m.ipcacheRemovals)},"identityUpserts":${listJSON(m.identityUpserts)},"identityRemovals":${listJSON(m.identityRemovals)}` +
-    `,"ruleUpserts":${listJSON(m.ruleUpserts)},"policyGenerationUpserts":${listJSON(m.policyGenerationUpserts)},"policyGenerationRemovals":${listJSON(m.policyGenerationRemovals)}}`
+    `,"ruleUpserts":${listJSON(m.ruleUpserts)},"policyGenerationUpserts":${listJSON(m.policyGenerationUpserts)},"policyGenerationRemovals":${listJSON(m.policyGenerationRemovals)}` +
+    (m.tracingPolicyUpserts ? `,"tracingPolicyUpserts":${listJSON(m.tracingPolicyUpserts)}` : "") +
+    (m.tracingPolicyRemovals ? `,"tracingPolicyRemovals":${listJSON(m.tracingPolicyRemovals)}` : "") +
+    "}"
   );
 }
 
@@ -322,8 +388,9 @@ const STATE_LISTS = ["policies", "ipcache", "identities", "rules", "policyGenera
 /** Every list of the message is there (what the operator sends; a test may write a malformed one on purpose, which goes out as it is). */
 function wellFormed(m: Downstream): boolean {
   if (typeof m.version !== "number" || typeof m.nonce !== "string") return false;
-  if (m.type === "delta") return typeof m.baseVersion === "number" && DELTA_LISTS.every((k) => Array.isArray(m[k]));
-  return isRecord(m.state) && STATE_LISTS.every((k) => Array.isArray(m.state[k]));
+  const optionalList = (v: unknown): boolean => v === undefined || Array.isArray(v);
+  if (m.type === "delta") return typeof m.baseVersion === "number" && DELTA_LISTS.every((k) => Array.isArray(m[k])) && optionalList(m.tracingPolicyUpserts) && optionalList(m.tracingPolicyRemovals);
+  return isRecord(m.state) && STATE_LISTS.every((k) => Array.isArray(m.state[k])) && optionalList(m.state.tracingPolicies);
 }
 
 /** JSON framing for gRPC's custom (de)serializers. */

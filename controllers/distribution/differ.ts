@@ -12,6 +12,7 @@ import {
   comparePrefixes,
   diffPolicyGenerations,
   diffState,
+  diffTracingPolicies,
 } from "../../core/nodestate.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
 import type { NodeState, PolicyGeneration, SubjectDelta } from "../../core/wire.ts";
@@ -45,7 +46,9 @@ export class StateDiffer {
       memo(this.canonicalParts, s[k], () =>
         isSorted<NodeState[K][number]>(s[k], PART_ORDER[k] as (a: NodeState[K][number], b: NodeState[K][number]) => number) ? s[k] : canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k],
       ) as NodeState[K];
-    return { policies, ipcache: part("ipcache"), identities: part("identities"), rules: part("rules"), policyGenerations: part("policyGenerations") };
+    // TracingPolicies: a handful, sorted by key where the source builds them; sorted here for any other producer.
+    const tracing = s.tracingPolicies && (memo(this.canonicalParts, s.tracingPolicies, () => canonicalState({ ...EMPTY_STATE, tracingPolicies: s.tracingPolicies }).tracingPolicies!) as NodeState["tracingPolicies"]);
+    return { policies, ipcache: part("ipcache"), identities: part("identities"), rules: part("rules"), policyGenerations: part("policyGenerations"), ...(tracing ? { tracingPolicies: tracing } : {}) };
   }
 
   /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
@@ -84,10 +87,11 @@ export class StateDiffer {
       ruleUpserts: rules.ruleUpserts,
       policyGenerationUpserts: gens.policyGenerationUpserts,
       policyGenerationRemovals: gens.policyGenerationRemovals,
+      ...diffTracingPolicies(from.tracingPolicies, to.tracingPolicies),
     };
     const changed =
       delta.subjects.length + delta.removedSubjects.length + delta.ipcacheUpserts.length + delta.ipcacheRemovals.length + delta.identityUpserts.length + delta.identityRemovals.length + delta.ruleUpserts.length +
-      delta.policyGenerationUpserts.length + delta.policyGenerationRemovals.length > 0;
+      delta.policyGenerationUpserts.length + delta.policyGenerationRemovals.length + (delta.tracingPolicyUpserts?.length ?? 0) + (delta.tracingPolicyRemovals?.length ?? 0) > 0;
     return changed ? delta : null;
   }
 
