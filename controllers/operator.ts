@@ -272,10 +272,26 @@ export class Operator {
       this.controllers.push(c);
     }
     if (on.has("tracing")) {
+      const nodes = informers.for<NodeObject>(NODES);
       for (const resource of [TRACING_POLICIES, TRACING_POLICIES_NAMESPACED]) {
         const policies = informers.for<TracingPolicyObject>(resource);
-        const c = new Controller(tracingPolicyReconciler({ client, resource, policies, events, log: this.log }), this.log, this.metrics, { workers: 1 });
+        // With the distribution stream, Enforced counts the nodes whose runtime enforcer runs each policy.
+        const enforcement = dist ? { nodes: () => nodes.list().map((n) => n.metadata.name), answers: () => dist.server.answers() } : undefined;
+        const c = new Controller(tracingPolicyReconciler({ client, resource, policies, events, log: this.log, ...(enforcement ? { enforcement } : {}) }), this.log, this.metrics, { workers: 1 });
         c.watch(policies);
+        if (dist) {
+          const all = (): string[] => policies.list().map(keyOf);
+          c.watch(nodes, (ev) => (ev.type === "update" ? [] : all()));
+          // Agents report after each change of the enforced set: one status pass per burst.
+          let refresh: NodeJS.Timeout | undefined;
+          dist.server.onRuntimeReport(() => {
+            refresh ??= setTimeout(() => {
+              refresh = undefined;
+              for (const k of all()) c.enqueue(k);
+            }, REPORT_COALESCE_MS);
+          });
+          this.timers.push(() => clearTimeout(refresh));
+        }
         this.controllers.push(c);
       }
     }
@@ -322,6 +338,8 @@ export class Operator {
     // toServices selects through Services and their EndpointSlices.
     const services = informers.for<ServiceObject>(SERVICES);
     const endpointSlices = informers.for<EndpointSliceObject>(ENDPOINT_SLICES);
+    // TracingPolicies go to every node when their CRDs are there (the tracing controller is on).
+    const tracingPolicies = this.config.controllers.has("tracing") ? [TRACING_POLICIES, TRACING_POLICIES_NAMESPACED].map((r) => informers.for<TracingPolicyObject>(r)) : [];
     // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
     // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
     const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
@@ -337,7 +355,7 @@ export class Operator {
           touchedPods.clear();
           for (const node of nodesOf(source.syncPods(keys))) c.enqueue(node);
         } else if (kind) {
-          for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices }, [kind]))) c.enqueue(node);
+          for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }, [kind]))) c.enqueue(node);
         } else if (!nodes.get(key)) server.forget(key);
         else server.publish(key, source.stateFor(key));
       },
@@ -353,6 +371,7 @@ export class Operator {
     for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
     c.watch(services, () => [sourceKey("services")]);
     c.watch(endpointSlices, () => [sourceKey("services")]);
+    for (const t of tracingPolicies) c.watch(t, () => [sourceKey("tracing")]);
     this.controllers.push(c);
     return { server, source };
   }

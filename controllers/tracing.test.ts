@@ -1,7 +1,8 @@
 // The conditions the tracing controller writes, from the object alone: Valid and Loaded, observedGeneration carried.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { tracingConditions, type TracingPolicyObject } from "./tracing.ts";
+import type { NodeAnswer } from "./distribution/server.ts";
+import { tracingConditions, tracingEnforcement, type TracingPolicyObject } from "./tracing.ts";
 
 const obj = (spec: unknown): TracingPolicyObject => ({
   apiVersion: "cilium.io/v1alpha1",
@@ -34,5 +35,48 @@ describe("tracing policy conditions", () => {
       ],
     );
     assert.match(conditions[0]?.message ?? "", /^spec\.kprobes\[0\]\.selectors\[0\]\.matchActions\[0\]\.action: FollowFD was removed from Tetragon/);
+  });
+});
+
+describe("tracing policy enforcement over the nodes' reports", () => {
+  const policy: TracingPolicyObject = { ...obj({ lsmhooks: [{ hook: "file_open" }] }), metadata: { name: "p", uid: "u", generation: 4 } };
+  const report = (node: string, s: Partial<{ enforced: boolean; reason: string; message: string; generation: number }>): NodeAnswer => ({
+    node,
+    runtime: true,
+    tracing: [{ key: "TracingPolicy/p", uid: "u", generation: s.generation ?? 4, enforced: s.enforced ?? true, ...(s.reason ? { reason: s.reason } : {}), ...(s.message ? { message: s.message } : {}) }],
+  });
+  const byType = (cs: ReturnType<typeof tracingConditions>): Record<string, [string, string, string]> => Object.fromEntries(cs.map((c) => [c.type, [c.status, c.reason, c.message]]));
+
+  it("every node enforcing this generation: Enforced=True n/n, Loaded=True", () => {
+    const e = tracingEnforcement(policy, ["a", "b"], [report("b", {}), report("a", {})]);
+    assert.deepEqual(e, { enforced: 2, total: 2, nodeErrors: [] });
+    const c = byType(tracingConditions(policy, e));
+    assert.deepEqual(c.Enforced, ["True", "Enforced", "2/2 nodes"]);
+    assert.equal(c.Loaded?.[0], "True");
+    assert.match(c.Loaded?.[2] ?? "", /^2\/2 nodes; translates to: spec\.lsmhooks\[0\]/);
+  });
+
+  it("a node's refusal, an older generation, an agent without the enforcer and a missing agent are each named", () => {
+    const e = tracingEnforcement(policy, ["a", "b", "c", "d"], [
+      report("a", { enforced: false, reason: "HookUnavailable", message: "spec.lsmhooks[0] (file_open): no fanotify" }),
+      report("b", { generation: 3 }),
+      { node: "c" },
+    ]);
+    assert.deepEqual(e, {
+      enforced: 0,
+      total: 4,
+      nodeErrors: [
+        { node: "a", reason: "HookUnavailable", message: "spec.lsmhooks[0] (file_open): no fanotify" },
+        { node: "b", reason: "Pending", message: "not reported for this generation yet" },
+        { node: "c", reason: "EnforcerNotRunning", message: "its agent does not run the runtime enforcer (--enable-runtime, chart value runtime.enabled)" },
+        { node: "d", reason: "EnforcerNotRunning", message: "its agent is not connected" },
+      ],
+    });
+    const c = byType(tracingConditions(policy, e));
+    assert.deepEqual(c.Enforced?.slice(0, 2), ["False", "HookUnavailable"]);
+    assert.match(c.Enforced?.[2] ?? "", /^0\/4 nodes; a: HookUnavailable: spec\.lsmhooks\[0\] \(file_open\): no fanotify; b: Pending/);
+    assert.deepEqual(c.Loaded?.slice(0, 2), ["False", "HookUnavailable"]);
+    // Only late nodes: Unknown/Pending, never True.
+    assert.deepEqual(byType(tracingConditions(policy, tracingEnforcement(policy, ["b"], [report("b", { generation: 3 })]))).Enforced?.slice(0, 2), ["Unknown", "Pending"]);
   });
 });

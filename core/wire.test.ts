@@ -19,7 +19,7 @@ test("malformed agent messages are errors naming the field", () => {
   assert.deepEqual(parseUpstream({ type: "hello" }), { ok: false, errors: [{ path: "node", message: "must be a non-empty string" }] });
   assert.deepEqual(parseUpstream({ type: "nack", version: 1, nonce: "x" }), { ok: false, errors: [{ path: "error", message: "must be a string" }] });
   assert.equal(parseUpstream([]).ok, false);
-  assert.match(JSON.stringify(parseUpstream({ type: "bye" })), /must be hello, ack or nack/);
+  assert.match(JSON.stringify(parseUpstream({ type: "bye" })), /must be hello, ack, nack or runtime/);
 });
 
 const entry = { subject: 300, direction: "egress", peer: 301, proto: 6, port: 8080, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 1 } as const;

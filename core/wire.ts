@@ -61,6 +61,16 @@ export function tracingPolicyKey(kind: string, name: string, namespace?: string)
   return kind === "TracingPolicyNamespaced" ? `${kind}/${namespace ?? ""}/${name}` : `${kind}/${name}`;
 }
 
+/** One TracingPolicy on one node: enforced by its runtime enforcer, or why not (HookUnavailable naming the hook, Invalid, LoadFailed). */
+export interface TracingPolicyNodeStatus {
+  readonly key: string;
+  readonly uid: string;
+  readonly generation: number;
+  readonly enforced: boolean;
+  readonly reason?: string;
+  readonly message?: string;
+}
+
 /** Everything a node needs; a snapshot carries all of it, a delta only what changed. */
 export interface NodeState {
   /** Compiled policy of the identities hosted on this node (one SubjectPolicy per identity). */
@@ -122,8 +132,13 @@ export type Upstream =
    * the L7 proxy (its HTTP rules are enforced only then: decided by the proxy, or while the proxy is
    * down their connections fail).
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
+  /**
+   * Each TracingPolicy's status on the node, as its runtime enforcer reports it (sent by an agent that runs the
+   * enforcer, hello `runtime: true`, whenever it changes): the whole list, the last word.
+   */
+  | { readonly type: "runtime"; readonly policies: readonly TracingPolicyNodeStatus[] }
   | { readonly type: "nack"; readonly version: number; readonly nonce: string; readonly error: string };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -142,6 +157,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (v.lastAppliedVersion !== undefined && !isVersion(v.lastAppliedVersion)) return err("lastAppliedVersion", "must be a non-negative integer");
       if (v.dnsProxy !== undefined && typeof v.dnsProxy !== "boolean") return err("dnsProxy", "must be a boolean");
       if (v.l7Proxy !== undefined && typeof v.l7Proxy !== "boolean") return err("l7Proxy", "must be a boolean");
+      if (v.runtime !== undefined && typeof v.runtime !== "boolean") return err("runtime", "must be a boolean");
       return {
         ok: true,
         value: {
@@ -150,8 +166,28 @@ export function parseUpstream(v: unknown): Result<Upstream> {
           ...(v.lastAppliedVersion !== undefined ? { lastAppliedVersion: v.lastAppliedVersion as number } : {}),
           ...(v.dnsProxy !== undefined ? { dnsProxy: v.dnsProxy } : {}),
           ...(v.l7Proxy !== undefined ? { l7Proxy: v.l7Proxy } : {}),
+          ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
         },
       };
+    case "runtime": {
+      if (!Array.isArray(v.policies)) return err("policies", "must be a list");
+      const policies: TracingPolicyNodeStatus[] = [];
+      for (const [i, p] of (v.policies as unknown[]).entries()) {
+        const at = `policies[${i}]`;
+        if (!isRecord(p)) return err(at, "must be an object");
+        if (typeof p.key !== "string" || p.key === "") return err(`${at}.key`, "must be a non-empty string");
+        if (typeof p.uid !== "string") return err(`${at}.uid`, "must be a string");
+        if (!isVersion(p.generation)) return err(`${at}.generation`, "must be a non-negative integer");
+        if (typeof p.enforced !== "boolean") return err(`${at}.enforced`, "must be a boolean");
+        if (p.reason !== undefined && typeof p.reason !== "string") return err(`${at}.reason`, "must be a string");
+        if (p.message !== undefined && typeof p.message !== "string") return err(`${at}.message`, "must be a string");
+        policies.push({
+          key: p.key, uid: p.uid, generation: p.generation, enforced: p.enforced,
+          ...(p.reason !== undefined ? { reason: p.reason as string } : {}), ...(p.message !== undefined ? { message: p.message as string } : {}),
+        });
+      }
+      return { ok: true, value: { type: "runtime", policies } };
+    }
     case "ack":
     case "nack": {
       if (!isVersion(v.version)) return err("version", "must be a non-negative integer");
@@ -161,7 +197,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       return { ok: true, value: { type: "nack", version: v.version, nonce: v.nonce, error: v.error } };
     }
     default:
-      return err("type", `must be hello, ack or nack, not ${JSON.stringify(v.type)}`);
+      return err("type", `must be hello, ack, nack or runtime, not ${JSON.stringify(v.type)}`);
   }
 }
 

@@ -36,7 +36,7 @@ class RawOperator {
   }
 
   answerTo(nonce: string): Upstream | undefined {
-    return this.answers.find((a) => a.type !== "hello" && a.nonce === nonce);
+    return this.answers.find((a) => (a.type === "ack" || a.type === "nack") && a.nonce === nonce);
   }
 
   close(): Promise<void> {

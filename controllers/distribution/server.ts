@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
+import { type Downstream, type NodeState, type TracingPolicyNodeStatus, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
 import { EMPTY_STATE, type SharedPartLinks, type SubjectDeltaLinks } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 import type { AgentAuthResult } from "./tokenauth.ts";
@@ -42,10 +42,14 @@ export interface NodeReport {
   readonly dnsProxy?: boolean;
   /** Its agent said in its last hello that it runs the L7 proxy. */
   readonly l7Proxy?: boolean;
+  /** Its agent said in its last hello that it runs the runtime enforcer (TracingPolicies). */
+  readonly runtime?: boolean;
+  /** Each TracingPolicy's status on the node, as its agent last reported it. */
+  readonly tracing?: readonly TracingPolicyNodeStatus[];
 }
 
 /** A node's last acknowledged state and last refusal, and whether its agent runs the DNS and L7 proxies. */
-export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy" | "l7Proxy">;
+export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy" | "l7Proxy" | "runtime" | "tracing">;
 
 interface NodeRecord {
   counter: number;
@@ -54,6 +58,8 @@ interface NodeRecord {
   session?: Session;
   dnsProxy?: boolean;
   l7Proxy?: boolean;
+  runtime?: boolean;
+  tracing?: readonly TracingPolicyNodeStatus[];
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -77,6 +83,7 @@ export class DistributionServer {
   private readonly desired = new Map<string, NodeState>();
   private readonly records = new Map<string, NodeRecord>();
   private readonly listeners: ((node: string, generationsMoved: boolean) => void)[] = [];
+  private readonly runtimeListeners: ((node: string) => void)[] = [];
   /** Canonical forms and deltas memoised by part, so a change shared by every node is sorted and diffed once. */
   private readonly differ = new StateDiffer();
 
@@ -120,6 +127,11 @@ export class DistributionServer {
     this.listeners.push(listener);
   }
 
+  /** Called whenever what a node says of its TracingPolicies may have moved: its report, or its hello (the enforcer runs or not). */
+  onRuntimeReport(listener: (node: string) => void): void {
+    this.runtimeListeners.push(listener);
+  }
+
   /** Sets what `node` should hold; its agent (if connected) gets the change as soon as it has acknowledged the previous one. */
   publish(node: string, state: NodeState): void {
     this.desired.set(node, this.differ.canonical(state));
@@ -160,7 +172,7 @@ export class DistributionServer {
   answers(): readonly NodeAnswer[] {
     if (this.answerList) return this.answerList;
     const out: NodeAnswer[] = [];
-    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack, ...(r.dnsProxy ? { dnsProxy: true } : {}), ...(r.l7Proxy ? { l7Proxy: true } : {}) });
+    for (const [node, r] of this.records) out.push({ node, acked: r.acked?.state, nack: r.nack, ...(r.dnsProxy ? { dnsProxy: true } : {}), ...(r.l7Proxy ? { l7Proxy: true } : {}), ...(r.runtime ? { runtime: true } : {}), ...(r.tracing ? { tracing: r.tracing } : {}) });
     return (this.answerList = out);
   }
   private answerList: readonly NodeAnswer[] | undefined;
@@ -219,10 +231,17 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true });
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true });
         return;
       }
       if (msg.type === "hello") return;
+      if (msg.type === "runtime") {
+        const r = this.record(session.node);
+        r.tracing = msg.policies;
+        this.answerList = undefined;
+        for (const l of this.runtimeListeners) l(session.node);
+        return;
+      }
       this.onAnswer(session, msg);
     };
     const close = (): void => {
@@ -243,12 +262,15 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean }): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean }): Session {
     const r = this.record(node);
     const dnsProxy = proxies.dns;
     const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
     r.dnsProxy = proxies.dns;
     r.l7Proxy = proxies.l7;
+    const runtimeMoved = (r.runtime ?? false) !== proxies.runtime;
+    r.runtime = proxies.runtime;
+    if (!proxies.runtime) r.tracing = undefined; // an agent without the enforcer enforces none
     r.session?.stream.end(); // a newer connection of the same agent replaces the old one
     const s = new Session(node, stream);
     r.session = s;
@@ -260,6 +282,10 @@ export class DistributionServer {
       // What the node enforces of DNS rules, toFQDNs and HTTP rules changed with no new state: the policies' status reads it again.
       this.answerList = undefined;
       for (const l of this.listeners) l(node, true);
+    }
+    if (runtimeMoved) {
+      this.answerList = undefined;
+      for (const l of this.runtimeListeners) l(node);
     }
     this.push(s);
     return s;

@@ -7,7 +7,8 @@ import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
 import { sameWorkload, workloadOf, type Workload } from "../../core/workload.ts";
-import type { IPCacheEntry, IdentityLabels, NodeState, PolicyGeneration } from "../../core/wire.ts";
+import { type IPCacheEntry, type IdentityLabels, type NodeState, type PolicyGeneration, type TracingPolicyItem, tracingPolicyKey } from "../../core/wire.ts";
+import { validateTracingPolicy } from "../../core/tracing.ts";
 import { NO_PART_CHANGE, SharedPartLinks, SubjectDeltaLinks, comparePrefixes, samePolicyGenerations, sameRule, sameStrings, sameSubjectDns, sameSubjectHttp } from "../../core/nodestate.ts";
 import type { Informer, InformerEvent } from "../../kube/informer.ts";
 import type { KubeObject } from "../../kube/kube.ts";
@@ -19,6 +20,7 @@ import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeAnswer, NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
+import type { TracingPolicyObject } from "../tracing.ts";
 import { NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "../../core/host-endpoint.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
@@ -33,8 +35,8 @@ interface SharedParts {
 export type Affected = "all" | readonly string[];
 
 /** The kinds of object the source compiles; sync() can reconcile one kind (the one whose cache moved) or all. */
-export type SourceKind = "nodes" | "identities" | "policies" | "pods" | "services";
-export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods", "services"];
+export type SourceKind = "nodes" | "identities" | "policies" | "pods" | "services" | "tracing";
+export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods", "services", "tracing"];
 
 /** The caches the source reconciles against, besides the pods and nodes it is built with. */
 export interface SourceInformers {
@@ -43,6 +45,8 @@ export interface SourceInformers {
   /** Services and EndpointSlices, for toServices (without them, toServices entries select nothing). */
   readonly services?: Informer<ServiceObject>;
   readonly endpointSlices?: Informer<EndpointSliceObject>;
+  /** TracingPolicy and TracingPolicyNamespaced (when the tracing controller runs: its CRDs are installed); every node gets every one. */
+  readonly tracingPolicies?: readonly Informer<TracingPolicyObject>[];
 }
 
 /** Who holds the CIDR identities of the addresses toServices entries select (policy keys hold their own). */
@@ -92,6 +96,10 @@ export class NodeStateSource {
   /** The entries of the shared identity list and rule table by id, to tell what a change moved. */
   private readonly identityEntries = new Map<number, IdentityLabels>();
   private readonly ruleEntries = new Map<number, NodeState["rules"][number]>();
+  /** The TracingPolicies every node runs, by key (the last valid generation of each), and their list as nodes read it. */
+  private readonly tracing = new Map<string, TracingPolicyItem>();
+  private tracingList: readonly TracingPolicyItem[] = [];
+  private tracingDirty = false;
   /** Each node's host subject (reserved:host plus its labels, what nodeSelectors match) and the labels the compiler holds for it. */
   private readonly nodeHosts = new NodeHostIdentities();
   private readonly nodeHostLabels = new Map<string, LabelSet>();
@@ -128,6 +136,7 @@ export class NodeStateSource {
     pods: new Map<string, PodObject>(),
     nodes: new Map<string, NodeObject>(),
     services: new Map<string, ServiceObject>(),
+    tracing: new Map<string, TracingPolicyObject>(),
     endpointSlices: new Map<string, EndpointSliceObject>(),
   };
 
@@ -153,6 +162,9 @@ export class NodeStateSource {
       const byKey = (o: ServiceObject | EndpointSliceObject): string => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
       reconcileKind(informers.services?.list() ?? [], this.seen.services, byKey, this.onService, note);
       reconcileKind(informers.endpointSlices?.list() ?? [], this.seen.endpointSlices, byKey, this.onService, note);
+    }
+    if (kinds.includes("tracing")) {
+      reconcileKind(informers.tracingPolicies?.flatMap((i) => i.list()) ?? [], this.seen.tracing, tracingKeyOf, this.onTracingPolicy, note);
     }
     return all ? "all" : [...some];
   }
@@ -239,6 +251,27 @@ export class NodeStateSource {
   };
 
   /**
+   * Informer handler for TracingPolicy and TracingPolicyNamespaced: every node runs every valid one (Tetragon's
+   * schema has no node selector). One that no longer validates keeps its last valid generation (fail closed, as
+   * for network policies; its status says Invalid); deletion removes it. Status-only writes change nothing.
+   */
+  readonly onTracingPolicy = (ev: InformerEvent<TracingPolicyObject>): Affected => {
+    const key = tracingKeyOf(ev.obj);
+    if (ev.type === "delete") {
+      if (!this.tracing.delete(key)) return [];
+      this.tracingDirty = true;
+      return "all";
+    }
+    const held = this.tracing.get(key);
+    if (held && held.uid === (ev.obj.metadata.uid ?? "") && held.generation === (ev.obj.metadata.generation ?? 0)) return [];
+    const item = tracingItem(ev.obj);
+    if (!item) return [];
+    this.tracing.set(key, item);
+    this.tracingDirty = true;
+    return "all";
+  };
+
+  /**
    * Informer handler for pods, applied against the view the source holds of the pod (so a repeated
    * event changes nothing): a change of the ipcache concerns every node, a change of hosted
    * identities only the pod's nodes. O(the pod), whatever the number of pods.
@@ -317,7 +350,7 @@ export class NodeStateSource {
     const hostId = this.nodeHosts.idOf(node);
     const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
     if (host && (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced)) policies.unshift(host);
-    return { policies, ...this.shared };
+    return { policies, ...this.shared, ...(this.tracingList.length > 0 ? { tracingPolicies: this.tracingList } : {}) };
   }
 
   /** How many of `nodes` enforce this generation of `obj`, and which refused it. */
@@ -451,6 +484,10 @@ export class NodeStateSource {
     }
     this.applyCompiled();
     if (this.identitiesTouched.size > 0) this.refreshIdentities();
+    if (this.tracingDirty) {
+      this.tracingDirty = false;
+      this.tracingList = [...this.tracing.values()].sort((a, b) => comparePrefixes(a.key, b.key));
+    }
     if (this.policiesDirty) {
       this.policiesDirty = false;
       this.refreshRules();
@@ -590,6 +627,22 @@ function podIPs(pod: PodObject): string[] {
   const ips = (pod.status?.podIPs ?? []).map((p) => p.ip);
   if (ips.length === 0 && pod.status?.podIP) ips.push(pod.status.podIP);
   return ips;
+}
+
+/** A TracingPolicy object's key on the wire (its kind from the object; an informer's list items carry it for custom resources). */
+const tracingKeyOf = (o: TracingPolicyObject): string => tracingPolicyKey(o.kind ?? (o.metadata.namespace ? "TracingPolicyNamespaced" : "TracingPolicy"), o.metadata.name, o.metadata.namespace);
+
+/** The wire item of a TracingPolicy object, or undefined when it does not validate (Tetragon's loader rules, core/tracing.ts). */
+export function tracingItem(o: TracingPolicyObject): TracingPolicyItem | undefined {
+  const kind = o.kind === "TracingPolicyNamespaced" || (o.kind === undefined && o.metadata.namespace) ? "TracingPolicyNamespaced" : "TracingPolicy";
+  const policy = {
+    apiVersion: "cilium.io/v1alpha1",
+    kind,
+    metadata: { name: o.metadata.name, ...(kind === "TracingPolicyNamespaced" ? { namespace: o.metadata.namespace ?? "" } : {}) },
+    spec: (o.spec ?? {}) as Readonly<Record<string, unknown>>,
+  } as const;
+  if (!validateTracingPolicy(policy).ok) return undefined;
+  return { key: tracingPolicyKey(kind, o.metadata.name, o.metadata.namespace), uid: o.metadata.uid ?? "", generation: o.metadata.generation ?? 0, policy };
 }
 
 const podKey = (pod: PodObject): string => `${pod.metadata.namespace ?? ""}/${pod.metadata.name}`;

@@ -1339,9 +1339,9 @@ export interface TracingPolicy {
       }>;
     };
   };
-  /** What the operator observed: whether the policy is valid and whether this kernel can load it. */
+  /** What the operator observed: whether the policy is valid, whether this kernel can load it, and which nodes enforce it. */
   status?: {
-    /** Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why; NotLoadedYet says what the policy translates to. */
+    /** Valid (admission's verdict); Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why, True once every node's runtime enforcer runs it; Enforced: n/m nodes, and why the others do not (EnforcerNotRunning, Pending, or the node's HookUnavailable/LoadFailed). */
     conditions?: Array<{
       /** Condition type in CamelCase, e.g. Valid, Enforced, Ready. */
       type: string;
@@ -1358,6 +1358,21 @@ export interface TracingPolicy {
     }>;
     /** metadata.generation the conditions were computed from. */
     observedGeneration?: number;
+    /** Nodes whose runtime enforcer runs the current generation, of the cluster's nodes, e.g. "3/3". */
+    enforced?: string;
+    /** Nodes whose runtime enforcer runs the current generation. */
+    enforcedNodes?: number;
+    /** The cluster's nodes (every node runs every TracingPolicy). */
+    totalNodes?: number;
+    /** Nodes that do not enforce the current generation, and why. */
+    nodeErrors?: Array<{
+      /** Node name. */
+      node: string;
+      /** EnforcerNotRunning, Pending, HookUnavailable, Invalid or LoadFailed. */
+      reason: string;
+      /** Details. */
+      message: string;
+    }>;
   };
 }
 
@@ -1425,9 +1440,9 @@ export interface TracingPolicyNamespaced {
       }>;
     };
   };
-  /** What the operator observed: whether the policy is valid and whether this kernel can load it. */
+  /** What the operator observed: whether the policy is valid, whether this kernel can load it, and which nodes enforce it. */
   status?: {
-    /** Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why; NotLoadedYet says what the policy translates to. */
+    /** Valid (admission's verdict); Loaded: False with reason HookUnavailable names each hook, action or filter this kernel cannot serve and why, True once every node's runtime enforcer runs it; Enforced: n/m nodes, and why the others do not (EnforcerNotRunning, Pending, or the node's HookUnavailable/LoadFailed). */
     conditions?: Array<{
       /** Condition type in CamelCase, e.g. Valid, Enforced, Ready. */
       type: string;
@@ -1444,5 +1459,20 @@ export interface TracingPolicyNamespaced {
     }>;
     /** metadata.generation the conditions were computed from. */
     observedGeneration?: number;
+    /** Nodes whose runtime enforcer runs the current generation, of the cluster's nodes, e.g. "3/3". */
+    enforced?: string;
+    /** Nodes whose runtime enforcer runs the current generation. */
+    enforcedNodes?: number;
+    /** The cluster's nodes (every node runs every TracingPolicy). */
+    totalNodes?: number;
+    /** Nodes that do not enforce the current generation, and why. */
+    nodeErrors?: Array<{
+      /** Node name. */
+      node: string;
+      /** EnforcerNotRunning, Pending, HookUnavailable, Invalid or LoadFailed. */
+      reason: string;
+      /** Details. */
+      message: string;
+    }>;
   };
 }

@@ -377,17 +377,27 @@ export const TRACING_SHARED_TYPES: ReadonlyMap<JSONSchemaProps, string> = (() =>
 })();
 
 /** Written by the operator (controllers/tracing.ts); Membrane's addition to Tetragon's schema. */
-const STATUS = obj("What the operator observed: whether the policy is valid and whether this kernel can load it.", {
+const STATUS = obj("What the operator observed: whether the policy is valid, whether this kernel can load it, and which nodes enforce it.", {
   conditions: conditions(
-    "Valid (admission's verdict) and Loaded: False with reason HookUnavailable names each hook, action or filter " +
-      "this kernel cannot serve and why; NotLoadedYet says what the policy translates to.",
+    "Valid (admission's verdict); Loaded: False with reason HookUnavailable names each hook, action or filter " +
+      "this kernel cannot serve and why, True once every node's runtime enforcer runs it; Enforced: n/m nodes, " +
+      "and why the others do not (EnforcerNotRunning, Pending, or the node's HookUnavailable/LoadFailed).",
   ),
   observedGeneration: int("metadata.generation the conditions were computed from.", { minimum: 0, format: "int64" }),
+  enforced: str('Nodes whose runtime enforcer runs the current generation, of the cluster\'s nodes, e.g. "3/3".'),
+  enforcedNodes: int("Nodes whose runtime enforcer runs the current generation.", { minimum: 0, format: "int32" }),
+  totalNodes: int("The cluster's nodes (every node runs every TracingPolicy).", { minimum: 0, format: "int32" }),
+  nodeErrors: arr(
+    "Nodes that do not enforce the current generation, and why.",
+    obj("One node.", { node: str("Node name."), reason: str("EnforcerNotRunning, Pending, HookUnavailable, Invalid or LoadFailed."), message: str("Details.") }, { required: ["node", "reason", "message"] }),
+    { "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"] },
+  ),
 });
 
 const LOADED_COLUMNS: PrinterColumn[] = [
   { name: "Loaded", type: "string", jsonPath: '.status.conditions[?(@.type=="Loaded")].status', description: "Whether the policy is loaded." },
   { name: "Reason", type: "string", jsonPath: '.status.conditions[?(@.type=="Loaded")].reason', description: "Why (HookUnavailable names the hook in the condition message)." },
+  { name: "Enforced", type: "string", jsonPath: ".status.enforced", description: "Nodes enforcing the current generation out of the cluster's nodes." },
   AGE_COLUMN,
 ];
 
