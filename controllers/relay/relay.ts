@@ -7,6 +7,7 @@ import { CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
 import { decodeBatch, decodeFlowsResponse, observerServiceWithEncoded } from "../../flowapi/hubble/batch.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { parseFlowsRequest } from "../../flowapi/hubble/getflows.ts";
+import { LostEvents, lostEventOf } from "../../flowapi/hubble/lost.ts";
 import { msOf, timestampOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
 import type { KubeClient } from "../../kube/kube.ts";
 
@@ -30,7 +31,7 @@ const PEER_DEADLINE_MS = 5000;
 /** How often a following request looks for agents that appeared or whose stream ended. */
 export const PEER_RESCAN_MS = 5000;
 
-/** Flows a following client may fall behind before the relay cuts it off (RESOURCE_EXHAUSTED): its memory stays bounded. */
+/** Messages a following client may fall behind; what does not fit is lost to it and told (Hubble's LostEvent): the relay's memory stays bounded. */
 export const RELAY_MAX_BACKLOG = 50_000;
 
 /** An error for a grpc-js callback or stream with a status code. */
@@ -160,33 +161,56 @@ export class HubbleRelay {
     return [...seen].sort().map((namespace) => ({ cluster: "", namespace }));
   }
 
-  /** The gRPC handler: the merged stream written to the call, cancelled when the client goes. */
+  /**
+   * The gRPC handler: the merged stream written to the call, cancelled when the client goes. A follower more than
+   * RELAY_MAX_BACKLOG messages behind loses what does not fit and is told how many once it has room again
+   * (Hubble's LostEvent, source HUBBLE_RING_BUFFER, node name empty: the relay lost them, not a node), so the
+   * relay's memory stays bounded; an answer that ends by itself is bounded already (the nodes' rings, read first).
+   */
   private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>): Promise<void> {
-    // Flows handed to the call and not yet written to the connection; past RELAY_MAX_BACKLOG a follower is cut off
-    // (an answer that ends by itself is bounded already: the nodes' rings, read before it is written).
     const follow = call.request.follow === true;
     let unwritten = 0;
     let failed = false;
+    const lost = new LostEvents();
+    let telling = false;
     const fail = (code: grpc.status, message: string): void => {
       if (failed) return;
       failed = true;
       call.emit("error", grpcError(code, message));
     };
-    const send = (r: GetFlowsResponse | Buffer): void => {
+    const tell = (): void => {
+      telling = false;
+      if (failed || !lost.pending || unwritten >= RELAY_MAX_BACKLOG) return;
+      for (const r of lost.take("")) put(r);
+    };
+    const put = (r: GetFlowsResponse | Buffer): void => {
+      unwritten++;
+      call.write(r, () => {
+        unwritten--;
+        if (lost.pending && !telling) {
+          telling = true; // room again: tell the loss even when no new flow comes
+          setImmediate(tell);
+        }
+      });
+    };
+    const send = (r: GetFlowsResponse | Buffer, timeMs: number): void => {
       if (failed) return;
       if (follow && unwritten >= RELAY_MAX_BACKLOG) {
-        fail(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${RELAY_MAX_BACKLOG} flows behind`);
-        cancel();
+        // A node's own LostEvent that does not fit keeps its count (and source) in the relay's.
+        const told = lostEventOf(r);
+        if (told !== undefined) lost.addEvent(told, timeMs);
+        else lost.add("HUBBLE_RING_BUFFER", 1, timeMs);
         return;
       }
-      unwritten++;
-      call.write(r, () => unwritten--);
+      if (lost.pending) tell();
+      put(r);
     };
     let cancel = (): void => {};
-    cancel = await this.merge(call.request, { write: send, writeEncoded: send, end: () => call.end(), fail });
+    cancel = await this.merge(call.request, { write: (r) => send(r, msOf(r.time) ?? Date.now()), writeEncoded: send, end: () => call.end(), fail });
     if (failed) cancel();
     this.calls.add(call);
     const done = (): void => {
+      failed = true;
       cancel();
       this.calls.delete(call);
     };
@@ -339,7 +363,7 @@ export class HubbleRelay {
         });
       } else {
         s.on("data", (batch: Buffer) => {
-          for (const e of decodeBatch(batch)) if (admit(e.timeMs)) out.writeEncoded(e.bytes);
+          for (const e of decodeBatch(batch)) if (admit(e.timeMs)) out.writeEncoded(e.bytes, e.timeMs);
         });
       }
       const gone = (why: string): void => {
@@ -392,8 +416,8 @@ export class HubbleRelay {
 /** Where the merged stream goes: a gRPC call, or a client in the same process. */
 interface FlowSink {
   write(r: GetFlowsResponse): void;
-  /** A GetFlowsResponse as an agent encoded it. */
-  writeEncoded(bytes: Buffer): void;
+  /** A GetFlowsResponse as an agent encoded it, and its time. */
+  writeEncoded(bytes: Buffer, timeMs: number): void;
   end(): void;
   fail(code: grpc.status, message: string): void;
 }

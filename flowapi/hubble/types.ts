@@ -107,9 +107,22 @@ export interface GetFlowsRequest {
   readonly extensions?: unknown;
 }
 
+/** flow.LostEventSource: where events were lost. */
+export type LostEventSource = "UNKNOWN_LOST_EVENT_SOURCE" | "PERF_EVENT_RING_BUFFER" | "OBSERVER_EVENTS_QUEUE" | "HUBBLE_RING_BUFFER";
+
+/** flow.LostEvent: how many events were lost where, and (when known) the times of the first and the last. */
+export interface HubbleLostEvent {
+  readonly source: LostEventSource;
+  readonly num_events_lost: number;
+  readonly cpu?: { readonly value: number };
+  readonly first?: Timestamp;
+  readonly last?: Timestamp;
+}
+
 export interface GetFlowsResponse {
   readonly flow?: HubbleFlow;
   readonly node_status?: unknown;
+  readonly lost_events?: HubbleLostEvent;
   readonly node_name: string;
   readonly time: Timestamp;
 }

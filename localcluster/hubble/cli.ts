@@ -3,7 +3,7 @@ import { execFile, execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import type { GetFlowsResponse, HubbleFlow, HubbleLostEvent } from "../../flowapi/hubble/types.ts";
 
 const BUILD = fileURLToPath(new URL("./build.sh", import.meta.url));
 
@@ -31,10 +31,20 @@ export function runHubble(args: readonly string[], timeoutMs = 30_000): Promise<
   );
 }
 
-/** The flows of `hubble observe -o json` output (one GetFlowsResponse per line). */
-export function jsonFlows(stdout: string): HubbleFlow[] {
+/** The GetFlowsResponses of `hubble observe -o json` output (one per line). */
+export function jsonResponses(stdout: string): GetFlowsResponse[] {
   return stdout
     .split("\n")
     .filter((l) => l.trim() !== "")
-    .map((l) => (JSON.parse(l) as { flow: HubbleFlow }).flow);
+    .map((l) => JSON.parse(l) as GetFlowsResponse);
+}
+
+/** The flows of `hubble observe -o json` output (one GetFlowsResponse per line; other responses left out). */
+export function jsonFlows(stdout: string): HubbleFlow[] {
+  return jsonResponses(stdout).flatMap((r) => (r.flow !== undefined ? [r.flow] : []));
+}
+
+/** The LostEvents of `hubble observe -o json` output. */
+export function jsonLostEvents(stdout: string): HubbleLostEvent[] {
+  return jsonResponses(stdout).flatMap((r) => (r.lost_events !== undefined ? [r.lost_events] : []));
 }

@@ -7,10 +7,10 @@ import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
 import { FlowBuffer } from "./buffer.ts";
-import { HubbleServer } from "./hubble-server.ts";
+import { HubbleServer, MAX_FOLLOW_BACKLOG } from "./hubble-server.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { HubbleClient } from "../../flowapi/hubble/client.ts";
-import { hubbleBinary, jsonFlows, runHubble, type HubbleRun } from "../../localcluster/hubble/cli.ts";
+import { hubbleBinary, jsonFlows, jsonLostEvents, runHubble, type HubbleRun } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { makePki } from "../../kube/testing/pki.ts";
 
@@ -18,6 +18,7 @@ const log = pino({ level: "silent" });
 
 interface Running {
   buffer: FlowBuffer;
+  hubble: HubbleServer;
   server: string;
   socket: string;
 }
@@ -51,7 +52,7 @@ async function start(t: test.TestContext): Promise<Running> {
     await server.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  return { buffer, server: `unix://${socket}`, socket };
+  return { buffer, hubble: server, server: `unix://${socket}`, socket };
 }
 
 const hubble = (...args: string[]): Promise<HubbleRun> => runHubble(args);
@@ -190,6 +191,52 @@ test("hubble observe -f streams a drop that happens while it follows", async (t)
       ["xwing-2", "INVALID_SOURCE_IP"],
     ],
   );
+});
+
+test("a follower more than 50,000 flows behind loses the rest and is told: hubble observe prints EVENTS LOST (HUBBLE_RING_BUFFER) with the count, and follows on", async (t) => {
+  const r = await start(t);
+  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "-o", "compact"], { maxBuffer: 64 * 1024 * 1024 });
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  // The stream is open once a marker flow arrives (`-f` alone replays nothing).
+  await waitFor(() => {
+    if (!out.includes("marker-0")) r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-0" }) }));
+    return out.includes("marker-0");
+  });
+  // One burst in one turn of the event loop: more than the bound at once, so exactly the excess is lost to this client.
+  const burst = MAX_FOLLOW_BACKLOG + 10_000;
+  const base = Date.now();
+  for (let i = 0; i < burst; i++) r.buffer.push(flow({ time: new Date(base + Math.floor(i / 100)).toISOString(), source: endpoint({ pod: "burst", port: 1024 + (i % 60000) }) }));
+  await waitFor(() => out.includes("EVENTS LOST"), 60_000);
+  r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-1" }) }));
+  await waitFor(() => out.includes("marker-1"), 60_000);
+  const lines = out.split("\n").filter((l) => l !== "");
+  const lostAt = lines.findIndex((l) => l.includes("EVENTS LOST"));
+  assert.match(lines[lostAt]!, /EVENTS LOST: HUBBLE_RING_BUFFER CPU\(0\) 10000 \(first: .*, last: .*\)/);
+  assert.equal(lines.filter((l) => l.includes("default/burst:")).length, MAX_FOLLOW_BACKLOG, "every flow that fit arrived");
+  assert.equal(lostAt, lines.length - 2, "told after the flows that fit, before the next flow");
+  assert.ok(lines.at(-1)!.includes("marker-1"), "the client follows on");
+});
+
+test("events lost before the ring (the datapath's ring buffer was full) reach every follower as PERF_EVENT_RING_BUFFER, in -o json too", async (t) => {
+  const r = await start(t);
+  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "-o", "json"]);
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  await waitFor(() => {
+    if (!out.includes("marker-0")) r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-0" }) }));
+    return out.includes("marker-0");
+  });
+  const t0 = Date.now();
+  r.hubble.reportLost("PERF_EVENT_RING_BUFFER", 7, t0 - 1000, t0);
+  await waitFor(() => jsonLostEvents(out).length > 0);
+  const [lost] = jsonLostEvents(out);
+  assert.equal(lost!.source, "PERF_EVENT_RING_BUFFER");
+  assert.equal(Number(lost!.num_events_lost), 7); // uint64: a string in protojson
+  assert.equal(Date.parse(lost!.last as unknown as string), t0);
+  assert.equal(Date.parse(lost!.first as unknown as string), t0 - 1000);
 });
 
 test("on TCP the API is served with mutual TLS only: the hubble CLI and grpc-js with a client certificate, none without", async (t) => {

@@ -11,7 +11,8 @@ import { CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
 import { encodeBatch, encodeFlowsResponse, flowBatchesService, observerServiceWithEncoded, type EncodedFlow } from "../../flowapi/hubble/batch.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflows.ts";
-import { msOf, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
+import { LostEvents } from "../../flowapi/hubble/lost.ts";
+import { msOf, type LostEventSource, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
 import { membraneVersion } from "../health.ts";
 
 export interface HubbleListen {
@@ -21,7 +22,7 @@ export interface HubbleListen {
   readonly tcp?: { readonly address: string; readonly cert: Buffer; readonly key: Buffer; readonly clientCa: Buffer };
 }
 
-/** Flows a following client may fall behind before it is cut off (RESOURCE_EXHAUSTED). */
+/** Flows a following client may fall behind; what does not fit is lost to it, and it is told (Hubble's LostEvent). */
 export const MAX_FOLLOW_BACKLOG = 50_000;
 
 /** At most this many flows in one message of the batched service (a batch is then ≈ 0.5 MiB). */
@@ -34,6 +35,8 @@ interface FlowView {
   /** The unmasked GetFlowsResponse, encoded on first use. */
   bytes?: Buffer;
 }
+
+type LostListener = (source: LostEventSource, count: number, firstMs: number, lastMs: number) => void;
 
 /** The version string Hubble clients print: who answers, and which Hubble API it speaks. */
 export const HUBBLE_SERVER_VERSION = `membrane ${membraneVersion()} (Hubble API of cilium ${CILIUM_VERSION})`;
@@ -48,6 +51,8 @@ export class HubbleServer {
   private readonly startedAt = process.hrtime.bigint();
   private readonly streams = new Set<grpc.ServerWritableStream<GetFlowsRequest, unknown>>();
   private readonly views = new WeakMap<Flow, FlowView>();
+  /** The following streams, told of events lost before the ring (reportLost). */
+  private readonly followers = new Set<LostListener>();
   /** The addresses it listens on: `unix:/path`, `host:port`. */
   readonly addresses: string[] = [];
 
@@ -143,8 +148,18 @@ export class HubbleServer {
   }
 
   /**
+   * Tells every following client that `count` events were lost at `source` before they reached the ring (the
+   * datapath's ring buffer was full): each gets Hubble's LostEvent in its stream, in order with its flows.
+   */
+  reportLost(source: LostEventSource, count: number, firstMs: number, lastMs: number = firstMs): void {
+    for (const follower of this.followers) follower(source, count, firstMs, lastMs);
+  }
+
+  /**
    * GetFlows (one message per flow, Hubble's) or GetFlowBatches (`batched`: the relay's): the replay, then with
    * `follow` the flows kept from then on, written once per turn of the event loop rather than once per flow.
+   * A follower more than MAX_FOLLOW_BACKLOG flows behind loses the flows that do not fit and is told how many
+   * (Hubble's LostEvent, source HUBBLE_RING_BUFFER) once it has room again, as Hubble tells a reader its ring overtook.
    */
   private getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>, batched: boolean): void {
     const parsed = parseFlowsRequest(call.request);
@@ -153,47 +168,62 @@ export class HubbleServer {
       return;
     }
     const q = parsed.query;
+    const node = this.node;
     const encoded = (v: FlowView): EncodedFlow => ({
       bytes: q.mask ? encodeFlowsResponse({ flow: q.mask(v.hubble), node_name: this.node, time: v.hubble.time }) : (v.bytes ??= encodeFlowsResponse({ flow: v.hubble, node_name: this.node, time: v.hubble.time })),
       timeMs: v.timeMs,
     });
-    // Flows handed to the stream and not yet written to the connection: a client that stops reading is cut off.
+    // Messages handed to the stream and not yet written to the connection: past the bound, flows are lost to this client.
     let unwritten = 0;
-    const write = (vs: readonly FlowView[]): void => {
+    const lost = new LostEvents();
+    let pending: FlowView[] = [];
+    let scheduled = false;
+    let ended = false;
+    const schedule = (): void => {
+      if (scheduled || ended) return;
+      scheduled = true;
+      setImmediate(flush);
+    };
+    const written = (n: number) => (): void => {
+      unwritten -= n;
+      if (lost.pending) schedule(); // room again: tell the loss even when no new flow comes
+    };
+    const write = (entries: readonly EncodedFlow[]): void => {
       if (batched) {
-        for (let i = 0; i < vs.length; i += MAX_BATCH_FLOWS) {
-          const chunk = vs.slice(i, i + MAX_BATCH_FLOWS);
+        for (let i = 0; i < entries.length; i += MAX_BATCH_FLOWS) {
+          const chunk = entries.slice(i, i + MAX_BATCH_FLOWS);
           unwritten += chunk.length;
-          call.write(encodeBatch(chunk.map(encoded)), () => (unwritten -= chunk.length));
+          call.write(encodeBatch(chunk), written(chunk.length));
         }
         return;
       }
-      for (const v of vs) {
+      for (const e of entries) {
         unwritten++;
-        call.write(encoded(v).bytes, () => unwritten--);
+        call.write(e.bytes, written(1));
       }
     };
     // Replay and subscribe in one synchronous step, so no flow falls between them.
-    write(replay(q, this.buffer.query().map((f) => this.view(f)), (v) => v.hubble));
+    write(replay(q, this.buffer.query().map((f) => this.view(f)), (v) => v.hubble).map(encoded));
     if (!q.follow) {
       call.end();
       return;
     }
-    let pending: FlowView[] = [];
-    let scheduled = false;
-    let ended = false;
-    const flush = (): void => {
+    function flush(): void {
       scheduled = false;
-      if (ended || pending.length === 0) return;
+      if (ended) return;
       const vs = pending;
       pending = [];
-      if (unwritten + vs.length > MAX_FOLLOW_BACKLOG) {
-        ended = true;
-        call.emit("error", grpcError(grpc.status.RESOURCE_EXHAUSTED, `the client fell more than ${MAX_FOLLOW_BACKLOG} flows behind`));
-        return;
+      let room = MAX_FOLLOW_BACKLOG - unwritten;
+      const out: EncodedFlow[] = [];
+      if (lost.pending && room > 0) {
+        for (const r of lost.take(node)) out.push({ bytes: encodeFlowsResponse(r), timeMs: msOf(r.time)! });
+        room -= out.length;
       }
-      write(vs);
-    };
+      const fit = Math.max(0, Math.min(vs.length, room));
+      for (let i = 0; i < fit; i++) out.push(encoded(vs[i]!));
+      if (fit < vs.length) lost.add("HUBBLE_RING_BUFFER", vs.length - fit, vs[fit]!.timeMs, vs.at(-1)!.timeMs);
+      if (out.length > 0) write(out);
+    }
     const unsubscribe = this.buffer.subscribe((flow) => {
       if (ended) return;
       const v = this.view(flow);
@@ -206,15 +236,19 @@ export class HubbleServer {
       }
       if (!q.match(v.hubble) || !inWindow(q, v.hubble)) return;
       pending.push(v);
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
-      }
+      schedule();
     });
+    const follower: LostListener = (source, count, firstMs, lastMs) => {
+      if (ended) return;
+      lost.add(source, count, firstMs, lastMs);
+      schedule();
+    };
+    this.followers.add(follower);
     this.streams.add(call);
     const done = (): void => {
       ended = true;
       unsubscribe();
+      this.followers.delete(follower);
       this.streams.delete(call);
     };
     call.on("cancelled", done);
