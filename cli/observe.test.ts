@@ -17,7 +17,7 @@ import { observe as observeIn, parseObserveArgs } from "./observe.ts";
 const membrane = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const log = pino({ level: "silent" });
 
-async function startAgent(t: test.TestContext, name: string, flows: Flow[]): Promise<{ buffer: FlowBuffer; addr: string }> {
+async function startAgent(t: test.TestContext, name: string, flows: Flow[]): Promise<{ buffer: FlowBuffer; addr: string; server: HubbleServer }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observe-"));
   const buffer = new FlowBuffer({ capacity: 1000 });
   for (const f of flows) buffer.push(f);
@@ -27,7 +27,7 @@ async function startAgent(t: test.TestContext, name: string, flows: Flow[]): Pro
     await server.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  return { buffer, addr: addr! };
+  return { buffer, addr: addr!, server };
 }
 
 const observe = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
@@ -129,6 +129,37 @@ test("observe -f replays, then streams new matching flows from every server as t
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   child.kill("SIGINT");
   assert.equal(await exited, 0);
+});
+
+test("observe -f says on stderr when a server tells it lost events (Hubble's LostEvent), and goes on", async (t) => {
+  const a = await startAgent(t, "node-a", []);
+  const child = spawn(membrane, ["observe", "-f", "-o", "json", "--server", a.addr], { stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const until = async (cond: () => boolean, what: string): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!cond()) {
+      if (Date.now() > deadline) assert.fail(`waited for ${what}: ${out} ${err}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+  // The stream is open once a flow pushed now arrives.
+  await until(() => {
+    if (out === "") a.buffer.push(dropFlow({ node: "node-a", time: new Date().toISOString() }));
+    return out !== "";
+  }, "the first flow");
+  a.server.reportLost("PERF_EVENT_RING_BUFFER", 5, Date.now());
+  await until(() => err.includes("EVENTS LOST"), "the lost events");
+  assert.match(err, /^membrane observe: EVENTS LOST: PERF_EVENT_RING_BUFFER 5 \(node node-a\)$/m);
+  const before = jsonLines(out).length;
+  a.buffer.push(dropFlow({ node: "node-a", time: new Date().toISOString() }));
+  await until(() => jsonLines(out).length > before, "a flow after the loss");
+  assert.ok(jsonLines(out).every((f) => f.node === "node-a"), "no line for the loss on stdout");
 });
 
 test("a server that does not answer is reported on stderr and the others' flows are still shown", async (t) => {

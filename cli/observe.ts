@@ -148,7 +148,7 @@ async function targetsOf(a: ObserveArgs, warn: (s: string) => void): Promise<Obs
 export const OBSERVER_ANSWER_TIMEOUT_MS = 30_000;
 
 /** Streams one server's GetFlows answer as our flows, filtered again when Hubble's filters select more than ours. */
-async function readHubble(address: string, tls: HubbleClientTls | undefined, a: ObserveArgs, onFlow: (f: Flow) => void, signal?: AbortSignal): Promise<void> {
+async function readHubble(address: string, tls: HubbleClientTls | undefined, a: ObserveArgs, onFlow: (f: Flow) => void, warn: (s: string) => void, signal?: AbortSignal): Promise<void> {
   const { request, exact } = observeRequest(a.filter, a.follow);
   const again = exact ? undefined : flowPredicate(a.filter);
   const client = new HubbleClient(address, tls);
@@ -156,6 +156,7 @@ async function readHubble(address: string, tls: HubbleClientTls | undefined, a: 
     await clientSource(client, a.follow ? undefined : OBSERVER_ANSWER_TIMEOUT_MS)(
       request,
       (r: GetFlowsResponse) => {
+        if (r.lost_events !== undefined) warn(`${lostEventsText(r)}\n`);
         if (r.flow === undefined) return;
         const f = fromHubbleFlow(r.flow);
         if (again === undefined || again(f)) onFlow(f);
@@ -165,6 +166,12 @@ async function readHubble(address: string, tls: HubbleClientTls | undefined, a: 
   } finally {
     client.close();
   }
+}
+
+/** A LostEvent as a line for the user, as Hubble prints it: `EVENTS LOST: SOURCE N (node NODE)`. */
+export function lostEventsText(r: GetFlowsResponse): string {
+  const l = r.lost_events!;
+  return `EVENTS LOST: ${l.source} ${Number(l.num_events_lost)}${r.node_name ? ` (node ${r.node_name})` : " (relay)"}`;
 }
 
 /**
@@ -183,11 +190,11 @@ export async function observe(a: ObserveArgs, out: (s: string) => void, signal?:
   const targets = await targetsOf(a, warn);
   if (a.follow) {
     // Replay, then stream, from every server at once; lines are printed as they arrive.
-    await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => out(formatOne(f, a.output)), signal));
+    await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => out(formatOne(f, a.output)), warn, signal));
     return;
   }
   const all: Flow[] = [];
-  await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => all.push(f), signal));
+  await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => all.push(f), warn, signal));
   all.sort((x, y) => (x.time < y.time ? -1 : x.time > y.time ? 1 : 0));
   const flows = a.filter.last !== undefined ? all.slice(-a.filter.last) : all;
   out(a.output === "json" ? flows.map((f) => JSON.stringify(f) + "\n").join("") : formatFlowTable(flows));

@@ -43,7 +43,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -373,7 +373,8 @@ export class NodeAgent {
   private async startObserver(o: AgentObserverOptions): Promise<void> {
     const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
     if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
-    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), ...(o.flowLogs ? { flowLogs: o.flowLogs } : {}), log: this.log });
+    const dropCounters = this.opts.datapath.dropCounters?.bind(this.opts.datapath);
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(dropCounters ? { lostEvents: () => dropCounters().lostEvents } : {}), ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), ...(o.flowLogs ? { flowLogs: o.flowLogs } : {}), log: this.log });
     try {
       await observer.start();
     } catch (err) {

@@ -20,8 +20,15 @@ export interface ObserverOptions {
   readonly flowLogs?: { readonly path: string; readonly reloadMs?: number };
   /** Where to serve Hubble's Observer gRPC API (hubble-server.ts): the one API of the ring (`membrane observe`, `hubble`, the relay). */
   readonly hubble: HubbleListen;
+  /** The datapath's count of events lost to a full ring buffer (never reset); its growth is told to followers. */
+  readonly lostEvents?: () => bigint;
+  /** How often that count is read (default LOST_EVENTS_CHECK_MS). */
+  readonly lostEventsCheckMs?: number;
   readonly log: Logger;
 }
+
+/** How often the observer reads the datapath's lost-event count. */
+export const LOST_EVENTS_CHECK_MS = 1000;
 
 /**
  * Use: `const obs = new Observer(opts); await obs.start(); datapath.onEvents(obs.handle)`.
@@ -34,6 +41,7 @@ export class Observer {
   private hubbleExporter: HubbleExporter | null = null;
   private flowLogs: DynamicFlowLogs | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
+  private lostTimer: NodeJS.Timeout | null = null;
   /** Where Hubble's API listens (`unix:/path`, `host:port`). */
   hubbleAddresses: readonly string[] = [];
 
@@ -65,7 +73,36 @@ export class Observer {
       await hubble.stop();
       throw new Error(`Hubble API not served on ${this.opts.hubble.socketPath ?? this.opts.hubble.tcp?.address}: ${(err as Error).message}`, { cause: err });
     }
+    if (this.opts.lostEvents) this.watchLostEvents(this.opts.lostEvents);
     this.opts.log.info({ addresses: this.hubbleAddresses, capacity: this.buffer.capacity, export: this.opts.export?.path }, "observer listening");
+  }
+
+  /**
+   * Tells following clients when the datapath's ring buffer was full (Hubble's LostEvent, PERF_EVENT_RING_BUFFER):
+   * the count's growth since the last read, lost between that read and this one. Losses before the start (the
+   * pinned counter outlives agents) are not told.
+   */
+  private watchLostEvents(read: () => bigint): void {
+    let seen = read();
+    let seenAt = Date.now();
+    this.lostTimer = setInterval(() => {
+      let now: bigint;
+      try {
+        now = read();
+      } catch (err) {
+        this.opts.log.warn({ err: String(err) }, "lost events not read");
+        return;
+      }
+      const at = Date.now();
+      if (now > seen) {
+        const lost = Number(now - seen);
+        this.opts.log.warn({ lost }, "datapath events lost: the ring buffer was full");
+        this.hubbleServer?.reportLost("PERF_EVENT_RING_BUFFER", lost, seenAt, at);
+      }
+      seen = now;
+      seenAt = at;
+    }, this.opts.lostEventsCheckMs ?? LOST_EVENTS_CHECK_MS);
+    this.lostTimer.unref();
   }
 
   private readonly everyFlow = new Set<(f: Flow) => void>();
@@ -88,6 +125,8 @@ export class Observer {
   async stop(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
+    if (this.lostTimer) clearInterval(this.lostTimer);
+    this.lostTimer = null;
     this.exporter?.close();
     this.exporter = null;
     this.hubbleExporter?.close();
