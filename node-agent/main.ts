@@ -249,7 +249,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof hubbleExport === "string") return { ok: false, error: hubbleExport };
   const hubbleMetrics = parseHubbleMetrics(str("hubble-metrics") ?? DEFAULT_HUBBLE_METRICS);
   if (!hubbleMetrics.ok) return { ok: false, error: `--hubble-metrics: ${hubbleMetrics.error}` };
-  const hubbleListen = str("hubble-listen-address");
+  // In canonical form (`[v6]:port`, `v4:port`), so the chart can write `[$(HOST_IP)]:PORT` for a node of either family.
+  const hubbleListenAt = str("hubble-listen-address");
+  const hubbleListenParts = hubbleListenAt === undefined ? undefined : parseHostPort(hubbleListenAt);
+  const hubbleListen = hubbleListenParts === undefined ? hubbleListenAt : hostPort(hubbleListenParts.host, hubbleListenParts.port);
   const hubbleTlsFlags = ["hubble-tls-cert", "hubble-tls-key", "hubble-tls-client-ca"] as const;
   if (hubbleListen === undefined) {
     for (const t of hubbleTlsFlags) if (str(t) !== undefined) return { ok: false, error: `--${t}: only with --hubble-listen-address` };
@@ -597,8 +600,12 @@ function fqdnCacheRoute(node: string, dns: AgentDns | undefined, lookups: Enrich
 
 /** HOST:PORT another host can use: a wildcard listen address becomes the node's own. */
 function reachableAddress(host: string, port: number, nodeIP: string | undefined): string {
-  const h = (host === "0.0.0.0" || host === "::") && nodeIP ? nodeIP : host;
-  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+  return hostPort((host === "0.0.0.0" || host === "::") && nodeIP ? nodeIP : host, port);
+}
+
+/** HOST:PORT with an IPv6 host in brackets. */
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, log: Logger, apiAddress?: string): Promise<{ health: CiliumNodeHealth; client: KubeClient; encryption?: AgentEncryption } | undefined> {

@@ -1,0 +1,41 @@
+// The agent's Hubble TCP server address as the chart writes it: one address whatever the node's family, read by the agent's own flag parser.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseAgentFlags } from "../node-agent/main.ts";
+
+function agentArgs(objects: K8sObject[]): string[] {
+  const ds = objects.find((o) => o.kind === "DaemonSet") as unknown as { spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } };
+  const args = ds.spec.template.spec.containers.find((c) => c.name === "agent")!.args;
+  return args[0] === "agent" ? args.slice(1) : args;
+}
+
+/** The args as the kubelet hands them to the agent on a node with this HOST_IP (`$(VAR)` expanded). */
+const onNode = (args: readonly string[], hostIP: string): string[] => args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: hostIP })[v] ?? m));
+
+describe("chart hubble agent server address", () => {
+  it("an IPv4 and an IPv6 node each get their own address and the agent port, in canonical HOST:PORT", async () => {
+    // The DNS proxy needs an IPv4 node address: off, so that the IPv6 node's flags parse.
+    const args = agentArgs(parseManifest(await renderText({ "hubble.agentPort": 4244, "dnsProxy.enabled": false })));
+    for (const [hostIP, want] of [
+      ["10.0.0.1", "10.0.0.1:4244"],
+      ["fd00:10::1", "[fd00:10::1]:4244"],
+    ] as const) {
+      const parsed = parseAgentFlags(onNode(args, hostIP));
+      assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+      assert.equal(parsed.flags.hubbleTcp?.address, want, hostIP);
+    }
+  });
+
+  it("the agent reads HOST:PORT in every spelling and refuses what is not one", () => {
+    const tls = ["--hubble-tls-cert=c", "--hubble-tls-key=k", "--hubble-tls-client-ca=ca"];
+    const address = (a: string) => {
+      const p = parseAgentFlags(["--node-name=n", "--operator=127.0.0.1:9890", "--tls-cert=c", "--tls-key=k", "--tls-ca=ca", `--hubble-listen-address=${a}`, ...tls]);
+      return p.ok ? p.flags.hubbleTcp?.address : p.error;
+    };
+    assert.equal(address("127.0.0.1:4244"), "127.0.0.1:4244");
+    assert.equal(address("[127.0.0.1]:4244"), "127.0.0.1:4244");
+    assert.equal(address("[::1]:4244"), "[::1]:4244");
+    assert.match(address("fd00::1:4244")!, /^--hubble-listen-address: must be HOST:PORT/);
+  });
+});
