@@ -45,6 +45,10 @@ export interface Flow {
   readonly source: FlowEndpoint;
   readonly destination: FlowEndpoint;
   readonly protocol: string; // "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", an extended IP protocol (VRRP, GRE, ...) or the IANA number
+  /** TCP only: the packet's flags byte (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128). */
+  readonly tcpFlags?: number;
+  /** ICMP/ICMPv6 only: the message's code (its type is in the ports: the destination's, or the source's for an echo reply). */
+  readonly icmpCode?: number;
   readonly dropReason?: string; // a drop's reason; for an AUDIT, the drop's that did not happen
   readonly decidedBy?: FlowDecision;
   /** Policy verdicts (`policy-verdict`) only: the kind of key of the deciding rule that held the connection. */

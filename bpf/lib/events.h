@@ -46,7 +46,7 @@ static __always_inline void event_emit(struct __sk_buff *skb, const struct flow 
 	e->family = f->family;
 	e->tcp_flags = f->proto == IPPROTO_TCP ? f->tcp_flags : 0;
 	e->ct_state = ct_state;
-	e->pad = 0;
+	e->icmp_code = f->icmp_code; /* 0 unless ICMP (parse_flow zeroes the flow) */
 	e->src_identity = src_id;
 	e->dst_identity = dst_id;
 	e->rule_id = rule_id;

@@ -192,7 +192,7 @@ struct event {
 	__u8 family;
 	__u8 tcp_flags;    /* TCP: the packet's flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16); else 0 */
 	__u8 ct_state;     /* EVENT_CT_* */
-	__u8 pad;
+	__u8 icmp_code;    /* ICMP/ICMPv6: the message's code (its type is in the ports, see packet.h); else 0 */
 	__u32 src_identity;
 	__u32 dst_identity;
 	__u32 rule_id;     /* the matching entry's ruleId; 0xffffffff = no entry (default) */

@@ -8,7 +8,7 @@ struct flow {
 	__u8 family;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP only: FIN=1 SYN=2 RST=4 ACK=16 */
-	__u8 pad;
+	__u8 icmp_code; /* ICMP/ICMPv6 only: the message's code (flows report it; policy and conntrack do not use it) */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__be16 sport;
@@ -44,6 +44,7 @@ static __always_inline int parse_l4(void *data, void *data_end, void *l4, struct
 		__u8 reply = f->proto == IPPROTO_ICMP ? 0 : 129;
 		if ((void *)(t + 8) > data_end)
 			goto malformed;
+		f->icmp_code = t[1];
 		/* Echo request: (id -> type), as policy sees it; echo reply: (request type -> id), so
 		 * that the reply is the swapped tuple of its request and conntrack lets it back. */
 		if (t[0] == request) {

@@ -97,3 +97,14 @@ test("workloads: a name, a kind/name, a kind alone (Deployment/), on the side as
   const bad = compileFlowFilters([{ source_workload: ["xwing"] }]);
   assert.equal(bad.ok ? "" : bad.error, "whitelist[0].source_workload[0]: must be a Workload ({kind, name})");
 });
+
+test("tcp_flags: a TCP flow matches an entry whose every flag it has (SYN matches SYN-ACK); entries are alternatives; a flow without flags matches none", () => {
+  const synAck = f({ l4: { TCP: { source_port: 80, destination_port: 40000, flags: { SYN: true, ACK: true } } } });
+  const syn = f({ l4: { TCP: { source_port: 40000, destination_port: 80, flags: { SYN: true } } } });
+  assert.equal(matches([{ tcp_flags: [{ SYN: true }] }], synAck), true);
+  assert.equal(matches([{ tcp_flags: [{ SYN: true, ACK: true }] }], syn), false);
+  assert.equal(matches([{ tcp_flags: [{ RST: true }, { SYN: true, ACK: true }] }], synAck), true);
+  assert.equal(matches([{ tcp_flags: [{ SYN: true }] }], f()), false);
+  const bad = compileFlowFilters([{ tcp_flags: [{ SYNACK: true }] }]);
+  assert.match(bad.ok ? "" : bad.error, /^whitelist\[0\]\.tcp_flags\[0\]\.SYNACK: not a TCP flag/);
+});

@@ -28,7 +28,6 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   http_path: "there are no L7 flows yet",
   http_url: "there are no L7 flows yet",
   http_header: "there are no L7 flows yet",
-  tcp_flags: "flows carry no TCP flags",
   node_labels: "flows carry no node labels",
   trace_id: "flows carry no trace context",
   ip_trace_id: "flows carry no IP trace id",
@@ -81,6 +80,24 @@ function workloadMatcher(field: string, values: readonly unknown[]): (e: HubbleE
     return { kind: kind ?? "", name: name ?? "" };
   });
   return (e) => (e?.workloads ?? []).some((w) => wanted.some((f) => (f.name === "" || f.name === w.name) && (f.kind === "" || f.kind === w.kind)));
+}
+
+const TCP_FLAG_NAMES = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"] as const;
+
+/** Hubble's tcp_flags filter: a TCP flow matches when it has every flag one of the filter's entries sets. */
+function tcpFlagsMatcher(field: string, values: readonly unknown[]): FlowMatch {
+  const wanted = values.map((v, i) => {
+    if (typeof v !== "object" || v === null) throw new FilterError(`${field}[${i}]`, `${field}[${i}]: must be TCPFlags ({SYN: true, …})`);
+    for (const [k, b] of Object.entries(v)) {
+      if (!(TCP_FLAG_NAMES as readonly string[]).includes(k)) throw new FilterError(`${field}[${i}].${k}`, `${field}[${i}].${k}: not a TCP flag (${TCP_FLAG_NAMES.join(", ")})`);
+      if (typeof b !== "boolean") throw new FilterError(`${field}[${i}].${k}`, `${field}[${i}].${k}: must be true or false`);
+    }
+    return TCP_FLAG_NAMES.filter((n) => (v as Record<string, boolean>)[n] === true);
+  });
+  return (f) => {
+    const flags = f.l4?.TCP?.flags;
+    return flags !== undefined && wanted.some((names) => names.every((n) => flags[n] === true));
+  };
 }
 
 function ipMatcher(field: string, values: readonly string[]): (ip: string | undefined) => boolean {
@@ -249,6 +266,7 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
     const m = workloadMatcher(field("destination_workload"), list(ff, "destination_workload"));
     checks.push((f) => m(f.destination));
   }
+  if (list(ff, "tcp_flags").length) checks.push(tcpFlagsMatcher(field("tcp_flags"), list(ff, "tcp_flags")));
   if (list(ff, "traffic_direction").length) {
     const want = enumValues(field("traffic_direction"), list(ff, "traffic_direction"), DIRECTIONS);
     checks.push((f) => want.includes(f.traffic_direction));

@@ -68,9 +68,12 @@ test("a Hubble flow reads back as the flow it came from: every type, verdict, dr
     flow({ protocol: "UDP", decidedBy: { kind: "rule", policyKind: "CiliumClusterwideNetworkPolicy", name: "cw", rule: "spec.egress[2]" }, direction: "egress" }),
     ...Object.values(DROP_REASONS).map((dropReason) => dropFlow({ dropReason })),
     dropFlow({ dropReason: "policy denied", decidedBy: { kind: "rule", policyKind: "NetworkPolicy", namespace: "shop", name: "deny", rule: "spec.ingressDeny[0]" } }),
-    dropFlow({ protocol: "ICMPv6", source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 1 } }),
-    dropFlow({ protocol: "ICMP", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 8 } }),
-    flow({ protocol: "ICMP", source: { ...flow().source, port: 8 }, destination: { ...flow().destination, port: 0 } }),
+    dropFlow({ protocol: "ICMPv6", icmpCode: 4, source: { ...flow().source, ip: "fd00::1", port: 0 }, destination: { ...flow().destination, ip: "fd00::2", port: 1 } }),
+    dropFlow({ protocol: "ICMP", icmpCode: 0, source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 8 } }),
+    dropFlow({ protocol: "ICMP", icmpCode: 13, source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 3 } }),
+    flow({ protocol: "ICMP", icmpCode: 0, source: { ...flow().source, port: 8 }, destination: { ...flow().destination, port: 0 } }),
+    flow({ tcpFlags: 0x12 }),
+    dropFlow({ tcpFlags: 0 }),
     flow({ source: { ...flow().source, workloads: [{ kind: "Deployment", name: "client" }] }, destination: { ...flow().destination, workloads: [{ kind: "StatefulSet", name: "web" }] } }),
     flow({ protocol: "GRE", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 0 } }),
     dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 }, decidedBy: undefined as never, dropReason: "spoofed source" }),
@@ -89,6 +92,10 @@ test("ICMP type from the datapath's ports: echo request (id → type), echo repl
   assert.deepEqual(icmp("ICMPv6", 77, 128), { ICMPv6: { type: 128, code: 0 } });
   assert.deepEqual(icmp("ICMPv6", 128, 77), { ICMPv6: { type: 129, code: 0 } });
   assert.deepEqual(icmp("ICMPv6", 0, 1), { ICMPv6: { type: 1, code: 0 } });
+  // The code is the datapath's: destination unreachable, port (3/3) and communication administratively prohibited (3/13).
+  const unreachable = (code: number) => toHubbleFlow(flow({ protocol: "ICMP", icmpCode: code, source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 3 } })).l4;
+  assert.deepEqual(unreachable(3), { ICMPv4: { type: 3, code: 3 } });
+  assert.deepEqual(unreachable(13), { ICMPv4: { type: 3, code: 13 } });
   // The echo id is not part of Hubble's flow: a request reads back without it.
   assert.deepEqual([fromHubbleFlow(toHubbleFlow(flow({ protocol: "ICMP", source: { ...flow().source, port: 4242 }, destination: { ...flow().destination, port: 8 } }))).source.port], [0]);
 });
@@ -97,4 +104,11 @@ test("an endpoint's workloads are Hubble's Endpoint.workloads; none when the pod
   const h = toHubbleFlow(flow({ destination: { ...flow().destination, workloads: [{ kind: "Deployment", name: "web" }] } }));
   assert.deepEqual(h.destination.workloads, [{ kind: "Deployment", name: "web" }]);
   assert.equal(h.source.workloads, undefined);
+});
+
+test("TCP flags are Hubble's TCPFlags (only the flags set), read back as the flags byte", () => {
+  assert.deepEqual(toHubbleFlow(flow({ tcpFlags: 0x12 })).l4, { TCP: { source_port: 40000, destination_port: 80, flags: { SYN: true, ACK: true } } });
+  assert.deepEqual(toHubbleFlow(flow({ tcpFlags: 0x11 })).l4?.TCP?.flags, { FIN: true, ACK: true });
+  assert.deepEqual(toHubbleFlow(flow()).l4, { TCP: { source_port: 40000, destination_port: 80 } }, "a flow without flags has none");
+  assert.equal(fromHubbleFlow(toHubbleFlow(flow({ tcpFlags: 0xff }))).tcpFlags, 0xff);
 });

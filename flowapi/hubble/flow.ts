@@ -1,6 +1,6 @@
 // Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
 import { protocolName, type Flow, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
-import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy } from "./types.ts";
+import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy, type HubbleTCPFlags } from "./types.ts";
 import { IDENTITY } from "../../core/identity.ts";
 
 const IDENTITY_HOST = IDENTITY.host;
@@ -85,7 +85,7 @@ function layer4(f: Flow): HubbleLayer4 | undefined {
   const ports = { source_port: f.source.port, destination_port: f.destination.port };
   switch (f.protocol) {
     case "TCP":
-      return { TCP: ports };
+      return { TCP: f.tcpFlags !== undefined ? { ...ports, flags: tcpFlagsOf(f.tcpFlags) } : ports };
     case "UDP":
       return { UDP: ports };
     case "SCTP":
@@ -103,18 +103,44 @@ function layer4(f: Flow): HubbleLayer4 | undefined {
   }
 }
 
+/** The flags of a TCP header's flags byte, by their bit (NS is in the byte before: the datapath does not report it). */
+const TCP_FLAG_BITS: readonly (readonly [Exclude<keyof HubbleTCPFlags, "NS">, number])[] = [
+  ["FIN", 0x01],
+  ["SYN", 0x02],
+  ["RST", 0x04],
+  ["PSH", 0x08],
+  ["ACK", 0x10],
+  ["URG", 0x20],
+  ["ECE", 0x40],
+  ["CWR", 0x80],
+];
+
+/** Hubble's TCPFlags of each flags byte: the flags set (proto3 leaves the others out); made once, shared by every flow. */
+const TCP_FLAGS_OF_BYTE: readonly HubbleTCPFlags[] = Array.from({ length: 256 }, (_, byte) =>
+  Object.freeze(Object.fromEntries(TCP_FLAG_BITS.filter(([, bit]) => (byte & bit) !== 0).map(([name]) => [name, true]))),
+);
+
+function tcpFlagsOf(byte: number): HubbleTCPFlags {
+  return TCP_FLAGS_OF_BYTE[byte & 0xff]!;
+}
+
+/** The flags byte of Hubble's TCPFlags. */
+function tcpFlagsByte(flags: HubbleTCPFlags): number {
+  return TCP_FLAG_BITS.reduce((b, [name, bit]) => (flags[name] === true ? b | bit : b), 0);
+}
+
 /** The echo types of ICMP and ICMPv6. */
 const ICMP_ECHO = { v4: { request: 8, reply: 0 }, v6: { request: 128, reply: 129 } } as const;
 
 /**
  * The ICMP type, from the ports the datapath reports for ICMP (bpf/lib/packet.h parse_l4): an echo request is
- * (id → request type), an echo reply (request type → id), any other message (0 → its type). The event carries
- * no code: it reads as 0, which every echo message has.
+ * (id → request type), an echo reply (request type → id), any other message (0 → its type); the code is the event's.
  */
 function icmpOf(f: Flow, echo: { readonly request: number; readonly reply: number }): { type: number; code: number } {
-  if (f.destination.port === echo.request) return { type: echo.request, code: 0 };
-  if (f.source.port === echo.request) return { type: echo.reply, code: 0 };
-  return { type: f.destination.port, code: 0 };
+  const code = f.icmpCode ?? 0;
+  if (f.destination.port === echo.request) return { type: echo.request, code };
+  if (f.source.port === echo.request) return { type: echo.reply, code };
+  return { type: f.destination.port, code };
 }
 
 /** The ports our Flow gives an ICMP message of `type` (the echo id is not in Hubble's flow: 0). */
@@ -219,6 +245,7 @@ function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, n
 export function fromHubbleFlow(h: HubbleFlow): Flow {
   const ingress = h.traffic_direction === "INGRESS";
   const p = ports(h);
+  const icmp = h.l4?.ICMPv4 ?? h.l4?.ICMPv6;
   const policy = (ingress ? [...(h.ingress_denied_by ?? []), ...(h.ingress_allowed_by ?? [])] : [...(h.egress_denied_by ?? []), ...(h.egress_allowed_by ?? [])])[0];
   const decidedBy = policy !== undefined ? decisionOf(policy) : undefined;
   const dropReason = h.verdict === "DROPPED" ? (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc) : h.verdict === "AUDIT" ? auditReason(decidedBy) : undefined;
@@ -230,6 +257,8 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     source: flowEndpoint(h.source, h.IP?.source ?? "", p.source, h.node_name),
     destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination, h.node_name),
     protocol: protocolOf(h),
+    ...(h.l4?.TCP?.flags !== undefined ? { tcpFlags: tcpFlagsByte(h.l4.TCP.flags) } : {}),
+    ...(icmp !== undefined ? { icmpCode: Number(icmp.code ?? 0) } : {}),
     ...(dropReason !== undefined ? { dropReason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
     ...(MATCH_BY_NUMBER.has(Number(h.policy_match_type ?? 0)) ? { policyMatch: MATCH_BY_NUMBER.get(Number(h.policy_match_type))! } : {}),

@@ -24,8 +24,11 @@ export interface HubblePolicy {
   readonly kind: string;
 }
 
+/** flow.TCPFlags: the flags set on the packet. */
+export type HubbleTCPFlags = { readonly [F in "FIN" | "SYN" | "RST" | "PSH" | "ACK" | "URG" | "ECE" | "CWR" | "NS"]?: boolean };
+
 export interface HubbleLayer4 {
-  readonly TCP?: { readonly source_port: number; readonly destination_port: number };
+  readonly TCP?: { readonly source_port: number; readonly destination_port: number; readonly flags?: HubbleTCPFlags };
   readonly UDP?: { readonly source_port: number; readonly destination_port: number };
   readonly SCTP?: { readonly source_port: number; readonly destination_port: number };
   readonly ICMPv4?: { readonly type: number; readonly code: number };

@@ -8,6 +8,7 @@ export interface FrameSpec {
   readonly proto: number; // PROTO_NUMBER.TCP / UDP / ...
   readonly sport: number; // ICMP/ICMPv6: the echo identifier
   readonly dport: number; // ICMP/ICMPv6: the type
+  readonly icmpCode?: number; // ICMP/ICMPv6: the code (default 0)
   readonly tcpFlags?: number; // default SYN
 }
 
@@ -21,6 +22,7 @@ export function frame(s: FrameSpec): Buffer {
   const l4 = s.proto === PROTO_NUMBER.TCP ? Buffer.alloc(20) : Buffer.alloc(8);
   if (s.proto === PROTO_NUMBER.ICMP || s.proto === PROTO_NUMBER.ICMPv6) {
     l4.writeUInt8(s.dport, 0);
+    l4.writeUInt8(s.icmpCode ?? 0, 1);
     l4.writeUInt16BE(s.sport, 4);
   } else {
     l4.writeUInt16BE(s.sport, 0);

@@ -48,6 +48,7 @@ export const LAYOUT = {
       family: f(12, 1),
       tcp_flags: f(13, 1),
       ct_state: f(14, 1),
+      icmp_code: f(15, 1),
       src_identity: f(16, 4),
       dst_identity: f(20, 4),
       rule_id: f(24, 4),
@@ -468,6 +469,8 @@ export interface VerdictEvent {
   readonly dst: string;
   readonly sport: number;
   readonly dport: number;
+  /** ICMP/ICMPv6 only: the message's code (its type is in the ports: bpf/lib/packet.h parse_l4). */
+  readonly icmpCode?: number;
 }
 
 const EV = LAYOUT.event.fields;
@@ -498,5 +501,6 @@ export function decodeEvent(b: Buffer): VerdictEvent {
   };
   if (verdict !== "forwarded") e.reason = DROP_REASONS[reasonCode as DropReasonCode] ?? `reason ${reasonCode}`;
   if (ruleId !== CONST.RULE_ID_NONE) e.ruleId = ruleId;
+  if (e.proto === PROTO_NUMBER.ICMP || e.proto === PROTO_NUMBER.ICMPv6) e.icmpCode = b[EV.icmp_code.offset]!;
   return e;
 }

@@ -380,6 +380,24 @@ test("ICMP echo: the request is checked as (proto, type); its reply passes throu
   }
 });
 
+test("ICMP events carry the message's code beside its type (destination unreachable: port, admin-prohibited; echo: 0); other protocols have none", () => {
+  install({ subject: POD_A.identity, ingressEnforced: true, egressEnforced: true, entries: [] }); // default deny: every packet is a reported drop
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const sent = [
+    { proto: PROTO_NUMBER.ICMP, src: POD_A.ip, dst: PEER_X.ip, type: 3, code: 3 },
+    { proto: PROTO_NUMBER.ICMP, src: POD_A.ip, dst: PEER_X.ip, type: 3, code: 13 },
+    { proto: PROTO_NUMBER.ICMPv6, src: POD_A.ip6, dst: PEER_X.ip6, type: 1, code: 4 },
+    { proto: PROTO_NUMBER.ICMP, src: POD_A.ip, dst: PEER_X.ip, type: 8, code: 0 },
+  ];
+  for (const p of sent) testRun(from, frame({ src: p.src, dst: p.dst, proto: p.proto, sport: 0, dport: p.type, icmpCode: p.code }), { ifindex: LO });
+  testRun(from, frame({ src: POD_A.ip, dst: PEER_X.ip, proto: TCP, sport: 40000, dport: 80 }), { ifindex: LO });
+  drainEvents();
+  assert.deepEqual(
+    events.map((e) => [e.proto, e.dport, e.icmpCode]),
+    [...sent.map((p) => [p.proto, p.type, p.code]), [TCP, 80, undefined]],
+  );
+});
+
 test("spoofed source: a packet whose source is not the pod behind the interface is dropped", () => {
   install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
   dp.setEndpoint({ ip: POD_B.ip, ifindex: 999, identity: POD_B.identity, ingressEnforced: false, egressEnforced: false });

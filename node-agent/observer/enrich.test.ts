@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { decisionText } from "../../flowapi/flow.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
-import type { RuleOrigin } from "../../core/model.ts";
+import { PROTO_NUMBER, type RuleOrigin } from "../../core/model.ts";
 import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
 
 const rules = new Map<number, RuleOrigin>([
@@ -59,11 +59,19 @@ test("a policy drop names the pods, identities, labels, port, reason and the den
     source: { identity: 256, labels: ["k8s:app=client"], namespace: "default", pod: "client-1", ip: "10.0.0.1", port: 40000 },
     destination: { identity: 300, labels: ["k8s:app=web"], namespace: "shop", pod: "web-0", ip: "10.0.1.5", port: 80 },
     protocol: "TCP",
+    tcpFlags: 2, // SYN
     dropReason: "policy denied",
     decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "deny-client", rule: "spec.ingressDeny[0]" },
     node: "node-a",
   });
   assert.equal(decisionText(f.decidedBy), "CiliumNetworkPolicy shop/deny-client spec.ingressDeny[0]");
+});
+
+test("an ICMP flow carries the message's code and no TCP flags; a TCP flow its flags and no code", () => {
+  const unreachable = enrich(event({ proto: PROTO_NUMBER.ICMP, sport: 0, dport: 3, tcpFlags: 0, icmpCode: 13 }), lookups);
+  assert.deepEqual([unreachable.protocol, unreachable.destination.port, unreachable.icmpCode, unreachable.tcpFlags], ["ICMP", 3, 13, undefined]);
+  const synAck = enrich(event({ tcpFlags: 0x12 }), lookups);
+  assert.deepEqual([synAck.tcpFlags, synAck.icmpCode], [0x12, undefined]);
 });
 
 test("a miss in an enforced direction is marked default deny", () => {

@@ -1,6 +1,6 @@
 // Turns a datapath verdict event into a Flow (the observer API's shape): identities to labels,
 // addresses to pods, rule ids to the policy rule that decided.
-import type { RuleOrigin } from "../../core/model.ts";
+import { PROTO_NUMBER, type RuleOrigin } from "../../core/model.ts";
 import { RULE_ID_DEFAULT_DENY } from "../../core/compiler.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { DROP_REASON_CODES, type VerdictEvent } from "../bpf/layout.ts";
@@ -67,6 +67,8 @@ export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
     source: endpoint(e.srcIdentity, e.src, e.sport, lookups),
     destination: endpoint(e.dstIdentity, e.dst, e.dport, lookups),
     protocol: protocolName(e.proto),
+    ...(e.proto === PROTO_NUMBER.TCP ? { tcpFlags: e.tcpFlags } : {}),
+    ...(e.icmpCode !== undefined ? { icmpCode: e.icmpCode } : {}),
     ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
     ...(type === "policy-verdict" && decidedBy?.kind === "rule" ? matchOf(e, lookups) : {}),

@@ -155,6 +155,30 @@ test("workloads: hubble observe prints each endpoint's workloads and --from-work
   assert.equal(jsonFlows(notXwing.stdout).length, 2, "the two flows of pods without a workload");
 });
 
+test("ICMP: hubble observe reads the message's type and code (destination unreachable, administratively prohibited)", async (t) => {
+  const r = await start(t);
+  r.buffer.push(dropFlow({ time: new Date().toISOString(), protocol: "ICMP", icmpCode: 13, source: endpoint({ port: 0 }), destination: endpoint({ pod: "web-0", ip: "10.0.1.5", port: 3 }) }));
+  const last = await hubble("observe", "--server", r.server, "--last", "1", "--protocol", "icmp", "-o", "jsonpb");
+  assert.equal(last.code, 0, last.stderr);
+  assert.deepEqual(jsonFlows(last.stdout).map((f) => f.l4), [{ ICMPv4: { type: 3, code: 13 } }]);
+});
+
+test("TCP flags: hubble observe prints each flow's flags and --tcp-flags selects the flows that have them all", async (t) => {
+  const r = await start(t);
+  const at = (pod: string, tcpFlags: number) => flow({ time: new Date().toISOString(), tcpFlags, source: endpoint({ pod }) });
+  r.buffer.push(at("syn", 0x02));
+  r.buffer.push(at("syn-ack", 0x12));
+  r.buffer.push(at("fin-ack", 0x11));
+  const pods = (out: string): (string | undefined)[] => jsonFlows(out).map((f) => f.source.pod_name);
+  const all = jsonFlows((await hubble("observe", "--server", r.server, "--last", "3", "-o", "jsonpb")).stdout);
+  assert.deepEqual(all.map((f) => f.l4?.TCP?.flags), [{ SYN: true }, { SYN: true, ACK: true }, { FIN: true, ACK: true }]);
+  const syn = await hubble("observe", "--server", r.server, "--tcp-flags", "SYN", "-o", "json");
+  assert.equal(syn.code, 0, syn.stderr);
+  assert.deepEqual(pods(syn.stdout), ["syn", "syn-ack"]);
+  assert.deepEqual(pods((await hubble("observe", "--server", r.server, "--tcp-flags", "syn,ack", "-o", "json")).stdout), ["syn-ack"]);
+  assert.deepEqual(pods((await hubble("observe", "--server", r.server, "--tcp-flags", "FIN", "--tcp-flags", "RST", "-o", "json")).stdout), ["fin-ack"]);
+});
+
 test("an unsupported filter is an error naming the field, from the hubble CLI and from grpc-js", async (t) => {
   const r = await start(t);
   const fqdn = await hubble("observe", "--server", r.server, "--from-fqdn", "api.example.com");
