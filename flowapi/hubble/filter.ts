@@ -31,7 +31,7 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   node_labels: "flows carry no node labels",
   trace_id: "flows carry no trace context",
   ip_trace_id: "flows carry no IP trace id",
-  encrypted: "there is no transparent encryption yet",
+  encrypted: "flows do not say whether a packet was encrypted (WireGuard wraps the overlay after the datapath reports it)",
 };
 
 const VERDICTS = ["VERDICT_UNKNOWN", "FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED"];

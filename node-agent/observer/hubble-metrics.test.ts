@@ -135,6 +135,16 @@ test("context options on the L3/L4 families: labels after Hubble's own (flow, po
   assert.equal(new Set((registry.getMetricsAsArray() as unknown as { name: string }[]).map((m) => m.name)).has("hubble_dns_queries_total"), false, "families not asked for are not registered");
 });
 
+test("workload context: the Deployment of a flow's pod (Hubble's workload and workload-name), from the flow's workloads", async () => {
+  const registry = new Registry();
+  const h = new HubbleMetrics(registry, config("flow:sourceContext=workload;destinationContext=workload-name policy:labelsContext=source_workload,source_workload_kind,destination_workload"));
+  h.observe(flow({ source: { ...flow().source, workloads: [{ kind: "Deployment", name: "client" }] }, destination: { ...flow().destination, workloads: [{ kind: "StatefulSet", name: "web" }] } }));
+  const text = await registry.metrics();
+  const has = (line: string): void => assert.ok(text.includes(line), `${line}\n${text}`);
+  has('hubble_flows_processed_total{protocol="TCP",type="PolicyVerdict",subtype="",verdict="FORWARDED",source="default/client",destination="web"} 1');
+  has('source_workload="client",source_workload_kind="Deployment",destination_workload="web"');
+});
+
 test("--hubble-metrics errors name the family and the option", () => {
   const err = (s: string): string => {
     const c = parseHubbleMetrics(s);
