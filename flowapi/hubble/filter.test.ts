@@ -108,3 +108,14 @@ test("tcp_flags: a TCP flow matches an entry whose every flag it has (SYN matche
   const bad = compileFlowFilters([{ tcp_flags: [{ SYNACK: true }] }]);
   assert.match(bad.ok ? "" : bad.error, /^whitelist\[0\]\.tcp_flags\[0\]\.SYNACK: not a TCP flag/);
 });
+
+test("cluster names: an endpoint's cluster (from its identity's cluster label) must be one of those named; an empty name is refused", () => {
+  const flowIn = (cluster: string | undefined) => f({ source: { ...f().source, ...(cluster !== undefined ? { cluster_name: cluster } : {}) } });
+  assert.equal(matches([{ source_cluster_name: ["default"] }], flowIn("default")), true);
+  assert.equal(matches([{ source_cluster_name: ["other", "default"] }], flowIn("default")), true);
+  assert.equal(matches([{ source_cluster_name: ["other"] }], flowIn("default")), false);
+  assert.equal(matches([{ source_cluster_name: ["default"] }], flowIn(undefined)), false, "the world has no cluster");
+  assert.equal(matches([{ destination_cluster_name: ["default"] }], flowIn("default")), false);
+  const bad = compileFlowFilters([{ destination_cluster_name: [""] }]);
+  assert.equal(bad.ok ? "" : bad.error, "whitelist[0].destination_cluster_name: a name must not be empty");
+});

@@ -19,8 +19,6 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   destination_fqdn: "flows carry no DNS names (no DNS proxy yet)",
   source_service: "flows carry no service",
   destination_service: "flows carry no service",
-  source_cluster_name: "flows carry no cluster name",
-  destination_cluster_name: "flows carry no cluster name",
   interface: "flows carry no network interface",
   http_status_code: "there are no L7 flows yet",
   dns_query: "there are no DNS flows yet",
@@ -265,6 +263,12 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
   if (list(ff, "destination_workload").length) {
     const m = workloadMatcher(field("destination_workload"), list(ff, "destination_workload"));
     checks.push((f) => m(f.destination));
+  }
+  for (const side of ["source", "destination"] as const) {
+    const names = strs(`${side}_cluster_name`);
+    if (names.length === 0) continue;
+    if (names.includes("")) throw new FilterError(field(`${side}_cluster_name`), `${field(`${side}_cluster_name`)}: a name must not be empty`);
+    checks.push((f) => names.includes(f[side].cluster_name ?? ""));
   }
   if (list(ff, "tcp_flags").length) checks.push(tcpFlagsMatcher(field("tcp_flags"), list(ff, "tcp_flags")));
   if (list(ff, "traffic_direction").length) {

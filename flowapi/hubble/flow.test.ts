@@ -112,3 +112,10 @@ test("TCP flags are Hubble's TCPFlags (only the flags set), read back as the fla
   assert.deepEqual(toHubbleFlow(flow()).l4, { TCP: { source_port: 40000, destination_port: 80 } }, "a flow without flags has none");
   assert.equal(fromHubbleFlow(toHubbleFlow(flow({ tcpFlags: 0xff }))).tcpFlags, 0xff);
 });
+
+test("a pod's cluster is Hubble's cluster_name, read from its identity's cluster label; the world has none", () => {
+  const h = toHubbleFlow(flow({ source: { ...flow().source, labels: ["k8s:app=client", "k8s:io.cilium.k8s.policy.cluster=east"] } }));
+  assert.equal(h.source.cluster_name, "east");
+  assert.equal(h.destination.cluster_name, undefined);
+  assert.equal(toHubbleFlow(dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 } })).source.cluster_name, undefined);
+});

@@ -2,6 +2,7 @@
 import { protocolName, type Flow, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
 import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy, type HubbleTCPFlags } from "./types.ts";
 import { IDENTITY } from "../../core/identity.ts";
+import { CLUSTER_LABEL } from "../../core/labels.ts";
 
 const IDENTITY_HOST = IDENTITY.host;
 
@@ -71,9 +72,25 @@ export function decisionOf(p: HubblePolicy): FlowDecision | undefined {
   return { kind: "rule", policyKind: p.kind as Extract<FlowDecision, { kind: "rule" }>["policyKind"], ...(p.namespace ? { namespace: p.namespace } : {}), name: p.name, rule };
 }
 
+/** The identity label that names a pod's cluster, as Cilium's endpoints carry it (`cluster_name` is read from it). */
+const CLUSTER_LABEL_PREFIX = `k8s:${CLUSTER_LABEL}=`;
+const clusterOfLabels = new WeakMap<readonly string[], string>();
+
+/** The cluster a pod's identity labels name ("" for others); the agents' label lists are frozen and shared, so each is read once. */
+function clusterNameOf(labels: readonly string[]): string {
+  let name = clusterOfLabels.get(labels);
+  if (name === undefined) {
+    name = labels.find((l) => l.startsWith(CLUSTER_LABEL_PREFIX))?.slice(CLUSTER_LABEL_PREFIX.length) ?? "";
+    clusterOfLabels.set(labels, name);
+  }
+  return name;
+}
+
 function endpoint(e: FlowEndpoint): HubbleEndpoint {
+  const cluster = clusterNameOf(e.labels);
   return {
     identity: e.identity,
+    ...(cluster !== "" ? { cluster_name: cluster } : {}),
     ...(e.namespace !== undefined ? { namespace: e.namespace } : {}),
     labels: e.labels,
     ...(e.pod !== undefined ? { pod_name: e.pod } : {}),

@@ -179,6 +179,19 @@ test("TCP flags: hubble observe prints each flow's flags and --tcp-flags selects
   assert.deepEqual(pods((await hubble("observe", "--server", r.server, "--tcp-flags", "FIN", "--tcp-flags", "RST", "-o", "json")).stdout), ["fin-ack"]);
 });
 
+test("cluster names: hubble observe reads each pod's cluster and --from-cluster/--cluster select by it", async (t) => {
+  const r = await start(t);
+  const inCluster = (pod: string, cluster: string) => flow({ time: new Date().toISOString(), source: endpoint({ pod, labels: ["k8s:app=client", `k8s:io.cilium.k8s.policy.cluster=${cluster}`] }) });
+  r.buffer.push(inCluster("east-1", "east"));
+  r.buffer.push(inCluster("west-1", "west"));
+  const pods = (out: string): (string | undefined)[] => jsonFlows(out).map((f) => f.source.pod_name);
+  const east = await hubble("observe", "--server", r.server, "--from-cluster", "east", "-o", "jsonpb");
+  assert.equal(east.code, 0, east.stderr);
+  assert.deepEqual(pods(east.stdout), ["east-1"]);
+  assert.deepEqual(jsonFlows(east.stdout).map((f) => f.source.cluster_name), ["east"]);
+  assert.deepEqual(pods((await hubble("observe", "--server", r.server, "--cluster", "west", "-o", "json")).stdout), ["west-1"]);
+});
+
 test("an unsupported filter is an error naming the field, from the hubble CLI and from grpc-js", async (t) => {
   const r = await start(t);
   const fqdn = await hubble("observe", "--server", r.server, "--from-fqdn", "api.example.com");
