@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { parse as parseYaml } from "yaml";
 import type { Flow } from "../../flowapi/flow.ts";
 import { compileFlowFilters } from "../../flowapi/hubble/filter.ts";
-import type { HubbleFlowFilter } from "../../flowapi/hubble/types.ts";
+import type { GetFlowsResponse, HubbleFlowFilter } from "../../flowapi/hubble/types.ts";
 import { HubbleExporter } from "./hubble-export.ts";
 
 /** One flow log of the file (Cilium's FlowLogConfig, the fields Membrane serves). */
@@ -193,6 +193,11 @@ export class DynamicFlowLogs {
       }
       r.exporter.write(flow);
     }
+  }
+
+  /** A LostEvent response, to every running log (those with include filters leave it out, as Cilium's do). */
+  writeLost(r: GetFlowsResponse): void {
+    for (const l of this.running.values()) l.exporter.writeLost(r);
   }
 
   flush(): void {

@@ -7,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { HubbleExporter, parseFilterList } from "./hubble-export.ts";
+import { LostEvents } from "../../flowapi/hubble/lost.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
 import { parseAgentFlags } from "../main.ts";
@@ -30,6 +31,28 @@ test("hubble observe --input-file reads the export, with its filters applied", a
   const r = await promisify(execFile)(hubbleBinary(), ["observe", "--input-file", file, "--from-pod", "default/xwing", "-o", "jsonpb"]);
   const back = JSON.parse(r.stdout.trim()) as { flow: { source: { pod_name: string }; drop_reason_desc: string; ingress_denied_by: { kind: string }[] } };
   assert.deepEqual([back.flow.source.pod_name, back.flow.drop_reason_desc, back.flow.ingress_denied_by[0]!.kind], ["xwing", "POLICY_DENIED", "DefaultDeny"]);
+});
+
+test("a LostEvent is exported as Cilium's exporter writes it: hubble observe --input-file prints EVENTS LOST; with an allow list it is left out", async (t) => {
+  const dir = tmp(t);
+  const told = new LostEvents();
+  told.add("PERF_EVENT_RING_BUFFER", 7, Date.parse("2026-12-03T10:00:01.000Z"), Date.parse("2026-12-03T10:00:02.000Z"));
+  const [lost] = told.take("node-a");
+  const file = path.join(dir, "all.jsonl");
+  const x = new HubbleExporter({ file: { path: file, maxBytes: 1 << 20, keep: 1 }, denyList: [{ verdict: ["FORWARDED"] }] });
+  x.write(dropFlow({ time: "2026-12-03T10:00:00.000Z" }));
+  x.writeLost(lost!);
+  x.close();
+  const r = await promisify(execFile)(hubbleBinary(), ["observe", "--input-file", file, "-o", "compact"]);
+  assert.match(r.stdout, /EVENTS LOST: PERF_EVENT_RING_BUFFER CPU\(0\) 7 \(first: .*, last: .*\)/);
+  const json = await promisify(execFile)(hubbleBinary(), ["observe", "--input-file", file, "-o", "jsonpb"]);
+  const lines = json.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { lost_events?: { num_events_lost: string }; node_name: string });
+  assert.deepEqual(lines.map((l) => [l.node_name, l.lost_events?.num_events_lost]), [["node-a", undefined], ["node-a", "7"]]);
+  const allowed = path.join(dir, "allowed.jsonl");
+  const y = new HubbleExporter({ file: { path: allowed, maxBytes: 1 << 20, keep: 1 }, allowList: [{ verdict: ["DROPPED"] }] });
+  y.writeLost(lost!);
+  y.close();
+  assert.equal(fs.existsSync(allowed) ? fs.readFileSync(allowed, "utf8") : "", "");
 });
 
 test("allow list, field mask and rotation", (t) => {

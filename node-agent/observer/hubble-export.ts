@@ -3,7 +3,7 @@
 import type { Flow } from "../../flowapi/flow.ts";
 import { compileFlowFilters, type FlowMatch } from "../../flowapi/hubble/filter.ts";
 import { fieldMask } from "../../flowapi/hubble/getflows.ts";
-import type { HubbleFlow, HubbleFlowFilter, Timestamp } from "../../flowapi/hubble/types.ts";
+import type { GetFlowsResponse, HubbleFlow, HubbleFlowFilter, Timestamp } from "../../flowapi/hubble/types.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
@@ -46,6 +46,8 @@ export class HubbleExporter {
   private readonly file: FlowExporter;
   private readonly match: FlowMatch;
   private readonly mask: ((f: HubbleFlow) => HubbleFlow) | undefined;
+  /** As Cilium's exporter: filters judge flows, so with an allow list a LostEvent (no flow) matches none of it. */
+  private readonly exportsLost: boolean;
 
   constructor(opts: HubbleExportOptions) {
     const filters = compileFlowFilters(opts.allowList ?? [], opts.denyList ?? []);
@@ -53,6 +55,21 @@ export class HubbleExporter {
     this.match = filters.match;
     this.mask = opts.fieldMask && opts.fieldMask.length > 0 ? fieldMask(opts.fieldMask) : undefined;
     this.file = new FlowExporter(opts.file);
+    this.exportsLost = (opts.allowList ?? []).length === 0;
+  }
+
+  /** A LostEvent response (flowapi/hubble/lost.ts), as Cilium's exporter writes one: `hubble observe --input-file` prints EVENTS LOST. */
+  writeLost(r: GetFlowsResponse): void {
+    const l = r.lost_events;
+    if (l === undefined || !this.exportsLost) return;
+    const lost = {
+      source: l.source,
+      num_events_lost: String(l.num_events_lost), // uint64: a string in protojson
+      ...(l.cpu !== undefined ? { cpu: l.cpu.value } : {}),
+      ...(l.first !== undefined ? { first: rfc3339(l.first) } : {}),
+      ...(l.last !== undefined ? { last: rfc3339(l.last) } : {}),
+    };
+    this.file.writeLine(JSON.stringify({ lost_events: lost, node_name: r.node_name, time: rfc3339(r.time) }));
   }
 
   write(flow: Flow): void {

@@ -8,6 +8,7 @@ import { enrich, type EnrichLookups } from "./enrich.ts";
 import { HubbleServer, type HubbleListen } from "./hubble-server.ts";
 import { HubbleExporter, type HubbleExportOptions } from "./hubble-export.ts";
 import { DynamicFlowLogs } from "./flowlogs.ts";
+import { LostEvents } from "../../flowapi/hubble/lost.ts";
 
 export interface ObserverOptions {
   readonly lookups: EnrichLookups;
@@ -78,7 +79,8 @@ export class Observer {
   }
 
   /**
-   * Tells following clients when the datapath's ring buffer was full (Hubble's LostEvent, PERF_EVENT_RING_BUFFER):
+   * Tells following clients and the Hubble exports when the datapath's ring buffer was full (Hubble's LostEvent,
+   * PERF_EVENT_RING_BUFFER):
    * the count's growth since the last read, lost between that read and this one. Losses before the start (the
    * pinned counter outlives agents) are not told.
    */
@@ -98,6 +100,12 @@ export class Observer {
         const lost = Number(now - seen);
         this.opts.log.warn({ lost }, "datapath events lost: the ring buffer was full");
         this.hubbleServer?.reportLost("PERF_EVENT_RING_BUFFER", lost, seenAt, at);
+        const told = new LostEvents();
+        told.add("PERF_EVENT_RING_BUFFER", lost, seenAt, at);
+        for (const r of told.take(this.opts.lookups.node)) {
+          this.hubbleExporter?.writeLost(r);
+          this.flowLogs?.writeLost(r);
+        }
       }
       seen = now;
       seenAt = at;
