@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EMPTY_STATE, applyDelta, canonicalState, diffState, diffTracingPolicies, sameState } from "./nodestate.ts";
-import { decodeMessage, encodeMessage, parseDownstream, tracingPolicyKey, type Downstream, type TracingPolicyItem } from "./wire.ts";
+import { decodeMessage, encodeMessage, parseDownstream, parseUpstream, tracingPolicyKey, type Downstream, type TracingPolicyItem } from "./wire.ts";
 
 const denyShadow: TracingPolicyItem = {
   key: "TracingPolicy/deny-shadow",
@@ -102,4 +102,13 @@ test("deltas of TracingPolicies: a new generation is upserted whole, a gone key 
   assert.deepEqual(none, EMPTY_STATE);
   // From nothing: every policy is an upsert.
   assert.deepEqual(diffState(EMPTY_STATE, from).tracingPolicyUpserts, [denyShadow, killNc]);
+});
+
+test("the agent's runtime report and hello flag parse; a bad status is refused naming the field", () => {
+  const report = { type: "runtime", policies: [{ key: "TracingPolicy/p", uid: "u", generation: 2, enforced: false, reason: "HookUnavailable", message: "spec.containerSelector: …" }] } as const;
+  assert.deepEqual(parseUpstream(decodeMessage(encodeMessage(report))), { ok: true, value: report });
+  assert.deepEqual(parseUpstream({ type: "hello", node: "n", runtime: true }), { ok: true, value: { type: "hello", node: "n", runtime: true } });
+  assert.deepEqual(parseUpstream({ type: "hello", node: "n", runtime: "yes" }), { ok: false, errors: [{ path: "runtime", message: "must be a boolean" }] });
+  assert.deepEqual(parseUpstream({ type: "runtime", policies: [{ ...report.policies[0], enforced: "no" }] }), { ok: false, errors: [{ path: "policies[0].enforced", message: "must be a boolean" }] });
+  assert.deepEqual(parseUpstream({ type: "runtime" }), { ok: false, errors: [{ path: "policies", message: "must be a list" }] });
 });

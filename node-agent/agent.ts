@@ -31,6 +31,7 @@ import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
+import type { AgentRuntime, RuntimeEnforcerStatus, RuntimePod } from "./runtime/agent-runtime.ts";
 
 /** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
 export const INIT_IDENTITY = IDENTITY.init;
@@ -93,6 +94,8 @@ export interface AgentOptions {
   readonly dns?: AgentDnsProxy;
   /** The node's L7 proxy (l7proxy/agent-l7.ts): HTTP rules decided; absent, they are plain allows here (the hello says so). */
   readonly l7?: AgentL7Proxy;
+  /** The node's runtime enforcer (runtime/agent-runtime.ts): the state's TracingPolicies enforced on its pods; absent, none are (the hello says so). */
+  readonly runtime?: AgentRuntime;
 }
 
 /** The last acknowledged state as kept on disk. */
@@ -110,6 +113,8 @@ interface Endpoint {
   readonly hostIfname: string;
   readonly hostIfindex: number;
   readonly ips: readonly string[];
+  /** The pod's network namespace path (CNI_NETNS): the runtime enforcer tells its processes by it. */
+  readonly netns?: string;
 }
 
 /** What the agent reports about itself (for status and tests). */
@@ -128,6 +133,8 @@ export interface AgentStatus {
   readonly hostFirewall?: { readonly ingressEnforced: boolean; readonly egressEnforced: boolean; readonly nodeObject?: boolean };
   /** The L7 proxy, when the agent runs one: whether it runs, the ports steered to it, why not. */
   readonly l7Proxy?: L7ProxyStatus;
+  /** The runtime enforcer, when the agent runs one: whether it runs, how many TracingPolicies it enforces. */
+  readonly runtime?: RuntimeEnforcerStatus;
 }
 
 export class NodeAgent {
@@ -163,6 +170,8 @@ export class NodeAgent {
   private learnedWritten: ReadonlyMap<number, readonly PolicyEntry[]> = new Map();
   /** The L7 proxy once it started (opts.l7); undefined before, after stop, or when it could not start. */
   private l7: AgentL7Proxy | undefined;
+  /** The runtime enforcer once it was started (opts.runtime); undefined before and after stop. */
+  private runtime: AgentRuntime | undefined;
   /** The operator's messages, handled one after the other (the L7 proxy's ports are awaited before a state is written). */
   private messages: Promise<void> = Promise.resolve();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
@@ -212,6 +221,20 @@ export class NodeAgent {
         this.log.error({ error: (err as Error).message }, "L7 proxy not started yet: connections steered to it fail until it runs");
       }
     }
+    if (this.opts.runtime) {
+      // Adopted when it outlived the previous agent (it kept enforcing meanwhile); kept even when it does not start
+      // now: it is retried, and the runtime report says its policies are not enforced.
+      this.runtime = this.opts.runtime;
+      this.opts.runtime.onChange(() => {
+        this.sendRuntimeReport();
+        this.statusChanged();
+      });
+      try {
+        await this.opts.runtime.start(this.applied.tracingPolicies ?? [], this.runtimePods());
+      } catch (err) {
+        this.log.error({ error: (err as Error).message }, "runtime enforcer not started yet: TracingPolicies are not enforced on this node until it runs");
+      }
+    }
     await this.socket.start();
     this.log.info({ socket: this.opts.cniSocket }, "endpoint socket serving");
     if (this.opts.observer) {
@@ -245,6 +268,9 @@ export class NodeAgent {
     // The proxy keeps running and keeps its connections: the next agent adopts it.
     this.l7?.stop();
     this.l7 = undefined;
+    // The runtime enforcer keeps enforcing: the next agent adopts it.
+    this.runtime?.stop();
+    this.runtime = undefined;
     this.log.info({ version: this.version }, "agent stopped; maps keep enforcing");
   }
 
@@ -330,7 +356,32 @@ export class NodeAgent {
         ? { hostFirewall: { ...this.hostFlags, ...(this.auditAnnotations.nodeObject !== undefined ? { nodeObject: this.auditAnnotations.nodeObject } : {}) } }
         : {}),
       ...(this.opts.l7 ? { l7Proxy: this.l7?.status() ?? { running: false, servedPorts: [], error: "the L7 proxy did not start" } } : {}),
+      ...(this.opts.runtime ? { runtime: this.opts.runtime.status() } : {}),
     };
+  }
+
+  /** The pods of this node as the runtime enforcer reads them: network namespace, name, and the labels of their identity. */
+  private runtimePods(): RuntimePod[] {
+    const labelsOf = new Map(this.applied.identities.map((i) => [i.id, i.labels]));
+    const out: RuntimePod[] = [];
+    for (const ep of this.endpoints.values()) {
+      if (ep.netns === undefined || ep.namespace === undefined || ep.pod === undefined) continue;
+      const identity = ep.ips.length > 0 ? endpointEntry(ep.ips[0]!, ep.hostIfindex, this.applied).identity : undefined;
+      const labels: Record<string, string> = {};
+      for (const l of (identity !== undefined ? labelsOf.get(identity) : undefined) ?? []) {
+        // Pod labels are the k8s-source labels of its identity (k8s:app=web); the namespace's own are under io.cilium.k8s.namespace.labels.
+        const m = /^k8s:([^=]+)=(.*)$/.exec(l);
+        if (m && !m[1]!.startsWith("io.cilium.k8s.") && !m[1]!.startsWith("io.kubernetes.")) labels[m[1]!] = m[2]!;
+      }
+      out.push({ netns: ep.netns, namespace: ep.namespace, name: ep.pod, labels });
+    }
+    return out;
+  }
+
+  /** Tells the operator each TracingPolicy's status on this node (when the enforcer runs and the stream is up). */
+  private sendRuntimeReport(): void {
+    if (!this.runtime || !this.call) return;
+    this.call.write({ type: "runtime", policies: this.runtime.statuses() });
   }
 
   /** Calls `f` whenever status() may have changed (stream up or down, a state applied or refused, endpoints). */
@@ -452,7 +503,9 @@ export class NodeAgent {
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
     call.on("end", () => onEnd("stream ended"));
-    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}) });
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}), ...(this.runtime ? { runtime: true } : {}) });
+    // What the enforcer runs now: the operator forgot it with the last stream.
+    this.sendRuntimeReport();
   }
 
   private async onMessage(call: Call, raw: unknown): Promise<void> {
@@ -505,6 +558,11 @@ export class NodeAgent {
     this.applied = target;
     this.dns?.settle();
     this.l7?.settle(enforcedState(target, this.mode));
+    // The runtime enforcer reads the node's TracingPolicies and pods (identity labels may have moved) from its files.
+    if (this.runtime) {
+      this.runtime.setPods(this.runtimePods());
+      this.runtime.setPolicies(target.tracingPolicies ?? []);
+    }
     this.reportPolicyFailures();
     this.version = msg.version;
     this.lastError = undefined;
@@ -659,6 +717,7 @@ export class NodeAgent {
       hostIfname: r.hostIfname,
       hostIfindex: r.hostIfindex,
       ips: r.ips,
+      ...(r.netns ? { netns: r.netns } : {}),
     };
     const previous = this.endpoints.get(r.containerId);
     if (previous && previous.hostIfindex !== ep.hostIfindex) this.detach(previous);
@@ -676,6 +735,7 @@ export class NodeAgent {
     }
     this.endpoints.set(r.containerId, ep);
     this.saveEndpoints();
+    this.runtime?.setPods(this.runtimePods());
     this.log.info(
       { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, ifindex: r.hostIfindex, identity: entry.identity, resolved: entry.identity !== INIT_IDENTITY, repeat: previous !== undefined },
       "endpoint added",
@@ -692,6 +752,7 @@ export class NodeAgent {
     this.detach(ep);
     this.endpoints.delete(containerId);
     this.saveEndpoints();
+    this.runtime?.setPods(this.runtimePods());
     this.log.info({ namespace: ep.namespace, name: ep.pod, containerId, ips: ep.ips }, "endpoint deleted");
     return { ok: true };
   }

@@ -42,6 +42,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--node-ip", "fd00::1", "--enable-dns-proxy=false", "--enable-l7-proxy"), "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)");
   });
 
+  it("the runtime enforcer is off by default; --enable-runtime[=true|false]; refused naming the flag", () => {
+    assert.equal(flags().runtime, false);
+    assert.equal(flags("--enable-runtime").runtime, true);
+    assert.equal(flags("--enable-runtime=true").runtime, true);
+    assert.equal(flags("--enable-runtime=false").runtime, false);
+    assert.equal(error("--enable-runtime=on"), '--enable-runtime: must be true or false, got "on"');
+  });
+
   it("the DNS proxy is on by default with --node-ip, with Cilium's tofqdns flags; off with --enable-dns-proxy=false; bad values are refused naming the flag", () => {
     assert.equal(flags().dnsProxy, undefined, "no --node-ip: no address to listen on");
     assert.deepEqual(flags("--node-ip", "192.0.2.1").dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });

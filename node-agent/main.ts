@@ -7,6 +7,7 @@ import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
+import { AgentRuntime } from "./runtime/agent-runtime.ts";
 import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
 import { DnsProxyMetrics } from "./dns/dns-metrics.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
@@ -45,7 +46,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
-                      [--enable-l7-proxy[=true|false]]
+                      [--enable-l7-proxy[=true|false]] [--enable-runtime[=true|false]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -106,6 +107,10 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --enable-l7-proxy  the L7 proxy (membrane l7proxy, a process of its own that outlives agent restarts) that enforces
                      HTTP rules (default true when --node-ip is given: it listens on that address; without it the node
                      does not enforce HTTP rules, and policy status says so); its files are l7proxy.* in --state-dir
+  --enable-runtime   run the runtime enforcer (membrane runtime, a process of its own that outlives agent restarts) on
+                     the TracingPolicies the operator sends and this node's pods, and report each policy's status
+                     (default false: TracingPolicy status then says EnforcerNotRunning for this node); its files are
+                     runtime* in --state-dir. It watches every process of the host kernel: one per kernel
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
@@ -153,6 +158,8 @@ export interface AgentFlags {
   readonly dnsProxy?: { readonly cache: FqdnCacheOptions; readonly rejectCode: RejectCode };
   /** The L7 proxy runs (on --node-ip). */
   readonly l7Proxy: boolean;
+  /** The runtime enforcer runs (TracingPolicies). */
+  readonly runtime: boolean;
 }
 
 /** Parses the flags; errors name the flag. */
@@ -162,7 +169,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -217,6 +224,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "wireguard-go": { type: "string" },
         "enable-dns-proxy": { type: "string" },
         "enable-l7-proxy": { type: "string" },
+        "enable-runtime": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
         "tofqdns-max-ips-per-hostname": { type: "string" },
         "tofqdns-endpoint-max-ip-per-hostname": { type: "string" },
@@ -322,6 +330,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
   const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), nodeIP);
   if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
+  const runtimeFlag = str("enable-runtime");
+  if (runtimeFlag !== undefined && runtimeFlag !== "true" && runtimeFlag !== "false") return { ok: false, error: `--enable-runtime: must be true or false, got ${JSON.stringify(runtimeFlag)}` };
   return {
     ok: true,
     flags: {
@@ -358,6 +368,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       wireguardGo: wireguardGo ?? "wireguard-go",
       ...(dnsProxy ? { dnsProxy } : {}),
       l7Proxy,
+      runtime: runtimeFlag === "true",
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
@@ -523,6 +534,7 @@ export async function run(args: string[]): Promise<number> {
           }),
         }
       : {}),
+    ...(f.runtime ? { runtime: new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log }) } : {}),
     observer: {
       hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
       ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import { Gauge, Registry } from "prom-client";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { ConnectEnforcer } from "./connect-enforcer.ts";
-import { RuntimeEnforcement } from "./enforcement.ts";
+import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
 import { parseFlags } from "../../kube/flags.ts";
@@ -112,7 +112,9 @@ export async function run(args: string[]): Promise<number> {
     const file = cfg.statusFile;
     if (file === undefined) return;
     // Asynchronous: this process must never wait on an open itself (the file may be in a marked directory).
-    const body = `${JSON.stringify({ node: cfg.nodeName, policies: Object.fromEntries(statuses) })}\n`;
+    // Each status names the uid and generation it is of (metadata of the object read), so a reader knows which version it describes.
+    const versions = new Map(policies.map((o) => [policyKey(o), objectVersion(o)]));
+    const body = `${JSON.stringify({ node: cfg.nodeName, policies: Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, ...versions.get(k) }])) })}\n`;
     const tmp = `${file}.${process.pid}.tmp`;
     applying = applying
       .then(() => fs.promises.writeFile(tmp, body))
@@ -160,6 +162,12 @@ export async function run(args: string[]): Promise<number> {
   await applying;
   log.info("runtime stopped");
   return 0;
+}
+
+/** The uid and generation of a policy object, where its metadata has them. */
+function objectVersion(o: unknown): { uid?: string; generation?: number } {
+  const m = (o as { metadata?: { uid?: unknown; generation?: unknown } } | undefined)?.metadata;
+  return { ...(typeof m?.uid === "string" ? { uid: m.uid } : {}), ...(typeof m?.generation === "number" ? { generation: m.generation } : {}) };
 }
 
 if (process.argv[1] === new URL(import.meta.url).pathname) void run(process.argv.slice(2)).then((code) => (process.exitCode = code));
