@@ -138,7 +138,7 @@ export async function devNodesUp(dir: string, kubeconfig: string, count: number,
  * and the cluster DNS (dnsmasq as kube-system/kube-dns on the first node) that pods created from then
  * on resolve through; idempotent.
  */
-export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean } = {}): Promise<string> {
+export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (args: string[], input?: string) => Promise<CommandResult>, count: number | undefined, opts: { prefix?: string; encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean; runtime?: boolean } = {}): Promise<string> {
   const prefix = opts.prefix ?? "";
   const existing = await loadNodesState(dir);
   let names: string[] = existing?.nodes.map((n) => n.name) ?? [];
@@ -154,7 +154,7 @@ export async function devClusterUp(dir: string, kubeconfig: string, kubectl: (ar
   if (count === undefined && !existing) return out;
   out += (await devNodesUp(dir, kubeconfig, count ?? existing!.nodes.length, { prefix, agent: devAgentHook(dir), podMtu: devPodMtu(opts.encryption) })) + "\n";
   const state = await loadNodesState(dir);
-  const agents = await startAgents(dir, state!.nodes, kubeconfig, { ...(opts.encryption ? { encryption: opts.encryption } : {}), ...(opts.hostFirewall ? { hostFirewall: true } : {}) });
+  const agents = await startAgents(dir, state!.nodes, kubeconfig, { ...(opts.encryption ? { encryption: opts.encryption } : {}), ...(opts.hostFirewall ? { hostFirewall: true } : {}), ...(opts.runtime ? { runtime: true } : {}) });
   out += `agents running: ${agents.agents.map((a) => `${a.node} (pid ${a.pid})`).join(", ")}\n`;
   if (!opts.clusterDns) return out;
   const hosts = await createOutsideHosts(dir, state!);

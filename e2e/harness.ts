@@ -46,7 +46,7 @@ export class TestCluster {
   }
 
   /** `clusterDns`: the outside hosts and kube-system/kube-dns (dnsmasq), as `membrane dev up` makes them; pods created afterwards resolve through it. */
-  async start(nodes: number, opts: { encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean } = {}): Promise<void> {
+  async start(nodes: number, opts: { encryption?: DevEncryption; hostFirewall?: boolean; clusterDns?: boolean; runtime?: boolean } = {}): Promise<void> {
     // As `dev up` does: agents load bpf/build/datapath.o, which must match bpf/ (a stale object refuses new maps).
     await ensureDatapathObject();
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}dev-`));

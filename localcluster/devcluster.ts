@@ -9,6 +9,7 @@ import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { ifindexIn } from "../node-agent/bpf/netns.ts";
+import { ALL_CONTROLLERS } from "../controllers/operator.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { writeAgentPki } from "../kube/pki.ts";
 import { DEFAULTS as WEBHOOK_DEFAULTS } from "../webhooks/main.ts";
@@ -42,6 +43,8 @@ export interface DevClusterState {
   encryption?: DevEncryption;
   /** Agents run with the host firewall on each node's underlay device (kept for agents started again later). */
   hostFirewall?: boolean;
+  /** Agents run the runtime enforcer (TracingPolicies; one per kernel: the local cluster's nodes share it). */
+  runtime?: boolean;
 }
 
 /** The node device the local cluster's host firewall judges: each node's underlay veth (its InternalIP). */
@@ -161,6 +164,8 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
       "operator", "--kubeconfig", kubeconfig, "--health-port", "0", "--leader-elect", "false", "--identity-gc-grace", "1m",
       "--distribution-port", "0", "--tls-ca", join(p.pki, "ca.crt"), "--tls-cert", join(p.pki, "operator.crt"), "--tls-key", join(p.pki, "operator.key"),
       "--hubble-relay-address", "127.0.0.1:0",
+      // The default controllers and tracing: the TracingPolicy CRDs are applied above.
+      "--controllers", `${ALL_CONTROLLERS.join(",")},tracing`,
     ],
     p.operatorLog,
   );
@@ -234,7 +239,7 @@ export const agentScope = (node: LocalNode): string => node.name;
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
  * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
  */
-export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null; hostFirewall?: boolean } = {}): Promise<DevClusterState> {
+export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null; hostFirewall?: boolean; runtime?: boolean } = {}): Promise<DevClusterState> {
   const p = devClusterPaths(dir);
   const state = await loadDevClusterState(dir);
   // null switches encryption off for the agents started from now on; undefined keeps what was chosen before.
@@ -247,6 +252,11 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
     else delete state.hostFirewall;
   }
   // The agent stream (loopback in the root netns) and the API server never cross a node's eth0 here.
+  if (opts.runtime !== undefined) {
+    if (opts.runtime) state.runtime = true;
+    else delete state.runtime;
+  }
+  const runtimeArgs = state.runtime ? ["--enable-runtime"] : [];
   const hostFirewallArgs = state.hostFirewall ? ["--host-firewall-device", DEV_HOST_FIREWALL_DEVICE] : [];
   const enc = state.encryption;
   const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : [])] : [];
@@ -271,6 +281,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
         ...encryptionArgs,
         ...hostFirewallArgs,
+        ...runtimeArgs,
       ],
       logFile,
     );
@@ -314,6 +325,9 @@ export async function stopDevCluster(dir: string, kubeconfig?: string): Promise<
     // So does the L7 proxy (membrane l7proxy, started by the agent with its configuration in the state directory).
     const l7Pid = Number.parseInt(readFileSyncOr(join(p.agentDir(a.node), "state", "l7proxy.pid")), 10);
     if (Number.isInteger(l7Pid) && l7Pid > 0 && isOurs(l7Pid, "l7proxy", join(p.agentDir(a.node), "state", "l7proxy.json"))) await terminateProcess(l7Pid, 5_000);
+    // So does the runtime enforcer (membrane runtime, with its policy file in the state directory); at SIGTERM it removes its programs and pins.
+    const rtPid = Number.parseInt(readFileSyncOr(join(p.agentDir(a.node), "state", "runtime.pid")), 10);
+    if (Number.isInteger(rtPid) && rtPid > 0 && isOurs(rtPid, "runtime", join(p.agentDir(a.node), "state", "runtime-policies.yaml"))) await terminateProcess(rtPid, 10_000);
   }
   if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) await terminateProcess(state.operatorPid, 10_000);
   for (const a of state.agents) {

@@ -1,0 +1,152 @@
+// End to end (issue #18 item 4): a TracingPolicy reaches the node through the operator's stream, the agent runs the
+// runtime enforcer on it (membrane runtime, supervised), and the policy's status counts the node. One local node
+// (the runtime enforcer watches the whole kernel: one per host), a real pod, real opens judged by fanotify.
+// Loads eBPF and creates network namespaces: run under flock /tmp/membrane-kernel.lock.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { isProcessAlive } from "../localcluster/cluster.ts";
+import { devClusterPaths, loadDevClusterState, startAgents } from "../localcluster/devcluster.ts";
+import { loadPodRecords } from "../localcluster/kubelet.ts";
+import { loadNodesState } from "../localcluster/nodes.ts";
+import { TestCluster } from "./harness.ts";
+
+const prefix = `rt${process.pid % 100000}-`;
+const NS = "rt";
+
+/** `cat FILE` in the pod's network namespace (as a process of the pod: the runtime tells pods by their netns). */
+function catIn(netns: string | undefined, file: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const argv = netns === undefined ? ["/bin/cat", file] : ["ip", "netns", "exec", netns, "/bin/cat", file];
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("close", (code, signal) => resolve({ code, signal, out, err }));
+  });
+}
+
+async function eventually<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ""}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+interface Status {
+  enforced?: string;
+  nodeErrors?: { node: string; reason: string; message: string }[];
+  conditions?: { type: string; status: string; reason: string; message: string }[];
+}
+
+describe("TracingPolicy through the operator's stream to the agent's runtime enforcer (1 node, a real pod)", { timeout: 8 * 60_000 }, () => {
+  const tc = new TestCluster(prefix);
+  let dir = "";
+  let secret = "";
+  let podNetns = "";
+
+  const policy = (name: string, extra: Record<string, unknown> = {}): string =>
+    JSON.stringify({
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name, namespace: NS },
+      spec: {
+        lsmhooks: [
+          {
+            hook: "file_open",
+            args: [{ index: 0, type: "file" }],
+            selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: [secret] }], matchActions: [{ action: "Override", argError: -1 }] }],
+          },
+        ],
+        ...extra,
+      },
+    });
+  const status = async (name: string): Promise<Status> =>
+    ((JSON.parse(await tc.kubectl(["get", "tracingpolicynamespaced", name, "-n", NS, "-o", "json"])) as { status?: Status }).status ?? {});
+  const condition = (s: Status, type: string): Status["conditions"] extends (infer C)[] | undefined ? C | undefined : never => s.conditions?.find((c) => c.type === type);
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), `${prefix}secret-`));
+    secret = join(dir, "shadow");
+    writeFileSync(secret, "s3cret\n");
+    await tc.start(1, { runtime: true });
+    await tc.createPods({ [NS]: {} }, [{ namespace: NS, name: "shell", node: 1, labels: { app: "shell" }, ports: [] }]);
+    const rec = (await loadPodRecords(tc.dir)).pods[`${NS}/shell`];
+    assert.ok(rec, "the pod runs on the local node");
+    podNetns = rec.netns;
+  });
+
+  after(async () => {
+    await tc.stop();
+    if (dir !== "") rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("kubectl apply: the pod's open is denied, the host's is not, and the status says Enforced 1/1", async () => {
+    assert.deepEqual((await catIn(podNetns, secret)).out, "s3cret\n", "before the policy the pod reads the file");
+    await tc.kubectl(["apply", "-f", "-"], policy("deny-secret"));
+    const s = await eventually("Enforced 1/1", async () => {
+      const st = await status("deny-secret");
+      return st.enforced === "1/1" && condition(st, "Enforced")?.status === "True" ? st : undefined;
+    });
+    assert.deepEqual(s.nodeErrors, []);
+    assert.equal(condition(s, "Loaded")?.status, "True");
+    const denied = await catIn(podNetns, secret);
+    assert.notEqual(denied.code, 0, JSON.stringify(denied));
+    assert.equal(denied.out, "");
+    assert.match(denied.err, /Operation not permitted|Permission denied/);
+    // A process of no pod (the host) is not selected by a namespaced policy.
+    assert.equal((await catIn(undefined, secret)).out, "s3cret\n");
+  });
+
+  it("a policy the node cannot load is counted as such: Enforced False 0/1 naming the node and the reason", async () => {
+    // Admitted and translated, but this node does not tell containers apart: its enforcer refuses it.
+    await tc.kubectl(["apply", "-f", "-"], policy("by-container", { containerSelector: { matchLabels: { name: "main" } } }));
+    const s = await eventually("the node's refusal in the status", async () => {
+      const st = await status("by-container");
+      return st.enforced === "0/1" && st.nodeErrors?.[0]?.reason === "HookUnavailable" ? st : undefined;
+    });
+    assert.equal(s.nodeErrors?.[0]?.node, tc.nodeName(1));
+    assert.match(s.nodeErrors?.[0]?.message ?? "", /spec\.containerSelector/);
+    assert.deepEqual([condition(s, "Enforced")?.status, condition(s, "Enforced")?.reason], ["False", "HookUnavailable"]);
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "by-container", "-n", NS]);
+  });
+
+  it("an agent killed and restarted: the runtime enforcer keeps denying meanwhile and is adopted, not restarted", async () => {
+    const state = await loadDevClusterState(tc.dir);
+    const agent = state.agents[0]!;
+    const runtimePid = Number(readFileSync(join(devClusterPaths(tc.dir).agentDir(agent.node), "state", "runtime.pid"), "utf8").trim());
+    assert.ok(isProcessAlive(runtimePid), "the runtime enforcer runs");
+    process.kill(agent.pid, "SIGKILL");
+    await eventually("the agent is gone", async () => (isProcessAlive(agent.pid) ? undefined : true), 10_000);
+    const denied = await catIn(podNetns, secret);
+    assert.notEqual(denied.code, 0, `denied with no agent: ${JSON.stringify(denied)}`);
+    await startAgents(tc.dir, (await loadNodesState(tc.dir))!.nodes, tc.cp!.kubeconfig);
+    const restarted = (await loadDevClusterState(tc.dir)).agents[0]!;
+    assert.notEqual(restarted.pid, agent.pid);
+    assert.ok(isProcessAlive(runtimePid), "the same runtime enforcer still runs (adopted)");
+    // The restarted agent reports again: still Enforced 1/1.
+    await eventually("Enforced 1/1 after the restart", async () => ((await status("deny-secret")).enforced === "1/1" ? true : undefined));
+    assert.notEqual((await catIn(podNetns, secret)).code, 0);
+  });
+
+  it("kubectl delete: the same open succeeds again", async () => {
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "deny-secret", "-n", NS]);
+    const read = await eventually("the pod reads the file again", async () => {
+      const r = await catIn(podNetns, secret);
+      return r.code === 0 ? r : undefined;
+    }, 30_000);
+    assert.equal(read.out, "s3cret\n");
+  });
+});
