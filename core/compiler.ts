@@ -20,7 +20,7 @@ import { DeltaCollector, compareEntries, type Delta, type DirectionEntries } fro
 import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts";
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
-import { subjectHttp } from "./policy/http-rules.ts";
+import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
@@ -64,11 +64,11 @@ interface SubjectState {
   readonly users: Readonly<Record<Direction, DirectionUser>>;
   ingress: DirState;
   egress: DirState;
-  /** ruleIds holding a proxy port for this subject */
+  /** ruleIds of its L7 allow rules: the proxy ports of sets of other rules are freed */
   proxyRules: Set<number>;
   /** Its DNS rules and toFQDNs selectors, for the node's DNS proxy. */
   dns: SubjectDns | undefined;
-  /** Its HTTP rules per L7 allow rule, for the node's L7 proxy. */
+  /** Its HTTP rules per L7 allow rule, for the node's L7 proxy (their proxy ports are the allocator's: see httpOf). */
   http: RuleHttpRules[] | undefined;
 }
 
@@ -91,7 +91,7 @@ export class PolicyCompiler {
       selectorCache: this.selectorCache,
       namedPorts: opts.namedPorts ?? (() => []),
       ruleIdOf: (key, origin) => this.repository.ruleIdOf(key, origin),
-      proxyPortFor: (subject, ruleId) => this.proxyPorts.portFor(subject, ruleId),
+      proxyPortFor: (subject, ruleIds) => this.proxyPorts.portFor(subject, ruleIds),
       compareRules: this.repository.compareRules,
     };
   }
@@ -185,7 +185,8 @@ export class PolicyCompiler {
     if (!s) return { subject, ingressEnforced: false, egressEnforced: false, entries: [] };
     const entries: PolicyEntry[] = [];
     for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) entries.push(...m.values());
-    return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(s.http ? { http: s.http } : {}) };
+    const http = this.httpOf(s);
+    return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
   }
 
   /** Subjects that have compiled state (selected by at least one policy). */
@@ -302,8 +303,18 @@ export class PolicyCompiler {
   /** Whether a subject is default-deny in each direction now (no compiled state: neither), and its DNS part. */
   readonly enforcementOf = (subject: number): { ingress: boolean; egress: boolean; dns?: SubjectDns; http?: readonly RuleHttpRules[] } => {
     const s = this.subjects.get(subject);
-    return { ingress: s?.ingress.resolved.enforced ?? false, egress: s?.egress.resolved.enforced ?? false, ...(s?.dns ? { dns: s.dns } : {}), ...(s?.http ? { http: s.http } : {}) };
+    const http = s ? this.httpOf(s) : undefined;
+    return { ingress: s?.ingress.resolved.enforced ?? false, egress: s?.egress.resolved.enforced ?? false, ...(s?.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
   };
+
+  /** A subject's HTTP part with the proxy ports each rule's HTTP rules are served on (alone or ORed with others' on one key). */
+  private httpOf(s: SubjectState): RuleHttpRules[] | undefined {
+    if (!s.http) return undefined;
+    // Only ports an entry names: a set whose entries went keeps its port (stable if they come back) but judges nothing.
+    const named = new Set<number>();
+    for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) for (const e of m.values()) if (e.proxyPort !== 0) named.add(e.proxyPort);
+    return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
+  }
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
     for (const t of terms) if (t.matcher !== undefined) this.selectorCache.add(t.matcher, user);

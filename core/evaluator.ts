@@ -79,6 +79,45 @@ export function directionVerdict(
   namedPorts: NamedPortResolver = () => [],
   services: readonly ServiceBackends[] = [],
 ): DirectionVerdict {
+  const { applying, rules, hits } = ruleMatcher(policies, direction, subject, peer, protocol, port, namedPorts, services);
+  const deny = rules.find((r) => r.verdict === "deny" && hits(r));
+  if (deny) return { verdict: "deny", rule: deny.origin };
+  const allow = rules.find((r) => r.verdict === "allow" && hits(r));
+  if (allow) return { verdict: "allow", rule: allow.origin };
+  return applying.some((p) => p.defaultDeny[direction])
+    ? { verdict: "deny", rule: "default-deny" }
+    : { verdict: "allow", rule: "no-policy" };
+}
+
+/**
+ * Every allow rule of one direction of one endpoint that selects the peer, protocol and port, in
+ * order: Cilium's policies are additive, so an HTTP request is allowed when any of them allows it
+ * (their HTTP rules are ORed on that flow).
+ */
+export function allowingRules(
+  policies: readonly Policy[],
+  direction: Direction,
+  subject: Endpoint,
+  peer: Endpoint,
+  protocol: number,
+  port: number,
+  namedPorts: NamedPortResolver = () => [],
+  services: readonly ServiceBackends[] = [],
+): Rule[] {
+  const { rules, hits } = ruleMatcher(policies, direction, subject, peer, protocol, port, namedPorts, services);
+  return rules.filter((r) => r.verdict === "allow" && hits(r));
+}
+
+function ruleMatcher(
+  policies: readonly Policy[],
+  direction: Direction,
+  subject: Endpoint,
+  peer: Endpoint,
+  protocol: number,
+  port: number,
+  namedPorts: NamedPortResolver,
+  services: readonly ServiceBackends[],
+): { applying: Policy[]; rules: Rule[]; hits: (r: Rule) => boolean } {
   const applying = policies.filter(
     (p) =>
       isPolicySubject(subject.id, subject.labels, p.nodeSelector !== undefined) &&
@@ -91,13 +130,7 @@ export function directionVerdict(
   const hits = (r: Rule): boolean =>
     r.peers.some((p) => peerHolds(p, peer, requires, services)) &&
     portsHold(r, protocol, port, (name, proto) => namedPorts(portOwner, name, proto));
-  const deny = rules.find((r) => r.verdict === "deny" && hits(r));
-  if (deny) return { verdict: "deny", rule: deny.origin };
-  const allow = rules.find((r) => r.verdict === "allow" && hits(r));
-  if (allow) return { verdict: "allow", rule: allow.origin };
-  return applying.some((p) => p.defaultDeny[direction])
-    ? { verdict: "deny", rule: "default-deny" }
-    : { verdict: "allow", rule: "no-policy" };
+  return { applying, rules, hits };
 }
 
 function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[], services: readonly ServiceBackends[]): boolean {

@@ -261,13 +261,21 @@ export interface SubjectPolicy {
 }
 
 /**
- * The HTTP rules of one allow rule with `toPorts[].rules.http` (its entries carry the proxy port), in
- * source order over its toPorts: ORed by the proxy for every request on that port.
+ * The HTTP rules of one allow rule with `toPorts[].rules.http`, in source order over its toPorts,
+ * and the proxy ports that serve them. On a proxy port the proxy ORs the rules of every rule that
+ * lists the port: two rules allowing one key (peer, protocol, port) with HTTP rules share the port of
+ * their union.
  */
 export interface RuleHttpRules {
   readonly ruleId: number;
   readonly direction: Direction;
   readonly rules: readonly HTTPRule[];
+  /**
+   * The proxy ports whose requests these rules judge (with the other rules listing the same port),
+   * ascending. Absent (an operator from before the union): the ports of the entries carrying this
+   * ruleId, these rules alone.
+   */
+  readonly proxyPorts?: readonly number[];
 }
 
 /** One compiled port block of a rule: protocol number, first port, port prefix length (as in a map key). */

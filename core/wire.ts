@@ -294,7 +294,8 @@ const httpRule = record({
     list(record({ name: nonEmpty, value: optional(str), mismatch: optional(oneOf("LOG", "ADD", "DELETE", "REPLACE")), secret: optional(record({ name: nonEmpty, namespace: optional(str) })) })),
   ),
 });
-const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule) }));
+const proxyPort: Check = (v, path) => (typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 0xffff ? undefined : fail(path, "must be a port number (1 to 65535)"));
+const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule), proxyPorts: optional(list(proxyPort)) }));
 const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 // A TracingPolicy item: its fields, its key matching its object, and the object as Tetragon's loader rules (core/tracing.ts) take it.

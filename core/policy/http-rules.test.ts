@@ -1,4 +1,4 @@
-// The HTTP part of a subject's compiled policy: what the operator sends the node's L7 proxy, and how it travels in snapshots and deltas.
+// The HTTP part of a subject's compiled policy: what the operator sends the node's L7 proxy, how it travels in snapshots and deltas, and the union of the HTTP rules allowing one key.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { LabelSet, Policy } from "../model.ts";
@@ -7,7 +7,10 @@ import { parsePolicyObject } from "../parser/index.ts";
 import { PolicyCompiler, compileAll, policyKey } from "../compiler.ts";
 import { parseDownstream } from "../wire.ts";
 import { EMPTY_STATE, applyDelta, diffState } from "../nodestate.ts";
-import { sameSubjectHttp } from "./http-rules.ts";
+import { httpRulesAt, sameSubjectHttp } from "./http-rules.ts";
+import { lookup } from "./mapstate.ts";
+import { compileHttpRules, decideHttp } from "../l7/http-decision.ts";
+import { requestFromRaw } from "../l7/http-request.ts";
 
 const pod = (cls: string, org: string): LabelSet =>
   labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "default"), label("k8s", "class", cls), label("k8s", "org", org), label("k8s", "io.cilium.k8s.policy.cluster", "default")]);
@@ -42,7 +45,7 @@ test("a subject's compiled policy carries the HTTP rules of each L7 allow rule, 
   const p = c.snapshot(DEATHSTAR);
   const proxied = p.entries.filter((e) => e.proxyPort !== 0);
   assert.ok(proxied.length > 0, "the port is proxied");
-  assert.deepEqual(p.http, [{ ruleId: proxied[0]!.ruleId, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }] }]);
+  assert.deepEqual(p.http, [{ ruleId: proxied[0]!.ruleId, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }], proxyPorts: [proxied[0]!.proxyPort] }]);
   assert.equal(c.snapshot(XWING).http, undefined, "a subject without HTTP rules has no HTTP part");
 });
 
@@ -111,4 +114,152 @@ test("the agent refuses a malformed HTTP part, naming the field", () => {
     "state.policies[0].http[0].rules[0].headerMatches[0].mismatch: must be one of LOG, ADD, DELETE, REPLACE",
   );
   assert.equal(bad({}), "state.policies[0].http: must be a list");
+  assert.equal(bad([{ ruleId: 1, direction: "ingress", rules: [], proxyPorts: [0] }]), "state.policies[0].http[0].proxyPorts[0]: must be a port number (1 to 65535)");
+  assert.equal(bad([{ ruleId: 1, direction: "ingress", rules: [], proxyPorts: 10000 }]), "state.policies[0].http[0].proxyPorts: must be a list");
+});
+
+// ----- two rules allowing one key with HTTP rules: ORed (Cilium: policies are additive) -----
+
+const landing = (name: string, http: unknown[], from: unknown = { fromEndpoints: [{ matchLabels: { org: "alliance" } }] }, port: Record<string, string | number> = { port: "80", protocol: "TCP" }) =>
+  parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ ...(from as object), toPorts: [{ ports: [port], rules: { http } }] }] }, name);
+
+/** What the deathstar's ingress does with one request from `peer` to TCP `port`: the datapath's lookup, then the proxy's rules on the entry's port. */
+function judge(c: PolicyCompiler, peer: number, method: string, path: string, port = 80): string {
+  const p = c.snapshot(DEATHSTAR);
+  const hit = lookup(p, "ingress", peer, 6, port);
+  if (hit.verdict === "deny") return "dropped";
+  if (!hit.entry || hit.entry.proxyPort === 0) return "allowed (L4)";
+  const d = decideHttp(requestFromRaw(method, path, ["Host", "deathstar"]), compileHttpRules(httpRulesAt(p, hit.entry)));
+  return d.verdict === "deny" ? "403" : `allowed by ${c.ruleOrigin(d.ruleId)?.name}[${d.index}]`;
+}
+
+function compiler(...policies: Policy[][]): PolicyCompiler {
+  const c = new PolicyCompiler();
+  for (const [id, l] of ids) c.upsertIdentity(id, l);
+  for (const parts of policies) c.upsertPolicy(policyKey(parts[0]!), parts);
+  return c;
+}
+
+test("two policies allowing the same peer and port with HTTP rules are ORed: GET /a and GET /b pass, each named by its own rule, GET /c is refused", () => {
+  const a = landing("a", [{ method: "GET", path: "/a" }]);
+  const b = landing("b", [{ method: "GET", path: "/b" }]);
+  for (const order of [[a, b], [b, a]]) {
+    const c = compiler(...order);
+    assert.equal(judge(c, XWING, "GET", "/a"), "allowed by a[0]");
+    assert.equal(judge(c, XWING, "GET", "/b"), "allowed by b[0]");
+    assert.equal(judge(c, XWING, "GET", "/c"), "403");
+    assert.equal(judge(c, XWING, "POST", "/a"), "403");
+    const p = c.snapshot(DEATHSTAR);
+    const port = lookup(p, "ingress", XWING, 6, 80).entry!.proxyPort;
+    assert.deepEqual(p.http?.map((r) => [c.ruleOrigin(r.ruleId)?.name, r.proxyPorts]), [["a", [port]], ["b", [port]]], "one port for the union, listed by both rules");
+  }
+});
+
+test("two rules of one policy on the same peer and port are ORed too", () => {
+  const c = compileAll(
+    parse({
+      endpointSelector: { matchLabels: { class: "deathstar" } },
+      ingress: [
+        { fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/a" }] } }] },
+        { fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/b" }] } }] },
+      ],
+    }),
+    ids,
+  );
+  const p = c.snapshot(DEATHSTAR);
+  const at = (path: string): string => {
+    const e = lookup(p, "ingress", XWING, 6, 80).entry!;
+    const d = decideHttp(requestFromRaw("GET", path, []), compileHttpRules(httpRulesAt(p, e)));
+    return d.verdict === "allow" ? c.ruleOrigin(d.ruleId)!.path : "403";
+  };
+  assert.deepEqual([at("/a"), at("/b"), at("/c")], ["spec.ingress[0]", "spec.ingress[1]", "403"]);
+});
+
+test("an any-peer HTTP rule is ORed into a specific peer's: that peer gets both, another peer only the any-peer rule", () => {
+  const specific = landing("specific", [{ method: "GET", path: "/a" }]);
+  const anyPeer = landing("any-peer", [{ method: "GET", path: "/b" }], {});
+  for (const order of [[specific, anyPeer], [anyPeer, specific]]) {
+    const c = compiler(...order);
+    assert.equal(judge(c, XWING, "GET", "/a"), "allowed by specific[0]");
+    assert.equal(judge(c, XWING, "GET", "/b"), "allowed by any-peer[0]", "the lookup stops at the x-wing's entry: the any-peer rule must be in its port's rules");
+    assert.equal(judge(c, XWING, "GET", "/c"), "403");
+    assert.equal(judge(c, TIEFIGHTER, "GET", "/b"), "allowed by any-peer[0]");
+    assert.equal(judge(c, TIEFIGHTER, "GET", "/a"), "403", "the specific rule does not select the tie fighter");
+  }
+});
+
+test("an any-peer HTTP rule on one port of a specific peer's port range: that port gets both rules, the rest of the range only the specific rule", () => {
+  const c = compiler(landing("range", [{ path: "/a" }], undefined, { port: "80", endPort: 83, protocol: "TCP" }), landing("any-peer", [{ path: "/b" }], {}, { port: "82", protocol: "TCP" }));
+  assert.equal(judge(c, XWING, "GET", "/b", 82), "allowed by any-peer[0]");
+  assert.equal(judge(c, XWING, "GET", "/a", 82), "allowed by range[0]");
+  assert.equal(judge(c, XWING, "GET", "/b", 83), "403");
+  assert.equal(judge(c, XWING, "GET", "/a", 83), "allowed by range[0]");
+  assert.equal(judge(c, TIEFIGHTER, "GET", "/b", 82), "allowed by any-peer[0]");
+  assert.equal(judge(c, TIEFIGHTER, "GET", "/a", 80), "dropped");
+});
+
+test("an any-peer HTTP rule added after a specific one reaches the specific peer's entry in the delta (and goes again when removed)", () => {
+  const c = compiler(landing("specific", [{ path: "/a" }]));
+  const alone = lookup(c.snapshot(DEATHSTAR), "ingress", XWING, 6, 80).entry!.proxyPort;
+  const anyPeer = landing("any-peer", [{ path: "/b" }], {});
+  const d = c.upsertPolicy(policyKey(anyPeer[0]!), anyPeer).find((x) => x.subject === DEATHSTAR)!;
+  const union = d.added.find((e) => e.peer === XWING && e.port === 80)?.proxyPort;
+  assert.ok(union !== undefined && union !== alone, "the x-wing's entry moves to the union's port");
+  assert.deepEqual(d.http?.map((r) => r.proxyPorts?.includes(union)), [true, true]);
+  assert.equal(judge(c, XWING, "GET", "/b"), "allowed by any-peer[0]");
+  const gone = c.removePolicy(policyKey(anyPeer[0]!)).find((x) => x.subject === DEATHSTAR)!;
+  assert.equal(gone.added.find((e) => e.peer === XWING && e.port === 80)?.proxyPort, alone, "back on the specific rule's own port");
+  assert.equal(judge(c, XWING, "GET", "/b"), "403");
+});
+
+test("removing one of two policies shrinks the union: its requests are refused, the entry leaves the union's port, and that port is not kept", () => {
+  const a = landing("a", [{ path: "/a" }]);
+  const b = landing("b", [{ path: "/b" }]);
+  const c = compiler(a, b);
+  const union = lookup(c.snapshot(DEATHSTAR), "ingress", XWING, 6, 80).entry!.proxyPort;
+  const d = c.removePolicy(policyKey(b[0]!)).find((x) => x.subject === DEATHSTAR)!;
+  const now = d.added.find((e) => e.peer === XWING && e.port === 80)?.proxyPort;
+  assert.ok(now !== undefined && now !== union, "the entry is rewritten to the remaining rule's port");
+  assert.deepEqual(d.http?.map((r) => r.proxyPorts), [[now]], "the union's port is listed nowhere: freed");
+  assert.equal(judge(c, XWING, "GET", "/a"), "allowed by a[0]");
+  assert.equal(judge(c, XWING, "GET", "/b"), "403");
+  // A new union on another subject can have the freed port: it is no one's any more.
+  const other = parse({ endpointSelector: { matchLabels: { class: "tiefighter" } }, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{}] } }] }] }, "tf");
+  c.upsertPolicy(policyKey(other[0]!), other);
+  assert.ok(c.snapshot(TIEFIGHTER).entries.some((e) => e.proxyPort === union), "the lowest free port is the union's old one");
+});
+
+test("the union's port is stable across recompiles while its rules do not change", () => {
+  const a = landing("a", [{ path: "/a" }]);
+  const b = landing("b", [{ path: "/b" }]);
+  const c = compiler(a, b);
+  const port = lookup(c.snapshot(DEATHSTAR), "ingress", XWING, 6, 80).entry!.proxyPort;
+  assert.deepEqual(c.upsertPolicy(policyKey(a[0]!), a).flatMap((d) => [...d.added, ...d.removed]), []);
+  assert.deepEqual(c.recompileAll().flatMap((d) => [...d.added, ...d.removed]), []);
+  const changed = landing("a", [{ path: "/a2" }]);
+  assert.deepEqual(c.upsertPolicy(policyKey(changed[0]!), changed).flatMap((d) => [...d.added, ...d.removed]), [], "new HTTP rules, same rules allowing the key: same port");
+  assert.equal(lookup(c.snapshot(DEATHSTAR), "ingress", XWING, 6, 80).entry!.proxyPort, port);
+  assert.equal(judge(c, XWING, "GET", "/a2"), "allowed by a[0]");
+});
+
+test("with two HTTP rules on the key, an L4-only allow of the same peer and port still allows every request, and a deny still drops", () => {
+  const a = landing("a", [{ path: "/a" }]);
+  const b = landing("b", [{ path: "/b" }]);
+  const l4 = parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, "l4");
+  const c = compiler(a, l4, b);
+  assert.equal(judge(c, XWING, "GET", "/c"), "allowed (L4)");
+  const deny = parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, "deny");
+  assert.equal(judge(compiler(a, b, deny), XWING, "GET", "/a"), "dropped");
+  const anyDeny = parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingressDeny: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, "deny-all");
+  assert.equal(judge(compiler(a, landing("any-peer", [{ path: "/b" }], {}), anyDeny), XWING, "GET", "/a"), "dropped");
+});
+
+test("a subject's rules without proxy ports (an operator from before the union): the entry's own rule judges its port", () => {
+  const c = compiler(landing("a", [{ path: "/a" }]));
+  const p = c.snapshot(DEATHSTAR);
+  const e = lookup(p, "ingress", XWING, 6, 80).entry!;
+  const old = { ...p, http: p.http!.map(({ proxyPorts: _, ...r }) => r) };
+  assert.deepEqual(httpRulesAt(old, e), httpRulesAt(p, e));
+  assert.deepEqual(httpRulesAt(old, { ...e, ruleId: e.ruleId + 100 }), [], "no rule of that id: nothing (the proxy refuses every request)");
+  assert.deepEqual(httpRulesAt(p, { ...e, proxyPort: 0 }), [], "no proxy port: no HTTP rules");
 });

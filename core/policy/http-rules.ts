@@ -1,5 +1,6 @@
 // The HTTP side of a subject's policy: the HTTP rules of each of its L7 allow rules, for the node's L7 proxy.
-import type { HTTPRule, Policy, Rule, RuleHttpRules } from "../model.ts";
+import type { HTTPRule, Policy, PolicyEntry, Rule, RuleHttpRules, SubjectPolicy } from "../model.ts";
+import type { HttpRuleRef } from "../l7/http-decision.ts";
 
 /**
  * The HTTP rules of the allow rules in `parts` (the policies selecting one subject, `keys[i]` the key
@@ -20,11 +21,34 @@ export function subjectHttp(parts: readonly Policy[], keys: readonly string[], r
   return out.length > 0 ? out : undefined;
 }
 
+/**
+ * Each rule's HTTP rules with the proxy ports that serve them: every port whose set of rules (one
+ * rule, or the union of the HTTP rules allowing one key) holds it. The node's proxy ORs, on a port,
+ * the rules of every rule listing it.
+ */
+export function withProxyPorts(http: readonly RuleHttpRules[], sets: readonly { readonly ruleIds: readonly number[]; readonly port: number }[]): RuleHttpRules[] {
+  return http.map((r) => ({ ...r, proxyPorts: sets.filter((s) => s.ruleIds.includes(r.ruleId)).map((s) => s.port).sort((a, b) => a - b) }));
+}
+
+/**
+ * The HTTP rules the node's proxy ORs on an entry's proxy port, in the subject's order, each naming
+ * its rule and its index in that rule's HTTP rules; empty when the entry is no HTTP redirect (no
+ * proxy port, a deny, or a DNS rule's port). A subject whose rules list no proxy ports (an operator
+ * from before the union) gives the rules of the entry's own rule.
+ */
+export function httpRulesAt(policy: SubjectPolicy, entry: PolicyEntry): HttpRuleRef[] {
+  if (entry.proxyPort === 0 || entry.verdict !== "allow") return [];
+  const http = (policy.http ?? []).filter((r) => r.direction === entry.direction);
+  const listed = http.some((r) => r.proxyPorts !== undefined);
+  const rules = listed ? http.filter((r) => r.proxyPorts?.includes(entry.proxyPort)) : http.filter((r) => r.ruleId === entry.ruleId);
+  return rules.flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
+}
+
 /** Typed equality of two subjects' HTTP parts (absent equals absent only). */
 export function sameSubjectHttp(a: readonly RuleHttpRules[] | undefined, b: readonly RuleHttpRules[] | undefined): boolean {
   if (a === b) return true;
   if (!a || !b) return false;
-  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.direction === y.direction && sameList(x.rules, y.rules, sameHttpRule));
+  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.direction === y.direction && sameList(x.proxyPorts ?? [], y.proxyPorts ?? [], (p, q) => p === q) && sameList(x.rules, y.rules, sameHttpRule));
 }
 
 function sameHttpRule(a: HTTPRule, b: HTTPRule): boolean {

@@ -27,9 +27,13 @@ interface NamedPort {
 export interface Contribution extends NumericPort {
   readonly verdict: Verdict;
   readonly ruleId: number;
+  /** The rule's own proxy port (a DNS rule, or L7 rules not all HTTP); 0 for an HTTP redirect, whose port is its key's union's. */
   readonly proxyPort: number;
-  /** The proxy port is for HTTP rules only (an L4-only allow of the same key then allows every request). */
-  readonly httpOnly: boolean;
+  /**
+   * An HTTP rule's redirect: an L4-only allow of the same key beats it (every request is allowed),
+   * and on one key the HTTP rules of every rule allowing it are ORed behind one proxy port.
+   */
+  readonly http: boolean;
 }
 
 /** A rule's part for one peer: the peer is the wildcard (identity 0) or the identities a cached selector picks. */
@@ -40,7 +44,7 @@ export interface Term {
   readonly verdict: Verdict;
   readonly ruleId: number;
   readonly proxyPort: number;
-  readonly httpOnly: boolean;
+  readonly http: boolean;
   readonly ports: readonly NumericPort[];
   /** Egress only: resolved against each peer. */
   readonly namedPorts: readonly NamedPort[];
@@ -58,8 +62,8 @@ export interface EntryTemplate {
   readonly verdict: Verdict;
   readonly proxyPort: number;
   readonly ruleId: number;
-  /** The proxy port is for HTTP rules only. */
-  readonly httpOnly: boolean;
+  /** An HTTP redirect: proxyPort is the one of the union of the HTTP rules allowing this key. */
+  readonly http: boolean;
 }
 
 /** A subject's rules in one direction, resolved into terms. */
@@ -72,6 +76,8 @@ export interface ResolvedDirection {
   readonly termsBySelector: ReadonlyMap<string, readonly number[]>;
   readonly wildcardTerms: readonly Term[];
   readonly wildcardDenies: readonly Contribution[];
+  /** The wildcard peer's HTTP redirects: they judge every peer's requests too (ORed into its own HTTP redirects where they overlap). */
+  readonly wildcardHttp: readonly Contribution[];
   /** Memo of templates per matched-term signature; valid for this resolution's lifetime. */
   readonly templates: Map<string, readonly EntryTemplate[]>;
 }
@@ -81,7 +87,8 @@ export interface ResolutionContext {
   readonly selectorCache: PartitionedSelectorCache;
   readonly namedPorts: NamedPortResolver;
   ruleIdOf(policyKey: string, origin: Rule["origin"]): number;
-  proxyPortFor(subject: number, ruleId: number): number;
+  /** The proxy port of a subject's set of L7 rules (one rule, or the union of HTTP rules on one key). */
+  proxyPortFor(subject: number, ruleIds: readonly number[]): number;
   readonly compareRules: (a: number, b: number) => number;
 }
 
@@ -125,7 +132,8 @@ export function resolveDirection(
     else addToList(termsBySelector, t.matcher.canonical, i);
   });
   const wildcardDenies = wildcardTerms.filter((t) => t.verdict === "deny").flatMap((t) => t.contributions);
-  return { enforced, requires, terms, termsBySelector, wildcardTerms, wildcardDenies, templates: new Map() };
+  const wildcardHttp = wildcardTerms.filter((t) => t.verdict === "allow" && t.http).flatMap((t) => t.contributions);
+  return { enforced, requires, terms, termsBySelector, wildcardTerms, wildcardDenies, wildcardHttp, templates: new Map() };
 }
 
 export const UNRESOLVED: ResolvedDirection = {
@@ -135,6 +143,7 @@ export const UNRESOLVED: ResolvedDirection = {
   termsBySelector: new Map(),
   wildcardTerms: [],
   wildcardDenies: [],
+  wildcardHttp: [],
   templates: new Map(),
 };
 
@@ -171,14 +180,15 @@ function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, 
   }
   if (r.ports.length === 0 && r.icmps.length === 0) ports.push(ALL_PORTS);
   let proxyPort = 0;
+  const http = l7 && r.verdict === "allow" && httpOnly;
   if (l7 && r.verdict === "allow") {
     proxyRules.add(ruleId);
-    proxyPort = ctx.proxyPortFor(subject, ruleId);
+    // An HTTP redirect's port is its key's: the union of the HTTP rules allowing it (entryTemplates).
+    if (!http) proxyPort = ctx.proxyPortFor(subject, [ruleId]);
   }
   const out: Term[] = [];
-  const http = proxyPort !== 0 && httpOnly;
-  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort, httpOnly: http };
-  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort, httpOnly: http }));
+  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort, http };
+  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort, http }));
   for (const peer of r.peers) {
     const selection = ctx.selectorCache.peerSelection(peer, requires);
     if (selection.kind === "nothing") continue;
@@ -219,12 +229,19 @@ export function matchedTermsByPeer(cache: PartitionedSelectorCache, dir: Resolve
   return matched;
 }
 
-/** Whether two directions deny the same ports to every peer (a change there touches every peer). */
+/**
+ * Whether two directions deny the same ports to every peer and redirect the same ports of every
+ * peer to HTTP rules (a change of either touches every peer's entries).
+ */
 export function sameWildcardDenies(a: ResolvedDirection, b: ResolvedDirection): boolean {
-  if (a.wildcardDenies.length !== b.wildcardDenies.length) return false;
+  return sameContributions(a.wildcardDenies, b.wildcardDenies) && sameContributions(a.wildcardHttp, b.wildcardHttp);
+}
+
+function sameContributions(a: readonly Contribution[], b: readonly Contribution[]): boolean {
+  if (a.length !== b.length) return false;
   const order = (x: Contribution, y: Contribution): number => x.proto - y.proto || x.lo - y.lo || x.hi - y.hi || x.ruleId - y.ruleId;
-  const sa = [...a.wildcardDenies].sort(order);
-  const sb = [...b.wildcardDenies].sort(order);
+  const sa = [...a].sort(order);
+  const sb = [...b].sort(order);
   return sa.every((x, i) => order(x, sb[i]!) === 0);
 }
 
@@ -244,20 +261,20 @@ export function peerEntries(
   let templates: readonly EntryTemplate[];
   if (peer === IDENTITY_WILDCARD) {
     const have = dir.templates.get("*");
-    templates = have ?? entryTemplates(dir.wildcardTerms.flatMap((t) => t.contributions), [], ctx.compareRules);
+    templates = have ?? entryTemplates(dir.wildcardTerms.flatMap((t) => t.contributions), NO_EXTRA, rulesOf(ctx, subject));
     if (!have) dir.templates.set("*", templates);
   } else if (matched.every((i) => dir.terms[i]!.namedPorts.length === 0)) {
     // Peers matched by the same terms get the same entries: computed once per term signature.
     const sig = matched.join(",");
     const have = dir.templates.get(sig);
-    templates = have ?? entryTemplates(matched.flatMap((i) => dir.terms[i]!.contributions), dir.wildcardDenies, ctx.compareRules);
+    templates = have ?? entryTemplates(matched.flatMap((i) => dir.terms[i]!.contributions), dir, rulesOf(ctx, subject));
     if (!have) dir.templates.set(sig, templates);
   } else {
     const cs = matched.flatMap((i) => {
       const t = dir.terms[i]!;
       return t.namedPorts.length === 0 ? t.contributions : contributionsOf(t, portsFor(ctx, t, direction, peer));
     });
-    templates = entryTemplates(cs, dir.wildcardDenies, ctx.compareRules);
+    templates = entryTemplates(cs, dir, rulesOf(ctx, subject));
   }
   const out = new Map<number, PolicyEntry>();
   for (const t of templates) {
@@ -278,7 +295,25 @@ function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: n
 }
 
 function contributionsOf(t: Term, ports: readonly NumericPort[]): Contribution[] {
-  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort, httpOnly: t.httpOnly }));
+  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort, http: t.http }));
+}
+
+/** What a peer's entries take from the wildcard peer's: its denies and its HTTP redirects. */
+export interface WildcardExtras {
+  readonly wildcardDenies: readonly Contribution[];
+  readonly wildcardHttp: readonly Contribution[];
+}
+
+const NO_EXTRA: WildcardExtras = { wildcardDenies: [], wildcardHttp: [] };
+
+/** How entryTemplates orders rules and finds the proxy port of a set of rules, for one subject. */
+export interface TemplateRules {
+  readonly compareRules: (a: number, b: number) => number;
+  readonly proxyPortFor: (ruleIds: readonly number[]) => number;
+}
+
+function rulesOf(ctx: ResolutionContext, subject: number): TemplateRules {
+  return { compareRules: ctx.compareRules, proxyPortFor: (ruleIds) => ctx.proxyPortFor(subject, ruleIds) };
 }
 
 /**
@@ -289,9 +324,9 @@ function contributionsOf(t: Term, ports: readonly NumericPort[]): Contribution[]
  */
 export function preferred(a: EntryTemplate, b: EntryTemplate, compareRules: (a: number, b: number) => number): EntryTemplate {
   if (a.verdict !== b.verdict) return a.verdict === "deny" ? a : b;
-  if ((a.proxyPort !== 0) !== (b.proxyPort !== 0)) {
-    const [proxied, plain] = a.proxyPort !== 0 ? [a, b] : [b, a];
-    return proxied.httpOnly ? plain : proxied;
+  if (proxied(a) !== proxied(b)) {
+    const [redirect, plain] = proxied(a) ? [a, b] : [b, a];
+    return redirect.http ? plain : redirect;
   }
   if (a.ruleId !== b.ruleId) return compareRules(a.ruleId, b.ruleId) < 0 ? a : b;
   return a.proxyPort <= b.proxyPort ? a : b;
@@ -322,29 +357,55 @@ function blocksOf(c: NumericPort): readonly { port: number; prefixLen: number }[
 /**
  * The entries for one peer (or the wildcard) from its contributions: each contribution's port blocks,
  * plus, wherever an allow overlaps a deny that also applies to this peer, the overlap as a deny so
- * the longest-prefix lookup can never pick the allow.
+ * the longest-prefix lookup can never pick the allow. An HTTP redirect's proxy port is the one of
+ * every HTTP rule allowing its whole block, the wildcard peer's too (`extra.wildcardHttp`): their
+ * rules are ORed (Cilium: a request is allowed when any rule selecting the flow allows it). Where a
+ * wildcard HTTP redirect overlaps part of one of this peer's, the overlap gets an entry of its own,
+ * since the lookup stops at this peer's entries and never reaches the wildcard's.
  */
-export function entryTemplates(contributions: readonly Contribution[], extraDenies: readonly Contribution[], compareRules: (a: number, b: number) => number): EntryTemplate[] {
+export function entryTemplates(contributions: readonly Contribution[], extra: WildcardExtras, rules: TemplateRules): EntryTemplate[] {
   const out = new Map<number, EntryTemplate>();
-  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number, httpOnly: boolean): void => {
+  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number, http: boolean): void => {
     for (const b of blocksOf(c)) {
       const slot = entrySlot(c.proto, b.port, b.prefixLen);
-      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId, httpOnly };
+      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId, http };
       const prev = out.get(slot);
-      out.set(slot, prev ? preferred(prev, e, compareRules) : e);
+      out.set(slot, prev ? preferred(prev, e, rules.compareRules) : e);
     }
   };
-  const denies = [...contributions.filter((c) => c.verdict === "deny"), ...extraDenies];
-  for (const c of contributions) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0, c.verdict === "allow" && c.httpOnly);
-  for (const c of contributions) {
+  const ownHttp = contributions.filter((c) => c.verdict === "allow" && c.http);
+  const overlaps: Contribution[] = [];
+  for (const c of ownHttp) {
+    for (const w of extra.wildcardHttp) {
+      const x = intersect(c, w);
+      if (x) overlaps.push({ ...x, verdict: "allow", ruleId: c.ruleId, proxyPort: 0, http: true });
+    }
+  }
+  const allows = [...contributions, ...overlaps];
+  const denies = [...contributions.filter((c) => c.verdict === "deny"), ...extra.wildcardDenies];
+  for (const c of allows) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0, c.verdict === "allow" && c.http);
+  for (const c of allows) {
     if (c.verdict !== "allow") continue;
     for (const d of denies) {
       const x = intersect(c, d);
       if (x) put(x, "deny", d.ruleId, 0, false);
     }
   }
-  return [...out.values()];
+  if (ownHttp.length === 0) return [...out.values()];
+  const http = [...ownHttp, ...extra.wildcardHttp];
+  return [...out.values()].map((t) => (t.verdict === "allow" && t.http ? { ...t, proxyPort: rules.proxyPortFor(httpRulesCovering(http, t)) } : t));
 }
+
+/** The rules of the HTTP redirects whose ports hold the whole of an entry's block, ascending, each once. */
+function httpRulesCovering(http: readonly Contribution[], t: EntryTemplate): number[] {
+  const lo = t.port;
+  const hi = t.port + 2 ** (16 - t.portPrefixLen) - 1;
+  const ids = new Set<number>();
+  for (const c of http) if ((c.proto === 0 || c.proto === t.proto) && c.lo <= lo && c.hi >= hi) ids.add(c.ruleId);
+  return [...ids].sort((a, b) => a - b);
+}
+
+const proxied = (t: EntryTemplate): boolean => t.proxyPort !== 0 || t.http;
 
 function addToList<K, V>(m: Map<K, V[]>, k: K, ...v: V[]): void {
   let s = m.get(k);
