@@ -12,7 +12,7 @@ import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/m
 import type { NodeState } from "../../core/wire.ts";
 import { label, labelSetFrom } from "../../core/labels.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
-import { compileAll } from "../../core/compiler.ts";
+import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
@@ -154,6 +154,8 @@ function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number }
       launcher: l7.launcher ?? ["nsenter", `--net=/var/run/netns/${topo.ns.host}`],
       checkIntervalMs: 3000,
       healthIntervalMs: 100,
+      // Each request in the proxy's log (l7proxy.log) with the rule that decided it.
+      logFlows: true,
       ...(l7.listenTimeoutMs !== undefined ? { listenTimeoutMs: l7.listenTimeoutMs } : {}),
       log: capturingLogger(agentLines),
     }),
@@ -315,17 +317,24 @@ test("ingress: a connection that did not pass the deathstar's HTTP rules is drop
   assert.equal(await status("POST", "/v1/request-landing"), 200);
 });
 
-/** The state the operator's compiler makes of these CiliumNetworkPolicy specs (on the deathstar and x-wing identities of this test). */
-function compiledState(generation: number, specs: readonly { name: string; spec: unknown }[]): NodeState {
+/**
+ * The state the operator's compiler makes of these CiliumNetworkPolicy specs (on the deathstar and
+ * x-wing identities of this test); with `c`, one compiler kept across states as the operator keeps
+ * it (its policies not in `specs` are removed).
+ */
+function compiledState(generation: number, specs: readonly { name: string; spec: unknown }[], c = new PolicyCompiler()): NodeState {
   const pod = (cls: string, org: string) => labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "default"), label("k8s", "class", cls), label("k8s", "org", org)]);
-  const policies = specs.flatMap(({ name, spec }) => {
+  c.upsertIdentity(XWING, pod("xwing", "alliance"));
+  c.upsertIdentity(DEATHSTAR, pod("deathstar", "empire"));
+  const key = (name: string): string => policyKey({ kind: "CiliumNetworkPolicy", namespace: "default", name });
+  for (const o of [...c.ruleTable().values()]) if (!specs.some((s) => s.name === o.name)) c.removePolicy(key(o.name));
+  for (const { name, spec } of specs) {
     const r = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name, namespace: "default", uid: name, generation }, spec });
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
-    return r.value;
-  });
-  const c = compileAll(policies, new Map([[XWING, pod("xwing", "alliance")], [DEATHSTAR, pod("deathstar", "empire")]]));
+    c.upsertPolicy(key(name), r.value);
+  }
   const subjects = [c.snapshot(XWING), c.snapshot(DEATHSTAR)];
-  const ruleIds = [...new Set(subjects.flatMap((p) => p.entries.map((e) => e.ruleId)))];
+  const ruleIds = [...new Set(subjects.flatMap((p) => [...p.entries.map((e) => e.ruleId), ...(p.http ?? []).map((r) => r.ruleId)]))];
   const base = state(generation, false);
   return { ...base, policies: subjects, rules: ruleIds.map((id) => ({ id, origin: c.ruleOrigin(id)! })), policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation }] };
 }
@@ -354,6 +363,55 @@ test("compiled by the operator's compiler: the star-wars rule is enforced; an L4
   assert.deepEqual(violations, []);
 });
 
+/** The requests the proxy logged (--log-flows) for `requestPath`, with the name of the policy whose rule decided each. */
+function flowsFor(requestPath: string, s: NodeState): { verdict: string; status: number; policy?: string }[] {
+  const lines = fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8").split("\n").filter((l) => l.startsWith("{"));
+  const flows = lines.map((l) => JSON.parse(l) as { msg?: string; flow?: { path: string; verdict: string; status: number; rule?: { ruleId: number } } }).filter((l) => l.msg === "http request" && l.flow?.path === requestPath);
+  return flows.map(({ flow }) => {
+    const policy = flow!.rule ? s.rules.find((r) => r.id === flow!.rule!.ruleId)?.origin.name : undefined;
+    return { verdict: flow!.verdict, status: flow!.status, ...(policy !== undefined ? { policy } : {}) };
+  });
+}
+
+const pathRule = (name: string, path: string) => ({
+  name,
+  spec: {
+    endpointSelector: { matchLabels: { org: "empire", class: "deathstar" } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path }] } }] }],
+  },
+});
+
+test("two policies allowing the x-wing to the deathstar's port 80 with HTTP rules are ORed through the proxy: GET /a and GET /b 200, each named by its own policy, GET /c 403 naming none; removing one refuses its path again", async () => {
+  const operator = new PolicyCompiler();
+  const both = compiledState(9, [pathRule("path-a", "/a"), pathRule("path-b", "/b")], operator);
+  server!.publish(node, both);
+  await until("state 9 acknowledged", () => ackedGeneration() === 9, 20_000);
+  const union = both.policies.find((p) => p.subject === DEATHSTAR)!.entries.find((e) => e.peer === XWING)!.proxyPort;
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [union]);
+  const seen = topo.deathstarLog.length;
+  assert.equal(await status("GET", "/a"), 200);
+  assert.equal(await status("GET", "/b"), 200);
+  assert.equal(await status("GET", "/c"), 403);
+  const log = topo.deathstarLog.slice(seen);
+  assert.match(log, /request GET \/a /);
+  assert.match(log, /request GET \/b /);
+  assert.doesNotMatch(log, /request GET \/c /, "the refused request never reached the deathstar");
+  await until("the proxy logged the three requests", () => ["/a", "/b", "/c"].every((p) => flowsFor(p, both).length > 0), 5_000);
+  assert.deepEqual(flowsFor("/a", both), [{ verdict: "forwarded", status: 200, policy: "path-a" }]);
+  assert.deepEqual(flowsFor("/b", both), [{ verdict: "forwarded", status: 200, policy: "path-b" }]);
+  assert.deepEqual(flowsFor("/c", both), [{ verdict: "denied", status: 403 }]);
+
+  const one = compiledState(10, [pathRule("path-a", "/a")], operator);
+  server!.publish(node, one);
+  await until("state 10 acknowledged", () => ackedGeneration() === 10, 20_000);
+  const alone = one.policies.find((p) => p.subject === DEATHSTAR)!.entries.find((e) => e.peer === XWING)!.proxyPort;
+  assert.notEqual(alone, union, "the union's port is not the remaining rule's");
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [alone], "the union's port is unserved");
+  assert.equal(await status("GET", "/a"), 200);
+  assert.equal(await status("GET", "/b"), 403, "path-b's rule is gone");
+  assert.deepEqual(violations, []);
+});
+
 test("a proxy that cannot start: the agent serves the new port all the same (its connections fail, never pass), says so, and keeps trying", async () => {
   await agent!.stop();
   const pid = proxyPid();
@@ -364,8 +422,8 @@ test("a proxy that cannot start: the agent serves the new port all the same (its
   await agent.start();
   assert.equal(agent.status().l7Proxy?.running, false);
   assert.ok(agentLines.some((l) => l.msg === "L7 proxy not started yet: connections steered to it fail until it runs"));
-  server!.publish(node, ingressState(9));
-  await until("state 9 acknowledged", () => ackedGeneration() === 9, 20_000);
+  server!.publish(node, ingressState(11));
+  await until("state 11 acknowledged", () => ackedGeneration() === 11, 20_000);
   assert.ok(topo.dp.redirect.servedPorts().includes(INGRESS_PROXY_PORT), `served although nothing listens (served: ${topo.dp.redirect.servedPorts().join(",")}; agent: ${JSON.stringify(agent.status().l7Proxy)}; acked ${ackedGeneration()})`);
   const seen = topo.deathstarLog.length;
   assert.equal(await status("PUT", "/v1/exhaust-port"), undefined, "fails closed");

@@ -69,6 +69,30 @@ test("the proxy's configuration from a node's policies: proxied entries serve th
   assert.deepEqual(desiredProxy([{ ...ingress, http: [{ ruleId: 9, direction: "egress", rules: [{}] }] }], ADDR.node).config.ports, []);
 });
 
+test("two rules allowing one key with HTTP rules: their port serves the union (every rule listing it), each rule naming itself", () => {
+  const e = { ...DEATHSTAR_POLICY.entries[0]!, proxyPort: PROXY_PORT + 2, ruleId: 9 };
+  const union: SubjectPolicy = {
+    ...DEATHSTAR_POLICY,
+    entries: [e, { ...e, peer: 3000, proxyPort: PROXY_PORT + 3, ruleId: 11 }],
+    http: [
+      { ruleId: 9, direction: "ingress", rules: [{ path: "/a" }], proxyPorts: [PROXY_PORT + 2] },
+      { ruleId: 11, direction: "ingress", rules: [{ path: "/b" }, { path: "/b2" }], proxyPorts: [PROXY_PORT + 2, PROXY_PORT + 3] },
+    ],
+  };
+  assert.deepEqual(desiredProxy([union], ADDR.node).config.ports, [
+    {
+      port: PROXY_PORT + 2,
+      direction: "ingress",
+      http: [
+        { ruleId: 9, index: 0, rule: { path: "/a" } },
+        { ruleId: 11, index: 0, rule: { path: "/b" } },
+        { ruleId: 11, index: 1, rule: { path: "/b2" } },
+      ],
+    },
+    { port: PROXY_PORT + 3, direction: "ingress", http: [{ ruleId: 11, index: 0, rule: { path: "/b" } }, { ruleId: 11, index: 1, rule: { path: "/b2" } }] },
+  ]);
+});
+
 test("started from the policies: the port is served once the proxy listens, and the rules are enforced", async () => {
   await supervisor.start();
   assert.deepEqual(supervisor.servedPorts(), []);

@@ -5,7 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import type { SubjectPolicy } from "../../core/model.ts";
-import type { HttpRuleRef } from "../../core/l7/http-decision.ts";
+import { httpRulesAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
 
@@ -22,20 +22,19 @@ export interface DesiredProxy {
 
 /**
  * The proxy configuration for a node's subjects: each allow entry with a proxy port serves that
- * port with the HTTP rules of its rule (indexes as in its `toPorts[].rules.http` over all toPorts),
- * egress ones as the client's rules, ingress ones as the destination's (the datapath steers a local
- * client there, and the proxy's mark says the destination's rules were applied). A proxied entry
- * whose rule has no HTTP rules here (DNS, or none sent) is not this proxy's.
+ * port with the HTTP rules the subject's policy gives it (core/policy/http-rules.ts `httpRulesAt`:
+ * the union of the HTTP rules of every rule allowing the entry's key, ORed, each naming its rule and
+ * index), egress ones as the client's rules, ingress ones as the destination's (the datapath steers
+ * a local client there, and the proxy's mark says the destination's rules were applied). A proxied
+ * entry with no HTTP rules here (DNS, or none sent) is not this proxy's.
  */
 export function desiredProxy(policies: readonly SubjectPolicy[], address: string, limits: ProxyLimits = DEFAULT_LIMITS): DesiredProxy {
   const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
-    const byRule = new Map((p.http ?? []).map((r) => [r.ruleId, r]));
     for (const e of p.entries) {
-      if (e.proxyPort === 0 || e.verdict !== "allow") continue;
-      const r = byRule.get(e.ruleId);
-      if (!r || r.direction !== e.direction || ports.has(e.proxyPort)) continue;
-      const http: HttpRuleRef[] = r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule }));
+      if (e.proxyPort === 0 || e.verdict !== "allow" || ports.has(e.proxyPort)) continue;
+      const http = httpRulesAt(p, e);
+      if (http.length === 0) continue;
       ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http });
     }
   }
