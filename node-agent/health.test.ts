@@ -8,7 +8,7 @@ import { KubeClient } from "../kube/kube.ts";
 import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
-import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, l7ProxyCondition, membraneVersion } from "./health.ts";
+import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, l7ProxyCondition, membraneVersion, runtimeCondition } from "./health.ts";
 import { parseAgentFlags } from "./main.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
@@ -220,4 +220,18 @@ test("L7Proxy: only with the L7 proxy; True/Running, False/ProxyDown naming the 
   assert.deepEqual([down.status, down.reason], ["False", "ProxyDown"]);
   assert.equal(down.message, "the L7 proxy process is not running (the supervisor restarts it): connections to proxy ports 10000, 10001 fail until it is back");
   assert.deepEqual(l7ProxyCondition({ running: true, servedPorts: [], error: "not applied" }, { observedGeneration: 2 }), { type: "L7Proxy", status: "False", reason: "ConfigurationNotApplied", message: "not applied; no proxy port served", observedGeneration: 2 });
+});
+
+test("RuntimeEnforcer: only with the runtime enforcer; True/Running with its counts, False/EnforcerDown naming why", () => {
+  const base: AgentStatus = { connected: true, version: 3, lastError: undefined, endpoints: 1, policyEnforcementMode: "default", policyAuditMode: false, auditedEndpoints: 0 };
+  assert.ok(!healthConditions(base, "dp").some((c) => c.type === "RuntimeEnforcer"));
+  const up = healthConditions({ ...base, runtime: { running: true, pid: 42, enforced: 2, notEnforced: 1 } }, "dp").find((c) => c.type === "RuntimeEnforcer")!;
+  assert.deepEqual(up, { type: "RuntimeEnforcer", status: "True", reason: "Running", message: "pid 42; 2 TracingPolicy(ies) enforced, 1 not (see each policy's status)" });
+  assert.deepEqual(runtimeCondition({ running: false, enforced: 0, notEnforced: 2, error: "the runtime enforcer exited at start (see /x/runtime.log)" }, { observedGeneration: 5 }), {
+    type: "RuntimeEnforcer",
+    status: "False",
+    reason: "EnforcerDown",
+    message: "the runtime enforcer exited at start (see /x/runtime.log): TracingPolicies are not enforced on this node until it is back",
+    observedGeneration: 5,
+  });
 });

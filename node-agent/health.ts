@@ -1,4 +1,4 @@
-// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, HostFirewall with the host firewall, L7Proxy with the L7 proxy, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
+// Publishes the agent's health: on its own CiliumNode (status conditions Ready, DatapathLoaded, PolicySynced, HostFirewall with the host firewall, L7Proxy with the L7 proxy, RuntimeEnforcer with the runtime enforcer, its version and acknowledged policy version, the observer's address annotation), and its liveness as a heartbeat Lease.
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { Backoff } from "../kube/backoff.ts";
@@ -67,7 +67,18 @@ export function healthConditions(s: AgentStatus, datapath: string, observedGener
     synced.status === "True"
       ? { type: "Ready", status: "True", reason: "Enforcing", message: `${s.endpoints} endpoint(s); ${held}${auditText(s)}`, ...gen }
       : { type: "Ready", status: "False", reason: synced.reason, message: synced.message, ...gen };
-  return [ready, loaded, synced, ...(s.hostFirewall ? [hostFirewallCondition(s.hostFirewall, gen)] : []), ...(s.l7Proxy ? [l7ProxyCondition(s.l7Proxy, gen)] : [])];
+  return [ready, loaded, synced, ...(s.hostFirewall ? [hostFirewallCondition(s.hostFirewall, gen)] : []), ...(s.l7Proxy ? [l7ProxyCondition(s.l7Proxy, gen)] : []), ...(s.runtime ? [runtimeCondition(s.runtime, gen)] : [])];
+}
+
+/**
+ * With the runtime enforcer (--enable-runtime): `RuntimeEnforcer` says whether `membrane runtime` runs and how many
+ * of the node's TracingPolicies it enforces. Down (`EnforcerDown`), nothing is judged: the opens, execs and connects
+ * it would deny pass until the agent has restarted it.
+ */
+export function runtimeCondition(r: NonNullable<AgentStatus["runtime"]>, gen: { observedGeneration?: number } = {}): ConditionInput {
+  if (!r.running) return { type: "RuntimeEnforcer", status: "False", reason: "EnforcerDown", message: `${r.error ?? "the runtime enforcer is not running"}: TracingPolicies are not enforced on this node until it is back`, ...gen };
+  const counts = `${r.enforced} TracingPolicy(ies) enforced${r.notEnforced > 0 ? `, ${r.notEnforced} not (see each policy's status)` : ""}`;
+  return { type: "RuntimeEnforcer", status: "True", reason: "Running", message: `pid ${r.pid ?? "?"}; ${counts}`, ...gen };
 }
 
 /**
