@@ -4,7 +4,7 @@
 // Loads eBPF and creates network namespaces: run under flock /tmp/membrane-kernel.lock.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -108,6 +108,42 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
     assert.match(denied.err, /Operation not permitted|Permission denied/);
     // A process of no pod (the host) is not selected by a namespaced policy.
     assert.equal((await catIn(undefined, secret)).out, "s3cret\n");
+    // The node says so on its CiliumNode.
+    const cond = await eventually("RuntimeEnforcer on the CiliumNode", async () => {
+      const cn = JSON.parse(await tc.kubectl(["get", "ciliumnode", tc.nodeName(1), "-o", "json"])) as { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } };
+      const c = cn.status?.conditions?.find((x) => x.type === "RuntimeEnforcer");
+      return c?.status === "True" && /1 TracingPolicy\(ies\) enforced/.test(c.message) ? c : undefined;
+    });
+    assert.equal(cond.reason, "Running");
+  });
+
+  it("Sigkill on exec of a named binary: the pod's exec is killed, the host's runs; deleted, the pod's runs again", async () => {
+    const binary = join(dir, "forbidden-tool");
+    copyFileSync("/bin/true", binary);
+    chmodSync(binary, 0o755);
+    const run = (netns: string | undefined): Promise<{ code: number | null; signal: NodeJS.Signals | null }> =>
+      new Promise((resolve) => {
+        const argv = netns === undefined ? [binary] : ["ip", "netns", "exec", netns, binary];
+        const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore" });
+        child.on("close", (code, signal) => resolve({ code, signal }));
+      });
+    assert.deepEqual(await run(podNetns), { code: 0, signal: null }, "before the policy it runs");
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify({
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name: "kill-tool", namespace: NS },
+      spec: {
+        kprobes: [{
+          call: "security_bprm_check", syscall: false, args: [{ index: 0, type: "linux_binprm" }],
+          selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: [binary] }], matchActions: [{ action: "Sigkill" }] }],
+        }],
+      },
+    }));
+    await eventually("kill-tool Enforced 1/1", async () => ((await status("kill-tool")).enforced === "1/1" ? true : undefined));
+    assert.equal((await run(podNetns)).signal, "SIGKILL", "the pod's exec is killed");
+    assert.deepEqual(await run(undefined), { code: 0, signal: null }, "the host's exec runs");
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "kill-tool", "-n", NS]);
+    await eventually("the pod's exec runs again", async () => ((await run(podNetns)).code === 0 ? true : undefined), 30_000);
   });
 
   it("a policy the node cannot load is counted as such: Enforced False 0/1 naming the node and the reason", async () => {
