@@ -111,7 +111,7 @@ describe("chart hubble.export.dynamic", () => {
     );
   });
 
-  it("a field the agent refuses renders, and the agent's parser names it (aggregation, an unsupported filter)", async () => {
+  it("a field the agent refuses renders, and the agent's parser names it (aggregation without its interval, an unsupported filter)", async () => {
     const objects = parseManifest(
       await renderText({
         "hubble.export.dynamic.enabled": true,
@@ -123,7 +123,7 @@ describe("chart hubble.export.dynamic", () => {
     );
     const parsed = parseFlowLogsConfig(flowLogsConfigMap(objects)!);
     assert.ok(!parsed.ok);
-    assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].fieldAggregate: not supported")), parsed.errors.join("; "));
+    assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].aggregationInterval: required")), parsed.errors.join("; "));
     assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].includeFilters[0].source_fqdn: not supported")), parsed.errors.join("; "));
   });
 

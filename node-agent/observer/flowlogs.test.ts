@@ -50,11 +50,34 @@ flowLogs:
     "flowLogs[0].colour: unknown field",
     "flowLogs[0].name: required",
     "flowLogs[1].filePath: duplicated flow log path /a.log",
-    "flowLogs[1].fieldAggregate: not supported",
+    "flowLogs[1].aggregationInterval: required (more than 0s) with fieldAggregate",
     "flowLogs[1].includeFilters[0].source_fqdn: not supported",
     "flowLogs[1].fileMaxBackups: must be a whole number ≥ 0",
     "flowLogs[1].end: not an RFC 3339 time",
   ]);
+  const aggregation = parseFlowLogsConfig(`
+flowLogs:
+- name: agg
+  filePath: /agg.log
+  fieldAggregate: [source.namespace, destination.namespace, verdict]
+  aggregationInterval: 30s
+- name: interval-alone
+  filePath: /b.log
+  aggregationInterval: 1m
+- name: bad-path
+  filePath: /c.log
+  fieldAggregate: ["source..pod"]
+  aggregationInterval: soon
+`);
+  assert.ok(!aggregation.ok);
+  assert.deepEqual(aggregation.errors, [
+    "flowLogs[1].fieldAggregate: required with aggregationInterval (the fields flows are folded by)",
+    "flowLogs[2].fieldAggregate: \"source..pod\" is not a field path",
+    "flowLogs[2].aggregationInterval: not a duration (\"30s\", \"1m\")",
+    "flowLogs[2].aggregationInterval: required (more than 0s) with fieldAggregate",
+  ]);
+  const agg = parseFlowLogsConfig("flowLogs:\n- name: agg\n  filePath: /agg.log\n  fieldAggregate: [verdict]\n  aggregationInterval: 30s\n");
+  assert.deepEqual(agg.ok ? agg.flowLogs[0]!.aggregate : agg.errors, { fields: ["verdict"], intervalMs: 30_000 });
 });
 
 test("flow logs follow the file: filtered and masked lines, a log added and one removed on reload, a broken file keeps the last good set, a log past its end stops", (t) => {
@@ -111,4 +134,37 @@ flowLogs:
   assert.equal(lines("pods.log").length, 3, "past its end");
   assert.equal(lines("all.log").length, 2);
   assert.deepEqual(logs.names(), ["all"]);
+});
+
+test("a flow log with aggregation writes its folded flows every interval, with their counts", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-flowlogs-agg-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const config = path.join(dir, "flowlogs.yaml");
+  fs.writeFileSync(config, `
+flowLogs:
+- name: by-verdict
+  filePath: ${dir}/agg.log
+  fieldAggregate: [verdict]
+  aggregationInterval: 100ms
+`);
+  const logs = new DynamicFlowLogs({ path: config, log: pino({ level: "silent" }) });
+  t.after(() => logs.stop());
+  logs.start();
+  for (let i = 0; i < 3; i++) logs.write(dropFlow());
+  logs.write(flow());
+  const read = (): { flow: { verdict: string; aggregate: Record<string, number> } }[] => {
+    logs.flush();
+    const p = path.join(dir, "agg.log");
+    return fs.existsSync(p) ? fs.readFileSync(p, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as never) : [];
+  };
+  assert.deepEqual(read(), [], "nothing before the interval ends");
+  const end = Date.now() + 5000;
+  while (read().length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(
+    read().map((l) => [l.flow.verdict, l.flow.aggregate.ingress_flow_count]),
+    [
+      ["DROPPED", 3],
+      ["FORWARDED", 1],
+    ],
+  );
 });

@@ -8,6 +8,7 @@ import type { Flow } from "../../flowapi/flow.ts";
 import { compileFlowFilters } from "../../flowapi/hubble/filter.ts";
 import type { GetFlowsResponse, HubbleFlowFilter } from "../../flowapi/hubble/types.ts";
 import { HubbleExporter } from "./hubble-export.ts";
+import { parseDuration } from "../../core/duration.ts";
 
 /** One flow log of the file (Cilium's FlowLogConfig, the fields Membrane serves). */
 export interface FlowLogConfig {
@@ -23,6 +24,8 @@ export interface FlowLogConfig {
   readonly fileCompress: boolean;
   /** After this time (ms since the epoch) the log writes nothing more. */
   readonly endMs?: number;
+  /** Cilium's aggregation (fieldAggregate, aggregationInterval): flows folded by these fields, written every interval. */
+  readonly aggregate?: { readonly fields: readonly string[]; readonly intervalMs: number };
 }
 
 export type FlowLogsParse = { readonly ok: true; readonly flowLogs: FlowLogConfig[] } | { readonly ok: false; readonly errors: string[] };
@@ -60,9 +63,6 @@ export function parseFlowLogsConfig(text: string): FlowLogsParse {
     if (filePath === undefined) errors.push(`${at}.filePath: required`);
     else if (paths.has(filePath)) errors.push(`${at}.filePath: duplicated flow log path ${filePath}`);
     else paths.add(filePath);
-    // Aggregation is Cilium's (flows folded into counts per window): not served, so refused rather than ignored.
-    if (Array.isArray(o.fieldAggregate) ? o.fieldAggregate.length > 0 : o.fieldAggregate !== undefined && o.fieldAggregate !== null) errors.push(`${at}.fieldAggregate: not supported: Membrane exports every flow`);
-    if (o.aggregationInterval !== undefined && o.aggregationInterval !== null && !/^0+[a-z]*$/.test(String(o.aggregationInterval))) errors.push(`${at}.aggregationInterval: not supported: Membrane exports every flow`);
     const strings = (k: string): string[] => {
       const v = o[k] ?? [];
       if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
@@ -91,6 +91,17 @@ export function parseFlowLogsConfig(text: string): FlowLogsParse {
     };
     const fieldMask = strings("fieldMask");
     for (const p of fieldMask) if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(p)) errors.push(`${at}.fieldMask: "${p}" is not a field path`);
+    // Aggregation (Cilium's): both or neither, since one without the other would do nothing.
+    const fieldAggregate = o.fieldAggregate === null ? [] : strings("fieldAggregate");
+    for (const p of fieldAggregate) if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(p)) errors.push(`${at}.fieldAggregate: "${p}" is not a field path`);
+    let intervalMs = 0;
+    if (o.aggregationInterval !== undefined && o.aggregationInterval !== null) {
+      const ms = typeof o.aggregationInterval === "string" ? parseDuration(o.aggregationInterval) : undefined;
+      if (ms === undefined) errors.push(`${at}.aggregationInterval: not a duration ("30s", "1m")`);
+      else intervalMs = ms;
+    }
+    if (fieldAggregate.length > 0 && intervalMs <= 0) errors.push(`${at}.aggregationInterval: required (more than 0s) with fieldAggregate`);
+    if (fieldAggregate.length === 0 && intervalMs > 0) errors.push(`${at}.fieldAggregate: required with aggregationInterval (the fields flows are folded by)`);
     const includeFilters = filters("includeFilters");
     const excludeFilters = filters("excludeFilters");
     const fileMaxSizeMb = count("fileMaxSizeMb");
@@ -102,7 +113,18 @@ export function parseFlowLogsConfig(text: string): FlowLogsParse {
       if (Number.isNaN(endMs)) errors.push(`${at}.end: not an RFC 3339 time`);
     }
     if (name !== undefined && filePath !== undefined) {
-      out.push({ name, filePath, fieldMask, includeFilters, excludeFilters, fileMaxSizeMb, fileMaxBackups, fileCompress: o.fileCompress === true, ...(endMs !== undefined ? { endMs } : {}) });
+      out.push({
+        name,
+        filePath,
+        fieldMask,
+        includeFilters,
+        excludeFilters,
+        fileMaxSizeMb,
+        fileMaxBackups,
+        fileCompress: o.fileCompress === true,
+        ...(endMs !== undefined ? { endMs } : {}),
+        ...(fieldAggregate.length > 0 && intervalMs > 0 ? { aggregate: { fields: fieldAggregate, intervalMs } } : {}),
+      });
     }
   });
   return errors.length > 0 ? { ok: false, errors } : { ok: true, flowLogs: out };
@@ -170,6 +192,7 @@ export class DynamicFlowLogs {
         allowList: config.includeFilters,
         denyList: config.excludeFilters,
         fieldMask: config.fieldMask,
+        ...(config.aggregate ? { aggregate: config.aggregate } : {}),
       });
       this.running.set(name, { config, exporter });
     }

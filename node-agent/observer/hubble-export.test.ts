@@ -55,6 +55,25 @@ test("a LostEvent is exported as Cilium's exporter writes it: hubble observe --i
   assert.equal(fs.existsSync(allowed) ? fs.readFileSync(allowed, "utf8") : "", "");
 });
 
+test("aggregation (Cilium's fieldAggregate): flows agreeing on the fields are one line with counts per direction, read back by hubble observe --input-file", async (t) => {
+  const file = path.join(tmp(t), "agg.jsonl");
+  const x = new HubbleExporter({ file: { path: file, maxBytes: 1 << 20, keep: 1 }, aggregate: { fields: ["source.pod_name", "destination.pod_name", "verdict"], intervalMs: 60_000 } });
+  x.write(dropFlow({ time: "2026-12-03T10:00:00.000Z", direction: "ingress" }));
+  x.write(dropFlow({ time: "2026-12-03T10:00:01.000Z", direction: "ingress", source: endpoint({ port: 40001 }) }));
+  x.write(dropFlow({ time: "2026-12-03T10:00:02.000Z", direction: "egress" }));
+  x.write(flow({ time: "2026-12-03T10:00:03.000Z" }));
+  x.close(); // what is aggregated so far is written on close, as Cilium flushes on stop
+  const r = await promisify(execFile)(hubbleBinary(), ["observe", "--input-file", file, "-o", "jsonpb"]);
+  const lines = r.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { flow: { verdict: string; time: string; source: { pod_name: string; port?: number }; aggregate: Record<string, number> } });
+  assert.deepEqual(
+    lines.map((l) => [l.flow.verdict, l.flow.source.pod_name, l.flow.time, l.flow.aggregate]),
+    [
+      ["DROPPED", "client-1", "2026-12-03T10:00:00Z", { ingress_flow_count: 2, egress_flow_count: 1 }],
+      ["FORWARDED", "client-1", "2026-12-03T10:00:03Z", { ingress_flow_count: 1 }],
+    ],
+  );
+});
+
 test("allow list, field mask and rotation", (t) => {
   const dir = tmp(t);
   const file = path.join(dir, "h.jsonl");

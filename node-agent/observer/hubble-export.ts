@@ -6,12 +6,18 @@ import { fieldMask } from "../../flowapi/hubble/getflows.ts";
 import type { GetFlowsResponse, HubbleFlow, HubbleFlowFilter, Timestamp } from "../../flowapi/hubble/types.ts";
 import { FlowExporter, type FlowExporterOptions } from "./export.ts";
 import { toHubbleFlow } from "../../flowapi/hubble/flow.ts";
+import { FlowAggregator } from "./flow-aggregate.ts";
 
 export interface HubbleExportOptions {
   readonly file: FlowExporterOptions;
   readonly allowList?: readonly HubbleFlowFilter[];
   readonly denyList?: readonly HubbleFlowFilter[];
   readonly fieldMask?: readonly string[];
+  /**
+   * Cilium's aggregation: flows agreeing on these fields are written as one, with their counts, every `intervalMs`
+   * (the field mask is not applied then, as in Cilium; lost events are written as they come).
+   */
+  readonly aggregate?: { readonly fields: readonly string[]; readonly intervalMs: number };
 }
 
 /** An RFC 3339 time with nanoseconds, as protojson writes a Timestamp. */
@@ -48,6 +54,8 @@ export class HubbleExporter {
   private readonly mask: ((f: HubbleFlow) => HubbleFlow) | undefined;
   /** As Cilium's exporter: filters judge flows, so with an allow list a LostEvent (no flow) matches none of it. */
   private readonly exportsLost: boolean;
+  private readonly aggregator: FlowAggregator | undefined;
+  private readonly aggregateTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: HubbleExportOptions) {
     const filters = compileFlowFilters(opts.allowList ?? [], opts.denyList ?? []);
@@ -56,6 +64,19 @@ export class HubbleExporter {
     this.mask = opts.fieldMask && opts.fieldMask.length > 0 ? fieldMask(opts.fieldMask) : undefined;
     this.file = new FlowExporter(opts.file);
     this.exportsLost = (opts.allowList ?? []).length === 0;
+    if (opts.aggregate !== undefined) {
+      this.aggregator = new FlowAggregator(opts.aggregate.fields);
+      this.aggregateTimer = setInterval(() => this.writeAggregates(), opts.aggregate.intervalMs);
+      this.aggregateTimer.unref();
+    }
+  }
+
+  private writeAggregates(): void {
+    for (const a of this.aggregator?.take() ?? []) this.writeFlowLine(a);
+  }
+
+  private writeFlowLine(h: HubbleFlow): void {
+    this.file.writeLine(JSON.stringify({ flow: protojsonFlow(h), ...(h.node_name !== undefined ? { node_name: h.node_name } : {}), time: rfc3339(h.time) }));
   }
 
   /** A LostEvent response (flowapi/hubble/lost.ts), as Cilium's exporter writes one: `hubble observe --input-file` prints EVENTS LOST. */
@@ -75,6 +96,7 @@ export class HubbleExporter {
   write(flow: Flow): void {
     const h = toHubbleFlow(flow);
     if (!this.match(h)) return;
+    if (this.aggregator !== undefined) return this.aggregator.add(h);
     const out = this.mask ? this.mask(h) : h;
     this.file.writeLine(JSON.stringify({ flow: protojsonFlow(out), node_name: h.node_name, time: rfc3339(h.time) }));
   }
@@ -83,7 +105,10 @@ export class HubbleExporter {
     this.file.flush();
   }
 
+  /** Writes what is aggregated so far (as Cilium flushes on stop), then closes the file. */
   close(): void {
+    if (this.aggregateTimer !== undefined) clearInterval(this.aggregateTimer);
+    this.writeAggregates();
     this.file.close();
   }
 }
