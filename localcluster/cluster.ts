@@ -455,6 +455,12 @@ async function generatePki(pki: string, controllers: boolean): Promise<void> {
     }),
   );
   await write("admin", await issueCert(ca, { commonName: "membrane-admin", organization: "system:masters", usage: "client", days: 365 }));
+  // The API server's client for a real node's kubelet (logs, exec, port-forward; localcluster/realnode); the
+  // kubelet authorises it by a SubjectAccessReview, and system:masters may do all of it (kubeadm's old setting).
+  await write(
+    "apiserver-kubelet-client",
+    await issueCert(ca, { commonName: "kube-apiserver-kubelet-client", organization: "system:masters", usage: "client", days: 365 }),
+  );
   if (controllers) {
     for (const component of controllerComponents) {
       await write(component, await issueCert(ca, { commonName: `system:${component}`, usage: "client", days: 365 }));

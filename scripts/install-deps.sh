@@ -7,6 +7,8 @@ cd "$root"
 apt_packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 nftables iptables
   iputils-ping netcat-openbsd openssl wireguard-go wireguard-tools jq
   dnsmasq-base # the local cluster's DNS (kube-system/kube-dns); -base: the binary without a host service on port 53
+  containerd runc containernetworking-plugins busybox-static socat # real nodes (localcluster/realnode): runtime, OCI runtime, CNI bridge,
+  # the workload image, the API server relay
   chromium) # chromium: the service map page test (controllers/servicemap) runs it headless
 missing=()
 for p in "${apt_packages[@]}"; do

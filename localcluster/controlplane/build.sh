@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local control plane (kube-apiserver + embedded etcd, kube-scheduler, kube-controller-manager: one
-# binary) and helm once, cached by content hash outside the tree.
+# Builds the local control plane (kube-apiserver + embedded etcd, kube-scheduler, kube-controller-manager and a
+# real node's kubelet: one binary) and helm once, cached by content hash outside the tree.
 # Progress goes to stderr; the last line on stdout is the directory holding the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -1,9 +1,11 @@
 // membrane-controlplane: an embedded etcd plus an in-process kube-apiserver, both on 127.0.0.1 only,
 // and (with --controllers) kube-scheduler and kube-controller-manager as child processes of the same
 // binary (`membrane-controlplane kube-scheduler …`, as hyperkube did), supervised and stopped with it.
+// `membrane-controlplane kubelet …` is a real node's kubelet (localcluster/realnode starts it, not this binary).
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -20,10 +22,14 @@ import (
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 	_ "time/tzdata" // CronJob time zones, as kube-controller-manager's main
 )
 
-const loopback = "127.0.0.1"
+const (
+	loopback    = "127.0.0.1"
+	kubeletName = "kubelet"
+)
 
 func main() {
 	// Multi-call: the supervised children are this same binary with the component's name first.
@@ -35,6 +41,9 @@ func main() {
 		case controllerManagerName:
 			os.Args = append([]string{os.Args[0]}, os.Args[2:]...)
 			os.Exit(cli.Run(kcm.NewControllerManagerCommand()))
+		case kubeletName:
+			os.Args = append([]string{os.Args[0]}, os.Args[2:]...)
+			os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
 		}
 	}
 
@@ -85,7 +94,7 @@ func main() {
 
 func apiserverArgs(certDir string, securePort int, etcdAddr string) []string {
 	cert := func(name string) string { return filepath.Join(certDir, name) }
-	return []string{
+	args := []string{
 		"--bind-address=" + loopback,
 		"--advertise-address=" + loopback,
 		// The "kubernetes" Service endpoints cannot hold a loopback address; nothing in-cluster needs them.
@@ -109,6 +118,16 @@ func apiserverArgs(certDir string, securePort int, etcdAddr string) []string {
 		"--profiling=false",
 		"--cert-dir=" + certDir,
 	}
+	// kubectl logs/exec/port-forward reach a real node's kubelet (localcluster/realnode) as this client, by
+	// the node's InternalIP (its hostname resolves nowhere). Control-plane dirs made before the certificate
+	// existed start without it.
+	if _, err := os.Stat(cert("apiserver-kubelet-client.crt")); err == nil {
+		args = append(args,
+			"--kubelet-client-certificate="+cert("apiserver-kubelet-client.crt"),
+			"--kubelet-client-key="+cert("apiserver-kubelet-client.key"),
+			"--kubelet-preferred-address-types=InternalIP,Hostname")
+	}
+	return args
 }
 
 func startEtcd(dataDir string, clientPort, peerPort int) (*embed.Etcd, error) {
