@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps build image test test-unit test-kernel test-e2e typecheck lint demo bench down
+.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode typecheck lint demo bench down
 
 deps:
 	bash scripts/install-deps.sh
@@ -41,6 +41,10 @@ test-kernel: deps
 
 test-e2e: deps
 	bash scripts/run-tests.sh localcluster e2e
+
+# A real node (containerd + kubelet, localcluster/realnode) running a pod; opt-in until it has proven itself in CI.
+test-realnode: deps
+	MEMBRANE_REAL_NODES=1 bash scripts/run-tests.sh localcluster/realnode
 
 test: deps typecheck lint
 	bash scripts/run-tests.sh scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e

@@ -1,0 +1,88 @@
+// A real node's plan and files: names and addresses that parallel nodes keep apart, bad input named by field, and the settings this machine needs.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { parse } from "yaml";
+import { cniConflist, containerdConfig, holderScript, kubeletConfig, kubeletKubeconfig, planRealNode } from "./config.ts";
+
+describe("real node plan", () => {
+  test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
+    const r = planRealNode({ name: "worker-1", dir: "/tmp/n", index: 3 });
+    assert.ok(r.ok);
+    assert.equal(r.plan.netns, "rn-worker-1");
+    assert.match(r.plan.hostInterface, /^rn[0-9a-f]{8}$/);
+    assert.ok(r.plan.hostInterface.length <= 15, "an interface name fits IFNAMSIZ");
+    assert.equal(r.plan.hostAddress, "10.254.0.13");
+    assert.equal(r.plan.nodeAddress, "10.254.0.14");
+    assert.equal(r.plan.podCIDR, "10.253.3.0/24");
+    assert.equal(r.plan.cgroupName, "membrane-realnode-worker-1");
+  });
+
+  test("the last index stays inside 10.254.0.0/16", () => {
+    const r = planRealNode({ name: "n", dir: "/tmp/n", index: 255 });
+    assert.ok(r.ok);
+    assert.equal(r.plan.hostAddress, "10.254.3.253");
+    assert.equal(r.plan.nodeAddress, "10.254.3.254");
+  });
+
+  test("different names get different host interfaces", () => {
+    const a = planRealNode({ name: "a", dir: "/tmp/a" });
+    const b = planRealNode({ name: "b", dir: "/tmp/b" });
+    assert.ok(a.ok && b.ok);
+    assert.notEqual(a.plan.hostInterface, b.plan.hostInterface);
+  });
+
+  test("bad input is refused naming every field", () => {
+    const r = planRealNode({ name: "Bad_Name", dir: "relative", index: 300 });
+    assert.ok(!r.ok);
+    assert.equal(r.errors.length, 3);
+    assert.match(r.errors[0]!, /^name: /);
+    assert.match(r.errors[1]!, /^dir: /);
+    assert.match(r.errors[2]!, /^index: /);
+  });
+});
+
+describe("real node files", () => {
+  const r = planRealNode({ name: "worker-1", dir: "/tmp/n", index: 3 });
+  assert.ok(r.ok);
+  const plan = r.plan;
+
+  test("the kubelet runs on hybrid cgroup v1 with the cgroupfs driver under the node's own cgroup root", () => {
+    const c = parse(kubeletConfig(plan, "/pki/ca.crt")) as Record<string, unknown>;
+    assert.equal(c["failCgroupV1"], false);
+    assert.equal(c["cgroupDriver"], "cgroupfs");
+    assert.equal(c["cgroupRoot"], "/membrane-realnode-worker-1");
+    assert.equal(c["address"], "10.254.0.14");
+    assert.equal(c["readOnlyPort"], 0);
+    assert.deepEqual(c["authentication"], { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: "/pki/ca.crt" } });
+    assert.deepEqual(c["authorization"], { mode: "Webhook" });
+    assert.equal(c["volumePluginDir"], "/tmp/n/volume-plugins", "nothing created under /usr/libexec on the host");
+  });
+
+  test("containerd keeps its own root, state and socket, restricts oom_score_adj and agrees on the cgroup driver", () => {
+    const c = containerdConfig(plan, "registry.k8s.io/pause:3.10.2");
+    assert.match(c, /^root = "\/tmp\/n\/containerd"$/m);
+    assert.match(c, /^state = "\/run\/containerd"$/m);
+    assert.match(c, /address = "\/run\/containerd\/containerd.sock"/);
+    assert.match(c, /restrict_oom_score_adj = true/);
+    assert.match(c, /SystemdCgroup = false/);
+    assert.match(c, /sandbox_image = "registry.k8s.io\/pause:3.10.2"/);
+    assert.match(c, /conf_dir = "\/tmp\/n\/cni\/net.d"/);
+  });
+
+  test("the CNI bridge hands out the node's pod CIDR", () => {
+    const c = JSON.parse(cniConflist(plan)) as { plugins: { type: string; ipam?: { ranges: { subnet: string }[][] } }[] };
+    assert.equal(c.plugins[0]!.type, "bridge");
+    assert.equal(c.plugins[0]!.ipam!.ranges[0]![0]!.subnet, "10.253.3.0/24");
+  });
+
+  test("the kubelet reaches the API server through the relay on the host end, checked against the name in its certificate", () => {
+    const k = parse(kubeletKubeconfig(plan, 6443, "/pki/ca.crt")) as { clusters: { cluster: Record<string, string> }[] };
+    assert.equal(k.clusters[0]!.cluster["server"], "https://10.254.0.13:6443");
+    assert.equal(k.clusters[0]!.cluster["tls-server-name"], "kubernetes");
+  });
+
+  test("the holder gives the node its own /run, /var/lib, /var/log and bpffs", () => {
+    const s = holderScript(plan);
+    for (const m of [/tmpfs .* \/run$/m, /tmpfs .* \/var\/lib$/m, /--bind "\/tmp\/n\/log" \/var\/log$/m, /-t bpf .* \/sys\/fs\/bpf$/m]) assert.match(s, m);
+  });
+});

@@ -1,0 +1,218 @@
+// A real node's plan and configuration files (names, addresses, containerd, kubelet, CNI, kubeconfig): pure, no I/O.
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { stringify } from "yaml";
+
+/** The v1 controllers a kubelet with the cgroupfs driver makes its pod cgroups in (this machine's hybrid layout), and the unified tree. */
+export const CGROUP_HIERARCHIES = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified"] as const;
+
+export interface RealNodePlan {
+  /** Node object name, network namespace name and cgroup name part. */
+  name: string;
+  netns: string;
+  /** The host end of the node's veth (in the host's network namespace). */
+  hostInterface: string;
+  /** The host end's address: the node reaches the API server's relay here. */
+  hostAddress: string;
+  /** The node's InternalIP (its eth0): the API server reaches the kubelet here. */
+  nodeAddress: string;
+  /** The pods' CIDR on this node (the CNI bridge's range). */
+  podCIDR: string;
+  /** `/<cgroupName>` in every hierarchy: the node's processes in `node`, its pods under `kubepods`. */
+  cgroupName: string;
+  dir: string;
+}
+
+export type PlanResult = { ok: true; plan: RealNodePlan } | { ok: false; errors: string[] };
+
+export interface PlanOptions {
+  name: string;
+  /** Where the node keeps everything (configs, containerd root, kubelet root, logs); removed by stop(). */
+  dir: string;
+  /** 0-255: picks the node's /30 in 10.254.0.0/16 and pod CIDR 10.253.<index>.0/24; default from a hash of the name. */
+  index?: number;
+}
+
+/** Checks the options and computes names and addresses. */
+export function planRealNode(opts: PlanOptions): PlanResult {
+  const errors: string[] = [];
+  if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(opts.name)) {
+    errors.push(`name: a DNS label of at most 32 lowercase letters, digits and "-" is required, got "${opts.name}"`);
+  }
+  if (!opts.dir.startsWith("/")) errors.push(`dir: an absolute path is required, got "${opts.dir}"`);
+  const index = opts.index ?? createHash("sha256").update(opts.name).digest()[0]!;
+  if (!Number.isInteger(index) || index < 0 || index > 255) errors.push(`index: an integer from 0 to 255 is required, got ${opts.index}`);
+  if (errors.length > 0) return { ok: false, errors };
+  // Interface names are at most 15 bytes: a short hash keeps parallel nodes of different names apart.
+  const tag = createHash("sha256").update(opts.name).digest("hex").slice(0, 8);
+  const base = index * 4;
+  return {
+    ok: true,
+    plan: {
+      name: opts.name,
+      netns: `rn-${opts.name}`,
+      hostInterface: `rn${tag}`,
+      hostAddress: `10.254.${base >> 8}.${(base & 255) + 1}`,
+      nodeAddress: `10.254.${base >> 8}.${(base & 255) + 2}`,
+      podCIDR: `10.253.${index}.0/24`,
+      cgroupName: `membrane-realnode-${opts.name}`,
+      dir: opts.dir,
+    },
+  };
+}
+
+/** The files and dirs of a node inside its dir. */
+export function realNodePaths(dir: string) {
+  return {
+    dir,
+    stateFile: join(dir, "realnode.json"),
+    containerdConfig: join(dir, "containerd.toml"),
+    containerdRoot: join(dir, "containerd"),
+    containerdLog: join(dir, "containerd.log"),
+    kubeletConfig: join(dir, "kubelet.yaml"),
+    kubeletKubeconfig: join(dir, "kubelet.kubeconfig"),
+    kubeletRoot: join(dir, "kubelet"),
+    kubeletLog: join(dir, "kubelet.log"),
+    relayLog: join(dir, "relay.log"),
+    holderLog: join(dir, "holder.log"),
+    holderReady: join(dir, "holder.ready"),
+    pki: join(dir, "pki"),
+    cniConfDir: join(dir, "cni", "net.d"),
+    cniStateDir: join(dir, "cni", "state"),
+    /** Bind-mounted over /var/log inside the node: pod logs and the kubelet's /var/log/containers links. */
+    logDir: join(dir, "log"),
+    volumePluginDir: join(dir, "volume-plugins"),
+  };
+}
+
+/** The containerd socket inside the node's mount namespace (its own /run). */
+export const CONTAINERD_SOCKET = "/run/containerd/containerd.sock";
+
+/** containerd 1.6's config: own root, state and socket, the node's CNI dirs, the pause image built here. */
+export function containerdConfig(plan: RealNodePlan, pauseImage: string): string {
+  const paths = realNodePaths(plan.dir);
+  const q = (s: string): string => JSON.stringify(s);
+  return `version = 2
+root = ${q(paths.containerdRoot)}
+# Inside the node's private /run: nothing is shared with a host containerd.
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = ${q(CONTAINERD_SOCKET)}
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = ${q(join(paths.containerdRoot, "opt"))}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = ${q(pauseImage)}
+  # Root here lacks CAP_SYS_RESOURCE: an oom_score_adj below containerd's own cannot be set.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # The kubelet's cgroupDriver is cgroupfs: the two must agree.
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = ${q(paths.cniConfDir)}
+`;
+}
+
+/**
+ * The CNI network until Membrane's plugin runs under a real kubelet: Debian's bridge + host-local on the
+ * node's pod CIDR. containerd reports the node's network not ready without one, and the kubelet then
+ * keeps the Node NotReady even for hostNetwork pods.
+ */
+export function cniConflist(plan: RealNodePlan): string {
+  return JSON.stringify(
+    {
+      cniVersion: "1.0.0",
+      name: "realnode",
+      plugins: [
+        {
+          type: "bridge",
+          bridge: "cni0",
+          isGateway: true,
+          ipMasq: false,
+          ipam: { type: "host-local", ranges: [[{ subnet: plan.podCIDR }]], dataDir: realNodePaths(plan.dir).cniStateDir },
+        },
+        { type: "loopback" },
+      ],
+    },
+    null,
+    2,
+  );
+}
+
+/** The kubelet's KubeletConfiguration for this machine and this node. */
+export function kubeletConfig(plan: RealNodePlan, caFile: string): string {
+  const paths = realNodePaths(plan.dir);
+  return stringify({
+    apiVersion: "kubelet.config.k8s.io/v1beta1",
+    kind: "KubeletConfiguration",
+    // This machine's cgroups are hybrid v1 (cgroup2 only at /sys/fs/cgroup/unified).
+    failCgroupV1: false,
+    cgroupDriver: "cgroupfs",
+    // Pods' cgroups under the node's own root: two nodes (or two developers) never share "kubepods".
+    cgroupRoot: `/${plan.cgroupName}`,
+    containerRuntimeEndpoint: `unix://${CONTAINERD_SOCKET}`,
+    address: plan.nodeAddress,
+    port: 10250,
+    readOnlyPort: 0,
+    healthzBindAddress: "127.0.0.1",
+    authentication: { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: caFile } },
+    authorization: { mode: "Webhook" },
+    clusterDomain: "cluster.local",
+    failSwapOn: false,
+    // The images are imported, never pulled: image GC must not remove them, and the host's disk must not evict.
+    imageGCHighThresholdPercent: 100,
+    imageGCLowThresholdPercent: 99,
+    evictionHard: { "memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%" },
+    // Its default, /usr/libexec/kubernetes/kubelet-plugins/volume/exec, is created on the host when missing.
+    volumePluginDir: paths.volumePluginDir,
+    serializeImagePulls: false,
+    registerNode: true,
+  });
+}
+
+/** The kubelet's kubeconfig: its `system:node:NAME` certificate, the API server through the node's relay. */
+export function kubeletKubeconfig(plan: RealNodePlan, relayPort: number, caFile: string): string {
+  const paths = realNodePaths(plan.dir);
+  return stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [
+      {
+        name: "local",
+        // The relay's address is not in the API server's certificate; "kubernetes" is.
+        cluster: { server: `https://${plan.hostAddress}:${relayPort}`, "certificate-authority": caFile, "tls-server-name": "kubernetes" },
+      },
+    ],
+    users: [{ name: "kubelet", user: { "client-certificate": join(paths.pki, "kubelet.crt"), "client-key": join(paths.pki, "kubelet.key") } }],
+    contexts: [{ name: "kubelet", context: { cluster: "local", user: "kubelet" } }],
+    "current-context": "kubelet",
+  });
+}
+
+/**
+ * The script the node's mount-namespace holder runs (inside `unshare --mount --propagation private`): its own
+ * /run, /var/lib (the kubelet's hard-coded device-plugins dir lands there), /var/log and bpffs; none of it is
+ * seen by the host, and all of it goes when the last process of the namespace exits.
+ */
+export function holderScript(plan: RealNodePlan): string {
+  const paths = realNodePaths(plan.dir);
+  return [
+    "set -eu",
+    "mount -t tmpfs -o mode=0755 realnode-run /run",
+    "mkdir -p /run/containerd",
+    "mount -t tmpfs -o mode=0755 realnode-varlib /var/lib",
+    `mount --bind ${JSON.stringify(paths.logDir)} /var/log`,
+    "mount -t bpf realnode-bpffs /sys/fs/bpf",
+    `touch ${JSON.stringify(paths.holderReady)}`,
+    "exec sleep infinity",
+  ].join("\n");
+}

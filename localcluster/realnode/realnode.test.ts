@@ -1,0 +1,190 @@
+// A real node (containerd + the pinned kubelet in its own network and mount namespaces) joins the local control plane, runs a Deployment's pod from an image built here, serves kubectl logs/exec, and leaves nothing behind.
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { startControlPlane, type ControlPlane } from "../cluster.ts";
+import { CGROUP_HIERARCHIES } from "./config.ts";
+import { KUBELET_SYSCTLS } from "./sysctls.ts";
+import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+
+const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
+const NS = "realnode-test";
+
+function sysctls(): Record<string, string> {
+  return Object.fromEntries(KUBELET_SYSCTLS.map((k) => [k, readFileSync(`/proc/sys/${k}`, "utf8").trim()]));
+}
+
+async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+function deployment(image: string, hostNetwork: boolean, name: string): string {
+  return JSON.stringify({
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace: NS },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          hostNetwork,
+          terminationGracePeriodSeconds: 2,
+          containers: [
+            {
+              name: "web",
+              image,
+              // Imported into the node's containerd, never pulled: there is no registry.
+              imagePullPolicy: "Never",
+              command: ["/bin/sh", "-c", "echo serving on 8080 from $(hostname); exec httpd -f -p 8080 -h /www"],
+              readinessProbe: { httpGet: { path: "/", port: 8080 }, periodSeconds: 1 },
+            },
+          ],
+        },
+      },
+    },
+  });
+}
+
+interface PodView {
+  metadata: { name: string };
+  spec: { nodeName?: string };
+  status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+// Opt-in (make test-realnode) until it has run green in CI: it needs containerd, runc, the CNI plugins and root.
+const SKIP = process.env["MEMBRANE_REAL_NODES"] === "1" ? false : "opt-in: MEMBRANE_REAL_NODES=1 (make test-realnode)";
+
+describe("real node", { timeout: TIMEOUT_MS, skip: SKIP }, () => {
+  let scratch: string;
+  let cp: ControlPlane | undefined;
+  let node: RealNode | undefined;
+  const name = `rn-t${process.pid}`;
+  let sysctlsBefore: Record<string, string>;
+
+  before(async () => {
+    sysctlsBefore = sysctls();
+    scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
+    cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
+    node = await startRealNode({ name, dir: join(scratch, "node"), controlPlane: { dir: cp.dir, server: cp.server } });
+    const ns = await cp.kubectl(["create", "namespace", NS]);
+    assert.equal(ns.code, 0, ns.stderr);
+  });
+
+  after(async () => {
+    // Also when a test failed half-way: the node first (its Node object goes through the API server), then the control plane.
+    await destroyRealNode(join(scratch, "node")).catch((err: unknown) => console.error("realnode cleanup:", err));
+    await cp?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  async function readyPod(app: string): Promise<PodView> {
+    try {
+      return await eventually(`a Ready pod of ${app}`, 120_000, async () => {
+        const r = await cp!.kubectl(["get", "pods", "-n", NS, "-l", `app=${app}`, "-o", "json"]);
+        const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+        return pods.find((p) => p.status.phase === "Running" && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+      });
+    } catch (err) {
+      const described = await cp!.kubectl(["describe", "pods", "-n", NS, "-l", `app=${app}`]);
+      const kubeletErrors = readFileSync(join(node!.plan.dir, "kubelet.log"), "utf8").split("\n").filter((l) => l.startsWith("E")).slice(-10);
+      throw new Error(`${(err as Error).message}\n${described.stdout.split("\n").slice(-15).join("\n")}\nkubelet errors:\n${kubeletErrors.join("\n")}`, { cause: err });
+    }
+  }
+
+  test("the kubelet registers the Node with its system:node certificate and the Node is Ready", async () => {
+    const r = await cp!.kubectl(["get", "node", name, "-o", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const n = JSON.parse(r.stdout) as { status: { conditions: { type: string; status: string }[]; addresses: { type: string; address: string }[]; nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } } };
+    assert.equal(n.status.conditions.find((c) => c.type === "Ready")?.status, "True");
+    assert.deepEqual(n.status.addresses.find((a) => a.type === "InternalIP")?.address, node!.plan.nodeAddress);
+    assert.match(n.status.nodeInfo.containerRuntimeVersion, /^containerd:\/\/1\./);
+    assert.equal(n.status.nodeInfo.kubeletVersion, "v1.36.3");
+    // The Node authorizer scopes the kubelet to its own Node: proof that it is system:node:NAME in system:nodes.
+    const can = await cp!.kubectl(["auth", "can-i", "patch", `nodes/${name}`, "--as", `system:node:${name}`, "--as-group", "system:nodes"]);
+    assert.equal(can.stdout.trim(), "yes");
+  });
+
+  test("a hostNetwork Deployment of the image built here gets a Running, Ready pod on the node", async () => {
+    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, true, "web-host"));
+    assert.equal(r.code, 0, r.stderr);
+    const pod = await readyPod("web-host");
+    assert.equal(pod.spec.nodeName, name);
+    assert.equal(pod.status.podIP, node!.plan.nodeAddress, "a hostNetwork pod has the node's address");
+    const tasks = await node!.ctr(["tasks", "list"]);
+    assert.match(tasks.stdout, /RUNNING/);
+  });
+
+  test("kubectl logs and kubectl exec reach the container through the kubelet", async () => {
+    const pod = await readyPod("web-host");
+    const logs = await cp!.kubectl(["logs", "-n", NS, pod.metadata.name]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, new RegExp(`serving on 8080 from ${name}`), "hostNetwork: the container's hostname is the node's");
+    const exec = await cp!.kubectl(["exec", "-n", NS, pod.metadata.name, "--", "cat", "/www/index.html"]);
+    assert.equal(exec.code, 0, exec.stderr);
+    assert.equal(exec.stdout.trim(), "membrane real node");
+    // The container really serves on the node's address.
+    const get = await node!.exec(["busybox", "wget", "-q", "-O", "-", `http://${node!.plan.nodeAddress}:8080/`]);
+    assert.equal(get.stdout.trim(), "membrane real node", get.stderr);
+  });
+
+  test("a pod network pod gets an address in the node's pod CIDR from the CNI bridge and is probed there", async () => {
+    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, false, "web-pod"));
+    assert.equal(r.code, 0, r.stderr);
+    const pod = await readyPod("web-pod");
+    const prefix = node!.plan.podCIDR.replace(/0\/24$/, "");
+    assert.ok(pod.status.podIP?.startsWith(prefix), `pod IP ${pod.status.podIP} in ${node!.plan.podCIDR}`);
+  });
+
+  test("deleting the Deployments removes their containers from the node's containerd", async () => {
+    const r = await cp!.kubectl(["delete", "deployment", "-n", NS, "web-host", "web-pod", "--wait=true"]);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually("pods gone", 60_000, async () => {
+      const p = await cp!.kubectl(["get", "pods", "-n", NS, "-o", "name"]);
+      return p.stdout.trim() === "" ? true : undefined;
+    });
+    await eventually("no container of the namespace left in containerd", 90_000, async () => {
+      const c = await node!.ctr(["containers", "list", "-q", `labels."io.kubernetes.pod.namespace"==${NS}`]);
+      return c.code === 0 && c.stdout.trim() === "" ? true : undefined;
+    });
+  });
+
+  test("stop leaves no process, mount, network namespace, cgroup or Node, and restores the host sysctls", async () => {
+    const plan = node!.plan;
+    await node!.stop();
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8");
+    assert.ok(!mounts.includes(plan.dir), "no mount under the node dir on the host");
+    assert.ok(!existsSync(plan.dir), "node dir removed");
+    assert.ok(!existsSync(`/run/netns/${plan.netns}`), "netns removed");
+    assert.ok(!readFileSync("/proc/net/dev", "utf8").includes(plan.hostInterface), "host veth removed");
+    for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, plan.cgroupName)), `cgroup ${h}/${plan.cgroupName} removed`);
+    for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+      let cmd: string;
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      } catch {
+        continue; // exited meanwhile
+      }
+      assert.ok(!cmd.includes(plan.dir), `process ${pid} of the node still runs: ${cmd.replaceAll("\0", " ")}`);
+    }
+    const n = await cp!.kubectl(["get", "node", name, "-o", "name"]);
+    assert.match(n.stderr, /NotFound/);
+    // Another real node on the machine (another test run) keeps them changed until it stops too.
+    if (!existsSync("/run/membrane-realnode/sysctls.json")) assert.deepEqual(sysctls(), sysctlsBefore);
+  });
+});

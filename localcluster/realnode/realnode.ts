@@ -1,0 +1,413 @@
+// A real node of the local cluster: a network namespace and a private mount namespace running Debian's containerd and the pinned kubelet, registered with the API server as system:node:NAME; stop() removes exactly what start made.
+import { execFile, spawn } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { issueCert } from "../../kube/pki.ts";
+import { KubeClient, MERGE_PATCH, isNotFound } from "../../kube/kube.ts";
+import { controlPlanePaths, ensureControlPlaneBuilt, isProcessAlive, type CommandResult } from "../cluster.ts";
+import {
+  CGROUP_HIERARCHIES,
+  CONTAINERD_SOCKET,
+  cniConflist,
+  containerdConfig,
+  holderScript,
+  kubeletConfig,
+  kubeletKubeconfig,
+  planRealNode,
+  realNodePaths,
+  type RealNodePlan,
+} from "./config.ts";
+import { claimSysctls, releaseSysctls } from "./sysctls.ts";
+
+const log = pino({ name: "realnode", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+
+const imagesScript = fileURLToPath(new URL("./images.sh", import.meta.url));
+/** The API server's relay listens here on the host end of the node's veth. */
+const RELAY_PORT = 6443;
+
+export interface RealNodeOptions {
+  /** The Node's name (a DNS label); also names its netns (`rn-NAME`) and cgroups. */
+  name: string;
+  /** Where the node keeps everything; created, and removed by stop(). */
+  dir: string;
+  /** The control plane's dir (its pki signs the kubelet's certificate) and its server URL. */
+  controlPlane: { dir: string; server: string };
+  /** Picks the node's addresses (see planRealNode); default from a hash of the name. */
+  index?: number;
+  /** How long to wait for the Node to be Ready; default 120 s. */
+  readyTimeoutMs?: number;
+}
+
+/** What a node dir records, so stop() (or a later cleanup after a crash) removes exactly that. */
+export interface RealNodeState {
+  version: 1;
+  plan: RealNodePlan;
+  /** The admin kubeconfig the Node object is deleted with. */
+  adminKubeconfig: string;
+  netnsCreated: boolean;
+  cgroupsCreated: string[];
+  pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number };
+  sysctlsClaimed: boolean;
+}
+
+export interface RealNode {
+  plan: RealNodePlan;
+  /** The image references imported into the node's containerd (`pause`, `busybox`). */
+  images: { pause: string; busybox: string };
+  /** Runs a command inside the node (its network and mount namespaces), e.g. `ctr` against its containerd. */
+  exec(args: string[]): Promise<CommandResult>;
+  /** containerd's client on the node's socket, in the kubelet's namespace (`k8s.io`). */
+  ctr(args: string[]): Promise<CommandResult>;
+  stop(): Promise<void>;
+}
+
+/** Starts the node and resolves once its Node is Ready; on any failure removes what it made and throws. */
+export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
+  const planned = planRealNode({ name: opts.name, dir: opts.dir, ...(opts.index !== undefined ? { index: opts.index } : {}) });
+  if (!planned.ok) throw new Error(`startRealNode: ${planned.errors.join("; ")}`);
+  const plan = planned.plan;
+  checkPrerequisites();
+  const [binDir, imagesDir] = await Promise.all([ensureControlPlaneBuilt(), buildImages()]);
+  const images = parseImagesEnv(await readFile(join(imagesDir, "images.env"), "utf8"));
+  const cp = controlPlanePaths(opts.controlPlane.dir);
+  const paths = realNodePaths(plan.dir);
+  const apiPort = Number(new URL(opts.controlPlane.server).port);
+
+  await destroyRealNode(plan.dir); // a crashed earlier run in the same dir
+  for (const d of [paths.pki, paths.containerdRoot, paths.kubeletRoot, paths.cniConfDir, paths.cniStateDir, paths.logDir, paths.volumePluginDir]) {
+    await mkdir(d, { recursive: true });
+  }
+  const state: RealNodeState = { version: 1, plan, adminKubeconfig: cp.kubeconfig, netnsCreated: false, cgroupsCreated: [], pids: {}, sysctlsClaimed: false };
+  const save = (): Promise<void> => writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
+  await save();
+  try {
+    const ca = { cert: await readFile(cp.caFile, "utf8"), key: await readFile(join(cp.pki, "ca.key"), "utf8") };
+    const kubelet = await issueCert(ca, { commonName: `system:node:${plan.name}`, organization: "system:nodes", usage: "client", days: 365 });
+    await writeFile(join(paths.pki, "kubelet.key"), kubelet.key, { mode: 0o600 });
+    await writeFile(join(paths.pki, "kubelet.crt"), kubelet.cert);
+    await writeFile(paths.containerdConfig, containerdConfig(plan, images.pause));
+    await writeFile(join(paths.cniConfDir, "10-realnode.conflist"), cniConflist(plan));
+    await writeFile(paths.kubeletConfig, kubeletConfig(plan, cp.caFile));
+    await writeFile(paths.kubeletKubeconfig, kubeletKubeconfig(plan, RELAY_PORT, cp.caFile), { mode: 0o600 });
+
+    // Every process of the node (and every pod, under kubepods) lives in these cgroups: stop() kills by them.
+    createCgroups(state);
+    await save();
+
+    await createNetwork(state);
+    await save();
+
+    state.pids.relay = spawnInCgroup(
+      plan,
+      ["socat", `TCP-LISTEN:${RELAY_PORT},bind=${plan.hostAddress},reuseaddr,fork`, `TCP:127.0.0.1:${apiPort}`],
+      paths.relayLog,
+    );
+    await save();
+
+    state.pids.holder = spawnInCgroup(
+      plan,
+      ["nsenter", `--net=/run/netns/${plan.netns}`, "--", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", holderScript(plan)],
+      paths.holderLog,
+    );
+    await save();
+    await waitFor(() => existsSync(paths.holderReady), 10_000, () => `mount namespace holder not ready: ${tail(paths.holderLog)}`);
+    const inNode = (args: string[]): string[] => ["nsenter", "-t", String(state.pids.holder), "-m", "-n", "--", ...args];
+
+    state.pids.containerd = spawnInCgroup(plan, inNode(["containerd", "--config", paths.containerdConfig]), paths.containerdLog);
+    await save();
+    const ctr = (args: string[]): Promise<CommandResult> => run(inNode(["ctr", "--address", CONTAINERD_SOCKET, "--namespace", "k8s.io", ...args]));
+    await waitForAsync(async () => (await ctr(["version"])).code === 0, 30_000, () => `containerd not serving: ${tail(paths.containerdLog)}`);
+    for (const file of ["pause.tar", "busybox.tar"]) {
+      const r = await ctr(["images", "import", join(imagesDir, file)]);
+      if (r.code !== 0) throw new Error(`ctr images import ${file}: ${r.stderr.trim()}`);
+    }
+
+    claimSysctls(plan.name, state.pids.holder);
+    state.sysctlsClaimed = true;
+    await save();
+    state.pids.kubelet = spawnInCgroup(
+      plan,
+      inNode([
+        join(binDir, "membrane-controlplane"),
+        "kubelet",
+        `--config=${paths.kubeletConfig}`,
+        `--kubeconfig=${paths.kubeletKubeconfig}`,
+        `--root-dir=${paths.kubeletRoot}`,
+        `--hostname-override=${plan.name}`,
+        `--node-ip=${plan.nodeAddress}`,
+        `--cert-dir=${join(paths.pki, "kubelet-serving")}`,
+      ]),
+      paths.kubeletLog,
+    );
+    await save();
+    await waitNodeReady(cp.kubeconfig, plan.name, opts.readyTimeoutMs ?? 120_000, state.pids.kubelet, paths.kubeletLog);
+    log.info({ node: plan.name, nodeAddress: plan.nodeAddress, dir: plan.dir, pids: state.pids }, "real node ready");
+    return {
+      plan,
+      images,
+      exec: (args) => run(inNode(args)),
+      ctr,
+      stop: () => destroyRealNode(plan.dir),
+    };
+  } catch (err) {
+    log.error({ node: plan.name, err: (err as Error).message }, "real node failed to start, removing what was made");
+    await destroyRealNode(plan.dir).catch((e: unknown) => log.error({ err: (e as Error).message }, "cleanup after failure failed"));
+    throw err;
+  }
+}
+
+/**
+ * Removes everything the node dir's record says was made: kubelet stopped first (so it does not restart
+ * what is killed), then every process in the node's cgroups (containerd, shims, pods, the relay, the
+ * mount-namespace holder: its mounts go with it), the cgroups, the network namespace and veth, the Node
+ * object, the host sysctls (restored once no real node is left), and the dir. Safe when nothing runs.
+ */
+export async function destroyRealNode(dir: string): Promise<void> {
+  const paths = realNodePaths(dir);
+  let state: RealNodeState;
+  try {
+    state = JSON.parse(await readFile(paths.stateFile, "utf8")) as RealNodeState;
+  } catch {
+    if (existsSync(dir) && readdirSync(dir).length > 0 && !existsSync(paths.containerdConfig)) {
+      throw new Error(`${dir} is not empty and is not a real node's dir: refusing to delete it`);
+    }
+    await rm(dir, { recursive: true, force: true });
+    return;
+  }
+  const plan = state.plan;
+  if (state.pids.kubelet && isProcessAlive(state.pids.kubelet)) {
+    process.kill(state.pids.kubelet, "SIGTERM");
+    await waitFor(() => !isProcessAlive(state.pids.kubelet!), 10_000, () => "").catch(() => undefined);
+  }
+  await killCgroupProcesses(plan);
+  for (const cg of [...state.cgroupsCreated].reverse()) removeCgroupTree(cg);
+  if (state.netnsCreated) {
+    await run(["ip", "netns", "del", plan.netns]);
+  }
+  // The veth's host end goes with its peer; a node that failed between the two steps may leave it.
+  if ((await run(["ip", "link", "show", plan.hostInterface])).code === 0) await run(["ip", "link", "del", plan.hostInterface]);
+  if (state.sysctlsClaimed) {
+    const restored = releaseSysctls(plan.name);
+    if (Object.keys(restored).length > 0) log.info({ node: plan.name, restored }, "host sysctls restored");
+  }
+  await deleteNodeObject(state.adminKubeconfig, plan.name);
+  await rm(dir, { recursive: true, force: true });
+  log.info({ node: plan.name, dir }, "real node removed");
+}
+
+function checkPrerequisites(): void {
+  const missing = ["/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/ctr", "/usr/bin/socat", "/usr/lib/cni/bridge", "/bin/busybox"].filter((f) => !existsSync(f));
+  if (missing.length > 0) throw new Error(`real node: missing ${missing.join(", ")}: run scripts/install-deps.sh (containerd runc containernetworking-plugins socat busybox-static)`);
+}
+
+function buildImages(): Promise<string> {
+  return new Promise((done, reject) => {
+    const child = spawn("bash", [imagesScript], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      const dir = out.trim().split("\n").pop() ?? "";
+      if (code === 0 && dir !== "") done(dir);
+      else reject(new Error(`${imagesScript} failed with exit code ${code}`));
+    });
+  });
+}
+
+function parseImagesEnv(text: string): { pause: string; busybox: string } {
+  const vars = Object.fromEntries(text.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+  if (!vars["PAUSE_IMAGE"] || !vars["BUSYBOX_IMAGE"]) throw new Error(`images.env: PAUSE_IMAGE and BUSYBOX_IMAGE are required, got ${JSON.stringify(vars)}`);
+  return { pause: vars["PAUSE_IMAGE"], busybox: vars["BUSYBOX_IMAGE"] };
+}
+
+function cgroupDir(hierarchy: string, path: string): string {
+  return join("/sys/fs/cgroup", hierarchy, path);
+}
+
+/** `/<cgroupName>` and `/<cgroupName>/node` in every hierarchy (cpuset needs its cpus and mems filled before a task can join). */
+function createCgroups(state: RealNodeState): void {
+  const root = `/${state.plan.cgroupName}`;
+  for (const h of CGROUP_HIERARCHIES) {
+    const base = cgroupDir(h, "");
+    if (!existsSync(base)) continue;
+    for (const path of [root, `${root}/node`]) {
+      const dir = cgroupDir(h, path);
+      if (existsSync(dir)) throw new Error(`cgroup ${dir} exists already: another node named ${state.plan.name} runs, or one crashed (remove it with rmdir)`);
+      mkdirSync(dir); // not recursive: the parent is the hierarchy's root, never made by us
+      if (h === "cpuset") {
+        for (const f of ["cpuset.cpus", "cpuset.mems"]) writeFileSync(join(dir, f), readFileSync(join(base, f), "utf8").trim() || "0");
+      }
+    }
+    if (!state.cgroupsCreated.includes(cgroupDir(h, root))) state.cgroupsCreated.push(cgroupDir(h, root));
+  }
+}
+
+/** The pids in a cgroup tree (one hierarchy), deepest first. */
+function cgroupTreePids(dir: string): number[] {
+  if (!existsSync(dir)) return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) pids.push(...cgroupTreePids(join(dir, entry.name)));
+  }
+  for (const line of readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n")) if (line.trim()) pids.push(Number(line));
+  return pids;
+}
+
+async function killCgroupProcesses(plan: RealNodePlan): Promise<void> {
+  const tree = cgroupDir("pids", `/${plan.cgroupName}`);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const pids = cgroupTreePids(tree);
+    if (pids.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`real node ${plan.name}: processes ${pids.join(",")} in ${tree} survive SIGKILL`);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await sleep(100);
+  }
+}
+
+/** rmdir of a cgroup tree, deepest first (a cgroup dir can only be removed empty of tasks and children). */
+function removeCgroupTree(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) removeCgroupTree(join(dir, entry.name));
+  }
+  rmdirSync(dir);
+}
+
+/** The node's network namespace, joined to the host by a veth whose host end carries the relay's address. */
+async function createNetwork(state: RealNodeState): Promise<void> {
+  const plan = state.plan;
+  const inUse = (await run(["ip", "-4", "-o", "addr", "show"])).stdout;
+  for (const addr of [plan.hostAddress, plan.nodeAddress]) {
+    if (inUse.includes(` ${addr}/`)) throw new Error(`real node ${plan.name}: address ${addr} is in use on the host (choose another index)`);
+  }
+  await runChecked(["ip", "netns", "add", plan.netns]);
+  state.netnsCreated = true;
+  await runChecked(["ip", "link", "add", plan.hostInterface, "type", "veth", "peer", "name", "eth0", "netns", plan.netns]);
+  await runChecked(["ip", "addr", "add", `${plan.hostAddress}/30`, "dev", plan.hostInterface]);
+  await runChecked(["ip", "link", "set", plan.hostInterface, "up"]);
+  const ns = (args: string[]): Promise<void> => runChecked(["ip", "-n", plan.netns, ...args]);
+  await ns(["link", "set", "lo", "up"]);
+  await ns(["addr", "add", `${plan.nodeAddress}/30`, "dev", "eth0"]);
+  await ns(["link", "set", "eth0", "up"]);
+  await ns(["route", "add", "default", "via", plan.hostAddress]);
+}
+
+/** Starts a detached process in the node's `node` cgroups (it joins them itself before exec), output to logFile. */
+function spawnInCgroup(plan: RealNodePlan, args: string[], logFile: string): number {
+  const procs = CGROUP_HIERARCHIES.map((h) => join(cgroupDir(h, `/${plan.cgroupName}/node`), "cgroup.procs")).filter((f) => existsSync(f));
+  const fd = openSync(logFile, "a");
+  const child = spawn("sh", ["-c", 'for f in $CGROUP_PROCS; do echo $$ > "$f"; done; exec "$@"', "sh", ...args], {
+    detached: true,
+    stdio: ["ignore", fd, fd],
+    env: { ...process.env, CGROUP_PROCS: procs.join(" ") },
+  });
+  closeSync(fd);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start ${args[0]}`);
+  return child.pid;
+}
+
+async function waitNodeReady(kubeconfig: string, name: string, timeoutMs: number, kubeletPid: number, kubeletLog: string): Promise<void> {
+  const kube = await KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    let last = "not registered";
+    await waitForAsync(
+      async () => {
+        if (!isProcessAlive(kubeletPid)) throw new Error(`kubelet exited: ${tail(kubeletLog)}`);
+        try {
+          const node = await kube.request<{ status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>("GET", `/api/v1/nodes/${name}`);
+          const ready = node.status?.conditions?.find((c) => c.type === "Ready");
+          last = ready ? `Ready=${ready.status} ${ready.reason ?? ""}: ${ready.message ?? ""}` : "no Ready condition";
+          if (ready?.status !== "True") return false;
+          await clearNotReadyTaint(kube, name);
+          return true;
+        } catch (err) {
+          if (isNotFound(err)) return false;
+          throw err;
+        }
+      },
+      timeoutMs,
+      () => `Node ${name} not Ready after ${timeoutMs} ms (${last}); kubelet log: ${tail(kubeletLog)}`,
+    );
+  } finally {
+    kube.close();
+  }
+}
+
+/**
+ * The kubelet registers its Node with the `node.kubernetes.io/not-ready:NoSchedule` taint, which the
+ * node-lifecycle controller lifts once the Node is Ready. The local control plane runs without that
+ * controller (its process-based nodes post no heartbeats: localcluster/controlplane/controllers.go), so
+ * for a real node this does its one step, once, when the kubelet reports Ready.
+ */
+async function clearNotReadyTaint(kube: KubeClient, name: string): Promise<void> {
+  const node = await kube.request<{ spec?: { taints?: { key: string; effect: string }[] } }>("GET", `/api/v1/nodes/${name}`);
+  const taints = node.spec?.taints ?? [];
+  const kept = taints.filter((t) => t.key !== "node.kubernetes.io/not-ready");
+  if (kept.length === taints.length) return;
+  await kube.request("PATCH", `/api/v1/nodes/${name}`, { spec: { taints: kept } }, MERGE_PATCH);
+}
+
+async function deleteNodeObject(kubeconfig: string, name: string): Promise<void> {
+  if (!existsSync(kubeconfig)) return; // the control plane is gone already, and its Nodes with it
+  let kube: KubeClient;
+  try {
+    kube = await KubeClient.fromKubeconfig(kubeconfig);
+  } catch {
+    return;
+  }
+  try {
+    await kube.request("DELETE", `/api/v1/nodes/${name}`, undefined, "application/json", 5_000);
+  } catch (err) {
+    if (!isNotFound(err)) log.warn({ node: name, err: (err as Error).message }, "Node object not deleted (API server unreachable?)");
+  } finally {
+    kube.close();
+  }
+}
+
+function tail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+function run(args: string[]): Promise<CommandResult> {
+  return new Promise((done) => {
+    execFile(args[0]!, args.slice(1), { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr: err && typeof err.code !== "number" ? `${stderr}${err.message}` : stderr });
+    });
+  });
+}
+
+async function runChecked(args: string[]): Promise<void> {
+  const r = await run(args);
+  if (r.code !== 0) throw new Error(`${args.join(" ")}: ${r.stderr.trim()}`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, message: () => string): Promise<void> {
+  return waitForAsync(async () => cond(), timeoutMs, message);
+}
+
+async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number, message: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(message());
+    await sleep(200);
+  }
+}
