@@ -81,8 +81,9 @@ describe("real node files", () => {
     assert.equal(k.clusters[0]!.cluster["tls-server-name"], "kubernetes");
   });
 
-  test("the holder gives the node its own /run, /var/lib, /var/log and bpffs", () => {
+  test("the holder gives the node its own hostname, /run, /var/lib, /var/log and bpffs", () => {
     const s = holderScript(plan);
+    assert.match(s, /^hostname worker-1$/m);
     for (const m of [/tmpfs .* \/run$/m, /tmpfs .* \/var\/lib$/m, /--bind "\/tmp\/n\/log" \/var\/log$/m, /-t bpf .* \/sys\/fs\/bpf$/m]) assert.match(s, m);
   });
 });

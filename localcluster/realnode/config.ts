@@ -199,7 +199,7 @@ export function kubeletKubeconfig(plan: RealNodePlan, relayPort: number, caFile:
 }
 
 /**
- * The script the node's mount-namespace holder runs (inside `unshare --mount --propagation private`): its own
+ * The script the node's namespace holder runs (inside `unshare --mount --uts --propagation private`): its own
  * /run, /var/lib (the kubelet's hard-coded device-plugins dir lands there), /var/log and bpffs; none of it is
  * seen by the host, and all of it goes when the last process of the namespace exits.
  */
@@ -207,6 +207,8 @@ export function holderScript(plan: RealNodePlan): string {
   const paths = realNodePaths(plan.dir);
   return [
     "set -eu",
+    // Its own UTS namespace: hostNetwork pods see the node's name as their hostname, as on any node.
+    `hostname ${plan.name}`,
     "mount -t tmpfs -o mode=0755 realnode-run /run",
     "mkdir -p /run/containerd",
     "mount -t tmpfs -o mode=0755 realnode-varlib /var/lib",

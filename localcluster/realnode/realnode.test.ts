@@ -76,9 +76,11 @@ describe("real node", { timeout: TIMEOUT_MS, skip: SKIP }, () => {
   let node: RealNode | undefined;
   const name = `rn-t${process.pid}`;
   let sysctlsBefore: Record<string, string>;
+  let hostKubeletDirBefore: boolean;
 
   before(async () => {
     sysctlsBefore = sysctls();
+    hostKubeletDirBefore = existsSync("/var/lib/kubelet");
     scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
     cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
     node = await startRealNode({ name, dir: join(scratch, "node"), controlPlane: { dir: cp.dir, server: cp.server } });
@@ -182,6 +184,8 @@ describe("real node", { timeout: TIMEOUT_MS, skip: SKIP }, () => {
       }
       assert.ok(!cmd.includes(plan.dir), `process ${pid} of the node still runs: ${cmd.replaceAll("\0", " ")}`);
     }
+    // The kubelet makes /var/lib/kubelet/device-plugins whatever its root dir: in the node's private /var/lib.
+    if (!hostKubeletDirBefore) assert.ok(!existsSync("/var/lib/kubelet"), "no /var/lib/kubelet made on the host");
     const n = await cp!.kubectl(["get", "node", name, "-o", "name"]);
     assert.match(n.stderr, /NotFound/);
     // Another real node on the machine (another test run) keeps them changed until it stops too.

@@ -1,4 +1,4 @@
-// A real node of the local cluster: a network namespace and a private mount namespace running Debian's containerd and the pinned kubelet, registered with the API server as system:node:NAME; stop() removes exactly what start made.
+// A real node of the local cluster: a network namespace, a private mount namespace and its own hostname, running Debian's containerd and the pinned kubelet, registered with the API server as system:node:NAME; stop() removes exactly what start made.
 import { execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -109,12 +109,12 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
 
     state.pids.holder = spawnInCgroup(
       plan,
-      ["nsenter", `--net=/run/netns/${plan.netns}`, "--", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", holderScript(plan)],
+      ["nsenter", `--net=/run/netns/${plan.netns}`, "--", "unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", holderScript(plan)],
       paths.holderLog,
     );
     await save();
     await waitFor(() => existsSync(paths.holderReady), 10_000, () => `mount namespace holder not ready: ${tail(paths.holderLog)}`);
-    const inNode = (args: string[]): string[] => ["nsenter", "-t", String(state.pids.holder), "-m", "-n", "--", ...args];
+    const inNode = (args: string[]): string[] => ["nsenter", "-t", String(state.pids.holder), "-m", "-n", "-u", "--", ...args];
 
     state.pids.containerd = spawnInCgroup(plan, inNode(["containerd", "--config", paths.containerdConfig]), paths.containerdLog);
     await save();
