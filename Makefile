@@ -42,9 +42,9 @@ test-kernel: deps
 test-e2e: deps
 	bash scripts/run-tests.sh localcluster e2e
 
-# A real node (containerd + kubelet, localcluster/realnode) running a pod; opt-in until it has proven itself in CI.
+# The real node alone (containerd + kubelet, localcluster/realnode; also part of test-e2e and test).
 test-realnode: deps
-	MEMBRANE_REAL_NODES=1 bash scripts/run-tests.sh localcluster/realnode
+	bash scripts/run-tests.sh localcluster/realnode
 
 test: deps typecheck lint
 	bash scripts/run-tests.sh scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e

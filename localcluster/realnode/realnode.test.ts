@@ -67,10 +67,7 @@ interface PodView {
   status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
-// Opt-in (make test-realnode) until it has run green in CI: it needs containerd, runc, the CNI plugins and root.
-const SKIP = process.env["MEMBRANE_REAL_NODES"] === "1" ? false : "opt-in: MEMBRANE_REAL_NODES=1 (make test-realnode)";
-
-describe("real node", { timeout: TIMEOUT_MS, skip: SKIP }, () => {
+describe("real node", { timeout: TIMEOUT_MS }, () => {
   let scratch: string;
   let cp: ControlPlane | undefined;
   let node: RealNode | undefined;
