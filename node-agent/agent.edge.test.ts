@@ -96,6 +96,18 @@ describe("agent edge validation", () => {
     ["an entry port out of range", { type: "snapshot", version: 2, nonce: "bad-port", state: { ...stateAllowing([70000], 2) } }, /^malformed message: state\.policies\[0\]\.entries\[0\]\.port: must be an integer from 0 to 65535$/],
     ["a delta without its ipcache removals", { type: "delta", version: 2, baseVersion: 1, nonce: "bad-delta", subjects: [], removedSubjects: [], ipcacheUpserts: [], identityUpserts: [], identityRemovals: [], ruleUpserts: [], policyGenerationUpserts: [], policyGenerationRemovals: [] }, /^malformed message: ipcacheRemovals: must be a list$/],
     ["a delta writing another subject's entries", { type: "delta", version: 2, baseVersion: 1, nonce: "bad-subject", subjects: [{ subject: 1100, ingressEnforced: false, egressEnforced: true, added: [{ ...stateAllowing([9090], 2).policies[0]!.entries[0]!, subject: 4242 }], removed: [] }], removedSubjects: [], ipcacheUpserts: [], ipcacheRemovals: [], identityUpserts: [], identityRemovals: [], ruleUpserts: [], policyGenerationUpserts: [], policyGenerationRemovals: [] }, /^malformed message: subjects\[0\]\.added\[0\]\.subject: must be the subject 1100, not 4242$/],
+    // A TracingPolicy the operator sends goes through Tetragon's loader rules at the edge: a bad one refuses the whole state.
+    [
+      "a state whose TracingPolicy breaks Tetragon's rules (along with a new port)",
+      {
+        type: "snapshot", version: 2, nonce: "bad-tracing",
+        state: {
+          ...stateAllowing([8081], 2),
+          tracingPolicies: [{ key: "TracingPolicy/p", uid: "u", generation: 1, policy: { apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicy", metadata: { name: "p" }, spec: { lsmhooks: [{ hook: "file_open", selectors: [{ matchActions: [{ action: "FollowFD" }] }] }] } } }],
+        },
+      },
+      /^malformed message: state\.tracingPolicies\[0\]\.policy\.spec\.lsmhooks\[0\]\.selectors\[0\]\.matchActions\[0\]\.action: FollowFD was removed from Tetragon/,
+    ],
     ["an unknown message type", { type: "patch", version: 2, nonce: "bad-type" }, /^malformed message: type: must be snapshot or delta, not "patch"$/],
   ];
 
