@@ -60,6 +60,23 @@ describe("chart hubble.export", () => {
     assert.equal(volumes.find((v) => v.name === "hubble-export")?.hostPath?.path, "/var/log/membrane");
   });
 
+  it("aggregation: fieldAggregate and aggregationInterval become the agent's --hubble-export-fieldaggregate and interval", async () => {
+    const { container } = agentOf(
+      parseManifest(
+        await renderText({
+          "hubble.export.enabled": true,
+          "hubble.export.fieldAggregate[0]": "source.namespace",
+          "hubble.export.fieldAggregate[1]": "verdict",
+          "hubble.export.aggregationInterval": "30s",
+        }),
+      ),
+    );
+    assert.deepEqual(flagsOf(container).hubbleExport?.aggregate, { fields: ["source.namespace", "verdict"], intervalMs: 30_000 });
+    const off = agentOf(parseManifest(await renderText({ "hubble.export.enabled": true })));
+    assert.equal(flagsOf(off.container).hubbleExport?.aggregate, undefined);
+    assert.deepEqual(off.container.args.filter((a) => a.startsWith("--hubble-export-") && a.includes("aggregat")), []);
+  });
+
   it("a filter field the agent refuses is refused at the agent's start, naming it", async () => {
     const { container } = agentOf(parseManifest(await renderText({ "hubble.export.enabled": true, "hubble.export.allowList[0].source_fqdn[0]": "x.example" })));
     const parsed = parseAgentFlags(argsOf(container));

@@ -64,6 +64,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --hubble-export-file-max-size-mb, --hubble-export-file-max-backups  its rotation (default 10 MiB, 5 files)
   --hubble-export-allowlist, --hubble-export-denylist  FlowFilter JSON objects (proto field names), as Hubble's
   --hubble-export-fieldmask  the fields to keep, comma- or space-separated paths (source.identity, l4, …)
+  --hubble-export-fieldaggregate, --hubble-export-aggregation-interval  Hubble's aggregation: flows agreeing on these
+                     fields (paths as for the field mask) written as one with their counts every interval ("30s"); both or neither
   --hubble-flowlogs-config-path  Hubble's dynamic exporter: a YAML file of named flow logs (Cilium's format: name, filePath,
                      fieldMask, includeFilters, excludeFilters, fileMaxSizeMb, fileMaxBackups, fileCompress, end), read again every 10 s
   --hubble-metrics   Hubble's metric families on /metrics and their options, as Cilium's flag: space-separated
@@ -195,6 +197,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "hubble-export-allowlist": { type: "string" },
         "hubble-export-denylist": { type: "string" },
         "hubble-export-fieldmask": { type: "string" },
+        "hubble-export-fieldaggregate": { type: "string" },
+        "hubble-export-aggregation-interval": { type: "string" },
         "hubble-metrics": { type: "string" },
         "hubble-listen-address": { type: "string" },
         "hubble-tls-cert": { type: "string" },
@@ -424,7 +428,15 @@ function dnsProxyFlags(str: (f: string) => string | undefined, nodeIP: string | 
 /** Hubble's exporter flags, with Cilium's names. */
 function hubbleExportFlags(str: (f: string) => string | undefined): HubbleExportOptions | undefined | string {
   const path = str("hubble-export-file-path");
-  const others = ["hubble-export-file-max-size-mb", "hubble-export-file-max-backups", "hubble-export-allowlist", "hubble-export-denylist", "hubble-export-fieldmask"];
+  const others = [
+    "hubble-export-file-max-size-mb",
+    "hubble-export-file-max-backups",
+    "hubble-export-allowlist",
+    "hubble-export-denylist",
+    "hubble-export-fieldmask",
+    "hubble-export-fieldaggregate",
+    "hubble-export-aggregation-interval",
+  ];
   if (path === undefined) {
     const given = others.find((f) => str(f) !== undefined);
     return given ? `--${given}: only with --hubble-export-file-path` : undefined;
@@ -443,10 +455,27 @@ function hubbleExportFlags(str: (f: string) => string | undefined): HubbleExport
     if (!p.ok) return p.error;
     lists[key] = p.filters;
   }
-  const mask = (str("hubble-export-fieldmask") ?? "").split(/[\s,]+/).filter((x) => x !== "");
-  const badPath = mask.find((p) => !/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(p));
-  if (badPath !== undefined) return `--hubble-export-fieldmask: ${JSON.stringify(badPath)} is not a field path`;
-  return { file: { path, maxBytes: size * 1024 * 1024, keep }, ...lists, ...(mask.length > 0 ? { fieldMask: mask } : {}) };
+  const paths = (flag: string): string[] | string => {
+    const ps = (str(flag) ?? "").split(/[\s,]+/).filter((x) => x !== "");
+    const bad = ps.find((p) => !/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(p));
+    return bad === undefined ? ps : `--${flag}: ${JSON.stringify(bad)} is not a field path`;
+  };
+  const mask = paths("hubble-export-fieldmask");
+  if (typeof mask === "string") return mask;
+  // Aggregation, Cilium's flags: both or neither (one alone would do nothing).
+  const aggregate = paths("hubble-export-fieldaggregate");
+  if (typeof aggregate === "string") return aggregate;
+  const intervalText = str("hubble-export-aggregation-interval");
+  const intervalMs = intervalText === undefined ? 0 : parseDuration(intervalText);
+  if (intervalMs === undefined) return `--hubble-export-aggregation-interval: not a duration ("30s", "1m"), got ${JSON.stringify(intervalText)}`;
+  if (aggregate.length > 0 && intervalMs <= 0) return "--hubble-export-aggregation-interval: required (more than 0s) with --hubble-export-fieldaggregate";
+  if (aggregate.length === 0 && intervalMs > 0) return "--hubble-export-fieldaggregate: required with --hubble-export-aggregation-interval";
+  return {
+    file: { path, maxBytes: size * 1024 * 1024, keep },
+    ...lists,
+    ...(mask.length > 0 ? { fieldMask: mask } : {}),
+    ...(aggregate.length > 0 ? { aggregate: { fields: aggregate, intervalMs } } : {}),
+  };
 }
 
 export async function run(args: string[]): Promise<number> {

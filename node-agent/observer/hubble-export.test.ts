@@ -99,4 +99,12 @@ test("the agent's export flags: Cilium's names, filters checked at the edge nami
   const alone = parseAgentFlags([...base, "--hubble-export-fieldmask", "time"]);
   assert.equal(alone.ok ? "" : alone.error, "--hubble-export-fieldmask: only with --hubble-export-file-path");
   assert.equal(parseFilterList("x", "{nope").ok, false);
+  const agg = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-fieldaggregate", "source.namespace,verdict", "--hubble-export-aggregation-interval", "1m"]);
+  assert.deepEqual(agg.ok ? agg.flags.hubbleExport?.aggregate : agg.error, { fields: ["source.namespace", "verdict"], intervalMs: 60_000 });
+  const noInterval = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-fieldaggregate", "verdict"]);
+  assert.equal(noInterval.ok ? "" : noInterval.error, "--hubble-export-aggregation-interval: required (more than 0s) with --hubble-export-fieldaggregate");
+  const badInterval = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-fieldaggregate", "verdict", "--hubble-export-aggregation-interval", "soon"]);
+  assert.match(badInterval.ok ? "" : badInterval.error, /^--hubble-export-aggregation-interval: not a duration/);
+  const zero = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-aggregation-interval", "0s"]);
+  assert.equal(zero.ok ? zero.flags.hubbleExport?.aggregate : zero.error, undefined, "0s alone: no aggregation (Cilium's default)");
 });
