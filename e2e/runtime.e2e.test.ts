@@ -185,4 +185,14 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
     }, 30_000);
     assert.equal(read.out, "s3cret\n");
   });
+
+  it("an agent restarted with the enforcer off stops the runtime an earlier agent left running", async () => {
+    const agent = (await loadDevClusterState(tc.dir)).agents[0]!;
+    const runtimePid = Number(readFileSync(join(devClusterPaths(tc.dir).agentDir(agent.node), "state", "runtime.pid"), "utf8").trim());
+    assert.ok(isProcessAlive(runtimePid), "the runtime enforcer runs");
+    process.kill(agent.pid, "SIGKILL");
+    await eventually("the agent is gone", async () => (isProcessAlive(agent.pid) ? undefined : true), 10_000);
+    await startAgents(tc.dir, (await loadNodesState(tc.dir))!.nodes, tc.cp!.kubeconfig, { runtime: false });
+    await eventually("the runtime enforcer is stopped", async () => (isProcessAlive(runtimePid) ? undefined : true), 20_000);
+  });
 });
