@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { flowPredicate, parseFilterArgs, type FlowFilter } from "./filter.ts";
-import { dropFlow, endpoint, flow } from "./testing/flows.ts";
+import { dnsResponseFlow, dropFlow, endpoint, flow, httpRequestFlow } from "./testing/flows.ts";
 import type { Flow } from "./flow.ts";
 
 function filterOf(...argv: string[]): FlowFilter {
@@ -94,7 +94,7 @@ test("bad values are errors that name the flag", () => {
     [["--verdict", "MAYBE"], /^--verdict: "MAYBE" is not FORWARDED or DROPPED/],
     [["--port", "70000"], /^--port: "70000" is not a port/],
     [["--identity", "-1"], /^--identity: /],
-    [["--type", "l7"], /^--type: "l7" is not one of/],
+    [["--type", "l8"], /^--type: "l8" is not one of/],
     [["--protocol", "GRE"], /^--protocol: /],
     [["--since", "yesterday"], /^--since: /],
     [["--last", "0"], /^--last: "0" is not a positive count/],
@@ -106,5 +106,35 @@ test("bad values are errors that name the flag", () => {
     const r = parseFilterArgs(argv);
     assert.equal(r.ok, false, argv.join(" "));
     if (!r.ok) assert.match(r.error, want);
+  }
+});
+
+test("L7 flags select the proxies' flows as Hubble's do: --type l7, --protocol DNS/HTTP, --http-method, --http-path, --http-status, --dns-query", () => {
+  const request = httpRequestFlow({ l7: { type: "REQUEST", http: { method: "PUT", url: "http://web.shop/v1/exhaust-port?x=1", protocol: "HTTP/1.1" } } });
+  const response = httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 5, http: { method: "PUT", url: "http://web.shop/v1/exhaust-port?x=1", protocol: "HTTP/1.1", code: 403 } } });
+  const answer = dnsResponseFlow();
+  assert.equal(matches(request, "--type", "l7"), true);
+  assert.equal(matches(base, "--type", "l7"), false);
+  assert.equal(matches(request, "--protocol", "http"), true);
+  assert.equal(matches(request, "--protocol", "TCP"), true, "an L7 flow keeps its L4");
+  assert.equal(matches(answer, "--protocol", "DNS"), true);
+  assert.equal(matches(answer, "--protocol", "HTTP"), false);
+  assert.equal(matches(request, "--http-method", "put"), true);
+  assert.equal(matches(request, "--http-method", "GET"), false);
+  assert.equal(matches(request, "--http-path", "^/v1/exhaust-port$"), true, "the path without the query");
+  assert.equal(matches(base, "--http-path", "."), false);
+  assert.equal(matches(response, "--http-status", "4+"), true);
+  assert.equal(matches(response, "--http-status", "403"), true);
+  assert.equal(matches(request, "--http-status", "4+"), false, "a request has no status");
+  assert.equal(matches(answer, "--dns-query", "^api[.]example"), true);
+  assert.equal(matches(request, "--dns-query", "."), false);
+  for (const [argv, error] of [
+    [["--http-status", "600"], /^--http-status: "600" is not a status code/],
+    [["--http-path", "("], /^--http-path: "\(" is not a regular expression/],
+    [["--dns-query", "[x"], /^--dns-query: "\[x" is not a regular expression/],
+    [["--http-method", "GE T"], /^--http-method: "GE T" is not an HTTP method/],
+  ] as const) {
+    const r = parseFilterArgs([...argv]);
+    assert.ok(!r.ok && error.test(r.error), `${argv.join(" ")}: ${r.ok ? "accepted" : r.error}`);
   }
 });

@@ -18,6 +18,11 @@ export interface FlowFilter {
   readonly protocol: readonly string[];
   readonly port: readonly number[];
   readonly type: readonly FlowType[];
+  /** L7 flows (a proxy's records), as Hubble's filters of the same names. */
+  readonly httpMethod: readonly string[];
+  readonly httpPath: readonly string[]; // regular expressions on the URL's path
+  readonly httpStatus: readonly string[]; // "404" or a prefix "4+"
+  readonly dnsQuery: readonly string[]; // regular expressions on the query
   readonly since?: string; // as given: a duration ("5m") or an RFC 3339 time
   readonly last?: number;
 }
@@ -42,6 +47,10 @@ export const FILTER_FLAGS = [
   "protocol",
   "port",
   "type",
+  "http-method",
+  "http-path",
+  "http-status",
+  "dns-query",
   "since",
   "last",
 ] as const;
@@ -57,14 +66,29 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --identity N           source or destination identity
   --host NODE            source or destination is NODE's host endpoint (reserved:host; the host firewall)
   --verdict V            FORWARDED or DROPPED
-  --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6
+  --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6, or DNS, HTTP (the proxies' L7 flows)
   --port N               source or destination port
-  --type T               policy-verdict, drop or trace
+  --type T               policy-verdict, drop, trace or l7 (a DNS or HTTP proxy's request or response)
+  --http-method M        L7 flows of this HTTP method (any case)
+  --http-path RE         L7 flows whose URL path matches this regular expression
+  --http-status S        L7 responses with this status (404) or status prefix (4+, 40+)
+  --dns-query RE         L7 DNS flows whose query matches this regular expression
   --since T              a duration (30s, 5m, 2h) or an RFC 3339 time
   --last N               only the N most recent matching flows
 `;
 
-const PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6"];
+const PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6", "DNS", "HTTP"];
+
+const HTTP_STATUS = /^([1-5][0-9]{2}|[1-5][0-9]?\+)$/;
+
+function regexError(v: string): string | undefined {
+  try {
+    new RegExp(v);
+    return undefined;
+  } catch (err) {
+    return `"${v}" is not a regular expression: ${(err as Error).message}`;
+  }
+}
 
 function parsePod(v: string): PodRef | string {
   const parts = v.split("/");
@@ -106,6 +130,10 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     protocol: [] as string[],
     port: [] as number[],
     type: [] as FlowType[],
+    httpMethod: [] as string[],
+    httpPath: [] as string[],
+    httpStatus: [] as string[],
+    dnsQuery: [] as string[],
     since: undefined as string | undefined,
     last: undefined as number | undefined,
   };
@@ -158,7 +186,7 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
       }
       case "protocol": {
         const up = v.toUpperCase();
-        if (!PROTOCOLS.includes(up)) return bad(`"${v}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6`);
+        if (!PROTOCOLS.includes(up)) return bad(`"${v}" is not one of TCP, UDP, SCTP, ICMP, ICMPv6, DNS, HTTP`);
         f.protocol.push(up);
         break;
       }
@@ -171,6 +199,21 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
       case "type":
         if (!(FLOW_TYPES as readonly string[]).includes(v)) return bad(`"${v}" is not one of ${FLOW_TYPES.join(", ")}`);
         f.type.push(v as FlowType);
+        break;
+      case "http-method":
+        if (!/^[A-Za-z]+$/.test(v)) return bad(`"${v}" is not an HTTP method`);
+        f.httpMethod.push(v.toUpperCase());
+        break;
+      case "http-path":
+      case "dns-query": {
+        const err = regexError(v);
+        if (err !== undefined) return bad(err);
+        (flag === "http-path" ? f.httpPath : f.dnsQuery).push(v);
+        break;
+      }
+      case "http-status":
+        if (!HTTP_STATUS.test(v)) return bad(`"${v}" is not a status code (404) or a prefix of one (4+, 40+)`);
+        f.httpStatus.push(v);
         break;
       case "since":
         if (sinceToMs(v, 0) === undefined) return bad(`"${v}" is not a duration (30s, 5m, 2h) or an RFC 3339 time`);
@@ -205,6 +248,38 @@ function labelMatches(want: string, e: FlowEndpoint): boolean {
 
 const either = (f: Flow, p: (e: FlowEndpoint) => boolean): boolean => p(f.source) || p(f.destination);
 
+/** The L7 flags as Hubble's filters read them (flowapi/hubble/filter.ts): only L7 records of that protocol match. */
+function l7Checks(f: FlowFilter): ((x: Flow) => boolean)[] {
+  const checks: ((x: Flow) => boolean)[] = [];
+  if (f.httpMethod.length) checks.push((x) => x.l7?.http !== undefined && f.httpMethod.includes(x.l7.http.method.toUpperCase()));
+  if (f.httpPath.length) {
+    const res = f.httpPath.map((p) => new RegExp(p));
+    checks.push((x) => {
+      const url = x.l7?.http?.url;
+      if (url === undefined) return false;
+      let path: string;
+      try {
+        path = url.startsWith("/") ? new URL(url, "http://x").pathname : new URL(url).pathname;
+      } catch {
+        return false;
+      }
+      return res.some((r) => r.test(path));
+    });
+  }
+  if (f.httpStatus.length)
+    checks.push((x) => {
+      const code = x.l7?.http?.code;
+      if (code === undefined || code === 0) return false;
+      const text = String(code).padStart(3, "0");
+      return f.httpStatus.some((s) => (s.endsWith("+") ? text.startsWith(s.slice(0, -1)) : text === s));
+    });
+  if (f.dnsQuery.length) {
+    const res = f.dnsQuery.map((q) => new RegExp(q));
+    checks.push((x) => x.l7?.dns !== undefined && res.some((r) => r.test(x.l7!.dns!.query)));
+  }
+  return checks;
+}
+
 /** The predicate of a filter, evaluated at `now` (for --since). `last` is applied by the caller over the matches. */
 export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: Flow) => boolean {
   const sinceMs = f.since !== undefined ? sinceToMs(f.since, now) : undefined;
@@ -217,9 +292,10 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (f.identity.length) checks.push((x) => either(x, (e) => f.identity.includes(e.identity)));
   if (f.host.length) checks.push((x) => either(x, (e) => e.host !== undefined && f.host.includes(e.host)));
   if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
-  if (f.protocol.length) checks.push((x) => f.protocol.includes(x.protocol.toUpperCase()));
+  if (f.protocol.length) checks.push((x) => f.protocol.some((p) => (p === "DNS" ? x.l7?.dns !== undefined : p === "HTTP" ? x.l7?.http !== undefined : p === x.protocol.toUpperCase())));
   if (f.port.length) checks.push((x) => either(x, (e) => f.port.includes(e.port)));
   if (f.type.length) checks.push((x) => f.type.includes(x.type));
+  checks.push(...l7Checks(f));
   if (sinceMs !== undefined) checks.push((x) => Date.parse(x.time) >= sinceMs);
   return (x) => checks.every((c) => c(x));
 }

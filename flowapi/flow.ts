@@ -5,10 +5,13 @@ import type { Workload } from "../core/workload.ts";
 
 /** AUDIT: policy would have dropped it; audit mode (node or endpoint) let it pass. */
 export type FlowVerdict = "FORWARDED" | "DROPPED" | "AUDIT";
-/** `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying. */
-export type FlowType = "policy-verdict" | "drop" | "trace";
+/**
+ * `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying;
+ * `l7`: a request or response a node's DNS or HTTP proxy handled (its record in `l7`).
+ */
+export type FlowType = "policy-verdict" | "drop" | "trace" | "l7";
 export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED", "AUDIT"];
-export const FLOW_TYPES: readonly FlowType[] = ["policy-verdict", "drop", "trace"];
+export const FLOW_TYPES: readonly FlowType[] = ["policy-verdict", "drop", "trace", "l7"];
 
 export interface FlowEndpoint {
   readonly identity: number;
@@ -37,6 +40,31 @@ export type FlowDecision =
 /** Which part of the deciding rule matched a policy verdict, in Cilium's words (pkg/monitor/api PolicyMatchType). */
 export type PolicyMatch = "L3-Only" | "L3-L4" | "L4-Only" | "all" | "L3-Proto" | "Proto-Only";
 
+/** What a node's proxy saw of one DNS or HTTP exchange (Hubble's Layer7 record, in our field names). */
+export interface FlowL7 {
+  /** A request (from the endpoint, or refused by the proxy) or its response (with the time it took). */
+  readonly type: "REQUEST" | "RESPONSE";
+  /** Responses: from the request's arrival at the proxy to its answer, in nanoseconds. */
+  readonly latencyNs?: number;
+  readonly dns?: {
+    readonly query: string; // as asked, with its trailing dot
+    readonly qtypes: readonly string[];
+    readonly ips?: readonly string[];
+    readonly ttl?: number;
+    readonly cnames?: readonly string[];
+    readonly rcode?: number; // responses: the DNS response code (0 NOERROR, 3 NXDOMAIN, 5 REFUSED, ...)
+    readonly rrtypes?: readonly string[];
+    readonly observationSource?: string; // "proxy"
+  };
+  readonly http?: {
+    readonly method: string;
+    readonly url: string; // http://HOST/PATH?QUERY as the request named it
+    readonly protocol: string; // "HTTP/1.1"
+    readonly code?: number; // responses: the status the client got
+    readonly headers?: readonly { readonly key: string; readonly value: string }[];
+  };
+}
+
 export interface Flow {
   readonly time: string; // RFC 3339 with milliseconds
   readonly verdict: FlowVerdict;
@@ -53,6 +81,8 @@ export interface Flow {
   readonly decidedBy?: FlowDecision;
   /** Policy verdicts (`policy-verdict`) only: the kind of key of the deciding rule that held the connection. */
   readonly policyMatch?: PolicyMatch;
+  /** L7 flows (`type: "l7"`) only: the proxy's record. */
+  readonly l7?: FlowL7;
   readonly node: string;
 }
 
@@ -65,6 +95,23 @@ const PROTOCOL_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
 export function protocolName(proto: number): string {
   return PROTOCOL_NAMES[proto] ?? String(proto);
 }
+
+/** The drop reason of a request a node's proxy refused (no DNS or HTTP rule of the policy allowed it). */
+export const L7_DROP_REASON = "policy denied (L7)";
+
+/** One line of what a proxy saw: `DNS A example.com. NOERROR 10.0.0.1`, `HTTP GET http://web/x 403`. */
+export function l7Summary(l: FlowL7): string {
+  if (l.dns) {
+    const d = l.dns;
+    const answer = l.type === "RESPONSE" ? ` ${DNS_RCODE_NAMES[d.rcode ?? 0] ?? String(d.rcode)}${d.ips?.length ? ` ${d.ips.join(",")}` : ""}` : "";
+    return `DNS ${l.type === "RESPONSE" ? "answer" : "query"} ${d.qtypes.join(",")} ${d.query}${answer}`;
+  }
+  if (l.http) return `HTTP ${l.http.method} ${l.http.url}${l.http.code !== undefined ? ` ${l.http.code}` : ""}`;
+  return l.type;
+}
+
+/** DNS response codes by number (RFC 1035, RFC 2136). */
+export const DNS_RCODE_NAMES: Readonly<Record<number, string>> = { 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED" };
 
 /** The label that says "default deny" wherever a decision is printed. */
 export const DEFAULT_DENY_TEXT = "default deny";
@@ -96,7 +143,7 @@ export function flowTableRow(f: Flow): string[] {
     endpointText(f.destination),
     f.protocol,
     f.verdict,
-    f.type,
+    f.l7 !== undefined ? `l7 ${l7Summary(f.l7)}` : f.type,
     f.dropReason ?? "",
     decisionText(f.decidedBy),
   ];

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { encodeGetFlowsResponse, ProtoEncoder } from "./encode.ts";
 import { hubbleApi } from "./proto.ts";
 import { toHubbleFlow } from "./flow.ts";
-import { dropFlow, endpoint, flow } from "../testing/flows.ts";
+import { dnsResponseFlow, dropFlow, endpoint, flow, httpRequestFlow } from "../testing/flows.ts";
 import type { GetFlowsResponse, HubbleFlow } from "./types.ts";
 import type { Flow } from "../flow.ts";
 
@@ -27,6 +27,11 @@ const flows: Flow[] = [
   flow({ protocol: "IP protocol 47" }),
   flow({ protocol: "SCTP", time: "2026-12-04T05:06:07.891Z", source: endpoint({ labels, pod: "ünïcode-pod", port: 65535 }) }),
   flow({ destination: endpoint({ labels: Object.freeze(Array.from({ length: 60 }, (_, i) => `k8s:label-${i}=${"v".repeat(i)}`)) }) }),
+  httpRequestFlow(),
+  httpRequestFlow({ verdict: "DROPPED", dropReason: "policy denied (L7)" }),
+  httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 3_000_000_000, http: { method: "PUT", url: "http://x/y", protocol: "HTTP/1.1", code: 403 } } }),
+  dnsResponseFlow(),
+  dnsResponseFlow({ l7: { type: "RESPONSE", latencyNs: 5, dns: { query: "nope.", qtypes: ["AAAA"], rcode: 3 } } }),
 ];
 
 test("every kind of flow the agent serves encodes to protobufjs' bytes, and decodes back to the same flow", () => {

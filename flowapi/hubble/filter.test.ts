@@ -119,3 +119,40 @@ test("cluster names: an endpoint's cluster (from its identity's cluster label) m
   const bad = compileFlowFilters([{ destination_cluster_name: [""] }]);
   assert.equal(bad.ok ? "" : bad.error, "whitelist[0].destination_cluster_name: a name must not be empty");
 });
+
+test("L7 fields as Hubble reads them: status code or prefix on responses, method in any case, path and URL regexes, headers, DNS query regexes, protocol dns/http", () => {
+  const http = (type: "REQUEST" | "RESPONSE", code?: number): HubbleFlow =>
+    f({ Type: "L7", event_type: { type: 129, sub_type: 0 }, l7: { type, http: { method: "PUT", url: "http://deathstar.default/v1/exhaust-port?x=1", protocol: "HTTP/1.1", ...(code ? { code } : {}), headers: [{ key: "x-has-force", value: "true" }] } } });
+  const dns = f({ Type: "L7", event_type: { type: 129, sub_type: 0 }, l4: { UDP: { source_port: 5353, destination_port: 53 } }, l7: { type: "REQUEST", dns: { query: "api.example.com.", qtypes: ["A"] } } });
+  const response = http("RESPONSE", 403);
+  assert.equal(matches([{ http_status_code: ["403"] }], response), true);
+  assert.equal(matches([{ http_status_code: ["4+"] }], response), true);
+  assert.equal(matches([{ http_status_code: ["40+"] }], response), true);
+  assert.equal(matches([{ http_status_code: ["5+", "200"] }], response), false);
+  assert.equal(matches([{ http_status_code: ["4+"] }], http("REQUEST")), false, "a request has no status");
+  assert.equal(matches([{ http_method: ["put"] }], http("REQUEST")), true);
+  assert.equal(matches([{ http_method: ["GET"] }], http("REQUEST")), false);
+  assert.equal(matches([{ http_path: ["^/v1/exhaust-port$"] }], response), true, "the path without the query");
+  assert.equal(matches([{ http_path: ["exhaust"] }], response), true, "unanchored, as Go's MatchString");
+  assert.equal(matches([{ http_path: ["^/v2"] }], response), false);
+  assert.equal(matches([{ http_url: ["^http://deathstar[.]default/.*x=1$"] }], response), true);
+  assert.equal(matches([{ http_header: [{ key: "x-has-force", value: "true" }] }], response), true);
+  assert.equal(matches([{ http_header: [{ key: "x-has-force", value: "false" }] }], response), false);
+  assert.equal(matches([{ dns_query: ["^api\\.example\\.com\\.$"] }], dns), true);
+  assert.equal(matches([{ dns_query: ["evil"] }], dns), false);
+  assert.equal(matches([{ dns_query: ["api"] }], response), false, "not a DNS record");
+  assert.equal(matches([{ http_method: ["PUT"] }], f()), false, "an L3/L4 flow has no HTTP record");
+  assert.equal(matches([{ protocol: ["http"] }], response), true);
+  assert.equal(matches([{ protocol: ["dns"] }], response), false);
+  assert.equal(matches([{ protocol: ["dns"] }], dns), true);
+  assert.equal(matches([{ protocol: ["udp"] }], dns), true, "an L7 flow keeps its L4");
+  assert.equal(matches([{ event_type: [{ type: 129 }], http_status_code: ["403"] }], response), true);
+  const err = (ff: HubbleFlowFilter): string => {
+    const c = compileFlowFilters([ff]);
+    return c.ok ? "" : c.error;
+  };
+  assert.equal(err({ http_status_code: ["99"] }), 'whitelist[0].http_status_code: "99" is not a status code (404) or a prefix of one (4+, 40+)');
+  assert.equal(err({ event_type: [{ type: 1 }], http_method: ["GET"] }), "whitelist[0].http_method: filtering by http method requires the event type filter to match 'l7' events");
+  assert.match(err({ http_path: ["("] }), /^whitelist\[0\]\.http_path: "\(" is not a regular expression/);
+  assert.match(err({ dns_query: ["[a"] }), /^whitelist\[0\]\.dns_query: "\[a" is not a regular expression/);
+});

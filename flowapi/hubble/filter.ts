@@ -3,7 +3,7 @@
 import { isIP } from "node:net";
 import { familyBits, parseIP, parsePrefix, prefixContains, type Prefix } from "../../core/cidr.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../../core/labels.ts";
-import type { HubbleEndpoint, HubbleFlow, HubbleFlowFilter } from "./types.ts";
+import { CILIUM_EVENT_TYPE, type HubbleEndpoint, type HubbleFlow, type HubbleFlowFilter } from "./types.ts";
 
 export type FlowMatch = (f: HubbleFlow) => boolean;
 export type FilterCompile = { readonly ok: true; readonly match: FlowMatch } | { readonly ok: false; readonly field: string; readonly error: string };
@@ -15,17 +15,11 @@ export type FilterCompile = { readonly ok: true; readonly match: FlowMatch } | {
 export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   uuid: "flows carry no UUID",
   source_ip_xlated: "there is no address translation",
-  source_fqdn: "flows carry no DNS names (no DNS proxy yet)",
-  destination_fqdn: "flows carry no DNS names (no DNS proxy yet)",
+  source_fqdn: "flows carry no DNS names of their addresses (dns_query filters the DNS proxy's L7 flows)",
+  destination_fqdn: "flows carry no DNS names of their addresses (dns_query filters the DNS proxy's L7 flows)",
   source_service: "flows carry no service",
   destination_service: "flows carry no service",
   interface: "flows carry no network interface",
-  http_status_code: "there are no L7 flows yet",
-  dns_query: "there are no DNS flows yet",
-  http_method: "there are no L7 flows yet",
-  http_path: "there are no L7 flows yet",
-  http_url: "there are no L7 flows yet",
-  http_header: "there are no L7 flows yet",
   node_labels: "flows carry no node labels",
   trace_id: "flows carry no trace context",
   ip_trace_id: "flows carry no IP trace id",
@@ -220,6 +214,100 @@ function nodeNameMatcher(field: string, patterns: readonly string[]): FlowMatch 
   return (f) => f.node_name !== "" && res.some((r) => r.test((f.node_name.includes("/") ? f.node_name : `default/${f.node_name}`).toLowerCase()));
 }
 
+/** A Go (RE2) regular expression as Hubble compiles it: unanchored; one JavaScript cannot read is an error naming the field. */
+function regexps(field: string, values: readonly string[]): RegExp[] {
+  return values.map((v) => {
+    try {
+      return new RegExp(v);
+    } catch (err) {
+      throw new FilterError(field, `${field}: "${v}" is not a regular expression: ${(err as Error).message}`);
+    }
+  });
+}
+
+const HTTP_STATUS_FULL = /^[1-5][0-9]{2}$/;
+const HTTP_STATUS_PREFIX = /^([1-5][0-9]?)\+$/;
+
+/** The path of an HTTP record's URL (Go's url.ParseRequestURI: absolute URL or absolute path); undefined when it has none. */
+function urlPath(url: string): string | undefined {
+  if (url.startsWith("/")) return url.split("?")[0]!.split("#")[0]!;
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The L7 fields of a FlowFilter, as Hubble reads them: `http_status_code` (`404`, or a prefix `4+` / `40+`) matches
+ * a response's status, `http_method` the method (any case), `http_path` / `http_url` regular expressions on the
+ * URL's path / the whole URL, `http_header` a header's exact key and value, `dns_query` regular expressions on the
+ * query. The HTTP ones require an event type filter that admits L7 (or none), as Hubble's do.
+ */
+function l7Checks(ff: HubbleFlowFilter, field: (name: string) => string): FlowMatch[] {
+  const checks: FlowMatch[] = [];
+  const strs = (name: string): readonly string[] => list<string>(ff, name);
+  const types = list<{ type?: number }>(ff, "event_type");
+  const l7Admitted = types.length === 0 || types.some((t) => Number(t.type ?? 0) === CILIUM_EVENT_TYPE.l7);
+  const needsL7 = (name: string): void => {
+    if (!l7Admitted) throw new FilterError(field(name), `${field(name)}: filtering by ${name.replace(/_/g, " ")} requires the event type filter to match 'l7' events`);
+  };
+  const http = (f: HubbleFlow) => f.l7?.http;
+  if (strs("http_status_code").length) {
+    needsL7("http_status_code");
+    const full: string[] = [];
+    const prefixes: string[] = [];
+    for (const v of strs("http_status_code")) {
+      if (HTTP_STATUS_FULL.test(v)) full.push(v);
+      else if (HTTP_STATUS_PREFIX.test(v)) prefixes.push(v.slice(0, -1));
+      else throw new FilterError(field("http_status_code"), `${field("http_status_code")}: "${v}" is not a status code (404) or a prefix of one (4+, 40+)`);
+    }
+    checks.push((f) => {
+      const code = Number(http(f)?.code ?? 0);
+      if (code === 0) return false; // not a response
+      const text = String(code).padStart(3, "0");
+      return full.includes(text) || prefixes.some((p) => text.startsWith(p));
+    });
+  }
+  if (strs("http_method").length) {
+    needsL7("http_method");
+    const methods = strs("http_method").map((m) => m.toUpperCase());
+    checks.push((f) => {
+      const m = http(f)?.method;
+      return m !== undefined && m !== "" && methods.includes(m.toUpperCase());
+    });
+  }
+  if (strs("http_path").length) {
+    needsL7("http_path");
+    const res = regexps(field("http_path"), strs("http_path"));
+    checks.push((f) => {
+      const p = urlPath(http(f)?.url ?? "");
+      return p !== undefined && res.some((r) => r.test(p));
+    });
+  }
+  if (strs("http_url").length) {
+    needsL7("http_url");
+    const res = regexps(field("http_url"), strs("http_url"));
+    checks.push((f) => {
+      const u = http(f)?.url;
+      return u !== undefined && u !== "" && res.some((r) => r.test(u));
+    });
+  }
+  if (list(ff, "http_header").length) {
+    needsL7("http_header");
+    const want = list<{ key?: string; value?: string }>(ff, "http_header").map((h) => ({ key: String(h.key ?? ""), value: String(h.value ?? "") }));
+    checks.push((f) => (http(f)?.headers ?? []).some((h) => want.some((w) => w.key === h.key && w.value === h.value)));
+  }
+  if (strs("dns_query").length) {
+    const res = regexps(field("dns_query"), strs("dns_query"));
+    checks.push((f) => {
+      const q = f.l7?.dns?.query;
+      return q !== undefined && res.some((r) => r.test(q));
+    });
+  }
+  return checks;
+}
+
 /** The predicate of one FlowFilter: every field given must hold (values of one field are alternatives). */
 function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
   const checks: FlowMatch[] = [];
@@ -313,8 +401,12 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
             return l4.VRRP !== undefined;
           case "igmp":
             return l4.IGMP !== undefined;
+          case "dns":
+            return f.l7?.dns !== undefined;
+          case "http":
+            return f.l7?.http !== undefined;
           default:
-            return false; // dns, http: no L7 flows yet
+            return false;
         }
       }),
     );
@@ -335,6 +427,7 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
     checks.push((f) => ids.includes(f.destination.identity ?? 0));
   }
   if (strs("node_name").length) checks.push(nodeNameMatcher(field("node_name"), strs("node_name")));
+  checks.push(...l7Checks(ff, field));
   if (list(ff, "ip_version").length) {
     const want = enumValues(field("ip_version"), list(ff, "ip_version"), IP_VERSIONS);
     checks.push((f) => want.includes(f.IP?.ipVersion ?? "IP_NOT_USED"));

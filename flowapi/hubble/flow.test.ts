@@ -6,7 +6,8 @@ import path from "node:path";
 import { CILIUM_DROP_REASONS, ciliumDropReason, fromHubbleFlow, toHubbleFlow } from "./flow.ts";
 import { DROP_REASONS } from "../../node-agent/bpf/layout.ts";
 import { hubbleProtoDir } from "./proto.ts";
-import { dropFlow, flow } from "../testing/flows.ts";
+import { dnsResponseFlow, dropFlow, flow, httpRequestFlow } from "../testing/flows.ts";
+import { L7_DROP_REASON } from "../flow.ts";
 
 function ciliumEnum(name: string): Map<string, number> {
   const proto = fs.readFileSync(path.join(hubbleProtoDir(), "flow", "flow.proto"), "utf8");
@@ -21,7 +22,9 @@ test("every datapath drop reason maps to a DropReason of Cilium's flow.proto, na
     assert.ok(mapped, `drop reason ${code} "${text}" has no Cilium mapping`);
     assert.equal(cilium.get(mapped.name), mapped.code, `${mapped.name} is ${cilium.get(mapped.name)} in Cilium's flow.proto, not ${mapped.code}`);
   }
-  assert.equal(Object.keys(CILIUM_DROP_REASONS).length, Object.keys(DROP_REASONS).length);
+  // Besides the datapath's: the proxies' refusal of an L7 request.
+  assert.equal(Object.keys(CILIUM_DROP_REASONS).length, Object.keys(DROP_REASONS).length + 1);
+  assert.equal(cilium.get(ciliumDropReason(L7_DROP_REASON)!.name), ciliumDropReason(L7_DROP_REASON)!.code);
 });
 
 test("an audit is Hubble's verdict AUDIT, a policy verdict event without a drop reason, its rule in the denied list", () => {
@@ -77,6 +80,12 @@ test("a Hubble flow reads back as the flow it came from: every type, verdict, dr
     flow({ source: { ...flow().source, workloads: [{ kind: "Deployment", name: "client" }] }, destination: { ...flow().destination, workloads: [{ kind: "StatefulSet", name: "web" }] } }),
     flow({ protocol: "GRE", source: { ...flow().source, port: 0 }, destination: { ...flow().destination, port: 0 } }),
     dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 }, decidedBy: undefined as never, dropReason: "spoofed source" }),
+    httpRequestFlow(),
+    httpRequestFlow({ verdict: "DROPPED", dropReason: L7_DROP_REASON }),
+    httpRequestFlow({ direction: "ingress", l7: { type: "RESPONSE", latencyNs: 2_000_000, http: { method: "POST", url: "http://a/b", protocol: "HTTP/1.1", code: 503 } } }),
+    dnsResponseFlow(),
+    dnsResponseFlow({ l7: { type: "RESPONSE", latencyNs: 9, dns: { query: "nope.", qtypes: ["A"], rcode: 3, observationSource: "proxy" } } }),
+    dnsResponseFlow({ verdict: "DROPPED", dropReason: L7_DROP_REASON, l7: { type: "REQUEST", dns: { query: "evil.", qtypes: ["A"], observationSource: "proxy" } } }),
   ];
   for (const f of cases) {
     const clean = JSON.parse(JSON.stringify(f)) as typeof f;
@@ -118,4 +127,17 @@ test("a pod's cluster is Hubble's cluster_name, read from its identity's cluster
   assert.equal(h.source.cluster_name, "east");
   assert.equal(h.destination.cluster_name, undefined);
   assert.equal(toHubbleFlow(dropFlow({ source: { identity: 2, labels: ["reserved:world"], ip: "1.2.3.4", port: 5 } })).source.cluster_name, undefined);
+});
+
+test("an L7 flow is Hubble's L7 type (access log event 129) with its record, Cilium's summary, is_reply for a response, and the rule in the list of its verdict", () => {
+  const denied = toHubbleFlow(httpRequestFlow({ verdict: "DROPPED", dropReason: L7_DROP_REASON }));
+  assert.deepEqual([denied.Type, denied.event_type, denied.verdict, denied.drop_reason_desc, denied.is_reply], ["L7", { type: 129, sub_type: 0 }, "DROPPED", "POLICY_DENIED", { value: false }]);
+  assert.deepEqual(denied.egress_denied_by?.map((p) => p.name), ["l7-web"]);
+  assert.equal(denied.Summary, "HTTP/1.1 GET http://web.shop/public/x");
+  assert.deepEqual(denied.l7, { type: "REQUEST", http: { method: "GET", url: "http://web.shop/public/x", protocol: "HTTP/1.1" } });
+  const answer = toHubbleFlow(dnsResponseFlow());
+  assert.deepEqual([answer.is_reply, answer.l4], [{ value: true }, { UDP: { source_port: 53, destination_port: 40001 } }]);
+  assert.equal(answer.Summary, 'DNS Answer "192.0.2.1,192.0.2.2" TTL: 0 (Proxy api.example.com. A)');
+  assert.equal(toHubbleFlow(dnsResponseFlow({ l7: { type: "RESPONSE", dns: { query: "nope.", qtypes: ["A"], rcode: 3 } } })).Summary, "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query nope. A)");
+  assert.equal(toHubbleFlow(httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 12_600_000, http: { method: "GET", url: "http://a/", protocol: "HTTP/1.1", code: 200 } } })).Summary, "HTTP/1.1 200 12ms (GET http://a/)");
 });

@@ -1,6 +1,6 @@
 // Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
-import { protocolName, type Flow, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
-import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubblePolicy, type HubbleTCPFlags } from "./types.ts";
+import { L7_DROP_REASON, protocolName, type Flow, type FlowL7, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
+import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubbleLayer7, type HubblePolicy, type HubbleTCPFlags } from "./types.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { CLUSTER_LABEL } from "../../core/labels.ts";
 
@@ -29,9 +29,16 @@ export const CILIUM_DROP_REASONS: Readonly<Record<string, { readonly name: strin
   "proxy redirect not possible (fails closed)": { name: "PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL", code: 180 },
   "UNENCRYPTED: no working tunnel to the destination node (strict encryption)": { name: "UNENCRYPTED_TRAFFIC", code: 195 },
   "host firewall program for pod-to-node traffic missing (fails closed)": { name: "MISSED_TAIL_CALL", code: 140 },
+  // A proxy's refusal (no L7 rule allowed the request): no allow, as default deny (Cilium itself leaves it unset).
+  [L7_DROP_REASON]: { name: "POLICY_DENIED", code: 133 },
 };
 
-const TEXT_BY_CODE: ReadonlyMap<number, string> = new Map(Object.entries(CILIUM_DROP_REASONS).map(([text, r]) => [r.code, text]));
+/** Code → text for L3/L4 drops (an L7 flow's code reads back as the L7 reason, see fromHubbleFlow). */
+const TEXT_BY_CODE: ReadonlyMap<number, string> = new Map(
+  Object.entries(CILIUM_DROP_REASONS)
+    .filter(([text]) => text !== L7_DROP_REASON)
+    .map(([text, r]) => [r.code, text]),
+);
 
 /** Cilium's drop reason for one of our drop-reason texts; undefined for a text the datapath does not emit. */
 export function ciliumDropReason(text: string): { readonly name: string; readonly code: number } | undefined {
@@ -173,8 +180,101 @@ const MATCH_BY_NUMBER: ReadonlyMap<number, PolicyMatch> = new Map(Object.entries
 /** Hubble's Layer4 has no field for other IP protocols (GRE, ESP, …): the human-readable Summary names it. */
 const SUMMARY_PROTOCOL = /^IP protocol (\S+)$/;
 
+/** DNS response codes as Hubble names them in summaries and dns metrics (the IANA registry's descriptions, as gopacket prints them). */
+export const DNS_RCODE_TEXT: Readonly<Record<number, string>> = {
+  0: "No Error",
+  1: "Format Error",
+  2: "Server Failure",
+  3: "Non-Existent Domain",
+  4: "Not Implemented",
+  5: "Query Refused",
+  6: "Name Exists when it should not",
+  7: "RR Set Exists when it should not",
+  8: "RR Set that should exist does not",
+  9: "Not Authorized",
+  10: "Name not contained in zone",
+  11: "DSO-TYPE Not Implemented",
+  16: "Bad OPT Version",
+  17: "Key not recognized",
+  18: "Signature out of time window",
+  19: "Bad TKEY Mode",
+  20: "Duplicate key name",
+  21: "Algorithm not supported",
+  22: "Bad Truncation",
+  23: "Bad/missing Server Cookie",
+};
+
+/** Hubble's one-line text of an L7 record (what `hubble observe` prints in brackets), as Cilium's L7 parser writes it. */
+function l7SummaryText(l: FlowL7): string {
+  if (l.http) {
+    const request = `${l.http.method} ${l.http.url}`;
+    if (l.type === "REQUEST") return `${l.http.protocol} ${request}`;
+    return `${l.http.protocol} ${l.http.code ?? 0} ${Math.floor((l.latencyNs ?? 0) / 1e6)}ms (${request})`;
+  }
+  if (l.dns) {
+    const d = l.dns;
+    const qtypes = d.qtypes.join(",");
+    if (l.type === "REQUEST") return `DNS Query ${d.query} ${qtypes}`;
+    const rcode = d.rcode ?? 0;
+    const parts = [...(d.ips?.length ? [`"${d.ips.join(",")}"`] : []), ...(d.cnames?.length ? [`CNAMEs: "${d.cnames.join(",")}"`] : [])];
+    const answer = rcode !== 0 ? `RCode: ${DNS_RCODE_TEXT[rcode] ?? String(rcode)}` : parts.join(" ");
+    return `DNS Answer ${answer} TTL: ${d.ttl ?? 0} (${d.observationSource === "proxy" ? "Proxy" : "Query"} ${d.query} ${qtypes})`;
+  }
+  return "";
+}
+
+function hubbleLayer7(l: FlowL7): HubbleLayer7 {
+  const d = l.dns;
+  const h = l.http;
+  return {
+    type: l.type,
+    ...(l.latencyNs !== undefined ? { latency_ns: l.latencyNs } : {}),
+    ...(d !== undefined
+      ? {
+          dns: {
+            query: d.query,
+            ...(d.ips !== undefined ? { ips: d.ips } : {}),
+            ...(d.ttl !== undefined ? { ttl: d.ttl } : {}),
+            ...(d.cnames !== undefined ? { cnames: d.cnames } : {}),
+            ...(d.observationSource !== undefined ? { observation_source: d.observationSource } : {}),
+            ...(d.rcode !== undefined ? { rcode: d.rcode } : {}),
+            qtypes: d.qtypes,
+            ...(d.rrtypes !== undefined ? { rrtypes: d.rrtypes } : {}),
+          },
+        }
+      : {}),
+    ...(h !== undefined ? { http: { ...(h.code !== undefined ? { code: h.code } : {}), method: h.method, url: h.url, protocol: h.protocol, ...(h.headers !== undefined ? { headers: h.headers } : {}) } } : {}),
+  };
+}
+
+function flowL7(l: HubbleLayer7): FlowL7 {
+  const d = l.dns;
+  const h = l.http;
+  const latency = Number(l.latency_ns ?? 0);
+  return {
+    type: l.type === "RESPONSE" ? "RESPONSE" : "REQUEST",
+    ...(latency > 0 ? { latencyNs: latency } : {}),
+    ...(d !== undefined
+      ? {
+          dns: {
+            query: d.query,
+            qtypes: d.qtypes ?? [],
+            ...(d.ips?.length ? { ips: d.ips } : {}),
+            ...(d.ttl ? { ttl: Number(d.ttl) } : {}),
+            ...(d.cnames?.length ? { cnames: d.cnames } : {}),
+            ...(l.type === "RESPONSE" ? { rcode: Number(d.rcode ?? 0) } : {}),
+            ...(d.rrtypes?.length ? { rrtypes: d.rrtypes } : {}),
+            ...(d.observation_source ? { observationSource: d.observation_source } : {}),
+          },
+        }
+      : {}),
+    ...(h !== undefined ? { http: { method: h.method, url: h.url, protocol: h.protocol, ...(h.code ? { code: Number(h.code) } : {}), ...(h.headers?.length ? { headers: h.headers } : {}) } } : {}),
+  };
+}
+
 /** Our flow in Hubble's shape. Pure. */
 export function toHubbleFlow(f: Flow): HubbleFlow {
+  if (f.type === "l7") return toHubbleL7Flow(f);
   const ingress = f.direction === "ingress";
   // An audit's reason is the drop that did not happen: Hubble reports none (its verdict AUDIT says it).
   const drop = f.dropReason !== undefined && f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason) : undefined;
@@ -210,6 +310,33 @@ export function toHubbleFlow(f: Flow): HubbleFlow {
 }
 
 /**
+ * A proxy's record (Hubble's L7 flow, Cilium's access log message type): the request from the endpoint (a refused one
+ * DROPPED) or its response back to it (`is_reply`), with the policy that sent it to the proxy and decided it.
+ */
+function toHubbleL7Flow(f: Flow): HubbleFlow {
+  const ingress = f.direction === "ingress";
+  const drop = f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason ?? L7_DROP_REASON) : undefined;
+  const l4 = layer4(f);
+  const verdictOf = f.verdict !== "FORWARDED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
+  return {
+    time: timestampOf(Date.parse(f.time)),
+    verdict: f.verdict,
+    ...(drop !== undefined ? { drop_reason: drop.code, drop_reason_desc: drop.name } : {}),
+    IP: { source: f.source.ip, destination: f.destination.ip, ipVersion: f.source.ip.includes(":") ? "IPv6" : "IPv4" },
+    ...(l4 !== undefined ? { l4 } : {}),
+    source: endpoint(f.source),
+    destination: endpoint(f.destination),
+    Type: "L7",
+    node_name: f.node,
+    event_type: { type: CILIUM_EVENT_TYPE.l7, sub_type: 0 },
+    traffic_direction: ingress ? "INGRESS" : "EGRESS",
+    is_reply: { value: f.l7?.type === "RESPONSE" },
+    ...(f.decidedBy !== undefined ? { [verdictOf]: [hubblePolicy(f.decidedBy)] } : {}),
+    ...(f.l7 !== undefined ? { l7: hubbleLayer7(f.l7), Summary: l7SummaryText(f.l7) } : {}),
+  };
+}
+
+/**
  * The drop an audit let pass: Hubble's AUDIT carries no drop reason, but audit mode only passes policy drops, and
  * which one its policy says: default deny, or a deny rule.
  */
@@ -218,7 +345,12 @@ function auditReason(d: FlowDecision | undefined): string | undefined {
   return d.kind === "default-deny" ? "policy denied (default deny)" : "policy denied";
 }
 
-const TYPE_OF_EVENT: Readonly<Record<number, FlowType>> = { [CILIUM_EVENT_TYPE.drop]: "drop", [CILIUM_EVENT_TYPE["policy-verdict"]]: "policy-verdict", [CILIUM_EVENT_TYPE.trace]: "trace" };
+const TYPE_OF_EVENT: Readonly<Record<number, FlowType>> = {
+  [CILIUM_EVENT_TYPE.drop]: "drop",
+  [CILIUM_EVENT_TYPE["policy-verdict"]]: "policy-verdict",
+  [CILIUM_EVENT_TYPE.trace]: "trace",
+  [CILIUM_EVENT_TYPE.l7]: "l7",
+};
 
 function protocolOf(h: HubbleFlow): string {
   const l4 = h.l4 ?? {};
@@ -265,7 +397,9 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
   const icmp = h.l4?.ICMPv4 ?? h.l4?.ICMPv6;
   const policy = (ingress ? [...(h.ingress_denied_by ?? []), ...(h.ingress_allowed_by ?? [])] : [...(h.egress_denied_by ?? []), ...(h.egress_allowed_by ?? [])])[0];
   const decidedBy = policy !== undefined ? decisionOf(policy) : undefined;
-  const dropReason = h.verdict === "DROPPED" ? (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc) : h.verdict === "AUDIT" ? auditReason(decidedBy) : undefined;
+  const l7 = h.Type === "L7" && h.l7 ? flowL7(h.l7) : undefined;
+  const dropReason =
+    h.verdict === "DROPPED" ? (l7 !== undefined ? L7_DROP_REASON : (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc)) : h.verdict === "AUDIT" ? auditReason(decidedBy) : undefined;
   return {
     time: new Date(msOf(h.time) ?? 0).toISOString(),
     verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
@@ -279,6 +413,7 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     ...(dropReason !== undefined ? { dropReason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
     ...(MATCH_BY_NUMBER.has(Number(h.policy_match_type ?? 0)) ? { policyMatch: MATCH_BY_NUMBER.get(Number(h.policy_match_type))! } : {}),
+    ...(l7 !== undefined ? { l7 } : {}),
     node: h.node_name ?? "",
   };
 }

@@ -6,7 +6,7 @@ import { flowPredicate, parseFilterArgs } from "../filter.ts";
 import { compileFlowFilters } from "./filter.ts";
 import { toHubbleFlow } from "./flow.ts";
 import { observeRequest } from "./request.ts";
-import { dropFlow, endpoint, flow } from "../testing/flows.ts";
+import { dnsResponseFlow, dropFlow, endpoint, flow, httpRequestFlow } from "../testing/flows.ts";
 
 const flows = [
   flow(),
@@ -17,6 +17,12 @@ const flows = [
   dropFlow({ destination: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.11", port: 22, host: "node-a" }) }),
   flow({ node: "node-b", source: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.12", port: 40000, host: "node-b" }), destination: endpoint({ identity: 6, labels: ["reserved:remote-node"], ip: "172.30.0.11", port: 10250 }) }),
   flow({ type: "trace", decidedBy: undefined as never, protocol: "ICMPv6", source: endpoint({ ip: "fd00::1", port: 0 }), destination: endpoint({ ip: "fd00::2", pod: "db-0", namespace: "data", port: 0 }) }),
+  // The proxies' L7 flows.
+  httpRequestFlow(),
+  httpRequestFlow({ verdict: "DROPPED", dropReason: "policy denied (L7)", l7: { type: "REQUEST", http: { method: "PUT", url: "http://web.shop/v1/exhaust-port", protocol: "HTTP/1.1" } } }),
+  httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 1000, http: { method: "PUT", url: "http://web.shop/v1/exhaust-port", protocol: "HTTP/1.1", code: 403 } } }),
+  dnsResponseFlow(),
+  dnsResponseFlow({ verdict: "DROPPED", dropReason: "policy denied (L7)", l7: { type: "REQUEST", dns: { query: "evil.example.", qtypes: ["A"] } } }),
 ];
 
 const cases: string[][] = [
@@ -39,6 +45,16 @@ const cases: string[][] = [
   ["--host", "node-a"],
   ["--host", "node-b", "--verdict", "FORWARDED"],
   ["--host", "node-a", "--host", "node-b"],
+  ["--type", "l7"],
+  ["--protocol", "http"],
+  ["--protocol", "dns", "--verdict", "DROPPED"],
+  ["--protocol", "udp"],
+  ["--http-method", "put"],
+  ["--http-path", "^/v1/exhaust", "--type", "l7"],
+  ["--http-status", "4+"],
+  ["--http-status", "403", "--http-status", "200"],
+  ["--dns-query", "^api[.]"],
+  ["--type", "l7", "--namespace", "kube-system"],
 ];
 
 test("--host NODE: flows to or from that node's host endpoint, and nothing else", () => {

@@ -63,6 +63,10 @@ export function observeRequest(filter: FlowFilter, follow: boolean, now: number 
   if (filter.verdict.length) both("verdict", filter.verdict);
   if (filter.protocol.length) both("protocol", filter.protocol.map((p) => HUBBLE_PROTOCOL[p.toUpperCase()] ?? p.toLowerCase()));
   if (filter.type.length) both("event_type", filter.type.map((t) => ({ type: CILIUM_EVENT_TYPE[t] })));
+  if (filter.httpMethod.length) both("http_method", filter.httpMethod);
+  if (filter.httpPath.length) both("http_path", filter.httpPath);
+  if (filter.httpStatus.length) both("http_status_code", filter.httpStatus);
+  if (filter.dnsQuery.length) both("dns_query", filter.dnsQuery);
   const sinceMs = filter.since !== undefined ? sinceToMs(filter.since, now) : undefined;
   const whitelist: HubbleFlowFilter[] = filters.filter((f) => Object.keys(f).length > 0);
   return {

@@ -90,7 +90,7 @@ export interface HubbleLayer7 {
 }
 
 /** Cilium's monitor message types, as `event_type.type` and `hubble observe --type` use them. */
-export const CILIUM_EVENT_TYPE = { drop: 1, trace: 4, "policy-verdict": 5 } as const;
+export const CILIUM_EVENT_TYPE = { drop: 1, trace: 4, "policy-verdict": 5, l7: 129 } as const;
 
 /** flow.FlowFilter as the client sends it; every field is optional (proto3 repeated fields may be absent). */
 export interface HubbleFlowFilter {

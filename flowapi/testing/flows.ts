@@ -23,3 +23,28 @@ export function flow(over: Partial<Flow> = {}): Flow {
 export function dropFlow(over: Partial<Flow> = {}): Flow {
   return flow({ verdict: "DROPPED", type: "drop", dropReason: "policy denied (default deny)", decidedBy: { kind: "default-deny" }, ...over });
 }
+
+/** A proxy's HTTP request (`type: "l7"`), egress from the client, named by the rule that sent it to the proxy. */
+export function httpRequestFlow(over: Partial<Flow> = {}): Flow {
+  return flow({
+    type: "l7",
+    direction: "egress",
+    l7: { type: "REQUEST", http: { method: "GET", url: "http://web.shop/public/x", protocol: "HTTP/1.1" } },
+    decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "l7-web", rule: "spec.egress[0]" },
+    ...over,
+  });
+}
+
+/** A DNS proxy's answer (`type: "l7"` response) from the server back to the pod. */
+export function dnsResponseFlow(over: Partial<Flow> = {}): Flow {
+  return flow({
+    type: "l7",
+    direction: "egress",
+    protocol: "UDP",
+    source: endpoint({ identity: 300, labels: ["k8s:k8s-app=kube-dns"], namespace: "kube-system", pod: "dns-0", ip: "10.0.1.53", port: 53 }),
+    destination: endpoint({ port: 40001 }),
+    l7: { type: "RESPONSE", latencyNs: 1_250_000, dns: { query: "api.example.com.", qtypes: ["A"], ips: ["192.0.2.1", "192.0.2.2"], rcode: 0, rrtypes: ["A", "A"], observationSource: "proxy" } },
+    decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "default", name: "dns", rule: "spec.egress[1]" },
+    ...over,
+  });
+}
