@@ -22,7 +22,7 @@ import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
-import { podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
+import { identityIndex, podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import { policyMatchIndex, type PolicyMatchLookup } from "./observer/policy-match.ts";
 import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
 import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
@@ -30,6 +30,9 @@ import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
 import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
+import { dnsFlows } from "./dns/dns-flows.ts";
+import { httpFlows } from "./l7proxy/http-flows.ts";
+import type { Flow } from "../flowapi/flow.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
 import type { AgentRuntime, RuntimeEnforcerStatus, RuntimePod } from "./runtime/agent-runtime.ts";
 
@@ -152,8 +155,9 @@ export class NodeAgent {
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private flowObserver: Observer | undefined;
+  private unsubscribeL7: (() => void)[] = [];
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
-  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup } | undefined;
+  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup; identityByIp: (ip: string) => number | undefined } | undefined;
   private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
   private readonly mode: PolicyEnforcementMode;
   private readonly statusListeners: (() => void)[] = [];
@@ -196,6 +200,12 @@ export class NodeAgent {
       this.opts.hostFirewall.start();
       this.syncHost(enforcedState(this.applied, this.mode));
     }
+    // The proxies' records are L7 flows of the observer (when it runs), from the first request on.
+    const lookups = this.enrichLookups();
+    this.unsubscribeL7 = [
+      this.opts.dns?.onFlow?.((f) => this.recordL7(dnsFlows(f, lookups))),
+      this.opts.l7?.onFlow?.((f) => this.recordL7(httpFlows(f, lookups))),
+    ].filter((u) => u !== undefined);
     // What was learned is in the maps again before the proxy answers (and before the first snapshot's sweep).
     if (this.opts.dns) {
       // Set first: restoring what was learned rewrites subjects with their learned entries.
@@ -260,6 +270,8 @@ export class NodeAgent {
     this.client?.close();
     this.client = undefined;
     await this.socket.stop();
+    for (const u of this.unsubscribeL7) u();
+    this.unsubscribeL7 = [];
     await this.flowObserver?.stop();
     this.flowObserver = undefined;
     // Its ports stay served: a query sent while the proxy is away fails, never bypasses.
@@ -414,6 +426,12 @@ export class NodeAgent {
     return this.applied;
   }
 
+  /** A proxy's flows into the observer (ring, API, exports, metrics), as the datapath's are; dropped without an observer. */
+  private recordL7(flows: readonly Flow[]): void {
+    const o = this.flowObserver;
+    if (o) for (const f of flows) o.record(f);
+  }
+
   /** The running observer (its ring and counters), when the agent was started with one. */
   get observer(): Observer | undefined {
     return this.flowObserver;
@@ -443,7 +461,14 @@ export class NodeAgent {
         // Frozen: the same list in flow after flow, so Hubble's encoder writes its bytes once (flowapi/hubble/encode.ts).
         const identities = new Map<number, readonly string[]>(RESERVED_IDENTITIES.map((r) => [r.id, Object.freeze([`reserved:${r.name}`])]));
         for (const i of this.applied.identities) identities.set(i.id, Object.freeze([...i.labels]));
-        this.lookupIndex = { state: this.applied, identities, rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])), pods: podsFromIpcache(this.applied.ipcache), policyMatch: policyMatchIndex(this.applied.policies) };
+        this.lookupIndex = {
+          state: this.applied,
+          identities,
+          rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])),
+          pods: podsFromIpcache(this.applied.ipcache),
+          policyMatch: policyMatchIndex(this.applied.policies),
+          identityByIp: identityIndex(this.applied.ipcache),
+        };
       }
       return this.lookupIndex;
     };
@@ -452,6 +477,8 @@ export class NodeAgent {
       identityLabels: (id) => index().identities.get(id),
       ruleOrigin: (id) => index().rules.get(id),
       policyMatch: (ruleId, subject, direction, peer, proto, port) => index().policyMatch(ruleId, subject, direction, peer, proto, port),
+      // Outside every prefix: the world, as the datapath reads it.
+      identityByIp: (ip) => index().identityByIp(ip) ?? IDENTITY.world,
       endpointByIp: (ip) => {
         if (!this.endpointsByIp) {
           this.endpointsByIp = new Map();

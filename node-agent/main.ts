@@ -8,7 +8,6 @@ import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { AgentRuntime } from "./runtime/agent-runtime.ts";
-import { dnsHubbleRecords } from "./dns/dns-hubble.ts";
 import { DnsProxyMetrics } from "./dns/dns-metrics.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
@@ -509,7 +508,7 @@ export async function run(args: string[]): Promise<number> {
     log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
     return 1;
   }
-  // The proxy's flows go to Hubble's dns metrics, which exist once the agent does.
+  // The proxy's own metrics exist once the agent's registry does.
   let onDnsFlow: (flow: DnsFlow) => void = () => undefined;
   const dns =
     f.dnsProxy && f.nodeIP
@@ -577,10 +576,8 @@ export async function run(args: string[]): Promise<number> {
   const routes = new Map([[FQDN_CACHE_PATH, () => fqdnCacheRoute(f.nodeName, dns, lookups)]]);
   const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats(), routes });
   const dnsMetrics = dns ? new DnsProxyMetrics(metrics.registry) : undefined;
-  onDnsFlow = (flow) => {
-    dnsMetrics?.observe(flow);
-    for (const r of dnsHubbleRecords(flow, lookups)) metrics.hubble.observeL7(r);
-  };
+  // Hubble's dns metrics count the proxy's L7 flows through the observer (the agent records them there).
+  onDnsFlow = (flow) => dnsMetrics?.observe(flow);
   if (!f.runtime) {
     // The enforcer switched off: a runtime an earlier agent left running would keep enforcing policies nobody updates.
     const stale = new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log });

@@ -43,7 +43,7 @@ export class AgentMetrics {
   private unsubscribeHubble: (() => void) | undefined;
   /**
    * Hubble's metrics (hubble_flows_processed_total, hubble_drop_total, hubble_policy_verdicts_total from every flow;
-   * hubble_dns_*, hubble_http_* from L7 records: a proxy hands them to `hubble.observeL7`).
+   * hubble_dns_*, hubble_http_* from the proxies' L7 flows, which the agent records in the observer as it does the datapath's).
    */
   readonly hubble: HubbleMetrics;
   /** Drops by the judged namespace, counted from the observer's flows (every drop is kept there). */

@@ -48,3 +48,10 @@ export function jsonFlows(stdout: string): HubbleFlow[] {
 export function jsonLostEvents(stdout: string): HubbleLostEvent[] {
   return jsonResponses(stdout).flatMap((r) => (r.lost_events !== undefined ? [r.lost_events] : []));
 }
+
+/** `hubble observe --server SERVER ARGS… -o json`'s flows; a non-zero exit is an error with hubble's stderr. */
+export async function observeFlows(server: string, args: readonly string[]): Promise<HubbleFlow[]> {
+  const r = await runHubble(["observe", "--server", server, ...args, "-o", "json"]);
+  if (r.code !== 0) throw new Error(`hubble observe ${args.join(" ")}: exit ${r.code}: ${r.stderr}`);
+  return jsonFlows(r.stdout);
+}

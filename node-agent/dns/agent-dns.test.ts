@@ -17,6 +17,10 @@ import { NodeAgent } from "../agent.ts";
 import { AgentDns } from "./agent-dns.ts";
 import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
 import { capturingLogger, until } from "../testing/agent.ts";
+import { Registry } from "prom-client";
+import { HubbleMetrics } from "../observer/hubble-metrics.ts";
+import { observeFlows } from "../../localcluster/hubble/cli.ts";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 
 const run = promisify(execFile);
 const tag = `m5a${process.pid % 100000}`;
@@ -40,6 +44,7 @@ let pki: TestPki | undefined;
 let server: DistributionServer | undefined;
 let agent: NodeAgent | undefined;
 let port = 0;
+const HUBBLE_SOCKET = path.join(stateDir, "hubble.sock");
 
 const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
 const dnsEntries = [
@@ -100,6 +105,8 @@ function newAgent(): NodeAgent {
       netns: topo.ns.host,
       log: pino({ level: "warn" }),
     }),
+    // The agent's observer: the proxy's queries are its L7 flows (hubble observe reads them here).
+    observer: { hubble: { socketPath: HUBBLE_SOCKET } },
     log: capturingLogger(agentLines),
     backoff: { baseMs: 50, maxMs: 400, jitter: 0.2 },
   });
@@ -169,6 +176,44 @@ test("DNS rules from the stream decide queries; a toFQDNs name from the stream o
   assert.equal(await connects(SERVERS.deep), true);
   const saved = JSON.parse(fs.readFileSync(path.join(stateDir, "fqdn-cache.json"), "utf8")) as { identities: { ip: string; identity: number }[] };
   assert.ok(saved.identities.some((i) => i.ip === SERVERS.allowed && i.identity >= MIN_FQDN_IDENTITY), "persisted in the agent's state directory");
+});
+
+test("the proxy's queries are L7 flows of the agent's observer: the real hubble CLI shows the answer with its address and the refused query DROPPED, named by the rule; Hubble's dns metrics count them", async () => {
+  const registry = new Registry();
+  const metrics = new HubbleMetrics(registry);
+  const unsubscribe = agent!.observer!.onEveryFlow(metrics.observe);
+  const since = new Date(Date.now() - 1).toISOString();
+  try {
+    assert.equal((await resolve("api.allowed.test"))?.rcode, "NOERROR");
+    assert.equal((await resolve("evil.denied.test"))?.rcode, "REFUSED");
+    const observe = (...args: string[]): Promise<HubbleFlow[]> => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, ...args]);
+    let dns: HubbleFlow[] = [];
+    for (const end = Date.now() + 10_000; dns.length < 3 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) dns = await observe("--protocol", "dns");
+    assert.deepEqual(
+      dns.map((f) => [f.verdict, f.l7?.type, f.l7?.dns?.query, f.l7?.dns?.ips ?? [], f.l7?.dns?.rcode ?? 0]),
+      [
+        ["FORWARDED", "REQUEST", "api.allowed.test.", [], 0],
+        ["FORWARDED", "RESPONSE", "api.allowed.test.", [SERVERS.allowed], 0],
+        ["DROPPED", "REQUEST", "evil.denied.test.", [], 0],
+      ],
+    );
+    const [request, answer, refused] = dns as [HubbleFlow, HubbleFlow, HubbleFlow];
+    assert.deepEqual([request.source.pod_name, request.source.identity, request.destination.identity], ["client", POD_ID, RESOLVER_ID]);
+    assert.ok(request.destination.labels?.includes("k8s:k8s-app=kube-dns"), "the server's identity from the ipcache");
+    assert.deepEqual([answer.IP.source, answer.IP.destination, answer.l4?.UDP?.source_port], [ADDR.resolver, ADDR.pod, 53]);
+    assert.ok(Number(answer.l7?.latency_ns) > 0);
+    assert.equal(refused.drop_reason_desc, "POLICY_DENIED");
+    assert.deepEqual(refused.egress_denied_by?.map((p) => [p.name, p.labels.find((l) => l.startsWith("membrane:rule="))]), [["fqdn", "membrane:rule=spec.egress[0]"]]);
+    assert.deepEqual((await observe("--type", "l7", "--verdict", "DROPPED")).map((f) => f.l7?.dns?.query), ["evil.denied.test."]);
+    const text = await registry.metrics();
+    const has = (line: string): void => assert.ok(text.includes(line), `${line}\n${text}`);
+    has('hubble_dns_queries_total{rcode="",qtypes="A",ips_returned="0"} 1');
+    has('hubble_dns_queries_total{rcode="Policy denied",qtypes="A",ips_returned="0"} 1');
+    has('hubble_dns_responses_total{rcode="No Error",qtypes="A",ips_returned="1"} 1');
+    has('hubble_flows_processed_total{protocol="DNS",type="L7",subtype="DNS",verdict="DROPPED"} 1');
+  } finally {
+    unsubscribe();
+  }
 });
 
 test("a new state (delta) and a new snapshot keep the learned entries and addresses", async () => {

@@ -35,6 +35,8 @@ export interface AgentDnsProxy {
   learnedEntries(subject: number): readonly PolicyEntry[];
   /** The learned addresses' host prefixes, which a sweep of the ipcache must keep. */
   learnedPrefixes(): readonly string[];
+  /** Calls `listener` with every query the proxy handles from now on; returns the unsubscribe. */
+  onFlow?(listener: (flow: DnsFlow) => void): () => void;
   stop(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ export class AgentDns implements AgentDnsProxy {
   readonly service: DnsService;
   private rewrite: (subject: number) => void = () => {};
   private readonly sockets: NetnsSockets | undefined;
+  private readonly flowListeners = new Set<(flow: DnsFlow) => void>();
 
   constructor(private readonly opts: AgentDnsOptions) {
     this.sockets = opts.netns === undefined ? undefined : new NetnsSockets(opts.netns, opts.log);
@@ -51,7 +54,10 @@ export class AgentDns implements AgentDnsProxy {
       cache: opts.cache,
       stateFile: opts.stateFile,
       rejectCode: opts.rejectCode,
-      ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
+      onFlow: (flow) => {
+        opts.onFlow?.(flow);
+        for (const l of this.flowListeners) l(flow);
+      },
       // The agent owns the policy map: a learned address makes it rewrite the subject with its learned entries.
       installSubject: (subject) => this.rewrite(subject),
     });
@@ -85,6 +91,11 @@ export class AgentDns implements AgentDnsProxy {
 
   learnedPrefixes(): readonly string[] {
     return this.service.fqdn.prefixes();
+  }
+
+  onFlow(listener: (flow: DnsFlow) => void): () => void {
+    this.flowListeners.add(listener);
+    return () => this.flowListeners.delete(listener);
   }
 
   async stop(): Promise<void> {

@@ -21,6 +21,10 @@ import { capturingLogger, until } from "../testing/agent.ts";
 import { AgentL7 } from "./agent-l7.ts";
 import type { ServedPorts } from "./supervisor.ts";
 import { ADDR, L7Topology, ROOT } from "./testing/topology.ts";
+import { Registry } from "prom-client";
+import { HubbleMetrics } from "../observer/hubble-metrics.ts";
+import { observeFlows } from "../../localcluster/hubble/cli.ts";
+import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 
 const run = promisify(execFile);
 const tag = `m7a${process.pid % 100000}`;
@@ -45,6 +49,7 @@ const violations: string[] = [];
 const unserved: number[] = [];
 
 const INGRESS_PROXY_PORT = 10083;
+const HUBBLE_SOCKET = path.join(stateDir, "hubble.sock");
 
 /**
  * The star-wars rule as Cilium's demo writes it, on the deathstar's ingress (the x-wing's egress not
@@ -145,6 +150,8 @@ function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number }
       ],
       remove: () => undefined,
     },
+    // The agent's observer: the proxy's requests are its L7 flows (hubble observe reads them here).
+    observer: { hubble: { socketPath: HUBBLE_SOCKET } },
     // The supervisor looks for a dead proxy only every 3 s here, so the window in which it is down can be seen.
     l7: new AgentL7({
       datapath: checkingPorts,
@@ -223,6 +230,54 @@ test("the agent runs the proxy from the stream: the hello says so, the port is s
   assert.equal(await status("POST", "/v1/request-landing"), 200);
   assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
   assert.doesNotMatch(topo.deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+});
+
+test("the proxy's requests are L7 flows of the agent's observer: the real hubble CLI shows method, url and code (the denied request DROPPED, named by its rule), and Hubble's http metrics count them", async () => {
+  const registry = new Registry();
+  const metrics = new HubbleMetrics(registry);
+  const unsubscribe = agent!.observer!.onEveryFlow(metrics.observe);
+  const since = new Date(Date.now() - 1).toISOString();
+  try {
+    assert.equal(await status("POST", "/v1/request-landing"), 200);
+    assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+    const observe = (...args: string[]): Promise<HubbleFlow[]> => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, ...args]);
+    let http: HubbleFlow[] = [];
+    for (const end = Date.now() + 10_000; http.length < 4 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) http = await observe("--protocol", "http");
+    if (http.length < 4) {
+      const proxyLog = fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8").split("\n").slice(-15).join("\n");
+      assert.fail(`${http.length} HTTP flows observed\nproxy log:\n${proxyLog}\nagent: ${JSON.stringify(agentLines.filter((l) => /flow|observer/i.test(String(l.msg))))}\nall: ${JSON.stringify((await observe()).map((f) => [f.Type, f.verdict, f.l4]))}`);
+    }
+    const byPhase = http.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.method, f.l7?.http?.url, f.l7?.http?.code ?? 0]);
+    assert.deepEqual(byPhase, [
+      ["FORWARDED", "REQUEST", "POST", `http://${ADDR.deathstar}/v1/request-landing`, 0],
+      ["FORWARDED", "RESPONSE", "POST", `http://${ADDR.deathstar}/v1/request-landing`, 200],
+      ["DROPPED", "REQUEST", "PUT", `http://${ADDR.deathstar}/v1/exhaust-port`, 0],
+      ["FORWARDED", "RESPONSE", "PUT", `http://${ADDR.deathstar}/v1/exhaust-port`, 403],
+    ]);
+    const denied = http[2]!;
+    assert.deepEqual([denied.source.pod_name, denied.source.identity, denied.destination.pod_name, denied.destination.identity], ["xwing", XWING, "deathstar", DEATHSTAR]);
+    assert.ok(denied.source.labels?.includes("k8s:class=xwing"));
+    assert.equal(denied.IP.source, ADDR.xwing);
+    assert.equal(denied.l4?.TCP?.destination_port, 80);
+    assert.equal(denied.traffic_direction, "EGRESS");
+    assert.equal(denied.drop_reason_desc, "POLICY_DENIED");
+    assert.deepEqual(denied.egress_denied_by?.map((p) => [p.kind, p.namespace, p.name]), [["CiliumNetworkPolicy", "default", "rule1"]]);
+    assert.deepEqual(http[0]!.egress_allowed_by?.map((p) => p.name), ["rule1"]);
+    assert.ok(Number(http[1]!.l7?.latency_ns) > 0, "the response carries the time it took");
+    assert.deepEqual((await observe("--http-status", "403")).map((f) => f.l7?.http?.method), ["PUT"]);
+    assert.deepEqual((await observe("--type", "l7", "--verdict", "DROPPED")).map((f) => f.l7?.http?.url), [`http://${ADDR.deathstar}/v1/exhaust-port`]);
+    const text = await registry.metrics();
+    const has = (line: string): void => assert.ok(text.includes(line), `${line}\n${text}`);
+    has('hubble_http_requests_total{method="POST",protocol="HTTP/1.1",reporter="client"} 1');
+    has('hubble_http_requests_total{method="PUT",protocol="HTTP/1.1",reporter="client"} 1');
+    has('hubble_http_responses_total{method="PUT",protocol="HTTP/1.1",status="403",reporter="client"} 1');
+    has('hubble_http_responses_total{method="POST",protocol="HTTP/1.1",status="200",reporter="client"} 1');
+    has('hubble_http_request_duration_seconds_count{method="POST",reporter="client"} 1');
+    has('hubble_policy_verdicts_total{direction="egress",match="l7/http",action="dropped"} 1');
+    has('hubble_drop_total{reason="POLICY_DENIED",protocol="HTTP"} 1');
+  } finally {
+    unsubscribe();
+  }
 });
 
 test("an agent restart adopts the running proxy: the same process, and an open keep-alive connection goes on", async () => {

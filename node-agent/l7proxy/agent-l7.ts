@@ -2,6 +2,8 @@
 import type { Logger } from "pino";
 import type { NodeState } from "../../core/wire.ts";
 import { L7ProxySupervisor, type ServedPorts, type SupervisorOptions } from "./supervisor.ts";
+import { FlowSocketServer } from "./flow-socket.ts";
+import type { HttpFlow } from "./http-proxy.ts";
 
 /** What the agent reports about its L7 proxy (AgentStatus.l7Proxy). */
 export interface L7ProxyStatus {
@@ -24,6 +26,8 @@ export interface AgentL7Proxy {
   status(): L7ProxyStatus;
   /** Calls `f` when status() changes (the proxy went down or came back). */
   onChange(f: () => void): void;
+  /** Calls `listener` with every request the proxy reports from now on (its flow socket); returns the unsubscribe. */
+  onFlow?(listener: (flow: HttpFlow) => void): () => void;
   /** Stops supervising; the proxy keeps running (its connections are not dropped) and the next agent adopts it. */
   stop(): void;
 }
@@ -41,12 +45,24 @@ export class AgentL7 implements AgentL7Proxy {
   private wasRunning: boolean | undefined;
   private listeners: (() => void)[] = [];
   private healthTimer: NodeJS.Timeout | undefined;
+  private readonly flowListeners = new Set<(flow: HttpFlow) => void>();
+  private readonly flows: FlowSocketServer;
 
   constructor(private readonly opts: AgentL7Options) {
     this.supervisor = new L7ProxySupervisor(opts.datapath, opts);
+    this.flows = new FlowSocketServer(this.supervisor.flowSocket, (f) => {
+      for (const l of this.flowListeners) l(f);
+    }, opts.log);
+  }
+
+  onFlow(listener: (flow: HttpFlow) => void): () => void {
+    this.flowListeners.add(listener);
+    return () => this.flowListeners.delete(listener);
   }
 
   async start(state: NodeState): Promise<void> {
+    // Visibility, not enforcement: without the socket the proxy's requests are decided all the same, not seen.
+    await this.flows.start().catch((err: Error) => this.opts.log.error({ socket: this.supervisor.flowSocket, error: err.message }, "L7 proxy flows not received: HTTP requests are enforced but not observed"));
     this.healthTimer = setInterval(() => this.checkHealth(), this.opts.healthIntervalMs ?? 1000);
     this.healthTimer.unref();
     let startError: unknown;
@@ -98,6 +114,7 @@ export class AgentL7 implements AgentL7Proxy {
   stop(): void {
     if (this.healthTimer) clearInterval(this.healthTimer);
     this.healthTimer = undefined;
+    void this.flows.stop();
     this.supervisor.stop();
   }
 

@@ -21,6 +21,12 @@ export interface HttpFlow {
   readonly source: { readonly ip: string; readonly port: number; readonly identity: number };
   readonly destination: { readonly ip: string; readonly port: number };
   readonly proxyPort: number;
+  /** The policy entry's rule that sent the connection here (the datapath's redirect record). */
+  readonly ruleId: number;
+  /** The proxy port's rules are the destination's ingress rules (else the client's egress rules). */
+  readonly ingress: boolean;
+  /** As the request line said it, e.g. "HTTP/1.1". */
+  readonly protocol: string;
   readonly method: string;
   readonly path: string;
   readonly host: string;
@@ -210,6 +216,9 @@ export class HttpProxy {
         source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0, identity: orig.subject },
         destination: { ip: orig.ip, port: orig.port },
         proxyPort: port,
+        ruleId: orig.ruleId,
+        ingress: this.ingressPorts.has(port),
+        protocol: `HTTP/${req.httpVersion}`,
         method: request.method,
         path: request.path,
         host: request.host,

@@ -4,9 +4,10 @@ import { pino } from "pino";
 import { parseFlags } from "../../kube/flags.ts";
 import { PinnedRedirects } from "../bpf/redirect.ts";
 import { parseProxyConfig, type ProxyConfig } from "./config.ts";
-import { HttpProxy } from "./http-proxy.ts";
+import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
+import { FlowSocketWriter } from "./flow-socket.ts";
 
-const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
+const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--flow-socket PATH] [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
 
   --config FILE     the proxy's configuration (JSON, written by the agent): address, ports and their
                     HTTP rules, limits; re-read when it changes and on SIGHUP (an invalid one is
@@ -15,6 +16,8 @@ const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--bpf
                     configuration's generation there (JSON, {"pid", "ports": [...], "generation"}): the agent
                     serves a port in the datapath only once it is listed, and writes entries once the
                     generation it wrote is in force
+  --flow-socket P   send every request's flow (JSON lines) to the agent listening on this unix socket; reconnects
+                    when the agent restarts, drops (and counts) flows while no agent listens
   --bpf-scope NAME  the datapath's pin scope under the pin root, where the redirect records are (default: node)
   --pin-root DIR    bpffs directory of the pins (default /sys/fs/bpf/membrane)
   --log-flows       log every request (method, path, verdict, deciding rule, status, latency) at info`;
@@ -50,7 +53,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const flags = parseFlags({
     args,
-    options: { config: { type: "string" }, "status-file": { type: "string" }, "bpf-scope": { type: "string" }, "pin-root": { type: "string" }, "log-flows": { type: "boolean" } },
+    options: { config: { type: "string" }, "status-file": { type: "string" }, "flow-socket": { type: "string" }, "bpf-scope": { type: "string" }, "pin-root": { type: "string" }, "log-flows": { type: "boolean" } },
   });
   if (!flags.ok) {
     process.stderr.write(`membrane l7proxy: ${flags.error}\n${USAGE}\n`);
@@ -74,7 +77,20 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`membrane l7proxy: the datapath's redirect map: ${(err as Error).message}\n`);
     return 1;
   }
-  const proxy = new HttpProxy({ redirects, ...(v["log-flows"] ? { onFlow: (f) => log.info({ flow: f }, "http request") } : {}) });
+  const flowWriter = v["flow-socket"] ? new FlowSocketWriter(v["flow-socket"], log) : undefined;
+  flowWriter?.start();
+  const logFlows = v["log-flows"] === true;
+  const proxy = new HttpProxy({
+    redirects,
+    ...(flowWriter || logFlows
+      ? {
+          onFlow: (f: HttpFlow) => {
+            flowWriter?.write(f);
+            if (logFlows) log.info({ flow: f }, "http request");
+          },
+        }
+      : {}),
+  });
   let applied: ProxyConfig = first.value;
   const writeStatus = (): void => {
     const file = v["status-file"];
@@ -113,6 +129,7 @@ export async function run(args: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     const stop = (): void => {
       clearInterval(poll);
+      flowWriter?.stop();
       void proxy.stop().then(() => {
         redirects.close();
         resolve(0);

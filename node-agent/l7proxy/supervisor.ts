@@ -8,6 +8,7 @@ import type { SubjectPolicy } from "../../core/model.ts";
 import { httpRulesAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
+import { FLOW_SOCKET_NAME } from "./flow-socket.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -86,6 +87,8 @@ export class L7ProxySupervisor {
   readonly logFile: string;
   /** The ports this supervisor served (kept across agent restarts: the map also holds the DNS proxy's). */
   readonly servedFile: string;
+  /** Where the agent receives the proxy's flows (flow-socket.ts). */
+  readonly flowSocket: string;
   private served = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
@@ -101,6 +104,7 @@ export class L7ProxySupervisor {
     this.pidFile = path.join(opts.stateDir, "l7proxy.pid");
     this.logFile = path.join(opts.stateDir, "l7proxy.log");
     this.servedFile = path.join(opts.stateDir, "l7proxy.served.json");
+    this.flowSocket = path.join(opts.stateDir, FLOW_SOCKET_NAME);
   }
 
   /** Adopts a running proxy (after an agent restart) or starts one with the current (or an empty) configuration. */
@@ -260,6 +264,7 @@ export class L7ProxySupervisor {
       "l7proxy",
       "--config", this.configFile,
       "--status-file", this.statusFile,
+      "--flow-socket", this.flowSocket,
       "--bpf-scope", this.opts.bpfScope,
       ...(this.opts.pinRoot ? ["--pin-root", this.opts.pinRoot] : []),
       ...(this.opts.logFlows ? ["--log-flows"] : []),

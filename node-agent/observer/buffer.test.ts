@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FlowBuffer } from "./buffer.ts";
-import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
+import { dropFlow, endpoint, flow, httpRequestFlow } from "../../flowapi/testing/flows.ts";
 
 test("200k pushed flows keep the ring at capacity and count every drop", () => {
   const b = new FlowBuffer({ capacity: 4096, forwardedSampleMs: 1000, maxConnections: 1000 });
@@ -41,6 +41,17 @@ test("sampling thins forwarded flows of one connection but never a drop", () => 
   assert.equal(b.counters().forwarded, 1000);
   b.push(flow(), t0 + 1500); // the interval has passed: kept again
   assert.equal(b.query((f) => f.verdict === "FORWARDED").length, 2);
+});
+
+test("a proxy's L7 flows are never sampled out: a request and its response on one connection are both kept", () => {
+  const b = new FlowBuffer({ capacity: 100, forwardedSampleMs: 1000 });
+  const t0 = Date.parse("2026-01-01T00:00:00Z");
+  b.push(flow(), t0); // the connection's policy verdict
+  const request = httpRequestFlow();
+  const response = httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 1000, http: { method: "GET", url: "http://web.shop/public/x", protocol: "HTTP/1.1", code: 200 } } });
+  for (const f of [request, response, request, response]) b.push(f, t0 + 1);
+  assert.equal(b.query((f) => f.type === "l7").length, 4);
+  assert.equal(b.counters().sampledOut, 0);
 });
 
 test("query returns oldest first, and --last the most recent matches", () => {

@@ -24,7 +24,7 @@ export interface FlowCounters {
 
 export type FlowListener = (f: Flow) => void;
 
-/** Drops and audits are always kept in the ring and always counted; only forwarded flows are sampled. */
+/** Drops, audits and L7 flows are always kept in the ring and always counted; only forwarded L3/L4 flows are sampled. */
 export class FlowBuffer {
   private readonly ring: (Flow | undefined)[];
   private next = 0;
@@ -57,7 +57,8 @@ export class FlowBuffer {
       this.audited++;
     } else {
       this.forwarded++;
-      if (this.sampleMs > 0 && !this.admitForwarded(f, atMs)) {
+      // A proxy's L7 flows are records of distinct exchanges (a request, its response), not packets of a connection: never sampled out.
+      if (this.sampleMs > 0 && f.type !== "l7" && !this.admitForwarded(f, atMs)) {
         this.sampledOut++;
         return false;
       }

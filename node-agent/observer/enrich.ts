@@ -19,6 +19,8 @@ export interface EnrichLookups {
   policyMatch?: PolicyMatchLookup;
   /** The wall-clock time of an event's monotonic timestamp (bpf_ktime_get_ns). */
   wallClock(monotonicNs: bigint): Date;
+  /** The identity the ipcache gives an address (a proxy's peer, which its record does not name); absent: unknown. */
+  identityByIp?(ip: string): number | undefined;
 }
 
 function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
@@ -26,7 +28,12 @@ function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | und
   if (wouldDrop && e.reasonCode === DROP_REASON_CODES.DROP_POLICY_DEFAULT_DENY) return { kind: "default-deny" };
   if (e.ruleId === undefined) return undefined;
   if (e.ruleId === RULE_ID_DEFAULT_DENY) return wouldDrop ? { kind: "default-deny" } : undefined;
-  const o = lookups.ruleOrigin(e.ruleId);
+  return ruleDecision(e.ruleId, lookups);
+}
+
+/** The policy rule a compiled rule id names (the operator's rule table); undefined when this agent does not know it. */
+export function ruleDecision(ruleId: number, lookups: Pick<EnrichLookups, "ruleOrigin">): FlowDecision | undefined {
+  const o = lookups.ruleOrigin(ruleId);
   if (o === undefined) return undefined;
   return {
     kind: "rule",
@@ -37,7 +44,13 @@ function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | und
   };
 }
 
-function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
+/** A proxy's peer: its identity from the ipcache (0 when unknown), then as any flow's endpoint. */
+export function peerEndpoint(ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
+  return endpoint(lookups.identityByIp?.(ip) ?? 0, ip, port, lookups);
+}
+
+/** One end of a flow: the identity's labels, the pod behind the address, the host endpoint's node. */
+export function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
   const pod = lookups.endpointByIp(ip);
   return {
     identity,

@@ -1,14 +1,20 @@
 // Flow metrics under Hubble's names and labels (Cilium's pkg/hubble/metrics flow, drop, policy, dns and http handlers), so a
 // dashboard written for Hubble reads Membrane's agents unchanged. L3/L4 families are counted from every flow the observer
-// handles; dns and http from L7 flow records in Hubble's shape (a proxy's, `observeL7`). Context options: hubble-context.ts.
+// handles; dns and http from the proxies' L7 flows (`observe` hands them to `observeL7` in Hubble's shape). Context options: hubble-context.ts.
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Flow } from "../../flowapi/flow.ts";
-import { ciliumDropReason, toHubbleFlow } from "../../flowapi/hubble/flow.ts";
+import { ciliumDropReason, DNS_RCODE_TEXT, toHubbleFlow } from "../../flowapi/hubble/flow.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, type HubbleMetricFamily, type MetricContext } from "./hubble-context.ts";
 
-/** Hubble's protocol label (Cilium's FlowProtocol): the L4 of the flow, as Hubble spells it. */
+/** An L7 flow's protocol as Hubble names it. */
+function l7Protocol(f: Flow): string {
+  return f.l7?.dns ? "DNS" : f.l7?.http ? "HTTP" : "Unknown L7";
+}
+
+/** Hubble's protocol label (Cilium's FlowProtocol): the L7 protocol of a proxy's flow, else the L4 of the flow, as Hubble spells it. */
 function hubbleProtocol(f: Flow): string {
+  if (f.type === "l7") return l7Protocol(f);
   switch (f.protocol) {
     case "ICMP":
       return "ICMPv4";
@@ -24,36 +30,14 @@ function hubbleProtocol(f: Flow): string {
   }
 }
 
-/** Hubble's type and subtype labels for our three kinds of flow (a trace is observed at the endpoint). */
+/** Hubble's type and subtype labels for our kinds of flow (a trace is observed at the endpoint; an L7 flow names its protocol). */
 function typeLabels(f: Flow): { type: string; subtype: string } {
+  if (f.type === "l7") return { type: "L7", subtype: l7Protocol(f) };
   if (f.type === "drop") return { type: "Drop", subtype: "" };
   if (f.type === "policy-verdict") return { type: "PolicyVerdict", subtype: "" };
   return { type: "Trace", subtype: f.direction === "ingress" ? "to-endpoint" : "from-endpoint" };
 }
 
-/** DNS response codes as Hubble's dns metrics name them (the IANA registry's descriptions). */
-const RCODE_NAMES: Readonly<Record<number, string>> = {
-  0: "No Error",
-  1: "Format Error",
-  2: "Server Failure",
-  3: "Non-Existent Domain",
-  4: "Not Implemented",
-  5: "Query Refused",
-  6: "Name Exists when it should not",
-  7: "RR Set Exists when it should not",
-  8: "RR Set that should exist does not",
-  9: "Not Authorized",
-  10: "Name not contained in zone",
-  11: "DSO-TYPE Not Implemented",
-  16: "Bad OPT Version",
-  17: "Key not recognized",
-  18: "Signature out of time window",
-  19: "Bad TKEY Mode",
-  20: "Duplicate key name",
-  21: "Algorithm not supported",
-  22: "Bad Truncation",
-  23: "Bad/missing Server Cookie",
-};
 
 /** Which side of an HTTP exchange saw it: an egress record is the client's, an ingress one the server's. */
 function reporter(f: HubbleFlow): string {
@@ -119,7 +103,7 @@ export class HubbleMetrics {
     return this.config.get(family)!.context;
   }
 
-  /** Counts one L3/L4 flow; called for every flow, kept in the ring or not. */
+  /** Counts one flow; called for every flow, kept in the ring or not (a proxy's L7 flow also feeds the dns and http families). */
   readonly observe = (f: Flow): void => {
     let hubble: HubbleFlow | undefined;
     const h = (): HubbleFlow => (hubble ??= toHubbleFlow(f));
@@ -128,6 +112,12 @@ export class HubbleMetrics {
     if (f.verdict === "DROPPED") this.drops?.inc({ ...contextLabels(this.ctx("drop"), h), reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
     // A verdict a policy gave (a rule, or default deny), whether the packet passed or not; match as Cilium lowercases
     // its PolicyMatchType ("l3-l4", "all", …), "none" where no part of a rule is reported (drops, default deny).
+    if (f.type === "l7") {
+      // As Cilium's policy handler counts a proxy's records: every one (request and response), its match the L7 protocol ("l7/http", "l7/dns").
+      this.verdicts?.inc({ direction: f.direction, match: `l7/${f.l7?.dns ? "dns" : f.l7?.http ? "http" : ""}`, action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
+      this.observeL7(h());
+      return;
+    }
     if (f.decidedBy !== undefined) this.verdicts?.inc({ direction: f.direction, match: f.policyMatch?.toLowerCase() ?? "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
   };
 
@@ -145,7 +135,7 @@ export class HubbleMetrics {
       if (f.verdict === "DROPPED") d.queries.inc(series("Policy denied"));
       else if (f.is_reply?.value !== true) d.queries.inc(series(""));
       else {
-        d.responses.inc(series(RCODE_NAMES[Number(dns.rcode ?? 0)] ?? ""));
+        d.responses.inc(series(DNS_RCODE_TEXT[Number(dns.rcode ?? 0)] ?? ""));
         for (const type of dns.rrtypes ?? []) d.responseTypes.inc({ ...ctx, type, qtypes: qtypes.join(","), ...q });
       }
       return;

@@ -13,6 +13,11 @@ import { HubbleClient } from "../../flowapi/hubble/client.ts";
 import { hubbleBinary, jsonFlows, jsonLostEvents, runHubble, type HubbleRun } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { makePki } from "../../kube/testing/pki.ts";
+import { httpFlows } from "../l7proxy/http-flows.ts";
+import type { HttpFlow } from "../l7proxy/http-proxy.ts";
+import { dnsFlows } from "../dns/dns-flows.ts";
+import type { DnsFlow } from "../dns/proxy.ts";
+import type { EnrichLookups } from "./enrich.ts";
 
 const log = pino({ level: "silent" });
 
@@ -197,8 +202,8 @@ test("an unsupported filter is an error naming the field, from the hubble CLI an
   const fqdn = await hubble("observe", "--server", r.server, "--from-fqdn", "api.example.com");
   assert.notEqual(fqdn.code, 0);
   assert.match(fqdn.stderr, /InvalidArgument.*whitelist\[0\]\.source_fqdn: not supported/);
-  const http = await hubble("observe", "--server", r.server, "--http-method", "GET");
-  assert.match(http.stderr, /InvalidArgument.*http_method: not supported/);
+  const status = await hubble("observe", "--server", r.server, "--type", "drop", "--http-status", "403");
+  assert.match(status.stderr, /InvalidArgument.*http_status_code: filtering by http status code requires the event type filter to match 'l7' events/);
   const client = new HubbleClient(`unix:${r.socket}`);
   t.after(() => client.close());
   await assert.rejects(client.collectFlows({ whitelist: [{ source_service: ["default/web"] }] }), (e: Error & { code?: number }) => {
@@ -305,3 +310,99 @@ async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** What the x-wing's node knows: identities, pods, the star-wars policy's rule. */
+const starWars: EnrichLookups = {
+  node: "node-a",
+  identityLabels: (id) => ({ 301: ["k8s:class=xwing", "k8s:io.kubernetes.pod.namespace=default"], 302: ["k8s:class=deathstar", "k8s:io.kubernetes.pod.namespace=default"], 303: ["k8s:k8s-app=kube-dns", "k8s:io.kubernetes.pod.namespace=kube-system"] })[id],
+  endpointByIp: (ip) => ({ "10.0.0.7": { namespace: "default", pod: "xwing" }, "10.0.1.9": { namespace: "default", pod: "deathstar-1" }, "10.0.2.2": { namespace: "kube-system", pod: "dnsmasq-0" } })[ip],
+  ruleOrigin: (id) => (id === 7 ? { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } : undefined),
+  identityByIp: (ip) => ({ "10.0.0.7": 301, "10.0.1.9": 302, "10.0.2.2": 303 })[ip],
+  wallClock: () => new Date(),
+};
+
+/** protojson writes the BoolValue wrapper as a bare boolean. */
+const isReply = (f: HubbleFlow): boolean => (f.is_reply as unknown) === true || f.is_reply?.value === true;
+
+function httpFlow(over: Partial<HttpFlow>): HttpFlow {
+  return {
+    time: new Date(Date.now() - 1000).toISOString(),
+    source: { ip: "10.0.0.7", port: 41000, identity: 301 },
+    destination: { ip: "10.0.1.9", port: 80 },
+    proxyPort: 10082,
+    ruleId: 7,
+    ingress: false,
+    protocol: "HTTP/1.1",
+    method: "POST",
+    path: "/v1/request-landing",
+    host: "deathstar.default.svc.cluster.local",
+    verdict: "forwarded",
+    rule: { ruleId: 7, index: 0 },
+    status: 200,
+    latencyMs: 2.5,
+    ...over,
+  };
+}
+
+function dnsFlow(over: Partial<DnsFlow>): DnsFlow {
+  return { time: new Date(Date.now() - 500), protocol: "udp", source: { ip: "10.0.0.7", port: 5353, identity: 301 }, server: { ip: "10.0.2.2", port: 53 }, query: "api.outside.test.", qtype: "A", verdict: "allowed", ruleId: 7, rcode: "NOERROR", addresses: ["192.0.2.11"], latencyMs: 1.2, ...over };
+}
+
+test("the proxies' L7 flows through the real hubble CLI: --protocol http with method, url and code, --type l7, --http-status, --http-method, --http-path, --http-url, --protocol dns; a refused query and a 403 are DROPPED", async (t) => {
+  const r = await start(t);
+  for (const f of [
+    ...httpFlows(httpFlow({}), starWars),
+    ...httpFlows(httpFlow({ method: "PUT", path: "/v1/exhaust-port", verdict: "denied", rule: undefined, status: 403, latencyMs: 0.2 }), starWars),
+    ...dnsFlows(dnsFlow({}), starWars),
+    ...dnsFlows(dnsFlow({ query: "evil.example.", verdict: "denied", rcode: "REFUSED", addresses: [], latencyMs: 0.1 }), starWars),
+  ])
+    r.buffer.push(f);
+  const observe = async (...args: string[]): Promise<HubbleFlow[]> => {
+    const out = await hubble("observe", "--server", r.server, ...args, "-o", "json");
+    assert.equal(out.code, 0, out.stderr);
+    return jsonFlows(out.stdout);
+  };
+  const http = await observe("--protocol", "http");
+  assert.deepEqual(
+    http.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.method, f.l7?.http?.url, f.l7?.http?.code ?? 0, isReply(f)]),
+    [
+      ["FORWARDED", "REQUEST", "POST", "http://deathstar.default.svc.cluster.local/v1/request-landing", 0, false],
+      ["FORWARDED", "RESPONSE", "POST", "http://deathstar.default.svc.cluster.local/v1/request-landing", 200, true],
+      ["DROPPED", "REQUEST", "PUT", "http://deathstar.default.svc.cluster.local/v1/exhaust-port", 0, false],
+      ["FORWARDED", "RESPONSE", "PUT", "http://deathstar.default.svc.cluster.local/v1/exhaust-port", 403, true],
+    ],
+  );
+  const [req, res, denied] = http as [HubbleFlow, HubbleFlow, HubbleFlow];
+  assert.equal(req.Type, "L7");
+  assert.deepEqual(req.event_type, { type: 129 }); // Cilium's access log message type (protojson leaves out a zero sub_type)
+  assert.equal(req.l7?.http?.protocol, "HTTP/1.1");
+  assert.deepEqual([req.source.pod_name, req.source.identity, req.destination.pod_name, req.destination.identity], ["xwing", 301, "deathstar-1", 302]);
+  assert.ok(req.destination.labels?.includes("k8s:class=deathstar"));
+  assert.deepEqual(req.l4, { TCP: { source_port: 41000, destination_port: 80 } });
+  assert.equal(Number(res.l7?.latency_ns), 2_500_000);
+  assert.deepEqual(req.egress_allowed_by?.map((p) => [p.kind, p.namespace, p.name]), [["CiliumNetworkPolicy", "default", "rule1"]]);
+  assert.equal(denied.drop_reason_desc, "POLICY_DENIED");
+  assert.deepEqual(denied.egress_denied_by?.map((p) => p.name), ["rule1"]);
+  assert.equal((await observe("--type", "l7")).length, 7);
+  assert.deepEqual((await observe("--http-status", "403")).map((f) => f.l7?.http?.code), [403]);
+  assert.deepEqual((await observe("--http-status", "2+")).map((f) => f.l7?.http?.code), [200]);
+  assert.deepEqual((await observe("--http-method", "put")).map((f) => f.l7?.type), ["REQUEST", "RESPONSE"]);
+  assert.deepEqual((await observe("--http-path", "^/v1/exhaust")).map((f) => f.l7?.http?.method), ["PUT", "PUT"]);
+  assert.deepEqual((await observe("--verdict", "DROPPED", "--protocol", "http")).map((f) => f.l7?.http?.method), ["PUT"]);
+  const dns = await observe("--protocol", "dns");
+  assert.deepEqual(
+    dns.map((f) => [f.verdict, f.l7?.type, f.l7?.dns?.query, f.l7?.dns?.ips ?? [], f.l7?.dns?.rcode ?? 0]),
+    [
+      ["FORWARDED", "REQUEST", "api.outside.test.", [], 0],
+      ["FORWARDED", "RESPONSE", "api.outside.test.", ["192.0.2.11"], 0],
+      ["DROPPED", "REQUEST", "evil.example.", [], 0],
+    ],
+  );
+  assert.deepEqual(dns[2]!.l4, { UDP: { source_port: 5353, destination_port: 53 } });
+  assert.deepEqual([dns[1]!.source.pod_name, dns[1]!.destination.pod_name], ["dnsmasq-0", "xwing"]);
+  assert.deepEqual((await observe("--http-url", "^http://deathstar[.].*landing$")).map((f) => f.l7?.type), ["REQUEST", "RESPONSE"]);
+  // The compact form is Hubble's own rendering of an L7 record.
+  const compact = await hubble("observe", "--server", r.server, "--type", "l7");
+  assert.match(compact.stdout, /default\/xwing:41000 \(ID:301\) -> default\/deathstar-1:80 \(ID:302\) http-request DROPPED \(HTTP\/1.1 PUT http:\/\/deathstar.default.svc.cluster.local\/v1\/exhaust-port\)/);
+  assert.match(compact.stdout, /dns-request proxy DROPPED \(DNS Query evil.example. A\)/);
+});

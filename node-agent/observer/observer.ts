@@ -122,7 +122,11 @@ export class Observer {
   }
 
   readonly handle = (e: VerdictEvent): void => {
-    const flow = enrich(e, this.opts.lookups);
+    this.record(enrich(e, this.opts.lookups));
+  };
+
+  /** A flow enriched elsewhere (a proxy's L7 flow) on the same path as the datapath's: exports, listeners, the ring. */
+  readonly record = (flow: Flow): void => {
     this.exporter?.write(flow);
     this.hubbleExporter?.write(flow);
     this.flowLogs?.write(flow);

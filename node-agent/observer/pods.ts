@@ -1,5 +1,5 @@
 // Which pod holds an address, for naming both ends of a flow: local pods from the CNI, remote ones from the ipcache's `pod`.
-import { formatIP, parseIP, parsePrefix } from "../../core/cidr.ts";
+import { familyBits, formatIP, parseIP, parsePrefix, prefixContains, type Prefix } from "../../core/cidr.ts";
 import type { IPCacheEntry } from "../../core/wire.ts";
 import type { Workload } from "../../core/workload.ts";
 
@@ -48,4 +48,28 @@ export function podByAddress(ip: string, local: ReadonlyMap<string, PodRef>, clu
   const known = cluster.get(key);
   if (own === undefined) return known;
   return known?.workload !== undefined && own.workload === undefined && known.namespace === own.namespace && known.pod === own.pod ? { ...own, workload: known.workload } : own;
+}
+
+/**
+ * Address → identity by the ipcache's longest matching prefix (what the datapath would find), for the peers
+ * of a proxy's flows, which carry no identity of their own; undefined when no prefix holds the address.
+ */
+export function identityIndex(ipcache: readonly IPCacheEntry[]): (ip: string) => number | undefined {
+  const hosts = new Map<string, number>();
+  const prefixes: { prefix: Prefix; identity: number }[] = [];
+  for (const e of ipcache) {
+    const p = parsePrefix(e.prefix);
+    if (p === undefined) continue;
+    if (p.bits === familyBits(p.family)) hosts.set(formatIP(p.family, p.addr), e.identity);
+    else prefixes.push({ prefix: p, identity: e.identity });
+  }
+  prefixes.sort((a, b) => b.prefix.bits - a.prefix.bits);
+  return (ip) => {
+    const a = parseIP(ip);
+    if (a === undefined) return undefined;
+    const host = hosts.get(formatIP(a.family, a.addr));
+    if (host !== undefined) return host;
+    const asPrefix = { ...a, bits: familyBits(a.family) };
+    return prefixes.find((x) => x.prefix.family === a.family && prefixContains(x.prefix, asPrefix))?.identity;
+  };
 }

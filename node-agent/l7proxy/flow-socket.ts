@@ -1,0 +1,156 @@
+// The L7 proxy's flows to the agent: JSON lines over a unix socket the agent listens on (the proxy is a process of its own and outlives agents).
+import fs from "node:fs";
+import net from "node:net";
+import readline from "node:readline";
+import type { Logger } from "pino";
+import type { HttpFlow } from "./http-proxy.ts";
+
+/** The socket in the agent's state directory (beside the proxy's configuration). */
+export const FLOW_SOCKET_NAME = "l7proxy.flows.sock";
+
+/** Unsent flows the proxy holds for a slow agent before it drops new ones (a few thousand flows). */
+const MAX_PENDING_BYTES = 1 << 20;
+const RECONNECT_MS = 1000;
+
+/**
+ * The proxy's side: every flow as one line, while an agent listens. Without an agent (restarting, or none), or with
+ * one that does not keep up, flows are dropped and counted: the proxy never waits on the agent, never buffers more
+ * than MAX_PENDING_BYTES.
+ */
+export class FlowSocketWriter {
+  private socket: net.Socket | undefined;
+  /** An agent listens and the socket is open. */
+  connected = false;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Flows not delivered (no agent listening, or its socket full). */
+  lost = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const s = net.createConnection(this.path);
+    this.socket = s;
+    s.on("connect", () => {
+      this.connected = true;
+      this.log.info({ socket: this.path, lostSoFar: this.lost }, "sending flows to the agent");
+    });
+    s.on("error", () => undefined); // followed by close
+    s.on("close", () => {
+      if (this.connected) this.log.info({ socket: this.path }, "the agent's flow socket closed; reconnecting");
+      this.connected = false;
+      this.socket = undefined;
+      if (!this.stopped) this.timer = setTimeout(() => this.connect(), RECONNECT_MS).unref();
+    });
+    // The agent never writes: a read keeps the socket from holding data nobody asked for.
+    s.resume();
+  }
+
+  write(flow: HttpFlow): void {
+    const s = this.socket;
+    if (!this.connected || !s || s.writableLength > MAX_PENDING_BYTES) {
+      this.lost++;
+      return;
+    }
+    s.write(`${JSON.stringify(flow)}\n`);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.socket?.destroy();
+  }
+}
+
+type Parsed = { readonly ok: true; readonly flow: HttpFlow } | { readonly ok: false; readonly error: string };
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isStr = (v: unknown): v is string => typeof v === "string";
+const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const VERDICTS = new Set(["forwarded", "denied", "error"]);
+
+/** One line from the proxy as an HttpFlow, or the first field that is wrong (the line is not trusted: it crossed a process boundary). */
+export function parseFlowLine(line: string): Parsed {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch (err) {
+    return { ok: false, error: `not JSON: ${(err as Error).message}` };
+  }
+  if (!isObj(v)) return { ok: false, error: "not an object" };
+  const bad = (field: string, want: string): Parsed => ({ ok: false, error: `${field}: must be ${want}` });
+  if (!isStr(v.time) || Number.isNaN(Date.parse(v.time))) return bad("time", "an RFC 3339 time");
+  const src = v.source;
+  if (!isObj(src) || !isStr(src.ip) || !isNum(src.port) || !isNum(src.identity)) return bad("source", "{ip, port, identity}");
+  const dst = v.destination;
+  if (!isObj(dst) || !isStr(dst.ip) || !isNum(dst.port)) return bad("destination", "{ip, port}");
+  for (const f of ["proxyPort", "ruleId", "status", "latencyMs"] as const) if (!isNum(v[f])) return bad(f, "a number");
+  for (const f of ["protocol", "method", "path", "host"] as const) if (!isStr(v[f])) return bad(f, "a string");
+  if (typeof v.ingress !== "boolean") return bad("ingress", "a boolean");
+  if (!isStr(v.verdict) || !VERDICTS.has(v.verdict)) return bad("verdict", "forwarded, denied or error");
+  return { ok: true, flow: v as unknown as HttpFlow };
+}
+
+/**
+ * The agent's side: listens on `path` (a stale socket of an earlier agent is replaced) and hands every valid line to
+ * `onFlow`. A malformed line is logged (once per connection) and skipped.
+ */
+export class FlowSocketServer {
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  /** Lines refused as malformed. */
+  refused = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly onFlow: (f: HttpFlow) => void,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    fs.rmSync(this.path, { force: true });
+    const server = net.createServer((s) => this.accept(s));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    fs.chmodSync(this.path, 0o600);
+    this.server = server;
+  }
+
+  private accept(s: net.Socket): void {
+    this.sockets.add(s);
+    s.on("close", () => this.sockets.delete(s));
+    s.on("error", () => undefined);
+    let warned = false;
+    readline.createInterface({ input: s, crlfDelay: Infinity }).on("line", (line) => {
+      const r = parseFlowLine(line);
+      if (r.ok) return this.onFlow(r.flow);
+      this.refused++;
+      if (!warned) this.log.warn({ socket: this.path, error: r.error }, "malformed flow line from the L7 proxy: skipped");
+      warned = true;
+    });
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    // Now, not after the close completes: a new agent may already listen on the same path by then.
+    fs.rmSync(this.path, { force: true });
+    await closed;
+  }
+}

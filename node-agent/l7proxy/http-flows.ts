@@ -1,0 +1,50 @@
+// The L7 proxy's records of HTTP requests as L7 flows (Hubble's HTTP request and response), enriched as the datapath's flows are.
+import { L7_DROP_REASON, type Flow, type FlowEndpoint } from "../../flowapi/flow.ts";
+import { endpoint, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
+import type { HttpFlow } from "./http-proxy.ts";
+
+/** The URL as Hubble shows it: the request's Host (else the original destination) and its path. */
+function urlOf(f: HttpFlow): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(f.path)) return f.path; // absolute-form request target
+  const host = f.host !== "" ? f.host : f.destination.ip.includes(":") ? `[${f.destination.ip}]:${f.destination.port}` : `${f.destination.ip}:${f.destination.port}`;
+  return `http://${host}${f.path}`;
+}
+
+/**
+ * One proxied request as two flows: the request from the client to the destination (DROPPED when no HTTP rule allowed
+ * it), and the response the client got (the destination's, or the proxy's own 403 / 503 / 504) with the time it took.
+ * Both name the deciding policy rule.
+ */
+export function httpFlows(f: HttpFlow, lookups: EnrichLookups): Flow[] {
+  const client = endpoint(f.source.identity, f.source.ip, f.source.port, lookups);
+  const server = peerEndpoint(f.destination.ip, f.destination.port, lookups);
+  // The rule whose HTTP rule let the request through; for a refused one, the rule of the entry that sent it here.
+  const decidedBy = ruleDecision(f.rule?.ruleId ?? f.ruleId, lookups);
+  const denied = f.verdict === "denied";
+  const http = { method: f.method, url: urlOf(f), protocol: f.protocol };
+  const base = (source: FlowEndpoint, destination: FlowEndpoint) => ({
+    direction: f.ingress ? ("ingress" as const) : ("egress" as const),
+    type: "l7" as const,
+    source,
+    destination,
+    protocol: "TCP",
+    ...(decidedBy !== undefined ? { decidedBy } : {}),
+    node: lookups.node,
+  });
+  const end = Date.parse(f.time);
+  return [
+    {
+      ...base(client, server),
+      time: new Date(end - f.latencyMs).toISOString(),
+      verdict: denied ? "DROPPED" : "FORWARDED",
+      ...(denied ? { dropReason: L7_DROP_REASON } : {}),
+      l7: { type: "REQUEST", http },
+    },
+    {
+      ...base(server, client),
+      time: f.time,
+      verdict: "FORWARDED",
+      l7: { type: "RESPONSE", latencyNs: Math.round(f.latencyMs * 1e6), http: { ...http, code: f.status } },
+    },
+  ];
+}
