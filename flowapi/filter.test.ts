@@ -77,6 +77,17 @@ test("--since takes a duration before now or an RFC 3339 time", () => {
   assert.ok(!matches(old, "--since", "2026-01-01T00:05:00Z"));
 });
 
+test("--workload matches either side's workload by name, kind/name or kind/", () => {
+  const deployed = flow({ destination: endpoint({ namespace: "shop", pod: "web-7f9-x", workloads: [{ kind: "Deployment", name: "web" }] }) });
+  assert.equal(matches(deployed, "--workload", "web"), true);
+  assert.equal(matches(deployed, "--workload", "Deployment/web"), true);
+  assert.equal(matches(deployed, "--workload", "Deployment/"), true);
+  assert.equal(matches(deployed, "--workload", "StatefulSet/web"), false);
+  assert.equal(matches(base, "--workload", "web"), false, "pods without a workload");
+  const bad = parseFilterArgs(["--workload", "a/b/c"]);
+  assert.deepEqual(bad, { ok: false, error: '--workload: "a/b/c" is not NAME, KIND/NAME or KIND/' });
+});
+
 test("different flags must all hold", () => {
   assert.ok(matches(dropFlow(), "--verdict", "DROPPED", "--to-pod", "shop/web-0", "--port", "80"));
   assert.ok(!matches(dropFlow(), "--verdict", "DROPPED", "--to-pod", "shop/web-1"));

@@ -14,6 +14,8 @@ export interface FlowFilter {
   readonly identity: readonly number[];
   /** Node names: the source or destination is that node's host endpoint (reserved:host). */
   readonly host: readonly string[];
+  /** The source or destination pod's workload: a name, and a kind when given (`Deployment/web`, `web`, `StatefulSet/`). */
+  readonly workload: readonly WorkloadRef[];
   readonly verdict: readonly FlowVerdict[];
   readonly protocol: readonly string[];
   readonly port: readonly number[];
@@ -33,6 +35,12 @@ export interface PodRef {
   readonly pod: string;
 }
 
+/** A workload as `--workload` names it, as hubble's: an empty part matches any. */
+export interface WorkloadRef {
+  readonly kind: string;
+  readonly name: string;
+}
+
 export type FilterParse = { readonly ok: true; readonly filter: FlowFilter; readonly rest: string[] } | { readonly ok: false; readonly error: string };
 
 export const FILTER_FLAGS = [
@@ -43,6 +51,7 @@ export const FILTER_FLAGS = [
   "label",
   "identity",
   "host",
+  "workload",
   "verdict",
   "protocol",
   "port",
@@ -65,6 +74,7 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --label KEY[=VALUE]    a security label of source or destination (k8s:app=web, or app=web for any source)
   --identity N           source or destination identity
   --host NODE            source or destination is NODE's host endpoint (reserved:host; the host firewall)
+  --workload [KIND/]NAME source or destination pod's workload (Deployment/web, web, or StatefulSet/ for any of a kind)
   --verdict V            FORWARDED or DROPPED
   --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6, or DNS, HTTP (the proxies' L7 flows)
   --port N               source or destination port
@@ -126,6 +136,7 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     label: [] as string[],
     identity: [] as number[],
     host: [] as string[],
+    workload: [] as WorkloadRef[],
     verdict: [] as FlowVerdict[],
     protocol: [] as string[],
     port: [] as number[],
@@ -178,6 +189,13 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
         if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(v)) return bad(`"${v}" is not a node name`);
         f.host.push(v);
         break;
+      case "workload": {
+        const slash = v.indexOf("/");
+        const w = slash < 0 ? { kind: "", name: v } : { kind: v.slice(0, slash), name: v.slice(slash + 1) };
+        if ((w.kind === "" && w.name === "") || w.name.includes("/")) return bad(`"${v}" is not NAME, KIND/NAME or KIND/`);
+        f.workload.push(w);
+        break;
+      }
       case "verdict": {
         const up = v.toUpperCase();
         if (!(FLOW_VERDICTS as readonly string[]).includes(up)) return bad(`"${v}" is not ${FLOW_VERDICTS.join(" or ")}`);
@@ -291,6 +309,10 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (f.label.length) checks.push((x) => f.label.some((l) => either(x, (e) => labelMatches(l, e))));
   if (f.identity.length) checks.push((x) => either(x, (e) => f.identity.includes(e.identity)));
   if (f.host.length) checks.push((x) => either(x, (e) => e.host !== undefined && f.host.includes(e.host)));
+  if (f.workload.length) {
+    const has = (e: FlowEndpoint): boolean => (e.workloads ?? []).some((w) => f.workload.some((r) => (r.name === "" || r.name === w.name) && (r.kind === "" || r.kind === w.kind)));
+    checks.push((x) => either(x, has));
+  }
   if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
   if (f.protocol.length) checks.push((x) => f.protocol.some((p) => (p === "DNS" ? x.l7?.dns !== undefined : p === "HTTP" ? x.l7?.http !== undefined : p === x.protocol.toUpperCase())));
   if (f.port.length) checks.push((x) => either(x, (e) => f.port.includes(e.port)));

@@ -16,6 +16,8 @@ const flows = [
   // Host endpoints (the host firewall): reserved:host is the observing node's own.
   dropFlow({ destination: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.11", port: 22, host: "node-a" }) }),
   flow({ node: "node-b", source: endpoint({ identity: 1, labels: ["reserved:host"], ip: "172.30.0.12", port: 40000, host: "node-b" }), destination: endpoint({ identity: 6, labels: ["reserved:remote-node"], ip: "172.30.0.11", port: 10250 }) }),
+  flow({ source: endpoint({ pod: "web-7f9-x", namespace: "shop", workloads: [{ kind: "Deployment", name: "web" }] }) }),
+  dropFlow({ destination: endpoint({ pod: "db-0", namespace: "data", workloads: [{ kind: "StatefulSet", name: "db" }] }) }),
   flow({ type: "trace", decidedBy: undefined as never, protocol: "ICMPv6", source: endpoint({ ip: "fd00::1", port: 0 }), destination: endpoint({ ip: "fd00::2", pod: "db-0", namespace: "data", port: 0 }) }),
   // The proxies' L7 flows.
   httpRequestFlow(),
@@ -55,6 +57,10 @@ const cases: string[][] = [
   ["--http-status", "403", "--http-status", "200"],
   ["--dns-query", "^api[.]"],
   ["--type", "l7", "--namespace", "kube-system"],
+  ["--workload", "web"],
+  ["--workload", "Deployment/web"],
+  ["--workload", "StatefulSet/", "--verdict", "DROPPED"],
+  ["--workload", "Deployment/db", "--workload", "StatefulSet/db"],
 ];
 
 test("--host NODE: flows to or from that node's host endpoint, and nothing else", () => {

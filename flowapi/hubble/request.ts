@@ -57,6 +57,7 @@ export function observeRequest(filter: FlowFilter, follow: boolean, now: number 
     either("source_identity", "destination_identity", [IDENTITY.host]);
     both("node_name", filter.host);
   }
+  either("source_workload", "destination_workload", filter.workload.map((w) => ({ kind: w.kind, name: w.name })));
   // Our port 0 also matches flows without ports (ICMP, …), Hubble's port filter never does: filter again instead.
   if (filter.port.includes(0)) exact = false;
   else either("source_port", "destination_port", filter.port.map(String));
