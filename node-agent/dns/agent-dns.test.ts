@@ -202,6 +202,7 @@ test("the proxy's queries are L7 flows of the agent's observer: the real hubble 
     assert.ok(request.destination.labels?.includes("k8s:k8s-app=kube-dns"), "the server's identity from the ipcache");
     assert.deepEqual([answer.IP.source, answer.IP.destination, answer.l4?.UDP?.source_port], [ADDR.resolver, ADDR.pod, 53]);
     assert.ok(Number(answer.l7?.latency_ns) > 0);
+    assert.equal(answer.l7?.dns?.ttl, 30, "the zone's TTL");
     assert.equal(refused.drop_reason_desc, "POLICY_DENIED");
     assert.deepEqual(refused.egress_denied_by?.map((p) => [p.name, p.labels.find((l) => l.startsWith("membrane:rule="))]), [["fqdn", "membrane:rule=spec.egress[0]"]]);
     assert.deepEqual((await observe("--type", "l7", "--verdict", "DROPPED")).map((f) => f.l7?.dns?.query), ["evil.denied.test."]);

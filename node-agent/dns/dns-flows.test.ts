@@ -55,6 +55,9 @@ test("an answered query is a request and a response (server to pod, rcode, addre
   const dh = toHubbleFlow(denied[0]!);
   assert.deepEqual([dh.verdict, dh.drop_reason_desc, dh.egress_denied_by?.[0]?.name], ["DROPPED", "POLICY_DENIED", "dns-only"]);
   assert.equal(dnsFlows(flow({ verdict: "error", rcode: undefined, error: "timeout" }), lookups).length, 1, "no answer: the request only");
+  const chained = dnsFlows(flow({ query: "www.allowed.test", ttl: 30, cnames: ["edge.cdn.test"], addresses: ["10.205.0.11"] }), lookups)[1]!;
+  assert.deepEqual(chained.l7?.dns, { query: "www.allowed.test.", qtypes: ["A"], ips: ["10.205.0.11"], ttl: 30, cnames: ["edge.cdn.test."], rcode: 0, rrtypes: ["CNAME", "A"], observationSource: "proxy" });
+  assert.equal(toHubbleFlow(chained).Summary, 'DNS Answer "10.205.0.11" CNAMEs: "edge.cdn.test." TTL: 30 (Proxy www.allowed.test. A)');
   assert.deepEqual(dnsFlows(flow({ query: "api.allowed.test" }), lookups).map((f) => f.l7?.dns?.query), ["api.allowed.test.", "api.allowed.test."], "fully qualified, as Hubble shows it");
 });
 

@@ -42,7 +42,16 @@ export function dnsFlows(f: DnsFlow, lookups: EnrichLookups): Flow[] {
     l7: {
       type: "RESPONSE",
       latencyNs: Math.round(f.latencyMs * 1e6),
-      dns: { query, qtypes, ips: f.addresses, rcode: RCODES[f.rcode] ?? 0, rrtypes: f.addresses.map((ip) => (ip.includes(":") ? "AAAA" : "A")), observationSource: "proxy" },
+      dns: {
+        query,
+        qtypes,
+        ips: f.addresses,
+        ...(f.ttl !== undefined ? { ttl: f.ttl } : {}),
+        ...(f.cnames?.length ? { cnames: f.cnames.map((n) => (n.endsWith(".") ? n : `${n}.`)) } : {}),
+        rcode: RCODES[f.rcode] ?? 0,
+        rrtypes: [...(f.cnames ?? []).map(() => "CNAME"), ...f.addresses.map((ip) => (ip.includes(":") ? "AAAA" : "A"))],
+        observationSource: "proxy",
+      },
     },
   };
   return [request, response];

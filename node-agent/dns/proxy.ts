@@ -28,6 +28,10 @@ export interface DnsFlow {
   /** The answer's response code (REFUSED/NXDOMAIN for a denied query). */
   readonly rcode?: string;
   readonly addresses: readonly string[];
+  /** An allowed answer's: the smallest TTL of its addresses (CNAME hops included), in seconds. */
+  readonly ttl?: number;
+  /** An allowed answer's CNAME chain from the question on, without the question. */
+  readonly cnames?: readonly string[];
   readonly latencyMs: number;
   readonly error?: string;
 }
@@ -193,7 +197,12 @@ export class DnsProxy {
       log.error({ name, error: (err as Error).message }, "learning an answer failed; the answer is withheld");
       return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: learned.map((l) => l.ip), error: (err as Error).message } };
     }
-    return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, ...(answer.rcode ? { rcode: answer.rcode } : {}), addresses: learned.map((l) => l.ip) } };
+    const chain = learned.reduce<readonly string[]>((longest, l) => (l.names.length > longest.length ? l.names : longest), []);
+    const answered = {
+      ...(learned.length ? { ttl: Math.min(...learned.map((l) => l.ttl)) } : {}),
+      ...(chain.length > 1 ? { cnames: chain.slice(1) } : {}),
+    };
+    return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, ...(answer.rcode ? { rcode: answer.rcode } : {}), addresses: learned.map((l) => l.ip), ...answered } };
   }
 
   /**
