@@ -69,10 +69,11 @@ describe("real node files", () => {
     assert.match(c, /conf_dir = "\/tmp\/n\/cni\/net.d"/);
   });
 
-  test("the CNI bridge hands out the node's pod CIDR", () => {
-    const c = JSON.parse(cniConflist(plan)) as { plugins: { type: string; ipam?: { ranges: { subnet: string }[][] } }[] };
-    assert.equal(c.plugins[0]!.type, "bridge");
-    assert.equal(c.plugins[0]!.ipam!.ranges[0]![0]!.subnet, "10.253.3.0/24");
+  test("pods are wired by Membrane's CNI plugin on the node's pod CIDR, its state in the node dir", () => {
+    const c = JSON.parse(cniConflist(plan)) as { name: string; plugins: Record<string, unknown>[] };
+    assert.equal(c.name, "membrane");
+    assert.deepEqual(c.plugins, [{ type: "membrane-cni", podCIDR: "10.253.3.0/24", mtu: 1500, stateDir: "/tmp/n/cni/state" }]);
+    assert.match(containerdConfig(plan, "p"), /bin_dir = "\/tmp\/n\/cni\/bin"/);
   });
 
   test("the kubelet reaches the API server through the relay on the host end, checked against the name in its certificate", () => {

@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { PLUGIN_TYPE, parseNetConf } from "../../node-agent/cni/spec.ts";
 
 /** The v1 controllers a kubelet with the cgroupfs driver makes its pod cgroups in (this machine's hybrid layout), and the unified tree. */
 export const CGROUP_HIERARCHIES = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified"] as const;
@@ -16,7 +17,7 @@ export interface RealNodePlan {
   hostAddress: string;
   /** The node's InternalIP (its eth0): the API server reaches the kubelet here. */
   nodeAddress: string;
-  /** The pods' CIDR on this node (the CNI bridge's range). */
+  /** The pods' CIDR on this node (the CNI plugin's range). */
   podCIDR: string;
   /** `/<cgroupName>` in every hierarchy: the node's processes in `node`, its pods under `kubepods`. */
   cgroupName: string;
@@ -78,6 +79,8 @@ export function realNodePaths(dir: string) {
     holderReady: join(dir, "holder.ready"),
     pki: join(dir, "pki"),
     cniConfDir: join(dir, "cni", "net.d"),
+    /** containerd's CNI bin dir: the membrane-cni launcher and a link to Debian's loopback plugin. */
+    cniBinDir: join(dir, "cni", "bin"),
     cniStateDir: join(dir, "cni", "state"),
     /** Bind-mounted over /var/log inside the node: pod logs and the kubelet's /var/log/containers links. */
     logDir: join(dir, "log"),
@@ -117,36 +120,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         # The kubelet's cgroupDriver is cgroupfs: the two must agree.
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = ${q(paths.cniBinDir)}
     conf_dir = ${q(paths.cniConfDir)}
 `;
 }
 
 /**
- * The CNI network until Membrane's plugin runs under a real kubelet: Debian's bridge + host-local on the
- * node's pod CIDR. containerd reports the node's network not ready without one, and the kubelet then
- * keeps the Node NotReady even for hostNetwork pods.
+ * The pod network: Membrane's own CNI plugin (`node-agent/cni`), with no agent yet — it wires each pod's
+ * veth, address (host-local IPAM on the node's pod CIDR) and routes, and enforces nothing. Checked by the
+ * plugin's own parser, so the node never installs a config the plugin refuses.
  */
 export function cniConflist(plan: RealNodePlan): string {
-  return JSON.stringify(
-    {
-      cniVersion: "1.0.0",
-      name: "realnode",
-      plugins: [
-        {
-          type: "bridge",
-          bridge: "cni0",
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: "host-local", ranges: [[{ subnet: plan.podCIDR }]], dataDir: realNodePaths(plan.dir).cniStateDir },
-        },
-        { type: "loopback" },
-      ],
-    },
-    null,
-    2,
-  );
+  // The node's eth0 is a plain 1500-byte veth: no VXLAN between real nodes yet.
+  const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500, stateDir: realNodePaths(plan.dir).cniStateDir };
+  parseNetConf({ cniVersion: "1.0.0", name: CNI_NETWORK, ...plugin });
+  return JSON.stringify({ cniVersion: "1.0.0", name: CNI_NETWORK, plugins: [plugin] }, null, 2);
 }
+
+/** The CNI network's name (containerd's pod network; the plugin keeps its IPAM state per network). */
+export const CNI_NETWORK = "membrane";
 
 /** The kubelet's KubeletConfiguration for this machine and this node. */
 export function kubeletConfig(plan: RealNodePlan, caFile: string): string {

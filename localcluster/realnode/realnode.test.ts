@@ -142,7 +142,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.equal(get.stdout.trim(), "membrane real node", get.stderr);
   });
 
-  test("a pod network pod gets an address in the node's pod CIDR from the CNI bridge and is probed there", async () => {
+  test("a pod network pod gets an address in the node's pod CIDR from Membrane's CNI plugin and is probed there", async () => {
     const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, false, "web-pod"));
     assert.equal(r.code, 0, r.stderr);
     const pod = await readyPod("web-pod");

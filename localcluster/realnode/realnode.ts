@@ -1,15 +1,18 @@
 // A real node of the local cluster: a network namespace, a private mount namespace and its own hostname, running Debian's containerd and the pinned kubelet, registered with the API server as system:node:NAME; stop() removes exactly what start made.
 import { execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { issueCert } from "../../kube/pki.ts";
+import { cniLauncher } from "../../node-agent/cni-install.ts";
+import { PLUGIN_TYPE } from "../../node-agent/cni/spec.ts";
 import { KubeClient, MERGE_PATCH, isNotFound } from "../../kube/kube.ts";
 import { controlPlanePaths, ensureControlPlaneBuilt, isProcessAlive, type CommandResult } from "../cluster.ts";
 import {
   CGROUP_HIERARCHIES,
+  CNI_NETWORK,
   CONTAINERD_SOCKET,
   cniConflist,
   containerdConfig,
@@ -77,7 +80,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
   const apiPort = Number(new URL(opts.controlPlane.server).port);
 
   await destroyRealNode(plan.dir); // a crashed earlier run in the same dir
-  for (const d of [paths.pki, paths.containerdRoot, paths.kubeletRoot, paths.cniConfDir, paths.cniStateDir, paths.logDir, paths.volumePluginDir]) {
+  for (const d of [paths.pki, paths.containerdRoot, paths.kubeletRoot, paths.cniConfDir, paths.cniBinDir, paths.cniStateDir, paths.logDir, paths.volumePluginDir]) {
     await mkdir(d, { recursive: true });
   }
   const state: RealNodeState = { version: 1, plan, adminKubeconfig: cp.kubeconfig, netnsCreated: false, cgroupsCreated: [], pids: {}, sysctlsClaimed: false };
@@ -89,7 +92,10 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     await writeFile(join(paths.pki, "kubelet.key"), kubelet.key, { mode: 0o600 });
     await writeFile(join(paths.pki, "kubelet.crt"), kubelet.cert);
     await writeFile(paths.containerdConfig, containerdConfig(plan, images.pause));
-    await writeFile(join(paths.cniConfDir, "10-realnode.conflist"), cniConflist(plan));
+    await writeFile(join(paths.cniConfDir, `05-${CNI_NETWORK}.conflist`), cniConflist(plan));
+    // containerd sets up each pod's loopback with the `loopback` plugin from the same dir.
+    await writeFile(join(paths.cniBinDir, PLUGIN_TYPE), cniLauncher(), { mode: 0o755 });
+    await symlink("/usr/lib/cni/loopback", join(paths.cniBinDir, "loopback"));
     await writeFile(paths.kubeletConfig, kubeletConfig(plan, cp.caFile));
     await writeFile(paths.kubeletKubeconfig, kubeletKubeconfig(plan, RELAY_PORT, cp.caFile), { mode: 0o600 });
 
@@ -199,8 +205,8 @@ export async function destroyRealNode(dir: string): Promise<void> {
 }
 
 function checkPrerequisites(): void {
-  const missing = ["/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/ctr", "/usr/bin/socat", "/usr/lib/cni/bridge", "/bin/busybox"].filter((f) => !existsSync(f));
-  if (missing.length > 0) throw new Error(`real node: missing ${missing.join(", ")}: run scripts/install-deps.sh (containerd runc containernetworking-plugins socat busybox-static)`);
+  const missing = ["/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/ctr", "/usr/bin/socat", "/usr/lib/cni/loopback", "/bin/busybox"].filter((f) => !existsSync(f));
+  if (missing.length > 0) throw new Error(`real node: missing ${missing.join(", ")}: run scripts/install-deps.sh (containerd runc containernetworking-plugins for loopback, socat, busybox-static)`);
 }
 
 function buildImages(): Promise<string> {
