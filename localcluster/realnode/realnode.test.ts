@@ -148,6 +148,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     const pod = await readyPod("web-pod");
     const prefix = node!.plan.podCIDR.replace(/0\/24$/, "");
     assert.ok(pod.status.podIP?.startsWith(prefix), `pod IP ${pod.status.podIP} in ${node!.plan.podCIDR}`);
+    // membrane-cni's wiring: the host end is mbr<hash of the container id>, with a /32 route to the pod over it.
+    const route = await node!.exec(["ip", "-4", "route", "get", pod.status.podIP!]);
+    assert.match(route.stdout, / dev mbr[0-9a-f]{11} /, route.stdout + route.stderr);
   });
 
   test("deleting the Deployments removes their containers from the node's containerd", async () => {
@@ -161,6 +164,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const c = await node!.ctr(["containers", "list", "-q", `labels."io.kubernetes.pod.namespace"==${NS}`]);
       return c.code === 0 && c.stdout.trim() === "" ? true : undefined;
     });
+    // The plugin's DEL ran: no pod veth left on the node.
+    const links = await node!.exec(["ip", "-o", "link", "show"]);
+    assert.doesNotMatch(links.stdout, /mbr[0-9a-f]{11}/);
   });
 
   test("stop leaves no process, mount, network namespace, cgroup or Node, and restores the host sysctls", async () => {
