@@ -10,7 +10,8 @@ import { CHART_DIR, objectKey, parseManifest, setArgs, type K8sObject } from "..
 const RELEASE = "membrane";
 const NS = "membrane-chart-test";
 // Encryption (ipsec) on: the install then also covers the MembraneEncryptionKey and the operator's Secret Role.
-const VALUES = { "encryption.enabled": true, "encryption.type": "ipsec" };
+// Hubble's dynamic exporter on: its ConfigMap and the agents' volumes for it pass the API server's validation too.
+const VALUES = { "encryption.enabled": true, "encryption.type": "ipsec", "hubble.export.dynamic.enabled": true };
 const sa = (name: string): string => `system:serviceaccount:${NS}:${name}`;
 
 interface List {
