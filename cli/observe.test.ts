@@ -1,7 +1,7 @@
 // `membrane observe` as a client of Hubble's Observer API (agents' HubbleServers on unix sockets): filters, merging, follow, errors.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -43,6 +43,19 @@ async function observeHere(...args: string[]): Promise<string> {
   let out = "";
   await observeIn(parsed.value, (s) => (out += s));
   return out;
+}
+
+/** `membrane observe -f -o json ARGS` as a process: its output so far, and the child (killed after the test). */
+function following(t: test.TestContext, ...args: string[]): { child: ChildProcess; out: () => string; err: () => string } {
+  const child = spawn(membrane, ["observe", "-f", "-o", "json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
+  return { child, out: () => out, err: () => err };
 }
 
 const jsonLines = (s: string): Flow[] => s.trimEnd().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Flow);
@@ -99,22 +112,15 @@ test("bad flags and addresses fail naming the flag; an unreachable server names 
 test("observe -f replays, then streams new matching flows from every server as they happen", async (t) => {
   const a = await startAgent(t, "node-a", [dropFlow({ node: "node-a", time: new Date(Date.now() - 60_000).toISOString() })]);
   const b = await startAgent(t, "node-b", []);
-  const child = spawn(membrane, ["observe", "-f", "-o", "json", "--verdict", "DROPPED", "--server", a.addr, "--server", b.addr], { stdio: ["ignore", "pipe", "pipe"] });
-  t.after(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const { child, out, err } = following(t, "--verdict", "DROPPED", "--server", a.addr, "--server", b.addr);
   const waitFor = async (n: number): Promise<Flow[]> => {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
-      const lines = jsonLines(out);
+      const lines = jsonLines(out());
       if (lines.length >= n) return lines;
       await new Promise((r) => setTimeout(r, 25));
     }
-    assert.fail(`waited for ${n} flows, got: ${out} ${err}`);
+    assert.fail(`waited for ${n} flows, got: ${out()} ${err()}`);
   };
   assert.deepEqual((await waitFor(1)).map((f) => f.node), ["node-a"], "the buffer is replayed before following");
   // Give both follow streams time to be open before pushing.
@@ -133,33 +139,26 @@ test("observe -f replays, then streams new matching flows from every server as t
 
 test("observe -f says on stderr when a server tells it lost events (Hubble's LostEvent), and goes on", async (t) => {
   const a = await startAgent(t, "node-a", []);
-  const child = spawn(membrane, ["observe", "-f", "-o", "json", "--server", a.addr], { stdio: ["ignore", "pipe", "pipe"] });
-  t.after(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const { out, err } = following(t, "--server", a.addr);
   const until = async (cond: () => boolean, what: string): Promise<void> => {
     const deadline = Date.now() + 10_000;
     while (!cond()) {
-      if (Date.now() > deadline) assert.fail(`waited for ${what}: ${out} ${err}`);
+      if (Date.now() > deadline) assert.fail(`waited for ${what}: ${out()} ${err()}`);
       await new Promise((r) => setTimeout(r, 25));
     }
   };
   // The stream is open once a flow pushed now arrives.
   await until(() => {
-    if (out === "") a.buffer.push(dropFlow({ node: "node-a", time: new Date().toISOString() }));
-    return out !== "";
+    if (out() === "") a.buffer.push(dropFlow({ node: "node-a", time: new Date().toISOString() }));
+    return out() !== "";
   }, "the first flow");
   a.server.reportLost("PERF_EVENT_RING_BUFFER", 5, Date.now());
-  await until(() => err.includes("EVENTS LOST"), "the lost events");
-  assert.match(err, /^membrane observe: EVENTS LOST: PERF_EVENT_RING_BUFFER 5 \(node node-a\)$/m);
-  const before = jsonLines(out).length;
+  await until(() => err().includes("EVENTS LOST"), "the lost events");
+  assert.match(err(), /^membrane observe: EVENTS LOST: PERF_EVENT_RING_BUFFER 5 \(node node-a\)$/m);
+  const before = jsonLines(out()).length;
   a.buffer.push(dropFlow({ node: "node-a", time: new Date().toISOString() }));
-  await until(() => jsonLines(out).length > before, "a flow after the loss");
-  assert.ok(jsonLines(out).every((f) => f.node === "node-a"), "no line for the loss on stdout");
+  await until(() => jsonLines(out()).length > before, "a flow after the loss");
+  assert.ok(jsonLines(out()).every((f) => f.node === "node-a"), "no line for the loss on stdout");
 });
 
 test("a server that does not answer is reported on stderr and the others' flows are still shown", async (t) => {

@@ -237,23 +237,15 @@ test("hubble observe -f streams a drop that happens while it follows", async (t)
 
 test("a follower more than 50,000 flows behind loses the rest and is told: hubble observe prints EVENTS LOST (HUBBLE_RING_BUFFER) with the count, and follows on", async (t) => {
   const r = await start(t);
-  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "-o", "compact"], { maxBuffer: 64 * 1024 * 1024 });
-  t.after(() => child.kill());
-  let out = "";
-  child.stdout!.on("data", (c: string) => (out += c));
-  // The stream is open once a marker flow arrives (`-f` alone replays nothing).
-  await waitFor(() => {
-    if (!out.includes("marker-0")) r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-0" }) }));
-    return out.includes("marker-0");
-  });
+  const f = await following(t, r, "compact");
   // One burst in one turn of the event loop: more than the bound at once, so exactly the excess is lost to this client.
   const burst = MAX_FOLLOW_BACKLOG + 10_000;
   const base = Date.now();
   for (let i = 0; i < burst; i++) r.buffer.push(flow({ time: new Date(base + Math.floor(i / 100)).toISOString(), source: endpoint({ pod: "burst", port: 1024 + (i % 60000) }) }));
-  await waitFor(() => out.includes("EVENTS LOST"), 60_000);
+  await waitFor(() => f.out().includes("EVENTS LOST"), 60_000);
   r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-1" }) }));
-  await waitFor(() => out.includes("marker-1"), 60_000);
-  const lines = out.split("\n").filter((l) => l !== "");
+  await waitFor(() => f.out().includes("marker-1"), 60_000);
+  const lines = f.out().split("\n").filter((l) => l !== "");
   const lostAt = lines.findIndex((l) => l.includes("EVENTS LOST"));
   assert.match(lines[lostAt]!, /EVENTS LOST: HUBBLE_RING_BUFFER CPU\(0\) 10000 \(first: .*, last: .*\)/);
   assert.equal(lines.filter((l) => l.includes("default/burst:")).length, MAX_FOLLOW_BACKLOG, "every flow that fit arrived");
@@ -263,18 +255,11 @@ test("a follower more than 50,000 flows behind loses the rest and is told: hubbl
 
 test("events lost before the ring (the datapath's ring buffer was full) reach every follower as PERF_EVENT_RING_BUFFER, in -o json too", async (t) => {
   const r = await start(t);
-  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "-o", "json"]);
-  t.after(() => child.kill());
-  let out = "";
-  child.stdout!.on("data", (c: string) => (out += c));
-  await waitFor(() => {
-    if (!out.includes("marker-0")) r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-0" }) }));
-    return out.includes("marker-0");
-  });
+  const f = await following(t, r, "json");
   const t0 = Date.now();
   r.hubble.reportLost("PERF_EVENT_RING_BUFFER", 7, t0 - 1000, t0);
-  await waitFor(() => jsonLostEvents(out).length > 0);
-  const [lost] = jsonLostEvents(out);
+  await waitFor(() => jsonLostEvents(f.out()).length > 0);
+  const [lost] = jsonLostEvents(f.out());
   assert.equal(lost!.source, "PERF_EVENT_RING_BUFFER");
   assert.equal(Number(lost!.num_events_lost), 7); // uint64: a string in protojson
   assert.equal(Date.parse(lost!.last as unknown as string), t0);
@@ -302,6 +287,19 @@ test("on TCP the API is served with mutual TLS only: the hubble CLI and grpc-js 
   t.after(() => client.close());
   assert.equal(Number((await client.serverStatus()).num_flows), 1);
 });
+
+/** A running `hubble observe -f -o FORMAT` whose stream is open: a marker flow pushed until it arrives (`-f` alone replays nothing). */
+async function following(t: test.TestContext, r: Running, format: "compact" | "json"): Promise<{ out: () => string }> {
+  const child = execFile(hubbleBinary(), ["observe", "--server", r.server, "-f", "-o", format], { maxBuffer: 64 * 1024 * 1024 });
+  t.after(() => child.kill());
+  let out = "";
+  child.stdout!.on("data", (c: string) => (out += c));
+  await waitFor(() => {
+    if (!out.includes("marker-0")) r.buffer.push(flow({ time: new Date().toISOString(), source: endpoint({ pod: "marker-0" }) }));
+    return out.includes("marker-0");
+  });
+  return { out: () => out };
+}
 
 async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
