@@ -1,5 +1,6 @@
 // A real node (containerd + the pinned kubelet in its own network and mount namespaces) joins the local control plane, runs a Deployment's pod from an image built here, serves kubectl logs/exec, and leaves nothing behind.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -151,6 +152,34 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     // membrane-cni's wiring: the host end is mbr<hash of the container id>, with a /32 route to the pod over it.
     const route = await node!.exec(["ip", "-4", "route", "get", pod.status.podIP!]);
     assert.match(route.stdout, / dev mbr[0-9a-f]{11} /, route.stdout + route.stderr);
+  });
+
+  test("kubectl port-forward reaches the pod network pod through the kubelet and containerd", async () => {
+    const pod = await readyPod("web-pod");
+    const child = spawn("kubectl", ["--kubeconfig", cp!.kubeconfig, "port-forward", "-n", NS, `pod/${pod.metadata.name}`, ":8080"], { stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      let out = "";
+      child.stderr.on("data", (chunk: Buffer) => (out += chunk.toString()));
+      const port = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`kubectl port-forward did not start: ${out}`)), 30_000);
+        child.stdout.on("data", (chunk: Buffer) => {
+          out += chunk.toString();
+          const m = /Forwarding from 127\.0\.0\.1:(\d+)/.exec(out);
+          if (m) {
+            clearTimeout(timer);
+            resolve(Number(m[1]));
+          }
+        });
+        child.once("exit", (code) => reject(new Error(`kubectl port-forward exited with ${code}: ${out}`)));
+      });
+      const res = await fetch(`http://127.0.0.1:${port}/`);
+      assert.equal(res.status, 200);
+      assert.equal((await res.text()).trim(), "membrane real node");
+    } finally {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    }
   });
 
   test("deleting the Deployments removes their containers from the node's containerd", async () => {
