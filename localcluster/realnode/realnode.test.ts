@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES } from "./config.ts";
-import { KUBELET_SYSCTLS } from "./sysctls.ts";
+import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
@@ -221,6 +221,6 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     const n = await cp!.kubectl(["get", "node", name, "-o", "name"]);
     assert.match(n.stderr, /NotFound/);
     // Another real node on the machine (another test run) keeps them changed until it stops too.
-    if (!existsSync("/run/membrane-realnode/sysctls.json")) assert.deepEqual(sysctls(), sysctlsBefore);
+    if (!existsSync(SYSCTL_RECORD)) assert.deepEqual(sysctls(), sysctlsBefore);
   });
 });

@@ -1,15 +1,14 @@
 // The host sysctls a kubelet changes at start, recorded before the first real node on this machine starts and restored after the last one stops.
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { isProcessAlive } from "../cluster.ts";
 
 /** Not namespaced: every kubelet on the machine sets them (container_manager_linux's kernel tunables). */
 export const KUBELET_SYSCTLS = ["vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"] as const;
 
 /** Shared by every real node on the machine (any worktree, any test): the values before the first one, and who still runs. */
-const RECORD_DIR = "/run/membrane-realnode";
-const RECORD = join(RECORD_DIR, "sysctls.json");
-const LOCK = join(RECORD_DIR, "sysctls.lock.d");
+export const SYSCTL_RECORD = "/run/membrane-realnode-sysctls.json";
+const RECORD = SYSCTL_RECORD;
+const LOCK = "/run/membrane-realnode-sysctls.lock.d";
 
 interface SysctlRecord {
   original: Record<string, string>;
@@ -26,7 +25,6 @@ function read(key: string): string {
  * turns. fn is a few synchronous file operations; a lock older than 10 s was left by a process that died in it.
  */
 function locked<T>(fn: () => T): T {
-  mkdirSync(RECORD_DIR, { recursive: true });
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
