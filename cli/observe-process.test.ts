@@ -59,7 +59,11 @@ describe("membrane observe --type process", () => {
   it("parses --type and its flags, refusing what it does not know", () => {
     assert.deepEqual(observeType(["--type", "process", "--pod", "x"]), { ok: true, type: "process", rest: ["--pod", "x"] });
     assert.deepEqual(observeType(["--from-pod", "a"]), { ok: true, type: "flow", rest: ["--from-pod", "a"] });
-    assert.deepEqual(observeType(["--type=kprobe"]), { ok: false, error: '--type: "kprobe" is not flow or process' });
+    // Other types are flow types, left to the flow filter's parser (which names the flag for a wrong one).
+    assert.deepEqual(observeType(["--type=kprobe"]), { ok: true, type: "flow", rest: ["--type", "kprobe"] });
+    assert.deepEqual(observeType(["--type", "l7", "--type", "drop", "--verdict", "DROPPED"]), { ok: true, type: "flow", rest: ["--type", "l7", "--type", "drop", "--verdict", "DROPPED"] });
+    assert.deepEqual(observeType(["--type", "flow", "--last", "3"]), { ok: true, type: "flow", rest: ["--last", "3"] });
+    assert.deepEqual(observeType(["--type", "process", "--type", "drop"]), { ok: false, error: "--type: process cannot be combined with a flow type" });
     assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: false, error: "--input-file: required (the agents serve no process events yet; read a node's export file)" });
     assert.deepEqual(parseProcessArgs(["--input-file", "f", "-o", "table"]), { ok: false, error: '-o: "table" is not compact or json' });
   });

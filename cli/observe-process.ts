@@ -13,19 +13,24 @@ export const PROCESS_USAGE = `usage: membrane observe --type process --input-fil
   -o, --output       compact (default: one line per event) or json (Tetragon's JSON, one event per line)
 `;
 
-/** Splits off `--type flow|process` (flow when absent). */
+/** Splits off `--type process` (and `flow`, the default); any other `--type` is a flow type, kept in `rest` for the flow filters. */
 export function observeType(args: readonly string[]): { ok: true; type: "flow" | "process"; rest: string[] } | { ok: false; error: string } {
   const rest: string[] = [];
-  let type: string | undefined;
+  let isProcess = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === "--type") type = args[++i] ?? "";
-    else if (a.startsWith("--type=")) type = a.slice("--type=".length);
-    else rest.push(a);
+    const value = a === "--type" ? args[i + 1] : a.startsWith("--type=") ? a.slice("--type=".length) : undefined;
+    if (value === undefined) {
+      rest.push(a);
+      continue;
+    }
+    if (a === "--type") i++;
+    if (value === "process") isProcess = true;
+    // Any other type is a flow filter (policy-verdict, drop, trace, l7), checked by the flow filter's parser.
+    else if (value !== "flow") rest.push("--type", value);
   }
-  if (type === undefined || type === "flow") return { ok: true, type: "flow", rest };
-  if (type === "process") return { ok: true, type: "process", rest };
-  return { ok: false, error: `--type: "${type}" is not flow or process` };
+  if (isProcess && rest.includes("--type")) return { ok: false, error: "--type: process cannot be combined with a flow type" };
+  return { ok: true, type: isProcess ? "process" : "flow", rest };
 }
 
 interface ProcessArgs {

@@ -150,6 +150,21 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       assert.equal(await connect(p[pod]!, ipOf(API)), "connected outside-1");
     }
     assert.deepEqual(await p.other!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, "the unselected pod's lookups are not proxied");
+    // The proxies' records are L7 flows of each node's agent, read across the cluster.
+    const end = Date.now() + 15_000;
+    let refused: Flow[] = [];
+    let answers: Flow[] = [];
+    while ((refused.length < 2 || answers.length < 2) && Date.now() < end) {
+      refused = await observe(["--type", "l7", "--verdict", "DROPPED", "--dns-query", `^${BLOCKED.replace(/\./g, "[.]")}[.]$`, "--since", "2m"]);
+      answers = (await observe(["--type", "l7", "--protocol", "DNS", "--dns-query", `^${API.replace(/\./g, "[.]")}[.]$`, "--since", "2m"])).filter((f) => f.l7?.type === "RESPONSE");
+      if (refused.length < 2 || answers.length < 2) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.deepEqual([...new Set(refused.map((f) => `${f.node} ${f.source.namespace}/${f.source.pod} ${f.l7?.type} ${f.dropReason}`))].sort(), [
+      `${tc.nodeName(1)} ${NS}/mediabot-1 REQUEST policy denied (L7)`,
+      `${tc.nodeName(2)} ${NS}/mediabot-2 REQUEST policy denied (L7)`,
+    ]);
+    assert.ok(refused.every((f) => f.decidedBy?.kind === "rule" && f.decidedBy.name === "fqdn"), "named by the policy whose DNS rules refused it");
+    assert.ok(answers.some((f) => f.destination.pod === "mediabot-1" && f.l7?.dns?.ips?.includes(ipOf(API)) && f.l7.dns.rcode === 0), "the answer to mediabot-1 with its address");
   });
 
   it("membrane fqdn cache list shows what each node's proxy learned: name, address, TTL left and the pod that asked, filtered by --node and --name", async () => {
@@ -194,6 +209,10 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     assert.ok(value(/^membrane_dns_proxy_queries_total\{verdict="denied",rcode="REFUSED"\} (\d+)$/m) >= 1, "blocked.elsewhere.test under *.outside.test");
     assert.ok(value(/^membrane_dns_proxy_latency_seconds_count\{verdict="denied"\} (\d+)$/m) >= 1);
     assert.ok(value(/^membrane_dns_proxy_latency_seconds_count\{verdict="allowed"\} (\d+)$/m) >= 3);
+    // Hubble's dns metrics, counted from the proxy's L7 flows (the default --hubble-metrics: no context, no query label).
+    assert.ok(value(/^hubble_dns_queries_total\{rcode="Policy denied",qtypes="A",ips_returned="0"\} (\d+)$/m) >= 1, "the refused query");
+    assert.ok(value(/^hubble_dns_responses_total\{rcode="No Error",qtypes="A",ips_returned="1"\} (\d+)$/m) >= 3, "the answered ones");
+    assert.ok(value(/^hubble_flows_processed_total\{protocol="DNS",type="L7",subtype="DNS",verdict="DROPPED"\} (\d+)$/m) >= 1);
   });
 
   it("dev down removes the cluster DNS pod and Service it made (not another object labelled k8s-app=kube-dns), dnsmasq, the outside hosts and the pods' resolv.conf", async () => {
