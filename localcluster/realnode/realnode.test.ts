@@ -5,6 +5,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES } from "./config.ts";
@@ -73,6 +74,8 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
   let cp: ControlPlane | undefined;
   let node: RealNode | undefined;
   const name = `rn-t${process.pid}`;
+  // Two nodes of this run on neighbouring /30s (a run with another pid is unlikely to pick the same).
+  const index = process.pid % 255;
   let sysctlsBefore: Record<string, string>;
   let hostKubeletDirBefore: boolean;
 
@@ -81,7 +84,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     hostKubeletDirBefore = existsSync("/var/lib/kubelet");
     scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
     cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
-    node = await startRealNode({ name, dir: join(scratch, "node"), controlPlane: { dir: cp.dir, server: cp.server } });
+    node = await startRealNode({ name, dir: join(scratch, "node"), controlPlane: { dir: cp.dir, server: cp.server }, index });
     const ns = await cp.kubectl(["create", "namespace", NS]);
     assert.equal(ns.code, 0, ns.stderr);
   });
@@ -196,6 +199,34 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     // The plugin's DEL ran: no pod veth left on the node.
     const links = await node!.exec(["ip", "-o", "link", "show"]);
     assert.doesNotMatch(links.stdout, /mbr[0-9a-f]{11}/);
+  });
+
+  test("a node whose owner process is killed without stopping it is removed by its reaper", async () => {
+    const orphan = `${name}-orphan`;
+    const dir = join(scratch, "orphan");
+    const owner = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./owner-fixture.ts", import.meta.url)), orphan, dir, cp!.dir, cp!.server, String(index + 1)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = "";
+        owner.stdout.on("data", (chunk: Buffer) => {
+          out += chunk.toString();
+          if (/^ready$/m.test(out)) resolve();
+        });
+        owner.once("exit", (code) => reject(new Error(`owner exited with ${code} before its node was ready`)));
+      });
+      assert.ok(existsSync(`/run/netns/rn-${orphan}`));
+    } finally {
+      const exited = new Promise((r) => owner.once("exit", r));
+      owner.kill("SIGKILL"); // no stop(), no after(): only the reaper can clean up
+      await exited;
+    }
+    await eventually("the orphan node removed", 60_000, async () => (existsSync(dir) ? undefined : true));
+    assert.ok(!existsSync(`/run/netns/rn-${orphan}`), "netns removed");
+    for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, `membrane-realnode-${orphan}`)), `cgroup ${h} removed`);
+    const n = await cp!.kubectl(["get", "node", orphan, "-o", "name"]);
+    assert.match(n.stderr, /NotFound/);
   });
 
   test("stop leaves no process, mount, network namespace, cgroup or Node, and restores the host sysctls", async () => {

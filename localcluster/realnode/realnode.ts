@@ -28,6 +28,8 @@ import { claimSysctls, releaseSysctls } from "./sysctls.ts";
 const log = pino({ name: "realnode", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
 
 const imagesScript = fileURLToPath(new URL("./images.sh", import.meta.url));
+const reaperScript = fileURLToPath(new URL("./reaper.ts", import.meta.url));
+const tsxLoader = fileURLToPath(new URL("../../node_modules/tsx/dist/esm/index.mjs", import.meta.url));
 /** The API server's relay listens here on the host end of the node's veth. */
 const RELAY_PORT = 6443;
 
@@ -42,6 +44,11 @@ export interface RealNodeOptions {
   index?: number;
   /** How long to wait for the Node to be Ready; default 120 s. */
   readyTimeoutMs?: number;
+  /**
+   * Outlive this process (for a future `membrane dev up`); by default a reaper removes the node when this
+   * process dies without stopping it (a test killed by Ctrl-C), as the control plane exits with its parent.
+   */
+  detached?: boolean;
 }
 
 /** What a node dir records, so stop() (or a later cleanup after a crash) removes exactly that. */
@@ -52,7 +59,7 @@ export interface RealNodeState {
   adminKubeconfig: string;
   netnsCreated: boolean;
   cgroupsCreated: string[];
-  pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number };
+  pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number; reaper?: number };
   sysctlsClaimed: boolean;
 }
 
@@ -87,6 +94,10 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
   const save = (): Promise<void> => writeFile(paths.stateFile, JSON.stringify(state, null, 2) + "\n");
   await save();
   try {
+    if (!opts.detached) {
+      state.pids.reaper = startReaper(process.pid, plan.dir);
+      await save();
+    }
     const ca = { cert: await readFile(cp.caFile, "utf8"), key: await readFile(join(cp.pki, "ca.key"), "utf8") };
     const kubelet = await issueCert(ca, { commonName: `system:node:${plan.name}`, organization: "system:nodes", usage: "client", days: 365 });
     await writeFile(join(paths.pki, "kubelet.key"), kubelet.key, { mode: 0o600 });
@@ -184,7 +195,9 @@ export async function destroyRealNode(dir: string): Promise<void> {
     return;
   }
   const plan = state.plan;
-  if (state.pids.kubelet && isProcessAlive(state.pids.kubelet)) {
+  // The reaper would run this same removal beside us; when it is the one running it, it is process.pid.
+  if (state.pids.reaper && state.pids.reaper !== process.pid && isNodeProcess(state.pids.reaper, dir)) process.kill(state.pids.reaper, "SIGKILL");
+  if (state.pids.kubelet && isNodeProcess(state.pids.kubelet, dir)) {
     process.kill(state.pids.kubelet, "SIGTERM");
     await waitFor(() => !isProcessAlive(state.pids.kubelet!), 10_000, () => "").catch(() => undefined);
   }
@@ -202,6 +215,25 @@ export async function destroyRealNode(dir: string): Promise<void> {
   await deleteNodeObject(state.adminKubeconfig, plan.name);
   await rm(dir, { recursive: true, force: true });
   log.info({ node: plan.name, dir }, "real node removed");
+}
+
+/** True when pid runs and names the node dir on its command line: the process we started, not a recycled pid. */
+function isNodeProcess(pid: number, dir: string): boolean {
+  try {
+    return isProcessAlive(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir);
+  } catch {
+    return false;
+  }
+}
+
+/** The reaper (reaper.ts): a detached process outside the node's cgroups that removes the node once owner is gone. */
+function startReaper(owner: number, dir: string): number {
+  const fd = openSync(join(dir, "reaper.log"), "a");
+  const child = spawn(process.execPath, ["--import", tsxLoader, reaperScript, String(owner), dir], { detached: true, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  child.unref();
+  if (child.pid === undefined) throw new Error("could not start the real node's reaper");
+  return child.pid;
 }
 
 function checkPrerequisites(): void {
