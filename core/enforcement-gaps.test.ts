@@ -91,4 +91,27 @@ describe("enforcement gaps", () => {
       "spec.ingress[0].toPorts[0].rules.http: not enforced on n1, n2 (no L7 proxy runs there): the port is allowed for every request",
     );
   });
+
+  it("TLS inspection is named as not enforced, with what happens instead, even where every node runs the L7 proxy", () => {
+    const secret = { secret: { namespace: "kube-system", name: "tls-data" } };
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: {
+        endpointSelector: web,
+        egress: [
+          { toEndpoints: [web], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: secret, originatingTLS: secret, rules: { http: [{ method: "GET" }] } }] },
+          { toEndpoints: [web], toPorts: [{ ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["api.example.com"] }] },
+        ],
+      },
+    });
+    assert.ok(parsed.ok, JSON.stringify(parsed));
+    assert.equal(
+      describeGaps(enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] })),
+      "spec.egress[0].toPorts[0].terminatingTLS: not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail; " +
+        "spec.egress[0].toPorts[0].originatingTLS: not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail; " +
+        "spec.egress[1].toPorts[0].serverNames: not enforced yet: the port is allowed for every server name",
+    );
+  });
 });

@@ -10,6 +10,18 @@ export interface EnforcementGap {
 // A generic L7 rule (l7proto) has no parser in the proxy: it compiles to a plain L4 allow of its port.
 const L7_EFFECT = "not enforced yet: the port is allowed for every request";
 
+/**
+ * TLS inspection (terminatingTLS, originatingTLS, serverNames) is not done by the nodes' L7 proxy
+ * yet: with HTTP rules the proxy reads the TLS handshake as a malformed request and closes the
+ * connection (fails closed); without L7 rules the port is a plain allow, whatever the server name.
+ */
+function tlsEffect(field: "terminatingTLS" | "originatingTLS" | "serverNames", withHttp: boolean): string {
+  if (withHttp) return "not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail";
+  return field === "serverNames" ? "not enforced yet: the port is allowed for every server name" : "not enforced yet: the connection passes without inspection";
+}
+
+const TLS_FIELDS = ["terminatingTLS", "originatingTLS", "serverNames"] as const;
+
 /** What the nodes run: DNS rules and toFQDNs are enforced by the agents' DNS proxy, HTTP rules by their L7 proxy. */
 export interface GapOptions {
   /**
@@ -31,8 +43,9 @@ function notEnforced(nodes: readonly string[] | undefined, proxy: string): strin
 /**
  * Every not-enforced rule of `policies` (one parsed object: several Policy values for a CNP with
  * `specs`), in source order, each path once: `toPorts[i].rules.l7` always, `toPorts[i].rules.http`
- * unless every node concerned runs the L7 proxy, and `toPorts[i].rules.dns` and `toFQDNs` unless
- * every node concerned runs the DNS proxy.
+ * unless every node concerned runs the L7 proxy, `toPorts[i].rules.dns` and `toFQDNs` unless
+ * every node concerned runs the DNS proxy, and `toPorts[i].terminatingTLS` / `originatingTLS` /
+ * `serverNames` always (no proxy inspects TLS yet).
  */
 export function enforcementGaps(policies: readonly Policy[], options: GapOptions = {}): EnforcementGap[] {
   const out: EnforcementGap[] = [];
@@ -46,7 +59,9 @@ export function enforcementGaps(policies: readonly Policy[], options: GapOptions
     for (const rule of policy.rules) {
       // toPorts[i] of the source is ports[i] here: the parser keeps every item, in order, when it succeeds.
       for (let i = 0; i < rule.ports.length; i++) {
-        const l7 = rule.ports[i]?.rules;
+        const pr = rule.ports[i];
+        for (const f of TLS_FIELDS) if (pr?.[f] !== undefined) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${f}`, tlsEffect(f, pr.rules?.kind === "http"));
+        const l7 = pr?.rules;
         if (!l7 || (l7.kind === "dns" && dnsEnforced) || (l7.kind === "http" && httpEnforced)) continue;
         const effect = l7.kind === "dns" ? `${where}: every DNS query on the port is allowed` : l7.kind === "http" ? `${httpWhere}: the port is allowed for every request` : L7_EFFECT;
         addGap(out, seen, `${rule.origin.path}.toPorts[${i}].rules.${l7.kind}`, effect);
