@@ -3,6 +3,7 @@ import fs from "node:fs";
 import type { FieldError, HTTPRule, Result } from "../../core/model.ts";
 import type { HttpRuleRef } from "../../core/l7/http-decision.ts";
 import { wholeValue } from "../../core/l7/http-rule.ts";
+import { parsePortTls, type PortTlsConfig } from "./tls.ts";
 
 export interface ProxyLimits {
   /** Largest request head (request line and headers) accepted; larger gets 431 and the connection closes. */
@@ -28,6 +29,8 @@ export interface ProxyPortConfig {
   readonly direction?: "egress" | "ingress";
   /** The port's HTTP rules, ORed, each naming the compiled rule it came from. */
   readonly http: readonly HttpRuleRef[];
+  /** TLS inspection on the port (terminatingTLS, originatingTLS, serverNames): tls.ts. */
+  readonly tls?: PortTlsConfig;
 }
 
 export interface ProxyConfig {
@@ -82,7 +85,8 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     raw.ports.forEach((p: unknown, i) => {
       const pp = `ports[${i}]`;
       if (!isObj(p)) return add(pp, "must be an object");
-      known(p, ["port", "direction", "http"], pp, add);
+      known(p, ["port", "direction", "http", "tls"], pp, add);
+      const tls = p.tls !== undefined ? parsePortTls(p.tls, `${pp}.tls`, add) : undefined;
       if (p.direction !== undefined && p.direction !== "egress" && p.direction !== "ingress") add(`${pp}.direction`, `${JSON.stringify(p.direction)} is not egress or ingress`);
       const port = p.port;
       if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) add(`${pp}.port`, `${JSON.stringify(port)} is not a port number`);
@@ -96,7 +100,7 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
         if (errs.length > before) return;
         if (rule) http.push(rule);
       });
-      if (typeof port === "number") ports.push({ port, ...(p.direction === "ingress" ? { direction: "ingress" as const } : {}), http });
+      if (typeof port === "number") ports.push({ port, ...(p.direction === "ingress" ? { direction: "ingress" as const } : {}), http, ...(tls ? { tls } : {}) });
     });
   }
   if (errs.length) return { ok: false, errors: errs };

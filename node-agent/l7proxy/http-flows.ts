@@ -7,7 +7,8 @@ import type { HttpFlow } from "./http-proxy.ts";
 function urlOf(f: HttpFlow): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(f.path)) return f.path; // absolute-form request target
   const host = f.host !== "" ? f.host : f.destination.ip.includes(":") ? `[${f.destination.ip}]:${f.destination.port}` : `${f.destination.ip}:${f.destination.port}`;
-  return `http://${host}${f.path}`;
+  // A request read from TLS the proxy terminated was an https one for the client.
+  return `${f.tls ? "https" : "http"}://${host}${f.path}`;
 }
 
 /**

@@ -1,12 +1,16 @@
 // The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination.
 import http from "node:http";
+import https from "node:https";
 import type net from "node:net";
+import type tls from "node:tls";
 import pino from "pino";
 import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
 import { requestFromRaw, type HttpHeader } from "../../core/l7/http-request.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
+import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
+import { serverNameAllowed } from "../../core/l7/server-names.ts";
 
 const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -38,6 +42,8 @@ export interface HttpFlow {
   readonly mismatches?: readonly { readonly name: string; readonly action: string }[];
   readonly status: number;
   readonly latencyMs: number;
+  /** The client's TLS was terminated by the proxy (terminatingTLS): the request was read decrypted. */
+  readonly tls?: { readonly serverName?: string };
 }
 
 export interface HttpProxyOptions {
@@ -70,6 +76,14 @@ function pairs(raw: readonly string[]): HttpHeader[] {
 
 const CONNECT_TIMEOUT = "ETIMEDOUT_CONNECT";
 
+/** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/1.1. */
+const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["http/1.1"] } as const;
+
+/** A port's certificate as server options: the default one, for handshakes without SNI. */
+function secureContextOptions(t: NonNullable<LoadedPortTls["terminating"]>): tls.SecureContextOptions {
+  return { cert: t.cert, key: t.key };
+}
+
 /** The upstream socket, destroyed with an error (code CONNECT_TIMEOUT) if it is not connected within `ms`. */
 function withConnectTimeout(socket: net.Socket, ms: number): net.Socket {
   const timer = setTimeout(() => {
@@ -91,10 +105,14 @@ function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
 interface ClientConnection {
   readonly orig: OriginalDestination;
   readonly agent: http.Agent;
+  /** The SNI of the client's handshake, when the proxy terminated its TLS. */
+  readonly tls?: { readonly serverName?: string };
 }
 
 export class HttpProxy {
-  private readonly servers = new Map<number, http.Server>();
+  private readonly servers = new Map<number, http.Server | https.Server>();
+  /** Each TLS port's material (tls.ts); a port's server is HTTPS while its configuration terminates TLS. */
+  private readonly tls = new Map<number, LoadedPortTls>();
   private readonly rules = new Map<number, readonly CompiledHttpRuleRef[]>();
   /** The ports whose rules are their destinations' ingress rules. */
   private readonly ingressPorts = new Set<number>();
@@ -121,16 +139,36 @@ export class HttpProxy {
       this.rules.set(p.port, compileHttpRules(p.http));
       if (p.direction === "ingress") this.ingressPorts.add(p.port);
       else this.ingressPorts.delete(p.port);
+      if (p.tls) {
+        const loaded = loadPortTls(p.tls);
+        if (loaded.unavailable !== undefined) log.error({ port: p.port, reason: loaded.unavailable }, "TLS material unavailable: the port's connections are refused");
+        this.tls.set(p.port, loaded);
+      } else this.tls.delete(p.port);
+      // A port that starts or stops terminating TLS needs the other kind of server.
+      const server = this.servers.get(p.port);
+      if (server && server instanceof https.Server !== terminatesTls(p.tls)) await this.close(p.port);
+      else if (server instanceof https.Server) {
+        const t = this.tls.get(p.port)?.terminating;
+        if (t) server.setSecureContext({ ...DEFAULT_CONTEXT, ...secureContextOptions(t) });
+      }
     }
-    for (const p of config.ports) if (!this.servers.has(p.port)) await this.listen(p.port);
-    for (const [port, server] of this.servers) {
+    const terminating = new Set(config.ports.filter((p) => terminatesTls(p.tls)).map((p) => p.port));
+    for (const p of config.ports) if (!this.servers.has(p.port)) await this.listen(p.port, terminating.has(p.port));
+    for (const port of [...this.servers.keys()]) {
       if (want.has(port)) continue;
-      this.servers.delete(port);
       this.rules.delete(port);
       this.ingressPorts.delete(port);
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      this.tls.delete(port);
+      await this.close(port);
     }
+  }
+
+  private async close(port: number): Promise<void> {
+    const server = this.servers.get(port);
+    if (!server) return;
+    this.servers.delete(port);
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
   }
 
   ports(): number[] {
@@ -145,10 +183,9 @@ export class HttpProxy {
     this.servers.clear();
   }
 
-  private async listen(port: number): Promise<void> {
+  private async listen(port: number, terminatingTls: boolean): Promise<void> {
     const limits = this.limits!;
-    const server = http.createServer(
-      {
+    const options: http.ServerOptions = {
         maxHeaderSize: limits.maxHeaderBytes,
         headersTimeout: limits.headersTimeoutMs,
         requestTimeout: 0,
@@ -156,11 +193,26 @@ export class HttpProxy {
         // Node checks the head timeout on this period: a fraction of it, so slowloris is cut near the limit.
         connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
         requireHostHeader: false,
-      },
-      (req, res) => this.handle(port, req, res),
-    );
+      };
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => this.handle(port, req, res);
+    let server: http.Server | https.Server;
+    if (terminatingTls) {
+      const t = this.tls.get(port)?.terminating;
+      server = https.createServer({ ...options, ...DEFAULT_CONTEXT, ...(t ? secureContextOptions(t) : {}), SNICallback: sniCallback(() => this.tls.get(port)) }, handler);
+      // Refused before the handshake when there is no redirect record or no material; decided after it with the SNI.
+      server.on("connection", (socket: net.Socket) => {
+        if (!this.admit(port, socket)) socket.destroy();
+      });
+      server.on("secureConnection", (socket: tls.TLSSocket) => this.accept(port, socket, { serverName: socket.servername || undefined }));
+      server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
+        log.info({ port, reason: err.message }, "TLS handshake refused");
+        socket.destroy();
+      });
+    } else {
+      server = http.createServer(options, handler);
+      server.on("connection", (socket: net.Socket) => this.accept(port, socket));
+    }
     server.setTimeout(limits.idleTimeoutMs);
-    server.on("connection", (socket: net.Socket) => this.accept(port, socket));
     server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Node answers 431 (head too large) and 408 (head timeout) itself when it can; anything else: 400.
       if (socket.writable && !socket.writableEnded) {
@@ -180,23 +232,47 @@ export class HttpProxy {
     this.servers.set(port, server);
   }
 
-  /** A new client connection: without the datapath's record of where it was going it is closed (fail closed). */
-  private accept(port: number, socket: net.Socket): void {
+  /**
+   * Whether a new connection may be served: it needs the datapath's record of where it was going
+   * (else it was not redirected here), and a TLS port needs its material (fail closed).
+   */
+  private admit(port: number, socket: net.Socket): OriginalDestination | undefined {
     const ip = socket.remoteAddress ?? "";
     const sport = socket.remotePort ?? 0;
     const orig = this.opts.redirects.originalDestination(ip, sport, "tcp");
     if (!orig || orig.proxyPort !== port) {
       log.warn({ port, client: `${ip}:${sport}`, record: orig }, "connection without a redirect record for this port: closed");
-      socket.destroy();
-      return;
+      return undefined;
+    }
+    const unavailable = this.tls.get(port)?.unavailable;
+    if (unavailable !== undefined) {
+      log.warn({ port, client: `${ip}:${sport}`, reason: unavailable }, "connection refused: the port's TLS material is unavailable");
+      return undefined;
+    }
+    return orig;
+  }
+
+  /** A new client connection (after its TLS handshake on a terminating port): closed unless admitted and, with serverNames, its SNI is listed. */
+  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }): void {
+    const orig = this.admit(port, socket);
+    if (!orig) return void socket.destroy();
+    const serverNames = this.tls.get(port)?.serverNames ?? [];
+    // The SNI callback refused a wrong name already; a handshake without SNI is refused here.
+    if (terminated && !serverNameAllowed(terminated.serverName, serverNames)) {
+      log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}`, serverName: terminated.serverName ?? null }, "TLS server name not in serverNames: closed");
+      return void socket.destroy();
     }
     const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
     const ingressApplied = this.ingressPorts.has(port);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity).
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () =>
-      withConnectTimeout(connect(orig.ip, orig.port, orig.subject, ingressApplied), this.limits!.connectTimeoutMs);
-    this.clients.set(socket, { orig, agent });
+    // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity);
+    // with originatingTLS, TLS to the destination over it, verified against the Secret's CA for the client's SNI.
+    (agent as unknown as { createConnection: (o: { servername?: string }) => net.Socket }).createConnection = (o) => {
+      const raw = withConnectTimeout(connect(orig.ip, orig.port, orig.subject, ingressApplied), this.limits!.connectTimeoutMs);
+      const ca = this.tls.get(port)?.trustedCA;
+      return ca === undefined ? raw : connectOriginating(raw, ca, terminated?.serverName ?? o.servername);
+    };
+    this.clients.set(socket, { orig, agent, ...(terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {}) });
     socket.once("close", () => agent.destroy());
   }
 
@@ -225,6 +301,7 @@ export class HttpProxy {
         verdict,
         status,
         latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
+        ...(client.tls ? { tls: client.tls } : {}),
         ...extra,
       };
       log.debug(f, "http request");
@@ -248,6 +325,8 @@ export class HttpProxy {
       path: request.path,
       headers: forwardable(applyHeaderActions(request.headers, decision.actions)),
       setHost: false,
+      // The name originatingTLS verifies when the client sent no SNI (plain HTTP to the proxy): the request's host.
+      ...(request.host !== "" ? { servername: request.host.replace(/:\d+$/, "") } : {}),
     });
     const fail = (err: Error): void => {
       log.info({ destination: `${orig.ip}:${orig.port}`, err: err.message }, "upstream failed");
