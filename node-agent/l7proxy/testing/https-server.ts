@@ -1,0 +1,18 @@
+// Test fixture: an "outside" HTTPS server in a netns (its own CA's certificate); prints "listening", then "request <METHOD> <path> sni=<name>" per request.
+//   https-server.ts <cert file> <key file> <address> <port>
+import fs from "node:fs";
+import https from "node:https";
+import type tls from "node:tls";
+
+const [cert = "", key = "", address = "0.0.0.0", port = "443"] = process.argv.slice(2);
+https
+  .createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, (req, res) => {
+    console.log(`request ${req.method} ${req.url} sni=${(req.socket as tls.TLSSocket).servername || ""}`);
+    req.resume();
+    req.on("end", () => {
+      const body = `outside: ${req.method} ${req.url}\n`;
+      res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    });
+  })
+  .listen(Number(port), address, () => console.log("listening"));

@@ -1,0 +1,119 @@
+// Real packets: TLS inspection. A pod's HTTPS (curl trusting the pods' test CA) to an "outside" HTTPS server is steered by the datapath to the node's L7 proxy, which terminates it with the terminatingTLS certificate, applies the HTTP rules to the decrypted request and re-encrypts towards the server, verified against the originatingTLS CA.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import { PROTO_NUMBER, type SubjectPolicy } from "../../core/model.ts";
+import { issueCA, issueCert } from "../../kube/pki.ts";
+import { waitForLine } from "../bpf/netns.ts";
+import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
+import { ADDR, L7Topology } from "./testing/topology.ts";
+
+const run = promisify(execFile);
+const here = path.dirname(new URL(import.meta.url).pathname);
+
+const tag = `m7t${process.pid % 100000}`;
+const POD = 1000;
+const OUTSIDE = 2000;
+const RULE = 11;
+const PROXY_PORT = 10443;
+
+const POLICIES: SubjectPolicy[] = [
+  {
+    subject: POD,
+    ingressEnforced: false,
+    egressEnforced: true,
+    entries: [{ subject: POD, direction: "egress", verdict: "allow", peer: OUTSIDE, proto: PROTO_NUMBER.TCP, port: 443, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: RULE }],
+  },
+  { subject: OUTSIDE, ingressEnforced: false, egressEnforced: false, entries: [] },
+];
+
+const topo = new L7Topology(tag);
+let podCA = "";
+let outsideLog = "";
+
+before(async () => {
+  const file = (name: string, text: string): string => {
+    const f = path.join(topo.dir, name);
+    fs.writeFileSync(f, text, { mode: 0o600 });
+    return f;
+  };
+  // The pods trust the CA that signed the proxy's certificate; the outside server has a CA of its own, which the originatingTLS Secret holds.
+  const pods = await issueCA({ commonName: "pods' test CA", days: 1 });
+  // Valid for both names, so a refused other.example.com is the proxy's serverNames at work, not curl's name check.
+  const served = await issueCert(pods, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com", "other.example.com"], days: 1 });
+  const outsideCA = await issueCA({ commonName: "outside CA", days: 1 });
+  const outside = await issueCert(outsideCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com", "other.example.com"], days: 1 });
+  podCA = file("pods-ca.crt", pods.cert);
+  const config: ProxyConfig = {
+    address: ADDR.node,
+    limits: DEFAULT_LIMITS,
+    ports: [
+      {
+        port: PROXY_PORT,
+        http: [{ ruleId: RULE, index: 0, rule: { method: "GET", path: "/public/.*" } }],
+        tls: {
+          terminating: { secret: "kube-system/api-tls", certificateFile: file("term.crt", served.cert), privateKeyFile: file("term.key", served.key) },
+          originating: { secret: "kube-system/outside-ca", trustedCAFile: file("orig-ca.crt", outsideCA.cert) },
+          serverNames: ["api.example.com"],
+        },
+      },
+    ],
+  };
+  await topo.setUp({ policies: POLICIES, config });
+  const server = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", path.join(here, "testing/https-server.ts"), file("outside.crt", outside.cert), file("outside.key", outside.key), "0.0.0.0", "443"]);
+  server.stdout?.on("data", (d: Buffer) => (outsideLog += d.toString()));
+  await waitForLine(server, /^listening/, 20000);
+  await topo.startProxy();
+});
+
+after(async () => {
+  await topo.cleanup();
+});
+
+/** curl in the pod's netns to https://NAME/PATH with NAME resolved to the outside server; the status, or undefined when the connection failed. */
+async function https(urlPath: string, name = "api.example.com", insecure = false): Promise<{ status: number; body: string } | undefined> {
+  try {
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "3", "--cacert", podCA, ...(insecure ? ["-k"] : []), "--resolve", `${name}:443:${ADDR.deathstar}`, "-w", "\n@@ %{http_code}", `https://${name}${urlPath}`]);
+    const m = /([\s\S]*?)\n?@@ (\d+)$/.exec(stdout);
+    return m ? { status: Number(m[2]), body: m[1]! } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+test("an allowed path reaches the outside HTTPS server through the proxy and its body comes back; the flow shows the decrypted request", async () => {
+  const res = await https("/public/ships");
+  assert.deepEqual(res, { status: 200, body: "outside: GET /public/ships\n" });
+  assert.match(outsideLog, /request GET \/public\/ships sni=api\.example\.com/, "re-encrypted with the client's SNI");
+  const flow = topo.flows().find((f) => f.path === "/public/ships");
+  assert.deepEqual([flow?.method, flow?.verdict, flow?.status, flow?.source.identity], ["GET", "forwarded", 200, POD]);
+});
+
+test("a denied path gets 403 Access denied inside TLS and never reaches the server", async () => {
+  const res = await https("/private/plans");
+  assert.deepEqual(res, { status: 403, body: "Access denied" });
+  assert.doesNotMatch(outsideLog, /private/);
+  const flow = topo.flows().find((f) => f.path === "/private/plans");
+  assert.deepEqual([flow?.method, flow?.verdict, flow?.status], ["GET", "denied", 403]);
+});
+
+test("a server name outside serverNames fails (even for a client that checks nothing), and nothing reaches the server", async () => {
+  const before = outsideLog.length;
+  assert.equal(await https("/public/ships", "other.example.com", true), undefined);
+  assert.equal(outsideLog.length, before);
+});
+
+test("the pod cannot reach the server around the proxy: plain HTTP to port 443 is refused by the proxy, not forwarded", async () => {
+  const before = outsideLog.length;
+  let failed = false;
+  try {
+    await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "3", `http://${ADDR.deathstar}:443/public/ships`]);
+  } catch {
+    failed = true;
+  }
+  assert.ok(failed, "a plain request on the TLS port fails");
+  assert.equal(outsideLog.length, before);
+});
