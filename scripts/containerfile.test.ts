@@ -186,3 +186,14 @@ test("the final stage's files alone (the bundle, koffi, package.json, CILIUM_VER
   assert.match(observe.out, /ECONNREFUSED/, observe.out);
   assert.ok(!fs.existsSync(path.join(image, workdir, "node_modules", "tsx")) && !fs.existsSync(path.join(image, workdir, "cli")), "no tsx, no TypeScript sources in the image");
 });
+
+test("the image built here without an engine (localcluster/realnode/membrane-image.sh) installs the final stage's Debian packages", () => {
+  const last = recipe.stages.length - 1;
+  const install = recipe.instructions.filter((i) => i.stage === last && i.op === "RUN").map((i) => /apt-get install -y --no-install-recommends ([^&]+)/.exec(i.args)?.[1]).find((m) => m !== undefined);
+  assert.ok(install, "the final stage installs packages with apt-get");
+  const script = fs.readFileSync(path.join(ROOT, "localcluster/realnode/membrane-image.sh"), "utf8");
+  const packages = /^packages="([^"]+)"$/m.exec(script)?.[1];
+  assert.ok(packages, "membrane-image.sh names its packages");
+  assert.deepEqual(packages.split(",").sort(), install.trim().split(/\s+/).sort());
+  assert.match(script, / bookworm\)/, "the suite of the recipe's debian:bookworm-slim");
+});

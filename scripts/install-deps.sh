@@ -9,6 +9,7 @@ apt_packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute
   dnsmasq-base # the local cluster's DNS (kube-system/kube-dns); -base: the binary without a host service on port 53
   containerd runc containernetworking-plugins busybox-static socat # real nodes (localcluster/realnode): runtime, OCI runtime, CNI bridge,
   # the workload image, the API server relay
+  mmdebstrap # the Membrane image's Debian base, from packages with no container engine (localcluster/realnode/membrane-image.sh)
   chromium) # chromium: the service map page test (controllers/servicemap) runs it headless
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -7,10 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
+import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES } from "./config.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
-import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -183,6 +184,35 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       child.kill("SIGTERM");
       await exited;
     }
+  });
+
+  test("the Membrane image built here, under the chart's default reference, runs `membrane version` in a pod on the node", async () => {
+    const image = await buildMembraneImage();
+    const chartValues = parse(readFileSync(new URL("../../charts/membrane/values.yaml", import.meta.url), "utf8")) as { image: { repository: string; pullPolicy: string } };
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+    assert.equal(image.ref, `${chartValues.image.repository}:${pkg.version}`, "the chart's default image (its appVersion is package.json's version)");
+    await node!.importImage(image.archive);
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "membrane-version", namespace: NS },
+      spec: {
+        restartPolicy: "Never",
+        terminationGracePeriodSeconds: 1,
+        // The chart's pull policy: the imported image is found, nothing is pulled.
+        containers: [{ name: "membrane", image: image.ref, imagePullPolicy: chartValues.image.pullPolicy, args: ["version"] }],
+      },
+    };
+    const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+    assert.equal(r.code, 0, r.stderr);
+    const phase = await eventually("the pod ran to completion", 120_000, async () => {
+      const p = await cp!.kubectl(["get", "pod", "-n", NS, "membrane-version", "-o", "jsonpath={.status.phase}"]);
+      return p.stdout === "Succeeded" || p.stdout === "Failed" ? p.stdout : undefined;
+    });
+    const logs = await cp!.kubectl(["logs", "-n", NS, "membrane-version"]);
+    assert.equal(phase, "Succeeded", `membrane version in the image: ${logs.stdout}${logs.stderr}`);
+    assert.equal(logs.stdout, `membrane ${pkg.version}\n`);
+    await cp!.kubectl(["delete", "pod", "-n", NS, "membrane-version", "--wait=false"]);
   });
 
   test("deleting the Deployments removes their containers from the node's containerd", async () => {

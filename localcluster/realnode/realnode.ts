@@ -28,6 +28,7 @@ import { claimSysctls, releaseSysctls } from "./sysctls.ts";
 const log = pino({ name: "realnode", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
 
 const imagesScript = fileURLToPath(new URL("./images.sh", import.meta.url));
+const membraneImageScript = fileURLToPath(new URL("./membrane-image.sh", import.meta.url));
 const reaperScript = fileURLToPath(new URL("./reaper.ts", import.meta.url));
 const tsxLoader = fileURLToPath(new URL("../../node_modules/tsx/dist/esm/index.mjs", import.meta.url));
 /** The API server's relay listens here on the host end of the node's veth. */
@@ -71,6 +72,8 @@ export interface RealNode {
   exec(args: string[]): Promise<CommandResult>;
   /** containerd's client on the node's socket, in the kubelet's namespace (`k8s.io`). */
   ctr(args: string[]): Promise<CommandResult>;
+  /** Imports an OCI archive (e.g. buildMembraneImage's) into the node's containerd under the reference it carries. */
+  importImage(archive: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -137,10 +140,11 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     await save();
     const ctr = (args: string[]): Promise<CommandResult> => run(inNode(["ctr", "--address", CONTAINERD_SOCKET, "--namespace", "k8s.io", ...args]));
     await waitForAsync(async () => (await ctr(["version"])).code === 0, 30_000, () => `containerd not serving: ${tail(paths.containerdLog)}`);
-    for (const file of ["pause.tar", "busybox.tar"]) {
-      const r = await ctr(["images", "import", join(imagesDir, file)]);
-      if (r.code !== 0) throw new Error(`ctr images import ${file}: ${r.stderr.trim()}`);
-    }
+    const importImage = async (archive: string): Promise<void> => {
+      const r = await ctr(["images", "import", archive]);
+      if (r.code !== 0) throw new Error(`ctr images import ${archive}: ${r.stderr.trim()}`);
+    };
+    for (const file of ["pause.tar", "busybox.tar"]) await importImage(join(imagesDir, file));
 
     claimSysctls(plan.name, state.pids.holder);
     state.sysctlsClaimed = true;
@@ -167,6 +171,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
       images,
       exec: (args) => run(inNode(args)),
       ctr,
+      importImage,
       stop: () => destroyRealNode(plan.dir),
     };
   } catch (err) {
@@ -241,16 +246,33 @@ function checkPrerequisites(): void {
   if (missing.length > 0) throw new Error(`real node: missing ${missing.join(", ")}: run scripts/install-deps.sh (containerd runc containernetworking-plugins for loopback, socat, busybox-static)`);
 }
 
+/**
+ * The Membrane image, built here from the Containerfile's inputs (membrane-image.sh: Debian packages by
+ * mmdebstrap, the pinned Node, the bundle, the eBPF objects, Hubble's .proto files), cached by content hash;
+ * its reference is the chart's default image.
+ */
+export async function buildMembraneImage(): Promise<{ ref: string; archive: string }> {
+  const dir = await runImageScript(membraneImageScript);
+  const ref = /^MEMBRANE_IMAGE=(.+)$/m.exec(await readFile(join(dir, "membrane-image.env"), "utf8"))?.[1];
+  if (!ref) throw new Error(`${dir}/membrane-image.env: MEMBRANE_IMAGE is required`);
+  return { ref, archive: join(dir, "membrane.tar") };
+}
+
 function buildImages(): Promise<string> {
+  return runImageScript(imagesScript);
+}
+
+/** Runs an image script (progress on stderr); resolves with the last line of its stdout, the directory it built into. */
+function runImageScript(script: string): Promise<string> {
   return new Promise((done, reject) => {
-    const child = spawn("bash", [imagesScript], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn("bash", [script], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
     child.on("error", reject);
     child.on("exit", (code) => {
       const dir = out.trim().split("\n").pop() ?? "";
       if (code === 0 && dir !== "") done(dir);
-      else reject(new Error(`${imagesScript} failed with exit code ${code}`));
+      else reject(new Error(`${script} failed with exit code ${code}`));
     });
   });
 }
