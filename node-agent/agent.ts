@@ -211,7 +211,11 @@ export class NodeAgent {
       // Set first: restoring what was learned rewrites subjects with their learned entries.
       this.dns = this.opts.dns;
       try {
-        await this.opts.dns.start(enforcedState(this.applied, this.mode), (subject) => this.rewriteSubject(subject));
+        await this.opts.dns.start(
+          enforcedState(this.applied, this.mode),
+          (subject) => this.rewriteSubject(subject),
+          (subject, added) => this.addLearnedEntries(subject, added),
+        );
       } catch (err) {
         this.dns = undefined;
         // The rest of enforcement does not wait on it: the hello says no proxy runs here, so the policies' status names this node.
@@ -715,6 +719,20 @@ export class NodeAgent {
     const r = this.opts.datapath.setSubjectPolicy(p);
     if (!r.installed) this.log.error({ subject, reason: r.reason }, "policy with learned FQDN entries not installed; the identity's endpoints fail closed");
     this.reportPolicyFailures();
+  }
+
+  /**
+   * An answer's new toFQDNs allows, added to the subject's entries without rewriting the rest (the
+   * DNS proxy releases the answer when this returns). False when the datapath cannot take them as an
+   * addition (the subject failed closed, or the map is full): the caller rewrites the subject whole.
+   */
+  private addLearnedEntries(subject: number, added: readonly PolicyEntry[]): boolean {
+    const received = enforcedState(this.applied, this.mode).policies.find((x) => x.subject === subject);
+    if (!received) return true; // no policy of this node's: nothing to write
+    // The lens widens for the added entries only: what the subject holds is in the lens already.
+    if (!this.opts.datapath.addSubjectEntries({ ...received, entries: added }, added)) return false;
+    this.learnedWritten = new Map(this.learnedWritten).set(subject, [...(this.learnedWritten.get(subject) ?? []), ...added]);
+    return true;
   }
 
   /** The ipcache writes from comparing the two datapath ipcaches whole (a snapshot writes every entry). */

@@ -1,13 +1,11 @@
 // DNS load generator run inside the pod netns; prints one JSON line.
 //   open <server> <port> <rate> <seconds> <name>    queries on a fixed schedule (open loop); latency from the scheduled time
 //   closed <server> <port> <concurrency> <seconds> <name>   as fast as answers come (saturation)
-//   connect <server> <port> <count> <suffix> <tcpPort>   lookup i.<suffix>, then at once a TCP connect to the answer
 import dgram from "node:dgram";
-import net from "node:net";
 import { performance } from "node:perf_hooks";
 import dnsPacket from "dns-packet";
 
-const [mode, server, portText, a, b, c, d] = process.argv.slice(2);
+const [mode, server, portText, a, b, c] = process.argv.slice(2);
 const port = Number(portText);
 
 function percentile(sorted: number[], p: number): number {
@@ -82,67 +80,9 @@ async function closedLoop(concurrency: number, seconds: number, name: string): P
   console.log(JSON.stringify({ answered, qps: answered / seconds }));
 }
 
-function lookup(name: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket("udp4");
-    const id = Math.floor(Math.random() * 65536);
-    const timer = setTimeout(() => {
-      sock.close();
-      resolve(undefined);
-    }, 2000);
-    sock.on("message", (m) => {
-      const p = dnsPacket.decode(m);
-      if (p.id !== id) return;
-      clearTimeout(timer);
-      sock.close();
-      const rr = (p.answers ?? []).find((x) => x.type === "A");
-      resolve(rr && "data" in rr && typeof rr.data === "string" ? rr.data : undefined);
-    });
-    sock.send(makeQuery(id, name), port, server);
-  });
-}
-
-function tcpConnect(ip: string, tcpPort: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: ip, port: tcpPort });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, 1000);
-    s.on("connect", () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
-  });
-}
-
-async function connects(count: number, suffix: string, tcpPort: number): Promise<void> {
-  let unanswered = 0;
-  let drops = 0;
-  const lat: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const ip = await lookup(`c${i}.${suffix}`);
-    if (!ip) {
-      unanswered++;
-      continue;
-    }
-    const t = performance.now();
-    if (await tcpConnect(ip, tcpPort)) lat.push(performance.now() - t);
-    else drops++;
-  }
-  lat.sort((x, y) => x - y);
-  console.log(JSON.stringify({ lookups: count, unanswered, first_connect_drops: drops, connect_p50_ms: percentile(lat, 50), connect_p99_ms: percentile(lat, 99) }));
-}
-
 if (mode === "open") await openLoop(Number(a), Number(b), c!);
 else if (mode === "closed") await closedLoop(Number(a), Number(b), c!);
-else if (mode === "connect") await connects(Number(a), b!, Number(c ?? d));
 else {
-  console.error("usage: loadgen.ts open|closed|connect ...");
+  console.error("usage: loadgen.ts open|closed ...");
   process.exit(2);
 }

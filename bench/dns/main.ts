@@ -8,8 +8,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
-import { ADDR, DnsTopology, ROOT } from "../../node-agent/dns/testing/topology.ts";
+import { PROTO_NUMBER } from "../../core/model.ts";
+import { ADDR, DnsTopology, LOOKUP_CONNECT, RESOLVER_IDENTITY as RESOLVER_ID, ROOT, podDnsPolicy } from "../../node-agent/dns/testing/topology.ts";
 import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
 
 const run = promisify(execFile);
@@ -22,21 +22,13 @@ const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 5);
 const CONNECTS = env("BENCH_CONNECTS", 2000);
 const ROUNDS = env("BENCH_ROUNDS", 2);
 
-const POD_ID = 1000;
-const RESOLVER_ID = 2000;
 const PROXIED_PORT = 53; // steered to the proxy by policy
 const DIRECT_PORT = 5300; // the same resolver, a plain allow
 const PROXY_PORT = 10053;
-const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
-const POLICY: SubjectPolicy = {
-  subject: POD_ID,
-  ingressEnforced: false,
-  egressEnforced: true,
-  entries: [
-    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: PROXIED_PORT, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: 7 }),
-    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: DIRECT_PORT, portPrefixLen: 16, proxyPort: 0, ruleId: 9 }),
-  ],
-};
+const POLICY = podDnsPolicy([
+  { port: PROXIED_PORT, protos: ["UDP"], proxyPort: PROXY_PORT, ruleId: 7 },
+  { port: DIRECT_PORT, protos: ["UDP"], proxyPort: 0, ruleId: 9 },
+]);
 const ZONE = {
   "bench.test": [{ type: "A", data: "10.205.0.20", ttl: 300 }],
   "*.fresh.test": [{ type: "A", data: "synth:10.206.0.0", ttl: 300 }],
@@ -72,7 +64,8 @@ async function main(): Promise<void> {
         closed[way].push((await loadgen(topo, ["closed", ADDR.resolver, port, CONCURRENCY, CLOSED_SECONDS / ROUNDS, "bench.test"])).qps ?? 0);
       }
     }
-    const connect = await loadgen(topo, ["connect", ADDR.resolver, PROXIED_PORT, CONNECTS, "fresh.test", 8080]);
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", LOOKUP_CONNECT, JSON.stringify({ server: ADDR.resolver, port: PROXIED_PORT, count: CONNECTS, allowSuffix: "fresh.test", tcpPort: 8080 })], { cwd: ROOT, maxBuffer: 1 << 20 });
+    const connect = JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Record<string, number>;
     const p99 = (way: "proxy" | "direct"): number => median(open[way].map((o) => o.p99_ms ?? NaN));
     const p50 = (way: "proxy" | "direct"): number => median(open[way].map((o) => o.p50_ms ?? NaN));
     const answered = (way: "proxy" | "direct"): number => open[way].reduce((a, o) => a + (o.answered ?? 0), 0);

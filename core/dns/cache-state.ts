@@ -1,4 +1,4 @@
-// The FQDN cache's file in the agent's state directory: written after every change, read before the proxy answers again.
+// The FQDN cache's files in the agent's state directory: a snapshot and a journal of what was learned since, read before the proxy answers again.
 import { parseIP } from "../cidr.ts";
 import type { FieldError, Result } from "../model.ts";
 import type { FqdnCacheEntry } from "./fqdn-cache.ts";
@@ -11,16 +11,44 @@ export interface AddressIdentity {
   readonly identity: number;
 }
 
-/** What the file holds (JSON). */
+/**
+ * What the snapshot file holds (JSON), and each line of its journal: `seq` numbers the snapshot, and
+ * a journal line counts only when it carries the snapshot's `seq` (lines written before the last
+ * snapshot, left by a crash between writing it and emptying the journal, are ignored).
+ */
 export interface FqdnCacheState {
   readonly version: typeof FQDN_STATE_VERSION;
+  readonly seq: number;
   readonly entries: readonly FqdnCacheEntry[];
   readonly identities: readonly AddressIdentity[];
 }
 
-export function encodeFqdnState(entries: readonly FqdnCacheEntry[], identities: readonly AddressIdentity[] = []): string {
-  const state: FqdnCacheState = { version: FQDN_STATE_VERSION, entries, identities };
+export function encodeFqdnState(entries: readonly FqdnCacheEntry[], identities: readonly AddressIdentity[] = [], seq = 0): string {
+  const state: FqdnCacheState = { version: FQDN_STATE_VERSION, seq, entries, identities };
   return `${JSON.stringify(state)}\n`;
+}
+
+/**
+ * The snapshot with its journal applied: the journal's lines of the snapshot's `seq`, in order. An
+ * unterminated last line is a write a crash cut short and is left out; any other bad line is an error.
+ */
+export function decodeFqdnStateWithJournal(snapshot: string, journal: string): Result<FqdnCacheState> {
+  const base = decodeFqdnState(snapshot);
+  if (!base.ok) return base;
+  const entries = [...base.value.entries];
+  const identities = [...base.value.identities];
+  // Every line ends with a newline: the last piece is "" or a write cut short.
+  const complete = journal.split("\n").slice(0, -1);
+  const errors: FieldError[] = [];
+  complete.forEach((line, i) => {
+    const r = decodeFqdnState(line);
+    if (!r.ok) return void errors.push(...r.errors.map((e) => ({ path: `journal[${i}]${e.path ? `.${e.path}` : ""}`, message: e.message })));
+    if (r.value.seq !== base.value.seq) return;
+    entries.push(...r.value.entries);
+    identities.push(...r.value.identities);
+  });
+  if (errors.length) return { ok: false, errors };
+  return { ok: true, value: { ...base.value, entries, identities } };
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -36,6 +64,7 @@ export function decodeFqdnState(text: string): Result<FqdnCacheState> {
   const errors: FieldError[] = [];
   if (!isRecord(v)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
   if (v.version !== FQDN_STATE_VERSION) errors.push({ path: "version", message: `must be ${FQDN_STATE_VERSION}` });
+  if (v.seq !== undefined && (typeof v.seq !== "number" || !Number.isInteger(v.seq) || v.seq < 0)) errors.push({ path: "seq", message: "must be a non-negative integer" });
   if (!Array.isArray(v.entries)) errors.push({ path: "entries", message: "must be a list" });
   const entries: FqdnCacheEntry[] = [];
   if (Array.isArray(v.entries)) {
@@ -68,5 +97,5 @@ export function decodeFqdnState(text: string): Result<FqdnCacheState> {
     });
   }
   if (errors.length) return { ok: false, errors };
-  return { ok: true, value: { version: FQDN_STATE_VERSION, entries, identities } };
+  return { ok: true, value: { version: FQDN_STATE_VERSION, seq: typeof v.seq === "number" ? v.seq : 0, entries, identities } };
 }

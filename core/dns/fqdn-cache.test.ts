@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FqdnCache } from "./fqdn-cache.ts";
-import { decodeFqdnState, encodeFqdnState } from "./cache-state.ts";
+import { decodeFqdnState, decodeFqdnStateWithJournal, encodeFqdnState } from "./cache-state.ts";
 
 const opts = { minTtlSeconds: 0, maxAddressesPerName: 3, graceSeconds: 5 };
 const never = (): boolean => false;
@@ -79,6 +79,35 @@ test("the state file round-trips the cache and refuses bad input naming the fiel
   const notJson = decodeFqdnState("{");
   assert.equal(notJson.ok, false);
   assert.deepEqual(decodeFqdnState(JSON.stringify({ version: 2, entries: [] })).ok, false);
+});
+
+test("the journal adds its lines of the snapshot's seq; older lines and a write cut short are left out; a bad line is named", () => {
+  const e = (name: string, ip: string, expiresAt = 1000) => ({ name, ip, expiresAt });
+  const snapshot = encodeFqdnState([e("a.test.", "192.0.2.1")], [{ ip: "192.0.2.1", identity: 25165824 }], 4);
+  const journal =
+    encodeFqdnState([e("old.test.", "192.0.2.9")], [{ ip: "192.0.2.9", identity: 25165830 }], 3) + // before the snapshot: ignored
+    encodeFqdnState([e("b.test.", "192.0.2.2")], [{ ip: "192.0.2.2", identity: 25165825 }], 4) +
+    encodeFqdnState([e("a.test.", "192.0.2.1", 9000)], [], 4) +
+    encodeFqdnState([e("cut.test.", "192.0.2.3")], [], 4).slice(0, 30); // killed mid-write
+  const r = decodeFqdnStateWithJournal(snapshot, journal);
+  assert.ok(r.ok);
+  assert.equal(r.value.seq, 4);
+  assert.deepEqual(r.value.entries.map((x) => `${x.name} ${x.ip} ${x.expiresAt}`), ["a.test. 192.0.2.1 1000", "b.test. 192.0.2.2 1000", "a.test. 192.0.2.1 9000"]);
+  assert.deepEqual(r.value.identities.map((x) => x.ip), ["192.0.2.1", "192.0.2.2"]);
+  const back = new FqdnCache(opts);
+  back.restore(r.value.entries);
+  assert.equal(back.entries().find((x) => x.name === "a.test.")?.expiresAt, 9000, "the later deadline wins");
+  assert.deepEqual(decodeFqdnStateWithJournal(snapshot, "").ok, true, "no journal: the snapshot alone");
+  const bad = decodeFqdnStateWithJournal(snapshot, `${encodeFqdnState([e("b.test.", "192.0.2.2")], [], 4)}{"version":1,"seq":4,"entries":[{"name":"x","ip":"nope","expiresAt":1}]}\n`);
+  assert.equal(bad.ok, false);
+  if (!bad.ok) assert.deepEqual(bad.errors.map((x) => x.path), ["journal[1].entries[0].ip"]);
+});
+
+test("learning reports the entries it added or gave a later deadline, and only those", () => {
+  const c = new FqdnCache(opts);
+  assert.deepEqual(c.learn("a.test", [{ ip: "192.0.2.1", ttl: 10 }], 0).updated.map((x) => x.expiresAt), [10_000]);
+  assert.deepEqual(c.learn("a.test", [{ ip: "192.0.2.1", ttl: 5 }], 0).updated, [], "an earlier deadline changes nothing");
+  assert.deepEqual(c.learn("a.test", [{ ip: "192.0.2.1", ttl: 10 }], 2000).updated.map((x) => x.expiresAt), [12_000]);
 });
 
 test("property: after gc at time T, exactly the pairs with deadline + grace > T (or in use) remain", () => {

@@ -28,6 +28,11 @@ export interface CacheChange {
   readonly removed: readonly string[];
 }
 
+/** What an answer changed: addresses that gained a name, and every entry it added or gave a later deadline (what a journal must keep). */
+export interface LearnChange extends CacheChange {
+  readonly updated: readonly FqdnCacheEntry[];
+}
+
 export class FqdnCache {
   private readonly byName = new Map<string, Map<string, FqdnCacheEntry>>();
   private readonly byIp = new Map<string, Set<string>>();
@@ -42,17 +47,20 @@ export class FqdnCache {
    * included). Addresses pushed over the per-name limit are not removed at once: they expire now and
    * go through the grace period (and the in-use check) like any other.
    */
-  learn(name: string, answers: readonly { readonly ip: string; readonly ttl: number }[], now: number, source?: string): CacheChange {
+  learn(name: string, answers: readonly { readonly ip: string; readonly ttl: number }[], now: number, source?: string): LearnChange {
     const n = normalizeDnsName(name);
     let ips = this.byName.get(n);
     if (!ips) this.byName.set(n, (ips = new Map()));
     const changed: string[] = [];
+    const updated: FqdnCacheEntry[] = [];
     for (const a of answers) {
       const ttl = Math.max(a.ttl, this.options.minTtlSeconds);
       const expiresAt = now + ttl * 1000;
       const have = ips.get(a.ip);
       if (have && have.expiresAt >= expiresAt) continue;
-      ips.set(a.ip, { name: n, ip: a.ip, expiresAt, ...(source !== undefined ? { source } : have?.source !== undefined ? { source: have.source } : {}) });
+      const entry: FqdnCacheEntry = { name: n, ip: a.ip, expiresAt, ...(source !== undefined ? { source } : have?.source !== undefined ? { source: have.source } : {}) };
+      ips.set(a.ip, entry);
+      updated.push(entry);
       let names = this.byIp.get(a.ip);
       if (!names) this.byIp.set(a.ip, (names = new Set()));
       if (!names.has(n)) {
@@ -60,8 +68,8 @@ export class FqdnCache {
         changed.push(a.ip);
       }
     }
-    this.enforceLimit(ips, now);
-    return { changed, removed: [] };
+    if (ips.size > this.options.maxAddressesPerName) this.enforceLimit(ips, now);
+    return { changed, removed: [], updated };
   }
 
   /** Over the per-name limit: the entries that run out first expire now (they still get the grace period). */

@@ -25,8 +25,12 @@ export interface AgentDnsOptions {
 
 /** What the agent asks of its DNS proxy (node-agent/agent.ts); `AgentDns` is the real one. */
 export interface AgentDnsProxy {
-  /** Takes the state the maps hold, restores what was learned (writing subjects through `rewriteSubject`), then listens. */
-  start(state: NodeState, rewriteSubject: (subject: number) => void): Promise<void>;
+  /**
+   * Takes the state the maps hold, restores what was learned (writing subjects through
+   * `rewriteSubject`), then listens. An answer's new entries go through `addLearned` (only the
+   * added allows; false: it could not, and the subject is rewritten whole).
+   */
+  start(state: NodeState, rewriteSubject: (subject: number) => void, addLearned?: (subject: number, added: readonly PolicyEntry[]) => boolean): Promise<void>;
   /** Before a new state is written: its subjects' DNS rules and selectors (learnedEntries follows them) and new proxy ports served. */
   prepare(state: NodeState): void;
   /** After it is written: listen on new ports, let go of the ones no subject uses. */
@@ -43,6 +47,7 @@ export interface AgentDnsProxy {
 export class AgentDns implements AgentDnsProxy {
   readonly service: DnsService;
   private rewrite: (subject: number) => void = () => {};
+  private addLearned: (subject: number, added: readonly PolicyEntry[]) => boolean = () => false;
   private readonly sockets: NetnsSockets | undefined;
   private readonly flowListeners = new Set<(flow: DnsFlow) => void>();
 
@@ -60,11 +65,13 @@ export class AgentDns implements AgentDnsProxy {
       },
       // The agent owns the policy map: a learned address makes it rewrite the subject with its learned entries.
       installSubject: (subject) => this.rewrite(subject),
+      addSubjectEntries: (subject, added) => this.addLearned(subject, added),
     });
   }
 
-  async start(state: NodeState, rewriteSubject: (subject: number) => void): Promise<void> {
+  async start(state: NodeState, rewriteSubject: (subject: number) => void, addLearned?: (subject: number, added: readonly PolicyEntry[]) => boolean): Promise<void> {
     this.rewrite = rewriteSubject;
+    if (addLearned) this.addLearned = addLearned;
     await this.sockets?.start();
     this.prepare(state);
     await this.service.start();

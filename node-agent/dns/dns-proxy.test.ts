@@ -6,18 +6,17 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { PROTO_NUMBER } from "../../core/model.ts";
 import { MIN_FQDN_IDENTITY } from "../../core/identity.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import type { DnsFlow } from "./proxy.ts";
-import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
+import { decodeFqdnStateWithJournal, encodeFqdnState, type FqdnCacheState } from "../../core/dns/cache-state.ts";
+import { ADDR, CLIENT, DnsTopology, RESOLVER_IDENTITY as RESOLVER_ID, ROOT, podDnsPolicy } from "./testing/topology.ts";
 
 const run = promisify(execFile);
 
 const tag = `m5d${process.pid % 100000}`;
 const SERVERS = { allowed: "10.205.0.10", other: "10.205.0.11", denied: "10.205.0.12", cnameEnd: "10.205.0.13", shared: "10.205.0.14", alt: "10.205.0.15" };
-const POD_ID = 1000;
-const RESOLVER_ID = 2000;
 const DNS_RULE = 7;
 const FQDN_RULE = 8;
 const PROXY_PORT = 10053;
@@ -39,16 +38,7 @@ const events: VerdictEvent[] = [];
 let drain: () => number = () => 0;
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-dns-"));
 
-const entry = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: POD_ID, direction: "egress", verdict: "allow", ...p });
-const POLICY: SubjectPolicy = {
-  subject: POD_ID,
-  ingressEnforced: false,
-  egressEnforced: true,
-  entries: [
-    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.UDP, port: 53, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: DNS_RULE }),
-    entry({ peer: RESOLVER_ID, proto: PROTO_NUMBER.TCP, port: 53, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: DNS_RULE }),
-  ],
-};
+const POLICY = podDnsPolicy([{ port: 53, protos: ["UDP", "TCP"], proxyPort: PROXY_PORT, ruleId: DNS_RULE }]);
 // DNS rules: what the pod may resolve. toFQDNs: what it may then connect to (TCP 8080).
 const DNS_RULES = [
   { ruleId: DNS_RULE, index: 0, matchName: "api.allowed.test" },
@@ -80,14 +70,7 @@ async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2
   }
 }
 
-async function connects(ip: string, port = 8080): Promise<boolean> {
-  try {
-    await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", ip, String(port), "1500"], { cwd: ROOT });
-    return true;
-  } catch {
-    return false;
-  }
-}
+const connects = (ip: string, port = 8080): Promise<boolean> => topo.connects(ip, port);
 
 async function startNodeDns(extra: Record<string, unknown> = {}): Promise<void> {
   await topo.startNodeDns(
@@ -116,6 +99,15 @@ after(async () => {
   fs.rmSync(stateDir, { recursive: true, force: true });
 });
 
+/** What the node's DNS service has on disk: its snapshot with the journal applied. */
+function stateOnDisk(): FqdnCacheState {
+  const file = path.join(stateDir, "fqdn-cache.json");
+  const journal = fs.existsSync(`${file}.journal`) ? fs.readFileSync(`${file}.journal`, "utf8") : "";
+  const state = decodeFqdnStateWithJournal(fs.readFileSync(file, "utf8"), journal);
+  assert.ok(state.ok, `the state reads back: ${JSON.stringify(state)}`);
+  return state.value;
+}
+
 const lastFlow = (name: string): DnsFlow | undefined => [...flows].reverse().find((f) => f.query.replace(/\.$/, "") === name);
 
 test("an allowed name resolves through the proxy, the answer comes from the server asked, and its address is then reachable", async () => {
@@ -131,7 +123,7 @@ test("an allowed name resolves through the proxy, the answer comes from the serv
   assert.equal(f?.rule?.index, 0);
   assert.equal(f?.ruleId, DNS_RULE);
   assert.deepEqual(f?.addresses, [SERVERS.allowed]);
-  const id = JSON.parse(fs.readFileSync(path.join(stateDir, "fqdn-cache.json"), "utf8")) as { identities: { ip: string; identity: number }[] };
+  const id = stateOnDisk();
   assert.ok(id.identities.some((i) => i.ip === SERVERS.allowed && i.identity >= MIN_FQDN_IDENTITY), "a node-local FQDN identity, persisted");
 });
 
@@ -182,7 +174,7 @@ test("**. matches subdomains, not the bare name; an address answered for two nam
   // The same address answered for one.shared.test, which a selector names: now it is allowed.
   assert.equal((await resolve("one.shared.test"))?.rcode, "NOERROR");
   assert.equal(await connects(SERVERS.shared), true);
-  const state = JSON.parse(fs.readFileSync(path.join(stateDir, "fqdn-cache.json"), "utf8")) as { entries: { name: string; ip: string }[] };
+  const state = stateOnDisk();
   assert.deepEqual(state.entries.filter((e) => e.ip === SERVERS.shared).map((e) => e.name).sort(), ["deep.test.", "one.shared.test."]);
 });
 
@@ -208,10 +200,10 @@ test("TTL expiry removes access after the grace period, not before", async () =>
   // Every learned deadline moved to t0 (as if the TTLs ran out then), with an 8 s grace period. The GC
   // runs when the test says, as of the time it names: how long the start takes under load changes nothing.
   const file = path.join(stateDir, "fqdn-cache.json");
-  const state = JSON.parse(fs.readFileSync(file, "utf8")) as { entries: { ip: string; expiresAt: number }[] };
+  const state = stateOnDisk();
   const t0 = Date.now();
-  for (const e of state.entries) e.expiresAt = t0;
-  fs.writeFileSync(file, JSON.stringify(state));
+  fs.writeFileSync(file, encodeFqdnState(state.entries.map((e) => ({ ...e, expiresAt: t0 })), state.identities, state.seq));
+  fs.rmSync(`${file}.journal`, { force: true });
   await startNodeDns({ cache: { minTtlSeconds: 0, maxAddressesPerName: 10, graceSeconds: 8 }, manualGc: true });
   assert.equal(await connects(SERVERS.allowed), true, "expired, restored, not yet collected: still allowed");
   topo.dp.clearConntrack(); // no connection keeps an address in use

@@ -4,10 +4,10 @@ import path from "node:path";
 import pino from "pino";
 import { IdentityAllocator, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, fqdnIdentityLabels } from "../../core/identity.ts";
 import type { FqdnSelectorTerm, PolicyEntry } from "../../core/model.ts";
-import { FqdnCache, type FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
+import { FqdnCache, type FqdnCacheEntry, type FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import { selectorMatches } from "../../core/dns/name-pattern.ts";
 import type { LearnedAddress } from "../../core/dns/answers.ts";
-import { decodeFqdnState, encodeFqdnState } from "../../core/dns/cache-state.ts";
+import { decodeFqdnStateWithJournal, encodeFqdnState, type AddressIdentity } from "../../core/dns/cache-state.ts";
 
 const log = pino({ name: "fqdn-policy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -20,26 +20,45 @@ export interface FqdnPolicyTarget {
   deleteAddress(ip: string): void;
   /** Installs the subject's policy with `fqdnEntries` added to what the operator compiled; new allows before removals. */
   installSubject(subject: number, fqdnEntries: readonly PolicyEntry[]): void;
+  /**
+   * Adds newly learned allows to what the subject holds, touching nothing else (an answer only ever
+   * adds). Absent, or when it returns false, the subject is installed whole instead.
+   */
+  addSubjectEntries?(subject: number, added: readonly PolicyEntry[]): boolean;
 }
 
 export interface FqdnPolicyOptions {
   readonly cache: FqdnCacheOptions;
-  /** The state file (under the agent's state directory); absent: nothing is persisted. */
+  /** The state file (under the agent's state directory; its journal beside it, `.journal`); absent: nothing is persisted. */
   readonly stateFile?: string;
 }
+
+/** Journal lines before the snapshot is written anew: at least this many, and at least as many as the snapshot's entries (so rewriting it costs O(1) per line). */
+const MIN_JOURNAL_LINES = 1000;
+/** A refreshed deadline is journaled once it is this much later than the journaled one (a hot name is not a write per query). */
+const JOURNAL_REFRESH_MS = 1000;
 
 /**
  * The node's learned names and what they open. `learn` runs before an answer is released to the pod:
  * when it returns, every address of the answer has its identity in the ipcache and the policy map
  * holds the entries of every subject whose toFQDNs selectors match one of its names, so the first
  * connection is never dropped. Entries are written before the ipcache (no packet sees an identity
- * whose allow is missing) and removed after it.
+ * whose allow is missing) and removed after it. What an answer taught is on disk (a line appended to
+ * the journal) before `learn` returns, so an agent killed right after releasing the answer restores it.
  */
 export class FqdnPolicy {
   readonly cache: FqdnCache;
   private readonly identities = new IdentityAllocator({ min: MIN_FQDN_IDENTITY, max: MAX_LOCAL_IDENTITY });
   private readonly identityOf = new Map<string, number>();
   private readonly selectors = new Map<number, readonly FqdnSelectorTerm[]>();
+  /** The snapshot's number; journal lines carry it. */
+  private seq = 0;
+  private journalLines = 0;
+  /** Whether this process wrote (or read) a snapshot: journal lines without one would be lost. */
+  private snapshotOnDisk = false;
+  private snapshotEntries = 0;
+  /** The deadline on disk per name and address (so a refresh is journaled only when it matters). */
+  private readonly journaled = new Map<string, Map<string, number>>();
 
   constructor(
     private readonly target: FqdnPolicyTarget,
@@ -52,12 +71,15 @@ export class FqdnPolicy {
   restore(): number {
     const file = this.options.stateFile;
     if (!file || !fs.existsSync(file)) return 0;
-    const decoded = decodeFqdnState(fs.readFileSync(file, "utf8"));
+    const journal = fs.existsSync(journalOf(file)) ? fs.readFileSync(journalOf(file), "utf8") : "";
+    const decoded = decodeFqdnStateWithJournal(fs.readFileSync(file, "utf8"), journal);
     if (!decoded.ok) {
       // A broken file loses what was learned (the pods will ask again), never the agent.
       log.error({ file, errors: decoded.errors }, "FQDN state file unreadable; starting empty");
       return 0;
     }
+    this.seq = decoded.value.seq;
+    this.snapshotOnDisk = true;
     for (const { ip, identity } of decoded.value.identities) {
       this.identities.bind(identity, ip);
       this.identityOf.set(ip, identity);
@@ -65,7 +87,8 @@ export class FqdnPolicy {
     this.cache.restore(decoded.value.entries);
     const ips = this.cache.addresses();
     this.publish(ips, []);
-    log.info({ file, addresses: ips.length, entries: decoded.value.entries.length }, "FQDN cache restored");
+    this.persist(); // one snapshot again, the journal empty
+    log.info({ file, addresses: ips.length, entries: decoded.value.entries.length, journalLines: journal.split("\n").length - 1 }, "FQDN cache restored");
     return ips.length;
   }
 
@@ -84,16 +107,23 @@ export class FqdnPolicy {
     return [...this.identityOf.keys()].map((ip) => `${ip}/${ip.includes(":") ? 128 : 32}`);
   }
 
-  /** Records an answer's addresses and makes them usable; returns when the datapath has them. */
+  /**
+   * Records an answer's addresses and makes them usable; returns when the datapath has them and the
+   * journal on disk has what was new. Only what the answer added is written: identities of new
+   * addresses, each subject's entries for the addresses that gained a name, then the ipcache.
+   */
   learn(addresses: readonly LearnedAddress[], now: number, source?: string): void {
     const changed = new Set<string>();
+    const updated: FqdnCacheEntry[] = [];
     for (const a of addresses) {
-      for (const name of a.names) for (const ip of this.cache.learn(name, [{ ip: a.ip, ttl: a.ttl }], now, source).changed) changed.add(ip);
+      for (const name of a.names) {
+        const r = this.cache.learn(name, [{ ip: a.ip, ttl: a.ttl }], now, source);
+        for (const ip of r.changed) changed.add(ip);
+        updated.push(...r.updated);
+      }
     }
-    if (changed.size) {
-      this.publish([...changed], []);
-      this.persist();
-    }
+    const identities = changed.size ? this.publishLearned([...changed]) : [];
+    this.journal(updated.filter((e) => this.needsJournal(e)), identities);
   }
 
   /** Forgets what expired (after the grace period) unless a connection to it lives; returns the addresses removed. */
@@ -119,9 +149,13 @@ export class FqdnPolicy {
   /** The entries the subject's toFQDNs selectors give it for every learned address now. */
   entriesFor(subject: number): PolicyEntry[] {
     const terms = this.selectors.get(subject);
-    if (!terms) return [];
+    return terms ? this.entriesForAddresses(subject, terms, this.cache.addresses()) : [];
+  }
+
+  /** The entries the subject's toFQDNs selectors give it for these addresses. */
+  private entriesForAddresses(subject: number, terms: readonly FqdnSelectorTerm[], ips: Iterable<string>): PolicyEntry[] {
     const out: PolicyEntry[] = [];
-    for (const ip of this.cache.addresses()) {
+    for (const ip of ips) {
       const peer = this.identityOf.get(ip);
       if (peer === undefined) continue;
       const names = this.cache.namesOf(ip);
@@ -135,9 +169,28 @@ export class FqdnPolicy {
     return out;
   }
 
-  /** Identities first, then the subjects' entries, then the ipcache; removals the other way round. */
-  private publish(changed: readonly string[], removed: readonly string[]): void {
+  /**
+   * An answer's new addresses (or addresses with a new name): identities, then each subject's added
+   * entries (the whole subject only when the target cannot add), then the ipcache. Returns the
+   * identities it allocated.
+   */
+  private publishLearned(changed: readonly string[]): AddressIdentity[] {
+    const allocated = this.allocate(changed);
+    for (const [subject, terms] of this.selectors) {
+      const added = this.entriesForAddresses(subject, terms, changed);
+      if (added.length === 0) continue;
+      if (!this.target.addSubjectEntries?.(subject, added)) this.target.installSubject(subject, this.entriesFor(subject));
+    }
     for (const ip of changed) {
+      const id = this.identityOf.get(ip);
+      if (id !== undefined) this.target.setAddressIdentity(ip, id);
+    }
+    return allocated;
+  }
+
+  private allocate(ips: readonly string[]): AddressIdentity[] {
+    const allocated: AddressIdentity[] = [];
+    for (const ip of ips) {
       if (this.identityOf.has(ip)) continue;
       const r = this.identities.allocate(ip);
       if (!r.ok) {
@@ -146,7 +199,14 @@ export class FqdnPolicy {
         continue;
       }
       this.identityOf.set(ip, r.value.id);
+      allocated.push({ ip, identity: r.value.id });
     }
+    return allocated;
+  }
+
+  /** Identities first, then the subjects' entries, then the ipcache; removals the other way round. */
+  private publish(changed: readonly string[], removed: readonly string[]): void {
+    this.allocate(changed);
     for (const ip of removed) this.target.deleteAddress(ip);
     for (const subject of this.selectors.keys()) this.target.installSubject(subject, this.entriesFor(subject));
     for (const ip of changed) {
@@ -160,13 +220,50 @@ export class FqdnPolicy {
     }
   }
 
+  /** Whether the entry's deadline is later on disk than the journal has it by enough to write it (and notes it as written). */
+  private needsJournal(e: FqdnCacheEntry): boolean {
+    let ips = this.journaled.get(e.name);
+    if (!ips) this.journaled.set(e.name, (ips = new Map()));
+    const onDisk = ips.get(e.ip);
+    if (onDisk !== undefined && e.expiresAt - onDisk < JOURNAL_REFRESH_MS) return false;
+    ips.set(e.ip, e.expiresAt);
+    return true;
+  }
+
+  /** Appends what an answer taught to the journal (one line, one write), or writes the snapshot anew when the journal has grown enough. */
+  private journal(entries: readonly FqdnCacheEntry[], identities: readonly AddressIdentity[]): void {
+    const file = this.options.stateFile;
+    if (!file || (entries.length === 0 && identities.length === 0)) return;
+    if (!this.snapshotOnDisk || this.journalLines >= Math.max(MIN_JOURNAL_LINES, this.snapshotEntries)) return this.persist();
+    fs.appendFileSync(journalOf(file), encodeFqdnState(entries, identities, this.seq));
+    this.journalLines++;
+  }
+
+  /** Writes the whole state as a new snapshot, then empties the journal. */
   private persist(): void {
     const file = this.options.stateFile;
     if (!file) return;
     const identities = [...this.identityOf].map(([ip, identity]) => ({ ip, identity }));
-    // Write-then-rename: a crash mid-write leaves the previous file, never half of one.
+    const entries = this.cache.entries();
+    // Write-then-rename: a crash mid-write leaves the previous file, never half of one. The journal's
+    // lines carry the old seq, so a crash before it is emptied leaves lines the restore ignores.
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(`${file}.tmp`, encodeFqdnState(this.cache.entries(), identities));
+    this.seq++;
+    fs.writeFileSync(`${file}.tmp`, encodeFqdnState(entries, identities, this.seq));
     fs.renameSync(`${file}.tmp`, file);
+    fs.rmSync(journalOf(file), { force: true });
+    this.snapshotOnDisk = true;
+    this.journalLines = 0;
+    this.snapshotEntries = entries.length;
+    this.journaled.clear();
+    for (const e of entries) {
+      let ips = this.journaled.get(e.name);
+      if (!ips) this.journaled.set(e.name, (ips = new Map()));
+      ips.set(e.ip, e.expiresAt);
+    }
   }
+}
+
+function journalOf(stateFile: string): string {
+  return `${stateFile}.journal`;
 }

@@ -23,6 +23,8 @@ export interface DnsServiceOptions {
    * writes the policy map; absent, the service writes its subjects' policies itself.
    */
   readonly installSubject?: (subject: number, fqdnEntries: readonly PolicyEntry[]) => void;
+  /** Adds a subject's newly learned entries, when another owner writes the policy map (false: it could not, install whole). */
+  readonly addSubjectEntries?: (subject: number, added: readonly PolicyEntry[]) => boolean;
   /** Where the proxy's sockets are opened (the node's network namespace); this process's when absent. */
   readonly sockets?: SocketFactory;
 }
@@ -56,6 +58,7 @@ export class DnsService {
         setAddressIdentity: (ip, identity) => dp.setIpcache({ cidr: `${ip}/${ip.includes(":") ? 128 : 32}`, identity }),
         deleteAddress: (ip) => dp.deleteIpcache(`${ip}/${ip.includes(":") ? 128 : 32}`),
         installSubject: opts.installSubject ?? ((subject, entries) => this.install(subject, entries)),
+        addSubjectEntries: opts.installSubject ? (opts.addSubjectEntries ?? (() => false)) : (subject, added) => this.addEntries(subject, added),
       },
       { cache: opts.cache, ...(opts.stateFile ? { stateFile: opts.stateFile } : {}) },
     );
@@ -143,6 +146,13 @@ export class DnsService {
   private serve(port: number): void {
     this.dp.redirect.serve(port);
     this.served.add(port);
+  }
+
+  /** Only the new allows go into the map (the lens widens for them); false when the subject must be installed whole. */
+  private addEntries(subject: number, added: readonly PolicyEntry[]): boolean {
+    const s = this.subjects.get(subject);
+    if (!s) return true; // not this node's subject: nothing to write
+    return this.dp.addSubjectEntries({ ...s.policy, entries: added }, added);
   }
 
   private install(subject: number, fqdnEntries: readonly PolicyEntry[]): void {

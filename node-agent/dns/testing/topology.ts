@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { SubjectPolicy } from "../../../core/model.ts";
+import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../../core/model.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
 
@@ -10,6 +10,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../../..");
 export const PROBE = path.join(ROOT, "node-agent/bpf/probe.ts");
 export const CLIENT = path.join(here, "client.ts");
+export const LOOKUP_CONNECT = path.join(here, "lookup-connect.ts");
 const RESOLVER = path.join(here, "resolver.ts");
 const NODE_DNS = path.join(here, "node-dns.ts");
 
@@ -21,6 +22,26 @@ export const ADDR = {
 } as const;
 /** Prefixes on the outside netns's loopback (names answer addresses there), routed through the node. */
 export const OUTSIDE_PREFIXES = ["10.205.0.0/24", "10.206.0.0/16"];
+
+/** The pod's and the resolver's identities in these fixtures. */
+export const POD_IDENTITY = 1000;
+export const RESOLVER_IDENTITY = 2000;
+
+/** One DNS port of the pod's egress policy to the resolver: `proxyPort` 0 is a plain allow. */
+export interface DnsPort {
+  readonly port: number;
+  readonly protos: readonly ("UDP" | "TCP")[];
+  readonly proxyPort: number;
+  readonly ruleId: number;
+}
+
+/** The pod's egress policy (egress enforced): an allow to the resolver's identity per port and protocol. */
+export function podDnsPolicy(ports: readonly DnsPort[]): SubjectPolicy {
+  const entries: PolicyEntry[] = ports.flatMap((p) =>
+    p.protos.map((proto) => ({ subject: POD_IDENTITY, direction: "egress" as const, verdict: "allow" as const, peer: RESOLVER_IDENTITY, proto: PROTO_NUMBER[proto], port: p.port, portPrefixLen: 16, proxyPort: p.proxyPort, ruleId: p.ruleId })),
+  );
+  return { subject: POD_IDENTITY, ingressEnforced: false, egressEnforced: true, entries };
+}
 
 /** The three namespaces, the datapath on the pod's veth, a resolver and a TCP server outside; torn down by cleanup(). */
 export class DnsTopology {
@@ -110,6 +131,36 @@ export class DnsTopology {
       });
       child.stdin!.write(`gc ${Math.floor(nowMs)}\n`);
     });
+  }
+
+  /**
+   * Runs lookup-connect.ts in the pod with `options` (its Options; server and port default to the
+   * resolver's port 53); `onStep` gets each step's number. Resolves to its summary line.
+   */
+  async lookupConnect(options: Record<string, unknown>, onStep: (i: number) => void = () => {}): Promise<Record<string, unknown>> {
+    const child = spawn("ip", ["netns", "exec", this.ns.pod, process.execPath, "--import", "tsx", LOOKUP_CONNECT, JSON.stringify({ server: ADDR.resolver, port: 53, ...options })], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let buf = "";
+    let last = "";
+    child.stdout.on("data", (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split("\n");
+      buf = lines.pop() ?? "";
+      for (const l of lines) {
+        const m = /^step (\d+)$/.exec(l);
+        if (m) onStep(Number(m[1]));
+        else if (l.trim()) last = l;
+      }
+    });
+    child.stderr.on("data", (d: Buffer) => process.stderr.write(d));
+    const code = await new Promise<number | null>((r) => child.once("exit", r));
+    if (code !== 0) throw new Error(`lookup-connect exited ${code}`);
+    return JSON.parse(last) as Record<string, unknown>;
+  }
+
+  /** Whether a TCP connect from the pod to ip:port succeeds within `timeoutMs`. */
+  async connects(ip: string, port: number, timeoutMs = 1500): Promise<boolean> {
+    const child = spawn("ip", ["netns", "exec", this.ns.pod, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", ip, String(port), String(timeoutMs)], { cwd: ROOT, stdio: "ignore" });
+    return (await new Promise<number | null>((r) => child.once("exit", r))) === 0;
   }
 
   /** Stops the node's DNS service (SIGKILL: as an agent killed -9). */
