@@ -276,6 +276,37 @@ export interface RuleHttpRules {
    * ruleId, these rules alone.
    */
   readonly proxyPorts?: readonly number[];
+  /** TLS inspection on the rule's HTTP ports (its toPorts' terminatingTLS, originatingTLS, serverNames); absent: plain HTTP. */
+  readonly tls?: RuleTls;
+}
+
+/** What the node's L7 proxy needs to inspect a rule's TLS: the Secrets it uses, and the server names it admits. */
+export interface RuleTls {
+  readonly terminating?: TlsSecretUse;
+  readonly originating?: TlsSecretUse;
+  readonly serverNames?: readonly string[];
+}
+
+/**
+ * One Secret a TLS context reads (namespace defaulted: the policy's, "default" for a cluster-wide
+ * policy) and the items it reads (absent: Cilium's defaults tls.crt, tls.key, ca.crt). The operator
+ * fills `material` (the items' PEM text) or `unavailable` (why not) for the nodes it sends it to;
+ * the compiler never sees either.
+ */
+export interface TlsSecretUse {
+  readonly secret: { readonly namespace: string; readonly name: string };
+  readonly certificate?: string;
+  readonly privateKey?: string;
+  readonly trustedCA?: string;
+  readonly material?: TlsMaterial;
+  readonly unavailable?: string;
+}
+
+/** A Secret's items as the proxy uses them, PEM text. */
+export interface TlsMaterial {
+  readonly certificate?: string;
+  readonly privateKey?: string;
+  readonly trustedCA?: string;
 }
 
 /** One compiled port block of a rule: protocol number, first port, port prefix length (as in a map key). */

@@ -295,7 +295,17 @@ const httpRule = record({
   ),
 });
 const proxyPort: Check = (v, path) => (typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 0xffff ? undefined : fail(path, "must be a port number (1 to 65535)"));
-const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule), proxyPorts: optional(list(proxyPort)) }));
+// A Secret a TLS context uses, with the operator's material or why there is none (checked by type only: the values are never echoed).
+const tlsSecretUse = record({
+  secret: record({ namespace: nonEmpty, name: nonEmpty }),
+  certificate: optional(nonEmpty),
+  privateKey: optional(nonEmpty),
+  trustedCA: optional(nonEmpty),
+  material: optional(record({ certificate: optional(str), privateKey: optional(str), trustedCA: optional(str) })),
+  unavailable: optional(nonEmpty),
+});
+const ruleTls = record({ terminating: optional(tlsSecretUse), originating: optional(tlsSecretUse), serverNames: optional(list(nonEmpty)) });
+const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule), proxyPorts: optional(list(proxyPort)), tls: optional(ruleTls) }));
 const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 // A TracingPolicy item: its fields, its key matching its object, and the object as Tetragon's loader rules (core/tracing.ts) take it.

@@ -527,9 +527,24 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
 export function toPorts(errs: Errors, rule: Obj, path: string, ctx: PortContext): PortRule[] | undefined {
   const before = errs.count;
   const out: PortRule[] = [];
+  let firstTls: { readonly pr: PortRule; readonly path: string } | undefined;
   for (const { item, path: p } of objectItems(errs, rule, "toPorts", path)) {
     const pr = portRule(errs, item, p, ctx);
-    if (pr) out.push(pr);
+    if (!pr) continue;
+    out.push(pr);
+    // A rule's HTTP ports share one proxy port, so they share one TLS setting.
+    if (pr.rules?.kind !== "http") continue;
+    if (!firstTls) firstTls = { pr, path: p };
+    else if (!sameTls(firstTls.pr, pr))
+      errs.add(p, `its TLS (terminatingTLS, originatingTLS, serverNames) differs from ${firstTls.path}'s: the HTTP ports of one rule share one proxy port and one TLS setting; write them as separate rules`);
   }
   return errs.count === before ? out : undefined;
+}
+
+function sameTls(a: PortRule, b: PortRule): boolean {
+  const ctx = (x: TLSContext | undefined, y: TLSContext | undefined): boolean =>
+    x === y ||
+    (x !== undefined && y !== undefined && x.secret.name === y.secret.name && x.secret.namespace === y.secret.namespace && x.certificate === y.certificate && x.privateKey === y.privateKey && x.trustedCA === y.trustedCA);
+  const names = (x: readonly string[] = [], y: readonly string[] = []): boolean => x.length === y.length && x.every((n, i) => n === y[i]);
+  return ctx(a.terminatingTLS, b.terminatingTLS) && ctx(a.originatingTLS, b.originatingTLS) && names(a.serverNames, b.serverNames);
 }

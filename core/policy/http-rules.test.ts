@@ -263,3 +263,39 @@ test("a subject's rules without proxy ports (an operator from before the union):
   assert.deepEqual(httpRulesAt(old, { ...e, ruleId: e.ruleId + 100 }), [], "no rule of that id: nothing (the proxy refuses every request)");
   assert.deepEqual(httpRulesAt(p, { ...e, proxyPort: 0 }), [], "no proxy port: no HTTP rules");
 });
+
+test("a rule's TLS travels with its HTTP rules (Secret namespace defaulted to the policy's), and a change of the operator's material is a change", () => {
+  const spec = {
+    endpointSelector: { matchLabels: { class: "xwing" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { class: "deathstar" } }],
+        toPorts: [
+          {
+            ports: [{ port: "443", protocol: "TCP" }],
+            terminatingTLS: { secret: { name: "api-tls" } },
+            originatingTLS: { secret: { namespace: "kube-system", name: "outside-ca" }, trustedCA: "bundle.pem" },
+            serverNames: ["api.example.com"],
+            rules: { http: [{ method: "GET" }] },
+          },
+        ],
+      },
+    ],
+  };
+  const http = compileAll(parse(spec), ids).snapshot(XWING).http!;
+  assert.deepEqual(http[0]!.tls, {
+    terminating: { secret: { namespace: "default", name: "api-tls" } },
+    originating: { secret: { namespace: "kube-system", name: "outside-ca" }, trustedCA: "bundle.pem" },
+    serverNames: ["api.example.com"],
+  });
+  const withMaterial = (pem: string) => http.map((r) => ({ ...r, tls: { ...r.tls!, terminating: { ...r.tls!.terminating!, material: { certificate: pem, privateKey: "k" } } } }));
+  assert.ok(sameSubjectHttp(withMaterial("a"), withMaterial("a")));
+  assert.ok(!sameSubjectHttp(withMaterial("a"), withMaterial("b")), "a rotated Secret reaches the node");
+  assert.ok(!sameSubjectHttp(http, withMaterial("a")));
+  // It passes the agent's edge, and a malformed one is refused naming the field (never its value).
+  const state = { ...EMPTY_STATE, policies: [{ subject: XWING, ingressEnforced: false, egressEnforced: true, entries: [], http: withMaterial("a") }] };
+  assert.ok(parseDownstream({ type: "snapshot", version: 1, nonce: "n", state }).ok);
+  const bad = parseDownstream({ type: "snapshot", version: 1, nonce: "n", state: { ...state, policies: [{ ...state.policies[0]!, http: [{ ...http[0]!, tls: { terminating: { secret: { namespace: "default", name: "api-tls" }, material: { certificate: 7 } } } }] }] } });
+  assert.ok(!bad.ok);
+  assert.equal(bad.errors[0]!.path, "state.policies[0].http[0].tls.terminating.material.certificate");
+});

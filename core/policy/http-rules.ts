@@ -1,5 +1,5 @@
 // The HTTP side of a subject's policy: the HTTP rules of each of its L7 allow rules, for the node's L7 proxy.
-import type { HTTPRule, Policy, PolicyEntry, Rule, RuleHttpRules, SubjectPolicy } from "../model.ts";
+import type { HTTPRule, Policy, PolicyEntry, PortRule, Rule, RuleHttpRules, RuleTls, SubjectPolicy, TLSContext, TlsSecretUse } from "../model.ts";
 import type { HttpRuleRef } from "../l7/http-decision.ts";
 
 /**
@@ -14,11 +14,37 @@ export function subjectHttp(parts: readonly Policy[], keys: readonly string[], r
     for (const r of p.rules) {
       if (r.verdict !== "allow") continue;
       const rules: HTTPRule[] = [];
-      for (const pr of r.ports) if (pr.rules?.kind === "http") rules.push(...pr.rules.http);
-      if (rules.length > 0) out.push({ ruleId: ruleIdOf(key, r.origin), direction: r.direction, rules });
+      let tls: RuleTls | undefined;
+      for (const pr of r.ports) {
+        if (pr.rules?.kind !== "http") continue;
+        rules.push(...pr.rules.http);
+        // The parser admits one TLS setting per rule's HTTP ports (they share one proxy port).
+        tls ??= ruleTls(pr, p.namespace);
+      }
+      if (rules.length > 0) out.push({ ruleId: ruleIdOf(key, r.origin), direction: r.direction, rules, ...(tls ? { tls } : {}) });
     }
   });
   return out.length > 0 ? out : undefined;
+}
+
+/** A Secret's namespace when the policy does not say: its own namespace, "default" for a cluster-wide policy. */
+function secretUse(ctx: TLSContext, policyNamespace: string | undefined): TlsSecretUse {
+  return {
+    secret: { namespace: ctx.secret.namespace ?? policyNamespace ?? "default", name: ctx.secret.name },
+    ...(ctx.certificate !== undefined ? { certificate: ctx.certificate } : {}),
+    ...(ctx.privateKey !== undefined ? { privateKey: ctx.privateKey } : {}),
+    ...(ctx.trustedCA !== undefined ? { trustedCA: ctx.trustedCA } : {}),
+  };
+}
+
+/** The TLS of one toPorts entry with HTTP rules; undefined when it has none. */
+export function ruleTls(pr: PortRule, policyNamespace: string | undefined): RuleTls | undefined {
+  if (!pr.terminatingTLS && !pr.originatingTLS && !pr.serverNames?.length) return undefined;
+  return {
+    ...(pr.terminatingTLS ? { terminating: secretUse(pr.terminatingTLS, policyNamespace) } : {}),
+    ...(pr.originatingTLS ? { originating: secretUse(pr.originatingTLS, policyNamespace) } : {}),
+    ...(pr.serverNames?.length ? { serverNames: pr.serverNames } : {}),
+  };
 }
 
 /**
@@ -44,11 +70,49 @@ export function httpRulesAt(policy: SubjectPolicy, entry: PolicyEntry): HttpRule
   return rules.flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
 }
 
+/**
+ * The TLS the node's proxy applies on an entry's proxy port: the TLS of the rules listing the port
+ * (as httpRulesAt picks them), "conflict" when they disagree (one rule with TLS and one without, or
+ * two Secrets: the proxy refuses the port's connections), undefined when none has any.
+ */
+export function tlsAt(policy: SubjectPolicy, entry: PolicyEntry): RuleTls | "conflict" | undefined {
+  if (entry.proxyPort === 0 || entry.verdict !== "allow") return undefined;
+  const http = (policy.http ?? []).filter((r) => r.direction === entry.direction);
+  const listed = http.some((r) => r.proxyPorts !== undefined);
+  const rules = listed ? http.filter((r) => r.proxyPorts?.includes(entry.proxyPort)) : http.filter((r) => r.ruleId === entry.ruleId);
+  if (rules.length === 0 || rules.every((r) => r.tls === undefined)) return undefined;
+  const first = rules[0]!.tls;
+  return rules.every((r) => sameRuleTls(r.tls, first)) ? first : "conflict";
+}
+
 /** Typed equality of two subjects' HTTP parts (absent equals absent only). */
 export function sameSubjectHttp(a: readonly RuleHttpRules[] | undefined, b: readonly RuleHttpRules[] | undefined): boolean {
   if (a === b) return true;
   if (!a || !b) return false;
-  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.direction === y.direction && sameList(x.proxyPorts ?? [], y.proxyPorts ?? [], (p, q) => p === q) && sameList(x.rules, y.rules, sameHttpRule));
+  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.direction === y.direction && sameList(x.proxyPorts ?? [], y.proxyPorts ?? [], (p, q) => p === q) && sameList(x.rules, y.rules, sameHttpRule) && sameRuleTls(x.tls, y.tls));
+}
+
+/** Typed equality of two rules' TLS, the operator's material included (a rotated Secret is a change). */
+export function sameRuleTls(a: RuleTls | undefined, b: RuleTls | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  return sameSecretUse(a.terminating, b.terminating) && sameSecretUse(a.originating, b.originating) && sameList(a.serverNames ?? [], b.serverNames ?? [], (x, y) => x === y);
+}
+
+function sameSecretUse(a: TlsSecretUse | undefined, b: TlsSecretUse | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  return (
+    a.secret.namespace === b.secret.namespace &&
+    a.secret.name === b.secret.name &&
+    a.certificate === b.certificate &&
+    a.privateKey === b.privateKey &&
+    a.trustedCA === b.trustedCA &&
+    a.unavailable === b.unavailable &&
+    a.material?.certificate === b.material?.certificate &&
+    a.material?.privateKey === b.material?.privateKey &&
+    a.material?.trustedCA === b.material?.trustedCA
+  );
 }
 
 function sameHttpRule(a: HTTPRule, b: HTTPRule): boolean {

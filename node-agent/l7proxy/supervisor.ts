@@ -5,10 +5,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import type { SubjectPolicy } from "../../core/model.ts";
-import { httpRulesAt } from "../../core/policy/http-rules.ts";
+import { httpRulesAt, tlsAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
 import { FLOW_SOCKET_NAME } from "./flow-socket.ts";
+import { portTlsFromRules, pruneMaterial } from "./tls.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -27,16 +28,20 @@ export interface DesiredProxy {
  * the union of the HTTP rules of every rule allowing the entry's key, ORed, each naming its rule and
  * index), egress ones as the client's rules, ingress ones as the destination's (the datapath steers
  * a local client there, and the proxy's mark says the destination's rules were applied). A proxied
- * entry with no HTTP rules here (DNS, or none sent) is not this proxy's.
+ * entry with no HTTP rules here (DNS, or none sent) is not this proxy's. A port whose rules carry TLS
+ * gets its Secrets' material written under `tlsDir` (tls.ts portTlsFromRules; without it the port
+ * refuses its connections).
  */
-export function desiredProxy(policies: readonly SubjectPolicy[], address: string, limits: ProxyLimits = DEFAULT_LIMITS): DesiredProxy {
+export function desiredProxy(policies: readonly SubjectPolicy[], address: string, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string): DesiredProxy {
   const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
     for (const e of p.entries) {
       if (e.proxyPort === 0 || e.verdict !== "allow" || ports.has(e.proxyPort)) continue;
       const http = httpRulesAt(p, e);
       if (http.length === 0) continue;
-      ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http });
+      const rulesTls = tlsAt(p, e);
+      const tls = rulesTls === undefined ? undefined : tlsDir ? portTlsFromRules(rulesTls, tlsDir) : { unavailable: "the agent has no directory for TLS material" };
+      ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http, ...(tls ? { tls } : {}) });
     }
   }
   return { config: { address, ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
@@ -92,6 +97,8 @@ export class L7ProxySupervisor {
   private served = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
+  /** Where the TLS material of the proxy's ports is written (0700, files 0600). */
+  readonly tlsDir: string;
   /** The configuration last written (its ports' rules are kept while they are still served). */
   private written: ProxyConfig | undefined;
 
@@ -105,6 +112,7 @@ export class L7ProxySupervisor {
     this.logFile = path.join(opts.stateDir, "l7proxy.log");
     this.servedFile = path.join(opts.stateDir, "l7proxy.served.json");
     this.flowSocket = path.join(opts.stateDir, FLOW_SOCKET_NAME);
+    this.tlsDir = path.join(opts.stateDir, "l7proxy-tls");
   }
 
   /** Adopts a running proxy (after an agent restart) or starts one with the current (or an empty) configuration. */
@@ -139,7 +147,7 @@ export class L7ProxySupervisor {
    * connections fail, never bypass: key decision 8) and the error is thrown for the caller to report.
    */
   async prepare(policies: readonly SubjectPolicy[]): Promise<DesiredProxy> {
-    const want = desiredProxy(policies, this.opts.address, this.opts.limits);
+    const want = desiredProxy(policies, this.opts.address, this.opts.limits, this.tlsDir);
     const ports = new Set(want.config.ports.map((p) => p.port));
     // Ports that go keep their rules until the entries naming them are gone (settle): no window.
     const keep = (this.written?.ports ?? []).filter((p) => !ports.has(p.port) && this.served.has(p.port));
@@ -162,7 +170,7 @@ export class L7ProxySupervisor {
 
   /** After the entries are written: ports no entry names any more are unserved, then dropped by the proxy. */
   settle(policies: readonly SubjectPolicy[]): void {
-    const want = desiredProxy(policies, this.opts.address, this.opts.limits);
+    const want = desiredProxy(policies, this.opts.address, this.opts.limits, this.tlsDir);
     const ports = new Set(want.config.ports.map((p) => p.port));
     for (const p of [...this.served]) {
       if (ports.has(p)) continue;
@@ -171,6 +179,7 @@ export class L7ProxySupervisor {
     }
     this.recordServed();
     this.write(want.config);
+    pruneMaterial(this.tlsDir, want.config);
     log.info({ ports: [...this.served].sort((a, b) => a - b) }, "L7 proxy ports");
   }
 

@@ -1,14 +1,15 @@
-// Real packets: TLS inspection. A pod's HTTPS (curl trusting the pods' test CA) to an "outside" HTTPS server is steered by the datapath to the node's L7 proxy, which terminates it with the terminatingTLS certificate, applies the HTTP rules to the decrypted request and re-encrypts towards the server, verified against the originatingTLS CA.
+// Real packets: TLS inspection, configured by the agent's desiredProxy from the rule's TLS and Secret material as the operator sends them. A pod's HTTPS (curl trusting the pods' test CA) to an "outside" HTTPS server is steered by the datapath to the node's L7 proxy, which terminates it with the terminatingTLS certificate, applies the HTTP rules to the decrypted request and re-encrypts towards the server, verified against the originatingTLS CA.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROTO_NUMBER, type SubjectPolicy } from "../../core/model.ts";
+import { PROTO_NUMBER, type RuleTls, type SubjectPolicy } from "../../core/model.ts";
 import { issueCA, issueCert } from "../../kube/pki.ts";
 import { waitForLine } from "../bpf/netns.ts";
-import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
+import { DEFAULT_LIMITS } from "./config.ts";
+import { desiredProxy } from "./supervisor.ts";
 import { ADDR, L7Topology } from "./testing/topology.ts";
 
 const run = promisify(execFile);
@@ -47,21 +48,14 @@ before(async () => {
   const outsideCA = await issueCA({ commonName: "outside CA", days: 1 });
   const outside = await issueCert(outsideCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com", "other.example.com"], days: 1 });
   podCA = file("pods-ca.crt", pods.cert);
-  const config: ProxyConfig = {
-    address: ADDR.node,
-    limits: DEFAULT_LIMITS,
-    ports: [
-      {
-        port: PROXY_PORT,
-        http: [{ ruleId: RULE, index: 0, rule: { method: "GET", path: "/public/.*" } }],
-        tls: {
-          terminating: { secret: "kube-system/api-tls", certificateFile: file("term.crt", served.cert), privateKeyFile: file("term.key", served.key) },
-          originating: { secret: "kube-system/outside-ca", trustedCAFile: file("orig-ca.crt", outsideCA.cert) },
-          serverNames: ["api.example.com"],
-        },
-      },
-    ],
+  // As the operator sends it (the rule's TLS with its Secrets' material), turned into the proxy's configuration by the agent's own function.
+  const tls: RuleTls = {
+    terminating: { secret: { namespace: "kube-system", name: "api-tls" }, material: { certificate: served.cert, privateKey: served.key } },
+    originating: { secret: { namespace: "kube-system", name: "outside-ca" }, material: { trustedCA: outsideCA.cert } },
+    serverNames: ["api.example.com"],
   };
+  const pod: SubjectPolicy = { ...POLICIES[0]!, http: [{ ruleId: RULE, direction: "egress", rules: [{ method: "GET", path: "/public/.*" }], proxyPorts: [PROXY_PORT], tls }] };
+  const config = desiredProxy([pod], ADDR.node, DEFAULT_LIMITS, path.join(topo.dir, "l7proxy-tls")).config;
   await topo.setUp({ policies: POLICIES, config });
   const server = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", path.join(here, "testing/https-server.ts"), file("outside.crt", outside.cert), file("outside.key", outside.key), "0.0.0.0", "443"]);
   server.stdout?.on("data", (d: Buffer) => (outsideLog += d.toString()));

@@ -1,8 +1,12 @@
 // TLS inspection on the L7 proxy's ports (Cilium's terminatingTLS, originatingTLS, serverNames): the port's TLS configuration, its Secret material loaded from the agent's 0600 files, and the upstream TLS connection.
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import type net from "node:net";
+import path from "node:path";
 import tls from "node:tls";
+import type { RuleTls, TlsSecretUse } from "../../core/model.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
+import type { ProxyConfig } from "./config.ts";
 
 /**
  * A port's TLS as the agent writes it into the proxy's configuration: file paths, never the material
@@ -139,4 +143,65 @@ export function sniCallback(current: () => LoadedPortTls | undefined): (serverna
  */
 export function connectOriginating(socket: net.Socket, trustedCA: string, servername: string | undefined): tls.TLSSocket {
   return tls.connect({ socket, ca: trustedCA, ...(servername ? { servername } : {}), ALPNProtocols: ["http/1.1"], minVersion: "TLSv1.2" });
+}
+
+/**
+ * The agent's side: a port's TLS for the proxy from the rules' TLS as the operator sent it, the
+ * Secrets' material written under `dir` (mode 0700) as 0600 files named by their content's hash (a
+ * rotated Secret is a new file, so the configuration changes and the proxy reloads). Anything
+ * missing makes the port unavailable with a reason naming the Secret: it fails closed.
+ */
+export function portTlsFromRules(rules: RuleTls | "conflict", dir: string): PortTlsConfig {
+  if (rules === "conflict") return { unavailable: "the rules sharing this proxy port ask for different TLS settings" };
+  const serverNames = rules.serverNames?.length ? { serverNames: rules.serverNames } : {};
+  const ref = (u: TlsSecretUse): string => `${u.secret.namespace}/${u.secret.name}`;
+  const missing = (role: string, u: TlsSecretUse, what: string): PortTlsConfig => ({
+    ...serverNames,
+    unavailable: `${role} Secret ${ref(u)}: ${u.unavailable ?? `${what} not sent by the operator`}`,
+  });
+  let terminating: PortTlsConfig["terminating"];
+  let originating: PortTlsConfig["originating"];
+  const t = rules.terminating;
+  if (t) {
+    if (t.unavailable !== undefined || !t.material?.certificate || !t.material.privateKey) return missing("terminatingTLS", t, "certificate and private key");
+    terminating = { secret: ref(t), certificateFile: materialFile(dir, t.material.certificate), privateKeyFile: materialFile(dir, t.material.privateKey) };
+  }
+  const o = rules.originating;
+  if (o) {
+    if (o.unavailable !== undefined || !o.material?.trustedCA) return missing("originatingTLS", o, "trusted CA");
+    originating = { secret: ref(o), trustedCAFile: materialFile(dir, o.material.trustedCA) };
+  }
+  // serverNames alone (no terminatingTLS) cannot be checked by a proxy that does not terminate: refused, never passed.
+  if (!terminating && !originating) return { ...serverNames, unavailable: "serverNames without terminatingTLS are not inspected by this proxy" };
+  return { ...(terminating ? { terminating } : {}), ...(originating ? { originating } : {}), ...serverNames };
+}
+
+const MATERIAL = /^[0-9a-f]{32}\.pem$/;
+
+/** Writes `text` (once) as a 0600 file named by its hash under `dir`; its path. */
+function materialFile(dir: string, text: string): string {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `${createHash("sha256").update(text).digest("hex").slice(0, 32)}.pem`);
+  if (!fs.existsSync(file)) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, text, { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  }
+  return file;
+}
+
+/** Removes the material files under `dir` that no port of `config` names (a Secret no longer used leaves no key on disk). */
+export function pruneMaterial(dir: string, config: ProxyConfig): void {
+  const used = new Set<string>();
+  for (const p of config.ports) {
+    const t = p.tls;
+    for (const f of [t?.terminating?.certificateFile, t?.terminating?.privateKeyFile, t?.originating?.trustedCAFile]) if (f) used.add(path.basename(f));
+  }
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) if (MATERIAL.test(n) && !used.has(n)) fs.rmSync(path.join(dir, n), { force: true });
 }

@@ -414,6 +414,39 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
+    name: "two toPorts of one rule with HTTP rules and different TLS",
+    yaml: cnp(
+      `  egress:
+  - toPorts:
+    - ports:
+      - port: "443"
+        protocol: TCP
+      terminatingTLS:
+        secret:
+          name: a-tls
+      rules:
+        http:
+        - method: GET
+    - ports:
+      - port: "8443"
+        protocol: TCP
+      terminatingTLS:
+        secret:
+          name: b-tls
+      rules:
+        http:
+        - method: GET
+`,
+    ),
+    errors: [
+      {
+        path: "spec.egress[0].toPorts[1]",
+        message:
+          "its TLS (terminatingTLS, originatingTLS, serverNames) differs from spec.egress[0].toPorts[0]'s: the HTTP ports of one rule share one proxy port and one TLS setting; write them as separate rules",
+      },
+    ],
+  },
+  {
     name: "serverNames with L7 rules but no terminatingTLS",
     yaml: cnp(
       egressPorts(
