@@ -16,16 +16,23 @@ import { callAgent } from "../cni/agent-socket.ts";
 import { NodeAgent } from "../agent.ts";
 import { AgentDns } from "./agent-dns.ts";
 import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
+import { waitForLine } from "../bpf/netns.ts";
 import { capturingLogger, until } from "../testing/agent.ts";
 import { Registry } from "prom-client";
 import { HubbleMetrics } from "../observer/hubble-metrics.ts";
 import { observeFlows } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
+import { label, labelSetFrom } from "../../core/labels.ts";
+import { parsePolicyObject } from "../../core/parser/index.ts";
+import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
 
 const run = promisify(execFile);
 const tag = `m5a${process.pid % 100000}`;
 const node = `${tag}-node`;
 const SERVERS = { allowed: "10.205.0.20", denied: "10.205.0.21", deep: "10.205.0.22" };
+// Cilium's DNS example (examples/policies/l7/dns/dns.yaml): its names answer these outside addresses.
+const CILIUM = { apex: "10.205.0.30", sub: "10.205.0.31", service1: "10.205.0.32", special: "10.205.0.33", other: "10.205.0.34", deep: "10.205.0.35" };
+const NONSTANDARD_DNS_PORT = 5353;
 const POD_ID = 1300;
 const RESOLVER_ID = 2300;
 const DNS_RULE = 11;
@@ -35,6 +42,12 @@ const ZONE = {
   "api.allowed.test": [{ type: "A", data: SERVERS.allowed, ttl: 30 }],
   "evil.denied.test": [{ type: "A", data: SERVERS.denied, ttl: 30 }],
   "x.y.deep.test": [{ type: "A", data: SERVERS.deep, ttl: 30 }],
+  "cilium.io": [{ type: "A", data: CILIUM.apex, ttl: 30 }],
+  "sub.cilium.io": [{ type: "A", data: CILIUM.sub, ttl: 30 }],
+  "service1.api.cilium.io": [{ type: "A", data: CILIUM.service1, ttl: 30 }],
+  "special-x-service.api.cilium.io": [{ type: "A", data: CILIUM.special, ttl: 30 }],
+  "other.cilium.io": [{ type: "A", data: CILIUM.other, ttl: 30 }],
+  "a.b.cilium.io": [{ type: "A", data: CILIUM.deep, ttl: 30 }],
 };
 
 const topo = new DnsTopology(tag);
@@ -112,9 +125,9 @@ function newAgent(): NodeAgent {
   });
 }
 
-async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000): Promise<{ rcode: string; from: string; answers: { data: string }[] } | undefined> {
+async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000, dnsPort = 53): Promise<{ rcode: string; from: string; answers: { data: string }[] } | undefined> {
   try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, ADDR.resolver, "53", name, "A", String(timeoutMs)], { cwd: ROOT });
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, ADDR.resolver, String(dnsPort), name, "A", String(timeoutMs)], { cwd: ROOT });
     return JSON.parse(stdout) as { rcode: string; from: string; answers: { data: string }[] };
   } catch {
     return undefined;
@@ -135,7 +148,7 @@ const ackedGeneration = () => report()?.acked?.policyGenerations[0]?.generation;
 
 before(async () => {
   // No policy of the topology's own: the agent writes what the operator sends.
-  await topo.setUp({ zone: ZONE, resolverPorts: [53], resolverIdentity: RESOLVER_ID, policy: { subject: POD_ID, ingressEnforced: true, egressEnforced: true, entries: [] }, quietResolver: true });
+  await topo.setUp({ zone: ZONE, resolverPorts: [53, NONSTANDARD_DNS_PORT], resolverIdentity: RESOLVER_ID, policy: { subject: POD_ID, ingressEnforced: true, egressEnforced: true, entries: [] } });
   pki = await makePki([node]);
   server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, pino({ level: "warn" }));
   port = await server.listen(0);
@@ -243,4 +256,63 @@ test("a toFQDNs selector removed by the operator closes its learned address; the
   topo.dp.clearConntrack();
   assert.equal(await connects(SERVERS.allowed), false, "api.allowed.test is no longer selected");
   assert.equal(await connects(SERVERS.deep), true, "**.deep.test still is");
+});
+
+/** Cilium's dns.yaml as documented, its DNS port `dnsPort` ("53" there). */
+function ciliumDnsExample(dnsPort: string): unknown {
+  return {
+    endpointSelector: { matchLabels: { "any:org": "alliance" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [{ ports: [{ port: dnsPort, protocol: "ANY" }], rules: { dns: [{ matchName: "cilium.io" }, { matchPattern: "*.cilium.io" }, { matchPattern: "*.api.cilium.io" }] } }],
+      },
+      {
+        toFQDNs: [{ matchName: "cilium.io" }, { matchName: "sub.cilium.io" }, { matchName: "service1.api.cilium.io" }, { matchPattern: "special*service.api.cilium.io" }],
+        toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }],
+      },
+    ],
+  };
+}
+
+/** What the operator's compiler makes of `spec` as the CNP default/tofqdn-dns-visibility, on this test's client and resolver identities. */
+function compiledState(generation: number, spec: unknown): NodeState {
+  const c = new PolicyCompiler();
+  c.upsertIdentity(POD_ID, labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "default"), label("k8s", "org", "alliance")]));
+  c.upsertIdentity(RESOLVER_ID, labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "kube-system"), label("k8s", "k8s-app", "kube-dns")]));
+  const r = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "tofqdn-dns-visibility", namespace: "default", uid: "u1", generation }, spec });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  c.upsertPolicy(policyKey({ kind: "CiliumNetworkPolicy", namespace: "default", name: "tofqdn-dns-visibility" }), r.value);
+  const subject = c.snapshot(POD_ID);
+  const ruleIds = [...new Set([...subject.entries.map((e) => e.ruleId), ...(subject.dns?.dnsRules ?? []).map((d) => d.ruleId), ...(subject.dns?.fqdnSelectors ?? []).map((f) => f.ruleId)])];
+  return { ...state(generation, []), policies: [subject], rules: ruleIds.map((id) => ({ id, origin: c.ruleOrigin(id)! })), policyGenerations: [{ key: "CiliumNetworkPolicy/default/fqdn", uid: "u1", generation }] };
+}
+
+test("Cilium's DNS example (dns.yaml) compiled by the operator's compiler, on its documented port 53 and on the non-standard port 5353: the DNS rules decide on that port only, the proxy asks the server on the port the pod asked, and exactly the toFQDNs names connect", async () => {
+  // The outside servers answer on port 80, the example's.
+  const web = topo.fx.spawn(topo.ns.out, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "80"]);
+  await waitForLine(web, /^listening/, 20_000);
+  topo.dp.clearConntrack();
+  for (const [generation, dnsPort, otherPort] of [[20, 53, NONSTANDARD_DNS_PORT], [21, NONSTANDARD_DNS_PORT, 53]] as const) {
+    const s = compiledState(generation, ciliumDnsExample(String(dnsPort)));
+    const proxied = s.policies[0]!.entries.filter((e) => e.proxyPort !== 0);
+    assert.deepEqual([...new Set(proxied.map((e) => e.port))], [dnsPort], "the compiler redirects the DNS rules' port");
+    server!.publish(node, s);
+    await until(`state ${generation} acknowledged`, () => ackedGeneration() === generation, 20_000);
+    const ask = (name: string, proto: "udp" | "tcp" = "udp") => resolve(name, proto, 2000, dnsPort);
+    for (const [name, ip] of [["cilium.io", CILIUM.apex], ["sub.cilium.io", CILIUM.sub], ["service1.api.cilium.io", CILIUM.service1], ["special-x-service.api.cilium.io", CILIUM.special]] as const) {
+      const a = await ask(name, name === "sub.cilium.io" ? "tcp" : "udp");
+      assert.equal(a?.rcode, "NOERROR", `${name} on port ${dnsPort}`);
+      assert.equal(a?.from, `${ADDR.resolver}:${dnsPort}`, "the answer comes from the server and port the pod asked");
+      assert.equal(await connects(ip, 80), true, `${name} (toFQDNs) connects on port 80 at once`);
+    }
+    assert.equal((await ask("other.cilium.io"))?.rcode, "NOERROR", "*.cilium.io lets other.cilium.io resolve");
+    assert.equal(await connects(CILIUM.other, 80), false, "but no toFQDNs selects it");
+    assert.equal((await ask("a.b.cilium.io"))?.rcode, "REFUSED", "* stays inside one label");
+    assert.equal((await ask("api.allowed.test"))?.rcode, "REFUSED", "a name outside the DNS rules");
+    assert.equal(await resolve("cilium.io", "udp", 1000, otherPort), undefined, `port ${otherPort} is not allowed at all`);
+    assert.match(topo.resolverLog, new RegExp(`^query udp cilium\\.io ${dnsPort}$`, "m"), `the proxy asked the server on port ${dnsPort}`);
+    assert.doesNotMatch(topo.resolverLog, new RegExp(`^query udp cilium\\.io ${otherPort}$`, "m"), "and only there");
+    topo.resolverLog = "";
+  }
 });

@@ -2,7 +2,7 @@
 //   resolver.ts <address> <port>[,<port>...] '<zone JSON: {"name": [{"type": "A", "data": "10.0.0.1", "ttl": 30}]}>' [quiet]
 // A name without an entry takes its wildcard's ("*.rest"); an A record "synth:BASE" answers BASE plus the
 // number in the first label (c17.fresh.test -> BASE + 17), so every name has a fresh address.
-// Prints "listening" when the sockets are bound, and "query <proto> <name>" for each query (unless quiet).
+// Prints "listening" when the sockets are bound, and "query <proto> <name> <port>" for each query (unless quiet).
 import dgram from "node:dgram";
 import net from "node:net";
 import dnsPacket from "dns-packet";
@@ -17,11 +17,11 @@ if (!address || !portText || !zoneText) {
 const zone = JSON.parse(zoneText) as Zone;
 const norm = (n: string): string => n.toLowerCase().replace(/\.$/, "");
 
-function answer(msg: Buffer, proto: string): Buffer {
+function answer(msg: Buffer, proto: string, port: number): Buffer {
   const q = dnsPacket.decode(msg);
   const question = q.questions?.[0];
   const name = norm(question?.name ?? "");
-  if (quiet !== "quiet") console.log(`query ${proto} ${name}`);
+  if (quiet !== "quiet") console.log(`query ${proto} ${name} ${port}`);
   const answers: dnsPacket.Answer[] = [];
   // Follow CNAMEs inside the zone, as a resolver's answer carries the chain.
   let at = name;
@@ -62,7 +62,7 @@ for (const port of ports) serve(port);
 
 function serve(port: number): void {
   const udp = dgram.createSocket("udp4");
-  udp.on("message", (msg, rinfo) => udp.send(answer(msg, "udp"), rinfo.port, rinfo.address));
+  udp.on("message", (msg, rinfo) => udp.send(answer(msg, "udp", port), rinfo.port, rinfo.address));
   const tcp = net.createServer((sock) => {
     let buf = Buffer.alloc(0);
     sock.on("error", () => sock.destroy());
@@ -71,7 +71,7 @@ function serve(port: number): void {
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
-        const a = answer(msg, "tcp");
+        const a = answer(msg, "tcp", port);
         const len = Buffer.alloc(2);
         len.writeUInt16BE(a.length, 0);
         sock.write(Buffer.concat([len, a]));
