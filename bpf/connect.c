@@ -11,16 +11,8 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "connect.h"
+#include "netns.h"
 
-struct ns_common {
-	unsigned int inum;
-} __attribute__((preserve_access_index));
-struct net {
-	struct ns_common ns;
-} __attribute__((preserve_access_index));
-struct nsproxy {
-	struct net *net_ns;
-} __attribute__((preserve_access_index));
 struct task_struct {
 	struct nsproxy *nsproxy;
 } __attribute__((preserve_access_index));
@@ -146,7 +138,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
 		return 1;
 	struct judge_ctx j = {};
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	j.netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	j.netns = TASK_NETNS(task);
 	j.count = *count;
 	j.family = family;
 	j.protocol = ctx->protocol;

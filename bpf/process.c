@@ -6,17 +6,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "process.h"
+#include "netns.h"
 
 // Only the fields read here; CO-RE relocates them by name against the running kernel's BTF.
-struct ns_common {
-	unsigned int inum;
-} __attribute__((preserve_access_index));
-struct net {
-	struct ns_common ns;
-} __attribute__((preserve_access_index));
-struct nsproxy {
-	struct net *net_ns;
-} __attribute__((preserve_access_index));
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
@@ -64,7 +56,7 @@ static __always_inline void fill_header(struct process_event_header *h, struct t
 	h->uid = (__u32)bpf_get_current_uid_gid();
 	h->exit_code = 0;
 	h->ktime_ns = bpf_ktime_get_ns();
-	h->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	h->netns = TASK_NETNS(task);
 	h->args_len = 0;
 	h->cgroup_id = bpf_get_current_cgroup_id();
 	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);

@@ -53,7 +53,7 @@ describe("membrane observe --type process", () => {
   });
 
   it("names a line that is not a process event", () => {
-    assert.deepEqual(selectProcessEvents('{"flow":{}}\nnope\n', {}).errors, ["line 1: not a process_exec, process_exit, process_kprobe or process_lsm event", "line 2: not JSON"]);
+    assert.deepEqual(selectProcessEvents('{"flow":{}}\nnope\n', {}).errors, ["line 1: not a process_exec, process_exit, process_kprobe, process_lsm, process_tracepoint event", "line 2: not JSON"]);
   });
 
   it("parses --type and its flags, refusing what it does not know", () => {

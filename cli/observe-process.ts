@@ -1,7 +1,7 @@
 // `membrane observe --type process`: Tetragon-shaped process events (process_exec, process_exit) from a node's
 // export file, filtered by pod, namespace and binary, as one compact line each or as JSON lines.
 import fs from "node:fs";
-import { type ProcessFilter, type RuntimeEvent, type TetragonArg, matchesProcessFilter } from "../core/process-event.ts";
+import { RUNTIME_EVENT_TYPES, type ProcessFilter, type RuntimeEvent, type TetragonArg, matchesProcessFilter } from "../core/process-event.ts";
 import { parseFlags } from "../kube/flags.ts";
 
 export const PROCESS_USAGE = `usage: membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
@@ -64,6 +64,10 @@ export function compactLine(e: RuntimeEvent): string {
     const p = e.process_exec.process;
     return `🚀 process ${where(p.pod)} ${p.binary}${p.arguments ? ` ${p.arguments}` : ""}`;
   }
+  if ("process_tracepoint" in e) {
+    const t = e.process_tracepoint;
+    return `🔧 ${t.subsys}/${t.event} ${where(t.process.pod)} ${t.process.binary} ${t.args.map(argText).join(" ")} ${t.action.replace(/^KPROBE_ACTION_/, "")} (${t.policy_name})`;
+  }
   if ("process_kprobe" in e || "process_lsm" in e) {
     const k = "process_kprobe" in e ? e.process_kprobe : e.process_lsm;
     const action = k.action.replace(/^KPROBE_ACTION_/, "");
@@ -80,7 +84,8 @@ function argText(a: TetragonArg): string {
   if ("linux_binprm_arg" in a) return a.linux_binprm_arg.path;
   if ("string_arg" in a) return a.string_arg;
   if ("sock_arg" in a) return `${a.sock_arg.daddr}:${a.sock_arg.dport}`;
-  return `${a.sockaddr_arg.addr}:${a.sockaddr_arg.port}`;
+  if ("sockaddr_arg" in a) return `${a.sockaddr_arg.addr}:${a.sockaddr_arg.port}`;
+  return String(Object.values(a)[0]);
 }
 
 const where = (pod: { namespace: string; name: string } | undefined): string => (pod ? `${pod.namespace}/${pod.name}` : "host");
@@ -98,8 +103,8 @@ export function selectProcessEvents(text: string, filter: ProcessFilter): { even
       errors.push(`line ${i + 1}: not JSON`);
       return;
     }
-    if (typeof e !== "object" || e === null || !("process_exec" in e || "process_exit" in e || "process_kprobe" in e || "process_lsm" in e)) {
-      errors.push(`line ${i + 1}: not a process_exec, process_exit, process_kprobe or process_lsm event`);
+    if (typeof e !== "object" || e === null || !RUNTIME_EVENT_TYPES.some((t) => t in e)) {
+      errors.push(`line ${i + 1}: not a ${RUNTIME_EVENT_TYPES.join(", ")} event`);
       return;
     }
     if (matchesProcessFilter(e as RuntimeEvent, filter)) events.push(e as RuntimeEvent);

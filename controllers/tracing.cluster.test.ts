@@ -78,7 +78,7 @@ describe("TracingPolicy status from the operator", { timeout: 300_000 }, () => {
     await apply(tp("write-watch", { tracepoints: [{ subsystem: "syscalls", event: "sys_enter_write", args: [{ index: 5 }] }] }));
     const c = await loaded("tracingpolicy", "write-watch", [], 2);
     assert.deepEqual([c.status, c.reason], ["False", "NotLoadedYet"]);
-    assert.equal(c.message, "translates to: spec.tracepoints[0] (tracepoint syscalls/sys_enter_write) → tracepoint; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks on a node)");
+    assert.equal(c.message, "translates to: spec.tracepoints[0] (tracepoint syscalls/sys_enter_write) → tracepoint; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks and syscall tracepoints on a node)");
   });
 
   it("says what the reference example translates to: fd_install with Sigkill → fanotify permission events", async () => {

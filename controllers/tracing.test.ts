@@ -19,7 +19,7 @@ describe("tracing policy conditions", () => {
         type: "Loaded",
         status: "False",
         reason: "NotLoadedYet",
-        message: "translates to: spec.lsmhooks[0] (LSM hook file_open) → file-permission; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks on a node)",
+        message: "translates to: spec.lsmhooks[0] (LSM hook file_open) → file-permission; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks and syscall tracepoints on a node)",
         observedGeneration: 4,
       },
     ]);

@@ -52,7 +52,12 @@ export type TetragonArg =
   | { string_arg: string }
   | { linux_binprm_arg: { path: string } }
   | { sock_arg: { family: string; protocol: string; daddr: string; dport: number } }
-  | { sockaddr_arg: { family: string; addr: string; port: number } };
+  | { sockaddr_arg: { family: string; addr: string; port: number } }
+  // Integers as Tetragon's JSON carries them: 32-bit ones as numbers, 64-bit ones as strings (protojson's rule).
+  | { int_arg: number }
+  | { uint_arg: number }
+  | { long_arg: string }
+  | { size_arg: string };
 
 /** What a policy's hook reports (Tetragon's process_kprobe and process_lsm). */
 export interface HookCall {
@@ -78,12 +83,40 @@ export interface ProcessLsmEvent {
   time: string;
 }
 
-export type RuntimeEvent = ProcessEvent | ProcessKprobeEvent | ProcessLsmEvent;
+/** What a policy's tracepoint reports (Tetragon's process_tracepoint). */
+export interface TracepointCall {
+  process: TetragonProcess;
+  parent?: TetragonProcess;
+  ancestors?: TetragonProcess[];
+  subsys: string;
+  event: string;
+  args: TetragonArg[];
+  /** KPROBE_ACTION_POST, KPROBE_ACTION_SIGKILL, KPROBE_ACTION_SIGNAL (Tetragon's names for every hook type). */
+  action: string;
+  policy_name: string;
+}
+
+export interface ProcessTracepointEvent {
+  process_tracepoint: TracepointCall;
+  node_name: string;
+  time: string;
+}
+
+export type RuntimeEvent = ProcessEvent | ProcessKprobeEvent | ProcessLsmEvent | ProcessTracepointEvent;
+
+/** The Tetragon event type of an event (its one top-level key besides node_name and time). */
+export type RuntimeEventType = "process_exec" | "process_exit" | "process_kprobe" | "process_lsm" | "process_tracepoint";
+export const RUNTIME_EVENT_TYPES: readonly RuntimeEventType[] = ["process_exec", "process_exit", "process_kprobe", "process_lsm", "process_tracepoint"];
+
+export function eventType(e: RuntimeEvent): RuntimeEventType {
+  return "process_exec" in e ? "process_exec" : "process_exit" in e ? "process_exit" : "process_kprobe" in e ? "process_kprobe" : "process_lsm" in e ? "process_lsm" : "process_tracepoint";
+}
 
 /** The process an event is about, whatever its type. */
 export function processOf(e: RuntimeEvent): TetragonProcess {
   if ("process_exec" in e) return e.process_exec.process;
   if ("process_exit" in e) return e.process_exit.process;
   if ("process_kprobe" in e) return e.process_kprobe.process;
-  return e.process_lsm.process;
+  if ("process_lsm" in e) return e.process_lsm.process;
+  return e.process_tracepoint.process;
 }

@@ -8,11 +8,13 @@ import { matchesSelector, selectorFrom, type LabelSelectorInput } from "./select
 import { TRANSLATION_TABLE, translatePolicy } from "./tracing-translation.ts";
 import { validateTracingPolicy, type HookKind } from "./tracing.ts";
 
-export type HookMeaning = "exec" | "file" | "connect";
+export type HookMeaning = "exec" | "file" | "connect" | "tracepoint";
 export type EnforcedAction = "Post" | "NoPost" | "Sigkill" | "Signal" | "Override";
 export type NamespaceType = "Uts" | "Ipc" | "Mnt" | "Pid" | "Net" | "Time" | "Cgroup" | "User";
 
 export interface ArgFilter {
+  /** Tracepoints: which listed argument (the n-th entry of args); other hooks judge their one path or address argument. */
+  readonly index?: number;
   readonly operator: string;
   readonly values: readonly string[];
 }
@@ -39,6 +41,8 @@ export interface HookPlan {
   readonly args: readonly { readonly index: number; readonly type: string }[];
   /** No selectors: every call is posted. */
   readonly selectors: readonly SelectorPlan[];
+  /** Tracepoints: where it is (`raw: true` is a raw tracepoint, its args the probe's). */
+  readonly tracepoint?: { readonly subsystem: string; readonly event: string; readonly raw: boolean };
 }
 
 export interface EnforcementPlan {
@@ -97,19 +101,16 @@ export function enforcementPlan(obj: unknown): PlanResult {
     list.forEach((raw, i) => {
       const path = `spec.${kind}[${i}]`;
       if (!isRecord(raw)) return;
-      if (kind === "tracepoints") {
-        errors.push({ path, message: "tracepoint programs are not loaded by this agent yet (exec, file and connect hooks are)" });
-        return;
-      }
-      const name = String(kind === "lsmhooks" ? raw.hook : raw.call);
-      const meaning = meaningOf(kind, name);
+      const name = kind === "tracepoints" ? `${String(raw.subsystem)}/${String(raw.event)}` : String(kind === "lsmhooks" ? raw.hook : raw.call);
+      const meaning = kind === "tracepoints" ? "tracepoint" : meaningOf(kind, name);
       if (meaning === undefined) return; // translatePolicy refused it already
       const args = (Array.isArray(raw.args) ? raw.args : []).filter(isRecord).map((a) => ({ index: Number(a.index), type: typeof a.type === "string" ? a.type : "auto" }));
       const selectors: SelectorPlan[] = [];
       (Array.isArray(raw.selectors) ? raw.selectors : []).forEach((s: unknown, j: number) => {
         if (isRecord(s)) selectors.push(selectorPlan(s, `${path}.selectors[${j}]`, meaning, args, errors));
       });
-      hooks.push({ path, kind, name, meaning, args, selectors });
+      const tracepoint = kind === "tracepoints" ? { tracepoint: { subsystem: String(raw.subsystem), event: String(raw.event), raw: raw.raw === true } } : {};
+      hooks.push({ path, kind, name, meaning, args, selectors, ...tracepoint });
     });
   }
   // Tetragon's policy-mode option: "monitor" reports what the actions would do and takes none of them.
@@ -144,6 +145,11 @@ function selectorPlan(s: Record<string, unknown>, path: string, meaning: HookMea
   const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
   const argFilters: ArgFilter[] = [];
   list(s.matchArgs).forEach((m, k) => {
+    if (meaning === "tracepoint") {
+      // A tracepoint's matchArgs index is the n-th listed argument (Tetragon); its type is read against the format on the node.
+      argFilters.push({ index: Number(m.index), operator: String(m.operator), values: strings(m.values) });
+      return;
+    }
     const arg = args.find((a) => a.index === m.index);
     const wanted = meaning === "connect" ? ADDRESS_TYPES : PATH_TYPES;
     if (arg !== undefined && !wanted.has(arg.type)) {

@@ -97,7 +97,7 @@ describe("TracingPolicy translation table", () => {
     assert.deepEqual(loadedCondition(t), {
       status: "False",
       reason: "NotLoadedYet",
-      message: "translates to: spec.kprobes[0] (kprobe fd_install) → file-permission; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks on a node)",
+      message: "translates to: spec.kprobes[0] (kprobe fd_install) → file-permission; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks and syscall tracepoints on a node)",
     });
   });
 

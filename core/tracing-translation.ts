@@ -10,7 +10,7 @@ export const MECHANISMS: Readonly<Record<Mechanism, string>> = {
   "exec-permission": "fanotify FAN_OPEN_EXEC_PERM permission events, before the binary runs (Override: the agent answers deny, execve fails with EPERM; Sigkill: the process that execs is killed and the exec denied)",
   "file-permission": "fanotify FAN_OPEN_PERM permission events (the agent answers allow or deny per open: EPERM; Sigkill kills the opener before the open returns)",
   "cgroup-connect": "cgroup/connect4 and cgroup/connect6 programs (returning 0 fails connect() with EPERM)",
-  tracepoint: "the tracepoint itself (tp/SUBSYSTEM/EVENT with tracefs mounted in a private mount namespace, or raw_tp)",
+  tracepoint: "the tracepoint itself: a tracepoint program on syscalls/* and raw_syscalls/* (its format read from tracefs mounted in a private mount namespace) that kills with bpf_send_signal and posts through a ring buffer",
 };
 
 /** One row of the table: the hooks that mean the same thing, and the mechanism serving each action. */
@@ -169,5 +169,5 @@ export function loadedCondition(t: Translation): { status: "False"; reason: stri
   }
   const how = t.hooks.map((h) => `${h.path} (${h.hook}) → ${h.mechanisms.join(", ")}`).join("; ");
   // Honest until the operator sends policies to the nodes: translated is not loaded.
-  return { status: "False", reason: "NotLoadedYet", message: `translates to: ${how}; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks on a node)` };
+  return { status: "False", reason: "NotLoadedYet", message: `translates to: ${how}; the operator does not send TracingPolicies to the nodes yet (membrane runtime --policy-file enforces exec, file and connect hooks and syscall tracepoints on a node)` };
 }

@@ -7,12 +7,13 @@ import koffi from "koffi";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
-import { policySelects, type EnforcementPlan, type HookPlan, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
+import { netnsOf, selectedNetns, signalProcess } from "./selection.ts";
 import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
@@ -65,7 +66,7 @@ export class ConnectEnforcer {
       const hooks = plan.hooks.filter((h) => h.meaning === "connect");
       if (hooks.length === 0) continue;
       policyIndex++;
-      const subjects = this.subjects(plan);
+      const subjects = selectedNetns(plan, this.opts.pods());
       for (const hook of hooks) {
         hookId++;
         const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
@@ -155,14 +156,6 @@ export class ConnectEnforcer {
     }
   }
 
-  /** The network namespaces a plan's rules are for: every process (0) or the selected pods'. */
-  private subjects(plan: EnforcementPlan): number[] {
-    if (plan.namespace === undefined && plan.podSelector === undefined) return [0];
-    const out: number[] = [];
-    for (const [inode, pod] of this.opts.pods()) if (policySelects(plan, pod)) out.push(inode);
-    return out;
-  }
-
   private report(e: ConnectEvent): void {
     const origin = this.origins[e.rule];
     if (e.action === CONNECT_ACTION.Sigkill) this.kill(e.pid, 9);
@@ -190,11 +183,7 @@ export class ConnectEnforcer {
   }
 
   private kill(pid: number, sig: number): void {
-    try {
-      process.kill(pid, sig);
-    } catch (err) {
-      this.opts.log.warn({ pid, sig, err: String(err) }, "could not signal the process");
-    }
+    signalProcess(pid, sig, this.opts.log);
   }
 }
 
@@ -297,13 +286,4 @@ function ipv6(b: Buffer): string {
   const parts: string[] = [];
   for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
   return parts.join(":");
-}
-
-function netnsOf(pid: number): number | undefined {
-  try {
-    const m = /\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
 }

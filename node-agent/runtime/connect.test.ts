@@ -5,16 +5,19 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
+import { Registry } from "prom-client";
 import type { ProcessKprobeEvent, RuntimeEvent } from "../../core/process-event.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { NetnsFixture } from "../bpf/netns.ts";
 import { ConnectEnforcer } from "./connect-enforcer.ts";
 import { CONNECT_LAYOUT, CONNECT_RULES_MAX } from "./connect-layout.ts";
 import { RuntimeEnforcement } from "./enforcement.ts";
-import { ProcessEvents, type PodRef } from "./events.ts";
+import type { PodRef } from "./events.ts";
+import { ProcessVisibility } from "./visibility.ts";
 
 const SELECTED_NS = `rt-con-a-${process.pid}`;
 const OTHER_NS = `rt-con-b-${process.pid}`;
@@ -64,10 +67,12 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
   let pods = new Map<number, PodRef>();
   let connect: ConnectEnforcer;
   let engine: RuntimeEnforcement;
+  let visibility: ProcessVisibility;
   const kprobes = (): ProcessKprobeEvent["process_kprobe"][] => events.flatMap((e) => ("process_kprobe" in e ? [e.process_kprobe] : []));
   async function until<T>(what: string, find: () => T | undefined): Promise<T> {
     const end = Date.now() + 5000;
     for (;;) {
+      visibility.drain();
       connect.drain();
       const v = find();
       if (v !== undefined) return v;
@@ -83,7 +88,10 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
       [fs.statSync(`/var/run/netns/${SELECTED_NS}`).ino, { namespace: "default", name: "client", labels: { app: "client" } }],
       [fs.statSync(`/var/run/netns/${OTHER_NS}`).ino, { namespace: "other", name: "client", labels: { app: "client" } }],
     ]);
-    const processes = new ProcessEvents({ nodeName: "node-a", resolvePod: (ino) => pods.get(ino) });
+    // The process sensor feeds the process cache: a caller that has exited when its event is read is still named.
+    visibility = new ProcessVisibility({ nodeName: "node-a", exportFile: path.join(os.tmpdir(), `${SCOPE}.jsonl`), registry: new Registry(), resolvePod: (ino) => pods.get(ino), scope: `${SCOPE}-proc` });
+    visibility.start();
+    const processes = visibility.processes;
     const log = pino({ level: "silent" });
     connect = new ConnectEnforcer({ events: processes, nodeName: "node-a", emit: (e) => events.push(e), log, pods: () => pods, scope: SCOPE });
     engine = new RuntimeEnforcement({ nodeName: "node-a", events: processes, emit: (e) => events.push(e), log, resolvePod: (ino) => pods.get(ino), connect });
@@ -91,6 +99,8 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
 
   after(() => {
     engine?.stop();
+    visibility?.stop();
+    fs.rmSync(path.join(os.tmpdir(), `${SCOPE}.jsonl`), { force: true });
     fixture.cleanup();
   });
 

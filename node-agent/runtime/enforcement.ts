@@ -1,6 +1,6 @@
 // TracingPolicy enforcement on a node: policies (Kubernetes objects, from a file or the agent) read into
-// enforcement plans, their exec and file hooks handed to the fanotify enforcer and their connect hooks to the
-// cgroup/connect enforcer; each policy's status says whether it is enforced here or exactly why not.
+// enforcement plans, their exec and file hooks handed to the fanotify enforcer, their connect hooks to the
+// cgroup/connect enforcer and their tracepoints to the tracepoint program; each policy's status says whether it is enforced here or exactly why not.
 import type { Logger } from "pino";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { enforcementPlan, type EnforcementPlan } from "../../core/tracing-enforcement.ts";
@@ -15,6 +15,8 @@ export type PolicyStatus =
 export interface HookEnforcer {
   /** Serves exactly these plans' hooks of its kind; throws when it cannot (nothing half-applied is left). */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void;
+  /** Why this node cannot serve the plan's hooks of its kind (HookUnavailable), before anything is loaded. */
+  unavailable?(plan: EnforcementPlan): string | undefined;
   close(): void;
 }
 
@@ -25,6 +27,8 @@ export interface RuntimeEnforcementOptions {
   readonly log: Logger;
   readonly resolvePod?: PodResolver;
   readonly connect?: HookEnforcer;
+  /** The part that serves tracepoints (bpf/tracepoint.c); absent, tracepoint hooks are refused. */
+  readonly tracepoints?: HookEnforcer;
 }
 
 /** The key of a policy object: `namespace/name` for TracingPolicyNamespaced, `name` for TracingPolicy. */
@@ -66,6 +70,16 @@ export class RuntimeEnforcement {
         this.statuses.set(key, { enforced: false, reason: "HookUnavailable", message: `${where}: connect hooks need the cgroup/connect programs, which this runtime does not run` });
         continue;
       }
+      if (plan.value.hooks.some((h) => h.meaning === "tracepoint") && this.opts.tracepoints === undefined) {
+        const where = plan.value.hooks.filter((h) => h.meaning === "tracepoint").map((h) => `${h.path} (${h.name})`).join(", ");
+        this.statuses.set(key, { enforced: false, reason: "HookUnavailable", message: `${where}: tracepoints need the tracepoint program, which this runtime does not run` });
+        continue;
+      }
+      const why = this.opts.tracepoints?.unavailable?.(plan.value) ?? this.opts.connect?.unavailable?.(plan.value);
+      if (why !== undefined) {
+        this.statuses.set(key, { enforced: false, reason: "HookUnavailable", message: why });
+        continue;
+      }
       wanted.set(key, plan.value);
     }
     // One policy that cannot be placed must not take the others down: try all, then drop the failing ones one by one.
@@ -102,6 +116,7 @@ export class RuntimeEnforcement {
   stop(): void {
     this.files.close();
     this.opts.connect?.close();
+    this.opts.tracepoints?.close();
     this.plans = new Map();
   }
 
@@ -110,12 +125,14 @@ export class RuntimeEnforcement {
     try {
       this.files.set(plans);
       this.opts.connect?.set(plans);
+      this.opts.tracepoints?.set(plans);
       return undefined;
     } catch (err) {
       for (const [key, plan] of plans) {
         try {
           this.files.set(new Map([[key, plan]]));
           this.opts.connect?.set(new Map([[key, plan]]));
+          this.opts.tracepoints?.set(new Map([[key, plan]]));
         } catch (alone) {
           return { key, message: alone instanceof Error ? alone.message : String(alone) };
         }

@@ -17,6 +17,8 @@ export interface PodRef {
 export type PodResolver = (netnsInode: number) => PodRef | undefined;
 
 const MAX_ANCESTORS = 16;
+/** Processes kept after their exit, for an enforcer's event that the ring hands over after the exit record (a process a program killed). */
+const MAX_EXITED = 1024;
 const SIGNAL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(os.signals).map(([name, n]) => [n, name]));
 
 export interface ProcessEventsOptions {
@@ -32,6 +34,8 @@ export class ProcessEvents {
   /** Each cached process's parent pid as the kernel reported it at exec (or /proc when first read): the ancestor
    * walk of every exec then reads no /proc file for processes it has seen. */
   private readonly parents = new Map<number, number>();
+  /** Recently exited processes with their parent pid, oldest first. */
+  private readonly exited = new Map<number, { process: TetragonProcess; ppid: number }>();
   /** CLOCK_MONOTONIC (the kernel's ktime) to wall-clock nanoseconds. */
   private readonly bootOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   private readonly proc: string;
@@ -71,6 +75,9 @@ export class ProcessEvents {
     this.cache.delete(e.pid);
     this.parents.delete(e.pid);
     if (!process) return undefined;
+    this.exited.delete(e.pid);
+    this.exited.set(e.pid, { process, ppid: e.ppid });
+    if (this.exited.size > MAX_EXITED) this.exited.delete(this.exited.keys().next().value!);
     const parent = process.parent_exec_id !== undefined ? this.lookup(e.ppid) : undefined;
     const signal = e.exitCode & 0x7f;
     return {
@@ -88,9 +95,10 @@ export class ProcessEvents {
 
   /** A running process with its parent and ancestors (from the cache, or /proc), for an event about one of its calls. */
   describe(pid: number): { process: TetragonProcess; parent?: TetragonProcess; ancestors?: TetragonProcess[] } | undefined {
-    const process = this.lookup(pid);
+    const gone = this.cache.has(pid) ? undefined : this.exited.get(pid);
+    const process = gone?.process ?? this.lookup(pid);
     if (!process) return undefined;
-    const ppid = this.ppidOf(pid);
+    const ppid = gone?.ppid ?? this.ppidOf(pid);
     const parent = ppid !== undefined && ppid !== pid ? this.lookup(ppid) : undefined;
     const ancestors = this.ancestorsOf(parent);
     return { process, ...(parent ? { parent } : {}), ...(ancestors.length > 0 ? { ancestors } : {}) };

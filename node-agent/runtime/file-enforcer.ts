@@ -52,7 +52,7 @@ export class FileEnforcer {
 
   /** Sets the policies' exec and file hooks (key → plan); marks what they need and removes what none needs. Throws when a mark cannot be placed. */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
-    const relevant = new Map([...plans].filter(([, p]) => p.hooks.some((h) => h.meaning !== "connect")).map(([k, p]) => [k, withResolvedPaths(p)] as const));
+    const relevant = new Map([...plans].filter(([, p]) => p.hooks.some(isFileHook)).map(([k, p]) => [k, withResolvedPaths(p)] as const));
     const wanted = new Map<MarkScope, Map<string, bigint>>();
     for (const plan of relevant.values()) for (const m of marksFor(plan)) {
       const byPath = wanted.get(m.scope) ?? new Map<string, bigint>();
@@ -194,7 +194,7 @@ function withResolvedPaths(plan: EnforcementPlan): EnforcementPlan {
     }
   };
   const hooks = plan.hooks.map((h) =>
-    h.meaning === "connect"
+    !isFileHook(h)
       ? h
       : {
           ...h,
@@ -228,11 +228,14 @@ function hookArgs(hook: HookPlan, filePath: string): TetragonArg[] {
   return out;
 }
 
+/** Exec and file hooks are this enforcer's (connect hooks and tracepoints have programs of their own). */
+const isFileHook = (h: HookPlan): boolean => h.meaning === "exec" || h.meaning === "file";
+
 /** The marks a policy's exec and file hooks need. */
 export function marksFor(plan: EnforcementPlan): Mark[] {
   const out: Mark[] = [];
   for (const hook of plan.hooks) {
-    if (hook.meaning === "connect") continue;
+    if (!isFileHook(hook)) continue;
     const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
     const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
     for (const s of selectors) {

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import { Gauge, Registry } from "prom-client";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { ConnectEnforcer } from "./connect-enforcer.ts";
+import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
 import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
@@ -17,7 +18,7 @@ import { ProcessVisibility } from "./visibility.ts";
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
                         [--node-name NAME] [--metrics-address HOST:PORT]
 
-  --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm event (Tetragon's JSON) to FILE
+  --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm/process_tracepoint event (Tetragon's JSON) to FILE
   --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
   --status-file FILE         write each policy's status here as JSON after every change (needs --policy-file)
   --pods-file FILE           the node's pods, {"pods": [{"netns", "namespace", "name", "labels"}]} (polled): events name the pod,
@@ -91,7 +92,9 @@ export async function run(args: string[]): Promise<number> {
   }
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
   const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-connect" });
-  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, connect });
+  // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
+  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-tracepoint" });
+  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",
     help: "TracingPolicies of the policy file, by whether this node enforces them.",

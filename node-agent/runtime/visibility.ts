@@ -2,7 +2,7 @@
 // JSON events, one line each appended to an export file (what `membrane observe --type process --input-file` reads), counted in metrics.
 import fs from "node:fs";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { RuntimeEvent } from "../../core/process-event.ts";
+import { eventType, type RuntimeEvent } from "../../core/process-event.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
@@ -29,7 +29,7 @@ export class ProcessVisibility {
     this.events = new ProcessEvents({ nodeName: opts.nodeName, ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}) });
     this.counted = new Counter({
       name: "membrane_process_events_total",
-      help: "Process events exported, by Tetragon event type (process_exec, process_exit, process_kprobe, process_lsm).",
+      help: "Process events exported, by Tetragon event type (process_exec, process_exit, process_kprobe, process_lsm, process_tracepoint).",
       labelNames: ["type"],
       registers: [opts.registry],
     });
@@ -98,10 +98,9 @@ export class ProcessVisibility {
     return this.events;
   }
 
-  /** Exports one event (the sensor's, or an enforcer's process_kprobe/process_lsm) to the file and the metrics. */
+  /** Exports one event (the sensor's, or an enforcer's process_kprobe/process_lsm/process_tracepoint) to the file and the metrics. */
   emit(e: RuntimeEvent): void {
-    const type = "process_exec" in e ? "process_exec" : "process_exit" in e ? "process_exit" : "process_kprobe" in e ? "process_kprobe" : "process_lsm";
-    this.counted.inc({ type });
+    this.counted.inc({ type: eventType(e) });
     if (this.fd !== undefined) {
       // One write per turn of the event loop, not per event: a burst of execs is thousands of events a second.
       this.pending.push(JSON.stringify(e));

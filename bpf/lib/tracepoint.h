@@ -1,0 +1,86 @@
+// Layout of the TracingPolicy tracepoint hooks bpf/tracepoint.c evaluates (how each hook's listed arguments are
+// read, the rules its selectors expand to) and the events it writes; mirrored by node-agent/runtime/tracepoint-layout.ts
+// (a test compares the sizes and offsets).
+#ifndef MEMBRANE_TRACEPOINT_H
+#define MEMBRANE_TRACEPOINT_H
+
+#define TP_HOOKS_MAX 64
+#define TP_RULES_MAX 256
+#define TP_ARGS_MAX 5          /* listed arguments a hook reads */
+#define TP_FILTERS_MAX 4       /* argument filters one rule ANDs */
+#define TP_STR_MAX 256         /* bytes of a string argument read (NUL included) and of a string value */
+
+#define TP_ARG_INT 1
+#define TP_ARG_STRING 2
+
+#define TP_OP_EQUAL 1
+#define TP_OP_PREFIX 2
+#define TP_OP_POSTFIX 3
+#define TP_OP_GT 4
+#define TP_OP_LT 5
+#define TP_OP_MASK 6
+
+#define TP_ACTION_POST 1
+#define TP_ACTION_SIGKILL 2
+#define TP_ACTION_SIGNAL 3
+
+#define TP_F_NOPOST 1          /* act without an event */
+#define TP_F_DEFER 2           /* matchBinaries: user space judges the binary and acts */
+#define TP_F_PID_NOT 4         /* the caller's pid must not be pid */
+
+/* How one listed argument is read from the tracepoint's record. */
+struct tp_arg {
+	__u16 offset;    /* in the record (the format's offset) */
+	__u8 kind;       /* TP_ARG_*; 0: not read */
+	__u8 size;       /* integers: 1, 2, 4 or 8 bytes */
+	__u8 is_signed;  /* integers: sign-extended and compared signed */
+	__u8 pad[3];
+};
+
+/* One hook: the tracepoint (by its tracefs id: the cookie of the program's link to it) and its listed arguments. */
+struct tp_hook {
+	__u32 event_id;
+	__u32 nargs;
+	struct tp_arg args[TP_ARGS_MAX];
+};
+
+/* One argument filter; a negated one must not hold. */
+struct tp_filter {
+	__u8 arg;        /* listed argument */
+	__u8 op;         /* TP_OP_*; 0: no filter */
+	__u8 negate;
+	__u8 pad;
+	__u32 len;       /* string value: bytes without the NUL */
+	__s64 value;     /* integer value (the mask for TP_OP_MASK) */
+	char str[TP_STR_MAX];
+};
+
+/* One selector of one hook, with one value of each positive filter (the agent expands the rest). */
+struct tp_rule {
+	__u32 hook;      /* index in membrane_tp_hooks; rules of a hook are contiguous, the first that matches acts */
+	__u32 netns;     /* network namespace inode of the caller; 0: any */
+	__u32 pid;       /* the caller's process id; 0: any */
+	__u8 action;     /* TP_ACTION_* */
+	__u8 signal;     /* TP_ACTION_SIGNAL */
+	__u8 flags;      /* TP_F_* */
+	__u8 nfilters;
+	struct tp_filter filters[TP_FILTERS_MAX];
+};
+
+/* The rule count lives in slot 0 of membrane_tp_count; rules in membrane_tp_rules[0..count). */
+
+struct tp_event {
+	__u32 pid;
+	__u32 tid;
+	__u32 netns;
+	__u32 rule;      /* index of the rule that matched */
+	__u32 hook;
+	__u8 action;
+	__u8 flags;
+	__u16 pad;
+	__u64 ktime_ns;
+	__s64 ints[TP_ARGS_MAX];
+	char strs[TP_ARGS_MAX][TP_STR_MAX];
+};
+
+#endif

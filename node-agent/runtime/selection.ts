@@ -1,0 +1,33 @@
+// What the runtime's BPF enforcers (connect, tracepoint) share about the processes they judge: the network namespaces
+// of the pods a policy selects (their programs compare the caller's), the host's, and signalling a process from here.
+import fs from "node:fs";
+import type { Logger } from "pino";
+import { policySelects, type EnforcementPlan } from "../../core/tracing-enforcement.ts";
+import type { PodRef } from "./events.ts";
+
+/** The network namespace inodes a plan's rules are for: every process (0), or the selected pods'. */
+export function selectedNetns(plan: EnforcementPlan, pods: Iterable<readonly [number, PodRef]>): number[] {
+  if (plan.namespace === undefined && plan.podSelector === undefined) return [0];
+  const out: number[] = [];
+  for (const [inode, pod] of pods) if (policySelects(plan, pod)) out.push(inode);
+  return out;
+}
+
+/** The network namespace inode of a process (1: the host's), or undefined when it is gone. */
+export function netnsOf(pid: number): number | undefined {
+  try {
+    const m = /\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** kill(2) for an action the program could not take itself; a process already gone is logged, not thrown. */
+export function signalProcess(pid: number, sig: number, log: Logger): void {
+  try {
+    process.kill(pid, sig);
+  } catch (err) {
+    log.warn({ pid, sig, err: String(err) }, "could not signal the process");
+  }
+}

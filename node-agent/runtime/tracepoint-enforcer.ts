@@ -1,0 +1,358 @@
+// TracingPolicy tracepoints (syscalls/sys_enter_*, raw_syscalls/*) natively: bpf/tracepoint.c attached by perf
+// events to every tracepoint the plans name, their selectors expanded into rules the program evaluates in the kernel
+// (pod by network namespace, matchPIDs, integer and string matchArgs); Sigkill and Signal are sent by the program
+// itself, Post comes back through a ring buffer as Tetragon's process_tracepoint. matchBinaries is judged here, from
+// the program's report (the process cache's binary), and acted on by kill(2) — later than the kernel's own actions.
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import koffi from "koffi";
+import type { Logger } from "pino";
+import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
+import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
+import { selectorMatches, type EnforcementPlan, type HookPlan, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
+import type { PodRef, ProcessEvents } from "./events.ts";
+import { netnsOf, selectedNetns, signalProcess } from "./selection.ts";
+import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
+import {
+  TP_ACTION, TP_ARGS_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_OP, TP_RULES_MAX, TP_STR_MAX, type TpEvent, type TpFilter, type TpRule, decodeTpEvent, encodeTpHook, encodeTpRule,
+} from "./tracepoint-layout.ts";
+
+export const TRACEPOINT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/tracepoint.o");
+
+const libbpf = koffi.load("libbpf.so.1");
+const libc = koffi.load("libc.so.6");
+const linkCreate = libbpf.func("int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)") as (p: number, t: number, a: number, o: Buffer) => number;
+const closeFd = libc.func("int close(int fd)") as (fd: number) => number;
+const syscall = libc.func("long syscall(long number, ...)") as (...args: unknown[]) => number;
+const SYS_PERF_EVENT_OPEN = process.arch === "arm64" ? 241 : 298;
+const PERF_TYPE_TRACEPOINT = 2;
+const PERF_FLAG_FD_CLOEXEC = 8;
+const BPF_PERF_EVENT = 41;
+
+export interface TracepointEnforcerOptions {
+  readonly events: ProcessEvents;
+  readonly nodeName: string;
+  readonly emit: (e: RuntimeEvent) => void;
+  readonly log: Logger;
+  /** The pods on this node by network namespace inode (a policy that selects pods gets rules for theirs). */
+  readonly pods: () => Iterable<readonly [number, PodRef]>;
+  /** Pin scope under /sys/fs/bpf/membrane (tests use their own). */
+  readonly scope: string;
+  readonly objectPath?: string;
+  /** The tracepoints' formats (default: read from tracefs now, before any fanotify mark exists). */
+  readonly catalogue?: TracepointCatalogue;
+}
+
+/** What a rule came from, to name it in events and to judge matchBinaries. */
+interface RuleOrigin {
+  readonly policy: string;
+  readonly hook: HookPlan;
+  readonly reads: readonly TracepointArgRead[];
+  readonly selector?: SelectorPlan;
+}
+
+/** A perf event on one tracepoint and the program's link to it. */
+interface Attachment {
+  readonly perfFd: number;
+  readonly linkFd: number;
+}
+
+export class TracepointEnforcer {
+  private readonly catalogue: TracepointCatalogue;
+  private obj: BpfObject | undefined;
+  private reader: RingBufferReader | undefined;
+  private readonly attached = new Map<number, Attachment>();
+  private origins: RuleOrigin[] = [];
+  /** Records the agent could not decode. */
+  undecodable = 0;
+
+  constructor(private readonly opts: TracepointEnforcerOptions) {
+    this.catalogue = opts.catalogue ?? readTracepointCatalogue();
+  }
+
+  /** Serves exactly these plans' tracepoint hooks (loading the program on first use, detaching it from every tracepoint none names). Throws naming the field a rule cannot express. */
+  set(plans: ReadonlyMap<string, EnforcementPlan>): void {
+    const compiled = this.compile(plans);
+    if (compiled.hooks.length === 0 && this.obj === undefined) return;
+    // Loaded once (the verifier takes ~0.4 s here) and kept while this enforcer lives; without tracepoints nothing is attached.
+    this.start();
+    const obj = this.obj!;
+    // Attach the new tracepoints first; a failure leaves the program's rules as they were.
+    const wantedIds = new Set(compiled.hooks.map((h) => h.eventId));
+    for (const id of wantedIds) if (!this.attached.has(id)) this.attached.set(id, attach(obj.programFd("membrane_tracepoint"), id));
+    const zero = Buffer.alloc(4);
+    const count = Buffer.alloc(4);
+    const countMap = obj.map("membrane_tp_count");
+    const old = countMap.lookup(zero)?.readUInt32LE(0) ?? 0;
+    count.writeUInt32LE(Math.min(old, compiled.rules.length));
+    countMap.update(zero, count);
+    compiled.hooks.forEach((h, i) => obj.map("membrane_tp_hooks").update(u32(i), encodeTpHook(h)));
+    compiled.rules.forEach((r, i) => obj.map("membrane_tp_rules").update(u32(i), encodeTpRule(r)));
+    this.origins = compiled.origins;
+    count.writeUInt32LE(compiled.rules.length);
+    countMap.update(zero, count);
+    for (const [id, a] of this.attached) {
+      if (wantedIds.has(id)) continue;
+      detach(a);
+      this.attached.delete(id);
+    }
+  }
+
+  /** Why the plan's tracepoints cannot be served here (a tracepoint this kernel lacks, an argument or operator the program does not read), naming the field. */
+  unavailable(plan: EnforcementPlan): string | undefined {
+    try {
+      this.compile(new Map([["", plan]]));
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+
+  /** Events the ring could not take. */
+  lost(): bigint {
+    return this.obj?.map("membrane_tp_lost").lookupPerCpuSum(Buffer.alloc(4)) ?? 0n;
+  }
+
+  /** Consumes what the ring holds now (tests). */
+  drain(): number {
+    return this.reader?.drain() ?? 0;
+  }
+
+  /** Tracepoints the program is attached to now (tests count them). */
+  get attachedTracepoints(): number {
+    return this.attached.size;
+  }
+
+  close(): void {
+    this.reader?.stop();
+    this.reader = undefined;
+    for (const a of this.attached.values()) detach(a);
+    this.attached.clear();
+    if (this.obj) {
+      this.obj.close();
+      this.obj.unpin();
+    }
+    this.obj = undefined;
+    this.origins = [];
+  }
+
+  private start(): void {
+    if (this.obj) return;
+    this.obj = BpfObject.load(this.opts.objectPath ?? TRACEPOINT_OBJECT, { scope: this.opts.scope });
+    try {
+      this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
+        const e = decodeTpEvent(rec);
+        if (e) this.report(e);
+        else this.undecodable++;
+      });
+      this.reader.start();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  /** The hooks and rules of the plans' tracepoints, in the program's terms. */
+  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { hooks: { eventId: number; args: TracepointArgRead[] }[]; rules: TpRule[]; origins: RuleOrigin[] } {
+    const hooks: { eventId: number; args: TracepointArgRead[] }[] = [];
+    const rules: TpRule[] = [];
+    const origins: RuleOrigin[] = [];
+    for (const plan of plans.values()) {
+      const tracepoints = plan.hooks.filter((h) => h.meaning === "tracepoint");
+      if (tracepoints.length === 0) continue;
+      const netns = selectedNetns(plan, this.opts.pods());
+      for (const hook of tracepoints) {
+        const format = this.formatOf(hook);
+        const reads = hook.args.map((a, i) => {
+          const r = tracepointArgRead(format, a.index, a.type);
+          if (typeof r === "string") throw new Error(`${hook.path}.args[${i}]: ${r}`);
+          return r;
+        });
+        if (reads.length > TP_ARGS_MAX) throw new Error(`${hook.path}.args: lists ${reads.length} arguments; this node's tracepoint program reads ${TP_ARGS_MAX}`);
+        const hookIndex = hooks.length;
+        hooks.push({ eventId: format.id, args: reads });
+        const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
+        selectors.forEach((s, j) => {
+          const at = `${hook.path}.selectors[${j}]`;
+          if (s !== undefined && s.binaries.length > 0 && j !== selectors.length - 1) {
+            throw new Error(`${at}.matchBinaries: judged in user space after the kernel's own selectors, so only the last selector of a tracepoint may have matchBinaries (Tetragon's first-match order would not hold)`);
+          }
+          for (const r of expand(s, at, reads, netns, hookIndex)) {
+            rules.push(r);
+            origins.push({ policy: plan.name, hook, reads, ...(s !== undefined ? { selector: s } : {}) });
+          }
+        });
+      }
+    }
+    if (hooks.length > TP_HOOKS_MAX) throw new Error(`${hooks.length} tracepoint hooks; this node holds ${TP_HOOKS_MAX}`);
+    if (rules.length > TP_RULES_MAX) throw new Error(`tracepoint hooks expand to ${rules.length} rules; this node holds ${TP_RULES_MAX}`);
+    return { hooks, rules, origins };
+  }
+
+  private formatOf(hook: HookPlan): TracepointFormat {
+    const tp = hook.tracepoint!;
+    if (tp.raw) throw new Error(`${hook.path}.raw: raw tracepoints (raw: true) are not served by this node; write raw: false (the tracepoint's format fields are read)`);
+    if (!(TRACEPOINT_SUBSYSTEMS as readonly string[]).includes(tp.subsystem)) {
+      throw new Error(`${hook.path}.subsystem: ${tp.subsystem} tracepoints are not served by this node (${TRACEPOINT_SUBSYSTEMS.join(", ")} are)`);
+    }
+    if (!this.catalogue.ok) throw new Error(`${hook.path}: ${this.catalogue.error}`);
+    const f = this.catalogue.formats.get(`${tp.subsystem}/${tp.event}`);
+    if (f === undefined) throw new Error(`${hook.path}.event: tracepoint ${tp.subsystem}/${tp.event} does not exist on this kernel (no events/${tp.subsystem}/${tp.event} in tracefs)`);
+    return f;
+  }
+
+  private report(e: TpEvent): void {
+    const origin = this.origins[e.rule];
+    if (origin === undefined) return;
+    const described = this.opts.events.describe(e.pid);
+    if (e.flags & TP_F.defer) {
+      // matchBinaries: the kernel matched everything else; the binary decides here.
+      const s = origin.selector;
+      const binary = described?.process.binary ?? "";
+      if (s === undefined || !selectorMatches({ ...s, args: [], namespaces: [], pids: [], names: [] }, { pid: e.pid, binary, namespaces: {}, hostNamespaces: {} })) return;
+      if (e.action === TP_ACTION.Sigkill) this.kill(e.pid, 9);
+      if (e.action === TP_ACTION.Signal) {
+        const sig = s.actions.find((a) => a.action === "Signal")?.signal;
+        if (sig !== undefined) this.kill(e.pid, sig);
+      }
+      if (s.actions.some((a) => a.action === "NoPost")) return;
+    }
+    if (!described) return;
+    const tp = origin.hook.tracepoint!;
+    const action = e.action === TP_ACTION.Sigkill ? "KPROBE_ACTION_SIGKILL" : e.action === TP_ACTION.Signal ? "KPROBE_ACTION_SIGNAL" : "KPROBE_ACTION_POST";
+    const args: TetragonArg[] = origin.reads.map((r, i) => eventArg(r, origin.hook.args[i]?.type ?? "auto", e.ints[i] ?? 0n, e.strs[i] ?? ""));
+    this.opts.emit({
+      process_tracepoint: { ...described, subsys: tp.subsystem, event: tp.event, args, action, policy_name: origin.policy },
+      node_name: this.opts.nodeName,
+      time: this.opts.events.now(),
+    });
+  }
+
+  private kill(pid: number, sig: number): void {
+    signalProcess(pid, sig, this.opts.log);
+  }
+}
+
+/** An argument as Tetragon's JSON carries it. */
+function eventArg(r: TracepointArgRead, type: string, int: bigint, str: string): TetragonArg {
+  if (r.kind === "string") return { string_arg: str };
+  if (r.size <= 4) return r.signed ? { int_arg: Number(int) } : { uint_arg: Number(BigInt.asUintN(32, int)) };
+  if (type === "size_t" || type === "uint64" || !r.signed) return { size_arg: BigInt.asUintN(64, int).toString() };
+  return { long_arg: int.toString() };
+}
+
+const INT_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
+  Equal: { op: TP_OP.Equal, negate: false }, NotEqual: { op: TP_OP.Equal, negate: true },
+  GreaterThan: { op: TP_OP.GT, negate: false }, GT: { op: TP_OP.GT, negate: false },
+  LessThan: { op: TP_OP.LT, negate: false }, LT: { op: TP_OP.LT, negate: false }, Mask: { op: TP_OP.Mask, negate: false },
+};
+const STRING_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
+  Equal: { op: TP_OP.Equal, negate: false }, NotEqual: { op: TP_OP.Equal, negate: true },
+  Prefix: { op: TP_OP.Prefix, negate: false }, NotPrefix: { op: TP_OP.Prefix, negate: true },
+  Postfix: { op: TP_OP.Postfix, negate: false }, NotPostfix: { op: TP_OP.Postfix, negate: true },
+};
+
+/**
+ * A selector's rules: one per network namespace × pid × value of each positive argument filter (the program ORs
+ * the rules of a hook, each rule ANDs its filters; a negated filter with several values is one filter per value).
+ */
+function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly number[], hook: number): TpRule[] {
+  const refuse = (what: string): Error => new Error(`${at}.${what}`);
+  let netns = [...subjects];
+  let pids: { pid: number; not: boolean }[] = [{ pid: 0, not: false }];
+  let action: number = TP_ACTION.Post;
+  let signal = 0;
+  let flags = 0;
+  const fixed: TpFilter[] = [];
+  let choices: TpFilter[][] = [[]];
+  if (s !== undefined) {
+    if (s.names.length > 0) throw refuse("matchNames: not served on tracepoints (use a TracingPolicyNamespaced or podSelector)");
+    for (const n of s.namespaces) {
+      if (n.namespace !== "Net") throw refuse(`matchNamespaces: ${n.namespace} namespaces are not read by the tracepoint program (Net is: a pod is its network namespace)`);
+      const listed = n.values.map((v) => (v === "host_ns" ? netnsOf(1) : Number(v))).filter((x): x is number => x !== undefined && Number.isInteger(x));
+      if (n.operator === "In") netns = netns.includes(0) ? listed : netns.filter((x) => listed.includes(x));
+      else if (netns.includes(0)) throw refuse("matchNamespaces: Net NotIn for every process is not served (select pods with podSelector instead)");
+      else netns = netns.filter((x) => !listed.includes(x));
+    }
+    for (const p of s.pids) {
+      if (p.isNamespacePID) throw refuse("matchPIDs: isNamespacePID is not served on tracepoints (the program sees host pids)");
+      if (p.operator === "In") pids = p.values.map((pid) => ({ pid, not: false }));
+      else if (p.values.length === 1) pids = [{ pid: p.values[0]!, not: true }];
+      else throw refuse(`matchPIDs: NotIn with ${p.values.length} values (one is served)`);
+    }
+    s.args.forEach((a, k) => {
+      const where = `matchArgs[${k}]`;
+      const read = reads[a.index ?? -1];
+      if (read === undefined) throw refuse(`${where}.index: argument ${String(a.index)} is not listed in args`);
+      const ops = read.kind === "string" ? STRING_OPS : INT_OPS;
+      const op = ops[a.operator];
+      if (op === undefined) {
+        const served = read.kind === "string" ? TRACEPOINT_STRING_OPERATORS : TRACEPOINT_INT_OPERATORS;
+        throw refuse(`${where}.operator: ${a.operator} on ${read.kind === "string" ? "a string" : "an integer"} argument (${read.field}) is not evaluated by the tracepoint program (${served.join(", ")} are)`);
+      }
+      const filters = a.values.map((v, i) => {
+        if (read.kind === "string") {
+          if (Buffer.byteLength(v) >= TP_STR_MAX) throw refuse(`${where}.values[${i}]: longer than ${TP_STR_MAX - 1} bytes`);
+          return { arg: a.index!, op: op.op, negate: op.negate, value: 0n, str: v };
+        }
+        const n = parseInteger(v);
+        if (n === undefined) throw refuse(`${where}.values[${i}]: ${JSON.stringify(v)} is not an integer`);
+        return { arg: a.index!, op: op.op, negate: op.negate, value: n };
+      });
+      if (op.negate) fixed.push(...filters);
+      else if (op.op === TP_OP.Mask) fixed.push({ ...filters[0]!, value: filters.reduce((m, f) => m | f.value, 0n) });
+      else choices = choices.flatMap((c) => filters.map((f) => [...c, f]));
+    });
+    if (fixed.length + (choices[0]?.length ?? 0) > TP_FILTERS_MAX) throw refuse(`matchArgs: ${fixed.length + (choices[0]?.length ?? 0)} filters in one selector; the tracepoint program evaluates ${TP_FILTERS_MAX}`);
+    const acts = s.actions.map((x) => x.action);
+    action = acts.includes("Sigkill") ? TP_ACTION.Sigkill : acts.includes("Signal") ? TP_ACTION.Signal : TP_ACTION.Post;
+    signal = s.actions.find((x) => x.action === "Signal")?.signal ?? 0;
+    flags = (acts.includes("NoPost") ? TP_F.nopost : 0) | (s.binaries.length > 0 ? TP_F.defer : 0);
+  }
+  const out: TpRule[] = [];
+  for (const n of netns) for (const p of pids) for (const c of choices) {
+    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), filters: [...fixed, ...c] });
+  }
+  return out;
+}
+
+/** Tetragon's integer values: decimal (signed) or 0x hex. */
+function parseInteger(v: string): bigint | undefined {
+  if (!/^-?(0x[0-9a-fA-F]+|\d+)$/.test(v.trim())) return undefined;
+  const t = v.trim();
+  return t.startsWith("-") ? -BigInt(t.slice(1)) : BigInt(t);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/** perf_event_open on the tracepoint (any CPU: a BPF program on a tracepoint runs wherever it fires) and a BPF link to it. */
+function attach(progFd: number, eventId: number): Attachment {
+  const attr = Buffer.alloc(128); // struct perf_event_attr (PERF_ATTR_SIZE_VER7)
+  attr.writeUInt32LE(PERF_TYPE_TRACEPOINT, 0);
+  attr.writeUInt32LE(128, 4);
+  attr.writeBigUInt64LE(BigInt(eventId), 8);
+  attr.writeBigUInt64LE(1n, 16); // sample_period
+  attr.writeUInt32LE(1, 48); // wakeup_events
+  const perfFd = Number(syscall(SYS_PERF_EVENT_OPEN, "void *", attr, "int", -1, "int", 0, "int", -1, "unsigned long", PERF_FLAG_FD_CLOEXEC));
+  if (perfFd < 0) throw new BpfError(`perf_event_open on tracepoint ${eventId}`, koffi.errno());
+  // struct bpf_link_create_opts (libbpf 1.1): sz, then perf_event.bpf_cookie at 32 — the program's way to know the tracepoint.
+  const opts = Buffer.alloc(64);
+  opts.writeBigUInt64LE(64n, 0);
+  opts.writeBigUInt64LE(BigInt(eventId), 32);
+  const linkFd = linkCreate(progFd, perfFd, BPF_PERF_EVENT, opts);
+  if (linkFd < 0) {
+    closeFd(perfFd);
+    throw new BpfError(`attach the tracepoint program to tracepoint ${eventId}`, -linkFd);
+  }
+  return { perfFd, linkFd };
+}
+
+function detach(a: Attachment): void {
+  closeFd(a.linkFd);
+  closeFd(a.perfFd);
+}
