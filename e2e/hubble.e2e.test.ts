@@ -230,11 +230,30 @@ describe("the hubble CLI against the local cluster (relay and one agent)", () =>
     await tc.kubectl(["delete", "deployment", "-n", "default", "squadron", "--wait=false"]);
   });
 
+  it("each agent's flows carry its own Node's labels: --node-label through the relay selects one node's flows, a set-based selector both", async () => {
+    for (const i of [1, 2]) await tc.kubectl(["label", "--overwrite", "node", tc.nodeName(i), `membrane.test/zone=zone-${i}`]);
+    const deathstar = ips.get("default/deathstar")!;
+    const zone = async (selector: string): Promise<HubbleFlow[]> => jsonFlows((await hubble("observe", "--server", relay, "--node-label", selector, "--last", "200", "-o", "json")).stdout);
+    const end = Date.now() + 30_000;
+    let one: HubbleFlow[] = [];
+    let two: HubbleFlow[] = [];
+    // The tiefighter's connection is reported by both nodes (its egress on node 2, deathstar's ingress on node 1).
+    while (one.length === 0 || two.length === 0) {
+      if (Date.now() > end) assert.fail(`zone-1: ${one.length} flows, zone-2: ${two.length}`);
+      assert.equal((await tiefighter!.probe(deathstar, 80, { timeoutMs: 3000 })).verdict, "connected");
+      [one, two] = [await zone("membrane.test/zone=zone-1"), await zone("membrane.test/zone=zone-2")];
+    }
+    assert.ok(one.every((f) => f.node_name === tc.nodeName(1) && f.node_labels?.includes("membrane.test/zone=zone-1")), JSON.stringify(one.at(-1)));
+    assert.ok(two.every((f) => f.node_name === tc.nodeName(2)), JSON.stringify(two.at(-1)));
+    const both = new Set((await zone("membrane.test/zone in (zone-1, zone-2)")).map((f) => f.node_name));
+    assert.deepEqual([...both].sort(), [tc.nodeName(1), tc.nodeName(2)].sort());
+  });
+
   it("an unsupported filter is an error naming it, through the relay and against one agent", async () => {
     for (const server of [relay, agent1]) {
-      const r = await hubble("observe", "--server", server, "--to-fqdn", "deathstar.empire.svc");
+      const r = await hubble("observe", "--server", server, "--to-service", "empire/deathstar");
       assert.notEqual(r.code, 0);
-      assert.match(r.stderr, /InvalidArgument.*destination_fqdn: not supported/, `${server}: ${r.stderr}`);
+      assert.match(r.stderr, /InvalidArgument.*destination_service: not supported/, `${server}: ${r.stderr}`);
     }
   });
 });

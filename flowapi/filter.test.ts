@@ -149,3 +149,14 @@ test("L7 flags select the proxies' flows as Hubble's do: --type l7, --protocol D
     assert.ok(!r.ok && error.test(r.error), `${argv.join(" ")}: ${r.ok ? "accepted" : r.error}`);
   }
 });
+
+test("--fqdn, --from-fqdn, --to-fqdn match the names the node's proxy learned for an address, as Hubble's patterns", () => {
+  const named = flow({ direction: "egress", destination: endpoint({ ip: "140.82.112.6", port: 443, names: ["api.github.com"] }) });
+  assert.equal(matches(named, "--to-fqdn", "*.github.com"), true);
+  assert.equal(matches(named, "--to-fqdn", "github.com"), false, "the whole name");
+  assert.equal(matches(named, "--fqdn", "api.github.com."), true);
+  assert.equal(matches(named, "--from-fqdn", "*"), false, "the source has no names");
+  assert.equal(matches(base, "--fqdn", "*"), false);
+  const bad = parseFilterArgs(["--to-fqdn", "api github"]);
+  assert.equal(bad.ok ? "" : bad.error, '--to-fqdn: "api github" is not an FQDN pattern: only letters, digits, "-", "_", "." and "*" are allowed');
+});

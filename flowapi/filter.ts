@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
+import { fqdnPattern } from "./hubble/filter.ts";
 
 /** Values of one flag are alternatives (OR); different flags must all hold (AND). */
 export interface FlowFilter {
@@ -16,6 +17,10 @@ export interface FlowFilter {
   readonly host: readonly string[];
   /** The source or destination pod's workload: a name, and a kind when given (`Deployment/web`, `web`, `StatefulSet/`). */
   readonly workload: readonly WorkloadRef[];
+  /** Patterns on the DNS names the node's proxy learned for an address (Hubble's: `*` spans labels, the whole name matches). */
+  readonly fqdn: readonly string[];
+  readonly fromFqdn: readonly string[];
+  readonly toFqdn: readonly string[];
   readonly verdict: readonly FlowVerdict[];
   readonly protocol: readonly string[];
   readonly port: readonly number[];
@@ -52,6 +57,9 @@ export const FILTER_FLAGS = [
   "identity",
   "host",
   "workload",
+  "fqdn",
+  "from-fqdn",
+  "to-fqdn",
   "verdict",
   "protocol",
   "port",
@@ -75,6 +83,9 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --identity N           source or destination identity
   --host NODE            source or destination is NODE's host endpoint (reserved:host; the host firewall)
   --workload [KIND/]NAME source or destination pod's workload (Deployment/web, web, or StatefulSet/ for any of a kind)
+  --fqdn PATTERN          source or destination address has a DNS name the node's proxy learned matching PATTERN (*.example.com)
+  --from-fqdn PATTERN    source address has such a name
+  --to-fqdn PATTERN      destination address has such a name
   --verdict V            FORWARDED or DROPPED
   --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6, or DNS, HTTP (the proxies' L7 flows)
   --port N               source or destination port
@@ -137,6 +148,9 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     identity: [] as number[],
     host: [] as string[],
     workload: [] as WorkloadRef[],
+    fqdn: [] as string[],
+    fromFqdn: [] as string[],
+    toFqdn: [] as string[],
     verdict: [] as FlowVerdict[],
     protocol: [] as string[],
     port: [] as number[],
@@ -194,6 +208,14 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
         const w = slash < 0 ? { kind: "", name: v } : { kind: v.slice(0, slash), name: v.slice(slash + 1) };
         if ((w.kind === "" && w.name === "") || w.name.includes("/")) return bad(`"${v}" is not NAME, KIND/NAME or KIND/`);
         f.workload.push(w);
+        break;
+      }
+      case "fqdn":
+      case "from-fqdn":
+      case "to-fqdn": {
+        const c = fqdnPattern(v);
+        if (!c.ok) return bad(c.error);
+        (flag === "fqdn" ? f.fqdn : flag === "from-fqdn" ? f.fromFqdn : f.toFqdn).push(v);
         break;
       }
       case "verdict": {
@@ -312,6 +334,25 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (f.workload.length) {
     const has = (e: FlowEndpoint): boolean => (e.workloads ?? []).some((w) => f.workload.some((r) => (r.name === "" || r.name === w.name) && (r.kind === "" || r.kind === w.kind)));
     checks.push((x) => either(x, has));
+  }
+  const fqdn = (patterns: readonly string[]): ((e: FlowEndpoint) => boolean) => {
+    const res = patterns.flatMap((p) => {
+      const c = fqdnPattern(p);
+      return c.ok ? [c.re] : []; // parseFilterArgs refused the others
+    });
+    return (e) => (e.names ?? []).some((n) => res.some((r) => r.test(n)));
+  };
+  if (f.fqdn.length) {
+    const has = fqdn(f.fqdn);
+    checks.push((x) => either(x, has));
+  }
+  if (f.fromFqdn.length) {
+    const has = fqdn(f.fromFqdn);
+    checks.push((x) => has(x.source));
+  }
+  if (f.toFqdn.length) {
+    const has = fqdn(f.toFqdn);
+    checks.push((x) => has(x.destination));
   }
   if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
   if (f.protocol.length) checks.push((x) => f.protocol.some((p) => (p === "DNS" ? x.l7?.dns !== undefined : p === "HTTP" ? x.l7?.http !== undefined : p === x.protocol.toUpperCase())));

@@ -24,6 +24,8 @@ export interface FlowEndpoint {
   readonly port: number;
   /** A host endpoint (identity reserved:host): the node it is, i.e. the node that observed the flow. */
   readonly host?: string;
+  /** DNS names the observing node's DNS proxy learned for this address (no trailing dot, sorted), as Hubble's `source_names`/`destination_names`. */
+  readonly names?: readonly string[];
 }
 
 /** The policy and rule that decided: the rule's origin, or the marker for a miss in an enforced direction. */
@@ -83,7 +85,15 @@ export interface Flow {
   readonly policyMatch?: PolicyMatch;
   /** L7 flows (`type: "l7"`) only: the proxy's record. */
   readonly l7?: FlowL7;
+  /** HTTP L7 flows: the W3C trace id of the request's traceparent header (Hubble's trace_context.parent.trace_id). */
+  readonly traceId?: string;
+  /** The device the datapath saw the packet on (Hubble's `interface`): its ifindex, and its name when the agent knows it (a pod's host-side veth). */
+  readonly interface?: { readonly index: number; readonly name?: string };
+  /** True when the packet crossed (or will cross) the node boundary inside WireGuard (Hubble's `IP.encrypted`); absent: in clear. */
+  readonly encrypted?: boolean;
   readonly node: string;
+  /** The observing node's Kubernetes labels (`key=value`, sorted), as Hubble's `node_labels`; absent when the agent does not know them. */
+  readonly nodeLabels?: readonly string[];
 }
 
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
@@ -130,7 +140,8 @@ export function connectionKey(f: Flow): string {
 }
 
 function endpointText(e: FlowEndpoint): string {
-  const who = e.pod !== undefined ? `${e.namespace ?? ""}/${e.pod}` : e.host !== undefined ? `host/${e.host}` : e.ip;
+  // An address without a pod reads as its DNS names when the proxy learned some, as hubble prints it.
+  const who = e.pod !== undefined ? `${e.namespace ?? ""}/${e.pod}` : e.host !== undefined ? `host/${e.host}` : e.names?.length ? e.names.join(",") : e.ip;
   return `${who}:${e.port} (${e.identity})`;
 }
 

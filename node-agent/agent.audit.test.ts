@@ -1,4 +1,5 @@
-// Policy audit mode end to end: a real API server's Node and Pod annotations switch a running agent's real datapath, seen in `membrane observe`, metrics and the CiliumNode.
+// Policy audit mode end to end: a real API server's Node and Pod annotations switch a running agent's real datapath, seen in `membrane observe`, metrics and the CiliumNode;
+// and the same Node's labels on the agent's flows (Hubble's node_labels), read by the real hubble CLI.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -15,6 +16,7 @@ import { Datapath } from "./bpf/datapath.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { NodeAgent } from "./agent.ts";
 import { AuditModeWatch, AUDIT_MODE_ANNOTATION } from "./audit-mode.ts";
+import { NodeLabelsWatch } from "./node-labels.ts";
 import { CiliumNodeHealth } from "./health.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { AgentTestbed, HOST_PEER_ID, POD_ID, capturingLogger, stateAllowing, teardownAgentTest, until } from "./testing/agent.ts";
@@ -48,6 +50,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
   let dp: Datapath | undefined;
   let agent: NodeAgent | undefined;
   let watch: AuditModeWatch | undefined;
+  let labelsWatch: NodeLabelsWatch | undefined;
   let health: CiliumNodeHealth | undefined;
   let metrics: AgentMetrics | undefined;
   let metricsPort = 0;
@@ -111,6 +114,8 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     watch = new AuditModeWatch({ client, nodeName: tb.node, apply: (a) => agent!.setAuditAnnotations(a), log });
     watch.start();
     await watch.synced();
+    labelsWatch = new NodeLabelsWatch({ client, nodeName: tb.node, apply: (l) => agent!.setNodeLabels(l), log });
+    labelsWatch.start();
 
     await until("empty snapshot acked", () => report()?.ackedVersion !== undefined);
     assert.deepEqual(await callAgent(tb.socketPath, tb.addRequest()), { ok: true });
@@ -120,6 +125,7 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
 
   after(async () => {
     await watch?.stop();
+    await labelsWatch?.stop();
     await health?.stop();
     await metrics?.stop();
     client?.close();
@@ -192,5 +198,55 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     await kubectl(["annotate", "--overwrite", "pod", "-n", "default", "client", `${AUDIT_MODE_ANNOTATION}=false`]);
     await until("endpoint audit mode off", () => agent!.status().auditedEndpoints === 0, 15_000);
     assert.deepEqual(await tb.verdicts(), { 8080: true, 8081: false });
+  });
+
+  it("flows carry the Node's labels as they are when the flow is seen: hubble observe --node-label selects by them (a label selector), and a relabel shows on the next flows", async () => {
+    const node = (labels: string[]): Promise<ReturnType<typeof jsonFlows>> =>
+      runHubble(["observe", "--server", `unix://${hubbleSocket}`, ...labels.flatMap((l) => ["--node-label", l]), "--port", "8080", "--since", since, "-o", "json"]).then((r) => {
+        assert.equal(r.code, 0, r.stderr);
+        return jsonFlows(r.stdout);
+      });
+    let since = new Date().toISOString();
+    await kubectl(["label", "--overwrite", "node", tb.node, "topology.kubernetes.io/zone=zone-a", "membrane.test/tier=edge"]);
+    const zoneA = await eventually("a flow carrying zone-a", async () => {
+      await tb.verdicts();
+      const fs = await node(["topology.kubernetes.io/zone=zone-a"]);
+      return fs.length > 0 ? fs : undefined;
+    });
+    assert.ok(zoneA.every((f) => f.node_labels?.includes("topology.kubernetes.io/zone=zone-a") && f.node_labels.includes("membrane.test/tier=edge")), JSON.stringify(zoneA[0]?.node_labels));
+    // From here on every flow carries the labels.
+    since = new Date().toISOString();
+    await tb.verdicts();
+    await eventually("the next flows", async () => ((await node(["topology.kubernetes.io/zone in (zone-a, zone-b), membrane.test/tier"])).length > 0 ? true : undefined));
+    assert.deepEqual(await node(["topology.kubernetes.io/zone=zone-b"]), [], "another zone's label selects none");
+    assert.deepEqual(await node(["!membrane.test/tier"]), [], "a key the node has");
+    since = new Date().toISOString();
+    await kubectl(["label", "--overwrite", "node", tb.node, "topology.kubernetes.io/zone=zone-b"]);
+    await eventually("a flow carrying zone-b", async () => {
+      await tb.verdicts();
+      return (await node(["topology.kubernetes.io/zone=zone-b"])).length > 0 ? true : undefined;
+    });
+    // Our own CLI reads them back from Hubble's flows.
+    const ours = await observe("--port", "8080", "--since", since);
+    assert.ok(ours.some((f) => f.nodeLabels?.includes("topology.kubernetes.io/zone=zone-b")), JSON.stringify(ours.at(-1)));
+  });
+
+  it("flows name the device they were seen on (the pod's host-side veth: index and name) and say they were not encrypted: hubble observe --interface / --unencrypted select them, --encrypted none", async () => {
+    const since = new Date().toISOString();
+    await tb.verdicts();
+    const observeHubble = async (...args: string[]): Promise<ReturnType<typeof jsonFlows>> => {
+      const r = await runHubble(["observe", "--server", `unix://${hubbleSocket}`, "--port", "8080", "--since", since, ...args, "-o", "json"]);
+      assert.equal(r.code, 0, r.stderr);
+      return jsonFlows(r.stdout);
+    };
+    const onVeth = await eventually("a flow on the pod's veth", async () => {
+      const fs = await observeHubble("--interface", tb.hostIf);
+      return fs.length > 0 ? fs : undefined;
+    });
+    assert.deepEqual([...new Set(onVeth.map((f) => JSON.stringify(f.interface)))], [JSON.stringify({ index: tb.hostIfindex, name: tb.hostIf })]);
+    assert.deepEqual(await observeHubble("--interface", "eth9"), []);
+    assert.equal((await observeHubble("--unencrypted")).length, (await observeHubble()).length, "no encryption here: every flow is unencrypted");
+    assert.deepEqual(await observeHubble("--encrypted"), []);
+    assert.ok((await observe("--port", "8080", "--since", since)).every((f) => f.interface?.name === tb.hostIf && f.encrypted === undefined), "membrane observe reads the device back");
   });
 });

@@ -22,7 +22,7 @@ import type { FlowBufferOptions } from "./observer/buffer.ts";
 import type { FlowExporterOptions } from "./observer/export.ts";
 import type { HubbleListen } from "./observer/hubble-server.ts";
 import type { HubbleExportOptions } from "./observer/hubble-export.ts";
-import { identityIndex, podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
+import { ipcacheIndex, podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import { policyMatchIndex, type PolicyMatchLookup } from "./observer/policy-match.ts";
 import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
 import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
@@ -47,7 +47,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -157,8 +157,10 @@ export class NodeAgent {
   private flowObserver: Observer | undefined;
   private unsubscribeL7: (() => void)[] = [];
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
-  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup; identityByIp: (ip: string) => number | undefined } | undefined;
+  private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup; ipcacheEntry: (ip: string) => IPCacheEntry | undefined } | undefined;
   private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
+  /** Host-side veth ifindex → its name, for the device a flow was seen on (built on first use, dropped with endpointsByIp). */
+  private devicesByIfindex: Map<number, string> | undefined;
   private readonly mode: PolicyEnforcementMode;
   private readonly statusListeners: (() => void)[] = [];
   /** Endpoints (container ids) failing closed because their identity's policy did not fit the policy map, and how often one started to. */
@@ -180,6 +182,8 @@ export class NodeAgent {
   private messages: Promise<void> = Promise.resolve();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
   private auditAnnotations: AuditModeAnnotations = NO_AUDIT_ANNOTATIONS;
+  /** This node's Kubernetes labels (node-labels.ts), which its flows carry; none until the watch hands them over. */
+  private nodeLabels: readonly string[] = [];
   private hostFlags = { ingressEnforced: false, egressEnforced: false };
 
   constructor(private readonly opts: AgentOptions) {
@@ -298,6 +302,11 @@ export class NodeAgent {
   /** Whether the whole node is in policy audit mode: the flag, or the Node's annotation. */
   nodeAuditMode(): boolean {
     return this.opts.policyAuditMode === true || this.auditAnnotations.node;
+  }
+
+  /** New labels of this node's Node (from node-labels.ts): the flows enriched from now on carry them (Hubble's node_labels). */
+  setNodeLabels(labels: readonly string[]): void {
+    this.nodeLabels = labels;
   }
 
   /**
@@ -471,18 +480,30 @@ export class NodeAgent {
           rules: new Map(this.applied.rules.map((r) => [r.id, r.origin])),
           pods: podsFromIpcache(this.applied.ipcache),
           policyMatch: policyMatchIndex(this.applied.policies),
-          identityByIp: identityIndex(this.applied.ipcache),
+          ipcacheEntry: ipcacheIndex(this.applied.ipcache),
         };
       }
       return this.lookupIndex;
     };
     return {
       node: this.opts.nodeName,
+      nodeLabels: () => this.nodeLabels,
       identityLabels: (id) => index().identities.get(id),
       ruleOrigin: (id) => index().rules.get(id),
       policyMatch: (ruleId, subject, direction, peer, proto, port) => index().policyMatch(ruleId, subject, direction, peer, proto, port),
       // Outside every prefix: the world, as the datapath reads it.
-      identityByIp: (ip) => index().identityByIp(ip) ?? IDENTITY.world,
+      identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? IDENTITY.world,
+      // A remote endpoint whose node has a WireGuard peer on an up device: the datapath tunnels to it encrypted.
+      encryptedPeer: (ip) => {
+        const node = index().ipcacheEntry(ip)?.node;
+        return node !== undefined && this.opts.datapath.encryptedNodes?.().has(node) === true;
+      },
+      interfaceName: (ifindex) => {
+        this.devicesByIfindex ??= new Map([...this.endpoints.values()].map((ep) => [ep.hostIfindex, ep.hostIfname]));
+        return this.devicesByIfindex.get(ifindex);
+      },
+      // What the DNS proxy learned so far, as Cilium names a toFQDNs peer in its flows (the node's cache, not one endpoint's).
+      namesByIp: (ip) => this.dns?.namesOf?.(ip),
       endpointByIp: (ip) => {
         if (!this.endpointsByIp) {
           this.endpointsByIp = new Map();
@@ -809,11 +830,13 @@ export class NodeAgent {
     const saved = JSON.parse(fs.readFileSync(file, "utf8")) as Endpoint[];
     for (const ep of saved) this.endpoints.set(ep.containerId, ep);
     this.endpointsByIp = undefined;
+    this.devicesByIfindex = undefined;
     this.log.info({ endpoints: saved.length, file }, "endpoints restored");
   }
 
   private saveEndpoints(): void {
     this.endpointsByIp = undefined; // every change to `endpoints` ends here
+    this.devicesByIfindex = undefined;
     this.reportPolicyFailures();
     this.statusChanged();
     const file = this.opts.endpointsFile;

@@ -32,6 +32,7 @@ import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, ty
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
+import { NodeLabelsWatch } from "./node-labels.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
@@ -614,6 +615,9 @@ export async function run(args: string[]): Promise<number> {
   // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
   const auditWatch = health && new AuditModeWatch({ client: health.client, nodeName: f.nodeName, apply: (a) => agent.setAuditAnnotations(a), log });
   auditWatch?.start();
+  // The node's labels on every flow (Hubble's node_labels filter); without the API flows carry none.
+  const nodeLabelsWatch = health && new NodeLabelsWatch({ client: health.client, nodeName: f.nodeName, apply: (l) => agent.setNodeLabels(l), log });
+  nodeLabelsWatch?.start();
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation }, "agent started");
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
@@ -622,6 +626,7 @@ export async function run(args: string[]): Promise<number> {
   log.info({ signal }, "agent stopping");
   await heartbeat?.stop();
   await auditWatch?.stop();
+  await nodeLabelsWatch?.stop();
   await health?.health.stop();
   await health?.encryption?.stop();
   await metrics.stop();

@@ -32,6 +32,9 @@ const flows: Flow[] = [
   httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 3_000_000_000, http: { method: "PUT", url: "http://x/y", protocol: "HTTP/1.1", code: 403 } } }),
   dnsResponseFlow(),
   dnsResponseFlow({ l7: { type: "RESPONSE", latencyNs: 5, dns: { query: "nope.", qtypes: ["AAAA"], rcode: 3 } } }),
+  // An address the DNS proxy learned names for (Hubble's destination_names / source_names).
+  flow({ direction: "egress", destination: endpoint({ identity: 16777217, labels: ["fqdn:api.github.com"], namespace: undefined, pod: undefined, names: ["api.github.com", "github.com"] }) }),
+  flow({ nodeLabels: Object.freeze(["kubernetes.io/hostname=node-a", "topology.kubernetes.io/zone=zone-a"]) }),
 ];
 
 test("every kind of flow the agent serves encodes to protobufjs' bytes, and decodes back to the same flow", () => {

@@ -156,3 +156,48 @@ test("L7 fields as Hubble reads them: status code or prefix on responses, method
   assert.match(err({ http_path: ["("] }), /^whitelist\[0\]\.http_path: "\(" is not a regular expression/);
   assert.match(err({ dns_query: ["[a"] }), /^whitelist\[0\]\.dns_query: "\[a" is not a regular expression/);
 });
+
+test("FQDN filters as Hubble's: a name of the address matches a pattern whole, any case, trailing dot optional, * spans labels; no names match none", () => {
+  const named = f({ source_names: ["ci.internal.test"], destination_names: ["api.github.com", "github.com"] });
+  assert.equal(matches([{ destination_fqdn: ["api.github.com"] }], named), true);
+  assert.equal(matches([{ destination_fqdn: ["API.GitHub.com."] }], named), true, "case and the trailing dot do not matter");
+  assert.equal(matches([{ destination_fqdn: ["*.github.com"] }], named), true);
+  assert.equal(matches([{ destination_fqdn: ["*"] }], named), true);
+  assert.equal(matches([{ destination_fqdn: ["*.com"] }], f({ destination_names: ["a.b.example.com"] })), true, "* spans dots, unlike a DNS rule's matchPattern");
+  assert.equal(matches([{ destination_fqdn: ["github"] }], named), false, "the whole name, not a part");
+  assert.equal(matches([{ destination_fqdn: ["api.github.co"] }], named), false);
+  assert.equal(matches([{ destination_fqdn: ["apixgithub.com"] }], named), false, "a dot is a dot");
+  assert.equal(matches([{ source_fqdn: ["*.github.com"] }], named), false, "the side asked");
+  assert.equal(matches([{ source_fqdn: ["ci.*", "nothing.test"] }], named), true, "patterns are alternatives");
+  assert.equal(matches([{ destination_fqdn: ["*"] }], f()), false, "an address without names");
+  const bad = compileFlowFilters([{ destination_fqdn: ["api.github.com/x"] }]);
+  assert.match(bad.ok ? "" : bad.error, /^whitelist\[0\]\.destination_fqdn: "api\.github\.com\/x" is not an FQDN pattern/);
+});
+
+test("node_labels: a label selector on the observing node's labels (key=value, no source), selectors are alternatives; a flow without node labels has none", () => {
+  const zoned = f({ node_labels: ["kubernetes.io/hostname=kind-worker", "topology.kubernetes.io/zone=zone-a"] });
+  assert.equal(matches([{ node_labels: ["topology.kubernetes.io/zone=zone-a"] }], zoned), true);
+  assert.equal(matches([{ node_labels: ["topology.kubernetes.io/zone in (zone-b, zone-a), kubernetes.io/hostname"] }], zoned), true);
+  assert.equal(matches([{ node_labels: ["topology.kubernetes.io/zone=zone-b"] }], zoned), false);
+  assert.equal(matches([{ node_labels: ["topology.kubernetes.io/zone=zone-b", "kubernetes.io/hostname=kind-worker"] }], zoned), true);
+  assert.equal(matches([{ node_labels: ["topology.kubernetes.io/zone"] }], f()), false);
+  assert.equal(matches([{ node_labels: ["!topology.kubernetes.io/zone"] }], f()), true, "as a Kubernetes selector on no labels");
+  const bad = compileFlowFilters([{ node_labels: ["zone in"] }]);
+  assert.match(bad.ok ? "" : bad.error, /^whitelist\[0\]\.node_labels: "zone in"/);
+});
+
+test("interface, encrypted, trace_id as Hubble's: an entry's index and name (either may be unset), IP.encrypted (absent is false), the trace id exactly", () => {
+  const seen = f({ interface: { index: 12, name: "lxc12" }, IP: { ...f().IP, encrypted: true }, trace_context: { parent: { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736" } } });
+  assert.equal(matches([{ interface: [{ name: "lxc12" }] }], seen), true);
+  assert.equal(matches([{ interface: [{ index: 12 }] }], seen), true);
+  assert.equal(matches([{ interface: [{ index: 12, name: "eth0" }, { index: 3 }] }], seen), false);
+  assert.equal(matches([{ interface: [{ name: "lxc12" }] }], f()), false, "a flow without a device");
+  assert.equal(matches([{ encrypted: [true] }], seen), true);
+  assert.equal(matches([{ encrypted: [false] }], seen), false);
+  assert.equal(matches([{ encrypted: [false] }], f()), true);
+  assert.equal(matches([{ trace_id: ["4bf92f3577b34da6a3ce929d0e0e4736"] }], seen), true);
+  assert.equal(matches([{ trace_id: ["4bf92f35"] }], seen), false, "not a prefix");
+  assert.equal(matches([{ trace_id: ["4bf92f3577b34da6a3ce929d0e0e4736"] }], f()), false);
+  const bad = compileFlowFilters([{ encrypted: ["yes"] }]);
+  assert.equal(bad.ok ? "" : bad.error, "whitelist[0].encrypted[0]: must be true or false");
+});

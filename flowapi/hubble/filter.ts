@@ -15,15 +15,9 @@ export type FilterCompile = { readonly ok: true; readonly match: FlowMatch } | {
 export const UNSUPPORTED_FIELDS: Readonly<Record<string, string>> = {
   uuid: "flows carry no UUID",
   source_ip_xlated: "there is no address translation",
-  source_fqdn: "flows carry no DNS names of their addresses (dns_query filters the DNS proxy's L7 flows)",
-  destination_fqdn: "flows carry no DNS names of their addresses (dns_query filters the DNS proxy's L7 flows)",
   source_service: "flows carry no service",
   destination_service: "flows carry no service",
-  interface: "flows carry no network interface",
-  node_labels: "flows carry no node labels",
-  trace_id: "flows carry no trace context",
   ip_trace_id: "flows carry no IP trace id",
-  encrypted: "flows do not say whether a packet was encrypted (WireGuard wraps the overlay after the datapath reports it)",
 };
 
 const VERDICTS = ["VERDICT_UNKNOWN", "FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED"];
@@ -72,6 +66,23 @@ function workloadMatcher(field: string, values: readonly unknown[]): (e: HubbleE
     return { kind: kind ?? "", name: name ?? "" };
   });
   return (e) => (e?.workloads ?? []).some((w) => wanted.some((f) => (f.name === "" || f.name === w.name) && (f.kind === "" || f.kind === w.kind)));
+}
+
+/** Hubble's interface filter: a flow seen on a device whose index and name are those of an entry (an unset part matches any). */
+function interfaceMatcher(field: string, values: readonly unknown[]): FlowMatch {
+  const wanted = values.map((v, i) => {
+    if (typeof v !== "object" || v === null) throw new FilterError(`${field}[${i}]`, `${field}[${i}]: must be a NetworkInterface ({index, name})`);
+    const { index, name } = v as { index?: unknown; name?: unknown };
+    if ((index !== undefined && !(typeof index === "number" && Number.isInteger(index) && index >= 0)) || (name !== undefined && typeof name !== "string")) {
+      throw new FilterError(`${field}[${i}]`, `${field}[${i}]: index must be a whole number, name a string`);
+    }
+    return { index: index ?? 0, name: name ?? "" };
+  });
+  return (f) => {
+    const seen = f.interface;
+    if (seen === undefined) return false;
+    return wanted.some((w) => (w.index === 0 || w.index === Number(seen.index ?? 0)) && (w.name === "" || w.name === (seen.name ?? "")));
+  };
 }
 
 const TCP_FLAG_NAMES = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"] as const;
@@ -225,6 +236,27 @@ function regexps(field: string, values: readonly string[]): RegExp[] {
   });
 }
 
+/**
+ * A pattern of Hubble's FQDN filters: any case, an optional trailing dot, `*` standing for any run of name
+ * characters (dots included: `*.example.com` matches `a.b.example.com`), the whole name matched. The error
+ * says which characters a pattern may have.
+ */
+export function fqdnPattern(pattern: string): { readonly ok: true; readonly re: RegExp } | { readonly ok: false; readonly error: string } {
+  const p = pattern.toLowerCase().trim().replace(/\.$/, "");
+  if (!/^[-a-z0-9_.*]+$/.test(p)) return { ok: false, error: `"${pattern}" is not an FQDN pattern: only letters, digits, "-", "_", "." and "*" are allowed` };
+  return { ok: true, re: new RegExp(`^${p.replace(/\./g, "[.]").replace(/\*/g, "[-a-z0-9_.]*")}$`, "i") };
+}
+
+/** Hubble's source_fqdn / destination_fqdn: one of the address's names (source_names / destination_names) matches one of the patterns. */
+function fqdnMatcher(field: string, patterns: readonly string[]): (names: readonly string[] | undefined) => boolean {
+  const res = patterns.map((p) => {
+    const c = fqdnPattern(p);
+    if (!c.ok) throw new FilterError(field, `${field}: ${c.error}`);
+    return c.re;
+  });
+  return (names) => (names ?? []).some((n) => res.some((r) => r.test(n)));
+}
+
 const HTTP_STATUS_FULL = /^[1-5][0-9]{2}$/;
 const HTTP_STATUS_PREFIX = /^([1-5][0-9]?)\+$/;
 
@@ -344,6 +376,14 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
     const m = labelMatcher(field("destination_label"), strs("destination_label"));
     checks.push((f) => m(f.destination));
   }
+  if (strs("source_fqdn").length) {
+    const m = fqdnMatcher(field("source_fqdn"), strs("source_fqdn"));
+    checks.push((f) => m(f.source_names));
+  }
+  if (strs("destination_fqdn").length) {
+    const m = fqdnMatcher(field("destination_fqdn"), strs("destination_fqdn"));
+    checks.push((f) => m(f.destination_names));
+  }
   if (list(ff, "source_workload").length) {
     const m = workloadMatcher(field("source_workload"), list(ff, "source_workload"));
     checks.push((f) => m(f.source));
@@ -427,7 +467,27 @@ function compileOne(ff: HubbleFlowFilter, at: string): FlowMatch {
     checks.push((f) => ids.includes(f.destination.identity ?? 0));
   }
   if (strs("node_name").length) checks.push(nodeNameMatcher(field("node_name"), strs("node_name")));
+  if (strs("node_labels").length) {
+    // The node's Kubernetes labels (`key=value`, no source): a selector's bare key matches them, as Hubble's.
+    const sels = strs("node_labels").map((s) => labelSelector(field("node_labels"), s));
+    checks.push((f) => {
+      const ls = (f.node_labels ?? []).map((l) => parseLabel(l));
+      return sels.some((s) => s(ls));
+    });
+  }
   checks.push(...l7Checks(ff, field));
+  if (list(ff, "interface").length) checks.push(interfaceMatcher(field("interface"), list(ff, "interface")));
+  if (strs("trace_id").length) {
+    const ids = strs("trace_id");
+    checks.push((f) => ids.includes(f.trace_context?.parent?.trace_id ?? ""));
+  }
+  if (list(ff, "encrypted").length) {
+    const want = list<unknown>(ff, "encrypted").map((v, i) => {
+      if (typeof v !== "boolean") throw new FilterError(`${field("encrypted")}[${i}]`, `${field("encrypted")}[${i}]: must be true or false`);
+      return v;
+    });
+    checks.push((f) => want.includes(f.IP?.encrypted === true));
+  }
   if (list(ff, "ip_version").length) {
     const want = enumValues(field("ip_version"), list(ff, "ip_version"), IP_VERSIONS);
     checks.push((f) => want.includes(f.IP?.ipVersion ?? "IP_NOT_USED"));

@@ -105,6 +105,26 @@ function endpoint(e: FlowEndpoint): HubbleEndpoint {
   };
 }
 
+function ipOf(f: Flow): HubbleFlow["IP"] {
+  return { source: f.source.ip, destination: f.destination.ip, ipVersion: f.source.ip.includes(":") ? "IPv6" : "IPv4", ...(f.encrypted === true ? { encrypted: true } : {}) };
+}
+
+/** Where the flow was seen and what it belongs to: Hubble's `interface` and `trace_context` (absent when unknown). */
+function seenOn(f: Flow): { interface?: HubbleFlow["interface"]; trace_context?: HubbleFlow["trace_context"] } {
+  return {
+    ...(f.interface !== undefined ? { interface: f.interface } : {}),
+    ...(f.traceId !== undefined ? { trace_context: { parent: { trace_id: f.traceId } } } : {}),
+  };
+}
+
+/** Hubble's `source_names`/`destination_names`: the DNS names known for each address (proto3 leaves empty lists out). */
+function names(f: Flow): { source_names?: readonly string[]; destination_names?: readonly string[] } {
+  return {
+    ...(f.source.names?.length ? { source_names: f.source.names } : {}),
+    ...(f.destination.names?.length ? { destination_names: f.destination.names } : {}),
+  };
+}
+
 function layer4(f: Flow): HubbleLayer4 | undefined {
   const ports = { source_port: f.source.port, destination_port: f.destination.port };
   switch (f.protocol) {
@@ -293,12 +313,15 @@ export function toHubbleFlow(f: Flow): HubbleFlow {
     time: timestampOf(Date.parse(f.time)),
     verdict: f.verdict,
     ...(drop !== undefined ? { drop_reason: drop.code, drop_reason_desc: drop.name } : {}),
-    IP: { source: f.source.ip, destination: f.destination.ip, ipVersion: f.source.ip.includes(":") ? "IPv6" : "IPv4" },
+    IP: ipOf(f),
     ...(l4 !== undefined ? { l4 } : { Summary: `IP protocol ${f.protocol}` }),
     source: endpoint(f.source),
     destination: endpoint(f.destination),
+    ...names(f),
+    ...seenOn(f),
     Type: "L3_L4",
     node_name: f.node,
+    ...(f.nodeLabels?.length ? { node_labels: f.nodeLabels } : {}),
     event_type: eventType,
     traffic_direction: ingress ? "INGRESS" : "EGRESS",
     ...(f.type === "trace" ? { trace_observation_point: ingress ? "TO_ENDPOINT" : "FROM_ENDPOINT" } : {}),
@@ -322,12 +345,15 @@ function toHubbleL7Flow(f: Flow): HubbleFlow {
     time: timestampOf(Date.parse(f.time)),
     verdict: f.verdict,
     ...(drop !== undefined ? { drop_reason: drop.code, drop_reason_desc: drop.name } : {}),
-    IP: { source: f.source.ip, destination: f.destination.ip, ipVersion: f.source.ip.includes(":") ? "IPv6" : "IPv4" },
+    IP: ipOf(f),
     ...(l4 !== undefined ? { l4 } : {}),
     source: endpoint(f.source),
     destination: endpoint(f.destination),
+    ...names(f),
+    ...seenOn(f),
     Type: "L7",
     node_name: f.node,
+    ...(f.nodeLabels?.length ? { node_labels: f.nodeLabels } : {}),
     event_type: { type: CILIUM_EVENT_TYPE.l7, sub_type: 0 },
     traffic_direction: ingress ? "INGRESS" : "EGRESS",
     is_reply: { value: f.l7?.type === "RESPONSE" },
@@ -372,7 +398,7 @@ function ports(h: HubbleFlow): { source: number; destination: number } {
 }
 
 /** Hubble has no field for it: a host endpoint (reserved:host) is the observing node's own (`node_name`). */
-function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, node: string | undefined): FlowEndpoint {
+function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, node: string | undefined, names: readonly string[] | undefined): FlowEndpoint {
   const identity = Number(e?.identity ?? 0);
   return {
     identity,
@@ -383,6 +409,7 @@ function flowEndpoint(e: HubbleEndpoint | undefined, ip: string, port: number, n
     ip,
     port,
     ...(identity === IDENTITY_HOST && node ? { host: node } : {}),
+    ...(names?.length ? { names } : {}),
   };
 }
 
@@ -405,8 +432,8 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
     type: TYPE_OF_EVENT[Number(h.event_type?.type ?? 0)] ?? (h.verdict === "DROPPED" ? "drop" : "trace"),
     direction: ingress ? "ingress" : "egress",
-    source: flowEndpoint(h.source, h.IP?.source ?? "", p.source, h.node_name),
-    destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination, h.node_name),
+    source: flowEndpoint(h.source, h.IP?.source ?? "", p.source, h.node_name, h.source_names),
+    destination: flowEndpoint(h.destination, h.IP?.destination ?? "", p.destination, h.node_name, h.destination_names),
     protocol: protocolOf(h),
     ...(h.l4?.TCP?.flags !== undefined ? { tcpFlags: tcpFlagsByte(h.l4.TCP.flags) } : {}),
     ...(icmp !== undefined ? { icmpCode: Number(icmp.code ?? 0) } : {}),
@@ -415,5 +442,9 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     ...(MATCH_BY_NUMBER.has(Number(h.policy_match_type ?? 0)) ? { policyMatch: MATCH_BY_NUMBER.get(Number(h.policy_match_type))! } : {}),
     ...(l7 !== undefined ? { l7 } : {}),
     node: h.node_name ?? "",
+    ...(h.node_labels?.length ? { nodeLabels: h.node_labels } : {}),
+    ...(h.trace_context?.parent?.trace_id ? { traceId: h.trace_context.parent.trace_id } : {}),
+    ...(h.interface !== undefined && Number(h.interface.index ?? 0) > 0 ? { interface: { index: Number(h.interface.index), ...(h.interface.name ? { name: h.interface.name } : {}) } } : {}),
+    ...(h.IP?.encrypted === true ? { encrypted: true } : {}),
   };
 }

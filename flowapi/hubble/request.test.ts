@@ -25,6 +25,9 @@ const flows = [
   httpRequestFlow({ l7: { type: "RESPONSE", latencyNs: 1000, http: { method: "PUT", url: "http://web.shop/v1/exhaust-port", protocol: "HTTP/1.1", code: 403 } } }),
   dnsResponseFlow(),
   dnsResponseFlow({ verdict: "DROPPED", dropReason: "policy denied (L7)", l7: { type: "REQUEST", dns: { query: "evil.example.", qtypes: ["A"] } } }),
+  // Addresses the node's DNS proxy learned names for.
+  flow({ direction: "egress", destination: endpoint({ identity: 16777217, labels: ["fqdn:api.github.com"], namespace: undefined, pod: undefined, ip: "140.82.112.6", port: 443, names: ["api.github.com"] }) }),
+  dropFlow({ source: endpoint({ identity: 2, labels: ["reserved:world"], namespace: undefined, pod: undefined, ip: "192.0.2.9", names: ["ci.internal.test", "runner.ci.internal.test"] }) }),
 ];
 
 const cases: string[][] = [
@@ -61,6 +64,11 @@ const cases: string[][] = [
   ["--workload", "Deployment/web"],
   ["--workload", "StatefulSet/", "--verdict", "DROPPED"],
   ["--workload", "Deployment/db", "--workload", "StatefulSet/db"],
+  ["--to-fqdn", "*.github.com"],
+  ["--to-fqdn", "API.github.com."],
+  ["--from-fqdn", "ci.*", "--verdict", "DROPPED"],
+  ["--fqdn", "runner.ci.internal.test", "--fqdn", "api.github.com"],
+  ["--fqdn", "*", "--namespace", "shop"],
 ];
 
 test("--host NODE: flows to or from that node's host endpoint, and nothing else", () => {

@@ -61,6 +61,9 @@ export function observeRequest(filter: FlowFilter, follow: boolean, now: number 
   // Our port 0 also matches flows without ports (ICMP, …), Hubble's port filter never does: filter again instead.
   if (filter.port.includes(0)) exact = false;
   else either("source_port", "destination_port", filter.port.map(String));
+  if (filter.fromFqdn.length) both("source_fqdn", filter.fromFqdn);
+  if (filter.toFqdn.length) both("destination_fqdn", filter.toFqdn);
+  either("source_fqdn", "destination_fqdn", filter.fqdn);
   if (filter.verdict.length) both("verdict", filter.verdict);
   if (filter.protocol.length) both("protocol", filter.protocol.map((p) => HUBBLE_PROTOCOL[p.toUpperCase()] ?? p.toLowerCase()));
   if (filter.type.length) both("event_type", filter.type.map((t) => ({ type: CILIUM_EVENT_TYPE[t] })));

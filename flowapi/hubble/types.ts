@@ -42,12 +42,14 @@ export interface HubbleFlow {
   readonly verdict: "FORWARDED" | "DROPPED" | "AUDIT" | "ERROR" | "REDIRECTED" | "TRACED" | "TRANSLATED";
   readonly drop_reason?: number;
   readonly drop_reason_desc?: string;
-  readonly IP: { readonly source: string; readonly destination: string; readonly ipVersion: "IPv4" | "IPv6" };
+  readonly IP: { readonly source: string; readonly destination: string; readonly ipVersion: "IPv4" | "IPv6"; readonly encrypted?: boolean };
   readonly l4?: HubbleLayer4;
   readonly source: HubbleEndpoint;
   readonly destination: HubbleEndpoint;
   readonly Type: "L3_L4" | "L7";
   readonly node_name: string;
+  /** The observing node's labels, `key=value`. */
+  readonly node_labels?: readonly string[];
   readonly event_type: { readonly type: number; readonly sub_type: number };
   readonly traffic_direction: "INGRESS" | "EGRESS";
   readonly trace_observation_point?: string;
@@ -62,6 +64,10 @@ export interface HubbleFlow {
   /** DNS names of the addresses (the DNS proxy's cache). */
   readonly source_names?: readonly string[];
   readonly destination_names?: readonly string[];
+  /** The device the flow was seen on. */
+  readonly interface?: { readonly index?: number; readonly name?: string };
+  /** W3C trace context of an L7 flow's request. */
+  readonly trace_context?: { readonly parent?: { readonly trace_id?: string } };
   /** The L7 record of an L7 flow (`Type: "L7"`): what a DNS or HTTP proxy saw. */
   readonly l7?: HubbleLayer7;
 }

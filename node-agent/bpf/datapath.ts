@@ -79,6 +79,7 @@ const CAPACITY_ERRNOS = new Set([28, 7, 12]);
 export type PolicyInstall = { readonly installed: true } | { readonly installed: false; readonly reason: string };
 
 export class Datapath {
+  private encrypted: ReadonlySet<string> = new Set();
   /** The entries last written per subject, so an update knows what to remove. */
   private readonly written = new Map<number, readonly PolicyEntry[]>();
   /** Subjects whose policy did not fit the policy map (their endpoints fail closed). */
@@ -254,6 +255,11 @@ export class Datapath {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
   }
 
+  /** The node addresses last given to setEncryptedNodes: their peer is on an up WireGuard device, so traffic to them is encrypted (flows say so). */
+  encryptedNodes(): ReadonlySet<string> {
+    return this.encrypted;
+  }
+
   /** Strict encryption: cross-node traffic only to nodes set by setEncryptedNodes, the rest dropped (UNENCRYPTED). */
   setEncryptionStrict(strict: boolean): void {
     const v = Buffer.alloc(LAYOUT.encryption_value.size);
@@ -263,6 +269,7 @@ export class Datapath {
 
   /** The node addresses (IPv4) with a working tunnel: added before the ones gone are removed. */
   setEncryptedNodes(ips: readonly string[]): void {
+    this.encrypted = new Set(ips);
     const m = this.object.map(MAPS.encryptedNodes);
     const want = new Map(ips.map((ip) => [parseAddress(ip).bytes.subarray(0, 4).toString("hex"), parseAddress(ip).bytes.subarray(0, 4)]));
     for (const key of want.values()) m.update(key, Buffer.from([1]));

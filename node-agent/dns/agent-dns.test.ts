@@ -25,8 +25,10 @@ import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { label, labelSetFrom } from "../../core/labels.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
 import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
+import type { Flow } from "../../flowapi/flow.ts";
 
 const run = promisify(execFile);
+const MEMBRANE = path.join(ROOT, "bin", "membrane");
 const tag = `m5a${process.pid % 100000}`;
 const node = `${tag}-node`;
 const SERVERS = { allowed: "10.205.0.20", denied: "10.205.0.21", deep: "10.205.0.22" };
@@ -228,6 +230,34 @@ test("the proxy's queries are L7 flows of the agent's observer: the real hubble 
   } finally {
     unsubscribe();
   }
+});
+
+test("flows to a learned address carry its name (destination_names): hubble observe --to-fqdn / --fqdn select them with Hubble's wildcards, and so does membrane observe", async () => {
+  const since = new Date(Date.now() - 1).toISOString();
+  assert.equal((await resolve("api.allowed.test"))?.rcode, "NOERROR");
+  assert.equal((await resolve("x.y.deep.test"))?.rcode, "NOERROR");
+  assert.equal(await connects(SERVERS.allowed), true);
+  assert.equal(await connects(SERVERS.deep), true);
+  const observe = (...args: string[]): Promise<HubbleFlow[]> => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, ...args]);
+  let allowed: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; allowed.length === 0 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) allowed = await observe("--to-fqdn", "api.allowed.test");
+  assert.ok(allowed.length > 0, "the connection to api.allowed.test's address is selected by its name");
+  assert.deepEqual(
+    [...new Set(allowed.map((f) => JSON.stringify([f.IP.destination, f.l4?.TCP?.destination_port, f.destination_names, f.source.pod_name])))],
+    [JSON.stringify([SERVERS.allowed, 8080, ["api.allowed.test"], "client"])],
+  );
+  assert.ok(allowed.some((f) => f.verdict === "FORWARDED" && f.egress_allowed_by?.some((p) => p.labels.includes("membrane:rule=spec.egress[1]"))), "the toFQDNs rule allowed it");
+  const destinations = (flows: HubbleFlow[]): string[] => [...new Set(flows.map((f) => f.IP.destination))].sort();
+  assert.deepEqual(destinations(await observe("--to-fqdn", "*.allowed.test")), [SERVERS.allowed], "* in a pattern");
+  assert.deepEqual(destinations(await observe("--to-fqdn", "*.test", "--port", "8080")), [SERVERS.allowed, SERVERS.deep].sort(), "* spans labels (x.y.deep.test)");
+  assert.deepEqual(destinations(await observe("--fqdn", "X.Y.DEEP.TEST.")), [SERVERS.deep], "either side, any case, trailing dot");
+  assert.deepEqual(await observe("--to-fqdn", "allowed.test"), [], "the whole name, not a suffix");
+  assert.ok((await observe("--from-fqdn", "*")).every((f) => (f.source_names ?? []).length > 0), "--from-fqdn looks at the source's names only");
+  // Our own CLI, through the same API and filter.
+  const { stdout } = await run(MEMBRANE, ["observe", "--server", `unix:${HUBBLE_SOCKET}`, "--since", since, "--to-fqdn", "*.deep.test", "-o", "json"]);
+  const ours = stdout.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Flow);
+  assert.ok(ours.length > 0);
+  assert.deepEqual([...new Set(ours.map((f) => JSON.stringify([f.destination.ip, f.destination.names])))], [JSON.stringify([SERVERS.deep, ["x.y.deep.test"]])]);
 });
 
 test("a new state (delta) and a new snapshot keep the learned entries and addresses", async () => {

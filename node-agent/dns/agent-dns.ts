@@ -39,6 +39,8 @@ export interface AgentDnsProxy {
   learnedEntries(subject: number): readonly PolicyEntry[];
   /** The learned addresses' host prefixes, which a sweep of the ipcache must keep. */
   learnedPrefixes(): readonly string[];
+  /** The names learned for an address, without their trailing dot (Hubble's source_names/destination_names); empty when none. */
+  namesOf?(ip: string): readonly string[];
   /** Calls `listener` with every query the proxy handles from now on; returns the unsubscribe. */
   onFlow?(listener: (flow: DnsFlow) => void): () => void;
   stop(): Promise<void>;
@@ -98,6 +100,11 @@ export class AgentDns implements AgentDnsProxy {
 
   learnedPrefixes(): readonly string[] {
     return this.service.fqdn.prefixes();
+  }
+
+  namesOf(ip: string): readonly string[] {
+    const names = this.service.fqdn.cache.namesOf(ip);
+    return names.length === 0 ? names : names.map((n) => n.replace(/\.$/, ""));
   }
 
   onFlow(listener: (flow: DnsFlow) => void): () => void {

@@ -1,6 +1,6 @@
 // The DNS proxy's records as L7 flows (Hubble's DNS request and response), enriched as the datapath's flows are, for the observer's ring, API and metrics.
 import { L7_DROP_REASON, type Flow, type FlowEndpoint } from "../../flowapi/flow.ts";
-import { endpoint, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
+import { endpoint, observedAt, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
 import type { DnsFlow } from "./proxy.ts";
 
 const RCODES: Readonly<Record<string, number>> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 };
@@ -25,7 +25,7 @@ export function dnsFlows(f: DnsFlow, lookups: EnrichLookups): Flow[] {
     destination,
     protocol: f.protocol === "tcp" ? "TCP" : "UDP",
     ...(decidedBy !== undefined ? { decidedBy } : {}),
-    node: lookups.node,
+    ...observedAt(lookups),
   });
   const request: Flow = {
     ...base(pod, server),

@@ -171,9 +171,9 @@ function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number }
   });
 }
 
-async function status(method: string, p: string): Promise<number | undefined> {
+async function status(method: string, p: string, headers: readonly string[] = []): Promise<number | undefined> {
   try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, `http://${ADDR.deathstar}${p}`]);
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", ...headers.flatMap((h) => ["-H", h]), "-X", method, `http://${ADDR.deathstar}${p}`]);
     return Number(stdout);
   } catch {
     return undefined;
@@ -278,6 +278,25 @@ test("the proxy's requests are L7 flows of the agent's observer: the real hubble
   } finally {
     unsubscribe();
   }
+});
+
+test("a request's W3C traceparent is its flows' trace id (Hubble's trace_context): hubble observe --trace-id selects the request and its response, refused or not", async () => {
+  const since = new Date(Date.now() - 1).toISOString();
+  const landing = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const exhaust = "0af7651916cd43dd8448eb211c80319c";
+  assert.equal(await status("POST", "/v1/request-landing", [`traceparent: 00-${landing}-00f067aa0ba902b7-01`]), 200);
+  assert.equal(await status("PUT", "/v1/exhaust-port", [`traceparent: 00-${exhaust}-b7ad6b7169203331-01`]), 403);
+  assert.equal(await status("POST", "/v1/request-landing", ["traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01"]), 200, "an invalid one");
+  const observe = (...args: string[]): Promise<HubbleFlow[]> => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--protocol", "http", ...args]);
+  let all: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; all.length < 6 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) all = await observe();
+  assert.deepEqual(all.map((f) => f.trace_context?.parent?.trace_id ?? ""), [landing, landing, exhaust, exhaust, "", ""]);
+  const traced = await observe("--trace-id", exhaust);
+  assert.deepEqual(traced.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.code ?? 0]), [
+    ["DROPPED", "REQUEST", 0],
+    ["FORWARDED", "RESPONSE", 403],
+  ]);
+  assert.deepEqual(await observe("--trace-id", "ffffffffffffffffffffffffffffffff"), []);
 });
 
 test("an agent restart adopts the running proxy: the same process, and an open keep-alive connection goes on", async () => {

@@ -1,6 +1,6 @@
 // The L7 proxy's records of HTTP requests as L7 flows (Hubble's HTTP request and response), enriched as the datapath's flows are.
 import { L7_DROP_REASON, type Flow, type FlowEndpoint } from "../../flowapi/flow.ts";
-import { endpoint, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
+import { endpoint, observedAt, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 
 /** The URL as Hubble shows it: the request's Host (else the original destination) and its path. */
@@ -30,7 +30,8 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups): Flow[] {
     destination,
     protocol: "TCP",
     ...(decidedBy !== undefined ? { decidedBy } : {}),
-    node: lookups.node,
+    ...(f.traceId !== undefined ? { traceId: f.traceId } : {}),
+    ...observedAt(lookups),
   });
   const end = Date.parse(f.time);
   return [

@@ -6,6 +6,7 @@ import type tls from "node:tls";
 import pino from "pino";
 import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
 import { requestFromRaw, type HttpHeader } from "../../core/l7/http-request.ts";
+import { traceIdOf } from "../../core/l7/trace-context.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
@@ -44,6 +45,8 @@ export interface HttpFlow {
   readonly latencyMs: number;
   /** The client's TLS was terminated by the proxy (terminatingTLS): the request was read decrypted. */
   readonly tls?: { readonly serverName?: string };
+  /** The W3C trace id of the request's traceparent header, when it has a valid one. */
+  readonly traceId?: string;
 }
 
 export interface HttpProxyOptions {
@@ -286,6 +289,7 @@ export class HttpProxy {
     const { orig } = client;
     const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
     const decision = decideHttp(request, this.rules.get(port) ?? []);
+    const traceId = traceIdOf(request.headers);
     const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
       const f: HttpFlow = {
         time: new Date().toISOString(),
@@ -302,6 +306,7 @@ export class HttpProxy {
         status,
         latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
         ...(client.tls ? { tls: client.tls } : {}),
+        ...(traceId !== undefined ? { traceId } : {}),
         ...extra,
       };
       log.debug(f, "http request");

@@ -62,6 +62,7 @@ test("a policy drop names the pods, identities, labels, port, reason and the den
     tcpFlags: 2, // SYN
     dropReason: "policy denied",
     decidedBy: { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: "shop", name: "deny-client", rule: "spec.ingressDeny[0]" },
+    interface: { index: 12 }, // the device the event names (no name: these lookups know none)
     node: "node-a",
   });
   assert.equal(decisionText(f.decidedBy), "CiliumNetworkPolicy shop/deny-client spec.ingressDeny[0]");
@@ -97,4 +98,27 @@ test("unknown addresses and identities keep the IP and an empty label list", () 
   const f = enrich(event({ src: "192.0.2.9", srcIdentity: 2, proto: 99 }), lookups);
   assert.deepEqual(f.source, { identity: 2, labels: [], ip: "192.0.2.9", port: 40000 });
   assert.equal(f.protocol, "99");
+});
+
+test("an address the DNS proxy learned names for carries them on its side of the flow; one without carries none", () => {
+  const named: EnrichLookups = { ...lookups, namesByIp: (ip) => (ip === "140.82.112.6" ? ["api.github.com", "github.com"] : []) };
+  const f = enrich(event({ verdict: "forwarded", direction: "egress", dst: "140.82.112.6", dport: 443, dstIdentity: 16777217 }), named);
+  assert.deepEqual(f.destination.names, ["api.github.com", "github.com"]);
+  assert.equal("names" in f.source, false);
+});
+
+test("every flow carries the node's labels once the agent knows them, none before", () => {
+  assert.equal("nodeLabels" in enrich(event(), lookups), false);
+  const labelled = enrich(event(), { ...lookups, nodeLabels: () => ["topology.kubernetes.io/zone=zone-a"] });
+  assert.deepEqual([labelled.node, labelled.nodeLabels], ["node-a", ["topology.kubernetes.io/zone=zone-a"]]);
+});
+
+test("a flow names the device it was seen on (its name when the agent knows it) and is encrypted when forwarded to or from an encrypted peer, never when dropped", () => {
+  const more: EnrichLookups = { ...lookups, interfaceName: (i) => (i === 12 ? "lxc-client" : undefined), encryptedPeer: (ip) => ip === "10.0.1.5" };
+  const forwarded = enrich(event({ verdict: "forwarded", direction: "egress" }), more);
+  assert.deepEqual([forwarded.interface, forwarded.encrypted], [{ index: 12, name: "lxc-client" }, true]);
+  const dropped = enrich(event(), more);
+  assert.equal(dropped.encrypted, undefined, "a dropped packet never left");
+  assert.deepEqual(enrich(event({ ifindex: 40 }), more).interface, { index: 40 });
+  assert.equal(enrich(event({ verdict: "forwarded", dst: "10.0.9.9" }), more).encrypted, undefined);
 });

@@ -11,6 +11,8 @@ import { protocolName, type PolicyMatch, type Flow, type FlowDecision, type Flow
 /** What the agent knows to turn an event into a Flow; all lookups are synchronous and side-effect free. */
 export interface EnrichLookups {
   readonly node: string;
+  /** The node's Kubernetes labels (`key=value`, sorted) as last read from its Node; absent or empty: not known. */
+  nodeLabels?(): readonly string[];
   identityLabels(identity: number): readonly string[] | undefined;
   /** The pod behind an address, when it is a local or known endpoint. */
   endpointByIp(ip: string): { readonly namespace: string; readonly pod: string; readonly workload?: Workload } | undefined;
@@ -21,6 +23,12 @@ export interface EnrichLookups {
   wallClock(monotonicNs: bigint): Date;
   /** The identity the ipcache gives an address (a proxy's peer, which its record does not name); absent: unknown. */
   identityByIp?(ip: string): number | undefined;
+  /** Whether traffic to or from this address crosses to its node inside WireGuard (a remote endpoint whose node is an up peer); absent: never. */
+  encryptedPeer?(ip: string): boolean;
+  /** The name of the device with this ifindex in the node's netns, when the agent knows it (a pod's host-side veth). */
+  interfaceName?(ifindex: number): string | undefined;
+  /** The DNS names the node's DNS proxy learned for an address (no trailing dot); absent or empty: none. */
+  namesByIp?(ip: string): readonly string[] | undefined;
 }
 
 function decisionOf(e: VerdictEvent, lookups: EnrichLookups): FlowDecision | undefined {
@@ -52,6 +60,7 @@ export function peerEndpoint(ip: string, port: number, lookups: EnrichLookups): 
 /** One end of a flow: the identity's labels, the pod behind the address, the host endpoint's node. */
 export function endpoint(identity: number, ip: string, port: number, lookups: EnrichLookups): FlowEndpoint {
   const pod = lookups.endpointByIp(ip);
+  const names = lookups.namesByIp?.(ip);
   return {
     identity,
     labels: lookups.identityLabels(identity) ?? [],
@@ -61,7 +70,14 @@ export function endpoint(identity: number, ip: string, port: number, lookups: En
     port,
     // Only this node's own host endpoint is reserved:host in its events (another node is remote-node).
     ...(identity === IDENTITY.host ? { host: lookups.node } : {}),
+    ...(names !== undefined && names.length > 0 ? { names } : {}),
   };
+}
+
+/** Where a flow was seen: the node, and its labels when known (every flow of this agent carries them). */
+export function observedAt(lookups: Pick<EnrichLookups, "node" | "nodeLabels">): { node: string; nodeLabels?: readonly string[] } {
+  const labels = lookups.nodeLabels?.();
+  return { node: lookups.node, ...(labels !== undefined && labels.length > 0 ? { nodeLabels: labels } : {}) };
 }
 
 /** A datapath event as a Flow. Pure: everything it needs comes from `lookups`. */
@@ -85,8 +101,16 @@ export function enrich(e: VerdictEvent, lookups: EnrichLookups): Flow {
     ...(e.reason !== undefined ? { dropReason: e.reason } : {}),
     ...(decidedBy !== undefined ? { decidedBy } : {}),
     ...(type === "policy-verdict" && decidedBy?.kind === "rule" ? matchOf(e, lookups) : {}),
-    node: lookups.node,
+    ...(e.ifindex > 0 ? { interface: deviceOf(e.ifindex, lookups) } : {}),
+    // The datapath reports a packet at the pod's device, before encapsulation (egress) or after decapsulation (ingress).
+    ...(verdict !== "DROPPED" && (lookups.encryptedPeer?.(e.src) || lookups.encryptedPeer?.(e.dst)) ? { encrypted: true } : {}),
+    ...observedAt(lookups),
   };
+}
+
+function deviceOf(ifindex: number, lookups: EnrichLookups): { index: number; name?: string } {
+  const name = lookups.interfaceName?.(ifindex);
+  return name !== undefined ? { index: ifindex, name } : { index: ifindex };
 }
 
 /** The policy verdict's match type, from the subject's entries of the deciding rule (policy-match.ts). */

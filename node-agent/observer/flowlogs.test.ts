@@ -40,7 +40,7 @@ flowLogs:
   filePath: /a.log
   fieldAggregate: [source]
   includeFilters:
-  - source_fqdn: ["*.example.com"]
+  - source_service: ["default/web"]
   fileMaxBackups: -1
   end: yesterday
 `);
@@ -51,7 +51,7 @@ flowLogs:
     "flowLogs[0].name: required",
     "flowLogs[1].filePath: duplicated flow log path /a.log",
     "flowLogs[1].aggregationInterval: required (more than 0s) with fieldAggregate",
-    "flowLogs[1].includeFilters[0].source_fqdn: not supported",
+    "flowLogs[1].includeFilters[0].source_service: not supported",
     "flowLogs[1].fileMaxBackups: must be a whole number ≥ 0",
     "flowLogs[1].end: not an RFC 3339 time",
   ]);

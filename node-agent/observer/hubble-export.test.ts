@@ -94,8 +94,8 @@ test("the agent's export flags: Cilium's names, filters checked at the edge nami
   assert.ok(ok.ok);
   assert.deepEqual(ok.flags.hubbleExport?.allowList, [{ verdict: ["DROPPED"] }, { source_pod: ["kube-system/"] }]);
   assert.deepEqual(ok.flags.hubbleExport?.fieldMask, ["time", "verdict"]);
-  const bad = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-denylist", '{"source_fqdn":["a.b"]}']);
-  assert.equal(bad.ok ? "" : bad.error, "--hubble-export-denylist: [0].source_fqdn: not supported: flows carry no DNS names of their addresses (dns_query filters the DNS proxy's L7 flows)");
+  const bad = parseAgentFlags([...base, "--hubble-export-file-path", "/tmp/x", "--hubble-export-denylist", '{"source_service":["default/web"]}']);
+  assert.equal(bad.ok ? "" : bad.error, "--hubble-export-denylist: [0].source_service: not supported: flows carry no service");
   const alone = parseAgentFlags([...base, "--hubble-export-fieldmask", "time"]);
   assert.equal(alone.ok ? "" : alone.error, "--hubble-export-fieldmask: only with --hubble-export-file-path");
   assert.equal(parseFilterList("x", "{nope").ok, false);

@@ -199,9 +199,9 @@ test("cluster names: hubble observe reads each pod's cluster and --from-cluster/
 
 test("an unsupported filter is an error naming the field, from the hubble CLI and from grpc-js", async (t) => {
   const r = await start(t);
-  const fqdn = await hubble("observe", "--server", r.server, "--from-fqdn", "api.example.com");
-  assert.notEqual(fqdn.code, 0);
-  assert.match(fqdn.stderr, /InvalidArgument.*whitelist\[0\]\.source_fqdn: not supported/);
+  const service = await hubble("observe", "--server", r.server, "--from-service", "default/web");
+  assert.notEqual(service.code, 0);
+  assert.match(service.stderr, /InvalidArgument.*whitelist\[0\]\.source_service: not supported/);
   const status = await hubble("observe", "--server", r.server, "--type", "drop", "--http-status", "403");
   assert.match(status.stderr, /InvalidArgument.*http_status_code: filtering by http status code requires the event type filter to match 'l7' events/);
   const client = new HubbleClient(`unix:${r.socket}`);

@@ -55,13 +55,19 @@ export function podByAddress(ip: string, local: ReadonlyMap<string, PodRef>, clu
  * of a proxy's flows, which carry no identity of their own; undefined when no prefix holds the address.
  */
 export function identityIndex(ipcache: readonly IPCacheEntry[]): (ip: string) => number | undefined {
-  const hosts = new Map<string, number>();
-  const prefixes: { prefix: Prefix; identity: number }[] = [];
+  const entry = ipcacheIndex(ipcache);
+  return (ip) => entry(ip)?.identity;
+}
+
+/** Address → the ipcache entry of its longest matching prefix (its identity, and the node that hosts it, if remote). */
+export function ipcacheIndex(ipcache: readonly IPCacheEntry[]): (ip: string) => IPCacheEntry | undefined {
+  const hosts = new Map<string, IPCacheEntry>();
+  const prefixes: { prefix: Prefix; entry: IPCacheEntry }[] = [];
   for (const e of ipcache) {
     const p = parsePrefix(e.prefix);
     if (p === undefined) continue;
-    if (p.bits === familyBits(p.family)) hosts.set(formatIP(p.family, p.addr), e.identity);
-    else prefixes.push({ prefix: p, identity: e.identity });
+    if (p.bits === familyBits(p.family)) hosts.set(formatIP(p.family, p.addr), e);
+    else prefixes.push({ prefix: p, entry: e });
   }
   prefixes.sort((a, b) => b.prefix.bits - a.prefix.bits);
   return (ip) => {
@@ -70,6 +76,6 @@ export function identityIndex(ipcache: readonly IPCacheEntry[]): (ip: string) =>
     const host = hosts.get(formatIP(a.family, a.addr));
     if (host !== undefined) return host;
     const asPrefix = { ...a, bits: familyBits(a.family) };
-    return prefixes.find((x) => x.prefix.family === a.family && prefixContains(x.prefix, asPrefix))?.identity;
+    return prefixes.find((x) => x.prefix.family === a.family && prefixContains(x.prefix, asPrefix))?.entry;
   };
 }
