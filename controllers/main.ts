@@ -35,6 +35,9 @@ const USAGE = `usage: membrane operator [flags]
   --controllers LIST           comma-separated, from ${[...ALL_CONTROLLERS, ...OPTIONAL_CONTROLLERS].join(",")} (default ${ALL_CONTROLLERS.join(",")};
                                encryption-key validates and rotates MembraneEncryptionKeys' Secrets in --lease-namespace when
                                their secretRef names none)
+  --enable-policy-secrets BOOL read the Secrets policies name for TLS inspection (terminatingTLS, originatingTLS;
+                               needs get/list/watch on Secrets) and send their material only to the nodes hosting a
+                               subject of the rule (default false: such rules fail closed, and their status says why)
   --distribution-port N        serve the agent stream (gRPC, mutual TLS) on the bind address, port N (0 picks one; off when absent)
   --tls-ca FILE                CA that signs agent client certificates (with --distribution-port)
   --tls-cert FILE              the operator's serving certificate (with --distribution-port)
@@ -102,6 +105,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "identity-gc-grace": { type: "string" },
       "identity-gc-interval": { type: "string" },
       "cluster-name": { type: "string" },
+      "enable-policy-secrets": { type: "string" },
       "pod-cidr-pool": { type: "string" },
       "node-cidr-mask-size": { type: "string" },
       controllers: { type: "string" },
@@ -160,6 +164,11 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     config.bindAddress = v["bind-address"];
   }
   if (v["cluster-name"] !== undefined) config.clusterName = v["cluster-name"];
+  if (v["enable-policy-secrets"] !== undefined) {
+    const b = bool("enable-policy-secrets", v["enable-policy-secrets"]);
+    if (typeof b === "string") return { error: b };
+    config.policySecrets = b;
+  }
   if (v["pod-cidr-pool"] !== undefined) config.podCidrPool = v["pod-cidr-pool"];
   if (v["node-cidr-mask-size"] !== undefined) {
     const n = Number(v["node-cidr-mask-size"]);

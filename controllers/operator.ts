@@ -10,7 +10,8 @@ import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
-import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
+import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
+import { PolicySecrets, type SecretObject } from "./policy-secrets.ts";
 import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
@@ -62,6 +63,8 @@ export interface OperatorConfig {
   podCidrPool: string;
   nodeCidrMaskSize: number;
   controllers: Set<ControllerName>;
+  /** Read the Secrets policies name for TLS inspection and send their material with the compiled policy (controllers/policy-secrets.ts). */
+  policySecrets?: boolean;
   /** The agent stream (gRPC, mutual TLS); off when undefined. */
   distribution?: { port: number; caFile: string; certFile: string; keyFile: string; agentAuth?: AgentAuthConfig };
   /** Test hook: shorter lease timings. */
@@ -84,6 +87,8 @@ export class Operator {
   private heartbeat: LeaseHeartbeat | undefined;
   private server: HealthServer | undefined;
   private distribution: DistributionServer | undefined;
+  /** The Secrets TLS rules name, as the distribution resolved them (set with the distribution). */
+  private policySecrets: PolicySecrets | undefined;
   /** Policy parses shared by the status reconcilers and the distribution: each generation parsed once. */
   private readonly parsed: ParsedPolicies;
   private leading = false;
@@ -223,6 +228,9 @@ export class Operator {
         // Node count changes move "n/m nodes" (node labels: host policies' selection); a namespace's labels move the label sets of all its pods.
         const all = (): string[] => policies.list().map(keyOf);
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
+        // A Secret a TLS rule names came, went or changed: the policies' Enforced says whether it can be served.
+        const secrets = this.policySecrets;
+        if (secrets && this.config.policySecrets) c.watch(informers.for<SecretObject>(SECRETS), (ev) => (secrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? all() : []));
         if (id) {
           c.watch(namespaces, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
           // A pod moves the selected count and nodes of only the policies selecting its label set (before or after
@@ -330,7 +338,10 @@ export class Operator {
     const port = await server.listen(cfg.port, host);
     this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
-    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed });
+    // TLS inspection's Secrets: read with the operator's RBAC only when asked to (else TLS rules fail closed, saying why).
+    const secretsInformer = this.config.policySecrets ? informers.for<SecretObject>(SECRETS) : undefined;
+    const policySecrets = (this.policySecrets = new PolicySecrets(secretsInformer));
+    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed, policySecrets });
     server.followSubjectDeltas(source.subjectDeltas);
     server.followSharedDeltas(source.sharedDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
@@ -372,6 +383,8 @@ export class Operator {
     c.watch(services, () => [sourceKey("services")]);
     c.watch(endpointSlices, () => [sourceKey("services")]);
     for (const t of tracingPolicies) c.watch(t, () => [sourceKey("tracing")]);
+    // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
+    if (secretsInformer) c.watch(secretsInformer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? nodes.list().map((n) => n.metadata.name) : []));
     this.controllers.push(c);
     return { server, source };
   }

@@ -1,7 +1,7 @@
 // Policy reconciler: a NetworkPolicy, CNP or CCNP → the core parser → status conditions Valid and
 // Enforced with observedGeneration and the number of selected endpoints, and a Warning Event per failure.
 import type { Logger } from "pino";
-import { describeGaps, enforcementGaps } from "../core/enforcement-gaps.ts";
+import { describeGaps, enforcementGaps, type GapOptions } from "../core/enforcement-gaps.ts";
 import type { Policy } from "../core/model.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
@@ -37,6 +37,8 @@ export interface Enforcement {
   readonly withoutDnsProxy?: readonly string[];
   /** Nodes concerned whose agents run no L7 proxy (absent: not known, so HTTP rules count as not enforced). */
   readonly withoutL7Proxy?: readonly string[];
+  /** Why a TLS context's Secret cannot be served (controllers/policy-secrets.ts); absent: not known. */
+  readonly tlsSecretProblem?: GapOptions["tlsSecretProblem"];
 }
 
 export interface PolicyDeps {
@@ -80,7 +82,7 @@ export function policyConditions(
   const valid: ConditionInput = { type: "Valid", status: "True", reason: "Parsed", message: `${rules} rule${rules === 1 ? "" : "s"}`, ...g };
   const count = `${enforcement.acknowledged}/${nodes} nodes`;
   // A rule the datapath cannot enforce yet makes the policy not enforced, whatever the nodes acknowledged.
-  const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy, withoutL7Proxy: enforcement.withoutL7Proxy });
+  const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy, withoutL7Proxy: enforcement.withoutL7Proxy, tlsSecretProblem: enforcement.tlsSecretProblem });
   let enforced: ConditionInput;
   const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
   if (gaps.length > 0) {

@@ -92,8 +92,7 @@ describe("enforcement gaps", () => {
     );
   });
 
-  it("TLS inspection is named as not enforced, with what happens instead, even where every node runs the L7 proxy", () => {
-    const secret = { secret: { namespace: "kube-system", name: "tls-data" } };
+  it("TLS with HTTP rules is enforced unless a Secret cannot be served (named, never its bytes); TLS without L7 rules is named as not inspected", () => {
     const parsed = parsePolicyObject({
       apiVersion: "cilium.io/v2",
       kind: "CiliumNetworkPolicy",
@@ -101,17 +100,19 @@ describe("enforcement gaps", () => {
       spec: {
         endpointSelector: web,
         egress: [
-          { toEndpoints: [web], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: secret, originatingTLS: secret, rules: { http: [{ method: "GET" }] } }] },
+          { toEndpoints: [web], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: { secret: { name: "api-tls" } }, originatingTLS: { secret: { namespace: "kube-system", name: "ca" } }, rules: { http: [{ method: "GET" }] } }] },
           { toEndpoints: [web], toPorts: [{ ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["api.example.com"] }] },
         ],
       },
     });
     assert.ok(parsed.ok, JSON.stringify(parsed));
+    const everywhere = { withoutDnsProxy: [], withoutL7Proxy: [] };
+    assert.equal(describeGaps(enforcementGaps(parsed.value, everywhere)), "spec.egress[1].toPorts[0].serverNames: not enforced yet without HTTP rules: the port is allowed for every server name");
+    const missing = enforcementGaps(parsed.value, { ...everywhere, tlsSecretProblem: (use, role) => (use.secret.name === "api-tls" ? `not found (${role}, ${use.secret.namespace})` : undefined) });
     assert.equal(
-      describeGaps(enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] })),
-      "spec.egress[0].toPorts[0].terminatingTLS: not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail; " +
-        "spec.egress[0].toPorts[0].originatingTLS: not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail; " +
-        "spec.egress[1].toPorts[0].serverNames: not enforced yet: the port is allowed for every server name",
+      describeGaps(missing.slice(0, 1)),
+      "spec.egress[0].toPorts[0].terminatingTLS: Secret default/api-tls not found (terminatingTLS, default): connections to the port are refused",
     );
+    assert.equal(missing.length, 2, "the usable originatingTLS Secret is no gap");
   });
 });

@@ -1,5 +1,6 @@
 // The rules of a parsed policy that the nodes do not enforce (L7 and DNS rules where no proxy runs, generic L7), so status and admission can say so.
-import type { Peer, Policy } from "./model.ts";
+import type { Peer, Policy, TlsSecretUse } from "./model.ts";
+import { ruleTls } from "./policy/http-rules.ts";
 
 /** One rule, by field path, that is accepted but not enforced as written, and what happens instead. */
 export interface EnforcementGap {
@@ -11,13 +12,12 @@ export interface EnforcementGap {
 const L7_EFFECT = "not enforced yet: the port is allowed for every request";
 
 /**
- * TLS inspection (terminatingTLS, originatingTLS, serverNames) is not done by the nodes' L7 proxy
- * yet: with HTTP rules the proxy reads the TLS handshake as a malformed request and closes the
- * connection (fails closed); without L7 rules the port is a plain allow, whatever the server name.
+ * TLS inspection (terminatingTLS, originatingTLS, serverNames) is done by the nodes' L7 proxy for a
+ * port with HTTP rules; without L7 rules nothing sends the port to the proxy, so it is a plain allow
+ * whatever the server name.
  */
-function tlsEffect(field: "terminatingTLS" | "originatingTLS" | "serverNames", withHttp: boolean): string {
-  if (withHttp) return "not enforced yet: the L7 proxy does not speak TLS, so connections to the port fail";
-  return field === "serverNames" ? "not enforced yet: the port is allowed for every server name" : "not enforced yet: the connection passes without inspection";
+function tlsEffect(field: "terminatingTLS" | "originatingTLS" | "serverNames"): string {
+  return field === "serverNames" ? "not enforced yet without HTTP rules: the port is allowed for every server name" : "not enforced yet without HTTP rules: the connection passes without inspection";
 }
 
 const TLS_FIELDS = ["terminatingTLS", "originatingTLS", "serverNames"] as const;
@@ -31,6 +31,11 @@ export interface GapOptions {
   readonly withoutDnsProxy?: readonly string[] | undefined;
   /** The same for the L7 proxy and HTTP rules. */
   readonly withoutL7Proxy?: readonly string[] | undefined;
+  /**
+   * Why a TLS context's Secret cannot be served (missing, malformed, not read), or undefined when it
+   * can; absent: not known (admission), and the Secrets are taken as usable.
+   */
+  readonly tlsSecretProblem?: ((use: TlsSecretUse, role: "terminatingTLS" | "originatingTLS") => string | undefined) | undefined;
 }
 
 /** "not enforced yet" when the nodes are not known, else which nodes lack the proxy. */
@@ -44,8 +49,9 @@ function notEnforced(nodes: readonly string[] | undefined, proxy: string): strin
  * Every not-enforced rule of `policies` (one parsed object: several Policy values for a CNP with
  * `specs`), in source order, each path once: `toPorts[i].rules.l7` always, `toPorts[i].rules.http`
  * unless every node concerned runs the L7 proxy, `toPorts[i].rules.dns` and `toFQDNs` unless
- * every node concerned runs the DNS proxy, and `toPorts[i].terminatingTLS` / `originatingTLS` /
- * `serverNames` always (no proxy inspects TLS yet).
+ * every node concerned runs the DNS proxy, `toPorts[i].terminatingTLS` / `originatingTLS` /
+ * `serverNames` without HTTP rules (nothing inspects them), and with HTTP rules a TLS context whose
+ * Secret cannot be served (`tlsSecretProblem`: the port fails closed).
  */
 export function enforcementGaps(policies: readonly Policy[], options: GapOptions = {}): EnforcementGap[] {
   const out: EnforcementGap[] = [];
@@ -60,7 +66,15 @@ export function enforcementGaps(policies: readonly Policy[], options: GapOptions
       // toPorts[i] of the source is ports[i] here: the parser keeps every item, in order, when it succeeds.
       for (let i = 0; i < rule.ports.length; i++) {
         const pr = rule.ports[i];
-        for (const f of TLS_FIELDS) if (pr?.[f] !== undefined) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${f}`, tlsEffect(f, pr.rules?.kind === "http"));
+        if (pr && pr.rules?.kind !== "http") {
+          for (const f of TLS_FIELDS) if (pr[f] !== undefined) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${f}`, tlsEffect(f));
+        } else if (pr && httpEnforced && options.tlsSecretProblem) {
+          const tls = ruleTls(pr, policy.namespace);
+          for (const [role, use] of [["terminatingTLS", tls?.terminating], ["originatingTLS", tls?.originating]] as const) {
+            const problem = use && options.tlsSecretProblem(use, role);
+            if (problem) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${role}`, `Secret ${use.secret.namespace}/${use.secret.name} ${problem}: connections to the port are refused`);
+          }
+        }
         const l7 = pr?.rules;
         if (!l7 || (l7.kind === "dns" && dnsEnforced) || (l7.kind === "http" && httpEnforced)) continue;
         const effect = l7.kind === "dns" ? `${where}: every DNS query on the port is allowed` : l7.kind === "http" ? `${httpWhere}: the port is allowed for every request` : L7_EFFECT;

@@ -1,5 +1,5 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
-import type { LabelSet, Policy, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import type { LabelSet, Policy, PolicyEntry, SubjectPolicy, TlsSecretUse } from "../../core/model.ts";
 import { type Delta, compareEntries } from "../../core/policy/mapstate.ts";
 import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
 import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
@@ -20,6 +20,7 @@ import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeAnswer, NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
+import type { PolicySecrets, TlsRole } from "../policy-secrets.ts";
 import type { TracingPolicyObject } from "../tracing.ts";
 import { NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "../../core/host-endpoint.ts";
 
@@ -57,6 +58,8 @@ export interface NodeStateSourceOptions {
   readonly clusterName?: string;
   /** The parses shared with the policy status reconciler (each generation parsed once). */
   readonly parsed?: ParsedPolicies;
+  /** Fills TLS rules with their Secrets' material for the nodes hosting their subjects (absent: sent without, so they fail closed). */
+  readonly policySecrets?: PolicySecrets;
 }
 
 export class NodeStateSource {
@@ -115,7 +118,7 @@ export class NodeStateSource {
   constructor(
     private readonly pods: Informer<PodObject>,
     private readonly nodes: Informer<NodeObject>,
-    opts: NodeStateSourceOptions = {},
+    private readonly opts: NodeStateSourceOptions = {},
   ) {
     this.compiler = new PolicyCompiler({ namedPorts: (id, name, protocol) => this.podIndex.namedPorts(id, name, protocol), clusterName: opts.clusterName });
     this.parsed = opts.parsed ?? new ParsedPolicies();
@@ -345,7 +348,9 @@ export class NodeStateSource {
   /** The full desired state of `node`: shared parts by reference plus the compiled policy of the identities it hosts. */
   stateFor(node: string): NodeState {
     this.refresh();
-    const policies = this.podIndex.hosted(node).map((id) => this.subjectPolicy(id));
+    // TLS rules get their Secrets' material here, so only the nodes hosting their subjects receive it.
+    const secrets = this.opts.policySecrets;
+    const policies = this.podIndex.hosted(node).map((id) => (secrets ? secrets.resolve(this.subjectPolicy(id)) : this.subjectPolicy(id)));
     // Every node is a host endpoint (reserved:host): the host policies whose nodeSelector matches its labels, as subject reserved:host.
     const hostId = this.nodeHosts.idOf(node);
     const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
@@ -372,9 +377,11 @@ export class NodeStateSource {
       else if (r.nack && has(r.nack.state)) refused.push({ node: r.node, message: r.nack.error });
     }
     // No node concerned: nothing runs the policy, so nothing says its DNS or HTTP rules are enforced.
-    if (nodes.size === 0) return { acknowledged, refused };
+    const secrets = this.opts.policySecrets;
+    const tls = secrets ? { tlsSecretProblem: (use: TlsSecretUse, role: TlsRole) => secrets.problem(use, role) } : {};
+    if (nodes.size === 0) return { acknowledged, refused, ...tls };
     const without = (running: ReadonlySet<string>): string[] => [...nodes].filter((n) => !running.has(n)).sort();
-    return { acknowledged, refused, withoutDnsProxy: without(withDnsProxy), withoutL7Proxy: without(withL7Proxy) };
+    return { acknowledged, refused, withoutDnsProxy: without(withDnsProxy), withoutL7Proxy: without(withL7Proxy), ...tls };
   }
 
   private subjectPolicy(id: number): SubjectPolicy {

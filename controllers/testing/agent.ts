@@ -20,7 +20,7 @@ export class AgentClient {
     address: string,
     tls: { ca: Buffer; cert: Buffer; key: Buffer },
     readonly node: string,
-    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials } = {},
+    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials; l7Proxy?: boolean } = {},
   ) {
     if (opts.state) this.state = opts.state;
     this.version = opts.lastAppliedVersion;
@@ -32,7 +32,7 @@ export class AgentClient {
     });
     this.call.on("status", (s: grpc.StatusObject) => (this.status = s));
     this.call.on("error", () => undefined);
-    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}) });
+    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}), ...(opts.l7Proxy ? { l7Proxy: true } : {}) });
   }
 
   apply(m: Downstream): void {
