@@ -8,12 +8,13 @@ import path from "node:path";
 import readline from "node:readline";
 import { promisify } from "node:util";
 import { pino } from "pino";
-import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { PROTO_NUMBER, type PolicyEntry, type RuleTls, type SubjectPolicy } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
 import { label, labelSetFrom } from "../../core/labels.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
 import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
+import { issueCA, issueCert } from "../../kube/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { NodeAgent, type AgentDatapath } from "../agent.ts";
@@ -483,6 +484,56 @@ test("two policies allowing the x-wing to the deathstar's port 80 with HTTP rule
   assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [alone], "the union's port is unserved");
   assert.equal(await status("GET", "/a"), 200);
   assert.equal(await status("GET", "/b"), 403, "path-b's rule is gone");
+  assert.deepEqual(violations, []);
+});
+
+test("TLS inspection from the stream: the x-wing's HTTPS is terminated with the Secret's certificate the operator sent (written 0600 in the state dir), the rules apply to the decrypted request; a Secret the operator could not read fails the port closed", async () => {
+  const ca = await issueCA({ commonName: "pods' test CA", days: 1 });
+  const served = await issueCert(ca, { commonName: "deathstar.example", usage: "server", dnsNames: ["deathstar.example"], days: 1 });
+  const caFile = path.join(stateDir, "test-ca.crt");
+  fs.writeFileSync(caFile, ca.cert);
+  const terminating = { secret: { namespace: "default", name: "deathstar-tls" } };
+  const withTls = (generation: number, tls: RuleTls): NodeState => {
+    const s = state(generation, true);
+    return { ...s, policies: [{ ...s.policies[0]!, http: [{ ...s.policies[0]!.http![0]!, tls }] }, s.policies[1]!] };
+  };
+  const https = async (method: string, p: string): Promise<number | undefined> => {
+    try {
+      const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "--cacert", caFile, "--resolve", `deathstar.example:80:${ADDR.deathstar}`, "-o", "/dev/null", "-w", "%{http_code}", "-X", method, `https://deathstar.example:80${p}`]);
+      return Number(stdout);
+    } catch {
+      return undefined;
+    }
+  };
+  server!.publish(node, withTls(20, { terminating: { ...terminating, material: { certificate: served.cert, privateKey: served.key } }, serverNames: ["deathstar.example"] }));
+  await until("state 20 acknowledged", () => ackedGeneration() === 20, 20_000);
+  // The proxy takes the new configuration a moment after the agent wrote it.
+  const untilAsync = async (what: string, f: () => Promise<boolean>): Promise<void> => {
+    for (const end = Date.now() + 10_000; !(await f()); ) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  await untilAsync("the HTTPS request is allowed", async () => (await https("POST", "/v1/request-landing")) === 200);
+  assert.equal(await https("PUT", "/v1/exhaust-port"), 403, "the rules apply to the decrypted request");
+  assert.equal(await status("POST", "/v1/request-landing"), undefined, "plain HTTP on the inspected port fails");
+  const dir = path.join(stateDir, "l7proxy-tls");
+  assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+  const files = fs.readdirSync(dir);
+  assert.equal(files.length, 2, files.join(","));
+  for (const f of files) assert.equal(fs.statSync(path.join(dir, f)).mode & 0o777, 0o600, f);
+  assert.doesNotMatch(fs.readFileSync(path.join(stateDir, "l7proxy.json"), "utf8"), /PRIVATE KEY/, "the proxy's configuration names files, not keys");
+
+  server!.publish(node, withTls(21, { terminating: { ...terminating, unavailable: "not found" } }));
+  await until("state 21 acknowledged", () => ackedGeneration() === 21, 20_000);
+  await untilAsync("the port refuses connections", async () => (await https("POST", "/v1/request-landing")) === undefined);
+  const seen = topo.deathstarLog.length;
+  assert.equal(await status("POST", "/v1/request-landing"), undefined, "nor does plain HTTP pass");
+  assert.equal(topo.deathstarLog.length, seen, "nothing reached the deathstar");
+  const proxyLog = fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8");
+  assert.match(proxyLog, /terminatingTLS Secret default\/deathstar-tls: not found/);
+  assert.doesNotMatch(proxyLog, /PRIVATE KEY/, "no key in the proxy's log");
+  await until("the key file is removed with its last use", () => fs.readdirSync(dir).length === 0, 10_000);
   assert.deepEqual(violations, []);
 });
 
