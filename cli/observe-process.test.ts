@@ -64,7 +64,12 @@ describe("membrane observe --type process", () => {
     assert.deepEqual(observeType(["--type", "l7", "--type", "drop", "--verdict", "DROPPED"]), { ok: true, type: "flow", rest: ["--type", "l7", "--type", "drop", "--verdict", "DROPPED"] });
     assert.deepEqual(observeType(["--type", "flow", "--last", "3"]), { ok: true, type: "flow", rest: ["--last", "3"] });
     assert.deepEqual(observeType(["--type", "process", "--type", "drop"]), { ok: false, error: "--type: process cannot be combined with a flow type" });
-    assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: false, error: "--input-file: required (the agents serve no process events yet; read a node's export file)" });
+    assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: true, value: { source: { kind: "runtime", address: "127.0.0.1:9964", follow: false }, filter: { pod: "x" }, output: "compact" } });
+    assert.deepEqual(parseProcessArgs(["--runtime-address", "10.0.0.1:9964", "-f", "--last", "5"]), { ok: true, value: { source: { kind: "runtime", address: "10.0.0.1:9964", follow: true, last: 5 }, filter: {}, output: "compact" } });
+    assert.deepEqual(parseProcessArgs(["--input-file", "f", "--follow"]), { ok: false, error: "--follow: follows the runtime's live stream (--runtime-address), not a file" });
+    assert.deepEqual(parseProcessArgs(["--input-file", "f", "--runtime-address", "a:1"]), { ok: false, error: "--input-file: reads a file; --runtime-address reads the runtime: give one" });
+    assert.deepEqual(parseProcessArgs(["--runtime-address", "nowhere"]), { ok: false, error: '--runtime-address: "nowhere" is not HOST:PORT' });
+    assert.deepEqual(parseProcessArgs(["--last=x"]), { ok: false, error: '--last: "x" is not a count of events' });
     assert.deepEqual(parseProcessArgs(["--input-file", "f", "-o", "table"]), { ok: false, error: '-o: "table" is not compact or json' });
   });
 

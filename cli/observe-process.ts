@@ -1,16 +1,26 @@
-// `membrane observe --type process`: Tetragon-shaped process events (process_exec, process_exit) from a node's
-// export file, filtered by pod, namespace and binary, as one compact line each or as JSON lines.
+// `membrane observe --type process`: Tetragon-shaped process events (process_exec, process_exit and the policies'
+// hook events) from a node's runtime — its live stream (recent events, and with --follow every new one) or its export
+// file — filtered by pod, namespace and binary, as one compact line each or as JSON lines.
 import fs from "node:fs";
+import http from "node:http";
 import { RUNTIME_EVENT_TYPES, type ProcessFilter, type RuntimeEvent, type TetragonArg, matchesProcessFilter } from "../core/process-event.ts";
 import { parseFlags } from "../kube/flags.ts";
 
-export const PROCESS_USAGE = `usage: membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
+/** Where `membrane runtime` serves its stream unless told otherwise (its --metrics-address default). */
+export const RUNTIME_ADDRESS_DEFAULT = "127.0.0.1:9964";
 
-  --input-file FILE  a node's process event export (node-agent/runtime/main.ts --export-file)
-  --pod NAME         only events of processes in this pod
-  --namespace NS     only events of processes in pods of this namespace
-  --binary B         only this executable: an absolute path, or a name matching its last component
-  -o, --output       compact (default: one line per event) or json (Tetragon's JSON, one event per line)
+export const PROCESS_USAGE = `usage: membrane observe --type process [--runtime-address HOST:PORT [-f|--follow] [--last N] | --input-file FILE]
+                                     [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
+
+  --runtime-address ADDR  the node's runtime (membrane runtime --metrics-address; default ${RUNTIME_ADDRESS_DEFAULT}):
+                          its recent events, filtered there
+  -f, --follow            then every new event as it happens, until interrupted
+  --last N                at most the N most recent events (default: all the runtime keeps, 4096)
+  --input-file FILE       a node's process event export instead (node-agent/runtime/main.ts --export-file)
+  --pod NAME              only events of processes in this pod
+  --namespace NS          only events of processes in pods of this namespace
+  --binary B              only this executable: an absolute path, or a name matching its last component
+  -o, --output            compact (default: one line per event) or json (Tetragon's JSON, one event per line)
 `;
 
 /** Splits off `--type process` (and `flow`, the default); any other `--type` is a flow type, kept in `rest` for the flow filters. */
@@ -33,8 +43,10 @@ export function observeType(args: readonly string[]): { ok: true; type: "flow" |
   return { ok: true, type: isProcess ? "process" : "flow", rest };
 }
 
+export type ProcessSource = { readonly kind: "file"; readonly path: string } | { readonly kind: "runtime"; readonly address: string; readonly follow: boolean; readonly last?: number };
+
 interface ProcessArgs {
-  readonly inputFile: string;
+  readonly source: ProcessSource;
   readonly filter: ProcessFilter;
   readonly output: "compact" | "json";
 }
@@ -42,12 +54,14 @@ interface ProcessArgs {
 export function parseProcessArgs(args: readonly string[]): { ok: true; value: ProcessArgs } | { ok: false; error: string } {
   const flags = parseFlags({
     args: [...args],
-    options: { "input-file": { type: "string" }, pod: { type: "string" }, namespace: { type: "string" }, binary: { type: "string" }, output: { type: "string", short: "o" } },
+    options: {
+      "input-file": { type: "string" }, "runtime-address": { type: "string" }, follow: { type: "boolean", short: "f" }, last: { type: "string" },
+      pod: { type: "string" }, namespace: { type: "string" }, binary: { type: "string" }, output: { type: "string", short: "o" },
+    },
   });
   if (!flags.ok) return flags;
   const v = flags.parsed.values;
-  for (const f of ["input-file", "pod", "namespace", "binary", "output"] as const) if (v[f] === "") return { ok: false, error: `--${f}: needs a value` };
-  if (v["input-file"] === undefined) return { ok: false, error: "--input-file: required (the agents serve no process events yet; read a node's export file)" };
+  for (const f of ["input-file", "runtime-address", "last", "pod", "namespace", "binary", "output"] as const) if (v[f] === "") return { ok: false, error: `--${f}: needs a value` };
   const output = v.output ?? "compact";
   if (output !== "compact" && output !== "json") return { ok: false, error: `-o: "${output}" is not compact or json` };
   const filter: ProcessFilter = {
@@ -55,7 +69,20 @@ export function parseProcessArgs(args: readonly string[]): { ok: true; value: Pr
     ...(v.namespace !== undefined ? { namespace: v.namespace } : {}),
     ...(v.binary !== undefined ? { binary: v.binary } : {}),
   };
-  return { ok: true, value: { inputFile: v["input-file"], filter, output } };
+  let source: ProcessSource;
+  if (v["input-file"] !== undefined) {
+    if (v["runtime-address"] !== undefined) return { ok: false, error: "--input-file: reads a file; --runtime-address reads the runtime: give one" };
+    if (v.follow === true) return { ok: false, error: "--follow: follows the runtime's live stream (--runtime-address), not a file" };
+    if (v.last !== undefined) return { ok: false, error: "--last: applies to the runtime's stream (--runtime-address), not a file" };
+    source = { kind: "file", path: v["input-file"] };
+  } else {
+    const address = v["runtime-address"] ?? RUNTIME_ADDRESS_DEFAULT;
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) return { ok: false, error: `--runtime-address: "${address}" is not HOST:PORT` };
+    const last = v.last === undefined ? undefined : Number(v.last);
+    if (last !== undefined && (!Number.isInteger(last) || last < 0)) return { ok: false, error: `--last: "${v.last}" is not a count of events` };
+    source = { kind: "runtime", address, follow: v.follow === true, ...(last !== undefined ? { last } : {}) };
+  }
+  return { ok: true, value: { source, filter, output } };
 }
 
 /** One line like `tetra getevents -o compact`: 🚀 for exec, 💥 for exit, 🔧 for a policy's hook (with its action), with the pod. */
@@ -119,15 +146,87 @@ export async function observeProcesses(args: readonly string[]): Promise<number>
     return 2;
   }
   const a = parsed.value;
+  const print = (e: RuntimeEvent): void => void process.stdout.write(a.output === "json" ? `${JSON.stringify(e)}\n` : `${compactLine(e)}\n`);
+  if (a.source.kind === "runtime") {
+    const abort = new AbortController();
+    const stop = (): void => abort.abort();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    try {
+      const r = await readRuntimeStream(a.source, a.filter, print, (s) => process.stderr.write(`membrane observe: ${s}\n`), abort.signal);
+      return r.ok ? 0 : 1;
+    } finally {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    }
+  }
   let text: string;
   try {
-    text = await fs.promises.readFile(a.inputFile, "utf8");
+    text = await fs.promises.readFile(a.source.path, "utf8");
   } catch (err) {
     process.stderr.write(`membrane observe: --input-file: ${(err as Error).message}\n`);
     return 1;
   }
   const { events, errors } = selectProcessEvents(text, a.filter);
-  for (const e of errors) process.stderr.write(`membrane observe: ${a.inputFile}: ${e}\n`);
-  for (const e of events) process.stdout.write(a.output === "json" ? `${JSON.stringify(e)}\n` : `${compactLine(e)}\n`);
+  for (const e of errors) process.stderr.write(`membrane observe: ${a.source.path}: ${e}\n`);
+  for (const e of events) print(e);
   return errors.length > 0 && events.length === 0 ? 1 : 0;
+}
+
+/**
+ * Reads the runtime's stream (GET /v1/events with the filters, which the runtime applies; they are applied here too):
+ * each event to `onEvent` until the stream ends (without follow) or `signal` aborts (then ok). A refused request, a
+ * runtime that cannot be reached or that goes away while followed is not ok, said through `warn`.
+ */
+export function readRuntimeStream(
+  src: Extract<ProcessSource, { kind: "runtime" }>,
+  filter: ProcessFilter,
+  onEvent: (e: RuntimeEvent) => void,
+  warn: (s: string) => void,
+  signal?: AbortSignal,
+): Promise<{ ok: boolean }> {
+  const q = new URLSearchParams({ follow: String(src.follow), ...(src.last !== undefined ? { last: String(src.last) } : {}), ...filter });
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok: boolean, why?: string): void => {
+      if (done) return;
+      done = true;
+      if (why !== undefined) warn(why);
+      resolve({ ok });
+    };
+    const req = http.get(`http://${src.address}/v1/events?${q.toString()}`, { signal }, (res) => {
+      if (res.statusCode !== 200) {
+        let body = "";
+        res.on("data", (d: Buffer) => (body += d.toString()));
+        res.on("end", () => finish(false, `the runtime at ${src.address} refused the request: ${res.statusCode} ${body.trim()}`));
+        return;
+      }
+      // An abort destroys the response with an AbortError: that is the end the caller asked for.
+      res.on("error", (err) => finish(signal?.aborted === true, signal?.aborted ? undefined : `the stream from ${src.address} failed: ${err.message}`));
+      const onLine = (line: string): void => {
+        if (line.trim() === "") return;
+        let e: unknown;
+        try {
+          e = JSON.parse(line);
+        } catch {
+          return warn(`the runtime sent a line that is not JSON: ${line.slice(0, 80)}`);
+        }
+        if (typeof e === "object" && e !== null && "lost_events" in e) return warn(`${String((e as { lost_events: unknown }).lost_events)} events lost (this client read too slowly)`);
+        if (typeof e !== "object" || e === null || !RUNTIME_EVENT_TYPES.some((t) => t in e)) return warn(`the runtime sent a line that is not a process event: ${line.slice(0, 80)}`);
+        if (matchesProcessFilter(e as RuntimeEvent, filter)) onEvent(e as RuntimeEvent);
+      };
+      let partial = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        const parts = (partial + chunk).split("\n");
+        partial = parts.pop() ?? "";
+        for (const line of parts) onLine(line);
+      });
+      res.on("end", () => finish(!src.follow || signal?.aborted === true, src.follow && signal?.aborted !== true ? `the runtime at ${src.address} closed the stream` : undefined));
+    });
+    req.on("error", (err) => {
+      if (signal?.aborted) finish(true);
+      else finish(false, `the runtime at ${src.address} cannot be reached: ${err.message}`);
+    });
+  });
 }

@@ -13,7 +13,7 @@ import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
 import { observeProcesses, observeType, PROCESS_USAGE } from "./observe-process.ts";
 
 const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [TLS flags] [-f] [-o table|json] [filters]
-       membrane observe --type process --input-file FILE [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
+       membrane observe --type process [--runtime-address HOST:PORT] [-f] [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
 
 Reads Hubble's Observer API, as the hubble CLI does, and prints Membrane's flows (the deciding rule of each).
 

@@ -1,6 +1,6 @@
 // `membrane runtime`: process visibility and TracingPolicy enforcement as a process of its own on the node (issue
 // #18 allows the agent or a process it manages): exec/exit and hook events to an export file, the policies from a
-// polled file, each policy's status to a status file, metrics on /metrics.
+// polled file, each policy's status to a status file, metrics on /metrics and the live event stream on /v1/events.
 import http from "node:http";
 import os from "node:os";
 import { pino } from "pino";
@@ -13,6 +13,7 @@ import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
 import { parseFlags } from "../../kube/flags.ts";
+import { RuntimeEventStream } from "./event-stream.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
@@ -24,7 +25,8 @@ const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [-
   --pods-file FILE           the node's pods, {"pods": [{"netns", "namespace", "name", "labels"}]} (polled): events name the pod,
                              namespaced policies and podSelector select by it
   --node-name NAME           node_name of the events (default: the host name)
-  --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics (default 127.0.0.1:9964)`;
+  --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics and the live event stream on http://ADDR/v1/events
+                             (membrane observe --type process --runtime-address ADDR; default 127.0.0.1:9964)`;
 
 export interface RuntimeConfig {
   readonly exportFile: string;
@@ -83,7 +85,8 @@ export async function run(args: string[]): Promise<number> {
   const registry = new Registry();
   let pods = new Map<number, PodRef>();
   const resolvePod = (inode: number): PodRef | undefined => pods.get(inode);
-  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod });
+  const stream = new RuntimeEventStream(registry);
+  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod, onEvent: (e, json) => stream.push(e, json) });
   try {
     visibility.start();
   } catch (err) {
@@ -146,19 +149,23 @@ export async function run(args: string[]): Promise<number> {
   }
   for (const s of sources) await s.start();
   const server = http.createServer((req, res) => {
+    if (req.method === "GET" && (req.url === "/v1/events" || req.url?.startsWith("/v1/events?"))) return stream.serve(req, res);
     if (req.url !== "/metrics") return void res.writeHead(404).end();
     registry.metrics().then(
       (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
       (err: unknown) => res.writeHead(500).end(String(err)),
     );
   });
-  server.listen(cfg.metricsPort, cfg.metricsHost);
-  log.info({ exportFile: cfg.exportFile, policyFile: cfg.policyFile, node: cfg.nodeName, metrics: `${cfg.metricsHost}:${cfg.metricsPort}` }, "runtime running");
+  await new Promise<void>((resolve) => server.listen(cfg.metricsPort, cfg.metricsHost, resolve));
+  const bound = server.address();
+  const address = bound !== null && typeof bound === "object" ? `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}` : `${cfg.metricsHost}:${cfg.metricsPort}`;
+  log.info({ exportFile: cfg.exportFile, policyFile: cfg.policyFile, node: cfg.nodeName, address }, "runtime running: /metrics and the live event stream /v1/events");
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);
   });
   for (const s of sources) s.stop();
+  stream.close();
   engine.stop();
   visibility.stop();
   server.close();

@@ -14,8 +14,8 @@ export interface ProcessVisibilityOptions {
   readonly resolvePod?: PodResolver;
   /** Pin scope under /sys/fs/bpf/membrane (default "runtime"). */
   readonly scope?: string;
-  /** Also called for every event (tests, a future observer API). */
-  readonly onEvent?: (e: RuntimeEvent) => void;
+  /** Also called for every event, with its JSON line (the runtime's live stream). */
+  readonly onEvent?: (e: RuntimeEvent, json: string) => void;
 }
 
 export class ProcessVisibility {
@@ -101,11 +101,12 @@ export class ProcessVisibility {
   /** Exports one event (the sensor's, or an enforcer's process_kprobe/process_lsm/process_tracepoint) to the file and the metrics. */
   emit(e: RuntimeEvent): void {
     this.counted.inc({ type: eventType(e) });
+    const json = JSON.stringify(e);
     if (this.fd !== undefined) {
       // One write per turn of the event loop, not per event: a burst of execs is thousands of events a second.
-      this.pending.push(JSON.stringify(e));
+      this.pending.push(json);
       if (this.pending.length === 1) setImmediate(() => this.flush());
     }
-    this.opts.onEvent?.(e);
+    this.opts.onEvent?.(e, json);
   }
 }
