@@ -63,11 +63,15 @@ export function withProxyPorts(http: readonly RuleHttpRules[], sets: readonly { 
  * from before the union) gives the rules of the entry's own rule.
  */
 export function httpRulesAt(policy: SubjectPolicy, entry: PolicyEntry): HttpRuleRef[] {
+  return rulesOnPort(policy, entry).flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
+}
+
+/** The subject's L7 rules whose HTTP rules the proxy ORs on the entry's proxy port (none when it is no HTTP redirect). */
+function rulesOnPort(policy: SubjectPolicy, entry: PolicyEntry): RuleHttpRules[] {
   if (entry.proxyPort === 0 || entry.verdict !== "allow") return [];
   const http = (policy.http ?? []).filter((r) => r.direction === entry.direction);
   const listed = http.some((r) => r.proxyPorts !== undefined);
-  const rules = listed ? http.filter((r) => r.proxyPorts?.includes(entry.proxyPort)) : http.filter((r) => r.ruleId === entry.ruleId);
-  return rules.flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
+  return listed ? http.filter((r) => r.proxyPorts?.includes(entry.proxyPort)) : http.filter((r) => r.ruleId === entry.ruleId);
 }
 
 /**
@@ -76,10 +80,7 @@ export function httpRulesAt(policy: SubjectPolicy, entry: PolicyEntry): HttpRule
  * two Secrets: the proxy refuses the port's connections), undefined when none has any.
  */
 export function tlsAt(policy: SubjectPolicy, entry: PolicyEntry): RuleTls | "conflict" | undefined {
-  if (entry.proxyPort === 0 || entry.verdict !== "allow") return undefined;
-  const http = (policy.http ?? []).filter((r) => r.direction === entry.direction);
-  const listed = http.some((r) => r.proxyPorts !== undefined);
-  const rules = listed ? http.filter((r) => r.proxyPorts?.includes(entry.proxyPort)) : http.filter((r) => r.ruleId === entry.ruleId);
+  const rules = rulesOnPort(policy, entry);
   if (rules.length === 0 || rules.every((r) => r.tls === undefined)) return undefined;
   const first = rules[0]!.tls;
   return rules.every((r) => sameRuleTls(r.tls, first)) ? first : "conflict";
