@@ -5,7 +5,11 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundle } from "../scripts/bundle.ts";
 import { CONFLIST_NAME, cniConflist, installCniPlugin, writeCniConflist } from "./cni-install.ts";
+
+const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-install-"));
 
@@ -34,5 +38,35 @@ describe("CNI installation by the agent", () => {
 
   it("refuses a pod CIDR the plugin would refuse, naming the field", () => {
     assert.throws(() => cniConflist({ podCIDR: "10.244.3.0/33", agentSocket: "/s" }), /podCIDR/);
+  });
+});
+
+describe("CNI installation by an agent installed without sources (the image)", () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-image-"));
+  const bin = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-bin-"));
+  after(() => {
+    fs.rmSync(root, { recursive: true, force: true });
+    fs.rmSync(bin, { recursive: true, force: true });
+  });
+
+  it("copies its built plugin with its own Node and koffi to the node, which runs it once the installation is gone", async () => {
+    // The image's layout: the bundle and koffi, no TypeScript, no tsx.
+    await bundle(REPO, path.join(root, "dist"));
+    fs.mkdirSync(path.join(root, "node_modules"));
+    for (const pkg of ["koffi", "@koromix"]) fs.cpSync(path.join(REPO, "node_modules", pkg), path.join(root, "node_modules", pkg), { recursive: true, dereference: true });
+    const file = installCniPlugin(bin, root);
+    assert.equal(installCniPlugin(bin, root), file, "installed again (an agent restart): nothing copied anew");
+    assert.equal(fs.readdirSync(path.join(bin, "membrane-cni.d")).length, 1, "one version of the plugin on the node");
+    fs.rmSync(root, { recursive: true, force: true });
+    const out = execFileSync(file, [], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "VERSION" }, input: "{}" }).toString();
+    assert.ok((JSON.parse(out) as { supportedVersions: string[] }).supportedVersions.includes("1.0.0"), out);
+    // A bad config reaches the plugin's parser (koffi and pino loaded): the CNI error names the field.
+    let err = "";
+    try {
+      execFileSync(file, [], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "ADD", CNI_CONTAINERID: "c1", CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0", CNI_PATH: bin }, input: JSON.stringify({ cniVersion: "1.0.0", name: "membrane", type: "membrane-cni", podCIDR: "10.244.3.0/33" }) });
+    } catch (e) {
+      err = String((e as { stdout: Buffer }).stdout);
+    }
+    assert.match(err, /podCIDR/);
   });
 });

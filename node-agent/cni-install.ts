@@ -1,4 +1,5 @@
 // Installs the CNI plugin on the node at agent start, as Cilium does: a launcher in the CNI bin dir and the network's conflist in the CNI conf dir.
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -46,11 +47,53 @@ export function cniConflist(o: CniConflistOptions): Record<string, unknown> {
   return { cniVersion: "1.0.0", name: NETWORK_NAME, plugins: [plugin] };
 }
 
-/** Writes `binDir/membrane-cni` (mode 0755); returns its path. */
-export function installCniPlugin(binDir: string): string {
+/** Where an installation's built plugin is (scripts/bundle.ts), and what it needs beside it (koffi, loaded by path). */
+const CNI_BUNDLE = "dist/cni/membrane-cni.mjs";
+const CNI_BUNDLE_PACKAGES = ["koffi", "@koromix"];
+/** The bundled plugin's directories, one per version, beside the launcher in the CNI bin dir. */
+const BUNDLE_DIR = `${PLUGIN_TYPE}.d`;
+
+/**
+ * Writes `binDir/membrane-cni` (mode 0755); returns its path. An installation with its sources (a checkout)
+ * installs a launcher of them; one without (the image, whose files the node's runtime cannot see) installs its
+ * built plugin with its own Node and koffi in `binDir/membrane-cni.d/<hash>/` and a launcher of that.
+ */
+export function installCniPlugin(binDir: string, repoRoot = REPO_ROOT, nodeBinary = process.execPath): string {
   const file = path.join(binDir, PLUGIN_TYPE);
-  writeAtomic(file, cniLauncher(), 0o755);
+  if (fs.existsSync(path.join(repoRoot, "node-agent/cni/main.ts"))) {
+    writeAtomic(file, cniLauncher(repoRoot, nodeBinary), 0o755);
+    return file;
+  }
+  const version = installCniBundle(binDir, repoRoot, nodeBinary);
+  // Relative to the launcher: the agent writes through its mount of the dir, the runtime runs it by the node's path.
+  const launcher = ["#!/bin/sh", "# membrane-cni, installed by the membrane agent: its bundled plugin with its own Node.", `d="$(dirname "$0")/${BUNDLE_DIR}/${version}"`, 'exec "$d/node" "$d/membrane-cni.mjs" "$@"', ""].join("\n");
+  writeAtomic(file, launcher, 0o755);
+  // Older versions go once the launcher names the new one (a plugin already running keeps its open files).
+  for (const old of fs.readdirSync(path.join(binDir, BUNDLE_DIR))) {
+    if (old !== version) fs.rmSync(path.join(binDir, BUNDLE_DIR, old), { recursive: true, force: true });
+  }
   return file;
+}
+
+/** Copies the built plugin, Node and koffi into `binDir/membrane-cni.d/<hash of them>` unless there; returns the hash. */
+function installCniBundle(binDir: string, repoRoot: string, nodeBinary: string): string {
+  const bundle = path.join(repoRoot, CNI_BUNDLE);
+  if (!fs.existsSync(bundle)) throw new Error(`${bundle} missing: an installation without sources needs the built plugin (make build)`);
+  const koffi = JSON.parse(fs.readFileSync(path.join(repoRoot, "node_modules/koffi/package.json"), "utf8")) as { version: string };
+  const node = fs.statSync(nodeBinary);
+  // Node by its version and size (hashing 100+ MB at every agent start is not worth it).
+  const version = createHash("sha256").update(fs.readFileSync(bundle)).update(`${process.version} ${node.size} koffi ${koffi.version}`).digest("hex").slice(0, 16);
+  const dir = path.join(binDir, BUNDLE_DIR, version);
+  if (fs.existsSync(dir)) return version;
+  const tmp = `${dir}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(path.join(tmp, "node_modules"), { recursive: true });
+  fs.copyFileSync(nodeBinary, path.join(tmp, "node"));
+  fs.chmodSync(path.join(tmp, "node"), 0o755);
+  fs.copyFileSync(bundle, path.join(tmp, "membrane-cni.mjs"));
+  for (const pkg of CNI_BUNDLE_PACKAGES) fs.cpSync(path.join(repoRoot, "node_modules", pkg), path.join(tmp, "node_modules", pkg), { recursive: true, dereference: true });
+  fs.renameSync(tmp, dir); // a runtime never runs a half-copied plugin
+  return version;
 }
 
 /** Writes `confDir/05-membrane.conflist` when its content differs; returns its path and whether it changed. */

@@ -47,9 +47,14 @@ test("the bundle is an ES module entry with its chunks, and koffi (FFI) stays ou
   assert.ok(inputs.includes("cli/main.ts") && inputs.includes("flowapi/hubble/proto.ts"), `inputs: ${inputs.length}`);
   const files = fs.readdirSync(dist);
   assert.ok(files.includes("membrane.mjs") && files.includes("membrane.mk"), files.join(", "));
-  assert.ok(files.every((f) => /^(membrane\.mjs|membrane\.mk|chunk-[A-Z0-9]+\.mjs)$/.test(f)), `flat output: ${files.join(", ")}`);
+  // The chunks are flat; cni/ is the CNI plugin's build of its own.
+  assert.ok(files.every((f) => /^(membrane\.mjs|membrane\.mk|chunk-[A-Z0-9]+\.mjs|cni)$/.test(f)), `flat output: ${files.join(", ")}`);
   const text = files.filter((f) => f.endsWith(".mjs")).map((f) => fs.readFileSync(path.join(dist, f), "utf8"));
   assert.ok(text.some((t) => /from "koffi"|import\("koffi"\)|require\("koffi"\)/.test(t)), "koffi is imported, not inlined");
+  // The CNI plugin in one file (copied alone to the node): no chunk, koffi outside it.
+  assert.deepEqual(fs.readdirSync(path.join(dist, "cni")), ["membrane-cni.mjs"]);
+  const cni = fs.readFileSync(path.join(dist, "cni", "membrane-cni.mjs"), "utf8");
+  assert.ok(/from "koffi"/.test(cni) && !/chunk-/.test(cni), "the plugin imports koffi and no chunk");
 });
 
 test("membrane --help and version: same output through the bundle as through tsx", async () => {

@@ -3,6 +3,8 @@
 // Run by `make build`; prints nothing on success. The output:
 //   dist/membrane.mjs      the entry (`node dist/membrane.mjs <command> …`, or `MEMBRANE_BUNDLE=1 bin/membrane …`)
 //   dist/chunk-*.mjs       one chunk per lazily loaded command group and what they share
+//   dist/cni/membrane-cni.mjs  the CNI plugin (node-agent/cni/main.ts) in one file: the agent of an installation
+//                          without sources (the image) copies it to the node with Node and koffi (node-agent/cni-install.ts)
 //   dist/membrane.mk       the make rule listing every source file the bundle was built from (incremental builds)
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -17,6 +19,9 @@ const DIST = path.join(ROOT, "dist");
  * them in node_modules/ (see Containerfile).
  */
 export const EXTERNAL_PACKAGES = ["koffi"] as const;
+
+/** CommonJS dependencies call require() for Node's built-ins; an ES module has none of its own. */
+const REQUIRE_BANNER = 'import { createRequire as __membraneRequire } from "node:module"; const require = __membraneRequire(import.meta.url);';
 
 /**
  * Our sources read files next to themselves (`new URL("./CILIUM_VERSION", import.meta.url)`,
@@ -58,14 +63,29 @@ export async function bundle(root = ROOT, dist = DIST): Promise<string[]> {
     format: "esm",
     target: "node26",
     external: [...EXTERNAL_PACKAGES],
-    // CommonJS dependencies call require() for Node's built-ins; an ES module has none of its own.
-    banner: { js: 'import { createRequire as __membraneRequire } from "node:module"; const require = __membraneRequire(import.meta.url);' },
+    banner: { js: REQUIRE_BANNER },
     plugins: [sourceUrls(root, dist)],
     absWorkingDir: root,
     metafile: true,
     logLevel: "warning",
   });
-  const inputs = Object.keys(result.metafile.inputs)
+  // The CNI plugin runs on the node, outside the agent's installation: one file, nothing shared with the chunks.
+  const cni = await build({
+    entryPoints: { "membrane-cni": path.join(root, "node-agent/cni/main.ts") },
+    outdir: path.join(tmp, "cni"),
+    outExtension: { ".js": ".mjs" },
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node26",
+    external: [...EXTERNAL_PACKAGES],
+    banner: { js: REQUIRE_BANNER },
+    plugins: [sourceUrls(root, path.join(dist, "cni"))],
+    absWorkingDir: root,
+    metafile: true,
+    logLevel: "warning",
+  });
+  const inputs = [...new Set([...Object.keys(result.metafile.inputs), ...Object.keys(cni.metafile.inputs)])]
     .filter((f) => !f.includes("node_modules/"))
     
     .sort();

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
-import { cniConflist, containerdConfig, holderScript, kubeletConfig, kubeletKubeconfig, planRealNode } from "./config.ts";
+import { cniConflist, containerdConfig, holderScript, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -86,5 +86,13 @@ describe("real node files", () => {
     const s = holderScript(plan);
     assert.match(s, /^hostname worker-1$/m);
     for (const m of [/tmpfs .* \/run$/m, /tmpfs .* \/var\/lib$/m, /--bind "\/tmp\/n\/log" \/var\/log$/m, /-t bpf .* \/sys\/fs\/bpf$/m]) assert.match(s, m);
+    // Shared only after the namespace's own mounts exist, inside it (the holder runs under --propagation private).
+    assert.ok(s.indexOf("mount --make-rshared /") > s.indexOf("-t bpf"), s);
+  });
+
+  test("the kubernetes Service's address leads to the node's relay of the API server", () => {
+    const rules = kubernetesServiceRules(plan, 6443);
+    assert.match(rules, /ip daddr 10\.96\.0\.1 tcp dport 443 dnat to 10\.254\.0\.13:6443/);
+    assert.match(rules, /hook output/);
   });
 });

@@ -85,6 +85,8 @@ export function realNodePaths(dir: string) {
     /** Bind-mounted over /var/log inside the node: pod logs and the kubelet's /var/log/containers links. */
     logDir: join(dir, "log"),
     volumePluginDir: join(dir, "volume-plugins"),
+    /** Bind-mounted over /etc/hosts inside the node. */
+    hosts: join(dir, "hosts"),
   };
 }
 
@@ -135,6 +137,31 @@ export function cniConflist(plan: RealNodePlan): string {
   const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500, stateDir: realNodePaths(plan.dir).cniStateDir };
   parseNetConf({ cniVersion: "1.0.0", name: CNI_NETWORK, ...plugin });
   return JSON.stringify({ cniVersion: "1.0.0", name: CNI_NETWORK, plugins: [plugin] }, null, 2);
+}
+
+/** The node's /etc/hosts: itself and localhost; RealNode.addHost appends. */
+export function hostsFile(plan: RealNodePlan): string {
+  return `127.0.0.1 localhost\n::1 localhost\n${plan.nodeAddress} ${plan.name}\n`;
+}
+
+/** The `kubernetes` Service's address (the API server's certificate names it): in-cluster clients dial it. */
+export const KUBERNETES_SERVICE = { address: "10.96.0.1", port: 443 } as const;
+
+/**
+ * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay
+ * on the host end of the node's veth, for hostNetwork pods (an agent's in-cluster client). kube-proxy is not
+ * on the real nodes yet (issue #22 item 4); this is the one Service they need until then.
+ */
+export function kubernetesServiceRules(plan: RealNodePlan, relayPort: number): string {
+  return [
+    "table ip membrane-realnode {",
+    "  chain output {",
+    "    type nat hook output priority -100; policy accept;",
+    `    ip daddr ${KUBERNETES_SERVICE.address} tcp dport ${KUBERNETES_SERVICE.port} dnat to ${plan.hostAddress}:${relayPort}`,
+    "  }",
+    "}",
+    "",
+  ].join("\n");
 }
 
 /** The CNI network's name (containerd's pod network; the plugin keeps its IPAM state per network). */
@@ -206,6 +233,12 @@ export function holderScript(plan: RealNodePlan): string {
     "mount -t tmpfs -o mode=0755 realnode-varlib /var/lib",
     `mount --bind ${JSON.stringify(paths.logDir)} /var/log`,
     "mount -t bpf realnode-bpffs /sys/fs/bpf",
+    // Its own /etc/hosts (the kubelet copies it into hostNetwork pods): names the local cluster gives addresses.
+    `mount --bind ${JSON.stringify(paths.hosts)} /etc/hosts`,
+    // Shared inside the node only (every mount here is a private copy of the host's, so nothing reaches the
+    // host), as on a real node: a pod's Bidirectional hostPath (the agent's bpffs) and HostToContainer one
+    // (its /var/run/netns) need a shared source mount, else containerd refuses the container.
+    "mount --make-rshared /",
     `touch ${JSON.stringify(paths.holderReady)}`,
     "exec sleep infinity",
   ].join("\n");

@@ -1,7 +1,7 @@
 // A real node (containerd + the pinned kubelet in its own network and mount namespaces) joins the local control plane, runs a Deployment's pod from an image built here, serves kubectl logs/exec, and leaves nothing behind.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CGROUP_HIERARCHIES } from "./config.ts";
+import { CHART_DIR, setArgs } from "../chart.ts";
+import { CGROUP_HIERARCHIES, realNodePaths } from "./config.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 
@@ -90,7 +91,21 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.equal(ns.code, 0, ns.stderr);
   });
 
+  /** The Membrane image, built (or found in the cache) and imported into the node once. */
+  let imported: Promise<{ ref: string; archive: string }> | undefined;
+  const membraneImage = (): Promise<{ ref: string; archive: string }> =>
+    (imported ??= buildMembraneImage().then(async (image) => {
+      await node!.importImage(image.archive);
+      return image;
+    }));
+  let operator: ChildProcess | undefined;
+
   after(async () => {
+    if (operator && operator.exitCode === null) {
+      const exited = new Promise((r) => operator!.once("exit", r));
+      operator.kill("SIGTERM");
+      await exited;
+    }
     // Also when a test failed half-way: the node first (its Node object goes through the API server), then the control plane.
     await destroyRealNode(join(scratch, "node")).catch((err: unknown) => console.error("realnode cleanup:", err));
     await cp?.stop();
@@ -187,11 +202,10 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
   });
 
   test("the Membrane image built here, under the chart's default reference, runs `membrane version` in a pod on the node", async () => {
-    const image = await buildMembraneImage();
+    const image = await membraneImage();
     const chartValues = parse(readFileSync(new URL("../../charts/membrane/values.yaml", import.meta.url), "utf8")) as { image: { repository: string; pullPolicy: string } };
     const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
     assert.equal(image.ref, `${chartValues.image.repository}:${pkg.version}`, "the chart's default image (its appVersion is package.json's version)");
-    await node!.importImage(image.archive);
     const pod = {
       apiVersion: "v1",
       kind: "Pod",
@@ -229,6 +243,107 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     // The plugin's DEL ran: no pod veth left on the node.
     const links = await node!.exec(["ip", "-o", "link", "show"]);
     assert.doesNotMatch(links.stdout, /mbr[0-9a-f]{11}/);
+  });
+
+  const AGENT_NS = "membrane-system";
+  const POLICY_NS = "realnode-policy";
+  const membraneCli = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
+
+  async function agentPod(): Promise<string> {
+    return eventually("a Ready agent pod", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return pods.find((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
+    });
+  }
+
+  test("the chart's agent DaemonSet runs from the image as a real pod, connects to the operator and installs its CNI plugin", async () => {
+    await membraneImage();
+    const paths = realNodePaths(node!.plan.dir);
+    // The operator runs as a local process in this step (not yet as the chart's pods: no Service routing on real
+    // nodes); the node's /etc/hosts gives its Service name the operator's address, as cluster DNS would.
+    await node!.addHost(node!.plan.hostAddress, `membrane-operator.${AGENT_NS}.svc`);
+    const install = await cp!.helm(["install", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--create-namespace", ...setArgs({
+      "webhook.enabled": false,
+      // No node has this label: the operator's pods stay Pending while its local process serves.
+      "operator.nodeSelector.membrane\\.io/operator-pods": "none",
+      // The node's runtime reads its CNI dirs here (inside the node dir), not /opt/cni/bin and /etc/cni/net.d.
+      "agent.cniBinDir": paths.cniBinDir,
+      "agent.cniConfDir": paths.cniConfDir,
+    })]);
+    assert.equal(install.code, 0, install.stderr);
+    // The operator with the chart's own distribution certificate (helm generated it) and the chart's flags.
+    const tls = join(scratch, "operator-tls");
+    mkdirSync(tls);
+    const secret = await cp!.kubectl(["get", "secret", "-n", AGENT_NS, "membrane-distribution-tls-server", "-o", "json"]);
+    for (const [k, v] of Object.entries((JSON.parse(secret.stdout) as { data: Record<string, string> }).data)) writeFileSync(join(tls, k), Buffer.from(v, "base64"));
+    const logFile = join(scratch, "operator.log");
+    const fd = openSync(logFile, "a");
+    operator = spawn(membraneCli, [
+      "operator", "--kubeconfig", cp!.kubeconfig, "--leader-elect=false", `--bind-address=${node!.plan.hostAddress}`, "--distribution-port=9890", "--health-port=0",
+      `--tls-ca=${tls}/ca.crt`, `--tls-cert=${tls}/tls.crt`, `--tls-key=${tls}/tls.key`,
+      "--agent-auth=token", `--agent-service-account=${AGENT_NS}/membrane-agent`, "--agent-token-audience=membrane-operator",
+      "--pod-cidr-pool=10.244.0.0/16", "--node-cidr-mask-size=24", "--controllers=identity,policy,node", "--cluster-name=default",
+    ], { stdio: ["ignore", fd, fd] });
+    const agent = await agentPod();
+    // Its pod-bound token proved its node to the operator.
+    await eventually("the operator's stream to the agent", 60_000, async () => (new RegExp(`"node":"${name}".*"agent connected"`).test(readFileSync(logFile, "utf8")) ? true : undefined));
+    const cidr = await eventually("the node's pod CIDR on its CiliumNode", 30_000, async () => {
+      const r = await cp!.kubectl(["get", "ciliumnode", name, "-o", "jsonpath={.spec.ipam.podCIDRs[0]}"]);
+      return r.stdout.trim() || undefined;
+    });
+    const conflist = await eventually("the agent's conflist", 30_000, async () => {
+      const text = readFileSync(join(paths.cniConfDir, "05-membrane.conflist"), "utf8");
+      return text.includes("agentSocket") ? (JSON.parse(text) as { plugins: { podCIDR: string; agentSocket: string }[] }) : undefined;
+    });
+    assert.deepEqual({ podCIDR: conflist.plugins[0]!.podCIDR, agentSocket: conflist.plugins[0]!.agentSocket }, { podCIDR: cidr, agentSocket: "/var/run/membrane/agent.sock" });
+    // The image has no sources: the plugin it installs is its bundle with its own Node, run by the node's runtime.
+    assert.match(readFileSync(join(paths.cniBinDir, "membrane-cni"), "utf8"), /membrane-cni\.d\//);
+    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, agent]);
+    assert.doesNotMatch(logs.stdout, /exited at start/, "the processes the agent starts (the L7 proxy) run from the image too");
+  });
+
+  test("two pods on Membrane's CNI: a CiliumNetworkPolicy applied with kubectl drops the denied connection (the flow shows it) and passes the allowed one", async () => {
+    const agent = await agentPod();
+    assert.equal((await cp!.kubectl(["create", "namespace", POLICY_NS])).code, 0);
+    const pod = (podName: string, app: string, command?: string[]) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
+      spec: { terminationGracePeriodSeconds: 1, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ...(command ? { command } : {}) }] },
+    });
+    for (const p of [pod("server", "server"), pod("client", "client", ["sleep", "3600"])]) {
+      const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const serverIP = await eventually("both pods Running with an address", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", POLICY_NS, "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return pods.length === 2 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "server")!.status.podIP : undefined;
+    });
+    const get = () => cp!.kubectl(["exec", "-n", POLICY_NS, "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080`]);
+    const before = await get();
+    assert.match(before.stdout, /200 OK/, `no policy selects the server yet: ${before.stderr}`);
+
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "server-from-allowed", namespace: POLICY_NS },
+      spec: { endpointSelector: { matchLabels: { app: "server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "allowed" } }] }] },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy))).code, 0);
+    await eventually("the client's connection refused by policy", 30_000, async () => ((await get()).stdout.includes("200 OK") ? undefined : true));
+    const drops = await eventually("the drop in the agent's flows", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--to-pod", `${POLICY_NS}/server`, "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { pod?: string }; destination: { pod?: string; port?: number }; dropReason?: string });
+      return flows.length > 0 ? flows : undefined;
+    });
+    assert.equal(drops[0]!.source.pod, "client");
+    assert.equal(drops[0]!.destination.port, 8080);
+    assert.match(drops[0]!.dropReason ?? "", /policy denied/);
+
+    assert.equal((await cp!.kubectl(["label", "pod", "-n", POLICY_NS, "client", "app=allowed", "--overwrite"])).code, 0);
+    await eventually("the relabelled client allowed", 30_000, async () => ((await get()).stdout.includes("200 OK") ? true : undefined));
   });
 
   test("a node whose owner process is killed without stopping it is removed by its reaper", async () => {

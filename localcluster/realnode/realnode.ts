@@ -1,7 +1,7 @@
 // A real node of the local cluster: a network namespace, a private mount namespace and its own hostname, running Debian's containerd and the pinned kubelet, registered with the API server as system:node:NAME; stop() removes exactly what start made.
 import { execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
-import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
@@ -19,6 +19,8 @@ import {
   holderScript,
   kubeletConfig,
   kubeletKubeconfig,
+  hostsFile,
+  kubernetesServiceRules,
   planRealNode,
   realNodePaths,
   type RealNodePlan,
@@ -72,6 +74,8 @@ export interface RealNode {
   exec(args: string[]): Promise<CommandResult>;
   /** containerd's client on the node's socket, in the kubelet's namespace (`k8s.io`). */
   ctr(args: string[]): Promise<CommandResult>;
+  /** Adds `address name` to the node's /etc/hosts (hostNetwork pods started afterwards see it). */
+  addHost(address: string, name: string): Promise<void>;
   /** Imports an OCI archive (e.g. buildMembraneImage's) into the node's containerd under the reference it carries. */
   importImage(archive: string): Promise<void>;
   stop(): Promise<void>;
@@ -110,6 +114,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     // containerd sets up each pod's loopback with the `loopback` plugin from the same dir.
     await writeFile(join(paths.cniBinDir, PLUGIN_TYPE), cniLauncher(), { mode: 0o755 });
     await symlink("/usr/lib/cni/loopback", join(paths.cniBinDir, "loopback"));
+    await writeFile(paths.hosts, hostsFile(plan));
     await writeFile(paths.kubeletConfig, kubeletConfig(plan, cp.caFile));
     await writeFile(paths.kubeletKubeconfig, kubeletKubeconfig(plan, RELAY_PORT, cp.caFile), { mode: 0o600 });
 
@@ -172,10 +177,14 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
       exec: (args) => run(inNode(args)),
       ctr,
       importImage,
+      // Appended in place: the bind mount over /etc/hosts holds this inode.
+      addHost: (address, name) => appendFile(paths.hosts, `${address} ${name}\n`),
       stop: () => destroyRealNode(plan.dir),
     };
   } catch (err) {
     log.error({ node: plan.name, err: (err as Error).message }, "real node failed to start, removing what was made");
+    // What the failed step had made already (a netns before its veth failed) is in state, not yet in the file.
+    await save().catch(() => undefined);
     await destroyRealNode(plan.dir).catch((e: unknown) => log.error({ err: (e as Error).message }, "cleanup after failure failed"));
     throw err;
   }
@@ -360,6 +369,9 @@ async function createNetwork(state: RealNodeState): Promise<void> {
   await ns(["addr", "add", `${plan.nodeAddress}/30`, "dev", "eth0"]);
   await ns(["link", "set", "eth0", "up"]);
   await ns(["route", "add", "default", "via", plan.hostAddress]);
+  const rules = join(plan.dir, "kubernetes-service.nft");
+  await writeFile(rules, kubernetesServiceRules(plan, RELAY_PORT));
+  await runChecked(["ip", "netns", "exec", plan.netns, "nft", "-f", rules]);
 }
 
 /** Starts a detached process in the node's `node` cgroups (it joins them itself before exec), output to logFile. */

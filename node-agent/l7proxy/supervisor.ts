@@ -2,20 +2,16 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import pino from "pino";
 import type { SubjectPolicy } from "../../core/model.ts";
 import { httpRulesAt, tlsAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
+import { membraneCommand } from "../self-command.ts";
 import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
 import { FLOW_SOCKET_NAME } from "./flow-socket.ts";
 import { portTlsFromRules, pruneMaterial } from "./tls.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CLI = path.join(ROOT, "cli/main.ts");
-// The TypeScript loader bin/membrane runs every command with.
-const TSX = path.join(ROOT, "node_modules/tsx/dist/esm/index.mjs");
 
 /** What the proxy is given. */
 export interface DesiredProxy {
@@ -268,8 +264,7 @@ export class L7ProxySupervisor {
     if (this.pid() !== undefined) return;
     const out = fs.openSync(this.logFile, "a");
     const args = [
-      "--import", TSX,
-      CLI,
+      ...membraneCommand(),
       "l7proxy",
       "--config", this.configFile,
       "--status-file", this.statusFile,

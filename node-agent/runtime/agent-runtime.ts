@@ -5,16 +5,12 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { stringify } from "yaml";
 import type { TracingPolicyItem, TracingPolicyNodeStatus } from "../../core/wire.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
+import { membraneCommand } from "../self-command.ts";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const CLI = path.join(ROOT, "cli/main.ts");
-// The TypeScript loader bin/membrane runs every command with.
-const TSX = path.join(ROOT, "node_modules/tsx/dist/esm/index.mjs");
 
 /** A pod of this node as the runtime reads it: events name it, namespaced policies and podSelector select by it. */
 export interface RuntimePod {
@@ -203,8 +199,7 @@ export class AgentRuntime {
     if (this.pid() !== undefined) return;
     const out = fs.openSync(this.logFile, "a");
     const args = [
-      "--import", TSX,
-      CLI,
+      ...membraneCommand(),
       "runtime",
       "--export-file", this.eventsFile,
       "--policy-file", this.policyFile,
