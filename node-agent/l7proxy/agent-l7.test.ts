@@ -515,7 +515,19 @@ test("TLS inspection from the stream: the x-wing's HTTPS is terminated with the 
     }
   };
   await untilAsync("the HTTPS request is allowed", async () => (await https("POST", "/v1/request-landing")) === 200);
+  const since = new Date(Date.now() - 1).toISOString();
   assert.equal(await https("PUT", "/v1/exhaust-port"), 403, "the rules apply to the decrypted request");
+  // The real hubble CLI shows the decrypted request, with the https URL the client used.
+  let seenFlows: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; seenFlows.length < 2 && Date.now() < end; await new Promise((r) => setTimeout(r, 100)))
+    seenFlows = await observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--protocol", "http"]);
+  assert.deepEqual(
+    seenFlows.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.method, f.l7?.http?.url, f.l7?.http?.code ?? 0]),
+    [
+      ["DROPPED", "REQUEST", "PUT", "https://deathstar.example:80/v1/exhaust-port", 0],
+      ["FORWARDED", "RESPONSE", "PUT", "https://deathstar.example:80/v1/exhaust-port", 403],
+    ],
+  );
   assert.equal(await status("POST", "/v1/request-landing"), undefined, "plain HTTP on the inspected port fails");
   const dir = path.join(stateDir, "l7proxy-tls");
   assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
