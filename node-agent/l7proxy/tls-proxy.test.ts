@@ -6,7 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import https from "node:https";
 import net from "node:net";
-import tls from "node:tls";
+import type tls from "node:tls";
+import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { issueCA, issueCert, type Issued } from "../../kube/pki.ts";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
@@ -139,6 +140,30 @@ test("a port whose Secret is unavailable refuses every connection before a byte 
     await proxy.apply(config);
   }
   assert.equal((await get(INSPECT, "/public/ships")).status, 200, "back once the material is");
+});
+
+test("a rotated Secret (new files in a new configuration) is presented to the next connection without a restart", async () => {
+  const peerSerial = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const req = https.request({ host: "127.0.0.1", port: INSPECT, path: "/public/x", servername: "api.example.com", ca: clientCA.cert, agent: false }, (res) => {
+        resolve((res.socket as tls.TLSSocket).getPeerCertificate().serialNumber);
+        res.resume();
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  const before = await peerSerial();
+  const rotated = await issueCert(clientCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com"], days: 1 });
+  const port = config.ports[0]!;
+  const terminating = { secret: "kube-system/api-tls", certificateFile: file("term2.crt", rotated.cert), privateKeyFile: file("term2.key", rotated.key) };
+  await proxy.apply({ ...config, ports: [{ ...port, tls: { ...port.tls!, terminating } }] });
+  try {
+    const after = await peerSerial();
+    assert.notEqual(after, before);
+    assert.equal(after.toLowerCase(), new X509Certificate(rotated.cert).serialNumber.toLowerCase());
+  } finally {
+    await proxy.apply(config);
+  }
 });
 
 test("the proxy's configuration refuses a malformed tls field, naming it", () => {
