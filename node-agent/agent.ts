@@ -944,7 +944,8 @@ export class NodeAgent {
     const file = this.opts.appliedFile;
     if (!file || this.version === undefined) return;
     try {
-      writeFileAtomic(file, JSON.stringify({ version: this.version, state: this.applied, policyEnforcementMode: this.mode } satisfies AppliedRecord));
+      // 0600: the state holds the TLS material of the proxy's inspected ports (core/model.ts TlsSecretUse).
+      writeFileAtomic(file, JSON.stringify({ version: this.version, state: this.applied, policyEnforcementMode: this.mode } satisfies AppliedRecord), 0o600);
     } catch (err) {
       // Only resumption is lost (the next start asks for a snapshot); enforcement is not affected.
       this.log.error({ file, error: (err as Error).message }, "keeping the acknowledged state on disk failed");
@@ -1042,10 +1043,10 @@ function pinnedSubjects(dp: AgentDatapath): Set<number> {
   return new Set(dp.object.map("membrane_policy").keys().map((k) => k.readUInt32LE(offset)));
 }
 
-function writeFileAtomic(file: string, text: string): void {
+function writeFileAtomic(file: string, text: string, mode?: number): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text);
+  fs.writeFileSync(tmp, text, mode === undefined ? undefined : { mode });
   fs.renameSync(tmp, file);
 }
 

@@ -144,6 +144,7 @@ function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number }
     netns: topo.ns.host,
     nodeIP: ADDR.node,
     endpointsFile: path.join(stateDir, "endpoints.json"),
+    appliedFile: path.join(stateDir, "applied.json"),
     hostLinks: {
       list: () => [
         { ifname: `${tag}h`, ifindex: topo.ifindex.xwing },
@@ -535,6 +536,7 @@ test("TLS inspection from the stream: the x-wing's HTTPS is terminated with the 
   assert.equal(files.length, 2, files.join(","));
   for (const f of files) assert.equal(fs.statSync(path.join(dir, f)).mode & 0o777, 0o600, f);
   assert.doesNotMatch(fs.readFileSync(path.join(stateDir, "l7proxy.json"), "utf8"), /PRIVATE KEY/, "the proxy's configuration names files, not keys");
+  assert.equal(fs.statSync(path.join(stateDir, "applied.json")).mode & 0o777, 0o600, "the acknowledged state, which holds the material, is the agent's alone");
 
   server!.publish(node, withTls(21, { terminating: { ...terminating, unavailable: "not found" } }));
   await until("state 21 acknowledged", () => ackedGeneration() === 21, 20_000);
