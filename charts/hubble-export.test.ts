@@ -78,9 +78,9 @@ describe("chart hubble.export", () => {
   });
 
   it("a filter field the agent refuses is refused at the agent's start, naming it", async () => {
-    const { container } = agentOf(parseManifest(await renderText({ "hubble.export.enabled": true, "hubble.export.allowList[0].source_fqdn[0]": "x.example" })));
+    const { container } = agentOf(parseManifest(await renderText({ "hubble.export.enabled": true, "hubble.export.allowList[0].source_service[0]": "default/web" })));
     const parsed = parseAgentFlags(argsOf(container));
     assert.ok(!parsed.ok);
-    assert.match(parsed.error, /^--hubble-export-allowlist: \[0\]\.source_fqdn: not supported/);
+    assert.match(parsed.error, /^--hubble-export-allowlist: \[0\]\.source_service: not supported/);
   });
 });

@@ -118,13 +118,13 @@ describe("chart hubble.export.dynamic", () => {
         "hubble.export.dynamic.config.content[0].name": "agg",
         "hubble.export.dynamic.config.content[0].filePath": "/var/log/flows/agg.log",
         "hubble.export.dynamic.config.content[0].fieldAggregate[0]": "source",
-        "hubble.export.dynamic.config.content[0].includeFilters[0].source_fqdn[0]": "api.example.com",
+        "hubble.export.dynamic.config.content[0].includeFilters[0].source_service[0]": "default/web",
       }),
     );
     const parsed = parseFlowLogsConfig(flowLogsConfigMap(objects)!);
     assert.ok(!parsed.ok);
     assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].aggregationInterval: required")), parsed.errors.join("; "));
-    assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].includeFilters[0].source_fqdn: not supported")), parsed.errors.join("; "));
+    assert.ok(parsed.errors.some((e) => e.startsWith("flowLogs[0].includeFilters[0].source_service: not supported")), parsed.errors.join("; "));
   });
 
   it("createConfigMap false: the agent reads the ConfigMap named, which the chart does not write (nor mount directories for)", async () => {

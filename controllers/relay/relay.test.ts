@@ -81,9 +81,9 @@ test("the relay merges every agent: status, nodes, observe --last by time across
   const first = jsonFlows((await hubble("observe", "--server", server, "--first", "1", "-o", "json")).stdout);
   assert.deepEqual(first.map((f) => f.node_name), ["node-a"]);
 
-  const refused = await hubble("observe", "--server", server, "--to-fqdn", "deathstar.empire");
+  const refused = await hubble("observe", "--server", server, "--to-service", "empire/deathstar");
   assert.notEqual(refused.code, 0);
-  assert.match(refused.stderr, /InvalidArgument.*whitelist\[0\]\.destination_fqdn: not supported/);
+  assert.match(refused.stderr, /InvalidArgument.*whitelist\[0\]\.destination_service: not supported/);
 });
 
 test("the relay follows every agent: a drop on either node reaches a following hubble observe", async (t) => {
