@@ -176,6 +176,75 @@ describe("agent observer and metrics", () => {
     assert.ok(lines.every((l) => (JSON.parse(l) as Flow).node === tb.node));
   });
 
+  it("Hubble's dynamic metrics file: each family counts only the flows its includeFilters/excludeFilters select, with its context options; a changed file re-registers the families", async () => {
+    const file = path.join(tb.dir, "hubble-metrics.yaml");
+    fs.writeFileSync(file, [
+      "metrics:",
+      "- name: flow",
+      "  contextOptions:",
+      "  - {name: destinationContext, values: [pod, ip]}",
+      "  includeFilters:",
+      '  - destination_port: ["8081"]',
+      "- name: drop",
+      "  excludeFilters:",
+      '  - destination_port: ["8081"]',
+    ].join("\n"));
+    // Monitor aggregation "maximum": the datapath reports drops only (the allowed connection to 8080 is no flow).
+    const dynamic = new AgentMetrics({ agent: agent!, datapath: dp!, log: capturingLogger([]), hubbleMetricsFile: { path: file, reloadMs: 100 } });
+    const started = Date.now();
+    const port = await dynamic.start("127.0.0.1:0");
+    const eventually = async <T>(what: string, f: () => Promise<T | undefined>): Promise<T> => {
+      for (const end = Date.now() + 10_000; ; await new Promise((r) => setTimeout(r, 100))) {
+        const v = await f();
+        if (v !== undefined) return v;
+        if (Date.now() > end) assert.fail(`timed out waiting for ${what}: ${(await scrape()).join("\n")}`);
+      }
+    };
+    const scrape = async (): Promise<string[]> => (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).split("\n").filter((l) => l.startsWith("hubble_"));
+    try {
+      assert.equal(await connect(8080), true);
+      assert.equal(await connect(8081), false);
+      assert.equal(await connect(8082), false, "default deny");
+      const lines = await eventually("the three connections counted", async () => {
+        const ls = await scrape();
+        return ls.some((l) => l.startsWith("hubble_drop_total")) && ls.some((l) => l.startsWith("hubble_flows_processed_total")) ? ls : undefined;
+      });
+      const flows = lines.filter((l) => l.startsWith("hubble_flows_processed_total{"));
+      assert.ok(flows.length > 0 && flows.every((l) => l.includes(`destination="${HOST_IP}"`)), `labelled by the destination's address (no pod): ${flows.join("\n")}`);
+      // Every drop is kept in the ring: the counts must be exactly the flows each family's filters select.
+      const total = (ls: string[], metric: string): number => ls.filter((l) => l.startsWith(`${metric}{`)).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+      const counted = async () => {
+        const ls = await scrape();
+        const seen = agent!.observer!.buffer.query((f) => Date.parse(f.time) >= started);
+        return { flow: [total(ls, "hubble_flows_processed_total"), seen.filter((f) => f.destination.port === 8081).length], drop: [total(ls, "hubble_drop_total"), seen.filter((f) => f.verdict === "DROPPED" && f.destination.port !== 8081).length] };
+      };
+      await eventually("the counts settled", async () => {
+        const c = await counted();
+        return c.flow[0] === c.flow[1] && c.drop[0] === c.drop[1] ? true : undefined;
+      });
+      const c = await counted();
+      assert.equal(c.flow[0], c.flow[1], "flow: exactly the flows to 8081");
+      assert.equal(c.drop[0], c.drop[1], "drop: every drop but those to 8081");
+      assert.ok(c.flow[0]! > 0 && c.drop[0]! > 0);
+      const drops = lines.filter((l) => l.startsWith("hubble_drop_total{"));
+      assert.ok(drops.some((l) => l.includes('reason="POLICY_DENIED"')), `the default-deny drop on 8082: ${drops.join("\n")}`);
+      assert.ok(!drops.some((l) => l.includes('reason="POLICY_DENY"')), "the deny rule's drops on 8081 are excluded");
+      assert.ok(!lines.some((l) => l.startsWith("hubble_policy_verdicts_total")), "a family the file does not name is not counted");
+      // A new file: the old families go, the new one counts from zero.
+      fs.writeFileSync(file, "metrics:\n- name: policy\n");
+      await eventually("policy family registered", async () => ((await scrape()).some((l) => l.startsWith("hubble_flows_processed_total")) ? undefined : true));
+      // Monitor aggregation "maximum" here: the datapath reports drops only, so the deny rule's verdict is what is counted.
+      assert.equal(await connect(8081), false);
+      const after = await eventually("the deny rule's verdict counted", async () => {
+        const ls = await scrape();
+        return ls.some((l) => l.startsWith('hubble_policy_verdicts_total{direction="egress",') && l.includes('action="dropped"')) ? ls : undefined;
+      });
+      assert.ok(!after.some((l) => l.startsWith("hubble_flows_processed_total") || l.startsWith("hubble_drop_total")), after.join("\n"));
+    } finally {
+      await dynamic.stop();
+    }
+  });
+
   it("with the operator gone /readyz answers 503 and the stream metric is 0; enforcement and counting go on", async () => {
     await server!.close();
     server = undefined;

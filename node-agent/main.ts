@@ -71,6 +71,9 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --hubble-metrics   Hubble's metric families on /metrics and their options, as Cilium's flag: space-separated
                      NAME[:OPTION;OPTION=VALUE] of flow, drop, policy, dns (query, ignoreAAAA), http or httpV2, with
                      sourceContext/destinationContext=pod|ip|…, labelsContext=source_namespace,… (default "${DEFAULT_HUBBLE_METRICS}")
+  --hubble-dynamic-metrics-config-path  Hubble's dynamic metrics: a YAML file (Cilium's format: metrics: name, contextOptions
+                     [{name, values}], includeFilters, excludeFilters as FlowFilters) of the families to count and the flows each
+                     counts, read again every 10 s (a change re-registers them); not together with --hubble-metrics
   --flow-export-path  also write every flow as JSON lines to this file (node-agent/observer/README.md; alias --flow-export)
   --flow-export-max-size-mib  rotate the export file before it grows past N MiB (default 10; or --flow-export-max-bytes)
   --flow-export-max-backups   rotated export files kept besides the live one (default 5; alias --flow-export-files)
@@ -137,6 +140,8 @@ export interface AgentFlags {
   readonly hubbleExport?: HubbleExportOptions;
   /** Hubble's dynamic exporter config file (`--hubble-flowlogs-config-path`). */
   readonly hubbleFlowLogs?: string;
+  /** Hubble's dynamic metrics file (`--hubble-dynamic-metrics-config-path`), which replaces --hubble-metrics. */
+  readonly hubbleDynamicMetrics?: string;
   /** Hubble's metric families and their context options (`--hubble-metrics`). */
   readonly hubbleMetrics: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
@@ -192,6 +197,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "hubble-socket": { type: "string" },
         "hubble-export-file-path": { type: "string" },
         "hubble-flowlogs-config-path": { type: "string" },
+        "hubble-dynamic-metrics-config-path": { type: "string" },
         "hubble-export-file-max-size-mb": { type: "string" },
         "hubble-export-file-max-backups": { type: "string" },
         "hubble-export-allowlist": { type: "string" },
@@ -261,6 +267,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof hubbleExport === "string") return { ok: false, error: hubbleExport };
   const hubbleMetrics = parseHubbleMetrics(str("hubble-metrics") ?? DEFAULT_HUBBLE_METRICS);
   if (!hubbleMetrics.ok) return { ok: false, error: `--hubble-metrics: ${hubbleMetrics.error}` };
+  const dynamicMetrics = str("hubble-dynamic-metrics-config-path");
+  if (dynamicMetrics === "") return { ok: false, error: "--hubble-dynamic-metrics-config-path: must be a path" };
+  // As Cilium's agent: one source of metric families, never two.
+  if (dynamicMetrics !== undefined && str("hubble-metrics") !== undefined) return { ok: false, error: "--hubble-dynamic-metrics-config-path: not together with --hubble-metrics" };
   // In canonical form (`[v6]:port`, `v4:port`), so the chart can write `[$(HOST_IP)]:PORT` for a node of either family.
   const hubbleListenAt = str("hubble-listen-address");
   const hubbleListenParts = hubbleListenAt === undefined ? undefined : parseHostPort(hubbleListenAt);
@@ -353,6 +363,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
       ...(str("hubble-flowlogs-config-path") ? { hubbleFlowLogs: str("hubble-flowlogs-config-path")! } : {}),
+      ...(dynamicMetrics !== undefined ? { hubbleDynamicMetrics: dynamicMetrics } : {}),
       hubbleMetrics: hubbleMetrics.value,
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
@@ -575,7 +586,7 @@ export async function run(args: string[]): Promise<number> {
   let health: Awaited<ReturnType<typeof startHealth>>;
   const lookups = agent.enrichLookups();
   const routes = new Map([[FQDN_CACHE_PATH, () => fqdnCacheRoute(f.nodeName, dns, lookups)]]);
-  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, wireguard: () => health?.encryption?.wireguard?.stats(), routes });
+  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, ...(f.hubbleDynamicMetrics ? { hubbleMetricsFile: { path: f.hubbleDynamicMetrics } } : {}), wireguard: () => health?.encryption?.wireguard?.stats(), routes });
   const dnsMetrics = dns ? new DnsProxyMetrics(metrics.registry) : undefined;
   // Hubble's dns metrics count the proxy's L7 flows through the observer (the agent records them there).
   onDnsFlow = (flow) => dnsMetrics?.observe(flow);

@@ -9,6 +9,8 @@ import { parseHostPort } from "../core/cidr.ts";
 import { HubbleMetrics } from "./observer/hubble-metrics.ts";
 import type { WireguardStats } from "./encryption/wireguard.ts";
 import type { HubbleMetricConfig, HubbleMetricFamily } from "./observer/hubble-context.ts";
+import { watchMetricsConfig, type HubbleMetricsConfig } from "./observer/hubble-metrics-config.ts";
+import type { WatchedConfigFile } from "./observer/config-file.ts";
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9962";
 
@@ -21,6 +23,8 @@ export interface AgentMetricsOptions {
   readonly wireguard?: () => WireguardStats | undefined;
   /** Hubble's metric families and their context options (`--hubble-metrics`; default: every family, no context). */
   readonly hubbleMetrics?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
+  /** Hubble's dynamic metrics file (`--hubble-dynamic-metrics-config-path`): its families replace `hubbleMetrics`, read again every 10 s. */
+  readonly hubbleMetricsFile?: { readonly path: string; readonly reloadMs?: number };
   /** Read-only JSON endpoints served beside /metrics (the FQDN cache listing), by path. */
   readonly routes?: ReadonlyMap<string, JsonRoute>;
 }
@@ -41,6 +45,7 @@ export class AgentMetrics {
   private readonly server: HealthServer;
   private unsubscribe: (() => void) | undefined;
   private unsubscribeHubble: (() => void) | undefined;
+  private readonly hubbleConfigFile: WatchedConfigFile<HubbleMetricsConfig> | undefined;
   /**
    * Hubble's metrics (hubble_flows_processed_total, hubble_drop_total, hubble_policy_verdicts_total from every flow;
    * hubble_dns_*, hubble_http_* from the proxies' L7 flows, which the agent records in the observer as it does the datapath's).
@@ -52,7 +57,9 @@ export class AgentMetrics {
   constructor(private readonly opts: AgentMetricsOptions) {
     const { agent, datapath } = opts;
     const registers = [this.registry];
-    this.hubble = new HubbleMetrics(this.registry, opts.hubbleMetrics);
+    // With the dynamic file no family counts until it is read (start()); a missing file means none, as Cilium's.
+    this.hubble = new HubbleMetrics(this.registry, opts.hubbleMetricsFile ? new Map() : opts.hubbleMetrics);
+    this.hubbleConfigFile = opts.hubbleMetricsFile && watchMetricsConfig({ ...opts.hubbleMetricsFile, apply: (c) => this.hubble.reconfigure(c), log: opts.log });
     new Counter({
       name: "membrane_agent_flows_total",
       help: "Verdict events seen by the observer, by verdict (FORWARDED, DROPPED, AUDIT); sampled-out forwarded flows included.",
@@ -226,6 +233,7 @@ export class AgentMetrics {
     this.unsubscribe = this.opts.agent.observer?.buffer.subscribe((f) => {
       if (f.verdict === "DROPPED") this.droppedFlows.inc({ reason: f.dropReason ?? "unknown", namespace: judgedNamespace(f) });
     });
+    this.hubbleConfigFile?.start();
     this.unsubscribeHubble = this.opts.agent.observer?.onEveryFlow(this.hubble.observe);
     const port = await this.server.listen(a.port, a.host);
     this.opts.log.info({ address: `${a.host}:${port}` }, "metrics serving");
@@ -237,6 +245,7 @@ export class AgentMetrics {
     this.unsubscribe = undefined;
     this.unsubscribeHubble?.();
     this.unsubscribeHubble = undefined;
+    this.hubbleConfigFile?.stop();
     await this.server.close();
   }
 }

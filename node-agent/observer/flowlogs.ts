@@ -1,6 +1,5 @@
 // Hubble's dynamic exporter (`--hubble-flowlogs-config-path`): a YAML file of named flow logs, each an export in Hubble's
 // format with its own filters, field mask, rotation and end time, read again while the agent runs. Cilium's file format.
-import fs from "node:fs";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { parse as parseYaml } from "yaml";
@@ -8,6 +7,7 @@ import type { Flow } from "../../flowapi/flow.ts";
 import { compileFlowFilters } from "../../flowapi/hubble/filter.ts";
 import type { GetFlowsResponse, HubbleFlowFilter } from "../../flowapi/hubble/types.ts";
 import { HubbleExporter } from "./hubble-export.ts";
+import { WatchedConfigFile } from "./config-file.ts";
 import { parseDuration } from "../../core/duration.ts";
 
 /** One flow log of the file (Cilium's FlowLogConfig, the fields Membrane serves). */
@@ -146,40 +146,35 @@ export interface DynamicFlowLogsOptions {
  */
 export class DynamicFlowLogs {
   private readonly running = new Map<string, { config: FlowLogConfig; exporter: HubbleExporter }>();
-  private timer: NodeJS.Timeout | null = null;
-  private lastText: string | undefined;
+  private readonly file: WatchedConfigFile<FlowLogConfig[]>;
   private readonly now: () => number;
 
   constructor(private readonly opts: DynamicFlowLogsOptions) {
     this.now = opts.now ?? Date.now;
+    this.file = new WatchedConfigFile({
+      path: opts.path,
+      ...(opts.reloadMs !== undefined ? { reloadMs: opts.reloadMs } : {}),
+      what: "hubble flow logs",
+      log: opts.log,
+      parse: (text) => {
+        const parsed = parseFlowLogsConfig(text);
+        return parsed.ok ? { ok: true, value: parsed.flowLogs } : parsed;
+      },
+      apply: (flowLogs) => this.apply(flowLogs),
+    });
   }
 
   start(): void {
-    this.reload();
-    this.timer = setInterval(() => this.reload(), this.opts.reloadMs ?? 10_000);
-    this.timer.unref();
+    this.file.start();
   }
 
   /** Reads the file again and applies it (also called by the timer). */
   reload(): void {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.opts.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        this.opts.log.error({ path: this.opts.path, error: (err as Error).message }, "hubble flow logs: config not read; keeping the running ones");
-        return;
-      }
-      text = "";
-    }
-    if (text === this.lastText) return;
-    const parsed = parseFlowLogsConfig(text);
-    if (!parsed.ok) {
-      this.opts.log.error({ path: this.opts.path, errors: parsed.errors }, "hubble flow logs: invalid config; keeping the running ones");
-      return;
-    }
-    this.lastText = text;
-    const wanted = new Map(parsed.flowLogs.map((c) => [c.name, c]));
+    this.file.reload();
+  }
+
+  private apply(flowLogs: readonly FlowLogConfig[]): void {
+    const wanted = new Map(flowLogs.map((c) => [c.name, c]));
     for (const [name, r] of this.running) {
       if (isDeepStrictEqual(wanted.get(name), r.config)) continue;
       r.exporter.close();
@@ -228,8 +223,7 @@ export class DynamicFlowLogs {
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.file.stop();
     for (const r of this.running.values()) r.exporter.close();
     this.running.clear();
   }

@@ -1,6 +1,7 @@
 // Hubble's metric options (`--hubble-metrics`, Cilium's syntax "dns:query;sourceContext=pod|ip drop flow"): which
 // hubble_* families are on, and their context options — the extra labels (source, destination, labelsContext) and their values per flow.
 import type { HubbleEndpoint, HubbleFlow } from "../../flowapi/hubble/types.ts";
+import type { FlowMatch } from "../../flowapi/hubble/filter.ts";
 
 /** The families Membrane counts, and the options each takes beside the context options. */
 export const HUBBLE_METRIC_FAMILIES = {
@@ -52,6 +53,8 @@ export interface HubbleMetricConfig {
   readonly context: MetricContext;
   /** The family's own options that were given (dns: query, ignoreAAAA). */
   readonly flags: ReadonlySet<string>;
+  /** The flows the family counts (its includeFilters / excludeFilters, hubble-metrics-config.ts); absent: every flow. */
+  readonly select?: FlowMatch;
 }
 
 type Parse<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: string };
@@ -170,7 +173,7 @@ function contextOf(spec: ContextSpec): MetricContext {
 }
 
 /** One family's options ("query;sourceContext=pod|ip"); an error names the family and the option. */
-function parseFamily(family: HubbleMetricFamily, options: string): Parse<HubbleMetricConfig> {
+export function parseFamily(family: HubbleMetricFamily, options: string): Parse<HubbleMetricConfig> {
   const spec: ContextSpec = {};
   const flags = new Set<string>();
   const own = HUBBLE_METRIC_FAMILIES[family] as readonly string[];
@@ -207,6 +210,10 @@ function parseFamily(family: HubbleMetricFamily, options: string): Parse<HubbleM
   return { ok: true, value: { family, context: contextOf(spec), flags } };
 }
 
+export function isHubbleMetricFamily(name: string): name is HubbleMetricFamily {
+  return Object.hasOwn(HUBBLE_METRIC_FAMILIES, name);
+}
+
 /**
  * Parses `--hubble-metrics`: families separated by spaces (or commas between families), each `NAME` or
  * `NAME:OPTION;OPTION=VALUE`, as Cilium's agent reads its flag. An error names the family and option.
@@ -216,7 +223,7 @@ export function parseHubbleMetrics(text: string): Parse<ReadonlyMap<HubbleMetric
   for (const item of text.trim().split(/\s+/).filter((x) => x !== "")) {
     const colon = item.indexOf(":");
     const name = colon < 0 ? item : item.slice(0, colon);
-    if (!Object.hasOwn(HUBBLE_METRIC_FAMILIES, name)) {
+    if (!isHubbleMetricFamily(name)) {
       return { ok: false, error: `"${name}" is not a metric Membrane counts (${Object.keys(HUBBLE_METRIC_FAMILIES).join(", ")})` };
     }
     const family = name as HubbleMetricFamily;

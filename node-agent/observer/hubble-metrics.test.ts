@@ -6,6 +6,8 @@ import path from "node:path";
 import { Registry } from "prom-client";
 import { HubbleMetrics } from "./hubble-metrics.ts";
 import { parseHubbleMetrics } from "./hubble-context.ts";
+import { parseDynamicMetricsConfig } from "./hubble-metrics-config.ts";
+import { parseAgentFlags } from "../main.ts";
 import type { HubbleFlow, HubbleLayer7 } from "../../flowapi/hubble/types.ts";
 import { hubbleProtoDir } from "../../flowapi/hubble/proto.ts";
 import { dropFlow, flow } from "../../flowapi/testing/flows.ts";
@@ -176,4 +178,56 @@ test("hubble_dns_* and hubble_http_* carry Cilium's names and label names (read 
   assert.deepEqual(labels("hubble_http_requests_total"), ["method", "protocol", "reporter"]);
   assert.deepEqual(labels("hubble_http_responses_total"), ["method", "protocol", "status", "reporter"]);
   assert.deepEqual(labels("hubble_http_request_duration_seconds"), ["method", "reporter"]);
+});
+
+test("the dynamic metrics file: Cilium's own test configurations parse (context options, include and exclude filters); errors name the field", () => {
+  const testdata = path.join(hubbleProtoDir(), "..", "..", "pkg", "hubble", "metrics", "testdata");
+  for (const name of ["valid_empty_metric_cfg.yaml", "valid_metric_config_drop.yaml", "valid_metric_config_drop_flow.yaml", "valid_metric_config_flow_with_filter.yaml"]) {
+    const parsed = parseDynamicMetricsConfig(fs.readFileSync(path.join(testdata, name), "utf8"));
+    assert.ok(parsed.ok, `${name}: ${parsed.ok ? "" : parsed.errors.join("; ")}`);
+  }
+  const missing = parseDynamicMetricsConfig(fs.readFileSync(path.join(testdata, "invalid_config_missing_name.yaml"), "utf8"));
+  assert.deepEqual(missing.ok ? [] : missing.errors, ["metrics[0].name: required", "metrics[1].name: required"]);
+  const ok = parseDynamicMetricsConfig(["metrics:", "- name: dns", "  contextOptions:", "  - name: query", "  - {name: sourceContext, values: [pod, ip]}", "  - {name: labelsContext, values: [source_namespace, destination_pod]}"].join("\n"));
+  assert.ok(ok.ok);
+  const dns = ok.value.get("dns")!;
+  assert.deepEqual([[...dns.flags], dns.context.labelNames, dns.select], [["query"], ["source_namespace", "destination_pod", "source"], undefined]);
+  const bad = parseDynamicMetricsConfig(["metrics:", "- name: tcp", "- name: flow", "  includeFilters:", "  - source_service: [default/web]", "- name: drop", "  contextOptions:", "  - {name: sourceContext, values: [nodename]}", "- name: http", "- name: httpV2", "- name: policy", "  colour: blue"].join("\n"));
+  assert.deepEqual(bad.ok ? [] : bad.errors.map((e) => e.replace(/: not supported.*|: "nodename".*| \(.*\)$/, "")), [
+    'metrics[0].name: "tcp" is not a metric Membrane counts',
+    "metrics[1].includeFilters[0].source_service",
+    "metrics[2].contextOptions: drop: sourceContext",
+    "metrics[4].name: http and httpV2 both write hubble_http_requests_total",
+    "metrics[5].colour: unknown field",
+  ]);
+});
+
+test("a family counts only the flows its filters select; reconfigured, its series start again with the new labels", async () => {
+  const registry = new Registry();
+  const parsed = parseDynamicMetricsConfig(["metrics:", "- name: flow", "  includeFilters:", "  - verdict: [DROPPED]", "- name: drop", "  excludeFilters:", '  - destination_port: ["80"]'].join("\n"));
+  assert.ok(parsed.ok);
+  const m = new HubbleMetrics(registry, parsed.value);
+  m.observe(flow());
+  m.observe(dropFlow());
+  m.observe(dropFlow({ destination: { ...dropFlow().destination, port: 8080 } }));
+  const text = await registry.metrics();
+  assert.match(text, /hubble_flows_processed_total\{protocol="TCP",type="Drop",subtype="",verdict="DROPPED"\} 2/);
+  assert.doesNotMatch(text, /verdict="FORWARDED"/);
+  assert.match(text, /hubble_drop_total\{reason="POLICY_DENIED",protocol="TCP"\} 1/, "the drop to port 80 excluded");
+  const next = parseHubbleMetrics("flow:sourceContext=pod");
+  assert.ok(next.ok);
+  m.reconfigure(next.value);
+  m.observe(flow());
+  const after = await registry.metrics();
+  assert.doesNotMatch(after, /hubble_drop_total/);
+  assert.match(after, /hubble_flows_processed_total\{protocol="TCP",type="PolicyVerdict",subtype="",verdict="FORWARDED",source="default\/client-1"\} 1/);
+  assert.doesNotMatch(after, /verdict="DROPPED"/, "the old series are gone");
+});
+
+test("--hubble-dynamic-metrics-config-path: Cilium's flag, refused beside --hubble-metrics (one source of families)", () => {
+  const base = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+  const ok = parseAgentFlags([...base, "--hubble-dynamic-metrics-config-path", "/etc/membrane/metrics/metrics.yaml"]);
+  assert.equal(ok.ok ? ok.flags.hubbleDynamicMetrics : "", "/etc/membrane/metrics/metrics.yaml");
+  const both = parseAgentFlags([...base, "--hubble-dynamic-metrics-config-path", "/x.yaml", "--hubble-metrics", "flow"]);
+  assert.equal(both.ok ? "" : both.error, "--hubble-dynamic-metrics-config-path: not together with --hubble-metrics");
 });

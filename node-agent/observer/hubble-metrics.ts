@@ -54,21 +54,37 @@ function contextLabels(ctx: MetricContext, f: () => HubbleFlow, invert = false):
 }
 
 export class HubbleMetrics {
-  private readonly config: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
-  private readonly flows?: Counter<string>;
-  private readonly drops?: Counter<string>;
-  private readonly verdicts?: Counter<string>;
-  private readonly dns?: { queries: Counter<string>; responses: Counter<string>; responseTypes: Counter<string>; query: boolean; ignoreAAAA: boolean };
-  private readonly http?: { v2: boolean; requests: Counter<string>; responses?: Counter<string>; duration: Histogram<string> };
+  private config: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig> = new Map();
+  private flows?: Counter<string>;
+  private drops?: Counter<string>;
+  private verdicts?: Counter<string>;
+  private dns?: { queries: Counter<string>; responses: Counter<string>; responseTypes: Counter<string>; query: boolean; ignoreAAAA: boolean };
+  private http?: { v2: boolean; requests: Counter<string>; responses?: Counter<string>; duration: Histogram<string> };
+  /** The metric names registered for the current configuration (removed from the registry when it changes). */
+  private registered: string[] = [];
 
   /** `config`: the parsed `--hubble-metrics` (default: every family, no context). */
-  constructor(registry: Registry, config?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>) {
+  constructor(
+    private readonly registry: Registry,
+    config?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>,
+  ) {
     if (config === undefined) {
       const d = parseHubbleMetrics(DEFAULT_HUBBLE_METRICS);
       if (!d.ok) throw new Error(d.error);
       config = d.value;
     }
+    this.reconfigure(config);
+  }
+
+  /**
+   * Counts under a new configuration from now on (the dynamic metrics file changed): the families' metrics are registered
+   * again with their new labels, so their series start from zero, as Cilium's do when its config changes.
+   */
+  reconfigure(config: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>): void {
+    for (const name of this.registered) this.registry.removeSingleMetric(name);
+    this.flows = this.drops = this.verdicts = this.dns = this.http = undefined;
     this.config = config;
+    const registry = this.registry;
     const registers = [registry];
     const ctx = (family: HubbleMetricFamily): readonly string[] => config.get(family)!.context.labelNames;
     if (config.has("flow")) this.flows = new Counter({ name: "hubble_flows_processed_total", help: "Total number of flows processed", labelNames: ["protocol", "type", "subtype", "verdict", ...ctx("flow")], registers });
@@ -97,6 +113,13 @@ export class HubbleMetrics {
         duration: new Histogram({ name: "hubble_http_request_duration_seconds", help: "Quantiles of HTTP request duration in seconds", labelNames: [...c, "method", "reporter"], registers }),
       };
     }
+    this.registered = registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith("hubble_"));
+  }
+
+  /** Whether a family counts this flow: its filters (dynamic metrics) select it, or it has none. */
+  private selects(family: HubbleMetricFamily, f: () => HubbleFlow): boolean {
+    const select = this.config.get(family)?.select;
+    return select === undefined || select(f());
   }
 
   private ctx(family: HubbleMetricFamily): MetricContext {
@@ -108,23 +131,24 @@ export class HubbleMetrics {
     let hubble: HubbleFlow | undefined;
     const h = (): HubbleFlow => (hubble ??= toHubbleFlow(f));
     const protocol = hubbleProtocol(f);
-    this.flows?.inc({ protocol, ...typeLabels(f), verdict: f.verdict, ...contextLabels(this.ctx("flow"), h) });
-    if (f.verdict === "DROPPED") this.drops?.inc({ ...contextLabels(this.ctx("drop"), h), reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
+    if (this.flows && this.selects("flow", h)) this.flows.inc({ protocol, ...typeLabels(f), verdict: f.verdict, ...contextLabels(this.ctx("flow"), h) });
+    if (f.verdict === "DROPPED" && this.drops && this.selects("drop", h)) this.drops.inc({ ...contextLabels(this.ctx("drop"), h), reason: (f.dropReason !== undefined ? ciliumDropReason(f.dropReason)?.name : undefined) ?? "DROP_REASON_UNKNOWN", protocol });
     // A verdict a policy gave (a rule, or default deny), whether the packet passed or not; match as Cilium lowercases
     // its PolicyMatchType ("l3-l4", "all", …), "none" where no part of a rule is reported (drops, default deny).
     if (f.type === "l7") {
       // As Cilium's policy handler counts a proxy's records: every one (request and response), its match the L7 protocol ("l7/http", "l7/dns").
-      this.verdicts?.inc({ direction: f.direction, match: `l7/${f.l7?.dns ? "dns" : f.l7?.http ? "http" : ""}`, action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
+      if (this.verdicts && this.selects("policy", h)) this.verdicts.inc({ direction: f.direction, match: `l7/${f.l7?.dns ? "dns" : f.l7?.http ? "http" : ""}`, action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
       this.observeL7(h());
       return;
     }
-    if (f.decidedBy !== undefined) this.verdicts?.inc({ direction: f.direction, match: f.policyMatch?.toLowerCase() ?? "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
+    if (f.decidedBy !== undefined && this.verdicts && this.selects("policy", h)) this.verdicts.inc({ direction: f.direction, match: f.policyMatch?.toLowerCase() ?? "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
   };
 
   /** Counts one L7 record in Hubble's shape (`Type: "L7"`, `l7.dns` or `l7.http`): a DNS or HTTP proxy's flow. */
   readonly observeL7 = (f: HubbleFlow): void => {
     const dns = f.l7?.dns;
     if (dns !== undefined && this.dns !== undefined) {
+      if (!this.selects("dns", () => f)) return;
       const d = this.dns;
       const qtypes = dns.qtypes ?? [];
       if (d.ignoreAAAA && qtypes.length === 1 && qtypes[0] === "AAAA") return;
@@ -145,6 +169,7 @@ export class HubbleMetrics {
       const t = f.l7!.type;
       const H = this.http;
       const family = H.v2 ? "httpV2" : "http";
+      if (!this.selects(family, () => f)) return;
       const who = reporter(f);
       const seconds = Number(f.l7!.latency_ns ?? 0) / 1e9;
       if (H.v2) {
