@@ -1,6 +1,7 @@
 // bench/dns: DNS through the node's proxy vs straight to the resolver (same client, same resolver), and answer-to-connect; one JSON line.
 //   Open loop at BENCH_RATE (1,000) queries/s for BENCH_OPEN_SECONDS (10) each way: p50/p99, p99 added by the proxy.
-//   Saturation: BENCH_CONCURRENCY (32) queries in flight for BENCH_CLOSED_SECONDS (5) each way: queries/s and their ratio.
+//   Saturation: BENCH_CONCURRENCY (32) queries in flight for BENCH_CLOSED_SECONDS (5) each way: queries/s and the median of each round's ratio,
+//   and the DNS service's CPU time per proxied query (/proc, user + system).
 //   BENCH_CONNECTS (2,000) lookups of names answering fresh addresses, each followed at once by a TCP connect: drops.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile } from "node:child_process";
@@ -20,7 +21,7 @@ const OPEN_SECONDS = env("BENCH_OPEN_SECONDS", 10);
 const CONCURRENCY = env("BENCH_CONCURRENCY", 32);
 const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 5);
 const CONNECTS = env("BENCH_CONNECTS", 2000);
-const ROUNDS = env("BENCH_ROUNDS", 2);
+const ROUNDS = env("BENCH_ROUNDS", 4);
 
 const PROXIED_PORT = 53; // steered to the proxy by policy
 const DIRECT_PORT = 5300; // the same resolver, a plain allow
@@ -55,13 +56,22 @@ async function main(): Promise<void> {
     });
     const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
     const closed = { proxy: [] as number[], direct: [] as number[] };
+    // The proxy's own CPU per query at saturation (what the shared machine's load does not change much).
+    let proxyCpuMs = 0;
+    let proxyAnswered = 0;
     // Both ways in every round, order swapped each round: the shared machine's drift hits both.
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
       for (const way of order) {
         const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
         open[way].push(await loadgen(topo, ["open", ADDR.resolver, port, RATE, OPEN_SECONDS / ROUNDS, "bench.test"]));
-        closed[way].push((await loadgen(topo, ["closed", ADDR.resolver, port, CONCURRENCY, CLOSED_SECONDS / ROUNDS, "bench.test"])).qps ?? 0);
+        const cpuBefore = topo.nodeDnsCpuMs();
+        const c = await loadgen(topo, ["closed", ADDR.resolver, port, CONCURRENCY, CLOSED_SECONDS / ROUNDS, "bench.test"]);
+        closed[way].push(c.qps ?? 0);
+        if (way === "proxy") {
+          proxyCpuMs += topo.nodeDnsCpuMs() - cpuBefore;
+          proxyAnswered += c.answered ?? 0;
+        }
       }
     }
     const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", LOOKUP_CONNECT, JSON.stringify({ server: ADDR.resolver, port: PROXIED_PORT, count: CONNECTS, allowSuffix: "fresh.test", tcpPort: 8080 })], { cwd: ROOT, maxBuffer: 1 << 20 });
@@ -77,13 +87,15 @@ async function main(): Promise<void> {
         bench: "dns",
         qps: Math.round(qps),
         direct_qps: Math.round(directQps),
-        ratio: round3(qps / directQps),
+        // Each round's two saturation runs are back to back: their ratio sees one machine state, and the median of those is the figure.
+        ratio: round3(median(closed.proxy.map((q, i) => q / (closed.direct[i] ?? NaN)))),
+        proxy_cpu_us_per_query: round3((proxyCpuMs * 1000) / proxyAnswered),
         rate: RATE,
         p50_ms: round3(p50("proxy")),
         p99_ms: round3(p99("proxy")),
         direct_p50_ms: round3(p50("direct")),
         direct_p99_ms: round3(p99("direct")),
-        p99_added_ms: round3(p99("proxy") - p99("direct")),
+        p99_added_ms: round3(median(open.proxy.map((o, i) => (o.p99_ms ?? NaN) - (open.direct[i]?.p99_ms ?? NaN)))),
         open_unanswered: sent("proxy") - answered("proxy"),
         direct_open_unanswered: sent("direct") - answered("direct"),
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),

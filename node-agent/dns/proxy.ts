@@ -1,5 +1,5 @@
 // The transparent DNS proxy: queries the datapath steered here are decided by the DNS rules of their policy, forwarded to the server the pod asked, and their answers learned before release.
-import { randomInt } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
@@ -57,6 +57,29 @@ interface Listener {
   readonly tcp: net.Server;
 }
 
+interface PendingQuery {
+  readonly ip: string;
+  readonly port: number;
+  readonly podId: number;
+  readonly deadline: number;
+  readonly resolve: (b: Buffer) => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** Upstream query ids from the system's CSPRNG, drawn in batches (a random id is what stands between the shared socket and a spoofed answer). */
+class UpstreamIds {
+  private readonly pool = new Uint16Array(1024);
+  private next = this.pool.length;
+
+  take(): number {
+    if (this.next === this.pool.length) {
+      randomFillSync(this.pool);
+      this.next = 0;
+    }
+    return this.pool[this.next++]!;
+  }
+}
+
 type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
 
 /** Serves proxy ports (UDP and TCP on each) on the node address. */
@@ -64,7 +87,10 @@ export class DnsProxy {
   private readonly listeners = new Map<number, Listener>();
   private readonly tcpSockets = new Set<net.Socket>();
   private readonly upstream = new Map<"udp4" | "udp6", Promise<dgram.Socket>>();
-  private readonly pending = new Map<number, { ip: string; port: number; podId: number; resolve: (b: Buffer) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<number, PendingQuery>();
+  /** Expires the upstream queries whose answer is late (one timer for all, not one per query). */
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly ids = new UpstreamIds();
 
   constructor(private readonly opts: DnsProxyOptions) {}
 
@@ -104,7 +130,8 @@ export class DnsProxy {
     for (const s of this.tcpSockets) s.destroy();
     for (const s of this.upstream.values()) void s.then((u) => u.close()).catch(() => undefined);
     this.upstream.clear();
-    for (const p of this.pending.values()) clearTimeout(p.timer);
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     this.pending.clear();
     await Promise.all(this.ports().map((p) => this.unlisten(p)));
   }
@@ -214,25 +241,38 @@ export class DnsProxy {
     const family = net.isIPv6(orig.ip) ? "udp6" : "udp4";
     const sock = await this.upstreamSocket(family);
     return new Promise<Buffer>((resolve, reject) => {
-      let id = randomInt(0x10000);
+      let id = this.ids.take();
       for (let tries = 0; this.pending.has(id); tries++) {
         if (tries > 64) return reject(new Error("too many queries in flight upstream"));
-        id = randomInt(0x10000);
+        id = this.ids.take();
       }
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`no answer from ${orig.ip}:${orig.port} within ${this.timeout()} ms`));
-      }, this.timeout());
-      this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), resolve, timer });
-      const out = Buffer.from(msg);
-      out.writeUInt16BE(id, 0);
-      sock.send(out, orig.port, orig.ip, (err) => {
-        if (!err) return;
-        clearTimeout(timer);
-        this.pending.delete(id);
+      this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), deadline: performance.now() + this.timeout(), resolve, reject });
+      this.sweepLate();
+      // The query's buffer is this proxy's own (read from its socket): its id is replaced in place.
+      msg.writeUInt16BE(id, 0);
+      sock.send(msg, orig.port, orig.ip, (err) => {
+        if (!err || !this.pending.delete(id)) return;
         reject(err);
       });
     });
+  }
+
+  /** While queries are upstream, a timer checks every tenth of the timeout for the late ones. */
+  private sweepLate(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      const now = performance.now();
+      for (const [id, p] of this.pending) {
+        if (p.deadline > now) continue;
+        this.pending.delete(id);
+        p.reject(new Error(`no answer from ${p.ip}:${p.port} within ${this.timeout()} ms`));
+      }
+      if (this.pending.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
+    }, Math.max(10, this.timeout() / 10));
+    this.sweeper.unref();
   }
 
   private upstreamSocket(family: "udp4" | "udp6"): Promise<dgram.Socket> {
@@ -257,7 +297,6 @@ export class DnsProxy {
       // Only the server asked may answer (an answer from anywhere else could plant addresses).
       if (!p || p.ip !== rinfo.address || p.port !== rinfo.port) return;
       this.pending.delete(id);
-      clearTimeout(p.timer);
       answer.writeUInt16BE(p.podId, 0);
       p.resolve(answer);
     });
@@ -301,6 +340,8 @@ export class DnsProxy {
   }
 
   private emit(protocol: RedirectProto, ip: string, port: number, orig: OriginalDestination, started: number, outcome: Outcome): void {
+    // Nobody reads flows (no observer, no debug log): none is built.
+    if (!this.opts.onFlow && !log.isLevelEnabled("debug")) return;
     const flow: DnsFlow = {
       time: new Date(),
       protocol,

@@ -1,7 +1,12 @@
 // Test fixture: the node side of the DNS path in its own netns — the datapath's pinned maps, the DNS service, flows on stdout.
 //   node-dns.ts '<config JSON>'   prints "ready", then "flow <JSON>" per query; SIGTERM stops it.
+//   MEMBRANE_DNS_CPU_PROF=DIR: a V8 CPU profile from "ready" to SIGTERM is written there (started after the
+//   datapath loads: the profiler's signals would interrupt the verifier, whose load then fails with EAGAIN).
 //   With manualGc, nothing is garbage-collected on a timer: each stdin line "gc <epoch ms>" runs the GC as of
 //   that time and prints "gc <JSON of the addresses removed>" (a test then decides time, not the machine's load).
+import fs from "node:fs";
+import { Session } from "node:inspector/promises";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import type { SubjectPolicy } from "../../../core/model.ts";
 import type { DnsRuleRef } from "../../../core/dns/query-decision.ts";
@@ -49,9 +54,23 @@ if (config.manualGc) {
     if (m) console.log(`gc ${JSON.stringify(service.gc(Number(m[1])))}`);
   });
 }
+const profileDir = process.env.MEMBRANE_DNS_CPU_PROF;
+const profiler = profileDir ? new Session() : undefined;
+if (profiler) {
+  profiler.connect();
+  await profiler.post("Profiler.enable");
+  await profiler.post("Profiler.start");
+}
 console.log("ready");
 process.on("SIGTERM", () => {
-  void service.stop().then(() => {
+  void (async () => {
+    if (profiler && profileDir) {
+      const { profile } = await profiler.post("Profiler.stop");
+      fs.mkdirSync(profileDir, { recursive: true });
+      fs.writeFileSync(path.join(profileDir, `node-dns-${process.pid}.cpuprofile`), JSON.stringify(profile));
+    }
+    await service.stop();
+  })().then(() => {
     dp.close();
     process.exit(0);
   });

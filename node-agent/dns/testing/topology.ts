@@ -1,5 +1,6 @@
 // Test and benchmark fixture: a pod netns, a node netns running the datapath on the pod's veth, an "outside" netns with a resolver, and the node's DNS service.
 import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../../core/model.ts";
@@ -155,6 +156,15 @@ export class DnsTopology {
     const code = await new Promise<number | null>((r) => child.once("exit", r));
     if (code !== 0) throw new Error(`lookup-connect exited ${code}`);
     return JSON.parse(last) as Record<string, unknown>;
+  }
+
+  /** CPU time (user + system, ms) the node's DNS service has used so far (nsenter execs it: its pid is the child's). */
+  nodeDnsCpuMs(): number {
+    const pid = this.nodeDns?.pid;
+    if (pid === undefined) return NaN;
+    // /proc/PID/stat: the fields after the command's closing parenthesis; utime and stime are the 12th and 13th, in clock ticks (100/s).
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
   }
 
   /** Whether a TCP connect from the pod to ip:port succeeds within `timeoutMs`. */
