@@ -3,6 +3,8 @@ import { headerValue, type HttpRequest } from "./http-request.ts";
 
 /** gRPC's status code for a call the policy denies (google.rpc.Code PERMISSION_DENIED). */
 export const GRPC_PERMISSION_DENIED = 7;
+/** gRPC's status code for a call the proxy could not pass on (the destination refused or did not answer): UNAVAILABLE. */
+export const GRPC_UNAVAILABLE = 14;
 
 export interface GrpcMethod {
   /** Fully qualified service: "package.Service" (the package may be empty or dotted). */
@@ -27,7 +29,19 @@ export function isGrpc(req: HttpRequest): boolean {
   return ct !== undefined && /^application\/grpc(?:[+;]|$)/i.test(ct);
 }
 
-/** The response headers (trailers-only) that deny a gRPC call; the HTTP status stays 200 as gRPC requires. */
+/** A trailers-only gRPC response ending a call with `code`; the HTTP status stays 200 as gRPC requires. */
+export function grpcStatusHeaders(code: number, message: string): Record<string, string> {
+  return { ":status": "200", "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": grpcMessage(message) };
+}
+
+/** gRPC over HTTP/2's Status-Message: UTF-8, each byte outside printable ASCII (and "%") percent-encoded. */
+function grpcMessage(message: string): string {
+  let out = "";
+  for (const b of Buffer.from(message, "utf8")) out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  return out;
+}
+
+/** The response headers (trailers-only) that deny a gRPC call. */
 export function grpcDeniedHeaders(): Record<string, string> {
-  return { ":status": "200", "content-type": "application/grpc", "grpc-status": String(GRPC_PERMISSION_DENIED), "grpc-message": "Access denied" };
+  return grpcStatusHeaders(GRPC_PERMISSION_DENIED, "Access denied");
 }

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import type { HTTPRule } from "../model.ts";
 import { applyHeaderActions, compileHttpRules, decideHttp, type HttpRuleRef } from "./http-decision.ts";
 import { headerRequirement } from "./http-rule.ts";
-import { requestFromRaw, type HttpRequest } from "./http-request.ts";
-import { grpcPath, isGrpc, parseGrpcPath } from "./grpc.ts";
+import { requestFromH2Raw, requestFromRaw, type HttpRequest } from "./http-request.ts";
+import { grpcDeniedHeaders, grpcPath, grpcStatusHeaders, isGrpc, parseGrpcPath } from "./grpc.ts";
 
 const req = (method: string, path: string, headers: Record<string, string> = {}, host = "deathstar"): HttpRequest =>
   requestFromRaw(method, path, ["Host", host, ...Object.entries(headers).flat()]);
@@ -132,4 +132,17 @@ test("gRPC: a method is the path /package.Service/Method, matched by the path ru
   assert.equal(verdict(call("GetLocation"), rs), "allow");
   assert.equal(verdict(call("OpenDoor"), rs), "deny");
   assert.equal(call("x").host, "door:50051", ":authority is the host");
+});
+
+test("HTTP/2: method, path and host come from the pseudo-headers, which no header rule sees; gRPC denials are trailers-only with HTTP 200", () => {
+  const raw = [":method", "POST", ":scheme", "http", ":path", "/cloudcity.DoorManager/GetName", ":authority", "door:50051", "content-type", "application/grpc", "te", "trailers"];
+  const r = requestFromH2Raw(raw);
+  assert.deepEqual([r.method, r.path, r.host], ["POST", "/cloudcity.DoorManager/GetName", "door:50051"]);
+  assert.deepEqual(r.headers.map((h) => h.name), ["content-type", "te"]);
+  assert.equal(isGrpc(r), true);
+  assert.equal(verdict(r, rules({ headers: [":method"] })), "deny", "a pseudo-header is not a header");
+  assert.equal(verdict(r, rules({ method: "POST", path: "/cloudcity\\.DoorManager/Get.*", host: "door:50051" })), "allow");
+  assert.equal(requestFromH2Raw([":method", "GET", ":path", "/", "host", "h:1"]).host, "h:1", "a Host header when :authority is absent");
+  assert.deepEqual(grpcDeniedHeaders(), { ":status": "200", "content-type": "application/grpc", "grpc-status": "7", "grpc-message": "Access denied" });
+  assert.equal(grpcStatusHeaders(14, "100% down: ö")["grpc-message"], "100%25 down: %C3%B6", "percent-encoded as gRPC's Status-Message");
 });

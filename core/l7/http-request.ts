@@ -36,3 +36,28 @@ export function requestFromRaw(method: string, path: string, rawHeaders: readonl
   }
   return { method, path, host, headers };
 }
+
+/**
+ * A request from an HTTP/2 header block (Node's raw list): method, path and host from the
+ * pseudo-headers `:method`, `:path` and `:authority` (a Host header when `:authority` is absent, as
+ * RFC 9113 §8.3.1 allows); the pseudo-headers are not headers to the rules.
+ */
+export function requestFromH2Raw(rawHeaders: readonly string[]): HttpRequest {
+  const headers: HttpHeader[] = [];
+  let method = "";
+  let path = "";
+  let authority: string | undefined;
+  let host = "";
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    const value = rawHeaders[i + 1]!;
+    if (name === ":method") method = value;
+    else if (name === ":path") path = value;
+    else if (name === ":authority") authority = value;
+    else if (!name.startsWith(":")) {
+      if (name === "host") host = value;
+      headers.push({ name, value });
+    }
+  }
+  return { method, path, host: authority ?? host, headers };
+}

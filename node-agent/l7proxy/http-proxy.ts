@@ -1,4 +1,4 @@
-// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination.
+// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination; a plain connection opening with HTTP/2's preface goes to the HTTP/2 side (h2-proxy.ts).
 import http from "node:http";
 import https from "node:https";
 import type net from "node:net";
@@ -6,12 +6,14 @@ import type tls from "node:tls";
 import pino from "pino";
 import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
 import { requestFromRaw, type HttpHeader } from "../../core/l7/http-request.ts";
-import { traceIdOf } from "../../core/l7/trace-context.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
+import { H2Proxy, sniffPreface } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
+import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
+import { CONNECT_TIMEOUT, withConnectTimeout } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -30,7 +32,7 @@ export interface HttpFlow {
   readonly ruleId: number;
   /** The proxy port's rules are the destination's ingress rules (else the client's egress rules). */
   readonly ingress: boolean;
-  /** As the request line said it, e.g. "HTTP/1.1". */
+  /** As the request line said it, e.g. "HTTP/1.1"; "HTTP/2" for an HTTP/2 stream. */
   readonly protocol: string;
   readonly method: string;
   readonly path: string;
@@ -77,27 +79,12 @@ function pairs(raw: readonly string[]): HttpHeader[] {
   return out;
 }
 
-const CONNECT_TIMEOUT = "ETIMEDOUT_CONNECT";
-
 /** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/1.1. */
 const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["http/1.1"] } as const;
 
 /** A port's certificate as server options: the default one, for handshakes without SNI. */
 function secureContextOptions(t: NonNullable<LoadedPortTls["terminating"]>): tls.SecureContextOptions {
   return { cert: t.cert, key: t.key };
-}
-
-/** The upstream socket, destroyed with an error (code CONNECT_TIMEOUT) if it is not connected within `ms`. */
-function withConnectTimeout(socket: net.Socket, ms: number): net.Socket {
-  const timer = setTimeout(() => {
-    const err: NodeJS.ErrnoException = new Error(`upstream connect did not complete within ${ms} ms`);
-    err.code = CONNECT_TIMEOUT;
-    socket.destroy(err);
-  }, ms);
-  timer.unref();
-  socket.once("connect", () => clearTimeout(timer));
-  socket.once("close", () => clearTimeout(timer));
-  return socket;
 }
 
 function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
@@ -122,6 +109,7 @@ export class HttpProxy {
   private readonly clients = new WeakMap<net.Socket, ClientConnection>();
   private address = "";
   private limits: ProxyLimits | undefined;
+  private h2: H2Proxy | undefined;
 
   constructor(private readonly opts: HttpProxyOptions) {}
 
@@ -136,6 +124,7 @@ export class HttpProxy {
     if (!this.address) {
       this.address = config.address;
       this.limits = config.limits;
+      this.h2 = new H2Proxy({ rules: (port) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) });
     }
     const want = new Set(config.ports.map((p) => p.port));
     for (const p of config.ports) {
@@ -170,6 +159,7 @@ export class HttpProxy {
     const server = this.servers.get(port);
     if (!server) return;
     this.servers.delete(port);
+    this.h2?.closePort(port);
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
   }
@@ -179,6 +169,7 @@ export class HttpProxy {
   }
 
   async stop(): Promise<void> {
+    this.h2?.stop();
     for (const server of this.servers.values()) {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -212,8 +203,13 @@ export class HttpProxy {
         socket.destroy();
       });
     } else {
-      server = http.createServer(options, handler);
-      server.on("connection", (socket: net.Socket) => this.accept(port, socket));
+      const plain = http.createServer(options, handler);
+      // Its own connection handling (the HTTP/1.1 parser) gets a connection only once the first bytes are not HTTP/2's preface.
+      const http1 = plain.listeners("connection");
+      if (http1.length !== 1) throw new Error(`expected the HTTP server's one connection listener, found ${http1.length}`);
+      plain.removeAllListeners("connection");
+      plain.on("connection", (socket: net.Socket) => void this.acceptPlain(port, socket, (s) => (http1[0] as (socket: net.Socket) => void).call(plain, s)));
+      server = plain;
     }
     server.setTimeout(limits.idleTimeoutMs);
     server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
@@ -255,9 +251,42 @@ export class HttpProxy {
     return orig;
   }
 
-  /** A new client connection (after its TLS handshake on a terminating port): closed unless admitted and, with serverNames, its SNI is listed. */
-  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }): void {
+  /**
+   * A new plain connection: closed unless admitted; served as HTTP/2 when it opens with the preface
+   * (h2c, as gRPC clients connect), else handed to the HTTP/1.1 parser (`http1`).
+   */
+  private async acceptPlain(port: number, socket: net.Socket, http1: (socket: net.Socket) => void): Promise<void> {
     const orig = this.admit(port, socket);
+    if (!orig) return void socket.destroy();
+    // Until its first bytes come, the head timeout applies (slowloris before the first request).
+    const kind = await sniffPreface(socket, this.limits!.headersTimeoutMs);
+    if (kind === "none") return;
+    if (kind === "http1") {
+      this.accept(port, socket, undefined, orig);
+      http1(socket);
+      return void socket.resume();
+    }
+    if (this.tls.has(port)) {
+      // originatingTLS speaks HTTP/1.1 to the destination: an HTTP/2 client there is refused, never passed on in the clear.
+      log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}` }, "HTTP/2 on a TLS port is not served: closed");
+      return void socket.destroy();
+    }
+    const source = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+    this.h2!.serve(socket, { port, orig, source, ingress: this.ingressPorts.has(port), connect: () => this.openUpstream(port, orig) });
+  }
+
+  /** The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's identity), the connect timeout applied. */
+  private openUpstream(port: number, orig: OriginalDestination): net.Socket {
+    const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
+    return withConnectTimeout(connect(orig.ip, orig.port, orig.subject, this.ingressPorts.has(port)), this.limits!.connectTimeoutMs);
+  }
+
+  /**
+   * A new HTTP/1.1 client connection (after its TLS handshake on a terminating port): closed unless
+   * admitted (`admitted`: already) and, with serverNames, its SNI is listed.
+   */
+  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }, admitted?: OriginalDestination): void {
+    const orig = admitted ?? this.admit(port, socket);
     if (!orig) return void socket.destroy();
     const serverNames = this.tls.get(port)?.serverNames ?? [];
     // The SNI callback refused a wrong name already; a handshake without SNI is refused here.
@@ -265,13 +294,11 @@ export class HttpProxy {
       log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}`, serverName: terminated.serverName ?? null }, "TLS server name not in serverNames: closed");
       return void socket.destroy();
     }
-    const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
-    const ingressApplied = this.ingressPorts.has(port);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    // One upstream per client connection, opened the way connectUpstream says (marked with the client's identity);
+    // One upstream per client connection (marked with the client's identity);
     // with originatingTLS, TLS to the destination over it, verified against the Secret's CA for the client's SNI.
     (agent as unknown as { createConnection: (o: { servername?: string }) => net.Socket }).createConnection = (o) => {
-      const raw = withConnectTimeout(connect(orig.ip, orig.port, orig.subject, ingressApplied), this.limits!.connectTimeoutMs);
+      const raw = this.openUpstream(port, orig);
       const ca = this.tls.get(port)?.trustedCA;
       return ca === undefined ? raw : connectOriginating(raw, ca, terminated?.serverName ?? o.servername);
     };
@@ -289,26 +316,18 @@ export class HttpProxy {
     const { orig } = client;
     const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
     const decision = decideHttp(request, this.rules.get(port) ?? []);
-    const traceId = traceIdOf(request.headers);
+    const arrived: ArrivedRequest = {
+      source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0 },
+      orig,
+      proxyPort: port,
+      ingress: this.ingressPorts.has(port),
+      protocol: `HTTP/${req.httpVersion}`,
+      request,
+      started,
+      ...(client.tls ? { tls: client.tls } : {}),
+    };
     const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
-      const f: HttpFlow = {
-        time: new Date().toISOString(),
-        source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0, identity: orig.subject },
-        destination: { ip: orig.ip, port: orig.port },
-        proxyPort: port,
-        ruleId: orig.ruleId,
-        ingress: this.ingressPorts.has(port),
-        protocol: `HTTP/${req.httpVersion}`,
-        method: request.method,
-        path: request.path,
-        host: request.host,
-        verdict,
-        status,
-        latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
-        ...(client.tls ? { tls: client.tls } : {}),
-        ...(traceId !== undefined ? { traceId } : {}),
-        ...extra,
-      };
+      const f = requestFlow(arrived, verdict, status, extra);
       log.debug(f, "http request");
       this.opts.onFlow?.(f);
     };

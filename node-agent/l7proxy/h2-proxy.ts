@@ -1,0 +1,272 @@
+// The HTTP/2 side of the L7 proxy (h2c with prior knowledge, gRPC over it): every stream judged by its port's HTTP rules, allowed ones streamed to the original destination over one upstream HTTP/2 connection per client connection.
+import http2 from "node:http2";
+import type net from "node:net";
+import pino from "pino";
+import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
+import { applyHeaderActions, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts";
+import type { OriginalDestination } from "../bpf/redirect.ts";
+import type { ProxyLimits } from "./config.ts";
+import type { HttpFlow } from "./http-proxy.ts";
+import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
+import { isConnectTimeout } from "./upstream.ts";
+
+const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
+const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
+/** HTTP/2's client connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/**
+ * Streams one client connection may have open at once: with nghttp2's per-session memory cap and
+ * flow control this bounds what one connection can hold (Node's default is no limit).
+ */
+const MAX_CONCURRENT_STREAMS = 128;
+
+/**
+ * Reads a new connection's first bytes until they are, or cannot be, HTTP/2's preface, then puts
+ * them back for whoever serves it: "h2", "http1" (anything else), or "none" (the client closed, or
+ * sent nothing decisive within `timeoutMs`: the socket is destroyed).
+ */
+export function sniffPreface(socket: net.Socket, timeoutMs: number): Promise<"h2" | "http1" | "none"> {
+  return new Promise((resolve) => {
+    let got: Buffer = Buffer.alloc(0);
+    const finish = (kind: "h2" | "http1" | "none"): void => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      if (kind !== "none") {
+        socket.pause();
+        if (got.length) socket.unshift(got);
+      }
+      resolve(kind);
+    };
+    const onData = (d: Buffer): void => {
+      got = got.length ? Buffer.concat([got, d]) : d;
+      const n = Math.min(got.length, H2_PREFACE.length);
+      if (!got.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) finish("http1");
+      else if (got.length >= H2_PREFACE.length) finish("h2");
+    };
+    const onClose = (): void => finish("none");
+    const timer = setTimeout(() => {
+      socket.destroy();
+      finish("none");
+    }, timeoutMs);
+    socket.on("data", onData);
+    socket.once("close", onClose);
+  });
+}
+
+/** One client connection as the proxy accepted it (the datapath's record of where it was going). */
+export interface H2Client {
+  /** The proxy port it arrived on: whose rules judge its streams. */
+  readonly port: number;
+  readonly orig: OriginalDestination;
+  readonly source: { readonly ip: string; readonly port: number };
+  /** The port's rules are the destination's ingress rules. */
+  readonly ingress: boolean;
+  /** Opens the upstream connection as this client (marked with its identity), the connect timeout applied. */
+  readonly connect: () => net.Socket;
+}
+
+export interface H2ProxyOptions {
+  /** The port's rules in force now: a stream is judged by the rules in force when its headers arrived. */
+  readonly rules: (port: number) => readonly CompiledHttpRuleRef[];
+  readonly limits: ProxyLimits;
+  readonly onFlow?: (flow: HttpFlow) => void;
+}
+
+interface Connection {
+  readonly client: H2Client;
+  upstream?: http2.ClientHttp2Session;
+}
+
+// RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2; TE only as "trailers" (which gRPC sends).
+const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings"]);
+
+function forwardable(name: string, value: string): boolean {
+  return !CONNECTION_SPECIFIC.has(name) && (name !== "te" || value.trim().toLowerCase() === "trailers");
+}
+
+/** The request's header block to send upstream: its pseudo-headers as sent, its other fields with the rule's header actions applied. */
+function upstreamRequestHeaders(raw: readonly string[], headers: readonly HttpHeader[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.startsWith(":")) out.push(raw[i]!, raw[i + 1]!);
+  for (const h of headers) if (forwardable(h.name, h.value)) out.push(h.name, h.value);
+  return out;
+}
+
+function forwardableRaw(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (forwardable(raw[i]!.toLowerCase(), raw[i + 1]!)) out.push(raw[i]!, raw[i + 1]!);
+  return out;
+}
+
+export class H2Proxy {
+  private readonly server: http2.Http2Server;
+  private readonly connections = new Map<http2.Http2Session, Connection>();
+  /** The client whose socket is being handed to the server (its "session" event comes synchronously). */
+  private accepting: H2Client | undefined;
+
+  constructor(private readonly opts: H2ProxyOptions) {
+    this.server = http2.createServer({
+      // A header block larger than the HTTP/1 head limit is refused (the stream is reset), as a head is with 431.
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.limits.maxHeaderBytes, enablePush: false },
+    });
+    this.server.on("session", (session: http2.ServerHttp2Session) => this.open(session));
+    this.server.on("stream", (stream: http2.ServerHttp2Stream, _headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => this.handle(stream, raw, flags));
+  }
+
+  /** Serves a client connection whose first bytes were HTTP/2's preface (put back on the socket). */
+  serve(socket: net.Socket, client: H2Client): void {
+    this.accepting = client;
+    try {
+      this.server.emit("connection", socket);
+    } finally {
+      this.accepting = undefined;
+    }
+  }
+
+  /** Closes the connections that arrived on `port` (the port is no longer served). */
+  closePort(port: number): void {
+    for (const [session, c] of this.connections) if (c.client.port === port) session.destroy();
+  }
+
+  stop(): void {
+    for (const session of this.connections.keys()) session.destroy();
+  }
+
+  private open(session: http2.ServerHttp2Session): void {
+    const client = this.accepting;
+    if (!client) {
+      session.destroy();
+      return;
+    }
+    const conn: Connection = { client };
+    this.connections.set(session, conn);
+    // No stream and no frame for this long: closed, as an idle HTTP/1 keep-alive connection is.
+    session.setTimeout(this.opts.limits.idleTimeoutMs, () => session.close());
+    session.on("error", (err) => log.info({ port: client.port, client: `${client.source.ip}:${client.source.port}`, err: err.message }, "client connection error"));
+    session.once("close", () => {
+      this.connections.delete(session);
+      conn.upstream?.destroy();
+    });
+  }
+
+  /** The client connection's upstream HTTP/2 connection, opened at its first allowed stream (and again after it went away). */
+  private upstream(conn: Connection): http2.ClientHttp2Session {
+    if (conn.upstream && !conn.upstream.closed && !conn.upstream.destroyed) return conn.upstream;
+    const { orig } = conn.client;
+    const authority = orig.ip.includes(":") ? `[${orig.ip}]:${orig.port}` : `${orig.ip}:${orig.port}`;
+    const session = http2.connect(`http://${authority}`, { createConnection: () => conn.client.connect(), settings: { enablePush: false } });
+    // Its streams report the failure to their clients; the session's own error is only logged.
+    session.on("error", (err) => log.info({ destination: authority, err: err.message }, "upstream connection failed"));
+    session.once("close", () => {
+      if (conn.upstream === session) conn.upstream = undefined;
+    });
+    conn.upstream = session;
+    return session;
+  }
+
+  private handle(stream: http2.ServerHttp2Stream, raw: string[], flags: number): void {
+    const started = process.hrtime.bigint();
+    const conn = stream.session ? this.connections.get(stream.session) : undefined;
+    if (!conn) {
+      stream.close(NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const { client } = conn;
+    const { orig } = client;
+    const request = requestFromH2Raw(raw);
+    const grpc = isGrpc(request);
+    const decision = decideHttp(request, this.opts.rules(client.port));
+    // A stream's failure (a reset from either side) ends that stream only.
+    stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));
+    const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started };
+    let reported = false;
+    // One flow a stream, when the client has its answer.
+    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
+      if (reported) return;
+      reported = true;
+      const f = requestFlow(arrived, verdict, status, extra);
+      log.debug(f, "http request");
+      this.opts.onFlow?.(f);
+    };
+
+    if (decision.verdict === "deny") {
+      // A gRPC client reads the call's status, not the HTTP one: PERMISSION_DENIED, trailers-only, HTTP 200.
+      if (grpc) stream.respond(grpcDeniedHeaders(), { endStream: true });
+      else {
+        stream.respond({ ":status": HTTP_DENIED.status, "content-type": "text/plain", "content-length": Buffer.byteLength(HTTP_DENIED.body) });
+        stream.end(HTTP_DENIED.body);
+      }
+      // The request's body, if any, is read and dropped; the connection's other streams go on.
+      stream.resume();
+      flow("denied", grpc ? 200 : HTTP_DENIED.status);
+      return;
+    }
+
+    const rule = { ruleId: decision.ruleId, index: decision.index };
+    const mismatches = decision.mismatches.length ? { mismatches: decision.mismatches } : {};
+    const noBody = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    const headers = upstreamRequestHeaders(raw, applyHeaderActions(request.headers, decision.actions));
+    let up: http2.ClientHttp2Stream;
+    try {
+      up = this.upstream(conn).request(headers, noBody ? { endStream: true } : { waitForTrailers: true });
+    } catch (err) {
+      return this.failed(stream, grpc, err, (status) => flow("error", status, { rule, ...mismatches }));
+    }
+
+    // Trailers either way: a client's request trailers (rare), the destination's response trailers (gRPC's status).
+    let requestTrailers: http2.OutgoingHttpHeaders = {};
+    stream.on("trailers", (t: http2.IncomingHttpHeaders) => (requestTrailers = t));
+    // No trailers: Node ends the stream with an empty DATA frame instead.
+    up.on("wantTrailers", () => up.sendTrailers(requestTrailers));
+    let responseTrailers: http2.OutgoingHttpHeaders = {};
+    up.on("trailers", (t: http2.IncomingHttpHeaders) => (responseTrailers = t));
+    stream.on("wantTrailers", () => stream.sendTrailers(responseTrailers));
+
+    let status = 0;
+    up.on("response", (upHeaders: http2.IncomingHttpHeaders, upFlags: number, upRaw: string[]) => {
+      if (stream.destroyed || stream.closed) return void up.close(NGHTTP2_CANCEL);
+      status = Number(upHeaders[":status"] ?? 0);
+      const trailersOnly = (upFlags & NGHTTP2_FLAG_END_STREAM) !== 0;
+      stream.respond(forwardableRaw(upRaw), trailersOnly ? { endStream: true } : { waitForTrailers: true });
+      if (trailersOnly) flow("forwarded", status, { rule, ...mismatches });
+      else up.pipe(stream);
+    });
+    stream.once("finish", () => {
+      if (status !== 0) flow("forwarded", status, { rule, ...mismatches });
+    });
+    up.on("error", (err) => this.failed(stream, grpc, err, (s) => flow("error", s, { rule, ...mismatches })));
+    up.on("close", () => {
+      // The destination reset the stream after it answered: so is the client's (before it answered, `failed` says why).
+      if (status !== 0 && !stream.closed && !stream.destroyed && up.rstCode !== undefined && up.rstCode !== NGHTTP2_NO_ERROR) stream.close(up.rstCode);
+    });
+    // The client going away (or cancelling) mid-call cancels the upstream stream too.
+    stream.on("close", () => {
+      if (!up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
+    });
+    if (!noBody) stream.pipe(up);
+  }
+
+  /** An allowed stream whose destination failed before it answered: 503/504 (gRPC: UNAVAILABLE); after it answered, the stream is reset. */
+  private failed(stream: http2.ServerHttp2Stream, grpc: boolean, err: unknown, flow: (status: number) => void): void {
+    const message = err instanceof Error ? err.message : String(err);
+    log.info({ err: message }, "upstream failed");
+    if (stream.destroyed || stream.closed) return;
+    if (stream.headersSent) return void stream.close(NGHTTP2_INTERNAL_ERROR);
+    const timedOut = isConnectTimeout(err);
+    if (grpc) {
+      stream.respond(grpcStatusHeaders(GRPC_UNAVAILABLE, timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers"), { endStream: true });
+      flow(200);
+    } else {
+      const status = timedOut ? 504 : 503;
+      const body = timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers";
+      stream.respond({ ":status": status, "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+      stream.end(body);
+      flow(status);
+    }
+    stream.resume();
+  }
+}

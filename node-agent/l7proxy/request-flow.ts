@@ -1,0 +1,43 @@
+// One proxied request as the proxy's flow record (HttpFlow), the same for its HTTP/1.1 and HTTP/2 sides.
+import type { HttpRequest } from "../../core/l7/http-request.ts";
+import { traceIdOf } from "../../core/l7/trace-context.ts";
+import type { OriginalDestination } from "../bpf/redirect.ts";
+import type { HttpFlow } from "./http-proxy.ts";
+
+/** A request as it arrived: its client, the datapath's record of where it was going, the proxy port and when its head came. */
+export interface ArrivedRequest {
+  readonly source: { readonly ip: string; readonly port: number };
+  readonly orig: OriginalDestination;
+  readonly proxyPort: number;
+  /** The port's rules are the destination's ingress rules. */
+  readonly ingress: boolean;
+  /** "HTTP/1.1", "HTTP/2", … */
+  readonly protocol: string;
+  readonly request: HttpRequest;
+  /** process.hrtime.bigint() when the head arrived: the flow's latency runs from there to now. */
+  readonly started: bigint;
+  /** The client's TLS was terminated by the proxy. */
+  readonly tls?: HttpFlow["tls"];
+}
+
+export function requestFlow(a: ArrivedRequest, verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): HttpFlow {
+  const traceId = traceIdOf(a.request.headers);
+  return {
+    time: new Date().toISOString(),
+    source: { ip: a.source.ip, port: a.source.port, identity: a.orig.subject },
+    destination: { ip: a.orig.ip, port: a.orig.port },
+    proxyPort: a.proxyPort,
+    ruleId: a.orig.ruleId,
+    ingress: a.ingress,
+    protocol: a.protocol,
+    method: a.request.method,
+    path: a.request.path,
+    host: a.request.host,
+    verdict,
+    status,
+    latencyMs: Number(process.hrtime.bigint() - a.started) / 1e6,
+    ...(a.tls ? { tls: a.tls } : {}),
+    ...(traceId !== undefined ? { traceId } : {}),
+    ...extra,
+  };
+}
