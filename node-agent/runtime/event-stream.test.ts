@@ -8,6 +8,7 @@ import { Registry } from "prom-client";
 import { readRuntimeStream } from "../../cli/observe-process.ts";
 import type { ProcessExecEvent, RuntimeEvent } from "../../core/process-event.ts";
 import { parseStreamQuery, RuntimeEventStream } from "./event-stream.ts";
+import { eventJson } from "./visibility.ts";
 
 const exec = (pid: number, binary: string, pod?: { namespace: string; name: string }): ProcessExecEvent => ({
   process_exec: { process: { exec_id: `id${pid}`, pid, uid: 0, cwd: "/", binary, arguments: "", flags: "execve", start_time: "", tid: pid, ...(pod ? { pod } : {}) } },
@@ -74,5 +75,21 @@ describe("the runtime's live event stream (GET /v1/events) read by membrane obse
     const warnings: string[] = [];
     assert.deepEqual(await readRuntimeStream({ kind: "runtime", address: "127.0.0.1:1", follow: false }, {}, () => {}, (w) => warnings.push(w)), { ok: false });
     assert.match(warnings[0] ?? "", /^the runtime at 127\.0\.0\.1:1 cannot be reached: /);
+  });
+
+  it("the export's and stream's JSON (processes serialised once each) is JSON.stringify's, for every event type", () => {
+    const parent = exec(10, "/bin/sh", { namespace: "default", name: "web" }).process_exec.process;
+    const child = exec(11, "/usr/bin/cat", { namespace: "default", name: "web" }).process_exec.process;
+    const events: RuntimeEvent[] = [
+      { process_exec: { process: child, parent, ancestors: [parent, parent] }, node_name: "node-a", time: "t" },
+      { process_exec: { process: child, parent: undefined }, node_name: "node-a", time: "t" } as unknown as RuntimeEvent,
+      { process_exit: { process: child, parent, signal: "SIGKILL", status: 0, time: "t" }, node_name: "node-a", time: "t" },
+      { process_kprobe: { process: child, parent, function_name: "fd_install", args: [{ file_arg: { path: "/etc/shadow" } }], action: "KPROBE_ACTION_SIGKILL", policy_name: "p" }, node_name: "n", time: "t" },
+      { process_tracepoint: { process: child, subsys: "syscalls", event: "sys_enter_openat", args: [{ int_arg: -100 }, { string_arg: "/x\"y" }], action: "KPROBE_ACTION_POST", policy_name: "p" }, node_name: "n", time: "t" },
+    ];
+    for (const e of events) {
+      assert.equal(eventJson(e), JSON.stringify(e));
+      assert.equal(eventJson(e), JSON.stringify(e), "again, from the memo");
+    }
   });
 });

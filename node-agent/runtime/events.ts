@@ -36,8 +36,16 @@ export class ProcessEvents {
   private readonly parents = new Map<number, number>();
   /** Recently exited processes with their parent pid, oldest first. */
   private readonly exited = new Map<number, { process: TetragonProcess; ppid: number }>();
+  /** Reads what the sensor has not handed over yet (set by the sensor's owner); called before a pid is looked up in /proc. */
+  catchUp: (() => void) | undefined;
   /** CLOCK_MONOTONIC (the kernel's ktime) to wall-clock nanoseconds. */
   private readonly bootOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  /** The same offset as whole milliseconds and the nanoseconds beyond them (Number arithmetic per event, not BigInt). */
+  private readonly bootOffsetMs = Number(this.bootOffsetNs / 1_000_000n);
+  private readonly bootOffsetSubNs = Number(this.bootOffsetNs % 1_000_000n);
+  /** The last millisecond formatted, and its ISO text without the Z (events come in bursts within one millisecond). */
+  private lastMs = -1;
+  private lastIso = "";
   private readonly proc: string;
 
   constructor(private readonly opts: ProcessEventsOptions) {
@@ -95,6 +103,9 @@ export class ProcessEvents {
 
   /** A running process with its parent and ancestors (from the cache, or /proc), for an event about one of its calls. */
   describe(pid: number): { process: TetragonProcess; parent?: TetragonProcess; ancestors?: TetragonProcess[] } | undefined {
+    // The sensor's ring is drained on a timer: the process's latest exec (or its exit) may still be waiting there,
+    // and the cache may hold what it was before (`ip netns exec` is `ip` until it execs the command, same pid).
+    this.catchUp?.();
     const gone = this.cache.has(pid) ? undefined : this.exited.get(pid);
     const process = gone?.process ?? this.lookup(pid);
     if (!process) return undefined;
@@ -194,10 +205,21 @@ export class ProcessEvents {
   }
 
   private wallTime(ktimeNs: bigint): string {
-    const ns = ktimeNs + this.bootOffsetNs;
-    const ms = Number(ns / 1_000_000n);
-    return new Date(ms).toISOString().replace("Z", `${String(ns % 1_000_000n).padStart(6, "0")}Z`);
+    // ktime in ns is exact as a Number for 104 days of uptime (2^53 ns), and within a few ns for years after.
+    const k = Number(ktimeNs);
+    let sub = (k % 1_000_000) + this.bootOffsetSubNs;
+    let ms = Math.floor(k / 1_000_000) + this.bootOffsetMs;
+    if (sub >= 1_000_000) {
+      sub -= 1_000_000;
+      ms++;
+    }
+    if (ms !== this.lastMs) {
+      this.lastMs = ms;
+      this.lastIso = new Date(ms).toISOString().slice(0, -1);
+    }
+    return `${this.lastIso}${String(Math.floor(sub)).padStart(6, "0")}Z`;
   }
+
 
   private readFile(rel: string): string | undefined {
     try {

@@ -66,6 +66,8 @@ export class TracepointEnforcer {
   private origins: RuleOrigin[] = [];
   /** Records the agent could not decode. */
   undecodable = 0;
+  /** matchBinaries decisions taken here: how many acted, and the worst time from the call to the signal (ms). */
+  readonly deferred = { acted: 0, maxLatencyMs: 0 };
 
   constructor(private readonly opts: TracepointEnforcerOptions) {
     this.catalogue = opts.catalogue ?? readTracepointCatalogue();
@@ -215,6 +217,10 @@ export class TracepointEnforcer {
       if (e.action === TP_ACTION.Signal) {
         const sig = s.actions.find((a) => a.action === "Signal")?.signal;
         if (sig !== undefined) this.kill(e.pid, sig);
+      }
+      if (e.action !== TP_ACTION.Post) {
+        this.deferred.acted++;
+        this.deferred.maxLatencyMs = Math.max(this.deferred.maxLatencyMs, Number(process.hrtime.bigint() - e.ktimeNs) / 1e6);
       }
       if (s.actions.some((a) => a.action === "NoPost")) return;
     }

@@ -138,6 +138,24 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
     assert.deepEqual(posted().map((t) => t.process.binary), ["/usr/bin/cat"], "head is not reported");
   });
 
+  it("Sigkill with matchBinaries is sent from user space: python3 is killed after its open, within the deferred latency, while cat opens the file", async (t) => {
+    events.length = 0;
+    const status = engine.apply([
+      openatPolicy("kill-python", [{ matchArgs: [{ index: 1, operator: "Equal", values: [secret] }], matchBinaries: [{ operator: "In", values: ["/usr/bin/python3"] }], matchActions: [{ action: "Sigkill" }] }]),
+    ]);
+    assert.deepEqual(status.get("default/kill-python"), { enforced: true, hooks: 1 });
+    const started = Date.now();
+    const script = `import time\nopen(${JSON.stringify(secret)}).close()\ntime.sleep(5)\nprint("survived")`;
+    const py = await runIn(SELECTED_NS, "/usr/bin/python3", ["-c", script]);
+    assert.deepEqual([py.signal, py.out], ["SIGKILL", ""], "killed while it slept after the open");
+    assert.ok(Date.now() - started < 5000);
+    assert.equal((await runIn(SELECTED_NS, "cat", [secret])).out, "the plans\n", "another binary is not touched");
+    const e = await until("the Sigkill event", () => posted().find((x) => x.policy_name === "kill-python"));
+    assert.deepEqual([e.action, e.process.binary], ["KPROBE_ACTION_SIGKILL", "/usr/bin/python3"]);
+    assert.equal(tracepoints.deferred.acted, 1);
+    t.diagnostic(`matchBinaries Sigkill: ${tracepoints.deferred.maxLatencyMs.toFixed(2)} ms from the call to kill(2)`);
+  });
+
   it("a tracepoint this kernel lacks, an array field and an operator the program does not evaluate are HookUnavailable naming them, while another policy is enforced", () => {
     const missing = openatPolicy("missing", [], "default", "sys_enter_no_such_call");
     const array = { ...openatPolicy("array", []), spec: { tracepoints: [{ subsystem: "raw_syscalls", event: "sys_enter", args: [{ index: 5 }] }] } };

@@ -2,7 +2,7 @@
 // JSON events, one line each appended to an export file (what `membrane observe --type process --input-file` reads), counted in metrics.
 import fs from "node:fs";
 import { Counter, Gauge, type Registry } from "prom-client";
-import { eventType, type RuntimeEvent } from "../../core/process-event.ts";
+import { eventType, type RuntimeEvent, type TetragonProcess } from "../../core/process-event.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
@@ -37,6 +37,7 @@ export class ProcessVisibility {
       const e = this.events.handle(raw);
       if (e) this.emit(e);
     }));
+    this.events.catchUp = () => void sensor.drain();
     new Gauge({
       name: "membrane_process_events_lost",
       help: "Process events the kernel could not queue because the ring buffer was full, since the sensor started.",
@@ -101,7 +102,7 @@ export class ProcessVisibility {
   /** Exports one event (the sensor's, or an enforcer's process_kprobe/process_lsm/process_tracepoint) to the file and the metrics. */
   emit(e: RuntimeEvent): void {
     this.counted.inc({ type: eventType(e) });
-    const json = JSON.stringify(e);
+    const json = eventJson(e);
     if (this.fd !== undefined) {
       // One write per turn of the event loop, not per event: a burst of execs is thousands of events a second.
       this.pending.push(json);
@@ -109,4 +110,33 @@ export class ProcessVisibility {
     }
     this.opts.onEvent?.(e, json);
   }
+}
+
+/** Each process's JSON, written once: an exec event repeats its parent and ancestors, which earlier events wrote already. */
+const processJson = new WeakMap<TetragonProcess, string>();
+
+function jsonOf(p: TetragonProcess): string {
+  let s = processJson.get(p);
+  if (s === undefined) {
+    s = JSON.stringify(p);
+    processJson.set(p, s);
+  }
+  return s;
+}
+
+/**
+ * JSON.stringify(e), with the processes in it (the process cache's objects, never changed once made) serialised once
+ * each: the ancestors of an exec event are most of its text.
+ */
+export function eventJson(e: RuntimeEvent): string {
+  const type = eventType(e);
+  const body = (e as unknown as Record<string, Record<string, unknown>>)[type]!;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(body)) {
+    if (v === undefined) continue;
+    if (k === "process" || k === "parent") parts.push(`"${k}":${jsonOf(v as TetragonProcess)}`);
+    else if (k === "ancestors") parts.push(`"ancestors":[${(v as TetragonProcess[]).map(jsonOf).join(",")}]`);
+    else parts.push(`${JSON.stringify(k)}:${JSON.stringify(v)}`);
+  }
+  return `{"${type}":{${parts.join(",")}},"node_name":${JSON.stringify(e.node_name)},"time":${JSON.stringify(e.time)}}`;
 }
