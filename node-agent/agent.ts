@@ -47,7 +47,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -455,8 +455,8 @@ export class NodeAgent {
   private async startObserver(o: AgentObserverOptions): Promise<void> {
     const onEvents = this.opts.datapath.onEvents?.bind(this.opts.datapath);
     if (!onEvents) throw new Error("observer: the datapath delivers no verdict events");
-    const dropCounters = this.opts.datapath.dropCounters?.bind(this.opts.datapath);
-    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(dropCounters ? { lostEvents: () => dropCounters().lostEvents } : {}), ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), ...(o.flowLogs ? { flowLogs: o.flowLogs } : {}), log: this.log });
+    const lostPerCpu = this.opts.datapath.lostEventsPerCpu?.bind(this.opts.datapath);
+    const observer = new Observer({ lookups: this.enrichLookups(), buffer: o.buffer ?? DEFAULT_FLOW_BUFFER, hubble: o.hubble, ...(lostPerCpu ? { lostEvents: lostPerCpu } : {}), ...(o.export ? { export: o.export } : {}), ...(o.hubbleExport ? { hubbleExport: o.hubbleExport } : {}), ...(o.flowLogs ? { flowLogs: o.flowLogs } : {}), log: this.log });
     try {
       await observer.start();
     } catch (err) {

@@ -164,8 +164,8 @@ export class HubbleRelay {
   /**
    * The gRPC handler: the merged stream written to the call, cancelled when the client goes. A follower more than
    * RELAY_MAX_BACKLOG messages behind loses what does not fit and is told how many once it has room again
-   * (Hubble's LostEvent, source HUBBLE_RING_BUFFER, node name empty: the relay lost them, not a node), so the
-   * relay's memory stays bounded; an answer that ends by itself is bounded already (the nodes' rings, read first).
+   * (Hubble's LostEvent, source HUBBLE_RING_BUFFER, one per node whose flows it lost, named by it; a node's own LostEvent
+   * that did not fit keeps its node, source and CPU), so the relay's memory stays bounded; an answer that ends by itself is bounded already (the nodes' rings, read first).
    */
   private async getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse | Buffer>): Promise<void> {
     const follow = call.request.follow === true;
@@ -193,20 +193,20 @@ export class HubbleRelay {
         }
       });
     };
-    const send = (r: GetFlowsResponse | Buffer, timeMs: number): void => {
+    const send = (r: GetFlowsResponse | Buffer, timeMs: number, node: string): void => {
       if (failed) return;
       if (follow && unwritten >= RELAY_MAX_BACKLOG) {
-        // A node's own LostEvent that does not fit keeps its count (and source) in the relay's.
+        // A node's own LostEvent that does not fit keeps its count (and source, CPU) in the relay's, under its node.
         const told = lostEventOf(r);
-        if (told !== undefined) lost.addEvent(told, timeMs);
-        else lost.add("HUBBLE_RING_BUFFER", 1, timeMs);
+        if (told !== undefined) lost.addEvent(told, timeMs, node);
+        else lost.add("HUBBLE_RING_BUFFER", 1, timeMs, timeMs, { node });
         return;
       }
       if (lost.pending) tell();
       put(r);
     };
     let cancel = (): void => {};
-    cancel = await this.merge(call.request, { write: (r) => send(r, msOf(r.time) ?? Date.now()), writeEncoded: send, end: () => call.end(), fail });
+    cancel = await this.merge(call.request, { write: (r) => send(r, msOf(r.time) ?? Date.now(), r.node_name ?? ""), writeEncoded: send, end: () => call.end(), fail });
     if (failed) cancel();
     this.calls.add(call);
     const done = (): void => {
@@ -363,7 +363,7 @@ export class HubbleRelay {
         });
       } else {
         s.on("data", (batch: Buffer) => {
-          for (const e of decodeBatch(batch)) if (admit(e.timeMs)) out.writeEncoded(e.bytes, e.timeMs);
+          for (const e of decodeBatch(batch)) if (admit(e.timeMs)) out.writeEncoded(e.bytes, e.timeMs, node);
         });
       }
       const gone = (why: string): void => {
@@ -416,8 +416,8 @@ export class HubbleRelay {
 /** Where the merged stream goes: a gRPC call, or a client in the same process. */
 interface FlowSink {
   write(r: GetFlowsResponse): void;
-  /** A GetFlowsResponse as an agent encoded it, and its time. */
-  writeEncoded(bytes: Buffer, timeMs: number): void;
+  /** A GetFlowsResponse as an agent encoded it, its time, and the node that sent it. */
+  writeEncoded(bytes: Buffer, timeMs: number, node: string): void;
   end(): void;
   fail(code: grpc.status, message: string): void;
 }

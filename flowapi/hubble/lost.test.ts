@@ -45,3 +45,26 @@ test("a LostEvent response is recognised in its encoded bytes (and a flow respon
     ],
   );
 });
+
+test("losses are told per node and CPU when known: a relay names the node whose flows it lost, a node's PERF_EVENT_RING_BUFFER loss keeps its CPU", () => {
+  const relay = new LostEvents();
+  relay.add("HUBBLE_RING_BUFFER", 2, 1000, 1001, { node: "node-a" });
+  relay.add("HUBBLE_RING_BUFFER", 1, 1002, 1002, { node: "node-b" });
+  relay.add("HUBBLE_RING_BUFFER", 3, 1003, 1005, { node: "node-a" });
+  relay.addEvent({ source: "PERF_EVENT_RING_BUFFER", num_events_lost: 7, cpu: { value: 0 }, first: timestampOf(900), last: timestampOf(950) }, 2000, "node-b");
+  relay.add("HUBBLE_RING_BUFFER", 1, 3000); // no node known: the teller's own
+  assert.deepEqual(
+    relay.take("relay").map((r) => [r.node_name, r.lost_events?.source, r.lost_events?.num_events_lost, r.lost_events?.cpu]),
+    [
+      ["node-a", "HUBBLE_RING_BUFFER", 5, undefined],
+      ["node-b", "HUBBLE_RING_BUFFER", 1, undefined],
+      ["node-b", "PERF_EVENT_RING_BUFFER", 7, { value: 0 }],
+      ["relay", "HUBBLE_RING_BUFFER", 1, undefined],
+    ],
+  );
+  // CPU 0 survives the encoding (a wrapper message, not proto3's absent zero).
+  const agent = new LostEvents();
+  agent.add("PERF_EVENT_RING_BUFFER", 4, 1000, 1000, { cpu: 0 });
+  agent.add("PERF_EVENT_RING_BUFFER", 1, 1000, 1000, { cpu: 3 });
+  assert.deepEqual(agent.take("node-a").map((r) => lostEventOf(encodeFlowsResponse(r))?.cpu?.value), [0, 3]);
+});

@@ -510,6 +510,12 @@ export class Datapath {
     return { byReason, lostEvents: m.lookupPerCpuSum(key(0)) };
   }
 
+  /** Events lost to a full ring, on each CPU (index = CPU): the programs count them where the reservation failed. */
+  lostEventsPerCpu(): bigint[] {
+    const k = Buffer.alloc(4); // key 0 of the drops map: the ring's losses
+    return this.object.map(MAPS.drops).lookupPerCpu(k);
+  }
+
   /** Policy drops that audit mode let pass, per would-be drop reason (never loses a count). */
   auditCounters(): Record<string, bigint> {
     const m = this.object.map(MAPS.audits);

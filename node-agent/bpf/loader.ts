@@ -276,15 +276,18 @@ export class BpfMap {
 
   /** Sums a per-CPU u64 value over every possible CPU. */
   lookupPerCpuSum(key: Buffer): bigint {
+    return this.lookupPerCpu(key).reduce((a, b) => a + b, 0n);
+  }
+
+  /** A per-CPU u64 value on each possible CPU (index = CPU); zeros when the key is absent. */
+  lookupPerCpu(key: Buffer): bigint[] {
     const cpus = c.numCpus() as number;
     const stride = Math.ceil(this.valueSize / 8) * 8;
     const out = Buffer.alloc(stride * cpus);
     const rc = c.mapLookup(this.fd, key, out) as number;
-    if (rc === -ENOENT) return 0n;
+    if (rc === -ENOENT) return new Array<bigint>(cpus).fill(0n);
     check(`lookup ${this.name}`, rc);
-    let sum = 0n;
-    for (let i = 0; i < cpus; i++) sum += out.readBigUInt64LE(i * stride);
-    return sum;
+    return Array.from({ length: cpus }, (_, i) => out.readBigUInt64LE(i * stride));
   }
 
   private checkSizes(key: Buffer, value?: Buffer): void {

@@ -11,7 +11,7 @@ import { CILIUM_VERSION } from "../../flowapi/hubble/proto.ts";
 import { encodeBatch, encodeFlowsResponse, flowBatchesService, observerServiceWithEncoded, type EncodedFlow } from "../../flowapi/hubble/batch.ts";
 import { healthHandlers, healthService } from "../../flowapi/hubble/health.ts";
 import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflows.ts";
-import { LostEvents } from "../../flowapi/hubble/lost.ts";
+import { LostEvents, type LostAt } from "../../flowapi/hubble/lost.ts";
 import { msOf, type LostEventSource, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
 import { membraneVersion } from "../health.ts";
 
@@ -36,7 +36,7 @@ interface FlowView {
   bytes?: Buffer;
 }
 
-type LostListener = (source: LostEventSource, count: number, firstMs: number, lastMs: number) => void;
+type LostListener = (source: LostEventSource, count: number, firstMs: number, lastMs: number, at: LostAt) => void;
 
 /** The version string Hubble clients print: who answers, and which Hubble API it speaks. */
 export const HUBBLE_SERVER_VERSION = `membrane ${membraneVersion()} (Hubble API of cilium ${CILIUM_VERSION})`;
@@ -151,8 +151,8 @@ export class HubbleServer {
    * Tells every following client that `count` events were lost at `source` before they reached the ring (the
    * datapath's ring buffer was full): each gets Hubble's LostEvent in its stream, in order with its flows.
    */
-  reportLost(source: LostEventSource, count: number, firstMs: number, lastMs: number = firstMs): void {
-    for (const follower of this.followers) follower(source, count, firstMs, lastMs);
+  reportLost(source: LostEventSource, count: number, firstMs: number, lastMs: number = firstMs, at: LostAt = {}): void {
+    for (const follower of this.followers) follower(source, count, firstMs, lastMs, at);
   }
 
   /**
@@ -238,9 +238,9 @@ export class HubbleServer {
       pending.push(v);
       schedule();
     });
-    const follower: LostListener = (source, count, firstMs, lastMs) => {
+    const follower: LostListener = (source, count, firstMs, lastMs, at) => {
       if (ended) return;
-      lost.add(source, count, firstMs, lastMs);
+      lost.add(source, count, firstMs, lastMs, at);
       schedule();
     };
     this.followers.add(follower);

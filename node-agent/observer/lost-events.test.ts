@@ -1,5 +1,5 @@
 // A full datapath ring buffer, told to a real `hubble observe -f` as Hubble's LostEvent (PERF_EVENT_RING_BUFFER) with
-// the kernel's count of the records that did not fit. Root (bpffs); run under the kernel lock.
+// the kernel's count of the records that did not fit and the CPU they were lost on. Root (bpffs); run under the kernel lock.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -43,7 +43,7 @@ test("records that did not fit the full ring reach hubble observe as EVENTS LOST
     lookups: { node: "node-a", identityLabels: () => undefined, endpointByIp: () => undefined, ruleOrigin: () => undefined, wallClock: monotonicWallClock() },
     buffer: { capacity: 100_000 },
     hubble: { socketPath: path.join(dir, "hubble.sock") },
-    lostEvents: () => dp.dropCounters().lostEvents,
+    lostEvents: () => dp.lostEventsPerCpu(),
     lostEventsCheckMs: 100,
     log: pino({ level: "silent" }),
   });
@@ -64,16 +64,21 @@ test("records that did not fit the full ring reach hubble observe as EVENTS LOST
     return jsonFlows(out).some((f) => f.l4?.TCP?.destination_port === 1000);
   });
   // More records than the ring holds, in one synchronous run: the reader cannot drain in between.
-  const lostBefore = dp.dropCounters().lostEvents;
+  const lostBefore = dp.lostEventsPerCpu();
   const count = Math.ceil((1.5 * RING_BYTES) / RECORD_BYTES);
   send(2000, count);
-  const lostInKernel = Number(dp.dropCounters().lostEvents - lostBefore);
+  const grew = dp.lostEventsPerCpu().map((n, cpu) => [cpu, Number(n - lostBefore[cpu]!)] as const).filter(([, n]) => n > 0);
+  assert.equal(grew.length, 1, "one synchronous run: the records were lost on the CPU it ran on");
+  const [cpu, lostInKernel] = grew[0]!;
   assert.ok(lostInKernel > 0, "some records did not fit");
   const read = drain();
   await waitFor(() => jsonLostEvents(out).length > 0, 10_000);
   const [lost] = jsonLostEvents(out);
   assert.equal(lost!.source, "PERF_EVENT_RING_BUFFER");
   assert.equal(Number(lost!.num_events_lost), lostInKernel, "the kernel's count of records that found the ring full");
+  // protojson writes the Int32Value wrapper as a plain number.
+  const told = lost!.cpu as unknown as number | { value: number } | undefined;
+  assert.equal(typeof told === "number" ? told : told?.value, cpu, "the CPU whose count grew");
   await waitFor(() => jsonFlows(out).filter((f) => f.l4?.TCP?.destination_port === 2000).length === read, 10_000);
   assert.equal(read + lostInKernel, count, "every packet's record was read or told lost");
 });

@@ -22,7 +22,8 @@ export interface ObserverOptions {
   /** Where to serve Hubble's Observer gRPC API (hubble-server.ts): the one API of the ring (`membrane observe`, `hubble`, the relay). */
   readonly hubble: HubbleListen;
   /** The datapath's count of events lost to a full ring buffer (never reset); its growth is told to followers. */
-  readonly lostEvents?: () => bigint;
+  /** The kernel's count of events lost to a full ring, per CPU (index = CPU). */
+  readonly lostEvents?: () => readonly bigint[];
   /** How often that count is read (default LOST_EVENTS_CHECK_MS). */
   readonly lostEventsCheckMs?: number;
   readonly log: Logger;
@@ -84,11 +85,11 @@ export class Observer {
    * the count's growth since the last read, lost between that read and this one. Losses before the start (the
    * pinned counter outlives agents) are not told.
    */
-  private watchLostEvents(read: () => bigint): void {
+  private watchLostEvents(read: () => readonly bigint[]): void {
     let seen = read();
     let seenAt = Date.now();
     this.lostTimer = setInterval(() => {
-      let now: bigint;
+      let now: readonly bigint[];
       try {
         now = read();
       } catch (err) {
@@ -96,16 +97,18 @@ export class Observer {
         return;
       }
       const at = Date.now();
-      if (now > seen) {
-        const lost = Number(now - seen);
-        this.opts.log.warn({ lost }, "datapath events lost: the ring buffer was full");
-        this.hubbleServer?.reportLost("PERF_EVENT_RING_BUFFER", lost, seenAt, at);
-        const told = new LostEvents();
-        told.add("PERF_EVENT_RING_BUFFER", lost, seenAt, at);
-        for (const r of told.take(this.opts.lookups.node)) {
-          this.hubbleExporter?.writeLost(r);
-          this.flowLogs?.writeLost(r);
-        }
+      // One LostEvent per CPU whose count grew: the CPU the datapath could not put its records in the ring on.
+      const told = new LostEvents();
+      now.forEach((n, cpu) => {
+        const lost = Number(n - (seen[cpu] ?? 0n));
+        if (lost <= 0) return;
+        this.opts.log.warn({ lost, cpu }, "datapath events lost: the ring buffer was full");
+        this.hubbleServer?.reportLost("PERF_EVENT_RING_BUFFER", lost, seenAt, at, { cpu });
+        told.add("PERF_EVENT_RING_BUFFER", lost, seenAt, at, { cpu });
+      });
+      for (const r of told.take(this.opts.lookups.node)) {
+        this.hubbleExporter?.writeLost(r);
+        this.flowLogs?.writeLost(r);
       }
       seen = now;
       seenAt = at;
