@@ -1,10 +1,13 @@
-// HTTP/1.1 load generator run inside the client pod's netns; prints one JSON line.
-//   closed <ip> <port> <connections> <seconds>   each keep-alive connection sends GET / as soon as the last answer came (saturation)
-//   open <ip> <port> <rate> <seconds>            GET / on a fixed schedule over a keep-alive pool (latency from the scheduled time)
+// HTTP/1.1 and gRPC load generator run inside the client pod's netns; prints one JSON line.
+//   closed <ip> <port> <connections> <seconds>           each keep-alive connection sends GET / as soon as the last answer came (saturation)
+//   open <ip> <port> <rate> <seconds>                    GET / on a fixed schedule over a keep-alive pool (latency from the scheduled time)
+//   grpc <ip> <port> <connections> <streams> <seconds>   unary GetName calls to the door manager: each connection (a gRPC channel of
+//                                                        its own) keeps `streams` calls in flight, the next sent as one is answered (saturation)
 import http from "node:http";
 import { performance } from "node:perf_hooks";
+import { doormanClient } from "../../node-agent/l7proxy/testing/doorman.ts";
 
-const [mode, ip, portText, a, b] = process.argv.slice(2);
+const [mode, ip, portText, a, b, c] = process.argv.slice(2);
 const port = Number(portText);
 
 function percentile(sorted: number[], p: number): number {
@@ -69,6 +72,31 @@ async function open(rate: number, seconds: number): Promise<void> {
   console.log(JSON.stringify({ sent: total, failed, p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99), max_send_late_ms: maxLate }));
 }
 
+async function grpcClosed(connections: number, streams: number, seconds: number): Promise<void> {
+  // A local subchannel pool per client: each its own HTTP/2 connection (grpc-js shares one per target otherwise).
+  const clients = Array.from({ length: connections }, () => doormanClient(`${ip}:${port}`, { "grpc.use_local_subchannel_pool": 1 }));
+  // Connect (and warm) each before measuring.
+  await Promise.all(clients.map((cl) => cl.call("GetName")));
+  const lat: number[] = [];
+  let failed = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    clients.flatMap((cl) =>
+      Array.from({ length: streams }, async () => {
+        while (performance.now() < end) {
+          const t = performance.now();
+          if ((await cl.call("GetName")).code !== 0) failed++;
+          else lat.push(performance.now() - t);
+        }
+      }),
+    ),
+  );
+  for (const cl of clients) cl.close();
+  lat.sort((x, y) => x - y);
+  console.log(JSON.stringify({ rps: lat.length / seconds, failed, p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99) }));
+}
+
 if (mode === "closed") await closed(Number(a), Number(b));
+else if (mode === "grpc") await grpcClosed(Number(a), Number(b), Number(c));
 else if (mode === "open") await open(Number(a), Number(b));
 else throw new Error(`unknown mode ${mode}`);

@@ -1,7 +1,8 @@
-// bench/l7: HTTP/1.1 through the node's L7 proxy (an HTTP allow rule) vs straight (an L4-only allow), same client and server in one run; one JSON line.
+// bench/l7: HTTP/1.1 and gRPC through the node's L7 proxy (an HTTP allow rule) vs straight (an L4-only allow), same client and server in one run; one JSON line.
 //   Saturation: BENCH_CONNECTIONS (32) keep-alive connections for BENCH_CLOSED_SECONDS (6) each way: requests/s and their ratio.
 //   Open loop at BENCH_RATE (1,000) requests/s for BENCH_OPEN_SECONDS (6) each way: p50/p99, p99 added by the proxy.
-//   gRPC is not proxied yet (HTTP/2 is not served): grpc_ratio is null.
+//   gRPC: unary calls to the door manager fixture, BENCH_GRPC_CONNECTIONS (4) channels × BENCH_GRPC_STREAMS (8) calls in flight for
+//   BENCH_CLOSED_SECONDS each way (rule: POST /cloudcity.DoorManager/GetName): calls/s and their ratio (grpc_ratio).
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import os from "node:os";
@@ -18,6 +19,7 @@ const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const LOADGEN = path.join(here, "loadgen.ts");
 const DEATHSTAR = path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts");
+const DOORMAN = path.join(ROOT, "node-agent/l7proxy/testing/doorman.ts");
 const CLI = path.join(ROOT, "cli/main.ts");
 const env = envNumber;
 const CONNECTIONS = env("BENCH_CONNECTIONS", 32);
@@ -25,12 +27,17 @@ const CLOSED_SECONDS = env("BENCH_CLOSED_SECONDS", 6);
 const RATE = env("BENCH_RATE", 1000);
 const OPEN_SECONDS = env("BENCH_OPEN_SECONDS", 6);
 const ROUNDS = env("BENCH_ROUNDS", 2);
+const GRPC_CONNECTIONS = env("BENCH_GRPC_CONNECTIONS", 4);
+const GRPC_STREAMS = env("BENCH_GRPC_STREAMS", 8);
 
 const XWING = 1000;
 const DEATHSTAR_ID = 2000;
 const PROXIED_PORT = 80; // an HTTP allow rule: through the proxy
 const DIRECT_PORT = 8080; // the same server, an L4-only allow
 const PROXY_PORT = 10090;
+const GRPC_PROXIED_PORT = 50051; // a gRPC method rule: through the proxy
+const GRPC_DIRECT_PORT = 50052; // the same server, an L4-only allow
+const GRPC_PROXY_PORT = 10091;
 const egress = (p: Omit<PolicyEntry, "subject" | "direction" | "verdict">): PolicyEntry => ({ subject: XWING, direction: "egress", verdict: "allow", ...p });
 const POLICIES: SubjectPolicy[] = [
   {
@@ -40,6 +47,8 @@ const POLICIES: SubjectPolicy[] = [
     entries: [
       egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: PROXIED_PORT, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: 7 }),
       egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: DIRECT_PORT, portPrefixLen: 16, proxyPort: 0, ruleId: 9 }),
+      egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: GRPC_PROXIED_PORT, portPrefixLen: 16, proxyPort: GRPC_PROXY_PORT, ruleId: 10 }),
+      egress({ peer: DEATHSTAR_ID, proto: PROTO_NUMBER.TCP, port: GRPC_DIRECT_PORT, portPrefixLen: 16, proxyPort: 0, ruleId: 11 }),
     ],
   },
   { subject: DEATHSTAR_ID, ingressEnforced: false, egressEnforced: false, entries: [] },
@@ -56,11 +65,21 @@ async function main(): Promise<void> {
   const topo = new L7Topology(`bl${process.pid % 100000}`);
   const children: ChildProcess[] = [];
   try {
-    await topo.setUp({ policies: POLICIES, config: { address: ADDR.node, limits: DEFAULT_LIMITS, ports: [{ port: PROXY_PORT, http: [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/.*" } }] }] } });
+    const ports = [
+      { port: PROXY_PORT, http: [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/.*" } }] },
+      { port: GRPC_PROXY_PORT, http: [{ ruleId: 10, index: 0, rule: { method: "POST", path: "/cloudcity.DoorManager/GetName" } }] },
+    ];
+    await topo.setUp({ policies: POLICIES, config: { address: ADDR.node, limits: DEFAULT_LIMITS, ports } });
     // The same server on the direct port too (the fixture's prints a line per request on both).
     const direct = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", String(DIRECT_PORT)]);
     direct.stdout?.resume();
     await waitForLine(direct, /^listening/, 20000);
+    // The door manager on both gRPC ports, quiet (no line per call).
+    for (const p of [GRPC_PROXIED_PORT, GRPC_DIRECT_PORT]) {
+      const door = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", DOORMAN, "serve", "0.0.0.0", String(p), "quiet"]);
+      door.stdout?.resume();
+      await waitForLine(door, /^listening/, 20000);
+    }
     // The proxy as the agent runs it, without --log-flows (a log line per request is not part of the path measured).
     const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     children.push(proxy);
@@ -68,6 +87,7 @@ async function main(): Promise<void> {
     proxy.stdout?.resume();
     const closed = { proxy: [] as number[], direct: [] as number[] };
     const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
+    const grpc = { proxy: [] as number[], direct: [] as number[] };
     let failed = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
@@ -77,7 +97,9 @@ async function main(): Promise<void> {
         closed[way].push(c.rps ?? 0);
         const o = await loadgen(topo, ["open", ADDR.deathstar, port, RATE, OPEN_SECONDS / ROUNDS]);
         open[way].push(o);
-        failed += (c.failed ?? 0) + (o.failed ?? 0);
+        const g = await loadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS]);
+        grpc[way].push(g.rps ?? 0);
+        failed += (c.failed ?? 0) + (o.failed ?? 0) + (g.failed ?? 0);
       }
     }
     const rps = median(closed.proxy);
@@ -89,7 +111,9 @@ async function main(): Promise<void> {
         rps: Math.round(rps),
         direct_rps: Math.round(directRps),
         ratio: round3(rps / directRps),
-        grpc_ratio: null,
+        grpc_ratio: round3(median(grpc.proxy) / median(grpc.direct)),
+        grpc_rps: Math.round(median(grpc.proxy)),
+        grpc_direct_rps: Math.round(median(grpc.direct)),
         connections: CONNECTIONS,
         rate: RATE,
         p50_ms_at_1000: round3(p("proxy", "p50_ms")),

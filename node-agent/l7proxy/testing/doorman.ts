@@ -1,5 +1,5 @@
 // Test fixture: Cloud City's door manager over gRPC (@grpc/grpc-js, cloudcity.proto): a real gRPC server and client.
-//   doorman.ts serve <address> <port>        prints "listening", then "call <METHOD> <peer>" per call
+//   doorman.ts serve <address> <port> [quiet] prints "listening", then "call <METHOD> <peer>" per call (not when quiet: for benches)
 //   doorman.ts call <host:port> <METHOD>...  the calls in order on one channel (one HTTP/2 connection); a JSON line each: {method, code, details, reply}
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,9 +55,9 @@ export interface CallResult {
 }
 
 /** A client of the door manager at host:port: one channel, so every call of it rides one HTTP/2 connection. */
-export function doormanClient(target: string): { call(method: string, request?: Record<string, number>, deadlineMs?: number): Promise<CallResult>; close(): void } {
+export function doormanClient(target: string, options: grpc.ChannelOptions = {}): { call(method: string, request?: Record<string, number>, deadlineMs?: number): Promise<CallResult>; close(): void } {
   const Client = doorManager();
-  const client = new Client(target, grpc.credentials.createInsecure()) as unknown as grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: unknown) => void) => void>;
+  const client = new Client(target, grpc.credentials.createInsecure(), options) as unknown as grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: unknown) => void) => void>;
   return {
     call: (method, request = { doorId: 1 }, deadlineMs = 5000) =>
       new Promise((resolve) => {
@@ -72,7 +72,8 @@ export function doormanClient(target: string): { call(method: string, request?: 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [mode, ...args] = process.argv.slice(2);
   if (mode === "serve") {
-    await serveDoorman(args[0] ?? "0.0.0.0", Number(args[1] ?? 50051), (method, peer) => console.log(`call ${method} ${peer}`));
+    const quiet = args[2] === "quiet";
+    await serveDoorman(args[0] ?? "0.0.0.0", Number(args[1] ?? 50051), quiet ? undefined : (method, peer) => console.log(`call ${method} ${peer}`));
     console.log("listening");
   } else if (mode === "call") {
     const [target = "127.0.0.1:50051", ...methods] = args;
