@@ -159,6 +159,45 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
     await tc.kubectl(["delete", "tracingpolicynamespaced", "by-container", "-n", NS]);
   });
 
+  it("a tracepoint through the stream: Sigkill + matchArgs on sys_enter_openat kills the pod's cat of the file, the host's reads it; an unknown tracepoint is Loaded=False HookUnavailable naming it", async () => {
+    // A file of its own: deny-secret still denies opens of the secret (the restart test below relies on it).
+    const plans = join(dir, "plans");
+    writeFileSync(plans, "the plans\n");
+    const tracepoint = (name: string, event: string): string =>
+      JSON.stringify({
+        apiVersion: "cilium.io/v1alpha1",
+        kind: "TracingPolicyNamespaced",
+        metadata: { name, namespace: NS },
+        spec: {
+          tracepoints: [{
+            subsystem: "syscalls", event, args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+            selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [plans] }], matchActions: [{ action: "Sigkill" }] }],
+          }],
+        },
+      });
+    await tc.kubectl(["apply", "-f", "-"], tracepoint("kill-open", "sys_enter_openat"));
+    const s = await eventually("kill-open Enforced 1/1", async () => {
+      const st = await status("kill-open");
+      return st.enforced === "1/1" && condition(st, "Loaded")?.status === "True" ? st : undefined;
+    });
+    assert.match(condition(s, "Loaded")?.message ?? "", /spec\.tracepoints\[0\] \(tracepoint syscalls\/sys_enter_openat\) → tracepoint/);
+    const killed = await catIn(podNetns, plans);
+    assert.deepEqual([killed.signal, killed.out], ["SIGKILL", ""], JSON.stringify(killed));
+    assert.equal((await catIn(undefined, plans)).out, "the plans\n", "a process of no pod is not selected");
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "kill-open", "-n", NS]);
+    await eventually("the pod reads the file again", async () => ((await catIn(podNetns, plans)).out === "the plans\n" ? true : undefined), 30_000);
+
+    await tc.kubectl(["apply", "-f", "-"], tracepoint("no-such", "sys_enter_no_such_call"));
+    const u = await eventually("no-such refused by the node", async () => {
+      const st = await status("no-such");
+      return condition(st, "Loaded")?.reason === "HookUnavailable" ? st : undefined;
+    });
+    assert.equal(condition(u, "Loaded")?.status, "False");
+    assert.match(condition(u, "Loaded")?.message ?? "", /spec\.tracepoints\[0\]\.event: tracepoint syscalls\/sys_enter_no_such_call does not exist on this kernel/);
+    assert.equal(u.enforced, "0/1");
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "no-such", "-n", NS]);
+  });
+
   it("an agent killed and restarted: the runtime enforcer keeps denying meanwhile and is adopted, not restarted", async () => {
     const state = await loadDevClusterState(tc.dir);
     const agent = state.agents[0]!;
