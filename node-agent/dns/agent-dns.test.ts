@@ -23,6 +23,7 @@ import { HubbleMetrics } from "../observer/hubble-metrics.ts";
 import { observeFlows } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { label, labelSetFrom } from "../../core/labels.ts";
+import { decodeFqdnStateWithJournal } from "../../core/dns/cache-state.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
 import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
 import type { Flow } from "../../flowapi/flow.ts";
@@ -189,7 +190,10 @@ test("DNS rules from the stream decide queries; a toFQDNs name from the stream o
   assert.equal(await connects(SERVERS.denied), false);
   assert.equal((await resolve("x.y.deep.test", "tcp"))?.rcode, "NOERROR", "**.deep.test over TCP");
   assert.equal(await connects(SERVERS.deep), true);
-  const saved = JSON.parse(fs.readFileSync(path.join(stateDir, "fqdn-cache.json"), "utf8")) as { identities: { ip: string; identity: number }[] };
+  const file = path.join(stateDir, "fqdn-cache.json");
+  const decoded = decodeFqdnStateWithJournal(fs.readFileSync(file, "utf8"), fs.existsSync(`${file}.journal`) ? fs.readFileSync(`${file}.journal`, "utf8") : "");
+  assert.ok(decoded.ok);
+  const saved = decoded.value;
   assert.ok(saved.identities.some((i) => i.ip === SERVERS.allowed && i.identity >= MIN_FQDN_IDENTITY), "persisted in the agent's state directory");
 });
 
