@@ -1,8 +1,8 @@
 // End to end with the local cluster's real resolver (dnsmasq as kube-system/kube-dns) and outside hosts: Cilium's documented DNS policy (kube-dns on port 53 with rules.dns, toFQDNs matchName/matchPattern), real lookups from pods through the agents' DNS proxies, real connects.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,8 @@ import { CLUSTER_DNS, loadPodRecords, netnsEtcDir } from "../localcluster/kubele
 import { OUTSIDE_HOSTS, outsideNetns } from "../localcluster/outside.ts";
 import { devNodesDown } from "../cli/dev-pods.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
-import { listNetns } from "../localcluster/nodes.ts";
+import { listNetns, terminateProcess } from "../localcluster/nodes.ts";
+import { loadDevClusterState } from "../localcluster/devcluster.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { FqdnCacheRow } from "../core/dns/cache-list.ts";
 import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
@@ -69,6 +70,17 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       c.stdout.on("data", (d: Buffer) => (out += d.toString()));
       c.stderr.on("data", (d: Buffer) => (err += d.toString()));
       c.on("exit", (code) => (code === 0 ? resolve(out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Flow)) : reject(new Error(`membrane observe exited ${code}: ${err}`))));
+    });
+
+  /** `membrane fqdn cache list -o json` (agents found through the cluster). */
+  const list = (args: string[]): Promise<{ code: number | null; rows: FqdnCacheRow[]; stderr: string }> =>
+    new Promise((resolve) => {
+      const c = spawn(MEMBRANE, ["fqdn", "cache", "list", "--kubeconfig", tc.cp!.kubeconfig, "-o", "json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      c.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      c.on("exit", (code) => resolve({ code, rows: out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as FqdnCacheRow), stderr: err }));
     });
 
   before(async () => {
@@ -168,15 +180,6 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
   });
 
   it("membrane fqdn cache list shows what each node's proxy learned: name, address, TTL left and the pod that asked, filtered by --node and --name", async () => {
-    const list = (args: string[]): Promise<{ code: number | null; rows: FqdnCacheRow[]; stderr: string }> =>
-      new Promise((resolve) => {
-        const c = spawn(MEMBRANE, ["fqdn", "cache", "list", "--kubeconfig", tc.cp!.kubeconfig, "-o", "json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-        let out = "";
-        let err = "";
-        c.stdout.on("data", (d: Buffer) => (out += d.toString()));
-        c.stderr.on("data", (d: Buffer) => (err += d.toString()));
-        c.on("exit", (code) => resolve({ code, rows: out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as FqdnCacheRow), stderr: err }));
-      });
     const all = await list(["--name", "*.outside.test"]);
     assert.equal(all.code, 0, all.stderr);
     assert.equal(all.stderr, "", "every agent answered");
@@ -213,6 +216,64 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     assert.ok(value(/^hubble_dns_queries_total\{rcode="Policy denied",qtypes="A",ips_returned="0"\} (\d+)$/m) >= 1, "the refused query");
     assert.ok(value(/^hubble_dns_responses_total\{rcode="No Error",qtypes="A",ips_returned="1"\} (\d+)$/m) >= 3, "the answered ones");
     assert.ok(value(/^hubble_flows_processed_total\{protocol="DNS",type="L7",subtype="DNS",verdict="DROPPED"\} (\d+)$/m) >= 1);
+  });
+
+  it("kill -9 of a node's agent during a stream of lookups and connects: no allowed connection dropped, the refused name never answered, lookups fail while it is away and succeed on retry, its cache restored", async () => {
+    // The state: the '*.outside.test' DNS rule, toFQDNs api + w*; mediabot-1 (node 1) learned api and www above.
+    const victim = (await loadDevClusterState(tc.dir)).agents.find((a) => a.node === tc.nodeName(1));
+    assert.ok(victim && isProcessAlive(victim.pid), "node 1's agent runs");
+    const argv = readFileSync(`/proc/${victim.pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+    const log = { unanswered: 0, answered: { before: 0, away: 0, back: 0 }, answeredAfterRestart: 0, allowedFailed: [] as string[], refusedAnswered: [] as string[], blockedConnected: 0, steps: 0 };
+    const now: { phase: "before" | "away" | "back"; stop: boolean } = { phase: "before", stop: false };
+    const stream = (async () => {
+      while (!now.stop) {
+        log.steps++;
+        const a = await p["mediabot-1"]!.lookup(`${API}.`, { timeoutMs: 500 });
+        // No answer in time is rcode "timeout" (the prober's); the stream asks again next step, as a resolver retries.
+        if (a.verdict !== "looked-up" || a.rcode === "timeout") log.unanswered++;
+        else {
+          if (now.phase === "back") log.answeredAfterRestart++;
+          log.answered[now.phase]++;
+          if (!(await connect(p["mediabot-1"]!, a.addresses[0] ?? "")).startsWith("connected")) log.allowedFailed.push(`${now.phase} ${API} after its answer`);
+        }
+        // www was learned before the kill: it connects whether the agent is there or not.
+        if ((await connect(p["mediabot-1"]!, ipOf(WWW))).startsWith("connected") === false) log.allowedFailed.push(`${now.phase} ${WWW}`);
+        const b = await p["mediabot-1"]!.lookup(`${BLOCKED}.`, { timeoutMs: 500 });
+        if (b.verdict === "looked-up" && b.rcode !== "REFUSED" && b.rcode !== "timeout") log.refusedAnswered.push(`${now.phase} ${b.rcode}`);
+        if ((await p["mediabot-1"]!.probe(ipOf(BLOCKED), PORT, { timeoutMs: 300 })).verdict === "connected") log.blockedConnected++;
+      }
+    })();
+    let restarted: ChildProcess | undefined;
+    try {
+      await new Promise((r) => setTimeout(r, 2_000));
+      process.kill(victim.pid, "SIGKILL");
+      now.phase = "away";
+      for (const end = Date.now() + 10_000; isProcessAlive(victim.pid) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 4_000)); // the node runs on its pinned maps alone
+      const logFd = openSync(join(tc.dir, "dns-restarted-agent.log"), "a");
+      restarted = spawn(argv[0]!, [...argv.slice(1), "--kubeconfig", tc.cp!.kubeconfig], { detached: true, stdio: ["ignore", logFd, logFd] });
+      closeSync(logFd);
+      restarted.unref();
+      const started = (): boolean => readFileSync(join(tc.dir, "dns-restarted-agent.log"), "utf8").includes('"msg":"DNS proxy started"');
+      for (const end = Date.now() + 60_000; !started() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(started(), "the restarted agent's DNS proxy started");
+      now.phase = "back";
+      for (const end = Date.now() + 30_000; log.answeredAfterRestart < 3 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+      now.stop = true;
+      await stream;
+      assert.deepEqual(log.allowedFailed, [], `no allowed connection dropped, before, while away or after (${JSON.stringify(log)})`);
+      assert.deepEqual(log.refusedAnswered, [], "the refused name was never answered otherwise");
+      assert.equal(log.blockedConnected, 0, "its address never connected");
+      assert.ok(log.unanswered > 0, `lookups failed while the agent was away (${JSON.stringify(log)})`);
+      assert.ok(log.answeredAfterRestart >= 3, "and were answered again once it was back");
+      const cache = await list(["--node", tc.nodeName(1), "--name", "*.outside.test"]);
+      assert.equal(cache.code, 0, cache.stderr);
+      assert.deepEqual([...new Set(cache.rows.map((r) => r.name))].sort(), [`${API}.`, `${WWW}.`], "the restarted agent's cache: what it learned before the kill (www was not asked again)");
+    } finally {
+      now.stop = true;
+      await stream.catch(() => undefined);
+      if (restarted?.pid !== undefined && isProcessAlive(restarted.pid)) await terminateProcess(restarted.pid, 5_000);
+    }
   });
 
   it("dev down removes the cluster DNS pod and Service it made (not another object labelled k8s-app=kube-dns), dnsmasq, the outside hosts and the pods' resolv.conf", async () => {
