@@ -15,6 +15,7 @@ import { loadNodesState } from "../localcluster/nodes.ts";
 import { TestCluster } from "./harness.ts";
 
 const prefix = `rt${process.pid % 100000}-`;
+const MEMBRANE = new URL("../bin/membrane", import.meta.url).pathname;
 const NS = "rt";
 
 /** `cat FILE` in the pod's network namespace (as a process of the pod: the runtime tells pods by their netns). */
@@ -115,6 +116,21 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
       return c?.status === "True" && /1 TracingPolicy\(ies\) enforced/.test(c.message) ? c : undefined;
     });
     assert.equal(cond.reason, "Running");
+    // It names where the runtime serves its process events, and membrane observe reads the pod's there.
+    const address = /--runtime-address (\S+)$/.exec(cond.message)?.[1];
+    assert.ok(address !== undefined, cond.message);
+    const observer = spawn(MEMBRANE, ["observe", "--type", "process", "--runtime-address", address, "--follow", "--last", "0", "--pod", "shell", "--namespace", NS], { stdio: ["ignore", "pipe", "ignore"] });
+    let observed = "";
+    observer.stdout.on("data", (d: Buffer) => (observed += d.toString()));
+    try {
+      await eventually("membrane observe following the runtime", async () => (/^membrane_process_stream_clients 1$/m.test(await (await fetch(`http://${address}/metrics`)).text()) ? true : undefined), 20_000);
+      await catIn(undefined, secret);
+      await catIn(podNetns, secret);
+      await eventually("the pod's cat in membrane observe --type process --follow", async () => (observed.includes(`🚀 process ${NS}/shell /bin/cat ${secret}`) ? true : undefined), 20_000);
+    } finally {
+      observer.kill("SIGINT");
+    }
+    assert.doesNotMatch(observed, /host /, "only the pod's processes");
   });
 
   it("Sigkill on exec of a named binary: the pod's exec is killed, the host's runs; deleted, the pod's runs again", async () => {

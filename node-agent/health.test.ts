@@ -227,6 +227,10 @@ test("RuntimeEnforcer: only with the runtime enforcer; True/Running with its cou
   assert.ok(!healthConditions(base, "dp").some((c) => c.type === "RuntimeEnforcer"));
   const up = healthConditions({ ...base, runtime: { running: true, pid: 42, enforced: 2, notEnforced: 1 } }, "dp").find((c) => c.type === "RuntimeEnforcer")!;
   assert.deepEqual(up, { type: "RuntimeEnforcer", status: "True", reason: "Running", message: "pid 42; 2 TracingPolicy(ies) enforced, 1 not (see each policy's status)" });
+  assert.equal(
+    runtimeCondition({ running: true, pid: 42, enforced: 1, notEnforced: 0, address: "127.0.0.1:41234" }).message,
+    "pid 42; 1 TracingPolicy(ies) enforced; process events: membrane observe --type process --runtime-address 127.0.0.1:41234",
+  );
   assert.deepEqual(runtimeCondition({ running: false, enforced: 0, notEnforced: 2, error: "the runtime enforcer exited at start (see /x/runtime.log)" }, { observedGeneration: 5 }), {
     type: "RuntimeEnforcer",
     status: "False",

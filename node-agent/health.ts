@@ -78,7 +78,8 @@ export function healthConditions(s: AgentStatus, datapath: string, observedGener
 export function runtimeCondition(r: NonNullable<AgentStatus["runtime"]>, gen: { observedGeneration?: number } = {}): ConditionInput {
   if (!r.running) return { type: "RuntimeEnforcer", status: "False", reason: "EnforcerDown", message: `${r.error ?? "the runtime enforcer is not running"}: TracingPolicies are not enforced on this node until it is back`, ...gen };
   const counts = `${r.enforced} TracingPolicy(ies) enforced${r.notEnforced > 0 ? `, ${r.notEnforced} not (see each policy's status)` : ""}`;
-  return { type: "RuntimeEnforcer", status: "True", reason: "Running", message: `pid ${r.pid ?? "?"}; ${counts}`, ...gen };
+  const events = r.address !== undefined ? `; process events: membrane observe --type process --runtime-address ${r.address}` : "";
+  return { type: "RuntimeEnforcer", status: "True", reason: "Running", message: `pid ${r.pid ?? "?"}; ${counts}${events}`, ...gen };
 }
 
 /**

@@ -29,6 +29,8 @@ export interface RuntimeEnforcerStatus {
   readonly enforced: number;
   readonly notEnforced: number;
   readonly error?: string;
+  /** Where it serves /metrics and its live process events (membrane observe --type process --runtime-address). */
+  readonly address?: string;
 }
 
 export interface AgentRuntimeOptions {
@@ -46,6 +48,7 @@ export interface AgentRuntimeOptions {
 
 /** The runtime's status file: each policy by its runtime key (`name`, `namespace/name`). */
 interface StatusFile {
+  readonly address?: string;
   readonly policies: Readonly<Record<string, { enforced: boolean; reason?: string; message?: string; uid?: string; generation?: number }>>;
 }
 
@@ -135,9 +138,11 @@ export class AgentRuntime {
   status(): RuntimeEnforcerStatus {
     const s = this.statuses();
     const pid = this.pid();
+    const address = pid !== undefined ? this.readStatus()?.address : undefined;
     return {
       running: pid !== undefined,
       ...(pid !== undefined ? { pid } : {}),
+      ...(typeof address === "string" ? { address } : {}),
       enforced: s.filter((x) => x.enforced).length,
       notEnforced: s.filter((x) => !x.enforced).length,
       ...(this.error !== undefined ? { error: this.error } : {}),

@@ -120,13 +120,34 @@ export async function run(args: string[]): Promise<number> {
     // Asynchronous: this process must never wait on an open itself (the file may be in a marked directory).
     // Each status names the uid and generation it is of (metadata of the object read), so a reader knows which version it describes.
     const versions = new Map(policies.map((o) => [policyKey(o), objectVersion(o)]));
-    const body = `${JSON.stringify({ node: cfg.nodeName, policies: Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, ...versions.get(k) }])) })}\n`;
+    const body = `${JSON.stringify({ node: cfg.nodeName, address, policies: Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, ...versions.get(k) }])) })}\n`;
     const tmp = `${file}.${process.pid}.tmp`;
     applying = applying
       .then(() => fs.promises.writeFile(tmp, body))
       .then(() => fs.promises.rename(tmp, file))
       .catch((err: unknown) => log.error({ err: String(err), file }, "status file not written"));
   };
+  const server = http.createServer((req, res) => {
+    if (req.method === "GET" && (req.url === "/v1/events" || req.url?.startsWith("/v1/events?"))) return stream.serve(req, res);
+    if (req.url !== "/metrics") return void res.writeHead(404).end();
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
+      (err: unknown) => res.writeHead(500).end(String(err)),
+    );
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(cfg.metricsPort, cfg.metricsHost, resolve);
+    });
+  } catch (err) {
+    process.stderr.write(`membrane runtime: --metrics-address ${cfg.metricsHost}:${cfg.metricsPort}: ${err instanceof Error ? err.message : String(err)}\n`);
+    engine.stop();
+    visibility.stop();
+    return 1;
+  }
+  const bound = server.address();
+  const address = bound !== null && typeof bound === "object" ? `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}` : `${cfg.metricsHost}:${cfg.metricsPort}`;
   const sources: PolledFile[] = [];
   if (cfg.podsFile !== undefined) {
     const file = cfg.podsFile;
@@ -148,17 +169,6 @@ export async function run(args: string[]): Promise<number> {
     }));
   }
   for (const s of sources) await s.start();
-  const server = http.createServer((req, res) => {
-    if (req.method === "GET" && (req.url === "/v1/events" || req.url?.startsWith("/v1/events?"))) return stream.serve(req, res);
-    if (req.url !== "/metrics") return void res.writeHead(404).end();
-    registry.metrics().then(
-      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
-      (err: unknown) => res.writeHead(500).end(String(err)),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(cfg.metricsPort, cfg.metricsHost, resolve));
-  const bound = server.address();
-  const address = bound !== null && typeof bound === "object" ? `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}` : `${cfg.metricsHost}:${cfg.metricsPort}`;
   log.info({ exportFile: cfg.exportFile, policyFile: cfg.policyFile, node: cfg.nodeName, address }, "runtime running: /metrics and the live event stream /v1/events");
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

@@ -108,6 +108,7 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
 
   it("membrane observe --type process --follow --pod streams the pod's events live from the runtime, not another pod's", async () => {
     const address = await until("the runtime's address in its log", () => /"address":"([^"]+)"/.exec(stdout)?.[1]);
+    assert.equal((JSON.parse(fs.readFileSync(files.status, "utf8")) as { address?: string }).address, address, "the status file names it (the agent shows it on its CiliumNode)");
     const observer = spawn(MEMBRANE, ["observe", "--type", "process", "--runtime-address", address, "--follow", "--last", "0", "--pod", "shell", "-o", "json"], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
