@@ -9,7 +9,7 @@ import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
-import { isConnectTimeout } from "./upstream.ts";
+import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -256,13 +256,11 @@ export class H2Proxy {
     log.info({ err: message }, "upstream failed");
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) return void stream.close(NGHTTP2_INTERNAL_ERROR);
-    const timedOut = isConnectTimeout(err);
+    const { status, body } = upstreamFailure(err);
     if (grpc) {
-      stream.respond(grpcStatusHeaders(GRPC_UNAVAILABLE, timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers"), { endStream: true });
+      stream.respond(grpcStatusHeaders(GRPC_UNAVAILABLE, body), { endStream: true });
       flow(200);
     } else {
-      const status = timedOut ? 504 : 503;
-      const body = timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers";
       stream.respond({ ":status": status, "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
       stream.end(body);
       flow(status);

@@ -1,11 +1,11 @@
-// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination; a plain connection opening with HTTP/2's preface goes to the HTTP/2 side (h2-proxy.ts).
+// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination (WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface goes to the HTTP/2 side (h2-proxy.ts).
 import http from "node:http";
 import https from "node:https";
 import type net from "node:net";
 import type tls from "node:tls";
 import pino from "pino";
 import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
-import { requestFromRaw, type HttpHeader } from "../../core/l7/http-request.ts";
+import { requestFromRaw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface } from "./h2-proxy.ts";
@@ -13,7 +13,8 @@ import { connectMarked, identityMark } from "./marked-socket.ts";
 import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
-import { CONNECT_TIMEOUT, withConnectTimeout } from "./upstream.ts";
+import { answerAndClose, isWebSocketUpgrade, proxyUpgrade, Tunnels } from "./upgrade.ts";
+import { upstreamFailure, withConnectTimeout } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -110,6 +111,7 @@ export class HttpProxy {
   private address = "";
   private limits: ProxyLimits | undefined;
   private h2: H2Proxy | undefined;
+  private readonly tunnels = new Tunnels();
 
   constructor(private readonly opts: HttpProxyOptions) {}
 
@@ -160,6 +162,7 @@ export class HttpProxy {
     if (!server) return;
     this.servers.delete(port);
     this.h2?.closePort(port);
+    this.tunnels.closePort(port);
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
   }
@@ -170,6 +173,7 @@ export class HttpProxy {
 
   async stop(): Promise<void> {
     this.h2?.stop();
+    this.tunnels.closeAll();
     for (const server of this.servers.values()) {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -187,6 +191,8 @@ export class HttpProxy {
         // Node checks the head timeout on this period: a fraction of it, so slowloris is cut near the limit.
         connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
         requireHostHeader: false,
+        // Only a WebSocket upgrade is an upgrade; any other Upgrade (h2c's) is answered as the HTTP/1.1 request it also is.
+        shouldUpgradeCallback: isWebSocketUpgrade,
       };
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => this.handle(port, req, res);
     let server: http.Server | https.Server;
@@ -212,6 +218,7 @@ export class HttpProxy {
       server = plain;
     }
     server.setTimeout(limits.idleTimeoutMs);
+    server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(port, req, socket, head));
     server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Node answers 431 (head too large) and 408 (head timeout) itself when it can; anything else: 400.
       if (socket.writable && !socket.writableEnded) {
@@ -281,6 +288,13 @@ export class HttpProxy {
     return withConnectTimeout(connect(orig.ip, orig.port, orig.subject, this.ingressPorts.has(port)), this.limits!.connectTimeoutMs);
   }
 
+  /** The upstream connection, with originatingTLS inside it: TLS verified against the Secret's CA for `serverName`. */
+  private connectAs(port: number, orig: OriginalDestination, serverName: string | undefined): net.Socket {
+    const raw = this.openUpstream(port, orig);
+    const ca = this.tls.get(port)?.trustedCA;
+    return ca === undefined ? raw : connectOriginating(raw, ca, serverName);
+  }
+
   /**
    * A new HTTP/1.1 client connection (after its TLS handshake on a terminating port): closed unless
    * admitted (`admitted`: already) and, with serverNames, its SNI is listed.
@@ -297,13 +311,29 @@ export class HttpProxy {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     // One upstream per client connection (marked with the client's identity);
     // with originatingTLS, TLS to the destination over it, verified against the Secret's CA for the client's SNI.
-    (agent as unknown as { createConnection: (o: { servername?: string }) => net.Socket }).createConnection = (o) => {
-      const raw = this.openUpstream(port, orig);
-      const ca = this.tls.get(port)?.trustedCA;
-      return ca === undefined ? raw : connectOriginating(raw, ca, terminated?.serverName ?? o.servername);
-    };
+    (agent as unknown as { createConnection: (o: { servername?: string }) => net.Socket }).createConnection = (o) =>
+      this.connectAs(port, orig, terminated?.serverName ?? o.servername);
     this.clients.set(socket, { orig, agent, ...(terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {}) });
     socket.once("close", () => agent.destroy());
+  }
+
+  /** The request's flow reporter: `flow(verdict, status)` records what the client got. */
+  private flowFor(port: number, req: http.IncomingMessage, client: ClientConnection, request: HttpRequest, started: bigint): (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void {
+    const arrived: ArrivedRequest = {
+      source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0 },
+      orig: client.orig,
+      proxyPort: port,
+      ingress: this.ingressPorts.has(port),
+      protocol: `HTTP/${req.httpVersion}`,
+      request,
+      started,
+      ...(client.tls ? { tls: client.tls } : {}),
+    };
+    return (verdict, status, extra = {}) => {
+      const f = requestFlow(arrived, verdict, status, extra);
+      log.debug(f, "http request");
+      this.opts.onFlow?.(f);
+    };
   }
 
   private handle(port: number, req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -316,21 +346,7 @@ export class HttpProxy {
     const { orig } = client;
     const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
     const decision = decideHttp(request, this.rules.get(port) ?? []);
-    const arrived: ArrivedRequest = {
-      source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0 },
-      orig,
-      proxyPort: port,
-      ingress: this.ingressPorts.has(port),
-      protocol: `HTTP/${req.httpVersion}`,
-      request,
-      started,
-      ...(client.tls ? { tls: client.tls } : {}),
-    };
-    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
-      const f = requestFlow(arrived, verdict, status, extra);
-      log.debug(f, "http request");
-      this.opts.onFlow?.(f);
-    };
+    const flow = this.flowFor(port, req, client, request, started);
 
     if (decision.verdict === "deny") {
       // The request's body, if any, is read and dropped by Node before the next request: the connection stays usable.
@@ -355,9 +371,7 @@ export class HttpProxy {
     const fail = (err: Error): void => {
       log.info({ destination: `${orig.ip}:${orig.port}`, err: err.message }, "upstream failed");
       if (!res.headersSent) {
-        const timedOut = (err as NodeJS.ErrnoException).code === CONNECT_TIMEOUT;
-        const status = timedOut ? 504 : 503;
-        const body = timedOut ? "upstream connect timeout" : "upstream connect error or disconnect/reset before headers";
+        const { status, body } = upstreamFailure(err);
         res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) }).end(body);
         flow("error", status, { rule, ...mismatches });
       } else {
@@ -380,5 +394,48 @@ export class HttpProxy {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
+  }
+
+  /**
+   * A WebSocket upgrade request: judged like any request; denied, it gets 403 and the connection
+   * closes; allowed, it goes to the destination, whose answer the client gets (101: the connections
+   * are joined, upgrade.ts).
+   */
+  private upgrade(port: number, req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const started = process.hrtime.bigint();
+    const client = this.clients.get(socket);
+    if (!client) return void socket.destroy();
+    const { orig } = client;
+    const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
+    const decision = decideHttp(request, this.rules.get(port) ?? []);
+    const flow = this.flowFor(port, req, client, request, started);
+    if (decision.verdict === "deny") {
+      answerAndClose(socket, HTTP_DENIED.status, HTTP_DENIED.body);
+      return flow("denied", HTTP_DENIED.status);
+    }
+    const decided = { rule: { ruleId: decision.ruleId, index: decision.index }, ...(decision.mismatches.length ? { mismatches: decision.mismatches } : {}) };
+    // The handshake's own hop-by-hop fields go on: they are what asks the destination to switch.
+    const headers = [...forwardable(applyHeaderActions(request.headers, decision.actions)), "connection", "Upgrade", "upgrade", req.headers.upgrade ?? "websocket"];
+    const serverName = client.tls?.serverName ?? (request.host !== "" ? request.host.replace(/:\d+$/, "") : undefined);
+    proxyUpgrade(
+      {
+        client: socket,
+        head,
+        method: request.method,
+        path: request.path,
+        headers,
+        connect: () => this.connectAs(port, orig, serverName),
+        idleTimeoutMs: this.limits!.idleTimeoutMs,
+        done: (r) => {
+          if ("status" in r) return flow("forwarded", r.status, decided);
+          log.info({ destination: `${orig.ip}:${orig.port}`, err: r.error.message }, "upstream failed");
+          const { status, body } = upstreamFailure(r.error);
+          answerAndClose(socket, status, body);
+          flow("error", status, decided);
+        },
+      },
+      this.tunnels,
+      port,
+    );
   }
 }

@@ -2,7 +2,7 @@
 import type net from "node:net";
 
 /** The error code of an upstream connect that did not complete within the limit (the client gets 504, not 503). */
-export const CONNECT_TIMEOUT = "ETIMEDOUT_CONNECT";
+const CONNECT_TIMEOUT = "ETIMEDOUT_CONNECT";
 
 /** The upstream socket, destroyed with an error (code CONNECT_TIMEOUT) if it is not connected within `ms`. */
 export function withConnectTimeout(socket: net.Socket, ms: number): net.Socket {
@@ -22,4 +22,9 @@ export function isConnectTimeout(err: unknown): boolean {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++)
     if (e.code === CONNECT_TIMEOUT) return true;
   return false;
+}
+
+/** What a client gets when the destination failed before answering (Envoy's wording): 504 for the connect timeout, else 503. */
+export function upstreamFailure(err: unknown): { readonly status: 503 | 504; readonly body: string } {
+  return isConnectTimeout(err) ? { status: 504, body: "upstream connect timeout" } : { status: 503, body: "upstream connect error or disconnect/reset before headers" };
 }
