@@ -143,6 +143,8 @@ export class TracepointEnforcer {
     if (this.obj) return;
     this.obj = BpfObject.load(this.opts.objectPath ?? TRACEPOINT_OBJECT, { scope: this.opts.scope });
     try {
+      // Pinned maps a runtime that died left behind are reused: their rules are not this process's (none until set writes them).
+      this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
       this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
         const e = decodeTpEvent(rec);
         if (e) this.report(e);
