@@ -301,6 +301,23 @@ test("a request's W3C traceparent is its flows' trace id (Hubble's trace_context
   assert.deepEqual(await observe("--trace-id", "ffffffffffffffffffffffffffffffff"), []);
 });
 
+test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --http2-prior-knowledge gets 403, and the real hubble CLI shows it DROPPED with protocol HTTP/2 and the 403 response", async () => {
+  const since = new Date(Date.now() - 1).toISOString();
+  const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "--http2-prior-knowledge", "-X", "PUT", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", `http://${ADDR.deathstar}/v1/exhaust-port`]);
+  assert.equal(stdout, "403 2");
+  let http: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; http.length < 2 && Date.now() < end; await new Promise((r) => setTimeout(r, 100)))
+    http = await observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--protocol", "http"]);
+  assert.deepEqual(
+    http.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.method, f.l7?.http?.url, f.l7?.http?.protocol, f.l7?.http?.code ?? 0]),
+    [
+      ["DROPPED", "REQUEST", "PUT", `http://${ADDR.deathstar}/v1/exhaust-port`, "HTTP/2", 0],
+      ["FORWARDED", "RESPONSE", "PUT", `http://${ADDR.deathstar}/v1/exhaust-port`, "HTTP/2", 403],
+    ],
+  );
+  assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
+});
+
 test("an agent restart adopts the running proxy: the same process, and an open keep-alive connection goes on", async () => {
   const pid = proxyPid();
   assert.ok(pid);
