@@ -21,6 +21,8 @@ import { type LocalNode, loadNodesState, run, terminateProcess } from "../localc
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { DROP_REASONS } from "../node-agent/bpf/layout.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
+import { jsonFlows, runHubble } from "../localcluster/hubble/cli.ts";
+import type { HubbleFlow } from "../flowapi/hubble/types.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const PORT = 8080;
@@ -129,6 +131,26 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     assert.equal(local.answer, "server");
     assert.equal(local.seen.markerFrames, 0);
     assert.equal(local.seen.udpByPort["51871"] ?? 0, 0, "same-node traffic does not enter the tunnel");
+  });
+
+  it("flows say what crossed inside WireGuard (Hubble's IP.encrypted): the cross-node request's flows on both nodes, never the same-node one; hubble observe --encrypted/--unencrypted through the relay", async () => {
+    const relay = (await loadDevClusterState(tc.dir)).hubbleRelay!;
+    const since = new Date(Date.now() - 1).toISOString();
+    assert.equal(await request("client-remote", "server", "encrypted-flows"), "server");
+    assert.equal(await request("client-local", "server", "clear-flows"), "server");
+    const observe = async (...args: string[]): Promise<HubbleFlow[]> => {
+      const r = await runHubble(["observe", "--server", relay, "--since", since, "--to-pod", `${NS}/server`, ...args, "-o", "json"]);
+      assert.equal(r.code, 0, r.stderr);
+      return jsonFlows(r.stdout);
+    };
+    const encrypted = await eventually("the remote client's flows on both nodes", async () => {
+      const fs = await observe("--encrypted");
+      return new Set(fs.map((f) => f.node_name)).size === 2 ? fs : undefined;
+    }, 20_000);
+    assert.ok(encrypted.every((f) => f.source.pod_name === "client-remote" && f.IP.encrypted === true), JSON.stringify(encrypted.map((f) => [f.node_name, f.source.pod_name, f.IP])));
+    const clear = await observe("--unencrypted");
+    assert.ok(clear.some((f) => f.source.pod_name === "client-local"), "the same-node request's flows");
+    assert.ok(clear.every((f) => f.source.pod_name === "client-local"), JSON.stringify(clear.map((f) => [f.node_name, f.source.pod_name, f.IP])));
   });
 
   it("membrane encryption status lists each node's public key and EncryptionReady", async () => {
