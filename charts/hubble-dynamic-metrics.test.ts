@@ -1,5 +1,5 @@
 // The chart's hubble.metrics.dynamic values: a ConfigMap of metric families the agent's own parser accepts, and the agent
-// flag that points at it in place of --hubble-metrics.
+// flag that points at it in place of --hubble-metrics; hubble.metrics.enableOpenMetrics and its flag.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -61,5 +61,10 @@ describe("chart hubble.metrics.dynamic", () => {
     assert.deepEqual([...parsed.value.keys()], ["flow", "drop"]);
     assert.deepEqual(parsed.value.get("flow")!.context.labelNames, ["source"]);
     assert.ok(parsed.value.get("flow")!.select !== undefined && parsed.value.get("drop")!.select !== undefined);
+  });
+
+  it("hubble.metrics.enableOpenMetrics: the agent's flag, off by default", async () => {
+    assert.equal(flagsOf(agentOf(parseManifest(await renderText())).container).hubbleOpenMetrics, undefined);
+    assert.equal(flagsOf(agentOf(parseManifest(await renderText({ "hubble.metrics.enableOpenMetrics": true }))).container).hubbleOpenMetrics, true);
   });
 });

@@ -71,6 +71,8 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --hubble-metrics   Hubble's metric families on /metrics and their options, as Cilium's flag: space-separated
                      NAME[:OPTION;OPTION=VALUE] of flow, drop, policy, dns (query, ignoreAAAA), http or httpV2, with
                      sourceContext/destinationContext=pod|ip|…, labelsContext=source_namespace,… (default "${DEFAULT_HUBBLE_METRICS}")
+  --enable-hubble-open-metrics  serve /metrics in OpenMetrics (for a scraper that asks for it, as Cilium's flag): the
+                     hubble_http_* samples carry the trace id of a traced request (W3C traceparent) as an exemplar
   --hubble-dynamic-metrics-config-path  Hubble's dynamic metrics: a YAML file (Cilium's format: metrics: name, contextOptions
                      [{name, values}], includeFilters, excludeFilters as FlowFilters) of the families to count and the flows each
                      counts, read again every 10 s (a change re-registers them); not together with --hubble-metrics
@@ -142,6 +144,8 @@ export interface AgentFlags {
   readonly hubbleFlowLogs?: string;
   /** Hubble's dynamic metrics file (`--hubble-dynamic-metrics-config-path`), which replaces --hubble-metrics. */
   readonly hubbleDynamicMetrics?: string;
+  /** `--enable-hubble-open-metrics`: /metrics in OpenMetrics, the http family's samples with trace-id exemplars. */
+  readonly hubbleOpenMetrics?: boolean;
   /** Hubble's metric families and their context options (`--hubble-metrics`). */
   readonly hubbleMetrics: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
@@ -176,7 +180,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -233,6 +237,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "encryption-strict": { type: "boolean" },
         "wireguard-go": { type: "string" },
         "enable-dns-proxy": { type: "string" },
+        "enable-hubble-open-metrics": { type: "string" },
         "enable-l7-proxy": { type: "string" },
         "enable-runtime": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
@@ -267,6 +272,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof hubbleExport === "string") return { ok: false, error: hubbleExport };
   const hubbleMetrics = parseHubbleMetrics(str("hubble-metrics") ?? DEFAULT_HUBBLE_METRICS);
   if (!hubbleMetrics.ok) return { ok: false, error: `--hubble-metrics: ${hubbleMetrics.error}` };
+  const openMetrics = str("enable-hubble-open-metrics");
+  if (openMetrics !== undefined && openMetrics !== "true" && openMetrics !== "false") return { ok: false, error: `--enable-hubble-open-metrics: must be true or false, got ${JSON.stringify(openMetrics)}` };
   const dynamicMetrics = str("hubble-dynamic-metrics-config-path");
   if (dynamicMetrics === "") return { ok: false, error: "--hubble-dynamic-metrics-config-path: must be a path" };
   // As Cilium's agent: one source of metric families, never two.
@@ -364,6 +371,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(hubbleExport ? { hubbleExport } : {}),
       ...(str("hubble-flowlogs-config-path") ? { hubbleFlowLogs: str("hubble-flowlogs-config-path")! } : {}),
       ...(dynamicMetrics !== undefined ? { hubbleDynamicMetrics: dynamicMetrics } : {}),
+      ...(openMetrics === "true" ? { hubbleOpenMetrics: true } : {}),
       hubbleMetrics: hubbleMetrics.value,
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
@@ -586,7 +594,7 @@ export async function run(args: string[]): Promise<number> {
   let health: Awaited<ReturnType<typeof startHealth>>;
   const lookups = agent.enrichLookups();
   const routes = new Map([[FQDN_CACHE_PATH, () => fqdnCacheRoute(f.nodeName, dns, lookups)]]);
-  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, ...(f.hubbleDynamicMetrics ? { hubbleMetricsFile: { path: f.hubbleDynamicMetrics } } : {}), wireguard: () => health?.encryption?.wireguard?.stats(), routes });
+  const metrics = new AgentMetrics({ agent, datapath, log, hubbleMetrics: f.hubbleMetrics, ...(f.hubbleDynamicMetrics ? { hubbleMetricsFile: { path: f.hubbleDynamicMetrics } } : {}), ...(f.hubbleOpenMetrics ? { openMetrics: true } : {}), wireguard: () => health?.encryption?.wireguard?.stats(), routes });
   const dnsMetrics = dns ? new DnsProxyMetrics(metrics.registry) : undefined;
   // Hubble's dns metrics count the proxy's L7 flows through the observer (the agent records them there).
   onDnsFlow = (flow) => dnsMetrics?.observe(flow);

@@ -1,6 +1,6 @@
 // The agent's Prometheus metrics (its own registry) and health endpoints: /metrics, /healthz, /readyz on loopback.
 import type { Logger } from "pino";
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Registry, type RegistryContentType } from "prom-client";
 import { HealthServer, type JsonRoute } from "../kube/server.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import type { NodeAgent } from "./agent.ts";
@@ -25,6 +25,8 @@ export interface AgentMetricsOptions {
   readonly hubbleMetrics?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
   /** Hubble's dynamic metrics file (`--hubble-dynamic-metrics-config-path`): its families replace `hubbleMetrics`, read again every 10 s. */
   readonly hubbleMetricsFile?: { readonly path: string; readonly reloadMs?: number };
+  /** `--enable-hubble-open-metrics`: the registry speaks OpenMetrics and the http family carries trace-id exemplars. */
+  readonly openMetrics?: boolean;
   /** Read-only JSON endpoints served beside /metrics (the FQDN cache listing), by path. */
   readonly routes?: ReadonlyMap<string, JsonRoute>;
 }
@@ -58,7 +60,9 @@ export class AgentMetrics {
     const { agent, datapath } = opts;
     const registers = [this.registry];
     // With the dynamic file no family counts until it is read (start()); a missing file means none, as Cilium's.
-    this.hubble = new HubbleMetrics(this.registry, opts.hubbleMetricsFile ? new Map() : opts.hubbleMetrics);
+    // prom-client types a registry by its format; the same registry (and every user of its Prometheus type) serves either.
+    if (opts.openMetrics === true) (this.registry as unknown as Registry<RegistryContentType>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    this.hubble = new HubbleMetrics(this.registry, opts.hubbleMetricsFile ? new Map() : opts.hubbleMetrics, { openMetrics: opts.openMetrics === true });
     this.hubbleConfigFile = opts.hubbleMetricsFile && watchMetricsConfig({ ...opts.hubbleMetricsFile, apply: (c) => this.hubble.reconfigure(c), log: opts.log });
     new Counter({
       name: "membrane_agent_flows_total",

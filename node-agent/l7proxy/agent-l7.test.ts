@@ -22,7 +22,7 @@ import { capturingLogger, until } from "../testing/agent.ts";
 import { AgentL7 } from "./agent-l7.ts";
 import type { ServedPorts } from "./supervisor.ts";
 import { ADDR, L7Topology, ROOT } from "./testing/topology.ts";
-import { Registry } from "prom-client";
+import { Registry, type RegistryContentType } from "prom-client";
 import { HubbleMetrics } from "../observer/hubble-metrics.ts";
 import { observeFlows } from "../../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
@@ -282,7 +282,11 @@ test("the proxy's requests are L7 flows of the agent's observer: the real hubble
   }
 });
 
-test("a request's W3C traceparent is its flows' trace id (Hubble's trace_context): hubble observe --trace-id selects the request and its response, refused or not", async () => {
+test("a request's W3C traceparent is its flows' trace id (Hubble's trace_context): hubble observe --trace-id selects the request and its response, refused or not; with OpenMetrics the http metrics carry it as an exemplar", async (t) => {
+  const registry = new Registry();
+  (registry as unknown as Registry<RegistryContentType>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  const metrics = new HubbleMetrics(registry, undefined, { openMetrics: true });
+  t.after(agent!.observer!.onEveryFlow(metrics.observe));
   const since = new Date(Date.now() - 1).toISOString();
   const landing = "4bf92f3577b34da6a3ce929d0e0e4736";
   const exhaust = "0af7651916cd43dd8448eb211c80319c";
@@ -299,6 +303,13 @@ test("a request's W3C traceparent is its flows' trace id (Hubble's trace_context
     ["FORWARDED", "RESPONSE", 403],
   ]);
   assert.deepEqual(await observe("--trace-id", "ffffffffffffffffffffffffffffffff"), []);
+  const text = await registry.metrics();
+  const sample = (series: string): string | undefined => text.split("\n").find((l) => l.startsWith(series + " "));
+  assert.match(sample('hubble_http_requests_total{method="PUT",protocol="HTTP/1.1",reporter="client"}') ?? text, new RegExp(`^\\S+ 1 # \\{traceID="${exhaust}"\\} 1`));
+  assert.match(sample('hubble_http_responses_total{method="PUT",protocol="HTTP/1.1",status="403",reporter="client"}') ?? text, new RegExp(`# \\{traceID="${exhaust}"\\}`));
+  // Two POSTs, the second's traceparent invalid: the exemplar is the traced one's.
+  assert.match(sample('hubble_http_requests_total{method="POST",protocol="HTTP/1.1",reporter="client"}') ?? text, new RegExp(`^\\S+ 2 # \\{traceID="${landing}"\\}`));
+  assert.ok(text.trimEnd().endsWith("# EOF"), "OpenMetrics");
 });
 
 test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --http2-prior-knowledge gets 403, and the real hubble CLI shows it DROPPED with protocol HTTP/2 and the 403 response", async () => {

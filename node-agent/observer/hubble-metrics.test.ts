@@ -8,6 +8,9 @@ import { HubbleMetrics } from "./hubble-metrics.ts";
 import { parseHubbleMetrics } from "./hubble-context.ts";
 import { parseDynamicMetricsConfig } from "./hubble-metrics-config.ts";
 import { parseAgentFlags } from "../main.ts";
+import { AgentMetrics } from "../metrics.ts";
+import { NodeAgent, type AgentDatapath } from "../agent.ts";
+import { pino } from "pino";
 import type { HubbleFlow, HubbleLayer7 } from "../../flowapi/hubble/types.ts";
 import { hubbleProtoDir } from "../../flowapi/hubble/proto.ts";
 import { dropFlow, flow } from "../../flowapi/testing/flows.ts";
@@ -230,4 +233,23 @@ test("--hubble-dynamic-metrics-config-path: Cilium's flag, refused beside --hubb
   assert.equal(ok.ok ? ok.flags.hubbleDynamicMetrics : "", "/etc/membrane/metrics/metrics.yaml");
   const both = parseAgentFlags([...base, "--hubble-dynamic-metrics-config-path", "/x.yaml", "--hubble-metrics", "flow"]);
   assert.equal(both.ok ? "" : both.error, "--hubble-dynamic-metrics-config-path: not together with --hubble-metrics");
+});
+
+test("--enable-hubble-open-metrics: /metrics in OpenMetrics (its content type, # EOF), the other metrics unchanged", async () => {
+  const base = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+  for (const flag of ["--enable-hubble-open-metrics", "--enable-hubble-open-metrics=true"]) {
+    const on = parseAgentFlags([...base, flag]);
+    assert.equal(on.ok && on.flags.hubbleOpenMetrics, true, flag);
+  }
+  const bad = parseAgentFlags([...base, "--enable-hubble-open-metrics=yes"]);
+  assert.equal(bad.ok ? "" : bad.error, '--enable-hubble-open-metrics: must be true or false, got "yes"');
+  const log = pino({ level: "silent" });
+  const agent = new NodeAgent({ nodeName: "n", operator: "127.0.0.1:1", tls: { ca: Buffer.alloc(0), cert: Buffer.alloc(0), key: Buffer.alloc(0) }, datapath: {} as AgentDatapath, cniSocket: "/nonexistent/agent.sock", log });
+  const metrics = new AgentMetrics({ agent, datapath: { dropCounters: () => ({ byReason: {}, lostEvents: 0n }) } as never, log, openMetrics: true });
+  assert.equal(metrics.registry.contentType, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+  metrics.hubble.observe(flow());
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^hubble_flows_processed_total\{protocol="TCP",type="PolicyVerdict",subtype="",verdict="FORWARDED"\} 1$/m);
+  assert.match(text, /^membrane_agent_stream_connected 0$/m, "the agent's own metrics in the same output");
+  assert.ok(text.trimEnd().endsWith("# EOF"));
 });

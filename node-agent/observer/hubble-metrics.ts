@@ -63,10 +63,15 @@ export class HubbleMetrics {
   /** The metric names registered for the current configuration (removed from the registry when it changes). */
   private registered: string[] = [];
 
-  /** `config`: the parsed `--hubble-metrics` (default: every family, no context). */
+  /**
+   * `config`: the parsed `--hubble-metrics` (default: every family, no context). `openMetrics` (Cilium's
+   * --enable-hubble-open-metrics, the registry then speaks OpenMetrics): the http family's samples carry the trace id of
+   * the last traced request as an exemplar (`# {traceID="…"}`), as Cilium's http handler adds them.
+   */
   constructor(
     private readonly registry: Registry,
     config?: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>,
+    private readonly options: { readonly openMetrics?: boolean } = {},
   ) {
     if (config === undefined) {
       const d = parseHubbleMetrics(DEFAULT_HUBBLE_METRICS);
@@ -103,14 +108,15 @@ export class HubbleMetrics {
       };
     }
     const http = config.get("http") ?? config.get("httpV2");
+    const enableExemplars = this.options.openMetrics === true;
     if (http) {
       const v2 = config.has("httpV2");
       const c = http.context.labelNames;
       this.http = {
         v2,
-        requests: new Counter({ name: "hubble_http_requests_total", help: "Count of HTTP requests", labelNames: [...c, "method", "protocol", ...(v2 ? ["status"] : []), "reporter"], registers }),
-        ...(v2 ? {} : { responses: new Counter({ name: "hubble_http_responses_total", help: "Count of HTTP responses", labelNames: [...c, "method", "protocol", "status", "reporter"], registers }) }),
-        duration: new Histogram({ name: "hubble_http_request_duration_seconds", help: "Quantiles of HTTP request duration in seconds", labelNames: [...c, "method", "reporter"], registers }),
+        requests: new Counter({ name: "hubble_http_requests_total", help: "Count of HTTP requests", labelNames: [...c, "method", "protocol", ...(v2 ? ["status"] : []), "reporter"], registers, enableExemplars }),
+        ...(v2 ? {} : { responses: new Counter({ name: "hubble_http_responses_total", help: "Count of HTTP responses", labelNames: [...c, "method", "protocol", "status", "reporter"], registers, enableExemplars }) }),
+        duration: new Histogram({ name: "hubble_http_request_duration_seconds", help: "Quantiles of HTTP request duration in seconds", labelNames: [...c, "method", "reporter"], registers, enableExemplars }),
       };
     }
     this.registered = registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith("hubble_"));
@@ -144,6 +150,17 @@ export class HubbleMetrics {
     if (f.decidedBy !== undefined && this.verdicts && this.selects("policy", h)) this.verdicts.inc({ direction: f.direction, match: f.policyMatch?.toLowerCase() ?? "none", action: f.verdict.toLowerCase(), ...contextLabels(this.ctx("policy"), h) });
   };
 
+  /** One more in `c`; with exemplars on (OpenMetrics), a traced request's id is the sample's exemplar. */
+  private count(c: Counter<string>, labels: Labels, traceId: string | undefined): void {
+    if (this.options.openMetrics === true) c.inc({ labels, value: 1, ...(traceId !== undefined ? { exemplarLabels: { traceID: traceId } } : {}) });
+    else c.inc(labels);
+  }
+
+  private time(h: Histogram<string>, labels: Labels, seconds: number, traceId: string | undefined): void {
+    if (this.options.openMetrics === true) h.observe({ labels, value: seconds, ...(traceId !== undefined ? { exemplarLabels: { traceID: traceId } } : {}) });
+    else h.observe(labels, seconds);
+  }
+
   /** Counts one L7 record in Hubble's shape (`Type: "L7"`, `l7.dns` or `l7.http`): a DNS or HTTP proxy's flow. */
   readonly observeL7 = (f: HubbleFlow): void => {
     const dns = f.l7?.dns;
@@ -172,19 +189,20 @@ export class HubbleMetrics {
       if (!this.selects(family, () => f)) return;
       const who = reporter(f);
       const seconds = Number(f.l7!.latency_ns ?? 0) / 1e9;
+      const trace = f.trace_context?.parent?.trace_id || undefined;
       if (H.v2) {
         // One series per exchange, from its response, labelled as the request was (source and destination swapped back).
         if (t !== "RESPONSE") return;
         const ctx = contextLabels(this.ctx(family), () => f, true);
-        H.requests.inc({ ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who });
-        H.duration.observe({ ...ctx, method: http.method, reporter: who }, seconds);
+        this.count(H.requests, { ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who }, trace);
+        this.time(H.duration, { ...ctx, method: http.method, reporter: who }, seconds, trace);
         return;
       }
       const ctx = contextLabels(this.ctx(family), () => f);
-      if (t === "REQUEST") H.requests.inc({ ...ctx, method: http.method, protocol: http.protocol, reporter: who });
+      if (t === "REQUEST") this.count(H.requests, { ...ctx, method: http.method, protocol: http.protocol, reporter: who }, trace);
       else if (t === "RESPONSE") {
-        H.responses!.inc({ ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who });
-        H.duration.observe({ ...ctx, method: http.method, reporter: who }, seconds);
+        this.count(H.responses!, { ...ctx, method: http.method, protocol: http.protocol, status: String(http.code ?? 0), reporter: who }, trace);
+        this.time(H.duration, { ...ctx, method: http.method, reporter: who }, seconds, trace);
       }
     }
   };
