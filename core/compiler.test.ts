@@ -18,8 +18,8 @@ import { canonicalSelector } from "./selector.ts";
 import { label, labelSetFrom } from "./labels.ts";
 import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
 import { compileAll, DeltaCollector, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
-import { allowingRules, directionVerdict } from "./evaluator.ts";
-import { httpRulesAt } from "./policy/http-rules.ts";
+import { directionVerdict, httpInspection } from "./evaluator.ts";
+import { httpPartsAt } from "./policy/http-rules.ts";
 import { compareEntries, entryKeyString, lookup } from "./policy/mapstate.ts";
 
 /** fc.assert, but the failure shows the assertion message first and the counterexample's ops, not every label. */
@@ -215,9 +215,6 @@ const PROBES: [number, number][] = [
   [1, 0],
 ];
 
-/** An allow rule whose L7 rules are all HTTP rules: its entries are HTTP redirects. */
-const isHttpRule = (r: Rule): boolean => r.ports.some((pr) => pr.rules !== undefined) && r.ports.every((pr) => pr.rules === undefined || pr.rules.kind === "http");
-
 function checkAgainstEvaluator(
   policies: readonly Policy[],
   ids: Map<number, LabelSet>,
@@ -243,14 +240,16 @@ function checkAgainstEvaluator(
               `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: lookup ${got.verdict} (entry ${JSON.stringify(got.entry)}) ≠ evaluator ${want.verdict} (${JSON.stringify(want.rule)})`,
             );
           }
-          if (got.entry?.verdict === "allow" && got.entry.proxyPort !== 0) {
-            // Through the proxy: its port's HTTP rules are those of every HTTP rule allowing this flow (ORed), no more, no fewer.
-            const origin = (o: { name: string; path: string } | undefined): string => `${o?.name}/${o?.path}`;
-            const served = [...new Set(httpRulesAt(sp, got.entry).map((r) => origin(c.ruleOrigin(r.ruleId))))].sort();
-            const allowing = allowingRules(policies, direction, { id: subject, labels: sl }, { id: peerId, labels: pl }, proto, port, namedPorts);
-            const http = [...new Set(allowing.filter(isHttpRule).map((r) => origin(r.origin)))].sort();
-            assert.deepEqual(served, http, `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: the HTTP rules on proxy port ${got.entry.proxyPort}`);
-          }
+          if (got.verdict !== "allow") continue;
+          // The HTTP side, as Cilium means it: through the proxy exactly when the allowing rules have HTTP rules for this
+          // flow and none of them allows it without L7 rules, and then with the HTTP rules of every allowing toPorts entry
+          // (ORed), no more, no fewer.
+          const where = `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}`;
+          const origin = (o: { name: string; path: string } | undefined, portRule: number | undefined): string => `${o?.name}/${o?.path}/toPorts[${portRule}]`;
+          const served = got.entry ? httpPartsAt(sp, got.entry).map((r) => origin(c.ruleOrigin(r.ruleId), r.portRule)) : [];
+          const l7 = httpInspection(policies, direction, { id: subject, labels: sl }, { id: peerId, labels: pl }, proto, port, namedPorts);
+          const expected = l7.kind === "http" ? l7.parts.map((p) => origin(p.rule.origin, p.portRule)) : [];
+          assert.deepEqual([...new Set(served)].sort(), [...new Set(expected)].sort(), `${where}: the HTTP parts on proxy port ${got.entry?.proxyPort ?? 0} (evaluator: ${l7.kind})`);
         }
       }
     }

@@ -64,7 +64,7 @@ interface SubjectState {
   readonly users: Readonly<Record<Direction, DirectionUser>>;
   ingress: DirState;
   egress: DirState;
-  /** ruleIds of its L7 allow rules: the proxy ports of sets of other rules are freed */
+  /** ruleIds of its L7 allow rules: the proxy ports of sets holding parts of other rules are freed */
   proxyRules: Set<number>;
   /** Its DNS rules and toFQDNs selectors, for the node's DNS proxy. */
   dns: SubjectDns | undefined;

@@ -3,6 +3,7 @@ import {
   PROTO_NUMBER,
   isExtendedProtocol,
   type Direction,
+  type HTTPRule,
   type LabelSet,
   type Peer,
   type Policy,
@@ -106,6 +107,58 @@ export function allowingRules(
 ): Rule[] {
   const { rules, hits } = ruleMatcher(policies, direction, subject, peer, protocol, port, namedPorts, services);
   return rules.filter((r) => r.verdict === "allow" && hits(r));
+}
+
+/** A toPorts entry with HTTP rules of an allow rule that allows a flow. */
+export interface HttpPart {
+  readonly rule: Rule;
+  /** Its index in the rule's toPorts. */
+  readonly portRule: number;
+  readonly http: readonly HTTPRule[];
+}
+
+/**
+ * What becomes of the HTTP requests of a flow that one direction's L3/L4 rules allow, as Cilium means
+ * its policies: `none`, no allowing toPorts entry has HTTP rules (the requests are not inspected);
+ * `every-request`, some have, but an allowing rule has no L7 rules for this flow (an L4-only or
+ * L3-only allow, of any peer width and any port width: Cilium's docs, "the layer 7 portions of the
+ * latter rule will have no effect"; `by` names the first); `http`, the HTTP rules of every allowing
+ * entry are ORed (a request passes when one matches; otherwise the proxy answers 403).
+ */
+export type HttpInspection =
+  | { readonly kind: "none" }
+  | { readonly kind: "every-request"; readonly by: RuleOrigin; readonly parts: readonly HttpPart[] }
+  | { readonly kind: "http"; readonly parts: readonly HttpPart[] };
+
+/** The HTTP side of a flow's allowing rules in one direction (see HttpInspection); meaningful when the direction allows the flow. */
+export function httpInspection(
+  policies: readonly Policy[],
+  direction: Direction,
+  subject: Endpoint,
+  peer: Endpoint,
+  protocol: number,
+  port: number,
+  namedPorts: NamedPortResolver = () => [],
+  services: readonly ServiceBackends[] = [],
+): HttpInspection {
+  const portOwner = direction === "ingress" ? subject.id : peer.id;
+  const named = (name: string, proto: "TCP" | "UDP" | "SCTP" | "ANY"): readonly number[] => namedPorts(portOwner, name, proto);
+  const parts: HttpPart[] = [];
+  let plain: RuleOrigin | undefined;
+  for (const rule of allowingRules(policies, direction, subject, peer, protocol, port, namedPorts, services)) {
+    const icmp = rule.icmps.some((f) => {
+      const m = icmpMatch(f);
+      return m !== undefined && m.proto === protocol && m.type === port;
+    });
+    if ((rule.ports.length === 0 && rule.icmps.length === 0) || icmp) plain ??= rule.origin;
+    rule.ports.forEach((pr, portRule) => {
+      if (!portRuleHolds(pr, protocol, port, named)) return;
+      if (!pr.rules) plain ??= rule.origin;
+      else if (pr.rules.kind === "http") parts.push({ rule, portRule, http: pr.rules.http });
+    });
+  }
+  if (parts.length === 0) return { kind: "none" };
+  return plain ? { kind: "every-request", by: plain, parts } : { kind: "http", parts };
 }
 
 function ruleMatcher(

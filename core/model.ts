@@ -261,13 +261,15 @@ export interface SubjectPolicy {
 }
 
 /**
- * The HTTP rules of one allow rule with `toPorts[].rules.http`, in source order over its toPorts,
- * and the proxy ports that serve them. On a proxy port the proxy ORs the rules of every rule that
- * lists the port: two rules allowing one key (peer, protocol, port) with HTTP rules share the port of
- * their union.
+ * The HTTP rules of one toPorts entry of an allow rule (`toPorts[portRule].rules.http`, in source
+ * order), and the proxy ports that serve them. On a proxy port the proxy ORs the rules of every part
+ * that lists the port: two entries allowing one key (peer, protocol, port) with HTTP rules share the
+ * port of their union.
  */
 export interface RuleHttpRules {
   readonly ruleId: number;
+  /** The entry's index in the rule's toPorts; absent (an operator from before parts): the rule's HTTP rules over all its toPorts. */
+  readonly portRule?: number;
   readonly direction: Direction;
   readonly rules: readonly HTTPRule[];
   /**
@@ -276,7 +278,7 @@ export interface RuleHttpRules {
    * ruleId, these rules alone.
    */
   readonly proxyPorts?: readonly number[];
-  /** TLS inspection on the rule's HTTP ports (its toPorts' terminatingTLS, originatingTLS, serverNames); absent: plain HTTP. */
+  /** TLS inspection on the entry's ports (its terminatingTLS, originatingTLS, serverNames); absent: plain HTTP. */
   readonly tls?: RuleTls;
 }
 

@@ -305,7 +305,7 @@ const tlsSecretUse = record({
   unavailable: optional(nonEmpty),
 });
 const ruleTls = record({ terminating: optional(tlsSecretUse), originating: optional(tlsSecretUse), serverNames: optional(list(nonEmpty)) });
-const subjectHttp = list(record({ ruleId: U32, direction: oneOf("ingress", "egress"), rules: list(httpRule), proxyPorts: optional(list(proxyPort)), tls: optional(ruleTls) }));
+const subjectHttp = list(record({ ruleId: U32, portRule: optional(uint(0xffff)), direction: oneOf("ingress", "egress"), rules: list(httpRule), proxyPorts: optional(list(proxyPort)), tls: optional(ruleTls) }));
 const subjectPolicy = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, entries: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 const subjectDelta = record({ subject: U32, ingressEnforced: bool, egressEnforced: bool, added: list(policyEntry), removed: list(policyEntry), dns: optional(subjectDns), http: optional(subjectHttp) });
 // A TracingPolicy item: its fields, its key matching its object, and the object as Tetragon's loader rules (core/tracing.ts) take it.

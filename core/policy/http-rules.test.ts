@@ -45,11 +45,11 @@ test("a subject's compiled policy carries the HTTP rules of each L7 allow rule, 
   const p = c.snapshot(DEATHSTAR);
   const proxied = p.entries.filter((e) => e.proxyPort !== 0);
   assert.ok(proxied.length > 0, "the port is proxied");
-  assert.deepEqual(p.http, [{ ruleId: proxied[0]!.ruleId, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }], proxyPorts: [proxied[0]!.proxyPort] }]);
+  assert.deepEqual(p.http, [{ ruleId: proxied[0]!.ruleId, portRule: 0, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }], proxyPorts: [proxied[0]!.proxyPort] }]);
   assert.equal(c.snapshot(XWING).http, undefined, "a subject without HTTP rules has no HTTP part");
 });
 
-test("HTTP rules over several toPorts of one rule are one list; egress rules are carried with their direction; denies give none", () => {
+test("each toPorts entry's HTTP rules judge only its own ports (Cilium's filters are per port); egress rules are carried with their direction; denies give none", () => {
   const c = compileAll(
     parse({
       endpointSelector: { matchLabels: { class: "xwing" } },
@@ -59,6 +59,7 @@ test("HTTP rules over several toPorts of one rule are one list; egress rules are
           toPorts: [
             { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/v1/.*" }] } },
             { ports: [{ port: "8080", protocol: "TCP" }], rules: { http: [{ headers: ["X-Token"] }] } },
+            { ports: [{ port: "9090", protocol: "TCP" }] },
           ],
         },
       ],
@@ -66,10 +67,15 @@ test("HTTP rules over several toPorts of one rule are one list; egress rules are
     }),
     ids,
   );
-  const http = c.snapshot(XWING).http;
-  assert.equal(http?.length, 1);
-  assert.equal(http?.[0]?.direction, "egress");
-  assert.deepEqual(http?.[0]?.rules, [{ method: "GET", path: "/v1/.*" }, { headers: ["X-Token"] }]);
+  const p = c.snapshot(XWING);
+  assert.deepEqual(p.http?.map((r) => [r.direction, r.portRule, r.rules]), [
+    ["egress", 0, [{ method: "GET", path: "/v1/.*" }]],
+    ["egress", 1, [{ headers: ["X-Token"] }]],
+  ]);
+  const rulesAt = (port: number) => httpRulesAt(p, lookup(p, "egress", DEATHSTAR, 6, port).entry!).map((r) => r.rule);
+  assert.deepEqual(rulesAt(80), [{ method: "GET", path: "/v1/.*" }], "port 80 does not take the X-Token rule of port 8080");
+  assert.deepEqual(rulesAt(8080), [{ headers: ["X-Token"] }]);
+  assert.equal(lookup(p, "egress", DEATHSTAR, 6, 9090).entry?.proxyPort, 0, "the entry without L7 rules is a plain allow, not the rule's HTTP");
 });
 
 test("changing a policy's HTTP rules is in the subject's delta even when no map entry moves", () => {
@@ -252,6 +258,79 @@ test("with two HTTP rules on the key, an L4-only allow of the same peer and port
   assert.equal(judge(compiler(a, b, deny), XWING, "GET", "/a"), "dropped");
   const anyDeny = parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingressDeny: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, "deny-all");
   assert.equal(judge(compiler(a, landing("any-peer", [{ path: "/b" }], {}), anyDeny), XWING, "GET", "/a"), "dropped");
+});
+
+// ----- an allow without L7 rules lifts the HTTP rules of the flows it covers, whatever its width (Cilium) -----
+
+const plainAllow = (name: string, rule: unknown) => parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [rule] }, name);
+
+test("an L4-only allow from every endpoint on port 80 lifts the empire's GET /public there: every request of the tie fighter passes, not through the proxy", () => {
+  const publicOnly = landing("public", [{ method: "GET", path: "/public" }], { fromEndpoints: [{ matchLabels: { org: "empire" } }] });
+  for (const everyone of [{ fromEndpoints: [{}] }, {}]) {
+    const l4 = plainAllow("l4-all", { ...everyone, toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] });
+    for (const order of [[publicOnly, l4], [l4, publicOnly]]) {
+      const c = compiler(...order);
+      assert.equal(judge(c, TIEFIGHTER, "PUT", "/private"), "allowed (L4)", `${JSON.stringify(everyone)}: the L4-only rule selects the tie fighter too`);
+      assert.equal(judge(c, XWING, "PUT", "/private"), "allowed (L4)");
+      assert.equal(judge(c, TIEFIGHTER, "PUT", "/private", 81), "dropped", "port 81 is allowed by neither");
+      assert.equal(c.snapshot(DEATHSTAR).entries.filter((e) => e.proxyPort !== 0).length, 0, "nothing is redirected");
+    }
+  }
+});
+
+test("a narrower L4-only allow under a wider HTTP rule: the empire's requests all pass, everyone else's meet GET /public", () => {
+  const c = compiler(
+    landing("public", [{ method: "GET", path: "/public" }], { fromEndpoints: [{}] }),
+    plainAllow("l4-empire", { fromEndpoints: [{ matchLabels: { org: "empire" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }),
+  );
+  assert.equal(judge(c, TIEFIGHTER, "PUT", "/private"), "allowed (L4)");
+  assert.equal(judge(c, XWING, "GET", "/public"), "allowed by public[0]");
+  assert.equal(judge(c, XWING, "PUT", "/private"), "403");
+});
+
+test("an allow of the same peer over a wider key (a port range, every port, an L3-only rule) lifts its HTTP rules on the port; the rest of a range stays as it was", () => {
+  const http = landing("http", [{ method: "GET", path: "/public" }], { fromEndpoints: [{ matchLabels: { class: "xwing" } }] }, { port: "80", endPort: 95, protocol: "TCP" });
+  const cases: [string, unknown][] = [
+    ["range", { fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "82", endPort: 83, protocol: "TCP" }] }] }],
+    ["all TCP ports", { fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: "0", protocol: "TCP" }] }] }],
+    ["L3-only", { fromEndpoints: [{ matchLabels: { org: "alliance" } }] }],
+    ["any peer, range", { toPorts: [{ ports: [{ port: "82", endPort: 83, protocol: "ANY" }] }] }],
+  ];
+  for (const [what, rule] of cases) {
+    const c = compiler(http, plainAllow("wide", rule));
+    assert.equal(judge(c, XWING, "PUT", "/private", 82), "allowed (L4)", what);
+    assert.equal(judge(c, XWING, "PUT", "/private", 83), "allowed (L4)", what);
+    const narrow = what === "range" || what === "any peer, range";
+    assert.equal(judge(c, XWING, "PUT", "/private", 84), narrow ? "403" : "allowed (L4)", what);
+    assert.equal(judge(c, XWING, "GET", "/public", 90), narrow ? "allowed by http[0]" : "allowed (L4)", what);
+  }
+});
+
+test("one rule's toPorts entry without L7 rules lifts its own HTTP entry on the same port", () => {
+  const c = compiler(
+    parse(
+      {
+        endpointSelector: { matchLabels: { class: "deathstar" } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }, { ports: [{ port: "80", protocol: "TCP" }] }] }],
+      },
+      "mixed",
+    ),
+  );
+  assert.equal(judge(c, XWING, "PUT", "/x"), "allowed (L4)");
+});
+
+test("a lifted port still drops what a deny covers, and the HTTP rules come back when the L4-only allow goes", () => {
+  const http = landing("http", [{ method: "GET", path: "/public" }]);
+  const l4 = plainAllow("l4-all", { toPorts: [{ ports: [{ port: "0", protocol: "TCP" }] }] });
+  const deny = parse({ endpointSelector: { matchLabels: { class: "deathstar" } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, "deny");
+  assert.equal(judge(compiler(http, l4, deny), XWING, "GET", "/public"), "dropped");
+  const c = compiler(http, l4);
+  assert.equal(judge(c, XWING, "PUT", "/private"), "allowed (L4)");
+  const d = c.removePolicy(policyKey(l4[0]!)).find((x) => x.subject === DEATHSTAR)!;
+  assert.ok(d.added.some((e) => e.peer === XWING && e.port === 80 && e.proxyPort !== 0), "the x-wing's entry is redirected again in the delta");
+  assert.equal(judge(c, XWING, "PUT", "/private"), "403");
+  c.upsertPolicy(policyKey(l4[0]!), l4);
+  assert.equal(judge(c, XWING, "PUT", "/private"), "allowed (L4)", "and lifted again by the incremental path");
 });
 
 test("a subject's rules without proxy ports (an operator from before the union): the entry's own rule judges its port", () => {

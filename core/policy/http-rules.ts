@@ -1,10 +1,11 @@
 // The HTTP side of a subject's policy: the HTTP rules of each of its L7 allow rules, for the node's L7 proxy.
 import type { HTTPRule, Policy, PolicyEntry, PortRule, Rule, RuleHttpRules, RuleTls, SubjectPolicy, TLSContext, TlsSecretUse } from "../model.ts";
 import type { HttpRuleRef } from "../l7/http-decision.ts";
+import { holdsPart, type ProxyPortSet } from "./proxy-ports.ts";
 
 /**
  * The HTTP rules of the allow rules in `parts` (the policies selecting one subject, `keys[i]` the key
- * of `parts[i]`), one list per rule over all its toPorts (its entries share one proxy port);
+ * of `parts[i]`), one part per toPorts entry with HTTP rules (they judge only that entry's ports);
  * undefined when there are none.
  */
 export function subjectHttp(parts: readonly Policy[], keys: readonly string[], ruleIdOf: (key: string, origin: Rule["origin"]) => number): RuleHttpRules[] | undefined {
@@ -13,15 +14,11 @@ export function subjectHttp(parts: readonly Policy[], keys: readonly string[], r
     const key = keys[i] ?? "";
     for (const r of p.rules) {
       if (r.verdict !== "allow") continue;
-      const rules: HTTPRule[] = [];
-      let tls: RuleTls | undefined;
-      for (const pr of r.ports) {
-        if (pr.rules?.kind !== "http") continue;
-        rules.push(...pr.rules.http);
-        // The parser admits one TLS setting per rule's HTTP ports (they share one proxy port).
-        tls ??= ruleTls(pr, p.namespace);
-      }
-      if (rules.length > 0) out.push({ ruleId: ruleIdOf(key, r.origin), direction: r.direction, rules, ...(tls ? { tls } : {}) });
+      r.ports.forEach((pr, portRule) => {
+        if (pr.rules?.kind !== "http" || pr.rules.http.length === 0) return;
+        const tls = ruleTls(pr, p.namespace);
+        out.push({ ruleId: ruleIdOf(key, r.origin), portRule, direction: r.direction, rules: pr.rules.http, ...(tls ? { tls } : {}) });
+      });
     }
   });
   return out.length > 0 ? out : undefined;
@@ -48,26 +45,26 @@ export function ruleTls(pr: PortRule, policyNamespace: string | undefined): Rule
 }
 
 /**
- * Each rule's HTTP rules with the proxy ports that serve them: every port whose set of rules (one
- * rule, or the union of the HTTP rules allowing one key) holds it. The node's proxy ORs, on a port,
- * the rules of every rule listing it.
+ * Each part's HTTP rules with the proxy ports that serve them: every port whose set of parts (the
+ * union of the HTTP parts allowing one key) holds it. The node's proxy ORs, on a port, the rules of
+ * every part listing it.
  */
-export function withProxyPorts(http: readonly RuleHttpRules[], sets: readonly { readonly ruleIds: readonly number[]; readonly port: number }[]): RuleHttpRules[] {
-  return http.map((r) => ({ ...r, proxyPorts: sets.filter((s) => s.ruleIds.includes(r.ruleId)).map((s) => s.port).sort((a, b) => a - b) }));
+export function withProxyPorts(http: readonly RuleHttpRules[], sets: readonly ProxyPortSet[]): RuleHttpRules[] {
+  return http.map((r) => ({ ...r, proxyPorts: sets.filter((s) => holdsPart(s, { ruleId: r.ruleId, ...(r.portRule !== undefined ? { portRule: r.portRule } : {}) })).map((s) => s.port).sort((a, b) => a - b) }));
 }
 
 /**
  * The HTTP rules the node's proxy ORs on an entry's proxy port, in the subject's order, each naming
- * its rule and its index in that rule's HTTP rules; empty when the entry is no HTTP redirect (no
+ * its rule and its index in its toPorts entry's `rules.http`; empty when the entry is no HTTP redirect (no
  * proxy port, a deny, or a DNS rule's port). A subject whose rules list no proxy ports (an operator
  * from before the union) gives the rules of the entry's own rule.
  */
 export function httpRulesAt(policy: SubjectPolicy, entry: PolicyEntry): HttpRuleRef[] {
-  return rulesOnPort(policy, entry).flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
+  return httpPartsAt(policy, entry).flatMap((r) => r.rules.map((rule, index) => ({ ruleId: r.ruleId, index, rule })));
 }
 
-/** The subject's L7 rules whose HTTP rules the proxy ORs on the entry's proxy port (none when it is no HTTP redirect). */
-function rulesOnPort(policy: SubjectPolicy, entry: PolicyEntry): RuleHttpRules[] {
+/** The subject's HTTP parts whose rules the proxy ORs on the entry's proxy port, in the subject's order (none when it is no HTTP redirect). */
+export function httpPartsAt(policy: SubjectPolicy, entry: PolicyEntry): RuleHttpRules[] {
   if (entry.proxyPort === 0 || entry.verdict !== "allow") return [];
   const http = (policy.http ?? []).filter((r) => r.direction === entry.direction);
   const listed = http.some((r) => r.proxyPorts !== undefined);
@@ -80,7 +77,7 @@ function rulesOnPort(policy: SubjectPolicy, entry: PolicyEntry): RuleHttpRules[]
  * two Secrets: the proxy refuses the port's connections), undefined when none has any.
  */
 export function tlsAt(policy: SubjectPolicy, entry: PolicyEntry): RuleTls | "conflict" | undefined {
-  const rules = rulesOnPort(policy, entry);
+  const rules = httpPartsAt(policy, entry);
   if (rules.length === 0 || rules.every((r) => r.tls === undefined)) return undefined;
   const first = rules[0]!.tls;
   return rules.every((r) => sameRuleTls(r.tls, first)) ? first : "conflict";
@@ -90,7 +87,7 @@ export function tlsAt(policy: SubjectPolicy, entry: PolicyEntry): RuleTls | "con
 export function sameSubjectHttp(a: readonly RuleHttpRules[] | undefined, b: readonly RuleHttpRules[] | undefined): boolean {
   if (a === b) return true;
   if (!a || !b) return false;
-  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.direction === y.direction && sameList(x.proxyPorts ?? [], y.proxyPorts ?? [], (p, q) => p === q) && sameList(x.rules, y.rules, sameHttpRule) && sameRuleTls(x.tls, y.tls));
+  return sameList(a, b, (x, y) => x.ruleId === y.ruleId && x.portRule === y.portRule && x.direction === y.direction && sameList(x.proxyPorts ?? [], y.proxyPorts ?? [], (p, q) => p === q) && sameList(x.rules, y.rules, sameHttpRule) && sameRuleTls(x.tls, y.tls));
 }
 
 /** Typed equality of two rules' TLS, the operator's material included (a rotated Secret is a change). */

@@ -1,10 +1,11 @@
 // Resolution: a subject's rules become terms (peer selection × port contributions), and the terms matching a peer become its map entries.
-import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type Policy, type PolicyEntry, type Protocol, type Rule, type Selector, type Verdict } from "../model.ts";
+import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type Policy, type PolicyEntry, type PortRule, type Protocol, type Rule, type Selector, type Verdict } from "../model.ts";
 import { icmpMatch } from "../icmp.ts";
 import { rangeToPrefixes } from "../portprefix.ts";
 import { ALL_KNOWN_MATCHER, type PinnedMatcher } from "./selector-cache.ts";
 import type { PartitionedSelectorCache } from "./selector-partitions.ts";
 import { entrySlot } from "./mapstate.ts";
+import type { L7Part } from "./proxy-ports.ts";
 
 /**
  * Resolves a named port: the port numbers `identity`'s pods expose under `name` for `protocol`.
@@ -18,22 +19,31 @@ export interface NumericPort {
   readonly hi: number;
 }
 
-interface NamedPort {
+/** How the ports of one toPorts entry of an allow rule are served (a deny's, and an L4-only allow's, plainly). */
+export interface Serving {
+  /** The rule's own proxy port for an entry with DNS rules (or other non-HTTP L7 rules); 0 otherwise. */
+  readonly proxyPort: number;
+  /**
+   * For an entry with HTTP rules: its index in the rule's toPorts. Its key's requests are judged by the
+   * HTTP rules of every such entry allowing the key, ORed behind one proxy port, unless an allow
+   * without L7 rules covers the key too (Cilium: then every request is allowed).
+   */
+  readonly httpPart: number | undefined;
+}
+
+const PLAIN: Serving = { proxyPort: 0, httpPart: undefined };
+
+interface ServedPort extends NumericPort, Serving {}
+
+interface NamedPort extends Serving {
   readonly name: string;
   readonly protocol: Protocol;
 }
 
-/** One port range a rule contributes, with the verdict and rule it carries. */
-export interface Contribution extends NumericPort {
+/** One port range a rule contributes, with the verdict, rule and serving it carries. */
+export interface Contribution extends NumericPort, Serving {
   readonly verdict: Verdict;
   readonly ruleId: number;
-  /** The rule's own proxy port (a DNS rule, or L7 rules not all HTTP); 0 for an HTTP redirect, whose port is its key's union's. */
-  readonly proxyPort: number;
-  /**
-   * An HTTP rule's redirect: an L4-only allow of the same key beats it (every request is allowed),
-   * and on one key the HTTP rules of every rule allowing it are ORed behind one proxy port.
-   */
-  readonly http: boolean;
 }
 
 /** A rule's part for one peer: the peer is the wildcard (identity 0) or the identities a cached selector picks. */
@@ -43,9 +53,7 @@ export interface Term {
   readonly matcher: PinnedMatcher | undefined;
   readonly verdict: Verdict;
   readonly ruleId: number;
-  readonly proxyPort: number;
-  readonly http: boolean;
-  readonly ports: readonly NumericPort[];
+  readonly ports: readonly ServedPort[];
   /** Egress only: resolved against each peer. */
   readonly namedPorts: readonly NamedPort[];
   /** Of `ports`, computed once. */
@@ -62,7 +70,7 @@ export interface EntryTemplate {
   readonly verdict: Verdict;
   readonly proxyPort: number;
   readonly ruleId: number;
-  /** An HTTP redirect: proxyPort is the one of the union of the HTTP rules allowing this key. */
+  /** An HTTP redirect: proxyPort is the one of the union of the HTTP parts allowing this key. */
   readonly http: boolean;
 }
 
@@ -78,6 +86,11 @@ export interface ResolvedDirection {
   readonly wildcardDenies: readonly Contribution[];
   /** The wildcard peer's HTTP redirects: they judge every peer's requests too (ORed into its own HTTP redirects where they overlap). */
   readonly wildcardHttp: readonly Contribution[];
+  /**
+   * The wildcard peer's allows without L7 rules, when some term of the direction has HTTP rules (else
+   * none): where they cover a peer's own HTTP redirect, that peer's requests are all allowed.
+   */
+  readonly wildcardPlain: readonly Contribution[];
   /** Memo of templates per matched-term signature; valid for this resolution's lifetime. */
   readonly templates: Map<string, readonly EntryTemplate[]>;
 }
@@ -87,8 +100,8 @@ export interface ResolutionContext {
   readonly selectorCache: PartitionedSelectorCache;
   readonly namedPorts: NamedPortResolver;
   ruleIdOf(policyKey: string, origin: Rule["origin"]): number;
-  /** The proxy port of a subject's set of L7 rules (one rule, or the union of HTTP rules on one key). */
-  proxyPortFor(subject: number, ruleIds: readonly number[]): number;
+  /** The proxy port of a subject's set of L7 parts (one rule's DNS rules, or the union of the HTTP parts allowing one key). */
+  proxyPortFor(subject: number, parts: readonly L7Part[]): number;
   readonly compareRules: (a: number, b: number) => number;
 }
 
@@ -132,8 +145,11 @@ export function resolveDirection(
     else addToList(termsBySelector, t.matcher.canonical, i);
   });
   const wildcardDenies = wildcardTerms.filter((t) => t.verdict === "deny").flatMap((t) => t.contributions);
-  const wildcardHttp = wildcardTerms.filter((t) => t.verdict === "allow" && t.http).flatMap((t) => t.contributions);
-  return { enforced, requires, terms, termsBySelector, wildcardTerms, wildcardDenies, wildcardHttp, templates: new Map() };
+  const wildcardAllows = wildcardTerms.filter((t) => t.verdict === "allow").flatMap((t) => t.contributions);
+  const wildcardHttp = wildcardAllows.filter((c) => c.httpPart !== undefined);
+  const hasHttp = terms.some((t) => t.verdict === "allow" && [...t.contributions, ...t.namedPorts].some((c) => c.httpPart !== undefined));
+  const wildcardPlain = hasHttp ? wildcardAllows.filter(isPlain) : [];
+  return { enforced, requires, terms, termsBySelector, wildcardTerms, wildcardDenies, wildcardHttp, wildcardPlain, templates: new Map() };
 }
 
 export const UNRESOLVED: ResolvedDirection = {
@@ -144,51 +160,51 @@ export const UNRESOLVED: ResolvedDirection = {
   wildcardTerms: [],
   wildcardDenies: [],
   wildcardHttp: [],
+  wildcardPlain: [],
   templates: new Map(),
 };
 
 function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, requires: readonly Selector[], proxyRules: Set<number>): Term[] {
   const ruleId = ctx.ruleIdOf(key, r.origin);
-  const ports: NumericPort[] = [];
+  const ports: ServedPort[] = [];
   const named: NamedPort[] = [];
-  let l7 = false;
-  let httpOnly = true;
-  for (const pr of r.ports) {
-    if (pr.rules) l7 = true;
-    if (pr.rules && pr.rules.kind !== "http") httpOnly = false;
-    if (pr.ports.length === 0) ports.push(ALL_PORTS);
+  let ownPort: number | undefined;
+  // Each toPorts entry is served by its own L7 rules: none (a plain allow), its HTTP rules, or the rule's DNS (other L7) port.
+  const servingOf = (pr: PortRule, index: number): Serving => {
+    if (r.verdict !== "allow" || !pr.rules) return PLAIN;
+    proxyRules.add(ruleId);
+    if (pr.rules.kind === "http") return { proxyPort: 0, httpPart: index };
+    ownPort ??= ctx.proxyPortFor(subject, [{ ruleId }]);
+    return { proxyPort: ownPort, httpPart: undefined };
+  };
+  r.ports.forEach((pr, index) => {
+    const serving = servingOf(pr, index);
+    if (pr.ports.length === 0) ports.push({ ...ALL_PORTS, ...serving });
     for (const pp of pr.ports) {
       if (pp.name !== undefined) {
         if (r.direction === "ingress") {
           for (const proto of protoNumbers(pp.protocol)) {
-            for (const n of ctx.namedPorts(subject, pp.name, pp.protocol)) ports.push({ proto, lo: n, hi: n });
+            for (const n of ctx.namedPorts(subject, pp.name, pp.protocol)) ports.push({ proto, lo: n, hi: n, ...serving });
           }
         } else {
-          named.push({ name: pp.name, protocol: pp.protocol });
+          named.push({ name: pp.name, protocol: pp.protocol, ...serving });
         }
       } else if (pp.port === 0) {
-        if (pp.protocol === "ANY") ports.push(ALL_PORTS);
-        else ports.push({ proto: PROTO_NUMBER[pp.protocol], lo: 0, hi: 0xffff });
+        if (pp.protocol === "ANY") ports.push({ ...ALL_PORTS, ...serving });
+        else ports.push({ proto: PROTO_NUMBER[pp.protocol], lo: 0, hi: 0xffff, ...serving });
       } else {
-        for (const proto of protoNumbers(pp.protocol)) ports.push({ proto, lo: pp.port, hi: Math.max(pp.port, pp.endPort) });
+        for (const proto of protoNumbers(pp.protocol)) ports.push({ proto, lo: pp.port, hi: Math.max(pp.port, pp.endPort), ...serving });
       }
     }
-  }
+  });
   for (const f of r.icmps) {
     const m = icmpMatch(f);
-    if (m) ports.push({ proto: m.proto, lo: m.type, hi: m.type });
+    if (m) ports.push({ proto: m.proto, lo: m.type, hi: m.type, ...PLAIN });
   }
-  if (r.ports.length === 0 && r.icmps.length === 0) ports.push(ALL_PORTS);
-  let proxyPort = 0;
-  const http = l7 && r.verdict === "allow" && httpOnly;
-  if (l7 && r.verdict === "allow") {
-    proxyRules.add(ruleId);
-    // An HTTP redirect's port is its key's: the union of the HTTP rules allowing it (entryTemplates).
-    if (!http) proxyPort = ctx.proxyPortFor(subject, [ruleId]);
-  }
+  if (r.ports.length === 0 && r.icmps.length === 0) ports.push({ ...ALL_PORTS, ...PLAIN });
   const out: Term[] = [];
-  const base = { policyKey: key, verdict: r.verdict, ruleId, proxyPort, http };
-  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId, proxyPort, http }));
+  const base = { policyKey: key, verdict: r.verdict, ruleId };
+  const contributions: Contribution[] = ports.map((p) => ({ ...p, verdict: r.verdict, ruleId }));
   for (const peer of r.peers) {
     const selection = ctx.selectorCache.peerSelection(peer, requires);
     if (selection.kind === "nothing") continue;
@@ -230,16 +246,17 @@ export function matchedTermsByPeer(cache: PartitionedSelectorCache, dir: Resolve
 }
 
 /**
- * Whether two directions deny the same ports to every peer and redirect the same ports of every
- * peer to HTTP rules (a change of either touches every peer's entries).
+ * Whether two directions deny the same ports to every peer, redirect the same ports of every peer to
+ * HTTP rules and allow the same ports of every peer without L7 rules where HTTP rules are about (a
+ * change of any touches every peer's entries).
  */
 export function sameWildcardDenies(a: ResolvedDirection, b: ResolvedDirection): boolean {
-  return sameContributions(a.wildcardDenies, b.wildcardDenies) && sameContributions(a.wildcardHttp, b.wildcardHttp);
+  return sameContributions(a.wildcardDenies, b.wildcardDenies) && sameContributions(a.wildcardHttp, b.wildcardHttp) && sameContributions(a.wildcardPlain, b.wildcardPlain);
 }
 
 function sameContributions(a: readonly Contribution[], b: readonly Contribution[]): boolean {
   if (a.length !== b.length) return false;
-  const order = (x: Contribution, y: Contribution): number => x.proto - y.proto || x.lo - y.lo || x.hi - y.hi || x.ruleId - y.ruleId;
+  const order = (x: Contribution, y: Contribution): number => x.proto - y.proto || x.lo - y.lo || x.hi - y.hi || x.ruleId - y.ruleId || (x.httpPart ?? -1) - (y.httpPart ?? -1);
   const sa = [...a].sort(order);
   const sb = [...b].sort(order);
   return sa.every((x, i) => order(x, sb[i]!) === 0);
@@ -283,37 +300,39 @@ export function peerEntries(
   return out;
 }
 
-function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: number): readonly NumericPort[] {
+function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: number): readonly ServedPort[] {
   if (direction !== "egress" || t.namedPorts.length === 0) return t.ports;
   const ports = [...t.ports];
   for (const np of t.namedPorts) {
+    const serving = { proxyPort: np.proxyPort, httpPart: np.httpPart };
     for (const proto of protoNumbers(np.protocol)) {
-      for (const n of ctx.namedPorts(peer, np.name, np.protocol)) ports.push({ proto, lo: n, hi: n });
+      for (const n of ctx.namedPorts(peer, np.name, np.protocol)) ports.push({ proto, lo: n, hi: n, ...serving });
     }
   }
   return ports;
 }
 
-function contributionsOf(t: Term, ports: readonly NumericPort[]): Contribution[] {
-  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId, proxyPort: t.proxyPort, http: t.http }));
+function contributionsOf(t: Term, ports: readonly ServedPort[]): Contribution[] {
+  return ports.map((p) => ({ ...p, verdict: t.verdict, ruleId: t.ruleId }));
 }
 
-/** What a peer's entries take from the wildcard peer's: its denies and its HTTP redirects. */
+/** What a peer's entries take from the wildcard peer's: its denies, its HTTP redirects and its allows without L7 rules. */
 export interface WildcardExtras {
   readonly wildcardDenies: readonly Contribution[];
   readonly wildcardHttp: readonly Contribution[];
+  readonly wildcardPlain: readonly Contribution[];
 }
 
-const NO_EXTRA: WildcardExtras = { wildcardDenies: [], wildcardHttp: [] };
+const NO_EXTRA: WildcardExtras = { wildcardDenies: [], wildcardHttp: [], wildcardPlain: [] };
 
-/** How entryTemplates orders rules and finds the proxy port of a set of rules, for one subject. */
+/** How entryTemplates orders rules and finds the proxy port of a set of L7 parts, for one subject. */
 export interface TemplateRules {
   readonly compareRules: (a: number, b: number) => number;
-  readonly proxyPortFor: (ruleIds: readonly number[]) => number;
+  readonly proxyPortFor: (parts: readonly L7Part[]) => number;
 }
 
 function rulesOf(ctx: ResolutionContext, subject: number): TemplateRules {
-  return { compareRules: ctx.compareRules, proxyPortFor: (ruleIds) => ctx.proxyPortFor(subject, ruleIds) };
+  return { compareRules: ctx.compareRules, proxyPortFor: (parts) => ctx.proxyPortFor(subject, parts) };
 }
 
 /**
@@ -358,51 +377,81 @@ function blocksOf(c: NumericPort): readonly { port: number; prefixLen: number }[
  * The entries for one peer (or the wildcard) from its contributions: each contribution's port blocks,
  * plus, wherever an allow overlaps a deny that also applies to this peer, the overlap as a deny so
  * the longest-prefix lookup can never pick the allow. An HTTP redirect's proxy port is the one of
- * every HTTP rule allowing its whole block, the wildcard peer's too (`extra.wildcardHttp`): their
+ * every HTTP part allowing its whole block, the wildcard peer's too (`extra.wildcardHttp`): their
  * rules are ORed (Cilium: a request is allowed when any rule selecting the flow allows it). Where a
  * wildcard HTTP redirect overlaps part of one of this peer's, the overlap gets an entry of its own,
- * since the lookup stops at this peer's entries and never reaches the wildcard's.
+ * since the lookup stops at this peer's entries and never reaches the wildcard's. Where an allow
+ * without L7 rules (this peer's, of any width, or the wildcard peer's: `extra.wildcardPlain`)
+ * covers part of an HTTP redirect, that part is a plain allow of its own, at least as specific as the
+ * redirect: Cilium allows every request there (an L4-only rule's peers are allowed at L7 whatever the
+ * other rules on the port say), so not sending it to the proxy at all is the same verdict with no hop.
  */
 export function entryTemplates(contributions: readonly Contribution[], extra: WildcardExtras, rules: TemplateRules): EntryTemplate[] {
   const out = new Map<number, EntryTemplate>();
-  const put = (c: NumericPort, verdict: Verdict, ruleId: number, proxyPort: number, http: boolean): void => {
+  const put = (c: Contribution): void => {
+    const allow = c.verdict === "allow";
+    const proxyPort = allow ? c.proxyPort : 0;
+    const http = allow && c.httpPart !== undefined;
     for (const b of blocksOf(c)) {
       const slot = entrySlot(c.proto, b.port, b.prefixLen);
-      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict, proxyPort, ruleId, http };
+      const e: EntryTemplate = { slot, proto: c.proto, port: b.port, portPrefixLen: b.prefixLen, verdict: c.verdict, proxyPort, ruleId: c.ruleId, http };
       const prev = out.get(slot);
       out.set(slot, prev ? preferred(prev, e, rules.compareRules) : e);
     }
   };
-  const ownHttp = contributions.filter((c) => c.verdict === "allow" && c.http);
+  const ownHttp = contributions.filter((c) => c.verdict === "allow" && c.httpPart !== undefined);
   const overlaps: Contribution[] = [];
   for (const c of ownHttp) {
     for (const w of extra.wildcardHttp) {
       const x = intersect(c, w);
-      if (x) overlaps.push({ ...x, verdict: "allow", ruleId: c.ruleId, proxyPort: 0, http: true });
+      if (x) overlaps.push({ ...x, verdict: "allow", ruleId: c.ruleId, proxyPort: 0, httpPart: c.httpPart });
     }
   }
   const allows = [...contributions, ...overlaps];
+  for (const c of allows) put(c);
+  if (ownHttp.length > 0) {
+    const plain = [...contributions.filter(isPlain), ...extra.wildcardPlain];
+    const redirects = [...out.values()].filter((t) => t.verdict === "allow" && t.http);
+    for (const t of redirects) {
+      for (const a of plain) {
+        const x = intersect(blockOf(t), a);
+        if (x) allows.push({ ...x, ...PLAIN, verdict: "allow", ruleId: a.ruleId });
+      }
+    }
+    for (const c of allows.slice(contributions.length + overlaps.length)) put(c);
+  }
   const denies = [...contributions.filter((c) => c.verdict === "deny"), ...extra.wildcardDenies];
-  for (const c of allows) put(c, c.verdict, c.ruleId, c.verdict === "allow" ? c.proxyPort : 0, c.verdict === "allow" && c.http);
   for (const c of allows) {
     if (c.verdict !== "allow") continue;
     for (const d of denies) {
       const x = intersect(c, d);
-      if (x) put(x, "deny", d.ruleId, 0, false);
+      if (x) put({ ...x, ...PLAIN, verdict: "deny", ruleId: d.ruleId });
     }
   }
   if (ownHttp.length === 0) return [...out.values()];
   const http = [...ownHttp, ...extra.wildcardHttp];
-  return [...out.values()].map((t) => (t.verdict === "allow" && t.http ? { ...t, proxyPort: rules.proxyPortFor(httpRulesCovering(http, t)) } : t));
+  return [...out.values()].map((t) => (t.verdict === "allow" && t.http ? { ...t, proxyPort: rules.proxyPortFor(httpPartsCovering(http, t)) } : t));
 }
 
-/** The rules of the HTTP redirects whose ports hold the whole of an entry's block, ascending, each once. */
-function httpRulesCovering(http: readonly Contribution[], t: EntryTemplate): number[] {
-  const lo = t.port;
-  const hi = t.port + 2 ** (16 - t.portPrefixLen) - 1;
-  const ids = new Set<number>();
-  for (const c of http) if ((c.proto === 0 || c.proto === t.proto) && c.lo <= lo && c.hi >= hi) ids.add(c.ruleId);
-  return [...ids].sort((a, b) => a - b);
+/** An allow of a toPorts entry without L7 rules (or of a rule without toPorts). */
+function isPlain(c: Contribution): boolean {
+  return c.verdict === "allow" && c.proxyPort === 0 && c.httpPart === undefined;
+}
+
+/** The ports an entry's block holds. */
+function blockOf(t: EntryTemplate): NumericPort {
+  return { proto: t.proto, lo: t.port, hi: t.port + 2 ** (16 - t.portPrefixLen) - 1 };
+}
+
+/** The HTTP parts whose ports hold the whole of an entry's block, each once. */
+function httpPartsCovering(http: readonly Contribution[], t: EntryTemplate): L7Part[] {
+  const { lo, hi } = blockOf(t);
+  const parts: L7Part[] = [];
+  for (const c of http) {
+    if (c.httpPart === undefined || !((c.proto === 0 || c.proto === t.proto) && c.lo <= lo && c.hi >= hi)) continue;
+    if (!parts.some((p) => p.ruleId === c.ruleId && p.portRule === c.httpPart)) parts.push({ ruleId: c.ruleId, portRule: c.httpPart });
+  }
+  return parts;
 }
 
 const proxied = (t: EntryTemplate): boolean => t.proxyPort !== 0 || t.http;

@@ -467,6 +467,24 @@ test("compiled by the operator's compiler: the star-wars rule is enforced; an L4
   assert.deepEqual(violations, []);
 });
 
+const L4_ANY_PEER = {
+  name: "l4-any-peer",
+  spec: { endpointSelector: { matchLabels: { class: "deathstar" } }, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+};
+
+test("compiled by the operator's compiler: an L4-only allow from every peer on port 80 (a wider key than the star-wars rule's) lets every request of the x-wing through, not proxied, as Cilium does; when it goes the rule is enforced again", async () => {
+  const operator = new PolicyCompiler();
+  server!.publish(node, compiledState(30, [STAR_WARS, L4_ANY_PEER], operator));
+  await until("state 30 acknowledged", () => ackedGeneration() === 30, 20_000);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 200, "every request");
+  assert.deepEqual(agent!.status().l7Proxy?.servedPorts, [], "nothing is sent to the proxy");
+  server!.publish(node, compiledState(31, [STAR_WARS], operator));
+  await until("state 31 acknowledged", () => ackedGeneration() === 31, 20_000);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+  assert.deepEqual(violations, []);
+});
+
 /** The requests the proxy logged (--log-flows) for `requestPath`, with the name of the policy whose rule decided each. */
 function flowsFor(requestPath: string, s: NodeState): { verdict: string; status: number; policy?: string }[] {
   const lines = fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8").split("\n").filter((l) => l.startsWith("{"));
