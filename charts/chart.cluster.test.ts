@@ -138,7 +138,13 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
       assert.equal(await canI(operator, "get", "secrets", ["-n", ns]), false, `operator reads secrets in ${ns}`);
       assert.equal(await canI(operator, "get", "secrets/membrane-encryption-key", ["-n", ns]), false);
     }
+    // TLS rules' Secrets: read (list and watch: its informer) in the policy secrets namespace, nothing written there.
+    for (const verb of ["get", "list", "watch"]) assert.equal(await canI(operator, verb, "secrets", ["-n", "membrane-secrets"]), true, `${verb} secrets in membrane-secrets`);
+    for (const verb of ["create", "update", "delete"]) assert.equal(await canI(operator, verb, "secrets", ["-n", "membrane-secrets"]), false, `${verb} secrets in membrane-secrets`);
+    assert.equal(await canI(operator, "list", "secrets", ["--all-namespaces"]), false, "never every namespace's Secrets");
     // What it needs.
+    assert.equal(await canI(operator, "patch", "pods", ["-n", "default"]), true, "the identity annotation on pods");
+    assert.equal(await canI(operator, "update", "pods", ["-n", "default"]), false);
     assert.equal(await canI(operator, "create", "ciliumidentities.cilium.io"), true);
     assert.equal(await canI(operator, "patch", "ciliumnetworkpolicies.cilium.io", ["--subresource=status", "-n", "default"]), true);
     assert.equal(await canI(operator, "update", "ciliumnetworkpolicies.cilium.io", ["-n", "default"]), false, "status only, never the user's spec");
@@ -249,14 +255,18 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     assert.equal(webhook?.clientConfig.caBundle, caBundle, "the upgrade kept the webhook's caBundle");
   });
 
-  it("helm uninstall removes every object of the release (the CRDs and their objects stay, as Helm does)", async () => {
+  it("helm uninstall removes every object of the release but the policy secrets namespace and the Secrets users put there (the CRDs and their objects stay, as Helm does)", async () => {
     assert.ok(cp);
+    // A user's Secret for a TLS rule, where the chart tells users to put it.
+    const user = await kubectl(["create", "secret", "generic", "front-tls", "-n", "membrane-secrets", "--from-literal=ca.crt=x"]);
+    assert.equal(user.code, 0, user.stderr);
     const r = await cp.helm(["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "2m"]);
     assert.equal(r.code, 0, `helm uninstall: ${r.stderr}`);
     const left = await kubectl(["get", "-f", "-", "--ignore-not-found", "-o", "json"], manifest);
     assert.equal(left.code, 0, left.stderr);
     const remaining = left.stdout.trim() === "" ? [] : (JSON.parse(left.stdout) as List).items;
-    assert.deepEqual(remaining.map(objectKey), []);
+    assert.deepEqual(remaining.map(objectKey), [objectKey({ kind: "Namespace", metadata: { name: "membrane-secrets" } })], "only the kept secrets namespace");
+    assert.equal((await kubectl(["get", "secret", "front-tls", "-n", "membrane-secrets", "-o", "name"])).stdout.trim(), "secret/front-tls", "the user's Secret survives");
     const crds = await kubectl(["get", "crd", "ciliumnetworkpolicies.cilium.io", "-o", "name"]);
     assert.equal(crds.code, 0, "CRDs are kept on uninstall so users' policies survive");
     const list = await cp.helm(["list", "--namespace", NS, "--all", "-q"]);

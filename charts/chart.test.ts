@@ -182,20 +182,37 @@ describe("charts/membrane", () => {
     }
   });
 
-  it("grants Secrets only through namespaced Roles, by name except for create", () => {
+  it("grants Secrets only through namespaced Roles, by name except for create and the policy secrets namespace's Role (get, list, watch there only, never in the release namespace)", () => {
     for (const [name, objects] of Object.entries(rendered)) {
       for (const role of objects.filter((o) => o.kind === "ClusterRole")) {
         assert.ok(!(role.rules as Rule[]).some((r) => (r.resources ?? []).includes("secrets")), `${name}: ClusterRole ${role.metadata.name} grants secrets`);
       }
       for (const role of objects.filter((o) => o.kind === "Role")) {
         for (const rule of (role.rules as Rule[]).filter((r) => (r.resources ?? []).includes("secrets"))) {
-          if (rule.resourceNames === undefined) assert.deepEqual(rule.verbs, ["create"], `${name}: Role ${role.metadata.name} reads secrets without resourceNames`);
+          if (rule.resourceNames !== undefined) continue;
+          // list and watch cannot be limited by name: the one Role that reads Secrets unnamed is the namespace's that holds only TLS rules' Secrets.
+          if (role.metadata.name === "membrane-operator-policy-secrets") {
+            assert.equal(role.metadata.namespace, "membrane-secrets", `${name}: the policy secrets Role lives in the secrets namespace`);
+            assert.deepEqual(rule.verbs, ["get", "list", "watch"], `${name}: the policy secrets Role only reads`);
+          } else assert.deepEqual(rule.verbs, ["create"], `${name}: Role ${role.metadata.name} reads secrets without resourceNames`);
         }
       }
+      const bound = objects.filter((o) => o.kind === "RoleBinding" && (o.roleRef as { name: string }).name === "membrane-operator-policy-secrets");
+      assert.deepEqual(
+        bound.map((b) => [b.metadata.namespace, b.subjects]),
+        [["membrane-secrets", [{ kind: "ServiceAccount", name: "membrane-operator", namespace: NAMESPACE }]]],
+        `${name}: only the operator is bound to it, in that namespace`,
+      );
     }
     const op = rulesOf(rendered.encryption ?? [], "Role", "membrane-operator");
     assert.ok(op.some((r) => r.resourceNames?.includes("membrane-encryption-key") && r.verbs.includes("get")), "with encryption, the operator reads its key Secret");
     assert.ok(!rulesOf(rendered.default ?? [], "Role", "membrane-operator").some((r) => (r.resources ?? []).includes("secrets")), "without encryption, no Secrets at all");
+  });
+
+  it("lets the operator patch pods (the membrane.io/identity annotation the agents' stream reads) and nothing more of them", () => {
+    const rules = rulesOf(rendered.default ?? [], "ClusterRole", "membrane-operator");
+    assert.ok(grants(rules, "", "pods", "patch"), "the operator writes each pod's identity annotation");
+    for (const verb of ["create", "update", "delete"]) assert.ok(!grants(rules, "", "pods", verb), `the operator may not ${verb} pods`);
   });
 
   it("lets the agent write only CiliumNode status and patch CiliumNodes (its annotation), and read no policy it could not get from the operator", () => {
@@ -263,6 +280,29 @@ describe("charts/membrane", () => {
     }
   });
 
+  it("TLS inspection's Secrets: by default the chart creates membrane-secrets (kept on uninstall) and passes --policy-secrets-namespace to the operator and the webhook; off, neither the flag nor the Role; an existing namespace is named, never the release's", async () => {
+    const argsOf = (objects: K8sObject[], name: string): string[] => {
+      const d = byKindName(objects, "Deployment", name) as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+      return d.spec.template.spec.containers[0]?.args ?? [];
+    };
+    const objects = rendered.default ?? [];
+    for (const name of ["membrane-operator", "membrane-webhook"]) assert.ok(argsOf(objects, name).includes("--policy-secrets-namespace=membrane-secrets"), `${name} gets the flag`);
+    assert.equal(byKindName(objects, "Namespace", "membrane-secrets").metadata.annotations?.["helm.sh/resource-policy"], "keep", "helm uninstall keeps the users' Secrets");
+
+    const existing = parseManifest(await renderText({ "tls.secretsNamespace.create": false, "tls.secretsNamespace.name": "tls-keys" }));
+    assert.ok(!existing.some((o) => o.kind === "Namespace"), "an existing namespace is not created");
+    assert.equal(byKindName(existing, "Role", "membrane-operator-policy-secrets").metadata.namespace, "tls-keys");
+    assert.ok(argsOf(existing, "membrane-operator").includes("--policy-secrets-namespace=tls-keys"));
+
+    const off = parseManifest(await renderText({ "tls.policySecrets.enabled": false }));
+    assert.ok(!off.some((o) => o.metadata.name === "membrane-operator-policy-secrets" || o.metadata.name === "membrane-secrets"), "off: no Role, no namespace");
+    for (const name of ["membrane-operator", "membrane-webhook"]) assert.ok(!argsOf(off, name).some((a) => a.startsWith("--policy-secrets-namespace")), `off: ${name} gets no flag`);
+
+    const r = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs({ "tls.secretsNamespace.name": NAMESPACE })]);
+    assert.notEqual(r.code, 0, "the release namespace as the secrets namespace is refused");
+    assert.match(r.stderr, /tls\.secretsNamespace\.name: "membrane-system" is the release namespace/);
+  });
+
   it("hostFirewall.enabled passes the agent its node address and one --host-firewall-device per device, and by default nothing", async () => {
     type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[]; env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] }[] } } } };
     const agentOf = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!;
@@ -291,6 +331,7 @@ describe("charts/membrane", () => {
       ["an image pull policy Kubernetes does not know", { "image.pullPolicy": "Sometimes" }, /pullPolicy/],
       ["a host firewall device that is not an interface name", { "hostFirewall.devices": "{eth0 eth1}" }, /hostFirewall\/devices|devices/],
       ["a host firewall API server port out of range", { "hostFirewall.apiServerPort": 70000 }, /apiServerPort/],
+      ["a secrets namespace that is not a namespace name", { "tls.secretsNamespace.name": "TLS_Keys" }, /secretsNamespace\/name|secretsNamespace\.name/],
     ];
     for (const [what, values, field] of cases) {
       it(`refuses ${what}`, async () => {

@@ -98,3 +98,18 @@ test("--enable-extended-ip-protocols: bare or =true turns the parse option on, o
   assert.ok("error" in bad);
   assert.match(bad.error, /^--enable-extended-ip-protocols: "yes"/);
 });
+
+test("--policy-secrets-namespace: Secrets are read from that namespace only, unset none; a bad name and the replaced --enable-policy-secrets are refused naming the flags", () => {
+  const off = parseArgs([]);
+  assert.ok("config" in off);
+  assert.equal(off.config.policySecretsNamespace, undefined);
+  const on = parseArgs(["--policy-secrets-namespace", "membrane-secrets"]);
+  assert.ok("config" in on);
+  assert.equal(on.config.policySecretsNamespace, "membrane-secrets");
+  assert.deepEqual(parseArgs(["--policy-secrets-namespace=Secrets"]), {
+    error: `--policy-secrets-namespace: "Secrets" is not a namespace name: it must consist of lower case letters, digits and '-', and start and end with a letter or digit`,
+  });
+  for (const old of [["--enable-policy-secrets", "true"], ["--enable-policy-secrets=false"]]) {
+    assert.deepEqual(parseArgs(old), { error: "--enable-policy-secrets: replaced by --policy-secrets-namespace NS (the operator reads TLS rules' Secrets from that one namespace only)" });
+  }
+});

@@ -14,6 +14,7 @@ import { parseHostPort } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
+import { dns1123LabelProblem } from "../core/parser/fields.ts";
 
 const USAGE = `usage: membrane operator [flags]
 
@@ -35,9 +36,11 @@ const USAGE = `usage: membrane operator [flags]
   --controllers LIST           comma-separated, from ${[...ALL_CONTROLLERS, ...OPTIONAL_CONTROLLERS].join(",")} (default ${ALL_CONTROLLERS.join(",")};
                                encryption-key validates and rotates MembraneEncryptionKeys' Secrets in --lease-namespace when
                                their secretRef names none)
-  --enable-policy-secrets BOOL read the Secrets policies name for TLS inspection (terminatingTLS, originatingTLS;
-                               needs get/list/watch on Secrets) and send their material only to the nodes hosting a
-                               subject of the rule (default false: such rules fail closed, and their status says why)
+  --policy-secrets-namespace NS  read the Secrets TLS rules name (terminatingTLS, originatingTLS) from this namespace
+                               only (Cilium's policy-secrets-namespace; needs list/watch on Secrets there, nowhere else)
+                               and send their material only to the nodes hosting a subject of the rule; a rule naming a
+                               Secret elsewhere fails closed, its status saying so (unset: no Secret is read and every
+                               TLS rule fails closed, saying why; give the webhook the same flag)
   --distribution-port N        serve the agent stream (gRPC, mutual TLS) on the bind address, port N (0 picks one; off when absent)
   --tls-ca FILE                CA that signs agent client certificates (with --distribution-port)
   --tls-cert FILE              the operator's serving certificate (with --distribution-port)
@@ -105,6 +108,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "identity-gc-grace": { type: "string" },
       "identity-gc-interval": { type: "string" },
       "cluster-name": { type: "string" },
+      "policy-secrets-namespace": { type: "string" },
       "enable-policy-secrets": { type: "string" },
       "pod-cidr-pool": { type: "string" },
       "node-cidr-mask-size": { type: "string" },
@@ -164,10 +168,12 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     config.bindAddress = v["bind-address"];
   }
   if (v["cluster-name"] !== undefined) config.clusterName = v["cluster-name"];
-  if (v["enable-policy-secrets"] !== undefined) {
-    const b = bool("enable-policy-secrets", v["enable-policy-secrets"]);
-    if (typeof b === "string") return { error: b };
-    config.policySecrets = b;
+  // Replaced before any release: reading Secrets in every namespace is not offered (a namespaced Role must suffice).
+  if (v["enable-policy-secrets"] !== undefined) return { error: "--enable-policy-secrets: replaced by --policy-secrets-namespace NS (the operator reads TLS rules' Secrets from that one namespace only)" };
+  if (v["policy-secrets-namespace"] !== undefined) {
+    const problem = dns1123LabelProblem(v["policy-secrets-namespace"]);
+    if (problem !== undefined) return { error: `--policy-secrets-namespace: ${JSON.stringify(v["policy-secrets-namespace"])} is not a namespace name: it ${problem}` };
+    config.policySecretsNamespace = v["policy-secrets-namespace"];
   }
   if (v["pod-cidr-pool"] !== undefined) config.podCidrPool = v["pod-cidr-pool"];
   if (v["node-cidr-mask-size"] !== undefined) {

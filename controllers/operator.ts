@@ -63,8 +63,11 @@ export interface OperatorConfig {
   podCidrPool: string;
   nodeCidrMaskSize: number;
   controllers: Set<ControllerName>;
-  /** Read the Secrets policies name for TLS inspection and send their material with the compiled policy (controllers/policy-secrets.ts). */
-  policySecrets?: boolean;
+  /**
+   * Read the Secrets TLS rules name from this namespace only (an informer scoped to it) and send their
+   * material with the compiled policy (controllers/policy-secrets.ts); absent: no Secret is read.
+   */
+  policySecretsNamespace?: string;
   /** The agent stream (gRPC, mutual TLS); off when undefined. */
   distribution?: { port: number; caFile: string; certFile: string; keyFile: string; agentAuth?: AgentAuthConfig };
   /** Test hook: shorter lease timings. */
@@ -230,7 +233,7 @@ export class Operator {
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
         // A Secret a TLS rule names came, went or changed: the policies' Enforced says whether it can be served.
         const secrets = this.policySecrets;
-        if (secrets && this.config.policySecrets) c.watch(informers.for<SecretObject>(SECRETS), (ev) => (secrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? all() : []));
+        if (secrets?.informer) c.watch(secrets.informer, (ev) => (secrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? all() : []));
         if (id) {
           c.watch(namespaces, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
           // A pod moves the selected count and nodes of only the policies selecting its label set (before or after
@@ -338,9 +341,11 @@ export class Operator {
     const port = await server.listen(cfg.port, host);
     this.log.info({ host, port }, "distribution stream listening");
     const nodes = informers.for<NodeObject>(NODES);
-    // TLS inspection's Secrets: read with the operator's RBAC only when asked to (else TLS rules fail closed, saying why).
-    const secretsInformer = this.config.policySecrets ? informers.for<SecretObject>(SECRETS) : undefined;
-    const policySecrets = (this.policySecrets = new PolicySecrets(secretsInformer));
+    // TLS inspection's Secrets: read with the operator's RBAC from the policy secrets namespace only, when one is
+    // given (else, and for a Secret named elsewhere, TLS rules fail closed, saying why).
+    // Its informer lists and watches that namespace only: a Role there is all the RBAC it needs.
+    const namespace = this.config.policySecretsNamespace;
+    const policySecrets = (this.policySecrets = new PolicySecrets(namespace === undefined ? undefined : { namespace, informer: informers.for<SecretObject>(SECRETS, { namespace }) }));
     const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed, policySecrets });
     server.followSubjectDeltas(source.subjectDeltas);
     server.followSharedDeltas(source.sharedDeltas);
@@ -384,7 +389,7 @@ export class Operator {
     c.watch(endpointSlices, () => [sourceKey("services")]);
     for (const t of tracingPolicies) c.watch(t, () => [sourceKey("tracing")]);
     // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
-    if (secretsInformer) c.watch(secretsInformer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? nodes.list().map((n) => n.metadata.name) : []));
+    if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? nodes.list().map((n) => n.metadata.name) : []));
     this.controllers.push(c);
     return { server, source };
   }

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { issueCA, issueCert, type Issued } from "../kube/pki.ts";
-import { tlsMaterial, type SecretObject } from "./policy-secrets.ts";
+import type { Informer } from "../kube/informer.ts";
+import { PolicySecrets, SECRETS_NOT_READ, tlsMaterial, type SecretObject } from "./policy-secrets.ts";
 
 let a: Issued;
 let b: Issued;
@@ -28,4 +29,14 @@ test("originatingTLS takes ca.crt (or the rule's trustedCA item), a PEM certific
   assert.deepEqual(tlsMaterial(secret({ "ca.crt": a.cert }), use, "originatingTLS"), { material: { trustedCA: a.cert } });
   assert.deepEqual(tlsMaterial(secret({ "ca.crt": a.cert }), { ...use, trustedCA: "bundle.pem" }, "originatingTLS"), { unavailable: 'has no item "bundle.pem" (the trusted CAs)' });
   assert.deepEqual(tlsMaterial(secret({ "ca.crt": "not pem SECRET" }), use, "originatingTLS"), { unavailable: 'item "ca.crt" is not a PEM certificate' });
+});
+
+test("with a policy secrets namespace, a Secret named in another namespace is not read even when it exists: its reason says where it must live", () => {
+  const held = new Map([["ns/s", secret({ "tls.crt": a.cert, "tls.key": a.key })], ["membrane-secrets/s", secret({ "tls.crt": a.cert, "tls.key": a.key })]]);
+  // The informer's cache, as the operator's would hold it (only get is read).
+  const informer = { get: (key: string) => held.get(key) } as unknown as Informer<SecretObject>;
+  const secrets = new PolicySecrets({ namespace: "membrane-secrets", informer });
+  assert.match(secrets.problem(use, "terminatingTLS") ?? "", /^is not read: TLS rules' Secrets must live in the policy secrets namespace membrane-secrets/);
+  assert.equal(secrets.problem({ secret: { namespace: "membrane-secrets", name: "s" } }, "terminatingTLS"), undefined);
+  assert.equal(new PolicySecrets().problem(use, "terminatingTLS"), SECRETS_NOT_READ);
 });

@@ -1,6 +1,7 @@
-// The Secrets TLS inspection reads (terminatingTLS, originatingTLS): read by the operator with its own RBAC, checked, and handed to agents only inside the compiled policy of the subjects whose rules name them.
+// The Secrets TLS inspection reads (terminatingTLS, originatingTLS): read by the operator from the policy secrets namespace only, checked, and handed to agents only inside the compiled policy of the subjects whose rules name them.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import type { RuleHttpRules, RuleTls, SubjectPolicy, TlsMaterial, TlsSecretUse } from "../core/model.ts";
+import { outsideSecretsNamespace } from "../core/policy-secrets.ts";
 import type { Informer } from "../kube/informer.ts";
 import type { KubeObject } from "../kube/kube.ts";
 
@@ -14,7 +15,7 @@ export type TlsRole = "terminatingTLS" | "originatingTLS";
 export const DEFAULT_ITEMS = { certificate: "tls.crt", privateKey: "tls.key", trustedCA: "ca.crt" } as const;
 
 /** Why the operator has no Secrets to give when it does not read them. */
-export const SECRETS_NOT_READ = "not read: the operator runs without --enable-policy-secrets";
+export const SECRETS_NOT_READ = "not read: the operator runs without --policy-secrets-namespace";
 
 /**
  * One TLS context's material from its Secret, or why there is none: the items it needs (the
@@ -60,19 +61,31 @@ function isCertificate(pem: string): boolean {
   }
 }
 
+/** Where the operator reads policy Secrets: the policy secrets namespace and an informer over its Secrets only. */
+export interface PolicySecretsSource {
+  readonly namespace: string;
+  readonly informer: Informer<SecretObject>;
+}
+
 /**
- * The operator's view of the policy Secrets, from an informer over Secrets (absent: Secrets are not
- * read, and every TLS rule fails closed with that reason). `resolve` gives a subject's compiled
- * policy with its TLS material filled in; the result is kept per compiled object while the Secrets
- * it read are the same objects, so an unchanged subject is the same object (the distribution sends
- * nothing for it).
+ * The operator's view of the policy Secrets, from an informer over the Secrets of the policy secrets
+ * namespace (absent: Secrets are not read, and every TLS rule fails closed with that reason; a Secret
+ * named in another namespace fails closed saying it must live there). `resolve` gives a subject's
+ * compiled policy with its TLS material filled in; the result is kept per compiled object while the
+ * Secrets it read are the same objects, so an unchanged subject is the same object (the distribution
+ * sends nothing for it).
  */
 export class PolicySecrets {
   private readonly resolved = new WeakMap<SubjectPolicy, { readonly secrets: readonly (SecretObject | undefined)[]; readonly policy: SubjectPolicy }>();
   /** Every Secret a resolved policy named (namespace → names): which Secret events concern the distribution. */
   private readonly named = new Map<string, Set<string>>();
 
-  constructor(private readonly secrets?: Informer<SecretObject>) {}
+  constructor(private readonly source?: PolicySecretsSource) {}
+
+  /** The informer whose events concern the distribution and policy status (none when Secrets are not read). */
+  get informer(): Informer<SecretObject> | undefined {
+    return this.source?.informer;
+  }
 
   /** Whether a Secret is one some compiled policy named (its changes must reach the agents). */
   names(namespace: string | undefined, name: string): boolean {
@@ -81,8 +94,7 @@ export class PolicySecrets {
 
   /** Why a TLS context of a policy cannot be served, or undefined when its Secret is usable. */
   problem(use: TlsSecretUse, role: TlsRole): string | undefined {
-    if (!this.secrets) return SECRETS_NOT_READ;
-    const r = tlsMaterial(this.secret(use), use, role);
+    const r = this.material(use, role);
     return "unavailable" in r ? r.unavailable : undefined;
   }
 
@@ -113,12 +125,19 @@ export class PolicySecrets {
   }
 
   private withMaterial(use: TlsSecretUse, role: TlsRole): TlsSecretUse {
-    if (!this.secrets) return { ...use, unavailable: SECRETS_NOT_READ };
-    const r = tlsMaterial(this.secret(use), use, role);
+    const r = this.material(use, role);
     return "material" in r ? { ...use, material: r.material } : { ...use, unavailable: r.unavailable };
   }
 
+  /** The material of a TLS context, or why there is none: Secrets not read, named outside the secrets namespace, or tlsMaterial's reason. */
+  private material(use: TlsSecretUse, role: TlsRole): ReturnType<typeof tlsMaterial> {
+    if (!this.source) return { unavailable: SECRETS_NOT_READ };
+    const outside = outsideSecretsNamespace(use, this.source.namespace);
+    if (outside !== undefined) return { unavailable: outside };
+    return tlsMaterial(this.secret(use), use, role);
+  }
+
   private secret(use: TlsSecretUse): SecretObject | undefined {
-    return this.secrets?.get(`${use.secret.namespace}/${use.secret.name}`);
+    return this.source?.informer.get(`${use.secret.namespace}/${use.secret.name}`);
   }
 }

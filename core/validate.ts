@@ -4,7 +4,7 @@ import type { FieldError } from "./model.ts";
 import { type ParseOptions, parsePolicyObject } from "./parser/index.ts";
 import { isRecord } from "./parser/fields.ts";
 import { validateTracingPolicy } from "./tracing.ts";
-import { formatWarning, policyWarnings } from "./warnings.ts";
+import { formatWarning, policyWarnings, type WarningOptions } from "./warnings.ts";
 
 /** The resources this validation covers, as the webhook registers them (group, version, plural, kind). */
 export const VALIDATED_RESOURCES = [
@@ -24,14 +24,17 @@ export interface Validation {
 
 const POLICY_KINDS: ReadonlySet<string> = new Set(["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy"]);
 
+/** How objects are parsed (ParseOptions: the operator must parse the same) and what warnings know of the cluster. */
+export type ValidateOptions = ParseOptions & WarningOptions;
+
 /** Validates one API object of any admitted kind. Never throws on user input. */
-export function validateObject(obj: unknown, options: ParseOptions = {}): Validation {
+export function validateObject(obj: unknown, options: ValidateOptions = {}): Validation {
   if (!isRecord(obj)) return { kind: "", errors: [{ path: "<root>", message: "must be an object with apiVersion and kind" }], warnings: [] };
   const kind = typeof obj.kind === "string" ? obj.kind : "";
   if (POLICY_KINDS.has(kind)) {
     const parsed = parsePolicyObject(obj, options);
     if (!parsed.ok) return { kind, errors: parsed.errors, warnings: [] };
-    return { kind, errors: [], warnings: policyWarnings(parsed.value).map(formatWarning) };
+    return { kind, errors: [], warnings: policyWarnings(parsed.value, options).map(formatWarning) };
   }
   if (kind === "TracingPolicy" || kind === "TracingPolicyNamespaced") {
     const r = validateTracingPolicy(obj);

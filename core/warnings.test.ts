@@ -185,3 +185,33 @@ it("a host policy that allows the cluster's nodes everything, or all peers, gets
   assert.ok(!hostWarningsFor({ ingress: [{ fromEntities: ["all"] }] }).some((x) => x.includes("lock-out guard")));
   assert.ok(!warningsFor({ ingress: [{ fromEntities: ["world"] }] }).some((x) => x.includes("lock-out guard")));
 });
+
+it("with the policy secrets namespace known, a TLS rule's Secret named elsewhere (or defaulted to the policy's namespace) is warned about at its field; one there is not", () => {
+  const parsed = parsePolicyObject({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "p", namespace: "shop" },
+    spec: {
+      endpointSelector: { matchLabels: { app: "web" } },
+      egress: [
+        {
+          toEntities: ["world"],
+          toPorts: [
+            {
+              ports: [{ port: "443", protocol: "TCP" }],
+              terminatingTLS: { secret: { name: "front" } },
+              originatingTLS: { secret: { namespace: "membrane-secrets", name: "outside-ca" } },
+              rules: { http: [{ method: "GET" }] },
+            },
+          ],
+        },
+      ],
+    },
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  const tls = (w: string[]): string[] => w.filter((x) => x.includes("TLS"));
+  assert.deepEqual(tls(policyWarnings(parsed.value, { policySecretsNamespace: "membrane-secrets" }).map(formatWarning)), [
+    "spec.egress[0].toPorts[0].terminatingTLS: Secret shop/front is not read: TLS rules' Secrets must live in the policy secrets namespace membrane-secrets (name it with secret.namespace: membrane-secrets): connections to the port are refused",
+  ]);
+  assert.deepEqual(tls(policyWarnings(parsed.value).map(formatWarning)), [], "without the namespace known, nothing is said about Secrets");
+});

@@ -2,9 +2,10 @@
 import { parsePrefix, prefixContains } from "./cidr.ts";
 import { enforcementGaps } from "./enforcement-gaps.ts";
 import { ENTITIES } from "./entities.ts";
+import { outsideSecretsNamespace } from "./policy-secrets.ts";
 import { reservedIdentityByName } from "./identity.ts";
 import { CLUSTER_LABEL, LABEL_SOURCE, POD_NAMESPACE_LABEL, SERVICE_ACCOUNT_LABEL } from "./labels.ts";
-import type { Entity, LabelRequirement, Peer, Policy, PortProtocol, Rule, Selector } from "./model.ts";
+import type { Entity, LabelRequirement, Peer, Policy, PortProtocol, Rule, Selector, TlsSecretUse } from "./model.ts";
 
 /** A warning names the field path it is about, then says what the risk is. */
 export interface PolicyWarning {
@@ -16,10 +17,21 @@ export function formatWarning(w: PolicyWarning): string {
   return w.path === "" ? w.message : `${w.path}: ${w.message}`;
 }
 
+/** What admission knows of the cluster beyond the policy. */
+export interface WarningOptions {
+  /**
+   * The one namespace the operator reads TLS rules' Secrets from (its --policy-secrets-namespace):
+   * a Secret named elsewhere is warned about. Absent: not known, and nothing is said about Secrets.
+   */
+  readonly policySecretsNamespace?: string | undefined;
+}
+
 /** Every warning for a parsed object (a CNP with `specs` gives several Policy values; each is checked on its own). */
-export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
+export function policyWarnings(policies: readonly Policy[], options: WarningOptions = {}): PolicyWarning[] {
   // Each check appends to one list: this runs for every admitted policy.
   const found: PolicyWarning[] = [];
+  const secretsNamespace = options.policySecretsNamespace;
+  const tlsSecretProblem = secretsNamespace === undefined ? undefined : (use: TlsSecretUse) => outsideSecretsNamespace(use, secretsNamespace);
   for (const policy of policies) {
     if (policy.parseWarnings) for (const w of policy.parseWarnings) found.push(w);
     for (const rule of policy.rules) {
@@ -33,8 +45,8 @@ export function policyWarnings(policies: readonly Policy[]): PolicyWarning[] {
     // Accepted but not enforced as written: the user must hear it at apply time, not only from the status.
     // DNS rules and toFQDNs are enforced by the agents' DNS proxy, HTTP rules by their L7 proxy (both on by
     // default): admission cannot see the nodes, so only generic L7 rules are named here, and the status names
-    // the nodes that run no proxy.
-    for (const gap of enforcementGaps([policy], { withoutDnsProxy: [], withoutL7Proxy: [] })) found.push({ path: gap.path, message: gap.effect });
+    // the nodes that run no proxy. A TLS rule's Secret outside the policy secrets namespace is never read: said here too.
+    for (const gap of enforcementGaps([policy], { withoutDnsProxy: [], withoutL7Proxy: [], tlsSecretProblem })) found.push({ path: gap.path, message: gap.effect });
     if (!hasDnsRule(policies)) fqdnWithoutDnsRules(found, policy);
   }
   if (found.length < 2) return found;

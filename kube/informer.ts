@@ -30,6 +30,8 @@ export interface InformerOptions {
   readonly pageSize?: number;
   /** Only the objects matching this field selector (e.g. `spec.nodeName=n1`), in the list and the watch. */
   readonly fieldSelector?: string;
+  /** Only this namespace's objects of a namespaced resource: the list and the watch ask for nothing outside it (a Role there suffices). */
+  readonly namespace?: string;
 }
 
 export class Informer<T extends KubeObject> {
@@ -112,7 +114,7 @@ export class Informer<T extends KubeObject> {
         try {
           this.stats.watches++;
           await this.client.watch<T>(
-            resourcePath(this.resource),
+            resourcePath(this.resource, this.opts.namespace),
             {
               resourceVersion: rv,
               timeoutSeconds: Math.round((this.opts.watchTimeoutSeconds ?? 300) * (1 + 0.2 * Math.random())),
@@ -149,7 +151,7 @@ export class Informer<T extends KubeObject> {
       const q = new URLSearchParams({ limit: String(this.opts.pageSize ?? 500) });
       if (cont) q.set("continue", cont);
       if (this.opts.fieldSelector) q.set("fieldSelector", this.opts.fieldSelector);
-      const page = await this.client.get<ObjectList<T>>(`${resourcePath(this.resource)}?${q}`);
+      const page = await this.client.get<ObjectList<T>>(`${resourcePath(this.resource, this.opts.namespace)}?${q}`);
       items.push(...page.items);
       rv = page.metadata.resourceVersion ?? rv;
       cont = page.metadata.continue || undefined;

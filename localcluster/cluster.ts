@@ -56,6 +56,8 @@ export interface StartOptions {
    * API objects does not want Deployments, EndpointSlices or garbage collection acting beside it.
    */
   controllers?: boolean;
+  /** More kube-apiserver flags (e.g. an audit log a test reads: which requests a component made). */
+  apiserverArgs?: readonly string[];
   readyTimeoutMs?: number;
 }
 
@@ -296,6 +298,7 @@ async function launch(
     `--secure-port=${securePort}`,
     ...(opts.controllers ? ["--controllers", `--controllers-dir=${paths.dir}`] : []),
     ...(detached ? [] : ["--exit-with-parent"]),
+    ...(opts.apiserverArgs?.length ? ["--", ...opts.apiserverArgs] : []),
   ];
   const logFd = openSync(paths.logFile, "a");
   // Its own process group either way, so a terminal's Ctrl-C reaches us, not the API server mid-write.

@@ -1,6 +1,5 @@
 // AdmissionReview in, AdmissionReview out: turns any request body into a well-formed answer carrying the request's uid.
-import type { ParseOptions } from "../core/parser/index.ts";
-import { formatErrors, validateObject } from "../core/validate.ts";
+import { formatErrors, validateObject, type ValidateOptions } from "../core/validate.ts";
 
 /** "validate" runs the real checks; "noop" allows everything (the benchmark's baseline, same plumbing). */
 export type AdmissionMode = "validate" | "noop";
@@ -108,7 +107,7 @@ export function rejectBody(raw: string, message: string): AdmissionOutcome {
 }
 
 /** Answers one AdmissionReview body. Never throws: whatever goes wrong becomes a denial (fail closed). */
-export function admit(raw: string, mode: AdmissionMode, options: ParseOptions = {}): AdmissionOutcome {
+export function admit(raw: string, mode: AdmissionMode, options: ValidateOptions = {}): AdmissionOutcome {
   let review: unknown;
   try {
     review = JSON.parse(raw);

@@ -5,7 +5,8 @@ import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import { parseHostPort, parseIP } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
-import type { ParseOptions } from "../core/parser/index.ts";
+import type { ValidateOptions } from "../core/validate.ts";
+import { dns1123LabelProblem } from "../core/parser/fields.ts";
 import { DEFAULT_CERT_OPTIONS, issueBundle, type CertBundle, type CertOptions } from "./certs.ts";
 import { CertRotator, WebhookRegistration, type RegistrationOptions } from "./registration.ts";
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS, VALIDATE_PATH, WebhookServer } from "./server.ts";
@@ -33,8 +34,8 @@ export interface WebhookConfig {
   readonly trustGraceMs?: number;
   /** Lower bound between two rotations. */
   readonly minRotationIntervalMs?: number;
-  /** How policies are parsed (extended IP protocols); the operator must run with the same. */
-  readonly parseOptions?: ParseOptions;
+  /** How policies are parsed (extended IP protocols) and the policy secrets namespace; the operator must run with the same. */
+  readonly parseOptions?: ValidateOptions;
   readonly logger?: Logger;
 }
 
@@ -165,6 +166,9 @@ NetworkPolicy, TracingPolicy and MembraneEncryptionKey objects.
   --enable-extended-ip-protocols
                             admit port-less rules for VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH
                             (refused otherwise; give the operator the same flag)
+  --policy-secrets-namespace NS
+                            the namespace the operator reads TLS rules' Secrets from (give it the same
+                            flag): a terminatingTLS/originatingTLS Secret named elsewhere is warned about
 `;
 
 export async function run(args: string[]): Promise<number> {
@@ -187,6 +191,7 @@ export async function run(args: string[]): Promise<number> {
         "renew-before": { type: "string", default: "168h" },
         "dns-name": { type: "string", multiple: true, default: [] },
         "enable-extended-ip-protocols": { type: "boolean", default: false },
+        "policy-secrets-namespace": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -209,6 +214,9 @@ export async function run(args: string[]): Promise<number> {
   if (renewBeforeMs === undefined) problems.push(`--renew-before: ${JSON.stringify(values["renew-before"])} is not a duration such as 168h`);
   else if (renewBeforeMs >= certDays * 86_400_000) problems.push("--renew-before: must be shorter than --cert-days");
   if (values.service !== undefined && values.url !== undefined) problems.push("--service and --url are mutually exclusive");
+  const secretsNamespace = values["policy-secrets-namespace"];
+  const secretsNamespaceProblem = secretsNamespace === undefined ? undefined : dns1123LabelProblem(secretsNamespace);
+  if (secretsNamespaceProblem !== undefined) problems.push(`--policy-secrets-namespace: ${secretsNamespaceProblem}`);
   const servicePort = Number(values["service-port"]);
   if (!Number.isInteger(servicePort) || servicePort < 1 || servicePort > 65535) problems.push("--service-port: must be a port (1-65535)");
   if (problems.length > 0 || typeof listen === "string") {
@@ -233,7 +241,7 @@ export async function run(args: string[]): Promise<number> {
     requestTimeoutMs: Math.min(DEFAULT_REQUEST_TIMEOUT_MS, timeoutSeconds * 500),
     cert: { ...DEFAULTS.cert, certDays, dnsNames: [...DEFAULTS.cert.dnsNames, ...values["dns-name"]] },
     renewBeforeMs: renewBeforeMs ?? DEFAULTS.renewBeforeMs,
-    parseOptions: { enableExtendedIPProtocols: values["enable-extended-ip-protocols"] },
+    parseOptions: { enableExtendedIPProtocols: values["enable-extended-ip-protocols"], ...(secretsNamespace !== undefined ? { policySecretsNamespace: secretsNamespace } : {}) },
     logger: log,
   });
   if (!kubeconfig) log.warn({ url: running.url }, "no kubeconfig: running standalone, nothing registered");

@@ -114,3 +114,31 @@ describe("webhook HTTPS server with --enable-extended-ip-protocols", () => {
     }
   });
 });
+
+describe("webhook HTTPS server with --policy-secrets-namespace", () => {
+  const tls = (secret: Record<string, string>) => ({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "front", namespace: "shop" },
+    spec: {
+      endpointSelector: { matchLabels: { app: "front" } },
+      egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: { secret }, rules: { http: [{ method: "GET" }] } }] }],
+    },
+  });
+
+  it("admits a TLS rule whose Secret is outside the namespace with a warning naming the Secret and where it must live; none for one inside", async () => {
+    const server = await startTestServer({ parseOptions: { policySecretsNamespace: "membrane-secrets" } });
+    try {
+      const outside = JSON.parse((await server.post(reviewFor(tls({ name: "front-tls" }), { uid: "outside" }))).body);
+      assert.equal(outside.response.allowed, true);
+      assert.deepEqual(outside.response.warnings, [
+        "spec.egress[0].toPorts[0].terminatingTLS: Secret shop/front-tls is not read: TLS rules' Secrets must live in the policy secrets namespace membrane-secrets (name it with secret.namespace: membrane-secrets): connections to the port are refused",
+      ]);
+      const inside = JSON.parse((await server.post(reviewFor(tls({ namespace: "membrane-secrets", name: "front-tls" }), { uid: "inside" }))).body);
+      assert.equal(inside.response.allowed, true);
+      assert.equal(inside.response.warnings, undefined);
+    } finally {
+      await server.close();
+    }
+  });
+});

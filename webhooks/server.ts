@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createSecureContext } from "node:tls";
 import { pino, type Logger } from "pino";
-import type { ParseOptions } from "../core/parser/index.ts";
+import type { ValidateOptions } from "../core/validate.ts";
 import { admit, rejectBody, type AdmissionMode, type AdmissionOutcome } from "./admission.ts";
 
 export interface WebhookServerOptions {
@@ -13,8 +13,11 @@ export interface WebhookServerOptions {
   readonly cert: string;
   readonly key: string;
   readonly mode?: AdmissionMode;
-  /** How policies are parsed; must match the operator's so admission and enforcement agree. */
-  readonly parseOptions?: ParseOptions;
+  /**
+   * How policies are parsed (must match the operator's so admission and enforcement agree) and the
+   * policy secrets namespace the operator reads TLS Secrets from (a Secret named elsewhere is warned about).
+   */
+  readonly parseOptions?: ValidateOptions;
   /** The apiserver sends at most ~3 MiB objects, twice (object and oldObject) for an UPDATE. */
   readonly maxBodyBytes?: number;
   /** Time to receive the whole request; must stay below the webhook's timeoutSeconds. */
