@@ -346,3 +346,16 @@ test("an HTTP/1.1 client on the same port is still served as HTTP/1.1 (an Upgrad
   c.destroy();
   assert.match(buf, /^HTTP\/1\.1 403 Forbidden\r\n/);
 });
+
+test("a port the configuration drops closes its connections at once: an HTTP/2 session, and a client that has sent nothing yet", async () => {
+  const session = h2c(H2_PORT);
+  assert.equal((await request(session, { ":path": "/stream/a" })).status, 200);
+  const silent = net.connect(H2_PORT, "127.0.0.1");
+  silent.on("error", () => {});
+  await once(silent, "connect");
+  const t0 = Date.now();
+  await h2Proxy.apply({ ...CONFIG, ports: [] });
+  if (!silent.destroyed) await once(silent, "close");
+  if (!session.destroyed) await once(session, "close");
+  assert.ok(Date.now() - t0 < 2000, `closed after ${Date.now() - t0} ms (the head timeout is ${CONFIG.limits.headersTimeoutMs} ms)`);
+});

@@ -13,7 +13,7 @@ import { connectMarked, identityMark } from "./marked-socket.ts";
 import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
-import { answerAndClose, isWebSocketUpgrade, proxyUpgrade, Tunnels } from "./upgrade.ts";
+import { answerAndClose, HeldSockets, isWebSocketUpgrade, proxyUpgrade } from "./upgrade.ts";
 import { upstreamFailure, withConnectTimeout } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
@@ -111,7 +111,7 @@ export class HttpProxy {
   private address = "";
   private limits: ProxyLimits | undefined;
   private h2: H2Proxy | undefined;
-  private readonly tunnels = new Tunnels();
+  private readonly held = new HeldSockets();
 
   constructor(private readonly opts: HttpProxyOptions) {}
 
@@ -162,7 +162,7 @@ export class HttpProxy {
     if (!server) return;
     this.servers.delete(port);
     this.h2?.closePort(port);
-    this.tunnels.closePort(port);
+    this.held.closePort(port);
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
   }
@@ -173,7 +173,7 @@ export class HttpProxy {
 
   async stop(): Promise<void> {
     this.h2?.stop();
-    this.tunnels.closeAll();
+    this.held.closeAll();
     for (const server of this.servers.values()) {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -266,6 +266,7 @@ export class HttpProxy {
     const orig = this.admit(port, socket);
     if (!orig) return void socket.destroy();
     // Until its first bytes come, the head timeout applies (slowloris before the first request).
+    this.held.add(port, socket);
     const kind = await sniffPreface(socket, this.limits!.headersTimeoutMs);
     if (kind === "none") return;
     if (kind === "http1") {
@@ -434,7 +435,7 @@ export class HttpProxy {
           flow("error", status, decided);
         },
       },
-      this.tunnels,
+      this.held,
       port,
     );
   }

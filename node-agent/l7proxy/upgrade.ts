@@ -42,8 +42,11 @@ export interface UpgradeRequest {
   readonly done: (r: { readonly status: number } | { readonly error: Error }) => void;
 }
 
-/** Joined WebSocket connections per proxy port, so a port that closes takes its tunnels with it. */
-export class Tunnels {
+/**
+ * Connections the HTTP server does not track, per proxy port (joined WebSockets, connections whose
+ * first bytes have not come yet), so that a port that closes, or the proxy stopping, takes them along.
+ */
+export class HeldSockets {
   private readonly byPort = new Map<number, Set<net.Socket>>();
 
   add(port: number, ...sockets: net.Socket[]): void {
@@ -71,7 +74,7 @@ export class Tunnels {
  * answer it goes to the client and the connection closes: it never becomes a tunnel through which
  * later requests would pass unjudged.
  */
-export function proxyUpgrade(u: UpgradeRequest, tunnels: Tunnels, port: number): void {
+export function proxyUpgrade(u: UpgradeRequest, held: HeldSockets, port: number): void {
   const { client } = u;
   let settled = false;
   const done = (r: Parameters<UpgradeRequest["done"]>[0]): void => {
@@ -91,7 +94,7 @@ export function proxyUpgrade(u: UpgradeRequest, tunnels: Tunnels, port: number):
       a.once("close", () => b.destroy());
       a.setTimeout(u.idleTimeoutMs, () => a.destroy());
     }
-    tunnels.add(port, client, upstream);
+    held.add(port, client, upstream);
     done({ status: 101 });
   });
   up.on("response", (res: http.IncomingMessage) => {

@@ -111,3 +111,13 @@ test("a plain request on the same port is still plain HTTP/1.1", async () => {
   assert.equal(res.status, 200);
   assert.equal(await res.text(), "plain");
 });
+
+test("a port the configuration drops takes its joined WebSockets with it", async () => {
+  const ws = new WebSocket(`ws://127.0.0.1:${PROXY_PORT}/ws/chat`);
+  await once(ws as unknown as EventTarget, "open");
+  const closed = once(ws as unknown as EventTarget, "close");
+  const t0 = Date.now();
+  await proxy.apply({ address: "127.0.0.1", limits: { ...DEFAULT_LIMITS, idleTimeoutMs: 1500 }, ports: [] });
+  await closed;
+  assert.ok(Date.now() - t0 < 1000, `closed after ${Date.now() - t0} ms`);
+});
