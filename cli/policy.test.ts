@@ -52,6 +52,24 @@ describe("membrane policy validate", () => {
     assert.deepEqual(on.out, [`${file}: CiliumNetworkPolicy keepalived is valid`]);
   });
 
+  it("with --policy-secrets-namespace, warns as the webhook does about a TLS rule's Secret outside it, and refuses a bad namespace name", async () => {
+    const file = join(dir, "tls.yaml");
+    await writeFile(
+      file,
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: front, namespace: shop}\nspec:\n  endpointSelector: {matchLabels: {app: front}}\n" +
+        "  egress: [{toEntities: [world], toPorts: [{ports: [{port: '443', protocol: TCP}], terminatingTLS: {secret: {name: front-tls}}, rules: {http: [{method: GET}]}}]}]\n",
+    );
+    const warned = await capture(["validate", "--policy-secrets-namespace", "membrane-secrets", file]);
+    assert.equal(warned.code, 0, warned.err.join("\n"));
+    assert.deepEqual(warned.err, [
+      `Warning: ${file}: CiliumNetworkPolicy shop/front: spec.egress[0].toPorts[0].terminatingTLS: Secret shop/front-tls is not read: TLS rules' Secrets must live in the policy secrets namespace membrane-secrets (name it with secret.namespace: membrane-secrets): connections to the port are refused`,
+    ]);
+    assert.deepEqual((await capture(["validate", "--policy-secrets-namespace=shop", file])).err, [], "a Secret inside the namespace is not warned about");
+    const bad = await capture(["validate", "--policy-secrets-namespace=Shop", file]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err.join("\n"), /^membrane policy validate: --policy-secrets-namespace: "Shop" is not a namespace name/);
+  });
+
   it("prints the webhook's message for every bad policy of the corpus and exits 1", async () => {
     for (const bad of BAD_POLICIES.slice(0, 60)) {
       const file = join(dir, "bad.yaml");

@@ -1,16 +1,19 @@
 // `membrane policy`: `validate FILE…` checks policy files offline with the webhook's own messages; `trace` is cli/trace.ts.
 import { readFile } from "node:fs/promises";
 import { parseAllDocuments } from "yaml";
-import { EXTENDED_IP_PROTOCOLS_FLAG, type ParseOptions } from "../core/parser/index.ts";
-import { formatErrors, validateObject } from "../core/validate.ts";
+import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
+import { dns1123LabelProblem } from "../core/parser/fields.ts";
+import { formatErrors, validateObject, type ValidateOptions } from "../core/validate.ts";
 
 const USAGE = `usage: membrane policy <command>
 
 commands:
-  validate [--enable-extended-ip-protocols] FILE…
+  validate [--enable-extended-ip-protocols] [--policy-secrets-namespace NS] FILE…
                    check policy files (YAML, several documents each; "-" reads stdin) without a cluster:
                    the same errors and warnings the admission webhook gives. Exit 1 when any is invalid.
                    --enable-extended-ip-protocols: as the webhook with that flag (port-less VRRP, IGMP, GRE, ...).
+                   --policy-secrets-namespace NS: as the webhook with that flag (the chart's: membrane-secrets):
+                   a TLS rule's Secret named outside NS is warned about (the operator never reads it).
   trace ...        the verdict the cluster's policies give a connection, and the rule that decides it
                    (see \`membrane policy trace --help\`).
 `;
@@ -29,10 +32,12 @@ export async function run(args: string[], io: Output = stdio): Promise<number> {
   const [command, ...rest] = args;
   switch (command) {
     case "validate": {
-      // The webhook's switch, so a file checked here gets the answer the cluster will give.
-      const extended = rest.includes(EXTENDED_IP_PROTOCOLS_FLAG);
-      const files = rest.filter((a) => a !== EXTENDED_IP_PROTOCOLS_FLAG);
-      return validateFiles(files, io, { enableExtendedIPProtocols: extended });
+      const parsed = validateArgs(rest);
+      if ("error" in parsed) {
+        io.err(`membrane policy validate: ${parsed.error}`);
+        return 2;
+      }
+      return validateFiles(parsed.files, io, parsed.options);
     }
     case "trace":
       // Loaded on demand: validating files must not depend on the cluster-reading trace code.
@@ -47,6 +52,25 @@ export async function run(args: string[], io: Output = stdio): Promise<number> {
       io.err(`membrane policy: unknown command ${JSON.stringify(command)}\n\n${USAGE.trimEnd()}`);
       return 2;
   }
+}
+
+/** The webhook's flags, so a file checked here gets the answer the cluster will give; the rest are files. */
+function validateArgs(args: readonly string[]): { files: string[]; options: ValidateOptions } | { error: string } {
+  const files: string[] = [];
+  let enableExtendedIPProtocols = false;
+  let policySecretsNamespace: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === EXTENDED_IP_PROTOCOLS_FLAG) enableExtendedIPProtocols = true;
+    else if (a === "--policy-secrets-namespace" || a.startsWith("--policy-secrets-namespace=")) {
+      const ns = a.includes("=") ? a.slice(a.indexOf("=") + 1) : args[++i];
+      if (ns === undefined) return { error: "--policy-secrets-namespace: a value is required" };
+      const problem = dns1123LabelProblem(ns);
+      if (problem !== undefined) return { error: `--policy-secrets-namespace: ${JSON.stringify(ns)} is not a namespace name: it ${problem}` };
+      policySecretsNamespace = ns;
+    } else files.push(a);
+  }
+  return { files, options: { enableExtendedIPProtocols, ...(policySecretsNamespace !== undefined ? { policySecretsNamespace } : {}) } };
 }
 
 async function readInput(file: string): Promise<string> {
@@ -67,7 +91,7 @@ function describe(obj: unknown): string {
 }
 
 /** Validates every document of every file; prints one line per object and one per warning. */
-export async function validateFiles(files: readonly string[], io: Output, options: ParseOptions = {}): Promise<number> {
+export async function validateFiles(files: readonly string[], io: Output, options: ValidateOptions = {}): Promise<number> {
   if (files.length === 0) {
     io.err("membrane policy validate: name at least one file (or - for stdin)");
     return 2;
