@@ -160,3 +160,13 @@ test("--fqdn, --from-fqdn, --to-fqdn match the names the node's proxy learned fo
   const bad = parseFilterArgs(["--to-fqdn", "api github"]);
   assert.equal(bad.ok ? "" : bad.error, '--to-fqdn: "api github" is not an FQDN pattern: only letters, digits, "-", "_", "." and "*" are allowed');
 });
+
+test("--node-label selects the flows of nodes whose labels a Kubernetes selector selects; a bad selector names the flag", () => {
+  const zoned = flow({ nodeLabels: ["kubernetes.io/hostname=node-a", "topology.kubernetes.io/zone=zone-a"] });
+  assert.equal(matches(zoned, "--node-label", "topology.kubernetes.io/zone=zone-a"), true);
+  assert.equal(matches(zoned, "--node-label", "topology.kubernetes.io/zone in (zone-b, zone-c)"), false);
+  assert.equal(matches(zoned, "--node-label", "topology.kubernetes.io/zone notin (zone-b), kubernetes.io/hostname"), true);
+  assert.equal(matches(base, "--node-label", "kubernetes.io/hostname"), false, "a flow without node labels");
+  const bad = parseFilterArgs(["--node-label", "zone in"]);
+  assert.match(bad.ok ? "" : bad.error, /^--node-label: "zone in": /);
+});

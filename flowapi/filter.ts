@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "../core/duration.ts";
 import { parseLabel, parseSelectorLabel, LABEL_SOURCE } from "../core/labels.ts";
 import { FLOW_TYPES, FLOW_VERDICTS, type Flow, type FlowEndpoint, type FlowType, type FlowVerdict } from "./flow.ts";
-import { fqdnPattern } from "./hubble/filter.ts";
+import { fqdnPattern, nodeLabelSelector } from "./hubble/filter.ts";
 
 /** Values of one flag are alternatives (OR); different flags must all hold (AND). */
 export interface FlowFilter {
@@ -21,6 +21,8 @@ export interface FlowFilter {
   readonly fqdn: readonly string[];
   readonly fromFqdn: readonly string[];
   readonly toFqdn: readonly string[];
+  /** Kubernetes label selectors on the observing node's labels (Hubble's node_labels); one of them must select it. */
+  readonly nodeLabel: readonly string[];
   readonly verdict: readonly FlowVerdict[];
   readonly protocol: readonly string[];
   readonly port: readonly number[];
@@ -60,6 +62,7 @@ export const FILTER_FLAGS = [
   "fqdn",
   "from-fqdn",
   "to-fqdn",
+  "node-label",
   "verdict",
   "protocol",
   "port",
@@ -86,6 +89,7 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --fqdn PATTERN          source or destination address has a DNS name the node's proxy learned matching PATTERN (*.example.com)
   --from-fqdn PATTERN    source address has such a name
   --to-fqdn PATTERN      destination address has such a name
+  --node-label SELECTOR  flows seen on a node whose labels the selector selects (topology.kubernetes.io/zone=a, "zone in (a,b)")
   --verdict V            FORWARDED or DROPPED
   --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6, or DNS, HTTP (the proxies' L7 flows)
   --port N               source or destination port
@@ -151,6 +155,7 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
     fqdn: [] as string[],
     fromFqdn: [] as string[],
     toFqdn: [] as string[],
+    nodeLabel: [] as string[],
     verdict: [] as FlowVerdict[],
     protocol: [] as string[],
     port: [] as number[],
@@ -216,6 +221,12 @@ export function parseFilterArgs(argv: readonly string[]): FilterParse {
         const c = fqdnPattern(v);
         if (!c.ok) return bad(c.error);
         (flag === "fqdn" ? f.fqdn : flag === "from-fqdn" ? f.fromFqdn : f.toFqdn).push(v);
+        break;
+      }
+      case "node-label": {
+        const c = nodeLabelSelector(v);
+        if (!c.ok) return bad(c.error);
+        f.nodeLabel.push(v);
         break;
       }
       case "verdict": {
@@ -353,6 +364,13 @@ export function flowPredicate(f: FlowFilter, now: number = Date.now()): (flow: F
   if (f.toFqdn.length) {
     const has = fqdn(f.toFqdn);
     checks.push((x) => has(x.destination));
+  }
+  if (f.nodeLabel.length) {
+    const sels = f.nodeLabel.flatMap((s) => {
+      const c = nodeLabelSelector(s);
+      return c.ok ? [c.matches] : []; // parseFilterArgs refused the others
+    });
+    checks.push((x) => sels.some((m) => m(x.nodeLabels ?? [])));
   }
   if (f.verdict.length) checks.push((x) => f.verdict.includes(x.verdict));
   if (f.protocol.length) checks.push((x) => f.protocol.some((p) => (p === "DNS" ? x.l7?.dns !== undefined : p === "HTTP" ? x.l7?.http !== undefined : p === x.protocol.toUpperCase())));

@@ -226,9 +226,15 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
       await tb.verdicts();
       return (await node(["topology.kubernetes.io/zone=zone-b"])).length > 0 ? true : undefined;
     });
-    // Our own CLI reads them back from Hubble's flows.
-    const ours = await observe("--port", "8080", "--since", since);
-    assert.ok(ours.some((f) => f.nodeLabels?.includes("topology.kubernetes.io/zone=zone-b")), JSON.stringify(ours.at(-1)));
+    // Our own CLI, on flows made once zone-b arrived: the same filter, and the labels read back from Hubble's flows.
+    const after = new Date().toISOString();
+    await tb.verdicts();
+    const ours = await eventually("membrane observe --node-label", async () => {
+      const fs = await observe("--node-label", "topology.kubernetes.io/zone=zone-b", "--port", "8080", "--since", after);
+      return fs.length > 0 ? fs : undefined;
+    });
+    assert.ok(ours.every((f) => f.nodeLabels?.includes("topology.kubernetes.io/zone=zone-b")), JSON.stringify(ours.at(-1)));
+    assert.deepEqual(await observe("--node-label", "topology.kubernetes.io/zone=zone-a", "--port", "8080", "--since", after), []);
   });
 
   it("flows name the device they were seen on (the pod's host-side veth: index and name) and say they were not encrypted: hubble observe --interface / --unencrypted select them, --encrypted none", async () => {

@@ -194,6 +194,20 @@ function labelSelector(field: string, selector: string): Requirement {
   return (ls) => reqs.every((r) => r(ls));
 }
 
+/**
+ * A node-label selector as Hubble's node_labels filter reads it, on labels in `key=value` form (a Node's); the error
+ * says what is wrong with it.
+ */
+export function nodeLabelSelector(selector: string): { readonly ok: true; readonly matches: (labels: readonly string[]) => boolean } | { readonly ok: false; readonly error: string } {
+  try {
+    const req = labelSelector("", selector);
+    return { ok: true, matches: (labels) => req(labels.map((l) => parseLabel(l))) };
+  } catch (err) {
+    if (err instanceof FilterError) return { ok: false, error: err.message.replace(/^: /, "") };
+    throw err;
+  }
+}
+
 function labelMatcher(field: string, selectors: readonly string[]): (e: HubbleEndpoint | undefined) => boolean {
   const sels = selectors.map((s) => labelSelector(field, s));
   return (e) => {

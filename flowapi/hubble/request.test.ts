@@ -28,6 +28,9 @@ const flows = [
   // Addresses the node's DNS proxy learned names for.
   flow({ direction: "egress", destination: endpoint({ identity: 16777217, labels: ["fqdn:api.github.com"], namespace: undefined, pod: undefined, ip: "140.82.112.6", port: 443, names: ["api.github.com"] }) }),
   dropFlow({ source: endpoint({ identity: 2, labels: ["reserved:world"], namespace: undefined, pod: undefined, ip: "192.0.2.9", names: ["ci.internal.test", "runner.ci.internal.test"] }) }),
+  // Flows of nodes whose labels the agent knows.
+  flow({ nodeLabels: ["kubernetes.io/hostname=node-a", "topology.kubernetes.io/zone=zone-a"] }),
+  dropFlow({ node: "node-b", nodeLabels: ["kubernetes.io/hostname=node-b", "topology.kubernetes.io/zone=zone-b"] }),
 ];
 
 const cases: string[][] = [
@@ -69,6 +72,9 @@ const cases: string[][] = [
   ["--from-fqdn", "ci.*", "--verdict", "DROPPED"],
   ["--fqdn", "runner.ci.internal.test", "--fqdn", "api.github.com"],
   ["--fqdn", "*", "--namespace", "shop"],
+  ["--node-label", "topology.kubernetes.io/zone=zone-a"],
+  ["--node-label", "topology.kubernetes.io/zone in (zone-b, zone-c)", "--node-label", "!topology.kubernetes.io/zone"],
+  ["--node-label", "kubernetes.io/hostname", "--verdict", "DROPPED"],
 ];
 
 test("--host NODE: flows to or from that node's host endpoint, and nothing else", () => {

@@ -64,6 +64,7 @@ export function observeRequest(filter: FlowFilter, follow: boolean, now: number 
   if (filter.fromFqdn.length) both("source_fqdn", filter.fromFqdn);
   if (filter.toFqdn.length) both("destination_fqdn", filter.toFqdn);
   either("source_fqdn", "destination_fqdn", filter.fqdn);
+  if (filter.nodeLabel.length) both("node_labels", filter.nodeLabel);
   if (filter.verdict.length) both("verdict", filter.verdict);
   if (filter.protocol.length) both("protocol", filter.protocol.map((p) => HUBBLE_PROTOCOL[p.toUpperCase()] ?? p.toLowerCase()));
   if (filter.type.length) both("event_type", filter.type.map((t) => ({ type: CILIUM_EVENT_TYPE[t] })));
