@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { startControlPlane } from "../localcluster/cluster.ts";
 import { GENERATED_DIR } from "../crds/generate.ts";
 import { TRACE_CLUSTER } from "./trace.fixtures.ts";
-import { traceVerdict } from "./trace.ts";
+import { parseTraceArgs, traceVerdict } from "./trace.ts";
 
 const traceModule = fileURLToPath(new URL("./trace.ts", import.meta.url));
 
@@ -40,21 +40,30 @@ test("policy trace reads the cluster and gives the verdicts the pure trace gives
   ];
   await must(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }));
 
-  const cases = [
-    ["default/client", "shop/web", "80"],
-    ["default/client", "shop/web", "8080"],
-    ["default/client", "shop/db", "5432"],
-    ["shop/web", "shop/db", "5432"],
-  ] as const;
+  const cases: readonly (readonly string[])[] = [
+    ["--from", "default/client", "--to", "shop/web", "--port", "80"],
+    ["--from", "default/client", "--to", "shop/web", "--port", "8080"],
+    ["--from", "default/client", "--to", "shop/db", "--port", "5432"],
+    ["--from", "shop/web", "--to", "shop/db", "--port", "5432"],
+    // HTTP requests: the rule that allows one, the 403 of another, a port the proxy never sees.
+    ["--from", "default/client", "--to", "shop/api", "--port", "80", "--http-method", "GET", "--http-path", "/public/ships"],
+    ["--from", "default/client", "--to", "shop/api", "--port", "80", "--http-method", "POST", "--http-path", "/orders", "--http-header", "X-Token: nope"],
+    ["--from", "default/client", "--to", "shop/web", "--port", "80", "--http-method", "GET", "--http-path", "/"],
+  ];
+  const outputs: string[] = [];
   const script = `const { runTrace } = await import(${JSON.stringify(traceModule)}); process.exitCode = await runTrace(process.argv.slice(1));`;
-  for (const [from, to, port] of cases) {
-    const r = await promisify(execFile)(
-      process.execPath,
-      ["--import", "tsx", "--input-type=module", "-e", script, "--", "--from", from, "--to", to, "--port", port, "--kubeconfig", cp.kubeconfig],
-      { cwd: fileURLToPath(new URL("..", import.meta.url)) },
-    );
-    const want = traceVerdict(TRACE_CLUSTER, { from, to, port: Number(port), protocol: "TCP" });
+  for (const args of cases) {
+    const r = await promisify(execFile)(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script, "--", ...args, "--kubeconfig", cp.kubeconfig], {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+    });
+    const q = parseTraceArgs([...args]);
+    assert.ok(q.ok && !("host" in q.value));
+    const want = traceVerdict(TRACE_CLUSTER, q.value);
     assert.ok(want.ok);
-    assert.equal(r.stdout, want.text, `${from} -> ${to}:${port}`);
+    assert.equal(r.stdout, want.text, args.join(" "));
+    outputs.push(r.stdout);
   }
+  assert.match(outputs[4]!, /HTTP GET \/public\/ships: ALLOWED\n[^]*allowed by CiliumNetworkPolicy shop\/api-http spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http\[0\]/);
+  assert.match(outputs[5]!, /HTTP POST \/orders: DENIED \(403 Forbidden\)/);
+  assert.match(outputs[6]!, /ingress of shop\/web: not inspected/);
 });

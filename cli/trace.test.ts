@@ -168,3 +168,89 @@ test("host trace arguments and errors name the flag", () => {
   assert.ok(a.ok && "host" in a.value);
   if (a.ok && "host" in a.value) assert.deepEqual(traceHostVerdict(hostCluster, a.value.host), { ok: false, error: "--to-node: node ghost not found" });
 });
+
+// ----- an HTTP request after the L3/L4 verdict -----
+
+/** The trace of one HTTP request (its text), from its flags as the CLI reads them. */
+function traceHttp(argv: readonly string[], c: TraceCluster = cluster): string {
+  const a = parseTraceArgs([...argv]);
+  if (!a.ok) throw new Error(a.error);
+  if ("host" in a.value) throw new Error("not a pod trace");
+  const r = traceVerdict(c, a.value);
+  if (!r.ok) throw new Error(r.error);
+  return r.text;
+}
+const toApi = (...http: string[]) => traceHttp(["--from", "default/client", "--to", "shop/api", "--port", "80", ...http]);
+
+test("an HTTP request on an ingress port with HTTP rules: the rule that allows it (policy, rule, toPorts entry, index), or 403 naming the rules tried", () => {
+  assert.match(toApi("--http-method", "GET", "--http-path", "/public/ships"), /HTTP GET \/public\/ships: ALLOWED\n {2}egress of default\/client: not inspected \(no HTTP rules for TCP\/80\)\n {2}ingress of shop\/api: allowed by CiliumNetworkPolicy shop\/api-http spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http\[0\]\n/);
+  const denied = toApi("--http-method", "PUT", "--http-path", "/public/ships");
+  assert.match(denied, /HTTP PUT \/public\/ships: DENIED \(403 Forbidden\)\n/);
+  assert.match(denied, /ingress of shop\/api: denied: the L7 proxy answers 403 Forbidden \(no HTTP rule matches: CiliumNetworkPolicy shop\/api-http spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http\[0\], CiliumNetworkPolicy shop\/api-http spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http\[1\]\)/);
+  assert.match(toApi("--http-method", "POST", "--http-path", "/orders", "--http-header", "X-Token: t1", "--http-host", "api.shop"), /HTTP POST \/orders \(Host: api\.shop\): ALLOWED\n[^]*rules\.http\[1\]\n/);
+  assert.match(toApi("--http-method", "POST", "--http-path", "/orders", "--http-header", "X-Token: t2"), /HTTP POST \/orders: DENIED/, "the header's value must be the rule's");
+});
+
+test("an HTTP request on a port without HTTP rules is not inspected; a dropped connection's request is not reached", () => {
+  const web = traceHttp(["--from", "default/client", "--to", "shop/web", "--port", "80", "--http-method", "DELETE", "--http-path", "/"]);
+  assert.match(web, /HTTP DELETE \/: ALLOWED\n {2}egress of default\/client: not inspected[^\n]*\n {2}ingress of shop\/web: not inspected \(no HTTP rules for TCP\/80\)\n/);
+  assert.match(traceHttp(["--from", "default/client", "--to", "shop/api", "--port", "8080", "--http-method", "GET", "--http-path", "/"]), /TCP\/8080: DENIED\n[^]*HTTP GET \/: not reached \(the connection is dropped\)\n$/);
+});
+
+test("an L4-only allow covering the client lifts the HTTP rules: every request allowed, naming the rule and the HTTP rules it makes moot", () => {
+  const everyone = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "api-l4", namespace: "shop" },
+    spec: { endpointSelector: { matchLabels: { app: "api" } }, ingress: [{ fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+  };
+  const text = traceHttp(["--from", "default/client", "--to", "shop/api", "--port", "80", "--http-method", "PUT", "--http-path", "/x"], { ...cluster, policies: [...cluster.policies, everyone] });
+  assert.match(text, /HTTP PUT \/x: ALLOWED\n/);
+  assert.match(text, /ingress of shop\/api: every request allowed: CiliumNetworkPolicy shop\/api-l4 spec\.ingress\[0\] allows TCP\/80 without L7 rules \(so CiliumNetworkPolicy shop\/api-http spec\.ingress\[0\]\.toPorts\[0\]\.rules\.http\[0\], [^)]*rules\.http\[1\] have no effect\)/);
+});
+
+test("egress HTTP rules judge the client's request on its side; JSON carries each side's verdict", () => {
+  const egress = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "client-out", namespace: "default" },
+    spec: { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "shop", app: "web" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] }] },
+  };
+  const c = { ...cluster, policies: [...cluster.policies, egress] };
+  assert.match(traceHttp(["--from", "default/client", "--to", "shop/web", "--port", "80", "--http-method", "GET", "--http-path", "/"], c), /HTTP GET \/: ALLOWED\n {2}egress of default\/client: allowed by CiliumNetworkPolicy default\/client-out spec\.egress\[0\]\.toPorts\[0\]\.rules\.http\[0\]\n {2}ingress of shop\/web: not inspected/);
+  const a = parseTraceArgs(["--from", "default/client", "--to", "shop/web", "--port", "80", "--http-method", "POST", "--http-path", "/"]);
+  assert.ok(a.ok && !("host" in a.value));
+  const r = a.ok && !("host" in a.value) ? traceVerdict(c, a.value) : undefined;
+  assert.ok(r?.ok);
+  assert.equal(r.http?.verdict, "deny");
+  assert.equal(r.http?.egress?.kind, "denied");
+  assert.equal(r.http?.ingress?.kind, "not-inspected");
+  // Both sides with HTTP rules: Membrane cannot proxy twice today, and the trace says so.
+  const both = traceHttp(["--from", "default/client", "--to", "shop/api", "--port", "80", "--http-method", "GET", "--http-path", "/public/a"], {
+    ...c,
+    policies: [...c.policies, { ...egress, metadata: { name: "client-out-api", namespace: "default" }, spec: { ...egress.spec, egress: [{ ...egress.spec.egress[0], toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "shop", app: "api" } }] }] } }],
+  });
+  assert.match(both, /note: both ends have HTTP rules for this flow; Membrane drops such a connection today/);
+});
+
+test("HTTP flags are checked by name", () => {
+  const base = ["--from", "a/b", "--to", "c/d", "--port", "80"];
+  const ok = parseTraceArgs([...base, "--http-method", "GET", "--http-path", "/x", "--http-header", "X-A: 1", "--http-header", "Host: h.example"]);
+  assert.ok(ok.ok && !("host" in ok.value));
+  if (ok.ok && !("host" in ok.value)) assert.deepEqual(ok.value.http, { method: "GET", path: "/x", host: "h.example", headers: [{ name: "x-a", value: "1" }, { name: "host", value: "h.example" }] });
+  const cases: [string[], RegExp][] = [
+    [[...base, "--http-path", "/x"], /^--http-method: required with --http-path/],
+    [[...base, "--http-method", "GET"], /^--http-path: required with --http-method/],
+    [[...base, "--http-method", "GE T", "--http-path", "/x"], /^--http-method: "GE T" is not an HTTP method/],
+    [[...base, "--http-method", "GET", "--http-path", "x"], /^--http-path: "x" is not a request path/],
+    [[...base, "--http-method", "GET", "--http-path", "/x", "--http-header", "NoColon"], /^--http-header: "NoColon" is not 'Name: value'/],
+    [[...base, "--http-method", "GET", "--http-path", "/x", "--http-host", ""], /^--http-host: "" is not a host/],
+    [[...base, "--protocol", "UDP", "--http-method", "GET", "--http-path", "/x"], /^--http-method: HTTP runs over TCP, not UDP/],
+    [["--from", "a/b", "--to-node", "n1", "--port", "80", "--http-method", "GET", "--http-path", "/x"], /^--http-method: an HTTP request is traced between two pods/],
+  ];
+  for (const [argv, want] of cases) {
+    const r = parseTraceArgs(argv);
+    assert.equal(r.ok, false, argv.join(" "));
+    if (!r.ok) assert.match(r.error, want);
+  }
+});

@@ -1,8 +1,10 @@
 // `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, or to or from a node's host endpoint, and the rule that decides it.
 import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
-import { verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
-import { PROTO_NUMBER, type LabelSet, type Policy } from "../core/model.ts";
+import { httpInspection, verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
+import { PROTO_NUMBER, type LabelSet, type Policy, type RuleOrigin } from "../core/model.ts";
+import type { HttpRequest } from "../core/l7/http-request.ts";
+import { httpRulePath, requestVerdict, type HttpRuleAt, type RequestVerdict } from "../core/l7/request-verdict.ts";
 import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { cliKubeconfig } from "./kubeconfig.ts";
@@ -16,8 +18,11 @@ import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts"
 import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 
 const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--kubeconfig PATH] [-o text|json]
+                              [--http-method M --http-path P [--http-host H] [--http-header 'Name: value']...]
   FROM: --from NS/POD | --from-node NODE | --from-ip ADDRESS
   TO:   --to NS/POD   | --to-node NODE   | --to-ip ADDRESS
+With --http-method and --http-path (between two pods, TCP), the request after the L3/L4 verdict: on
+each side, whether the L7 proxy inspects it, which HTTP rule allows it, or that it answers 403.
 A node is its host endpoint (the host firewall: CCNPs with a nodeSelector); an address is a pod's or a
 node's when one has it, else outside the cluster (a policy CIDR's identity, or world). With a node, every
 program that judges the connection is listed in order with the peer it sees. --api-server-port: the
@@ -46,6 +51,15 @@ export interface TraceQuery {
   readonly to: string; // NS/POD
   readonly port: number;
   readonly protocol: "TCP" | "UDP" | "SCTP";
+  /** An HTTP request to judge after the L3/L4 verdict (`host` "" when none is sent). */
+  readonly http?: HttpRequest;
+}
+
+/** The HTTP request's verdict: each side's, and the one the client sees. */
+export interface HttpTraceAnswer {
+  readonly verdict: "allow" | "deny" | "not-reached";
+  readonly egress?: RequestVerdict;
+  readonly ingress?: RequestVerdict;
 }
 
 /** The parts of a Node object trace reads: its labels (nodeSelector) and addresses. */
@@ -68,7 +82,7 @@ export interface TraceCluster {
 }
 
 export type TraceResult =
-  | { readonly ok: true; readonly answer: VerdictAnswer; readonly text: string }
+  | { readonly ok: true; readonly answer: VerdictAnswer; readonly http?: HttpTraceAnswer; readonly text: string }
   | { readonly ok: false; readonly error: string };
 
 function podRef(s: string): { namespace: string; pod: string } | undefined {
@@ -79,8 +93,31 @@ function podRef(s: string): { namespace: string; pod: string } | undefined {
 function reasonText(v: DirectionVerdict): string {
   if (v.rule === "default-deny") return "default deny";
   if (v.rule === "no-policy") return "no policy selects it (allow-all)";
-  const o = v.rule;
-  return `${o.policyKind} ${o.namespace !== undefined ? `${o.namespace}/` : ""}${o.name} ${o.path}`;
+  return originText(v.rule);
+}
+
+function policyText(o: RuleOrigin): string {
+  return `${o.policyKind} ${o.namespace !== undefined ? `${o.namespace}/` : ""}${o.name}`;
+}
+
+function originText(o: RuleOrigin): string {
+  return `${policyText(o)} ${o.path}`;
+}
+
+const ruleAtText = (r: HttpRuleAt): string => `${policyText(r.origin)} ${httpRulePath(r)}`;
+
+/** One side's verdict on the request, for the text. */
+function requestText(v: RequestVerdict, flow: string): string {
+  switch (v.kind) {
+    case "not-inspected":
+      return `not inspected (no HTTP rules for ${flow})`;
+    case "every-request":
+      return `every request allowed: ${originText(v.by)} allows ${flow} without L7 rules${v.lifted.length ? ` (so ${v.lifted.map(ruleAtText).join(", ")} ${v.lifted.length === 1 ? "has" : "have"} no effect)` : ""}`;
+    case "allowed":
+      return `allowed by ${ruleAtText(v.by)}${v.also.length ? ` (also matching: ${v.also.map(ruleAtText).join(", ")})` : ""}`;
+    case "denied":
+      return `denied: the L7 proxy answers 403 Forbidden (no HTTP rule matches: ${v.rules.map(ruleAtText).join(", ")})`;
+  }
 }
 
 /** The cluster's policy objects parsed, or the error naming the first that does not parse. */
@@ -162,12 +199,27 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
   const endpoint = (e: { id: number; labels: LabelSet; address?: string }) => ({ id: e.id, labels: e.labels, ...(e.address !== undefined ? { address: e.address } : {}) });
   const answer = verdict({ policies, src: endpoint(src), dst: endpoint(dst), protocol: PROTO_NUMBER[q.protocol], port: q.port, namedPorts, services });
   const decided = answer.direction === "egress" ? answer.egress : answer.ingress;
-  const text =
+  let text =
     `${q.from} -> ${q.to} ${q.protocol}/${q.port}: ${answer.verdict === "allow" ? "ALLOWED" : "DENIED"}\n` +
     `decided by: ${reasonText(decided)} (${answer.direction} of ${answer.direction === "egress" ? q.from : q.to})\n` +
     `  egress of ${q.from}: ${answer.egress.verdict} by ${reasonText(answer.egress)}\n` +
     `  ingress of ${q.to}: ${answer.ingress.verdict} by ${reasonText(answer.ingress)}\n`;
-  return { ok: true, answer, text };
+  if (!q.http) return { ok: true, answer, text };
+  const req = q.http;
+  const request = `HTTP ${req.method} ${req.path}${req.host !== "" ? ` (Host: ${req.host})` : ""}`;
+  if (answer.verdict === "deny") return { ok: true, answer, http: { verdict: "not-reached" }, text: text + `${request}: not reached (the connection is dropped)\n` };
+  const proto = PROTO_NUMBER[q.protocol];
+  const egress = requestVerdict(httpInspection(policies, "egress", endpoint(src), endpoint(dst), proto, q.port, namedPorts, services), req);
+  const ingress = requestVerdict(httpInspection(policies, "ingress", endpoint(dst), endpoint(src), proto, q.port, namedPorts, services), req);
+  const http: HttpTraceAnswer = { verdict: egress.kind === "denied" || ingress.kind === "denied" ? "deny" : "allow", egress, ingress };
+  const flow = `${q.protocol}/${q.port}`;
+  text +=
+    `${request}: ${http.verdict === "allow" ? "ALLOWED" : "DENIED (403 Forbidden)"}\n` +
+    `  egress of ${q.from}: ${requestText(egress, flow)}\n` +
+    `  ingress of ${q.to}: ${requestText(ingress, flow)}\n`;
+  const proxied = (v: RequestVerdict): boolean => v.kind === "allowed" || v.kind === "denied";
+  if (proxied(egress) && proxied(ingress)) text += `  note: both ends have HTTP rules for this flow; Membrane drops such a connection today (README: not done yet)\n`;
+  return { ok: true, answer, http, text };
 }
 
 /** One end of a host trace as the flags name it. */
@@ -257,12 +309,17 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
       port: { type: "string" },
       protocol: { type: "string" },
       "api-server-port": { type: "string" },
+      "http-method": { type: "string" },
+      "http-path": { type: "string" },
+      "http-host": { type: "string" },
+      "http-header": { type: "string", multiple: true },
       kubeconfig: { type: "string" },
       output: { type: "string", short: "o" },
     },
   });
   if (!flags.ok) return { ok: false, error: flags.error };
-  const v: Readonly<Record<string, string | undefined>> = flags.parsed.values;
+  const { "http-header": headerFlags, ...single } = flags.parsed.values;
+  const v: Readonly<Record<string, string | undefined>> = single;
   const ends: Partial<Record<"from" | "to", PartyRef>> = {};
   for (const side of ["from", "to"] as const) {
     const given = [side, `${side}-node`, `${side}-ip`].filter((f) => v[f] !== undefined);
@@ -292,8 +349,39 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
   if (output !== "text" && output !== "json") return { ok: false, error: `-o: "${output}" is not text or json` };
   const common = { port, protocol, output, ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}) } as const;
   const [src, dst] = [ends.from!, ends.to!];
-  if (src.kind === "pod" && dst.kind === "pod") return { ok: true, value: { from: src.ref, to: dst.ref, ...common } };
+  const http = httpFlags(v, headerFlags ?? [], protocol);
+  if (typeof http === "string") return { ok: false, error: http };
+  if (src.kind === "pod" && dst.kind === "pod") return { ok: true, value: { from: src.ref, to: dst.ref, ...common, ...(http ? { http } : {}) } };
+  if (http) return { ok: false, error: "--http-method: an HTTP request is traced between two pods (--from NS/POD --to NS/POD)" };
   return { ok: true, value: { host: { src, dst, port, protocol, ...(api !== undefined ? { apiServerPort: Number(api) } : {}) }, ...common } };
+}
+
+// An HTTP method is a token (RFC 9110 §5.6.2); a header name too.
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The HTTP request the --http-* flags describe, undefined without them, or the error naming the flag. */
+function httpFlags(v: Readonly<Record<string, string | undefined>>, headers: readonly string[], protocol: string): HttpRequest | undefined | string {
+  const method = v["http-method"];
+  const reqPath = v["http-path"];
+  const host = v["http-host"];
+  if (method === undefined && reqPath === undefined && host === undefined && headers.length === 0) return undefined;
+  if (method === undefined) return "--http-method: required with --http-path, --http-host or --http-header";
+  if (!TOKEN.test(method)) return `--http-method: "${method}" is not an HTTP method (a token such as GET)`;
+  if (reqPath === undefined) return "--http-path: required with --http-method";
+  if (!reqPath.startsWith("/") || /\s/.test(reqPath)) return `--http-path: "${reqPath}" is not a request path (it starts with / and has no spaces)`;
+  if (host !== undefined && (host === "" || /\s/.test(host))) return `--http-host: "${host}" is not a host (non-empty, no spaces)`;
+  if (protocol !== "TCP") return `--http-method: HTTP runs over TCP, not ${protocol}`;
+  const parsed: { name: string; value: string }[] = [];
+  for (const h of headers) {
+    const colon = h.indexOf(":");
+    const name = colon < 0 ? "" : h.slice(0, colon).trim();
+    if (!TOKEN.test(name)) return `--http-header: "${h}" is not 'Name: value'`;
+    parsed.push({ name: name.toLowerCase(), value: h.slice(colon + 1).trim() });
+  }
+  // The Host header counts as the host when --http-host is not given (as the proxy reads it).
+  const hostHeader = parsed.find((h) => h.name === "host")?.value;
+  const headerList = host !== undefined && hostHeader === undefined ? [{ name: "host", value: host }, ...parsed] : parsed;
+  return { method, path: reqPath, host: host ?? hostHeader ?? "", headers: headerList };
 }
 
 /** Every object of a resource type in all namespaces; a type the server does not have (its CRD is not installed) yields none. */
@@ -362,6 +450,6 @@ export async function runTrace(args: string[]): Promise<number> {
     process.stderr.write(`membrane policy trace: ${r.error}\n`);
     return 1;
   }
-  process.stdout.write(a.output === "json" ? JSON.stringify({ verdict: r.answer.verdict, direction: r.answer.direction, egress: r.answer.egress, ingress: r.answer.ingress }, null, 2) + "\n" : r.text);
+  process.stdout.write(a.output === "json" ? JSON.stringify({ verdict: r.answer.verdict, direction: r.answer.direction, egress: r.answer.egress, ingress: r.answer.ingress, ...(r.http ? { http: r.http } : {}) }, null, 2) + "\n" : r.text);
   return 0;
 }
