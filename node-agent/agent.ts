@@ -495,8 +495,10 @@ export class NodeAgent {
       identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? IDENTITY.world,
       // A remote endpoint whose node has a WireGuard peer on an up device: the datapath tunnels to it encrypted.
       encryptedPeer: (ip) => {
+        const encrypted = this.opts.datapath.encryptedNodes?.();
+        if (encrypted === undefined || encrypted.size === 0) return false; // no tunnel: no address lookup per flow
         const node = index().ipcacheEntry(ip)?.node;
-        return node !== undefined && this.opts.datapath.encryptedNodes?.().has(node) === true;
+        return node !== undefined && encrypted.has(node);
       },
       interfaceName: (ifindex) => {
         this.devicesByIfindex ??= new Map([...this.endpoints.values()].map((ep) => [ep.hostIfindex, ep.hostIfname]));
