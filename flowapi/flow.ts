@@ -3,14 +3,17 @@ import type { Direction, RuleOrigin } from "../core/model.ts";
 import { PROTO_NUMBER } from "../core/model.ts";
 import type { Workload } from "../core/workload.ts";
 
-/** AUDIT: policy would have dropped it; audit mode (node or endpoint) let it pass. */
-export type FlowVerdict = "FORWARDED" | "DROPPED" | "AUDIT";
+/**
+ * AUDIT: policy would have dropped it; audit mode (node or endpoint) let it pass. ERROR (L7 only): the policy allowed the
+ * request but the destination failed, so the proxy answered itself (503 unreachable, 504 timeout), as Hubble's ERROR.
+ */
+export type FlowVerdict = "FORWARDED" | "DROPPED" | "AUDIT" | "ERROR";
 /**
  * `drop`: any dropped packet; `policy-verdict`: forwarded by a policy rule; `trace`: forwarded with no policy applying;
  * `l7`: a request or response a node's DNS or HTTP proxy handled (its record in `l7`).
  */
 export type FlowType = "policy-verdict" | "drop" | "trace" | "l7";
-export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED", "AUDIT"];
+export const FLOW_VERDICTS: readonly FlowVerdict[] = ["FORWARDED", "DROPPED", "AUDIT", "ERROR"];
 export const FLOW_TYPES: readonly FlowType[] = ["policy-verdict", "drop", "trace", "l7"];
 
 export interface FlowEndpoint {

@@ -300,7 +300,8 @@ export function toHubbleFlow(f: Flow): HubbleFlow {
   const drop = f.dropReason !== undefined && f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason) : undefined;
   const l4 = layer4(f);
   const policies = f.decidedBy !== undefined ? [hubblePolicy(f.decidedBy)] : [];
-  const verdictOf = f.verdict !== "FORWARDED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
+  // An ERROR was allowed (the destination failed, not the policy): its rule is the one that allowed it.
+  const verdictOf = f.verdict === "DROPPED" || f.verdict === "AUDIT" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
   // Drops carry Cilium's drop reason as sub-type; a forwarded flow with no policy applying is a trace
   // at the endpoint (Cilium's TRACE_TO_LXC = 0 / TRACE_FROM_LXC = 5).
   const eventType =
@@ -340,7 +341,8 @@ function toHubbleL7Flow(f: Flow): HubbleFlow {
   const ingress = f.direction === "ingress";
   const drop = f.verdict === "DROPPED" ? ciliumDropReason(f.dropReason ?? L7_DROP_REASON) : undefined;
   const l4 = layer4(f);
-  const verdictOf = f.verdict !== "FORWARDED" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
+  // An ERROR was allowed (the destination failed, not the policy): its rule is the one that allowed it.
+  const verdictOf = f.verdict === "DROPPED" || f.verdict === "AUDIT" ? (ingress ? "ingress_denied_by" : "egress_denied_by") : ingress ? "ingress_allowed_by" : "egress_allowed_by";
   return {
     time: timestampOf(Date.parse(f.time)),
     verdict: f.verdict,
@@ -429,7 +431,7 @@ export function fromHubbleFlow(h: HubbleFlow): Flow {
     h.verdict === "DROPPED" ? (l7 !== undefined ? L7_DROP_REASON : (TEXT_BY_CODE.get(Number(h.drop_reason ?? 0)) ?? h.drop_reason_desc)) : h.verdict === "AUDIT" ? auditReason(decidedBy) : undefined;
   return {
     time: new Date(msOf(h.time) ?? 0).toISOString(),
-    verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" ? h.verdict : "FORWARDED",
+    verdict: h.verdict === "DROPPED" || h.verdict === "AUDIT" || h.verdict === "ERROR" ? h.verdict : "FORWARDED",
     type: TYPE_OF_EVENT[Number(h.event_type?.type ?? 0)] ?? (h.verdict === "DROPPED" ? "drop" : "trace"),
     direction: ingress ? "ingress" : "egress",
     source: flowEndpoint(h.source, h.IP?.source ?? "", p.source, h.node_name, h.source_names),

@@ -329,6 +329,30 @@ test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --ht
   assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
 });
 
+test("an answer the proxy made because the destination failed is Hubble's ERROR, not FORWARDED: the deathstar resetting port 80 gives the x-wing 503, and hubble observe --verdict ERROR shows that response, allowed by its rule; a refusal stays DROPPED", async (t) => {
+  // The deathstar's kernel answers port 80 with a reset (a real refused connect), until the test ends.
+  const table = `${tag}-refuse`;
+  await run("ip", ["netns", "exec", topo.ns.deathstar, "nft", `add table inet ${table}; add chain inet ${table} in { type filter hook input priority 0; }; add rule inet ${table} in tcp dport 80 reject with tcp reset`]);
+  t.after(() => run("ip", ["netns", "exec", topo.ns.deathstar, "nft", "delete", "table", "inet", table]).catch(() => undefined));
+  const since = new Date(Date.now() - 1).toISOString();
+  assert.equal(await status("POST", "/v1/request-landing"), 503);
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403, "refused before any connect");
+  const observe = (...args: string[]): Promise<HubbleFlow[]> => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--protocol", "http", ...args]);
+  let http: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; http.length < 4 && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) http = await observe();
+  assert.deepEqual(
+    http.map((f) => [f.verdict, f.l7?.type, f.l7?.http?.method, f.l7?.http?.code ?? 0]),
+    [
+      ["FORWARDED", "REQUEST", "POST", 0],
+      ["ERROR", "RESPONSE", "POST", 503],
+      ["DROPPED", "REQUEST", "PUT", 0],
+      ["FORWARDED", "RESPONSE", "PUT", 403],
+    ],
+  );
+  const errors = await observe("--verdict", "ERROR");
+  assert.deepEqual(errors.map((f) => [f.l7?.http?.code, f.egress_allowed_by?.map((p) => p.name), f.egress_denied_by, f.drop_reason_desc]), [[503, ["rule1"], undefined, undefined]]);
+});
+
 test("an agent restart adopts the running proxy: the same process, and an open keep-alive connection goes on", async () => {
   const pid = proxyPid();
   assert.ok(pid);

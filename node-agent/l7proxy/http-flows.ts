@@ -14,7 +14,8 @@ function urlOf(f: HttpFlow): string {
 /**
  * One proxied request as two flows: the request from the client to the destination (DROPPED when no HTTP rule allowed
  * it), and the response the client got (the destination's, or the proxy's own 403 / 503 / 504) with the time it took.
- * Both name the deciding policy rule.
+ * Both name the deciding policy rule. A 503/504 the proxy made because the destination failed is Hubble's ERROR on the
+ * response (the request stays FORWARDED: the policy allowed it and the proxy sent it on); a refusal stays DROPPED.
  */
 export function httpFlows(f: HttpFlow, lookups: EnrichLookups): Flow[] {
   const client = endpoint(f.source.identity, f.source.ip, f.source.port, lookups);
@@ -45,7 +46,7 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups): Flow[] {
     {
       ...base(server, client),
       time: f.time,
-      verdict: "FORWARDED",
+      verdict: f.verdict === "error" ? "ERROR" : "FORWARDED",
       l7: { type: "RESPONSE", latencyNs: Math.round(f.latencyMs * 1e6), http: { ...http, code: f.status } },
     },
   ];
