@@ -21,6 +21,8 @@ import { type LocalNode, loadNodesState, run, terminateProcess } from "../localc
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { DROP_REASONS } from "../node-agent/bpf/layout.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
+import { hostIfname } from "../node-agent/cni/podnet.ts";
+import { podMtu } from "../node-agent/mtu.ts";
 import { jsonFlows, runHubble } from "../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../flowapi/hubble/types.ts";
 
@@ -39,6 +41,7 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
   const tc = new TestCluster(`enc${process.pid % 10000}-`);
   const ips = new Map<string, string>();
   const podNetns = new Map<string, string>();
+  const containerIds = new Map<string, string>();
 
   const node = (i: number): string => tc.nodeName(i);
   const ciliumNode = async (i: number): Promise<CiliumNodeView> => JSON.parse(await tc.kubectl(["get", "ciliumnode", node(i), "-o", "json"])) as CiliumNodeView;
@@ -82,6 +85,21 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     await startAgents(tc.dir, nodes, tc.cp!.kubeconfig, { encryption });
   };
 
+  /** The MTU of a pod's eth0 and of its host-side veth on node `i`. */
+  const mtus = async (pod: string, i: number): Promise<{ pod: number; host: number }> => {
+    const mtu = (json: string): number => (JSON.parse(json) as { mtu: number }[])[0]!.mtu;
+    return {
+      pod: mtu(await run("ip", ["-n", podNetns.get(pod)!, "-j", "link", "show", "dev", "eth0"])),
+      host: mtu(await run("ip", ["-n", node(i), "-j", "link", "show", "dev", hostIfname(containerIds.get(pod)!)])),
+    };
+  };
+
+  /** One ping with DF whose IP packet is `size` bytes, between two pods: what the sender is told. */
+  const dfPing = (fromPod: string, toPod: string, size: number): Promise<{ ok: boolean; output: string }> =>
+    new Promise((resolve) =>
+      execFile("ip", ["netns", "exec", podNetns.get(fromPod)!, "ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", String(size - 28), ips.get(toPod)!], (err, stdout, stderr) => resolve({ ok: !err, output: `${stdout}${stderr}` })),
+    );
+
   const bothTunnelsUp = async (): Promise<CiliumNodeView[]> =>
     eventually("both nodes EncryptionReady=True with one peer", async () => {
       const cns = [await ciliumNode(1), await ciliumNode(2)];
@@ -99,6 +117,7 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     for (const p of ["server", "client-remote", "client-local"]) {
       ips.set(p, got.get(`${NS}/${p}`)!);
       podNetns.set(p, records[`${NS}/${p}`]!.netns);
+      containerIds.set(p, records[`${NS}/${p}`]!.containerId);
     }
   });
 
@@ -131,6 +150,17 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     assert.equal(local.answer, "server");
     assert.equal(local.seen.markerFrames, 0);
     assert.equal(local.seen.udpByPort["51871"] ?? 0, 0, "same-node traffic does not enter the tunnel");
+  });
+
+  it("pods created before encryption was switched on get the WireGuard pod MTU on both veth ends: a DF packet one byte over it is refused in the pod, one at it crosses the tunnel", async () => {
+    const wg = podMtu("wireguard");
+    assert.deepEqual(await mtus("client-remote", 2), { pod: wg, host: wg });
+    assert.deepEqual(await mtus("server", 1), { pod: wg, host: wg });
+    const over = await dfPing("client-remote", "server", wg + 1);
+    assert.equal(over.ok, false, over.output);
+    assert.match(over.output, new RegExp(`mtu ?= ?${wg}`), "the pod is told the path MTU");
+    const at = await dfPing("client-remote", "server", wg);
+    assert.ok(at.ok, `a packet at the path MTU crosses the tunnel: ${at.output}`);
   });
 
   it("flows say what crossed inside WireGuard (Hubble's IP.encrypted): the cross-node request's flows on both nodes, never the same-node one; hubble observe --encrypted/--unencrypted through the relay", async () => {
@@ -276,5 +306,10 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       return x.answer === "server" ? x : undefined;
     }, 30_000);
     assert.ok(r.seen.markerFrames > 0 && (r.seen.udpByPort["8472"] ?? 0) > 0, `in clear again, as asked: ${JSON.stringify(r.seen)}`);
+    // The pods get the MTU of a node without encryption back, and a full-size packet crosses again.
+    const plain = podMtu("disabled");
+    assert.deepEqual(await mtus("client-remote", 2), { pod: plain, host: plain });
+    const full = await dfPing("client-remote", "server", plain);
+    assert.ok(full.ok, `a ${plain}-byte DF packet crosses over plain VXLAN: ${full.output}`);
   });
 });

@@ -12,6 +12,7 @@ import { IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
 import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
+import type { EndpointLink } from "./endpoint-mtu.ts";
 import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
 import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, sameIpcacheEntry } from "./ipcache.ts";
 import type { Datapath } from "./bpf/datapath.ts";
@@ -432,6 +433,11 @@ export class NodeAgent {
     if (this.connected === up) return;
     this.connected = up;
     this.statusChanged();
+  }
+
+  /** The endpoints' veths as recorded (the pod MTU of the agent's mode is applied to them at start: endpoint-mtu.ts). */
+  endpointLinks(): EndpointLink[] {
+    return [...this.endpoints.values()].map((ep) => ({ ...(ep.namespace !== undefined ? { namespace: ep.namespace } : {}), ...(ep.pod !== undefined ? { pod: ep.pod } : {}), hostIfname: ep.hostIfname, hostIfindex: ep.hostIfindex, ...(ep.netns ? { netns: ep.netns } : {}) }));
   }
 
   /** The state the maps hold, as the agent last applied it. */

@@ -23,6 +23,7 @@ import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAg
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
 import { podMtu } from "./mtu.ts";
+import { applyEndpointMtu } from "./endpoint-mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
@@ -616,6 +617,9 @@ export async function run(args: string[]): Promise<number> {
     datapath.close();
     return 1;
   }
+  // Pods wired before the mode changed (encryption turned on or off) get the MTU new pods get; a failure is logged per pod.
+  const mtu = await applyEndpointMtu(agent.endpointLinks(), podMtu(f.encryption), { ...(f.netns ? { netns: f.netns } : {}), log });
+  if (mtu.changed > 0 || mtu.failed > 0) log.info({ mtu: podMtu(f.encryption), ...mtu }, "endpoint MTUs set to the pod MTU of the agent's mode");
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   const metricsPort = await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
   const apiAddress = typeof metricsPort === "number" ? reachableAddress(parseHostPort(f.metricsAddress)!.host, metricsPort, f.nodeIP) : undefined;

@@ -103,7 +103,7 @@ export class WireguardEncryption {
     if (!(await this.alive())) await this.spawnDevice();
     await uapi(this.socket, setRequest({ privateKey: this.privateKey, listenPort: WIREGUARD_PORT }));
     // Pods get podMtu("wireguard"), so their VXLAN packets fit this MTU and the WireGuard packets the underlay's: nothing is fragmented.
-    // A pod wired before encryption was on (MTU 1450) still works: its VXLAN packets are fragmented before the device.
+    // Pods wired before encryption was on get podMtu("wireguard") too, from the agent at start (node-agent/endpoint-mtu.ts).
     await this.ip(["link", "set", this.ifname, "up", "mtu", String(wireguardMtu())]);
     await this.ensureRule();
     await this.refresh();
