@@ -527,18 +527,31 @@ export function portRule(errs: Errors, item: Obj, path: string, ctx: PortContext
 export function toPorts(errs: Errors, rule: Obj, path: string, ctx: PortContext): PortRule[] | undefined {
   const before = errs.count;
   const out: PortRule[] = [];
-  let firstTls: { readonly pr: PortRule; readonly path: string } | undefined;
+  const http: { readonly pr: PortRule; readonly path: string }[] = [];
   for (const { item, path: p } of objectItems(errs, rule, "toPorts", path)) {
     const pr = portRule(errs, item, p, ctx);
     if (!pr) continue;
     out.push(pr);
-    // A rule's HTTP ports share one proxy port, so they share one TLS setting.
     if (pr.rules?.kind !== "http") continue;
-    if (!firstTls) firstTls = { pr, path: p };
-    else if (!sameTls(firstTls.pr, pr))
-      errs.add(p, `its TLS (terminatingTLS, originatingTLS, serverNames) differs from ${firstTls.path}'s: the HTTP ports of one rule share one proxy port and one TLS setting; write them as separate rules`);
+    // Entries whose ports meet are judged together on those ports (Cilium refuses to merge their TLS too).
+    const clash = http.find((o) => !sameTls(o.pr, pr) && portsMeet(o.pr, pr));
+    if (clash)
+      errs.add(p, `its TLS (terminatingTLS, originatingTLS, serverNames) differs from ${clash.path}'s on ports both allow: a connection to such a port cannot be inspected with both; give them separate ports or the same TLS`);
+    http.push({ pr, path: p });
   }
   return errs.count === before ? out : undefined;
+}
+
+/** Whether two toPorts entries can allow one port (a named port may be any number; no ports is every port). */
+function portsMeet(a: PortRule, b: PortRule): boolean {
+  if (a.ports.length === 0 || b.ports.length === 0) return true;
+  return a.ports.some((x) =>
+    b.ports.some((y) => {
+      if (x.protocol !== "ANY" && y.protocol !== "ANY" && x.protocol !== y.protocol) return false;
+      if (x.name !== undefined || y.name !== undefined || x.port === 0 || y.port === 0) return true;
+      return x.port <= Math.max(y.port, y.endPort) && y.port <= Math.max(x.port, x.endPort);
+    }),
+  );
 }
 
 function sameTls(a: PortRule, b: PortRule): boolean {

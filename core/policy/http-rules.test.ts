@@ -7,7 +7,7 @@ import { parsePolicyObject } from "../parser/index.ts";
 import { PolicyCompiler, compileAll, policyKey } from "../compiler.ts";
 import { parseDownstream } from "../wire.ts";
 import { EMPTY_STATE, applyDelta, diffState } from "../nodestate.ts";
-import { httpRulesAt, sameSubjectHttp } from "./http-rules.ts";
+import { httpRulesAt, sameSubjectHttp, tlsAt } from "./http-rules.ts";
 import { lookup } from "./mapstate.ts";
 import { compileHttpRules, decideHttp } from "../l7/http-decision.ts";
 import { requestFromRaw } from "../l7/http-request.ts";
@@ -377,4 +377,16 @@ test("a rule's TLS travels with its HTTP rules (Secret namespace defaulted to th
   const bad = parseDownstream({ type: "snapshot", version: 1, nonce: "n", state: { ...state, policies: [{ ...state.policies[0]!, http: [{ ...http[0]!, tls: { terminating: { secret: { namespace: "default", name: "api-tls" }, material: { certificate: 7 } } } }] }] } });
   assert.ok(!bad.ok);
   assert.equal(bad.errors[0]!.path, "state.policies[0].http[0].tls.terminating.material.certificate");
+});
+
+test("one rule's HTTP toPorts entries on different ports carry their own TLS: each port is inspected with its own Secret", () => {
+  const entry = (port: string, secret: string) => ({ ports: [{ port, protocol: "TCP" }], terminatingTLS: { secret: { name: secret } }, rules: { http: [{ method: "GET" }] } });
+  const c = compileAll(parse({ endpointSelector: { matchLabels: { class: "xwing" } }, egress: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [entry("443", "a-tls"), entry("8443", "b-tls")] }] }), ids);
+  const p = c.snapshot(XWING);
+  const secretAt = (port: number) => {
+    const tls = tlsAt(p, lookup(p, "egress", DEATHSTAR, 6, port).entry!);
+    return tls === "conflict" ? tls : tls?.terminating?.secret.name;
+  };
+  assert.equal(secretAt(443), "a-tls");
+  assert.equal(secretAt(8443), "b-tls");
 });

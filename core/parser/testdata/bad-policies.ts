@@ -414,7 +414,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "two toPorts of one rule with HTTP rules and different TLS",
+    name: "two toPorts of one rule with HTTP rules and different TLS on ports both allow",
     yaml: cnp(
       `  egress:
   - toPorts:
@@ -428,7 +428,8 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
         http:
         - method: GET
     - ports:
-      - port: "8443"
+      - port: "400"
+        endPort: 500
         protocol: TCP
       terminatingTLS:
         secret:
@@ -442,7 +443,7 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
       {
         path: "spec.egress[0].toPorts[1]",
         message:
-          "its TLS (terminatingTLS, originatingTLS, serverNames) differs from spec.egress[0].toPorts[0]'s: the HTTP ports of one rule share one proxy port and one TLS setting; write them as separate rules",
+          "its TLS (terminatingTLS, originatingTLS, serverNames) differs from spec.egress[0].toPorts[0]'s on ports both allow: a connection to such a port cannot be inspected with both; give them separate ports or the same TLS",
       },
     ],
   },
