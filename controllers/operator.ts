@@ -345,6 +345,7 @@ export class Operator {
     // given (else, and for a Secret named elsewhere, TLS rules fail closed, saying why).
     // Its informer lists and watches that namespace only: a Role there is all the RBAC it needs.
     const namespace = this.config.policySecretsNamespace;
+    this.log.info({ policySecretsNamespace: namespace ?? null }, namespace === undefined ? "TLS rules' Secrets are not read (no --policy-secrets-namespace)" : "TLS rules' Secrets read from the policy secrets namespace");
     const policySecrets = (this.policySecrets = new PolicySecrets(namespace === undefined ? undefined : { namespace, informer: informers.for<SecretObject>(SECRETS, { namespace }) }));
     const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed, policySecrets });
     server.followSubjectDeltas(source.subjectDeltas);

@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { controllerProcesses, ensureControlPlaneBuilt, isProcessAlive } from "./cluster.ts";
 import { devNodesDown } from "../cli/dev-pods.ts";
-import { loadDevClusterState } from "./devcluster.ts";
+import { devClusterPaths, loadDevClusterState } from "./devcluster.ts";
 
 const membrane = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
@@ -150,6 +150,35 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     const good = bad.replace('"10.0.0.0/8"', '"11.0.0.0/8"');
     const ok = await kubectlIn(["apply", "--dry-run=server", "-f", "-"], good);
     assert.equal(ok.code, 0, ok.stderr);
+  });
+
+  test("up gives the operator and the webhook the chart's policy secrets namespace (created): the operator reads TLS rules' Secrets there, and the webhook warns about a Secret named elsewhere", async () => {
+    const ns = await kubectlIn(["get", "namespace", "membrane-secrets", "-o", "name"]);
+    assert.equal(ns.stdout.trim(), "namespace/membrane-secrets", ns.stderr);
+    // This operator's own line (the log is appended to across runs): it parsed the flag and set its Secret informer there.
+    const { operatorPid } = await loadDevClusterState(devDir);
+    const said = readFileSync(devClusterPaths(devDir).operatorLog, "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { id?: string; msg?: string; policySecretsNamespace?: string | null })
+      .filter((l) => l.id === `${hostname()}_${operatorPid}` && l.msg?.startsWith("TLS rules' Secrets"));
+    assert.deepEqual(said.map((l) => l.policySecretsNamespace), ["membrane-secrets"]);
+    const tls = (secretNamespace?: string): string =>
+      JSON.stringify({
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "front-tls", namespace: "default" },
+        spec: {
+          endpointSelector: { matchLabels: { app: "web" } },
+          egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: { secret: { ...(secretNamespace ? { namespace: secretNamespace } : {}), name: "front" } }, rules: { http: [{ method: "GET" }] } }] }],
+        },
+      });
+    const outside = await kubectlIn(["apply", "--dry-run=server", "-f", "-"], tls());
+    assert.equal(outside.code, 0, outside.stderr);
+    assert.match(outside.stderr, /Warning: spec\.egress\[0\]\.toPorts\[0\]\.terminatingTLS: Secret default\/front is not read: TLS rules' Secrets must live in the policy secrets namespace membrane-secrets/);
+    const inside = await kubectlIn(["apply", "--dry-run=server", "-f", "-"], tls("membrane-secrets"));
+    assert.equal(inside.code, 0, inside.stderr);
+    assert.doesNotMatch(inside.stderr, /is not read/);
   });
 
   test("down's teardown stops the webhook and deletes its ValidatingWebhookConfiguration", async () => {

@@ -49,6 +49,11 @@ export interface DevClusterState {
 
 /** The node device the local cluster's host firewall judges: each node's underlay veth (its InternalIP). */
 export const DEV_HOST_FIREWALL_DEVICE = "eth0";
+/**
+ * The one namespace the local operator reads TLS rules' Secrets from and the webhook warns against, as the chart's
+ * default (tls.secretsNamespace.name): a policy written for the chart works unchanged here.
+ */
+export const DEV_POLICY_SECRETS_NAMESPACE = "membrane-secrets";
 
 /** WireGuard between the nodes (wireguard-go built from its pinned module), strict or not. */
 export interface DevEncryption {
@@ -159,11 +164,14 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
     const res = await kubectl(["wait", "--for=condition=Established", "--timeout=60s", "-f", join(crdDir, f)]);
     if (res.code !== 0) throw new Error(`CRD ${f} not established: ${res.stderr.trim()}`);
   }
+  // TLS rules' Secrets live there: created as the chart does (kept by `dev down`, which destroys the whole control plane).
+  const ns = await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: DEV_POLICY_SECRETS_NAMESPACE } }));
+  if (ns.code !== 0) throw new Error(`creating namespace ${DEV_POLICY_SECRETS_NAMESPACE}: ${ns.stderr.trim()}`);
   const pid = spawnMembrane(
     [
       "operator", "--kubeconfig", kubeconfig, "--health-port", "0", "--leader-elect", "false", "--identity-gc-grace", "1m",
       "--distribution-port", "0", "--tls-ca", join(p.pki, "ca.crt"), "--tls-cert", join(p.pki, "operator.crt"), "--tls-key", join(p.pki, "operator.key"),
-      "--hubble-relay-address", "127.0.0.1:0",
+      "--hubble-relay-address", "127.0.0.1:0", "--policy-secrets-namespace", DEV_POLICY_SECRETS_NAMESPACE,
       // The default controllers and tracing: the TracingPolicy CRDs are applied above.
       "--controllers", `${ALL_CONTROLLERS.join(",")},tracing`,
     ],
@@ -201,7 +209,7 @@ export async function startAdmissionWebhook(dir: string, kubeconfig: string, kub
   const state = await loadDevClusterState(dir);
   if (state.webhookPid !== undefined && isOurs(state.webhookPid, ...webhookMarkers(kubeconfig))) return state;
   await mkdir(p.root, { recursive: true });
-  const pid = spawnMembrane(["webhook", "--listen", "127.0.0.1:0", "--kubeconfig", kubeconfig], p.webhookLog);
+  const pid = spawnMembrane(["webhook", "--listen", "127.0.0.1:0", "--kubeconfig", kubeconfig, "--policy-secrets-namespace", DEV_POLICY_SECRETS_NAMESPACE], p.webhookLog);
   state.webhookPid = pid;
   state.webhookKubeconfig = kubeconfig;
   await saveState(dir, state);
