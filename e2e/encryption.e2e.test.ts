@@ -163,6 +163,20 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     assert.ok(at.ok, `a packet at the path MTU crosses the tunnel: ${at.output}`);
   });
 
+  it("a pod wired from a network config older than the mode (the local cluster's still says 1450) is brought to the WireGuard pod MTU when the plugin registers it", async () => {
+    const got = await tc.createPods({}, [{ namespace: NS, name: "late", node: 2, labels: { app: "client" }, ports: [] }]);
+    const rec = (await loadPodRecords(tc.dir)).pods[`${NS}/late`]!;
+    ips.set("late", got.get(`${NS}/late`)!);
+    podNetns.set("late", rec.netns);
+    containerIds.set("late", rec.containerId);
+    const wg = podMtu("wireguard");
+    await eventually("the late pod at the WireGuard pod MTU", async () => {
+      const m = await mtus("late", 2);
+      return m.pod === wg && m.host === wg ? m : undefined;
+    }, 10_000);
+    assert.ok((await dfPing("late", "server", wg)).ok);
+  });
+
   it("flows say what crossed inside WireGuard (Hubble's IP.encrypted): the cross-node request's flows on both nodes, never the same-node one; hubble observe --encrypted/--unencrypted through the relay", async () => {
     const relay = (await loadDevClusterState(tc.dir)).hubbleRelay!;
     const since = new Date(Date.now() - 1).toISOString();

@@ -98,6 +98,8 @@ export interface AgentOptions {
   readonly dns?: AgentDnsProxy;
   /** The node's L7 proxy (l7proxy/agent-l7.ts): HTTP rules decided; absent, they are plain allows here (the hello says so). */
   readonly l7?: AgentL7Proxy;
+  /** The pod MTU of the agent's mode, and what to do with an endpoint the plugin wired with another (main: endpoint-mtu.ts). */
+  readonly podMtu?: { readonly mtu: number; mismatched(ep: EndpointLink): void };
   /** The node's runtime enforcer (runtime/agent-runtime.ts): the state's TracingPolicies enforced on its pods; absent, none are (the hello says so). */
   readonly runtime?: AgentRuntime;
 }
@@ -437,7 +439,11 @@ export class NodeAgent {
 
   /** The endpoints' veths as recorded (the pod MTU of the agent's mode is applied to them at start: endpoint-mtu.ts). */
   endpointLinks(): EndpointLink[] {
-    return [...this.endpoints.values()].map((ep) => ({ ...(ep.namespace !== undefined ? { namespace: ep.namespace } : {}), ...(ep.pod !== undefined ? { pod: ep.pod } : {}), hostIfname: ep.hostIfname, hostIfindex: ep.hostIfindex, ...(ep.netns ? { netns: ep.netns } : {}) }));
+    return [...this.endpoints.values()].map((ep) => this.endpointLink(ep));
+  }
+
+  private endpointLink(ep: Endpoint): EndpointLink {
+    return { ...(ep.namespace !== undefined ? { namespace: ep.namespace } : {}), ...(ep.pod !== undefined ? { pod: ep.pod } : {}), hostIfname: ep.hostIfname, hostIfindex: ep.hostIfindex, ...(ep.netns ? { netns: ep.netns } : {}) };
   }
 
   /** The state the maps hold, as the agent last applied it. */
@@ -810,6 +816,8 @@ export class NodeAgent {
     this.endpoints.set(r.containerId, ep);
     this.saveEndpoints();
     this.runtime?.setPods(this.runtimePods());
+    // Wired from a network config older than the agent's mode (its conflist not yet rewritten, or not the agent's own).
+    if (r.mtu !== undefined && this.opts.podMtu !== undefined && r.mtu !== this.opts.podMtu.mtu) this.opts.podMtu.mismatched(this.endpointLink(ep));
     this.log.info(
       { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, ifindex: r.hostIfindex, identity: entry.identity, resolved: entry.identity !== INIT_IDENTITY, repeat: previous !== undefined },
       "endpoint added",

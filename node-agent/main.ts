@@ -552,6 +552,10 @@ export async function run(args: string[]): Promise<number> {
     cniSocket: f.cniSocket,
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
     appliedFile: path.join(f.stateDir, "applied.json"),
+    podMtu: {
+      mtu: podMtu(f.encryption),
+      mismatched: (ep) => void applyEndpointMtu([ep], podMtu(f.encryption), { ...(f.netns ? { netns: f.netns } : {}), log }),
+    },
     policyEnforcementMode: f.policyEnforcementMode,
     policyAuditMode: f.policyAuditMode,
     ...(f.hostFirewall && f.nodeIP

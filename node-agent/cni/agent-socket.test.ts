@@ -55,6 +55,9 @@ describe("endpoint socket", () => {
     });
     assert.deepEqual(await callAgent(sock, add), { ok: true });
     assert.deepEqual(seen, [add]);
+    // The MTU the plugin wired with travels too (the agent corrects one that is not its mode's).
+    assert.deepEqual(await callAgent(sock, { ...add, mtu: 1450 }), { ok: true });
+    assert.deepEqual(seen[1], { ...add, mtu: 1450 });
     assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
   });
 
@@ -90,6 +93,10 @@ describe("endpoint socket", () => {
     assert.deepEqual(parseAgentRequest(JSON.stringify({ ...add, containerId: "" })), {
       ok: false,
       error: "containerId: must be a non-empty string",
+    });
+    assert.deepEqual(parseAgentRequest(JSON.stringify({ ...add, mtu: 100 })), {
+      ok: false,
+      error: "mtu: must be an integer from 576 to 65535",
     });
     assert.deepEqual(parseAgentRequest(JSON.stringify({ op: "endpoint-list" })), {
       ok: false,

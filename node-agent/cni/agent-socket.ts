@@ -21,6 +21,8 @@ export interface EndpointAddRequest {
   hostIfindex: number;
   /** The pod's addresses, without prefix length. */
   ips: string[];
+  /** The MTU the plugin gave both ends (its network config's); absent from plugins that predate it. */
+  mtu?: number;
 }
 
 export interface EndpointDelRequest {
@@ -73,6 +75,8 @@ export function parseAgentRequest(
       if (!Array.isArray(r.ips) || r.ips.length === 0 || !r.ips.every((ip) => typeof ip === "string")) {
         throw new Error("ips: must be a non-empty list of addresses");
       }
+      if (r.mtu !== undefined && (!Number.isInteger(r.mtu) || (r.mtu as number) < 576 || (r.mtu as number) > 65535))
+        throw new Error("mtu: must be an integer from 576 to 65535");
       const namespace = str("namespace", true);
       const pod = str("pod", true);
       return {
@@ -87,6 +91,7 @@ export function parseAgentRequest(
           hostIfname: str("hostIfname")!,
           hostIfindex: r.hostIfindex as number,
           ips: r.ips as string[],
+          ...(r.mtu !== undefined ? { mtu: r.mtu as number } : {}),
         },
       };
     }

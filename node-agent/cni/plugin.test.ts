@@ -286,6 +286,7 @@ describe("membrane-cni ADD, CHECK and DEL on a node", () => {
       hostIfname: host1,
       hostIfindex: ifindexIn(NODE, host1),
       ips: [ip1],
+      mtu: 1500,
     });
     assert.equal(agentRequests.length, 2);
     assert.deepEqual(Object.keys(allocations()).sort(), [ip1, ip2].sort());

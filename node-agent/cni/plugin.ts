@@ -119,6 +119,7 @@ export async function cmdAdd(inv: Invocation): Promise<AddResult> {
       hostIfname: w.hostIf,
       hostIfindex: links.hostIfindex,
       ips: [w.ip],
+      mtu: w.mtu,
     });
     log.info(
       {
