@@ -33,6 +33,7 @@ import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
 import { dnsFlows } from "./dns/dns-flows.ts";
 import { httpFlows } from "./l7proxy/http-flows.ts";
+import { DEFAULT_HTTP_REDACTION, type HttpRedaction } from "../core/l7/redaction.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
 import type { AgentRuntime, RuntimeEnforcerStatus, RuntimePod } from "./runtime/agent-runtime.ts";
@@ -100,6 +101,8 @@ export interface AgentOptions {
   readonly l7?: AgentL7Proxy;
   /** The pod MTU of the agent's mode, and what to do with an endpoint the plugin wired with another (main: endpoint-mtu.ts). */
   readonly podMtu?: { readonly mtu: number; mismatched(ep: EndpointLink): void };
+  /** What of an HTTP request its L7 flows carry off the node (Hubble's --hubble-redact-*); DEFAULT_HTTP_REDACTION when absent. */
+  readonly httpRedaction?: HttpRedaction;
   /** The node's runtime enforcer (runtime/agent-runtime.ts): the state's TracingPolicies enforced on its pods; absent, none are (the hello says so). */
   readonly runtime?: AgentRuntime;
 }
@@ -211,7 +214,7 @@ export class NodeAgent {
     const lookups = this.enrichLookups();
     this.unsubscribeL7 = [
       this.opts.dns?.onFlow?.((f) => this.recordL7(dnsFlows(f, lookups))),
-      this.opts.l7?.onFlow?.((f) => this.recordL7(httpFlows(f, lookups))),
+      this.opts.l7?.onFlow?.((f) => this.recordL7(httpFlows(f, lookups, this.opts.httpRedaction ?? DEFAULT_HTTP_REDACTION))),
     ].filter((u) => u !== undefined);
     // What was learned is in the maps again before the proxy answers (and before the first snapshot's sweep).
     if (this.opts.dns) {

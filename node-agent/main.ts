@@ -1,4 +1,5 @@
 // `membrane agent`: parses the flags, loads the datapath and runs the node agent until SIGTERM/SIGINT.
+import { DEFAULT_HTTP_REDACTION, httpRedaction, parseHeaderNames, type HttpRedaction, type RedactionResult } from "../core/l7/redaction.ts";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -74,6 +75,12 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      sourceContext/destinationContext=pod|ip|…, labelsContext=source_namespace,… (default "${DEFAULT_HUBBLE_METRICS}")
   --enable-hubble-open-metrics  serve /metrics in OpenMetrics (for a scraper that asks for it, as Cilium's flag): the
                      hubble_http_* samples carry the trace id of a traced request (W3C traceparent) as an exemplar
+  --hubble-redact-enabled  redact L7 flows as the options below say (default true here; Cilium's is false)
+  --hubble-redact-http-urlquery  drop the query of HTTP flows' URLs (default false)
+  --hubble-redact-http-userinfo  replace a URL's user-info password with HUBBLE_REDACTED (default true)
+  --hubble-redact-http-headers-allow NAMES, --hubble-redact-http-headers-deny NAMES  comma-separated header names: with
+                     allow, every other header's value is HUBBLE_REDACTED; with deny, those named (not both). Authorization,
+                     Proxy-Authorization, Cookie and Set-Cookie are redacted unless allow names them, redaction on or off
   --hubble-dynamic-metrics-config-path  Hubble's dynamic metrics: a YAML file (Cilium's format: metrics: name, contextOptions
                      [{name, values}], includeFilters, excludeFilters as FlowFilters) of the families to count and the flows each
                      counts, read again every 10 s (a change re-registers them); not together with --hubble-metrics
@@ -149,6 +156,8 @@ export interface AgentFlags {
   readonly hubbleOpenMetrics?: boolean;
   /** Hubble's metric families and their context options (`--hubble-metrics`). */
   readonly hubbleMetrics: ReadonlyMap<HubbleMetricFamily, HubbleMetricConfig>;
+  /** What of an HTTP request its L7 flows carry off the node (`--hubble-redact-*`). */
+  readonly httpRedaction: HttpRedaction;
   readonly hubbleTcp?: { readonly address: string; readonly cert: string; readonly key: string; readonly clientCa: string };
   readonly flowExport?: { readonly path: string; readonly maxBytes: number; readonly keep: number; readonly compress: boolean };
   readonly metricsAddress: string;
@@ -174,6 +183,28 @@ export interface AgentFlags {
   readonly runtime: boolean;
 }
 
+const REDACT_BOOLEANS = ["--hubble-redact-enabled", "--hubble-redact-http-urlquery", "--hubble-redact-http-userinfo"];
+
+/** Hubble's redaction flags (Cilium's names and meaning; Membrane's defaults: core/l7/redaction.ts). */
+function redactionFlags(str: (f: string) => string | undefined): RedactionResult {
+  const d = DEFAULT_HTTP_REDACTION;
+  const bool = (f: string, fallback: boolean): boolean | string => {
+    const v = str(f);
+    if (v === undefined) return fallback;
+    return v === "true" ? true : v === "false" ? false : `--${f}: must be true or false, got ${JSON.stringify(v)}`;
+  };
+  const enabled = bool("hubble-redact-enabled", d.enabled);
+  const urlQuery = bool("hubble-redact-http-urlquery", d.urlQuery);
+  const userInfo = bool("hubble-redact-http-userinfo", d.userInfo);
+  for (const b of [enabled, urlQuery, userInfo]) if (typeof b === "string") return { ok: false, error: b };
+  const names = (f: string) => parseHeaderNames(`--${f}`, str(f) ?? "");
+  const allow = names("hubble-redact-http-headers-allow");
+  if (!allow.ok) return allow;
+  const deny = names("hubble-redact-http-headers-deny");
+  if (!deny.ok) return deny;
+  return httpRedaction({ enabled: enabled as boolean, urlQuery: urlQuery as boolean, userInfo: userInfo as boolean, headers: { allow: allow.value, deny: deny.value } });
+}
+
 /** Parses the flags; errors name the flag. */
 export function parseAgentFlags(args: readonly string[]): { ok: true; flags: AgentFlags } | { ok: false; error: string } {
   // A boolean flag, also as Cilium's --policy-audit-mode=true|false.
@@ -181,7 +212,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -239,6 +270,11 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "wireguard-go": { type: "string" },
         "enable-dns-proxy": { type: "string" },
         "enable-hubble-open-metrics": { type: "string" },
+        "hubble-redact-enabled": { type: "string" },
+        "hubble-redact-http-urlquery": { type: "string" },
+        "hubble-redact-http-userinfo": { type: "string" },
+        "hubble-redact-http-headers-allow": { type: "string" },
+        "hubble-redact-http-headers-deny": { type: "string" },
         "enable-l7-proxy": { type: "string" },
         "enable-runtime": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
@@ -275,6 +311,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!hubbleMetrics.ok) return { ok: false, error: `--hubble-metrics: ${hubbleMetrics.error}` };
   const openMetrics = str("enable-hubble-open-metrics");
   if (openMetrics !== undefined && openMetrics !== "true" && openMetrics !== "false") return { ok: false, error: `--enable-hubble-open-metrics: must be true or false, got ${JSON.stringify(openMetrics)}` };
+  const redaction = redactionFlags(str);
+  if (!redaction.ok) return { ok: false, error: redaction.error };
   const dynamicMetrics = str("hubble-dynamic-metrics-config-path");
   if (dynamicMetrics === "") return { ok: false, error: "--hubble-dynamic-metrics-config-path: must be a path" };
   // As Cilium's agent: one source of metric families, never two.
@@ -373,6 +411,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(str("hubble-flowlogs-config-path") ? { hubbleFlowLogs: str("hubble-flowlogs-config-path")! } : {}),
       ...(dynamicMetrics !== undefined ? { hubbleDynamicMetrics: dynamicMetrics } : {}),
       ...(openMetrics === "true" ? { hubbleOpenMetrics: true } : {}),
+      httpRedaction: redaction.value,
       hubbleMetrics: hubbleMetrics.value,
       ...(hubbleListen !== undefined
         ? { hubbleTcp: { address: hubbleListen, cert: str("hubble-tls-cert")!, key: str("hubble-tls-key")!, clientCa: str("hubble-tls-client-ca")! } }
@@ -594,6 +633,7 @@ export async function run(args: string[]): Promise<number> {
       ...(f.hubbleFlowLogs ? { flowLogs: { path: f.hubbleFlowLogs } } : {}),
       ...(f.flowExport ? { export: f.flowExport } : {}),
     },
+    httpRedaction: f.httpRedaction,
     log,
   });
   let health: Awaited<ReturnType<typeof startHealth>>;

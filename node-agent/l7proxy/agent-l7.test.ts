@@ -329,6 +329,28 @@ test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --ht
   assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
 });
 
+test("an HTTP flow carries the request's headers as Hubble's http.headers, credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, and the secret is in no flow and not in the proxy's log", async () => {
+  const since = new Date(Date.now() - 1).toISOString();
+  const secret = `s3cret-${tag}`;
+  assert.equal(await status("POST", "/v1/request-landing", ["X-Has-Force: true", `Authorization: Bearer ${secret}`, `Cookie: session=${secret}`]), 200);
+  let http: HubbleFlow[] = [];
+  for (const end = Date.now() + 10_000; http.length < 2 && Date.now() < end; await new Promise((r) => setTimeout(r, 100)))
+    http = await observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--protocol", "http"]);
+  assert.equal(http.length, 2, JSON.stringify(http));
+  for (const f of http) {
+    const headers = f.l7?.http?.headers ?? [];
+    assert.deepEqual(
+      headers.filter((h) => h.key !== "user-agent").map((h) => `${h.key}: ${h.value}`),
+      ["accept: */*", "authorization: HUBBLE_REDACTED", "cookie: HUBBLE_REDACTED", `host: ${ADDR.deathstar}`, "x-has-force: true"],
+      `${f.l7?.type}: headers sorted by name`,
+    );
+    assert.match(headers.find((h) => h.key === "user-agent")?.value ?? "", /^curl\//);
+    assert.equal(f.l7?.http?.url, `http://${ADDR.deathstar}/v1/request-landing`);
+  }
+  assert.doesNotMatch(JSON.stringify(http), new RegExp(secret));
+  assert.doesNotMatch(fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8"), new RegExp(secret), "the proxy never logs headers");
+});
+
 test("an answer the proxy made because the destination failed is Hubble's ERROR, not FORWARDED: the deathstar resetting port 80 gives the x-wing 503, and hubble observe --verdict ERROR shows that response, allowed by its rule; a refusal stays DROPPED", async (t) => {
   // The deathstar's kernel answers port 80 with a reset (a real refused connect), until the test ends.
   const table = `${tag}-refuse`;

@@ -81,5 +81,7 @@ test("parseFlowLine names the first wrong field", () => {
   assert.equal(bad({ source: { ip: "10.0.0.1" } }), "source: must be {ip, port, identity}");
   assert.equal(bad({ status: "200" }), "status: must be a number");
   assert.equal(bad({ ingress: 1 }), "ingress: must be a boolean");
+  assert.equal(bad({ headers: [{ name: "x-a", value: 1 }] }), "headers: must be a list of {name, value}");
+  assert.equal(bad({ headers: [{ name: "x-a", value: "1" }] }), "", "the request's headers pass");
   assert.match(parseFlowLine("{").ok ? "" : (parseFlowLine("{") as { error: string }).error, /^not JSON/);
 });

@@ -8,6 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
 import { httpFlows } from "./http-flows.ts";
+import { DEFAULT_HTTP_REDACTION } from "../../core/l7/redaction.ts";
 import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
 
 const GRPC_PORT = 19080 + (process.pid % 1000);
@@ -330,8 +331,10 @@ test("the destination down: gRPC gets UNAVAILABLE, h2c 503", async () => {
 
 test("an HTTP/2 request's flows read as Hubble's: protocol HTTP/2, url from :authority and :path, the code", () => {
   const f = flows.find((x) => x.path === `${DOOR_MANAGER}/SetAccessCode`)!;
-  const [req, res] = httpFlows(f, { node: "n1", identityLabels: () => undefined, endpointByIp: () => undefined, ruleOrigin: () => undefined, wallClock: () => new Date() });
-  assert.deepEqual(req?.l7?.http, { method: "POST", url: `http://127.0.0.1:${GRPC_PORT}${DOOR_MANAGER}/SetAccessCode`, protocol: "HTTP/2" });
+  const [req, res] = httpFlows(f, { node: "n1", identityLabels: () => undefined, endpointByIp: () => undefined, ruleOrigin: () => undefined, wallClock: () => new Date() }, DEFAULT_HTTP_REDACTION);
+  const { headers, ...http } = req!.l7!.http!;
+  assert.deepEqual(http, { method: "POST", url: `http://127.0.0.1:${GRPC_PORT}${DOOR_MANAGER}/SetAccessCode`, protocol: "HTTP/2" });
+  assert.ok(headers?.some((h) => h.key === "content-type" && h.value === "application/grpc"), JSON.stringify(headers));
   assert.equal(req?.verdict, "DROPPED");
   assert.equal(res?.l7?.http?.code, 200);
 });

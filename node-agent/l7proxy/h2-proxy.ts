@@ -8,7 +8,7 @@ import { requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
-import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
+import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
@@ -189,7 +189,7 @@ export class H2Proxy {
       if (reported) return;
       reported = true;
       const f = requestFlow(arrived, verdict, status, extra);
-      log.debug(f, "http request");
+      log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
     };
 

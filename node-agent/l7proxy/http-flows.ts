@@ -2,6 +2,7 @@
 import { L7_DROP_REASON, type Flow, type FlowEndpoint } from "../../flowapi/flow.ts";
 import { endpoint, observedAt, peerEndpoint, ruleDecision, type EnrichLookups } from "../observer/enrich.ts";
 import type { HttpFlow } from "./http-proxy.ts";
+import { redactHeaders, redactUrl, type HttpRedaction } from "../../core/l7/redaction.ts";
 
 /** The URL as Hubble shows it: the request's Host (else the original destination) and its path. */
 function urlOf(f: HttpFlow): string {
@@ -16,14 +17,17 @@ function urlOf(f: HttpFlow): string {
  * it), and the response the client got (the destination's, or the proxy's own 403 / 503 / 504) with the time it took.
  * Both name the deciding policy rule. A 503/504 the proxy made because the destination failed is Hubble's ERROR on the
  * response (the request stays FORWARDED: the policy allowed it and the proxy sent it on); a refusal stays DROPPED.
+ * Both carry the request's headers (Hubble's `http.headers`, as Cilium's response records do) and its URL, redacted as
+ * `redaction` says: what leaves the node through the Observer API, the relay and the export.
  */
-export function httpFlows(f: HttpFlow, lookups: EnrichLookups): Flow[] {
+export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRedaction): Flow[] {
   const client = endpoint(f.source.identity, f.source.ip, f.source.port, lookups);
   const server = peerEndpoint(f.destination.ip, f.destination.port, lookups);
   // The rule whose HTTP rule let the request through; for a refused one, the rule of the entry that sent it here.
   const decidedBy = ruleDecision(f.rule?.ruleId ?? f.ruleId, lookups);
   const denied = f.verdict === "denied";
-  const http = { method: f.method, url: urlOf(f), protocol: f.protocol };
+  const headers = redactHeaders(f.headers ?? [], redaction);
+  const http = { method: f.method, url: redactUrl(urlOf(f), redaction), protocol: f.protocol, ...(headers.length ? { headers } : {}) };
   const base = (source: FlowEndpoint, destination: FlowEndpoint) => ({
     direction: f.ingress ? ("ingress" as const) : ("egress" as const),
     type: "l7" as const,

@@ -10,7 +10,7 @@ import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
-import { requestFlow, type ArrivedRequest } from "./request-flow.ts";
+import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
 import { answerAndClose, HeldSockets, isWebSocketUpgrade, proxyUpgrade } from "./upgrade.ts";
@@ -50,6 +50,11 @@ export interface HttpFlow {
   readonly tls?: { readonly serverName?: string };
   /** The W3C trace id of the request's traceparent header, when it has a valid one. */
   readonly traceId?: string;
+  /**
+   * The request's headers as the client sent them (names lowercased), before any headerMatches action: the agent
+   * redacts them (core/l7/redaction.ts) before they leave the node; the proxy never logs them.
+   */
+  readonly headers?: readonly HttpHeader[];
 }
 
 export interface HttpProxyOptions {
@@ -332,7 +337,7 @@ export class HttpProxy {
     };
     return (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
-      log.debug(f, "http request");
+      log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
     };
   }

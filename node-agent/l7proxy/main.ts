@@ -5,6 +5,7 @@ import { parseFlags } from "../../kube/flags.ts";
 import { PinnedRedirects } from "../bpf/redirect.ts";
 import { parseProxyConfig, type ProxyConfig } from "./config.ts";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
+import { withoutHeaders } from "./request-flow.ts";
 import { FlowSocketWriter } from "./flow-socket.ts";
 
 const USAGE = `usage: membrane l7proxy --config FILE [--status-file FILE] [--flow-socket PATH] [--bpf-scope SCOPE] [--pin-root DIR] [--log-flows]
@@ -86,7 +87,7 @@ export async function run(args: string[]): Promise<number> {
       ? {
           onFlow: (f: HttpFlow) => {
             flowWriter?.write(f);
-            if (logFlows) log.info({ flow: f }, "http request");
+            if (logFlows) log.info({ flow: withoutHeaders(f) }, "http request");
           },
         }
       : {}),

@@ -38,6 +38,13 @@ export function requestFlow(a: ArrivedRequest, verdict: HttpFlow["verdict"], sta
     latencyMs: Number(process.hrtime.bigint() - a.started) / 1e6,
     ...(a.tls ? { tls: a.tls } : {}),
     ...(traceId !== undefined ? { traceId } : {}),
+    headers: a.request.headers,
     ...extra,
   };
+}
+
+/** A flow for the proxy's own log: never the request's headers (credentials); the agent redacts them for flows. */
+export function withoutHeaders(f: HttpFlow): Omit<HttpFlow, "headers"> {
+  const { headers: _headers, ...rest } = f;
+  return rest;
 }

@@ -14,6 +14,7 @@ import { hubbleBinary, jsonFlows, jsonLostEvents, runHubble, type HubbleRun } fr
 import type { HubbleFlow } from "../../flowapi/hubble/types.ts";
 import { makePki } from "../../kube/testing/pki.ts";
 import { httpFlows } from "../l7proxy/http-flows.ts";
+import { DEFAULT_HTTP_REDACTION } from "../../core/l7/redaction.ts";
 import type { HttpFlow } from "../l7proxy/http-proxy.ts";
 import { dnsFlows } from "../dns/dns-flows.ts";
 import type { DnsFlow } from "../dns/proxy.ts";
@@ -349,8 +350,8 @@ function dnsFlow(over: Partial<DnsFlow>): DnsFlow {
 test("the proxies' L7 flows through the real hubble CLI: --protocol http with method, url and code, --type l7, --http-status, --http-method, --http-path, --http-url, --protocol dns; a refused query and a 403 are DROPPED", async (t) => {
   const r = await start(t);
   for (const f of [
-    ...httpFlows(httpFlow({}), starWars),
-    ...httpFlows(httpFlow({ method: "PUT", path: "/v1/exhaust-port", verdict: "denied", rule: undefined, status: 403, latencyMs: 0.2 }), starWars),
+    ...httpFlows(httpFlow({}), starWars, DEFAULT_HTTP_REDACTION),
+    ...httpFlows(httpFlow({ method: "PUT", path: "/v1/exhaust-port", verdict: "denied", rule: undefined, status: 403, latencyMs: 0.2 }), starWars, DEFAULT_HTTP_REDACTION),
     ...dnsFlows(dnsFlow({}), starWars),
     ...dnsFlows(dnsFlow({ query: "evil.example.", verdict: "denied", rcode: "REFUSED", addresses: [], latencyMs: 0.1 }), starWars),
   ])
