@@ -329,7 +329,7 @@ test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --ht
   assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
 });
 
-test("an HTTP flow carries the request's headers as Hubble's http.headers, credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, and the secret is in no flow and not in the proxy's log", async () => {
+test("an HTTP flow carries the request's headers as Hubble's http.headers, credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, the secret is in no flow and not in the proxy's log, and --http-header selects by a shown header only", async () => {
   const since = new Date(Date.now() - 1).toISOString();
   const secret = `s3cret-${tag}`;
   assert.equal(await status("POST", "/v1/request-landing", ["X-Has-Force: true", `Authorization: Bearer ${secret}`, `Cookie: session=${secret}`]), 200);
@@ -348,6 +348,10 @@ test("an HTTP flow carries the request's headers as Hubble's http.headers, crede
     assert.equal(f.l7?.http?.url, `http://${ADDR.deathstar}/v1/request-landing`);
   }
   assert.doesNotMatch(JSON.stringify(http), new RegExp(secret));
+  // Hubble's http_header filter on them: the shown header selects both flows, a redacted value nothing.
+  const byHeader = (h: string) => observeFlows(`unix://${HUBBLE_SOCKET}`, ["--since", since, "--http-header", h]);
+  assert.deepEqual((await byHeader("x-has-force:true")).map((f) => f.l7?.type), ["REQUEST", "RESPONSE"]);
+  assert.deepEqual(await byHeader(`cookie:session=${secret}`), []);
   assert.doesNotMatch(fs.readFileSync(path.join(stateDir, "l7proxy.log"), "utf8"), new RegExp(secret), "the proxy never logs headers");
 });
 
