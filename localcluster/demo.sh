@@ -9,7 +9,8 @@
 # same `membrane operator|webhook|agent` binaries run as local processes started by `dev up`. The
 # chart's webhook configuration reaches the webhook through a Service, which nothing routes here, so
 # the chart is installed with webhook.enabled=false and `dev up`'s webhook registers the same
-# configuration (membrane-policy-validation) by URL instead.
+# configuration (membrane-policy-validation) by URL instead. `dev up` also makes the TLS Secrets namespace
+# (membrane-secrets), so the chart is told to use it rather than create it.
 #
 # Environment: MEMBRANE_DEV_DIR (state dir) and MEMBRANE_DEV_PREFIX (node/netns name prefix) are
 # passed on to `bin/membrane dev`, so a test can run the demo beside a developer's `dev up`.
@@ -71,7 +72,7 @@ expect_out "${prefix}node-1 +Ready"
 expect_out "${prefix}node-2 +Ready"
 
 chapter "Install Membrane with its chart"
-show helm upgrade --install membrane charts/membrane -n membrane-system --create-namespace --set webhook.enabled=false
+show helm upgrade --install membrane charts/membrane -n membrane-system --create-namespace --set webhook.enabled=false --set tls.secretsNamespace.create=false
 expect_ok
 expect_out "STATUS: deployed"
 show kubectl get serviceaccounts,clusterroles,validatingadmissionpolicies -l app.kubernetes.io/instance=membrane -A
