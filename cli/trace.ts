@@ -209,8 +209,8 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
   const request = `HTTP ${req.method} ${req.path}${req.host !== "" ? ` (Host: ${req.host})` : ""}`;
   if (answer.verdict === "deny") return { ok: true, answer, http: { verdict: "not-reached" }, text: text + `${request}: not reached (the connection is dropped)\n` };
   const proto = PROTO_NUMBER[q.protocol];
-  const egress = requestVerdict(httpInspection(policies, "egress", endpoint(src), endpoint(dst), proto, q.port, namedPorts, services), req);
-  const ingress = requestVerdict(httpInspection(policies, "ingress", endpoint(dst), endpoint(src), proto, q.port, namedPorts, services), req);
+  const egress = requestVerdict(httpInspection({ policies, direction: "egress", subject: endpoint(src), peer: endpoint(dst), protocol: proto, port: q.port, namedPorts, services }), req);
+  const ingress = requestVerdict(httpInspection({ policies, direction: "ingress", subject: endpoint(dst), peer: endpoint(src), protocol: proto, port: q.port, namedPorts, services }), req);
   const http: HttpTraceAnswer = { verdict: egress.kind === "denied" || ingress.kind === "denied" ? "deny" : "allow", egress, ingress };
   const flow = `${q.protocol}/${q.port}`;
   text +=

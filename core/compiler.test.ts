@@ -225,15 +225,8 @@ function checkAgainstEvaluator(
     for (const [peerId, pl] of ids) {
       for (const direction of ["ingress", "egress"] as const) {
         for (const [proto, port] of PROBES) {
-          const want = directionVerdict(
-            policies,
-            direction,
-            { id: subject, labels: sl },
-            { id: peerId, labels: pl },
-            proto,
-            port,
-            namedPorts,
-          );
+          const question = { policies, direction, subject: { id: subject, labels: sl }, peer: { id: peerId, labels: pl }, protocol: proto, port, namedPorts };
+          const want = directionVerdict(question);
           const got = lookup(sp, direction, peerId, proto, port);
           if (got.verdict !== want.verdict) {
             assert.fail(
@@ -247,7 +240,7 @@ function checkAgainstEvaluator(
           const where = `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}`;
           const origin = (o: { name: string; path: string } | undefined, portRule: number | undefined): string => `${o?.name}/${o?.path}/toPorts[${portRule}]`;
           const served = got.entry ? httpPartsAt(sp, got.entry).map((r) => origin(c.ruleOrigin(r.ruleId), r.portRule)) : [];
-          const l7 = httpInspection(policies, direction, { id: subject, labels: sl }, { id: peerId, labels: pl }, proto, port, namedPorts);
+          const l7 = httpInspection(question);
           const expected = l7.kind === "http" ? l7.parts.map((p) => origin(p.rule.origin, p.portRule)) : [];
           assert.deepEqual([...new Set(served)].sort(), [...new Set(expected)].sort(), `${where}: the HTTP parts on proxy port ${got.entry?.proxyPort ?? 0} (evaluator: ${l7.kind})`);
         }

@@ -51,6 +51,20 @@ export interface VerdictQuery {
   readonly services?: readonly ServiceBackends[];
 }
 
+/** One direction of one endpoint asked about a flow: the subject's rules of that direction toward the peer, protocol and port. */
+export interface DirectionQuery {
+  readonly policies: readonly Policy[];
+  readonly direction: Direction;
+  readonly subject: Endpoint;
+  readonly peer: Endpoint;
+  /** IANA protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6). */
+  readonly protocol: number;
+  /** Destination port (ICMP: the type). */
+  readonly port: number;
+  readonly namedPorts?: NamedPortResolver;
+  readonly services?: readonly ServiceBackends[];
+}
+
 export interface VerdictAnswer extends DirectionVerdict {
   /** Which side decided: the first denying direction, else ingress. */
   readonly direction: Direction;
@@ -60,8 +74,9 @@ export interface VerdictAnswer extends DirectionVerdict {
 
 /** Egress of src and ingress of dst must both allow; the first deny (egress checked first) names the rule. */
 export function verdict(q: VerdictQuery): VerdictAnswer {
-  const egress = directionVerdict(q.policies, "egress", q.src, q.dst, q.protocol, q.port, q.namedPorts, q.services);
-  const ingress = directionVerdict(q.policies, "ingress", q.dst, q.src, q.protocol, q.port, q.namedPorts, q.services);
+  const flow = { policies: q.policies, protocol: q.protocol, port: q.port, namedPorts: q.namedPorts, services: q.services };
+  const egress = directionVerdict({ ...flow, direction: "egress", subject: q.src, peer: q.dst });
+  const ingress = directionVerdict({ ...flow, direction: "ingress", subject: q.dst, peer: q.src });
   const decided =
     egress.verdict === "deny"
       ? { ...egress, direction: "egress" as const }
@@ -70,22 +85,13 @@ export function verdict(q: VerdictQuery): VerdictAnswer {
 }
 
 /** One direction of one endpoint: deny rules first, then allow rules, then the default. */
-export function directionVerdict(
-  policies: readonly Policy[],
-  direction: Direction,
-  subject: Endpoint,
-  peer: Endpoint,
-  protocol: number,
-  port: number,
-  namedPorts: NamedPortResolver = () => [],
-  services: readonly ServiceBackends[] = [],
-): DirectionVerdict {
-  const { applying, rules, hits } = ruleMatcher(policies, direction, subject, peer, protocol, port, namedPorts, services);
+export function directionVerdict(q: DirectionQuery): DirectionVerdict {
+  const { applying, rules, hits } = ruleMatcher(q);
   const deny = rules.find((r) => r.verdict === "deny" && hits(r));
   if (deny) return { verdict: "deny", rule: deny.origin };
   const allow = rules.find((r) => r.verdict === "allow" && hits(r));
   if (allow) return { verdict: "allow", rule: allow.origin };
-  return applying.some((p) => p.defaultDeny[direction])
+  return applying.some((p) => p.defaultDeny[q.direction])
     ? { verdict: "deny", rule: "default-deny" }
     : { verdict: "allow", rule: "no-policy" };
 }
@@ -95,17 +101,8 @@ export function directionVerdict(
  * order: Cilium's policies are additive, so an HTTP request is allowed when any of them allows it
  * (their HTTP rules are ORed on that flow).
  */
-export function allowingRules(
-  policies: readonly Policy[],
-  direction: Direction,
-  subject: Endpoint,
-  peer: Endpoint,
-  protocol: number,
-  port: number,
-  namedPorts: NamedPortResolver = () => [],
-  services: readonly ServiceBackends[] = [],
-): Rule[] {
-  const { rules, hits } = ruleMatcher(policies, direction, subject, peer, protocol, port, namedPorts, services);
+export function allowingRules(q: DirectionQuery): Rule[] {
+  const { rules, hits } = ruleMatcher(q);
   return rules.filter((r) => r.verdict === "allow" && hits(r));
 }
 
@@ -131,21 +128,13 @@ export type HttpInspection =
   | { readonly kind: "http"; readonly parts: readonly HttpPart[] };
 
 /** The HTTP side of a flow's allowing rules in one direction (see HttpInspection); meaningful when the direction allows the flow. */
-export function httpInspection(
-  policies: readonly Policy[],
-  direction: Direction,
-  subject: Endpoint,
-  peer: Endpoint,
-  protocol: number,
-  port: number,
-  namedPorts: NamedPortResolver = () => [],
-  services: readonly ServiceBackends[] = [],
-): HttpInspection {
-  const portOwner = direction === "ingress" ? subject.id : peer.id;
-  const named = (name: string, proto: "TCP" | "UDP" | "SCTP" | "ANY"): readonly number[] => namedPorts(portOwner, name, proto);
+export function httpInspection(q: DirectionQuery): HttpInspection {
+  const { protocol, port } = q;
+  const portOwner = q.direction === "ingress" ? q.subject.id : q.peer.id;
+  const named = (name: string, proto: "TCP" | "UDP" | "SCTP" | "ANY"): readonly number[] => (q.namedPorts ?? (() => []))(portOwner, name, proto);
   const parts: HttpPart[] = [];
   let plain: RuleOrigin | undefined;
-  for (const rule of allowingRules(policies, direction, subject, peer, protocol, port, namedPorts, services)) {
+  for (const rule of allowingRules(q)) {
     const icmp = rule.icmps.some((f) => {
       const m = icmpMatch(f);
       return m !== undefined && m.proto === protocol && m.type === port;
@@ -161,16 +150,8 @@ export function httpInspection(
   return plain ? { kind: "every-request", by: plain, parts } : { kind: "http", parts };
 }
 
-function ruleMatcher(
-  policies: readonly Policy[],
-  direction: Direction,
-  subject: Endpoint,
-  peer: Endpoint,
-  protocol: number,
-  port: number,
-  namedPorts: NamedPortResolver,
-  services: readonly ServiceBackends[],
-): { applying: Policy[]; rules: Rule[]; hits: (r: Rule) => boolean } {
+function ruleMatcher(q: DirectionQuery): { applying: Policy[]; rules: Rule[]; hits: (r: Rule) => boolean } {
+  const { policies, direction, subject, peer, protocol, port, namedPorts = () => [], services = [] } = q;
   const applying = policies.filter(
     (p) =>
       isPolicySubject(subject.id, subject.labels, p.nodeSelector !== undefined) &&

@@ -112,7 +112,7 @@ export function hostTrace(q: HostTraceQuery): HostTraceAnswer {
     // The host's own endpoint is reserved:host with its node's labels, which nodeSelectors match.
     const subject: Endpoint = host ? { id: IDENTITY.host, labels: subjectParty.labels } : self.endpoint;
     const guard = host ? q.guard?.find((g) => g.direction === direction && g.proto === q.protocol && g.port === q.port && (g.peers === "any" || peer.isNode)) : undefined;
-    const v = guard ? { verdict: "allow" as const, rule: { guard: guard.why } } : directionVerdict(q.policies, direction, subject, peer.endpoint, q.protocol, q.port);
+    const v = guard ? { verdict: "allow" as const, rule: { guard: guard.why } } : directionVerdict({ policies: q.policies, direction, subject, peer: peer.endpoint, protocol: q.protocol, port: q.port });
     steps.push({ subject: host ? `host of node ${subjectParty.name}` : partyText(subjectParty), host, direction, peer: { id: peer.endpoint.id, text: peer.text }, verdict: v.verdict, rule: v.rule });
   };
 

@@ -236,7 +236,7 @@ describe("the reference evaluator agrees with the compiled entries for toService
     const want = new Map([[DB1, "allow"], [DB2, "deny"], [OTHER, "deny"], [EXT, "allow"]]);
     for (const [peer, verdict] of want) {
       assert.equal(egress(c, peer), verdict, `compiled, peer ${peer}`);
-      const v = directionVerdict(policies, "egress", { id: CLIENT, labels: identities.get(CLIENT)! }, { id: peer, labels: all.get(peer)! }, 6, 5432, () => [], services);
+      const v = directionVerdict({ policies, direction: "egress", subject: { id: CLIENT, labels: identities.get(CLIENT)! }, peer: { id: peer, labels: all.get(peer)! }, protocol: 6, port: 5432, services });
       assert.equal(v.verdict, verdict, `evaluator, peer ${peer}`);
     }
   });
