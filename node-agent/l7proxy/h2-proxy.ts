@@ -1,6 +1,8 @@
-// The HTTP/2 side of the L7 proxy (h2c with prior knowledge, gRPC over it): every stream judged by its port's HTTP rules, allowed ones streamed to the original destination over one upstream HTTP/2 connection per client connection.
+// The HTTP/2 side of the L7 proxy (h2c with prior knowledge, HTTP/2 inside TLS the proxy terminated (ALPN h2), gRPC over either): every stream judged by its port's HTTP rules, allowed ones streamed to the original destination over one upstream HTTP/2 connection per client connection.
+import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
+import type tls from "node:tls";
 import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
@@ -8,6 +10,7 @@ import { requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
+import { forwardAsHttp1 } from "./h2-to-http1.ts";
 import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
@@ -65,8 +68,15 @@ export interface H2Client {
   readonly source: { readonly ip: string; readonly port: number };
   /** The port's rules are the destination's ingress rules. */
   readonly ingress: boolean;
-  /** Opens the upstream connection as this client (marked with its identity), the connect timeout applied. */
-  readonly connect: () => net.Socket;
+  /**
+   * Opens the upstream connection as this client (marked with its identity), the connect timeout applied; with
+   * originatingTLS, TLS inside it offering `protocols` by ALPN, verified for the client's SNI or else `host` (the first stream's).
+   */
+  readonly connect: (host: string | undefined, protocols: readonly UpstreamProtocol[]) => net.Socket;
+  /** The destination is spoken to over TLS (originatingTLS): its ALPN answer says which HTTP version. */
+  readonly originating: boolean;
+  /** The client's TLS was terminated by the proxy (the SNI it named): its flows say so. */
+  readonly tls?: { readonly serverName?: string };
 }
 
 export interface H2ProxyOptions {
@@ -76,9 +86,18 @@ export interface H2ProxyOptions {
   readonly onFlow?: (flow: HttpFlow) => void;
 }
 
+/** What the destination is spoken to in: ALPN's names. */
+export type UpstreamProtocol = "h2" | "http/1.1";
+
 interface Connection {
   readonly client: H2Client;
   upstream?: http2.ClientHttp2Session;
+  /** The HTTP/1.1 connections to the destination, for streams it gets as HTTP/1.1 requests (h2-to-http1.ts). */
+  http1?: http.Agent;
+  /** An originatingTLS destination's choice (ALPN h2 or http/1.1), asked at the first allowed stream. */
+  negotiated?: Promise<UpstreamProtocol>;
+  /** The connection that asked, handed to the first upstream of the chosen kind. */
+  probe?: net.Socket;
 }
 
 // RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2; TE only as "trailers" (which gRPC sends).
@@ -150,15 +169,59 @@ export class H2Proxy {
     session.once("close", () => {
       this.connections.delete(session);
       conn.upstream?.destroy();
+      conn.http1?.destroy();
+      conn.probe?.destroy();
     });
   }
 
+  /**
+   * What a stream's destination is spoken to in. An originatingTLS destination is asked once a connection by ALPN
+   * (h2 preferred); behind terminatingTLS alone the destination is plaintext and cannot be asked, so gRPC goes as h2c
+   * (gRPC servers speak it) and anything else as HTTP/1.1 (what a plaintext server speaks, whatever the client chose
+   * with the proxy); an h2c client's streams stay h2c, as it chose.
+   */
+  private protocolFor(conn: Connection, host: string, grpc: boolean): Promise<UpstreamProtocol> {
+    const { client } = conn;
+    if (!client.originating) return Promise.resolve(client.tls === undefined || grpc ? "h2" : "http/1.1");
+    conn.negotiated ??= new Promise<UpstreamProtocol>((resolve, reject) => {
+      const socket = client.connect(hostName(host), ["h2", "http/1.1"]) as tls.TLSSocket;
+      const onError = (err: Error): void => {
+        conn.negotiated = undefined;
+        reject(err);
+      };
+      socket.once("error", onError);
+      socket.once("secureConnect", () => {
+        socket.off("error", onError);
+        conn.probe = socket;
+        resolve(socket.alpnProtocol === "h2" ? "h2" : "http/1.1");
+      });
+    });
+    return conn.negotiated;
+  }
+
+  /** The probe connection if it is still unused and open, else a new one offering `protocol` only. */
+  private takeConnection(conn: Connection, host: string, protocol: UpstreamProtocol): net.Socket {
+    const probe = conn.probe;
+    conn.probe = undefined;
+    if (probe && !probe.destroyed) return probe;
+    return conn.client.connect(hostName(host), [protocol]);
+  }
+
+  /** The client connection's HTTP/1.1 agent: keep-alive connections to the destination, opened as the client (marked), a few at once for its concurrent streams. */
+  private http1Agent(conn: Connection, host: string): http.Agent {
+    if (conn.http1) return conn.http1;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => this.takeConnection(conn, host, "http/1.1");
+    conn.http1 = agent;
+    return agent;
+  }
+
   /** The client connection's upstream HTTP/2 connection, opened at its first allowed stream (and again after it went away). */
-  private upstream(conn: Connection): http2.ClientHttp2Session {
+  private upstream(conn: Connection, host: string): http2.ClientHttp2Session {
     if (conn.upstream && !conn.upstream.closed && !conn.upstream.destroyed) return conn.upstream;
     const { orig } = conn.client;
     const authority = orig.ip.includes(":") ? `[${orig.ip}]:${orig.port}` : `${orig.ip}:${orig.port}`;
-    const session = http2.connect(`http://${authority}`, { createConnection: () => conn.client.connect(), settings: { enablePush: false } });
+    const session = http2.connect(`http://${authority}`, { createConnection: () => this.takeConnection(conn, host, "h2"), settings: { enablePush: false } });
     // Its streams report the failure to their clients; the session's own error is only logged.
     session.on("error", (err) => log.info({ destination: authority, err: err.message }, "upstream connection failed"));
     session.once("close", () => {
@@ -182,7 +245,7 @@ export class H2Proxy {
     const decision = decideHttp(request, this.opts.rules(client.port));
     // A stream's failure (a reset from either side) ends that stream only.
     stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));
-    const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started };
+    const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
     let reported = false;
     // One flow a stream, when the client has its answer.
     const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
@@ -209,12 +272,41 @@ export class H2Proxy {
     const rule = { ruleId: decision.ruleId, index: decision.index };
     const mismatches = decision.mismatches.length ? { mismatches: decision.mismatches } : {};
     const noBody = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
-    const headers = upstreamRequestHeaders(raw, applyHeaderActions(request.headers, decision.actions));
+    const actioned = applyHeaderActions(request.headers, decision.actions);
+    const fail = (err: unknown): void => this.failed(stream, grpc, err, (status) => flow("error", status, { rule, ...mismatches }));
+    this.protocolFor(conn, request.host, grpc).then(
+      (protocol) => {
+        if (stream.destroyed || stream.closed) return;
+        if (protocol === "h2") return this.forwardH2(conn, stream, raw, actioned, noBody, request.host, flow, fail, { rule, ...mismatches });
+        let status = 0;
+        forwardAsHttp1(
+          stream,
+          { agent: this.http1Agent(conn, request.host), method: request.method, path: request.path, authority: request.host, headers: actioned, hasBody: !noBody },
+          { answered: (s) => (status = s), finished: () => flow("forwarded", status, { rule, ...mismatches }), failed: fail },
+        );
+      },
+      fail,
+    );
+  }
+
+  /** An allowed stream sent on as an HTTP/2 stream over the client connection's upstream HTTP/2 connection. */
+  private forwardH2(
+    conn: Connection,
+    stream: http2.ServerHttp2Stream,
+    raw: readonly string[],
+    actioned: readonly HttpHeader[],
+    noBody: boolean,
+    host: string,
+    flow: (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void,
+    fail: (err: unknown) => void,
+    decided: Partial<HttpFlow>,
+  ): void {
+    const headers = upstreamRequestHeaders(raw, actioned);
     let up: http2.ClientHttp2Stream;
     try {
-      up = this.upstream(conn).request(headers, noBody ? { endStream: true } : { waitForTrailers: true });
+      up = this.upstream(conn, host).request(headers, noBody ? { endStream: true } : { waitForTrailers: true });
     } catch (err) {
-      return this.failed(stream, grpc, err, (status) => flow("error", status, { rule, ...mismatches }));
+      return fail(err);
     }
 
     // Trailers either way: a client's request trailers (rare), the destination's response trailers (gRPC's status).
@@ -232,13 +324,13 @@ export class H2Proxy {
       status = Number(upHeaders[":status"] ?? 0);
       const trailersOnly = (upFlags & NGHTTP2_FLAG_END_STREAM) !== 0;
       stream.respond(forwardableRaw(upRaw), trailersOnly ? { endStream: true } : { waitForTrailers: true });
-      if (trailersOnly) flow("forwarded", status, { rule, ...mismatches });
+      if (trailersOnly) flow("forwarded", status, decided);
       else up.pipe(stream);
     });
     stream.once("finish", () => {
-      if (status !== 0) flow("forwarded", status, { rule, ...mismatches });
+      if (status !== 0) flow("forwarded", status, decided);
     });
-    up.on("error", (err) => this.failed(stream, grpc, err, (s) => flow("error", s, { rule, ...mismatches })));
+    up.on("error", fail);
     up.on("close", () => {
       // The destination reset the stream after it answered: so is the client's (before it answered, `failed` says why).
       if (status !== 0 && !stream.closed && !stream.destroyed && up.rstCode !== undefined && up.rstCode !== NGHTTP2_NO_ERROR) stream.close(up.rstCode);
@@ -267,4 +359,10 @@ export class H2Proxy {
     }
     stream.resume();
   }
+}
+
+/** A request's host without its port: the name originatingTLS verifies when the client sent no SNI. */
+function hostName(host: string): string | undefined {
+  const name = host.replace(/:\d+$/, "");
+  return name !== "" ? name : undefined;
 }

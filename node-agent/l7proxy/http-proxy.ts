@@ -1,4 +1,4 @@
-// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination (WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface goes to the HTTP/2 side (h2-proxy.ts).
+// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination (WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface, or a terminated TLS one whose ALPN chose h2, goes to the HTTP/2 side (h2-proxy.ts).
 import http from "node:http";
 import https from "node:https";
 import type net from "node:net";
@@ -8,7 +8,7 @@ import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type Com
 import { requestFromRaw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
-import { H2Proxy, sniffPreface } from "./h2-proxy.ts";
+import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
 import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
@@ -85,8 +85,8 @@ function pairs(raw: readonly string[]): HttpHeader[] {
   return out;
 }
 
-/** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/1.1. */
-const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["http/1.1"] } as const;
+/** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/2 (ALPN h2, preferred as Envoy does) or HTTP/1.1. */
+const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["h2", "http/1.1"] } as const;
 
 /** A port's certificate as server options: the default one, for handshakes without SNI. */
 function secureContextOptions(t: NonNullable<LoadedPortTls["terminating"]>): tls.SecureContextOptions {
@@ -208,7 +208,11 @@ export class HttpProxy {
       server.on("connection", (socket: net.Socket) => {
         if (!this.admit(port, socket)) socket.destroy();
       });
-      server.on("secureConnection", (socket: tls.TLSSocket) => this.accept(port, socket, { serverName: socket.servername || undefined }));
+      // Its own handling (the HTTP/1.1 parser) gets a handshaken connection only when ALPN did not choose h2.
+      const http1 = server.listeners("secureConnection");
+      if (http1.length !== 1) throw new Error(`expected the HTTPS server's one secureConnection listener, found ${http1.length}`);
+      server.removeAllListeners("secureConnection");
+      server.on("secureConnection", (socket: tls.TLSSocket) => this.acceptTerminated(port, socket, (s) => (http1[0] as (socket: net.Socket) => void).call(server, s)));
       server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
         log.info({ port, reason: err.message }, "TLS handshake refused");
         socket.destroy();
@@ -279,13 +283,31 @@ export class HttpProxy {
       http1(socket);
       return void socket.resume();
     }
-    if (this.tls.has(port)) {
-      // originatingTLS speaks HTTP/1.1 to the destination: an HTTP/2 client there is refused, never passed on in the clear.
-      log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}` }, "HTTP/2 on a TLS port is not served: closed");
-      return void socket.destroy();
+    // With originatingTLS the destination is spoken to over TLS (h2 or HTTP/1.1 by its ALPN), verified for the request's host.
+    this.serveH2(port, socket, orig, undefined);
+  }
+
+  /**
+   * A client connection whose TLS the proxy terminated: closed unless admitted with a listed SNI; its
+   * streams go to the HTTP/2 side when ALPN chose h2, else it is handed to the HTTP/1.1 parser (`http1`).
+   */
+  private acceptTerminated(port: number, socket: tls.TLSSocket, http1: (socket: net.Socket) => void): void {
+    const terminated = { serverName: socket.servername || undefined };
+    if (socket.alpnProtocol !== "h2") {
+      if (this.accept(port, socket, terminated)) http1(socket);
+      return;
     }
+    const orig = this.admitTerminated(port, socket, terminated);
+    if (!orig) return void socket.destroy();
+    this.serveH2(port, socket, orig, terminated);
+  }
+
+  private serveH2(port: number, socket: net.Socket, orig: OriginalDestination, terminated: { readonly serverName: string | undefined } | undefined): void {
     const source = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-    this.h2!.serve(socket, { port, orig, source, ingress: this.ingressPorts.has(port), connect: () => this.openUpstream(port, orig) });
+    const tlsInfo = terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {};
+    const connect = (host: string | undefined, protocols: readonly UpstreamProtocol[]): net.Socket => this.connectAs(port, orig, terminated?.serverName ?? host, protocols);
+    const originating = this.tls.get(port)?.trustedCA !== undefined;
+    this.h2!.serve(socket, { port, orig, source, ingress: this.ingressPorts.has(port), connect, originating, ...tlsInfo });
   }
 
   /** The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's identity), the connect timeout applied. */
@@ -295,24 +317,21 @@ export class HttpProxy {
   }
 
   /** The upstream connection, with originatingTLS inside it: TLS verified against the Secret's CA for `serverName`. */
-  private connectAs(port: number, orig: OriginalDestination, serverName: string | undefined): net.Socket {
+  private connectAs(port: number, orig: OriginalDestination, serverName: string | undefined, protocols: readonly UpstreamProtocol[] = ["http/1.1"]): net.Socket {
     const raw = this.openUpstream(port, orig);
     const ca = this.tls.get(port)?.trustedCA;
-    return ca === undefined ? raw : connectOriginating(raw, ca, serverName);
+    return ca === undefined ? raw : connectOriginating(raw, ca, serverName, protocols);
   }
 
   /**
    * A new HTTP/1.1 client connection (after its TLS handshake on a terminating port): closed unless
    * admitted (`admitted`: already) and, with serverNames, its SNI is listed.
    */
-  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }, admitted?: OriginalDestination): void {
-    const orig = admitted ?? this.admit(port, socket);
-    if (!orig) return void socket.destroy();
-    const serverNames = this.tls.get(port)?.serverNames ?? [];
-    // The SNI callback refused a wrong name already; a handshake without SNI is refused here.
-    if (terminated && !serverNameAllowed(terminated.serverName, serverNames)) {
-      log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}`, serverName: terminated.serverName ?? null }, "TLS server name not in serverNames: closed");
-      return void socket.destroy();
+  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }, admitted?: OriginalDestination): boolean {
+    const orig = admitted ?? (terminated ? this.admitTerminated(port, socket, terminated) : this.admit(port, socket));
+    if (!orig) {
+      socket.destroy();
+      return false;
     }
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     // One upstream per client connection (marked with the client's identity);
@@ -321,6 +340,18 @@ export class HttpProxy {
       this.connectAs(port, orig, terminated?.serverName ?? o.servername);
     this.clients.set(socket, { orig, agent, ...(terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {}) });
     socket.once("close", () => agent.destroy());
+    return true;
+  }
+
+  /** A connection after the proxy's TLS handshake: admitted, and with serverNames its SNI listed (the SNI callback refused a wrong name already; a handshake without SNI is refused here). */
+  private admitTerminated(port: number, socket: net.Socket, terminated: { readonly serverName: string | undefined }): OriginalDestination | undefined {
+    const orig = this.admit(port, socket);
+    if (!orig) return undefined;
+    if (!serverNameAllowed(terminated.serverName, this.tls.get(port)?.serverNames ?? [])) {
+      log.info({ port, client: `${socket.remoteAddress ?? ""}:${socket.remotePort ?? 0}`, serverName: terminated.serverName ?? null }, "TLS server name not in serverNames: closed");
+      return undefined;
+    }
+    return orig;
   }
 
   /** The request's flow reporter: `flow(verdict, status)` records what the client got. */

@@ -68,11 +68,12 @@ after(async () => {
 });
 
 /** curl in the pod's netns to https://NAME/PATH with NAME resolved to the outside server; the status, or undefined when the connection failed. */
-async function https(urlPath: string, name = "api.example.com", insecure = false): Promise<{ status: number; body: string } | undefined> {
+async function https(urlPath: string, name = "api.example.com", insecure = false, version = "--http1.1"): Promise<{ status: number; body: string; version?: string } | undefined> {
   try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "3", "--cacert", podCA, ...(insecure ? ["-k"] : []), "--resolve", `${name}:443:${ADDR.deathstar}`, "-w", "\n@@ %{http_code}", `https://${name}${urlPath}`]);
-    const m = /([\s\S]*?)\n?@@ (\d+)$/.exec(stdout);
-    return m ? { status: Number(m[2]), body: m[1]! } : undefined;
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "3", version, "--cacert", podCA, ...(insecure ? ["-k"] : []), "--resolve", `${name}:443:${ADDR.deathstar}`, "-w", "\n@@ %{http_code} %{http_version}", `https://${name}${urlPath}`]);
+    const m = /([\s\S]*?)\n?@@ (\d+) (\S+)$/.exec(stdout);
+    if (!m) return undefined;
+    return version === "--http1.1" ? { status: Number(m[2]), body: m[1]! } : { status: Number(m[2]), body: m[1]!, version: m[3]! };
   } catch {
     return undefined;
   }
@@ -81,7 +82,7 @@ async function https(urlPath: string, name = "api.example.com", insecure = false
 test("an allowed path reaches the outside HTTPS server through the proxy and its body comes back; the flow shows the decrypted request", async () => {
   const res = await https("/public/ships");
   assert.deepEqual(res, { status: 200, body: "outside: GET /public/ships\n" });
-  assert.match(outsideLog, /request GET \/public\/ships sni=api\.example\.com/, "re-encrypted with the client's SNI");
+  assert.match(outsideLog, /request GET \/public\/ships sni=api\.example\.com http=1\.1/, "re-encrypted with the client's SNI, as HTTP/1.1 for an HTTP/1.1 client");
   const flow = topo.flows().find((f) => f.path === "/public/ships");
   assert.deepEqual([flow?.method, flow?.verdict, flow?.status, flow?.source.identity], ["GET", "forwarded", 200, POD]);
 });
@@ -92,6 +93,18 @@ test("a denied path gets 403 Access denied inside TLS and never reaches the serv
   assert.doesNotMatch(outsideLog, /private/);
   const flow = topo.flows().find((f) => f.path === "/private/plans");
   assert.deepEqual([flow?.method, flow?.verdict, flow?.status], ["GET", "denied", 403]);
+});
+
+test("HTTP/2 inside TLS (curl --http2): the proxy negotiates h2, judges each request by the same rules and speaks h2 to the server over verified TLS", async () => {
+  assert.deepEqual(await https("/public/h2", "api.example.com", false, "--http2"), { status: 200, body: "outside: GET /public/h2\n", version: "2" });
+  assert.match(outsideLog, /request GET \/public\/h2 sni=api\.example\.com http=2\.0/, "re-encrypted as HTTP/2 with the client's SNI");
+  assert.deepEqual(await https("/private/h2", "api.example.com", false, "--http2"), { status: 403, body: "Access denied", version: "2" });
+  assert.doesNotMatch(outsideLog, /private/);
+  const flows = topo.flows().filter((f) => f.path.endsWith("/h2"));
+  assert.deepEqual(flows.map((f) => [f.protocol, f.path, f.verdict, f.status, f.tls?.serverName, f.source.identity]), [
+    ["HTTP/2", "/public/h2", "forwarded", 200, "api.example.com", POD],
+    ["HTTP/2", "/private/h2", "denied", 403, "api.example.com", POD],
+  ]);
 });
 
 test("a server name outside serverNames fails (even for a client that checks nothing), and nothing reaches the server", async () => {

@@ -141,8 +141,14 @@ export function sniCallback(current: () => LoadedPortTls | undefined): (serverna
  * present a certificate chaining to the Secret's CAs and valid for `servername` (the client's SNI, else
  * the request's host), as the client would have checked it.
  */
-export function connectOriginating(socket: net.Socket, trustedCA: string, servername: string | undefined): tls.TLSSocket {
-  return tls.connect({ socket, ca: trustedCA, ...(servername ? { servername } : {}), ALPNProtocols: ["http/1.1"], minVersion: "TLSv1.2" });
+export function connectOriginating(socket: net.Socket, trustedCA: string, servername: string | undefined, protocols: readonly ("http/1.1" | "h2")[] = ["http/1.1"]): tls.TLSSocket {
+  const upstream = tls.connect({ socket, ca: trustedCA, ...(servername ? { servername } : {}), ALPNProtocols: [...protocols], minVersion: "TLSv1.2" });
+  // A connection that must be HTTP/2 (an HTTP/2 upstream reconnecting) fails when the destination does not agree to h2, never spoken to in a protocol it did not choose.
+  if (protocols.length === 1 && protocols[0] === "h2")
+    upstream.once("secureConnect", () => {
+      if (upstream.alpnProtocol !== "h2") upstream.destroy(new Error(`the destination did not negotiate h2 (ALPN: ${upstream.alpnProtocol || "none"})`));
+    });
+  return upstream;
 }
 
 /**

@@ -54,10 +54,14 @@ export interface CallResult {
   readonly reply?: unknown;
 }
 
-/** A client of the door manager at host:port: one channel, so every call of it rides one HTTP/2 connection. */
-export function doormanClient(target: string, options: grpc.ChannelOptions = {}): { call(method: string, request?: Record<string, number>, deadlineMs?: number): Promise<CallResult>; close(): void } {
+/** A client of the door manager at host:port: one channel, so every call of it rides one HTTP/2 connection (plaintext unless `credentials` say TLS). */
+export function doormanClient(
+  target: string,
+  options: grpc.ChannelOptions = {},
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): { call(method: string, request?: Record<string, number>, deadlineMs?: number): Promise<CallResult>; close(): void } {
   const Client = doorManager();
-  const client = new Client(target, grpc.credentials.createInsecure(), options) as unknown as grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: unknown) => void) => void>;
+  const client = new Client(target, credentials, options) as unknown as grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: unknown) => void) => void>;
   return {
     call: (method, request = { doorId: 1 }, deadlineMs = 5000) =>
       new Promise((resolve) => {

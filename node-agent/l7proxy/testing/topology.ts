@@ -99,7 +99,7 @@ export class L7Topology {
   }
 
   /** The flows the proxy logged (--log-flows), oldest first. */
-  flows(): { method: string; path: string; verdict: string; status: number; rule?: { ruleId: number; index: number }; source: { identity: number } }[] {
+  flows(): { protocol: string; method: string; path: string; verdict: string; status: number; rule?: { ruleId: number; index: number }; source: { identity: number }; tls?: { serverName?: string } }[] {
     return this.proxyLog
       .split("\n")
       .filter((l) => l.includes('"http request"'))

@@ -1,0 +1,211 @@
+// HTTP/2 inside TLS on loopback: the proxy offers ALPN h2 and http/1.1 on a terminatingTLS port, judges every HTTP/2 stream by the port's HTTP rules (403 / gRPC PERMISSION_DENIED as for h2c) and, with originatingTLS, negotiates h2 towards the destination. Clients: curl --http2, Node's http2 over TLS, a gRPC client with TLS credentials.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import http2 from "node:http2";
+import http from "node:http";
+import https from "node:https";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import type tls from "node:tls";
+import { once } from "node:events";
+import { promisify } from "node:util";
+import * as grpc from "@grpc/grpc-js";
+import { issueCA, issueCert, type Issued } from "../../kube/pki.ts";
+import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
+import { DEFAULT_LIMITS, type ProxyConfig, type ProxyPortConfig } from "./config.ts";
+import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
+
+const run = promisify(execFile);
+const BASE = 23080 + (process.pid % 500) * 4;
+const H2_TLS = BASE; // terminatingTLS + originatingTLS to an HTTP/2 server over TLS
+const GRPC_TLS = BASE + 1; // terminatingTLS only: gRPC decrypted, sent on as h2c to a plaintext gRPC server
+const H1_ONLY = BASE + 2; // originatingTLS to a server that speaks HTTP/1.1 only
+const TERM_H1 = BASE + 3; // terminatingTLS only, to a plaintext HTTP/1.1 server
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-tls-h2-"));
+const flows: HttpFlow[] = [];
+const seen: string[] = [];
+const doorCalls: string[] = [];
+let podCA: Issued;
+let podCAFile = "";
+const upstreamPorts = new Map<number, number>();
+let h2upstream: http2.Http2SecureServer;
+let h1upstream: https.Server;
+let plainUpstream: http.Server;
+let doorman: grpc.Server;
+
+/** A proxy whose every client "was going to" the port's own server through `proxyPort`: what the datapath's record would say. */
+const proxyFor = (proxyPort: number): HttpProxy =>
+  new HttpProxy({
+    redirects: { originalDestination: () => ({ ip: "127.0.0.1", port: upstreamPorts.get(proxyPort) ?? 1, proxyPort, subject: 1000, ruleId: 7 }) },
+    onFlow: (f) => flows.push(f),
+    connectUpstream: (ip, port) => net.connect(port, ip),
+  });
+const proxies = [H2_TLS, GRPC_TLS, H1_ONLY, TERM_H1].map((p) => ({ port: p, proxy: proxyFor(p) }));
+
+function file(name: string, text: string): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, text, { mode: 0o600 });
+  return f;
+}
+
+before(async () => {
+  podCA = await issueCA({ commonName: "pods' test CA", days: 1 });
+  podCAFile = file("pods-ca.crt", podCA.cert);
+  const served = await issueCert(podCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com"], days: 1 });
+  const outsideCA = await issueCA({ commonName: "outside CA", days: 1 });
+  const outside = await issueCert(outsideCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com"], days: 1 });
+  h2upstream = http2.createSecureServer({ cert: outside.cert, key: outside.key, allowHTTP1: true }, (req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.httpVersion} sni=${(req.socket as tls.TLSSocket).servername}`);
+    res.end(`outside h2 says hello to ${req.url}`);
+  });
+  h1upstream = https.createServer({ cert: outside.cert, key: outside.key, ALPNProtocols: ["http/1.1"] }, (req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.httpVersion}`);
+    res.end("outside h1");
+  });
+  plainUpstream = http.createServer((req, res) => {
+    seen.push(`plain ${req.method} ${req.url} ${req.httpVersion} host=${req.headers.host}`);
+    res.setHeader("x-served-by", "plain");
+    res.end("plain h1");
+  });
+  for (const s of [h2upstream, h1upstream, plainUpstream]) {
+    s.listen(0, "127.0.0.1");
+    await once(s, "listening");
+  }
+  const door = await serveDoorman("127.0.0.1", 0, (method) => doorCalls.push(method));
+  doorman = door.server;
+  upstreamPorts.set(H2_TLS, (h2upstream.address() as net.AddressInfo).port);
+  upstreamPorts.set(H1_ONLY, (h1upstream.address() as net.AddressInfo).port);
+  upstreamPorts.set(GRPC_TLS, door.port);
+  upstreamPorts.set(TERM_H1, (plainUpstream.address() as net.AddressInfo).port);
+  const terminating = { secret: "kube-system/api-tls", certificateFile: file("term.crt", served.cert), privateKeyFile: file("term.key", served.key) };
+  const originating = { secret: "kube-system/outside-ca", trustedCAFile: file("outside-ca.crt", outsideCA.cert) };
+  const port = (p: number, http: ProxyPortConfig["http"], withOriginating: boolean): ProxyPortConfig => ({
+    port: p,
+    http,
+    tls: { terminating, ...(withOriginating ? { originating } : {}), serverNames: ["api.example.com"] },
+  });
+  const ports: ProxyPortConfig[] = [
+    port(H2_TLS, [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/public/.*" } }], true),
+    port(GRPC_TLS, [{ ruleId: 8, index: 0, rule: { method: "POST", path: `${DOOR_MANAGER}/GetName` } }], false),
+    port(H1_ONLY, [{ ruleId: 9, index: 0, rule: { method: "GET", path: "/.*" } }], true),
+    port(TERM_H1, [{ ruleId: 10, index: 0, rule: { method: "GET", path: "/public/.*" } }], false),
+  ];
+  for (const { port: p, proxy } of proxies) await proxy.apply({ address: "127.0.0.1", limits: DEFAULT_LIMITS, ports: ports.filter((c) => c.port === p) } satisfies ProxyConfig);
+});
+
+after(async () => {
+  for (const { proxy } of proxies) await proxy.stop();
+  for (const s of [h2upstream, h1upstream, plainUpstream]) s.close();
+  h1upstream.closeAllConnections();
+  plainUpstream.closeAllConnections();
+  doorman.forceShutdown();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** curl --http2 (or --http1.1) to https://api.example.com:PORT/PATH resolved to the proxy, trusting the pods' CA: status, HTTP version and body. */
+async function curl(port: number, urlPath: string, version: "--http2" | "--http1.1" = "--http2"): Promise<{ status: number; version: string; body: string }> {
+  const { stdout } = await run("curl", ["-sS", "--max-time", "5", version, "--cacert", podCAFile, "--resolve", `api.example.com:${port}:127.0.0.1`, "-w", "\n@@ %{http_code} %{http_version}", `https://api.example.com:${port}${urlPath}`]);
+  const m = /([\s\S]*?)\n?@@ (\d+) (\S+)$/.exec(stdout);
+  assert.ok(m, stdout);
+  return { status: Number(m[2]), version: m[3]!, body: m[1]! };
+}
+
+/** An HTTP/2 session over TLS to the proxy port (ALPN h2 only), as api.example.com. */
+async function h2session(port: number): Promise<http2.ClientHttp2Session> {
+  const session = http2.connect(`https://api.example.com:${port}`, { ca: podCA.cert, servername: "api.example.com", host: "127.0.0.1", lookup: (_h, _o, cb) => cb(null, [{ address: "127.0.0.1", family: 4 }]) } as http2.SecureClientSessionOptions);
+  await once(session, "connect");
+  return session;
+}
+
+function get(session: http2.ClientHttp2Session, urlPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const s = session.request({ ":method": "GET", ":path": urlPath });
+    let status = 0;
+    let body = "";
+    s.on("response", (h) => (status = Number(h[":status"])));
+    s.on("data", (d: Buffer) => (body += d.toString()));
+    s.on("end", () => resolve({ status, body }));
+    s.on("error", reject);
+    s.end();
+  });
+}
+
+test("curl --http2 negotiates h2 with the proxy: an allowed path reaches the HTTPS server as HTTP/2 (verified, with the client's SNI), a denied one gets 403 Access denied", async () => {
+  const ok = await curl(H2_TLS, "/public/ships");
+  assert.deepEqual(ok, { status: 200, version: "2", body: "outside h2 says hello to /public/ships" });
+  assert.equal(seen.at(-1), "GET /public/ships 2.0 sni=api.example.com", "re-encrypted towards the server as HTTP/2 with the client's SNI");
+  const f = flows.at(-1)!;
+  assert.deepEqual([f.protocol, f.method, f.path, f.host, f.verdict, f.status, f.tls?.serverName], ["HTTP/2", "GET", "/public/ships", `api.example.com:${H2_TLS}`, "forwarded", 200, "api.example.com"]);
+  const before = seen.length;
+  assert.deepEqual(await curl(H2_TLS, "/private/plans"), { status: 403, version: "2", body: "Access denied" });
+  assert.equal(seen.length, before, "the denied request never reached the server");
+  assert.deepEqual([flows.at(-1)!.protocol, flows.at(-1)!.verdict, flows.at(-1)!.status], ["HTTP/2", "denied", 403]);
+});
+
+test("curl --http1.1 on the same port still gets HTTP/1.1 (ALPN http/1.1) and the same verdicts, sent on as HTTP/1.1", async () => {
+  assert.deepEqual(await curl(H2_TLS, "/public/x", "--http1.1"), { status: 200, version: "1.1", body: "outside h2 says hello to /public/x" });
+  assert.equal((await curl(H2_TLS, "/private/x", "--http1.1")).status, 403);
+  assert.equal(flows.at(-1)!.protocol, "HTTP/1.1");
+});
+
+test("Node's http2 client over TLS: a denied stream and an allowed one on the same connection, each judged on its own", async () => {
+  const session = await h2session(H2_TLS);
+  try {
+    assert.equal(session.alpnProtocol, "h2");
+    const [denied, allowed] = await Promise.all([get(session, "/private/plans"), get(session, "/public/ok")]);
+    assert.deepEqual(denied, { status: 403, body: "Access denied" });
+    assert.deepEqual(allowed, { status: 200, body: "outside h2 says hello to /public/ok" });
+    assert.deepEqual(await get(session, "/public/again"), { status: 200, body: "outside h2 says hello to /public/again" }, "the connection stays usable");
+  } finally {
+    session.close();
+  }
+});
+
+test("a server name outside serverNames fails the h2 handshake too, and nothing reaches the server", async () => {
+  const before = seen.length;
+  const session = http2.connect(`https://127.0.0.1:${H2_TLS}`, { ca: podCA.cert, servername: "other.example.com", checkServerIdentity: () => undefined });
+  const [err] = (await once(session, "error")) as [Error];
+  assert.match(err.message, /alert|socket hang up|ECONNRESET|disconnected before secure TLS/i);
+  session.destroy();
+  assert.equal(seen.length, before);
+});
+
+test("gRPC over TLS: GetName answers, SetAccessCode gets PERMISSION_DENIED on the same channel and never reaches the door manager (terminatingTLS only: sent on as h2c)", async () => {
+  const creds = grpc.credentials.createSsl(Buffer.from(podCA.cert));
+  const client = doormanClient(`127.0.0.1:${GRPC_TLS}`, { "grpc.ssl_target_name_override": "api.example.com", "grpc.default_authority": "api.example.com" }, creds);
+  try {
+    const calls = doorCalls.length;
+    const results = [await client.call("GetName"), await client.call("SetAccessCode"), await client.call("GetName")];
+    assert.deepEqual(results.map((r) => [r.method, r.code]), [["GetName", 0], ["SetAccessCode", 7], ["GetName", 0]]);
+    assert.equal(results[1]!.details, "Access denied");
+    assert.deepEqual(doorCalls.slice(calls), ["GetName", "GetName"]);
+    const denied = flows.find((f) => f.path === `${DOOR_MANAGER}/SetAccessCode`);
+    assert.deepEqual([denied?.protocol, denied?.verdict, denied?.tls?.serverName], ["HTTP/2", "denied", "api.example.com"]);
+  } finally {
+    client.close();
+  }
+});
+
+test("with originatingTLS, a destination whose ALPN chooses http/1.1 gets an h2 client's streams as HTTP/1.1 requests (verified TLS), concurrent streams and all", async () => {
+  const session = await h2session(H1_ONLY);
+  try {
+    const answers = await Promise.all([get(session, "/a"), get(session, "/b"), get(session, "/c")]);
+    assert.deepEqual(answers, [1, 2, 3].map(() => ({ status: 200, body: "outside h1" })));
+    assert.deepEqual(seen.slice(-3).sort(), ["GET /a 1.1", "GET /b 1.1", "GET /c 1.1"]);
+    assert.deepEqual([flows.at(-1)!.protocol, flows.at(-1)!.verdict, flows.at(-1)!.status], ["HTTP/2", "forwarded", 200]);
+  } finally {
+    session.close();
+  }
+  assert.deepEqual(await curl(H1_ONLY, "/anything", "--http1.1"), { status: 200, version: "1.1", body: "outside h1" }, "an HTTP/1.1 client is served as before");
+});
+
+test("terminatingTLS alone: curl --http2 to a plaintext HTTP/1.1 server works (the stream goes on as HTTP/1.1 with its Host), a denied path is 403 inside h2", async () => {
+  assert.deepEqual(await curl(TERM_H1, "/public/x"), { status: 200, version: "2", body: "plain h1" });
+  assert.equal(seen.at(-1), `plain GET /public/x 1.1 host=api.example.com:${TERM_H1}`);
+  const before = seen.length;
+  assert.deepEqual(await curl(TERM_H1, "/private/x"), { status: 403, version: "2", body: "Access denied" });
+  assert.equal(seen.length, before);
+});
