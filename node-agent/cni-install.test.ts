@@ -44,29 +44,63 @@ describe("CNI installation by the agent", () => {
 describe("CNI installation by an agent installed without sources (the image)", () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-image-"));
   const bin = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-bin-"));
+  const state = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-state-"));
+  const tag = `mbrinst${process.pid}`;
+  const netns: string[] = [];
   after(() => {
-    fs.rmSync(root, { recursive: true, force: true });
-    fs.rmSync(bin, { recursive: true, force: true });
+    for (const ns of netns) execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
+    for (const d of [root, bin, state]) fs.rmSync(d, { recursive: true, force: true });
   });
+  const env = (over: Record<string, string>): NodeJS.ProcessEnv => ({ PATH: "/usr/sbin:/usr/bin:/sbin:/bin", CNI_PATH: bin, ...over });
 
-  it("copies its built plugin with its own Node and koffi to the node, which runs it once the installation is gone", async () => {
-    // The image's layout: the bundle and koffi, no TypeScript, no tsx.
-    await bundle(REPO, path.join(root, "dist"));
-    fs.mkdirSync(path.join(root, "node_modules"));
-    for (const pkg of ["koffi", "@koromix"]) fs.cpSync(path.join(REPO, "node_modules", pkg), path.join(root, "node_modules", pkg), { recursive: true, dereference: true });
+  it("copies its plugin, one executable with Node inside, to the node, which runs it once the installation is gone", async () => {
+    // The image's layout: the bundle (with the executable), no TypeScript, no tsx, and no Node for the node.
+    await bundle(REPO, path.join(root, "dist"), { executable: true });
+    fs.mkdirSync(path.join(bin, "membrane-cni.d", "0123456789abcdef"), { recursive: true }); // what an older agent left
     const file = installCniPlugin(bin, root);
-    assert.equal(installCniPlugin(bin, root), file, "installed again (an agent restart): nothing copied anew");
-    assert.equal(fs.readdirSync(path.join(bin, "membrane-cni.d")).length, 1, "one version of the plugin on the node");
+    const { mtimeMs } = fs.statSync(file);
+    assert.equal(installCniPlugin(bin, root), file, "installed again (an agent restart)");
+    assert.equal(fs.statSync(file).mtimeMs, mtimeMs, "nothing copied anew");
+    assert.deepEqual(fs.readdirSync(bin), ["membrane-cni"], "one file on the node: the older bundle directory is gone");
+    assert.equal(fs.statSync(file).mode & 0o777, 0o755);
+    assert.deepEqual([...fs.readFileSync(file).subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF executable, not a script needing an interpreter");
     fs.rmSync(root, { recursive: true, force: true });
-    const out = execFileSync(file, [], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "VERSION" }, input: "{}" }).toString();
+    const out = execFileSync(file, [], { env: env({ CNI_COMMAND: "VERSION" }), input: "{}" }).toString();
     assert.ok((JSON.parse(out) as { supportedVersions: string[] }).supportedVersions.includes("1.0.0"), out);
-    // A bad config reaches the plugin's parser (koffi and pino loaded): the CNI error names the field.
+    // A bad config reaches the plugin's parser: the CNI error names the field.
     let err = "";
     try {
-      execFileSync(file, [], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "ADD", CNI_CONTAINERID: "c1", CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0", CNI_PATH: bin }, input: JSON.stringify({ cniVersion: "1.0.0", name: "membrane", type: "membrane-cni", podCIDR: "10.244.3.0/33" }) });
+      execFileSync(file, [], { env: env({ CNI_COMMAND: "ADD", CNI_CONTAINERID: "c1", CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0" }), input: JSON.stringify({ cniVersion: "1.0.0", name: "membrane", type: "membrane-cni", podCIDR: "10.244.3.0/33" }) });
     } catch (e) {
       err = String((e as { stdout: Buffer }).stdout);
     }
     assert.match(err, /podCIDR/);
+  });
+
+  it("wires a pod with the installed executable (IPAM under its flock through koffi from inside it) and releases it on DEL", () => {
+    const file = path.join(bin, "membrane-cni");
+    for (const n of ["node", "pod"]) {
+      execFileSync("ip", ["netns", "add", `${tag}-${n}`]);
+      netns.push(`${tag}-${n}`);
+    }
+    const conf = JSON.stringify({ cniVersion: "1.0.0", name: "membrane", type: "membrane-cni", podCIDR: "10.251.9.0/24", stateDir: state, logLevel: "silent" });
+    const run = (command: string): string =>
+      execFileSync("ip", ["netns", "exec", `${tag}-node`, file], {
+        env: env({ CNI_COMMAND: command, CNI_CONTAINERID: "c-image", CNI_NETNS: `/var/run/netns/${tag}-pod`, CNI_IFNAME: "eth0", CNI_ARGS: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p" }),
+        input: conf,
+      }).toString();
+    const result = JSON.parse(run("ADD")) as { ips: { address: string }[] };
+    assert.match(result.ips[0]!.address, /^10\.251\.9\.\d+\/32$/);
+    const inPod = execFileSync("ip", ["-n", `${tag}-pod`, "-o", "-4", "addr", "show", "dev", "eth0"]).toString();
+    assert.ok(inPod.includes(result.ips[0]!.address.split("/")[0]!), inPod);
+    assert.match(fs.readFileSync(path.join(state, "allocations.json"), "utf8"), /c-image/);
+    assert.ok(fs.readdirSync(bin).some((f) => f.startsWith(".membrane-cni-koffi-")), "koffi's native module written beside the executable");
+    run("DEL");
+    assert.doesNotMatch(fs.readFileSync(path.join(state, "allocations.json"), "utf8"), /c-image/);
+    // Installing a changed executable removes the native module the old one wrote.
+    fs.mkdirSync(path.join(root, "dist", "cni"), { recursive: true });
+    fs.writeFileSync(path.join(root, "dist", "cni", "membrane-cni"), "#!/bin/sh\n");
+    installCniPlugin(bin, root);
+    assert.deepEqual(fs.readdirSync(bin), ["membrane-cni"]);
   });
 });

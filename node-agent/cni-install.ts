@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { KOFFI_FILE_PREFIX } from "./cni/sea-koffi.ts";
 import { PLUGIN_TYPE, parseNetConf } from "./cni/spec.ts";
 import { podMtu } from "./mtu.ts";
 
@@ -47,16 +48,15 @@ export function cniConflist(o: CniConflistOptions): Record<string, unknown> {
   return { cniVersion: "1.0.0", name: NETWORK_NAME, plugins: [plugin] };
 }
 
-/** Where an installation's built plugin is (scripts/bundle.ts), and what it needs beside it (koffi, loaded by path). */
-const CNI_BUNDLE = "dist/cni/membrane-cni.mjs";
-const CNI_BUNDLE_PACKAGES = ["koffi", "@koromix"];
-/** The bundled plugin's directories, one per version, beside the launcher in the CNI bin dir. */
-const BUNDLE_DIR = `${PLUGIN_TYPE}.d`;
+/** Where an installation's built plugin is: the single executable `make build` writes (scripts/bundle.ts). */
+const CNI_EXECUTABLE = "dist/cni/membrane-cni";
+/** What earlier versions installed beside the launcher (the bundle with its own Node and koffi): removed on install. */
+const OLD_BUNDLE_DIR = `${PLUGIN_TYPE}.d`;
 
 /**
  * Writes `binDir/membrane-cni` (mode 0755); returns its path. An installation with its sources (a checkout)
  * installs a launcher of them; one without (the image, whose files the node's runtime cannot see) installs its
- * built plugin with its own Node and koffi in `binDir/membrane-cni.d/<hash>/` and a launcher of that.
+ * built plugin, a single executable with Node inside, so the node needs nothing of the agent's installation.
  */
 export function installCniPlugin(binDir: string, repoRoot = REPO_ROOT, nodeBinary = process.execPath): string {
   const file = path.join(binDir, PLUGIN_TYPE);
@@ -64,36 +64,42 @@ export function installCniPlugin(binDir: string, repoRoot = REPO_ROOT, nodeBinar
     writeAtomic(file, cniLauncher(repoRoot, nodeBinary), 0o755);
     return file;
   }
-  const version = installCniBundle(binDir, repoRoot, nodeBinary);
-  // Relative to the launcher: the agent writes through its mount of the dir, the runtime runs it by the node's path.
-  const launcher = ["#!/bin/sh", "# membrane-cni, installed by the membrane agent: its bundled plugin with its own Node.", `d="$(dirname "$0")/${BUNDLE_DIR}/${version}"`, 'exec "$d/node" "$d/membrane-cni.mjs" "$@"', ""].join("\n");
-  writeAtomic(file, launcher, 0o755);
-  // Older versions go once the launcher names the new one (a plugin already running keeps its open files).
-  for (const old of fs.readdirSync(path.join(binDir, BUNDLE_DIR))) {
-    if (old !== version) fs.rmSync(path.join(binDir, BUNDLE_DIR, old), { recursive: true, force: true });
+  const built = path.join(repoRoot, CNI_EXECUTABLE);
+  if (!fs.existsSync(built)) throw new Error(`${built} missing: an installation without sources needs the built plugin (make build)`);
+  if (!sameContent(built, file)) {
+    fs.mkdirSync(binDir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.copyFileSync(built, tmp);
+    fs.chmodSync(tmp, 0o755);
+    fs.renameSync(tmp, file); // a runtime never runs a half-copied plugin; one running keeps the old file open
+    // The native module an older executable wrote beside itself (node-agent/cni/sea-koffi.ts) is written anew on first use.
+    for (const f of fs.readdirSync(binDir)) if (f.startsWith(KOFFI_FILE_PREFIX)) fs.rmSync(path.join(binDir, f), { force: true });
   }
+  fs.rmSync(path.join(binDir, OLD_BUNDLE_DIR), { recursive: true, force: true });
   return file;
 }
 
-/** Copies the built plugin, Node and koffi into `binDir/membrane-cni.d/<hash of them>` unless there; returns the hash. */
-function installCniBundle(binDir: string, repoRoot: string, nodeBinary: string): string {
-  const bundle = path.join(repoRoot, CNI_BUNDLE);
-  if (!fs.existsSync(bundle)) throw new Error(`${bundle} missing: an installation without sources needs the built plugin (make build)`);
-  const koffi = JSON.parse(fs.readFileSync(path.join(repoRoot, "node_modules/koffi/package.json"), "utf8")) as { version: string };
-  const node = fs.statSync(nodeBinary);
-  // Node by its version and size (hashing 100+ MB at every agent start is not worth it).
-  const version = createHash("sha256").update(fs.readFileSync(bundle)).update(`${process.version} ${node.size} koffi ${koffi.version}`).digest("hex").slice(0, 16);
-  const dir = path.join(binDir, BUNDLE_DIR, version);
-  if (fs.existsSync(dir)) return version;
-  const tmp = `${dir}.${process.pid}.tmp`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(path.join(tmp, "node_modules"), { recursive: true });
-  fs.copyFileSync(nodeBinary, path.join(tmp, "node"));
-  fs.chmodSync(path.join(tmp, "node"), 0o755);
-  fs.copyFileSync(bundle, path.join(tmp, "membrane-cni.mjs"));
-  for (const pkg of CNI_BUNDLE_PACKAGES) fs.cpSync(path.join(repoRoot, "node_modules", pkg), path.join(tmp, "node_modules", pkg), { recursive: true, dereference: true });
-  fs.renameSync(tmp, dir); // a runtime never runs a half-copied plugin
-  return version;
+/** Whether two files have the same bytes (size first; the hash of ~120 MB takes a fraction of a second, once per agent start). */
+function sameContent(a: string, b: string): boolean {
+  let sb: fs.Stats;
+  try {
+    sb = fs.statSync(b);
+  } catch {
+    return false;
+  }
+  if (fs.statSync(a).size !== sb.size) return false;
+  const digest = (f: string): string => {
+    const h = createHash("sha256");
+    const fd = fs.openSync(f, "r");
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    } finally {
+      fs.closeSync(fd);
+    }
+    return h.digest("hex");
+  };
+  return digest(a) === digest(b);
 }
 
 /** Writes `confDir/05-membrane.conflist` when its content differs; returns its path and whether it changed. */

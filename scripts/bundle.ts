@@ -3,13 +3,20 @@
 // Run by `make build`; prints nothing on success. The output:
 //   dist/membrane.mjs      the entry (`node dist/membrane.mjs <command> …`, or `MEMBRANE_BUNDLE=1 bin/membrane …`)
 //   dist/chunk-*.mjs       one chunk per lazily loaded command group and what they share
-//   dist/cni/membrane-cni.mjs  the CNI plugin (node-agent/cni/main.ts) in one file: the agent of an installation
-//                          without sources (the image) copies it to the node with Node and koffi (node-agent/cni-install.ts)
+//   dist/cni/membrane-cni.mjs  the CNI plugin (node-agent/cni/main.ts) in one JavaScript file
+//   dist/cni/membrane-cni  the CNI plugin as a single executable (`make build`, or bundle(…, { executable: true })):
+//                          Node (stripped of its debug symbols), the plugin and koffi's native module in one file,
+//                          which the agent of an installation without sources (the image) copies to the node
+//                          (node-agent/cni-install.ts); the node needs no Node of its own
 //   dist/membrane.mk       the make rule listing every source file the bundle was built from (incremental builds)
+import { execFile } from "node:child_process";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { build, type Plugin } from "esbuild";
+import { KOFFI_ASSET } from "../node-agent/cni/sea-koffi.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DIST = path.join(ROOT, "dist");
@@ -46,8 +53,68 @@ function sourceUrls(root: string, outdir: string): Plugin {
   };
 }
 
+/** In the CNI plugin's single executable, `koffi` is node-agent/cni/sea-koffi.ts: koffi's native module from the executable's asset. */
+function koffiFromAsset(root: string): Plugin {
+  return {
+    name: "membrane-sea-koffi",
+    setup(b) {
+      b.onResolve({ filter: /^koffi$/ }, () => ({ path: path.join(root, "node-agent/cni/sea-koffi.ts") }));
+    },
+  };
+}
+
+/** The native module koffi loads on this platform (its @koromix package's, for glibc). */
+function koffiNative(root: string): string {
+  const require = createRequire(path.join(root, "package.json"));
+  const pkg = path.dirname(require.resolve(`@koromix/koffi-${process.platform}-${process.arch}/package.json`));
+  return path.join(pkg, `${process.platform}_${process.arch}`, "koffi.node");
+}
+
+/**
+ * The CNI plugin as a Node single executable application (`node --build-sea`): the plugin bundled with `koffi`
+ * replaced by koffiFromAsset, koffi's native module as an asset, injected into a copy of this Node stripped of its
+ * debug symbols (`strip`, binutils: 150 MB → 117 MB). Written to `outdir/membrane-cni`.
+ */
+async function buildCniExecutable(root: string, outdir: string, sourcesDir: string): Promise<string[]> {
+  const work = path.join(outdir, ".sea");
+  await mkdir(work, { recursive: true });
+  const main = path.join(work, "membrane-cni.mjs");
+  const cni = await build({
+    entryPoints: [path.join(root, "node-agent/cni/main.ts")],
+    outfile: main,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node26",
+    external: ["node:sea"],
+    banner: { js: REQUIRE_BANNER },
+    plugins: [koffiFromAsset(root), sourceUrls(root, sourcesDir)],
+    absWorkingDir: root,
+    metafile: true,
+    logLevel: "warning",
+  });
+  const node = path.join(work, "node");
+  await promisify(execFile)("strip", ["-o", node, process.execPath]).catch((err: unknown) => {
+    throw new Error(`strip (binutils) of ${process.execPath} for the CNI executable: ${(err as Error).message}`);
+  });
+  const config = path.join(work, "sea.json");
+  const output = path.join(outdir, "membrane-cni");
+  await writeFile(
+    config,
+    JSON.stringify({ main, mainFormat: "module", executable: node, output, disableExperimentalSEAWarning: true, assets: { [KOFFI_ASSET]: koffiNative(root) } }),
+  );
+  await promisify(execFile)(process.execPath, ["--build-sea", config]);
+  await rm(work, { recursive: true, force: true });
+  return Object.keys(cni.metafile.inputs);
+}
+
+export interface BundleOptions {
+  /** Also build the CNI plugin's single executable (dist/cni/membrane-cni; ~5 s and 117 MB more). */
+  readonly executable?: boolean;
+}
+
 /** Builds into a fresh directory beside dist/ and swaps it in, so a running bundle never sees a half-written one. */
-export async function bundle(root = ROOT, dist = DIST): Promise<string[]> {
+export async function bundle(root = ROOT, dist = DIST, opts: BundleOptions = {}): Promise<string[]> {
   const tmp = `${dist}.${process.pid}.tmp`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -85,9 +152,9 @@ export async function bundle(root = ROOT, dist = DIST): Promise<string[]> {
     metafile: true,
     logLevel: "warning",
   });
-  const inputs = [...new Set([...Object.keys(result.metafile.inputs), ...Object.keys(cni.metafile.inputs)])]
+  const sea = opts.executable ? await buildCniExecutable(root, path.join(tmp, "cni"), path.join(dist, "cni")) : [];
+  const inputs = [...new Set([...Object.keys(result.metafile.inputs), ...Object.keys(cni.metafile.inputs), ...sea])]
     .filter((f) => !f.includes("node_modules/"))
-    
     .sort();
   const rule = `dist/membrane.mjs: ${[...inputs, "package-lock.json", "scripts/bundle.ts"].join(" \\\n  ")}\n`;
   await writeFile(path.join(tmp, "membrane.mk"), rule);
@@ -97,7 +164,7 @@ export async function bundle(root = ROOT, dist = DIST): Promise<string[]> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  bundle().catch((err: unknown) => {
+  bundle(ROOT, DIST, { executable: true }).catch((err: unknown) => {
     process.stderr.write(`bundle: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   });

@@ -148,6 +148,7 @@ test("the final stage's files alone (the bundle, koffi, package.json, CILIUM_VER
     if (from === "build" && src === "/src/dist") return testDist;
     if (from === "build" && src.startsWith("/src/")) return path.join(ROOT, src.slice("/src/".length));
     if (from === "build" && src.startsWith("/opt/node/")) return undefined; // Node itself: this process's
+    if (from === "wireguard" && src === "/out/wireguard-go") return execFileSync(path.join(ROOT, "localcluster/wireguard/build.sh"), { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim().split("\n").at(-1);
     throw new Error(`COPY --from=${from} ${src}: the test does not know where that is`);
   };
   for (const c of copies(last)) {

@@ -4,7 +4,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 nftables iptables
+apt_packages=(clang llvm binutils libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 nftables iptables
   iputils-ping netcat-openbsd openssl wireguard-go wireguard-tools jq
   dnsmasq-base # the local cluster's DNS (kube-system/kube-dns); -base: the binary without a host service on port 53
   containerd runc containernetworking-plugins busybox-static socat # real nodes (localcluster/realnode): runtime, OCI runtime, CNI bridge,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Membrane image on this machine with no container engine and no registry, from the Containerfile's
 # inputs: a Debian bookworm userland from Debian's packages (mmdebstrap: the libraries and tools the final stage
-# installs), the pinned Node of .node-version (.tools/node, the npm package the recipe verifies), the bundle
-# (make build), the eBPF objects (make -C bpf), koffi, and Cilium's api/v1 .proto files of the pinned module.
+# installs), the pinned Node of .node-version (.tools/node, the npm package the recipe verifies; stripped of its
+# debug symbols as the recipe does), the bundle with the CNI plugin's single executable (make build), the eBPF
+# objects (make -C bpf), koffi, Cilium's api/v1 .proto files of the pinned module, and wireguard-go of the pinned
+# module (localcluster/wireguard/build.sh, cached: the agent's --encryption wireguard runs it).
 # Two layers, as the recipe's stages: the Debian base (cached by its package list, it changes rarely) and Membrane
 # (cached by the content hash of everything copied). Tagged as the chart's default image reference
 # (IMAGE_REPOSITORY:<package.json version>, what `make image` tags).
@@ -22,6 +24,8 @@ ref="${repository}:${version}"
 cilium_version="$(tr -d '[:space:]' <"$root/flowapi/hubble/CILIUM_VERSION")"
 protos="$(go env GOMODCACHE)/github.com/cilium/cilium@${cilium_version}/api/v1"
 [ -f "$protos/observer/observer.proto" ] || { echo "membrane-image.sh: $protos/observer/observer.proto missing: run scripts/install-deps.sh (it fetches the Cilium module)" >&2; exit 1; }
+command -v strip >/dev/null || { echo "membrane-image.sh: strip missing: apt-get install binutils" >&2; exit 1; }
+wireguard_go="$("$root/localcluster/wireguard/build.sh")"
 
 cache="${MEMBRANE_CACHE:-$HOME/.cache/membrane}"
 mkdir -p "$cache"
@@ -52,7 +56,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 app="$work/app"
 mkdir -p "$app/usr/local/bin" "$app/opt/membrane/flowapi/hubble" "$app/opt/membrane/bpf" "$app/opt/membrane/node_modules" "$app/opt/membrane/hubble-proto"
-cp "$node" "$app/usr/local/bin/node"
+strip -o "$app/usr/local/bin/node" "$node"
+cp "$wireguard_go" "$app/usr/local/bin/wireguard-go"
 cp "$root/package.json" "$app/opt/membrane/package.json"
 cp -r "$root/dist" "$app/opt/membrane/dist"
 rm -f "$app/opt/membrane/dist/membrane.mk" # the build's make rule, not part of the program

@@ -297,8 +297,10 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       return text.includes("agentSocket") ? (JSON.parse(text) as { plugins: { podCIDR: string; agentSocket: string }[] }) : undefined;
     });
     assert.deepEqual({ podCIDR: conflist.plugins[0]!.podCIDR, agentSocket: conflist.plugins[0]!.agentSocket }, { podCIDR: cidr, agentSocket: "/var/run/membrane/agent.sock" });
-    // The image has no sources: the plugin it installs is its bundle with its own Node, run by the node's runtime.
-    assert.match(readFileSync(join(paths.cniBinDir, "membrane-cni"), "utf8"), /membrane-cni\.d\//);
+    // The image has no sources: the plugin it installs is one executable with Node inside (the two pods below are
+    // wired by it through the node's runtime), and nothing else of the image is on the node.
+    assert.deepEqual([...readFileSync(join(paths.cniBinDir, "membrane-cni")).subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF executable");
+    assert.ok(!existsSync(join(paths.cniBinDir, "membrane-cni.d")), "no bundle directory with a Node beside it");
     const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, agent]);
     assert.doesNotMatch(logs.stdout, /exited at start/, "the processes the agent starts (the L7 proxy) run from the image too");
   });
