@@ -172,22 +172,22 @@ static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
 	return remote ? remote->identity : IDENTITY_WORLD;
 }
 
-/* Sends a packet to a pod on another node, our identity in the VNI. */
-static __always_inline int to_tunnel(struct __sk_buff *skb, const struct flow *f, const struct endpoint_value *ep,
-				     __u32 peer, __be32 tunnel_endpoint)
+/* Sends a packet to a pod on another node, the sender's identity in the VNI. */
+static __always_inline int to_tunnel(struct __sk_buff *skb, const struct flow *f, __u32 identity, __u32 peer,
+				     __be32 tunnel_endpoint)
 {
 	struct config_value *cfg = config_get();
 	struct bpf_tunnel_key key = {};
 
 	if (!cfg || !cfg->vxlan_ifindex)
-		return drop(skb, f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, ep->identity, peer, RULE_ID_NONE);
+		return drop(skb, f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, identity, peer, RULE_ID_NONE);
 	if (encryption_refuses(tunnel_endpoint))
-		return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, ep->identity, peer, RULE_ID_NONE);
-	key.tunnel_id = ep->identity;
+		return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, identity, peer, RULE_ID_NONE);
+	key.tunnel_id = identity;
 	key.remote_ipv4 = bpf_ntohl(tunnel_endpoint);
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
-		return drop(skb, f, DIR_EGRESS, DROP_TUNNEL_KEY, ep->identity, peer, RULE_ID_NONE);
+		return drop(skb, f, DIR_EGRESS, DROP_TUNNEL_KEY, identity, peer, RULE_ID_NONE);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
@@ -260,7 +260,7 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (!dst || !dst->tunnel_endpoint)
 		return TC_ACT_OK;
-	return to_tunnel(skb, &f, ep, peer, dst->tunnel_endpoint);
+	return to_tunnel(skb, &f, ep->identity, peer, dst->tunnel_endpoint);
 }
 
 /* A pod's packet to its own node's address while the host's ingress is enforced (from-container's tail
@@ -386,6 +386,36 @@ static __always_inline int host_from_overlay(struct __sk_buff *skb, const struct
 	return enforce_new(skb, f, DIR_INGRESS, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0);
 }
 
+/* A connection from a pod on another node to a local destination whose ingress rules are the proxy's: its
+ * first packet (a SYN) is recorded with the VNI's identity as the client and sent to the node's proxy, as
+ * from-container sends a local client, and its later packets follow the record (to-container would drop
+ * the connection: those rules were not applied). Returns 1 when the packet now goes to the proxy, 0 when
+ * it is no such flow (to-container judges it), -1 when it cannot be steered (the caller drops). */
+static __always_inline int overlay_to_ingress_proxy(struct __sk_buff *skb, const struct flow *f, __u32 client)
+{
+	struct endpoint_value *dst;
+	struct redirect_key k;
+	struct redirect_value *have;
+	__u64 in_proxy;
+
+	if (f->family != FAMILY_IPV4 || f->proto != IPPROTO_TCP)
+		return 0;
+	dst = endpoint_lookup(f->family, f->daddr);
+	if (!dst)
+		return 0;
+	redirect_key_fill(&k, f->family, f->saddr, f->sport, f->proto);
+	have = bpf_map_lookup_elem(&membrane_redirects, &k);
+	if (have && have->subject == client && have->orig_dport == f->dport &&
+	    __builtin_memcmp(have->orig_daddr, f->daddr, 4) == 0)
+		return redirect_to_proxy(skb, f, 0, client, 0, 0) < 0 ? -1 : 1;
+	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+		return 0;
+	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto, f->dport);
+	if (!in_proxy)
+		return 0;
+	return redirect_to_proxy(skb, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1) < 0 ? -1 : 1;
+}
+
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
@@ -419,6 +449,9 @@ int from_overlay(struct __sk_buff *skb)
 		if (rc != TC_ACT_OK)
 			return rc;
 	}
+
+	if (overlay_to_ingress_proxy(skb, &f, key.tunnel_id) < 0)
+		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, key.tunnel_id, 0, RULE_ID_NONE);
 
 	skb->mark = MARK_MAGIC_IDENTITY | key.tunnel_id;
 	/* The inner frame is addressed to the sending node's interface; deliver it to this host. */
@@ -474,10 +507,51 @@ int to_host(struct __sk_buff *skb)
 	return host_firewall(skb, DIR_INGRESS);
 }
 
+/* The node proxy's upstream connection to a pod on another node (its socket marked with the client's
+ * identity, marked-socket.ts): it goes through the tunnel with that identity in the VNI, so the receiving
+ * node judges the client, not this node. Only the proxy's own address sends it (a forwarded packet keeps
+ * no mark here). Returns TC_ACT_OK when the packet is no such connection. */
+static __always_inline int proxy_upstream_to_tunnel(struct __sk_buff *skb, const struct flow *f)
+{
+	__u32 zero = 0;
+	__u32 identity = skb->mark & MARK_IDENTITY_MASK;
+	struct redirect_config *rcfg;
+	struct ipcache_value *dst;
+	__be32 src;
+
+	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY || !identity || f->family != FAMILY_IPV4)
+		return TC_ACT_OK;
+	rcfg = bpf_map_lookup_elem(&membrane_redirect_config, &zero);
+	__builtin_memcpy(&src, f->saddr, 4);
+	if (!rcfg || !rcfg->addr4 || src != rcfg->addr4)
+		return TC_ACT_OK;
+	dst = ipcache_lookup(f->family, f->daddr);
+	if (!dst || !dst->tunnel_endpoint)
+		return TC_ACT_OK;
+	/* The identity rides in the VNI from here; the mark means nothing on the wire. */
+	skb->mark = 0;
+	return to_tunnel(skb, f, identity, dst->identity, dst->tunnel_endpoint);
+}
+
+/* A node device's egress: the node proxy's answers to a client on another node first get back the source
+ * the client asked for (from-overlay steered its connection to the proxy; the answer leaves as the
+ * destination pod's, never as the node's), then the host firewall, then the proxy's upstream connections
+ * to pods on other nodes go into the tunnel as their client. */
 SEC("tc")
 int from_host(struct __sk_buff *skb)
 {
-	return host_firewall(skb, DIR_EGRESS);
+	struct flow f = {};
+	__u8 reason = DROP_NONE;
+	int rc;
+
+	if (parse_flow(skb, &f, &reason) != PARSE_OK)
+		return host_firewall(skb, DIR_EGRESS);
+	if (redirect_from_proxy(skb, &f) < 0)
+		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, 0, 0, RULE_ID_NONE);
+	rc = host_firewall(skb, DIR_EGRESS);
+	if (rc != TC_ACT_OK)
+		return rc;
+	return proxy_upstream_to_tunnel(skb, &f);
 }
 
 char _license[] SEC("license") = "GPL";
