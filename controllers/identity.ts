@@ -1,7 +1,7 @@
 // Identity reconciler: keeps CiliumIdentity objects true for the pods that exist. A pod's security
 // labels (core/labels.ts) map to one identity number cluster-wide; numbers already in the API are
-// the truth; an identity no pod uses is deleted once its grace period (persisted on the object, so
-// an operator restart does not postpone it) has passed. Keys: "pod/<ns>/<name>", "ns/<name>", "id/<number>".
+// the truth; the reference counts kept here tell the identity GC (identity-gc.ts) which ones no pod
+// uses. Keys: "pod/<ns>/<name>", "ns/<name>".
 import type { Logger } from "pino";
 import type { LabelSet } from "../core/model.ts";
 import { securityLabels } from "../core/labels.ts";
@@ -9,6 +9,7 @@ import { IdentityAllocator } from "../core/identity.ts";
 import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
 import type { Informer, InformerEvent } from "../kube/informer.ts";
 import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "../kube/kube.ts";
+import type { IdentityUse } from "./identity-gc.ts";
 import type { OperatorMetrics } from "../kube/metrics.ts";
 import { IDENTITIES, PODS } from "../kube/resources.ts";
 import type { Endpoint } from "./selection.ts";
@@ -29,14 +30,12 @@ export interface IdentityDeps {
   readonly metrics: OperatorMetrics;
   readonly log: Logger;
   readonly clusterName: string;
-  readonly gcGraceMs: number;
-  readonly now?: () => number;
 }
 
 const podKey = (ns: string, name: string): string => `pod/${ns}/${name}`;
 
 /** The identity reconciler plus the read side other controllers use (pod → labels, identity → labels). */
-export class IdentityReconciler implements Reconciler {
+export class IdentityReconciler implements Reconciler, IdentityUse {
   readonly name = "identity";
   /** The core allocator holds the bindings labels key ↔ number, fed from the CiliumIdentity objects. */
   private readonly allocator = new IdentityAllocator();
@@ -47,11 +46,8 @@ export class IdentityReconciler implements Reconciler {
   private readonly creating = new Map<string, Promise<number>>();
   /** Security labels per cached pod object (policy selection asks for every pod on every status refresh). */
   private readonly labelsOfPod = new WeakMap<PodObject, { ns: KubeObject; set: LabelSet }>();
-  private readonly now: () => number;
 
-  constructor(private readonly d: IdentityDeps) {
-    this.now = d.now ?? Date.now;
-  }
+  constructor(private readonly d: IdentityDeps) {}
 
   /** Event → keys, for Controller.watch. */
   readonly podKeys = (ev: InformerEvent<PodObject>): string[] => [podKey(ev.obj.metadata.namespace ?? "", ev.obj.metadata.name)];
@@ -64,14 +60,9 @@ export class IdentityReconciler implements Reconciler {
     if (!Number.isInteger(n)) return [];
     if (ev.type === "delete") this.forgetIdentity(n);
     else this.indexIdentity(n, labelSetOfIdentity(ev.obj));
-    this.d.metrics.identities.set(this.d.identities.list().length);
-    const keys = [`id/${n}`];
+    this.d.metrics.identities.set(this.d.identities.size);
     // An identity removed behind our back: its users need a (new) one.
-    if (ev.type === "delete") {
-      const lk = labelSetOfIdentity(ev.obj).key;
-      for (const p of this.users.get(lk) ?? []) keys.push(p);
-    }
-    return keys;
+    return ev.type === "delete" ? [...(this.users.get(labelSetOfIdentity(ev.obj).key) ?? [])] : [];
   };
 
   /** Before the workers start: index every identity and every pod's labels from the synced caches, so GC never sees a half-built view. */
@@ -83,7 +74,7 @@ export class IdentityReconciler implements Reconciler {
       const set = this.desiredLabels(pod);
       if (set) this.setPodLabels(podKey(pod.metadata.namespace ?? "", pod.metadata.name), set);
     }
-    this.d.metrics.identities.set(this.d.identities.list().length);
+    this.d.metrics.identities.set(this.d.identities.size);
   }
 
   /** The identity number of a label set, if one exists. */
@@ -106,7 +97,12 @@ export class IdentityReconciler implements Reconciler {
       for (const pod of this.d.pods.list()) if (pod.metadata.namespace === rest[0]) await this.reconcilePod(rest[0] ?? "", pod.metadata.name);
       return;
     }
-    if (kind === "id") return this.reconcileIdentity(Number(rest[0]));
+  }
+
+  /** Whether a pod needs this identity now: it is the number bound to its labels and some pod needs those labels. */
+  inUse(n: number, obj: IdentityObject): boolean {
+    const set = this.labelsOf.get(n) ?? labelSetOfIdentity(obj);
+    return this.allocator.keyOf(n) === set.key && (this.users.get(set.key)?.size ?? 0) > 0;
   }
 
   private indexIdentity(n: number, set: LabelSet): void {
@@ -173,7 +169,7 @@ export class IdentityReconciler implements Reconciler {
     // The identity the pod used before may have lost its last user: let GC look at it.
     if (previous !== undefined) {
       const n = this.allocator.lookup(previous);
-      if (n !== undefined) this.requeue(`id/${n}`);
+      if (n !== undefined) this.checkUse(n);
     }
     if (!pod || !set) return;
 
@@ -187,11 +183,11 @@ export class IdentityReconciler implements Reconciler {
       }
     }
     // A marked-unused identity has a user again: clear the mark.
-    if (this.d.identities.get(String(n))?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]) this.requeue(`id/${n}`);
+    if (this.d.identities.get(String(n))?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]) this.checkUse(n);
   }
 
-  /** Set by the controller so the reconciler can queue follow-up keys. */
-  requeue: (key: string) => void = () => {};
+  /** Set by the operator: asks the identity GC to look at an identity whose use may have changed. */
+  checkUse: (n: number) => void = () => {};
 
   private ensureIdentity(set: LabelSet): Promise<number> {
     // One creation per label set at a time, so two workers never allocate two numbers for it.
@@ -227,39 +223,5 @@ export class IdentityReconciler implements Reconciler {
     this.labelsOf.set(n, set);
     this.d.log.info({ identity: n, labels: set.labels.length }, "identity created");
     return n;
-  }
-
-  private async reconcileIdentity(n: number): Promise<ReconcileResult | void> {
-    const obj = this.d.identities.get(String(n));
-    if (!obj) return;
-    const set = this.labelsOf.get(n) ?? labelSetOfIdentity(obj);
-    const canonical = this.allocator.keyOf(n) === set.key;
-    const inUse = canonical && (this.users.get(set.key)?.size ?? 0) > 0;
-    const path = resourcePath(IDENTITIES, undefined, String(n));
-    const mark = obj.metadata.annotations?.[UNUSED_SINCE_ANNOTATION];
-    if (inUse) {
-      if (mark !== undefined) {
-        await this.d.client.mergePatch(path, { metadata: { annotations: { [UNUSED_SINCE_ANNOTATION]: null } } });
-        this.d.log.info({ identity: n }, "identity in use again");
-      }
-      return;
-    }
-    const since = mark !== undefined ? Date.parse(mark) : NaN;
-    if (Number.isNaN(since)) {
-      await this.d.client.mergePatch(path, {
-        metadata: { resourceVersion: obj.metadata.resourceVersion, annotations: { [UNUSED_SINCE_ANNOTATION]: new Date(this.now()).toISOString() } },
-      });
-      this.d.log.info({ identity: n, graceMs: this.d.gcGraceMs }, "identity unused; collecting after the grace period");
-      return { requeueAfter: this.d.gcGraceMs };
-    }
-    const left = since + this.d.gcGraceMs - this.now();
-    if (left > 0) return { requeueAfter: left };
-    try {
-      // The precondition makes a concurrent change (a pod using it again) win over the delete.
-      await this.d.client.delete(path, { uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion });
-      this.d.log.info({ identity: n }, "identity collected");
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-    }
   }
 }

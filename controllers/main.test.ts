@@ -22,6 +22,10 @@ test("flags in both --flag=value and --flag value form", () => {
 
 test("bad flags are errors naming the flag", () => {
   assert.deepEqual(parseArgs(["--identity-gc-grace", "later"]), { error: '--identity-gc-grace: "later" is not a duration (e.g. 15m, 30s)' });
+  assert.deepEqual(parseArgs(["--identity-gc-concurrency", "0"]), { error: '--identity-gc-concurrency: "0" is not an integer from 1 to 1024' });
+  assert.deepEqual(parseArgs(["--identity-gc-concurrency", "8x"]), { error: '--identity-gc-concurrency: "8x" is not an integer from 1 to 1024' });
+  const c = parseArgs(["--identity-gc-concurrency", "64"]);
+  assert.ok("config" in c && c.config.identityGcConcurrency === 64);
   assert.match((parseArgs(["--controllers", "identity,bogus"]) as { error: string }).error, /unknown controller\(s\) bogus/);
   assert.match((parseArgs(["--nope", "1"]) as { error: string }).error, /unknown flag --nope/);
   assert.match((parseArgs(["--kubeconfig"]) as { error: string }).error, /a value is required/);

@@ -26,6 +26,7 @@ const USAGE = `usage: membrane operator [flags]
   --lease-name NAME            (default membrane-operator)
   --id NAME                    this replica's lease holder identity (default hostname_pid)
   --identity-gc-grace DURATION unused identities are deleted after this (default 15m; e.g. 30s, 2m)
+  --identity-gc-concurrency N  identities the GC marks or deletes at once (default 32, 1-1024)
   --identity-gc-interval DURATION  how often every identity is checked for use again, besides the
                                checks pod changes trigger (default 15m)
   --cluster-name NAME          (default "default")
@@ -107,6 +108,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       id: { type: "string" },
       "identity-gc-grace": { type: "string" },
       "identity-gc-interval": { type: "string" },
+      "identity-gc-concurrency": { type: "string" },
       "cluster-name": { type: "string" },
       "policy-secrets-namespace": { type: "string" },
       "enable-policy-secrets": { type: "string" },
@@ -162,6 +164,11 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     const ms = parseDuration(v["identity-gc-interval"]);
     if (ms === undefined || ms <= 0) return { error: `--identity-gc-interval: "${v["identity-gc-interval"]}" is not a positive duration (e.g. 1m, 30s)` };
     config.identityGcIntervalMs = ms;
+  }
+  if (v["identity-gc-concurrency"] !== undefined) {
+    const n = Number(v["identity-gc-concurrency"]);
+    if (!/^[0-9]+$/.test(v["identity-gc-concurrency"]) || n < 1 || n > 1024) return { error: `--identity-gc-concurrency: "${v["identity-gc-concurrency"]}" is not an integer from 1 to 1024` };
+    config.identityGcConcurrency = n;
   }
   if (v["bind-address"] !== undefined) {
     if (isIP(v["bind-address"]) === 0) return { error: `--bind-address: "${v["bind-address"]}" is not an IP address` };

@@ -163,6 +163,43 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     await second.stop("SIGTERM");
   });
 
+  it("a restarted operator collects hundreds of idle identities at once, keeps those pods use, and keeps one a pod takes during the grace period", async () => {
+    const ns = "gc";
+    await namespace(ns);
+    const first = operator("op-gc-1", ["--leader-elect", "false"]);
+    for (const name of ["keep", "revive"]) await kubectl(["apply", "-f", "-"], podYaml(ns, name, { app: name }));
+    const keep = await eventually("keep identity", () => podIdentity(ns, "keep"));
+    const revive = await eventually("revive identity", () => podIdentity(ns, "revive"));
+    await first.stop("SIGTERM");
+    // While no operator runs: revive's pod goes (its identity unused, no mark yet) and 300 idle identities appear.
+    await kubectl(["delete", "pod", "-n", ns, "revive", "--wait=false"]);
+    const idle = Array.from({ length: 300 }, (_, k) => String(60_000 - k));
+    const items = idle.map((n) => ({ apiVersion: "cilium.io/v2", kind: "CiliumIdentity", metadata: { name: n }, "security-labels": { "k8s:app": `idle-${n}`, "k8s:io.kubernetes.pod.namespace": "gone" } }));
+    await kubectl(["create", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
+
+    const second = operator("op-gc-2", ["--leader-elect", "false", "--identity-gc-grace", "10s", "--identity-gc-concurrency", "16"]);
+    // revive's identity is marked; a pod with its labels comes back within the grace period and takes the same number.
+    await eventually("revive's identity marked unused", async () => (await identities()).find((i) => i.metadata.name === revive)?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]);
+    await kubectl(["apply", "-f", "-"], podYaml(ns, "revive", { app: "revive" }));
+    assert.equal(await eventually("revive identity again", () => podIdentity(ns, "revive")), revive, "the marked identity is reused, not replaced");
+    const left = await eventually("idle identities collected", async () => {
+      const names = new Set((await identities()).map((i) => i.metadata.name));
+      return idle.some((n) => names.has(n)) ? undefined : names;
+    }, 120_000, 1000);
+    assert.ok(left.has(keep), "an identity a pod uses stays");
+    assert.ok(left.has(revive), "an identity a pod took again during the grace period stays");
+    const revived = (await identities()).find((i) => i.metadata.name === revive);
+    assert.equal(revived?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION], undefined, "its unused mark is cleared");
+    // Logged one by one (earlier tests' leftovers are collected too), never one a pod uses.
+    const collected = new Set(second.logs.filter((l) => l.msg === "identity collected").map((l) => String(l.identity)));
+    assert.equal(idle.filter((n) => collected.has(n)).length, 300);
+    assert.ok(!collected.has(keep) && !collected.has(revive));
+    assert.deepEqual(second.logs.filter((l) => l.msg === "reconcile failed").map((l) => l.key), []);
+    // The GC's writes ran concurrently: its controller's metric and its worker count say so.
+    assert.equal((await second.waitForLog((l) => l.msg === "controller started" && l.controller === "identity-gc")).workers, 16);
+    await second.stop("SIGTERM");
+  });
+
   it("two replicas: killing the leader lets the standby take over and work continues", async () => {
     const ns = "failover";
     await namespace(ns);

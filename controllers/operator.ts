@@ -13,6 +13,7 @@ import { HealthServer } from "../kube/server.ts";
 import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
 import { PolicySecrets, type SecretObject } from "./policy-secrets.ts";
 import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
+import { DEFAULT_GC_CONCURRENCY, IdentityGC, identityGcKey } from "./identity-gc.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
 import { type Endpoint, type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
@@ -53,6 +54,8 @@ export interface OperatorConfig {
   leaseName: string;
   id: string;
   identityGcGraceMs: number;
+  /** Identities marked unused or deleted at once by the GC (default DEFAULT_GC_CONCURRENCY). */
+  identityGcConcurrency?: number;
   /** Every identity is re-checked for use this often, besides the checks pod changes trigger (default 15 min). */
   identityGcIntervalMs?: number;
   /** Where the health/metrics and distribution servers listen (default 127.0.0.1). */
@@ -170,24 +173,28 @@ export class Operator {
         metrics: this.metrics,
         log: this.log,
         clusterName: this.config.clusterName,
-        gcGraceMs: this.config.identityGcGraceMs,
       });
       const c = new Controller(identity, this.log, this.metrics, { workers: 4 });
       c.watch(pods, identity.podKeys).watch(namespaces, identity.namespaceKeys).watch(identities, identity.identityKeys);
       const r = identity;
-      r.requeue = (key) => c.enqueue(key);
+      // GC as a controller of its own: its workers bound the identities marked or deleted at once.
+      const gc = new IdentityGC({ client, identities, use: r, log: this.log, graceMs: this.config.identityGcGraceMs });
+      const gcc = new Controller(gc, this.log, this.metrics, { workers: this.config.identityGcConcurrency ?? DEFAULT_GC_CONCURRENCY });
+      gcc.watch(identities, gc.identityKeys);
+      r.checkUse = (n) => gcc.enqueue(identityGcKey(n));
       const sweep = (): void => {
-        for (const obj of identities.list()) c.enqueue(`id/${obj.metadata.name}`);
+        for (const obj of identities.list()) gcc.enqueue(`id/${obj.metadata.name}`);
       };
-      c.beforeStart(() => {
-        r.init();
+      c.beforeStart(() => r.init());
+      // Controllers start in order: the identity controller's index is built before the GC's first look.
+      gcc.beforeStart(() => {
         sweep();
         // A periodic sweep as well: GC never depends on a single requeue having survived.
-        const gc = setInterval(sweep, this.config.identityGcIntervalMs ?? 15 * 60_000);
-        gc.unref();
-        this.timers.push(() => clearInterval(gc));
+        const timer = setInterval(sweep, this.config.identityGcIntervalMs ?? 15 * 60_000);
+        timer.unref();
+        this.timers.push(() => clearInterval(timer));
       });
-      this.controllers.push(c);
+      this.controllers.push(c, gcc);
     }
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);

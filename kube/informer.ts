@@ -80,6 +80,11 @@ export class Informer<T extends KubeObject> {
     return this.cache.get(key);
   }
 
+  /** The number of cached objects (without copying them, as list() does). */
+  get size(): number {
+    return this.cache.size;
+  }
+
   list(): T[] {
     return [...this.cache.values()];
   }

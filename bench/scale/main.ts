@@ -10,6 +10,7 @@ import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
+import { IDENTITY_ANNOTATION } from "../../kube/objects.ts";
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
 import { flagError } from "../../kube/flags.ts";
@@ -32,6 +33,8 @@ interface Flags extends ScaleShape {
   readonly steadySeconds: number;
   readonly realAgent: boolean;
   readonly kernelLock: string;
+  /** Only the identity GC: pods get their identities, then idle identities are collected across an operator restart (no agents, policies or changes). */
+  readonly gcOnly: boolean;
 }
 
 /** Parses the flags; a bad value names its flag. */
@@ -41,7 +44,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
     v = parseArgs({
       args: [...args],
       options: Object.fromEntries(
-        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock"].map((k) => [k, { type: "string" as const }]),
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only"].map((k) => [k, { type: "string" as const }]),
       ),
       strict: true,
       allowPositionals: false,
@@ -66,6 +69,8 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
   if (shape.identities + ints["idle-identities"]! + 256 > 65_535) return { ok: false, error: `--idle-identities: ${ints["idle-identities"]} with --identities ${shape.identities} leaves no room in 256…65535` };
   const realAgent = v["real-agent"] ?? "true";
   if (realAgent !== "true" && realAgent !== "false") return { ok: false, error: `--real-agent: "${realAgent}" is not true or false` };
+  const gcOnly = v["gc-only"] ?? "false";
+  if (gcOnly !== "true" && gcOnly !== "false") return { ok: false, error: `--gc-only: "${gcOnly}" is not true or false` };
   return {
     ok: true,
     flags: {
@@ -76,6 +81,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
       steadySeconds: ints["steady-seconds"]!,
       realAgent: realAgent === "true",
       kernelLock: v["kernel-lock"] ?? "/tmp/membrane-kernel.lock",
+      gcOnly: gcOnly === "true",
     },
   };
 }
@@ -139,6 +145,23 @@ async function identityCount(api: Api): Promise<number> {
   const l = await api.call("GET", "/apis/cilium.io/v2/ciliumidentities?limit=1");
   const meta = l.metadata as { remainingItemCount?: number };
   return (l.items as unknown[]).length + (meta.remainingItemCount ?? 0);
+}
+
+/** Every pod's identity annotation (pod name → identity number). */
+async function podIdentities(api: Api): Promise<Map<string, string>> {
+  const l = await api.call("GET", "/api/v1/pods");
+  const out = new Map<string, string>();
+  for (const p of l.items as { metadata: { namespace: string; name: string; annotations?: Record<string, string> } }[]) {
+    const n = p.metadata.annotations?.[IDENTITY_ANNOTATION];
+    if (n !== undefined) out.set(`${p.metadata.namespace}/${p.metadata.name}`, n);
+  }
+  return out;
+}
+
+/** The names (numbers) of every CiliumIdentity. */
+async function identityNames(api: Api): Promise<Set<string>> {
+  const l = await api.call("GET", "/apis/cilium.io/v2/ciliumidentities");
+  return new Set((l.items as { metadata: { name: string } }[]).map((o) => o.metadata.name));
 }
 
 /** Holds the kernel lock (flock(1) around a process that waits on its stdin) until release() closes that stdin. */
@@ -254,133 +277,146 @@ async function main(): Promise<void> {
       });
       return op;
     };
-    let op = startOperator("bench-scale-operator", true);
+    let op = startOperator("bench-scale-operator", !f.gcOnly);
     const port = (await op.waitForLog((l) => l.msg === "distribution stream listening", 120_000)).port as number;
     await op.waitForLog((l) => l.msg === "operator running", 120_000);
     const address = `127.0.0.1:${port}`;
 
-    // The agents first: they follow the cluster as it fills, as a real cluster's would.
-    const hub = new Hub();
-    const prefixes = new PrefixIndex();
-    cleanups.push(() => hub.agents.forEach((a) => a.close()));
-    t = performance.now();
-    for (let i = 0; i < f.nodes; i++) {
-      hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, await pki.clientCert(nodeName(i))), nodeName(i), prefixes, hub.onUpdate, log));
-      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
-    }
-    await hub.waitAll("agents connect", (a) => a.messages > 0, 300_000);
-    out.agents_connect_s = round((performance.now() - t) / 1000);
-    log.info({ agents: f.nodes, s: out.agents_connect_s }, "agents connected");
-
-    t = performance.now();
-    const policies = scalePolicies(f);
-    await limited(policies, f.concurrency, noDeadline, (p) => api.call("POST", p.path, p.body));
-    await applyChangePolicy(api);
-    out.policies_create_s = round((performance.now() - t) / 1000);
-    log.info({ policies: policies.length, s: out.policies_create_s }, "policies created");
-
-    const pods = Array.from({ length: f.pods }, (_, p) => p);
-    for (const p of pods) prefixes.track(`${podIP(p + 1)}/32`);
-    t = performance.now();
-    let lastLog = t;
-    let made = 0;
-    await limited(pods, f.concurrency, noDeadline, async (p) => {
-      await createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1));
-      if (++made % 1000 === 0 && performance.now() - lastLog > 10_000) {
-        lastLog = performance.now();
-        log.info({ pods: made, s: round((lastLog - t) / 1000), agentsWithAll: hub.agents.filter((a) => a.tracked >= f.pods).length }, "creating pods");
+    if (f.gcOnly) {
+      // The GC part alone: the pods get their identities (the ones GC must keep), nothing else runs.
+      t = performance.now();
+      await limited(Array.from({ length: f.pods }, (_, p) => p), f.concurrency, noDeadline, (p) => createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1)));
+      out.pods_create_s = round((performance.now() - t) / 1000);
+      while ((await podIdentities(api)).size < f.pods) {
+        if (performance.now() - t > 600_000) throw new Error("pods did not get their identities within 600 s");
+        await new Promise((r) => setTimeout(r, 500));
       }
-    });
-    out.pods_create_s = round((performance.now() - t) / 1000);
-    log.info({ pods: f.pods, s: out.pods_create_s }, "pods created; waiting for every agent to hold every pod and policy");
-    // Every policy compiles (one generation each, plus the measured one) and every pod reaches every ipcache.
-    await hub.waitAll("every pod in every ipcache, every policy on every node", (a) => a.tracked >= f.pods && a.generationCount >= policies.length + 1, 1_800_000);
-    out.pods_ready_s = round((performance.now() - t) / 1000);
-    out.identities = await identityCount(api);
-    log.info({ s: out.pods_ready_s, identities: out.identities }, "cluster settled");
-
-    // Steady state: nothing changes; what does the operator cost, and what does it ask of the API server?
-    await new Promise((r) => setTimeout(r, 10_000));
-    const before = await apiRequests(api);
-    const cpu0 = procStats(op.pid).cpuS;
-    const t0 = performance.now();
-    await new Promise((r) => setTimeout(r, f.steadySeconds * 1000));
-    const after = await apiRequests(api);
-    const window = (performance.now() - t0) / 1000;
-    const steadyCpu = procStats(op.pid).cpuS - cpu0;
-    const delta: Record<string, number> = {};
-    for (const [k, n] of after) if (n - (before.get(k) ?? 0) > 0) delta[k] = n - (before.get(k) ?? 0);
-    out.operator_api_rps = round(Object.values(delta).reduce((a, b) => a + b, 0) / window, 2);
-    out.operator_api_requests = delta;
-    out.operator_cpu_pct = round((steadyCpu / window) * 100, 1);
-    out.operator_heap_mib = await heapMib(op);
-    out.operator_live_heap_mib = await liveHeapMib(op, log, 60_000);
-    out.operator_rss_mib = Math.round(procStats(op.pid).rssMib);
-    log.info({ rps: out.operator_api_rps, requests: delta, cpu: out.operator_cpu_pct, heap: out.operator_heap_mib, live: out.operator_live_heap_mib }, "steady state");
-
-    // Changes, one at a time: a policy (until every agent ACKed its generation), then a new pod (until its /32 is in every ipcache).
-    const policyMs: number[] = [];
-    const podMs: number[] = [];
-    const cpuChanges = procStats(op.pid).cpuS;
-    for (let c = 0; c < f.changes; c++) {
-      let s = performance.now();
-      const g = await applyChangePolicy(api);
-      policyMs.push((await hub.waitAll(`policy generation ${g}`, (a) => a.generationOf(CHANGE_KEY) >= g, 300_000)) - s);
-      const ip = podIP(f.pods + 1 + c);
-      prefixes.track(`${ip}/32`);
-      s = performance.now();
-      await createPod(api, `new-${c}`, podPlace(f, c), ip);
-      podMs.push((await hub.waitAll(`pod ${ip} in every ipcache`, (a) => a.has(`${ip}/32`), 300_000)) - s);
-    }
-    out.changes = policyMs.length;
-    out.policy_p50_ms = percentile(policyMs, 0.5);
-    out.policy_p99_ms = percentile(policyMs, 0.99);
-    out.pod_p50_ms = percentile(podMs, 0.5);
-    out.pod_p99_ms = percentile(podMs, 0.99);
-    out.operator_cpu_s_changes = round(procStats(op.pid).cpuS - cpuChanges, 2);
-    log.info({ policy: policyMs.map((x) => Math.round(x)), pod: podMs.map((x) => Math.round(x)) }, "changes measured");
-
-    if (f.realAgent) {
-      // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
-      await ensureDatapathObject();
-      const node = nodeName(0);
-      const lite = hub.agents.shift();
-      lite?.close();
-      writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
-      const scope = `bench-scale-${process.pid}`;
-      const state = join(dir, "agent");
-      mkdirSync(state, { recursive: true });
-      const args = [
-        "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
-        "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
-        "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
-      ];
-      // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
-      const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
-      cleanups.push(() => lock.release());
-      // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
-      cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
-      let agent = new RealAgent(args);
-      cleanups.push(() => agent.stop());
-      out.agent_first_ready_s = round((await agent.ready(300_000)) / 1000, 2);
-      await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
-      out.agent_rss_first_mib = Math.round(procStats(agent.child.pid!).rssMib);
-      await agent.stop();
-      agent = new RealAgent(args);
-      out.agent_ready_s = round((await agent.ready(300_000)) / 1000, 2);
-      await new Promise((r) => setTimeout(r, 5000));
-      const st = procStats(agent.child.pid!);
-      out.agent_rss_mib = Math.round(Math.max(st.rssMib, out.agent_rss_first_mib as number));
-      out.agent_peak_rss_mib = Math.round(st.hwmMib);
-      await agent.stop();
-      await lock.release();
+      out.pods_ready_s = round((performance.now() - t) / 1000);
+      out.identities = await identityCount(api);
     } else {
-      out.agent_rss_mib = null;
-      out.agent_ready_s = null;
+      // The agents first: they follow the cluster as it fills, as a real cluster's would.
+      const hub = new Hub();
+      const prefixes = new PrefixIndex();
+      cleanups.push(() => hub.agents.forEach((a) => a.close()));
+      t = performance.now();
+      for (let i = 0; i < f.nodes; i++) {
+        hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, await pki.clientCert(nodeName(i))), nodeName(i), prefixes, hub.onUpdate, log));
+        if (i % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
+      }
+      await hub.waitAll("agents connect", (a) => a.messages > 0, 300_000);
+      out.agents_connect_s = round((performance.now() - t) / 1000);
+      log.info({ agents: f.nodes, s: out.agents_connect_s }, "agents connected");
+
+      t = performance.now();
+      const policies = scalePolicies(f);
+      await limited(policies, f.concurrency, noDeadline, (p) => api.call("POST", p.path, p.body));
+      await applyChangePolicy(api);
+      out.policies_create_s = round((performance.now() - t) / 1000);
+      log.info({ policies: policies.length, s: out.policies_create_s }, "policies created");
+
+      const pods = Array.from({ length: f.pods }, (_, p) => p);
+      for (const p of pods) prefixes.track(`${podIP(p + 1)}/32`);
+      t = performance.now();
+      let lastLog = t;
+      let made = 0;
+      await limited(pods, f.concurrency, noDeadline, async (p) => {
+        await createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1));
+        if (++made % 1000 === 0 && performance.now() - lastLog > 10_000) {
+          lastLog = performance.now();
+          log.info({ pods: made, s: round((lastLog - t) / 1000), agentsWithAll: hub.agents.filter((a) => a.tracked >= f.pods).length }, "creating pods");
+        }
+      });
+      out.pods_create_s = round((performance.now() - t) / 1000);
+      log.info({ pods: f.pods, s: out.pods_create_s }, "pods created; waiting for every agent to hold every pod and policy");
+      // Every policy compiles (one generation each, plus the measured one) and every pod reaches every ipcache.
+      await hub.waitAll("every pod in every ipcache, every policy on every node", (a) => a.tracked >= f.pods && a.generationCount >= policies.length + 1, 1_800_000);
+      out.pods_ready_s = round((performance.now() - t) / 1000);
+      out.identities = await identityCount(api);
+      log.info({ s: out.pods_ready_s, identities: out.identities }, "cluster settled");
+
+      // Steady state: nothing changes; what does the operator cost, and what does it ask of the API server?
+      await new Promise((r) => setTimeout(r, 10_000));
+      const before = await apiRequests(api);
+      const cpu0 = procStats(op.pid).cpuS;
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, f.steadySeconds * 1000));
+      const after = await apiRequests(api);
+      const window = (performance.now() - t0) / 1000;
+      const steadyCpu = procStats(op.pid).cpuS - cpu0;
+      const delta: Record<string, number> = {};
+      for (const [k, n] of after) if (n - (before.get(k) ?? 0) > 0) delta[k] = n - (before.get(k) ?? 0);
+      out.operator_api_rps = round(Object.values(delta).reduce((a, b) => a + b, 0) / window, 2);
+      out.operator_api_requests = delta;
+      out.operator_cpu_pct = round((steadyCpu / window) * 100, 1);
+      out.operator_heap_mib = await heapMib(op);
+      out.operator_live_heap_mib = await liveHeapMib(op, log, 60_000);
+      out.operator_rss_mib = Math.round(procStats(op.pid).rssMib);
+      log.info({ rps: out.operator_api_rps, requests: delta, cpu: out.operator_cpu_pct, heap: out.operator_heap_mib, live: out.operator_live_heap_mib }, "steady state");
+
+      // Changes, one at a time: a policy (until every agent ACKed its generation), then a new pod (until its /32 is in every ipcache).
+      const policyMs: number[] = [];
+      const podMs: number[] = [];
+      const cpuChanges = procStats(op.pid).cpuS;
+      for (let c = 0; c < f.changes; c++) {
+        let s = performance.now();
+        const g = await applyChangePolicy(api);
+        policyMs.push((await hub.waitAll(`policy generation ${g}`, (a) => a.generationOf(CHANGE_KEY) >= g, 300_000)) - s);
+        const ip = podIP(f.pods + 1 + c);
+        prefixes.track(`${ip}/32`);
+        s = performance.now();
+        await createPod(api, `new-${c}`, podPlace(f, c), ip);
+        podMs.push((await hub.waitAll(`pod ${ip} in every ipcache`, (a) => a.has(`${ip}/32`), 300_000)) - s);
+      }
+      out.changes = policyMs.length;
+      out.policy_p50_ms = percentile(policyMs, 0.5);
+      out.policy_p99_ms = percentile(policyMs, 0.99);
+      out.pod_p50_ms = percentile(podMs, 0.5);
+      out.pod_p99_ms = percentile(podMs, 0.99);
+      out.operator_cpu_s_changes = round(procStats(op.pid).cpuS - cpuChanges, 2);
+      log.info({ policy: policyMs.map((x) => Math.round(x)), pod: podMs.map((x) => Math.round(x)) }, "changes measured");
+
+      if (f.realAgent) {
+        // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
+        await ensureDatapathObject();
+        const node = nodeName(0);
+        const lite = hub.agents.shift();
+        lite?.close();
+        writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
+        const scope = `bench-scale-${process.pid}`;
+        const state = join(dir, "agent");
+        mkdirSync(state, { recursive: true });
+        const args = [
+          "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
+          "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
+          "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
+        ];
+        // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
+        const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
+        cleanups.push(() => lock.release());
+        // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
+        cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
+        let agent = new RealAgent(args);
+        cleanups.push(() => agent.stop());
+        out.agent_first_ready_s = round((await agent.ready(300_000)) / 1000, 2);
+        await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
+        out.agent_rss_first_mib = Math.round(procStats(agent.child.pid!).rssMib);
+        await agent.stop();
+        agent = new RealAgent(args);
+        out.agent_ready_s = round((await agent.ready(300_000)) / 1000, 2);
+        await new Promise((r) => setTimeout(r, 5000));
+        const st = procStats(agent.child.pid!);
+        out.agent_rss_mib = Math.round(Math.max(st.rssMib, out.agent_rss_first_mib as number));
+        out.agent_peak_rss_mib = Math.round(st.hwmMib);
+        await agent.stop();
+        await lock.release();
+      } else {
+        out.agent_rss_mib = null;
+        out.agent_ready_s = null;
+      }
+      for (const a of hub.agents.splice(0)) a.close();
     }
 
     // Identity GC: with the operator down, idle identities appear (e.g. left by deleted workloads); the restarted operator collects them.
-    for (const a of hub.agents.splice(0)) a.close();
     await op.stop("SIGTERM");
     if (f.idleIdentities > 0) {
       t = performance.now();
@@ -397,7 +433,7 @@ async function main(): Promise<void> {
       const total = await identityCount(api);
       log.info({ idle: f.idleIdentities, total, s: out.idle_create_s }, "idle identities created; starting the operator again");
       t = performance.now();
-      op = startOperator("bench-scale-operator-2");
+      op = startOperator("bench-scale-operator-2", f.gcOnly); // with --gc-only, BENCH_OPERATOR_CPU_PROF profiles this one (the collector)
       await op.waitForLog((l) => l.msg === "operator running", 300_000);
       out.operator_restart_running_s = round((performance.now() - t) / 1000);
       const cap = 900_000;
@@ -407,8 +443,15 @@ async function main(): Promise<void> {
         left = await identityCount(api);
       }
       out.gc_60k_s = left <= total - f.idleIdentities ? round((performance.now() - t) / 1000) : null;
+      if (out.gc_60k_s !== null) out.gc_per_s = Math.round(f.idleIdentities / (out.gc_60k_s as number));
       if (out.gc_60k_s === null) out.gc_left = left - (total - f.idleIdentities);
       out.gc_idle = f.idleIdentities;
+      out.gc_reconcile_errors = op.logs.filter((l) => l.msg === "reconcile failed").length;
+      // What GC must not do: delete an identity a pod still carries.
+      const inUse = await podIdentities(api);
+      const remaining = await identityNames(api);
+      out.gc_deleted_in_use = [...inUse.values()].filter((n) => !remaining.has(n)).length;
+      if (out.gc_deleted_in_use !== 0) throw new Error(`identity GC deleted ${String(out.gc_deleted_in_use)} identities that pods carry`);
       log.info({ s: out.gc_60k_s, left: left - (total - f.idleIdentities) }, "identity GC");
     } else {
       out.gc_60k_s = null;

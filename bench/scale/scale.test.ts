@@ -29,6 +29,9 @@ describe("bench/scale", () => {
     assert.deepEqual(parseScaleFlags(["--nodes", "x"]), { ok: false, error: '--nodes: "x" is not an integer ≥ 1' });
     assert.deepEqual(parseScaleFlags(["--nodes", "10", "--pods", "5"]), { ok: false, error: "--pods: 5 is fewer than --nodes 10 (every node hosts pods)" });
     assert.deepEqual(parseScaleFlags(["--real-agent", "yes"]), { ok: false, error: '--real-agent: "yes" is not true or false' });
+    assert.deepEqual(parseScaleFlags(["--gc-only", "1"]), { ok: false, error: '--gc-only: "1" is not true or false' });
+    const gc = parseScaleFlags(["--gc-only", "true"]);
+    assert.ok(gc.ok && gc.flags.gcOnly && !d.flags.gcOnly);
     const room = parseScaleFlags(["--idle-identities", "61000"]);
     assert.ok(!room.ok && room.error.startsWith("--idle-identities: 61000"));
   });
