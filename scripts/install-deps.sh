@@ -47,6 +47,8 @@ fi
 
 # The control plane (kube-apiserver + etcd, helm) from pinned Go modules, cached by version.
 if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/build.sh; fi
+# The real nodes' kube-proxy, from the same pinned k8s.io/kubernetes module, cached by content hash.
+if [ -x localcluster/kubeproxy/build.sh ]; then localcluster/kubeproxy/build.sh >/dev/null; fi
 # Hubble's API (.proto files of the pinned Cilium module, which the agents load) and the `hubble` CLI the tests use.
 if [ -x localcluster/hubble/build.sh ]; then localcluster/hubble/build.sh >/dev/null; fi
 # The userspace WireGuard agents run for --encryption wireguard (no in-kernel WireGuard here), pinned and cached.

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
-import { cniConflist, containerdConfig, holderScript, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
+import { cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -93,6 +93,22 @@ describe("real node files", () => {
   test("the kubernetes Service's address leads to the node's relay of the API server", () => {
     const rules = kubernetesServiceRules(plan, 6443);
     assert.match(rules, /ip daddr 10\.96\.0\.1 tcp dport 443 dnat to 10\.254\.0\.13:6443/);
-    assert.match(rules, /hook output/);
+    // From the node and from pods, before kube-proxy's reject of a Service without endpoints (priority -110).
+    assert.match(rules, /hook output priority -111;/);
+    assert.match(rules, /hook prerouting priority -111;/);
+    // The host routes back only to the node's address.
+    assert.match(rules, /ip saddr != 10\.254\.0\.14 ip daddr 10\.254\.0\.13 tcp dport 6443 masquerade/);
+  });
+
+  test("kube-proxy runs in nftables mode as system:kube-proxy through the relay, changing no host conntrack setting", () => {
+    const c = parse(kubeProxyConfig(plan)) as Record<string, unknown> & { conntrack: Record<string, unknown>; clientConnection: { kubeconfig: string } };
+    assert.equal(c["mode"], "nftables");
+    assert.equal(c["hostnameOverride"], "worker-1");
+    assert.equal(c["clusterCIDR"], "10.253.0.0/16");
+    assert.equal(c.clientConnection.kubeconfig, "/tmp/n/kube-proxy.kubeconfig");
+    assert.deepEqual(c.conntrack, { maxPerCore: 0, min: 0, tcpEstablishedTimeout: "0s", tcpCloseWaitTimeout: "0s", udpTimeout: "0s", udpStreamTimeout: "0s" });
+    const k = parse(kubeProxyKubeconfig(plan, 6443, "/pki/ca.crt")) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };
+    assert.equal(k.clusters[0]!.cluster["server"], "https://10.254.0.13:6443");
+    assert.equal(k.users[0]!.user["client-certificate"], "/tmp/n/pki/kube-proxy.crt");
   });
 });

@@ -74,6 +74,9 @@ export function realNodePaths(dir: string) {
     kubeletKubeconfig: join(dir, "kubelet.kubeconfig"),
     kubeletRoot: join(dir, "kubelet"),
     kubeletLog: join(dir, "kubelet.log"),
+    kubeProxyConfig: join(dir, "kube-proxy.yaml"),
+    kubeProxyKubeconfig: join(dir, "kube-proxy.kubeconfig"),
+    kubeProxyLog: join(dir, "kube-proxy.log"),
     relayLog: join(dir, "relay.log"),
     holderLog: join(dir, "holder.log"),
     holderReady: join(dir, "holder.ready"),
@@ -147,21 +150,84 @@ export function hostsFile(plan: RealNodePlan): string {
 /** The `kubernetes` Service's address (the API server's certificate names it): in-cluster clients dial it. */
 export const KUBERNETES_SERVICE = { address: "10.96.0.1", port: 443 } as const;
 
+/** The Services' range (the API server's --service-cluster-ip-range): kube-proxy routes ClusterIPs in it. */
+export const SERVICE_CIDR = "10.96.0.0/16";
+/** Every real node's pod CIDR (10.253.<index>.0/24) lies in it: kube-proxy's cluster CIDR (traffic from outside it is masqueraded). */
+export const CLUSTER_POD_CIDR = "10.253.0.0/16";
+
 /**
- * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay
- * on the host end of the node's veth, for hostNetwork pods (an agent's in-cluster client). kube-proxy is not
- * on the real nodes yet (issue #22 item 4); this is the one Service they need until then.
+ * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on
+ * the host end of the node's veth, from the node (output: hostNetwork pods, an agent's in-cluster client) and
+ * from pods (prerouting: the operator's and the webhook's pods). The API server runs on the host's loopback, so
+ * the Service has no endpoints kube-proxy could route to (--endpoint-reconciler-type=none); kube-proxy rejects
+ * a Service without endpoints in its filter chains at priority dstnat-10, so this DNAT runs before them (-111)
+ * and the connection never meets kube-proxy's rules (a connection's first NAT rule decides). A pod's connection
+ * leaves masqueraded as the node, the only address the host routes back.
  */
 export function kubernetesServiceRules(plan: RealNodePlan, relayPort: number): string {
+  const dnat = `ip daddr ${KUBERNETES_SERVICE.address} tcp dport ${KUBERNETES_SERVICE.port} dnat to ${plan.hostAddress}:${relayPort}`;
   return [
     "table ip membrane-realnode {",
     "  chain output {",
-    "    type nat hook output priority -100; policy accept;",
-    `    ip daddr ${KUBERNETES_SERVICE.address} tcp dport ${KUBERNETES_SERVICE.port} dnat to ${plan.hostAddress}:${relayPort}`,
+    "    type nat hook output priority -111; policy accept;",
+    `    ${dnat}`,
+    "  }",
+    "  chain prerouting {",
+    "    type nat hook prerouting priority -111; policy accept;",
+    `    ${dnat}`,
+    "  }",
+    // The host has no route to the pods: a pod's connection to the relay leaves with the node's address.
+    "  chain postrouting {",
+    "    type nat hook postrouting priority 100; policy accept;",
+    `    ip saddr != ${plan.nodeAddress} ip daddr ${plan.hostAddress} tcp dport ${relayPort} masquerade`,
     "  }",
     "}",
     "",
   ].join("\n");
+}
+
+/**
+ * kube-proxy's configuration for this node: nftables mode (its own `ip kube-proxy` table in the node's network
+ * namespace, gone with it), the API server through the node's relay, and nothing it would change on the host:
+ * conntrack limits and timeouts left as they are (net.netfilter sysctls are shared with the host), its
+ * oom_score_adj unchanged (root here lacks CAP_SYS_RESOURCE), its servers on the node's loopback.
+ */
+export function kubeProxyConfig(plan: RealNodePlan): string {
+  const paths = realNodePaths(plan.dir);
+  return stringify({
+    apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
+    kind: "KubeProxyConfiguration",
+    mode: "nftables",
+    clientConnection: { kubeconfig: paths.kubeProxyKubeconfig },
+    hostnameOverride: plan.name,
+    bindAddress: plan.nodeAddress,
+    healthzBindAddress: "127.0.0.1:10256",
+    metricsBindAddress: "127.0.0.1:10249",
+    clusterCIDR: CLUSTER_POD_CIDR,
+    detectLocalMode: "ClusterCIDR",
+    nodePortAddresses: [`${plan.nodeAddress}/32`],
+    oomScoreAdj: 0,
+    conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: "0s", tcpCloseWaitTimeout: "0s", udpTimeout: "0s", udpStreamTimeout: "0s" },
+  });
+}
+
+/** A kubeconfig through the node's relay for a client certificate in the node's pki (the kubelet's, kube-proxy's). */
+export function relayKubeconfig(plan: RealNodePlan, relayPort: number, caFile: string, user: string, certBase: string): string {
+  const paths = realNodePaths(plan.dir);
+  return stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [
+      {
+        name: "local",
+        // The relay's address is not in the API server's certificate; "kubernetes" is.
+        cluster: { server: `https://${plan.hostAddress}:${relayPort}`, "certificate-authority": caFile, "tls-server-name": "kubernetes" },
+      },
+    ],
+    users: [{ name: user, user: { "client-certificate": join(paths.pki, `${certBase}.crt`), "client-key": join(paths.pki, `${certBase}.key`) } }],
+    contexts: [{ name: user, context: { cluster: "local", user } }],
+    "current-context": user,
+  });
 }
 
 /** The CNI network's name (containerd's pod network; the plugin keeps its IPAM state per network). */
@@ -200,21 +266,12 @@ export function kubeletConfig(plan: RealNodePlan, caFile: string): string {
 
 /** The kubelet's kubeconfig: its `system:node:NAME` certificate, the API server through the node's relay. */
 export function kubeletKubeconfig(plan: RealNodePlan, relayPort: number, caFile: string): string {
-  const paths = realNodePaths(plan.dir);
-  return stringify({
-    apiVersion: "v1",
-    kind: "Config",
-    clusters: [
-      {
-        name: "local",
-        // The relay's address is not in the API server's certificate; "kubernetes" is.
-        cluster: { server: `https://${plan.hostAddress}:${relayPort}`, "certificate-authority": caFile, "tls-server-name": "kubernetes" },
-      },
-    ],
-    users: [{ name: "kubelet", user: { "client-certificate": join(paths.pki, "kubelet.crt"), "client-key": join(paths.pki, "kubelet.key") } }],
-    contexts: [{ name: "kubelet", context: { cluster: "local", user: "kubelet" } }],
-    "current-context": "kubelet",
-  });
+  return relayKubeconfig(plan, relayPort, caFile, "kubelet", "kubelet");
+}
+
+/** kube-proxy's kubeconfig: its `system:kube-proxy` certificate (the bootstrap policy's system:node-proxier binding names that user). */
+export function kubeProxyKubeconfig(plan: RealNodePlan, relayPort: number, caFile: string): string {
+  return relayKubeconfig(plan, relayPort, caFile, "kube-proxy", "kube-proxy");
 }
 
 /**

@@ -173,6 +173,55 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.match(route.stdout, / dev mbr[0-9a-f]{11} /, route.stdout + route.stderr);
   });
 
+  test("a ClusterIP Service in front of the pod network pod is reached through kube-proxy from a pod and from the node", async () => {
+    await readyPod("web-pod");
+    const svc = {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "web", namespace: NS },
+      spec: { selector: { app: "web-pod" }, ports: [{ port: 80, targetPort: 8080 }] },
+    };
+    const client = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "svc-client", namespace: NS },
+      spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "3600"] }] },
+    };
+    for (const o of [svc, client]) {
+      const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(o));
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const clusterIP = (await cp!.kubectl(["get", "service", "-n", NS, "web", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
+    assert.match(clusterIP, /^10\.96\./);
+    // The node's host network namespace (the kubelet's, hostNetwork pods'): kube-proxy's output chain.
+    const fromNode = await eventually("the ClusterIP answering on the node", 30_000, async () => {
+      const r = await node!.exec(["busybox", "timeout", "3", "wget", "-q", "-O", "-", `http://${clusterIP}/`]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    assert.equal(fromNode.trim(), "membrane real node");
+    // Another pod on the pod network: kube-proxy's prerouting chain, the reply un-NATed back to the client.
+    await eventually("the client pod running", 60_000, async () => {
+      const p = await cp!.kubectl(["get", "pod", "-n", NS, "svc-client", "-o", "jsonpath={.status.phase}"]);
+      return p.stdout === "Running" ? true : undefined;
+    });
+    const fromPod = await eventually("the ClusterIP answering in a pod", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "busybox", "timeout", "3", "wget", "-q", "-O", "-", `http://${clusterIP}/`]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    assert.equal(fromPod.trim(), "membrane real node");
+    // The kubernetes Service from a pod: the node's relay of the API server, as an in-cluster client dials it.
+    const api = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "sh", "-c", "echo | busybox timeout 3 nc 10.96.0.1 443"]);
+    assert.equal(api.code, 0, `a pod connects to 10.96.0.1:443: ${api.stderr}`);
+    // No endpoint, no route: the Service without a ready pod is refused at once, not left to time out.
+    assert.equal((await cp!.kubectl(["scale", "deployment", "-n", NS, "web-pod", "--replicas=0"])).code, 0);
+    await eventually("the ClusterIP refused with no endpoint", 30_000, async () => {
+      const r = await node!.exec(["busybox", "timeout", "3", "wget", "-q", "-O", "-", `http://${clusterIP}/`]);
+      return r.code !== 0 && /refused/i.test(r.stderr) ? true : undefined;
+    });
+    assert.equal((await cp!.kubectl(["scale", "deployment", "-n", NS, "web-pod", "--replicas=1"])).code, 0);
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", NS, "svc-client", "--wait=false"])).code, 0);
+  });
+
   test("kubectl port-forward reaches the pod network pod through the kubelet and containerd", async () => {
     const pod = await readyPod("web-pod");
     const child = spawn("kubectl", ["--kubeconfig", cp!.kubeconfig, "port-forward", "-n", NS, `pod/${pod.metadata.name}`, ":8080"], { stdio: ["ignore", "pipe", "pipe"] });

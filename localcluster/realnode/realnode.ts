@@ -19,6 +19,8 @@ import {
   holderScript,
   kubeletConfig,
   kubeletKubeconfig,
+  kubeProxyConfig,
+  kubeProxyKubeconfig,
   hostsFile,
   kubernetesServiceRules,
   planRealNode,
@@ -31,6 +33,7 @@ const log = pino({ name: "realnode", level: process.env.MEMBRANE_LOG_LEVEL ?? "i
 
 const imagesScript = fileURLToPath(new URL("./images.sh", import.meta.url));
 const membraneImageScript = fileURLToPath(new URL("./membrane-image.sh", import.meta.url));
+const kubeProxyBuildScript = fileURLToPath(new URL("../kubeproxy/build.sh", import.meta.url));
 const reaperScript = fileURLToPath(new URL("./reaper.ts", import.meta.url));
 const tsxLoader = fileURLToPath(new URL("../../node_modules/tsx/dist/esm/index.mjs", import.meta.url));
 /** The API server's relay listens here on the host end of the node's veth. */
@@ -62,7 +65,7 @@ export interface RealNodeState {
   adminKubeconfig: string;
   netnsCreated: boolean;
   cgroupsCreated: string[];
-  pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number; reaper?: number };
+  pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number; kubeProxy?: number; reaper?: number };
   sysctlsClaimed: boolean;
 }
 
@@ -87,7 +90,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
   if (!planned.ok) throw new Error(`startRealNode: ${planned.errors.join("; ")}`);
   const plan = planned.plan;
   checkPrerequisites();
-  const [binDir, imagesDir] = await Promise.all([ensureControlPlaneBuilt(), buildImages()]);
+  const [binDir, imagesDir, kubeProxyDir] = await Promise.all([ensureControlPlaneBuilt(), buildImages(), runImageScript(kubeProxyBuildScript)]);
   const images = parseImagesEnv(await readFile(join(imagesDir, "images.env"), "utf8"));
   const cp = controlPlanePaths(opts.controlPlane.dir);
   const paths = realNodePaths(plan.dir);
@@ -109,6 +112,11 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     const kubelet = await issueCert(ca, { commonName: `system:node:${plan.name}`, organization: "system:nodes", usage: "client", days: 365 });
     await writeFile(join(paths.pki, "kubelet.key"), kubelet.key, { mode: 0o600 });
     await writeFile(join(paths.pki, "kubelet.crt"), kubelet.cert);
+    const kubeProxy = await issueCert(ca, { commonName: "system:kube-proxy", usage: "client", days: 365 });
+    await writeFile(join(paths.pki, "kube-proxy.key"), kubeProxy.key, { mode: 0o600 });
+    await writeFile(join(paths.pki, "kube-proxy.crt"), kubeProxy.cert);
+    await writeFile(paths.kubeProxyConfig, kubeProxyConfig(plan));
+    await writeFile(paths.kubeProxyKubeconfig, kubeProxyKubeconfig(plan, RELAY_PORT, cp.caFile), { mode: 0o600 });
     await writeFile(paths.containerdConfig, containerdConfig(plan, images.pause));
     await writeFile(join(paths.cniConfDir, `05-${CNI_NETWORK}.conflist`), cniConflist(plan));
     // containerd sets up each pod's loopback with the `loopback` plugin from the same dir.
@@ -170,6 +178,10 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     );
     await save();
     await waitNodeReady(cp.kubeconfig, plan.name, opts.readyTimeoutMs ?? 120_000, state.pids.kubelet, paths.kubeletLog);
+    // Service routing: kube-proxy in nftables mode, once the Node (whose InternalIP it takes) is registered.
+    state.pids.kubeProxy = spawnInCgroup(plan, inNode([join(kubeProxyDir, "kube-proxy"), `--config=${paths.kubeProxyConfig}`]), paths.kubeProxyLog);
+    await save();
+    await waitKubeProxySynced(inNode, state.pids.kubeProxy, paths.kubeProxyLog);
     log.info({ node: plan.name, nodeAddress: plan.nodeAddress, dir: plan.dir, pids: state.pids }, "real node ready");
     return {
       plan,
@@ -414,6 +426,18 @@ async function waitNodeReady(kubeconfig: string, name: string, timeoutMs: number
   } finally {
     kube.close();
   }
+}
+
+/** kube-proxy's /healthz answers 200 once it has written its rules for the Services and endpoints it knows. */
+async function waitKubeProxySynced(inNode: (args: string[]) => string[], pid: number, logFile: string): Promise<void> {
+  await waitForAsync(
+    async () => {
+      if (!isProcessAlive(pid)) throw new Error(`kube-proxy exited: ${tail(logFile)}`);
+      return (await run(inNode(["busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:10256/healthz"]))).code === 0;
+    },
+    60_000,
+    () => `kube-proxy not healthy after 60 s: ${tail(logFile)}`,
+  );
 }
 
 /**
