@@ -329,7 +329,7 @@ test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --ht
   assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
 });
 
-test("an HTTP flow carries the request's headers as Hubble's http.headers, credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, the secret is in no flow and not in the proxy's log, and --http-header selects by a shown header only", async () => {
+test("an HTTP flow carries the request's headers as Hubble's http.headers (the response flow the response's after them), credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, the secret is in no flow and not in the proxy's log, and --http-header selects by a shown header only", async () => {
   const since = new Date(Date.now() - 1).toISOString();
   const secret = `s3cret-${tag}`;
   assert.equal(await status("POST", "/v1/request-landing", ["X-Has-Force: true", `Authorization: Bearer ${secret}`, `Cookie: session=${secret}`]), 200);
@@ -339,9 +339,11 @@ test("an HTTP flow carries the request's headers as Hubble's http.headers, crede
   assert.equal(http.length, 2, JSON.stringify(http));
   for (const f of http) {
     const headers = f.l7?.http?.headers ?? [];
+    // The response flow adds the deathstar's response headers after the request's.
+    const response = f.l7?.type === "RESPONSE" ? ["content-length: 12", "content-type: text/plain"] : [];
     assert.deepEqual(
-      headers.filter((h) => h.key !== "user-agent").map((h) => `${h.key}: ${h.value}`),
-      ["accept: */*", "authorization: HUBBLE_REDACTED", "cookie: HUBBLE_REDACTED", `host: ${ADDR.deathstar}`, "x-has-force: true"],
+      headers.filter((h) => h.key !== "user-agent" && h.key !== "date").map((h) => `${h.key}: ${h.value}`),
+      ["accept: */*", "authorization: HUBBLE_REDACTED", "cookie: HUBBLE_REDACTED", `host: ${ADDR.deathstar}`, "x-has-force: true", ...response],
       `${f.l7?.type}: headers sorted by name`,
     );
     assert.match(headers.find((h) => h.key === "user-agent")?.value ?? "", /^curl\//);

@@ -97,7 +97,10 @@ export function parseFlowLine(line: string): Parsed {
   if (typeof v.ingress !== "boolean") return bad("ingress", "a boolean");
   if (!isStr(v.verdict) || !VERDICTS.has(v.verdict)) return bad("verdict", "forwarded, denied or error");
   if (v.traceId !== undefined && (!isStr(v.traceId) || !/^[0-9a-f]{32}$/.test(v.traceId))) return bad("traceId", "32 lowercase hex digits");
-  if (v.headers !== undefined && (!Array.isArray(v.headers) || !v.headers.every((h) => isObj(h) && isStr(h.name) && isStr(h.value)))) return bad("headers", "a list of {name, value}");
+  for (const f of ["headers", "responseHeaders"] as const) {
+    const list = v[f];
+    if (list !== undefined && (!Array.isArray(list) || !list.every((h) => isObj(h) && isStr(h.name) && isStr(h.value)))) return bad(f, "a list of {name, value}");
+  }
   return { ok: true, flow: v as unknown as HttpFlow };
 }
 

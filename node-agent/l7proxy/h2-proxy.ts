@@ -11,7 +11,7 @@ import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { forwardAsHttp1 } from "./h2-to-http1.ts";
-import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
+import { DENIED_HEADERS, pairs, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
@@ -265,7 +265,7 @@ export class H2Proxy {
       }
       // The request's body, if any, is read and dropped; the connection's other streams go on.
       stream.resume();
-      flow("denied", grpc ? 200 : HTTP_DENIED.status);
+      flow("denied", grpc ? 200 : HTTP_DENIED.status, grpc ? { responseHeaders: withoutPseudo(pairs(Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]))) } : { responseHeaders: DENIED_HEADERS });
       return;
     }
 
@@ -279,10 +279,11 @@ export class H2Proxy {
         if (stream.destroyed || stream.closed) return;
         if (protocol === "h2") return this.forwardH2(conn, stream, raw, actioned, noBody, request.host, flow, fail, { rule, ...mismatches });
         let status = 0;
+        let responseHeaders: HttpHeader[] = [];
         forwardAsHttp1(
           stream,
           { agent: this.http1Agent(conn, request.host), method: request.method, path: request.path, authority: request.host, headers: actioned, hasBody: !noBody },
-          { answered: (s) => (status = s), finished: () => flow("forwarded", status, { rule, ...mismatches }), failed: fail },
+          { answered: (s, headers) => ((status = s), (responseHeaders = headers)), finished: () => flow("forwarded", status, { rule, ...mismatches, responseHeaders }), failed: fail },
         );
       },
       fail,
@@ -299,8 +300,9 @@ export class H2Proxy {
     host: string,
     flow: (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void,
     fail: (err: unknown) => void,
-    decided: Partial<HttpFlow>,
+    decidedBy: Partial<HttpFlow>,
   ): void {
+    let decided = decidedBy;
     const headers = upstreamRequestHeaders(raw, actioned);
     let up: http2.ClientHttp2Stream;
     try {
@@ -322,6 +324,7 @@ export class H2Proxy {
     up.on("response", (upHeaders: http2.IncomingHttpHeaders, upFlags: number, upRaw: string[]) => {
       if (stream.destroyed || stream.closed) return void up.close(NGHTTP2_CANCEL);
       status = Number(upHeaders[":status"] ?? 0);
+      decided = { ...decided, responseHeaders: withoutPseudo(pairs(upRaw)) };
       const trailersOnly = (upFlags & NGHTTP2_FLAG_END_STREAM) !== 0;
       stream.respond(forwardableRaw(upRaw), trailersOnly ? { endStream: true } : { waitForTrailers: true });
       if (trailersOnly) flow("forwarded", status, decided);
@@ -365,4 +368,9 @@ export class H2Proxy {
 function hostName(host: string): string | undefined {
   const name = host.replace(/:\d+$/, "");
   return name !== "" ? name : undefined;
+}
+
+/** A header list without HTTP/2's pseudo-headers (`:status`): the flow's code carries the status. */
+function withoutPseudo(headers: readonly HttpHeader[]): HttpHeader[] {
+  return headers.filter((h) => !h.name.startsWith(":"));
 }

@@ -2,6 +2,7 @@
 import http from "node:http";
 import type http2 from "node:http2";
 import type { HttpHeader } from "../../core/l7/http-request.ts";
+import { pairs } from "./request-flow.ts";
 
 // RFC 9110 §7.6.1 / RFC 9113 §8.2.2: connection-specific fields are not carried between the two versions.
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "http2-settings", "host"]);
@@ -19,7 +20,7 @@ export interface Http1Request {
 
 export interface Http1Outcome {
   /** The destination answered with `status` (headers sent to the client). */
-  readonly answered: (status: number) => void;
+  readonly answered: (status: number, headers: HttpHeader[]) => void;
   /** The client has the whole response. */
   readonly finished: () => void;
   /** The request failed before (or after) the destination answered. */
@@ -49,7 +50,7 @@ export function forwardAsHttp1(stream: http2.ServerHttp2Stream, r: Http1Request,
       for (let i = 0; i + 1 < res.rawTrailers.length; i += 2) trailers[res.rawTrailers[i]!.toLowerCase()] = res.rawTrailers[i + 1]!;
       stream.sendTrailers(trailers);
     });
-    out.answered(status);
+    out.answered(status, pairs(res.rawHeaders));
     res.once("end", () => (complete = true));
     res.pipe(stream);
     stream.once("finish", out.finished);

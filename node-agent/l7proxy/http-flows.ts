@@ -17,8 +17,9 @@ function urlOf(f: HttpFlow): string {
  * it), and the response the client got (the destination's, or the proxy's own 403 / 503 / 504) with the time it took.
  * Both name the deciding policy rule. A 503/504 the proxy made because the destination failed is Hubble's ERROR on the
  * response (the request stays FORWARDED: the policy allowed it and the proxy sent it on); a refusal stays DROPPED.
- * Both carry the request's headers (Hubble's `http.headers`, as Cilium's response records do) and its URL, redacted as
- * `redaction` says: what leaves the node through the Observer API, the relay and the export.
+ * Both carry the request's headers (Hubble's `http.headers`, as Cilium's response records do) and its URL; the response
+ * flow adds the response's headers after them (the destination's, or the proxy's own 403's). Everything is redacted as
+ * `redaction` says (Set-Cookie among the credentials): what leaves the node through the Observer API, the relay and the export.
  */
 export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRedaction): Flow[] {
   const client = endpoint(f.source.identity, f.source.ip, f.source.port, lookups);
@@ -28,6 +29,9 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRe
   const denied = f.verdict === "denied";
   const headers = redactHeaders(f.headers ?? [], redaction);
   const http = { method: f.method, url: redactUrl(urlOf(f), redaction), protocol: f.protocol, ...(headers.length ? { headers } : {}) };
+  // The request's headers, then the response's (each sorted by name), so an http_header filter on a request header still selects its response.
+  const both = [...headers, ...redactHeaders(f.responseHeaders ?? [], redaction)];
+  const responseHeaders = both.length ? { headers: both } : {};
   const base = (source: FlowEndpoint, destination: FlowEndpoint) => ({
     direction: f.ingress ? ("ingress" as const) : ("egress" as const),
     type: "l7" as const,
@@ -51,7 +55,7 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRe
       ...base(server, client),
       time: f.time,
       verdict: f.verdict === "error" ? "ERROR" : "FORWARDED",
-      l7: { type: "RESPONSE", latencyNs: Math.round(f.latencyMs * 1e6), http: { ...http, code: f.status } },
+      l7: { type: "RESPONSE", latencyNs: Math.round(f.latencyMs * 1e6), http: { ...http, ...responseHeaders, code: f.status } },
     },
   ];
 }

@@ -7,6 +7,8 @@ import { once } from "node:events";
 import { spawn } from "node:child_process";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, parseProxyConfig, type ProxyConfig } from "./config.ts";
+import { httpFlows } from "./http-flows.ts";
+import { DEFAULT_HTTP_REDACTION } from "../../core/l7/redaction.ts";
 
 const PROXY_PORT = 18080 + (process.pid % 1000);
 const flows: HttpFlow[] = [];
@@ -74,7 +76,8 @@ before(async () => {
         return pump();
       }
       const text = `ship landed (${body} bytes)`;
-      res.writeHead(200, { "content-type": "text/plain", "content-length": String(Buffer.byteLength(text)), connection: "keep-alive", "keep-alive": "timeout=5" });
+      const cookie = req.headers["x-want-cookie"] !== undefined ? { "set-cookie": "session=s3cret-cookie", "x-served-by": "deathstar" } : {};
+      res.writeHead(200, { "content-type": "text/plain", "content-length": String(Buffer.byteLength(text)), connection: "keep-alive", "keep-alive": "timeout=5", ...cookie });
       res.end(text);
     });
   });
@@ -141,6 +144,29 @@ test("a denied request gets 403 'Access denied' and the same connection then car
   const last = flows.slice(-2);
   assert.deepEqual(last.map((f) => [f.verdict, f.status, f.rule?.index]), [["denied", 403, undefined], ["forwarded", 200, 0]]);
   assert.equal(last[1]!.source.identity, 1000);
+  c.socket.destroy();
+});
+
+test("the response's headers are recorded (the destination's end-to-end ones, the proxy's own for a 403) and the L7 response flow shows them after the request's, Set-Cookie redacted", async () => {
+  const c = new RawClient();
+  c.socket.write("POST /v1/request-landing HTTP/1.1\r\nHost: deathstar\r\nX-Want-Cookie: 1\r\nContent-Length: 0\r\n\r\n");
+  assert.equal((await c.response()).status, 200);
+  const allowed = flows.at(-1)!;
+  assert.deepEqual(allowed.responseHeaders?.filter((h) => h.name !== "date"), [
+    { name: "content-type", value: "text/plain" },
+    { name: "content-length", value: "21" },
+    { name: "set-cookie", value: "session=s3cret-cookie" },
+    { name: "x-served-by", value: "deathstar" },
+  ], "connection and keep-alive end at the proxy");
+  const lookups = { node: "n1", identityLabels: () => undefined, endpointByIp: () => undefined, ruleOrigin: () => undefined, wallClock: () => new Date() };
+  const [req, res] = httpFlows(allowed, lookups, DEFAULT_HTTP_REDACTION);
+  const shown = (f: typeof req) => (f!.l7?.http?.headers ?? []).filter((h) => h.key !== "date").map((h) => `${h.key}: ${h.value}`);
+  assert.deepEqual(shown(req), ["content-length: 0", "host: deathstar", "x-want-cookie: 1"]);
+  assert.deepEqual(shown(res), ["content-length: 0", "host: deathstar", "x-want-cookie: 1", "content-length: 21", "content-type: text/plain", "set-cookie: HUBBLE_REDACTED", "x-served-by: deathstar"]);
+  assert.doesNotMatch(JSON.stringify([req, res]), /s3cret-cookie/);
+  c.socket.write("PUT /v1/exhaust-port HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n");
+  assert.equal((await c.response()).status, 403);
+  assert.deepEqual(flows.at(-1)!.responseHeaders, [{ name: "content-type", value: "text/plain" }, { name: "content-length", value: "13" }]);
   c.socket.destroy();
 });
 

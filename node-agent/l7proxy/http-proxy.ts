@@ -10,7 +10,7 @@ import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
-import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
+import { DENIED_HEADERS, pairs, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
 import { answerAndClose, HeldSockets, isWebSocketUpgrade, proxyUpgrade } from "./upgrade.ts";
@@ -55,6 +55,11 @@ export interface HttpFlow {
    * redacts them (core/l7/redaction.ts) before they leave the node; the proxy never logs them.
    */
   readonly headers?: readonly HttpHeader[];
+  /**
+   * The response's headers as the client got them (the destination's, or the proxy's own 403; names lowercased):
+   * redacted by the agent as the request's are, never logged by the proxy.
+   */
+  readonly responseHeaders?: readonly HttpHeader[];
 }
 
 export interface HttpProxyOptions {
@@ -79,11 +84,6 @@ function forwardable(headers: readonly HttpHeader[]): string[] {
   return out;
 }
 
-function pairs(raw: readonly string[]): HttpHeader[] {
-  const out: HttpHeader[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]! });
-  return out;
-}
 
 /** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/2 (ALPN h2, preferred as Envoy does) or HTTP/1.1. */
 const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["h2", "http/1.1"] } as const;
@@ -389,7 +389,7 @@ export class HttpProxy {
       // The request's body, if any, is read and dropped by Node before the next request: the connection stays usable.
       res.writeHead(HTTP_DENIED.status, { "content-type": "text/plain", "content-length": Buffer.byteLength(HTTP_DENIED.body) });
       res.end(HTTP_DENIED.body);
-      flow("denied", HTTP_DENIED.status);
+      flow("denied", HTTP_DENIED.status, { responseHeaders: DENIED_HEADERS });
       return;
     }
     const rule = { ruleId: decision.ruleId, index: decision.index };
@@ -417,12 +417,13 @@ export class HttpProxy {
     };
     upstream.on("error", fail);
     upstream.on("response", (up) => {
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, forwardable(pairs(up.rawHeaders)));
+      const answered = forwardable(pairs(up.rawHeaders));
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, answered);
       up.pipe(res, { end: false });
       up.on("end", () => {
         if (up.rawTrailers.length) res.addTrailers(up.rawTrailers.reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
         res.end();
-        flow("forwarded", up.statusCode ?? 0, { rule, ...mismatches });
+        flow("forwarded", up.statusCode ?? 0, { rule, ...mismatches, responseHeaders: pairs(answered) });
       });
       up.on("error", () => res.destroy());
     });

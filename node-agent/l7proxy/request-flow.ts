@@ -1,5 +1,6 @@
 // One proxied request as the proxy's flow record (HttpFlow), the same for its HTTP/1.1 and HTTP/2 sides.
-import type { HttpRequest } from "../../core/l7/http-request.ts";
+import { HTTP_DENIED } from "../../core/l7/http-decision.ts";
+import type { HttpHeader, HttpRequest } from "../../core/l7/http-request.ts";
 import { traceIdOf } from "../../core/l7/trace-context.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { HttpFlow } from "./http-proxy.ts";
@@ -43,8 +44,21 @@ export function requestFlow(a: ArrivedRequest, verdict: HttpFlow["verdict"], sta
   };
 }
 
-/** A flow for the proxy's own log: never the request's headers (credentials); the agent redacts them for flows. */
-export function withoutHeaders(f: HttpFlow): Omit<HttpFlow, "headers"> {
-  const { headers: _headers, ...rest } = f;
+/** A flow for the proxy's own log: never the request's or the response's headers (credentials); the agent redacts them for flows. */
+export function withoutHeaders(f: HttpFlow): Omit<HttpFlow, "headers" | "responseHeaders"> {
+  const { headers: _headers, responseHeaders: _responseHeaders, ...rest } = f;
   return rest;
+}
+
+/** The headers of the proxy's own 403 (HTTP/1.1 and HTTP/2 alike), as its flow records them. */
+export const DENIED_HEADERS: readonly HttpHeader[] = [
+  { name: "content-type", value: "text/plain" },
+  { name: "content-length", value: String(Buffer.byteLength(HTTP_DENIED.body)) },
+];
+
+/** Node's flat raw header list as name/value pairs, names lowercased (pseudo-headers too). */
+export function pairs(raw: readonly string[]): HttpHeader[] {
+  const out: HttpHeader[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]! });
+  return out;
 }

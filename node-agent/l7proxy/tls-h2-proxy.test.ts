@@ -182,6 +182,9 @@ test("gRPC over TLS: GetName answers, SetAccessCode gets PERMISSION_DENIED on th
     assert.deepEqual(results.map((r) => [r.method, r.code]), [["GetName", 0], ["SetAccessCode", 7], ["GetName", 0]]);
     assert.equal(results[1]!.details, "Access denied");
     assert.deepEqual(doorCalls.slice(calls), ["GetName", "GetName"]);
+    const answered = flows.find((f) => f.path === `${DOOR_MANAGER}/GetName` && f.tls);
+    assert.equal(answered?.responseHeaders?.find((h) => h.name === "content-type")?.value, "application/grpc+proto", "the flow records the response's headers (no pseudo-headers)");
+    assert.ok(!answered?.responseHeaders?.some((h) => h.name.startsWith(":")));
     const denied = flows.find((f) => f.path === `${DOOR_MANAGER}/SetAccessCode`);
     assert.deepEqual([denied?.protocol, denied?.verdict, denied?.tls?.serverName], ["HTTP/2", "denied", "api.example.com"]);
   } finally {
@@ -205,6 +208,7 @@ test("with originatingTLS, a destination whose ALPN chooses http/1.1 gets an h2 
 test("terminatingTLS alone: curl --http2 to a plaintext HTTP/1.1 server works (the stream goes on as HTTP/1.1 with its Host), a denied path is 403 inside h2", async () => {
   assert.deepEqual(await curl(TERM_H1, "/public/x"), { status: 200, version: "2", body: "plain h1" });
   assert.equal(seen.at(-1), `plain GET /public/x 1.1 host=api.example.com:${TERM_H1}`);
+  assert.equal(flows.at(-1)!.responseHeaders?.find((h) => h.name === "x-served-by")?.value, "plain", "the flow records the response's headers");
   const before = seen.length;
   assert.deepEqual(await curl(TERM_H1, "/private/x"), { status: 403, version: "2", body: "Access denied" });
   assert.equal(seen.length, before);
