@@ -221,7 +221,7 @@ int from_container(struct __sk_buff *skb)
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record). */
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
-		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0) < 0)
+		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
@@ -244,14 +244,16 @@ int from_container(struct __sk_buff *skb)
 		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, flags, &ctx, monitor, &proxy, 0);
 		if (rc != TC_ACT_OK)
 			return rc;
-		/* Both directions proxied: the egress rules are applied here, and the destination drops the
-		 * proxy's connection (its ingress rules were not): fail closed. */
+		/* Only the destination's ingress rules: the flow goes to their proxy port. Both ends: to the
+		 * egress proxy port, the record naming the ingress one too, and the proxy applies both rule sets
+		 * (as Cilium's one proxy does on one node), then connects as "ingress rules applied". */
 		if (!proxy.proxy_port && in_proxy) {
 			proxy.proxy_port = in_proxy & 0xffff;
 			proxy.rule_id = (__u32)(in_proxy >> 16);
+			in_proxy = 0;
 		}
 		if (proxy.proxy_port) {
-			if (redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
+			if (redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, in_proxy) < 0)
 				return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 			return TC_ACT_OK;
 		}
@@ -294,7 +296,7 @@ int pod_to_host(struct __sk_buff *skb)
 		return drop(skb, &f, DIR_EGRESS, DROP_UNKNOWN_ENDPOINT, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
-		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0) < 0)
+		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
@@ -311,7 +313,7 @@ int pod_to_host(struct __sk_buff *skb)
 	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy, 0);
 	if (rc != TC_ACT_OK)
 		return rc;
-	if (proxy.proxy_port && redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1) < 0)
+	if (proxy.proxy_port && redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, 0) < 0)
 		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 	return TC_ACT_OK;
 }
@@ -407,13 +409,13 @@ static __always_inline int overlay_to_ingress_proxy(struct __sk_buff *skb, const
 	have = bpf_map_lookup_elem(&membrane_redirects, &k);
 	if (have && have->subject == client && have->orig_dport == f->dport &&
 	    __builtin_memcmp(have->orig_daddr, f->daddr, 4) == 0)
-		return redirect_to_proxy(skb, f, 0, client, 0, 0) < 0 ? -1 : 1;
+		return redirect_to_proxy(skb, f, 0, client, 0, 0, 0) < 0 ? -1 : 1;
 	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
 		return 0;
 	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto, f->dport);
 	if (!in_proxy)
 		return 0;
-	return redirect_to_proxy(skb, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1) < 0 ? -1 : 1;
+	return redirect_to_proxy(skb, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1, 0) < 0 ? -1 : 1;
 }
 
 SEC("tc")

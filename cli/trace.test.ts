@@ -225,12 +225,12 @@ test("egress HTTP rules judge the client's request on its side; JSON carries eac
   assert.equal(r.http?.verdict, "deny");
   assert.equal(r.http?.egress?.kind, "denied");
   assert.equal(r.http?.ingress?.kind, "not-inspected");
-  // Both sides with HTTP rules: Membrane cannot proxy twice on one node today, and the trace says so; across nodes each node's proxy applies its side.
+  // Both sides with HTTP rules: on one node its proxy applies both; across nodes each node's proxy applies its side.
   const bothPolicies = [...c.policies, { ...egress, metadata: { name: "client-out-api", namespace: "default" }, spec: { ...egress.spec, egress: [{ ...egress.spec.egress[0], toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "shop", app: "api" } }] }] } }];
   const bothArgs = ["--from", "default/client", "--to", "shop/api", "--port", "80", "--http-method", "GET", "--http-path", "/public/a"];
   const onNodes = (client: string, api: string): typeof c => ({ ...c, policies: bothPolicies, pods: c.pods.map((p) => ({ ...p, spec: { ...p.spec, nodeName: p.metadata.name === "client" ? client : api } })) });
-  assert.match(traceHttp(bothArgs, onNodes("n1", "n1")), /note: both ends have HTTP rules for this flow; Membrane drops such a connection between pods on one node today/);
-  assert.match(traceHttp(bothArgs, { ...c, policies: bothPolicies }), /Membrane drops such a connection between pods on one node today/, "nodes unknown: the one-node answer");
+  assert.match(traceHttp(bothArgs, onNodes("n1", "n1")), /note: both ends have HTTP rules for this flow: on one node its proxy applies default\/client's egress rules, then shop\/api's ingress rules\n/);
+  assert.match(traceHttp(bothArgs, { ...c, policies: bothPolicies }), /on one node its proxy applies/, "nodes unknown: the one-node answer");
   assert.match(traceHttp(bothArgs, onNodes("n1", "n2")), /note: both ends have HTTP rules for this flow: the request passes default\/client's egress proxy on n1, then shop\/api's ingress proxy on n2\n/);
 });
 

@@ -219,12 +219,12 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
     `  ingress of ${q.to}: ${requestText(ingress, flow)}\n`;
   const proxied = (v: RequestVerdict): boolean => v.kind === "allowed" || v.kind === "denied";
   if (proxied(egress) && proxied(ingress)) {
-    // Across nodes each node's proxy applies its own side (the egress proxy's connection carries the client's identity to the other node's ingress proxy); on one node there is one proxy hop only.
+    // Across nodes each node's proxy applies its own side (the egress proxy's connection carries the client's identity to the other node's ingress proxy); on one node its proxy applies both.
     const nodes = [src.pod.spec?.nodeName, dst.pod.spec?.nodeName];
     text +=
       nodes[0] !== undefined && nodes[1] !== undefined && nodes[0] !== nodes[1] ?
         `  note: both ends have HTTP rules for this flow: the request passes ${q.from}'s egress proxy on ${nodes[0]}, then ${q.to}'s ingress proxy on ${nodes[1]}\n`
-      : `  note: both ends have HTTP rules for this flow; Membrane drops such a connection between pods on one node today (README: not done yet)\n`;
+      : `  note: both ends have HTTP rules for this flow: on one node its proxy applies ${q.from}'s egress rules, then ${q.to}'s ingress rules\n`;
   }
   return { ok: true, answer, http, text };
 }

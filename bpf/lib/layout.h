@@ -231,6 +231,11 @@ struct redirect_value {
 	__u16 proxy_port; /* host order */
 	__u32 subject;    /* the endpoint's identity */
 	__u32 rule_id;    /* the policy entry that asked for the proxy */
+	/* Both ends with HTTP rules on this node: the destination's ingress proxy port (host order) and its
+	 * entry's rule, applied by the same proxy after the client's egress rules; 0 otherwise. */
+	__u16 ingress_proxy_port;
+	__u16 pad;
+	__u32 ingress_rule_id;
 };
 
 /* proxy ports: hash, port (host order) -> REDIRECT_PORT_F_*: the proxy ports a node proxy serves.

@@ -78,10 +78,12 @@ static __always_inline int rewrite4(struct __sk_buff *skb, __u8 proto, int dst, 
 }
 
 /* Sends an endpoint's packet to the proxy on proxy_port, recording where it was going (a new flow:
- * record is set) or finding the record of its flow. Returns 0 when the packet now goes to the
- * proxy, -1 when it cannot (no proxy address, IPv6, not TCP/UDP, no record): the caller drops. */
+ * record is set) or finding the record of its flow. in_proxy (a new flow whose destination's ingress
+ * rules are the proxy's too): the ingress proxy port in bits 0-15 and its rule in bits 16-47, else 0.
+ * Returns 0 when the packet now goes to the proxy, -1 when it cannot (no proxy address, IPv6, not
+ * TCP/UDP, no record): the caller drops. */
 static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct flow *f, __u16 proxy_port, __u32 subject,
-					     __u32 rule_id, int record)
+					     __u32 rule_id, int record, __u64 in_proxy)
 {
 	__u32 zero = 0;
 	struct redirect_config *cfg = bpf_map_lookup_elem(&membrane_redirect_config, &zero);
@@ -97,6 +99,8 @@ static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct
 		v.proxy_port = proxy_port;
 		v.subject = subject;
 		v.rule_id = rule_id;
+		v.ingress_proxy_port = in_proxy & 0xffff;
+		v.ingress_rule_id = (__u32)(in_proxy >> 16);
 		if (bpf_map_update_elem(&membrane_redirects, &k, &v, BPF_ANY) < 0)
 			return -1;
 	} else {

@@ -21,6 +21,11 @@ export interface OriginalDestination {
   readonly subject: number;
   /** The policy entry's rule (the compiled rule table's index). */
   readonly ruleId: number;
+  /**
+   * Both ends with HTTP rules on this node: the destination's ingress proxy port and its entry's rule,
+   * whose rules the same proxy applies after the client's egress rules (proxyPort's).
+   */
+  readonly ingress?: { readonly proxyPort: number; readonly ruleId: number };
 }
 
 export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto): Buffer {
@@ -42,6 +47,7 @@ export function decodeRedirectValue(family: number, b: Buffer): OriginalDestinat
     proxyPort: b.readUInt16LE(L.proxy_port.offset),
     subject: b.readUInt32LE(L.subject.offset),
     ruleId: b.readUInt32LE(L.rule_id.offset),
+    ...(b.readUInt16LE(L.ingress_proxy_port.offset) !== 0 ? { ingress: { proxyPort: b.readUInt16LE(L.ingress_proxy_port.offset), ruleId: b.readUInt32LE(L.ingress_rule_id.offset) } } : {}),
   };
 }
 

@@ -63,9 +63,9 @@ function ingressState(generation: number, xwingL7 = false): NodeState {
     ingressEnforced: true,
     egressEnforced: false,
     entries: [{ subject: DEATHSTAR, direction: "ingress", verdict: "allow", peer: XWING, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: INGRESS_PROXY_PORT, ruleId: INGRESS_RULE }],
-    http: [{ ruleId: INGRESS_RULE, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }] }],
+    http: [{ ruleId: INGRESS_RULE, direction: "ingress", rules: [{ method: "POST", path: "/v1/request-landing" }, ...(xwingL7 ? [{ method: "GET", path: "/v1/ships" }] : [])] }],
   };
-  const xwing = xwingL7 ? { ...s.policies[0]!, http: [{ ruleId: HTTP_RULE, direction: "egress" as const, rules: [{ method: ".*" }] }] } : { ...s.policies[0]!, egressEnforced: false, entries: [] };
+  const xwing = xwingL7 ? { ...s.policies[0]!, http: [{ ruleId: HTTP_RULE, direction: "egress" as const, rules: [{ method: "POST|PUT" }] }] } : { ...s.policies[0]!, egressEnforced: false, entries: [] };
   return { ...s, policies: [xwing, deathstar] };
 }
 
@@ -462,12 +462,16 @@ test("ingress: the star-wars rule on the deathstar's ingress steers the x-wing's
   assert.deepEqual(violations, []);
 });
 
-test("ingress: a connection that did not pass the deathstar's HTTP rules is dropped, never let through (here: the x-wing's own egress is proxied too)", async () => {
+test("both ends with HTTP rules on one node: the proxy applies the x-wing's egress rules, then the deathstar's ingress rules, and a request either denies gets 403 and never reaches the deathstar", async () => {
   server!.publish(node, ingressState(5, true));
   await until("state 5 acknowledged", () => ackedGeneration() === 5, 20_000);
   const seen = topo.deathstarLog.length;
-  assert.equal(await status("PUT", "/v1/exhaust-port"), undefined, "the egress proxy allowed it; the deathstar's datapath drops its connection, so no answer comes");
-  assert.equal(topo.deathstarLog.length, seen, "nothing reached the deathstar");
+  assert.equal(await status("PUT", "/v1/exhaust-port"), 403, "the x-wing's egress rules allow PUT; the deathstar's ingress rules do not");
+  assert.equal(await status("GET", "/v1/ships"), 403, "the deathstar's ingress rules allow it; the x-wing's egress rules do not");
+  assert.equal(await status("POST", "/v1/request-landing"), 200, "both allow it: it reaches the deathstar as the x-wing, its ingress rules applied");
+  const log = topo.deathstarLog.slice(seen);
+  assert.doesNotMatch(log, /exhaust-port|\/v1\/ships/, "no denied request reached the deathstar");
+  assert.match(log, /request POST \/v1\/request-landing/);
   server!.publish(node, ingressState(6));
   await until("state 6 acknowledged", () => ackedGeneration() === 6, 20_000);
   assert.equal(await status("POST", "/v1/request-landing"), 200);

@@ -5,7 +5,8 @@ import type net from "node:net";
 import type tls from "node:tls";
 import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
-import { applyHeaderActions, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
 import { requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
@@ -242,18 +243,21 @@ export class H2Proxy {
     const { orig } = client;
     const request = requestFromH2Raw(raw);
     const grpc = isGrpc(request);
-    const decision = decideHttp(request, this.opts.rules(client.port));
+    const { decision, judged } = decideSides(request, sidesOf(client.port, client.ingress, orig, this.opts.rules), (headers, d) => applyHeaderActions(headers, d.actions));
     // A stream's failure (a reset from either side) ends that stream only.
     stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));
     const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
     let reported = false;
     // One flow a stream, when the client has its answer.
-    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
-      if (reported) return;
-      reported = true;
+    const report = sideFlows(judged, (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
       log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
+    });
+    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
+      if (reported) return;
+      reported = true;
+      report(verdict, status, extra);
     };
 
     if (decision.verdict === "deny") {

@@ -4,9 +4,10 @@ import https from "node:https";
 import type net from "node:net";
 import type tls from "node:tls";
 import pino from "pino";
-import { applyHeaderActions, compileHttpRules, decideHttp, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { applyHeaderActions, compileHttpRules, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
 import { requestFromRaw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
+import { decideSides, sideFlows, sidesOf, type SidesDecision } from "./both-ends.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
@@ -259,6 +260,11 @@ export class HttpProxy {
       log.warn({ port, client: `${ip}:${sport}`, record: orig }, "connection without a redirect record for this port: closed");
       return undefined;
     }
+    if (orig.ingress && !this.ingressPorts.has(orig.ingress.proxyPort)) {
+      // Both ends have HTTP rules: without the destination's ingress rules here the request cannot be judged by them.
+      log.warn({ port, client: `${ip}:${sport}`, ingressPort: orig.ingress.proxyPort }, "connection whose destination's ingress proxy port is not configured here: closed");
+      return undefined;
+    }
     const unavailable = this.tls.get(port)?.unavailable;
     if (unavailable !== undefined) {
       log.warn({ port, client: `${ip}:${sport}`, reason: unavailable }, "connection refused: the port's TLS material is unavailable");
@@ -313,7 +319,7 @@ export class HttpProxy {
   /** The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's identity), the connect timeout applied. */
   private openUpstream(port: number, orig: OriginalDestination): net.Socket {
     const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
-    return withConnectTimeout(connect(orig.ip, orig.port, orig.subject, this.ingressPorts.has(port)), this.limits!.connectTimeoutMs);
+    return withConnectTimeout(connect(orig.ip, orig.port, orig.subject, this.ingressPorts.has(port) || orig.ingress !== undefined), this.limits!.connectTimeoutMs);
   }
 
   /** The upstream connection, with originatingTLS inside it: TLS verified against the Secret's CA for `serverName`. */
@@ -354,8 +360,13 @@ export class HttpProxy {
     return orig;
   }
 
+  /** The request judged by its connection's rule sets (both-ends.ts): the port's, then the destination's ingress port's when the record names one. */
+  private decide(port: number, orig: OriginalDestination, request: HttpRequest): SidesDecision {
+    return decideSides(request, sidesOf(port, this.ingressPorts.has(port), orig, (p) => this.rules.get(p) ?? []), (headers, d) => applyHeaderActions(headers, d.actions));
+  }
+
   /** The request's flow reporter: `flow(verdict, status)` records what the client got. */
-  private flowFor(port: number, req: http.IncomingMessage, client: ClientConnection, request: HttpRequest, started: bigint): (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void {
+  private flowFor(port: number, req: http.IncomingMessage, client: ClientConnection, request: HttpRequest, started: bigint, judged: SidesDecision["judged"]): (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void {
     const arrived: ArrivedRequest = {
       source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0 },
       orig: client.orig,
@@ -366,11 +377,11 @@ export class HttpProxy {
       started,
       ...(client.tls ? { tls: client.tls } : {}),
     };
-    return (verdict, status, extra = {}) => {
+    return sideFlows(judged, (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
       log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
-    };
+    });
   }
 
   private handle(port: number, req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -382,8 +393,8 @@ export class HttpProxy {
     }
     const { orig } = client;
     const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
-    const decision = decideHttp(request, this.rules.get(port) ?? []);
-    const flow = this.flowFor(port, req, client, request, started);
+    const { decision, judged } = this.decide(port, orig, request);
+    const flow = this.flowFor(port, req, client, request, started, judged);
 
     if (decision.verdict === "deny") {
       // The request's body, if any, is read and dropped by Node before the next request: the connection stays usable.
@@ -445,8 +456,8 @@ export class HttpProxy {
     if (!client) return void socket.destroy();
     const { orig } = client;
     const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
-    const decision = decideHttp(request, this.rules.get(port) ?? []);
-    const flow = this.flowFor(port, req, client, request, started);
+    const { decision, judged } = this.decide(port, orig, request);
+    const flow = this.flowFor(port, req, client, request, started, judged);
     if (decision.verdict === "deny") {
       answerAndClose(socket, HTTP_DENIED.status, HTTP_DENIED.body);
       return flow("denied", HTTP_DENIED.status);
