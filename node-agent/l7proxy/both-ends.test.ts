@@ -46,11 +46,12 @@ test("one flow per side that judged: a denying side says denied, an allowing sid
   const got: [string, number, Partial<HttpFlow>][] = [];
   const sides = sidesOf(EGRESS, false, orig, rulesOf);
   const report = (v: HttpFlow["verdict"], s: number, extra: Partial<HttpFlow> = {}): void => void got.push([v, s, extra]);
-  sideFlows(decideSides(req("PUT", "/v1/exhaust-port"), sides, apply).judged, report)("denied", 403);
-  assert.deepEqual(got.map(([v, s, e]) => [v, s, e.proxyPort, e.ingress, e.ruleId, e.rule]), [
-    ["forwarded", 403, EGRESS, false, 70, { ruleId: 7, index: 0 }],
-    ["denied", 403, INGRESS, true, 90, undefined],
-  ]);
+  const denied = [{ name: "content-type", value: "text/plain" }];
+  sideFlows(decideSides(req("PUT", "/v1/exhaust-port"), sides, apply).judged, report)("denied", 403, { responseHeaders: denied });
+  assert.deepEqual(got.map(([v, s, e]) => [v, s, e.proxyPort, e.ingress, e.ruleId, e.rule, e.responseHeaders]), [
+    ["forwarded", 403, EGRESS, false, 70, { ruleId: 7, index: 0 }, denied],
+    ["denied", 403, INGRESS, true, 90, undefined, denied],
+  ], "each side's flow keeps what the client got (its response headers)");
   got.length = 0;
   sideFlows(decideSides(req("POST", "/v1/request-landing"), sides, apply).judged, report)("forwarded", 200, { rule: { ruleId: 7, index: 0 } });
   assert.deepEqual(got.map(([v, s, e]) => [v, s, e.proxyPort, e.rule]), [["forwarded", 200, EGRESS, { ruleId: 7, index: 0 }], ["forwarded", 200, INGRESS, { ruleId: 9, index: 0 }]]);

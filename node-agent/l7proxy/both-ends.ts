@@ -57,7 +57,7 @@ export function sideFlows(judged: SidesDecision["judged"], report: Report): Repo
   return (verdict, status, extra = {}) => {
     for (const { side, decision } of judged) {
       const own = { proxyPort: side.port, ingress: side.ingress, ruleId: side.ruleId };
-      if (decision.verdict === "deny") report("denied", status, own);
+      if (decision.verdict === "deny") report("denied", status, { ...withoutDecision(extra), ...own });
       // A later side's denial is this side's forwarded request answered 403, as its own proxy would see it.
       else report(verdict === "denied" ? "forwarded" : verdict, status, { ...withoutDecision(extra), ...own, rule: { ruleId: decision.ruleId, index: decision.index }, ...(decision.mismatches.length ? { mismatches: decision.mismatches } : {}) });
     }
