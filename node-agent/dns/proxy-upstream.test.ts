@@ -22,14 +22,15 @@ function answerOf(query: Buffer): Buffer {
 }
 
 /** The proxy on loopback, every query steered (as the datapath would) to `server`. */
-async function proxyTo(server: dgram.Socket, flows: DnsFlow[]): Promise<DnsProxy> {
+async function proxyTo(server: dgram.Socket, flows: DnsFlow[], upstreamTimeoutMs = 300): Promise<DnsProxy> {
+  const port = server.address().port;
   const proxy = new DnsProxy({
     address: "127.0.0.1",
-    originalDestination: () => ({ ip: "127.0.0.1", port: server.address().port, proxyPort: PROXY_PORT, subject: 1000, ruleId: 7 }),
+    originalDestination: () => ({ ip: "127.0.0.1", port, proxyPort: PROXY_PORT, subject: 1000, ruleId: 7 }),
     rules: () => [{ ruleId: 7, index: 0, matchPattern: "*" }],
     learn: () => undefined,
     onFlow: (f) => flows.push(f),
-    upstreamTimeoutMs: 300,
+    upstreamTimeoutMs,
   });
   await proxy.listen(PROXY_PORT);
   return proxy;
@@ -92,6 +93,31 @@ test("an answer from another address or port than the server asked is ignored", 
   try {
     assert.equal(await ask(9, 800), undefined);
     assert.equal(flows[0]?.verdict, "error");
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test("a server whose port is closed: the query fails at once (its ICMP error on the connected socket), not after the timeout", async () => {
+  const gone = await udp();
+  const flows: DnsFlow[] = [];
+  const proxy = await proxyTo(gone, flows, 5_000);
+  const port = gone.address().port;
+  gone.close(); // nothing listens there any more: the kernel answers port unreachable
+  sockets.splice(sockets.indexOf(gone), 1);
+  try {
+    assert.equal(await ask(11, 2_000), undefined, "no answer is made up");
+    for (const end = Date.now() + 2_000; flows.length === 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    const f = flows[0];
+    assert.equal(f?.verdict, "error");
+    assert.match(f?.error ?? "", /ECONNREFUSED/);
+    assert.ok(f!.latencyMs < 1_000, `failed before the 5 s timeout (${f!.latencyMs} ms)`);
+    // The server comes back on its port: the same connected socket carries the next query.
+    const back = dgram.createSocket("udp4");
+    sockets.push(back);
+    back.on("message", (msg, rinfo) => back.send(answerOf(msg), rinfo.port, rinfo.address));
+    await new Promise<void>((r) => back.bind(port, "127.0.0.1", r));
+    assert.equal(await ask(12, 2_000), 12, "answered once the server is back");
   } finally {
     await proxy.stop();
   }

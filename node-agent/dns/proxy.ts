@@ -80,13 +80,24 @@ class UpstreamIds {
   }
 }
 
+const DNS_HEADER_BYTES = 12;
+/** dns-packet's decoder of one question (exported by the library, left out of its type declarations). */
+const wireQuestion = (dnsPacket as unknown as { readonly question: { decode(buf: Buffer, offset: number): dnsPacket.Question } }).question;
+
+/** Servers with a connected upstream socket of their own; queries to others share one socket per family. */
+const MAX_CONNECTED_UPSTREAMS = 256;
+
 type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
 
 /** Serves proxy ports (UDP and TCP on each) on the node address. */
 export class DnsProxy {
   private readonly listeners = new Map<number, Listener>();
   private readonly tcpSockets = new Set<net.Socket>();
+  /** The shared unconnected socket per family, for servers beyond MAX_CONNECTED_UPSTREAMS. */
   private readonly upstream = new Map<"udp4" | "udp6", Promise<dgram.Socket>>();
+  /** A connected socket per server (address → port → socket). */
+  private readonly connected = new Map<string, Map<number, Promise<dgram.Socket>>>();
+  private connectedCount = 0;
   private readonly pending = new Map<number, PendingQuery>();
   /** Expires the upstream queries whose answer is late (one timer for all, not one per query). */
   private sweeper: NodeJS.Timeout | undefined;
@@ -130,6 +141,9 @@ export class DnsProxy {
     for (const s of this.tcpSockets) s.destroy();
     for (const s of this.upstream.values()) void s.then((u) => u.close()).catch(() => undefined);
     this.upstream.clear();
+    for (const byPort of this.connected.values()) for (const s of byPort.values()) void s.then((u) => u.close()).catch(() => undefined);
+    this.connected.clear();
+    this.connectedCount = 0;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
     this.pending.clear();
@@ -173,14 +187,17 @@ export class DnsProxy {
       log.warn({ ip, port: srcPort, protocol, proxyPort: port }, "DNS query without a redirect record dropped");
       return undefined;
     }
-    let query: dnsPacket.Packet;
+    // Only the header and the question are read (the library's own question decoder): the rest of
+    // the query (EDNS options) is the server's to read, and a full decode per query costs more.
+    let question: dnsPacket.Question | undefined;
     try {
-      query = dnsPacket.decode(msg);
+      if (msg.length < DNS_HEADER_BYTES) throw new RangeError(`${msg.length} bytes, shorter than a DNS header`);
+      // A query asks one question: with more, only the first would be decided, so it is refused.
+      if (msg.readUInt16BE(4) === 1) question = wireQuestion.decode(msg, DNS_HEADER_BYTES);
     } catch (err) {
       this.emit(protocol, ip, srcPort, orig, started, { reply: undefined, flow: { query: "", qtype: "", verdict: "error", addresses: [], error: `malformed query: ${(err as Error).message}` } });
       return undefined;
     }
-    const question = query.questions?.[0];
     const name = question?.name ?? "";
     const qtype = question?.type ?? "";
     const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId));
@@ -189,9 +206,9 @@ export class DnsProxy {
       const rcode = rejectRcode(this.opts.rejectCode ?? "refused");
       const reply = dnsPacket.encode({
         type: "response",
-        id: query.id ?? 0,
-        flags: ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode,
-        questions: query.questions ?? [],
+        id: msg.readUInt16BE(0),
+        flags: (msg.readUInt16BE(2) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode,
+        questions: question ? [question] : [],
       });
       outcome = { reply, flow: { query: name, qtype, verdict: "denied", rcode: rcode === 5 ? "REFUSED" : "NXDOMAIN", addresses: [] } };
     } else {
@@ -233,13 +250,15 @@ export class DnsProxy {
   }
 
   /**
-   * Forwards over one shared socket per family (a socket per query costs more than the rest of the
-   * proxy): each query gets a random id of its own upstream, its answer is matched by that id and
-   * the server's address, and the pod's id is put back.
+   * Forwards over a connected socket per server (its sends skip the route lookup and Node's address
+   * handling, and the kernel lets only that server answer on it), or the shared socket of the family
+   * past MAX_CONNECTED_UPSTREAMS servers; a socket per query would cost more than the rest of the
+   * proxy. Each query gets a random id of its own upstream, its answer is matched by that id and the
+   * server's address, and the pod's id is put back.
    */
   private async udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
-    const family = net.isIPv6(orig.ip) ? "udp6" : "udp4";
-    const sock = await this.upstreamSocket(family);
+    const server = this.connectedUpstream(orig.ip, orig.port);
+    const sock = await (server ?? this.upstreamSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4"));
     return new Promise<Buffer>((resolve, reject) => {
       let id = this.ids.take();
       for (let tries = 0; this.pending.has(id); tries++) {
@@ -250,11 +269,44 @@ export class DnsProxy {
       this.sweepLate();
       // The query's buffer is this proxy's own (read from its socket): its id is replaced in place.
       msg.writeUInt16BE(id, 0);
-      sock.send(msg, orig.port, orig.ip, (err) => {
-        if (!err || !this.pending.delete(id)) return;
-        reject(err);
-      });
+      // No send callback (it costs a tick per query): a failed send is the socket's "error" event, and the query times out or is failed there.
+      if (server) sock.send(msg);
+      else sock.send(msg, orig.port, orig.ip);
     });
+  }
+
+  /** The connected socket for a server, opened on first use; undefined past the limit (the shared socket serves). */
+  private connectedUpstream(ip: string, port: number): Promise<dgram.Socket> | undefined {
+    const known = this.connected.get(ip)?.get(port);
+    if (known) return known;
+    if (this.connectedCount >= MAX_CONNECTED_UPSTREAMS) return undefined;
+    const family = net.isIPv6(ip) ? "udp6" : "udp4";
+    const forget = (): void => {
+      const byPort = this.connected.get(ip);
+      if (byPort?.delete(port)) this.connectedCount--;
+      if (byPort?.size === 0) this.connected.delete(ip);
+    };
+    const sock = this.sockets()
+      .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
+      .then(
+        (s) =>
+          new Promise<dgram.Socket>((resolve, reject) => {
+            s.once("error", reject);
+            s.connect(port, ip, () => {
+              s.off("error", reject);
+              resolve(this.upstreamReady(s, { ip, port }));
+            });
+          }),
+      )
+      .catch((err: unknown) => {
+        forget(); // the next query asks again
+        throw err;
+      });
+    let byPort = this.connected.get(ip);
+    if (!byPort) this.connected.set(ip, (byPort = new Map()));
+    byPort.set(port, sock);
+    this.connectedCount++;
+    return sock;
   }
 
   /** While queries are upstream, a timer checks every tenth of the timeout for the late ones. */
@@ -289,7 +341,7 @@ export class DnsProxy {
     return sock;
   }
 
-  private upstreamReady(sock: dgram.Socket): dgram.Socket {
+  private upstreamReady(sock: dgram.Socket, server?: { readonly ip: string; readonly port: number }): dgram.Socket {
     sock.on("message", (answer, rinfo) => {
       if (answer.length < 12) return;
       const id = answer.readUInt16BE(0);
@@ -300,7 +352,19 @@ export class DnsProxy {
       answer.writeUInt16BE(p.podId, 0);
       p.resolve(answer);
     });
-    sock.on("error", (err) => log.error({ error: err.message }, "DNS proxy upstream socket error"));
+    sock.on("error", (err) => {
+      if (!server) {
+        log.error({ error: err.message }, "DNS proxy upstream socket error");
+        return;
+      }
+      // A connected socket's error is its server's (a refused port, an unreachable host): the queries waiting on it fail now.
+      log.debug({ server: server.ip, port: server.port, error: err.message }, "DNS proxy upstream error");
+      for (const [id, p] of this.pending) {
+        if (p.ip !== server.ip || p.port !== server.port) continue;
+        this.pending.delete(id);
+        p.reject(new Error(`${server.ip}:${server.port}: ${err.message}`));
+      }
+    });
     return sock;
   }
 
