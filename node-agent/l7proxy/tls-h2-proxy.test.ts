@@ -19,11 +19,12 @@ import { DEFAULT_LIMITS, type ProxyConfig, type ProxyPortConfig } from "./config
 import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
 
 const run = promisify(execFile);
-const BASE = 23080 + (process.pid % 500) * 4;
+const BASE = 23080 + (process.pid % 500) * 5;
 const H2_TLS = BASE; // terminatingTLS + originatingTLS to an HTTP/2 server over TLS
 const GRPC_TLS = BASE + 1; // terminatingTLS only: gRPC decrypted, sent on as h2c to a plaintext gRPC server
 const H1_ONLY = BASE + 2; // originatingTLS to a server that speaks HTTP/1.1 only
 const TERM_H1 = BASE + 3; // terminatingTLS only, to a plaintext HTTP/1.1 server
+const ORIG_ONLY = BASE + 4; // originatingTLS only: plaintext from the client, TLS to the HTTP/2 server
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-tls-h2-"));
 const flows: HttpFlow[] = [];
 const seen: string[] = [];
@@ -43,7 +44,7 @@ const proxyFor = (proxyPort: number): HttpProxy =>
     onFlow: (f) => flows.push(f),
     connectUpstream: (ip, port) => net.connect(port, ip),
   });
-const proxies = [H2_TLS, GRPC_TLS, H1_ONLY, TERM_H1].map((p) => ({ port: p, proxy: proxyFor(p) }));
+const proxies = [H2_TLS, GRPC_TLS, H1_ONLY, TERM_H1, ORIG_ONLY].map((p) => ({ port: p, proxy: proxyFor(p) }));
 
 function file(name: string, text: string): string {
   const f = path.join(dir, name);
@@ -80,6 +81,7 @@ before(async () => {
   upstreamPorts.set(H1_ONLY, (h1upstream.address() as net.AddressInfo).port);
   upstreamPorts.set(GRPC_TLS, door.port);
   upstreamPorts.set(TERM_H1, (plainUpstream.address() as net.AddressInfo).port);
+  upstreamPorts.set(ORIG_ONLY, (h2upstream.address() as net.AddressInfo).port);
   const terminating = { secret: "kube-system/api-tls", certificateFile: file("term.crt", served.cert), privateKeyFile: file("term.key", served.key) };
   const originating = { secret: "kube-system/outside-ca", trustedCAFile: file("outside-ca.crt", outsideCA.cert) };
   const port = (p: number, http: ProxyPortConfig["http"], withOriginating: boolean): ProxyPortConfig => ({
@@ -92,6 +94,7 @@ before(async () => {
     port(GRPC_TLS, [{ ruleId: 8, index: 0, rule: { method: "POST", path: `${DOOR_MANAGER}/GetName` } }], false),
     port(H1_ONLY, [{ ruleId: 9, index: 0, rule: { method: "GET", path: "/.*" } }], true),
     port(TERM_H1, [{ ruleId: 10, index: 0, rule: { method: "GET", path: "/public/.*" } }], false),
+    { port: ORIG_ONLY, http: [{ ruleId: 11, index: 0, rule: { method: "GET", path: "/public/.*" } }], tls: { originating } },
   ];
   for (const { port: p, proxy } of proxies) await proxy.apply({ address: "127.0.0.1", limits: DEFAULT_LIMITS, ports: ports.filter((c) => c.port === p) } satisfies ProxyConfig);
 });
@@ -212,4 +215,15 @@ test("terminatingTLS alone: curl --http2 to a plaintext HTTP/1.1 server works (t
   const before = seen.length;
   assert.deepEqual(await curl(TERM_H1, "/private/x"), { status: 403, version: "2", body: "Access denied" });
   assert.equal(seen.length, before);
+});
+
+test("originatingTLS alone: an h2c client (prior knowledge) is served, its streams sent over TLS verified for the request's host and negotiated h2", async () => {
+  const session = http2.connect(`http://api.example.com:${ORIG_ONLY}`, { createConnection: () => net.connect(ORIG_ONLY, "127.0.0.1") });
+  try {
+    assert.deepEqual(await get(session, "/public/plain"), { status: 200, body: "outside h2 says hello to /public/plain" });
+    assert.equal(seen.at(-1), "GET /public/plain 2.0 sni=api.example.com");
+    assert.deepEqual(await get(session, "/private/plain"), { status: 403, body: "Access denied" });
+  } finally {
+    session.close();
+  }
 });
