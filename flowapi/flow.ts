@@ -68,6 +68,8 @@ export interface FlowL7 {
     readonly code?: number; // responses: the status the client got
     readonly headers?: readonly { readonly key: string; readonly value: string }[];
   };
+  /** A connection judged by its TLS server name alone (a serverNames-only port): the SNI, and why it was refused. Hubble has no such record: its Summary carries it. */
+  readonly tls?: { readonly serverName?: string; readonly reason?: string };
 }
 
 export interface Flow {
@@ -120,7 +122,13 @@ export function l7Summary(l: FlowL7): string {
     return `DNS ${l.type === "RESPONSE" ? "answer" : "query"} ${d.qtypes.join(",")} ${d.query}${answer}`;
   }
   if (l.http) return `HTTP ${l.http.method} ${l.http.url}${l.http.code !== undefined ? ` ${l.http.code}` : ""}`;
+  if (l.tls) return tlsSummary(l.tls);
   return l.type;
+}
+
+/** A serverNames-only connection in one line: `TLS server name api.example.com`, with the refusal's reason. */
+export function tlsSummary(t: NonNullable<FlowL7["tls"]>): string {
+  return `TLS server name ${t.serverName ?? "(none)"}${t.reason !== undefined ? `: ${t.reason}` : ""}`;
 }
 
 /** DNS response codes by number (RFC 1035, RFC 2136). */

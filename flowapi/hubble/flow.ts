@@ -1,5 +1,5 @@
 // Our Flow in Hubble's shape (flow.Flow of Cilium's flow.proto) and back: what the agents serve and what `membrane observe` reads.
-import { L7_DROP_REASON, protocolName, type Flow, type FlowL7, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
+import { L7_DROP_REASON, protocolName, tlsSummary, type Flow, type FlowL7, type PolicyMatch, type FlowDecision, type FlowEndpoint, type FlowType } from "../flow.ts";
 import { CILIUM_EVENT_TYPE, msOf, timestampOf, type HubbleEndpoint, type HubbleFlow, type HubbleLayer4, type HubbleLayer7, type HubblePolicy, type HubbleTCPFlags } from "./types.ts";
 import { IDENTITY } from "../../core/identity.ts";
 import { CLUSTER_LABEL } from "../../core/labels.ts";
@@ -226,6 +226,7 @@ export const DNS_RCODE_TEXT: Readonly<Record<number, string>> = {
 
 /** Hubble's one-line text of an L7 record (what `hubble observe` prints in brackets), as Cilium's L7 parser writes it. */
 function l7SummaryText(l: FlowL7): string {
+  if (l.tls) return tlsSummary(l.tls);
   if (l.http) {
     const request = `${l.http.method} ${l.http.url}`;
     if (l.type === "REQUEST") return `${l.http.protocol} ${request}`;

@@ -96,6 +96,7 @@ export function parseFlowLine(line: string): Parsed {
   for (const f of ["protocol", "method", "path", "host"] as const) if (!isStr(v[f])) return bad(f, "a string");
   if (typeof v.ingress !== "boolean") return bad("ingress", "a boolean");
   if (!isStr(v.verdict) || !VERDICTS.has(v.verdict)) return bad("verdict", "forwarded, denied or error");
+  if (v.reason !== undefined && !isStr(v.reason)) return bad("reason", "a string");
   if (v.traceId !== undefined && (!isStr(v.traceId) || !/^[0-9a-f]{32}$/.test(v.traceId))) return bad("traceId", "32 lowercase hex digits");
   for (const f of ["headers", "responseHeaders"] as const) {
     const list = v[f];

@@ -43,6 +43,17 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRe
     ...observedAt(lookups),
   });
   const end = Date.parse(f.time);
+  // A serverNames-only port: one record of the connection, passed or refused by its SNI (no HTTP request was read).
+  if (f.protocol === "TLS")
+    return [
+      {
+        ...base(client, server),
+        time: f.time,
+        verdict: denied ? "DROPPED" : "FORWARDED",
+        ...(denied ? { dropReason: L7_DROP_REASON } : {}),
+        l7: { type: "REQUEST", tls: { ...(f.tls?.serverName !== undefined ? { serverName: f.tls.serverName } : {}), ...(f.reason !== undefined ? { reason: f.reason } : {}) } },
+      },
+    ];
   return [
     {
       ...base(client, server),

@@ -12,7 +12,8 @@ import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
 import { DENIED_HEADERS, pairs, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
-import { connectOriginating, loadPortTls, sniCallback, terminatesTls, type LoadedPortTls } from "./tls.ts";
+import { filterBySni } from "./sni-filter.ts";
+import { connectOriginating, loadPortTls, sniCallback, sniOnly, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
 import { answerAndClose, HeldSockets, isWebSocketUpgrade, proxyUpgrade } from "./upgrade.ts";
 import { upstreamFailure, withConnectTimeout } from "./upstream.ts";
@@ -61,6 +62,8 @@ export interface HttpFlow {
    * redacted by the agent as the request's are, never logged by the proxy.
    */
   readonly responseHeaders?: readonly HttpHeader[];
+  /** Why the proxy refused a connection without an HTTP request (a serverNames-only port: protocol "TLS"). */
+  readonly reason?: string;
 }
 
 export interface HttpProxyOptions {
@@ -280,6 +283,8 @@ export class HttpProxy {
   private async acceptPlain(port: number, socket: net.Socket, http1: (socket: net.Socket) => void): Promise<void> {
     const orig = this.admit(port, socket);
     if (!orig) return void socket.destroy();
+    const t = this.tls.get(port);
+    if (sniOnly(t)) return this.passBySni(port, socket, orig, t.serverNames);
     // Until its first bytes come, the head timeout applies (slowloris before the first request).
     this.held.add(port, socket);
     const kind = await sniffPreface(socket, this.limits!.headersTimeoutMs);
@@ -314,6 +319,24 @@ export class HttpProxy {
     const connect = (host: string | undefined, protocols: readonly UpstreamProtocol[]): net.Socket => this.connectAs(port, orig, terminated?.serverName ?? host, protocols);
     const originating = this.tls.get(port)?.trustedCA !== undefined;
     this.h2!.serve(socket, { port, orig, source, ingress: this.ingressPorts.has(port), connect, originating, ...tlsInfo });
+  }
+
+  /**
+   * A serverNames-only port: the connection is joined to its destination untouched when its ClientHello names a
+   * listed server, else closed; either way one flow (protocol TLS, the SNI as its host) says so.
+   */
+  private async passBySni(port: number, socket: net.Socket, orig: OriginalDestination, serverNames: readonly string[]): Promise<void> {
+    const started = process.hrtime.bigint();
+    const source = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+    this.held.add(port, socket);
+    const d = await filterBySni(socket, serverNames, this.limits!.headersTimeoutMs, () => this.openUpstream(port, orig));
+    const request = { method: "", path: "", host: d.serverName ?? "", headers: [] };
+    const arrived: ArrivedRequest = { source, orig, proxyPort: port, ingress: this.ingressPorts.has(port), protocol: "TLS", request, started, tls: d.serverName !== undefined ? { serverName: d.serverName } : {} };
+    const f = requestFlow(arrived, d.allowed ? "forwarded" : "denied", 0, d.allowed ? {} : { reason: d.reason });
+    const { headers: _h, ...logged } = f;
+    if (d.allowed) log.debug(logged, "TLS connection passed by server name");
+    else log.info({ port, client: `${source.ip}:${source.port}`, serverName: d.serverName ?? null, reason: d.reason }, "TLS connection refused by server name");
+    this.opts.onFlow?.(f);
   }
 
   /** The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's identity), the connect timeout applied. */

@@ -47,7 +47,8 @@ export function parsePortTls(raw: unknown, path: string, add: (path: string, mes
   if (raw.serverNames !== undefined && (!Array.isArray(raw.serverNames) || raw.serverNames.some((n) => typeof n !== "string" || n === "")))
     add(`${path}.serverNames`, "must be a list of non-empty strings");
   if (raw.unavailable !== undefined && (typeof raw.unavailable !== "string" || raw.unavailable === "")) add(`${path}.unavailable`, "must be a non-empty string (why)");
-  if (!terminating && !originating && raw.unavailable === undefined) add(path, "names neither terminating nor originating TLS (nor why it is unavailable)");
+  const sniOnly = Array.isArray(raw.serverNames) && raw.serverNames.length > 0;
+  if (!terminating && !originating && raw.unavailable === undefined && !sniOnly) add(path, "names neither terminating nor originating TLS nor serverNames (nor why it is unavailable)");
   return {
     ...(terminating ? { terminating: terminating as unknown as NonNullable<PortTlsConfig["terminating"]> } : {}),
     ...(originating ? { originating: originating as unknown as NonNullable<PortTlsConfig["originating"]> } : {}),
@@ -115,6 +116,11 @@ function read(file: string): { ok: true; text: string } | { ok: false; error: st
 function errorCode(err: unknown): string {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === "string" ? code : "invalid";
+}
+
+/** Whether the port is judged by the client's SNI alone (serverNames without terminating or originating TLS): sni-filter.ts. */
+export function sniOnly(t: LoadedPortTls | undefined): t is LoadedPortTls {
+  return t !== undefined && t.terminating === undefined && t.trustedCA === undefined && t.unavailable === undefined && t.serverNames.length > 0;
 }
 
 /** Whether connections to the port are TLS the proxy terminates (or refuses for want of material). */
