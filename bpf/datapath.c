@@ -510,50 +510,80 @@ int to_host(struct __sk_buff *skb)
 }
 
 /* The node proxy's upstream connection to a pod on another node (its socket marked with the client's
- * identity, marked-socket.ts): it goes through the tunnel with that identity in the VNI, so the receiving
+ * identity, marked-socket.ts) goes through the tunnel with that identity in the VNI, so the receiving
  * node judges the client, not this node. Only the proxy's own address sends it (a forwarded packet keeps
- * no mark here). Returns TC_ACT_OK when the packet is no such connection. */
-static __always_inline int proxy_upstream_to_tunnel(struct __sk_buff *skb, const struct flow *f)
+ * no mark here). Returns the destination's ipcache entry (with its tunnel endpoint) and sets *identity,
+ * or NULL when the packet is no such connection. */
+static __always_inline struct ipcache_value *proxy_upstream_tunnel(struct __sk_buff *skb, const struct flow *f, __u32 *identity)
 {
 	__u32 zero = 0;
-	__u32 identity = skb->mark & MARK_IDENTITY_MASK;
 	struct redirect_config *rcfg;
 	struct ipcache_value *dst;
 	__be32 src;
 
-	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY || !identity || f->family != FAMILY_IPV4)
-		return TC_ACT_OK;
+	*identity = skb->mark & MARK_IDENTITY_MASK;
+	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY || !*identity || f->family != FAMILY_IPV4)
+		return NULL;
 	rcfg = bpf_map_lookup_elem(&membrane_redirect_config, &zero);
 	__builtin_memcpy(&src, f->saddr, 4);
 	if (!rcfg || !rcfg->addr4 || src != rcfg->addr4)
-		return TC_ACT_OK;
+		return NULL;
 	dst = ipcache_lookup(f->family, f->daddr);
-	if (!dst || !dst->tunnel_endpoint)
-		return TC_ACT_OK;
-	/* The identity rides in the VNI from here; the mark means nothing on the wire. */
-	skb->mark = 0;
-	return to_tunnel(skb, f, identity, dst->identity, dst->tunnel_endpoint);
+	return dst && dst->tunnel_endpoint ? dst : NULL;
 }
 
-/* A node device's egress: the node proxy's answers to a client on another node first get back the source
- * the client asked for (from-overlay steered its connection to the proxy; the answer leaves as the
- * destination pod's, never as the node's), then the host firewall, then the proxy's upstream connections
- * to pods on other nodes go into the tunnel as their client. */
+/* The node proxy's answer to a client on another node (from-overlay steered the client's connection to the
+ * proxy): its source becomes the destination pod's again and it goes into the tunnel as that pod, the way
+ * the client's packets came (encrypted where the overlay is), never out as the node. Returns the tc verdict
+ * for such an answer, else -1 (the packet untouched). A global function: verified once, apart from
+ * from-host's host-firewall paths (inlined together they exceed the verifier's limit, E2BIG). */
+__attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
+{
+	struct flow f = {};
+	__u8 reason = DROP_NONE;
+	struct endpoint_value *answering;
+	struct ipcache_value *client;
+	__be32 src;
+
+	if (!skb || parse_flow(skb, &f, &reason) != PARSE_OK || f.family != FAMILY_IPV4)
+		return -1;
+	__builtin_memcpy(&src, f.saddr, 4);
+	if (redirect_from_proxy(skb, &f) < 0)
+		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, 0, 0, RULE_ID_NONE);
+	if (__builtin_memcmp(&src, f.saddr, 4) == 0)
+		return -1;
+	answering = endpoint_lookup(f.family, f.saddr);
+	client = ipcache_lookup(f.family, f.daddr);
+	/* An answer to a node's address (another node's proxy was the client) goes on the underlay as node traffic does. */
+	if (!answering || !client || !client->tunnel_endpoint)
+		return TC_ACT_OK;
+	return to_tunnel(skb, &f, answering->identity, client->identity, client->tunnel_endpoint);
+}
+
+/* A node device's egress: the node proxy's answers to clients on other nodes (proxy_answer_to_tunnel), then
+ * the host firewall, then the proxy's upstream connections to pods on other nodes into the tunnel as their
+ * client. */
 SEC("tc")
 int from_host(struct __sk_buff *skb)
 {
 	struct flow f = {};
 	__u8 reason = DROP_NONE;
+	struct ipcache_value *dst;
+	__u32 identity = 0;
 	int rc;
 
-	if (parse_flow(skb, &f, &reason) != PARSE_OK)
-		return host_firewall(skb, DIR_EGRESS);
-	if (redirect_from_proxy(skb, &f) < 0)
-		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, 0, 0, RULE_ID_NONE);
-	rc = host_firewall(skb, DIR_EGRESS);
-	if (rc != TC_ACT_OK)
+	rc = proxy_answer_to_tunnel(skb);
+	if (rc >= 0)
 		return rc;
-	return proxy_upstream_to_tunnel(skb, &f);
+	rc = host_firewall(skb, DIR_EGRESS);
+	if (rc != TC_ACT_OK || parse_flow(skb, &f, &reason) != PARSE_OK)
+		return rc;
+	dst = proxy_upstream_tunnel(skb, &f, &identity);
+	if (!dst)
+		return TC_ACT_OK;
+	/* The identity rides in the VNI from here; the mark means nothing on the wire. */
+	skb->mark = 0;
+	return to_tunnel(skb, &f, identity, dst->identity, dst->tunnel_endpoint);
 }
 
 char _license[] SEC("license") = "GPL";

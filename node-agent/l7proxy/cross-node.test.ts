@@ -106,6 +106,12 @@ async function xwing(method: string, p: string): Promise<{ status: number; body:
   }
 }
 
+/** Packets a node's VXLAN device has received so far. */
+function tunnelRxPackets(netns: string, ifname: string): number {
+  const [link] = JSON.parse(ipIn(netns, "-s", "-j", "link", "show", "dev", ifname)) as { stats64: { rx: { packets: number } } }[];
+  return link!.stats64.rx.packets;
+}
+
 function resetConntrack(): void {
   dp.node1!.clearConntrack();
   dp.node2!.clearConntrack();
@@ -186,12 +192,15 @@ after(async () => {
   }
 });
 
-test("ingress HTTP rule, client on another node: the connection from the tunnel is proxied on the destination's node and judged as the VNI's identity", async () => {
+test("ingress HTTP rule, client on another node: the connection from the tunnel is proxied on the destination's node and judged as the VNI's identity; the answers come back through the tunnel", async () => {
+  const rx = tunnelRxPackets(ns.node1, `${tag}v1`);
   const landing = await xwing("POST", "/v1/request-landing");
   assert.deepEqual([landing?.status, landing?.body], [200, "Ship landed\n"]);
   const exhaust = await xwing("PUT", "/v1/exhaust-port");
   assert.deepEqual([exhaust?.status, exhaust?.body], [403, "Access denied"]);
   assert.doesNotMatch(deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+  // Each connection's SYN-ACK, answer and FIN at least: node2's proxy answered inside the tunnel, not on the underlay.
+  assert.ok(tunnelRxPackets(ns.node1, `${tag}v1`) - rx >= 6, "node1 received the proxy's answers from the tunnel");
   const f = await flowsSoon(ingressProxy, 0, 2);
   const landed = f.find((x) => x.path === "/v1/request-landing");
   assert.deepEqual([landed?.verdict, landed?.status, landed?.rule?.ruleId, landed?.source.identity], ["forwarded", 200, INGRESS_RULE, XWING]);
