@@ -49,6 +49,8 @@ fi
 if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/build.sh; fi
 # The real nodes' kube-proxy, from the same pinned k8s.io/kubernetes module, cached by content hash.
 if [ -x localcluster/kubeproxy/build.sh ]; then localcluster/kubeproxy/build.sh >/dev/null; fi
+# The real nodes' cluster DNS: CoreDNS from its Go module and its image, cached by version.
+if [ -x localcluster/realnode/coredns-image.sh ]; then localcluster/realnode/coredns-image.sh >/dev/null; fi
 # Hubble's API (.proto files of the pinned Cilium module, which the agents load) and the `hubble` CLI the tests use.
 if [ -x localcluster/hubble/build.sh ]; then localcluster/hubble/build.sh >/dev/null; fi
 # The userspace WireGuard agents run for --encryption wireguard (no in-kernel WireGuard here), pinned and cached.

@@ -152,6 +152,9 @@ export const KUBERNETES_SERVICE = { address: "10.96.0.1", port: 443 } as const;
 
 /** The Services' range (the API server's --service-cluster-ip-range): kube-proxy routes ClusterIPs in it. */
 export const SERVICE_CIDR = "10.96.0.0/16";
+/** The kube-dns Service's ClusterIP (kubeadm's: the tenth address of the Service range): the kubelets' clusterDNS (coredns.ts). */
+export const CLUSTER_DNS_ADDRESS = "10.96.0.10";
+export const CLUSTER_DOMAIN = "cluster.local";
 /** Every real node's pod CIDR (10.253.<index>.0/24) lies in it: kube-proxy's cluster CIDR (traffic from outside it is masqueraded). */
 export const CLUSTER_POD_CIDR = "10.253.0.0/16";
 
@@ -251,7 +254,9 @@ export function kubeletConfig(plan: RealNodePlan, caFile: string): string {
     healthzBindAddress: "127.0.0.1",
     authentication: { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: caFile } },
     authorization: { mode: "Webhook" },
-    clusterDomain: "cluster.local",
+    clusterDomain: CLUSTER_DOMAIN,
+    // CoreDNS's Service (coredns.ts): ClusterFirst pods resolve through it, once it is installed.
+    clusterDNS: [CLUSTER_DNS_ADDRESS],
     failSwapOn: false,
     // The images are imported, never pulled: image GC must not remove them, and the host's disk must not evict.
     imageGCHighThresholdPercent: 100,

@@ -10,7 +10,8 @@ import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CHART_DIR, setArgs } from "../chart.ts";
-import { CGROUP_HIERARCHIES, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, realNodePaths } from "./config.ts";
+import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 
@@ -219,6 +220,31 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       return r.code !== 0 && /refused/i.test(r.stderr) ? true : undefined;
     });
     assert.equal((await cp!.kubectl(["scale", "deployment", "-n", NS, "web-pod", "--replicas=1"])).code, 0);
+  });
+
+  test("CoreDNS built here serves as kube-system/kube-dns: a pod resolves a Service by its short name and reaches it", async () => {
+    await installCoreDNS((args, input) => cp!.kubectl(args, input), node!.images.coredns);
+    // The kubelet's clusterDNS and search path in the pod (created before CoreDNS: only the answers were missing).
+    const conf = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "cat", "/etc/resolv.conf"]);
+    assert.match(conf.stdout, new RegExp(`^nameserver ${CLUSTER_DNS_ADDRESS.replaceAll(".", "\\.")}$`, "m"));
+    assert.match(conf.stdout, new RegExp(`^search ${NS}\\.svc\\.cluster\\.local `, "m"));
+    const clusterIP = (await cp!.kubectl(["get", "service", "-n", NS, "web", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
+    const answer = await eventually("the Service name resolved in the pod", 30_000, async () => {
+      // busybox's nslookup tries every search domain and exits 1 when any is NXDOMAIN: the answer is what counts.
+      const r = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "busybox", "nslookup", "web"]);
+      return r.stdout.includes(`web.${NS}.svc.cluster.local`) ? r.stdout : undefined;
+    });
+    assert.match(answer, new RegExp(`^Name:\\s+web\\.${NS}\\.svc\\.cluster\\.local\\nAddress: ${clusterIP.replaceAll(".", "\\.")}$`, "m"));
+    // A name the cluster does not have is NXDOMAIN, not a timeout.
+    const missing = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "busybox", "nslookup", `nothere.${NS}.svc.cluster.local`]);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stdout + missing.stderr, /NXDOMAIN/);
+    await readyPod("web-pod");
+    const get = await eventually("the Service reached by name", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", NS, "svc-client", "--", "busybox", "timeout", "3", "wget", "-q", "-O", "-", "http://web/"]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    assert.equal(get.trim(), "membrane real node");
     assert.equal((await cp!.kubectl(["delete", "pod", "-n", NS, "svc-client", "--wait=false"])).code, 0);
   });
 
@@ -289,9 +315,12 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const c = await node!.ctr(["containers", "list", "-q", `labels."io.kubernetes.pod.namespace"==${NS}`]);
       return c.code === 0 && c.stdout.trim() === "" ? true : undefined;
     });
-    // The plugin's DEL ran: no pod veth left on the node.
+    // The plugin's DEL ran: the only pod veths left on the node are those of pods still running there (CoreDNS).
     const links = await node!.exec(["ip", "-o", "link", "show"]);
-    assert.doesNotMatch(links.stdout, /mbr[0-9a-f]{11}/);
+    const others = await cp!.kubectl(["get", "pods", "-A", "--field-selector", `spec.nodeName=${name}`, "-o", "json"]);
+    const onPodNetwork = (JSON.parse(others.stdout) as { items: { spec: { hostNetwork?: boolean }; metadata: { namespace: string } }[] }).items.filter((p) => !p.spec.hostNetwork);
+    assert.ok(onPodNetwork.every((p) => p.metadata.namespace !== NS));
+    assert.equal(links.stdout.match(/mbr[0-9a-f]{11}/g)?.length ?? 0, onPodNetwork.length, links.stdout);
   });
 
   const AGENT_NS = "membrane-system";

@@ -27,6 +27,7 @@ import {
   realNodePaths,
   type RealNodePlan,
 } from "./config.ts";
+import { buildCoreDNSImage } from "./coredns.ts";
 import { claimSysctls, releaseSysctls } from "./sysctls.ts";
 
 const log = pino({ name: "realnode", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
@@ -71,8 +72,8 @@ export interface RealNodeState {
 
 export interface RealNode {
   plan: RealNodePlan;
-  /** The image references imported into the node's containerd (`pause`, `busybox`). */
-  images: { pause: string; busybox: string };
+  /** The image references imported into the node's containerd (`pause`, `busybox`, `coredns`). */
+  images: { pause: string; busybox: string; coredns: string };
   /** Runs a command inside the node (its network and mount namespaces), e.g. `ctr` against its containerd. */
   exec(args: string[]): Promise<CommandResult>;
   /** containerd's client on the node's socket, in the kubelet's namespace (`k8s.io`). */
@@ -90,7 +91,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
   if (!planned.ok) throw new Error(`startRealNode: ${planned.errors.join("; ")}`);
   const plan = planned.plan;
   checkPrerequisites();
-  const [binDir, imagesDir, kubeProxyDir] = await Promise.all([ensureControlPlaneBuilt(), buildImages(), runImageScript(kubeProxyBuildScript)]);
+  const [binDir, imagesDir, kubeProxyDir, coreDNS] = await Promise.all([ensureControlPlaneBuilt(), buildImages(), runImageScript(kubeProxyBuildScript), buildCoreDNSImage()]);
   const images = parseImagesEnv(await readFile(join(imagesDir, "images.env"), "utf8"));
   const cp = controlPlanePaths(opts.controlPlane.dir);
   const paths = realNodePaths(plan.dir);
@@ -158,6 +159,8 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
       if (r.code !== 0) throw new Error(`ctr images import ${archive}: ${r.stderr.trim()}`);
     };
     for (const file of ["pause.tar", "busybox.tar"]) await importImage(join(imagesDir, file));
+    // The cluster DNS may land on any node.
+    await importImage(coreDNS.archive);
 
     claimSysctls(plan.name, state.pids.holder);
     state.sysctlsClaimed = true;
@@ -185,7 +188,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     log.info({ node: plan.name, nodeAddress: plan.nodeAddress, dir: plan.dir, pids: state.pids }, "real node ready");
     return {
       plan,
-      images,
+      images: { ...images, coredns: coreDNS.ref },
       exec: (args) => run(inNode(args)),
       ctr,
       importImage,
