@@ -16,6 +16,7 @@ const groups: Record<string, Group> = {
   encryption: { load: () => import("./encryption.ts"), summary: "encryption keys and nodes: status, rotate" },
   version: { load: () => import("./version.ts"), summary: "print the version of this build" },
   agent: { load: () => import("../node-agent/main.ts"), summary: "run the node agent" },
+  "cni-install": { load: () => import("../node-agent/cni-installer/main.ts"), summary: "put the CNI plugin into a node's CNI bin dir and exit (the chart's init container)" },
   l7proxy: { load: () => import("../node-agent/l7proxy/main.ts"), summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
   runtime: { load: () => import("../node-agent/runtime/main.ts"), summary: "run process visibility and TracingPolicy enforcement on a node (Tetragon's JSON events)" },
   operator: { load: () => import("../controllers/main.ts"), summary: "run the operator" },

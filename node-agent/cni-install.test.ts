@@ -36,6 +36,23 @@ describe("CNI installation by the agent", () => {
     assert.deepEqual(fs.readdirSync(conf), [CONFLIST_NAME], "no temporary file left");
   });
 
+  it("membrane cni-install --bin-dir DIR installs it and exits (the chart's init container); a bad flag is exit 2 naming it", () => {
+    const membrane = path.join(REPO, "bin/membrane");
+    const target = path.join(dir, "init-bin");
+    const out = execFileSync(membrane, ["cni-install", `--bin-dir=${target}`], { encoding: "utf8" });
+    assert.match(out, /"CNI plugin installed"/);
+    assert.equal(fs.statSync(path.join(target, "membrane-cni")).mode & 0o777, 0o755);
+    for (const [args, flag] of [[["cni-install", "--bin-dir=relative"], /--bin-dir: an absolute directory/], [["cni-install", "--nope"], /unknown flag --nope/]] as const) {
+      try {
+        execFileSync(membrane, [...args], { stdio: "pipe" });
+        assert.fail(`${args.join(" ")} succeeded`);
+      } catch (e) {
+        assert.equal((e as { status: number }).status, 2);
+        assert.match(String((e as { stderr: Buffer }).stderr), flag);
+      }
+    }
+  });
+
   it("refuses a pod CIDR the plugin would refuse, naming the field", () => {
     assert.throws(() => cniConflist({ podCIDR: "10.244.3.0/33", agentSocket: "/s" }), /podCIDR/);
   });

@@ -379,6 +379,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     // wired by it through the node's runtime), and nothing else of the image is on the node.
     assert.deepEqual([...readFileSync(join(paths.cniBinDir, "membrane-cni")).subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF executable");
     assert.ok(!existsSync(join(paths.cniBinDir, "membrane-cni.d")), "no bundle directory with a Node beside it");
+    // The chart's init container put it there before the agent started.
+    const init = await cp!.kubectl(["logs", "-n", AGENT_NS, agent, "-c", "install-cni"]);
+    assert.match(init.stdout, /"CNI plugin installed"/, init.stdout + init.stderr);
     const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, agent]);
     assert.doesNotMatch(logs.stdout, /exited at start/, "the processes the agent starts (the L7 proxy) run from the image too");
   });
