@@ -92,7 +92,7 @@ describe("enforcement gaps", () => {
     );
   });
 
-  it("TLS with HTTP rules is enforced unless a Secret cannot be served (named, never its bytes); TLS without L7 rules is named as not inspected", () => {
+  it("TLS with HTTP rules is enforced unless a Secret cannot be served (named, never its bytes); serverNames alone are enforced by the L7 proxy (the SNI), terminatingTLS without L7 rules is named as not inspected", () => {
     const parsed = parsePolicyObject({
       apiVersion: "cilium.io/v2",
       kind: "CiliumNetworkPolicy",
@@ -102,12 +102,15 @@ describe("enforcement gaps", () => {
         egress: [
           { toEndpoints: [web], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: { secret: { name: "api-tls" } }, originatingTLS: { secret: { namespace: "kube-system", name: "ca" } }, rules: { http: [{ method: "GET" }] } }] },
           { toEndpoints: [web], toPorts: [{ ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["api.example.com"] }] },
+          { toEndpoints: [web], toPorts: [{ ports: [{ port: "9443", protocol: "TCP" }], terminatingTLS: { secret: { name: "api-tls" } } }] },
         ],
       },
     });
     assert.ok(parsed.ok, JSON.stringify(parsed));
     const everywhere = { withoutDnsProxy: [], withoutL7Proxy: [] };
-    assert.equal(describeGaps(enforcementGaps(parsed.value, everywhere)), "spec.egress[1].toPorts[0].serverNames: not enforced yet without HTTP rules: the port is allowed for every server name");
+    assert.equal(describeGaps(enforcementGaps(parsed.value, everywhere)), "spec.egress[2].toPorts[0].terminatingTLS: not enforced yet without HTTP rules: the connection passes without inspection");
+    // Where the nodes are not known (admission), serverNames alone are as unenforced as HTTP rules.
+    assert.match(describeGaps(enforcementGaps(parsed.value)), /spec\.egress\[1\]\.toPorts\[0\]\.serverNames: not enforced yet: the port is allowed for every server name/);
     const missing = enforcementGaps(parsed.value, { ...everywhere, tlsSecretProblem: (use, role) => (use.secret.name === "api-tls" ? `not found (${role}, ${use.secret.namespace})` : undefined) });
     assert.equal(
       describeGaps(missing.slice(0, 1)),

@@ -1,6 +1,7 @@
 // The rules of a parsed policy that the nodes do not enforce (L7 and DNS rules where no proxy runs, generic L7), so status and admission can say so.
 import type { Peer, Policy, TlsSecretUse } from "./model.ts";
 import { ruleTls } from "./policy/http-rules.ts";
+import { serverNamesOnly } from "./l7/server-names.ts";
 
 /** One rule, by field path, that is accepted but not enforced as written, and what happens instead. */
 export interface EnforcementGap {
@@ -66,7 +67,10 @@ export function enforcementGaps(policies: readonly Policy[], options: GapOptions
       // toPorts[i] of the source is ports[i] here: the parser keeps every item, in order, when it succeeds.
       for (let i = 0; i < rule.ports.length; i++) {
         const pr = rule.ports[i];
-        if (pr && pr.rules?.kind !== "http") {
+        if (pr && serverNamesOnly(pr)) {
+          // Judged by the L7 proxy from the ClientHello (sni-filter.ts), where one runs.
+          if (!httpEnforced) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].serverNames`, `${httpWhere}: the port is allowed for every server name`);
+        } else if (pr && pr.rules?.kind !== "http") {
           for (const f of TLS_FIELDS) if (pr[f] !== undefined) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${f}`, tlsEffect(f));
         } else if (pr && httpEnforced && options.tlsSecretProblem) {
           const tls = ruleTls(pr, policy.namespace);

@@ -1,4 +1,5 @@
 // The reference evaluator: a packet's verdict straight from the Policy model, to check the compiler against.
+import { serverNamesOnly } from "./l7/server-names.ts";
 import {
   PROTO_NUMBER,
   isExtendedProtocol,
@@ -142,7 +143,8 @@ export function httpInspection(q: DirectionQuery): HttpInspection {
     if ((rule.ports.length === 0 && rule.icmps.length === 0) || icmp) plain ??= rule.origin;
     rule.ports.forEach((pr, portRule) => {
       if (!portRuleHolds(pr, protocol, port, named)) return;
-      if (!pr.rules) plain ??= rule.origin;
+      if (serverNamesOnly(pr)) parts.push({ rule, portRule, http: [] });
+      else if (!pr.rules) plain ??= rule.origin;
       else if (pr.rules.kind === "http") parts.push({ rule, portRule, http: pr.rules.http });
     });
   }

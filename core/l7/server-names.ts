@@ -1,5 +1,14 @@
 // Cilium's serverNames (toPorts[].serverNames): which TLS SNI values a port admits, with wildcards as in matchPattern.
 import { patternMatches } from "../dns/name-pattern.ts";
+import type { PortRule } from "../model.ts";
+
+/**
+ * A toPorts entry judged by the client's SNI alone: `serverNames` without L7 rules and without terminating or
+ * originating TLS. Its port goes to the node's L7 proxy, which reads the ClientHello without terminating it.
+ */
+export function serverNamesOnly(pr: PortRule): boolean {
+  return pr.rules === undefined && (pr.serverNames?.length ?? 0) > 0 && pr.terminatingTLS === undefined && pr.originatingTLS === undefined;
+}
 
 /**
  * Whether a TLS handshake naming `sni` may go on: any name when `serverNames` is empty; otherwise the

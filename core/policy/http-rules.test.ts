@@ -390,3 +390,18 @@ test("one rule's HTTP toPorts entries on different ports carry their own TLS: ea
   assert.equal(secretAt(443), "a-tls");
   assert.equal(secretAt(8443), "b-tls");
 });
+
+test("serverNames alone (no HTTP rules, no terminating or originating TLS) steer the port to the L7 proxy with the names to judge the SNI by; an L4-only allow of the same port lifts them, as it lifts HTTP rules", () => {
+  const spec = (extra: unknown[] = []) => ({
+    endpointSelector: { matchLabels: { class: "xwing" } },
+    egress: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], serverNames: ["api.example.com", "*.cdn.example.com"] }] }, ...extra],
+  });
+  const p = compileAll(parse(spec()), ids).snapshot(XWING);
+  const e = p.entries.find((x) => x.peer === DEATHSTAR && x.port === 443 && x.verdict === "allow");
+  assert.ok(e && e.proxyPort !== 0, "the port is proxied");
+  assert.deepEqual(p.http, [{ ruleId: e.ruleId, portRule: 0, direction: "egress", rules: [], tls: { serverNames: ["api.example.com", "*.cdn.example.com"] }, proxyPorts: [e.proxyPort] }]);
+  assert.deepEqual(httpRulesAt(p, e), []);
+  assert.deepEqual(tlsAt(p, e), { serverNames: ["api.example.com", "*.cdn.example.com"] });
+  const lifted = compileAll(parse(spec([{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }])), ids).snapshot(XWING);
+  assert.ok(lifted.entries.filter((x) => x.peer === DEATHSTAR && x.port === 443).every((x) => x.proxyPort === 0), "an L4-only allow of the port: a plain allow");
+});

@@ -2,10 +2,12 @@
 import type { HTTPRule, Policy, PolicyEntry, PortRule, Rule, RuleHttpRules, RuleTls, SubjectPolicy, TLSContext, TlsSecretUse } from "../model.ts";
 import type { HttpRuleRef } from "../l7/http-decision.ts";
 import { holdsPart, type ProxyPortSet } from "./proxy-ports.ts";
+import { serverNamesOnly } from "../l7/server-names.ts";
 
 /**
  * The HTTP rules of the allow rules in `parts` (the policies selecting one subject, `keys[i]` the key
- * of `parts[i]`), one part per toPorts entry with HTTP rules (they judge only that entry's ports);
+ * of `parts[i]`), one part per toPorts entry with HTTP rules (they judge only that entry's ports) or with
+ * serverNames alone (no HTTP rules: the proxy judges the SNI);
  * undefined when there are none.
  */
 export function subjectHttp(parts: readonly Policy[], keys: readonly string[], ruleIdOf: (key: string, origin: Rule["origin"]) => number): RuleHttpRules[] | undefined {
@@ -15,9 +17,10 @@ export function subjectHttp(parts: readonly Policy[], keys: readonly string[], r
     for (const r of p.rules) {
       if (r.verdict !== "allow") continue;
       r.ports.forEach((pr, portRule) => {
-        if (pr.rules?.kind !== "http" || pr.rules.http.length === 0) return;
+        const sniOnly = serverNamesOnly(pr);
+        if (!sniOnly && (pr.rules?.kind !== "http" || pr.rules.http.length === 0)) return;
         const tls = ruleTls(pr, p.namespace);
-        out.push({ ruleId: ruleIdOf(key, r.origin), portRule, direction: r.direction, rules: pr.rules.http, ...(tls ? { tls } : {}) });
+        out.push({ ruleId: ruleIdOf(key, r.origin), portRule, direction: r.direction, rules: pr.rules?.kind === "http" ? pr.rules.http : [], ...(tls ? { tls } : {}) });
       });
     }
   });

@@ -1,4 +1,5 @@
 // Resolution: a subject's rules become terms (peer selection × port contributions), and the terms matching a peer become its map entries.
+import { serverNamesOnly } from "../l7/server-names.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type Policy, type PolicyEntry, type PortRule, type Protocol, type Rule, type Selector, type Verdict } from "../model.ts";
 import { icmpMatch } from "../icmp.ts";
 import { rangeToPrefixes } from "../portprefix.ts";
@@ -171,9 +172,10 @@ function termsOf(ctx: ResolutionContext, subject: number, key: string, r: Rule, 
   let ownPort: number | undefined;
   // Each toPorts entry is served by its own L7 rules: none (a plain allow), its HTTP rules, or the rule's DNS (other L7) port.
   const servingOf = (pr: PortRule, index: number): Serving => {
-    if (r.verdict !== "allow" || !pr.rules) return PLAIN;
+    if (r.verdict !== "allow" || (!pr.rules && !serverNamesOnly(pr))) return PLAIN;
     proxyRules.add(ruleId);
-    if (pr.rules.kind === "http") return { proxyPort: 0, httpPart: index };
+    // serverNames alone are judged by the L7 proxy as an HTTP part without HTTP rules (its SNI, sni-filter.ts).
+    if (!pr.rules || pr.rules.kind === "http") return { proxyPort: 0, httpPart: index };
     ownPort ??= ctx.proxyPortFor(subject, [{ ruleId }]);
     return { proxyPort: ownPort, httpPart: undefined };
   };

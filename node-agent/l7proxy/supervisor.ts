@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import pino from "pino";
-import type { SubjectPolicy } from "../../core/model.ts";
+import type { RuleTls, SubjectPolicy } from "../../core/model.ts";
 import { httpRulesAt, tlsAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
@@ -34,9 +34,11 @@ export function desiredProxy(policies: readonly SubjectPolicy[], address: string
     for (const e of p.entries) {
       if (e.proxyPort === 0 || e.verdict !== "allow" || ports.has(e.proxyPort)) continue;
       const http = httpRulesAt(p, e);
-      if (http.length === 0) continue;
       const rulesTls = tlsAt(p, e);
-      const tls = rulesTls === undefined ? undefined : tlsDir ? portTlsFromRules(rulesTls, tlsDir) : { unavailable: "the agent has no directory for TLS material" };
+      // No HTTP rules: the port is this proxy's only when its rules carry serverNames alone (judged by the SNI).
+      const sniOnly = http.length === 0 && rulesTls !== undefined && rulesTls !== "conflict" && !rulesTls.terminating && !rulesTls.originating && (rulesTls.serverNames?.length ?? 0) > 0;
+      if (http.length === 0 && !sniOnly) continue;
+      const tls = rulesTls === undefined ? undefined : sniOnly ? { serverNames: (rulesTls as RuleTls).serverNames! } : tlsDir ? portTlsFromRules(rulesTls, tlsDir) : { unavailable: "the agent has no directory for TLS material" };
       ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http, ...(tls ? { tls } : {}) });
     }
   }

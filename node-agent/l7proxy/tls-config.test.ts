@@ -5,7 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PROTO_NUMBER, type RuleTls, type SubjectPolicy } from "../../core/model.ts";
-import { DEFAULT_LIMITS } from "./config.ts";
+import { DEFAULT_LIMITS, parseProxyConfig } from "./config.ts";
 import { desiredProxy } from "./supervisor.ts";
 import { pruneMaterial } from "./tls.ts";
 
@@ -60,4 +60,18 @@ test("a Secret the operator could not read, material not sent, or rules disagree
   assert.deepEqual(portTls(policy(full, undefined)), portTls(policy(full)), "one rule: its TLS");
   assert.deepEqual(portTls(policy(full, { serverNames: ["x.example.com"], terminating: full.terminating! })), { unavailable: "the rules sharing this proxy port ask for different TLS settings" });
   assert.equal(portTls(policy(undefined)), undefined, "no TLS: plain HTTP");
+});
+
+test("the agent gives a port whose rules carry serverNames alone (no HTTP rules) to the proxy as an SNI-only port, with no material", () => {
+  const policy: SubjectPolicy = {
+    subject: 1000,
+    ingressEnforced: false,
+    egressEnforced: true,
+    entries: [{ subject: 1000, direction: "egress", verdict: "allow", peer: 2000, proto: PROTO_NUMBER.TCP, port: 443, portPrefixLen: 16, proxyPort: 10444, ruleId: 3 }],
+    http: [{ ruleId: 3, portRule: 0, direction: "egress", rules: [], tls: { serverNames: ["api.example.com"] }, proxyPorts: [10444] }],
+  };
+  const { config } = desiredProxy([policy], "10.0.0.1", DEFAULT_LIMITS, "/nonexistent");
+  assert.deepEqual(config.ports, [{ port: 10444, http: [], tls: { serverNames: ["api.example.com"] } }]);
+  const parsed = parseProxyConfig(JSON.stringify(config));
+  assert.ok(parsed.ok, JSON.stringify(parsed));
 });

@@ -20,7 +20,7 @@ const POD = 1000;
 const OUTSIDE = 2000;
 const RULE = 11;
 const PROXY_PORT = 10443;
-// serverNames without HTTP rules on 8443: the proxy judges the SNI without terminating (the agent does not steer such ports yet: the proxy's configuration is written here).
+// serverNames without HTTP rules on 8443: the proxy judges the SNI without terminating (the configuration is the agent's desiredProxy from the rule as the compiler sends it).
 const SNI_RULE = 12;
 const SNI_PROXY_PORT = 10444;
 
@@ -61,10 +61,19 @@ before(async () => {
     originating: { secret: { namespace: "kube-system", name: "outside-ca" }, material: { trustedCA: outsideCA.cert } },
     serverNames: ["api.example.com"],
   };
-  const pod: SubjectPolicy = { ...POLICIES[0]!, http: [{ ruleId: RULE, direction: "egress", rules: [{ method: "GET", path: "/public/.*" }], proxyPorts: [PROXY_PORT], tls }] };
+  // 8443's rule has serverNames alone, as the compiler sends it: no HTTP rules, the names to judge the SNI by.
+  const sni: RuleTls = { serverNames: ["api.example.com"] };
+  const pod: SubjectPolicy = {
+    ...POLICIES[0]!,
+    http: [
+      { ruleId: RULE, direction: "egress", rules: [{ method: "GET", path: "/public/.*" }], proxyPorts: [PROXY_PORT], tls },
+      { ruleId: SNI_RULE, portRule: 0, direction: "egress", rules: [], proxyPorts: [SNI_PROXY_PORT], tls: sni },
+    ],
+  };
   const config = desiredProxy([pod], ADDR.node, DEFAULT_LIMITS, path.join(topo.dir, "l7proxy-tls")).config;
   outsideCAFile = file("outside-ca.crt", outsideCA.cert);
-  await topo.setUp({ policies: POLICIES, config: { ...config, ports: [...config.ports, { port: SNI_PROXY_PORT, http: [], tls: { serverNames: ["api.example.com"] } }] } });
+  assert.deepEqual(config.ports.find((p) => p.port === SNI_PROXY_PORT), { port: SNI_PROXY_PORT, http: [], tls: { serverNames: ["api.example.com"] } }, "the agent's configuration of a serverNames-only port");
+  await topo.setUp({ policies: POLICIES, config });
   const server = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", path.join(here, "testing/https-server.ts"), file("outside.crt", outside.cert), file("outside.key", outside.key), "0.0.0.0", "443"]);
   server.stdout?.on("data", (d: Buffer) => (outsideLog += d.toString()));
   await waitForLine(server, /^listening/, 20000);
