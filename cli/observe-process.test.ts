@@ -64,6 +64,10 @@ describe("membrane observe --type process", () => {
     assert.deepEqual(observeType(["--type", "l7", "--type", "drop", "--verdict", "DROPPED"]), { ok: true, type: "flow", rest: ["--type", "l7", "--type", "drop", "--verdict", "DROPPED"] });
     assert.deepEqual(observeType(["--type", "flow", "--last", "3"]), { ok: true, type: "flow", rest: ["--last", "3"] });
     assert.deepEqual(observeType(["--type", "process", "--type", "drop"]), { ok: false, error: "--type: process cannot be combined with a flow type" });
+    // dns: the DNS proxy's L7 flows (issue #15), as --type l7 --protocol DNS; alone, since the protocol filter would narrow another type too.
+    assert.deepEqual(observeType(["--type", "dns", "--dns-query", "api"]), { ok: true, type: "flow", rest: ["--dns-query", "api", "--type", "l7", "--protocol", "DNS"] });
+    assert.deepEqual(observeType(["--type=dns", "--type", "drop"]), { ok: false, error: "--type: dns (the DNS proxy's L7 flows) cannot be combined with another flow type" });
+    assert.deepEqual(observeType(["--type", "dns", "--type", "process"]), { ok: false, error: "--type: process cannot be combined with a flow type" });
     assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: true, value: { source: { kind: "runtime", address: "127.0.0.1:9964", follow: false }, filter: { pod: "x" }, output: "compact" } });
     assert.deepEqual(parseProcessArgs(["--runtime-address", "10.0.0.1:9964", "-f", "--last", "5"]), { ok: true, value: { source: { kind: "runtime", address: "10.0.0.1:9964", follow: true, last: 5 }, filter: {}, output: "compact" } });
     assert.deepEqual(parseProcessArgs(["--input-file", "f", "--follow"]), { ok: false, error: "--follow: follows the runtime's live stream (--runtime-address), not a file" });

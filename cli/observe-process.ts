@@ -27,6 +27,7 @@ export const PROCESS_USAGE = `usage: membrane observe --type process [--runtime-
 export function observeType(args: readonly string[]): { ok: true; type: "flow" | "process"; rest: string[] } | { ok: false; error: string } {
   const rest: string[] = [];
   let isProcess = false;
+  let isDns = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const value = a === "--type" ? args[i + 1] : a.startsWith("--type=") ? a.slice("--type=".length) : undefined;
@@ -36,10 +37,14 @@ export function observeType(args: readonly string[]): { ok: true; type: "flow" |
     }
     if (a === "--type") i++;
     if (value === "process") isProcess = true;
+    else if (value === "dns") isDns = true;
     // Any other type is a flow filter (policy-verdict, drop, trace, l7), checked by the flow filter's parser.
     else if (value !== "flow") rest.push("--type", value);
   }
-  if (isProcess && rest.includes("--type")) return { ok: false, error: "--type: process cannot be combined with a flow type" };
+  if (isProcess && (isDns || rest.includes("--type"))) return { ok: false, error: "--type: process cannot be combined with a flow type" };
+  // dns is the DNS proxy's L7 flows: another type beside it would be read as "and DNS" by the protocol filter, so it stands alone.
+  if (isDns && rest.includes("--type")) return { ok: false, error: "--type: dns (the DNS proxy's L7 flows) cannot be combined with another flow type" };
+  if (isDns) rest.push("--type", "l7", "--protocol", "DNS");
   return { ok: true, type: isProcess ? "process" : "flow", rest };
 }
 

@@ -93,7 +93,7 @@ export const FILTER_USAGE = `filters (a repeated flag means any of its values; d
   --verdict V            FORWARDED or DROPPED
   --protocol P           TCP, UDP, SCTP, ICMP, ICMPv6, or DNS, HTTP (the proxies' L7 flows)
   --port N               source or destination port
-  --type T               policy-verdict, drop, trace or l7 (a DNS or HTTP proxy's request or response)
+  --type T               policy-verdict, drop, trace or l7 (a DNS or HTTP proxy's request or response); dns: the DNS proxy's alone
   --http-method M        L7 flows of this HTTP method (any case)
   --http-path RE         L7 flows whose URL path matches this regular expression
   --http-status S        L7 responses with this status (404) or status prefix (4+, 40+)
