@@ -29,6 +29,8 @@ const ipOf = (name: string): string => OUTSIDE_HOSTS.find((h) => h.names.include
 const API = "api.outside.test";
 const WWW = "www.outside.test";
 const BLOCKED = "blocked.elsewhere.test";
+/** A second resolver pod (the cluster DNS's dnsmasq on port 5353) for the non-standard port test. */
+const ALT_DNS = "kube-dns-5353";
 
 /** Cilium's "DNS-based policies" example (docs: policy/language, "DNS based"), names of the local cluster's outside hosts. */
 const fqdnPolicy = (dnsPattern: string) => ({
@@ -91,8 +93,9 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       { namespace: NS, name: "mediabot-1", node: 1, labels: { org: "empire", class: "mediabot" }, ports: [] },
       { namespace: NS, name: "mediabot-2", node: 2, labels: { org: "empire", class: "mediabot" }, ports: [] },
       { namespace: NS, name: "other", node: 2, labels: { org: "empire", class: "other" }, ports: [] },
+      { namespace: NS, name: "bot-5353", node: 2, labels: { org: "empire", class: "bot-5353" }, ports: [] },
     ]);
-    for (const pod of ["mediabot-1", "mediabot-2", "other"]) p[pod] = await tc.prober(NS, pod);
+    for (const pod of ["mediabot-1", "mediabot-2", "other", "bot-5353"]) p[pod] = await tc.prober(NS, pod);
   });
 
   after(async () => {
@@ -273,6 +276,69 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       now.stop = true;
       await stream.catch(() => undefined);
       if (restarted?.pid !== undefined && isProcessAlive(restarted.pid)) await terminateProcess(restarted.pid, 5_000);
+    }
+  });
+
+  it("DNS on a non-standard port (Cilium's example with port 5353): a second dnsmasq on 5353 in kube-system, rules.dns on 5353 decide the lookups, the proxy asks the server on 5353 and the toFQDNs name connects right after its answer", async () => {
+    // The cluster DNS's own dnsmasq (its records, its flags) on 5353 instead of 53, as a pod of its own beside the asking pod on node 2
+    // (node 1's agent is the one the kill -9 test restarted by hand).
+    const kubeDns = JSON.parse(await tc.kubectl(["get", "pod", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME, "-o", "json"])) as { spec: { containers: { image: string; command: string[]; args: string[] }[] } };
+    const main = kubeDns.spec.containers[0]!;
+    assert.ok(main.args.includes("--port=53"), `kube-dns serves port 53 (${main.args.join(" ")})`);
+    const alt = { [CLUSTER_DNS.label]: `${CLUSTER_DNS.value}-5353` };
+    await apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: ALT_DNS, namespace: CLUSTER_DNS.namespace, labels: alt },
+      spec: {
+        nodeName: tc.nodeName(2),
+        dnsPolicy: "Default",
+        automountServiceAccountToken: false,
+        containers: [{ name: "dnsmasq", image: main.image, command: main.command, args: main.args.map((a) => (a === "--port=53" ? "--port=5353" : a)), ports: [{ name: "dns", containerPort: 5353, protocol: "UDP" }, { name: "dns-tcp", containerPort: 5353, protocol: "TCP" }] }],
+      },
+    });
+    try {
+      await tc.kubectl(["wait", "--for=condition=Ready", "-n", CLUSTER_DNS.namespace, `pod/${ALT_DNS}`, "--timeout=120s"]);
+      const altIP = (JSON.parse(await tc.kubectl(["get", "pod", "-n", CLUSTER_DNS.namespace, ALT_DNS, "-o", "json"])) as { status: { podIP: string } }).status.podIP;
+      const server = `${altIP}:5353`;
+      const bot = p["bot-5353"]!;
+      assert.deepEqual(await bot.lookup(`${BLOCKED}.`, { timeoutMs: MS, server }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, "without a policy the server on 5353 answers every name");
+      await apply({
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "fqdn-5353", namespace: NS },
+        spec: {
+          endpointSelector: { matchLabels: { class: "bot-5353" } },
+          egress: [
+            { toFQDNs: [{ matchName: WWW }] },
+            {
+              toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": CLUSTER_DNS.namespace, [`k8s:${CLUSTER_DNS.label}`]: alt[CLUSTER_DNS.label]! } }],
+              toPorts: [{ ports: [{ port: "5353", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*.outside.test" }] } }],
+            },
+          ],
+        },
+      });
+      await waitEnforced(tc, CNPS, NS, "fqdn-5353", 1); // the one node hosting a pod it selects
+      assert.deepEqual(await bot.lookup(`${WWW}.`, { timeoutMs: MS, server }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(WWW)] }, "the toFQDNs name through the proxy on 5353");
+      assert.equal(await connect(bot, ipOf(WWW)), "connected outside-2", "its address connects right after the answer");
+      assert.deepEqual(await bot.lookup(`${API}.`, { timeoutMs: MS, server }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(API)] }, "another name the DNS rule allows is answered");
+      assert.equal(await connect(bot, ipOf(API)), "timeout", "but no toFQDNs selects it: its address is dropped");
+      assert.deepEqual(await bot.lookup(`${BLOCKED}.`, { timeoutMs: MS, server }), { verdict: "looked-up", rcode: "REFUSED", addresses: [] }, "a name outside the DNS rule is refused by the proxy (the server on 5353 would answer it)");
+      assert.equal((await bot.lookup(`${WWW}.`, { timeoutMs: MS })).rcode, "timeout", "kube-dns on port 53 is not allowed by this policy");
+      const end = Date.now() + 15_000;
+      let refused: Flow[] = [];
+      let answered: Flow[] = [];
+      while ((refused.length === 0 || answered.length === 0) && Date.now() < end) {
+        refused = await observe(["--type", "l7", "--verdict", "DROPPED", "--from-pod", `${NS}/bot-5353`, "--dns-query", `^${BLOCKED.replace(/\./g, "[.]")}[.]$`, "--since", "2m"]);
+        answered = (await observe(["--type", "dns", "--to-pod", `${NS}/bot-5353`, "--dns-query", `^${WWW.replace(/\./g, "[.]")}[.]$`, "--since", "2m"])).filter((f) => f.l7?.type === "RESPONSE");
+        if (refused.length === 0 || answered.length === 0) await new Promise((r) => setTimeout(r, 500));
+      }
+      assert.ok(refused.length > 0, "the refused query is a DROPPED DNS flow");
+      assert.deepEqual([refused[0]!.node, refused[0]!.destination.ip, refused[0]!.destination.port, refused[0]!.decidedBy?.kind === "rule" ? refused[0]!.decidedBy.name : undefined], [tc.nodeName(2), altIP, 5353, "fqdn-5353"], "on the asking pod's node, to the server on 5353, named by the policy");
+      assert.ok(answered.some((f) => f.source.ip === altIP && f.source.port === 5353 && f.l7?.dns?.ips?.includes(ipOf(WWW))), "the answer came from the server on 5353 with the address");
+    } finally {
+      await tc.kubectl(["delete", "cnp", "-n", NS, "fqdn-5353", "--ignore-not-found", "--wait=false"]);
+      await tc.kubectl(["delete", "pod", "-n", CLUSTER_DNS.namespace, ALT_DNS, "--ignore-not-found", "--timeout=60s"]);
     }
   });
 

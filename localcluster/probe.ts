@@ -85,10 +85,12 @@ const RCODE_OF: Record<string, string> = { EREFUSED: "REFUSED", ENOTFOUND: "NXDO
 
 /**
  * An A lookup of `name` through the servers of this namespace's /etc/resolv.conf (a pod's: `ip netns
- * exec` mounts /etc/netns/NAME/resolv.conf there), one try; `name.` with a trailing dot skips the search list.
+ * exec` mounts /etc/netns/NAME/resolv.conf there), or of `server` ("ip:port") when given, one try; `name.`
+ * with a trailing dot skips the search list.
  */
-export async function lookupA(name: string, timeoutMs: number): Promise<LookupResult> {
+export async function lookupA(name: string, timeoutMs: number, server?: string): Promise<LookupResult> {
   const resolver = new dns.Resolver({ timeout: timeoutMs, tries: 1 });
+  if (server !== undefined) resolver.setServers([server]);
   try {
     return { verdict: "looked-up", rcode: "NOERROR", addresses: (await resolver.resolve4(name)).sort() };
   } catch (err) {
@@ -100,7 +102,7 @@ export async function lookupA(name: string, timeoutMs: number): Promise<LookupRe
 }
 
 /** One request to `--serve` mode: probe host:port, or look `lookup` up; the answer echoes `id`. */
-export type ProbeRequest = { id: number; timeoutMs: number } & ({ host: string; port: number; udp?: boolean } | { lookup: string });
+export type ProbeRequest = { id: number; timeoutMs: number } & ({ host: string; port: number; udp?: boolean } | { lookup: string; server?: string });
 
 export type ProbeAnswer = { id: number } & (ProbeResult | LookupResult | { verdict: "error"; error: string });
 
@@ -120,7 +122,7 @@ function serve(): void {
       process.stdout.write(JSON.stringify({ id: -1, verdict: "error", error: `not JSON: ${line.slice(0, 80)}` }) + "\n");
       return;
     }
-    const probe: Promise<ProbeResult | LookupResult> = "lookup" in req ? lookupA(req.lookup, req.timeoutMs) : req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
+    const probe: Promise<ProbeResult | LookupResult> = "lookup" in req ? lookupA(req.lookup, req.timeoutMs, req.server) : req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
     probe.then(
       (r) => process.stdout.write(JSON.stringify({ id: req.id, ...r }) + "\n"),
       (e: unknown) => process.stdout.write(JSON.stringify({ id: req.id, verdict: "error", error: (e as Error).message }) + "\n"),
