@@ -1,7 +1,7 @@
 // A real node (containerd + the pinned kubelet in its own network and mount namespaces) joins the local control plane, runs a Deployment's pod from an image built here, serves kubectl logs/exec, and leaves nothing behind.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -99,14 +99,8 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       await node!.importImage(image.archive);
       return image;
     }));
-  let operator: ChildProcess | undefined;
 
   after(async () => {
-    if (operator && operator.exitCode === null) {
-      const exited = new Promise((r) => operator!.once("exit", r));
-      operator.kill("SIGTERM");
-      await exited;
-    }
     // Also when a test failed half-way: the node first (its Node object goes through the API server), then the control plane.
     await destroyRealNode(join(scratch, "node")).catch((err: unknown) => console.error("realnode cleanup:", err));
     await cp?.stop();
@@ -325,7 +319,6 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
 
   const AGENT_NS = "membrane-system";
   const POLICY_NS = "realnode-policy";
-  const membraneCli = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
 
   async function agentPod(): Promise<string> {
     return eventually("a Ready agent pod", 120_000, async () => {
@@ -335,37 +328,51 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     });
   }
 
-  test("the chart's agent DaemonSet runs from the image as a real pod, connects to the operator and installs its CNI plugin", async () => {
+  test("the chart's operator, webhook and agent run from the image as real pods: the agent reaches the operator through its Service and installs its CNI plugin", async () => {
     await membraneImage();
     const paths = realNodePaths(node!.plan.dir);
-    // The operator runs as a local process in this step (not yet as the chart's pods: no Service routing on real
-    // nodes); the node's /etc/hosts gives its Service name the operator's address, as cluster DNS would.
-    await node!.addHost(node!.plan.hostAddress, `membrane-operator.${AGENT_NS}.svc`);
     const install = await cp!.helm(["install", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--create-namespace", ...setArgs({
-      "webhook.enabled": false,
-      // No node has this label: the operator's pods stay Pending while its local process serves.
-      "operator.nodeSelector.membrane\\.io/operator-pods": "none",
+      // One of each keeps the file short on two cores; the chart's 2 replicas are the same pods twice.
+      "operator.replicas": 1,
+      "webhook.replicas": 1,
+      // As Cilium's: the agents keep pod-network pods closed until the operator's policy reaches them, so the
+      // operator on the pod network would wait for itself.
+      "operator.hostNetwork": true,
       // The node's runtime reads its CNI dirs here (inside the node dir), not /opt/cni/bin and /etc/cni/net.d.
       "agent.cniBinDir": paths.cniBinDir,
       "agent.cniConfDir": paths.cniConfDir,
     })]);
     assert.equal(install.code, 0, install.stderr);
-    // The operator with the chart's own distribution certificate (helm generated it) and the chart's flags.
-    const tls = join(scratch, "operator-tls");
-    mkdirSync(tls);
-    const secret = await cp!.kubectl(["get", "secret", "-n", AGENT_NS, "membrane-distribution-tls-server", "-o", "json"]);
-    for (const [k, v] of Object.entries((JSON.parse(secret.stdout) as { data: Record<string, string> }).data)) writeFileSync(join(tls, k), Buffer.from(v, "base64"));
-    const logFile = join(scratch, "operator.log");
-    const fd = openSync(logFile, "a");
-    operator = spawn(membraneCli, [
-      "operator", "--kubeconfig", cp!.kubeconfig, "--leader-elect=false", `--bind-address=${node!.plan.hostAddress}`, "--distribution-port=9890", "--health-port=0",
-      `--tls-ca=${tls}/ca.crt`, `--tls-cert=${tls}/tls.crt`, `--tls-key=${tls}/tls.key`,
-      "--agent-auth=token", `--agent-service-account=${AGENT_NS}/membrane-agent`, "--agent-token-audience=membrane-operator",
-      "--pod-cidr-pool=10.244.0.0/16", "--node-cidr-mask-size=24", "--controllers=identity,policy,node", "--cluster-name=default",
-    ], { stdio: ["ignore", fd, fd] });
+    // The agent dials the operator's Service by name. Cluster DNS is itself a pod-network pod the agent must open
+    // first, so the node's /etc/hosts gives the name the Service's ClusterIP (kube-proxy routes it to the
+    // operator's pod); the agent pod started before that entry is replaced once to see it.
+    const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
+    assert.match(operatorIP, /^10\.96\./);
+    await node!.addHost(operatorIP, `membrane-operator.${AGENT_NS}.svc`);
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--wait=false"])).code, 0);
+    const operatorPod = await eventually("a Ready operator pod", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return pods.find((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
+    });
     const agent = await agentPod();
-    // Its pod-bound token proved its node to the operator.
-    await eventually("the operator's stream to the agent", 60_000, async () => (new RegExp(`"node":"${name}".*"agent connected"`).test(readFileSync(logFile, "utf8")) ? true : undefined));
+    // Its pod-bound token proved its node to the operator, reached at its Service.
+    await eventually("the operator's stream to the agent", 60_000, async () => {
+      const r = await cp!.kubectl(["logs", "-n", AGENT_NS, operatorPod]);
+      return new RegExp(`"node":"${name}".*"agent connected"`).test(r.stdout) ? true : undefined;
+    });
+    // Pod-network pods wired before the agent lost their links to its start-up reconcile (it removes host links
+    // it has no record of): CoreDNS and the webhook are recreated through the agent's CNI, as on a node whose CNI
+    // comes up after them.
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--wait=false"])).code, 0);
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=webhook", "--wait=false"])).code, 0);
+    for (const [ns, deploy] of [["kube-system", "coredns"], [AGENT_NS, "membrane-webhook"]] as const) {
+      const r = await cp!.kubectl(["rollout", "status", "-n", ns, `deployment/${deploy}`, "--timeout=120s"]);
+      assert.equal(r.code, 0, `${ns}/${deploy}: ${r.stderr}`);
+    }
+    // The API server (on the host) reaches the webhook's Service through the node, as kind's reaches a Service.
+    const webhookIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-webhook", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
+    await node!.routeFromHost(webhookIP);
     const cidr = await eventually("the node's pod CIDR on its CiliumNode", 30_000, async () => {
       const r = await cp!.kubectl(["get", "ciliumnode", name, "-o", "jsonpath={.spec.ipam.podCIDRs[0]}"]);
       return r.stdout.trim() || undefined;
@@ -414,7 +421,16 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       metadata: { name: "server-from-allowed", namespace: POLICY_NS },
       spec: { endpointSelector: { matchLabels: { app: "server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "allowed" } }] }] },
     };
-    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy))).code, 0);
+    // The webhook pod, reached by the API server through its Service, refuses what the CRD schema lets through.
+    const bad = { ...policy, metadata: { name: "bad", namespace: POLICY_NS }, spec: { ...policy.spec, egress: [{ toEndpoints: [{}], toCIDR: ["10.0.0.0/8"] }] } };
+    const refused = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(bad));
+    assert.notEqual(refused.code, 0, "a rule with toEndpoints and toCIDR is refused");
+    assert.match(refused.stderr, /admission webhook .*denied the request.*spec\.egress\[0\]/s, refused.stderr);
+    const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
+    assert.equal(applied.code, 0, applied.stderr);
+    // The operator pod compiled it and the agent pod acknowledged it.
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/server-from-allowed", "-n", POLICY_NS, "--for=condition=Enforced", "--timeout=60s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
     await eventually("the client's connection refused by policy", 30_000, async () => ((await get()).stdout.includes("200 OK") ? undefined : true));
     const drops = await eventually("the drop in the agent's flows", 30_000, async () => {
       const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--to-pod", `${POLICY_NS}/server`, "-o", "json"]);
@@ -465,6 +481,8 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.ok(!existsSync(plan.dir), "node dir removed");
     assert.ok(!existsSync(`/run/netns/${plan.netns}`), "netns removed");
     assert.ok(!readFileSync("/proc/net/dev", "utf8").includes(plan.hostInterface), "host veth removed");
+    const routes = await new Promise<string>((r) => execFile("ip", ["-4", "route", "show"], (_e, out) => r(out)));
+    assert.ok(!routes.includes(`via ${plan.nodeAddress} `), `the webhook Service's host route removed: ${routes}`);
     for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, plan.cgroupName)), `cgroup ${h}/${plan.cgroupName} removed`);
     for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
       let cmd: string;

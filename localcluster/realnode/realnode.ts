@@ -25,6 +25,7 @@ import {
   kubernetesServiceRules,
   planRealNode,
   realNodePaths,
+  SERVICE_CIDR,
   type RealNodePlan,
 } from "./config.ts";
 import { buildCoreDNSImage } from "./coredns.ts";
@@ -68,6 +69,8 @@ export interface RealNodeState {
   cgroupsCreated: string[];
   pids: { holder?: number; relay?: number; containerd?: number; kubelet?: number; kubeProxy?: number; reaper?: number };
   sysctlsClaimed: boolean;
+  /** Host routes (`ADDRESS/32 via` the node's address) routeFromHost added: removed by stop(). */
+  hostRoutes?: string[];
 }
 
 export interface RealNode {
@@ -80,6 +83,12 @@ export interface RealNode {
   ctr(args: string[]): Promise<CommandResult>;
   /** Adds `address name` to the node's /etc/hosts (hostNetwork pods started afterwards see it). */
   addHost(address: string, name: string): Promise<void>;
+  /**
+   * Routes one Service ClusterIP from the host through this node (kube-proxy there forwards it, masqueraded), as
+   * kind's API server reaches Services from a node: the API server on the host's loopback reaches a webhook
+   * Service this way. Refused when the host routes that address already; stop() removes the route.
+   */
+  routeFromHost(clusterIP: string): Promise<void>;
   /** Imports an OCI archive (e.g. buildMembraneImage's) into the node's containerd under the reference it carries. */
   importImage(archive: string): Promise<void>;
   stop(): Promise<void>;
@@ -192,6 +201,14 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
       exec: (args) => run(inNode(args)),
       ctr,
       importImage,
+      routeFromHost: async (clusterIP) => {
+        if (!/^10\.96\.\d{1,3}\.\d{1,3}$/.test(clusterIP)) throw new Error(`routeFromHost: a ClusterIP in ${SERVICE_CIDR} is required, got "${clusterIP}"`);
+        const dest = `${clusterIP}/32`;
+        const add = await run(["ip", "route", "add", dest, "via", plan.nodeAddress]);
+        if (add.code !== 0) throw new Error(`routeFromHost: ip route add ${dest} via ${plan.nodeAddress}: ${add.stderr.trim()} (another cluster on this machine routes it?)`);
+        state.hostRoutes = [...(state.hostRoutes ?? []), dest];
+        await save();
+      },
       // Appended in place: the bind mount over /etc/hosts holds this inode.
       addHost: (address, name) => appendFile(paths.hosts, `${address} ${name}\n`),
       stop: () => destroyRealNode(plan.dir),
@@ -229,6 +246,11 @@ export async function destroyRealNode(dir: string): Promise<void> {
   if (state.pids.kubelet && isNodeProcess(state.pids.kubelet, dir)) {
     process.kill(state.pids.kubelet, "SIGTERM");
     await waitFor(() => !isProcessAlive(state.pids.kubelet!), 10_000, () => "").catch(() => undefined);
+  }
+  for (const dest of state.hostRoutes ?? []) {
+    // Only the route this node added (via its address): another node's route to the same address is not ours.
+    const r = await run(["ip", "route", "del", dest, "via", plan.nodeAddress]);
+    if (r.code !== 0 && !/No such process/.test(r.stderr)) log.warn({ node: plan.name, route: dest, err: r.stderr.trim() }, "host route not removed");
   }
   await killCgroupProcesses(plan);
   for (const cg of [...state.cgroupsCreated].reverse()) removeCgroupTree(cg);
