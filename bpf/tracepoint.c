@@ -3,7 +3,9 @@
 // common fields are not there for BPF: its first 8 bytes hold the caller's registers). The program reads the hooks' listed arguments,
 // evaluates the rules the agent writes (the caller's network namespace and pid, integer and string argument filters;
 // the first rule of a hook that matches acts) and acts in the kernel: Sigkill and Signal with bpf_send_signal, Post
-// through a ring buffer. A rule whose selector has matchBinaries is reported for user space to judge and act on.
+// through a ring buffer. matchBinaries is judged here too: programs on the scheduler's exec, fork and exit keep each
+// process's set of matching binary values (membrane_tp_procs, by pid, as Tetragon keys its binary filter by exec), so
+// the calls of a binary no rule names never leave the kernel.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -11,7 +13,12 @@
 #include "tracepoint.h"
 #include "netns.h"
 
+struct linux_binprm {
+	const char *filename;
+} __attribute__((preserve_access_index));
 struct task_struct {
+	int pid;
+	int tgid;
 	struct nsproxy *nsproxy;
 } __attribute__((preserve_access_index));
 
@@ -31,10 +38,40 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } membrane_tp_count SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TP_BINARIES_MAX);
+	__type(key, __u32);
+	__type(value, struct tp_binary);
+} membrane_tp_binaries SEC(".maps");
+
+/* pid -> the bits of membrane_tp_binaries its binary matches; a process matching none has no entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TP_PROCS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} membrane_tp_procs SEC(".maps");
+
+/* The path of the binary being exec'd (judged against every matchBinaries value). */
+struct tp_exec_scratch {
+	char path[TP_STR_MAX];
+	__s32 len;
+	__u32 pad;
+	__u64 bits;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tp_exec_scratch);
+} membrane_tp_exec_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -72,6 +109,9 @@ struct judge_ctx {
 	__u32 netns;
 	__u32 pid;
 	__u32 acted_hook; /* + 1 */
+	__u64 binaries;   /* the caller's binary set, once read */
+	__u32 binaries_read;
+	__u32 pad;
 };
 
 static __always_inline void load_args(struct judge_ctx *j, __u32 hook_index, const struct tp_hook *h)
@@ -116,24 +156,30 @@ static __always_inline void load_args(struct judge_ctx *j, __u32 hook_index, con
 	s->loaded_hook = hook_index + 1;
 }
 
-static __always_inline int string_holds(const struct tp_scratch *s, __u32 arg, const struct tp_filter *f)
+/* Equal, Prefix or Postfix of value (len bytes) on s (slen bytes, -1: not judged by value), both TP_STR_MAX buffers. */
+static __always_inline int str_matches(const char *s, __s32 slen, __u8 op, const char *value, __u32 len)
 {
-	__s32 slen = s->slen[arg];
-	__u32 len = f->len;
 	if (slen < 0 || len >= TP_STR_MAX)
 		return 0;
-	if (f->op == TP_OP_EQUAL && (__u32)slen != len)
+	if (op == TP_OP_EQUAL && (__u32)slen != len)
 		return 0;
 	if ((__u32)slen < len)
 		return 0;
-	__u32 start = f->op == TP_OP_POSTFIX ? (__u32)slen - len : 0;
+	__u32 start = op == TP_OP_POSTFIX ? (__u32)slen - len : 0;
 	for (__u32 i = 0; i < TP_STR_MAX; i++) {
 		if (i >= len)
 			break;
-		if (s->e.strs[arg][(start + i) & (TP_STR_MAX - 1)] != f->str[i & (TP_STR_MAX - 1)])
+		if (s[(start + i) & (TP_STR_MAX - 1)] != value[i & (TP_STR_MAX - 1)])
 			return 0;
 	}
 	return 1;
+}
+
+static __always_inline int string_holds(const struct tp_scratch *s, __u32 arg, const struct tp_filter *f)
+{
+	if (arg >= TP_ARGS_MAX)
+		return 0;
+	return str_matches(s->e.strs[arg], s->slen[arg], f->op, f->str, f->len);
 }
 
 static __always_inline int filter_holds(const struct tp_scratch *s, const struct tp_hook *h, const struct tp_filter *f)
@@ -210,6 +256,16 @@ static long judge_rule(__u32 index, void *data)
 		return 0;
 	if (r->pid != 0 && (r->pid == j->pid) == !!(r->flags & TP_F_PID_NOT))
 		return 0;
+	if (r->binaries != 0) {
+		if (!j->binaries_read) {
+			__u32 pid = j->pid;
+			__u64 *bits = bpf_map_lookup_elem(&membrane_tp_procs, &pid);
+			j->binaries = bits ? *bits : 0;
+			j->binaries_read = 1;
+		}
+		if (((j->binaries & r->binaries) != 0) == !!(r->flags & TP_F_BINARIES_NOT))
+			return 0;
+	}
 	if (j->s->loaded_hook != hook_index + 1)
 		load_args(j, hook_index, h);
 	for (int i = 0; i < TP_FILTERS_MAX; i++) {
@@ -219,13 +275,11 @@ static long judge_rule(__u32 index, void *data)
 			return 0;
 	}
 	j->acted_hook = r->hook + 1;
-	if (!(r->flags & TP_F_DEFER)) {
-		if (r->action == TP_ACTION_SIGKILL)
-			bpf_send_signal(9);
-		else if (r->action == TP_ACTION_SIGNAL && r->signal != 0)
-			bpf_send_signal(r->signal);
-	}
-	if (!(r->flags & TP_F_NOPOST) || (r->flags & TP_F_DEFER))
+	if (r->action == TP_ACTION_SIGKILL)
+		bpf_send_signal(9);
+	else if (r->action == TP_ACTION_SIGNAL && r->signal != 0)
+		bpf_send_signal(r->signal);
+	if (!(r->flags & TP_F_NOPOST))
 		report(j, index, r);
 	return 0;
 }
@@ -250,6 +304,89 @@ int membrane_tracepoint(void *record)
 	j.netns = TASK_NETNS(task);
 	s->loaded_hook = 0;
 	bpf_loop(TP_RULES_MAX, judge_rule, &j, 0);
+	return 0;
+}
+
+static __always_inline __u32 binary_count(void)
+{
+	__u32 one = 1;
+	__u32 *n = bpf_map_lookup_elem(&membrane_tp_count, &one);
+	return n ? *n : 0;
+}
+
+/* bpf_loop's context is on the stack; the path is too large for it. */
+struct binary_ctx {
+	struct tp_exec_scratch *x;
+};
+
+static long judge_binary(__u32 index, void *data)
+{
+	struct tp_exec_scratch *x = ((struct binary_ctx *)data)->x;
+	__u32 key = index;
+	const struct tp_binary *b = bpf_map_lookup_elem(&membrane_tp_binaries, &key);
+	if (!b)
+		return 1;
+	if (str_matches(x->path, x->len, b->op, b->str, b->len))
+		x->bits |= 1ULL << (index & (TP_BINARIES_MAX - 1));
+	return 0;
+}
+
+/* An exec replaces the process's binary: its set is judged again against every value. */
+SEC("tp_btf/sched_process_exec")
+int membrane_tp_exec(__u64 *ctx)
+{
+	__u32 count = binary_count();
+	if (count == 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
+	__u32 zero = 0;
+	struct tp_exec_scratch *x = bpf_map_lookup_elem(&membrane_tp_exec_scratch, &zero);
+	if (!x)
+		return 0;
+	long n = bpf_probe_read_kernel_str(x->path, TP_STR_MAX, BPF_CORE_READ(bprm, filename));
+	x->len = n > 0 && n < TP_STR_MAX ? n - 1 : -1;
+	x->bits = 0;
+	struct binary_ctx b = { .x = x };
+	bpf_loop(count < TP_BINARIES_MAX ? count : TP_BINARIES_MAX, judge_binary, &b, 0);
+	__u32 pid = BPF_CORE_READ(task, tgid);
+	if (x->bits != 0)
+		bpf_map_update_elem(&membrane_tp_procs, &pid, &x->bits, BPF_ANY);
+	else
+		bpf_map_delete_elem(&membrane_tp_procs, &pid);
+	return 0;
+}
+
+/* A new process runs its parent's binary until it execs. */
+SEC("tp_btf/sched_process_fork")
+int membrane_tp_fork(__u64 *ctx)
+{
+	if (binary_count() == 0)
+		return 0;
+	struct task_struct *parent = (struct task_struct *)ctx[0];
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 ppid = BPF_CORE_READ(parent, tgid);
+	__u32 pid = BPF_CORE_READ(child, tgid);
+	if (pid == ppid)
+		return 0; /* a thread */
+	__u64 *bits = bpf_map_lookup_elem(&membrane_tp_procs, &ppid);
+	if (bits) {
+		__u64 copy = *bits;
+		bpf_map_update_elem(&membrane_tp_procs, &pid, &copy, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int membrane_tp_exit(__u64 *ctx)
+{
+	if (binary_count() == 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	__u32 pid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&membrane_tp_procs, &pid);
 	return 0;
 }
 

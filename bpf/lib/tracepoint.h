@@ -9,6 +9,8 @@
 #define TP_ARGS_MAX 5          /* listed arguments a hook reads */
 #define TP_FILTERS_MAX 4       /* argument filters one rule ANDs */
 #define TP_STR_MAX 256         /* bytes of a string argument read (NUL included) and of a string value */
+#define TP_BINARIES_MAX 64     /* matchBinaries values: one bit each in a process's binary set */
+#define TP_PROCS_MAX 65536     /* processes whose binary matches a value (membrane_tp_procs) */
 
 #define TP_ARG_INT 1
 #define TP_ARG_STRING 2
@@ -25,7 +27,7 @@
 #define TP_ACTION_SIGNAL 3
 
 #define TP_F_NOPOST 1          /* act without an event */
-#define TP_F_DEFER 2           /* matchBinaries: user space judges the binary and acts */
+#define TP_F_BINARIES_NOT 2    /* matchBinaries NotIn/NotPrefix/NotPostfix: the caller's binary matches none of binaries */
 #define TP_F_PID_NOT 4         /* the caller's pid must not be pid */
 
 /* How one listed argument is read from the tracepoint's record. */
@@ -64,10 +66,20 @@ struct tp_rule {
 	__u8 signal;     /* TP_ACTION_SIGNAL */
 	__u8 flags;      /* TP_F_* */
 	__u8 nfilters;
+	__u64 binaries;  /* matchBinaries: bits of membrane_tp_binaries the caller's binary must match one of; 0: any */
 	struct tp_filter filters[TP_FILTERS_MAX];
 };
 
-/* The rule count lives in slot 0 of membrane_tp_count; rules in membrane_tp_rules[0..count). */
+/* One matchBinaries value, judged once per exec against the new binary's path (bprm->filename, as the process
+ * cache names it); the process's set of matching values is kept in membrane_tp_procs by its pid. */
+struct tp_binary {
+	__u8 op;         /* TP_OP_EQUAL (In), TP_OP_PREFIX, TP_OP_POSTFIX */
+	__u8 pad[3];
+	__u32 len;       /* bytes without the NUL */
+	char str[TP_STR_MAX];
+};
+
+/* membrane_tp_count: slot 0 the rule count (rules in membrane_tp_rules[0..count)), slot 1 the binary count. */
 
 struct tp_event {
 	__u32 pid;

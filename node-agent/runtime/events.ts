@@ -115,6 +115,15 @@ export class ProcessEvents {
     return { process, ...(parent ? { parent } : {}), ...(ancestors.length > 0 ? { ancestors } : {}) };
   }
 
+  /** The binary a running process runs: the path its exec was given when the cache saw it, else /proc's exe link. */
+  binaryOf(pid: number): string | undefined {
+    this.catchUp?.();
+    const cached = this.cache.get(pid)?.binary;
+    if (cached !== undefined) return cached;
+    const exe = this.readLink(`${pid}/exe`);
+    return exe === "" ? undefined : exe;
+  }
+
   /** The wall-clock time now, in the events' format. */
   now(): string {
     return this.wallTime(process.hrtime.bigint());

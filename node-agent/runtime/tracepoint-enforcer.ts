@@ -1,21 +1,24 @@
 // TracingPolicy tracepoints (syscalls/sys_enter_*, raw_syscalls/*) natively: bpf/tracepoint.c attached by perf
 // events to every tracepoint the plans name, their selectors expanded into rules the program evaluates in the kernel
 // (pod by network namespace, matchPIDs, integer and string matchArgs); Sigkill and Signal are sent by the program
-// itself, Post comes back through a ring buffer as Tetragon's process_tracepoint. matchBinaries is judged here, from
-// the program's report (the process cache's binary), and acted on by kill(2) — later than the kernel's own actions.
+// itself, Post comes back through a ring buffer as Tetragon's process_tracepoint. matchBinaries is judged in the
+// kernel too: the object's exec/fork/exit programs keep each process's set of matching values, seeded here from the
+// running processes whenever the values change, so a binary no rule names sends nothing to user space.
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import koffi from "koffi";
 import type { Logger } from "pino";
 import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
-import { selectorMatches, type EnforcementPlan, type HookPlan, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
-import { netnsOf, selectedNetns, signalProcess } from "./selection.ts";
+import { netnsOf, selectedNetns } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
 import {
-  TP_ACTION, TP_ARGS_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_OP, TP_RULES_MAX, TP_STR_MAX, type TpEvent, type TpFilter, type TpRule, decodeTpEvent, encodeTpHook, encodeTpRule,
+  TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_OP, TP_RULES_MAX, TP_STR_MAX, type TpBinary, type TpEvent, type TpFilter, type TpRule,
+  decodeTpEvent, encodeTpBinary, encodeTpHook, encodeTpRule, tpBinaryMatches,
 } from "./tracepoint-layout.ts";
 
 export const TRACEPOINT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/tracepoint.o");
@@ -24,6 +27,10 @@ const libbpf = koffi.load("libbpf.so.1");
 const libc = koffi.load("libc.so.6");
 const linkCreate = libbpf.func("int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)") as (p: number, t: number, a: number, o: Buffer) => number;
 const closeFd = libc.func("int close(int fd)") as (fd: number) => number;
+// tp_btf programs attach where their BTF id points (BPF_RAW_TRACEPOINT_OPEN with no name), as the process sensor's do.
+const rawTracepointOpen = libbpf.func("int bpf_raw_tracepoint_open(const char *name, int prog_fd)") as (name: string | null, fd: number) => number;
+/** The programs that keep each process's matchBinaries set (sched_process_exec/fork/exit). */
+const BINARY_PROGRAMS = ["membrane_tp_exec", "membrane_tp_fork", "membrane_tp_exit"] as const;
 const syscall = libc.func("long syscall(long number, ...)") as (...args: unknown[]) => number;
 const SYS_PERF_EVENT_OPEN = process.arch === "arm64" ? 241 : 298;
 const PERF_TYPE_TRACEPOINT = 2;
@@ -44,12 +51,11 @@ export interface TracepointEnforcerOptions {
   readonly catalogue?: TracepointCatalogue;
 }
 
-/** What a rule came from, to name it in events and to judge matchBinaries. */
+/** What a rule came from, to name it in events. */
 interface RuleOrigin {
   readonly policy: string;
   readonly hook: HookPlan;
   readonly reads: readonly TracepointArgRead[];
-  readonly selector?: SelectorPlan;
 }
 
 /** A perf event on one tracepoint and the program's link to it. */
@@ -63,11 +69,13 @@ export class TracepointEnforcer {
   private obj: BpfObject | undefined;
   private reader: RingBufferReader | undefined;
   private readonly attached = new Map<number, Attachment>();
+  private binaryLinks: number[] = [];
   private origins: RuleOrigin[] = [];
+  private binaries: readonly TpBinary[] = [];
   /** Records the agent could not decode. */
   undecodable = 0;
-  /** matchBinaries decisions taken here: how many acted, and the worst time from the call to the signal (ms). */
-  readonly deferred = { acted: 0, maxLatencyMs: 0 };
+  /** Records the ring delivered (tests: a call no rule selects must not reach user space). */
+  records = 0;
 
   constructor(private readonly opts: TracepointEnforcerOptions) {
     this.catalogue = opts.catalogue ?? readTracepointCatalogue();
@@ -89,6 +97,7 @@ export class TracepointEnforcer {
     const old = countMap.lookup(zero)?.readUInt32LE(0) ?? 0;
     count.writeUInt32LE(Math.min(old, compiled.rules.length));
     countMap.update(zero, count);
+    if (!sameBinaries(compiled.binaries, this.binaries)) this.setBinaries(compiled.binaries);
     compiled.hooks.forEach((h, i) => obj.map("membrane_tp_hooks").update(u32(i), encodeTpHook(h)));
     compiled.rules.forEach((r, i) => obj.map("membrane_tp_rules").update(u32(i), encodeTpRule(r)));
     this.origins = compiled.origins;
@@ -131,6 +140,9 @@ export class TracepointEnforcer {
     this.reader = undefined;
     for (const a of this.attached.values()) detach(a);
     this.attached.clear();
+    for (const fd of this.binaryLinks) closeFd(fd);
+    this.binaryLinks = [];
+    this.binaries = [];
     if (this.obj) {
       this.obj.close();
       this.obj.unpin();
@@ -145,7 +157,15 @@ export class TracepointEnforcer {
     try {
       // Pinned maps a runtime that died left behind are reused: their rules are not this process's (none until set writes them).
       this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
+      this.obj.map("membrane_tp_count").update(u32(1), Buffer.alloc(4));
+      this.obj.map("membrane_tp_procs").clear();
+      for (const name of BINARY_PROGRAMS) {
+        const fd = rawTracepointOpen(null, this.obj.programFd(name));
+        if (fd < 0) throw new BpfError(`attach ${name}`, -fd);
+        this.binaryLinks.push(fd);
+      }
       this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
+        this.records++;
         const e = decodeTpEvent(rec);
         if (e) this.report(e);
         else this.undecodable++;
@@ -158,10 +178,16 @@ export class TracepointEnforcer {
   }
 
   /** The hooks and rules of the plans' tracepoints, in the program's terms. */
-  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { hooks: { eventId: number; args: TracepointArgRead[] }[]; rules: TpRule[]; origins: RuleOrigin[] } {
+  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { hooks: { eventId: number; args: TracepointArgRead[] }[]; rules: TpRule[]; origins: RuleOrigin[]; binaries: TpBinary[] } {
     const hooks: { eventId: number; args: TracepointArgRead[] }[] = [];
     const rules: TpRule[] = [];
     const origins: RuleOrigin[] = [];
+    const binaries: TpBinary[] = [];
+    const bitOf = (v: TpBinary): bigint => {
+      let i = binaries.findIndex((b) => b.op === v.op && b.value === v.value);
+      if (i < 0) i = binaries.push(v) - 1;
+      return 1n << BigInt(i);
+    };
     for (const plan of plans.values()) {
       const tracepoints = plan.hooks.filter((h) => h.meaning === "tracepoint");
       if (tracepoints.length === 0) continue;
@@ -179,19 +205,17 @@ export class TracepointEnforcer {
         const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
         selectors.forEach((s, j) => {
           const at = `${hook.path}.selectors[${j}]`;
-          if (s !== undefined && s.binaries.length > 0 && j !== selectors.length - 1) {
-            throw new Error(`${at}.matchBinaries: judged in user space after the kernel's own selectors, so only the last selector of a tracepoint may have matchBinaries (Tetragon's first-match order would not hold)`);
-          }
-          for (const r of expand(s, at, reads, netns, hookIndex)) {
+          for (const r of expand(s, at, reads, netns, hookIndex, bitOf)) {
             rules.push(r);
-            origins.push({ policy: plan.name, hook, reads, ...(s !== undefined ? { selector: s } : {}) });
+            origins.push({ policy: plan.name, hook, reads });
           }
         });
       }
     }
     if (hooks.length > TP_HOOKS_MAX) throw new Error(`${hooks.length} tracepoint hooks; this node holds ${TP_HOOKS_MAX}`);
     if (rules.length > TP_RULES_MAX) throw new Error(`tracepoint hooks expand to ${rules.length} rules; this node holds ${TP_RULES_MAX}`);
-    return { hooks, rules, origins };
+    if (binaries.length > TP_BINARIES_MAX) throw new Error(`tracepoint selectors name ${binaries.length} matchBinaries values; this node holds ${TP_BINARIES_MAX}`);
+    return { hooks, rules, origins, binaries };
   }
 
   private formatOf(hook: HookPlan): TracepointFormat {
@@ -210,22 +234,6 @@ export class TracepointEnforcer {
     const origin = this.origins[e.rule];
     if (origin === undefined) return;
     const described = this.opts.events.describe(e.pid);
-    if (e.flags & TP_F.defer) {
-      // matchBinaries: the kernel matched everything else; the binary decides here.
-      const s = origin.selector;
-      const binary = described?.process.binary ?? "";
-      if (s === undefined || !selectorMatches({ ...s, args: [], namespaces: [], pids: [], names: [] }, { pid: e.pid, binary, namespaces: {}, hostNamespaces: {} })) return;
-      if (e.action === TP_ACTION.Sigkill) this.kill(e.pid, 9);
-      if (e.action === TP_ACTION.Signal) {
-        const sig = s.actions.find((a) => a.action === "Signal")?.signal;
-        if (sig !== undefined) this.kill(e.pid, sig);
-      }
-      if (e.action !== TP_ACTION.Post) {
-        this.deferred.acted++;
-        this.deferred.maxLatencyMs = Math.max(this.deferred.maxLatencyMs, Number(process.hrtime.bigint() - e.ktimeNs) / 1e6);
-      }
-      if (s.actions.some((a) => a.action === "NoPost")) return;
-    }
     if (!described) return;
     const tp = origin.hook.tracepoint!;
     const action = e.action === TP_ACTION.Sigkill ? "KPROBE_ACTION_SIGKILL" : e.action === TP_ACTION.Signal ? "KPROBE_ACTION_SIGNAL" : "KPROBE_ACTION_POST";
@@ -237,9 +245,44 @@ export class TracepointEnforcer {
     });
   }
 
-  private kill(pid: number, sig: number): void {
-    signalProcess(pid, sig, this.opts.log);
+  /**
+   * Loads the matchBinaries values and seeds the set of every running process (the exec program judges those that
+   * exec from now on): the process cache's binary (the path exec was given) or, for one it never saw, /proc's exe.
+   */
+  private setBinaries(binaries: readonly TpBinary[]): void {
+    const obj = this.obj!;
+    const procs = obj.map("membrane_tp_procs");
+    const count = obj.map("membrane_tp_count");
+    count.update(u32(1), u32(0));
+    binaries.forEach((b, i) => obj.map("membrane_tp_binaries").update(u32(i), encodeTpBinary(b)));
+    count.update(u32(1), u32(binaries.length));
+    this.binaries = binaries;
+    if (binaries.length === 0) {
+      procs.clear();
+      return;
+    }
+    const live = new Set<number>();
+    for (const name of fs.readdirSync("/proc")) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid) || pid <= 0) continue;
+      const binary = this.opts.events.binaryOf(pid);
+      if (binary === undefined) continue;
+      let bits = 0n;
+      binaries.forEach((b, i) => {
+        if (tpBinaryMatches(b, binary)) bits |= 1n << BigInt(i);
+      });
+      if (bits === 0n) continue;
+      const value = Buffer.alloc(8);
+      value.writeBigUInt64LE(bits);
+      procs.update(u32(pid), value);
+      live.add(pid);
+    }
+    for (const key of procs.keys()) if (!live.has(key.readUInt32LE(0))) procs.delete(key);
   }
+}
+
+function sameBinaries(a: readonly TpBinary[], b: readonly TpBinary[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.op === b[i]!.op && x.value === b[i]!.value);
 }
 
 /** An argument as Tetragon's JSON carries it. */
@@ -255,6 +298,11 @@ const INT_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
   GreaterThan: { op: TP_OP.GT, negate: false }, GT: { op: TP_OP.GT, negate: false },
   LessThan: { op: TP_OP.LT, negate: false }, LT: { op: TP_OP.LT, negate: false }, Mask: { op: TP_OP.Mask, negate: false },
 };
+const BINARY_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
+  In: { op: TP_OP.Equal, negate: false }, NotIn: { op: TP_OP.Equal, negate: true },
+  Prefix: { op: TP_OP.Prefix, negate: false }, NotPrefix: { op: TP_OP.Prefix, negate: true },
+  Postfix: { op: TP_OP.Postfix, negate: false }, NotPostfix: { op: TP_OP.Postfix, negate: true },
+};
 const STRING_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
   Equal: { op: TP_OP.Equal, negate: false }, NotEqual: { op: TP_OP.Equal, negate: true },
   Prefix: { op: TP_OP.Prefix, negate: false }, NotPrefix: { op: TP_OP.Prefix, negate: true },
@@ -265,13 +313,14 @@ const STRING_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
  * A selector's rules: one per network namespace × pid × value of each positive argument filter (the program ORs
  * the rules of a hook, each rule ANDs its filters; a negated filter with several values is one filter per value).
  */
-function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly number[], hook: number): TpRule[] {
+function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly number[], hook: number, bitOf: (v: TpBinary) => bigint): TpRule[] {
   const refuse = (what: string): Error => new Error(`${at}.${what}`);
   let netns = [...subjects];
   let pids: { pid: number; not: boolean }[] = [{ pid: 0, not: false }];
   let action: number = TP_ACTION.Post;
   let signal = 0;
   let flags = 0;
+  let binaries = 0n;
   const fixed: TpFilter[] = [];
   let choices: TpFilter[][] = [[]];
   if (s !== undefined) {
@@ -316,11 +365,22 @@ function expand(s: SelectorPlan | undefined, at: string, reads: readonly Tracepo
     const acts = s.actions.map((x) => x.action);
     action = acts.includes("Sigkill") ? TP_ACTION.Sigkill : acts.includes("Signal") ? TP_ACTION.Signal : TP_ACTION.Post;
     signal = s.actions.find((x) => x.action === "Signal")?.signal ?? 0;
-    flags = (acts.includes("NoPost") ? TP_F.nopost : 0) | (s.binaries.length > 0 ? TP_F.defer : 0);
+    flags = acts.includes("NoPost") ? TP_F.nopost : 0;
+    if (s.binaries.length > 1) throw refuse(`matchBinaries: ${s.binaries.length} entries in one selector; the tracepoint program evaluates one (list the values in one entry)`);
+    const b = s.binaries[0];
+    if (b !== undefined) {
+      const op = BINARY_OPS[b.operator];
+      if (op === undefined) throw refuse(`matchBinaries[0].operator: ${b.operator} is not evaluated by the tracepoint program (${Object.keys(BINARY_OPS).join(", ")} are)`);
+      b.values.forEach((v, i) => {
+        if (Buffer.byteLength(v) >= TP_STR_MAX) throw refuse(`matchBinaries[0].values[${i}]: longer than ${TP_STR_MAX - 1} bytes`);
+        binaries |= bitOf({ op: op.op, value: v });
+      });
+      if (op.negate) flags |= TP_F.binariesNot;
+    }
   }
   const out: TpRule[] = [];
   for (const n of netns) for (const p of pids) for (const c of choices) {
-    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), filters: [...fixed, ...c] });
+    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), binaries, filters: [...fixed, ...c] });
   }
   return out;
 }
