@@ -13,6 +13,7 @@ import type { FlowSource } from "../flowapi/hubble/client.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { onTermination, shutdownStep } from "../kube/shutdown.ts";
 import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
 import { dns1123LabelProblem } from "../core/parser/fields.ts";
 
@@ -289,24 +290,20 @@ export async function run(args: string[]): Promise<number> {
   }
   const log = pino({ level: parsed.logLevel, base: { component: "operator", id: parsed.config.id } });
   const operator = new Operator(parsed.config, log);
+  // Handlers first: a signal while the relay or the service map starts still stops the operator in order.
+  const termination = onTermination(log);
+  let stopping: Promise<void> | undefined;
+  void termination.signal.then(() => (stopping ??= operator.stop()));
   const relay = parsed.relay ? await startRelay(parsed.relay, parsed.config.kubeconfig, log) : undefined;
   const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log, relay?.source) : undefined;
-  let stopping: Promise<void> | undefined;
-  const shutdown = (signal: string): void => {
-    log.info({ signal }, "shutting down");
-    stopping ??= operator.stop();
-  };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
   const outcome = await operator.run();
   await stopping;
-  await servicemap?.stop();
-  await relay?.stop();
-  if (outcome === "lost") {
-    await operator.stop();
-    return 1;
-  }
-  return 0;
+  await shutdownStep(log, "service map", 300, () => servicemap?.stop());
+  await shutdownStep(log, "relay", 300, () => relay?.stop());
+  if (outcome === "lost") await operator.stop();
+  termination.dispose();
+  log.flush();
+  return outcome === "lost" ? 1 : 0;
 }
 
 /** The relay runs in every replica, leader or not: it only reads. */

@@ -10,6 +10,7 @@ import { LeaseHeartbeat } from "../kube/heartbeat.ts";
 import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
+import { shutdownStep } from "../kube/shutdown.ts";
 import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
 import { PolicySecrets, type SecretObject } from "./policy-secrets.ts";
 import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
@@ -118,6 +119,12 @@ export class Operator {
     const host = this.config.bindAddress ?? "127.0.0.1";
     const port = await this.server.listen(this.config.healthPort, host);
     this.log.info({ host, port }, "health and metrics endpoints listening");
+    // Stopped while starting (a signal during the first await): nothing more is started.
+    if (this.stopped) {
+      await this.server.close();
+      this.client.close();
+      return "stopped";
+    }
     const done = new Promise<"lost" | "stopped">((resolve) => (this.wake = resolve));
     const timing = this.config.leaseTiming ?? DEFAULT_LEASE_TIMING;
     if (!this.config.leaderElect) {
@@ -402,18 +409,23 @@ export class Operator {
     return { server, source };
   }
 
-  /** Idempotent: stops controllers (in-flight reconciles finish), informers, the lease and the server. */
+  /**
+   * Idempotent and bounded (about 2 s in all, see STOP_STEP_MS): stops the controllers (reconciles in
+   * flight get a moment to finish, then their requests are cut off), the informers, the distribution and
+   * the heartbeat, releases the lease (best effort) and closes the health server. A step that fails or
+   * overruns logs one line and the shutdown goes on.
+   */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
+      const step = (name: keyof typeof STOP_STEP_MS, fn: () => unknown): Promise<boolean> => shutdownStep(this.log, name, STOP_STEP_MS[name], fn);
       for (const clear of this.timers) clear();
-      await Promise.all(this.controllers.map((c) => c.stop()));
-      await this.informers?.stop();
-      await this.distribution?.close();
-      await this.elector?.stop();
-      await this.heartbeat?.stop();
+      // Reconciles still waiting on the API server are cut off: closing the client destroys their connections.
+      if (!(await step("controllers", () => Promise.all(this.controllers.map((c) => c.stop()))))) this.client?.close();
+      await step("watches", () => Promise.all([this.informers?.stop(), this.distribution?.close(), this.heartbeat?.stop()]));
+      await step("lease", () => this.elector?.stop(STOP_STEP_MS.lease / 2));
       this.leading = false;
       this.metrics.leader.set(0);
-      await this.server?.close();
+      await step("health server", () => this.server?.close());
       this.client?.close();
       this.wake?.("stopped");
       this.log.info("operator stopped");
@@ -421,6 +433,9 @@ export class Operator {
     return this.stopped;
   }
 }
+
+/** Each shutdown step's bound (ms); together under the process's backstop (SHUTDOWN_BACKSTOP_MS). */
+const STOP_STEP_MS = { controllers: 800, watches: 300, lease: 1_000, "health server": 200 } as const;
 
 /** The distribution's key for "one kind of source object against its cache": node names never start with a colon. */
 const sourceKey = (kind: SourceKind): string => `:${kind}`;

@@ -93,16 +93,21 @@ export class LeaderElector {
     return "stopped";
   }
 
-  /** Stops the loop and, if leading, releases the lease so a standby takes over at once. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the loop and, if leading, releases the lease so a standby takes over at once. Best effort, as
+   * client-go's ReleaseOnCancel: each request gets `timeoutMs`, so an unreachable API server delays a
+   * shutdown by at most twice that (the lease then expires on its own).
+   */
+  async stop(timeoutMs = this.timeoutMs): Promise<void> {
     this.abort.abort();
     if (!this.leading) return;
     this.leading = false;
     try {
-      const lease = await this.client.get<Lease>(this.path(this.opts.name));
+      const path = this.path(this.opts.name);
+      const lease = await this.client.request<Lease>("GET", path, undefined, undefined, timeoutMs);
       if (lease.spec.holderIdentity !== this.opts.identity) return;
       lease.spec = { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) };
-      await this.client.replace(this.path(this.opts.name), lease);
+      await this.client.request("PUT", path, lease, undefined, timeoutMs);
       this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}` }, "released leadership");
     } catch (e) {
       this.log.warn({ err: errMessage(e) }, "could not release the lease");

@@ -107,8 +107,11 @@ describe("membrane agent (process)", () => {
     assert.ok(program && program !== previousProgram, `switched from program ${previousProgram} to ${program}`);
     await until("new state acked", () => report()?.acked?.policyGenerations[0]?.generation === 2, 20000);
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
+    const signalledAt = Date.now();
     second.kill("SIGTERM");
     assert.equal(await exited(second), 0);
+    // Bounded shutdown: each step has its own bound, the process a 3 s backstop; 5 s absorbs a loaded machine.
+    assert.ok(Date.now() - signalledAt < 5_000, `the agent took ${Date.now() - signalledAt} ms to exit after SIGTERM`);
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
   });
 

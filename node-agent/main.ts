@@ -28,6 +28,7 @@ import { applyEndpointMtu } from "./endpoint-mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
+import { onTermination, shutdownStep } from "../kube/shutdown.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { parseFilterList, type HubbleExportOptions } from "./observer/hubble-export.ts";
 import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, type HubbleMetricFamily } from "./observer/hubble-context.ts";
@@ -686,19 +687,17 @@ export async function run(args: string[]): Promise<number> {
   const nodeLabelsWatch = health && new NodeLabelsWatch({ client: health.client, nodeName: f.nodeName, apply: (l) => agent.setNodeLabels(l), log });
   nodeLabelsWatch?.start();
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation }, "agent started");
-  const signal = await new Promise<string>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
-  });
+  const termination = onTermination(log);
+  const signal = await termination.signal;
   log.info({ signal }, "agent stopping");
-  await heartbeat?.stop();
-  await auditWatch?.stop();
-  await nodeLabelsWatch?.stop();
-  await health?.health.stop();
-  await health?.encryption?.stop();
-  await metrics.stop();
-  await agent.stop();
-  datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
+  // Each step bounded (an API server that stopped answering must not hold the node's agent); together under the backstop.
+  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), nodeLabelsWatch?.stop(), health?.health.stop()]));
+  await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
+  await shutdownStep(log, "metrics server", 200, () => metrics.stop());
+  // An agent still stopping may still use the maps: its fds are then left to the exit.
+  if (await shutdownStep(log, "agent", 1_200, () => agent.stop())) datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
+  termination.dispose();
+  log.flush();
   return 0;
 }
 

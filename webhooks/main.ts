@@ -1,6 +1,7 @@
 // `membrane webhook`: starts the admission server, its certificates and its registration with the API server.
 import { KubeClient } from "../kube/kube.ts";
 import { flagError } from "../kube/flags.ts";
+import { onTermination, shutdownStep } from "../kube/shutdown.ts";
 import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import { parseHostPort, parseIP } from "../core/cidr.ts";
@@ -245,11 +246,12 @@ export async function run(args: string[]): Promise<number> {
     logger: log,
   });
   if (!kubeconfig) log.warn({ url: running.url }, "no kubeconfig: running standalone, nothing registered");
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  // Before this point Node's default handling ends the process at once; from here the stop is orderly and bounded.
+  const termination = onTermination(log);
+  await termination.signal;
   log.info("stopping webhook (its registration stays: the API server fails closed while it is down)");
-  await running.stop();
+  await shutdownStep(log, "webhook server", 1_000, () => running.stop());
+  termination.dispose();
+  log.flush();
   return 0;
 }
