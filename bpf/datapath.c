@@ -1,4 +1,5 @@
 // The tc programs: from-container (pod egress), to-container (pod ingress), from-overlay (VXLAN ingress),
+// from-wireguard (WireGuard device ingress),
 // to-host/from-host (the host firewall on the node's external devices).
 #include "lib/common.h"
 #include "lib/packet.h"
@@ -172,17 +173,25 @@ static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
 	return remote ? remote->identity : IDENTITY_WORLD;
 }
 
-/* Sends a packet to a pod on another node, the sender's identity in the VNI. */
+/* Sends a packet to a pod on another node. With may_route (the packet's source address is a pod of the
+ * sender's identity, so the receiver's ipcache names it) it is routed into the WireGuard device as it is
+ * when the node's peer holds its pods' addresses; otherwise, and without WireGuard, the sender's identity
+ * rides in the VNI (inside the tunnel where there is one: the node proxy's upstream connections, whose
+ * source is the node's address but whose identity is the client's). */
 static __always_inline int to_tunnel(struct __sk_buff *skb, const struct flow *f, __u32 identity, __u32 peer,
-				     __be32 tunnel_endpoint)
+				     __be32 tunnel_endpoint, int may_route)
 {
 	struct config_value *cfg = config_get();
 	struct bpf_tunnel_key key = {};
+	int route = encryption_route(tunnel_endpoint);
 
+	if (route == ENCRYPTION_REFUSED)
+		return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, identity, peer, RULE_ID_NONE);
+	/* The peers' allowed IPs hold their pods' IPv4 addresses: IPv6 pods keep the overlay. */
+	if (route > 0 && may_route && f->family == FAMILY_IPV4)
+		return bpf_redirect(route, 0);
 	if (!cfg || !cfg->vxlan_ifindex)
 		return drop(skb, f, DIR_EGRESS, DROP_NO_TUNNEL_DEVICE, identity, peer, RULE_ID_NONE);
-	if (encryption_refuses(tunnel_endpoint))
-		return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, identity, peer, RULE_ID_NONE);
 	key.tunnel_id = identity;
 	key.remote_ipv4 = bpf_ntohl(tunnel_endpoint);
 	key.tunnel_ttl = 64;
@@ -262,7 +271,7 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (!dst || !dst->tunnel_endpoint)
 		return TC_ACT_OK;
-	return to_tunnel(skb, &f, ep->identity, peer, dst->tunnel_endpoint);
+	return to_tunnel(skb, &f, ep->identity, peer, dst->tunnel_endpoint, 1);
 }
 
 /* A pod's packet to its own node's address while the host's ingress is enforced (from-container's tail
@@ -359,7 +368,10 @@ int to_container(struct __sk_buff *skb)
 	if (!from_overlay) {
 		local_src = endpoint_lookup(f.family, f.saddr);
 		src = local_src ? NULL : ipcache_lookup(f.family, f.saddr);
-		peer = local_src ? local_src->identity : src ? src->identity : IDENTITY_WORLD;
+		/* A pod of another node reaches this one only through the overlay or the WireGuard device, both of
+		 * which mark its identity: the same source address without the mark came some other way (the
+		 * underlay) and is spoofed, so it is the world's. */
+		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : IDENTITY_WORLD;
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
 	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,
@@ -462,6 +474,41 @@ int from_overlay(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* Ingress on the WireGuard device: what a peer sent decrypted, its source bound to that peer by WireGuard's
+ * allowed IPs (the peer node's pod CIDRs and its address). A pod packet routed without VXLAN gets its
+ * source identity from the ipcache by source address, carried to to-container in the mark as the overlay
+ * does; a source the ipcache does not know as another node's pod is the world's, never a trusted identity.
+ * A node's own address (the VXLAN overlay inside the tunnel, whose VNI from-overlay vouches for, or the
+ * node's host traffic) passes unmarked: trusted by address as on the underlay. */
+SEC("tc")
+int from_wireguard(struct __sk_buff *skb)
+{
+	struct flow f;
+	__u8 reason = DROP_NONE;
+	struct ipcache_value *src;
+	__u32 identity = IDENTITY_WORLD;
+	int rc;
+
+	rc = parse_flow_l3(skb, &f, &reason);
+	if (rc == PARSE_DROP)
+		return drop(skb, &f, DIR_INGRESS, reason, 0, 0, RULE_ID_NONE);
+	if (rc == PARSE_PASS)
+		return TC_ACT_OK;
+	src = ipcache_lookup(f.family, f.saddr);
+	if (src && (src->flags & IPCACHE_F_NODE))
+		return TC_ACT_OK;
+	if (src && src->tunnel_endpoint && src->identity != IDENTITY_WILDCARD && src->identity <= MARK_IDENTITY_MASK)
+		identity = src->identity;
+	/* For the node's own address: the host's ingress policy judges it with that identity, as from-overlay does. */
+	if (host_ingress_judged(f.family, f.daddr)) {
+		rc = host_from_overlay(skb, &f, identity);
+		if (rc != TC_ACT_OK)
+			return rc;
+	}
+	skb->mark = MARK_MAGIC_IDENTITY | identity;
+	return TC_ACT_OK;
+}
+
 /* The host firewall on a node device (bpf/lib/hostfw.h): a packet to (ingress) or from (egress) one of
  * the node's own addresses is the host endpoint's, judged by its policy like a pod's (reserved:host as
  * subject, conntrack, audit mode); the guard's entries pass first. Anything else is forwarded: passed. */
@@ -557,7 +604,7 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 	/* An answer to a node's address (another node's proxy was the client) goes on the underlay as node traffic does. */
 	if (!answering || !client || !client->tunnel_endpoint)
 		return TC_ACT_OK;
-	return to_tunnel(skb, &f, answering->identity, client->identity, client->tunnel_endpoint);
+	return to_tunnel(skb, &f, answering->identity, client->identity, client->tunnel_endpoint, 1);
 }
 
 /* A node device's egress: the node proxy's answers to clients on other nodes (proxy_answer_to_tunnel), then
@@ -583,7 +630,7 @@ int from_host(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	/* The identity rides in the VNI from here; the mark means nothing on the wire. */
 	skb->mark = 0;
-	return to_tunnel(skb, &f, identity, dst->identity, dst->tunnel_endpoint);
+	return to_tunnel(skb, &f, identity, dst->identity, dst->tunnel_endpoint, 0);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -21,6 +21,7 @@ import { type LocalNode, loadNodesState, run, terminateProcess } from "../localc
 import { Datapath } from "../node-agent/bpf/datapath.ts";
 import { DROP_REASONS } from "../node-agent/bpf/layout.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
+import { UAPI_DIR, getDevice, uapi } from "../node-agent/encryption/wireguard-uapi.ts";
 import { hostIfname } from "../node-agent/cni/podnet.ts";
 import { podMtu } from "../node-agent/mtu.ts";
 import { jsonFlows, runHubble } from "../localcluster/hubble/cli.ts";
@@ -30,6 +31,29 @@ const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const PORT = 8080;
 const NS = "enc";
 const ECHO_PORT = 9090;
+const WORLD = 2;
+/** The server accepts only pods labelled app=client (both clients), whatever their node. */
+const serverPolicy = {
+  apiVersion: "cilium.io/v2",
+  kind: "CiliumNetworkPolicy",
+  metadata: { name: "server-from-clients", namespace: NS },
+  spec: { endpointSelector: { matchLabels: { app: "server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "client" } }] }] },
+};
+/** python3 -c SPOOFED_SYN SRC DST PORT: three TCP SYNs with source SRC, sent as raw IP (routed by the sender's table, here node-2's underlay). */
+const SPOOFED_SYN = `
+import socket, struct, sys, os
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def csum(b):
+    if len(b) % 2: b += b"\\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+tcp = struct.pack("!HHIIBBHHH", 40000 + os.getpid() % 20000, port, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(3): s.sendto(ip + tcp, (dst, 0))
+`;
 
 interface CiliumNodeView {
   metadata: { name: string };
@@ -106,6 +130,46 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       return cns.every((cn) => encryptionReady(cn)?.reason === "TunnelUp" && /1 peer/.test(encryptionReady(cn)!.message) && cn.spec?.encryption?.publicKey) ? cns : undefined;
     });
 
+  interface DropFlow { source?: { ip?: string; identity?: number }; destination?: { ip?: string; port?: number }; dropReason?: string }
+  const drops = async (): Promise<DropFlow[]> => {
+    const out = await run(MEMBRANE, ["observe", "--kubeconfig", tc.cp!.kubeconfig, "--verdict", "DROPPED", "--to-pod", `${NS}/server`, "--last", "200", "-o", "json"]);
+    return out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as DropFlow);
+  };
+  /** curl from node-2's namespace from `source` to the server, sent into node-2's WireGuard device: what came back. */
+  const requestIntoTunnel = async (source: string): Promise<string> => {
+    const wg = wireguardIfname(node(2));
+    await run("ip", ["-n", node(2), "addr", "replace", `${source}/32`, "dev", "lo"]);
+    await run("ip", ["-n", node(2), "route", "replace", `${ips.get("server")!}/32`, "dev", wg, "src", source]);
+    try {
+      return await new Promise<string>((resolve) => execFile("ip", ["netns", "exec", node(2), "curl", "-s", "--http0.9", "-m", "2", "--interface", source, `http://${ips.get("server")}:${PORT}/unknown-source`], (_e, stdout) => resolve(stdout.trim())));
+    } finally {
+      await run("ip", ["-n", node(2), "route", "del", `${ips.get("server")!}/32`, "dev", wg]).catch(() => undefined);
+      await run("ip", ["-n", node(2), "addr", "del", `${source}/32`, "dev", "lo"]).catch(() => undefined);
+    }
+  };
+  /** Node-1's WireGuard peer (node-2), read from its device, and a request that sets more allowed IPs on it (as an agent late with its ipcache would have). */
+  const node1Peer = async (): Promise<{ socket: string; publicKey: string; allowedIPs: string[] }> => {
+    const socket = join(UAPI_DIR, `${wireguardIfname(node(1))}.sock`);
+    const peer = (await getDevice(socket)).peers[0]!;
+    return { socket, publicKey: peer.publicKey, allowedIPs: [...peer.allowedIPs] };
+  };
+  /**
+   * Node-2 sends a request to the server from an address of its pod range that no pod has. WireGuard accepts it
+   * from node-2 only while node-1's peer lists it among node-2's allowed IPs (the agent lists its pods': this
+   * one is added by hand); then the datapath meets a source the ipcache does not know: the drop flow when refused.
+   */
+  const unknownSourceRefused = async (): Promise<DropFlow | undefined> => {
+    const unknown = ips.get("client-remote")!.replace(/\.\d+$/, ".250");
+    const peer = await node1Peer();
+    await uapi(peer.socket, `set=1\npublic_key=${peer.publicKey}\nallowed_ip=${unknown}/32\n\n`);
+    try {
+      if ((await requestIntoTunnel(unknown)) !== "") return undefined;
+      await new Promise((r) => setTimeout(r, 500));
+      return (await drops()).find((f) => f.source?.ip === unknown);
+    } finally {
+      await uapi(peer.socket, `set=1\npublic_key=${peer.publicKey}\nreplace_allowed_ips=true\n${peer.allowedIPs.map((a) => `allowed_ip=${a}\n`).join("")}\n`);
+    }
+  };
   before(async () => {
     await tc.start(2);
     const got = await tc.createPods({ [NS]: {} }, [
@@ -150,6 +214,50 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
     assert.equal(local.answer, "server");
     assert.equal(local.seen.markerFrames, 0);
     assert.equal(local.seen.udpByPort["51871"] ?? 0, 0, "same-node traffic does not enter the tunnel");
+  });
+
+  it("routed: cross-node pod packets go into the WireGuard device without VXLAN (the overlay device sends nothing), the policy on the receiving node still sees the client's identity", async () => {
+    const vxlanTx = async (i: number): Promise<number> => (JSON.parse(await run("ip", ["-n", node(i), "-s", "-j", "link", "show", "dev", "vxlan0"])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+    const before = [await vxlanTx(1), await vxlanTx(2)];
+    const r = await capturedRequest("client-remote", "server", 2);
+    assert.equal(r.answer, "server");
+    assert.equal(r.seen.markerFrames, 0);
+    assert.deepEqual([await vxlanTx(1), await vxlanTx(2)], before, "no packet entered the VXLAN device on either node");
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify(serverPolicy));
+    try {
+      const allowed = await eventually("the client's request allowed by identity (app=client) under the policy", async () => {
+        const a = await request("client-remote", "server", "allowed-by-identity");
+        // The policy is in force once a source without that identity is refused.
+        return a === "server" && (await unknownSourceRefused()) ? a : undefined;
+      }, 60_000);
+      assert.equal(allowed, "server");
+    } finally {
+      await tc.kubectl(["delete", "ciliumnetworkpolicy", "-n", NS, "server-from-clients", "--ignore-not-found"]);
+    }
+  });
+
+  it("routed, fail closed: a source the ipcache does not know arriving from the WireGuard device is judged as world, and a remote pod's address spoofed on the underlay is world too, never that pod's identity", async () => {
+    await tc.kubectl(["apply", "-f", "-"], JSON.stringify(serverPolicy));
+    try {
+      // WireGuard itself refuses a source outside the sending peer's allowed IPs (the agent lists its pods' addresses).
+      const outside = ips.get("client-remote")!.replace(/\.\d+$/, ".251");
+      assert.equal((await node1Peer()).allowedIPs.includes(`${outside}/32`), false);
+      assert.equal(await requestIntoTunnel(outside), "", "an address node-2's peer may not send from gets nothing through");
+      assert.equal((await drops()).some((f) => f.source?.ip === outside), false, "it never reached the datapath");
+      // Listed but unknown to the ipcache: the datapath judges it as world, refused by the policy that allows app=client.
+      const drop = await eventually("the unknown source's packets dropped as world", unknownSourceRefused, 60_000);
+      assert.equal(drop.source?.identity, WORLD, JSON.stringify(drop));
+      // From the underlay: a SYN from node-2's eth0 carrying client-remote's address (an allowed identity's) is not that identity.
+      const spoofed = await eventually("the spoofed SYN dropped as world", async () => {
+        await run("ip", ["netns", "exec", node(2), "python3", "-c", SPOOFED_SYN, ips.get("client-remote")!, ips.get("server")!, String(PORT)]);
+        await new Promise((r) => setTimeout(r, 500));
+        return (await drops()).find((f) => f.source?.ip === ips.get("client-remote") && f.destination?.port === PORT);
+      }, 20_000);
+      assert.equal(spoofed.source?.identity, WORLD, JSON.stringify(spoofed));
+      assert.equal(await request("client-remote", "server", "still-allowed"), "server", "the real client-remote is still allowed");
+    } finally {
+      await tc.kubectl(["delete", "ciliumnetworkpolicy", "-n", NS, "server-from-clients", "--ignore-not-found"]);
+    }
   });
 
   it("pods created before encryption was switched on get the WireGuard pod MTU on both veth ends: a DF packet one byte over it is refused in the pod, one at it crosses the tunnel", async () => {

@@ -17,7 +17,7 @@ import { WebhookRegistration } from "../webhooks/registration.ts";
 import { isProcessAlive, type CommandResult } from "./cluster.ts";
 import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
-import { podMtu } from "../node-agent/mtu.ts";
+import { UNDERLAY_MTU, type WireguardRouting, podMtu } from "../node-agent/mtu.ts";
 import { wireguardGoBinary } from "./wireguard/binary.ts";
 
 const log = pino({ name: "devcluster", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
@@ -55,15 +55,16 @@ export const DEV_HOST_FIREWALL_DEVICE = "eth0";
  */
 export const DEV_POLICY_SECRETS_NAMESPACE = "membrane-secrets";
 
-/** WireGuard between the nodes (wireguard-go built from its pinned module), strict or not. */
+/** WireGuard between the nodes (wireguard-go built from its pinned module), strict or not; pod packets routed into it (default) or VXLAN inside it. */
 export interface DevEncryption {
   mode: "wireguard";
   strict: boolean;
+  routing?: WireguardRouting;
 }
 
 /** The MTU pods get on nodes whose agents run with `enc`: less WireGuard's overhead when on, so nothing is fragmented. */
 export function devPodMtu(enc: DevEncryption | undefined): number {
-  return podMtu(enc ? enc.mode : "disabled");
+  return podMtu(enc ? enc.mode : "disabled", UNDERLAY_MTU, enc?.routing ?? "routed");
 }
 
 export function devClusterPaths(dir: string) {
@@ -267,7 +268,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
   const runtimeArgs = state.runtime ? ["--enable-runtime"] : [];
   const hostFirewallArgs = state.hostFirewall ? ["--host-firewall-device", DEV_HOST_FIREWALL_DEVICE] : [];
   const enc = state.encryption;
-  const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : [])] : [];
+  const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : []), ...(enc.routing ? ["--wireguard-routing", enc.routing] : [])] : [];
   if (state.distributionPort === undefined) throw new Error("startAgents: the operator is not running (no distribution port recorded)");
   const started: { node: LocalNode; pid: number; logFile: string; logStart: number }[] = [];
   for (const node of nodes) {

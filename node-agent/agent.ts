@@ -14,7 +14,7 @@ import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from
 import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
 import type { EndpointLink } from "./endpoint-mtu.ts";
 import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
-import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, sameIpcacheEntry } from "./ipcache.ts";
+import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, remotePodPrefixes, sameIpcacheEntry } from "./ipcache.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
 import { Observer, monotonicWallClock } from "./observer/observer.ts";
@@ -413,6 +413,11 @@ export class NodeAgent {
   private sendRuntimeReport(): void {
     if (!this.runtime || !this.call) return;
     this.call.write({ type: "runtime", policies: this.runtime.statuses() });
+  }
+
+  /** The other nodes' pod prefixes in the applied ipcache, by node address (WireGuard's allowed IPs when routed). */
+  remotePodPrefixes(): Map<string, string[]> {
+    return remotePodPrefixes(this.applied.ipcache, this.opts.nodeIP);
   }
 
   /** Calls `f` whenever status() may have changed (stream up or down, a state applied or refused, endpoints). */

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { EMPTY_STATE, NO_PART_CHANGE, applyDelta, canonicalState } from "../core/nodestate.ts";
 import type { IPCacheEntry, NodeState } from "../core/wire.ts";
-import { type IPCacheDelta, IpcacheIndex, datapathIpcache, sameIpcacheEntry } from "./ipcache.ts";
+import { type IPCacheDelta, IpcacheIndex, datapathIpcache, remotePodPrefixes, sameIpcacheEntry } from "./ipcache.ts";
 import type { IpcacheEntry } from "./bpf/layout.ts";
 
 const NODE_IP = "192.0.2.9";
@@ -74,4 +74,17 @@ test("a delta that moves one pod touches only its prefix, whatever the size of t
   const gone = new IpcacheIndex(one.ipcache, NODE_IP).writes({ ipcacheUpserts: [], ipcacheRemovals: ["10.0.0.1/32"] });
   assert.deepEqual(gone.set, []);
   assert.deepEqual([...gone.remove].sort(), ["10.0.0.1/32", "192.0.2.2/32"]);
+});
+
+test("remote pod prefixes by node (WireGuard's allowed IPs when routed): other nodes' pods only, never a node's own address, this node's pods, CIDR-only entries or IPv6", () => {
+  const ipcache: IPCacheEntry[] = [
+    { prefix: "10.244.2.7/32", identity: 300, node: "172.30.0.3" },
+    { prefix: "10.244.2.5/32", identity: 301, node: "172.30.0.3" },
+    { prefix: "172.30.0.3/32", identity: 6, node: "172.30.0.3" },
+    { prefix: "10.244.3.9/32", identity: 300, node: "172.30.0.4" },
+    { prefix: "10.244.1.4/32", identity: 300, node: "172.30.0.2" },
+    { prefix: "192.0.2.0/24", identity: 16777217 },
+    { prefix: "fd00::7/128", identity: 300, node: "172.30.0.3" },
+  ];
+  assert.deepEqual(remotePodPrefixes(ipcache, "172.30.0.2"), new Map([["172.30.0.3", ["10.244.2.5/32", "10.244.2.7/32"]], ["172.30.0.4", ["10.244.3.9/32"]]]));
 });

@@ -39,6 +39,22 @@ function fromOperator(e: IPCacheEntry, nodeIP: string | undefined): IpcacheEntry
   return { cidr: e.prefix, identity: e.identity, ...(otherNode(e.node, nodeIP) ? { tunnelEndpoint: e.node } : {}) };
 }
 
+/**
+ * The pod prefixes (IPv4) of every other node, by node address: what a WireGuard peer is allowed to send
+ * and is sent when pod packets are routed into the device without VXLAN. A node's own address is not one.
+ */
+export function remotePodPrefixes(ipcache: readonly IPCacheEntry[], nodeIP?: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const e of ipcache) {
+    if (!otherNode(e.node, nodeIP) || e.prefix === hostPrefix(e.node) || e.prefix.includes(":")) continue;
+    const list = out.get(e.node) ?? [];
+    list.push(e.prefix);
+    out.set(e.node, list);
+  }
+  for (const list of out.values()) list.sort();
+  return out;
+}
+
 export function sameIpcacheEntry(a: IpcacheEntry, b: IpcacheEntry): boolean {
   return a.cidr === b.cidr && a.identity === b.identity && a.tunnelEndpoint === b.tunnelEndpoint && a.node === b.node;
 }

@@ -124,4 +124,11 @@ describe("membrane agent flags", () => {
     assert.equal(error("--encryption=ipsec", "--encryption-strict"), "--encryption-strict: only with --encryption wireguard (the mode whose traffic can flow here)");
     assert.equal(error("--wireguard-go=/x"), "--wireguard-go: only with --encryption wireguard");
   });
+
+  it("--wireguard-routing: routed (no VXLAN inside the tunnel) by default, or vxlan; only with wireguard, anything else refused by name", () => {
+    assert.equal(flags("--encryption=wireguard").wireguardRouting, "routed");
+    assert.equal(flags("--encryption=wireguard", "--wireguard-routing=vxlan").wireguardRouting, "vxlan");
+    assert.equal(error("--encryption=wireguard", "--wireguard-routing=native"), '--wireguard-routing: must be one of routed, vxlan, got "native"');
+    assert.equal(error("--wireguard-routing=vxlan"), "--wireguard-routing: only with --encryption wireguard");
+  });
 });

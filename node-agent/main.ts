@@ -23,7 +23,7 @@ import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforceme
 import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
 import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
-import { podMtu } from "./mtu.ts";
+import { UNDERLAY_MTU, WIREGUARD_ROUTINGS, type WireguardRouting, podMtu } from "./mtu.ts";
 import { applyEndpointMtu } from "./endpoint-mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { KubeClient } from "../kube/kube.ts";
@@ -44,7 +44,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
-                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH]]
+                      [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH] [--wireguard-routing routed|vxlan]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
@@ -130,9 +130,12 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
-                     key on the CiliumNode, a peer per other node); the VXLAN overlay travels inside it. Needs API access
+                     key on the CiliumNode, a peer per other node). Needs API access
   --encryption-strict  cross-node traffic without a working tunnel is dropped, never sent in clear
   --wireguard-go     the userspace WireGuard binary (default: wireguard-go on PATH)
+  --wireguard-routing  routed (default): pod packets to a node whose pod CIDRs are known go into the device as they are,
+                     each peer's allowed IPs its pod CIDRs, and the receiving node takes the source identity from its
+                     ipcache (pod MTU 1420); vxlan: the VXLAN overlay, identity in the VNI, inside the tunnel (pod MTU 1370)
 `;
 
 export interface AgentFlags {
@@ -176,6 +179,7 @@ export interface AgentFlags {
   readonly encryption: AgentEncryptionMode;
   readonly encryptionStrict: boolean;
   readonly wireguardGo: string;
+  readonly wireguardRouting: WireguardRouting;
   /** The DNS proxy (on --node-ip), absent when off. */
   readonly dnsProxy?: { readonly cache: FqdnCacheOptions; readonly rejectCode: RejectCode };
   /** The L7 proxy runs (on --node-ip). */
@@ -269,6 +273,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         encryption: { type: "string" },
         "encryption-strict": { type: "boolean" },
         "wireguard-go": { type: "string" },
+        "wireguard-routing": { type: "string" },
         "enable-dns-proxy": { type: "string" },
         "enable-hubble-open-metrics": { type: "string" },
         "hubble-redact-enabled": { type: "string" },
@@ -387,6 +392,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const wireguardGo = str("wireguard-go");
   if (wireguardGo !== undefined && encryption !== "wireguard") return { ok: false, error: "--wireguard-go: only with --encryption wireguard" };
   if (wireguardGo === "") return { ok: false, error: "--wireguard-go: must be a path" };
+  const wireguardRouting = str("wireguard-routing");
+  if (wireguardRouting !== undefined && encryption !== "wireguard") return { ok: false, error: "--wireguard-routing: only with --encryption wireguard" };
+  if (wireguardRouting !== undefined && !(WIREGUARD_ROUTINGS as readonly string[]).includes(wireguardRouting)) return { ok: false, error: `--wireguard-routing: must be one of ${WIREGUARD_ROUTINGS.join(", ")}, got ${JSON.stringify(wireguardRouting)}` };
   const dnsProxy = dnsProxyFlags(str, nodeIP);
   if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
   const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), nodeIP);
@@ -430,6 +438,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       encryption: encryption as AgentEncryptionMode,
       encryptionStrict,
       wireguardGo: wireguardGo ?? "wireguard-go",
+      wireguardRouting: (wireguardRouting ?? "routed") as WireguardRouting,
       ...(dnsProxy ? { dnsProxy } : {}),
       l7Proxy,
       runtime: runtimeFlag === "true",
@@ -593,8 +602,8 @@ export async function run(args: string[]): Promise<number> {
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
     appliedFile: path.join(f.stateDir, "applied.json"),
     podMtu: {
-      mtu: podMtu(f.encryption),
-      mismatched: (ep) => void applyEndpointMtu([ep], podMtu(f.encryption), { ...(f.netns ? { netns: f.netns } : {}), log }),
+      mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting),
+      mismatched: (ep) => void applyEndpointMtu([ep], podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting), { ...(f.netns ? { netns: f.netns } : {}), log }),
     },
     policyEnforcementMode: f.policyEnforcementMode,
     policyAuditMode: f.policyAuditMode,
@@ -663,8 +672,8 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   // Pods wired before the mode changed (encryption turned on or off) get the MTU new pods get; a failure is logged per pod.
-  const mtu = await applyEndpointMtu(agent.endpointLinks(), podMtu(f.encryption), { ...(f.netns ? { netns: f.netns } : {}), log });
-  if (mtu.changed > 0 || mtu.failed > 0) log.info({ mtu: podMtu(f.encryption), ...mtu }, "endpoint MTUs set to the pod MTU of the agent's mode");
+  const mtu = await applyEndpointMtu(agent.endpointLinks(), podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting), { ...(f.netns ? { netns: f.netns } : {}), log });
+  if (mtu.changed > 0 || mtu.failed > 0) log.info({ mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting), ...mtu }, "endpoint MTUs set to the pod MTU of the agent's mode");
   // Like the observer, metrics are not enforcement: a taken port is logged, and the agent keeps enforcing.
   const metricsPort = await metrics.start(f.metricsAddress).catch((err: Error) => log.error({ address: f.metricsAddress, error: err.message }, "metrics not served"));
   const apiAddress = typeof metricsPort === "number" ? reachableAddress(parseHostPort(f.metricsAddress)!.host, metricsPort, f.nodeIP) : undefined;
@@ -745,11 +754,18 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
     return undefined;
   }
   const encryption = await startEncryption(
-    { mode: f.encryption, strict: f.encryptionStrict, nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, wireguardGo: f.wireguardGo },
+    { mode: f.encryption, strict: f.encryptionStrict, nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, wireguardGo: f.wireguardGo, wireguardRouting: f.wireguardRouting },
     client,
     datapath,
     log,
   );
+  // Routed WireGuard: the other nodes' pods in the applied ipcache are their peers' allowed IPs, re-read whenever a state is applied.
+  const wireguard = encryption?.wireguard;
+  if (wireguard) {
+    const syncRemotePods = (): void => void wireguard.setRemotePods(agent.remotePodPrefixes());
+    agent.onStatus(syncRemotePods);
+    syncRemotePods();
+  }
   let writtenFor: string | undefined;
   const health = new CiliumNodeHealth({
     client,
@@ -781,7 +797,7 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
             const podCIDR = cidrs.find((c) => !c.includes(":"));
             if (!podCIDR || podCIDR === writtenFor) return;
             try {
-              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket, mtu: podMtu(f.encryption) });
+              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket, mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting) });
               writtenFor = podCIDR;
               log.info({ file: r.file, podCIDR, changed: r.changed }, "CNI conflist written");
             } catch (err) {

@@ -1,9 +1,10 @@
 // bench/encryption: bulk throughput and new connections/s between two local nodes, side by side in one
 // run: (a) plain, node namespace to node namespace over the underlay; (b) a bare wireguard-go tunnel
 // between the same two namespaces, no Membrane; (c) Membrane with WireGuard on, pod to pod across the
-// nodes (VXLAN with the identity inside the tunnel); and (d) a bare VXLAN device carried by (b), no
-// Membrane: what VXLAN inside the userspace tunnel costs by itself, so (c)/(d) is what Membrane's own
-// datapath costs. Prints one JSON line. Needs root (netns, bpffs):
+// nodes (routed: pod packets into the device without VXLAN, the default); and (d) a bare VXLAN device
+// carried by (b), no Membrane: what VXLAN inside the userspace tunnel costs by itself. Then, unless
+// BENCH_VXLAN_MODE=0, the agents restart with --wireguard-routing vxlan (the identity in the VNI inside
+// the tunnel) and (c') is measured interleaved with (b) again. Prints one JSON line. Needs root (netns, bpffs):
 // run it under flock /tmp/membrane-kernel.lock.
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -12,14 +13,15 @@ import { fileURLToPath } from "node:url";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { devClusterUp, devNodesDown } from "../../cli/dev-pods.ts";
+import { loadDevClusterState, startAgents } from "../../localcluster/devcluster.ts";
 import { startControlPlane, type ControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { loadPodRecords } from "../../localcluster/kubelet.ts";
-import { listNetns, loadNodesState, run } from "../../localcluster/nodes.ts";
+import { listNetns, loadNodesState, run, terminateProcess } from "../../localcluster/nodes.ts";
 import { wireguardGoBinary } from "../../localcluster/wireguard/binary.ts";
 import { newPrivateKey, publicKeyOf } from "../../node-agent/encryption/wireguard-keys.ts";
 import { setRequest, uapi, UAPI_DIR } from "../../node-agent/encryption/wireguard-uapi.ts";
-import { podMtu, wireguardMtu } from "../../node-agent/mtu.ts";
+import { UNDERLAY_MTU, podMtu, wireguardMtu } from "../../node-agent/mtu.ts";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -28,6 +30,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PORT = 5301;
 const TUNNEL_PORT = 51900;
 const BARE_VXLAN_PORT = 4790;
+const VXLAN_MODE = process.env.BENCH_VXLAN_MODE !== "0";
 
 const log = (msg: string): void => void process.stderr.write(`bench/encryption: ${msg}\n`);
 const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -94,12 +97,15 @@ async function main(): Promise<void> {
     await kubectl(["wait", "pod", "--all", "-n", "bench", "--for=condition=Ready", "--timeout=120s"]);
     const serverIP = (JSON.parse(await kubectl(["get", "pod", "-n", "bench", "server", "-o", "json"])) as { status: { podIP: string } }).status.podIP;
     // Both nodes' tunnels up, each with its peer, before anything is measured.
-    for (let t = 0; ; t++) {
-      const cns = JSON.parse(await kubectl(["get", "ciliumnodes", "-o", "json"])) as { items: { status?: { conditions?: { type: string; reason: string }[] } }[] };
-      if (cns.items.length === 2 && cns.items.every((c) => c.status?.conditions?.some((x) => x.type === "EncryptionReady" && x.reason === "TunnelUp"))) break;
-      if (t > 240) throw new Error("the nodes' WireGuard tunnels did not come up");
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const tunnelsUp = async (): Promise<void> => {
+      for (let t = 0; ; t++) {
+        const cns = JSON.parse(await kubectl(["get", "ciliumnodes", "-o", "json"])) as { items: { status?: { conditions?: { type: string; reason: string; message: string }[] } }[] };
+        if (cns.items.length === 2 && cns.items.every((c) => c.status?.conditions?.some((x) => x.type === "EncryptionReady" && x.reason === "TunnelUp" && /1 peer/.test(x.message)))) break;
+        if (t > 240) throw new Error("the nodes' WireGuard tunnels did not come up");
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
+    await tunnelsUp();
     const pods = (await loadPodRecords(clusterDir)).pods;
     const nodes = (await loadNodesState(clusterDir))!.nodes;
     const [n1, n2] = [nodes[0]!, nodes[1]!];
@@ -117,14 +123,14 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 50));
       }
       const peer = i === 0 ? n2 : n1;
-      await uapi(sock, setRequest({ privateKey: keys[i]!, listenPort: TUNNEL_PORT, peers: [{ publicKey: publicKeyOf(keys[1 - i]!), endpoint: `${peer.internalIP}:${TUNNEL_PORT}`, allowedIP: `10.77.0.${2 - i}/32` }] }));
+      await uapi(sock, setRequest({ privateKey: keys[i]!, listenPort: TUNNEL_PORT, peers: [{ publicKey: publicKeyOf(keys[1 - i]!), endpoint: `${peer.internalIP}:${TUNNEL_PORT}`, allowedIPs: [`10.77.0.${2 - i}/32`] }] }));
       execFileSync("ip", ["-n", n.netns, "addr", "add", `10.77.0.${i + 1}/24`, "dev", ifname]);
       execFileSync("ip", ["-n", n.netns, "link", "set", ifname, "up", "mtu", String(wireguardMtu())]);
     }
     // (d) VXLAN over (b): addresses 10.78.0.1/2, the pods' MTU, no Membrane programs on it.
     for (const [i, n] of [n1, n2].entries()) {
       execFileSync("ip", ["-n", n.netns, "link", "add", "mbrbenchvx", "type", "vxlan", "id", "77", "local", `10.77.0.${i + 1}`, "remote", `10.77.0.${2 - i}`, "dstport", String(BARE_VXLAN_PORT)]);
-      execFileSync("ip", ["-n", n.netns, "link", "set", "mbrbenchvx", "up", "mtu", String(podMtu("wireguard"))]);
+      execFileSync("ip", ["-n", n.netns, "link", "set", "mbrbenchvx", "up", "mtu", String(podMtu("wireguard", UNDERLAY_MTU, "vxlan"))]);
       execFileSync("ip", ["-n", n.netns, "addr", "add", `10.78.0.${i + 1}/24`, "dev", "mbrbenchvx"]);
     }
 
@@ -155,6 +161,35 @@ async function main(): Promise<void> {
         log(`round ${r + 1} ${p.name}: ${m.gbps.toFixed(2)} Gbit/s, ${Math.round(m.connPerSec)} conn/s`);
       }
     }
+    // (c') the same pods with VXLAN inside the tunnel (the previous design), against (b) measured again in the same rounds.
+    let vxlanMode: Record<string, number> | undefined;
+    if (VXLAN_MODE) {
+      log("restarting the agents with --wireguard-routing vxlan");
+      for (const a of (await loadDevClusterState(clusterDir)).agents) await terminateProcess(a.pid, 5_000);
+      await startAgents(clusterDir, nodes, cp.kubeconfig, { encryption: { mode: "wireguard", strict: false, routing: "vxlan" } });
+      await tunnelsUp();
+      await new Promise((r) => setTimeout(r, 2_000));
+      const second = [{ ...paths[1]!, name: "tunnel_again" }, { ...paths[3]!, name: "membrane_vxlan" }];
+      for (const p of second) results.set(p.name, { gbps: [], conn: [] });
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const p of second) {
+          loads.push(Number(fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0]));
+          const m = await measure(bin, p);
+          results.get(p.name)!.gbps.push(m.gbps);
+          results.get(p.name)!.conn.push(m.connPerSec);
+          log(`round ${r + 1} ${p.name}: ${m.gbps.toFixed(2)} Gbit/s, ${Math.round(m.connPerSec)} conn/s`);
+        }
+      }
+      const m2 = (name: string, k: "gbps" | "conn"): number => median(results.get(name)![k]);
+      const vxPodMtu = (JSON.parse(await runIn(pods["bench/client"]!.netns, "ip", ["-j", "link", "show", "dev", "eth0"])) as { mtu: number }[])[0]!.mtu;
+      vxlanMode = {
+        vxlan_mode_gbps: Number(m2("membrane_vxlan", "gbps").toFixed(3)),
+        vxlan_mode_tunnel_gbps: Number(m2("tunnel_again", "gbps").toFixed(3)),
+        vxlan_mode_ratio_vs_tunnel: Number((m2("membrane_vxlan", "gbps") / m2("tunnel_again", "gbps")).toFixed(3)),
+        vxlan_mode_conn_ratio_vs_tunnel: Number((m2("membrane_vxlan", "conn") / m2("tunnel_again", "conn")).toFixed(3)),
+        vxlan_mode_pod_mtu: vxPodMtu,
+      };
+    }
     const med = (name: string, k: "gbps" | "conn"): number => median(results.get(name)![k]);
     const round = (x: number, d = 3): number => Number(x.toFixed(d));
     console.log(
@@ -180,6 +215,8 @@ async function main(): Promise<void> {
         rounds: ROUNDS,
         seconds: SECONDS,
         implementation: "wireguard-go (userspace)",
+        routing: "routed",
+        ...vxlanMode,
       }),
     );
   } finally {

@@ -1,4 +1,6 @@
-/* Strict transparent encryption: cross-node traffic leaves only towards nodes with a working tunnel (node-agent/encryption/). */
+/* Transparent encryption: cross-node traffic leaves only towards nodes with a working tunnel (strict), and
+ * pod packets to a node whose pod CIDRs its WireGuard peer holds are routed into the device without VXLAN
+ * (node-agent/encryption/). */
 #ifndef MEMBRANE_ENCRYPTION_H
 #define MEMBRANE_ENCRYPTION_H
 
@@ -18,15 +20,25 @@ struct {
 	__uint(max_entries, 16384);
 } membrane_encrypted_nodes SEC(".maps");
 
-/* Whether a packet to the node at tunnel_endpoint would leave unencrypted under strict mode. */
-static __always_inline int encryption_refuses(__be32 tunnel_endpoint)
+/* Where a pod packet to the node at tunnel_endpoint goes: ENCRYPTION_REFUSED (strict, no working tunnel),
+ * ENCRYPTION_OVERLAY (the VXLAN overlay, inside the tunnel when there is one) or the WireGuard device's
+ * ifindex (routed: the packet as it is, its peer chosen by WireGuard from the destination pod's CIDR). */
+#define ENCRYPTION_REFUSED -1
+#define ENCRYPTION_OVERLAY 0
+static __always_inline int encryption_route(__be32 tunnel_endpoint)
 {
 	__u32 zero = 0;
 	struct encryption_value *e = bpf_map_lookup_elem(&membrane_encryption, &zero);
+	__u8 *node;
 
-	if (!e || !e->strict)
-		return 0;
-	return bpf_map_lookup_elem(&membrane_encrypted_nodes, &tunnel_endpoint) == NULL;
+	if (!e)
+		return ENCRYPTION_OVERLAY;
+	node = bpf_map_lookup_elem(&membrane_encrypted_nodes, &tunnel_endpoint);
+	if (!node)
+		return e->strict ? ENCRYPTION_REFUSED : ENCRYPTION_OVERLAY;
+	if ((*node & ENCRYPTED_NODE_F_ROUTED) && e->wireguard_ifindex)
+		return (int)e->wireguard_ifindex;
+	return ENCRYPTION_OVERLAY;
 }
 
 #endif

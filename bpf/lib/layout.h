@@ -252,9 +252,15 @@ struct redirect_config {
 };
 
 /* encryption: array with one element; encrypted_nodes: the node addresses (IPv4, network order) the
- * agent has a working WireGuard peer for. With strict set, the overlay sends only to those. */
+ * agent has a working WireGuard peer for -> ENCRYPTED_NODE_F_*. With strict set, the overlay sends only
+ * to those. A node whose peer's allowed IPs hold its pod CIDRs is reached without VXLAN: from-container
+ * sends pod packets to wireguard_ifindex as they are, and the receiving node takes the source identity
+ * from its ipcache (from-wireguard). */
+#define ENCRYPTED_NODE_F_TUNNEL 1 /* a working peer: the VXLAN overlay goes inside the tunnel */
+#define ENCRYPTED_NODE_F_ROUTED 2 /* and its pod CIDRs are the peer's allowed IPs: pod packets are routed into the device */
 struct encryption_value {
-	__u32 strict; /* 1 = drop cross-node traffic to a node not in encrypted_nodes */
+	__u32 strict;            /* 1 = drop cross-node traffic to a node not in encrypted_nodes */
+	__u32 wireguard_ifindex; /* the WireGuard device while it is up; 0 = none (no routed path) */
 };
 
 /* skb->mark carrying the source identity from the overlay program (or the node's proxy) to to-container. */

@@ -67,22 +67,11 @@ malformed:
 	return PARSE_DROP;
 }
 
-/* Fills f from the frame; on PARSE_DROP, *reason says why. */
-static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f, __u8 *reason)
+/* Fills f from the IP packet at l3 whose EtherType is h_proto; on PARSE_DROP, *reason says why. */
+static __always_inline int parse_ip(void *data, void *data_end, void *l3, __be16 h_proto, struct flow *f, __u8 *reason)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-
-	__builtin_memset(f, 0, sizeof(*f));
-	if ((void *)(eth + 1) > data_end) {
-		*reason = DROP_MALFORMED;
-		return PARSE_DROP;
-	}
-	if (eth->h_proto == bpf_htons(ETH_P_ARP_))
-		return PARSE_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
+	if (h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
 		if ((void *)(ip + 1) > data_end || ip->ihl < 5) {
 			*reason = DROP_MALFORMED;
 			return PARSE_DROP;
@@ -98,8 +87,8 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f, __u
 		}
 		return parse_l4(data, data_end, (void *)ip + ip->ihl * 4, f, reason);
 	}
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+	if (h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > data_end) {
 			*reason = DROP_MALFORMED;
 			return PARSE_DROP;
@@ -133,6 +122,34 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f, __u
 	}
 	*reason = DROP_UNSUPPORTED_L3;
 	return PARSE_DROP;
+}
+
+/* Fills f from the frame; on PARSE_DROP, *reason says why. */
+static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f, __u8 *reason)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	if ((void *)(eth + 1) > data_end) {
+		*reason = DROP_MALFORMED;
+		return PARSE_DROP;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_ARP_))
+		return PARSE_PASS;
+	return parse_ip(data, data_end, (void *)(eth + 1), eth->h_proto, f, reason);
+}
+
+/* parse_flow for a device without a link-layer header (the WireGuard TUN device): the packet starts at
+ * its IP header, its EtherType in skb->protocol. */
+static __always_inline int parse_flow_l3(struct __sk_buff *skb, struct flow *f, __u8 *reason)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	return parse_ip(data, data_end, data, (__be16)skb->protocol, f, reason);
 }
 
 #endif

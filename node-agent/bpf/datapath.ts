@@ -65,7 +65,7 @@ export const MAPS = {
   tailCalls: "membrane_tail_calls",
 } as const;
 
-export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay", toHost: "to_host", fromHost: "from_host", podToHost: "pod_to_host" } as const;
+export const PROGRAMS = { fromContainer: "from_container", toContainer: "to_container", fromOverlay: "from_overlay", fromWireguard: "from_wireguard", toHost: "to_host", fromHost: "from_host", podToHost: "pod_to_host" } as const;
 
 /** Slots of membrane_tail_calls (bpf/lib/hostfw.h), each the program from-container hands a packet to. */
 const TAIL_CALLS: readonly { readonly slot: number; readonly program: (typeof PROGRAMS)[keyof typeof PROGRAMS] }[] = [{ slot: 0, program: PROGRAMS.podToHost }];
@@ -262,17 +262,36 @@ export class Datapath {
 
   /** Strict encryption: cross-node traffic only to nodes set by setEncryptedNodes, the rest dropped (UNENCRYPTED). */
   setEncryptionStrict(strict: boolean): void {
-    const v = Buffer.alloc(LAYOUT.encryption_value.size);
-    v.writeUInt32LE(strict ? 1 : 0, LAYOUT.encryption_value.fields.strict.offset);
-    this.object.map(MAPS.encryption).update(Buffer.alloc(4), v);
+    this.setEncryptionField("strict", strict ? 1 : 0);
   }
 
-  /** The node addresses (IPv4) with a working tunnel: added before the ones gone are removed. */
-  setEncryptedNodes(ips: readonly string[]): void {
+  /**
+   * The WireGuard device pod packets are routed into (no VXLAN) for nodes set as routed by setEncryptedNodes;
+   * from-wireguard goes on its ingress (the source identity from the ipcache). 0: none, every node is
+   * reached through the overlay.
+   */
+  setWireguardDevice(ifindex: number, netns?: string): void {
+    if (ifindex > 0) this.attach(PROGRAMS.fromWireguard, { ifindex, direction: "ingress", ...(netns ? { netns } : {}) });
+    this.setEncryptionField("wireguard_ifindex", ifindex);
+  }
+
+  private setEncryptionField(field: keyof typeof LAYOUT.encryption_value.fields, value: number): void {
+    const m = this.object.map(MAPS.encryption);
+    const v = m.lookup(Buffer.alloc(4)) ?? Buffer.alloc(LAYOUT.encryption_value.size);
+    v.writeUInt32LE(value >>> 0, LAYOUT.encryption_value.fields[field].offset);
+    m.update(Buffer.alloc(4), v);
+  }
+
+  /**
+   * The node addresses (IPv4) with a working tunnel: added before the ones gone are removed. Those also in
+   * `routed` have their pod CIDRs as their peer's allowed IPs: pod packets to them go into the WireGuard
+   * device without VXLAN.
+   */
+  setEncryptedNodes(ips: readonly string[], routed: ReadonlySet<string> = new Set()): void {
     this.encrypted = new Set(ips);
     const m = this.object.map(MAPS.encryptedNodes);
-    const want = new Map(ips.map((ip) => [parseAddress(ip).bytes.subarray(0, 4).toString("hex"), parseAddress(ip).bytes.subarray(0, 4)]));
-    for (const key of want.values()) m.update(key, Buffer.from([1]));
+    const want = new Map(ips.map((ip) => [parseAddress(ip).bytes.subarray(0, 4).toString("hex"), { key: parseAddress(ip).bytes.subarray(0, 4), routed: routed.has(ip) }]));
+    for (const { key, routed: r } of want.values()) m.update(key, Buffer.from([CONST.ENCRYPTED_NODE_F_TUNNEL | (r ? CONST.ENCRYPTED_NODE_F_ROUTED : 0)]));
     for (const key of m.keys()) if (!want.has(key.toString("hex"))) m.delete(key);
   }
 

@@ -64,7 +64,7 @@ export const LAYOUT = {
   redirect_value: { size: 36, fields: { orig_daddr: f(0, 16), orig_dport: f(16, 2), proxy_port: f(18, 2), subject: f(20, 4), rule_id: f(24, 4), ingress_proxy_port: f(28, 2), ingress_rule_id: f(32, 4) } },
   redirect_port_value: { size: 4, fields: { flags: f(0, 4) } },
   redirect_config: { size: 4, fields: { addr4: f(0, 4) } },
-  encryption_value: { size: 4, fields: { strict: f(0, 4) } },
+  encryption_value: { size: 8, fields: { strict: f(0, 4), wireguard_ifindex: f(4, 4) } },
 } as const satisfies Record<string, StructLayout>;
 
 /** The #defines of layout.h that the TypeScript side uses (checked by the same test). */
@@ -111,6 +111,8 @@ export const CONST = {
   CONFIG_F_POLICY_AUDIT: 8,
   MARK_MAGIC_IDENTITY: 0x0e000000,
   MARK_MAGIC_PROXY_INGRESS: 0x0d000000,
+  ENCRYPTED_NODE_F_TUNNEL: 1,
+  ENCRYPTED_NODE_F_ROUTED: 2,
 } as const;
 
 /** Drop reasons by their DROP_* number (index 0 of the counters counts lost events). */

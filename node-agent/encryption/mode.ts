@@ -8,6 +8,7 @@ import type { AgentEncryptionMode, EncryptionPublication } from "./publication.t
 import { type EncryptedNodesSink, WireguardEncryption, type PeerNode } from "./wireguard.ts";
 import { WIREGUARD_ROTATE_ANNOTATION } from "../../core/encryption.ts";
 import { removeWireguard, withdrawWireguard } from "./wireguard-removal.ts";
+import type { WireguardRouting } from "../mtu.ts";
 
 /** The port of the nodes' VXLAN overlay device (Linux's historical default, as Cilium and the local cluster use it). */
 export const OVERLAY_VXLAN_PORT = 8472;
@@ -30,6 +31,7 @@ export interface EncryptionFlags {
   readonly netns?: string;
   readonly stateDir: string;
   readonly wireguardGo: string;
+  readonly wireguardRouting: WireguardRouting;
 }
 
 export function peerNode(cn: CiliumNodeObject): PeerNode {
@@ -44,6 +46,7 @@ export async function startEncryption(f: EncryptionFlags, client: KubeClient | u
   if (f.mode !== "wireguard") {
     datapath.setEncryptionStrict(false);
     datapath.setEncryptedNodes([]);
+    datapath.setWireguardDevice(0);
     await removeWireguard({ nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, vxlanPort: OVERLAY_VXLAN_PORT, log });
   }
   if (f.mode === "disabled") {
@@ -62,6 +65,7 @@ export async function startEncryption(f: EncryptionFlags, client: KubeClient | u
     stateDir: f.stateDir,
     binary: f.wireguardGo,
     vxlanPort: OVERLAY_VXLAN_PORT,
+    routing: f.wireguardRouting,
     strict: f.strict,
     datapath,
     log,

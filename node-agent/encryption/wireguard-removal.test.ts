@@ -42,7 +42,7 @@ describe("encryption switched off removes what an earlier agent's WireGuard left
   const pids: number[] = [];
   const lines: Record<string, unknown>[] = [];
   const log = capturingLogger(lines);
-  const datapath = { strict: true, nodes: ["172.30.9.3"] as readonly string[], setEncryptionStrict(s: boolean) { this.strict = s; }, setEncryptedNodes(n: readonly string[]) { this.nodes = n; } };
+  const datapath = { strict: true, nodes: ["172.30.9.3"] as readonly string[], setEncryptionStrict(s: boolean) { this.strict = s; }, setEncryptedNodes(n: readonly string[]) { this.nodes = n; }, ifindex: 0, setWireguardDevice(i: number) { this.ifindex = i; } };
 
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const r = await cp!.kubectl(args, input);
@@ -92,7 +92,7 @@ describe("encryption switched off removes what an earlier agent's WireGuard left
     const ready = { type: "EncryptionReady", status: "True", reason: "TunnelUp", message: "1 peer(s)", lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") };
     await kubectl(["patch", "ciliumnode", NODE, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { conditions: [ready], encryption: { mode: "wireguard", interface: IFNAME, peers: 1 } } })]);
 
-    const started = await startEncryption({ mode: "disabled", strict: false, nodeName: NODE, netns: NS, stateDir: stateDirs[0]!, wireguardGo: "/nonexistent" }, client, datapath, log);
+    const started = await startEncryption({ mode: "disabled", strict: false, nodeName: NODE, netns: NS, stateDir: stateDirs[0]!, wireguardGo: "/nonexistent", wireguardRouting: "routed" }, client, datapath, log);
     assert.equal(started, undefined);
     assert.equal(alive(pid), false, "wireguard-go is stopped");
     assert.equal(deviceExists(), false, `${IFNAME} is gone`);
@@ -110,7 +110,7 @@ describe("encryption switched off removes what an earlier agent's WireGuard left
 
   it("a second start without encryption finds nothing to remove and changes nothing", async () => {
     const before = lines.length;
-    await startEncryption({ mode: "disabled", strict: false, nodeName: NODE, netns: NS, stateDir: stateDirs[0]!, wireguardGo: "/nonexistent" }, client, datapath, log);
+    await startEncryption({ mode: "disabled", strict: false, nodeName: NODE, netns: NS, stateDir: stateDirs[0]!, wireguardGo: "/nonexistent", wireguardRouting: "routed" }, client, datapath, log);
     assert.equal(lines.slice(before).filter((l) => String(l.msg).startsWith("encryption is off")).length, 0);
   });
 

@@ -77,7 +77,8 @@ export async function getDevice(socket: string): Promise<DeviceState> {
 export interface PeerConfig {
   readonly publicKey: Buffer;
   readonly endpoint: string;
-  readonly allowedIP: string;
+  /** Replaces the peer's allowed IPs: the sources accepted from it and the destinations sent to it. */
+  readonly allowedIPs: readonly string[];
 }
 
 /** A `set=1` request: peers added or updated in place (their sessions kept), `remove` ones dropped. */
@@ -87,7 +88,7 @@ export function setRequest(o: { privateKey?: Buffer; listenPort?: number; peers?
   if (o.listenPort !== undefined) lines.push(`listen_port=${o.listenPort}`);
   for (const hex of o.remove ?? []) lines.push(`public_key=${hex}`, "remove=true");
   for (const p of o.peers ?? []) {
-    lines.push(`public_key=${p.publicKey.toString("hex")}`, `endpoint=${p.endpoint}`, "replace_allowed_ips=true", `allowed_ip=${p.allowedIP}`);
+    lines.push(`public_key=${p.publicKey.toString("hex")}`, `endpoint=${p.endpoint}`, "replace_allowed_ips=true", ...p.allowedIPs.map((ip) => `allowed_ip=${ip}`));
   }
   return `${lines.join("\n")}\n\n`;
 }

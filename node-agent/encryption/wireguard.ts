@@ -1,7 +1,9 @@
 // The agent's WireGuard mode: a userspace WireGuard device (wireguard-go: this kernel has none) in the
-// node's namespace, the node's key pair, one peer per other node, and a routing rule that sends the
-// VXLAN overlay (identity in the VNI) to the peers through the tunnel. The device is its own process
-// and outlives the agent, so established connections survive an agent restart.
+// node's namespace, the node's key pair, one peer per other node (allowed IPs: its address and, routed,
+// its pods' addresses from the ipcache, as Cilium's WireGuard agent does), pod packets to those routed into
+// the device by the datapath without VXLAN (the receiver takes the source identity from its ipcache), and
+// a routing rule that sends the VXLAN overlay (identity in the VNI) through the tunnel otherwise. The device is its own process and outlives the agent, so
+// established connections survive an agent restart.
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from "node:fs";
@@ -10,7 +12,16 @@ import type { Logger } from "pino";
 import { loadOrCreatePrivateKey, newPrivateKey, publicKeyOf, savePrivateKey } from "./wireguard-keys.ts";
 import { type DeviceState, UAPI_DIR, getDevice, setRequest, uapi } from "./wireguard-uapi.ts";
 import { ENCRYPTION_READY, type EncryptionPublication } from "./publication.ts";
-import { wireguardMtu } from "../mtu.ts";
+import { type WireguardRouting, wireguardMtu } from "../mtu.ts";
+
+function samePrefixes(a: ReadonlyMap<string, readonly string[]>, b: ReadonlyMap<string, readonly string[]>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [node, list] of a) {
+    const other = b.get(node);
+    if (!other || other.length !== list.length || list.some((p, i) => other[i] !== p)) return false;
+  }
+  return true;
+}
 
 /** WireGuard's UDP port on every node. */
 export const WIREGUARD_PORT = 51871;
@@ -39,6 +50,8 @@ export interface WireguardOptions {
   readonly binary: string;
   /** The VXLAN port whose traffic goes through the tunnel. */
   readonly vxlanPort: number;
+  /** routed (default): pod packets go into the device as they are, each peer's allowed IPs its pods' addresses; vxlan: the overlay inside the tunnel. */
+  readonly routing?: WireguardRouting;
   /** Strict: traffic to a node without a working peer is dropped (blackhole route), never sent in clear. */
   readonly strict: boolean;
   /** The datapath's view: strict or not, and the nodes with a working tunnel (the rest are dropped as UNENCRYPTED when strict). */
@@ -48,7 +61,15 @@ export interface WireguardOptions {
 
 export interface EncryptedNodesSink {
   setEncryptionStrict(strict: boolean): void;
-  setEncryptedNodes(ips: readonly string[]): void;
+  /** `routed`: those of `ips` whose pods' addresses are their peer's allowed IPs. */
+  setEncryptedNodes(ips: readonly string[], routed?: ReadonlySet<string>): void;
+  /** The device the datapath routes pod packets into (its ingress program takes identities from the ipcache); 0: none. */
+  setWireguardDevice(ifindex: number, netns?: string): void;
+}
+
+interface Peer {
+  readonly ip: string;
+  readonly publicKey: string;
 }
 
 export interface WireguardStats {
@@ -73,7 +94,13 @@ export class WireguardEncryption {
   private readonly pidFile: string;
   private readonly rotatedFile: string;
   private privateKey: Buffer | undefined;
-  private peers = new Map<string, { ip: string; publicKey: string }>();
+  private peers = new Map<string, Peer>();
+  private nodes: readonly PeerNode[] = [];
+  /** Routed: the other nodes' pod prefixes by node address (from the ipcache). */
+  private podPrefixes: ReadonlyMap<string, readonly string[]> = new Map();
+  /** Each peer's configuration as last sent to the device (public key hex → endpoint and allowed IPs): only changes are sent. */
+  private sent = new Map<string, string>();
+  private ifindex = 0;
   private device: DeviceState | undefined;
   private up = false;
   private lastError: string | undefined;
@@ -99,10 +126,13 @@ export class WireguardEncryption {
     this.privateKey = loadOrCreatePrivateKey(this.keyFile);
     // No node counts as encrypted until its peer is configured on a device that is up.
     this.o.datapath.setEncryptedNodes([]);
+    this.o.datapath.setWireguardDevice(0);
     this.o.datapath.setEncryptionStrict(this.o.strict);
     if (!(await this.alive())) await this.spawnDevice();
     await uapi(this.socket, setRequest({ privateKey: this.privateKey, listenPort: WIREGUARD_PORT }));
-    // Pods get podMtu("wireguard"), so their VXLAN packets fit this MTU and the WireGuard packets the underlay's: nothing is fragmented.
+    // Pods get podMtu("wireguard", …, routing), so their packets (routed) or their VXLAN packets fit this MTU and the WireGuard packets the underlay's: nothing is fragmented.
+    // The decrypted packets of pods on other nodes arrive here with sources routed elsewhere (the underlay): no reverse-path filter on the device.
+    await this.sysctl(`net.ipv4.conf.${this.ifname}.rp_filter`, "0");
     // Pods wired before encryption was on get podMtu("wireguard") too, from the agent at start (node-agent/endpoint-mtu.ts).
     await this.ip(["link", "set", this.ifname, "up", "mtu", String(wireguardMtu())]);
     await this.ensureRule();
@@ -159,6 +189,10 @@ export class WireguardEncryption {
     this.o.log.info({ ifname: this.ifname, pid: child.pid, binary: this.o.binary }, "wireguard-go started");
   }
 
+  private sysctl(key: string, value: string): Promise<string> {
+    return this.o.netns ? run("ip", ["netns", "exec", this.o.netns, "sysctl", "-qw", `${key}=${value}`]) : run("sysctl", ["-qw", `${key}=${value}`]);
+  }
+
   /** `ip rule`: VXLAN (UDP to the overlay port) looks up the WireGuard table first; added once, never removed and re-added (no window in clear). */
   private async ensureRule(): Promise<void> {
     const rules = JSON.parse((await this.ip(["-j", "rule", "list", "pref", String(RULE_PREF)])) || "[]") as { table?: string }[];
@@ -179,20 +213,26 @@ export class WireguardEncryption {
   }
 
   private async syncPeers(nodes: readonly PeerNode[]): Promise<void> {
-    const want = new Map<string, { ip: string; publicKey: string }>();
+    const want = new Map<string, Peer>();
     for (const n of nodes) {
       if (n.name === this.o.nodeName || !n.publicKey || !n.internalIP) continue;
       const key = Buffer.from(n.publicKey, "base64");
       if (key.length !== 32) continue;
       want.set(n.name, { ip: n.internalIP, publicKey: n.publicKey });
     }
+    this.nodes = nodes;
     const device = await getDevice(this.socket);
     const wantKeys = new Set([...want.values()].map((p) => Buffer.from(p.publicKey, "base64").toString("hex")));
     const remove = device.peers.map((p) => p.publicKey).filter((k) => !wantKeys.has(k));
-    const peers = [...want.values()].map((p) => ({ publicKey: Buffer.from(p.publicKey, "base64"), endpoint: `${p.ip}:${WIREGUARD_PORT}`, allowedIP: `${p.ip}/32` }));
+    const configured = new Set(device.peers.map((p) => p.publicKey));
+    const peers = [...want.values()]
+      .map((p) => ({ publicKey: Buffer.from(p.publicKey, "base64"), endpoint: `${p.ip}:${WIREGUARD_PORT}`, allowedIPs: [`${p.ip}/32`, ...(this.routed() ? (this.podPrefixes.get(p.ip) ?? []) : [])] }))
+      .filter((p) => !configured.has(p.publicKey.toString("hex")) || this.sent.get(p.publicKey.toString("hex")) !== `${p.endpoint} ${p.allowedIPs.join(",")}`);
     // New and changed peers first, then the removals: a node's new key is usable before its old one goes.
     if (peers.length > 0) await uapi(this.socket, setRequest({ peers }));
+    for (const p of peers) this.sent.set(p.publicKey.toString("hex"), `${p.endpoint} ${p.allowedIPs.join(",")}`);
     if (remove.length > 0) await uapi(this.socket, setRequest({ remove }));
+    for (const k of remove) this.sent.delete(k);
     for (const p of want.values()) await this.ip(["route", "replace", `${p.ip}/32`, "dev", this.ifname, "table", String(WIREGUARD_TABLE)]);
     for (const [name, p] of this.peers) {
       if (want.has(name) && want.get(name)!.ip === p.ip) continue;
@@ -205,9 +245,24 @@ export class WireguardEncryption {
     this.device = await getDevice(this.socket);
     this.lastError = undefined;
     if ([...want.keys()].sort().join(",") !== before) {
-      this.o.log.info({ ifname: this.ifname, peers: [...want.keys()].sort() }, "WireGuard peers configured");
+      this.o.log.info({ ifname: this.ifname, peers: [...want.keys()].sort(), routing: this.o.routing ?? "routed" }, "WireGuard peers configured");
       this.changed();
     }
+  }
+
+  private routed(): boolean {
+    return (this.o.routing ?? "routed") === "routed";
+  }
+
+  /**
+   * Routed: the other nodes' pod prefixes (by node address, from the applied ipcache) become their peers'
+   * allowed IPs; only peers whose list changed are sent. A pod's first packets may meet its peer before
+   * its address does: WireGuard drops them (no peer for the address), nothing leaves in clear.
+   */
+  setRemotePods(byNode: ReadonlyMap<string, readonly string[]>): Promise<void> {
+    if (!this.routed() || samePrefixes(this.podPrefixes, byNode)) return this.syncing;
+    this.podPrefixes = byNode;
+    return this.setPeers(this.nodes);
   }
 
   /** A new key pair (rotation): set on the device at once; peers switch when they see the new public key on the CiliumNode. */
@@ -233,8 +288,13 @@ export class WireguardEncryption {
     const handshook = (this.device?.peers ?? []).filter((p) => p.lastHandshake > 0).length;
     try {
       this.device = await getDevice(this.socket);
-      const link = JSON.parse(await this.ip(["-j", "link", "show", "dev", this.ifname])) as { flags?: string[] }[];
+      const link = JSON.parse(await this.ip(["-j", "link", "show", "dev", this.ifname])) as { ifindex?: number; flags?: string[] }[];
       up = link[0]?.flags?.includes("UP") ?? false;
+      if (up && link[0]?.ifindex !== undefined && link[0].ifindex !== this.ifindex) {
+        // A device made anew (its ifindex changed) needs the datapath's ingress program again.
+        this.ifindex = link[0].ifindex;
+        this.o.datapath.setWireguardDevice(this.ifindex, this.o.netns);
+      }
     } catch {
       this.device = undefined;
     }
@@ -243,7 +303,7 @@ export class WireguardEncryption {
       this.publishEncryptedNodes();
       this.o.log[up ? "info" : "warn"]({ ifname: this.ifname, up }, up ? "WireGuard device up" : "WireGuard device down or gone");
       // Back up: the routes the kernel dropped with the link are put back.
-      if (up && this.peers.size > 0) await this.setPeers([...this.peers].map(([name, p]) => ({ name, publicKey: p.publicKey, internalIP: p.ip })));
+      if (up && this.peers.size > 0) await this.setPeers(this.nodes);
       this.changed();
     } else if ((this.device?.peers ?? []).filter((p) => p.lastHandshake > 0).length !== handshook) {
       // A peer's first handshake (or its loss) is news for the status; the counters otherwise ride the resync.
@@ -253,7 +313,8 @@ export class WireguardEncryption {
 
   /** The datapath sends cross-node traffic (strict) only to these: configured peers, while the device is up. */
   private publishEncryptedNodes(): void {
-    this.o.datapath.setEncryptedNodes(this.up ? [...this.peers.values()].map((p) => p.ip) : []);
+    const ips = this.up ? [...this.peers.values()].map((p) => p.ip) : [];
+    this.o.datapath.setEncryptedNodes(ips, this.routed() ? new Set(ips) : new Set());
   }
 
   stats(): WireguardStats {
