@@ -69,6 +69,7 @@ bench: deps
 	@for b in $(BENCHES); do $(MAKE) -s bench-$$b || exit 1; done
 
 bench-startup: build
+bench-scale: build
 bench-cni: build
 
 bench-%: deps

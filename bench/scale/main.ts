@@ -1,6 +1,6 @@
 // Benchmark: a simulated cluster at scale (default 1,000 nodes as light stream clients, 50,000 pods, 5,000 identities, 2,000 policies) against a real kube-apiserver and the operator as a child process; one real agent process with its node's share; identity GC of idle identities across an operator restart. Prints one JSON line.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +21,7 @@ import { scalePolicies, type ScaleShape } from "./cluster.ts";
 const log = pino({ name: "bench-scale" }, pino.destination({ fd: 2, sync: true }));
 const CRD_DIR = fileURLToPath(new URL("../../crds/generated/", import.meta.url));
 const MEMBRANE = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
+const BUNDLE = fileURLToPath(new URL("../../dist/membrane.mjs", import.meta.url));
 const CHANGE_POLICY = { namespace: "ns-0", name: "bench-change" };
 const CHANGE_KEY = `CiliumNetworkPolicy/${CHANGE_POLICY.namespace}/${CHANGE_POLICY.name}`;
 /** Where the first operator writes a V8 CPU profile (on its graceful stop, before the GC phase); none when unset. */
@@ -32,6 +33,8 @@ interface Flags extends ScaleShape {
   readonly concurrency: number;
   readonly steadySeconds: number;
   readonly realAgent: boolean;
+  /** The real agent as shipped (the bundle), then through tsx; false: through tsx only (no `make build` needed). */
+  readonly agentBundle: boolean;
   readonly kernelLock: string;
   /** Only the identity GC: pods get their identities, then idle identities are collected across an operator restart (no agents, policies or changes). */
   readonly gcOnly: boolean;
@@ -44,7 +47,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
     v = parseArgs({
       args: [...args],
       options: Object.fromEntries(
-        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only"].map((k) => [k, { type: "string" as const }]),
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle"].map((k) => [k, { type: "string" as const }]),
       ),
       strict: true,
       allowPositionals: false,
@@ -69,6 +72,8 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
   if (shape.identities + ints["idle-identities"]! + 256 > 65_535) return { ok: false, error: `--idle-identities: ${ints["idle-identities"]} with --identities ${shape.identities} leaves no room in 256…65535` };
   const realAgent = v["real-agent"] ?? "true";
   if (realAgent !== "true" && realAgent !== "false") return { ok: false, error: `--real-agent: "${realAgent}" is not true or false` };
+  const agentBundle = v["agent-bundle"] ?? "true";
+  if (agentBundle !== "true" && agentBundle !== "false") return { ok: false, error: `--agent-bundle: "${agentBundle}" is not true or false` };
   const gcOnly = v["gc-only"] ?? "false";
   if (gcOnly !== "true" && gcOnly !== "false") return { ok: false, error: `--gc-only: "${gcOnly}" is not true or false` };
   return {
@@ -82,6 +87,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
       realAgent: realAgent === "true",
       kernelLock: v["kernel-lock"] ?? "/tmp/membrane-kernel.lock",
       gcOnly: gcOnly === "true",
+      agentBundle: agentBundle === "true",
     },
   };
 }
@@ -188,8 +194,8 @@ class RealAgent {
   readonly child: ChildProcess;
   private lines = "";
   readonly started = performance.now();
-  constructor(args: string[]) {
-    this.child = spawn(MEMBRANE, ["agent", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  constructor(args: string[], env: Record<string, string>) {
+    this.child = spawn(MEMBRANE, ["agent", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     this.child.stdout?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
     this.child.stderr?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
   }
@@ -378,6 +384,7 @@ async function main(): Promise<void> {
       if (f.realAgent) {
         // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
         await ensureDatapathObject();
+        if (f.agentBundle && !existsSync(BUNDLE)) throw new Error(`${BUNDLE} does not exist: run make build (make bench-scale does)`);
         const node = nodeName(0);
         const lite = hub.agents.shift();
         lite?.close();
@@ -395,19 +402,27 @@ async function main(): Promise<void> {
         cleanups.push(() => lock.release());
         // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
         cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
-        let agent = new RealAgent(args);
-        cleanups.push(() => agent.stop());
-        out.agent_first_ready_s = round((await agent.ready(300_000)) / 1000, 2);
-        await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
-        out.agent_rss_first_mib = Math.round(procStats(agent.child.pid!).rssMib);
-        await agent.stop();
-        agent = new RealAgent(args);
-        out.agent_ready_s = round((await agent.ready(300_000)) / 1000, 2);
-        await new Promise((r) => setTimeout(r, 5000));
-        const st = procStats(agent.child.pid!);
-        out.agent_rss_mib = Math.round(Math.max(st.rssMib, out.agent_rss_first_mib as number));
-        out.agent_peak_rss_mib = Math.round(st.hwmMib);
-        await agent.stop();
+        // As shipped (the image runs the bundle, dist/membrane.mjs), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only).
+        let agent: RealAgent | undefined;
+        cleanups.push(() => agent?.stop());
+        // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of every real agent start (written when it stops).
+        const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
+        const modes: [string, Record<string, string>][] = f.agentBundle ? [["", { MEMBRANE_BUNDLE: "1", ...prof }], ["tsx_", { MEMBRANE_BUNDLE: "", ...prof }]] : [["", { MEMBRANE_BUNDLE: "", ...prof }]];
+        for (const [mode, env] of modes) {
+          agent = new RealAgent(args, env);
+          out[`agent_${mode}first_ready_s`] = round((await agent.ready(300_000)) / 1000, 2);
+          await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
+          const rssFirst = Math.round(procStats(agent.child.pid!).rssMib);
+          out[`agent_${mode}rss_first_mib`] = rssFirst;
+          await agent.stop();
+          agent = new RealAgent(args, env);
+          out[`agent_${mode}ready_s`] = round((await agent.ready(300_000)) / 1000, 2);
+          await new Promise((r) => setTimeout(r, 5000));
+          const st = procStats(agent.child.pid!);
+          out[`agent_${mode}rss_mib`] = Math.round(Math.max(st.rssMib, rssFirst));
+          out[`agent_${mode}peak_rss_mib`] = Math.round(st.hwmMib);
+          await agent.stop();
+        }
         await lock.release();
       } else {
         out.agent_rss_mib = null;
@@ -468,6 +483,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     JSON.stringify({
       ...out,
+      agent_runs: f.realAgent ? (f.agentBundle ? "bundle (agent_*), tsx (agent_tsx_*)" : "tsx") : null,
       shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
       load_avg_1m: { min: round(Math.min(...loads)), max: round(Math.max(...loads)), mean: round(loads.reduce((a, b) => a + b, 0) / loads.length) },
       total_s: round((Date.now() - started) / 1000),

@@ -29,6 +29,7 @@ describe("bench/scale", () => {
     assert.deepEqual(parseScaleFlags(["--nodes", "x"]), { ok: false, error: '--nodes: "x" is not an integer ≥ 1' });
     assert.deepEqual(parseScaleFlags(["--nodes", "10", "--pods", "5"]), { ok: false, error: "--pods: 5 is fewer than --nodes 10 (every node hosts pods)" });
     assert.deepEqual(parseScaleFlags(["--real-agent", "yes"]), { ok: false, error: '--real-agent: "yes" is not true or false' });
+    assert.deepEqual(parseScaleFlags(["--agent-bundle", "no"]), { ok: false, error: '--agent-bundle: "no" is not true or false' });
     assert.deepEqual(parseScaleFlags(["--gc-only", "1"]), { ok: false, error: '--gc-only: "1" is not true or false' });
     const gc = parseScaleFlags(["--gc-only", "true"]);
     assert.ok(gc.ok && gc.flags.gcOnly && !d.flags.gcOnly);
@@ -37,7 +38,7 @@ describe("bench/scale", () => {
   });
 
   it("a small cluster run prints one JSON line with every figure, and the figures are sane", { timeout: 600_000 }, async () => {
-    const args = ["--nodes", "4", "--pods", "40", "--identities", "20", "--policies", "20", "--namespaces", "4", "--idle-identities", "300", "--changes", "3", "--steady-seconds", "3", "--kernel-lock", "none"];
+    const args = ["--nodes", "4", "--pods", "40", "--identities", "20", "--policies", "20", "--namespaces", "4", "--idle-identities", "300", "--changes", "3", "--steady-seconds", "3", "--kernel-lock", "none", "--agent-bundle", "false"];
     const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
