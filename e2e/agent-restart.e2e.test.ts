@@ -1,4 +1,4 @@
-// End to end: kill -9 a node's agent under a continuous stream of connections; enforcement never gaps, and the restarted agent converges with no duplicate endpoints.
+// End to end: kill -9 a node's agent under a continuous stream of connections; enforcement never gaps, the restarted agent converges with no duplicate endpoints and wires a pod created right after it.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
@@ -191,7 +191,7 @@ describe("agent kill -9 under a continuous stream of connections (2 nodes, real 
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("kill -9 of the agent: the established connection lives, denied stays denied, allowed keeps connecting; the restarted agent converges with no duplicate endpoints", async () => {
+  it("kill -9 of the agent: the established connection lives, denied stays denied, allowed keeps connecting; the restarted agent converges with no duplicate endpoints and a pod created right after the restart becomes Ready under the policy", async () => {
     const conn = longLivedConnection();
     await eventually("the long-lived connection echoes", async () => (conn.echoes() >= 5 ? true : undefined), 10_000);
     const stream = connectionStream();
@@ -217,6 +217,9 @@ describe("agent kill -9 under a continuous stream of connections (2 nodes, real 
     restartedAgentPid = restarted.pid;
     const restartedAt = Date.now();
     await eventually("the restarted agent is started", async () => (agentLog().some((l) => l.msg === "agent started") ? true : undefined));
+    // A new pod on the node right after the restart: its CNI ADD is the restarted agent's to answer.
+    const newPodAt = Date.now();
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Pod", metadata: { name: "tiefighter-new", namespace: "default", labels: { org: "empire", class: "tiefighter" } }, spec: { nodeName: node1, automountServiceAccountToken: false, containers: [{ name: "main", image: "any" }] } }));
     await new Promise((r) => setTimeout(r, 5_000));
     const r = await stream.stop();
 
@@ -244,9 +247,17 @@ describe("agent kill -9 under a continuous stream of connections (2 nodes, real 
     assert.match(synced.cn.metadata.annotations?.["membrane.io/hubble-address"] ?? "", /^unix:\//);
     assert.ok(await connects("tiefighter", "deathstar", 80) && !(await connects("xwing", "deathstar", 80)), "after the update: empire in, alliance out");
 
+    // The pod made right after the restart is Ready, wired by the restarted agent and under the policy like its peers.
+    await kubectl(["wait", "pod/tiefighter-new", "--for=condition=Ready", "--timeout=60s"]);
+    console.log(`a pod created right after the agent's restart: Ready within ${Date.now() - newPodAt} ms (checked after the convergence checks)`);
+    const newRec = (await loadPodRecords(dir)).pods["default/tiefighter-new"];
+    assert.ok(newRec?.ip && newRec.netns, "the new pod is wired");
+    ips.set("tiefighter-new", newRec.ip);
+    assert.ok(await connects("tiefighter-new", "deathstar", 80), "the new empire pod reaches the deathstar");
+
     // No duplicate or ghost endpoints: one record and one map entry per pod on the node.
     const records = JSON.parse(readFileSync(join(devClusterPaths(dir).agentDir(node1), "state", "endpoints.json"), "utf8")) as { containerId: string; ips: string[] }[];
-    const onNode = pods.filter((p) => p.node === node1).map((p) => ips.get(p.name)!);
+    const onNode = [...pods.filter((p) => p.node === node1).map((p) => ips.get(p.name)!), newRec.ip];
     assert.deepEqual(records.flatMap((e) => e.ips).sort(), [...onNode].sort());
     assert.equal(new Set(records.map((e) => e.containerId)).size, records.length);
     const dp = Datapath.load(node1);

@@ -1,21 +1,21 @@
 // End to end with the local cluster's real resolver (dnsmasq as kube-system/kube-dns) and outside hosts: Cilium's documented DNS policy (kube-dns on port 53 with rules.dns, toFQDNs matchName/matchPattern), real lookups from pods through the agents' DNS proxies, real connects.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { TestCluster, waitEnforced, type PodProber } from "./harness.ts";
+import { PodProber, TestCluster, waitEnforced } from "./harness.ts";
 import { CNPS } from "../kube/resources.ts";
 import { clusterDnsAddress, CLUSTER_DNS_NAME } from "../localcluster/cluster-dns.ts";
 import { CLUSTER_DNS, loadPodRecords, netnsEtcDir } from "../localcluster/kubelet.ts";
 import { OUTSIDE_HOSTS, outsideNetns } from "../localcluster/outside.ts";
 import { devNodesDown } from "../cli/dev-pods.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
-import { listNetns, terminateProcess } from "../localcluster/nodes.ts";
-import { loadDevClusterState } from "../localcluster/devcluster.ts";
+import { listNetns, loadNodesState } from "../localcluster/nodes.ts";
+import { devClusterPaths, loadDevClusterState, startAgents } from "../localcluster/devcluster.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { FqdnCacheRow } from "../core/dns/cache-list.ts";
 import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
@@ -225,7 +225,6 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     // The state: the '*.outside.test' DNS rule, toFQDNs api + w*; mediabot-1 (node 1) learned api and www above.
     const victim = (await loadDevClusterState(tc.dir)).agents.find((a) => a.node === tc.nodeName(1));
     assert.ok(victim && isProcessAlive(victim.pid), "node 1's agent runs");
-    const argv = readFileSync(`/proc/${victim.pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
     const log = { unanswered: 0, answered: { before: 0, away: 0, back: 0 }, answeredAfterRestart: 0, allowedFailed: [] as string[], refusedAnswered: [] as string[], blockedConnected: 0, steps: 0 };
     const now: { phase: "before" | "away" | "back"; stop: boolean } = { phase: "before", stop: false };
     const stream = (async () => {
@@ -246,20 +245,19 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
         if ((await p["mediabot-1"]!.probe(ipOf(BLOCKED), PORT, { timeoutMs: 300 })).verdict === "connected") log.blockedConnected++;
       }
     })();
-    let restarted: ChildProcess | undefined;
+    const agentLog = join(devClusterPaths(tc.dir).agentDir(tc.nodeName(1)), "agent.log");
+    const logStart = statSync(agentLog).size;
     try {
       await new Promise((r) => setTimeout(r, 2_000));
       process.kill(victim.pid, "SIGKILL");
       now.phase = "away";
       for (const end = Date.now() + 10_000; isProcessAlive(victim.pid) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 4_000)); // the node runs on its pinned maps alone
-      const logFd = openSync(join(tc.dir, "dns-restarted-agent.log"), "a");
-      restarted = spawn(argv[0]!, [...argv.slice(1), "--kubeconfig", tc.cp!.kubeconfig], { detached: true, stdio: ["ignore", logFd, logFd] });
-      closeSync(logFd);
-      restarted.unref();
-      const started = (): boolean => readFileSync(join(tc.dir, "dns-restarted-agent.log"), "utf8").includes('"msg":"DNS proxy started"');
-      for (const end = Date.now() + 60_000; !started() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
-      assert.ok(started(), "the restarted agent's DNS proxy started");
+      // Restarted as `dev up` started it (the same flags), and recorded in the cluster's state: node 1 keeps an agent for
+      // the tests after this one (a pod made there needs it for its CNI ADD) and `dev down` stops it. It returns once
+      // the agent logged "agent started", which comes after its DNS proxy started.
+      await startAgents(tc.dir, (await loadNodesState(tc.dir))!.nodes, tc.cp!.kubeconfig);
+      assert.ok(readFileSync(agentLog).subarray(logStart).toString().includes('"msg":"DNS proxy started"'), "the restarted agent's DNS proxy started");
       now.phase = "back";
       for (const end = Date.now() + 30_000; log.answeredAfterRestart < 3 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
       now.stop = true;
@@ -275,13 +273,29 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     } finally {
       now.stop = true;
       await stream.catch(() => undefined);
-      if (restarted?.pid !== undefined && isProcessAlive(restarted.pid)) await terminateProcess(restarted.pid, 5_000);
+    }
+  });
+
+  it("a pod created on a node right after its agent was killed -9 and restarted becomes Ready and resolves through the restarted proxy", async () => {
+    const t0 = Date.now();
+    await apply({ apiVersion: "v1", kind: "Pod", metadata: { name: "after-restart", namespace: NS, labels: { org: "empire", class: "mediabot" } }, spec: { nodeName: tc.nodeName(1), automountServiceAccountToken: false, containers: [{ name: "main", image: "any" }] } });
+    try {
+      await tc.kubectl(["wait", "--for=condition=Ready", "-n", NS, "pod/after-restart", "--timeout=60s"]);
+      console.log(`pod on node 1 Ready ${Date.now() - t0} ms after its creation, after the agent's restart`);
+      const prober = await PodProber.start(tc.dir, NS, "after-restart");
+      try {
+          assert.deepEqual(await prober.lookup(`${API}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(API)] }, "its lookup goes through node 1's restarted proxy");
+        assert.equal((await prober.lookup(`${BLOCKED}.`, { timeoutMs: MS })).rcode, "REFUSED", "and the DNS rule applies to it");
+      } finally {
+        await prober.stop();
+      }
+    } finally {
+      await tc.kubectl(["delete", "pod", "after-restart", "-n", NS, "--wait=true", "--timeout=60s"]);
     }
   });
 
   it("DNS on a non-standard port (Cilium's example with port 5353): a second dnsmasq on 5353 in kube-system, rules.dns on 5353 decide the lookups, the proxy asks the server on 5353 and the toFQDNs name connects right after its answer", async () => {
-    // The cluster DNS's own dnsmasq (its records, its flags) on 5353 instead of 53, as a pod of its own beside the asking pod on node 2
-    // (node 1's agent is the one the kill -9 test restarted by hand).
+    // The cluster DNS's own dnsmasq (its records, its flags) on 5353 instead of 53, as a pod of its own beside the asking pod on node 2.
     const kubeDns = JSON.parse(await tc.kubectl(["get", "pod", "-n", CLUSTER_DNS.namespace, CLUSTER_DNS_NAME, "-o", "json"])) as { spec: { containers: { image: string; command: string[]; args: string[] }[] } };
     const main = kubeDns.spec.containers[0]!;
     assert.ok(main.args.includes("--port=53"), `kube-dns serves port 53 (${main.args.join(" ")})`);
