@@ -3,8 +3,11 @@
 //   Open loop at BENCH_RATE (1,000) requests/s for BENCH_OPEN_SECONDS (6) each way: p50/p99, p99 added by the proxy.
 //   gRPC: unary calls to the door manager fixture, BENCH_GRPC_CONNECTIONS (4) channels × BENCH_GRPC_STREAMS (8) calls in flight for
 //   BENCH_CLOSED_SECONDS each way (rule: POST /cloudcity.DoorManager/GetName): calls/s and their ratio (grpc_ratio).
+//   The proxy runs as the agent runs it: flows sent to a flow socket (read here as the agent reads it), no --log-flows;
+//   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +16,8 @@ import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/m
 import { DEFAULT_LIMITS } from "../../node-agent/l7proxy/config.ts";
 import { ADDR, L7Topology, ROOT } from "../../node-agent/l7proxy/testing/topology.ts";
 import { waitForLine } from "../../node-agent/bpf/netns.ts";
+import { FlowSocketServer } from "../../node-agent/l7proxy/flow-socket.ts";
+import { pino } from "pino";
 import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
 
 const run = promisify(execFile);
@@ -61,9 +66,21 @@ async function loadgen(topo: L7Topology, args: (string | number)[]): Promise<Rec
 
 const median = lowerMedian;
 
+/** A process's CPU time so far (user + system), in µs. */
+function cpuMicros(pid: number): number {
+  // /proc/PID/stat: fields after the command's closing parenthesis; utime and stime are the 12th and 13th there.
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+/** BENCH_PROXY_CPU_PROF=DIR: the proxy runs with --cpu-prof, its profile written into DIR. */
+const PROFILE = process.env.BENCH_PROXY_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(process.env.BENCH_PROXY_CPU_PROF)] : [];
+
 async function main(): Promise<void> {
   const topo = new L7Topology(`bl${process.pid % 100000}`);
   const children: ChildProcess[] = [];
+  let flowServerStop: (() => Promise<void>) | undefined;
   try {
     const ports = [
       { port: PROXY_PORT, http: [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/.*" } }] },
@@ -80,21 +97,32 @@ async function main(): Promise<void> {
       door.stdout?.resume();
       await waitForLine(door, /^listening/, 20000);
     }
-    // The proxy as the agent runs it, without --log-flows (a log line per request is not part of the path measured).
-    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    // The proxy as the agent runs it: its flows to the agent's flow socket, without --log-flows.
+    const flowSocket = path.join(topo.dir, "l7proxy.flows.sock");
+    let flows = 0;
+    const flowServer = new FlowSocketServer(flowSocket, () => void flows++, pino({ level: "warn" }));
+    await flowServer.start();
+    flowServerStop = () => flowServer.stop();
+    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, ...PROFILE, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope, "--flow-socket", flowSocket], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     children.push(proxy);
     await waitForLine(proxy, /l7 proxy ready/, 30000);
     proxy.stdout?.resume();
     const closed = { proxy: [] as number[], direct: [] as number[] };
     const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
     const grpc = { proxy: [] as number[], direct: [] as number[] };
+    const proxyCpu = { micros: 0, requests: 0 };
     let failed = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
       for (const way of order) {
         const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
+        const cpuBefore = cpuMicros(proxy.pid!);
         const c = await loadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS]);
         closed[way].push(c.rps ?? 0);
+        if (way === "proxy") {
+          proxyCpu.micros += cpuMicros(proxy.pid!) - cpuBefore;
+          proxyCpu.requests += (c.rps ?? 0) * (CLOSED_SECONDS / ROUNDS);
+        }
         const o = await loadgen(topo, ["open", ADDR.deathstar, port, RATE, OPEN_SECONDS / ROUNDS]);
         open[way].push(o);
         const g = await loadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS]);
@@ -121,13 +149,18 @@ async function main(): Promise<void> {
         direct_p50_ms_at_1000: round3(p("direct", "p50_ms")),
         direct_p99_ms_at_1000: round3(p("direct", "p99_ms")),
         p99_added_ms_at_1000: round3(p("proxy", "p99_ms") - p("direct", "p99_ms")),
+        proxy_cpu_us_per_req: Math.round(proxyCpu.micros / proxyCpu.requests),
+        flows,
         failed,
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),
         load_avg_1m: round3(os.loadavg()[0] ?? NaN),
       }),
     );
   } finally {
-    for (const c of children) c.kill("SIGKILL");
+    // A profiled proxy writes its profile when it exits on SIGTERM.
+    for (const c of children) c.kill(PROFILE.length ? "SIGTERM" : "SIGKILL");
+    await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once("exit", r)))));
+    await flowServerStop?.();
     await topo.cleanup();
   }
 }

@@ -229,9 +229,17 @@ test("the agent runs the proxy from the stream: the hello says so, the port is s
   assert.equal(report()?.l7Proxy, true);
   assert.deepEqual(agent!.status().l7Proxy, { running: true, servedPorts: [PROXY_PORT] });
   assert.deepEqual(violations, []);
-  assert.equal(await status("POST", "/v1/request-landing"), 200);
-  assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
-  assert.doesNotMatch(topo.deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+  let l7 = 0;
+  const unsubscribe = agent!.observer!.onEveryFlow((f) => void (f.l7 ? l7++ : 0));
+  try {
+    assert.equal(await status("POST", "/v1/request-landing"), 200);
+    assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
+    assert.doesNotMatch(topo.deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+    // The proxy sends its flows in batches (at most one write per 20 ms): these reach the agent before the next test counts its own.
+    await until("the two requests' four L7 flows reached the agent", () => l7 === 4, 5_000);
+  } finally {
+    unsubscribe();
+  }
 });
 
 test("the proxy's requests are L7 flows of the agent's observer: the real hubble CLI shows method, url and code (the denied request DROPPED, named by its rule), and Hubble's http metrics count them", async () => {

@@ -89,6 +89,13 @@ function forwardable(headers: readonly HttpHeader[]): string[] {
 }
 
 
+/** A request without a body (RFC 9112 §6.3: neither Transfer-Encoding nor a non-zero Content-Length). */
+function hasNoBody(headers: readonly HttpHeader[]): boolean {
+  // The request's own header list (names lowercased already): Node's req.headers object would be built just for this.
+  for (const h of headers) if (h.name === "transfer-encoding" || (h.name === "content-length" && h.value.trim() !== "0")) return false;
+  return true;
+}
+
 /** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/2 (ALPN h2, preferred as Envoy does) or HTTP/1.1. */
 const DEFAULT_CONTEXT = { minVersion: "TLSv1.2", ALPNProtocols: ["h2", "http/1.1"] } as const;
 
@@ -402,7 +409,8 @@ export class HttpProxy {
     };
     return sideFlows(judged, (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
-      log.debug(withoutHeaders(f), "http request");
+      // Built only when logged: a debug line per request is not paid for at info.
+      if (log.isLevelEnabled("debug")) log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
     });
   }
@@ -453,7 +461,11 @@ export class HttpProxy {
     upstream.on("response", (up) => {
       const answered = forwardable(pairs(up.rawHeaders));
       res.writeHead(up.statusCode ?? 502, up.statusMessage, answered);
-      up.pipe(res, { end: false });
+      // The body streams as it comes, held back while the client is slower (what pipe does, without its per-request setup).
+      up.on("data", (chunk: Buffer) => {
+        if (!res.write(chunk)) up.pause();
+      });
+      res.on("drain", () => up.resume());
       up.on("end", () => {
         if (up.rawTrailers.length) res.addTrailers(up.rawTrailers.reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
         res.end();
@@ -465,7 +477,11 @@ export class HttpProxy {
     res.on("close", () => {
       if (!res.writableFinished) upstream.destroy();
     });
-    req.pipe(upstream);
+    if (hasNoBody(request.headers)) {
+      // Most requests (GET, HEAD, …) have no body: the upstream request ends with its head, no pipe between them.
+      upstream.end();
+      req.resume();
+    } else req.pipe(upstream);
   }
 
   /**

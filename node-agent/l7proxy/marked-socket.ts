@@ -49,6 +49,8 @@ export function connectMarked(ip: string, port: number, mark: number): net.Socke
     throw new Error(`setsockopt(SO_MARK): errno ${e}${e === 1 ? " (EPERM: the proxy needs CAP_NET_ADMIN)" : ""}`);
   }
   const s = new net.Socket({ fd, readable: true, writable: true });
+  // A request head or a small body chunk leaves at once, not after the previous segment's ACK (Nagle).
+  s.setNoDelay(true);
   s.connect(port, ip);
   return s;
 }
