@@ -39,6 +39,16 @@ test("the agent stream needs all TLS material; a bad pod CIDR pool is refused up
   assert.match((parseArgs(["--pod-cidr-pool", "10.0.0.0/16", "--node-cidr-mask-size", "8"]) as { error: string }).error, /mask size 8/);
 });
 
+test("--ipam: cluster-pool by default, kubernetes on request, anything else refused naming the flag", () => {
+  const d = parseArgs([]);
+  assert.ok("config" in d);
+  assert.equal(d.config.ipamMode, "cluster-pool");
+  const k = parseArgs(["--ipam", "kubernetes"]);
+  assert.ok("config" in k);
+  assert.equal(k.config.ipamMode, "kubernetes");
+  assert.match((parseArgs(["--ipam", "eni"]) as { error: string }).error, /--ipam: "eni" is not one of cluster-pool, kubernetes/);
+});
+
 test("--bind-address and --identity-gc-interval: defaults keep everything on loopback and a 15 minute sweep", () => {
   const d = parseArgs([]);
   assert.ok("config" in d);

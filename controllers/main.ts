@@ -7,6 +7,7 @@ import { HubbleRelay } from "./relay/relay.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { Operator, type OperatorConfig, type ControllerName, ALL_CONTROLLERS, OPTIONAL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
+import { IPAM_MODES, isIpamMode } from "./node.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
 import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
 import type { FlowSource } from "../flowapi/hubble/client.ts";
@@ -35,6 +36,9 @@ const USAGE = `usage: membrane operator [flags]
                                distribute them (refused otherwise; give the webhook the same flag)
   --pod-cidr-pool CIDR         pool for per-node pod CIDRs (default 10.244.0.0/16)
   --node-cidr-mask-size N      prefix length of each node's pod CIDR (default 24)
+  --ipam MODE                  cluster-pool (default: each CiliumNode gets a block of --pod-cidr-pool) or
+                               kubernetes (each CiliumNode carries its Node's spec.podCIDRs, as Cilium's
+                               ipam.mode=kubernetes; the pool is unused)
   --controllers LIST           comma-separated, from ${[...ALL_CONTROLLERS, ...OPTIONAL_CONTROLLERS].join(",")} (default ${ALL_CONTROLLERS.join(",")};
                                encryption-key validates and rotates MembraneEncryptionKeys' Secrets in --lease-namespace when
                                their secretRef names none)
@@ -82,6 +86,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     clusterName: "default",
     podCidrPool: "10.244.0.0/16",
     nodeCidrMaskSize: 24,
+    ipamMode: "cluster-pool",
     controllers: new Set<ControllerName>(ALL_CONTROLLERS),
   };
   // A switch, bare or =true|false like the webhook's flag of the same name (so the chart passes both alike);
@@ -115,6 +120,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "enable-policy-secrets": { type: "string" },
       "pod-cidr-pool": { type: "string" },
       "node-cidr-mask-size": { type: "string" },
+      ipam: { type: "string" },
       controllers: { type: "string" },
       "distribution-port": { type: "string" },
       "tls-ca": { type: "string" },
@@ -184,6 +190,10 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     config.policySecretsNamespace = v["policy-secrets-namespace"];
   }
   if (v["pod-cidr-pool"] !== undefined) config.podCidrPool = v["pod-cidr-pool"];
+  if (v.ipam !== undefined) {
+    if (!isIpamMode(v.ipam)) return { error: `--ipam: "${v.ipam}" is not one of ${IPAM_MODES.join(", ")}` };
+    config.ipamMode = v.ipam;
+  }
   if (v["node-cidr-mask-size"] !== undefined) {
     const n = Number(v["node-cidr-mask-size"]);
     if (!Number.isInteger(n) || n < 1 || n > 128) return { error: `--node-cidr-mask-size: "${v["node-cidr-mask-size"]}" is not a prefix length` };

@@ -1,5 +1,7 @@
-// Node reconciler: one CiliumNode per Kubernetes Node, carrying the node's addresses and a pod CIDR
-// from the cluster pool (no overlaps; released when the node goes). Keys are node names.
+// Node reconciler: one CiliumNode per Kubernetes Node, carrying the node's addresses and its pod CIDRs:
+// in cluster-pool mode a block of the cluster pool (no overlaps; released when the node goes), in
+// kubernetes mode the Node's own spec.podCIDRs (what the controller-manager, or the local cluster, gave it,
+// and so what the pods on it really get). Keys are node names.
 import type { Logger } from "pino";
 import type { PodCIDRPool } from "./cidrpool.ts";
 import type { Reconciler } from "../kube/controller.ts";
@@ -8,6 +10,7 @@ import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath 
 import { CILIUM_NODES } from "../kube/resources.ts";
 
 export interface NodeObject extends KubeObject {
+  spec?: { podCIDR?: string; podCIDRs?: string[] };
   status?: { addresses?: { type: string; address: string }[] };
 }
 
@@ -18,6 +21,20 @@ export interface CiliumNodeAddress {
 
 export interface CiliumNodeObject extends KubeObject {
   spec?: { addresses?: CiliumNodeAddress[]; ipam?: { podCIDRs?: string[] } };
+}
+
+/** Cilium's ipam.mode values Membrane's operator implements. */
+export const IPAM_MODES = ["cluster-pool", "kubernetes"] as const;
+export type IpamMode = (typeof IPAM_MODES)[number];
+export function isIpamMode(s: string): s is IpamMode {
+  return (IPAM_MODES as readonly string[]).includes(s);
+}
+
+/** The pod CIDRs the Node object itself carries (spec.podCIDRs, else the older single spec.podCIDR). */
+export function nodePodCIDRs(node: NodeObject): string[] {
+  const list = node.spec?.podCIDRs ?? [];
+  if (list.length > 0) return [...list];
+  return node.spec?.podCIDR ? [node.spec.podCIDR] : [];
 }
 
 /** Same addresses in the same order. */
@@ -35,6 +52,8 @@ export interface NodeDeps {
   readonly nodes: Informer<NodeObject>;
   readonly ciliumNodes: Informer<CiliumNodeObject>;
   readonly pool: PodCIDRPool;
+  /** Default cluster-pool. */
+  readonly ipamMode?: IpamMode;
   readonly log: Logger;
 }
 
@@ -45,6 +64,7 @@ export class NodeReconciler implements Reconciler {
 
   /** Before the workers start: the CIDRs recorded in CiliumNodes are taken first, so a restart moves none. */
   init(): void {
+    if (this.d.ipamMode === "kubernetes") return;
     for (const cn of this.d.ciliumNodes.list()) {
       for (const cidr of cn.spec?.ipam?.podCIDRs ?? []) {
         if (!this.d.pool.mark(cidr, cn.metadata.name)) this.d.log.warn({ name: cn.metadata.name, cidr }, "pod CIDR outside the pool or taken twice; reallocating");
@@ -68,15 +88,13 @@ export class NodeReconciler implements Reconciler {
       this.d.pool.release(name);
       return;
     }
-    const have = (cn?.spec?.ipam?.podCIDRs ?? []).find((c) => this.d.pool.ownerOf(c) === name);
-    const cidr = have ?? this.d.pool.allocate(name);
-    if (cidr === undefined) throw new Error(`pod CIDR pool ${this.d.pool.maskSize} blocks exhausted: node ${name} gets no pod CIDR`);
-    const spec = { addresses: nodeAddresses(node), ipam: { podCIDRs: [cidr] } };
+    const podCIDRs = this.podCIDRsFor(node, cn);
+        const spec = { addresses: nodeAddresses(node), ipam: { podCIDRs } };
     const ownerReferences = [{ apiVersion: "v1", kind: "Node", name, uid: node.metadata.uid, controller: true }];
     if (!cn) {
       try {
         await this.d.client.create(resourcePath(CILIUM_NODES), { apiVersion: "cilium.io/v2", kind: "CiliumNode", metadata: { name, ownerReferences }, spec });
-        this.d.log.info({ name, podCIDR: cidr }, "CiliumNode created");
+        this.d.log.info({ name, podCIDRs }, "CiliumNode created");
       } catch (e) {
         if (isConflict(e)) throw new Error(`CiliumNode ${name} exists but is not in the cache yet; retrying`, { cause: e });
         throw e;
@@ -85,6 +103,21 @@ export class NodeReconciler implements Reconciler {
     }
     if (JSON.stringify(cn.spec?.addresses ?? []) === JSON.stringify(spec.addresses) && JSON.stringify(cn.spec?.ipam?.podCIDRs ?? []) === JSON.stringify(spec.ipam.podCIDRs)) return;
     await this.d.client.mergePatch(path, { spec });
-    this.d.log.info({ name, podCIDR: cidr }, "CiliumNode updated");
+    this.d.log.info({ name, podCIDRs }, "CiliumNode updated");
+  }
+
+  /** The node's pod CIDRs: its Node's own in kubernetes mode (none yet: an empty list, warned), else its block of the pool. */
+  private podCIDRsFor(node: NodeObject, cn: CiliumNodeObject | undefined): string[] {
+    const name = node.metadata.name;
+    if (this.d.ipamMode === "kubernetes") {
+      const cidrs = nodePodCIDRs(node);
+      const had = cn?.spec?.ipam?.podCIDRs;
+      if (cidrs.length === 0 && (had === undefined || had.length > 0)) this.d.log.warn({ name }, "ipam kubernetes: the Node has no spec.podCIDRs yet; its CiliumNode gets none");
+      return cidrs;
+    }
+    const have = (cn?.spec?.ipam?.podCIDRs ?? []).find((c) => this.d.pool.ownerOf(c) === name);
+    const cidr = have ?? this.d.pool.allocate(name);
+    if (cidr === undefined) throw new Error(`pod CIDR pool ${this.d.pool.maskSize} blocks exhausted: node ${name} gets no pod CIDR`);
+    return [cidr];
   }
 }

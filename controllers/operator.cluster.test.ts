@@ -14,6 +14,7 @@ import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION } from "../kube/objects.ts
 import { AgentClient } from "./testing/agent.ts";
 import { makePki } from "../kube/testing/pki.ts";
 import type { Downstream } from "../core/wire.ts";
+import { parsePrefix, prefixContains } from "../core/cidr.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 const CRD_DIR = fileURLToPath(new URL("../crds/generated/", import.meta.url));
@@ -38,6 +39,13 @@ interface Meta {
 }
 interface Identity extends Meta {
   "security-labels": Record<string, string>;
+}
+
+/** Whether the prefix `cidr` holds the address `ip`. */
+function cidrContains(cidr: string, ip: string): boolean {
+  const p = parsePrefix(cidr);
+  const a = parsePrefix(ip);
+  return p !== undefined && a !== undefined && prefixContains(p, a);
 }
 
 function operator(name: string, args: string[] = []): OperatorProcess {
@@ -488,5 +496,37 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     assert.equal(c.spec.ipam.podCIDRs[0], a.spec.ipam.podCIDRs[0], "the released block is reused");
     await op.stop("SIGTERM");
     await kubectl(["delete", "node", "node-b", "node-c"]);
+  });
+
+  it("with --ipam kubernetes each CiliumNode carries its Node's own spec.podCIDRs, so every pod address on the node is inside them", async () => {
+    const op = operator("op-ipam-k8s", ["--leader-elect", "false", "--controllers", "node", "--ipam", "kubernetes"]);
+    type CN = Meta & { spec: { ipam?: { podCIDRs?: string[] } } };
+    const names = ["ipam-k-1", "ipam-k-2", "ipam-k-none"];
+    try {
+      // What the controller-manager (or the local cluster) gives the nodes: not the operator pool's first blocks.
+      const node = (name: string, spec: object): string => JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name }, spec });
+      await kubectl(["apply", "-f", "-"], node("ipam-k-1", { podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24"] }));
+      await kubectl(["apply", "-f", "-"], node("ipam-k-2", { podCIDR: "10.244.2.0/24", podCIDRs: ["10.244.2.0/24", "fd00:10:244:2::/64"] }));
+      await kubectl(["apply", "-f", "-"], node("ipam-k-none", {}));
+      const cn = (name: string, want: (c: CN) => boolean): Promise<CN> =>
+        eventually(`CiliumNode ${name}`, async () => {
+          const c = await getJSON<CN>(["get", "ciliumnode", name]).catch(() => undefined);
+          return c && want(c) ? c : undefined;
+        });
+      const one = await cn("ipam-k-1", () => true);
+      const two = await cn("ipam-k-2", () => true);
+      const none = await cn("ipam-k-none", () => true);
+      assert.deepEqual(one.spec.ipam?.podCIDRs, ["10.244.1.0/24"]);
+      assert.deepEqual(two.spec.ipam?.podCIDRs, ["10.244.2.0/24", "fd00:10:244:2::/64"]);
+      assert.deepEqual(none.spec.ipam?.podCIDRs ?? [], [], "no pool block is made up for a Node without pod CIDRs");
+      // Pod addresses the nodes' CNI hands out from the Node's range are inside the CiliumNode's.
+      for (const [c, ip] of [[one, "10.244.1.7"], [two, "10.244.2.200"], [two, "fd00:10:244:2::5"]] as const) {
+        assert.ok((c.spec.ipam?.podCIDRs ?? []).some((p) => cidrContains(p, ip)), `${ip} inside ${c.metadata.name}'s ${c.spec.ipam?.podCIDRs}`);
+      }
+      assert.ok(!(one.spec.ipam?.podCIDRs ?? []).some((p) => cidrContains(p, "10.244.0.5")), "not the pool's first block");
+    } finally {
+      await op.stop("SIGTERM");
+      await kubectl(["delete", "node", ...names, "--ignore-not-found"]);
+    }
   });
 });

@@ -21,7 +21,7 @@ import { type Endpoint, type EndpointGroup, type HostEndpoint, groupEndpoints, s
 import { nodeHostLabels } from "../core/host-endpoint.ts";
 import { SelectingPolicies } from "./selecting-policies.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
-import { NodeReconciler, type CiliumNodeObject, type NodeObject } from "./node.ts";
+import { NodeReconciler, type CiliumNodeObject, type IpamMode, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { type EncryptionKeyObject, type EncryptionNodeObject, encryptionKeyReconciler } from "./encryption-key.ts";
 import { type TracingPolicyObject, tracingPolicyReconciler } from "./tracing.ts";
@@ -66,6 +66,8 @@ export interface OperatorConfig {
   parseOptions?: ParseOptions;
   podCidrPool: string;
   nodeCidrMaskSize: number;
+  /** Where CiliumNodes' pod CIDRs come from (default cluster-pool: the operator's pool). */
+  ipamMode?: IpamMode;
   controllers: Set<ControllerName>;
   /**
    * Read the Secrets TLS rules name from this namespace only (an informer scoped to it) and send their
@@ -282,7 +284,7 @@ export class Operator {
     if (on.has("node")) {
       const nodes = informers.for<NodeObject>(NODES);
       const ciliumNodes = informers.for<CiliumNodeObject>(CILIUM_NODES);
-      const r = new NodeReconciler({ client, nodes, ciliumNodes, pool: new PodCIDRPool(this.config.podCidrPool, this.config.nodeCidrMaskSize), log: this.log });
+      const r = new NodeReconciler({ client, nodes, ciliumNodes, pool: new PodCIDRPool(this.config.podCidrPool, this.config.nodeCidrMaskSize), ipamMode: this.config.ipamMode ?? "cluster-pool", log: this.log });
       const c = new Controller(r, this.log, this.metrics, { workers: 1 });
       c.watch(nodes).watch(ciliumNodes).beforeStart(() => r.init());
       this.controllers.push(c);

@@ -5,6 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { controllerProcesses } from "../localcluster/cluster.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
 import { TestCluster } from "./harness.ts";
+import { parsePrefix, prefixContains } from "../core/cidr.ts";
 
 const prefix = `kc${process.pid % 100000}-`;
 const NS = "shop";
@@ -124,6 +125,23 @@ describe("the local cluster's scheduler and controller manager (2 process nodes)
       return nodes.join() === [tc.nodeName(1), tc.nodeName(2)].join() ? l.items : `running on [${nodes.join(", ")}] of ${l.items.length} pods`;
     });
     assert.equal(pods.length, 2);
+  });
+
+  it("every pod's address lies in its node's CiliumNode spec.ipam.podCIDRs (the operator runs --ipam kubernetes, as the nodes' ranges are the Nodes' own)", async () => {
+    const pods = (await getJson<List<PodView>>(["get", "pods", "-n", NS])).items.filter((p) => p.status.podIP && p.spec.nodeName);
+    assert.ok(pods.length >= 6, `the pods made above: ${pods.length}`);
+    for (const i of [1, 2]) {
+      const node = await getJson<{ spec: { podCIDRs?: string[] } }>(["get", "node", tc.nodeName(i)]);
+      const cn = await eventually(`CiliumNode ${tc.nodeName(i)}`, async () =>
+        getJson<{ spec: { ipam?: { podCIDRs?: string[] } } }>(["get", "ciliumnode", tc.nodeName(i)]).catch((e: Error) => e.message),
+      );
+      const cidrs = cn.spec.ipam?.podCIDRs ?? [];
+      assert.deepEqual(cidrs, node.spec.podCIDRs, `${tc.nodeName(i)}: the CiliumNode's pod CIDRs are the Node's`);
+      for (const p of pods.filter((x) => x.spec.nodeName === tc.nodeName(i))) {
+        const ip = parsePrefix(p.status.podIP!)!;
+        assert.ok(cidrs.some((c) => prefixContains(parsePrefix(c)!, ip)), `${p.metadata.name} (${p.status.podIP}) inside ${tc.nodeName(i)}'s CiliumNode [${cidrs.join(", ")}]`);
+      }
+    }
   });
 
   it("the scheduler judges a pod no node can take: PodScheduled=False, Unschedulable, with its reasons", async () => {

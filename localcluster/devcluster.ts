@@ -173,6 +173,9 @@ export async function startOperator(dir: string, kubeconfig: string, kubectl: Ku
       "operator", "--kubeconfig", kubeconfig, "--health-port", "0", "--leader-elect", "false", "--identity-gc-grace", "1m",
       "--distribution-port", "0", "--tls-ca", join(p.pki, "ca.crt"), "--tls-cert", join(p.pki, "operator.crt"), "--tls-key", join(p.pki, "operator.key"),
       "--hubble-relay-address", "127.0.0.1:0", "--policy-secrets-namespace", DEV_POLICY_SECRETS_NAMESPACE,
+      // The local nodes' Node objects carry the pod CIDRs their pods are given and routed by (nodes.ts plays the
+      // controller-manager): the CiliumNodes take those, as Cilium's ipam.mode=kubernetes does.
+      "--ipam", "kubernetes",
       // The default controllers and tracing: the TracingPolicy CRDs are applied above.
       "--controllers", `${ALL_CONTROLLERS.join(",")},tracing`,
     ],
