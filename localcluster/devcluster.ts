@@ -303,14 +303,11 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
   }
   for (const s of started) {
     await waitForLog(s.pid, s.logFile, "agent started", 60_000, undefined, s.logStart);
-    // The agent has loaded (and pinned) the maps: attach from-overlay on vxlan0 against the same maps, and the
-    // node device's programs on eth0 (the node's own traffic to other nodes' pods leaves there): the L7 proxy's
-    // answers to clients on other nodes get their pod source back, and its upstream connections to pods on other
-    // nodes go into the tunnel as their client (a host firewall without host addresses judges nothing there).
+    // The agent has loaded (and pinned) the maps: attach from-overlay on vxlan0 against the same maps. The node
+    // device's programs on eth0 the agent attached itself (eth0 holds --node-ip).
     const dp = Datapath.load(agentScope(s.node));
     try {
       dp.attachOverlay(ifindexIn(s.node.netns, "vxlan0"), s.node.netns);
-      dp.attachHostDevice(ifindexIn(s.node.netns, "eth0"), s.node.netns);
     } finally {
       dp.close();
     }

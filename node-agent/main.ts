@@ -37,6 +37,7 @@ import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
+import { NodeDevice } from "./node-device.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
@@ -46,7 +47,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH] [--wireguard-routing routed|vxlan]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
-                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]]
+                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME|none]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
                       [--enable-l7-proxy[=true|false]] [--enable-runtime[=true|false]]
@@ -111,6 +112,10 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                      cluster needs is always allowed (the lock-out guard: the operator stream, the API server port,
                      VXLAN 8472 and WireGuard 51871 between nodes, ICMP echo between nodes)
   --host-firewall-api-server-port  the API server's port the guard keeps open (default 6443)
+  --node-device      the node's underlay device, where the agent attaches the node device's programs (the L7 proxy's
+                     connections to and answers for pods on other nodes go into the tunnel there); default: the device
+                     holding --node-ip, else the one its route leaves by; none: attach nothing (and detach what an earlier
+                     agent attached). A restart adopts the attached programs (never a second copy)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
   --enable-dns-proxy  the DNS proxy that enforces DNS rules and learns toFQDNs addresses (default true when --node-ip
                      is given: it listens on that address; without a proxy the node enforces neither, and policy status says so)
@@ -149,6 +154,8 @@ export interface AgentFlags {
   readonly stateDir: string;
   readonly netns?: string;
   readonly nodeIP?: string;
+  /** The node device by name (--node-device); null: none; absent: detected from --node-ip. */
+  readonly nodeDevice?: string | null;
   readonly logLevel: string;
   readonly hubbleSocket: string;
   readonly hubbleExport?: HubbleExportOptions;
@@ -234,6 +241,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "state-dir": { type: "string" },
         netns: { type: "string" },
         "node-ip": { type: "string" },
+        "node-device": { type: "string" },
         "log-level": { type: "string" },
         "hubble-socket": { type: "string" },
         "hubble-export-file-path": { type: "string" },
@@ -385,6 +393,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (hostDevices.some((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d))) return { ok: false, error: `--host-firewall-device: must be an interface name, got ${JSON.stringify(hostDevices.find((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d)))}` };
   if (hostDevices.length > 0 && nodeIP === undefined) return { ok: false, error: "--host-firewall-device: needs --node-ip (the address whose traffic is the host's)" };
   if (apiPortText !== undefined && !(/^\d{1,5}$/.test(apiPortText) && Number(apiPortText) >= 1 && Number(apiPortText) <= 65535)) return { ok: false, error: `--host-firewall-api-server-port: must be a port number 1..65535, got ${JSON.stringify(apiPortText)}` };
+  const nodeDevice = str("node-device");
+  if (nodeDevice !== undefined && !/^[A-Za-z0-9._@-]{1,15}$/.test(nodeDevice)) return { ok: false, error: `--node-device: must be an interface name or none, got ${JSON.stringify(nodeDevice)}` };
   const encryption = str("encryption") ?? "disabled";
   if (!(ENCRYPTION_MODES as readonly string[]).includes(encryption)) return { ok: false, error: `--encryption: must be one of ${ENCRYPTION_MODES.join(", ")}, got ${JSON.stringify(encryption)}` };
   const encryptionStrict = values["encryption-strict"] === true;
@@ -414,6 +424,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       stateDir: str("state-dir") ?? "/var/lib/membrane/agent",
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
+      ...(nodeDevice !== undefined ? { nodeDevice: nodeDevice === "none" ? null : nodeDevice } : {}),
       logLevel: str("log-level") ?? "info",
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
@@ -666,6 +677,25 @@ export async function run(args: string[]): Promise<number> {
     await agent.start();
   } catch (err) {
     log.error({ socket: f.cniSocket, hubble: f.hubbleSocket, metrics: f.metricsAddress, error: (err as Error).message }, "starting the agent failed");
+    await metrics.stop();
+    await agent.stop();
+    datapath.close();
+    return 1;
+  }
+  // After the agent's start (the maps hold the last state): the programs judge from the first packet as the pods' do.
+  try {
+    new NodeDevice({
+      datapath,
+      device: f.nodeDevice,
+      ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
+      ...(f.netns ? { netns: f.netns } : {}),
+      hostFirewallDevices: f.hostFirewall?.devices ?? [],
+      podIfindexes: agent.endpointLinks().map((l) => l.hostIfindex),
+      stateFile: path.join(f.stateDir, "node-device.json"),
+      log,
+    }).start();
+  } catch (err) {
+    log.error({ device: f.nodeDevice, nodeIP: f.nodeIP, netns: f.netns, error: (err as Error).message }, "attaching the node device's programs failed");
     await metrics.stop();
     await agent.stop();
     datapath.close();

@@ -655,6 +655,18 @@ export function attachedProgramId(t: TcTarget): number | undefined {
   return viaTcx ?? queryTc(t);
 }
 
+/** The ids of every program attached to the interface's direction by tcx (ours and anyone's), in run order. */
+export function tcxProgramIds(t: TcTarget): number[] {
+  return inNetns(t.netns, () => {
+    const ids = new Uint32Array(64);
+    const count = [ids.length];
+    const flags = [0];
+    const rc = c.progQuery(t.ifindex, tcxType(t.direction), 0, flags, ids, count) as number;
+    if (rc < 0) throw new BpfError(`tcx query ifindex ${t.ifindex} ${t.direction}`, -rc);
+    return [...ids.subarray(0, count[0]!)];
+  });
+}
+
 /** The id of the program attached at our clsact handle, or undefined. */
 export function queryTc(t: TcTarget): number | undefined {
   return inNetns(t.netns, () => {

@@ -68,7 +68,8 @@ function startAgent(): ChildProcess {
     "agent", "--node-name", node, "--operator", `127.0.0.1:${port}`,
     "--tls-cert", pki!.file(`${node}.crt`), "--tls-key", pki!.file(`${node}.key`), "--tls-ca", pki!.file("ca.crt"),
     "--bpf-scope", topo.scope, "--cni-socket", path.join(stateDir, "agent.sock"), "--state-dir", stateDir, "--netns", topo.ns.host,
-    "--node-ip", ADDR.node, "--enable-dns-proxy=false", "--hubble-socket", path.join(stateDir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
+    // The node address sits on the x-wing's host veth in this one-node topology: no node device to attach.
+    "--node-ip", ADDR.node, "--node-device", "none", "--enable-dns-proxy=false", "--hubble-socket", path.join(stateDir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
   ], { stdio: ["ignore", "pipe", "inherit"] });
   children.push(child);
   readline.createInterface({ input: child.stdout! }).on("line", (l) => {

@@ -1,0 +1,165 @@
+// `bin/membrane agent` attaches the node device's programs itself: on the device holding --node-ip, adopted (never doubled) by a restarted agent, and detached by --node-device none without touching another's tc filter or the host firewall's device.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { DistributionServer } from "../controllers/distribution/server.ts";
+import { makePki, type TestPki } from "../kube/testing/pki.ts";
+import { Datapath } from "./bpf/datapath.ts";
+import { tcxProgramIds, type TcTarget } from "./bpf/loader.ts";
+import { NetnsFixture, ifindexIn } from "./bpf/netns.ts";
+import { parseAgentFlags } from "./main.ts";
+import { until } from "./testing/agent.ts";
+
+const MEMBRANE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");
+const tag = `nd${process.pid % 100000}`;
+const node = `${tag}-node`;
+const NS_NODE = `${tag}-node`;
+const NS_OUT = `${tag}-out`;
+const NODE_IP = "10.209.0.1";
+const scope = `test-${tag}`;
+
+describe("the agent's node device programs", { timeout: 120_000 }, () => {
+  const fx = new NetnsFixture();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-node-device-"));
+  const lines: Record<string, unknown>[] = [];
+  let pki: TestPki | undefined;
+  let server: DistributionServer | undefined;
+  let port = 0;
+  let eth0 = 0;
+  let child: ChildProcess | undefined;
+
+  const target = (direction: "ingress" | "egress"): TcTarget => ({ ifindex: eth0, direction, netns: NS_NODE });
+  const programs = (): { ingress: number[]; egress: number[] } => ({ ingress: tcxProgramIds(target("ingress")), egress: tcxProgramIds(target("egress")) });
+  /** The clsact filters on eth0's egress, where another's filter (its own priority) sits: what Membrane must leave alone. */
+  const tcFilters = (): string => spawnSyncText("ip", ["netns", "exec", NS_NODE, "tc", "filter", "show", "dev", "eth0", "egress"]);
+
+  /** Starts the agent with extra flags and waits for its node device line (or its exit). */
+  const startAgent = async (...extra: string[]): Promise<Record<string, unknown>> => {
+    lines.length = 0;
+    child = spawn(MEMBRANE, [
+      "agent", "--node-name", node, "--operator", `127.0.0.1:${port}`,
+      "--tls-cert", pki!.file(`${node}.crt`), "--tls-key", pki!.file(`${node}.key`), "--tls-ca", pki!.file("ca.crt"),
+      "--bpf-scope", scope, "--cni-socket", path.join(dir, "agent.sock"), "--state-dir", path.join(dir, "state"), "--netns", NS_NODE,
+      "--node-ip", NODE_IP, "--enable-dns-proxy=false", "--enable-l7-proxy=false",
+      "--hubble-socket", path.join(dir, "hubble.sock"), "--metrics-address", "127.0.0.1:0", ...extra,
+    ], { stdio: ["ignore", "pipe", "inherit"] });
+    readline.createInterface({ input: child.stdout! }).on("line", (l) => {
+      if (l.startsWith("{")) lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    return until("agent started", () => lines.find((l) => l.msg === "agent started"), 30_000);
+  };
+  const stopAgent = async (): Promise<void> => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once("exit", r));
+    c.kill("SIGTERM");
+    await exited;
+  };
+  const logged = (msg: string): Record<string, unknown> | undefined => lines.find((l) => l.msg === msg);
+
+  before(async () => {
+    fx.addNetns(NS_NODE);
+    fx.addNetns(NS_OUT);
+    fx.addVeth({ netns: NS_NODE, ifname: "eth0", cidr: `${NODE_IP}/24` }, { netns: NS_OUT, ifname: "eth0", cidr: "10.209.0.2/24" });
+    eth0 = ifindexIn(NS_NODE, "eth0");
+    spawnSyncText("ip", ["netns", "exec", NS_NODE, "tc", "qdisc", "add", "dev", "eth0", "clsact"]);
+    spawnSyncText("ip", ["netns", "exec", NS_NODE, "tc", "filter", "add", "dev", "eth0", "egress", "pref", "7", "bpf", "bytecode", "1,6 0 0 0"]);
+    pki = await makePki([node]);
+    server = new DistributionServer({ ca: pki.read("ca.crt"), cert: pki.read("operator.crt"), key: pki.read("operator.key") }, pino({ level: "warn" }));
+    port = await server.listen(0);
+    server.publish(node, { policies: [], ipcache: [], identities: [], rules: [], policyGenerations: [] });
+  });
+
+  after(async () => {
+    if (child?.pid && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await server?.close();
+    try {
+      const dp = Datapath.load(scope);
+      if (eth0) dp.detachHostDevice(eth0, NS_NODE);
+      dp.close();
+      dp.unpin();
+    } catch {
+      // nothing pinned, or the netns is gone
+    }
+    fx.cleanup();
+    pki?.remove();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("--node-device: an interface name or none; a bad name is refused naming the flag", () => {
+    const base = ["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+    const flags = (...extra: string[]) => parseAgentFlags([...base, ...extra]);
+    assert.equal((flags("--node-device", "bond0") as { flags: { nodeDevice?: string | null } }).flags.nodeDevice, "bond0");
+    assert.equal((flags("--node-device=none") as { flags: { nodeDevice?: string | null } }).flags.nodeDevice, null);
+    assert.equal((flags() as { flags: { nodeDevice?: string | null } }).flags.nodeDevice, undefined);
+    assert.deepEqual(flags("--node-device", "eth 0"), { ok: false, error: '--node-device: must be an interface name or none, got "eth 0"' });
+  });
+
+  it("a started agent has to-host and from-host on the device holding --node-ip, beside another's tc filter", async () => {
+    await startAgent();
+    const attached = logged("node device programs attached");
+    assert.equal(attached?.device, "eth0");
+    assert.equal(attached?.detected, true);
+    assert.equal(attached?.adopted, false);
+    const p = programs();
+    assert.equal(p.ingress.length, 1, `one program on eth0's ingress: ${JSON.stringify(p)}`);
+    assert.equal(p.egress.length, 1, `one program on eth0's egress: ${JSON.stringify(p)}`);
+    assert.match(tcFilters(), /pref 7 bpf.*bytecode/, "another's filter is still there");
+  });
+
+  it("a restarted agent adopts them: still one program per direction, never a second", async () => {
+    const before = programs();
+    await stopAgent();
+    assert.deepEqual(programs(), before, "a stopped agent leaves them attached (restarts do not interrupt)");
+    await startAgent();
+    assert.equal(logged("node device programs attached")?.adopted, true);
+    const p = programs();
+    assert.equal(p.ingress.length, 1, JSON.stringify(p));
+    assert.equal(p.egress.length, 1, JSON.stringify(p));
+    await stopAgent();
+  });
+
+  it("--node-device none detaches exactly what an agent attached: another's filter stays; the host firewall's device keeps them", async () => {
+    await startAgent("--node-device", "none");
+    assert.ok(logged("node device programs detached"));
+    assert.deepEqual(programs(), { ingress: [], egress: [] });
+    assert.match(tcFilters(), /pref 7 bpf.*bytecode/, "another's filter is still there");
+    await stopAgent();
+    // The host firewall attaches the same programs on eth0: the node device's cleanup leaves them to it.
+    await startAgent("--host-firewall-device", "eth0");
+    await stopAgent();
+    await startAgent("--host-firewall-device", "eth0", "--node-device", "none");
+    assert.ok(logged("node device programs kept: the host firewall attaches there"));
+    assert.equal(programs().egress.length, 1);
+    await stopAgent();
+  });
+
+  it("a named device that does not exist stops the agent with an error naming the flag", async () => {
+    lines.length = 0;
+    child = spawn(MEMBRANE, [
+      "agent", "--node-name", node, "--operator", `127.0.0.1:${port}`,
+      "--tls-cert", pki!.file(`${node}.crt`), "--tls-key", pki!.file(`${node}.key`), "--tls-ca", pki!.file("ca.crt"),
+      "--bpf-scope", scope, "--cni-socket", path.join(dir, "agent.sock"), "--state-dir", path.join(dir, "state"), "--netns", NS_NODE,
+      "--node-ip", NODE_IP, "--enable-dns-proxy=false", "--enable-l7-proxy=false", "--node-device", "nosuch0",
+      "--hubble-socket", path.join(dir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
+    ], { stdio: ["ignore", "pipe", "inherit"] });
+    readline.createInterface({ input: child.stdout! }).on("line", (l) => {
+      if (l.startsWith("{")) lines.push(JSON.parse(l) as Record<string, unknown>);
+    });
+    const code = await new Promise((r) => child!.once("exit", r));
+    assert.equal(code, 1);
+    const failed = await until("the failure logged", () => logged("attaching the node device's programs failed"), 5000);
+    assert.match(String(failed.error), /--node-device nosuch0: no such link/);
+  });
+});
+
+function spawnSyncText(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
+}
