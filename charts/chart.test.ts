@@ -251,6 +251,15 @@ describe("charts/membrane", () => {
     assert.equal(mek.metadata.labels?.["membrane.io/validated-by-chart"], "true");
     const ds = byKindName(rendered.encryption ?? [], "DaemonSet", "membrane-agent") as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
     assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--encryption=wireguard"));
+    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("--wireguard-routing=routed"), "routed WireGuard by default");
+  });
+
+  it("encryption.wireguard.routing: vxlan reaches the agents as --wireguard-routing=vxlan; without encryption or with ipsec no routing flag at all", async () => {
+    type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const routingArgs = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--wireguard-routing"));
+    assert.deepEqual(routingArgs(parseManifest(await renderText({ "encryption.enabled": true, "encryption.wireguard.routing": "vxlan" }))), ["--wireguard-routing=vxlan"]);
+    assert.deepEqual(routingArgs(rendered.default ?? []), [], "encryption off: the agent refuses --wireguard-routing without --encryption wireguard");
+    assert.deepEqual(routingArgs(parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "encryption.wireguard.routing": "vxlan" }))), [], "ipsec: not passed");
   });
 
   it("with ipsec, the agents get no key material: they program no XFRM states yet (the Secret stays the operator's)", async () => {
@@ -321,6 +330,7 @@ describe("charts/membrane", () => {
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
       ["a monitor aggregation level outside the enum", { monitorAggregation: "max" }, /monitorAggregation/],
       ["an unknown encryption type", { "encryption.type": "aes" }, /encryption\/type|encryption\.type/],
+      ["a WireGuard routing the agent does not know", { "encryption.enabled": true, "encryption.wireguard.routing": "native" }, /encryption\/wireguard\/routing|encryption\.wireguard\.routing/],
       ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
       ["a pod CIDR that is not one", { clusterPodCIDR: "10.0.0.0/33" }, /clusterPodCIDR/],
       ["a GC interval that is not a duration", { "identity.gcInterval": "soon" }, /gcInterval/],

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseAgentFlags } from "../node-agent/main.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 
@@ -64,6 +65,21 @@ describe("the chart's command lines match the components' flags", () => {
       const closed = Object.keys(gaps).filter((flag) => new RegExp(`${flag}(?![\\w-])`).test(usage));
       assert.deepEqual(closed, [], `membrane ${component} now accepts these: remove them from KNOWN_GAPS`);
       for (const [flag, why] of Object.entries(gaps)) t.diagnostic(`gap: membrane ${component} does not accept ${flag} yet: ${why}`);
+    });
+  }
+
+  // --help above checks flag names only; the agent refuses --wireguard-routing without --encryption wireguard or with
+  // an unknown mode only when it parses, so the WireGuard command line (not rendered above: ipsec) is parsed here.
+  for (const routing of ["routed", "vxlan"]) {
+    it(`the agent parses the chart's WireGuard command line with encryption.wireguard.routing=${routing} into that routing`, async () => {
+      const wg = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "wireguard", "encryption.wireguard.routing": routing }));
+      const c = containerOf(wg, "DaemonSet", "membrane-agent");
+      // The kubelet's $(VAR) expansion, as on a node.
+      const args = c.args.slice(1).map((a) => a.replaceAll("$(NODE_NAME)", "node-1").replaceAll("$(HOST_IP)", "10.0.0.1"));
+      const r = parseAgentFlags(args);
+      assert.ok(r.ok, `membrane agent ${args.join(" ")}: ${r.ok ? "" : r.error}`);
+      assert.equal(r.flags.encryption, "wireguard");
+      assert.equal(r.flags.wireguardRouting, routing);
     });
   }
 });

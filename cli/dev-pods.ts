@@ -8,7 +8,7 @@ import { parseFlags } from "../kube/flags.ts";
 import { isProcessAlive } from "../localcluster/cluster.ts";
 import { kubeletPaths, loadPodRecords, removeRecordedPods, startKubeletProcess, stopKubeletProcess, type PodRecord } from "../localcluster/kubelet.ts";
 import { createNodes, destroyNodes, loadNodesState, netnsExists, planNodes, run, type AgentHook } from "../localcluster/nodes.ts";
-import { type DevEncryption, devAgentHook, devPodMtu, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
+import { type DevEncryption, WIREGUARD_ROUTINGS, type WireguardRouting, devAgentHook, devPodMtu, startAdmissionWebhook, startAgents, startOperator, stopDevCluster } from "../localcluster/devcluster.ts";
 import type { CommandResult } from "../localcluster/cluster.ts";
 import type { ProbeResult } from "../localcluster/probe.ts";
 import { standaloneScript } from "../localcluster/standalone.ts";
@@ -193,10 +193,15 @@ export function parseNodesFlag(args: string[]): { ok: true; nodes?: number; host
   return { ok: true, nodes: n, ...hostFirewall, rest };
 }
 
-/** `--encryption wireguard [--encryption-strict]` out of `dev up`'s arguments: the agents' encryption (undefined when absent), the rest, or an error naming the flag. */
+/**
+ * `--encryption wireguard [--encryption-strict] [--wireguard-routing routed|vxlan]` out of `dev up`'s arguments: the
+ * agents' encryption (undefined when absent), the rest, or an error naming the flag. Without --wireguard-routing the
+ * agents keep their own default (routed).
+ */
 export function parseEncryptionFlag(args: readonly string[]): { ok: true; encryption?: DevEncryption; rest: string[] } | { ok: false; error: string } {
   const rest: string[] = [];
   let mode: string | undefined;
+  let routing: string | undefined;
   let strict = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -205,9 +210,23 @@ export function parseEncryptionFlag(args: readonly string[]): { ok: true; encryp
       mode = args[++i];
       if (mode === undefined) return { ok: false, error: "--encryption: needs a value: wireguard" };
     } else if (a.startsWith("--encryption=")) mode = a.slice("--encryption=".length);
+    else if (a === "--wireguard-routing") {
+      routing = args[++i];
+      if (routing === undefined) return { ok: false, error: `--wireguard-routing: needs a value: ${WIREGUARD_ROUTINGS.join(" or ")}` };
+    } else if (a.startsWith("--wireguard-routing=")) routing = a.slice("--wireguard-routing=".length);
     else rest.push(a);
   }
-  if (mode === undefined) return strict ? { ok: false, error: "--encryption-strict: needs --encryption wireguard" } : { ok: true, rest };
+  if (mode === undefined) {
+    if (strict) return { ok: false, error: "--encryption-strict: needs --encryption wireguard" };
+    if (routing !== undefined) return { ok: false, error: "--wireguard-routing: needs --encryption wireguard" };
+    return { ok: true, rest };
+  }
   if (mode !== "wireguard") return { ok: false, error: `--encryption: must be "wireguard" (this kernel has no ESP, so ipsec carries no traffic here), got "${mode}"` };
-  return { ok: true, encryption: { mode: "wireguard", strict }, rest };
+  if (routing === undefined) return { ok: true, encryption: { mode: "wireguard", strict }, rest };
+  if (!isWireguardRouting(routing)) return { ok: false, error: `--wireguard-routing: must be one of ${WIREGUARD_ROUTINGS.join(", ")}, got ${JSON.stringify(routing)}` };
+  return { ok: true, encryption: { mode: "wireguard", strict, routing }, rest };
+}
+
+function isWireguardRouting(s: string): s is WireguardRouting {
+  return (WIREGUARD_ROUTINGS as readonly string[]).includes(s);
 }

@@ -24,7 +24,7 @@ interface Subcommand {
 }
 
 const subcommands: Record<string, Subcommand> = {
-  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] [--encryption wireguard [--encryption-strict]] (idempotent); with nodes also the outside hosts and the cluster DNS (dnsmasq, kube-system/kube-dns)", run: up },
+  up: { summary: "start the local control plane [--nodes N] [--host-firewall: agents enforce host policies on each node's eth0] [--encryption wireguard [--encryption-strict] [--wireguard-routing routed|vxlan: pod packets into the tunnel as they are (default) or VXLAN inside it]] (idempotent); with nodes also the outside hosts and the cluster DNS (dnsmasq, kube-system/kube-dns)", run: up },
   down: { summary: "stop it and remove its files (idempotent)", run: down },
   env: { summary: "print `export KUBECONFIG=…` for the running control plane", run: env },
   status: { summary: "is it running, where, and is it ready", run: status },

@@ -18,6 +18,8 @@ import { isProcessAlive, type CommandResult } from "./cluster.ts";
 import { terminateProcess, type AgentHook, type LocalNode } from "./nodes.ts";
 import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
 import { UNDERLAY_MTU, type WireguardRouting, podMtu } from "../node-agent/mtu.ts";
+// `dev up --wireguard-routing` is checked against the agent's own list (the cli reaches the agent's modules only through here).
+export { WIREGUARD_ROUTINGS, type WireguardRouting } from "../node-agent/mtu.ts";
 import { wireguardGoBinary } from "./wireguard/binary.ts";
 
 const log = pino({ name: "devcluster", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
