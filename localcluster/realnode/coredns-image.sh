@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# Builds the real nodes' cluster DNS image with no registry: CoreDNS from its Go module (a static binary, pinned
-# below, cached by version like helm) on a scratch-like rootfs, an OCI archive `ctr images import` takes.
+# Builds the real nodes' cluster DNS image with no registry: CoreDNS from its Go module (a static binary of
+# coredns/main.go, which imports only the plugins the Corefile uses, pinned by coredns/go.mod and go.sum, cached by
+# content hash like kube-proxy) on a scratch-like rootfs, an OCI archive `ctr images import` takes.
 # Progress goes to stderr; the last line on stdout is the directory holding coredns.tar and coredns-image.env.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=oci.sh
 source "$here/oci.sh"
 
-coredns_version="v1.14.7"
+src="$here/coredns"
+coredns_version="$(awk '{ sub(/^require /, "") } $1 == "github.com/coredns/coredns" && $2 ~ /^v/ { print $2; exit }' "$src/go.mod")"
+[ -n "$coredns_version" ] || { echo "coredns-image.sh: no github.com/coredns/coredns version in $src/go.mod" >&2; exit 1; }
 ref="membrane.local/coredns:${coredns_version}"
 cache="${MEMBRANE_CACHE:-$HOME/.cache/membrane}"
 
-# The binary: one build per version (it does not depend on this repository's sources).
-bin_dir="$cache/coredns-${coredns_version}"
+# The binary: one build per content of its module (it does not depend on this repository's other sources).
+bin_key="$( (cd "$src" && cat go.mod go.sum ./*.go) | sha256sum | cut -d' ' -f1)"
+bin_dir="$cache/coredns-${coredns_version}-${bin_key:0:16}"
 mkdir -p "$bin_dir"
 exec 8>"$bin_dir/.build.lock"
 flock 8
-if [ ! -x "$bin_dir/coredns" ] || [ "$(cat "$bin_dir/coredns.key" 2>/dev/null)" != "$coredns_version" ]; then
+if [ ! -x "$bin_dir/coredns" ] || [ "$(cat "$bin_dir/coredns.key" 2>/dev/null)" != "$bin_key" ]; then
   echo "coredns-image.sh: building CoreDNS ${coredns_version} (the first build downloads its modules: minutes)" >&2
   start=$(date +%s)
-  # Outside this repository's modules: CoreDNS's own go.mod decides its dependencies. Static, so the rootfs needs no libc.
-  (cd / && GOBIN="$bin_dir" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@${coredns_version}")
-  echo "$coredns_version" >"$bin_dir/coredns.key"
+  # Static, so the rootfs needs no libc. -mod=readonly: go.sum pins every module, nothing is resolved anew.
+  (cd "$src" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" -o "$bin_dir/coredns.tmp" .)
+  mv "$bin_dir/coredns.tmp" "$bin_dir/coredns"
+  echo "$bin_key" >"$bin_dir/coredns.key"
   echo "coredns-image.sh: CoreDNS built in $(($(date +%s) - start))s" >&2
 fi
 flock -u 8

@@ -1,5 +1,6 @@
 // CoreDNS's objects for the real-node cluster: kubeadm's addon shape, at the address the kubelets are given.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { parse } from "yaml";
 import { CLUSTER_DNS_ADDRESS, kubeletConfig, planRealNode } from "./config.ts";
@@ -41,4 +42,28 @@ test("the Corefile answers the cluster domain from the API server, with health a
   assert.match(c, /^\s+ready$/m);
   assert.match(c, /^\s+health \{$/m);
   assert.doesNotMatch(c, /forward/, "no upstream on the real nodes");
+});
+
+test("the lean CoreDNS build (coredns/main.go) has every plugin the Corefile uses, in CoreDNS's order", () => {
+  // The server block's own directives: the first word of each line one level deep.
+  const used: string[] = [];
+  let depth = 0;
+  for (const line of corefile().split("\n")) {
+    const word = line.trim().split(/\s+/)[0]!;
+    if (depth === 1 && word && word !== "}") used.push(word);
+    depth += (line.match(/\{/g) ?? []).length - (line.match(/\}/g) ?? []).length;
+  }
+  assert.deepEqual(used, ["errors", "health", "ready", "kubernetes", "cache", "loadbalance"]);
+  const main = readFileSync(new URL("./coredns/main.go", import.meta.url), "utf8");
+  const imported = [...main.matchAll(/^\s+_ "github\.com\/coredns\/coredns\/plugin\/([a-z0-9_]+)"$/gm)].map((m) => m[1]!);
+  const list = /var directives = \[\]string\{([^}]*)\}/.exec(main)?.[1];
+  assert.ok(list, "coredns/main.go: no directives list");
+  const directives = [...list.matchAll(/"([a-z0-9_]+)"/g)].map((m) => m[1]!);
+  for (const d of used) {
+    assert.ok(imported.includes(d), `Corefile directive ${d}: coredns/main.go does not import plugin/${d}`);
+    assert.ok(directives.includes(d), `Corefile directive ${d}: not in coredns/main.go's directives`);
+  }
+  // plugin.cfg's order (ready, health, errors, loadbalance, cache, kubernetes), which decides the query's path.
+  assert.deepEqual(directives, ["ready", "health", "errors", "loadbalance", "cache", "kubernetes"]);
+  assert.deepEqual([...imported].sort(), [...directives].sort());
 });
