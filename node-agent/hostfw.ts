@@ -1,5 +1,4 @@
 // The host firewall on the agent's side: the node's devices and addresses as the host endpoint, its enforcement from the host policy, and the lock-out guard.
-import { execFileSync } from "node:child_process";
 import type { Logger } from "pino";
 import { IDENTITY } from "../core/identity.ts";
 import { PROTO_NUMBER } from "../core/model.ts";
@@ -9,6 +8,7 @@ import type { Datapath } from "./bpf/datapath.ts";
 import type { HostGuardEntry } from "./bpf/layout.ts";
 import { OVERLAY_VXLAN_PORT as VXLAN_PORT } from "./encryption/mode.ts";
 import { WIREGUARD_PORT } from "./encryption/wireguard.ts";
+import { deviceIndex } from "./node-device.ts";
 
 /** The overlay's and WireGuard's UDP ports, as the encryption module uses them. */
 export { VXLAN_PORT, WIREGUARD_PORT };
@@ -71,7 +71,7 @@ export class HostFirewall {
     this.o.datapath.setHostGuard(this.o.guard);
     this.sync({ ingressEnforced: false, egressEnforced: false, auditMode: false });
     for (const name of this.o.devices) {
-      const ifindex = deviceIndex(name, this.o.netns);
+      const ifindex = deviceIndex(name, this.o.netns, "host firewall device");
       this.o.datapath.attachHostDevice(ifindex, this.o.netns);
       this.o.log.info({ device: name, ifindex, netns: this.o.netns }, "host firewall attached");
     }
@@ -85,10 +85,3 @@ export class HostFirewall {
   }
 }
 
-function deviceIndex(name: string, netns?: string): number {
-  const args = [...(netns ? ["-n", netns] : []), "-j", "link", "show", "dev", name];
-  const out = JSON.parse(execFileSync("ip", args, { stdio: ["ignore", "pipe", "pipe"] }).toString()) as { ifindex?: number }[];
-  const ifindex = out[0]?.ifindex;
-  if (ifindex === undefined) throw new Error(`host firewall device ${name}: no such link${netns ? ` in netns ${netns}` : ""}`);
-  return ifindex;
-}

@@ -40,7 +40,7 @@ export class NodeDevice {
   start(): Attached | undefined {
     const name = this.o.device === null ? undefined : (this.o.device ?? (this.o.nodeIP ? detectNodeDevice(this.o.nodeIP, this.o.netns) : undefined));
     const previous = this.recorded();
-    let now: Attached | undefined = name === undefined ? undefined : { device: name, ifindex: deviceIndex(name, this.o.netns), ...(this.o.netns ? { netns: this.o.netns } : {}) };
+    let now: Attached | undefined = name === undefined ? undefined : { device: name, ifindex: deviceIndex(name, this.o.netns, "--node-device"), ...(this.o.netns ? { netns: this.o.netns } : {}) };
     if (now && this.o.podIfindexes.includes(now.ifindex)) {
       if (this.o.device !== undefined) throw new Error(`--node-device ${now.device}: a pod's host link, not the node's device`);
       this.o.log.warn({ device: now.device, nodeIP: this.o.nodeIP, netns: this.o.netns }, "the device holding --node-ip is a pod's host link: node device programs not attached (set --node-device)");
@@ -117,7 +117,8 @@ export function detectNodeDevice(nodeIP: string, netns?: string): string | undef
   }
 }
 
-function deviceIndex(name: string, netns?: string): number {
+/** The ifindex of device `name` (in `netns` when given); `what` names it in the error (a flag or a role). */
+export function deviceIndex(name: string, netns: string | undefined, what: string): number {
   const args = [...(netns ? ["-n", netns] : []), "-j", "link", "show", "dev", name];
   let out: { ifindex?: number }[] = [];
   try {
@@ -126,6 +127,6 @@ function deviceIndex(name: string, netns?: string): number {
     // reported below
   }
   const ifindex = out[0]?.ifindex;
-  if (ifindex === undefined) throw new Error(`--node-device ${name}: no such link${netns ? ` in netns ${netns}` : ""}`);
+  if (ifindex === undefined) throw new Error(`${what} ${name}: no such link${netns ? ` in netns ${netns}` : ""}`);
   return ifindex;
 }
