@@ -14,7 +14,7 @@ import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { until } from "../testing/agent.ts";
-import { ADDR, L7Topology, ROOT } from "./testing/topology.ts";
+import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn } from "./testing/topology.ts";
 
 const run = promisify(execFile);
 const tag = `m7k${process.pid % 100000}`;
@@ -80,23 +80,9 @@ function startAgent(): ChildProcess {
 
 const exited = (c: ChildProcess): Promise<unknown> => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.once("exit", r)));
 const report = () => server?.reports().find((r) => r.node === node);
-const proxyPid = (): number | undefined => {
-  try {
-    return Number(fs.readFileSync(path.join(stateDir, "l7proxy.pid"), "utf8"));
-  } catch {
-    return undefined;
-  }
-};
+const proxyPid = (): number | undefined => proxyPidIn(stateDir);
 
-/** A new connection's answer from the x-wing (curl), or undefined when it failed. */
-async function status(method: string, p: string): Promise<number | undefined> {
-  try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, `http://${ADDR.deathstar}${p}`]);
-    return Number(stdout);
-  } catch {
-    return undefined;
-  }
-}
+const status = (method: string, p: string): Promise<number | undefined> => topo.xwingStatus(method, p);
 
 /** Client connections the proxy holds open now (in the node netns). */
 async function proxiedConnections(): Promise<number> {
@@ -122,15 +108,7 @@ before(async () => {
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await Promise.all(children.map(exited));
-  // The proxy outlives agents by design: this test ends it.
-  const pid = proxyPid();
-  if (pid) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
+  killProxyIn(stateDir);
   await server?.close();
   await topo.cleanup();
   pki?.remove();

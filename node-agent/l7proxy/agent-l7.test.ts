@@ -21,7 +21,7 @@ import { NodeAgent, type AgentDatapath } from "../agent.ts";
 import { capturingLogger, until } from "../testing/agent.ts";
 import { AgentL7 } from "./agent-l7.ts";
 import type { ServedPorts } from "./supervisor.ts";
-import { ADDR, L7Topology, ROOT } from "./testing/topology.ts";
+import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn } from "./testing/topology.ts";
 import { Registry, type RegistryContentType } from "prom-client";
 import { HubbleMetrics } from "../observer/hubble-metrics.ts";
 import { observeFlows } from "../../localcluster/hubble/cli.ts";
@@ -173,24 +173,11 @@ function newAgent(l7: { launcher?: readonly string[]; listenTimeoutMs?: number }
   });
 }
 
-async function status(method: string, p: string, headers: readonly string[] = []): Promise<number | undefined> {
-  try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", ...headers.flatMap((h) => ["-H", h]), "-X", method, `http://${ADDR.deathstar}${p}`]);
-    return Number(stdout);
-  } catch {
-    return undefined;
-  }
-}
+const status = (method: string, p: string, headers: readonly string[] = []): Promise<number | undefined> => topo.xwingStatus(method, p, headers);
 
 const report = () => server?.reports().find((r) => r.node === node);
 const ackedGeneration = () => report()?.acked?.policyGenerations[0]?.generation;
-const proxyPid = (): number | undefined => {
-  try {
-    return Number(fs.readFileSync(path.join(stateDir, "l7proxy.pid"), "utf8"));
-  } catch {
-    return undefined;
-  }
-};
+const proxyPid = (): number | undefined => proxyPidIn(stateDir);
 
 before(async () => {
   // No policy entries of the topology's own: the agent writes what the operator sends.
@@ -210,15 +197,7 @@ before(async () => {
 
 after(async () => {
   await agent?.stop();
-  // The proxy outlives agents by design: this test ends it.
-  const pid = proxyPid();
-  if (pid) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
+  killProxyIn(stateDir);
   await server?.close();
   await topo.cleanup();
   pki?.remove();

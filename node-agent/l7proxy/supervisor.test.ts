@@ -1,14 +1,11 @@
 // Real packets: the agent's supervisor runs the L7 proxy from a node's compiled policies, serves its ports once it listens, outlives an agent restart and restarts a killed proxy.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import path from "node:path";
-import { promisify } from "node:util";
 import { PROTO_NUMBER, type SubjectPolicy } from "../../core/model.ts";
 import { L7ProxySupervisor, desiredProxy } from "./supervisor.ts";
 import { ADDR, L7Topology } from "./testing/topology.ts";
 
-const run = promisify(execFile);
 const tag = `m7s${process.pid % 100000}`;
 const XWING = 1000;
 const DEATHSTAR = 2000;
@@ -45,14 +42,7 @@ after(async () => {
   await topo.cleanup();
 });
 
-async function status(method: string, p: string): Promise<number | undefined> {
-  try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, `http://${ADDR.deathstar}${p}`]);
-    return Number(stdout);
-  } catch {
-    return undefined;
-  }
-}
+const status = (method: string, p: string): Promise<number | undefined> => topo.xwingStatus(method, p);
 
 test("the proxy's configuration from a node's policies: proxied entries serve their rule's HTTP rules, ingress ones marked as the destination's", () => {
   const ingress: SubjectPolicy = {

@@ -1,9 +1,10 @@
 // Test fixture: an x-wing pod and the deathstar pod behind one node's datapath, and the node's L7 proxy (membrane l7proxy) as its own process.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { SubjectPolicy } from "../../../core/model.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
@@ -13,6 +14,27 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../../..");
 const DEATHSTAR = path.join(here, "deathstar.ts");
 const CLI = path.join(ROOT, "cli/main.ts");
+const run = promisify(execFile);
+
+/** The pid of the proxy an agent (or supervisor) with this state directory started, from its pid file. */
+export function proxyPidIn(stateDir: string): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(stateDir, "l7proxy.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Ends the proxy of that state directory (it outlives agents by design, so a test ends it). */
+export function killProxyIn(stateDir: string): void {
+  const pid = proxyPidIn(stateDir);
+  if (!pid) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
 
 export const ADDR = {
   xwing: "10.207.0.1",
@@ -42,6 +64,16 @@ export class L7Topology {
   }
 
   /** Builds it all; `config` is written and its ports served as the agent would, unless `supervised` (then the supervisor does it). */
+  /** A new connection's answer from the x-wing (curl), or undefined when it failed. */
+  async xwingStatus(method: string, p: string, headers: readonly string[] = []): Promise<number | undefined> {
+    try {
+      const { stdout } = await run("ip", ["netns", "exec", this.ns.xwing, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", ...headers.flatMap((h) => ["-H", h]), "-X", method, `http://${ADDR.deathstar}${p}`]);
+      return Number(stdout);
+    } catch {
+      return undefined;
+    }
+  }
+
   async setUp(opts: { policies: readonly SubjectPolicy[]; config?: ProxyConfig }): Promise<void> {
     const { xwing, deathstar, host } = this.ns;
     this.fx.addNetns(xwing);
