@@ -14,7 +14,7 @@ import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { until } from "../testing/agent.ts";
-import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn } from "./testing/topology.ts";
+import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn, starWarsPeers } from "./testing/topology.ts";
 
 const run = promisify(execFile);
 const tag = `m7k${process.pid % 100000}`;
@@ -49,14 +49,7 @@ function state(): NodeState {
   ];
   return {
     policies,
-    ipcache: [
-      { prefix: `${ADDR.xwing}/32`, identity: XWING, node: ADDR.node, pod: "default/xwing" },
-      { prefix: `${ADDR.deathstar}/32`, identity: DEATHSTAR, node: ADDR.node, pod: "default/deathstar" },
-    ],
-    identities: [
-      { id: XWING, labels: ["k8s:org=alliance", "k8s:class=xwing"] },
-      { id: DEATHSTAR, labels: ["k8s:org=empire", "k8s:class=deathstar"] },
-    ],
+    ...starWarsPeers({ xwing: XWING, deathstar: DEATHSTAR }),
     rules: [{ id: HTTP_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } }],
     policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation: 1 }],
   };

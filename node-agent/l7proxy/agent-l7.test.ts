@@ -21,7 +21,7 @@ import { NodeAgent, type AgentDatapath } from "../agent.ts";
 import { capturingLogger, until } from "../testing/agent.ts";
 import { AgentL7 } from "./agent-l7.ts";
 import type { ServedPorts } from "./supervisor.ts";
-import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn } from "./testing/topology.ts";
+import { ADDR, L7Topology, ROOT, killProxyIn, proxyPidIn, starWarsPeers } from "./testing/topology.ts";
 import { Registry, type RegistryContentType } from "prom-client";
 import { HubbleMetrics } from "../observer/hubble-metrics.ts";
 import { observeFlows } from "../../localcluster/hubble/cli.ts";
@@ -78,14 +78,7 @@ function state(generation: number, http: boolean): NodeState {
   ];
   return {
     policies,
-    ipcache: [
-      { prefix: `${ADDR.xwing}/32`, identity: XWING, node: ADDR.node, pod: "default/xwing" },
-      { prefix: `${ADDR.deathstar}/32`, identity: DEATHSTAR, node: ADDR.node, pod: "default/deathstar" },
-    ],
-    identities: [
-      { id: XWING, labels: ["k8s:org=alliance", "k8s:class=xwing"] },
-      { id: DEATHSTAR, labels: ["k8s:org=empire", "k8s:class=deathstar"] },
-    ],
+    ...starWarsPeers({ xwing: XWING, deathstar: DEATHSTAR }),
     rules: [
       { id: HTTP_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } },
       { id: INGRESS_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "deathstar", ruleIndex: 0, path: "spec.ingress[0]" } },

@@ -6,6 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { SubjectPolicy } from "../../../core/model.ts";
+import type { NodeState } from "../../../core/wire.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
 import { writeProxyConfig, type ProxyConfig } from "../config.ts";
@@ -42,6 +43,20 @@ export const ADDR = {
   deathstar: "10.207.1.1",
   nodeToDeathstar: "10.207.1.2",
 } as const;
+
+/** The x-wing's and the deathstar's ipcache entries and identities, as a node's state carries them. */
+export function starWarsPeers(ids: { xwing: number; deathstar: number }): Pick<NodeState, "ipcache" | "identities"> {
+  return {
+    ipcache: [
+      { prefix: `${ADDR.xwing}/32`, identity: ids.xwing, node: ADDR.node, pod: "default/xwing" },
+      { prefix: `${ADDR.deathstar}/32`, identity: ids.deathstar, node: ADDR.node, pod: "default/deathstar" },
+    ],
+    identities: [
+      { id: ids.xwing, labels: ["k8s:org=alliance", "k8s:class=xwing"] },
+      { id: ids.deathstar, labels: ["k8s:org=empire", "k8s:class=deathstar"] },
+    ],
+  };
+}
 
 /** Two pods on one node; the datapath on both veths; torn down by cleanup(). */
 export class L7Topology {
