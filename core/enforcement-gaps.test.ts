@@ -37,6 +37,27 @@ describe("enforcement gaps", () => {
     ]);
   });
 
+  it("toFQDNs with HTTP rules or serverNames of their own: the L7 field is named (it fails closed), not the plain port", () => {
+    const parsed = parsePolicyObject({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "p", namespace: "default" },
+      spec: {
+        endpointSelector: web,
+        egress: [{ toFQDNs: [{ matchName: "example.com" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }, http, { ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["example.com"] }] }],
+      },
+    });
+    assert.ok(parsed.ok);
+    const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] });
+    assert.deepEqual(
+      gaps.map((g) => [g.path, g.effect]),
+      [
+        ["spec.egress[0].toPorts[1].rules.http", "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)"],
+        ["spec.egress[0].toPorts[2].serverNames", "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)"],
+      ],
+    );
+  });
+
   it("uses the specs[i] paths of a multi-spec policy", () => {
     const paths = gapsOf({ specs: [{ endpointSelector: web, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] }, { endpointSelector: web, ingress: [{ toPorts: [http] }] }] });
     assert.deepEqual(paths, ["specs[1].ingress[0].toPorts[0].rules.http"]);

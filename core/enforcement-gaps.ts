@@ -2,6 +2,7 @@
 import type { Peer, Policy, TlsSecretUse } from "./model.ts";
 import { ruleTls } from "./policy/http-rules.ts";
 import { serverNamesOnly } from "./l7/server-names.ts";
+import { fqdnRule, l7Entry } from "./dns/fqdn-l7.ts";
 
 /** One rule, by field path, that is accepted but not enforced as written, and what happens instead. */
 export interface EnforcementGap {
@@ -65,8 +66,14 @@ export function enforcementGaps(policies: readonly Policy[], options: GapOptions
   for (const policy of policies) {
     for (const rule of policy.rules) {
       // toPorts[i] of the source is ports[i] here: the parser keeps every item, in order, when it succeeds.
+      const fqdnL7 = fqdnRule(rule);
       for (let i = 0; i < rule.ports.length; i++) {
         const pr = rule.ports[i];
+        if (pr && fqdnL7 && l7Entry(pr)) {
+          // Admission refuses these (core/dns/fqdn-l7.ts); one that got in anyway keeps the port closed to the names' addresses.
+          addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${pr.rules?.kind === "http" ? "rules.http" : "serverNames"}`, "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)");
+          continue;
+        }
         if (pr && serverNamesOnly(pr)) {
           // Judged by the L7 proxy from the ClientHello (sni-filter.ts), where one runs.
           if (!httpEnforced) addGap(out, seen, `${rule.origin.path}.toPorts[${i}].serverNames`, `${httpWhere}: the port is allowed for every server name`);

@@ -326,10 +326,16 @@ export interface FqdnSelectorTerm {
   readonly ports: readonly CompiledPort[];
 }
 
-/** The DNS rules of one egress allow rule (its entries carry the proxy port), in source order over its toPorts. */
+/**
+ * The DNS rules of one toPorts entry of an egress allow rule (its entries carry the proxy port), in
+ * source order, and the ports of that entry: a query is judged by the rules of the entries whose
+ * ports it was sent to, never by another entry's (Cilium keys them by port and protocol).
+ */
 export interface RuleDnsRules {
   readonly ruleId: number;
   readonly rules: readonly DNSRule[];
+  /** The entry's port blocks; absent (an operator from before per-entry rules): every port of the rule. */
+  readonly ports?: readonly CompiledPort[];
 }
 
 /**

@@ -284,7 +284,7 @@ const nameSelector: Check = (v, path) => {
 };
 const compiledPort = record({ proto: uint(255), port: uint(0xffff), portPrefixLen: uint(16) });
 const fqdnSelector: Check = (v, path) => nameSelector(v, path) ?? record({ ruleId: U32, ports: list(compiledPort) })(v, path);
-const subjectDns = record({ dnsRules: list(record({ ruleId: U32, rules: list(nameSelector) })), fqdnSelectors: list(fqdnSelector) });
+const subjectDns = record({ dnsRules: list(record({ ruleId: U32, rules: list(nameSelector), ports: optional(list(compiledPort)) })), fqdnSelectors: list(fqdnSelector) });
 const httpRule = record({
   method: optional(str),
   path: optional(str),

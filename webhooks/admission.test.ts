@@ -42,6 +42,34 @@ describe("admission handler", () => {
     );
   });
 
+  it("warns at toFQDNs with HTTP rules or serverNames of their own, naming the field: not enforced yet, the port stays closed to the names' addresses", () => {
+    const a = answer(
+      reviewFor(
+        cnp({
+          endpointSelector: { matchLabels: { app: "web" } },
+          egress: [
+            { toEndpoints: [{ matchLabels: { "k8s:k8s-app": "kube-dns" } }], toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } }] },
+            {
+              toFQDNs: [{ matchName: "api.github.com" }],
+              toPorts: [
+                { ports: [{ port: "443", protocol: "TCP" }] },
+                { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } },
+                { ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["api.github.com"] },
+              ],
+            },
+          ],
+        }),
+        { uid: "u-fqdn" },
+      ),
+    );
+    assert.equal(a.response.allowed, true, "Cilium's own examples use it (seed.yaml#0): admitted, never silently");
+    const closed = "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)";
+    assert.deepEqual(
+      (a.response.warnings ?? []).filter((w) => w.includes("toFQDNs")),
+      [`spec.egress[1].toPorts[1].rules.http: ${closed}`, `spec.egress[1].toPorts[2].serverNames: ${closed}`],
+    );
+  });
+
   it("admits every seed example without a status", () => {
     for (const ex of seedExamples()) {
       const a = answer(reviewFor(ex.object, { uid: ex.source }));

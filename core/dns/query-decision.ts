@@ -27,3 +27,26 @@ export type RejectCode = "refused" | "nameError";
 export function rejectRcode(code: RejectCode): number {
   return code === "refused" ? 5 : 3;
 }
+
+/** The DNS rules of one toPorts entry, with the entry's port blocks (absent: every port of its rule). */
+export interface DnsPortRules {
+  readonly ruleId: number;
+  readonly rules: readonly DnsRuleRef[];
+  readonly ports?: readonly { readonly proto: number; readonly port: number; readonly portPrefixLen: number }[];
+}
+
+/**
+ * The DNS rules that judge a query the datapath steered to the proxy by an entry of rule `ruleId`,
+ * sent to `port` over `proto` (IANA number): those of the rule's toPorts entries whose ports hold it,
+ * in source order. Another entry's rules never decide it, as in Cilium, where DNS rules belong to a
+ * port and protocol.
+ */
+export function dnsRulesOn(parts: readonly DnsPortRules[], ruleId: number, port: number, proto: number): DnsRuleRef[] {
+  const out: DnsRuleRef[] = [];
+  for (const p of parts) {
+    if (p.ruleId !== ruleId) continue;
+    if (p.ports && !p.ports.some((b) => (b.proto === 0 || b.proto === proto) && port >>> (16 - b.portPrefixLen) === b.port >>> (16 - b.portPrefixLen))) continue;
+    out.push(...p.rules);
+  }
+  return out;
+}

@@ -8,6 +8,8 @@ import { PolicyCompiler, compileAll, policyKey } from "../compiler.ts";
 import { parseDownstream } from "../wire.ts";
 import { EMPTY_STATE, applyDelta, diffState } from "../nodestate.ts";
 import { sameSubjectDns } from "./dns-rules.ts";
+import { protoNumbers } from "./resolution.ts";
+import { dnsRulesOn, type DnsPortRules } from "../dns/query-decision.ts";
 
 const pod = (app: string): LabelSet =>
   labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "prod"), label("k8s", "app", app), label("k8s", "io.cilium.k8s.policy.cluster", "default")]);
@@ -19,6 +21,9 @@ const ids = new Map<number, LabelSet>([
   [DNS, pod("kube-dns")],
   [OTHER, pod("other")],
 ]);
+
+/** The port blocks of `port` with protocol ANY, as the compiler expands it. */
+const dnsPorts = (port: number): { proto: number; port: number; portPrefixLen: number }[] => protoNumbers("ANY").map((proto) => ({ proto, port, portPrefixLen: 16 }));
 
 function parse(spec: unknown, name = "fqdn"): Policy[] {
   const r = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name, namespace: "prod", uid: "u1", generation: 1 }, spec });
@@ -49,7 +54,7 @@ test("a subject's compiled policy carries the DNS rules of its proxied port and 
   const dnsEntries = p.entries.filter((e) => e.peer === DNS);
   assert.ok(dnsEntries.length > 0 && dnsEntries.every((e) => e.proxyPort !== 0), "the DNS port is proxied");
   const ruleId = dnsEntries[0]!.ruleId;
-  assert.deepEqual(p.dns.dnsRules, [{ ruleId, rules: [{ matchPattern: "*.example.com" }, { matchName: "api.github.com" }] }]);
+  assert.deepEqual(p.dns.dnsRules, [{ ruleId, rules: [{ matchPattern: "*.example.com" }, { matchName: "api.github.com" }], ports: dnsPorts(53) }]);
   const ports = [
     { proto: 6, port: 443, portPrefixLen: 16 },
     { proto: 6, port: 8080, portPrefixLen: 15 },
@@ -124,4 +129,57 @@ test("the agent refuses a malformed DNS part, naming the field", () => {
     "state.policies[0].dns.fqdnSelectors[0].ports[0].portPrefixLen: must be an integer from 0 to 16",
   );
   assert.equal(bad({ fqdnSelectors: [] }), "state.policies[0].dns.dnsRules: must be a list");
+});
+
+test("the DNS rules of two toPorts entries of one rule stay apart: a query is judged by the rules of the port and protocol it was sent to", () => {
+  const spec = {
+    endpointSelector: { matchLabels: { app: "client" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { app: "kube-dns" } }],
+        toPorts: [
+          { ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*.svc.cluster.local" }] } },
+          { ports: [{ port: "5353", protocol: "UDP" }], rules: { dns: [{ matchName: "example.org" }] } },
+        ],
+      },
+    ],
+  };
+  const p = compileAll(parse(spec), ids).snapshot(CLIENT);
+  const ruleId = p.entries.find((e) => e.peer === DNS)!.ruleId;
+  assert.deepEqual(p.dns?.dnsRules, [
+    { ruleId, rules: [{ matchPattern: "*.svc.cluster.local" }], ports: dnsPorts(53) },
+    { ruleId, rules: [{ matchName: "example.org" }], ports: [{ proto: 17, port: 5353, portPrefixLen: 16 }] },
+  ]);
+  const parts: DnsPortRules[] = p.dns!.dnsRules.map((r) => ({ ruleId: r.ruleId, rules: r.rules.map((x, index) => ({ ...x, ruleId: r.ruleId, index })), ...(r.ports ? { ports: r.ports } : {}) }));
+  const names = (port: number, proto: number): (string | undefined)[] => dnsRulesOn(parts, ruleId, port, proto).map((r) => r.matchName ?? r.matchPattern);
+  assert.deepEqual(names(53, 17), ["*.svc.cluster.local"]);
+  assert.deepEqual(names(53, 6), ["*.svc.cluster.local"]);
+  assert.deepEqual(names(5353, 17), ["example.org"]);
+  assert.deepEqual(names(5353, 6), [], "5353 is UDP only");
+  assert.deepEqual(dnsRulesOn(parts, ruleId + 1, 53, 17), [], "another rule's entry has none of them");
+  const old = parts.map(({ ruleId: id, rules }) => ({ ruleId: id, rules }));
+  assert.deepEqual(dnsRulesOn(old, ruleId, 53, 17).length, 2, "an operator from before per-entry ports: every entry's rules, as then");
+  const changed = compileAll(parse({ ...spec, egress: [{ ...spec.egress[0], toPorts: [spec.egress[0]!.toPorts[0], { ...spec.egress[0]!.toPorts[1], ports: [{ port: "5354", protocol: "UDP" }] }] }] }), ids).snapshot(CLIENT);
+  assert.equal(sameSubjectDns(p.dns, changed.dns), false, "moving an entry's port changes the DNS part");
+});
+
+test("toFQDNs with HTTP rules of their own: the learned addresses never get the HTTP entry's port (no silent allow of every request), the plain entry's they do", () => {
+  const spec = {
+    endpointSelector: { matchLabels: { app: "client" } },
+    egress: [
+      {
+        toFQDNs: [{ matchName: "api.github.com" }],
+        toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }, { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }],
+      },
+      { toFQDNs: [{ matchName: "only.http.test" }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] },
+    ],
+  };
+  const p = compileAll(parse(spec), ids).snapshot(CLIENT);
+  assert.deepEqual(
+    p.dns?.fqdnSelectors.map((t) => [t.matchName, t.ports]),
+    [
+      ["api.github.com", [{ proto: 6, port: 443, portPrefixLen: 16 }]],
+      ["only.http.test", []],
+    ],
+  );
 });

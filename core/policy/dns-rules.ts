@@ -1,8 +1,9 @@
 // The DNS side of a subject's egress policy: the DNS rules of its proxied ports and its toFQDNs selectors, for the node's DNS proxy.
-import { PROTO_NUMBER, type CompiledPort, type DNSRule, type FqdnSelectorTerm, type Policy, type Rule, type RuleDnsRules, type SubjectDns } from "../model.ts";
+import { PROTO_NUMBER, type CompiledPort, type DNSRule, type FqdnSelectorTerm, type Policy, type PortRule, type Rule, type RuleDnsRules, type SubjectDns } from "../model.ts";
 import { icmpMatch } from "../icmp.ts";
 import { rangeToPrefixes } from "../portprefix.ts";
 import { protoNumbers } from "./resolution.ts";
+import { l7Entry } from "../dns/fqdn-l7.ts";
 
 const ALL_PORTS: CompiledPort = { proto: 0, port: 0, portPrefixLen: 0 };
 
@@ -12,20 +13,8 @@ const ALL_PORTS: CompiledPort = { proto: 0, port: 0, portPrefixLen: 0 };
  * address has none.
  */
 export function rulePorts(r: Rule): CompiledPort[] {
-  const out: CompiledPort[] = [];
-  for (const pr of r.ports) {
-    if (pr.ports.length === 0) out.push(ALL_PORTS);
-    for (const pp of pr.ports) {
-      if (pp.name !== undefined) continue;
-      if (pp.port === 0) {
-        out.push(pp.protocol === "ANY" ? ALL_PORTS : { proto: PROTO_NUMBER[pp.protocol], port: 0, portPrefixLen: 0 });
-        continue;
-      }
-      for (const proto of protoNumbers(pp.protocol)) {
-        for (const b of rangeToPrefixes(pp.port, Math.max(pp.port, pp.endPort))) out.push({ proto, port: b.port, portPrefixLen: b.prefixLen });
-      }
-    }
-  }
+  // An entry with L7 rules is left out: a learned address's entries carry no L7 proxy port, so it stays closed there (core/dns/fqdn-l7.ts).
+  const out: CompiledPort[] = r.ports.filter((pr) => !l7Entry(pr)).flatMap(portRulePorts);
   for (const f of r.icmps) {
     const m = icmpMatch(f);
     if (m) out.push({ proto: m.proto, port: m.type, portPrefixLen: 16 });
@@ -34,11 +23,28 @@ export function rulePorts(r: Rule): CompiledPort[] {
   return out;
 }
 
+/** The port blocks of one toPorts entry (every port when it lists none; named ports left out). */
+function portRulePorts(pr: PortRule): CompiledPort[] {
+  const out: CompiledPort[] = [];
+  if (pr.ports.length === 0) out.push(ALL_PORTS);
+  for (const pp of pr.ports) {
+    if (pp.name !== undefined) continue;
+    if (pp.port === 0) {
+      out.push(pp.protocol === "ANY" ? ALL_PORTS : { proto: PROTO_NUMBER[pp.protocol], port: 0, portPrefixLen: 0 });
+      continue;
+    }
+    for (const proto of protoNumbers(pp.protocol)) {
+      for (const b of rangeToPrefixes(pp.port, Math.max(pp.port, pp.endPort))) out.push({ proto, port: b.port, portPrefixLen: b.prefixLen });
+    }
+  }
+  return out;
+}
+
 /**
  * The DNS rules and toFQDNs selectors of the egress allow rules in `parts` (the policies selecting
- * one subject, `keys[i]` the key of `parts[i]`); undefined when there are none. A rule's DNS rules
- * over all its toPorts are one list: its entries share one proxy port, so the proxy cannot tell
- * which of its ports a query was sent to.
+ * one subject, `keys[i]` the key of `parts[i]`); undefined when there are none. The DNS rules of
+ * each toPorts entry stay its own, with the entry's ports: the entries of one rule share its proxy
+ * port, and the proxy tells them apart by the port the query was sent to.
  */
 export function subjectDns(parts: readonly Policy[], keys: readonly string[], ruleIdOf: (key: string, origin: Rule["origin"]) => number): SubjectDns | undefined {
   const dnsRules: RuleDnsRules[] = [];
@@ -47,12 +53,13 @@ export function subjectDns(parts: readonly Policy[], keys: readonly string[], ru
     const key = keys[i] ?? "";
     for (const r of p.rules) {
       if (r.direction !== "egress" || r.verdict !== "allow") continue;
-      const dns: DNSRule[] = [];
-      for (const pr of r.ports) if (pr.rules?.kind === "dns") dns.push(...pr.rules.dns);
+      const dnsEntries = r.ports.filter((pr) => pr.rules?.kind === "dns");
       const fqdns = r.peers.filter((peer) => peer.kind === "fqdn");
-      if (dns.length === 0 && fqdns.length === 0) continue;
+      if (dnsEntries.length === 0 && fqdns.length === 0) continue;
       const ruleId = ruleIdOf(key, r.origin);
-      if (dns.length > 0) dnsRules.push({ ruleId, rules: dns.map(nameSelector) });
+      for (const pr of dnsEntries) {
+        if (pr.rules?.kind === "dns") dnsRules.push({ ruleId, rules: pr.rules.dns.map(nameSelector), ports: portRulePorts(pr) });
+      }
       if (fqdns.length > 0) {
         const ports = rulePorts(r);
         for (const f of fqdns) fqdnSelectors.push({ ruleId, ...nameSelector(f), ports });
@@ -71,7 +78,7 @@ function nameSelector(s: { readonly matchName?: string; readonly matchPattern?: 
 export function sameSubjectDns(a: SubjectDns | undefined, b: SubjectDns | undefined): boolean {
   if (a === b) return true;
   if (!a || !b) return false;
-  return sameList(a.dnsRules, b.dnsRules, (x, y) => x.ruleId === y.ruleId && sameList(x.rules, y.rules, sameSelector)) && sameList(a.fqdnSelectors, b.fqdnSelectors, sameTerm);
+  return sameList(a.dnsRules, b.dnsRules, (x, y) => x.ruleId === y.ruleId && sameList(x.rules, y.rules, sameSelector) && sameList(x.ports ?? [], y.ports ?? [], samePort) && (x.ports === undefined) === (y.ports === undefined)) && sameList(a.fqdnSelectors, b.fqdnSelectors, sameTerm);
 }
 
 const sameSelector = (a: DNSRule, b: DNSRule): boolean => a.matchName === b.matchName && a.matchPattern === b.matchPattern;

@@ -350,3 +350,51 @@ test("Cilium's DNS example (dns.yaml) compiled by the operator's compiler, on it
     topo.resolverLog = "";
   }
 });
+
+test("the DNS rules of two toPorts entries stay apart (issue #15): port 53 allows *.allowed.test and port 5353 cilium.io, so cilium.io on port 53 and api.allowed.test on port 5353 are REFUSED by the proxy", async () => {
+  const spec = {
+    endpointSelector: { matchLabels: { "any:org": "alliance" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [
+          { ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*.allowed.test" }] } },
+          { ports: [{ port: String(NONSTANDARD_DNS_PORT), protocol: "UDP" }], rules: { dns: [{ matchName: "cilium.io" }] } },
+        ],
+      },
+    ],
+  };
+  const s = compiledState(30, spec);
+  server!.publish(node, s);
+  await until("state 30 acknowledged", () => ackedGeneration() === 30, 20_000);
+  topo.resolverLog = "";
+  const ask = (name: string, dnsPort: number, proto: "udp" | "tcp" = "udp") => resolve(name, proto, 2000, dnsPort);
+  assert.equal((await ask("api.allowed.test", 53))?.rcode, "NOERROR", "port 53's own rule");
+  assert.equal((await ask("api.allowed.test", 53, "tcp"))?.rcode, "NOERROR", "port 53 over TCP (protocol ANY)");
+  assert.equal((await ask("cilium.io", NONSTANDARD_DNS_PORT))?.rcode, "NOERROR", "port 5353's own rule");
+  assert.equal((await ask("cilium.io", 53))?.rcode, "REFUSED", "port 5353's rule does not open port 53");
+  assert.equal((await ask("api.allowed.test", NONSTANDARD_DNS_PORT))?.rcode, "REFUSED", "port 53's rule does not open port 5353");
+  assert.doesNotMatch(topo.resolverLog, /^query udp cilium\.io 53$/m, "the refused query never reached the server");
+  assert.doesNotMatch(topo.resolverLog, new RegExp(`^query udp api\\.allowed\\.test ${NONSTANDARD_DNS_PORT}$`, "m"));
+});
+
+test("toFQDNs with HTTP rules of their own (issue #15): the learned address connects on the rule's plain port and never on the HTTP rules' port, which the L7 proxy does not judge for it (closed, not every request allowed)", async () => {
+  const plain = topo.fx.spawn(topo.ns.out, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8081"]);
+  await waitForLine(plain, /^listening/, 20_000);
+  const spec = {
+    endpointSelector: { matchLabels: { "any:org": "alliance" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } }],
+      },
+      { toFQDNs: [{ matchName: "cilium.io" }], toPorts: [{ ports: [{ port: "8081", protocol: "TCP" }] }, { ports: [{ port: "8080", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] },
+    ],
+  };
+  server!.publish(node, compiledState(31, spec));
+  await until("state 31 acknowledged", () => ackedGeneration() === 31, 20_000);
+  topo.dp.clearConntrack();
+  assert.equal((await resolve("cilium.io"))?.rcode, "NOERROR");
+  assert.equal(await connects(CILIUM.apex, 8081), true, "the plain port is allowed at once");
+  assert.equal(await connects(CILIUM.apex, 8080), false, "the HTTP rules' port stays closed");
+});

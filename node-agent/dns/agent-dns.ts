@@ -2,7 +2,7 @@
 import type { Logger } from "pino";
 import type { PolicyEntry } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
-import type { DnsRuleRef, RejectCode } from "../../core/dns/query-decision.ts";
+import type { DnsPortRules, RejectCode } from "../../core/dns/query-decision.ts";
 import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import type { Datapath } from "../bpf/datapath.ts";
 import { DnsService, type DnsSubject } from "./service.ts";
@@ -84,7 +84,7 @@ export class AgentDns implements AgentDnsProxy {
     const subjects = new Map<number, DnsSubject>();
     for (const p of state.policies) {
       if (!p.dns) continue;
-      const dnsRules = new Map<number, DnsRuleRef[]>(p.dns.dnsRules.map((r) => [r.ruleId, r.rules.map((rule, index) => ({ ...rule, ruleId: r.ruleId, index }))]));
+      const dnsRules: DnsPortRules[] = p.dns.dnsRules.map((r) => ({ ruleId: r.ruleId, rules: r.rules.map((rule, index) => ({ ...rule, ruleId: r.ruleId, index })), ...(r.ports ? { ports: r.ports } : {}) }));
       subjects.set(p.subject, { policy: p, endpoints: [], dnsRules, fqdnSelectors: p.dns.fqdnSelectors });
     }
     this.service.replaceSubjects(subjects);

@@ -5,6 +5,7 @@ import net from "node:net";
 import { performance } from "node:perf_hooks";
 import dnsPacket from "dns-packet";
 import pino from "pino";
+import { PROTO_NUMBER } from "../../core/model.ts";
 import { learnedAddresses, type LearnedAddress } from "../../core/dns/answers.ts";
 import { decideQuery, rejectRcode, type DnsRuleRef, type RejectCode } from "../../core/dns/query-decision.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
@@ -41,8 +42,8 @@ export interface DnsProxyOptions {
   readonly address: string;
   /** The datapath's record of where each redirected flow was going. */
   readonly originalDestination: (ip: string, port: number, proto: RedirectProto) => OriginalDestination | undefined;
-  /** The DNS rules of a subject's policy entry (ruleId); none: every query on it is denied. */
-  readonly rules: (subject: number, ruleId: number) => readonly DnsRuleRef[];
+  /** The DNS rules of a subject's policy entry (ruleId) for a query to `port` over `proto` (IANA number); none: every such query is denied. */
+  readonly rules: (subject: number, ruleId: number, port: number, proto: number) => readonly DnsRuleRef[];
   /** Called with an allowed answer's addresses before the answer is released; must have made them usable when it returns. */
   readonly learn: (addresses: readonly LearnedAddress[], flow: { readonly sourceIp: string; readonly identity: number }) => void;
   readonly onFlow?: (flow: DnsFlow) => void;
@@ -200,7 +201,7 @@ export class DnsProxy {
     }
     const name = question?.name ?? "";
     const qtype = question?.type ?? "";
-    const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId));
+    const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId, orig.port, PROTO_NUMBER[protocol === "tcp" ? "TCP" : "UDP"]));
     let outcome: Outcome;
     if (decision.verdict === "deny" || !question) {
       const rcode = rejectRcode(this.opts.rejectCode ?? "refused");

@@ -1,7 +1,7 @@
 // The node's DNS service: the proxy, the FQDN policy and the datapath's redirect wired together, with their lifecycle.
 import pino from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import type { DnsRuleRef, RejectCode } from "../../core/dns/query-decision.ts";
+import { dnsRulesOn, type DnsPortRules, type RejectCode } from "../../core/dns/query-decision.ts";
 import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import type { Datapath } from "../bpf/datapath.ts";
 import { DnsProxy, type DnsFlow } from "./proxy.ts";
@@ -36,8 +36,8 @@ export interface DnsServiceOptions {
 export interface DnsSubject {
   readonly policy: SubjectPolicy;
   readonly endpoints: readonly { readonly ip: string; readonly ifindex: number }[];
-  /** ruleId of the policy entry with a proxy port → the DNS rules that decide its queries. */
-  readonly dnsRules: ReadonlyMap<number, readonly DnsRuleRef[]>;
+  /** The DNS rules of each toPorts entry with its ports; the entry with a proxy port names their rule (ruleId). */
+  readonly dnsRules: readonly DnsPortRules[];
   readonly fqdnSelectors: readonly FqdnSelectorTerm[];
 }
 
@@ -65,7 +65,7 @@ export class DnsService {
     this.proxy = new DnsProxy({
       address: opts.proxyAddress,
       originalDestination: (ip, port, proto) => dp.redirect.originalDestination(ip, port, proto),
-      rules: (subject, ruleId) => this.subjects.get(subject)?.dnsRules.get(ruleId) ?? [],
+      rules: (subject, ruleId, port, proto) => dnsRulesOn(this.subjects.get(subject)?.dnsRules ?? [], ruleId, port, proto),
       learn: (addresses, from) => this.fqdn.learn(addresses, Date.now(), from.sourceIp),
       ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
       ...(opts.rejectCode ? { rejectCode: opts.rejectCode } : {}),
@@ -121,7 +121,7 @@ export class DnsService {
   private wantedPorts(): Set<number> {
     const want = new Set<number>();
     for (const s of this.subjects.values()) {
-      for (const e of s.policy.entries) if (e.proxyPort !== 0 && s.dnsRules.has(e.ruleId)) want.add(e.proxyPort);
+      for (const e of s.policy.entries) if (e.proxyPort !== 0 && s.dnsRules.some((r) => r.ruleId === e.ruleId)) want.add(e.proxyPort);
     }
     return want;
   }

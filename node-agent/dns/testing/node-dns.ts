@@ -8,7 +8,7 @@ import fs from "node:fs";
 import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import type { SubjectPolicy } from "../../../core/model.ts";
+import type { CompiledPort, SubjectPolicy } from "../../../core/model.ts";
 import type { DnsRuleRef } from "../../../core/dns/query-decision.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { DnsService } from "../service.ts";
@@ -22,7 +22,8 @@ interface Config {
   cache: { minTtlSeconds: number; maxAddressesPerName: number; graceSeconds: number };
   policy: SubjectPolicy;
   endpoints: { ip: string; ifindex: number }[];
-  dnsRules: [number, DnsRuleRef[]][];
+  /** ruleId → its DNS rules, and (optional) the port blocks of their toPorts entry. */
+  dnsRules: [number, DnsRuleRef[], CompiledPort[]?][];
   fqdnSelectors: FqdnSelectorTerm[];
   /** false: no "flow" lines (a benchmark's load would measure stdout). */
   printFlows?: boolean;
@@ -45,7 +46,7 @@ await service.start();
 await service.setSubject(config.policy.subject, {
   policy: config.policy,
   endpoints: config.endpoints,
-  dnsRules: new Map(config.dnsRules),
+  dnsRules: config.dnsRules.map(([ruleId, rules, ports]) => ({ ruleId, rules, ...(ports ? { ports } : {}) })),
   fqdnSelectors: config.fqdnSelectors,
 });
 if (config.manualGc) {
