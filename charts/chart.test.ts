@@ -342,6 +342,8 @@ describe("charts/membrane", () => {
       ["a host firewall device that is not an interface name", { "hostFirewall.devices": "{eth0 eth1}" }, /hostFirewall\/devices|devices/],
       ["a host firewall API server port out of range", { "hostFirewall.apiServerPort": 70000 }, /apiServerPort/],
       ["a secrets namespace that is not a namespace name", { "tls.secretsNamespace.name": "TLS_Keys" }, /secretsNamespace\/name|secretsNamespace\.name/],
+      ["an L7 proxy mode the chart does not know", { "l7Proxy.mode": "sidecar" }, /l7Proxy\/mode|l7Proxy\.mode/],
+      ["a relative L7 proxy socket directory", { "l7Proxy.socketDir": "run/l7" }, /l7Proxy\/socketDir|l7Proxy\.socketDir/],
     ];
     for (const [what, values, field] of cases) {
       it(`refuses ${what}`, async () => {

@@ -8,6 +8,7 @@ import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
+import { CONFIG_SOCKET_NAME, DEFAULT_L7_PROXY_SOCKET_DIR, EXTERNAL_FLOW_SOCKET_NAME } from "./l7proxy/external.ts";
 import { AgentRuntime } from "./runtime/agent-runtime.ts";
 import { DnsProxyMetrics } from "./dns/dns-metrics.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
@@ -50,7 +51,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME|none]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
-                      [--enable-l7-proxy[=true|false]] [--enable-runtime[=true|false]]
+                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -128,6 +129,14 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
   --enable-l7-proxy  the L7 proxy (membrane l7proxy, a process of its own that outlives agent restarts) that enforces
                      HTTP rules (default true when --node-ip is given: it listens on that address; without it the node
                      does not enforce HTTP rules, and policy status says so); its files are l7proxy.* in --state-dir
+  --external-l7-proxy  the L7 proxy is a process of its own that the agent does not start or end (Cilium's
+                     --external-envoy-proxy; the chart's membrane-l7proxy DaemonSet, \`membrane l7proxy --agent-socket\`): the
+                     agent listens on ${CONFIG_SOCKET_NAME} in --l7-proxy-socket-dir, sends the proxy each configuration (again
+                     whenever it connects: after an agent or a proxy restart) and receives its flows on ${EXTERNAL_FLOW_SOCKET_NAME}
+                     there. The proxy outlives agent pods (delete, upgrade); while none is connected its ports fail closed and
+                     the status says so (default false: the agent starts the proxy itself, which dies with the agent's container)
+  --l7-proxy-socket-dir  where the agent and an external proxy meet (default ${DEFAULT_L7_PROXY_SOCKET_DIR}; a host directory
+                     both pods mount)
   --enable-runtime   run the runtime enforcer (membrane runtime, a process of its own that outlives agent restarts) on
                      the TracingPolicies the operator sends and this node's pods, and report each policy's status
                      (default false: TracingPolicy status then says EnforcerNotRunning for this node); its files are
@@ -191,6 +200,8 @@ export interface AgentFlags {
   readonly dnsProxy?: { readonly cache: FqdnCacheOptions; readonly rejectCode: RejectCode };
   /** The L7 proxy runs (on --node-ip). */
   readonly l7Proxy: boolean;
+  /** The L7 proxy is a process of its own (`--external-l7-proxy`), met over sockets in this directory; absent: the agent starts it. */
+  readonly l7ProxyExternal?: { readonly socketDir: string };
   /** The runtime enforcer runs (TracingPolicies). */
   readonly runtime: boolean;
 }
@@ -224,7 +235,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -290,6 +301,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "hubble-redact-http-headers-allow": { type: "string" },
         "hubble-redact-http-headers-deny": { type: "string" },
         "enable-l7-proxy": { type: "string" },
+        "external-l7-proxy": { type: "string" },
+        "l7-proxy-socket-dir": { type: "string" },
         "enable-runtime": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
         "tofqdns-max-ips-per-hostname": { type: "string" },
@@ -409,6 +422,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
   const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), nodeIP);
   if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
+  const l7ProxyExternal = externalL7ProxyFlags(str("external-l7-proxy"), str("l7-proxy-socket-dir"), l7Proxy);
+  if (typeof l7ProxyExternal === "string") return { ok: false, error: l7ProxyExternal };
   const runtimeFlag = str("enable-runtime");
   if (runtimeFlag !== undefined && runtimeFlag !== "true" && runtimeFlag !== "false") return { ok: false, error: `--enable-runtime: must be true or false, got ${JSON.stringify(runtimeFlag)}` };
   return {
@@ -452,6 +467,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       wireguardRouting: (wireguardRouting ?? "routed") as WireguardRouting,
       ...(dnsProxy ? { dnsProxy } : {}),
       l7Proxy,
+      ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
       runtime: runtimeFlag === "true",
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
@@ -472,6 +488,19 @@ function l7ProxyFlag(enable: string | undefined, nodeIP: string | undefined): bo
   if (nodeIP === undefined) return enable === "true" ? "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)" : false;
   if (!net.isIPv4(nodeIP)) return enable === "true" ? "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)" : false;
   return true;
+}
+
+/**
+ * Whether the L7 proxy is a process of its own the agent does not start (Cilium's --external-envoy-proxy, the chart's
+ * membrane-l7proxy DaemonSet) and where the two meet; undefined when the agent starts it; a string naming the flag when wrong.
+ */
+function externalL7ProxyFlags(external: string | undefined, socketDir: string | undefined, l7Proxy: boolean): AgentFlags["l7ProxyExternal"] | string {
+  if (external !== undefined && external !== "true" && external !== "false") return `--external-l7-proxy: must be true or false, got ${JSON.stringify(external)}`;
+  if (external !== "true") return socketDir !== undefined ? "--l7-proxy-socket-dir: only with --external-l7-proxy (the agent's own proxy uses --state-dir)" : undefined;
+  if (!l7Proxy) return "--external-l7-proxy: the L7 proxy is off (--enable-l7-proxy=false, or no IPv4 --node-ip to steer to)";
+  if (socketDir === "") return "--l7-proxy-socket-dir: must be a directory";
+  if (socketDir !== undefined && !path.isAbsolute(socketDir)) return `--l7-proxy-socket-dir: must be an absolute path (the proxy's pod mounts the same host directory), got ${JSON.stringify(socketDir)}`;
+  return { socketDir: socketDir ?? DEFAULT_L7_PROXY_SOCKET_DIR };
 }
 
 /** The DNS proxy's flags, with Cilium's names; undefined when the proxy is off, a string naming the flag when one is wrong. */
@@ -643,6 +672,8 @@ export async function run(args: string[]): Promise<number> {
             bpfScope: f.bpfScope,
             // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
             ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),
+            // Or a proxy of its own (the chart's membrane-l7proxy pod) that connects to the agent's socket there.
+            ...(f.l7ProxyExternal ? { external: { socketDir: f.l7ProxyExternal.socketDir, log } } : {}),
             log,
           }),
         }

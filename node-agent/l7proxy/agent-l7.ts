@@ -1,4 +1,6 @@
 // The agent's L7 proxy: each applied state's HTTP rules handed to the supervised `membrane l7proxy` (ports served before the entries naming them are written, unserved after they go), and whether it runs.
+import fs from "node:fs";
+import path from "node:path";
 import type { Logger } from "pino";
 import type { NodeState } from "../../core/wire.ts";
 import { L7ProxySupervisor, type ServedPorts, type SupervisorOptions } from "./supervisor.ts";
@@ -62,22 +64,24 @@ export class AgentL7 implements AgentL7Proxy {
 
   async start(state: NodeState): Promise<void> {
     // Visibility, not enforcement: without the socket the proxy's requests are decided all the same, not seen.
+    fs.mkdirSync(path.dirname(this.supervisor.flowSocket), { recursive: true, mode: 0o700 });
     await this.flows.start().catch((err: Error) => this.opts.log.error({ socket: this.supervisor.flowSocket, error: err.message }, "L7 proxy flows not received: HTTP requests are enforced but not observed"));
-    this.healthTimer = setInterval(() => this.checkHealth(), this.opts.healthIntervalMs ?? 1000);
-    this.healthTimer.unref();
     let startError: unknown;
     try {
       await this.supervisor.start();
     } catch (err) {
       startError = err;
     }
+    // After the start: an adopted or reconnecting proxy is not reported down for the moment it takes to find it.
+    this.healthTimer = setInterval(() => this.checkHealth(), this.opts.healthIntervalMs ?? 1000);
+    this.healthTimer.unref();
     // Also when the proxy did not start: the state's ports are served all the same (fail closed).
     // No settle here: the maps may hold entries of a state this agent has not read back (no record of
     // what was applied), and the ports they name must stay served until the first state is written.
     await this.prepare(state);
     this.checkHealth();
     if (startError !== undefined) throw startError;
-    this.opts.log.info({ address: this.opts.address, pid: this.supervisor.pid(), ports: this.supervisor.servedPorts() }, "L7 proxy running");
+    if (this.supervisor.running()) this.opts.log.info({ address: this.opts.address, pid: this.supervisor.pid(), ports: this.supervisor.servedPorts() }, "L7 proxy running");
   }
 
   async prepare(state: NodeState): Promise<void> {
@@ -103,7 +107,7 @@ export class AgentL7 implements AgentL7Proxy {
 
   status(): L7ProxyStatus {
     const running = this.supervisor.running();
-    const error = running ? this.error : (this.error ?? "the L7 proxy process is not running (the supervisor restarts it)");
+    const error = running ? this.error : (this.error ?? this.supervisor.downReason());
     return { running, servedPorts: this.supervisor.servedPorts(), ...(error !== undefined ? { error } : {}) };
   }
 
@@ -124,7 +128,7 @@ export class AgentL7 implements AgentL7Proxy {
     if (running === this.wasRunning) return;
     const first = this.wasRunning === undefined;
     this.wasRunning = running;
-    if (!running) this.opts.log.error({ servedPorts: this.supervisor.servedPorts(), pidFile: this.supervisor.pidFile, log: this.supervisor.logFile }, "L7 proxy down: connections steered to it fail until it is back");
+    if (!running) this.opts.log.error({ servedPorts: this.supervisor.servedPorts(), reason: this.supervisor.downReason(), ...(this.opts.external ? {} : { pidFile: this.supervisor.pidFile, log: this.supervisor.logFile }) }, "L7 proxy down: connections steered to it fail until it is back");
     else if (!first) this.opts.log.info({ pid: this.supervisor.pid() }, "L7 proxy back");
     for (const f of this.listeners) f();
   }

@@ -9,6 +9,7 @@ import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
 import { DEFAULT_LIMITS, configText, parseProxyConfig, writeProxyConfig, type ProxyConfig, type ProxyLimits, type ProxyPortConfig } from "./config.ts";
 import { FLOW_SOCKET_NAME } from "./flow-socket.ts";
+import { EXTERNAL_FLOW_SOCKET_NAME, ExternalProxy, type ExternalProxyOptions } from "./external.ts";
 import { portTlsFromRules, pruneMaterial } from "./tls.ts";
 
 const log = pino({ name: "l7-supervisor", level: process.env.LOG_LEVEL ?? "info" });
@@ -74,14 +75,45 @@ export interface SupervisorOptions {
   readonly launcher?: readonly string[];
   /** How often the proxy process is checked (restarted when gone). */
   readonly checkIntervalMs?: number;
+  /**
+   * A proxy the agent does not own (external.ts, the chart's membrane-l7proxy DaemonSet): reached over the config
+   * socket in this directory, never started or ended here. Absent: the supervisor starts the proxy itself.
+   */
+  readonly external?: ExternalProxyOptions;
+}
+
+/** What the proxy last reported: its pid, the ports it listens on, the configuration generation it applied. */
+export interface ProxyReport {
+  readonly pid: number;
+  readonly ports: readonly number[];
+  readonly generation?: number;
+}
+
+/** The proxy as the supervisor reaches it: a process it starts itself (EmbeddedProxy) or one of its own that connects to the agent (external.ts). */
+export interface ProxyProcess {
+  /** Starts it when gone (embedded) or waits for it on its socket (external); rejects when it cannot. */
+  ensureRunning(): Promise<void>;
+  /** Hands it the configuration just recorded in the configuration file (embedded: the file is the channel). */
+  configure(config: ProxyConfig): void;
+  /** Its pid while it runs (embedded) or is connected (external). */
+  pid(): number | undefined;
+  /** What it last reported. */
+  report(): ProxyReport | undefined;
+  /** Why it is down, for the agent's status. */
+  downReason(): string;
+  /** Stops watching it; it keeps running. */
+  stop(): void;
+  /** Ends it, when it is the agent's. */
+  shutdown(): Promise<void>;
 }
 
 /**
- * Keeps `membrane l7proxy` running for the agent. The process is detached and recorded in a pid
- * file, so an agent restart finds and keeps it (proxied connections are not dropped); `stop()`
- * leaves it running, `shutdown()` ends it. A port is served in the datapath only after the proxy
- * reports listening on it, and unserved before the proxy drops it. While the proxy is down the
- * served ports stay served: their connections fail, never bypass (key decision 8).
+ * Keeps the node's L7 proxy configured for the agent: `membrane l7proxy` started by the supervisor (embedded:
+ * detached and recorded in a pid file, so an agent restart finds and keeps it) or a proxy of its own that connects
+ * to the agent (external.ts). Either way an agent restart does not drop proxied connections; `stop()` leaves the
+ * proxy running, `shutdown()` ends an embedded one. A port is served in the datapath only after the proxy reports
+ * listening on it, and unserved before the proxy drops it. While the proxy is down the served ports stay served:
+ * their connections fail, never bypass (key decision 8).
  */
 export class L7ProxySupervisor {
   readonly configFile: string;
@@ -94,11 +126,12 @@ export class L7ProxySupervisor {
   readonly flowSocket: string;
   private served = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
-  private starting: Promise<void> | undefined;
   /** Where the TLS material of the proxy's ports is written (0700, files 0600). */
   readonly tlsDir: string;
   /** The configuration last written (its ports' rules are kept while they are still served). */
   private written: ProxyConfig | undefined;
+  /** The proxy process, embedded or external. */
+  readonly proxy: ProxyProcess;
 
   constructor(
     private readonly datapath: ServedPorts,
@@ -109,23 +142,40 @@ export class L7ProxySupervisor {
     this.pidFile = path.join(opts.stateDir, "l7proxy.pid");
     this.logFile = path.join(opts.stateDir, "l7proxy.log");
     this.servedFile = path.join(opts.stateDir, "l7proxy.served.json");
-    this.flowSocket = path.join(opts.stateDir, FLOW_SOCKET_NAME);
-    this.tlsDir = path.join(opts.stateDir, "l7proxy-tls");
+    // An external proxy reads the material where it meets the agent (its pod mounts that directory, not the agent's state).
+    this.tlsDir = opts.external ? path.join(opts.external.socketDir, "tls") : path.join(opts.stateDir, "l7proxy-tls");
+    if (opts.external) {
+      this.flowSocket = path.join(opts.external.socketDir, EXTERNAL_FLOW_SOCKET_NAME);
+      this.proxy = new ExternalProxy(opts.external);
+    } else {
+      this.flowSocket = path.join(opts.stateDir, FLOW_SOCKET_NAME);
+      this.proxy = new EmbeddedProxy({ ...opts, configFile: this.configFile, statusFile: this.statusFile, pidFile: this.pidFile, logFile: this.logFile, flowSocket: this.flowSocket });
+    }
   }
 
-  /** Adopts a running proxy (after an agent restart) or starts one with the current (or an empty) configuration. */
+  /** Adopts a running proxy (after an agent restart) or starts one (or waits for an external one) with the current (or an empty) configuration. */
   async start(): Promise<void> {
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
     this.datapath.setProxyAddress(this.opts.address);
+    // A proxy an earlier agent started itself would hold the ports the external one must listen on.
+    const leftover = this.opts.external ? recordedPid(this.pidFile, "l7proxy") : undefined;
+    if (leftover !== undefined) {
+      log.info({ pid: leftover }, "L7 proxy started by an earlier agent stopped: the proxy is external now");
+      await stopProcess(leftover, 5_000);
+    }
     if (!fs.existsSync(this.configFile)) this.write({ address: this.opts.address, ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
-    else this.written = readConfig(this.configFile);
+    else {
+      this.written = readConfig(this.configFile);
+      // An external proxy is sent it when it connects (a restarted agent re-sends what it last gave).
+      if (this.written) this.proxy.configure(this.written);
+    }
     // What an earlier agent served stays served, as far as the datapath still serves it.
     const inMap = new Set(this.datapath.servedPorts());
     this.served = new Set(this.recordedServed().filter((p) => inMap.has(p)));
     // Watching first: a proxy that does not start now is tried again (its ports meanwhile fail closed).
-    this.timer = setInterval(() => void this.ensureRunning().catch((err: unknown) => log.error({ err: String(err) }, "L7 proxy not restarted")), this.opts.checkIntervalMs ?? 1000);
+    this.timer = setInterval(() => void this.proxy.ensureRunning().catch((err: unknown) => log.error({ err: String(err) }, "L7 proxy not restarted")), this.opts.checkIntervalMs ?? 1000);
     this.timer.unref();
-    await this.ensureRunning();
+    await this.proxy.ensureRunning();
   }
 
   /**
@@ -181,19 +231,28 @@ export class L7ProxySupervisor {
     log.info({ ports: [...this.served].sort((a, b) => a - b) }, "L7 proxy ports");
   }
 
-  /** Whether the recorded proxy runs and has reported the configuration it was started with. */
+  /** Whether the proxy runs (or is connected) and has reported since it started. */
   running(): boolean {
     const pid = this.pid();
     return pid !== undefined && this.status()?.pid === pid;
   }
 
-  /** Writes `config` as the next generation, unless the file's text would say the same as now; whether it wrote. */
+  /** Why the proxy is down (for status), when it is. */
+  downReason(): string {
+    return this.proxy.downReason();
+  }
+
+  /**
+   * Writes `config` as the next generation, unless the file's text would say the same as now, and hands it to the
+   * proxy; whether it wrote. The file is also the record a restarted agent re-sends an external proxy.
+   */
   private write(config: ProxyConfig): boolean {
     const generation = this.written?.generation ?? 0;
     if (this.written && configText({ ...config, generation }) === configText(this.written)) return false;
     const next = { ...config, generation: generation + 1 };
     writeProxyConfig(this.configFile, next);
     this.written = next;
+    this.proxy.configure(next);
     return true;
   }
 
@@ -203,21 +262,20 @@ export class L7ProxySupervisor {
 
   /** The running proxy's pid, if any. */
   pid(): number | undefined {
-    return recordedPid(this.pidFile, "l7proxy");
+    return this.proxy.pid();
   }
 
   /** Stops watching; the proxy keeps running (an agent restart adopts it). */
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.proxy.stop();
   }
 
-  /** Stops the proxy too (uninstall, tests). Its ports stay served: their traffic fails closed. */
+  /** Stops an embedded proxy too (uninstall, tests). Its ports stay served: their traffic fails closed. */
   async shutdown(): Promise<void> {
     this.stop();
-    const pid = this.pid();
-    if (pid === undefined) return;
-    await stopProcess(pid, 5_000);
+    await this.proxy.shutdown();
   }
 
   /** The ports an earlier supervisor recorded as served (before that file existed: what its proxy listened on). */
@@ -225,7 +283,7 @@ export class L7ProxySupervisor {
     try {
       return (JSON.parse(readText(this.servedFile) ?? "") as { ports: number[] }).ports.filter((p) => Number.isInteger(p));
     } catch {
-      return this.status()?.ports ?? [];
+      return [...(this.status()?.ports ?? [])];
     }
   }
 
@@ -235,12 +293,8 @@ export class L7ProxySupervisor {
     fs.renameSync(tmp, this.servedFile);
   }
 
-  private status(): { pid: number; ports: number[]; generation?: number } | undefined {
-    try {
-      return JSON.parse(readText(this.statusFile) ?? "") as { pid: number; ports: number[]; generation?: number };
-    } catch {
-      return undefined;
-    }
+  private status(): ProxyReport | undefined {
+    return this.proxy.report();
   }
 
   /** Until the proxy reports the configuration last written in force and listens on `ports`. */
@@ -251,26 +305,70 @@ export class L7ProxySupervisor {
       const s = this.status();
       const pid = this.pid();
       if (s && s.pid === pid && (s.generation ?? 0) >= generation && ports.every((p) => s.ports.includes(p))) return;
-      if (Date.now() > deadline)
-        throw new Error(`the L7 proxy did not apply configuration ${generation}${ports.length ? ` (listening on ${ports.join(", ")})` : ""} within ${this.opts.listenTimeoutMs ?? 10_000} ms (see ${this.logFile})`);
+      if (Date.now() > deadline) {
+        const where = this.opts.external ? (pid === undefined ? this.downReason() : `the external proxy, pid ${pid}`) : `see ${this.logFile}`;
+        throw new Error(`the L7 proxy did not apply configuration ${generation}${ports.length ? ` (listening on ${ports.join(", ")})` : ""} within ${this.opts.listenTimeoutMs ?? 10_000} ms (${where})`);
+      }
       await sleep(25);
     }
   }
+}
 
-  private ensureRunning(): Promise<void> {
+interface EmbeddedProxyOptions extends SupervisorOptions {
+  readonly configFile: string;
+  readonly statusFile: string;
+  readonly pidFile: string;
+  readonly logFile: string;
+  readonly flowSocket: string;
+}
+
+/** `membrane l7proxy` started by the supervisor: detached, recorded in a pid file, configured by the file the supervisor writes, reporting in its status file. */
+class EmbeddedProxy implements ProxyProcess {
+  private starting: Promise<void> | undefined;
+
+  constructor(private readonly opts: EmbeddedProxyOptions) {}
+
+  ensureRunning(): Promise<void> {
     this.starting ??= this.spawnIfGone().finally(() => (this.starting = undefined));
     return this.starting;
   }
 
+  /** The proxy reads the file the supervisor wrote. */
+  configure(): void {}
+
+  pid(): number | undefined {
+    return recordedPid(this.opts.pidFile, "l7proxy");
+  }
+
+  report(): ProxyReport | undefined {
+    try {
+      return JSON.parse(readText(this.opts.statusFile) ?? "") as ProxyReport;
+    } catch {
+      return undefined;
+    }
+  }
+
+  downReason(): string {
+    return "the L7 proxy process is not running (the supervisor restarts it)";
+  }
+
+  stop(): void {}
+
+  async shutdown(): Promise<void> {
+    const pid = this.pid();
+    if (pid === undefined) return;
+    await stopProcess(pid, 5_000);
+  }
+
   private async spawnIfGone(): Promise<void> {
     if (this.pid() !== undefined) return;
-    const out = fs.openSync(this.logFile, "a");
+    const out = fs.openSync(this.opts.logFile, "a");
     const args = [
       ...membraneCommand(),
       "l7proxy",
-      "--config", this.configFile,
-      "--status-file", this.statusFile,
-      "--flow-socket", this.flowSocket,
+      "--config", this.opts.configFile,
+      "--status-file", this.opts.statusFile,
+      "--flow-socket", this.opts.flowSocket,
       "--bpf-scope", this.opts.bpfScope,
       ...(this.opts.pinRoot ? ["--pin-root", this.opts.pinRoot] : []),
       ...(this.opts.logFlows ? ["--log-flows"] : []),
@@ -281,13 +379,13 @@ export class L7ProxySupervisor {
     fs.closeSync(out);
     if (child.pid === undefined) throw new Error("the L7 proxy did not start");
     child.unref();
-    fs.writeFileSync(this.pidFile, `${child.pid}\n`);
+    fs.writeFileSync(this.opts.pidFile, `${child.pid}\n`);
     log.info({ pid: child.pid }, "L7 proxy started");
     // Ready when it reports the configuration applied.
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
-    while (this.status()?.pid !== child.pid) {
-      if (!alive(child.pid)) throw new Error(`the L7 proxy exited at start (see ${this.logFile})`);
-      if (Date.now() > deadline) throw new Error(`the L7 proxy did not become ready (see ${this.logFile})`);
+    while (this.report()?.pid !== child.pid) {
+      if (!alive(child.pid)) throw new Error(`the L7 proxy exited at start (see ${this.opts.logFile})`);
+      if (Date.now() > deadline) throw new Error(`the L7 proxy did not become ready (see ${this.opts.logFile})`);
       await sleep(25);
     }
   }
