@@ -213,6 +213,7 @@ int from_container(struct __sk_buff *skb)
 	__u32 monitor = monitor_flags(config_get());
 	__u32 peer;
 	struct policy_value proxy = {};
+	__be32 tunnel_endpoint, node;
 	int rc;
 
 	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
@@ -230,7 +231,7 @@ int from_container(struct __sk_buff *skb)
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record). */
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
-		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0, 0) < 0)
+		if (redirect_to_proxy(skb, ETH_HLEN, &f, 0, ep->identity, 0, 0, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
@@ -262,16 +263,26 @@ int from_container(struct __sk_buff *skb)
 			in_proxy = 0;
 		}
 		if (proxy.proxy_port) {
-			if (redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, in_proxy) < 0)
+			if (redirect_to_proxy(skb, ETH_HLEN, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, in_proxy) < 0)
 				return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 			return TC_ACT_OK;
 		}
 	} else if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)) {
 		monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 	}
-	if (!dst || !dst->tunnel_endpoint)
+	if (!dst)
 		return TC_ACT_OK;
-	return to_tunnel(skb, &f, ep->identity, peer, dst->tunnel_endpoint, 1);
+	tunnel_endpoint = dst->tunnel_endpoint;
+	/* A reply to another node's own address on a connection that came through the tunnel (its entry has no
+	 * CT_F_NO_TUNNEL: that node's proxy connected as its client): back through the tunnel under encryption. */
+	if (!tunnel_endpoint && ct == CT_REPLY && (dst->flags & IPCACHE_F_NODE) && f.family == FAMILY_IPV4) {
+		__builtin_memcpy(&node, f.daddr, 4);
+		if (encryption_covers_node(node))
+			tunnel_endpoint = node;
+	}
+	if (!tunnel_endpoint)
+		return TC_ACT_OK;
+	return to_tunnel(skb, &f, ep->identity, peer, tunnel_endpoint, 1);
 }
 
 /* A pod's packet to its own node's address while the host's ingress is enforced (from-container's tail
@@ -305,7 +316,7 @@ int pod_to_host(struct __sk_buff *skb)
 		return drop(skb, &f, DIR_EGRESS, DROP_UNKNOWN_ENDPOINT, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
-		if (redirect_to_proxy(skb, &f, 0, ep->identity, 0, 0, 0) < 0)
+		if (redirect_to_proxy(skb, ETH_HLEN, &f, 0, ep->identity, 0, 0, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
@@ -322,7 +333,7 @@ int pod_to_host(struct __sk_buff *skb)
 	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy, 0);
 	if (rc != TC_ACT_OK)
 		return rc;
-	if (proxy.proxy_port && redirect_to_proxy(skb, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, 0) < 0)
+	if (proxy.proxy_port && redirect_to_proxy(skb, ETH_HLEN, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, 0) < 0)
 		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 	return TC_ACT_OK;
 }
@@ -401,11 +412,13 @@ static __always_inline int host_from_overlay(struct __sk_buff *skb, const struct
 }
 
 /* A connection from a pod on another node to a local destination whose ingress rules are the proxy's: its
- * first packet (a SYN) is recorded with the VNI's identity as the client and sent to the node's proxy, as
- * from-container sends a local client, and its later packets follow the record (to-container would drop
- * the connection: those rules were not applied). Returns 1 when the packet now goes to the proxy, 0 when
- * it is no such flow (to-container judges it), -1 when it cannot be steered (the caller drops). */
-static __always_inline int overlay_to_ingress_proxy(struct __sk_buff *skb, const struct flow *f, __u32 client)
+ * first packet (a SYN) is recorded with the client's identity (the VNI's, or the ipcache's for a packet
+ * routed through WireGuard) and sent to the node's proxy, as from-container sends a local client, and its
+ * later packets follow the record (to-container would drop the connection: those rules were not applied).
+ * l3_off: where the IP header starts (ETH_HLEN behind the overlay, 0 on the WireGuard device). Returns 1
+ * when the packet now goes to the proxy, 0 when it is no such flow (to-container judges it), -1 when it
+ * cannot be steered (the caller drops). */
+static __always_inline int tunnel_to_ingress_proxy(struct __sk_buff *skb, __u32 l3_off, const struct flow *f, __u32 client)
 {
 	struct endpoint_value *dst;
 	struct redirect_key k;
@@ -421,13 +434,13 @@ static __always_inline int overlay_to_ingress_proxy(struct __sk_buff *skb, const
 	have = bpf_map_lookup_elem(&membrane_redirects, &k);
 	if (have && have->subject == client && have->orig_dport == f->dport &&
 	    __builtin_memcmp(have->orig_daddr, f->daddr, 4) == 0)
-		return redirect_to_proxy(skb, f, 0, client, 0, 0, 0) < 0 ? -1 : 1;
+		return redirect_to_proxy(skb, l3_off, f, 0, client, 0, 0, 0) < 0 ? -1 : 1;
 	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
 		return 0;
 	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto, f->dport);
 	if (!in_proxy)
 		return 0;
-	return redirect_to_proxy(skb, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1, 0) < 0 ? -1 : 1;
+	return redirect_to_proxy(skb, l3_off, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1, 0) < 0 ? -1 : 1;
 }
 
 SEC("tc")
@@ -464,7 +477,7 @@ int from_overlay(struct __sk_buff *skb)
 			return rc;
 	}
 
-	if (overlay_to_ingress_proxy(skb, &f, key.tunnel_id) < 0)
+	if (tunnel_to_ingress_proxy(skb, ETH_HLEN, &f, key.tunnel_id) < 0)
 		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, key.tunnel_id, 0, RULE_ID_NONE);
 
 	skb->mark = MARK_MAGIC_IDENTITY | key.tunnel_id;
@@ -478,7 +491,8 @@ int from_overlay(struct __sk_buff *skb)
  * allowed IPs (the peer node's pod CIDRs and its address). A pod packet routed without VXLAN gets its
  * source identity from the ipcache by source address, carried to to-container in the mark as the overlay
  * does; a source the ipcache does not know as another node's pod is the world's, never a trusted identity.
- * A node's own address (the VXLAN overlay inside the tunnel, whose VNI from-overlay vouches for, or the
+ * A connection to a local pod whose ingress rules are the proxy's goes to the node's proxy, as from-overlay
+ * steers it. A node's own address (the VXLAN overlay inside the tunnel, whose VNI from-overlay vouches for, or the
  * node's host traffic) passes unmarked: trusted by address as on the underlay. */
 SEC("tc")
 int from_wireguard(struct __sk_buff *skb)
@@ -505,6 +519,10 @@ int from_wireguard(struct __sk_buff *skb)
 		if (rc != TC_ACT_OK)
 			return rc;
 	}
+	/* A local destination whose ingress rules are the proxy's: to the proxy, as from-overlay steers (the
+	 * packet starts at its IP header here). */
+	if (tunnel_to_ingress_proxy(skb, 0, &f, identity) < 0)
+		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, identity, 0, RULE_ID_NONE);
 	skb->mark = MARK_MAGIC_IDENTITY | identity;
 	return TC_ACT_OK;
 }
@@ -590,7 +608,7 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 	__u8 reason = DROP_NONE;
 	struct endpoint_value *answering;
 	struct ipcache_value *client;
-	__be32 src;
+	__be32 src, node, tunnel_endpoint;
 
 	if (!skb || parse_flow(skb, &f, &reason) != PARSE_OK || f.family != FAMILY_IPV4)
 		return -1;
@@ -601,10 +619,19 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 		return -1;
 	answering = endpoint_lookup(f.family, f.saddr);
 	client = ipcache_lookup(f.family, f.daddr);
-	/* An answer to a node's address (another node's proxy was the client) goes on the underlay as node traffic does. */
-	if (!answering || !client || !client->tunnel_endpoint)
+	if (!answering || !client)
 		return TC_ACT_OK;
-	return to_tunnel(skb, &f, answering->identity, client->identity, client->tunnel_endpoint, 1);
+	tunnel_endpoint = client->tunnel_endpoint;
+	/* An answer to another node's address (that node's proxy was the client): through the tunnel under
+	 * encryption, else on the underlay as node traffic. */
+	if (!tunnel_endpoint && (client->flags & IPCACHE_F_NODE)) {
+		__builtin_memcpy(&node, f.daddr, 4);
+		if (encryption_covers_node(node))
+			tunnel_endpoint = node;
+	}
+	if (!tunnel_endpoint)
+		return TC_ACT_OK;
+	return to_tunnel(skb, &f, answering->identity, client->identity, tunnel_endpoint, 1);
 }
 
 /* A node device's egress: the node proxy's answers to clients on other nodes (proxy_answer_to_tunnel), then

@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 
 const SCRIPT = String.raw`
 import socket, sys, json, select
-marker = sys.argv[2].encode()
+markers = [m.encode() for m in sys.argv[2:]]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind((sys.argv[1], 0))
 frames = 0; hits = 0; udp = {}
@@ -16,7 +16,7 @@ while True:
     if s in r:
         f = s.recv(65535)
         frames += 1
-        if marker in f:
+        if any(m in f for m in markers):
             hits += 1
         # IPv4/UDP: count by destination port (VXLAN 8472 in clear, WireGuard 51871 encrypted).
         if len(f) > 37 and f[12:14] == b"\x08\x00" and f[23] == 17:
@@ -39,9 +39,9 @@ export class Capture {
     private readonly lines: AsyncIterator<string>,
   ) {}
 
-  /** Starts capturing on `ifname` in `netns`; resolves once the socket is bound. */
-  static async start(netns: string, ifname: string, marker: string): Promise<Capture> {
-    const child = spawn("ip", ["netns", "exec", netns, "python3", "-c", SCRIPT, ifname, marker], { stdio: ["pipe", "pipe", "pipe"] });
+  /** Starts capturing on `ifname` in `netns` (markerFrames: frames carrying any of `marker`); resolves once the socket is bound. */
+  static async start(netns: string, ifname: string, marker: string | readonly string[]): Promise<Capture> {
+    const child = spawn("ip", ["netns", "exec", netns, "python3", "-c", SCRIPT, ifname, ...(typeof marker === "string" ? [marker] : marker)], { stdio: ["pipe", "pipe", "pipe"] });
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();

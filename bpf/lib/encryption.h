@@ -41,4 +41,18 @@ static __always_inline int encryption_route(__be32 tunnel_endpoint)
 	return ENCRYPTION_OVERLAY;
 }
 
+/* Whether traffic for another node's own address must go through the tunnel rather than the underlay, where
+ * it belongs to a pod's connection that came through the tunnel (a node proxy's upstream connection, its
+ * identity in the VNI, and the answers to it): yes when that node's peer works, and in strict mode always
+ * (to_tunnel then drops it as UNENCRYPTED without one). Without encryption it stays node traffic. */
+static __always_inline int encryption_covers_node(__be32 node)
+{
+	__u32 zero = 0;
+	struct encryption_value *e = bpf_map_lookup_elem(&membrane_encryption, &zero);
+
+	if (!e)
+		return 0;
+	return e->strict || bpf_map_lookup_elem(&membrane_encrypted_nodes, &node) != NULL;
+}
+
 #endif
