@@ -68,9 +68,15 @@ describe("membrane observe --type process", () => {
     assert.deepEqual(observeType(["--type", "dns", "--dns-query", "api"]), { ok: true, type: "flow", rest: ["--dns-query", "api", "--type", "l7", "--protocol", "DNS"] });
     assert.deepEqual(observeType(["--type=dns", "--type", "drop"]), { ok: false, error: "--type: dns (the DNS proxy's L7 flows) cannot be combined with another flow type" });
     assert.deepEqual(observeType(["--type", "dns", "--type", "process"]), { ok: false, error: "--type: process cannot be combined with a flow type" });
-    assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: true, value: { source: { kind: "runtime", address: "127.0.0.1:9964", follow: false }, filter: { pod: "x" }, output: "compact" } });
+    // Without a source: every node's agent, found in the cluster as for flows.
+    assert.deepEqual(parseProcessArgs(["--pod", "x"]), { ok: true, value: { source: { kind: "agents", servers: [], follow: false }, filter: { pod: "x" }, output: "compact" } });
+    assert.deepEqual(parseProcessArgs(["--server", "/run/h.sock", "-f", "--last", "2"]), { ok: true, value: { source: { kind: "agents", servers: ["unix:/run/h.sock"], follow: true, last: 2 }, filter: {}, output: "compact" } });
+    assert.deepEqual(parseProcessArgs(["--server", "10.0.0.1:4244", "--kubeconfig", "k"]), { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" });
+    assert.deepEqual(parseProcessArgs(["--tls-ca-cert-files", "/ca"]), { ok: false, error: "--tls-ca-cert-files, --tls-client-cert-file, --tls-client-key-file: give all three (mutual TLS)" });
+    assert.deepEqual(parseProcessArgs(["--runtime-address", "127.0.0.1:1", "--server", "a:1"]), { ok: false, error: "--server: reads the agents; --runtime-address reads one runtime: give one" });
+    assert.deepEqual(parseProcessArgs(["--input-file", "f", "--kubeconfig", "k"]), { ok: false, error: "--kubeconfig: reads the agents; --input-file reads a file: give one" });
     assert.deepEqual(parseProcessArgs(["--runtime-address", "10.0.0.1:9964", "-f", "--last", "5"]), { ok: true, value: { source: { kind: "runtime", address: "10.0.0.1:9964", follow: true, last: 5 }, filter: {}, output: "compact" } });
-    assert.deepEqual(parseProcessArgs(["--input-file", "f", "--follow"]), { ok: false, error: "--follow: follows the runtime's live stream (--runtime-address), not a file" });
+    assert.deepEqual(parseProcessArgs(["--input-file", "f", "--follow"]), { ok: false, error: "--follow: follows the live stream, not a file" });
     assert.deepEqual(parseProcessArgs(["--input-file", "f", "--runtime-address", "a:1"]), { ok: false, error: "--input-file: reads a file; --runtime-address reads the runtime: give one" });
     assert.deepEqual(parseProcessArgs(["--runtime-address", "nowhere"]), { ok: false, error: '--runtime-address: "nowhere" is not HOST:PORT' });
     assert.deepEqual(parseProcessArgs(["--last=x"]), { ok: false, error: '--last: "x" is not a count of events' });

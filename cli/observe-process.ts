@@ -5,15 +5,22 @@ import fs from "node:fs";
 import http from "node:http";
 import { RUNTIME_EVENT_TYPES, type ProcessFilter, type RuntimeEvent, type TetragonArg, matchesProcessFilter } from "../core/process-event.ts";
 import { parseFlags } from "../kube/flags.ts";
+import { HubbleClient, grpcMessage, type HubbleClientTls } from "../flowapi/hubble/client.ts";
+import type * as grpc from "@grpc/grpc-js";
+import { fromEvery, observerTargets, parseHubbleAddress, TARGET_FLAG_OPTIONS, tlsFromFlags } from "./observer-targets.ts";
+import { KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
 
-/** Where `membrane runtime` serves its stream unless told otherwise (its --metrics-address default). */
-export const RUNTIME_ADDRESS_DEFAULT = "127.0.0.1:9964";
+export const PROCESS_USAGE = `usage: membrane observe --type process [[--server ADDR ...] [--kubeconfig FILE] [TLS flags] | --runtime-address HOST:PORT | --input-file FILE]
+                                     [-f|--follow] [--last N] [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
 
-export const PROCESS_USAGE = `usage: membrane observe --type process [--runtime-address HOST:PORT [-f|--follow] [--last N] | --input-file FILE]
-                                     [--pod NAME] [--namespace NS] [--binary PATH|NAME] [-o compact|json]
-
-  --runtime-address ADDR  the node's runtime (membrane runtime --metrics-address; default ${RUNTIME_ADDRESS_DEFAULT}):
-                          its recent events, filtered there
+  (default)               every node's runtime events through its agent, found in the cluster as flows are (the
+                          CiliumNode annotation membrane.io/hubble-address) over the agent's Hubble server and its
+                          mutual TLS; merged by time; a node that does not answer is named on stderr
+  --server ADDR           an agent's Hubble address instead (unix:/PATH or HOST:PORT, repeatable)
+  --kubeconfig FILE       the cluster to find agents in (default: ${KUBECONFIG_DEFAULT})
+  --tls-ca-cert-files FILE, --tls-client-cert-file FILE, --tls-client-key-file FILE, --tls-server-name NAME
+                          mutual TLS for HOST:PORT agents, as for flows (the chart's Secret membrane-hubble-client)
+  --runtime-address ADDR  one runtime directly, on its node (membrane runtime --metrics-address, loopback; plain HTTP)
   -f, --follow            then every new event as it happens, until interrupted
   --last N                at most the N most recent events (default: all the runtime keeps, 4096)
   --input-file FILE       a node's process event export instead (node-agent/runtime/main.ts --export-file)
@@ -48,7 +55,11 @@ export function observeType(args: readonly string[]): { ok: true; type: "flow" |
   return { ok: true, type: isProcess ? "process" : "flow", rest };
 }
 
-export type ProcessSource = { readonly kind: "file"; readonly path: string } | { readonly kind: "runtime"; readonly address: string; readonly follow: boolean; readonly last?: number };
+export type ProcessSource =
+  | { readonly kind: "file"; readonly path: string }
+  | { readonly kind: "runtime"; readonly address: string; readonly follow: boolean; readonly last?: number }
+  /** Every node's runtime through its agent: the servers named, or (none) discovered in the cluster. */
+  | { readonly kind: "agents"; readonly servers: readonly string[]; readonly kubeconfig?: string; readonly tls?: HubbleClientTls; readonly follow: boolean; readonly last?: number };
 
 interface ProcessArgs {
   readonly source: ProcessSource;
@@ -60,13 +71,17 @@ export function parseProcessArgs(args: readonly string[]): { ok: true; value: Pr
   const flags = parseFlags({
     args: [...args],
     options: {
+      ...TARGET_FLAG_OPTIONS,
       "input-file": { type: "string" }, "runtime-address": { type: "string" }, follow: { type: "boolean", short: "f" }, last: { type: "string" },
       pod: { type: "string" }, namespace: { type: "string" }, binary: { type: "string" }, output: { type: "string", short: "o" },
     },
   });
   if (!flags.ok) return flags;
   const v = flags.parsed.values;
-  for (const f of ["input-file", "runtime-address", "last", "pod", "namespace", "binary", "output"] as const) if (v[f] === "") return { ok: false, error: `--${f}: needs a value` };
+  for (const f of ["input-file", "runtime-address", "last", "pod", "namespace", "binary", "output", "server", "kubeconfig", "tls-ca-cert-files", "tls-client-cert-file", "tls-client-key-file", "tls-server-name"] as const) {
+    if ([v[f]].flat().includes("")) return { ok: false, error: `--${f}: needs a value` };
+  }
+  const agentFlags = (["server", "kubeconfig", "tls-ca-cert-files", "tls-client-cert-file", "tls-client-key-file", "tls-server-name"] as const).filter((f) => v[f] !== undefined);
   const output = v.output ?? "compact";
   if (output !== "compact" && output !== "json") return { ok: false, error: `-o: "${output}" is not compact or json` };
   const filter: ProcessFilter = {
@@ -77,15 +92,36 @@ export function parseProcessArgs(args: readonly string[]): { ok: true; value: Pr
   let source: ProcessSource;
   if (v["input-file"] !== undefined) {
     if (v["runtime-address"] !== undefined) return { ok: false, error: "--input-file: reads a file; --runtime-address reads the runtime: give one" };
-    if (v.follow === true) return { ok: false, error: "--follow: follows the runtime's live stream (--runtime-address), not a file" };
-    if (v.last !== undefined) return { ok: false, error: "--last: applies to the runtime's stream (--runtime-address), not a file" };
-    source = { kind: "file", path: v["input-file"] };
-  } else {
-    const address = v["runtime-address"] ?? RUNTIME_ADDRESS_DEFAULT;
+    if (agentFlags.length > 0) return { ok: false, error: `--${agentFlags[0]}: reads the agents; --input-file reads a file: give one` };
+    if (v.follow === true) return { ok: false, error: "--follow: follows the live stream, not a file" };
+    if (v.last !== undefined) return { ok: false, error: "--last: applies to the live stream, not a file" };
+    return { ok: true, value: { source: { kind: "file", path: v["input-file"] }, filter, output } };
+  }
+  const last = v.last === undefined ? undefined : Number(v.last);
+  if (last !== undefined && (!Number.isInteger(last) || last < 0)) return { ok: false, error: `--last: "${v.last}" is not a count of events` };
+  if (v["runtime-address"] !== undefined) {
+    if (agentFlags.length > 0) return { ok: false, error: `--${agentFlags[0]}: reads the agents; --runtime-address reads one runtime: give one` };
+    const address = v["runtime-address"];
     if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) return { ok: false, error: `--runtime-address: "${address}" is not HOST:PORT` };
-    const last = v.last === undefined ? undefined : Number(v.last);
-    if (last !== undefined && (!Number.isInteger(last) || last < 0)) return { ok: false, error: `--last: "${v.last}" is not a count of events` };
     source = { kind: "runtime", address, follow: v.follow === true, ...(last !== undefined ? { last } : {}) };
+  } else {
+    const servers: string[] = [];
+    for (const s of v.server ?? []) {
+      const a = parseHubbleAddress(s);
+      if (a === undefined) return { ok: false, error: `--server: "${s}" is not unix:/PATH, /PATH or HOST:PORT` };
+      servers.push(a);
+    }
+    if (servers.length > 0 && v.kubeconfig !== undefined) return { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" };
+    const tls = tlsFromFlags(v);
+    if (!tls.ok) return tls;
+    source = {
+      kind: "agents",
+      servers,
+      ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
+      ...(tls.tls ? { tls: tls.tls } : {}),
+      follow: v.follow === true,
+      ...(last !== undefined ? { last } : {}),
+    };
   }
   return { ok: true, value: { source, filter, output } };
 }
@@ -152,14 +188,19 @@ export async function observeProcesses(args: readonly string[]): Promise<number>
   }
   const a = parsed.value;
   const print = (e: RuntimeEvent): void => void process.stdout.write(a.output === "json" ? `${JSON.stringify(e)}\n` : `${compactLine(e)}\n`);
-  if (a.source.kind === "runtime") {
+  const warn = (s: string): void => void process.stderr.write(`membrane observe: ${s}\n`);
+  if (a.source.kind !== "file") {
     const abort = new AbortController();
     const stop = (): void => abort.abort();
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
     try {
-      const r = await readRuntimeStream(a.source, a.filter, print, (s) => process.stderr.write(`membrane observe: ${s}\n`), abort.signal);
-      return r.ok ? 0 : 1;
+      if (a.source.kind === "runtime") return (await readRuntimeStream(a.source, a.filter, print, warn, abort.signal)).ok ? 0 : 1;
+      await readAgents(a.source, a.filter, print, warn, abort.signal);
+      return 0;
+    } catch (err) {
+      warn(err instanceof Error ? err.message : String(err));
+      return 1;
     } finally {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
@@ -178,6 +219,80 @@ export async function observeProcesses(args: readonly string[]): Promise<number>
   return errors.length > 0 && events.length === 0 ? 1 : 0;
 }
 
+/** The stream's query as the runtime reads it (GET /v1/events; an agent passes it on as it is). */
+function streamQuery(src: { readonly follow: boolean; readonly last?: number }, filter: ProcessFilter): string {
+  return new URLSearchParams({ follow: String(src.follow), ...(src.last !== undefined ? { last: String(src.last) } : {}), ...filter }).toString();
+}
+
+/**
+ * Splits a stream's text into its JSON lines (runs may end inside a line): each process event that matches `filter`
+ * to `onEvent`; a lost-events note and a line that is not an event are said through `warn`, naming `from`.
+ */
+function eventLines(from: string, filter: ProcessFilter, onEvent: (e: RuntimeEvent) => void, warn: (s: string) => void): (chunk: string) => void {
+  let partial = "";
+  const onLine = (line: string): void => {
+    if (line.trim() === "") return;
+    let e: unknown;
+    try {
+      e = JSON.parse(line);
+    } catch {
+      return warn(`${from} sent a line that is not JSON: ${line.slice(0, 80)}`);
+    }
+    if (typeof e === "object" && e !== null && "lost_events" in e) return warn(`${from}: ${String((e as { lost_events: unknown }).lost_events)} events lost (this client read too slowly)`);
+    if (typeof e !== "object" || e === null || !RUNTIME_EVENT_TYPES.some((t) => t in e)) return warn(`${from} sent a line that is not a process event: ${line.slice(0, 80)}`);
+    if (matchesProcessFilter(e as RuntimeEvent, filter)) onEvent(e as RuntimeEvent);
+  };
+  return (chunk) => {
+    const parts = (partial + chunk).split("\n");
+    partial = parts.pop() ?? "";
+    for (const line of parts) onLine(line);
+  };
+}
+
+/** How long an agent may take to answer a request that ends by itself before it counts as not answering. */
+const AGENT_ANSWER_TIMEOUT_MS = 30_000;
+
+/**
+ * Every node's runtime events through its agent (flowapi/process-events.ts): asked at once; a node that fails is named
+ * through `warn` and the others' events are still shown; rejects only when none answered. Without follow the events of
+ * all nodes are merged by time (`--last` then counts over all of them); with follow each is printed as it arrives.
+ */
+export async function readAgents(
+  src: Extract<ProcessSource, { kind: "agents" }>,
+  filter: ProcessFilter,
+  onEvent: (e: RuntimeEvent) => void,
+  warn: (s: string) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const targets = await observerTargets(src, (s) => warn(s.trimEnd()));
+  const query = streamQuery(src, filter);
+  const all: RuntimeEvent[] = [];
+  const read = (address: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const client = new HubbleClient(address, src.tls);
+      const stream = client.getProcessEvents(query, src.follow ? {} : { deadline: Date.now() + AGENT_ANSWER_TIMEOUT_MS });
+      const lines = eventLines(`the agent at ${address}`, filter, src.follow ? onEvent : (e) => all.push(e), warn);
+      const abort = (): void => stream.cancel();
+      signal?.addEventListener("abort", abort, { once: true });
+      if (signal?.aborted) abort();
+      const finish = (err?: Error): void => {
+        signal?.removeEventListener("abort", abort);
+        client.close();
+        if (err) reject(err);
+        else resolve();
+      };
+      stream.on("data", (b: Buffer) => lines(b.toString("utf8")));
+      stream.on("error", (e: grpc.ServiceError) => (signal?.aborted ? finish() : finish(new Error(grpcMessage(e), { cause: e }))));
+      stream.on("end", () => finish(src.follow && signal?.aborted !== true ? new Error("the agent closed the stream") : undefined));
+    });
+  await fromEvery(targets, (s) => warn(s.trimEnd()), read, "events");
+  if (src.follow) return;
+  all.sort((x, y) => (timeOf(x) < timeOf(y) ? -1 : timeOf(x) > timeOf(y) ? 1 : 0));
+  for (const e of src.last !== undefined ? all.slice(all.length - Math.min(src.last, all.length)) : all) onEvent(e);
+}
+
+const timeOf = (e: RuntimeEvent): string => (e as { time?: string }).time ?? "";
+
 /**
  * Reads the runtime's stream (GET /v1/events with the filters, which the runtime applies; they are applied here too):
  * each event to `onEvent` until the stream ends (without follow) or `signal` aborts (then ok). A refused request, a
@@ -190,7 +305,6 @@ export function readRuntimeStream(
   warn: (s: string) => void,
   signal?: AbortSignal,
 ): Promise<{ ok: boolean }> {
-  const q = new URLSearchParams({ follow: String(src.follow), ...(src.last !== undefined ? { last: String(src.last) } : {}), ...filter });
   return new Promise((resolve) => {
     let done = false;
     const finish = (ok: boolean, why?: string): void => {
@@ -199,7 +313,7 @@ export function readRuntimeStream(
       if (why !== undefined) warn(why);
       resolve({ ok });
     };
-    const req = http.get(`http://${src.address}/v1/events?${q.toString()}`, { signal }, (res) => {
+    const req = http.get(`http://${src.address}/v1/events?${streamQuery(src, filter)}`, { signal }, (res) => {
       if (res.statusCode !== 200) {
         let body = "";
         res.on("data", (d: Buffer) => (body += d.toString()));
@@ -208,25 +322,9 @@ export function readRuntimeStream(
       }
       // An abort destroys the response with an AbortError: that is the end the caller asked for.
       res.on("error", (err) => finish(signal?.aborted === true, signal?.aborted ? undefined : `the stream from ${src.address} failed: ${err.message}`));
-      const onLine = (line: string): void => {
-        if (line.trim() === "") return;
-        let e: unknown;
-        try {
-          e = JSON.parse(line);
-        } catch {
-          return warn(`the runtime sent a line that is not JSON: ${line.slice(0, 80)}`);
-        }
-        if (typeof e === "object" && e !== null && "lost_events" in e) return warn(`${String((e as { lost_events: unknown }).lost_events)} events lost (this client read too slowly)`);
-        if (typeof e !== "object" || e === null || !RUNTIME_EVENT_TYPES.some((t) => t in e)) return warn(`the runtime sent a line that is not a process event: ${line.slice(0, 80)}`);
-        if (matchesProcessFilter(e as RuntimeEvent, filter)) onEvent(e as RuntimeEvent);
-      };
-      let partial = "";
+      const lines = eventLines("the runtime", filter, onEvent, warn);
       res.setEncoding("utf8");
-      res.on("data", (chunk: string) => {
-        const parts = (partial + chunk).split("\n");
-        partial = parts.pop() ?? "";
-        for (const line of parts) onLine(line);
-      });
+      res.on("data", lines);
       res.on("end", () => finish(!src.follow || signal?.aborted === true, src.follow && signal?.aborted !== true ? `the runtime at ${src.address} closed the stream` : undefined));
     });
     req.on("error", (err) => {

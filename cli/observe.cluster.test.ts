@@ -14,6 +14,13 @@ import { HubbleServer } from "../node-agent/observer/hubble-server.ts";
 import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { dropFlow, flow } from "../flowapi/testing/flows.ts";
 import type { Flow } from "../flowapi/flow.ts";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Registry } from "prom-client";
+import { makePki } from "../kube/testing/pki.ts";
+import { RuntimeEventStream } from "../node-agent/runtime/event-stream.ts";
+import { runtimeEventSource } from "../node-agent/runtime/event-relay.ts";
+import type { ProcessExecEvent, RuntimeEvent } from "../core/process-event.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 const CILIUM_NODE_CRD = fileURLToPath(new URL("../crds/generated/ciliumnodes.cilium.io.yaml", import.meta.url));
@@ -89,5 +96,89 @@ describe("membrane observe finds every agent in the cluster", () => {
     const noCluster = await promisify(execFile)(MEMBRANE, ["observe", "--kubeconfig", path.join(dir, "missing-kubeconfig")]).catch((e: { code: number; stderr: string }) => e);
     assert.equal((noCluster as { code: number }).code, 1);
     assert.match((noCluster as { stderr: string }).stderr, /finding the agents in the cluster \(use --server ADDR to name one\)/);
+  });
+
+  it("--type process reads every node's runtime through its agent's Hubble server with mutual TLS, merged by time; a node without a runtime is named", async () => {
+    for (const n of (await kubectl(["get", "ciliumnodes", "-o", "name"])).trim().split("\n").filter((x) => x !== "")) await kubectl(["delete", n, "--wait=true"]);
+    const pki = await makePki(["relay"]);
+    const runtimes: { stream: RuntimeEventStream; server: http.Server }[] = [];
+    const exec = (node: string, pid: number, time: string, pod: string): ProcessExecEvent => ({
+      process_exec: { process: { exec_id: `${node}-${pid}`, pid, uid: 0, cwd: "/", binary: "/usr/bin/cat", arguments: "/etc/hostname", flags: "execve", start_time: time, tid: pid, pod: { namespace: "default", name: pod } } },
+      node_name: node,
+      time,
+    });
+    // A node: its runtime's event stream on loopback (plain HTTP, as `membrane runtime` serves it) and its agent's Hubble server on TCP with mutual TLS passing it on.
+    const node = async (name: string, events: ProcessExecEvent[] | undefined): Promise<{ address: string; stream?: RuntimeEventStream }> => {
+      let source;
+      let stream: RuntimeEventStream | undefined;
+      if (events !== undefined) {
+        stream = new RuntimeEventStream(new Registry());
+        const st = stream;
+        const server = http.createServer((req, res) => st.serve(req, res));
+        await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+        runtimes.push({ stream, server });
+        for (const e of events) stream.push(e);
+        const at = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+        source = runtimeEventSource(() => at);
+      }
+      const s = new HubbleServer(new FlowBuffer({ capacity: 10 }), name, pino({ level: "silent" }));
+      servers.push(s);
+      const [address] = await s.start({ tcp: { address: "127.0.0.1:0", cert: pki.read("operator.crt"), key: pki.read("operator.key"), clientCa: pki.read("ca.crt") }, ...(source ? { processEvents: source } : {}) });
+      await kubectl(["apply", "-f", "-"], ciliumNode(name, address!));
+      return { address: address!, ...(stream ? { stream } : {}) };
+    };
+    const tls = ["--tls-ca-cert-files", pki.file("ca.crt"), "--tls-client-cert-file", pki.file("relay.crt"), "--tls-client-key-file", pki.file("relay.key")];
+    try {
+      await node("rt-a", [exec("rt-a", 10, "2026-12-04T00:00:01.000000000Z", "web"), exec("rt-a", 11, "2026-12-04T00:00:03.000000000Z", "db")]);
+      const b = await node("rt-b", [exec("rt-b", 20, "2026-12-04T00:00:02.000000000Z", "web")]);
+      await node("rt-c", undefined);
+
+      const all = await observe("--type", "process", ...tls, "-o", "json");
+      assert.equal(all.code, 0, all.stderr);
+      const got = all.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as RuntimeEvent);
+      assert.deepEqual(got.map((e) => `${e.node_name} ${"process_exec" in e ? e.process_exec.process.pid : "?"}`), ["rt-a 10", "rt-b 20", "rt-a 11"]);
+      assert.match(all.stderr, /node rt-c \(127\.0\.0\.1:\d+\): node rt-c: the agent serves no process events \(it runs without --enable-runtime\): its events are missing/);
+
+      const web = await observe("--type", "process", ...tls, "--pod", "web", "--last", "1", "-o", "json");
+      assert.equal(web.code, 0, web.stderr);
+      assert.deepEqual(web.stdout.trimEnd().split("\n").map((l) => (JSON.parse(l) as RuntimeEvent).node_name), ["rt-b"]);
+
+      // Without the client certificate the agents answer nothing: no plaintext, no anonymous reader.
+      const named = await promisify(execFile)(MEMBRANE, ["observe", "--type", "process", "--server", b.address, ...tls, "-o", "json"]);
+      assert.deepEqual(named.stdout.trimEnd().split("\n").map((l) => (JSON.parse(l) as RuntimeEvent).node_name), ["rt-b"]);
+      const anonymous = await promisify(execFile)(MEMBRANE, ["observe", "--type", "process", "--server", b.address, "-o", "json"]).catch((e: { code: number; stdout: string; stderr: string }) => e);
+      assert.equal((anonymous as { code: number }).code, 1);
+      assert.equal((anonymous as { stdout: string }).stdout, "");
+
+      // Following: a new event on either node is printed as it happens.
+      const child = execFile(MEMBRANE, ["observe", "--kubeconfig", cp!.kubeconfig, "--type", "process", ...tls, "--follow", "--last", "0", "--pod", "live", "-o", "json"]);
+      let out = "";
+      child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      try {
+        const deadline = Date.now() + 60_000; // the CLI starts slowly on a loaded machine (10 s at load 30)
+        let pushed = 0;
+        while (out.trimEnd().split("\n").filter((l) => l !== "").length < 2) {
+          if (Date.now() > deadline) assert.fail(`no live events from both nodes within 60 s: ${JSON.stringify(out)}`);
+          // Pushed again until the follower is connected to both (it asks each agent at its own pace).
+          if (runtimes.every((r) => r.stream.following > 0) && pushed === 0) {
+            runtimes[0]!.stream.push(exec("rt-a", 30, "2026-12-04T00:00:05.000000000Z", "live"));
+            runtimes[1]!.stream.push(exec("rt-b", 40, "2026-12-04T00:00:06.000000000Z", "live"));
+            pushed++;
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.deepEqual(out.trimEnd().split("\n").map((l) => (JSON.parse(l) as RuntimeEvent).node_name).sort(), ["rt-a", "rt-b"]);
+      } finally {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGINT");
+        await exited;
+      }
+    } finally {
+      for (const r of runtimes) {
+        r.stream.close();
+        r.server.close();
+      }
+      pki.remove();
+    }
   });
 });

@@ -1,19 +1,18 @@
 // `membrane observe`: flows from Hubble's Observer API (an agent's, the relay's, or every agent found in the cluster), filtered like hubble, as a table or JSON lines.
-import fs from "node:fs";
 import { FILTER_USAGE, flowPredicate, parseFilterArgs, type FlowFilter } from "../flowapi/filter.ts";
 import { FLOW_TABLE_HEADER, flowTableRow, type Flow } from "../flowapi/flow.ts";
-import { discoverHubblePeers, HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
+import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { clientSource, HubbleClient, type HubbleClientTls } from "../flowapi/hubble/client.ts";
 import { fromHubbleFlow } from "../flowapi/hubble/flow.ts";
 import { observeRequest } from "../flowapi/hubble/request.ts";
 import type { GetFlowsResponse } from "../flowapi/hubble/types.ts";
-import { KubeClient } from "../kube/kube.ts";
 import { parseFlags } from "../kube/flags.ts";
-import { cliKubeconfig, KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
+import { KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
+import { fromEvery, observerTargets, parseHubbleAddress, TARGET_FLAG_OPTIONS, tlsFromFlags } from "./observer-targets.ts";
 import { observeProcesses, observeType, PROCESS_USAGE } from "./observe-process.ts";
 
 const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [TLS flags] [-f] [-o table|json] [filters]
-       membrane observe --type process [--runtime-address HOST:PORT] [-f] [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
+       membrane observe --type process [--server ADDR ... | --runtime-address HOST:PORT] [-f] [--pod NAME] [--namespace NS] [--binary B] (see --type process --help)
 
 Reads Hubble's Observer API, as the hubble CLI does, and prints Membrane's flows (the deciding rule of each).
 
@@ -43,16 +42,7 @@ export interface ObserveArgs {
   readonly filter: FlowFilter;
 }
 
-/** `unix:/path`, `unix:///path` or `/path` as `unix:/path`; `host:port` as it is; anything else undefined. */
-export function parseHubbleAddress(s: string): string | undefined {
-  if (s.startsWith("unix:")) {
-    const p = s.slice("unix:".length).replace(/^\/+/, "/");
-    return p.startsWith("/") && p.length > 1 ? `unix:${p}` : undefined;
-  }
-  if (s.startsWith("/")) return `unix:${s}`;
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s);
-  return m && Number(m[2]) <= 65535 ? s : undefined;
-}
+export { parseHubbleAddress };
 
 export function parseObserveArgs(args: readonly string[]): { ok: true; value: ObserveArgs } | { ok: false; error: string } {
   const parsed = parseFilterArgs(args);
@@ -60,14 +50,9 @@ export function parseObserveArgs(args: readonly string[]): { ok: true; value: Ob
   const flags = parseFlags({
     args: parsed.rest,
     options: {
-      server: { type: "string", multiple: true },
-      kubeconfig: { type: "string" },
+      ...TARGET_FLAG_OPTIONS,
       output: { type: "string", short: "o" },
       follow: { type: "boolean", short: "f" },
-      "tls-ca-cert-files": { type: "string" },
-      "tls-client-cert-file": { type: "string" },
-      "tls-client-key-file": { type: "string" },
-      "tls-server-name": { type: "string" },
     },
   });
   if (!flags.ok) return flags;
@@ -86,26 +71,9 @@ export function parseObserveArgs(args: readonly string[]): { ok: true; value: Ob
   const output = v.output ?? "table";
   if (output !== "table" && output !== "json") return { ok: false, error: `-o: "${output}" is not table or json` };
   if (servers.length > 0 && kubeconfig !== undefined) return { ok: false, error: "--kubeconfig: not together with --server (the servers are given, nothing is discovered)" };
-  const tlsFiles = { ca: v["tls-ca-cert-files"], cert: v["tls-client-cert-file"], key: v["tls-client-key-file"] };
-  const given = Object.values(tlsFiles).filter((x) => x !== undefined).length;
-  if (given > 0 && given < 3) return { ok: false, error: "--tls-ca-cert-files, --tls-client-cert-file, --tls-client-key-file: give all three (mutual TLS)" };
-  if (v["tls-server-name"] !== undefined && given === 0) return { ok: false, error: "--tls-server-name: needs the TLS files" };
-  let tls: HubbleClientTls | undefined;
-  if (given === 3) {
-    const read = (flag: string, file: string): Buffer | string => {
-      try {
-        return fs.readFileSync(file);
-      } catch (err) {
-        return `--${flag}: ${(err as Error).message}`;
-      }
-    };
-    const ca = read("tls-ca-cert-files", tlsFiles.ca!);
-    const cert = read("tls-client-cert-file", tlsFiles.cert!);
-    const key = read("tls-client-key-file", tlsFiles.key!);
-    for (const x of [ca, cert, key]) if (typeof x === "string") return { ok: false, error: x };
-    tls = { ca: ca as Buffer, cert: cert as Buffer, key: key as Buffer, ...(v["tls-server-name"] !== undefined ? { serverName: v["tls-server-name"] } : {}) };
-  }
-  return { ok: true, value: { servers, ...(kubeconfig !== undefined ? { kubeconfig } : {}), ...(tls ? { tls } : {}), follow, output, filter: parsed.filter } };
+  const tls = tlsFromFlags(v);
+  if (!tls.ok) return tls;
+  return { ok: true, value: { servers, ...(kubeconfig !== undefined ? { kubeconfig } : {}), ...(tls.tls ? { tls: tls.tls } : {}), follow, output, filter: parsed.filter } };
 }
 
 export function formatFlowTable(flows: readonly Flow[], header = true): string {
@@ -117,31 +85,6 @@ export function formatFlowTable(flows: readonly Flow[], header = true): string {
 
 function formatOne(f: Flow, output: "table" | "json"): string {
   return output === "json" ? JSON.stringify(f) + "\n" : flowTableRow(f).filter((c) => c !== "").join("  ") + "\n";
-}
-
-/** One Hubble server to ask: `label` names it in warnings (the node, when discovered). */
-interface ObserverTarget {
-  readonly label: string;
-  readonly address: string;
-}
-
-async function targetsOf(a: ObserveArgs, warn: (s: string) => void): Promise<ObserverTarget[]> {
-  if (a.servers.length > 0) return a.servers.map((s) => ({ label: s, address: s }));
-  let peers;
-  try {
-    const client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig));
-    try {
-      peers = await discoverHubblePeers(client);
-    } finally {
-      client.close();
-    }
-  } catch (err) {
-    throw new Error(`finding the agents in the cluster (use --server ADDR to name one): ${(err as Error).message}`, { cause: err });
-  }
-  const found = peers.flatMap((p) => (p.address !== undefined ? [{ label: `node ${p.node} (${p.address})`, address: p.address }] : []));
-  for (const p of peers) if (p.address === undefined) warn(`node ${p.node}: not asked: ${p.reason}\n`);
-  if (found.length === 0) throw new Error(`no node in the cluster has a Hubble address (${peers.length} CiliumNode(s) without one)`);
-  return found;
 }
 
 /** How long a server may take to answer a request that ends by itself (a replay) before it counts as not answering. */
@@ -174,20 +117,9 @@ export function lostEventsText(r: GetFlowsResponse): string {
   return `EVENTS LOST: ${l.source} ${Number(l.num_events_lost)}${r.node_name ? ` (node ${r.node_name})` : " (relay)"}`;
 }
 
-/**
- * Asks every server at once; one that fails is reported through `warn` and the others' flows are
- * still shown. Rejects only when no server answered.
- */
-async function fromEvery(targets: readonly ObserverTarget[], warn: (s: string) => void, read: (address: string) => Promise<void>): Promise<void> {
-  const results = await Promise.allSettled(targets.map((t) => read(t.address)));
-  const failures = results.flatMap((r, i) => (r.status === "rejected" ? [`${targets[i]!.label}: ${String((r.reason as Error).message ?? r.reason)}`] : []));
-  if (failures.length === targets.length) throw new Error(failures.length === 1 ? failures[0]! : `no observer answered:\n  ${failures.join("\n  ")}`);
-  for (const f of failures) warn(`${f}: its flows are missing\n`);
-}
-
 /** Runs observe with explicit output and an abort signal (tests); `run` wires it to the process. */
 export async function observe(a: ObserveArgs, out: (s: string) => void, signal?: AbortSignal, warn: (s: string) => void = () => {}): Promise<void> {
-  const targets = await targetsOf(a, warn);
+  const targets = await observerTargets(a, warn);
   if (a.follow) {
     // Replay, then stream, from every server at once; lines are printed as they arrive.
     await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => out(formatOne(f, a.output)), warn, signal));

@@ -10,6 +10,7 @@ import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { CONFIG_SOCKET_NAME, DEFAULT_L7_PROXY_SOCKET_DIR, EXTERNAL_FLOW_SOCKET_NAME } from "./l7proxy/external.ts";
 import { AgentRuntime } from "./runtime/agent-runtime.ts";
+import { runtimeEventSource } from "./runtime/event-relay.ts";
 import { DnsProxyMetrics } from "./dns/dns-metrics.ts";
 import type { DnsFlow } from "./dns/proxy.ts";
 import type { FqdnCacheOptions } from "../core/dns/fqdn-cache.ts";
@@ -633,6 +634,7 @@ export async function run(args: string[]): Promise<number> {
           log,
         })
       : undefined;
+  const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log }) : undefined;
   const agent = new NodeAgent({
     nodeName: f.nodeName,
     operator: f.operator,
@@ -678,9 +680,10 @@ export async function run(args: string[]): Promise<number> {
           }),
         }
       : {}),
-    ...(f.runtime ? { runtime: new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log }) } : {}),
+    ...(runtime ? { runtime } : {}),
     observer: {
-      hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}) },
+      // The runtime's process events beside the flows: the same addresses and TLS (flowapi/process-events.ts).
+      hubble: { socketPath: f.hubbleSocket, ...(hubbleTcp ? { tcp: hubbleTcp } : {}), ...(runtime ? { processEvents: runtimeEventSource(() => runtime.address()) } : {}) },
       ...(f.hubbleExport ? { hubbleExport: f.hubbleExport } : {}),
       ...(f.hubbleFlowLogs ? { flowLogs: { path: f.hubbleFlowLogs } } : {}),
       ...(f.flowExport ? { export: f.flowExport } : {}),

@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 import { hubbleApi } from "./proto.ts";
 import { flowBatchesService } from "./batch.ts";
+import { processEventsService } from "../process-events.ts";
 import type { GetFlowsRequest, GetFlowsResponse, HubbleNamespace, HubbleNode, ServerStatusResponse } from "./types.ts";
 
 /** The client's certificate and key, and the CA that signs the server's certificate. */
@@ -24,6 +25,7 @@ export function hubbleTarget(address: string): string {
 export class HubbleClient {
   private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   private readonly batches: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  private readonly events: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
   constructor(
     readonly address: string,
@@ -43,6 +45,7 @@ export class HubbleClient {
     const channel = { ...options, "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc-node.flow_control_window": 8 * 1024 * 1024 };
     this.client = new (hubbleApi().Client)(target, creds, channel) as never;
     this.batches = new (grpc.makeGenericClientConstructor(flowBatchesService(), "FlowBatches"))(target, creds, { ...channel, channelOverride: this.client.getChannel() }) as never;
+    this.events = new (grpc.makeGenericClientConstructor(processEventsService(), "ProcessEvents"))(target, creds, { ...channel, channelOverride: this.client.getChannel() }) as never;
   }
 
   private unary<T>(method: string, deadlineMs: number): Promise<T> {
@@ -71,6 +74,11 @@ export class HubbleClient {
   /** The same answer as `getFlows` from a Membrane agent, in batches of encoded responses (flowapi/hubble/batch.ts): the relay's hop. */
   getFlowBatches(req: GetFlowsRequest, options: grpc.CallOptions = {}): grpc.ClientReadableStream<Buffer> {
     return this.batches.GetFlowBatches!(req, options) as grpc.ClientReadableStream<Buffer>;
+  }
+
+  /** The node's runtime process events (flowapi/process-events.ts): the runtime's query, the stream's bytes in runs. */
+  getProcessEvents(query: string, options: grpc.CallOptions = {}): grpc.ClientReadableStream<Buffer> {
+    return this.events.GetEvents!(query, options) as grpc.ClientReadableStream<Buffer>;
   }
 
   /** All responses of a GetFlows request that ends by itself (not following). */

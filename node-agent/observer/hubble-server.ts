@@ -14,12 +14,15 @@ import { inWindow, parseFlowsRequest, replay } from "../../flowapi/hubble/getflo
 import { LostEvents, type LostAt } from "../../flowapi/hubble/lost.ts";
 import { msOf, type LostEventSource, type GetFlowsRequest, type GetFlowsResponse, type HubbleFlow, type HubbleNamespace, type HubbleNode, type ServerStatusResponse } from "../../flowapi/hubble/types.ts";
 import { membraneVersion } from "../health.ts";
+import { processEventsService, processEventsStatus, type ProcessEventSource } from "../../flowapi/process-events.ts";
 
 export interface HubbleListen {
   /** A unix socket (local clients, the relay on the same host). */
   readonly socketPath?: string;
   /** TCP `host:port` with mutual TLS: the server certificate and the CA that signs the clients (the relay's). */
   readonly tcp?: { readonly address: string; readonly cert: Buffer; readonly key: Buffer; readonly clientCa: Buffer };
+  /** The node's runtime process events, served on the same addresses (flowapi/process-events.ts); absent, the method says there is none. */
+  readonly processEvents?: ProcessEventSource;
 }
 
 /** Flows a following client may fall behind; what does not fit is lost to it, and it is told (Hubble's LostEvent). */
@@ -50,6 +53,8 @@ export class HubbleServer {
   private server: grpc.Server | null = null;
   private readonly startedAt = process.hrtime.bigint();
   private readonly streams = new Set<grpc.ServerWritableStream<GetFlowsRequest, unknown>>();
+  /** The process event streams being passed on, ended at stop. */
+  private readonly eventStreams = new Map<grpc.ServerWritableStream<string, Buffer>, AbortController>();
   private readonly views = new WeakMap<Flow, FlowView>();
   /** The following streams, told of events lost before the ring (reportLost). */
   private readonly followers = new Set<LostListener>();
@@ -75,6 +80,13 @@ export class HubbleServer {
     // The relay's hop: the same answer in batches of encoded flows (flowapi/hubble/batch.ts).
     server.addService(flowBatchesService(), { GetFlowBatches: (call: grpc.ServerWritableStream<GetFlowsRequest, Buffer>) => this.getFlows(call, true) });
     server.addService(healthService, healthHandlers);
+    const source = listen.processEvents;
+    server.addService(processEventsService(), {
+      GetEvents: (call: grpc.ServerWritableStream<string, Buffer>) =>
+        source === undefined
+          ? call.emit("error", grpcError(grpc.status.UNAVAILABLE, `node ${this.node}: the agent serves no process events (it runs without --enable-runtime)`))
+          : this.processEvents(source, call),
+    });
     this.server = server;
     if (listen.socketPath !== undefined) {
       // A socket left by a previous run is replaced; one that answers belongs to a running agent.
@@ -95,9 +107,37 @@ export class HubbleServer {
   async stop(): Promise<void> {
     for (const s of this.streams) s.end();
     this.streams.clear();
+    for (const [s, abort] of this.eventStreams) {
+      abort.abort();
+      s.end();
+    }
+    this.eventStreams.clear();
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  }
+
+  /** Passes the node's runtime stream on to one client until either ends; a failure is the client's gRPC error, naming the node. */
+  private processEvents(source: ProcessEventSource, call: grpc.ServerWritableStream<string, Buffer>): void {
+    const abort = new AbortController();
+    const done = (): void => {
+      abort.abort();
+      this.eventStreams.delete(call);
+    };
+    this.eventStreams.set(call, abort);
+    call.on("cancelled", done);
+    call.on("close", done);
+    call.on("finish", done);
+    source(call.request, call, abort.signal).then(
+      () => {
+        if (!abort.signal.aborted) call.end();
+      },
+      (err: unknown) => {
+        if (abort.signal.aborted) return;
+        const { code, message } = processEventsStatus(err);
+        call.emit("error", grpcError(code, `node ${this.node}: ${message}`));
+      },
+    );
   }
 
   private status(): ServerStatusResponse {

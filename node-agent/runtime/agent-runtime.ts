@@ -149,6 +149,13 @@ export class AgentRuntime {
     };
   }
 
+  /** Where the running runtime serves its live events (loopback; the agent passes them on under its TLS), or undefined. */
+  address(): string | undefined {
+    if (this.pid() === undefined) return undefined;
+    const a = this.readStatus()?.address;
+    return typeof a === "string" ? a : undefined;
+  }
+
   running(): boolean {
     return this.pid() !== undefined;
   }
