@@ -262,6 +262,13 @@ describe("charts/membrane", () => {
     assert.deepEqual(routingArgs(parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "encryption.wireguard.routing": "vxlan" }))), [], "ipsec: not passed");
   });
 
+  it("ipam.mode reaches the operator as --ipam (cluster-pool by default, kubernetes to take each node's pod CIDR from its Node)", async () => {
+    type Operator = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const ipamArgs = (objects: K8sObject[]) => (byKindName(objects, "Deployment", "membrane-operator") as Operator).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--ipam"));
+    assert.deepEqual(ipamArgs(rendered.default ?? []), ["--ipam=cluster-pool"]);
+    assert.deepEqual(ipamArgs(parseManifest(await renderText({ "ipam.mode": "kubernetes" }))), ["--ipam=kubernetes"]);
+  });
+
   it("with ipsec, the agents get no key material: they program no XFRM states yet (the Secret stays the operator's)", async () => {
     const objects = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec" }));
     const ds = byKindName(objects, "DaemonSet", "membrane-agent") as K8sObject & { spec: { template: { spec: { containers: { args: string[] }[]; volumes?: { secret?: { secretName: string } }[] } } } };
@@ -333,6 +340,7 @@ describe("charts/membrane", () => {
       ["a WireGuard routing the agent does not know", { "encryption.enabled": true, "encryption.wireguard.routing": "native" }, /encryption\/wireguard\/routing|encryption\.wireguard\.routing/],
       ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
       ["a pod CIDR that is not one", { clusterPodCIDR: "10.0.0.0/33" }, /clusterPodCIDR/],
+      ["an IPAM mode the operator does not know", { "ipam.mode": "eni" }, /ipam\/mode|ipam\.mode/],
       ["a GC interval that is not a duration", { "identity.gcInterval": "soon" }, /gcInterval/],
       ["a misspelt key", { "operator.replica": 3 }, /replica/],
       ["extended IP protocols switched on with a string", { "extendedIPProtocols.enabled": "yes" }, /extendedIPProtocols/],

@@ -17,14 +17,19 @@ export function targetHost(target: string): string {
   return i > 0 && t.indexOf(":") === i ? t.slice(0, i) : t;
 }
 
-/** mTLS (or server-only TLS without key and cert) channel credentials for `target`. */
-export function sslCredentials(target: string, ca: Buffer, key?: Buffer, cert?: Buffer): grpc.ChannelCredentials {
+/**
+ * mTLS (or server-only TLS without key and cert) channel credentials for `target`; with `serverName` the
+ * certificate is verified for that name whatever the target (a Service dialled at its ClusterIP).
+ */
+export function sslCredentials(target: string, ca: Buffer, key?: Buffer, cert?: Buffer, serverName?: string): grpc.ChannelCredentials {
+  if (serverName !== undefined) return grpc.credentials.createSsl(ca, key ?? null, cert ?? null, { checkServerIdentity: (_name, peer) => checkServerIdentity(serverName, peer) });
   const host = targetHost(target);
   if (isIP(host) === 0) return grpc.credentials.createSsl(ca, key ?? null, cert ?? null);
   return grpc.credentials.createSsl(ca, key ?? null, cert ?? null, { checkServerIdentity: (_name, peer) => checkServerIdentity(host, peer) });
 }
 
-/** Channel options to pass with `sslCredentials` for `target`. */
-export function sslChannelOptions(target: string): grpc.ChannelOptions {
+/** Channel options to pass with `sslCredentials` for `target` (and the same `serverName`, sent as SNI). */
+export function sslChannelOptions(target: string, serverName?: string): grpc.ChannelOptions {
+  if (serverName !== undefined) return { "grpc.ssl_target_name_override": serverName };
   return isIP(targetHost(target)) === 0 ? {} : { "grpc.ssl_target_name_override": IP_TARGET_SERVER_NAME };
 }

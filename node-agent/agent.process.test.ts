@@ -11,12 +11,14 @@ import { Datapath } from "./bpf/datapath.ts";
 import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { parseAgentFlags } from "./main.ts";
-import { AgentTestbed, HOST_IP, POD_IP, capturingLogger, stateAllowing, until } from "./testing/agent.ts";
+import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./testing/agent.ts";
+import { hostIfname } from "./cni/podnet.ts";
 import { ipIn } from "./bpf/netns.ts";
 
 const run = promisify(execFile);
 
 const MEMBRANE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");
+const MEMBRANE_CNI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane-cni");
 
 describe("membrane agent (process)", () => {
   const tb = new AgentTestbed(`m6p${process.pid % 100000}`);
@@ -26,11 +28,13 @@ describe("membrane agent (process)", () => {
   const lines: Record<string, unknown>[] = [];
 
   const report = () => server?.reports().find((r) => r.node === tb.node);
+  /** The CNI plugin's IPAM state dir of this "node" (read by the agent at start to tell pods it must adopt from stale links). */
+  const cniStateDir = (): string => path.join(tb.dir, "cni-state");
   const startAgent = (...extra: string[]): ChildProcess => {
     const child = spawn(MEMBRANE, [
       "agent", "--node-name", tb.node, "--operator", `127.0.0.1:${port}`,
       "--tls-cert", tb.pki!.file(`${tb.node}.crt`), "--tls-key", tb.pki!.file(`${tb.node}.key`), "--tls-ca", tb.pki!.file("ca.crt"),
-      "--bpf-scope", tb.scope, "--cni-socket", tb.socketPath, "--state-dir", path.join(tb.dir, "state"), "--netns", tb.nsHost,
+      "--bpf-scope", tb.scope, "--cni-socket", tb.socketPath, "--state-dir", path.join(tb.dir, "state"), "--cni-state-dir", cniStateDir(), "--netns", tb.nsHost,
       "--hubble-socket", path.join(tb.dir, "hubble.sock"), "--metrics-address", "127.0.0.1:0", ...extra,
     ], { stdio: ["ignore", "pipe", "pipe"] });
     children.push(child);
@@ -47,6 +51,7 @@ describe("membrane agent (process)", () => {
 
   before(async () => {
     await tb.setUp();
+    fs.mkdirSync(cniStateDir());
     server = new DistributionServer(tb.serverTls(), capturingLogger([]));
     port = await server.listen(0);
   });
@@ -127,7 +132,7 @@ describe("membrane agent (process)", () => {
     assert.equal(await exited(third), 0);
   });
 
-  it("at start, a record whose link is gone is dropped, a pod veth with no record is removed, and ghost endpoint entries go; the real pod keeps its policy", async () => {
+  it("at start, a record whose link is gone is dropped, a pod veth with no record whose pod the CNI plugin's IPAM does not hold is removed, and ghost endpoint entries go; the real pod keeps its policy", async () => {
     const stateDir = path.join(tb.dir, "state");
     const records = JSON.parse(fs.readFileSync(path.join(stateDir, "endpoints.json"), "utf8")) as unknown[];
     records.push({ containerId: "gone", namespace: "default", pod: "gone", hostIfname: "mbr00000000000", hostIfindex: 99999, ips: ["10.202.0.77"] });
@@ -158,6 +163,63 @@ describe("membrane agent (process)", () => {
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
     fourth.kill("SIGTERM");
     assert.equal(await exited(fourth), 0);
+  });
+
+  it("a pod the CNI plugin wired while no agent ran (a network config without the agent) keeps its network and is adopted and enforced by the agent that starts", async () => {
+    const podNs = `${tb.tag}-early`;
+    const containerId = `${tb.tag}-early-container`;
+    const conf = { cniVersion: "1.0.0", name: "membrane", type: "membrane-cni", podCIDR: "10.202.5.0/24", stateDir: cniStateDir(), logLevel: "silent" };
+    const plugin = (command: "ADD" | "DEL", extra: Record<string, unknown> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+      new Promise((resolve) => {
+        const child = spawn("ip", ["netns", "exec", tb.nsHost, MEMBRANE_CNI], {
+          env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: command, CNI_PATH: "/opt/cni/bin", CNI_CONTAINERID: containerId, CNI_NETNS: `/var/run/netns/${podNs}`, CNI_IFNAME: "eth0", CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=early" },
+          stdio: ["pipe", "pipe", "pipe"],
+        });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        child.on("exit", (code) => resolve({ code, stdout, stderr }));
+        child.stdin.end(JSON.stringify({ ...conf, ...extra }));
+      });
+    // From the pod to the testbed's server on the node (HOST_IP: the peer the policy names).
+    const reaches = async (port: number): Promise<boolean> => {
+      try {
+        await run("ip", ["netns", "exec", podNs, "timeout", "1.5", "bash", "-c", `exec 3<>/dev/tcp/${HOST_IP}/${port}`]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await run("ip", ["netns", "add", podNs]);
+    try {
+      const added = await plugin("ADD");
+      assert.equal(added.code, 0, `ADD without an agent: ${added.stdout} ${added.stderr}`);
+      const ip = ((JSON.parse(added.stdout) as { ips: { address: string }[] }).ips[0]!.address).split("/")[0]!;
+      assert.deepEqual([await reaches(8080), await reaches(8081)], [true, true], "wired and not enforced before the agent");
+      // The operator knows the pod (its identity is the registered pod's, which may reach 8081 only).
+      server!.publish(tb.node, stateAllowing([8081], 30, [{ prefix: `${ip}/32`, identity: POD_ID, node: "192.0.2.1" }]));
+      lines.length = 0;
+      const agent = startAgent();
+      const done = await until("reconciled", () => lines.find((l) => l.msg === "endpoints reconciled with host links"), 20000);
+      assert.deepEqual([done.adopted, done.linksRemoved], [1, 0], JSON.stringify(done));
+      assert.ok(lines.some((l) => l.msg === "pod veth wired without the agent adopted as an endpoint" && l.containerId === containerId && l.ip === ip));
+      const hostIf = hostIfname(containerId);
+      const ifindex = Number(JSON.parse((await run("ip", ["-n", tb.nsHost, "-j", "link", "show", "dev", hostIf])).stdout)[0].ifindex);
+      assert.ok(attachedProgramId({ ifindex, direction: "ingress", netns: tb.nsHost }), "the agent's programs run on the adopted veth");
+      const records = JSON.parse(fs.readFileSync(path.join(tb.dir, "state", "endpoints.json"), "utf8")) as { containerId: string; ips: string[] }[];
+      assert.deepEqual(records.find((r) => r.containerId === containerId)?.ips, [ip]);
+      await until("new state acked", () => report()?.acked?.policyGenerations[0]?.generation === 30, 20000);
+      assert.deepEqual([await reaches(8080), await reaches(8081)], [false, true], "the adopted pod keeps its network and its policy is enforced");
+      // Its DEL through the agent, as the runtime would send it now: record and link gone.
+      const deleted = await plugin("DEL", { agentSocket: tb.socketPath });
+      assert.equal(deleted.code, 0, deleted.stderr);
+      assert.ok(!(JSON.parse(fs.readFileSync(path.join(tb.dir, "state", "endpoints.json"), "utf8")) as { containerId: string }[]).some((r) => r.containerId === containerId));
+      agent.kill("SIGTERM");
+      assert.equal(await exited(agent), 0);
+    } finally {
+      await run("ip", ["netns", "del", podNs]).catch(() => undefined);
+    }
   });
 
   it("--policy-enforcement-mode: never lets everything through, always enforces a direction no policy selects, default only what policy selects", async () => {

@@ -11,7 +11,7 @@ import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
 import { IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
 import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
-import { type HostLink, listHostLinks, planEndpointReconcile, removeHostLink } from "./endpoint-links.ts";
+import { type HostLink, type WiredPod, listHostLinks, planEndpointReconcile, readWiredPods, removeHostLink } from "./endpoint-links.ts";
 import type { EndpointLink } from "./endpoint-mtu.ts";
 import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
 import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, remotePodPrefixes, sameIpcacheEntry } from "./ipcache.ts";
@@ -70,7 +70,8 @@ export interface AgentOptions {
   readonly nodeName: string;
   /** host:port of the operator's distribution server. */
   readonly operator: string;
-  readonly tls: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+  /** The operator's CA and the agent's client certificate; `serverName`: the name the operator's certificate is checked for when `operator` is an address (its Service's ClusterIP). */
+  readonly tls: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer; readonly serverName?: string };
   /** The pod's projected ServiceAccount token file (chart); read again at each connect. */
   readonly tokenFile?: string;
   readonly datapath: AgentDatapath;
@@ -93,8 +94,13 @@ export interface AgentOptions {
   readonly hostFirewall?: HostFirewall;
   /** Where the last acknowledged state is kept, so a restart resumes from its version (JSON); snapshot after every restart when absent. */
   readonly appliedFile?: string;
-  /** The host links to reconcile the endpoints against at start (tests replace them); the `mbr*` veths of `netns` when absent. */
-  readonly hostLinks?: { list(): HostLink[]; remove(link: HostLink): void };
+  /**
+   * The host links to reconcile the endpoints against at start and the pods the CNI plugin wired (tests replace
+   * them); the `mbr*` veths of `netns` and the IPAM state in `cniStateDir` when absent.
+   */
+  readonly hostLinks?: { list(): HostLink[]; remove(link: HostLink): void; wiredPods?(): WiredPod[] | undefined };
+  /** The CNI plugin's IPAM state dir (its stateDir): a pod veth no record owns is adopted when its pod is there, removed only when not. */
+  readonly cniStateDir?: string;
   /** The node's DNS proxy (dns/agent-dns.ts): DNS rules decided, toFQDNs learned; absent, neither is enforced here (the hello says so). */
   readonly dns?: AgentDnsProxy;
   /** The node's L7 proxy (l7proxy/agent-l7.ts): HTTP rules decided; absent, they are plain allows here (the hello says so). */
@@ -266,7 +272,7 @@ export class NodeAgent {
       await this.startObserver(this.opts.observer).catch((err: Error) => this.log.error({ error: err.message }, "observer not started; verdicts are counted but not served"));
     }
     this.client = new StreamClient(this.opts.operator, agentCredentials(this.opts.operator, this.opts.tls, this.opts.tokenFile), {
-      ...sslChannelOptions(this.opts.operator),
+      ...sslChannelOptions(this.opts.operator, this.opts.tls.serverName),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       // gRPC refuses messages over 4 MiB by default: the snapshot of a 50,000-pod ipcache is ~5 MiB (bench/scale).
@@ -869,9 +875,11 @@ export class NodeAgent {
 
   /**
    * After a restart the records and the kernel may disagree (a DEL while the agent was down, a lost
-   * state file): a record whose veth is gone is dropped with its endpoint entries; a `mbr*` veth no
-   * record owns is a pod nothing enforces for, so it is removed (fail closed: the runtime's CHECK
-   * sees it, and an ADD re-creates it through the agent); endpoint entries no record owns go too.
+   * state file, pods wired by a network config without the agent before it started): a record whose
+   * veth is gone is dropped with its endpoint entries; a `mbr*` veth no record owns is adopted when the
+   * CNI plugin's IPAM still holds its pod with the address routed over it (as Cilium restores its
+   * endpoints: the pod keeps its network and is enforced from here on), removed only when the IPAM
+   * proves its pod gone, and left alone (logged) otherwise; endpoint entries no record owns go too.
    */
   private reconcileEndpoints(): void {
     const links = this.opts.hostLinks ?? { list: () => listHostLinks(this.opts.netns), remove: (l: HostLink) => removeHostLink(l, this.opts.netns) };
@@ -883,10 +891,35 @@ export class NodeAgent {
       this.log.error({ netns: this.opts.netns, error: (err as Error).message }, "listing the pods' host links failed; endpoints not reconciled");
       return;
     }
-    const plan = planEndpointReconcile([...this.endpoints.values()], found);
+    // After the list: a pod's address is allocated before its link is made, so every listed link's pod is in this read.
+    let wired: WiredPod[] | undefined;
+    try {
+      wired = links.wiredPods ? links.wiredPods() : this.opts.cniStateDir !== undefined ? readWiredPods(this.opts.cniStateDir) : undefined;
+    } catch (err) {
+      this.log.error({ cniStateDir: this.opts.cniStateDir, error: (err as Error).message }, "reading the CNI plugin's IPAM state failed; pod veths without a record are left alone");
+    }
+    const plan = planEndpointReconcile([...this.endpoints.values()], found, wired);
     for (const ep of plan.stale) {
       this.endpoints.delete(ep.containerId);
       this.log.warn({ namespace: ep.namespace, name: ep.pod, containerId: ep.containerId, hostIfname: ep.hostIfname, ifindex: ep.hostIfindex }, "endpoint record without its host link dropped");
+    }
+    const adopted: Endpoint[] = [];
+    for (const { link, pod } of plan.adopt) {
+      const ep: Endpoint = { containerId: pod.containerId, hostIfname: link.ifname, hostIfindex: link.ifindex, ips: [pod.ip] };
+      try {
+        // Written before the programs attach, as for an ADD: the first packet judged is judged by this entry.
+        this.writeEndpoint(ep, enforcedState(this.applied, this.mode));
+        this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
+        this.endpoints.set(ep.containerId, ep);
+        adopted.push(ep);
+        this.log.info({ containerId: pod.containerId, hostIfname: link.ifname, ifindex: link.ifindex, ip: pod.ip }, "pod veth wired without the agent adopted as an endpoint");
+      } catch (err) {
+        for (const ip of ep.ips) tryDelete(() => this.opts.datapath.deleteEndpoint(ip));
+        this.log.error({ containerId: pod.containerId, hostIfname: link.ifname, ifindex: link.ifindex, error: (err as Error).message }, "pod veth wired without the agent not adopted: it is not enforced");
+      }
+    }
+    for (const link of plan.unproven) {
+      this.log.warn({ hostIfname: link.ifname, ifindex: link.ifindex, cniStateDir: this.opts.cniStateDir }, "host link without an endpoint record left alone: the CNI plugin's IPAM does not prove its pod gone, nor names its pod");
     }
     for (const link of plan.orphans) {
       try {
@@ -897,13 +930,13 @@ export class NodeAgent {
       }
     }
     // Endpoint map entries of no kept record (the dropped ones, and any a crash left) fail nothing open, but are ghosts.
-    const keepKeys = new Set(plan.keep.flatMap((ep) => ep.ips.map((ip) => encodeEndpointKey(ip).toString("hex"))));
+    const keepKeys = new Set([...plan.keep, ...adopted].flatMap((ep) => ep.ips.map((ip) => encodeEndpointKey(ip).toString("hex"))));
     const endpointsMap = this.opts.datapath.object.map("membrane_endpoints");
     let ghosts = 0;
     for (const k of endpointsMap.keys()) {
       if (!keepKeys.has(k.toString("hex")) && endpointsMap.delete(k)) ghosts++;
     }
-    if (plan.stale.length > 0) this.saveEndpoints();
+    if (plan.stale.length > 0 || adopted.length > 0) this.saveEndpoints();
     // The kept endpoints switch to this agent's programs (in place: no packet meets a bare interface),
     // so that a new version's datapath reaches the pods that were already running.
     let reattached = 0;
@@ -923,7 +956,7 @@ export class NodeAgent {
     } catch (err) {
       this.log.error({ error: (err as Error).message }, "pruning the program links of deleted interfaces failed");
     }
-    this.log.info({ endpoints: plan.keep.length, dropped: plan.stale.length, linksRemoved: plan.orphans.length, ghostEntries: ghosts, defunctLinks, reattached }, "endpoints reconciled with host links");
+    this.log.info({ endpoints: plan.keep.length + adopted.length, dropped: plan.stale.length, adopted: adopted.length, linksRemoved: plan.orphans.length, linksLeftAlone: plan.unproven.length, ghostEntries: ghosts, defunctLinks, reattached }, "endpoints reconciled with host links");
   }
 
   /** The last acknowledged state, if the pinned maps still hold it; else the first message must be a snapshot. */

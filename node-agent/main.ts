@@ -24,7 +24,8 @@ import { parseHostPort } from "../core/cidr.ts";
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
 import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { CiliumNodeHealth, agentHeartbeat } from "./health.ts";
-import { installCniPlugin, writeCniConflist } from "./cni-install.ts";
+import { NETWORK_NAME, installCniPlugin, writeCniConflist } from "./cni-install.ts";
+import { DEFAULT_STATE_ROOT } from "./cni/spec.ts";
 import { UNDERLAY_MTU, WIREGUARD_ROUTINGS, type WireguardRouting, podMtu } from "./mtu.ts";
 import { applyEndpointMtu } from "./endpoint-mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
@@ -41,8 +42,8 @@ import { NodeLabelsWatch } from "./node-labels.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
 
-const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE
-                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
+const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
+                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
                       [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
@@ -56,10 +57,15 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
+  --operator-server-name  the name its certificate is checked for, when --operator is an address: the chart dials the
+                operator Service's ClusterIP (Kubernetes' service environment, no DNS: cluster DNS is a pod the agent
+                itself keeps closed until the operator's first state reaches it) and checks the Service's DNS name
   --tls-cert, --tls-key, --tls-ca   the agent's client certificate, its key, and the CA of the operator
   --bpf-scope   maps are pinned under /sys/fs/bpf/membrane/SCOPE (default: the node name)
   --cni-socket  the endpoint socket the CNI plugin calls (default /run/membrane/agent.sock)
   --state-dir   where the agent keeps its endpoints and last acknowledged state across restarts (default /var/lib/membrane/agent)
+  --cni-state-dir  the CNI plugin's IPAM state (its stateDir; default /var/lib/membrane/cni/membrane): at start a pod veth the
+                agent has no record of is adopted when its pod is there, removed only when it is not, else left alone
   --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
   --hubble-socket    the observer: Hubble's Observer gRPC API (membrane observe, hubble observe --server unix://PATH) on this unix socket
@@ -156,12 +162,16 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT --tls
 export interface AgentFlags {
   readonly nodeName: string;
   readonly operator: string;
+  /** The name the operator's certificate must carry when `operator` is dialled by address. */
+  readonly operatorServerName?: string;
   readonly tlsCert: string;
   readonly tlsKey: string;
   readonly tlsCa: string;
   readonly bpfScope: string;
   readonly cniSocket: string;
   readonly stateDir: string;
+  /** The CNI plugin's IPAM state dir, read at start to adopt the pods it wired while the agent was away. */
+  readonly cniStateDir: string;
   readonly netns?: string;
   readonly nodeIP?: string;
   /** The node device by name (--node-device); null: none; absent: detected from --node-ip. */
@@ -245,12 +255,14 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       options: {
         "node-name": { type: "string" },
         operator: { type: "string" },
+        "operator-server-name": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "tls-ca": { type: "string" },
         "bpf-scope": { type: "string" },
         "cni-socket": { type: "string" },
         "state-dir": { type: "string" },
+        "cni-state-dir": { type: "string" },
         netns: { type: "string" },
         "node-ip": { type: "string" },
         "node-device": { type: "string" },
@@ -425,6 +437,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
   const l7ProxyExternal = externalL7ProxyFlags(str("external-l7-proxy"), str("l7-proxy-socket-dir"), l7Proxy);
   if (typeof l7ProxyExternal === "string") return { ok: false, error: l7ProxyExternal };
+  const operatorServerName = str("operator-server-name");
+  if (operatorServerName !== undefined && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(operatorServerName)) return { ok: false, error: `--operator-server-name: a DNS name is required, got ${JSON.stringify(operatorServerName)}` };
+  const cniStateDir = str("cni-state-dir");
+  if (cniStateDir !== undefined && !path.isAbsolute(cniStateDir)) return { ok: false, error: `--cni-state-dir: an absolute path is required, got ${JSON.stringify(cniStateDir)}` };
   const runtimeFlag = str("enable-runtime");
   if (runtimeFlag !== undefined && runtimeFlag !== "true" && runtimeFlag !== "false") return { ok: false, error: `--enable-runtime: must be true or false, got ${JSON.stringify(runtimeFlag)}` };
   return {
@@ -432,12 +448,14 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
     flags: {
       nodeName,
       operator,
+      ...(operatorServerName !== undefined ? { operatorServerName } : {}),
       tlsCert: str("tls-cert")!,
       tlsKey: str("tls-key")!,
       tlsCa: str("tls-ca")!,
       bpfScope: scope,
       cniSocket: str("cni-socket") ?? "/run/membrane/agent.sock",
       stateDir: str("state-dir") ?? "/var/lib/membrane/agent",
+      cniStateDir: cniStateDir ?? path.join(DEFAULT_STATE_ROOT, NETWORK_NAME),
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
       ...(nodeDevice !== undefined ? { nodeDevice: nodeDevice === "none" ? null : nodeDevice } : {}),
@@ -596,9 +614,9 @@ export async function run(args: string[]): Promise<number> {
   }
   const f = parsed.flags;
   const log = pino({ level: f.logLevel, base: { component: "agent" } });
-  let tls: { ca: Buffer; cert: Buffer; key: Buffer };
+  let tls: { ca: Buffer; cert: Buffer; key: Buffer; serverName?: string };
   try {
-    tls = { ca: fs.readFileSync(f.tlsCa), cert: fs.readFileSync(f.tlsCert), key: fs.readFileSync(f.tlsKey) };
+    tls = { ca: fs.readFileSync(f.tlsCa), cert: fs.readFileSync(f.tlsCert), key: fs.readFileSync(f.tlsKey), ...(f.operatorServerName ? { serverName: f.operatorServerName } : {}) };
   } catch (err) {
     process.stderr.write(`membrane agent: reading the TLS files: ${(err as Error).message}\n`);
     return 1;
@@ -642,6 +660,7 @@ export async function run(args: string[]): Promise<number> {
     datapath,
     cniSocket: f.cniSocket,
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
+    cniStateDir: f.cniStateDir,
     appliedFile: path.join(f.stateDir, "applied.json"),
     podMtu: {
       mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting),

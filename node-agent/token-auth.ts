@@ -38,7 +38,7 @@ export function tokenCallCredentials(file: string): grpc.CallCredentials {
 }
 
 /** mTLS channel credentials (the shared client certificate) plus the token on every call. */
-export function agentCredentials(target: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }, tokenFile: string | undefined): grpc.ChannelCredentials {
-  const ssl = sslCredentials(target, tls.ca, tls.key, tls.cert);
+export function agentCredentials(target: string, tls: { ca: Buffer; cert: Buffer; key: Buffer; serverName?: string }, tokenFile: string | undefined): grpc.ChannelCredentials {
+  const ssl = sslCredentials(target, tls.ca, tls.key, tls.cert, tls.serverName);
   return tokenFile === undefined ? ssl : grpc.credentials.combineChannelCredentials(ssl, tokenCallCredentials(tokenFile));
 }

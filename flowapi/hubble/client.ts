@@ -1,5 +1,4 @@
 // A client of Hubble's Observer API (an agent's or the relay's): unix socket, or TCP with mutual TLS.
-import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 import { hubbleApi } from "./proto.ts";
@@ -33,13 +32,8 @@ export class HubbleClient {
   ) {
     const target = hubbleTarget(address);
     const useTls = tls !== undefined && !address.startsWith("unix:");
-    const named = useTls && tls.serverName !== undefined;
-    const creds = !useTls
-      ? grpc.credentials.createInsecure()
-      : named
-        ? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: (_host, peer) => checkServerIdentity(tls.serverName!, peer) })
-        : sslCredentials(target, tls.ca, tls.key, tls.cert);
-    const options = !useTls ? {} : named ? { "grpc.ssl_target_name_override": tls.serverName! } : sslChannelOptions(target);
+    const creds = !useTls ? grpc.credentials.createInsecure() : sslCredentials(target, tls.ca, tls.key, tls.cert, tls.serverName);
+    const options = !useTls ? {} : sslChannelOptions(target, tls.serverName);
     // A window of 8 MiB instead of HTTP/2's 64 KiB: a follower at tens of thousands of flows per second would
     // otherwise wait for a window update every couple of hundred flows (bench/README.md, flows).
     const channel = { ...options, "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc-node.flow_control_window": 8 * 1024 * 1024 };

@@ -2,7 +2,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
-import { cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { CHART_DIR } from "../chart.ts";
+import { parseAgentFlags } from "../../node-agent/main.ts";
+import { parseNetConf } from "../../node-agent/cni/spec.ts";
+import { parsePrefix, prefixContains } from "../../core/cidr.ts";
+
+const contains = (outer: string, inner: string): boolean => prefixContains(parsePrefix(outer)!, parsePrefix(inner)!);
+import { MEMBRANE_CHART_VALUES, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -13,7 +21,7 @@ describe("real node plan", () => {
     assert.ok(r.plan.hostInterface.length <= 15, "an interface name fits IFNAMSIZ");
     assert.equal(r.plan.hostAddress, "10.254.0.13");
     assert.equal(r.plan.nodeAddress, "10.254.0.14");
-    assert.equal(r.plan.podCIDR, "10.253.3.0/24");
+    assert.equal(r.plan.podCIDR, "10.244.3.0/24");
     assert.equal(r.plan.cgroupName, "membrane-realnode-worker-1");
   });
 
@@ -69,10 +77,27 @@ describe("real node files", () => {
     assert.match(c, /conf_dir = "\/tmp\/n\/cni\/net.d"/);
   });
 
-  test("pods are wired by Membrane's CNI plugin on the node's pod CIDR, its state in the node dir", () => {
+  test("pods are wired by Membrane's CNI plugin on the node's pod CIDR, its IPAM state where the agent's own conflist keeps it", () => {
     const c = JSON.parse(cniConflist(plan)) as { name: string; plugins: Record<string, unknown>[] };
     assert.equal(c.name, "membrane");
-    assert.deepEqual(c.plugins, [{ type: "membrane-cni", podCIDR: "10.253.3.0/24", mtu: 1500, stateDir: "/tmp/n/cni/state" }]);
+    // No stateDir: the plugin's default, which the agent reads at start (--cni-state-dir) to adopt these pods.
+    assert.deepEqual(c.plugins, [{ type: "membrane-cni", podCIDR: "10.244.3.0/24", mtu: 1500 }]);
+    const agent = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
+    assert.ok(agent.ok);
+    assert.equal(parseNetConf({ cniVersion: "1.0.0", name: c.name, ...c.plugins[0] }).stateDir, agent.flags.cniStateDir);
+  });
+
+  test("one pod CIDR source: every node's pod CIDR lies in kube-proxy's cluster CIDR, which is the clusterPodCIDR the chart is installed with, taken from each Node by the operator", () => {
+    const chartDefault = (parse(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { clusterPodCIDR: string }).clusterPodCIDR;
+    for (const index of [0, 1, 7, 255]) {
+      const p = planRealNode({ name: `n${index}`, dir: "/tmp/n", index });
+      assert.ok(p.ok);
+      const proxy = parse(kubeProxyConfig(p.plan)) as { clusterCIDR: string };
+      assert.equal(proxy.clusterCIDR, MEMBRANE_CHART_VALUES.clusterPodCIDR);
+      assert.ok(contains(proxy.clusterCIDR, p.plan.podCIDR), `${p.plan.podCIDR} in ${proxy.clusterCIDR}`);
+      assert.ok(contains(chartDefault, p.plan.podCIDR), `${p.plan.podCIDR} in the chart's default ${chartDefault}`);
+    }
+    assert.equal(MEMBRANE_CHART_VALUES["ipam.mode"], "kubernetes");
     assert.match(containerdConfig(plan, "p"), /bin_dir = "\/tmp\/n\/cni\/bin"/);
   });
 
@@ -104,7 +129,7 @@ describe("real node files", () => {
     const c = parse(kubeProxyConfig(plan)) as Record<string, unknown> & { conntrack: Record<string, unknown>; clientConnection: { kubeconfig: string } };
     assert.equal(c["mode"], "nftables");
     assert.equal(c["hostnameOverride"], "worker-1");
-    assert.equal(c["clusterCIDR"], "10.253.0.0/16");
+    assert.equal(c["clusterCIDR"], "10.244.0.0/16");
     assert.equal(c.clientConnection.kubeconfig, "/tmp/n/kube-proxy.kubeconfig");
     assert.deepEqual(c.conntrack, { maxPerCore: 0, min: 0, tcpEstablishedTimeout: "0s", tcpCloseWaitTimeout: "0s", udpTimeout: "0s", udpStreamTimeout: "0s" });
     const k = parse(kubeProxyKubeconfig(plan, 6443, "/pki/ca.crt")) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };

@@ -17,7 +17,11 @@ export interface RealNodePlan {
   hostAddress: string;
   /** The node's InternalIP (its eth0): the API server reaches the kubelet here. */
   nodeAddress: string;
-  /** The pods' CIDR on this node (the CNI plugin's range). */
+  /**
+   * The pods' CIDR on this node, a /24 of CLUSTER_POD_CIDR: the Node's spec.podCIDR (set by startRealNode, as
+   * kube-controller-manager's --allocate-node-cidrs would), so the CNI plugin's range before the agent, the
+   * CiliumNode's (operator --ipam kubernetes) and kube-proxy's cluster CIDR are one source of truth.
+   */
   podCIDR: string;
   /** `/<cgroupName>` in every hierarchy: the node's processes in `node`, its pods under `kubepods`. */
   cgroupName: string;
@@ -30,7 +34,7 @@ export interface PlanOptions {
   name: string;
   /** Where the node keeps everything (configs, containerd root, kubelet root, logs); removed by stop(). */
   dir: string;
-  /** 0-255: picks the node's /30 in 10.254.0.0/16 and pod CIDR 10.253.<index>.0/24; default from a hash of the name. */
+  /** 0-255: picks the node's /30 in 10.254.0.0/16 and pod CIDR 10.244.<index>.0/24; default from a hash of the name. */
   index?: number;
 }
 
@@ -55,7 +59,7 @@ export function planRealNode(opts: PlanOptions): PlanResult {
       hostInterface: `rn${tag}`,
       hostAddress: `10.254.${base >> 8}.${(base & 255) + 1}`,
       nodeAddress: `10.254.${base >> 8}.${(base & 255) + 2}`,
-      podCIDR: `10.253.${index}.0/24`,
+      podCIDR: `${CLUSTER_POD_CIDR.split(".").slice(0, 2).join(".")}.${index}.0/24`,
       cgroupName: `membrane-realnode-${opts.name}`,
       dir: opts.dir,
     },
@@ -84,7 +88,6 @@ export function realNodePaths(dir: string) {
     cniConfDir: join(dir, "cni", "net.d"),
     /** containerd's CNI bin dir: the membrane-cni launcher and a link to Debian's loopback plugin. */
     cniBinDir: join(dir, "cni", "bin"),
-    cniStateDir: join(dir, "cni", "state"),
     /** Bind-mounted over /var/log inside the node: pod logs and the kubelet's /var/log/containers links. */
     logDir: join(dir, "log"),
     volumePluginDir: join(dir, "volume-plugins"),
@@ -132,12 +135,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 /**
  * The pod network: Membrane's own CNI plugin (`node-agent/cni`), with no agent yet — it wires each pod's
- * veth, address (host-local IPAM on the node's pod CIDR) and routes, and enforces nothing. Checked by the
- * plugin's own parser, so the node never installs a config the plugin refuses.
+ * veth, address (host-local IPAM on the node's pod CIDR) and routes, and enforces nothing. Its IPAM state is
+ * the plugin's default stateDir (in the node's private /var/lib), the one the agent's own conflist uses later
+ * and the agent reads at start to adopt these pods. Checked by the plugin's own parser, so the node never
+ * installs a config the plugin refuses.
  */
 export function cniConflist(plan: RealNodePlan): string {
   // The node's eth0 is a plain 1500-byte veth: no VXLAN between real nodes yet.
-  const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500, stateDir: realNodePaths(plan.dir).cniStateDir };
+  const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500 };
   parseNetConf({ cniVersion: "1.0.0", name: CNI_NETWORK, ...plugin });
   return JSON.stringify({ cniVersion: "1.0.0", name: CNI_NETWORK, plugins: [plugin] }, null, 2);
 }
@@ -155,8 +160,17 @@ export const SERVICE_CIDR = "10.96.0.0/16";
 /** The kube-dns Service's ClusterIP (kubeadm's: the tenth address of the Service range): the kubelets' clusterDNS (coredns.ts). */
 export const CLUSTER_DNS_ADDRESS = "10.96.0.10";
 export const CLUSTER_DOMAIN = "cluster.local";
-/** Every real node's pod CIDR (10.253.<index>.0/24) lies in it: kube-proxy's cluster CIDR (traffic from outside it is masqueraded). */
-export const CLUSTER_POD_CIDR = "10.253.0.0/16";
+/**
+ * Every real node's pod CIDR (10.244.<index>.0/24) lies in it: kube-proxy's cluster CIDR (traffic from outside it
+ * is masqueraded) and the chart's clusterPodCIDR (MEMBRANE_CHART_VALUES); the chart's own default too.
+ */
+export const CLUSTER_POD_CIDR = "10.244.0.0/16";
+
+/**
+ * The chart values a real-node cluster needs so that Membrane assigns the addresses the cluster routes: each
+ * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR.
+ */
+export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR } as const;
 
 /**
  * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on

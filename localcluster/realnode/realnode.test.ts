@@ -10,7 +10,8 @@ import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CHART_DIR, setArgs } from "../chart.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, MEMBRANE_CHART_VALUES, realNodePaths } from "./config.ts";
+import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
@@ -328,10 +329,18 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     });
   }
 
-  test("the chart's operator, webhook and agent run from the image as real pods: the agent reaches the operator through its Service and installs its CNI plugin", async () => {
+  test("the chart's operator, webhook and agent run from the image as real pods: the agent reaches the operator at its Service's ClusterIP, adopts the pods wired before it, and installs its CNI plugin on the Node's pod CIDR", async () => {
     await membraneImage();
     const paths = realNodePaths(node!.plan.dir);
+    // CoreDNS runs on the pod network already, wired by the node's CNI config before any agent.
+    const dnsBefore = await eventually("the CoreDNS pod", 60_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json"]);
+      const p = (JSON.parse(r.stdout) as { items: (PodView & { metadata: { uid: string }; status: { containerStatuses?: { restartCount: number }[] } })[] }).items[0];
+      return p?.status.podIP ? p : undefined;
+    });
     const install = await cp!.helm(["install", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--create-namespace", ...setArgs({
+      // Each node's pod CIDR from its Node (as the CNI config before the agent had it), inside kube-proxy's cluster CIDR.
+      ...MEMBRANE_CHART_VALUES,
       // One of each keeps the file short on two cores; the chart's 2 replicas are the same pods twice.
       "operator.replicas": 1,
       "webhook.replicas": 1,
@@ -343,13 +352,6 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       "agent.cniConfDir": paths.cniConfDir,
     })]);
     assert.equal(install.code, 0, install.stderr);
-    // The agent dials the operator's Service by name. Cluster DNS is itself a pod-network pod the agent must open
-    // first, so the node's /etc/hosts gives the name the Service's ClusterIP (kube-proxy routes it to the
-    // operator's pod); the agent pod started before that entry is replaced once to see it.
-    const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
-    assert.match(operatorIP, /^10\.96\./);
-    await node!.addHost(operatorIP, `membrane-operator.${AGENT_NS}.svc`);
-    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--wait=false"])).code, 0);
     const operatorPod = await eventually("a Ready operator pod", 120_000, async () => {
       const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json"]);
       const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
@@ -361,11 +363,23 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const r = await cp!.kubectl(["logs", "-n", AGENT_NS, operatorPod]);
       return new RegExp(`"node":"${name}".*"agent connected"`).test(r.stdout) ? true : undefined;
     });
-    // Pod-network pods wired before the agent lost their links to its start-up reconcile (it removes host links
-    // it has no record of): CoreDNS and the webhook are recreated through the agent's CNI, as on a node whose CNI
-    // comes up after them.
-    assert.equal((await cp!.kubectl(["delete", "pod", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--wait=false"])).code, 0);
-    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=webhook", "--wait=false"])).code, 0);
+    // It dialled the Service's ClusterIP from its pod's service environment, not a name (nothing in /etc/hosts).
+    const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
+    const agentLogs = (await cp!.kubectl(["logs", "-n", AGENT_NS, agent])).stdout;
+    assert.match(agentLogs, new RegExp(`"operator":"${operatorIP.replaceAll(".", "\\.")}:\\d+"`), "the agent's operator address is the Service's ClusterIP");
+    assert.doesNotMatch(readFileSync(paths.hosts, "utf8"), /membrane-operator/);
+    // The pods wired before the agent keep their network: CoreDNS's veth is adopted (same pod, same address, no
+    // restart), and it answers the agent's own lookups (hostNetwork, ClusterFirstWithHostNet) once the state is in.
+    assert.ok(agentLogs.split("\n").some((l) => l.includes("adopted as an endpoint") && l.includes(`"ip":"${dnsBefore.status.podIP}"`)), `CoreDNS (${dnsBefore.status.podIP}) adopted: ${agentLogs.split("\n").filter((l) => l.includes("reconciled") || l.includes("adopted") || l.includes("host link")).join("\n")}`);
+    const resolved = await eventually("the operator's Service name resolved by CoreDNS from the agent pod", 60_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "--", "node", "-e", `require("node:dns").promises.resolve4("membrane-operator.${AGENT_NS}.svc.cluster.local").then((a) => console.log(a.join(",")))`]);
+      return r.code === 0 && r.stdout.trim() !== "" ? r.stdout.trim() : undefined;
+    });
+    assert.equal(resolved, operatorIP);
+    const dnsAfter = await cp!.kubectl(["get", "pod", "-n", "kube-system", dnsBefore.metadata.name, "-o", "json"]);
+    assert.equal(dnsAfter.code, 0, `the CoreDNS pod wired before the agent still exists: ${dnsAfter.stderr}`);
+    const dnsPod = JSON.parse(dnsAfter.stdout) as typeof dnsBefore;
+    assert.deepEqual([dnsPod.metadata.uid, dnsPod.status.podIP, dnsPod.status.containerStatuses?.[0]?.restartCount], [dnsBefore.metadata.uid, dnsBefore.status.podIP, dnsBefore.status.containerStatuses?.[0]?.restartCount]);
     for (const [ns, deploy] of [["kube-system", "coredns"], [AGENT_NS, "membrane-webhook"]] as const) {
       const r = await cp!.kubectl(["rollout", "status", "-n", ns, `deployment/${deploy}`, "--timeout=120s"]);
       assert.equal(r.code, 0, `${ns}/${deploy}: ${r.stderr}`);
@@ -377,6 +391,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const r = await cp!.kubectl(["get", "ciliumnode", name, "-o", "jsonpath={.spec.ipam.podCIDRs[0]}"]);
       return r.stdout.trim() || undefined;
     });
+    // One source: the Node's spec.podCIDR is the CiliumNode's, the range the node's CNI config had before the agent.
+    const nodeCIDR = (await cp!.kubectl(["get", "node", name, "-o", "jsonpath={.spec.podCIDR}"])).stdout.trim();
+    assert.deepEqual([nodeCIDR, cidr], [node!.plan.podCIDR, node!.plan.podCIDR]);
     const conflist = await eventually("the agent's conflist", 30_000, async () => {
       const text = readFileSync(join(paths.cniConfDir, "05-membrane.conflist"), "utf8");
       return text.includes("agentSocket") ? (JSON.parse(text) as { plugins: { podCIDR: string; agentSocket: string }[] }) : undefined;
@@ -411,6 +428,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
       return pods.length === 2 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "server")!.status.podIP : undefined;
     });
+    // Membrane's addresses are the ones kube-proxy counts as the cluster's (its --cluster-cidr: not masqueraded).
+    const clusterCIDR = (parse(readFileSync(join(node!.plan.dir, "kube-proxy.yaml"), "utf8")) as { clusterCIDR: string }).clusterCIDR;
+    assert.ok(prefixContains(parsePrefix(clusterCIDR)!, parsePrefix(serverIP!)!) && prefixContains(parsePrefix(node!.plan.podCIDR)!, parsePrefix(serverIP!)!), `${serverIP} in kube-proxy's ${clusterCIDR} and the node's ${node!.plan.podCIDR}`);
     const get = () => cp!.kubectl(["exec", "-n", POLICY_NS, "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080`]);
     const before = await get();
     assert.match(before.stdout, /200 OK/, `no policy selects the server yet: ${before.stderr}`);

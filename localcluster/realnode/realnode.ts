@@ -107,7 +107,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
   const apiPort = Number(new URL(opts.controlPlane.server).port);
 
   await destroyRealNode(plan.dir); // a crashed earlier run in the same dir
-  for (const d of [paths.pki, paths.containerdRoot, paths.kubeletRoot, paths.cniConfDir, paths.cniBinDir, paths.cniStateDir, paths.logDir, paths.volumePluginDir]) {
+  for (const d of [paths.pki, paths.containerdRoot, paths.kubeletRoot, paths.cniConfDir, paths.cniBinDir, paths.logDir, paths.volumePluginDir]) {
     await mkdir(d, { recursive: true });
   }
   const state: RealNodeState = { version: 1, plan, adminKubeconfig: cp.kubeconfig, netnsCreated: false, cgroupsCreated: [], pids: {}, sysctlsClaimed: false };
@@ -189,7 +189,7 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
       paths.kubeletLog,
     );
     await save();
-    await waitNodeReady(cp.kubeconfig, plan.name, opts.readyTimeoutMs ?? 120_000, state.pids.kubelet, paths.kubeletLog);
+    await waitNodeReady(cp.kubeconfig, plan, opts.readyTimeoutMs ?? 120_000, state.pids.kubelet, paths.kubeletLog);
     // Service routing: kube-proxy in nftables mode, once the Node (whose InternalIP it takes) is registered.
     state.pids.kubeProxy = spawnInCgroup(plan, inNode([join(kubeProxyDir, "kube-proxy"), `--config=${paths.kubeProxyConfig}`]), paths.kubeProxyLog);
     await save();
@@ -426,7 +426,8 @@ function spawnInCgroup(plan: RealNodePlan, args: string[], logFile: string): num
   return child.pid;
 }
 
-async function waitNodeReady(kubeconfig: string, name: string, timeoutMs: number, kubeletPid: number, kubeletLog: string): Promise<void> {
+async function waitNodeReady(kubeconfig: string, plan: RealNodePlan, timeoutMs: number, kubeletPid: number, kubeletLog: string): Promise<void> {
+  const name = plan.name;
   const kube = await KubeClient.fromKubeconfig(kubeconfig);
   try {
     let last = "not registered";
@@ -434,7 +435,8 @@ async function waitNodeReady(kubeconfig: string, name: string, timeoutMs: number
       async () => {
         if (!isProcessAlive(kubeletPid)) throw new Error(`kubelet exited: ${tail(kubeletLog)}`);
         try {
-          const node = await kube.request<{ status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>("GET", `/api/v1/nodes/${name}`);
+          const node = await kube.request<{ spec?: { podCIDR?: string }; status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>("GET", `/api/v1/nodes/${name}`);
+          await assignPodCIDR(kube, plan, node.spec?.podCIDR);
           const ready = node.status?.conditions?.find((c) => c.type === "Ready");
           last = ready ? `Ready=${ready.status} ${ready.reason ?? ""}: ${ready.message ?? ""}` : "no Ready condition";
           if (ready?.status !== "True") return false;
@@ -463,6 +465,19 @@ async function waitKubeProxySynced(inNode: (args: string[]) => string[], pid: nu
     60_000,
     () => `kube-proxy not healthy after 60 s: ${tail(logFile)}`,
   );
+}
+
+/**
+ * The Node's spec.podCIDR(s), once, as kube-controller-manager's node IPAM (--allocate-node-cidrs) sets them on a
+ * cluster that has it (the local control plane runs without: its process-based nodes bring their own). It is
+ * the one source of the node's pod CIDR: the CNI plugin's range before the agent, the CiliumNode's with the
+ * operator's --ipam kubernetes, inside kube-proxy's cluster CIDR. A Node that has another one is refused.
+ */
+async function assignPodCIDR(kube: KubeClient, plan: RealNodePlan, current: string | undefined): Promise<void> {
+  if (current === plan.podCIDR) return;
+  if (current) throw new Error(`Node ${plan.name} has spec.podCIDR ${current}, not this node's ${plan.podCIDR}: another node of that name was registered`);
+  await kube.request("PATCH", `/api/v1/nodes/${plan.name}`, { spec: { podCIDR: plan.podCIDR, podCIDRs: [plan.podCIDR] } }, MERGE_PATCH);
+  log.info({ node: plan.name, podCIDR: plan.podCIDR }, "Node pod CIDR set");
 }
 
 /**
