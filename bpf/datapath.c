@@ -231,7 +231,7 @@ int from_container(struct __sk_buff *skb)
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
 	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record). */
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
-		if (redirect_to_proxy(skb, ETH_HLEN, &f, 0, ep->identity, 0, 0, 0) < 0)
+		if (redirect_to_proxy_global(skb, &f, 0, ep->identity, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
@@ -263,7 +263,8 @@ int from_container(struct __sk_buff *skb)
 			in_proxy = 0;
 		}
 		if (proxy.proxy_port) {
-			if (redirect_to_proxy(skb, ETH_HLEN, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, in_proxy) < 0)
+			if (redirect_to_proxy_global(skb, &f, proxy.proxy_port | REDIRECT_RECORD,
+						     ((__u64)proxy.rule_id << 32) | ep->identity, in_proxy) < 0)
 				return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 			return TC_ACT_OK;
 		}
@@ -365,7 +366,7 @@ int to_container(struct __sk_buff *skb)
 	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
-	} else if (redirect_from_proxy(skb, &f) < 0) {
+	} else if (redirect_from_proxy(skb, &f, 1) < 0) {
 		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, 0, ep->identity, RULE_ID_NONE);
 	}
 	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx);
@@ -613,7 +614,7 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 	if (!skb || parse_flow(skb, &f, &reason) != PARSE_OK || f.family != FAMILY_IPV4)
 		return -1;
 	__builtin_memcpy(&src, f.saddr, 4);
-	if (redirect_from_proxy(skb, &f) < 0)
+	if (redirect_from_proxy(skb, &f, 0) < 0)
 		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, 0, 0, RULE_ID_NONE);
 	if (__builtin_memcmp(&src, f.saddr, 4) == 0)
 		return -1;

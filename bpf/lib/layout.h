@@ -246,9 +246,10 @@ struct redirect_port_value {
 	__u32 flags;
 };
 
-/* redirect config: array with one element, the node address the proxies listen on. */
+/* redirect config: array with one element, the node addresses the proxies listen on. */
 struct redirect_config {
 	__be32 addr4;     /* 0 = none: redirected IPv4 flows are dropped */
+	__u8 addr6[16];   /* all zero = none: redirected IPv6 flows are dropped */
 };
 
 /* encryption: array with one element; encrypted_nodes: the node addresses (IPv4, network order) the

@@ -63,7 +63,7 @@ export const LAYOUT = {
   redirect_key: { size: 20, fields: { addr: f(0, 16), port: f(16, 2), proto: f(18, 1), family: f(19, 1) } },
   redirect_value: { size: 36, fields: { orig_daddr: f(0, 16), orig_dport: f(16, 2), proxy_port: f(18, 2), subject: f(20, 4), rule_id: f(24, 4), ingress_proxy_port: f(28, 2), ingress_rule_id: f(32, 4) } },
   redirect_port_value: { size: 4, fields: { flags: f(0, 4) } },
-  redirect_config: { size: 4, fields: { addr4: f(0, 4) } },
+  redirect_config: { size: 20, fields: { addr4: f(0, 4), addr6: f(4, 16) } },
   encryption_value: { size: 8, fields: { strict: f(0, 4), wireguard_ifindex: f(4, 4) } },
 } as const satisfies Record<string, StructLayout>;
 

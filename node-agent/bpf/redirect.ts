@@ -66,12 +66,17 @@ function portKey(port: number): Buffer {
 export class ProxyRedirect {
   constructor(private readonly object: BpfObject) {}
 
-  /** The node address the proxies listen on (IPv4; IPv6 flows to a proxy are dropped for now). */
-  setProxyAddress(ipv4: string): void {
-    const { family, bytes } = parseAddress(ipv4);
-    if (family !== 4) throw new RangeError(`proxy address ${ipv4}: only IPv4 is supported`);
+  /** The node addresses the proxies listen on: IPv4, and IPv6 if given (without one, IPv6 flows to a proxy are dropped). */
+  setProxyAddress(ipv4: string, ipv6?: string): void {
+    const four = parseAddress(ipv4);
+    if (four.family !== 4) throw new RangeError(`proxy address ${ipv4}: not an IPv4 address`);
     const v = Buffer.alloc(LAYOUT.redirect_config.size);
-    bytes.copy(v, LAYOUT.redirect_config.fields.addr4.offset, 0, 4);
+    four.bytes.copy(v, LAYOUT.redirect_config.fields.addr4.offset, 0, 4);
+    if (ipv6 !== undefined) {
+      const six = parseAddress(ipv6);
+      if (six.family !== 6) throw new RangeError(`proxy IPv6 address ${ipv6}: not an IPv6 address`);
+      six.bytes.copy(v, LAYOUT.redirect_config.fields.addr6.offset, 0, 16);
+    }
     this.object.map(REDIRECT_MAPS.config).update(Buffer.alloc(4), v);
   }
 

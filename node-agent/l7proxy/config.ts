@@ -1,5 +1,6 @@
 // The L7 proxy's configuration as the agent writes it (one JSON file): the ports it serves, each port's HTTP rules, its limits; parsed at the edge with errors naming the field.
 import fs from "node:fs";
+import net from "node:net";
 import type { FieldError, HTTPRule, Result } from "../../core/model.ts";
 import type { HttpRuleRef } from "../../core/l7/http-decision.ts";
 import { wholeValue } from "../../core/l7/http-rule.ts";
@@ -36,6 +37,8 @@ export interface ProxyPortConfig {
 export interface ProxyConfig {
   /** The node address the proxy listens on (the datapath's redirect target, IPv4). */
   readonly address: string;
+  /** The node's IPv6 address, where the datapath steers IPv6 pods' flows: the proxy listens there too. */
+  readonly address6?: string;
   readonly ports: readonly ProxyPortConfig[];
   readonly limits: ProxyLimits;
   /** The writer's count of this configuration, echoed in the proxy's status once applied (so the agent knows new rules are in force). */
@@ -56,13 +59,16 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
   const errs: FieldError[] = [];
   const add = (path: string, message: string): void => void errs.push({ path, message });
   if (!isObj(raw)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
-  known(raw, ["address", "ports", "limits", "generation"], "", add);
+  known(raw, ["address", "address6", "ports", "limits", "generation"], "", add);
   if (raw.generation !== undefined && (typeof raw.generation !== "number" || !Number.isSafeInteger(raw.generation) || raw.generation < 0))
     add("generation", `${JSON.stringify(raw.generation)} is not a non-negative integer`);
 
   const address = raw.address;
   if (typeof address !== "string" || !/^(\d{1,3})(\.\d{1,3}){3}$/.test(address) || address.split(".").some((o) => Number(o) > 255))
     add("address", `${JSON.stringify(address)} is not an IPv4 address (the proxy listens on the node's IPv4 address)`);
+  const address6 = raw.address6;
+  if (address6 !== undefined && (typeof address6 !== "string" || !net.isIPv6(address6)))
+    add("address6", `${JSON.stringify(address6)} is not an IPv6 address (the node's, where IPv6 flows are steered)`);
 
   const limits = { ...DEFAULT_LIMITS };
   if (raw.limits !== undefined) {
@@ -104,7 +110,7 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     });
   }
   if (errs.length) return { ok: false, errors: errs };
-  return { ok: true, value: { address: address as string, ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
+  return { ok: true, value: { address: address as string, ...(address6 !== undefined ? { address6: address6 as string } : {}), ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
 }
 
 function httpRuleRef(r: unknown, path: string, add: (path: string, message: string) => void): HttpRuleRef | undefined {

@@ -1,7 +1,7 @@
 // The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination (WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface, or a terminated TLS one whose ALPN chose h2, goes to the HTTP/2 side (h2-proxy.ts).
 import http from "node:http";
 import https from "node:https";
-import type net from "node:net";
+import net from "node:net";
 import type tls from "node:tls";
 import pino from "pino";
 import { applyHeaderActions, compileHttpRules, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
@@ -125,6 +125,9 @@ export class HttpProxy {
   private readonly ingressPorts = new Set<number>();
   private readonly clients = new WeakMap<net.Socket, ClientConnection>();
   private address = "";
+  private address6: string | undefined;
+  /** Per port, the listener on the node's IPv6 address: it hands each connection to the port's server (one set of rules, limits and connections). */
+  private readonly servers6 = new Map<number, net.Server>();
   private limits: ProxyLimits | undefined;
   private h2: H2Proxy | undefined;
   private readonly held = new HeldSockets();
@@ -137,10 +140,11 @@ export class HttpProxy {
    * The address and limits are fixed by the first configuration (a change needs a restart).
    */
   async apply(config: ProxyConfig): Promise<void> {
-    if (this.address && (config.address !== this.address || !sameLimits(config.limits, this.limits!)))
-      log.warn({ address: config.address, limits: config.limits }, "address or limits changed: they take effect at the next restart");
+    if (this.address && (config.address !== this.address || config.address6 !== this.address6 || !sameLimits(config.limits, this.limits!)))
+      log.warn({ address: config.address, address6: config.address6, limits: config.limits }, "address or limits changed: they take effect at the next restart");
     if (!this.address) {
       this.address = config.address;
+      this.address6 = config.address6;
       this.limits = config.limits;
       this.h2 = new H2Proxy({ rules: (port) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) });
     }
@@ -177,6 +181,9 @@ export class HttpProxy {
     const server = this.servers.get(port);
     if (!server) return;
     this.servers.delete(port);
+    const six = this.servers6.get(port);
+    this.servers6.delete(port);
+    six?.close();
     this.h2?.closePort(port);
     this.held.closePort(port);
     server.closeAllConnections();
@@ -190,6 +197,8 @@ export class HttpProxy {
   async stop(): Promise<void> {
     this.h2?.stop();
     this.held.closeAll();
+    for (const six of this.servers6.values()) six.close();
+    this.servers6.clear();
     for (const server of this.servers.values()) {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -256,6 +265,17 @@ export class HttpProxy {
       });
     });
     this.servers.set(port, server);
+    if (this.address6) {
+      const six = net.createServer((socket) => server.emit("connection", socket));
+      await new Promise<void>((resolve, reject) => {
+        six.once("error", reject);
+        six.listen(port, this.address6, () => {
+          six.off("error", reject);
+          resolve();
+        });
+      });
+      this.servers6.set(port, six);
+    }
   }
 
   /**

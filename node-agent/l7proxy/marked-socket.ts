@@ -13,6 +13,7 @@ const closeFn = libc.func("int close(int fd)") as Fn;
 const errnoFn = libc.func("int *__errno_location()") as Fn;
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
@@ -41,7 +42,7 @@ function errno(): number {
  * CAP_NET_ADMIN (SO_MARK); fails with the errno otherwise — never an unmarked connection.
  */
 export function connectMarked(ip: string, port: number, mark: number): net.Socket {
-  const fd = socketFn(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  const fd = socketFn(net.isIPv6(ip) ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) throw new Error(`socket(): errno ${errno()}`);
   if ((setsockoptFn(fd, SOL_SOCKET, SO_MARK, [mark >>> 0], 4) as number) < 0) {
     const e = errno();
