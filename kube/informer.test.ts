@@ -22,8 +22,8 @@ class FakeApi {
   goneNextWatch = false;
   server = http.createServer((req, res) => this.handle(req, res));
 
-  put(name: string): KubeObject {
-    const obj: KubeObject = { metadata: { name, resourceVersion: String(++this.rv) } };
+  put(name: string, meta: Partial<KubeObject["metadata"]> = {}): KubeObject {
+    const obj: KubeObject = { metadata: { name, resourceVersion: String(++this.rv), ...meta } };
     const type = this.objects.has(name) ? "MODIFIED" : "ADDED";
     this.objects.set(name, obj);
     for (const w of this.watches) w.write(JSON.stringify({ type, object: obj }) + "\n");
@@ -178,6 +178,33 @@ test("a watch resumes from the last resourceVersion it saw", async () => {
     const watches = api.requests.filter((r) => r.kind === "watch");
     assert.equal(watches[1]?.rv, last.metadata.resourceVersion);
     assert.equal(informer.stats.lists, 1);
+  } finally {
+    await cleanup();
+  }
+});
+
+test("the cache holds objects without their managedFields, from the list and from the watch, and everything else as served", async () => {
+  const { api, informer, events, cleanup } = await setup();
+  const managed = [{ manager: "kubectl", operation: "Apply", fieldsType: "FieldsV1", fieldsV1: { "f:metadata": { "f:labels": { "f:app": {} } } } }];
+  try {
+    api.put("listed", { labels: { app: "web" }, uid: "u1", managedFields: managed });
+    informer.start();
+    await informer.waitForSync();
+    await until(() => api.watches.length === 1);
+    api.put("watched", { labels: { app: "db" }, annotations: { a: "b" }, managedFields: managed });
+    await until(() => informer.get("watched") !== undefined);
+    for (const name of ["listed", "watched"]) {
+      const obj = informer.get(name)!;
+      assert.equal(obj.metadata.managedFields, undefined, `${name}: managedFields dropped`);
+      assert.ok(!JSON.stringify(obj).includes("managedFields"), `${name}: nothing of them is serialised`);
+      assert.equal(obj.metadata.name, name);
+      assert.ok(obj.metadata.resourceVersion);
+    }
+    assert.deepEqual(informer.get("listed")!.metadata.labels, { app: "web" });
+    assert.equal(informer.get("listed")!.metadata.uid, "u1");
+    assert.deepEqual(informer.get("watched")!.metadata.annotations, { a: "b" });
+    // Handlers see the objects as cached.
+    assert.ok(events.every((e) => e.obj.metadata.managedFields === undefined));
   } finally {
     await cleanup();
   }

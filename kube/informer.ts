@@ -192,6 +192,10 @@ export class Informer<T extends KubeObject> {
     }
     obj.apiVersion ??= this.resource.group === "" ? this.resource.version : `${this.resource.group}/${this.resource.version}`;
     obj.kind ??= this.resource.kind;
+    // No reader of the cache looks at who manages which field, and they are a large part of each object's
+    // heap (client-go's TransformStripManagedFields); a write without them leaves the server's as they are.
+    // Set to undefined, not deleted: a delete turns every cached metadata object into a slower, larger dictionary.
+    if (obj.metadata.managedFields !== undefined) obj.metadata.managedFields = undefined;
     this.cache.set(key, obj);
     if (!old) this.emit({ type: "add", obj });
     else if (old.metadata.resourceVersion !== obj.metadata.resourceVersion) this.emit({ type: "update", obj, old });

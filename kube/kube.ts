@@ -23,6 +23,8 @@ export interface ObjectMeta {
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
   ownerReferences?: unknown[];
+  /** Who manages which field (server-side apply); informer caches drop them. */
+  managedFields?: unknown[];
 }
 
 export interface KubeObject {
