@@ -3,13 +3,14 @@ import { isIP } from "node:net";
 import os from "node:os";
 import fs from "node:fs";
 import { type Logger, pino } from "pino";
-import { HubbleRelay } from "./relay/relay.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { Operator, type OperatorConfig, type ControllerName, ALL_CONTROLLERS, OPTIONAL_CONTROLLERS } from "./operator.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
 import { IPAM_MODES, isIpamMode } from "./node.ts";
 import { DEFAULT_AGENT_AUDIENCE, serviceAccountUser } from "./distribution/tokenauth.ts";
-import { startServiceMap, SERVICEMAP_USAGE, type ServiceMapConfig } from "./servicemap/servicemap.ts";
+// The relay and the service map (Hubble's protos, protobufjs) are loaded only when their flags ask for them: an
+// operator without them does not keep their code on its heap.
+import type { ServiceMapConfig } from "./servicemap/servicemap.ts";
 import type { FlowSource } from "../flowapi/hubble/client.ts";
 import { parseHostPort } from "../core/cidr.ts";
 import { parseDuration } from "../core/duration.ts";
@@ -56,7 +57,11 @@ const USAGE = `usage: membrane operator [flags]
                                authorization metadata, checked by TokenReview (the node comes from the token)
   --agent-service-account NS/NAME  the agents' ServiceAccount (required with --agent-auth token)
   --agent-token-audience AUD   the audience agents' tokens must be bound to (default ${DEFAULT_AGENT_AUDIENCE})
-${SERVICEMAP_USAGE}  --hubble-relay-address HOST:PORT  serve Hubble's Observer API for the whole cluster (hubble observe --server HOST:PORT),
+  --servicemap-port N          serve the service map page on 127.0.0.1:N/servicemap (0 picks one; off when absent);
+                               its flows come through the Hubble relay (--hubble-relay-address)
+  --servicemap-hubble-server ADDR  also (or, without the relay, only) read flows from this Hubble API
+                               (repeatable; unix:/PATH or HOST:PORT without TLS)
+  --hubble-relay-address HOST:PORT  serve Hubble's Observer API for the whole cluster (hubble observe --server HOST:PORT),
                                merging every agent's (found through the membrane.io/hubble-address of each CiliumNode);
                                without TLS only on a loopback address
   --hubble-relay-tls-cert FILE, --hubble-relay-tls-key FILE, --hubble-relay-tls-ca FILE
@@ -305,7 +310,7 @@ export async function run(args: string[]): Promise<number> {
   let stopping: Promise<void> | undefined;
   void termination.signal.then(() => (stopping ??= operator.stop()));
   const relay = parsed.relay ? await startRelay(parsed.relay, parsed.config.kubeconfig, log) : undefined;
-  const servicemap = parsed.servicemap ? await startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log, relay?.source) : undefined;
+  const servicemap = parsed.servicemap ? await (await import("./servicemap/servicemap.ts")).startServiceMap(parsed.servicemap, parsed.config.kubeconfig, log, relay?.source) : undefined;
   const outcome = await operator.run();
   await stopping;
   await shutdownStep(log, "service map", 300, () => servicemap?.stop());
@@ -320,6 +325,7 @@ export async function run(args: string[]): Promise<number> {
 async function startRelay(f: RelayFlags, kubeconfig: string | undefined, log: Logger): Promise<{ stop(): Promise<void>; source: FlowSource }> {
   const client = await KubeClient.fromKubeconfig(kubeconfig);
   const tls = f.tls ? { cert: fs.readFileSync(f.tls.certFile), key: fs.readFileSync(f.tls.keyFile), ca: fs.readFileSync(f.tls.caFile) } : undefined;
+  const { HubbleRelay } = await import("./relay/relay.ts");
   const relay = HubbleRelay.fromCluster(client, { address: f.address, ...(tls ? { tls } : {}), ...(f.peerServerName ? { peerServerName: f.peerServerName } : {}), log });
   await relay.start();
   return {

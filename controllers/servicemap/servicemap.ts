@@ -21,12 +21,6 @@ export interface ServiceMapConfig {
   readonly replay?: number;
 }
 
-export const SERVICEMAP_USAGE = `  --servicemap-port N          serve the service map page on 127.0.0.1:N/servicemap (0 picks one; off when absent);
-                               its flows come through the Hubble relay (--hubble-relay-address)
-  --servicemap-hubble-server ADDR  also (or, without the relay, only) read flows from this Hubble API
-                               (repeatable; unix:/PATH or HOST:PORT without TLS)
-`;
-
 /** A named source of flows the map follows: the relay in this process, or a Hubble server's address. */
 export interface MapSource {
   readonly name: string;
