@@ -2,7 +2,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { securityLabels } from "../core/labels.ts";
-import { podNeedsIdentity } from "./identity.ts";
+import { pino } from "pino";
+import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
+import type { Informer } from "../kube/informer.ts";
+import type { KubeClient, KubeObject } from "../kube/kube.ts";
+import type { OperatorMetrics } from "../kube/metrics.ts";
+import type { IdentityObject, PodObject } from "../kube/objects.ts";
 import { labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 import { groupEndpoints, selectEndpoints } from "./selection.ts";
 import { matchesSelector, selectorFromLabels } from "../core/selector.ts";
@@ -70,4 +75,30 @@ test("a host policy's selection is the nodes whose labels its nodeSelector match
   assert.deepEqual([...sel.nodes], ["n1"]);
   const all = selectEndpoints([{ ...hostPolicy, nodeSelector: selectorFromLabels([]) } as Policy], [], hosts);
   assert.deepEqual([...all.nodes].sort(), ["n1", "n2", "n3"], "nodeSelector {} selects every node");
+});
+
+test("pods with equal security labels share one LabelSet object in the identity reconciler (a 50,000-pod cluster keeps one per identity, not one per pod)", () => {
+  const ns: KubeObject = { metadata: { name: "prod", labels: { team: "x" } } };
+  const pod = (name: string, app: string): PodObject => ({ metadata: { name, namespace: "prod", labels: { app } }, spec: { nodeName: "n1" } });
+  const pods = [pod("web-1", "web"), pod("web-2", "web"), pod("db-1", "db")];
+  const cache = <T extends KubeObject>(objs: T[]): Informer<T> =>
+    ({ list: () => objs, get: (k: string) => objs.find((o) => `${o.metadata.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata.name}` === k), size: objs.length }) as unknown as Informer<T>;
+  const r = new IdentityReconciler({
+    client: {} as KubeClient,
+    pods: cache(pods),
+    namespaces: cache([ns]),
+    identities: cache<IdentityObject>([]),
+    metrics: { identities: { set: () => undefined } } as unknown as OperatorMetrics,
+    log: pino({ level: "silent" }),
+    clusterName: "default",
+  });
+  r.init();
+  const [web1, web2, db1] = pods.map((p) => r.securityLabelsOf(p));
+  assert.ok(web1 && web2 && db1);
+  assert.equal(web1.key, web2.key);
+  assert.ok(web1 === web2, "web-1 and web-2 hold the same object");
+  assert.notEqual(db1.key, web1.key);
+  // A pod seen later (a new object, e.g. after an update) with the same labels gets that object too.
+  assert.ok(r.securityLabelsOf(pod("web-3", "web")) === web1);
+  assert.deepEqual(web1.labels, securityLabels({ podLabels: { app: "web" }, namespace: "prod", namespaceLabels: { team: "x" }, clusterName: "default" }).labels);
 });

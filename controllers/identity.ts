@@ -40,9 +40,12 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
   /** The core allocator holds the bindings labels key ↔ number, fed from the CiliumIdentity objects. */
   private readonly allocator = new IdentityAllocator();
   private readonly labelsOf = new Map<number, LabelSet>();
-  /** Pod key → the labels it needs; labels key → pods needing it (the reference counts). */
+  /**
+   * Pod key → the labels it needs; labels key → the label set and the pods needing it (the reference
+   * counts). Pods with equal labels share that one LabelSet object (desiredLabels), not one each.
+   */
   private readonly podLabels = new Map<string, LabelSet>();
-  private readonly users = new Map<string, Set<string>>();
+  private readonly users = new Map<string, { readonly set: LabelSet; readonly pods: Set<string> }>();
   private readonly creating = new Map<string, Promise<number>>();
   /** Security labels per cached pod object (policy selection asks for every pod on every status refresh). */
   private readonly labelsOfPod = new WeakMap<PodObject, { ns: KubeObject; set: LabelSet }>();
@@ -62,7 +65,7 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
     else this.indexIdentity(n, labelSetOfIdentity(ev.obj));
     this.d.metrics.identities.set(this.d.identities.size);
     // An identity removed behind our back: its users need a (new) one.
-    return ev.type === "delete" ? [...(this.users.get(labelSetOfIdentity(ev.obj).key) ?? [])] : [];
+    return ev.type === "delete" ? [...(this.users.get(labelSetOfIdentity(ev.obj).key)?.pods ?? [])] : [];
   };
 
   /** Before the workers start: index every identity and every pod's labels from the synced caches, so GC never sees a half-built view. */
@@ -102,7 +105,7 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
   /** Whether a pod needs this identity now: it is the number bound to its labels and some pod needs those labels. */
   inUse(n: number, obj: IdentityObject): boolean {
     const set = this.labelsOf.get(n) ?? labelSetOfIdentity(obj);
-    return this.allocator.keyOf(n) === set.key && (this.users.get(set.key)?.size ?? 0) > 0;
+    return this.allocator.keyOf(n) === set.key && (this.users.get(set.key)?.pods.size ?? 0) > 0;
   }
 
   private indexIdentity(n: number, set: LabelSet): void {
@@ -130,13 +133,14 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
     // Informer caches replace an object on every change, so (pod, namespace) objects identify the inputs.
     const cached = this.labelsOfPod.get(pod);
     if (cached?.ns === ns) return cached.set;
-    const set = securityLabels({
+    const computed = securityLabels({
       podLabels: pod.metadata.labels ?? {},
       namespace: pod.metadata.namespace ?? "",
       namespaceLabels: ns.metadata.labels ?? {},
       serviceAccount: pod.spec?.serviceAccountName,
       clusterName: this.d.clusterName,
     });
+    const set = this.users.get(computed.key)?.set ?? computed;
     this.labelsOfPod.set(pod, { ns, set });
     return set;
   }
@@ -147,15 +151,15 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
     if (before?.key === set?.key) return undefined;
     if (before) {
       const u = this.users.get(before.key);
-      u?.delete(pk);
-      if (u && u.size === 0) this.users.delete(before.key);
+      u?.pods.delete(pk);
+      if (u && u.pods.size === 0) this.users.delete(before.key);
       this.podLabels.delete(pk);
     }
     if (set) {
-      this.podLabels.set(pk, set);
       let u = this.users.get(set.key);
-      if (!u) this.users.set(set.key, (u = new Set()));
-      u.add(pk);
+      if (!u) this.users.set(set.key, (u = { set, pods: new Set() }));
+      u.pods.add(pk);
+      this.podLabels.set(pk, u.set);
     }
     return before?.key;
   }
