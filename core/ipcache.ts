@@ -43,10 +43,13 @@ interface NodeClaim {
   readonly prefixes: ReadonlyMap<string, string>;
 }
 
-/** Who claims one prefix; a pod beats a node, a node beats a policy CIDR, and within a kind the smallest key wins. */
+/**
+ * Who claims one prefix; a pod beats a node, a node beats a policy CIDR, and within a kind the smallest key wins.
+ * A kind's set exists only while someone of that kind claims the prefix (nearly every prefix has one kind of claimant).
+ */
 interface Claims {
-  readonly pods: Set<string>;
-  readonly nodes: Set<string>;
+  pods?: Set<string>;
+  nodes?: Set<string>;
 }
 
 export class ClusterIPCache {
@@ -168,13 +171,13 @@ export class ClusterIPCache {
 
   private claimedEntry(prefix: string): IPCacheEntry | undefined {
     const c = this.claims.get(prefix);
-    const pod = c && smallest(c.pods);
+    const pod = c?.pods && smallest(c.pods);
     if (pod !== undefined) {
       const claim = this.pods.get(pod)!;
       const node = claim.node === undefined ? undefined : this.nodes.get(claim.node)?.internal;
       return { prefix, identity: claim.identity, ...(node ? { node } : {}), pod, ...(claim.workload ? { workload: claim.workload } : {}) };
     }
-    const node = c && smallest(c.nodes);
+    const node = c?.nodes && smallest(c.nodes);
     if (node !== undefined) return { prefix, identity: IDENTITY.remoteNode, node: this.nodes.get(node)!.prefixes.get(prefix)! };
     const cidr = this.cidrs.get(prefix);
     return cidr === undefined ? undefined : { prefix, identity: cidr };
@@ -182,16 +185,17 @@ export class ClusterIPCache {
 
   private claim(prefix: string, kind: keyof Claims, key: string): void {
     let c = this.claims.get(prefix);
-    if (!c) this.claims.set(prefix, (c = { pods: new Set(), nodes: new Set() }));
-    c[kind].add(key);
+    if (!c) this.claims.set(prefix, (c = {}));
+    (c[kind] ??= new Set()).add(key);
     this.touched.add(prefix);
   }
 
   private unclaim(prefix: string, kind: keyof Claims, key: string): void {
     const c = this.claims.get(prefix);
     if (!c) return;
-    c[kind].delete(key);
-    if (c.pods.size === 0 && c.nodes.size === 0) this.claims.delete(prefix);
+    const set = c[kind];
+    if (set?.delete(key) && set.size === 0) c[kind] = undefined;
+    if (c.pods === undefined && c.nodes === undefined) this.claims.delete(prefix);
     this.touched.add(prefix);
   }
 }
