@@ -1,5 +1,5 @@
 // What the cluster benchmarks share: an admin client of the real API server over keep-alive HTTPS, light simulated agents on the operator's stream, waiting for all of them, and process figures (CPU, RSS, live heap).
-import { readFileSync } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { Agent as HttpsAgent, request } from "node:https";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -242,31 +242,50 @@ export function procStats(pid: number): { cpuS: number; rssMib: number; hwmMib: 
   return { cpuS, rssMib: kb("VmRSS") / 1024, hwmMib: kb("VmHWM") / 1024 };
 }
 
+/** A session on the operator's inspector (started with `--inspect=…`): `call` answers a method's result; `on` hears its events. */
+async function inspectorSession(op: OperatorProcess): Promise<{ call: (method: string, params?: Record<string, unknown>) => Promise<Record<string, unknown>>; on: (method: string, f: (params: Record<string, unknown>) => void) => void; close: () => void } | undefined> {
+  const url = await op.inspectorUrl().catch(() => undefined);
+  if (!url) return undefined;
+  const ws = new WebSocket(url);
+  const answers = new Map<number, (r: Record<string, unknown>) => void>();
+  const listeners = new Map<string, (params: Record<string, unknown>) => void>();
+  ws.addEventListener("message", (ev) => {
+    const m = JSON.parse(String(ev.data)) as { id?: number; method?: string; params?: Record<string, unknown>; result?: Record<string, unknown> };
+    if (m.id !== undefined) answers.get(m.id)?.(m.result ?? {});
+    else if (m.method !== undefined) listeners.get(m.method)?.(m.params ?? {});
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      ws.addEventListener("open", () => resolve(), { once: true });
+      ws.addEventListener("error", () => reject(new Error("inspector connection failed")), { once: true });
+    });
+  } catch (e) {
+    ws.close();
+    throw e;
+  }
+  let id = 0;
+  return {
+    call: (method, params) =>
+      new Promise((resolve) => {
+        answers.set(++id, resolve);
+        ws.send(JSON.stringify({ id, method, params }));
+      }),
+    on: (method, f) => void listeners.set(method, f),
+    close: () => ws.close(),
+  };
+}
+
 /**
  * The operator's live V8 heap: a full garbage collection through its inspector (HeapProfiler.collectGarbage),
  * then the used size (Runtime.getHeapUsage). What /metrics prints at a given moment also holds garbage
  * not yet collected; this is what the operator's data keeps alive. Null when the inspector does not answer in `ms`.
  */
 export async function liveHeapMib(op: OperatorProcess, log: Logger, ms = 10_000): Promise<number | null> {
-  const url = await op.inspectorUrl().catch(() => undefined);
-  if (!url) return null;
-  const ws = new WebSocket(url);
+  let session: Awaited<ReturnType<typeof inspectorSession>>;
   try {
-    const answers = new Map<number, (r: Record<string, unknown>) => void>();
-    ws.addEventListener("message", (ev) => {
-      const m = JSON.parse(String(ev.data)) as { id?: number; result?: Record<string, unknown> };
-      if (m.id !== undefined) answers.get(m.id)?.(m.result ?? {});
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(), { once: true });
-      ws.addEventListener("error", () => reject(new Error("inspector connection failed")), { once: true });
-    });
-    let id = 0;
-    const call = (method: string): Promise<Record<string, unknown>> =>
-      new Promise((resolve) => {
-        answers.set(++id, resolve);
-        ws.send(JSON.stringify({ id, method }));
-      });
+    session = await inspectorSession(op);
+    if (!session) return null;
+    const { call } = session;
     const timeout = new Promise<null>((resolve) => setTimeout(() => resolve(null), ms).unref());
     const used = await Promise.race([
       (async () => {
@@ -281,7 +300,31 @@ export async function liveHeapMib(op: OperatorProcess, log: Logger, ms = 10_000)
     log.warn({ err: String(e) }, "live heap not measured");
     return null;
   } finally {
-    ws.close();
+    session?.close();
+  }
+}
+
+/**
+ * Writes a V8 heap snapshot of the operator (after a full GC, as DevTools takes one) to `file`, for
+ * Chrome DevTools' Memory tab (Load profile). Logs and returns false when it fails.
+ */
+export async function writeHeapSnapshot(op: OperatorProcess, file: string, log: Logger): Promise<boolean> {
+  let session: Awaited<ReturnType<typeof inspectorSession>>;
+  try {
+    session = await inspectorSession(op);
+    if (!session) return false;
+    const out = createWriteStream(file);
+    session.on("HeapProfiler.addHeapSnapshotChunk", (p) => void out.write(String(p.chunk)));
+    await session.call("HeapProfiler.enable");
+    await session.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    log.info({ file }, "operator heap snapshot written");
+    return true;
+  } catch (e) {
+    log.warn({ err: String(e), file }, "operator heap snapshot not written");
+    return false;
+  } finally {
+    session?.close();
   }
 }
 

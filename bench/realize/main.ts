@@ -1,15 +1,15 @@
 // Benchmark: a real kube-apiserver, the operator as a child process and N simulated agents on its mTLS stream; times a policy change until every agent ACKed it, and a new pod until its IP is in every agent's ipcache.
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
-import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
+import { OPERATOR_BUNDLE as OPERATOR_BUNDLE_FILE, OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { makeBenchPki, type BenchPki } from "./pki.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
-import { Api, Hub, LiteAgent, PrefixIndex, heapMib, limited, liveHeapMib, percentile, procStats } from "../lib/sim.ts";
+import { Api, Hub, LiteAgent, PrefixIndex, heapMib, limited, liveHeapMib, percentile, procStats, writeHeapSnapshot } from "../lib/sim.ts";
 
 const log = pino({ name: "bench-realize" }, pino.destination({ fd: 2, sync: true }));
 const envInt = (k: string, d: number): number => {
@@ -30,6 +30,10 @@ const AGENT_COUNTS = (process.env.BENCH_AGENTS ?? "1,10,100,1000").split(",").ma
 });
 /** Where the operator writes a V8 CPU profile (on its graceful stop at the end); none when unset. */
 const PROFILE_DIR = process.env.BENCH_OPERATOR_CPU_PROF;
+/** Run the operator as shipped (the bundle, dist/membrane.mjs; `make build`) instead of through tsx as in a checkout. */
+const OPERATOR_BUNDLE = process.env.BENCH_OPERATOR_BUNDLE === "1";
+/** Where the operator's V8 heap snapshot at the end of each phase is written (realize-N<agents>.heapsnapshot); none when unset. */
+const HEAP_SNAPSHOT_DIR = process.env.BENCH_OPERATOR_HEAP_SNAPSHOT;
 const NS = "bench";
 const POLICY = "web";
 const POLICY_KEY = `CiliumNetworkPolicy/${NS}/${POLICY}`;
@@ -89,6 +93,7 @@ interface Phase {
 }
 
 async function main(): Promise<void> {
+  if (OPERATOR_BUNDLE && !existsSync(OPERATOR_BUNDLE_FILE)) throw new Error(`BENCH_OPERATOR_BUNDLE=1: ${OPERATOR_BUNDLE_FILE} does not exist: run make build`);
   const started = Date.now();
   const { cleanups, cleanup } = cleanupStack(log);
   const phases: Phase[] = [];
@@ -120,7 +125,7 @@ async function main(): Promise<void> {
     const op = new OperatorProcess("bench-operator", cp.kubeconfig, [
       "--leader-elect", "false", "--pod-cidr-pool", "10.0.0.0/8", "--node-cidr-mask-size", "24", "--log-level", "info",
       "--distribution-port", "0", "--tls-ca", join(dir, "ca.crt"), "--tls-cert", join(dir, "operator.crt"), "--tls-key", join(dir, "operator.key"),
-    ], ["--inspect=127.0.0.1:0", ...(PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])]);
+    ], ["--inspect=127.0.0.1:0", ...(PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])], OPERATOR_BUNDLE);
     // Graceful first (so e.g. NODE_OPTIONS=--cpu-prof can write its profile), then by force.
     cleanups.push(async () => {
       const force = setTimeout(() => void op.stop("SIGKILL"), 10_000);
@@ -205,6 +210,7 @@ async function main(): Promise<void> {
       };
       phases.push(phase);
       log.info(phase, "phase done");
+      if (HEAP_SNAPSHOT_DIR) await writeHeapSnapshot(op, join(HEAP_SNAPSHOT_DIR, `realize-N${n}.heapsnapshot`), log);
     }
     operatorCpu = procStats(op.pid).cpuS - cpuAtStart;
     log.info({ cert_ms: Math.round(certMs), total_s: (Date.now() - started) / 1000 }, "done");
@@ -238,6 +244,7 @@ async function main(): Promise<void> {
       live_heap_mib_by_agents: by("live_heap_mib"),
       setup_s_by_agents: by("setup_s"),
       ...(Object.keys(skipped).length > 0 ? { skipped } : {}),
+      operator: OPERATOR_BUNDLE ? "bundle" : "tsx",
       load_avg_1m: Math.round((loadavg()[0] ?? 0) * 10) / 10,
       total_s: Math.round((Date.now() - started) / 100) / 10,
       method: "policy: server-side apply PATCH of one CNP (new port each time) until every agent ACKed that generation; pod: POST + status PATCH (IP) until its /32 is in every agent's ipcache; sequential changes",

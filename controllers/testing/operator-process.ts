@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+/** The bundle `make build` writes (what the image runs): `node dist/membrane.mjs operator …`. */
+export const OPERATOR_BUNDLE = fileURLToPath(new URL("../../dist/membrane.mjs", import.meta.url));
 
 export interface LogLine {
   msg?: string;
@@ -22,8 +24,11 @@ export class OperatorProcess {
     args: string[] = [],
     /** Node.js options for the child (e.g. --cpu-prof), before the script. */
     nodeArgs: string[] = [],
+    /** Run the operator from the bundle (OPERATOR_BUNDLE, as shipped) instead of its sources through tsx. */
+    bundle = false,
   ) {
-    this.child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", MAIN, "--kubeconfig", kubeconfig, "--health-port", "0", "--id", name, ...args], {
+    const script = bundle ? [OPERATOR_BUNDLE, "operator"] : ["--import", "tsx", MAIN];
+    this.child = spawn(process.execPath, [...nodeArgs, ...script, "--kubeconfig", kubeconfig, "--health-port", "0", "--id", name, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let buf = "";
