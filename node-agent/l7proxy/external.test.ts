@@ -7,14 +7,13 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { pino } from "pino";
-import { PROTO_NUMBER, type SubjectPolicy } from "../../core/model.ts";
 import type { NodeState } from "../../core/wire.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { until } from "../testing/agent.ts";
 import { CONFIG_SOCKET_NAME, EXTERNAL_FLOW_SOCKET_NAME, parseReport } from "./external.ts";
-import { ADDR, L7Topology, ROOT, proxyPidIn, starWarsPeers } from "./testing/topology.ts";
+import { ADDR, L7Topology, ROOT, proxyPidIn, streamingStarWarsState, XwingStreams, type StreamReport } from "./testing/topology.ts";
 
 const tag = `m7e${process.pid % 100000}`;
 const node = `${tag}-node`;
@@ -25,7 +24,6 @@ const PROXY_PORT = 10085;
 const STREAMS = 20;
 const MEMBRANE = path.join(ROOT, "bin/membrane");
 const CLI = path.join(ROOT, "cli/main.ts");
-const STREAM_CLIENTS = path.join(ROOT, "node-agent/l7proxy/testing/stream-clients.ts");
 
 const topo = new L7Topology(tag);
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-l7-external-"));
@@ -40,25 +38,7 @@ let pki: TestPki | undefined;
 let server: DistributionServer | undefined;
 let port = 0;
 
-/** The x-wing's egress to the deathstar's port 80 through the proxy: landing and the stream allowed, anything else 403. */
-function state(): NodeState {
-  const policies: SubjectPolicy[] = [
-    {
-      subject: XWING,
-      ingressEnforced: false,
-      egressEnforced: true,
-      entries: [{ subject: XWING, direction: "egress", verdict: "allow", peer: DEATHSTAR, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: PROXY_PORT, ruleId: HTTP_RULE }],
-      http: [{ ruleId: HTTP_RULE, direction: "egress", rules: [{ method: "POST", path: "/v1/request-landing" }, { method: "GET", path: "/v1/stream" }] }],
-    },
-    { subject: DEATHSTAR, ingressEnforced: true, egressEnforced: false, entries: [{ subject: DEATHSTAR, direction: "ingress", verdict: "allow", peer: XWING, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: 0, ruleId: HTTP_RULE }] },
-  ];
-  return {
-    policies,
-    ...starWarsPeers({ xwing: XWING, deathstar: DEATHSTAR }),
-    rules: [{ id: HTTP_RULE, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } }],
-    policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation: 1 }],
-  };
-}
+const state = (): NodeState => streamingStarWarsState({ xwing: XWING, deathstar: DEATHSTAR }, PROXY_PORT, HTTP_RULE);
 
 function collect(child: ChildProcess, into: Record<string, unknown>[]): void {
   readline.createInterface({ input: child.stdout! }).on("line", (l) => {
@@ -143,26 +123,17 @@ test("agent kill -9 while keep-alive connections stream through the external pro
   assert.equal(proxyPidIn(stateDir), undefined, "the agent started no proxy of its own");
   assert.equal(await status("POST", "/v1/request-landing"), 200);
   assert.equal(await status("PUT", "/v1/exhaust-port"), 403);
-  const clients = spawn("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", STREAM_CLIENTS, ADDR.deathstar, "80", String(STREAMS)], { cwd: ROOT, stdio: ["pipe", "pipe", "inherit"] });
-  children.push(clients);
-  const out = readline.createInterface({ input: clients.stdout! })[Symbol.asyncIterator]();
-  const next = async (): Promise<string> => {
-    const r = await out.next();
-    assert.ok(!r.done, "the stream clients exited");
-    return r.value as string;
-  };
-  const streams = async (): Promise<{ chunks: number[]; broken: string[] }> => {
-    clients.stdin!.write("report\n");
-    return JSON.parse(await next()) as { chunks: number[]; broken: string[] };
-  };
-  const stillStreaming = async (what: string, earlier: { chunks: number[] }): Promise<{ chunks: number[] }> => {
-    const now = await streams();
-    assert.deepEqual(now.broken, [], `${what}: no stream broke`);
-    assert.deepEqual(now.chunks.flatMap((c, i) => (c > earlier.chunks[i]! ? [] : [i])), [], `${what}: every stream got more chunks`);
+  const clients = new XwingStreams(topo, STREAMS);
+  children.push(clients.process);
+  /** Every connection still streams and got more chunks since `earlier`. */
+  const stillStreaming = async (what: string, earlier: StreamReport): Promise<StreamReport> => {
+    const { now, broken, stalled } = await clients.since(earlier);
+    assert.deepEqual(broken, [], `${what}: no stream broke`);
+    assert.deepEqual(stalled, [], `${what}: every stream got more chunks`);
     return now;
   };
-  assert.equal(await next(), "streaming");
-  const atKill = await streams();
+  await clients.streaming();
+  const atKill = await clients.report();
   assert.deepEqual(atKill.broken, []);
   const proxyPid = proxy!.pid;
 
@@ -185,8 +156,8 @@ test("agent kill -9 while keep-alive connections stream through the external pro
   assert.equal(await status("GET", "/v1/other"), 403, "after the restart: a path no rule names is denied");
   assert.equal(await status("POST", "/v1/request-landing"), 200, "after the restart: allowed");
   assert.equal(agentSaid("L7 proxy down: connections steered to it fail until it is back"), undefined, "the restarted agent never saw its proxy down");
-  clients.stdin!.end();
-  await exited(clients);
+  clients.end();
+  await exited(clients.process);
 });
 
 test("external proxy kill -9: new redirected connections fail (no bypass) and the agent says the proxy is down naming its socket; a new proxy, started empty, is configured by the agent as it connects and serves again", async () => {

@@ -5,6 +5,7 @@ import path from "node:path";
 import readline from "node:readline";
 import type { Logger } from "pino";
 import { parseProxyConfig, type ProxyConfig } from "./config.ts";
+import { listenUnixSocket } from "./flow-socket.ts";
 import type { ProxyProcess, ProxyReport } from "./supervisor.ts";
 
 /** Where the agent and an external proxy meet by default (a hostPath both pods mount). */
@@ -107,18 +108,7 @@ export class ExternalProxy implements ProxyProcess {
 
   private async listen(): Promise<void> {
     fs.mkdirSync(this.opts.socketDir, { recursive: true, mode: 0o700 });
-    // An earlier agent's socket (killed, never closed) is replaced.
-    fs.rmSync(this.socket, { force: true });
-    const server = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.socket, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(this.socket, 0o600);
-    this.server = server;
+    this.server = await listenUnixSocket(this.socket, (s) => this.accept(s));
     this.opts.log.info({ socket: this.socket }, "waiting for the external L7 proxy");
     // A running proxy reconnects within its retry period: the agent's first look at it should find it there.
     const until = Date.now() + (this.opts.connectWaitMs ?? 3000);

@@ -107,6 +107,21 @@ export class FlowSocketWriter {
   }
 }
 
+/** A server on the unix socket `file` for root only (0600), replacing the socket an earlier process left (killed, never closed). */
+export async function listenUnixSocket(file: string, onConnection: (s: net.Socket) => void): Promise<net.Server> {
+  fs.rmSync(file, { force: true });
+  const server = net.createServer(onConnection);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(file, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  fs.chmodSync(file, 0o600);
+  return server;
+}
+
 type Parsed = { readonly ok: true; readonly flow: HttpFlow } | { readonly ok: false; readonly error: string };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -159,17 +174,7 @@ export class FlowSocketServer {
   ) {}
 
   async start(): Promise<void> {
-    fs.rmSync(this.path, { force: true });
-    const server = net.createServer((s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.path, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(this.path, 0o600);
-    this.server = server;
+    this.server = await listenUnixSocket(this.path, (s) => this.accept(s));
   }
 
   private accept(s: net.Socket): void {

@@ -5,7 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { SubjectPolicy } from "../../../core/model.ts";
+import readline from "node:readline";
+import { PROTO_NUMBER, type SubjectPolicy } from "../../../core/model.ts";
 import type { NodeState } from "../../../core/wire.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
@@ -14,6 +15,7 @@ import { writeProxyConfig, type ProxyConfig } from "../config.ts";
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../../..");
 const DEATHSTAR = path.join(here, "deathstar.ts");
+const STREAM_CLIENTS = path.join(here, "stream-clients.ts");
 const CLI = path.join(ROOT, "cli/main.ts");
 const run = promisify(execFile);
 
@@ -56,6 +58,74 @@ export function starWarsPeers(ids: { xwing: number; deathstar: number }): Pick<N
       { id: ids.deathstar, labels: ["k8s:org=empire", "k8s:class=deathstar"] },
     ],
   };
+}
+
+/**
+ * A node's state from the operator: the x-wing's egress to the deathstar's port 80 through `proxyPort`, landing and
+ * the stream (GET /v1/stream) allowed by `ruleId`'s HTTP rules, anything else 403; the deathstar admits the x-wing.
+ */
+export function streamingStarWarsState(ids: { xwing: number; deathstar: number }, proxyPort: number, ruleId: number): NodeState {
+  const policies: SubjectPolicy[] = [
+    {
+      subject: ids.xwing,
+      ingressEnforced: false,
+      egressEnforced: true,
+      entries: [{ subject: ids.xwing, direction: "egress", verdict: "allow", peer: ids.deathstar, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort, ruleId }],
+      http: [{ ruleId, direction: "egress", rules: [{ method: "POST", path: "/v1/request-landing" }, { method: "GET", path: "/v1/stream" }] }],
+    },
+    { subject: ids.deathstar, ingressEnforced: true, egressEnforced: false, entries: [{ subject: ids.deathstar, direction: "ingress", verdict: "allow", peer: ids.xwing, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, proxyPort: 0, ruleId }] },
+  ];
+  return {
+    policies,
+    ...starWarsPeers(ids),
+    rules: [{ id: ruleId, origin: { policyKind: "CiliumNetworkPolicy", namespace: "default", name: "rule1", ruleIndex: 0, path: "spec.egress[0]" } }],
+    policyGenerations: [{ key: "CiliumNetworkPolicy/default/rule1", uid: "u1", generation: 1 }],
+  };
+}
+
+/** What the stream clients say: chunks so far per connection, and the errors or ends of those that stopped. */
+export interface StreamReport {
+  readonly chunks: number[];
+  readonly broken: string[];
+}
+
+/** testing/stream-clients.ts in the x-wing's netns: `n` keep-alive GET /v1/stream connections to the deathstar, asked how they do. */
+export class XwingStreams {
+  readonly process: ChildProcess;
+  private readonly lines: AsyncIterator<string>;
+
+  constructor(topo: L7Topology, n: number) {
+    this.process = spawn("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", STREAM_CLIENTS, ADDR.deathstar, "80", String(n)], { cwd: ROOT, stdio: ["pipe", "pipe", "inherit"] });
+    this.lines = readline.createInterface({ input: this.process.stdout! })[Symbol.asyncIterator]();
+  }
+
+  private async next(): Promise<string> {
+    const r = await this.lines.next();
+    if (r.done) throw new Error("the stream clients exited");
+    return r.value as string;
+  }
+
+  /** Until every connection has had a chunk. */
+  async streaming(): Promise<void> {
+    const line = await this.next();
+    if (line !== "streaming") throw new Error(`the stream clients said ${JSON.stringify(line)}, not "streaming"`);
+  }
+
+  async report(): Promise<StreamReport> {
+    this.process.stdin!.write("report\n");
+    return JSON.parse(await this.next()) as StreamReport;
+  }
+
+  /** The connections that broke, and those with no chunk since `earlier`. */
+  async since(earlier: StreamReport): Promise<{ now: StreamReport; broken: string[]; stalled: number[] }> {
+    const now = await this.report();
+    return { now, broken: now.broken, stalled: now.chunks.flatMap((c, i) => (c > earlier.chunks[i]! ? [] : [i])) };
+  }
+
+  /** Ends the clients (their stdin closes). */
+  end(): void {
+    this.process.stdin!.end();
+  }
 }
 
 /** Two pods on one node; the datapath on both veths; torn down by cleanup(). */
