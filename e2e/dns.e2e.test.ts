@@ -28,6 +28,8 @@ const MS = 2_000;
 const ipOf = (name: string): string => OUTSIDE_HOSTS.find((h) => h.names.includes(name))!.ip;
 const API = "api.outside.test";
 const WWW = "www.outside.test";
+/** Another name of WWW's host, asked over TCP only. */
+const WEB = "web.outside.test";
 const BLOCKED = "blocked.elsewhere.test";
 /** A second resolver pod (the cluster DNS's dnsmasq on port 5353) for the non-standard port test. */
 const ALT_DNS = "kube-dns-5353";
@@ -221,6 +223,16 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     assert.ok(value(/^hubble_flows_processed_total\{protocol="DNS",type="L7",subtype="DNS",verdict="DROPPED"\} (\d+)$/m) >= 1);
   });
 
+  it("DNS over TCP (a resolver's retry after a truncated answer) goes through the same proxy under the same rules", async () => {
+    // The '*.outside.test' DNS rule of the test before; web.outside.test has not been asked yet.
+    for (const pod of ["mediabot-1", "mediabot-2"]) {
+      assert.deepEqual(await p[pod]!.lookup(WEB, { timeoutMs: MS, tcp: true }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(WEB)] }, `${pod} ${WEB} over TCP`);
+      assert.equal(await connect(p[pod]!, ipOf(WEB)), "connected outside-2", `${pod} → ${WEB} right after its TCP answer`);
+      assert.deepEqual(await p[pod]!.lookup(BLOCKED, { timeoutMs: MS, tcp: true }), { verdict: "looked-up", rcode: "REFUSED", addresses: [] }, `${pod} ${BLOCKED} over TCP: refused by the proxy`);
+    }
+    assert.deepEqual(await p.other!.lookup(BLOCKED, { timeoutMs: MS, tcp: true }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] }, "dnsmasq answers it over TCP itself");
+  });
+
   it("kill -9 of a node's agent during a stream of lookups and connects: no allowed connection dropped, the refused name never answered, lookups fail while it is away and succeed on retry, its cache restored", async () => {
     // The state: the '*.outside.test' DNS rule, toFQDNs api + w*; mediabot-1 (node 1) learned api and www above.
     const victim = (await loadDevClusterState(tc.dir)).agents.find((a) => a.node === tc.nodeName(1));
@@ -269,7 +281,7 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       assert.ok(log.answeredAfterRestart >= 3, "and were answered again once it was back");
       const cache = await list(["--node", tc.nodeName(1), "--name", "*.outside.test"]);
       assert.equal(cache.code, 0, cache.stderr);
-      assert.deepEqual([...new Set(cache.rows.map((r) => r.name))].sort(), [`${API}.`, `${WWW}.`], "the restarted agent's cache: what it learned before the kill (www was not asked again)");
+      assert.deepEqual([...new Set(cache.rows.map((r) => r.name))].sort(), [`${API}.`, `${WEB}.`, `${WWW}.`], "the restarted agent's cache: what it learned before the kill (www and web, learned over TCP, were not asked again)");
     } finally {
       now.stop = true;
       await stream.catch(() => undefined);

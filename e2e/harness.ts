@@ -180,9 +180,12 @@ export class PodProber {
     return this.ask({ id: this.nextId++, host, port, timeoutMs: opts.timeoutMs, ...(opts.udp ? { udp: true } : {}) }, `${host}:${port}`) as Promise<ProbeResult>;
   }
 
-  /** An A lookup through the pod's resolv.conf (the cluster DNS), or `server` ("ip:port"); `name.` with a trailing dot skips the search list. */
-  lookup(name: string, opts: { timeoutMs: number; server?: string }): Promise<LookupResult> {
-    const answer = this.ask({ id: this.nextId++, lookup: name, timeoutMs: opts.timeoutMs, ...(opts.server !== undefined ? { server: opts.server } : {}) }, `lookup ${name}`) as Promise<LookupResult>;
+  /**
+   * An A lookup through the pod's resolv.conf (the cluster DNS), or `server` ("ip:port"); `name.` with a trailing dot skips the search list.
+   * With `tcp`, one query over TCP to the first nameserver (or `server`), the name as given.
+   */
+  lookup(name: string, opts: { timeoutMs: number; server?: string; tcp?: boolean }): Promise<LookupResult> {
+    const answer = this.ask({ id: this.nextId++, lookup: name, timeoutMs: opts.timeoutMs, ...(opts.server !== undefined ? { server: opts.server } : {}), ...(opts.tcp ? { tcp: true } : {}) }, `lookup ${name}`) as Promise<LookupResult>;
     return answer.then(({ verdict, rcode, addresses }) => ({ verdict, rcode, addresses }));
   }
 

@@ -1,7 +1,9 @@
 // Connectivity probes from the current network namespace (run inside a pod's): TCP connect, UDP request/reply or a DNS lookup through the namespace's resolv.conf, one JSON line per probe.
 import { createSocket } from "node:dgram";
 import { promises as dns } from "node:dns";
+import { readFileSync } from "node:fs";
 import { connect } from "node:net";
+import dnsPacket from "dns-packet";
 import { createInterface } from "node:readline";
 import { parseFlags } from "../kube/flags.ts";
 
@@ -101,8 +103,48 @@ export async function lookupA(name: string, timeoutMs: number, server?: string):
   }
 }
 
+/**
+ * The same lookup over TCP (what a resolver does after a truncated UDP answer), one query on one
+ * connection to `server` ("ip:port") or the first nameserver of this namespace's /etc/resolv.conf;
+ * `name` is asked as given (no search list). A connection refused or silent is "timeout", as for UDP.
+ */
+export function lookupATcp(name: string, timeoutMs: number, server?: string): Promise<LookupResult> {
+  const [host, port] = server !== undefined ? splitServer(server) : [firstNameserver(), 53];
+  const query = dnsPacket.streamEncode({ type: "query", id: 1 + Math.floor(Math.random() * 0xfffe), flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: "A", name: name.replace(/\.$/, "") }] });
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    let buf = Buffer.alloc(0);
+    const done = (r: LookupResult): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ verdict: "looked-up", rcode: "timeout", addresses: [] }), timeoutMs);
+    sock.on("error", () => done({ verdict: "looked-up", rcode: "timeout", addresses: [] }));
+    sock.on("connect", () => sock.write(query));
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+      const answer = dnsPacket.streamDecode(buf) as dnsPacket.DecodedPacket & { rcode?: string };
+      const addresses = (answer.answers ?? []).flatMap((a) => (a.type === "A" ? [a.data] : [])).sort();
+      done({ verdict: "looked-up", rcode: answer.rcode ?? "NOERROR", addresses });
+    });
+  });
+}
+
+function splitServer(server: string): [string, number] {
+  const m = /^\[?(.+?)\]?:(\d+)$/.exec(server);
+  return m ? [m[1]!, Number(m[2])] : [server, 53];
+}
+
+function firstNameserver(): string {
+  const m = /^nameserver\s+(\S+)/m.exec(readFileSync("/etc/resolv.conf", "utf8"));
+  if (!m) throw new Error("/etc/resolv.conf names no nameserver");
+  return m[1]!;
+}
+
 /** One request to `--serve` mode: probe host:port, or look `lookup` up; the answer echoes `id`. */
-export type ProbeRequest = { id: number; timeoutMs: number } & ({ host: string; port: number; udp?: boolean } | { lookup: string; server?: string });
+export type ProbeRequest = { id: number; timeoutMs: number } & ({ host: string; port: number; udp?: boolean } | { lookup: string; server?: string; tcp?: boolean });
 
 export type ProbeAnswer = { id: number } & (ProbeResult | LookupResult | { verdict: "error"; error: string });
 
@@ -122,7 +164,7 @@ function serve(): void {
       process.stdout.write(JSON.stringify({ id: -1, verdict: "error", error: `not JSON: ${line.slice(0, 80)}` }) + "\n");
       return;
     }
-    const probe: Promise<ProbeResult | LookupResult> = "lookup" in req ? lookupA(req.lookup, req.timeoutMs, req.server) : req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
+    const probe: Promise<ProbeResult | LookupResult> = "lookup" in req ? (req.tcp ? lookupATcp : lookupA)(req.lookup, req.timeoutMs, req.server) : req.udp ? probeUdp(req.host, req.port, req.timeoutMs) : probeTcp(req.host, req.port, req.timeoutMs);
     probe.then(
       (r) => process.stdout.write(JSON.stringify({ id: req.id, ...r }) + "\n"),
       (e: unknown) => process.stdout.write(JSON.stringify({ id: req.id, verdict: "error", error: (e as Error).message }) + "\n"),

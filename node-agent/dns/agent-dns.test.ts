@@ -51,6 +51,8 @@ const ZONE = {
   "special-x-service.api.cilium.io": [{ type: "A", data: CILIUM.special, ttl: 30 }],
   "other.cilium.io": [{ type: "A", data: CILIUM.other, ttl: 30 }],
   "a.b.cilium.io": [{ type: "A", data: CILIUM.deep, ttl: 30 }],
+  // More than a UDP answer may carry (EDNS 1232 bytes): the resolver truncates it and the client asks again over TCP.
+  "many.allowed.test": Array.from({ length: 100 }, (_, i) => ({ type: "A", data: `10.206.0.${i + 1}`, ttl: 30 })),
 };
 
 const topo = new DnsTopology(tag);
@@ -397,4 +399,29 @@ test("toFQDNs with HTTP rules of their own (issue #15): the learned address conn
   assert.equal((await resolve("cilium.io"))?.rcode, "NOERROR");
   assert.equal(await connects(CILIUM.apex, 8081), true, "the plain port is allowed at once");
   assert.equal(await connects(CILIUM.apex, 8080), false, "the HTTP rules' port stays closed");
+});
+
+test("a truncated UDP answer's retry over TCP goes through the proxy under the same rules (issue #15): the pod's own resolver (c-ares) gets all 100 addresses of a name too large for UDP", async () => {
+  const spec = {
+    endpointSelector: { matchLabels: { "any:org": "alliance" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*.allowed.test" }] } }],
+      },
+    ],
+  };
+  server!.publish(node, compiledState(32, spec));
+  await until("state 32 acknowledged", () => ackedGeneration() === 32, 20_000);
+  topo.resolverLog = "";
+  // Node's resolver (c-ares), as a pod's program resolves: it retries over TCP by itself on a truncated answer.
+  const lookup = (name: string) =>
+    run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "-e", `const r = new (require("node:dns").promises.Resolver)({ timeout: 3000, tries: 1 }); r.setServers(["${ADDR.resolver}"]); r.resolve4(${JSON.stringify(name)}).then((a) => console.log(JSON.stringify(a)), (e) => console.log(JSON.stringify(e.code)))`]).then((r) => JSON.parse(r.stdout) as string[] | string);
+  const many = await lookup("many.allowed.test");
+  assert.ok(Array.isArray(many), `an answer: ${JSON.stringify(many)}`);
+  assert.equal(many.length, 100);
+  assert.match(topo.resolverLog, /^truncated many\.allowed\.test \d+$/m, "the UDP answer was truncated");
+  assert.match(topo.resolverLog, /^query tcp many\.allowed\.test 53$/m, "and the retry came over TCP, through the proxy");
+  assert.equal(await lookup("many.cilium.io"), "EREFUSED", "a name outside the rules is refused");
+  assert.doesNotMatch(topo.resolverLog, /many\.cilium\.io/, "and never reaches the server");
 });

@@ -3,6 +3,7 @@
 // A name without an entry takes its wildcard's ("*.rest"); an A record "synth:BASE" answers BASE plus the
 // number in the first label (c17.fresh.test -> BASE + 17), so every name has a fresh address.
 // Prints "listening" when the sockets are bound, and "query <proto> <name> <port>" for each query (unless quiet).
+// A UDP answer larger than the query's EDNS size (512 bytes without) goes out truncated (TC, no records; "truncated <name> <bytes>").
 import dgram from "node:dgram";
 import net from "node:net";
 import dnsPacket from "dns-packet";
@@ -37,13 +38,14 @@ function answer(msg: Buffer, proto: string, port: number): Buffer {
     break;
   }
   const known = answers.length > 0 || zone[name] !== undefined;
-  return dnsPacket.encode({
-    type: "response",
-    id: q.id ?? 0,
-    flags: dnsPacket.AUTHORITATIVE_ANSWER | (known ? 0 : 3),
-    questions: q.questions ?? [],
-    answers,
-  });
+  const response = { type: "response" as const, id: q.id ?? 0, flags: dnsPacket.AUTHORITATIVE_ANSWER | (known ? 0 : 3), questions: q.questions ?? [] };
+  const full = dnsPacket.encode({ ...response, answers });
+  // Over UDP an answer larger than the client said it can take (EDNS, else 512 bytes) is truncated, as a real server does: the client asks again over TCP.
+  const opt = (q.additionals ?? []).find((a) => a.type === "OPT");
+  const limit = opt && "udpPayloadSize" in opt ? opt.udpPayloadSize : 512;
+  if (proto !== "udp" || full.length <= limit) return full;
+  if (quiet !== "quiet") console.log(`truncated ${name} ${full.length}`);
+  return dnsPacket.encode({ ...response, flags: response.flags | dnsPacket.TRUNCATED_RESPONSE });
 }
 
 function synth(data: string, name: string): string {
