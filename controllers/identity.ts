@@ -13,7 +13,7 @@ import type { IdentityUse } from "./identity-gc.ts";
 import type { OperatorMetrics } from "../kube/metrics.ts";
 import { IDENTITIES, PODS } from "../kube/resources.ts";
 import type { Endpoint } from "./selection.ts";
-import { IDENTITY_ANNOTATION, UNUSED_SINCE_ANNOTATION, type IdentityObject, type PodObject, labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
+import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL, type IdentityObject, type PodObject, labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 
 /** Whether a pod has an endpoint that needs an identity (host-network and finished pods do not). */
 export function podNeedsIdentity(pod: PodObject): boolean {
@@ -47,6 +47,8 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
   private readonly podLabels = new Map<string, LabelSet>();
   private readonly users = new Map<string, { readonly set: LabelSet; readonly pods: Set<string> }>();
   private readonly creating = new Map<string, Promise<number>>();
+  /** Numbers the GC is deleting: never handed out, and not bound again by a late event, until their delete is seen. */
+  private readonly retired = new Set<number>();
   /** Security labels per cached pod object (policy selection asks for every pod on every status refresh). */
   private readonly labelsOfPod = new WeakMap<PodObject, { ns: KubeObject; set: LabelSet }>();
 
@@ -62,7 +64,7 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
     const n = Number(ev.obj.metadata.name);
     if (!Number.isInteger(n)) return [];
     if (ev.type === "delete") this.forgetIdentity(n);
-    else this.indexIdentity(n, labelSetOfIdentity(ev.obj));
+    else if (!this.retired.has(n)) this.indexIdentity(n, labelSetOfIdentity(ev.obj));
     this.d.metrics.identities.set(this.d.identities.size);
     // An identity removed behind our back: its users need a (new) one.
     return ev.type === "delete" ? [...(this.users.get(labelSetOfIdentity(ev.obj).key)?.pods ?? [])] : [];
@@ -108,6 +110,19 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
     return this.allocator.keyOf(n) === set.key && (this.users.get(set.key)?.pods.size ?? 0) > 0;
   }
 
+  retire(n: number, obj: IdentityObject): boolean {
+    if (this.inUse(n, obj)) return false;
+    this.retired.add(n);
+    this.allocator.release(n);
+    this.allocator.reference(n);
+    return true;
+  }
+
+  restore(n: number, obj: IdentityObject): void {
+    if (!this.retired.delete(n)) return;
+    this.indexIdentity(n, labelSetOfIdentity(obj));
+  }
+
   private indexIdentity(n: number, set: LabelSet): void {
     this.labelsOf.set(n, set);
     this.allocator.unreference(n);
@@ -116,6 +131,7 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
   }
 
   private forgetIdentity(n: number): void {
+    this.retired.delete(n);
     this.labelsOf.delete(n);
     this.allocator.release(n);
     this.allocator.unreference(n);
@@ -186,11 +202,11 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
         if (!isNotFound(e)) throw e;
       }
     }
-    // A marked-unused identity has a user again: clear the mark.
-    if (this.d.identities.get(String(n))?.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]) this.checkUse(n);
+    // A marked-unused identity may have a user again: its mark goes.
+    this.checkUse(n);
   }
 
-  /** Set by the operator: asks the identity GC to look at an identity whose use may have changed. */
+  /** Set by the operator: tells the identity GC that an identity's use may have changed. */
   checkUse: (n: number) => void = () => {};
 
   private ensureIdentity(set: LabelSet): Promise<number> {
@@ -212,7 +228,8 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
       await this.d.client.create(resourcePath(IDENTITIES), {
         apiVersion: "cilium.io/v2",
         kind: "CiliumIdentity",
-        metadata: { name: String(n) },
+        // The number as a label too: the GC deletes idle identities in batches selected by it.
+        metadata: { name: String(n), labels: { [IDENTITY_NUMBER_LABEL]: String(n) } },
         "security-labels": securityLabelsMap(set),
       });
     } catch (e) {

@@ -29,7 +29,7 @@ const USAGE = `usage: membrane operator [flags]
   --lease-name NAME            (default membrane-operator)
   --id NAME                    this replica's lease holder identity (default hostname_pid)
   --identity-gc-grace DURATION unused identities are deleted after this (default 15m; e.g. 30s, 2m)
-  --identity-gc-concurrency N  identities the GC marks or deletes at once (default 32, 1-1024)
+  --identity-gc-concurrency N  delete requests the identity GC has in flight at once (default 32, 1-1024)
   --identity-gc-interval DURATION  how often every identity is checked for use again, besides the
                                checks pod changes trigger (default 15m)
   --cluster-name NAME          (default "default")

@@ -14,7 +14,7 @@ import { shutdownStep } from "../kube/shutdown.ts";
 import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
 import { PolicySecrets, type SecretObject } from "./policy-secrets.ts";
 import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
-import { DEFAULT_GC_CONCURRENCY, IdentityGC, identityGcKey } from "./identity-gc.ts";
+import { DEFAULT_GC_CONCURRENCY, GC_COALESCE_MS, GC_SWEEP_KEY, IdentityGC } from "./identity-gc.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
 import { type Endpoint, type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
@@ -55,7 +55,7 @@ export interface OperatorConfig {
   leaseName: string;
   id: string;
   identityGcGraceMs: number;
-  /** Identities marked unused or deleted at once by the GC (default DEFAULT_GC_CONCURRENCY). */
+  /** Delete requests the identity GC has in flight at once (default DEFAULT_GC_CONCURRENCY). */
   identityGcConcurrency?: number;
   /** Every identity is re-checked for use this often, besides the checks pod changes trigger (default 15 min). */
   identityGcIntervalMs?: number;
@@ -186,20 +186,27 @@ export class Operator {
       const c = new Controller(identity, this.log, this.metrics, { workers: 4 });
       c.watch(pods, identity.podKeys).watch(namespaces, identity.namespaceKeys).watch(identities, identity.identityKeys);
       const r = identity;
-      // GC as a controller of its own: its workers bound the identities marked or deleted at once.
-      const gc = new IdentityGC({ client, identities, use: r, log: this.log, graceMs: this.config.identityGcGraceMs });
-      const gcc = new Controller(gc, this.log, this.metrics, { workers: this.config.identityGcConcurrency ?? DEFAULT_GC_CONCURRENCY });
+      // GC as a controller of its own, one sweep at a time; its concurrency bounds its delete requests in flight.
+      const gc = new IdentityGC({
+        client,
+        identities,
+        use: r,
+        log: this.log,
+        graceMs: this.config.identityGcGraceMs,
+        marks: { namespace: this.config.leaseNamespace, name: `${this.config.leaseName}-identity-gc` },
+        concurrency: this.config.identityGcConcurrency ?? DEFAULT_GC_CONCURRENCY,
+      });
+      const gcc = new Controller(gc, this.log, this.metrics, { workers: 1 });
       gcc.watch(identities, gc.identityKeys);
-      r.checkUse = (n) => gcc.enqueue(identityGcKey(n));
-      const sweep = (): void => {
-        for (const obj of identities.list()) gcc.enqueue(`id/${obj.metadata.name}`);
+      r.checkUse = (n) => {
+        if (gc.useChanged(n)) gcc.queue.addAfter(GC_SWEEP_KEY, GC_COALESCE_MS);
       };
       c.beforeStart(() => r.init());
       // Controllers start in order: the identity controller's index is built before the GC's first look.
       gcc.beforeStart(() => {
-        sweep();
+        gcc.enqueue(GC_SWEEP_KEY);
         // A periodic sweep as well: GC never depends on a single requeue having survived.
-        const timer = setInterval(sweep, this.config.identityGcIntervalMs ?? 15 * 60_000);
+        const timer = setInterval(() => gcc.enqueue(GC_SWEEP_KEY), this.config.identityGcIntervalMs ?? 15 * 60_000);
         timer.unref();
         this.timers.push(() => clearInterval(timer));
       });

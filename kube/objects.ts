@@ -8,8 +8,11 @@ import type { KubeObject } from "./kube.ts";
 export const IDENTITY_ANNOTATION = "membrane.io/identity";
 /** On a CiliumNode, set by its agent: the HOST:PORT of the agent's HTTP server (health, metrics, read-only JSON such as the FQDN cache). */
 export const AGENT_API_ADDRESS_ANNOTATION = "membrane.io/agent-api-address";
-/** On a CiliumIdentity: since when no pod has used it (RFC 3339); removed when a pod uses it again. */
+/** On a CiliumIdentity: since when no pod has used it (RFC 3339), as operators before the one-object marks wrote it; still honoured. */
 export const UNUSED_SINCE_ANNOTATION = "membrane.io/unused-since";
+
+/** On a CiliumIdentity: its own number, so that the GC can delete many in one request selected by it. */
+export const IDENTITY_NUMBER_LABEL = "membrane.io/identity-number";
 
 export interface PodObject extends KubeObject {
   spec?: {

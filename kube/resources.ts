@@ -6,6 +6,7 @@ export const NAMESPACES: Resource = { group: "", version: "v1", plural: "namespa
 export const NODES: Resource = { group: "", version: "v1", plural: "nodes", namespaced: false, kind: "Node" };
 export const SERVICES: Resource = { group: "", version: "v1", plural: "services", namespaced: true, kind: "Service" };
 export const ENDPOINT_SLICES: Resource = { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", namespaced: true, kind: "EndpointSlice" };
+export const CONFIG_MAPS: Resource = { group: "", version: "v1", plural: "configmaps", namespaced: true, kind: "ConfigMap" };
 export const EVENTS: Resource = { group: "", version: "v1", plural: "events", namespaced: true, kind: "Event" };
 export const NETWORK_POLICIES: Resource = { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", namespaced: true, kind: "NetworkPolicy" };
 export const CNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnetworkpolicies", namespaced: true, kind: "CiliumNetworkPolicy" };

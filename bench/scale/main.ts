@@ -10,7 +10,7 @@ import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
-import { IDENTITY_ANNOTATION } from "../../kube/objects.ts";
+import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../../kube/objects.ts";
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
 import { flagError } from "../../kube/flags.ts";
@@ -38,6 +38,10 @@ interface Flags extends ScaleShape {
   readonly kernelLock: string;
   /** Only the identity GC: pods get their identities, then idle identities are collected across an operator restart (no agents, policies or changes). */
   readonly gcOnly: boolean;
+  /** The idle identities carry their number label, as the operator creates them (false: as older operators did, deleted one by one). */
+  readonly idleLabelled: boolean;
+  /** kube-apiserver --delete-collection-workers (undefined: its default, 1). */
+  readonly deleteCollectionWorkers: number | undefined;
 }
 
 /** Parses the flags; a bad value names its flag. */
@@ -47,7 +51,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
     v = parseArgs({
       args: [...args],
       options: Object.fromEntries(
-        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle"].map((k) => [k, { type: "string" as const }]),
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle", "idle-labelled", "delete-collection-workers"].map((k) => [k, { type: "string" as const }]),
       ),
       strict: true,
       allowPositionals: false,
@@ -76,6 +80,10 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
   if (agentBundle !== "true" && agentBundle !== "false") return { ok: false, error: `--agent-bundle: "${agentBundle}" is not true or false` };
   const gcOnly = v["gc-only"] ?? "false";
   if (gcOnly !== "true" && gcOnly !== "false") return { ok: false, error: `--gc-only: "${gcOnly}" is not true or false` };
+  const idleLabelled = v["idle-labelled"] ?? "true";
+  if (idleLabelled !== "true" && idleLabelled !== "false") return { ok: false, error: `--idle-labelled: "${idleLabelled}" is not true or false` };
+  const dcw = v["delete-collection-workers"] === undefined ? undefined : Number(v["delete-collection-workers"]);
+  if (dcw !== undefined && (!Number.isInteger(dcw) || dcw < 1)) return { ok: false, error: `--delete-collection-workers: "${v["delete-collection-workers"]}" is not an integer ≥ 1` };
   return {
     ok: true,
     flags: {
@@ -88,6 +96,8 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
       kernelLock: v["kernel-lock"] ?? "/tmp/membrane-kernel.lock",
       gcOnly: gcOnly === "true",
       agentBundle: agentBundle === "true",
+      idleLabelled: idleLabelled === "true",
+      deleteCollectionWorkers: dcw,
     },
   };
 }
@@ -242,7 +252,7 @@ async function main(): Promise<void> {
   const loadTimer = setInterval(sampleLoad, 5000);
   sampleLoad();
   try {
-    const cp = await startControlPlane({ name: "bench-scale" });
+    const cp = await startControlPlane({ name: "bench-scale", ...(f.deleteCollectionWorkers ? { apiserverArgs: [`--delete-collection-workers=${f.deleteCollectionWorkers}`] } : {}) });
     cleanups.push(() => cp.stop());
     const kubectl = async (args: string[], input?: string): Promise<void> => {
       const r = await cp.kubectl(args, input);
@@ -440,13 +450,14 @@ async function main(): Promise<void> {
         api.call("POST", "/apis/cilium.io/v2/ciliumidentities", {
           apiVersion: "cilium.io/v2",
           kind: "CiliumIdentity",
-          metadata: { name: String(n) },
+          metadata: { name: String(n), ...(f.idleLabelled ? { labels: { [IDENTITY_NUMBER_LABEL]: String(n) } } : {}) },
           "security-labels": { "k8s:app": `idle-${n}`, "k8s:io.kubernetes.pod.namespace": "gone" },
         }),
       );
       out.idle_create_s = round((performance.now() - t) / 1000);
       const total = await identityCount(api);
       log.info({ idle: f.idleIdentities, total, s: out.idle_create_s }, "idle identities created; starting the operator again");
+      const requestsBeforeGc = await apiRequests(api);
       t = performance.now();
       op = startOperator("bench-scale-operator-2", f.gcOnly); // with --gc-only, BENCH_OPERATOR_CPU_PROF profiles this one (the collector)
       await op.waitForLog((l) => l.msg === "operator running", 300_000);
@@ -461,6 +472,11 @@ async function main(): Promise<void> {
       if (out.gc_60k_s !== null) out.gc_per_s = Math.round(f.idleIdentities / (out.gc_60k_s as number));
       if (out.gc_60k_s === null) out.gc_left = left - (total - f.idleIdentities);
       out.gc_idle = f.idleIdentities;
+      out.gc_idle_labelled = f.idleLabelled;
+      out.delete_collection_workers = f.deleteCollectionWorkers ?? 1;
+      // What the GC asked of the API server: its writes, per verb and resource.
+      const gcRequests = await apiRequests(api);
+      out.gc_api_requests = Object.fromEntries([...gcRequests].filter(([k]) => /ciliumidentities|configmaps/.test(k) && !k.startsWith("GET") && !k.startsWith("LIST")).map(([k, n]) => [k, n - (requestsBeforeGc.get(k) ?? 0)]).filter(([, n]) => (n as number) > 0));
       out.gc_reconcile_errors = op.logs.filter((l) => l.msg === "reconcile failed").length;
       // What GC must not do: delete an identity a pod still carries.
       const inUse = await podIdentities(api);

@@ -33,6 +33,11 @@ describe("bench/scale", () => {
     assert.deepEqual(parseScaleFlags(["--gc-only", "1"]), { ok: false, error: '--gc-only: "1" is not true or false' });
     const gc = parseScaleFlags(["--gc-only", "true"]);
     assert.ok(gc.ok && gc.flags.gcOnly && !d.flags.gcOnly);
+    assert.ok(d.flags.idleLabelled && d.flags.deleteCollectionWorkers === undefined);
+    const legacy = parseScaleFlags(["--idle-labelled", "false", "--delete-collection-workers", "16"]);
+    assert.ok(legacy.ok && !legacy.flags.idleLabelled && legacy.flags.deleteCollectionWorkers === 16);
+    assert.deepEqual(parseScaleFlags(["--idle-labelled", "no"]), { ok: false, error: '--idle-labelled: "no" is not true or false' });
+    assert.deepEqual(parseScaleFlags(["--delete-collection-workers", "0"]), { ok: false, error: '--delete-collection-workers: "0" is not an integer ≥ 1' });
     const room = parseScaleFlags(["--idle-identities", "61000"]);
     assert.ok(!room.ok && room.error.startsWith("--idle-identities: 61000"));
   });
