@@ -58,6 +58,25 @@ struct {
 	__type(value, __u64);
 } membrane_tp_procs SEC(".maps");
 
+/* Processes whose matching set could not be stored (membrane_tp_procs full): such a process matches no value, so
+ * the runtime reports the count (a metric and a warning in its status) rather than let it pass unseen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} membrane_tp_procs_full SEC(".maps");
+
+static __always_inline void set_procs(__u32 pid, __u64 *bits)
+{
+	if (bpf_map_update_elem(&membrane_tp_procs, &pid, bits, BPF_ANY) == 0)
+		return;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&membrane_tp_procs_full, &zero);
+	if (n)
+		*n += 1;
+}
+
 /* The path of the binary being exec'd (judged against every matchBinaries value). */
 struct tp_exec_scratch {
 	char path[TP_STR_MAX];
@@ -351,7 +370,7 @@ int membrane_tp_exec(__u64 *ctx)
 	bpf_loop(count < TP_BINARIES_MAX ? count : TP_BINARIES_MAX, judge_binary, &b, 0);
 	__u32 pid = BPF_CORE_READ(task, tgid);
 	if (x->bits != 0)
-		bpf_map_update_elem(&membrane_tp_procs, &pid, &x->bits, BPF_ANY);
+		set_procs(pid, &x->bits);
 	else
 		bpf_map_delete_elem(&membrane_tp_procs, &pid);
 	return 0;
@@ -372,7 +391,7 @@ int membrane_tp_fork(__u64 *ctx)
 	__u64 *bits = bpf_map_lookup_elem(&membrane_tp_procs, &ppid);
 	if (bits) {
 		__u64 copy = *bits;
-		bpf_map_update_elem(&membrane_tp_procs, &pid, &copy, BPF_ANY);
+		set_procs(pid, &copy);
 	}
 	return 0;
 }

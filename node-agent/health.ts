@@ -79,7 +79,8 @@ export function runtimeCondition(r: NonNullable<AgentStatus["runtime"]>, gen: { 
   if (!r.running) return { type: "RuntimeEnforcer", status: "False", reason: "EnforcerDown", message: `${r.error ?? "the runtime enforcer is not running"}: TracingPolicies are not enforced on this node until it is back`, ...gen };
   const counts = `${r.enforced} TracingPolicy(ies) enforced${r.notEnforced > 0 ? `, ${r.notEnforced} not (see each policy's status)` : ""}`;
   const events = r.address !== undefined ? `; process events: membrane observe --type process --runtime-address ${r.address}` : "";
-  return { type: "RuntimeEnforcer", status: "True", reason: "Running", message: `pid ${r.pid ?? "?"}; ${counts}${events}`, ...gen };
+  const warning = r.warning !== undefined ? `; warning: ${r.warning}` : "";
+  return { type: "RuntimeEnforcer", status: "True", reason: "Running", message: `pid ${r.pid ?? "?"}; ${counts}${warning}${events}`, ...gen };
 }
 
 /**

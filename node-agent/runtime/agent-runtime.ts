@@ -31,6 +31,8 @@ export interface RuntimeEnforcerStatus {
   readonly error?: string;
   /** Where it serves /metrics and its live process events (membrane observe --type process --runtime-address). */
   readonly address?: string;
+  /** What the runtime warns of while it runs (the kernel's matchBinaries set full). */
+  readonly warning?: string;
 }
 
 export interface AgentRuntimeOptions {
@@ -49,6 +51,7 @@ export interface AgentRuntimeOptions {
 /** The runtime's status file: each policy by its runtime key (`name`, `namespace/name`). */
 interface StatusFile {
   readonly address?: string;
+  readonly warnings?: readonly string[];
   readonly policies: Readonly<Record<string, { enforced: boolean; reason?: string; message?: string; uid?: string; generation?: number }>>;
 }
 
@@ -138,11 +141,14 @@ export class AgentRuntime {
   status(): RuntimeEnforcerStatus {
     const s = this.statuses();
     const pid = this.pid();
-    const address = pid !== undefined ? this.readStatus()?.address : undefined;
+    const file = pid !== undefined ? this.readStatus() : undefined;
+    const address = file?.address;
+    const warning = Array.isArray(file?.warnings) && file.warnings.length > 0 ? file.warnings.join("; ") : undefined;
     return {
       running: pid !== undefined,
       ...(pid !== undefined ? { pid } : {}),
       ...(typeof address === "string" ? { address } : {}),
+      ...(warning !== undefined ? { warning } : {}),
       enforced: s.filter((x) => x.enforced).length,
       notEnforced: s.filter((x) => !x.enforced).length,
       ...(this.error !== undefined ? { error: this.error } : {}),

@@ -14,6 +14,7 @@ import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
 import { parseFlags } from "../../kube/flags.ts";
 import { RuntimeEventStream } from "./event-stream.ts";
+import { TP_PROCS_MAX } from "./tracepoint-layout.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
@@ -115,18 +116,51 @@ export async function run(args: string[]): Promise<number> {
       if (st.enforced) log.info({ policy: key, hooks: st.hooks }, "tracing policy enforced");
       else log.error({ policy: key, reason: st.reason, message: st.message }, "tracing policy not enforced");
     }
+    lastStatuses = statuses;
+    writeStatus();
+  };
+  let lastStatuses: ReturnType<typeof engine.apply> = new Map();
+  let overflows = 0n;
+  // The node's warning while processes whose binary matches a tracepoint's matchBinaries value did not fit in the
+  // kernel's set (they match no value: an In selector misses them): on each policy that uses one and on the node.
+  const overflowWarning = (): string | undefined =>
+    overflows === 0n ? undefined : `${overflows} process(es) whose binary matches a matchBinaries value did not fit in the kernel's set of ${TP_PROCS_MAX} and match no value (an In selector misses them, a NotIn one holds): fewer matching processes, or narrower values`;
+  const writeStatus = (): void => {
     const file = cfg.statusFile;
     if (file === undefined) return;
     // Asynchronous: this process must never wait on an open itself (the file may be in a marked directory).
     // Each status names the uid and generation it is of (metadata of the object read), so a reader knows which version it describes.
     const versions = new Map(policies.map((o) => [policyKey(o), objectVersion(o)]));
-    const body = `${JSON.stringify({ node: cfg.nodeName, address, policies: Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, ...versions.get(k) }])) })}\n`;
+    const warning = overflowWarning();
+    const binaryUsers = new Set(policies.filter(usesTracepointBinaries).map(policyKey));
+    const body = `${JSON.stringify({
+      node: cfg.nodeName,
+      address,
+      ...(warning !== undefined ? { warnings: [warning] } : {}),
+      policies: Object.fromEntries([...lastStatuses].map(([k, st]) => [k, { ...st, ...versions.get(k), ...(warning !== undefined && binaryUsers.has(k) ? { warning } : {}) }])),
+    })}\n`;
     const tmp = `${file}.${process.pid}.tmp`;
     applying = applying
       .then(() => fs.promises.writeFile(tmp, body))
       .then(() => fs.promises.rename(tmp, file))
       .catch((err: unknown) => log.error({ err: String(err), file }, "status file not written"));
   };
+  new Gauge({
+    name: "membrane_tracepoint_binary_set_overflows",
+    help: "Processes whose binary matches a tracepoint policy's matchBinaries value that did not fit in the kernel's set (they match no value), since the runtime started.",
+    registers: [registry],
+    collect() {
+      this.set(Number(tracepoints.binarySetOverflows()));
+    },
+  });
+  const overflowCheck = setInterval(() => {
+    const now = tracepoints.binarySetOverflows();
+    if (now === overflows) return;
+    overflows = now;
+    log.error({ overflows: Number(now), capacity: TP_PROCS_MAX }, "matchBinaries set full: processes of a matching binary match no value");
+    writeStatus();
+  }, 1000);
+  overflowCheck.unref();
   const server = http.createServer((req, res) => {
     if (req.method === "GET" && (req.url === "/v1/events" || req.url?.startsWith("/v1/events?"))) return stream.serve(req, res);
     if (req.url !== "/metrics") return void res.writeHead(404).end();
@@ -175,6 +209,7 @@ export async function run(args: string[]): Promise<number> {
     process.once("SIGINT", resolve);
   });
   for (const s of sources) s.stop();
+  clearInterval(overflowCheck);
   stream.close();
   engine.stop();
   visibility.stop();
@@ -182,6 +217,12 @@ export async function run(args: string[]): Promise<number> {
   await applying;
   log.info("runtime stopped");
   return 0;
+}
+
+/** Whether a policy object has a tracepoint selector with matchBinaries (the kernel's binary set serves those). */
+function usesTracepointBinaries(o: unknown): boolean {
+  const tps = (o as { spec?: { tracepoints?: unknown } } | undefined)?.spec?.tracepoints;
+  return Array.isArray(tps) && tps.some((t) => Array.isArray((t as { selectors?: unknown }).selectors) && ((t as { selectors: unknown[] }).selectors).some((sel) => Array.isArray((sel as { matchBinaries?: unknown }).matchBinaries) && (sel as { matchBinaries: unknown[] }).matchBinaries.length > 0));
 }
 
 /** The uid and generation of a policy object, where its metadata has them. */

@@ -49,6 +49,8 @@ export interface TracepointEnforcerOptions {
   readonly objectPath?: string;
   /** The tracepoints' formats (default: read from tracefs now, before any fanotify mark exists). */
   readonly catalogue?: TracepointCatalogue;
+  /** Entries of the processes' matchBinaries sets (default TP_PROCS_MAX, 65,536; tests make it small to overflow it). */
+  readonly procsMax?: number;
 }
 
 /** What a rule came from, to name it in events. */
@@ -76,6 +78,8 @@ export class TracepointEnforcer {
   undecodable = 0;
   /** Records the ring delivered (tests: a call no rule selects must not reach user space). */
   records = 0;
+  /** Running processes the seeding could not put in the full set (the kernel counts those of exec and fork). */
+  private seedOverflows = 0n;
 
   constructor(private readonly opts: TracepointEnforcerOptions) {
     this.catalogue = opts.catalogue ?? readTracepointCatalogue();
@@ -120,6 +124,15 @@ export class TracepointEnforcer {
     }
   }
 
+  /**
+   * Processes whose binary matches a matchBinaries value but whose set did not fit in membrane_tp_procs (more such
+   * processes alive than its entries): they match no value, so an In selector misses them and a NotIn one holds for
+   * them. Counted since this enforcer started; the runtime reports it as a metric and a warning in its status.
+   */
+  binarySetOverflows(): bigint {
+    return (this.obj?.map("membrane_tp_procs_full").lookupPerCpuSum(Buffer.alloc(4)) ?? 0n) + this.seedOverflows;
+  }
+
   /** Events the ring could not take. */
   lost(): bigint {
     return this.obj?.map("membrane_tp_lost").lookupPerCpuSum(Buffer.alloc(4)) ?? 0n;
@@ -153,7 +166,7 @@ export class TracepointEnforcer {
 
   private start(): void {
     if (this.obj) return;
-    this.obj = BpfObject.load(this.opts.objectPath ?? TRACEPOINT_OBJECT, { scope: this.opts.scope });
+    this.obj = BpfObject.load(this.opts.objectPath ?? TRACEPOINT_OBJECT, { scope: this.opts.scope, ...(this.opts.procsMax !== undefined ? { maxEntries: { membrane_tp_procs: this.opts.procsMax } } : {}) });
     try {
       // Pinned maps a runtime that died left behind are reused: their rules are not this process's (none until set writes them).
       this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
@@ -274,8 +287,12 @@ export class TracepointEnforcer {
       if (bits === 0n) continue;
       const value = Buffer.alloc(8);
       value.writeBigUInt64LE(bits);
-      procs.update(u32(pid), value);
       live.add(pid);
+      try {
+        procs.update(u32(pid), value);
+      } catch {
+        this.seedOverflows++; // the set is full: counted and reported, as the kernel counts its own
+      }
     }
     for (const key of procs.keys()) if (!live.has(key.readUInt32LE(0))) procs.delete(key);
   }

@@ -192,6 +192,33 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
     assert.deepEqual(status.get("default/fine"), { enforced: true, hooks: 1 });
   });
 
+  it("processes beyond the kernel's matchBinaries set are counted (seeded and exec'd alike), not lost silently", async () => {
+    // A set of 2 entries: 3 sleeps running before the policy (seeded from /proc) and 3 exec'd after it overflow it.
+    const small = new TracepointEnforcer({ events: visibility.processes, nodeName: "node-a", emit: () => {}, log: pino({ level: "silent" }), pods: () => pods, scope: `${SCOPE}-small`, procsMax: 2 });
+    const smallEngine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit: () => {}, log: pino({ level: "silent" }), resolvePod: (ino) => pods.get(ino), tracepoints: small });
+    const sleeps: ReturnType<typeof spawn>[] = [];
+    // A binary of this test's own: the kernel's set is the whole host's, and other processes run sleep too.
+    const sleeper = path.join(dir, "sleeper");
+    fs.copyFileSync("/usr/bin/sleep", sleeper);
+    fs.chmodSync(sleeper, 0o755);
+    try {
+      for (let i = 0; i < 3; i++) sleeps.push(spawn(sleeper, ["30"], { stdio: "ignore" }));
+      await new Promise((r) => setTimeout(r, 200));
+      const status = smallEngine.apply([openatPolicy("watch-sleep", [{ matchArgs: [{ index: 1, operator: "Equal", values: [secret] }], matchBinaries: [{ operator: "In", values: [sleeper] }] }])]);
+      assert.deepEqual(status.get("default/watch-sleep"), { enforced: true, hooks: 1 });
+      assert.equal(small.binarySetOverflows(), 1n, "3 running sleeps, 2 entries: one seeded process did not fit");
+      for (let i = 0; i < 3; i++) sleeps.push(spawn(sleeper, ["30"], { stdio: "ignore" }));
+      const end = Date.now() + 5000;
+      while (small.binarySetOverflows() < 4n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(small.binarySetOverflows(), 4n, "each exec of it that did not fit is counted by the kernel");
+    } finally {
+      for (const c of sleeps) c.kill("SIGKILL");
+      smallEngine.stop();
+      small.close();
+    }
+    assert.equal(fs.existsSync(path.join(BPFFS_ROOT, `${SCOPE}-small`)), false, "pins removed");
+  });
+
   it("10 policies loaded and removed 100 times leave no BPF program, link, map or perf event fd and no pins", () => {
     engine.apply([]);
     assert.equal(tracepoints.attachedTracepoints, 0, "no policy: attached nowhere");
