@@ -70,6 +70,9 @@ bench: deps
 
 bench-startup: build
 bench-scale: build
+# realize measures the operator as shipped (the bundle); BENCH_OPERATOR_BUNDLE=0 runs it through tsx instead.
+bench-realize: build
+bench-realize: export BENCH_OPERATOR_BUNDLE ?= 1
 bench-cni: build
 
 bench-%: deps
