@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-dns-soak test-l7-slowloris typecheck lint demo bench down
+.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-upstream test-dns-soak test-l7-slowloris typecheck lint demo bench down
 
 deps:
 	bash scripts/install-deps.sh
@@ -45,6 +45,12 @@ test-e2e: deps
 # The real node alone (containerd + kubelet, localcluster/realnode; also part of test-e2e and test).
 test-realnode: deps
 	bash scripts/run-tests.sh localcluster/realnode
+
+# The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's [sig-network] Netpol specs, SCTP left out)
+# against a real node with Membrane installed by its chart; writes upstream-results/summary.json (make test runs three
+# of its specs: localcluster/upstream/netpol.test.ts). UPSTREAM_ARGS passes --focus/--skip/--timeout-minutes.
+test-upstream: deps
+	node --import tsx localcluster/upstream/main.ts --out upstream-results $(UPSTREAM_ARGS)
 
 # The DNS soak alone: 10,000 lookups of fresh names, each followed at once by a connect, through the real proxy and
 # datapath (make test runs the same file with 1,000; root, loads eBPF; ~1 min).

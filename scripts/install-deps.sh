@@ -51,6 +51,9 @@ if [ -x localcluster/controlplane/build.sh ]; then localcluster/controlplane/bui
 if [ -x localcluster/kubeproxy/build.sh ]; then localcluster/kubeproxy/build.sh >/dev/null; fi
 # The real nodes' cluster DNS: CoreDNS from its Go module and its image, cached by version.
 if [ -x localcluster/realnode/coredns-image.sh ]; then localcluster/realnode/coredns-image.sh >/dev/null; fi
+# The upstream NetworkPolicy e2e suite's test binary and its workload image agnhost, from the same pinned module.
+if [ -x localcluster/upstream/build.sh ]; then localcluster/upstream/build.sh >/dev/null; fi
+if [ -x localcluster/upstream/agnhost-image.sh ]; then localcluster/upstream/agnhost-image.sh >/dev/null; fi
 # Hubble's API (.proto files of the pinned Cilium module, which the agents load) and the `hubble` CLI the tests use.
 if [ -x localcluster/hubble/build.sh ]; then localcluster/hubble/build.sh >/dev/null; fi
 # The userspace WireGuard agents run for --encryption wireguard (no in-kernel WireGuard here), pinned and cached.

@@ -315,7 +315,8 @@ function runImageScript(script: string): Promise<string> {
     let out = "";
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
     child.on("error", reject);
-    child.on("exit", (code) => {
+    // "close", not "exit": under load the process can exit before its last stdout chunk (the dir) is read.
+    child.on("close", (code) => {
       const dir = out.trim().split("\n").pop() ?? "";
       if (code === 0 && dir !== "") done(dir);
       else reject(new Error(`${script} failed with exit code ${code}`));
