@@ -15,10 +15,12 @@ function agentOf(objects: K8sObject[]): Container {
   return ds.spec.template.spec.containers.find((c) => c.name === "agent")!;
 }
 
-/** The agent's own flag parser on the args as the kubelet hands them over (`$(VAR)` expanded from the container's env, with a node's values). */
+/** The agent's own flag parser on the args as the kubelet hands them over (`$(VAR)` expanded from the container's env, with a node's values, and the kubelet's service links). */
 function flagsOf(c: Container) {
   const node: Record<string, string> = { "spec.nodeName": "node-a", "status.hostIP": "10.0.0.1" };
   const env = new Map((c.env ?? []).map((e) => [e.name, node[e.valueFrom?.fieldRef?.fieldPath ?? ""]]));
+  // The kubelet's service links: the operator Service's ClusterIP.
+  env.set("MEMBRANE_OPERATOR_SERVICE_HOST", "10.96.0.20");
   const args = c.args.slice(1).map((a) =>
     a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => {
       const value = env.get(v);
