@@ -10,6 +10,7 @@ import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CHART_DIR, setArgs } from "../chart.ts";
 import { realNodePaths } from "./config.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+import { eventually } from "./eventually.ts";
 
 const TIMEOUT_MS = 30 * 60_000;
 const AGENT_NS = "membrane-system";
@@ -19,21 +20,6 @@ const PORT = 8080;
 interface PodView {
   metadata: { name: string; uid: string };
   status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
-}
-
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 /** The deathstar: answers every request, and streams a line every 100 ms on GET /v1/stream. */

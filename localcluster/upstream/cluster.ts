@@ -8,6 +8,7 @@ import { startControlPlane, type CommandResult, type ControlPlane } from "../clu
 import { CHART_DIR, NAMESPACE, setArgs } from "../chart.ts";
 import { MEMBRANE_CHART_VALUES, realNodePaths } from "../realnode/config.ts";
 import { installCoreDNS } from "../realnode/coredns.ts";
+import { eventually } from "../realnode/eventually.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "../realnode/realnode.ts";
 
 const log = pino({ name: "upstream-cluster" });
@@ -53,16 +54,6 @@ async function must(what: string, r: Promise<CommandResult>): Promise<string> {
   const done = await r;
   if (done.code !== 0) throw new Error(`${what}: ${done.stderr.trim() || done.stdout.trim()}`);
   return done.stdout;
-}
-
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 /**
