@@ -101,7 +101,7 @@ test("star wars: POST /v1/request-landing is allowed, PUT /v1/exhaust-port gets 
   assert.equal(exhaust?.body, "Access denied");
   assert.match(topo.deathstarLog, /request POST \/v1\/request-landing/);
   assert.doesNotMatch(topo.deathstarLog, /exhaust-port/, "the denied request never reached the server");
-  const flows = topo.flows();
+  const flows = await topo.flowsWhen("the landing's and the exhaust port's flows", (fs) => fs.some((f) => f.path === "/v1/request-landing") && fs.some((f) => f.path === "/v1/exhaust-port"));
   const landed = flows.find((f) => f.path === "/v1/request-landing");
   assert.deepEqual([landed?.verdict, landed?.status, landed?.rule, landed?.source.identity], ["forwarded", 200, { ruleId: HTTP_RULE, index: 0 }, XWING]);
   const denied = flows.find((f) => f.path === "/v1/exhaust-port");
@@ -125,7 +125,9 @@ test("method and path are regular expressions matching the whole value", async (
     ["OPTIONS", "/v1/ships"],
   ]);
   assert.deepEqual(replies?.map((r) => r.status), [200, 200, 403, 403, 403, 403, 403, 403]);
-  const byPath = topo.flows().filter((f) => f.method === "GET" && f.path === "/v1/ships");
+  // One connection, logged in order: once the last request's flow is there, so is the GET's.
+  const flows = await topo.flowsWhen("the OPTIONS request's flow", (fs) => fs.some((f) => f.method === "OPTIONS" && f.path === "/v1/ships"));
+  const byPath = flows.filter((f) => f.method === "GET" && f.path === "/v1/ships");
   assert.deepEqual(byPath.at(-1)?.rule, { ruleId: HTTP_RULE, index: 1 }, "the second rule decided");
 });
 

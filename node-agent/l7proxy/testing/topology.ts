@@ -223,6 +223,20 @@ export class L7Topology {
       .map((l) => (JSON.parse(l) as { flow: ReturnType<L7Topology["flows"]>[number] }).flow);
   }
 
+  /**
+   * The flows once `ready` holds for them: the proxy logs a flow after it answered, so the client can
+   * see its reply before the line reaches this process. Throws after ms naming what was awaited.
+   */
+  async flowsWhen(what: string, ready: (flows: ReturnType<L7Topology["flows"]>) => boolean, ms = 5000): Promise<ReturnType<L7Topology["flows"]>> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const flows = this.flows();
+      if (ready(flows)) return flows;
+      if (Date.now() > end) throw new Error(`${what}: not among the proxy's ${flows.length} flows after ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   async cleanup(): Promise<void> {
     await this.stopProxy("SIGKILL");
     for (const ifindex of [this.ifindex.xwing, this.ifindex.deathstar]) {
