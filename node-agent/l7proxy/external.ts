@@ -6,6 +6,7 @@ import readline from "node:readline";
 import type { Logger } from "pino";
 import { parseProxyConfig, type ProxyConfig } from "./config.ts";
 import { listenUnixSocket } from "./flow-socket.ts";
+import { ReconnectingUnixSocket } from "./reconnecting-socket.ts";
 import type { ProxyProcess, ProxyReport } from "./supervisor.ts";
 
 /** Where the agent and an external proxy meet by default (a hostPath both pods mount). */
@@ -157,10 +158,7 @@ export type ApplyConfig = (config: ProxyConfig) => Promise<ProxyReport>;
  * good one stays (the agent then reports it not applied).
  */
 export class AgentConfigClient {
-  private socket: net.Socket | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private connected = false;
+  private readonly conn: ReconnectingUnixSocket;
   /** Configurations applied one after the other. */
   private applying: Promise<void> = Promise.resolve();
 
@@ -169,36 +167,34 @@ export class AgentConfigClient {
     private readonly apply: ApplyConfig,
     private readonly current: () => ProxyReport,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.conn = new ReconnectingUnixSocket({
+      path,
+      retryMs: RECONNECT_MS,
+      // Waiting for an agent is what keeps a proxy with nothing to listen on alive.
+      keepAlive: true,
+      onSocket: (s) => this.readConfigs(s),
+      onConnect: (s) => {
+        this.log.info({ socket: this.path }, "connected to the agent");
+        // After what is being applied: the report says where the proxy stands.
+        this.applying = this.applying.then(() => this.report(s));
+      },
+      onClose: (was) => {
+        if (was) this.log.warn({ socket: this.path }, "the agent's config socket closed: serving the last configuration, reconnecting");
+      },
+    });
+  }
 
   start(): void {
-    this.connect();
+    this.conn.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.socket?.destroy();
+    this.conn.stop();
   }
 
-  private connect(): void {
-    if (this.stopped) return;
-    const s = net.createConnection(this.path);
-    this.socket = s;
-    s.on("connect", () => {
-      this.connected = true;
-      this.log.info({ socket: this.path }, "connected to the agent");
-      // After what is being applied: the report says where the proxy stands.
-      this.applying = this.applying.then(() => this.report(s));
-    });
-    s.on("error", () => undefined); // followed by close
-    s.on("close", () => {
-      if (this.connected) this.log.warn({ socket: this.path }, "the agent's config socket closed: serving the last configuration, reconnecting");
-      this.connected = false;
-      this.socket = undefined;
-      // Not unref'd: waiting for an agent is what keeps a proxy with nothing to listen on alive.
-      if (!this.stopped) this.timer = setTimeout(() => this.connect(), RECONNECT_MS);
-    });
+  /** Every line from the agent is a configuration, applied in order, each answered by a report. */
+  private readConfigs(s: net.Socket): void {
     let buffered = 0;
     s.on("data", (d: Buffer) => {
       buffered = d.includes(10) ? 0 : buffered + d.length;

@@ -4,6 +4,7 @@ import net from "node:net";
 import readline from "node:readline";
 import type { Logger } from "pino";
 import type { HttpFlow } from "./http-proxy.ts";
+import { ReconnectingUnixSocket } from "./reconnecting-socket.ts";
 
 /** The socket in the agent's state directory (beside the proxy's configuration). */
 export const FLOW_SOCKET_NAME = "l7proxy.flows.sock";
@@ -20,11 +21,7 @@ const FLUSH_MS = 20;
  * than MAX_PENDING_BYTES.
  */
 export class FlowSocketWriter {
-  private socket: net.Socket | undefined;
-  /** An agent listens and the socket is open. */
-  connected = false;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
+  private readonly conn: ReconnectingUnixSocket;
   /** Flows not delivered (no agent listening, or its socket full). */
   lost = 0;
   /** Lines written since the last flush. */
@@ -37,33 +34,31 @@ export class FlowSocketWriter {
   constructor(
     private readonly path: string,
     private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    this.connect();
+  ) {
+    this.conn = new ReconnectingUnixSocket({
+      path,
+      retryMs: RECONNECT_MS,
+      keepAlive: false,
+      // The agent never writes: a read keeps the socket from holding data nobody asked for.
+      onSocket: (s) => s.resume(),
+      onConnect: () => this.log.info({ socket: this.path, lostSoFar: this.lost }, "sending flows to the agent"),
+      onClose: (was) => {
+        if (was) this.log.info({ socket: this.path }, "the agent's flow socket closed; reconnecting");
+      },
+    });
   }
 
-  private connect(): void {
-    if (this.stopped) return;
-    const s = net.createConnection(this.path);
-    this.socket = s;
-    s.on("connect", () => {
-      this.connected = true;
-      this.log.info({ socket: this.path, lostSoFar: this.lost }, "sending flows to the agent");
-    });
-    s.on("error", () => undefined); // followed by close
-    s.on("close", () => {
-      if (this.connected) this.log.info({ socket: this.path }, "the agent's flow socket closed; reconnecting");
-      this.connected = false;
-      this.socket = undefined;
-      if (!this.stopped) this.timer = setTimeout(() => this.connect(), RECONNECT_MS).unref();
-    });
-    // The agent never writes: a read keeps the socket from holding data nobody asked for.
-    s.resume();
+  /** An agent listens and the socket is open. */
+  get connected(): boolean {
+    return this.conn.connected;
+  }
+
+  start(): void {
+    this.conn.start();
   }
 
   write(flow: HttpFlow): void {
-    const s = this.socket;
+    const s = this.conn.socket;
     if (!this.connected || !s || s.writableLength + this.batchBytes > MAX_PENDING_BYTES) {
       this.lost++;
       return;
@@ -91,7 +86,7 @@ export class FlowSocketWriter {
     const lines = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    const s = this.socket;
+    const s = this.conn.socket;
     if (!this.connected || !s) {
       this.lost += lines.length;
       return;
@@ -100,10 +95,8 @@ export class FlowSocketWriter {
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
     this.cancelFlush?.();
-    this.socket?.destroy();
+    this.conn.stop();
   }
 }
 
