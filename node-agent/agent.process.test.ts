@@ -74,6 +74,9 @@ describe("membrane agent (process)", () => {
     assert.deepEqual(parseAgentFlags(["--operator", "127.0.0.1:1"]), { ok: false, error: "--node-name: required" });
     const bad = parseAgentFlags(["--node-name", "n", "--operator", "nowhere", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
     assert.deepEqual(bad, { ok: false, error: '--operator: must be HOST:PORT, got "nowhere"' });
+    // The chart's $(MEMBRANE_OPERATOR_SERVICE_HOST) left as it is by a kubelet that had no such Service: the error says why.
+    const unset = parseAgentFlags(["--node-name", "n", "--operator", "$(MEMBRANE_OPERATOR_SERVICE_HOST):4245", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
+    assert.ok(!unset.ok && /still holds \$\(MEMBRANE_OPERATOR_SERVICE_HOST\).*create the operator Service first/.test(unset.error), JSON.stringify(unset));
     const good = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
     assert.ok(good.ok && good.flags.bpfScope === "n" && good.flags.cniSocket === "/run/membrane/agent.sock" && good.flags.netns === undefined);
   });

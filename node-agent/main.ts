@@ -336,6 +336,13 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   }
   const str = (f: string): string | undefined => (typeof values[f] === "string" ? (values[f] as string) : undefined);
   const operator = str("operator")!;
+  const unexpanded = /\$\(([A-Za-z_][A-Za-z0-9_]*)\)/.exec(operator);
+  if (unexpanded) {
+    return {
+      ok: false,
+      error: `--operator: ${JSON.stringify(operator)} still holds $(${unexpanded[1]}): the kubelet sets that variable only for a Service that existed when the pod was created, in a pod with enableServiceLinks; create the operator Service first, then delete this pod`,
+    };
+  }
   if (parseHostPort(operator) === undefined) return { ok: false, error: `--operator: must be HOST:PORT, got ${JSON.stringify(operator)}` };
   const nodeName = str("node-name")!;
   const scope = str("bpf-scope") ?? nodeName;
