@@ -5,6 +5,7 @@ import { labelSetFrom, label, LABEL_SOURCE, POD_NAMESPACE_LABEL } from "./labels
 import type { FieldError } from "./model.ts";
 import { isRecord } from "./parser/fields.ts";
 import { matchesSelector, selectorFrom, type LabelSelectorInput } from "./selector.ts";
+import { expandSelectorMacros } from "./tracing-macros.ts";
 import { TRANSLATION_TABLE, translatePolicy } from "./tracing-translation.ts";
 import { validateTracingPolicy, type HookKind } from "./tracing.ts";
 
@@ -93,7 +94,9 @@ export function enforcementPlan(obj: unknown): PlanResult {
   if (!valid.ok) return { ok: false, reason: "Invalid", errors: valid.errors };
   const t = translatePolicy(valid.value);
   if (!t.ok) return { ok: false, reason: "HookUnavailable", errors: t.unavailable.map((u) => ({ path: u.path, message: `${u.hook}: ${u.reason}` })) };
-  const spec = (obj as { spec: Record<string, unknown> }).spec;
+  // Valid above, so its macros expand.
+  const expanded = expandSelectorMacros(obj);
+  const spec = ((expanded.ok ? expanded.value : obj) as { spec: Record<string, unknown> }).spec;
   const errors: FieldError[] = [];
   const hooks: HookPlan[] = [];
   for (const kind of ["kprobes", "fentries", "lsmhooks", "tracepoints"] as const) {

@@ -53,10 +53,10 @@ describe("TracingPolicy validation", () => {
         kprobes: [{ call: "fd_install", args: [{ index: 1, type: "file", lable: "f" }], selector: [], selectors: [{ matchArg: [] }] }],
       }),
       [
-        'spec.kprobe: unknown field "kprobe": did you mean "kprobes"? (known here: kprobes, fentries, tracepoints, lsmhooks, uprobes, usdts, lists, enforcers, options, loader, podSelector, containerSelector, hostSelector)',
+        'spec.kprobe: unknown field "kprobe": did you mean "kprobes"? (known here: kprobes, fentries, tracepoints, lsmhooks, uprobes, usdts, lists, enforcers, options, loader, podSelector, containerSelector, hostSelector, selectorsMacros)',
         'spec.kprobes[0].selector: unknown field "selector": did you mean "selectors"? (known here: call, syscall, return, returnArg, returnArgAction, ignore, args, selectors, message, tags)',
         'spec.kprobes[0].args[0].lable: unknown field "lable": did you mean "label"? (known here: index, type, label, sizeArgIndex, returnCopy, maxData, resolve)',
-        'spec.kprobes[0].selectors[0].matchArg: unknown field "matchArg": did you mean "matchArgs"? (known here: matchPIDs, matchArgs, matchReturnArgs, matchBinaries, matchNamespaces, matchNamespaceChanges, matchNames, matchCapabilities, matchCapabilityChanges, matchActions, matchReturnActions)',
+        'spec.kprobes[0].selectors[0].matchArg: unknown field "matchArg": did you mean "matchArgs"? (known here: matchPIDs, matchArgs, matchReturnArgs, matchBinaries, matchNamespaces, matchNamespaceChanges, matchNames, matchCapabilities, matchCapabilityChanges, matchActions, matchReturnActions, macros)',
       ],
     );
   });

@@ -3,6 +3,7 @@
 // refused with its field path and what to write instead; warnings for what is legal but ignored.
 import type { FieldError, Result } from "./model.ts";
 import { isRecord, show, type Obj } from "./parser/fields.ts";
+import { expandSelectorMacros } from "./tracing-macros.ts";
 
 export type HookKind = "kprobes" | "fentries" | "tracepoints" | "lsmhooks" | "uprobes" | "usdts";
 export const HOOK_KINDS: readonly HookKind[] = ["kprobes", "fentries", "tracepoints", "lsmhooks", "uprobes", "usdts"];
@@ -69,7 +70,7 @@ const REMOVED_ACTIONS: Readonly<Record<string, string>> = {
 
 /** Keys Tetragon's schema (plus Membrane's matchNames) knows, per kind of object; a test compares them with the CRD. */
 export const TRACING_KEYS = {
-  spec: ["kprobes", "fentries", "tracepoints", "lsmhooks", "uprobes", "usdts", "lists", "enforcers", "options", "loader", "podSelector", "containerSelector", "hostSelector"],
+  spec: ["kprobes", "fentries", "tracepoints", "lsmhooks", "uprobes", "usdts", "lists", "enforcers", "options", "loader", "podSelector", "containerSelector", "hostSelector", "selectorsMacros"],
   kprobe: ["call", "syscall", "return", "returnArg", "returnArgAction", "ignore", "args", "selectors", "message", "tags"],
   tracepoint: ["subsystem", "event", "raw", "args", "selectors", "message", "tags"],
   lsmhook: ["hook", "args", "selectors", "message", "tags"],
@@ -77,7 +78,7 @@ export const TRACING_KEYS = {
   usdt: ["path", "provider", "name", "args", "selectors", "message", "tags"],
   arg: ["index", "type", "label", "sizeArgIndex", "returnCopy", "maxData", "resolve"],
   ignore: ["callNotFound"],
-  selector: ["matchPIDs", "matchArgs", "matchReturnArgs", "matchBinaries", "matchNamespaces", "matchNamespaceChanges", "matchNames", "matchCapabilities", "matchCapabilityChanges", "matchActions", "matchReturnActions"],
+  selector: ["matchPIDs", "matchArgs", "matchReturnArgs", "matchBinaries", "matchNamespaces", "matchNamespaceChanges", "matchNames", "matchCapabilities", "matchCapabilityChanges", "matchActions", "matchReturnActions", "macros"],
   argFilter: ["index", "operator", "values", "args"],
   pidFilter: ["operator", "values", "followForks", "isNamespacePID"],
   binaryFilter: ["operator", "values", "followChildren"],
@@ -105,12 +106,16 @@ const RATE_LIMIT = /^[0-9]+[smh]?$/;
 type Report = (path: string, message: string) => void;
 
 /** Validates either kind; never throws on user input. */
-export function validateTracingPolicy(obj: unknown): Result<TracingPolicySummary> {
+export function validateTracingPolicy(input: unknown): Result<TracingPolicySummary> {
   const errors: FieldError[] = [];
   const warnings: FieldError[] = [];
   const err: Report = (path, message) => void errors.push({ path, message });
   const warn: Report = (path, message) => void warnings.push({ path, message });
-  if (!isRecord(obj)) return { ok: false, errors: [{ path: "", message: "a TracingPolicy must be an object" }] };
+  if (!isRecord(input)) return { ok: false, errors: [{ path: "", message: "a TracingPolicy must be an object" }] };
+  // Selectors are read with their macros expanded (spec.selectorsMacros), as Tetragon's loader reads them.
+  const expanded = expandSelectorMacros(input);
+  if (!expanded.ok) return expanded;
+  const obj = expanded.value as Obj;
   const kind = obj.kind === "TracingPolicyNamespaced" ? "TracingPolicyNamespaced" : "TracingPolicy";
   const meta = isRecord(obj.metadata) ? obj.metadata : {};
   const name = typeof meta.name === "string" ? meta.name : "";

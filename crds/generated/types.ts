@@ -873,6 +873,8 @@ export type KProbeSelector = {
   matchActions?: ActionSelector[];
   /** What to do when the selector matches on return. */
   matchReturnActions?: ActionSelector[];
+  /** Names of spec.selectorsMacros whose filters this selector takes (a filter from one place only). */
+  macros?: string[];
 };
 
 /** One argument. */
@@ -1296,6 +1298,8 @@ export interface TracingPolicy {
     }>;
     /** Also emit an event when a binary or library is loaded. */
     loader?: boolean;
+    /** Named selector fragments that selectors pull in by listing them in macros. */
+    selectorsMacros?: Record<string, Record<string, unknown>>;
     /** Pods the policy applies to; every process on the node when omitted. */
     podSelector?: {
       /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */
@@ -1411,6 +1415,8 @@ export interface TracingPolicyNamespaced {
     }>;
     /** Also emit an event when a binary or library is loaded. */
     loader?: boolean;
+    /** Named selector fragments that selectors pull in by listing them in macros. */
+    selectorsMacros?: Record<string, Record<string, unknown>>;
     /** Pods the policy applies to; every process on the node when omitted. */
     podSelector?: {
       /** Labels that must all be present with exactly these values. A key may carry a source prefix ("k8s:app", "reserved:host"); a bare key matches a label of any source. */

@@ -12,6 +12,7 @@ import {
   defineCRD,
   int,
   labelSelector,
+  map,
   obj,
   str,
 } from "./common.ts";
@@ -171,6 +172,7 @@ function selector(): JSONSchemaProps {
     matchCapabilityChanges: capabilityFilter("Filters on capabilities the calling process gains."),
     matchActions: arr("What to do when the selector matches.", action()),
     matchReturnActions: arr("What to do when the selector matches on return.", action()),
+    macros: arr("Names of spec.selectorsMacros whose filters this selector takes (a filter from one place only).", str("A macro name.")),
   });
 }
 
@@ -315,6 +317,13 @@ function tracingPolicySpec(namespaced: boolean): JSONSchemaProps {
       obj("One option.", { name: str("Name of the option.", { minLength: 1 }), value: str("Value of the option.") }, { required: ["name"] }),
     ),
     loader: bool("Also emit an event when a binary or library is loaded."),
+    // The macro's selector schema is not repeated here (it would double the CRD's size): admission checks a macro's
+    // filters in every selector that lists it, with the hook's arguments that give them their meaning.
+    selectorsMacros: map("Named selector fragments that selectors pull in by listing them in macros.", {
+      type: "object",
+      description: "A selector's filters (matchArgs, matchBinaries, matchActions, ...), checked where a selector lists the macro.",
+      "x-kubernetes-preserve-unknown-fields": true,
+    }),
     podSelector: labelSelector("Pods the policy applies to; every process on the node when omitted."),
     containerSelector: labelSelector('Containers the policy applies to, by container field ("name").'),
     ...(namespaced
@@ -339,6 +348,7 @@ function keepUnknownKeys(node: JSONSchemaProps): JSONSchemaProps {
     out["x-kubernetes-preserve-unknown-fields"] = true;
   }
   if (node.items) out.items = keepUnknownKeys(node.items);
+  if (node.additionalProperties) out.additionalProperties = keepUnknownKeys(node.additionalProperties);
   kept.set(node, out);
   return out;
 }
