@@ -627,6 +627,60 @@ export function detachTcx(t: TcTarget, pinPath: string): void {
   detachTc(t);
 }
 
+const BPF_F_BEFORE = 1 << 3;
+
+/**
+ * Attaches a cgroup program (connect4, sendmsg4, ...) with a BPF link pinned at pinPath, so it outlives this process;
+ * a link already pinned there is switched to the new program in place (no connect meets the cgroup without it).
+ * `first`: ahead of every program already on the hook (BPF_F_BEFORE, kernels from 6.15); where the kernel refuses
+ * that, appended (programs then run in attach order).
+ */
+export function attachCgroupLink(progFd: number, cgroupPath: string, attachType: number, pinPath: string, first: boolean): void {
+  if (fs.existsSync(pinPath)) {
+    const linkFd = check(`open link ${pinPath}`, c.objGet(pinPath) as number);
+    try {
+      const rc = c.linkUpdate(linkFd, progFd, null) as number;
+      if (rc === 0) return;
+      if (rc !== -ENOLINK) throw new BpfError(`cgroup link update ${pinPath}`, -rc);
+    } finally {
+      c.closeFd(linkFd);
+    }
+    fs.rmSync(pinPath);
+  }
+  const cg = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  let linkFd: number;
+  try {
+    const opts = Buffer.alloc(16); // struct bpf_link_create_opts: sz, flags
+    opts.writeBigUInt64LE(16n, 0);
+    opts.writeUInt32LE(first ? BPF_F_BEFORE : 0, 8);
+    linkFd = c.linkCreate(progFd, cg, attachType, opts) as number;
+    if (linkFd === -EINVAL && first) linkFd = c.linkCreate(progFd, cg, attachType, null) as number;
+  } finally {
+    fs.closeSync(cg);
+  }
+  check(`attach cgroup program (type ${attachType}) to ${cgroupPath}`, linkFd);
+  try {
+    fs.mkdirSync(path.dirname(pinPath), { recursive: true });
+    check(`pin link ${pinPath}`, c.objPin(linkFd, pinPath) as number);
+  } catch (err) {
+    c.linkDetach(linkFd);
+    throw err;
+  } finally {
+    c.closeFd(linkFd);
+  }
+}
+
+/** Detaches the cgroup program of the link pinned at pinPath and removes the pin; none there is not an error. */
+export function detachCgroupLink(pinPath: string): void {
+  if (!fs.existsSync(pinPath)) return;
+  const linkFd = c.objGet(pinPath) as number;
+  if (linkFd >= 0) {
+    c.linkDetach(linkFd);
+    c.closeFd(linkFd);
+  }
+  fs.rmSync(pinPath, { force: true });
+}
+
 const LINK_INFO = { size: 64, tcxIfindex: 16 } as const; // struct bpf_link_info: type, id, prog_id, then the union
 
 /** Whether the tcx link pinned at pinPath is still on an interface (false once its interface is deleted). */

@@ -1,0 +1,167 @@
+// Real packets through the ClusterIP translation: a pod netns dials a Service's ClusterIP and the datapath's policy
+// (attached on the host end of its veth) judges the backend it was translated to, for TCP and UDP, as endpoints change.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import { promisify } from "node:util";
+import { pino } from "pino";
+import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
+import type { Frontend } from "../../core/service-translation.ts";
+import { Datapath } from "../bpf/datapath.ts";
+import type { VerdictEvent } from "../bpf/layout.ts";
+import { NetnsFixture, ifindexIn, waitForLine } from "../bpf/netns.ts";
+import { ServiceTranslator } from "./translator.ts";
+
+const run = promisify(execFile);
+const PROBE = new URL("../bpf/probe.ts", import.meta.url).pathname;
+const tag = `svc${process.pid % 100000}`;
+const NS_POD = `${tag}-pod`;
+const NS_HOST = `${tag}-host`;
+const POD_IP = "10.203.0.1";
+const BACKEND_IP = "10.203.0.2";
+const VIP = "10.96.203.10";
+const POD_ID = 1300;
+const BACKEND_ID = 2300;
+
+/** One dial from a netns: TCP connect + echo, UDP send (unconnected, or connected first) + echo; prints what the application saw. */
+const DIAL = `
+const [proto, host, port, mode] = process.argv.slice(1);
+const out = (o) => { console.log(JSON.stringify(o)); process.exit(0); };
+setTimeout(() => out({ ok: false, code: "TIMEOUT" }), 1500);
+if (proto === "tcp") {
+  const net = require("node:net");
+  const s = net.connect({ host, port: Number(port) }, () => { const peer = s.remoteAddress + ":" + s.remotePort; s.write("ping"); s.on("data", () => out({ ok: true, peer })); });
+  s.on("error", (e) => out({ ok: false, code: e.code }));
+} else {
+  const s = require("node:dgram").createSocket("udp4");
+  s.on("message", (m, r) => out({ ok: true, from: r.address + ":" + r.port, ...(mode === "connected" ? { peer: s.remoteAddress().address + ":" + s.remoteAddress().port } : {}) }));
+  s.on("error", (e) => out({ ok: false, code: e.code }));
+  if (mode === "connected") s.connect(Number(port), host, () => s.send("ping"));
+  else s.send("ping", Number(port), host);
+}`;
+
+interface Dialled {
+  ok: boolean;
+  code?: string;
+  peer?: string;
+  from?: string;
+}
+
+async function dial(netns: string, proto: "tcp" | "udp", host: string, port: number, mode = ""): Promise<Dialled> {
+  const { stdout } = await run("ip", ["netns", "exec", netns, process.execPath, "-e", DIAL, proto, host, String(port), mode]);
+  return JSON.parse(stdout.trim()) as Dialled;
+}
+
+const fx = new NetnsFixture();
+let dp: Datapath | undefined;
+let translator: ServiceTranslator | undefined;
+let hostIfindex = 0;
+const events: VerdictEvent[] = [];
+let drain: () => number = () => 0;
+const log = pino({ level: "warn" });
+
+const frontend = (port: number, protocol: "TCP" | "UDP", backends: { address: string; port: number }[]): Frontend => ({
+  namespace: "shop", service: "web", portName: "", address: VIP, port, protocol, backends,
+});
+let rule = 500;
+const allow = (proto: number, port: number): PolicyEntry => ({ subject: POD_ID, direction: "egress", peer: BACKEND_ID, proto, port, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: rule++ });
+const egress = (entries: PolicyEntry[]): void => {
+  dp!.setSubjectPolicy({ subject: POD_ID, ingressEnforced: false, egressEnforced: true, entries }, [{ ip: POD_IP, ifindex: hostIfindex }]);
+  dp!.clearConntrack();
+};
+
+before(async () => {
+  fx.addNetns(NS_POD);
+  fx.addNetns(NS_HOST);
+  fx.addVeth({ netns: NS_POD, ifname: `${tag}p`, cidr: `${POD_IP}/24` }, { netns: NS_HOST, ifname: `${tag}h`, cidr: `${BACKEND_IP}/24` });
+  // Untranslated, the ClusterIP would leave the pod towards the host side (and find nothing there).
+  await run("ip", ["-n", NS_POD, "route", "add", "default", "via", BACKEND_IP]);
+  hostIfindex = ifindexIn(NS_HOST, `${tag}h`);
+  dp = Datapath.load(`test-${tag}`);
+  dp.clearAll();
+  dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "none" });
+  dp.setIpcache({ cidr: `${BACKEND_IP}/32`, identity: BACKEND_ID });
+  drain = dp.onEvents((e) => events.push(e));
+  dp.attachEndpoint(hostIfindex, NS_HOST);
+  const servers: ChildProcess[] = [
+    fx.spawn(NS_HOST, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8080", "8081"]),
+    fx.spawn(NS_HOST, process.execPath, ["--import", "tsx", PROBE, "serve", "udp", "5353"]),
+  ];
+  await Promise.all(servers.map((s) => waitForLine(s, /^listening/, 15000)));
+  translator = new ServiceTranslator({ log, scope: `test-${tag}-svc` });
+  translator.start();
+  translator.setScope([fs.statSync(`/var/run/netns/${NS_POD}`).ino]);
+});
+
+after(() => {
+  translator?.remove();
+  try {
+    if (dp && hostIfindex) dp.detachEndpoint(hostIfindex, NS_HOST);
+  } catch {
+    // the netns may already be gone
+  }
+  fx.cleanup();
+  dp?.close();
+  dp?.unpin();
+});
+
+describe("ClusterIP translation at the socket, judged by policy as the backend", () => {
+  it("TCP to the ClusterIP reaches the backend when egress allows only the backend's identity; the application still sees the ClusterIP", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP, port: 8080 }])]);
+    egress([allow(PROTO_NUMBER.TCP, 8080)]);
+    events.length = 0;
+    assert.deepEqual(await dial(NS_POD, "tcp", VIP, 80), { ok: true, peer: `${VIP}:80` });
+    drain();
+    const fwd = events.find((e) => e.verdict === "forwarded" && e.proto === PROTO_NUMBER.TCP && e.src === POD_IP);
+    assert.ok(fwd, "a forwarded flow");
+    assert.equal(fwd.dst, BACKEND_IP);
+    assert.equal(fwd.dport, 8080);
+    assert.equal(fwd.dstIdentity, BACKEND_ID);
+    assert.ok(!events.some((e) => e.dst === VIP), "no packet to the ClusterIP");
+  });
+
+  it("without an allow for the backend, the connect is dropped with the backend (not world) as destination", async () => {
+    egress([allow(PROTO_NUMBER.TCP, 9999)]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "tcp", VIP, 80)).ok, false);
+    drain();
+    const drop = events.find((e) => e.verdict === "dropped" && e.src === POD_IP);
+    assert.ok(drop, "a drop event");
+    assert.equal(drop.dst, BACKEND_IP);
+    assert.equal(drop.dport, 8080);
+    assert.equal(drop.dstIdentity, BACKEND_ID);
+  });
+
+  it("UDP, unconnected and connected: sent to the backend, the reply comes from the ClusterIP", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP, port: 8080 }]), frontend(53, "UDP", [{ address: BACKEND_IP, port: 5353 }])]);
+    egress([allow(PROTO_NUMBER.UDP, 5353)]);
+    assert.deepEqual(await dial(NS_POD, "udp", VIP, 53), { ok: true, from: `${VIP}:53` });
+    assert.deepEqual(await dial(NS_POD, "udp", VIP, 53, "connected"), { ok: true, from: `${VIP}:53`, peer: `${VIP}:53` });
+    egress([allow(PROTO_NUMBER.TCP, 8080)]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "udp", VIP, 53)).ok, false, "UDP denied once only TCP is allowed");
+    drain();
+    assert.ok(events.some((e) => e.verdict === "dropped" && e.proto === PROTO_NUMBER.UDP && e.dst === BACKEND_IP && e.dport === 5353), "UDP drop names the backend");
+  });
+
+  it("endpoints change: no ready backend refuses the connect (ECONNREFUSED), a new backend is used at once, a removed Service is no longer translated", async () => {
+    egress([allow(PROTO_NUMBER.TCP, 8080), allow(PROTO_NUMBER.TCP, 8081)]);
+    assert.deepEqual(translator!.set([frontend(80, "TCP", [])]), { frontends: 1, backends: 0, refusing: 1 });
+    assert.deepEqual(await dial(NS_POD, "tcp", VIP, 80), { ok: false, code: "ECONNREFUSED" });
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP, port: 8081 }])]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "tcp", VIP, 80)).ok, true);
+    drain();
+    assert.ok(events.some((e) => e.verdict === "forwarded" && e.dst === BACKEND_IP && e.dport === 8081), "the new backend's port");
+    translator!.set([]);
+    assert.equal((await dial(NS_POD, "tcp", VIP, 80)).code, "TIMEOUT", "the ClusterIP itself goes nowhere here");
+  });
+
+  it("a network namespace outside the scope is not translated (another node's or the host's processes)", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP, port: 8080 }])]);
+    egress([allow(PROTO_NUMBER.TCP, 8080)]);
+    assert.equal((await dial(NS_POD, "tcp", VIP, 80)).ok, true);
+    assert.equal((await dial(NS_HOST, "tcp", VIP, 80)).ok, false);
+  });
+});
