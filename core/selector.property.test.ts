@@ -111,12 +111,12 @@ test("a selector built for any role matches exactly the label sets its definitio
   );
 });
 
-test("a NetworkPolicy namespaceSelector (with its podSelector) selects pods whose namespace labels and own labels match; an empty one, any pod in a namespace", () => {
+test("a NetworkPolicy namespaceSelector (with its podSelector) selects pods in a namespace whose namespace labels and own labels match (an empty one, any such pod), never a label set without a namespace", () => {
   fc.assert(
     fc.property(labelSelector, fc.option(labelSelector, { nil: undefined }), labelSet, (ns, pod, labels) => {
       const l = labels.labels;
       const nsEmpty = Object.keys(ns.matchLabels ?? {}).length === 0 && (ns.matchExpressions ?? []).length === 0;
-      const nsHolds = nsEmpty ? podNamespaces(l).length > 0 : matchesAsWritten(ns, l, true, `${NAMESPACE_LABELS_PREFIX}.`);
+      const nsHolds = podNamespaces(l).length > 0 && (nsEmpty || matchesAsWritten(ns, l, true, `${NAMESPACE_LABELS_PREFIX}.`));
       const want = nsHolds && (pod === undefined || matchesAsWritten(pod, l, true));
       assert.equal(matchesSelector(namespaceSelectorFrom(ns, pod), labels), want);
     }),

@@ -114,6 +114,15 @@ test("NetworkPolicy: namespaceSelector matches namespace labels, podSelector alo
   const byName = namespaceSelectorFrom({ matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: ["dev"] }] });
   assert.ok(matchesSelector(byName, webDev) && !matchesSelector(byName, webProd));
   assert.equal(networkPolicyPeerSelector({}, "dev"), undefined);
+  // The upstream suite's "NamespaceSelector with MatchExpressions using default ns label": NotIn [y] selects the pods
+  // of every other namespace and nothing outside the cluster, though NotIn holds where the label is absent.
+  const notY = networkPolicyPeerSelector({ namespaceSelector: { matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["dev"] }] } }, "prod")!;
+  assert.ok(matchesSelector(notY, webProd) && !matchesSelector(notY, webDev));
+  for (const outside of [host, init, labelSetFromStrings(["reserved:world"]), labelSetFromStrings(["reserved:world-ipv4"]), labelSetFromStrings(["cidr:10.96.0.0/12", "reserved:world"])]) {
+    assert.ok(!matchesSelector(notY, outside), `NotIn on a namespace label selects no ${outside.labels.map((l) => `${l.source}:${l.key}`).join(",")}`);
+  }
+  const unlabelled = namespaceSelectorFrom({ matchExpressions: [{ key: "team", operator: "DoesNotExist" }] });
+  assert.ok(matchesSelector(unlabelled, webProd) && !matchesSelector(unlabelled, host) && !matchesSelector(unlabelled, labelSetFromStrings(["reserved:world"])));
   const local = networkPolicyPeerSelector({ namespaceSelector: {} }, "dev", { clusterName: "default" })!;
   assert.ok(matchesSelector(local, webDev));
   assert.ok(!matchesSelector(local, securityLabels({ podLabels: {}, namespace: "dev", namespaceLabels: {}, clusterName: "east" })), "peers mean the local cluster");

@@ -235,11 +235,14 @@ export function selectorFrom(input: LabelSelectorInput, opts: SelectorOptions = 
 /**
  * A NetworkPolicy peer's namespaceSelector (with its podSelector, if the same peer has one: the two
  * are a conjunction). Namespace labels are matched as the pod's `k8s:io.cilium.k8s.namespace.labels.*`
- * labels; an empty namespaceSelector selects pods in every namespace (but nothing without one).
+ * labels. It selects pods in namespaces, never anything without a namespace (world, host, a CIDR):
+ * `NotIn`/`DoesNotExist` hold where a label is absent, so `kubernetes.io/metadata.name NotIn [y]`
+ * alone would also select the world, and an egress rule with it would allow every address outside
+ * the cluster (and a ClusterIP before its translation).
  */
 export function namespaceSelectorFrom(namespaceSelector: LabelSelectorInput, podSelector?: LabelSelectorInput): Selector {
   const reqs = rawRequirements(namespaceSelector, true, namespaceLabelKey(""));
-  if (reqs.length === 0) reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });
+  reqs.push({ key: POD_NAMESPACE_KEY, operator: "Exists", values: [] });
   if (podSelector !== undefined) reqs.push(...rawRequirements(podSelector, true));
   return selectorOfNormalized(reqs);
 }
