@@ -275,14 +275,18 @@ static long judge_rule(__u32 index, void *data)
 		return 0;
 	if (r->pid != 0 && (r->pid == j->pid) == !!(r->flags & TP_F_PID_NOT))
 		return 0;
-	if (r->binaries != 0) {
+	if ((r->binaries | r->binaries_all | r->binaries_none) != 0) {
 		if (!j->binaries_read) {
 			__u32 pid = j->pid;
 			__u64 *bits = bpf_map_lookup_elem(&membrane_tp_procs, &pid);
 			j->binaries = bits ? *bits : 0;
 			j->binaries_read = 1;
 		}
-		if (((j->binaries & r->binaries) != 0) == !!(r->flags & TP_F_BINARIES_NOT))
+		if (r->binaries != 0 && (j->binaries & r->binaries) == 0)
+			return 0;
+		if ((j->binaries & r->binaries_all) != r->binaries_all)
+			return 0;
+		if ((j->binaries & r->binaries_none) != 0)
 			return 0;
 	}
 	if (j->s->loaded_hook != hook_index + 1)

@@ -27,7 +27,6 @@
 #define TP_ACTION_SIGNAL 3
 
 #define TP_F_NOPOST 1          /* act without an event */
-#define TP_F_BINARIES_NOT 2    /* matchBinaries NotIn/NotPrefix/NotPostfix: the caller's binary matches none of binaries */
 #define TP_F_PID_NOT 4         /* the caller's pid must not be pid */
 
 /* How one listed argument is read from the tracepoint's record. */
@@ -66,7 +65,10 @@ struct tp_rule {
 	__u8 signal;     /* TP_ACTION_SIGNAL */
 	__u8 flags;      /* TP_F_* */
 	__u8 nfilters;
-	__u64 binaries;  /* matchBinaries: bits of membrane_tp_binaries the caller's binary must match one of; 0: any */
+	/* matchBinaries, over the bits of membrane_tp_binaries in the caller's set (its entries ANDed, as Tetragon's): */
+	__u64 binaries;      /* one of these (the first In/Prefix/Postfix entry's values); 0: any */
+	__u64 binaries_all;  /* all of these (one value of each further positive entry; the agent expands the rest) */
+	__u64 binaries_none; /* none of these (every NotIn/NotPrefix/NotPostfix entry's values) */
 	struct tp_filter filters[TP_FILTERS_MAX];
 };
 

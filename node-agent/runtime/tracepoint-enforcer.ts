@@ -329,6 +329,9 @@ const STRING_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
 /**
  * A selector's rules: one per network namespace × pid × value of each positive argument filter (the program ORs
  * the rules of a hook, each rule ANDs its filters; a negated filter with several values is one filter per value).
+ * matchBinaries entries are ANDed (Tetragon's rule for the entries of a selector), their values ORed: the first
+ * positive entry is one "any of" mask, each further positive entry one value per rule (an "all of" bit), and every
+ * negative entry's values one "none of" mask.
  */
 function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly number[], hook: number, bitOf: (v: TpBinary) => bigint): TpRule[] {
   const refuse = (what: string): Error => new Error(`${at}.${what}`);
@@ -338,6 +341,8 @@ function expand(s: SelectorPlan | undefined, at: string, reads: readonly Tracepo
   let signal = 0;
   let flags = 0;
   let binaries = 0n;
+  let binariesNone = 0n;
+  let binaryChoices: bigint[] = [0n];
   const fixed: TpFilter[] = [];
   let choices: TpFilter[][] = [[]];
   if (s !== undefined) {
@@ -383,21 +388,22 @@ function expand(s: SelectorPlan | undefined, at: string, reads: readonly Tracepo
     action = acts.includes("Sigkill") ? TP_ACTION.Sigkill : acts.includes("Signal") ? TP_ACTION.Signal : TP_ACTION.Post;
     signal = s.actions.find((x) => x.action === "Signal")?.signal ?? 0;
     flags = acts.includes("NoPost") ? TP_F.nopost : 0;
-    if (s.binaries.length > 1) throw refuse(`matchBinaries: ${s.binaries.length} entries in one selector; the tracepoint program evaluates one (list the values in one entry)`);
-    const b = s.binaries[0];
-    if (b !== undefined) {
+    let positives = 0;
+    s.binaries.forEach((b, k) => {
       const op = BINARY_OPS[b.operator];
-      if (op === undefined) throw refuse(`matchBinaries[0].operator: ${b.operator} is not evaluated by the tracepoint program (${Object.keys(BINARY_OPS).join(", ")} are)`);
-      b.values.forEach((v, i) => {
-        if (Buffer.byteLength(v) >= TP_STR_MAX) throw refuse(`matchBinaries[0].values[${i}]: longer than ${TP_STR_MAX - 1} bytes`);
-        binaries |= bitOf({ op: op.op, value: v });
+      if (op === undefined) throw refuse(`matchBinaries[${k}].operator: ${b.operator} is not evaluated by the tracepoint program (${Object.keys(BINARY_OPS).join(", ")} are)`);
+      const bits = b.values.map((v, i) => {
+        if (Buffer.byteLength(v) >= TP_STR_MAX) throw refuse(`matchBinaries[${k}].values[${i}]: longer than ${TP_STR_MAX - 1} bytes`);
+        return bitOf({ op: op.op, value: v });
       });
-      if (op.negate) flags |= TP_F.binariesNot;
-    }
+      if (op.negate) binariesNone = bits.reduce((m, bit) => m | bit, binariesNone);
+      else if (positives++ === 0) binaries = bits.reduce((m, bit) => m | bit, 0n);
+      else binaryChoices = binaryChoices.flatMap((all) => bits.map((bit) => all | bit));
+    });
   }
   const out: TpRule[] = [];
-  for (const n of netns) for (const p of pids) for (const c of choices) {
-    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), binaries, filters: [...fixed, ...c] });
+  for (const n of netns) for (const p of pids) for (const c of choices) for (const binariesAll of binaryChoices) {
+    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), binaries, binariesAll, binariesNone, filters: [...fixed, ...c] });
   }
   return out;
 }

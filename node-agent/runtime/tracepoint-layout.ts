@@ -11,13 +11,13 @@ export const TP_PROCS_MAX = 65536;
 export const TP_ARG = { int: 1, string: 2 } as const;
 export const TP_OP = { Equal: 1, Prefix: 2, Postfix: 3, GT: 4, LT: 5, Mask: 6 } as const;
 export const TP_ACTION = { Post: 1, Sigkill: 2, Signal: 3 } as const;
-export const TP_F = { nopost: 1, binariesNot: 2, pidNot: 4 } as const;
+export const TP_F = { nopost: 1, pidNot: 4 } as const;
 
 export const TP_LAYOUT = {
   arg: { size: 8, offset: 0, kind: 2, size_: 3, isSigned: 4 },
   hook: { size: 8 + TP_ARGS_MAX * 8, eventId: 0, nargs: 4, args: 8 },
   filter: { size: 16 + TP_STR_MAX, arg: 0, op: 1, negate: 2, len: 4, value: 8, str: 16 },
-  rule: { size: 24 + TP_FILTERS_MAX * (16 + TP_STR_MAX), hook: 0, netns: 4, pid: 8, action: 12, signal: 13, flags: 14, nfilters: 15, binaries: 16, filters: 24 },
+  rule: { size: 40 + TP_FILTERS_MAX * (16 + TP_STR_MAX), hook: 0, netns: 4, pid: 8, action: 12, signal: 13, flags: 14, nfilters: 15, binaries: 16, binariesAll: 24, binariesNone: 32, filters: 40 },
   binary: { size: 8 + TP_STR_MAX, op: 0, len: 4, str: 8 },
   event: { size: 32 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX, pid: 0, tid: 4, netns: 8, rule: 12, hook: 16, action: 20, flags: 21, ktimeNs: 24, ints: 32, strs: 32 + TP_ARGS_MAX * 8 },
 } as const;
@@ -43,8 +43,12 @@ export interface TpRule {
   readonly action: number;
   readonly signal: number;
   readonly flags: number;
-  /** matchBinaries: bits of the binary values (TpBinary indexes) the caller's binary must match one of (none of, with TP_F.binariesNot); 0n: any. */
+  /** matchBinaries, bits of the binary values (TpBinary indexes): the caller's binary must match one of `binaries` (0n: any), */
   readonly binaries: bigint;
+  /** every one of `binariesAll`, */
+  readonly binariesAll: bigint;
+  /** and none of `binariesNone`. */
+  readonly binariesNone: bigint;
   readonly filters: readonly TpFilter[];
 }
 
@@ -98,6 +102,8 @@ export function encodeTpRule(r: TpRule): Buffer {
   b.writeUInt8(r.flags, L.flags);
   b.writeUInt8(r.filters.length, L.nfilters);
   b.writeBigUInt64LE(r.binaries, L.binaries);
+  b.writeBigUInt64LE(r.binariesAll, L.binariesAll);
+  b.writeBigUInt64LE(r.binariesNone, L.binariesNone);
   r.filters.forEach((f, i) => {
     const at = L.filters + i * F.size;
     b.writeUInt8(f.arg, at + F.arg);

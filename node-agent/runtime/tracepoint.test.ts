@@ -161,6 +161,25 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
     assert.equal((await runIn(SELECTED_NS, "head", ["-n1", secret])).signal, "SIGKILL", "NotIn: another binary dies");
   });
 
+  it("matchBinaries entries in one selector are ANDed (values ORed), and a selector takes filters from selectorsMacros: Prefix /usr/bin/, Postfix head|python3, NotIn python3 kill head only", async () => {
+    const kill = openatPolicy("kill-head", [{
+      macros: ["secret-sigkill"],
+      matchBinaries: [{ operator: "Prefix", values: ["/usr/bin/"] }, { operator: "Postfix", values: ["/head", "/python3"] }, { operator: "NotIn", values: ["/usr/bin/python3"] }],
+    }]);
+    const macros = { "secret-sigkill": { matchArgs: [{ index: 1, operator: "Equal", values: [secret] }], matchActions: [{ action: "Sigkill" }] } };
+    const status = engine.apply([{ ...kill, spec: { ...kill.spec, selectorsMacros: macros } }]);
+    assert.deepEqual(status.get("default/kill-head"), { enforced: true, hooks: 1 });
+    assert.equal((await runIn(SELECTED_NS, "/usr/bin/head", ["-n1", secret])).signal, "SIGKILL", "all three entries hold for /usr/bin/head");
+    const py = await runIn(SELECTED_NS, "/usr/bin/python3", ["-c", `print(open(${JSON.stringify(secret)}).read(), end="")`]);
+    assert.deepEqual([py.signal, py.out], [null, "the plans\n"], "NotIn python3 fails: python3 reads");
+    assert.equal((await runIn(SELECTED_NS, "/usr/bin/cat", [secret])).out, "the plans\n", "Postfix fails: cat reads");
+    const ownHead = path.join(dir, "head");
+    fs.copyFileSync("/usr/bin/head", ownHead);
+    fs.chmodSync(ownHead, 0o755);
+    assert.deepEqual(await runIn(SELECTED_NS, ownHead, ["-n1", secret]), { code: 0, signal: null, out: "the plans\n" }, "Prefix fails: a head outside /usr/bin reads (the entries are not ORed)");
+    assert.equal((await runIn(OTHER_NS, "/usr/bin/head", ["-n1", secret])).out, "the plans\n", "another namespace's pod is not selected");
+  });
+
   it("a process that started before its matchBinaries policy is judged by its binary: python3 already running is killed at its open", async () => {
     engine.apply([]);
     const script = `import time\ntime.sleep(1.5)\nopen(${JSON.stringify(secret)}).close()\nprint("opened", flush=True)`;
@@ -251,7 +270,7 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
       assert.match(h, new RegExp(`#define ${name} ${v}\\b`));
     }
     assert.equal(TP_LAYOUT.filter.size, 1 + 1 + 1 + 1 + 4 + 8 + TP_STR_MAX);
-    assert.equal(TP_LAYOUT.rule.size, 4 * 3 + 4 + 8 + TP_FILTERS_MAX * TP_LAYOUT.filter.size);
+    assert.equal(TP_LAYOUT.rule.size, 4 * 3 + 4 + 8 * 3 + TP_FILTERS_MAX * TP_LAYOUT.filter.size);
     assert.equal(TP_LAYOUT.binary.size, 1 + 3 + 4 + TP_STR_MAX);
     assert.match(h, new RegExp(`#define TP_BINARIES_MAX ${TP_BINARIES_MAX}\\b`));
     assert.equal(TP_LAYOUT.event.size, 4 * 5 + 4 + 8 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX);
