@@ -9,13 +9,13 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CHART_DIR, setArgs } from "../chart.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, MEMBRANE_CHART_VALUES, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, realNodePaths } from "./config.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 import { eventually } from "./eventually.ts";
+import { installChartOnRealNode } from "./chart-install.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -324,31 +324,9 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const p = (JSON.parse(r.stdout) as { items: (PodView & { metadata: { uid: string }; status: { containerStatuses?: { restartCount: number }[] } })[] }).items[0];
       return p?.status.podIP ? p : undefined;
     });
-    const install = await cp!.helm(["install", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--create-namespace", ...setArgs({
-      // Each node's pod CIDR from its Node (as the CNI config before the agent had it), inside kube-proxy's cluster CIDR.
-      ...MEMBRANE_CHART_VALUES,
-      // One of each keeps the file short on two cores; the chart's 2 replicas are the same pods twice.
-      "operator.replicas": 1,
-      "webhook.replicas": 1,
-      // As Cilium's: the agents keep pod-network pods closed until the operator's policy reaches them, so the
-      // operator on the pod network would wait for itself.
-      "operator.hostNetwork": true,
-      // The node's runtime reads its CNI dirs here (inside the node dir), not /opt/cni/bin and /etc/cni/net.d.
-      "agent.cniBinDir": paths.cniBinDir,
-      "agent.cniConfDir": paths.cniConfDir,
-    })]);
-    assert.equal(install.code, 0, install.stderr);
-    const operatorPod = await eventually("a Ready operator pod", 120_000, async () => {
-      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json"]);
-      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
-      return pods.find((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
-    });
-    const agent = await agentPod();
-    // Its pod-bound token proved its node to the operator, reached at its Service.
-    await eventually("the operator's stream to the agent", 60_000, async () => {
-      const r = await cp!.kubectl(["logs", "-n", AGENT_NS, operatorPod]);
-      return new RegExp(`"node":"${name}".*"agent connected"`).test(r.stdout) ? true : undefined;
-    });
+    // Ready operator, agent and webhook pods, the agent's stream to the operator (its pod-bound token proved its
+    // node), the webhook reachable from the API server.
+    const { agentPod: agent } = await installChartOnRealNode(cp!, node!, { namespace: AGENT_NS });
     // It dialled the Service's ClusterIP from its pod's service environment, not a name (nothing in /etc/hosts).
     const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
     const agentLogs = (await cp!.kubectl(["logs", "-n", AGENT_NS, agent])).stdout;
@@ -366,13 +344,8 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.equal(dnsAfter.code, 0, `the CoreDNS pod wired before the agent still exists: ${dnsAfter.stderr}`);
     const dnsPod = JSON.parse(dnsAfter.stdout) as typeof dnsBefore;
     assert.deepEqual([dnsPod.metadata.uid, dnsPod.status.podIP, dnsPod.status.containerStatuses?.[0]?.restartCount], [dnsBefore.metadata.uid, dnsBefore.status.podIP, dnsBefore.status.containerStatuses?.[0]?.restartCount]);
-    for (const [ns, deploy] of [["kube-system", "coredns"], [AGENT_NS, "membrane-webhook"]] as const) {
-      const r = await cp!.kubectl(["rollout", "status", "-n", ns, `deployment/${deploy}`, "--timeout=120s"]);
-      assert.equal(r.code, 0, `${ns}/${deploy}: ${r.stderr}`);
-    }
-    // The API server (on the host) reaches the webhook's Service through the node, as kind's reaches a Service.
-    const webhookIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-webhook", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
-    await node!.routeFromHost(webhookIP);
+    const dnsRollout = await cp!.kubectl(["rollout", "status", "-n", "kube-system", "deployment/coredns", "--timeout=120s"]);
+    assert.equal(dnsRollout.code, 0, `kube-system/coredns: ${dnsRollout.stderr}`);
     const cidr = await eventually("the node's pod CIDR on its CiliumNode", 30_000, async () => {
       const r = await cp!.kubectl(["get", "ciliumnode", name, "-o", "jsonpath={.spec.ipam.podCIDRs[0]}"]);
       return r.stdout.trim() || undefined;

@@ -4,11 +4,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { startControlPlane, type CommandResult, type ControlPlane } from "../cluster.ts";
-import { CHART_DIR, NAMESPACE, setArgs } from "../chart.ts";
-import { MEMBRANE_CHART_VALUES, realNodePaths } from "../realnode/config.ts";
+import { startControlPlane, type ControlPlane } from "../cluster.ts";
+import { installChartOnRealNode } from "../realnode/chart-install.ts";
 import { installCoreDNS } from "../realnode/coredns.ts";
-import { eventually } from "../realnode/eventually.ts";
 import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "../realnode/realnode.ts";
 
 const log = pino({ name: "upstream-cluster" });
@@ -50,12 +48,6 @@ export async function buildAgnhostImage(): Promise<{ ref: string; archive: strin
   return { ref, archive: join(dir, "agnhost.tar") };
 }
 
-async function must(what: string, r: Promise<CommandResult>): Promise<string> {
-  const done = await r;
-  if (done.code !== 0) throw new Error(`${what}: ${done.stderr.trim() || done.stdout.trim()}`);
-  return done.stdout;
-}
-
 /**
  * Starts the cluster and resolves once Membrane's operator, webhook and agent pods are Ready, the agent is
  * connected and CoreDNS serves; on any failure removes what it started and throws.
@@ -75,29 +67,9 @@ export async function startUpstreamCluster(opts: UpstreamClusterOptions): Promis
     const node = await startRealNode({ name: opts.nodeName, dir: nodeDir, controlPlane: { dir: cp.dir, server: cp.server }, index: opts.index });
     await node.importImage(membraneImage.archive);
     await node.importImage(agnhostImage.archive);
-    const kubectl = cp.kubectl.bind(cp);
-    const paths = realNodePaths(node.plan.dir);
     // Cluster DNS first, on the node's CNI config before any agent: the agent adopts it, the webhook needs it.
-    await installCoreDNS(kubectl, node.images.coredns, 300_000);
-    // The chart's values as the real-node test installs it (localcluster/realnode/realnode.test.ts says why each).
-    await must("helm install", cp.helm(["install", "membrane", CHART_DIR, "--namespace", NAMESPACE, "--create-namespace", ...setArgs({
-      ...MEMBRANE_CHART_VALUES,
-      "operator.replicas": 1,
-      "webhook.replicas": 1,
-      "operator.hostNetwork": true,
-      "agent.cniBinDir": paths.cniBinDir,
-      "agent.cniConfDir": paths.cniConfDir,
-    })]));
-    await must("operator rollout", kubectl(["rollout", "status", "-n", NAMESPACE, "deployment/membrane-operator", "--timeout=300s"]));
-    await must("agent rollout", kubectl(["rollout", "status", "-n", NAMESPACE, "daemonset/membrane-agent", "--timeout=300s"]));
-    await eventually("the agent connected to the operator", 120_000, async () => {
-      const r = await kubectl(["logs", "-n", NAMESPACE, "deployment/membrane-operator"]);
-      return new RegExp(`"node":"${opts.nodeName}".*"agent connected"`).test(r.stdout) ? true : undefined;
-    });
-    await must("webhook rollout", kubectl(["rollout", "status", "-n", NAMESPACE, "deployment/membrane-webhook", "--timeout=300s"]));
-    // The API server (on the host) reaches the webhook's Service through the node.
-    const webhookIP = await must("the webhook's ClusterIP", kubectl(["get", "service", "-n", NAMESPACE, "membrane-webhook", "-o", "jsonpath={.spec.clusterIP}"]));
-    await node.routeFromHost(webhookIP);
+    await installCoreDNS(cp.kubectl.bind(cp), node.images.coredns, 300_000);
+    await installChartOnRealNode(cp, node);
     log.info({ node: opts.nodeName, server: cp.server, agnhost: agnhostImage.ref, membrane: membraneImage.ref }, "upstream cluster ready");
     return { cp, node, agnhost: agnhostImage.ref, stop };
   } catch (err) {
