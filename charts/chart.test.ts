@@ -325,11 +325,11 @@ describe("charts/membrane", () => {
     const on = agentOf(parseManifest(await renderText({ "hostFirewall.enabled": true, "hostFirewall.devices": "{eth0,bond0}", "hostFirewall.apiServerPort": 16443, "hubble.enabled": false })));
     assert.deepEqual(
       on.args.filter((a) => /^--(node-ip|host-firewall)/.test(a)),
-      ["--node-ip=$(HOST_IP)", "--host-firewall-device=eth0", "--host-firewall-device=bond0", "--host-firewall-api-server-port=16443"],
+      ["--node-ip=$(HOST_IPS)", "--host-firewall-device=eth0", "--host-firewall-device=bond0", "--host-firewall-api-server-port=16443"],
     );
-    assert.equal(on.env?.find((e) => e.name === "HOST_IP")?.valueFrom?.fieldRef?.fieldPath, "status.hostIP", "HOST_IP is set without hubble too");
+    assert.equal(on.env?.find((e) => e.name === "HOST_IPS")?.valueFrom?.fieldRef?.fieldPath, "status.hostIPs", "HOST_IPS is set without hubble too");
     assert.ok(!agentOf(rendered.default ?? []).args.some((a) => a.startsWith("--host-firewall")), "off by default");
-    assert.ok(agentOf(rendered.default ?? []).args.includes("--node-ip=$(HOST_IP)"), "the node address is passed by default (the DNS proxy listens on it)");
+    assert.ok(agentOf(rendered.default ?? []).args.includes("--node-ip=$(HOST_IPS)"), "the node address is passed by default (the DNS proxy listens on it)");
   });
 
   describe("values.schema.json refuses bad values, naming the field", () => {

@@ -16,8 +16,8 @@ function agentOf(objects: K8sObject[]): Container {
 }
 
 /** The agent's own flag parser on the args as the kubelet hands them over (`$(VAR)` expanded from the container's env, with a node's values, and the kubelet's service links). */
-function flagsOf(c: Container) {
-  const node: Record<string, string> = { "spec.nodeName": "node-a", "status.hostIP": "10.0.0.1" };
+function flagsOf(c: Container, hostIPs = "10.0.0.1") {
+  const node: Record<string, string> = { "spec.nodeName": "node-a", "status.hostIP": hostIPs.split(",")[0]!, "status.hostIPs": hostIPs };
   const env = new Map((c.env ?? []).map((e) => [e.name, node[e.valueFrom?.fieldRef?.fieldPath ?? ""]]));
   // The kubelet's service links: the operator Service's ClusterIP.
   env.set("MEMBRANE_OPERATOR_SERVICE_HOST", "10.96.0.20");
@@ -34,12 +34,27 @@ function flagsOf(c: Container) {
 }
 
 describe("chart dnsProxy", () => {
-  it("by default the agent gets its node address from status.hostIP and runs the DNS proxy on it with the agent's defaults", async () => {
+  it("by default the agent gets its node addresses from status.hostIPs and runs the DNS proxy on them with the agent's defaults", async () => {
     const agent = agentOf(parseManifest(await renderText()));
-    assert.equal(agent.env?.find((e) => e.name === "HOST_IP")?.valueFrom?.fieldRef?.fieldPath, "status.hostIP");
+    assert.equal(agent.env?.find((e) => e.name === "HOST_IPS")?.valueFrom?.fieldRef?.fieldPath, "status.hostIPs");
     const f = flagsOf(agent);
     assert.equal(f.nodeIP, "10.0.0.1");
+    assert.deepEqual(f.proxyAddresses, { address: "10.0.0.1" });
     assert.deepEqual(f.dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });
+  });
+
+  it("on a dual-stack node the proxies get both addresses (IPv6 pods' DNS and HTTP are steered to the IPv6 one), the node address stays the first", async () => {
+    const f = flagsOf(agentOf(parseManifest(await renderText())), "10.0.0.1,fd00:10::1");
+    assert.equal(f.nodeIP, "10.0.0.1");
+    assert.deepEqual(f.proxyAddresses, { address: "10.0.0.1", address6: "fd00:10::1" });
+    assert.ok(f.dnsProxy && f.l7Proxy, "both proxies run");
+  });
+
+  it("on an IPv6-only node the default chart's agent starts with both proxies, on the node's IPv6 address", async () => {
+    const f = flagsOf(agentOf(parseManifest(await renderText())), "fd00:10::1");
+    assert.equal(f.nodeIP, "fd00:10::1");
+    assert.deepEqual(f.proxyAddresses, { address6: "fd00:10::1" });
+    assert.ok(f.dnsProxy && f.l7Proxy && f.l7ProxyExternal, "the DNS proxy and the external L7 proxy run");
   });
 
   it("also without hubble (HOST_IP does not depend on it)", async () => {

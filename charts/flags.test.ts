@@ -75,7 +75,7 @@ describe("the chart's command lines match the components' flags", () => {
       const wg = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "wireguard", "encryption.wireguard.routing": routing }));
       const c = containerOf(wg, "DaemonSet", "membrane-agent");
       // The kubelet's $(VAR) expansion, as on a node.
-      const args = c.args.slice(1).map((a) => a.replaceAll("$(NODE_NAME)", "node-1").replaceAll("$(HOST_IP)", "10.0.0.1").replaceAll("$(MEMBRANE_OPERATOR_SERVICE_HOST)", "10.96.0.20"));
+      const args = c.args.slice(1).map((a) => a.replaceAll("$(NODE_NAME)", "node-1").replaceAll("$(HOST_IPS)", "10.0.0.1").replaceAll("$(HOST_IP)", "10.0.0.1").replaceAll("$(MEMBRANE_OPERATOR_SERVICE_HOST)", "10.96.0.20"));
       const r = parseAgentFlags(args);
       assert.ok(r.ok, `membrane agent ${args.join(" ")}: ${r.ok ? "" : r.error}`);
       assert.equal(r.flags.encryption, "wireguard");

@@ -20,7 +20,7 @@ function agentOf(objects: K8sObject[]): { container: Container; volumes: { name:
 }
 
 function flagsOf(c: Container) {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1" };
+  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
   const parsed = parseAgentFlags((c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m)));
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags;

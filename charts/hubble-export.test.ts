@@ -18,7 +18,7 @@ function agentOf(objects: K8sObject[]): { container: Container; volumes: { name:
 
 /** The container's args as the kubelet hands them over: `$(VAR)` references expanded (a node's values). */
 function argsOf(c: Container): string[] {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1" };
+  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
   return (c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m));
 }
 

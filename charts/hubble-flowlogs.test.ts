@@ -31,7 +31,7 @@ function flowLogsConfigMap(objects: K8sObject[], name = "membrane-flowlog-config
 
 /** The agent's own flag parser on the chart's args (`$(VAR)` expanded as the kubelet does). */
 function flagsOf(c: Container) {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1" };
+  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
   const args = (c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m));
   const parsed = parseAgentFlags(args);
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);

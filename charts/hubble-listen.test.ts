@@ -10,14 +10,13 @@ function agentArgs(objects: K8sObject[]): string[] {
   return args[0] === "agent" ? args.slice(1) : args;
 }
 
-/** The args as the kubelet hands them to the agent on a node with this HOST_IP (`$(VAR)` expanded; the operator Service's ClusterIP from the kubelet's service links). */
+/** The args as the kubelet hands them to the agent on a node with this HOST_IP (`$(VAR)` expanded, HOST_IPS the same single-family node's; the operator Service's ClusterIP from the kubelet's service links). */
 const onNode = (args: readonly string[], hostIP: string): string[] =>
-  args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: hostIP, MEMBRANE_OPERATOR_SERVICE_HOST: "10.96.0.20" })[v] ?? m));
+  args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: hostIP, HOST_IPS: hostIP, MEMBRANE_OPERATOR_SERVICE_HOST: "10.96.0.20" })[v] ?? m));
 
 describe("chart hubble agent server address", () => {
-  it("an IPv4 and an IPv6 node each get their own address and the agent port, in canonical HOST:PORT", async () => {
-    // The DNS and L7 proxies need an IPv4 node address: off, so that the IPv6 node's flags parse.
-    const args = agentArgs(parseManifest(await renderText({ "hubble.agentPort": 4244, "dnsProxy.enabled": false, "l7Proxy.enabled": false })));
+  it("an IPv4 and an IPv6 node each get their own address and the agent port, in canonical HOST:PORT (the default chart: both proxies on)", async () => {
+    const args = agentArgs(parseManifest(await renderText({ "hubble.agentPort": 4244 })));
     for (const [hostIP, want] of [
       ["10.0.0.1", "10.0.0.1:4244"],
       ["fd00:10::1", "[fd00:10::1]:4244"],

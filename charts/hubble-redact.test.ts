@@ -9,7 +9,7 @@ const BASE = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c"
 function agentArgs(objects: K8sObject[]): string[] {
   const ds = objects.find((o) => o.kind === "DaemonSet") as unknown as { spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } };
   const args = ds.spec.template.spec.containers.find((c) => c.name === "agent")!.args;
-  return (args[0] === "agent" ? args.slice(1) : args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: "10.0.0.1" })[v] ?? _m));
+  return (args[0] === "agent" ? args.slice(1) : args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" })[v] ?? _m));
 }
 
 function redactionOf(args: readonly string[]) {

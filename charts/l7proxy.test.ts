@@ -23,7 +23,7 @@ const podOf = (objects: K8sObject[], name: string): PodSpec | undefined =>
 
 /** The agent's flags as its parser reads them (downward-API variables given a node's values). */
 function agentFlags(objects: K8sObject[]): AgentFlags {
-  const args = podOf(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" ? "10.0.0.1" : "node-a")));
+  const args = podOf(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" || v === "HOST_IPS" ? "10.0.0.1" : "node-a")));
   const parsed = parseAgentFlags(args);
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags;

@@ -17,7 +17,7 @@ function agentPod(objects: K8sObject[]): PodSpec {
 
 /** The agent's flags as its parser reads them (downward-API variables given a node's values). */
 function runtimeFlag(pod: PodSpec): boolean {
-  const args = pod.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" ? "10.0.0.1" : "node-a")));
+  const args = pod.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" || v === "HOST_IPS" ? "10.0.0.1" : "node-a")));
   const parsed = parseAgentFlags(args);
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags.runtime;

@@ -31,15 +31,30 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
   });
 
-  it("the L7 proxy is on by default with an IPv4 --node-ip (Cilium's --enable-l7-proxy); off with =false; refused naming the flag", () => {
+  it("the L7 proxy is on by default with a --node-ip of either family (Cilium's --enable-l7-proxy); off with =false; refused naming the flag", () => {
     assert.equal(flags().l7Proxy, false, "no --node-ip: no address to listen on");
     assert.equal(flags("--node-ip", "192.0.2.1").l7Proxy, true);
     assert.equal(flags("--node-ip", "192.0.2.1", "--enable-l7-proxy=false").l7Proxy, false);
     assert.equal(flags("--node-ip", "192.0.2.1", "--enable-l7-proxy").l7Proxy, true);
-    assert.equal(flags("--node-ip", "fd00::1", "--enable-dns-proxy=false").l7Proxy, false, "IPv6 node address: off by default");
+    assert.equal(flags("--node-ip", "fd00::1").l7Proxy, true, "an IPv6-only node: on, listening on its IPv6 address");
     assert.equal(error("--enable-l7-proxy"), "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)");
     assert.equal(error("--node-ip", "192.0.2.1", "--enable-l7-proxy=maybe"), '--enable-l7-proxy: must be true or false, got "maybe"');
-    assert.equal(error("--node-ip", "fd00::1", "--enable-dns-proxy=false", "--enable-l7-proxy"), "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)");
+  });
+
+  it("--node-ip takes one address or a dual-stack pair (as the kubelet's): the first is the node's address, the proxies listen on each family's; --proxy-ipv6-address overrides the IPv6 one; bad values refused naming the flag", () => {
+    assert.deepEqual([flags("--node-ip", "192.0.2.1").nodeIP, flags("--node-ip", "192.0.2.1").proxyAddresses], ["192.0.2.1", { address: "192.0.2.1" }]);
+    const dual = flags("--node-ip", "192.0.2.1,fd00::1");
+    assert.deepEqual([dual.nodeIP, dual.proxyAddresses], ["192.0.2.1", { address: "192.0.2.1", address6: "fd00::1" }]);
+    const sixFirst = flags("--node-ip", "fd00::1,192.0.2.1");
+    assert.deepEqual([sixFirst.nodeIP, sixFirst.proxyAddresses], ["fd00::1", { address: "192.0.2.1", address6: "fd00::1" }]);
+    const six = flags("--node-ip", "fd00::1");
+    assert.deepEqual([six.nodeIP, six.proxyAddresses, six.dnsProxy !== undefined, six.l7Proxy], ["fd00::1", { address6: "fd00::1" }, true, true]);
+    assert.deepEqual(flags("--node-ip", "192.0.2.1", "--proxy-ipv6-address", "fd00::9").proxyAddresses, { address: "192.0.2.1", address6: "fd00::9" });
+    assert.equal(flags().proxyAddresses, undefined, "no --node-ip: no proxy address");
+    assert.equal(error("--node-ip", "192.0.2.1,192.0.2.2"), '--node-ip: a pair must be one IPv4 and one IPv6 address, got "192.0.2.1,192.0.2.2"');
+    assert.equal(error("--node-ip", "192.0.2.1,fd00::1,fd00::2"), '--node-ip: must be an IP address or an IPv4,IPv6 pair, got "192.0.2.1,fd00::1,fd00::2"');
+    assert.equal(error("--node-ip", ""), '--node-ip: must be an IP address or an IPv4,IPv6 pair, got ""');
+    assert.equal(error("--node-ip", "192.0.2.1", "--proxy-ipv6-address", "192.0.2.9"), '--proxy-ipv6-address: must be an IPv6 address, got "192.0.2.9"');
   });
 
   it("the runtime enforcer is off by default; --enable-runtime[=true|false]; refused naming the flag", () => {
@@ -66,7 +81,7 @@ describe("membrane agent flags", () => {
     assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-max-ips-per-hostname", "0"), '--tofqdns-max-ips-per-hostname: must be an integer >= 1, got "0"');
     assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-dns-reject-response-code", "servfail"), '--tofqdns-dns-reject-response-code: must be refused or nameError, got "servfail"');
     assert.equal(error("--node-ip", "192.0.2.1", "--tofqdns-idle-connection-grace-period", "soon"), '--tofqdns-idle-connection-grace-period: must be a duration such as 5s or 1m, got "soon"');
-    assert.equal(error("--node-ip", "fd00::1", "--enable-dns-proxy"), "--enable-dns-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)");
+    assert.ok(flags("--node-ip", "fd00::1", "--enable-dns-proxy").dnsProxy, "an IPv6-only node runs it on its IPv6 address");
   });
 
   it("--host-firewall-device (repeatable) needs --node-ip; the API server port defaults to 6443; bad values are refused naming the flag", () => {

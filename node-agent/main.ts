@@ -8,6 +8,7 @@ import { type Logger, pino } from "pino";
 import { Datapath } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
+import type { ProxyAddresses } from "./l7proxy/supervisor.ts";
 import { CONFIG_SOCKET_NAME, DEFAULT_L7_PROXY_SOCKET_DIR, EXTERNAL_FLOW_SOCKET_NAME } from "./l7proxy/external.ts";
 import { AgentRuntime } from "./runtime/agent-runtime.ts";
 import { runtimeEventSource } from "./runtime/event-relay.ts";
@@ -43,7 +44,7 @@ import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
-                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP] [--log-level LEVEL]
+                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP[,IP]] [--proxy-ipv6-address IP] [--log-level LEVEL]
                       [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
@@ -66,7 +67,11 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
   --state-dir   where the agent keeps its endpoints and last acknowledged state across restarts (default /var/lib/membrane/agent)
   --cni-state-dir  the CNI plugin's IPAM state (its stateDir; default /var/lib/membrane/cni/membrane): at start a pod veth the
                 agent has no record of is adopted when its pod is there, removed only when it is not, else left alone
-  --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint)
+  --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint), or as the kubelet's
+                flag a dual-stack pair IPv4,IPv6 (the chart passes status.hostIPs): the first is the node's address, and the
+                DNS and L7 proxies listen on its IPv4 address for IPv4 pods and on its IPv6 address for IPv6 pods (an IPv6
+                pod's flow to a proxy is dropped on a node without one; an IPv6-only node's IPv4 pods' likewise)
+  --proxy-ipv6-address  the address the proxies listen on for IPv6 pods (default: the IPv6 address of --node-ip)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
   --hubble-socket    the observer: Hubble's Observer gRPC API (membrane observe, hubble observe --server unix://PATH) on this unix socket
                      (default /run/membrane/hubble.sock)
@@ -174,6 +179,8 @@ export interface AgentFlags {
   readonly cniStateDir: string;
   readonly netns?: string;
   readonly nodeIP?: string;
+  /** Where the DNS and L7 proxies listen and the datapath steers to: the IPv4 and IPv6 addresses of --node-ip (or --proxy-ipv6-address); absent without either. */
+  readonly proxyAddresses?: ProxyAddresses;
   /** The node device by name (--node-device); null: none; absent: detected from --node-ip. */
   readonly nodeDevice?: string | null;
   readonly logLevel: string;
@@ -265,6 +272,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "cni-state-dir": { type: "string" },
         netns: { type: "string" },
         "node-ip": { type: "string" },
+        "proxy-ipv6-address": { type: "string" },
         "node-device": { type: "string" },
         "log-level": { type: "string" },
         "hubble-socket": { type: "string" },
@@ -348,8 +356,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const scope = str("bpf-scope") ?? nodeName;
   if (!/^[A-Za-z0-9._-]+$/.test(scope)) return { ok: false, error: `--bpf-scope: must be letters, digits, '.', '_' or '-', got ${JSON.stringify(scope)}` };
   const netns = str("netns");
-  const nodeIP = str("node-ip");
-  if (nodeIP !== undefined && net.isIP(nodeIP) === 0) return { ok: false, error: `--node-ip: must be an IP address, got ${JSON.stringify(nodeIP)}` };
+  const nodeIPs = nodeIPFlags(str("node-ip"), str("proxy-ipv6-address"));
+  if (typeof nodeIPs === "string") return { ok: false, error: nodeIPs };
+  const { nodeIP, proxyAddresses } = nodeIPs;
   const hubbleSocket = str("hubble-socket") ?? "/run/membrane/hubble.sock";
   if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
   const hubbleExport = hubbleExportFlags(str);
@@ -438,9 +447,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const wireguardRouting = str("wireguard-routing");
   if (wireguardRouting !== undefined && encryption !== "wireguard") return { ok: false, error: "--wireguard-routing: only with --encryption wireguard" };
   if (wireguardRouting !== undefined && !(WIREGUARD_ROUTINGS as readonly string[]).includes(wireguardRouting)) return { ok: false, error: `--wireguard-routing: must be one of ${WIREGUARD_ROUTINGS.join(", ")}, got ${JSON.stringify(wireguardRouting)}` };
-  const dnsProxy = dnsProxyFlags(str, nodeIP);
+  const dnsProxy = dnsProxyFlags(str, proxyAddresses);
   if (typeof dnsProxy === "string") return { ok: false, error: dnsProxy };
-  const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), nodeIP);
+  const l7Proxy = l7ProxyFlag(str("enable-l7-proxy"), proxyAddresses);
   if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
   const l7ProxyExternal = externalL7ProxyFlags(str("external-l7-proxy"), str("l7-proxy-socket-dir"), l7Proxy);
   if (typeof l7ProxyExternal === "string") return { ok: false, error: l7ProxyExternal };
@@ -465,6 +474,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       cniStateDir: cniStateDir ?? path.join(DEFAULT_STATE_ROOT, NETWORK_NAME),
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
+      ...(proxyAddresses ? { proxyAddresses } : {}),
       ...(nodeDevice !== undefined ? { nodeDevice: nodeDevice === "none" ? null : nodeDevice } : {}),
       logLevel: str("log-level") ?? "info",
       hubbleSocket,
@@ -507,12 +517,27 @@ function integerFlag(str: (f: string) => string | undefined, f: string, min: num
   return /^\d+$/.test(v) && Number(v) >= min && Number.isSafeInteger(Number(v)) ? Number(v) : `--${f}: must be an integer >= ${min}, got ${JSON.stringify(v)}`;
 }
 
-/** Whether the L7 proxy runs (Cilium's --enable-l7-proxy): by default when there is an IPv4 --node-ip to listen on; a string naming the flag when it cannot. */
-function l7ProxyFlag(enable: string | undefined, nodeIP: string | undefined): boolean | string {
+/**
+ * --node-ip (one address, or an IPv4,IPv6 pair as the kubelet's flag) and --proxy-ipv6-address: the node's
+ * address (the first) and the proxies' addresses per family; a string naming the flag when one is wrong.
+ */
+export function nodeIPFlags(text: string | undefined, proxy6: string | undefined): { nodeIP?: string; proxyAddresses?: ProxyAddresses } | string {
+  if (proxy6 !== undefined && !net.isIPv6(proxy6)) return `--proxy-ipv6-address: must be an IPv6 address, got ${JSON.stringify(proxy6)}`;
+  if (text === undefined) return proxy6 !== undefined ? { proxyAddresses: { address6: proxy6 } } : {};
+  const ips = text.split(",").map((a) => a.trim());
+  if (ips.length > 2 || ips.some((a) => net.isIP(a) === 0)) return `--node-ip: must be an IP address or an IPv4,IPv6 pair, got ${JSON.stringify(text)}`;
+  const v4 = ips.filter((a) => net.isIPv4(a));
+  const v6 = ips.filter((a) => net.isIPv6(a));
+  if (v4.length > 1 || v6.length > 1) return `--node-ip: a pair must be one IPv4 and one IPv6 address, got ${JSON.stringify(text)}`;
+  const address6 = proxy6 ?? v6[0];
+  return { nodeIP: ips[0]!, proxyAddresses: { ...(v4[0] !== undefined ? { address: v4[0] } : {}), ...(address6 !== undefined ? { address6 } : {}) } };
+}
+
+/** Whether the L7 proxy runs (Cilium's --enable-l7-proxy): by default when there is a node address to listen on; a string naming the flag when it cannot. */
+function l7ProxyFlag(enable: string | undefined, addresses: ProxyAddresses | undefined): boolean | string {
   if (enable !== undefined && enable !== "true" && enable !== "false") return `--enable-l7-proxy: must be true or false, got ${JSON.stringify(enable)}`;
   if (enable === "false") return false;
-  if (nodeIP === undefined) return enable === "true" ? "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)" : false;
-  if (!net.isIPv4(nodeIP)) return enable === "true" ? "--enable-l7-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)" : false;
+  if (addresses === undefined) return enable === "true" ? "--enable-l7-proxy: needs --node-ip (the address the proxy listens on)" : false;
   return true;
 }
 
@@ -523,14 +548,14 @@ function l7ProxyFlag(enable: string | undefined, nodeIP: string | undefined): bo
 function externalL7ProxyFlags(external: string | undefined, socketDir: string | undefined, l7Proxy: boolean): AgentFlags["l7ProxyExternal"] | string {
   if (external !== undefined && external !== "true" && external !== "false") return `--external-l7-proxy: must be true or false, got ${JSON.stringify(external)}`;
   if (external !== "true") return socketDir !== undefined ? "--l7-proxy-socket-dir: only with --external-l7-proxy (the agent's own proxy uses --state-dir)" : undefined;
-  if (!l7Proxy) return "--external-l7-proxy: the L7 proxy is off (--enable-l7-proxy=false, or no IPv4 --node-ip to steer to)";
+  if (!l7Proxy) return "--external-l7-proxy: the L7 proxy is off (--enable-l7-proxy=false, or no --node-ip to steer to)";
   if (socketDir === "") return "--l7-proxy-socket-dir: must be a directory";
   if (socketDir !== undefined && !path.isAbsolute(socketDir)) return `--l7-proxy-socket-dir: must be an absolute path (the proxy's pod mounts the same host directory), got ${JSON.stringify(socketDir)}`;
   return { socketDir: socketDir ?? DEFAULT_L7_PROXY_SOCKET_DIR };
 }
 
 /** The DNS proxy's flags, with Cilium's names; undefined when the proxy is off, a string naming the flag when one is wrong. */
-function dnsProxyFlags(str: (f: string) => string | undefined, nodeIP: string | undefined): AgentFlags["dnsProxy"] | string {
+function dnsProxyFlags(str: (f: string) => string | undefined, addresses: ProxyAddresses | undefined): AgentFlags["dnsProxy"] | string {
   const enable = str("enable-dns-proxy");
   if (enable !== undefined && enable !== "true" && enable !== "false") return `--enable-dns-proxy: must be true or false, got ${JSON.stringify(enable)}`;
   const tuning = ["tofqdns-min-ttl", "tofqdns-max-ips-per-hostname", "tofqdns-endpoint-max-ip-per-hostname", "tofqdns-dns-reject-response-code", "tofqdns-idle-connection-grace-period"];
@@ -538,11 +563,10 @@ function dnsProxyFlags(str: (f: string) => string | undefined, nodeIP: string | 
     const given = tuning.find((f) => str(f) !== undefined);
     return given ? `--${given}: not with --enable-dns-proxy=false` : undefined;
   }
-  if (nodeIP === undefined) {
+  if (addresses === undefined) {
     if (enable === "true") return "--enable-dns-proxy: needs --node-ip (the address the proxy listens on)";
     return undefined; // the default follows --node-ip
   }
-  if (net.isIPv4(nodeIP) === false) return "--enable-dns-proxy: the proxy needs an IPv4 --node-ip (IPv6 flows to a proxy are dropped)";
   const int = (f: string, min: number, dflt: number): number | string => integerFlag(str, f, min, dflt);
   const minTtl = int("tofqdns-min-ttl", 0, 0);
   if (typeof minTtl === "string") return minTtl;
@@ -647,10 +671,11 @@ export async function run(args: string[]): Promise<number> {
   // The proxy's own metrics exist once the agent's registry does.
   let onDnsFlow: (flow: DnsFlow) => void = () => undefined;
   const dns =
-    f.dnsProxy && f.nodeIP
+    f.dnsProxy && f.proxyAddresses
       ? new AgentDns({
           datapath,
-          proxyAddress: f.nodeIP,
+          ...(f.proxyAddresses.address !== undefined ? { proxyAddress: f.proxyAddresses.address } : {}),
+          ...(f.proxyAddresses.address6 !== undefined ? { proxyAddress6: f.proxyAddresses.address6 } : {}),
           stateFile: path.join(f.stateDir, "fqdn-cache.json"),
           cache: f.dnsProxy.cache,
           rejectCode: f.dnsProxy.rejectCode,
@@ -691,12 +716,12 @@ export async function run(args: string[]): Promise<number> {
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
     ...(dns ? { dns } : {}),
-    ...(f.l7Proxy && f.nodeIP
+    ...(f.l7Proxy && f.proxyAddresses
       ? {
           l7: new AgentL7({
             datapath: datapath.redirect,
             stateDir: f.stateDir,
-            address: f.nodeIP,
+            ...f.proxyAddresses,
             bpfScope: f.bpfScope,
             // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
             ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),

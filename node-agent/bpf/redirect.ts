@@ -42,7 +42,8 @@ export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto
 export function decodeRedirectValue(family: number, b: Buffer): OriginalDestination {
   const L = LAYOUT.redirect_value.fields;
   return {
-    ip: formatAddress(family, b, L.orig_daddr.offset),
+    // Compressed as sockets report addresses (fd00::1): a proxy compares it with the peer an answer comes from.
+    ip: family === 4 ? formatAddress(family, b, L.orig_daddr.offset) : new URL(`http://[${formatAddress(family, b, L.orig_daddr.offset)}]/`).hostname.slice(1, -1),
     port: b.readUInt16BE(L.orig_dport.offset),
     proxyPort: b.readUInt16LE(L.proxy_port.offset),
     subject: b.readUInt32LE(L.subject.offset),
@@ -66,12 +67,17 @@ function portKey(port: number): Buffer {
 export class ProxyRedirect {
   constructor(private readonly object: BpfObject) {}
 
-  /** The node addresses the proxies listen on: IPv4, and IPv6 if given (without one, IPv6 flows to a proxy are dropped). */
-  setProxyAddress(ipv4: string, ipv6?: string): void {
-    const four = parseAddress(ipv4);
-    if (four.family !== 4) throw new RangeError(`proxy address ${ipv4}: not an IPv4 address`);
+  /**
+   * The node addresses the proxies listen on: IPv4 and IPv6, each optional (an IPv6-only node has no
+   * IPv4 one); a family without one has its flows to a proxy dropped, never passed.
+   */
+  setProxyAddress(ipv4: string | undefined, ipv6?: string): void {
     const v = Buffer.alloc(LAYOUT.redirect_config.size);
-    four.bytes.copy(v, LAYOUT.redirect_config.fields.addr4.offset, 0, 4);
+    if (ipv4 !== undefined) {
+      const four = parseAddress(ipv4);
+      if (four.family !== 4) throw new RangeError(`proxy address ${ipv4}: not an IPv4 address`);
+      four.bytes.copy(v, LAYOUT.redirect_config.fields.addr4.offset, 0, 4);
+    }
     if (ipv6 !== undefined) {
       const six = parseAddress(ipv6);
       if (six.family !== 6) throw new RangeError(`proxy IPv6 address ${ipv6}: not an IPv6 address`);

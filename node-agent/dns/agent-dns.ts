@@ -11,8 +11,10 @@ import { NetnsSockets } from "./netns-sockets.ts";
 
 export interface AgentDnsOptions {
   readonly datapath: Datapath;
-  /** The node address the proxy listens on and the datapath steers to (IPv4: the node's --node-ip). */
-  readonly proxyAddress: string;
+  /** The node's IPv4 address the proxy listens on and the datapath steers IPv4 pods' queries to (from --node-ip); absent on an IPv6-only node. */
+  readonly proxyAddress?: string;
+  /** The node's IPv6 address, the same for IPv6 pods (the IPv6 address of --node-ip, or --proxy-ipv6-address). */
+  readonly proxyAddress6?: string;
   /** The learned names and addresses across restarts (in the agent's state directory). */
   readonly stateFile: string;
   readonly cache: FqdnCacheOptions;
@@ -57,7 +59,8 @@ export class AgentDns implements AgentDnsProxy {
     this.sockets = opts.netns === undefined ? undefined : new NetnsSockets(opts.netns, opts.log);
     this.service = new DnsService(opts.datapath, {
       ...(this.sockets ? { sockets: this.sockets } : {}),
-      proxyAddress: opts.proxyAddress,
+      ...(opts.proxyAddress !== undefined ? { proxyAddress: opts.proxyAddress } : {}),
+      ...(opts.proxyAddress6 !== undefined ? { proxyAddress6: opts.proxyAddress6 } : {}),
       cache: opts.cache,
       stateFile: opts.stateFile,
       rejectCode: opts.rejectCode,
@@ -77,7 +80,7 @@ export class AgentDns implements AgentDnsProxy {
     await this.sockets?.start();
     this.prepare(state);
     await this.service.start();
-    this.opts.log.info({ address: this.opts.proxyAddress, ports: this.service.proxy.ports(), stateFile: this.opts.stateFile }, "DNS proxy started");
+    this.opts.log.info({ addresses: this.service.proxy.addresses(), ports: this.service.proxy.ports(), stateFile: this.opts.stateFile }, "DNS proxy started");
   }
 
   prepare(state: NodeState): void {

@@ -38,8 +38,10 @@ export interface DnsFlow {
 }
 
 export interface DnsProxyOptions {
-  /** The node address the datapath steers to (bpf/lib/redirect.h's redirect_config). */
-  readonly address: string;
+  /** The node's IPv4 address the datapath steers IPv4 pods' queries to (bpf/lib/redirect.h's redirect_config); absent on an IPv6-only node. */
+  readonly address?: string;
+  /** The node's IPv6 address, where IPv6 pods' queries are steered; the proxy listens on both when both are given. */
+  readonly address6?: string;
   /** The datapath's record of where each redirected flow was going. */
   readonly originalDestination: (ip: string, port: number, proto: RedirectProto) => OriginalDestination | undefined;
   /** The DNS rules of a subject's policy entry (ruleId) for a query to `port` over `proto` (IANA number); none: every such query is denied. */
@@ -53,6 +55,7 @@ export interface DnsProxyOptions {
   readonly sockets?: SocketFactory;
 }
 
+/** A port's sockets on one of the node's addresses. */
 interface Listener {
   readonly udp: dgram.Socket;
   readonly tcp: net.Server;
@@ -90,9 +93,10 @@ const MAX_CONNECTED_UPSTREAMS = 256;
 
 type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
 
-/** Serves proxy ports (UDP and TCP on each) on the node address. */
+/** Serves proxy ports (UDP and TCP on each) on the node's addresses (IPv4, IPv6 or both). */
 export class DnsProxy {
-  private readonly listeners = new Map<number, Listener>();
+  /** Per port, its sockets on each address. */
+  private readonly listeners = new Map<number, readonly Listener[]>();
   private readonly tcpSockets = new Set<net.Socket>();
   /** The shared unconnected socket per family, for servers beyond MAX_CONNECTED_UPSTREAMS. */
   private readonly upstream = new Map<"udp4" | "udp6", Promise<dgram.Socket>>();
@@ -104,34 +108,53 @@ export class DnsProxy {
   private sweeper: NodeJS.Timeout | undefined;
   private readonly ids = new UpstreamIds();
 
-  constructor(private readonly opts: DnsProxyOptions) {}
+  constructor(private readonly opts: DnsProxyOptions) {
+    if (opts.address === undefined && opts.address6 === undefined) throw new Error("DNS proxy: no address to listen on (IPv4 or IPv6)");
+    if (opts.address !== undefined && !net.isIPv4(opts.address)) throw new Error(`DNS proxy: address ${opts.address} is not an IPv4 address`);
+    if (opts.address6 !== undefined && !net.isIPv6(opts.address6)) throw new Error(`DNS proxy: address6 ${opts.address6} is not an IPv6 address`);
+  }
 
-  /** Starts serving a proxy port; resolves once both sockets listen. */
+  /** The node addresses it listens on, IPv4 first. */
+  addresses(): string[] {
+    return [this.opts.address, this.opts.address6].filter((a): a is string => a !== undefined);
+  }
+
+  /** Starts serving a proxy port on every address; resolves once all its sockets listen (none stays open when one fails). */
   async listen(port: number): Promise<void> {
     if (this.listeners.has(port)) return;
-    const udp = await this.sockets().udp(net.isIPv6(this.opts.address) ? "udp6" : "udp4", this.opts.address, port);
+    const opened: Listener[] = [];
+    try {
+      for (const address of this.addresses()) opened.push(await this.listenOn(address, port));
+    } catch (err) {
+      for (const l of opened) closeListener(l);
+      throw err;
+    }
+    this.listeners.set(port, opened);
+    log.info({ addresses: this.addresses(), port }, "DNS proxy listening");
+  }
+
+  private async listenOn(address: string, port: number): Promise<Listener> {
+    const udp = await this.sockets().udp(net.isIPv6(address) ? "udp6" : "udp4", address, port);
     udp.on("message", (msg, rinfo) => void this.onUdp(udp, port, msg, rinfo));
-    udp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy UDP socket error"));
+    udp.on("error", (err) => log.error({ address, port, error: err.message }, "DNS proxy UDP socket error"));
     let tcp: net.Server;
     try {
-      tcp = await this.sockets().tcpServer(this.opts.address, port);
+      tcp = await this.sockets().tcpServer(address, port);
     } catch (err) {
       udp.close();
       throw err;
     }
     tcp.on("connection", (sock: net.Socket) => this.onTcp(sock, port));
-    tcp.on("error", (err) => log.error({ port, error: err.message }, "DNS proxy TCP server error"));
-    this.listeners.set(port, { udp, tcp });
-    log.info({ address: this.opts.address, port }, "DNS proxy listening");
+    tcp.on("error", (err) => log.error({ address, port, error: err.message }, "DNS proxy TCP server error"));
+    return { udp, tcp };
   }
 
   /** Stops serving a port. */
   async unlisten(port: number): Promise<void> {
-    const l = this.listeners.get(port);
-    if (!l) return;
+    const ls = this.listeners.get(port);
+    if (!ls) return;
     this.listeners.delete(port);
-    l.udp.close();
-    await new Promise<void>((resolve) => l.tcp.close(() => resolve()));
+    await Promise.all(ls.map(closeListener));
   }
 
   ports(): number[] {
@@ -281,6 +304,9 @@ export class DnsProxy {
     const known = this.connected.get(ip)?.get(port);
     if (known) return known;
     if (this.connectedCount >= MAX_CONNECTED_UPSTREAMS) return undefined;
+    // An IPv6 socket handed over from the node's netns (netns-sockets.ts) cannot be connected in Node 26 (its send
+    // then asks for a port): IPv6 servers share the family's unconnected socket, where the id and the peer are checked.
+    if (net.isIPv6(ip) && this.opts.sockets !== undefined) return undefined;
     const family = net.isIPv6(ip) ? "udp6" : "udp4";
     const forget = (): void => {
       const byPort = this.connected.get(ip);
@@ -419,6 +445,11 @@ export class DnsProxy {
     log.debug({ flow }, "dns");
     this.opts.onFlow?.(flow);
   }
+}
+
+function closeListener(l: Listener): Promise<void> {
+  l.udp.close();
+  return new Promise<void>((resolve) => l.tcp.close(() => resolve()));
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

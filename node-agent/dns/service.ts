@@ -11,8 +11,10 @@ import type { SocketFactory } from "./netns-sockets.ts";
 const log = pino({ name: "dns-service", level: process.env.LOG_LEVEL ?? "info" });
 
 export interface DnsServiceOptions {
-  /** The node address the proxy listens on and the datapath steers to (IPv4). */
-  readonly proxyAddress: string;
+  /** The node's IPv4 address the proxy listens on and the datapath steers IPv4 pods' queries to; absent on an IPv6-only node. */
+  readonly proxyAddress?: string;
+  /** The node's IPv6 address, the same for IPv6 pods; absent: their queries to a proxy port are dropped. */
+  readonly proxyAddress6?: string;
   readonly cache: FqdnCacheOptions;
   readonly stateFile?: string;
   readonly rejectCode?: RejectCode;
@@ -63,7 +65,8 @@ export class DnsService {
       { cache: opts.cache, ...(opts.stateFile ? { stateFile: opts.stateFile } : {}) },
     );
     this.proxy = new DnsProxy({
-      address: opts.proxyAddress,
+      ...(opts.proxyAddress !== undefined ? { address: opts.proxyAddress } : {}),
+      ...(opts.proxyAddress6 !== undefined ? { address6: opts.proxyAddress6 } : {}),
       originalDestination: (ip, port, proto) => dp.redirect.originalDestination(ip, port, proto),
       rules: (subject, ruleId, port, proto) => dnsRulesOn(this.subjects.get(subject)?.dnsRules ?? [], ruleId, port, proto),
       learn: (addresses, from) => this.fqdn.learn(addresses, Date.now(), from.sourceIp),
@@ -75,7 +78,7 @@ export class DnsService {
 
   /** Restores the learned state into the datapath, then opens the proxy: no answer before the restore. */
   async start(): Promise<void> {
-    this.dp.redirect.setProxyAddress(this.opts.proxyAddress);
+    this.dp.redirect.setProxyAddress(this.opts.proxyAddress, this.opts.proxyAddress6);
     this.fqdn.restore();
     await this.syncPorts();
     this.gcTimer = setInterval(() => this.gc(), this.opts.gcIntervalMs ?? 1000);

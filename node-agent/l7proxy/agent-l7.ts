@@ -81,7 +81,7 @@ export class AgentL7 implements AgentL7Proxy {
     await this.prepare(state);
     this.checkHealth();
     if (startError !== undefined) throw startError;
-    if (this.supervisor.running()) this.opts.log.info({ address: this.opts.address, pid: this.supervisor.pid(), ports: this.supervisor.servedPorts() }, "L7 proxy running");
+    if (this.supervisor.running()) this.opts.log.info({ address: this.opts.address, address6: this.opts.address6, pid: this.supervisor.pid(), ports: this.supervisor.servedPorts() }, "L7 proxy running");
   }
 
   async prepare(state: NodeState): Promise<void> {

@@ -35,9 +35,9 @@ export interface ProxyPortConfig {
 }
 
 export interface ProxyConfig {
-  /** The node address the proxy listens on (the datapath's redirect target, IPv4). */
-  readonly address: string;
-  /** The node's IPv6 address, where the datapath steers IPv6 pods' flows: the proxy listens there too. */
+  /** The node's IPv4 address the proxy listens on (the datapath's redirect target for IPv4 pods); absent on an IPv6-only node. */
+  readonly address?: string;
+  /** The node's IPv6 address, where the datapath steers IPv6 pods' flows: the proxy listens there too. At least one of the two. */
   readonly address6?: string;
   readonly ports: readonly ProxyPortConfig[];
   readonly limits: ProxyLimits;
@@ -64,9 +64,10 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     add("generation", `${JSON.stringify(raw.generation)} is not a non-negative integer`);
 
   const address = raw.address;
-  if (typeof address !== "string" || !/^(\d{1,3})(\.\d{1,3}){3}$/.test(address) || address.split(".").some((o) => Number(o) > 255))
-    add("address", `${JSON.stringify(address)} is not an IPv4 address (the proxy listens on the node's IPv4 address)`);
   const address6 = raw.address6;
+  if (address === undefined && address6 === undefined) add("address", "required, or address6 (the node's address the proxy listens on)");
+  if (address !== undefined && (typeof address !== "string" || !/^(\d{1,3})(\.\d{1,3}){3}$/.test(address) || address.split(".").some((o) => Number(o) > 255)))
+    add("address", `${JSON.stringify(address)} is not an IPv4 address (the proxy listens on the node's IPv4 address)`);
   if (address6 !== undefined && (typeof address6 !== "string" || !net.isIPv6(address6)))
     add("address6", `${JSON.stringify(address6)} is not an IPv6 address (the node's, where IPv6 flows are steered)`);
 
@@ -110,7 +111,7 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     });
   }
   if (errs.length) return { ok: false, errors: errs };
-  return { ok: true, value: { address: address as string, ...(address6 !== undefined ? { address6: address6 as string } : {}), ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
+  return { ok: true, value: { ...(address !== undefined ? { address: address as string } : {}), ...(address6 !== undefined ? { address6: address6 as string } : {}), ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
 }
 
 function httpRuleRef(r: unknown, path: string, add: (path: string, message: string) => void): HttpRuleRef | undefined {

@@ -124,8 +124,8 @@ export class HttpProxy {
   /** The ports whose rules are their destinations' ingress rules. */
   private readonly ingressPorts = new Set<number>();
   private readonly clients = new WeakMap<net.Socket, ClientConnection>();
-  private address = "";
-  private address6: string | undefined;
+  /** The node addresses of the first configuration (IPv4, IPv6, or both); undefined until one is applied. */
+  private addresses: { readonly address?: string; readonly address6?: string } | undefined;
   /** Per port, the listener on the node's IPv6 address: it hands each connection to the port's server (one set of rules, limits and connections). */
   private readonly servers6 = new Map<number, net.Server>();
   private limits: ProxyLimits | undefined;
@@ -140,11 +140,10 @@ export class HttpProxy {
    * The address and limits are fixed by the first configuration (a change needs a restart).
    */
   async apply(config: ProxyConfig): Promise<void> {
-    if (this.address && (config.address !== this.address || config.address6 !== this.address6 || !sameLimits(config.limits, this.limits!)))
+    if (this.addresses && (config.address !== this.addresses.address || config.address6 !== this.addresses.address6 || !sameLimits(config.limits, this.limits!)))
       log.warn({ address: config.address, address6: config.address6, limits: config.limits }, "address or limits changed: they take effect at the next restart");
-    if (!this.address) {
-      this.address = config.address;
-      this.address6 = config.address6;
+    if (!this.addresses) {
+      this.addresses = { ...(config.address !== undefined ? { address: config.address } : {}), ...(config.address6 !== undefined ? { address6: config.address6 } : {}) };
       this.limits = config.limits;
       this.h2 = new H2Proxy({ rules: (port) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) });
     }
@@ -259,17 +258,19 @@ export class HttpProxy {
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(port, this.address, () => {
+      // The IPv4 address, or on an IPv6-only node the IPv6 one (the configuration's parser insists on one of them).
+      server.listen(port, this.addresses?.address ?? this.addresses?.address6, () => {
         server.off("error", reject);
         resolve();
       });
     });
     this.servers.set(port, server);
-    if (this.address6) {
+    const address6 = this.addresses?.address !== undefined ? this.addresses.address6 : undefined;
+    if (address6) {
       const six = net.createServer((socket) => server.emit("connection", socket));
       await new Promise<void>((resolve, reject) => {
         six.once("error", reject);
-        six.listen(port, this.address6, () => {
+        six.listen(port, address6, () => {
           six.off("error", reject);
           resolve();
         });

@@ -102,7 +102,7 @@ export async function run(args: string[]): Promise<number> {
   };
   let reloading = proxy.apply(first.value).then(() => {
     writeStatus();
-    log.info({ address: first.value.address, ports: proxy.ports() }, "l7 proxy ready");
+    log.info({ address: first.value.address, address6: first.value.address6, ports: proxy.ports() }, "l7 proxy ready");
   });
   await reloading;
   const reload = (): void => {

@@ -50,13 +50,13 @@ test("the proxy's configuration from a node's policies: proxied entries serve th
     entries: [{ ...DEATHSTAR_POLICY.entries[0]!, proxyPort: PROXY_PORT + 1 }],
     http: [{ ruleId: 9, direction: "ingress", rules: [{ method: "GET" }] }],
   };
-  const d = desiredProxy([XWING_POLICY, ingress], ADDR.node);
+  const d = desiredProxy([XWING_POLICY, ingress], { address: ADDR.node });
   assert.deepEqual(d.config.ports, [
     { port: PROXY_PORT, http: [{ ruleId: RULE, index: 0, rule: { method: "POST", path: "/v1/request-landing" } }] },
     { port: PROXY_PORT + 1, direction: "ingress", http: [{ ruleId: 9, index: 0, rule: { method: "GET" } }] },
   ]);
   // A rule's HTTP part of the other direction (or none) serves nothing.
-  assert.deepEqual(desiredProxy([{ ...ingress, http: [{ ruleId: 9, direction: "egress", rules: [{}] }] }], ADDR.node).config.ports, []);
+  assert.deepEqual(desiredProxy([{ ...ingress, http: [{ ruleId: 9, direction: "egress", rules: [{}] }] }], { address: ADDR.node }).config.ports, []);
 });
 
 test("two rules allowing one key with HTTP rules: their port serves the union (every rule listing it), each rule naming itself", () => {
@@ -69,7 +69,7 @@ test("two rules allowing one key with HTTP rules: their port serves the union (e
       { ruleId: 11, direction: "ingress", rules: [{ path: "/b" }, { path: "/b2" }], proxyPorts: [PROXY_PORT + 2, PROXY_PORT + 3] },
     ],
   };
-  assert.deepEqual(desiredProxy([union], ADDR.node).config.ports, [
+  assert.deepEqual(desiredProxy([union], { address: ADDR.node }).config.ports, [
     {
       port: PROXY_PORT + 2,
       direction: "ingress",

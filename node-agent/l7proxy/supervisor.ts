@@ -29,7 +29,7 @@ export interface DesiredProxy {
  * gets its Secrets' material written under `tlsDir` (tls.ts portTlsFromRules; without it the port
  * refuses its connections).
  */
-export function desiredProxy(policies: readonly SubjectPolicy[], address: string, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string): DesiredProxy {
+export function desiredProxy(policies: readonly SubjectPolicy[], addresses: ProxyAddresses, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string): DesiredProxy {
   const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
     for (const e of p.entries) {
@@ -43,23 +43,32 @@ export function desiredProxy(policies: readonly SubjectPolicy[], address: string
       ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http, ...(tls ? { tls } : {}) });
     }
   }
-  return { config: { address, ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
+  return { config: { ...proxyAddresses(addresses), ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
+}
+
+/** The node addresses the proxy listens on and the datapath steers to: IPv4, IPv6, or both (an IPv6-only node has no IPv4 one). */
+export interface ProxyAddresses {
+  readonly address?: string;
+  readonly address6?: string;
+}
+
+/** Only the addresses that are set (a configuration carries no undefined fields). */
+function proxyAddresses(a: ProxyAddresses): ProxyAddresses {
+  return { ...(a.address !== undefined ? { address: a.address } : {}), ...(a.address6 !== undefined ? { address6: a.address6 } : {}) };
 }
 
 /** The datapath's side of serving: the redirect's ports (node-agent/bpf/redirect.ts ProxyRedirect). */
 export interface ServedPorts {
-  setProxyAddress(ipv4: string): void;
+  setProxyAddress(ipv4: string | undefined, ipv6?: string): void;
   serve(port: number): void;
   unserve(port: number): void;
   /** Every port served now (the DNS proxy's too). */
   servedPorts(): number[];
 }
 
-export interface SupervisorOptions {
+export interface SupervisorOptions extends ProxyAddresses {
   /** Where the configuration, status, pid and log files live (kept across agent restarts). */
   readonly stateDir: string;
-  /** The node address the proxy listens on and the datapath steers to. */
-  readonly address: string;
   readonly bpfScope: string;
   readonly pinRoot?: string;
   readonly limits?: ProxyLimits;
@@ -156,14 +165,14 @@ export class L7ProxySupervisor {
   /** Adopts a running proxy (after an agent restart) or starts one (or waits for an external one) with the current (or an empty) configuration. */
   async start(): Promise<void> {
     fs.mkdirSync(this.opts.stateDir, { recursive: true });
-    this.datapath.setProxyAddress(this.opts.address);
+    this.datapath.setProxyAddress(this.opts.address, this.opts.address6);
     // A proxy an earlier agent started itself would hold the ports the external one must listen on.
     const leftover = this.opts.external ? recordedPid(this.pidFile, "l7proxy") : undefined;
     if (leftover !== undefined) {
       log.info({ pid: leftover }, "L7 proxy started by an earlier agent stopped: the proxy is external now");
       await stopProcess(leftover, 5_000);
     }
-    if (!fs.existsSync(this.configFile)) this.write({ address: this.opts.address, ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
+    if (!fs.existsSync(this.configFile)) this.write({ ...proxyAddresses(this.opts), ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
     else {
       this.written = readConfig(this.configFile);
       // An external proxy is sent it when it connects (a restarted agent re-sends what it last gave).
@@ -195,7 +204,7 @@ export class L7ProxySupervisor {
    * connections fail, never bypass: key decision 8) and the error is thrown for the caller to report.
    */
   async prepare(policies: readonly SubjectPolicy[]): Promise<DesiredProxy> {
-    const want = desiredProxy(policies, this.opts.address, this.opts.limits, this.tlsDir);
+    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir);
     const ports = new Set(want.config.ports.map((p) => p.port));
     // Ports that go keep their rules until the entries naming them are gone (settle): no window.
     const keep = (this.written?.ports ?? []).filter((p) => !ports.has(p.port) && this.served.has(p.port));
@@ -218,7 +227,7 @@ export class L7ProxySupervisor {
 
   /** After the entries are written: ports no entry names any more are unserved, then dropped by the proxy. */
   settle(policies: readonly SubjectPolicy[]): void {
-    const want = desiredProxy(policies, this.opts.address, this.opts.limits, this.tlsDir);
+    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir);
     const ports = new Set(want.config.ports.map((p) => p.port));
     for (const p of [...this.served]) {
       if (ports.has(p)) continue;

@@ -28,7 +28,7 @@ const full: RuleTls = {
   originating: { secret: secret("outside-ca"), material: { trustedCA: "CA-PEM" } },
   serverNames: ["api.example.com"],
 };
-const portTls = (p: SubjectPolicy) => desiredProxy([p], "10.0.0.1", DEFAULT_LIMITS, dir).config.ports[0]!.tls;
+const portTls = (p: SubjectPolicy) => desiredProxy([p], { address: "10.0.0.1" }, DEFAULT_LIMITS, dir).config.ports[0]!.tls;
 
 test("the material is written as 0600 files (directory 0700) named by content, and the configuration names the files and Secrets, never the bytes", () => {
   const tls = portTls(policy(full))!;
@@ -39,15 +39,15 @@ test("the material is written as 0600 files (directory 0700) named by content, a
   assert.equal(fs.readFileSync(tls.originating!.trustedCAFile, "utf8"), "CA-PEM");
   for (const f of [tls.terminating!.certificateFile, tls.terminating!.privateKeyFile, tls.originating!.trustedCAFile]) assert.equal(fs.statSync(f).mode & 0o777, 0o600, f);
   assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
-  const config = desiredProxy([policy(full)], "10.0.0.1", DEFAULT_LIMITS, dir).config;
+  const config = desiredProxy([policy(full)], { address: "10.0.0.1" }, DEFAULT_LIMITS, dir).config;
   assert.doesNotMatch(JSON.stringify(config), /KEY-PEM|CERT-PEM|CA-PEM/);
   // A rotated Secret is a new file (the configuration changes, so the proxy reloads), and the old key goes at settle.
   const rotated = portTls(policy({ ...full, terminating: { secret: secret("api-tls"), material: { certificate: "CERT-PEM", privateKey: "NEW-KEY" } } }))!;
   assert.notEqual(rotated.terminating!.privateKeyFile, tls.terminating!.privateKeyFile);
-  pruneMaterial(dir, desiredProxy([policy({ ...full, terminating: { secret: secret("api-tls"), material: { certificate: "CERT-PEM", privateKey: "NEW-KEY" } } })], "10.0.0.1", DEFAULT_LIMITS, dir).config);
+  pruneMaterial(dir, desiredProxy([policy({ ...full, terminating: { secret: secret("api-tls"), material: { certificate: "CERT-PEM", privateKey: "NEW-KEY" } } })], { address: "10.0.0.1" }, DEFAULT_LIMITS, dir).config);
   assert.equal(fs.existsSync(tls.terminating!.privateKeyFile), false, "the old key is removed");
   assert.equal(fs.existsSync(rotated.terminating!.privateKeyFile), true);
-  pruneMaterial(dir, desiredProxy([policy(undefined)], "10.0.0.1", DEFAULT_LIMITS, dir).config);
+  pruneMaterial(dir, desiredProxy([policy(undefined)], { address: "10.0.0.1" }, DEFAULT_LIMITS, dir).config);
   assert.deepEqual(fs.readdirSync(dir), [], "no TLS port: no key left on disk");
 });
 
@@ -70,7 +70,7 @@ test("the agent gives a port whose rules carry serverNames alone (no HTTP rules)
     entries: [{ subject: 1000, direction: "egress", verdict: "allow", peer: 2000, proto: PROTO_NUMBER.TCP, port: 443, portPrefixLen: 16, proxyPort: 10444, ruleId: 3 }],
     http: [{ ruleId: 3, portRule: 0, direction: "egress", rules: [], tls: { serverNames: ["api.example.com"] }, proxyPorts: [10444] }],
   };
-  const { config } = desiredProxy([policy], "10.0.0.1", DEFAULT_LIMITS, "/nonexistent");
+  const { config } = desiredProxy([policy], { address: "10.0.0.1" }, DEFAULT_LIMITS, "/nonexistent");
   assert.deepEqual(config.ports, [{ port: 10444, http: [], tls: { serverNames: ["api.example.com"] } }]);
   const parsed = parseProxyConfig(JSON.stringify(config));
   assert.ok(parsed.ok, JSON.stringify(parsed));

@@ -70,7 +70,7 @@ before(async () => {
       { ruleId: SNI_RULE, portRule: 0, direction: "egress", rules: [], proxyPorts: [SNI_PROXY_PORT], tls: sni },
     ],
   };
-  const config = desiredProxy([pod], ADDR.node, DEFAULT_LIMITS, path.join(topo.dir, "l7proxy-tls")).config;
+  const config = desiredProxy([pod], { address: ADDR.node }, DEFAULT_LIMITS, path.join(topo.dir, "l7proxy-tls")).config;
   outsideCAFile = file("outside-ca.crt", outsideCA.cert);
   assert.deepEqual(config.ports.find((p) => p.port === SNI_PROXY_PORT), { port: SNI_PROXY_PORT, http: [], tls: { serverNames: ["api.example.com"] } }, "the agent's configuration of a serverNames-only port");
   await topo.setUp({ policies: POLICIES, config });

@@ -27,7 +27,7 @@ function print(msg: Buffer, from: string): void {
 }
 
 if (proto === "udp") {
-  const sock = dgram.createSocket("udp4");
+  const sock = dgram.createSocket(net.isIPv6(server) ? "udp6" : "udp4");
   sock.on("message", (msg, rinfo) => print(msg, `${rinfo.address}:${rinfo.port}`));
   sock.send(query, port, server);
 } else {

@@ -63,7 +63,7 @@ const ready = (): void => {
 for (const port of ports) serve(port);
 
 function serve(port: number): void {
-  const udp = dgram.createSocket("udp4");
+  const udp = dgram.createSocket(net.isIPv6(address!) ? "udp6" : "udp4");
   udp.on("message", (msg, rinfo) => udp.send(answer(msg, "udp", port), rinfo.port, rinfo.address));
   const tcp = net.createServer((sock) => {
     let buf = Buffer.alloc(0);
