@@ -42,6 +42,7 @@ import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
+import { startOverlayDevice } from "./overlay-device.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP[,IP]] [--proxy-ipv6-address IP] [--log-level LEVEL]
@@ -51,7 +52,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH] [--wireguard-routing routed|vxlan]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
-                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME|none]
+                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME|none] [--tunnel-device NAME]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
                       [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
@@ -129,6 +130,11 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                      connections to and answers for pods on other nodes go into the tunnel there); default: the device
                      holding --node-ip, else the one its route leaves by; none: attach nothing (and detach what an earlier
                      agent attached). A restart adopts the attached programs (never a second copy)
+  --tunnel-device    the VXLAN overlay device pod packets to other nodes leave by, with their identity in the VNI (Cilium's
+                     cilium_vxlan): made in the node's namespace when missing (collect-metadata, UDP 8472, MTU of the underlay
+                     less 50), from-overlay attached on it; a link of that name that is not such a device is refused. Absent:
+                     the agent makes none (a node without one, and without WireGuard routing, drops pod packets to other nodes
+                     as no-tunnel-device; the process-based local cluster attaches its own)
   --cni-conf-dir     write ${"05-membrane.conflist"} here once the node's pod CIDR is known (from its CiliumNode)
   --enable-dns-proxy  the DNS proxy that enforces DNS rules and learns toFQDNs addresses (default true when --node-ip
                      is given: it listens on that address; without a proxy the node enforces neither, and policy status says so)
@@ -183,6 +189,8 @@ export interface AgentFlags {
   readonly proxyAddresses?: ProxyAddresses;
   /** The node device by name (--node-device); null: none; absent: detected from --node-ip. */
   readonly nodeDevice?: string | null;
+  /** The VXLAN overlay device the agent makes (when missing) and attaches from-overlay on (--tunnel-device); absent: someone else does. */
+  readonly tunnelDevice?: string;
   readonly logLevel: string;
   readonly hubbleSocket: string;
   readonly hubbleExport?: HubbleExportOptions;
@@ -274,6 +282,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "node-ip": { type: "string" },
         "proxy-ipv6-address": { type: "string" },
         "node-device": { type: "string" },
+        "tunnel-device": { type: "string" },
         "log-level": { type: "string" },
         "hubble-socket": { type: "string" },
         "hubble-export-file-path": { type: "string" },
@@ -437,6 +446,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (apiPortText !== undefined && !(/^\d{1,5}$/.test(apiPortText) && Number(apiPortText) >= 1 && Number(apiPortText) <= 65535)) return { ok: false, error: `--host-firewall-api-server-port: must be a port number 1..65535, got ${JSON.stringify(apiPortText)}` };
   const nodeDevice = str("node-device");
   if (nodeDevice !== undefined && !/^[A-Za-z0-9._@-]{1,15}$/.test(nodeDevice)) return { ok: false, error: `--node-device: must be an interface name or none, got ${JSON.stringify(nodeDevice)}` };
+  const tunnelDevice = str("tunnel-device");
+  if (tunnelDevice !== undefined && !/^[A-Za-z0-9._@-]{1,15}$/.test(tunnelDevice)) return { ok: false, error: `--tunnel-device: must be an interface name, got ${JSON.stringify(tunnelDevice)}` };
   const encryption = str("encryption") ?? "disabled";
   if (!(ENCRYPTION_MODES as readonly string[]).includes(encryption)) return { ok: false, error: `--encryption: must be one of ${ENCRYPTION_MODES.join(", ")}, got ${JSON.stringify(encryption)}` };
   const encryptionStrict = values["encryption-strict"] === true;
@@ -476,6 +487,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(nodeIP ? { nodeIP } : {}),
       ...(proxyAddresses ? { proxyAddresses } : {}),
       ...(nodeDevice !== undefined ? { nodeDevice: nodeDevice === "none" ? null : nodeDevice } : {}),
+      ...(tunnelDevice !== undefined ? { tunnelDevice } : {}),
       logLevel: str("log-level") ?? "info",
       hubbleSocket,
       ...(hubbleExport ? { hubbleExport } : {}),
@@ -785,6 +797,17 @@ export async function run(args: string[]): Promise<number> {
     await agent.stop();
     datapath.close();
     return 1;
+  }
+  if (f.tunnelDevice !== undefined) {
+    try {
+      startOverlayDevice({ datapath, device: f.tunnelDevice, ...(f.netns ? { netns: f.netns } : {}), log });
+    } catch (err) {
+      log.error({ device: f.tunnelDevice, netns: f.netns, error: (err as Error).message }, "the overlay device failed");
+      await metrics.stop();
+      await agent.stop();
+      datapath.close();
+      return 1;
+    }
   }
   // Pods wired before the mode changed (encryption turned on or off) get the MTU new pods get; a failure is logged per pod.
   const mtu = await applyEndpointMtu(agent.endpointLinks(), podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting), { ...(f.netns ? { netns: f.netns } : {}), log });

@@ -10,7 +10,7 @@ import { parseNetConf } from "../../node-agent/cni/spec.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 
 const contains = (outer: string, inner: string): boolean => prefixContains(parsePrefix(outer)!, parsePrefix(inner)!);
-import { MEMBRANE_CHART_VALUES, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
+import { MEMBRANE_CHART_VALUES, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -74,7 +74,7 @@ describe("real node files", () => {
     assert.match(c, /restrict_oom_score_adj = true/);
     assert.match(c, /SystemdCgroup = false/);
     assert.match(c, /sandbox_image = "registry.k8s.io\/pause:3.10.2"/);
-    assert.match(c, /conf_dir = "\/tmp\/n\/cni\/net.d"/);
+    assert.match(c, /conf_dir = "\/var\/lib\/realnode\/cni\/net.d"/);
   });
 
   test("pods are wired by Membrane's CNI plugin on the node's pod CIDR, its IPAM state where the agent's own conflist keeps it", () => {
@@ -98,7 +98,9 @@ describe("real node files", () => {
       assert.ok(contains(chartDefault, p.plan.podCIDR), `${p.plan.podCIDR} in the chart's default ${chartDefault}`);
     }
     assert.equal(MEMBRANE_CHART_VALUES["ipam.mode"], "kubernetes");
-    assert.match(containerdConfig(plan, "p"), /bin_dir = "\/tmp\/n\/cni\/bin"/);
+    assert.match(containerdConfig(plan, "p"), /bin_dir = "\/var\/lib\/realnode\/cni\/bin"/);
+    // The same path on every node, each node's own dir behind it: one chart value for all agents.
+    assert.match(holderScript(plan), /mount --bind "\/tmp\/n\/cni\/bin" \/var\/lib\/realnode\/cni\/bin$/m);
   });
 
   test("the kubelet reaches the API server through the relay on the host end, checked against the name in its certificate", () => {
@@ -135,5 +137,34 @@ describe("real node files", () => {
     const k = parse(kubeProxyKubeconfig(plan, 6443, "/pki/ca.crt")) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };
     assert.equal(k.clusters[0]!.cluster["server"], "https://10.254.0.13:6443");
     assert.equal(k.users[0]!.user["client-certificate"], "/tmp/n/pki/kube-proxy.crt");
+  });
+
+  test("three nodes: one veth per pair, each node routes every peer's address over its link and the peer's pod CIDR via that address", () => {
+    const plans = [0, 1, 2].map((index) => {
+      const p = planRealNode({ name: `mesh-${index}`, dir: `/tmp/m${index}`, index: 10 + index });
+      assert.ok(p.ok);
+      return p.plan;
+    });
+    const { links, routes } = underlayMesh(plans);
+    assert.equal(links.length, 3);
+    for (const l of links) assert.ok(l.device.length <= 15 && l.peerDevice.length <= 15, "names fit IFNAMSIZ");
+    const [a, b] = plans as [typeof plans[0], typeof plans[0]];
+    const ab = links.find((l) => l.netns === a.netns && l.peerNetns === b.netns)!;
+    assert.ok(ab, "a link between the first two nodes");
+    const fromA = routes.filter((r) => r.netns === a.netns);
+    assert.deepEqual(fromA.filter((r) => r.device === ab.device), [
+      { netns: a.netns, dest: `${b.nodeAddress}/32`, device: ab.device },
+      { netns: a.netns, dest: "10.244.11.0/24", device: ab.device, via: b.nodeAddress },
+    ]);
+    assert.equal(routes.length, 3 * 2 * 2, "two routes to each of two peers on each node");
+    assert.ok(!routes.some((r) => r.dest === `${a.nodeAddress}/32` && r.netns === a.netns), "no route to itself");
+  });
+
+  test("the chart on real nodes makes its agents' VXLAN overlay device, under a name the agent accepts", () => {
+    assert.equal(MEMBRANE_CHART_VALUES["agent.tunnelDevice"], TUNNEL_DEVICE);
+    const agent = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--tunnel-device", TUNNEL_DEVICE]);
+    assert.ok(agent.ok && agent.flags.tunnelDevice === TUNNEL_DEVICE);
+    const bad = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--tunnel-device", "a-name-far-too-long"]);
+    assert.ok(!bad.ok && /--tunnel-device/.test(bad.error));
   });
 });

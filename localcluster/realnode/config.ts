@@ -96,6 +96,13 @@ export function realNodePaths(dir: string) {
   };
 }
 
+/**
+ * The CNI dirs as the node's runtime sees them: one path on every node (the chart's agent.cniBinDir/cniConfDir is
+ * one value for all its agents), bind-mounted by the holder from the node dir's cni/bin and cni/net.d, inside the
+ * node's private /var/lib (the host's /opt/cni/bin and /etc/cni/net.d are not touched).
+ */
+export const NODE_CNI_DIRS = { bin: "/var/lib/realnode/cni/bin", conf: "/var/lib/realnode/cni/net.d" } as const;
+
 /** The containerd socket inside the node's mount namespace (its own /run). */
 export const CONTAINERD_SOCKET = "/run/containerd/containerd.sock";
 
@@ -128,8 +135,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         # The kubelet's cgroupDriver is cgroupfs: the two must agree.
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = ${q(paths.cniBinDir)}
-    conf_dir = ${q(paths.cniConfDir)}
+    bin_dir = ${q(NODE_CNI_DIRS.bin)}
+    conf_dir = ${q(NODE_CNI_DIRS.conf)}
 `;
 }
 
@@ -141,7 +148,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
  * installs a config the plugin refuses.
  */
 export function cniConflist(plan: RealNodePlan): string {
-  // The node's eth0 is a plain 1500-byte veth: no VXLAN between real nodes yet.
+  // Before the agent, pods cross to other nodes unencapsulated over the underlay's 1500-byte veths; the agent
+  // sets its pod MTU (VXLAN's 1450) on the pods it adopts at start.
   const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500 };
   parseNetConf({ cniVersion: "1.0.0", name: CNI_NETWORK, ...plugin });
   return JSON.stringify({ cniVersion: "1.0.0", name: CNI_NETWORK, plugins: [plugin] }, null, 2);
@@ -166,11 +174,14 @@ export const CLUSTER_DOMAIN = "cluster.local";
  */
 export const CLUSTER_POD_CIDR = "10.244.0.0/16";
 
+/** The VXLAN overlay device the chart's agents make on real nodes (nothing else on a real node makes one). */
+export const TUNNEL_DEVICE = "membrane_vxlan";
+
 /**
  * The chart values a real-node cluster needs so that Membrane assigns the addresses the cluster routes: each
  * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR.
  */
-export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR } as const;
+export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "agent.tunnelDevice": TUNNEL_DEVICE } as const;
 
 /**
  * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on
@@ -307,6 +318,9 @@ export function holderScript(plan: RealNodePlan): string {
     "mount -t tmpfs -o mode=0755 realnode-run /run",
     "mkdir -p /run/containerd",
     "mount -t tmpfs -o mode=0755 realnode-varlib /var/lib",
+    `mkdir -p ${NODE_CNI_DIRS.bin} ${NODE_CNI_DIRS.conf}`,
+    `mount --bind ${JSON.stringify(paths.cniBinDir)} ${NODE_CNI_DIRS.bin}`,
+    `mount --bind ${JSON.stringify(paths.cniConfDir)} ${NODE_CNI_DIRS.conf}`,
     `mount --bind ${JSON.stringify(paths.logDir)} /var/log`,
     "mount -t bpf realnode-bpffs /sys/fs/bpf",
     // Its own /etc/hosts (the kubelet copies it into hostNetwork pods): names the local cluster gives addresses.
@@ -318,4 +332,42 @@ export function holderScript(plan: RealNodePlan): string {
     `touch ${JSON.stringify(paths.holderReady)}`,
     "exec sleep infinity",
   ].join("\n");
+}
+
+/** One point-to-point veth of the underlay between two real nodes: `device` in `netns`, its peer in the other node. */
+export interface UnderlayLink {
+  netns: string;
+  device: string;
+  peerNetns: string;
+  peerDevice: string;
+}
+
+/** A route a node's network namespace gets to reach a peer node (its address, on link) or that node's pods (via it). */
+export interface UnderlayRoute {
+  netns: string;
+  dest: string;
+  device: string;
+  via?: string;
+}
+
+/**
+ * The underlay between real nodes: a veth per pair of nodes (a full mesh, made inside the nodes' namespaces, so it goes
+ * with them and the host routes nothing), a /32 route to each peer's address over its link and a route to each peer's
+ * pod CIDR via that address. The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
+ * there); VXLAN between the agents runs node address to node address over these links, and pods before any agent is
+ * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge.
+ */
+export function underlayMesh(plans: readonly RealNodePlan[]): { links: UnderlayLink[]; routes: UnderlayRoute[] } {
+  const device = (peer: RealNodePlan): string => `rnm${peer.hostInterface.slice(2, 10)}`;
+  const links: UnderlayLink[] = [];
+  const routes: UnderlayRoute[] = [];
+  for (const [i, a] of plans.entries()) {
+    for (const b of plans.slice(i + 1)) links.push({ netns: a.netns, device: device(b), peerNetns: b.netns, peerDevice: device(a) });
+    for (const b of plans) {
+      if (b === a) continue;
+      routes.push({ netns: a.netns, dest: `${b.nodeAddress}/32`, device: device(b) });
+      routes.push({ netns: a.netns, dest: b.podCIDR, device: device(b), via: b.nodeAddress });
+    }
+  }
+  return { links, routes };
 }

@@ -1,4 +1,4 @@
-// A real node (containerd + the pinned kubelet in its own network and mount namespaces) joins the local control plane, runs a Deployment's pod from an image built here, serves kubectl logs/exec, and leaves nothing behind.
+// Two real nodes (containerd + the pinned kubelet in their own network and mount namespaces, joined by an underlay) join the local control plane, run a Deployment's pod from an image built here, serve kubectl logs/exec, run the chart with a cross-node policy and an operator leader hand-over, and leave nothing behind.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
@@ -9,11 +9,12 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, TUNNEL_DEVICE, realNodePaths } from "./config.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
-import { buildMembraneImage, destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+import { buildMembraneImage, type RealNode } from "./realnode.ts";
+import { destroyRealNodes, startRealNodes, type RealNodes } from "./nodes.ts";
 import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
 
@@ -24,7 +25,7 @@ function sysctls(): Record<string, string> {
   return Object.fromEntries(KUBELET_SYSCTLS.map((k) => [k, readFileSync(`/proc/sys/${k}`, "utf8").trim()]));
 }
 
-function deployment(image: string, hostNetwork: boolean, name: string): string {
+function deployment(image: string, hostNetwork: boolean, name: string, nodeName: string): string {
   return JSON.stringify({
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -36,6 +37,7 @@ function deployment(image: string, hostNetwork: boolean, name: string): string {
         metadata: { labels: { app: name } },
         spec: {
           hostNetwork,
+          nodeSelector: { "kubernetes.io/hostname": nodeName },
           terminationGracePeriodSeconds: 2,
           containers: [
             {
@@ -59,13 +61,18 @@ interface PodView {
   status: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
-describe("real node", { timeout: TIMEOUT_MS }, () => {
+describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   let scratch: string;
   let cp: ControlPlane | undefined;
+  let nodes: RealNodes | undefined;
+  /** The first node: the single-node tests run their pods here. */
   let node: RealNode | undefined;
-  const name = `rn-t${process.pid}`;
-  // Two nodes of this run on neighbouring /30s (a run with another pid is unlikely to pick the same).
-  const index = process.pid % 255;
+  let node2: RealNode | undefined;
+  const prefix = `rn-t${process.pid}`;
+  const name = `${prefix}-1`;
+  const name2 = `${prefix}-2`;
+  // Three nodes of this run (two and the orphan) on neighbouring /30s (a run with another pid is unlikely to pick the same).
+  const index = process.pid % 254;
   let sysctlsBefore: Record<string, string>;
   let hostKubeletDirBefore: boolean;
 
@@ -74,22 +81,23 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     hostKubeletDirBefore = existsSync("/var/lib/kubelet");
     scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
     cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
-    node = await startRealNode({ name, dir: join(scratch, "node"), controlPlane: { dir: cp.dir, server: cp.server }, index });
+    nodes = await startRealNodes({ namePrefix: prefix, count: 2, dir: join(scratch, "nodes"), controlPlane: { dir: cp.dir, server: cp.server }, firstIndex: index });
+    [node, node2] = nodes.nodes;
     const ns = await cp.kubectl(["create", "namespace", NS]);
     assert.equal(ns.code, 0, ns.stderr);
   });
 
-  /** The Membrane image, built (or found in the cache) and imported into the node once. */
+  /** The Membrane image, built (or found in the cache) and imported into both nodes once. */
   let imported: Promise<{ ref: string; archive: string }> | undefined;
   const membraneImage = (): Promise<{ ref: string; archive: string }> =>
     (imported ??= buildMembraneImage().then(async (image) => {
-      await node!.importImage(image.archive);
+      await Promise.all([node!.importImage(image.archive), node2!.importImage(image.archive)]);
       return image;
     }));
 
   after(async () => {
     // Also when a test failed half-way: the node first (its Node object goes through the API server), then the control plane.
-    await destroyRealNode(join(scratch, "node")).catch((err: unknown) => console.error("realnode cleanup:", err));
+    await destroyRealNodes(join(scratch, "nodes")).catch((err: unknown) => console.error("realnode cleanup:", err));
     await cp?.stop();
     await rm(scratch, { recursive: true, force: true });
   });
@@ -122,7 +130,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
   });
 
   test("a hostNetwork Deployment of the image built here gets a Running, Ready pod on the node", async () => {
-    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, true, "web-host"));
+    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, true, "web-host", name));
     assert.equal(r.code, 0, r.stderr);
     const pod = await readyPod("web-host");
     assert.equal(pod.spec.nodeName, name);
@@ -145,7 +153,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
   });
 
   test("a pod network pod gets an address in the node's pod CIDR from Membrane's CNI plugin and is probed there", async () => {
-    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, false, "web-pod"));
+    const r = await cp!.kubectl(["apply", "-f", "-"], deployment(node!.images.busybox, false, "web-pod", name));
     assert.equal(r.code, 0, r.stderr);
     const pod = await readyPod("web-pod");
     const prefix = node!.plan.podCIDR.replace(/0\/24$/, "");
@@ -167,7 +175,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       apiVersion: "v1",
       kind: "Pod",
       metadata: { name: "svc-client", namespace: NS },
-      spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "3600"] }] },
+      spec: { nodeName: name, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "3600"] }] },
     };
     for (const o of [svc, client]) {
       const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(o));
@@ -307,11 +315,21 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
   const AGENT_NS = "membrane-system";
   const POLICY_NS = "realnode-policy";
 
-  async function agentPod(): Promise<string> {
-    return eventually("a Ready agent pod", 120_000, async () => {
-      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "-o", "json"]);
+  async function agentPod(nodeName: string): Promise<string> {
+    return eventually(`a Ready agent pod on ${nodeName}`, 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--field-selector", `spec.nodeName=${nodeName}`, "-o", "json"]);
       const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
       return pods.find((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
+    });
+  }
+
+  /** The operator replica holding the Lease (its --id is its pod's name), and the Lease's duration. */
+  async function operatorLeader(): Promise<{ pod: string; durationSeconds: number }> {
+    return eventually("the operator's Lease held", 60_000, async () => {
+      const r = await cp!.kubectl(["get", "lease", "-n", AGENT_NS, "membrane-operator", "-o", "json"]);
+      if (r.code !== 0) return undefined;
+      const spec = (JSON.parse(r.stdout) as { spec: { holderIdentity?: string; leaseDurationSeconds?: number } }).spec;
+      return spec.holderIdentity && spec.leaseDurationSeconds ? { pod: spec.holderIdentity, durationSeconds: spec.leaseDurationSeconds } : undefined;
     });
   }
 
@@ -324,9 +342,12 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       const p = (JSON.parse(r.stdout) as { items: (PodView & { metadata: { uid: string }; status: { containerStatuses?: { restartCount: number }[] } })[] }).items[0];
       return p?.status.podIP ? p : undefined;
     });
-    // Ready operator, agent and webhook pods, the agent's stream to the operator (its pod-bound token proved its
-    // node), the webhook reachable from the API server.
-    const { agentPod: agent } = await installChartOnRealNode(cp!, node!, { namespace: AGENT_NS });
+    // Ready operator replicas (two, one per node, for the leader hand-over below), webhook and an agent on each node,
+    // every agent's stream to the leading operator (its pod-bound token proved its node), the webhook reachable from
+    // the API server.
+    const installed = await installChartOnRealNode(cp!, [node!, node2!], { namespace: AGENT_NS, operatorReplicas: 2 });
+    // The agent of the node CoreDNS runs on (the scheduler's choice) is the one that adopts it.
+    const agent = installed.agentPods[dnsBefore.spec.nodeName!]!;
     // It dialled the Service's ClusterIP from its pod's service environment, not a name (nothing in /etc/hosts).
     const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
     const agentLogs = (await cp!.kubectl(["logs", "-n", AGENT_NS, agent])).stdout;
@@ -346,13 +367,22 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.deepEqual([dnsPod.metadata.uid, dnsPod.status.podIP, dnsPod.status.containerStatuses?.[0]?.restartCount], [dnsBefore.metadata.uid, dnsBefore.status.podIP, dnsBefore.status.containerStatuses?.[0]?.restartCount]);
     const dnsRollout = await cp!.kubectl(["rollout", "status", "-n", "kube-system", "deployment/coredns", "--timeout=120s"]);
     assert.equal(dnsRollout.code, 0, `kube-system/coredns: ${dnsRollout.stderr}`);
-    const cidr = await eventually("the node's pod CIDR on its CiliumNode", 30_000, async () => {
-      const r = await cp!.kubectl(["get", "ciliumnode", name, "-o", "jsonpath={.spec.ipam.podCIDRs[0]}"]);
-      return r.stdout.trim() || undefined;
-    });
-    // One source: the Node's spec.podCIDR is the CiliumNode's, the range the node's CNI config had before the agent.
-    const nodeCIDR = (await cp!.kubectl(["get", "node", name, "-o", "jsonpath={.spec.podCIDR}"])).stdout.trim();
-    assert.deepEqual([nodeCIDR, cidr], [node!.plan.podCIDR, node!.plan.podCIDR]);
+    // Both nodes: an agent Ready, its CiliumNode Ready (healthy: the state acknowledged, the datapath loaded) with the
+    // Node's pod CIDR (one source: the range the node's CNI config had before the agent), and its overlay device.
+    for (const n of [node!, node2!]) {
+      await agentPod(n.plan.name);
+      const cn = await eventually(`the CiliumNode of ${n.plan.name} Ready`, 60_000, async () => {
+        const r = await cp!.kubectl(["get", "ciliumnode", n.plan.name, "-o", "json"]);
+        if (r.code !== 0) return undefined;
+        const o = JSON.parse(r.stdout) as { spec: { ipam?: { podCIDRs?: string[] } }; status?: { conditions?: { type: string; status: string }[] } };
+        return o.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? o : undefined;
+      });
+      const nodeCIDR = (await cp!.kubectl(["get", "node", n.plan.name, "-o", "jsonpath={.spec.podCIDR}"])).stdout.trim();
+      assert.deepEqual([nodeCIDR, cn.spec.ipam?.podCIDRs?.[0]], [n.plan.podCIDR, n.plan.podCIDR]);
+      const vxlan = await n.exec(["ip", "-d", "link", "show", "dev", TUNNEL_DEVICE]);
+      assert.match(vxlan.stdout, /vxlan external .*dstport 8472/, `${n.plan.name}: the agent's overlay device: ${vxlan.stderr}`);
+    }
+    const cidr = node!.plan.podCIDR;
     const conflist = await eventually("the agent's conflist", 30_000, async () => {
       const text = readFileSync(join(paths.cniConfDir, "05-membrane.conflist"), "utf8");
       return text.includes("agentSocket") ? (JSON.parse(text) as { plugins: { podCIDR: string; agentSocket: string }[] }) : undefined;
@@ -369,16 +399,16 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.doesNotMatch(logs.stdout, /exited at start/, "the processes the agent starts (the L7 proxy) run from the image too");
   });
 
-  test("two pods on Membrane's CNI: a CiliumNetworkPolicy applied with kubectl drops the denied connection (the flow shows it) and passes the allowed one", async () => {
-    const agent = await agentPod();
+  test("a client pod on one node and a server pod on the other, over the agents' VXLAN overlay: a CiliumNetworkPolicy applied with kubectl drops the denied connection (the server's node shows the flow) and passes the allowed one", async () => {
+    const agent = await agentPod(name2);
     assert.equal((await cp!.kubectl(["create", "namespace", POLICY_NS])).code, 0);
-    const pod = (podName: string, app: string, command?: string[]) => ({
+    const pod = (podName: string, app: string, nodeName: string, command?: string[]) => ({
       apiVersion: "v1",
       kind: "Pod",
       metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
-      spec: { terminationGracePeriodSeconds: 1, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ...(command ? { command } : {}) }] },
+      spec: { nodeName, terminationGracePeriodSeconds: 1, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ...(command ? { command } : {}) }] },
     });
-    for (const p of [pod("server", "server"), pod("client", "client", ["sleep", "3600"])]) {
+    for (const p of [pod("server", "server", name2), pod("client", "client", name, ["sleep", "3600"])]) {
       const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
       assert.equal(r.code, 0, r.stderr);
     }
@@ -389,10 +419,14 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     });
     // Membrane's addresses are the ones kube-proxy counts as the cluster's (its --cluster-cidr: not masqueraded).
     const clusterCIDR = (parse(readFileSync(join(node!.plan.dir, "kube-proxy.yaml"), "utf8")) as { clusterCIDR: string }).clusterCIDR;
-    assert.ok(prefixContains(parsePrefix(clusterCIDR)!, parsePrefix(serverIP!)!) && prefixContains(parsePrefix(node!.plan.podCIDR)!, parsePrefix(serverIP!)!), `${serverIP} in kube-proxy's ${clusterCIDR} and the node's ${node!.plan.podCIDR}`);
+    assert.ok(prefixContains(parsePrefix(clusterCIDR)!, parsePrefix(serverIP!)!) && prefixContains(parsePrefix(node2!.plan.podCIDR)!, parsePrefix(serverIP!)!), `${serverIP} in kube-proxy's ${clusterCIDR} and the server's node's ${node2!.plan.podCIDR}`);
     const get = () => cp!.kubectl(["exec", "-n", POLICY_NS, "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080`]);
     const before = await get();
     assert.match(before.stdout, /200 OK/, `no policy selects the server yet: ${before.stderr}`);
+    // It crossed in the overlay: the server's node decapsulated it on the agents' VXLAN device.
+    const rx = await node2!.exec(["ip", "-s", "-j", "link", "show", "dev", TUNNEL_DEVICE]);
+    const stats = (JSON.parse(rx.stdout || "[]") as { stats64?: { rx?: { packets?: number } } }[])[0]?.stats64?.rx?.packets ?? 0;
+    assert.ok(stats > 0, `packets received on ${name2}'s ${TUNNEL_DEVICE}: ${rx.stdout}${rx.stderr}`);
 
     const policy = {
       apiVersion: "cilium.io/v2",
@@ -411,7 +445,7 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/server-from-allowed", "-n", POLICY_NS, "--for=condition=Enforced", "--timeout=60s"]);
     assert.equal(enforced.code, 0, enforced.stderr);
     await eventually("the client's connection refused by policy", 30_000, async () => ((await get()).stdout.includes("200 OK") ? undefined : true));
-    const drops = await eventually("the drop in the agent's flows", 30_000, async () => {
+    const drops = await eventually("the drop in the server's node's agent's flows", 30_000, async () => {
       const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--to-pod", `${POLICY_NS}/server`, "-o", "json"]);
       const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { pod?: string }; destination: { pod?: string; port?: number }; dropReason?: string });
       return flows.length > 0 ? flows : undefined;
@@ -424,10 +458,50 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     await eventually("the relabelled client allowed", 30_000, async () => ((await get()).stdout.includes("200 OK") ? true : undefined));
   });
 
+  test("the operator's two replicas run on different nodes; the leader's pod deleted with kubectl, the other replica holds the Lease within its duration and writes the status of a policy applied after (Enforced 2/2 nodes)", async () => {
+    const pods = await eventually("both operator replicas Ready", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json"]);
+      const items = (JSON.parse(r.stdout) as { items: (PodView & { metadata: { deletionTimestamp?: string } })[] }).items.filter((p) => !p.metadata.deletionTimestamp);
+      return items.length === 2 && items.every((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")) ? items : undefined;
+    });
+    assert.deepEqual(pods.map((p) => p.spec.nodeName).sort(), [name, name2].sort(), "one replica per node (the chart's anti-affinity)");
+    const leader = await operatorLeader();
+    const standby = pods.find((p) => p.metadata.name !== leader.pod)!.metadata.name;
+    assert.ok(pods.some((p) => p.metadata.name === leader.pod), `the Lease holder ${leader.pod} is one of the replicas`);
+    const deletedAt = Date.now();
+    const del = await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, leader.pod, "--wait=false"]);
+    assert.equal(del.code, 0, del.stderr);
+    // Polled as fast as kubectl answers: the time is the hand-over's plus at most one kubectl call.
+    await eventually("the standby holding the Lease", leader.durationSeconds * 1000 + 30_000, async () => {
+      const r = await cp!.kubectl(["get", "lease", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.holderIdentity}"]);
+      return r.stdout.trim() === standby ? true : undefined;
+    });
+    const handOverMs = Date.now() - deletedAt;
+    console.log(`operator leader hand-over: ${handOverMs} ms (Lease duration ${leader.durationSeconds} s)`);
+    assert.ok(handOverMs <= leader.durationSeconds * 1000, `the standby took the Lease in ${handOverMs} ms, within the Lease's ${leader.durationSeconds} s`);
+    // The new leader compiles and distributes: a policy selecting pods on both nodes is acknowledged by both agents.
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "after-hand-over", namespace: POLICY_NS },
+      spec: { endpointSelector: {}, ingress: [{ fromEndpoints: [{}] }] },
+    };
+    const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
+    assert.equal(applied.code, 0, applied.stderr);
+    const enforced = await eventually("the policy's Enforced condition written by the new leader", 90_000, async () => {
+      const r = await cp!.kubectl(["get", "ciliumnetworkpolicy", "-n", POLICY_NS, "after-hand-over", "-o", "json"]);
+      const c = (JSON.parse(r.stdout) as { status?: { conditions?: { type: string; status: string; message: string }[] } }).status?.conditions?.find((x) => x.type === "Enforced");
+      return c?.status === "True" ? c : undefined;
+    });
+    assert.equal(enforced.message, "2/2 nodes");
+    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, standby]);
+    assert.match(logs.stdout, /"msg":"became leader"/, "the standby's log says it leads");
+  });
+
   test("a node whose owner process is killed without stopping it is removed by its reaper", async () => {
     const orphan = `${name}-orphan`;
     const dir = join(scratch, "orphan");
-    const owner = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./owner-fixture.ts", import.meta.url)), orphan, dir, cp!.dir, cp!.server, String(index + 1)], {
+    const owner = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./owner-fixture.ts", import.meta.url)), orphan, dir, cp!.dir, cp!.server, String(index + 2)], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     try {
@@ -452,17 +526,21 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
     assert.match(n.stderr, /NotFound/);
   });
 
-  test("stop leaves no process, mount, network namespace, cgroup or Node, and restores the host sysctls", async () => {
-    const plan = node!.plan;
-    await node!.stop();
+  test("stop leaves no process, mount, network namespace, link between the nodes, cgroup or Node, and restores the host sysctls", async () => {
+    const plans = [node!.plan, node2!.plan];
+    await nodes!.stop();
     const mounts = readFileSync("/proc/self/mountinfo", "utf8");
-    assert.ok(!mounts.includes(plan.dir), "no mount under the node dir on the host");
-    assert.ok(!existsSync(plan.dir), "node dir removed");
-    assert.ok(!existsSync(`/run/netns/${plan.netns}`), "netns removed");
-    assert.ok(!readFileSync("/proc/net/dev", "utf8").includes(plan.hostInterface), "host veth removed");
     const routes = await new Promise<string>((r) => execFile("ip", ["-4", "route", "show"], (_e, out) => r(out)));
-    assert.ok(!routes.includes(`via ${plan.nodeAddress} `), `the webhook Service's host route removed: ${routes}`);
-    for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, plan.cgroupName)), `cgroup ${h}/${plan.cgroupName} removed`);
+    const netns = await new Promise<string>((r) => execFile("ip", ["netns", "list"], (_e, out) => r(out)));
+    assert.ok(!netns.includes(prefix), `no network namespace of the nodes (the links between them went with them): ${netns}`);
+    for (const plan of plans) {
+      assert.ok(!mounts.includes(plan.dir), "no mount under the node dir on the host");
+      assert.ok(!existsSync(plan.dir), "node dir removed");
+      assert.ok(!existsSync(`/run/netns/${plan.netns}`), "netns removed");
+      assert.ok(!readFileSync("/proc/net/dev", "utf8").includes(plan.hostInterface), "host veth removed");
+      assert.ok(!routes.includes(`via ${plan.nodeAddress} `), `the webhook Service's host route removed: ${routes}`);
+      for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, plan.cgroupName)), `cgroup ${h}/${plan.cgroupName} removed`);
+    }
     for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
       let cmd: string;
       try {
@@ -470,12 +548,14 @@ describe("real node", { timeout: TIMEOUT_MS }, () => {
       } catch {
         continue; // exited meanwhile
       }
-      assert.ok(!cmd.includes(plan.dir), `process ${pid} of the node still runs: ${cmd.replaceAll("\0", " ")}`);
+      for (const plan of plans) assert.ok(!cmd.includes(plan.dir), `process ${pid} of the node still runs: ${cmd.replaceAll("\0", " ")}`);
     }
     // The kubelet makes /var/lib/kubelet/device-plugins whatever its root dir: in the node's private /var/lib.
     if (!hostKubeletDirBefore) assert.ok(!existsSync("/var/lib/kubelet"), "no /var/lib/kubelet made on the host");
-    const n = await cp!.kubectl(["get", "node", name, "-o", "name"]);
-    assert.match(n.stderr, /NotFound/);
+    for (const n of [name, name2]) {
+      const r = await cp!.kubectl(["get", "node", n, "-o", "name"]);
+      assert.match(r.stderr, /NotFound/);
+    }
     // Another real node on the machine (another test run) keeps them changed until it stops too.
     if (!existsSync(SYSCTL_RECORD)) assert.deepEqual(sysctls(), sysctlsBefore);
   });

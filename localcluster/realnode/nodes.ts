@@ -1,0 +1,99 @@
+// N real nodes of one local cluster (`--nodes N` as kind's): each a real node as startRealNode makes it, with a /24 of CLUSTER_POD_CIDR, joined by the underlay of underlayMesh; stop() removes every node by its dir.
+import { execFile } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { pino } from "pino";
+import { underlayMesh } from "./config.ts";
+import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+
+const log = pino({ name: "realnodes", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
+
+export interface RealNodesOptions {
+  /** Node names are `PREFIX-1` … `PREFIX-N` (DNS labels). */
+  namePrefix: string;
+  count: number;
+  /** Each node's dir is `DIR/NAME`; removed by stop(). */
+  dir: string;
+  controlPlane: { dir: string; server: string };
+  /** Node i (from 0) gets index firstIndex + i: its /30 and its pod CIDR 10.244.<index>.0/24 (planRealNode). */
+  firstIndex: number;
+  readyTimeoutMs?: number;
+}
+
+export interface RealNodes {
+  nodes: RealNode[];
+  /** Removes every node (also the ones a failed start left), the underlay with them. */
+  stop(): Promise<void>;
+}
+
+/** Starts the nodes and links them; on any failure removes what it made and throws. */
+export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes> {
+  const errors: string[] = [];
+  if (!Number.isInteger(opts.count) || opts.count < 1) errors.push(`count: an integer of at least 1 is required, got ${opts.count}`);
+  if (!Number.isInteger(opts.firstIndex) || opts.firstIndex < 0 || opts.firstIndex + opts.count - 1 > 255) {
+    errors.push(`firstIndex: the nodes' indexes firstIndex..firstIndex+count-1 must lie in 0-255, got ${opts.firstIndex} for ${opts.count} nodes`);
+  }
+  if (errors.length > 0) throw new Error(`startRealNodes: ${errors.join("; ")}`);
+  const names = Array.from({ length: opts.count }, (_, i) => `${opts.namePrefix}-${i + 1}`);
+  const start = (i: number): Promise<RealNode> =>
+    startRealNode({
+      name: names[i]!,
+      dir: join(opts.dir, names[i]!),
+      controlPlane: opts.controlPlane,
+      index: opts.firstIndex + i,
+      ...(opts.readyTimeoutMs !== undefined ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
+    });
+  const stop = (): Promise<void> => destroyRealNodes(opts.dir);
+  try {
+    // The first alone: it builds (or finds cached) the images every node imports; the others side by side.
+    const first = await start(0);
+    const rest = await Promise.allSettled(names.slice(1).map((_, i) => start(i + 1)));
+    const failed = rest.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const nodes = [first, ...rest.map((r) => (r as PromiseFulfilledResult<RealNode>).value)];
+    await linkNodes(nodes);
+    log.info({ nodes: nodes.map((n) => ({ name: n.plan.name, nodeAddress: n.plan.nodeAddress, podCIDR: n.plan.podCIDR })) }, "real nodes ready");
+    return { nodes, stop };
+  } catch (err) {
+    log.error({ nodes: names, err: (err as Error).message }, "real nodes failed to start, removing them");
+    await stop().catch((e: unknown) => log.error({ err: (e as Error).message }, "cleanup after failure failed"));
+    throw err;
+  }
+}
+
+/** Removes every real node whose dir lies in dir (each by its own record), then dir. Safe when nothing runs. */
+export async function destroyRealNodes(dir: string): Promise<void> {
+  if (!existsSync(dir)) return;
+  const nodeDirs = readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => join(dir, e.name));
+  const results = await Promise.allSettled(nodeDirs.map((d) => destroyRealNode(d)));
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed.length > 0) throw new Error(`removing real nodes in ${dir}: ${failed.map((f) => (f.reason as Error).message).join("; ")}`);
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** The underlay (underlayMesh) made inside the nodes' namespaces, so deleting a node's namespace removes its links. */
+async function linkNodes(nodes: RealNode[]): Promise<void> {
+  const mesh = underlayMesh(nodes.map((n) => n.plan));
+  for (const n of nodes) {
+    // Pod packets cross the node (pre-agent routes, decapsulated VXLAN): forwarding on, and no reverse-path check
+    // against the mesh's asymmetric /32 routes. Per namespace: the host's own settings are not touched.
+    await runChecked(["ip", "netns", "exec", n.plan.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]);
+  }
+  for (const l of mesh.links) {
+    await runChecked(["ip", "-n", l.netns, "link", "add", l.device, "type", "veth", "peer", "name", l.peerDevice, "netns", l.peerNetns]);
+    await runChecked(["ip", "-n", l.netns, "link", "set", l.device, "up"]);
+    await runChecked(["ip", "-n", l.peerNetns, "link", "set", l.peerDevice, "up"]);
+  }
+  for (const r of mesh.routes) {
+    await runChecked(["ip", "-n", r.netns, "route", "add", r.dest, ...(r.via ? ["via", r.via] : []), "dev", r.device]);
+  }
+}
+
+function runChecked(args: string[]): Promise<void> {
+  return new Promise((done, reject) => {
+    execFile(args[0]!, args.slice(1), (err, _stdout, stderr) => (err ? reject(new Error(`${args.join(" ")}: ${stderr.trim() || err.message}`)) : done()));
+  });
+}
