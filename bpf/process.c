@@ -16,6 +16,29 @@ struct mm_struct {
 struct linux_binprm {
 	const char *filename;
 } __attribute__((preserve_access_index));
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+struct fs_struct {
+	struct path root;
+	struct path pwd;
+} __attribute__((preserve_access_index));
 struct task_struct {
 	int pid;
 	int tgid;
@@ -23,6 +46,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
+	struct fs_struct *fs;
 	char comm[16];
 } __attribute__((preserve_access_index));
 
@@ -72,6 +96,95 @@ static __always_inline void fill_header(struct process_event_header *h, struct t
 	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
 }
 
+/* Where the cwd walk writes its components (a bpf_loop callback cannot write to the ring's record). */
+struct cwd_scratch {
+	char buf[PROCESS_CWD_MAX + PROCESS_CWD_NAME_MAX];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cwd_scratch);
+} membrane_process_cwd SEC(".maps");
+
+/* The walk's state: kernel pointers read so far, kept as plain numbers. */
+struct cwd_walk {
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct dentry *root;
+	struct vfsmount *root_mnt;
+	__u64 mnt_off;
+	__u32 off;
+	__u32 flags;
+};
+
+/* One step up from the walk's dentry: the task's root ends it, a mount's root crosses to its mount point, any other
+ * dentry adds its name. Verified once by bpf_loop, whatever the depth. */
+static long cwd_step(__u32 index, void *data)
+{
+	struct cwd_walk *w = data;
+	/* Locals, not w->...: CO-RE relocates the whole expression a BPF_CORE_READ names, and cwd_walk is ours. */
+	struct dentry *d = w->d;
+	struct vfsmount *vm = w->vm;
+	if (d == w->root && vm == w->root_mnt) {
+		w->flags = PROCESS_CWD_COMPLETE;
+		return 1;
+	}
+	struct mount *m = (void *)vm - w->mnt_off;
+	if (d == BPF_CORE_READ(vm, mnt_root)) {
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (parent == m) { /* the namespace's root mount: above the task's root (a cwd outside a chroot) */
+			w->flags = PROCESS_CWD_COMPLETE;
+			return 1;
+		}
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->vm = (void *)parent + w->mnt_off;
+		return 0;
+	}
+	__u32 zero = 0;
+	struct cwd_scratch *s = bpf_map_lookup_elem(&membrane_process_cwd, &zero);
+	__u32 off = w->off;
+	if (!s || off >= PROCESS_CWD_MAX)
+		return 1;
+	long n = bpf_probe_read_kernel_str(&s->buf[off], PROCESS_CWD_NAME_MAX, BPF_CORE_READ(d, d_name.name));
+	if (n <= 0 || n >= PROCESS_CWD_NAME_MAX)
+		return 1;
+	w->off = off + n;
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (up == d) {
+		w->flags = PROCESS_CWD_COMPLETE;
+		return 1;
+	}
+	w->d = up;
+	return 0;
+}
+
+/* The exec'ing task's working directory as d_path would print it from the task's root: dentry names from the cwd up,
+ * crossing mounts at their mount points; complete only when the walk reached the root within its bounds. */
+static __always_inline void read_cwd(struct process_exec_event *e, struct task_struct *task)
+{
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct cwd_walk w = {
+		.d = BPF_CORE_READ(fs, pwd.dentry),
+		.vm = BPF_CORE_READ(fs, pwd.mnt),
+		.root = BPF_CORE_READ(fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(fs, root.mnt),
+		.mnt_off = bpf_core_field_offset(struct mount, mnt),
+	};
+	bpf_loop(PROCESS_CWD_DEPTH, cwd_step, &w, 0);
+	e->cwd_len = 0;
+	e->cwd_flags = 0;
+	__u32 zero = 0;
+	struct cwd_scratch *s = bpf_map_lookup_elem(&membrane_process_cwd, &zero);
+	__u32 len = w.off;
+	if (!s || len > sizeof(e->cwd))
+		return;
+	if (bpf_probe_read_kernel(e->cwd, sizeof(e->cwd), s->buf) == 0) {
+		e->cwd_len = len;
+		e->cwd_flags = w.flags;
+	}
+}
+
 SEC("tp_btf/sched_process_exec")
 int membrane_process_exec(__u64 *ctx)
 {
@@ -91,6 +204,7 @@ int membrane_process_exec(__u64 *ctx)
 		len = PROCESS_ARGS_MAX - 1;
 	if (bpf_probe_read_user(e->args, len, (const void *)start) == 0)
 		e->h.args_len = len;
+	read_cwd(e, task);
 	submit(e);
 	return 0;
 }

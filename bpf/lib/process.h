@@ -7,6 +7,10 @@
 #define PROCESS_EVENT_EXIT 2
 #define PROCESS_FILENAME_MAX 256
 #define PROCESS_ARGS_MAX 1024
+#define PROCESS_CWD_DEPTH 32      /* directories (and mount crossings) the exec program walks up from the cwd */
+#define PROCESS_CWD_MAX 1024      /* bytes of cwd components before the last one read */
+#define PROCESS_CWD_NAME_MAX 256  /* bytes of one component (NUL included); a longer one ends the walk */
+#define PROCESS_CWD_COMPLETE 1    /* cwd_flags: the walk reached the process's root (else user space reads /proc) */
 
 struct process_event_header {
 	__u32 type;      /* PROCESS_EVENT_EXEC or PROCESS_EVENT_EXIT */
@@ -26,6 +30,11 @@ struct process_exec_event {
 	struct process_event_header h;
 	char filename[PROCESS_FILENAME_MAX];
 	char args[PROCESS_ARGS_MAX];
+	__u32 cwd_len;   /* bytes of cwd */
+	__u32 cwd_flags; /* PROCESS_CWD_COMPLETE */
+	/* The working directory at exec, read in the kernel so that a process gone before user space reads its record
+	 * still has one: its components from the leaf up, each NUL-terminated ("tmp\0" + ... for /.../tmp). */
+	char cwd[PROCESS_CWD_MAX + PROCESS_CWD_NAME_MAX];
 };
 
 #endif

@@ -61,7 +61,8 @@ export class ProcessEvents {
         exec_id: this.execId(e.ktimeNs, e.pid),
         pid: e.pid,
         uid: e.uid,
-        cwd: this.readLink(`${e.pid}/cwd`),
+        // The kernel's walk, or /proc when it stopped short (and "" for a process gone by now).
+        cwd: e.cwd ?? this.readLink(`${e.pid}/cwd`),
         binary: e.filename ?? "",
         arguments: (e.argv ?? []).slice(1).join(" "),
         flags: "execve",

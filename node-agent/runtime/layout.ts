@@ -1,11 +1,12 @@
 // The process events' layout (bpf/lib/process.h) and their decoding; process.test.ts compares the constants with the header, and a record shorter than the layout is refused.
 export const PROCESS_EVENT_EXEC = 1;
 export const PROCESS_EVENT_EXIT = 2;
+export const PROCESS_CWD_COMPLETE = 1;
 
 /** Byte offsets of struct process_event_header and struct process_exec_event. */
 export const PROCESS_LAYOUT = {
   header: { size: 64, type: 0, pid: 4, tid: 8, ppid: 12, uid: 16, exitCode: 20, ktimeNs: 24, netns: 32, argsLen: 36, cgroupId: 40, comm: 48, commSize: 16 },
-  exec: { size: 64 + 256 + 1024, filename: 64, filenameSize: 256, args: 320, argsSize: 1024 },
+  exec: { size: 64 + 256 + 1024 + 8 + 1024 + 256, filename: 64, filenameSize: 256, args: 320, argsSize: 1024, cwdLen: 1344, cwdFlags: 1348, cwd: 1352, cwdSize: 1024 + 256 },
 } as const;
 
 /** One record of the ring, as the kernel wrote it. */
@@ -25,6 +26,8 @@ export interface RawProcessEvent {
   readonly filename?: string;
   /** exec only: argv, argv[0] included. */
   readonly argv?: readonly string[];
+  /** exec only: the working directory the kernel read at exec; undefined when its walk did not reach the root. */
+  readonly cwd?: string;
 }
 
 const cString = (b: Buffer): string => {
@@ -55,5 +58,13 @@ export function decodeProcessEvent(rec: Buffer): RawProcessEvent | undefined {
   const raw = rec.subarray(E.args, E.args + argsLen).toString("utf8");
   const argv = raw.split("\0");
   if (argv.length > 0 && argv[argv.length - 1] === "") argv.pop();
-  return { type: "exec", ...base, filename: cString(rec.subarray(E.filename, E.filename + E.filenameSize)), argv };
+  const cwd = rec.readUInt32LE(E.cwdFlags) & PROCESS_CWD_COMPLETE ? cwdOf(rec.subarray(E.cwd, E.cwd + Math.min(rec.readUInt32LE(E.cwdLen), E.cwdSize))) : undefined;
+  return { type: "exec", ...base, filename: cString(rec.subarray(E.filename, E.filename + E.filenameSize)), argv, ...(cwd !== undefined ? { cwd } : {}) };
+}
+
+/** The kernel's components, leaf first and each NUL-terminated, as a path ("/" for none). */
+function cwdOf(components: Buffer): string {
+  const parts = components.toString("utf8").split("\0");
+  parts.pop();
+  return `/${parts.reverse().join("/")}`;
 }

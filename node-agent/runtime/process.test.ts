@@ -90,6 +90,23 @@ describe("process visibility (tp_btf sched_process_exec/exit → Tetragon events
     assert.equal(sleepExit.process_exit.parent?.exec_id, parent.exec_id);
   });
 
+  it("names the cwd of a process gone before its record is read, as the kernel saw it at exec (across mounts)", async () => {
+    const deep = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cwd-"));
+    try {
+      fs.mkdirSync(path.join(deep, "a b", "c"), { recursive: true });
+      const where = fs.realpathSync(path.join(deep, "a b", "c"));
+      // Synchronous: the sensor's reader cannot take the records before both processes have exited.
+      execFileSync("ip", ["netns", "exec", NETNS, "/bin/sh", "-c", `cd '${where}' && /bin/true gone-here; cd /proc/sys/kernel && /bin/true gone-proc`]);
+      const here = await until("exec of /bin/true gone-here", () => execs().find((e) => e.process_exec.process.arguments === "gone-here"));
+      assert.equal(here.process_exec.process.cwd, where);
+      const proc = await until("exec of /bin/true gone-proc", () => execs().find((e) => e.process_exec.process.arguments === "gone-proc"));
+      assert.equal(proc.process_exec.process.cwd, "/proc/sys/kernel", "procfs is a mount of its own: the walk crosses to its mount point");
+      assert.deepEqual(proc.process_exec.process.pod, POD);
+    } finally {
+      fs.rmSync(deep, { recursive: true, force: true });
+    }
+  });
+
   it("reports a process killed by SIGKILL with the signal", async () => {
     const child = spawn("ip", ["netns", "exec", NETNS, "/bin/sleep", "30"], { stdio: "ignore" });
     const pid = child.pid ?? -1;
@@ -122,7 +139,10 @@ describe("process visibility (tp_btf sched_process_exec/exit → Tetragon events
     const h = fs.readFileSync(new URL("../../bpf/lib/process.h", import.meta.url), "utf8");
     assert.match(h, /#define PROCESS_FILENAME_MAX 256\n/);
     assert.match(h, /#define PROCESS_ARGS_MAX 1024\n/);
-    assert.equal(PROCESS_LAYOUT.exec.size, PROCESS_LAYOUT.header.size + 256 + 1024);
+    assert.match(h, /#define PROCESS_CWD_MAX 1024 /);
+    assert.match(h, /#define PROCESS_CWD_NAME_MAX 256 /);
+    assert.equal(PROCESS_LAYOUT.exec.size, PROCESS_LAYOUT.header.size + 256 + 1024 + 4 + 4 + 1024 + 256);
+    assert.equal(PROCESS_LAYOUT.exec.cwd, PROCESS_LAYOUT.header.size + 256 + 1024 + 8);
   });
 });
 
