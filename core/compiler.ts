@@ -234,7 +234,6 @@ export class PolicyCompiler {
       http: undefined,
     };
     d.touch(subject);
-    state.dns = subjectDns(parts, keys, this.ctx.ruleIdOf);
     state.http = subjectHttp(parts, keys, this.ctx.ruleIdOf);
     for (const direction of DIRECTIONS) {
       const prev = old ? old[direction] : undefined;
@@ -262,6 +261,11 @@ export class PolicyCompiler {
         this.unregisterTerms(state.users[direction], prev.resolved.terms);
       }
     }
+    // A toFQDNs rule's HTTP part gets its proxy port here, after the entries' (its learned addresses' entries are the agent's to write).
+    state.dns = subjectDns(parts, keys, this.ctx.ruleIdOf, (l7) => {
+      for (const part of l7) proxyRules.add(part.ruleId);
+      return this.ctx.proxyPortFor(subject, l7);
+    });
     this.proxyPorts.retain(subject, proxyRules);
     state.proxyRules = proxyRules;
     this.subjects.set(subject, state);
@@ -313,6 +317,8 @@ export class PolicyCompiler {
     // Only ports an entry names: a set whose entries went keeps its port (stable if they come back) but judges nothing.
     const named = new Set<number>();
     for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) for (const e of m.values()) if (e.proxyPort !== 0) named.add(e.proxyPort);
+    // And the ports a toFQDNs rule's learned addresses are steered to (the agent writes their entries).
+    for (const t of s.dns?.fqdnSelectors ?? []) for (const p of t.ports) if (p.proxyPort) named.add(p.proxyPort);
     return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
   }
 

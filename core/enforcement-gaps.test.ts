@@ -37,24 +37,39 @@ describe("enforcement gaps", () => {
     ]);
   });
 
-  it("toFQDNs with HTTP rules or serverNames of their own: the L7 field is named (it fails closed), not the plain port", () => {
+  it("toFQDNs with HTTP rules of their own are enforced through the L7 proxy where both proxies run; serverNames or TLS inspection with toFQDNs are named (they fail closed), not the plain port", () => {
     const parsed = parsePolicyObject({
       apiVersion: "cilium.io/v2",
       kind: "CiliumNetworkPolicy",
       metadata: { name: "p", namespace: "default" },
       spec: {
         endpointSelector: web,
-        egress: [{ toFQDNs: [{ matchName: "example.com" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }, http, { ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["example.com"] }] }],
+        egress: [
+          {
+            toFQDNs: [{ matchName: "example.com" }],
+            toPorts: [
+              { ports: [{ port: "443", protocol: "TCP" }] },
+              http,
+              { ports: [{ port: "8443", protocol: "TCP" }], serverNames: ["example.com"] },
+              { ...http, ports: [{ port: "9443", protocol: "TCP" }], originatingTLS: { secret: { name: "ca" } } },
+            ],
+          },
+        ],
       },
     });
     assert.ok(parsed.ok);
-    const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] });
+    const closed = "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)";
     assert.deepEqual(
-      gaps.map((g) => [g.path, g.effect]),
+      enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: [] }).map((g) => [g.path, g.effect]),
       [
-        ["spec.egress[0].toPorts[1].rules.http", "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)"],
-        ["spec.egress[0].toPorts[2].serverNames", "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)"],
+        ["spec.egress[0].toPorts[2].serverNames", closed],
+        ["spec.egress[0].toPorts[3].rules.http", closed],
       ],
+    );
+    assert.deepEqual(
+      enforcementGaps(parsed.value, { withoutDnsProxy: [], withoutL7Proxy: ["n2"] }).map((g) => g.path),
+      ["spec.egress[0].toPorts[1].rules.http", "spec.egress[0].toPorts[2].serverNames", "spec.egress[0].toPorts[3].rules.http"],
+      "a node without the L7 proxy: the HTTP rules are named as for any peer",
     );
   });
 

@@ -2,7 +2,7 @@
 import type { Peer, Policy, TlsSecretUse } from "./model.ts";
 import { ruleTls } from "./policy/http-rules.ts";
 import { serverNamesOnly } from "./l7/server-names.ts";
-import { fqdnRule, l7Entry } from "./dns/fqdn-l7.ts";
+import { fqdnProxiedEntry, fqdnRule, l7Entry } from "./dns/fqdn-l7.ts";
 
 /** One rule, by field path, that is accepted but not enforced as written, and what happens instead. */
 export interface EnforcementGap {
@@ -69,9 +69,14 @@ export function enforcementGaps(policies: readonly Policy[], options: GapOptions
       const fqdnL7 = fqdnRule(rule);
       for (let i = 0; i < rule.ports.length; i++) {
         const pr = rule.ports[i];
-        if (pr && fqdnL7 && l7Entry(pr)) {
-          // Admission refuses these (core/dns/fqdn-l7.ts); one that got in anyway keeps the port closed to the names' addresses.
+        if (pr && fqdnL7 && l7Entry(pr) && !fqdnProxiedEntry(pr)) {
+          // serverNames or TLS inspection with toFQDNs: the port stays closed to the names' addresses (core/dns/fqdn-l7.ts).
           addGap(out, seen, `${rule.origin.path}.toPorts[${i}].${pr.rules?.kind === "http" ? "rules.http" : "serverNames"}`, "not enforced yet with toFQDNs: the names' addresses are not allowed on the port (fails closed)");
+          continue;
+        }
+        // HTTP rules with toFQDNs: the learned addresses' connections go through the L7 proxy; enforced where it and the DNS proxy run.
+        if (pr && fqdnL7 && fqdnProxiedEntry(pr) && httpEnforced && !dnsEnforced) {
+          addGap(out, seen, `${rule.origin.path}.toPorts[${i}].rules.http`, `${where}: no DNS proxy learns the names' addresses, so the port allows nothing`);
           continue;
         }
         if (pr && serverNamesOnly(pr)) {

@@ -318,12 +318,17 @@ export interface CompiledPort {
   readonly portPrefixLen: number;
 }
 
+/** One port block a toFQDNs rule allows to its learned addresses; `proxyPort` when the block's toPorts entry has HTTP rules (the L7 proxy judges each request). */
+export interface FqdnPort extends CompiledPort {
+  readonly proxyPort?: number;
+}
+
 /** One toFQDNs peer of a subject's egress allow rule, with the ports the rule allows to it. */
 export interface FqdnSelectorTerm {
   readonly ruleId: number;
   readonly matchName?: string;
   readonly matchPattern?: string;
-  readonly ports: readonly CompiledPort[];
+  readonly ports: readonly FqdnPort[];
 }
 
 /**

@@ -283,7 +283,9 @@ const nameSelector: Check = (v, path) => {
   return (v.matchName === undefined) === (v.matchPattern === undefined) ? fail(path, "must have exactly one of matchName and matchPattern") : undefined;
 };
 const compiledPort = record({ proto: uint(255), port: uint(0xffff), portPrefixLen: uint(16) });
-const fqdnSelector: Check = (v, path) => nameSelector(v, path) ?? record({ ruleId: U32, ports: list(compiledPort) })(v, path);
+// A learned address's port with HTTP rules names the L7 proxy port its connections are steered to.
+const fqdnPort = record({ proto: uint(255), port: uint(0xffff), portPrefixLen: uint(16), proxyPort: optional(uint(0xffff)) });
+const fqdnSelector: Check = (v, path) => nameSelector(v, path) ?? record({ ruleId: U32, ports: list(fqdnPort) })(v, path);
 const subjectDns = record({ dnsRules: list(record({ ruleId: U32, rules: list(nameSelector), ports: optional(list(compiledPort)) })), fqdnSelectors: list(fqdnSelector) });
 const httpRule = record({
   method: optional(str),

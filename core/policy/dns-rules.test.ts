@@ -163,7 +163,7 @@ test("the DNS rules of two toPorts entries of one rule stay apart: a query is ju
   assert.equal(sameSubjectDns(p.dns, changed.dns), false, "moving an entry's port changes the DNS part");
 });
 
-test("toFQDNs with HTTP rules of their own: the learned addresses never get the HTTP entry's port (no silent allow of every request), the plain entry's they do", () => {
+test("toFQDNs with HTTP rules of their own: the learned addresses get the HTTP entry's port through the L7 proxy port of that entry's HTTP rules, the plain entry's port plainly; with serverNames or TLS inspection they never get it (fails closed)", () => {
   const spec = {
     endpointSelector: { matchLabels: { app: "client" } },
     egress: [
@@ -172,14 +172,26 @@ test("toFQDNs with HTTP rules of their own: the learned addresses never get the 
         toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }, { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }],
       },
       { toFQDNs: [{ matchName: "only.http.test" }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] },
+      { toFQDNs: [{ matchName: "tls.test" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], terminatingTLS: { secret: { name: "t" } }, rules: { http: [{ method: "GET" }] } }] },
+      { toFQDNs: [{ matchName: "sni.test" }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }], serverNames: ["sni.test"] }] },
     ],
   };
   const p = compileAll(parse(spec), ids).snapshot(CLIENT);
+  const terms = p.dns?.fqdnSelectors ?? [];
+  const github = terms[0]!.ports[1]?.proxyPort;
+  const onlyHttp = terms[1]!.ports[0]?.proxyPort;
+  assert.ok(github && onlyHttp && github !== onlyHttp, `each rule's HTTP part has a proxy port of its own: ${github}, ${onlyHttp}`);
   assert.deepEqual(
-    p.dns?.fqdnSelectors.map((t) => [t.matchName, t.ports]),
+    terms.map((t) => [t.matchName, t.ports]),
     [
-      ["api.github.com", [{ proto: 6, port: 443, portPrefixLen: 16 }]],
-      ["only.http.test", []],
+      ["api.github.com", [{ proto: 6, port: 443, portPrefixLen: 16 }, { proto: 6, port: 80, portPrefixLen: 16, proxyPort: github }]],
+      ["only.http.test", [{ proto: 6, port: 80, portPrefixLen: 16, proxyPort: onlyHttp }]],
+      ["tls.test", []],
+      ["sni.test", []],
     ],
   );
+  // The L7 proxy gets those ports' rules: each HTTP part lists the port its learned addresses are steered to.
+  const byRule = new Map((p.http ?? []).map((h) => [h.ruleId, h.proxyPorts]));
+  assert.deepEqual(byRule.get(terms[0]!.ruleId), [github]);
+  assert.deepEqual(byRule.get(terms[1]!.ruleId), [onlyHttp]);
 });

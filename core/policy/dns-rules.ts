@@ -1,20 +1,29 @@
 // The DNS side of a subject's egress policy: the DNS rules of its proxied ports and its toFQDNs selectors, for the node's DNS proxy.
-import { PROTO_NUMBER, type CompiledPort, type DNSRule, type FqdnSelectorTerm, type Policy, type PortRule, type Rule, type RuleDnsRules, type SubjectDns } from "../model.ts";
+import { PROTO_NUMBER, type CompiledPort, type DNSRule, type FqdnPort, type FqdnSelectorTerm, type Policy, type PortRule, type Rule, type RuleDnsRules, type SubjectDns } from "../model.ts";
 import { icmpMatch } from "../icmp.ts";
 import { rangeToPrefixes } from "../portprefix.ts";
 import { protoNumbers } from "./resolution.ts";
-import { l7Entry } from "../dns/fqdn-l7.ts";
+import { fqdnProxiedEntry, l7Entry } from "../dns/fqdn-l7.ts";
+import type { L7Part } from "./proxy-ports.ts";
 
 const ALL_PORTS: CompiledPort = { proto: 0, port: 0, portPrefixLen: 0 };
 
 /**
  * The port blocks an egress rule allows to a toFQDNs peer, as the compiler writes them for any
  * other peer. Named ports are left out: they resolve against the peer's pods, and a learned
- * address has none.
+ * address has none. A toPorts entry with HTTP rules gets the L7 proxy port of its HTTP part
+ * (`proxyPortOf` its index in toPorts: the port the compiler gives that HTTP part alone); one with serverNames or TLS
+ * inspection is left out, so it stays closed to the learned addresses (core/dns/fqdn-l7.ts).
  */
-export function rulePorts(r: Rule): CompiledPort[] {
-  // An entry with L7 rules is left out: a learned address's entries carry no L7 proxy port, so it stays closed there (core/dns/fqdn-l7.ts).
-  const out: CompiledPort[] = r.ports.filter((pr) => !l7Entry(pr)).flatMap(portRulePorts);
+export function rulePorts(r: Rule, proxyPortOf?: (portRule: number) => number): FqdnPort[] {
+  const out: FqdnPort[] = [];
+  r.ports.forEach((pr, portRule) => {
+    if (!l7Entry(pr)) out.push(...portRulePorts(pr));
+    else if (fqdnProxiedEntry(pr) && proxyPortOf) {
+      const proxyPort = proxyPortOf(portRule);
+      out.push(...portRulePorts(pr).map((p) => ({ ...p, proxyPort })));
+    }
+  });
   for (const f of r.icmps) {
     const m = icmpMatch(f);
     if (m) out.push({ proto: m.proto, port: m.type, portPrefixLen: 16 });
@@ -46,7 +55,12 @@ function portRulePorts(pr: PortRule): CompiledPort[] {
  * each toPorts entry stay its own, with the entry's ports: the entries of one rule share its proxy
  * port, and the proxy tells them apart by the port the query was sent to.
  */
-export function subjectDns(parts: readonly Policy[], keys: readonly string[], ruleIdOf: (key: string, origin: Rule["origin"]) => number): SubjectDns | undefined {
+export function subjectDns(
+  parts: readonly Policy[],
+  keys: readonly string[],
+  ruleIdOf: (key: string, origin: Rule["origin"]) => number,
+  proxyPortFor?: (parts: readonly L7Part[]) => number,
+): SubjectDns | undefined {
   const dnsRules: RuleDnsRules[] = [];
   const fqdnSelectors: FqdnSelectorTerm[] = [];
   parts.forEach((p, i) => {
@@ -61,7 +75,7 @@ export function subjectDns(parts: readonly Policy[], keys: readonly string[], ru
         if (pr.rules?.kind === "dns") dnsRules.push({ ruleId, rules: pr.rules.dns.map(nameSelector), ports: portRulePorts(pr) });
       }
       if (fqdns.length > 0) {
-        const ports = rulePorts(r);
+        const ports = rulePorts(r, proxyPortFor && ((portRule) => proxyPortFor([{ ruleId, portRule }])));
         for (const f of fqdns) fqdnSelectors.push({ ruleId, ...nameSelector(f), ports });
       }
     }
@@ -83,7 +97,8 @@ export function sameSubjectDns(a: SubjectDns | undefined, b: SubjectDns | undefi
 
 const sameSelector = (a: DNSRule, b: DNSRule): boolean => a.matchName === b.matchName && a.matchPattern === b.matchPattern;
 const samePort = (a: CompiledPort, b: CompiledPort): boolean => a.proto === b.proto && a.port === b.port && a.portPrefixLen === b.portPrefixLen;
-const sameTerm = (a: FqdnSelectorTerm, b: FqdnSelectorTerm): boolean => a.ruleId === b.ruleId && sameSelector(a, b) && sameList(a.ports, b.ports, samePort);
+const sameFqdnPort = (a: FqdnPort, b: FqdnPort): boolean => samePort(a, b) && a.proxyPort === b.proxyPort;
+const sameTerm = (a: FqdnSelectorTerm, b: FqdnSelectorTerm): boolean => a.ruleId === b.ruleId && sameSelector(a, b) && sameList(a.ports, b.ports, sameFqdnPort);
 
 function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
   if (a.length !== b.length) return false;

@@ -15,6 +15,8 @@ import { DistributionServer } from "../../controllers/distribution/server.ts";
 import { callAgent } from "../cni/agent-socket.ts";
 import { NodeAgent } from "../agent.ts";
 import { AgentDns } from "./agent-dns.ts";
+import { AgentL7 } from "../l7proxy/agent-l7.ts";
+import { killProxyIn } from "../l7proxy/testing/topology.ts";
 import { ADDR, CLIENT, DnsTopology, PROBE, ROOT } from "./testing/topology.ts";
 import { waitForLine } from "../bpf/netns.ts";
 import { capturingLogger, until } from "../testing/agent.ts";
@@ -123,6 +125,8 @@ function newAgent(): NodeAgent {
       netns: topo.ns.host,
       log: pino({ level: "warn" }),
     }),
+    // And the L7 proxy, as under the chart: toFQDNs with HTTP rules send the learned addresses' connections there.
+    l7: new AgentL7({ datapath: topo.dp.redirect, stateDir, address: ADDR.node, bpfScope: topo.scope, launcher: ["nsenter", `--net=/var/run/netns/${topo.ns.host}`], log: pino({ level: "warn" }) }),
     // The agent's observer: the proxy's queries are its L7 flows (hubble observe reads them here).
     observer: { hubble: { socketPath: HUBBLE_SOCKET } },
     log: capturingLogger(agentLines),
@@ -167,6 +171,7 @@ before(async () => {
 
 after(async () => {
   await agent?.stop();
+  killProxyIn(stateDir);
   await server?.close();
   await topo.cleanup();
   pki?.remove();
@@ -380,9 +385,12 @@ test("the DNS rules of two toPorts entries stay apart (issue #15): port 53 allow
   assert.doesNotMatch(topo.resolverLog, new RegExp(`^query udp api\\.allowed\\.test ${NONSTANDARD_DNS_PORT}$`, "m"));
 });
 
-test("toFQDNs with HTTP rules of their own (issue #15): the learned address connects on the rule's plain port and never on the HTTP rules' port, which the L7 proxy does not judge for it (closed, not every request allowed)", async () => {
+test("toFQDNs with HTTP rules of their own (Cilium's L7-on-FQDN, issue #15/#16): curl's own lookup goes through the DNS proxy, its first connection to the learned address goes through the L7 proxy at once, /public is answered and /private gets 403; the rule's plain port connects plainly", async () => {
   const plain = topo.fx.spawn(topo.ns.out, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8081"]);
-  await waitForLine(plain, /^listening/, 20_000);
+  const web = topo.fx.spawn(topo.ns.out, process.execPath, ["--import", "tsx", path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts"), "0.0.0.0", "8082"]);
+  let webLog = "";
+  web.stdout?.on("data", (d: Buffer) => (webLog += d.toString()));
+  await Promise.all([waitForLine(plain, /^listening/, 20_000), waitForLine(web, /^listening/, 20_000)]);
   const spec = {
     endpointSelector: { matchLabels: { "any:org": "alliance" } },
     egress: [
@@ -390,15 +398,41 @@ test("toFQDNs with HTTP rules of their own (issue #15): the learned address conn
         toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
         toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*" }] } }],
       },
-      { toFQDNs: [{ matchName: "cilium.io" }], toPorts: [{ ports: [{ port: "8081", protocol: "TCP" }] }, { ports: [{ port: "8080", protocol: "TCP" }], rules: { http: [{ method: "GET" }] } }] },
+      { toFQDNs: [{ matchName: "cilium.io" }], toPorts: [{ ports: [{ port: "8081", protocol: "TCP" }] }, { ports: [{ port: "8082", protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/public" }] } }] },
     ],
   };
-  server!.publish(node, compiledState(31, spec));
+  const s = compiledState(31, spec);
+  const proxyPort = s.policies[0]!.dns?.fqdnSelectors[0]?.ports.find((p) => p.port === 8082)?.proxyPort;
+  assert.ok(proxyPort, "the compiler gives the HTTP entry's port a proxy port for the learned addresses");
+  server!.publish(node, s);
   await until("state 31 acknowledged", () => ackedGeneration() === 31, 20_000);
+  await until("the L7 proxy serves the learned addresses' port", () => agent?.status().l7Proxy?.servedPorts.includes(proxyPort), 30_000);
   topo.dp.clearConntrack();
-  assert.equal((await resolve("cilium.io"))?.rcode, "NOERROR");
-  assert.equal(await connects(CILIUM.apex, 8081), true, "the plain port is allowed at once");
-  assert.equal(await connects(CILIUM.apex, 8080), false, "the HTTP rules' port stays closed");
+  // curl resolves cilium.io itself through the pod's resolver (ip netns exec binds this file over /etc/resolv.conf).
+  const etc = path.join("/etc/netns", topo.ns.pod);
+  fs.mkdirSync(etc, { recursive: true });
+  fs.writeFileSync(path.join(etc, "resolv.conf"), `nameserver ${ADDR.resolver}\n`);
+  const curl = async (p: string): Promise<{ status: number; body: string } | undefined> => {
+    try {
+      const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, "curl", "-4", "-sS", "--max-time", "4", "-w", "\n@@%{http_code}", `http://cilium.io:8082${p}`]);
+      const at = stdout.lastIndexOf("\n@@");
+      return { status: Number(stdout.slice(at + 3)), body: stdout.slice(0, at) };
+    } catch {
+      return undefined;
+    }
+  };
+  try {
+    const allowed = await curl("/public");
+    assert.deepEqual([allowed?.status, allowed?.body], [200, "deathstar: GET /public\n"], "the first connection after the answer goes through");
+    const denied = await curl("/private");
+    assert.deepEqual([denied?.status, denied?.body], [403, "Access denied"]);
+    assert.doesNotMatch(webLog, /private/, "the denied request never reached the server");
+    assert.match(webLog, new RegExp(`request GET /public ${ADDR.uplink.replaceAll(".", "\\.")}`), "the L7 proxy's upstream connection brought the allowed one");
+  } finally {
+    fs.rmSync(etc, { recursive: true, force: true });
+  }
+  assert.equal(await connects(CILIUM.apex, 8081), true, "the plain port is allowed as before");
+  assert.equal(await connects(CILIUM.other, 8082), false, "a name no toFQDNs selects stays closed on the HTTP port");
 });
 
 test("a truncated UDP answer's retry over TCP goes through the proxy under the same rules (issue #15): the pod's own resolver (c-ares) gets all 100 addresses of a name too large for UDP", async () => {

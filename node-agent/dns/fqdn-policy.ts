@@ -162,7 +162,8 @@ export class FqdnPolicy {
       for (const t of terms) {
         if (!names.some((n) => selectorMatches(n, t))) continue;
         for (const p of t.ports) {
-          out.push({ subject, direction: "egress", peer, proto: p.proto, port: p.port, portPrefixLen: p.portPrefixLen, verdict: "allow", proxyPort: 0, ruleId: t.ruleId });
+          // A port with HTTP rules is steered to the L7 proxy, which judges each request (its rules travel in the subject's http part).
+          out.push({ subject, direction: "egress", peer, proto: p.proto, port: p.port, portPrefixLen: p.portPrefixLen, verdict: "allow", proxyPort: p.proxyPort ?? 0, ruleId: t.ruleId });
         }
       }
     }

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import pino from "pino";
-import type { RuleTls, SubjectPolicy } from "../../core/model.ts";
+import type { PolicyEntry, RuleTls, SubjectPolicy } from "../../core/model.ts";
 import { httpRulesAt, tlsAt } from "../../core/policy/http-rules.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
@@ -32,7 +32,7 @@ export interface DesiredProxy {
 export function desiredProxy(policies: readonly SubjectPolicy[], addresses: ProxyAddresses, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string): DesiredProxy {
   const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
-    for (const e of p.entries) {
+    for (const e of [...p.entries, ...fqdnProxyEntries(p)]) {
       if (e.proxyPort === 0 || e.verdict !== "allow" || ports.has(e.proxyPort)) continue;
       const http = httpRulesAt(p, e);
       const rulesTls = tlsAt(p, e);
@@ -44,6 +44,21 @@ export function desiredProxy(policies: readonly SubjectPolicy[], addresses: Prox
     }
   }
   return { config: { ...proxyAddresses(addresses), ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
+}
+
+/**
+ * The proxied ports of a subject's toFQDNs rules, as the entries the DNS proxy writes for their learned
+ * addresses will name them: served from the start, so the first connection after an answer finds them.
+ */
+function fqdnProxyEntries(p: SubjectPolicy): PolicyEntry[] {
+  const out: PolicyEntry[] = [];
+  for (const t of p.dns?.fqdnSelectors ?? []) {
+    for (const port of t.ports) {
+      if (!port.proxyPort) continue;
+      out.push({ subject: p.subject, direction: "egress", peer: 0, proto: port.proto, port: port.port, portPrefixLen: port.portPrefixLen, verdict: "allow", proxyPort: port.proxyPort, ruleId: t.ruleId });
+    }
+  }
+  return out;
 }
 
 /** The node addresses the proxy listens on and the datapath steers to: IPv4, IPv6, or both (an IPv6-only node has no IPv4 one). */
