@@ -47,7 +47,7 @@ export const GC_BATCH = 250;
 const BATCH_TIMEOUT_MS = 300_000;
 /** The one key of the GC controller. */
 export const GC_SWEEP_KEY = "sweep";
-/** A use change waits this long for others, so a burst of pod changes is one sweep. */
+/** A use change or an identity event waits this long for others, so a burst of pod or identity changes is one sweep. */
 export const GC_COALESCE_MS = 1000;
 const MARKS_KEY = "unused-since";
 

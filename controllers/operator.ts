@@ -197,7 +197,8 @@ export class Operator {
         concurrency: this.config.identityGcConcurrency ?? DEFAULT_GC_CONCURRENCY,
       });
       const gcc = new Controller(gc, this.log, this.metrics, { workers: 1 });
-      gcc.watch(identities, gc.identityKeys);
+      // Identity events coalesce as pod events do: a sweep walks every identity, and a churn of thousands is one sweep a second, not one each.
+      gcc.watch(identities, gc.identityKeys, { coalesceMs: GC_COALESCE_MS });
       r.checkUse = (n) => {
         if (gc.useChanged(n)) gcc.queue.addAfter(GC_SWEEP_KEY, GC_COALESCE_MS);
       };

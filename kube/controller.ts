@@ -42,10 +42,14 @@ export class Controller {
     this.queue = new WorkQueue(opts.backoff ?? { baseMs: 5, maxMs: 60_000, jitter: 0.2 });
   }
 
-  /** Enqueue the keys `map` returns for each event of `informer` (default: the object's own key). */
-  watch<T extends KubeObject>(informer: Informer<T>, map: (ev: InformerEvent<T>) => Iterable<string> = (ev) => [keyOf(ev.obj)]): this {
+  /**
+   * Enqueue the keys `map` returns for each event of `informer` (default: the object's own key). With `coalesceMs`, a key
+   * waits that long for the events after it, so a burst of them is one reconcile, not one each.
+   */
+  watch<T extends KubeObject>(informer: Informer<T>, map: (ev: InformerEvent<T>) => Iterable<string> = (ev) => [keyOf(ev.obj)], opts: { readonly coalesceMs?: number } = {}): this {
+    const coalesceMs = opts.coalesceMs ?? 0;
     informer.on((ev) => {
-      for (const key of map(ev)) this.queue.add(key);
+      for (const key of map(ev)) this.queue.addAfter(key, coalesceMs);
     });
     this.informers.push(informer as unknown as Informer<KubeObject>);
     return this;

@@ -42,6 +42,8 @@ interface Flags extends ScaleShape {
   readonly idleLabelled: boolean;
   /** kube-apiserver --delete-collection-workers (undefined: its default, 1). */
   readonly deleteCollectionWorkers: number | undefined;
+  /** Only what the real agent needs: node 0's one light agent follows the cluster as it fills, then the real agent replaces it (no steady state, changes or GC). */
+  readonly agentOnly: boolean;
 }
 
 /** Parses the flags; a bad value names its flag. */
@@ -51,7 +53,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
     v = parseArgs({
       args: [...args],
       options: Object.fromEntries(
-        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle", "idle-labelled", "delete-collection-workers"].map((k) => [k, { type: "string" as const }]),
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle", "idle-labelled", "delete-collection-workers", "agent-only"].map((k) => [k, { type: "string" as const }]),
       ),
       strict: true,
       allowPositionals: false,
@@ -82,6 +84,9 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
   if (gcOnly !== "true" && gcOnly !== "false") return { ok: false, error: `--gc-only: "${gcOnly}" is not true or false` };
   const idleLabelled = v["idle-labelled"] ?? "true";
   if (idleLabelled !== "true" && idleLabelled !== "false") return { ok: false, error: `--idle-labelled: "${idleLabelled}" is not true or false` };
+  const agentOnly = v["agent-only"] ?? "false";
+  if (agentOnly !== "true" && agentOnly !== "false") return { ok: false, error: `--agent-only: "${agentOnly}" is not true or false` };
+  if (agentOnly === "true" && (gcOnly === "true" || realAgent === "false")) return { ok: false, error: "--agent-only: measures the real agent, so neither --gc-only true nor --real-agent false goes with it" };
   const dcw = v["delete-collection-workers"] === undefined ? undefined : Number(v["delete-collection-workers"]);
   if (dcw !== undefined && (!Number.isInteger(dcw) || dcw < 1)) return { ok: false, error: `--delete-collection-workers: "${v["delete-collection-workers"]}" is not an integer ≥ 1` };
   return {
@@ -98,6 +103,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
       agentBundle: agentBundle === "true",
       idleLabelled: idleLabelled === "true",
       deleteCollectionWorkers: dcw,
+      agentOnly: agentOnly === "true",
     },
   };
 }
@@ -156,6 +162,15 @@ async function apiRequests(api: Api): Promise<Map<string, number>> {
   return out;
 }
 
+/** How many reconciles the operator's `controller` has finished (its /metrics, every result). */
+async function reconcileCount(op: OperatorProcess, controller: string): Promise<number> {
+  const port = await op.healthPort();
+  const body = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text());
+  let n = 0;
+  for (const line of body.split("\n")) if (line.startsWith("membrane_operator_reconcile_total{") && line.includes(`controller="${controller}"`)) n += Number(line.slice(line.lastIndexOf(" ") + 1));
+  return n;
+}
+
 /** The number of CiliumIdentity objects (one list call of one item: the API server counts the rest). */
 async function identityCount(api: Api): Promise<number> {
   const l = await api.call("GET", "/apis/cilium.io/v2/ciliumidentities?limit=1");
@@ -204,8 +219,10 @@ class RealAgent {
   readonly child: ChildProcess;
   private lines = "";
   readonly started = performance.now();
-  constructor(args: string[], env: Record<string, string>) {
-    this.child = spawn(MEMBRANE, ["agent", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  private port: number | undefined;
+  /** `command`: how to run `membrane` (bin/membrane, or node with a bundle). */
+  constructor(command: readonly string[], args: string[], env: Record<string, string>) {
+    this.child = spawn(command[0]!, [...command.slice(1), "agent", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     this.child.stdout?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
     this.child.stderr?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
   }
@@ -219,10 +236,19 @@ class RealAgent {
       port ??= Number(/"msg":"metrics serving"[^\n]*"address":"127\.0\.0\.1:(\d+)"|"address":"127\.0\.0\.1:(\d+)"[^\n]*"msg":"metrics serving"/.exec(this.lines)?.slice(1).find((x) => x) ?? NaN) || undefined;
       if (port !== undefined) {
         const ok = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
-        if (ok) return performance.now() - this.started;
+        if (ok) {
+          this.port = port;
+          return performance.now() - this.started;
+        }
       }
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+  /** The agent's ipcache entries as its /metrics counts them (null when it does not say). */
+  async ipcacheEntries(): Promise<number | null> {
+    const body = await fetch(`http://127.0.0.1:${this.port}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => "");
+    const m = /^membrane_agent_ipcache_entries(?:\{[^}]*\})? (\S+)/m.exec(body);
+    return m ? Number(m[1]) : null;
   }
   stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
@@ -300,6 +326,7 @@ async function main(): Promise<void> {
 
     if (f.gcOnly) {
       // The GC part alone: the pods get their identities (the ones GC must keep), nothing else runs.
+      const sweeps0 = await reconcileCount(op, "identity-gc");
       t = performance.now();
       await limited(Array.from({ length: f.pods }, (_, p) => p), f.concurrency, noDeadline, (p) => createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1)));
       out.pods_create_s = round((performance.now() - t) / 1000);
@@ -309,19 +336,22 @@ async function main(): Promise<void> {
       }
       out.pods_ready_s = round((performance.now() - t) / 1000);
       out.identities = await identityCount(api);
+      // What the identity churn (every identity created while the pods arrive) cost the GC: its sweeps, each a walk over every identity.
+      out.gc_sweeps_churn = (await reconcileCount(op, "identity-gc")) - sweeps0;
+      out.gc_sweeps_per_s_churn = round((out.gc_sweeps_churn as number) / (out.pods_ready_s as number), 2);
     } else {
       // The agents first: they follow the cluster as it fills, as a real cluster's would.
       const hub = new Hub();
       const prefixes = new PrefixIndex();
       cleanups.push(() => hub.agents.forEach((a) => a.close()));
       t = performance.now();
-      for (let i = 0; i < f.nodes; i++) {
+      for (let i = 0; i < (f.agentOnly ? 1 : f.nodes); i++) {
         hub.agents.push(new LiteAgent(address, sslCredentials(address, pki.ca, pki.clientKey, await pki.clientCert(nodeName(i))), nodeName(i), prefixes, hub.onUpdate, log));
         if (i % 50 === 49) await new Promise((r) => setTimeout(r, 200)); // spread the TLS handshakes
       }
       await hub.waitAll("agents connect", (a) => a.messages > 0, 300_000);
       out.agents_connect_s = round((performance.now() - t) / 1000);
-      log.info({ agents: f.nodes, s: out.agents_connect_s }, "agents connected");
+      log.info({ agents: hub.agents.length, s: out.agents_connect_s }, "agents connected");
 
       t = performance.now();
       const policies = scalePolicies(f);
@@ -351,6 +381,7 @@ async function main(): Promise<void> {
       log.info({ s: out.pods_ready_s, identities: out.identities }, "cluster settled");
 
       // Steady state: nothing changes; what does the operator cost, and what does it ask of the API server?
+      if (!f.agentOnly) {
       await new Promise((r) => setTimeout(r, 10_000));
       const before = await apiRequests(api);
       const cpu0 = procStats(op.pid).cpuS;
@@ -390,6 +421,7 @@ async function main(): Promise<void> {
       out.pod_p99_ms = percentile(podMs, 0.99);
       out.operator_cpu_s_changes = round(procStats(op.pid).cpuS - cpuChanges, 2);
       log.info({ policy: policyMs.map((x) => Math.round(x)), pod: podMs.map((x) => Math.round(x)) }, "changes measured");
+      }
 
       if (f.realAgent) {
         // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
@@ -399,10 +431,7 @@ async function main(): Promise<void> {
         const lite = hub.agents.shift();
         lite?.close();
         writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
-        const scope = `bench-scale-${process.pid}`;
-        const state = join(dir, "agent");
-        mkdirSync(state, { recursive: true });
-        const args = [
+        const args = (scope: string, state: string): string[] => [
           "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
           "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
           "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
@@ -410,28 +439,62 @@ async function main(): Promise<void> {
         // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
         const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
         cleanups.push(() => lock.release());
-        // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
-        cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
-        // As shipped (the image runs the bundle, dist/membrane.mjs), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only).
-        let agent: RealAgent | undefined;
-        cleanups.push(() => agent?.stop());
         // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of every real agent start (written when it stops).
         const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
-        const modes: [string, Record<string, string>][] = f.agentBundle ? [["", { MEMBRANE_BUNDLE: "1", ...prof }], ["tsx_", { MEMBRANE_BUNDLE: "", ...prof }]] : [["", { MEMBRANE_BUNDLE: "", ...prof }]];
-        for (const [mode, env] of modes) {
-          agent = new RealAgent(args, env);
-          out[`agent_${mode}first_ready_s`] = round((await agent.ready(300_000)) / 1000, 2);
-          await new Promise((r) => setTimeout(r, 5000)); // settle: a delta after the snapshot, GC
-          const rssFirst = Math.round(procStats(agent.child.pid!).rssMib);
-          out[`agent_${mode}rss_first_mib`] = rssFirst;
-          await agent.stop();
-          agent = new RealAgent(args, env);
-          out[`agent_${mode}ready_s`] = round((await agent.ready(300_000)) / 1000, 2);
+        // As shipped (the bundle, dist/membrane.mjs), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it (another tree's dist/membrane.mjs: before/after
+        // in one run), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only). Each has its own pins and state.
+        const before = process.env.BENCH_AGENT_BUNDLE_BEFORE;
+        const modes: { prefix: string; command: string[]; env: Record<string, string> }[] = f.agentBundle
+          ? [
+              { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1", ...prof } },
+              ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: prof }] : []),
+              { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } },
+            ]
+          : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } }];
+        const restarts = Number(process.env.BENCH_AGENT_RESTARTS ?? 3);
+        const runs = modes.map((m, k) => {
+          const scope = `bench-scale-${process.pid}-${k}`;
+          const state = join(dir, `agent-${k}`);
+          mkdirSync(state, { recursive: true });
+          // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
+          cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
+          return { ...m, args: args(scope, state), ready: [] as number[], rss: [] as number[], peak: [] as number[] };
+        });
+        let agent: RealAgent | undefined;
+        cleanups.push(() => agent?.stop());
+        /** One start of `run`'s agent: time to /readyz, then its RSS once a delta after the snapshot and a GC had time (5 s). */
+        const start = async (run: (typeof runs)[number]): Promise<{ readyS: number; rssMib: number; peakMib: number; ipcache: number | null }> => {
+          agent = new RealAgent(run.command, run.args, run.env);
+          const readyS = round((await agent.ready(300_000)) / 1000, 2);
           await new Promise((r) => setTimeout(r, 5000));
           const st = procStats(agent.child.pid!);
-          out[`agent_${mode}rss_mib`] = Math.round(Math.max(st.rssMib, rssFirst));
-          out[`agent_${mode}peak_rss_mib`] = Math.round(st.hwmMib);
+          const ipcache = await agent.ipcacheEntries();
           await agent.stop();
+          return { readyS, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
+        };
+        // First starts (they create the pinned maps), then restarts interleaved across the variants, so each sees the same drift of the load.
+        for (const run of runs) {
+          const s = await start(run);
+          out[`agent_${run.prefix}first_ready_s`] = s.readyS;
+          out[`agent_${run.prefix}rss_first_mib`] = Math.round(s.rssMib);
+          out[`agent_${run.prefix}ipcache_entries`] = s.ipcache;
+          run.rss.push(s.rssMib);
+          log.info({ agent: run.prefix || "bundle", ...s }, "real agent first start");
+        }
+        for (let r = 0; r < restarts; r++) {
+          for (const run of runs) {
+            const s = await start(run);
+            run.ready.push(s.readyS);
+            run.rss.push(s.rssMib);
+            run.peak.push(s.peakMib);
+            log.info({ agent: run.prefix || "bundle", restart: r, ...s }, "real agent restart");
+          }
+        }
+        for (const run of runs) {
+          out[`agent_${run.prefix}ready_s`] = round([...run.ready].sort((x, y) => x - y)[Math.floor(run.ready.length / 2)] ?? NaN, 2);
+          out[`agent_${run.prefix}ready_all_s`] = run.ready;
+          out[`agent_${run.prefix}rss_mib`] = Math.round(Math.max(...run.rss));
+          out[`agent_${run.prefix}peak_rss_mib`] = Math.round(Math.max(...run.peak));
         }
         await lock.release();
       } else {
@@ -443,7 +506,7 @@ async function main(): Promise<void> {
 
     // Identity GC: with the operator down, idle identities appear (e.g. left by deleted workloads); the restarted operator collects them.
     await op.stop("SIGTERM");
-    if (f.idleIdentities > 0) {
+    if (f.idleIdentities > 0 && !f.agentOnly) {
       t = performance.now();
       const idle = Array.from({ length: f.idleIdentities }, (_, k) => 65_535 - k);
       await limited(idle, f.concurrency, noDeadline, (n) =>
@@ -487,6 +550,7 @@ async function main(): Promise<void> {
     } else {
       out.gc_60k_s = null;
     }
+    if (f.agentOnly) out.agent_only = true;
   } catch (e) {
     log.error({ err: e instanceof Error ? e.message : String(e) }, "benchmark failed");
     out.error = e instanceof Error ? e.message : String(e);
