@@ -14,6 +14,8 @@ import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../../kube/objects.t
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
 import { flagError } from "../../kube/flags.ts";
+import { DistributionServer } from "../../controllers/distribution/server.ts";
+import type { NodeState } from "../../core/wire.ts";
 import { makeBenchPki } from "../realize/pki.ts";
 import { Api, Hub, LiteAgent, PrefixIndex, heapMib, limited, liveHeapMib, percentile, procStats } from "../lib/sim.ts";
 import { scalePolicies, type ScaleShape } from "./cluster.ts";
@@ -44,6 +46,8 @@ interface Flags extends ScaleShape {
   readonly deleteCollectionWorkers: number | undefined;
   /** Only what the real agent needs: node 0's one light agent follows the cluster as it fills, then the real agent replaces it (no steady state, changes or GC). */
   readonly agentOnly: boolean;
+  /** A recorded node state (an agent's applied.json, BENCH_AGENT_RECORD) that the operator's distribution server streams to the real agent, instead of a cluster. */
+  readonly agentReplay: string | undefined;
 }
 
 /** Parses the flags; a bad value names its flag. */
@@ -53,7 +57,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
     v = parseArgs({
       args: [...args],
       options: Object.fromEntries(
-        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle", "idle-labelled", "delete-collection-workers", "agent-only"].map((k) => [k, { type: "string" as const }]),
+        ["nodes", "pods", "identities", "policies", "namespaces", "idle-identities", "changes", "concurrency", "steady-seconds", "real-agent", "kernel-lock", "gc-only", "agent-bundle", "idle-labelled", "delete-collection-workers", "agent-only", "agent-replay"].map((k) => [k, { type: "string" as const }]),
       ),
       strict: true,
       allowPositionals: false,
@@ -104,6 +108,7 @@ export function parseScaleFlags(args: readonly string[]): { ok: true; flags: Fla
       idleLabelled: idleLabelled === "true",
       deleteCollectionWorkers: dcw,
       agentOnly: agentOnly === "true",
+      agentReplay: v["agent-replay"],
     },
   };
 }
@@ -263,6 +268,98 @@ class RealAgent {
   }
 }
 
+/** What realAgentFigures needs: the operator's (or a replay's) stream address, the bench's PKI files in `dir`. */
+interface RealAgentRun {
+  readonly address: string;
+  readonly node: string;
+  readonly dir: string;
+  readonly pki: Awaited<ReturnType<typeof makeBenchPki>>;
+  readonly kernelLock: string;
+  readonly agentBundle: boolean;
+  readonly cleanups: (() => unknown)[];
+  readonly out: Record<string, unknown>;
+}
+
+/**
+ * One real `membrane agent` for `node` against `address`: time to /readyz, RSS and its ipcache, on a first start and on
+ * restarts, as shipped (the bundle), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it, and through tsx; the figures go into `out`.
+ */
+async function realAgentFigures(r: RealAgentRun): Promise<void> {
+  const { address, node, dir, pki, cleanups, out } = r;
+  const f = { kernelLock: r.kernelLock, agentBundle: r.agentBundle };
+  await ensureDatapathObject();
+  if (f.agentBundle && !existsSync(BUNDLE)) throw new Error(`${BUNDLE} does not exist: run make build (make bench-scale does)`);
+  writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
+  const args = (scope: string, state: string): string[] => [
+    "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
+    "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
+    "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
+  ];
+  // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
+  const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
+  cleanups.push(() => lock.release());
+  // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of every real agent start (written when it stops).
+  const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
+  // As shipped (the bundle, dist/membrane.mjs), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it (another tree's dist/membrane.mjs: before/after
+  // in one run), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only). Each has its own pins and state.
+  const before = process.env.BENCH_AGENT_BUNDLE_BEFORE;
+  const modes: { prefix: string; command: string[]; env: Record<string, string> }[] = f.agentBundle
+    ? [
+        { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1", ...prof } },
+        ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: prof }] : []),
+        { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } },
+      ]
+    : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } }];
+  const restarts = Number(process.env.BENCH_AGENT_RESTARTS ?? 3);
+  const runs = modes.map((m, k) => {
+    const scope = `bench-scale-${process.pid}-${k}`;
+    const state = join(dir, `agent-${k}`);
+    mkdirSync(state, { recursive: true });
+    // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
+    cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
+    return { ...m, args: args(scope, state), ready: [] as number[], rss: [] as number[], peak: [] as number[] };
+  });
+  let agent: RealAgent | undefined;
+  cleanups.push(() => agent?.stop());
+  /** One start of `run`'s agent: time to /readyz, then its RSS once a delta after the snapshot and a GC had time (5 s). */
+  const start = async (run: (typeof runs)[number]): Promise<{ readyS: number; rssMib: number; peakMib: number; ipcache: number | null }> => {
+    agent = new RealAgent(run.command, run.args, run.env);
+    const readyS = round((await agent.ready(300_000)) / 1000, 2);
+    await new Promise((r) => setTimeout(r, 5000));
+    const st = procStats(agent.child.pid!);
+    const ipcache = await agent.ipcacheEntries();
+    await agent.stop();
+    return { readyS, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
+  };
+  // First starts (they create the pinned maps), then restarts interleaved across the variants, so each sees the same drift of the load.
+  for (const run of runs) {
+    const s = await start(run);
+    out[`agent_${run.prefix}first_ready_s`] = s.readyS;
+    out[`agent_${run.prefix}rss_first_mib`] = Math.round(s.rssMib);
+    out[`agent_${run.prefix}ipcache_entries`] = s.ipcache;
+    run.rss.push(s.rssMib);
+    log.info({ agent: run.prefix || "bundle", ...s }, "real agent first start");
+  }
+  for (let r = 0; r < restarts; r++) {
+    for (const run of runs) {
+      const s = await start(run);
+      run.ready.push(s.readyS);
+      run.rss.push(s.rssMib);
+      run.peak.push(s.peakMib);
+      log.info({ agent: run.prefix || "bundle", restart: r, ...s }, "real agent restart");
+    }
+  }
+  // BENCH_AGENT_RECORD=FILE: the state the first variant's agent acknowledged (its applied.json), for --agent-replay.
+  if (process.env.BENCH_AGENT_RECORD) writeFileSync(process.env.BENCH_AGENT_RECORD, readFileSync(join(dir, "agent-0", "applied.json")));
+  for (const run of runs) {
+    out[`agent_${run.prefix}ready_s`] = round([...run.ready].sort((x, y) => x - y)[Math.floor(run.ready.length / 2)] ?? NaN, 2);
+    out[`agent_${run.prefix}ready_all_s`] = run.ready;
+    out[`agent_${run.prefix}rss_mib`] = Math.round(Math.max(...run.rss));
+    out[`agent_${run.prefix}peak_rss_mib`] = Math.round(Math.max(...run.peak));
+  }
+  await lock.release();
+}
+
 async function main(): Promise<void> {
   const parsed = parseScaleFlags(process.argv.slice(2));
   if (!parsed.ok) {
@@ -278,6 +375,53 @@ async function main(): Promise<void> {
   const loadTimer = setInterval(sampleLoad, 5000);
   sampleLoad();
   try {
+    if (f.agentReplay !== undefined) await replay(f, f.agentReplay, cleanups, out);
+    else await cluster(f, cleanups, out);
+  } catch (e) {
+    log.error({ err: e instanceof Error ? e.message : String(e) }, "benchmark failed");
+    out.error = e instanceof Error ? e.message : String(e);
+    process.exitCode = 1;
+  } finally {
+    clearInterval(loadTimer);
+    sampleLoad();
+    await cleanup();
+  }
+  process.stdout.write(
+    JSON.stringify({
+      ...out,
+      agent_runs: f.realAgent ? (f.agentBundle ? `bundle (agent_*),${process.env.BENCH_AGENT_BUNDLE_BEFORE ? ` ${process.env.BENCH_AGENT_BUNDLE_BEFORE} (agent_before_*),` : ""} tsx (agent_tsx_*)` : "tsx") : null,
+      ...(f.agentReplay ? { agent_replay: f.agentReplay } : {}),
+      shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
+      load_avg_1m: { min: round(Math.min(...loads)), max: round(Math.max(...loads)), mean: round(loads.reduce((a, b) => a + b, 0) / loads.length) },
+      total_s: round((Date.now() - started) / 1000),
+      method:
+        "policy: server-side apply of one CNP (new port) until every agent ACKed that generation; pod: POST + status PATCH until its /32 is in every agent's ipcache; steady state: API server request counters (not WATCH) and operator CPU over the window; agent: spawn → /readyz (median of the restarts), RSS 5 s after ready; replay: the operator's distribution server streams a recorded node state; GC: idle CiliumIdentities created with the operator down, time from its restart until they are gone",
+    }) + "\n",
+  );
+}
+
+/** --agent-replay: the operator's distribution server (the same class, in this process) holds the recorded state for node 0's real agent; no cluster. */
+async function replay(f: Flags, file: string, cleanups: (() => unknown)[], out: Record<string, unknown>): Promise<void> {
+  const raw = JSON.parse(readFileSync(file, "utf8")) as { state?: NodeState };
+  if (!raw.state || !Array.isArray(raw.state.ipcache)) throw new Error(`${file}: not an agent's applied.json (no state.ipcache)`);
+  out.replay_ipcache = raw.state.ipcache.length;
+  out.replay_subjects = raw.state.policies.length;
+  out.replay_entries = raw.state.policies.reduce((n, p) => n + p.entries.length, 0);
+  const pki = await makeBenchPki();
+  const dir = mkdtempSync(join(tmpdir(), "membrane-bench-scale-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  for (const [name, b] of [["ca.crt", pki.ca], ["client.key", pki.clientKey]] as const) writeFileSync(join(dir, name), b);
+  const server = new DistributionServer({ ca: pki.ca, cert: pki.serverCert, key: pki.serverKey }, log);
+  cleanups.push(() => server.close());
+  const port = await server.listen(0);
+  const node = nodeName(0);
+  server.publish(node, raw.state);
+  await realAgentFigures({ address: `127.0.0.1:${port}`, node, dir, pki, kernelLock: f.kernelLock, agentBundle: f.agentBundle, cleanups, out });
+}
+
+/** The cluster: a real API server and operator, simulated agents, and what the flags ask for. */
+async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string, unknown>): Promise<void> {
+  {
     const cp = await startControlPlane({ name: "bench-scale", ...(f.deleteCollectionWorkers ? { apiserverArgs: [`--delete-collection-workers=${f.deleteCollectionWorkers}`] } : {}) });
     cleanups.push(() => cp.stop());
     const kubectl = async (args: string[], input?: string): Promise<void> => {
@@ -330,15 +474,21 @@ async function main(): Promise<void> {
       t = performance.now();
       await limited(Array.from({ length: f.pods }, (_, p) => p), f.concurrency, noDeadline, (p) => createPod(api, `p-${p}`, podPlace(f, p), podIP(p + 1)));
       out.pods_create_s = round((performance.now() - t) / 1000);
-      while ((await podIdentities(api)).size < f.pods) {
-        if (performance.now() - t > 600_000) throw new Error("pods did not get their identities within 600 s");
-        await new Promise((r) => setTimeout(r, 500));
-      }
-      out.pods_ready_s = round((performance.now() - t) / 1000);
-      out.identities = await identityCount(api);
+      // Every label set's identity exists (counted, not listed: a list of every pod per poll loads a busy API server).
+      let identities: number;
+      while ((identities = await identityCount(api)) < f.identities && performance.now() - t < 900_000) await new Promise((r) => setTimeout(r, 2000));
+      const window = (performance.now() - t) / 1000;
       // What the identity churn (every identity created while the pods arrive) cost the GC: its sweeps, each a walk over every identity.
       out.gc_sweeps_churn = (await reconcileCount(op, "identity-gc")) - sweeps0;
-      out.gc_sweeps_per_s_churn = round((out.gc_sweeps_churn as number) / (out.pods_ready_s as number), 2);
+      out.gc_sweeps_per_s_churn = round((out.gc_sweeps_churn as number) / window, 2);
+      out.gc_churn_window_s = round(window);
+      out.identities = identities;
+      if (identities < f.identities) throw new Error(`${identities} of ${f.identities} identities after 900 s`);
+      while ((await podIdentities(api)).size < f.pods) {
+        if (performance.now() - t > 1_200_000) throw new Error("pods did not get their identities within 1,200 s");
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+      out.pods_ready_s = round((performance.now() - t) / 1000);
     } else {
       // The agents first: they follow the cluster as it fills, as a real cluster's would.
       const hub = new Hub();
@@ -425,78 +575,8 @@ async function main(): Promise<void> {
 
       if (f.realAgent) {
         // One real agent in place of node 0's simulated one: its RSS with the full ipcache and its node's policies, and its time to ready after a restart.
-        await ensureDatapathObject();
-        if (f.agentBundle && !existsSync(BUNDLE)) throw new Error(`${BUNDLE} does not exist: run make build (make bench-scale does)`);
-        const node = nodeName(0);
-        const lite = hub.agents.shift();
-        lite?.close();
-        writeFileSync(join(dir, `${node}.crt`), await pki.clientCert(node));
-        const args = (scope: string, state: string): string[] => [
-          "--node-name", node, "--operator", address, "--tls-cert", join(dir, `${node}.crt`), "--tls-key", join(dir, "client.key"), "--tls-ca", join(dir, "ca.crt"),
-          "--bpf-scope", scope, "--state-dir", state, "--cni-socket", join(state, "agent.sock"),
-          "--hubble-socket", join(state, "hubble.sock"), "--metrics-address", "127.0.0.1:0", "--log-level", "info",
-        ];
-        // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
-        const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
-        cleanups.push(() => lock.release());
-        // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of every real agent start (written when it stops).
-        const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
-        // As shipped (the bundle, dist/membrane.mjs), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it (another tree's dist/membrane.mjs: before/after
-        // in one run), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only). Each has its own pins and state.
-        const before = process.env.BENCH_AGENT_BUNDLE_BEFORE;
-        const modes: { prefix: string; command: string[]; env: Record<string, string> }[] = f.agentBundle
-          ? [
-              { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1", ...prof } },
-              ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: prof }] : []),
-              { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } },
-            ]
-          : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } }];
-        const restarts = Number(process.env.BENCH_AGENT_RESTARTS ?? 3);
-        const runs = modes.map((m, k) => {
-          const scope = `bench-scale-${process.pid}-${k}`;
-          const state = join(dir, `agent-${k}`);
-          mkdirSync(state, { recursive: true });
-          // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
-          cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
-          return { ...m, args: args(scope, state), ready: [] as number[], rss: [] as number[], peak: [] as number[] };
-        });
-        let agent: RealAgent | undefined;
-        cleanups.push(() => agent?.stop());
-        /** One start of `run`'s agent: time to /readyz, then its RSS once a delta after the snapshot and a GC had time (5 s). */
-        const start = async (run: (typeof runs)[number]): Promise<{ readyS: number; rssMib: number; peakMib: number; ipcache: number | null }> => {
-          agent = new RealAgent(run.command, run.args, run.env);
-          const readyS = round((await agent.ready(300_000)) / 1000, 2);
-          await new Promise((r) => setTimeout(r, 5000));
-          const st = procStats(agent.child.pid!);
-          const ipcache = await agent.ipcacheEntries();
-          await agent.stop();
-          return { readyS, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
-        };
-        // First starts (they create the pinned maps), then restarts interleaved across the variants, so each sees the same drift of the load.
-        for (const run of runs) {
-          const s = await start(run);
-          out[`agent_${run.prefix}first_ready_s`] = s.readyS;
-          out[`agent_${run.prefix}rss_first_mib`] = Math.round(s.rssMib);
-          out[`agent_${run.prefix}ipcache_entries`] = s.ipcache;
-          run.rss.push(s.rssMib);
-          log.info({ agent: run.prefix || "bundle", ...s }, "real agent first start");
-        }
-        for (let r = 0; r < restarts; r++) {
-          for (const run of runs) {
-            const s = await start(run);
-            run.ready.push(s.readyS);
-            run.rss.push(s.rssMib);
-            run.peak.push(s.peakMib);
-            log.info({ agent: run.prefix || "bundle", restart: r, ...s }, "real agent restart");
-          }
-        }
-        for (const run of runs) {
-          out[`agent_${run.prefix}ready_s`] = round([...run.ready].sort((x, y) => x - y)[Math.floor(run.ready.length / 2)] ?? NaN, 2);
-          out[`agent_${run.prefix}ready_all_s`] = run.ready;
-          out[`agent_${run.prefix}rss_mib`] = Math.round(Math.max(...run.rss));
-          out[`agent_${run.prefix}peak_rss_mib`] = Math.round(Math.max(...run.peak));
-        }
-        await lock.release();
+        hub.agents.shift()?.close();
+        await realAgentFigures({ address, node: nodeName(0), dir, pki, kernelLock: f.kernelLock, agentBundle: f.agentBundle, cleanups, out });
       } else {
         out.agent_rss_mib = null;
         out.agent_ready_s = null;
@@ -551,26 +631,7 @@ async function main(): Promise<void> {
       out.gc_60k_s = null;
     }
     if (f.agentOnly) out.agent_only = true;
-  } catch (e) {
-    log.error({ err: e instanceof Error ? e.message : String(e) }, "benchmark failed");
-    out.error = e instanceof Error ? e.message : String(e);
-    process.exitCode = 1;
-  } finally {
-    clearInterval(loadTimer);
-    sampleLoad();
-    await cleanup();
   }
-  process.stdout.write(
-    JSON.stringify({
-      ...out,
-      agent_runs: f.realAgent ? (f.agentBundle ? "bundle (agent_*), tsx (agent_tsx_*)" : "tsx") : null,
-      shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
-      load_avg_1m: { min: round(Math.min(...loads)), max: round(Math.max(...loads)), mean: round(loads.reduce((a, b) => a + b, 0) / loads.length) },
-      total_s: round((Date.now() - started) / 1000),
-      method:
-        "policy: server-side apply of one CNP (new port) until every agent ACKed that generation; pod: POST + status PATCH until its /32 is in every agent's ipcache; steady state: API server request counters (not WATCH) and operator CPU over the window; agent: spawn → /readyz; GC: idle CiliumIdentities created with the operator down, time from its restart until they are gone",
-    }) + "\n",
-  );
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

@@ -38,13 +38,19 @@ describe("bench/scale", () => {
     assert.ok(legacy.ok && !legacy.flags.idleLabelled && legacy.flags.deleteCollectionWorkers === 16);
     assert.deepEqual(parseScaleFlags(["--idle-labelled", "no"]), { ok: false, error: '--idle-labelled: "no" is not true or false' });
     assert.deepEqual(parseScaleFlags(["--delete-collection-workers", "0"]), { ok: false, error: '--delete-collection-workers: "0" is not an integer ≥ 1' });
+    const agentOnly = parseScaleFlags(["--agent-only", "true"]);
+    assert.ok(agentOnly.ok && agentOnly.flags.agentOnly && !d.flags.agentOnly);
+    assert.deepEqual(parseScaleFlags(["--agent-only", "yes"]), { ok: false, error: '--agent-only: "yes" is not true or false' });
+    assert.ok(!parseScaleFlags(["--agent-only", "true", "--gc-only", "true"]).ok);
+    assert.ok(!parseScaleFlags(["--agent-only", "true", "--real-agent", "false"]).ok);
     const room = parseScaleFlags(["--idle-identities", "61000"]);
     assert.ok(!room.ok && room.error.startsWith("--idle-identities: 61000"));
   });
 
   it("a small cluster run prints one JSON line with every figure, and the figures are sane", { timeout: 600_000 }, async () => {
     const args = ["--nodes", "4", "--pods", "40", "--identities", "20", "--policies", "20", "--namespaces", "4", "--idle-identities", "300", "--changes", "3", "--steady-seconds", "3", "--kernel-lock", "none", "--agent-bundle", "false"];
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    // One restart of the real agent (the bench's default is 3, for a median).
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BENCH_AGENT_RESTARTS: "1" } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
