@@ -40,7 +40,13 @@ describe("service translation table", () => {
     const s = parsed(parseService(svc({ clusterIP: "10.96.0.21", ports: [{ port: 80 }] })));
     const sl = parsed(parseEndpointSlice(slice({ ports: [{ port: 80 }], endpoints: [{ addresses: ["10.244.1.7"], conditions: { ready: false } }] })));
     assert.deepEqual(frontends([s], [sl]).map((f) => f.backends), [[]]);
-    assert.deepEqual(frontends([s], []).map((f) => [f.address, f.port, f.backends.length]), [["10.96.0.21", 80, 0]]);
+    const empty = parsed(parseEndpointSlice(slice({ ports: null, endpoints: null })));
+    assert.deepEqual(frontends([s], [empty]).map((f) => [f.address, f.port, f.backends.length]), [["10.96.0.21", 80, 0]]);
+  });
+
+  it("a Service no EndpointSlice names (endpoints kept elsewhere, as a local cluster's `kubernetes`) is left untranslated", () => {
+    const s = parsed(parseService(svc({ clusterIP: "10.96.0.1", ports: [{ name: "https", port: 443 }] }, "kubernetes")));
+    assert.deepEqual(frontends([s], []), []);
   });
 
   it("backends of several slices are merged without duplicates; another Service's slice does not count", () => {

@@ -156,8 +156,9 @@ export function parseEndpointSlice(obj: unknown): Parsed<ServiceSlice> {
 const ipOrder = (a: string): number => a.split(".").reduce((n, o) => n * 256 + Number(o), 0);
 
 /**
- * Every frontend of the Services: each IPv4 ClusterIP × port, with the ready endpoints of the Service's slices whose
- * port has the Service port's name and protocol (the slice's number is the pod's resolved targetPort, named or numeric).
+ * Every frontend of the Services that have EndpointSlices: each IPv4 ClusterIP × port, with the ready endpoints of the
+ * Service's slices whose port has the Service port's name and protocol (the slice's number is the pod's resolved
+ * targetPort, named or numeric).
  */
 export function frontends(services: Iterable<TranslatedService>, slices: Iterable<ServiceSlice>): Frontend[] {
   const byService = new Map<string, ServiceSlice[]>();
@@ -169,7 +170,11 @@ export function frontends(services: Iterable<TranslatedService>, slices: Iterabl
   }
   const out: Frontend[] = [];
   for (const svc of services) {
-    const own = byService.get(`${svc.namespace}/${svc.name}`) ?? [];
+    const own = byService.get(`${svc.namespace}/${svc.name}`);
+    // No slice at all: the Service's endpoints are kept elsewhere (a selector-less Service such as a local cluster's
+    // `kubernetes`, routed by the node itself): left to kube-proxy rather than refused. A slice listing no ready
+    // endpoint is a known empty Service and is refused.
+    if (own === undefined) continue;
     for (const sp of svc.ports) {
       const seen = new Map<string, Backend>();
       for (const slice of own) {

@@ -830,6 +830,7 @@ export class NodeAgent {
     this.endpoints.set(r.containerId, ep);
     this.saveEndpoints();
     this.runtime?.setPods(this.runtimePods());
+    this.statusChanged();
     // Wired from a network config older than the agent's mode (its conflist not yet rewritten, or not the agent's own).
     if (r.mtu !== undefined && this.opts.podMtu !== undefined && r.mtu !== this.opts.podMtu.mtu) this.opts.podMtu.mismatched(this.endpointLink(ep));
     this.log.info(
@@ -849,6 +850,7 @@ export class NodeAgent {
     this.endpoints.delete(containerId);
     this.saveEndpoints();
     this.runtime?.setPods(this.runtimePods());
+    this.statusChanged();
     this.log.info({ namespace: ep.namespace, name: ep.pod, containerId, ips: ep.ips }, "endpoint deleted");
     return { ok: true };
   }

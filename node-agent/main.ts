@@ -40,6 +40,9 @@ import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publica
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AUDIT_MODE_ANNOTATION, AuditModeWatch } from "./audit-mode.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
+import { ServiceTranslator } from "./services/translator.ts";
+import { ServiceWatch } from "./services/service-watch.ts";
+import { CGROUP2_ROOT } from "./runtime/connect-enforcer.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
 import { startOverlayDevice } from "./overlay-device.ts";
@@ -56,6 +59,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
                       [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
+                      [--bpf-lb-sock[=true|false] [--cgroup-root DIR]]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -159,6 +163,13 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                      the TracingPolicies the operator sends and this node's pods, and report each policy's status
                      (default false: TracingPolicy status then says EnforcerNotRunning for this node); its files are
                      runtime* in --state-dir. It watches every process of the host kernel: one per kernel
+  --bpf-lb-sock      translate Services' ClusterIPs at this node's pods' sockets (Cilium's socket LB): connect and
+                     sendmsg go straight to a ready backend (from the Services and EndpointSlices the agent watches), so
+                     policy, conntrack and flows see the backend pod; replies and getpeername show the ClusterIP. A
+                     Service port with no ready endpoint refuses the connect. NodePort, external traffic policy and
+                     session affinity stay kube-proxy's (default false). Needs API access
+  --cgroup-root      the cgroup v2 directory the translation's programs attach to (default ${CGROUP2_ROOT}; the chart
+                     mounts the host's)
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
@@ -230,6 +241,8 @@ export interface AgentFlags {
   readonly l7ProxyExternal?: { readonly socketDir: string };
   /** The runtime enforcer runs (TracingPolicies). */
   readonly runtime: boolean;
+  /** ClusterIP translation at the pods' sockets (`--bpf-lb-sock`), its programs on this cgroup v2 directory; absent when off. */
+  readonly socketLB?: { readonly cgroupRoot: string };
 }
 
 const REDACT_BOOLEANS = ["--hubble-redact-enabled", "--hubble-redact-http-urlquery", "--hubble-redact-http-userinfo"];
@@ -261,7 +274,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--bpf-lb-sock" ? ["--bpf-lb-sock=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -334,6 +347,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "external-l7-proxy": { type: "string" },
         "l7-proxy-socket-dir": { type: "string" },
         "enable-runtime": { type: "string" },
+        "bpf-lb-sock": { type: "string" },
+        "cgroup-root": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
         "tofqdns-max-ips-per-hostname": { type: "string" },
         "tofqdns-endpoint-max-ip-per-hostname": { type: "string" },
@@ -470,6 +485,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (cniStateDir !== undefined && !path.isAbsolute(cniStateDir)) return { ok: false, error: `--cni-state-dir: an absolute path is required, got ${JSON.stringify(cniStateDir)}` };
   const runtimeFlag = str("enable-runtime");
   if (runtimeFlag !== undefined && runtimeFlag !== "true" && runtimeFlag !== "false") return { ok: false, error: `--enable-runtime: must be true or false, got ${JSON.stringify(runtimeFlag)}` };
+  const socketLB = str("bpf-lb-sock");
+  if (socketLB !== undefined && socketLB !== "true" && socketLB !== "false") return { ok: false, error: `--bpf-lb-sock: must be true or false, got ${JSON.stringify(socketLB)}` };
+  const cgroupRoot = str("cgroup-root");
+  if (cgroupRoot !== undefined && !path.isAbsolute(cgroupRoot)) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
   return {
     ok: true,
     flags: {
@@ -517,6 +536,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       l7Proxy,
       ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
       runtime: runtimeFlag === "true",
+      ...(socketLB === "true" ? { socketLB: { cgroupRoot: cgroupRoot ?? CGROUP2_ROOT } } : {}),
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
@@ -833,12 +853,13 @@ export async function run(args: string[]): Promise<number> {
   // The node's labels on every flow (Hubble's node_labels filter); without the API flows carry none.
   const nodeLabelsWatch = health && new NodeLabelsWatch({ client: health.client, nodeName: f.nodeName, apply: (l) => agent.setNodeLabels(l), log });
   nodeLabelsWatch?.start();
+  const socketLB = f.socketLB ? startSocketLB(f.socketLB.cgroupRoot, agent, health?.client, log) : undefined;
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation }, "agent started");
   const termination = onTermination(log);
   const signal = await termination.signal;
   log.info({ signal }, "agent stopping");
   // Each step bounded (an API server that stopped answering must not hold the node's agent); together under the backstop.
-  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), nodeLabelsWatch?.stop(), health?.health.stop()]));
+  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
   await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
   await shutdownStep(log, "metrics server", 200, () => metrics.stop());
   // An agent still stopping may still use the maps: its fds are then left to the exit.
@@ -870,6 +891,43 @@ function reachableAddress(host: string, port: number, nodeIP: string | undefined
 /** HOST:PORT with an IPv6 host in brackets. */
 function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Service translation: the programs attached (or switched in place: the pinned table keeps translating meanwhile), its
+ * scope following this node's endpoints, its table following the Services and EndpointSlices. A failure is logged
+ * and leaves ClusterIPs to kube-proxy, judged as before (never an opening).
+ */
+function startSocketLB(cgroupRoot: string, agent: NodeAgent, client: KubeClient | undefined, log: Logger): { stop(): Promise<void> } | undefined {
+  if (!client) {
+    log.error({ flag: "--bpf-lb-sock" }, "service translation needs API access (--kubeconfig or in-cluster): ClusterIPs are left to kube-proxy");
+    return undefined;
+  }
+  const translator = new ServiceTranslator({ log, cgroupPath: cgroupRoot });
+  try {
+    translator.start();
+  } catch (err) {
+    log.error({ cgroupRoot, error: (err as Error).message }, "service translation not attached: ClusterIPs are left to kube-proxy");
+    return undefined;
+  }
+  let scope = "";
+  const rescope = (): void => {
+    const netns = agent.endpointLinks().flatMap((l) => (l.netns ? [l.netns] : [])).sort();
+    if (netns.join("\n") === scope) return;
+    scope = netns.join("\n");
+    translator.setScope(netns);
+  };
+  rescope();
+  const unsubscribe = agent.onStatus(rescope);
+  const watch = new ServiceWatch({ client, translator, log });
+  watch.start();
+  return {
+    stop: async () => {
+      unsubscribe();
+      await watch.stop();
+      translator.close(); // the programs stay attached and the table pinned: an agent restart keeps translating
+    },
+  };
 }
 
 async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, log: Logger, apiAddress?: string): Promise<{ health: CiliumNodeHealth; client: KubeClient; encryption?: AgentEncryption } | undefined> {

@@ -179,9 +179,10 @@ export const TUNNEL_DEVICE = "membrane_vxlan";
 
 /**
  * The chart values a real-node cluster needs so that Membrane assigns the addresses the cluster routes: each
- * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR.
+ * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR; the overlay
+ * device; and the host's cgroup v2 mount (this machine's cgroups are hybrid) for the ClusterIP translation's programs.
  */
-export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "agent.tunnelDevice": TUNNEL_DEVICE } as const;
+export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "agent.tunnelDevice": TUNNEL_DEVICE, "socketLB.hostCgroupRoot": "/sys/fs/cgroup/unified" } as const;
 
 /**
  * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on

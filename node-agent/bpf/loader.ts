@@ -721,6 +721,21 @@ export function tcxProgramIds(t: TcTarget): number[] {
   });
 }
 
+/** The ids of the programs attached directly to a cgroup on one hook, in the order they run. */
+export function cgroupProgramIds(cgroupPath: string, attachType: number): number[] {
+  const cg = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    const ids = new Uint32Array(64);
+    const count = [ids.length];
+    const flags = [0];
+    const rc = c.progQuery(cg, attachType, 0, flags, ids, count) as number;
+    if (rc < 0) throw new BpfError(`cgroup query ${cgroupPath} type ${attachType}`, -rc);
+    return [...ids.subarray(0, count[0]!)];
+  } finally {
+    fs.closeSync(cg);
+  }
+}
+
 /** The id of the program attached at our clsact handle, or undefined. */
 export function queryTc(t: TcTarget): number | undefined {
   return inNetns(t.netns, () => {

@@ -11,6 +11,8 @@ import { MIN_FQDN_IDENTITY } from "../../core/identity.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import type { DnsFlow } from "./proxy.ts";
 import { decodeFqdnStateWithJournal, encodeFqdnState, type FqdnCacheState } from "../../core/dns/cache-state.ts";
+import { pino } from "pino";
+import { ServiceTranslator } from "../services/translator.ts";
 import { ADDR, CLIENT, DnsTopology, RESOLVER_IDENTITY as RESOLVER_ID, ROOT, podDnsPolicy } from "./testing/topology.ts";
 
 const run = promisify(execFile);
@@ -61,9 +63,9 @@ interface Answer {
   answers: { name: string; type: string; data: string }[];
 }
 
-async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000): Promise<Answer | undefined> {
+async function resolve(name: string, proto: "udp" | "tcp" = "udp", timeoutMs = 2000, server: string = ADDR.resolver): Promise<Answer | undefined> {
   try {
-    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, ADDR.resolver, "53", name, "A", String(timeoutMs)], { cwd: ROOT });
+    const { stdout } = await run("ip", ["netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", CLIENT, proto, server, "53", name, "A", String(timeoutMs)], { cwd: ROOT });
     return JSON.parse(stdout) as Answer;
   } catch {
     return undefined;
@@ -156,6 +158,29 @@ test("DNS over TCP goes through the proxy the same way", async () => {
   assert.deepEqual(a?.answers.map((r) => r.data), [SERVERS.allowed]);
   assert.equal(lastFlow("api.allowed.test")?.protocol, "tcp");
   assert.equal((await resolve("evil.denied.test", "tcp"))?.rcode, "REFUSED");
+});
+
+test("a query to the cluster DNS Service's ClusterIP, translated at the pod's socket, goes through the proxy and is answered from the ClusterIP", async () => {
+  const KUBE_DNS = "10.96.0.10";
+  const translator = new ServiceTranslator({ log: pino({ level: "warn" }), scope: `test-${tag}-svc` });
+  try {
+    translator.start();
+    translator.setScope([fs.statSync(`/var/run/netns/${topo.ns.pod}`).ino]);
+    const backends = [{ address: ADDR.resolver, port: 53 }];
+    translator.set((["UDP", "TCP"] as const).map((protocol) => ({ namespace: "kube-system", service: "kube-dns", portName: "dns", address: KUBE_DNS, port: 53, protocol, backends })));
+    flows.length = 0;
+    const a = await resolve("api.allowed.test", "udp", 2000, KUBE_DNS);
+    assert.equal(a?.rcode, "NOERROR", "answered");
+    assert.equal(a.from, `${KUBE_DNS}:53`, "from the ClusterIP the pod asked");
+    assert.deepEqual(a.answers.map((r) => r.data), [SERVERS.allowed]);
+    assert.equal(lastFlow("api.allowed.test")?.server.ip, ADDR.resolver, "the proxy saw (and asked) the backend");
+    const denied = await resolve("evil.denied.test", "udp", 2000, KUBE_DNS);
+    assert.deepEqual([denied?.rcode, denied?.from], ["REFUSED", `${KUBE_DNS}:53`], "the DNS rules still decide");
+    const tcp = await resolve("api.allowed.test", "tcp", 2000, KUBE_DNS);
+    assert.deepEqual([tcp?.rcode, tcp?.from], ["NOERROR", `${KUBE_DNS}:53`], "over TCP too");
+  } finally {
+    translator.remove();
+  }
 });
 
 test("a CNAME chain: the address is learned for the target name a toFQDNs selects", async () => {

@@ -11,6 +11,8 @@ import type { Frontend } from "../../core/service-translation.ts";
 import { Datapath } from "../bpf/datapath.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import { NetnsFixture, ifindexIn, waitForLine } from "../bpf/netns.ts";
+import { cgroupProgramIds } from "../bpf/loader.ts";
+import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
 import { ServiceTranslator } from "./translator.ts";
 
 const run = promisify(execFile);
@@ -156,6 +158,26 @@ describe("ClusterIP translation at the socket, judged by policy as the backend",
     assert.ok(events.some((e) => e.verdict === "forwarded" && e.dst === BACKEND_IP && e.dport === 8081), "the new backend's port");
     translator!.set([]);
     assert.equal((await dial(NS_POD, "tcp", VIP, 80)).code, "TIMEOUT", "the ClusterIP itself goes nowhere here");
+  });
+
+  it("goes ahead of the connect4 programs already on the cgroup root (BPF_F_BEFORE), so one appended later, as the runtime enforcer's is, sees the backend", () => {
+    const other = new ServiceTranslator({ log, scope: `test-${tag}-svc2` });
+    try {
+      other.start(); // stands in for any connect4 program; attached after ours, BPF_F_BEFORE puts it first
+      const ids = cgroupProgramIds(CGROUP2_ROOT, 10);
+      const ours = translator!.programIds().get("membrane_svc_connect4")!;
+      const theirs = other.programIds().get("membrane_svc_connect4")!;
+      assert.ok(ids.includes(ours) && ids.includes(theirs), `both attached: ${ids.join(",")}`);
+      assert.equal(ids[0], theirs, "the last translator attached runs first");
+      // Restarting ours (the agent's restart) switches its pinned link in place and loads a new program.
+      translator!.close();
+      translator!.start();
+      const after = cgroupProgramIds(CGROUP2_ROOT, 10);
+      assert.equal(after.length, ids.length, "no link added or lost by the restart");
+      assert.ok(after.includes(translator!.programIds().get("membrane_svc_connect4")!));
+    } finally {
+      other.remove();
+    }
   });
 
   it("a network namespace outside the scope is not translated (another node's or the host's processes)", async () => {

@@ -5,7 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { Frontend } from "../../core/service-translation.ts";
-import { attachCgroupLink, BpfObject, detachCgroupLink, BPFFS_ROOT } from "../bpf/loader.ts";
+import { attachCgroupLink, BpfObject, detachCgroupLink, BPFFS_ROOT, programId } from "../bpf/loader.ts";
 import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
 import {
   backendKey, backendValue, decodeFrontendKey, decodeFrontendValue, frontendKey, frontendValue, IPPROTO, scopeKey, SVC_BACKENDS_MAX, SVC_FRONTENDS_MAX,
@@ -14,7 +14,7 @@ import {
 export const SERVICE_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/service.o");
 
 /** The programs and the cgroup hooks they go on (enum bpf_attach_type). */
-const PROGRAMS = [
+export const PROGRAMS = [
   ["membrane_svc_connect4", 10], // BPF_CGROUP_INET4_CONNECT
   ["membrane_svc_sendmsg4", 14], // BPF_CGROUP_UDP4_SENDMSG
   ["membrane_svc_recvmsg4", 19], // BPF_CGROUP_UDP4_RECVMSG
@@ -63,6 +63,12 @@ export class ServiceTranslator {
       obj.close();
       throw err;
     }
+  }
+
+  /** The kernel ids of the connect4 program and of the others, by program name (tests check the attach order). */
+  programIds(): Map<string, number> {
+    const obj = this.loaded();
+    return new Map(PROGRAMS.map(([name]) => [name, programId(obj.programFd(name))]));
   }
 
   /** The network namespaces whose sockets are translated (this node's pods), by path or inode; "every" for all of them. */
