@@ -249,6 +249,10 @@ class RealAgent {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+  /** What the agent wrote on stdout and stderr (the last 200 KB). */
+  get output(): string {
+    return this.lines;
+  }
   /** The agent's ipcache entries as its /metrics counts them (null when it does not say). */
   async ipcacheEntries(): Promise<number | null> {
     const body = await fetch(`http://127.0.0.1:${this.port}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => "");
@@ -321,6 +325,7 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
   });
   let agent: RealAgent | undefined;
   cleanups.push(() => agent?.stop());
+  let started = 0;
   /** One start of `run`'s agent: time to /readyz, then its RSS once a delta after the snapshot and a GC had time (5 s). */
   const start = async (run: (typeof runs)[number]): Promise<{ readyS: number; rssMib: number; peakMib: number; ipcache: number | null }> => {
     agent = new RealAgent(run.command, run.args, run.env);
@@ -329,24 +334,25 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
     const st = procStats(agent.child.pid!);
     const ipcache = await agent.ipcacheEntries();
     await agent.stop();
+    // BENCH_AGENT_LOG_DIR=DIR: each start's log lines (the last 200 KB), to see where its time to ready went.
+    if (process.env.BENCH_AGENT_LOG_DIR) writeFileSync(join(process.env.BENCH_AGENT_LOG_DIR, `agent-${run.prefix || "bundle_"}${++started}.log`), agent.output);
     return { readyS, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
   };
-  // First starts (they create the pinned maps), then restarts interleaved across the variants, so each sees the same drift of the load.
+  // Each variant's first start (it creates the pinned maps), then its restarts, before the next variant: the operator resumes
+  // an agent only from the version it last acknowledged, so variants interleaved on one node would each get a snapshot.
   for (const run of runs) {
-    const s = await start(run);
-    out[`agent_${run.prefix}first_ready_s`] = s.readyS;
-    out[`agent_${run.prefix}rss_first_mib`] = Math.round(s.rssMib);
-    out[`agent_${run.prefix}ipcache_entries`] = s.ipcache;
-    run.rss.push(s.rssMib);
-    log.info({ agent: run.prefix || "bundle", ...s }, "real agent first start");
-  }
-  for (let r = 0; r < restarts; r++) {
-    for (const run of runs) {
+    const first = await start(run);
+    out[`agent_${run.prefix}first_ready_s`] = first.readyS;
+    out[`agent_${run.prefix}rss_first_mib`] = Math.round(first.rssMib);
+    out[`agent_${run.prefix}ipcache_entries`] = first.ipcache;
+    run.rss.push(first.rssMib);
+    log.info({ agent: run.prefix || "bundle", ...first }, "real agent first start");
+    for (let i = 0; i < restarts; i++) {
       const s = await start(run);
       run.ready.push(s.readyS);
       run.rss.push(s.rssMib);
       run.peak.push(s.peakMib);
-      log.info({ agent: run.prefix || "bundle", restart: r, ...s }, "real agent restart");
+      log.info({ agent: run.prefix || "bundle", restart: i, ...s }, "real agent restart");
     }
   }
   // BENCH_AGENT_RECORD=FILE: the state the first variant's agent acknowledged (its applied.json), for --agent-replay.
