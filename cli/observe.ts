@@ -8,7 +8,7 @@ import { observeRequest } from "../flowapi/hubble/request.ts";
 import type { GetFlowsResponse } from "../flowapi/hubble/types.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { KUBECONFIG_DEFAULT } from "./kubeconfig.ts";
-import { fromEvery, observerTargets, parseHubbleAddress, TARGET_FLAG_OPTIONS, tlsFromFlags } from "./observer-targets.ts";
+import { devClusterTls, fromEvery, observerTargets, parseHubbleAddress, TARGET_FLAG_OPTIONS, tlsFromFlags } from "./observer-targets.ts";
 import { observeProcesses, observeType, PROCESS_USAGE } from "./observe-process.ts";
 
 const USAGE = `usage: membrane observe [--type flow] [--server ADDR ...] [--kubeconfig FILE] [TLS flags] [-f] [-o table|json] [filters]
@@ -118,8 +118,10 @@ export function lostEventsText(r: GetFlowsResponse): string {
 }
 
 /** Runs observe with explicit output and an abort signal (tests); `run` wires it to the process. */
-export async function observe(a: ObserveArgs, out: (s: string) => void, signal?: AbortSignal, warn: (s: string) => void = () => {}): Promise<void> {
-  const targets = await observerTargets(a, warn);
+export async function observe(given: ObserveArgs, out: (s: string) => void, signal?: AbortSignal, warn: (s: string) => void = () => {}): Promise<void> {
+  const targets = await observerTargets(given, warn);
+  const devTls = given.servers.length === 0 && given.tls === undefined ? await devClusterTls(given.kubeconfig) : undefined;
+  const a: ObserveArgs = devTls ? { ...given, tls: devTls } : given;
   if (a.follow) {
     // Replay, then stream, from every server at once; lines are printed as they arrive.
     await fromEvery(targets, warn, (s) => readHubble(s, a.tls, a, (f) => out(formatOne(f, a.output)), warn, signal));

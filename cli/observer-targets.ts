@@ -1,9 +1,13 @@
 // The nodes `membrane observe` reads (flows and process events alike): the servers named, or every agent found in the
 // cluster through its CiliumNode's Hubble address, and the mutual TLS flags for their TCP servers.
 import fs from "node:fs";
+import { join } from "node:path";
 import { discoverHubblePeers } from "../flowapi/discover.ts";
 import type { HubbleClientTls } from "../flowapi/hubble/client.ts";
 import { KubeClient } from "../kube/kube.ts";
+import { controlPlanePaths } from "../localcluster/cluster.ts";
+import { devRealNodePaths, HUBBLE_AGENT_SERVER_NAME } from "../localcluster/realnode/dev-paths.ts";
+import { devDir } from "./dev-dir.ts";
 import { cliKubeconfig } from "./kubeconfig.ts";
 
 /** One Hubble server to ask: `label` names it in warnings (the node, when discovered). */
@@ -30,6 +34,23 @@ export async function observerTargets(a: { readonly servers: readonly string[]; 
   for (const p of peers) if (p.address === undefined) warn(`node ${p.node}: not asked: ${p.reason}\n`);
   if (found.length === 0) throw new Error(`no node in the cluster has a Hubble address (${peers.length} CiliumNode(s) without one)`);
   return found;
+}
+
+/**
+ * The TLS to dial discovered agents with when no TLS flag is given: the Hubble client certificate `membrane dev up`
+ * saved from the chart's Secret, when the cluster asked is the local one (its kubeconfig chosen by default, by
+ * `dev env`'s KUBECONFIG or by --kubeconfig); otherwise none (the flags are the way).
+ */
+export async function devClusterTls(kubeconfigFlag: string | undefined): Promise<HubbleClientTls | undefined> {
+  const chosen = (await cliKubeconfig(kubeconfigFlag)) ?? process.env.KUBECONFIG;
+  if (chosen === undefined || chosen !== controlPlanePaths(devDir()).kubeconfig) return undefined;
+  const dir = devRealNodePaths(devDir()).hubbleTlsDir;
+  try {
+    const [ca, cert, key] = ["ca.crt", "tls.crt", "tls.key"].map((f) => fs.readFileSync(join(dir, f)));
+    return { ca: ca!, cert: cert!, key: key!, serverName: HUBBLE_AGENT_SERVER_NAME };
+  } catch {
+    return undefined; // a process-based local cluster: its agents serve on loopback without TLS
+  }
 }
 
 /**

@@ -85,14 +85,14 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
   });
 
   test("up starts a control plane that outlives the CLI; a second up says it is running", async () => {
-    const up = await cli(devDir, ["up"]);
+    const up = await cli(devDir, ["up", "--process-nodes"]);
     assert.equal(up.code, 0, up.stderr);
     assert.match(up.stdout, /control plane running at https:\/\/127\.0\.0\.1:\d+/);
     const pid = pidIn(devDir);
     started.push(pid);
     assert.ok(isProcessAlive(pid), "the control plane outlives `dev up`");
 
-    const again = await cli(devDir, ["up"]);
+    const again = await cli(devDir, ["up", "--process-nodes"]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /already running/);
     assert.equal(pidIn(devDir), pid, "no second process");
@@ -194,7 +194,7 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.match(gone.stderr, /NotFound/);
     assert.equal(existsSync(join(devDir, "membrane")), false, "the processes' files are gone");
     // Bring them back for the tests that follow.
-    const up = await cli(devDir, ["up"]);
+    const up = await cli(devDir, ["up", "--process-nodes"]);
     assert.equal(up.code, 0, up.stderr);
     assert.match(up.stdout, /webhook running \(pid \d+/);
   });
@@ -214,7 +214,7 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     const status = await cli(devDir, ["status"]);
     assert.match(status.stdout, /not running/);
 
-    const up = await cli(devDir, ["up"]);
+    const up = await cli(devDir, ["up", "--process-nodes"]);
     assert.equal(up.code, 0, up.stderr);
     const pid = pidIn(devDir);
     started.push(pid);
@@ -254,6 +254,18 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
     assert.equal(existsSync(devDir), false, "no control plane dir was made");
   });
 
+  test("flags only the process-based cluster takes, and a bad --nodes, stop before anything starts", async () => {
+    for (const [args, flag] of [[["--host-firewall"], "--host-firewall"], [["--encryption", "wireguard"], "--encryption"], [["--wireguard-routing=vxlan"], "--wireguard-routing"]] as const) {
+      const r = await cli(devDir, ["up", ...args]);
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stderr, new RegExp(`membrane dev up: ${flag}: needs --process-nodes`));
+    }
+    const none = await cli(devDir, ["up", "--nodes", "0"]);
+    assert.equal(none.code, 2, none.stdout + none.stderr);
+    assert.match(none.stderr, /membrane dev up: --nodes: must be an integer from 1 to 200, got "0"/);
+    assert.equal(existsSync(devDir), false, "no control plane dir was made");
+  });
+
   test("rejects unknown subcommands and arguments", async () => {
     const bad = await cli(devDir, ["frobnicate"]);
     assert.equal(bad.code, 2);
@@ -264,7 +276,7 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
   });
 });
 
-describe("membrane dev up that fails part-way", { timeout: 10 * 60_000 }, () => {
+describe("membrane dev up --process-nodes that fails part-way", { timeout: 10 * 60_000 }, () => {
   // A network namespace with the name node 1 would get makes node creation fail after the control
   // plane, the operator and the webhook are up: all of them must be gone afterwards, and the
   // namespace that was there before must still be there.
@@ -289,7 +301,7 @@ describe("membrane dev up that fails part-way", { timeout: 10 * 60_000 }, () => 
   });
 
   test("removes everything it started, and only that, and says what", async () => {
-    const r = await cli(devDir, ["up", "--nodes", "1"], { MEMBRANE_DEV_PREFIX: prefix });
+    const r = await cli(devDir, ["up", "--process-nodes", "--nodes", "1"], { MEMBRANE_DEV_PREFIX: prefix });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /membrane dev up: failed: /);
     const removed = /removed what it started: (.*)/.exec(r.stderr)?.[1] ?? "";
@@ -303,5 +315,43 @@ describe("membrane dev up that fails part-way", { timeout: 10 * 60_000 }, () => 
     const netns = (await ip(["netns", "list"])).stdout;
     assert.match(netns, new RegExp(`^${blocker}\\b`, "m"), "the namespace that was there before is kept");
     assert.doesNotMatch(netns, new RegExp(`^${prefix}underlay\\b`, "m"), "the underlay namespace it made is gone");
+  });
+});
+
+describe("membrane dev up on a real node that fails part-way", { timeout: 15 * 60_000 }, () => {
+  // A network namespace with the name the real node's would get makes the node fail after the control plane is up:
+  // the control plane, the node's cgroups and the dir must be gone afterwards, and the namespace kept.
+  const prefix = `rr${process.pid % 100_000}-`;
+  const blocker = `rn-${prefix}node-1`;
+  let parent: string;
+  let devDir: string;
+  const ip = (args: string[]): Promise<Run> => new Promise((done) => execFile("ip", args, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr })));
+
+  before(async () => {
+    await ensureControlPlaneBuilt();
+    parent = await mkdtemp(join(tmpdir(), "membrane-dev-real-rollback-"));
+    devDir = join(parent, "dev");
+    const made = await ip(["netns", "add", blocker]);
+    assert.equal(made.code, 0, made.stderr);
+  });
+
+  after(async () => {
+    await cli(devDir, ["down"], { MEMBRANE_DEV_PREFIX: prefix });
+    await ip(["netns", "del", blocker]);
+    await rm(parent, { recursive: true, force: true });
+  });
+
+  test("removes the control plane and the node it began, and only that, and says what", async () => {
+    const r = await cli(devDir, ["up"], { MEMBRANE_DEV_PREFIX: prefix });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /control plane running at https:\/\/127\.0\.0\.1:\d+ \(pid \d+/, "it got as far as the control plane");
+    assert.match(r.stderr, new RegExp(`membrane dev up: failed: .*${blocker}`));
+    const pid = Number(/removed what it started: .*control plane \(pid (\d+)\)/.exec(r.stderr)?.[1]);
+    assert.ok(pid > 0, r.stderr);
+    await waitGone(pid, 10_000);
+    assert.equal(isProcessAlive(pid), false, `control plane (pid ${pid}) still runs`);
+    assert.equal(existsSync(devDir), false, `${devDir} still exists`);
+    assert.equal(existsSync(`/sys/fs/cgroup/pids/membrane-realnode-${prefix}node-1`), false, "the node's cgroups are gone");
+    assert.match((await ip(["netns", "list"])).stdout, new RegExp(`^${blocker}\\b`, "m"), "the namespace that was there before is kept");
   });
 });

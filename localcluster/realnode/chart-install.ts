@@ -6,7 +6,8 @@ import { MEMBRANE_CHART_VALUES, NODE_CNI_DIRS } from "./config.ts";
 import { eventually } from "./eventually.ts";
 import type { RealNode } from "./realnode.ts";
 
-const log = pino({ name: "realnode-chart" });
+// On stderr: `membrane dev up` prints what it did for the user on stdout.
+const log = pino({ name: "realnode-chart" }, pino.destination({ fd: 2, sync: true }));
 
 export interface ChartInstallOptions {
   /** The release's namespace (created); default the chart's own, `membrane-system`. */

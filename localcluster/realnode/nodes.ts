@@ -19,6 +19,8 @@ export interface RealNodesOptions {
   /** Node i (from 0) gets index firstIndex + i: its /30 and its pod CIDR 10.244.<index>.0/24 (planRealNode). */
   firstIndex: number;
   readyTimeoutMs?: number;
+  /** Outlive this process (`membrane dev up`): no reaper removes the nodes when it exits (startRealNode's `detached`). */
+  detached?: boolean;
 }
 
 export interface RealNodes {
@@ -43,6 +45,7 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
       controlPlane: opts.controlPlane,
       index: opts.firstIndex + i,
       ...(opts.readyTimeoutMs !== undefined ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
+      ...(opts.detached ? { detached: true } : {}),
     });
   const stop = (): Promise<void> => destroyRealNodes(opts.dir);
   try {
