@@ -69,7 +69,8 @@ export async function startUpstreamCluster(opts: UpstreamClusterOptions): Promis
     await node.importImage(agnhostImage.archive);
     // Cluster DNS first, on the node's CNI config before any agent: the agent adopts it, the webhook needs it.
     await installCoreDNS(cp.kubectl.bind(cp), node.images.coredns, 300_000);
-    await installChartOnRealNode(cp, node);
+    // Services translated at the pods' sockets: the suite reaches every server through its ClusterIP.
+    await installChartOnRealNode(cp, node, { socketLB: true });
     log.info({ node: opts.nodeName, server: cp.server, agnhost: agnhostImage.ref, membrane: membraneImage.ref }, "upstream cluster ready");
     return { cp, node, agnhost: agnhostImage.ref, stop };
   } catch (err) {
