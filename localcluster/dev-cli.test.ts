@@ -276,31 +276,38 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
   });
 });
 
+const ip = (args: string[]): Promise<Run> => new Promise((done) => execFile("ip", args, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr })));
+
+/**
+ * A dev dir whose `dev up` will fail part-way: a network namespace named `blocker` exists before it (made in the
+ * suite's before(), removed with the dir in its after(), after a `dev down` whatever happened).
+ */
+function blockedDevUp(prefix: string, blocker: string): { devDir: () => string } {
+  let parent = "";
+  before(async () => {
+    await ensureControlPlaneBuilt();
+    parent = await mkdtemp(join(tmpdir(), "membrane-dev-rollback-"));
+    const made = await ip(["netns", "add", blocker]);
+    assert.equal(made.code, 0, made.stderr);
+  });
+  after(async () => {
+    await cli(join(parent, "dev"), ["down"], { MEMBRANE_DEV_PREFIX: prefix });
+    await ip(["netns", "del", blocker]);
+    await rm(parent, { recursive: true, force: true });
+  });
+  return { devDir: () => join(parent, "dev") };
+}
+
 describe("membrane dev up --process-nodes that fails part-way", { timeout: 10 * 60_000 }, () => {
   // A network namespace with the name node 1 would get makes node creation fail after the control
   // plane, the operator and the webhook are up: all of them must be gone afterwards, and the
   // namespace that was there before must still be there.
   const prefix = `rb${process.pid % 100_000}-`;
   const blocker = `${prefix}node-1`;
-  let parent: string;
-  let devDir: string;
-  const ip = (args: string[]): Promise<Run> => new Promise((done) => execFile("ip", args, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr })));
-
-  before(async () => {
-    await ensureControlPlaneBuilt();
-    parent = await mkdtemp(join(tmpdir(), "membrane-dev-rollback-"));
-    devDir = join(parent, "dev");
-    const made = await ip(["netns", "add", blocker]);
-    assert.equal(made.code, 0, made.stderr);
-  });
-
-  after(async () => {
-    await cli(devDir, ["down"], { MEMBRANE_DEV_PREFIX: prefix });
-    await ip(["netns", "del", blocker]);
-    await rm(parent, { recursive: true, force: true });
-  });
+  const blocked = blockedDevUp(prefix, blocker);
 
   test("removes everything it started, and only that, and says what", async () => {
+    const devDir = blocked.devDir();
     const r = await cli(devDir, ["up", "--process-nodes", "--nodes", "1"], { MEMBRANE_DEV_PREFIX: prefix });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /membrane dev up: failed: /);
@@ -323,25 +330,10 @@ describe("membrane dev up on a real node that fails part-way", { timeout: 15 * 6
   // the control plane, the node's cgroups and the dir must be gone afterwards, and the namespace kept.
   const prefix = `rr${process.pid % 100_000}-`;
   const blocker = `rn-${prefix}node-1`;
-  let parent: string;
-  let devDir: string;
-  const ip = (args: string[]): Promise<Run> => new Promise((done) => execFile("ip", args, (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr })));
-
-  before(async () => {
-    await ensureControlPlaneBuilt();
-    parent = await mkdtemp(join(tmpdir(), "membrane-dev-real-rollback-"));
-    devDir = join(parent, "dev");
-    const made = await ip(["netns", "add", blocker]);
-    assert.equal(made.code, 0, made.stderr);
-  });
-
-  after(async () => {
-    await cli(devDir, ["down"], { MEMBRANE_DEV_PREFIX: prefix });
-    await ip(["netns", "del", blocker]);
-    await rm(parent, { recursive: true, force: true });
-  });
+  const blocked = blockedDevUp(prefix, blocker);
 
   test("removes the control plane and the node it began, and only that, and says what", async () => {
+    const devDir = blocked.devDir();
     const r = await cli(devDir, ["up"], { MEMBRANE_DEV_PREFIX: prefix });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /control plane running at https:\/\/127\.0\.0\.1:\d+ \(pid \d+/, "it got as far as the control plane");
