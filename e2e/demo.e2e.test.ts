@@ -59,7 +59,7 @@ function chapter(all: Map<string, string>, startsWith: string): string {
 
 /** The verdicts the demo printed for FROM's `METHOD PATH` requests in a chapter, in order. */
 function verdicts(text: string, from: string, method: string, path: string): string[] {
-  const re = new RegExp(`^\\$ kubectl exec ${from} -- sh -c "\\(printf '${method} ${path.replaceAll("/", "\\/")} HTTP/1\\.0.*\\n(.*)$`, "gm");
+  const re = new RegExp(`^\\$ kubectl exec ${from} -- sh -c "printf '${method} ${path.replaceAll("/", "\\/")} HTTP/1\\.0.*\\n(.*)$`, "gm");
   return [...text.matchAll(re)].map((m) => m[1]!);
 }
 

@@ -43,9 +43,8 @@ expect_out() { grep -qE -- "$1" <<<"$out" || fail "expected the output to match 
 # "403 Access denied") or "timeout" when nothing answers within 2 s (a dropped connection).
 request() {
   local from="$1" method="$2" path="$3" want="$4" got="" i
-  # nc's input stays open a moment after the request: the L7 proxy drops a request whose client half-closes its
-  # side before the answer (README, "What does not work yet"), and curl-like clients do not.
-  local cmd="(printf '$method $path HTTP/1.0\\r\\nHost: deathstar\\r\\n\\r\\n'; sleep 2) | nc -w 2 $deathstar 80"
+  # nc half-closes its side after the request; the L7 proxy still answers it.
+  local cmd="printf '$method $path HTTP/1.0\\r\\nHost: deathstar\\r\\n\\r\\n' | nc -w 2 $deathstar 80"
   for i in $(seq 20); do
     got="$(kubectl exec "$from" -- sh -c "$cmd" 2>/dev/null | tr -d '\r' | awk 'NR == 1 { status = $2 } /^$/ { body = 1; next } body { text = text (text == "" ? "" : " ") $0 } END { print (status == "" ? "timeout" : status " " text) }' || true)"
     [ "$got" = "$want" ] && break
@@ -252,7 +251,7 @@ demo: the story happened as told. The cluster keeps running; continue with:
   export MEMBRANE_DEV_DIR=$devdir MEMBRANE_DEV_PREFIX=$prefix
   eval "\$(bin/membrane dev env)"
   kubectl get cnp,pods -o wide
-  kubectl exec xwing -- sh -c "(printf 'POST /v1/request-landing HTTP/1.0\\r\\n\\r\\n'; sleep 2) | nc -w 2 $deathstar 80"
+  kubectl exec xwing -- sh -c "printf 'POST /v1/request-landing HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $deathstar 80"
   bin/membrane observe -f
 Tear it all down (node, pods, processes, pinned maps, files; host settings restored):
   MEMBRANE_DEV_DIR=$devdir MEMBRANE_DEV_PREFIX=$prefix bin/membrane dev down

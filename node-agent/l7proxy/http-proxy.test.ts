@@ -255,6 +255,20 @@ test("a large response is not held by the proxy: a client that stops reading sto
   assert.equal(bytes, BIG_TOTAL, "and all of it arrives once the client reads");
 });
 
+test("a client that half-closes after its request (printf | nc) gets the answer, allowed or denied, then the connection ends", async () => {
+  const allowed = new RawClient();
+  allowed.socket.end("POST /v1/request-landing HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 4\r\n\r\nship");
+  const ok = await allowed.response();
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body, "ship landed (4 bytes)");
+  assert.equal(await allowed.waitClosed(2000), true, "the proxy ends the connection after answering");
+  const denied = new RawClient();
+  denied.socket.end("PUT /v1/exhaust-port HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n");
+  const no = await denied.response();
+  assert.equal(no.status, 403);
+  assert.equal(no.body, "Access denied");
+});
+
 test("a request head over the header limit gets 431 and the connection closes", async () => {
   const c = new RawClient();
   c.socket.write(`GET /stream/a HTTP/1.1\r\nHost: deathstar\r\nX-Big: ${"a".repeat(8000)}\r\n\r\n`);

@@ -246,6 +246,9 @@ export class HttpProxy {
       server = plain;
     }
     server.setTimeout(limits.idleTimeoutMs);
+    // A client that half-closes after its request (`printf … | nc`) still gets its answer, then the connection ends:
+    // Node's server otherwise ends the socket at the client's FIN and aborts the request it was about to forward.
+    (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(port, req, socket, head));
     server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Node answers 431 (head too large) and 408 (head timeout) itself when it can; anything else: 400.
