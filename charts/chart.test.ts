@@ -125,22 +125,24 @@ describe("charts/membrane", () => {
     assert.ok(Object.keys(c.resources).length > 0, "resources are set");
   });
 
-  it("never leaves a node unenforced: the agent DaemonSet surges before it stops the old agent, on every node", () => {
+  it("rolls the agents one node at a time, the old agent stopped before the new one starts, and tells the agent its DaemonSet", () => {
     const ds = byKindName(rendered.default ?? [], "DaemonSet", "membrane-agent") as K8sObject & {
       spec: {
         updateStrategy: { type: string; rollingUpdate: { maxUnavailable: number; maxSurge: number } };
         template: { spec: { hostNetwork: boolean; tolerations: { operator: string; key?: string }[]; containers: { securityContext: { privileged: boolean }; ports?: unknown[]; volumeMounts: { mountPath: string }[] }[] } };
       };
     };
-    assert.deepEqual(ds.spec.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+    assert.deepEqual(ds.spec.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } });
     const pod = ds.spec.template.spec;
     assert.equal(pod.hostNetwork, true);
     assert.ok(pod.tolerations.some((t) => t.operator === "Exists" && t.key === undefined), "tolerates every taint");
     const c = pod.containers[0];
     assert.ok(c);
     assert.equal(c.securityContext.privileged, true);
-    // A declared port on a host-network pod is a hostPort, and would keep the surge pod Pending.
+    // A declared port on a host-network pod is a hostPort: nothing needs one.
     assert.equal(c.ports, undefined);
+    // Its own DaemonSet, whose removal at the agent's stop means uninstall (node-agent/uninstall.ts).
+    assert.ok((c as unknown as { args: string[] }).args.includes(`--owner-daemonset=${NAMESPACE}/membrane-agent`));
     const mounts = c.volumeMounts.map((m) => m.mountPath);
     for (const path of ["/sys/fs/bpf", "/host/opt/cni/bin", "/host/etc/cni/net.d"]) assert.ok(mounts.includes(path), `mounts ${path}`);
   });

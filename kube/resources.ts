@@ -14,6 +14,7 @@ export const CCNPS: Resource = { group: "cilium.io", version: "v2", plural: "cil
 export const IDENTITIES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumidentities", namespaced: false, kind: "CiliumIdentity" };
 export const CILIUM_NODES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnodes", namespaced: false, kind: "CiliumNode" };
 export const LEASES: Resource = { group: "coordination.k8s.io", version: "v1", plural: "leases", namespaced: true, kind: "Lease" };
+export const DAEMONSETS: Resource = { group: "apps", version: "v1", plural: "daemonsets", namespaced: true, kind: "DaemonSet" };
 export const DEPLOYMENTS: Resource = { group: "apps", version: "v1", plural: "deployments", namespaced: true, kind: "Deployment" };
 export const SECRETS: Resource = { group: "", version: "v1", plural: "secrets", namespaced: true, kind: "Secret" };
 export const ENCRYPTION_KEYS: Resource = { group: "membrane.io", version: "v1alpha1", plural: "membraneencryptionkeys", namespaced: false, kind: "MembraneEncryptionKey" };

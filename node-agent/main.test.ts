@@ -23,6 +23,12 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-enforcement-mode=strict"), '--policy-enforcement-mode: must be one of default, always, never, got "strict"');
   });
 
+  it("--owner-daemonset names the agent's DaemonSet as NAMESPACE/NAME (none by default: the node's state always stays); anything else is refused naming the flag", () => {
+    assert.equal(flags().ownerDaemonSet, undefined);
+    assert.deepEqual(flags("--owner-daemonset=membrane-system/membrane-agent").ownerDaemonSet, { namespace: "membrane-system", name: "membrane-agent" });
+    assert.equal(error("--owner-daemonset=membrane-agent"), '--owner-daemonset: must be NAMESPACE/NAME, got "membrane-agent"');
+  });
+
   it("--policy-audit-mode switches the node's audit mode on (also =true / =false, as Cilium's); another value is refused naming the flag", () => {
     assert.equal(flags().policyAuditMode, false);
     assert.equal(flags("--policy-audit-mode").policyAuditMode, true);

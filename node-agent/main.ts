@@ -1,5 +1,6 @@
 // `membrane agent`: parses the flags, loads the datapath and runs the node agent until SIGTERM/SIGINT.
 import { DEFAULT_HTTP_REDACTION, httpRedaction, parseHeaderNames, type HttpRedaction, type RedactionResult } from "../core/l7/redaction.ts";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -46,6 +47,9 @@ import { CGROUP2_ROOT } from "./runtime/connect-enforcer.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
 import { startOverlayDevice } from "./overlay-device.ts";
+import { OwnDaemonSet, removeNodeState } from "./uninstall.ts";
+import { OVERLAY_VXLAN_PORT } from "./encryption/mode.ts";
+import { removeWireguard } from "./encryption/wireguard-removal.ts";
 
 const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
                       [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP[,IP]] [--proxy-ipv6-address IP] [--log-level LEVEL]
@@ -60,6 +64,7 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
                       [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
                       [--bpf-lb-sock[=true|false] [--cgroup-root DIR]]
+                      [--owner-daemonset NAMESPACE/NAME]
 
   --node-name   this node's name (the CN of its client certificate)
   --operator    the operator's distribution server, host:port
@@ -170,6 +175,12 @@ const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--op
                      session affinity stay kube-proxy's (default false). Needs API access
   --cgroup-root      the cgroup v2 directory the translation's programs attach to (default ${CGROUP2_ROOT}; the chart
                      mounts the host's)
+  --owner-daemonset  the agent's own DaemonSet (the chart's): when it is gone or being deleted as the agent stops (helm
+                     uninstall, kubectl delete), the agent removes what Membrane put on the node (programs, pinned maps, its
+                     state, a runtime or L7 proxy it started, the overlay and WireGuard devices; the CNI plugin and conflist stay for
+                     the pods' DEL); any other stop
+                     (rolling upgrade, pod deleted, restart) keeps all of it, so enforcement goes on while no agent runs.
+                     Needs API access and get/list/watch on that DaemonSet (default: none, the state always stays)
   --encryption       transparent encryption of cross-node pod traffic (default disabled). ipsec: the agent probes the
                      kernel for ESP in its namespace and reports EncryptionReady on its CiliumNode (KernelLacksESP here).
                      wireguard: a wireguard-go device in the node's namespace (its key pair in --state-dir, the public
@@ -243,6 +254,8 @@ export interface AgentFlags {
   readonly runtime: boolean;
   /** ClusterIP translation at the pods' sockets (`--bpf-lb-sock`), its programs on this cgroup v2 directory; absent when off. */
   readonly socketLB?: { readonly cgroupRoot: string };
+  /** The agent's own DaemonSet (`--owner-daemonset`): its removal at the agent's stop means uninstall (uninstall.ts). */
+  readonly ownerDaemonSet?: { readonly namespace: string; readonly name: string };
 }
 
 const REDACT_BOOLEANS = ["--hubble-redact-enabled", "--hubble-redact-http-urlquery", "--hubble-redact-http-userinfo"];
@@ -349,6 +362,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "enable-runtime": { type: "string" },
         "bpf-lb-sock": { type: "string" },
         "cgroup-root": { type: "string" },
+        "owner-daemonset": { type: "string" },
         "tofqdns-min-ttl": { type: "string" },
         "tofqdns-max-ips-per-hostname": { type: "string" },
         "tofqdns-endpoint-max-ip-per-hostname": { type: "string" },
@@ -489,6 +503,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (socketLB !== undefined && socketLB !== "true" && socketLB !== "false") return { ok: false, error: `--bpf-lb-sock: must be true or false, got ${JSON.stringify(socketLB)}` };
   const cgroupRoot = str("cgroup-root");
   if (cgroupRoot !== undefined && !path.isAbsolute(cgroupRoot)) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
+  const owner = str("owner-daemonset");
+  const ownerMatch = owner === undefined ? undefined : /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(owner);
+  if (owner !== undefined && !ownerMatch) return { ok: false, error: `--owner-daemonset: must be NAMESPACE/NAME, got ${JSON.stringify(owner)}` };
   return {
     ok: true,
     flags: {
@@ -537,6 +554,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
       runtime: runtimeFlag === "true",
       ...(socketLB === "true" ? { socketLB: { cgroupRoot: cgroupRoot ?? CGROUP2_ROOT } } : {}),
+      ...(ownerMatch ? { ownerDaemonSet: { namespace: ownerMatch[1]!, name: ownerMatch[3]! } } : {}),
       ...(hostDevices.length > 0 ? { hostFirewall: { devices: hostDevices, apiServerPort: apiPortText !== undefined ? Number(apiPortText) : 6443 } } : {}),
     },
   };
@@ -717,6 +735,20 @@ export async function run(args: string[]): Promise<number> {
         })
       : undefined;
   const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log }) : undefined;
+  const l7 =
+    f.l7Proxy && f.proxyAddresses
+      ? new AgentL7({
+          datapath: datapath.redirect,
+          stateDir: f.stateDir,
+          ...f.proxyAddresses,
+          bpfScope: f.bpfScope,
+          // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
+          ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),
+          // Or a proxy of its own (the chart's membrane-l7proxy pod) that connects to the agent's socket there.
+          ...(f.l7ProxyExternal ? { external: { socketDir: f.l7ProxyExternal.socketDir, log } } : {}),
+          log,
+        })
+      : undefined;
   const agent = new NodeAgent({
     nodeName: f.nodeName,
     operator: f.operator,
@@ -748,21 +780,7 @@ export async function run(args: string[]): Promise<number> {
     ...(f.netns ? { netns: f.netns } : {}),
     ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
     ...(dns ? { dns } : {}),
-    ...(f.l7Proxy && f.proxyAddresses
-      ? {
-          l7: new AgentL7({
-            datapath: datapath.redirect,
-            stateDir: f.stateDir,
-            ...f.proxyAddresses,
-            bpfScope: f.bpfScope,
-            // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
-            ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),
-            // Or a proxy of its own (the chart's membrane-l7proxy pod) that connects to the agent's socket there.
-            ...(f.l7ProxyExternal ? { external: { socketDir: f.l7ProxyExternal.socketDir, log } } : {}),
-            log,
-          }),
-        }
-      : {}),
+    ...(l7 ? { l7 } : {}),
     ...(runtime ? { runtime } : {}),
     observer: {
       // The runtime's process events beside the flows: the same addresses and TLS (flowapi/process-events.ts).
@@ -854,19 +872,59 @@ export async function run(args: string[]): Promise<number> {
   const nodeLabelsWatch = health && new NodeLabelsWatch({ client: health.client, nodeName: f.nodeName, apply: (l) => agent.setNodeLabels(l), log });
   nodeLabelsWatch?.start();
   const socketLB = f.socketLB ? startSocketLB(f.socketLB.cgroupRoot, agent, health?.client, log) : undefined;
+  // Uninstall is told apart from every other stop by the agent's own DaemonSet, watched from now on.
+  const owner = health && f.ownerDaemonSet ? new OwnDaemonSet({ client: health.client, ...f.ownerDaemonSet, log }) : undefined;
+  owner?.start();
+  if (f.ownerDaemonSet && !owner) log.warn({ daemonset: f.ownerDaemonSet }, "no API access: an uninstall will leave this node's state in place");
   log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation }, "agent started");
-  const termination = onTermination(log);
+  // Longer than the other processes' backstop: an uninstall's removal runs after the agent's own stop.
+  const termination = onTermination(log, 8_000);
   const signal = await termination.signal;
   log.info({ signal }, "agent stopping");
+  // Asked first, while the API client is still open.
+  const uninstall = (await owner?.removed()) === true;
+  await shutdownStep(log, "daemonset watch", 300, () => owner?.stop());
   // Each step bounded (an API server that stopped answering must not hold the node's agent); together under the backstop.
   await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
   await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
   await shutdownStep(log, "metrics server", 200, () => metrics.stop());
   // An agent still stopping may still use the maps: its fds are then left to the exit.
   if (await shutdownStep(log, "agent", 1_200, () => agent.stop())) datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
+  if (uninstall) await removeFromNode(f, log, { ...(runtime ? { runtime } : {}), ...(l7 ? { l7 } : {}) });
   termination.dispose();
   log.flush();
   return 0;
+}
+
+/**
+ * The uninstall (the agent's DaemonSet is gone): the processes that outlive agents by design are ended (the runtime
+ * enforcer removes its programs at its SIGTERM), the WireGuard device goes, then the datapath's attachments, pins
+ * and the agent's files (uninstall.ts; the CNI plugin and conflist stay, for the pods' DEL).
+ */
+async function removeFromNode(f: AgentFlags, log: Logger, started: { runtime?: AgentRuntime; l7?: AgentL7 }): Promise<void> {
+  await shutdownStep(log, "runtime enforcer", 2_500, () => (started.runtime ?? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log })).shutdown());
+  await shutdownStep(log, "L7 proxy", 1_000, () => started.l7?.shutdown());
+  if (f.encryption === "wireguard") await shutdownStep(log, "WireGuard", 1_500, () => removeWireguard({ nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, vxlanPort: OVERLAY_VXLAN_PORT, log }));
+  // The overlay device the agent made (--tunnel-device): its tunnel ends with the cluster's use of it.
+  if (f.tunnelDevice) {
+    try {
+      execFileSync("ip", [...(f.netns ? ["-n", f.netns] : []), "link", "del", f.tunnelDevice], { stdio: "ignore" });
+      log.info({ device: f.tunnelDevice, netns: f.netns }, "uninstalled: the overlay device removed");
+    } catch {
+      // already gone
+    }
+  }
+  try {
+    removeNodeState({
+      // The socket translation's scope is node-agent/services/translator.ts's default.
+      pinDirs: [path.join(BPFFS_ROOT, f.bpfScope), ...(f.socketLB ? [path.join(BPFFS_ROOT, "services")] : [])],
+      dirs: [f.stateDir, ...(f.l7ProxyExternal ? [f.l7ProxyExternal.socketDir] : [])],
+      files: [f.cniSocket, f.hubbleSocket],
+      log,
+    });
+  } catch (err) {
+    log.error({ scope: f.bpfScope, error: (err as Error).message }, "removing the node's state failed");
+  }
 }
 
 /**

@@ -10,6 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, TUNNEL_DEVICE, realNodePaths } from "./config.ts";
+import { CHART_DIR } from "../chart.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
@@ -17,6 +18,7 @@ import { buildMembraneImage, type RealNode } from "./realnode.ts";
 import { destroyRealNodes, startRealNodes, type RealNodes } from "./nodes.ts";
 import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
+import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -496,6 +498,120 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(enforced.message, "2/2 nodes");
     const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, standby]);
     assert.match(logs.stdout, /"msg":"became leader"/, "the standby's log says it leads");
+  });
+
+  /** Lines a pod's container printed so far. */
+  async function podLines(pod: string): Promise<string[]> {
+    const r = await cp!.kubectl(["logs", "-n", POLICY_NS, pod]);
+    return r.stdout.split("\n").filter((l) => l !== "");
+  }
+
+  test("helm upgrade to another image tag under traffic: the agent is replaced, its established connection survives, and no probe gets a verdict the policy does not give", async () => {
+    const image = await membraneImage();
+    // server-from-allowed alone decides (the hand-over test's policy allows every pod of the namespace).
+    assert.equal((await cp!.kubectl(["delete", "ciliumnetworkpolicy", "-n", POLICY_NS, "after-hand-over", "--ignore-not-found"])).code, 0);
+    const serverIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "server", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // A pod on a loop of connections to the server's 8080: allowed (app=allowed) or denied (app=denied) by server-from-allowed.
+    const prober = (podName: string, app: string) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
+      spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", `while true; do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080 2>/dev/null | grep -q '200 OK'; then echo pass; else echo fail; fi; sleep 0.3; done`] }] },
+    });
+    // One connection held across the upgrade: the listener (selected by the policy as the server) prints each number the streamer sends.
+    const listener = { apiVersion: "v1", kind: "Pod", metadata: { name: "listener", namespace: POLICY_NS, labels: { app: "server" } }, spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", "echo listening; sleep 100000 | nc -l -p 9000"] }] } };
+    for (const p of [prober("prober-allowed", "allowed"), prober("prober-denied", "denied"), listener]) assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p))).code, 0);
+    // nc -l accepts one connection: the streamer dials once the listener runs.
+    await eventually("the listener listening", 120_000, async () => ((await podLines("listener").catch((): string[] => [])).includes("listening") ? true : undefined));
+    const listenerIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    const streamer = { apiVersion: "v1", kind: "Pod", metadata: { name: "streamer", namespace: POLICY_NS, labels: { app: "allowed" } }, spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", `sleep 2; i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done | nc ${listenerIP} 9000; echo stream ended; sleep 3600`] }] } };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(streamer))).code, 0);
+    const received = async (): Promise<number> => Math.max(-1, ...(await podLines("listener")).map(Number).filter(Number.isInteger));
+    try {
+      await eventually("the stream and both probers running, the denied one refused", 120_000, async () => {
+        const denied = (await podLines("prober-denied")).slice(-2);
+        return (await received()) >= 3 && (await podLines("prober-allowed")).at(-1) === "pass" && denied.length === 2 && denied.every((l) => l === "fail") ? true : undefined;
+      });
+    } catch (err) {
+      const pods = await cp!.kubectl(["get", "pods", "-n", POLICY_NS, "-o", "wide"]);
+      const logs = await Promise.all(["listener", "streamer", "prober-allowed", "prober-denied"].map(async (p) => `${p}: ${(await podLines(p).catch((): string[] => [])).slice(-5).join(" | ")}`));
+      throw new Error(`${(err as Error).message}\n${pods.stdout}\n${logs.join("\n")}`, { cause: err });
+    }
+    const before = { allowed: (await podLines("prober-allowed")).length, denied: (await podLines("prober-denied")).length, streamed: await received() };
+    const oldAgents = await Promise.all([name, name2].map((n) => agentPod(n)));
+
+    // The same image under another tag: the chart's pods really change and are replaced.
+    const upgradedTag = `${image.ref.split(":").pop()!}-upgrade`;
+    const upgradedRef = `${image.ref.slice(0, image.ref.lastIndexOf(":"))}:${upgradedTag}`;
+    for (const n of [node!, node2!]) {
+      const tagged = await n.ctr(["images", "tag", "--force", image.ref, upgradedRef]);
+      assert.equal(tagged.code, 0, tagged.stderr);
+    }
+    const started = Date.now();
+    const upgrade = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", `image.tag=${upgradedTag}`, "--wait", "--timeout", "5m"]);
+    assert.equal(upgrade.code, 0, upgrade.stderr);
+    for (const [i, n] of [name, name2].entries()) {
+      const newAgent = await agentPod(n);
+      assert.notEqual(newAgent, oldAgents[i], `the agent pod on ${n} was replaced`);
+      const agentImage = (await cp!.kubectl(["get", "pod", "-n", AGENT_NS, newAgent, "-o", "jsonpath={.spec.containers[0].image}"])).stdout;
+      assert.equal(agentImage, upgradedRef);
+      assert.notEqual((await cp!.kubectl(["get", "pod", "-n", AGENT_NS, oldAgents[i]!])).code, 0, `the old agent pod on ${n} is gone`);
+    }
+    // The new agent resumed on the pinned state; the policy is enforced again by the new pods.
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/server-from-allowed", "-n", POLICY_NS, "--for=condition=Enforced", "--timeout=60s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
+    const streamedAtEnd = await received();
+    await eventually("numbers still arriving on the connection opened before the upgrade", 20_000, async () => ((await received()) > streamedAtEnd + 3 ? true : undefined));
+    const after = { allowed: (await podLines("prober-allowed")).slice(before.allowed), denied: (await podLines("prober-denied")).slice(before.denied) };
+    const upgradeSeconds = (Date.now() - started) / 1000;
+    assert.ok(after.allowed.length >= 5 && after.denied.length >= 2, `probes during the ${upgradeSeconds} s upgrade: ${after.allowed.length} allowed, ${after.denied.length} denied`);
+    assert.deepEqual(after.allowed.filter((l) => l !== "pass"), [], `every allowed probe passed (${after.allowed.length} during the upgrade)`);
+    assert.deepEqual(after.denied.filter((l) => l !== "fail"), [], `every denied probe failed (${after.denied.length} during the upgrade)`);
+    assert.ok(!(await cp!.kubectl(["logs", "-n", POLICY_NS, "streamer"])).stdout.includes("stream ended"), "the streamer's connection never broke");
+    const restarts = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "listener", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"])).stdout;
+    assert.equal(restarts, "0", "the listener's connection never ended");
+    console.log(JSON.stringify({ upgradeSeconds, allowedProbes: after.allowed.length, deniedProbes: after.denied.length, streamedBefore: before.streamed, streamedAfter: await received() }));
+  });
+
+  test("helm uninstall leaves no Membrane object, program or pinned map on the node; running pods keep a plain network and can still be deleted", async () => {
+    const agent = await agentPod(name);
+    const uninstall = await cp!.helm(["uninstall", "membrane", "--namespace", AGENT_NS, "--wait", "--timeout", "3m"]);
+    assert.equal(uninstall.code, 0, uninstall.stderr);
+    // The agent's last words (its pod's logs go with it): what it removed at its SIGTERM.
+    let agentLogs = "";
+    await eventually("no Membrane pod left", 120_000, async () => {
+      const l = await cp!.kubectl(["logs", "-n", AGENT_NS, agent]);
+      if (l.code === 0) agentLogs = l.stdout;
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-o", "name"]);
+      return r.code === 0 && r.stdout.trim() === "" ? true : undefined;
+    });
+    const lastWords = agentLogs.split("\n").filter((l) => /stopping|uninstall|DaemonSet|removing|detaching/.test(l)).join("\n");
+    // Each agent removed its node state at its SIGTERM (its DaemonSet was gone).
+    for (const n of [node!, node2!]) {
+      // (progs.debug and maps.debug are the kernel's own iterators in every bpffs.)
+      const pins = await n.exec(["find", "/sys/fs/bpf", "-mindepth", "1", "-not", "-name", "*.debug"]);
+      assert.equal(pins.code, 0, pins.stderr);
+      assert.equal(pins.stdout.trim(), "", `nothing pinned in ${n.plan.name}'s bpffs; its agent said:\n${n === node ? lastWords : ""}`);
+      const links = JSON.parse((await n.exec(["ip", "-d", "-j", "link", "show"])).stdout) as { ifname: string; ifindex: number; linkinfo?: { info_kind?: string } }[];
+      for (const l of links) {
+        for (const direction of ["ingress", "egress"] as const) assert.equal(attachedProgramId({ ifindex: l.ifindex, direction, netns: n.plan.netns }), undefined, `a program on ${n.plan.name}'s ${l.ifname} ${direction}`);
+      }
+      assert.deepEqual(links.filter((l) => ["vxlan", "wireguard", "tun"].includes(l.linkinfo?.info_kind ?? "")).map((l) => l.ifname), [], `no overlay or tunnel device on ${n.plan.name}`);
+      const tables = await n.exec(["nft", "list", "tables"]);
+      // membrane-realnode is the node's own (its relay's DNAT), not the chart's.
+      assert.deepEqual(tables.stdout.split("\n").filter((t) => /membrane/i.test(t) && t !== "table ip membrane-realnode"), [], tables.stdout);
+      // The CNI plugin and conflist stay: the runtime tears down the pods' sandboxes through them (the webhook's was one).
+      assert.deepEqual(readdirSync(realNodePaths(n.plan.dir).cniConfDir), ["05-membrane.conflist"]);
+    }
+    // Every object of the release is gone but the policy Secrets namespace, kept by design (helm.sh/resource-policy: keep); CRDs stay (Helm's rule).
+    const kinds = (await cp!.kubectl(["api-resources", "--verbs=list", "-o", "name"])).stdout.split("\n").filter((k) => k !== "" && k !== "events" && k !== "events.events.k8s.io");
+    const left = await cp!.kubectl(["get", kinds.join(","), "-A", "-l", "app.kubernetes.io/instance=membrane", "-o", "name"]);
+    assert.equal(left.code, 0, left.stderr);
+    assert.deepEqual(left.stdout.split("\n").filter((l) => l !== ""), ["namespace/membrane-secrets"]);
+    assert.equal((await cp!.kubectl(["get", "crd", "ciliumnetworkpolicies.cilium.io"])).code, 0, "the CRDs stay");
+    // The pods that ran keep their address and route; nothing enforces any more: the denied prober now connects.
+    await eventually("the denied prober passing on a plain network", 30_000, async () => ((await podLines("prober-denied")).slice(-2).every((l) => l === "pass") ? true : undefined));
+    assert.equal((await podLines("prober-allowed")).at(-1), "pass");
   });
 
   test("a node whose owner process is killed without stopping it is removed by its reaper", async () => {

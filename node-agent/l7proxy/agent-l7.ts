@@ -122,6 +122,12 @@ export class AgentL7 implements AgentL7Proxy {
     this.supervisor.stop();
   }
 
+  /** Stops supervising and ends a proxy the agent started (uninstall); an external one is left to its own pod. */
+  async shutdown(): Promise<void> {
+    this.stop();
+    await this.supervisor.shutdown();
+  }
+
   /** Logs and tells the listeners when the proxy goes down or comes back. */
   private checkHealth(): void {
     const running = this.supervisor.running();
