@@ -432,7 +432,7 @@ export class Operator {
       // Reconciles still waiting on the API server are cut off: closing the client destroys their connections.
       if (!(await step("controllers", () => Promise.all(this.controllers.map((c) => c.stop()))))) this.client?.close();
       await step("watches", () => Promise.all([this.informers?.stop(), this.distribution?.close(), this.heartbeat?.stop()]));
-      await step("lease", () => this.elector?.stop(STOP_STEP_MS.lease / 2));
+      await step("lease", () => this.elector?.stop(STOP_STEP_MS.lease - 100));
       this.leading = false;
       this.metrics.leader.set(0);
       await step("health server", () => this.server?.close());

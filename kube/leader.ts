@@ -42,6 +42,8 @@ export class LeaderElector {
   private readonly abort = new AbortController();
   private observed: { record: string; at: number } | undefined;
   private leading = false;
+  /** The Lease as the API server returned it after our last acquire or renew: what a release updates. */
+  private held: Lease | undefined;
 
   constructor(
     private readonly client: KubeClient,
@@ -95,22 +97,24 @@ export class LeaderElector {
 
   /**
    * Stops the loop and, if leading, releases the lease so a standby takes over at once. Best effort, as
-   * client-go's ReleaseOnCancel: each request gets `timeoutMs`, so an unreachable API server delays a
-   * shutdown by at most twice that (the lease then expires on its own).
+   * client-go's ReleaseOnCancel: one update of the Lease as our last renewal left it (its resourceVersion: a
+   * Lease someone else changed since is not ours to release), bounded by `timeoutMs`, so an unreachable API
+   * server delays a shutdown by at most that (the lease then expires on its own). One request, not a read
+   * and a write: on a loaded node the release must fit its shutdown step, else the standby waits out the Lease.
    */
   async stop(timeoutMs = this.timeoutMs): Promise<void> {
     this.abort.abort();
     if (!this.leading) return;
     this.leading = false;
+    const held = this.held;
+    if (!held) return;
     try {
-      const path = this.path(this.opts.name);
-      const lease = await this.client.request<Lease>("GET", path, undefined, undefined, timeoutMs);
-      if (lease.spec.holderIdentity !== this.opts.identity) return;
-      lease.spec = { ...lease.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) };
-      await this.client.request("PUT", path, lease, undefined, timeoutMs);
+      const released: Lease = { ...held, spec: { ...held.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) } };
+      await this.client.request("PUT", this.path(this.opts.name), released, undefined, timeoutMs);
       this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}` }, "released leadership");
     } catch (e) {
-      this.log.warn({ err: errMessage(e) }, "could not release the lease");
+      if (isConflict(e)) this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}` }, "lease changed since our last renewal: not released");
+      else this.log.warn({ err: errMessage(e) }, "could not release the lease");
     }
   }
 
@@ -123,7 +127,7 @@ export class LeaderElector {
         lease = await this.client.request<Lease>("GET", this.path(this.opts.name), undefined, undefined, this.timeoutMs);
       } catch (e) {
         if (!isNotFound(e)) throw e;
-        await this.client.request("POST", this.path(), {
+        this.held = await this.client.request<Lease>("POST", this.path(), {
           apiVersion: "coordination.k8s.io/v1",
           kind: "Lease",
           metadata: { name: this.opts.name, namespace: this.opts.namespace },
@@ -146,7 +150,7 @@ export class LeaderElector {
         leaseTransitions: (lease.spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
       };
       // PUT with the resourceVersion we read: a concurrent writer makes this fail with 409.
-      await this.client.request("PUT", this.path(this.opts.name), lease, undefined, this.timeoutMs);
+      this.held = await this.client.request<Lease>("PUT", this.path(this.opts.name), lease, undefined, this.timeoutMs);
       return true;
     } catch (e) {
       if (!isConflict(e)) this.log.warn({ err: errMessage(e) }, "lease acquire/renew failed");
