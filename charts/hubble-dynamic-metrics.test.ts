@@ -3,7 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 import { parseDynamicMetricsConfig } from "../node-agent/observer/hubble-metrics-config.ts";
 
@@ -20,8 +20,7 @@ function agentOf(objects: K8sObject[]): { container: Container; volumes: { name:
 }
 
 function flagsOf(c: Container) {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
-  const parsed = parseAgentFlags((c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m)));
+  const parsed = parseAgentFlags(kubeletArgs(c.args));
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags;
 }

@@ -1,7 +1,7 @@
 // The chart's hubble.export values become agent flags the agent itself accepts (parsed by its own flag parser), with the file's directory mounted.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 
 interface Container {
@@ -18,8 +18,7 @@ function agentOf(objects: K8sObject[]): { container: Container; volumes: { name:
 
 /** The container's args as the kubelet hands them over: `$(VAR)` references expanded (a node's values). */
 function argsOf(c: Container): string[] {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
-  return (c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m));
+  return kubeletArgs(c.args);
 }
 
 /** The agent's own flag parser on the chart's args. */

@@ -3,7 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 import { parseFlowLogsConfig } from "../node-agent/observer/flowlogs.ts";
 
@@ -31,9 +31,7 @@ function flowLogsConfigMap(objects: K8sObject[], name = "membrane-flowlog-config
 
 /** The agent's own flag parser on the chart's args (`$(VAR)` expanded as the kubelet does). */
 function flagsOf(c: Container) {
-  const env: Record<string, string> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" };
-  const args = (c.args[0] === "agent" ? c.args.slice(1) : c.args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => env[v] ?? m));
-  const parsed = parseAgentFlags(args);
+  const parsed = parseAgentFlags(kubeletArgs(c.args));
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags;
 }

@@ -1,7 +1,7 @@
 // The agent's Hubble TCP server address as the chart writes it: one address whatever the node's family, read by the agent's own flag parser.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { kubeletArgs, NODE_A_ENV, parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 
 function agentArgs(objects: K8sObject[]): string[] {
@@ -12,7 +12,7 @@ function agentArgs(objects: K8sObject[]): string[] {
 
 /** The args as the kubelet hands them to the agent on a node with this HOST_IP (`$(VAR)` expanded, HOST_IPS the same single-family node's; the operator Service's ClusterIP from the kubelet's service links). */
 const onNode = (args: readonly string[], hostIP: string): string[] =>
-  args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: hostIP, HOST_IPS: hostIP, MEMBRANE_OPERATOR_SERVICE_HOST: "10.96.0.20" })[v] ?? m));
+  kubeletArgs(args, { ...NODE_A_ENV, HOST_IP: hostIP, HOST_IPS: hostIP });
 
 describe("chart hubble agent server address", () => {
   it("an IPv4 and an IPv6 node each get their own address and the agent port, in canonical HOST:PORT (the default chart: both proxies on)", async () => {

@@ -1,7 +1,7 @@
 // The chart's hubble.redact values: the agents' --hubble-redact-* flags, read back by the agent's own flag parser.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 
 const BASE = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
@@ -9,7 +9,7 @@ const BASE = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c"
 function agentArgs(objects: K8sObject[]): string[] {
   const ds = objects.find((o) => o.kind === "DaemonSet") as unknown as { spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } };
   const args = ds.spec.template.spec.containers.find((c) => c.name === "agent")!.args;
-  return (args[0] === "agent" ? args.slice(1) : args).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => ({ NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1" })[v] ?? _m));
+  return kubeletArgs(args);
 }
 
 function redactionOf(args: readonly string[]) {

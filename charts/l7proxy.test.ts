@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags, type AgentFlags } from "../node-agent/main.ts";
 
 interface Container {
@@ -23,8 +23,7 @@ const podOf = (objects: K8sObject[], name: string): PodSpec | undefined =>
 
 /** The agent's flags as its parser reads them (downward-API variables given a node's values). */
 function agentFlags(objects: K8sObject[]): AgentFlags {
-  const args = podOf(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" || v === "HOST_IPS" ? "10.0.0.1" : "node-a")));
-  const parsed = parseAgentFlags(args);
+  const parsed = parseAgentFlags(kubeletArgs(podOf(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args));
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags;
 }

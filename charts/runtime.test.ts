@@ -2,7 +2,7 @@
 // runtime enforcer (a flag its own parser accepts) and shares the host's PID namespace to judge every process.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
+import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
 import { parseAgentFlags } from "../node-agent/main.ts";
 
 interface PodSpec {
@@ -17,8 +17,7 @@ function agentPod(objects: K8sObject[]): PodSpec {
 
 /** The agent's flags as its parser reads them (downward-API variables given a node's values). */
 function runtimeFlag(pod: PodSpec): boolean {
-  const args = pod.containers.find((c) => c.name === "agent")!.args.slice(1).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => (v === "HOST_IP" || v === "HOST_IPS" ? "10.0.0.1" : "node-a")));
-  const parsed = parseAgentFlags(args);
+  const parsed = parseAgentFlags(kubeletArgs(pod.containers.find((c) => c.name === "agent")!.args));
   assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
   return parsed.flags.runtime;
 }

@@ -106,3 +106,14 @@ export function goldenText(objects: K8sObject[]): string {
 }
 
 export const objectKey = (o: Pick<K8sObject, "kind" | "metadata">): string => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+
+/** What a kubelet sets for the agent's `$(VAR)` references on one node (tests render the chart for "node-a"). */
+export const NODE_A_ENV: Readonly<Record<string, string>> = { NODE_NAME: "node-a", HOST_IP: "10.0.0.1", HOST_IPS: "10.0.0.1", MEMBRANE_OPERATOR_SERVICE_HOST: "10.96.0.20" };
+
+/**
+ * A container's args as the kubelet hands them to the process: the leading `agent` subcommand dropped and every
+ * `$(VAR)` it knows expanded (an unknown reference stays as written, as the kubelet leaves it).
+ */
+export function kubeletArgs(args: readonly string[], env: Readonly<Record<string, string>> = NODE_A_ENV): string[] {
+  return (args[0] === "agent" ? args.slice(1) : args).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v: string) => env[v] ?? m));
+}
