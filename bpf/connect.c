@@ -45,6 +45,7 @@ struct {
 } membrane_connect_lost SEC(".maps");
 
 struct judge_ctx {
+	__u64 cgroup;
 	__u32 netns;
 	__u32 count;
 	__u16 port;
@@ -110,6 +111,8 @@ static long judge_rule(__u32 index, void *data)
 		return 0; /* this hook has acted already */
 	if (r->netns != 0 && r->netns != j->netns)
 		return 0;
+	if (r->cgroup != 0 && r->cgroup != j->cgroup)
+		return 0;
 	if (r->family != 0 && r->family != j->family)
 		return 0;
 	int in_range = j->port >= r->port_lo && j->port <= r->port_hi;
@@ -139,6 +142,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
 	struct judge_ctx j = {};
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	j.netns = TASK_NETNS(task);
+	j.cgroup = bpf_get_current_cgroup_id();
 	j.count = *count;
 	j.family = family;
 	j.protocol = ctx->protocol;

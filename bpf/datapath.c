@@ -15,6 +15,7 @@
 #include "lib/audit.h"
 #include "lib/encryption.h"
 #include "lib/hostfw.h"
+#include "lib/localhost.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -384,6 +385,19 @@ int to_container(struct __sk_buff *skb)
 		 * which mark its identity: the same source address without the mark came some other way (the
 		 * underlay) and is spoofed, so it is the world's. */
 		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : IDENTITY_WORLD;
+		/* The node's own connection (bpf/lib/localhost.h): reserved:host's, and it passes unless
+		 * --allow-localhost=policy has the pod's ingress policy judge it. */
+		if (from_local_host(skb, magic, peer, local_src != NULL)) {
+			struct config_value *cfg = config_get();
+			peer = IDENTITY_HOST;
+			if (local_host_passes(ep, cfg ? cfg->flags : 0)) {
+				ct_create(&f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+				if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
+					event_emit(skb, &f, EVENT_FORWARDED, EVENT_CT_NEW, DIR_INGRESS, DROP_NONE, IDENTITY_HOST,
+						   ep->identity, RULE_ID_NONE);
+				return TC_ACT_OK;
+			}
+		}
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
 	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,

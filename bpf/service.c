@@ -1,5 +1,6 @@
 // ClusterIP translation at the socket (socket-level load balancing, as Cilium's kube-proxy replacement does it):
-// cgroup/connect4 and sendmsg4 point a pod's socket at one ready backend of the Service it dials, so the
+// cgroup/connect4 and sendmsg4 (connect6 and sendmsg6 for IPv6 ClusterIPs, and for IPv4 ones an IPv6 socket dials
+// as v4-mapped addresses) point a pod's socket at one ready backend of the Service it dials, so the
 // from-container program, conntrack and flows see the backend pod and its identity, never the ClusterIP;
 // recvmsg4 and getpeername4 show the ClusterIP again to the application. A Service port with no ready backend
 // refuses the connect with ECONNREFUSED instead of leaking to the ClusterIP. Attached first on the cgroup v2
@@ -9,6 +10,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "service.h"
 #include "netns.h"
 
@@ -46,6 +48,27 @@ struct {
 	__type(value, __u32);
 } membrane_svc_scope SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SVC_FRONTENDS_MAX);
+	__type(key, struct svc6_frontend_key);
+	__type(value, struct svc_frontend);
+} membrane_svc6_frontends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SVC_BACKENDS_MAX);
+	__type(key, struct svc_backend_key);
+	__type(value, struct svc6_backend);
+} membrane_svc6_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SVC_REVNAT_MAX);
+	__type(key, struct svc6_revnat_key);
+	__type(value, struct svc6_revnat);
+} membrane_svc6_revnat SEC(".maps");
+
 static __always_inline int in_scope(void)
 {
 	__u32 every = 0;
@@ -56,18 +79,12 @@ static __always_inline int in_scope(void)
 	return bpf_map_lookup_elem(&membrane_svc_scope, &netns) != 0;
 }
 
-/* 1: the socket goes on (translated or not), 0: refused with ECONNREFUSED. */
-static __always_inline int translate(struct bpf_sock_addr *ctx)
+/* The frontend's backend for this connect (a random ready one), or 0 with *refuse set when it has none. */
+static __always_inline struct svc_backend *pick4(struct svc_frontend_key *fk, int *refuse)
 {
-	__u8 protocol = ctx->protocol;
-	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
-		return 1;
-	struct svc_frontend_key fk = { .addr = ctx->user_ip4, .port = (__u16)ctx->user_port, .protocol = protocol };
-	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc_frontends, &fk);
-	if (!fe)
-		return 1;
-	if (!in_scope())
-		return 1;
+	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc_frontends, fk);
+	if (!fe || !in_scope())
+		return 0;
 	__u32 count = fe->count;
 	if (count == 0)
 		goto refuse;
@@ -80,24 +97,171 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 		if (!be)
 			goto refuse;
 	}
-	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = be->addr, .port = be->port };
-	struct svc_revnat rv = { .addr = fk.addr, .port = fk.port };
-	bpf_map_update_elem(&membrane_svc_revnat, &rk, &rv, BPF_ANY);
-	ctx->user_ip4 = be->addr;
-	ctx->user_port = be->port;
-	return 1;
+	return be;
 refuse:
+	*refuse = 1;
+	return 0;
+}
+
+static __always_inline struct svc6_backend *pick6(struct svc6_frontend_key *fk, int *refuse)
+{
+	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc6_frontends, fk);
+	if (!fe || !in_scope())
+		return 0;
+	__u32 count = fe->count;
+	if (count == 0)
+		goto refuse;
+	struct svc_backend_key bk = { .id = fe->id, .slot = bpf_get_prandom_u32() % count };
+	struct svc6_backend *be = bpf_map_lookup_elem(&membrane_svc6_backends, &bk);
+	if (!be) {
+		bk.slot = 0;
+		be = bpf_map_lookup_elem(&membrane_svc6_backends, &bk);
+		if (!be)
+			goto refuse;
+	}
+	return be;
+refuse:
+	*refuse = 1;
+	return 0;
+}
+
+static __always_inline int refused(void)
+{
 	bpf_set_retval(-ECONNREFUSED);
 	return 0;
 }
 
-static __always_inline void reverse(struct bpf_sock_addr *ctx)
+static __always_inline int tcp_or_udp(struct bpf_sock_addr *ctx)
 {
-	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = ctx->user_ip4, .port = (__u16)ctx->user_port };
+	__u8 protocol = ctx->protocol;
+	return protocol == IPPROTO_TCP || protocol == IPPROTO_UDP;
+}
+
+/* An IPv4 destination *addr:*port (network order) becomes one of its frontend's backends, recorded for the way back;
+ * left as it is when it is no frontend. 1: the socket goes on, 0: refused with ECONNREFUSED. */
+static __always_inline int translate4(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
+{
+	struct svc_frontend_key fk = { .addr = *addr, .port = *port, .protocol = (__u8)ctx->protocol };
+	int refuse = 0;
+	struct svc_backend *be = pick4(&fk, &refuse);
+	if (!be)
+		return refuse ? refused() : 1;
+	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = be->addr, .port = be->port };
+	struct svc_revnat rv = { .addr = fk.addr, .port = fk.port };
+	bpf_map_update_elem(&membrane_svc_revnat, &rk, &rv, BPF_ANY);
+	*addr = be->addr;
+	*port = be->port;
+	return 1;
+}
+
+/* A translated IPv4 backend *addr:*port back to the ClusterIP and port the socket asked for (unchanged otherwise). */
+static __always_inline void reverse4(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
+{
+	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = *addr, .port = *port };
 	struct svc_revnat *rv = bpf_map_lookup_elem(&membrane_svc_revnat, &rk);
 	if (!rv)
 		return;
-	ctx->user_ip4 = rv->addr;
+	*addr = rv->addr;
+	*port = rv->port;
+}
+
+static __always_inline int translate(struct bpf_sock_addr *ctx)
+{
+	if (!tcp_or_udp(ctx))
+		return 1;
+	__u32 addr = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	if (!translate4(ctx, &addr, &port))
+		return 0;
+	ctx->user_ip4 = addr;
+	ctx->user_port = port;
+	return 1;
+}
+
+static __always_inline void reverse(struct bpf_sock_addr *ctx)
+{
+	__u32 addr = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	reverse4(ctx, &addr, &port);
+	ctx->user_ip4 = addr;
+	ctx->user_port = port;
+}
+
+/* ::ffff:a.b.c.d: an IPv4 destination dialled from an IPv6 socket (words in network order). */
+static __always_inline int v4_mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline void read_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
+{
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void write_ip6(struct bpf_sock_addr *ctx, const __u32 a[4])
+{
+	ctx->user_ip6[0] = a[0];
+	ctx->user_ip6[1] = a[1];
+	ctx->user_ip6[2] = a[2];
+	ctx->user_ip6[3] = a[3];
+}
+
+static __always_inline int translate6(struct bpf_sock_addr *ctx)
+{
+	if (!tcp_or_udp(ctx))
+		return 1;
+	__u32 addr[4];
+	read_ip6(ctx, addr);
+	__u16 port = (__u16)ctx->user_port;
+	if (v4_mapped(addr)) {
+		__u32 v4 = addr[3];
+		if (!translate4(ctx, &v4, &port))
+			return 0;
+		ctx->user_ip6[3] = v4;
+		ctx->user_port = port;
+		return 1;
+	}
+	struct svc6_frontend_key fk = { .port = port, .protocol = (__u8)ctx->protocol };
+	__builtin_memcpy(fk.addr, addr, sizeof(fk.addr));
+	int refuse = 0;
+	struct svc6_backend *be = pick6(&fk, &refuse);
+	if (!be)
+		return refuse ? refused() : 1;
+	struct svc6_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .port = be->port };
+	__builtin_memcpy(rk.addr, be->addr, sizeof(rk.addr));
+	struct svc6_revnat rv = { .port = port };
+	__builtin_memcpy(rv.addr, addr, sizeof(rv.addr));
+	bpf_map_update_elem(&membrane_svc6_revnat, &rk, &rv, BPF_ANY);
+	__u32 to[4];
+	__builtin_memcpy(to, be->addr, sizeof(to));
+	write_ip6(ctx, to);
+	ctx->user_port = be->port;
+	return 1;
+}
+
+static __always_inline void reverse6(struct bpf_sock_addr *ctx)
+{
+	__u32 addr[4];
+	read_ip6(ctx, addr);
+	__u16 port = (__u16)ctx->user_port;
+	if (v4_mapped(addr)) {
+		__u32 v4 = addr[3];
+		reverse4(ctx, &v4, &port);
+		ctx->user_ip6[3] = v4;
+		ctx->user_port = port;
+		return;
+	}
+	struct svc6_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .port = port };
+	__builtin_memcpy(rk.addr, addr, sizeof(rk.addr));
+	struct svc6_revnat *rv = bpf_map_lookup_elem(&membrane_svc6_revnat, &rk);
+	if (!rv)
+		return;
+	__u32 to[4];
+	__builtin_memcpy(to, rv->addr, sizeof(to));
+	write_ip6(ctx, to);
 	ctx->user_port = rv->port;
 }
 
@@ -124,6 +288,32 @@ SEC("cgroup/getpeername4")
 int membrane_svc_getpeername4(struct bpf_sock_addr *ctx)
 {
 	reverse(ctx);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int membrane_svc_connect6(struct bpf_sock_addr *ctx)
+{
+	return translate6(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int membrane_svc_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return translate6(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int membrane_svc_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	reverse6(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int membrane_svc_getpeername6(struct bpf_sock_addr *ctx)
+{
+	reverse6(ctx);
 	return 1;
 }
 

@@ -19,6 +19,7 @@ const groups: Record<string, Group> = {
   "cni-install": { load: () => import("../node-agent/cni-installer/main.ts"), summary: "put the CNI plugin into a node's CNI bin dir and exit (the chart's init container)" },
   l7proxy: { load: () => import("../node-agent/l7proxy/main.ts"), summary: "run the node's L7 (HTTP) proxy, configured by the agent's file" },
   runtime: { load: () => import("../node-agent/runtime/main.ts"), summary: "run process visibility and TracingPolicy enforcement on a node (Tetragon's JSON events)" },
+  node: { load: () => import("../node-agent/cleanup/main.ts"), summary: "on a node: cleanup removes what Membrane left there after helm uninstall" },
   operator: { load: () => import("../controllers/main.ts"), summary: "run the operator" },
   webhook: { load: () => import("../webhooks/main.ts"), summary: "run the admission webhook server" },
 };

@@ -158,6 +158,7 @@ test("host trace arguments and errors name the flag", () => {
     [["--from-ip", "300.1.1.1", "--to-node", "n1", "--port", "1"], /^--from-ip: "300\.1\.1\.1" is not an IP address/],
     [["--from-ip", "1.1.1.1", "--port", "1"], /^--to: required \(or --to-node, --to-ip\)/],
     [["--from-ip", "1.1.1.1", "--to-node", "n1", "--port", "1", "--api-server-port", "x"], /^--api-server-port: "x" is not a port/],
+    [["--from-node", "n1", "--to-ip", "1.1.1.1", "--port", "1", "--allow-localhost", "never"], /^--allow-localhost: "never" is not always or policy/],
   ];
   for (const [argv, want] of cases) {
     const r = parseTraceArgs(argv);

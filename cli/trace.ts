@@ -17,7 +17,7 @@ import { hostTrace, hostTraceText, traceGuard, type HostTraceAnswer, type TraceP
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
 import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 
-const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--kubeconfig PATH] [-o text|json]
+const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--allow-localhost always|policy] [--kubeconfig PATH] [-o text|json]
                               [--http-method M --http-path P [--http-host H] [--http-header 'Name: value']...]
   FROM: --from NS/POD | --from-node NODE | --from-ip ADDRESS
   TO:   --to NS/POD   | --to-node NODE   | --to-ip ADDRESS
@@ -27,7 +27,8 @@ A node is its host endpoint (the host firewall: CCNPs with a nodeSelector); an a
 node's when one has it, else outside the cluster (a policy CIDR's identity, or world). With a node, every
 program that judges the connection is listed in order with the peer it sees. --api-server-port: the
 chart's hostFirewall.apiServerPort, which the lock-out guard passes (VXLAN and WireGuard between nodes
-are always modelled).
+are always modelled). --allow-localhost: the chart's allowLocalhost (default always: a node reaches its own
+pods before their ingress policy; policy: that policy judges it, peer reserved:host).
 `;
 
 /** The parts of Pod and Namespace objects trace reads (as the API server lists them). */
@@ -238,6 +239,7 @@ export interface HostTraceArgs {
   readonly port: number;
   readonly protocol: "TCP" | "UDP" | "SCTP";
   readonly apiServerPort?: number;
+  readonly allowLocalhost?: "always" | "policy";
 }
 
 export type HostTraceResult = { readonly ok: true; readonly answer: HostTraceAnswer; readonly text: string } | { readonly ok: false; readonly error: string };
@@ -292,7 +294,7 @@ export function traceHostVerdict(cluster: TraceCluster, q: HostTraceArgs): HostT
   if (typeof src === "string") return { ok: false, error: src };
   const dst = resolve("to", q.dst);
   if (typeof dst === "string") return { ok: false, error: dst };
-  const answer = hostTrace({ policies, src, dst, protocol: PROTO_NUMBER[q.protocol], port: q.port, guard: traceGuard(q.apiServerPort) });
+  const answer = hostTrace({ policies, src, dst, protocol: PROTO_NUMBER[q.protocol], port: q.port, guard: traceGuard(q.apiServerPort), ...(q.allowLocalhost ? { allowLocalhost: q.allowLocalhost } : {}) });
   const name = (p: TraceParty): string => (p.kind === "pod" ? p.name : p.kind === "node" ? `node ${p.name}` : p.address);
   return { ok: true, answer, text: hostTraceText(name(src), name(dst), q.protocol, q.port, answer) };
 }
@@ -316,6 +318,7 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
       port: { type: "string" },
       protocol: { type: "string" },
       "api-server-port": { type: "string" },
+      "allow-localhost": { type: "string" },
       "http-method": { type: "string" },
       "http-path": { type: "string" },
       "http-host": { type: "string" },
@@ -352,6 +355,8 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
   if (protocol !== "TCP" && protocol !== "UDP" && protocol !== "SCTP") return { ok: false, error: `--protocol: "${v.protocol}" is not TCP, UDP or SCTP` };
   const api = v["api-server-port"];
   if (api !== undefined && !isPort(api)) return { ok: false, error: `--api-server-port: "${api}" is not a port (1-65535)` };
+  const localhost = v["allow-localhost"];
+  if (localhost !== undefined && localhost !== "always" && localhost !== "policy") return { ok: false, error: `--allow-localhost: "${localhost}" is not always or policy` };
   const output = v.output ?? "text";
   if (output !== "text" && output !== "json") return { ok: false, error: `-o: "${output}" is not text or json` };
   const common = { port, protocol, output, ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}) } as const;
@@ -360,7 +365,7 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
   if (typeof http === "string") return { ok: false, error: http };
   if (src.kind === "pod" && dst.kind === "pod") return { ok: true, value: { from: src.ref, to: dst.ref, ...common, ...(http ? { http } : {}) } };
   if (http) return { ok: false, error: "--http-method: an HTTP request is traced between two pods (--from NS/POD --to NS/POD)" };
-  return { ok: true, value: { host: { src, dst, port, protocol, ...(api !== undefined ? { apiServerPort: Number(api) } : {}) }, ...common } };
+  return { ok: true, value: { host: { src, dst, port, protocol, ...(api !== undefined ? { apiServerPort: Number(api) } : {}), ...(localhost !== undefined ? { allowLocalhost: localhost } : {}) }, ...common } };
 }
 
 // An HTTP method is a token (RFC 9110 §5.6.2); a header name too.

@@ -14,7 +14,7 @@ export function familyBits(family: IPFamily): number {
 }
 
 /** An IPv4 address as a 32-bit unsigned number (plain arithmetic: a BigInt per octet was a hot spot). */
-function parseIPv4Number(s: string): number | undefined {
+export function parseIPv4Number(s: string): number | undefined {
   const len = s.length;
   if (len < 7 || len > 15) return undefined;
   let v = 0;

@@ -131,3 +131,21 @@ test("hostTraceText names the decision and every step", () => {
       "  note: 172.31.0.5 is outside the cluster: only the destination judges\n",
   );
 });
+
+test("a node to its own pod: allow-localhost always (the default) passes it before the pod's ingress policy; policy has that policy judge it as reserved:host", () => {
+  const webIngress = parse({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "web-from-host-8080", namespace: "app" },
+    spec: { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEntities: ["host"], toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }] }] },
+  });
+  const always = hostTrace({ policies: webIngress, src: node1, dst: pod("n1"), protocol: TCP, port: 9999 });
+  assert.equal(always.verdict, "allow");
+  assert.equal(stepReasonText(always.decided!.rule), "allow-localhost always (a node reaches its own pods)");
+  assert.match(hostTraceText("node n1", "app/web-n1", "TCP", 9999, always), /ALLOWED\ndecided by: allow-localhost always/);
+  const policy = (port: number) => hostTrace({ policies: webIngress, src: node1, dst: pod("n1"), protocol: TCP, port, allowLocalhost: "policy" });
+  assert.deepEqual([policy(9999).verdict, stepReasonText(policy(9999).decided!.rule), policy(9999).decided!.peer.id], ["deny", "default deny", 1]);
+  assert.deepEqual([policy(8080).verdict, stepReasonText(policy(8080).decided!.rule)], ["allow", "CiliumNetworkPolicy app/web-from-host-8080 spec.ingress[0]"]);
+  // Another node's pod is not its own: the pod's policy judges it in either mode (peer reserved:remote-node).
+  assert.equal(hostTrace({ policies: webIngress, src: node1, dst: pod("n2"), protocol: TCP, port: 9999 }).verdict, "deny");
+});

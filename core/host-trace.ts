@@ -31,7 +31,7 @@ export interface TraceGuardEntry {
   readonly why: string;
 }
 
-export type StepReason = DirectionVerdict["rule"] | { readonly guard: string };
+export type StepReason = DirectionVerdict["rule"] | { readonly guard: string } | { readonly localhost: "always" };
 
 /** One program's judgement on the connection's first packet. */
 export interface TraceStep {
@@ -61,6 +61,8 @@ export interface HostTraceQuery {
   readonly protocol: number;
   readonly port: number;
   readonly guard?: readonly TraceGuardEntry[];
+  /** The agents' --allow-localhost (the chart's allowLocalhost): always (default) lets a node reach its own pods before their policy. */
+  readonly allowLocalhost?: "always" | "policy";
 }
 
 const reserved = (id: number): LabelSet => reservedIdentityById(id)?.labels ?? labelSetFrom([]);
@@ -94,7 +96,8 @@ function partyText(p: TraceParty): string {
  *   its device (the pod's identity: its address is not translated);
  * - a node to another node, a pod elsewhere or an outside address: its host egress on its device, then the
  *   other end's ingress (a node's own address is reserved:remote-node there);
- * - a node to a pod on itself: only the pod's ingress (peer reserved:host; the veth is no host device);
+ * - a node to a pod on itself: with allow-localhost always (the default) it passes before the pod's policy, as
+ *   Kubernetes demands; with policy, only the pod's ingress judges it (peer reserved:host; the veth is no host device);
  * - a node to itself: nothing (loopback crosses no device).
  * A host step the guard lists (direction, protocol, port; peers any or nodes only) passes before policy.
  */
@@ -121,6 +124,9 @@ export function hostTrace(q: HostTraceQuery): HostTraceAnswer {
   } else if (src.kind === "pod" && dst.kind === "node" && src.node === dst.name) {
     judge(dst, "ingress", src);
     judge(src, "egress", dst);
+  } else if (src.kind === "node" && dst.kind === "pod" && dst.node === src.name && (q.allowLocalhost ?? "always") === "always") {
+    steps.push({ subject: partyText(dst), host: false, direction: "ingress", peer: { id: IDENTITY.host, text: `node ${src.name} (reserved:host)` }, verdict: "allow", rule: { localhost: "always" } });
+    notes.push(`node ${src.name} reaches its own pods before their ingress policy (allow-localhost always; with allow-localhost policy the pod's policy judges it, peer reserved:host)`);
   } else {
     if (src.kind === "address") notes.push(`${src.address} is outside the cluster: only the destination judges`);
     else if (src.kind === "node" && dst.kind === "pod" && dst.node === src.name) notes.push(`node ${src.name} reaches its own pod over the pod's veth, no host device: the host's egress does not judge it`);
@@ -136,6 +142,7 @@ export function hostTrace(q: HostTraceQuery): HostTraceAnswer {
 /** A step's reason as trace prints it. */
 export function stepReasonText(r: StepReason): string {
   if (typeof r === "object" && "guard" in r) return `the lock-out guard (${r.guard})`;
+  if (typeof r === "object" && "localhost" in r) return "allow-localhost always (a node reaches its own pods)";
   if (r === "default-deny") return "default deny";
   if (r === "no-policy") return "no policy selects it (allow-all)";
   return `${r.policyKind} ${r.namespace !== undefined ? `${r.namespace}/` : ""}${r.name} ${r.path}`;

@@ -57,14 +57,32 @@ describe("service translation table", () => {
     assert.deepEqual(frontends([s], [a, b, other])[0]!.backends, [{ address: "10.244.0.1", port: 8080 }, { address: "10.244.0.2", port: 8080 }]);
   });
 
-  it("leaves alone what kube-proxy keeps: headless, ExternalName, IPv6-only, SCTP ports; non-IPv4 slices", () => {
+  it("leaves alone what kube-proxy keeps: headless, ExternalName, SCTP ports, NodePorts; FQDN slices", () => {
     assert.deepEqual(parseService(svc({ clusterIP: "None", ports: [{ port: 80 }] })), { ok: true, value: undefined });
     assert.deepEqual(parseService(svc({ type: "ExternalName", externalName: "example.com" })), { ok: true, value: undefined });
-    assert.deepEqual(parseService(svc({ clusterIPs: ["fd00::10"], ports: [{ port: 80 }] })), { ok: true, value: undefined });
     const dual = parsed(parseService(svc({ type: "NodePort", clusterIPs: ["fd00::10", "10.96.0.30"], ports: [{ port: 80, nodePort: 30080 }, { port: 9, protocol: "SCTP" }] })));
-    assert.deepEqual(dual.clusterIPs, ["10.96.0.30"]);
+    assert.deepEqual(dual.clusterIPs, ["fd00::10", "10.96.0.30"]);
     assert.deepEqual(dual.ports, [{ name: "", port: 80, protocol: "TCP" }]);
-    assert.deepEqual(parseEndpointSlice({ ...(slice({}) as object), addressType: "IPv6" }), { ok: true, value: undefined });
+    assert.deepEqual(parseEndpointSlice({ ...(slice({}) as object), addressType: "FQDN" }), { ok: true, value: undefined });
+  });
+
+  it("IPv6 and dual-stack: each ClusterIP leads to the ready endpoints of its own family's slices, in numeric order", () => {
+    const s = parsed(parseService(svc({ clusterIPs: ["fd00:96::20", "10.96.0.20"], ports: [{ name: "http", port: 80 }] })));
+    const v6 = parsed(parseEndpointSlice(slice({ addressType: "IPv6", ports: [{ name: "http", port: 8080 }], endpoints: [{ addresses: ["fd00:244::10"] }, { addresses: ["fd00:244::9"] }, { addresses: ["fd00:244::1:0"], conditions: { ready: false } }] }, "web-v6")));
+    const v4 = parsed(parseEndpointSlice(slice({ ports: [{ name: "http", port: 8080 }], endpoints: [{ addresses: ["10.244.0.10"] }, { addresses: ["10.244.0.9"] }] }, "web-v4")));
+    assert.equal(v6.family, 6);
+    assert.deepEqual(
+      frontends([s], [v6, v4]).map((f) => [f.address, f.backends.map((b) => b.address)]),
+      [
+        ["fd00:96::20", ["fd00:244::9", "fd00:244::10"]],
+        ["10.96.0.20", ["10.244.0.9", "10.244.0.10"]],
+      ],
+    );
+    // No slice of a family yet (the IPv6 slice not written): that ClusterIP stays untranslated rather than refused.
+    assert.deepEqual(frontends([s], [v4]).map((f) => f.address), ["10.96.0.20"]);
+    const bad = parseEndpointSlice(slice({ addressType: "IPv6", ports: [{ port: 80 }], endpoints: [{ addresses: ["10.244.0.9"] }] }));
+    assert.ok(!bad.ok);
+    assert.deepEqual(bad.errors.map((e) => [e.path, e.message]), [["endpoints[0].addresses", "must be a list of IPv6 addresses (the slice's addressType)"]]);
   });
 
   it("bad input is refused naming the field", () => {
@@ -78,7 +96,7 @@ describe("service translation table", () => {
 
   it("a port only the slice names the same way is matched; unnamed matches unnamed", () => {
     const services: TranslatedService[] = [{ namespace: "a", name: "s", clusterIPs: ["10.96.0.40"], ports: [{ name: "", port: 80, protocol: "TCP" }, { name: "m", port: 81, protocol: "TCP" }] }];
-    const slices: ServiceSlice[] = [{ namespace: "a", name: "s-1", service: "s", ports: [{ name: "", port: 8080, protocol: "TCP" }], endpoints: [{ addresses: ["10.244.0.5"], ready: true }] }];
+    const slices: ServiceSlice[] = [{ namespace: "a", name: "s-1", service: "s", family: 4, ports: [{ name: "", port: 8080, protocol: "TCP" }], endpoints: [{ addresses: ["10.244.0.5"], ready: true }] }];
     assert.deepEqual(frontends(services, slices).map((f) => f.backends.map((b) => b.port)), [[8080], []]);
   });
 });

@@ -2,6 +2,7 @@
 // port's ClusterIP frontends and the ready endpoints its EndpointSlices list for that port. Pure: parses the API
 // objects (errors name the field) and joins them; node-agent/services/ writes the result into the kernel.
 import { isIP } from "node:net";
+import { parseIP } from "./cidr.ts";
 
 export type TranslatedProtocol = "TCP" | "UDP";
 
@@ -12,7 +13,7 @@ export interface ServicePort {
   readonly protocol: TranslatedProtocol;
 }
 
-/** A Service as translation reads it: its IPv4 ClusterIPs and its TCP/UDP ports. */
+/** A Service as translation reads it: its ClusterIPs (IPv4 and IPv6) and its TCP/UDP ports. */
 export interface TranslatedService {
   readonly namespace: string;
   readonly name: string;
@@ -26,12 +27,13 @@ export interface SliceEndpoint {
   readonly ready: boolean;
 }
 
-/** An IPv4 EndpointSlice of a Service: its ports (targetPort already resolved per pod by the EndpointSlice controller) and endpoints. */
+/** An EndpointSlice of a Service (IPv4 or IPv6 addresses): its ports (targetPort already resolved per pod by the EndpointSlice controller) and endpoints. */
 export interface ServiceSlice {
   readonly namespace: string;
   readonly name: string;
   /** The Service it belongs to (label kubernetes.io/service-name). */
   readonly service: string;
+  readonly family: 4 | 6;
   readonly ports: readonly ServicePort[];
   readonly endpoints: readonly SliceEndpoint[];
 }
@@ -41,7 +43,7 @@ export interface Backend {
   readonly port: number;
 }
 
-/** One ClusterIP:port/protocol and where it leads: no backend means the connect is refused. */
+/** One ClusterIP:port/protocol and where it leads (backends of the ClusterIP's own family): no backend means the connect is refused. */
 export interface Frontend {
   readonly namespace: string;
   readonly service: string;
@@ -83,8 +85,7 @@ function protocolOf(v: unknown): TranslatedProtocol | undefined {
 }
 
 /**
- * A v1 Service as translation reads it; undefined for those it leaves alone (ExternalName, headless, no IPv4
- * ClusterIP). Only the ClusterIP is translated: NodePort, external IPs, load balancer addresses, session
+ * A v1 Service as translation reads it; undefined for those it leaves alone (ExternalName, headless). Only the ClusterIP is translated: NodePort, external IPs, load balancer addresses, session
  * affinity and traffic policies stay kube-proxy's.
  */
 export function parseService(obj: unknown): Parsed<TranslatedService> {
@@ -100,7 +101,7 @@ export function parseService(obj: unknown): Parsed<TranslatedService> {
   ips.forEach((ip, i) => {
     if (ip === "None" || ip === "") return;
     if (typeof ip !== "string" || isIP(ip) === 0) errors.push({ path: `spec.clusterIPs[${i}]`, message: `must be an IP address, not ${JSON.stringify(ip)}` });
-    else if (isIP(ip) === 4) clusterIPs.push(ip);
+    else clusterIPs.push(ip);
   });
   const ports: ServicePort[] = [];
   const rawPorts = spec["ports"] ?? [];
@@ -117,14 +118,15 @@ export function parseService(obj: unknown): Parsed<TranslatedService> {
   return { ok: true, value: { namespace: meta.namespace, name: meta.name, clusterIPs, ports } };
 }
 
-/** A discovery.k8s.io/v1 EndpointSlice; undefined for one that is not IPv4 or names no Service. */
+/** A discovery.k8s.io/v1 EndpointSlice; undefined for one of addressType FQDN or that names no Service. */
 export function parseEndpointSlice(obj: unknown): Parsed<ServiceSlice> {
   const errors: FieldError[] = [];
   if (!isRecord(obj)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
   const meta = metaOf(obj, errors);
   if (!meta) return { ok: false, errors };
   const service = meta.labels[SERVICE_NAME_LABEL];
-  if (obj["addressType"] !== "IPv4" || typeof service !== "string" || service === "") return { ok: true, value: undefined };
+  const family = obj["addressType"] === "IPv4" ? 4 : obj["addressType"] === "IPv6" ? 6 : undefined;
+  if (family === undefined || typeof service !== "string" || service === "") return { ok: true, value: undefined };
   const ports: ServicePort[] = [];
   const rawPorts = obj["ports"] ?? [];
   if (!Array.isArray(rawPorts)) errors.push({ path: "ports", message: "must be a list" });
@@ -144,20 +146,25 @@ export function parseEndpointSlice(obj: unknown): Parsed<ServiceSlice> {
     rawEndpoints.forEach((e: unknown, i) => {
       if (!isRecord(e)) return void errors.push({ path: `endpoints[${i}]`, message: "must be an object" });
       const addrs = e["addresses"];
-      if (!Array.isArray(addrs) || addrs.some((a) => typeof a !== "string" || isIP(a) !== 4))
-        return void errors.push({ path: `endpoints[${i}].addresses`, message: "must be a list of IPv4 addresses" });
+      if (!Array.isArray(addrs) || addrs.some((a) => typeof a !== "string" || isIP(a) !== family))
+        return void errors.push({ path: `endpoints[${i}].addresses`, message: `must be a list of IPv${family} addresses (the slice's addressType)` });
       const ready = isRecord(e["conditions"]) ? e["conditions"]["ready"] : undefined;
       endpoints.push({ addresses: addrs as string[], ready: ready !== false });
     });
   if (errors.length > 0) return { ok: false, errors };
-  return { ok: true, value: { namespace: meta.namespace, name: meta.name, service, ports, endpoints } };
+  return { ok: true, value: { namespace: meta.namespace, name: meta.name, service, family, ports, endpoints } };
 }
 
-const ipOrder = (a: string): number => a.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+/** Numeric order of two addresses of one family (parsed by core/cidr.ts). */
+function addressOrder(a: string, b: string): number {
+  const x = parseIP(a)?.addr ?? 0n;
+  const y = parseIP(b)?.addr ?? 0n;
+  return x < y ? -1 : x > y ? 1 : 0;
+}
 
 /**
- * Every frontend of the Services that have EndpointSlices: each IPv4 ClusterIP × port, with the ready endpoints of the
- * Service's slices whose port has the Service port's name and protocol (the slice's number is the pod's resolved
+ * Every frontend of the Services that have EndpointSlices: each ClusterIP × port, with the ready endpoints of the
+ * Service's slices of the ClusterIP's family whose port has the Service port's name and protocol (the slice's number is the pod's resolved
  * targetPort, named or numeric).
  */
 export function frontends(services: Iterable<TranslatedService>, slices: Iterable<ServiceSlice>): Frontend[] {
@@ -175,19 +182,24 @@ export function frontends(services: Iterable<TranslatedService>, slices: Iterabl
     // `kubernetes`, routed by the node itself): left to kube-proxy rather than refused. A slice listing no ready
     // endpoint is a known empty Service and is refused.
     if (own === undefined) continue;
-    for (const sp of svc.ports) {
-      const seen = new Map<string, Backend>();
-      for (const slice of own) {
-        const target = slice.ports.find((p) => p.name === sp.name && p.protocol === sp.protocol);
-        if (!target) continue;
-        for (const e of slice.endpoints) {
-          if (!e.ready) continue;
-          for (const address of e.addresses) seen.set(`${address}:${target.port}`, { address, port: target.port });
+    for (const address of svc.clusterIPs) {
+      const family = isIP(address);
+      // Same rule per family: a dual-stack Service whose IPv6 slices do not exist yet keeps its IPv6 ClusterIP untranslated.
+      if (!own.some((slice) => slice.family === family)) continue;
+      for (const sp of svc.ports) {
+        const seen = new Map<string, Backend>();
+        for (const slice of own) {
+          if (slice.family !== family) continue;
+          const target = slice.ports.find((p) => p.name === sp.name && p.protocol === sp.protocol);
+          if (!target) continue;
+          for (const e of slice.endpoints) {
+            if (!e.ready) continue;
+            for (const a of e.addresses) seen.set(`${a}|${target.port}`, { address: a, port: target.port });
+          }
         }
-      }
-      const backends = [...seen.values()].sort((a, b) => ipOrder(a.address) - ipOrder(b.address) || a.port - b.port);
-      for (const address of svc.clusterIPs)
+        const backends = [...seen.values()].sort((a, b) => addressOrder(a.address, b.address) || a.port - b.port);
         out.push({ namespace: svc.namespace, service: svc.name, portName: sp.name, address, port: sp.port, protocol: sp.protocol, backends });
+      }
     }
   }
   return out;

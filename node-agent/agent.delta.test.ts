@@ -47,6 +47,7 @@ describe("agent delta write", () => {
     },
     removeSubjectEntries: (p, removed) => void calls.push(`remove ${p.subject} [${ports(removed)}]`),
     setIpcache: (e) => void calls.push(`ipcache ${e.cidr}`),
+    setIpcacheMany: (es) => void calls.push(...es.map((e) => `ipcache ${e.cidr}`)),
     deleteIpcache: (cidr) => void calls.push(`ipcache-delete ${cidr}`),
     pruneIpcache: () => undefined,
     setIPBlock: (e) => void calls.push(`ipblock ${e.cidr}`),

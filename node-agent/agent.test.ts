@@ -219,6 +219,10 @@ function withFaults(dp: Datapath, faults: ReadonlySet<string>): AgentDatapath {
       if (faults.has(e.cidr)) throw new Error(`injected: ipcache map full at ${e.cidr}`);
       dp.setIpcache(e);
     },
+    setIpcacheMany: (es) => {
+      for (const e of es) if (faults.has(e.cidr)) throw new Error(`injected: ipcache map full at ${e.cidr}`);
+      dp.setIpcacheMany(es);
+    },
     deleteIpcache: (c) => dp.deleteIpcache(c),
     pruneIpcache: (keep) => dp.pruneIpcache(keep),
     setIPBlock: (e) => dp.setIPBlock(e),

@@ -13,7 +13,7 @@ import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, type WiredPod, listHostLinks, planEndpointReconcile, readWiredPods, removeHostLink } from "./endpoint-links.ts";
 import type { EndpointLink } from "./endpoint-mtu.ts";
-import { LAYOUT, encodeEndpointKey, ipcacheKeys, encodeIpcacheValue, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
+import { LAYOUT, checkIpcachePrefix, checkIpcacheValue, encodeEndpointKey, encodePolicyKey, encodePolicyValue, type EndpointEntry } from "./bpf/layout.ts";
 import { type IPCacheDelta, IpcacheIndex, type IpcacheWrites, datapathIPBlocks, datapathIpcache, ipBlockWrites, remotePodPrefixes, sameIpcacheEntry } from "./ipcache.ts";
 import type { Datapath } from "./bpf/datapath.ts";
 import { type AgentReply, type AgentRequest, type EndpointAddRequest, EndpointSocketServer } from "./cni/agent-socket.ts";
@@ -37,8 +37,9 @@ import { DEFAULT_HTTP_REDACTION, type HttpRedaction } from "../core/l7/redaction
 import type { Flow } from "../flowapi/flow.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
 import type { AgentRuntime, RuntimeEnforcerStatus, RuntimePod } from "./runtime/agent-runtime.ts";
+import type { PodContainers } from "./runtime/pod-containers.ts";
 
-/** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed). */
+/** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed); only the node itself reaches it (bpf/lib/init.h: the kubelet's probes). */
 export const INIT_IDENTITY = IDENTITY.init;
 
 const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
@@ -47,9 +48,9 @@ export const MAX_DOWNSTREAM_BYTES = 256 * 1024 * 1024;
 type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
-export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
+export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "setIpcacheMany" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu" | "ipcacheIsEmpty">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -190,6 +191,7 @@ export class NodeAgent {
   private l7: AgentL7Proxy | undefined;
   /** The runtime enforcer once it was started (opts.runtime); undefined before and after stop. */
   private runtime: AgentRuntime | undefined;
+  private podContainers: PodContainers = new Map();
   /** The operator's messages, handled one after the other (the L7 proxy's ports are awaited before a state is written). */
   private messages: Promise<void> = Promise.resolve();
   /** The audit-mode annotations last handed over by the watch (audit-mode.ts); none until then. */
@@ -326,6 +328,12 @@ export class NodeAgent {
    * endpoint flags change in place, for the next new connection; nothing restarts. Switching off
    * enforces from the next connection (an audited connection already open keeps its conntrack entry).
    */
+  /** The containers of this node's pods (pod-containers.ts): the runtime's pods file carries them (containerSelector, events). */
+  setPodContainers(c: PodContainers): void {
+    this.podContainers = c;
+    this.runtime?.setPods(this.runtimePods());
+  }
+
   setAuditAnnotations(a: AuditModeAnnotations): void {
     if (this.opts.hostFirewall && a.nodeObject === false && this.auditAnnotations.nodeObject !== false) {
       // Not failed closed: the operator sends a node without a Node object no state at all, so nothing says what
@@ -410,7 +418,8 @@ export class NodeAgent {
         const m = /^k8s:([^=]+)=(.*)$/.exec(l);
         if (m && !m[1]!.startsWith("io.cilium.k8s.") && !m[1]!.startsWith("io.kubernetes.")) labels[m[1]!] = m[2]!;
       }
-      out.push({ netns: ep.netns, namespace: ep.namespace, name: ep.pod, labels });
+      const containers = this.podContainers.get(ep.namespace)?.get(ep.pod);
+      out.push({ netns: ep.netns, namespace: ep.namespace, name: ep.pod, labels, ...(containers ? { containers } : {}) });
     }
     return out;
   }
@@ -716,9 +725,11 @@ export class NodeAgent {
       for (const e of p.entries) merged.set(entryKeyString(e), e);
       dp.setSubjectPolicy({ ...p, entries: [...merged.values()] });
     }
-    // 2. the ipcache switches to the new identities.
+    // 2. the ipcache switches to the new identities. A snapshot onto empty maps (a node's first start) has nothing
+    // to prune afterwards: every entry in the maps then is one it wrote (walking a 51,000-entry trie costs ~0.5 s).
+    const pruneAfter = snapshot && !(dp.ipcacheIsEmpty?.() ?? false);
     const ipc = ipcacheWrites ?? this.wholeIpcacheWrites(from, to, snapshot);
-    for (const e of ipc.set) dp.setIpcache(e);
+    dp.setIpcacheMany(ipc.set); // in batches: a snapshot sets every entry
     // ... and so does the ipBlock map: the allows that name a new ipBlock identity are in already.
     for (const e of ipc.setBlocks) dp.setIPBlock(e);
     // 3. endpoints take their identity and enforcement from the new state, and so does the host.
@@ -736,7 +747,7 @@ export class NodeAgent {
     for (const s of gone) dp.setSubjectPolicy({ subject: s, ingressEnforced: true, egressEnforced: true, entries: [] });
     // 5. prefixes that left the ipcache (on a snapshot also those pinned before a restart).
     for (const cidr of ipc.remove) tryDelete(() => dp.deleteIpcache(cidr));
-    if (snapshot) dp.pruneIpcache([...ipc.set.map((e) => e.cidr), ...(this.dns?.learnedPrefixes() ?? [])]); // a snapshot sets every entry but the learned addresses
+    if (pruneAfter) dp.pruneIpcache([...ipc.set.map((e) => e.cidr), ...(this.dns?.learnedPrefixes() ?? [])]); // a snapshot sets every entry but the learned addresses
     for (const cidr of ipc.removeBlocks) tryDelete(() => dp.deleteIPBlock(cidr));
     if (snapshot) dp.pruneIPBlocks(ipc.setBlocks.map((e) => e.cidr));
     this.learnedWritten = learnedNow;
@@ -1053,20 +1064,24 @@ interface DeltaIpcache {
  */
 export function validate(s: NodeState, nodeIP?: string, validated?: NodeState, ipcache?: DeltaIpcache): void {
   const held = new Map(validated?.policies.map((p) => [p.subject, p]));
+  const nodes = new Set<string>(); // a node's address is named by each of its pods: checked once
   const check = (e: IPCacheEntry, i: number): void => {
     try {
-      ipcacheKeys(e.prefix);
-      if (e.node !== undefined) ipcacheKeys(e.node);
+      checkIpcachePrefix(e.prefix);
+      if (e.node !== undefined && !nodes.has(e.node)) {
+        checkIpcachePrefix(e.node);
+        nodes.add(e.node);
+      }
     } catch (err) {
       throw new Error(`ipcache[${i}] (${e.prefix}): ${(err as Error).message}`, { cause: err });
     }
   };
   if (ipcache) {
     for (const e of ipcache.delta.ipcacheUpserts) check(e, positionOf(s.ipcache, e.prefix));
-    for (const e of ipcache.writes.set) encodeIpcacheValue(e);
+    for (const e of ipcache.writes.set) checkIpcacheValue(e);
   } else {
     s.ipcache.forEach(check);
-    for (const e of datapathIpcache(s, nodeIP)) encodeIpcacheValue(e);
+    for (const e of datapathIpcache(s, nodeIP)) checkIpcacheValue(e);
   }
   s.policies.forEach((p, i) => {
     if (held.get(p.subject) === p) return;

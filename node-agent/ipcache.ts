@@ -11,12 +11,24 @@ const REMOTE_NODE_IDENTITY = IDENTITY.remoteNode;
 /** Another (IPv4) node: a trusted source of VNI identities and the tunnel endpoint of its pods. */
 const otherNode = (node: string | undefined, nodeIP: string | undefined): node is string => node !== undefined && node !== nodeIP && !node.includes(":");
 
+/** The last result per operator ipcache (an applied state's is asked for when it is validated, written and replaced). */
+const derived = new WeakMap<readonly IPCacheEntry[], { readonly nodeIP: string | undefined; readonly entries: readonly IpcacheEntry[] }>();
+
 /**
  * The ipcache as the datapath needs it: the operator's prefixes (tunnelled to their node unless it
  * is this one), plus every other node that hosts a pod as `reserved:remote-node` with the node flag
  * (VNIs from it are trusted), plus this node as `reserved:host`. The operator's own entries win.
+ * Computed once per ipcache array and node address (a 51,000-entry snapshot's is asked for three times).
  */
-export function datapathIpcache(s: NodeState, nodeIP?: string): IpcacheEntry[] {
+export function datapathIpcache(s: NodeState, nodeIP?: string): readonly IpcacheEntry[] {
+  const memo = derived.get(s.ipcache);
+  if (memo && memo.nodeIP === nodeIP) return memo.entries;
+  const entries = deriveDatapathIpcache(s, nodeIP);
+  derived.set(s.ipcache, { nodeIP, entries });
+  return entries;
+}
+
+function deriveDatapathIpcache(s: NodeState, nodeIP: string | undefined): IpcacheEntry[] {
   const out = new Map<string, IpcacheEntry>();
   for (const e of s.ipcache) {
     if (otherNode(e.node, nodeIP)) out.set(hostPrefix(e.node), { cidr: hostPrefix(e.node), identity: REMOTE_NODE_IDENTITY, node: true });

@@ -27,6 +27,7 @@ struct connect_rule {
 	__u8 addr[16];   /* destination prefix (IPv4 in the first 4 bytes); prefix length 0: any address */
 	__u32 prefix_len;
 	__u32 policy;    /* the agent's index of the policy, named in events */
+	__u64 cgroup;    /* cgroup v2 id the caller must be in (a container's, for containerSelector); 0: any */
 };
 
 /* The rule count lives in slot 0 of membrane_connect_count; rules in membrane_connect_rules[0..count). */

@@ -8,6 +8,8 @@
 #define IDENTITY_WILDCARD 0
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+/* A pod whose identity the agent does not know yet (adopted before the operator's first state): closed but to its node. */
+#define IDENTITY_INIT 5
 #define IDENTITY_REMOTE_NODE 6
 /* Cluster identities (pods): the only peers looked up in the ipBlock map. */
 #define IDENTITY_MIN_CLUSTER 256
@@ -211,6 +213,7 @@ struct event {
 #define CONFIG_F_EVENTS_FLAGS 2     /* and for each packet of a connection with TCP flags (or the first reply) not yet reported in its direction */
 #define CONFIG_F_EVENTS_PACKETS 4   /* and for every packet of an allowed connection, in every program it passes */
 #define CONFIG_F_POLICY_AUDIT 8     /* policy audit mode for the whole node (bpf/lib/audit.h) */
+#define CONFIG_F_LOCALHOST_POLICY 16 /* --allow-localhost=policy: the node's own connections to its pods are judged by their ingress policy (bpf/lib/localhost.h) */
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */

@@ -46,6 +46,34 @@ struct svc_revnat {
 	__u16 pad;
 };
 
+/* IPv6 twins (membrane_svc6_*): the same tables for IPv6 ClusterIPs; values and backend keys as above. */
+struct svc6_frontend_key {
+	__u32 addr[4];   /* the ClusterIP, network order */
+	__u16 port;      /* network order */
+	__u8 protocol;
+	__u8 pad;
+};
+
+struct svc6_backend {
+	__u32 addr[4];
+	__u16 port;      /* network order */
+	__u16 pad;
+};
+
+struct svc6_revnat_key {
+	__u64 cookie;
+	__u32 addr[4];   /* the backend it was sent to */
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct svc6_revnat {
+	__u32 addr[4];   /* the ClusterIP and port the socket asked for */
+	__u16 port;
+	__u16 pad;
+};
+
 /* membrane_svc_scope: network namespace inodes whose sockets are translated (this node's pods); key 0: every one. */
 
 #endif

@@ -16,8 +16,11 @@ import {
   encodeEndpointKey,
   encodeEndpointValue,
   hostKeyOfTrieKey,
+  ipcacheKeyId,
   ipcacheKeys,
   encodeIpcacheValue,
+  writeIpcacheKeys,
+  writeIpcacheValue,
   encodeIPBlockValue,
   encodeHostGuardKey,
   encodeHostGuardValue,
@@ -89,13 +92,15 @@ export class Datapath {
   private constructor(readonly object: BpfObject) {}
 
   /**
-   * Loads the object, reusing the maps pinned under /sys/fs/bpf/membrane/<scope>/. policyMapEntries
-   * sizes the policy map (default: the object's 262,144), e.g. small to test overflow.
+   * Loads the object, reusing the maps pinned under /sys/fs/bpf/membrane/<scope>/, and its programs when the
+   * last load pinned them for the same object and sizes (object.reused: the kernel does not verify them again).
+   * policyMapEntries sizes the policy map (default: the object's 262,144), e.g. small to test overflow.
    */
   static load(scope: string, opts: { objectPath?: string; pinRoot?: string; policyMapEntries?: number } = {}): Datapath {
     const dp = new Datapath(
       BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, {
         scope,
+        reusePrograms: true,
         ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}),
         ...(opts.policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: opts.policyMapEntries } } : {}),
       }),
@@ -309,6 +314,15 @@ export class Datapath {
     this.setConfigField("flags", on ? CONST.CONFIG_F_POLICY_AUDIT : 0, CONST.CONFIG_F_POLICY_AUDIT);
   }
 
+  /**
+   * --allow-localhost: true (policy) has the pods' ingress policy judge the node's own new connections to them as
+   * reserved:host's; false (always, the default) lets them pass (bpf/lib/localhost.h). A pod at reserved:init is
+   * reachable by its node either way.
+   */
+  setLocalhostPolicy(policy: boolean): void {
+    this.setConfigField("flags", policy ? CONST.CONFIG_F_LOCALHOST_POLICY : 0, CONST.CONFIG_F_LOCALHOST_POLICY);
+  }
+
   /** Whether the node-wide audit mode is set in the config the programs read. */
   policyAuditMode(): boolean {
     const value = this.object.map(MAPS.config).lookup(Buffer.alloc(4));
@@ -362,17 +376,51 @@ export class Datapath {
     return value && this.object.map(MAPS.ipcache).keys().some((k) => k.equals(keys.trie)) ? value : undefined;
   }
 
-  /** Removes every ipcache entry whose prefix is not in keep (also those pinned before a restart). */
-  pruneIpcache(keep: Iterable<string>): void {
-    const kept = { trie: new Set<string>(), hosts: new Set<string>() };
-    for (const cidr of keep) {
-      const keys = ipcacheKeys(cidr);
-      kept.trie.add(keys.trie.toString("hex"));
-      if (keys.host) kept.hosts.add(keys.host.toString("hex"));
+  /**
+   * Writes many entries as setIpcache does each, encoded once into arrays laid back to back and written in batches
+   * (BPF_MAP_UPDATE_BATCH where the map type has it): the hosts hash first, then the trie. A snapshot's 51,000
+   * entries cost no Buffer per key. A bad entry throws before anything is written.
+   */
+  setIpcacheMany(entries: readonly IpcacheEntry[]): void {
+    const n = entries.length;
+    const trie = Buffer.alloc(n * LAYOUT.ipcache_key.size);
+    const values = Buffer.alloc(n * LAYOUT.ipcache_value.size);
+    const hosts = Buffer.alloc(n * LAYOUT.ipcache_host_key.size);
+    const hostValues = Buffer.alloc(n * LAYOUT.ipcache_value.size);
+    let h = 0;
+    for (let i = 0; i < n; i++) {
+      const e = entries[i]!;
+      writeIpcacheValue(e, values, i * LAYOUT.ipcache_value.size);
+      if (writeIpcacheKeys(e.cidr, trie, i * LAYOUT.ipcache_key.size, hosts, h * LAYOUT.ipcache_host_key.size)) {
+        values.copy(hostValues, h * LAYOUT.ipcache_value.size, i * LAYOUT.ipcache_value.size, (i + 1) * LAYOUT.ipcache_value.size);
+        h++;
+      }
     }
-    for (const [name, set] of [[MAPS.ipcache, kept.trie], [MAPS.ipcacheHosts, kept.hosts]] as const) {
+    this.object.map(MAPS.ipcacheHosts).updateMany(hosts, hostValues, h);
+    this.object.map(MAPS.ipcache).updateMany(trie, values, n);
+  }
+
+  /** Whether the ipcache (trie and hosts hash) holds nothing: one get-next-key call each. */
+  ipcacheIsEmpty(): boolean {
+    return this.object.map(MAPS.ipcache).isEmpty() && this.object.map(MAPS.ipcacheHosts).isEmpty();
+  }
+
+  /** Removes every ipcache entry whose prefix is not in keep (also those pinned before a restart): the trie first, then the hosts hash. */
+  pruneIpcache(keep: Iterable<string>): void {
+    const kept = { trie: new Set<number | string>(), host: new Set<number | string>() };
+    const trieKey = Buffer.alloc(LAYOUT.ipcache_key.size);
+    const hostKey = Buffer.alloc(LAYOUT.ipcache_host_key.size);
+    for (const cidr of keep) {
+      if (writeIpcacheKeys(cidr, trieKey, 0, hostKey, 0)) kept.host.add(ipcacheKeyId("host", hostKey, 0));
+      kept.trie.add(ipcacheKeyId("trie", trieKey, 0));
+    }
+    for (const [name, kind] of [[MAPS.ipcache, "trie"], [MAPS.ipcacheHosts, "host"]] as const) {
       const m = this.object.map(name);
-      for (const k of m.keys()) if (!set.has(k.toString("hex"))) m.delete(k);
+      const stale: Buffer[] = [];
+      m.forEachKey((buf, offset) => {
+        if (!kept[kind].has(ipcacheKeyId(kind, buf, offset))) stale.push(Buffer.from(buf.subarray(offset, offset + m.keySize)));
+      });
+      for (const k of stale) m.delete(k);
     }
   }
 

@@ -1,5 +1,5 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
-import { parseIP } from "../../core/cidr.ts";
+import { parseIP, parseIPv4Number } from "../../core/cidr.ts";
 import { IDENTITY, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
@@ -72,6 +72,7 @@ export const CONST = {
   IDENTITY_WILDCARD: 0,
   IDENTITY_HOST: IDENTITY.host,
   IDENTITY_WORLD: IDENTITY.world,
+  IDENTITY_INIT: IDENTITY.init,
   IDENTITY_REMOTE_NODE: IDENTITY.remoteNode,
   IDENTITY_MIN_CLUSTER: MIN_CLUSTER_IDENTITY,
   IDENTITY_MAX_CLUSTER: MAX_CLUSTER_IDENTITY,
@@ -109,6 +110,7 @@ export const CONST = {
   CONFIG_F_EVENTS_FLAGS: 2,
   CONFIG_F_EVENTS_PACKETS: 4,
   CONFIG_F_POLICY_AUDIT: 8,
+  CONFIG_F_LOCALHOST_POLICY: 16,
   MARK_MAGIC_IDENTITY: 0x0e000000,
   MARK_MAGIC_PROXY_INGRESS: 0x0d000000,
   ENCRYPTED_NODE_F_TUNNEL: 1,
@@ -158,6 +160,12 @@ export function directionCode(d: Direction): number {
 
 /** An IPv4 or IPv6 address → (family, 16 address bytes; IPv4 in the first 4), parsed by core/cidr.ts. */
 export function parseAddress(ip: string): { family: 4 | 6; bytes: Buffer } {
+  const v4 = ip.includes(":") ? undefined : parseIPv4Number(ip); // the common case, without a BigInt
+  if (v4 !== undefined) {
+    const bytes = Buffer.alloc(16);
+    bytes.writeUInt32BE(v4, 0);
+    return { family: 4, bytes };
+  }
   const parsed = parseIP(ip);
   if (parsed === undefined) throw new RangeError(`invalid ${ip.includes(":") ? "IPv6" : "IPv4"} address ${ip}`);
   const bytes = Buffer.alloc(16);
@@ -305,17 +313,35 @@ export interface IpcacheKeys {
 }
 
 export function ipcacheKeys(cidr: string): IpcacheKeys {
-  const [ip, len] = cidr.split("/") as [string, string | undefined];
-  const { family, bytes } = parseAddress(ip);
-  const max = family === 4 ? 32 : 128;
-  const prefix = len === undefined ? max : Number(len);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new RangeError(`invalid prefix length in ${cidr}`);
-  const L = LAYOUT.ipcache_key.fields;
   const trie = Buffer.alloc(LAYOUT.ipcache_key.size);
-  trie.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, L.prefixlen.offset);
-  trie.writeUInt8(familyCode(family), L.family.offset);
-  bytes.copy(trie, L.addr.offset);
-  return prefix === max ? { trie, host: encodeAddressKey(family, bytes, LAYOUT.ipcache_host_key) } : { trie };
+  const host = Buffer.alloc(LAYOUT.ipcache_host_key.size);
+  return writeIpcacheKeys(cidr, trie, 0, host, 0) ? { trie, host } : { trie };
+}
+
+/**
+ * Writes the trie key of `cidr` at trie[trieOffset..] and, for a full-length prefix (an address), its hosts-hash key
+ * at host[hostOffset..] (returns whether it did): what a batch of keys laid back to back needs, with no Buffer per key.
+ */
+export function writeIpcacheKeys(cidr: string, trie: Buffer, trieOffset: number, host: Buffer, hostOffset: number): boolean {
+  const slash = cidr.indexOf("/");
+  const ip = slash < 0 ? cidr : cidr.slice(0, slash);
+  const v4 = ip.includes(":") ? undefined : parseIPv4Number(ip);
+  const { family, bytes } = v4 === undefined ? parseAddress(ip) : { family: 4 as const, bytes: undefined };
+  const max = family === 4 ? 32 : 128;
+  const prefix = slash < 0 ? max : Number(cidr.slice(slash + 1));
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (slash >= 0 && slash === cidr.length - 1)) throw new RangeError(`invalid prefix length in ${cidr}`);
+  const L = LAYOUT.ipcache_key.fields;
+  trie.fill(0, trieOffset, trieOffset + LAYOUT.ipcache_key.size);
+  trie.writeUInt32LE(CONST.IPCACHE_FIXED_PREFIX_BITS + prefix, trieOffset + L.prefixlen.offset);
+  trie.writeUInt8(familyCode(family), trieOffset + L.family.offset);
+  if (bytes) bytes.copy(trie, trieOffset + L.addr.offset);
+  else trie.writeUInt32BE(v4!, trieOffset + L.addr.offset);
+  if (prefix !== max) return false;
+  const H = LAYOUT.ipcache_host_key.fields;
+  host.fill(0, hostOffset, hostOffset + LAYOUT.ipcache_host_key.size);
+  host.writeUInt8(familyCode(family), hostOffset + H.family.offset);
+  trie.copy(host, hostOffset + H.addr.offset, trieOffset + L.addr.offset, trieOffset + L.addr.offset + L.addr.size);
+  return true;
 }
 
 /** The hosts-hash key of a full-length trie key (family and address as they are), or null for a shorter prefix. */
@@ -339,16 +365,55 @@ function encodeAddressKey(family: 4 | 6, bytes: Buffer, layout: typeof LAYOUT.en
 }
 
 export function encodeIpcacheValue(e: IpcacheEntry): Buffer {
-  const L = LAYOUT.ipcache_value.fields;
   const b = Buffer.alloc(LAYOUT.ipcache_value.size);
-  b.writeUInt32LE(e.identity >>> 0, L.identity.offset);
-  if (e.tunnelEndpoint) {
-    const t = parseAddress(e.tunnelEndpoint);
-    if (t.family !== 4) throw new RangeError(`tunnel endpoint ${e.tunnelEndpoint} must be IPv4`);
-    t.bytes.copy(b, L.tunnel_endpoint.offset, 0, 4);
-  }
-  b.writeUInt8(e.node ? CONST.IPCACHE_F_NODE : 0, L.flags.offset);
+  writeIpcacheValue(e, b, 0);
   return b;
+}
+
+/** Writes the ipcache value of `e` at buf[offset..] (a batch's values laid back to back). */
+export function writeIpcacheValue(e: IpcacheEntry, buf: Buffer, offset: number): void {
+  const L = LAYOUT.ipcache_value.fields;
+  buf.fill(0, offset, offset + LAYOUT.ipcache_value.size);
+  buf.writeUInt32LE(e.identity >>> 0, offset + L.identity.offset);
+  if (e.tunnelEndpoint) {
+    const t = e.tunnelEndpoint.includes(":") ? undefined : parseIPv4Number(e.tunnelEndpoint);
+    if (t === undefined) {
+      parseAddress(e.tunnelEndpoint); // names an address that is not one
+      throw new RangeError(`tunnel endpoint ${e.tunnelEndpoint} must be IPv4`);
+    }
+    buf.writeUInt32BE(t, offset + L.tunnel_endpoint.offset);
+  }
+  buf.writeUInt8(e.node ? CONST.IPCACHE_F_NODE : 0, offset + L.flags.offset);
+}
+
+const scratch = { trie: Buffer.alloc(LAYOUT.ipcache_key.size), host: Buffer.alloc(LAYOUT.ipcache_host_key.size), value: Buffer.alloc(LAYOUT.ipcache_value.size) };
+
+/** Throws what ipcacheKeys would for a prefix the datapath cannot hold, without allocating its keys (validating a snapshot). */
+export function checkIpcachePrefix(cidr: string): void {
+  writeIpcacheKeys(cidr, scratch.trie, 0, scratch.host, 0);
+}
+
+/** Throws what encodeIpcacheValue would for an entry the datapath cannot hold, without allocating its value. */
+export function checkIpcacheValue(e: IpcacheEntry): void {
+  writeIpcacheValue(e, scratch.value, 0);
+}
+
+/**
+ * A trie or hosts-hash key as a value a Set compares by content: for IPv4 (the bulk of an ipcache) a number (prefix
+ * length and address), else the key's bytes as a string. Pruning a 51,000-entry ipcache then makes no hex string per
+ * key. `kind` says which of the two layouts `buf[offset..]` holds.
+ */
+export function ipcacheKeyId(kind: "trie" | "host", buf: Buffer, offset: number): number | string {
+  const layout = kind === "trie" ? LAYOUT.ipcache_key : LAYOUT.ipcache_host_key;
+  const F = layout.fields;
+  const addr = offset + F.addr.offset;
+  if (buf[offset + F.family.offset] === CONST.FAMILY_IPV4 && buf.readUInt32LE(addr + 4) === 0 && buf.readUInt32LE(addr + 8) === 0 && buf.readUInt32LE(addr + 12) === 0) {
+    const bits = kind === "trie" ? buf.readUInt32LE(offset + LAYOUT.ipcache_key.fields.prefixlen.offset) : 0;
+    // The bytes between the family and the address are padding, zero in every key written here; another key is kept apart.
+    const paddingZero = buf.readUIntLE(offset + F.family.offset + 1, addr - offset - F.family.offset - 1) === 0;
+    if (bits < 256 && paddingZero) return bits * 2 ** 32 + buf.readUInt32BE(addr);
+  }
+  return buf.toString("latin1", offset, offset + layout.size);
 }
 
 /** A NetworkPolicy ipBlock prefix and its ipBlock identity (the ipblocks trie, keyed like the ipcache's). */
@@ -427,6 +492,8 @@ export interface DatapathConfig {
   readonly monitorAggregation: MonitorAggregation;
   /** Policy audit mode for the whole node (default off). */
   readonly policyAuditMode?: boolean;
+  /** --allow-localhost policy (default off: the node's own connections to its pods pass). */
+  readonly localhostPolicy?: boolean;
 }
 
 /** A monitor aggregation level as the config's CONFIG_F_EVENTS_* flags (what bpf/lib/monitor.h reads). */
@@ -441,7 +508,7 @@ export function encodeConfig(c: DatapathConfig): Buffer {
   const L = LAYOUT.config_value.fields;
   const b = Buffer.alloc(LAYOUT.config_value.size);
   b.writeUInt32LE(c.vxlanIfindex >>> 0, L.vxlan_ifindex.offset);
-  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation] | (c.policyAuditMode ? CONST.CONFIG_F_POLICY_AUDIT : 0), L.flags.offset);
+  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation] | (c.policyAuditMode ? CONST.CONFIG_F_POLICY_AUDIT : 0) | (c.localhostPolicy ? CONST.CONFIG_F_LOCALHOST_POLICY : 0), L.flags.offset);
   return b;
 }
 

@@ -1,85 +1,16 @@
 // The BPF loader: libbpf (Debian's libbpf.so.1) through koffi — objects, pinned maps, tc attach, ring buffer.
 import fs from "node:fs";
 import path from "node:path";
-import koffi, { type LibraryHandle } from "koffi";
+import koffi from "koffi";
 import pino from "pino";
+import { BpfError, c, check, mapShapeOfFd, type MapShape, type Ptr } from "./libbpf.ts";
+import { pinPrograms, programsDigest, reusePinnedPrograms, type PinnedMapFd } from "./program-pins.ts";
 
 const log = pino({ name: "bpf-loader", level: process.env.LOG_LEVEL ?? "info" });
 
+export { BpfError, type MapShape } from "./libbpf.ts";
+
 export const BPFFS_ROOT = "/sys/fs/bpf/membrane";
-
-// libbpf 1.x returns -errno from int functions and NULL + errno from pointer functions.
-const libbpf = koffi.load("libbpf.so.1");
-const libc = koffi.load("libc.so.6");
-
-type Ptr = bigint | null;
-/* eslint-disable @typescript-eslint/no-explicit-any -- koffi's function handles are untyped at the FFI boundary */
-type Fn = (...args: any[]) => any;
-/* eslint-enable @typescript-eslint/no-explicit-any */
-const fn = (lib: LibraryHandle, def: string): Fn => lib.func(def) as Fn;
-
-const c = {
-  openFile: fn(libbpf, "void *bpf_object__open_file(const char *path, const void *opts)"),
-  load: fn(libbpf, "int bpf_object__load(void *obj)"),
-  close: fn(libbpf, "void bpf_object__close(void *obj)"),
-  nextMap: fn(libbpf, "void *bpf_object__next_map(void *obj, void *map)"),
-  mapName: fn(libbpf, "const char *bpf_map__name(void *map)"),
-  mapFd: fn(libbpf, "int bpf_map__fd(void *map)"),
-  mapSetPinPath: fn(libbpf, "int bpf_map__set_pin_path(void *map, const char *path)"),
-  mapSetMaxEntries: fn(libbpf, "int bpf_map__set_max_entries(void *map, uint32_t max_entries)"),
-  mapKeySize: fn(libbpf, "uint32_t bpf_map__key_size(void *map)"),
-  mapValueSize: fn(libbpf, "uint32_t bpf_map__value_size(void *map)"),
-  mapType: fn(libbpf, "int bpf_map__type(void *map)"),
-  mapMaxEntries: fn(libbpf, "uint32_t bpf_map__max_entries(void *map)"),
-  mapFlags: fn(libbpf, "uint32_t bpf_map__map_flags(void *map)"),
-  mapCreate: fn(libbpf, "int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)"),
-  findProgram: fn(libbpf, "void *bpf_object__find_program_by_name(void *obj, const char *name)"),
-  programFd: fn(libbpf, "int bpf_program__fd(void *prog)"),
-  mapUpdate: fn(libbpf, "int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)"),
-  mapLookup: fn(libbpf, "int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)"),
-  mapDelete: fn(libbpf, "int bpf_map_delete_elem(int fd, const void *key)"),
-  mapNextKey: fn(libbpf, "int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next)"),
-  tcHookCreate: fn(libbpf, "int bpf_tc_hook_create(void *hook)"),
-  tcAttach: fn(libbpf, "int bpf_tc_attach(const void *hook, void *opts)"),
-  tcDetach: fn(libbpf, "int bpf_tc_detach(const void *hook, const void *opts)"),
-  tcQuery: fn(libbpf, "int bpf_tc_query(const void *hook, void *opts)"),
-  testRun: fn(libbpf, "int bpf_prog_test_run_opts(int fd, void *opts)"),
-  enableStats: fn(libbpf, "int bpf_enable_stats(int type)"),
-  objInfo: fn(libbpf, "int bpf_obj_get_info_by_fd(int fd, _Out_ uint8_t *info, _Inout_ uint32_t *len)"),
-  closeFd: fn(libc, "int close(int fd)"),
-  numCpus: fn(libbpf, "int libbpf_num_possible_cpus()"),
-  mmap: fn(libc, "void *mmap(void *addr, size_t length, int prot, int flags, int fd, intptr_t offset)"),
-  munmap: fn(libc, "int munmap(void *addr, size_t length)"),
-  sysconf: fn(libc, "long sysconf(int name)"),
-  setns: fn(libc, "int setns(int fd, int nstype)"),
-  linkCreate: fn(libbpf, "int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)"),
-  linkUpdate: fn(libbpf, "int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)"),
-  linkDetach: fn(libbpf, "int bpf_link_detach(int link_fd)"),
-  objPin: fn(libbpf, "int bpf_obj_pin(int fd, const char *pathname)"),
-  objGet: fn(libbpf, "int bpf_obj_get(const char *pathname)"),
-  progQuery: fn(
-    libbpf,
-    "int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, _Out_ uint32_t *prog_ids, _Inout_ uint32_t *prog_cnt)",
-  ),
-};
-
-// libbpf's own diagnostics go through pino, one line each. va_list is a pointer on x86-64 and
-// aarch64 Linux, so the registered callback can hand it straight to vsnprintf.
-const PrintFn = koffi.proto("int membrane_libbpf_print(int level, const char *fmt, void *args)");
-const vsnprintf = fn(libc, "int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)");
-const setPrint = fn(libbpf, "void *libbpf_set_print(membrane_libbpf_print *fn)");
-const printBuf = Buffer.alloc(1024);
-const printCallback = koffi.register((level: number, fmt: string, args: bigint) => {
-  const n = vsnprintf(printBuf, printBuf.length, fmt, args) as number;
-  const msg = printBuf.subarray(0, Math.max(0, Math.min(n, printBuf.length - 1))).toString().trimEnd();
-  // Expected through the kernel's extack: tc hook creation on an existing clsact qdisc (EEXIST), and
-  // removing a clsact filter where there is none (the usual case once programs attach with tcx).
-  if (/Exclusivity flag on|Cannot find specified filter chain|Parent Qdisc doesn't exist/.test(msg) || level >= 2) log.debug({ libbpf: msg });
-  else if (level === 1) log.info({ libbpf: msg });
-  else log.warn({ libbpf: msg });
-  return 0;
-}, koffi.pointer(PrintFn));
-setPrint(printCallback); // lives as long as the process: libbpf may print at any time
 
 const CLONE_NEWNET = 0x40000000;
 const BPF_TC_INGRESS = 1;
@@ -88,54 +19,7 @@ const BPF_TC_F_REPLACE = 1;
 const EEXIST = 17;
 const ENOENT = 2;
 
-/** A libbpf failure: names the operation and the errno. */
-export class BpfError extends Error {
-  constructor(
-    readonly op: string,
-    readonly errno: number,
-  ) {
-    super(`${op}: ${errnoName(errno)}`);
-    this.name = "BpfError";
-  }
-}
-
-const ERRNO: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 7: "E2BIG", 9: "EBADF", 12: "ENOMEM", 13: "EACCES", 16: "EBUSY", 17: "EEXIST",
-  19: "ENODEV", 22: "EINVAL", 28: "ENOSPC", 95: "EOPNOTSUPP",
-};
-function errnoName(e: number): string {
-  return `${ERRNO[e] ?? "errno"} (${e})`;
-}
-
-function check(op: string, rc: number): number {
-  if (rc < 0) throw new BpfError(op, -rc);
-  return rc;
-}
-
 // ------------------------------------------------------------------ maps
-
-const MAP_INFO = { size: 96, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, flags: 20 } as const; // struct bpf_map_info
-
-export interface MapShape {
-  readonly type: number;
-  readonly keySize: number;
-  readonly valueSize: number;
-  readonly maxEntries: number;
-  readonly flags: number;
-}
-
-function mapShapeOfFd(fd: number, what: string): MapShape {
-  const info = Buffer.alloc(MAP_INFO.size);
-  const len = [MAP_INFO.size];
-  check(`map info ${what}`, c.objInfo(fd, info, len));
-  return {
-    type: info.readUInt32LE(MAP_INFO.type),
-    keySize: info.readUInt32LE(MAP_INFO.keySize),
-    valueSize: info.readUInt32LE(MAP_INFO.valueSize),
-    maxEntries: info.readUInt32LE(MAP_INFO.maxEntries),
-    flags: info.readUInt32LE(MAP_INFO.flags),
-  };
-}
 
 /** Map types whose entries can be copied key by key into a map of the same key and value sizes. */
 const COPYABLE_MAP_TYPES = new Set([1 /* HASH */, 2 /* ARRAY */, 9 /* LRU_HASH */, 11 /* LPM_TRIE */]);
@@ -174,8 +58,23 @@ export function closePinnedMap(m: BpfMap): void {
   c.closeFd(m.fd);
 }
 
+/** How many entries one BPF_MAP_UPDATE_BATCH call takes (the kernel copies and writes them one by one in that call). */
+const UPDATE_BATCH_CHUNK = 8192;
+/** ENOTSUPP (the kernel's, for a map type without the batch operation) and EOPNOTSUPP. */
+const BATCH_UNSUPPORTED_ERRNOS = new Set([524, 95]);
+/** Map types this kernel refused a batch update for (learned at the first try): written one entry at a time. */
+const UNBATCHED_MAP_TYPES = new Set<number>();
+/** Map types read with BPF_MAP_LOOKUP_BATCH (hash, array, LRU hash and their per-CPU kinds); others (an LPM trie) key by key. */
+const LOOKUP_BATCH_MAP_TYPES = new Set([1, 2, 5, 6, 9, 10]);
+/** Of those, the types this kernel refused a batch lookup for: walked key by key. */
+const UNBATCHED_LOOKUP_MAP_TYPES = new Set<number>();
+/** Per-CPU hash and array maps (BPF_MAP_TYPE_PERCPU_*): a value per possible CPU, each rounded up to 8 bytes. */
+const PERCPU_MAP_TYPES = new Set([5, 6, 10]);
+
 /** One BPF map: fixed-size Buffer keys and values. */
 export class BpfMap {
+  private mapType: number | undefined;
+
   constructor(
     readonly name: string,
     readonly fd: number,
@@ -198,6 +97,42 @@ export class BpfMap {
     check(`update ${this.name}`, c.mapUpdate(this.fd, key, value, 0));
   }
 
+  /**
+   * Writes `count` entries laid back to back in `keys` and `values` (keySize and valueSize bytes each): one
+   * BPF_MAP_UPDATE_BATCH call per UPDATE_BATCH_CHUNK entries where the kernel has batch updates for the map's type
+   * (hash, array, and the LPM trie on this kernel), else one update each. A failure stops at the entry that failed (those before it
+   * are written) and names it.
+   */
+  updateMany(keys: Buffer, values: Buffer, count: number): void {
+    const ks = this.keySize;
+    const vs = this.valueSize;
+    if (keys.length < count * ks || values.length < count * vs) throw new RangeError(`${this.name}: ${count} entries need ${count * ks} key and ${count * vs} value bytes`);
+    let done = 0;
+    this.mapType ??= this.type();
+    if (!UNBATCHED_MAP_TYPES.has(this.mapType)) {
+      const n = [0];
+      while (done < count) {
+        const chunk = Math.min(UPDATE_BATCH_CHUNK, count - done);
+        n[0] = chunk;
+        const rc = c.mapUpdateBatch(this.fd, keys.subarray(done * ks), values.subarray(done * vs), n, null) as number;
+        if (rc === 0) {
+          done += chunk;
+          continue;
+        }
+        if (done === 0 && n[0] === 0 && BATCH_UNSUPPORTED_ERRNOS.has(-rc)) {
+          UNBATCHED_MAP_TYPES.add(this.mapType);
+          log.debug({ map: this.name, type: this.mapType }, "no batch updates for this map type: one update per entry");
+          break;
+        }
+        throw new BpfError(`update ${this.name} (entry ${done + (n[0] ?? 0)} of ${count}, batched)`, -rc);
+      }
+    }
+    for (; done < count; done++) {
+      const rc = c.mapUpdate(this.fd, keys.subarray(done * ks, (done + 1) * ks), values.subarray(done * vs, (done + 1) * vs), 0) as number;
+      if (rc < 0) throw new BpfError(`update ${this.name} (entry ${done} of ${count})`, -rc);
+    }
+  }
+
   lookup(key: Buffer): Buffer | undefined {
     this.checkSizes(key);
     const out = Buffer.alloc(this.valueSize);
@@ -205,6 +140,18 @@ export class BpfMap {
     if (rc === -ENOENT) return undefined;
     check(`lookup ${this.name}`, rc);
     return out;
+  }
+
+  /**
+   * Reads the value of `key` into `out` (both the caller's, reused: a hot path's small buffers
+   * would otherwise be V8 heap memory that each FFI call first moves off the heap); false when absent.
+   */
+  lookupInto(key: Buffer, out: Buffer): boolean {
+    this.checkSizes(key, out);
+    const rc = c.mapLookup(this.fd, key, out) as number;
+    if (rc === -ENOENT) return false;
+    check(`lookup ${this.name}`, rc);
+    return true;
   }
 
   /** Returns whether the key was there. */
@@ -218,14 +165,50 @@ export class BpfMap {
 
   keys(): Buffer[] {
     const keys: Buffer[] = [];
+    this.forEachKey((buf, offset) => keys.push(Buffer.from(buf.subarray(offset, offset + this.keySize))));
+    return keys;
+  }
+
+  /**
+   * Calls `fn` with each key where it lies in a shared buffer (`keys[offset..offset + keySize]`, valid only during the
+   * call; copy what you keep): BPF_MAP_LOOKUP_BATCH for the types in LOOKUP_BATCH_MAP_TYPES (one call per
+   * UPDATE_BATCH_CHUNK keys), else get-next-key into two alternating buffers. No Buffer per key either way.
+   * The map must not change meanwhile (collect, then delete).
+   */
+  forEachKey(fn: (keys: Buffer, offset: number) => void): void {
+    const ks = this.keySize;
+    this.mapType ??= this.type();
+    if (LOOKUP_BATCH_MAP_TYPES.has(this.mapType) && !UNBATCHED_LOOKUP_MAP_TYPES.has(this.mapType)) {
+      const keys = Buffer.alloc(UPDATE_BATCH_CHUNK * ks);
+      const perCpu = PERCPU_MAP_TYPES.has(this.mapType);
+      const values = Buffer.alloc(UPDATE_BATCH_CHUNK * (perCpu ? Math.ceil(this.valueSize / 8) * 8 * (c.numCpus() as number) : this.valueSize));
+      // The kernel's position between calls: what one call writes to out_batch the next one passes as in_batch.
+      let position: Buffer | null = null;
+      let next: Buffer = Buffer.alloc(Math.max(8, ks));
+      const n = [0];
+      for (;;) {
+        n[0] = UPDATE_BATCH_CHUNK;
+        const rc = c.mapLookupBatch(this.fd, position, next, keys, values, n, null) as number;
+        if (rc < 0 && rc !== -ENOENT) {
+          if (position === null && BATCH_UNSUPPORTED_ERRNOS.has(-rc)) {
+            UNBATCHED_LOOKUP_MAP_TYPES.add(this.mapType);
+            break; // walked key by key below
+          }
+          throw new BpfError(`lookup batch ${this.name}`, -rc);
+        }
+        for (let i = 0; i < n[0]!; i++) fn(keys, i * ks);
+        if (rc === -ENOENT) return; // the last keys came with it
+        [position, next] = [next, position ?? Buffer.alloc(next.length)];
+      }
+    }
     let prev: Buffer | null = null;
+    let next: Buffer = Buffer.alloc(ks);
     for (;;) {
-      const next = Buffer.alloc(this.keySize);
       const rc = c.mapNextKey(this.fd, prev, next) as number;
-      if (rc === -ENOENT) return keys;
+      if (rc === -ENOENT) return;
       check(`next key ${this.name}`, rc);
-      keys.push(next);
-      prev = next;
+      fn(next, 0);
+      [prev, next] = [next, prev ?? Buffer.alloc(ks)];
     }
   }
 
@@ -306,15 +289,26 @@ export interface LoadOptions {
   readonly pinRoot?: string;
   /** Map sizes other than the object's, by map name (e.g. a small policy map to test overflow). */
   readonly maxEntries?: Readonly<Record<string, number>>;
+  /**
+   * Pins the programs too (programs/<digest>/, node-agent/bpf/program-pins.ts), and a later load of the same
+   * object with the same maxEntries opens them instead of loading: the kernel does not verify them again.
+   */
+  readonly reusePrograms?: boolean;
 }
 
 /** A loaded BPF object whose maps are pinned (a reload reuses them, so state survives restarts). */
 export class BpfObject {
   private obj: Ptr;
+  private open = true;
   readonly maps = new Map<string, BpfMap>();
+  private readonly programs = new Map<string, number>();
   readonly pinDir: string;
   /** Pinned maps of another shape that this load replaced (an upgrade). */
   readonly replaced: ReplacedMap[] = [];
+  /** Whether the programs are the ones an earlier load pinned (reusePrograms), not loaded and verified by this one. */
+  reused = false;
+  /** With reusePrograms, why this load did not reuse pinned programs (none pinned yet, another object, a map re-created, ...). */
+  reuseRefusal: string | undefined;
 
   private constructor(obj: Ptr, pinDir: string) {
     this.obj = obj;
@@ -328,11 +322,32 @@ export class BpfObject {
     // unpins the maps it pinned when loading fails; rmdir only removes it when it is empty).
     const made = fs.mkdirSync(pinDir, { recursive: true }) !== undefined;
     try {
-      return BpfObject.loadInto(objectPath, opts, pinDir);
+      const digest = opts.reusePrograms ? digestOrUndefined(objectPath, opts) : undefined;
+      if (digest === undefined) return BpfObject.loadInto(objectPath, opts, pinDir);
+      const reuse = reusePinnedPrograms(objectPath, pinDir, digest, opts.maxEntries);
+      if (reuse.ok) return BpfObject.fromPins(objectPath, pinDir, digest, reuse.maps, reuse.programs);
+      log.info({ object: objectPath, pinDir, digest, reason: reuse.reason }, "bpf programs loaded: pinned programs not reused");
+      const self = BpfObject.loadInto(objectPath, opts, pinDir);
+      self.reuseRefusal = reuse.reason;
+      try {
+        pinPrograms(pinDir, digest, self.programs);
+      } catch (err) {
+        log.warn({ object: objectPath, pinDir, error: (err as Error).message }, "pinning the programs failed: the next start loads them again");
+      }
+      return self;
     } catch (err) {
       if (made) removeIfEmpty(pinDir);
       throw err;
     }
+  }
+
+  private static fromPins(objectPath: string, pinDir: string, digest: string, maps: ReadonlyMap<string, PinnedMapFd>, programs: ReadonlyMap<string, number>): BpfObject {
+    const self = new BpfObject(null, pinDir);
+    for (const [name, m] of maps) self.maps.set(name, new BpfMap(name, m.fd, m.keySize, m.valueSize));
+    for (const [name, fd] of programs) self.programs.set(name, fd);
+    self.reused = true;
+    log.info({ object: objectPath, pinDir, digest, programs: [...programs.keys()] }, "bpf programs reused: same object and settings as the pinned ones, not verified again");
+    return self;
   }
 
   private static loadInto(objectPath: string, opts: LoadOptions, pinDir: string): BpfObject {
@@ -371,6 +386,9 @@ export class BpfObject {
         const name = c.mapName(m) as string;
         self.maps.set(name, new BpfMap(name, c.mapFd(m), c.mapKeySize(m), c.mapValueSize(m)));
       }
+      for (let p = c.nextProgram(obj, null) as Ptr; p; p = c.nextProgram(obj, p) as Ptr) {
+        self.programs.set(c.programName(p) as string, check(`program fd ${c.programName(p) as string}`, c.programFd(p)));
+      }
       for (const r of replaced) self.replaced.push(migrateEntries(r, self.maps.get(r.name)!));
     } catch (err) {
       self.close();
@@ -389,21 +407,33 @@ export class BpfObject {
   }
 
   programFd(name: string): number {
-    if (!this.obj) throw new Error("object closed");
-    const p = c.findProgram(this.obj, name) as Ptr;
-    if (!p) throw new Error(`program ${name} not in object`);
-    return check(`program fd ${name}`, c.programFd(p));
+    if (!this.open) throw new Error("object closed");
+    const fd = this.programs.get(name);
+    if (fd === undefined) throw new Error(`program ${name} not in object`);
+    return fd;
   }
 
   /** Closes our fds; pinned maps and attached programs stay in the kernel. */
   close(): void {
-    if (this.obj) c.close(this.obj);
+    if (!this.open) return;
+    this.open = false;
+    if (this.obj) c.close(this.obj); // libbpf closes the fds of its maps and programs
+    else for (const fd of [...this.programs.values(), ...[...this.maps.values()].map((m) => m.fd)]) c.closeFd(fd);
     this.obj = null;
   }
 
   /** Removes this scope's pins (the maps go away once nothing holds them). */
   unpin(): void {
     fs.rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+/** The digest of the object's program pins, or undefined when the object cannot be read (libbpf then reports why). */
+function digestOrUndefined(objectPath: string, opts: LoadOptions): string | undefined {
+  try {
+    return programsDigest(objectPath, opts.maxEntries);
+  } catch {
+    return undefined;
   }
 }
 
@@ -754,11 +784,15 @@ export interface TestRunResult {
   readonly durationNs: number; // mean per repetition
 }
 
-/** BPF_PROG_TEST_RUN: runs a tc program on one frame; ctx sets __sk_buff fields. */
-export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; mark?: number; repeat?: number } = {}): TestRunResult {
+/**
+ * BPF_PROG_TEST_RUN: runs a tc program on one frame; ctx sets __sk_buff fields. The frame came in on a device
+ * (ingress_ifindex, default: ifindex), as a forwarded packet does; 0 makes it the node's own (bpf/lib/localhost.h).
+ */
+export function testRun(progFd: number, frame: Buffer, ctx: { ifindex?: number; ingressIfindex?: number; mark?: number; repeat?: number } = {}): TestRunResult {
   const SKB_SIZE = 192; // sizeof(struct __sk_buff)
   const skb = Buffer.alloc(SKB_SIZE);
   skb.writeUInt32LE(ctx.mark ?? 0, 8); // mark
+  skb.writeUInt32LE(ctx.ingressIfindex ?? ctx.ifindex ?? 0, 36); // ingress_ifindex
   skb.writeUInt32LE(ctx.ifindex ?? 0, 40); // ifindex
   const out = Buffer.alloc(frame.length + 256);
   const opts = Buffer.alloc(80); // struct bpf_test_run_opts

@@ -28,14 +28,22 @@ export interface OriginalDestination {
   readonly ingress?: { readonly proxyPort: number; readonly ruleId: number };
 }
 
-export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto): Buffer {
+export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto, into?: Buffer): Buffer {
   const L = LAYOUT.redirect_key.fields;
-  const { family, bytes } = parseAddress(ip);
-  const b = Buffer.alloc(LAYOUT.redirect_key.size);
-  bytes.copy(b, L.addr.offset);
+  const b = into ?? Buffer.alloc(LAYOUT.redirect_key.size);
+  b.fill(0);
+  // Every proxied query and connection asks: a dotted quad is written as is, anything else parsed.
+  const quad = ip.split(".");
+  if (quad.length === 4 && quad.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)) {
+    for (let i = 0; i < 4; i++) b[L.addr.offset + i] = Number(quad[i]);
+    b.writeUInt8(4, L.family.offset);
+  } else {
+    const { family, bytes } = parseAddress(ip);
+    bytes.copy(b, L.addr.offset);
+    b.writeUInt8(family, L.family.offset);
+  }
   b.writeUInt16BE(port, L.port.offset);
   b.writeUInt8(PROTO[proto], L.proto.offset);
-  b.writeUInt8(family, L.family.offset);
   return b;
 }
 
@@ -65,6 +73,10 @@ function portKey(port: number): Buffer {
  * `address:port`, and the proxy asks here where each flow was going.
  */
 export class ProxyRedirect {
+  /** The lookup's key and value, reused (off the V8 heap, so the FFI does not move them per call). */
+  private readonly key = Buffer.allocUnsafeSlow(LAYOUT.redirect_key.size);
+  private readonly value = Buffer.allocUnsafeSlow(LAYOUT.redirect_value.size);
+
   constructor(private readonly object: BpfObject) {}
 
   /**
@@ -105,9 +117,9 @@ export class ProxyRedirect {
 
   /** Where the endpoint at ip:port sent its flow before the datapath steered it to a proxy. */
   originalDestination(ip: string, port: number, proto: RedirectProto): OriginalDestination | undefined {
-    const key = encodeRedirectKey(ip, port, proto);
-    const v = this.object.map(REDIRECT_MAPS.redirects).lookup(key);
-    return v ? decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), v) : undefined;
+    const key = encodeRedirectKey(ip, port, proto, this.key);
+    if (!this.object.map(REDIRECT_MAPS.redirects).lookupInto(key, this.value)) return undefined;
+    return decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), this.value);
   }
 }
 

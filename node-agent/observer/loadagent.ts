@@ -45,6 +45,7 @@ async function main(cfg: LoadAgentConfig): Promise<void> {
     addSubjectEntries: (p, added) => dp.addSubjectEntries(p, added),
     removeSubjectEntries: (p, removed) => dp.removeSubjectEntries(p, removed),
     setIpcache: (e) => dp.setIpcache(e),
+    setIpcacheMany: (es) => dp.setIpcacheMany(es),
     deleteIpcache: (c) => dp.deleteIpcache(c),
     pruneIpcache: (keep) => dp.pruneIpcache(keep),
     setIPBlock: (e) => dp.setIPBlock(e),

@@ -1,4 +1,7 @@
-// The ClusterIP translation maps' layout (bpf/lib/service.h) and their encoding; translator.test.ts compares it with the object's BTF sizes.
+// The ClusterIP translation maps' layout (bpf/lib/service.h) and their encoding; translation.test.ts compares the key and value
+// sizes with the maps the object declares.
+import { formatAddress, parseAddress } from "../bpf/layout.ts";
+
 export const SVC_LAYOUT = {
   frontendKey: { size: 8, addr: 0, port: 4, protocol: 6 },
   frontend: { size: 8, id: 0, count: 4 },
@@ -8,27 +11,33 @@ export const SVC_LAYOUT = {
   revnat: { size: 8, addr: 0, port: 4 },
 } as const;
 
+/** The IPv6 twins (membrane_svc6_*): frontend values and backend keys are the IPv4 ones. */
+export const SVC6_LAYOUT = {
+  frontendKey: { size: 20, addr: 0, port: 16, protocol: 18 },
+  backend: { size: 20, addr: 0, port: 16 },
+  revnatKey: { size: 32, cookie: 0, addr: 8, port: 24 },
+  revnat: { size: 20, addr: 0, port: 16 },
+} as const;
+
 export const SVC_FRONTENDS_MAX = 16384;
 export const SVC_BACKENDS_MAX = 262144;
 export const IPPROTO = { TCP: 6, UDP: 17 } as const;
 
-/** Dotted IPv4 as the 4 bytes a socket address carries (network order). */
-function ip4(addr: string): Buffer {
-  return Buffer.from(addr.split(".").map(Number));
-}
-
+/** A frontend key of the family's map (membrane_svc_frontends or membrane_svc6_frontends). */
 export function frontendKey(address: string, port: number, protocol: number): Buffer {
-  const L = SVC_LAYOUT.frontendKey;
+  const { family, bytes } = parseAddress(address);
+  const L = family === 4 ? SVC_LAYOUT.frontendKey : SVC6_LAYOUT.frontendKey;
   const b = Buffer.alloc(L.size);
-  ip4(address).copy(b, L.addr);
+  bytes.copy(b, L.addr, 0, family === 4 ? 4 : 16);
   b.writeUInt16BE(port, L.port);
   b.writeUInt8(protocol, L.protocol);
   return b;
 }
 
 export function decodeFrontendKey(b: Buffer): { address: string; port: number; protocol: number } {
-  const L = SVC_LAYOUT.frontendKey;
-  return { address: [...b.subarray(L.addr, L.addr + 4)].join("."), port: b.readUInt16BE(L.port), protocol: b.readUInt8(L.protocol) };
+  const family = b.length === SVC6_LAYOUT.frontendKey.size ? 6 : 4;
+  const L = family === 4 ? SVC_LAYOUT.frontendKey : SVC6_LAYOUT.frontendKey;
+  return { address: formatAddress(family, b, L.addr), port: b.readUInt16BE(L.port), protocol: b.readUInt8(L.protocol) };
 }
 
 export function frontendValue(id: number, count: number): Buffer {
@@ -49,15 +58,20 @@ export function backendKey(id: number, slot: number): Buffer {
   return b;
 }
 
+/** A backend value of the family's map (membrane_svc_backends or membrane_svc6_backends). */
 export function backendValue(address: string, port: number): Buffer {
-  const b = Buffer.alloc(SVC_LAYOUT.backend.size);
-  ip4(address).copy(b, SVC_LAYOUT.backend.addr);
-  b.writeUInt16BE(port, SVC_LAYOUT.backend.port);
+  const { family, bytes } = parseAddress(address);
+  const L = family === 4 ? SVC_LAYOUT.backend : SVC6_LAYOUT.backend;
+  const b = Buffer.alloc(L.size);
+  bytes.copy(b, L.addr, 0, family === 4 ? 4 : 16);
+  b.writeUInt16BE(port, L.port);
   return b;
 }
 
 export function decodeBackendValue(b: Buffer): { address: string; port: number } {
-  return { address: [...b.subarray(0, 4)].join("."), port: b.readUInt16BE(SVC_LAYOUT.backend.port) };
+  const family = b.length === SVC6_LAYOUT.backend.size ? 6 : 4;
+  const L = family === 4 ? SVC_LAYOUT.backend : SVC6_LAYOUT.backend;
+  return { address: formatAddress(family, b, L.addr), port: b.readUInt16BE(L.port) };
 }
 
 export function scopeKey(netnsInode: number): Buffer {

@@ -1,9 +1,11 @@
 // Real packets through the ClusterIP translation: a pod netns dials a Service's ClusterIP and the datapath's policy
-// (attached on the host end of its veth) judges the backend it was translated to, for TCP and UDP, as endpoints change.
+// (attached on the host end of its veth) judges the backend it was translated to, for TCP and UDP, IPv4 and IPv6 (and an
+// IPv4 ClusterIP dialled from an IPv6 socket as a v4-mapped address), as endpoints change.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import path from "node:path";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
@@ -11,8 +13,9 @@ import type { Frontend } from "../../core/service-translation.ts";
 import { Datapath } from "../bpf/datapath.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import { NetnsFixture, ifindexIn, waitForLine } from "../bpf/netns.ts";
-import { cgroupProgramIds } from "../bpf/loader.ts";
+import { BPFFS_ROOT, cgroupProgramIds, closePinnedMap, openPinnedMap } from "../bpf/loader.ts";
 import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
+import { SVC6_LAYOUT, SVC_LAYOUT } from "./layout.ts";
 import { ServiceTranslator } from "./translator.ts";
 
 const run = promisify(execFile);
@@ -23,6 +26,12 @@ const NS_HOST = `${tag}-host`;
 const POD_IP = "10.203.0.1";
 const BACKEND_IP = "10.203.0.2";
 const VIP = "10.96.203.10";
+const POD_IP6 = "fd00:203::1";
+const BACKEND_IP6 = "fd00:203::2";
+const VIP6 = "fd00:96::203:10";
+/** How flows write IPv6 addresses (every group, no "::"). */
+const FLOW_POD_IP6 = "fd00:203:0:0:0:0:0:1";
+const FLOW_BACKEND_IP6 = "fd00:203:0:0:0:0:0:2";
 const POD_ID = 1300;
 const BACKEND_ID = 2300;
 
@@ -36,12 +45,21 @@ if (proto === "tcp") {
   const s = net.connect({ host, port: Number(port) }, () => { const peer = s.remoteAddress + ":" + s.remotePort; s.write("ping"); s.on("data", () => out({ ok: true, peer })); });
   s.on("error", (e) => out({ ok: false, code: e.code }));
 } else {
-  const s = require("node:dgram").createSocket("udp4");
+  const s = require("node:dgram").createSocket(host.includes(":") ? "udp6" : "udp4");
   s.on("message", (m, r) => out({ ok: true, from: r.address + ":" + r.port, ...(mode === "connected" ? { peer: s.remoteAddress().address + ":" + s.remoteAddress().port } : {}) }));
   s.on("error", (e) => out({ ok: false, code: e.code }));
   if (mode === "connected") s.connect(Number(port), host, () => s.send("ping"));
   else s.send("ping", Number(port), host);
 }`;
+
+/** IPv6-only echo servers on the backend's side: TCP 8090, UDP 5354. */
+const SERVE6 = `
+let pending = 2;
+const ready = () => { if (--pending === 0) console.log("listening"); };
+require("node:net").createServer((s) => s.pipe(s).on("error", () => s.destroy())).listen({ port: 8090, host: "::", ipv6Only: true }, ready);
+const u = require("node:dgram").createSocket({ type: "udp6", ipv6Only: true });
+u.on("message", (m, r) => u.send(m, r.port, r.address));
+u.bind(5354, "::", ready);`;
 
 interface Dialled {
   ok: boolean;
@@ -63,13 +81,13 @@ const events: VerdictEvent[] = [];
 let drain: () => number = () => 0;
 const log = pino({ level: "warn" });
 
-const frontend = (port: number, protocol: "TCP" | "UDP", backends: { address: string; port: number }[]): Frontend => ({
-  namespace: "shop", service: "web", portName: "", address: VIP, port, protocol, backends,
+const frontend = (port: number, protocol: "TCP" | "UDP", backends: { address: string; port: number }[], address = VIP): Frontend => ({
+  namespace: "shop", service: "web", portName: "", address, port, protocol, backends,
 });
 let rule = 500;
 const allow = (proto: number, port: number): PolicyEntry => ({ subject: POD_ID, direction: "egress", peer: BACKEND_ID, proto, port, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: rule++ });
 const egress = (entries: PolicyEntry[]): void => {
-  dp!.setSubjectPolicy({ subject: POD_ID, ingressEnforced: false, egressEnforced: true, entries }, [{ ip: POD_IP, ifindex: hostIfindex }]);
+  dp!.setSubjectPolicy({ subject: POD_ID, ingressEnforced: false, egressEnforced: true, entries }, [{ ip: POD_IP, ifindex: hostIfindex }, { ip: POD_IP6, ifindex: hostIfindex }]);
   dp!.clearConntrack();
 };
 
@@ -86,9 +104,14 @@ before(async () => {
   dp.setIpcache({ cidr: `${BACKEND_IP}/32`, identity: BACKEND_ID });
   drain = dp.onEvents((e) => events.push(e));
   dp.attachEndpoint(hostIfindex, NS_HOST);
+  for (const [ns, ifname, addr] of [[NS_POD, `${tag}p`, POD_IP6], [NS_HOST, `${tag}h`, BACKEND_IP6]] as const)
+    await run("ip", ["-n", ns, "addr", "add", `${addr}/64`, "dev", ifname, "nodad"]);
+  await run("ip", ["-n", NS_POD, "-6", "route", "add", "default", "via", BACKEND_IP6]);
+  dp.setIpcache({ cidr: `${BACKEND_IP6}/128`, identity: BACKEND_ID });
   const servers: ChildProcess[] = [
     fx.spawn(NS_HOST, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", "8080", "8081"]),
     fx.spawn(NS_HOST, process.execPath, ["--import", "tsx", PROBE, "serve", "udp", "5353"]),
+    fx.spawn(NS_HOST, process.execPath, ["-e", SERVE6]),
   ];
   await Promise.all(servers.map((s) => waitForLine(s, /^listening/, 15000)));
   translator = new ServiceTranslator({ log, scope: `test-${tag}-svc` });
@@ -185,5 +208,63 @@ describe("ClusterIP translation at the socket, judged by policy as the backend",
     egress([allow(PROTO_NUMBER.TCP, 8080)]);
     assert.equal((await dial(NS_POD, "tcp", VIP, 80)).ok, true);
     assert.equal((await dial(NS_HOST, "tcp", VIP, 80)).ok, false);
+  });
+});
+
+describe("IPv6 ClusterIPs, and IPv4 ones dialled from an IPv6 socket", () => {
+  it("the object's IPv4 and IPv6 maps have the key and value sizes the agent writes", () => {
+    const scope = `test-${tag}-svc`;
+    const sizes: [string, number, number][] = [
+      ["membrane_svc_frontends", SVC_LAYOUT.frontendKey.size, SVC_LAYOUT.frontend.size],
+      ["membrane_svc_backends", SVC_LAYOUT.backendKey.size, SVC_LAYOUT.backend.size],
+      ["membrane_svc_revnat", SVC_LAYOUT.revnatKey.size, SVC_LAYOUT.revnat.size],
+      ["membrane_svc6_frontends", SVC6_LAYOUT.frontendKey.size, SVC_LAYOUT.frontend.size],
+      ["membrane_svc6_backends", SVC_LAYOUT.backendKey.size, SVC6_LAYOUT.backend.size],
+      ["membrane_svc6_revnat", SVC6_LAYOUT.revnatKey.size, SVC6_LAYOUT.revnat.size],
+    ];
+    for (const [name, key, value] of sizes) {
+      const m = openPinnedMap(path.join(BPFFS_ROOT, scope, name), name);
+      try {
+        assert.deepEqual([m.keySize, m.valueSize], [key, value], name);
+      } finally {
+        closePinnedMap(m);
+      }
+    }
+  });
+
+  it("TCP and UDP to an IPv6 ClusterIP reach the IPv6 backend, judged as the backend; the application sees the ClusterIP", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP6, port: 8090 }], VIP6), frontend(53, "UDP", [{ address: BACKEND_IP6, port: 5354 }], VIP6)]);
+    egress([allow(PROTO_NUMBER.TCP, 8090), allow(PROTO_NUMBER.UDP, 5354)]);
+    events.length = 0;
+    assert.deepEqual(await dial(NS_POD, "tcp", VIP6, 80), { ok: true, peer: `${VIP6}:80` });
+    drain();
+    const fwd = events.find((e) => e.verdict === "forwarded" && e.proto === PROTO_NUMBER.TCP && e.src === FLOW_POD_IP6);
+    assert.ok(fwd, "a forwarded IPv6 flow");
+    assert.deepEqual([fwd.dst, fwd.dport, fwd.dstIdentity], [FLOW_BACKEND_IP6, 8090, BACKEND_ID]);
+    assert.ok(!events.some((e) => e.dst === "fd00:96:0:0:0:0:203:10"), "no packet to the IPv6 ClusterIP");
+    assert.deepEqual(await dial(NS_POD, "udp", VIP6, 53), { ok: true, from: `${VIP6}:53` });
+    assert.deepEqual(await dial(NS_POD, "udp", VIP6, 53, "connected"), { ok: true, from: `${VIP6}:53`, peer: `${VIP6}:53` });
+  });
+
+  it("an IPv6 backend without an allow is dropped naming it; an IPv6 frontend without ready backends refuses", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP6, port: 8090 }], VIP6), frontend(81, "TCP", [], VIP6)]);
+    egress([allow(PROTO_NUMBER.TCP, 9999)]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "tcp", VIP6, 80)).ok, false);
+    drain();
+    const drop = events.find((e) => e.verdict === "dropped" && e.src === FLOW_POD_IP6);
+    assert.ok(drop, "a drop event");
+    assert.deepEqual([drop.dst, drop.dport, drop.dstIdentity], [FLOW_BACKEND_IP6, 8090, BACKEND_ID]);
+    assert.deepEqual(await dial(NS_POD, "tcp", VIP6, 81), { ok: false, code: "ECONNREFUSED" });
+  });
+
+  it("an IPv4 ClusterIP dialled as ::ffff:a.b.c.d from an IPv6 socket goes to the IPv4 backend and shows the ClusterIP again", async () => {
+    translator!.set([frontend(80, "TCP", [{ address: BACKEND_IP, port: 8080 }]), frontend(53, "UDP", [{ address: BACKEND_IP, port: 5353 }])]);
+    egress([allow(PROTO_NUMBER.TCP, 8080), allow(PROTO_NUMBER.UDP, 5353)]);
+    events.length = 0;
+    assert.deepEqual(await dial(NS_POD, "tcp", `::ffff:${VIP}`, 80), { ok: true, peer: `::ffff:${VIP}:80` });
+    drain();
+    assert.ok(events.some((e) => e.verdict === "forwarded" && e.dst === BACKEND_IP && e.dport === 8080), "the IPv4 backend");
+    assert.deepEqual(await dial(NS_POD, "udp", `::ffff:${VIP}`, 53), { ok: true, from: `::ffff:${VIP}:53` });
   });
 });

@@ -1,11 +1,12 @@
-// Loads bpf/service.c, attaches its four programs to the cgroup v2 root (links pinned, so an agent restart keeps
+// Loads bpf/service.c, attaches its eight programs (IPv4 and IPv6 hooks) to the cgroup v2 root (links pinned, so an agent restart keeps
 // translating) and writes the ClusterIP table (core/service-translation.ts) and the network namespaces it applies to.
 import fs from "node:fs";
+import { isIP } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { Frontend } from "../../core/service-translation.ts";
-import { attachCgroupLink, BpfObject, detachCgroupLink, BPFFS_ROOT, programId } from "../bpf/loader.ts";
+import { attachCgroupLink, BpfObject, detachCgroupLink, BPFFS_ROOT, programId, type BpfMap } from "../bpf/loader.ts";
 import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
 import {
   backendKey, backendValue, decodeFrontendKey, decodeFrontendValue, frontendKey, frontendValue, IPPROTO, scopeKey, SVC_BACKENDS_MAX, SVC_FRONTENDS_MAX,
@@ -19,6 +20,16 @@ export const PROGRAMS = [
   ["membrane_svc_sendmsg4", 14], // BPF_CGROUP_UDP4_SENDMSG
   ["membrane_svc_recvmsg4", 19], // BPF_CGROUP_UDP4_RECVMSG
   ["membrane_svc_getpeername4", 29], // BPF_CGROUP_INET4_GETPEERNAME
+  ["membrane_svc_connect6", 11], // BPF_CGROUP_INET6_CONNECT
+  ["membrane_svc_sendmsg6", 15], // BPF_CGROUP_UDP6_SENDMSG
+  ["membrane_svc_recvmsg6", 20], // BPF_CGROUP_UDP6_RECVMSG
+  ["membrane_svc_getpeername6", 30], // BPF_CGROUP_INET6_GETPEERNAME
+] as const;
+
+/** Each family's frontend and backend maps. */
+const FAMILY_MAPS = [
+  { family: 4, frontends: "membrane_svc_frontends", backends: "membrane_svc_backends" },
+  { family: 6, frontends: "membrane_svc6_frontends", backends: "membrane_svc6_backends" },
 ] as const;
 
 export interface ServiceTranslatorOptions {
@@ -87,48 +98,16 @@ export class ServiceTranslator {
     for (const k of m.keys()) if (!want.has(k.readUInt32LE(0))) m.delete(k);
   }
 
-  /**
-   * Makes the maps hold exactly these frontends. Per frontend, new backend slots are written before its count grows
-   * and removed after it shrinks, so a connect never picks an empty slot; a frontend keeps its number across updates.
-   */
+  /** Makes the maps hold exactly these frontends, IPv4 and IPv6 ClusterIPs each in their family's maps (writeFamily). */
   set(frontends: readonly Frontend[]): TranslationCounts {
     const obj = this.loaded();
-    const fm = obj.map("membrane_svc_frontends");
-    const bm = obj.map("membrane_svc_backends");
-    const existing = new Map<string, { key: Buffer; id: number; count: number }>();
-    for (const k of fm.keys()) {
-      const v = fm.lookup(k);
-      if (!v) continue;
-      const d = decodeFrontendKey(k);
-      existing.set(`${d.address}:${d.port}/${d.protocol}`, { key: k, ...decodeFrontendValue(v) });
-    }
-    const used = new Set([...existing.values()].map((e) => e.id));
-    let nextId = 1;
-    const freshId = (): number => {
-      while (used.has(nextId)) nextId++;
-      used.add(nextId);
-      return nextId;
-    };
     if (frontends.length > SVC_FRONTENDS_MAX) throw new Error(`${frontends.length} Service frontends; this node holds ${SVC_FRONTENDS_MAX}`);
     const backends = frontends.reduce((n, f) => n + f.backends.length, 0);
     if (backends > SVC_BACKENDS_MAX) throw new Error(`${backends} Service backends; this node holds ${SVC_BACKENDS_MAX}`);
-    const keep = new Set<string>();
     let refusing = 0;
-    for (const f of frontends) {
-      const protocol = IPPROTO[f.protocol];
-      const name = `${f.address}:${f.port}/${protocol}`;
-      keep.add(name);
-      const old = existing.get(name);
-      const id = old?.id ?? freshId();
-      f.backends.forEach((b, slot) => bm.update(backendKey(id, slot), backendValue(b.address, b.port)));
-      fm.update(frontendKey(f.address, f.port, protocol), frontendValue(id, f.backends.length));
-      for (let slot = f.backends.length; slot < (old?.count ?? 0); slot++) bm.delete(backendKey(id, slot));
-      if (f.backends.length === 0) refusing++;
-    }
-    for (const [name, e] of existing) {
-      if (keep.has(name)) continue;
-      fm.delete(e.key);
-      for (let slot = 0; slot < e.count; slot++) bm.delete(backendKey(e.id, slot));
+    for (const { family, frontends: fName, backends: bName } of FAMILY_MAPS) {
+      const mine = frontends.filter((f) => isIP(f.address) === family);
+      refusing += writeFamily(obj.map(fName), obj.map(bName), mine);
     }
     return { frontends: frontends.length, backends, refusing };
   }
@@ -150,6 +129,48 @@ export class ServiceTranslator {
     if (!this.obj) throw new Error("service translation not started");
     return this.obj;
   }
+}
+
+/**
+ * One family's frontends into its maps; returns how many refuse. Per frontend, new backend slots are written before its
+ * count grows and removed after it shrinks, so a connect never picks an empty slot; a frontend keeps its number.
+ */
+function writeFamily(fm: BpfMap, bm: BpfMap, frontends: readonly Frontend[]): number {
+  const existing = new Map<string, { key: Buffer; id: number; count: number }>();
+  for (const k of fm.keys()) {
+    const v = fm.lookup(k);
+    if (!v) continue;
+    const d = decodeFrontendKey(k);
+    existing.set(`${d.address}|${d.port}/${d.protocol}`, { key: k, ...decodeFrontendValue(v) });
+  }
+  const used = new Set([...existing.values()].map((e) => e.id));
+  let nextId = 1;
+  const freshId = (): number => {
+    while (used.has(nextId)) nextId++;
+    used.add(nextId);
+    return nextId;
+  };
+  const keep = new Set<string>();
+  let refusing = 0;
+  for (const f of frontends) {
+    const protocol = IPPROTO[f.protocol];
+    const key = frontendKey(f.address, f.port, protocol);
+    const d = decodeFrontendKey(key);
+    const name = `${d.address}|${d.port}/${d.protocol}`;
+    keep.add(name);
+    const old = existing.get(name);
+    const id = old?.id ?? freshId();
+    f.backends.forEach((b, slot) => bm.update(backendKey(id, slot), backendValue(b.address, b.port)));
+    fm.update(key, frontendValue(id, f.backends.length));
+    for (let slot = f.backends.length; slot < (old?.count ?? 0); slot++) bm.delete(backendKey(id, slot));
+    if (f.backends.length === 0) refusing++;
+  }
+  for (const [name, e] of existing) {
+    if (keep.has(name)) continue;
+    fm.delete(e.key);
+    for (let slot = 0; slot < e.count; slot++) bm.delete(backendKey(e.id, slot));
+  }
+  return refusing;
 }
 
 /** The inode of a network namespace file (its nsfs inode is the namespace's number), or undefined when it is gone. */
