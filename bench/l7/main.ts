@@ -4,7 +4,7 @@
 //   gRPC: unary calls to the door manager fixture, BENCH_GRPC_CONNECTIONS (4) channels × BENCH_GRPC_STREAMS (8) calls in flight for
 //   BENCH_CLOSED_SECONDS each way (rule: POST /cloudcity.DoorManager/GetName): calls/s and their ratio (grpc_ratio).
 //   The proxy runs as the agent runs it: flows sent to a flow socket (read here as the agent reads it), no --log-flows;
-//   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it.
+//   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it (and each part: proxy_user_us_per_req, proxy_system_us_per_req).
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -66,12 +66,12 @@ async function loadgen(topo: L7Topology, args: (string | number)[]): Promise<Rec
 
 const median = lowerMedian;
 
-/** A process's CPU time so far (user + system), in µs. */
-function cpuMicros(pid: number): number {
+/** A process's CPU time so far, user and system, in µs. */
+function cpuMicros(pid: number): { user: number; system: number } {
   // /proc/PID/stat: fields after the command's closing parenthesis; utime and stime are the 12th and 13th there.
   const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+  return { user: (Number(f[11]) * 1e6) / CLOCK_TICKS, system: (Number(f[12]) * 1e6) / CLOCK_TICKS };
 }
 const CLOCK_TICKS = 100;
 /** BENCH_PROXY_CPU_PROF=DIR: the proxy runs with --cpu-prof, its profile written into DIR. */
@@ -110,7 +110,8 @@ async function main(): Promise<void> {
     const closed = { proxy: [] as number[], direct: [] as number[] };
     const open = { proxy: [] as Record<string, number>[], direct: [] as Record<string, number>[] };
     const grpc = { proxy: [] as number[], direct: [] as number[] };
-    const proxyCpu = { micros: 0, requests: 0 };
+    const proxyCpu = { user: 0, system: 0, requests: 0 };
+    const proxyCpuOpen = { micros: 0, requests: 0 };
     let failed = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
@@ -120,10 +121,18 @@ async function main(): Promise<void> {
         const c = await loadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS]);
         closed[way].push(c.rps ?? 0);
         if (way === "proxy") {
-          proxyCpu.micros += cpuMicros(proxy.pid!) - cpuBefore;
+          const cpuAfter = cpuMicros(proxy.pid!);
+          proxyCpu.user += cpuAfter.user - cpuBefore.user;
+          proxyCpu.system += cpuAfter.system - cpuBefore.system;
           proxyCpu.requests += (c.rps ?? 0) * (CLOSED_SECONDS / ROUNDS);
         }
+        const openBefore = cpuMicros(proxy.pid!);
         const o = await loadgen(topo, ["open", ADDR.deathstar, port, RATE, OPEN_SECONDS / ROUNDS]);
+        if (way === "proxy") {
+          const openAfter = cpuMicros(proxy.pid!);
+          proxyCpuOpen.micros += openAfter.user + openAfter.system - openBefore.user - openBefore.system;
+          proxyCpuOpen.requests += o.sent ?? 0;
+        }
         open[way].push(o);
         const g = await loadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS]);
         grpc[way].push(g.rps ?? 0);
@@ -149,7 +158,12 @@ async function main(): Promise<void> {
         direct_p50_ms_at_1000: round3(p("direct", "p50_ms")),
         direct_p99_ms_at_1000: round3(p("direct", "p99_ms")),
         p99_added_ms_at_1000: round3(p("proxy", "p99_ms") - p("direct", "p99_ms")),
-        proxy_cpu_us_per_req: Math.round(proxyCpu.micros / proxyCpu.requests),
+        proxy_cpu_us_per_req: Math.round((proxyCpu.user + proxyCpu.system) / proxyCpu.requests),
+        // The system part is mostly the socket writes: each runs the veth, the eBPF programs and the receiver's TCP in the proxy's thread.
+        proxy_user_us_per_req: Math.round(proxyCpu.user / proxyCpu.requests),
+        proxy_system_us_per_req: Math.round(proxyCpu.system / proxyCpu.requests),
+        // The same at the fixed 1,000 req/s (fewer requests per wake-up than at saturation, so more per request; less swayed by the machine's load).
+        proxy_cpu_us_per_req_at_1000: Math.round(proxyCpuOpen.micros / proxyCpuOpen.requests),
         flows,
         failed,
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),

@@ -1,21 +1,21 @@
-// The HTTP/1.1 side of the L7 proxy: one listener per proxy port, each request decided by the port's rules, allowed ones streamed to the original destination (WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface, or a terminated TLS one whose ALPN chose h2, goes to the HTTP/2 side (h2-proxy.ts).
-import http from "node:http";
-import https from "node:https";
+// The L7 proxy's listeners: one per proxy port, each connection admitted by the datapath's redirect record, then served as HTTP/1.1 on its raw socket (http1-connection.ts: each request decided by the port's rules, allowed ones streamed to the original destination; WebSocket upgrades: upgrade.ts); a plain connection opening with HTTP/2's preface, or a terminated TLS one whose ALPN chose h2, goes to the HTTP/2 side (h2-proxy.ts).
 import net from "node:net";
-import type tls from "node:tls";
+import tls from "node:tls";
 import pino from "pino";
-import { applyHeaderActions, compileHttpRules, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
-import { requestFromRaw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
+import { applyHeaderActions, compileHttpRules, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
+import type { HttpHeader, HttpRequest } from "../../core/l7/http-request.ts";
+import { HOP_BY_HOP_FIELDS } from "../../core/l7/http1-message.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import { decideSides, sideFlows, sidesOf, type SidesDecision } from "./both-ends.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
 import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
-import { DENIED_HEADERS, pairs, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
+import { Http1Connection, type FlowReport, type Http1Port } from "./http1-connection.ts";
+import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { filterBySni } from "./sni-filter.ts";
 import { connectOriginating, loadPortTls, sniCallback, sniOnly, terminatesTls, type LoadedPortTls } from "./tls.ts";
 import { serverNameAllowed } from "../../core/l7/server-names.ts";
-import { answerAndClose, HeldSockets, isWebSocketUpgrade, proxyUpgrade } from "./upgrade.ts";
+import { answerAndClose, HeldSockets, proxyUpgrade } from "./upgrade.ts";
 import { upstreamFailure, withConnectTimeout } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy", level: process.env.LOG_LEVEL ?? "info" });
@@ -76,24 +76,13 @@ export interface HttpProxyOptions {
   readonly connectUpstream?: (ip: string, port: number, identity: number, ingressApplied: boolean) => net.Socket;
 }
 
-// RFC 9110 §7.6.1: connection-specific fields end at this hop; transfer-encoding stays (Node frames the body as it says).
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "upgrade"]);
-
-/** Headers without hop-by-hop fields (and those the Connection header names), flat as Node's rawHeaders. */
+/** Headers without hop-by-hop fields (and those the Connection header names), flat as Node's rawHeaders (an upgrade request's own are added back). */
 function forwardable(headers: readonly HttpHeader[]): string[] {
   const named = new Set<string>();
   for (const h of headers) if (h.name === "connection") for (const n of h.value.split(",")) named.add(n.trim().toLowerCase());
   const out: string[] = [];
-  for (const h of headers) if (!HOP_BY_HOP.has(h.name) && !named.has(h.name)) out.push(h.name, h.value);
+  for (const h of headers) if (!HOP_BY_HOP_FIELDS.has(h.name) && !named.has(h.name)) out.push(h.name, h.value);
   return out;
-}
-
-
-/** A request without a body (RFC 9112 §6.3: neither Transfer-Encoding nor a non-zero Content-Length). */
-function hasNoBody(headers: readonly HttpHeader[]): boolean {
-  // The request's own header list (names lowercased already): Node's req.headers object would be built just for this.
-  for (const h of headers) if (h.name === "transfer-encoding" || (h.name === "content-length" && h.value.trim() !== "0")) return false;
-  return true;
 }
 
 /** What every TLS port speaks to clients: TLS 1.2 and up, HTTP/2 (ALPN h2, preferred as Envoy does) or HTTP/1.1. */
@@ -108,22 +97,16 @@ function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
   return a.maxHeaderBytes === b.maxHeaderBytes && a.headersTimeoutMs === b.headersTimeoutMs && a.idleTimeoutMs === b.idleTimeoutMs && a.connectTimeoutMs === b.connectTimeoutMs;
 }
 
-/** Per client connection: where it was going and its own keep-alive upstream (one connection, marked with the client's identity). */
-interface ClientConnection {
-  readonly orig: OriginalDestination;
-  readonly agent: http.Agent;
-  /** The SNI of the client's handshake, when the proxy terminated its TLS. */
-  readonly tls?: { readonly serverName?: string };
-}
-
 export class HttpProxy {
-  private readonly servers = new Map<number, http.Server | https.Server>();
-  /** Each TLS port's material (tls.ts); a port's server is HTTPS while its configuration terminates TLS. */
+  private readonly servers = new Map<number, net.Server | tls.Server>();
+  /** Each TLS port's material (tls.ts); a port's server is a TLS one while its configuration terminates TLS. */
   private readonly tls = new Map<number, LoadedPortTls>();
   private readonly rules = new Map<number, readonly CompiledHttpRuleRef[]>();
   /** The ports whose rules are their destinations' ingress rules. */
   private readonly ingressPorts = new Set<number>();
-  private readonly clients = new WeakMap<net.Socket, ClientConnection>();
+  /** The HTTP/1.1 connections being served, for the head and idle timeouts' sweep. */
+  private readonly http1 = new Set<Http1Connection>();
+  private sweep: NodeJS.Timeout | undefined;
   /** The node addresses of the first configuration (IPv4, IPv6, or both); undefined until one is applied. */
   private addresses: { readonly address?: string; readonly address6?: string } | undefined;
   /** Per port, the listener on the node's IPv6 address: it hands each connection to the port's server (one set of rules, limits and connections). */
@@ -146,6 +129,13 @@ export class HttpProxy {
       this.addresses = { ...(config.address !== undefined ? { address: config.address } : {}), ...(config.address6 !== undefined ? { address6: config.address6 } : {}) };
       this.limits = config.limits;
       this.h2 = new H2Proxy({ rules: (port) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) });
+      // One timer for every connection's head and idle timeouts, at a fraction of the head timeout (slowloris is cut near the limit), not one per request.
+      const every = Math.max(50, Math.min(1000, Math.floor(config.limits.headersTimeoutMs / 4)));
+      this.sweep = setInterval(() => {
+        const now = performance.now();
+        for (const c of this.http1) c.check(now);
+      }, every);
+      this.sweep.unref();
     }
     const want = new Set(config.ports.map((p) => p.port));
     for (const p of config.ports) {
@@ -159,8 +149,8 @@ export class HttpProxy {
       } else this.tls.delete(p.port);
       // A port that starts or stops terminating TLS needs the other kind of server.
       const server = this.servers.get(p.port);
-      if (server && server instanceof https.Server !== terminatesTls(p.tls)) await this.close(p.port);
-      else if (server instanceof https.Server) {
+      if (server && server instanceof tls.Server !== terminatesTls(p.tls)) await this.close(p.port);
+      else if (server instanceof tls.Server) {
         const t = this.tls.get(p.port)?.terminating;
         if (t) server.setSecureContext({ ...DEFAULT_CONTEXT, ...secureContextOptions(t) });
       }
@@ -185,7 +175,6 @@ export class HttpProxy {
     six?.close();
     this.h2?.closePort(port);
     this.held.closePort(port);
-    server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
   }
 
@@ -194,71 +183,34 @@ export class HttpProxy {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.sweep);
     this.h2?.stop();
     this.held.closeAll();
     for (const six of this.servers6.values()) six.close();
     this.servers6.clear();
-    for (const server of this.servers.values()) {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    }
+    for (const server of this.servers.values()) await new Promise<void>((r) => server.close(() => r()));
     this.servers.clear();
   }
 
   private async listen(port: number, terminatingTls: boolean): Promise<void> {
     const limits = this.limits!;
-    const options: http.ServerOptions = {
-        maxHeaderSize: limits.maxHeaderBytes,
-        headersTimeout: limits.headersTimeoutMs,
-        requestTimeout: 0,
-        keepAliveTimeout: limits.idleTimeoutMs,
-        // Node checks the head timeout on this period: a fraction of it, so slowloris is cut near the limit.
-        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
-        requireHostHeader: false,
-        // Only a WebSocket upgrade is an upgrade; any other Upgrade (h2c's) is answered as the HTTP/1.1 request it also is.
-        shouldUpgradeCallback: isWebSocketUpgrade,
-      };
-    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => this.handle(port, req, res);
-    let server: http.Server | https.Server;
+    // A client that half-closes after its request (`printf … | nc`) still gets its answer, then the connection ends.
+    const socketOptions = { allowHalfOpen: true, noDelay: true };
+    let server: net.Server | tls.Server;
     if (terminatingTls) {
       const t = this.tls.get(port)?.terminating;
-      server = https.createServer({ ...options, ...DEFAULT_CONTEXT, ...(t ? secureContextOptions(t) : {}), SNICallback: sniCallback(() => this.tls.get(port)) }, handler);
+      server = tls.createServer({ ...socketOptions, ...DEFAULT_CONTEXT, ...(t ? secureContextOptions(t) : {}), SNICallback: sniCallback(() => this.tls.get(port)), handshakeTimeout: limits.headersTimeoutMs });
       // Refused before the handshake when there is no redirect record or no material; decided after it with the SNI.
       server.on("connection", (socket: net.Socket) => {
-        if (!this.admit(port, socket)) socket.destroy();
+        if (!this.admit(port, socket)) return void socket.destroy();
+        this.held.add(port, socket);
       });
-      // Its own handling (the HTTP/1.1 parser) gets a handshaken connection only when ALPN did not choose h2.
-      const http1 = server.listeners("secureConnection");
-      if (http1.length !== 1) throw new Error(`expected the HTTPS server's one secureConnection listener, found ${http1.length}`);
-      server.removeAllListeners("secureConnection");
-      server.on("secureConnection", (socket: tls.TLSSocket) => this.acceptTerminated(port, socket, (s) => (http1[0] as (socket: net.Socket) => void).call(server, s)));
+      server.on("secureConnection", (socket: tls.TLSSocket) => this.acceptTerminated(port, socket));
       server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
         log.info({ port, reason: err.message }, "TLS handshake refused");
         socket.destroy();
       });
-    } else {
-      const plain = http.createServer(options, handler);
-      // Its own connection handling (the HTTP/1.1 parser) gets a connection only once the first bytes are not HTTP/2's preface.
-      const http1 = plain.listeners("connection");
-      if (http1.length !== 1) throw new Error(`expected the HTTP server's one connection listener, found ${http1.length}`);
-      plain.removeAllListeners("connection");
-      plain.on("connection", (socket: net.Socket) => void this.acceptPlain(port, socket, (s) => (http1[0] as (socket: net.Socket) => void).call(plain, s)));
-      server = plain;
-    }
-    server.setTimeout(limits.idleTimeoutMs);
-    // A client that half-closes after its request (`printf … | nc`) still gets its answer, then the connection ends:
-    // Node's server otherwise ends the socket at the client's FIN and aborts the request it was about to forward.
-    (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-    server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(port, req, socket, head));
-    server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
-      // Node answers 431 (head too large) and 408 (head timeout) itself when it can; anything else: 400.
-      if (socket.writable && !socket.writableEnded) {
-        const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      }
-      socket.destroy();
-      log.info({ port, code: err.code }, "client error: connection closed");
-    });
+    } else server = net.createServer(socketOptions, (socket) => void this.acceptPlain(port, socket));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       // The IPv4 address, or on an IPv6-only node the IPv6 one (the configuration's parser insists on one of them).
@@ -270,7 +222,7 @@ export class HttpProxy {
     this.servers.set(port, server);
     const address6 = this.addresses?.address !== undefined ? this.addresses.address6 : undefined;
     if (address6) {
-      const six = net.createServer((socket) => server.emit("connection", socket));
+      const six = net.createServer(socketOptions, (socket) => server.emit("connection", socket));
       await new Promise<void>((resolve, reject) => {
         six.once("error", reject);
         six.listen(port, address6, () => {
@@ -309,39 +261,33 @@ export class HttpProxy {
 
   /**
    * A new plain connection: closed unless admitted; served as HTTP/2 when it opens with the preface
-   * (h2c, as gRPC clients connect), else handed to the HTTP/1.1 parser (`http1`).
+   * (h2c, as gRPC clients connect), else as HTTP/1.1.
    */
-  private async acceptPlain(port: number, socket: net.Socket, http1: (socket: net.Socket) => void): Promise<void> {
+  private async acceptPlain(port: number, socket: net.Socket): Promise<void> {
     const orig = this.admit(port, socket);
     if (!orig) return void socket.destroy();
     const t = this.tls.get(port);
     if (sniOnly(t)) return this.passBySni(port, socket, orig, t.serverNames);
     // Until its first bytes come, the head timeout applies (slowloris before the first request).
     this.held.add(port, socket);
+    const acceptedAt = performance.now();
     const kind = await sniffPreface(socket, this.limits!.headersTimeoutMs);
     if (kind === "none") return;
-    if (kind === "http1") {
-      this.accept(port, socket, undefined, orig);
-      http1(socket);
-      return void socket.resume();
-    }
+    if (kind === "http1") return this.serveHttp1(port, socket, orig, undefined, acceptedAt);
     // With originatingTLS the destination is spoken to over TLS (h2 or HTTP/1.1 by its ALPN), verified for the request's host.
     this.serveH2(port, socket, orig, undefined);
   }
 
   /**
    * A client connection whose TLS the proxy terminated: closed unless admitted with a listed SNI; its
-   * streams go to the HTTP/2 side when ALPN chose h2, else it is handed to the HTTP/1.1 parser (`http1`).
+   * streams go to the HTTP/2 side when ALPN chose h2, else it is served as HTTP/1.1.
    */
-  private acceptTerminated(port: number, socket: tls.TLSSocket, http1: (socket: net.Socket) => void): void {
+  private acceptTerminated(port: number, socket: tls.TLSSocket): void {
     const terminated = { serverName: socket.servername || undefined };
-    if (socket.alpnProtocol !== "h2") {
-      if (this.accept(port, socket, terminated)) http1(socket);
-      return;
-    }
     const orig = this.admitTerminated(port, socket, terminated);
     if (!orig) return void socket.destroy();
-    this.serveH2(port, socket, orig, terminated);
+    if (socket.alpnProtocol === "h2") return this.serveH2(port, socket, orig, terminated);
+    this.serveHttp1(port, socket, orig, terminated, performance.now());
   }
 
   private serveH2(port: number, socket: net.Socket, orig: OriginalDestination, terminated: { readonly serverName: string | undefined } | undefined): void {
@@ -383,24 +329,27 @@ export class HttpProxy {
     return ca === undefined ? raw : connectOriginating(raw, ca, serverName, protocols);
   }
 
-  /**
-   * A new HTTP/1.1 client connection (after its TLS handshake on a terminating port): closed unless
-   * admitted (`admitted`: already) and, with serverNames, its SNI is listed.
-   */
-  private accept(port: number, socket: net.Socket, terminated?: { readonly serverName: string | undefined }, admitted?: OriginalDestination): boolean {
-    const orig = admitted ?? (terminated ? this.admitTerminated(port, socket, terminated) : this.admit(port, socket));
-    if (!orig) {
-      socket.destroy();
-      return false;
-    }
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    // One upstream per client connection (marked with the client's identity);
-    // with originatingTLS, TLS to the destination over it, verified against the Secret's CA for the client's SNI.
-    (agent as unknown as { createConnection: (o: { servername?: string }) => net.Socket }).createConnection = (o) =>
-      this.connectAs(port, orig, terminated?.serverName ?? o.servername);
-    this.clients.set(socket, { orig, agent, ...(terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {}) });
-    socket.once("close", () => agent.destroy());
-    return true;
+  /** An admitted connection served as HTTP/1.1 (after its TLS handshake on a terminating port): its requests judged and relayed by http1-connection.ts. */
+  private serveHttp1(port: number, socket: net.Socket, orig: OriginalDestination, terminated: { readonly serverName: string | undefined } | undefined, acceptedAt: number): void {
+    const source = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+    const tlsInfo = terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : undefined;
+    // The name originatingTLS verifies: the client's SNI, else (plain HTTP to the proxy) the request's host.
+    const serverName = (host: string): string | undefined => terminated?.serverName ?? (host !== "" ? host.replace(/:\d+$/, "") : undefined);
+    const served: Http1Port = {
+      port,
+      limits: this.limits!,
+      log,
+      judge: (request, protocol, started) => {
+        const { decision, judged } = this.decide(port, orig, request);
+        return { decision, report: this.flowFor({ source, orig, proxyPort: port, ingress: this.ingressPorts.has(port), protocol, request, started, ...tlsInfo }, judged) };
+      },
+      connect: (host) => this.connectAs(port, orig, serverName(host)),
+      sameUpstream: (previous, host) => this.tls.get(port)?.trustedCA === undefined || serverName(previous) === serverName(host),
+      upgrade: (client, head, request, upgrade, decision, report) => this.upgrade(port, orig, client, head, request, upgrade, decision, report, serverName(request.host)),
+    };
+    // A plain connection is held since it was accepted; a TLS one is held here (its raw socket since its handshake).
+    if (terminated) this.held.add(port, socket);
+    this.http1.add(new Http1Connection(socket, served, (c) => this.http1.delete(c), acceptedAt));
   }
 
   /** A connection after the proxy's TLS handshake: admitted, and with serverNames its SNI listed (the SNI callback refused a wrong name already; a handshake without SNI is refused here). */
@@ -419,18 +368,8 @@ export class HttpProxy {
     return decideSides(request, sidesOf(port, this.ingressPorts.has(port), orig, (p) => this.rules.get(p) ?? []), (headers, d) => applyHeaderActions(headers, d.actions));
   }
 
-  /** The request's flow reporter: `flow(verdict, status)` records what the client got. */
-  private flowFor(port: number, req: http.IncomingMessage, client: ClientConnection, request: HttpRequest, started: bigint, judged: SidesDecision["judged"]): (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void {
-    const arrived: ArrivedRequest = {
-      source: { ip: req.socket.remoteAddress ?? "", port: req.socket.remotePort ?? 0 },
-      orig: client.orig,
-      proxyPort: port,
-      ingress: this.ingressPorts.has(port),
-      protocol: `HTTP/${req.httpVersion}`,
-      request,
-      started,
-      ...(client.tls ? { tls: client.tls } : {}),
-    };
+  /** The request's flow reporter: `report(verdict, status)` records what the client got, one flow per rule set that judged it. */
+  private flowFor(arrived: ArrivedRequest, judged: SidesDecision["judged"]): FlowReport {
     return sideFlows(judged, (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
       // Built only when logged: a debug line per request is not paid for at info.
@@ -439,96 +378,14 @@ export class HttpProxy {
     });
   }
 
-  private handle(port: number, req: http.IncomingMessage, res: http.ServerResponse): void {
-    const started = process.hrtime.bigint();
-    const client = this.clients.get(req.socket);
-    if (!client) {
-      req.socket.destroy();
-      return;
-    }
-    const { orig } = client;
-    const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
-    const { decision, judged } = this.decide(port, orig, request);
-    const flow = this.flowFor(port, req, client, request, started, judged);
-
-    if (decision.verdict === "deny") {
-      // The request's body, if any, is read and dropped by Node before the next request: the connection stays usable.
-      res.writeHead(HTTP_DENIED.status, { "content-type": "text/plain", "content-length": Buffer.byteLength(HTTP_DENIED.body) });
-      res.end(HTTP_DENIED.body);
-      flow("denied", HTTP_DENIED.status, { responseHeaders: DENIED_HEADERS });
-      return;
-    }
-    const rule = { ruleId: decision.ruleId, index: decision.index };
-    const mismatches = decision.mismatches.length ? { mismatches: decision.mismatches } : {};
-    const upstream = http.request({
-      agent: client.agent,
-      host: orig.ip,
-      port: orig.port,
-      method: request.method,
-      path: request.path,
-      headers: forwardable(applyHeaderActions(request.headers, decision.actions)),
-      setHost: false,
-      // The name originatingTLS verifies when the client sent no SNI (plain HTTP to the proxy): the request's host.
-      ...(request.host !== "" ? { servername: request.host.replace(/:\d+$/, "") } : {}),
-    });
-    const fail = (err: Error): void => {
-      log.info({ destination: `${orig.ip}:${orig.port}`, err: err.message }, "upstream failed");
-      if (!res.headersSent) {
-        const { status, body } = upstreamFailure(err);
-        res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) }).end(body);
-        flow("error", status, { rule, ...mismatches });
-      } else {
-        res.destroy();
-      }
-    };
-    upstream.on("error", fail);
-    upstream.on("response", (up) => {
-      const answered = forwardable(pairs(up.rawHeaders));
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, answered);
-      // The body streams as it comes, held back while the client is slower (what pipe does, without its per-request setup).
-      up.on("data", (chunk: Buffer) => {
-        if (!res.write(chunk)) up.pause();
-      });
-      res.on("drain", () => up.resume());
-      up.on("end", () => {
-        if (up.rawTrailers.length) res.addTrailers(up.rawTrailers.reduce<[string, string][]>((acc, v, i, a) => (i % 2 ? acc : [...acc, [v, a[i + 1]!]]), []));
-        res.end();
-        flow("forwarded", up.statusCode ?? 0, { rule, ...mismatches, responseHeaders: pairs(answered) });
-      });
-      up.on("error", () => res.destroy());
-    });
-    // The client going away mid-request ends the upstream request too.
-    res.on("close", () => {
-      if (!res.writableFinished) upstream.destroy();
-    });
-    if (hasNoBody(request.headers)) {
-      // Most requests (GET, HEAD, …) have no body: the upstream request ends with its head, no pipe between them.
-      upstream.end();
-      req.resume();
-    } else req.pipe(upstream);
-  }
-
   /**
-   * A WebSocket upgrade request: judged like any request; denied, it gets 403 and the connection
-   * closes; allowed, it goes to the destination, whose answer the client gets (101: the connections
-   * are joined, upgrade.ts).
+   * An allowed WebSocket upgrade request (judged like any request by http1-connection.ts; a denied one got 403 and
+   * closed there): it goes to the destination, whose answer the client gets (101: the connections are joined, upgrade.ts).
    */
-  private upgrade(port: number, req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-    const started = process.hrtime.bigint();
-    const client = this.clients.get(socket);
-    if (!client) return void socket.destroy();
-    const { orig } = client;
-    const request = requestFromRaw(req.method ?? "", req.url ?? "", req.rawHeaders);
-    const { decision, judged } = this.decide(port, orig, request);
-    const flow = this.flowFor(port, req, client, request, started, judged);
-    if (decision.verdict === "deny") {
-      answerAndClose(socket, HTTP_DENIED.status, HTTP_DENIED.body);
-      return flow("denied", HTTP_DENIED.status);
-    }
+  private upgrade(port: number, orig: OriginalDestination, socket: net.Socket, head: Buffer, request: HttpRequest, upgrade: string, decision: HttpDecision & { verdict: "allow" }, report: FlowReport, serverName: string | undefined): void {
     const decided = { rule: { ruleId: decision.ruleId, index: decision.index }, ...(decision.mismatches.length ? { mismatches: decision.mismatches } : {}) };
     // The handshake's own hop-by-hop fields go on: they are what asks the destination to switch.
-    const headers = [...forwardable(applyHeaderActions(request.headers, decision.actions)), "connection", "Upgrade", "upgrade", req.headers.upgrade ?? "websocket"];
-    const serverName = client.tls?.serverName ?? (request.host !== "" ? request.host.replace(/:\d+$/, "") : undefined);
+    const headers = [...forwardable(applyHeaderActions(request.headers, decision.actions)), "connection", "Upgrade", "upgrade", upgrade];
     proxyUpgrade(
       {
         client: socket,
@@ -539,11 +396,11 @@ export class HttpProxy {
         connect: () => this.connectAs(port, orig, serverName),
         idleTimeoutMs: this.limits!.idleTimeoutMs,
         done: (r) => {
-          if ("status" in r) return flow("forwarded", r.status, decided);
+          if ("status" in r) return report("forwarded", r.status, decided);
           log.info({ destination: `${orig.ip}:${orig.port}`, err: r.error.message }, "upstream failed");
           const { status, body } = upstreamFailure(r.error);
           answerAndClose(socket, status, body);
-          flow("error", status, decided);
+          report("error", status, decided);
         },
       },
       this.held,

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
+import { IDENTITY } from "../../core/identity.ts";
 import type { VerdictEvent } from "../bpf/layout.ts";
 import { DEFAULT_LIMITS, writeProxyConfig, type ProxyConfig } from "./config.ts";
 import { ADDR, L7Topology } from "./testing/topology.ts";
@@ -131,7 +132,7 @@ test("method and path are regular expressions matching the whole value", async (
   assert.deepEqual(byPath.at(-1)?.rule, { ruleId: HTTP_RULE, index: 1 }, "the second rule decided");
 });
 
-test("the deathstar's ingress policy sees the x-wing's identity on the proxy's connection; the node itself is dropped", async () => {
+test("the deathstar's ingress policy sees the x-wing's identity on the proxy's connection; the node itself is judged as reserved:host (dropped under --allow-localhost policy)", async () => {
   drain();
   const before = events.length;
   assert.equal((await xwing([["GET", "/v1/status"]]))?.[0]?.status, 200);
@@ -141,12 +142,18 @@ test("the deathstar's ingress policy sees the x-wing's identity on the proxy's c
   assert.equal(upstream.src, ADDR.nodeToDeathstar, "it comes from the node's address");
   assert.equal(upstream.srcIdentity, XWING, "but as the x-wing's identity");
   assert.equal(upstream.ruleId, DEATHSTAR_INGRESS_RULE);
-  // Control: the same node address without the proxy's mark is world, which the deathstar does not admit.
-  assert.equal(await curl(topo.ns.host, [["GET", "/v1/status"]], ADDR.deathstar, 2), undefined, "an unmarked connection from the node is dropped");
+  // Control: the same node address without the proxy's mark is the node itself (reserved:host), which the deathstar's policy
+  // does not admit once the node's own connections are judged by it (--allow-localhost policy; by default they pass).
+  topo.dp.setLocalhostPolicy(true);
+  try {
+    assert.equal(await curl(topo.ns.host, [["GET", "/v1/status"]], ADDR.deathstar, 2), undefined, "an unmarked connection from the node is dropped");
+  } finally {
+    topo.dp.setLocalhostPolicy(false);
+  }
   drain();
   assert.ok(
-    events.some((e) => e.verdict === "dropped" && e.dst === ADDR.deathstar && e.src === ADDR.nodeToDeathstar && e.srcIdentity !== XWING),
-    "and the drop is reported",
+    events.some((e) => e.verdict === "dropped" && e.dst === ADDR.deathstar && e.src === ADDR.nodeToDeathstar && e.srcIdentity === IDENTITY.host),
+    "and the drop is reported as the host's, not the x-wing's",
   );
 });
 

@@ -3,12 +3,11 @@ import http from "node:http";
 import type net from "node:net";
 
 /**
- * Whether a request asks to switch to WebSocket (RFC 6455), the one upgrade the proxy passes on:
+ * Whether an Upgrade field asks to switch to WebSocket (RFC 6455), the one upgrade the proxy passes on:
  * others (h2c's included) are answered as plain HTTP/1.1 requests, which RFC 9110 §7.8 allows.
  */
-export function isWebSocketUpgrade(req: http.IncomingMessage): boolean {
-  const upgrade = req.headers.upgrade;
-  return upgrade !== undefined && upgrade.split(",").some((t) => t.trim().toLowerCase() === "websocket");
+export function asksForWebSocket(upgrade: string): boolean {
+  return upgrade.split(",").some((t) => t.trim().toLowerCase() === "websocket");
 }
 
 /** A whole response written on a raw client socket, which then closes (after an upgrade request the socket is no longer Node's to frame). */
