@@ -10,6 +10,8 @@ import { learnedAddresses, type LearnedAddress } from "../../core/dns/answers.ts
 import { decideQuery, rejectRcode, type DnsRuleRef, type RejectCode } from "../../core/dns/query-decision.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import { LOCAL_SOCKETS, type SocketFactory } from "./netns-sockets.ts";
+import { UdpOutbox } from "./udp-outbox.ts";
+import { readAnswer, type AnswerSummary } from "./answer-reader.ts";
 
 const log = pino({ name: "dns-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -66,8 +68,16 @@ interface PendingQuery {
   readonly port: number;
   readonly podId: number;
   readonly deadline: number;
-  readonly resolve: (b: Buffer) => void;
-  readonly reject: (err: Error) => void;
+  /** Called once: with the answer (its id already the pod's), or with why there is none. */
+  readonly done: Exchanged;
+}
+
+type Exchanged = (err: Error | undefined, answer?: Buffer) => void;
+
+/** An upstream socket: its opening, and the socket itself once open (so a query can be sent without waiting a tick). */
+interface Upstream {
+  readonly ready: Promise<dgram.Socket>;
+  sock?: dgram.Socket;
 }
 
 /** Upstream query ids from the system's CSPRNG, drawn in batches (a random id is what stands between the shared socket and a spoofed answer). */
@@ -93,20 +103,29 @@ const MAX_CONNECTED_UPSTREAMS = 256;
 
 type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
 
+/** A query the DNS rules allow: what its flow says of it, until the answer comes. */
+interface Allowed {
+  readonly name: string;
+  readonly qtype: string;
+  readonly rule: DnsRuleRef;
+}
+
 /** Serves proxy ports (UDP and TCP on each) on the node's addresses (IPv4, IPv6 or both). */
 export class DnsProxy {
   /** Per port, its sockets on each address. */
   private readonly listeners = new Map<number, readonly Listener[]>();
   private readonly tcpSockets = new Set<net.Socket>();
   /** The shared unconnected socket per family, for servers beyond MAX_CONNECTED_UPSTREAMS. */
-  private readonly upstream = new Map<"udp4" | "udp6", Promise<dgram.Socket>>();
+  private readonly upstream = new Map<"udp4" | "udp6", Upstream>();
   /** A connected socket per server (address → port → socket). */
-  private readonly connected = new Map<string, Map<number, Promise<dgram.Socket>>>();
+  private readonly connected = new Map<string, Map<number, Upstream>>();
   private connectedCount = 0;
   private readonly pending = new Map<number, PendingQuery>();
   /** Expires the upstream queries whose answer is late (one timer for all, not one per query). */
   private sweeper: NodeJS.Timeout | undefined;
   private readonly ids = new UpstreamIds();
+  /** UDP datagrams out, batched per event-loop turn. */
+  readonly outbox = new UdpOutbox();
 
   constructor(private readonly opts: DnsProxyOptions) {
     if (opts.address === undefined && opts.address6 === undefined) throw new Error("DNS proxy: no address to listen on (IPv4 or IPv6)");
@@ -163,9 +182,10 @@ export class DnsProxy {
 
   async stop(): Promise<void> {
     for (const s of this.tcpSockets) s.destroy();
-    for (const s of this.upstream.values()) void s.then((u) => u.close()).catch(() => undefined);
+    this.outbox.flush();
+    for (const s of this.upstream.values()) void s.ready.then((u) => u.close()).catch(() => undefined);
     this.upstream.clear();
-    for (const byPort of this.connected.values()) for (const s of byPort.values()) void s.then((u) => u.close()).catch(() => undefined);
+    for (const byPort of this.connected.values()) for (const s of byPort.values()) void s.ready.then((u) => u.close()).catch(() => undefined);
     this.connected.clear();
     this.connectedCount = 0;
     if (this.sweeper) clearInterval(this.sweeper);
@@ -174,9 +194,18 @@ export class DnsProxy {
     await Promise.all(this.ports().map((p) => this.unlisten(p)));
   }
 
-  private async onUdp(sock: dgram.Socket, port: number, msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
-    const reply = await this.handle("udp", port, msg, rinfo.address, rinfo.port);
-    if (reply) sock.send(reply, rinfo.port, rinfo.address);
+  /** A UDP query: decided at once; an allowed one is answered when its server's answer is learned. */
+  private onUdp(sock: dgram.Socket, port: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const started = performance.now();
+    const orig = this.steered("udp", port, rinfo.address, rinfo.port);
+    if (!orig) return;
+    const finish = (outcome: Outcome): void => {
+      this.emit("udp", rinfo.address, rinfo.port, orig, started, outcome);
+      if (outcome.reply) this.outbox.send(sock, outcome.reply, rinfo.port, rinfo.address);
+    };
+    const judged = this.judge(msg, orig, "udp");
+    if (!("rule" in judged)) return finish(judged);
+    this.udpExchange(msg, orig, (err, answer) => finish(err ? upstreamFailed(judged, err) : this.answered(answer!, judged, orig, rinfo.address)));
   }
 
   private onTcp(sock: net.Socket, port: number): void {
@@ -192,7 +221,7 @@ export class DnsProxy {
         buf = buf.subarray(2 + msg.length);
         // Answers go back in the order the queries came (one TCP stream).
         chain = chain.then(async () => {
-          const reply = await this.handle("tcp", port, msg, sock.remoteAddress ?? "", sock.remotePort ?? 0);
+          const reply = await this.handleTcp(port, msg, sock.remoteAddress ?? "", sock.remotePort ?? 0);
           if (!reply || sock.destroyed) return;
           const len = Buffer.alloc(2);
           len.writeUInt16BE(reply.length, 0);
@@ -202,15 +231,38 @@ export class DnsProxy {
     });
   }
 
-  /** One query: its answer bytes, or undefined when nothing may be sent back (fail closed). */
-  private async handle(protocol: RedirectProto, port: number, msg: Buffer, ip: string, srcPort: number): Promise<Buffer | undefined> {
+  /** One TCP query: its answer bytes, or undefined when nothing may be sent back (fail closed). */
+  private async handleTcp(port: number, msg: Buffer, ip: string, srcPort: number): Promise<Buffer | undefined> {
     const started = performance.now();
+    const orig = this.steered("tcp", port, ip, srcPort);
+    if (!orig) return undefined;
+    const judged = this.judge(msg, orig, "tcp");
+    let outcome: Outcome;
+    if (!("rule" in judged)) outcome = judged;
+    else {
+      try {
+        outcome = this.answered(await this.tcpExchange(msg, orig), judged, orig, ip);
+      } catch (err) {
+        outcome = upstreamFailed(judged, err as Error);
+      }
+    }
+    this.emit("tcp", ip, srcPort, orig, started, outcome);
+    return outcome.reply;
+  }
+
+  /** Where the datapath says the query was going; undefined (and logged) when it did not steer it to this port. */
+  private steered(protocol: RedirectProto, port: number, ip: string, srcPort: number): OriginalDestination | undefined {
     const orig = this.opts.originalDestination(ip, srcPort, protocol);
     if (!orig || orig.proxyPort !== port) {
       // Not steered here by the datapath (or its record is gone): nobody to forward to.
       log.warn({ ip, port: srcPort, protocol, proxyPort: port }, "DNS query without a redirect record dropped");
       return undefined;
     }
+    return orig;
+  }
+
+  /** The DNS rules' verdict on a query: allowed (to be forwarded), or the outcome already (refused, malformed). */
+  private judge(msg: Buffer, orig: OriginalDestination, protocol: RedirectProto): Allowed | Outcome {
     // Only the header and the question are read (the library's own question decoder): the rest of
     // the query (EDNS options) is the server's to read, and a full decode per query costs more.
     let question: dnsPacket.Question | undefined;
@@ -219,46 +271,34 @@ export class DnsProxy {
       // A query asks one question: with more, only the first would be decided, so it is refused.
       if (msg.readUInt16BE(4) === 1) question = wireQuestion.decode(msg, DNS_HEADER_BYTES);
     } catch (err) {
-      this.emit(protocol, ip, srcPort, orig, started, { reply: undefined, flow: { query: "", qtype: "", verdict: "error", addresses: [], error: `malformed query: ${(err as Error).message}` } });
-      return undefined;
+      return { reply: undefined, flow: { query: "", qtype: "", verdict: "error", addresses: [], error: `malformed query: ${(err as Error).message}` } };
     }
     const name = question?.name ?? "";
     const qtype = question?.type ?? "";
     const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId, orig.port, PROTO_NUMBER[protocol === "tcp" ? "TCP" : "UDP"]));
-    let outcome: Outcome;
-    if (decision.verdict === "deny" || !question) {
-      const rcode = rejectRcode(this.opts.rejectCode ?? "refused");
-      const reply = dnsPacket.encode({
-        type: "response",
-        id: msg.readUInt16BE(0),
-        flags: (msg.readUInt16BE(2) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode,
-        questions: question ? [question] : [],
-      });
-      outcome = { reply, flow: { query: name, qtype, verdict: "denied", rcode: rcode === 5 ? "REFUSED" : "NXDOMAIN", addresses: [] } };
-    } else {
-      outcome = await this.forward(protocol, msg, orig, name, qtype, ip, decision.rule);
-    }
-    this.emit(protocol, ip, srcPort, orig, started, outcome);
-    return outcome.reply;
+    if (decision.verdict === "allow" && question) return { name, qtype, rule: decision.rule };
+    const rcode = rejectRcode(this.opts.rejectCode ?? "refused");
+    const reply = dnsPacket.encode({
+      type: "response",
+      id: msg.readUInt16BE(0),
+      flags: (msg.readUInt16BE(2) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode,
+      questions: question ? [question] : [],
+    });
+    return { reply, flow: { query: name, qtype, verdict: "denied", rcode: rcode === 5 ? "REFUSED" : "NXDOMAIN", addresses: [] } };
   }
 
-  private async forward(protocol: RedirectProto, msg: Buffer, orig: OriginalDestination, name: string, qtype: string, sourceIp: string, rule: DnsRuleRef): Promise<Outcome> {
-    let answerBytes: Buffer;
+  /** The server's answer to an allowed query: learned before it is released, or withheld when it cannot be. */
+  private answered(answerBytes: Buffer, q: Allowed, orig: OriginalDestination, sourceIp: string): Outcome {
+    const { name, qtype, rule } = q;
+    // Only the rcode and the answer section's addresses and CNAMEs are read: the rest is the pod's resolver's to read.
+    let answer: AnswerSummary;
     try {
-      answerBytes = protocol === "udp" ? await this.udpExchange(msg, orig) : await this.tcpExchange(msg, orig);
-    } catch (err) {
-      // The pod's resolver retries; nothing is sent (as if the server had not answered).
-      return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: [], error: (err as Error).message } };
-    }
-    // dns-packet decodes the rcode as text; its types leave it out.
-    let answer: dnsPacket.DecodedPacket & { rcode?: string };
-    try {
-      answer = dnsPacket.decode(answerBytes);
+      answer = readAnswer(answerBytes);
     } catch (err) {
       // An answer we cannot read cannot be learned: the pod gets nothing rather than an address policy would drop.
       return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: [], error: `malformed answer: ${(err as Error).message}` } };
     }
-    const learned = learnedAddresses(name, (answer.answers ?? []).map((a) => ({ name: a.name, type: a.type, ...("ttl" in a && a.ttl !== undefined ? { ttl: a.ttl } : {}), ...("data" in a ? { data: a.data } : {}) })));
+    const learned = learnedAddresses(name, answer.records);
     try {
       if (learned.length) this.opts.learn(learned, { sourceIp, identity: orig.subject });
     } catch (err) {
@@ -266,11 +306,11 @@ export class DnsProxy {
       return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: learned.map((l) => l.ip), error: (err as Error).message } };
     }
     const chain = learned.reduce<readonly string[]>((longest, l) => (l.names.length > longest.length ? l.names : longest), []);
-    const answered = {
+    const answeredFlow = {
       ...(learned.length ? { ttl: Math.min(...learned.map((l) => l.ttl)) } : {}),
       ...(chain.length > 1 ? { cnames: chain.slice(1) } : {}),
     };
-    return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, ...(answer.rcode ? { rcode: answer.rcode } : {}), addresses: learned.map((l) => l.ip), ...answered } };
+    return { reply: answerBytes, flow: { query: name, qtype, verdict: "allowed", rule, rcode: answer.rcode, addresses: learned.map((l) => l.ip), ...answeredFlow } };
   }
 
   /**
@@ -280,27 +320,33 @@ export class DnsProxy {
    * proxy. Each query gets a random id of its own upstream, its answer is matched by that id and the
    * server's address, and the pod's id is put back.
    */
-  private async udpExchange(msg: Buffer, orig: OriginalDestination): Promise<Buffer> {
+  private udpExchange(msg: Buffer, orig: OriginalDestination, done: Exchanged): void {
     const server = this.connectedUpstream(orig.ip, orig.port);
-    const sock = await (server ?? this.upstreamSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4"));
-    return new Promise<Buffer>((resolve, reject) => {
-      let id = this.ids.take();
-      for (let tries = 0; this.pending.has(id); tries++) {
-        if (tries > 64) return reject(new Error("too many queries in flight upstream"));
-        id = this.ids.take();
-      }
-      this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), deadline: performance.now() + this.timeout(), resolve, reject });
-      this.sweepLate();
-      // The query's buffer is this proxy's own (read from its socket): its id is replaced in place.
-      msg.writeUInt16BE(id, 0);
-      // No send callback (it costs a tick per query): a failed send is the socket's "error" event, and the query times out or is failed there.
-      if (server) sock.send(msg);
-      else sock.send(msg, orig.port, orig.ip);
-    });
+    const up = server ?? this.upstreamSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4");
+    if (up.sock) return this.sendUpstream(up.sock, server !== undefined, msg, orig, done);
+    up.ready.then(
+      (sock) => this.sendUpstream(sock, server !== undefined, msg, orig, done),
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  private sendUpstream(sock: dgram.Socket, connected: boolean, msg: Buffer, orig: OriginalDestination, done: Exchanged): void {
+    let id = this.ids.take();
+    for (let tries = 0; this.pending.has(id); tries++) {
+      if (tries > 64) return done(new Error("too many queries in flight upstream"));
+      id = this.ids.take();
+    }
+    this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), deadline: performance.now() + this.timeout(), done });
+    this.sweepLate();
+    // The query's buffer is this proxy's own (read from its socket): its id is replaced in place.
+    msg.writeUInt16BE(id, 0);
+    // A failed send is the socket's "error" event, and the query times out or is failed there.
+    if (connected) this.outbox.send(sock, msg);
+    else this.outbox.send(sock, msg, orig.port, orig.ip);
   }
 
   /** The connected socket for a server, opened on first use; undefined past the limit (the shared socket serves). */
-  private connectedUpstream(ip: string, port: number): Promise<dgram.Socket> | undefined {
+  private connectedUpstream(ip: string, port: number): Upstream | undefined {
     const known = this.connected.get(ip)?.get(port);
     if (known) return known;
     if (this.connectedCount >= MAX_CONNECTED_UPSTREAMS) return undefined;
@@ -313,27 +359,29 @@ export class DnsProxy {
       if (byPort?.delete(port)) this.connectedCount--;
       if (byPort?.size === 0) this.connected.delete(ip);
     };
-    const sock = this.sockets()
-      .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
-      .then(
-        (s) =>
-          new Promise<dgram.Socket>((resolve, reject) => {
-            s.once("error", reject);
-            s.connect(port, ip, () => {
-              s.off("error", reject);
-              resolve(this.upstreamReady(s, { ip, port }));
-            });
-          }),
-      )
-      .catch((err: unknown) => {
-        forget(); // the next query asks again
-        throw err;
-      });
+    const up: Upstream = {
+      ready: this.sockets()
+        .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
+        .then(
+          (s) =>
+            new Promise<dgram.Socket>((resolve, reject) => {
+              s.once("error", reject);
+              s.connect(port, ip, () => {
+                s.off("error", reject);
+                resolve((up.sock = this.upstreamReady(s, { ip, port })));
+              });
+            }),
+        )
+        .catch((err: unknown) => {
+          forget(); // the next query asks again
+          throw err;
+        }),
+    };
     let byPort = this.connected.get(ip);
     if (!byPort) this.connected.set(ip, (byPort = new Map()));
-    byPort.set(port, sock);
+    byPort.set(port, up);
     this.connectedCount++;
-    return sock;
+    return up;
   }
 
   /** While queries are upstream, a timer checks every tenth of the timeout for the late ones. */
@@ -344,7 +392,7 @@ export class DnsProxy {
       for (const [id, p] of this.pending) {
         if (p.deadline > now) continue;
         this.pending.delete(id);
-        p.reject(new Error(`no answer from ${p.ip}:${p.port} within ${this.timeout()} ms`));
+        p.done(new Error(`no answer from ${p.ip}:${p.port} within ${this.timeout()} ms`));
       }
       if (this.pending.size === 0) {
         clearInterval(this.sweeper);
@@ -354,18 +402,20 @@ export class DnsProxy {
     this.sweeper.unref();
   }
 
-  private upstreamSocket(family: "udp4" | "udp6"): Promise<dgram.Socket> {
-    let sock = this.upstream.get(family);
-    if (sock) return sock;
-    sock = this.sockets()
-      .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
-      .then((s) => this.upstreamReady(s))
-      .catch((err: unknown) => {
-        this.upstream.delete(family); // the next query asks again
-        throw err;
-      });
-    this.upstream.set(family, sock);
-    return sock;
+  private upstreamSocket(family: "udp4" | "udp6"): Upstream {
+    const known = this.upstream.get(family);
+    if (known) return known;
+    const up: Upstream = {
+      ready: this.sockets()
+        .udp(family, family === "udp6" ? "::" : "0.0.0.0", 0)
+        .then((s) => (up.sock = this.upstreamReady(s)))
+        .catch((err: unknown) => {
+          this.upstream.delete(family); // the next query asks again
+          throw err;
+        }),
+    };
+    this.upstream.set(family, up);
+    return up;
   }
 
   private upstreamReady(sock: dgram.Socket, server?: { readonly ip: string; readonly port: number }): dgram.Socket {
@@ -377,7 +427,7 @@ export class DnsProxy {
       if (!p || p.ip !== rinfo.address || p.port !== rinfo.port) return;
       this.pending.delete(id);
       answer.writeUInt16BE(p.podId, 0);
-      p.resolve(answer);
+      p.done(undefined, answer);
     });
     sock.on("error", (err) => {
       if (!server) {
@@ -389,7 +439,7 @@ export class DnsProxy {
       for (const [id, p] of this.pending) {
         if (p.ip !== server.ip || p.port !== server.port) continue;
         this.pending.delete(id);
-        p.reject(new Error(`${server.ip}:${server.port}: ${err.message}`));
+        p.done(new Error(`${server.ip}:${server.port}: ${err.message}`));
       }
     });
     return sock;
@@ -445,6 +495,11 @@ export class DnsProxy {
     log.debug({ flow }, "dns");
     this.opts.onFlow?.(flow);
   }
+}
+
+/** An allowed query whose server did not answer: the pod's resolver retries; nothing is sent (as if the server had not answered). */
+function upstreamFailed(q: Allowed, err: Error): Outcome {
+  return { reply: undefined, flow: { query: q.name, qtype: q.qtype, verdict: "error", rule: q.rule, addresses: [], error: err.message } };
 }
 
 function closeListener(l: Listener): Promise<void> {

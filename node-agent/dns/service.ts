@@ -111,8 +111,9 @@ export class DnsService {
 
   /** Forgets expired names whose addresses no connection uses any more. */
   gc(now = Date.now()): string[] {
-    const live = this.dp.liveEgressDestinations();
-    return this.fqdn.gc(now, (ip) => live.has(ip));
+    // Conntrack is read (a syscall per entry) only when a name has expired past its grace period, not on every tick.
+    let live: Set<string> | undefined;
+    return this.fqdn.gc(now, (ip) => (live ??= this.dp.liveEgressDestinations()).has(ip));
   }
 
   async stop(): Promise<void> {
