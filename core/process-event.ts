@@ -1,6 +1,8 @@
 // Tetragon's process event shapes (process_exec, process_exit as `tetra getevents -o json` prints them) and the
 // filters of `membrane observe --type process`: what the agent exports and the CLI reads.
 
+import type { TetragonContainer } from "./container.ts";
+
 /** Tetragon's Process message, the fields Membrane fills. */
 export interface TetragonProcess {
   exec_id: string;
@@ -11,7 +13,8 @@ export interface TetragonProcess {
   arguments: string;
   flags: string;
   start_time: string;
-  pod?: { namespace: string; name: string };
+  /** The pod, and the container where the node knows it (real nodes; a process-based pod has none). */
+  pod?: { namespace: string; name: string; container?: TetragonContainer };
   parent_exec_id?: string;
   tid: number;
 }

@@ -2,7 +2,7 @@
 // the filters (args, binaries, namespaces, PIDs, names), pod selection, and what this node refuses with its path.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type CallSubject, decideCall, enforcementPlan, pathMatches, policySelects } from "./tracing-enforcement.ts";
+import { type CallSubject, decideCall, enforcementPlan, pathMatches, podSelects, policySelects } from "./tracing-enforcement.ts";
 
 const call = (over: Partial<CallSubject>): CallSubject => ({ pid: 100, binary: "/usr/bin/cat", namespaces: { Net: 7, Pid: 9 }, hostNamespaces: { Net: 1, Pid: 2 }, path: "/etc/shadow", ...over });
 
@@ -101,20 +101,45 @@ describe("TracingPolicy enforcement plan and decision", () => {
     assert.deepEqual(hook.selectors[0]?.actions, [{ action: "Sigkill" }]);
   });
 
-  it("refuses what this node cannot judge, naming the field: a non-path argument, an untranslated hook, containerSelector, *ForChildren namespaces", () => {
+  it("refuses what this node cannot judge, naming the field: a non-path argument, an untranslated hook, containerSelector on a tracepoint, *ForChildren namespaces", () => {
     const mask = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "m" }, spec: { kprobes: [{ call: "security_file_permission", args: [{ index: 0, type: "file" }, { index: 1, type: "int" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["4"] }] }] }] } });
     assert.ok(!mask.ok);
     assert.equal(mask.reason, "HookUnavailable");
     assert.equal(mask.errors[0]?.path, "spec.kprobes[0].selectors[0].matchArgs[0].index");
     const kp = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "k" }, spec: { kprobes: [{ call: "commit_creds" }] } });
     assert.ok(!kp.ok && kp.reason === "HookUnavailable");
-    const containers = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "c" }, spec: { containerSelector: { matchLabels: { name: "nginx" } }, kprobes: [{ call: "fd_install" }] } });
-    assert.ok(!containers.ok);
+    const containers = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "c" }, spec: { containerSelector: { matchLabels: { name: "nginx" } }, tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat" }] } });
+    assert.ok(!containers.ok && containers.reason === "HookUnavailable");
     assert.deepEqual(containers.errors.map((e) => e.path), ["spec.containerSelector"]);
+    assert.match(containers.errors[0]!.message, /spec\.tracepoints\[0\].*by pod, not by container/);
     const children = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "n" }, spec: { kprobes: [{ call: "fd_install", selectors: [{ matchNamespaces: [{ namespace: "PidForChildren", operator: "In", values: ["1"] }] }] }] } });
     assert.ok(!children.ok);
     assert.deepEqual(children.errors.map((e) => e.path), ["spec.kprobes[0].selectors[0].matchNamespaces[0].namespace"]);
     const invalid = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "i" }, spec: { kprobes: [{ call: "fd_install", bogus: 1 }] } });
     assert.ok(!invalid.ok && invalid.reason === "Invalid");
+  });
+  it("containerSelector (Tetragon's container fields name and repo) narrows the policy to those containers; a process in no known container is never selected", () => {
+    const p = plan({
+      containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+      kprobes: [{ call: "fd_install", syscall: false, args: [{ index: 1, type: "file" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/etc/shadow"] }], matchActions: [{ action: "Override", argError: -1 }] }] }],
+    }, { name: "c", namespace: "default" }, "TracingPolicyNamespaced");
+    assert.deepEqual(p.containerSelector, { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] });
+    const pod = (container?: { name: string; image: string }) => ({ namespace: "default", name: "two", ...(container ? { container } : {}) });
+    assert.ok(policySelects(p, pod({ name: "app", image: "busybox:1.36" })));
+    assert.ok(!policySelects(p, pod({ name: "sidecar", image: "busybox:1.36" })), "the pod's other container");
+    assert.ok(!policySelects(p, pod()), "a process-based pod: no container, so no match (fail closed)");
+    assert.ok(!policySelects(p, undefined), "a host process");
+    assert.ok(!policySelects(p, { namespace: "other", name: "x", container: { name: "app", image: "busybox" } }), "the namespace still holds");
+    assert.ok(podSelects(p, pod()), "podSelects leaves the container to the kernel's rules");
+    const notIn = plan({ containerSelector: { matchExpressions: [{ key: "name", operator: "NotIn", values: ["app"] }] }, kprobes: [{ call: "fd_install" }] });
+    assert.ok(policySelects(notIn, pod({ name: "sidecar", image: "x" })));
+    assert.ok(!policySelects(notIn, pod({ name: "app", image: "x" })));
+    assert.ok(!policySelects(notIn, pod()), "NotIn does not select a process outside every container either");
+    const repo = plan({ containerSelector: { matchLabels: { repo: "docker.io/library/nginx" } }, kprobes: [{ call: "fd_install" }] });
+    assert.ok(policySelects(repo, pod({ name: "web", image: "docker.io/library/nginx:1.27@sha256:abc" })));
+    assert.ok(!policySelects(repo, pod({ name: "web", image: "docker.io/library/nginxx:1.27" })));
+    const empty = plan({ containerSelector: {}, kprobes: [{ call: "fd_install" }] });
+    assert.equal(empty.containerSelector, undefined, "an empty containerSelector selects every process, as none");
+    assert.ok(policySelects(empty, undefined));
   });
 });

@@ -1,6 +1,7 @@
 // What a node enforces for one TracingPolicy: its exec, file and connect hooks with their selectors read into a
 // typed plan (which argument is the path or the address, the filters, the actions), and the decision for one
 // call (the first selector that matches, Tetragon's order) — pure, the agent's enforcers feed it what they see.
+import { containerSelects, type PodContainer } from "./container.ts";
 import { labelSetFrom, label, LABEL_SOURCE, POD_NAMESPACE_LABEL } from "./labels.ts";
 import type { FieldError } from "./model.ts";
 import { isRecord } from "./parser/fields.ts";
@@ -52,6 +53,8 @@ export interface EnforcementPlan {
   readonly namespace?: string;
   /** Only processes of pods these labels select (a namespaced policy: only its namespace's pods). */
   readonly podSelector?: LabelSelectorInput;
+  /** Only processes of the pods' containers these fields select (Tetragon's `name`, `repo`); a process in no known container never. */
+  readonly containerSelector?: LabelSelectorInput;
   readonly hooks: readonly HookPlan[];
 }
 
@@ -64,7 +67,7 @@ export interface CallSubject {
   /** Namespace inodes of the process, and of the host (for `host_ns`). */
   readonly namespaces: Partial<Record<NamespaceType, number>>;
   readonly hostNamespaces: Partial<Record<NamespaceType, number>>;
-  readonly pod?: { readonly namespace: string; readonly name: string; readonly labels?: Readonly<Record<string, string>> };
+  readonly pod?: { readonly namespace: string; readonly name: string; readonly labels?: Readonly<Record<string, string>>; readonly container?: Pick<PodContainer, "name" | "image"> };
   /** exec and file hooks: the file's path. */
   readonly path?: string;
   /** connect hooks. */
@@ -121,16 +124,16 @@ export function enforcementPlan(obj: unknown): PlanResult {
   const planned: HookPlan[] = monitor
     ? hooks.map((h) => ({ ...h, selectors: h.selectors.map((s) => ({ ...s, actions: s.actions.some((a) => a.action === "NoPost") ? [{ action: "NoPost" as const }] : [{ action: "Post" as const }] })) }))
     : hooks;
-  if (isRecord(spec.containerSelector) && Object.keys(spec.containerSelector).length > 0) {
-    errors.push({ path: "spec.containerSelector", message: "containers of a pod are not told apart on this node (a pod is its network namespace): use podSelector" });
-  }
+  const containerSelector = isRecord(spec.containerSelector) && Object.keys(spec.containerSelector).length > 0 ? (spec.containerSelector as LabelSelectorInput) : undefined;
+  // Tracepoint rules are judged in the kernel by network namespace only: a container there is not told apart yet.
+  if (containerSelector !== undefined) hooks.filter((h) => h.meaning === "tracepoint").forEach((h) => errors.push({ path: "spec.containerSelector", message: `${h.path} (tracepoint ${h.name}): a tracepoint's rules are judged in the kernel by pod, not by container: use a kprobe or lsmhook on an exec, file or connect hook, or podSelector` }));
   if (errors.length > 0) return { ok: false, reason: "HookUnavailable", errors };
   const meta = isRecord((obj as Record<string, unknown>).metadata) ? ((obj as Record<string, unknown>).metadata as Record<string, unknown>) : {};
   const podSelector = isRecord(spec.podSelector) ? (spec.podSelector as LabelSelectorInput) : undefined;
   const namespace = valid.value.kind === "TracingPolicyNamespaced" && typeof meta.namespace === "string" ? meta.namespace : undefined;
   return {
     ok: true,
-    value: { kind: valid.value.kind, name: valid.value.name, ...(namespace !== undefined ? { namespace } : {}), ...(podSelector ? { podSelector } : {}), hooks: planned },
+    value: { kind: valid.value.kind, name: valid.value.name, ...(namespace !== undefined ? { namespace } : {}), ...(podSelector ? { podSelector } : {}), ...(containerSelector ? { containerSelector } : {}), hooks: planned },
   };
 }
 
@@ -190,8 +193,14 @@ function selectorPlan(s: Record<string, unknown>, path: string, meaning: HookMea
   };
 }
 
-/** Whether the policy applies to this process at all (its pod and namespace), before any selector. */
-export function policySelects(plan: Pick<EnforcementPlan, "namespace" | "podSelector">, pod: CallSubject["pod"]): boolean {
+/** Whether the policy applies to this process at all (its pod, namespace and container), before any selector. */
+export function policySelects(plan: Pick<EnforcementPlan, "namespace" | "podSelector" | "containerSelector">, pod: CallSubject["pod"]): boolean {
+  if (plan.containerSelector !== undefined && !containerSelects(plan.containerSelector, pod?.container)) return false;
+  return podSelects(plan, pod);
+}
+
+/** Whether the policy's namespace and podSelector select the pod (its containerSelector aside: the kernel's rules judge that per cgroup). */
+export function podSelects(plan: Pick<EnforcementPlan, "namespace" | "podSelector">, pod: CallSubject["pod"]): boolean {
   if (plan.namespace === undefined && plan.podSelector === undefined) return true;
   if (pod === undefined) return false;
   if (plan.namespace !== undefined && pod.namespace !== plan.namespace) return false;

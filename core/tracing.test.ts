@@ -162,6 +162,15 @@ describe("TracingPolicy validation", () => {
     ]);
   });
 
+  it("admits containerSelector on Tetragon's container fields (name, repo) and refuses another key or operator at its path", () => {
+    const kprobes = [{ call: "fd_install" }];
+    assert.deepEqual(errorsOf({ kprobes, containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] } }), []);
+    assert.deepEqual(errorsOf({ kprobes, containerSelector: { matchExpressions: [{ key: "image", operator: "Equal", values: ["app"] }] } }).map((e) => e.split(":")[0]), [
+      "spec.containerSelector.matchExpressions[0].key",
+      "spec.containerSelector.matchExpressions[0].operator",
+    ]);
+  });
+
   it("names every other mistake at once", () => {
     assert.deepEqual(
       errorsOf({

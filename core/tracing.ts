@@ -1,6 +1,7 @@
 // Validation of TracingPolicy and TracingPolicyNamespaced (cilium.io/v1alpha1) in Tetragon's own terms: what
 // Tetragon's loader accepts is accepted, every unknown key and every name Tetragon removed or never had is
 // refused with its field path and what to write instead; warnings for what is legal but ignored.
+import { containerSelectorErrors } from "./container.ts";
 import type { FieldError, Result } from "./model.ts";
 import { isRecord, show, type Obj } from "./parser/fields.ts";
 import { expandSelectorMacros } from "./tracing-macros.ts";
@@ -146,6 +147,7 @@ export function validateTracingPolicy(input: unknown): Result<TracingPolicySumma
   });
   if (spec.loader !== undefined && typeof spec.loader !== "boolean") err("spec.loader", `must be true or false, not ${show(spec.loader)}`);
   for (const sel of ["podSelector", "containerSelector"] as const) v.labelSelector(spec[sel], `spec.${sel}`);
+  for (const e of containerSelectorErrors(spec.containerSelector, "spec.containerSelector")) err(e.path, e.message);
   if (spec.hostSelector !== undefined && spec.hostSelector !== null) {
     if (kind === "TracingPolicyNamespaced") err("spec.hostSelector", "a TracingPolicyNamespaced applies to its namespace's pods only: delete hostSelector");
     else if (!isRecord(spec.hostSelector) || Object.keys(spec.hostSelector).length > 0) {

@@ -163,8 +163,8 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
   });
 
   it("a policy the node cannot load is counted as such: Enforced False 0/1 naming the node and the reason", async () => {
-    // Admitted and translated, but this node does not tell containers apart: its enforcer refuses it.
-    await tc.kubectl(["apply", "-f", "-"], policy("by-container", { containerSelector: { matchLabels: { name: "main" } } }));
+    // Admitted and translated, but a tracepoint's rules are judged in the kernel by pod, not by container: the node refuses it.
+    await tc.kubectl(["apply", "-f", "-"], policy("by-container", { containerSelector: { matchLabels: { name: "main" } }, tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 6, type: "string" }] }] }));
     const s = await eventually("the node's refusal in the status", async () => {
       const st = await status("by-container");
       return st.enforced === "0/1" && st.nodeErrors?.[0]?.reason === "HookUnavailable" ? st : undefined;

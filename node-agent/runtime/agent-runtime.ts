@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import { stringify } from "yaml";
+import type { PodContainer } from "../../core/container.ts";
 import type { TracingPolicyItem, TracingPolicyNodeStatus } from "../../core/wire.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
@@ -19,6 +20,8 @@ export interface RuntimePod {
   readonly namespace: string;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** Its containers from the pod's status (the agent's pod watch); absent until known, and for a process-based pod. */
+  readonly containers?: readonly PodContainer[];
 }
 
 /** What the agent reports about its runtime enforcer (AgentStatus.runtime). */
@@ -42,6 +45,8 @@ export interface AgentRuntimeOptions {
   readonly log: Logger;
   /** Prometheus metrics of the runtime (default 127.0.0.1:0: any free port, several agents share a host in the local cluster). */
   readonly metricsAddress?: string;
+  /** The host's cgroup v2 directory as this process sees it (the runtime's connect programs, containers' cgroups); default the runtime's. */
+  readonly cgroupRoot?: string;
   /** How often the process is checked (restarted when gone) and its status file read (default 500 ms). */
   readonly checkIntervalMs?: number;
   /** How long a newly started runtime may take to write its first status (default 30 s: a loaded node starts Node slowly). */
@@ -225,6 +230,7 @@ export class AgentRuntime {
       "--pods-file", this.podsFile,
       "--node-name", this.opts.nodeName,
       "--metrics-address", this.opts.metricsAddress ?? "127.0.0.1:0",
+      ...(this.opts.cgroupRoot !== undefined ? ["--cgroup-root", this.opts.cgroupRoot] : []),
     ];
     // A status of an earlier runtime says nothing of this one.
     fs.rmSync(this.statusFile, { force: true });

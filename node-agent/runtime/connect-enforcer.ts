@@ -13,7 +13,8 @@ import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
-import { netnsOf, selectedNetns, signalProcess } from "./selection.ts";
+import type { ContainerCgroups } from "./containers.ts";
+import { netnsOf, selectedSubjects, signalProcess, type RuleSubject } from "./selection.ts";
 import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
@@ -33,6 +34,8 @@ export interface ConnectEnforcerOptions {
   readonly log: Logger;
   /** The pods on this node by network namespace inode (a policy that selects pods gets rules for theirs). */
   readonly pods: () => Iterable<readonly [number, PodRef]>;
+  /** Containers' cgroups, for a containerSelector (without it such a policy has no rule: it matches nothing). */
+  readonly containers?: ContainerCgroups;
   /** Pin scope under /sys/fs/bpf/membrane (tests use their own). */
   readonly scope: string;
   readonly objectPath?: string;
@@ -66,7 +69,8 @@ export class ConnectEnforcer {
       const hooks = plan.hooks.filter((h) => h.meaning === "connect");
       if (hooks.length === 0) continue;
       policyIndex++;
-      const subjects = selectedNetns(plan, this.opts.pods());
+      const containers = this.opts.containers;
+      const subjects = selectedSubjects(plan, this.opts.pods(), (id) => containers?.cgroupIdOf(id));
       for (const hook of hooks) {
         hookId++;
         const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
@@ -188,9 +192,12 @@ export class ConnectEnforcer {
 }
 
 /** A selector's rules: one per network namespace × port value × address value (the program ORs rules of a hook). */
-function expand(s: SelectorPlan | undefined, path: string, subjects: readonly number[], hostNet: number | undefined): Omit<ConnectRule, "hook" | "policy">[] {
+function expand(s: SelectorPlan | undefined, path: string, subjects: readonly RuleSubject[], hostNet: number | undefined): Omit<ConnectRule, "hook" | "policy">[] {
   const unsupported = (what: string): Error => new Error(`${path}: ${what} on a connect hook is not evaluated by the cgroup/connect programs (they see the caller's network namespace and the destination only)`);
-  let netns = [...subjects];
+  // Each pod's network namespace (0: every process), with the cgroups of its selected containers (0n: any).
+  const cgroups = new Map<number, bigint[]>();
+  for (const x of subjects) cgroups.set(x.netns, [...(cgroups.get(x.netns) ?? []), x.cgroup]);
+  let netns = [...cgroups.keys()];
   let ports: { lo: number; hi: number; not: boolean }[] = [{ lo: 0, hi: 65535, not: false }];
   let addrs: { addr: Buffer; len: number; not: boolean }[] = [{ addr: Buffer.alloc(16), len: 0, not: false }];
   let family = 0;
@@ -249,9 +256,9 @@ function expand(s: SelectorPlan | undefined, path: string, subjects: readonly nu
     nopost = acts.includes("NoPost");
   }
   const out: Omit<ConnectRule, "hook" | "policy">[] = [];
-  for (const n of netns) for (const p of ports) for (const a of addrs) {
+  for (const n of netns) for (const cgroup of cgroups.get(n) ?? [0n]) for (const p of ports) for (const a of addrs) {
     out.push({
-      netns: n, portLo: p.lo, portHi: p.hi, family, action, signal,
+      netns: n, cgroup, portLo: p.lo, portHi: p.hi, family, action, signal,
       flags: (p.not ? CONNECT_F_PORT_NOT : 0) | (a.not ? CONNECT_F_ADDR_NOT : 0) | (nopost ? CONNECT_F_NOPOST : 0),
       addr: a.addr, prefixLen: a.len,
     });

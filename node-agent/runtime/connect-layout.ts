@@ -6,7 +6,7 @@ export const CONNECT_F_ADDR_NOT = 2;
 export const CONNECT_F_NOPOST = 4;
 
 export const CONNECT_LAYOUT = {
-  rule: { size: 40, netns: 0, hook: 4, portLo: 8, portHi: 10, family: 12, action: 13, signal: 14, flags: 15, addr: 16, prefixLen: 32, policy: 36 },
+  rule: { size: 48, netns: 0, hook: 4, portLo: 8, portHi: 10, family: 12, action: 13, signal: 14, flags: 15, addr: 16, prefixLen: 32, policy: 36, cgroup: 40 },
   event: { size: 48, pid: 0, tid: 4, netns: 8, rule: 12, family: 16, action: 17, protocol: 18, port: 20, addr: 24, ktimeNs: 40 },
 } as const;
 
@@ -25,6 +25,8 @@ export interface ConnectRule {
   readonly addr: Buffer;
   readonly prefixLen: number;
   readonly policy: number;
+  /** cgroup v2 id the caller must be in; 0n: any. */
+  readonly cgroup: bigint;
 }
 
 export function encodeConnectRule(r: ConnectRule): Buffer {
@@ -41,6 +43,7 @@ export function encodeConnectRule(r: ConnectRule): Buffer {
   r.addr.copy(b, L.addr, 0, 16);
   b.writeUInt32LE(r.prefixLen, L.prefixLen);
   b.writeUInt32LE(r.policy, L.policy);
+  b.writeBigUInt64LE(r.cgroup, L.cgroup);
   return b;
 }
 

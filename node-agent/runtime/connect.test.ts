@@ -164,7 +164,8 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
   it("the rule and event layout matches bpf/lib/connect.h", () => {
     const h = fs.readFileSync(new URL("../../bpf/lib/connect.h", import.meta.url), "utf8");
     assert.match(h, new RegExp(`#define CONNECT_RULES_MAX ${CONNECT_RULES_MAX}\\n`));
-    assert.equal(CONNECT_LAYOUT.rule.size, 4 + 4 + 2 + 2 + 4 + 16 + 4 + 4);
+    assert.equal(CONNECT_LAYOUT.rule.size, 4 + 4 + 2 + 2 + 4 + 16 + 4 + 4 + 8);
+    assert.match(h, /__u32 policy;[^\n]*\n\t__u64 cgroup;/, "the cgroup id follows the policy index (offset 40)");
     assert.equal(CONNECT_LAYOUT.event.size, 4 * 4 + 4 + 2 + 2 + 16 + 8);
   });
 });

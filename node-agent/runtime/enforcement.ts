@@ -4,6 +4,7 @@
 import type { Logger } from "pino";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { enforcementPlan, type EnforcementPlan } from "../../core/tracing-enforcement.ts";
+import type { ContainerCgroups } from "./containers.ts";
 import type { PodResolver, ProcessEvents } from "./events.ts";
 import { FileEnforcer } from "./file-enforcer.ts";
 
@@ -26,6 +27,8 @@ export interface RuntimeEnforcementOptions {
   readonly emit: (e: RuntimeEvent) => void;
   readonly log: Logger;
   readonly resolvePod?: PodResolver;
+  /** Which container a process is in (containerSelector on exec and file hooks); without it such a policy selects nothing. */
+  readonly containers?: ContainerCgroups;
   readonly connect?: HookEnforcer;
   /** The part that serves tracepoints (bpf/tracepoint.c); absent, tracepoint hooks are refused. */
   readonly tracepoints?: HookEnforcer;
@@ -51,6 +54,7 @@ export class RuntimeEnforcement {
       emit: opts.emit,
       log: opts.log,
       ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}),
+      ...(opts.containers ? { containers: opts.containers } : {}),
     });
   }
 

@@ -3,7 +3,10 @@
 // in what the kernel record does not carry (cwd) and processes that started before the sensor.
 import fs from "node:fs";
 import { constants as os } from "node:os";
+import { tetragonContainer, type PodContainer } from "../../core/container.ts";
 import type { ProcessEvent, TetragonProcess } from "../../core/process-event.ts";
+import type { ContainerCgroups } from "./containers.ts";
+import { podContainer } from "./containers.ts";
 import type { RawProcessEvent } from "./layout.ts";
 
 /** The pod a process belongs to; the local cluster's pods are told apart by their network namespace. */
@@ -12,6 +15,8 @@ export interface PodRef {
   readonly name: string;
   /** The pod's labels (a TracingPolicy's podSelector reads them). */
   readonly labels?: Readonly<Record<string, string>>;
+  /** Its containers from the pod's status (real nodes); absent for a process-based pod, whose events carry no container. */
+  readonly containers?: readonly PodContainer[];
 }
 
 export type PodResolver = (netnsInode: number) => PodRef | undefined;
@@ -24,6 +29,8 @@ const SIGNAL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(os.sign
 export interface ProcessEventsOptions {
   readonly nodeName: string;
   readonly resolvePod?: PodResolver;
+  /** Which container a process is in (by its cgroup); without it events carry no container. */
+  readonly containers?: ContainerCgroups;
   /** Where /proc is (tests may point elsewhere). */
   readonly procRoot?: string;
 }
@@ -67,7 +74,7 @@ export class ProcessEvents {
         arguments: (e.argv ?? []).slice(1).join(" "),
         flags: "execve",
         start_time: time,
-        ...this.pod(e.netns),
+        ...this.pod(e.netns, e.pid, e.cgroupId),
         ...(parent ? { parent_exec_id: parent.exec_id } : {}),
         tid: e.tid,
       };
@@ -176,7 +183,7 @@ export class ProcessEvents {
       arguments: argv.slice(1).join(" "),
       flags: "procFS",
       start_time: "",
-      ...(ns !== undefined ? this.pod(ns) : {}),
+      ...(ns !== undefined ? this.pod(ns, pid) : {}),
       ...(parent ? { parent_exec_id: parent.exec_id } : {}),
       tid: pid,
     };
@@ -205,9 +212,21 @@ export class ProcessEvents {
     return m ? Number(m[1]) : undefined;
   }
 
-  private pod(netns: number): { pod?: { namespace: string; name: string } } {
+  private pod(netns: number, pid: number, cgroupId?: bigint): Pick<TetragonProcess, "pod"> {
     const p = this.opts.resolvePod?.(netns);
-    return p ? { pod: { namespace: p.namespace, name: p.name } } : {};
+    if (!p) return {};
+    const resolver = this.opts.containers;
+    // Only a pod with containers in its status is looked up (a process-based pod has none: no /proc or cgroup read).
+    const c = resolver !== undefined && p.containers !== undefined && p.containers.length > 0
+      ? podContainer(p, (cgroupId !== undefined ? resolver.ofCgroupId(cgroupId) : undefined) ?? resolver.ofPid(pid))
+      : undefined;
+    return { pod: { namespace: p.namespace, name: p.name, ...(c ? { container: tetragonContainer(c, this.nsPid(pid)) } : {}) } };
+  }
+
+  /** The pid in the process's innermost pid namespace (the container's), while it runs. */
+  private nsPid(pid: number): number | undefined {
+    const m = /^NSpid:.*\s(\d+)$/m.exec(this.readFile(`${pid}/status`) ?? "");
+    return m ? Number(m[1]) : undefined;
   }
 
   private execId(start: bigint, pid: number): string {

@@ -8,6 +8,7 @@ import { constants as osConstants } from "node:os";
 import type { Logger } from "pino";
 import type { HookCall, RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { decideCall, pathMatches, policySelects, type CallSubject, type EnforcementPlan, type HookPlan, type NamespaceType, type SelectorPlan } from "../../core/tracing-enforcement.ts";
+import { podContainer, type ContainerCgroups } from "./containers.ts";
 import type { PodResolver, ProcessEvents } from "./events.ts";
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, FanotifyGroup, type MarkScope, type PermissionEvent } from "./fanotify.ts";
 
@@ -22,6 +23,7 @@ const NAMESPACES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Pid", "Net",
 export interface FileEnforcerOptions {
   readonly events: ProcessEvents;
   readonly resolvePod?: PodResolver;
+  readonly containers?: ContainerCgroups;
   readonly nodeName: string;
   readonly emit: (e: RuntimeEvent) => void;
   readonly log: Logger;
@@ -138,7 +140,10 @@ export class FileEnforcer {
 
   private subject(pid: number, filePath: string): CallSubject {
     const netns = this.namespacesOf(pid);
-    const pod = netns.Net !== undefined ? this.opts.resolvePod?.(netns.Net) : undefined;
+    const inPod = netns.Net !== undefined ? this.opts.resolvePod?.(netns.Net) : undefined;
+    // The container the process is in (its cgroup), for containerSelector; a pod without containers has none.
+    const container = inPod?.containers !== undefined && inPod.containers.length > 0 ? podContainer(inPod, this.opts.containers?.ofPid(pid)) : undefined;
+    const pod = inPod !== undefined ? { ...inPod, ...(container ? { container } : {}) } : undefined;
     const nsPid = /^NSpid:.*\s(\d+)$/m.exec(readFile(`${this.proc}/${pid}/status`))?.[1];
     return {
       pid,

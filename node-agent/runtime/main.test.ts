@@ -17,6 +17,11 @@ describe("membrane runtime flags", () => {
     });
   });
 
+  it("reads the host's cgroup v2 directory (connect hooks, containers' cgroups)", () => {
+    const r = parseRuntimeArgs(["--export-file", "f", "--node-name", "n", "--cgroup-root", "/host/cgroupv2"]);
+    assert.ok(r.ok && r.value.cgroupRoot === "/host/cgroupv2");
+  });
+
   it("reads the policy, status and pods files", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", "p.yaml", "--status-file", "s.json", "--pods-file", "pods.json", "--node-name", "n"]), {
       ok: true,
@@ -30,5 +35,6 @@ describe("membrane runtime flags", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--kprobes"]), { ok: false, error: "unknown flag --kprobes" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--status-file", "s"]), { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", ""]), { ok: false, error: "--policy-file: empty path" });
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--cgroup-root", "host/cgroupv2"]), { ok: false, error: '--cgroup-root: an absolute path is required, got "host/cgroupv2"' });
   });
 });

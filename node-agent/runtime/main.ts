@@ -8,6 +8,7 @@ import fs from "node:fs";
 import { Gauge, Registry } from "prom-client";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { ConnectEnforcer } from "./connect-enforcer.ts";
+import { ContainerCgroups } from "./containers.ts";
 import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
 import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
@@ -18,14 +19,16 @@ import { TP_PROCS_MAX } from "./tracepoint-layout.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
-                        [--node-name NAME] [--metrics-address HOST:PORT]
+                        [--node-name NAME] [--metrics-address HOST:PORT] [--cgroup-root DIR]
 
   --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm/process_tracepoint event (Tetragon's JSON) to FILE
   --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
   --status-file FILE         write each policy's status here as JSON after every change (needs --policy-file)
-  --pods-file FILE           the node's pods, {"pods": [{"netns", "namespace", "name", "labels"}]} (polled): events name the pod,
-                             namespaced policies and podSelector select by it
+  --pods-file FILE           the node's pods, {"pods": [{"netns", "namespace", "name", "labels", "containers"}]} (polled): events
+                             name the pod and container, namespaced policies, podSelector and containerSelector select by them
   --node-name NAME           node_name of the events (default: the host name)
+  --cgroup-root DIR          the host's cgroup v2 directory: connect hooks attach there, containers' cgroups are found under it
+                             (default /sys/fs/cgroup/unified)
   --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics and the live event stream on http://ADDR/v1/events
                              (membrane observe --type process --runtime-address ADDR; default 127.0.0.1:9964)`;
 
@@ -34,6 +37,7 @@ export interface RuntimeConfig {
   readonly policyFile?: string;
   readonly statusFile?: string;
   readonly podsFile?: string;
+  readonly cgroupRoot?: string;
   readonly nodeName: string;
   readonly metricsHost: string;
   readonly metricsPort: number;
@@ -44,7 +48,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
     args: [...args],
     options: {
       "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" },
-      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" },
+      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" },
     },
   });
   if (!flags.ok) return flags;
@@ -55,6 +59,8 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
   const port = Number(m?.[2]);
   if (!m || port > 65535) return { ok: false, error: `--metrics-address: "${address}" is not HOST:PORT` };
   for (const f of ["policy-file", "status-file", "pods-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
+  const cgroupRoot = v["cgroup-root"];
+  if (cgroupRoot !== undefined && !cgroupRoot.startsWith("/")) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
   if (v["status-file"] !== undefined && v["policy-file"] === undefined) return { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" };
   return {
     ok: true,
@@ -63,6 +69,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
       ...(v["policy-file"] !== undefined ? { policyFile: v["policy-file"] } : {}),
       ...(v["status-file"] !== undefined ? { statusFile: v["status-file"] } : {}),
       ...(v["pods-file"] !== undefined ? { podsFile: v["pods-file"] } : {}),
+      ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
       nodeName: v["node-name"] || os.hostname(),
       metricsHost: m[1]!,
       metricsPort: port,
@@ -87,7 +94,9 @@ export async function run(args: string[]): Promise<number> {
   let pods = new Map<number, PodRef>();
   const resolvePod = (inode: number): PodRef | undefined => pods.get(inode);
   const stream = new RuntimeEventStream(registry);
-  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod, onEvent: (e, json) => stream.push(e, json) });
+  // Containers by their cgroups (real nodes: the kubelet's per-container cgroups, the pods file's container statuses).
+  const containers = new ContainerCgroups(cfg.cgroupRoot !== undefined ? { cgroupRoot: cfg.cgroupRoot } : {});
+  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod, containers, onEvent: (e, json) => stream.push(e, json) });
   try {
     visibility.start();
   } catch (err) {
@@ -95,10 +104,10 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
-  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-connect" });
+  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: "runtime-connect", ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
   // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
   const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-tracepoint" });
-  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, connect, tracepoints });
+  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",
     help: "TracingPolicies of the policy file, by whether this node enforces them.",
@@ -189,7 +198,9 @@ export async function run(args: string[]): Promise<number> {
       const r = parsePods(text === "" ? '{"pods": []}' : text, file);
       if (!r.ok) return void log.error({ error: r.error }, "pods file refused: the last good one stays");
       pods = r.value;
-      log.info({ pods: pods.size }, "pods read");
+      // New containers' cgroups are found before the policies are applied to them.
+      containers.refresh();
+      log.info({ pods: pods.size, containers: [...pods.values()].reduce((n, p) => n + (p.containers?.length ?? 0), 0) }, "pods read");
       if (cfg.policyFile !== undefined) apply(); // podSelector and namespaced policies follow the pods
     }));
   }

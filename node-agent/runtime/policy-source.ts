@@ -3,6 +3,7 @@
 // against the version last read, so a change is never missed; a file that does not parse keeps the last good one.
 import fs from "node:fs";
 import { parseAllDocuments } from "yaml";
+import type { PodContainer } from "../../core/container.ts";
 import type { PodRef } from "./events.ts";
 
 export type Read<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -29,7 +30,7 @@ export function parsePolicies(text: string, file: string): Read<unknown[]> {
   return { ok: true, value: out };
 }
 
-/** The node's pods: `{"pods": [{"netns": "/var/run/netns/NAME" or an inode number, "namespace", "name", "labels"}]}`, keyed by netns inode. */
+/** The node's pods: `{"pods": [{"netns": "/var/run/netns/NAME" or an inode number, "namespace", "name", "labels", "containers"?: [{"id", "name", "image", "imageId", "startedAt"}]}]}`, keyed by netns inode. */
 export function parsePods(text: string, file: string): Read<Map<number, PodRef>> {
   let v: unknown;
   try {
@@ -54,7 +55,15 @@ export function parsePods(text: string, file: string): Read<Map<number, PodRef>>
       }
     } else return { ok: false, error: `${at}.netns: a network namespace path or inode number` };
     const labels = isObject(p.labels) ? Object.fromEntries(Object.entries(p.labels).filter((e): e is [string, string] => typeof e[1] === "string")) : {};
-    out.set(inode, { namespace: p.namespace, name: p.name, labels });
+    const containers: PodContainer[] = [];
+    if (p.containers !== undefined) {
+      if (!Array.isArray(p.containers)) return { ok: false, error: `${at}.containers: must be a list` };
+      for (const [j, c] of (p.containers as unknown[]).entries()) {
+        if (!isObject(c) || typeof c.id !== "string" || c.id === "" || typeof c.name !== "string" || c.name === "") return { ok: false, error: `${at}.containers[${j}]: id and name required` };
+        containers.push({ id: c.id, name: c.name, image: typeof c.image === "string" ? c.image : "", imageId: typeof c.imageId === "string" ? c.imageId : "", ...(typeof c.startedAt === "string" ? { startedAt: c.startedAt } : {}) });
+      }
+    }
+    out.set(inode, { namespace: p.namespace, name: p.name, labels, ...(p.containers !== undefined ? { containers } : {}) });
   }
   return { ok: true, value: out };
 }

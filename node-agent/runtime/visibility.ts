@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { eventType, type RuntimeEvent, type TetragonProcess } from "../../core/process-event.ts";
+import type { ContainerCgroups } from "./containers.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
@@ -12,6 +13,8 @@ export interface ProcessVisibilityOptions {
   readonly exportFile: string;
   readonly registry: Registry;
   readonly resolvePod?: PodResolver;
+  /** Which container a process is in: events then name it (Tetragon's process.pod.container). */
+  readonly containers?: ContainerCgroups;
   /** Pin scope under /sys/fs/bpf/membrane (default "runtime"). */
   readonly scope?: string;
   /** Also called for every event, with its JSON line (the runtime's live stream). */
@@ -26,7 +29,7 @@ export class ProcessVisibility {
   private readonly counted: Counter<"type">;
 
   constructor(private readonly opts: ProcessVisibilityOptions) {
-    this.events = new ProcessEvents({ nodeName: opts.nodeName, ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}) });
+    this.events = new ProcessEvents({ nodeName: opts.nodeName, ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}), ...(opts.containers ? { containers: opts.containers } : {}) });
     this.counted = new Counter({
       name: "membrane_process_events_total",
       help: "Process events exported, by Tetragon event type (process_exec, process_exit, process_kprobe, process_lsm, process_tracepoint).",

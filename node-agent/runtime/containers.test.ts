@@ -1,0 +1,173 @@
+// containerSelector and the container of events with the real kernel: two "containers" of one pod (one network
+// namespace, each process in its own cgroup v2 directory named by a container ID, as the kubelet makes them), a
+// policy selecting one container by name refuses (connect, EPERM) or denies (file open, EPERM) only that container's
+// process, the events name the container, and a pod without containers is never selected. Run under flock
+// /tmp/membrane-kernel.lock (network namespaces, BPF programs on the cgroup root, fanotify).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import type { RuntimeEvent, TetragonProcess } from "../../core/process-event.ts";
+import { NetnsFixture } from "../bpf/netns.ts";
+import { CGROUP2_ROOT, ConnectEnforcer } from "./connect-enforcer.ts";
+import { ContainerCgroups } from "./containers.ts";
+import { RuntimeEnforcement } from "./enforcement.ts";
+import type { PodRef } from "./events.ts";
+import { ProcessVisibility } from "./visibility.ts";
+
+const POD_NS = `rt-ctr-a-${process.pid}`;
+const BARE_NS = `rt-ctr-b-${process.pid}`;
+const SCOPE = `test-runtime-containers-${process.pid}`;
+const CGROUP_DIR = path.join(CGROUP2_ROOT, `membrane-test-containers-${process.pid}`);
+const APP_ID = `${"a1".repeat(31)}${String(process.pid % 100).padStart(2, "0")}`;
+const SIDECAR_ID = `${"b2".repeat(31)}${String(process.pid % 100).padStart(2, "0")}`;
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+}
+
+/** Runs python3 code in a network namespace, joined to a cgroup v2 directory first (as a container's process is). */
+function runIn(netns: string, cgroup: string | undefined, script: string): Promise<Run> {
+  const join = cgroup !== undefined ? `echo $$ > ${cgroup}/cgroup.procs && ` : "";
+  return new Promise((resolve) => {
+    const child = spawn("sh", ["-c", `${join}exec ip netns exec ${netns} /usr/bin/python3 -c "$0"`, script], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("close", (code, signal) => resolve({ code, signal, out: out.trim() }));
+  });
+}
+const connectScript = (port: number) => `import socket\ns = socket.socket()\ntry:\n  s.connect(("127.0.0.1", ${port}))\n  print("connected")\nexcept OSError as e:\n  print(type(e).__name__, e.errno)`;
+const openScript = (file: string) => `try:\n  open("${file}").read()\n  print("read")\nexcept OSError as e:\n  print(type(e).__name__, e.errno)`;
+
+const policy = (name: string, containerSelector: unknown, kprobe: unknown) => ({
+  apiVersion: "cilium.io/v1alpha1",
+  kind: "TracingPolicyNamespaced",
+  metadata: { name, namespace: "default" },
+  spec: { containerSelector, kprobes: [kprobe] },
+});
+const onlyApp = { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] };
+
+describe("containerSelector and the container of events (real processes in per-container cgroups)", () => {
+  const fixture = new NetnsFixture();
+  const events: RuntimeEvent[] = [];
+  let pods = new Map<number, PodRef>();
+  let visibility: ProcessVisibility;
+  let connect: ConnectEnforcer;
+  let engine: RuntimeEnforcement;
+  let dir: string;
+  const containers = new ContainerCgroups();
+
+  before(() => {
+    fixture.addNetns(POD_NS);
+    fixture.addNetns(BARE_NS);
+    for (const id of [APP_ID, SIDECAR_ID]) fs.mkdirSync(path.join(CGROUP_DIR, "kubepods", "podtest", id), { recursive: true });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-containers-"));
+    fs.writeFileSync(path.join(dir, "secret"), "s3cret\n");
+    pods = new Map([
+      [fs.statSync(`/var/run/netns/${POD_NS}`).ino, {
+        namespace: "default", name: "two", labels: { app: "two" },
+        containers: [
+          { id: APP_ID, name: "app", image: "docker.io/library/busybox:1.36", imageId: "docker.io/library/busybox@sha256:11", startedAt: "2026-12-05T03:00:00Z" },
+          { id: SIDECAR_ID, name: "sidecar", image: "docker.io/library/busybox:1.36", imageId: "docker.io/library/busybox@sha256:11" },
+        ],
+      }],
+      // A process-based pod: no containers (its events carry none; a containerSelector never selects it).
+      [fs.statSync(`/var/run/netns/${BARE_NS}`).ino, { namespace: "default", name: "bare", labels: { app: "two" } }],
+    ]);
+    const resolvePod = (ino: number): PodRef | undefined => pods.get(ino);
+    visibility = new ProcessVisibility({ nodeName: "node-a", exportFile: path.join(dir, "events.jsonl"), registry: new Registry(), resolvePod, containers, scope: `${SCOPE}-proc`, onEvent: (e) => events.push(e) });
+    visibility.start();
+    const log = pino({ level: "silent" });
+    const emit = (e: RuntimeEvent): void => visibility.emit(e);
+    connect = new ConnectEnforcer({ events: visibility.processes, nodeName: "node-a", emit, log, pods: () => pods, containers, scope: SCOPE });
+    engine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit, log, resolvePod, containers, connect });
+  });
+
+  after(() => {
+    engine?.stop();
+    visibility?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    fixture.cleanup();
+    // Deepest first; each is empty once its processes exited.
+    for (const d of [path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID), path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID), path.join(CGROUP_DIR, "kubepods", "podtest"), path.join(CGROUP_DIR, "kubepods"), CGROUP_DIR]) {
+      try {
+        fs.rmdirSync(d);
+      } catch (err) {
+        console.error(`cgroup ${d} not removed: ${String(err)}`);
+      }
+    }
+  });
+
+  async function event<T>(what: string, find: () => T | undefined): Promise<T> {
+    const end = Date.now() + 5000;
+    for (;;) {
+      visibility.drain();
+      connect.drain();
+      const v = find();
+      if (v !== undefined) return v;
+      if (Date.now() > end) throw new Error(`no ${what}; events: ${JSON.stringify(events.slice(-10))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const processOf = (e: RuntimeEvent): TetragonProcess | undefined => ("process_exec" in e ? e.process_exec.process : "process_kprobe" in e ? e.process_kprobe.process : undefined);
+
+  it("the cgroup v2 tree maps each container's cgroup id to its ID and back", () => {
+    containers.refresh();
+    const ino = fs.statSync(path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID), { bigint: true }).ino;
+    assert.equal(containers.cgroupIdOf(APP_ID), ino);
+    assert.equal(containers.ofCgroupId(ino), APP_ID);
+    assert.equal(containers.ofPid(process.pid), undefined, "the test process is in no container");
+  });
+
+  it("connect: containerSelector name In [app] refuses the app container's connect (EPERM) and not the sidecar's of the same pod, nor a pod without containers", async () => {
+    const status = engine.apply([policy("app-no-4450", onlyApp, {
+      call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }],
+      selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: ["4450"] }], matchActions: [{ action: "Override", argError: -1 }] }],
+    })]);
+    assert.deepEqual(status.get("default/app-no-4450"), { enforced: true, hooks: 1 });
+    const appCg = path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID);
+    const sidecarCg = path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID);
+    assert.equal((await runIn(POD_NS, appCg, connectScript(4450))).out, "PermissionError 1");
+    assert.equal((await runIn(POD_NS, sidecarCg, connectScript(4450))).out, "ConnectionRefusedError 111", "the pod's other container");
+    assert.equal((await runIn(POD_NS, undefined, connectScript(4450))).out, "ConnectionRefusedError 111", "a process of the pod in no container's cgroup");
+    assert.equal((await runIn(BARE_NS, undefined, connectScript(4450))).out, "ConnectionRefusedError 111", "a pod without containers");
+    const e = await event("the Override event", () => events.flatMap((x) => ("process_kprobe" in x && x.process_kprobe.policy_name === "app-no-4450" ? [x.process_kprobe] : []))[0]);
+    assert.equal(e.action, "KPROBE_ACTION_OVERRIDE");
+    assert.equal(e.process.pod?.container?.name, "app");
+    assert.equal(e.process.pod?.container?.id, APP_ID);
+  });
+
+  it("file: containerSelector name In [app] denies the app container's open (EPERM) while the sidecar reads the file", async () => {
+    events.length = 0;
+    const secret = path.join(dir, "secret");
+    const status = engine.apply([policy("app-no-secret", onlyApp, {
+      call: "fd_install", syscall: false, args: [{ index: 0, type: "int" }, { index: 1, type: "file" }],
+      selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [secret] }], matchActions: [{ action: "Override", argError: -1 }] }],
+    })]);
+    assert.deepEqual(status.get("default/app-no-secret"), { enforced: true, hooks: 1 });
+    assert.equal((await runIn(POD_NS, path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID), openScript(secret))).out, "PermissionError 1");
+    assert.equal((await runIn(POD_NS, path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID), openScript(secret))).out, "read");
+    assert.equal((await runIn(BARE_NS, undefined, openScript(secret))).out, "read", "a pod without containers is never selected");
+    const e = await event("the Override event", () => events.flatMap((x) => ("process_kprobe" in x && x.process_kprobe.policy_name === "app-no-secret" ? [x.process_kprobe] : []))[0]);
+    assert.equal(e.process.pod?.container?.name, "app");
+    engine.apply([]);
+  });
+
+  it("exec events name the container (Tetragon's process.pod.container) and none for a pod without containers", async () => {
+    events.length = 0;
+    await runIn(POD_NS, path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID), "print('sidecar')");
+    await runIn(BARE_NS, undefined, "print('bare')");
+    const sidecar = await event("the sidecar's exec", () => events.map(processOf).find((p) => p?.pod?.name === "two" && p.binary.endsWith("python3") && p.flags === "execve"));
+    assert.deepEqual({ ...sidecar.pod!.container!, pid: undefined }, {
+      id: SIDECAR_ID, name: "sidecar", image: { id: "docker.io/library/busybox@sha256:11", name: "docker.io/library/busybox:1.36" }, pid: undefined, maybe_exec_probe: false,
+    });
+    const bare = await event("the bare pod's exec", () => events.map(processOf).find((p) => p?.pod?.name === "bare" && p.binary.endsWith("python3")));
+    assert.deepEqual(bare.pod, { namespace: "default", name: "bare" });
+  });
+});
