@@ -159,6 +159,33 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     assert.equal(await op.stop("SIGTERM"), 0, "graceful shutdown exits 0");
   });
 
+  it("a burst of pods with 60 new label sets (two pods each) gets one identity per label set and no number twice, allocated by concurrent workers", async () => {
+    const ns = "burst";
+    await namespace(ns);
+    const op = operator("op-burst", ["--leader-elect", "false"]);
+    const pods = Array.from({ length: 120 }, (_, i) => JSON.parse(podYaml(ns, `p-${i}`, { app: `a-${i % 60}` })) as object);
+    await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: pods }));
+    const annotated = await eventually(
+      "every pod annotated",
+      async () => {
+        const l = await getJSON<{ items: Meta[] }>(["get", "pods", "-n", ns]);
+        const ids = l.items.map((p) => [p.metadata.labels?.app, p.metadata.annotations?.[IDENTITY_ANNOTATION]] as const);
+        return ids.every(([, id]) => id !== undefined) && ids.length === 120 ? ids : undefined;
+      },
+      120_000,
+    );
+    const byApp = new Map<string, Set<string>>();
+    for (const [app, id] of annotated) byApp.set(app ?? "", (byApp.get(app ?? "") ?? new Set()).add(id ?? ""));
+    assert.equal(byApp.size, 60);
+    assert.ok([...byApp.values()].every((s) => s.size === 1), "both pods of a label set share its identity");
+    const numbers = [...byApp.values()].map((s) => [...s][0]!);
+    assert.equal(new Set(numbers).size, 60, "no number is given to two label sets");
+    const objects = (await identities()).filter((i) => i["security-labels"]["k8s:io.kubernetes.pod.namespace"] === ns);
+    assert.equal(objects.length, 60, "one CiliumIdentity per label set");
+    assert.deepEqual(objects.map((o) => o.metadata.name).sort(), [...numbers].sort());
+    assert.equal(op.logs.filter((l) => l.msg === "reconcile failed").length, 0, "no conflict or retry");
+  });
+
   it("a restarted operator keeps every number and rewrites nothing that did not change", async () => {
     const ns = "restart";
     await namespace(ns);

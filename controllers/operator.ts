@@ -37,6 +37,17 @@ import type { Reconciler } from "../kube/controller.ts";
 const REPORT_COALESCE_MS = 100;
 /** How long a policy's status waits to take in a burst of pod changes of the label sets it selects. */
 const POD_COALESCE_MS = 100;
+/**
+ * Pod reconciles of the identity controller in flight at once. Each is one or two writes (the CiliumIdentity
+ * of a new label set, the pod's annotation) and waits on the API server, not the operator: with 4, a loaded
+ * API server (1.3 s a reconcile, bench/scale) gave 3 pods a second their identity while the operator idled.
+ */
+export const IDENTITY_WORKERS = 32;
+/**
+ * How long the distribution waits after an identity event for the ones after it: every new identity is a peer
+ * of many subjects, and one compile and publish per burst costs what one per identity did.
+ */
+export const IDENTITY_PUBLISH_COALESCE_MS = 200;
 
 /** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
@@ -183,7 +194,7 @@ export class Operator {
         log: this.log,
         clusterName: this.config.clusterName,
       });
-      const c = new Controller(identity, this.log, this.metrics, { workers: 4 });
+      const c = new Controller(identity, this.log, this.metrics, { workers: IDENTITY_WORKERS });
       c.watch(pods, identity.podKeys).watch(namespaces, identity.namespaceKeys).watch(identities, identity.identityKeys);
       const r = identity;
       // GC as a controller of its own, one sweep at a time; its concurrency bounds its delete requests in flight.
@@ -404,7 +415,7 @@ export class Operator {
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
     // The mappers only enqueue keys: the work is in reconcile.
     c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);
-    c.watch(identities, () => [sourceKey("identities")]);
+    c.watch(identities, () => [sourceKey("identities")], { coalesceMs: IDENTITY_PUBLISH_COALESCE_MS });
     c.watch(pods, (ev) => {
       touchedPods.add(keyOf(ev.obj));
       return [sourceKey("pods")];

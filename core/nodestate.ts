@@ -95,6 +95,20 @@ export class SubjectDeltaLinks {
     const l = this.links.get(next);
     return l?.base.deref() === base ? l.delta : undefined;
   }
+
+  // Subject policies whose producer made their entries in canonical order (a compiler snapshot, or one patched
+  // from it): consumers skip checking the order, a walk over every entry of every new version.
+  private readonly sorted = new WeakSet<SubjectPolicy>();
+
+  /** Records that `p`'s entries are in compareEntries order, as its producer made them. */
+  vouchSorted(p: SubjectPolicy): void {
+    this.sorted.add(p);
+  }
+
+  /** Whether `p`'s producer recorded its entries as sorted (false: unknown, check). */
+  isVouchedSorted(p: SubjectPolicy): boolean {
+    return this.sorted.has(p);
+  }
 }
 
 /** The parts of a node state every node shares whose deltas their producer records (policy generations are diffed, once per pair of lists). */

@@ -224,12 +224,18 @@ class RealAgent {
   readonly child: ChildProcess;
   private lines = "";
   readonly started = performance.now();
+  /** When the agent wrote its first output (its first log line: Node has started and loaded the agent's code). */
+  firstOutputAt: number | undefined;
   private port: number | undefined;
   /** `command`: how to run `membrane` (bin/membrane, or node with a bundle). */
   constructor(command: readonly string[], args: string[], env: Record<string, string>) {
     this.child = spawn(command[0]!, [...command.slice(1), "agent", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
-    this.child.stdout?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
-    this.child.stderr?.on("data", (d: Buffer) => (this.lines = (this.lines + d.toString()).slice(-200_000)));
+    const take = (d: Buffer): void => {
+      this.firstOutputAt ??= performance.now();
+      this.lines = (this.lines + d.toString()).slice(-200_000);
+    };
+    this.child.stdout?.on("data", take);
+    this.child.stderr?.on("data", take);
   }
   /** Polls /readyz (ready once connected with a state applied); the time from spawn to the first 200. */
   async ready(timeoutMs: number): Promise<number> {
@@ -252,6 +258,19 @@ class RealAgent {
   /** What the agent wrote on stdout and stderr (the last 200 KB). */
   get output(): string {
     return this.lines;
+  }
+  /** Its log lines with this message (JSON lines; anything else is skipped). */
+  logLines(msg: string): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (const line of this.lines.split("\n")) {
+      if (!line.includes(`"msg":"${msg}"`)) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line cut by the 200 KB window
+      }
+    }
+    return out;
   }
   /** The agent's ipcache entries as its /metrics counts them (null when it does not say). */
   async ipcacheEntries(): Promise<number | null> {
@@ -302,18 +321,21 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
   // The agent pins maps in bpffs, which kernel tests share: hold their lock meanwhile ("none": the caller holds it, e.g. a test run under flock).
   const lock = f.kernelLock === "none" ? { release: async () => undefined } : await holdLock(f.kernelLock);
   cleanups.push(() => lock.release());
-  // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of every real agent start (written when it stops).
+  // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of the restarts (written when each stops). Not of first starts: the profiler's signal
+  // interrupts the kernel verifier there (EAGAIN); a restart reuses the verified programs. BENCH_AGENT_RESNAPSHOT=1 makes each
+  // restart apply the whole snapshot again (its applied.json removed), which profiles the snapshot path without the verifier.
   const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
+  const resnapshot = process.env.BENCH_AGENT_RESNAPSHOT === "1";
   // As shipped (the bundle, dist/membrane.mjs), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it (another tree's dist/membrane.mjs: before/after
   // in one run), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only). Each has its own pins and state.
   const before = process.env.BENCH_AGENT_BUNDLE_BEFORE;
   const modes: { prefix: string; command: string[]; env: Record<string, string> }[] = f.agentBundle
     ? [
-        { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1", ...prof } },
-        ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: prof }] : []),
-        { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } },
+        { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1" } },
+        ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: {} }] : []),
+        { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "" } },
       ]
-    : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", ...prof } }];
+    : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "" } }];
   const restarts = Number(process.env.BENCH_AGENT_RESTARTS ?? 3);
   const runs = modes.map((m, k) => {
     const scope = `bench-scale-${process.pid}-${k}`;
@@ -321,35 +343,50 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
     mkdirSync(state, { recursive: true });
     // What Datapath.unpin removes: the scope's pins (nothing of it is attached: the agent has no endpoints).
     cleanups.push(() => rmSync(join(BPFFS_ROOT, scope), { recursive: true, force: true }));
-    return { ...m, args: args(scope, state), ready: [] as number[], rss: [] as number[], peak: [] as number[] };
+    return { ...m, state, args: args(scope, state), ready: [] as number[], fromLog: [] as number[], reused: 0, rss: [] as number[], peak: [] as number[] };
   });
   let agent: RealAgent | undefined;
   cleanups.push(() => agent?.stop());
   let started = 0;
-  /** One start of `run`'s agent: time to /readyz, then its RSS once a delta after the snapshot and a GC had time (5 s). */
-  const start = async (run: (typeof runs)[number]): Promise<{ readyS: number; rssMib: number; peakMib: number; ipcache: number | null }> => {
-    agent = new RealAgent(run.command, run.args, run.env);
-    const readyS = round((await agent.ready(300_000)) / 1000, 2);
+  /**
+   * One start of `run`'s agent: time to /readyz from spawn and from its first log line, how long its first state took from the
+   * stream's connection to applied, whether it reused the pinned programs; then its RSS once a delta after the snapshot and a GC
+   * had time (5 s).
+   */
+  const start = async (run: (typeof runs)[number], restart: boolean): Promise<{ readyS: number; fromLogS: number; applyS: number | null; reused: boolean; rssMib: number; peakMib: number; ipcache: number | null }> => {
+    if (restart && resnapshot) rmSync(join(run.state, "applied.json"), { force: true });
+    agent = new RealAgent(run.command, run.args, { ...run.env, ...(restart ? prof : {}) });
+    const readyMs = await agent.ready(300_000);
+    const readyS = round(readyMs / 1000, 2);
+    const fromLogS = round((agent.started + readyMs - (agent.firstOutputAt ?? agent.started)) / 1000, 2);
     await new Promise((r) => setTimeout(r, 5000));
     const st = procStats(agent.child.pid!);
     const ipcache = await agent.ipcacheEntries();
     await agent.stop();
+    const connected = agent.logLines("operator stream connected")[0]?.time;
+    const applied = agent.logLines("state applied")[0]?.time;
+    const applyS = typeof connected === "number" && typeof applied === "number" ? round((applied - connected) / 1000, 2) : null;
+    const reused = agent.logLines("bpf programs reused: same object and settings as the pinned ones, not verified again").length > 0;
     // BENCH_AGENT_LOG_DIR=DIR: each start's log lines (the last 200 KB), to see where its time to ready went.
     if (process.env.BENCH_AGENT_LOG_DIR) writeFileSync(join(process.env.BENCH_AGENT_LOG_DIR, `agent-${run.prefix || "bundle_"}${++started}.log`), agent.output);
-    return { readyS, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
+    return { readyS, fromLogS, applyS, reused, rssMib: st.rssMib, peakMib: st.hwmMib, ipcache };
   };
   // Each variant's first start (it creates the pinned maps), then its restarts, before the next variant: the operator resumes
   // an agent only from the version it last acknowledged, so variants interleaved on one node would each get a snapshot.
   for (const run of runs) {
-    const first = await start(run);
+    const first = await start(run, false);
     out[`agent_${run.prefix}first_ready_s`] = first.readyS;
+    out[`agent_${run.prefix}first_ready_from_log_s`] = first.fromLogS;
+    out[`agent_${run.prefix}first_apply_s`] = first.applyS;
     out[`agent_${run.prefix}rss_first_mib`] = Math.round(first.rssMib);
     out[`agent_${run.prefix}ipcache_entries`] = first.ipcache;
     run.rss.push(first.rssMib);
     log.info({ agent: run.prefix || "bundle", ...first }, "real agent first start");
     for (let i = 0; i < restarts; i++) {
-      const s = await start(run);
+      const s = await start(run, true);
       run.ready.push(s.readyS);
+      run.fromLog.push(s.fromLogS);
+      if (s.reused) run.reused++;
       run.rss.push(s.rssMib);
       run.peak.push(s.peakMib);
       log.info({ agent: run.prefix || "bundle", restart: i, ...s }, "real agent restart");
@@ -357,9 +394,13 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
   }
   // BENCH_AGENT_RECORD=FILE: the state the first variant's agent acknowledged (its applied.json), for --agent-replay.
   if (process.env.BENCH_AGENT_RECORD) writeFileSync(process.env.BENCH_AGENT_RECORD, readFileSync(join(dir, "agent-0", "applied.json")));
+  const median = (xs: readonly number[]): number => round([...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN, 2);
   for (const run of runs) {
-    out[`agent_${run.prefix}ready_s`] = round([...run.ready].sort((x, y) => x - y)[Math.floor(run.ready.length / 2)] ?? NaN, 2);
+    out[`agent_${run.prefix}ready_s`] = median(run.ready);
     out[`agent_${run.prefix}ready_all_s`] = run.ready;
+    out[`agent_${run.prefix}ready_from_log_s`] = median(run.fromLog);
+    out[`agent_${run.prefix}ready_from_log_all_s`] = run.fromLog;
+    out[`agent_${run.prefix}restarts_reused`] = run.reused;
     out[`agent_${run.prefix}rss_mib`] = Math.round(Math.max(...run.rss));
     out[`agent_${run.prefix}peak_rss_mib`] = Math.round(Math.max(...run.peak));
   }

@@ -22,6 +22,8 @@ const IDENTITIES = [[], [{ id: 256, labels: ["k8s:app=a"] }], [{ id: 256, labels
 const RULES = [[], [{ id: 1, origin: { policyKind: "CiliumNetworkPolicy" as const, name: "p", ruleIndex: 0, path: "spec.ingress[0]" } }]];
 const GENERATIONS = [[], [{ key: "CiliumNetworkPolicy/ns/p", uid: "u", generation: 1 }], [{ key: "CiliumNetworkPolicy/ns/p", uid: "u", generation: 2 }]];
 
+const EMPTY_PARTS: Omit<NodeState, "policies"> = { ipcache: [], identities: [], rules: [], policyGenerations: [] };
+
 const state: fc.Arbitrary<NodeState> = fc
   .record({
     subjects: fc.uniqueArray(fc.integer({ min: 0, max: SUBJECTS.length - 1 }), { maxLength: 3, selector: (i) => SUBJECTS[i]?.subject }),
@@ -85,6 +87,22 @@ test("a subject the compiler changed travels as the compiler's delta itself, not
   const other = differ.diff(from, differ.canonical({ ...to, policies: [subject(256, 81, true)] }));
   assert.notEqual(other?.subjects[0], compiled);
   assert.deepEqual(other?.subjects[0], compiled, "the diff of an unlinked object says the same");
+});
+
+test("a subject policy its producer vouched sorted is taken as it is (no walk over its entries); any other is put in order", () => {
+  const links = new SubjectDeltaLinks();
+  const differ = new StateDiffer();
+  differ.subjectDeltas = links;
+  const [e80, e81] = [subject(256, 80, true).entries[0]!, subject(256, 81, true).entries[0]!];
+  const unsorted: SubjectPolicy = { subject: 256, ingressEnforced: true, egressEnforced: false, entries: [e81, e80] };
+  const sortedCopy = differ.canonical({ ...EMPTY_PARTS, policies: [unsorted] }).policies[0]!;
+  assert.notEqual(sortedCopy, unsorted, "not vouched: a sorted copy");
+  assert.deepEqual(sortedCopy.entries.map((e) => e.port), [80, 81]);
+  const vouched: SubjectPolicy = { ...unsorted, entries: [e80, e81] };
+  links.vouchSorted(vouched);
+  assert.equal(links.isVouchedSorted(vouched), true);
+  assert.equal(links.isVouchedSorted(unsorted), false);
+  assert.equal(differ.canonical({ ...EMPTY_PARTS, policies: [vouched] }).policies[0], vouched, "vouched: the very object");
 });
 
 test("a shared part the source replaced travels as its recorded delta (composed for an agent a few changes behind); an unlinked pair is diffed", () => {

@@ -40,7 +40,7 @@ export class StateDiffer {
   canonical(s: NodeState): NodeState {
     // A compiled subject policy is sorted already and keeps its object, so the compiler's delta links stay valid.
     const policies = s.policies
-      .map((p) => memo(this.canonicalSubjects, p, () => (sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
+      .map((p) => memo(this.canonicalSubjects, p, () => (this.subjectDeltas?.isVouchedSorted(p) || sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
       .sort((a, b) => a.subject - b.subject);
     const part = <K extends SharedPart | "policyGenerations">(k: K): NodeState[K] =>
       memo(this.canonicalParts, s[k], () =>

@@ -9,7 +9,10 @@ import type { KubeObject } from "../../kube/kube.ts";
 import { securityLabelsMap, type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../../kube/objects.ts";
 import type { NodeObject } from "../node.ts";
 import type { PolicyObject } from "../policy.ts";
-import { NodeStateSource } from "./source.ts";
+import { NodeStateSource, patchSubjectPolicy } from "./source.ts";
+import fc from "fast-check";
+import type { PolicyEntry } from "../../core/model.ts";
+import { compareEntries } from "../../core/policy/mapstate.ts";
 
 function cache<T extends KubeObject>(items: T[]): Informer<T> {
   const m = new Map(items.map((i) => [keyOf(i), i]));
@@ -567,4 +570,46 @@ test("property: after random pod and identity churn, syncPods of the touched key
     assert.deepEqual(src.syncPods(podMap.keys()), [], `seed ${seed}: nothing left to do`);
   }
   assert.ok(withHttp > 0 && withDns > 0, `some runs end with subjects holding HTTP (${withHttp}) and DNS (${withDns}) parts`);
+});
+
+test("property: patchSubjectPolicy gives the base's entries with the delta's added put in (replacing their key) and its removed keys taken out, in order", () => {
+  // The model: entries by key in a Map, sorted at the end.
+  const keyOfEntry = (e: PolicyEntry): string => `${e.direction}/${e.peer}/${e.proto}/${e.port}/${e.portPrefixLen}`;
+  const entry = fc.record({ direction: fc.constantFrom("ingress" as const, "egress" as const), peer: fc.integer({ min: 0, max: 40 }), proto: fc.constantFrom(0, 6, 17), port: fc.integer({ min: 0, max: 6 }), portPrefixLen: fc.constantFrom(0, 16), ruleId: fc.integer({ min: 1, max: 3 }) });
+  const entries = fc.array(entry, { maxLength: 120 }).map((xs) => {
+    const m = new Map<string, PolicyEntry>();
+    for (const x of xs) {
+      const e: PolicyEntry = { subject: 300, verdict: "allow", proxyPort: 0, ...x };
+      m.set(keyOfEntry(e), e);
+    }
+    return [...m.values()].sort(compareEntries);
+  });
+  fc.assert(
+    fc.property(entries, entries, entries, fc.boolean(), (base, adds, removes, enforced) => {
+      const added = adds.map((e) => ({ ...e, ruleId: e.ruleId + 10 })); // a changed value where a key is in base
+      const addedKeys = new Set(added.map(keyOfEntry));
+      const removed = removes.filter((e) => !addedKeys.has(keyOfEntry(e))); // a delta never adds and removes one key
+      const model = new Map(base.map((e) => [keyOfEntry(e), e]));
+      for (const e of added) model.set(keyOfEntry(e), e);
+      for (const e of removed) model.delete(keyOfEntry(e));
+      const out = patchSubjectPolicy({ subject: 300, ingressEnforced: false, egressEnforced: false, entries: base }, { subject: 300, added, removed, ingressEnforced: enforced, egressEnforced: false });
+      assert.deepEqual(out.entries, [...model.values()].sort(compareEntries));
+      assert.equal(out.ingressEnforced, enforced, "the flags are the delta's");
+      assert.deepEqual(base.map(keyOfEntry), [...base].sort(compareEntries).map(keyOfEntry), "the base is not changed");
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test("subject policies the source makes are vouched sorted for the differ (snapshots and patched ones)", () => {
+  const src = new NodeStateSource(cache([pod("web", "web", 256, "n1", "10.0.1.5")]), cache([node("n1", "192.0.2.1")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onPolicy({ type: "add", obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "db" } }] }] }) });
+  const first = src.stateFor("n1").policies[0]!;
+  assert.ok(src.subjectDeltas.isVouchedSorted(first));
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  const next = src.stateFor("n1").policies[0]!;
+  assert.notEqual(next, first);
+  assert.deepEqual(next.entries.map((e) => e.peer), [257]);
+  assert.ok(src.subjectDeltas.isVouchedSorted(next), "the patched one too");
 });

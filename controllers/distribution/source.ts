@@ -386,7 +386,10 @@ export class NodeStateSource {
 
   private subjectPolicy(id: number): SubjectPolicy {
     let policy = this.subjectPolicies.get(id);
-    if (!policy) this.subjectPolicies.set(id, (policy = this.snapshot(id)));
+    if (!policy) {
+      this.subjectPolicies.set(id, (policy = this.snapshot(id)));
+      this.subjectDeltas.vouchSorted(policy);
+    }
     return policy;
   }
 
@@ -407,6 +410,7 @@ export class NodeStateSource {
       const next = isNodeHostIdentity(d.subject) ? this.snapshot(d.subject) : patchSubjectPolicy(base, d);
       this.subjectPolicies.set(d.subject, next);
       this.subjectDeltas.link(base, next, isNodeHostIdentity(d.subject) ? asHostDelta(d) : d);
+      this.subjectDeltas.vouchSorted(next);
     }
   }
 
@@ -578,22 +582,48 @@ function generationsByKey(gens: readonly PolicyGeneration[]): ReadonlyMap<string
 
 /**
  * `base` after `delta` (the compiler's netted delta from it, entries sorted by compareEntries): what the
- * compiler's snapshot would give, in O(entries + changes) instead of a sort of every entry.
+ * compiler's snapshot would give. A new identity changes a few entries of subjects holding thousands, so
+ * each change is found by binary search and the runs of base entries between changes are copied whole:
+ * O(changes × log entries) comparisons, not one per entry.
  */
 export function patchSubjectPolicy(base: SubjectPolicy, delta: Delta): SubjectPolicy {
   // Everything but the entries (flags, DNS and HTTP parts) is the delta's, whole.
   const { added, removed, ...parts } = delta;
-  const entries: PolicyEntry[] = [];
+  const from = base.entries;
+  const runs: (readonly PolicyEntry[])[] = [];
+  let i = 0; // the first base entry not yet copied or dropped
   let a = 0;
   let r = 0;
-  for (const e of base.entries) {
-    while (a < added.length && compareEntries(added[a]!, e) < 0) entries.push(added[a++]!);
-    while (r < removed.length && compareEntries(removed[r]!, e) < 0) r++;
-    if (a < added.length && compareEntries(added[a]!, e) === 0) entries.push(added[a++]!); // a new value for the key
-    else if (!(r < removed.length && compareEntries(removed[r]!, e) === 0)) entries.push(e);
+  while (a < added.length || r < removed.length) {
+    // The next change in key order (a key is never both added and removed).
+    const isAdd = r >= removed.length || (a < added.length && compareEntries(added[a]!, removed[r]!) < 0);
+    const change = isAdd ? added[a++]! : removed[r++]!;
+    const at = lowerBound(from, change, i);
+    if (at > i) runs.push(from.slice(i, at));
+    i = at;
+    if (i < from.length && compareEntries(from[i]!, change) === 0) i++; // replaced or removed
+    if (isAdd) runs.push([change]);
   }
-  while (a < added.length) entries.push(added[a++]!);
+  if (i < from.length) runs.push(i === 0 ? from : from.slice(i));
+  // Entry lists are never written after they are made, so a delta that moves no entry keeps the base's.
+  if (runs.length === 1 && runs[0] === from) return { ...parts, entries: from };
+  let entries: PolicyEntry[] = [];
+  for (let k = 0; k < runs.length; k += CONCAT_RUNS) entries = entries.concat(...runs.slice(k, k + CONCAT_RUNS));
   return { ...parts, entries };
+}
+
+/** Runs joined per concat call: a spread of arguments has a limit, and a policy change can move thousands of entries. */
+const CONCAT_RUNS = 4096;
+
+/** The first index ≥ `lo` whose entry is not before `key` (entries sorted by compareEntries). */
+function lowerBound(entries: readonly PolicyEntry[], key: PolicyEntry, lo: number): number {
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareEntries(entries[mid]!, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
