@@ -1,7 +1,7 @@
 // `membrane agent` flags: the chart's names, their values, and errors that name the flag.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseAgentFlags } from "./main.ts";
+import { parseAgentFlags } from "./flags.ts";
 
 const required = ["--node-name", "n1", "--operator", "op:9000", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "ca"];
 const flags = (...extra: string[]) => {

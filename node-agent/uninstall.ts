@@ -114,8 +114,8 @@ export function removeNodeState(o: NodeStateRemovalOptions): string[] {
   return removed;
 }
 
-/** Detaches the tcx links pinned in pinDir/links, then removes every pin there (maps, other links). */
-function removePins(pinDir: string, log: Logger): string[] {
+/** Detaches the tcx links pinned in pinDir/links, then removes every pin there (maps, other links); `membrane node cleanup` uses it too. */
+export function removePins(pinDir: string, log: Logger): string[] {
   const removed: string[] = [];
   const linksDir = path.join(pinDir, "links");
   for (const name of listDir(linksDir)) {
