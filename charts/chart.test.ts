@@ -5,6 +5,8 @@ import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rea
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CHART_CRDS_DIR, GENERATED_DIR, crdDrift } from "./crds.ts";
+import { parse } from "yaml";
+import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
 import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "../localcluster/chart.ts";
 
 const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
@@ -264,6 +266,28 @@ describe("charts/membrane", () => {
     assert.deepEqual(routingArgs(parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "encryption.wireguard.routing": "vxlan" }))), [], "ipsec: not passed");
   });
 
+  it("routingMode tunnel (the default) gives every agent the VXLAN overlay device membrane_vxlan; native gives none", async () => {
+    type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const tunnelArgs = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--tunnel-device"));
+    const values = parse(readFileSync(join(CHART_DIR, "values.yaml"), "utf8")) as { routingMode: string; agent: { tunnelDevice: string } };
+    assert.deepEqual([values.routingMode, values.agent.tunnelDevice], ["tunnel", OVERLAY_DEVICE], "the chart's defaults name the device the local clusters and the tests look for");
+    assert.deepEqual(tunnelArgs(rendered.default ?? []), [`--tunnel-device=${OVERLAY_DEVICE}`]);
+    assert.deepEqual(tunnelArgs(rendered.encryption ?? []), [`--tunnel-device=${OVERLAY_DEVICE}`], "kept with WireGuard (routed): IPv6 pods and nodes without a key still cross in it");
+    assert.deepEqual(tunnelArgs(parseManifest(await renderText({ "agent.tunnelDevice": "cilium_vxlan" }))), ["--tunnel-device=cilium_vxlan"]);
+    assert.deepEqual(tunnelArgs(parseManifest(await renderText({ routingMode: "native", "encryption.enabled": true }))), [], "native (here with WireGuard routed, which it allows)");
+  });
+
+  it("refuses an overlay without a device, and VXLAN inside WireGuard without the overlay, naming the field", async () => {
+    for (const [values, field] of [
+      [{ "agent.tunnelDevice": "" }, /agent\.tunnelDevice: empty, but routingMode is tunnel/],
+      [{ routingMode: "native", "encryption.enabled": true, "encryption.wireguard.routing": "vxlan" }, /encryption\.wireguard\.routing: vxlan .* routingMode is native/],
+    ] as const) {
+      const r = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs(values)]);
+      assert.notEqual(r.code, 0, `helm template accepted ${JSON.stringify(values)}`);
+      assert.match(r.stderr, field);
+    }
+  });
+
   it("ipam.mode reaches the operator as --ipam (cluster-pool by default, kubernetes to take each node's pod CIDR from its Node)", async () => {
     type Operator = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
     const ipamArgs = (objects: K8sObject[]) => (byKindName(objects, "Deployment", "membrane-operator") as Operator).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--ipam"));
@@ -338,6 +362,7 @@ describe("charts/membrane", () => {
     const cases: [string, Record<string, string | number | boolean>, RegExp][] = [
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
       ["a monitor aggregation level outside the enum", { monitorAggregation: "max" }, /monitorAggregation/],
+      ["an allow-localhost mode outside the enum", { allowLocalhost: "never" }, /allowLocalhost/],
       ["an unknown encryption type", { "encryption.type": "aes" }, /encryption\/type|encryption\.type/],
       ["a WireGuard routing the agent does not know", { "encryption.enabled": true, "encryption.wireguard.routing": "native" }, /encryption\/wireguard\/routing|encryption\.wireguard\.routing/],
       ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
@@ -353,6 +378,8 @@ describe("charts/membrane", () => {
       ["a host firewall API server port out of range", { "hostFirewall.apiServerPort": 70000 }, /apiServerPort/],
       ["a secrets namespace that is not a namespace name", { "tls.secretsNamespace.name": "TLS_Keys" }, /secretsNamespace\/name|secretsNamespace\.name/],
       ["an L7 proxy mode the chart does not know", { "l7Proxy.mode": "sidecar" }, /l7Proxy\/mode|l7Proxy\.mode/],
+      ["a routing mode the chart does not know", { routingMode: "geneve" }, /routingMode/],
+      ["an overlay device name the agent refuses", { "agent.tunnelDevice": "a-name-far-too-long" }, /tunnelDevice/],
       ["a relative L7 proxy socket directory", { "l7Proxy.socketDir": "run/l7" }, /l7Proxy\/socketDir|l7Proxy\.socketDir/],
     ];
     for (const [what, values, field] of cases) {
@@ -367,6 +394,8 @@ describe("charts/membrane", () => {
     it("accepts each enforcement mode and each encryption type", async () => {
       for (const mode of ["always", "never"]) await renderText({ policyEnforcementMode: mode });
       for (const level of ["none", "low", "maximum"]) assert.match(await renderText({ monitorAggregation: level }), new RegExp(`--monitor-aggregation=${level}\n`));
+      assert.match(await renderText({}), /--allow-localhost=always\n/);
+      assert.match(await renderText({ allowLocalhost: "policy" }), /--allow-localhost=policy\n/);
       await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true });
     });
   });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 
 const MEMBRANE = fileURLToPath(new URL("../bin/membrane", import.meta.url));
 

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 import { parseDynamicMetricsConfig } from "../node-agent/observer/hubble-metrics-config.ts";
 
 interface Container {

@@ -2,7 +2,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 
 interface Container {
   readonly name: string;

@@ -2,7 +2,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { kubeletArgs, NODE_A_ENV, parseManifest, renderText, type K8sObject } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 
 function agentArgs(objects: K8sObject[]): string[] {
   const ds = objects.find((o) => o.kind === "DaemonSet") as unknown as { spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } };

@@ -2,7 +2,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 
 const BASE = ["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
 

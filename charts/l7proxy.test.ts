@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags, type AgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags, type AgentFlags } from "../node-agent/flags.ts";
 
 interface Container {
   readonly name: string;

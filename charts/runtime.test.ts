@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/main.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 
 interface PodSpec {
   readonly hostPID?: boolean;

@@ -232,6 +232,9 @@ describe("agent kill -9 under a continuous stream of connections (2 nodes, real 
     const afterRestart = r.rounds.filter((x) => x.start >= restartedAt).length;
     assert.ok(whileDead >= 1 && afterRestart >= 2, `the stream ran throughout: ${r.rounds.length} rounds, ${whileDead} with no agent, ${afterRestart} from the restart on`);
 
+    // The same datapath object: the restart opened the programs the killed agent had pinned instead of loading them again.
+    const loaded = agentLog().filter((l) => typeof l.msg === "string" && l.msg.startsWith("bpf programs"));
+    assert.deepEqual(loaded.map((l) => l.msg), ["bpf programs reused: same object and settings as the pinned ones, not verified again"], "the restarted agent did not load (and the kernel did not verify) the programs again");
     // Converged: it reconciled its endpoints (nothing to drop) and acknowledges the operator's current version.
     const reconciled = agentLog().find((l) => l.msg === "endpoints reconciled with host links");
     assert.ok(reconciled, "the restarted agent reconciled its endpoints");

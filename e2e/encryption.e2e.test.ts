@@ -24,6 +24,7 @@ import { wireguardIfname } from "../node-agent/encryption/wireguard.ts";
 import { UAPI_DIR, getDevice, uapi } from "../node-agent/encryption/wireguard-uapi.ts";
 import { hostIfname } from "../node-agent/cni/podnet.ts";
 import { podMtu } from "../node-agent/mtu.ts";
+import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
 import { jsonFlows, runHubble } from "../localcluster/hubble/cli.ts";
 import type { HubbleFlow } from "../flowapi/hubble/types.ts";
 
@@ -217,7 +218,7 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
   });
 
   it("routed: cross-node pod packets go into the WireGuard device without VXLAN (the overlay device sends nothing), the policy on the receiving node still sees the client's identity", async () => {
-    const vxlanTx = async (i: number): Promise<number> => (JSON.parse(await run("ip", ["-n", node(i), "-s", "-j", "link", "show", "dev", "vxlan0"])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+    const vxlanTx = async (i: number): Promise<number> => (JSON.parse(await run("ip", ["-n", node(i), "-s", "-j", "link", "show", "dev", OVERLAY_DEVICE])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
     const before = [await vxlanTx(1), await vxlanTx(2)];
     const r = await capturedRequest("client-remote", "server", 2);
     assert.equal(r.answer, "server");

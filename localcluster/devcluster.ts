@@ -7,8 +7,7 @@ import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
-import { Datapath } from "../node-agent/bpf/datapath.ts";
-import { ifindexIn } from "../node-agent/bpf/netns.ts";
+import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
 import { ALL_CONTROLLERS } from "../controllers/operator.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { writeAgentPki } from "../kube/pki.ts";
@@ -251,7 +250,8 @@ export const agentScope = (node: LocalNode): string => node.name;
 
 /**
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
- * attaching inside the node's netns; then attaches from-overlay on the node's vxlan0.
+ * attaching inside the node's netns; each makes (or, restarted, adopts) the node's VXLAN overlay device there, as
+ * the chart's agents do (--tunnel-device; the nodes have no other VXLAN device on its port to collide with).
  */
 export async function startAgents(dir: string, nodes: readonly LocalNode[], kubeconfig?: string, opts: { encryption?: DevEncryption | null; hostFirewall?: boolean; runtime?: boolean } = {}): Promise<DevClusterState> {
   const p = devClusterPaths(dir);
@@ -291,6 +291,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         "--cni-socket", join(adir, "agent.sock"), "--state-dir", join(adir, "state"),
         // Every node's agent runs in the root netns: each needs its own observer socket and metrics port.
         "--hubble-socket", join(adir, "hubble.sock"), "--metrics-address", "127.0.0.1:0",
+        "--tunnel-device", OVERLAY_DEVICE,
         // API access: the agent publishes its health and observer address on its CiliumNode.
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
         ...encryptionArgs,
@@ -304,16 +305,9 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
     started.push({ node, pid, logFile, logStart });
   }
   for (const s of started) {
+    // Started: its overlay device made and attached, the node device's programs on eth0 (it holds --node-ip) too.
     await waitForLog(s.pid, s.logFile, "agent started", 60_000, undefined, s.logStart);
-    // The agent has loaded (and pinned) the maps: attach from-overlay on vxlan0 against the same maps. The node
-    // device's programs on eth0 the agent attached itself (eth0 holds --node-ip).
-    const dp = Datapath.load(agentScope(s.node));
-    try {
-      dp.attachOverlay(ifindexIn(s.node.netns, "vxlan0"), s.node.netns);
-    } finally {
-      dp.close();
-    }
-    log.info({ node: s.node.name, pid: s.pid }, "agent started, overlay attached");
+    log.info({ node: s.node.name, pid: s.pid }, "agent started");
   }
   return state;
 }

@@ -1,4 +1,4 @@
-// The local cluster's nodes: one network namespace each on a shared underlay bridge, a VXLAN device, pod routes, and a Node object.
+// The local cluster's nodes: one network namespace each on a shared underlay bridge, pod routes, and a Node object (the VXLAN overlay device is the agents' own, as under the chart).
 import { execFile, spawn } from "node:child_process";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -11,8 +11,6 @@ import { isProcessAlive } from "./cluster.ts";
 
 const log = pino({ name: "nodes", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
 
-/** The VXLAN port the datapath uses (Linux's historical default, as Cilium and flannel use it). */
-export const VXLAN_PORT = 8472;
 /** The underlay MTU is 1500; VXLAN over IPv4 costs 50 bytes. */
 export const POD_MTU = 1450;
 
@@ -163,8 +161,6 @@ export async function createNodes(opts: CreateNodesOptions): Promise<NodesState>
       await ipIn(node.netns, "link", "set", "lo", "up");
       await ipIn(node.netns, "addr", "add", `${node.internalIP}/${underlayBits}`, "dev", "eth0");
       await ipIn(node.netns, "link", "set", "eth0", "up");
-      await ipIn(node.netns, "link", "add", "vxlan0", "type", "vxlan", "external", "dstport", String(VXLAN_PORT));
-      await ipIn(node.netns, "link", "set", "vxlan0", "mtu", String(POD_MTU), "up");
       for (const key of ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]) {
         await run("ip", ["netns", "exec", node.netns, "sysctl", "-qw", key]);
       }

@@ -21,7 +21,7 @@ import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { CLIENT, ROOT } from "./dns/testing/topology.ts";
 import { killProxyIn } from "./l7proxy/testing/topology.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
-import { nodeIPFlags } from "./main.ts";
+import { nodeIPFlags } from "./flags.ts";
 
 const run = promisify(execFile);
 const tag = `m6p${process.pid % 100000}`;

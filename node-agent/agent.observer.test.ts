@@ -14,7 +14,7 @@ import { callAgent } from "./cni/agent-socket.ts";
 import { NodeAgent } from "./agent.ts";
 import { AgentTestbed, HOST_IP, HOST_PEER_ID, POD_ID, POD_IP, capturingLogger, stateAllowing, until, teardownAgentTest } from "./testing/agent.ts";
 import { AgentMetrics } from "./metrics.ts";
-import { parseAgentFlags } from "./main.ts";
+import { parseAgentFlags } from "./flags.ts";
 import type { Flow } from "../flowapi/flow.ts";
 
 const execFileP = promisify(execFile);

@@ -10,7 +10,7 @@ import { DistributionServer } from "../controllers/distribution/server.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { attachedProgramId } from "./bpf/loader.ts";
 import { callAgent } from "./cni/agent-socket.ts";
-import { parseAgentFlags } from "./main.ts";
+import { parseAgentFlags } from "./flags.ts";
 import { AgentTestbed, HOST_IP, POD_ID, POD_IP, capturingLogger, stateAllowing, until } from "./testing/agent.ts";
 import { hostIfname } from "./cni/podnet.ts";
 import { ipIn } from "./bpf/netns.ts";
@@ -111,8 +111,10 @@ describe("membrane agent (process)", () => {
     await until("restored", () => lines.find((l) => l.msg === "endpoints restored" && l.endpoints === 1), 20000);
     const reconciled = await until("reconciled", () => lines.find((l) => l.msg === "endpoints reconciled with host links"), 20000);
     assert.equal(reconciled.reattached, 1, "the kept endpoint runs the new agent's programs");
+    // The same object and settings: the restart reuses the programs the kernel verified (7a1f253), so the one attached stays.
+    assert.ok(lines.some((l) => l.msg === "bpf programs reused: same object and settings as the pinned ones, not verified again"), "the pinned programs were reused");
     const program = attachedProgramId({ ifindex: tb.hostIfindex, direction: "ingress", netns: tb.nsHost });
-    assert.ok(program && program !== previousProgram, `switched from program ${previousProgram} to ${program}`);
+    assert.ok(program !== undefined && program === previousProgram, `program ${previousProgram} stays attached (now ${program})`);
     await until("new state acked", () => report()?.acked?.policyGenerations[0]?.generation === 2, 20000);
     assert.deepEqual(await tb.verdicts(), { 8080: false, 8081: true });
     const signalledAt = Date.now();

@@ -9,7 +9,7 @@ import type { Condition } from "../kube/conditions.ts";
 import type { AgentStatus } from "./agent.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { CiliumNodeHealth, agentHeartbeat, agentReport, healthConditions, hostFirewallCondition, l7ProxyCondition, membraneVersion, runtimeCondition } from "./health.ts";
-import { parseAgentFlags } from "./main.ts";
+import { parseAgentFlags } from "./flags.ts";
 import { capturingLogger, until } from "./testing/agent.ts";
 
 const CRD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../crds/generated/ciliumnodes.cilium.io.yaml");

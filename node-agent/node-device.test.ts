@@ -13,7 +13,7 @@ import { makePki, type TestPki } from "../kube/testing/pki.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { tcxProgramIds, type TcTarget } from "./bpf/loader.ts";
 import { NetnsFixture, ifindexIn } from "./bpf/netns.ts";
-import { parseAgentFlags } from "./main.ts";
+import { parseAgentFlags } from "./flags.ts";
 import { until } from "./testing/agent.ts";
 
 const MEMBRANE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../bin/membrane");

@@ -10,7 +10,7 @@ import { HubbleExporter, parseFilterList } from "./hubble-export.ts";
 import { LostEvents } from "../../flowapi/hubble/lost.ts";
 import { dropFlow, endpoint, flow } from "../../flowapi/testing/flows.ts";
 import { hubbleBinary } from "../../localcluster/hubble/cli.ts";
-import { parseAgentFlags } from "../main.ts";
+import { parseAgentFlags } from "../flags.ts";
 
 function tmp(t: test.TestContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-hubble-export-"));

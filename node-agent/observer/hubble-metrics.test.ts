@@ -7,7 +7,7 @@ import { Registry } from "prom-client";
 import { HubbleMetrics } from "./hubble-metrics.ts";
 import { parseHubbleMetrics } from "./hubble-context.ts";
 import { parseDynamicMetricsConfig } from "./hubble-metrics-config.ts";
-import { parseAgentFlags } from "../main.ts";
+import { parseAgentFlags } from "../flags.ts";
 import { AgentMetrics } from "../metrics.ts";
 import { NodeAgent, type AgentDatapath } from "../agent.ts";
 import { pino } from "pino";
