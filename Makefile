@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-upstream test-dns-soak test-l7-slowloris typecheck lint demo bench down
+.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-realnode-conformance test-upstream test-dns-soak test-l7-slowloris typecheck lint demo bench down
 
 deps:
 	bash scripts/install-deps.sh
@@ -45,6 +45,10 @@ test-e2e: deps
 # The real node alone (containerd + kubelet, localcluster/realnode; also part of test-e2e and test).
 test-realnode: deps
 	bash scripts/run-tests.sh localcluster/realnode
+
+# The real-node file with every TCP case of the NetworkPolicy conformance model on its real pods (make test runs three).
+test-realnode-conformance: deps
+	MEMBRANE_REALNODE_CONFORMANCE=full node --import tsx --test --test-reporter=spec localcluster/realnode/realnode.test.ts
 
 # The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's [sig-network] Netpol specs, SCTP left out)
 # against a real node with Membrane installed by its chart; writes upstream-results/summary.json (make test runs three

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { PLUGIN_TYPE, parseNetConf } from "../../node-agent/cni/spec.ts";
+import { OVERLAY_DEVICE } from "../../node-agent/overlay-device.ts";
 
 /** The v1 controllers a kubelet with the cgroupfs driver makes its pod cgroups in (this machine's hybrid layout), and the unified tree. */
 export const CGROUP_HIERARCHIES = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified"] as const;
@@ -174,15 +175,16 @@ export const CLUSTER_DOMAIN = "cluster.local";
  */
 export const CLUSTER_POD_CIDR = "10.244.0.0/16";
 
-/** The VXLAN overlay device the chart's agents make on real nodes (nothing else on a real node makes one). */
-export const TUNNEL_DEVICE = "membrane_vxlan";
+/** The VXLAN overlay device the chart's agents make by default (routingMode tunnel); nothing else on a real node makes one. */
+export const TUNNEL_DEVICE = OVERLAY_DEVICE;
 
 /**
  * The chart values a real-node cluster needs so that Membrane assigns the addresses the cluster routes: each
- * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR; the overlay
- * device; and the host's cgroup v2 mount (this machine's cgroups are hybrid) for the ClusterIP translation's programs.
+ * node's pod CIDR from its Node (the operator's --ipam kubernetes), inside kube-proxy's cluster CIDR; and the host's
+ * cgroup v2 mount (this machine's cgroups are hybrid) for the ClusterIP translation's programs. The overlay between
+ * the nodes is the chart's default (routingMode tunnel), as a user's `helm install` gets it.
  */
-export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "agent.tunnelDevice": TUNNEL_DEVICE, "socketLB.hostCgroupRoot": "/sys/fs/cgroup/unified" } as const;
+export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "socketLB.hostCgroupRoot": "/sys/fs/cgroup/unified" } as const;
 
 /**
  * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on

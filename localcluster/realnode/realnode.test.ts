@@ -1,15 +1,16 @@
 // Two real nodes (containerd + the pinned kubelet in their own network and mount namespaces, joined by an underlay) join the local control plane, run a Deployment's pod from an image built here, serve kubectl logs/exec, run the chart with a cross-node policy and an operator leader hand-over, and leave nothing behind.
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
-import { parse } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, TUNNEL_DEVICE, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, realNodePaths } from "./config.ts";
 import { CHART_DIR } from "../chart.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
@@ -19,6 +20,8 @@ import { destroyRealNodes, startRealNodes, type RealNodes } from "./nodes.ts";
 import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
+import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase } from "../../core/conformance/model.ts";
+import { DEATHSTAR, L7_PORT, request, stream } from "./l7-workload.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -367,11 +370,16 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(dnsAfter.code, 0, `the CoreDNS pod wired before the agent still exists: ${dnsAfter.stderr}`);
     const dnsPod = JSON.parse(dnsAfter.stdout) as typeof dnsBefore;
     assert.deepEqual([dnsPod.metadata.uid, dnsPod.status.podIP], [dnsBefore.metadata.uid, dnsBefore.status.podIP], "the same pod at the same address");
-    // Not asserted: its restart count. The agent keeps an adopted pod closed (init identity) until the operator's first
-    // state arrives, the kubelet's liveness probe included, so an install slower than CoreDNS's 50 s liveness window
-    // restarts the container once (seen once in a fresh-clone CI run, 2026-12-05; README "What does not work yet").
+    // Not restarted: while the agent held it at reserved:init (until the operator's first state), its node still
+    // reached it (bpf/lib/init.h), so the kubelet's probes passed however long the install took.
     const restarts = [dnsBefore, dnsPod].map((p) => p.status.containerStatuses?.[0]?.restartCount);
-    if (restarts[0] !== restarts[1]) console.log(`CoreDNS restarted during the install (restart count ${restarts[0]} → ${restarts[1]})`);
+    assert.deepEqual(restarts, [0, 0], "CoreDNS's restart count before and after the install");
+    const dnsNode = [node!, node2!].find((n) => n.plan.name === dnsBefore.spec.nodeName)!;
+    const gateway = dnsNode.plan.podCIDR.replace(/0\/24$/, "1");
+    const probeDrops = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--to-pod", `kube-system/${dnsBefore.metadata.name}`, "-o", "json"]);
+    assert.equal(probeDrops.code, 0, probeDrops.stderr);
+    const fromNode = probeDrops.stdout.split("\n").filter((l) => l.startsWith("{") && l.includes(`"ip":"${gateway}"`));
+    assert.deepEqual(fromNode, [], `no connection of the node (${gateway}: the kubelet's probes) to CoreDNS dropped`);
     const dnsRollout = await cp!.kubectl(["rollout", "status", "-n", "kube-system", "deployment/coredns", "--timeout=120s"]);
     assert.equal(dnsRollout.code, 0, `kube-system/coredns: ${dnsRollout.stderr}`);
     // Both nodes: an agent Ready, its CiliumNode Ready (healthy: the state acknowledged, the datapath loaded) with the
@@ -386,8 +394,10 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       });
       const nodeCIDR = (await cp!.kubectl(["get", "node", n.plan.name, "-o", "jsonpath={.spec.podCIDR}"])).stdout.trim();
       assert.deepEqual([nodeCIDR, cn.spec.ipam?.podCIDRs?.[0]], [n.plan.podCIDR, n.plan.podCIDR]);
+      // The chart's default (routingMode tunnel; the install passes no value for it): the agent made it, and marked it so.
       const vxlan = await n.exec(["ip", "-d", "link", "show", "dev", TUNNEL_DEVICE]);
       assert.match(vxlan.stdout, /vxlan external .*dstport 8472/, `${n.plan.name}: the agent's overlay device: ${vxlan.stderr}`);
+      assert.match(vxlan.stdout, /alias made by membrane-agent/, `${n.plan.name}: made by the agent, so an uninstall removes it`);
     }
     const cidr = node!.plan.podCIDR;
     const conflist = await eventually("the agent's conflist", 30_000, async () => {
@@ -463,12 +473,25 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
 
     assert.equal((await cp!.kubectl(["label", "pod", "-n", POLICY_NS, "client", "app=allowed", "--overwrite"])).code, 0);
     await eventually("the relabelled client allowed", 30_000, async () => ((await get()).stdout.includes("200 OK") ? true : undefined));
+
+    // Through a Service: the chart's socket LB (on by default) hands the client's connect the server pod's address, so
+    // the datapath and the policy see the backend, never the ClusterIP.
+    const svc = { apiVersion: "v1", kind: "Service", metadata: { name: "server", namespace: POLICY_NS }, spec: { selector: { app: "server" }, ports: [{ port: 80, targetPort: 8080 }] } };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(svc))).code, 0);
+    const serverVIP = (await cp!.kubectl(["get", "service", "-n", POLICY_NS, "server", "-o", "jsonpath={.spec.clusterIP}"])).stdout.trim();
+    const viaService = await eventually("the server reached at its ClusterIP", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", POLICY_NS, "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverVIP} 80`]);
+      return r.stdout.includes("200 OK") ? r : undefined;
+    });
+    assert.match(viaService.stdout, /200 OK/);
+    const clientAgent = await agentPod(name);
+    const flows = await cp!.kubectl(["exec", "-n", AGENT_NS, clientAgent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--from-pod", `${POLICY_NS}/client`, "-o", "json"]);
+    const destinations = flows.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { destination: { ip?: string } }).destination.ip);
+    assert.ok(destinations.includes(serverIP!), `the client's flows reach the server pod ${serverIP}: ${destinations.join(", ")}`);
+    assert.ok(!destinations.includes(serverVIP), `no flow of the client to the ClusterIP ${serverVIP}: translated at the socket`);
   });
 
-  // Flaky (the standby did not hold the Lease within 45 s in 3 of about 10 runs, twice in fresh-clone CI, cause not
-  // found; README "What does not work yet"): run it with MEMBRANE_REALNODE_HANDOVER=1 until it is understood.
-  const handOver = process.env.MEMBRANE_REALNODE_HANDOVER === "1" ? {} : { skip: "flaky leader hand-over; MEMBRANE_REALNODE_HANDOVER=1 runs it" };
-  test("the operator's two replicas run on different nodes; the leader's pod deleted with kubectl, the other replica holds the Lease within its duration and writes the status of a policy applied after (Enforced 2/2 nodes)", handOver, async () => {
+  test("the operator's two replicas run on different nodes; the leader's pod deleted with kubectl, a live replica holds the Lease within its duration and writes the status of a policy applied after (Enforced 2/2 nodes)", async () => {
     const pods = await eventually("both operator replicas Ready", 120_000, async () => {
       const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json"]);
       const items = (JSON.parse(r.stdout) as { items: (PodView & { metadata: { deletionTimestamp?: string } })[] }).items.filter((p) => !p.metadata.deletionTimestamp);
@@ -481,14 +504,31 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const deletedAt = Date.now();
     const del = await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, leader.pod, "--wait=false"]);
     assert.equal(del.code, 0, del.stderr);
-    // Polled as fast as kubectl answers: the time is the hand-over's plus at most one kubectl call.
-    await eventually("the standby holding the Lease", leader.durationSeconds * 1000 + 30_000, async () => {
-      const r = await cp!.kubectl(["get", "lease", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.holderIdentity}"]);
-      return r.stdout.trim() === standby ? true : undefined;
-    });
+    // The released Lease goes to whichever live replica asks first: usually the standby (it polls every 2-2.4 s), but the
+    // Deployment's replacement for the deleted pod may start and ask sooner (seen in about 1 of 8 hand-overs at low load,
+    // the flake this test had while it waited for the standby alone). Polled as fast as kubectl answers.
+    let holder: string;
+    try {
+      holder = await eventually("a live replica holding the Lease", leader.durationSeconds * 1000 + 30_000, async () => {
+        const r = await cp!.kubectl(["get", "lease", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.holderIdentity}"]);
+        const h = r.stdout.trim();
+        return h !== "" && h !== leader.pod ? h : undefined;
+      });
+    } catch (err) {
+      // What the replicas and the Lease said: the evidence a flaky hand-over needs.
+      const lease = await cp!.kubectl(["get", "lease", "-n", AGENT_NS, "membrane-operator", "-o", "yaml"]);
+      const now = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "wide"]);
+      const logs = await Promise.all([standby, leader.pod].map(async (p) => `${p}:\n${(await cp!.kubectl(["logs", "-n", AGENT_NS, p, "--tail=30"])).stdout}`));
+      throw new Error(`${(err as Error).message}\n${lease.stdout}\n${now.stdout}\n${logs.join("\n")}`, { cause: err });
+    }
     const handOverMs = Date.now() - deletedAt;
-    console.log(`operator leader hand-over: ${handOverMs} ms (Lease duration ${leader.durationSeconds} s)`);
-    assert.ok(handOverMs <= leader.durationSeconds * 1000, `the standby took the Lease in ${handOverMs} ms, within the Lease's ${leader.durationSeconds} s`);
+    console.log(`operator leader hand-over: ${handOverMs} ms to ${holder === standby ? "the standby" : "the deleted leader's replacement"} (Lease duration ${leader.durationSeconds} s)`);
+    assert.ok(handOverMs <= leader.durationSeconds * 1000, `${holder} took the Lease in ${handOverMs} ms, within the Lease's ${leader.durationSeconds} s`);
+    const holderPod = await cp!.kubectl(["get", "pod", "-n", AGENT_NS, holder, "-o", "json"]);
+    assert.equal(holderPod.code, 0, `the holder ${holder} is a pod: ${holderPod.stderr}`);
+    const view = JSON.parse(holderPod.stdout) as PodView & { metadata: { labels?: Record<string, string>; deletionTimestamp?: string } };
+    assert.equal(view.metadata.labels?.["app.kubernetes.io/component"], "operator");
+    assert.equal(view.metadata.deletionTimestamp, undefined, `the holder ${holder} is not being deleted`);
     // The new leader compiles and distributes: a policy selecting pods on both nodes is acknowledged by both agents.
     const policy = {
       apiVersion: "cilium.io/v2",
@@ -504,8 +544,127 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       return c?.status === "True" ? c : undefined;
     });
     assert.equal(enforced.message, "2/2 nodes");
-    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, standby]);
-    assert.match(logs.stdout, /"msg":"became leader"/, "the standby's log says it leads");
+    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, holder]);
+    assert.match(logs.stdout, /"msg":"became leader"/, "the new holder's log says it leads");
+  });
+
+  const L7_NS = "realnode-l7";
+  /** The deathstar's address once the star-wars pods run (the L7 tests below). */
+  let deathstarIP = "";
+  let l7Stream: ChildProcess | undefined;
+  after(() => {
+    if (l7Stream && l7Stream.exitCode === null) l7Stream.kill("SIGKILL");
+  });
+
+  /** A new connection's HTTP status from a client pod of L7_NS ("fail" when it did not connect). */
+  async function l7Request(client: string, method: string, path: string): Promise<string> {
+    return (await cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", request(deathstarIP, method, path)])).stdout.trim();
+  }
+
+  async function l7Pods(selector: string): Promise<(PodView & { metadata: { uid: string } })[]> {
+    const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", selector, "-o", "json"]);
+    return (JSON.parse(r.stdout) as { items: (PodView & { metadata: { uid: string } })[] }).items.filter((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+  }
+
+  test("the chart's membrane-l7proxy pod enforces an ingress HTTP rule; a proxied stream outlives the agent pod's deletion, and the proxy pod's deletion fails new connections closed until its replacement serves", async () => {
+    const image = (await membraneImage()).ref;
+    assert.equal((await cp!.kubectl(["create", "namespace", L7_NS])).code, 0);
+    const pod = (podName: string, labels: Record<string, string>, nodeName: string, command: string[]) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: L7_NS, labels },
+      spec: { nodeName, terminationGracePeriodSeconds: 1, containers: [{ name: "c", image, imagePullPolicy: "Never", command }] },
+    });
+    // All on the first node: the node proxy's answers to a client of another node leave by the real nodes' per-peer
+    // underlay links, where no node device program runs (README "What does not work yet").
+    for (const p of [
+      pod("deathstar", { org: "empire", class: "deathstar" }, name, ["node", "-e", DEATHSTAR]),
+      pod("xwing", { org: "alliance", class: "xwing" }, name, ["sleep", "3600"]),
+      pod("xwing-lander", { org: "alliance", class: "xwing-lander" }, name, ["sleep", "3600"]),
+    ]) {
+      const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
+      assert.equal(r.code, 0, r.stderr);
+    }
+    deathstarIP = await eventually("the star-wars pods Running", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", L7_NS, "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return pods.length === 3 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "deathstar")!.status.podIP : undefined;
+    });
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "rule1", namespace: L7_NS },
+      spec: {
+        endpointSelector: { matchLabels: { org: "empire", class: "deathstar" } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: String(L7_PORT), protocol: "TCP" }], rules: { http: [{ method: "POST", path: "/v1/request-landing" }, { method: "GET", path: "/v1/stream" }] } }] }],
+      },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy))).code, 0);
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/rule1", "-n", L7_NS, "--for=condition=Enforced", "--timeout=90s"]);
+    assert.equal(enforced.code, 0, `${enforced.stderr}${(await cp!.kubectl(["get", "ciliumnetworkpolicy", "rule1", "-n", L7_NS, "-o", "jsonpath={.status}"])).stdout}`);
+    for (const client of ["xwing", "xwing-lander"]) {
+      await eventually(`${client}'s landing allowed through the proxy`, 30_000, async () => ((await l7Request(client, "POST", "/v1/request-landing")) === "200" ? true : undefined));
+      assert.equal(await l7Request(client, "PUT", "/v1/exhaust-port"), "403", `${client}: the star-wars rule denies the exhaust port`);
+    }
+
+    const agentSelector = "app.kubernetes.io/component=agent";
+    const proxySelector = "app.kubernetes.io/component=l7proxy";
+    const firstAgent = (await l7Pods(agentSelector)).find((p) => p.spec.nodeName === name)!;
+    const firstProxy = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
+    assert.ok(firstAgent && firstProxy, `an agent and a proxy pod Ready on ${name}`);
+    // The stream: one keep-alive connection through the first node's proxy, its chunks timed by the client.
+    l7Stream = spawn("kubectl", ["--kubeconfig", cp!.kubeconfig, "exec", "-n", L7_NS, "xwing", "--", "node", "-e", stream(deathstarIP)], { stdio: ["ignore", "pipe", "inherit"] });
+    const lines: string[] = [];
+    readline.createInterface({ input: l7Stream.stdout! }).on("line", (l) => lines.push(l));
+    await eventually("the stream flowing", 30_000, async () => (lines.filter((l) => l.startsWith("chunk")).length > 5 ? true : undefined));
+    assert.equal(lines[0], "status 200");
+
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, firstAgent.metadata.name, "--wait=true", "--timeout=60s"])).code, 0);
+    const secondAgent = await eventually("the DaemonSet's new agent pod Ready", 180_000, async () => (await l7Pods(agentSelector)).find((p) => p.spec.nodeName === name && p.metadata.uid !== firstAgent.metadata.uid));
+    await new Promise((r) => setTimeout(r, 2000));
+    const chunks = lines.filter((l) => l.startsWith("chunk")).map((l) => Number(l.split(" ")[1]));
+    const gaps = chunks.slice(1).map((t, i) => t - chunks[i]!);
+    assert.ok(!lines.some((l) => l === "ended" || l.startsWith("error")), `the stream never broke: ${lines.filter((l) => !l.startsWith("chunk")).join(", ")}`);
+    assert.ok(Math.max(...gaps) < 2000, `no stall over 2 s while the agent pod was replaced (largest gap ${Math.max(...gaps)} ms)`);
+    assert.ok(chunks.at(-1)! > Date.now() - 1500, "still streaming after the new agent is Ready");
+    assert.equal(await l7Request("xwing", "PUT", "/v1/exhaust-port"), "403", "after the agent's replacement: denied stays denied");
+    assert.equal(await l7Request("xwing", "POST", "/v1/request-landing"), "200");
+    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, secondAgent.metadata.name, "-c", "agent"]);
+    assert.match(logs.stdout, /"the external L7 proxy connected"/, "the new agent reached the same proxy");
+    l7Stream.kill("SIGKILL");
+
+    // The proxy pod deleted: new redirected connections fail (never bypass) until the replacement is configured.
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, firstProxy!.metadata.name, "--wait=true", "--timeout=60s"])).code, 0);
+    assert.notEqual(await l7Request("xwing", "PUT", "/v1/exhaust-port"), "200", "no bypass while the proxy is gone");
+    const deathstarLog = await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"]);
+    assert.doesNotMatch(deathstarLog.stdout, /request PUT \/v1\/exhaust-port/, "no denied request ever reached the deathstar");
+    await eventually("the new proxy pod configured: landing allowed again", 120_000, async () => ((await l7Request("xwing", "POST", "/v1/request-landing")) === "200" ? true : undefined));
+    assert.equal(await l7Request("xwing", "PUT", "/v1/exhaust-port"), "403", "after the proxy's replacement: denied");
+    const proxyNow = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
+    assert.ok(proxyNow && proxyNow.metadata.uid !== firstProxy!.metadata.uid, "a new proxy pod");
+  });
+
+  test("an egress HTTP rule on a client pod is applied by the proxy on top of the deathstar's ingress rules", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the test before");
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "lander-lands-only", namespace: L7_NS },
+      spec: {
+        endpointSelector: { matchLabels: { class: "xwing-lander" } },
+        egress: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: String(L7_PORT), protocol: "TCP" }], rules: { http: [{ method: "POST", path: "/v1/request-landing" }] } }] }],
+      },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy))).code, 0);
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/lander-lands-only", "-n", L7_NS, "--for=condition=Enforced", "--timeout=90s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
+    // GET /v1/stream: allowed by the deathstar's ingress rules, refused by the client's own egress rule.
+    await eventually("the lander's stream refused by its egress rule", 30_000, async () => ((await l7Request("xwing-lander", "GET", "/v1/stream")) === "403" ? true : undefined));
+    assert.equal(await l7Request("xwing-lander", "POST", "/v1/request-landing"), "200", "allowed by both ends");
+    assert.equal(await l7Request("xwing-lander", "PUT", "/v1/exhaust-port"), "403", "refused by both ends");
+    const deathstarLog = await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"]);
+    assert.doesNotMatch(deathstarLog.stdout, /request PUT/, "no refused PUT ever reached the deathstar");
+    assert.equal((await cp!.kubectl(["delete", "namespace", L7_NS, "--wait=false"])).code, 0);
   });
 
   /** Lines a pod's container printed so far. */
@@ -524,7 +683,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       apiVersion: "v1",
       kind: "Pod",
       metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
-      spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", `while true; do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080 2>/dev/null | grep -q '200 OK'; then echo pass; else echo fail; fi; sleep 0.3; done`] }] },
+      spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", `while true; do t0=$(date +%s); if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 ${serverIP} 8080 2>/dev/null | grep -q '200 OK'; then echo pass; else echo "fail $(($(date +%s) - t0))s $(date +%T)"; fi; sleep 0.3; done`] }] },
     });
     // One connection held across the upgrade: the listener (selected by the policy as the server) prints each number the streamer sends.
     const listener = { apiVersion: "v1", kind: "Pod", metadata: { name: "listener", namespace: POLICY_NS, labels: { app: "server" } }, spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", "echo listening; sleep 100000 | nc -l -p 9000"] }] } };
@@ -538,7 +697,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     try {
       await eventually("the stream and both probers running, the denied one refused", 120_000, async () => {
         const denied = (await podLines("prober-denied")).slice(-2);
-        return (await received()) >= 3 && (await podLines("prober-allowed")).at(-1) === "pass" && denied.length === 2 && denied.every((l) => l === "fail") ? true : undefined;
+        return (await received()) >= 3 && (await podLines("prober-allowed")).at(-1) === "pass" && denied.length === 2 && denied.every((l) => l.startsWith("fail")) ? true : undefined;
       });
     } catch (err) {
       const pods = await cp!.kubectl(["get", "pods", "-n", POLICY_NS, "-o", "wide"]);
@@ -573,12 +732,199 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const after = { allowed: (await podLines("prober-allowed")).slice(before.allowed), denied: (await podLines("prober-denied")).slice(before.denied) };
     const upgradeSeconds = (Date.now() - started) / 1000;
     assert.ok(after.allowed.length >= 5 && after.denied.length >= 2, `probes during the ${upgradeSeconds} s upgrade: ${after.allowed.length} allowed, ${after.denied.length} denied`);
-    assert.deepEqual(after.allowed.filter((l) => l !== "pass"), [], `every allowed probe passed (${after.allowed.length} during the upgrade)`);
-    assert.deepEqual(after.denied.filter((l) => l !== "fail"), [], `every denied probe failed (${after.denied.length} during the upgrade)`);
+    // A failed probe says how long it took and when (node time): 5 s is nc's timeout (a dropped SYN, or no answer in time), less an
+    // answer that was not 200 or a reset.
+    assert.deepEqual(after.allowed.filter((l) => l !== "pass"), [], `every allowed probe passed (${after.allowed.length} during the upgrade, ${upgradeSeconds} s)`);
+    assert.deepEqual(after.denied.filter((l) => !l.startsWith("fail")), [], `every denied probe failed (${after.denied.length} during the upgrade)`);
     assert.ok(!(await cp!.kubectl(["logs", "-n", POLICY_NS, "streamer"])).stdout.includes("stream ended"), "the streamer's connection never broke");
     const restarts = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "listener", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"])).stdout;
     assert.equal(restarts, "0", "the listener's connection never ended");
     console.log(JSON.stringify({ upgradeSeconds, allowedProbes: after.allowed.length, deniedProbes: after.denied.length, streamedBefore: before.streamed, streamedAfter: await received() }));
+  });
+
+  /** kubectl logs --timestamps of a pod: each line with the time the node's runtime read it. */
+  async function timedLines(ns: string, pod: string): Promise<{ at: number; line: string }[]> {
+    const r = await cp!.kubectl(["logs", "--timestamps", "-n", ns, pod]);
+    return r.stdout
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => ({ at: Date.parse(l.slice(0, l.indexOf(" "))), line: l.slice(l.indexOf(" ") + 1) }));
+  }
+
+  // The conformance model's pods (busybox httpd on TCP 80 and 81 answering with the pod's id) and one sentinel per node
+  // for the enforcement barrier, created with the churn test's pods so that both start together.
+  const SENTINEL_NS = "realnode-sentinel";
+  const modelIPs = new Map<string, string>();
+  let modelPodsApplied: Promise<void> | undefined;
+  const modelPods = (): Promise<void> =>
+    (modelPodsApplied ??= (async () => {
+      const namespaces = [...NAMESPACES.map((ns) => ({ name: ns, labels: namespaceLabels(ns) })), { name: SENTINEL_NS, labels: {} }].map((n) => ({ apiVersion: "v1", kind: "Namespace", metadata: n }));
+      const ports = CONTAINER_PORTS.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol }));
+      // Pods alternate between the nodes in table order: every table has same-node and cross-node pairs.
+      const pods = PODS.map((p, i) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+        spec: { nodeName: i % 2 === 0 ? name : name2, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ports, command: ["sh", "-c", `mkdir -p /tmp/w && echo ${p.id} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && exec httpd -f -p 81 -h /tmp/w`] }] },
+      }));
+      const sentinels = [name, name2].map((n, i) => ({ apiVersion: "v1", kind: "Pod", metadata: { name: `sentinel-${i + 1}`, namespace: SENTINEL_NS, labels: { role: "sentinel" } }, spec: { nodeName: n, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "100000"] }] } }));
+      for (const list of [namespaces, [...pods, ...sentinels]]) {
+        const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: list }));
+        assert.equal(r.code, 0, r.stderr);
+      }
+      await eventually("the model's pods Running with an address", 180_000, async () => {
+        for (const p of PODS) {
+          const r = await cp!.kubectl(["get", "pod", "-n", p.namespace, p.name, "-o", "json"]);
+          const v = r.code === 0 ? (JSON.parse(r.stdout) as PodView) : undefined;
+          if (v?.status.phase !== "Running" || !v.status.podIP) return undefined;
+          modelIPs.set(p.id, v.status.podIP);
+        }
+        return true;
+      });
+    })());
+
+  test("the server node's agent pod deleted with kubectl, then the client node's agent killed with SIGKILL, under a stream of connections: the cross-node stream they carry never stalls, no denied connection gets through, new allowed ones connect once the DaemonSet's replacement is Ready and the killed agent is restarted", async () => {
+    // The policy is server-from-allowed (the upgrade test's): into app=server only from app=allowed. Server side on node 2,
+    // whose agent is deleted; clients on node 1, so each connection crosses the overlay into the restarted agent's node.
+    const serverIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "server", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    const busybox = (podName: string, app: string, nodeName: string, script: string) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
+      spec: { nodeName, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", script] }] },
+    });
+    const loop = `while true; do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080 2>/dev/null | grep -q '200 OK'; then echo pass; else echo fail; fi; sleep 0.2; done`;
+    const probers = [busybox("churn-allowed", "allowed", name, loop), busybox("churn-denied", "denied", name, loop), busybox("churn-listener", "server", name2, "echo listening; sleep 100000 | nc -l -p 9001")];
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: probers }))).code, 0);
+    const model = modelPods();
+    await eventually("the churn listener listening", 120_000, async () => ((await podLines("churn-listener").catch((): string[] => [])).includes("listening") ? true : undefined));
+    const listenerIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "churn-listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // A number every 100 ms on one connection; the listener prints each as it arrives.
+    const streamer = busybox("churn-streamer", "allowed", name, `sleep 1; i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done | nc ${listenerIP} 9001; echo stream ended; sleep 100000`);
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(streamer))).code, 0);
+    const numbers = async (): Promise<{ at: number; n: number }[]> => (await timedLines(POLICY_NS, "churn-listener")).filter((l) => /^\d+$/.test(l.line)).map((l) => ({ at: l.at, n: Number(l.line) }));
+    await eventually("the stream flowing and both probers answered as the policy says", 120_000, async () => {
+      const [allowed, denied] = await Promise.all([podLines("churn-allowed"), podLines("churn-denied")]);
+      return (await numbers()).length >= 10 && allowed.at(-1) === "pass" && denied.length >= 2 && denied.slice(-2).every((l) => l === "fail") ? true : undefined;
+    });
+    await model; // the model's pods are up before the agent goes (the conformance test below uses them)
+
+    const oldAgent = await agentPod(name2);
+    const deletedAt = Date.now();
+    assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, oldAgent, "--wait=false"])).code, 0);
+    const newAgent = await eventually("the DaemonSet's replacement Ready", 180_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--field-selector", `spec.nodeName=${name2}`, "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return pods.find((p) => p.metadata.name !== oldAgent && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
+    });
+    const readyAt = Date.now();
+    await new Promise((r) => setTimeout(r, 2_500));
+    // kill -9 of node 1's agent (the clients' side, where their egress is judged): the kubelet restarts its container in the same pod.
+    const agent1 = await agentPod(name);
+    const agentContainer = async (): Promise<{ containerID?: string; restartCount: number; ready: boolean } | undefined> =>
+      (JSON.parse((await cp!.kubectl(["get", "pod", "-n", AGENT_NS, agent1, "-o", "json"])).stdout) as { status: { containerStatuses?: { name: string; containerID?: string; restartCount: number; ready: boolean }[] } }).status.containerStatuses?.find((c) => c.name === "agent");
+    const running = await agentContainer();
+    assert.ok(running?.containerID, `node 1's agent container: ${JSON.stringify(running)}`);
+    const killedAt = Date.now();
+    const killed = await node!.ctr(["tasks", "kill", "--signal", "SIGKILL", running.containerID.replace(/^containerd:\/\//, "")]);
+    assert.equal(killed.code, 0, killed.stderr);
+    await eventually("node 1's agent container restarted and Ready", 180_000, async () => {
+      const c = await agentContainer();
+      return c && c.restartCount > running.restartCount && c.ready ? true : undefined;
+    });
+    const restartedAt = Date.now();
+    // Past the restart: a few more rounds of every prober (a round is at most 2.2 s).
+    await new Promise((r) => setTimeout(r, 3_000));
+    const [stream, allowed, denied] = await Promise.all([numbers(), timedLines(POLICY_NS, "churn-allowed"), timedLines(POLICY_NS, "churn-denied")]);
+
+    // The stream: every number in order, none missing, and no pause longer than the bound from just before the delete on.
+    const window = stream.filter((s) => s.at >= deletedAt - 1_000);
+    assert.ok(window.length > 0 && window.at(-1)!.at > restartedAt, `the stream still arrives after both agents are back (last at ${new Date(window.at(-1)?.at ?? 0).toISOString()})`);
+    assert.deepEqual(stream.map((s) => s.n), stream.map((_, i) => stream[0]!.n + i), "every number once, in order");
+    const gaps = window.slice(1).map((s, i) => s.at - window[i]!.at);
+    const maxGapMs = Math.max(...gaps);
+    const STREAM_GAP_BOUND_MS = 3_000; // a retransmission or two; a connection that broke never resumes
+    assert.ok(maxGapMs <= STREAM_GAP_BOUND_MS, `the established stream paused ${maxGapMs} ms (bound ${STREAM_GAP_BOUND_MS} ms; a number every 100 ms)`);
+    assert.ok(!(await podLines("churn-streamer")).includes("stream ended"), "the streamer's connection never ended");
+    // Denied: never through, before, while an agent was away, and after.
+    const deniedDuring = denied.filter((l) => l.at >= deletedAt);
+    assert.ok(deniedDuring.length >= 5, `denied attempts from the delete on: ${deniedDuring.length}`);
+    assert.deepEqual(deniedDuring.filter((l) => l.line !== "fail"), [], "no denied connection succeeded");
+    // Allowed: every new connection once the replacement is Ready (until the kill) and once the killed agent is back connects;
+    // those while an agent was away are counted.
+    const between = (from: number, to: number) => allowed.filter((l) => l.at >= from && l.at < to);
+    const afterReplacement = between(readyAt, killedAt);
+    const afterRestart = between(restartedAt, Infinity);
+    assert.ok(afterReplacement.length >= 1 && afterRestart.length >= 2, `allowed attempts after the replacement is Ready: ${afterReplacement.length}, after the killed agent is back: ${afterRestart.length}`);
+    assert.deepEqual([...afterReplacement, ...afterRestart].filter((l) => l.line !== "pass"), [], "every allowed connection with both agents Ready connected");
+    const counted = (lines: { line: string }[]) => ({ pass: lines.filter((l) => l.line === "pass").length, fail: lines.filter((l) => l.line !== "pass").length });
+    console.log(JSON.stringify({ agentReplacedMs: readyAt - deletedAt, agentRestartedMs: restartedAt - killedAt, newAgent, streamed: window.length, maxGapMs, deniedAttempts: deniedDuring.length, allowedWhileReplaced: counted(between(deletedAt, readyAt)), allowedWhileKilled: counted(between(killedAt, restartedAt)), allowedAfter: afterReplacement.length + afterRestart.length }));
+    await cp!.kubectl(["delete", "pod", "-n", POLICY_NS, "churn-allowed", "churn-denied", "churn-listener", "churn-streamer", "--wait=false"]);
+  });
+
+  // The conformance model on real pods: a short subset of its cases in make test (each case a policy apply, one
+  // barrier and its TCP tables), every TCP case with MEMBRANE_REALNODE_CONFORMANCE=full (make test-realnode-conformance).
+  // What stays process-based (e2e/conformance.e2e.test.ts): UDP probes (busybox, the only workload image on these
+  // nodes, has no UDP server that answers every datagram; agnhost is imported only into the upstream suite's
+  // cluster), the `policy trace` agreement check (pure, no kubelet needed), the WireGuard variant (WireGuard between
+  // real nodes is untested) and the full case list in make test (the CI budget).
+  const CONFORMANCE_SHORT = ["default-deny ingress in namespace x", "podSelector and namespaceSelector in one peer: only y/b reaches x/a", "egress ipBlock to the pod network except x/b's /32: x/a reaches every pod but x/b"];
+  const conformanceFull = process.env.MEMBRANE_REALNODE_CONFORMANCE === "full";
+  test(`the NetworkPolicy conformance model on real pods across both nodes (${conformanceFull ? "every case's TCP probes" : `${CONFORMANCE_SHORT.length} cases' TCP probes`}): measured reachability equals the model`, async (t) => {
+    await modelPods();
+    const cases = CASES.filter((c) => (conformanceFull || CONFORMANCE_SHORT.includes(c.name)) && c.probes.some((p) => p.protocol === "TCP"));
+    assert.equal(cases.length, conformanceFull ? cases.length : CONFORMANCE_SHORT.length, "every short case is in the model");
+    let round = 0;
+    /** Every node's agent acknowledged a state newer than the last change: the sentinel CNP's new generation Enforced 2/2. */
+    const barrier = async (): Promise<void> => {
+      round++;
+      const cnp = { apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "sentinel", namespace: SENTINEL_NS }, spec: { endpointSelector: { matchLabels: { role: "sentinel" } }, ingress: [{ fromEndpoints: [{ matchLabels: { role: "sentinel", round: String(round) } }] }] } };
+      assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(cnp))).code, 0);
+      await eventually(`the barrier's round ${round} Enforced on 2/2 nodes`, 60_000, async () => {
+        const o = JSON.parse((await cp!.kubectl(["get", "cnp", "-n", SENTINEL_NS, "sentinel", "-o", "json"])).stdout) as { metadata: { generation: number }; status?: { observedGeneration?: number; enforced?: string; conditions?: { type: string; status: string; observedGeneration?: number }[] } };
+        const c = o.status?.conditions?.find((x) => x.type === "Enforced");
+        return o.status?.observedGeneration === o.metadata.generation && c?.status === "True" && c.observedGeneration === o.metadata.generation && o.status.enforced === "2/2" ? true : undefined;
+      });
+    };
+    /** One TCP table: each pod probes the other eight at once from inside itself (busybox nc, 1 s for a dropped SYN). */
+    const measure = (port: number): Promise<string[]> =>
+      Promise.all(
+        PODS.map(async (src) => {
+          const script = PODS.filter((d) => d !== src).map((d) => `(r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${modelIPs.get(d.id)!} ${port} 2>/dev/null | tail -n 1); echo "${d.id} $r") &`).join(" ") + " wait";
+          const r = await cp!.kubectl(["exec", "-n", src.namespace, src.name, "--", "sh", "-c", script]);
+          const answers = new Map(r.stdout.split("\n").filter((l) => l.includes("/")).map((l) => [l.slice(0, l.indexOf(" ")), l.slice(l.indexOf(" ") + 1).trim()]));
+          return PODS.map((dst) => (dst === src ? "-" : !answers.get(dst.id) ? "X" : answers.get(dst.id) === dst.id ? "." : "?")).join("");
+        }),
+      );
+    /**
+     * The table, measured again once when the only differences are allowed pairs that did not connect (a SYN lost on a
+     * loaded machine); a connection the model denies fails at once.
+     */
+    const measured = async (want: readonly string[], port: number): Promise<string[]> => {
+      const got = await measure(port);
+      const opened = want.some((row, r) => [...row].some((cell, c) => cell === "X" && got[r]![c] !== "X"));
+      return opened || got.every((row, r) => row === want[r]) ? got : measure(port);
+    };
+    const table = (rows: readonly string[]): string => `     ${PODS.map((p) => p.id.padEnd(4)).join("")}\n${rows.map((row, r) => `${PODS[r]!.id.padEnd(5)}${[...row].map((c) => c.padEnd(4)).join("")}`).join("\n")}`;
+    const allOpen = PODS.map((_, r) => PODS.map((__, c) => (r === c ? "-" : ".")).join(""));
+    await barrier();
+    const open = await measured(allOpen, 80);
+    assert.deepEqual(open, allOpen, `TCP/80 with no policy\nmeasured:\n${table(open)}`);
+    let previous: Record<string, unknown>[] = [];
+    for (const c of cases) {
+      const objects = parseAllDocuments(renderCase(c, (id) => modelIPs.get(id))).map((d) => d.toJSON() as Record<string, unknown> & { metadata: { name: string; namespace: string } });
+      // The previous case's policies go in the same barrier as this case's arrive.
+      for (const o of previous as { metadata: { name: string; namespace: string } }[]) assert.equal((await cp!.kubectl(["delete", "networkpolicy", "-n", o.metadata.namespace, o.metadata.name, "--wait=false"])).code, 0);
+      const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }));
+      assert.equal(applied.code, 0, `${c.name}: ${applied.stderr}`);
+      previous = objects;
+      await barrier();
+      for (const probe of c.probes.filter((p) => p.protocol === "TCP")) {
+        const got = await measured(probe.table, probe.port);
+        await t.test(`${c.name}: TCP/${probe.port}`, () => assert.deepEqual(got, probe.table, `${c.name}, TCP/${probe.port}: packets differ from the model\nexpected:\n${table(probe.table)}\nmeasured:\n${table(got)}`));
+      }
+    }
+    for (const o of previous as { metadata: { name: string; namespace: string } }[]) await cp!.kubectl(["delete", "networkpolicy", "-n", o.metadata.namespace, o.metadata.name, "--wait=false"]);
   });
 
   test("helm uninstall leaves no Membrane object, program or pinned map on the node; running pods keep a plain network and can still be deleted", async () => {
@@ -622,6 +968,65 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal((await podLines("prober-allowed")).at(-1), "pass");
   });
 
+  test("membrane node cleanup on each node after the uninstall: refused, naming the interfaces, while pods still use Membrane's network; once they are gone it removes the CNI conflist, plugin and IPAM state and what a killed agent left (pins, an attached program, the overlay device, state and socket files)", async () => {
+    const membrane = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
+    // The bundle (make build, which the image build ran): a tsx start per call costs seconds on a loaded machine.
+    const cleanup = (n: RealNode, ...extra: string[]) =>
+      n.exec(["env", "MEMBRANE_BUNDLE=1", membrane, "node", "cleanup", "--cni-bin-dir", NODE_CNI_DIRS.bin, "--cni-conf-dir", NODE_CNI_DIRS.conf, "--tunnel-device", TUNNEL_DEVICE, "--node-name", n.plan.name, ...extra]);
+    const wiredLinks = async (n: RealNode): Promise<string[]> => (await n.exec(["ip", "-o", "link", "show"])).stdout.match(/mbr[0-9a-f]{11}/g) ?? [];
+    // Pods still run on both nodes' pod network (CoreDNS, the probers, the model's pods): refused, nothing removed.
+    const inUse = await wiredLinks(node!);
+    assert.ok(inUse.length > 0, "pods on node 1's pod network before the cleanup");
+    const refused = await cleanup(node!);
+    assert.equal(refused.code, 1, `refused while pods use the network: ${refused.stdout}${refused.stderr}`);
+    assert.match(refused.stderr, /refused, Membrane is still in use on this node/);
+    for (const l of inUse) assert.ok(refused.stderr.includes(`pod interface ${l}`), `${l} named: ${refused.stderr}`);
+    assert.deepEqual(readdirSync(realNodePaths(node!.plan.dir).cniConfDir), ["05-membrane.conflist"], "nothing removed while refused");
+
+    // The node's pods go (their sandboxes torn down through the plugin and conflist the uninstall kept).
+    // (At once, not after their grace periods: the kubelet still tears each sandbox down through the plugin's DEL.)
+    assert.equal((await cp!.kubectl(["delete", "deployment", "-n", "kube-system", "coredns", "--wait=false"])).code, 0);
+    for (const ns of [POLICY_NS, SENTINEL_NS, ...NAMESPACES]) await cp!.kubectl(["delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force", "--wait=false"]);
+    await cp!.kubectl(["delete", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--grace-period=0", "--force", "--wait=false"]);
+    // Each pod's DEL is done when its address is released (after its veth went): the cleanup would otherwise race the last DELs,
+    // which write the IPAM state again (an allocation without a link is not counted as in use: a crash may leave one for good).
+    const allocations = async (n: RealNode): Promise<number> => {
+      const r = await n.exec(["cat", "/var/lib/membrane/cni/membrane/allocations.json"]);
+      return r.code === 0 ? Object.keys((JSON.parse(r.stdout) as { allocations: object }).allocations).length : 0;
+    };
+    for (const n of [node!, node2!]) await eventually(`no pod on ${n.plan.name}'s pod network`, 120_000, async () => ((await wiredLinks(n)).length === 0 && (await allocations(n)) === 0 ? true : undefined));
+    // Node 2 gets what an agent SIGKILLed mid-uninstall leaves: its pins, from-overlay attached to the overlay device, state and socket files.
+    const fixture = fileURLToPath(new URL("./leftover-fixture.ts", import.meta.url));
+    // The node's commands run from its root directory: tsx by its path, as bin/membrane loads it.
+    const tsx = fileURLToPath(new URL("../../node_modules/tsx/dist/esm/index.mjs", import.meta.url));
+    const left = await node2!.exec([process.execPath, "--import", tsx, fixture, `leftover-${name2}`, TUNNEL_DEVICE, "/var/run/membrane/state", "/var/run/membrane/agent.sock"]);
+    assert.equal(left.code, 0, left.stderr);
+    const { ifindex } = JSON.parse(left.stdout.trim().split("\n").at(-1)!) as { pinDir: string; ifindex: number };
+    assert.notEqual(attachedProgramId({ ifindex, direction: "ingress", netns: node2!.plan.netns }), undefined, "the leftover program attached before the cleanup");
+
+    const dry = await cleanup(node2!, "--dry-run");
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /would remove CNI file .*05-membrane\.conflist/);
+    assert.match(dry.stdout, new RegExp(`would delete overlay device ${TUNNEL_DEVICE}`));
+    assert.ok(existsSync(join(realNodePaths(node2!.plan.dir).cniConfDir, "05-membrane.conflist")), "a dry run removes nothing");
+    for (const n of [node!, node2!]) {
+      const done = await cleanup(n);
+      assert.equal(done.code, 0, `${n.plan.name}: ${done.stdout}${done.stderr}`);
+      const paths = realNodePaths(n.plan.dir);
+      assert.deepEqual(readdirSync(paths.cniConfDir), [], `${n.plan.name}: the conflist removed`);
+      assert.ok(!existsSync(join(paths.cniBinDir, "membrane-cni")), `${n.plan.name}: the plugin removed`);
+      assert.equal((await n.exec(["ls", "/var/lib/membrane/cni/membrane"])).code !== 0, true, `${n.plan.name}: the IPAM state removed`);
+      const pins = await n.exec(["find", "/sys/fs/bpf", "-mindepth", "1", "-not", "-name", "*.debug"]);
+      assert.equal(pins.stdout.trim(), "", `${n.plan.name}: nothing pinned`);
+      const links = JSON.parse((await n.exec(["ip", "-d", "-j", "link", "show"])).stdout) as { ifname: string; ifindex: number; linkinfo?: { info_kind?: string } }[];
+      for (const l of links) for (const direction of ["ingress", "egress"] as const) assert.equal(attachedProgramId({ ifindex: l.ifindex, direction, netns: n.plan.netns }), undefined, `a program on ${n.plan.name}'s ${l.ifname} ${direction}`);
+      assert.deepEqual(links.filter((l) => l.linkinfo?.info_kind === "vxlan").map((l) => l.ifname), [], `${n.plan.name}: no overlay device`);
+      assert.notEqual((await n.exec(["ls", "/var/run/membrane"])).code, 0, `${n.plan.name}: no state or socket left`);
+    }
+    const again = await cleanup(node2!);
+    assert.equal(again.stdout.trim(), "nothing of Membrane's is left on this node", again.stdout + again.stderr);
+  });
+
   test("a node whose owner process is killed without stopping it is removed by its reaper", async () => {
     const orphan = `${name}-orphan`;
     const dir = join(scratch, "orphan");
@@ -639,7 +1044,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       });
       assert.ok(existsSync(`/run/netns/rn-${orphan}`));
     } finally {
-      const exited = new Promise((r) => owner.once("exit", r));
+      // An owner that already died (its start failed) never emits exit again: waiting for it would hang the file.
+      const exited = owner.exitCode !== null || owner.signalCode !== null ? Promise.resolve() : new Promise((r) => owner.once("exit", r));
       owner.kill("SIGKILL"); // no stop(), no after(): only the reaper can clean up
       await exited;
     }
