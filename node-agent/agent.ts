@@ -39,7 +39,7 @@ import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
 import type { AgentRuntime, RuntimeEnforcerStatus, RuntimePod } from "./runtime/agent-runtime.ts";
 import type { PodContainers } from "./runtime/pod-containers.ts";
 
-/** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed); only the node itself reaches it (bpf/lib/init.h: the kubelet's probes). */
+/** A pod whose identity is not known yet runs as `reserved:init`: enforced both ways, no allow entry (fail closed); only the node itself reaches it (bpf/lib/localhost.h: the kubelet's probes). */
 export const INIT_IDENTITY = IDENTITY.init;
 
 const StreamClient = grpc.makeGenericClientConstructor(DISTRIBUTION_SERVICE, "Distribution");
@@ -323,17 +323,17 @@ export class NodeAgent {
     this.nodeLabels = labels;
   }
 
-  /**
-   * New audit-mode annotations (from the watch): the node's config bit and the annotated pods'
-   * endpoint flags change in place, for the next new connection; nothing restarts. Switching off
-   * enforces from the next connection (an audited connection already open keeps its conntrack entry).
-   */
   /** The containers of this node's pods (pod-containers.ts): the runtime's pods file carries them (containerSelector, events). */
   setPodContainers(c: PodContainers): void {
     this.podContainers = c;
     this.runtime?.setPods(this.runtimePods());
   }
 
+  /**
+   * New audit-mode annotations (from the watch): the node's config bit and the annotated pods'
+   * endpoint flags change in place, for the next new connection; nothing restarts. Switching off
+   * enforces from the next connection (an audited connection already open keeps its conntrack entry).
+   */
   setAuditAnnotations(a: AuditModeAnnotations): void {
     if (this.opts.hostFirewall && a.nodeObject === false && this.auditAnnotations.nodeObject !== false) {
       // Not failed closed: the operator sends a node without a Node object no state at all, so nothing says what
