@@ -150,6 +150,14 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     assert.equal(await canI(operator, "update", "ciliumnetworkpolicies.cilium.io", ["-n", "default"]), false, "status only, never the user's spec");
     assert.equal(await canI(operator, "update", "leases.coordination.k8s.io/membrane-operator", ["-n", NS]), true);
     assert.equal(await canI(operator, "update", "leases.coordination.k8s.io/someone-else", ["-n", NS]), false);
+    // A standby's watch of its own Lease, as kube/leader.ts asks for it (the field selector on its name), and no other Lease.
+    const leases = `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`;
+    for (const query of ["fieldSelector=metadata.name%3Dmembrane-operator", "fieldSelector=metadata.name%3Dmembrane-operator&watch=true&timeoutSeconds=1"]) {
+      const r = await kubectl(["get", "--raw", `${leases}?${query}`, `--as=${operator}`]);
+      assert.equal(r.code, 0, `the operator's ${query}: ${r.stderr}`);
+    }
+    const all = await kubectl(["get", "--raw", `${leases}?watch=true&timeoutSeconds=1`, `--as=${operator}`]);
+    assert.match(all.stderr, /forbidden/i, "not a watch of every Lease of the namespace");
   });
 
   it("the operator can review an agent's pod-bound token for the chart's audience, and learns the agent's node from it", async () => {

@@ -1,13 +1,18 @@
 // `membrane operator` on SIGTERM exits 0 within a bound whatever its API server does (refuses, stops
-// answering, goes away), and a leader releases its Lease so a standby takes over at once (a rolling upgrade).
+// answering, goes away), and a leader releases its Lease so a standby takes over at once (a rolling upgrade):
+// the standby watches the Lease, so it takes a released or expired one before its next poll.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { startControlPlane } from "../localcluster/cluster.ts";
-import { OperatorProcess } from "./testing/operator-process.ts";
+import { KubeClient } from "../kube/kube.ts";
+import { loadKubeConfig } from "../kube/kubeconfig.ts";
+import { LeaderElector, type Lease, type LeaderElectionOptions, microTime } from "../kube/leader.ts";
+import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
 
@@ -73,17 +78,17 @@ function kubeconfigFor(server: string, name: string): string {
   return path;
 }
 
+before(async () => {
+  cp = await startControlPlane({ name: "shutdown-test" });
+});
+
+after(async () => {
+  for (const op of operators) if (op.running) await op.stop("SIGKILL");
+  await cp?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
 describe("operator shutdown is bounded", { timeout: 120_000 }, () => {
-  before(async () => {
-    cp = await startControlPlane({ name: "shutdown-test" });
-  });
-
-  after(async () => {
-    for (const op of operators) if (op.running) await op.stop("SIGKILL");
-    await cp?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
   it("against an API server that refuses connections, SIGTERM exits 0 within the bound", async () => {
     const refused = net.createServer();
     await new Promise<void>((r) => refused.listen(0, "127.0.0.1", r));
@@ -109,7 +114,7 @@ describe("operator shutdown is bounded", { timeout: 120_000 }, () => {
     assert.ok(a.logs.some((l) => l.msg === "released leadership"), "the leader says it released the lease");
     await b.waitForLog((l) => l.msg === "became leader", LEASE_MS);
     const takeoverMs = Date.now() - signalledAt;
-    // The standby retries every 2 s (+20% jitter): well under the 15 s it would wait for an expiry.
+    // Its watch of the Lease wakes it at the release (its poll, every 2-2.4 s, is the fallback): well under the 15 s of an expiry.
     assert.ok(takeoverMs < 6_000, `standby took over ${takeoverMs} ms after SIGTERM`);
     process.stdout.write(`# handover: leader exited in ${ms} ms, standby led ${takeoverMs} ms after SIGTERM\n`);
   });
@@ -151,5 +156,79 @@ describe("operator shutdown is bounded", { timeout: 120_000 }, () => {
     const { code, ms } = await terminate(e);
     assert.equal(code, 0, JSON.stringify(e.logs.slice(-6)));
     assert.ok(ms < EXIT_BOUND_MS, `exited after ${ms} ms`);
+  });
+});
+
+/** A client that counts what it asked of the Lease: writes, and reads of the one Lease (not the watch's list). */
+class CountingClient extends KubeClient {
+  writes = 0;
+  leaseReads = 0;
+  override request<T>(method: string, path: string, body?: unknown, contentType?: string, timeoutMs?: number): Promise<T> {
+    if (method === "PUT" || method === "POST") this.writes++;
+    else if (method === "GET" && /\/leases\/[^/?]+$/.test(path)) this.leaseReads++;
+    return super.request<T>(method, path, body, contentType, timeoutMs);
+  }
+}
+
+describe("a standby watches its Lease", { timeout: 90_000 }, () => {
+  const quiet = pino({ level: "silent" });
+  /** Longer than any test here: a standby that holds the Lease did not get it from its poll timer. */
+  const NEVER_MS = 600_000;
+  const clients: KubeClient[] = [];
+  const electors: LeaderElector[] = [];
+
+  function elector(lease: string, identity: string, timing: Pick<LeaderElectionOptions, "leaseDurationMs" | "retryPeriodMs">): { elector: LeaderElector; client: CountingClient; leads: () => boolean; run: Promise<"lost" | "stopped"> } {
+    const client = new CountingClient(loadKubeConfig(cp?.kubeconfig));
+    clients.push(client);
+    const e = new LeaderElector(client, { namespace: "default", name: lease, identity, renewDeadlineMs: 10_000, ...timing }, quiet);
+    electors.push(e);
+    let leading = false;
+    const run = e.run(() => (leading = true));
+    return { elector: e, client, leads: () => leading, run };
+  }
+
+  after(async () => {
+    for (const e of electors) await e.stop();
+    for (const c of clients) c.close();
+  });
+
+  it("while the leader renews, the standby writes nothing; once the leader releases, the standby holds the Lease before its poll timer fires", async () => {
+    // The leader renews every 100 ms; its Lease lasts 10 min, so only its release frees it within this test.
+    const a = elector("watch-handover", "leader", { leaseDurationMs: NEVER_MS, retryPeriodMs: 100 });
+    await eventually("the leader holds the Lease", async () => (a.leads() ? true : undefined));
+    const b = elector("watch-handover", "standby", { leaseDurationMs: NEVER_MS, retryPeriodMs: NEVER_MS });
+    await eventually("the standby saw ten renewals", async () => (b.elector.stats.tries >= 1 && b.elector.stats.leaseEvents >= 10 ? true : undefined));
+    assert.equal(b.client.writes, 0, "a renewal wakes no standby into a write");
+    assert.equal(b.client.leaseReads, 1, "nor into a read: its one try was its first");
+    assert.deepEqual([b.elector.stats.polls, b.elector.stats.wakes], [0, 0]);
+    assert.equal(b.leads(), false);
+
+    await a.elector.stop();
+    assert.equal(await a.run, "stopped");
+    await eventually("the standby holds the Lease", async () => (b.leads() ? true : undefined), 60_000);
+    assert.equal(b.elector.stats.polls, 0, "its poll timer never fired");
+    assert.equal(b.elector.stats.wakes, 1, "its watch saw the release");
+    const lease = await b.client.get<Lease>("/apis/coordination.k8s.io/v1/namespaces/default/leases/watch-handover");
+    assert.equal(lease.spec.holderIdentity, "standby");
+    assert.equal(lease.spec.leaseTransitions, 1);
+  });
+
+  it("a holder that stops renewing without a release (a crash): the standby takes the Lease once its duration has passed on the standby's clock, before its poll timer fires", async () => {
+    const client = new KubeClient(loadKubeConfig(cp?.kubeconfig));
+    clients.push(client);
+    const createdAt = Date.now();
+    await client.create("/apis/coordination.k8s.io/v1/namespaces/default/leases", {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { name: "watch-expiry", namespace: "default" },
+      spec: { holderIdentity: "crashed", leaseDurationSeconds: 2, acquireTime: microTime(new Date()), renewTime: microTime(new Date()), leaseTransitions: 0 },
+    } satisfies Lease);
+    const b = elector("watch-expiry", "standby", { leaseDurationMs: NEVER_MS, retryPeriodMs: NEVER_MS });
+    await eventually("the standby holds the Lease", async () => (b.leads() ? true : undefined), 60_000);
+    // A lower bound only: a loaded machine makes it later, never earlier.
+    assert.ok(Date.now() - createdAt >= 2_000, `taken ${Date.now() - createdAt} ms after the crashed holder's last renewal: not before its 2 s`);
+    assert.equal(b.elector.stats.polls, 0, "its poll timer never fired");
+    assert.equal(b.elector.stats.wakes, 1, "its expiry timer, armed by the watch, woke it");
+    assert.equal(b.client.writes, 1, "one write: the acquisition");
   });
 });

@@ -1,22 +1,30 @@
 // Leader election against a scripted Lease endpoint: one leader at a time, takeover after expiry,
-// optimistic concurrency on writes, release on stop, step-down when renewals fail.
+// optimistic concurrency on writes, release on stop, step-down when renewals fail, and the poll alone
+// when the standby may not watch. The watch against a real API server: controllers/shutdown.cluster.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import { KubeClient } from "./kube.ts";
-import { LeaderElector } from "./leader.ts";
+import { LeaderElector, type LeaderElectionOptions } from "./leader.ts";
 import { writeKubeconfig } from "../controllers/testing/kubeconfig.ts";
 
 const log = pino({ level: "silent" });
 const TIMING = { leaseDurationMs: 1000, renewDeadlineMs: 600, retryPeriodMs: 100 };
 
+type FakeLease = { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+
 class FakeLeases {
-  lease: { metadata: Record<string, unknown>; spec: Record<string, unknown> } | undefined;
+  lease: FakeLease | undefined;
   rv = 0;
   down = false;
+  /** As a Role without `list`/`watch` on leases: the standby's watch is refused, its poll must do. */
+  forbidWatch = false;
   writes = 0;
+  /** Every write with its resourceVersion, replayed to a watch from the version it asks for. */
+  private readonly history: { rv: number; type: "ADDED" | "MODIFIED"; object: FakeLease }[] = [];
+  private readonly watchers = new Set<http.ServerResponse>();
   server = http.createServer((req, res) => {
     let body = "";
     req.on("data", (c: Buffer) => (body += c.toString()));
@@ -26,14 +34,28 @@ class FakeLeases {
         res.end(JSON.stringify(obj));
       };
       if (this.down) return send(503, { kind: "Status", code: 503, reason: "ServiceUnavailable", message: "down" });
+      const url = new URL(req.url ?? "/", "http://fake");
+      if (req.method === "GET" && url.pathname.endsWith("/leases")) {
+        if (this.forbidWatch) return send(403, { kind: "Status", code: 403, reason: "Forbidden", message: "leases is forbidden" });
+        if (url.searchParams.get("watch") !== "true") return send(200, { metadata: { resourceVersion: String(this.rv) }, items: this.lease ? [this.lease] : [] });
+        res.writeHead(200, { "content-type": "application/json" });
+        const from = Number(url.searchParams.get("resourceVersion") ?? "0");
+        for (const ev of this.history) if (ev.rv > from) res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+        this.watchers.add(res);
+        res.on("close", () => this.watchers.delete(res));
+        return;
+      }
       if (req.method === "GET") return this.lease ? send(200, this.lease) : send(404, { kind: "Status", code: 404, reason: "NotFound", message: "not found" });
-      const obj = JSON.parse(body) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+      const obj = JSON.parse(body) as FakeLease;
       if (req.method === "POST" && this.lease) return send(409, { kind: "Status", code: 409, reason: "AlreadyExists", message: "exists" });
       if (req.method === "PUT" && obj.metadata.resourceVersion !== this.lease?.metadata.resourceVersion) {
         return send(409, { kind: "Status", code: 409, reason: "Conflict", message: "the object has been modified" });
       }
       this.writes++;
+      const type = this.lease ? "MODIFIED" : "ADDED";
       this.lease = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } };
+      this.history.push({ rv: this.rv, type, object: this.lease });
+      for (const w of this.watchers) w.write(`${JSON.stringify({ type, object: this.lease })}\n`);
       send(200, this.lease);
     });
   });
@@ -52,7 +74,9 @@ class FakeLeases {
   }
 }
 
-const elector = (client: KubeClient, identity: string): LeaderElector => new LeaderElector(client, { namespace: "ns", name: "lease", identity, ...TIMING }, log);
+const elector = (client: KubeClient, identity: string, timing: Partial<LeaderElectionOptions> = {}): LeaderElector =>
+  new LeaderElector(client, { namespace: "ns", name: "lease", identity, ...TIMING, ...timing }, log);
+
 
 test("one leader at a time; the standby takes over after the lease expires; stop releases", async () => {
   const api = new FakeLeases();
@@ -94,6 +118,34 @@ test("one leader at a time; the standby takes over after the lease expires; stop
     assert.ok(Date.now() - t0 < TIMING.leaseDurationMs, "no wait after a release");
     await c.stop();
     await cRun;
+  } finally {
+    client.close();
+    await cleanup();
+  }
+});
+
+test("a standby that may not watch the Lease (a Role without list/watch) still takes over a released Lease at its next poll", async () => {
+  const api = new FakeLeases();
+  api.forbidWatch = true;
+  const { kubeconfig, cleanup } = await api.start();
+  const client = await KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    const a = elector(client, "a");
+    let aLeads = false;
+    const aRun = a.run(() => (aLeads = true));
+    while (!aLeads) await new Promise((r) => setTimeout(r, 10));
+    const b = elector(client, "b");
+    let bLeads = false;
+    const bRun = b.run(() => (bLeads = true));
+    while (b.stats.polls === 0) await new Promise((r) => setTimeout(r, 10));
+    await a.stop();
+    assert.equal(await aRun, "stopped");
+    while (!bLeads) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(api.lease?.spec.holderIdentity, "b");
+    assert.equal(b.stats.wakes, 0, "nothing watched: the poll took it");
+    assert.equal(b.stats.leaseEvents, 0);
+    await b.stop();
+    await bRun;
   } finally {
     client.close();
     await cleanup();

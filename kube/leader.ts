@@ -1,11 +1,13 @@
 // Leader election with a coordination.k8s.io/v1 Lease, as client-go does it: try to acquire or renew
 // every retry period; a lease is free when its holder has not renewed it for leaseDuration as seen
 // by our own clock (no cross-host clock comparison); a leader that cannot renew within the renew
-// deadline steps down.
+// deadline steps down. Ours on top: a standby also watches the Lease and tries at once when it is
+// released, deleted or expires, rather than at its next try (client-go's standby waits for its poll).
 import type { Logger } from "pino";
 import { sleep } from "./backoff.ts";
 import { type KubeClient, isConflict, isNotFound } from "./kube.ts";
-import { errMessage } from "./informer.ts";
+import { Informer, type InformerEvent, errMessage } from "./informer.ts";
+import { LEASES } from "./resources.ts";
 
 export interface LeaseSpec {
   holderIdentity?: string | null;
@@ -38,12 +40,31 @@ export function microTime(d: Date): string {
   return d.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
 }
 
+/** Why a standby tries the Lease before its next poll. */
+type FreeReason = "released" | "deleted" | "expired";
+
+/** What a lease record's holder last wrote: a change of any of these is a renewal (or a new holder) observed. */
+interface ObservedRecord {
+  readonly holder: string;
+  readonly renewTime: string;
+  readonly durationSeconds: number | undefined;
+  /** When we saw this record first, on our own clock. */
+  readonly at: number;
+}
+
 export class LeaderElector {
   private readonly abort = new AbortController();
-  private observed: { record: string; at: number } | undefined;
+  private observed: ObservedRecord | undefined;
   private leading = false;
   /** The Lease as the API server returned it after our last acquire or renew: what a release updates. */
   private held: Lease | undefined;
+  /** While standing by: the watch of our Lease, the timer for its expiry, and how to cut the wait for the next try short. */
+  private standby: { readonly watch: Informer<Lease>; expiry?: NodeJS.Timeout; wake?: () => void; woken?: FreeReason } | undefined;
+  /**
+   * For tests and metrics: the standby's tries that did not win, its waits for the next try ended by the poll timer and
+   * by the watch (a release, a deletion or an expiry seen), and the Lease events the watch delivered (renewals among them).
+   */
+  readonly stats = { tries: 0, polls: 0, wakes: 0, leaseEvents: 0 };
 
   constructor(
     private readonly client: KubeClient,
@@ -60,6 +81,10 @@ export class LeaderElector {
     return this.leading;
   }
 
+  private get leaseKey(): string {
+    return `${this.opts.namespace}/${this.opts.name}`;
+  }
+
   private path(name?: string): string {
     const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.opts.namespace)}/leases`;
     return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
@@ -71,15 +96,19 @@ export class LeaderElector {
    */
   async run(onStartedLeading: () => void): Promise<"lost" | "stopped"> {
     const signal = this.abort.signal;
+    this.standBy();
     while (!signal.aborted && !this.leading) {
       if (await this.tryAcquireOrRenew()) {
         this.leading = true;
-        this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}`, identity: this.opts.identity }, "became leader");
+        this.stopStandingBy();
+        this.log.info({ lease: this.leaseKey, identity: this.opts.identity }, "became leader");
         onStartedLeading();
         break;
       }
-      await sleep(this.opts.retryPeriodMs * (1 + 0.2 * Math.random()), signal);
+      this.stats.tries++;
+      await this.untilNextTry(signal);
     }
+    this.stopStandingBy();
     let lastRenew = Date.now();
     while (!signal.aborted) {
       await sleep(this.opts.retryPeriodMs, signal);
@@ -88,11 +117,92 @@ export class LeaderElector {
         lastRenew = Date.now();
       } else if (Date.now() - lastRenew > this.opts.renewDeadlineMs) {
         this.leading = false;
-        this.log.error({ lease: `${this.opts.namespace}/${this.opts.name}`, identity: this.opts.identity }, "lost leadership: lease not renewed within the renew deadline");
+        this.log.error({ lease: this.leaseKey, identity: this.opts.identity }, "lost leadership: lease not renewed within the renew deadline");
         return "lost";
       }
     }
     return "stopped";
+  }
+
+  /**
+   * The poll stays (a watch can be silent: a dropped connection noticed late, RBAC without `watch`); the watch of the
+   * one Lease (a field selector on its name, which a Role limited to that name allows) only ends the wait early.
+   */
+  private standBy(): void {
+    const watch = new Informer<Lease>(this.client, LEASES, this.log, { namespace: this.opts.namespace, fieldSelector: `metadata.name=${this.opts.name}` });
+    this.standby = { watch };
+    watch.on((ev) => this.onLeaseEvent(ev));
+    watch.start();
+  }
+
+  /** Not awaited: a list in flight ends with its request (the shutdown closes the client), and leading must not wait for it. */
+  private stopStandingBy(): void {
+    const s = this.standby;
+    if (!s) return;
+    this.standby = undefined;
+    clearTimeout(s.expiry);
+    void s.watch.stop();
+  }
+
+  /**
+   * A renewal by the holder only moves the expiry timer: standbys never write on the leader's renewals. A release, a
+   * deletion or an expiry (the record unchanged for its duration on our clock, as a try would judge it) wakes the loop.
+   */
+  private onLeaseEvent(ev: InformerEvent<Lease>): void {
+    const s = this.standby;
+    if (!s || this.leading) return;
+    this.stats.leaseEvents++;
+    clearTimeout(s.expiry);
+    if (ev.type === "delete") return this.wake("deleted");
+    const holder = ev.obj.spec.holderIdentity ?? "";
+    const expiresAt = this.observe(ev.obj.spec);
+    if (holder === "") return this.wake("released");
+    if (holder === this.opts.identity) return;
+    // Node's timers may fire a millisecond early: the try that follows must find the lease expired.
+    s.expiry = setTimeout(() => this.wake("expired"), Math.max(0, expiresAt - Date.now()) + 10);
+    s.expiry.unref();
+  }
+
+  private wake(reason: FreeReason): void {
+    const s = this.standby;
+    if (!s) return;
+    s.woken = reason;
+    s.wake?.();
+  }
+
+  /** Sleeps a jittered retry period, or less when the watch saw the lease free (also while the last try was in flight). */
+  private async untilNextTry(signal: AbortSignal): Promise<void> {
+    const s = this.standby;
+    if (s?.woken === undefined) {
+      const woken = new AbortController();
+      if (s) s.wake = () => woken.abort();
+      await sleep(this.opts.retryPeriodMs * (1 + 0.2 * Math.random()), AbortSignal.any([signal, woken.signal]));
+      if (s) s.wake = undefined;
+    }
+    if (signal.aborted) return;
+    const reason = s?.woken;
+    if (s) s.woken = undefined;
+    if (reason === undefined) {
+      this.stats.polls++;
+      return;
+    }
+    this.stats.wakes++;
+    this.log.info({ lease: this.leaseKey, reason }, "lease free: trying at once");
+  }
+
+  /**
+   * The record's expiry on our clock: `leaseDurationSeconds` after we first saw this record (client-go's
+   * observedTime), so holders' clocks never matter.
+   */
+  private observe(spec: LeaseSpec): number {
+    const holder = spec.holderIdentity ?? "";
+    const renewTime = spec.renewTime ?? "";
+    const durationSeconds = spec.leaseDurationSeconds;
+    const o = this.observed;
+    if (o?.holder !== holder || o.renewTime !== renewTime || o.durationSeconds !== durationSeconds) {
+      this.observed = { holder, renewTime, durationSeconds, at: Date.now() };
+    }
+    return (this.observed?.at ?? Date.now()) + (durationSeconds ?? Math.round(this.opts.leaseDurationMs / 1000)) * 1000;
   }
 
   /**
@@ -104,6 +214,7 @@ export class LeaderElector {
    */
   async stop(timeoutMs = this.timeoutMs): Promise<void> {
     this.abort.abort();
+    this.stopStandingBy();
     if (!this.leading) return;
     this.leading = false;
     const held = this.held;
@@ -111,9 +222,9 @@ export class LeaderElector {
     try {
       const released: Lease = { ...held, spec: { ...held.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) } };
       await this.client.request("PUT", this.path(this.opts.name), released, undefined, timeoutMs);
-      this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}` }, "released leadership");
+      this.log.info({ lease: this.leaseKey }, "released leadership");
     } catch (e) {
-      if (isConflict(e)) this.log.info({ lease: `${this.opts.namespace}/${this.opts.name}` }, "lease changed since our last renewal: not released");
+      if (isConflict(e)) this.log.info({ lease: this.leaseKey }, "lease changed since our last renewal: not released");
       else this.log.warn({ err: errMessage(e) }, "could not release the lease");
     }
   }
@@ -135,11 +246,9 @@ export class LeaderElector {
         } satisfies Lease, undefined, this.timeoutMs);
         return true;
       }
-      const record = JSON.stringify([lease.spec.holderIdentity, lease.spec.renewTime, lease.spec.leaseDurationSeconds]);
-      if (this.observed?.record !== record) this.observed = { record, at: Date.now() };
+      const expiresAt = this.observe(lease.spec);
       const holder = lease.spec.holderIdentity ?? "";
       const held = holder !== "" && holder !== this.opts.identity;
-      const expiresAt = this.observed.at + (lease.spec.leaseDurationSeconds ?? durationSeconds) * 1000;
       if (held && Date.now() < expiresAt) return false;
       const mine = holder === this.opts.identity;
       lease.spec = {
