@@ -50,9 +50,10 @@ test-realnode: deps
 test-realnode-conformance: deps
 	MEMBRANE_REALNODE_CONFORMANCE=full node --import tsx --test --test-reporter=spec localcluster/realnode/realnode.test.ts
 
-# The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's [sig-network] Netpol specs, SCTP left out)
-# against a real node with Membrane installed by its chart; writes upstream-results/summary.json (make test runs three
-# of its specs: localcluster/upstream/netpol.test.ts). UPSTREAM_ARGS passes --focus/--skip/--timeout-minutes.
+# The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's specs matching `[sig-network] Netpol` or
+# `NetworkPolicy`: the 50 Netpol specs, no other in v1.36.3; SCTP left out) against a real node with Membrane installed
+# by its chart; writes upstream-results/summary.json (make test runs four of its specs: localcluster/upstream/
+# netpol.test.ts). UPSTREAM_ARGS passes --focus/--skip/--timeout-minutes/--shards.
 test-upstream: deps
 	node --import tsx localcluster/upstream/main.ts --out upstream-results $(UPSTREAM_ARGS)
 

@@ -63,7 +63,7 @@ try {
   };
   await writeFile(join(outDir, "summary.json"), JSON.stringify(record, null, 2) + "\n");
   for (const s of summary.specs.filter((x) => x.state !== "skipped")) console.log(`${s.state.padEnd(8)} ${String(s.seconds).padStart(6)}s  ${s.name}`);
-  console.log(`\nupstream Netpol: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped (suite ${record.suiteSeconds} s, setup ${record.setupSeconds} s); ${join(outDir, "summary.json")}, log ${summary.log}`);
+  console.log(`\nupstream NetworkPolicy specs: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped (suite ${record.suiteSeconds} s, setup ${record.setupSeconds} s); ${join(outDir, "summary.json")}, log ${summary.log}`);
   exitCode = summary.failed === 0 && summary.passed > 0 ? 0 : 1;
 } catch (err) {
   console.error(`test-upstream: ${(err as Error).message}`);

@@ -7,8 +7,13 @@ import { fileURLToPath } from "node:url";
 
 const buildScript = fileURLToPath(new URL("./build.sh", import.meta.url));
 
-/** Every NetworkPolicy spec of the pinned suite: `[sig-network] Netpol`, `Netpol [LinuxOnly]` (UDP) and `Netpol API`. */
-export const NETPOL_FOCUS = String.raw`\[sig-network\] Netpol`;
+/**
+ * Every NetworkPolicy spec of the pinned suite: `[sig-network] Netpol`, `Netpol [LinuxOnly]` (UDP) and `Netpol API`,
+ * and any spec outside them whose text names NetworkPolicy. In k8s.io/kubernetes v1.36.3 there is none (a dry run of
+ * the full e2e.test lists the same 50 specs for both); spec-packages.test.ts checks that every package whose specs
+ * could name it is linked into our binary, so a later pin that adds one runs it here.
+ */
+export const NETPOL_FOCUS = String.raw`\[sig-network\] Netpol|NetworkPolicy`;
 /**
  * The specs that send SCTP (`[Feature:SCTPConnectivity]`): not run, as the issue asks. The TCP specs whose policies
  * merely name SCTP stay in. Nothing of the Netpol specs needs a cloud.
@@ -58,10 +63,11 @@ export function summarizeReport(json: string, scope: RegExp = new RegExp(NETPOL_
       const isSpec = s.LeafNodeType === "It";
       if (!isSpec && state === "passed") continue;
       if (!isSpec && state === "skipped") continue;
-      // The binary links upstream's test/e2e/common too (the suite's entry point imports it): its specs are no
-      // NetworkPolicy specs skipped, so they are left out of the counts.
-      if (isSpec && !scope.test((s.ContainerHierarchyTexts ?? []).join(" "))) continue;
       const name = [...(s.ContainerHierarchyTexts ?? []), s.LeafNodeText ?? s.LeafNodeType ?? ""].filter((t) => t !== "").join(" ");
+      // The binary links upstream's test/e2e/common too (the suite's entry point imports it): its specs are no
+      // NetworkPolicy specs skipped, so they are left out of the counts. The whole text is matched, as ginkgo's
+      // focus does: a feature label is in the leaf's text.
+      if (isSpec && !scope.test(name)) continue;
       specs.push({
         name: isSpec ? name : `[${s.LeafNodeType}] ${name}`,
         state: state as SpecResult["state"],
