@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { CHART_CRDS_DIR, GENERATED_DIR, crdDrift } from "./crds.ts";
 import { parse } from "yaml";
 import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
+import { parseAgentFlags } from "../node-agent/flags.ts";
 import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "../localcluster/chart.ts";
 
 const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
@@ -277,6 +278,17 @@ describe("charts/membrane", () => {
     assert.deepEqual(tunnelArgs(parseManifest(await renderText({ routingMode: "native", "encryption.enabled": true }))), [], "native (here with WireGuard routed, which it allows)");
   });
 
+  it("agent.nodeDevice reaches the agent as --node-device, a list of names and prefix+ wildcards it parses; empty passes none (detected)", async () => {
+    type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const deviceArgs = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--node-device"));
+    assert.deepEqual(deviceArgs(rendered.default ?? []), []);
+    // helm's --set splits at commas: a list is given with them escaped, as Cilium's devices.
+    const args = deviceArgs(parseManifest(await renderText({ "agent.nodeDevice": "eth0\\,rnm+" })));
+    assert.deepEqual(args, ["--node-device=eth0,rnm+"]);
+    const parsed = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:9", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", ...args]);
+    assert.deepEqual(parsed.ok && parsed.flags.nodeDevices, [{ kind: "name", name: "eth0" }, { kind: "prefix", prefix: "rnm" }]);
+  });
+
   it("refuses an overlay without a device, and VXLAN inside WireGuard without the overlay, naming the field", async () => {
     for (const [values, field] of [
       [{ "agent.tunnelDevice": "" }, /agent\.tunnelDevice: empty, but routingMode is tunnel/],
@@ -380,6 +392,7 @@ describe("charts/membrane", () => {
       ["an L7 proxy mode the chart does not know", { "l7Proxy.mode": "sidecar" }, /l7Proxy\/mode|l7Proxy\.mode/],
       ["a routing mode the chart does not know", { routingMode: "geneve" }, /routingMode/],
       ["an overlay device name the agent refuses", { "agent.tunnelDevice": "a-name-far-too-long" }, /tunnelDevice/],
+      ["a node device list with a '+' inside a name", { "agent.nodeDevice": "e+th0" }, /nodeDevice/],
       ["a relative L7 proxy socket directory", { "l7Proxy.socketDir": "run/l7" }, /l7Proxy\/socketDir|l7Proxy\.socketDir/],
     ];
     for (const [what, values, field] of cases) {

@@ -10,6 +10,7 @@ import type { RejectCode } from "../core/dns/query-decision.ts";
 import { parseDuration } from "../core/duration.ts";
 import { DEFAULT_METRICS_ADDRESS } from "./metrics.ts";
 import { parseHostPort } from "../core/cidr.ts";
+import { parseDeviceList, type DeviceSelector } from "../core/devices.ts";
 import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforcementMode } from "./enforcement.ts";
 import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { NETWORK_NAME } from "./cni-install.ts";
@@ -31,7 +32,7 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum] [--allow-localhost always|policy]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH] [--wireguard-routing routed|vxlan]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
-                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME|none] [--tunnel-device NAME]
+                      [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME[,NAME|PREFIX+...]|none] [--tunnel-device NAME]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
                       [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
@@ -110,10 +111,12 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                      cluster needs is always allowed (the lock-out guard: the operator stream, the API server port,
                      VXLAN 8472 and WireGuard 51871 between nodes, ICMP echo between nodes)
   --host-firewall-api-server-port  the API server's port the guard keeps open (default 6443)
-  --node-device      the node's underlay device, where the agent attaches the node device's programs (the L7 proxy's
-                     connections to and answers for pods on other nodes go into the tunnel there); default: the device
-                     holding --node-ip, else the one its route leaves by; none: attach nothing (and detach what an earlier
-                     agent attached). A restart adopts the attached programs (never a second copy)
+  --node-device      the node's underlay devices, where the agent attaches the node device's programs (the L7 proxy's
+                     connections to and answers for pods on other nodes go into the tunnel there), as Cilium's --devices:
+                     comma-separated names, a trailing + a prefix wildcard (eth+); links a wildcard matches later get them
+                     when they appear (the agent watches links), never the pods' links, lo or the --tunnel-device; default:
+                     the device holding --node-ip, else the one its route leaves by; none: attach nothing (and detach what
+                     an earlier agent attached). A restart adopts the attached programs (never a second copy)
   --tunnel-device    the VXLAN overlay device pod packets to other nodes leave by, with their identity in the VNI (Cilium's
                      cilium_vxlan; the chart passes membrane_vxlan unless routingMode is native): made in the node's namespace
                      when missing (collect-metadata, UDP 8472, MTU of the underlay less 50, marked as made by the agent) or
@@ -186,8 +189,8 @@ export interface AgentFlags {
   readonly nodeIP?: string;
   /** Where the DNS and L7 proxies listen and the datapath steers to: the IPv4 and IPv6 addresses of --node-ip (or --proxy-ipv6-address); absent without either. */
   readonly proxyAddresses?: ProxyAddresses;
-  /** The node device by name (--node-device); null: none; absent: detected from --node-ip. */
-  readonly nodeDevice?: string | null;
+  /** The node devices (--node-device: names and prefix wildcards); null: none; absent: detected from --node-ip. */
+  readonly nodeDevices?: readonly DeviceSelector[] | null;
   /** The VXLAN overlay device the agent makes (when missing) or adopts and attaches from-overlay on (--tunnel-device); absent: none. */
   readonly tunnelDevice?: string;
   readonly logLevel: string;
@@ -457,8 +460,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (hostDevices.some((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d))) return { ok: false, error: `--host-firewall-device: must be an interface name, got ${JSON.stringify(hostDevices.find((d) => !/^[A-Za-z0-9._@-]{1,15}$/.test(d)))}` };
   if (hostDevices.length > 0 && nodeIP === undefined) return { ok: false, error: "--host-firewall-device: needs --node-ip (the address whose traffic is the host's)" };
   if (apiPortText !== undefined && !(/^\d{1,5}$/.test(apiPortText) && Number(apiPortText) >= 1 && Number(apiPortText) <= 65535)) return { ok: false, error: `--host-firewall-api-server-port: must be a port number 1..65535, got ${JSON.stringify(apiPortText)}` };
-  const nodeDevice = str("node-device");
-  if (nodeDevice !== undefined && !/^[A-Za-z0-9._@-]{1,15}$/.test(nodeDevice)) return { ok: false, error: `--node-device: must be an interface name or none, got ${JSON.stringify(nodeDevice)}` };
+  const nodeDeviceText = str("node-device");
+  const nodeDevices = nodeDeviceText === undefined || nodeDeviceText === "none" ? undefined : parseDeviceList(nodeDeviceText);
+  if (nodeDevices && !nodeDevices.ok) return { ok: false, error: `--node-device: ${nodeDevices.error} (names and prefix+ wildcards, comma-separated, or none)` };
   const tunnelDevice = str("tunnel-device");
   if (tunnelDevice !== undefined && !/^[A-Za-z0-9._@-]{1,15}$/.test(tunnelDevice)) return { ok: false, error: `--tunnel-device: must be an interface name, got ${JSON.stringify(tunnelDevice)}` };
   const encryption = str("encryption") ?? "disabled";
@@ -506,7 +510,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
       ...(proxyAddresses ? { proxyAddresses } : {}),
-      ...(nodeDevice !== undefined ? { nodeDevice: nodeDevice === "none" ? null : nodeDevice } : {}),
+      ...(nodeDeviceText === "none" ? { nodeDevices: null } : nodeDevices?.ok ? { nodeDevices: nodeDevices.value } : {}),
       ...(tunnelDevice !== undefined ? { tunnelDevice } : {}),
       logLevel: str("log-level") ?? "info",
       hubbleSocket,

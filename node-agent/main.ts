@@ -29,6 +29,7 @@ import { ServiceTranslator } from "./services/translator.ts";
 import { ServiceWatch } from "./services/service-watch.ts";
 import { HostFirewall, lockOutGuard } from "./hostfw.ts";
 import { NodeDevice } from "./node-device.ts";
+import { formatDeviceList } from "../core/devices.ts";
 import { removeOverlayDevice, startOverlayDevice } from "./overlay-device.ts";
 import { OwnDaemonSet, removeNodeState } from "./uninstall.ts";
 import { OVERLAY_VXLAN_PORT } from "./encryption/mode.ts";
@@ -167,19 +168,21 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   // After the agent's start (the maps hold the last state): the programs judge from the first packet as the pods' do.
+  const nodeDevice = new NodeDevice({
+    datapath,
+    devices: f.nodeDevices,
+    ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
+    ...(f.netns ? { netns: f.netns } : {}),
+    hostFirewallDevices: f.hostFirewall?.devices ?? [],
+    podIfindexes: () => agent.endpointLinks().map((l) => l.hostIfindex),
+    ...(f.tunnelDevice !== undefined ? { tunnelDevice: f.tunnelDevice } : {}),
+    stateFile: path.join(f.stateDir, "node-device.json"),
+    log,
+  });
   try {
-    new NodeDevice({
-      datapath,
-      device: f.nodeDevice,
-      ...(f.nodeIP ? { nodeIP: f.nodeIP } : {}),
-      ...(f.netns ? { netns: f.netns } : {}),
-      hostFirewallDevices: f.hostFirewall?.devices ?? [],
-      podIfindexes: agent.endpointLinks().map((l) => l.hostIfindex),
-      stateFile: path.join(f.stateDir, "node-device.json"),
-      log,
-    }).start();
+    nodeDevice.start();
   } catch (err) {
-    log.error({ device: f.nodeDevice, nodeIP: f.nodeIP, netns: f.netns, error: (err as Error).message }, "attaching the node device's programs failed");
+    log.error({ devices: f.nodeDevices === undefined ? undefined : f.nodeDevices && formatDeviceList(f.nodeDevices), nodeIP: f.nodeIP, netns: f.netns, error: (err as Error).message }, "attaching the node device's programs failed");
     await metrics.stop();
     await agent.stop();
     datapath.close();
@@ -212,6 +215,8 @@ export async function run(args: string[]): Promise<number> {
     datapath.close();
     return 1;
   }
+  // Links a --node-device wildcard matches later get the programs too (the watch scans once at its start: none is missed since).
+  nodeDevice.watch();
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
   // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
@@ -240,6 +245,7 @@ export async function run(args: string[]): Promise<number> {
   await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), containersWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
   await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
   await shutdownStep(log, "metrics server", 200, () => metrics.stop());
+  nodeDevice.stop(); // before the datapath closes: a link appearing now waits for the next agent
   // An agent still stopping may still use the maps: its fds are then left to the exit.
   if (await shutdownStep(log, "agent", 1_200, () => agent.stop())) datapath.close(); // closes our fds only: the maps stay pinned and the programs attached
   if (uninstall) await removeFromNode(f, log, { ...(runtime ? { runtime } : {}), ...(l7 ? { l7 } : {}) });

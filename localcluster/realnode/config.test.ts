@@ -10,6 +10,7 @@ import { parseNetConf } from "../../node-agent/cni/spec.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 
 const contains = (outer: string, inner: string): boolean => prefixContains(parsePrefix(outer)!, parsePrefix(inner)!);
+import { selectsDevice } from "../../core/devices.ts";
 import { MEMBRANE_CHART_VALUES, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
@@ -158,6 +159,11 @@ describe("real node files", () => {
     ]);
     assert.equal(routes.length, 3 * 2 * 2, "two routes to each of two peers on each node");
     assert.ok(!routes.some((r) => r.dest === `${a.nodeAddress}/32` && r.netns === a.netns), "no route to itself");
+    // The chart's node devices are the underlay links, and only they: the agent's wildcard selects each link's name.
+    const devices = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--node-device", MEMBRANE_CHART_VALUES["agent.nodeDevice"]]);
+    assert.ok(devices.ok && devices.flags.nodeDevices, JSON.stringify(devices));
+    for (const l of links) for (const d of [l.device, l.peerDevice]) assert.ok(selectsDevice(devices.flags.nodeDevices, d), `${d} is a node device`);
+    for (const p of plans) assert.ok(!selectsDevice(devices.flags.nodeDevices, p.hostInterface) && !selectsDevice(devices.flags.nodeDevices, "eth0"), "the link to the host is none");
   });
 
   test("the chart on real nodes makes its agents' VXLAN overlay device by default (no value for it), under a name the agent accepts", () => {

@@ -175,6 +175,9 @@ export const CLUSTER_DOMAIN = "cluster.local";
  */
 export const CLUSTER_POD_CIDR = "10.244.0.0/16";
 
+/** Every underlay link between real nodes is named this and the peer's tag (underlayMesh): the chart's agent.nodeDevice wildcard. */
+export const UNDERLAY_DEVICE_PREFIX = "rnm";
+
 /** The VXLAN overlay device the chart's agents make by default (routingMode tunnel); nothing else on a real node makes one. */
 export const TUNNEL_DEVICE = OVERLAY_DEVICE;
 
@@ -184,7 +187,14 @@ export const TUNNEL_DEVICE = OVERLAY_DEVICE;
  * cgroup v2 mount (this machine's cgroups are hybrid) for the ClusterIP translation's programs. The overlay between
  * the nodes is the chart's default (routingMode tunnel), as a user's `helm install` gets it.
  */
-export const MEMBRANE_CHART_VALUES = { "ipam.mode": "kubernetes", clusterPodCIDR: CLUSTER_POD_CIDR, "socketLB.hostCgroupRoot": "/sys/fs/cgroup/unified" } as const;
+export const MEMBRANE_CHART_VALUES = {
+  "ipam.mode": "kubernetes",
+  clusterPodCIDR: CLUSTER_POD_CIDR,
+  "socketLB.hostCgroupRoot": "/sys/fs/cgroup/unified",
+  // The node devices are the per-peer underlay links (underlayMesh): the L7 proxy's answers and upstream connections
+  // to other nodes leave by them, so each gets from-host (also a later node's link, which the agent sees appear).
+  "agent.nodeDevice": `${UNDERLAY_DEVICE_PREFIX}+`,
+} as const;
 
 /**
  * nftables rules for the node's network namespace: the `kubernetes` Service reaches the API server's relay on
@@ -361,7 +371,7 @@ export interface UnderlayRoute {
  * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge.
  */
 export function underlayMesh(plans: readonly RealNodePlan[]): { links: UnderlayLink[]; routes: UnderlayRoute[] } {
-  const device = (peer: RealNodePlan): string => `rnm${peer.hostInterface.slice(2, 10)}`;
+  const device = (peer: RealNodePlan): string => `${UNDERLAY_DEVICE_PREFIX}${peer.hostInterface.slice(2, 10)}`;
   const links: UnderlayLink[] = [];
   const routes: UnderlayRoute[] = [];
   for (const [i, a] of plans.entries()) {

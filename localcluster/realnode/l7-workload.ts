@@ -1,4 +1,4 @@
-// The star-wars workload the real-node L7 test runs in pods of the Membrane image (Node inside): the deathstar, a streaming client and one-shot requests.
+// The star-wars workload the real-node L7 test runs in pods of the Membrane image (Node inside): the deathstar, a streaming client and one-shot requests (their status, or status and body).
 
 export const L7_PORT = 8080;
 
@@ -20,3 +20,7 @@ export const stream = (ip: string): string => `require("http").get({ host: "${ip
 /** A new connection's answer: the status code, or "fail" when the connection failed. */
 export const request = (ip: string, method: string, path: string): string =>
   `fetch("http://${ip}:${L7_PORT}${path}", { method: "${method}", signal: AbortSignal.timeout(3000) }).then((r) => console.log(r.status), () => console.log("fail"));`;
+
+/** A new connection's answer with its body: "STATUS BODY" (the body trimmed), or "fail" when the connection failed. */
+export const answer = (ip: string, method: string, path: string): string =>
+  `fetch("http://${ip}:${L7_PORT}${path}", { method: "${method}", signal: AbortSignal.timeout(3000) }).then(async (r) => console.log(r.status + " " + (await r.text()).trim()), () => console.log("fail"));`;

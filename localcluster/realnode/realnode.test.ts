@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
 import { CHART_DIR } from "../chart.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
@@ -21,7 +21,7 @@ import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase } from "../../core/conformance/model.ts";
-import { DEATHSTAR, L7_PORT, request, stream } from "./l7-workload.ts";
+import { DEATHSTAR, L7_PORT, answer, request, stream } from "./l7-workload.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -575,12 +575,13 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       metadata: { name: podName, namespace: L7_NS, labels },
       spec: { nodeName, terminationGracePeriodSeconds: 1, containers: [{ name: "c", image, imagePullPolicy: "Never", command }] },
     });
-    // All on the first node: the node proxy's answers to a client of another node leave by the real nodes' per-peer
-    // underlay links, where no node device program runs (README "What does not work yet").
+    // The clients beside the deathstar on the first node, and one on the second (the cross-node test below; started
+    // here with the others so that it costs no wait of its own).
     for (const p of [
       pod("deathstar", { org: "empire", class: "deathstar" }, name, ["node", "-e", DEATHSTAR]),
       pod("xwing", { org: "alliance", class: "xwing" }, name, ["sleep", "3600"]),
       pod("xwing-lander", { org: "alliance", class: "xwing-lander" }, name, ["sleep", "3600"]),
+      pod("xwing-far", { org: "alliance", class: "xwing" }, name2, ["sleep", "3600"]),
     ]) {
       const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
       assert.equal(r.code, 0, r.stderr);
@@ -588,7 +589,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     deathstarIP = await eventually("the star-wars pods Running", 120_000, async () => {
       const r = await cp!.kubectl(["get", "pods", "-n", L7_NS, "-o", "json"]);
       const pods = (JSON.parse(r.stdout) as { items: PodView[] }).items;
-      return pods.length === 3 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "deathstar")!.status.podIP : undefined;
+      return pods.length === 4 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "deathstar")!.status.podIP : undefined;
     });
     const policy = {
       apiVersion: "cilium.io/v2",
@@ -642,6 +643,26 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(await l7Request("xwing", "PUT", "/v1/exhaust-port"), "403", "after the proxy's replacement: denied");
     const proxyNow = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
     assert.ok(proxyNow && proxyNow.metadata.uid !== firstProxy!.metadata.uid, "a new proxy pod");
+  });
+
+  test("a client on the other node: the deathstar's node proxy answers its allowed request and refuses the denied one with 403 Access denied (back through the per-peer underlay link, agent.nodeDevice rnm+), and its flows show both", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the test before");
+    const far = (method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, "xwing-far", "--", "node", "-e", answer(deathstarIP, method, path)]).then((r) => r.stdout.trim());
+    // The chart's agents attached the node device's programs on the underlay links (the wildcard the cluster passes).
+    const agentLog = (await cp!.kubectl(["logs", "-n", AGENT_NS, await agentPod(name), "-c", "agent"])).stdout;
+    assert.match(agentLog, new RegExp(`"device":"${UNDERLAY_DEVICE_PREFIX}[0-9a-f]+".*"node device programs attached"`), "from-host on the first node's link to the second");
+    await eventually("the far x-wing's landing answered through the deathstar's node proxy", 30_000, async () => ((await far("POST", "/v1/request-landing")) === "200 ok" ? true : undefined));
+    assert.equal(await far("PUT", "/v1/exhaust-port"), "403 Access denied");
+    const deathstarLog = await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"]);
+    assert.doesNotMatch(deathstarLog.stdout, /request PUT \/v1\/exhaust-port/, "the denied request never reached the deathstar");
+    const requests = await eventually("both requests in the flows of the deathstar's node", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(name), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--protocol", "HTTP", "--from-pod", `${L7_NS}/xwing-far`, "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { verdict: string; l7?: { type: string; http?: { method: string; url: string } } });
+      const seen = flows.filter((f) => f.l7?.type === "REQUEST").map((f) => `${f.verdict} ${f.l7!.http?.method} ${f.l7!.http?.url}`);
+      return seen.some((x) => x.startsWith("FORWARDED POST")) && seen.some((x) => x.startsWith("DROPPED PUT")) ? seen : undefined;
+    });
+    assert.ok(requests.some((x) => x.startsWith("FORWARDED POST") && x.endsWith("/v1/request-landing")), requests.join("\n"));
+    assert.ok(requests.some((x) => x.startsWith("DROPPED PUT") && x.endsWith("/v1/exhaust-port")), requests.join("\n"));
   });
 
   test("an egress HTTP rule on a client pod is applied by the proxy on top of the deathstar's ingress rules", async () => {
