@@ -1,4 +1,4 @@
-// The proxy's batched UDP sends on loopback: every datagram arrives once, whole, at its own address, in one sendmmsg per socket and turn.
+// The proxy's UDP sends on loopback: every datagram arrives once, whole, at its own address; a lone one leaves at once, a busy turn's in one sendmmsg per socket.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
@@ -30,7 +30,9 @@ test("Node 26's dgram socket gives up its fd (else every datagram would fall bac
   assert.equal(typeof udpSocketFd(sock), "number");
 });
 
-test("a burst to two receivers leaves as one sendmmsg per 64 datagrams, each datagram whole at its own address and in order", async () => {
+const turnEnd = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test("a burst to two receivers: its first datagram leaves at once, the other 99 at the turn's end in one sendmmsg per 64, each whole at its own address and in order", async () => {
   const a = await bound("udp4", "127.0.0.1");
   const b = await bound("udp4", "127.0.0.1");
   const tx = await bound("udp4", "127.0.0.1");
@@ -42,11 +44,46 @@ test("a burst to two receivers leaves as one sendmmsg per 64 datagrams, each dat
     sent[to].push(payload);
     outbox.send(tx.sock, Buffer.from(payload), (to === "a" ? a : b).sock.address().port, "127.0.0.1");
   }
-  assert.equal(a.got.length + b.got.length, 0, "nothing leaves before the turn ends");
+  assert.deepEqual(outbox.stats, { batched: 1, calls: 1, byNode: 0, atOnce: 1 }, "only the first has left before the turn ends");
   await until("all 100 arrive", () => a.got.length + b.got.length === 100);
   assert.deepEqual(a.got.map(String), sent.a);
   assert.deepEqual(b.got.map(String), sent.b);
-  assert.deepEqual(outbox.stats, { batched: 100, calls: 2, byNode: 0 });
+  assert.deepEqual(outbox.stats, { batched: 100, calls: 3, byNode: 0, atOnce: 1 });
+});
+
+test("at a low rate each datagram leaves within send(), without waiting for the turn's end", async () => {
+  const rx = await bound("udp4", "127.0.0.1");
+  const tx = await bound("udp4", "127.0.0.1");
+  const outbox = new UdpOutbox();
+  for (let i = 0; i < 5; i++) {
+    outbox.send(tx.sock, Buffer.from(`q${i}`), rx.sock.address().port, "127.0.0.1");
+    assert.equal(outbox.stats.calls, i + 1, `datagram ${i} handed to the kernel before send() returned`);
+    await until(`q${i} arrives`, () => rx.got.length === i + 1);
+  }
+  assert.deepEqual(rx.got.map(String), ["q0", "q1", "q2", "q3", "q4"]);
+  assert.deepEqual(outbox.stats, { batched: 5, calls: 5, byNode: 0, atOnce: 5 });
+});
+
+test("after a turn that sent several, the next turn batches from its first datagram; a turn that sent one lets the next send at once again", async () => {
+  const rx = await bound("udp4", "127.0.0.1");
+  const tx = await bound("udp4", "127.0.0.1");
+  const outbox = new UdpOutbox();
+  const port = rx.sock.address().port;
+  // Turn 1: three datagrams (the first at once, two at its end).
+  for (const m of ["t1a", "t1b", "t1c"]) outbox.send(tx.sock, Buffer.from(m), port, "127.0.0.1");
+  await turnEnd();
+  assert.deepEqual(outbox.stats, { batched: 3, calls: 2, byNode: 0, atOnce: 1 });
+  // Turn 2 follows a backlog: its lone datagram waits for the turn's end.
+  outbox.send(tx.sock, Buffer.from("t2"), port, "127.0.0.1");
+  assert.equal(outbox.stats.calls, 2, "held until the turn ends");
+  await turnEnd();
+  assert.deepEqual(outbox.stats, { batched: 4, calls: 3, byNode: 0, atOnce: 1 });
+  // Turn 3 follows a turn of one: at once.
+  outbox.send(tx.sock, Buffer.from("t3"), port, "127.0.0.1");
+  assert.equal(outbox.stats.calls, 4);
+  await until("all 5 arrive", () => rx.got.length === 5);
+  assert.deepEqual(rx.got.map(String), ["t1a", "t1b", "t1c", "t2", "t3"]);
+  assert.equal(outbox.stats.atOnce, 2);
 });
 
 test("a connected socket's datagrams go to its peer; one larger than a slot is sent by Node", async () => {
@@ -58,7 +95,7 @@ test("a connected socket's datagrams go to its peer; one larger than a slot is s
   outbox.send(tx.sock, Buffer.alloc(5_000, 0x61));
   await until("both arrive", () => server.got.length === 2);
   assert.deepEqual(server.got.map((m) => m.length).sort((x, y) => x - y), [5, 5_000]);
-  assert.deepEqual(outbox.stats, { batched: 1, calls: 1, byNode: 1 });
+  assert.deepEqual(outbox.stats, { batched: 1, calls: 1, byNode: 1, atOnce: 1 });
 });
 
 test("IPv6: a receiver on ::1, and an IPv4-mapped address from a dual-stack socket", async () => {

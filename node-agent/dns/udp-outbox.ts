@@ -1,4 +1,4 @@
-// The DNS proxy's outgoing UDP datagrams of one event-loop turn, sent per socket with one sendmmsg(2) on its fd through the FFI: Node's dgram has no batch send and spends ~1 µs of its own on each datagram.
+// The DNS proxy's outgoing UDP datagrams, a lone one at once and those of a busy event-loop turn together, sent per socket with sendmmsg(2) on its fd through the FFI: Node's dgram has no batch send and spends ~1 µs of its own on each datagram.
 import type dgram from "node:dgram";
 import net from "node:net";
 import koffi from "koffi";
@@ -118,37 +118,57 @@ export function udpSocketFd(sock: dgram.Socket): number | undefined {
 }
 
 /**
- * Datagrams queued during one turn of the event loop (a burst of queries read together, the
- * answers that came back together) leave at its end, one sendmmsg per socket. A datagram the batch
- * cannot take (larger than a slot, an address it cannot write, a socket without an fd) and every
- * datagram from the first one the kernel refused on are sent by Node's dgram instead, which reports
- * a failure as the socket's "error" event as before.
+ * The datagrams of one turn of the event loop (a burst of queries read together, the answers that
+ * came back together) leave at its end, one sendmmsg per socket; but the first datagram of a turn
+ * leaves at once when the turn before sent at most one: at a low rate there is nothing to batch
+ * with, and waiting for the turn's end would only add latency. A turn that sent more (a backlog)
+ * makes the next one batch from its first datagram. A datagram the batch cannot take (larger than
+ * a slot, an address it cannot write, a socket without an fd) and every datagram from the first
+ * one the kernel refused on are sent by Node's dgram instead, which reports a failure as the
+ * socket's "error" event as before.
  */
 export class UdpOutbox {
   private readonly queued = new Map<dgram.Socket, Datagram[]>();
-  private scheduled = false;
+  /** From the first datagram of a turn until the turn's end (a setImmediate): datagrams meanwhile wait for it. */
+  private turnOpen = false;
+  private sentThisTurn = 0;
+  private sentLastTurn = 0;
   private arena: Arena | undefined;
-  /** Datagrams sent in batches, and sendmmsg calls (for tests and benches). */
-  readonly stats = { batched: 0, calls: 0, byNode: 0 };
+  /** Datagrams sent through sendmmsg, sendmmsg calls, datagrams Node sent, and datagrams sent at once without waiting for the turn's end (for tests and benches). */
+  readonly stats = { batched: 0, calls: 0, byNode: 0, atOnce: 0 };
 
-  /** Queues a datagram to address:port, or to the connected peer when both are absent. */
+  /** Sends a datagram to address:port, or to the connected peer when both are absent: now, or at the turn's end. */
   send(sock: dgram.Socket, msg: Buffer, port?: number, address?: string): void {
+    const d: Datagram = port === undefined ? { msg } : { msg, port, ...(address !== undefined ? { address } : {}) };
+    this.sentThisTurn++;
+    if (!this.turnOpen) {
+      this.turnOpen = true;
+      setImmediate(this.endTurn);
+      if (this.sentLastTurn <= 1) {
+        this.stats.atOnce++;
+        this.sendAll(sock, [d]);
+        return;
+      }
+    }
     let q = this.queued.get(sock);
     if (!q) this.queued.set(sock, (q = []));
-    q.push(port === undefined ? { msg } : { msg, port, ...(address !== undefined ? { address } : {}) });
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => this.flush());
+    q.push(d);
   }
 
   /** Sends everything queued now. */
   flush(): void {
-    this.scheduled = false;
     for (const [sock, q] of this.queued) {
       this.queued.delete(sock);
       this.sendAll(sock, q);
     }
   }
+
+  private readonly endTurn = (): void => {
+    this.turnOpen = false;
+    this.sentLastTurn = this.sentThisTurn;
+    this.sentThisTurn = 0;
+    this.flush();
+  };
 
   private sendAll(sock: dgram.Socket, q: readonly Datagram[]): void {
     const fd = udpSocketFd(sock);
