@@ -586,7 +586,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       pod("deathstar", { org: "empire", class: "deathstar" }, name, ["node", "-e", DEATHSTAR]),
       pod("xwing", { org: "alliance", class: "xwing" }, name, ["sleep", "3600"]),
       pod("xwing-lander", { org: "alliance", class: "xwing-lander" }, name, ["sleep", "3600"]),
-      pod("xwing-far", { org: "alliance", class: "xwing" }, name2, ["sleep", "3600"]),
+      pod("xwing-far", { org: "alliance", class: "xwing", ship: "far" }, name2, ["sleep", "3600"]),
     ]) {
       const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
       assert.equal(r.code, 0, r.stderr);
@@ -650,7 +650,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.ok(proxyNow && proxyNow.metadata.uid !== firstProxy!.metadata.uid, "a new proxy pod");
   });
 
-  test("a client on the other node: the deathstar's node proxy answers its allowed request and refuses the denied one with 403 Access denied (back through the per-peer underlay link, agent.nodeDevice rnm+), and its flows show both", async () => {
+  test("a client on the other node: the deathstar's node proxy answers its allowed request and refuses the denied one with 403 Access denied (back through the per-peer underlay link, agent.nodeDevice rnm+), and its flows show both; with an egress HTTP rule on it, the proxy of its own node refuses what the rule does not list and the allowed request crosses to the deathstar", async () => {
     assert.ok(deathstarIP, "the star-wars pods of the test before");
     const far = (method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, "xwing-far", "--", "node", "-e", answer(deathstarIP, method, path)]).then((r) => r.stdout.trim());
     // The chart's agents attached the node device's programs on the underlay links (the wildcard the cluster passes).
@@ -668,6 +668,32 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     });
     assert.ok(requests.some((x) => x.startsWith("FORWARDED POST") && x.endsWith("/v1/request-landing")), requests.join("\n"));
     assert.ok(requests.some((x) => x.startsWith("DROPPED PUT") && x.endsWith("/v1/exhaust-port")), requests.join("\n"));
+
+    // An egress rule on the far x-wing: its own node's proxy judges first, and its upstream connection crosses to the
+    // deathstar's node through from-host on the second node's underlay link, as the client (the deathstar's rule
+    // admits only alliance ships).
+    const egress = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "far-lands-only", namespace: L7_NS },
+      spec: {
+        endpointSelector: { matchLabels: { ship: "far" } },
+        egress: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: String(L7_PORT), protocol: "TCP" }], rules: { http: [{ method: "POST", path: "/v1/request-landing" }] } }] }],
+      },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(egress))).code, 0);
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/far-lands-only", "-n", L7_NS, "--for=condition=Enforced", "--timeout=90s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
+    // GET /v1/stream: allowed by the deathstar's ingress rules, refused by the far x-wing's own egress rule on its node.
+    await eventually("the far x-wing's stream refused by its egress rule", 30_000, async () => ((await l7Request("xwing-far", "GET", "/v1/stream")) === "403" ? true : undefined));
+    assert.equal(await far("POST", "/v1/request-landing"), "200 ok", "allowed by both ends: through the far node's proxy, across, and through the deathstar's");
+    const farFlows = await eventually("the egress proxy's verdicts in the far node's flows", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(name2), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--protocol", "HTTP", "--from-pod", `${L7_NS}/xwing-far`, "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { verdict: string; l7?: { type: string; http?: { method: string; url: string } } });
+      const seen = flows.filter((f) => f.l7?.type === "REQUEST").map((f) => `${f.verdict} ${f.l7!.http?.method} ${f.l7!.http?.url}`);
+      return seen.some((x) => x.startsWith("FORWARDED POST") && x.endsWith("/v1/request-landing")) && seen.some((x) => x.startsWith("DROPPED GET") && x.endsWith("/v1/stream")) ? seen : undefined;
+    });
+    assert.ok(farFlows.length >= 2, farFlows.join("\n"));
   });
 
   test("an egress HTTP rule on a client pod is applied by the proxy on top of the deathstar's ingress rules", async () => {
