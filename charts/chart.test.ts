@@ -9,6 +9,7 @@ import { parse } from "yaml";
 import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
 import { parseAgentFlags } from "../node-agent/flags.ts";
 import { CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, TESTDATA_DIR, goldenText, helm, parseManifest, renderText, setArgs, type K8sObject } from "../localcluster/chart.ts";
+import { AGENT_NODE_OPTIONS } from "../node-agent/flags.ts";
 
 const CONFIGS: Record<string, Record<string, string | number | boolean>> = {
   default: {},
@@ -148,6 +149,9 @@ describe("charts/membrane", () => {
     assert.ok((c as unknown as { args: string[] }).args.includes(`--owner-daemonset=${NAMESPACE}/membrane-agent`));
     const mounts = c.volumeMounts.map((m) => m.mountPath);
     for (const path of ["/sys/fs/bpf", "/host/opt/cni/bin", "/host/etc/cni/net.d"]) assert.ok(mounts.includes(path), `mounts ${path}`);
+    // The Node options bench/scale measures the agent with (its RSS after a full-size snapshot, issue #21).
+    const env = (c as unknown as { env: { name: string; value?: string }[] }).env;
+    assert.equal(env.find((e) => e.name === "NODE_OPTIONS")?.value, AGENT_NODE_OPTIONS);
   });
 
   it("registers the webhook fail-closed for every policy kind on CREATE and UPDATE", () => {

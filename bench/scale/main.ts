@@ -12,6 +12,7 @@ import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../../kube/objects.ts";
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
+import { AGENT_NODE_OPTIONS } from "../../node-agent/flags.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
 import { flagError } from "../../kube/flags.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
@@ -324,18 +325,20 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
   // BENCH_AGENT_CPU_PROF=DIR: V8 CPU profiles of the restarts (written when each stops). Not of first starts: the profiler's signal
   // interrupts the kernel verifier there (EAGAIN); a restart reuses the verified programs. BENCH_AGENT_RESNAPSHOT=1 makes each
   // restart apply the whole snapshot again (its applied.json removed), which profiles the snapshot path without the verifier.
-  const prof: Record<string, string> = process.env.BENCH_AGENT_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` } : {};
+  const prof = process.env.BENCH_AGENT_CPU_PROF ? `--cpu-prof --cpu-prof-dir ${process.env.BENCH_AGENT_CPU_PROF}` : "";
   const resnapshot = process.env.BENCH_AGENT_RESNAPSHOT === "1";
   // As shipped (the bundle, dist/membrane.mjs), BENCH_AGENT_BUNDLE_BEFORE's bundle beside it (another tree's dist/membrane.mjs: before/after
   // in one run), then through tsx as `bin/membrane` runs in a checkout (--agent-bundle false: tsx only). Each has its own pins and state.
   const before = process.env.BENCH_AGENT_BUNDLE_BEFORE;
+  // This tree's agent runs with the Node options the chart gives it (AGENT_NODE_OPTIONS); BENCH_AGENT_BUNDLE_BEFORE's with none,
+  // as trees before them shipped. BENCH_AGENT_TSX=0 leaves the tsx variant out.
   const modes: { prefix: string; command: string[]; env: Record<string, string> }[] = f.agentBundle
     ? [
-        { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1" } },
-        ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: {} }] : []),
-        { prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "" } },
+        { prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "1", NODE_OPTIONS: AGENT_NODE_OPTIONS } },
+        ...(before ? [{ prefix: "before_", command: [process.execPath, before], env: { NODE_OPTIONS: "" } }] : []),
+        ...(process.env.BENCH_AGENT_TSX === "0" ? [] : [{ prefix: "tsx_", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", NODE_OPTIONS: AGENT_NODE_OPTIONS } }]),
       ]
-    : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "" } }];
+    : [{ prefix: "", command: [MEMBRANE], env: { MEMBRANE_BUNDLE: "", NODE_OPTIONS: AGENT_NODE_OPTIONS } }];
   const restarts = Number(process.env.BENCH_AGENT_RESTARTS ?? 3);
   const runs = modes.map((m, k) => {
     const scope = `bench-scale-${process.pid}-${k}`;
@@ -355,7 +358,7 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
    */
   const start = async (run: (typeof runs)[number], restart: boolean): Promise<{ readyS: number; fromLogS: number; applyS: number | null; reused: boolean; rssMib: number; peakMib: number; ipcache: number | null }> => {
     if (restart && resnapshot) rmSync(join(run.state, "applied.json"), { force: true });
-    agent = new RealAgent(run.command, run.args, { ...run.env, ...(restart ? prof : {}) });
+    agent = new RealAgent(run.command, run.args, { ...run.env, ...(restart && prof ? { NODE_OPTIONS: `${run.env.NODE_OPTIONS ?? ""} ${prof}`.trim() } : {}) });
     const readyMs = await agent.ready(300_000);
     const readyS = round(readyMs / 1000, 2);
     const fromLogS = round((agent.started + readyMs - (agent.firstOutputAt ?? agent.started)) / 1000, 2);
@@ -379,6 +382,7 @@ async function realAgentFigures(r: RealAgentRun): Promise<void> {
     out[`agent_${run.prefix}first_ready_from_log_s`] = first.fromLogS;
     out[`agent_${run.prefix}first_apply_s`] = first.applyS;
     out[`agent_${run.prefix}rss_first_mib`] = Math.round(first.rssMib);
+    out[`agent_${run.prefix}peak_rss_first_mib`] = Math.round(first.peakMib);
     out[`agent_${run.prefix}ipcache_entries`] = first.ipcache;
     run.rss.push(first.rssMib);
     log.info({ agent: run.prefix || "bundle", ...first }, "real agent first start");
@@ -436,7 +440,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     JSON.stringify({
       ...out,
-      agent_runs: f.realAgent ? (f.agentBundle ? `bundle (agent_*),${process.env.BENCH_AGENT_BUNDLE_BEFORE ? ` ${process.env.BENCH_AGENT_BUNDLE_BEFORE} (agent_before_*),` : ""} tsx (agent_tsx_*)` : "tsx") : null,
+      agent_runs: f.realAgent ? (f.agentBundle ? `bundle (agent_*)${process.env.BENCH_AGENT_BUNDLE_BEFORE ? `, ${process.env.BENCH_AGENT_BUNDLE_BEFORE} (agent_before_*)` : ""}${process.env.BENCH_AGENT_TSX === "0" ? "" : ", tsx (agent_tsx_*)"}` : "tsx") : null,
       ...(f.agentReplay ? { agent_replay: f.agentReplay } : {}),
       shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
       load_avg_1m: { min: round(Math.min(...loads)), max: round(Math.max(...loads)), mean: round(loads.reduce((a, b) => a + b, 0) / loads.length) },

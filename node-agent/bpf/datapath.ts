@@ -85,6 +85,14 @@ export class Datapath {
   private encrypted: ReadonlySet<string> = new Set();
   /** The entries last written per subject, so an update knows what to remove. */
   private readonly written = new Map<number, readonly PolicyEntry[]>();
+  /** Subjects this process wrote to the policy map: their keys there are no longer the ones it found. */
+  private readonly touched = new Set<number>();
+  /**
+   * The policy map's keys per subject as found, from one walk: a snapshot writes each of a node's subjects for the
+   * first time one after the other, and a walk per subject allocated the whole map's keys each time. Dropped once
+   * the synchronous write that built it is done (a later first write walks again).
+   */
+  private pinnedBySubject: Map<number, Buffer[]> | undefined;
   /** Subjects whose policy did not fit the policy map (their endpoints fail closed). */
   private readonly failed = new Set<number>();
   private reader: RingBufferReader | null = null;
@@ -460,6 +468,7 @@ export class Datapath {
     const previous = firstWrite
       ? this.pinnedKeysOf(subject) // first write since this process started: read the pinned map
       : this.written.get(subject)!.map(encodePolicyKey);
+    this.touched.add(subject);
     const lens = DIRECTIONS.map((d) => ({ direction: d, now: this.lensOf(subject, d), next: policyLensOf(policy.entries, d) }));
     try {
       for (const l of lens) this.setLens(subject, l.direction, unionLens(l.now, l.next));
@@ -497,6 +506,7 @@ export class Datapath {
   addSubjectEntries(next: SubjectPolicy, added: readonly PolicyEntry[]): boolean {
     const subject = next.subject;
     if (this.failed.has(subject)) return false;
+    this.touched.add(subject);
     for (const d of DIRECTIONS) this.setLens(subject, d, unionLens(this.lensOf(subject, d), policyLensOf(next.entries, d)));
     // Until the removals, the map holds old ∪ added: a full install in between reads the map's keys.
     this.written.delete(subject);
@@ -511,6 +521,7 @@ export class Datapath {
 
   /** The second half of a compiled delta: the removed keys go, then the lens narrows to the new entries. */
   removeSubjectEntries(next: SubjectPolicy, removed: readonly PolicyEntry[]): void {
+    this.touched.add(next.subject);
     this.object.map(MAPS.policy).applyBatch({ upserts: [], deletes: removed.map(encodePolicyKey) });
     for (const d of DIRECTIONS) this.setLens(next.subject, d, policyLensOf(next.entries, d));
     this.written.set(next.subject, next.entries);
@@ -558,7 +569,29 @@ export class Datapath {
   /** The policy-map keys of a subject as the kernel has them (e.g. written before an agent restart). */
   private pinnedKeysOf(subject: number): Buffer[] {
     const offset = LAYOUT.policy_key.fields.subject.offset;
-    return this.object.map(MAPS.policy).keys().filter((k) => k.readUInt32LE(offset) === subject);
+    const policy = this.object.map(MAPS.policy);
+    const copy = (keys: Buffer, at: number): Buffer => Buffer.from(keys.subarray(at, at + policy.keySize));
+    if (this.touched.has(subject)) {
+      // Written by this process (then a delta made it read the map again): its keys now, from a walk copying only them.
+      const out: Buffer[] = [];
+      policy.forEachKey((keys, at) => {
+        if (keys.readUInt32LE(at + offset) === subject) out.push(copy(keys, at));
+      });
+      return out;
+    }
+    if (!this.pinnedBySubject) {
+      const by = new Map<number, Buffer[]>();
+      policy.forEachKey((keys, at) => {
+        const s = keys.readUInt32LE(at + offset);
+        if (this.touched.has(s)) return;
+        const list = by.get(s);
+        if (list) list.push(copy(keys, at));
+        else by.set(s, [copy(keys, at)]);
+      });
+      this.pinnedBySubject = by;
+      queueMicrotask(() => (this.pinnedBySubject = undefined));
+    }
+    return this.pinnedBySubject.get(subject) ?? [];
   }
 
   /** Drops counted per reason (never loses a count), plus events lost to a full ring. */

@@ -232,3 +232,29 @@ test("a load that fails leaves no scope directory behind (and keeps one that was
   assert.throws(() => BpfObject.load(notElf, { scope: SCOPE }), BpfError);
   for (const name of Object.values(MAPS)) assert.ok(fs.existsSync(path.join(dp.object.pinDir, name)), name);
 });
+
+test("a process's first writes of subjects pinned by an earlier one remove what each no longer has, also for a subject a delta touched in between", () => {
+  const scope = `${SCOPE}-first-writes`;
+  const e = (subject: number, port: number): PolicyEntry => ({ subject, direction: "ingress", peer: 9, proto: PROTO_NUMBER.TCP, port, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 1 });
+  const policy = (subject: number, ports: number[]) => ({ subject, ingressEnforced: true, egressEnforced: false, entries: ports.map((p) => e(subject, p)) });
+  const ports = (d: Datapath, subject: number): number[] =>
+    d.object.map(MAPS.policy).keys().filter((k) => k.readUInt32LE(LAYOUT.policy_key.fields.subject.offset) === subject).map((k) => k.readUInt16BE(LAYOUT.policy_key.fields.dport.offset)).sort((a, b) => a - b);
+  const earlier = Datapath.load(scope);
+  let later: Datapath | undefined;
+  try {
+    for (const s of [501, 502, 503]) assert.equal(earlier.setSubjectPolicy(policy(s, [80, 81, 82])).installed, true);
+    earlier.close();
+    later = Datapath.load(scope);
+    // One synchronous pass, as a snapshot writes: each subject's pinned keys come from one walk of the map.
+    later.setSubjectPolicy(policy(501, [80]));
+    later.setSubjectPolicy(policy(502, [81, 83]));
+    assert.deepEqual([ports(later, 501), ports(later, 502), ports(later, 503)], [[80], [81, 83], [80, 81, 82]]);
+    // A delta on 503 (added, then a full install before its removals): the map's keys of 503 now, not the ones found at start.
+    assert.equal(later.addSubjectEntries(policy(503, [80, 81, 82, 84]), [e(503, 84)]), true);
+    later.setSubjectPolicy(policy(503, [85]));
+    assert.deepEqual(ports(later, 503), [85], "the added 84 goes too");
+  } finally {
+    later?.close();
+    (later ?? earlier).unpin();
+  }
+});
