@@ -18,6 +18,8 @@ export interface ChartInstallOptions {
   operatorReplicas?: number;
   /** Services translated at the pods' sockets (chart socketLB.enabled); default the chart's (on). */
   socketLB?: boolean;
+  /** The runtime enforcer in every agent (chart runtime.enabled); default the chart's (off). */
+  runtime?: boolean;
 }
 
 export interface InstalledChart {
@@ -56,6 +58,7 @@ export async function installChartOnRealNode(cp: ControlPlane, nodes: RealNode |
     // One webhook keeps a cluster light on two cores; the operator's replicas are the caller's (its hand-over).
     "operator.replicas": operatorReplicas,
     ...(opts.socketLB !== undefined ? { "socketLB.enabled": opts.socketLB } : {}),
+    ...(opts.runtime !== undefined ? { "runtime.enabled": opts.runtime } : {}),
     "webhook.replicas": 1,
     // As Cilium's: the agents keep pod-network pods closed until the operator's policy reaches them, so an operator
     // on the pod network would wait for itself.

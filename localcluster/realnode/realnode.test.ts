@@ -22,6 +22,7 @@ import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, L7_PORT, answer, request, stream } from "./l7-workload.ts";
+import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -350,7 +351,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     // Ready operator replicas (two, one per node, for the leader hand-over below), webhook and an agent on each node,
     // every agent's stream to the leading operator (its pod-bound token proved its node), the webhook reachable from
     // the API server.
-    const installed = await installChartOnRealNode(cp!, [node!, node2!], { namespace: AGENT_NS, operatorReplicas: 2 });
+    const installed = await installChartOnRealNode(cp!, [node!, node2!], { namespace: AGENT_NS, operatorReplicas: 2, runtime: true });
     // The agent of the node CoreDNS runs on (the scheduler's choice) is the one that adopts it.
     const agent = installed.agentPods[dnsBefore.spec.nodeName!]!;
     // It dialled the Service's ClusterIP from its pod's service environment, not a name (nothing in /etc/hosts).
@@ -489,6 +490,146 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const destinations = flows.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { destination: { ip?: string } }).destination.ip);
     assert.ok(destinations.includes(serverIP!), `the client's flows reach the server pod ${serverIP}: ${destinations.join(", ")}`);
     assert.ok(!destinations.includes(serverVIP), `no flow of the client to the ClusterIP ${serverVIP}: translated at the socket`);
+  });
+
+  // containerSelector on real pods (issue #18): the agents run the runtime enforcer as the chart runs it
+  // (runtime.enabled, the install above), inside their containers, on a pod of two containers the kubelet made.
+  const RUNTIME_NS = "realnode-runtime";
+  /** The first node's agent's view of the runtime's events: `membrane observe --type process` on its Hubble socket. */
+  async function processEvents(pod: string): Promise<RuntimeEvent[]> {
+    const agent = await agentPod(name);
+    const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--type", "process", "--server", "unix:/var/run/membrane/hubble.sock", "--namespace", RUNTIME_NS, "--pod", pod, "-o", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as RuntimeEvent);
+  }
+
+  /** kubectl apply of a TracingPolicyNamespaced of RUNTIME_NS, then its status: both nodes' runtimes (one per agent, each in its agent's container) enforce it. */
+  async function applyEnforcedOnBothNodes(policy: { metadata: { name: string } }): Promise<void> {
+    const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
+    assert.equal(applied.code, 0, applied.stderr);
+    await eventually(`${policy.metadata.name} Enforced 2/2`, 60_000, async () => {
+      const r = await cp!.kubectl(["get", "tracingpolicynamespaced", "-n", RUNTIME_NS, policy.metadata.name, "-o", "jsonpath={.status.enforced}"]);
+      return r.stdout === "2/2" ? true : undefined;
+    });
+  }
+
+  test("runtime.enabled: a TracingPolicyNamespaced's connect hook with a containerSelector refuses the named container's connect (EPERM) and not its neighbour's in the same pod; membrane observe --type process names the container", async () => {
+    assert.equal((await cp!.kubectl(["create", "namespace", RUNTIME_NS])).code, 0);
+    const busybox = node!.images.busybox;
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "two", namespace: RUNTIME_NS },
+      spec: {
+        nodeName: name,
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          // Each with a copy of busybox at /tmp/true (its true applet) in its own root filesystem: the exec hook's binary, below.
+          { name: "app", image: busybox, imagePullPolicy: "Never", command: ["sh", "-c", "busybox cp /bin/busybox /tmp/true && exec sleep 3600"] },
+          { name: "sidecar", image: busybox, imagePullPolicy: "Never", command: ["sh", "-c", "busybox cp /bin/busybox /tmp/true && exec httpd -f -p 8080 -h /www"] },
+        ],
+      },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(pod))).code, 0);
+    const ids = await eventually("both containers running", 60_000, async () => {
+      const r = await cp!.kubectl(["get", "pod", "-n", RUNTIME_NS, "two", "-o", "json"]);
+      const statuses = (JSON.parse(r.stdout) as { status: { containerStatuses?: { name: string; containerID?: string; state?: { running?: unknown } }[] } }).status.containerStatuses ?? [];
+      return statuses.length === 2 && statuses.every((s) => s.state?.running && s.containerID) ? Object.fromEntries(statuses.map((s) => [s.name, s.containerID!.replace(/^containerd:\/\//, "")])) : undefined;
+    });
+    // busybox nc to the sidecar's httpd over the pod's loopback: the answer, or nc's error.
+    const connect = (container: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", container, "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 127.0.0.1 8080"]);
+    // The probe can fail: with no policy the app container connects.
+    await eventually("the app container reaching the sidecar's httpd", 30_000, async () => ((await connect("app")).stdout.includes("200 OK") ? true : undefined));
+
+    const policy = {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name: "app-no-8080", namespace: RUNTIME_NS },
+      spec: {
+        containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+        kprobes: [{
+          call: "tcp_connect",
+          syscall: false,
+          args: [{ index: 0, type: "sock" }],
+          selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: ["8080"] }], matchActions: [{ action: "Override", argError: -1 }] }],
+        }],
+      },
+    };
+    await applyEnforcedOnBothNodes(policy);
+    const refused = await eventually("the app container's connect refused", 30_000, async () => {
+      const r = await connect("app");
+      return r.stdout.includes("200 OK") ? undefined : r;
+    });
+    assert.match(refused.stderr, /can't connect to remote host \(127\.0\.0\.1\): Operation not permitted/, refused.stdout + refused.stderr);
+    const sidecar = await connect("sidecar");
+    assert.match(sidecar.stdout, /200 OK/, `the sidecar of the same pod is not selected: ${sidecar.stderr}`);
+
+    const events = await eventually("the Override event of the app container's nc", 30_000, async () => {
+      const all = await processEvents("two");
+      return all.some((e) => "process_kprobe" in e && e.process_kprobe.policy_name === "app-no-8080") ? all : undefined;
+    });
+    const kprobes = events.flatMap((e) => ("process_kprobe" in e && e.process_kprobe.policy_name === "app-no-8080" ? [e.process_kprobe] : []));
+    assert.deepEqual([...new Set(kprobes.map((k) => k.process.pod?.container?.name))], ["app"], "every refused connect is the app container's");
+    assert.equal(kprobes[0]!.process.pod?.container?.id, ids.app);
+    assert.equal(kprobes[0]!.action, "KPROBE_ACTION_OVERRIDE");
+    // The sidecar's nc ran too (its exec event), named as the sidecar's.
+    const sidecarExecs = events.flatMap((e) => ("process_exec" in e && e.process_exec.process.pod?.container?.name === "sidecar" ? [e.process_exec.process] : []));
+    assert.ok(sidecarExecs.length > 0, `exec events of the sidecar container, among: ${JSON.stringify(events.map((e) => processOf(e).pod?.container?.name ?? null))}`);
+    assert.equal(sidecarExecs[0]!.pod?.container?.id, ids.sidecar);
+  });
+
+  test("runtime.enabled: file and exec hooks with a containerSelector see the container's own root filesystem (marked through /proc/PID/root from the agent's container): the app container's open and exec are denied (EPERM), the sidecar's pass", async () => {
+    const inPod = (container: string, script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", container, "--", "sh", "-c", script]);
+    try {
+      const policy = {
+        apiVersion: "cilium.io/v1alpha1",
+        kind: "TracingPolicyNamespaced",
+        metadata: { name: "app-no-index", namespace: RUNTIME_NS },
+        spec: {
+          containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+          kprobes: [
+            {
+              call: "fd_install",
+              syscall: false,
+              args: [{ index: 0, type: "int" }, { index: 1, type: "file" }],
+              selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/www/index.html"] }], matchActions: [{ action: "Override", argError: -1 }] }],
+            },
+            {
+              call: "security_bprm_check",
+              syscall: false,
+              args: [{ index: 0, type: "linux_binprm" }],
+              selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: ["/tmp/true"] }], matchActions: [{ action: "Override", argError: -1 }] }],
+            },
+          ],
+        },
+      };
+      // Neither path exists in the agent's image: only the pod's own root filesystem has them.
+      const before = await inPod("app", "cat /www/index.html && /tmp/true && echo ran");
+      assert.equal(before.stdout, "membrane real node\nran\n", `with no policy the app container reads and runs both: ${before.stderr}`);
+      await applyEnforcedOnBothNodes(policy);
+      const denied = await eventually("the app container's open denied", 30_000, async () => {
+        const r = await inPod("app", "cat /www/index.html");
+        return r.code !== 0 ? r : undefined;
+      });
+      assert.match(denied.stderr, /can't open '\/www\/index\.html': Operation not permitted/, denied.stdout + denied.stderr);
+      const exec = await inPod("app", "/tmp/true; echo status=$?");
+      assert.match(exec.stdout, /status=126/, exec.stdout + exec.stderr);
+      assert.match(exec.stderr, /\/tmp\/true: (Operation not permitted|Permission denied)/, exec.stderr);
+      const sidecar = await inPod("sidecar", "cat /www/index.html && /tmp/true && echo ran");
+      assert.equal(sidecar.stdout, "membrane real node\nran\n", `the sidecar of the same pod is not selected: ${sidecar.stderr}`);
+      const events = await eventually("both Override events of the app container", 30_000, async () => {
+        const all = (await processEvents("two")).flatMap((e) => ("process_kprobe" in e && e.process_kprobe.policy_name === "app-no-index" ? [e.process_kprobe] : []));
+        return new Set(all.map((k) => k.function_name)).size === 2 ? all : undefined;
+      });
+      assert.deepEqual([...new Set(events.map((k) => k.process.pod?.container?.name))], ["app"]);
+      assert.deepEqual(events.find((k) => k.function_name === "fd_install")?.args, [{ file_arg: { path: "/www/index.html" } }], "the path as the container sees it");
+      // Deleted, the app container reads the file again.
+      assert.equal((await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-no-index"])).code, 0);
+      await eventually("the app container reading the file once the policy is gone", 30_000, async () => ((await inPod("app", "cat /www/index.html")).code === 0 ? true : undefined));
+    } finally {
+      // Also after a failure: the node cleanup test below wants no pod left on the node's pod network.
+      assert.equal((await cp!.kubectl(["delete", "namespace", RUNTIME_NS, "--wait=false"])).code, 0);
+    }
   });
 
   test("the operator's two replicas run on different nodes; the leader's pod deleted with kubectl, a live replica holds the Lease within its duration and writes the status of a policy applied after (Enforced 2/2 nodes)", async () => {

@@ -86,7 +86,7 @@ describe("containerSelector and the container of events (real processes in per-c
     const log = pino({ level: "silent" });
     const emit = (e: RuntimeEvent): void => visibility.emit(e);
     connect = new ConnectEnforcer({ events: visibility.processes, nodeName: "node-a", emit, log, pods: () => pods, containers, scope: SCOPE });
-    engine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit, log, resolvePod, containers, connect });
+    engine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect });
   });
 
   after(() => {
@@ -157,6 +157,47 @@ describe("containerSelector and the container of events (real processes in per-c
     const e = await event("the Override event", () => events.flatMap((x) => ("process_kprobe" in x && x.process_kprobe.policy_name === "app-no-secret" ? [x.process_kprobe] : []))[0]);
     assert.equal(e.process.pod?.container?.name, "app");
     engine.apply([]);
+  });
+
+  it("file: a container with a mount namespace of its own (as the kubelet's are) has its own root's file denied, marked through /proc/PID/root; the sidecar in that namespace reads it", async () => {
+    events.length = 0;
+    // The app container's first process: its own mount namespace, where a tmpfs over `private` holds a file that
+    // this process (the runtime) cannot see at that path.
+    const privateDir = path.join(dir, "private");
+    fs.mkdirSync(privateDir);
+    const appCg = path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID);
+    const holder = spawn("sh", ["-c", `echo $$ > ${appCg}/cgroup.procs && exec ip netns exec ${POD_NS} unshare -m --propagation private sh -c 'mount -t tmpfs own ${privateDir} && echo s3cret > ${privateDir}/only-here && echo up && exec sleep 60'`], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once("data", () => resolve());
+        holder.once("exit", (code) => reject(new Error(`the container's holder exited with ${code}`)));
+      });
+      const file = path.join(privateDir, "only-here");
+      assert.equal(fs.existsSync(file), false, "the file is only in the container's mount namespace");
+      const status = engine.apply([policy("app-no-own-file", onlyApp, {
+        call: "fd_install", syscall: false, args: [{ index: 0, type: "int" }, { index: 1, type: "file" }],
+        selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [file] }], matchActions: [{ action: "Override", argError: -1 }] }],
+      })]);
+      assert.deepEqual(status.get("default/app-no-own-file"), { enforced: true, hooks: 1 });
+      // A process of each container, in the holder's mount namespace (as a container's processes share its root).
+      const inContainer = (cgroup: string, script: string): Promise<Run> =>
+        new Promise((resolve) => {
+          const child = spawn("sh", ["-c", `echo $$ > ${cgroup}/cgroup.procs && exec nsenter -t ${holder.pid} -m -n /usr/bin/python3 -c "$0"`, script], { stdio: ["ignore", "pipe", "ignore"] });
+          let out = "";
+          child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          child.on("close", (code, signal) => resolve({ code, signal, out: out.trim() }));
+        });
+      assert.equal((await inContainer(appCg, openScript(file))).out, "PermissionError 1");
+      assert.equal((await inContainer(path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID), openScript(file))).out, "read", "the sidecar is not selected");
+      const e = await event("the Override event", () => events.flatMap((x) => ("process_kprobe" in x && x.process_kprobe.policy_name === "app-no-own-file" ? [x.process_kprobe] : []))[0]);
+      assert.equal(e.process.pod?.container?.name, "app");
+      assert.deepEqual(e.args, [{ file_arg: { path: file } }], "the path as the container sees it");
+    } finally {
+      visibility.drain(); // this test's execs are not the next test's
+      engine.apply([]);
+      holder.kill("SIGKILL");
+      await new Promise((r) => (holder.exitCode !== null || holder.signalCode !== null ? r(undefined) : holder.once("exit", r)));
+    }
   });
 
   it("exec events name the container (Tetragon's process.pod.container) and none for a pod without containers", async () => {

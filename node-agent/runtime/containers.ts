@@ -22,6 +22,10 @@ export class ContainerCgroups {
   /** cgroup v2 id → container ID, and back, from the last scan (and live processes read since). */
   private byCgroup = new Map<bigint, string>();
   private byContainer = new Map<string, bigint>();
+  /** container ID → its cgroup v2 directory, from the last scan. */
+  private dirs = new Map<string, string>();
+  /** container ID → the process whose root stands for the container's (kept while it lives in that container). */
+  private anchors = new Map<string, number>();
   private scannedAt = 0;
 
   constructor(opts: ContainerCgroupsOptions = {}) {
@@ -53,6 +57,30 @@ export class ContainerCgroups {
     return this.byContainer.get(containerId);
   }
 
+  /**
+   * A process of the container, the lowest pid in its cgroup v2 directory (its first, as a rule), kept while it lives
+   * there: `/proc/PID/root` is the container's own root filesystem, which a process in another mount namespace (the
+   * runtime in the agent's container) reaches only through it. Undefined when the container has no process in the tree.
+   */
+  processIn(containerId: string): number | undefined {
+    const kept = this.anchors.get(containerId);
+    if (kept !== undefined && this.ofPid(kept) === containerId) return kept;
+    this.anchors.delete(containerId);
+    if (!this.dirs.has(containerId)) this.rescan();
+    const dir = this.dirs.get(containerId);
+    if (dir === undefined) return undefined;
+    let pids: number[];
+    try {
+      pids = fs.readFileSync(path.join(dir, "cgroup.procs"), "utf8").split("\n").filter((l) => l !== "").map(Number);
+    } catch {
+      return undefined;
+    }
+    if (pids.length === 0) return undefined;
+    const pid = Math.min(...pids);
+    this.anchors.set(containerId, pid);
+    return pid;
+  }
+
   /** Walks the cgroup v2 tree now (the next miss rescans at once). */
   refresh(): void {
     this.scannedAt = 0;
@@ -65,6 +93,7 @@ export class ContainerCgroups {
     this.scannedAt = now;
     const byCgroup = new Map<bigint, string>();
     const byContainer = new Map<string, bigint>();
+    const dirs = new Map<string, string>();
     const walk = (dir: string, depth: number): void => {
       let entries: fs.Dirent[];
       try {
@@ -81,7 +110,10 @@ export class ContainerCgroups {
             // A cgroup v2 directory's inode number is its cgroup id (what bpf_get_current_cgroup_id returns).
             const ino = fs.statSync(full, { bigint: true }).ino;
             byCgroup.set(ino, id);
-            if (!byContainer.has(id)) byContainer.set(id, ino);
+            if (!byContainer.has(id)) {
+              byContainer.set(id, ino);
+              dirs.set(id, full);
+            }
           } catch {
             // removed meanwhile
           }
@@ -93,6 +125,7 @@ export class ContainerCgroups {
     walk(this.root, 0);
     this.byCgroup = byCgroup;
     this.byContainer = byContainer;
+    this.dirs = dirs;
     return true;
   }
 }

@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { enforcementPlan, type EnforcementPlan } from "../../core/tracing-enforcement.ts";
 import type { ContainerCgroups } from "./containers.ts";
-import type { PodResolver, ProcessEvents } from "./events.ts";
+import type { PodRef, PodResolver, ProcessEvents } from "./events.ts";
 import { FileEnforcer } from "./file-enforcer.ts";
 
 export type PolicyStatus =
@@ -29,6 +29,8 @@ export interface RuntimeEnforcementOptions {
   readonly resolvePod?: PodResolver;
   /** Which container a process is in (containerSelector on exec and file hooks); without it such a policy selects nothing. */
   readonly containers?: ContainerCgroups;
+  /** The node's pods by network namespace inode: exec and file hooks mark their containers' own root filesystems too. */
+  readonly pods?: () => ReadonlyMap<number, PodRef>;
   readonly connect?: HookEnforcer;
   /** The part that serves tracepoints (bpf/tracepoint.c); absent, tracepoint hooks are refused. */
   readonly tracepoints?: HookEnforcer;
@@ -55,6 +57,7 @@ export class RuntimeEnforcement {
       log: opts.log,
       ...(opts.resolvePod ? { resolvePod: opts.resolvePod } : {}),
       ...(opts.containers ? { containers: opts.containers } : {}),
+      ...(opts.pods ? { pods: opts.pods } : {}),
     });
   }
 

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import type { HookCall, RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { decideCall, pathMatches, policySelects, type CallSubject, type EnforcementPlan, type HookPlan, type NamespaceType, type SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { podContainer, type ContainerCgroups } from "./containers.ts";
-import type { PodResolver, ProcessEvents } from "./events.ts";
+import type { PodRef, PodResolver, ProcessEvents } from "./events.ts";
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, FanotifyGroup, type MarkScope, type PermissionEvent } from "./fanotify.ts";
 
 /** A Prefix tree with more directories than this is marked as its whole filesystem instead. */
@@ -24,6 +24,12 @@ export interface FileEnforcerOptions {
   readonly events: ProcessEvents;
   readonly resolvePod?: PodResolver;
   readonly containers?: ContainerCgroups;
+  /**
+   * The node's pods by network namespace inode. Their containers' own root filesystems (each in its mount namespace, as
+   * the kubelet makes them) are marked too, through `/proc/PID/root` of a process of each container the policy selects:
+   * a mark made in this process's mount namespace alone sees only the files this process sees.
+   */
+  readonly pods?: () => ReadonlyMap<number, PodRef>;
   readonly nodeName: string;
   readonly emit: (e: RuntimeEvent) => void;
   readonly log: Logger;
@@ -56,7 +62,7 @@ export class FileEnforcer {
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
     const relevant = new Map([...plans].filter(([, p]) => p.hooks.some(isFileHook)).map(([k, p]) => [k, withResolvedPaths(p)] as const));
     const wanted = new Map<MarkScope, Map<string, bigint>>();
-    for (const plan of relevant.values()) for (const m of marksFor(plan)) {
+    for (const plan of relevant.values()) for (const m of marksFor(plan, this.containerRoots(plan))) {
       const byPath = wanted.get(m.scope) ?? new Map<string, bigint>();
       wanted.set(m.scope, byPath);
       byPath.set(m.path, (byPath.get(m.path) ?? 0n) | m.mask);
@@ -84,6 +90,22 @@ export class FileEnforcer {
     }
     this.marks = wanted;
     if (relevant.size === 0) this.close();
+  }
+
+  /** `/proc/PID/root` of a process of each container on this node that the plan selects (its own root filesystem). */
+  private containerRoots(plan: EnforcementPlan): string[] {
+    const pods = this.opts.pods?.();
+    const cgroups = this.opts.containers;
+    if (pods === undefined || cgroups === undefined) return [];
+    const roots: string[] = [];
+    for (const pod of pods.values()) {
+      for (const container of pod.containers ?? []) {
+        if (!policySelects(plan, { ...pod, container })) continue;
+        const pid = cgroups.processIn(container.id);
+        if (pid !== undefined) roots.push(`${this.proc}/${pid}/root`);
+      }
+    }
+    return roots;
   }
 
   /** The fanotify group's fd, if one is open (tests count them). */
@@ -236,27 +258,33 @@ function hookArgs(hook: HookPlan, filePath: string): TetragonArg[] {
 /** Exec and file hooks are this enforcer's (connect hooks and tracepoints have programs of their own). */
 const isFileHook = (h: HookPlan): boolean => h.meaning === "exec" || h.meaning === "file";
 
-/** The marks a policy's exec and file hooks need. */
-export function marksFor(plan: EnforcementPlan): Mark[] {
+/**
+ * The marks a policy's exec and file hooks need, in this process's root and in each of `roots` (other mount
+ * namespaces' roots, `/proc/PID/root`): the same paths resolved under each.
+ */
+export function marksFor(plan: EnforcementPlan, roots: readonly string[] = []): Mark[] {
   const out: Mark[] = [];
-  for (const hook of plan.hooks) {
-    if (!isFileHook(hook)) continue;
-    const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
-    const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
-    for (const s of selectors) {
-      const scoped = s !== undefined ? scopedPaths(s) : undefined;
-      if (scoped === undefined) {
-        for (const fsRoot of filesystems()) out.push({ path: fsRoot, scope: "filesystem", mask });
-        continue;
+  const seenDevices = new Set<string>();
+  for (const root of ["", ...roots]) {
+    for (const hook of plan.hooks) {
+      if (!isFileHook(hook)) continue;
+      const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
+      const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
+      for (const s of selectors) {
+        const scoped = s !== undefined ? scopedPaths(s, root) : undefined;
+        if (scoped === undefined) {
+          for (const fsRoot of filesystems(root, seenDevices)) out.push({ path: fsRoot, scope: "filesystem", mask });
+          continue;
+        }
+        for (const m of scoped) out.push({ ...m, mask });
       }
-      for (const m of scoped) out.push({ ...m, mask });
     }
   }
   return out;
 }
 
-/** Where a selector's positive path filter (Equal or Prefix, the tightest one) can match; undefined when it has none. */
-function scopedPaths(s: SelectorPlan): Omit<Mark, "mask">[] | undefined {
+/** Where a selector's positive path filter (Equal or Prefix, the tightest one) can match under `root`; undefined when it has none. */
+function scopedPaths(s: SelectorPlan, root: string): Omit<Mark, "mask">[] | undefined {
   const filter = s.args.find((a) => a.operator === "Equal") ?? s.args.find((a) => a.operator === "Prefix");
   if (filter === undefined) return undefined;
   const out: Omit<Mark, "mask">[] = [];
@@ -264,22 +292,22 @@ function scopedPaths(s: SelectorPlan): Omit<Mark, "mask">[] | undefined {
     if (!v.startsWith("/")) return undefined; // a relative path can be anywhere
     if (filter.operator === "Equal") {
       // The directory, not the file: a file replaced (a new inode) is still judged.
-      out.push({ path: existingDirectory(path.dirname(v)), scope: "directory" });
+      out.push({ path: existingDirectory(path.dirname(v), root), scope: "directory" });
       continue;
     }
     const base = v.endsWith("/") ? v.replace(/\/+$/, "") || "/" : path.dirname(v);
-    const tree = directoriesUnder(existingDirectory(base), v);
+    const tree = directoriesUnder(existingDirectory(base, root), `${root}${v}`);
     if (tree === undefined) return undefined;
     for (const d of tree) out.push({ path: d, scope: "directory" });
   }
   return out;
 }
 
-/** The nearest existing ancestor directory (a policy may name a path created later). */
-function existingDirectory(p: string): string {
+/** The nearest existing ancestor directory of `p` under `root` (a policy may name a path created later), with the root. */
+function existingDirectory(p: string, root: string): string {
   let cur = p;
-  while (cur !== "/" && !isDirectory(cur)) cur = path.dirname(cur);
-  return cur;
+  while (cur !== "/" && !isDirectory(`${root}${cur}`)) cur = path.dirname(cur);
+  return cur === "/" && root !== "" ? root : `${root}${cur}`;
 }
 
 /** Every directory under `base` whose files can start with `prefix` (base included); undefined when too many. */
@@ -305,11 +333,14 @@ function directoriesUnder(base: string, prefix: string): string[] | undefined {
   return out;
 }
 
-/** One mount point per real (not pseudo) filesystem the agent's mount namespace sees. */
-function filesystems(): string[] {
-  const seen = new Set<string>();
+/**
+ * One mount point per real (not pseudo) filesystem of a mount namespace: this process's (root ""), or the one whose
+ * root is `root` (`/proc/PID/root`, its mount table `/proc/PID/mountinfo`); a filesystem in `seen` already is skipped.
+ */
+function filesystems(root: string, seen: Set<string>): string[] {
   const out: string[] = [];
-  for (const line of readFile("/proc/self/mountinfo").split("\n")) {
+  const table = root === "" ? "/proc/self/mountinfo" : `${path.dirname(root)}/mountinfo`;
+  for (const line of readFile(table).split("\n")) {
     const f = line.split(" ");
     const sep = f.indexOf("-");
     if (sep < 0) continue;
@@ -318,7 +349,7 @@ function filesystems(): string[] {
     const type = f[sep + 1] ?? "";
     if (PSEUDO_FILESYSTEMS.has(type) || seen.has(device)) continue;
     seen.add(device);
-    out.push(mountPoint);
+    out.push(mountPoint === "/" && root !== "" ? root : `${root}${mountPoint}`);
   }
   return out;
 }

@@ -107,7 +107,7 @@ export async function run(args: string[]): Promise<number> {
   const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: "runtime-connect", ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
   // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
   const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-tracepoint" });
-  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, connect, tracepoints });
+  const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",
     help: "TracingPolicies of the policy file, by whether this node enforces them.",
