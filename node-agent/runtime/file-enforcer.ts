@@ -264,13 +264,14 @@ const isFileHook = (h: HookPlan): boolean => h.meaning === "exec" || h.meaning =
  */
 export function marksFor(plan: EnforcementPlan, roots: readonly string[] = []): Mark[] {
   const out: Mark[] = [];
-  const seenDevices = new Set<string>();
-  for (const root of ["", ...roots]) {
-    for (const hook of plan.hooks) {
-      if (!isFileHook(hook)) continue;
-      const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
-      const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
-      for (const s of selectors) {
+  for (const hook of plan.hooks) {
+    if (!isFileHook(hook)) continue;
+    const mask = hook.meaning === "exec" ? FAN_OPEN_EXEC_PERM : FAN_OPEN_PERM;
+    const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
+    for (const s of selectors) {
+      // A filesystem is marked once per selector, through the first root that shows it.
+      const seenDevices = new Set<string>();
+      for (const root of ["", ...roots]) {
         const scoped = s !== undefined ? scopedPaths(s, root) : undefined;
         if (scoped === undefined) {
           for (const fsRoot of filesystems(root, seenDevices)) out.push({ path: fsRoot, scope: "filesystem", mask });
