@@ -5,42 +5,37 @@ import type { HttpHeader } from "./http-request.ts";
 /** How a message's body is delimited. */
 export type BodyFraming = { readonly kind: "none" } | { readonly kind: "length"; readonly length: number } | { readonly kind: "chunked" } | { readonly kind: "close" };
 
-export interface RequestHead {
-  readonly method: string;
-  /** The request target as sent (origin-form path and query, absolute-form, or `*`). */
-  readonly target: string;
-  readonly version: "HTTP/1.1" | "HTTP/1.0";
+/** What a request head and a response head both carry. */
+interface MessageHead {
   /** The field lines: names lowercased, values without their surrounding whitespace. */
   readonly fields: readonly HttpHeader[];
   /** Where each field line starts in the buffer; one more entry: where the head's empty line starts (so line i is lineStarts[i] to lineStarts[i + 1]). */
   readonly lineStarts: readonly number[];
-  /** Where the head starts in the buffer (after any empty lines before the request line) and ends (after its empty line). */
+  /** Where the head starts in the buffer (after any empty lines before the start line) and ends (after its empty line). */
   readonly start: number;
   readonly end: number;
-  /** Where the request line ends (CRLF included): the fields follow. */
+  /** Where the start line ends (CRLF included): the fields follow. */
   readonly lineEnd: number;
   readonly body: BodyFraming;
-  /** The client may send another request on the connection after this one (RFC 9112 §9.3). */
+  /** The connection stays open after this message (RFC 9112 §9.3). */
   readonly keepAlive: boolean;
-  /** The Upgrade field's value when the Connection field lists `upgrade`. */
-  readonly upgrade?: string;
-  /** `Expect: 100-continue`: the client may wait for an interim answer before sending the body. */
-  readonly expectContinue: boolean;
   /** The field names the Connection field lists, and the fields that are hop-by-hop anyway (RFC 9110 §7.6.1). */
   readonly hopByHop: ReadonlySet<string>;
 }
 
-export interface ResponseHead {
+export interface RequestHead extends MessageHead {
+  readonly method: string;
+  /** The request target as sent (origin-form path and query, absolute-form, or `*`). */
+  readonly target: string;
+  readonly version: "HTTP/1.1" | "HTTP/1.0";
+  /** The Upgrade field's value when the Connection field lists `upgrade`. */
+  readonly upgrade?: string;
+  /** `Expect: 100-continue`: the client may wait for an interim answer before sending the body. */
+  readonly expectContinue: boolean;
+}
+
+export interface ResponseHead extends MessageHead {
   readonly status: number;
-  readonly fields: readonly HttpHeader[];
-  readonly lineStarts: readonly number[];
-  readonly start: number;
-  readonly end: number;
-  readonly lineEnd: number;
-  readonly body: BodyFraming;
-  /** The server keeps the connection open after this response. */
-  readonly keepAlive: boolean;
-  readonly hopByHop: ReadonlySet<string>;
 }
 
 /** Why a head was refused: the status the client gets (the connection then closes) and a reason for the log. */
