@@ -79,43 +79,22 @@ static __always_inline int in_scope(void)
 	return bpf_map_lookup_elem(&membrane_svc_scope, &netns) != 0;
 }
 
-/* The frontend's backend for this connect (a random ready one), or 0 with *refuse set when it has none. */
-static __always_inline struct svc_backend *pick4(struct svc_frontend_key *fk, int *refuse)
+/* The frontend's backend for this connect (a random ready one), or 0 with *refuse set when it has none. One body for
+ * both families: frontends and backends are the family's maps (inlined, so each call site names its maps). */
+static __always_inline void *pick(void *frontends, void *backends, const void *fk, int *refuse)
 {
-	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc_frontends, fk);
+	struct svc_frontend *fe = bpf_map_lookup_elem(frontends, fk);
 	if (!fe || !in_scope())
 		return 0;
 	__u32 count = fe->count;
 	if (count == 0)
 		goto refuse;
 	struct svc_backend_key bk = { .id = fe->id, .slot = bpf_get_prandom_u32() % count };
-	struct svc_backend *be = bpf_map_lookup_elem(&membrane_svc_backends, &bk);
+	void *be = bpf_map_lookup_elem(backends, &bk);
 	if (!be) {
 		/* a slot being rewritten: take the first, which every non-empty frontend has */
 		bk.slot = 0;
-		be = bpf_map_lookup_elem(&membrane_svc_backends, &bk);
-		if (!be)
-			goto refuse;
-	}
-	return be;
-refuse:
-	*refuse = 1;
-	return 0;
-}
-
-static __always_inline struct svc6_backend *pick6(struct svc6_frontend_key *fk, int *refuse)
-{
-	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc6_frontends, fk);
-	if (!fe || !in_scope())
-		return 0;
-	__u32 count = fe->count;
-	if (count == 0)
-		goto refuse;
-	struct svc_backend_key bk = { .id = fe->id, .slot = bpf_get_prandom_u32() % count };
-	struct svc6_backend *be = bpf_map_lookup_elem(&membrane_svc6_backends, &bk);
-	if (!be) {
-		bk.slot = 0;
-		be = bpf_map_lookup_elem(&membrane_svc6_backends, &bk);
+		be = bpf_map_lookup_elem(backends, &bk);
 		if (!be)
 			goto refuse;
 	}
@@ -143,7 +122,7 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx, __u32 *addr, __
 {
 	struct svc_frontend_key fk = { .addr = *addr, .port = *port, .protocol = (__u8)ctx->protocol };
 	int refuse = 0;
-	struct svc_backend *be = pick4(&fk, &refuse);
+	struct svc_backend *be = pick(&membrane_svc_frontends, &membrane_svc_backends, &fk, &refuse);
 	if (!be)
 		return refuse ? refused() : 1;
 	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = be->addr, .port = be->port };
@@ -227,7 +206,7 @@ static __always_inline int translate6(struct bpf_sock_addr *ctx)
 	struct svc6_frontend_key fk = { .port = port, .protocol = (__u8)ctx->protocol };
 	__builtin_memcpy(fk.addr, addr, sizeof(fk.addr));
 	int refuse = 0;
-	struct svc6_backend *be = pick6(&fk, &refuse);
+	struct svc6_backend *be = pick(&membrane_svc6_frontends, &membrane_svc6_backends, &fk, &refuse);
 	if (!be)
 		return refuse ? refused() : 1;
 	struct svc6_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .port = be->port };
