@@ -6,17 +6,19 @@ import {
   UNRESOLVED,
   matchedTerms,
   matchedTermsByPeer,
-  peerEntries,
+  entryOf,
+  peerTemplates,
   peersOf,
   resolveDirection,
   sameRequires,
   sameWildcardDenies,
   type NamedPortResolver,
   type ResolutionContext,
+  type EntryTemplate,
   type ResolvedDirection,
   type Term,
 } from "./policy/resolution.ts";
-import { DeltaCollector, compareEntries, type Delta, type DirectionEntries } from "./policy/mapstate.ts";
+import { DeltaCollector, compareEntries, type Delta } from "./policy/mapstate.ts";
 import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts";
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
@@ -53,6 +55,13 @@ class DirectionUser implements SelectionUser {
     for (const id of removed) peers.add(id);
   }
 }
+
+/**
+ * One subject direction's entries: peer → its entry templates, one key each. Peers matched by the same terms
+ * share one template array (resolution memoises it), so a peer costs a reference here, not an object per key:
+ * a cluster-wide peer selector makes (subject × peer) pairs, and these are all the compiler holds of them.
+ */
+type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
 interface DirState {
   readonly resolved: ResolvedDirection;
@@ -184,7 +193,7 @@ export class PolicyCompiler {
     const s = this.subjects.get(subject);
     if (!s) return { subject, ingressEnforced: false, egressEnforced: false, entries: [] };
     const entries: PolicyEntry[] = [];
-    for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) entries.push(...m.values());
+    for (const direction of DIRECTIONS) for (const [peer, ts] of s[direction].entries) for (const t of ts) entries.push(entryOf(subject, direction, peer, t));
     const http = this.httpOf(s);
     return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
   }
@@ -206,7 +215,7 @@ export class PolicyCompiler {
 
   entryCount(): number {
     let n = 0;
-    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) n += m.size;
+    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const ts of dir.entries.values()) n += ts.length;
     return n;
   }
 
@@ -243,7 +252,7 @@ export class PolicyCompiler {
       state[direction] = next;
       if (!prev) {
         this.computeFull(subject, direction, next);
-        for (const m of next.entries.values()) for (const e of m.values()) d.add(subject, e);
+        if (d.recording) for (const [peer, ts] of next.entries) for (const t of ts) d.add(subject, entryOf(subject, direction, peer, t));
       } else {
         const everything = changedPolicy === undefined || !sameRequires(prev.resolved, resolved) || !sameWildcardDenies(prev.resolved, resolved);
         let peers: Set<number>;
@@ -275,7 +284,7 @@ export class PolicyCompiler {
     d.touch(state.subject);
     for (const direction of DIRECTIONS) {
       const dir = state[direction];
-      for (const m of dir.entries.values()) for (const e of m.values()) d.remove(state.subject, e);
+      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of ts) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
       this.unregisterTerms(state.users[direction], dir.resolved.terms);
       this.dirty.delete(state.users[direction]);
     }
@@ -316,7 +325,7 @@ export class PolicyCompiler {
     if (!s.http) return undefined;
     // Only ports an entry names: a set whose entries went keeps its port (stable if they come back) but judges nothing.
     const named = new Set<number>();
-    for (const dir of [s.ingress, s.egress]) for (const m of dir.entries.values()) for (const e of m.values()) if (e.proxyPort !== 0) named.add(e.proxyPort);
+    for (const dir of [s.ingress, s.egress]) for (const ts of dir.entries.values()) for (const t of ts) if (t.proxyPort !== 0) named.add(t.proxyPort);
     // And the ports a toFQDNs rule's learned addresses are steered to (the agent writes their entries).
     for (const t of s.dns?.fqdnSelectors ?? []) for (const p of t.ports) if (p.proxyPort) named.add(p.proxyPort);
     return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
@@ -333,27 +342,31 @@ export class PolicyCompiler {
   // ----- entries ------------------------------------------------------------------------------
 
   private computeFull(subject: number, direction: Direction, dir: DirState): void {
-    const wild = peerEntries(this.ctx, subject, direction, dir.resolved, IDENTITY_WILDCARD, []);
-    if (wild.size > 0) dir.entries.set(IDENTITY_WILDCARD, wild);
+    const wild = peerTemplates(this.ctx, subject, direction, dir.resolved, IDENTITY_WILDCARD, []);
+    if (wild.length > 0) dir.entries.set(IDENTITY_WILDCARD, wild);
     for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
-      const m = peerEntries(this.ctx, subject, direction, dir.resolved, peer, idxs);
-      if (m.size > 0) dir.entries.set(peer, m);
+      const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
+      if (ts.length > 0) dir.entries.set(peer, ts);
     }
   }
 
-  private recomputePeerIn(subject: number, direction: Direction, dir: DirState, peer: number, before: Map<number, PolicyEntry> | undefined, d: DeltaCollector): void {
+  private recomputePeerIn(subject: number, direction: Direction, dir: DirState, peer: number, before: readonly EntryTemplate[] | undefined, d: DeltaCollector): void {
     const matched = peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer);
-    const after = peerEntries(this.ctx, subject, direction, dir.resolved, peer, matched);
-    if (after.size > 0) dir.entries.set(peer, after);
+    const after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, matched);
+    if (after.length > 0) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
-    for (const [k, e] of after) {
-      const b = before?.get(k);
-      if (!b || b.verdict !== e.verdict || b.proxyPort !== e.proxyPort || b.ruleId !== e.ruleId) {
-        if (b) d.remove(subject, b);
-        d.add(subject, e);
+    if (after === before || !d.recording) return; // the same templates: the same entries
+    const held = new Map<number, EntryTemplate>();
+    for (const b of before ?? []) held.set(b.slot, b);
+    for (const t of after) {
+      const b = held.get(t.slot);
+      held.delete(t.slot);
+      if (!b || b.verdict !== t.verdict || b.proxyPort !== t.proxyPort || b.ruleId !== t.ruleId) {
+        if (b) d.remove(subject, entryOf(subject, direction, peer, b));
+        d.add(subject, entryOf(subject, direction, peer, t));
       }
     }
-    for (const [k, b] of before ?? []) if (!after.has(k)) d.remove(subject, b);
+    for (const b of held.values()) d.remove(subject, entryOf(subject, direction, peer, b));
   }
 }
 

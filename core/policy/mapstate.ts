@@ -17,9 +17,6 @@ export interface LookupResult {
   readonly entry?: PolicyEntry;
 }
 
-/** One subject direction's entries: peer → slot (proto, port, prefix length; see entrySlot) → entry. */
-export type DirectionEntries = Map<number, Map<number, PolicyEntry>>;
-
 /** proto (8 bits) | port (16 bits) | prefix length (5 bits) as one number: an entry's place among one peer's entries. */
 export function entrySlot(proto: number, port: number, prefixLen: number): number {
   return proto * 2 ** 21 + port * 32 + prefixLen;
@@ -65,6 +62,11 @@ export class DeltaCollector {
 
   /** A disabled collector (a full compile) records nothing. */
   constructor(private readonly enabled = true) {}
+
+  /** Whether it records: a disabled one needs no entries made for it. */
+  get recording(): boolean {
+    return this.enabled;
+  }
 
   add(subject: number, e: PolicyEntry): void {
     if (!this.enabled) return;

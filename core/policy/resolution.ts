@@ -268,38 +268,40 @@ export function sameRequires(a: ResolvedDirection, b: ResolvedDirection): boolea
   return a.requires.length === b.requires.length && a.requires.every((r, i) => r === b.requires[i]);
 }
 
-/** The entries of one peer given the terms that match it (`matched` is ignored for the wildcard). */
-export function peerEntries(
+/**
+ * The entry templates of one peer given the terms that match it (`matched` is ignored for the wildcard).
+ * Peers matched by the same terms get the very same array (memoised per resolution): the compiler holds
+ * that array per peer, not an entry object per (peer, key), and makes entries only for a snapshot or a delta.
+ */
+export function peerTemplates(
   ctx: ResolutionContext,
   subject: number,
   direction: Direction,
   dir: ResolvedDirection,
   peer: number,
   matched: readonly number[],
-): Map<number, PolicyEntry> {
-  let templates: readonly EntryTemplate[];
+): readonly EntryTemplate[] {
   if (peer === IDENTITY_WILDCARD) {
-    const have = dir.templates.get("*");
-    templates = have ?? entryTemplates(dir.wildcardTerms.flatMap((t) => t.contributions), NO_EXTRA, rulesOf(ctx, subject));
-    if (!have) dir.templates.set("*", templates);
-  } else if (matched.every((i) => dir.terms[i]!.namedPorts.length === 0)) {
-    // Peers matched by the same terms get the same entries: computed once per term signature.
+    let templates = dir.templates.get("*");
+    if (!templates) dir.templates.set("*", (templates = entryTemplates(dir.wildcardTerms.flatMap((t) => t.contributions), NO_EXTRA, rulesOf(ctx, subject))));
+    return templates;
+  }
+  if (matched.every((i) => dir.terms[i]!.namedPorts.length === 0)) {
     const sig = matched.join(",");
-    const have = dir.templates.get(sig);
-    templates = have ?? entryTemplates(matched.flatMap((i) => dir.terms[i]!.contributions), dir, rulesOf(ctx, subject));
-    if (!have) dir.templates.set(sig, templates);
-  } else {
-    const cs = matched.flatMap((i) => {
-      const t = dir.terms[i]!;
-      return t.namedPorts.length === 0 ? t.contributions : contributionsOf(t, portsFor(ctx, t, direction, peer));
-    });
-    templates = entryTemplates(cs, dir, rulesOf(ctx, subject));
+    let templates = dir.templates.get(sig);
+    if (!templates) dir.templates.set(sig, (templates = entryTemplates(matched.flatMap((i) => dir.terms[i]!.contributions), dir, rulesOf(ctx, subject))));
+    return templates;
   }
-  const out = new Map<number, PolicyEntry>();
-  for (const t of templates) {
-    out.set(t.slot, { subject, direction, peer, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId });
-  }
-  return out;
+  const cs = matched.flatMap((i) => {
+    const t = dir.terms[i]!;
+    return t.namedPorts.length === 0 ? t.contributions : contributionsOf(t, portsFor(ctx, t, direction, peer));
+  });
+  return entryTemplates(cs, dir, rulesOf(ctx, subject));
+}
+
+/** The map entry a template stands for in one subject direction, for one peer. */
+export function entryOf(subject: number, direction: Direction, peer: number, t: EntryTemplate): PolicyEntry {
+  return { subject, direction, peer, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId };
 }
 
 function portsFor(ctx: ResolutionContext, t: Term, direction: Direction, peer: number): readonly ServedPort[] {
