@@ -215,6 +215,7 @@ int from_container(struct __sk_buff *skb)
 	__u32 peer;
 	struct policy_value proxy = {};
 	__be32 tunnel_endpoint, node;
+	int dst_exact = 0;
 	int rc;
 
 	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
@@ -243,14 +244,18 @@ int from_container(struct __sk_buff *skb)
 	}
 
 	local_dst = endpoint_lookup(f.family, f.daddr);
-	dst = local_dst ? NULL : ipcache_lookup(f.family, f.daddr);
+	dst = local_dst ? NULL : ipcache_lookup_exact(f.family, f.daddr, &dst_exact);
 	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
 
 	if (ct == CT_NEW) {
 		/* A local destination whose ingress rules are the proxy's: the flow goes there (after this
 		 * endpoint's own egress policy), and the proxy connects onward as this endpoint. */
 		__u64 in_proxy = local_dst ? ingress_proxy_lookup(local_dst->identity, local_dst->flags, ep->identity, f.proto, f.dport) : 0;
-		__u8 flags = (dst && dst->tunnel_endpoint ? 0 : CT_F_NO_TUNNEL) | (__u8)(in_proxy >> 48);
+		/* The hot path only for a peer known by its own address not to be behind the tunnel (a local pod, a
+		 * node): an address the ipcache does not name yet, or names only through a CIDR, may be a remote pod
+		 * whose entry is on its way (a pod that connects as it starts), and its later packets (a retransmitted
+		 * SYN) must find that entry and take the tunnel, not the underlay route the first one took. */
+		__u8 flags = (local_dst || (dst && dst_exact && !dst->tunnel_endpoint) ? CT_F_NO_TUNNEL : 0) | (__u8)(in_proxy >> 48);
 
 		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, flags, &ctx, monitor, &proxy, 0);
 		if (rc != TC_ACT_OK)

@@ -22,8 +22,8 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } membrane_ipcache SEC(".maps");
 
-/* The longest prefix that holds addr: its full-length entry if there is one, else the trie's. */
-static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const __u8 *addr)
+/* The longest prefix that holds addr: its full-length entry if there is one (*exact set), else the trie's. */
+static __always_inline struct ipcache_value *ipcache_lookup_exact(__u8 family, const __u8 *addr, int *exact)
 {
 	struct ipcache_host_key h = { .family = family };
 	struct ipcache_key k = { .family = family };
@@ -39,7 +39,16 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const _
 		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
 	}
 	v = bpf_map_lookup_elem(&membrane_ipcache_hosts, &h);
+	*exact = v != 0;
 	return v ? v : bpf_map_lookup_elem(&membrane_ipcache, &k);
+}
+
+/* The longest prefix that holds addr: its full-length entry if there is one, else the trie's. */
+static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const __u8 *addr)
+{
+	int exact;
+
+	return ipcache_lookup_exact(family, addr, &exact);
 }
 
 #endif

@@ -146,7 +146,7 @@ struct ct_value {
 	__u8 flags;       /* CT_F_* */
 	__u8 reported;    /* monitor aggregation: what was reported, forward in bits 0-3, reply in 4-7 (CT_REPORTED_*) */
 };
-#define CT_F_NO_TUNNEL 1 /* the peer is not behind the tunnel: known packets need no ipcache lookup */
+#define CT_F_NO_TUNNEL 1 /* the peer is known by its own address (a local pod, a node) not to be behind the tunnel: known packets need no ipcache lookup */
 #define CT_F_PROXY 2     /* steered to a node proxy: every packet of the flow goes there (bpf/lib/redirect.h) */
 /* Per direction of a connection: its TCP flags FIN, SYN, RST as in the header, and its first packet. */
 #define CT_REPORTED_FIRST 0x08

@@ -860,6 +860,24 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal((await cp!.kubectl(["delete", "namespace", L7_NS, "--wait=false"])).code, 0);
   });
 
+  /** The last flows a node's agent recorded (`membrane observe` with `filter`), one short line each, for a failure's message. */
+  async function agentFlows(nodeName: string, filter: readonly string[], last = 8): Promise<string[]> {
+    const r = await agentPod(nodeName).then(
+      (agent) => cp!.kubectl(["exec", "-n", AGENT_NS, agent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", ...filter, "-o", "json"]),
+      (err: Error) => ({ code: 1, stdout: "", stderr: err.message }),
+    );
+    if (r.code !== 0) return [`  membrane observe failed: ${r.stderr.trim()}`];
+    type Seen = { time: string; verdict: string; source: { ip: string; port: number; identity: number }; destination: { ip: string; port: number; identity: number }; tcpFlags?: number; dropReason?: string };
+    return r.stdout
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .slice(-last)
+      .map((l) => {
+        const f = JSON.parse(l) as Seen;
+        return `  ${f.time} ${f.verdict} ${f.source.ip}:${f.source.port} (${f.source.identity}) -> ${f.destination.ip}:${f.destination.port} (${f.destination.identity}) flags ${f.tcpFlags ?? "-"}${f.dropReason ? ` ${f.dropReason}` : ""}`;
+      });
+  }
+
   /** Lines a pod's container printed so far. */
   async function podLines(pod: string): Promise<string[]> {
     const r = await cp!.kubectl(["logs", "-n", POLICY_NS, pod]);
@@ -976,6 +994,22 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       });
     })());
 
+  test("a pod whose first connection leaves as its container starts (before its node has resolved the pod's identity) connects: the datapath drops those SYNs without an answer, and the kernel's retransmission gets through", async () => {
+    const serverIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "server", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // Allowed by server-from-allowed (app=allowed), across the overlay from node 1; one nc, no retry of our own.
+    const script = `t0=$(date +%s); if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 60 ${serverIP} 8080 2>&1 | grep -q '200 OK'; then echo "pass $(($(date +%s) - t0))s"; else echo "fail $(($(date +%s) - t0))s"; fi; sleep 100000`;
+    const pod = { apiVersion: "v1", kind: "Pod", metadata: { name: "first-connect", namespace: POLICY_NS, labels: { app: "allowed" } }, spec: { nodeName: name, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", script] }] } };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(pod))).code, 0);
+    try {
+      const line = await eventually("the first connection's outcome", 120_000, async () => (await podLines("first-connect")).find((l) => /^(pass|fail) /.test(l)));
+      const flows = await agentFlows(name, ["--from-pod", `${POLICY_NS}/first-connect`]);
+      assert.match(line, /^pass /, `the pod's first connection to ${serverIP}:8080: ${line}\nnode 1's agent, from first-connect:\n${flows.join("\n")}`);
+      console.log(JSON.stringify({ firstConnection: line, droppedBeforeResolved: flows.filter((f) => f.includes(" DROPPED ")).length }));
+    } finally {
+      await cp!.kubectl(["delete", "pod", "-n", POLICY_NS, "first-connect", "--wait=false"]);
+    }
+  });
+
   test("the server node's agent pod deleted with kubectl, then the client node's agent killed with SIGKILL, under a stream of connections: the cross-node stream they carry never stalls, no denied connection gets through, new allowed ones connect once the DaemonSet's replacement is Ready and the killed agent is restarted", async () => {
     // The policy is server-from-allowed (the upgrade test's): into app=server only from app=allowed. Server side on node 2,
     // whose agent is deleted; clients on node 1, so each connection crosses the overlay into the restarted agent's node.
@@ -996,10 +1030,28 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const streamer = busybox("churn-streamer", "allowed", name, `sleep 1; i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done | nc ${listenerIP} 9001; echo stream ended; sleep 100000`);
     assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(streamer))).code, 0);
     const numbers = async (): Promise<{ at: number; n: number }[]> => (await timedLines(POLICY_NS, "churn-listener")).filter((l) => /^\d+$/.test(l.line)).map((l) => ({ at: l.at, n: Number(l.line) }));
-    await eventually("the stream flowing and both probers answered as the policy says", 120_000, async () => {
-      const [allowed, denied] = await Promise.all([podLines("churn-allowed"), podLines("churn-denied")]);
-      return (await numbers()).length >= 10 && allowed.at(-1) === "pass" && denied.length >= 2 && denied.slice(-2).every((l) => l === "fail") ? true : undefined;
-    });
+    /** The precondition's three parts, each with whether it holds now. */
+    const precondition = async (): Promise<{ what: string; met: boolean }[]> => {
+      const [streamed, allowed, denied] = await Promise.all([numbers(), podLines("churn-allowed"), podLines("churn-denied")]);
+      return [
+        { what: `the listener received >= 10 numbers (${streamed.length})`, met: streamed.length >= 10 },
+        { what: `the allowed prober's last line is pass (${JSON.stringify(allowed.at(-1))})`, met: allowed.at(-1) === "pass" },
+        { what: `the denied prober's last two lines are fail (${JSON.stringify(denied.slice(-2))})`, met: denied.length >= 2 && denied.slice(-2).every((l) => l === "fail") },
+      ];
+    };
+    try {
+      await eventually("the stream flowing and both probers answered as the policy says", 120_000, async () => ((await precondition()).every((c) => c.met) ? true : undefined));
+    } catch (err) {
+      // What the next failure needs to explain itself: which part, what each pod printed, and what each agent saw of the stream.
+      const parts = await precondition().catch((e: Error) => [{ what: `unreadable: ${e.message}`, met: false }]);
+      const pods = await cp!.kubectl(["get", "pods", "-n", POLICY_NS, "-o", "wide"]);
+      const logs = await Promise.all(["churn-listener", "churn-streamer", "churn-allowed", "churn-denied"].map(async (p) => `${p}: ${(await podLines(p).catch((): string[] => [])).slice(-5).join(" | ")}`));
+      const flows = await Promise.all([
+        agentFlows(name, ["--from-pod", `${POLICY_NS}/churn-streamer`]).then((l) => `node 1's agent, from churn-streamer:\n${l.join("\n")}`),
+        agentFlows(name2, ["--to-pod", `${POLICY_NS}/churn-listener`]).then((l) => `node 2's agent, to churn-listener:\n${l.join("\n")}`),
+      ]);
+      throw new Error(`${(err as Error).message}; not met: ${parts.filter((c) => !c.met).map((c) => c.what).join("; ") || "none (met just after the deadline)"}\nlistener ${listenerIP}\n${pods.stdout}\n${logs.join("\n")}\n${flows.join("\n")}`, { cause: err });
+    }
     await model; // the model's pods are up before the agent goes (the conformance test below uses them)
 
     const oldAgent = await agentPod(name2);

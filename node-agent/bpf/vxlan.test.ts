@@ -176,3 +176,44 @@ test("a frame for the node's own address that arrives inside the tunnel is judge
     ipIn(ns.node2, "route", "del", `${POD1.ip}/32`, "via", UNDERLAY.node1);
   }
 });
+
+// A pod's first packet can leave before its node's ipcache names the remote pod (the operator's push of a pod that
+// just got its address is on its way): that packet is the world's and takes the host's route. What the datapath
+// decided for it must not outlive it: once the ipcache names the pod, the next packet of the same connection (here the
+// kernel's retransmitted SYN) goes through the tunnel with the sender's identity.
+test("a connection whose first SYN left before the node's ipcache knew the remote pod connects through the tunnel once the ipcache names it (the retransmitted SYN is not held to the underlay)", async () => {
+  const PORT = 7200;
+  const WORLD = 2;
+  const server = fx.spawn(ns.pod2, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", String(PORT)]);
+  await waitForLine(server, /^listening/, 15000);
+  const policy = pod2Policy();
+  dp2!.setSubjectPolicy({ ...policy, entries: [...policy.entries, { ...policy.entries[0]!, proto: PROTO_NUMBER.TCP, port: PORT, ruleId: 2 }] });
+  // As on the real nodes: each node routes the other's pod CIDR on the underlay, so an address the ipcache does not
+  // name still arrives at its node, without an identity (the world's, which pod2's policy does not allow).
+  ipIn(ns.node1, "route", "add", "10.210.2.0/24", "via", UNDERLAY.node2);
+  dp1!.deleteIpcache(`${POD2.ip}/32`);
+  dp1!.clearConntrack();
+  dp2!.clearConntrack();
+  drain2();
+  events2.length = 0;
+  try {
+    const client = run("ip", ["netns", "exec", ns.pod1, process.execPath, "--import", "tsx", PROBE, "connect", "tcp", POD2.ip, String(PORT), "20000"], { cwd: root }).then(
+      () => true,
+      () => false,
+    );
+    const firstSyn = (): VerdictEvent | undefined => {
+      drain2();
+      return events2.find((e) => e.verdict === "dropped" && e.dport === PORT);
+    };
+    for (let i = 0; i < 150 && !firstSyn(); i++) await new Promise((r) => setTimeout(r, 100));
+    const drop = firstSyn();
+    assert.deepEqual([drop?.srcIdentity, drop?.reason], [WORLD, "policy denied (default deny)"], `the first SYN reached node2 on the underlay as the world's: ${JSON.stringify(events2.map((e) => [e.verdict, e.dport, e.srcIdentity, e.reason]))}`);
+    dp1!.setIpcache({ cidr: `${POD2.ip}/32`, identity: POD2.identity, tunnelEndpoint: UNDERLAY.node2 });
+    assert.equal(await client, true, "the same connection is answered once node1's ipcache names pod2 (within the client's 20 s)");
+  } finally {
+    dp1!.setIpcache({ cidr: `${POD2.ip}/32`, identity: POD2.identity, tunnelEndpoint: UNDERLAY.node2 });
+    ipIn(ns.node1, "route", "del", "10.210.2.0/24", "via", UNDERLAY.node2);
+    dp2!.setSubjectPolicy(policy);
+    server.kill();
+  }
+});
