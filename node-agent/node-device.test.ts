@@ -208,6 +208,22 @@ describe("the agent's node device programs", { timeout: 120_000 }, () => {
     await stopAgent();
   });
 
+  it("the link monitor goes with its agent: an agent killed with SIGKILL leaves no `ip monitor link` behind (its parent-death signal)", async () => {
+    await startAgent("--node-device", "peer+");
+    const agent = child!;
+    const monitor = await until("the agent's link monitor", () => childPids(agent.pid!).find((pid) => cmdline(pid).includes("monitor link")), 20_000);
+    try {
+      const exited = new Promise((r) => agent.once("exit", r));
+      agent.kill("SIGKILL");
+      await exited;
+      // Reparented when its agent died: gone (or a zombie not yet reaped by its new parent) once its signal came.
+      await until(`the link monitor (pid ${monitor}) gone after its agent's SIGKILL`, () => (alive(monitor) ? undefined : true), 10_000);
+    } finally {
+      if (alive(monitor)) process.kill(monitor, "SIGKILL");
+      child = undefined;
+    }
+  });
+
   it("the uninstall's pin removal (also membrane node cleanup's) detaches them from every device of the list", async () => {
     await startAgent("--node-device", "peer+");
     await stopAgent();
@@ -236,6 +252,33 @@ describe("the agent's node device programs", { timeout: 120_000 }, () => {
     assert.match(String(failed.error), /--node-device nosuch0: no such link/);
   });
 });
+
+/** The processes `pid` started (any of its threads). */
+function childPids(pid: number): number[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+  } catch {
+    return [];
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+  } catch {
+    return "";
+  }
+}
+
+/** Whether pid runs (a zombie has exited). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
 
 function spawnSyncText(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();

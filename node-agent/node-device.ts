@@ -33,6 +33,26 @@ export interface NodeDeviceOptions {
   readonly log: Logger;
 }
 
+/**
+ * The command line that runs `cmd` with SIGKILL as its parent-death signal (util-linux's setpriv, in the image and on
+ * Debian hosts): the link monitor goes with an agent killed by SIGKILL outside a container too, instead of running on
+ * until its next link event. Without setpriv on the PATH, `cmd` as it is (a container's end still takes it along).
+ */
+export function diesWithParent(cmd: string, args: readonly string[]): [string, string[]] {
+  setprivPath ??= (process.env.PATH ?? "").split(":").map((d) => path.join(d || ".", "setpriv")).find((f) => isExecutable(f)) ?? null;
+  return setprivPath ? [setprivPath, ["--pdeathsig", "KILL", "--", cmd, ...args]] : [cmd, [...args]];
+}
+let setprivPath: string | null | undefined;
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A wildcard's new links are looked for at least this often too, in case the link monitor missed one (it starts after the first scan). */
 const RESCAN_BACKSTOP_MS = 60_000;
 /** Link events come in bursts (a veth pair, its up): one scan after the burst. */
@@ -93,7 +113,8 @@ export class NodeDevice {
   }
 
   private startMonitor(): void {
-    const child = spawn("ip", [...(this.o.netns ? ["-n", this.o.netns] : []), "monitor", "link"], { stdio: ["ignore", "pipe", "pipe"] });
+    const [cmd, args] = diesWithParent("ip", [...(this.o.netns ? ["-n", this.o.netns] : []), "monitor", "link"]);
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.monitor = child;
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-500)));
