@@ -1,4 +1,4 @@
-// `make demo` from start to end in its own state dir and node name prefix, on a real node with the chart's pods: the story it prints happens, `membrane observe` finds the agents alone, and `dev down` leaves no process, netns, cgroup, route or file.
+// `make demo` from start to end in its own state dir and node name prefix, on two real nodes with the chart's pods (`dev up --nodes 2`; MEMBRANE_DEMO_NODES=1 runs the one-node variant): the story it prints happens across the nodes, `membrane observe` finds the agents alone, and `dev down` leaves no process, netns, link, mount, cgroup, route or file.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -8,14 +8,19 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { controlPlanePaths, ensureControlPlaneBuilt, isProcessAlive } from "../localcluster/cluster.ts";
-import { CGROUP_HIERARCHIES, realNodePaths } from "../localcluster/realnode/config.ts";
+import { CGROUP_HIERARCHIES, realNodePaths, UNDERLAY_DEVICE_PREFIX } from "../localcluster/realnode/config.ts";
 import { devRealNodePaths } from "../localcluster/realnode/dev-paths.ts";
 import { destroyRealNode, type RealNodeState } from "../localcluster/realnode/realnode.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "../localcluster/realnode/sysctls.ts";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const prefix = `demo${process.pid % 100000}-`;
-const nodeName = `${prefix}node-1`;
+// The demo's own default is two nodes; the variable passes through to it.
+const nodeCount = Number(process.env.MEMBRANE_DEMO_NODES ?? "2");
+const nodeNames = Array.from({ length: nodeCount }, (_, i) => `${prefix}node-${i + 1}`);
+/** demo.sh puts the deathstar on the first node and the ships on the last. */
+const deathstarNode = nodeNames[0]!;
+const shipsNode = nodeNames.at(-1)!;
 
 interface Run {
   code: number;
@@ -26,7 +31,7 @@ function runIn(dir: string, argv: string[], timeoutMs: number, env: Record<strin
   return new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: repoRoot,
-      env: { ...process.env, MEMBRANE_DEV_DIR: dir, MEMBRANE_DEV_PREFIX: prefix, ...env },
+      env: { ...process.env, MEMBRANE_DEV_DIR: dir, MEMBRANE_DEV_PREFIX: prefix, MEMBRANE_DEMO_NODES: String(nodeCount), ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -63,9 +68,9 @@ function verdicts(text: string, from: string, method: string, path: string): str
   return [...text.matchAll(re)].map((m) => m[1]!);
 }
 
-/** The real node's state as `dev up` recorded it (its pids, addresses, dir). */
-function nodeState(dir: string): RealNodeState {
-  return JSON.parse(readFileSync(realNodePaths(devRealNodePaths(dir).nodeDir(nodeName)).stateFile, "utf8")) as RealNodeState;
+/** A real node's state as `dev up` recorded it (its pids, addresses, dir). */
+function nodeState(dir: string, name: string): RealNodeState {
+  return JSON.parse(readFileSync(realNodePaths(devRealNodePaths(dir).nodeDir(name)).stateFile, "utf8")) as RealNodeState;
 }
 
 function sysctls(): Record<string, string> {
@@ -78,7 +83,7 @@ async function waitGone(pids: number[], ms: number): Promise<number[]> {
   return pids.filter(isProcessAlive);
 }
 
-describe("make demo (a real node, the chart's pods, the empire/deathstar/xwing story)", { timeout: 20 * 60_000 }, () => {
+describe(`make demo (${nodeCount} real node${nodeCount === 1 ? "" : "s"}, the chart's pods, the empire/deathstar/xwing story)`, { timeout: 20 * 60_000 }, () => {
   let parent = "";
   let dir = "";
   let demo: Run = { code: -1, output: "" };
@@ -94,9 +99,9 @@ describe("make demo (a real node, the chart's pods, the empire/deathstar/xwing s
   });
 
   after(async () => {
-    // Whatever happened: `dev down` in this dir, then the node by its own record, then the files.
+    // Whatever happened: `dev down` in this dir, then each node by its own record, then the files.
     await runIn(dir, ["bin/membrane", "dev", "down"], 180_000);
-    await destroyRealNode(devRealNodePaths(dir).nodeDir(nodeName)).catch(() => undefined);
+    for (const name of nodeNames) await destroyRealNode(devRealNodePaths(dir).nodeDir(name)).catch(() => undefined);
     await rm(parent, { recursive: true, force: true });
   });
 
@@ -109,13 +114,21 @@ describe("make demo (a real node, the chart's pods, the empire/deathstar/xwing s
 
   it("prints what a user would see at each turn of the story", () => {
     const all = chapters(demo.output);
-    const cluster = chapter(all, "A local cluster on a real node");
-    assert.match(cluster, new RegExp(`^${nodeName} +Ready .*containerd://1\\.`, "m"));
+    const cluster = chapter(all, "A local cluster on ");
+    assert.match(cluster, new RegExp(`^\\$ bin/membrane dev up --nodes ${nodeCount}$`, "m"));
+    const anyNode = `(${nodeNames.join("|")})`;
+    for (const name of nodeNames) {
+      assert.match(cluster, new RegExp(`^${name} +Ready .*containerd://1\\.`, "m"), `${name} is a Ready node`);
+      for (const pod of ["agent", "l7proxy"]) assert.match(cluster, new RegExp(`^membrane-${pod}-\\S+ +1/1 +Running +\\d+ .* ${name} `, "m"), `the chart's ${pod} runs as a pod on ${name}`);
+    }
+    assert.equal([...cluster.matchAll(/^\S+node-\d+ +Ready /gm)].length, nodeCount, "no other node");
     assert.match(cluster, /helm install membrane charts\/membrane -n membrane-system/);
-    for (const pod of ["agent", "l7proxy", "operator", "webhook"]) assert.match(cluster, new RegExp(`^membrane-${pod}-\\S+ +1/1 +Running +\\d+ .* ${nodeName} `, "m"), `the chart's ${pod} runs as a pod on the node`);
+    for (const pod of ["operator", "webhook"]) assert.match(cluster, new RegExp(`^membrane-${pod}-\\S+ +1/1 +Running +\\d+ .* ${anyNode} `, "m"), `the chart's ${pod} runs as a pod on a node`);
     assert.match(cluster, /can-i create ciliumnetworkpolicies\.cilium\.io --as=system:serviceaccount:membrane-system:membrane-agent -n default\nno\n/);
     const app = chapter(all, "The demo application");
-    for (const pod of ["deathstar", "tiefighter", "xwing"]) assert.match(app, new RegExp(`^${pod} +1/1 +Running +0 +\\S+ +10\\.244\\.\\d+\\.\\d+ +${nodeName} `, "m"), `${pod} runs on Membrane's pod network, never restarted`);
+    for (const [pod, node] of [["deathstar", deathstarNode], ["tiefighter", shipsNode], ["xwing", shipsNode]] as const) {
+      assert.match(app, new RegExp(`^${pod} +1/1 +Running +0 +\\S+ +10\\.244\\.\\d+\\.\\d+ +${node} `, "m"), `${pod} runs on ${node}, on Membrane's pod network, never restarted`);
+    }
 
     const open = chapter(all, "No policy");
     assert.deepEqual([...verdicts(open, "tiefighter", "POST", "/v1/request-landing"), ...verdicts(open, "xwing", "POST", "/v1/request-landing")], ["200 Ship landed", "200 Ship landed"]);
@@ -134,48 +147,66 @@ describe("make demo (a real node, the chart's pods, the empire/deathstar/xwing s
     assert.match(bad, /admission webhook "policies\.membrane\.io" denied the request: spec\.egress\[0\]\.toCIDRSet\[0\]\.except\[0\]: except "11\.0\.0\.0\/16" is not inside cidr "10\.0\.0\.0\/8"/);
     const conditions = chapter(all, "The policies and their conditions");
     assert.match(conditions, /^rule1 +True +1\/1 +1 /m);
-    assert.match(conditions, /^default-deny +True +1\/1 +3 /m);
+    // default-deny selects the three pods: its ENFORCED counts the nodes they run on.
+    const concerned = new Set([deathstarNode, shipsNode]).size;
+    assert.match(conditions, new RegExp(`^default-deny +True +${concerned}/${concerned} +3 `, "m"));
     assert.match(conditions, /^Enforced=True \(Acknowledged\)/m);
 
     const seen = chapter(all, "What the agents saw");
-    assert.match(seen, new RegExp(`^\\S+ +${nodeName} +default/xwing:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +drop +policy denied`, "m"));
-    assert.match(seen, new RegExp(`^\\S+ +${nodeName} +default/tiefighter:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +l7 HTTP PUT http://deathstar/v1/exhaust-port +policy denied \\(L7\\) +CiliumNetworkPolicy default/rule1`, "m"));
+    // Both verdicts are the deathstar's node's (ingress, its agent and its L7 proxy), wherever the ships are.
+    assert.match(seen, new RegExp(`^\\S+ +${deathstarNode} +default/xwing:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +drop +policy denied`, "m"));
+    assert.match(seen, new RegExp(`^\\S+ +${deathstarNode} +default/tiefighter:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +l7 HTTP PUT http://deathstar/v1/exhaust-port +policy denied \\(L7\\) +CiliumNetworkPolicy default/rule1`, "m"));
   });
 
   it("dev up again on the running cluster starts nothing twice", async () => {
-    const before = nodeState(dir).pids;
+    const before = nodeNames.map((n) => nodeState(dir, n).pids);
     const again = await runIn(dir, ["bin/membrane", "dev", "up"], 120_000);
     assert.equal(again.code, 0, again.output);
     assert.match(again.output, /control plane already running/);
-    assert.match(again.output, new RegExp(`real node ${nodeName} already up`));
-    assert.deepEqual(nodeState(dir).pids, before);
+    for (const name of nodeNames) assert.match(again.output, new RegExp(`real node ${name} already up`));
+    assert.deepEqual(nodeNames.map((n) => nodeState(dir, n).pids), before);
   });
 
-  it("`membrane observe` with no kubeconfig, no --server and no TLS flags finds the agent on the real node", async () => {
+  it("`membrane observe` with no kubeconfig, no --server and no TLS flags finds the agent of the deathstar's node", async () => {
     // A new shell: no KUBECONFIG, a home without ~/.kube/config; only MEMBRANE_DEV_DIR says where the cluster is.
     const home = await mkdtemp(join(tmpdir(), "membrane-home-"));
     try {
       const r = await runIn(dir, ["bin/membrane", "observe", "--verdict", "DROPPED", "--from-pod", "default/xwing", "--last", "1"], 60_000, { KUBECONFIG: undefined, HOME: home });
       assert.equal(r.code, 0, r.output);
-      assert.match(r.output, new RegExp(`^\\S+ +${nodeName} +default/xwing:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +drop +policy denied`, "m"));
+      assert.match(r.output, new RegExp(`^\\S+ +${deathstarNode} +default/xwing:\\d+ \\(\\d+\\) +default/deathstar:80 \\(\\d+\\) +TCP +DROPPED +drop +policy denied`, "m"));
     } finally {
       await rm(home, { recursive: true, force: true });
     }
   });
 
-  it("`dev down` removes the node's processes, netns, cgroups and host route, the control plane and every file", async () => {
-    const node = nodeState(dir);
-    const pids = [...Object.values(node.pids), Number(readFileSync(controlPlanePaths(dir).pidFile, "utf8"))].filter((p): p is number => typeof p === "number");
+  it("`dev down` removes every node's processes, netns, links, mounts, cgroups and host route, the control plane and every file", async () => {
+    const nodes = nodeNames.map((n) => nodeState(dir, n));
+    const pids = [...nodes.flatMap((n) => Object.values(n.pids)), Number(readFileSync(controlPlanePaths(dir).pidFile, "utf8"))].filter((p): p is number => typeof p === "number");
     assert.deepEqual(pids.filter((p) => !isProcessAlive(p)), [], "everything still runs after the demo");
-    assert.ok((node.hostRoutes ?? []).length === 1, "the webhook Service's ClusterIP is routed through the node");
+    assert.deepEqual(nodes.map((n) => (n.hostRoutes ?? []).length), nodeNames.map((_, i) => (i === 0 ? 1 : 0)), "the webhook Service's ClusterIP is routed through the first node");
+    const mountsBefore = readFileSync("/proc/self/mountinfo", "utf8");
+    for (const n of nodes) {
+      assert.ok(existsSync(`/sys/class/net/${n.plan.hostInterface}`), `${n.plan.name}'s veth on the host`);
+      assert.ok(mountsBefore.includes(`/run/netns/${n.plan.netns} `), `${n.plan.name}'s netns is mounted`);
+      if (nodeCount > 1) {
+        const links = await new Promise<string>((r) => execFile("ip", ["-n", n.plan.netns, "-o", "link", "show"], (_e, out) => r(out)));
+        assert.match(links, new RegExp(`: ${UNDERLAY_DEVICE_PREFIX}\\S*@`), `${n.plan.name} has its underlay link to the other node`);
+      }
+    }
     const down = await runIn(dir, ["bin/membrane", "dev", "down"], 180_000);
     assert.equal(down.code, 0, down.output);
-    assert.match(down.output, new RegExp(`real node ${nodeName} removed`));
+    for (const name of nodeNames) assert.match(down.output, new RegExp(`real node ${name} removed`));
     assert.deepEqual(await waitGone(pids, 15_000), [], "no process left");
-    assert.ok(!existsSync(`/run/netns/${node.plan.netns}`), "the node's netns is gone");
-    for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, node.plan.cgroupName)), `cgroup ${h} removed`);
     const routes = await new Promise<string>((r) => execFile("ip", ["-4", "route", "show"], (_e, out) => r(out)));
-    assert.ok(!routes.includes(`via ${node.plan.nodeAddress} `), routes);
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8");
+    for (const n of nodes) {
+      assert.ok(!existsSync(`/run/netns/${n.plan.netns}`), `${n.plan.name}'s netns is gone (its underlay links with it)`);
+      assert.ok(!mounts.includes(`/run/netns/${n.plan.netns} `), `${n.plan.name}'s netns is unmounted`);
+      assert.ok(!existsSync(`/sys/class/net/${n.plan.hostInterface}`), `${n.plan.name}'s veth ${n.plan.hostInterface} is gone from the host`);
+      for (const h of CGROUP_HIERARCHIES) assert.ok(!existsSync(join("/sys/fs/cgroup", h, n.plan.cgroupName)), `${n.plan.name}'s cgroup ${h} removed`);
+      assert.ok(!routes.includes(`via ${n.plan.nodeAddress} `), routes);
+    }
+    assert.deepEqual(mounts.split("\n").filter((l) => l.includes(dir)), [], "nothing is mounted under the dev dir");
     for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
       let cmd: string;
       try {

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# `make demo`: a local cluster on a real node, Membrane installed with its chart as real pods, and the empire/deathstar/xwing story told with real commands, real output and checked outcomes.
+# `make demo`: a local cluster on two real nodes, Membrane installed with its chart as real pods, and the empire/deathstar/xwing story told across the nodes with real commands, real output and checked outcomes.
 #
-# How Membrane is installed here: `bin/membrane dev up` starts the local control plane (kube-apiserver, scheduler,
-# controller manager), one real node (its own network and mount namespaces, Debian's containerd, the pinned kubelet
-# and kube-proxy), CoreDNS, and runs `helm install` of charts/membrane with the Membrane image built from this
-# checkout: the operator, the webhook, the agent and the L7 proxy run as pods, and every other pod gets its network
-# from Membrane's CNI plugin through the kubelet. The story's pods run agnhost (the upstream e2e suite's workload,
-# built here under registry.k8s.io/e2e-test-images/agnhost:2.63.0): the deathstar answers every HTTP request with
-# "Ship landed", the ships send theirs with busybox's nc.
+# How Membrane is installed here: `bin/membrane dev up --nodes 2` starts the local control plane (kube-apiserver,
+# scheduler, controller manager), two real nodes (each its own network and mount namespaces, Debian's containerd, the
+# pinned kubelet and kube-proxy, joined by an underlay link), CoreDNS, and runs `helm install` of charts/membrane with
+# the Membrane image built from this checkout: the operator, the webhook, an agent and an L7 proxy on each node run as
+# pods, and every other pod gets its network from Membrane's CNI plugin through the kubelet. The story's pods run
+# agnhost (the upstream e2e suite's workload, built here under registry.k8s.io/e2e-test-images/agnhost:2.63.0): the
+# deathstar, on the first node, answers every HTTP request with "Ship landed"; the ships, on the last node, send
+# theirs with busybox's nc, so every request of the story crosses from one node to the other (VXLAN, the sender's
+# identity in the VNI) and the deathstar's node enforces the policy.
 #
 # Environment: MEMBRANE_DEV_DIR (state dir) and MEMBRANE_DEV_PREFIX (node name prefix) are passed on to
-# `bin/membrane dev`, so a test can run the demo beside a developer's `dev up`.
+# `bin/membrane dev`, so a test can run the demo beside a developer's `dev up`; MEMBRANE_DEMO_NODES (default 2) is
+# `dev up`'s --nodes (1: every pod on the one node).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 membrane="bin/membrane"
 prefix="${MEMBRANE_DEV_PREFIX:-}"
 agnhost="registry.k8s.io/e2e-test-images/agnhost:2.63.0"
+nodes="${MEMBRANE_DEMO_NODES:-2}"
+[[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { printf 'demo: MEMBRANE_DEMO_NODES: must be a node count of at least 1, got "%s"\n' "$nodes" >&2; exit 2; }
+# The deathstar on the first node, the ships on the last: with two nodes or more, every request crosses between them.
+deathstar_node="${prefix}node-1"
+ships_node="${prefix}node-${nodes}"
 
 step=0
 bold="" plain=""
@@ -54,28 +62,29 @@ request() {
   [ "$got" = "$want" ] || fail "$from: $method $path: expected \"$want\", got \"$got\""
 }
 
-chapter "A local cluster on a real node: the control plane, containerd and the kubelet, and Membrane installed by its chart"
+chapter "A local cluster on $nodes real node$([ "$nodes" -eq 1 ] || echo s): the control plane, containerd and the kubelet, and Membrane installed by its chart"
 # The components' JSON logs go to a file; on a failure its tail is printed.
 uplog="$(mktemp -t membrane-demo-up.XXXXXX)"
 trap 'rm -f "$uplog"' EXIT
-printf '\n$ %s\n' "bin/membrane dev up"
-"$membrane" dev up 2>"$uplog" || { tail -n 40 "$uplog" >&2; fail "dev up failed"; }
+printf '\n$ %s\n' "bin/membrane dev up --nodes $nodes"
+"$membrane" dev up --nodes "$nodes" 2>"$uplog" || { tail -n 40 "$uplog" >&2; fail "dev up failed"; }
 env_line="$("$membrane" dev env)"
 eval "$env_line"
 export KUBECONFIG
 devdir="$(dirname "$KUBECONFIG")"
 kubectl() { command kubectl --cache-dir="$devdir/kube-cache" "$@"; }
-node="${prefix}node-1"
 show kubectl get nodes -o wide
-expect_out "^${node} +Ready"
-expect_out "containerd://"
-say "(Membrane's operator, webhook, agent and L7 proxy are pods of the chart, from the image built from this checkout:)"
+for i in $(seq "$nodes"); do expect_out "^${prefix}node-${i} +Ready .*containerd://"; done
+say "(Membrane's operator and webhook, and on every node an agent and an L7 proxy, are pods of the chart, from the image built from this checkout:)"
 show kubectl get pods -n membrane-system -o wide
-expect_out "membrane-agent-[a-z0-9]+ +1/1 +Running"
+for i in $(seq "$nodes"); do
+  expect_out "membrane-agent-[a-z0-9]+ +1/1 +Running .* ${prefix}node-${i} "
+  expect_out "membrane-l7proxy-[a-z0-9]+ +1/1 +Running .* ${prefix}node-${i} "
+done
 expect_out "membrane-operator-[a-z0-9]+-[a-z0-9]+ +1/1 +Running"
 expect_out "membrane-webhook-[a-z0-9]+-[a-z0-9]+ +1/1 +Running"
 show kubectl get ciliumnodes
-expect_out "^${node} "
+for i in $(seq "$nodes"); do expect_out "^${prefix}node-${i} "; done
 say "(The chart's least-privilege RBAC, asked as the agent's ServiceAccount: it may read CiliumNodes; it may not write policies or read Secrets.)"
 agent_sa=system:serviceaccount:membrane-system:membrane-agent
 show kubectl auth can-i list ciliumnodes.cilium.io --as="$agent_sa" -A
@@ -86,12 +95,16 @@ show kubectl auth can-i get secrets --as="$agent_sa" -n membrane-system
 expect_out "^no$"
 
 chapter "The demo application: a deathstar, a tiefighter and an xwing, pods on Membrane's network"
+if [ "$nodes" -gt 1 ]; then
+  say "(The deathstar on ${deathstar_node}, the tiefighter and the xwing on ${ships_node}: every request below crosses from one node to the other, and the deathstar's node enforces the policies.)"
+fi
 manifest="$(cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata: { name: deathstar, namespace: default, labels: { org: empire, class: deathstar } }
 spec:
   terminationGracePeriodSeconds: 1
+  nodeSelector: { kubernetes.io/hostname: ${deathstar_node} }
   containers:
     - name: deathstar
       image: ${agnhost}
@@ -103,6 +116,7 @@ kind: Pod
 metadata: { name: tiefighter, namespace: default, labels: { org: empire, class: tiefighter } }
 spec:
   terminationGracePeriodSeconds: 1
+  nodeSelector: { kubernetes.io/hostname: ${ships_node} }
   containers: [{ name: spaceship, image: ${agnhost}, args: [pause] }]
 ---
 apiVersion: v1
@@ -110,6 +124,7 @@ kind: Pod
 metadata: { name: xwing, namespace: default, labels: { org: alliance, class: xwing } }
 spec:
   terminationGracePeriodSeconds: 1
+  nodeSelector: { kubernetes.io/hostname: ${ships_node} }
   containers: [{ name: spaceship, image: ${agnhost}, args: [pause] }]
 YAML
 )"
@@ -118,6 +133,9 @@ kubectl apply -f - <<<"$manifest"
 show kubectl wait pod deathstar tiefighter xwing --for=condition=Ready --timeout=180s
 expect_ok
 show kubectl get pods -o wide --show-labels
+expect_out "^deathstar +1/1 +Running .* ${deathstar_node} "
+expect_out "^tiefighter +1/1 +Running .* ${ships_node} "
+expect_out "^xwing +1/1 +Running .* ${ships_node} "
 deathstar="$(kubectl get pod deathstar -o jsonpath='{.status.podIP}')"
 [ -n "$deathstar" ] || fail "the deathstar has no IP"
 
@@ -226,6 +244,7 @@ show kubectl get cnp xwing-escape
 expect_out "NotFound"
 
 chapter "The policies and their conditions"
+say "(ENFORCED counts the nodes that acknowledged a policy out of those hosting the endpoints it selects$([ "$nodes" -eq 1 ] || echo ": default-deny's are both nodes, rule1's the deathstar's").)"
 show kubectl get cnp
 expect_out "rule1 +True +[0-9]+/[0-9]+"
 expect_out "default-deny +True"
@@ -236,6 +255,7 @@ expect_out "Enforced=True"
 chapter "What the agents saw: the xwing's drop and the refused PUT, with no --server"
 # No --server and no TLS flags: observe finds every agent through its CiliumNode and dials it with the chart's
 # Hubble client certificate, which dev up saved in the dev dir.
+say "(observe asks every node's agent; both verdicts were made on the deathstar's node, ${deathstar_node}.)"
 show "$membrane" observe --verdict DROPPED --from-pod default/xwing --to-pod default/deathstar --last 3
 expect_ok
 expect_out "DROPPED"
@@ -253,6 +273,6 @@ demo: the story happened as told. The cluster keeps running; continue with:
   kubectl get cnp,pods -o wide
   kubectl exec xwing -- sh -c "printf 'POST /v1/request-landing HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $deathstar 80"
   bin/membrane observe -f
-Tear it all down (node, pods, processes, pinned maps, files; host settings restored):
+Tear it all down (nodes, pods, processes, pinned maps, files; host settings restored):
   MEMBRANE_DEV_DIR=$devdir MEMBRANE_DEV_PREFIX=$prefix bin/membrane dev down
 MSG

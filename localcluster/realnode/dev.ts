@@ -101,11 +101,12 @@ export async function devRealNodesUp(cp: ControlPlane, opts: DevRealNodesOptions
   const namePrefix = `${opts.prefix}node`;
   const firstIndex = createHash("sha256").update(namePrefix).digest()[0]! % (256 - opts.count);
   const { nodes } = await startRealNodes({ namePrefix, count: opts.count, dir: paths.nodesDir, controlPlane: { dir: cp.dir, server: cp.server }, firstIndex, detached: true });
-  for (const node of nodes) {
-    opts.say(`real node ${node.plan.name} Ready (${node.plan.nodeAddress}, pods ${node.plan.podCIDR}): containerd, kubelet, kube-proxy`);
+  for (const node of nodes) opts.say(`real node ${node.plan.name} Ready (${node.plan.nodeAddress}, pods ${node.plan.podCIDR}): containerd, kubelet, kube-proxy`);
+  // Each node has its own containerd: the nodes import side by side.
+  await Promise.all(nodes.map(async (node) => {
     await node.importImage(membrane.archive);
     await node.importImage(agnhost.archive);
-  }
+  }));
   // Before the chart: the agent adopts the CoreDNS pod its node's CNI config wired, the webhook needs its answers.
   await installCoreDNS(kubectl, nodes[0]!.images.coredns, 300_000);
   opts.say("cluster DNS: CoreDNS as kube-system/kube-dns at 10.96.0.10");
@@ -142,10 +143,11 @@ export async function devRealNodesDown(devDir: string): Promise<string[]> {
   } catch {
     // none recorded
   }
-  for (const name of names) {
-    await destroyRealNode(paths.nodeDir(name));
-    removed.push(`real node ${name}`);
-  }
+  // Side by side (each node by its own record; the host sysctls' record is locked): every node is tried before a failure is thrown.
+  const results = await Promise.allSettled(names.sort().map((name) => destroyRealNode(paths.nodeDir(name))));
+  const failed = results.flatMap((r, i) => (r.status === "rejected" ? [`${names[i]}: ${(r.reason as Error).message}`] : []));
+  if (failed.length > 0) throw new Error(`removing real nodes: ${failed.join("; ")}`);
+  removed.push(...names.map((name) => `real node ${name}`));
   await rm(paths.nodesDir, { recursive: true, force: true });
   await rm(paths.hubbleTlsDir, { recursive: true, force: true });
   return removed;
