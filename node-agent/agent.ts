@@ -263,6 +263,8 @@ export class NodeAgent {
         this.sendRuntimeReport();
         this.statusChanged();
       });
+      // The containers the last agent wrote, until the pod watch hands over the API's (containerSelector rules stay meanwhile).
+      if (this.podContainers.size === 0) this.podContainers = this.opts.runtime.writtenContainers();
       try {
         await this.opts.runtime.start(this.applied.tracingPolicies ?? [], this.runtimePods());
       } catch (err) {

@@ -152,10 +152,9 @@ export async function run(args: string[]): Promise<number> {
   if (!f.runtime) {
     // The enforcer switched off: a runtime an earlier agent left running would keep enforcing policies nobody updates.
     const stale = new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log });
-    if (stale.pid() !== undefined) {
-      log.info({ pid: stale.pid() }, "runtime enforcer left by an earlier agent stopped (--enable-runtime is off)");
-      await stale.shutdown();
-    }
+    if (stale.pid() !== undefined) log.info({ pid: stale.pid() }, "runtime enforcer left by an earlier agent stopped (--enable-runtime is off)");
+    // Also when it is gone: its connect programs outlive it, pinned.
+    await stale.shutdown();
   }
   try {
     fs.mkdirSync(path.dirname(f.hubbleSocket), { recursive: true });

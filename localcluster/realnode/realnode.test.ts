@@ -578,6 +578,79 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(sidecarExecs[0]!.pod?.container?.id, ids.sidecar);
   });
 
+  // The app container's probe of the three hooks, one line per round: the kernel's uptime (the same clock as this
+  // process's /proc/uptime: one kernel), then the open, the exec and the connect as they went.
+  const FAILOVER_PROBE = [
+    "echo $$ > /probe.pid",
+    "while :; do",
+    "  read t _ < /proc/uptime",
+    "  if cat /www/index.html >/dev/null 2>&1; then f=open; else f=denied; fi",
+    "  if /tmp/true 2>/dev/null; then e=ran; else e=denied; fi",
+    "  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8080 2>&1)",
+    "  case \"$out\" in *'200 OK'*) c=connected;; *'not permitted'*) c=eperm;; *) c=other;; esac",
+    "  echo \"$t $f $e $c\"",
+    "done > /probe.log 2>&1",
+  ].join("\n");
+  const uptime = (): number => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
+
+  test("runtime.enabled: the agent pod deleted with kubectl kills its runtime; the app container's connect stays refused (EPERM) throughout (pinned cgroup programs, adopted by the replacement's runtime), while its open and exec Override lapse until the new runtime marks them (the window is measured)", async (t) => {
+    const inApp = (script: string, input?: string) => cp!.kubectl(["exec", ...(input !== undefined ? ["-i"] : []), "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script], input);
+    const policy = {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name: "app-failover", namespace: RUNTIME_NS },
+      spec: {
+        containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+        kprobes: [
+          { call: "fd_install", syscall: false, args: [{ index: 0, type: "int" }, { index: 1, type: "file" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/www/index.html"] }], matchActions: [{ action: "Override", argError: -1 }] }] },
+          { call: "security_bprm_check", syscall: false, args: [{ index: 0, type: "linux_binprm" }], selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: ["/tmp/true"] }], matchActions: [{ action: "Override", argError: -1 }] }] },
+        ],
+      },
+    };
+    try {
+      // app-no-8080 (the connect Override of the test above) is still applied.
+      await applyEnforcedOnBothNodes(policy);
+      assert.equal((await inApp("cat > /probe.sh", FAILOVER_PROBE)).code, 0);
+      assert.equal((await inApp("sh /probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
+      const rounds = async (): Promise<{ t: number; file: string; exec: string; connect: string }[]> =>
+        (await inApp("cat /probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 4).map(([tt, file, exec, connect]) => ({ t: Number(tt), file: file!, exec: exec!, connect: connect! }));
+      const allDenied = (r: { file: string; exec: string; connect: string }): boolean => r.file === "denied" && r.exec === "denied" && r.connect === "eperm";
+      await eventually("the probe's rounds all denied", 60_000, async () => ((await rounds()).slice(-3).filter(allDenied).length === 3 ? true : undefined));
+
+      const oldAgent = await agentPod(name);
+      const deletedAt = uptime();
+      assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, oldAgent, "--wait=false"])).code, 0);
+      const newAgent = await eventually("the DaemonSet's replacement agent Ready", 180_000, async () => {
+        const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--field-selector", `spec.nodeName=${name}`, "-o", "json"]);
+        return (JSON.parse(r.stdout) as { items: PodView[] }).items.find((p) => p.metadata.name !== oldAgent && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))?.metadata.name;
+      });
+      const readyAt = uptime();
+      // Rounds after the replacement is Ready: the open and the exec are denied again by then, or soon after.
+      await eventually("the open and exec denied again after the replacement", 60_000, async () => {
+        const after = (await rounds()).filter((r) => r.t > readyAt);
+        return after.length >= 3 && after.slice(-3).every(allDenied) ? true : undefined;
+      });
+      const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, newAgent, "-c", "agent"]);
+      const started = logs.stdout.split("\n").find((l) => l.includes('"msg":"runtime enforcer running"'));
+      assert.match(started ?? "", /"adopted":false/, `the old runtime died with its pod (premise of the test): ${started ?? logs.stdout.slice(-2000)}`);
+      await inApp("kill $(cat /probe.pid)");
+      const all = (await rounds()).filter((r) => r.t >= deletedAt);
+      const window = (lapsed: (r: (typeof all)[number]) => boolean): string => {
+        const open = all.filter(lapsed);
+        return open.length === 0 ? "none seen" : `${open.length} of ${all.length} rounds, from +${(open[0]!.t - deletedAt).toFixed(2)} s to +${(open.at(-1)!.t - deletedAt).toFixed(2)} s after the delete`;
+      };
+      const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+      t.diagnostic(`agent pod deleted, replacement Ready at +${(readyAt - deletedAt).toFixed(2)} s; file open allowed: ${window((r) => r.file === "open")}; exec allowed: ${window((r) => r.exec === "ran")}; connect: ${all.filter((r) => r.connect === "eperm").length} EPERM, ${all.filter((r) => r.connect === "connected").length} connected, ${all.filter((r) => r.connect === "other").length} other; load ${load}`);
+      assert.ok(all.length > 0, "probe rounds ran while the agent was replaced");
+      assert.deepEqual(all.filter((r) => r.connect === "connected"), [], "no connect of the app container got through while no runtime ran");
+    } finally {
+      await inApp("test -f /probe.pid && kill $(cat /probe.pid) 2>/dev/null; rm -f /probe.pid /probe.log /probe.sh");
+      await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-failover", "--ignore-not-found"]);
+      // The next test starts from no file or exec policy on the app container.
+      await eventually("the app container reading the file once app-failover is gone", 60_000, async () => ((await inApp("cat /www/index.html && /tmp/true")).code === 0 ? true : undefined));
+    }
+  });
+
   test("runtime.enabled: file and exec hooks with a containerSelector see the container's own root filesystem (marked through /proc/PID/root from the agent's container): the app container's open and exec are denied (EPERM), the sidecar's pass", async () => {
     const inPod = (container: string, script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", container, "--", "sh", "-c", script]);
     try {

@@ -700,6 +700,18 @@ export function attachCgroupLink(progFd: number, cgroupPath: string, attachType:
   }
 }
 
+/**
+ * Pins a link at pinPath so that it outlives this process; a link pinned there before is replaced in one rename (it is
+ * released then, detached when nothing else holds it: both ran for a moment, none was ever missing).
+ */
+export function pinLinkReplacing(linkFd: number, pinPath: string): void {
+  fs.mkdirSync(path.dirname(pinPath), { recursive: true });
+  const fresh = `${pinPath}-new`; // bpffs refuses dots in names
+  fs.rmSync(fresh, { force: true });
+  check(`pin link ${fresh}`, c.objPin(linkFd, fresh) as number);
+  fs.renameSync(fresh, pinPath);
+}
+
 /** Detaches the cgroup program of the link pinned at pinPath and removes the pin; none there is not an error. */
 export function detachCgroupLink(pinPath: string): void {
   if (!fs.existsSync(pinPath)) return;

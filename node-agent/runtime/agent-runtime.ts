@@ -11,6 +11,11 @@ import type { PodContainer } from "../../core/container.ts";
 import type { TracingPolicyItem, TracingPolicyNodeStatus } from "../../core/wire.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
+import { RUNTIME_CONNECT_SCOPE, removeConnectPins } from "./connect-enforcer.ts";
+import { RUNTIME_TRACEPOINT_SCOPE, removeTracepointPins } from "./tracepoint-enforcer.ts";
+import { RUNTIME_SENSOR_SCOPE } from "./visibility.ts";
+import { BPFFS_ROOT } from "../bpf/loader.ts";
+import type { PodContainers } from "./pod-containers.ts";
 
 
 /** A pod of this node as the runtime reads it: events name it, namespaced policies and podSelector select by it. */
@@ -122,6 +127,29 @@ export class AgentRuntime {
   }
 
   /**
+   * The pods' containers of the pods file an earlier agent wrote (this state dir survives the agent's pod): a new
+   * agent writes them again until its pod watch has synced, or its runtime would drop every containerSelector rule
+   * (the pinned connect rules included) for as long as the API takes to answer.
+   */
+  writtenContainers(): PodContainers {
+    const out = new Map<string, Map<string, readonly PodContainer[]>>();
+    let pods: unknown;
+    try {
+      pods = (JSON.parse(fs.readFileSync(this.podsFile, "utf8")) as { pods?: unknown }).pods;
+    } catch {
+      return out; // none written yet, or unreadable: nothing to carry over
+    }
+    if (!Array.isArray(pods)) return out;
+    for (const p of pods as Partial<RuntimePod>[]) {
+      if (typeof p.namespace !== "string" || typeof p.name !== "string" || !Array.isArray(p.containers) || p.containers.length === 0) continue;
+      const byName = out.get(p.namespace) ?? new Map<string, readonly PodContainer[]>();
+      out.set(p.namespace, byName);
+      byName.set(p.name, p.containers);
+    }
+    return out;
+  }
+
+  /**
    * Each written policy's status on this node: from the runtime's status file where it describes that uid and
    * generation; while the runtime is not running, every policy is not enforced (its fanotify marks and programs
    * went with it). A policy the runtime has not read yet is left out (the operator counts it as pending).
@@ -187,11 +215,22 @@ export class AgentRuntime {
     this.timer = undefined;
   }
 
-  /** Stops the runtime too (the enforcer switched off, tests): its programs and marks are removed at its SIGTERM. */
+  /**
+   * Stops the runtime too (the enforcer switched off, uninstall, tests): its programs and marks are removed at its
+   * SIGTERM; the connect and tracepoint programs a runtime of this state dir left pinned when it died (they outlive it) go too.
+   */
   async shutdown(): Promise<void> {
     this.stop();
     const pid = this.pid();
     if (pid !== undefined) await stopProcess(pid, 10_000);
+    // Only where this state dir's runtime ran: the process-based local cluster's nodes share one bpffs.
+    if (fs.existsSync(this.pidFile)) {
+      const removed = [removeConnectPins(RUNTIME_CONNECT_SCOPE) ? RUNTIME_CONNECT_SCOPE : [], removeTracepointPins(RUNTIME_TRACEPOINT_SCOPE) ? RUNTIME_TRACEPOINT_SCOPE : []].flat();
+      // The process sensor's maps (its programs went with the process).
+      fs.rmSync(path.join(BPFFS_ROOT, RUNTIME_SENSOR_SCOPE), { recursive: true, force: true });
+      if (removed.length > 0) this.opts.log.info({ scopes: removed }, "runtime enforcer's pinned programs removed");
+      fs.rmSync(this.pidFile, { force: true });
+    }
   }
 
   /** Restarts a runtime that is gone; tells the listeners when the statuses moved. */

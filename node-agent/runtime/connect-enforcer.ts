@@ -1,14 +1,15 @@
 // Connect hooks of TracingPolicies on cgroup/connect4 and connect6 (bpf/connect.c, attached by links to the cgroup v2
 // root): the plans' selectors expanded into rules the program evaluates per connect(), and its reports turned into
-// Tetragon events (and a kill for Sigkill and Signal, which these programs cannot send themselves).
+// Tetragon events (and a kill for Sigkill and Signal, which these programs cannot send themselves). The links and the
+// rule maps are pinned, so the verdicts outlive this process (a runtime killed with its agent's pod keeps refusing);
+// the next enforcer swaps its program into the same links and rewrites the rules.
 import net from "node:net";
 import type { Logger } from "pino";
-import koffi from "koffi";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, detachCgroupLink } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
 } from "./connect-layout.ts";
@@ -19,13 +20,26 @@ import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
 export const CGROUP2_ROOT = "/sys/fs/cgroup/unified";
+/** The runtime's pin scope for its connect programs (`membrane runtime`; tests use their own). */
+export const RUNTIME_CONNECT_SCOPE = "runtime-connect";
 const BPF_CGROUP_INET4_CONNECT = 10;
 const BPF_CGROUP_INET6_CONNECT = 11;
+const HOOKS = [["membrane_connect4", BPF_CGROUP_INET4_CONNECT], ["membrane_connect6", BPF_CGROUP_INET6_CONNECT]] as const;
 
-const libbpf = koffi.load("libbpf.so.1");
-const libc = koffi.load("libc.so.6");
-const linkCreate = libbpf.func("int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)") as (p: number, t: number, a: number, o: null) => number;
-const closeFd = libc.func("int close(int fd)") as (fd: number) => number;
+/** Where a scope's link of one program is pinned (beside its maps). */
+const linkPin = (pinDir: string, program: string): string => path.join(pinDir, "links", program);
+
+/**
+ * Detaches the connect programs whose links are pinned in the scope and removes its pins (maps included): what an
+ * enforcer that is gone left enforcing. Returns whether there was anything.
+ */
+export function removeConnectPins(scope: string, pinRoot = BPFFS_ROOT): boolean {
+  const pinDir = path.join(pinRoot, scope);
+  if (!fs.existsSync(pinDir)) return false;
+  for (const [name] of HOOKS) detachCgroupLink(linkPin(pinDir, name));
+  fs.rmSync(pinDir, { recursive: true, force: true });
+  return true;
+}
 
 export interface ConnectEnforcerOptions {
   readonly events: ProcessEvents;
@@ -51,7 +65,6 @@ interface RuleOrigin {
 export class ConnectEnforcer {
   private obj: BpfObject | undefined;
   private reader: RingBufferReader | undefined;
-  private links: number[] = [];
   private origins: RuleOrigin[] = [];
   /** Records the agent could not decode. */
   undecodable = 0;
@@ -115,39 +128,34 @@ export class ConnectEnforcer {
     return this.reader?.drain() ?? 0;
   }
 
-  /** The links attached now (tests count them). */
+  /** The links pinned now, this enforcer's or adopted (tests count them). */
   get attached(): number {
-    return this.links.length;
+    return HOOKS.filter(([name]) => fs.existsSync(linkPin(path.join(BPFFS_ROOT, this.opts.scope), name))).length;
   }
 
+  /** Detaches the programs and removes the pins, also those an earlier enforcer of this scope left (no connect hook is enforced any more). */
   close(): void {
+    this.release();
+    removeConnectPins(this.opts.scope);
+  }
+
+  /** Closes this process's fds only: the pinned links keep refusing with the rules as written (a process that exits without close). */
+  release(): void {
     this.reader?.stop();
     this.reader = undefined;
-    for (const fd of this.links) closeFd(fd);
-    this.links = [];
-    if (this.obj) {
-      this.obj.close();
-      this.obj.unpin();
-    }
+    this.obj?.close();
     this.obj = undefined;
     this.origins = [];
   }
 
   private start(): void {
     if (this.obj) return;
+    // Pinned maps and links an enforcer that died left are reused: its rules keep being enforced until set() rewrites them.
     const obj = BpfObject.load(this.opts.objectPath ?? CONNECT_OBJECT, { scope: this.opts.scope });
     this.obj = obj;
     try {
-      const cg = fs.openSync(this.opts.cgroupPath ?? CGROUP2_ROOT, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-      try {
-        for (const [name, type] of [["membrane_connect4", BPF_CGROUP_INET4_CONNECT], ["membrane_connect6", BPF_CGROUP_INET6_CONNECT]] as const) {
-          const fd = linkCreate(obj.programFd(name), cg, type, null);
-          if (fd < 0) throw new BpfError(`attach ${name} to ${this.opts.cgroupPath ?? CGROUP2_ROOT}`, -fd);
-          this.links.push(fd);
-        }
-      } finally {
-        fs.closeSync(cg);
-      }
+      // A link already pinned gets the new program in place (no connect() meets the hook without one).
+      for (const [name, type] of HOOKS) attachCgroupLink(obj.programFd(name), this.opts.cgroupPath ?? CGROUP2_ROOT, type, linkPin(obj.pinDir, name), false);
       this.reader = new RingBufferReader(obj.map("membrane_connect_events"), (rec) => {
         const e = decodeConnectEvent(rec);
         if (e) this.report(e);
@@ -155,7 +163,8 @@ export class ConnectEnforcer {
       });
       this.reader.start();
     } catch (err) {
-      this.close();
+      // What was pinned stays (an adopted link keeps its program and rules; a new one with no rules refuses nothing).
+      this.release();
       throw err;
     }
   }

@@ -7,9 +7,9 @@ import { pino } from "pino";
 import fs from "node:fs";
 import { Gauge, Registry } from "prom-client";
 import type { RuntimeEvent } from "../../core/process-event.ts";
-import { ConnectEnforcer } from "./connect-enforcer.ts";
+import { ConnectEnforcer, RUNTIME_CONNECT_SCOPE } from "./connect-enforcer.ts";
 import { ContainerCgroups } from "./containers.ts";
-import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
+import { RUNTIME_TRACEPOINT_SCOPE, TracepointEnforcer } from "./tracepoint-enforcer.ts";
 import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
@@ -104,9 +104,9 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
-  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: "runtime-connect", ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
+  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: RUNTIME_CONNECT_SCOPE, ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
   // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
-  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: "runtime-tracepoint" });
+  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: RUNTIME_TRACEPOINT_SCOPE });
   const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",
@@ -192,6 +192,7 @@ export async function run(args: string[]): Promise<number> {
   const bound = server.address();
   const address = bound !== null && typeof bound === "object" ? `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}` : `${cfg.metricsHost}:${cfg.metricsPort}`;
   const sources: PolledFile[] = [];
+  let policiesRead = false;
   if (cfg.podsFile !== undefined) {
     const file = cfg.podsFile;
     sources.push(new PolledFile(file, (text) => {
@@ -201,7 +202,9 @@ export async function run(args: string[]): Promise<number> {
       // New containers' cgroups are found before the policies are applied to them.
       containers.refresh();
       log.info({ pods: pods.size, containers: [...pods.values()].reduce((n, p) => n + (p.containers?.length ?? 0), 0) }, "pods read");
-      if (cfg.policyFile !== undefined) apply(); // podSelector and namespaced policies follow the pods
+      // podSelector and namespaced policies follow the pods; not before the policy file is read: an apply of no policies
+      // would remove the programs an earlier runtime left pinned, which keep enforcing until this one has the policies.
+      if (policiesRead) apply();
     }));
   }
   if (cfg.policyFile !== undefined) {
@@ -210,10 +213,13 @@ export async function run(args: string[]): Promise<number> {
       const r = parsePolicies(text, file);
       if (!r.ok) return void log.error({ error: r.error }, "policy file refused: the last good one stays");
       policies = r.value;
+      policiesRead = true;
       apply();
     }));
   }
   for (const s of sources) await s.start();
+  // No policies to read: the connect and tracepoint programs a runtime that died left pinned (still acting) go.
+  if (cfg.policyFile === undefined) apply();
   log.info({ exportFile: cfg.exportFile, policyFile: cfg.policyFile, node: cfg.nodeName, address }, "runtime running: /metrics and the live event stream /v1/events");
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

@@ -1,6 +1,7 @@
 // `membrane runtime` as the process a node runs: it reads the pods file and the TracingPolicy file, writes each
 // policy's status, kills a pod's process that opens the watched file (the reference example), exports the event
-// with the pod next to exec/exit events, follows a change of the policy file, and removes everything at SIGTERM.
+// with the pod next to exec/exit events, follows a change of the policy file, and removes everything at SIGTERM;
+// its connect and tracepoint programs outlive it when it is killed (pinned), and the next runtime adopts them.
 // Loads eBPF and creates network namespaces: run under flock /tmp/membrane-kernel.lock.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -12,6 +13,11 @@ import { parse as parseYaml, stringify } from "yaml";
 import type { RuntimeEvent } from "../../core/process-event.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { NetnsFixture } from "../bpf/netns.ts";
+import { AgentRuntime } from "./agent-runtime.ts";
+import { RUNTIME_CONNECT_SCOPE, removeConnectPins } from "./connect-enforcer.ts";
+import { RUNTIME_TRACEPOINT_SCOPE, removeTracepointPins } from "./tracepoint-enforcer.ts";
+import { RUNTIME_SENSOR_SCOPE } from "./visibility.ts";
+import { pino } from "pino";
 
 const NS = `rt-proc-${process.pid}`;
 const OTHER_NS = `rt-proc-b-${process.pid}`;
@@ -35,6 +41,17 @@ async function until<T>(what: string, find: () => T | undefined | Promise<T | un
     if (Date.now() > end) throw new Error(`no ${what} within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** connect() to 127.0.0.1:port from a namespace; the error's name and errno, or "connected". */
+function connectIn(netns: string, port: number): Promise<string> {
+  const script = `import socket\ns = socket.socket()\ntry:\n  s.connect(("127.0.0.1", ${port}))\n  print("connected")\nexcept OSError as e:\n  print(type(e).__name__, e.errno)`;
+  return new Promise((resolve) => {
+    const child = spawn("ip", ["netns", "exec", netns, "/usr/bin/python3", "-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("close", () => resolve(out.trim()));
+  });
 }
 
 describe("membrane runtime --policy-file --pods-file --status-file (a process of its own)", () => {
@@ -158,5 +175,152 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
     assert.deepEqual(pinsBefore, [false, false], "another runtime's pins were there before the test: it cannot tell");
     assert.equal(fs.existsSync(path.join(BPFFS_ROOT, "runtime")), false);
     assert.equal(fs.existsSync(path.join(BPFFS_ROOT, "runtime-connect")), false);
+  });
+});
+
+describe("membrane runtime killed: its connect and tracepoint programs keep acting, the next runtime adopts them", () => {
+  const fixture = new NetnsFixture();
+  const NS_A = `rt-fo-${process.pid}`;
+  const NS_B = `rt-fo-b-${process.pid}`;
+  const [DENIED, ALSO_DENIED] = [7101, 7102];
+  let dir = "";
+  let pinsBefore = true;
+  const running: ChildProcess[] = [];
+  const denyPort = (name: string, port: number): unknown => ({
+    apiVersion: "cilium.io/v1alpha1",
+    kind: "TracingPolicyNamespaced",
+    metadata: { name, namespace: "default" },
+    spec: { kprobes: [{ call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }], selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: [String(port)] }], matchActions: [{ action: "Override", argError: -1 }] }] }] },
+  });
+  const killOpen = (name: string, file: string): unknown => ({
+    apiVersion: "cilium.io/v1alpha1",
+    kind: "TracingPolicyNamespaced",
+    metadata: { name, namespace: "default" },
+    spec: { tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [file] }], matchActions: [{ action: "Sigkill" }] }] }] },
+  });
+  const writePolicies = (objs: unknown[]): void => {
+    fs.writeFileSync(path.join(dir, "p.tmp"), objs.map((o) => stringify(o)).join("---\n"));
+    fs.renameSync(path.join(dir, "p.tmp"), path.join(dir, "runtime-policies.yaml"));
+  };
+  const status = (): Record<string, { enforced: boolean }> | undefined => {
+    try {
+      return (JSON.parse(fs.readFileSync(path.join(dir, "runtime-status.json"), "utf8")) as { policies: Record<string, { enforced: boolean }> }).policies;
+    } catch {
+      return undefined;
+    }
+  };
+  /** A runtime as the agent starts it (AgentRuntime's file names, so its shutdown() finds them); recorded in the pid file. */
+  const startRuntime = (): { child: ChildProcess; stderr: () => string } => {
+    fs.rmSync(path.join(dir, "runtime-status.json"), { force: true });
+    const child = spawn(MEMBRANE, ["runtime", "--export-file", path.join(dir, "events.log"), "--policy-file", path.join(dir, "runtime-policies.yaml"), "--status-file", path.join(dir, "runtime-status.json"), "--pods-file", path.join(dir, "runtime-pods.json"), "--node-name", "node-fo", "--metrics-address", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    running.push(child);
+    fs.writeFileSync(path.join(dir, "runtime.pid"), `${child.pid}\n`);
+    return { child, stderr: () => err };
+  };
+  /** connect() to the port in a loop until stop(): how many failed with EPERM, and every other outcome by name. */
+  const startProber = (netns: string, port: number): { marker: string; stop: () => Promise<{ eperm: number; other: Record<string, number> }> } => {
+    const marker = path.join(dir, `prober-${port}`);
+    const script = [
+      "import socket, os, json, errno",
+      `open(${JSON.stringify(`${marker}.started`)}, "w").close()`,
+      "eperm, other = 0, {}",
+      `while not os.path.exists(${JSON.stringify(marker)}):`,
+      "  s = socket.socket()",
+      "  try:",
+      `    s.connect(("127.0.0.1", ${port}))`,
+      "    other['connected'] = other.get('connected', 0) + 1",
+      "  except OSError as e:",
+      "    if e.errno == errno.EPERM: eperm += 1",
+      "    else: other[errno.errorcode.get(e.errno, str(e.errno))] = other.get(errno.errorcode.get(e.errno, str(e.errno)), 0) + 1",
+      "  s.close()",
+      "print(json.dumps({'eperm': eperm, 'other': other}))",
+    ].join("\n");
+    const child = spawn("ip", ["netns", "exec", netns, "/usr/bin/python3", "-c", script], { stdio: ["ignore", "pipe", "inherit"] });
+    running.push(child);
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    const closed = new Promise((r) => child.once("close", r));
+    return {
+      marker,
+      stop: async () => {
+        fs.writeFileSync(marker, "");
+        await closed;
+        return JSON.parse(out) as { eperm: number; other: Record<string, number> };
+      },
+    };
+  };
+  const kill = async (child: ChildProcess): Promise<void> => {
+    const closed = new Promise((r) => child.once("close", r));
+    child.kill("SIGKILL");
+    await closed;
+  };
+
+  const scopes = [RUNTIME_CONNECT_SCOPE, RUNTIME_TRACEPOINT_SCOPE, RUNTIME_SENSOR_SCOPE];
+  before(() => {
+    pinsBefore = scopes.some((d) => fs.existsSync(path.join(BPFFS_ROOT, d)));
+    fixture.addNetns(NS_A);
+    fixture.addNetns(NS_B);
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-runtime-fo-"));
+    fs.writeFileSync(path.join(dir, "runtime-pods.json"), JSON.stringify({ pods: [
+      { netns: `/var/run/netns/${NS_A}`, namespace: "default", name: "client", labels: { app: "client" } },
+      { netns: `/var/run/netns/${NS_B}`, namespace: "other", name: "client", labels: { app: "client" } },
+    ] }));
+  });
+
+  after(async () => {
+    for (const c of running) if (c.exitCode === null && c.signalCode === null) await kill(c);
+    if (!pinsBefore) {
+      removeConnectPins(RUNTIME_CONNECT_SCOPE);
+      removeTracepointPins(RUNTIME_TRACEPOINT_SCOPE);
+      fs.rmSync(path.join(BPFFS_ROOT, RUNTIME_SENSOR_SCOPE), { recursive: true, force: true });
+    }
+    fixture.cleanup();
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("SIGKILLed, its connect Override still refuses the selected pod (EPERM) and its tracepoint Sigkill still kills; a new runtime adopts with no connect let through, drops a policy deleted meanwhile, and the agent's shutdown removes what is pinned", async () => {
+    assert.equal(pinsBefore, false, "another runtime's pins were there before the test: it cannot tell");
+    const [kept, dropped] = [path.join(dir, "kept-secret"), path.join(dir, "dropped-secret")];
+    for (const f of [kept, dropped]) fs.writeFileSync(f, "s3cret\n");
+    writePolicies([denyPort("deny-a", DENIED), denyPort("deny-b", ALSO_DENIED), killOpen("kill-kept", kept), killOpen("kill-dropped", dropped)]);
+    const first = startRuntime();
+    await until("the policies enforced", () => (["deny-a", "deny-b", "kill-kept", "kill-dropped"].every((n) => status()?.[`default/${n}`]?.enforced) ? true : undefined), 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; status: ${JSON.stringify(status())}; stderr: ${first.stderr()}`);
+    });
+    assert.equal(await connectIn(NS_A, DENIED), "PermissionError 1");
+    assert.equal((await catIn(NS_A, kept)).signal, "SIGKILL");
+    await kill(first.child);
+    // No runtime runs: the pinned links and rules answer alone.
+    assert.equal(await connectIn(NS_A, DENIED), "PermissionError 1", "refused with no runtime running");
+    assert.equal(await connectIn(NS_A, ALSO_DENIED), "PermissionError 1");
+    assert.equal(await connectIn(NS_B, DENIED), "ConnectionRefusedError 111", "another namespace's pod is still refused by nobody");
+    assert.equal((await catIn(NS_A, kept)).signal, "SIGKILL", "the tracepoint's Sigkill with no runtime running");
+    assert.equal((await catIn(NS_B, kept)).out, "s3cret\n", "another namespace's pod reads it");
+    // deny-a and kill-dropped are deleted while no runtime runs; the next one adopts the programs and rewrites the
+    // rules, while a prober in the pod connects again and again: none of its connects may get through meanwhile.
+    writePolicies([denyPort("deny-b", ALSO_DENIED), killOpen("kill-kept", kept)]);
+    const prober = startProber(NS_A, ALSO_DENIED);
+    await until("the prober running", () => (fs.existsSync(`${prober.marker}.started`) ? true : undefined));
+    const second = startRuntime();
+    await until(`deny-b enforced by the new runtime (stderr: ${second.stderr()})`, () => (status()?.["default/deny-b"]?.enforced ? true : undefined));
+    await new Promise((r) => setTimeout(r, 300));
+    const probed = await prober.stop();
+    assert.ok(probed.eperm > 0, JSON.stringify(probed));
+    assert.deepEqual(probed.other, {}, `every connect while the new runtime started was refused with EPERM: ${JSON.stringify(probed)}`);
+    assert.equal(status()?.["default/deny-a"], undefined);
+    assert.equal(await connectIn(NS_A, DENIED), "ConnectionRefusedError 111", "the deleted policy no longer refuses");
+    assert.equal(await connectIn(NS_A, ALSO_DENIED), "PermissionError 1");
+    assert.deepEqual(fs.readdirSync(path.join(BPFFS_ROOT, RUNTIME_CONNECT_SCOPE, "links")).sort(), ["membrane_connect4", "membrane_connect6"], "the same two links, adopted");
+    assert.equal((await catIn(NS_A, dropped)).out, "s3cret\n", "the deleted tracepoint policy no longer kills");
+    assert.equal((await catIn(NS_A, kept)).signal, "SIGKILL");
+    // Killed again, then the agent stops the enforcer (switched off, uninstall): what it left pinned goes too.
+    await kill(second.child);
+    assert.equal(await connectIn(NS_A, ALSO_DENIED), "PermissionError 1");
+    await new AgentRuntime({ stateDir: dir, nodeName: "node-fo", log: pino({ level: "silent" }) }).shutdown();
+    assert.deepEqual(scopes.filter((d) => fs.existsSync(path.join(BPFFS_ROOT, d))), [], "no pins left");
+    assert.equal(await connectIn(NS_A, ALSO_DENIED), "ConnectionRefusedError 111", "nothing refuses once removed");
+    assert.equal((await catIn(NS_A, kept)).out, "s3cret\n", "nothing kills once removed");
   });
 });

@@ -3,7 +3,9 @@
 // (pod by network namespace, matchPIDs, integer and string matchArgs); Sigkill and Signal are sent by the program
 // itself, Post comes back through a ring buffer as Tetragon's process_tracepoint. matchBinaries is judged in the
 // kernel too: the object's exec/fork/exit programs keep each process's set of matching values, seeded here from the
-// running processes whenever the values change, so a binary no rule names sends nothing to user space.
+// running processes whenever the values change, so a binary no rule names sends nothing to user space. Every link is
+// pinned with the maps, so the verdicts (Sigkill, Signal) outlive this process; the next enforcer attaches its program
+// beside the pinned one and replaces the pin, then rewrites the rules.
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,7 +14,7 @@ import type { Logger } from "pino";
 import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BpfError, BpfObject, RingBufferReader } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, pinLinkReplacing } from "../bpf/loader.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import { netnsOf, selectedNetns } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
@@ -37,6 +39,29 @@ const PERF_TYPE_TRACEPOINT = 2;
 const PERF_FLAG_FD_CLOEXEC = 8;
 const BPF_PERF_EVENT = 41;
 
+/** The runtime's pin scope for its tracepoint programs (`membrane runtime`; tests use their own). */
+export const RUNTIME_TRACEPOINT_SCOPE = "runtime-tracepoint";
+const linkPin = (pinDir: string, name: string): string => path.join(pinDir, "links", name);
+/** The pin of the link on one tracepoint (by its tracefs id). */
+const tracepointLink = (pinDir: string, eventId: number): string => linkPin(pinDir, `tp-${eventId}`);
+
+/** Removes the scope's pins: the links' last references, so its programs are detached (what an enforcer that is gone left). Returns whether there was anything. */
+export function removeTracepointPins(scope: string, pinRoot = BPFFS_ROOT): boolean {
+  const pinDir = path.join(pinRoot, scope);
+  if (!fs.existsSync(pinDir)) return false;
+  fs.rmSync(pinDir, { recursive: true, force: true });
+  return true;
+}
+
+/** The tracepoints (tracefs ids) with a link pinned in the scope, this enforcer's or an earlier one's. */
+function pinnedTracepoints(pinDir: string): number[] {
+  try {
+    return fs.readdirSync(path.join(pinDir, "links")).flatMap((n) => /^tp-(\d+)$/.exec(n)?.[1] ?? []).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 export interface TracepointEnforcerOptions {
   readonly events: ProcessEvents;
   readonly nodeName: string;
@@ -60,18 +85,12 @@ interface RuleOrigin {
   readonly reads: readonly TracepointArgRead[];
 }
 
-/** A perf event on one tracepoint and the program's link to it. */
-interface Attachment {
-  readonly perfFd: number;
-  readonly linkFd: number;
-}
-
 export class TracepointEnforcer {
   private readonly catalogue: TracepointCatalogue;
   private obj: BpfObject | undefined;
   private reader: RingBufferReader | undefined;
-  private readonly attached = new Map<number, Attachment>();
-  private binaryLinks: number[] = [];
+  /** Tracepoints this enforcer attached its program to (pinned); others pinned in the scope are an earlier one's. */
+  private readonly attached = new Set<number>();
   private origins: RuleOrigin[] = [];
   private binaries: readonly TpBinary[] = [];
   /** Records the agent could not decode. */
@@ -88,13 +107,18 @@ export class TracepointEnforcer {
   /** Serves exactly these plans' tracepoint hooks (loading the program on first use, detaching it from every tracepoint none names). Throws naming the field a rule cannot express. */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
     const compiled = this.compile(plans);
-    if (compiled.hooks.length === 0 && this.obj === undefined) return;
+    // None to serve and nothing loaded: what an enforcer that died left pinned goes (its rules are of deleted policies).
+    if (compiled.hooks.length === 0 && this.obj === undefined) return void removeTracepointPins(this.opts.scope);
     // Loaded once (the verifier takes ~0.4 s here) and kept while this enforcer lives; without tracepoints nothing is attached.
     this.start();
     const obj = this.obj!;
     // Attach the new tracepoints first; a failure leaves the program's rules as they were.
     const wantedIds = new Set(compiled.hooks.map((h) => h.eventId));
-    for (const id of wantedIds) if (!this.attached.has(id)) this.attached.set(id, attach(obj.programFd("membrane_tracepoint"), id));
+    for (const id of wantedIds) {
+      if (this.attached.has(id)) continue;
+      attach(obj.programFd("membrane_tracepoint"), id, tracepointLink(obj.pinDir, id));
+      this.attached.add(id);
+    }
     const zero = Buffer.alloc(4);
     const count = Buffer.alloc(4);
     const countMap = obj.map("membrane_tp_count");
@@ -107,9 +131,9 @@ export class TracepointEnforcer {
     this.origins = compiled.origins;
     count.writeUInt32LE(compiled.rules.length);
     countMap.update(zero, count);
-    for (const [id, a] of this.attached) {
+    for (const id of pinnedTracepoints(obj.pinDir)) {
       if (wantedIds.has(id)) continue;
-      detach(a);
+      fs.rmSync(tracepointLink(obj.pinDir, id), { force: true });
       this.attached.delete(id);
     }
   }
@@ -145,21 +169,22 @@ export class TracepointEnforcer {
 
   /** Tracepoints the program is attached to now (tests count them). */
   get attachedTracepoints(): number {
-    return this.attached.size;
+    return pinnedTracepoints(path.join(BPFFS_ROOT, this.opts.scope)).length;
   }
 
+  /** Detaches the programs and removes the pins, also those an earlier enforcer of this scope left. */
   close(): void {
+    this.release();
+    removeTracepointPins(this.opts.scope);
+  }
+
+  /** Closes this process's fds only: the pinned links keep acting on the rules as written (a process that exits without close). */
+  release(): void {
     this.reader?.stop();
     this.reader = undefined;
-    for (const a of this.attached.values()) detach(a);
     this.attached.clear();
-    for (const fd of this.binaryLinks) closeFd(fd);
-    this.binaryLinks = [];
     this.binaries = [];
-    if (this.obj) {
-      this.obj.close();
-      this.obj.unpin();
-    }
+    this.obj?.close();
     this.obj = undefined;
     this.origins = [];
   }
@@ -167,15 +192,23 @@ export class TracepointEnforcer {
   private start(): void {
     if (this.obj) return;
     this.obj = BpfObject.load(this.opts.objectPath ?? TRACEPOINT_OBJECT, { scope: this.opts.scope, ...(this.opts.procsMax !== undefined ? { maxEntries: { membrane_tp_procs: this.opts.procsMax } } : {}) });
+    const pinDir = this.obj.pinDir;
     try {
-      // Pinned maps a runtime that died left behind are reused: their rules are not this process's (none until set writes them).
-      this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
-      this.obj.map("membrane_tp_count").update(u32(1), Buffer.alloc(4));
-      this.obj.map("membrane_tp_procs").clear();
+      // An earlier enforcer's programs still attached (it died): its rules and processes' sets keep being used until
+      // set() rewrites them. Otherwise pinned maps left without programs hold nothing of this process's.
+      if (!fs.existsSync(linkPin(pinDir, BINARY_PROGRAMS[0]))) {
+        this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
+        this.obj.map("membrane_tp_count").update(u32(1), Buffer.alloc(4));
+        this.obj.map("membrane_tp_procs").clear();
+      }
       for (const name of BINARY_PROGRAMS) {
         const fd = rawTracepointOpen(null, this.obj.programFd(name));
         if (fd < 0) throw new BpfError(`attach ${name}`, -fd);
-        this.binaryLinks.push(fd);
+        try {
+          pinLinkReplacing(fd, linkPin(pinDir, name));
+        } finally {
+          closeFd(fd);
+        }
       }
       this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
         this.records++;
@@ -185,7 +218,8 @@ export class TracepointEnforcer {
       });
       this.reader.start();
     } catch (err) {
-      this.close();
+      // What was pinned stays (an adopted program keeps acting; set() was not reached, so no rule of this one is written).
+      this.release();
       throw err;
     }
   }
@@ -421,8 +455,8 @@ function u32(n: number): Buffer {
   return b;
 }
 
-/** perf_event_open on the tracepoint (any CPU: a BPF program on a tracepoint runs wherever it fires) and a BPF link to it. */
-function attach(progFd: number, eventId: number): Attachment {
+/** perf_event_open on the tracepoint (any CPU: a BPF program on a tracepoint runs wherever it fires) and a BPF link to it, pinned (the link holds the perf event). */
+function attach(progFd: number, eventId: number, pinPath: string): void {
   const attr = Buffer.alloc(128); // struct perf_event_attr (PERF_ATTR_SIZE_VER7)
   attr.writeUInt32LE(PERF_TYPE_TRACEPOINT, 0);
   attr.writeUInt32LE(128, 4);
@@ -440,10 +474,10 @@ function attach(progFd: number, eventId: number): Attachment {
     closeFd(perfFd);
     throw new BpfError(`attach the tracepoint program to tracepoint ${eventId}`, -linkFd);
   }
-  return { perfFd, linkFd };
-}
-
-function detach(a: Attachment): void {
-  closeFd(a.linkFd);
-  closeFd(a.perfFd);
+  try {
+    pinLinkReplacing(linkFd, pinPath);
+  } finally {
+    closeFd(linkFd);
+    closeFd(perfFd);
+  }
 }

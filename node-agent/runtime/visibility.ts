@@ -7,6 +7,9 @@ import type { ContainerCgroups } from "./containers.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
+/** The process sensor's pin scope (its maps) under /sys/fs/bpf/membrane. */
+export const RUNTIME_SENSOR_SCOPE = "runtime";
+
 export interface ProcessVisibilityOptions {
   readonly nodeName: string;
   /** JSON lines of process_exec/process_exit events are appended here. */
@@ -36,7 +39,7 @@ export class ProcessVisibility {
       labelNames: ["type"],
       registers: [opts.registry],
     });
-    const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope ?? "runtime" }, (raw) => {
+    const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope ?? RUNTIME_SENSOR_SCOPE }, (raw) => {
       const e = this.events.handle(raw);
       if (e) this.emit(e);
     }));
