@@ -1,29 +1,44 @@
-// Test support: captures every frame on one interface of a network namespace (a raw AF_PACKET socket, in Python: no tcpdump here) and says whether a marker crossed it in clear.
+// Test support: captures every frame on one interface of a network namespace (a raw AF_PACKET socket, in Python: no tcpdump here) and says whether a marker, or TCP between two addresses, crossed it in clear.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 
 const SCRIPT = String.raw`
-import socket, sys, json, select
+import socket, sys, json, select, os
 markers = [m.encode() for m in sys.argv[2:]]
+pair = set(socket.inet_aton(a) for a in os.environ.get("CAPTURE_TCP_BETWEEN", "").split(",") if a)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind((sys.argv[1], 0))
-frames = 0; hits = 0; udp = {}
+frames = 0; hits = 0; udp = {}; tcp = 0
+def tcp_between(p):
+    return len(pair) == 2 and len(p) >= 20 and p[0] >> 4 == 4 and p[9] == 6 and {p[12:16], p[16:20]} == pair
 print("ready", flush=True)
+stopping = False
 while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 0.5)
+    # Asked to stop: what the socket holds still counts (a loaded machine reads it late); done after 200 ms without a frame.
+    r, _, _ = select.select([s] if stopping else [s, sys.stdin], [], [], 0.2 if stopping else 0.5)
     if sys.stdin in r:
-        break
-    if s in r:
-        f = s.recv(65535)
-        frames += 1
-        if any(m in f for m in markers):
-            hits += 1
-        # IPv4/UDP: count by destination port (VXLAN 8472 in clear, WireGuard 51871 encrypted).
-        if len(f) > 37 and f[12:14] == b"\x08\x00" and f[23] == 17:
-            ihl = (f[14] & 0x0f) * 4
-            port = int.from_bytes(f[14 + ihl + 2:14 + ihl + 4], "big")
-            udp[port] = udp.get(port, 0) + 1
-print(json.dumps({"frames": frames, "markerFrames": hits, "udpByPort": udp}), flush=True)
+        stopping = True
+        continue
+    if s not in r:
+        if stopping:
+            break
+        continue
+    f = s.recv(65535)
+    frames += 1
+    if any(m in f for m in markers):
+        hits += 1
+    if f[12:14] == b"\x08\x00" and tcp_between(f[14:]):
+        tcp += 1
+    # IPv4/UDP: count by destination port (VXLAN 8472 in clear, WireGuard 51871 encrypted).
+    if len(f) > 37 and f[12:14] == b"\x08\x00" and f[23] == 17:
+        ihl = (f[14] & 0x0f) * 4
+        port = int.from_bytes(f[14 + ihl + 2:14 + ihl + 4], "big")
+        udp[port] = udp.get(port, 0) + 1
+        # VXLAN: the inner frame after the UDP (8) and VXLAN (8) headers.
+        inner = f[14 + ihl + 16:]
+        if port == 8472 and inner[12:14] == b"\x08\x00" and tcp_between(inner[14:]):
+            tcp += 1
+print(json.dumps({"frames": frames, "markerFrames": hits, "udpByPort": udp, "tcpBetweenFrames": tcp}), flush=True)
 `;
 
 export interface CaptureResult {
@@ -31,6 +46,8 @@ export interface CaptureResult {
   readonly markerFrames: number;
   /** Frames of IPv4 UDP by destination port. */
   readonly udpByPort: Readonly<Record<string, number>>;
+  /** Frames of IPv4 TCP between the two addresses `tcpBetween` named (either way), bare or inside VXLAN; 0 without them. */
+  readonly tcpBetweenFrames: number;
 }
 
 export class Capture {
@@ -39,9 +56,10 @@ export class Capture {
     private readonly lines: AsyncIterator<string>,
   ) {}
 
-  /** Starts capturing on `ifname` in `netns` (markerFrames: frames carrying any of `marker`); resolves once the socket is bound. */
-  static async start(netns: string, ifname: string, marker: string | readonly string[]): Promise<Capture> {
-    const child = spawn("ip", ["netns", "exec", netns, "python3", "-c", SCRIPT, ifname, ...(typeof marker === "string" ? [marker] : marker)], { stdio: ["pipe", "pipe", "pipe"] });
+  /** Starts capturing on `ifname` in `netns` (markerFrames: frames carrying any of `marker`; tcpBetweenFrames: TCP between the two addresses of `tcpBetween`); resolves once the socket is bound. */
+  static async start(netns: string, ifname: string, marker: string | readonly string[], tcpBetween?: readonly [string, string]): Promise<Capture> {
+    const env = { ...process.env, CAPTURE_TCP_BETWEEN: tcpBetween?.join(",") ?? "" };
+    const child = spawn("ip", ["netns", "exec", netns, "python3", "-c", SCRIPT, ifname, ...(typeof marker === "string" ? [marker] : marker)], { stdio: ["pipe", "pipe", "pipe"], env });
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();

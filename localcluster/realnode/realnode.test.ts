@@ -1,7 +1,8 @@
 // Two real nodes (containerd + the pinned kubelet in their own network and mount namespaces, joined by an underlay) join the local control plane, run a Deployment's pod from an image built here, serve kubectl logs/exec, run the chart with a cross-node policy and an operator leader hand-over, and leave nothing behind.
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +24,8 @@ import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, L7_PORT, answer, request, stream } from "./l7-workload.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
+import { RULE_PREF, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
+import { Capture, type CaptureResult } from "../../e2e/capture.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -1184,8 +1187,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   // barrier and its TCP tables), every TCP case with MEMBRANE_REALNODE_CONFORMANCE=full (make test-realnode-conformance).
   // What stays process-based (e2e/conformance.e2e.test.ts): UDP probes (busybox, the only workload image on these
   // nodes, has no UDP server that answers every datagram; agnhost is imported only into the upstream suite's
-  // cluster), the `policy trace` agreement check (pure, no kubelet needed), the WireGuard variant (WireGuard between
-  // real nodes is untested) and the full case list in make test (the CI budget).
+  // cluster), the `policy trace` agreement check (pure, no kubelet needed), the WireGuard variant (on real nodes WireGuard
+  // is tested by the encryption.enabled block: one allowed and one denied connection, not the model) and the full case list in make test (the CI budget).
   const CONFORMANCE_SHORT = ["default-deny ingress in namespace x", "podSelector and namespaceSelector in one peer: only y/b reaches x/a", "egress ipBlock to the pod network except x/b's /32: x/a reaches every pod but x/b"];
   const conformanceFull = process.env.MEMBRANE_REALNODE_CONFORMANCE === "full";
   test(`the NetworkPolicy conformance model on real pods across both nodes (${conformanceFull ? "every case's TCP probes" : `${CONFORMANCE_SHORT.length} cases' TCP probes`}): measured reachability equals the model`, async (t) => {
@@ -1243,6 +1246,141 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       }
     }
     for (const o of previous as { metadata: { name: string; namespace: string } }[]) await cp!.kubectl(["delete", "networkpolicy", "-n", o.metadata.namespace, o.metadata.name, "--wait=false"]);
+  });
+
+  // Transparent encryption on real nodes (issue #22): the shared release upgraded to encryption.enabled (WireGuard, routed: the
+  // chart's default) and back, as a user would; the agents run wireguard-go from the image inside their containers.
+  /** The wireguard-go processes running in a node's network namespace (every pid namespace's processes are the host's too). */
+  function wireguardGoIn(n: RealNode): number[] {
+    const netns = statSync(`/run/netns/${n.plan.netns}`).ino;
+    return readdirSync("/proc")
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/comm`, "utf8").trim() === "wireguard-go" && statSync(`/proc/${p}/ns/net`).ino === netns;
+        } catch {
+          return false; // gone meanwhile
+        }
+      })
+      .map(Number);
+  }
+
+  test("encryption.enabled (WireGuard) by helm upgrade: a cross-node pod connection crosses the underlay only inside WireGuard's UDP port, never as TCP between the pods, a denied pod stays denied; upgraded back, no WireGuard device or process is left on either node", async () => {
+    const blockStarted = Date.now();
+    const pod = (podName: string, app: string, nodeName: string, command: string[]) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: POLICY_NS, labels: { app } },
+      spec: { nodeName, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command }] },
+    });
+    const pods = [
+      pod("wg-server", "wg-server", name2, ["sh", "-c", "mkdir -p /tmp/w && echo wg-server > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w"]),
+      pod("wg-client", "wg-client", name, ["sleep", "100000"]),
+      pod("wg-denied", "wg-denied", name, ["sleep", "100000"]),
+    ];
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "wg-server-from-client", namespace: POLICY_NS },
+      spec: { endpointSelector: { matchLabels: { app: "wg-server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "wg-client" } }] }] },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: [...pods, policy] }))).code, 0);
+    const serverIP = await eventually("the wg- pods Running with an address", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", POLICY_NS, "wg-server", "wg-client", "wg-denied", "-o", "json"]);
+      const items = (JSON.parse(r.stdout) as { items: PodView[] }).items;
+      return items.length === 3 && items.every((p) => p.status.phase === "Running" && p.status.podIP) ? items.find((p) => p.metadata.name === "wg-server")!.status.podIP : undefined;
+    });
+    const clientIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "wg-client", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // The underlay link node 1 sends node 2's traffic by (a per-peer veth of the mesh).
+    const underlay = /\bdev (\S+)/.exec((await node!.exec(["ip", "-4", "route", "get", node2!.plan.nodeAddress])).stdout)?.[1];
+    assert.ok(underlay?.startsWith(UNDERLAY_DEVICE_PREFIX), `node 1's link to node 2: ${underlay}`);
+    /** A request from a wg- pod to the server with a fresh marker in its path, captured on that link: the answer's status line and what crossed. */
+    const captured = async (from: string): Promise<{ answer: string; seen: CaptureResult }> => {
+      const marker = `membrane-marker-${randomBytes(8).toString("hex")}`;
+      const cap = await Capture.start(node!.plan.netns, underlay!, marker, [clientIP, serverIP!]);
+      const r = await cp!.kubectl(["exec", "-n", POLICY_NS, from, "--", "sh", "-c", `printf 'GET /index.html?${marker} HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080 | head -n 1`]);
+      return { answer: r.stdout.trim(), seen: await cap.stop() };
+    };
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/wg-server-from-client", "-n", POLICY_NS, "--for=condition=Enforced", "--timeout=60s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
+    // Before: the capture sees the connection, in clear inside VXLAN (what it must not see below).
+    const plain = await eventually("the client's request answered over the overlay", 30_000, async () => {
+      const c = await captured("wg-client");
+      return c.answer.includes("200 OK") ? c : undefined;
+    });
+    assert.ok(plain.seen.markerFrames > 0 && plain.seen.tcpBetweenFrames > 0 && (plain.seen.udpByPort["8472"] ?? 0) > 0, `without encryption the request crosses in clear in VXLAN: ${JSON.stringify(plain.seen)}`);
+
+    /**
+     * helm upgrade of the shared release with encryption on or off, until both agents and the operator run the new
+     * template: helm's --wait lets a DaemonSet or Deployment through with maxUnavailable (1) of its pods not yet Ready.
+     */
+    const upgrade = async (enabled: boolean): Promise<number> => {
+      const from = Date.now();
+      const r = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", `encryption.enabled=${enabled}`, "--wait", "--timeout", "5m"]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const workload of ["daemonset/membrane-agent", "deployment/membrane-operator"]) {
+        const rolled = await cp!.kubectl(["rollout", "status", "-n", AGENT_NS, workload, "--timeout=180s"]);
+        assert.equal(rolled.code, 0, `${workload}: ${rolled.stderr}${(await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-o", "wide"])).stdout}`);
+      }
+      return (Date.now() - from) / 1000;
+    };
+    const upgradedOnSeconds = await upgrade(true);
+    // Each agent's wireguard-go device up with the other node as its peer, its public key on its CiliumNode.
+    const ciliumNodes = await eventually("both CiliumNodes EncryptionReady (TunnelUp, 1 peer)", 60_000, async () => {
+      const cns = await Promise.all([name, name2].map(async (n) => JSON.parse((await cp!.kubectl(["get", "ciliumnode", n, "-o", "json"])).stdout) as { spec?: { encryption?: { publicKey?: string } }; status?: { conditions?: { type: string; reason: string; message: string }[] } }));
+      const ready = cns.map((cn) => cn.status?.conditions?.find((c) => c.type === "EncryptionReady"));
+      return ready.every((c) => c?.reason === "TunnelUp" && /\b1 peer/.test(c.message)) && cns.every((cn) => cn.spec?.encryption?.publicKey) ? cns : undefined;
+    });
+    assert.notEqual(ciliumNodes[0]!.spec!.encryption!.publicKey, ciliumNodes[1]!.spec!.encryption!.publicKey);
+    for (const n of [node!, node2!]) assert.equal(wireguardGoIn(n).length, 1, `one wireguard-go in ${n.plan.name}'s namespace`);
+    // One capture from the first attempt on: a pod's first packets may be dropped by WireGuard until its peer lists the pod's
+    // address (nothing leaves in clear meanwhile), so the request is retried, and every attempt is on the record.
+    const marker = `membrane-marker-${randomBytes(8).toString("hex")}`;
+    const cap = await Capture.start(node!.plan.netns, underlay!, marker, [clientIP, serverIP!]);
+    const request = (from: string) => cp!.kubectl(["exec", "-n", POLICY_NS, from, "--", "sh", "-c", `printf 'GET /index.html?${marker} HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080 | head -n 1`]);
+    const answer = await eventually("the client's request answered through WireGuard", 30_000, async () => {
+      const r = await request("wg-client");
+      return r.stdout.includes("200 OK") ? r.stdout.trim() : undefined;
+    }).catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message}; on ${underlay}: ${JSON.stringify(await cap.stop())}`, { cause: err });
+    });
+    const encrypted = await cap.stop();
+    assert.match(answer, /200 OK/);
+    assert.equal(encrypted.markerFrames, 0, `no frame on ${underlay} carries the request's marker: ${JSON.stringify(encrypted)}`);
+    assert.equal(encrypted.tcpBetweenFrames, 0, `no TCP between ${clientIP} and ${serverIP} on ${underlay}, bare or in VXLAN: ${JSON.stringify(encrypted)}`);
+    assert.equal(encrypted.udpByPort["8472"] ?? 0, 0, "no VXLAN in clear");
+    assert.ok((encrypted.udpByPort["51871"] ?? 0) > 0, `the connection crossed as WireGuard (UDP 51871): ${JSON.stringify(encrypted)}`);
+    // Policy across the tunnel: the denied pod's connection is dropped by the server's node, as policy (not by WireGuard).
+    assert.doesNotMatch((await request("wg-denied")).stdout, /200 OK/, "the denied pod stays denied");
+    const serverAgent = await agentPod(name2);
+    const drop = await eventually("the denied pod's drop in the server's node's flows", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, serverAgent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--from-pod", `${POLICY_NS}/wg-denied`, "-o", "json"]);
+      return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { destination: { pod?: string }; dropReason?: string }).find((f) => f.destination.pod === "wg-server");
+    });
+    assert.match(drop.dropReason ?? "", /policy denied/);
+
+    const upgradedOffSeconds = await upgrade(false);
+    for (const [i, n] of [node!, node2!].entries()) {
+      const ifname = wireguardIfname(n.plan.name);
+      const links = JSON.parse((await n.exec(["ip", "-d", "-j", "link", "show"])).stdout) as { ifname: string; linkinfo?: { info_kind?: string } }[];
+      assert.deepEqual(links.filter((l) => l.ifname === ifname || l.linkinfo?.info_kind === "tun" || l.linkinfo?.info_kind === "wireguard").map((l) => l.ifname), [], `no WireGuard device on ${n.plan.name}`);
+      assert.deepEqual(wireguardGoIn(n), [], `no wireguard-go in ${n.plan.name}'s namespace`);
+      // The rule is the node's (it outlives the container): the new agent removes it as it starts.
+      await eventually(`no WireGuard routing rule on ${n.plan.name}`, 30_000, async () => ((await n.exec(["ip", "rule", "list", "pref", String(RULE_PREF)])).stdout.trim() === "" ? true : undefined));
+      const cn = await eventually(`${[name, name2][i]}'s public key withdrawn`, 30_000, async () => {
+        const o = JSON.parse((await cp!.kubectl(["get", "ciliumnode", n.plan.name, "-o", "json"])).stdout) as { spec?: { encryption?: { publicKey?: string } }; status?: { conditions?: { type: string }[] } };
+        return o.spec?.encryption?.publicKey ? undefined : o;
+      });
+      assert.ok(!cn.status?.conditions?.some((c) => c.type === "EncryptionReady"), `no EncryptionReady on ${n.plan.name}'s CiliumNode`);
+    }
+    const again = await eventually("the client's request answered over the overlay again", 30_000, async () => {
+      const c = await captured("wg-client");
+      return c.answer.includes("200 OK") ? c : undefined;
+    });
+    assert.ok((again.seen.udpByPort["8472"] ?? 0) > 0, `back in VXLAN: ${JSON.stringify(again.seen)}`);
+    console.log(JSON.stringify({ upgradedOnSeconds, upgradedOffSeconds, encrypted, testSeconds: (Date.now() - blockStarted) / 1000 }));
+    await cp!.kubectl(["delete", "pod", "-n", POLICY_NS, "wg-server", "wg-client", "wg-denied", "--wait=false"]);
+    await cp!.kubectl(["delete", "ciliumnetworkpolicy", "-n", POLICY_NS, "wg-server-from-client", "--wait=false"]);
   });
 
   test("helm uninstall leaves no Membrane object, program or pinned map on the node; running pods keep a plain network and can still be deleted", async () => {

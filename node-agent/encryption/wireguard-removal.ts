@@ -10,7 +10,7 @@ import { CILIUM_NODES } from "../../kube/resources.ts";
 import { recordedPid, stopProcess } from "../recorded-process.ts";
 import { ENCRYPTION_READY } from "./publication.ts";
 import { UAPI_DIR } from "./wireguard-uapi.ts";
-import { RULE_PREF, WIREGUARD_TABLE, wireguardIfname } from "./wireguard.ts";
+import { RULE_IPPROTO, RULE_PREF, WIREGUARD_TABLE, wireguardIfname } from "./wireguard.ts";
 
 export interface WireguardRemoval {
   readonly nodeName: string;
@@ -44,7 +44,7 @@ export async function removeWireguard(o: WireguardRemoval): Promise<string[]> {
   rmSync(path.join(UAPI_DIR, `${ifname}.sock`), { force: true });
   const rules = JSON.parse((await ip(o.netns, ["-j", "rule", "list", "pref", String(RULE_PREF)])) || "[]") as { table?: string }[];
   if (rules.some((r) => r.table === String(WIREGUARD_TABLE))) {
-    await ip(o.netns, ["rule", "del", "pref", String(RULE_PREF), "ipproto", "udp", "dport", String(o.vxlanPort), "lookup", String(WIREGUARD_TABLE)]);
+    await ip(o.netns, ["rule", "del", "pref", String(RULE_PREF), "ipproto", RULE_IPPROTO, "dport", String(o.vxlanPort), "lookup", String(WIREGUARD_TABLE)]);
     removed.push(`rule ${RULE_PREF}`);
   }
   // A table nothing was ever added to does not exist: "FIB table does not exist".

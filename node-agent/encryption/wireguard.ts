@@ -28,6 +28,8 @@ export const WIREGUARD_PORT = 51871;
 /** The routing table holding one route per peer (its underlay address → the device), and the rule's preference. */
 export const WIREGUARD_TABLE = 8472;
 export const RULE_PREF = 100;
+/** The rule's protocol by number: ip(8) resolves a name through /etc/protocols, which the chart's image (no netbase) lacks. */
+export const RULE_IPPROTO = "17";
 
 /** The device name: unique per node (control sockets are global: /var/run/wireguard/<ifname>.sock), at most 15 bytes. */
 export function wireguardIfname(nodeName: string): string {
@@ -189,15 +191,17 @@ export class WireguardEncryption {
     this.o.log.info({ ifname: this.ifname, pid: child.pid, binary: this.o.binary }, "wireguard-go started");
   }
 
-  private sysctl(key: string, value: string): Promise<string> {
-    return this.o.netns ? run("ip", ["netns", "exec", this.o.netns, "sysctl", "-qw", `${key}=${value}`]) : run("sysctl", ["-qw", `${key}=${value}`]);
+  /** In the agent's own namespace through /proc/sys (the chart's image has no sysctl(8): procps is not in it); in another, sysctl there. */
+  private async sysctl(key: string, value: string): Promise<void> {
+    if (this.o.netns) await run("ip", ["netns", "exec", this.o.netns, "sysctl", "-qw", `${key}=${value}`]);
+    else writeFileSync(path.join("/proc/sys", ...key.split(".")), `${value}\n`);
   }
 
   /** `ip rule`: VXLAN (UDP to the overlay port) looks up the WireGuard table first; added once, never removed and re-added (no window in clear). */
   private async ensureRule(): Promise<void> {
     const rules = JSON.parse((await this.ip(["-j", "rule", "list", "pref", String(RULE_PREF)])) || "[]") as { table?: string }[];
     if (!rules.some((r) => r.table === String(WIREGUARD_TABLE))) {
-      await this.ip(["rule", "add", "pref", String(RULE_PREF), "ipproto", "udp", "dport", String(this.o.vxlanPort), "lookup", String(WIREGUARD_TABLE)]);
+      await this.ip(["rule", "add", "pref", String(RULE_PREF), "ipproto", RULE_IPPROTO, "dport", String(this.o.vxlanPort), "lookup", String(WIREGUARD_TABLE)]);
     }
     // Strict: a node without a working peer (none configured, or the device down and its routes gone) meets this, not the underlay.
     if (this.o.strict) await this.ip(["route", "replace", "blackhole", "default", "table", String(WIREGUARD_TABLE)]);
