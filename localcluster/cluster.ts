@@ -427,6 +427,8 @@ function runCommand(
         stderr: err && typeof err.code !== "number" ? `${stderr}${err.message}` : stderr,
       });
     });
+    // The command may exit without reading its stdin (EPIPE): its exit code and stderr say what happened.
+    child.stdin?.on("error", () => undefined);
     child.stdin?.end(input ?? "");
   });
 }

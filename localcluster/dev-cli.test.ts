@@ -58,6 +58,7 @@ describe("membrane dev", { timeout: 60 * 60_000 }, () => {
           [`--kubeconfig=${join(devDir, "kubeconfig")}`, `--cache-dir=${join(parent, "kube-cache")}`, ...args],
           (err, stdout, stderr) => done({ code: err ? 1 : 0, stdout, stderr }),
         );
+        child.stdin?.on("error", () => undefined); // a kubectl that exits without reading its input
         child.stdin?.end(input ?? "");
       });
   });
