@@ -622,6 +622,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
 
       const oldAgent = await agentPod(name);
       const deletedAt = uptime();
+      const deletedAtMs = Date.now();
       assert.equal((await cp!.kubectl(["delete", "pod", "-n", AGENT_NS, oldAgent, "--wait=false"])).code, 0);
       const newAgent = await eventually("the DaemonSet's replacement agent Ready", 180_000, async () => {
         const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent", "--field-selector", `spec.nodeName=${name}`, "-o", "json"]);
@@ -643,6 +644,13 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
         return open.length === 0 ? "none seen" : `${open.length} of ${all.length} rounds, from +${(open[0]!.t - deletedAt).toFixed(2)} s to +${(open.at(-1)!.t - deletedAt).toFixed(2)} s after the delete`;
       };
       const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+      // Where the replacement's time went: its first log line, its runtime spawned, that runtime's first status read.
+      const at = (msg: string): string => {
+        const line = logs.stdout.split("\n").find((l) => msg === "" ? l.startsWith("{") : l.includes(`"msg":"${msg}"`));
+        const time = line !== undefined ? (JSON.parse(line) as { time?: number }).time : undefined;
+        return time !== undefined ? `+${((time - deletedAtMs) / 1000).toFixed(2)} s` : "not logged";
+      };
+      t.diagnostic(`replacement agent: first log line ${at("")}, runtime spawned ${at("runtime enforcer started")}, running ${at("runtime enforcer running")}`);
       t.diagnostic(`agent pod deleted, replacement Ready at +${(readyAt - deletedAt).toFixed(2)} s; file open allowed: ${window((r) => r.file === "open")}; exec allowed: ${window((r) => r.exec === "ran")}; connect: ${all.filter((r) => r.connect === "eperm").length} EPERM, ${all.filter((r) => r.connect === "connected").length} connected, ${all.filter((r) => r.connect === "other").length} other; load ${load}`);
       assert.ok(all.length > 0, "probe rounds ran while the agent was replaced");
       assert.deepEqual(all.filter((r) => r.connect === "connected"), [], "no connect of the app container got through while no runtime ran");

@@ -1,5 +1,7 @@
 // The agent's runtime files across an agent's replacement: the containers the last agent wrote into the pods file are
-// what a new agent writes again until its pod watch has synced (containerSelector rules must not lapse meanwhile).
+// what a new agent writes again until its pod watch has synced (containerSelector rules must not lapse meanwhile), and
+// a new agent starts the runtime from the files the last one wrote before its own start writes them again.
+// The second test runs `membrane runtime` (BPF): run under flock /tmp/membrane-kernel.lock.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -12,6 +14,26 @@ describe("AgentRuntime's pods file across agents", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-agent-runtime-"));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const log = pino({ level: "silent" });
+
+  it("startFromLastState starts a runtime from the last agent's files at once; start() then adopts that same process, and shutdown stops it", async () => {
+    const state = path.join(dir, "from-last");
+    fs.mkdirSync(state);
+    const last = new AgentRuntime({ stateDir: state, nodeName: "n", log });
+    fs.writeFileSync(last.policyFile, "");
+    last.setPods([]);
+    const next = new AgentRuntime({ stateDir: state, nodeName: "n", log });
+    next.startFromLastState();
+    const early = next.pid();
+    assert.ok(early !== undefined, "a runtime spawned before the agent's start");
+    try {
+      await next.start([], []);
+      assert.equal(next.pid(), early, "the agent's start adopted it");
+      assert.equal(next.running(), true);
+    } finally {
+      await next.shutdown();
+    }
+    assert.equal(next.running(), false);
+  });
 
   it("a new agent reads back the containers the last one wrote, and none from a pods file it cannot read", () => {
     const app = { id: "c0ffee", name: "app", image: "busybox", imageId: "sha256:1" };

@@ -82,6 +82,8 @@ export class AgentRuntime {
   private last = "";
   private wasRunning: boolean | undefined;
   private readonly listeners: (() => void)[] = [];
+  /** Whether a runtime was running when startFromLastState() looked (undefined: it did not look). */
+  private inherited: boolean | undefined;
 
   constructor(private readonly opts: AgentRuntimeOptions) {
     this.policyFile = path.join(opts.stateDir, "runtime-policies.yaml");
@@ -90,6 +92,16 @@ export class AgentRuntime {
     this.pidFile = path.join(opts.stateDir, "runtime.pid");
     this.logFile = path.join(opts.stateDir, "runtime.log");
     this.eventsFile = path.join(opts.stateDir, "runtime-events.log");
+  }
+
+  /**
+   * Starts a runtime from the files an earlier agent wrote, without waiting for it, when none runs and both files are
+   * there: start() then writes this agent's state into them and waits for that runtime.
+   */
+  startFromLastState(): void {
+    this.inherited = this.pid() !== undefined;
+    if (this.inherited || !fs.existsSync(this.policyFile) || !fs.existsSync(this.podsFile)) return;
+    void this.ensureRunning().catch((err: unknown) => this.opts.log.error({ error: err instanceof Error ? err.message : String(err) }, "runtime enforcer not started from the last state: the agent's start tries again"));
   }
 
   /**
@@ -102,13 +114,13 @@ export class AgentRuntime {
     this.setPods(pods);
     this.timer = setInterval(() => this.check(), this.opts.checkIntervalMs ?? 500);
     this.timer.unref();
-    const adopted = this.pid();
+    const adopted = this.inherited ?? this.pid() !== undefined;
     try {
       await this.ensureRunning();
     } finally {
       this.check();
     }
-    this.opts.log.info({ pid: this.pid(), adopted: adopted !== undefined, policies: items.length }, "runtime enforcer running");
+    this.opts.log.info({ pid: this.pid(), adopted, fromLastState: this.inherited === false, policies: items.length }, "runtime enforcer running");
   }
 
   /** The node's TracingPolicies now: the policy file rewritten (atomically, only when it changes); the runtime polls it. */

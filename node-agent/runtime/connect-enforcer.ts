@@ -11,7 +11,7 @@ import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, detachCgroupLink } from "../bpf/loader.ts";
 import {
-  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
+  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import type { ContainerCgroups } from "./containers.ts";
@@ -102,20 +102,28 @@ export class ConnectEnforcer {
     }
     this.start();
     const obj = this.obj!;
-    const count = Buffer.alloc(4);
-    // Fewer rules first (the program stops reading at the count), then the rules, then the new count.
-    const zero = Buffer.alloc(4);
-    const old = obj.map("membrane_connect_count").lookup(zero)?.readUInt32LE(0) ?? 0;
-    count.writeUInt32LE(Math.min(old, rules.length));
-    obj.map("membrane_connect_count").update(zero, count);
-    rules.forEach((r, i) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(i);
-      obj.map("membrane_connect_rules").update(k, encodeConnectRule(r));
-    });
+    const countMap = obj.map("membrane_connect_count");
+    const rulesMap = obj.map("membrane_connect_rules");
+    const old = Math.min(countMap.lookup(u32(0))?.readUInt32LE(0) ?? 0, CONNECT_RULES_MAX);
+    // This set's hook ids differ from those of the rules in force (the program skips a hook's later rules once one of
+    // its id matched): the two halves of the id space alternate.
+    const inForce = old > 0 ? rulesMap.lookup(u32(0))?.readUInt32LE(CONNECT_LAYOUT.rule.hook) : undefined;
+    const base = inForce !== undefined && inForce < HOOK_ID_HALF ? HOOK_ID_HALF : 0;
+    const encoded = rules.map((r) => encodeConnectRule({ ...r, hook: r.hook + base }));
+    const writeAt = (first: number): void => encoded.forEach((b, i) => rulesMap.update(u32(first + i), b));
+    // No rule in force is missing while the set changes (a policy deleted, an adopting runtime's first apply): the new
+    // rules go after the old ones and both are judged (a deleted policy may refuse for a moment longer, never fewer),
+    // then to the front, then the count shrinks to them. Beyond half the map there is no room for both: the count
+    // shrinks first, and a rule that moved may be missed for a moment.
+    if (old > 0 && old + encoded.length <= CONNECT_RULES_MAX) {
+      writeAt(old);
+      countMap.update(u32(0), u32(old + encoded.length));
+    } else {
+      countMap.update(u32(0), u32(Math.min(old, encoded.length)));
+    }
+    writeAt(0);
     this.origins = origins;
-    count.writeUInt32LE(rules.length);
-    obj.map("membrane_connect_count").update(zero, count);
+    countMap.update(u32(0), u32(encoded.length));
   }
 
   /** Events the ring could not take. */
@@ -198,6 +206,15 @@ export class ConnectEnforcer {
   private kill(pid: number, sig: number): void {
     signalProcess(pid, sig, this.opts.log);
   }
+}
+
+/** Half the hook id space: consecutive rule sets use the two halves in turn. */
+const HOOK_ID_HALF = 1 << 30;
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
 }
 
 /** A selector's rules: one per network namespace × port value × address value (the program ORs rules of a hook). */
