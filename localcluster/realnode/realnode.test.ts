@@ -585,7 +585,9 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   // process's /proc/uptime: one kernel), then the open, the exec and the connect as they went.
   const FAILOVER_PROBE = [
     "echo $$ > /probe.pid",
-    "while :; do",
+    // A round every ~50 ms at most: its exec events must not crowd the runtime's recent events that the next test reads.
+    "while [ ! -e /probe.stop ]; do",
+    "  sleep 0.05",
     "  read t _ < /proc/uptime",
     "  if cat /www/index.html >/dev/null 2>&1; then f=open; else f=denied; fi",
     "  if /tmp/true 2>/dev/null; then e=ran; else e=denied; fi",
@@ -637,7 +639,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, newAgent, "-c", "agent"]);
       const started = logs.stdout.split("\n").find((l) => l.includes('"msg":"runtime enforcer running"'));
       assert.match(started ?? "", /"adopted":false/, `the old runtime died with its pod (premise of the test): ${started ?? logs.stdout.slice(-2000)}`);
-      await inApp("kill $(cat /probe.pid)");
+      await inApp("touch /probe.stop; kill $(cat /probe.pid)");
       const all = (await rounds()).filter((r) => r.t >= deletedAt);
       const window = (lapsed: (r: (typeof all)[number]) => boolean): string => {
         const open = all.filter(lapsed);
@@ -655,7 +657,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       assert.ok(all.length > 0, "probe rounds ran while the agent was replaced");
       assert.deepEqual(all.filter((r) => r.connect === "connected"), [], "no connect of the app container got through while no runtime ran");
     } finally {
-      await inApp("test -f /probe.pid && kill $(cat /probe.pid) 2>/dev/null; rm -f /probe.pid /probe.log /probe.sh");
+      await inApp("touch /probe.stop; test -f /probe.pid && kill $(cat /probe.pid) 2>/dev/null; rm -f /probe.pid /probe.log /probe.sh");
       await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-failover", "--ignore-not-found"]);
       // The next test starts from no file or exec policy on the app container.
       await eventually("the app container reading the file once app-failover is gone", 60_000, async () => ((await inApp("cat /www/index.html && /tmp/true")).code === 0 ? true : undefined));
