@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 
 const SCRIPT = String.raw`
-import socket, sys, json, select, os
+import socket, sys, json, select, os, time
 markers = [m.encode() for m in sys.argv[2:]]
 pair = set(socket.inet_aton(a) for a in os.environ.get("CAPTURE_TCP_BETWEEN", "").split(",") if a)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -12,15 +12,18 @@ frames = 0; hits = 0; udp = {}; tcp = 0
 def tcp_between(p):
     return len(pair) == 2 and len(p) >= 20 and p[0] >> 4 == 4 and p[9] == 6 and {p[12:16], p[16:20]} == pair
 print("ready", flush=True)
-stopping = False
+stopping = None
 while True:
-    # Asked to stop: what the socket holds still counts (a loaded machine reads it late); done after 200 ms without a frame.
-    r, _, _ = select.select([s] if stopping else [s, sys.stdin], [], [], 0.2 if stopping else 0.5)
+    # Asked to stop: what the socket holds still counts (a loaded machine reads it late); done after 200 ms without a
+    # frame, and at most 1 s after the request (traffic that never pauses, a stream, must not hold the capture open).
+    if stopping is not None and time.monotonic() > stopping:
+        break
+    r, _, _ = select.select([s] if stopping is not None else [s, sys.stdin], [], [], 0.2 if stopping is not None else 0.5)
     if sys.stdin in r:
-        stopping = True
+        stopping = time.monotonic() + 1.0
         continue
     if s not in r:
-        if stopping:
+        if stopping is not None:
             break
         continue
     f = s.recv(65535)
