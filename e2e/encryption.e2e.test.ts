@@ -329,8 +329,9 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
 
   it("rotation under a stream of connections: an established connection exchanging data survives both nodes' rotations, and every new connection gets through", async () => {
     const echo = await startEchoServer(podNetns.get("server")!, ECHO_PORT);
+    let stream: Awaited<ReturnType<typeof startStream>> | undefined;
     try {
-      const stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
+      stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
       await new Promise((r) => setTimeout(r, 2_000));
       const t0 = Date.now();
       for (const i of [2, 1]) {
@@ -347,14 +348,16 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       assert.equal(r.connections.failed, 0, `no new connection failed: ${JSON.stringify(r.connections)}`);
       assert.ok(r.connections.ok > 20, JSON.stringify(r.connections));
     } finally {
+      stream?.stop(); // a test that failed before finish(): its client would keep the test file from exiting
       echo.stop();
     }
   });
 
   it("agent kill -9: the tunnel outlives the agent, traffic stays encrypted while it is gone, and an established connection survives the kill and the restart", async () => {
     const echo = await startEchoServer(podNetns.get("server")!, ECHO_PORT);
+    let stream: Awaited<ReturnType<typeof startStream>> | undefined;
     try {
-      const stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
+      stream = await startStream(podNetns.get("client-remote")!, ips.get("server")!, ECHO_PORT);
       const state = await loadDevClusterState(tc.dir);
       const a2 = state.agents.find((a) => a.node === node(2))!;
       process.kill(a2.pid, "SIGKILL");
@@ -371,6 +374,7 @@ describe("transparent encryption with WireGuard between two nodes", { timeout: 9
       assert.ok(s.established.echoed >= s.established.sent - 1, JSON.stringify(s.established));
       assert.equal(s.connections.failed, 0, JSON.stringify(s.connections));
     } finally {
+      stream?.stop(); // a test that failed before finish(): its client would keep the test file from exiting
       echo.stop();
     }
   });

@@ -116,10 +116,11 @@ export async function startEchoServer(netns: string, port: number): Promise<{ st
   return { stop: () => void child.kill("SIGTERM") };
 }
 
-/** The client in `netns` against host:port; finish() stops it and returns what it saw. */
-export async function startStream(netns: string, host: string, port: number): Promise<{ finish(): Promise<StreamResult> }> {
+/** The client in `netns` against host:port; finish() stops it and returns what it saw; stop() only ends it (a test that failed before finish()). */
+export async function startStream(netns: string, host: string, port: number): Promise<{ finish(): Promise<StreamResult>; stop(): void }> {
   const { child, lines } = await startIn(netns, ["client", host, String(port)]);
   return {
+    stop: () => void (child.exitCode === null && child.kill("SIGTERM")),
     finish: async () => {
       child.stdin!.end();
       const line = await lines.next();
