@@ -304,7 +304,10 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     const prober = startProber(NS_A, ALSO_DENIED);
     await until("the prober running", () => (fs.existsSync(`${prober.marker}.started`) ? true : undefined));
     const second = startRuntime();
-    await until(`deny-b enforced by the new runtime (stderr: ${second.stderr()})`, () => (status()?.["default/deny-b"]?.enforced ? true : undefined));
+    // As long as the first start may take (the verifier under load, beside a prober that connects without pause).
+    await until("deny-b enforced by the new runtime", () => (status()?.["default/deny-b"]?.enforced ? true : undefined), 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; status: ${JSON.stringify(status())}; stderr: ${second.stderr()}`);
+    });
     await new Promise((r) => setTimeout(r, 300));
     const probed = await prober.stop();
     assert.ok(probed.eperm > 0, JSON.stringify(probed));
