@@ -908,32 +908,35 @@ export class RingBufferReader {
     this.timer.unref();
   }
 
-  /** Consumes whatever is in the ring now; returns the number of records. */
+  /**
+   * Consumes what the ring holds now, up to where the producer was when the call began; returns the number of
+   * records. What the programs write meanwhile waits for the next call (the fd stays readable, the timer comes
+   * back): a process that makes events without pause, faster than the handler takes them, must not keep the event
+   * loop here, where nothing the handler queued is written out and memory grows until the heap gives out. The ring
+   * then fills and the programs count what they could not queue.
+   */
   drain(): number {
     const r = this.ring;
     if (!r) return 0;
     const mask = r.size - 1;
     let records = 0;
     let cons = Number(Atomics.load(r.consumerPos, 0));
-    for (;;) {
-      const prod = Number(Atomics.load(r.producerPos, 0));
-      if (cons >= prod) break;
-      while (cons < prod) {
-        const off = cons & mask;
-        const len = Atomics.load(r.headers, off >>> 2) >>> 0;
-        if (len & RINGBUF_BUSY_BIT) return records; // still being written: the next drain takes it
-        const size = (len & ~(RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT)) >>> 0;
-        if (!(len & RINGBUF_DISCARD_BIT)) {
-          records++;
-          try {
-            this.onRecord(r.data.subarray(off + RINGBUF_HDR_SZ, off + RINGBUF_HDR_SZ + size));
-          } catch (err) {
-            log.error({ err: String(err) }, "ring buffer record handler failed");
-          }
+    const prod = Number(Atomics.load(r.producerPos, 0));
+    while (cons < prod) {
+      const off = cons & mask;
+      const len = Atomics.load(r.headers, off >>> 2) >>> 0;
+      if (len & RINGBUF_BUSY_BIT) return records; // still being written: the next drain takes it
+      const size = (len & ~(RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT)) >>> 0;
+      if (!(len & RINGBUF_DISCARD_BIT)) {
+        records++;
+        try {
+          this.onRecord(r.data.subarray(off + RINGBUF_HDR_SZ, off + RINGBUF_HDR_SZ + size));
+        } catch (err) {
+          log.error({ err: String(err) }, "ring buffer record handler failed");
         }
-        cons += (size + RINGBUF_HDR_SZ + 7) & ~7;
-        Atomics.store(r.consumerPos, 0, BigInt(cons)); // frees the record's room for the programs
       }
+      cons += (size + RINGBUF_HDR_SZ + 7) & ~7;
+      Atomics.store(r.consumerPos, 0, BigInt(cons)); // frees the record's room for the programs
     }
     return records;
   }

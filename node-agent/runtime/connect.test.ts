@@ -68,6 +68,8 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
   let connect: ConnectEnforcer;
   let engine: RuntimeEnforcement;
   let visibility: ProcessVisibility;
+  /** Milliseconds each event costs the handler (a slow consumer). */
+  let handlerCost = 0;
   const kprobes = (): ProcessKprobeEvent["process_kprobe"][] => events.flatMap((e) => ("process_kprobe" in e ? [e.process_kprobe] : []));
   async function until<T>(what: string, find: () => T | undefined): Promise<T> {
     const end = Date.now() + 5000;
@@ -93,7 +95,11 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     visibility.start();
     const processes = visibility.processes;
     const log = pino({ level: "silent" });
-    connect = new ConnectEnforcer({ events: processes, nodeName: "node-a", emit: (e) => events.push(e), log, pods: () => pods, scope: SCOPE });
+    const emit = (e: RuntimeEvent): void => {
+      events.push(e);
+      for (const end = performance.now() + handlerCost; performance.now() < end; );
+    };
+    connect = new ConnectEnforcer({ events: processes, nodeName: "node-a", emit, log, pods: () => pods, scope: SCOPE });
     engine = new RuntimeEnforcement({ nodeName: "node-a", events: processes, emit: (e) => events.push(e), log, resolvePod: (ino) => pods.get(ino), connect });
   });
 
@@ -144,6 +150,46 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     assert.ok(s && !s.enforced && s.reason === "LoadFailed");
     assert.match(s.message, /spec\.kprobes\[0\]\.selectors\[0\]: matchBinaries on a connect hook is not evaluated/);
     assert.deepEqual(status.get("default/no-4444"), { enforced: true, hooks: 1 });
+  });
+
+  it("a pod that connects without pause, faster than its events are handled, does not hold the event loop (each drain reads what the ring held when it began)", async () => {
+    engine.apply([connectPolicy("no-4449", "tcp_connect", "sock", "4449", { action: "Override", argError: -1 })]);
+    const marker = path.join(os.tmpdir(), `${SCOPE}-prober`);
+    fs.rmSync(`${marker}.started`, { force: true });
+    fs.rmSync(`${marker}.done`, { force: true });
+    // Connects to the refused port for 10 s, then leaves a file saying it stopped.
+    const script = [
+      "import socket, time",
+      `open(${JSON.stringify(`${marker}.started`)}, "w").close()`,
+      "end = time.monotonic() + 10",
+      "while time.monotonic() < end:",
+      "  s = socket.socket()",
+      "  try: s.connect(('127.0.0.1', 4449))",
+      "  except OSError: pass",
+      "  s.close()",
+      `open(${JSON.stringify(`${marker}.done`)}, "w").close()`,
+    ].join("\n");
+    const prober = spawn("ip", ["netns", "exec", SELECTED_NS, "/usr/bin/python3", "-c", script], { stdio: "ignore" });
+    const exited = new Promise((r) => prober.once("close", r));
+    try {
+      await until("the prober's first refused connects", () => (fs.existsSync(`${marker}.started`) && kprobes().some((k) => k.policy_name === "no-4449") ? true : undefined));
+      // Twenty thousand events a second at most, fewer than the prober makes (70,000 here unloaded): the poller's and the
+      // timer's drains meet a ring that refills while they read it.
+      handlerCost = 0.05;
+      const started = Date.now();
+      await new Promise((r) => setTimeout(r, 200));
+      const took = Date.now() - started;
+      handlerCost = 0;
+      assert.equal(fs.existsSync(`${marker}.done`), false, `the event loop came back only once the prober had stopped (${took} ms for a 200 ms timer)`);
+      assert.ok(took < 4000, `a 200 ms timer fired after ${took} ms`);
+      assert.ok(kprobes().filter((k) => k.policy_name === "no-4449").length > 1, "the events were handled meanwhile");
+    } finally {
+      handlerCost = 0;
+      if (prober.exitCode === null && prober.signalCode === null) prober.kill("SIGKILL");
+      await exited;
+      fs.rmSync(`${marker}.started`, { force: true });
+      fs.rmSync(`${marker}.done`, { force: true });
+    }
   });
 
   it("10 policies loaded and removed 100 times leave no BPF program, link or map fd and no pins", () => {
