@@ -379,6 +379,9 @@ describe("charts/membrane", () => {
       ["an enforcement mode outside the enum", { policyEnforcementMode: "sometimes" }, /policyEnforcementMode/],
       ["a monitor aggregation level outside the enum", { monitorAggregation: "max" }, /monitorAggregation/],
       ["an allow-localhost mode outside the enum", { allowLocalhost: "never" }, /allowLocalhost/],
+      ["a policy map smaller than the agent accepts", { "bpf.policyMapMax": 1000 }, /policyMapMax/],
+      ["a policy map larger than the agent accepts", { "bpf.policyMapMax": 16777217 }, /policyMapMax/],
+      ["a policy map size that is not an integer", { "bpf.policyMapMax": "1M" }, /policyMapMax/],
       ["an unknown encryption type", { "encryption.type": "aes" }, /encryption\/type|encryption\.type/],
       ["a WireGuard routing the agent does not know", { "encryption.enabled": true, "encryption.wireguard.routing": "native" }, /encryption\/wireguard\/routing|encryption\.wireguard\.routing/],
       ["a webhook timeout over the API server's 30 s", { "webhook.timeoutSeconds": 31 }, /timeoutSeconds/],
@@ -413,6 +416,9 @@ describe("charts/membrane", () => {
       for (const level of ["none", "low", "maximum"]) assert.match(await renderText({ monitorAggregation: level }), new RegExp(`--monitor-aggregation=${level}\n`));
       assert.match(await renderText({}), /--allow-localhost=always\n/);
       assert.match(await renderText({ allowLocalhost: "policy" }), /--allow-localhost=policy\n/);
+      assert.match(await renderText({}), /--policy-map-max=262144\n/);
+      assert.match(await renderText({ "bpf.policyMapMax": 4194304 }), /--policy-map-max=4194304\n/);
+      assert.match(await renderText({ "bpf.policyMapMax": 16777216 }), /--policy-map-max=16777216\n/);
       await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true });
     });
   });

@@ -23,12 +23,19 @@ import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, ty
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { AUDIT_MODE_ANNOTATION } from "./audit-mode.ts";
 import { CGROUP2_ROOT } from "./runtime/connect-enforcer.ts";
+import { DEFAULT_POLICY_MAP_ENTRIES } from "./bpf/layout.ts";
 
 /**
  * The Node options the agent runs with: the chart sets them as its container's NODE_OPTIONS, bench/scale starts the
  * agent with them. V8's young generation is capped at 4 MiB a semi-space: by default it grows to 32 MiB while a
  * 50,000-entry snapshot is decoded and written, and a grown young generation stays resident (issue #21, bench/README).
  */
+/**
+ * --policy-map-max's bounds: below 1,024 a node holds almost no policy; the kernel allocates a hash map's buckets (16
+ * bytes each, the size rounded up to a power of two) when it creates it, 256 MiB at the maximum.
+ */
+export const POLICY_MAP_MAX_RANGE = { min: 1024, max: 16_777_216 } as const;
+
 export const AGENT_NODE_OPTIONS = "--max-semi-space-size=4";
 
 export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
@@ -37,6 +44,7 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
                       [--policy-enforcement-mode default|always|never] [--policy-audit-mode] [--monitor-aggregation none|low|medium|maximum] [--allow-localhost always|policy]
+                      [--policy-map-max N]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec|wireguard [--encryption-strict] [--wireguard-go PATH] [--wireguard-routing routed|vxlan]]
                       [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--token-file FILE] [--encryption disabled|ipsec]
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME[,NAME|PREFIX+...]|none] [--tunnel-device NAME]
@@ -107,6 +115,12 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
   --monitor-aggregation  which packets of allowed connections the datapath reports (drops always are):
                      none: every packet; low: the new connection, its first reply and each side's FIN/RST;
                      medium: one event per new connection; maximum: none (default: ${DEFAULT_MONITOR_AGGREGATION})
+  --policy-map-max  entries the node's policy map holds, every local identity's compiled policy together (Cilium's
+                     bpf-policy-map-max; ${POLICY_MAP_MAX_RANGE.min}..${POLICY_MAP_MAX_RANGE.max}, default: the datapath's ${DEFAULT_POLICY_MAP_ENTRIES}). An identity whose
+                     policy does not fit fails closed (drop reason POLICY_OVERFLOW). Changed across a restart, the pinned
+                     map is replaced by one of the new size with its entries copied; a size below the entries it holds
+                     is refused. The kernel charges ~16 bytes a slot (rounded up to a power of two) at start, and
+                     ~100 bytes an entry in use, to the agent's memory
   --allow-localhost  the node's own connections to its pods (the kubelet's probes, hostNetwork pods), as Cilium's flag:
                      always: they pass whatever the pods' ingress policy says, as Kubernetes demands; policy: that
                      policy judges them as reserved:host's (fromEntities: host); auto: always (default: auto)
@@ -222,6 +236,8 @@ export interface AgentFlags {
   readonly policyEnforcementMode: PolicyEnforcementMode;
   readonly policyAuditMode: boolean;
   readonly monitorAggregation: MonitorAggregation;
+  /** --policy-map-max: the policy map's size (absent: the datapath object's). */
+  readonly policyMapMax?: number;
   /** --allow-localhost policy: the node's own connections to its pods are judged by their ingress policy (default: they pass). */
   readonly localhostPolicy: boolean;
   readonly cniBinDir?: string;
@@ -331,6 +347,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "policy-enforcement-mode": { type: "string" },
         "policy-audit-mode": { type: "boolean" },
         "monitor-aggregation": { type: "string" },
+        "policy-map-max": { type: "string" },
         "allow-localhost": { type: "string" },
         "cni-bin-dir": { type: "string" },
         "token-file": { type: "string" },
@@ -452,6 +469,11 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (!isPolicyEnforcementMode(mode)) return { ok: false, error: `--policy-enforcement-mode: must be one of ${POLICY_ENFORCEMENT_MODES.join(", ")}, got ${JSON.stringify(mode)}` };
   const monitorAggregation = str("monitor-aggregation") ?? DEFAULT_MONITOR_AGGREGATION;
   if (!isMonitorAggregation(monitorAggregation)) return { ok: false, error: `--monitor-aggregation: must be one of ${MONITOR_AGGREGATION_LEVELS.join(", ")}, got ${JSON.stringify(monitorAggregation)}` };
+  const policyMapMax = str("policy-map-max");
+  const { min: mapMin, max: mapMax } = POLICY_MAP_MAX_RANGE;
+  if (policyMapMax !== undefined && !(/^\d+$/.test(policyMapMax) && Number(policyMapMax) >= mapMin && Number(policyMapMax) <= mapMax)) {
+    return { ok: false, error: `--policy-map-max: must be an integer ${mapMin}..${mapMax}, got ${JSON.stringify(policyMapMax)}` };
+  }
   const allowLocalhost = str("allow-localhost") ?? "auto";
   if (!["auto", "always", "policy"].includes(allowLocalhost)) return { ok: false, error: `--allow-localhost: must be one of auto, always, policy, got ${JSON.stringify(allowLocalhost)}` };
   for (const f of ["kubeconfig", "cni-bin-dir", "cni-conf-dir"]) if (str(f) === "") return { ok: false, error: `--${f}: must be a path` };
@@ -537,6 +559,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       policyEnforcementMode: mode,
       policyAuditMode: values["policy-audit-mode"] === true,
       monitorAggregation,
+      ...(policyMapMax !== undefined ? { policyMapMax: Number(policyMapMax) } : {}),
       localhostPolicy: allowLocalhost === "policy",
       ...(cniBinDir ? { cniBinDir } : {}),
       ...(cniConfDir ? { cniConfDir } : {}),

@@ -108,6 +108,16 @@ describe("membrane agent flags", () => {
     assert.equal(error("--monitor-aggregation="), '--monitor-aggregation: must be one of none, low, medium, maximum, got ""');
   });
 
+  it("--policy-map-max sizes the node's policy map: an integer 1024..16777216 (absent: the datapath's 262144); anything else is refused naming the flag", () => {
+    assert.equal(flags().policyMapMax, undefined);
+    assert.equal(flags("--policy-map-max=1048576").policyMapMax, 1_048_576);
+    assert.equal(flags("--policy-map-max", "1024").policyMapMax, 1024);
+    assert.equal(flags("--policy-map-max", "16777216").policyMapMax, 16_777_216);
+    for (const bad of ["1023", "16777217", "-5", "1e6", "256k", "", "4096.5"]) {
+      assert.equal(error(`--policy-map-max=${bad}`), `--policy-map-max: must be an integer 1024..16777216, got ${JSON.stringify(bad)}`);
+    }
+  });
+
   it("--health-port serves /healthz, /readyz and /metrics on the node's loopback, where the chart's probes go", () => {
     assert.equal(flags("--health-port=9962").metricsAddress, "127.0.0.1:9962");
     assert.equal(error("--health-port=99999"), '--health-port: must be a port number 0..65535, got "99999"');

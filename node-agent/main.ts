@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { type Logger, pino } from "pino";
-import { Datapath } from "./bpf/datapath.ts";
+import { Datapath, PolicyMapTooSmall } from "./bpf/datapath.ts";
 import { AgentDns } from "./dns/agent-dns.ts";
 import { AgentL7 } from "./l7proxy/agent-l7.ts";
 import { AgentRuntime } from "./runtime/agent-runtime.ts";
@@ -66,11 +66,12 @@ export async function run(args: string[]): Promise<number> {
   runtime?.startFromLastState();
   let datapath: Datapath;
   try {
-    datapath = Datapath.load(f.bpfScope);
+    datapath = Datapath.load(f.bpfScope, f.policyMapMax !== undefined ? { policyMapEntries: f.policyMapMax } : {});
     datapath.setMonitorAggregation(f.monitorAggregation);
     datapath.setLocalhostPolicy(f.localhostPolicy);
   } catch (err) {
-    log.error({ scope: f.bpfScope, error: (err as Error).message }, "loading the datapath failed");
+    const error = err instanceof PolicyMapTooSmall ? `--policy-map-max: ${err.message}` : (err as Error).message;
+    log.error({ scope: f.bpfScope, error }, "loading the datapath failed");
     return 1;
   }
   // The proxy's own metrics exist once the agent's registry does.

@@ -4,9 +4,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import pino from "pino";
-import { BpfError, BpfObject, RingBufferReader, attachTcx, detachTcx, tcxLinkLive, type TcTarget } from "./loader.ts";
+import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTcx, closePinnedMap, detachTcx, openPinnedMap, tcxLinkLive, type TcTarget } from "./loader.ts";
 import {
   CONST,
+  DEFAULT_POLICY_MAP_ENTRIES,
   DROP_REASONS,
   LAYOUT,
   decodeEvent,
@@ -105,15 +106,19 @@ export class Datapath {
    * policyMapEntries sizes the policy map (default: the object's 262,144), e.g. small to test overflow.
    */
   static load(scope: string, opts: { objectPath?: string; pinRoot?: string; policyMapEntries?: number } = {}): Datapath {
+    // The object's own size is given as none: the same program pins (their digest names the sizes given) as a load without it.
+    const policyMapEntries = opts.policyMapEntries === DEFAULT_POLICY_MAP_ENTRIES ? undefined : opts.policyMapEntries;
+    refuseSmallerThanPinned(path.join(opts.pinRoot ?? BPFFS_ROOT, scope, MAPS.policy), policyMapEntries ?? DEFAULT_POLICY_MAP_ENTRIES);
     const dp = new Datapath(
       BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, {
         scope,
         reusePrograms: true,
         ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}),
-        ...(opts.policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: opts.policyMapEntries } } : {}),
+        ...(policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: policyMapEntries } } : {}),
       }),
     );
     dp.copyTrieAddressesToHosts();
+    dp.dropPartialPolicyCopy();
     dp.rebuildLensIfMissing();
     dp.fillTailCalls();
     return dp;
@@ -132,6 +137,18 @@ export class Datapath {
       value.writeUInt32LE(this.programFd(t.program));
       m.update(key, value);
     }
+  }
+
+  /**
+   * A policy map replaced (another size) with only some of its entries copied would enforce part of a subject's policy,
+   * an allow without the deny beside it: empty it and the lens map instead. Until the snapshot that lostPinnedState asks
+   * for, an enforced endpoint then finds no entry and is default-deny, an unenforced one stays open as before.
+   */
+  private dropPartialPolicyCopy(): void {
+    if (!this.object.replaced.some((r) => r.name === MAPS.policy && !r.complete)) return;
+    this.object.map(MAPS.policy).clear();
+    this.object.map(MAPS.policyLens).clear();
+    log.warn({ map: MAPS.policy }, "the replaced policy map's entries did not all follow: emptied until the next snapshot (enforced endpoints are default-deny)");
   }
 
   /**
@@ -688,6 +705,34 @@ export class Datapath {
 }
 
 const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
+
+/** A policy map size below the entries the pinned policy map holds (the agent refuses to start rather than lose some). */
+export class PolicyMapTooSmall extends RangeError {
+  constructor(
+    readonly size: number,
+    readonly pinned: number,
+    readonly pin: string,
+  ) {
+    super(`a policy map of ${size} entries cannot hold the ${pinned} entries pinned at ${pin}: use a size of at least ${pinned}`);
+  }
+}
+
+/**
+ * Loading with another size replaces the pinned policy map and copies its entries over; a smaller map than its entries
+ * would hold only some, which is refused here, before anything changes (the pinned map and the attached programs stay).
+ */
+function refuseSmallerThanPinned(pin: string, size: number): void {
+  if (!fs.existsSync(pin)) return;
+  const m = openPinnedMap(pin, `${MAPS.policy} (pinned)`);
+  try {
+    if (m.maxEntries() <= size) return;
+    let pinned = 0;
+    m.forEachKey(() => pinned++);
+    if (pinned > size) throw new PolicyMapTooSmall(size, pinned, pin);
+  } finally {
+    closePinnedMap(m);
+  }
+}
 
 /** An endpoint value with one EP_F_* flag set or cleared. */
 function withFlag(value: Buffer, flag: number, on: boolean): Buffer {

@@ -117,6 +117,9 @@ export const CONST = {
   ENCRYPTED_NODE_F_ROUTED: 2,
 } as const;
 
+/** bpf/lib/policy.h's POLICY_MAP_ENTRIES: the policy map's size when the agent is not given another (--policy-map-max). */
+export const DEFAULT_POLICY_MAP_ENTRIES = 262_144;
+
 /** Drop reasons by their DROP_* number (index 0 of the counters counts lost events). */
 export const DROP_REASONS = {
   1: "policy denied",
