@@ -47,12 +47,14 @@ struct {
 struct judge_ctx {
 	__u64 cgroup;
 	__u32 netns;
+	__u32 first;
 	__u32 count;
 	__u16 port;
 	__u8 family;
 	__u8 protocol;
 	__u8 addr[16];
 	__u32 last_hook;
+	__u32 last_policy;
 	int matched_any;
 	int refuse;
 	__u32 pid_tgid_hi;
@@ -95,6 +97,8 @@ static __always_inline void report(struct judge_ctx *j, __u32 index, const struc
 	e->pad2 = 0;
 	__builtin_memcpy(e->addr, j->addr, 16);
 	e->ktime_ns = bpf_ktime_get_ns();
+	e->hook = j->last_hook; /* as judged: the rule's slot may be rewritten meanwhile */
+	e->policy = j->last_policy;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -103,7 +107,7 @@ static long judge_rule(__u32 index, void *data)
 	struct judge_ctx *j = data;
 	if (index >= j->count)
 		return 1;
-	__u32 key = index;
+	__u32 key = j->first + index;
 	const struct connect_rule *r = bpf_map_lookup_elem(&membrane_connect_rules, &key);
 	if (!r)
 		return 1;
@@ -126,24 +130,29 @@ static long judge_rule(__u32 index, void *data)
 		return 0;
 	j->matched_any = 1;
 	j->last_hook = r->hook;
+	j->last_policy = r->policy;
 	if (r->action == CONNECT_ACTION_OVERRIDE || r->action == CONNECT_ACTION_SIGKILL)
 		j->refuse = 1;
 	if (!(r->flags & CONNECT_F_NOPOST) || r->action == CONNECT_ACTION_SIGKILL || r->action == CONNECT_ACTION_SIGNAL)
-		report(j, index, r);
+		report(j, key, r);
 	return 0;
 }
 
 static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
 {
 	__u32 zero = 0;
-	__u32 *count = bpf_map_lookup_elem(&membrane_connect_count, &zero);
-	if (!count || *count == 0)
+	__u32 *range = bpf_map_lookup_elem(&membrane_connect_count, &zero);
+	if (!range)
+		return 1;
+	__u32 v = *(volatile __u32 *)range; /* once: count and first of the same set */
+	if (CONNECT_RANGE_COUNT(v) == 0)
 		return 1;
 	struct judge_ctx j = {};
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	j.netns = TASK_NETNS(task);
 	j.cgroup = bpf_get_current_cgroup_id();
-	j.count = *count;
+	j.count = CONNECT_RANGE_COUNT(v);
+	j.first = CONNECT_RANGE_FIRST(v);
 	j.family = family;
 	j.protocol = ctx->protocol;
 	j.port = bpf_ntohs((__u16)ctx->user_port);

@@ -26,17 +26,24 @@ struct connect_rule {
 	__u8 flags;      /* CONNECT_F_* */
 	__u8 addr[16];   /* destination prefix (IPv4 in the first 4 bytes); prefix length 0: any address */
 	__u32 prefix_len;
-	__u32 policy;    /* the agent's index of the policy, named in events */
+	__u32 policy;    /* the agent's index of the policy, carried by events */
 	__u64 cgroup;    /* cgroup v2 id the caller must be in (a container's, for containerSelector); 0: any */
 };
 
-/* The rule count lives in slot 0 of membrane_connect_count; rules in membrane_connect_rules[0..count). */
+/*
+ * The rules in force are membrane_connect_rules[first .. first + count), described by slot 0 of membrane_connect_count:
+ * count in the low 16 bits, first in the high 16 (one word, so the agent switches to a new set in one write; a word
+ * written before first existed is a count from slot 0). The agent writes a new set beside the one in force, never over
+ * it, and then switches: a connect is judged by one whole set, and no rule is rewritten while a program reads it.
+ */
+#define CONNECT_RANGE_COUNT(v) ((v) & 0xffff)
+#define CONNECT_RANGE_FIRST(v) ((v) >> 16)
 
 struct connect_event {
 	__u32 pid;
 	__u32 tid;
 	__u32 netns;
-	__u32 rule;      /* index of the rule that matched */
+	__u32 rule;      /* slot of the rule that matched (it may hold another rule by the time the event is read) */
 	__u8 family;
 	__u8 action;
 	__u8 protocol;   /* IPPROTO_TCP or IPPROTO_UDP */
@@ -45,6 +52,8 @@ struct connect_event {
 	__u16 pad2;
 	__u8 addr[16];
 	__u64 ktime_ns;
+	__u32 hook;      /* the matched rule's hook id: names its policy whichever rule set is in force when the event is read */
+	__u32 policy;    /* the matched rule's policy index */
 };
 
 #endif

@@ -11,7 +11,7 @@ import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, detachCgroupLink } from "../bpf/loader.ts";
 import {
-  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, encodeConnectRule,
+  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, decodeRange, encodeConnectRule, encodeRange,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import type { ContainerCgroups } from "./containers.ts";
@@ -65,16 +65,24 @@ interface RuleOrigin {
 export class ConnectEnforcer {
   private obj: BpfObject | undefined;
   private reader: RingBufferReader | undefined;
-  private origins: RuleOrigin[] = [];
+  /**
+   * What each hook id of the rule set in force came from, and of the set before it: events are read after they were
+   * made, and one made under the previous set is read once this set is in force (their ids are from the two halves of
+   * the id space, so they never meet).
+   */
+  private origins = new Map<number, RuleOrigin>();
+  private previousOrigins = new Map<number, RuleOrigin>();
   /** Records the agent could not decode. */
   undecodable = 0;
+  /** Records whose rule belongs to no set this enforcer wrote (an earlier runtime's, read after it was replaced): no event. */
+  unattributed = 0;
 
   constructor(private readonly opts: ConnectEnforcerOptions) {}
 
   /** Writes the rules of exactly these plans' connect hooks (loading and attaching the programs on first use, detaching them when none is left). Throws naming the field a rule cannot express. */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
     const rules: ConnectRule[] = [];
-    const origins: RuleOrigin[] = [];
+    const origins = new Map<number, RuleOrigin>();
     let hookId = 0;
     let policyIndex = 0;
     const hostNet = netnsOf(1);
@@ -88,15 +96,14 @@ export class ConnectEnforcer {
         hookId++;
         const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
         selectors.forEach((s, i) => {
-          for (const r of expand(s, `${hook.path}.selectors[${i}]`, subjects, hostNet)) {
-            rules.push({ ...r, hook: hookId, policy: policyIndex });
-            origins.push({ policy: plan.name, hook });
-          }
+          for (const r of expand(s, `${hook.path}.selectors[${i}]`, subjects, hostNet)) rules.push({ ...r, hook: hookId, policy: policyIndex });
         });
+        origins.set(hookId, { policy: plan.name, hook });
       }
     }
     if (rules.length > CONNECT_RULES_MAX) throw new Error(`connect hooks expand to ${rules.length} rules; this node holds ${CONNECT_RULES_MAX}`);
     if (rules.length === 0 && ![...plans.values()].some((p) => p.hooks.some((h) => h.meaning === "connect"))) {
+      this.reader?.drain(); // the last set's events, named before its origins go
       this.close();
       return;
     }
@@ -104,26 +111,22 @@ export class ConnectEnforcer {
     const obj = this.obj!;
     const countMap = obj.map("membrane_connect_count");
     const rulesMap = obj.map("membrane_connect_rules");
-    const old = Math.min(countMap.lookup(u32(0))?.readUInt32LE(0) ?? 0, CONNECT_RULES_MAX);
-    // This set's hook ids differ from those of the rules in force (the program skips a hook's later rules once one of
-    // its id matched): the two halves of the id space alternate.
-    const inForce = old > 0 ? rulesMap.lookup(u32(0))?.readUInt32LE(CONNECT_LAYOUT.rule.hook) : undefined;
-    const base = inForce !== undefined && inForce < HOOK_ID_HALF ? HOOK_ID_HALF : 0;
-    const encoded = rules.map((r) => encodeConnectRule({ ...r, hook: r.hook + base }));
-    const writeAt = (first: number): void => encoded.forEach((b, i) => rulesMap.update(u32(first + i), b));
-    // No rule in force is missing while the set changes (a policy deleted, an adopting runtime's first apply): the new
-    // rules go after the old ones and both are judged (a deleted policy may refuse for a moment longer, never fewer),
-    // then to the front, then the count shrinks to them. Beyond half the map there is no room for both: the count
-    // shrinks first, and a rule that moved may be missed for a moment.
-    if (old > 0 && old + encoded.length <= CONNECT_RULES_MAX) {
-      writeAt(old);
-      countMap.update(u32(0), u32(old + encoded.length));
-    } else {
-      countMap.update(u32(0), u32(Math.min(old, encoded.length)));
-    }
-    writeAt(0);
-    this.origins = origins;
-    countMap.update(u32(0), u32(encoded.length));
+    const inForce = decodeRange(countMap.lookup(u32(0))?.readUInt32LE(0) ?? 0);
+    // This set's hook ids differ from those of the set in force and of the one before (events name their rule's id, and
+    // one made under the set in force may be read after this one replaced it): the two halves of the id space alternate.
+    const inForceHook = inForce.count > 0 ? rulesMap.lookup(u32(inForce.first))?.readUInt32LE(CONNECT_LAYOUT.rule.hook) : undefined;
+    const base = inForceHook !== undefined && inForceHook < HOOK_ID_HALF ? HOOK_ID_HALF : 0;
+    // Events waiting in the ring were made under the set in force or the one before it; read them while both are
+    // known: the one before's ids are the half this set takes.
+    this.reader?.drain();
+    // The new set goes beside the one in force, then one write switches to it: a connect is judged by one whole set
+    // (no rule of either missing meanwhile, none rewritten while a program reads it). With no free room beside it (the
+    // two together beyond the map), it is written over the set in force: for a moment a connect may meet half of each.
+    const first = placeBeside(inForce, rules.length);
+    rules.forEach((r, i) => rulesMap.update(u32(first + i), encodeConnectRule({ ...r, hook: r.hook + base })));
+    this.previousOrigins = this.origins;
+    this.origins = new Map([...origins].map(([id, o]) => [id + base, o]));
+    countMap.update(u32(0), u32(encodeRange({ first, count: rules.length })));
   }
 
   /** Events the ring could not take. */
@@ -153,7 +156,8 @@ export class ConnectEnforcer {
     this.reader = undefined;
     this.obj?.close();
     this.obj = undefined;
-    this.origins = [];
+    this.origins = new Map();
+    this.previousOrigins = new Map();
   }
 
   private start(): void {
@@ -178,9 +182,12 @@ export class ConnectEnforcer {
   }
 
   private report(e: ConnectEvent): void {
-    const origin = this.origins[e.rule];
+    const origin = this.origins.get(e.hook) ?? this.previousOrigins.get(e.hook);
     if (e.action === CONNECT_ACTION.Sigkill) this.kill(e.pid, 9);
-    if (origin === undefined) return;
+    if (origin === undefined) {
+      this.unattributed++;
+      return;
+    }
     if (e.action === CONNECT_ACTION.Signal) {
       const sig = origin.hook.selectors.flatMap((s) => s.actions).find((a) => a.action === "Signal")?.signal;
       if (sig !== undefined) this.kill(e.pid, sig);
@@ -210,6 +217,13 @@ export class ConnectEnforcer {
 
 /** Half the hook id space: consecutive rule sets use the two halves in turn. */
 const HOOK_ID_HALF = 1 << 30;
+
+/** Where a set of n rules goes: a range of the map apart from the set in force (the far half first), else slot 0. */
+function placeBeside(inForce: { first: number; count: number }, n: number): number {
+  const apart = (at: number): boolean => at + n <= CONNECT_RULES_MAX && (inForce.count === 0 || at + n <= inForce.first || at >= inForce.first + inForce.count);
+  const half = CONNECT_RULES_MAX / 2;
+  return [inForce.first >= half ? 0 : half, inForce.first >= half ? half : 0, inForce.first + inForce.count, 0].find(apart) ?? 0;
+}
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);

@@ -7,8 +7,24 @@ export const CONNECT_F_NOPOST = 4;
 
 export const CONNECT_LAYOUT = {
   rule: { size: 48, netns: 0, hook: 4, portLo: 8, portHi: 10, family: 12, action: 13, signal: 14, flags: 15, addr: 16, prefixLen: 32, policy: 36, cgroup: 40 },
-  event: { size: 48, pid: 0, tid: 4, netns: 8, rule: 12, family: 16, action: 17, protocol: 18, port: 20, addr: 24, ktimeNs: 40 },
+  event: { size: 56, pid: 0, tid: 4, netns: 8, rule: 12, family: 16, action: 17, protocol: 18, port: 20, addr: 24, ktimeNs: 40, hook: 48, policy: 52 },
 } as const;
+
+/** The rules in force, `membrane_connect_rules[first .. first + count)`: slot 0 of `membrane_connect_count`, one word. */
+export interface ConnectRange {
+  readonly first: number;
+  readonly count: number;
+}
+
+export function encodeRange(r: ConnectRange): number {
+  return ((r.first << 16) | r.count) >>> 0;
+}
+
+/** A word an earlier runtime wrote before `first` existed is a count from slot 0; what exceeds the map is cut to it. */
+export function decodeRange(word: number): ConnectRange {
+  const first = Math.min(word >>> 16, CONNECT_RULES_MAX);
+  return { first, count: Math.min(word & 0xffff, CONNECT_RULES_MAX - first) };
+}
 
 /** One rule as bpf/connect.c reads it. */
 export interface ConnectRule {
@@ -58,6 +74,9 @@ export interface ConnectEvent {
   readonly port: number;
   readonly addr: Buffer;
   readonly ktimeNs: bigint;
+  /** The matched rule's hook id (unique across the rule set in force and the one before it). */
+  readonly hook: number;
+  readonly policy: number;
 }
 
 /** One ring record; undefined when shorter than the layout (counted by the caller). */
@@ -75,5 +94,7 @@ export function decodeConnectEvent(rec: Buffer): ConnectEvent | undefined {
     port: rec.readUInt16LE(L.port),
     addr: Buffer.from(rec.subarray(L.addr, L.addr + 16)),
     ktimeNs: rec.readBigUInt64LE(L.ktimeNs),
+    hook: rec.readUInt32LE(L.hook),
+    policy: rec.readUInt32LE(L.policy),
   };
 }

@@ -14,7 +14,7 @@ import type { ProcessKprobeEvent, RuntimeEvent } from "../../core/process-event.
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { NetnsFixture } from "../bpf/netns.ts";
 import { ConnectEnforcer } from "./connect-enforcer.ts";
-import { CONNECT_LAYOUT, CONNECT_RULES_MAX } from "./connect-layout.ts";
+import { CONNECT_LAYOUT, CONNECT_RULES_MAX, decodeRange, encodeRange } from "./connect-layout.ts";
 import { RuntimeEnforcement } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { ProcessVisibility } from "./visibility.ts";
@@ -192,6 +192,60 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     }
   });
 
+  it("while the rule set is swapped under a prober, every event names the policy whose rule refused it, and none is left without one", async () => {
+    // Two sets that put different policies at the same rule index, the second one longer: an event read after the set
+    // it was made under was replaced must still name its own policy (by the rule's hook id, not its index).
+    const deny = { "swap-a": 4461, "swap-b": 4462, "swap-c": 4463 } as const;
+    const policy = (name: keyof typeof deny) => connectPolicy(name, "tcp_connect", "sock", String(deny[name]), { action: "Override", argError: -1 });
+    const setX = [policy("swap-a")];
+    const setY = [policy("swap-b"), policy("swap-c")];
+    engine.apply(setX);
+    connect.drain();
+    events.length = 0;
+    const unattributedBefore = connect.unattributed;
+    const marker = path.join(os.tmpdir(), `${SCOPE}-swap-prober`);
+    fs.rmSync(marker, { force: true });
+    const script = [
+      "import socket, time",
+      `open(${JSON.stringify(marker)}, "w").close()`,
+      "end = time.monotonic() + 30",
+      "while time.monotonic() < end:",
+      `  for port in (${deny["swap-a"]}, ${deny["swap-b"]}, ${deny["swap-c"]}):`,
+      "    s = socket.socket()",
+      "    try: s.connect(('127.0.0.1', port))",
+      "    except OSError: pass",
+      "    s.close()",
+    ].join("\n");
+    const prober = spawn("ip", ["netns", "exec", SELECTED_NS, "/usr/bin/python3", "-c", script], { stdio: "ignore" });
+    const exited = new Promise((r) => prober.once("close", r));
+    try {
+      await until("the prober's start", () => (fs.existsSync(marker) ? true : undefined));
+      // Swaps without reading in between (so events wait in the ring across a swap), then lets the ring be read.
+      for (let round = 0; round < 60; round++) {
+        for (let i = 0; i < 3; i++) {
+          engine.apply(setY);
+          engine.apply(setX);
+        }
+        engine.apply(round % 2 === 0 ? setY : setX);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      if (prober.exitCode === null && prober.signalCode === null) prober.kill("SIGKILL");
+      await exited;
+      fs.rmSync(marker, { force: true });
+    }
+    connect.drain();
+    const seen = kprobes().filter((k) => k.policy_name in deny);
+    const wrong = seen.filter((k) => {
+      const arg = k.args[0];
+      return !(arg && "sock_arg" in arg) || arg.sock_arg.dport !== deny[k.policy_name as keyof typeof deny];
+    });
+    assert.ok(seen.length > 100, `events read: ${seen.length}`);
+    for (const name of Object.keys(deny)) assert.ok(seen.some((k) => k.policy_name === name), `an event of ${name}`);
+    assert.deepEqual(wrong.slice(0, 5).map((k) => [k.policy_name, k.args[0]]), [], `${wrong.length} of ${seen.length} events name a policy that does not deny their port`);
+    assert.equal(connect.unattributed - unattributedBefore, 0, "events dropped for lack of an origin");
+  });
+
   it("10 policies loaded and removed 100 times leave no BPF program, link or map fd and no pins", () => {
     engine.apply([]);
     assert.equal(connect.attached, 0);
@@ -212,6 +266,12 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     assert.match(h, new RegExp(`#define CONNECT_RULES_MAX ${CONNECT_RULES_MAX}\\n`));
     assert.equal(CONNECT_LAYOUT.rule.size, 4 + 4 + 2 + 2 + 4 + 16 + 4 + 4 + 8);
     assert.match(h, /__u32 policy;[^\n]*\n\t__u64 cgroup;/, "the cgroup id follows the policy index (offset 40)");
-    assert.equal(CONNECT_LAYOUT.event.size, 4 * 4 + 4 + 2 + 2 + 16 + 8);
+    assert.equal(CONNECT_LAYOUT.event.size, 4 * 4 + 4 + 2 + 2 + 16 + 8 + 4 + 4);
+    assert.match(h, /__u64 ktime_ns;\n\t__u32 hook;[^\n]*\n\t__u32 policy;[^\n]*\n\};/, "an event ends with the matched rule's hook id and policy index (offsets 48, 52)");
+    assert.deepEqual([CONNECT_LAYOUT.event.ktimeNs, CONNECT_LAYOUT.event.hook, CONNECT_LAYOUT.event.policy], [40, 48, 52]);
+    assert.match(h, /#define CONNECT_RANGE_COUNT\(v\) \(\(v\) & 0xffff\)\n#define CONNECT_RANGE_FIRST\(v\) \(\(v\) >> 16\)/);
+    assert.equal(encodeRange({ first: 128, count: 3 }), (128 << 16) | 3);
+    assert.deepEqual(decodeRange(encodeRange({ first: 128, count: 3 })), { first: 128, count: 3 });
+    assert.deepEqual(decodeRange(7), { first: 0, count: 7 }, "a count an earlier runtime wrote is a range from slot 0");
   });
 });
