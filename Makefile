@@ -46,9 +46,10 @@ test-e2e: deps
 test-realnode: deps
 	bash scripts/run-tests.sh localcluster/realnode
 
-# The real-node file with every TCP case of the NetworkPolicy conformance model on its real pods (make test runs three).
+# The real-node file with every case (TCP and UDP probes) of the NetworkPolicy conformance model on its real pods (make test
+# runs four) and 1,000 policy updates in its churn test (make test runs 100).
 test-realnode-conformance: deps
-	MEMBRANE_REALNODE_CONFORMANCE=full node --import tsx --test --test-reporter=spec localcluster/realnode/realnode.test.ts
+	MEMBRANE_REALNODE_CONFORMANCE=full MEMBRANE_REALNODE_CHURN=full node --import tsx --test --test-reporter=spec localcluster/realnode/realnode.test.ts
 
 # The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's specs matching `[sig-network] Netpol` or
 # `NetworkPolicy`: the 50 Netpol specs, no other in v1.36.3; SCTP left out) against a real node with Membrane installed

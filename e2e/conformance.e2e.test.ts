@@ -9,7 +9,7 @@ import { canonicalPrefix } from "../core/cidr.ts";
 import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
 import { apiVersionOf, isNotFound, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
 import { CILIUM_NODES, CCNPS, CNPS, NAMESPACES as NAMESPACE_RESOURCE, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
-import { EnforcementBarrier, TestCluster, type PodProber } from "./harness.ts";
+import { EnforcementBarrier, TestCluster, measureModelTable, type PodProber } from "./harness.ts";
 
 const NODES = 2;
 const ENCRYPTION = process.env.MEMBRANE_E2E_ENCRYPTION === "wireguard" ? { mode: "wireguard" as const, strict: true } : undefined;
@@ -38,21 +38,9 @@ function caseObjects(c: ConformanceCase): KubeObject[] {
 /** Pods alternate between the nodes in table order, so every table has same-node and cross-node pairs. */
 const nodeOf = (i: number): number => (i % NODES) + 1;
 
-/** One probe's 9×9 table in the model's notation ('.' connected, 'X' blocked, '-' self; '?' connected to the wrong pod). */
-async function measure(probe: Probe): Promise<string[]> {
-  return Promise.all(
-    PODS.map(async (src) => {
-      const cells = await Promise.all(
-        PODS.map(async (dst) => {
-          if (src === dst) return "-";
-          const r = await probers.get(src.id)!.probe(ips.get(dst.id)!, probe.port, { udp: probe.protocol === "UDP", timeoutMs: DENIED_TIMEOUT_MS });
-          if (r.verdict !== "connected") return "X";
-          return r.reply === dst.name ? "." : "?";
-        }),
-      );
-      return cells.join("");
-    }),
-  );
+/** One probe's 9×9 table, from each pod's prober (the pod servers answer with the pod's name). */
+function measure(probe: Probe): Promise<string[]> {
+  return measureModelTable(probe, { proberOf: (p) => probers.get(p.id)!, addressOf: (p) => ips.get(p.id)!, replyOf: (p) => p.name, timeoutMs: DENIED_TIMEOUT_MS });
 }
 
 /** Every object of a resource type, with the apiVersion and kind that list items lack (the trace's parser needs them). */

@@ -10,6 +10,7 @@ import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
 import type { DevEncryption } from "../localcluster/devcluster.ts";
 import { KubeClient, resourcePath, type Resource } from "../kube/kube.ts";
 import { CNPS } from "../kube/resources.ts";
+import { PODS, type ModelPod, type Probe } from "../core/conformance/model.ts";
 import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
@@ -176,6 +177,17 @@ export class PodProber {
     return new PodProber(label, child);
   }
 
+  /**
+   * A prober in the network namespace at `path` (a process's `/proc/PID/ns/net`: a real pod's, entered from the host
+   * through its container's process); only the network namespace changes. The caller stops it.
+   */
+  static async inNetnsPath(dir: string, path: string, label: string): Promise<PodProber> {
+    const script = await standaloneScript(probeSource, join(dir, "bin"));
+    // nsenter execs the command, so the child's pid is the node process itself.
+    const child = spawn("nsenter", [`--net=${path}`, "--", process.execPath, script, "--serve"], { stdio: ["pipe", "pipe", "pipe"] });
+    return new PodProber(label, child);
+  }
+
   probe(host: string, port: number, opts: { udp?: boolean; timeoutMs: number }): Promise<ProbeResult> {
     return this.ask({ id: this.nextId++, host, port, timeoutMs: opts.timeoutMs, ...(opts.udp ? { udp: true } : {}) }, `${host}:${port}`) as Promise<ProbeResult>;
   }
@@ -221,6 +233,28 @@ export class PodProber {
   }
 }
 
+/**
+ * One probe of the conformance model as a 9×9 table in the model's notation ('.' connected, 'X' blocked, '-' self;
+ * '?' connected to the wrong pod), every pair at once, each from a PodProber in the source pod (so a UDP cell is '.'
+ * only when a reply datagram came back). The process-based cluster's and the real pods' conformance tests both measure
+ * through it; `replyOf` is what the destination's server answers with.
+ */
+export async function measureModelTable(probe: Probe, opts: { proberOf: (pod: ModelPod) => PodProber; addressOf: (pod: ModelPod) => string; replyOf: (pod: ModelPod) => string; timeoutMs: number }): Promise<string[]> {
+  return Promise.all(
+    PODS.map(async (src) => {
+      const cells = await Promise.all(
+        PODS.map(async (dst) => {
+          if (src === dst) return "-";
+          const r = await opts.proberOf(src).probe(opts.addressOf(dst), probe.port, { udp: probe.protocol === "UDP", timeoutMs: opts.timeoutMs });
+          if (r.verdict !== "connected") return "X";
+          return r.reply === opts.replyOf(dst) ? "." : "?";
+        }),
+      );
+      return cells.join("");
+    }),
+  );
+}
+
 interface PolicyObjectView {
   metadata: { generation: number };
   status?: { observedGeneration?: number; enforced?: string; conditions?: { type: string; status: string; observedGeneration?: number }[] };
@@ -230,7 +264,7 @@ interface PolicyObjectView {
  * Waits until the operator reports the current generation of a CNP/CCNP enforced by all `nodes`
  * nodes (status.observedGeneration = metadata.generation, Enforced=True, enforced "n/n").
  */
-export async function waitEnforced(tc: TestCluster, resource: Resource, namespace: string | undefined, name: string, nodes: number, timeoutMs = 60_000): Promise<void> {
+export async function waitEnforced(tc: Pick<TestCluster, "kube">, resource: Resource, namespace: string | undefined, name: string, nodes: number, timeoutMs = 60_000): Promise<void> {
   const kube = await tc.kube();
   const end = Date.now() + timeoutMs;
   for (;;) {

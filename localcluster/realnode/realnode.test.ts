@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
@@ -21,11 +21,15 @@ import { destroyRealNodes, startRealNodes, type RealNodes } from "./nodes.ts";
 import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
-import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase } from "../../core/conformance/model.ts";
+import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, L7_PORT, answer, request, stream } from "./l7-workload.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
 import { RULE_PREF, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
 import { Capture, type CaptureResult } from "../../e2e/capture.ts";
+import { PodProber, measureModelTable } from "../../e2e/harness.ts";
+import { CHURN_LABELS, assertChurnClean, churnUnderProbes, removeChurnPolicies } from "../../e2e/churn.ts";
+import { buildAgnhostImage } from "../upstream/cluster.ts";
+import { KubeClient } from "../../kube/kube.ts";
 
 const TIMEOUT_MS = 60 * 60_000; // the first build of the control-plane binary is long; later runs hit the cache
 const NS = "realnode-test";
@@ -1048,21 +1052,65 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       .map((l) => ({ at: Date.parse(l.slice(0, l.indexOf(" "))), line: l.slice(l.indexOf(" ") + 1) }));
   }
 
-  // The conformance model's pods (busybox httpd on TCP 80 and 81 answering with the pod's id) and one sentinel per node
+  /**
+   * agnhost (the upstream e2e suite's workload, built from the pinned module by localcluster/upstream/agnhost-image.sh),
+   * imported into both nodes once: the model's and the policy churn's pods, which serve UDP as well.
+   */
+  let agnhostImported: Promise<string> | undefined;
+  const agnhostImage = (): Promise<string> =>
+    (agnhostImported ??= buildAgnhostImage().then(async (image) => {
+      const started = Date.now();
+      await Promise.all([node!.importImage(image.archive), node2!.importImage(image.archive)]);
+      console.log(JSON.stringify({ agnhostImportedSeconds: (Date.now() - started) / 1000 }));
+      return image.ref;
+    }));
+
+  /**
+   * A prober (localcluster/probe.ts --serve, as in the process-based e2e tests) in a running pod's network namespace,
+   * entered from the host through its container's process: its packets leave by the pod's interface as the pod's own.
+   */
+  async function podProber(namespace: string, pod: string): Promise<PodProber> {
+    const v = JSON.parse((await cp!.kubectl(["get", "pod", "-n", namespace, pod, "-o", "json"])).stdout) as PodView & { status: { containerStatuses?: { containerID?: string }[] } };
+    const id = v.status.containerStatuses?.[0]?.containerID?.replace(/^containerd:\/\//, "");
+    const onNode = [node!, node2!].find((n) => n.plan.name === v.spec.nodeName);
+    assert.ok(id && onNode, `${namespace}/${pod}: a running container on one of the nodes (${JSON.stringify(v.status.containerStatuses)}, ${v.spec.nodeName})`);
+    const tasks = await onNode.ctr(["tasks", "list"]);
+    const pid = tasks.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((w) => w[0] === id)?.[1];
+    assert.ok(pid && /^\d+$/.test(pid), `${namespace}/${pod}: the pid of container ${id} on ${onNode.plan.name}: ${tasks.stdout}${tasks.stderr}`);
+    return PodProber.inNetnsPath(join(scratch, "probe"), `/proc/${pid}/ns/net`, `${namespace}/${pod}`);
+  }
+
+  // The conformance model's pods (agnhost's image: its busybox httpd on TCP 80 and 81 answering with the pod's id, its
+  // serve-hostname on UDP 80 and 81 answering every datagram with the pod's hostname, "NS-NAME") and one sentinel per node
   // for the enforcement barrier, created with the churn test's pods so that both start together.
   const SENTINEL_NS = "realnode-sentinel";
+  const modelHostname = (p: { namespace: string; name: string }): string => `${p.namespace}-${p.name}`;
   const modelIPs = new Map<string, string>();
   let modelPodsApplied: Promise<void> | undefined;
   const modelPods = (): Promise<void> =>
     (modelPodsApplied ??= (async () => {
       const namespaces = [...NAMESPACES.map((ns) => ({ name: ns, labels: namespaceLabels(ns) })), { name: SENTINEL_NS, labels: {} }].map((n) => ({ apiVersion: "v1", kind: "Namespace", metadata: n }));
+      const agnhost = await agnhostImage();
       const ports = CONTAINER_PORTS.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol }));
       // Pods alternate between the nodes in table order: every table has same-node and cross-node pairs.
       const pods = PODS.map((p, i) => ({
         apiVersion: "v1",
         kind: "Pod",
         metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
-        spec: { nodeName: i % 2 === 0 ? name : name2, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ports, command: ["sh", "-c", `mkdir -p /tmp/w && echo ${p.id} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && exec httpd -f -p 81 -h /tmp/w`] }] },
+        spec: {
+          nodeName: i % 2 === 0 ? name : name2,
+          hostname: modelHostname(p),
+          terminationGracePeriodSeconds: 0,
+          containers: [
+            {
+              name: "c",
+              image: agnhost,
+              imagePullPolicy: "Never",
+              ports,
+              command: ["sh", "-c", `mkdir -p /tmp/w && echo ${p.id} > /tmp/w/index.html || exit 1; for port in 80 81; do /agnhost serve-hostname --udp --http=false --port $port & done; busybox httpd -p 80 -h /tmp/w && exec busybox httpd -f -p 81 -h /tmp/w`],
+            },
+          ],
+        },
       }));
       const sentinels = [name, name2].map((n, i) => ({ apiVersion: "v1", kind: "Pod", metadata: { name: `sentinel-${i + 1}`, namespace: SENTINEL_NS, labels: { role: "sentinel" } }, spec: { nodeName: n, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "100000"] }] } }));
       for (const list of [namespaces, [...pods, ...sentinels]]) {
@@ -1194,17 +1242,37 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   });
 
   // The conformance model on real pods: a short subset of its cases in make test (each case a policy apply, one
-  // barrier and its TCP tables), every TCP case with MEMBRANE_REALNODE_CONFORMANCE=full (make test-realnode-conformance).
-  // What stays process-based (e2e/conformance.e2e.test.ts): UDP probes (busybox, the only workload image on these
-  // nodes, has no UDP server that answers every datagram; agnhost is imported only into the upstream suite's
-  // cluster), the `policy trace` agreement check (pure, no kubelet needed), the WireGuard variant (on real nodes WireGuard
-  // is tested by the encryption.enabled block: one allowed and one denied connection, not the model) and the full case list in make test (the CI budget).
-  const CONFORMANCE_SHORT = ["default-deny ingress in namespace x", "podSelector and namespaceSelector in one peer: only y/b reaches x/a", "egress ipBlock to the pod network except x/b's /32: x/a reaches every pod but x/b"];
+  // barrier and its TCP and UDP tables), every case with MEMBRANE_REALNODE_CONFORMANCE=full (make test-realnode-conformance).
+  // TCP is probed from inside each pod (busybox nc); UDP by the process-based tests' prober (localcluster/probe.ts through
+  // measureModelTable) in each pod's network namespace: a cell is '.' only when a reply datagram came back, so a denied
+  // datagram and a server that never answered both read 'X', which is why the no-policy UDP tables come first.
+  // What stays process-based (e2e/conformance.e2e.test.ts): the `policy trace` agreement check (pure, no kubelet needed),
+  // the WireGuard variant (on real nodes WireGuard is tested by the encryption.enabled block: one allowed and one denied
+  // connection, not the model) and the full case list in make test (the CI budget).
+  const CONFORMANCE_SHORT = [
+    "default-deny ingress in namespace x",
+    "podSelector and namespaceSelector in one peer: only y/b reaches x/a",
+    "egress ipBlock to the pod network except x/b's /32: x/a reaches every pod but x/b",
+    "protocol matters: x/a accepts TCP 80 from everywhere, not UDP 80",
+  ];
   const conformanceFull = process.env.MEMBRANE_REALNODE_CONFORMANCE === "full";
-  test(`the NetworkPolicy conformance model on real pods across both nodes (${conformanceFull ? "every case's TCP probes" : `${CONFORMANCE_SHORT.length} cases' TCP probes`}): measured reachability equals the model`, async (t) => {
+  test(`the NetworkPolicy conformance model on real pods across both nodes (${conformanceFull ? "every case's TCP and UDP probes" : `${CONFORMANCE_SHORT.length} cases' TCP and UDP probes`}): measured reachability equals the model`, async (t) => {
     await modelPods();
-    const cases = CASES.filter((c) => (conformanceFull || CONFORMANCE_SHORT.includes(c.name)) && c.probes.some((p) => p.protocol === "TCP"));
-    assert.equal(cases.length, conformanceFull ? cases.length : CONFORMANCE_SHORT.length, "every short case is in the model");
+    // The churn test's pods start while this test runs.
+    const churnReady = churnPods();
+    churnReady.catch(() => undefined); // awaited (and its failure reported) by the churn test
+    const cases = CASES.filter((c) => conformanceFull || CONFORMANCE_SHORT.includes(c.name));
+    assert.equal(cases.length, conformanceFull ? CASES.length : CONFORMANCE_SHORT.length, "every short case is in the model");
+    const probers = new Map<string, PodProber>();
+    try {
+      await Promise.all(PODS.map(async (p) => probers.set(p.id, await podProber(p.namespace, p.name))));
+      await conformanceRun(t, cases, probers);
+    } finally {
+      await Promise.all([...probers.values()].map((p) => p.stop()));
+    }
+  });
+
+  async function conformanceRun(t: TestContext, cases: readonly ConformanceCase[], probers: ReadonlyMap<string, PodProber>): Promise<void> {
     let round = 0;
     /** Every node's agent acknowledged a state newer than the last change: the sentinel CNP's new generation Enforced 2/2. */
     const barrier = async (): Promise<void> => {
@@ -1218,7 +1286,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       });
     };
     /** One TCP table: each pod probes the other eight at once from inside itself (busybox nc, 1 s for a dropped SYN). */
-    const measure = (port: number): Promise<string[]> =>
+    const measureTcp = (port: number): Promise<string[]> =>
       Promise.all(
         PODS.map(async (src) => {
           const script = PODS.filter((d) => d !== src).map((d) => `(r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${modelIPs.get(d.id)!} ${port} 2>/dev/null | tail -n 1); echo "${d.id} $r") &`).join(" ") + " wait";
@@ -1227,11 +1295,15 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
           return PODS.map((dst) => (dst === src ? "-" : !answers.get(dst.id) ? "X" : answers.get(dst.id) === dst.id ? "." : "?")).join("");
         }),
       );
+    /** One UDP table: one datagram per pair, all at once, 1 s for an answer; serve-hostname answers with the pod's hostname. */
+    const measureUdp = (port: number): Promise<string[]> =>
+      measureModelTable({ protocol: "UDP", port, table: [] }, { proberOf: (p) => probers.get(p.id)!, addressOf: (p) => modelIPs.get(p.id)!, replyOf: modelHostname, timeoutMs: 1_000 });
     /**
-     * The table, measured again once when the only differences are allowed pairs that did not connect (a SYN lost on a
-     * loaded machine); a connection the model denies fails at once.
+     * The table, measured again once when the only differences are allowed pairs that did not connect (a SYN or a
+     * datagram lost on a loaded machine); a connection the model denies fails at once.
      */
-    const measured = async (want: readonly string[], port: number): Promise<string[]> => {
+    const measured = async (want: readonly string[], protocol: "TCP" | "UDP", port: number): Promise<string[]> => {
+      const measure = protocol === "TCP" ? measureTcp : measureUdp;
       const got = await measure(port);
       const opened = want.some((row, r) => [...row].some((cell, c) => cell === "X" && got[r]![c] !== "X"));
       return opened || got.every((row, r) => row === want[r]) ? got : measure(port);
@@ -1239,8 +1311,13 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const table = (rows: readonly string[]): string => `     ${PODS.map((p) => p.id.padEnd(4)).join("")}\n${rows.map((row, r) => `${PODS[r]!.id.padEnd(5)}${[...row].map((c) => c.padEnd(4)).join("")}`).join("\n")}`;
     const allOpen = PODS.map((_, r) => PODS.map((__, c) => (r === c ? "-" : ".")).join(""));
     await barrier();
-    const open = await measured(allOpen, 80);
+    const open = await measured(allOpen, "TCP", 80);
     assert.deepEqual(open, allOpen, `TCP/80 with no policy\nmeasured:\n${table(open)}`);
+    // Every UDP port a case probes answers with no policy: a UDP 'X' below is then a drop, not a silent server.
+    for (const port of [...new Set(cases.flatMap((c) => c.probes.filter((p) => p.protocol === "UDP").map((p) => p.port)))].sort()) {
+      const udp = await measured(allOpen, "UDP", port);
+      assert.deepEqual(udp, allOpen, `UDP/${port} with no policy\nmeasured:\n${table(udp)}`);
+    }
     let previous: Record<string, unknown>[] = [];
     for (const c of cases) {
       const objects = parseAllDocuments(renderCase(c, (id) => modelIPs.get(id))).map((d) => d.toJSON() as Record<string, unknown> & { metadata: { name: string; namespace: string } });
@@ -1250,12 +1327,70 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       assert.equal(applied.code, 0, `${c.name}: ${applied.stderr}`);
       previous = objects;
       await barrier();
-      for (const probe of c.probes.filter((p) => p.protocol === "TCP")) {
-        const got = await measured(probe.table, probe.port);
-        await t.test(`${c.name}: TCP/${probe.port}`, () => assert.deepEqual(got, probe.table, `${c.name}, TCP/${probe.port}: packets differ from the model\nexpected:\n${table(probe.table)}\nmeasured:\n${table(got)}`));
+      for (const probe of c.probes) {
+        const got = await measured(probe.table, probe.protocol, probe.port);
+        await t.test(`${c.name}: ${probe.protocol}/${probe.port}`, () => assert.deepEqual(got, probe.table, `${c.name}, ${probe.protocol}/${probe.port}: packets differ from the model\nexpected:\n${table(probe.table)}\nmeasured:\n${table(got)}`));
       }
     }
     for (const o of previous as { metadata: { name: string; namespace: string } }[]) await cp!.kubectl(["delete", "networkpolicy", "-n", o.metadata.namespace, o.metadata.name, "--wait=false"]);
+  }
+
+  // Policy churn on real pods (e2e/churn.ts, the process-based e2e/churn.e2e.test.ts's churn): API writes while the
+  // tiefighter (node 1) probes a deathstar on node 2 (across the overlay) and one on node 1, and the xwing (node 1) the
+  // same two; 100 writes in make test, 1,000 with MEMBRANE_REALNODE_CHURN=full (make test-realnode-conformance).
+  const CHURN_NS = "realnode-churn";
+  const churnUpdates = process.env.MEMBRANE_REALNODE_CHURN === "full" ? 1_000 : 100;
+  let churnPodsApplied: Promise<Map<string, string>> | undefined;
+  /** The churn's pods (agnhost: serve-hostname on TCP 80 for the deathstars, pause for the clients), by name with their address. */
+  const churnPods = (): Promise<Map<string, string>> =>
+    (churnPodsApplied ??= (async () => {
+      const agnhost = await agnhostImage();
+      const pod = (podName: string, labels: Readonly<Record<string, string>>, nodeName: string, args: string[]) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: podName, namespace: CHURN_NS, labels },
+        spec: { nodeName, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: agnhost, imagePullPolicy: "Never", args }] },
+      });
+      const deathstar = ["serve-hostname", "--tcp", "--http=false", "--port", "80"];
+      const items = [
+        pod("deathstar-1", CHURN_LABELS.deathstar, name2, deathstar),
+        pod("deathstar-2", CHURN_LABELS.deathstar, name, deathstar),
+        pod("tiefighter-1", CHURN_LABELS.tiefighter, name, ["pause"]),
+        pod("xwing-1", CHURN_LABELS.xwing, name, ["pause"]),
+      ];
+      assert.equal((await cp!.kubectl(["create", "namespace", CHURN_NS])).code, 0);
+      const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
+      assert.equal(r.code, 0, r.stderr);
+      return eventually("the churn's pods Running with an address", 180_000, async () => {
+        const pods = (JSON.parse((await cp!.kubectl(["get", "pods", "-n", CHURN_NS, "-o", "json"])).stdout) as { items: PodView[] }).items;
+        const running = pods.filter((p) => p.status.phase === "Running" && p.status.podIP);
+        return running.length === items.length ? new Map(running.map((p) => [p.metadata.name, p.status.podIP!])) : undefined;
+      });
+    })());
+
+  test(`policy churn on real pods: ${churnUpdates} policy updates through the API change neither an allowed nor a denied pair's verdict, across the nodes and on one`, async (t) => {
+    const ips = await churnPods();
+    const kube = await KubeClient.fromKubeconfig(cp!.kubeconfig);
+    const [tiefighter, xwing] = await Promise.all([podProber(CHURN_NS, "tiefighter-1"), podProber(CHURN_NS, "xwing-1")]);
+    const started = Date.now();
+    try {
+      const outcome = await churnUnderProbes({
+        cluster: { kube: () => Promise.resolve(kube) },
+        namespace: CHURN_NS,
+        nodes: 2,
+        updates: churnUpdates,
+        tiefighter,
+        xwing,
+        deathstars: ["deathstar-1", "deathstar-2"].map((d) => ({ name: d, ip: ips.get(d)! })),
+      });
+      t.diagnostic(`${outcome.summary}\nload ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}, ${(Date.now() - started) / 1000} s`);
+      assertChurnClean(outcome, churnUpdates);
+    } finally {
+      await Promise.all([tiefighter.stop(), xwing.stop()]);
+      // The release's later tests (and the node cleanup's pod count) want neither the churn's policies nor its pods.
+      await removeChurnPolicies(kube, CHURN_NS);
+      await cp!.kubectl(["delete", "namespace", CHURN_NS, "--wait=false"]);
+    }
   });
 
   // Transparent encryption on real nodes (issue #22): the shared release upgraded to encryption.enabled (WireGuard, routed: the
