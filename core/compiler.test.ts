@@ -39,13 +39,15 @@ const podLabel = fc.record({
   app: fc.constantFrom("a", "b", "c"),
   team: fc.constantFrom("x", "y"),
   ns: fc.constantFrom("n1", "n2"),
+  // Now and then a pod of another cluster: in the cluster's number range but not in the `cluster` entity (no class entries then).
+  cluster: fc.constantFrom("default", "default", "default", "default", "default", "other"),
 });
-function podLabels(p: { app: string; team: string; ns: string }): LabelSet {
+function podLabels(p: { app: string; team: string; ns: string; cluster: string }): LabelSet {
   return labelSetFrom([
     label("k8s", "app", p.app),
     label("k8s", "team", p.team),
     label("k8s", "io.kubernetes.pod.namespace", p.ns),
-    label("k8s", "io.cilium.k8s.policy.cluster", "default"),
+    label("k8s", "io.cilium.k8s.policy.cluster", p.cluster),
   ]);
 }
 const CIDR_IDS: [number, LabelSet][] = [

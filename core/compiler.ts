@@ -23,6 +23,9 @@ import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
 import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
+import { CLUSTER_CLASS_PEER, inClusterClass } from "./identity.ts";
+import { entityMatches } from "./entities.ts";
+import { entityMatcher } from "./policy/selector-cache.ts";
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
@@ -65,7 +68,37 @@ type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
 interface DirState {
   readonly resolved: ResolvedDirection;
+  /** Also holds the class's templates under CLUSTER_CLASS_PEER when there are any. */
   readonly entries: DirectionEntries;
+  /**
+   * The templates of a peer matched by exactly the direction's `fromEntities/toEntities: [cluster]` terms, when it has
+   * such terms: the map holds them once, for peer CLUSTER_CLASS_PEER, and no entry for a peer in the class whose own
+   * templates are the same (the datapath finds the class's for it, between its own keys and the wildcard's).
+   */
+  readonly classTemplates: readonly EntryTemplate[] | undefined;
+}
+
+/** The selector cache's canonical of the `cluster` entity (entities are never narrowed by fromRequires). */
+const CLUSTER_ENTITY = entityMatcher("cluster").canonical;
+
+/** Whether two template lists hold the same entries (peers matched by the same terms share one array). */
+function sameTemplates(a: readonly EntryTemplate[], b: readonly EntryTemplate[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  const bySlot = new Map(b.map((t) => [t.slot, t]));
+  return a.every((t) => {
+    const o = bySlot.get(t.slot);
+    return o !== undefined && o.verdict === t.verdict && o.proxyPort === t.proxyPort && o.ruleId === t.ruleId;
+  });
+}
+
+const NO_TEMPLATES: readonly EntryTemplate[] = [];
+
+/** What the map holds for one peer of a direction whose class templates are `cls`: nothing for a peer the class answers for. */
+function emitted(cls: readonly EntryTemplate[] | undefined, peer: number, ts: readonly EntryTemplate[] | undefined): readonly EntryTemplate[] {
+  if (ts === undefined) return NO_TEMPLATES;
+  if (cls !== undefined && peer !== CLUSTER_CLASS_PEER && peer !== IDENTITY_WILDCARD && inClusterClass(peer) && sameTemplates(ts, cls)) return NO_TEMPLATES;
+  return ts;
 }
 
 interface SubjectState {
@@ -91,8 +124,16 @@ export class PolicyCompiler {
   private readonly dirty = new Map<DirectionUser, Set<number>>();
   private readonly ctx: ResolutionContext;
   private readonly services = new ServiceIndex();
+  private readonly clusterName: string | undefined;
+  /**
+   * Identities in the cluster class by number (inClusterClass) that the `cluster` entity does not select (e.g. a pod
+   * of another cluster's name): while there is one, the datapath's class would answer for it wrongly, so no class
+   * entries are compiled and every peer has its own.
+   */
+  private readonly strayClassIds = new Set<number>();
 
   constructor(opts: CompilerOptions = {}) {
+    this.clusterName = opts.clusterName;
     this.selectorCache = new PartitionedSelectorCache({ clusterName: opts.clusterName, services: this.services });
     this.repository = new PolicyRepository(this.selectorCache);
     this.proxyPorts = new ProxyPortAllocator(opts.proxyPorts);
@@ -113,6 +154,7 @@ export class PolicyCompiler {
     for (const [id, labels] of identities) {
       this.identities.set(id, labels);
       this.selectorCache.upsertIdentity(id, labels);
+      this.trackStray(id, labels);
     }
     // Insertion order: rule ids are numbered as the policies come.
     for (const [key, parts] of policies) this.repository.upsert(key, parts);
@@ -129,18 +171,23 @@ export class PolicyCompiler {
     const prev = this.identities.get(id);
     if (prev?.key === labels.key) return [];
     const d = into ?? new DeltaCollector();
+    const classBefore = this.strayClassIds.size === 0;
     if (prev) this.dropIdentity(id, d);
     this.identities.set(id, labels);
     this.selectorCache.upsertIdentity(id, labels);
+    this.trackStray(id, labels);
     if (this.repository.isSubject(id)) this.rebuildSubject(id, undefined, d);
     this.recomputeDirty(id, d);
+    if (classBefore !== (this.strayClassIds.size === 0)) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
   removeIdentity(id: number, into?: DeltaCollector): Delta[] {
     if (!this.identities.has(id)) return [];
     const d = into ?? new DeltaCollector();
+    const classBefore = this.strayClassIds.size === 0;
     this.dropIdentity(id, d);
+    if (classBefore !== (this.strayClassIds.size === 0)) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
@@ -193,7 +240,10 @@ export class PolicyCompiler {
     const s = this.subjects.get(subject);
     if (!s) return { subject, ingressEnforced: false, egressEnforced: false, entries: [] };
     const entries: PolicyEntry[] = [];
-    for (const direction of DIRECTIONS) for (const [peer, ts] of s[direction].entries) for (const t of ts) entries.push(entryOf(subject, direction, peer, t));
+    for (const direction of DIRECTIONS) {
+      const dir = s[direction];
+      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classTemplates, peer, ts)) entries.push(entryOf(subject, direction, peer, t));
+    }
     const http = this.httpOf(s);
     return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
   }
@@ -215,7 +265,7 @@ export class PolicyCompiler {
 
   entryCount(): number {
     let n = 0;
-    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const ts of dir.entries.values()) n += ts.length;
+    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classTemplates, peer, ts).length;
     return n;
   }
 
@@ -236,8 +286,8 @@ export class PolicyCompiler {
     const state: SubjectState = old ?? {
       subject,
       users: { ingress: new DirectionUser(subject, "ingress", this.dirty), egress: new DirectionUser(subject, "egress", this.dirty) },
-      ingress: { resolved: UNRESOLVED, entries: new Map() },
-      egress: { resolved: UNRESOLVED, entries: new Map() },
+      ingress: { resolved: UNRESOLVED, entries: new Map(), classTemplates: undefined },
+      egress: { resolved: UNRESOLVED, entries: new Map(), classTemplates: undefined },
       proxyRules,
       dns: undefined,
       http: undefined,
@@ -248,11 +298,11 @@ export class PolicyCompiler {
       const prev = old ? old[direction] : undefined;
       const resolved = resolveDirection(this.ctx, subject, direction, parts, keys, proxyRules);
       this.registerTerms(state.users[direction], resolved.terms);
-      const next: DirState = { resolved, entries: new Map() };
+      const next: DirState = { resolved, entries: new Map(), classTemplates: this.classTemplatesOf(subject, direction, resolved) };
       state[direction] = next;
       if (!prev) {
         this.computeFull(subject, direction, next);
-        if (d.recording) for (const [peer, ts] of next.entries) for (const t of ts) d.add(subject, entryOf(subject, direction, peer, t));
+        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classTemplates, peer, ts)) d.add(subject, entryOf(subject, direction, peer, t));
       } else {
         const everything = changedPolicy === undefined || !sameRequires(prev.resolved, resolved) || !sameWildcardDenies(prev.resolved, resolved);
         let peers: Set<number>;
@@ -260,13 +310,19 @@ export class PolicyCompiler {
           peers = new Set<number>(prev.entries.keys());
           for (const id of peersOf(this.selectorCache, resolved.terms)) peers.add(id);
           peers.add(IDENTITY_WILDCARD);
+          peers.add(CLUSTER_CLASS_PEER);
         } else {
           const touched = (t: Term): boolean => t.policyKey === changedPolicy;
           peers = peersOf(this.selectorCache, prev.resolved.terms.filter(touched));
           for (const id of peersOf(this.selectorCache, resolved.terms.filter(touched))) peers.add(id);
+          // A class term touched: the class's entries (and every peer in the class, which the term selects) again.
+          const classTerm = (t: Term): boolean => touched(t) && t.matcher?.canonical === CLUSTER_ENTITY;
+          if (prev.resolved.terms.some(classTerm) || resolved.terms.some(classTerm) || (prev.classTemplates === undefined) !== (next.classTemplates === undefined)) {
+            peers.add(CLUSTER_CLASS_PEER);
+          }
         }
         for (const [peer, m] of prev.entries) if (!peers.has(peer)) next.entries.set(peer, m);
-        for (const peer of peers) this.recomputePeerIn(subject, direction, next, peer, prev.entries.get(peer), d);
+        for (const peer of peers) this.recomputePeerIn(subject, direction, next, peer, prev.entries.get(peer), d, prev.classTemplates);
         this.unregisterTerms(state.users[direction], prev.resolved.terms);
       }
     }
@@ -284,7 +340,7 @@ export class PolicyCompiler {
     d.touch(state.subject);
     for (const direction of DIRECTIONS) {
       const dir = state[direction];
-      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of ts) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
+      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classTemplates, peer, ts)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
       this.unregisterTerms(state.users[direction], dir.resolved.terms);
       this.dirty.delete(state.users[direction]);
     }
@@ -293,6 +349,7 @@ export class PolicyCompiler {
   }
 
   private dropIdentity(id: number, d: DeltaCollector): void {
+    this.strayClassIds.delete(id);
     this.selectorCache.removeIdentity(id);
     const asSubject = this.subjects.get(id);
     if (asSubject) this.deleteSubject(asSubject, d);
@@ -309,7 +366,7 @@ export class PolicyCompiler {
       const s = this.subjects.get(user.subject);
       if (s?.users[user.direction] !== user) continue; // a user of a subject state that is gone
       const dir = s[user.direction];
-      for (const peer of peers) this.recomputePeerIn(user.subject, user.direction, dir, peer, dir.entries.get(peer), d);
+      for (const peer of peers) this.recomputePeerIn(user.subject, user.direction, dir, peer, dir.entries.get(peer), d, dir.classTemplates);
     }
   }
 
@@ -331,6 +388,22 @@ export class PolicyCompiler {
     return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
   }
 
+  /** Notes whether an identity is in the class by number but not selected by the `cluster` entity (see strayClassIds). */
+  private trackStray(id: number, labels: LabelSet): void {
+    if (inClusterClass(id) && !entityMatches("cluster", labels, this.clusterName)) this.strayClassIds.add(id);
+    else this.strayClassIds.delete(id);
+  }
+
+  /** The class's templates of a subject direction (see DirState), or none: no `cluster` entity term, or one with named ports, or a stray identity. */
+  private classTemplatesOf(subject: number, direction: Direction, resolved: ResolvedDirection): readonly EntryTemplate[] | undefined {
+    if (this.strayClassIds.size > 0) return undefined;
+    const idxs = resolved.termsBySelector.get(CLUSTER_ENTITY);
+    if (idxs === undefined || idxs.length === 0 || idxs.some((i) => resolved.terms[i]!.namedPorts.length > 0)) return undefined;
+    // Ascending, as matchedTerms gives a peer's: a peer matched by these terms alone gets the very same array.
+    const ts = peerTemplates(this.ctx, subject, direction, resolved, CLUSTER_CLASS_PEER, [...idxs].sort((a, b) => a - b));
+    return ts.length > 0 ? ts : undefined;
+  }
+
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
     for (const t of terms) if (t.matcher !== undefined) this.selectorCache.add(t.matcher, user);
   }
@@ -344,21 +417,35 @@ export class PolicyCompiler {
   private computeFull(subject: number, direction: Direction, dir: DirState): void {
     const wild = peerTemplates(this.ctx, subject, direction, dir.resolved, IDENTITY_WILDCARD, []);
     if (wild.length > 0) dir.entries.set(IDENTITY_WILDCARD, wild);
+    if (dir.classTemplates !== undefined) dir.entries.set(CLUSTER_CLASS_PEER, dir.classTemplates);
     for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
       const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
     }
   }
 
-  private recomputePeerIn(subject: number, direction: Direction, dir: DirState, peer: number, before: readonly EntryTemplate[] | undefined, d: DeltaCollector): void {
-    const matched = peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer);
-    const after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, matched);
+  /** `classBefore`: the direction's class templates when `before` was written (the previous resolution's in a rebuild; none is none, not this one's). */
+  private recomputePeerIn(
+    subject: number,
+    direction: Direction,
+    dir: DirState,
+    peer: number,
+    before: readonly EntryTemplate[] | undefined,
+    d: DeltaCollector,
+    classBefore: readonly EntryTemplate[] | undefined,
+  ): void {
+    let after: readonly EntryTemplate[];
+    if (peer === CLUSTER_CLASS_PEER) after = dir.classTemplates ?? NO_TEMPLATES;
+    else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
     if (after.length > 0) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
-    if (after === before || !d.recording) return; // the same templates: the same entries
+    if (!d.recording || (after === before && classBefore === dir.classTemplates)) return; // the same templates: the same entries
+    const was = emitted(classBefore, peer, before);
+    const now = emitted(dir.classTemplates, peer, after);
+    if (was === now) return;
     const held = new Map<number, EntryTemplate>();
-    for (const b of before ?? []) held.set(b.slot, b);
-    for (const t of after) {
+    for (const b of was) held.set(b.slot, b);
+    for (const t of now) {
       const b = held.get(t.slot);
       held.delete(t.slot);
       if (!b || b.verdict !== t.verdict || b.proxyPort !== t.proxyPort || b.ruleId !== t.ruleId) {

@@ -55,6 +55,25 @@ export function reservedIdentityById(id: number): ReservedIdentity | undefined {
   return byId.get(id);
 }
 
+/**
+ * The `cluster` entity as a peer class (issue #21): a rule whose peers are exactly the entity compiles to entries for
+ * this reserved peer instead of one per identity, and the datapath looks them up for every peer in the class, between
+ * the peer's own entries and the wildcard's (core/policy/mapstate.ts lookup, bpf/lib/policy.h). Never allocated.
+ */
+export const CLUSTER_CLASS_PEER = 255;
+
+/** The reserved identities of the `cluster` entity (core/entities.ts): every reserved one but the world's. */
+const RESERVED_IN_CLUSTER: ReadonlySet<number> = new Set([IDENTITY.host, IDENTITY.unmanaged, IDENTITY.health, IDENTITY.init, IDENTITY.remoteNode, IDENTITY.kubeAPIServer, IDENTITY.ingress]);
+
+/**
+ * Whether a peer identity is in the `cluster` class by its number, as the datapath decides it: a cluster identity
+ * (every pod identity carries this cluster's label) or a reserved one in the cluster. The compiler checks that the
+ * identities it knows agree with the entity's labels, and compiles no class entries while one does not.
+ */
+export function inClusterClass(id: number): boolean {
+  return identityScope(id) === "cluster" || RESERVED_IN_CLUSTER.has(id);
+}
+
 /** Numbers below this are reserved. */
 export const MIN_CLUSTER_IDENTITY = 256;
 export const MAX_CLUSTER_IDENTITY = 65535;

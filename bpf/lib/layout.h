@@ -14,6 +14,10 @@
 /* Cluster identities (pods): the only peers looked up in the ipBlock map. */
 #define IDENTITY_MIN_CLUSTER 256
 #define IDENTITY_MAX_CLUSTER 65535
+/* The peer of a policy entry that holds for every identity of the `cluster` entity (core/identity.ts's
+ * inClusterClass: the cluster identities and the reserved ones in the cluster), probed between a peer's own
+ * entries and the wildcard's for subjects whose lens has POLICY_LENS_CLASS. Never a packet's identity. */
+#define IDENTITY_CLASS_CLUSTER 255
 
 #define FAMILY_IPV4 4
 #define FAMILY_IPV6 6
@@ -39,6 +43,8 @@ struct policy_key {
  * first. A superset only costs probes; a missing bit would hide entries (the agent widens first). */
 #define POLICY_LENS_PORT_MASK 0x1ffff
 #define POLICY_LENS_ANY_PROTO (1u << 17)
+/* In peer_lens: the subject has entries for peer IDENTITY_CLASS_CLUSTER (their port lens are in peer_lens too). */
+#define POLICY_LENS_CLASS (1u << 18)
 struct policy_lens_key {
 	__u32 subject;
 	__u8 direction;  /* DIR_* */

@@ -30,6 +30,15 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } membrane_policy_lens SEC(".maps");
 
+/* One element per CPU: the class entry policy_lookup found, as a map value like every other answer (the
+ * class's entry comes back from a global function by value). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_value);
+	__uint(max_entries, 1);
+} membrane_policy_class_hit SEC(".maps");
+
 static __always_inline struct policy_value *
 policy_probe(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport, __u32 port_len)
 {
@@ -77,10 +86,36 @@ policy_probe_levels(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be1
 	return NULL;
 }
 
+#define POLICY_PACKED_FOUND (1ull << 63)
+
+/* Level C of policy_lookup, the class's levels 1 and 2, as a global function: the verifier checks it once,
+ * not on every path of every program that inlines policy_lookup (inlined, to-container was too complex to
+ * verify). Returns the entry packed (found bit 63, verdict in bits 48-55, proxy port 32-47, rule id 0-31),
+ * or 0 when there is none. */
+__attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 direction, __u32 proto, __u32 dport, __u32 lens)
+{
+	struct policy_value *v = policy_probe_levels(subject, direction, IDENTITY_CLASS_CLUSTER, proto, dport, lens);
+
+	if (!v)
+		return 0;
+	return POLICY_PACKED_FOUND | ((__u64)v->verdict << 48) | ((__u64)v->proxy_port << 32) | v->rule_id;
+}
+
+/* Whether a peer identity is one of the `cluster` entity's (core/identity.ts inClusterClass): a cluster
+ * identity, or a reserved one in the cluster (host, unmanaged, health, init, remote-node, kube-apiserver, ingress). */
+static __always_inline int identity_in_cluster_class(__u32 id)
+{
+	return (id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER) || (id >= IDENTITY_HOST && id <= 8 && id != IDENTITY_WORLD);
+}
+
 /* Returns the first matching entry of:
- *   1. (peer, proto, port)  2. (peer, ANY, *)  3. (0, proto, port)  4. (0, ANY, *)
+ *   1. (peer, proto, port)  2. (peer, ANY, *)
+ *   C. levels 1 and 2 for peer IDENTITY_CLASS_CLUSTER, when the peer is in the class
+ *   3. (0, proto, port)  4. (0, ANY, *)
  * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
- * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup. */
+ * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup,
+ * and only a subject with class entries (POLICY_LENS_CLASS) probes the class's keys. A class entry
+ * is returned as a copy in this CPU's membrane_policy_class_hit (read before the program ends). */
 static __always_inline struct policy_value *
 policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
 {
@@ -99,6 +134,21 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 		v = policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
 		if (v)
 			return v;
+		if ((lv->peer_lens & POLICY_LENS_CLASS) && identity_in_cluster_class(peer)) {
+			__u64 c = policy_probe_class(subject, direction, proto, dport, lv->peer_lens);
+			__u32 zero = 0;
+
+			if (c) {
+				v = bpf_map_lookup_elem(&membrane_policy_class_hit, &zero);
+				if (!v)
+					return NULL; /* cannot happen (an array's one element); the caller's default decides */
+				v->verdict = (__u8)(c >> 48);
+				v->pad = 0;
+				v->proxy_port = (__u16)(c >> 32);
+				v->rule_id = (__u32)c;
+				return v;
+			}
+		}
 	}
 	v = policy_probe_ports(subject, direction, IDENTITY_WILDCARD, proto, dport, wildcard_lens & port_mask);
 	if (v)

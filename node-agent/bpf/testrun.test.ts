@@ -3,6 +3,7 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
+import { CLUSTER_CLASS_PEER, LOCAL_IDENTITY_FLAG } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -21,6 +22,8 @@ const POD_A = { ip: "10.0.0.1", ip6: "fd00::1", identity: 1000 };
 const POD_B = { ip: "10.0.0.2", ip6: "fd00::2", identity: 1001 };
 const PEER_X = { ip: "10.1.0.5", ip6: "fd00:1::5", identity: 3000 };
 const PEER_Y = { ip: "10.1.1.5", ip6: "fd00:1:0:1::5", identity: 3001 };
+/** A peer outside the `cluster` class (a CIDR identity): class entries never answer for it. */
+const PEER_W = { ip: "10.1.2.5", ip6: "fd00:1:0:2::5", identity: LOCAL_IDENTITY_FLAG + 7 };
 const WORLD_IP = "192.0.2.9";
 
 let dp: Datapath;
@@ -43,6 +46,8 @@ beforeEach(() => {
   dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });
   dp.setIpcache({ cidr: "10.1.1.0/24", identity: PEER_Y.identity });
   dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
+  dp.setIpcache({ cidr: "10.1.2.0/24", identity: PEER_W.identity });
+  dp.setIpcache({ cidr: "fd00:1:0:2::/64", identity: PEER_W.identity });
   drainEvents();
   events = [];
 });
@@ -244,6 +249,42 @@ test("deny over allow: a deny for one peer and port beats an allow-all, and the 
   assert.equal(drop.dst, PEER_X.ip);
   assert.equal(drop.dport, 22);
   assert.equal(drop.direction, "egress");
+});
+
+test("cluster class: its entries answer for a peer in the class between the peer's own and the wildcard's, never for one outside; deny kept at each level", () => {
+  const A = POD_A.identity;
+  const classAllow = entry({ subject: A, direction: "ingress", peer: CLUSTER_CLASS_PEER, proto: TCP, port: 8080, portPrefixLen: 16 });
+  const policy: SubjectPolicy = {
+    subject: A, ingressEnforced: true, egressEnforced: false,
+    entries: [
+      classAllow,
+      // The class denies 9090 to every pod, the wildcard allows it (and 9091) to everyone: the class's deny wins for pods.
+      entry({ subject: A, direction: "ingress", peer: CLUSTER_CLASS_PEER, proto: TCP, port: 9090, portPrefixLen: 16, verdict: "deny" }),
+      entry({ subject: A, direction: "ingress", peer: 0, proto: TCP, port: 9090, portPrefixLen: 15 }),
+      // PEER_Y's own entries (the compiler emits them whole: its deny of 8080), found before the class's.
+      entry({ subject: A, direction: "ingress", peer: PEER_Y.identity, proto: TCP, port: 8080, portPrefixLen: 16, verdict: "deny" }),
+    ],
+  };
+  install(policy);
+  const lens = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "ingress"));
+  assert.ok(lens && decodePolicyLensValue(lens).peerLens & CONST.POLICY_LENS_CLASS, "the subject's lens says it has class entries");
+  for (const v6 of [false, true]) {
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 8080, v6, sport: 42080 }, "allow");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_W, proto: TCP, port: 8080, v6 }, "deny");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_Y, proto: TCP, port: 8080, v6 }, "deny");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 9090, v6 }, "deny");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_W, proto: TCP, port: 9090, v6 }, "allow");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 9091, v6 }, "allow");
+    expectVerdict(policy, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: UDP, port: 8080, v6 }, "deny");
+  }
+  drainEvents();
+  const allowed = events.find((e) => e.verdict === "forwarded" && e.sport === 42080);
+  assert.equal(allowed?.ruleId, classAllow.ruleId, "the flow names the class entry's rule");
+  // Without class entries the subject's lens has no class bit: its lookups never probe the class's keys.
+  install({ ...policy, entries: policy.entries.filter((e) => e.peer !== CLUSTER_CLASS_PEER) });
+  const after = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "ingress"));
+  assert.equal(after && decodePolicyLensValue(after).peerLens & CONST.POLICY_LENS_CLASS, 0);
+  expectVerdict({ ...policy, entries: policy.entries.filter((e) => e.peer !== CLUSTER_CLASS_PEER) }, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 8080 }, "deny");
 });
 
 test("no policy: a subject selected by nothing is allow-all both ways", () => {
@@ -491,11 +532,11 @@ test("malformed and non-IP frames are dropped with a reason; ARP passes", () => 
 
 // ------------------------------------------------------------------ property test
 
-const peers = [PEER_X, PEER_Y];
+const peers = [PEER_X, PEER_Y, PEER_W];
 const arbEntry = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER),
     proto: fc.constantFrom(0, TCP, UDP),
     prefixLen: fc.integer({ min: 0, max: 16 }),
     portSeed: fc.constantFrom(0, 53, 80, 443, 8080, 8191, 65535),
@@ -517,7 +558,7 @@ const arbProbe = fc.record({
 const arbRangeEntries = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER),
     proto: fc.constantFrom(TCP, UDP),
     first: fc.constantFrom(1, 53, 80, 443, 8000, 8080, 8191, 60000),
     span: fc.integer({ min: 0, max: 5000 }),
@@ -529,7 +570,7 @@ const arbRangeEntries = fc
     ),
   );
 
-test("property: for random entries and packets the kernel verdict equals core's lookup", () => {
+test("property: for random entries (the cluster class's among them) and packets the kernel verdict equals core's lookup", () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
@@ -550,6 +591,8 @@ test("property: for random entries and packets the kernel verdict equals core's 
         dp.setIpcache({ cidr: "fd00:1::/64", identity: PEER_X.identity });
         dp.setIpcache({ cidr: "10.1.1.0/24", identity: PEER_Y.identity });
         dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
+        dp.setIpcache({ cidr: "10.1.2.0/24", identity: PEER_W.identity });
+        dp.setIpcache({ cidr: "fd00:1:0:2::/64", identity: PEER_W.identity });
         const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced, egressEnforced, entries };
         install(policy);
         for (const p of probes) {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { entryMatch, policyMatchIndex } from "./policy-match.ts";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import { CLUSTER_CLASS_PEER } from "../../core/identity.ts";
 import { toHubbleFlow, fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 function entry(over: Partial<PolicyEntry>): PolicyEntry {
@@ -41,6 +42,27 @@ test("a rule with several keys holding the connection reports the one the datapa
   assert.equal(m(9, 300, "ingress", 999, 6, 443), undefined); // no key of the rule holds it
   assert.equal(m(9, 301, "ingress", 256, 6, 80), undefined); // another subject
   assert.equal(m(11, 300, "ingress", 256, 6, 80), undefined); // a rule the state does not have
+});
+
+test("an entry of the cluster class matches a peer in the class (L3, after the peer's own keys, before any peer's), never one outside it", () => {
+  const policies: SubjectPolicy[] = [
+    {
+      subject: 300,
+      ingressEnforced: true,
+      egressEnforced: false,
+      entries: [
+        entry({ peer: CLUSTER_CLASS_PEER, proto: 6, port: 80, portPrefixLen: 16 }),
+        entry({ peer: 0, proto: 6, port: 0, portPrefixLen: 0 }),
+        entry({ peer: 257, proto: 0, port: 0, portPrefixLen: 0 }),
+      ],
+    },
+  ];
+  const m = policyMatchIndex(policies);
+  assert.equal(m(9, 300, "ingress", 256, 6, 80), "L3-L4", "a pod: the class's port block");
+  assert.equal(m(9, 300, "ingress", 1, 6, 80), "L3-L4", "reserved:host is in the class");
+  assert.equal(m(9, 300, "ingress", 257, 6, 80), "L3-Only", "a pod with keys of its own: those first");
+  assert.equal(m(9, 300, "ingress", 2, 6, 80), "Proto-Only", "the world: only the any-peer key");
+  assert.equal(m(9, 300, "ingress", (1 << 24) + 3, 6, 80), "Proto-Only", "a CIDR identity: only the any-peer key");
 });
 
 test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {

@@ -2,9 +2,10 @@
 // rule that decided, since the datapath's event names the rule, not the key it hit.
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { prefixContains } from "../../core/portprefix.ts";
+import { CLUSTER_CLASS_PEER, inClusterClass } from "../../core/identity.ts";
 import type { PolicyMatch } from "../../flowapi/flow.ts";
 
-/** What kind of key an entry is: a peer identity or any, a protocol or any, a port block or any port. */
+/** What kind of key an entry is: a peer identity (or the cluster class, an L3 match as well) or any, a protocol or any, a port block or any port. */
 export function entryMatch(e: Pick<PolicyEntry, "peer" | "proto" | "portPrefixLen">): PolicyMatch {
   if (e.peer !== 0) return e.proto === 0 ? "L3-Only" : e.portPrefixLen === 0 ? "L3-Proto" : "L3-L4";
   return e.proto === 0 ? "all" : e.portPrefixLen === 0 ? "Proto-Only" : "L4-Only";
@@ -34,12 +35,14 @@ export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatc
     let best: PolicyEntry | undefined;
     let bestRank = -1;
     for (const e of entries) {
-      if (e.direction !== direction || (e.peer !== peer && e.peer !== 0)) continue;
+      const classEntry = e.peer === CLUSTER_CLASS_PEER && peer !== 0 && inClusterClass(peer);
+      if (e.direction !== direction || (e.peer !== peer && e.peer !== 0 && !classEntry)) continue;
       let rank: number;
       if (e.proto === 0) rank = 0;
       else if (e.proto === proto && prefixContains({ port: e.port, prefixLen: e.portPrefixLen }, port)) rank = 1 + e.portPrefixLen;
       else continue;
-      if (e.peer !== 0) rank += 100; // this peer's keys come before any peer's
+      if (classEntry) rank += 50; // the cluster class's keys: after this peer's own, before any peer's
+      else if (e.peer !== 0) rank += 100; // this peer's keys come before any peer's
       if (rank > bestRank) {
         best = e;
         bestRank = rank;
