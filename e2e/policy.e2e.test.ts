@@ -10,8 +10,9 @@ import { isProcessAlive } from "../localcluster/cluster.ts";
 import { TestCluster, type PodProber } from "./harness.ts";
 import { listNetns, run } from "../localcluster/nodes.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
-import { Datapath } from "../node-agent/bpf/datapath.ts";
-import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
+import { Datapath, MAPS } from "../node-agent/bpf/datapath.ts";
+import { BPFFS_ROOT, closePinnedMap, openPinnedMap } from "../node-agent/bpf/loader.ts";
+import { CONST, decodePolicyKey } from "../node-agent/bpf/layout.ts";
 import { loadDevClusterState } from "../localcluster/devcluster.ts";
 
 const prefix = `p${process.pid % 100000}-`;
@@ -113,6 +114,36 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     await converges("empty fromEndpoints", (_src, dst) => dst.labels.class !== "deathstar");
     await kubectl(["delete", "ciliumnetworkpolicy", "deathstar-empty-peers", "-n", "default"]);
     await converges("empty fromEndpoints removed", () => true);
+  });
+
+  it("a CCNP letting the deathstars take TCP 80 from the whole cluster holds one entry per deathstar identity on each node (not one per pod identity); a deny of the xwings beside it wins for them, on one node and across", async () => {
+    const fromCluster = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "deathstar-from-cluster" },
+      spec: {
+        endpointSelector: { matchLabels: { class: "deathstar" } },
+        ingress: [{ fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }],
+        ingressDeny: [{ fromEndpoints: [{ matchLabels: { class: "xwing" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }],
+      },
+    };
+    await kubectl(["apply", "-f", "-"], JSON.stringify(fromCluster));
+    await enforced("ciliumclusterwidenetworkpolicy/deathstar-from-cluster");
+    await converges("deathstars from the cluster but the xwings", (src, dst) => !(dst.labels.class === "deathstar" && src.labels.class === "xwing"));
+    for (const node of [1, 2]) {
+      const m = openPinnedMap(join(BPFFS_ROOT, `${prefix}node-${node}`, MAPS.policy), "policy");
+      try {
+        const keys = m.keys().map(decodePolicyKey);
+        const subjects = new Set(keys.filter((k) => k.peer === CONST.IDENTITY_CLASS_CLUSTER).map((k) => k.subject));
+        assert.equal(subjects.size, 1, `node-${node}: the deathstars' identity has the class entry`);
+        const ingress = keys.filter((k) => subjects.has(k.subject) && k.direction === "ingress").map((k) => [k.peer === CONST.IDENTITY_CLASS_CLUSTER ? "class" : "peer", k.proto, k.port]);
+        assert.deepEqual(ingress.sort(), [["class", 6, 80], ["peer", 6, 80]], `node-${node}: the class's allow and the xwings' deny, nothing per pod identity`);
+      } finally {
+        closePinnedMap(m);
+      }
+    }
+    await kubectl(["delete", "ciliumclusterwidenetworkpolicy", "deathstar-from-cluster"]);
+    await converges("deathstar-from-cluster removed", () => true);
   });
 
   it("the seed's default-deny-all, applied with kubectl: nothing connects", async () => {
