@@ -28,6 +28,7 @@ import type { HubbleExportOptions } from "./observer/hubble-export.ts";
 import { ipcacheIndex, podByAddress, podsFromIpcache, type PodRef } from "./observer/pods.ts";
 import { policyMatchIndex, type PolicyMatchLookup } from "./observer/policy-match.ts";
 import { type AuditModeAnnotations, NO_AUDIT_ANNOTATIONS } from "./audit-mode.ts";
+import { NO_POD_IDENTITY_CLAIMS, type PodIdentityClaims, sameClaim, verifiedIdentity } from "./pod-identity.ts";
 import { type HostFirewall, hostEnforcement } from "./hostfw.ts";
 import type { RuleOrigin } from "../core/model.ts";
 import { sslChannelOptions } from "../kube/grpc-tls.ts";
@@ -114,6 +115,12 @@ export interface AgentOptions {
   readonly httpRedaction?: HttpRedaction;
   /** The node's runtime enforcer (runtime/agent-runtime.ts): the state's TracingPolicies enforced on its pods; absent, none are (the hello says so). */
   readonly runtime?: AgentRuntime;
+  /**
+   * How long a CNI ADD waits for the pod's identity and that identity's policy before it answers
+   * (--cni-identity-wait): with 0 or absent it answers at once. On timeout the pod starts at
+   * `reserved:init` (closed) as before, and the agent says so.
+   */
+  readonly identityWaitMs?: number;
 }
 
 /** The last acknowledged state as kept on disk. */
@@ -201,6 +208,12 @@ export class NodeAgent {
   /** This node's Kubernetes labels (node-labels.ts), which its flows carry; none until the watch hands them over. */
   private nodeLabels: readonly string[] = [];
   private hostFlags = { ingressEnforced: false, egressEnforced: false };
+  /** The identities the node's pod objects claim (pod-identity.ts), for endpoints the ipcache does not name yet. */
+  private podClaims: PodIdentityClaims = NO_POD_IDENTITY_CLAIMS;
+  /** Identity labels by number, of the state they were read from. */
+  private identityLabelsOf: { identities: NodeState["identities"]; byId: Map<number, readonly string[]> } | undefined;
+  /** CNI ADDs waiting for their pod's identity: each checks again whenever a state is applied or the claims change. */
+  private readonly identityWaiters = new Set<() => void>();
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
@@ -295,6 +308,8 @@ export class NodeAgent {
     this.call = undefined;
     this.client?.close();
     this.client = undefined;
+    // A waiting ADD answers now (its endpoint is registered, at reserved:init): the socket closes only once every reply is out.
+    for (const wake of [...this.identityWaiters]) wake();
     await this.socket.stop();
     for (const u of this.unsubscribeL7) u();
     this.unsubscribeL7 = [];
@@ -331,6 +346,42 @@ export class NodeAgent {
   setPodContainers(c: PodContainers): void {
     this.podContainers = c;
     this.runtime?.setPods(this.runtimePods());
+  }
+
+  /**
+   * The identities the node's pod objects claim now (pod-identity.ts): an endpoint the ipcache does not
+   * name yet (a new pod: the operator learns its address after the ADD) takes its claimed identity when
+   * the applied state's labels of it fit the pod, and a waiting ADD checks again.
+   */
+  setPodIdentityClaims(c: PodIdentityClaims): void {
+    const before = this.podClaims;
+    this.podClaims = c;
+    const state = enforcedState(this.applied, this.mode);
+    for (const ep of this.endpoints.values()) {
+      if (ep.namespace === undefined || ep.pod === undefined) continue;
+      const was = before.get(ep.namespace)?.get(ep.pod);
+      const now = c.get(ep.namespace)?.get(ep.pod);
+      if (!sameClaim(was, now)) this.writeEndpoint(ep, state);
+    }
+    this.wakeIdentityWaiters();
+  }
+
+  private wakeIdentityWaiters(): void {
+    for (const check of [...this.identityWaiters]) check();
+  }
+
+  /** The identity the pod object of `ep` claims, when `state`'s labels of that identity fit the pod. */
+  private claimedIdentity(ep: Endpoint, state: NodeState): number | undefined {
+    if (ep.namespace === undefined || ep.pod === undefined) return undefined;
+    const claim = this.podClaims.get(ep.namespace)?.get(ep.pod);
+    if (!claim) return undefined;
+    if (this.identityLabelsOf?.identities !== state.identities) this.identityLabelsOf = { identities: state.identities, byId: new Map(state.identities.map((i) => [i.id, i.labels])) };
+    return verifiedIdentity(ep.namespace, claim, this.identityLabelsOf.byId.get(claim.identity));
+  }
+
+  /** The endpoint entry of one of `ep`'s addresses under `state`: its identity from the ipcache, else from its pod's claim. */
+  private entryOf(ep: Endpoint, ip: string, state: NodeState): EndpointEntry {
+    return endpointEntry(ip, ep.hostIfindex, state, this.mode, () => this.claimedIdentity(ep, state));
   }
 
   /**
@@ -376,7 +427,7 @@ export class NodeAgent {
     const failedSubjects = this.opts.datapath.failedSubjects?.();
     const now = new Set<string>();
     for (const ep of this.endpoints.values()) {
-      const identity = ep.ips[0] === undefined ? undefined : endpointEntry(ep.ips[0], ep.hostIfindex, this.applied).identity;
+      const identity = ep.ips[0] === undefined ? undefined : this.entryOf(ep, ep.ips[0], this.applied).identity;
       if (identity === undefined || !failedSubjects?.has(identity)) continue;
       now.add(ep.containerId);
       if (this.policyFailed.has(ep.containerId)) continue;
@@ -415,7 +466,7 @@ export class NodeAgent {
     const out: RuntimePod[] = [];
     for (const ep of this.endpoints.values()) {
       if (ep.netns === undefined || ep.namespace === undefined || ep.pod === undefined) continue;
-      const identity = ep.ips.length > 0 ? endpointEntry(ep.ips[0]!, ep.hostIfindex, this.applied).identity : undefined;
+      const identity = ep.ips.length > 0 ? this.entryOf(ep, ep.ips[0]!, this.applied).identity : undefined;
       const labels: Record<string, string> = {};
       for (const l of (identity !== undefined ? labelsOf.get(identity) : undefined) ?? []) {
         // Pod labels are the k8s-source labels of its identity (k8s:app=web); the namespace's own are under io.cilium.k8s.namespace.labels.
@@ -657,6 +708,7 @@ export class NodeAgent {
       this.runtime.setPolicies(target.tracingPolicies ?? []);
     }
     this.reportPolicyFailures();
+    this.wakeIdentityWaiters();
     this.version = msg.version;
     this.lastError = undefined;
     this.firstApply = false;
@@ -831,7 +883,7 @@ export class NodeAgent {
     return r.op === "endpoint-add" ? this.addEndpoint(r) : this.deleteEndpoint(r.containerId, r.hostIfname);
   }
 
-  private addEndpoint(r: EndpointAddRequest): AgentReply {
+  private async addEndpoint(r: EndpointAddRequest): Promise<AgentReply> {
     const ep: Endpoint = {
       containerId: r.containerId,
       ...(r.namespace !== undefined ? { namespace: r.namespace } : {}),
@@ -861,11 +913,52 @@ export class NodeAgent {
     this.statusChanged();
     // Wired from a network config older than the agent's mode (its conflist not yet rewritten, or not the agent's own).
     if (r.mtu !== undefined && this.opts.podMtu !== undefined && r.mtu !== this.opts.podMtu.mtu) this.opts.podMtu.mismatched(this.endpointLink(ep));
+    // The pod starts when the ADD answers: it waits (bounded) until the endpoint runs under its identity and that identity's policy.
+    const waitMs = this.opts.identityWaitMs ?? 0;
+    const started = Date.now();
+    const ready = waitMs > 0 && r.namespace !== undefined && r.pod !== undefined ? await this.untilEndpointReady(ep, waitMs) : this.endpointReady(ep);
+    const waitedMs = Date.now() - started;
+    const now = this.endpoints.get(r.containerId) === ep ? this.entryOf(ep, ep.ips[0]!, enforcedState(this.applied, this.mode)) : entry;
+    if (waitMs > 0 && !ready && this.endpoints.get(r.containerId) === ep) {
+      const claim = r.namespace !== undefined && r.pod !== undefined ? this.podClaims.get(r.namespace)?.get(r.pod) : undefined;
+      this.log.warn(
+        { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, waitedMs, identity: now.identity, claimedIdentity: claim?.identity, operatorConnected: this.connected },
+        now.identity === INIT_IDENTITY
+          ? "endpoint starts at reserved:init: its identity did not arrive within --cni-identity-wait (closed both ways but to its node until the operator's state names it)"
+          : "endpoint starts closed: its identity's policy did not arrive within --cni-identity-wait",
+      );
+    }
     this.log.info(
-      { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, ifindex: r.hostIfindex, identity: entry.identity, resolved: entry.identity !== INIT_IDENTITY, repeat: previous !== undefined },
+      { namespace: r.namespace, name: r.pod, containerId: r.containerId, ips: r.ips, ifindex: r.hostIfindex, identity: now.identity, resolved: now.identity !== INIT_IDENTITY, repeat: previous !== undefined, waitedMs },
       "endpoint added",
     );
     return { ok: true };
+  }
+
+  /** The endpoint runs under an identity whose policy the applied state holds (or it is no longer registered: nothing to wait for). */
+  private endpointReady(ep: Endpoint): boolean {
+    if (this.endpoints.get(ep.containerId) !== ep) return true;
+    const state = enforcedState(this.applied, this.mode);
+    const identity = this.entryOf(ep, ep.ips[0]!, state).identity;
+    return identity !== INIT_IDENTITY && state.policies.some((p) => p.subject === identity);
+  }
+
+  /** Resolves when the endpoint is ready (true) or after `ms` (false); checked again on each applied state and claims change. */
+  private untilEndpointReady(ep: Endpoint, ms: number): Promise<boolean> {
+    if (this.endpointReady(ep)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.identityWaiters.delete(check);
+        resolve(ok);
+      };
+      const check = (): void => {
+        if (this.stopped) done(false);
+        else if (this.endpointReady(ep)) done(true);
+      };
+      const timer = setTimeout(() => done(false), ms);
+      this.identityWaiters.add(check);
+    });
   }
 
   private deleteEndpoint(containerId: string, hostIfname: string): AgentReply {
@@ -1050,7 +1143,7 @@ export class NodeAgent {
   private writeEndpoint(ep: Endpoint, state: NodeState): EndpointEntry {
     let entry: EndpointEntry | undefined;
     for (const ip of ep.ips) {
-      entry = endpointEntry(ip, ep.hostIfindex, state, this.mode);
+      entry = this.entryOf(ep, ip, state);
       if (this.endpointAudited(ep)) entry = { ...entry, auditMode: true };
       this.opts.datapath.setEndpoint(entry);
     }
@@ -1059,9 +1152,10 @@ export class NodeAgent {
 }
 
 /** The endpoint entry of one pod address under `state` (its policies already as `mode` enforces them). */
-export function endpointEntry(ip: string, ifindex: number, state: NodeState, mode: PolicyEnforcementMode = "default"): EndpointEntry {
+export function endpointEntry(ip: string, ifindex: number, state: NodeState, mode: PolicyEnforcementMode = "default", claimed?: () => number | undefined): EndpointEntry {
   const host = hostPrefix(ip);
-  const identity = state.ipcache.find((e) => e.prefix === host || e.prefix === ip)?.identity;
+  // The operator's ipcache names the pod once it has learned the address; until then, its pod object's claim (pod-identity.ts).
+  const identity = state.ipcache.find((e) => e.prefix === host || e.prefix === ip)?.identity ?? claimed?.();
   const policy: SubjectPolicy | undefined = identity === undefined ? undefined : state.policies.find((p) => p.subject === identity);
   if (identity === undefined) return { ip, ifindex, identity: INIT_IDENTITY, ...unresolvedEnforcement(mode) };
   if (!policy) return { ip, ifindex, identity, ...unresolvedEnforcement(mode) };

@@ -15,6 +15,7 @@ import { POLICY_ENFORCEMENT_MODES, type PolicyEnforcementMode, isPolicyEnforceme
 import { DEFAULT_MONITOR_AGGREGATION, MONITOR_AGGREGATION_LEVELS, type MonitorAggregation, isMonitorAggregation } from "./monitor-aggregation.ts";
 import { NETWORK_NAME } from "./cni-install.ts";
 import { DEFAULT_STATE_ROOT } from "./cni/spec.ts";
+import { DEFAULT_IDENTITY_WAIT_MS, MAX_IDENTITY_WAIT_MS } from "./cni/agent-socket.ts";
 import { WIREGUARD_ROUTINGS, type WireguardRouting } from "./mtu.ts";
 import { AGENT_LEASE_NAMESPACE } from "../kube/heartbeat.ts";
 import { flagError } from "../kube/flags.ts";
@@ -39,7 +40,7 @@ export const POLICY_MAP_MAX_RANGE = { min: 1024, max: 16_777_216 } as const;
 export const AGENT_NODE_OPTIONS = "--max-semi-space-size=4";
 
 export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:PORT [--operator-server-name NAME] --tls-cert FILE --tls-key FILE --tls-ca FILE
-                      [--bpf-scope SCOPE] [--cni-socket PATH] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP[,IP]] [--proxy-ipv6-address IP] [--log-level LEVEL]
+                      [--bpf-scope SCOPE] [--cni-socket PATH] [--cni-identity-wait DURATION] [--state-dir DIR] [--cni-state-dir DIR] [--netns NAME] [--node-ip IP[,IP]] [--proxy-ipv6-address IP] [--log-level LEVEL]
                       [--hubble-socket PATH] [--hubble-listen-address HOST:PORT --hubble-tls-cert FILE --hubble-tls-key FILE --hubble-tls-client-ca FILE]
                       [--flow-export-path PATH [--flow-export-max-size-mib N] [--flow-export-max-backups K] [--flow-export-compress BOOL]]
                       [--metrics-address HOST:PORT | --health-port PORT] [--kubeconfig FILE] [--lease-namespace NS]
@@ -62,6 +63,10 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
   --tls-cert, --tls-key, --tls-ca   the agent's client certificate, its key, and the CA of the operator
   --bpf-scope   maps are pinned under /sys/fs/bpf/membrane/SCOPE (default: the node name)
   --cni-socket  the endpoint socket the CNI plugin calls (default /run/membrane/agent.sock)
+  --cni-identity-wait  how long a pod's CNI ADD waits for the pod's identity (its pod object's, checked against the
+                operator's state) and that identity's policy on the endpoint, so its first packets are judged by them
+                (default 5s, at most ${MAX_IDENTITY_WAIT_MS / 1000}s, 0s: no wait); past it the pod starts at reserved:init, closed, as
+                without the wait, and the agent logs it with the pod's namespace/name
   --state-dir   where the agent keeps its endpoints and last acknowledged state across restarts (default /var/lib/membrane/agent)
   --cni-state-dir  the CNI plugin's IPAM state (its stateDir; default /var/lib/membrane/cni/membrane): at start a pod veth the
                 agent has no record of is adopted when its pod is there, removed only when it is not, else left alone
@@ -203,6 +208,8 @@ export interface AgentFlags {
   readonly tlsCa: string;
   readonly bpfScope: string;
   readonly cniSocket: string;
+  /** --cni-identity-wait in ms: how long a CNI ADD waits for the pod's identity and policy (agent.ts). */
+  readonly cniIdentityWaitMs: number;
   readonly stateDir: string;
   /** The CNI plugin's IPAM state dir, read at start to adopt the pods it wired while the agent was away. */
   readonly cniStateDir: string;
@@ -309,6 +316,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "tls-ca": { type: "string" },
         "bpf-scope": { type: "string" },
         "cni-socket": { type: "string" },
+        "cni-identity-wait": { type: "string" },
         "state-dir": { type: "string" },
         "cni-state-dir": { type: "string" },
         netns: { type: "string" },
@@ -520,6 +528,10 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (socketLB !== undefined && socketLB !== "true" && socketLB !== "false") return { ok: false, error: `--bpf-lb-sock: must be true or false, got ${JSON.stringify(socketLB)}` };
   const cgroupRoot = str("cgroup-root");
   if (cgroupRoot !== undefined && !path.isAbsolute(cgroupRoot)) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
+  const identityWaitText = str("cni-identity-wait") ?? `${DEFAULT_IDENTITY_WAIT_MS / 1000}s`;
+  const cniIdentityWaitMs = parseDuration(identityWaitText);
+  if (cniIdentityWaitMs === undefined || cniIdentityWaitMs < 0 || cniIdentityWaitMs > MAX_IDENTITY_WAIT_MS)
+    return { ok: false, error: `--cni-identity-wait: must be a duration from 0s to ${MAX_IDENTITY_WAIT_MS / 1000}s such as 5s, got ${JSON.stringify(identityWaitText)}` };
   const owner = str("owner-daemonset");
   const ownerMatch = owner === undefined ? undefined : /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(owner);
   if (owner !== undefined && !ownerMatch) return { ok: false, error: `--owner-daemonset: must be NAMESPACE/NAME, got ${JSON.stringify(owner)}` };
@@ -534,6 +546,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       tlsCa: str("tls-ca")!,
       bpfScope: scope,
       cniSocket: str("cni-socket") ?? "/run/membrane/agent.sock",
+      cniIdentityWaitMs,
       stateDir: str("state-dir") ?? "/var/lib/membrane/agent",
       cniStateDir: cniStateDir ?? path.join(DEFAULT_STATE_ROOT, NETWORK_NAME),
       ...(netns ? { netns } : {}),

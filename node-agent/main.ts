@@ -24,6 +24,7 @@ import { onTermination, shutdownStep } from "../kube/shutdown.ts";
 import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AuditModeWatch } from "./audit-mode.ts";
+import { PodIdentityWatch } from "./pod-identity-watch.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
 import { ServiceTranslator } from "./services/translator.ts";
 import { ServiceWatch } from "./services/service-watch.ts";
@@ -110,6 +111,8 @@ export async function run(args: string[]): Promise<number> {
     tls,
     datapath,
     cniSocket: f.cniSocket,
+    // The pod's identity comes from its pod object: without the API nothing could arrive within the wait.
+    identityWaitMs: f.kubeconfig || process.env.KUBERNETES_SERVICE_HOST ? f.cniIdentityWaitMs : 0,
     endpointsFile: path.join(f.stateDir, "endpoints.json"),
     cniStateDir: f.cniStateDir,
     appliedFile: path.join(f.stateDir, "applied.json"),
@@ -221,6 +224,9 @@ export async function run(args: string[]): Promise<number> {
   }
   // Links a --node-device wildcard matches later get the programs too (the watch scans once at its start: none is missed since).
   nodeDevice.watch();
+  // First of the watches: a CNI ADD waits for the claims it hands over (pod-identity-watch.ts).
+  const podIdentityWatch = health && new PodIdentityWatch({ client: health.client, nodeName: f.nodeName, apply: (c) => agent.setPodIdentityClaims(c), log });
+  podIdentityWatch?.start();
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
   // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
@@ -246,7 +252,7 @@ export async function run(args: string[]): Promise<number> {
   const uninstall = (await owner?.removed()) === true;
   await shutdownStep(log, "daemonset watch", 300, () => owner?.stop());
   // Each step bounded (an API server that stopped answering must not hold the node's agent); together under the backstop.
-  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), auditWatch?.stop(), containersWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
+  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), podIdentityWatch?.stop(), auditWatch?.stop(), containersWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
   await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
   await shutdownStep(log, "metrics server", 200, () => metrics.stop());
   nodeDevice.stop(); // before the datapath closes: a link appearing now waits for the next agent

@@ -1128,17 +1128,27 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       });
     })());
 
-  test("a pod whose first connection leaves as its container starts (before its node has resolved the pod's identity) connects: the datapath drops those SYNs without an answer, and the kernel's retransmission gets through", async () => {
+  test("a new pod's first packets, sent as its container starts, are judged under its identity (the CNI ADD waited for it): its first UDP datagram reaches the pod on the other node, and its first TCP connection connects without a dropped SYN", async () => {
     const serverIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "server", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
-    // Allowed by server-from-allowed (app=allowed), across the overlay from node 1; one nc, no retry of our own.
-    const script = `t0=$(date +%s); if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 60 ${serverIP} 8080 2>&1 | grep -q '200 OK'; then echo "pass $(($(date +%s) - t0))s"; else echo "fail $(($(date +%s) - t0))s"; fi; sleep 100000`;
-    const pod = { apiVersion: "v1", kind: "Pod", metadata: { name: "first-connect", namespace: POLICY_NS, labels: { app: "allowed" } }, spec: { nodeName: name, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", script] }] } };
+    // Allowed by server-from-allowed (app=allowed), across the overlay from node 1. A label set no pod had: the operator
+    // allocates the identity, annotates the pod and sends node 1 its policy while the ADD waits. One UDP datagram first
+    // (traceroute's one probe, TTL 30: it reaches the server, nothing retransmits it), then one nc, no retry of our own.
+    const script = `traceroute -n -f 30 -m 30 -q 1 -w 1 ${serverIP} >/dev/null 2>&1; t0=$(date +%s); if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 60 ${serverIP} 8080 2>&1 | grep -q '200 OK'; then echo "pass $(($(date +%s) - t0))s"; else echo "fail $(($(date +%s) - t0))s"; fi; sleep 100000`;
+    const pod = { apiVersion: "v1", kind: "Pod", metadata: { name: "first-connect", namespace: POLICY_NS, labels: { app: "allowed", first: "connect" } }, spec: { nodeName: name, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", script] }] } };
     assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(pod))).code, 0);
     try {
       const line = await eventually("the first connection's outcome", 120_000, async () => (await podLines("first-connect")).find((l) => /^(pass|fail) /.test(l)));
-      const flows = await agentFlows(name, ["--from-pod", `${POLICY_NS}/first-connect`]);
+      const flows = await agentFlows(name, ["--from-pod", `${POLICY_NS}/first-connect`], 40);
       assert.match(line, /^pass /, `the pod's first connection to ${serverIP}:8080: ${line}\nnode 1's agent, from first-connect:\n${flows.join("\n")}`);
-      console.log(JSON.stringify({ firstConnection: line, droppedBeforeResolved: flows.filter((f) => f.includes(" DROPPED ")).length }));
+      // Before the ADD waited, the pod's first packets left at reserved:init and were dropped (its SYNs until the ipcache named it).
+      assert.deepEqual(flows.filter((f) => f.includes(" DROPPED ")), [], `node 1's agent dropped none of first-connect's packets:\n${flows.join("\n")}`);
+      // Node 2 may not know the new pod's address yet when the datagram comes (its source is the VNI's identity): found by address.
+      const podIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "first-connect", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+      const udp = (await agentFlows(name2, ["--to-pod", `${POLICY_NS}/server`, "--protocol", "udp"], 40)).filter((f) => f.includes(` ${podIP}:`));
+      assert.equal(udp.filter((f) => f.includes(" FORWARDED ")).length, 1, `the one datagram reached the server's node and was forwarded to the server:\n${udp.join("\n")}`);
+      const log = await cp!.kubectl(["logs", "-n", AGENT_NS, await agentPod(name), "-c", "agent"]);
+      const added = log.stdout.split("\n").find((l) => l.includes('"endpoint added"') && l.includes('"name":"first-connect"'));
+      console.log(JSON.stringify({ firstConnection: line, endpointAdded: added && (JSON.parse(added) as { identity: number; waitedMs: number }) }));
     } finally {
       await cp!.kubectl(["delete", "pod", "-n", POLICY_NS, "first-connect", "--wait=false"]);
     }

@@ -33,6 +33,13 @@ export interface EndpointDelRequest {
 }
 
 export type AgentRequest = EndpointAddRequest | EndpointDelRequest;
+
+/** The default of the agent's --cni-identity-wait: how long an endpoint-add may wait for the pod's identity and policy before it answers. */
+export const DEFAULT_IDENTITY_WAIT_MS = 5_000;
+/** Its bound: the plugin waits for the agent's answer longer than that (ADD_TIMEOUT_MS). */
+export const MAX_IDENTITY_WAIT_MS = 20_000;
+/** How long the plugin waits for the agent's answer to an endpoint-add: past the longest identity wait, with room for a busy node. */
+export const ADD_TIMEOUT_MS = MAX_IDENTITY_WAIT_MS + 10_000;
 export type AgentReply = { ok: true } | { ok: false; error: string };
 
 /** The agent could not be asked (no socket, connection refused, timeout, unreadable reply). */

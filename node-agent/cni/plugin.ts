@@ -1,6 +1,6 @@
 // The CNI commands: ADD wires and registers a pod (all or nothing), DEL undoes it, CHECK verifies it.
 import type { Logger } from "pino";
-import { callAgent, AgentUnreachable, type AgentRequest } from "./agent-socket.ts";
+import { ADD_TIMEOUT_MS, callAgent, AgentUnreachable, type AgentRequest } from "./agent-socket.ts";
 import { addressOf, allocate, release, type IpamState } from "./ipam.ts";
 import { IpamLockTimeout, IpamStateCorrupt, IpamStore } from "./ipam-store.ts";
 import {
@@ -42,7 +42,8 @@ async function askAgent(conf: NetConf, request: AgentRequest): Promise<void> {
   if (conf.agentSocket === undefined) return;
   let reply;
   try {
-    reply = await callAgent(conf.agentSocket, request);
+    // An ADD's answer may wait for the pod's identity (the agent's --cni-identity-wait); a DEL's never does.
+    reply = await callAgent(conf.agentSocket, request, request.op === "endpoint-add" ? ADD_TIMEOUT_MS : undefined);
   } catch (err) {
     if (err instanceof AgentUnreachable)
       throw new CniError(ErrorCode.TryAgainLater, `${request.op}: ${err.message}`);
