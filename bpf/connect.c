@@ -1,7 +1,10 @@
 // Runtime enforcement of TracingPolicy connect hooks (tcp_connect, security_socket_connect): cgroup/connect4 and
 // connect6 on the cgroup v2 root judge every connect() against the rules the agent writes (first matching rule of a
-// hook acts): Override refuses (connect fails with EPERM), Sigkill refuses and asks the agent to kill the caller
-// (these programs cannot send signals), Post and Signal report through a ring buffer. Its own object.
+// hook acts): Override refuses (connect fails with EPERM), Post reports through a ring buffer. Sigkill refuses and
+// Signal reports; as these programs cannot send signals, they leave the signal for the calling thread in
+// membrane_connect_signal, and membrane_connect_exit (tp_btf/sys_exit) sends it as that thread's connect() returns,
+// before the process runs another instruction (the agent's kill from the event is the fallback for a connect that
+// does not return through those syscalls, e.g. io_uring). Its own object.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -10,12 +13,38 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "connect.h"
 #include "netns.h"
 
 struct task_struct {
 	struct nsproxy *nsproxy;
+	__u64 start_time;
 } __attribute__((preserve_access_index));
+
+/* x86-64: the syscall number a syscall's exit reports. */
+struct pt_regs {
+	unsigned long orig_ax;
+} __attribute__((preserve_access_index));
+
+#define NR_CONNECT 42 /* x86-64 */
+#define NR_SENDTO 44   /* TCP Fast Open connects from sendto()/sendmsg() */
+#define NR_SENDMSG 46
+#define NR_SENDMMSG 307
+
+/* A signal a connect hook owes the thread that called connect(); the task's start time tells a reused thread id apart. */
+struct pending_signal {
+	__u64 start_time;
+	__u32 signal;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct pending_signal);
+} membrane_connect_signal SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -133,6 +162,15 @@ static long judge_rule(__u32 index, void *data)
 	j->last_policy = r->policy;
 	if (r->action == CONNECT_ACTION_OVERRIDE || r->action == CONNECT_ACTION_SIGKILL)
 		j->refuse = 1;
+	if (r->action == CONNECT_ACTION_SIGKILL || (r->action == CONNECT_ACTION_SIGNAL && r->signal != 0)) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct pending_signal p = {
+			.start_time = BPF_CORE_READ(task, start_time),
+			.signal = r->action == CONNECT_ACTION_SIGKILL ? 9 : r->signal,
+		};
+		__u64 id = bpf_get_current_pid_tgid();
+		bpf_map_update_elem(&membrane_connect_signal, &id, &p, BPF_ANY);
+	}
 	if (!(r->flags & CONNECT_F_NOPOST) || r->action == CONNECT_ACTION_SIGKILL || r->action == CONNECT_ACTION_SIGNAL)
 		report(j, key, r);
 	return 0;
@@ -180,6 +218,26 @@ SEC("cgroup/connect6")
 int membrane_connect6(struct bpf_sock_addr *ctx)
 {
 	return judge(ctx, AF_INET6);
+}
+
+/* The end of every syscall on the node, while connect hooks are loaded: two loads and a compare for all but the four above. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(membrane_connect_exit, struct pt_regs *regs, long ret)
+{
+	unsigned long nr = regs->orig_ax;
+	if (nr != NR_CONNECT && nr != NR_SENDTO && nr != NR_SENDMSG && nr != NR_SENDMMSG)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending_signal *p = bpf_map_lookup_elem(&membrane_connect_signal, &id);
+	if (!p)
+		return 0;
+	__u64 start_time = p->start_time;
+	__u32 sig = p->signal;
+	bpf_map_delete_elem(&membrane_connect_signal, &id);
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->start_time == start_time)
+		bpf_send_signal(sig);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -59,6 +59,7 @@ export const c = {
   linkUpdate: fn(libbpf, "int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)"),
   linkDetach: fn(libbpf, "int bpf_link_detach(int link_fd)"),
   objPin: fn(libbpf, "int bpf_obj_pin(int fd, const char *pathname)"),
+  rawTracepointOpen: fn(libbpf, "int bpf_raw_tracepoint_open(const char *name, int prog_fd)"),
   objGet: fn(libbpf, "int bpf_obj_get(const char *pathname)"),
   progQuery: fn(
     libbpf,

@@ -712,6 +712,20 @@ export function pinLinkReplacing(linkFd: number, pinPath: string): void {
   fs.renameSync(fresh, pinPath);
 }
 
+/**
+ * Attaches a tp_btf program where its BTF id points (BPF_RAW_TRACEPOINT_OPEN with no name) and pins the link at pinPath,
+ * replacing one pinned there before (pinLinkReplacing): it keeps running after this process exits, until the pin goes.
+ */
+export function attachTpBtfPinned(progFd: number, pinPath: string): void {
+  const linkFd = c.rawTracepointOpen(null, progFd) as number;
+  if (linkFd < 0) throw new BpfError(`attach ${path.basename(pinPath)}`, -linkFd);
+  try {
+    pinLinkReplacing(linkFd, pinPath);
+  } finally {
+    c.closeFd(linkFd);
+  }
+}
+
 /** Detaches the cgroup program of the link pinned at pinPath and removes the pin; none there is not an error. */
 export function detachCgroupLink(pinPath: string): void {
   if (!fs.existsSync(pinPath)) return;

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, detachCgroupLink } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, decodeRange, encodeConnectRule, encodeRange,
 } from "./connect-layout.ts";
@@ -25,6 +25,8 @@ export const RUNTIME_CONNECT_SCOPE = "runtime-connect";
 const BPF_CGROUP_INET4_CONNECT = 10;
 const BPF_CGROUP_INET6_CONNECT = 11;
 const HOOKS = [["membrane_connect4", BPF_CGROUP_INET4_CONNECT], ["membrane_connect6", BPF_CGROUP_INET6_CONNECT]] as const;
+/** Sends a Sigkill's or Signal's signal as the refused connect() returns (bpf/connect.c); pinned like the hooks. */
+const EXIT_PROGRAM = "membrane_connect_exit";
 
 /** Where a scope's link of one program is pinned (beside its maps). */
 const linkPin = (pinDir: string, program: string): string => path.join(pinDir, "links", program);
@@ -70,6 +72,8 @@ export class ConnectEnforcer {
    * made, and one made under the previous set is read once this set is in force (their ids are from the two halves of
    * the id space, so they never meet).
    */
+  /** This enforcer attached its exit program (an earlier one's pinned link is replaced by the first set that signals). */
+  private exitAttached = false;
   private origins = new Map<number, RuleOrigin>();
   private previousOrigins = new Map<number, RuleOrigin>();
   /** Records the agent could not decode. */
@@ -122,11 +126,28 @@ export class ConnectEnforcer {
     // The new set goes beside the one in force, then one write switches to it: a connect is judged by one whole set
     // (no rule of either missing meanwhile, none rewritten while a program reads it). With no free room beside it (the
     // two together beyond the map), it is written over the set in force: for a moment a connect may meet half of each.
+    // The exit program costs every syscall on the node (~90 ns here: syscall exits take the traced path), so it runs
+    // only while a rule sends a signal, and is attached before such a rule is in force and removed after none is.
+    const signals = rules.some((r) => r.action === CONNECT_ACTION.Sigkill || (r.action === CONNECT_ACTION.Signal && r.signal !== 0));
+    if (signals && !this.exitAttached) {
+      attachTpBtfPinned(obj.programFd(EXIT_PROGRAM), linkPin(obj.pinDir, EXIT_PROGRAM));
+      this.exitAttached = true;
+    }
     const first = placeBeside(inForce, rules.length);
     rules.forEach((r, i) => rulesMap.update(u32(first + i), encodeConnectRule({ ...r, hook: r.hook + base })));
     this.previousOrigins = this.origins;
     this.origins = new Map([...origins].map(([id, o]) => [id + base, o]));
     countMap.update(u32(0), u32(encodeRange({ first, count: rules.length })));
+    if (!signals) {
+      // Also an earlier enforcer's (adopted): its rules that signalled are gone now.
+      fs.rmSync(linkPin(obj.pinDir, EXIT_PROGRAM), { force: true });
+      this.exitAttached = false;
+    }
+  }
+
+  /** Whether the exit program that sends Sigkill's and Signal's signals is attached (tests). */
+  get signalling(): boolean {
+    return fs.existsSync(linkPin(path.join(BPFFS_ROOT, this.opts.scope), EXIT_PROGRAM));
   }
 
   /** Events the ring could not take. */
@@ -152,6 +173,7 @@ export class ConnectEnforcer {
 
   /** Closes this process's fds only: the pinned links keep refusing with the rules as written (a process that exits without close). */
   release(): void {
+    this.exitAttached = false;
     this.reader?.stop();
     this.reader = undefined;
     this.obj?.close();
@@ -183,14 +205,13 @@ export class ConnectEnforcer {
 
   private report(e: ConnectEvent): void {
     const origin = this.origins.get(e.hook) ?? this.previousOrigins.get(e.hook);
+    // The kernel sent the signal as connect() returned (membrane_connect_exit). A SIGKILL again from here covers a
+    // connect that did not return through connect/sendto/sendmsg (io_uring); a Signal is not repeated (a handler would
+    // run twice).
     if (e.action === CONNECT_ACTION.Sigkill) this.kill(e.pid, 9);
     if (origin === undefined) {
       this.unattributed++;
       return;
-    }
-    if (e.action === CONNECT_ACTION.Signal) {
-      const sig = origin.hook.selectors.flatMap((s) => s.actions).find((a) => a.action === "Signal")?.signal;
-      if (sig !== undefined) this.kill(e.pid, sig);
     }
     const described = this.opts.events.describe(e.pid);
     if (!described) return;

@@ -114,6 +114,7 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     const status = engine.apply([connectPolicy("no-4444", "tcp_connect", "sock", "4444", { action: "Override", argError: -1 })]);
     assert.deepEqual(status.get("default/no-4444"), { enforced: true, hooks: 1 });
     assert.equal(connect.attached, 2, "connect4 and connect6");
+    assert.equal(connect.signalling, false, "no rule sends a signal: no program on every syscall's exit");
     assert.equal((await connectIn(SELECTED_NS, 4444)).out, "PermissionError 1");
     assert.equal((await connectIn(SELECTED_NS, 4444, "6")).out, "PermissionError 1", "IPv6 too");
     assert.equal((await connectIn(SELECTED_NS, 4445)).out, "ConnectionRefusedError 111", "another port is not refused");
@@ -134,12 +135,64 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
     ]);
     const killed = await connectIn(SELECTED_NS, 4446);
     assert.equal(killed.signal, "SIGKILL", JSON.stringify(killed));
+    assert.equal(killed.out, "", "killed as connect() returned: the process never ran on to print the error");
     const k = await until("the Sigkill event", () => kprobes().find((x) => x.policy_name === "kill-4446"));
     assert.deepEqual([k.function_name, k.action, k.args[0]], ["security_socket_connect", "KPROBE_ACTION_SIGKILL", { sockaddr_arg: { family: "AF_INET", addr: "127.0.0.1", port: 4446 } }]);
     assert.equal((await connectIn(OTHER_NS, 4447)).out, "ConnectionRefusedError 111", "Post does not refuse");
     const p = await until("the Post event", () => kprobes().find((x) => x.policy_name === "watch-4447"));
     assert.deepEqual(p.process.pod, { namespace: "other", name: "client" });
     assert.equal(p.action, "KPROBE_ACTION_POST");
+  });
+
+  it("Signal: the signal is delivered as connect() returns, once, before the process runs on; and Sigkill kills each of 200 processes in a row inside connect()", async () => {
+    events.length = 0;
+    engine.apply([
+      connectPolicy("usr1-4450", "tcp_connect", "sock", "4450", { action: "Signal", argSig: 10 }),
+      connectPolicy("kill-4451", "tcp_connect", "sock", "4451", { action: "Sigkill" }),
+    ]);
+    // A handler counts SIGUSR1s; the connect is not refused (Signal alone), so the error printed is the closed port's.
+    const script = [
+      "import signal, socket, sys",
+      "got = []",
+      "signal.signal(signal.SIGUSR1, lambda *a: got.append(1))",
+      "s = socket.socket()",
+      "try: s.connect(('127.0.0.1', 4450))",
+      "except OSError as e: print(type(e).__name__, len(got))",
+      "import time; time.sleep(0.3)",
+      "print('after', len(got))",
+    ].join("\n");
+    const out = await new Promise<string>((resolve) => {
+      const child = spawn("ip", ["netns", "exec", SELECTED_NS, "/usr/bin/python3", "-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+      let o = "";
+      child.stdout.on("data", (d: Buffer) => (o += d.toString()));
+      child.on("close", () => resolve(o.trim()));
+    });
+    assert.equal(out, "ConnectionRefusedError 1\nafter 1", "SIGUSR1 handled once, before the except clause ran");
+    // One process connecting 200 times, each killed child must die inside connect(): none prints.
+    const loop = [
+      "import os, socket",
+      "printed = 0",
+      "for i in range(200):",
+      "  pid = os.fork()",
+      "  if pid == 0:",
+      "    s = socket.socket()",
+      "    try: s.connect(('127.0.0.1', 4451))",
+      "    except OSError: print('survived', flush=True)",
+      "    os._exit(0)",
+      "  _, status = os.waitpid(pid, 0)",
+      "  if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9): printed += 1",
+      "print('not killed', printed)",
+    ].join("\n");
+    const res = await new Promise<string>((resolve) => {
+      const child = spawn("ip", ["netns", "exec", SELECTED_NS, "/usr/bin/python3", "-c", loop], { stdio: ["ignore", "pipe", "ignore"] });
+      let o = "";
+      child.stdout.on("data", (d: Buffer) => (o += d.toString()));
+      child.on("close", () => resolve(o.trim()));
+    });
+    assert.equal(res, "not killed 0", "every child killed by SIGKILL inside connect()");
+    assert.equal(connect.signalling, true);
+    engine.apply([connectPolicy("no-4444", "tcp_connect", "sock", "4444", { action: "Override", argError: -1 })]);
+    assert.equal(connect.signalling, false, "the exit program removed with the last rule that signals");
   });
 
   it("a connect selector the programs cannot evaluate is refused naming it, without touching the others", () => {

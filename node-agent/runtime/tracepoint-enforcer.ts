@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, pinLinkReplacing } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing } from "../bpf/loader.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import { netnsOf, selectedNetns } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
@@ -29,8 +29,6 @@ const libbpf = koffi.load("libbpf.so.1");
 const libc = koffi.load("libc.so.6");
 const linkCreate = libbpf.func("int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)") as (p: number, t: number, a: number, o: Buffer) => number;
 const closeFd = libc.func("int close(int fd)") as (fd: number) => number;
-// tp_btf programs attach where their BTF id points (BPF_RAW_TRACEPOINT_OPEN with no name), as the process sensor's do.
-const rawTracepointOpen = libbpf.func("int bpf_raw_tracepoint_open(const char *name, int prog_fd)") as (name: string | null, fd: number) => number;
 /** The programs that keep each process's matchBinaries set (sched_process_exec/fork/exit). */
 const BINARY_PROGRAMS = ["membrane_tp_exec", "membrane_tp_fork", "membrane_tp_exit"] as const;
 const syscall = libc.func("long syscall(long number, ...)") as (...args: unknown[]) => number;
@@ -201,15 +199,7 @@ export class TracepointEnforcer {
         this.obj.map("membrane_tp_count").update(u32(1), Buffer.alloc(4));
         this.obj.map("membrane_tp_procs").clear();
       }
-      for (const name of BINARY_PROGRAMS) {
-        const fd = rawTracepointOpen(null, this.obj.programFd(name));
-        if (fd < 0) throw new BpfError(`attach ${name}`, -fd);
-        try {
-          pinLinkReplacing(fd, linkPin(pinDir, name));
-        } finally {
-          closeFd(fd);
-        }
-      }
+      for (const name of BINARY_PROGRAMS) attachTpBtfPinned(this.obj.programFd(name), linkPin(pinDir, name));
       this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
         this.records++;
         const e = decodeTpEvent(rec);
