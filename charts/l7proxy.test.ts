@@ -2,45 +2,15 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags, type AgentFlags } from "../node-agent/flags.ts";
-
-interface Container {
-  readonly name: string;
-  readonly args: string[];
-  readonly securityContext?: { privileged?: boolean; runAsUser?: number; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[]; add?: string[] } };
-  readonly volumeMounts?: { name: string; mountPath: string }[];
-}
-interface PodSpec {
-  readonly hostNetwork?: boolean;
-  readonly automountServiceAccountToken?: boolean;
-  readonly containers: Container[];
-  readonly volumes: { name: string; hostPath?: { path: string } }[];
-}
-
-const podOf = (objects: K8sObject[], name: string): PodSpec | undefined =>
-  (objects.find((o) => o.kind === "DaemonSet" && o.metadata.name === name) as unknown as { spec: { template: { spec: PodSpec } } } | undefined)?.spec.template.spec;
-
-/** The agent's flags as its parser reads them (downward-API variables given a node's values). */
-function agentFlags(objects: K8sObject[]): AgentFlags {
-  const parsed = parseAgentFlags(kubeletArgs(podOf(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args));
-  assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
-  return parsed.flags;
-}
-
-/** The host directory a pod mounts at `mountPath`. */
-function hostDirAt(pod: PodSpec, container: Container, mountPath: string): string | undefined {
-  const mount = container.volumeMounts?.find((m) => m.mountPath === mountPath);
-  return pod.volumes.find((v) => v.name === mount?.name)?.hostPath?.path;
-}
+import { daemonSetPod, hostDirAt, parseManifest, renderText, renderedAgentFlags } from "../localcluster/chart.ts";
 
 describe("chart l7Proxy", () => {
   it("by default the proxy is the membrane-l7proxy DaemonSet: host network, root with NET_ADMIN and BPF only, no API token, meeting the agent in the host directory both mount", async () => {
     const objects = parseManifest(await renderText());
-    const flags = agentFlags(objects);
+    const flags = renderedAgentFlags(objects);
     assert.equal(flags.l7Proxy, true);
     assert.deepEqual(flags.l7ProxyExternal, { socketDir: "/var/run/membrane/l7proxy" }, "the agent starts no proxy: --external-l7-proxy");
-    const pod = podOf(objects, "membrane-l7proxy");
+    const pod = daemonSetPod(objects, "membrane-l7proxy");
     assert.ok(pod, "the DaemonSet is rendered");
     assert.equal(pod.hostNetwork, true, "it listens on the node's address");
     assert.equal(pod.automountServiceAccountToken, false);
@@ -51,7 +21,7 @@ describe("chart l7Proxy", () => {
     assert.equal(socket, path.join(flags.l7ProxyExternal!.socketDir, "config.sock"), "the proxy dials the socket the agent listens on");
     assert.ok(proxy.args.includes(`--flow-socket=${path.join(flags.l7ProxyExternal!.socketDir, "flows.sock")}`), "its flows reach the agent");
     assert.ok(proxy.args.includes("--bpf-scope=$(NODE_NAME)"), "the agent's maps, pinned under the node's name");
-    const agentPod = podOf(objects, "membrane-agent")!;
+    const agentPod = daemonSetPod(objects, "membrane-agent")!;
     const agent = agentPod.containers.find((c) => c.name === "agent")!;
     const dir = flags.l7ProxyExternal!.socketDir;
     assert.equal(hostDirAt(pod, proxy, dir), dir);
@@ -61,15 +31,15 @@ describe("chart l7Proxy", () => {
 
   it("l7Proxy.mode=embedded: no DaemonSet, the agent starts the proxy in its container", async () => {
     const objects = parseManifest(await renderText({ "l7Proxy.mode": "embedded" }));
-    assert.equal(podOf(objects, "membrane-l7proxy"), undefined);
-    const flags = agentFlags(objects);
+    assert.equal(daemonSetPod(objects, "membrane-l7proxy"), undefined);
+    const flags = renderedAgentFlags(objects);
     assert.equal(flags.l7Proxy, true);
     assert.equal(flags.l7ProxyExternal, undefined);
   });
 
   it("l7Proxy.enabled=false: no proxy at all (--enable-l7-proxy=false)", async () => {
     const objects = parseManifest(await renderText({ "l7Proxy.enabled": false }));
-    assert.equal(podOf(objects, "membrane-l7proxy"), undefined);
-    assert.equal(agentFlags(objects).l7Proxy, false);
+    assert.equal(daemonSetPod(objects, "membrane-l7proxy"), undefined);
+    assert.equal(renderedAgentFlags(objects).l7Proxy, false);
   });
 });

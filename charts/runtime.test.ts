@@ -1,37 +1,61 @@
-// The chart's runtime.enabled value: off by default (no --enable-runtime, no host PID namespace); on, the agent runs the
-// runtime enforcer (a flag its own parser accepts) and shares the host's PID namespace to judge every process.
+// The chart's runtime values: off by default (no --enable-runtime, no host PID namespace, no runtime pod); on, by
+// default the membrane-runtime DaemonSet runs `membrane runtime` in a pod of its own (host PID namespace) from the
+// files the agent writes in the state directory both mount (the agent's --external-runtime, as its parser reads it),
+// so an agent pod's deletion does not end it; runtime.mode=embedded: the agent runs it in its own container.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseManifest, renderText, type K8sObject, kubeletArgs } from "../localcluster/chart.ts";
-import { parseAgentFlags } from "../node-agent/flags.ts";
-
-interface PodSpec {
-  readonly hostPID?: boolean;
-  readonly containers: { readonly name: string; readonly args: string[] }[];
-}
-
-function agentPod(objects: K8sObject[]): PodSpec {
-  const ds = objects.find((o) => o.kind === "DaemonSet" && o.metadata.name === "membrane-agent") as unknown as { spec: { template: { spec: PodSpec } } };
-  return ds.spec.template.spec;
-}
-
-/** The agent's flags as its parser reads them (downward-API variables given a node's values). */
-function runtimeFlag(pod: PodSpec): boolean {
-  const parsed = parseAgentFlags(kubeletArgs(pod.containers.find((c) => c.name === "agent")!.args));
-  assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
-  return parsed.flags.runtime;
-}
+import { pino } from "pino";
+import { daemonSetPod, hostDirAt, kubeletArgs, parseManifest, renderText, renderedAgentFlags } from "../localcluster/chart.ts";
+import { AgentRuntime } from "../node-agent/runtime/agent-runtime.ts";
+import { parseRuntimeArgs } from "../node-agent/runtime/main.ts";
 
 describe("chart runtime", () => {
-  it("is off by default: no runtime enforcer, the agent pod keeps its own PID namespace", async () => {
-    const pod = agentPod(parseManifest(await renderText()));
-    assert.equal(runtimeFlag(pod), false);
-    assert.equal(pod.hostPID, undefined);
+  it("is off by default: no runtime enforcer, no runtime pod, the agent pod keeps its own PID namespace", async () => {
+    const objects = parseManifest(await renderText());
+    assert.equal(renderedAgentFlags(objects).runtime, false);
+    assert.equal(daemonSetPod(objects, "membrane-agent")!.hostPID, undefined);
+    assert.equal(daemonSetPod(objects, "membrane-runtime"), undefined);
   });
 
-  it("runtime.enabled=true: --enable-runtime and hostPID", async () => {
-    const pod = agentPod(parseManifest(await renderText({ "runtime.enabled": true })));
-    assert.equal(runtimeFlag(pod), true);
-    assert.equal(pod.hostPID, true);
+  it("runtime.enabled=true: the membrane-runtime DaemonSet runs it (host PID namespace) from the files the agent writes in the host directory both mount; the agent starts none (--external-runtime)", async () => {
+    const objects = parseManifest(await renderText({ "runtime.enabled": true }));
+    const flags = renderedAgentFlags(objects);
+    assert.equal(flags.runtime, true);
+    assert.equal(flags.runtimeExternal, true, "the agent neither starts nor stops it");
+    const agentPod = daemonSetPod(objects, "membrane-agent")!;
+    assert.equal(agentPod.hostPID, true, "the agent finds the runtime's pid");
+    const pod = daemonSetPod(objects, "membrane-runtime");
+    assert.ok(pod, "the DaemonSet is rendered");
+    assert.equal(pod.hostPID, true, "it judges every process of the node");
+    assert.equal(pod.hostNetwork, true, "its event stream on the node's loopback, where the agent reads it");
+    assert.equal(pod.automountServiceAccountToken, false, "it talks to no API server");
+    const runtime = pod.containers[0]!;
+    assert.equal(runtime.args[0], "runtime");
+    const parsed = parseRuntimeArgs(kubeletArgs(runtime.args.slice(1)));
+    assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+    // The files of the agent's state dir, as the agent names them (it finds the runtime by the pid file and the policy file's path in its argv).
+    const files = new AgentRuntime({ stateDir: flags.stateDir, nodeName: "node-a", log: pino({ level: "silent" }), external: true });
+    assert.deepEqual(
+      [parsed.value.policyFile, parsed.value.podsFile, parsed.value.statusFile, parsed.value.pidFile, parsed.value.exportFile],
+      [files.policyFile, files.podsFile, files.statusFile, files.pidFile, files.eventsFile],
+    );
+    assert.ok(runtime.args.includes(files.policyFile), "the policy file's path is an argument of its own");
+    assert.equal(parsed.value.nodeName, "node-a");
+    assert.equal(parsed.value.cgroupRoot, "/host/cgroupv2");
+    const agent = agentPod.containers.find((c) => c.name === "agent")!;
+    assert.equal(hostDirAt(pod, runtime, "/var/run/membrane"), "/var/run/membrane");
+    assert.equal(hostDirAt(agentPod, agent, "/var/run/membrane"), "/var/run/membrane", "the same host directory in both pods");
+    assert.ok(flags.stateDir.startsWith("/var/run/membrane/"));
+    assert.equal(hostDirAt(pod, runtime, "/host/cgroupv2"), "/sys/fs/cgroup");
+    assert.equal(hostDirAt(pod, runtime, "/sys/fs/bpf"), "/sys/fs/bpf", "its programs pinned in the host's bpffs");
+  });
+
+  it("runtime.mode=embedded: no runtime pod; the agent runs it in its container (--enable-runtime, hostPID)", async () => {
+    const objects = parseManifest(await renderText({ "runtime.enabled": true, "runtime.mode": "embedded" }));
+    assert.equal(daemonSetPod(objects, "membrane-runtime"), undefined);
+    const flags = renderedAgentFlags(objects);
+    assert.equal(flags.runtime, true);
+    assert.equal(flags.runtimeExternal, false);
+    assert.equal(daemonSetPod(objects, "membrane-agent")!.hostPID, true);
   });
 });

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments, stringify } from "yaml";
+import { parseAgentFlags, type AgentFlags } from "../node-agent/flags.ts";
 import { ensureControlPlaneBuilt } from "./cluster.ts";
 
 export const CHART_DIR = fileURLToPath(new URL("../charts/membrane", import.meta.url));
@@ -116,4 +117,38 @@ export const NODE_A_ENV: Readonly<Record<string, string>> = { NODE_NAME: "node-a
  */
 export function kubeletArgs(args: readonly string[], env: Readonly<Record<string, string>> = NODE_A_ENV): string[] {
   return (args[0] === "agent" ? args.slice(1) : args).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v: string) => env[v] ?? m));
+}
+
+// The rendered DaemonSets as the chart tests read them.
+
+export interface RenderedContainer {
+  readonly name: string;
+  readonly args: string[];
+  readonly securityContext?: { privileged?: boolean; runAsUser?: number; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[]; add?: string[] } };
+  readonly volumeMounts?: { name: string; mountPath: string }[];
+}
+
+export interface RenderedPod {
+  readonly hostPID?: boolean;
+  readonly hostNetwork?: boolean;
+  readonly automountServiceAccountToken?: boolean;
+  readonly containers: RenderedContainer[];
+  readonly volumes: { name: string; hostPath?: { path: string } }[];
+}
+
+/** The pod template of the DaemonSet `name`, if rendered. */
+export const daemonSetPod = (objects: K8sObject[], name: string): RenderedPod | undefined =>
+  (objects.find((o) => o.kind === "DaemonSet" && o.metadata.name === name) as unknown as { spec: { template: { spec: RenderedPod } } } | undefined)?.spec.template.spec;
+
+/** The agent's flags as its parser reads them (downward-API variables given a node's values). */
+export function renderedAgentFlags(objects: K8sObject[]): AgentFlags {
+  const parsed = parseAgentFlags(kubeletArgs(daemonSetPod(objects, "membrane-agent")!.containers.find((c) => c.name === "agent")!.args));
+  if (!parsed.ok) throw new Error(`the rendered agent's flags: ${parsed.error}`);
+  return parsed.flags;
+}
+
+/** The host directory a pod's container mounts at `mountPath`. */
+export function hostDirAt(pod: RenderedPod, container: RenderedContainer, mountPath: string): string | undefined {
+  const mount = container.volumeMounts?.find((m) => m.mountPath === mountPath);
+  return pod.volumes.find((v) => v.name === mount?.name)?.hostPath?.path;
 }

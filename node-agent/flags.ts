@@ -51,7 +51,7 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME[,NAME|PREFIX+...]|none] [--tunnel-device NAME]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
-                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false]]
+                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false] [--external-runtime[=true|false]]]
                       [--bpf-lb-sock[=true|false] [--cgroup-root DIR]]
                       [--owner-daemonset NAMESPACE/NAME]
 
@@ -174,6 +174,11 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                      the TracingPolicies the operator sends and this node's pods, and report each policy's status
                      (default false: TracingPolicy status then says EnforcerNotRunning for this node); its files are
                      runtime* in --state-dir. It watches every process of the host kernel: one per kernel
+  --external-runtime  the runtime enforcer is a process of its own that the agent does not start, restart or end (the
+                     chart's membrane-runtime DaemonSet, as Tetragon runs its own pods): it reads the policy and pods files
+                     the agent writes in --state-dir (a host directory both pods mount) and writes its pid and status
+                     files there, so deleting or upgrading the agent's pod leaves its enforcement alone (default false:
+                     the agent starts it, and its container's end kills it)
   --bpf-lb-sock      translate Services' ClusterIPs at this node's pods' sockets (Cilium's socket LB): connect and
                      sendmsg go straight to a ready backend (from the Services and EndpointSlices the agent watches), so
                      policy, conntrack and flows see the backend pod; replies and getpeername show the ClusterIP. A
@@ -264,6 +269,8 @@ export interface AgentFlags {
   readonly l7ProxyExternal?: { readonly socketDir: string };
   /** The runtime enforcer runs (TracingPolicies). */
   readonly runtime: boolean;
+  /** It runs as a process the agent does not start or end (`--external-runtime`: the chart's membrane-runtime pod). */
+  readonly runtimeExternal: boolean;
   /** --cgroup-root as given: the host's cgroup v2 directory (the runtime's connect programs and containers' cgroups too). */
   readonly cgroupRoot?: string;
   /** ClusterIP translation at the pods' sockets (`--bpf-lb-sock`), its programs on this cgroup v2 directory; absent when off. */
@@ -301,7 +308,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--bpf-lb-sock" ? ["--bpf-lb-sock=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--external-runtime" ? ["--external-runtime=true"] : a === "--bpf-lb-sock" ? ["--bpf-lb-sock=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -377,6 +384,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "external-l7-proxy": { type: "string" },
         "l7-proxy-socket-dir": { type: "string" },
         "enable-runtime": { type: "string" },
+        "external-runtime": { type: "string" },
         "bpf-lb-sock": { type: "string" },
         "cgroup-root": { type: "string" },
         "owner-daemonset": { type: "string" },
@@ -524,6 +532,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (cniStateDir !== undefined && !path.isAbsolute(cniStateDir)) return { ok: false, error: `--cni-state-dir: an absolute path is required, got ${JSON.stringify(cniStateDir)}` };
   const runtimeFlag = str("enable-runtime");
   if (runtimeFlag !== undefined && runtimeFlag !== "true" && runtimeFlag !== "false") return { ok: false, error: `--enable-runtime: must be true or false, got ${JSON.stringify(runtimeFlag)}` };
+  const runtimeExternal = str("external-runtime");
+  if (runtimeExternal !== undefined && runtimeExternal !== "true" && runtimeExternal !== "false") return { ok: false, error: `--external-runtime: must be true or false, got ${JSON.stringify(runtimeExternal)}` };
+  if (runtimeExternal === "true" && runtimeFlag !== "true") return { ok: false, error: "--external-runtime: the runtime enforcer is off (--enable-runtime)" };
   const socketLB = str("bpf-lb-sock");
   if (socketLB !== undefined && socketLB !== "true" && socketLB !== "false") return { ok: false, error: `--bpf-lb-sock: must be true or false, got ${JSON.stringify(socketLB)}` };
   const cgroupRoot = str("cgroup-root");
@@ -585,6 +596,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       l7Proxy,
       ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
       runtime: runtimeFlag === "true",
+      runtimeExternal: runtimeExternal === "true",
       ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
       ...(socketLB === "true" ? { socketLB: { cgroupRoot: cgroupRoot ?? CGROUP2_ROOT } } : {}),
       ...(ownerMatch ? { ownerDaemonSet: { namespace: ownerMatch[1]!, name: ownerMatch[3]! } } : {}),

@@ -71,6 +71,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--enable-runtime=on"), '--enable-runtime: must be true or false, got "on"');
   });
 
+  it("--external-runtime: the runtime is a pod of its own (off by default); only with the enforcer on", () => {
+    assert.equal(flags("--enable-runtime").runtimeExternal, false);
+    assert.equal(flags("--enable-runtime", "--external-runtime").runtimeExternal, true);
+    assert.equal(flags("--enable-runtime", "--external-runtime=false").runtimeExternal, false);
+    assert.equal(error("--external-runtime"), "--external-runtime: the runtime enforcer is off (--enable-runtime)");
+    assert.equal(error("--enable-runtime", "--external-runtime=yes"), '--external-runtime: must be true or false, got "yes"');
+  });
+
   it("the DNS proxy is on by default with --node-ip, with Cilium's tofqdns flags; off with --enable-dns-proxy=false; bad values are refused naming the flag", () => {
     assert.equal(flags().dnsProxy, undefined, "no --node-ip: no address to listen on");
     assert.deepEqual(flags("--node-ip", "192.0.2.1").dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });

@@ -63,7 +63,7 @@ export async function run(args: string[]): Promise<number> {
   // The runtime enforcer first, from the files the last agent wrote (its policies and pods), when none runs (the agent's
   // pod was deleted with it): its file and exec hooks lapse while no runtime runs, and need not wait for the datapath,
   // the endpoints and the proxies; the agent's start then writes its own state into those files and adopts it.
-  const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.cgroupRoot !== undefined ? { cgroupRoot: f.cgroupRoot } : {}) }) : undefined;
+  const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.cgroupRoot !== undefined ? { cgroupRoot: f.cgroupRoot } : {}), ...(f.runtimeExternal ? { external: true } : {}) }) : undefined;
   runtime?.startFromLastState();
   let datapath: Datapath;
   try {

@@ -1,4 +1,4 @@
-// Installs Membrane's chart on real nodes the way the real-node tests and the upstream suite's cluster need it, and waits until its pods serve: operator, agent (connected to the operator) and webhook Ready, the webhook reachable from the API server.
+// Installs Membrane's chart on real nodes the way the real-node tests and the upstream suite's cluster need it, and waits until its pods serve: operator, agent (connected to the operator), runtime (when on) and webhook Ready, the webhook reachable from the API server.
 import { pino } from "pino";
 import type { ControlPlane } from "../cluster.ts";
 import { CHART_DIR, NAMESPACE, setArgs } from "../chart.ts";
@@ -18,7 +18,7 @@ export interface ChartInstallOptions {
   operatorReplicas?: number;
   /** Services translated at the pods' sockets (chart socketLB.enabled); default the chart's (on). */
   socketLB?: boolean;
-  /** The runtime enforcer in every agent (chart runtime.enabled); default the chart's (off). */
+  /** The runtime enforcer on every node (chart runtime.enabled: each node's membrane-runtime pod); default the chart's (off). */
   runtime?: boolean;
 }
 
@@ -97,6 +97,8 @@ export async function installChartOnRealNode(cp: ControlPlane, nodes: RealNode |
       return new RegExp(`"node":"${n.plan.name}".*"agent connected"`).test(r.stdout) ? true : undefined;
     });
   }
+  // The chart's runtime enforcer runs in a pod of its own on every node (runtime.mode external, its default).
+  if (opts.runtime === true) await readyPods("runtime", all.length);
   const agentPod = agentPods[node.plan.name]!;
   const webhookPod = (await readyPods("webhook", 1))[0]!.metadata.name;
   // The API server (on the host) reaches the webhook's Service through the node, as kind's reaches a Service.

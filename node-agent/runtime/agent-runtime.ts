@@ -56,6 +56,12 @@ export interface AgentRuntimeOptions {
   readonly checkIntervalMs?: number;
   /** How long a newly started runtime may take to write its first status (default 30 s: a loaded node starts Node slowly). */
   readonly startTimeoutMs?: number;
+  /**
+   * The runtime is a process of its own that this agent does not start, restart or stop (`--external-runtime`: the
+   * chart's membrane-runtime pod, which reads the files this agent writes and writes its own pid file): the agent's
+   * pod can be deleted or upgraded without its file and exec hooks lapsing.
+   */
+  readonly external?: boolean;
 }
 
 /** The runtime's status file: each policy by its runtime key (`name`, `namespace/name`). */
@@ -99,6 +105,7 @@ export class AgentRuntime {
    * there: start() then writes this agent's state into them and waits for that runtime.
    */
   startFromLastState(): void {
+    if (this.opts.external) return; // its own pod runs it, from the files as they are
     this.inherited = this.pid() !== undefined;
     if (this.inherited || !fs.existsSync(this.policyFile) || !fs.existsSync(this.podsFile)) return;
     void this.ensureRunning().catch((err: unknown) => this.opts.log.error({ error: err instanceof Error ? err.message : String(err) }, "runtime enforcer not started from the last state: the agent's start tries again"));
@@ -115,6 +122,12 @@ export class AgentRuntime {
     this.timer = setInterval(() => this.check(), this.opts.checkIntervalMs ?? 500);
     this.timer.unref();
     const adopted = this.inherited ?? this.pid() !== undefined;
+    if (this.opts.external) {
+      // Not waited for: its pod may start after this agent; until it runs, the policies' status says EnforcerDown.
+      this.check();
+      this.opts.log.info({ pid: this.pid(), external: true, pidFile: this.pidFile, policies: items.length }, "runtime enforcer is a pod of its own: this agent writes its files");
+      return;
+    }
     try {
       await this.ensureRunning();
     } finally {
@@ -173,7 +186,7 @@ export class AgentRuntime {
     for (const i of this.items) {
       const base = { key: i.key, uid: i.uid, generation: i.generation };
       if (!running) {
-        out.push({ ...base, enforced: false, reason: "EnforcerDown", message: this.error ?? "the runtime enforcer is not running (the agent restarts it)" });
+        out.push({ ...base, enforced: false, reason: "EnforcerDown", message: this.error ?? (this.opts.external ? "the runtime enforcer is not running (its pod, membrane-runtime, runs it: kubectl get pods -l app.kubernetes.io/component=runtime)" : "the runtime enforcer is not running (the agent restarts it)") });
         continue;
       }
       const s = file?.policies[runtimeKey(i)];
@@ -233,6 +246,9 @@ export class AgentRuntime {
    */
   async shutdown(): Promise<void> {
     this.stop();
+    // A runtime of its own pod ends with that pod (uninstall deletes its DaemonSet; it removes its programs at its
+    // SIGTERM): only what one that died left pinned goes here.
+    if (this.opts.external && this.pid() !== undefined) return;
     const pid = this.pid();
     if (pid !== undefined) await stopProcess(pid, 10_000);
     // Only where this state dir's runtime ran: the process-based local cluster's nodes share one bpffs.
@@ -247,7 +263,7 @@ export class AgentRuntime {
 
   /** Restarts a runtime that is gone; tells the listeners when the statuses moved. */
   private check(): void {
-    if (this.timer !== undefined && !this.running()) {
+    if (this.timer !== undefined && !this.opts.external && !this.running()) {
       void this.ensureRunning().catch((err: unknown) => {
         this.error = err instanceof Error ? err.message : String(err);
         this.opts.log.error({ error: this.error }, "runtime enforcer not restarted: TracingPolicies are not enforced on this node until it runs");
@@ -255,7 +271,7 @@ export class AgentRuntime {
     }
     const running = this.running();
     if (running !== this.wasRunning) {
-      if (running === false && this.wasRunning === true) this.opts.log.error({ pidFile: this.pidFile, log: this.logFile }, "runtime enforcer down: TracingPolicies are not enforced until it is back");
+      if (running === false && this.wasRunning === true) this.opts.log.error({ pidFile: this.pidFile, ...(this.opts.external ? { external: true } : { log: this.logFile }) }, "runtime enforcer down: TracingPolicies are not enforced until it is back");
       this.wasRunning = running;
     }
     const now = JSON.stringify(this.statuses());

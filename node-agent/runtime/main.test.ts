@@ -22,6 +22,12 @@ describe("membrane runtime flags", () => {
     assert.ok(r.ok && r.value.cgroupRoot === "/host/cgroupv2");
   });
 
+  it("reads the pid file an agent with --external-runtime finds the runtime by", () => {
+    const r = parseRuntimeArgs(["--export-file", "f", "--node-name", "n", "--pid-file", "/var/run/membrane/state/runtime.pid"]);
+    assert.ok(r.ok && r.value.pidFile === "/var/run/membrane/state/runtime.pid");
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--pid-file", ""]), { ok: false, error: "--pid-file: empty path" });
+  });
+
   it("reads the policy, status and pods files", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", "p.yaml", "--status-file", "s.json", "--pods-file", "pods.json", "--node-name", "n"]), {
       ok: true,

@@ -17,9 +17,10 @@ import { parseFlags } from "../../kube/flags.ts";
 import { RuntimeEventStream } from "./event-stream.ts";
 import { TP_PROCS_MAX } from "./tracepoint-layout.ts";
 import { ProcessVisibility } from "./visibility.ts";
+import { BPFFS_ROOT } from "../bpf/loader.ts";
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
-                        [--node-name NAME] [--metrics-address HOST:PORT] [--cgroup-root DIR]
+                        [--node-name NAME] [--metrics-address HOST:PORT] [--cgroup-root DIR] [--pid-file FILE]
 
   --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm/process_tracepoint event (Tetragon's JSON) to FILE
   --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
@@ -30,7 +31,9 @@ const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [-
   --cgroup-root DIR          the host's cgroup v2 directory: connect hooks attach there, containers' cgroups are found under it
                              (default /sys/fs/cgroup/unified)
   --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics and the live event stream on http://ADDR/v1/events
-                             (membrane observe --type process --runtime-address ADDR; default 127.0.0.1:9964)`;
+                             (membrane observe --type process --runtime-address ADDR; default 127.0.0.1:9964)
+  --pid-file FILE            write this process's pid here at start, removed at its exit (an agent started with
+                             --external-runtime finds the runtime of its state dir by it: the chart's membrane-runtime pod)`;
 
 export interface RuntimeConfig {
   readonly exportFile: string;
@@ -38,6 +41,7 @@ export interface RuntimeConfig {
   readonly statusFile?: string;
   readonly podsFile?: string;
   readonly cgroupRoot?: string;
+  readonly pidFile?: string;
   readonly nodeName: string;
   readonly metricsHost: string;
   readonly metricsPort: number;
@@ -48,7 +52,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
     args: [...args],
     options: {
       "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" },
-      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" },
+      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" }, "pid-file": { type: "string" },
     },
   });
   if (!flags.ok) return flags;
@@ -58,7 +62,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
   const m = /^(.+):(\d{1,5})$/.exec(address);
   const port = Number(m?.[2]);
   if (!m || port > 65535) return { ok: false, error: `--metrics-address: "${address}" is not HOST:PORT` };
-  for (const f of ["policy-file", "status-file", "pods-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
+  for (const f of ["policy-file", "status-file", "pods-file", "pid-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
   const cgroupRoot = v["cgroup-root"];
   if (cgroupRoot !== undefined && !cgroupRoot.startsWith("/")) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
   if (v["status-file"] !== undefined && v["policy-file"] === undefined) return { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" };
@@ -70,6 +74,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
       ...(v["status-file"] !== undefined ? { statusFile: v["status-file"] } : {}),
       ...(v["pods-file"] !== undefined ? { podsFile: v["pods-file"] } : {}),
       ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
+      ...(v["pid-file"] !== undefined ? { pidFile: v["pid-file"] } : {}),
       nodeName: v["node-name"] || os.hostname(),
       metricsHost: m[1]!,
       metricsPort: port,
@@ -90,6 +95,17 @@ export async function run(args: string[]): Promise<number> {
   }
   const cfg = parsed.value;
   const log = pino({ name: "runtime" });
+  // Before anything is applied: an agent that finds no runtime by it says EnforcerDown.
+  if (cfg.pidFile !== undefined) fs.writeFileSync(cfg.pidFile, `${process.pid}\n`);
+  const removePidFile = (): void => {
+    const file = cfg.pidFile;
+    if (file === undefined) return;
+    try {
+      if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file, { force: true });
+    } catch {
+      // gone already
+    }
+  };
   const registry = new Registry();
   let pods = new Map<number, PodRef>();
   const resolvePod = (inode: number): PodRef | undefined => pods.get(inode);
@@ -101,6 +117,7 @@ export async function run(args: string[]): Promise<number> {
     visibility.start();
   } catch (err) {
     process.stderr.write(`membrane runtime: ${err instanceof Error ? err.message : String(err)}\n`);
+    removePidFile();
     return 1;
   }
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
@@ -187,6 +204,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`membrane runtime: --metrics-address ${cfg.metricsHost}:${cfg.metricsPort}: ${err instanceof Error ? err.message : String(err)}\n`);
     engine.stop();
     visibility.stop();
+    removePidFile();
     return 1;
   }
   const bound = server.address();
@@ -232,6 +250,13 @@ export async function run(args: string[]): Promise<number> {
   visibility.stop();
   server.close();
   await applying;
+  removePidFile();
+  // Its scopes are gone: at an uninstall its pod may end after the agent's, which left the directory to it.
+  try {
+    fs.rmdirSync(BPFFS_ROOT);
+  } catch {
+    // the agent's scopes are there, or it is gone already
+  }
   log.info("runtime stopped");
   return 0;
 }
