@@ -33,8 +33,9 @@ start=$(date +%s)
 
 # The base: the final stage's `apt-get install` (the same packages) on Debian's essential set, which brings the shell.
 # libstdc++6 and libatomic1 are what the Node binary links besides libc; libbpf1 (libelf1, zlib1g) is what koffi opens
-# for the agent's loader; iproute2's `ip` and util-linux's `nsenter` are what the agent runs.
-packages="ca-certificates,libstdc++6,libatomic1,libbpf1,libelf1,zlib1g,iproute2,util-linux"
+# for the agent's loader; iproute2's `ip` and util-linux's `nsenter` are what the agent runs; `mount` (its own package,
+# not in the essential set) is what the runtime mounts tracefs with in a private mount namespace (node-agent/runtime/tracefs.ts).
+packages="ca-certificates,libstdc++6,libatomic1,libbpf1,libelf1,zlib1g,iproute2,util-linux,mount"
 debootstrap=(--mode=root --format=tar --variant=essential --include="$packages" --skip=output/dev
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' bookworm)

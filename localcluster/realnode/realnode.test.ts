@@ -662,6 +662,72 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
+  test("runtime.enabled: the node's runtime process killed with SIGKILL: a tracepoint Sigkill (its own program) and the connect Override keep acting while the kubelet restarts the runtime's container, whose runtime takes the pinned programs over", async (t) => {
+    const inApp = (script: string, input?: string) => cp!.kubectl(["exec", ...(input !== undefined ? ["-i"] : []), "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script], input);
+    // The app container's processes opening /tmp/tp-kill are killed by the tracepoint program itself (bpf_send_signal).
+    const policy = {
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name: "app-tp-kill", namespace: RUNTIME_NS },
+      spec: {
+        tracepoints: [{
+          subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+          selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/tmp/tp-kill"] }], matchActions: [{ action: "Sigkill" }] }],
+        }],
+      },
+    };
+    // One line per round: the kernel's uptime, then the open (killed: status 137) and the connect (app-no-8080, still applied).
+    const probe = [
+      "echo $$ > /tp-probe.pid",
+      "while [ ! -e /tp-probe.stop ]; do",
+      "  sleep 0.05",
+      "  read t _ < /proc/uptime",
+      "  sh -c 'cat /tmp/tp-kill' >/dev/null 2>&1; s=$?; if [ $s = 137 ]; then o=killed; else o=ran$s; fi",
+      "  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8080 2>&1)",
+      "  case \"$out\" in *'200 OK'*) c=connected;; *'not permitted'*) c=eperm;; *) c=other;; esac",
+      "  echo \"$t $o $c\"",
+      "done > /tp-probe.log 2>&1",
+    ].join("\n");
+    const runtime = async (): Promise<{ restarts: number; pid: string }> => {
+      const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[0].status.containerStatuses[0].restartCount}"]);
+      const pid = await node!.exec(["cat", "/var/run/membrane/state/runtime.pid"]);
+      return { restarts: Number(r.stdout.trim()), pid: pid.stdout.trim() };
+    };
+    const rounds = async (): Promise<{ t: number; open: string; connect: string }[]> =>
+      (await inApp("cat /tp-probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 3).map(([tt, open, connect]) => ({ t: Number(tt), open: open!, connect: connect! }));
+    const denied = (r: { open: string; connect: string }): boolean => r.open === "killed" && r.connect === "eperm";
+    try {
+      await applyEnforcedOnBothNodes(policy);
+      assert.equal((await inApp("cat > /tp-probe.sh", probe)).code, 0);
+      assert.equal((await inApp("sh /tp-probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
+      await eventually("the probe's rounds all denied", 60_000, async () => ((await rounds()).slice(-3).filter(denied).length === 3 ? true : undefined));
+      const before = await runtime();
+      const killedAt = uptime();
+      const kill = await node!.exec(["kill", "-9", before.pid]);
+      assert.equal(kill.code, 0, kill.stderr);
+      // The kubelet restarts the container; its runtime writes a new pid and takes the pinned programs over.
+      const after = await eventually("the runtime's container restarted and its policies enforced again", 120_000, async () => {
+        const now = await runtime();
+        if (now.restarts <= before.restarts || now.pid === before.pid) return undefined;
+        const st = await cp!.kubectl(["get", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "-o", "jsonpath={.status.enforced}"]);
+        return st.stdout === "2/2" ? now : undefined;
+      });
+      const backAt = uptime();
+      await eventually("three probe rounds after the runtime is back", 60_000, async () => ((await rounds()).filter((r) => r.t > backAt).length >= 3 ? true : undefined));
+      await inApp("touch /tp-probe.stop; kill $(cat /tp-probe.pid)");
+      const all = (await rounds()).filter((r) => r.t >= killedAt);
+      const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+      t.diagnostic(`runtime pid ${before.pid} killed; restarted container's runtime (pid ${after.pid}) enforcing at +${(backAt - killedAt).toFixed(2)} s; ${all.length} probe rounds meanwhile: open not killed ${all.filter((r) => r.open !== "killed").length}, connect through ${all.filter((r) => r.connect === "connected").length}; load ${load}`);
+      assert.ok(all.filter((r) => r.t > backAt).length >= 3 && all.some((r) => r.t < backAt), "probe rounds ran while no runtime ran and after");
+      assert.deepEqual(all.filter((r) => !denied(r)), [], "every open of the file killed and every connect refused, with and without a runtime");
+    } finally {
+      await inApp("touch /tp-probe.stop; test -f /tp-probe.pid && kill $(cat /tp-probe.pid) 2>/dev/null; rm -f /tp-probe.pid /tp-probe.log /tp-probe.sh /tp-probe.stop");
+      await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "--ignore-not-found"]);
+      // The next test reads the file with no tracepoint policy left.
+      await eventually("the app container's open of /tmp/tp-kill not killed once app-tp-kill is gone", 60_000, async () => ((await inApp("sh -c 'cat /tmp/tp-kill'; echo status $?")).stdout.includes("status 1") ? true : undefined));
+    }
+  });
+
   test("runtime.enabled: file and exec hooks with a containerSelector see the container's own root filesystem (marked through /proc/PID/root from the runtime pod's container): the app container's open and exec are denied (EPERM), the sidecar's pass", async () => {
     const inPod = (container: string, script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", container, "--", "sh", "-c", script]);
     try {
