@@ -1051,7 +1051,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     for (const p of [prober("prober-allowed", "allowed"), prober("prober-denied", "denied"), listener]) assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p))).code, 0);
     // nc -l accepts one connection: the streamer dials once the listener runs.
     await eventually("the listener listening", 120_000, async () => ((await podLines("listener").catch((): string[] => [])).includes("listening") ? true : undefined));
-    const listenerIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // The container may print before the kubelet has written the pod's address to its status.
+    const listenerIP = await eventually("the listener's pod IP in its status", 60_000, async () => (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim() || undefined);
     const streamer = { apiVersion: "v1", kind: "Pod", metadata: { name: "streamer", namespace: POLICY_NS, labels: { app: "allowed" } }, spec: { terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sh", "-c", `sleep 2; i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done | nc ${listenerIP} 9000; echo stream ended; sleep 3600`] }] } };
     assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(streamer))).code, 0);
     const received = async (): Promise<number> => Math.max(-1, ...(await podLines("listener")).map(Number).filter(Number.isInteger));
@@ -1229,7 +1230,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: probers }))).code, 0);
     const model = modelPods();
     await eventually("the churn listener listening", 120_000, async () => ((await podLines("churn-listener").catch((): string[] => [])).includes("listening") ? true : undefined));
-    const listenerIP = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "churn-listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim();
+    // The container may print before the kubelet has written the pod's address to its status.
+    const listenerIP = await eventually("the churn listener's pod IP in its status", 60_000, async () => (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "churn-listener", "-o", "jsonpath={.status.podIP}"])).stdout.trim() || undefined);
     // A number every 100 ms on one connection; the listener prints each as it arrives.
     const streamer = busybox("churn-streamer", "allowed", name, `sleep 1; i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done | nc ${listenerIP} 9001; echo stream ended; sleep 100000`);
     assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(streamer))).code, 0);
