@@ -15,7 +15,12 @@ import { CILIUM_NODES } from "../kube/resources.ts";
 import { Datapath } from "./bpf/datapath.ts";
 import { callAgent } from "./cni/agent-socket.ts";
 import { NodeAgent } from "./agent.ts";
-import { AuditModeWatch, AUDIT_MODE_ANNOTATION } from "./audit-mode.ts";
+import { AuditModeWatch, AUDIT_MODE_ANNOTATION, type AuditModeAnnotations } from "./audit-mode.ts";
+import { nodePodsInformer } from "./node-pods.ts";
+import { PodIdentityWatch } from "./pod-identity-watch.ts";
+import type { PodIdentityClaims } from "./pod-identity.ts";
+import { PodContainersWatch, type PodContainers } from "./runtime/pod-containers.ts";
+import { IDENTITY_ANNOTATION } from "../kube/objects.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
 import { CiliumNodeHealth } from "./health.ts";
 import { AgentMetrics } from "./metrics.ts";
@@ -254,5 +259,44 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     assert.equal((await observeHubble("--unencrypted")).length, (await observeHubble()).length, "no encryption here: every flow is unencrypted");
     assert.deepEqual(await observeHubble("--encrypted"), []);
     assert.ok((await observe("--port", "8080", "--since", since)).every((f) => f.interface?.name === tb.hostIf && f.encrypted === undefined), "membrane observe reads the device back");
+  });
+
+  it("the node's pods are listed and watched once for the agent's three pod consumers (audit annotations, identity claims, containers), and each gets what it needs", async () => {
+    let podWatches = 0;
+    let podLists = 0;
+    // The real client, its requests for the node's pods counted.
+    const counting = Object.create(client!) as KubeClient;
+    counting.watch = ((p: string, ...rest: unknown[]) => {
+      if (p.includes("/pods")) podWatches++;
+      return (client!.watch as (...a: unknown[]) => Promise<void>).call(counting, p, ...rest);
+    }) as KubeClient["watch"];
+    counting.get = ((p: string, ...rest: unknown[]) => {
+      if (p.includes("/pods?")) podLists++;
+      return (client!.get as (...a: unknown[]) => Promise<unknown>).call(counting, p, ...rest);
+    }) as KubeClient["get"];
+    const log = capturingLogger([]);
+    const shared = nodePodsInformer(counting, tb.node, log);
+    const audits: AuditModeAnnotations[] = [];
+    const claims: PodIdentityClaims[] = [];
+    const containers: PodContainers[] = [];
+    const consumers = [
+      new AuditModeWatch({ client: counting, nodeName: tb.node, apply: (a) => audits.push(a), log, pods: shared }),
+      new PodIdentityWatch({ client: counting, nodeName: tb.node, apply: (c) => claims.push(c), log, pods: shared }),
+      new PodContainersWatch({ client: counting, nodeName: tb.node, apply: (c) => containers.push(c), log, pods: shared }),
+    ];
+    try {
+      for (const c of consumers) c.start();
+      shared.start();
+      await kubectl(["annotate", "pod", "-n", "default", "client", "--overwrite", `${AUDIT_MODE_ANNOTATION}=true`, `${IDENTITY_ANNOTATION}=4242`]);
+      await until("the audit watch sees the pod annotated", () => audits.at(-1)?.pods.get("default")?.has("client"));
+      await until("the identity watch sees the pod's claim", () => claims.at(-1)?.get("default")?.get("client")?.identity === 4242);
+      await until("the containers watch handed over the pods' containers (none: no kubelet runs them)", () => containers.length > 0);
+      assert.equal(podLists, 1, "one LIST of the node's pods for the three");
+      assert.equal(podWatches, 1, "one WATCH of the node's pods for the three");
+    } finally {
+      await Promise.all(consumers.map((c) => c.stop()));
+      await shared.stop();
+      await kubectl(["annotate", "pod", "-n", "default", "client", `${AUDIT_MODE_ANNOTATION}-`, `${IDENTITY_ANNOTATION}-`]);
+    }
   });
 });

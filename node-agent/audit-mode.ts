@@ -2,7 +2,9 @@
 import type { Logger } from "pino";
 import { Informer } from "../kube/informer.ts";
 import type { KubeClient, KubeObject } from "../kube/kube.ts";
-import { NODES, PODS } from "../kube/resources.ts";
+import type { PodObject } from "../kube/objects.ts";
+import { NODES } from "../kube/resources.ts";
+import { NodePods } from "./node-pods.ts";
 
 /**
  * The annotation that puts a Node (all its endpoints) or one Pod in policy audit mode: `"true"` audits,
@@ -59,6 +61,8 @@ export interface AuditModeWatchOptions {
   /** Called with the annotations each time they change (and once after both lists). */
   readonly apply: (a: AuditModeAnnotations) => void;
   readonly log: Logger;
+  /** The node's pods informer shared with the agent's other watches (node-pods.ts); without it, one of its own. */
+  readonly pods?: Informer<PodObject>;
 }
 
 /**
@@ -68,14 +72,15 @@ export interface AuditModeWatchOptions {
  */
 export class AuditModeWatch {
   private readonly node: Informer<KubeObject>;
-  private readonly pods: Informer<KubeObject>;
+  private readonly pods: NodePods;
   private last: AuditModeAnnotations | undefined;
   private readonly warned = new Set<string>();
 
   constructor(private readonly o: AuditModeWatchOptions) {
     this.node = new Informer<KubeObject>(o.client, NODES, o.log, { fieldSelector: `metadata.name=${o.nodeName}` });
-    this.pods = new Informer<KubeObject>(o.client, PODS, o.log, { fieldSelector: `spec.nodeName=${o.nodeName}` });
-    for (const inf of [this.node, this.pods]) inf.on(() => this.changed());
+    this.pods = new NodePods({ client: o.client, nodeName: o.nodeName, log: o.log, ...(o.pods ? { shared: o.pods } : {}) });
+    this.node.on(() => this.changed());
+    this.pods.informer.on(() => this.changed());
   }
 
   start(): void {
@@ -90,13 +95,13 @@ export class AuditModeWatch {
 
   /** Both lists arrived (the first annotations were handed over). */
   async synced(): Promise<void> {
-    await Promise.all([this.node.waitForSync(), this.pods.waitForSync()]);
+    await Promise.all([this.node.waitForSync(), this.pods.informer.waitForSync()]);
   }
 
   private changed(): void {
     // Until both lists arrived a missing annotation may only be not listed yet: decide nothing (start() calls again).
-    if (!this.node.hasSynced || !this.pods.hasSynced) return;
-    const pods = this.pods.list();
+    if (!this.node.hasSynced || !this.pods.informer.hasSynced) return;
+    const pods = this.pods.informer.list();
     for (const obj of [this.node.get(this.o.nodeName), ...pods]) {
       const v = obj && unclearAuditValue(obj);
       const who = obj && `${obj.metadata.namespace ?? ""}/${obj.metadata.name}=${v}`;

@@ -25,6 +25,7 @@ import { BPFFS_ROOT } from "./bpf/loader.ts";
 import { type AgentEncryption, startEncryption } from "./encryption/mode.ts";
 import { AuditModeWatch } from "./audit-mode.ts";
 import { PodIdentityWatch } from "./pod-identity-watch.ts";
+import { nodePodsInformer } from "./node-pods.ts";
 import { NodeLabelsWatch } from "./node-labels.ts";
 import { ServiceTranslator } from "./services/translator.ts";
 import { ServiceWatch } from "./services/service-watch.ts";
@@ -224,17 +225,20 @@ export async function run(args: string[]): Promise<number> {
   }
   // Links a --node-device wildcard matches later get the programs too (the watch scans once at its start: none is missed since).
   nodeDevice.watch();
-  // First of the watches: a CNI ADD waits for the claims it hands over (pod-identity-watch.ts).
-  const podIdentityWatch = health && new PodIdentityWatch({ client: health.client, nodeName: f.nodeName, apply: (c) => agent.setPodIdentityClaims(c), log });
+  // The node's pods, listed and watched once for the three watches below (node-pods.ts), started once they all listen.
+  const nodePods = health && nodePodsInformer(health.client, f.nodeName, log);
+  // A CNI ADD waits for the claims it hands over (pod-identity-watch.ts).
+  const podIdentityWatch = health && new PodIdentityWatch({ client: health.client, nodeName: f.nodeName, apply: (c) => agent.setPodIdentityClaims(c), log, ...(nodePods ? { pods: nodePods } : {}) });
   podIdentityWatch?.start();
   const heartbeat = health && agentHeartbeat({ client: health.client, nodeName: f.nodeName, namespace: f.leaseNamespace, log });
   heartbeat?.start();
   // Audit annotations need the API; without it only the flag decides (and enforcement never waits on it).
-  const auditWatch = health && new AuditModeWatch({ client: health.client, nodeName: f.nodeName, apply: (a) => agent.setAuditAnnotations(a), log });
+  const auditWatch = health && new AuditModeWatch({ client: health.client, nodeName: f.nodeName, apply: (a) => agent.setAuditAnnotations(a), log, ...(nodePods ? { pods: nodePods } : {}) });
   auditWatch?.start();
   // The runtime enforcer tells containers apart by the pods' container statuses (containerSelector, events' container).
-  const containersWatch = health && runtime && new PodContainersWatch({ client: health.client, nodeName: f.nodeName, apply: (c) => agent.setPodContainers(c), log });
+  const containersWatch = health && runtime && new PodContainersWatch({ client: health.client, nodeName: f.nodeName, apply: (c) => agent.setPodContainers(c), log, ...(nodePods ? { pods: nodePods } : {}) });
   containersWatch?.start();
+  nodePods?.start();
   // The node's labels on every flow (Hubble's node_labels filter); without the API flows carry none.
   const nodeLabelsWatch = health && new NodeLabelsWatch({ client: health.client, nodeName: f.nodeName, apply: (l) => agent.setNodeLabels(l), log });
   nodeLabelsWatch?.start();
@@ -252,7 +256,7 @@ export async function run(args: string[]): Promise<number> {
   const uninstall = (await owner?.removed()) === true;
   await shutdownStep(log, "daemonset watch", 300, () => owner?.stop());
   // Each step bounded (an API server that stopped answering must not hold the node's agent); together under the backstop.
-  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), podIdentityWatch?.stop(), auditWatch?.stop(), containersWatch?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
+  await shutdownStep(log, "api watches", 600, () => Promise.all([heartbeat?.stop(), podIdentityWatch?.stop(), auditWatch?.stop(), containersWatch?.stop(), nodePods?.stop(), nodeLabelsWatch?.stop(), socketLB?.stop(), health?.health.stop()]));
   await shutdownStep(log, "encryption", 400, () => health?.encryption?.stop());
   await shutdownStep(log, "metrics server", 200, () => metrics.stop());
   nodeDevice.stop(); // before the datapath closes: a link appearing now waits for the next agent

@@ -1,9 +1,9 @@
 // Watches the node's pods for the identity claims a CNI ADD resolves the pod's identity from (pod-identity.ts).
 import type { Logger } from "pino";
-import { Informer } from "../kube/informer.ts";
+import type { Informer } from "../kube/informer.ts";
 import type { KubeClient } from "../kube/kube.ts";
 import type { PodObject } from "../kube/objects.ts";
-import { PODS } from "../kube/resources.ts";
+import { NodePods } from "./node-pods.ts";
 import { type PodIdentityClaims, podIdentityClaims } from "./pod-identity.ts";
 
 export interface PodIdentityWatchOptions {
@@ -12,6 +12,8 @@ export interface PodIdentityWatchOptions {
   /** Called with the claims each time a pod of the node changes (and once after the first list). */
   readonly apply: (claims: PodIdentityClaims) => void;
   readonly log: Logger;
+  /** The node's pods informer shared with the agent's other watches (node-pods.ts); without it, one of its own. */
+  readonly pods?: Informer<PodObject>;
 }
 
 /**
@@ -20,16 +22,16 @@ export interface PodIdentityWatchOptions {
  * before the operator learns the pod's address (which the kubelet reports only after the ADD).
  */
 export class PodIdentityWatch {
-  private readonly pods: Informer<PodObject>;
+  private readonly pods: NodePods;
 
   constructor(private readonly o: PodIdentityWatchOptions) {
-    this.pods = new Informer<PodObject>(o.client, PODS, o.log, { fieldSelector: `spec.nodeName=${o.nodeName}` });
-    this.pods.on(() => this.changed());
+    this.pods = new NodePods({ client: o.client, nodeName: o.nodeName, log: o.log, ...(o.pods ? { shared: o.pods } : {}) });
+    this.pods.informer.on(() => this.changed());
   }
 
   start(): void {
     this.pods.start();
-    void this.pods.waitForSync().then(() => this.changed());
+    void this.pods.informer.waitForSync().then(() => this.changed());
   }
 
   async stop(): Promise<void> {
@@ -37,7 +39,7 @@ export class PodIdentityWatch {
   }
 
   private changed(): void {
-    if (!this.pods.hasSynced) return;
-    this.o.apply(podIdentityClaims(this.pods.list()));
+    if (!this.pods.informer.hasSynced) return;
+    this.o.apply(podIdentityClaims(this.pods.informer.list()));
   }
 }

@@ -3,9 +3,10 @@
 // pod's container statuses (ID, name, image) to the agent, which writes them into the runtime's pods file.
 import type { Logger } from "pino";
 import { podContainersFromStatus, type PodContainer } from "../../core/container.ts";
-import { Informer } from "../../kube/informer.ts";
-import type { KubeClient, KubeObject } from "../../kube/kube.ts";
-import { PODS } from "../../kube/resources.ts";
+import type { Informer } from "../../kube/informer.ts";
+import type { KubeClient } from "../../kube/kube.ts";
+import type { PodObject } from "../../kube/objects.ts";
+import { NodePods } from "../node-pods.ts";
 
 /** namespace → pod name → its containers (those with an ID in the status). */
 export type PodContainers = ReadonlyMap<string, ReadonlyMap<string, readonly PodContainer[]>>;
@@ -15,20 +16,22 @@ export interface PodContainersWatchOptions {
   readonly nodeName: string;
   readonly apply: (containers: PodContainers) => void;
   readonly log: Logger;
+  /** The node's pods informer shared with the agent's other watches (node-pods.ts); without it, one of its own. */
+  readonly pods?: Informer<PodObject>;
 }
 
 export class PodContainersWatch {
-  private readonly pods: Informer<KubeObject>;
+  private readonly pods: NodePods;
   private last = "";
 
   constructor(private readonly o: PodContainersWatchOptions) {
-    this.pods = new Informer<KubeObject>(o.client, PODS, o.log, { fieldSelector: `spec.nodeName=${o.nodeName}` });
-    this.pods.on(() => this.changed());
+    this.pods = new NodePods({ client: o.client, nodeName: o.nodeName, log: o.log, ...(o.pods ? { shared: o.pods } : {}) });
+    this.pods.informer.on(() => this.changed());
   }
 
   start(): void {
     this.pods.start();
-    void this.pods.waitForSync().then(() => this.changed());
+    void this.pods.informer.waitForSync().then(() => this.changed());
   }
 
   async stop(): Promise<void> {
@@ -36,10 +39,10 @@ export class PodContainersWatch {
   }
 
   private changed(): void {
-    if (!this.pods.hasSynced) return;
+    if (!this.pods.informer.hasSynced) return;
     const out = new Map<string, Map<string, readonly PodContainer[]>>();
     let count = 0;
-    for (const p of this.pods.list()) {
+    for (const p of this.pods.informer.list()) {
       const containers = podContainersFromStatus((p as { status?: unknown }).status);
       if (containers.length === 0 || p.metadata.namespace === undefined) continue;
       const byName = out.get(p.metadata.namespace) ?? new Map<string, readonly PodContainer[]>();
