@@ -565,6 +565,51 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     }
   });
 
+  it("an agent from before class entries (its hello says nothing of them) gets the cluster entity per peer; once its node's agent says it looks them up, one class entry", async () => {
+    const ns = "cls";
+    await namespace(ns);
+    const pki = await makePki(["cls-node"]);
+    const agents: AgentClient[] = [];
+    try {
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "cls-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } }));
+      const op = operator("op-cls", [
+        "--leader-elect", "false", "--controllers", "identity,policy",
+        "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"),
+      ]);
+      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      for (const app of ["web", "db"]) {
+        const pod = JSON.parse(podYaml(ns, app, { app })) as { spec: Record<string, unknown> };
+        pod.spec.nodeName = "cls-node";
+        await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+      }
+      const webId = Number(await eventually("web identity", () => podIdentity(ns, "web")));
+      const dbId = Number(await eventually("db identity", () => podIdentity(ns, "db")));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({
+        apiVersion: "cilium.io/v2", kind: "CiliumClusterwideNetworkPolicy", metadata: { name: "web-from-cluster" },
+        spec: { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+      }));
+      const tls = { ca: pki.read("ca.crt"), cert: pki.read("cls-node.crt"), key: pki.read("cls-node.key") };
+      const webEntries = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 80) ?? [];
+      const old = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: false });
+      agents.push(old);
+      const perPeer = await eventually("the old agent's web policy with db's own entry", () => (webEntries(old).some((e) => e.peer === dbId) ? webEntries(old) : undefined)).catch((err: Error) => {
+        throw new Error(`${err.message}; web ${webId}, db ${dbId}; the old agent's web policy: ${JSON.stringify(old.state.policies.find((p) => p.subject === webId))}; subjects: ${JSON.stringify(old.state.policies.map((p) => p.subject))}`);
+      });
+      assert.ok(perPeer.every((e) => e.peer !== 255), `no class entry for an agent that would not look it up: ${JSON.stringify(perPeer)}`);
+      old.close();
+      const upgraded = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true });
+      agents.push(upgraded);
+      const cls = await eventually("the upgraded agent's web policy with one class entry", () => (webEntries(upgraded).some((e) => e.peer === 255) ? webEntries(upgraded) : undefined));
+      assert.deepEqual(cls.map((e) => [e.peer, e.verdict]), [[255, "allow"]], "one class entry, no entry per peer");
+      await op.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "ccnp", "web-from-cluster", "--ignore-not-found"]);
+      await kubectl(["delete", "node", "cls-node", "--ignore-not-found"]);
+    }
+  });
+
   it("with --agent-auth token, an agent with the shared certificate is accepted as the node its pod-bound token names", async () => {
     const pki = await makePki(["membrane-agent"]);
     const agents: AgentClient[] = [];

@@ -402,7 +402,10 @@ export class Operator {
       name: "distribution",
       reconcile: async (key) => {
         const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
-        if (kind === "pods") {
+        if (key === CLUSTER_CLASS_KEY) {
+          // An agent that does not look up the cluster entity's class entries is known (or no longer): compile it so.
+          for (const node of nodesOf(source.setClusterClass(server.clusterClassEverywhere()))) c.enqueue(node);
+        } else if (kind === "pods") {
           const keys = [...touchedPods];
           touchedPods.clear();
           for (const node of nodesOf(source.syncPods(keys))) c.enqueue(node);
@@ -424,6 +427,9 @@ export class Operator {
     c.watch(services, () => [sourceKey("services")]);
     c.watch(endpointSlices, () => [sourceKey("services")]);
     for (const t of tracingPolicies) c.watch(t, () => [sourceKey("tracing")]);
+    // Also once at the start: agents may have said hello before the controller listened.
+    server.onClusterClass(() => c.enqueue(CLUSTER_CLASS_KEY));
+    c.enqueue(CLUSTER_CLASS_KEY);
     // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
     if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? nodes.list().map((n) => n.metadata.name) : []));
     this.controllers.push(c);
@@ -460,6 +466,8 @@ const STOP_STEP_MS = { controllers: 800, watches: 300, lease: 1_000, "health ser
 
 /** The distribution's key for "one kind of source object against its cache": node names never start with a colon. */
 const sourceKey = (kind: SourceKind): string => `:${kind}`;
+/** The distribution's key for "what the agents say of the cluster entity's class entries moved" (DistributionServer.onClusterClass). */
+const CLUSTER_CLASS_KEY = ":cluster-class";
 
 /** What of a pod policy selection counts: its label set and node; "unknown" while its namespace is not cached. */
 function endpointOf(identity: IdentityReconciler, pod: PodObject): Endpoint | undefined | "unknown" {

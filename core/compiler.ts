@@ -131,6 +131,8 @@ export class PolicyCompiler {
    * entries are compiled and every peer has its own.
    */
   private readonly strayClassIds = new Set<number>();
+  /** Every agent looks up class entries (setClusterClass): an agent from before them would drop what they allow. */
+  private classAllowed = true;
 
   constructor(opts: CompilerOptions = {}) {
     this.clusterName = opts.clusterName;
@@ -171,23 +173,23 @@ export class PolicyCompiler {
     const prev = this.identities.get(id);
     if (prev?.key === labels.key) return [];
     const d = into ?? new DeltaCollector();
-    const classBefore = this.strayClassIds.size === 0;
+    const classBefore = this.classOn;
     if (prev) this.dropIdentity(id, d);
     this.identities.set(id, labels);
     this.selectorCache.upsertIdentity(id, labels);
     this.trackStray(id, labels);
     if (this.repository.isSubject(id)) this.rebuildSubject(id, undefined, d);
     this.recomputeDirty(id, d);
-    if (classBefore !== (this.strayClassIds.size === 0)) this.recompileAll(d);
+    if (classBefore !== this.classOn) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
   removeIdentity(id: number, into?: DeltaCollector): Delta[] {
     if (!this.identities.has(id)) return [];
     const d = into ?? new DeltaCollector();
-    const classBefore = this.strayClassIds.size === 0;
+    const classBefore = this.classOn;
     this.dropIdentity(id, d);
-    if (classBefore !== (this.strayClassIds.size === 0)) this.recompileAll(d);
+    if (classBefore !== this.classOn) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
@@ -225,6 +227,24 @@ export class PolicyCompiler {
   /** The addresses (host prefixes) of Services without a selector that toServices entries in force select: they need CIDR identities. */
   servicePrefixes(): string[] {
     return this.services.prefixesOf(this.selectorCache.serviceSelectors());
+  }
+
+  /** Whether the `cluster` entity is compiled as class entries now (else per peer, as before them). */
+  private get classOn(): boolean {
+    return this.classAllowed && this.strayClassIds.size === 0;
+  }
+
+  /**
+   * Whether every agent's datapath looks up the `cluster` entity's class entries (their hellos say so): while one does
+   * not (an agent from before them, during an upgrade), the entity is compiled per peer. Recompiles what changes.
+   */
+  setClusterClass(allowed: boolean, into?: DeltaCollector): Delta[] {
+    if (allowed === this.classAllowed) return [];
+    const d = into ?? new DeltaCollector();
+    const before = this.classOn;
+    this.classAllowed = allowed;
+    if (before !== this.classOn) this.recompileAll(d);
+    return into ? [] : d.deltas(this.enforcementOf);
   }
 
   /** Recompiles everything (e.g. after named ports changed); returns the net delta. */
@@ -396,7 +416,7 @@ export class PolicyCompiler {
 
   /** The class's templates of a subject direction (see DirState), or none: no `cluster` entity term, or one with named ports, or a stray identity. */
   private classTemplatesOf(subject: number, direction: Direction, resolved: ResolvedDirection): readonly EntryTemplate[] | undefined {
-    if (this.strayClassIds.size > 0) return undefined;
+    if (!this.classOn) return undefined;
     const idxs = resolved.termsBySelector.get(CLUSTER_ENTITY);
     if (idxs === undefined || idxs.length === 0 || idxs.some((i) => resolved.terms[i]!.namedPorts.length > 0)) return undefined;
     // Ascending, as matchedTerms gives a peer's: a peer matched by these terms alone gets the very same array.

@@ -130,9 +130,10 @@ export type Upstream =
    * First message on a stream: who is asking, the last version it applied (to resume from), and
    * whether it runs the DNS proxy (its DNS rules and toFQDNs are enforced only then) and supervises
    * the L7 proxy (its HTTP rules are enforced only then: decided by the proxy, or while the proxy is
-   * down their connections fail).
+   * down their connections fail). `clusterClass`: its datapath looks up the `cluster` entity's entries held once per key
+   * (peer CLUSTER_CLASS_PEER); while an agent without it is known, the operator compiles that entity per peer.
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   /**
    * Each TracingPolicy's status on the node, as its runtime enforcer reports it (sent by an agent that runs the
@@ -158,6 +159,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (v.dnsProxy !== undefined && typeof v.dnsProxy !== "boolean") return err("dnsProxy", "must be a boolean");
       if (v.l7Proxy !== undefined && typeof v.l7Proxy !== "boolean") return err("l7Proxy", "must be a boolean");
       if (v.runtime !== undefined && typeof v.runtime !== "boolean") return err("runtime", "must be a boolean");
+      if (v.clusterClass !== undefined && typeof v.clusterClass !== "boolean") return err("clusterClass", "must be a boolean");
       return {
         ok: true,
         value: {
@@ -167,6 +169,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
           ...(v.dnsProxy !== undefined ? { dnsProxy: v.dnsProxy } : {}),
           ...(v.l7Proxy !== undefined ? { l7Proxy: v.l7Proxy } : {}),
           ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
+          ...(v.clusterClass !== undefined ? { clusterClass: v.clusterClass } : {}),
         },
       };
     case "runtime": {

@@ -175,6 +175,27 @@ describe("distribution server", () => {
     fast.close();
   });
 
+  it("an agent whose hello does not say clusterClass (one from before class entries) turns clusterClassEverywhere off, also once it disconnected, until its node's next agent says it or the node is forgotten", async () => {
+    let moved = 0;
+    server!.onClusterClass(() => moved++);
+    await until("every agent so far looks up class entries", () => server!.clusterClassEverywhere());
+    const old = agent("node-3", "node-3", { clusterClass: false });
+    await until("an old agent known", () => !server!.clusterClassEverywhere());
+    assert.ok(moved >= 1, "the listener was told");
+    old.close();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server!.clusterClassEverywhere(), false, "a node mid-upgrade keeps its old agent's word");
+    const upgraded = agent("node-3", "node-3", { clusterClass: true });
+    await until("the upgraded agent's hello", () => server!.clusterClassEverywhere());
+    upgraded.close();
+    agent("node-3", "node-3", { clusterClass: false });
+    await until("an old agent again", () => !server!.clusterClassEverywhere());
+    const before = moved;
+    server!.forget("node-3");
+    assert.equal(server!.clusterClassEverywhere(), true, "a forgotten node's agent counts no more");
+    assert.ok(moved > before, "the listener was told");
+  });
+
   it("refuses a client without a certificate at the TLS handshake", async () => {
     const client = new DistributionClient(`127.0.0.1:${port}`, sslCredentials(`127.0.0.1:${port}`, read("ca.crt")), sslChannelOptions(`127.0.0.1:${port}`));
     const call = (client as unknown as { Stream: () => grpc.ClientDuplexStream<Upstream, Downstream> }).Stream();

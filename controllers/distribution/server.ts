@@ -60,6 +60,8 @@ interface NodeRecord {
   l7Proxy?: boolean;
   runtime?: boolean;
   tracing?: readonly TracingPolicyNodeStatus[];
+  /** Its agent said in its last hello that its datapath looks up the `cluster` entity's class entries. */
+  clusterClass?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -84,6 +86,7 @@ export class DistributionServer {
   private readonly records = new Map<string, NodeRecord>();
   private readonly listeners: ((node: string, generationsMoved: boolean) => void)[] = [];
   private readonly runtimeListeners: ((node: string) => void)[] = [];
+  private readonly clusterClassListeners: (() => void)[] = [];
   /** Canonical forms and deltas memoised by part, so a change shared by every node is sorted and diffed once. */
   private readonly differ = new StateDiffer();
 
@@ -132,6 +135,21 @@ export class DistributionServer {
     this.runtimeListeners.push(listener);
   }
 
+  /** Called whenever clusterClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
+  onClusterClass(listener: () => void): void {
+    this.clusterClassListeners.push(listener);
+  }
+
+  /**
+   * Whether every agent known (each node's last hello, also of an agent disconnected since: a node mid-upgrade keeps
+   * its old agent's word until the new one says hello) looks up the `cluster` entity's class entries. An agent from
+   * before them would find none and drop what they allow: while one is known, the entity is compiled per peer.
+   */
+  clusterClassEverywhere(): boolean {
+    for (const r of this.records.values()) if (r.clusterClass !== true) return false;
+    return true;
+  }
+
   /** Sets what `node` should hold; its agent (if connected) gets the change as soon as it has acknowledged the previous one. */
   publish(node: string, state: NodeState): void {
     this.desired.set(node, this.differ.canonical(state));
@@ -141,9 +159,11 @@ export class DistributionServer {
 
   forget(node: string): void {
     this.desired.delete(node);
-    this.records.get(node)?.session?.stream.end();
+    const r = this.records.get(node);
+    r?.session?.stream.end();
     this.records.delete(node);
     this.answerList = undefined;
+    if (r && r.clusterClass !== true) for (const l of this.clusterClassListeners) l();
   }
 
   reports(): NodeReport[] {
@@ -231,7 +251,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true });
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true });
         return;
       }
       if (msg.type === "hello") return;
@@ -262,8 +282,10 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean }): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean }): Session {
     const r = this.record(node);
+    const classMoved = r.clusterClass !== proxies.clusterClass;
+    r.clusterClass = proxies.clusterClass;
     const dnsProxy = proxies.dns;
     const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
     r.dnsProxy = proxies.dns;
@@ -286,6 +308,10 @@ export class DistributionServer {
     if (runtimeMoved) {
       this.answerList = undefined;
       for (const l of this.runtimeListeners) l(node);
+    }
+    if (classMoved) {
+      this.log.info({ node, clusterClass: proxies.clusterClass }, proxies.clusterClass ? "agent looks up the cluster entity's class entries" : "agent does not look up the cluster entity's class entries: the entity is compiled per peer while it is known");
+      for (const l of this.clusterClassListeners) l();
     }
     this.push(s);
     return s;

@@ -88,6 +88,8 @@ export class NodeStateSource {
   private readonly podViews = new Map<string, PodView>();
   /** A named port came or went since the last refresh: policies resolve them at compile time. */
   private namedPortsMoved = false;
+  /** setClusterClass's last word (the compiler starts with class entries allowed). */
+  private clusterClass = true;
   /** The ipBlock identities each policy holds (NetworkPolicy ipBlock prefixes), like cidrsOfPolicy. */
   private readonly blocksOfPolicy = new Map<string, ReadonlyMap<string, number>>();
 
@@ -170,6 +172,17 @@ export class NodeStateSource {
       reconcileKind(informers.tracingPolicies?.flatMap((i) => i.list()) ?? [], this.seen.tracing, tracingKeyOf, this.onTracingPolicy, note);
     }
     return all ? "all" : [...some];
+  }
+
+  /**
+   * Whether every agent looks up the `cluster` entity's class entries (DistributionServer.clusterClassEverywhere): while
+   * one does not, the entity is compiled per peer. Every node is affected when that changes.
+   */
+  setClusterClass(allowed: boolean): Affected {
+    if (allowed === this.clusterClass) return [];
+    this.clusterClass = allowed;
+    this.compiler.setClusterClass(allowed, this.pending);
+    return "all";
   }
 
   /**

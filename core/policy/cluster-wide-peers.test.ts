@@ -252,3 +252,29 @@ test("an identity in the cluster's number range that the cluster entity does not
   c.removeIdentity(STRAY, back);
   for (const [s, snap] of before) assert.deepEqual(c.snapshot(s), snap);
 });
+
+test("while an agent that does not look up class entries is known (setClusterClass(false)), every peer of the cluster gets its own entry, with the same verdicts; allowed again, the class entries come back", () => {
+  const ids = podIdentities();
+  const c = compileAll(fromCluster(8080), ids);
+  const before = new Map(c.subjectIds().map((s) => [s, c.snapshot(s)]));
+  const off = new DeltaCollector();
+  c.setClusterClass(false, off);
+  const deltas = off.deltas(c.enforcementOf);
+  for (const [s, snap] of before) {
+    const entries = c.snapshot(s).entries;
+    assert.ok(entries.every((e) => e.peer !== CLUSTER_CLASS_PEER), `subject ${s}: no class entry`);
+    // One per peer in the cluster: every pod identity and the reserved identities the entity selects.
+    assert.ok(podPeers(ids).every((p) => entries.some((e) => e.peer === p && e.port === 8080 && e.verdict === "allow")), `subject ${s}: each pod its own entry`);
+    assert.deepEqual(applied(snap.entries, deltas, s), applied(entries, [], s), "the delta ends where the snapshot is");
+    for (const peer of podPeers(ids)) assert.equal(verdict(c, s, peer, 8080), "allow");
+    assert.equal(verdict(c, s, WORLD, 8080), "deny");
+  }
+  assert.deepEqual(c.setClusterClass(false), [], "no change, no delta");
+  const on = new DeltaCollector();
+  c.setClusterClass(true, on);
+  const back = on.deltas(c.enforcementOf);
+  for (const [s, snap] of before) {
+    assert.deepEqual(c.snapshot(s), snap);
+    assert.deepEqual(applied(c.snapshot(s).entries, [], s), applied(applied(snap.entries, deltas, s), back, s), "the deltas end where they began");
+  }
+});
