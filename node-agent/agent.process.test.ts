@@ -208,7 +208,7 @@ describe("membrane agent (process)", () => {
       const agent = startAgent();
       const done = await until("reconciled", () => lines.find((l) => l.msg === "endpoints reconciled with host links"), 20000);
       assert.deepEqual([done.adopted, done.linksRemoved], [1, 0], JSON.stringify(done));
-      assert.ok(lines.some((l) => l.msg === "pod veth wired without the agent adopted as an endpoint" && l.containerId === containerId && l.ip === ip));
+      assert.ok(lines.some((l) => l.msg === "pod veth wired without the agent adopted as an endpoint" && l.containerId === containerId && Array.isArray(l.ips) && l.ips.length === 1 && l.ips[0] === ip));
       const hostIf = hostIfname(containerId);
       const ifindex = Number(JSON.parse((await run("ip", ["-n", tb.nsHost, "-j", "link", "show", "dev", hostIf])).stdout)[0].ifindex);
       assert.ok(attachedProgramId({ ifindex, direction: "ingress", netns: tb.nsHost }), "the agent's programs run on the adopted veth");

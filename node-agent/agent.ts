@@ -1028,14 +1028,14 @@ export class NodeAgent {
     }
     const adopted: Endpoint[] = [];
     for (const { link, pod } of plan.adopt) {
-      const ep: Endpoint = { containerId: pod.containerId, hostIfname: link.ifname, hostIfindex: link.ifindex, ips: [pod.ip] };
+      const ep: Endpoint = { containerId: pod.containerId, hostIfname: link.ifname, hostIfindex: link.ifindex, ips: pod.ips };
       try {
         // Written before the programs attach, as for an ADD: the first packet judged is judged by this entry.
         this.writeEndpoint(ep, enforcedState(this.applied, this.mode));
         this.opts.datapath.attachEndpoint(ep.hostIfindex, this.opts.netns);
         this.endpoints.set(ep.containerId, ep);
         adopted.push(ep);
-        this.log.info({ containerId: pod.containerId, hostIfname: link.ifname, ifindex: link.ifindex, ip: pod.ip }, "pod veth wired without the agent adopted as an endpoint");
+        this.log.info({ containerId: pod.containerId, hostIfname: link.ifname, ifindex: link.ifindex, ips: pod.ips }, "pod veth wired without the agent adopted as an endpoint");
       } catch (err) {
         for (const ip of ep.ips) tryDelete(() => this.opts.datapath.deleteEndpoint(ip));
         this.log.error({ containerId: pod.containerId, hostIfname: link.ifname, ifindex: link.ifindex, error: (err as Error).message }, "pod veth wired without the agent not adopted: it is not enforced");

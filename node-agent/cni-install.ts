@@ -36,6 +36,8 @@ export function cniLauncher(repoRoot = REPO_ROOT, nodeBinary = process.execPath)
 
 export interface CniConflistOptions {
   readonly podCIDR: string;
+  /** The node's IPv6 pod CIDR on a dual-stack node: every pod gets an address of each. */
+  readonly podCIDRv6?: string;
   readonly agentSocket: string;
   readonly mtu?: number;
   readonly logLevel?: string;
@@ -43,7 +45,14 @@ export interface CniConflistOptions {
 
 /** The conflist (CNI spec 1.0), its one plugin validated by the plugin's own parser so the agent never installs a config the plugin refuses. */
 export function cniConflist(o: CniConflistOptions): Record<string, unknown> {
-  const plugin = { type: PLUGIN_TYPE, podCIDR: o.podCIDR, agentSocket: o.agentSocket, mtu: o.mtu ?? DEFAULT_POD_MTU, ...(o.logLevel ? { logLevel: o.logLevel } : {}) };
+  const plugin = {
+    type: PLUGIN_TYPE,
+    podCIDR: o.podCIDR,
+    ...(o.podCIDRv6 ? { podCIDRv6: o.podCIDRv6 } : {}),
+    agentSocket: o.agentSocket,
+    mtu: o.mtu ?? DEFAULT_POD_MTU,
+    ...(o.logLevel ? { logLevel: o.logLevel } : {}),
+  };
   parseNetConf({ cniVersion: "1.0.0", name: NETWORK_NAME, ...plugin }); // throws a CniError naming the field
   return { cniVersion: "1.0.0", name: NETWORK_NAME, plugins: [plugin] };
 }

@@ -33,14 +33,22 @@ describe("endpoint reconciliation plan", () => {
   });
 
   it("a link the CNI plugin wired while the agent was away (its pod in IPAM, the address routed over it) is adopted, not removed", () => {
-    const pod = { containerId: "c0ffee", ifname: "eth0", ip: "10.244.3.7" };
+    const pod = { containerId: "c0ffee", ifname: "eth0", ips: ["10.244.3.7"] };
     const link = { ifname: hostIfname(pod.containerId), ifindex: 21, routes: ["10.244.3.7"] };
-    const plan = planEndpointReconcile([], [link], [pod, { containerId: "other", ifname: "eth0", ip: "10.244.3.8" }]);
+    const plan = planEndpointReconcile([], [link], [pod, { containerId: "other", ifname: "eth0", ips: ["10.244.3.8"] }]);
     assert.deepEqual(plan, { keep: [], stale: [], adopt: [{ link, pod }], orphans: [], unproven: [] });
   });
 
+  it("a dual-stack pod is adopted with both addresses when both are routed over its link, and left alone when its IPv6 route is missing", () => {
+    const pod = { containerId: "d0ffee", ifname: "eth0", ips: ["10.244.3.9", "fd00:10:244:3::9"] };
+    const link = { ifname: hostIfname(pod.containerId), ifindex: 23, routes: ["10.244.3.9", "fd00:10:244:3::9"] };
+    assert.deepEqual(planEndpointReconcile([], [link], [pod]).adopt, [{ link, pod }]);
+    const v4only = { ...link, routes: ["10.244.3.9"] };
+    assert.deepEqual(planEndpointReconcile([], [v4only], [pod]).unproven, [v4only]);
+  });
+
   it("only a link whose pod IPAM no longer holds is stale; an unreadable IPAM or an address not routed over the link proves nothing, so the link is left alone", () => {
-    const pod = { containerId: "c0ffee", ifname: "eth0", ip: "10.244.3.7" };
+    const pod = { containerId: "c0ffee", ifname: "eth0", ips: ["10.244.3.7"] };
     const wrongRoute = { ifname: hostIfname(pod.containerId), ifindex: 21, routes: ["10.244.3.99"] };
     const gone = { ifname: hostIfname("deleted"), ifindex: 22, routes: ["10.244.3.9"] };
     assert.deepEqual(planEndpointReconcile([], [wrongRoute, gone], [pod]), { keep: [], stale: [], adopt: [], orphans: [gone], unproven: [wrongRoute] });

@@ -8,15 +8,15 @@ import { IpamStore } from "./cni/ipam-store.ts";
 export interface HostLink {
   readonly ifname: string;
   readonly ifindex: number;
-  /** The addresses routed over it as /32s (a pod's address, routed to it by the CNI plugin); absent: not read. */
+  /** The addresses routed over it as /32s and /128s (a pod's addresses, routed to it by the CNI plugin); absent: not read. */
   readonly routes?: readonly string[];
 }
 
-/** A pod the CNI plugin wired, as its IPAM state holds it: the container and the address it was given. */
+/** A pod the CNI plugin wired, as its IPAM state holds it: the container and the addresses it was given (IPv4 first; two on a dual-stack network). */
 export interface WiredPod {
   readonly containerId: string;
   readonly ifname: string;
-  readonly ip: string;
+  readonly ips: readonly string[];
 }
 
 /** What the agent records per endpoint (only what matching needs). */
@@ -75,7 +75,7 @@ export function planEndpointReconcile<R extends LinkedRecord>(records: readonly 
     }
     const pod = podByLink.get(link.ifname);
     if (pod === undefined) orphans.push(link);
-    else if (link.routes?.includes(pod.ip)) adopt.push({ link, pod });
+    else if (pod.ips.length > 0 && pod.ips.every((ip) => link.routes?.includes(ip))) adopt.push({ link, pod });
     else unproven.push(link);
   }
   return { keep, stale, adopt, orphans, unproven };
@@ -89,19 +89,30 @@ export function planEndpointReconcile<R extends LinkedRecord>(records: readonly 
 export function readWiredPods(stateDir: string): WiredPod[] | undefined {
   if (!fs.existsSync(stateDir)) return undefined;
   const state = new IpamStore(stateDir).read();
-  return Object.entries(state.allocations).map(([ip, o]) => ({ containerId: o.containerId, ifname: o.ifname, ip }));
+  const pods: { containerId: string; ifname: string; ips: string[] }[] = [];
+  for (const [ip, o] of Object.entries(state.allocations)) {
+    const pod = pods.find((p) => p.containerId === o.containerId && p.ifname === o.ifname);
+    if (pod) pod.ips.push(ip);
+    else pods.push({ containerId: o.containerId, ifname: o.ifname, ips: [ip] });
+  }
+  for (const pod of pods) pod.ips.sort((a, b) => Number(a.includes(":")) - Number(b.includes(":")));
+  return pods;
 }
 
 const ip = (netns: string | undefined, args: readonly string[]): string =>
   execFileSync("ip", [...(netns ? ["-n", netns] : []), ...args], { stdio: ["ignore", "pipe", "pipe"] }).toString();
 
-/** The veths in `netns` (the caller's own when absent) with the /32s routed over each: records may name any; only `mbr*` ones can be orphans. */
+/** The veths in `netns` (the caller's own when absent) with the /32s and /128s routed over each: records may name any; only `mbr*` ones can be orphans. */
 export function listHostLinks(netns?: string): HostLink[] {
   const out = JSON.parse(ip(netns, ["-j", "link", "show", "type", "veth"]) || "[]") as { ifname: string; ifindex: number }[];
-  const routes = JSON.parse(ip(netns, ["-j", "-4", "route", "show", "table", "main", "scope", "link"]) || "[]") as { dst: string; dev?: string }[];
+  const routes = [
+    ...(JSON.parse(ip(netns, ["-j", "-4", "route", "show", "table", "main", "scope", "link"]) || "[]") as { dst: string; dev?: string }[]),
+    // IPv6 routes have no link scope: a dual-stack pod's /128 is one of the main table's host routes.
+    ...(JSON.parse(ip(netns, ["-j", "-6", "route", "show", "table", "main"]) || "[]") as { dst: string; dev?: string }[]),
+  ];
   const byDev = new Map<string, string[]>();
   for (const r of routes) {
-    if (r.dev === undefined || r.dst.includes("/")) continue; // a /32 is printed without its length
+    if (r.dev === undefined || r.dst.includes("/")) continue; // a /32 (/128) is printed without its length
     byDev.set(r.dev, [...(byDev.get(r.dev) ?? []), r.dst]);
   }
   return out.map((l) => ({ ifname: l.ifname, ifindex: l.ifindex, routes: byDev.get(l.ifname) ?? [] }));

@@ -386,7 +386,7 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
     agent.onStatus(syncRemotePods);
     syncRemotePods();
   }
-  let writtenFor: string | undefined;
+  let writtenFor: { podCIDR: string; podCIDRv6: string | undefined } | undefined;
   const health = new CiliumNodeHealth({
     client,
     nodeName: f.nodeName,
@@ -414,12 +414,14 @@ async function startHealth(f: AgentFlags, agent: NodeAgent, datapath: Datapath, 
     ...(f.cniConfDir
       ? {
           onPodCIDRs: (cidrs: readonly string[]) => {
+            // A dual-stack node's CiliumNode has one CIDR of each family: its pods get an address of each.
             const podCIDR = cidrs.find((c) => !c.includes(":"));
-            if (!podCIDR || podCIDR === writtenFor) return;
+            const podCIDRv6 = cidrs.find((c) => c.includes(":"));
+            if (!podCIDR || (podCIDR === writtenFor?.podCIDR && podCIDRv6 === writtenFor.podCIDRv6)) return;
             try {
-              const r = writeCniConflist(f.cniConfDir!, { podCIDR, agentSocket: f.cniSocket, mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting) });
-              writtenFor = podCIDR;
-              log.info({ file: r.file, podCIDR, changed: r.changed }, "CNI conflist written");
+              const r = writeCniConflist(f.cniConfDir!, { podCIDR, ...(podCIDRv6 ? { podCIDRv6 } : {}), agentSocket: f.cniSocket, mtu: podMtu(f.encryption, UNDERLAY_MTU, f.wireguardRouting) });
+              writtenFor = { podCIDR, podCIDRv6 };
+              log.info({ file: r.file, podCIDR, podCIDRv6, changed: r.changed }, "CNI conflist written");
             } catch (err) {
               log.error({ dir: f.cniConfDir, podCIDR, error: (err as Error).message }, "writing the CNI conflist failed");
             }

@@ -11,7 +11,7 @@ import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 
 const contains = (outer: string, inner: string): boolean => prefixContains(parsePrefix(outer)!, parsePrefix(inner)!);
 import { selectsDevice } from "../../core/devices.ts";
-import { MEMBRANE_CHART_VALUES, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
+import { CLUSTER_POD_CIDR_V6, MEMBRANE_CHART_VALUES, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -24,6 +24,20 @@ describe("real node plan", () => {
     assert.equal(r.plan.nodeAddress, "10.254.0.14");
     assert.equal(r.plan.podCIDR, "10.244.3.0/24");
     assert.equal(r.plan.cgroupName, "membrane-realnode-worker-1");
+  });
+
+  test("dual-stack pods: each index gets its own /64 of the IPv6 cluster pod CIDR, and the CNI config carries it; other families are refused naming the field", () => {
+    const plans = [0, 3, 255].map((index) => planRealNode({ name: "d", dir: "/tmp/d", index, ipFamilies: ["IPv4", "IPv6"] }));
+    assert.deepEqual(plans.map((r) => (r.ok ? r.plan.podCIDRv6 : r.errors)), ["fd00:10:244::/64", "fd00:10:244:3::/64", "fd00:10:244:ff::/64"]);
+    for (const r of plans) assert.ok(r.ok && contains(CLUSTER_POD_CIDR_V6, r.plan.podCIDRv6!));
+    const plan = plans[1]!;
+    assert.ok(plan.ok);
+    const c = JSON.parse(cniConflist(plan.plan)) as { plugins: Record<string, unknown>[] };
+    assert.deepEqual(c.plugins, [{ type: "membrane-cni", podCIDR: "10.244.3.0/24", podCIDRv6: "fd00:10:244:3::/64", mtu: 1500 }]);
+    const v4 = planRealNode({ name: "d", dir: "/tmp/d", index: 3 });
+    assert.ok(v4.ok && v4.plan.podCIDRv6 === undefined);
+    const bad = planRealNode({ name: "d", dir: "/tmp/d", ipFamilies: ["IPv6", "IPv4"] });
+    assert.ok(!bad.ok && bad.errors.some((e) => e.startsWith("ipFamilies: ")), JSON.stringify(bad));
   });
 
   test("the last index stays inside 10.254.0.0/16", () => {

@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { formatPrefix, parsePrefix } from "../../core/cidr.ts";
 import { PLUGIN_TYPE, parseNetConf } from "../../node-agent/cni/spec.ts";
 import { OVERLAY_DEVICE } from "../../node-agent/overlay-device.ts";
 
@@ -24,6 +25,11 @@ export interface RealNodePlan {
    * CiliumNode's (operator --ipam kubernetes) and kube-proxy's cluster CIDR are one source of truth.
    */
   podCIDR: string;
+  /**
+   * A dual-stack node's IPv6 pod CIDR, a /64 of CLUSTER_POD_CIDR_V6 (fd00:10:244:<index in hex>::/64): the Node's
+   * second spec.podCIDRs entry, so the CNI plugin's podCIDRv6 and the CiliumNode's second pod CIDR. Absent: IPv4 only.
+   */
+  podCIDRv6?: string;
   /** `/<cgroupName>` in every hierarchy: the node's processes in `node`, its pods under `kubepods`. */
   cgroupName: string;
   dir: string;
@@ -37,6 +43,18 @@ export interface PlanOptions {
   dir: string;
   /** 0-255: picks the node's /30 in 10.254.0.0/16 and pod CIDR 10.244.<index>.0/24; default from a hash of the name. */
   index?: number;
+  /** The pods' IP families: `["IPv4"]` (the default) or dual-stack `["IPv4", "IPv6"]` (IPv4 first, as the node's address is IPv4). */
+  ipFamilies?: readonly string[];
+}
+
+/** The IP families a real node's pods may have: IPv4 alone, or dual-stack with IPv4 first (the node's own address is IPv4). */
+export type IPFamilies = readonly ["IPv4"] | readonly ["IPv4", "IPv6"];
+
+/** Checks an ipFamilies option; the error names the field. */
+export function parseIPFamilies(v: readonly string[] | undefined, field = "ipFamilies"): { ok: true; value: IPFamilies } | { ok: false; error: string } {
+  if (v === undefined || (v.length === 1 && v[0] === "IPv4")) return { ok: true, value: ["IPv4"] };
+  if (v.length === 2 && v[0] === "IPv4" && v[1] === "IPv6") return { ok: true, value: ["IPv4", "IPv6"] };
+  return { ok: false, error: `${field}: ["IPv4"] or ["IPv4", "IPv6"] is required (the nodes' own addresses are IPv4), got ${JSON.stringify(v)}` };
 }
 
 /** Checks the options and computes names and addresses. */
@@ -48,7 +66,9 @@ export function planRealNode(opts: PlanOptions): PlanResult {
   if (!opts.dir.startsWith("/")) errors.push(`dir: an absolute path is required, got "${opts.dir}"`);
   const index = opts.index ?? createHash("sha256").update(opts.name).digest()[0]!;
   if (!Number.isInteger(index) || index < 0 || index > 255) errors.push(`index: an integer from 0 to 255 is required, got ${opts.index}`);
-  if (errors.length > 0) return { ok: false, errors };
+  const families = parseIPFamilies(opts.ipFamilies);
+  if (!families.ok) errors.push(families.error);
+  if (errors.length > 0 || !families.ok) return { ok: false, errors };
   // Interface names are at most 15 bytes: a short hash keeps parallel nodes of different names apart.
   const tag = createHash("sha256").update(opts.name).digest("hex").slice(0, 8);
   const base = index * 4;
@@ -61,6 +81,7 @@ export function planRealNode(opts: PlanOptions): PlanResult {
       hostAddress: `10.254.${base >> 8}.${(base & 255) + 1}`,
       nodeAddress: `10.254.${base >> 8}.${(base & 255) + 2}`,
       podCIDR: `${CLUSTER_POD_CIDR.split(".").slice(0, 2).join(".")}.${index}.0/24`,
+      ...(families.value.length === 2 ? { podCIDRv6: podCIDRv6Of(index) } : {}),
       cgroupName: `membrane-realnode-${opts.name}`,
       dir: opts.dir,
     },
@@ -151,7 +172,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 export function cniConflist(plan: RealNodePlan): string {
   // Before the agent, pods cross to other nodes unencapsulated over the underlay's 1500-byte veths; the agent
   // sets its pod MTU (VXLAN's 1450) on the pods it adopts at start.
-  const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, mtu: 1500 };
+  const plugin = { type: PLUGIN_TYPE, podCIDR: plan.podCIDR, ...(plan.podCIDRv6 ? { podCIDRv6: plan.podCIDRv6 } : {}), mtu: 1500 };
   parseNetConf({ cniVersion: "1.0.0", name: CNI_NETWORK, ...plugin });
   return JSON.stringify({ cniVersion: "1.0.0", name: CNI_NETWORK, plugins: [plugin] }, null, 2);
 }
@@ -174,6 +195,17 @@ export const CLUSTER_DOMAIN = "cluster.local";
  * is masqueraded) and the chart's clusterPodCIDR (MEMBRANE_CHART_VALUES); the chart's own default too.
  */
 export const CLUSTER_POD_CIDR = "10.244.0.0/16";
+/**
+ * A dual-stack node's IPv6 pod CIDR (fd00:10:244:<index in hex>::/64) lies in it. Only the nodes' Node objects, CNI
+ * plugins and CiliumNodes carry it: kube-proxy and the API server's Services stay IPv4 (no IPv6 ClusterIPs here).
+ */
+export const CLUSTER_POD_CIDR_V6 = "fd00:10:244::/56";
+
+/** The index's /64 of CLUSTER_POD_CIDR_V6: its 8 bits are the prefix's last 8 (as 10.244.<index>.0/24 of the IPv4 one). */
+function podCIDRv6Of(index: number): string {
+  const cluster = parsePrefix(CLUSTER_POD_CIDR_V6)!;
+  return formatPrefix({ family: 6, addr: cluster.addr | (BigInt(index) << 64n), bits: 64 });
+}
 
 /** Every underlay link between real nodes is named this and the peer's tag (underlayMesh): the chart's agent.nodeDevice wildcard. */
 export const UNDERLAY_DEVICE_PREFIX = "rnm";
@@ -366,7 +398,7 @@ export interface UnderlayRoute {
 /**
  * The underlay between real nodes: a veth per pair of nodes (a full mesh, made inside the nodes' namespaces, so it goes
  * with them and the host routes nothing), a /32 route to each peer's address over its link and a route to each peer's
- * pod CIDR via that address. The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
+ * pod CIDR via that address (IPv4 only: a dual-stack node's IPv6 pods cross only inside the agents' VXLAN overlay). The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
  * there); VXLAN between the agents runs node address to node address over these links, and pods before any agent is
  * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge.
  */

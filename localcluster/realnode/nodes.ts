@@ -4,7 +4,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
-import { underlayMesh } from "./config.ts";
+import { parseIPFamilies, underlayMesh } from "./config.ts";
 import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
 
 const log = pino({ name: "realnodes", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
@@ -19,6 +19,13 @@ export interface RealNodesOptions {
   /** Node i (from 0) gets index firstIndex + i: its /30 and its pod CIDR 10.244.<index>.0/24 (planRealNode). */
   firstIndex: number;
   readyTimeoutMs?: number;
+  /**
+   * The pods' IP families: `["IPv4"]` (the default) or `["IPv4", "IPv6"]`: dual-stack pods, each node also with an
+   * IPv6 pod CIDR (fd00:10:244:<index in hex>::/64) in its Node's spec.podCIDRs. The nodes' own addresses, the
+   * underlay and the Services stay IPv4: IPv6 pods cross to other nodes only inside the agents' VXLAN overlay (before
+   * the agents, the underlay routes IPv4 alone: this kernel refuses an IPv6 route via an IPv4 next hop without nexthop objects).
+   */
+  ipFamilies?: readonly string[];
   /** Outlive this process (`membrane dev up`): no reaper removes the nodes when it exits (startRealNode's `detached`). */
   detached?: boolean;
 }
@@ -36,6 +43,8 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
   if (!Number.isInteger(opts.firstIndex) || opts.firstIndex < 0 || opts.firstIndex + opts.count - 1 > 255) {
     errors.push(`firstIndex: the nodes' indexes firstIndex..firstIndex+count-1 must lie in 0-255, got ${opts.firstIndex} for ${opts.count} nodes`);
   }
+  const families = parseIPFamilies(opts.ipFamilies);
+  if (!families.ok) errors.push(families.error);
   if (errors.length > 0) throw new Error(`startRealNodes: ${errors.join("; ")}`);
   const names = Array.from({ length: opts.count }, (_, i) => `${opts.namePrefix}-${i + 1}`);
   const start = (i: number): Promise<RealNode> =>
@@ -45,6 +54,7 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
       controlPlane: opts.controlPlane,
       index: opts.firstIndex + i,
       ...(opts.readyTimeoutMs !== undefined ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
+      ...(opts.ipFamilies !== undefined ? { ipFamilies: opts.ipFamilies } : {}),
       ...(opts.detached ? { detached: true } : {}),
     });
   const stop = (): Promise<void> => destroyRealNodes(opts.dir);
@@ -56,7 +66,7 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
     if (failed) throw failed.reason;
     const nodes = [first, ...rest.map((r) => (r as PromiseFulfilledResult<RealNode>).value)];
     await linkNodes(nodes);
-    log.info({ nodes: nodes.map((n) => ({ name: n.plan.name, nodeAddress: n.plan.nodeAddress, podCIDR: n.plan.podCIDR })) }, "real nodes ready");
+    log.info({ nodes: nodes.map((n) => ({ name: n.plan.name, nodeAddress: n.plan.nodeAddress, podCIDR: n.plan.podCIDR, podCIDRv6: n.plan.podCIDRv6 })) }, "real nodes ready");
     return { nodes, stop };
   } catch (err) {
     log.error({ nodes: names, err: (err as Error).message }, "real nodes failed to start, removing them");
@@ -83,7 +93,8 @@ async function linkNodes(nodes: RealNode[]): Promise<void> {
   for (const n of nodes) {
     // Pod packets cross the node (pre-agent routes, decapsulated VXLAN): forwarding on, and no reverse-path check
     // against the mesh's asymmetric /32 routes. Per namespace: the host's own settings are not touched.
-    await runChecked(["ip", "netns", "exec", n.plan.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]);
+    const ipv6 = n.plan.podCIDRv6 ? ["net.ipv6.conf.all.forwarding=1"] : [];
+    await runChecked(["ip", "netns", "exec", n.plan.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", ...ipv6]);
   }
   for (const l of mesh.links) {
     await runChecked(["ip", "-n", l.netns, "link", "add", l.device, "type", "veth", "peer", "name", l.peerDevice, "netns", l.peerNetns]);

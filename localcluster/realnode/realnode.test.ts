@@ -13,7 +13,7 @@ import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
 import { CHART_DIR } from "../chart.ts";
-import { parsePrefix, prefixContains } from "../../core/cidr.ts";
+import { canonicalPrefix, parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, type RealNode } from "./realnode.ts";
@@ -94,7 +94,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     hostKubeletDirBefore = existsSync("/var/lib/kubelet");
     scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
     cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
-    nodes = await startRealNodes({ namePrefix: prefix, count: 2, dir: join(scratch, "nodes"), controlPlane: { dir: cp.dir, server: cp.server }, firstIndex: index });
+    // Dual-stack pods (each node also an IPv6 pod CIDR): the IPv6 test below; every other test uses the pods' IPv4 addresses.
+    nodes = await startRealNodes({ namePrefix: prefix, count: 2, dir: join(scratch, "nodes"), controlPlane: { dir: cp.dir, server: cp.server }, firstIndex: index, ipFamilies: ["IPv4", "IPv6"] });
     [node, node2] = nodes.nodes;
     const ns = await cp.kubectl(["create", "namespace", NS]);
     assert.equal(ns.code, 0, ns.stderr);
@@ -368,7 +369,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.doesNotMatch(readFileSync(paths.hosts, "utf8"), /membrane-operator/);
     // The pods wired before the agent keep their network: CoreDNS's veth is adopted (same pod, same address, no
     // restart), and it answers the agent's own lookups (hostNetwork, ClusterFirstWithHostNet) once the state is in.
-    assert.ok(agentLogs.split("\n").some((l) => l.includes("adopted as an endpoint") && l.includes(`"ip":"${dnsBefore.status.podIP}"`)), `CoreDNS (${dnsBefore.status.podIP}) adopted: ${agentLogs.split("\n").filter((l) => l.includes("reconciled") || l.includes("adopted") || l.includes("host link")).join("\n")}`);
+    assert.ok(agentLogs.split("\n").some((l) => l.includes("adopted as an endpoint") && l.includes(`"ips":["${dnsBefore.status.podIP}"`)), `CoreDNS (${dnsBefore.status.podIP}) adopted: ${agentLogs.split("\n").filter((l) => l.includes("reconciled") || l.includes("adopted") || l.includes("host link")).join("\n")}`);
     const resolved = await eventually("the operator's Service name resolved by CoreDNS from the agent pod", 60_000, async () => {
       const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "--", "node", "-e", `require("node:dns").promises.resolve4("membrane-operator.${AGENT_NS}.svc.cluster.local").then((a) => console.log(a.join(",")))`]);
       return r.code === 0 && r.stdout.trim() !== "" ? r.stdout.trim() : undefined;
@@ -497,6 +498,86 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const destinations = flows.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { destination: { ip?: string } }).destination.ip);
     assert.ok(destinations.includes(serverIP!), `the client's flows reach the server pod ${serverIP}: ${destinations.join(", ")}`);
     assert.ok(!destinations.includes(serverVIP), `no flow of the client to the ClusterIP ${serverVIP}: translated at the socket`);
+  });
+
+  test("dual-stack pods: both get an IPv6 address of their node's IPv6 pod CIDR in status.podIPs, and a pod on one node reaches a pod on the other over IPv6 inside the overlay until a CiliumNetworkPolicy drops it (the server's node's flow names the drop), then again once the client carries the allowed label", async () => {
+    const V6_NS = "realnode-ipv6";
+    const started = Date.now();
+    // The agents gave their CNI plugin each node's IPv6 pod CIDR, as their CiliumNode has it from the Node.
+    for (const n of [node!, node2!]) {
+      const cn = (await cp!.kubectl(["get", "ciliumnode", n.plan.name, "-o", "jsonpath={.spec.ipam.podCIDRs}"])).stdout;
+      assert.deepEqual(JSON.parse(cn || "[]"), [n.plan.podCIDR, n.plan.podCIDRv6], `${n.plan.name}'s CiliumNode pod CIDRs`);
+      const conflist = JSON.parse(readFileSync(join(realNodePaths(n.plan.dir).cniConfDir, "05-membrane.conflist"), "utf8")) as { plugins: { podCIDRv6?: string }[] };
+      assert.equal(conflist.plugins[0]!.podCIDRv6, n.plan.podCIDRv6, `${n.plan.name}'s conflist`);
+    }
+    assert.equal((await cp!.kubectl(["create", "namespace", V6_NS])).code, 0);
+    try {
+      const pod = (podName: string, app: string, nodeName: string, command?: string[]) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: podName, namespace: V6_NS, labels: { app } },
+        spec: { nodeName, terminationGracePeriodSeconds: 1, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", ...(command ? { command } : {}) }] },
+      });
+      for (const p of [pod("server6", "server6", name2), pod("client6", "client6", name, ["sleep", "3600"])]) {
+        const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(p));
+        assert.equal(r.code, 0, r.stderr);
+      }
+      type DualPod = PodView & { status: { podIPs?: { ip: string }[] } };
+      const pods = await eventually("both pods Running with two addresses", 120_000, async () => {
+        const r = await cp!.kubectl(["get", "pods", "-n", V6_NS, "-o", "json"]);
+        const items = (JSON.parse(r.stdout) as { items: DualPod[] }).items;
+        return items.length === 2 && items.every((p) => p.status.phase === "Running" && p.status.podIPs?.length === 2) ? items : undefined;
+      });
+      const ipv6Of = (podName: string, n: RealNode): string => {
+        const p = pods.find((x) => x.metadata.name === podName)!;
+        const [v4, v6] = p.status.podIPs!.map((a) => a.ip);
+        assert.equal(v4, p.status.podIP, `${podName}: status.podIP is its IPv4 address, first in status.podIPs`);
+        assert.ok(v6 && prefixContains(parsePrefix(n.plan.podCIDRv6!)!, parsePrefix(v6)!), `${podName}'s ${v6} in ${n.plan.name}'s ${n.plan.podCIDRv6}`);
+        return v6!;
+      };
+      const server6 = ipv6Of("server6", node2!);
+      const client6 = ipv6Of("client6", node!);
+      const get = () => cp!.kubectl(["exec", "-n", V6_NS, "client6", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${server6} 8080`]);
+      // The first packets may meet a node whose agent has not the other pod's ipcache entry yet (no IPv6 route
+      // between the nodes outside the overlay): retried until the entries are in.
+      const before = await eventually("the server reached over IPv6 before any policy selects it", 60_000, async () => {
+        const r = await get();
+        return r.stdout.includes("200 OK") ? r : undefined;
+      });
+      assert.match(before.stdout, /200 OK/);
+
+      const policy = {
+        apiVersion: "cilium.io/v2",
+        kind: "CiliumNetworkPolicy",
+        metadata: { name: "server6-from-allowed", namespace: V6_NS },
+        spec: { endpointSelector: { matchLabels: { app: "server6" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "allowed6" } }] }] },
+      };
+      const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
+      assert.equal(applied.code, 0, applied.stderr);
+      const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/server6-from-allowed", "-n", V6_NS, "--for=condition=Enforced", "--timeout=60s"]);
+      assert.equal(enforced.code, 0, enforced.stderr);
+      await eventually("the client's IPv6 connection refused by policy", 30_000, async () => ((await get()).stdout.includes("200 OK") ? undefined : true));
+      const agent = await agentPod(name2);
+      const drops = await eventually("the IPv6 drop in the server's node's agent's flows", 30_000, async () => {
+        const r = await cp!.kubectl(["exec", "-n", AGENT_NS, agent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--to-pod", `${V6_NS}/server6`, "-o", "json"]);
+        const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { pod?: string; ip?: string }; destination: { pod?: string; ip?: string; port?: number }; dropReason?: string });
+        return flows.length > 0 ? flows : undefined;
+      });
+      // Compared as addresses: flows print IPv6 uncompressed (fd00:10:244:a1:0:0:0:6; README, what does not work yet).
+      const canonical = (ip: string | undefined): string | undefined => (ip === undefined ? undefined : canonicalPrefix(ip));
+      assert.deepEqual(
+        { source: drops[0]!.source.pod, sourceIP: canonical(drops[0]!.source.ip), destinationIP: canonical(drops[0]!.destination.ip), port: drops[0]!.destination.port },
+        { source: "client6", sourceIP: `${client6}/128`, destinationIP: `${server6}/128`, port: 8080 },
+      );
+      assert.match(drops[0]!.dropReason ?? "", /policy denied/);
+
+      assert.equal((await cp!.kubectl(["label", "pod", "-n", V6_NS, "client6", "app=allowed6", "--overwrite"])).code, 0);
+      await eventually("the relabelled client allowed over IPv6", 30_000, async () => ((await get()).stdout.includes("200 OK") ? true : undefined));
+      console.log(`# the IPv6 cross-node test took ${Date.now() - started} ms`);
+    } finally {
+      // Gone before the uninstall's tests, which wait for every pod of the pod network to leave.
+      await cp!.kubectl(["delete", "namespace", V6_NS, "--wait=false"]);
+    }
   });
 
   // containerSelector on real pods (issue #18): the runtime enforcer runs as the chart runs it (runtime.enabled, the

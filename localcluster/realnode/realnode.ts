@@ -50,6 +50,8 @@ export interface RealNodeOptions {
   controlPlane: { dir: string; server: string };
   /** Picks the node's addresses (see planRealNode); default from a hash of the name. */
   index?: number;
+  /** The pods' IP families (planRealNode): `["IPv4"]` by default, `["IPv4", "IPv6"]` for dual-stack pods. */
+  ipFamilies?: readonly string[];
   /** How long to wait for the Node to be Ready; default 120 s. */
   readyTimeoutMs?: number;
   /**
@@ -96,7 +98,12 @@ export interface RealNode {
 
 /** Starts the node and resolves once its Node is Ready; on any failure removes what it made and throws. */
 export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
-  const planned = planRealNode({ name: opts.name, dir: opts.dir, ...(opts.index !== undefined ? { index: opts.index } : {}) });
+  const planned = planRealNode({
+    name: opts.name,
+    dir: opts.dir,
+    ...(opts.index !== undefined ? { index: opts.index } : {}),
+    ...(opts.ipFamilies !== undefined ? { ipFamilies: opts.ipFamilies } : {}),
+  });
   if (!planned.ok) throw new Error(`startRealNode: ${planned.errors.join("; ")}`);
   const plan = planned.plan;
   checkPrerequisites();
@@ -436,8 +443,8 @@ async function waitNodeReady(kubeconfig: string, plan: RealNodePlan, timeoutMs: 
       async () => {
         if (!isProcessAlive(kubeletPid)) throw new Error(`kubelet exited: ${tail(kubeletLog)}`);
         try {
-          const node = await kube.request<{ spec?: { podCIDR?: string }; status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>("GET", `/api/v1/nodes/${name}`);
-          await assignPodCIDR(kube, plan, node.spec?.podCIDR);
+          const node = await kube.request<{ spec?: { podCIDRs?: string[] }; status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>("GET", `/api/v1/nodes/${name}`);
+          await assignPodCIDR(kube, plan, node.spec?.podCIDRs ?? []);
           const ready = node.status?.conditions?.find((c) => c.type === "Ready");
           last = ready ? `Ready=${ready.status} ${ready.reason ?? ""}: ${ready.message ?? ""}` : "no Ready condition";
           if (ready?.status !== "True") return false;
@@ -471,14 +478,16 @@ async function waitKubeProxySynced(inNode: (args: string[]) => string[], pid: nu
 /**
  * The Node's spec.podCIDR(s), once, as kube-controller-manager's node IPAM (--allocate-node-cidrs) sets them on a
  * cluster that has it (the local control plane runs without: its process-based nodes bring their own). It is
- * the one source of the node's pod CIDR: the CNI plugin's range before the agent, the CiliumNode's with the
- * operator's --ipam kubernetes, inside kube-proxy's cluster CIDR. A Node that has another one is refused.
+ * the one source of the node's pod CIDRs (a dual-stack node's IPv6 one second): the CNI plugin's ranges before the
+ * agent, the CiliumNode's with the operator's --ipam kubernetes, the IPv4 one inside kube-proxy's cluster CIDR.
+ * A Node that has others is refused.
  */
-async function assignPodCIDR(kube: KubeClient, plan: RealNodePlan, current: string | undefined): Promise<void> {
-  if (current === plan.podCIDR) return;
-  if (current) throw new Error(`Node ${plan.name} has spec.podCIDR ${current}, not this node's ${plan.podCIDR}: another node of that name was registered`);
-  await kube.request("PATCH", `/api/v1/nodes/${plan.name}`, { spec: { podCIDR: plan.podCIDR, podCIDRs: [plan.podCIDR] } }, MERGE_PATCH);
-  log.info({ node: plan.name, podCIDR: plan.podCIDR }, "Node pod CIDR set");
+async function assignPodCIDR(kube: KubeClient, plan: RealNodePlan, current: readonly string[]): Promise<void> {
+  const want = [plan.podCIDR, ...(plan.podCIDRv6 ? [plan.podCIDRv6] : [])];
+  if (current.length === want.length && current.every((c, i) => c === want[i])) return;
+  if (current.length > 0) throw new Error(`Node ${plan.name} has spec.podCIDRs ${current.join(",")}, not this node's ${want.join(",")}: another node of that name was registered`);
+  await kube.request("PATCH", `/api/v1/nodes/${plan.name}`, { spec: { podCIDR: plan.podCIDR, podCIDRs: want } }, MERGE_PATCH);
+  log.info({ node: plan.name, podCIDRs: want }, "Node pod CIDRs set");
 }
 
 /**

@@ -53,6 +53,31 @@ describe("pod CIDR range", () => {
   });
 });
 
+describe("a dual-stack owner", () => {
+  const r4 = range("10.244.1.0/24");
+  const r6r = podRange("fd00:10:244:1::/64", 6);
+  assert.ok(r6r.ok);
+  const r6 = r6r.range;
+
+  it("holds one address of each range, gets both again unchanged, and releases both", () => {
+    const a4 = alloc(EMPTY_STATE, r4, "a");
+    const a6 = alloc(a4.state, r6, "a");
+    assert.deepEqual([a4.ip, a6.ip, r6.gateway], ["10.244.1.2", "fd00:10:244:1::2", "fd00:10:244:1::1"]);
+    const b6 = alloc(alloc(a6.state, r4, "b").state, r6, "b");
+    assert.equal(b6.ip, "fd00:10:244:1::3");
+    const again4 = alloc(b6.state, r4, "a");
+    const again6 = alloc(again4.state, r6, "a");
+    assert.deepEqual([again4.ip, again4.fresh, again6.ip, again6.fresh], ["10.244.1.2", false, "fd00:10:244:1::2", false]);
+    assert.equal(again6.state, b6.state);
+    assert.deepEqual(release(b6.state, { containerId: "a", ifname: "eth0" }).released.sort(), ["10.244.1.2", "fd00:10:244:1::2"]);
+  });
+
+  it("an IPv6 range must be IPv6 and leave room for a pod", () => {
+    assert.match(((r) => (r.ok ? "" : r.reason))(podRange("10.0.0.0/24", 6)), /an IPv6 CIDR is required/);
+    assert.match(((r) => (r.ok ? "" : r.reason))(podRange("fd00::/127", 6)), /too small.*\/126/);
+  });
+});
+
 describe("allocate and release", () => {
   const r = range("10.244.1.0/24");
 

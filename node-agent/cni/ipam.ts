@@ -12,6 +12,8 @@ export interface IpamState {
   readonly version: 1;
   /** The last address handed out; the next search starts after it so a freed address is not reused at once. */
   readonly lastAllocated?: string;
+  /** The same for the IPv6 range of a dual-stack network. */
+  readonly lastAllocated6?: string;
   readonly allocations: Readonly<Record<string, Owner>>;
 }
 
@@ -28,21 +30,32 @@ export interface PodRange {
 
 export type RangeResult = { ok: true; range: PodRange } | { ok: false; reason: string };
 
-/** Parses a pod CIDR into its range: needs room for the gateway and at least one pod. IPv4 only for now. */
-export function podRange(cidr: string): RangeResult {
+/**
+ * Parses a pod CIDR of the given family into its range: needs room for the gateway and at least one pod.
+ * An IPv6 range is the dual-stack pod's second address (the network config's podCIDRv6).
+ */
+export function podRange(cidr: string, family: 4 | 6 = 4): RangeResult {
   const p = parsePrefix(cidr);
   if (p === undefined) return { ok: false, reason: `"${cidr}" is not a CIDR` };
-  if (p.family !== 4) return { ok: false, reason: `only IPv4 pod CIDRs are supported, got "${cidr}"` };
-  if (p.bits > 30)
+  if (p.family !== family)
     return {
       ok: false,
-      reason: `"${cidr}" is too small: a pod CIDR needs a gateway and at least one pod (at most /30)`,
+      reason:
+        family === 4
+          ? `only IPv4 pod CIDRs are supported here (a dual-stack network's IPv6 range is podCIDRv6), got "${cidr}"`
+          : `an IPv6 CIDR is required, got "${cidr}"`,
     };
-  const size = 1n << BigInt(32 - p.bits);
-  // network address, gateway (network + 1) and broadcast (last) are never handed to pods
+  const total = family === 4 ? 32 : 128;
+  if (p.bits > total - 2)
+    return {
+      ok: false,
+      reason: `"${cidr}" is too small: a pod CIDR needs a gateway and at least one pod (at most /${total - 2})`,
+    };
+  const size = 1n << BigInt(total - p.bits);
+  // network address, gateway (network + 1) and the last address (IPv4's broadcast) are never handed to pods
   return {
     ok: true,
-    range: { cidr: p, gateway: formatIP(4, p.addr + 1n), first: p.addr + 2n, last: p.addr + size - 2n },
+    range: { cidr: p, gateway: formatIP(family, p.addr + 1n), first: p.addr + 2n, last: p.addr + size - 2n },
   };
 }
 
@@ -54,41 +67,41 @@ export type AllocateResult =
   | { ok: true; state: IpamState; ip: string; fresh: boolean }
   | { ok: false; reason: "exhausted"; message: string };
 
-function ownerOf(state: IpamState, owner: Owner): string | undefined {
-  for (const [ip, o] of Object.entries(state.allocations)) {
-    if (o.containerId === owner.containerId && o.ifname === owner.ifname) return ip;
-  }
-  return undefined;
+function ownedBy(state: IpamState, owner: Owner): string[] {
+  return Object.entries(state.allocations)
+    .filter(([, o]) => o.containerId === owner.containerId && o.ifname === owner.ifname)
+    .map(([ip]) => ip);
 }
 
 function inRange(r: PodRange, ip: string): bigint | undefined {
   const p = parsePrefix(ip);
-  if (p === undefined || p.family !== 4 || p.bits !== 32) return undefined;
+  if (p === undefined || p.family !== r.cidr.family || p.bits !== (p.family === 4 ? 32 : 128)) return undefined;
   return p.addr >= r.first && p.addr <= r.last ? p.addr : undefined;
 }
 
 /**
  * Gives `owner` an address from `range`. The same owner asking twice gets the same address
- * (fresh: false). The search starts after the last address handed out and wraps around.
+ * (fresh: false); a dual-stack owner holds one address of each range. The search starts after
+ * the last address handed out in that range and wraps around.
  */
 export function allocate(state: IpamState, range: PodRange, owner: Owner): AllocateResult {
-  const held = ownerOf(state, owner);
-  if (held !== undefined && inRange(range, held) !== undefined)
-    return { ok: true, state, ip: held, fresh: false };
-  const last = state.lastAllocated === undefined ? undefined : inRange(range, state.lastAllocated);
+  const held = ownedBy(state, owner).find((ip) => inRange(range, ip) !== undefined);
+  if (held !== undefined) return { ok: true, state, ip: held, fresh: false };
+  const lastText = range.cidr.family === 4 ? state.lastAllocated : state.lastAllocated6;
+  const last = lastText === undefined ? undefined : inRange(range, lastText);
   const start = last === undefined || last === range.last ? range.first : last + 1n;
   const span = range.last - range.first + 1n;
   for (let i = 0n; i < span; i++) {
     const addr = range.first + ((start - range.first + i) % span);
-    const ip = formatIP(4, addr);
+    const ip = formatIP(range.cidr.family, addr);
     if (state.allocations[ip] !== undefined) continue;
     return {
       ok: true,
       fresh: true,
       ip,
       state: {
-        version: 1,
-        lastAllocated: ip,
+        ...state,
+        ...(range.cidr.family === 4 ? { lastAllocated: ip } : { lastAllocated6: ip }),
         allocations: { ...state.allocations, [ip]: { containerId: owner.containerId, ifname: owner.ifname } },
       },
     };
@@ -112,9 +125,9 @@ export function release(state: IpamState, owner: Owner): { state: IpamState; rel
   return { state: { ...state, allocations }, released };
 }
 
-/** The address `owner` holds, if any. */
-export function addressOf(state: IpamState, owner: Owner): string | undefined {
-  return ownerOf(state, owner);
+/** The addresses `owner` holds (IPv4 first), empty when none. */
+export function addressesOf(state: IpamState, owner: Owner): string[] {
+  return ownedBy(state, owner).sort((a, b) => Number(a.includes(":")) - Number(b.includes(":")));
 }
 
 /** Validates state read from disk; undefined when it is not an IpamState. */
@@ -123,6 +136,7 @@ export function parseState(value: unknown): IpamState | undefined {
   const v = value as Record<string, unknown>;
   if (v.version !== 1 || typeof v.allocations !== "object" || v.allocations === null) return undefined;
   if (v.lastAllocated !== undefined && typeof v.lastAllocated !== "string") return undefined;
+  if (v.lastAllocated6 !== undefined && typeof v.lastAllocated6 !== "string") return undefined;
   const allocations: Record<string, Owner> = {};
   for (const [ip, o] of Object.entries(v.allocations as Record<string, unknown>)) {
     if (typeof o !== "object" || o === null) return undefined;
@@ -133,6 +147,7 @@ export function parseState(value: unknown): IpamState | undefined {
   return {
     version: 1,
     ...(v.lastAllocated !== undefined ? { lastAllocated: v.lastAllocated as string } : {}),
+    ...(v.lastAllocated6 !== undefined ? { lastAllocated6: v.lastAllocated6 as string } : {}),
     allocations,
   };
 }

@@ -151,13 +151,13 @@ function allocations(): Record<string, { containerId: string }> {
 }
 
 // Plain node scripts (no tsx) so that they start fast inside a namespace.
-const SERVER = `require("net").createServer((s) => s.pipe(s).on("error", () => {})).listen(Number(process.argv[1]), "0.0.0.0", () => console.log("listening"))`;
+const SERVER = `require("net").createServer((s) => s.pipe(s).on("error", () => {})).listen(Number(process.argv[1]), process.argv[2], () => console.log("listening"))`;
 const CLIENT = `const s = require("net").connect(Number(process.argv[2]), process.argv[1], () => s.write("hello"));
 s.on("data", () => process.exit(0)); s.on("error", (e) => { console.error(e.code); process.exit(1); });
 setTimeout(() => { console.error("timeout"); process.exit(1); }, 3000);`;
 
-function serveTcp(netns: string, port: number): Promise<void> {
-  const child = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", SERVER, String(port)], {
+function serveTcp(netns: string, port: number, address = "0.0.0.0"): Promise<void> {
+  const child = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", SERVER, String(port), address], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.push(child);
@@ -348,6 +348,62 @@ describe("membrane-cni ADD, CHECK and DEL on a node", () => {
     assertOk(await cni("DEL", podEnv("p1")));
     assert.deepEqual(allocations(), {});
     assert.deepEqual(linkNames(NODE), ["lo"]);
+  });
+});
+
+describe("membrane-cni on a dual-stack network (podCIDRv6)", () => {
+  const POD_CIDR6 = "fd00:251:7::/64";
+  const GATEWAY6 = "fd00:251:7::1";
+  const conf6 = (over: Conf = {}): Record<string, unknown> =>
+    netConf({ podCIDRv6: POD_CIDR6, stateDir: path.join(tmp, "state6"), agentSocket: path.join(tmp, "agent.sock"), ...over });
+  const ipsOf = (r: CniRun): string[] => (r.out.ips as { address: string }[]).map((i) => i.address);
+
+  before(() => {
+    addNetns("d1");
+    addNetns("d2");
+  });
+
+  it("ADD gives each pod an IPv4 and an IPv6 address (IPv4 first, both to the agent), and the pods reach each other over IPv6 through the node", async () => {
+    agentRequests.length = 0;
+    const r1 = await cni("ADD", podEnv("d1"), conf6());
+    assertOk(r1);
+    const r2 = await cni("ADD", podEnv("d2"), conf6());
+    assertOk(r2);
+    const [v4a, v6a] = ipsOf(r1);
+    assert.match(v4a!, /^10\.251\.7\.\d+\/32$/);
+    assert.equal(v6a, "fd00:251:7::2/128");
+    assert.deepEqual(r1.out.routes, [{ dst: "0.0.0.0/0", gw: GATEWAY }, { dst: "::/0", gw: GATEWAY6 }]);
+    assert.deepEqual((r1.out.ips as { gateway: string }[]).map((i) => i.gateway), [GATEWAY, GATEWAY6]);
+    assert.deepEqual(agentRequests[0]?.op === "endpoint-add" ? agentRequests[0].ips : undefined, [v4a!.split("/")[0], "fd00:251:7::2"]);
+    const ip6b = ipsOf(r2)[1]!.split("/")[0]!;
+    assert.equal(ip6b, "fd00:251:7::3");
+    await serveTcp(`${tag}-d2`, 8084, "::");
+    assert.ok(tcpConnects(`${tag}-d1`, ip6b, 8084), "pod 1 → pod 2 over IPv6");
+    assert.equal(sh("ip", ["netns", "exec", NODE, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"]).trim(), "1");
+  });
+
+  it("CHECK passes and names a missing IPv6 route; a repeated ADD keeps both addresses and repairs it; DEL frees both", async () => {
+    const held = (): string[] => {
+      const file = path.join(tmp, "state6", "allocations.json");
+      return Object.keys((JSON.parse(fs.readFileSync(file, "utf8")) as { allocations: object }).allocations).sort();
+    };
+    assert.equal(held().length, 4);
+    assertOk(await cni("CHECK", podEnv("d1"), conf6()));
+    sh("ip", ["-n", `${tag}-d1`, "-6", "route", "del", "default"]);
+    assertCniError(await cni("CHECK", podEnv("d1"), conf6()), 103, new RegExp(`no IPv6 default route via ${GATEWAY6}`));
+    const again = await cni("ADD", podEnv("d1"), conf6());
+    assertOk(again);
+    assert.equal(ipsOf(again)[1], "fd00:251:7::2/128");
+    assertOk(await cni("CHECK", podEnv("d1"), conf6()));
+    assert.equal(held().length, 4, "no address handed out twice");
+    assertOk(await cni("DEL", podEnv("d1"), conf6()));
+    assertOk(await cni("DEL", podEnv("d2"), conf6()));
+    assert.deepEqual(held(), []);
+  });
+
+  it("a podCIDRv6 that is not an IPv6 CIDR is refused, naming the field", async () => {
+    assertCniError(await cni("ADD", podEnv("d1"), conf6({ podCIDRv6: "10.0.0.0/24" })), 7, /^network config: podCIDRv6: an IPv6 CIDR is required/);
+    assertCniError(await cni("ADD", podEnv("d1"), conf6({ podCIDRv6: "fd00::/127" })), 7, /^network config: podCIDRv6: .*too small/);
   });
 });
 

@@ -1,7 +1,7 @@
 // The CNI commands: ADD wires and registers a pod (all or nothing), DEL undoes it, CHECK verifies it.
 import type { Logger } from "pino";
 import { ADD_TIMEOUT_MS, callAgent, AgentUnreachable, type AgentRequest } from "./agent-socket.ts";
-import { addressOf, allocate, release, type IpamState } from "./ipam.ts";
+import { addressesOf, allocate, release, type IpamState } from "./ipam.ts";
 import { IpamLockTimeout, IpamStateCorrupt, IpamStore } from "./ipam-store.ts";
 import {
   ensureForwarding,
@@ -56,13 +56,14 @@ async function askAgent(conf: NetConf, request: AgentRequest): Promise<void> {
     );
 }
 
-function wiringFor(inv: Invocation, ip: string): PodWiring {
+function wiringFor(inv: Invocation, ip: string, ip6: string | undefined): PodWiring {
   return {
     hostIf: hostIfname(inv.env.containerId),
     netns: inv.env.netns,
     ifname: inv.env.ifname,
     ip,
     gateway: inv.conf.range.gateway,
+    ...(ip6 !== undefined && inv.conf.range6 ? { ip6: { ip: ip6, gateway: inv.conf.range6.gateway } } : {}),
     mtu: inv.conf.mtu,
   };
 }
@@ -73,8 +74,11 @@ function resultFor(w: PodWiring, links: WiredLinks): AddResult {
       { name: w.hostIf, mac: links.hostMac },
       { name: w.ifname, mac: links.podMac, sandbox: w.netns },
     ],
-    ips: [{ address: `${w.ip}/32`, gateway: w.gateway, interface: 1 }],
-    routes: [{ dst: "0.0.0.0/0", gw: w.gateway }],
+    ips: [
+      { address: `${w.ip}/32`, gateway: w.gateway, interface: 1 },
+      ...(w.ip6 ? [{ address: `${w.ip6.ip}/128`, gateway: w.ip6.gateway, interface: 1 }] : []),
+    ],
+    routes: [{ dst: "0.0.0.0/0", gw: w.gateway }, ...(w.ip6 ? [{ dst: "::/0", gw: w.ip6.gateway }] : [])],
   };
 }
 
@@ -83,12 +87,16 @@ export async function cmdAdd(inv: Invocation): Promise<AddResult> {
   const owner = { containerId: env.containerId, ifname: env.ifname };
   requireNetns(env.netns);
 
-  const allocated = await ipam(conf, (state) => {
+  // Both families in one update: a dual-stack pod holds both addresses or none.
+  const allocated = await ipam<{ ip: string; ip6: string | undefined; fresh: boolean }>(conf, (state) => {
     const r = allocate(state, conf.range, owner);
     if (!r.ok) throw new CniError(ErrorCode.AddressesExhausted, `IPAM: ${r.message}`);
-    return { state: r.state, value: r };
+    if (conf.range6 === undefined) return { state: r.state, value: { ip: r.ip, ip6: undefined, fresh: r.fresh } };
+    const r6 = allocate(r.state, conf.range6, owner);
+    if (!r6.ok) throw new CniError(ErrorCode.AddressesExhausted, `IPAM: ${r6.message}`);
+    return { state: r6.state, value: { ip: r.ip, ip6: r6.ip, fresh: r.fresh || r6.fresh } };
   });
-  const w = wiringFor(inv, allocated.ip);
+  const w = wiringFor(inv, allocated.ip, allocated.ip6);
   try {
     let links: WiredLinks | undefined;
     if (!allocated.fresh && hostLinkExists(w.hostIf)) {
@@ -107,7 +115,7 @@ export async function cmdAdd(inv: Invocation): Promise<AddResult> {
       unwirePod(w.hostIf);
     }
     if (links === undefined) {
-      ensureForwarding();
+      ensureForwarding(w.ip6 !== undefined);
       links = wirePod(w);
     }
     await askAgent(conf, {
@@ -119,7 +127,7 @@ export async function cmdAdd(inv: Invocation): Promise<AddResult> {
       netns: env.netns,
       hostIfname: w.hostIf,
       hostIfindex: links.hostIfindex,
-      ips: [w.ip],
+      ips: [w.ip, ...(w.ip6 ? [w.ip6.ip] : [])],
       mtu: w.mtu,
     });
     log.info(
@@ -128,6 +136,7 @@ export async function cmdAdd(inv: Invocation): Promise<AddResult> {
         pod: env.podName,
         namespace: env.podNamespace,
         ip: w.ip,
+        ...(w.ip6 ? { ip6: w.ip6.ip } : {}),
         hostIf: w.hostIf,
         fresh: allocated.fresh,
       },
@@ -208,20 +217,28 @@ export async function cmdCheck(inv: Invocation): Promise<void> {
   } catch (err) {
     throw new CniError(ErrorCode.IOFailure, `IPAM: ${(err as Error).message}`);
   }
-  const ip = addressOf(state, { containerId: env.containerId, ifname: env.ifname });
+  const held = addressesOf(state, { containerId: env.containerId, ifname: env.ifname });
+  const ip = held.find((a) => !a.includes(":"));
+  const ip6 = held.find((a) => a.includes(":"));
   if (ip === undefined)
     throw new CniError(
       ErrorCode.CheckFailed,
       `check: IPAM holds no address for container ${env.containerId} interface ${env.ifname}`,
     );
-  const prev = prevIPs(conf.prevResult);
-  if (prev !== undefined && !(prev.length === 1 && prev[0] === ip)) {
+  if (conf.range6 !== undefined && ip6 === undefined)
     throw new CniError(
       ErrorCode.CheckFailed,
-      `check: prevResult has ips ${JSON.stringify(prev)} but IPAM assigned ${ip}`,
+      `check: IPAM holds no IPv6 address for container ${env.containerId} interface ${env.ifname} (podCIDRv6 is set)`,
+    );
+  const assigned = conf.range6 !== undefined ? [ip, ip6!] : [ip];
+  const prev = prevIPs(conf.prevResult);
+  if (prev !== undefined && !(prev.length === assigned.length && prev.every((a, i) => a === assigned[i]))) {
+    throw new CniError(
+      ErrorCode.CheckFailed,
+      `check: prevResult has ips ${JSON.stringify(prev)} but IPAM assigned ${assigned.join(", ")}`,
     );
   }
-  const { problems } = verifyPod(wiringFor(inv, ip));
+  const { problems } = verifyPod(wiringFor(inv, ip, ip6));
   if (problems.length > 0)
     throw new CniError(ErrorCode.CheckFailed, `check: ${problems[0]}`, problems.join("; "));
 }

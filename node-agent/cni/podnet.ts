@@ -9,13 +9,17 @@ export function hostIfname(containerId: string): string {
   return `mbr${createHash("sha256").update(containerId).digest("hex").slice(0, 11)}`;
 }
 
-/** What ADD wires: pod address /32 on `ifname` in `netns`, gateway /32 on the host side. */
+/**
+ * What ADD wires: pod address /32 on `ifname` in `netns`, gateway /32 on the host side; on a dual-stack network
+ * also the pod's IPv6 address /128 and the IPv6 gateway /128, the same way.
+ */
 export interface PodWiring {
   hostIf: string;
   netns: string;
   ifname: string;
   ip: string;
   gateway: string;
+  ip6?: { ip: string; gateway: string };
   mtu: number;
 }
 
@@ -95,13 +99,15 @@ export function requireNetns(netns: string): void {
     throw new CniError(ErrorCode.UnknownContainer, `CNI_NETNS: network namespace ${netns} does not exist`);
 }
 
-/** Pods are routed, not bridged: the node must forward between veths. Only ever turns it on. */
-export function ensureForwarding(): void {
-  const p = "/proc/sys/net/ipv4/ip_forward";
-  try {
-    if (fs.readFileSync(p, "utf8").trim() !== "1") fs.writeFileSync(p, "1");
-  } catch (err) {
-    throw ioFailure("enabling IPv4 forwarding on the node", err);
+/** Pods are routed, not bridged: the node must forward between veths (IPv6 too for dual-stack pods). Only ever turns it on. */
+export function ensureForwarding(ipv6 = false): void {
+  const files = [["IPv4", "/proc/sys/net/ipv4/ip_forward"], ...(ipv6 ? [["IPv6", "/proc/sys/net/ipv6/conf/all/forwarding"]] : [])];
+  for (const [family, p] of files) {
+    try {
+      if (fs.readFileSync(p!, "utf8").trim() !== "1") fs.writeFileSync(p!, "1");
+    } catch (err) {
+      throw ioFailure(`enabling ${family} forwarding on the node`, err);
+    }
   }
 }
 
@@ -142,6 +148,14 @@ export function wirePod(w: PodWiring): WiredLinks {
     ipPod(w.netns, "addr", "add", `${w.ip}/32`, "dev", w.ifname);
     ipPod(w.netns, "link", "set", w.ifname, "up");
     ipPod(w.netns, "route", "replace", "default", "via", w.gateway, "dev", w.ifname, "onlink");
+    if (w.ip6) {
+      // The same for IPv6, the addresses without duplicate address detection: a tentative address could not be
+      // used for the first second or more of the pod's life, and each is unique on its link by construction.
+      ipHost("-6", "addr", "add", `${w.ip6.gateway}/128`, "dev", w.hostIf, "nodad");
+      ipHost("-6", "route", "replace", `${w.ip6.ip}/128`, "dev", w.hostIf);
+      ipPod(w.netns, "-6", "addr", "add", `${w.ip6.ip}/128`, "dev", w.ifname, "nodad");
+      ipPod(w.netns, "-6", "route", "replace", "default", "via", w.ip6.gateway, "dev", w.ifname, "onlink");
+    }
   } catch (err) {
     throw ioFailure(`configuring pod network on ${w.hostIf}/${w.ifname}`, err);
   }
@@ -173,9 +187,9 @@ interface JsonRoute {
   flags?: string[];
 }
 
-function hasAddr(json: string, ip: string): boolean {
+function hasAddr(json: string, ip: string, prefixlen = 32): boolean {
   return (JSON.parse(json) as JsonAddr[]).some((l) =>
-    (l.addr_info ?? []).some((a) => a.local === ip && a.prefixlen === 32),
+    (l.addr_info ?? []).some((a) => a.local === ip && a.prefixlen === prefixlen),
   );
 }
 
@@ -204,6 +218,18 @@ export function verifyPod(w: PodWiring): { problems: string[]; links?: WiredLink
   const podRoutes = JSON.parse(ipPod(w.netns, "-j", "route", "show", "default")) as JsonRoute[];
   if (!podRoutes.some((r) => r.gateway === w.gateway && r.dev === w.ifname))
     problems.push(`${w.netns} has no default route via ${w.gateway} dev ${w.ifname}`);
+  if (w.ip6) {
+    const { ip, gateway } = w.ip6;
+    if (!hasAddr(ipHost("-j", "-6", "addr", "show", "dev", w.hostIf), gateway, 128))
+      problems.push(`host veth ${w.hostIf} lacks the gateway address ${gateway}/128`);
+    const hostRoutes6 = JSON.parse(ipHost("-j", "-6", "route", "show", "exact", `${ip}/128`)) as JsonRoute[];
+    if (!hostRoutes6.some((r) => r.dev === w.hostIf)) problems.push(`node has no route to ${ip}/128 via ${w.hostIf}`);
+    if (!hasAddr(ipPod(w.netns, "-j", "-6", "addr", "show", "dev", w.ifname), ip, 128))
+      problems.push(`${w.ifname} in ${w.netns} lacks the address ${ip}/128`);
+    const podRoutes6 = JSON.parse(ipPod(w.netns, "-j", "-6", "route", "show", "default")) as JsonRoute[];
+    if (!podRoutes6.some((r) => r.gateway === gateway && r.dev === w.ifname))
+      problems.push(`${w.netns} has no IPv6 default route via ${gateway} dev ${w.ifname}`);
+  }
   return {
     problems,
     links: { hostIfindex: host.ifindex, hostMac: host.address ?? "", podMac: pod.address ?? "" },

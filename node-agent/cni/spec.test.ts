@@ -47,6 +47,8 @@ describe("network config", () => {
       /^network config: stateDir: must be an absolute path/,
     );
     rejects(() => parseNetConf({ ...base, podCIDR: "fd00::/64" }), 7, /^network config: podCIDR: only IPv4/);
+    rejects(() => parseNetConf({ ...base, podCIDRv6: "10.1.0.0/16" }), 7, /^network config: podCIDRv6: an IPv6 CIDR is required/);
+    rejects(() => parseNetConf({ ...base, podCIDRv6: 64 }), 7, /^network config: podCIDRv6: must be a string/);
     rejects(
       () => parseNetConf({ ...base, ipam: { type: "host-local" } }),
       2,

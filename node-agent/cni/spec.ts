@@ -126,6 +126,9 @@ export interface NetConf {
   name: string;
   range: PodRange;
   podCIDR: string;
+  /** A dual-stack network's IPv6 range: each pod gets one address of each (IPv4 first). */
+  range6?: PodRange;
+  podCIDRv6?: string;
   agentSocket?: string;
   mtu: number;
   stateDir: string;
@@ -207,6 +210,14 @@ export function parseNetConf(raw: unknown): NetConf {
   const range = podRange(podCIDR);
   if (!range.ok) throw invalid(podCIDRField, range.reason);
 
+  let range6: { podCIDRv6: string; range6: PodRange } | undefined;
+  if (c.podCIDRv6 !== undefined) {
+    if (typeof c.podCIDRv6 !== "string") throw invalid("podCIDRv6", 'must be a string such as "fd00:10:244:1::/64"');
+    const r6 = podRange(c.podCIDRv6, 6);
+    if (!r6.ok) throw invalid("podCIDRv6", r6.reason);
+    range6 = { podCIDRv6: c.podCIDRv6, range6: r6.range };
+  }
+
   let agentSocket: string | undefined;
   if (c.agentSocket !== undefined) {
     if (typeof c.agentSocket !== "string" || !path.isAbsolute(c.agentSocket))
@@ -240,6 +251,7 @@ export function parseNetConf(raw: unknown): NetConf {
     name: c.name,
     podCIDR,
     range: range.range,
+    ...(range6 ?? {}),
     ...(agentSocket !== undefined ? { agentSocket } : {}),
     mtu,
     stateDir,
