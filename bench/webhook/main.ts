@@ -33,6 +33,8 @@ interface Run {
   denied: number;
   /** Server CPU (all its processes) per answered request, µs: free of the load generator and of other processes. */
   cpuUsPerRequest: number;
+  /** The part of it spent in the kernel (TLS records' loopback sends and receives, epoll, waking the generator). */
+  sysUsPerRequest: number;
   /** The load generator's own CPU per request, µs: what it takes from the two cores the server shares. */
   loadgenUsPerRequest: number;
   /** The open loop at RATE requests/s: latency from each request's scheduled send time. */
@@ -53,7 +55,8 @@ interface BenchServer {
   child: ChildProcess;
   port: number;
   ca: string;
-  cpuUs(): Promise<number>;
+  /** The server's CPU time so far, µs: all of it, and the kernel's part. */
+  cpuUs(): Promise<{ cpu: number; sys: number }>;
 }
 
 async function startServer(mode: Mode): Promise<BenchServer> {
@@ -71,10 +74,11 @@ async function startServer(mode: Mode): Promise<BenchServer> {
     });
   try {
     const { port, ca } = JSON.parse(await nextLine()) as { port: number; ca: string };
-    const cpuUs = async (): Promise<number> => {
+    const cpuUs = async (): Promise<{ cpu: number; sys: number }> => {
       const answer = nextLine();
       child.stdin!.write("cpu\n");
-      return (JSON.parse(await answer) as { cpu_us: number }).cpu_us;
+      const { cpu_us, sys_us } = JSON.parse(await answer) as { cpu_us: number; sys_us: number };
+      return { cpu: cpu_us, sys: sys_us };
     };
     return { child, port, ca, cpuUs };
   } catch (err) {
@@ -107,6 +111,7 @@ interface Totals {
   closedSeconds: number;
   closedLatencies: Float64Array[];
   closedCpuUs: number;
+  closedSysUs: number;
   ownCpuUs: number;
   denied: number;
   openRequests: number;
@@ -140,7 +145,7 @@ async function measureBoth(): Promise<Record<Mode, Run>> {
     for (const mode of modes) await closedLoop({ ...load(mode), seconds: WARMUP_SECONDS, record: false });
     const totals = {} as Record<Mode, Totals>;
     for (const mode of modes) {
-      totals[mode] = { closedRequests: 0, closedSeconds: 0, closedLatencies: [], closedCpuUs: 0, ownCpuUs: 0, denied: 0, openRequests: 0, openUnanswered: 0, openLatencies: [], openSendDelays: [], openCpuUs: 0 };
+      totals[mode] = { closedRequests: 0, closedSeconds: 0, closedLatencies: [], closedCpuUs: 0, closedSysUs: 0, ownCpuUs: 0, denied: 0, openRequests: 0, openUnanswered: 0, openLatencies: [], openSendDelays: [], openCpuUs: 0 };
     }
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) {
@@ -157,14 +162,15 @@ async function measureBoth(): Promise<Record<Mode, Run>> {
         t.closedRequests += run.requests;
         t.closedSeconds += run.elapsedSeconds;
         t.closedLatencies.push(run.latenciesMs);
-        t.closedCpuUs += cpuAfter - cpuBefore;
+        t.closedCpuUs += cpuAfter.cpu - cpuBefore.cpu;
+        t.closedSysUs += cpuAfter.sys - cpuBefore.sys;
         t.ownCpuUs += own.user + own.system;
         t.denied += run.denied + open.denied;
         t.openRequests += open.requests;
         t.openUnanswered += open.unanswered;
         t.openLatencies.push(open.latenciesMs);
         t.openSendDelays.push(open.sendDelaysMs);
-        t.openCpuUs += openCpuAfter - cpuAfter;
+        t.openCpuUs += openCpuAfter.cpu - cpuAfter.cpu;
       }
     }
     const result = {} as Record<Mode, Run>;
@@ -179,6 +185,7 @@ async function measureBoth(): Promise<Record<Mode, Run>> {
         requests: t.closedRequests,
         denied: t.denied,
         cpuUsPerRequest: t.closedCpuUs / t.closedRequests,
+        sysUsPerRequest: t.closedSysUs / t.closedRequests,
         loadgenUsPerRequest: t.ownCpuUs / t.closedRequests,
         open: {
           p50: percentile(open, 50),
@@ -275,7 +282,7 @@ process.stdout.write(
     `    validate: p50 ${real.open.p50.toFixed(2)} ms, p99 ${real.open.p99.toFixed(2)} ms (target < 5 ms), max ${real.open.max.toFixed(1)} ms; generator late p99 ${real.open.sendDelayP99.toFixed(2)} ms; unanswered ${real.open.unanswered}\n` +
     `    noop:     p50 ${noop.open.p50.toFixed(2)} ms, p99 ${noop.open.p99.toFixed(2)} ms, max ${noop.open.max.toFixed(1)} ms; generator late p99 ${noop.open.sendDelayP99.toFixed(2)} ms; unanswered ${noop.open.unanswered}\n` +
     `  server CPU per request: validate ${real.cpuUsPerRequest.toFixed(0)} µs, noop ${noop.cpuUsPerRequest.toFixed(0)} µs ` +
-    `(CPU-bound ratio ${cpuRatio.toFixed(3)}); at ${RATE} req/s ${real.open.cpuUsPerRequest.toFixed(0)} / ${noop.open.cpuUsPerRequest.toFixed(0)} µs; ` +
+    `(of which kernel ${real.sysUsPerRequest.toFixed(0)} / ${noop.sysUsPerRequest.toFixed(0)} µs; CPU-bound ratio ${cpuRatio.toFixed(3)}); at ${RATE} req/s ${real.open.cpuUsPerRequest.toFixed(0)} / ${noop.open.cpuUsPerRequest.toFixed(0)} µs; ` +
     `load generator ${real.loadgenUsPerRequest.toFixed(0)} / ${noop.loadgenUsPerRequest.toFixed(0)} µs per request\n` +
     `  validation CPU per request (target ≤ 45 µs): server ${validateUs.toFixed(1)} µs closed loop, ${validateOpenUs.toFixed(1)} µs at ${RATE} req/s; ` +
     `admit() in-process ${admitValidateUs.toFixed(1)} µs (validate ${admitUs.toFixed(1)}, noop ${admitNoopUs.toFixed(1)}, of which JSON.parse ${reviewParseUs.toFixed(1)}); ` +
@@ -303,6 +310,8 @@ process.stdout.write(
     admit_validate_fresh_us: round(admitFreshValidateUs, 1),
     cpu_us_per_req: round(real.cpuUsPerRequest, 1),
     noop_cpu_us_per_req: round(noop.cpuUsPerRequest, 1),
+    sys_us_per_req: round(real.sysUsPerRequest, 1),
+    noop_sys_us_per_req: round(noop.sysUsPerRequest, 1),
     cpu_ratio: round(cpuRatio),
     loadgen_us_per_req: round(real.loadgenUsPerRequest, 1),
     admit_us: round(admitUs, 1),

@@ -1,4 +1,4 @@
-// The benchmark's server process: WebhookServer in the given mode, in 1..n node:cluster workers sharing one port; prints {"port","ca"} once listening, {"cpu_us"} on "cpu".
+// The benchmark's server process: WebhookServer in the given mode, in 1..n node:cluster workers sharing one port; prints {"port","ca"} once listening, {"cpu_us","sys_us"} on "cpu".
 import cluster from "node:cluster";
 import { createInterface } from "node:readline";
 import { pino } from "pino";
@@ -15,7 +15,7 @@ interface Setup {
 }
 
 /** What a worker tells the primary: its port once listening, its CPU time (µs) when asked. */
-type WorkerMessage = { listening: number } | { cpu_us: number };
+type WorkerMessage = { listening: number } | { cpu_us: number; sys_us: number };
 
 /** One WebhookServer as production runs it, stopped on SIGTERM. */
 async function serve(setup: Setup): Promise<number> {
@@ -33,7 +33,7 @@ async function worker(setup: Setup): Promise<void> {
   process.on("message", (m) => {
     if (m === "cpu") {
       const { user, system } = process.cpuUsage();
-      process.send?.({ cpu_us: user + system } satisfies WorkerMessage);
+      process.send?.({ cpu_us: user + system, sys_us: system } satisfies WorkerMessage);
     }
   });
 }
@@ -50,7 +50,7 @@ async function primary(): Promise<void> {
     createInterface({ input: process.stdin }).on("line", (line) => {
       if (line.trim() !== "cpu") return;
       const { user, system } = process.cpuUsage();
-      process.stdout.write(`${JSON.stringify({ cpu_us: user + system })}\n`);
+      process.stdout.write(`${JSON.stringify({ cpu_us: user + system, sys_us: system })}\n`);
     });
     return;
   }
@@ -75,11 +75,11 @@ async function primary(): Promise<void> {
     void Promise.all(
       forks.map(
         (w) =>
-          new Promise<number>((resolve) => {
+          new Promise<{ cpu_us: number; sys_us: number }>((resolve) => {
             const onMessage = (m: WorkerMessage): void => {
               if (!("cpu_us" in m)) return;
               w.off("message", onMessage);
-              resolve(m.cpu_us);
+              resolve(m);
             };
             w.on("message", onMessage);
             w.send("cpu");
@@ -87,8 +87,9 @@ async function primary(): Promise<void> {
       ),
     ).then((cpus) => {
       const own = process.cpuUsage();
-      const total = cpus.reduce((a, b) => a + b, own.user + own.system);
-      process.stdout.write(`${JSON.stringify({ cpu_us: total })}\n`);
+      const total = cpus.reduce((a, b) => a + b.cpu_us, own.user + own.system);
+      const sys = cpus.reduce((a, b) => a + b.sys_us, own.system);
+      process.stdout.write(`${JSON.stringify({ cpu_us: total, sys_us: sys })}\n`);
     });
   });
   process.on("SIGTERM", () => {
