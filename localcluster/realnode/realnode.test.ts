@@ -13,7 +13,7 @@ import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
 import { CHART_DIR } from "../chart.ts";
-import { canonicalPrefix, parsePrefix, prefixContains } from "../../core/cidr.ts";
+import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
 import { KUBELET_SYSCTLS, SYSCTL_RECORD } from "./sysctls.ts";
 import { buildMembraneImage, type RealNode } from "./realnode.ts";
@@ -563,11 +563,10 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
         const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { pod?: string; ip?: string }; destination: { pod?: string; ip?: string; port?: number }; dropReason?: string });
         return flows.length > 0 ? flows : undefined;
       });
-      // Compared as addresses: flows print IPv6 uncompressed (fd00:10:244:a1:0:0:0:6; README, what does not work yet).
-      const canonical = (ip: string | undefined): string | undefined => (ip === undefined ? undefined : canonicalPrefix(ip));
+      // The addresses as kubectl shows them in status.podIPs (RFC 5952, as Hubble prints them).
       assert.deepEqual(
-        { source: drops[0]!.source.pod, sourceIP: canonical(drops[0]!.source.ip), destinationIP: canonical(drops[0]!.destination.ip), port: drops[0]!.destination.port },
-        { source: "client6", sourceIP: `${client6}/128`, destinationIP: `${server6}/128`, port: 8080 },
+        { source: drops[0]!.source.pod, sourceIP: drops[0]!.source.ip, destinationIP: drops[0]!.destination.ip, port: drops[0]!.destination.port },
+        { source: "client6", sourceIP: client6, destinationIP: server6, port: 8080 },
       );
       assert.match(drops[0]!.dropReason ?? "", /policy denied/);
 

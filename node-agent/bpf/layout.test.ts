@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry } from "../../core/model.ts";
 import { CONST, DROP_REASON_CODES, DROP_REASONS, LAYOUT, encodePolicyKey, parseAddress, formatAddress } from "./layout.ts";
+import { formatIP, parseIP } from "../../core/cidr.ts";
 
 const header = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/lib/layout.h");
 
@@ -73,4 +74,23 @@ test("addresses round-trip through the map encoding", () => {
     assert.equal(parseAddress(formatAddress(family, bytes)).bytes.toString("hex"), bytes.toString("hex"));
   }
   assert.throws(() => parseAddress("10.1.2.300"), /invalid IPv4/);
+});
+
+test("IPv6 addresses are printed as Hubble and kubectl print them (RFC 5952), the same text core/cidr.ts gives", () => {
+  const cases: [string, string][] = [
+    ["fd00:10:244:a1:0:0:0:6", "fd00:10:244:a1::6"],
+    ["0:0:0:0:0:0:0:1", "::1"],
+    ["0:0:0:0:0:0:0:0", "::"],
+    ["fe80:0:0:0:1:0:0:2", "fe80::1:0:0:2"], // the first of two equal runs
+    ["1:0:0:2:0:0:0:3", "1:0:0:2::3"], // the longest run
+    ["1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"], // a single zero group stays
+    ["fd00:203:0:0:0:0:0:0", "fd00:203::"],
+    ["2001:db8:1:2:3:4:5:6", "2001:db8:1:2:3:4:5:6"],
+  ];
+  for (const [input, want] of cases) {
+    const { bytes } = parseAddress(input);
+    const padded = Buffer.concat([Buffer.alloc(3), bytes]);
+    assert.equal(formatAddress(6, padded, 3), want, input);
+    assert.equal(formatAddress(6, bytes), formatIP(6, parseIP(input)!.addr), input);
+  }
 });

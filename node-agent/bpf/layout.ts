@@ -182,11 +182,32 @@ export function parseAddress(ip: string): { family: 4 | 6; bytes: Buffer } {
   return { family: parsed.family, bytes };
 }
 
-/** The address in bytes[offset..] as text (IPv4 in its first 4 bytes); every event pays this twice, so no intermediate arrays. */
+/**
+ * The address in bytes[offset..] as text (IPv4 in its first 4 bytes), IPv6 in RFC 5952's form as Hubble and
+ * kubectl print it (the longest run of two or more zero groups as "::", the first on a tie): flows and the
+ * exact-address filters of clients compare it as text. Every event pays this twice, so no intermediate arrays.
+ */
 export function formatAddress(family: number, bytes: Uint8Array, offset = 0): string {
   if (family === 4) return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
-  let out = ((bytes[offset]! << 8) | bytes[offset + 1]!).toString(16);
-  for (let i = 2; i < 16; i += 2) out += ":" + ((bytes[offset + i]! << 8) | bytes[offset + i + 1]!).toString(16);
+  let zerosAt = -1;
+  let zeros = 1;
+  for (let g = 0, run = 0; g < 8; g++) {
+    run = bytes[offset + 2 * g] === 0 && bytes[offset + 2 * g + 1] === 0 ? run + 1 : 0;
+    if (run > zeros) {
+      zeros = run;
+      zerosAt = g - run + 1;
+    }
+  }
+  let out = "";
+  for (let g = 0; g < 8; g++) {
+    if (g === zerosAt) {
+      out += "::";
+      g += zeros - 1;
+      continue;
+    }
+    if (g > 0 && g !== zerosAt + zeros) out += ":";
+    out += ((bytes[offset + 2 * g]! << 8) | bytes[offset + 2 * g + 1]!).toString(16);
+  }
   return out;
 }
 
