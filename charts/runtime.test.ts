@@ -50,6 +50,19 @@ describe("chart runtime", () => {
     assert.equal(hostDirAt(pod, runtime, "/sys/fs/bpf"), "/sys/fs/bpf", "its programs pinned in the host's bpffs");
   });
 
+  it("runtime.keepSensorsOnExit: the runtime pod's --keep-sensors-on-exit (off by default, as Tetragon's)", async () => {
+    const keepOf = async (values: Record<string, boolean>): Promise<boolean> => {
+      const pod = daemonSetPod(parseManifest(await renderText({ "runtime.enabled": true, ...values })), "membrane-runtime")!;
+      const parsed = parseRuntimeArgs(kubeletArgs(pod.containers[0]!.args.slice(1)));
+      assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+      // The production pin scope whatever this says: a new runtime adopts what the old pod (or an older version) kept.
+      assert.equal(parsed.value.bpfScope, "runtime");
+      return parsed.value.keepSensorsOnExit;
+    };
+    assert.equal(await keepOf({}), false);
+    assert.equal(await keepOf({ "runtime.keepSensorsOnExit": true }), true);
+  });
+
   it("runtime.mode=embedded: no runtime pod; the agent runs it in its container (--enable-runtime, hostPID)", async () => {
     const objects = parseManifest(await renderText({ "runtime.enabled": true, "runtime.mode": "embedded" }));
     assert.equal(daemonSetPod(objects, "membrane-runtime"), undefined);

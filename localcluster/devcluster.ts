@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { OVERLAY_DEVICE } from "../node-agent/overlay-device.ts";
+import { removeRuntimePins } from "../node-agent/runtime/pin-scopes.ts";
 import { ALL_CONTROLLERS } from "../controllers/operator.ts";
 import { KubeClient } from "../kube/kube.ts";
 import { writeAgentPki } from "../kube/pki.ts";
@@ -248,6 +249,9 @@ async function unregisterWebhook(kubeconfig: string): Promise<void> {
 /** The pin scope of a node's datapath maps. */
 export const agentScope = (node: LocalNode): string => node.name;
 
+/** The pin scope of a node's runtime enforcer (beside its agent's): a cluster's runtime never adopts or removes another's pins. */
+export const runtimeScope = (agentScopeName: string): string => `${agentScopeName}-runtime`;
+
 /**
  * Starts `membrane agent` for each node in the root netns (so it reaches the operator on 127.0.0.1),
  * attaching inside the node's netns; each makes (or, restarted, adopts) the node's VXLAN overlay device there, as
@@ -270,7 +274,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
     if (opts.runtime) state.runtime = true;
     else delete state.runtime;
   }
-  const runtimeArgs = state.runtime ? ["--enable-runtime"] : [];
+  const runtimeArgs = (node: LocalNode): string[] => (state.runtime ? ["--enable-runtime", "--runtime-bpf-scope", runtimeScope(agentScope(node))] : []);
   const hostFirewallArgs = state.hostFirewall ? ["--host-firewall-device", DEV_HOST_FIREWALL_DEVICE] : [];
   const enc = state.encryption;
   const encryptionArgs = enc ? ["--encryption", "wireguard", "--wireguard-go", wireguardGoBinary(), ...(enc.strict ? ["--encryption-strict"] : []), ...(enc.routing ? ["--wireguard-routing", enc.routing] : [])] : [];
@@ -296,7 +300,7 @@ export async function startAgents(dir: string, nodes: readonly LocalNode[], kube
         ...(kubeconfig !== undefined ? ["--kubeconfig", kubeconfig] : []),
         ...encryptionArgs,
         ...hostFirewallArgs,
-        ...runtimeArgs,
+        ...runtimeArgs(node),
       ],
       logFile,
     );
@@ -341,6 +345,8 @@ export async function stopDevCluster(dir: string, kubeconfig?: string): Promise<
   if (state.operatorPid !== undefined && isOurs(state.operatorPid, "operator", join(p.pki, "operator.crt"))) await terminateProcess(state.operatorPid, 10_000);
   for (const a of state.agents) {
     if (/^[A-Za-z0-9._-]+$/.test(a.scope) && existsSync(join(BPFFS_ROOT, a.scope))) await rm(join(BPFFS_ROOT, a.scope), { recursive: true, force: true });
+    // What its runtime left pinned when it was killed (stopped, it removed them).
+    if (/^[A-Za-z0-9._-]+$/.test(a.scope)) removeRuntimePins(runtimeScope(a.scope));
   }
   await rm(p.root, { recursive: true, force: true });
   log.info({ operator: state.operatorPid, webhook: state.webhookPid, agents: state.agents.map((a) => a.pid) }, "membrane processes stopped");

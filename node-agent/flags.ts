@@ -24,6 +24,7 @@ import { DEFAULT_HUBBLE_METRICS, parseHubbleMetrics, type HubbleMetricConfig, ty
 import { ENCRYPTION_MODES, type AgentEncryptionMode } from "./encryption/publication.ts";
 import { AUDIT_MODE_ANNOTATION } from "./audit-mode.ts";
 import { CGROUP2_ROOT } from "./runtime/connect-enforcer.ts";
+import { DEFAULT_RUNTIME_BPF_SCOPE, checkRuntimeBpfScope } from "./runtime/pin-scopes.ts";
 import { DEFAULT_POLICY_MAP_ENTRIES } from "./bpf/layout.ts";
 
 /**
@@ -51,7 +52,7 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME[,NAME|PREFIX+...]|none] [--tunnel-device NAME]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
-                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false] [--external-runtime[=true|false]]]
+                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false] [--external-runtime[=true|false]] [--runtime-bpf-scope SCOPE]]
                       [--bpf-lb-sock[=true|false] [--cgroup-root DIR]]
                       [--owner-daemonset NAMESPACE/NAME]
 
@@ -179,6 +180,9 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                      the agent writes in --state-dir (a host directory both pods mount) and writes its pid and status
                      files there, so deleting or upgrading the agent's pod leaves its enforcement alone (default false:
                      the agent starts it, and its container's end kills it)
+  --runtime-bpf-scope  the runtime enforcer's pin scope (its --bpf-scope): the agent starts it with it and removes what it
+                     left pinned there (default ${DEFAULT_RUNTIME_BPF_SCOPE}, the runtime's own; the process-based local cluster gives
+                     its own, so a test's runtime never touches another's pins)
   --bpf-lb-sock      translate Services' ClusterIPs at this node's pods' sockets (Cilium's socket LB): connect and
                      sendmsg go straight to a ready backend (from the Services and EndpointSlices the agent watches), so
                      policy, conntrack and flows see the backend pod; replies and getpeername show the ClusterIP. A
@@ -271,6 +275,8 @@ export interface AgentFlags {
   readonly runtime: boolean;
   /** It runs as a process the agent does not start or end (`--external-runtime`: the chart's membrane-runtime pod). */
   readonly runtimeExternal: boolean;
+  /** The runtime's pin scope (`--runtime-bpf-scope`); absent: the runtime's default. */
+  readonly runtimeBpfScope?: string;
   /** --cgroup-root as given: the host's cgroup v2 directory (the runtime's connect programs and containers' cgroups too). */
   readonly cgroupRoot?: string;
   /** ClusterIP translation at the pods' sockets (`--bpf-lb-sock`), its programs on this cgroup v2 directory; absent when off. */
@@ -385,6 +391,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "l7-proxy-socket-dir": { type: "string" },
         "enable-runtime": { type: "string" },
         "external-runtime": { type: "string" },
+        "runtime-bpf-scope": { type: "string" },
         "bpf-lb-sock": { type: "string" },
         "cgroup-root": { type: "string" },
         "owner-daemonset": { type: "string" },
@@ -535,6 +542,9 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const runtimeExternal = str("external-runtime");
   if (runtimeExternal !== undefined && runtimeExternal !== "true" && runtimeExternal !== "false") return { ok: false, error: `--external-runtime: must be true or false, got ${JSON.stringify(runtimeExternal)}` };
   if (runtimeExternal === "true" && runtimeFlag !== "true") return { ok: false, error: "--external-runtime: the runtime enforcer is off (--enable-runtime)" };
+  const runtimeBpfScope = str("runtime-bpf-scope");
+  const badRuntimeScope = runtimeBpfScope !== undefined ? checkRuntimeBpfScope("--runtime-bpf-scope", runtimeBpfScope) : undefined;
+  if (badRuntimeScope !== undefined) return { ok: false, error: badRuntimeScope };
   const socketLB = str("bpf-lb-sock");
   if (socketLB !== undefined && socketLB !== "true" && socketLB !== "false") return { ok: false, error: `--bpf-lb-sock: must be true or false, got ${JSON.stringify(socketLB)}` };
   const cgroupRoot = str("cgroup-root");
@@ -597,6 +607,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
       runtime: runtimeFlag === "true",
       runtimeExternal: runtimeExternal === "true",
+      ...(runtimeBpfScope !== undefined ? { runtimeBpfScope } : {}),
       ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
       ...(socketLB === "true" ? { socketLB: { cgroupRoot: cgroupRoot ?? CGROUP2_ROOT } } : {}),
       ...(ownerMatch ? { ownerDaemonSet: { namespace: ownerMatch[1]!, name: ownerMatch[3]! } } : {}),

@@ -79,6 +79,12 @@ describe("membrane agent flags", () => {
     assert.equal(error("--enable-runtime", "--external-runtime=yes"), '--external-runtime: must be true or false, got "yes"');
   });
 
+  it("--runtime-bpf-scope: the runtime enforcer's pin scope (absent: the runtime's own default); refused naming the flag", () => {
+    assert.equal(flags("--enable-runtime").runtimeBpfScope, undefined);
+    assert.equal(flags("--enable-runtime", "--runtime-bpf-scope", "rn-node-1-runtime").runtimeBpfScope, "rn-node-1-runtime");
+    assert.equal(error("--runtime-bpf-scope", "../x"), `--runtime-bpf-scope: must be letters, digits, '.', '_' or '-', got "../x"`);
+  });
+
   it("the DNS proxy is on by default with --node-ip, with Cilium's tofqdns flags; off with --enable-dns-proxy=false; bad values are refused naming the flag", () => {
     assert.equal(flags().dnsProxy, undefined, "no --node-ip: no address to listen on");
     assert.deepEqual(flags("--node-ip", "192.0.2.1").dnsProxy, { cache: { minTtlSeconds: 0, maxAddressesPerName: 1000, graceSeconds: 5 }, rejectCode: "refused" });

@@ -64,7 +64,7 @@ export async function run(args: string[]): Promise<number> {
   // The runtime enforcer first, from the files the last agent wrote (its policies and pods), when none runs (the agent's
   // pod was deleted with it): its file and exec hooks lapse while no runtime runs, and need not wait for the datapath,
   // the endpoints and the proxies; the agent's start then writes its own state into those files and adopts it.
-  const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.cgroupRoot !== undefined ? { cgroupRoot: f.cgroupRoot } : {}), ...(f.runtimeExternal ? { external: true } : {}) }) : undefined;
+  const runtime = f.runtime ? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.runtimeBpfScope !== undefined ? { bpfScope: f.runtimeBpfScope } : {}), ...(f.cgroupRoot !== undefined ? { cgroupRoot: f.cgroupRoot } : {}), ...(f.runtimeExternal ? { external: true } : {}) }) : undefined;
   runtime?.startFromLastState();
   let datapath: Datapath;
   try {
@@ -160,7 +160,7 @@ export async function run(args: string[]): Promise<number> {
   onDnsFlow = (flow) => dnsMetrics?.observe(flow);
   if (!f.runtime) {
     // The enforcer switched off: a runtime an earlier agent left running would keep enforcing policies nobody updates.
-    const stale = new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log });
+    const stale = new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.runtimeBpfScope !== undefined ? { bpfScope: f.runtimeBpfScope } : {}) });
     if (stale.pid() !== undefined) log.info({ pid: stale.pid() }, "runtime enforcer left by an earlier agent stopped (--enable-runtime is off)");
     // Also when it is gone: its connect programs outlive it, pinned.
     await stale.shutdown();
@@ -274,7 +274,7 @@ export async function run(args: string[]): Promise<number> {
  * and the agent's files (uninstall.ts; the CNI plugin and conflist stay, for the pods' DEL).
  */
 async function removeFromNode(f: AgentFlags, log: Logger, started: { runtime?: AgentRuntime; l7?: AgentL7 }): Promise<void> {
-  await shutdownStep(log, "runtime enforcer", 2_500, () => (started.runtime ?? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log })).shutdown());
+  await shutdownStep(log, "runtime enforcer", 2_500, () => (started.runtime ?? new AgentRuntime({ stateDir: f.stateDir, nodeName: f.nodeName, log, ...(f.runtimeBpfScope !== undefined ? { bpfScope: f.runtimeBpfScope } : {}) })).shutdown());
   await shutdownStep(log, "L7 proxy", 1_000, () => started.l7?.shutdown());
   if (f.encryption === "wireguard") await shutdownStep(log, "WireGuard", 1_500, () => removeWireguard({ nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, vxlanPort: OVERLAY_VXLAN_PORT, log }));
   // The overlay device (--tunnel-device) goes with the cluster's use of it, if an agent made it; one the node brought stays.

@@ -11,10 +11,7 @@ import type { PodContainer } from "../../core/container.ts";
 import type { TracingPolicyItem, TracingPolicyNodeStatus } from "../../core/wire.ts";
 import { alive, recordedPid, stopProcess } from "../recorded-process.ts";
 import { membraneCommand } from "../self-command.ts";
-import { RUNTIME_CONNECT_SCOPE, removeConnectPins } from "./connect-enforcer.ts";
-import { RUNTIME_TRACEPOINT_SCOPE, removeTracepointPins } from "./tracepoint-enforcer.ts";
-import { RUNTIME_SENSOR_SCOPE } from "./visibility.ts";
-import { BPFFS_ROOT } from "../bpf/loader.ts";
+import { removeRuntimePins } from "./pin-scopes.ts";
 import type { PodContainers } from "./pod-containers.ts";
 
 
@@ -62,6 +59,10 @@ export interface AgentRuntimeOptions {
    * pod can be deleted or upgraded without its file and exec hooks lapsing.
    */
   readonly external?: boolean;
+  /** The runtime's pin scope (its --bpf-scope; default the runtime's own, "runtime"): tests and the process-based local cluster give theirs. */
+  readonly bpfScope?: string;
+  /** How long shutdown() waits for an external runtime to end (its pod is deleted at the uninstall too; default 2 s). */
+  readonly externalExitWaitMs?: number;
 }
 
 /** The runtime's status file: each policy by its runtime key (`name`, `namespace/name`). */
@@ -242,20 +243,30 @@ export class AgentRuntime {
 
   /**
    * Stops the runtime too (the enforcer switched off, uninstall, tests): its programs and marks are removed at its
-   * SIGTERM; the connect and tracepoint programs a runtime of this state dir left pinned when it died (they outlive it) go too.
+   * SIGTERM; the connect and tracepoint programs a runtime of this state dir left pinned (killed, or stopped with
+   * --keep-sensors-on-exit: both leave its pid file) go too.
    */
   async shutdown(): Promise<void> {
     this.stop();
-    // A runtime of its own pod ends with that pod (uninstall deletes its DaemonSet; it removes its programs at its
-    // SIGTERM): only what one that died left pinned goes here.
-    if (this.opts.external && this.pid() !== undefined) return;
-    const pid = this.pid();
-    if (pid !== undefined) await stopProcess(pid, 10_000);
+    if (this.opts.external) {
+      // A runtime of its own pod ends with that pod (uninstall deletes its DaemonSet too). Its policy file goes first:
+      // a runtime still running then reads no policy and removes its programs, and one with --keep-sensors-on-exit
+      // keeps nothing at its SIGTERM from now on. One that stopped before, keeping them, left its pid file: below.
+      fs.rmSync(this.policyFile, { force: true });
+      const pid = this.pid();
+      const until = Date.now() + (this.opts.externalExitWaitMs ?? 2_000);
+      while (pid !== undefined && alive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      if (pid !== undefined && alive(pid)) {
+        this.opts.log.info({ pid }, "runtime enforcer still running: it removes its programs itself (its policy file is gone)");
+        return;
+      }
+    } else {
+      const pid = this.pid();
+      if (pid !== undefined) await stopProcess(pid, 10_000);
+    }
     // Only where this state dir's runtime ran: the process-based local cluster's nodes share one bpffs.
     if (fs.existsSync(this.pidFile)) {
-      const removed = [removeConnectPins(RUNTIME_CONNECT_SCOPE) ? RUNTIME_CONNECT_SCOPE : [], removeTracepointPins(RUNTIME_TRACEPOINT_SCOPE) ? RUNTIME_TRACEPOINT_SCOPE : []].flat();
-      // The process sensor's maps (its programs went with the process).
-      fs.rmSync(path.join(BPFFS_ROOT, RUNTIME_SENSOR_SCOPE), { recursive: true, force: true });
+      const removed = removeRuntimePins(this.opts.bpfScope);
       if (removed.length > 0) this.opts.log.info({ scopes: removed }, "runtime enforcer's pinned programs removed");
       fs.rmSync(this.pidFile, { force: true });
     }
@@ -298,6 +309,7 @@ export class AgentRuntime {
       "--node-name", this.opts.nodeName,
       "--metrics-address", this.opts.metricsAddress ?? "127.0.0.1:0",
       ...(this.opts.cgroupRoot !== undefined ? ["--cgroup-root", this.opts.cgroupRoot] : []),
+      ...(this.opts.bpfScope !== undefined ? ["--bpf-scope", this.opts.bpfScope] : []),
     ];
     // A status of an earlier runtime says nothing of this one.
     fs.rmSync(this.statusFile, { force: true });

@@ -20,8 +20,6 @@ import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
 export const CGROUP2_ROOT = "/sys/fs/cgroup/unified";
-/** The runtime's pin scope for its connect programs (`membrane runtime`; tests use their own). */
-export const RUNTIME_CONNECT_SCOPE = "runtime-connect";
 const BPF_CGROUP_INET4_CONNECT = 10;
 const BPF_CGROUP_INET6_CONNECT = 11;
 const HOOKS = [["membrane_connect4", BPF_CGROUP_INET4_CONNECT], ["membrane_connect6", BPF_CGROUP_INET6_CONNECT]] as const;

@@ -19,6 +19,8 @@ export interface HookEnforcer {
   /** Why this node cannot serve the plan's hooks of its kind (HookUnavailable), before anything is loaded. */
   unavailable?(plan: EnforcementPlan): string | undefined;
   close(): void;
+  /** Closes this process's fds only: what is pinned keeps acting on the rules as written, for the next runtime to adopt. */
+  release?(): void;
 }
 
 export interface RuntimeEnforcementOptions {
@@ -124,6 +126,18 @@ export class RuntimeEnforcement {
     this.files.close();
     this.opts.connect?.close();
     this.opts.tracepoints?.close();
+    this.plans = new Map();
+  }
+
+  /**
+   * Stops this process's part only (`--keep-sensors-on-exit`): the pinned connect and tracepoint programs go on with
+   * their rules, as after a SIGKILL, and the next runtime adopts them. The file and exec hooks end here: a fanotify
+   * group lives only as long as its fd, and cannot be pinned.
+   */
+  release(): void {
+    this.files.close();
+    this.opts.connect?.release?.();
+    this.opts.tracepoints?.release?.();
     this.plans = new Map();
   }
 

@@ -7,9 +7,9 @@ import { pino } from "pino";
 import fs from "node:fs";
 import { Gauge, Registry } from "prom-client";
 import type { RuntimeEvent } from "../../core/process-event.ts";
-import { ConnectEnforcer, RUNTIME_CONNECT_SCOPE } from "./connect-enforcer.ts";
+import { ConnectEnforcer } from "./connect-enforcer.ts";
 import { ContainerCgroups } from "./containers.ts";
-import { RUNTIME_TRACEPOINT_SCOPE, TracepointEnforcer } from "./tracepoint-enforcer.ts";
+import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
 import { RuntimeEnforcement, policyKey } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { PolledFile, parsePods, parsePolicies } from "./policy-source.ts";
@@ -18,9 +18,11 @@ import { RuntimeEventStream } from "./event-stream.ts";
 import { TP_PROCS_MAX } from "./tracepoint-layout.ts";
 import { ProcessVisibility } from "./visibility.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
+import { DEFAULT_RUNTIME_BPF_SCOPE, checkRuntimeBpfScope, runtimePinScopes } from "./pin-scopes.ts";
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
                         [--node-name NAME] [--metrics-address HOST:PORT] [--cgroup-root DIR] [--pid-file FILE]
+                        [--bpf-scope SCOPE] [--keep-sensors-on-exit[=true|false]]
 
   --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm/process_tracepoint event (Tetragon's JSON) to FILE
   --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
@@ -33,7 +35,13 @@ const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [-
   --metrics-address ADDR     serve Prometheus metrics on http://ADDR/metrics and the live event stream on http://ADDR/v1/events
                              (membrane observe --type process --runtime-address ADDR; default 127.0.0.1:9964)
   --pid-file FILE            write this process's pid here at start, removed at its exit (an agent started with
-                             --external-runtime finds the runtime of its state dir by it: the chart's membrane-runtime pod)`;
+                             --external-runtime finds the runtime of its state dir by it: the chart's membrane-runtime pod)
+  --bpf-scope SCOPE          pin its maps and programs under /sys/fs/bpf/membrane/SCOPE, SCOPE-connect and SCOPE-tracepoint
+                             (default ${DEFAULT_RUNTIME_BPF_SCOPE}; a runtime adopts only what one of the same scope left pinned)
+  --keep-sensors-on-exit     at SIGTERM leave the connect and tracepoint programs pinned with their rules, enforcing, for the
+                             next runtime to adopt (as Tetragon's flag; default false: they are removed). The file and exec
+                             hooks (fanotify) end with the process whatever this says. Needs --policy-file; once that file
+                             is gone (the agent's uninstall removes it) nothing is kept`;
 
 export interface RuntimeConfig {
   readonly exportFile: string;
@@ -42,6 +50,10 @@ export interface RuntimeConfig {
   readonly podsFile?: string;
   readonly cgroupRoot?: string;
   readonly pidFile?: string;
+  /** Its pins' scope (pin-scopes.ts). */
+  readonly bpfScope: string;
+  /** At SIGTERM its connect and tracepoint programs stay pinned, enforcing, for the next runtime. */
+  readonly keepSensorsOnExit: boolean;
   readonly nodeName: string;
   readonly metricsHost: string;
   readonly metricsPort: number;
@@ -49,10 +61,12 @@ export interface RuntimeConfig {
 
 export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: RuntimeConfig } | { ok: false; error: string } {
   const flags = parseFlags({
-    args: [...args],
+    // A bare boolean flag reads as =true (the agent's flags do the same), so =false can be written too.
+    args: args.map((a) => (a === "--keep-sensors-on-exit" ? "--keep-sensors-on-exit=true" : a)),
     options: {
       "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" },
       "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" }, "pid-file": { type: "string" },
+      "bpf-scope": { type: "string" }, "keep-sensors-on-exit": { type: "string" },
     },
   });
   if (!flags.ok) return flags;
@@ -66,6 +80,12 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
   const cgroupRoot = v["cgroup-root"];
   if (cgroupRoot !== undefined && !cgroupRoot.startsWith("/")) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
   if (v["status-file"] !== undefined && v["policy-file"] === undefined) return { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" };
+  const bpfScope = v["bpf-scope"] ?? DEFAULT_RUNTIME_BPF_SCOPE;
+  const badScope = checkRuntimeBpfScope("--bpf-scope", bpfScope);
+  if (badScope !== undefined) return { ok: false, error: badScope };
+  const keep = v["keep-sensors-on-exit"];
+  if (keep !== undefined && keep !== "true" && keep !== "false") return { ok: false, error: `--keep-sensors-on-exit: must be true or false, got ${JSON.stringify(keep)}` };
+  if (keep === "true" && v["policy-file"] === undefined) return { ok: false, error: "--keep-sensors-on-exit: needs --policy-file (what is kept enforces its policies until the next runtime reads it)" };
   return {
     ok: true,
     value: {
@@ -75,6 +95,8 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
       ...(v["pods-file"] !== undefined ? { podsFile: v["pods-file"] } : {}),
       ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
       ...(v["pid-file"] !== undefined ? { pidFile: v["pid-file"] } : {}),
+      bpfScope,
+      keepSensorsOnExit: keep === "true",
       nodeName: v["node-name"] || os.hostname(),
       metricsHost: m[1]!,
       metricsPort: port,
@@ -112,7 +134,8 @@ export async function run(args: string[]): Promise<number> {
   const stream = new RuntimeEventStream(registry);
   // Containers by their cgroups (real nodes: the kubelet's per-container cgroups, the pods file's container statuses).
   const containers = new ContainerCgroups(cfg.cgroupRoot !== undefined ? { cgroupRoot: cfg.cgroupRoot } : {});
-  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod, containers, onEvent: (e, json) => stream.push(e, json) });
+  const scopes = runtimePinScopes(cfg.bpfScope);
+  const visibility = new ProcessVisibility({ nodeName: cfg.nodeName, exportFile: cfg.exportFile, registry, resolvePod, containers, scope: scopes.sensor, onEvent: (e, json) => stream.push(e, json) });
   try {
     visibility.start();
   } catch (err) {
@@ -121,9 +144,9 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
-  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: RUNTIME_CONNECT_SCOPE, ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
+  const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: scopes.connect, ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
   // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
-  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: RUNTIME_TRACEPOINT_SCOPE });
+  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: scopes.tracepoint });
   const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",
@@ -246,10 +269,19 @@ export async function run(args: string[]): Promise<number> {
   for (const s of sources) s.stop();
   clearInterval(overflowCheck);
   stream.close();
-  engine.stop();
+  // Kept only for a next runtime of the same policy file: the agent's uninstall removes that file first, and then
+  // nothing is kept (a stat, not an open: it cannot wait on this process's own permission events).
+  const keep = cfg.keepSensorsOnExit && cfg.policyFile !== undefined && (await fs.promises.stat(cfg.policyFile).then(() => true, () => false));
+  if (keep) engine.release();
+  else engine.stop();
   visibility.stop();
   server.close();
   await applying;
+  if (keep) {
+    // Left as after a SIGKILL: it tells an agent's uninstall that a runtime of this state dir left programs pinned.
+    log.info({ scopes: [scopes.connect, scopes.tracepoint], pidFile: cfg.pidFile }, "runtime stopped: its connect and tracepoint programs stay pinned and enforcing for the next runtime (--keep-sensors-on-exit); its file and exec hooks ended with it");
+    return 0;
+  }
   removePidFile();
   // Its scopes are gone: at an uninstall its pod may end after the agent's, which left the directory to it.
   try {

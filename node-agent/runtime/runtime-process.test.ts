@@ -1,7 +1,9 @@
 // `membrane runtime` as the process a node runs: it reads the pods file and the TracingPolicy file, writes each
 // policy's status, kills a pod's process that opens the watched file (the reference example), exports the event
 // with the pod next to exec/exit events, follows a change of the policy file, and removes everything at SIGTERM;
-// its connect and tracepoint programs outlive it when it is killed (pinned), and the next runtime adopts them.
+// its connect and tracepoint programs outlive it when it is killed (pinned), or SIGTERMed with --keep-sensors-on-exit,
+// and the next runtime adopts them. Every runtime here pins under a scope of this run's own (--bpf-scope), so a
+// concurrent run (another worktree, CI) and a node's real runtime are never touched.
 // Loads eBPF and creates network namespaces: run under flock /tmp/membrane-kernel.lock.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -14,12 +16,15 @@ import type { RuntimeEvent } from "../../core/process-event.ts";
 import { BPFFS_ROOT } from "../bpf/loader.ts";
 import { NetnsFixture } from "../bpf/netns.ts";
 import { AgentRuntime } from "./agent-runtime.ts";
-import { RUNTIME_CONNECT_SCOPE, removeConnectPins } from "./connect-enforcer.ts";
-import { RUNTIME_TRACEPOINT_SCOPE, removeTracepointPins } from "./tracepoint-enforcer.ts";
-import { RUNTIME_SENSOR_SCOPE } from "./visibility.ts";
+import { removeRuntimePins, runtimePinScopes } from "./pin-scopes.ts";
 import { pino } from "pino";
 
 const NS = `rt-proc-${process.pid}`;
+/** This run's pin scopes: the first runtime's, and those of the killed and kept runtimes. */
+const SCOPE = `test-rt-${process.pid}`;
+const FO_SCOPE = `test-rt-fo-${process.pid}`;
+/** Which of a scope's pin directories exist. */
+const pinned = (scope: string): string[] => Object.values(runtimePinScopes(scope)).filter((d) => fs.existsSync(path.join(BPFFS_ROOT, d)));
 const OTHER_NS = `rt-proc-b-${process.pid}`;
 const MEMBRANE = new URL("../../bin/membrane", import.meta.url).pathname;
 const EXAMPLE = new URL("../../crds/examples/tetragon-docs/monitor-sensitive-files.yaml", import.meta.url);
@@ -71,9 +76,7 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
   };
   const events = (): RuntimeEvent[] => fs.readFileSync(files.events, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as RuntimeEvent);
 
-  let pinsBefore: boolean[] = [];
   before(() => {
-    pinsBefore = ["runtime", "runtime-connect"].map((d) => fs.existsSync(path.join(BPFFS_ROOT, d)));
     fixture.addNetns(NS);
     fixture.addNetns(OTHER_NS);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-runtime-proc-"));
@@ -91,7 +94,7 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
     const example = parseYaml(fs.readFileSync(EXAMPLE, "utf8")) as { spec: { kprobes: { selectors: { matchArgs: { values: string[] }[] }[] }[] } };
     example.spec.kprobes[0]!.selectors[0]!.matchArgs[0]!.values = [files.secret];
     fs.writeFileSync(files.policies, stringify(example));
-    runtime = spawn(MEMBRANE, ["runtime", "--export-file", files.events, "--policy-file", files.policies, "--status-file", files.status, "--pods-file", files.pods, "--node-name", "node-rt", "--metrics-address", "127.0.0.1:0"], {
+    runtime = spawn(MEMBRANE, ["runtime", "--export-file", files.events, "--policy-file", files.policies, "--status-file", files.status, "--pods-file", files.pods, "--node-name", "node-rt", "--metrics-address", "127.0.0.1:0", "--bpf-scope", SCOPE], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     runtime.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
@@ -103,6 +106,7 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
       runtime.kill("SIGKILL");
       await new Promise((r) => runtime!.once("close", r));
     }
+    removeRuntimePins(SCOPE);
     fixture.cleanup();
     if (dir !== "") fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -172,9 +176,7 @@ describe("membrane runtime --policy-file --pods-file --status-file (a process of
     const closed = new Promise<number | null>((r) => runtime!.once("close", r));
     runtime!.kill("SIGTERM");
     assert.equal(await closed, 0, stderr);
-    assert.deepEqual(pinsBefore, [false, false], "another runtime's pins were there before the test: it cannot tell");
-    assert.equal(fs.existsSync(path.join(BPFFS_ROOT, "runtime")), false);
-    assert.equal(fs.existsSync(path.join(BPFFS_ROOT, "runtime-connect")), false);
+    assert.deepEqual(pinned(SCOPE), []);
   });
 });
 
@@ -184,7 +186,7 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
   const NS_B = `rt-fo-b-${process.pid}`;
   const [DENIED, ALSO_DENIED] = [7101, 7102];
   let dir = "";
-  let pinsBefore = true;
+  const pins = runtimePinScopes(FO_SCOPE);
   const running: ChildProcess[] = [];
   const denyPort = (name: string, port: number): unknown => ({
     apiVersion: "cilium.io/v1alpha1",
@@ -210,9 +212,9 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     }
   };
   /** A runtime as the agent starts it (AgentRuntime's file names, so its shutdown() finds them); recorded in the pid file. */
-  const startRuntime = (): { child: ChildProcess; stderr: () => string } => {
+  const startRuntime = (...flags: string[]): { child: ChildProcess; stderr: () => string } => {
     fs.rmSync(path.join(dir, "runtime-status.json"), { force: true });
-    const child = spawn(MEMBRANE, ["runtime", "--export-file", path.join(dir, "events.log"), "--policy-file", path.join(dir, "runtime-policies.yaml"), "--status-file", path.join(dir, "runtime-status.json"), "--pods-file", path.join(dir, "runtime-pods.json"), "--node-name", "node-fo", "--metrics-address", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(MEMBRANE, ["runtime", "--export-file", path.join(dir, "events.log"), "--policy-file", path.join(dir, "runtime-policies.yaml"), "--status-file", path.join(dir, "runtime-status.json"), "--pods-file", path.join(dir, "runtime-pods.json"), "--node-name", "node-fo", "--metrics-address", "127.0.0.1:0", "--bpf-scope", FO_SCOPE, ...flags], { stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     running.push(child);
@@ -257,9 +259,10 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     await closed;
   };
 
-  const scopes = [RUNTIME_CONNECT_SCOPE, RUNTIME_TRACEPOINT_SCOPE, RUNTIME_SENSOR_SCOPE];
+  /** The agent's end of the runtime (its files in dir, this run's scope): its shutdown() is the enforcer switched off or the uninstall. */
+  const agentRuntime = (external = false, externalExitWaitMs?: number): AgentRuntime =>
+    new AgentRuntime({ stateDir: dir, nodeName: "node-fo", log: pino({ level: "silent" }), bpfScope: FO_SCOPE, external, ...(externalExitWaitMs !== undefined ? { externalExitWaitMs } : {}) });
   before(() => {
-    pinsBefore = scopes.some((d) => fs.existsSync(path.join(BPFFS_ROOT, d)));
     fixture.addNetns(NS_A);
     fixture.addNetns(NS_B);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-runtime-fo-"));
@@ -271,17 +274,12 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
 
   after(async () => {
     for (const c of running) if (c.exitCode === null && c.signalCode === null) await kill(c);
-    if (!pinsBefore) {
-      removeConnectPins(RUNTIME_CONNECT_SCOPE);
-      removeTracepointPins(RUNTIME_TRACEPOINT_SCOPE);
-      fs.rmSync(path.join(BPFFS_ROOT, RUNTIME_SENSOR_SCOPE), { recursive: true, force: true });
-    }
+    removeRuntimePins(FO_SCOPE);
     fixture.cleanup();
     if (dir !== "") fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it("SIGKILLed, its connect Override still refuses the selected pod (EPERM) and its tracepoint Sigkill still kills; a new runtime adopts with no connect let through, drops a policy deleted meanwhile, and the agent's shutdown removes what is pinned", async () => {
-    assert.equal(pinsBefore, false, "another runtime's pins were there before the test: it cannot tell");
     const [kept, dropped] = [path.join(dir, "kept-secret"), path.join(dir, "dropped-secret")];
     for (const f of [kept, dropped]) fs.writeFileSync(f, "s3cret\n");
     writePolicies([denyPort("deny-a", DENIED), denyPort("deny-b", ALSO_DENIED), killOpen("kill-kept", kept), killOpen("kill-dropped", dropped)]);
@@ -315,15 +313,77 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     assert.equal(status()?.["default/deny-a"], undefined);
     assert.equal(await connectIn(NS_A, DENIED), "ConnectionRefusedError 111", "the deleted policy no longer refuses");
     assert.equal(await connectIn(NS_A, ALSO_DENIED), "PermissionError 1");
-    assert.deepEqual(fs.readdirSync(path.join(BPFFS_ROOT, RUNTIME_CONNECT_SCOPE, "links")).sort(), ["membrane_connect4", "membrane_connect6"], "the same two links, adopted");
+    assert.deepEqual(fs.readdirSync(path.join(BPFFS_ROOT, pins.connect, "links")).sort(), ["membrane_connect4", "membrane_connect6"], "the same two links, adopted");
     assert.equal((await catIn(NS_A, dropped)).out, "s3cret\n", "the deleted tracepoint policy no longer kills");
     assert.equal((await catIn(NS_A, kept)).signal, "SIGKILL");
     // Killed again, then the agent stops the enforcer (switched off, uninstall): what it left pinned goes too.
     await kill(second.child);
     assert.equal(await connectIn(NS_A, ALSO_DENIED), "PermissionError 1");
-    await new AgentRuntime({ stateDir: dir, nodeName: "node-fo", log: pino({ level: "silent" }) }).shutdown();
-    assert.deepEqual(scopes.filter((d) => fs.existsSync(path.join(BPFFS_ROOT, d))), [], "no pins left");
+    await agentRuntime().shutdown();
+    assert.deepEqual(pinned(FO_SCOPE), [], "no pins left");
     assert.equal(await connectIn(NS_A, ALSO_DENIED), "ConnectionRefusedError 111", "nothing refuses once removed");
     assert.equal((await catIn(NS_A, kept)).out, "s3cret\n", "nothing kills once removed");
+  });
+
+  it("--keep-sensors-on-exit: SIGTERMed, its connect Override goes on refusing (no connect let through until the next runtime is ready), the next runtime adopts it and applies a changed policy, and the uninstall removes what it kept; without the flag SIGTERM removes it", async () => {
+    const [KEPT, DELETED, ADDED] = [7103, 7104, 7105];
+    const pidFile = path.join(dir, "runtime.pid");
+    const keep = ["--keep-sensors-on-exit", "--pid-file", pidFile];
+    const enforced = async (names: string[], r: { stderr: () => string }): Promise<void> => {
+      await until(`${names.join(", ")} enforced`, () => (names.every((n) => status()?.[`default/${n}`]?.enforced) ? true : undefined), 60_000).catch((err: Error) => {
+        throw new Error(`${err.message}; status: ${JSON.stringify(status())}; stderr: ${r.stderr()}`);
+      });
+    };
+    const term = async (child: ChildProcess): Promise<number | null> => {
+      const closed = new Promise<number | null>((r) => child.once("close", r));
+      child.kill("SIGTERM");
+      return closed;
+    };
+    writePolicies([denyPort("keep-a", KEPT), denyPort("keep-b", DELETED)]);
+    const first = startRuntime(...keep);
+    await enforced(["keep-a", "keep-b"], first);
+    // A prober in the pod from before the SIGTERM until the next runtime is ready: every connect must be refused.
+    const prober = startProber(NS_A, KEPT);
+    await until("the prober running", () => (fs.existsSync(`${prober.marker}.started`) ? true : undefined));
+    assert.equal(await term(first.child), 0, first.stderr());
+    assert.deepEqual(fs.readdirSync(path.join(BPFFS_ROOT, pins.connect, "links")).sort(), ["membrane_connect4", "membrane_connect6"], "its links stay pinned");
+    assert.equal(await connectIn(NS_A, DELETED), "PermissionError 1", "refused with no runtime running");
+    assert.equal(await connectIn(NS_B, KEPT), "ConnectionRefusedError 111", "another namespace's pod is still refused by nobody");
+    // Changed while none runs: keep-b deleted, keep-c added; the next runtime adopts the links and rewrites the rules.
+    writePolicies([denyPort("keep-a", KEPT), denyPort("keep-c", ADDED)]);
+    const second = startRuntime(...keep);
+    await enforced(["keep-a", "keep-c"], second);
+    await new Promise((r) => setTimeout(r, 300));
+    const probed = await prober.stop();
+    assert.ok(probed.eperm > 0, JSON.stringify(probed));
+    assert.deepEqual(probed.other, {}, `every connect from before the SIGTERM until the next runtime was ready was refused with EPERM: ${JSON.stringify(probed)}`);
+    assert.equal(await connectIn(NS_A, DELETED), "ConnectionRefusedError 111", "the deleted policy no longer refuses");
+    assert.equal(await connectIn(NS_A, ADDED), "PermissionError 1", "the added policy refuses");
+    assert.deepEqual(fs.readdirSync(path.join(BPFFS_ROOT, pins.connect, "links")).sort(), ["membrane_connect4", "membrane_connect6"], "the same two links, adopted");
+    // Uninstall, the runtime pod ending first: it keeps its programs, and the agent's uninstall (external: it does not
+    // stop that pod) removes them.
+    assert.equal(await term(second.child), 0, second.stderr());
+    assert.equal(await connectIn(NS_A, KEPT), "PermissionError 1", "kept at its SIGTERM");
+    await agentRuntime(true).shutdown();
+    assert.deepEqual(pinned(FO_SCOPE), [], "the uninstall leaves nothing pinned");
+    assert.equal(await connectIn(NS_A, KEPT), "ConnectionRefusedError 111", "nothing refuses once removed");
+    // Without the flag, SIGTERM removes its programs and pins.
+    writePolicies([denyPort("keep-a", KEPT)]);
+    const third = startRuntime();
+    await enforced(["keep-a"], third);
+    assert.equal(await connectIn(NS_A, KEPT), "PermissionError 1");
+    assert.equal(await term(third.child), 0, third.stderr());
+    assert.deepEqual(pinned(FO_SCOPE), [], "SIGTERM without the flag leaves nothing pinned");
+    assert.equal(await connectIn(NS_A, KEPT), "ConnectionRefusedError 111", "nothing refuses after it");
+    // Uninstall, the agent first while the runtime (flag on) still runs: its policy file goes, so the runtime removes
+    // its programs, and its SIGTERM after that keeps nothing.
+    writePolicies([denyPort("keep-a", KEPT)]);
+    const fourth = startRuntime(...keep);
+    await enforced(["keep-a"], fourth);
+    await agentRuntime(true, 200).shutdown();
+    await until("the runtime's pins gone once its policy file is", () => (fs.existsSync(path.join(BPFFS_ROOT, pins.connect)) ? undefined : true));
+    assert.equal(await term(fourth.child), 0, fourth.stderr());
+    assert.deepEqual(pinned(FO_SCOPE), [], "nothing kept at a SIGTERM after the uninstall removed its policy file");
+    assert.equal(await connectIn(NS_A, KEPT), "ConnectionRefusedError 111");
   });
 });

@@ -37,8 +37,6 @@ const PERF_TYPE_TRACEPOINT = 2;
 const PERF_FLAG_FD_CLOEXEC = 8;
 const BPF_PERF_EVENT = 41;
 
-/** The runtime's pin scope for its tracepoint programs (`membrane runtime`; tests use their own). */
-export const RUNTIME_TRACEPOINT_SCOPE = "runtime-tracepoint";
 const linkPin = (pinDir: string, name: string): string => path.join(pinDir, "links", name);
 /** The pin of the link on one tracepoint (by its tracefs id). */
 const tracepointLink = (pinDir: string, eventId: number): string => linkPin(pinDir, `tp-${eventId}`);

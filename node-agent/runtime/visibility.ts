@@ -7,9 +7,6 @@ import type { ContainerCgroups } from "./containers.ts";
 import { ProcessEvents, type PodResolver } from "./events.ts";
 import { ProcessSensor } from "./sensor.ts";
 
-/** The process sensor's pin scope (its maps) under /sys/fs/bpf/membrane. */
-export const RUNTIME_SENSOR_SCOPE = "runtime";
-
 export interface ProcessVisibilityOptions {
   readonly nodeName: string;
   /** JSON lines of process_exec/process_exit events are appended here. */
@@ -18,8 +15,8 @@ export interface ProcessVisibilityOptions {
   readonly resolvePod?: PodResolver;
   /** Which container a process is in: events then name it (Tetragon's process.pod.container). */
   readonly containers?: ContainerCgroups;
-  /** Pin scope under /sys/fs/bpf/membrane (default "runtime"). */
-  readonly scope?: string;
+  /** The sensor's pin scope (its maps) under /sys/fs/bpf/membrane (`membrane runtime`: pin-scopes.ts). */
+  readonly scope: string;
   /** Also called for every event, with its JSON line (the runtime's live stream). */
   readonly onEvent?: (e: RuntimeEvent, json: string) => void;
 }
@@ -39,7 +36,7 @@ export class ProcessVisibility {
       labelNames: ["type"],
       registers: [opts.registry],
     });
-    const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope ?? RUNTIME_SENSOR_SCOPE }, (raw) => {
+    const sensor = (this.sensor = new ProcessSensor({ scope: opts.scope }, (raw) => {
       const e = this.events.handle(raw);
       if (e) this.emit(e);
     }));
