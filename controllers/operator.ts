@@ -403,8 +403,9 @@ export class Operator {
       reconcile: async (key) => {
         const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
         if (key === CLUSTER_CLASS_KEY) {
-          // An agent that does not look up the cluster entity's class entries is known (or no longer): compile it so.
-          for (const node of nodesOf(source.setClusterClass(server.clusterClassEverywhere()))) c.enqueue(node);
+          // An agent that does not look up a class's entries is known (or no longer): compile it so.
+          const affected = [source.setClusterClass(server.clusterClassEverywhere()), source.setEveryPodClass(server.everyPodClassEverywhere())];
+          for (const node of new Set(affected.flatMap(nodesOf))) c.enqueue(node);
         } else if (kind === "pods") {
           const keys = [...touchedPods];
           touchedPods.clear();

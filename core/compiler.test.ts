@@ -16,7 +16,7 @@ import type {
 } from "./model.ts";
 import { canonicalSelector } from "./selector.ts";
 import { label, labelSetFrom } from "./labels.ts";
-import { cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
 import { compileAll, DeltaCollector, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict, httpInspection } from "./evaluator.ts";
 import { httpPartsAt } from "./policy/http-rules.ts";
@@ -41,12 +41,14 @@ const podLabel = fc.record({
   ns: fc.constantFrom("n1", "n2"),
   // Now and then a pod of another cluster: in the cluster's number range but not in the `cluster` entity (no class entries then).
   cluster: fc.constantFrom("default", "default", "default", "default", "default", "other"),
+  // Now and then an identity in the pods' number range without a namespace: not in the every-pod selectors (no every-pod entries then).
+  namespaced: fc.constantFrom(true, true, true, true, true, true, true, false),
 });
-function podLabels(p: { app: string; team: string; ns: string; cluster: string }): LabelSet {
+function podLabels(p: { app: string; team: string; ns: string; cluster: string; namespaced: boolean }): LabelSet {
   return labelSetFrom([
     label("k8s", "app", p.app),
     label("k8s", "team", p.team),
-    label("k8s", "io.kubernetes.pod.namespace", p.ns),
+    ...(p.namespaced ? [label("k8s", "io.kubernetes.pod.namespace", p.ns)] : []),
     label("k8s", "io.cilium.k8s.policy.cluster", p.cluster),
   ]);
 }
@@ -98,8 +100,17 @@ const requirement: fc.Arbitrary<LabelRequirement> = fc.oneof(
 const selector: fc.Arbitrary<Selector> = fc
   .array(requirement, { maxLength: 2 })
   .map((rs) => canonicalSelector(rs));
+/** Selectors of every pod (the every-pod class's): a NetworkPolicy's `namespaceSelector: {}`, and the same naming the cluster. */
+const everyPod: fc.Arbitrary<Peer> = fc.constantFrom(
+  canonicalSelector([{ key: "k8s:io.kubernetes.pod.namespace", operator: "Exists", values: [] }]),
+  canonicalSelector([
+    { key: "k8s:io.kubernetes.pod.namespace", operator: "Exists", values: [] },
+    { key: "k8s:io.cilium.k8s.policy.cluster", operator: "In", values: ["default"] },
+  ]),
+).map((s): Peer => ({ kind: "selector", selector: s }));
 const peer: fc.Arbitrary<Peer> = fc.oneof(
   { weight: 5, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
+  { weight: 2, arbitrary: everyPod },
   { weight: 1, arbitrary: fc.constant<Peer>({ kind: "any" }) },
   {
     weight: 1,
@@ -142,12 +153,12 @@ const portRule: fc.Arbitrary<PortRule> = fc
     l7 ? { ports, rules: { kind: "http" as const, http: [{ path: "/" }] } } : { ports },
   );
 
-function ruleArb(name: string, idx: number): fc.Arbitrary<Rule> {
+function ruleArb(name: string, idx: number, peers: fc.Arbitrary<Peer> = peer): fc.Arbitrary<Rule> {
   return fc
     .record({
       direction: fc.constantFrom("ingress" as const, "egress" as const),
       verdict: fc.constantFrom("allow" as const, "allow" as const, "deny" as const),
-      peers: fc.array(peer, { minLength: 1, maxLength: 2 }),
+      peers: fc.array(peers, { minLength: 1, maxLength: 2 }),
       ports: fc.array(portRule, { maxLength: 2 }),
       icmp: fc.boolean(),
       requires: fc.oneof(
@@ -171,12 +182,12 @@ function ruleArb(name: string, idx: number): fc.Arbitrary<Rule> {
     }));
 }
 
-function policyArb(name: string): fc.Arbitrary<Policy> {
+function policyArb(name: string, peers: fc.Arbitrary<Peer> = peer): fc.Arbitrary<Policy> {
   return fc
     .record({
       subject: selector,
       rules: fc
-        .tuple(ruleArb(name, 0), ruleArb(name, 1), ruleArb(name, 2))
+        .tuple(ruleArb(name, 0, peers), ruleArb(name, 1, peers), ruleArb(name, 2, peers))
         .chain((rs) => fc.subarray(rs, { minLength: 0 })),
       dd: fc.record({ ingress: fc.boolean(), egress: fc.boolean() }),
     })
@@ -195,6 +206,32 @@ function policyArb(name: string): fc.Arbitrary<Policy> {
 const policiesArb = fc
   .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
   .chain((names) => fc.tuple(...[...new Set(names)].map((n) => policyArb(n))));
+
+/** Policies whose peers are often the classes' (every pod, the `cluster` entity), beside selectors, the wildcard and the world. */
+const classPoliciesArb = fc
+  .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
+  .chain((names) =>
+    fc.tuple(
+      ...[...new Set(names)].map((n) =>
+        policyArb(
+          n,
+          fc.oneof(
+            { weight: 3, arbitrary: everyPod },
+            { weight: 3, arbitrary: fc.constant<Peer>({ kind: "entity", entity: "cluster" }) },
+            { weight: 2, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
+            { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "any" }, { kind: "entity", entity: "world" }, { kind: "entity", entity: "host" }) },
+          ),
+        ),
+      ),
+    ),
+  );
+
+/** Pods of this cluster, each with a namespace: nothing turns a class off. */
+const classIdentitiesArb = fc.array(podLabel, { minLength: 2, maxLength: 6 }).map((pods) => {
+  const m = new Map<number, LabelSet>(FIXED_IDS);
+  pods.forEach((p, i) => m.set(256 + i, podLabels({ ...p, cluster: "default", namespaced: true })));
+  return m;
+});
 
 // Named ports: identity N exposes "pX" as port X only when N is even (so resolution differs per peer).
 const namedPorts = (id: number, name: string): readonly number[] =>
@@ -251,14 +288,52 @@ function checkAgainstEvaluator(
   }
 }
 
+/** Whether any subject of a compile holds entries for a class peer. */
+function holdsClass(c: PolicyCompiler, classPeer: number): boolean {
+  return c.subjectIds().some((s) => c.snapshot(s).entries.some((e) => e.peer === classPeer));
+}
+
 test("property: a lookup in the compiled entries gives the reference evaluator's verdict", () => {
+  let withPods = 0;
   checkProperty(
-    fc.property(identitiesArb, policiesArb, (ids, policies) => {
+    fc.property(fc.oneof({ weight: 3, arbitrary: identitiesArb }, { weight: 1, arbitrary: classIdentitiesArb }), fc.oneof({ weight: 3, arbitrary: policiesArb }, { weight: 1, arbitrary: classPoliciesArb }), (ids, policies) => {
       const c = compileAll(policies, ids, { namedPorts });
+      if (holdsClass(c, EVERY_POD_CLASS_PEER)) withPods++;
       checkAgainstEvaluator(policies, ids, c);
     }),
     { numRuns: 100 },
   );
+  assert.ok(withPods > 0, "some runs compiled every-pod class entries");
+});
+
+test("property: with the classes, every lookup finds the same entry (verdict, rule, proxy) as the per-peer compile, denies included", () => {
+  let withBoth = 0;
+  checkProperty(
+    fc.property(fc.oneof({ weight: 1, arbitrary: identitiesArb }, { weight: 3, arbitrary: classIdentitiesArb }), fc.oneof({ weight: 1, arbitrary: policiesArb }, { weight: 3, arbitrary: classPoliciesArb }), (ids, policies) => {
+      const classes = compileAll(policies, ids, { namedPorts });
+      const perPeer = compileAll(policies, ids, { namedPorts });
+      perPeer.setEveryPodClass(false);
+      perPeer.setClusterClass(false);
+      assert.ok(!holdsClass(perPeer, EVERY_POD_CLASS_PEER) && !holdsClass(perPeer, CLUSTER_CLASS_PEER), "the per-peer compile has no class entry");
+      if (holdsClass(classes, EVERY_POD_CLASS_PEER) && holdsClass(classes, CLUSTER_CLASS_PEER)) withBoth++;
+      for (const subject of ids.keys()) {
+        const a = classes.snapshot(subject);
+        const b = perPeer.snapshot(subject);
+        for (const peerId of ids.keys()) {
+          for (const direction of ["ingress", "egress"] as const) {
+            for (const [proto, port] of PROBES) {
+              const got = lookup(a, direction, peerId, proto, port);
+              const want = lookup(b, direction, peerId, proto, port);
+              const what = (r: typeof got): string => `${r.verdict} rule ${r.entry?.ruleId} proxy ${r.entry?.proxyPort} ${r.entry?.proto}/${r.entry?.port}/${r.entry?.portPrefixLen}`;
+              assert.equal(what(got), what(want), `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: entry ${JSON.stringify(got.entry)}`);
+            }
+          }
+        }
+      }
+    }),
+    { numRuns: 100 },
+  );
+  assert.ok(withBoth > 0, "some runs compiled entries of both classes");
 });
 
 /** Entries with ruleId replaced by the rule's origin path, comparable across compiler instances. */

@@ -23,9 +23,11 @@ import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
 import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
-import { CLUSTER_CLASS_PEER, inClusterClass } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass } from "./identity.ts";
 import { entityMatches } from "./entities.ts";
-import { entityMatcher } from "./policy/selector-cache.ts";
+import { entityMatcher, matchesIdentity, rulePeerSelection, type IdentityMatcher } from "./policy/selector-cache.ts";
+import { networkPolicyPeerSelector } from "./selector.ts";
+import { DEFAULT_CLUSTER_NAME } from "./labels.ts";
 
 export { RULE_ID_DEFAULT_DENY, policyKey, policyPrefixes } from "./policy/repository.ts";
 export type { NamedPortResolver } from "./policy/resolution.ts";
@@ -68,18 +70,44 @@ type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
 interface DirState {
   readonly resolved: ResolvedDirection;
-  /** Also holds the class's templates under CLUSTER_CLASS_PEER when there are any. */
+  /** Also holds each class's templates under its peer (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER) when there are any. */
   readonly entries: DirectionEntries;
-  /**
-   * The templates of a peer matched by exactly the direction's `fromEntities/toEntities: [cluster]` terms, when it has
-   * such terms: the map holds them once, for peer CLUSTER_CLASS_PEER, and no entry for a peer in the class whose own
-   * templates are the same (the datapath finds the class's for it, between its own keys and the wildcard's).
-   */
-  readonly classTemplates: readonly EntryTemplate[] | undefined;
+  readonly classes: ClassTemplates;
+}
+
+/**
+ * A subject direction's peer classes (issue #21). `cluster`: the templates of a peer matched by exactly the direction's
+ * `fromEntities/toEntities: [cluster]` terms; `pods`: those of a pod matched by exactly its every-pod terms and those
+ * cluster terms (a pod is in both). The map holds each once, for its class peer, and no entry for a peer whose own
+ * templates are the same as those of the class that answers for it (answeringClass: the datapath finds the class's
+ * for it, between its own keys and the wildcard's). A peer with other templates keeps them all (the class's keys
+ * among them, as it is matched by the class's terms too), so its first hit is the same entry at every level.
+ */
+interface ClassTemplates {
+  readonly cluster: readonly EntryTemplate[] | undefined;
+  readonly pods: readonly EntryTemplate[] | undefined;
+}
+
+const NO_CLASSES: ClassTemplates = { cluster: undefined, pods: undefined };
+
+function sameClasses(a: ClassTemplates, b: ClassTemplates): boolean {
+  return a.cluster === b.cluster && a.pods === b.pods;
 }
 
 /** The selector cache's canonical of the `cluster` entity (entities are never narrowed by fromRequires). */
 const CLUSTER_ENTITY = entityMatcher("cluster").canonical;
+
+/**
+ * The peer matchers of every pod as policies write them (a NetworkPolicy's `namespaceSelector: {}`, a CNP's
+ * namespace-Exists selector): every identity with a namespace label, which no reserved one has. Not narrowed by
+ * fromRequires (that is another canonical); a form naming the cluster is recognised per compiler (everyPodMatchers).
+ */
+function everyPodMatcher(clusterName?: string): IdentityMatcher {
+  const sel = networkPolicyPeerSelector({ namespaceSelector: {} }, "", clusterName !== undefined ? { clusterName } : {});
+  const m = sel !== undefined ? rulePeerSelection({ kind: "selector", selector: sel }, []) : undefined;
+  if (m?.kind !== "identities") throw new Error("the every-pod selector is not an identity selection");
+  return m.matcher;
+}
 
 /** Whether two template lists hold the same entries (peers matched by the same terms share one array). */
 function sameTemplates(a: readonly EntryTemplate[], b: readonly EntryTemplate[]): boolean {
@@ -94,11 +122,13 @@ function sameTemplates(a: readonly EntryTemplate[], b: readonly EntryTemplate[])
 
 const NO_TEMPLATES: readonly EntryTemplate[] = [];
 
-/** What the map holds for one peer of a direction whose class templates are `cls`: nothing for a peer the class answers for. */
-function emitted(cls: readonly EntryTemplate[] | undefined, peer: number, ts: readonly EntryTemplate[] | undefined): readonly EntryTemplate[] {
+/** What the map holds for one peer of a direction whose classes are `cls`: nothing for a peer its answering class stands for. */
+function emitted(cls: ClassTemplates, peer: number, ts: readonly EntryTemplate[] | undefined): readonly EntryTemplate[] {
   if (ts === undefined) return NO_TEMPLATES;
-  if (cls !== undefined && peer !== CLUSTER_CLASS_PEER && peer !== IDENTITY_WILDCARD && inClusterClass(peer) && sameTemplates(ts, cls)) return NO_TEMPLATES;
-  return ts;
+  if (peer === IDENTITY_WILDCARD || peer === CLUSTER_CLASS_PEER || peer === EVERY_POD_CLASS_PEER) return ts;
+  const by = answeringClass(peer, (c) => (c === EVERY_POD_CLASS_PEER ? cls.pods : c === CLUSTER_CLASS_PEER ? cls.cluster : undefined) !== undefined);
+  const answer = by === EVERY_POD_CLASS_PEER ? cls.pods : by === CLUSTER_CLASS_PEER ? cls.cluster : undefined;
+  return answer !== undefined && sameTemplates(ts, answer) ? NO_TEMPLATES : ts;
 }
 
 interface SubjectState {
@@ -133,9 +163,17 @@ export class PolicyCompiler {
   private readonly strayClassIds = new Set<number>();
   /** Every agent looks up class entries (setClusterClass): an agent from before them would drop what they allow. */
   private classAllowed = true;
+  /** The canonicals of the every-pod matchers (everyPodMatcher), with and without this cluster's name. */
+  private readonly everyPodMatchers: readonly IdentityMatcher[];
+  /** Identities in the every-pod class by number (inEveryPodClass) that an every-pod matcher does not select: no every-pod entries while there is one. */
+  private readonly strayPodIds = new Set<number>();
+  /** Every agent looks up every-pod class entries (setEveryPodClass). */
+  private podClassAllowed = true;
 
   constructor(opts: CompilerOptions = {}) {
     this.clusterName = opts.clusterName;
+    const podMatchers = [everyPodMatcher(), everyPodMatcher(opts.clusterName ?? DEFAULT_CLUSTER_NAME)];
+    this.everyPodMatchers = podMatchers.filter((m, i) => podMatchers.findIndex((o) => o.canonical === m.canonical) === i);
     this.selectorCache = new PartitionedSelectorCache({ clusterName: opts.clusterName, services: this.services });
     this.repository = new PolicyRepository(this.selectorCache);
     this.proxyPorts = new ProxyPortAllocator(opts.proxyPorts);
@@ -173,23 +211,23 @@ export class PolicyCompiler {
     const prev = this.identities.get(id);
     if (prev?.key === labels.key) return [];
     const d = into ?? new DeltaCollector();
-    const classBefore = this.classOn;
+    const classBefore = this.classesOn;
     if (prev) this.dropIdentity(id, d);
     this.identities.set(id, labels);
     this.selectorCache.upsertIdentity(id, labels);
     this.trackStray(id, labels);
     if (this.repository.isSubject(id)) this.rebuildSubject(id, undefined, d);
     this.recomputeDirty(id, d);
-    if (classBefore !== this.classOn) this.recompileAll(d);
+    if (classBefore !== this.classesOn) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
   removeIdentity(id: number, into?: DeltaCollector): Delta[] {
     if (!this.identities.has(id)) return [];
     const d = into ?? new DeltaCollector();
-    const classBefore = this.classOn;
+    const classBefore = this.classesOn;
     this.dropIdentity(id, d);
-    if (classBefore !== this.classOn) this.recompileAll(d);
+    if (classBefore !== this.classesOn) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
@@ -235,15 +273,42 @@ export class PolicyCompiler {
   }
 
   /**
+   * Whether every pod is compiled as class entries now: the every-pod class's entries hold the cluster entity's rules
+   * too (a pod is in both classes), which is true of every pod only while the cluster class is on.
+   */
+  private get podClassOn(): boolean {
+    return this.classOn && this.podClassAllowed && this.strayPodIds.size === 0;
+  }
+
+  /** Both switches in one value, to see whether a change moved either. */
+  private get classesOn(): string {
+    return `${this.classOn}/${this.podClassOn}`;
+  }
+
+  /**
    * Whether every agent's datapath looks up the `cluster` entity's class entries (their hellos say so): while one does
    * not (an agent from before them, during an upgrade), the entity is compiled per peer. Recompiles what changes.
    */
   setClusterClass(allowed: boolean, into?: DeltaCollector): Delta[] {
     if (allowed === this.classAllowed) return [];
+    return this.switchClasses(() => (this.classAllowed = allowed), into);
+  }
+
+  /**
+   * Whether every agent's datapath looks up the every-pod class's entries (their hellos say everyPodClass): while one
+   * does not, selectors of every pod are compiled per peer. Recompiles what changes.
+   */
+  setEveryPodClass(allowed: boolean, into?: DeltaCollector): Delta[] {
+    if (allowed === this.podClassAllowed) return [];
+    return this.switchClasses(() => (this.podClassAllowed = allowed), into);
+  }
+
+  /** Applies a change to what the agents look up, recompiling everything when it moves a class on or off. */
+  private switchClasses(change: () => void, into?: DeltaCollector): Delta[] {
     const d = into ?? new DeltaCollector();
-    const before = this.classOn;
-    this.classAllowed = allowed;
-    if (before !== this.classOn) this.recompileAll(d);
+    const before = this.classesOn;
+    change();
+    if (before !== this.classesOn) this.recompileAll(d);
     return into ? [] : d.deltas(this.enforcementOf);
   }
 
@@ -262,7 +327,7 @@ export class PolicyCompiler {
     const entries: PolicyEntry[] = [];
     for (const direction of DIRECTIONS) {
       const dir = s[direction];
-      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classTemplates, peer, ts)) entries.push(entryOf(subject, direction, peer, t));
+      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts)) entries.push(entryOf(subject, direction, peer, t));
     }
     const http = this.httpOf(s);
     return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
@@ -285,7 +350,7 @@ export class PolicyCompiler {
 
   entryCount(): number {
     let n = 0;
-    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classTemplates, peer, ts).length;
+    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classes, peer, ts).length;
     return n;
   }
 
@@ -306,8 +371,8 @@ export class PolicyCompiler {
     const state: SubjectState = old ?? {
       subject,
       users: { ingress: new DirectionUser(subject, "ingress", this.dirty), egress: new DirectionUser(subject, "egress", this.dirty) },
-      ingress: { resolved: UNRESOLVED, entries: new Map(), classTemplates: undefined },
-      egress: { resolved: UNRESOLVED, entries: new Map(), classTemplates: undefined },
+      ingress: { resolved: UNRESOLVED, entries: new Map(), classes: NO_CLASSES },
+      egress: { resolved: UNRESOLVED, entries: new Map(), classes: NO_CLASSES },
       proxyRules,
       dns: undefined,
       http: undefined,
@@ -318,11 +383,11 @@ export class PolicyCompiler {
       const prev = old ? old[direction] : undefined;
       const resolved = resolveDirection(this.ctx, subject, direction, parts, keys, proxyRules);
       this.registerTerms(state.users[direction], resolved.terms);
-      const next: DirState = { resolved, entries: new Map(), classTemplates: this.classTemplatesOf(subject, direction, resolved) };
+      const next: DirState = { resolved, entries: new Map(), classes: this.classesOf(subject, direction, resolved) };
       state[direction] = next;
       if (!prev) {
         this.computeFull(subject, direction, next);
-        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classTemplates, peer, ts)) d.add(subject, entryOf(subject, direction, peer, t));
+        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classes, peer, ts)) d.add(subject, entryOf(subject, direction, peer, t));
       } else {
         const everything = changedPolicy === undefined || !sameRequires(prev.resolved, resolved) || !sameWildcardDenies(prev.resolved, resolved);
         let peers: Set<number>;
@@ -331,18 +396,21 @@ export class PolicyCompiler {
           for (const id of peersOf(this.selectorCache, resolved.terms)) peers.add(id);
           peers.add(IDENTITY_WILDCARD);
           peers.add(CLUSTER_CLASS_PEER);
+          peers.add(EVERY_POD_CLASS_PEER);
         } else {
           const touched = (t: Term): boolean => t.policyKey === changedPolicy;
           peers = peersOf(this.selectorCache, prev.resolved.terms.filter(touched));
           for (const id of peersOf(this.selectorCache, resolved.terms.filter(touched))) peers.add(id);
-          // A class term touched: the class's entries (and every peer in the class, which the term selects) again.
-          const classTerm = (t: Term): boolean => touched(t) && t.matcher?.canonical === CLUSTER_ENTITY;
-          if (prev.resolved.terms.some(classTerm) || resolved.terms.some(classTerm) || (prev.classTemplates === undefined) !== (next.classTemplates === undefined)) {
+          // A class term touched: the classes' entries (and every peer in a class, which the term selects) again; the
+          // every-pod class's hold the cluster class's terms too.
+          const classTerm = (t: Term): boolean => touched(t) && t.matcher !== undefined && this.isClassCanonical(t.matcher.canonical);
+          if (prev.resolved.terms.some(classTerm) || resolved.terms.some(classTerm) || !sameClasses(prev.classes, next.classes)) {
             peers.add(CLUSTER_CLASS_PEER);
+            peers.add(EVERY_POD_CLASS_PEER);
           }
         }
         for (const [peer, m] of prev.entries) if (!peers.has(peer)) next.entries.set(peer, m);
-        for (const peer of peers) this.recomputePeerIn(subject, direction, next, peer, prev.entries.get(peer), d, prev.classTemplates);
+        for (const peer of peers) this.recomputePeerIn(subject, direction, next, peer, prev.entries.get(peer), d, prev.classes);
         this.unregisterTerms(state.users[direction], prev.resolved.terms);
       }
     }
@@ -360,7 +428,7 @@ export class PolicyCompiler {
     d.touch(state.subject);
     for (const direction of DIRECTIONS) {
       const dir = state[direction];
-      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classTemplates, peer, ts)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
+      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
       this.unregisterTerms(state.users[direction], dir.resolved.terms);
       this.dirty.delete(state.users[direction]);
     }
@@ -370,6 +438,7 @@ export class PolicyCompiler {
 
   private dropIdentity(id: number, d: DeltaCollector): void {
     this.strayClassIds.delete(id);
+    this.strayPodIds.delete(id);
     this.selectorCache.removeIdentity(id);
     const asSubject = this.subjects.get(id);
     if (asSubject) this.deleteSubject(asSubject, d);
@@ -386,7 +455,7 @@ export class PolicyCompiler {
       const s = this.subjects.get(user.subject);
       if (s?.users[user.direction] !== user) continue; // a user of a subject state that is gone
       const dir = s[user.direction];
-      for (const peer of peers) this.recomputePeerIn(user.subject, user.direction, dir, peer, dir.entries.get(peer), d, dir.classTemplates);
+      for (const peer of peers) this.recomputePeerIn(user.subject, user.direction, dir, peer, dir.entries.get(peer), d, dir.classes);
     }
   }
 
@@ -408,20 +477,33 @@ export class PolicyCompiler {
     return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
   }
 
-  /** Notes whether an identity is in the class by number but not selected by the `cluster` entity (see strayClassIds). */
+  /** Notes whether an identity is in a class by number but not selected by its terms (see strayClassIds, strayPodIds). */
   private trackStray(id: number, labels: LabelSet): void {
     if (inClusterClass(id) && !entityMatches("cluster", labels, this.clusterName)) this.strayClassIds.add(id);
     else this.strayClassIds.delete(id);
+    if (inEveryPodClass(id) && !this.everyPodMatchers.every((m) => matchesIdentity(m, id, labels))) this.strayPodIds.add(id);
+    else this.strayPodIds.delete(id);
   }
 
-  /** The class's templates of a subject direction (see DirState), or none: no `cluster` entity term, or one with named ports, or a stray identity. */
-  private classTemplatesOf(subject: number, direction: Direction, resolved: ResolvedDirection): readonly EntryTemplate[] | undefined {
-    if (!this.classOn) return undefined;
-    const idxs = resolved.termsBySelector.get(CLUSTER_ENTITY);
-    if (idxs === undefined || idxs.length === 0 || idxs.some((i) => resolved.terms[i]!.namedPorts.length > 0)) return undefined;
+  private isClassCanonical(canonical: string): boolean {
+    return canonical === CLUSTER_ENTITY || this.everyPodMatchers.some((m) => m.canonical === canonical);
+  }
+
+  /** The classes' templates of a subject direction (see ClassTemplates): none for a class without terms, or with named ports, or off. */
+  private classesOf(subject: number, direction: Direction, resolved: ResolvedDirection): ClassTemplates {
+    if (!this.classOn) return NO_CLASSES;
+    const named = (i: number): boolean => resolved.terms[i]!.namedPorts.length > 0;
     // Ascending, as matchedTerms gives a peer's: a peer matched by these terms alone gets the very same array.
-    const ts = peerTemplates(this.ctx, subject, direction, resolved, CLUSTER_CLASS_PEER, [...idxs].sort((a, b) => a - b));
-    return ts.length > 0 ? ts : undefined;
+    const templatesOf = (classPeer: number, idxs: readonly number[]): readonly EntryTemplate[] | undefined => {
+      if (idxs.length === 0 || idxs.some(named)) return undefined;
+      const ts = peerTemplates(this.ctx, subject, direction, resolved, classPeer, [...idxs].sort((a, b) => a - b));
+      return ts.length > 0 ? ts : undefined;
+    };
+    const clusterIdxs = resolved.termsBySelector.get(CLUSTER_ENTITY) ?? [];
+    const podIdxs = this.everyPodMatchers.flatMap((m) => resolved.termsBySelector.get(m.canonical) ?? []);
+    const cluster = templatesOf(CLUSTER_CLASS_PEER, clusterIdxs);
+    const pods = this.podClassOn && podIdxs.length > 0 ? templatesOf(EVERY_POD_CLASS_PEER, [...podIdxs, ...clusterIdxs]) : undefined;
+    return cluster === undefined && pods === undefined ? NO_CLASSES : { cluster, pods };
   }
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
@@ -437,14 +519,15 @@ export class PolicyCompiler {
   private computeFull(subject: number, direction: Direction, dir: DirState): void {
     const wild = peerTemplates(this.ctx, subject, direction, dir.resolved, IDENTITY_WILDCARD, []);
     if (wild.length > 0) dir.entries.set(IDENTITY_WILDCARD, wild);
-    if (dir.classTemplates !== undefined) dir.entries.set(CLUSTER_CLASS_PEER, dir.classTemplates);
+    if (dir.classes.cluster !== undefined) dir.entries.set(CLUSTER_CLASS_PEER, dir.classes.cluster);
+    if (dir.classes.pods !== undefined) dir.entries.set(EVERY_POD_CLASS_PEER, dir.classes.pods);
     for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
       const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
     }
   }
 
-  /** `classBefore`: the direction's class templates when `before` was written (the previous resolution's in a rebuild; none is none, not this one's). */
+  /** `classBefore`: the direction's classes when `before` was written (the previous resolution's in a rebuild; none is none, not this one's). */
   private recomputePeerIn(
     subject: number,
     direction: Direction,
@@ -452,16 +535,17 @@ export class PolicyCompiler {
     peer: number,
     before: readonly EntryTemplate[] | undefined,
     d: DeltaCollector,
-    classBefore: readonly EntryTemplate[] | undefined,
+    classBefore: ClassTemplates,
   ): void {
     let after: readonly EntryTemplate[];
-    if (peer === CLUSTER_CLASS_PEER) after = dir.classTemplates ?? NO_TEMPLATES;
+    if (peer === CLUSTER_CLASS_PEER) after = dir.classes.cluster ?? NO_TEMPLATES;
+    else if (peer === EVERY_POD_CLASS_PEER) after = dir.classes.pods ?? NO_TEMPLATES;
     else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
     if (after.length > 0) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
-    if (!d.recording || (after === before && classBefore === dir.classTemplates)) return; // the same templates: the same entries
+    if (!d.recording || (after === before && sameClasses(classBefore, dir.classes))) return; // the same templates: the same entries
     const was = emitted(classBefore, peer, before);
-    const now = emitted(dir.classTemplates, peer, after);
+    const now = emitted(dir.classes, peer, after);
     if (was === now) return;
     const held = new Map<number, EntryTemplate>();
     for (const b of was) held.set(b.slot, b);

@@ -74,6 +74,31 @@ export function inClusterClass(id: number): boolean {
   return identityScope(id) === "cluster" || RESERVED_IN_CLUSTER.has(id);
 }
 
+/**
+ * Every pod of the cluster as a peer class (issue #21): a rule whose peers are a selector of every pod
+ * (`namespaceSelector: {}`, `toEndpoints: [{matchExpressions: [{key: io.kubernetes.pod.namespace, operator: Exists}]}]`: every
+ * identity with a namespace, so no reserved one) compiles to entries for this reserved peer instead of one per pod
+ * identity. For a pod peer (inEveryPodClass) of a subject with such entries the datapath probes this class's keys after
+ * the peer's own, instead of the cluster class's (its entries hold the cluster entity's rules too), then the wildcard's.
+ */
+export const EVERY_POD_CLASS_PEER = 254;
+
+/** Whether a peer identity is in the "every pod" class by its number, as the datapath decides it: a cluster identity. */
+export function inEveryPodClass(id: number): boolean {
+  return identityScope(id) === "cluster";
+}
+
+/**
+ * The class whose entries answer for `peer` after its own keys, in the datapath's order (bpf/lib/policy.h
+ * policy_lookup): the every-pod class for a pod peer when the subject direction has its entries (they hold the
+ * cluster entity's rules too), else the cluster class for a peer in it when it has its entries; undefined: none.
+ */
+export function answeringClass(peer: number, hasEntriesOf: (classPeer: number) => boolean): number | undefined {
+  if (inEveryPodClass(peer) && hasEntriesOf(EVERY_POD_CLASS_PEER)) return EVERY_POD_CLASS_PEER;
+  if (inClusterClass(peer) && hasEntriesOf(CLUSTER_CLASS_PEER)) return CLUSTER_CLASS_PEER;
+  return undefined;
+}
+
 /** Numbers below this are reserved. */
 export const MIN_CLUSTER_IDENTITY = 256;
 export const MAX_CLUSTER_IDENTITY = 65535;

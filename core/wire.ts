@@ -132,8 +132,10 @@ export type Upstream =
    * the L7 proxy (its HTTP rules are enforced only then: decided by the proxy, or while the proxy is
    * down their connections fail). `clusterClass`: its datapath looks up the `cluster` entity's entries held once per key
    * (peer CLUSTER_CLASS_PEER); while an agent without it is known, the operator compiles that entity per peer.
+   * `everyPodClass`: it looks up the entries of selectors of every pod held once per key (peer EVERY_POD_CLASS_PEER,
+   * instead of the cluster class's for a pod); while an agent without it is known, those are compiled per pod.
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean; readonly everyPodClass?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   /**
    * Each TracingPolicy's status on the node, as its runtime enforcer reports it (sent by an agent that runs the
@@ -160,6 +162,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (v.l7Proxy !== undefined && typeof v.l7Proxy !== "boolean") return err("l7Proxy", "must be a boolean");
       if (v.runtime !== undefined && typeof v.runtime !== "boolean") return err("runtime", "must be a boolean");
       if (v.clusterClass !== undefined && typeof v.clusterClass !== "boolean") return err("clusterClass", "must be a boolean");
+      if (v.everyPodClass !== undefined && typeof v.everyPodClass !== "boolean") return err("everyPodClass", "must be a boolean");
       return {
         ok: true,
         value: {
@@ -170,6 +173,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
           ...(v.l7Proxy !== undefined ? { l7Proxy: v.l7Proxy } : {}),
           ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
           ...(v.clusterClass !== undefined ? { clusterClass: v.clusterClass } : {}),
+          ...(v.everyPodClass !== undefined ? { everyPodClass: v.everyPodClass } : {}),
         },
       };
     case "runtime": {

@@ -18,6 +18,10 @@
  * inClusterClass: the cluster identities and the reserved ones in the cluster), probed between a peer's own
  * entries and the wildcard's for subjects whose lens has POLICY_LENS_CLASS. Never a packet's identity. */
 #define IDENTITY_CLASS_CLUSTER 255
+/* The peer of a policy entry that holds for every pod (core/identity.ts's inEveryPodClass: the cluster identities),
+ * probed after a pod peer's own entries instead of the cluster class's (its entries hold the cluster entity's rules
+ * too) for subjects whose lens has POLICY_LENS_PODS. Never a packet's identity. */
+#define IDENTITY_CLASS_PODS 254
 
 #define FAMILY_IPV4 4
 #define FAMILY_IPV6 6
@@ -45,6 +49,8 @@ struct policy_key {
 #define POLICY_LENS_ANY_PROTO (1u << 17)
 /* In peer_lens: the subject has entries for peer IDENTITY_CLASS_CLUSTER (their port lens are in peer_lens too). */
 #define POLICY_LENS_CLASS (1u << 18)
+/* In peer_lens: the subject has entries for peer IDENTITY_CLASS_PODS (their port lens are in peer_lens too). */
+#define POLICY_LENS_PODS (1u << 19)
 struct policy_lens_key {
 	__u32 subject;
 	__u8 direction;  /* DIR_* */

@@ -92,9 +92,10 @@ policy_probe_levels(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be1
  * not on every path of every program that inlines policy_lookup (inlined, to-container was too complex to
  * verify). Returns the entry packed (found bit 63, verdict in bits 48-55, proxy port 32-47, rule id 0-31),
  * or 0 when there is none. */
-__attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 direction, __u32 proto, __u32 dport, __u32 lens)
+__attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 dir_class, __u32 proto, __u32 dport, __u32 lens)
 {
-	struct policy_value *v = policy_probe_levels(subject, direction, IDENTITY_CLASS_CLUSTER, proto, dport, lens);
+	/* A BPF function takes at most five arguments: the direction in bits 0-7, the class peer (below 256) in 8-15. */
+	struct policy_value *v = policy_probe_levels(subject, (__u8)dir_class, (dir_class >> 8) & 0xff, proto, dport, lens);
 
 	if (!v)
 		return 0;
@@ -108,14 +109,26 @@ static __always_inline int identity_in_cluster_class(__u32 id)
 	return (id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER) || (id >= IDENTITY_HOST && id <= 8 && id != IDENTITY_WORLD);
 }
 
+/* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): the every-pod
+ * class for a pod when the subject has its entries (they hold the cluster entity's rules too), else the cluster
+ * class for a peer in it when the subject has its entries; 0 for none. */
+static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer)
+{
+	if ((peer_lens & POLICY_LENS_PODS) && peer >= IDENTITY_MIN_CLUSTER && peer <= IDENTITY_MAX_CLUSTER)
+		return IDENTITY_CLASS_PODS;
+	if ((peer_lens & POLICY_LENS_CLASS) && identity_in_cluster_class(peer))
+		return IDENTITY_CLASS_CLUSTER;
+	return 0;
+}
+
 /* Returns the first matching entry of:
  *   1. (peer, proto, port)  2. (peer, ANY, *)
- *   C. levels 1 and 2 for peer IDENTITY_CLASS_CLUSTER, when the peer is in the class
+ *   C. levels 1 and 2 for the class that answers for the peer (policy_answering_class), if any
  *   3. (0, proto, port)  4. (0, ANY, *)
  * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
  * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup,
- * and only a subject with class entries (POLICY_LENS_CLASS) probes the class's keys. A class entry
- * is returned as a copy in this CPU's membrane_policy_class_hit (read before the program ends). */
+ * and only a subject with class entries (POLICY_LENS_CLASS, POLICY_LENS_PODS) probes a class's keys. A class
+ * entry is returned as a copy in this CPU's membrane_policy_class_hit (read before the program ends). */
 static __always_inline struct policy_value *
 policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
 {
@@ -134,8 +147,10 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 		v = policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
 		if (v)
 			return v;
-		if ((lv->peer_lens & POLICY_LENS_CLASS) && identity_in_cluster_class(peer)) {
-			__u64 c = policy_probe_class(subject, direction, proto, dport, lv->peer_lens);
+		__u32 class_peer = policy_answering_class(lv->peer_lens, peer);
+
+		if (class_peer) {
+			__u64 c = policy_probe_class(subject, direction | (class_peer << 8), proto, dport, lv->peer_lens);
 			__u32 zero = 0;
 
 			if (c) {

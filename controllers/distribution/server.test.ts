@@ -175,6 +175,22 @@ describe("distribution server", () => {
     fast.close();
   });
 
+  it("an agent that looks up the cluster class but not the every-pod class's entries turns only everyPodClassEverywhere off, until its node's next agent says it", async () => {
+    let moved = 0;
+    server!.onClusterClass(() => moved++);
+    await until("every agent so far looks up both classes", () => server!.clusterClassEverywhere() && server!.everyPodClassEverywhere());
+    const older = agent("node-3", "node-3", { everyPodClass: false });
+    await until("an agent without the every-pod class known", () => !server!.everyPodClassEverywhere());
+    assert.equal(server!.clusterClassEverywhere(), true, "the cluster class stays");
+    assert.ok(moved >= 1, "the listener was told");
+    older.close();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server!.everyPodClassEverywhere(), false, "a node mid-upgrade keeps its older agent's word");
+    const upgraded = agent("node-3", "node-3", { everyPodClass: true });
+    await until("the upgraded agent's hello", () => server!.everyPodClassEverywhere());
+    upgraded.close();
+  });
+
   it("an agent whose hello does not say clusterClass (one from before class entries) turns clusterClassEverywhere off, also once it disconnected, until its node's next agent says it or the node is forgotten", async () => {
     let moved = 0;
     server!.onClusterClass(() => moved++);

@@ -62,6 +62,8 @@ interface NodeRecord {
   tracing?: readonly TracingPolicyNodeStatus[];
   /** Its agent said in its last hello that its datapath looks up the `cluster` entity's class entries. */
   clusterClass?: boolean;
+  /** Its agent said in its last hello that its datapath looks up the every-pod class's entries. */
+  everyPodClass?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -135,7 +137,7 @@ export class DistributionServer {
     this.runtimeListeners.push(listener);
   }
 
-  /** Called whenever clusterClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
+  /** Called whenever clusterClassEverywhere() or everyPodClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
   onClusterClass(listener: () => void): void {
     this.clusterClassListeners.push(listener);
   }
@@ -147,6 +149,12 @@ export class DistributionServer {
    */
   clusterClassEverywhere(): boolean {
     for (const r of this.records.values()) if (r.clusterClass !== true) return false;
+    return true;
+  }
+
+  /** The same for the every-pod class's entries (hello everyPodClass): while an agent without it is known, selectors of every pod are compiled per pod. */
+  everyPodClassEverywhere(): boolean {
+    for (const r of this.records.values()) if (r.everyPodClass !== true) return false;
     return true;
   }
 
@@ -163,7 +171,7 @@ export class DistributionServer {
     r?.session?.stream.end();
     this.records.delete(node);
     this.answerList = undefined;
-    if (r && r.clusterClass !== true) for (const l of this.clusterClassListeners) l();
+    if (r && (r.clusterClass !== true || r.everyPodClass !== true)) for (const l of this.clusterClassListeners) l();
   }
 
   reports(): NodeReport[] {
@@ -251,7 +259,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true });
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true, everyPodClass: msg.everyPodClass === true });
         return;
       }
       if (msg.type === "hello") return;
@@ -282,10 +290,12 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean }): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean; readonly everyPodClass: boolean }): Session {
     const r = this.record(node);
     const classMoved = r.clusterClass !== proxies.clusterClass;
     r.clusterClass = proxies.clusterClass;
+    const podClassMoved = r.everyPodClass !== proxies.everyPodClass;
+    r.everyPodClass = proxies.everyPodClass;
     const dnsProxy = proxies.dns;
     const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
     r.dnsProxy = proxies.dns;
@@ -311,8 +321,11 @@ export class DistributionServer {
     }
     if (classMoved) {
       this.log.info({ node, clusterClass: proxies.clusterClass }, proxies.clusterClass ? "agent looks up the cluster entity's class entries" : "agent does not look up the cluster entity's class entries: the entity is compiled per peer while it is known");
-      for (const l of this.clusterClassListeners) l();
     }
+    if (podClassMoved) {
+      this.log.info({ node, everyPodClass: proxies.everyPodClass }, proxies.everyPodClass ? "agent looks up the every-pod class's entries" : "agent does not look up the every-pod class's entries: selectors of every pod are compiled per pod while it is known");
+    }
+    if (classMoved || podClassMoved) for (const l of this.clusterClassListeners) l();
     this.push(s);
     return s;
   }

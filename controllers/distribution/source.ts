@@ -90,6 +90,8 @@ export class NodeStateSource {
   private namedPortsMoved = false;
   /** setClusterClass's last word (the compiler starts with class entries allowed). */
   private clusterClass = true;
+  /** setEveryPodClass's last word. */
+  private everyPodClass = true;
   /** The ipBlock identities each policy holds (NetworkPolicy ipBlock prefixes), like cidrsOfPolicy. */
   private readonly blocksOfPolicy = new Map<string, ReadonlyMap<string, number>>();
 
@@ -182,6 +184,14 @@ export class NodeStateSource {
     if (allowed === this.clusterClass) return [];
     this.clusterClass = allowed;
     this.compiler.setClusterClass(allowed, this.pending);
+    return "all";
+  }
+
+  /** The same for the every-pod class's entries (DistributionServer.everyPodClassEverywhere). */
+  setEveryPodClass(allowed: boolean): Affected {
+    if (allowed === this.everyPodClass) return [];
+    this.everyPodClass = allowed;
+    this.compiler.setEveryPodClass(allowed, this.pending);
     return "all";
   }
 

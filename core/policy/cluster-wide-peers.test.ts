@@ -1,9 +1,9 @@
-// A cluster-wide peer selector (bench/scale's `fromEntities: [cluster]` CCNPs) compiles to one entry per key for the cluster class (CLUSTER_CLASS_PEER), not one per peer: a peer that other rules also match keeps entries of its own, and a change reaches all of them.
+// A cluster-wide peer selector (bench/scale's `fromEntities: [cluster]` CCNPs, its NetworkPolicies' `namespaceSelector: {}`) compiles to one entry per key for its class (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER), not one per peer: a peer that other rules also match keeps entries of its own, and a change reaches all of them.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { compileAll, DeltaCollector, policyKey, type Delta } from "../compiler.ts";
-import { CLUSTER_CLASS_PEER, RESERVED_IDENTITIES } from "../identity.ts";
-import { securityLabels } from "../labels.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, RESERVED_IDENTITIES } from "../identity.ts";
+import { label, labelSetFrom, securityLabels } from "../labels.ts";
 import type { LabelSet, Policy, PolicyEntry } from "../model.ts";
 import { parsePolicyObject } from "../parser/index.ts";
 import { lookup } from "./mapstate.ts";
@@ -11,6 +11,7 @@ import { lookup } from "./mapstate.ts";
 const NAMESPACES = 12;
 const WORLD = 2;
 const TCP = 6;
+const UDP = 17;
 
 /** app `web` (the subjects) and app `db` in every namespace; identities from 256 up. */
 function podIdentities(): Map<number, LabelSet> {
@@ -277,4 +278,179 @@ test("while an agent that does not look up class entries is known (setClusterCla
     assert.deepEqual(c.snapshot(s), snap);
     assert.deepEqual(applied(c.snapshot(s).entries, [], s), applied(applied(snap.entries, deltas, s), back, s), "the deltas end where they began");
   }
+});
+
+// ----- every pod (EVERY_POD_CLASS_PEER) ---------------------------------------------------------
+
+/** One NetworkPolicy per namespace: its pods may send UDP 53 to every pod of every namespace (bench/scale's). */
+function dnsToEveryNamespace(port = 53): Policy[] {
+  return Array.from({ length: NAMESPACES }, (_, ns) =>
+    parse({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "dns", namespace: `ns-${ns}` },
+      spec: { podSelector: {}, policyTypes: ["Egress"], egress: [{ to: [{ namespaceSelector: {} }], ports: [{ protocol: "UDP", port }] }] },
+    }),
+  ).flat();
+}
+
+/** A CCNP: every `web` may send TCP 443 to the whole cluster (pods and the reserved identities in it). */
+function webToCluster(): Policy[] {
+  return parse({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumClusterwideNetworkPolicy",
+    metadata: { name: "web-to-cluster" },
+    spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toEntities: ["cluster"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+  });
+}
+
+/** A CNP in ns-0: `web` may not send UDP 53 to `db` of ns-0 (a pod that another rule also matches). */
+function denyDb0Dns(): Policy[] {
+  return parse({
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumNetworkPolicy",
+    metadata: { name: "no-db-dns", namespace: "ns-0" },
+    spec: { endpointSelector: { matchLabels: { app: "web" } }, egressDeny: [{ toEndpoints: [{ matchLabels: { app: "db" } }], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }] }] }] },
+  });
+}
+
+function egressVerdict(c: ReturnType<typeof compileAll>, subject: number, peer: number, proto: number, port: number): string {
+  return lookup(c.snapshot(subject), "egress", peer, proto, port).verdict;
+}
+
+/** Every lookup of every subject and peer on the probed ports gives the same entry as the per-peer compile's. */
+function assertSameAsPerPeer(policies: readonly Policy[], ids: Map<number, LabelSet>): void {
+  const classes = compileAll(policies, ids);
+  const perPeer = compileAll(policies, ids);
+  perPeer.setEveryPodClass(false);
+  perPeer.setClusterClass(false);
+  for (const s of classes.subjectIds()) {
+    for (const peer of ids.keys()) {
+      for (const [proto, port] of [[UDP, 53], [UDP, 54], [TCP, 53], [TCP, 443], [TCP, 80]] as const) {
+        const a = lookup(classes.snapshot(s), "egress", peer, proto, port);
+        const b = lookup(perPeer.snapshot(s), "egress", peer, proto, port);
+        assert.deepEqual([a.verdict, a.entry?.ruleId], [b.verdict, b.entry?.ruleId], `subject ${s} peer ${peer} ${proto}/${port}`);
+      }
+    }
+  }
+}
+
+test("a NetworkPolicy egress to every namespace is one entry per subject for every pod, which allows each pod on its port and no reserved identity", () => {
+  const ids = podIdentities();
+  const c = compileAll(dnsToEveryNamespace(), ids);
+  assert.equal(c.subjectIds().length, 2 * NAMESPACES);
+  for (const s of c.subjectIds()) {
+    assert.deepEqual(c.snapshot(s).entries.map((e) => [e.direction, e.peer, e.proto, e.port, e.portPrefixLen, e.verdict]), [["egress", EVERY_POD_CLASS_PEER, UDP, 53, 16, "allow"]]);
+    for (const peer of podPeers(ids)) assert.equal(egressVerdict(c, s, peer, UDP, 53), "allow", `subject ${s} peer ${peer}`);
+    for (const r of RESERVED_IDENTITIES) assert.equal(egressVerdict(c, s, r.id, UDP, 53), "deny", `subject ${s} reserved ${r.name}`);
+    assert.equal(egressVerdict(c, s, 256, UDP, 54), "deny");
+  }
+  assert.equal(c.entryCount(), 2 * NAMESPACES);
+  assertSameAsPerPeer(dnsToEveryNamespace(), ids);
+});
+
+test("beside a cluster-wide rule each subject holds one entry per key and class: a pod finds both rules in the every-pod entries, a reserved peer the cluster's", () => {
+  const ids = podIdentities();
+  const policies = [...dnsToEveryNamespace(), ...webToCluster()];
+  const c = compileAll(policies, ids);
+  for (const s of c.subjectIds()) {
+    const web = ids.get(s)!.labels.some((l) => l.key === "app" && l.value === "web");
+    const want = web
+      ? [[EVERY_POD_CLASS_PEER, TCP, 443], [EVERY_POD_CLASS_PEER, UDP, 53], [CLUSTER_CLASS_PEER, TCP, 443]]
+      : [[EVERY_POD_CLASS_PEER, UDP, 53]];
+    const got = c.snapshot(s).entries.map((e) => [e.peer, e.proto, e.port]);
+    assert.deepEqual(got.sort(), want.sort(), `subject ${s}: no pod has an entry of its own`);
+    if (!web) continue;
+    for (const peer of podPeers(ids)) {
+      assert.equal(egressVerdict(c, s, peer, TCP, 443), "allow");
+      assert.equal(egressVerdict(c, s, peer, UDP, 53), "allow");
+    }
+    assert.equal(egressVerdict(c, s, IDENTITY.host, TCP, 443), "allow", "the host is in the cluster");
+    assert.equal(egressVerdict(c, s, IDENTITY.host, UDP, 53), "deny", "the host is no pod");
+    assert.equal(egressVerdict(c, s, IDENTITY.world, TCP, 443), "deny");
+  }
+  assertSameAsPerPeer(policies, ids);
+});
+
+test("a pod that another rule also matches keeps entries of its own (the class's keys among them), with the same first hit as per peer, deny included; deltas end where fresh compiles are", () => {
+  const ids = podIdentities();
+  const base = [...dnsToEveryNamespace(), ...webToCluster()];
+  const c = compileAll(base, ids);
+  const web0 = 256;
+  const db0 = 257;
+  const before = c.snapshot(web0);
+  const add = new DeltaCollector();
+  for (const p of denyDb0Dns()) c.upsertPolicy("CiliumNetworkPolicy/ns-0/no-db-dns", [p], add);
+  const withDeny = compileAll([...base, ...denyDb0Dns()], ids);
+  assert.deepEqual(applied(before.entries, add.deltas(c.enforcementOf), web0), applied(withDeny.snapshot(web0).entries, [], web0));
+  assert.deepEqual(c.snapshot(web0), withDeny.snapshot(web0));
+  assert.deepEqual(
+    c.snapshot(web0).entries.filter((e) => e.peer === db0).map((e) => [e.proto, e.port, e.verdict]).sort(),
+    [[TCP, 443, "allow"], [UDP, 53, "deny"]].sort(),
+    "db of ns-0 has its own entries: its deny and the class's other key",
+  );
+  assert.equal(egressVerdict(c, web0, db0, UDP, 53), "deny");
+  assert.equal(egressVerdict(c, web0, db0, TCP, 443), "allow");
+  assert.equal(egressVerdict(c, web0, 259, UDP, 53), "allow", "db of ns-1: the class");
+  assertSameAsPerPeer([...base, ...denyDb0Dns()], ids);
+  const drop = new DeltaCollector();
+  c.removePolicy("CiliumNetworkPolicy/ns-0/no-db-dns", drop);
+  assert.deepEqual(c.snapshot(web0), before, "back to one entry per key and class");
+});
+
+test("an identity in the pods' number range without a namespace turns every-pod entries off (every pod its own), and on again when it goes; a new pod comes with no entry", () => {
+  const ids = podIdentities();
+  const c = compileAll(dnsToEveryNamespace(), ids);
+  const before = new Map(c.subjectIds().map((s) => [s, c.snapshot(s)]));
+  const NEW = 1000;
+  const fresh = new DeltaCollector();
+  c.upsertIdentity(NEW, securityLabels({ podLabels: { app: "cache" }, namespace: "ns-new", namespaceLabels: {} }), fresh);
+  assert.deepEqual(fresh.deltas(c.enforcementOf).filter((d) => d.added.length + d.removed.length > 0), [], "a new pod: no entry comes with it");
+  for (const s of before.keys()) assert.equal(egressVerdict(c, s, NEW, UDP, 53), "allow");
+  c.removeIdentity(NEW);
+  const STRAY = 2000;
+  const stray = labelSetFrom([label("k8s", "app", "legacy")]);
+  const off = new DeltaCollector();
+  c.upsertIdentity(STRAY, stray, off);
+  const deltas = off.deltas(c.enforcementOf);
+  const perPeer = compileAll(dnsToEveryNamespace(), new Map([...ids, [STRAY, stray]]));
+  for (const [s, snap] of before) {
+    const entries = c.snapshot(s).entries;
+    assert.ok(entries.every((e) => e.peer !== EVERY_POD_CLASS_PEER), `subject ${s}: no class entry`);
+    assert.equal(entries.length, podPeers(ids).length, `subject ${s}: one entry per pod`);
+    assert.deepEqual(applied(snap.entries, deltas, s), applied(perPeer.snapshot(s).entries, [], s));
+    assert.equal(egressVerdict(c, s, STRAY, UDP, 53), "deny", "the identity without a namespace is not allowed");
+    assert.equal(egressVerdict(c, s, 258, UDP, 53), "allow");
+  }
+  c.removeIdentity(STRAY);
+  for (const [s, snap] of before) assert.deepEqual(c.snapshot(s), snap);
+});
+
+test("while an agent that does not look up every-pod entries is known (setEveryPodClass(false)), every pod gets its own entry with the same verdicts; allowed again, the class entries come back", () => {
+  const ids = podIdentities();
+  const policies = [...dnsToEveryNamespace(), ...webToCluster()];
+  const c = compileAll(policies, ids);
+  const before = new Map(c.subjectIds().map((s) => [s, c.snapshot(s)]));
+  const off = new DeltaCollector();
+  c.setEveryPodClass(false, off);
+  const deltas = off.deltas(c.enforcementOf);
+  for (const [s, snap] of before) {
+    const entries = c.snapshot(s).entries;
+    assert.ok(entries.every((e) => e.peer !== EVERY_POD_CLASS_PEER), `subject ${s}: no every-pod entry`);
+    assert.ok(podPeers(ids).every((p) => entries.some((e) => e.peer === p && e.proto === UDP && e.port === 53)), `subject ${s}: each pod its own entry`);
+    assert.deepEqual(applied(snap.entries, deltas, s), applied(entries, [], s), "the delta ends where the snapshot is");
+    for (const peer of podPeers(ids)) assert.equal(egressVerdict(c, s, peer, UDP, 53), "allow");
+  }
+  assert.ok(c.snapshot(256).entries.some((e) => e.peer === CLUSTER_CLASS_PEER), "the cluster class stays");
+  assert.deepEqual(c.setEveryPodClass(false), [], "no change, no delta");
+  const on = new DeltaCollector();
+  c.setEveryPodClass(true, on);
+  const back = on.deltas(c.enforcementOf);
+  for (const [s, snap] of before) {
+    assert.deepEqual(c.snapshot(s), snap);
+    assert.deepEqual(applied(c.snapshot(s).entries, [], s), applied(applied(snap.entries, deltas, s), back, s), "the deltas end where they began");
+  }
+  // An agent without the cluster class has neither (the every-pod entries hold the cluster entity's rules too).
+  c.setClusterClass(false);
+  assert.ok(c.subjectIds().every((s) => c.snapshot(s).entries.every((e) => e.peer !== EVERY_POD_CLASS_PEER && e.peer !== CLUSTER_CLASS_PEER)));
 });

@@ -10,7 +10,7 @@ import {
   type Verdict,
 } from "../model.ts";
 import { prefixContains } from "../portprefix.ts";
-import { CLUSTER_CLASS_PEER, inClusterClass } from "../identity.ts";
+import { answeringClass } from "../identity.ts";
 
 export interface LookupResult {
   readonly verdict: Verdict;
@@ -143,8 +143,8 @@ export function compareEntries(a: PolicyEntryKey, b: PolicyEntryKey): number {
 
 /**
  * The verdict the datapath gives a packet. The first level with a hit decides:
- *   1. (peer, proto, port) longest port prefix, 2. (peer, ANY), then for a peer in the `cluster` class
- *   (inClusterClass) levels 1 and 2 of peer CLUSTER_CLASS_PEER, 3. (0, proto, port) longest
+ *   1. (peer, proto, port) longest port prefix, 2. (peer, ANY), then levels 1 and 2 of the class that
+ *   answers for the peer (core/identity.ts answeringClass: every pod's, else the cluster's), 3. (0, proto, port) longest
  *   prefix, 4. (0, ANY); a miss falls back to deny when the direction is enforced, else allow.
  * `ipBlockPeer`: the ipBlock identity of a pod peer's address (core/ipblock.ts), tried on levels
  * 1–2 before that default deny.
@@ -159,8 +159,8 @@ export function lookup(
 ): LookupResult {
   const candidates = policy.entries.filter((e) => e.direction === direction);
   const enforced = direction === "ingress" ? policy.ingressEnforced : policy.egressEnforced;
-  const hasClass = peer !== IDENTITY_WILDCARD && inClusterClass(peer) && candidates.some((e) => e.peer === CLUSTER_CLASS_PEER);
-  const hit = probe(candidates, hasClass ? [peer, CLUSTER_CLASS_PEER, IDENTITY_WILDCARD] : [peer, IDENTITY_WILDCARD], proto, port);
+  const cls = peer === IDENTITY_WILDCARD ? undefined : answeringClass(peer, (c) => candidates.some((e) => e.peer === c));
+  const hit = probe(candidates, cls !== undefined ? [peer, cls, IDENTITY_WILDCARD] : [peer, IDENTITY_WILDCARD], proto, port);
   if (hit) return { verdict: hit.verdict, entry: hit };
   // The datapath's second look (bpf/lib/ipblock.h): a pod peer that would meet default deny tries
   // the ipBlock identity of its address, on that identity's own keys only (the wildcard's missed).

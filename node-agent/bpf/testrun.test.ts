@@ -3,7 +3,7 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
-import { CLUSTER_CLASS_PEER, LOCAL_IDENTITY_FLAG } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -24,6 +24,8 @@ const PEER_X = { ip: "10.1.0.5", ip6: "fd00:1::5", identity: 3000 };
 const PEER_Y = { ip: "10.1.1.5", ip6: "fd00:1:0:1::5", identity: 3001 };
 /** A peer outside the `cluster` class (a CIDR identity): class entries never answer for it. */
 const PEER_W = { ip: "10.1.2.5", ip6: "fd00:1:0:2::5", identity: LOCAL_IDENTITY_FLAG + 7 };
+/** A reserved peer in the `cluster` class that is not a pod (reserved:health): every-pod entries never answer for it. */
+const PEER_H = { ip: "10.1.3.5", ip6: "fd00:1:0:3::5", identity: IDENTITY.health };
 const WORLD_IP = "192.0.2.9";
 
 let dp: Datapath;
@@ -287,6 +289,50 @@ test("cluster class: its entries answer for a peer in the class between the peer
   expectVerdict({ ...policy, entries: policy.entries.filter((e) => e.peer !== CLUSTER_CLASS_PEER) }, { direction: "ingress", pod: POD_A, peer: PEER_X, proto: TCP, port: 8080 }, "deny");
 });
 
+test("every-pod class: its entries answer for a pod peer after its own, instead of the cluster class's; the cluster class's for a reserved peer; never for one outside; deny kept at each level", () => {
+  const A = POD_A.identity;
+  dp.setIpcache({ cidr: "10.1.3.0/24", identity: PEER_H.identity });
+  dp.setIpcache({ cidr: "fd00:1:0:3::/64", identity: PEER_H.identity });
+  const podsAllow = entry({ subject: A, direction: "egress", peer: EVERY_POD_CLASS_PEER, proto: UDP, port: 53, portPrefixLen: 16 });
+  const policy: SubjectPolicy = {
+    subject: A, ingressEnforced: false, egressEnforced: true,
+    entries: [
+      podsAllow,
+      // Every pod is denied TCP 9090, which the wildcard allows (and 9091): the class's deny wins for pods only.
+      entry({ subject: A, direction: "egress", peer: EVERY_POD_CLASS_PEER, proto: TCP, port: 9090, portPrefixLen: 16, verdict: "deny" }),
+      entry({ subject: A, direction: "egress", peer: 0, proto: TCP, port: 9090, portPrefixLen: 15 }),
+      // The cluster class allows TCP 7000: for a pod the every-pod class answers instead (it holds the cluster entity's rules too when the compiler emits it; here it does not).
+      entry({ subject: A, direction: "egress", peer: CLUSTER_CLASS_PEER, proto: TCP, port: 7000, portPrefixLen: 16 }),
+      // PEER_Y's own entries (its deny of UDP 53), found before the class's.
+      entry({ subject: A, direction: "egress", peer: PEER_Y.identity, proto: UDP, port: 53, portPrefixLen: 16, verdict: "deny" }),
+    ],
+  };
+  install(policy);
+  const lens = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "egress"));
+  assert.ok(lens && decodePolicyLensValue(lens).peerLens & CONST.POLICY_LENS_PODS, "the subject's lens says it has every-pod entries");
+  for (const v6 of [false, true]) {
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 53, v6, sport: 43053 }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_Y, proto: UDP, port: 53, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_H, proto: UDP, port: 53, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_W, proto: UDP, port: 53, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 9090, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_H, proto: TCP, port: 9090, v6 }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 9091, v6 }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 7000, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_H, proto: TCP, port: 7000, v6 }, "allow");
+  }
+  drainEvents();
+  const allowed = events.find((e) => e.verdict === "forwarded" && e.sport === 43053);
+  assert.equal(allowed?.ruleId, podsAllow.ruleId, "the flow names the every-pod entry's rule");
+  // Without every-pod entries the lens has no bit: a pod goes to the cluster class's keys again.
+  const without = { ...policy, entries: policy.entries.filter((e) => e.peer !== EVERY_POD_CLASS_PEER) };
+  install(without);
+  const after = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "egress"));
+  assert.equal(after && decodePolicyLensValue(after).peerLens & CONST.POLICY_LENS_PODS, 0);
+  expectVerdict(without, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 53 }, "deny");
+  expectVerdict(without, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 7000 }, "allow");
+});
+
 test("no policy: a subject selected by nothing is allow-all both ways", () => {
   const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] };
   install(policy);
@@ -532,11 +578,11 @@ test("malformed and non-IP frames are dropped with a reason; ARP passes", () => 
 
 // ------------------------------------------------------------------ property test
 
-const peers = [PEER_X, PEER_Y, PEER_W];
+const peers = [PEER_X, PEER_Y, PEER_W, PEER_H];
 const arbEntry = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER),
     proto: fc.constantFrom(0, TCP, UDP),
     prefixLen: fc.integer({ min: 0, max: 16 }),
     portSeed: fc.constantFrom(0, 53, 80, 443, 8080, 8191, 65535),
@@ -558,7 +604,7 @@ const arbProbe = fc.record({
 const arbRangeEntries = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER),
     proto: fc.constantFrom(TCP, UDP),
     first: fc.constantFrom(1, 53, 80, 443, 8000, 8080, 8191, 60000),
     span: fc.integer({ min: 0, max: 5000 }),
@@ -570,7 +616,7 @@ const arbRangeEntries = fc
     ),
   );
 
-test("property: for random entries (the cluster class's among them) and packets the kernel verdict equals core's lookup", () => {
+test("property: for random entries (both classes' among them) and packets the kernel verdict equals core's lookup", () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
@@ -593,6 +639,8 @@ test("property: for random entries (the cluster class's among them) and packets 
         dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
         dp.setIpcache({ cidr: "10.1.2.0/24", identity: PEER_W.identity });
         dp.setIpcache({ cidr: "fd00:1:0:2::/64", identity: PEER_W.identity });
+        dp.setIpcache({ cidr: "10.1.3.0/24", identity: PEER_H.identity });
+        dp.setIpcache({ cidr: "fd00:1:0:3::/64", identity: PEER_H.identity });
         const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced, egressEnforced, entries };
         install(policy);
         for (const p of probes) {

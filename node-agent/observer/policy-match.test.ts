@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { entryMatch, policyMatchIndex } from "./policy-match.ts";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import { CLUSTER_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER } from "../../core/identity.ts";
 import { toHubbleFlow, fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 function entry(over: Partial<PolicyEntry>): PolicyEntry {
@@ -63,6 +63,29 @@ test("an entry of the cluster class matches a peer in the class (L3, after the p
   assert.equal(m(9, 300, "ingress", 257, 6, 80), "L3-Only", "a pod with keys of its own: those first");
   assert.equal(m(9, 300, "ingress", 2, 6, 80), "Proto-Only", "the world: only the any-peer key");
   assert.equal(m(9, 300, "ingress", (1 << 24) + 3, 6, 80), "Proto-Only", "a CIDR identity: only the any-peer key");
+});
+
+test("an entry of the every-pod class matches a pod peer instead of the cluster class's (which matches a reserved peer in the cluster), never one outside", () => {
+  const policies: SubjectPolicy[] = [
+    {
+      subject: 300,
+      ingressEnforced: true,
+      egressEnforced: false,
+      entries: [
+        entry({ peer: EVERY_POD_CLASS_PEER, proto: 17, port: 53, portPrefixLen: 16 }),
+        entry({ peer: CLUSTER_CLASS_PEER, proto: 0, port: 0, portPrefixLen: 0 }),
+        // Another rule's every-pod entry: the subject has the class, so a pod's lookup never reaches the cluster class's keys.
+        entry({ peer: EVERY_POD_CLASS_PEER, proto: 6, port: 80, portPrefixLen: 16, ruleId: 10 }),
+        entry({ peer: 0, proto: 0, port: 0, portPrefixLen: 0 }),
+      ],
+    },
+  ];
+  const m = policyMatchIndex(policies);
+  assert.equal(m(9, 300, "ingress", 256, 17, 53), "L3-L4", "a pod: the every-pod class's port block");
+  assert.equal(m(9, 300, "ingress", 256, 6, 443), "all", "a pod: not the cluster class's key (the every-pod class answers for it), the any-peer key");
+  assert.equal(m(9, 300, "ingress", 1, 6, 443), "L3-Only", "reserved:host: the cluster class's key");
+  assert.equal(m(9, 300, "ingress", 1, 17, 53), "L3-Only", "reserved:host: not the every-pod class's port block");
+  assert.equal(m(9, 300, "ingress", (1 << 24) + 3, 17, 53), "all", "a CIDR identity: only the any-peer key");
 });
 
 test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {

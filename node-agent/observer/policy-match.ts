@@ -2,10 +2,10 @@
 // rule that decided, since the datapath's event names the rule, not the key it hit.
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { prefixContains } from "../../core/portprefix.ts";
-import { CLUSTER_CLASS_PEER, inClusterClass } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, answeringClass } from "../../core/identity.ts";
 import type { PolicyMatch } from "../../flowapi/flow.ts";
 
-/** What kind of key an entry is: a peer identity (or the cluster class, an L3 match as well) or any, a protocol or any, a port block or any port. */
+/** What kind of key an entry is: a peer identity (or a peer class, an L3 match as well) or any, a protocol or any, a port block or any port. */
 export function entryMatch(e: Pick<PolicyEntry, "peer" | "proto" | "portPrefixLen">): PolicyMatch {
   if (e.peer !== 0) return e.proto === 0 ? "L3-Only" : e.portPrefixLen === 0 ? "L3-Proto" : "L3-L4";
   return e.proto === 0 ? "all" : e.portPrefixLen === 0 ? "Proto-Only" : "L4-Only";
@@ -20,8 +20,15 @@ export type PolicyMatchLookup = (ruleId: number, subject: number, direction: Dir
  */
 export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatchLookup {
   const byRule = new Map<number, Map<number, PolicyEntry[]>>();
+  // Which classes each subject direction has entries of: the class that answers for a peer is the subject's, whatever the rule.
+  const classes = new Map<number, Record<Direction, Set<number>>>();
   for (const p of policies) {
     for (const e of p.entries) {
+      if (e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER) {
+        let c = classes.get(p.subject);
+        if (c === undefined) classes.set(p.subject, (c = { ingress: new Set(), egress: new Set() }));
+        c[e.direction].add(e.peer);
+      }
       let subjects = byRule.get(e.ruleId);
       if (subjects === undefined) byRule.set(e.ruleId, (subjects = new Map()));
       let list = subjects.get(p.subject);
@@ -32,16 +39,18 @@ export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatc
   return (ruleId, subject, direction, peer, proto, port) => {
     const entries = byRule.get(ruleId)?.get(subject);
     if (entries === undefined) return undefined;
+    const has = classes.get(subject)?.[direction];
+    const answering = peer === 0 || has === undefined ? undefined : answeringClass(peer, (c) => has.has(c));
     let best: PolicyEntry | undefined;
     let bestRank = -1;
     for (const e of entries) {
-      const classEntry = e.peer === CLUSTER_CLASS_PEER && peer !== 0 && inClusterClass(peer);
+      const classEntry = answering !== undefined && e.peer === answering;
       if (e.direction !== direction || (e.peer !== peer && e.peer !== 0 && !classEntry)) continue;
       let rank: number;
       if (e.proto === 0) rank = 0;
       else if (e.proto === proto && prefixContains({ port: e.port, prefixLen: e.portPrefixLen }, port)) rank = 1 + e.portPrefixLen;
       else continue;
-      if (classEntry) rank += 50; // the cluster class's keys: after this peer's own, before any peer's
+      if (classEntry) rank += 50; // the answering class's keys: after this peer's own, before any peer's
       else if (e.peer !== 0) rank += 100; // this peer's keys come before any peer's
       if (rank > bestRank) {
         best = e;
