@@ -1,7 +1,8 @@
 // TracingPolicy tracepoint hooks (syscalls/sys_enter_*, raw_syscalls/*): one program attached to every tracepoint a
 // policy names; the attach cookie (the tracepoint's id, set per perf event link) says which one fired (the record's
 // common fields are not there for BPF: its first 8 bytes hold the caller's registers). The program reads the hooks' listed arguments,
-// evaluates the rules the agent writes (the caller's network namespace and pid, integer and string argument filters;
+// evaluates the rules the agent writes (the caller's network namespace, cgroup v2 id — a selected container's, for a
+// containerSelector — and pid, integer and string argument filters;
 // the first rule of a hook that matches acts) and acts in the kernel: Sigkill and Signal with bpf_send_signal, Post
 // through a ring buffer. matchBinaries is judged here too: programs on the scheduler's exec, fork and exit keep each
 // process's set of matching binary values (membrane_tp_procs, by pid, as Tetragon keys its binary filter by exec), so
@@ -130,7 +131,8 @@ struct judge_ctx {
 	__u32 acted_hook; /* + 1 */
 	__u64 binaries;   /* the caller's binary set, once read */
 	__u32 binaries_read;
-	__u32 pad;
+	__u32 cgroup_read;
+	__u64 cgroup;     /* the caller's cgroup v2 id, once read (only rules of a containerSelector need it) */
 };
 
 static __always_inline void load_args(struct judge_ctx *j, __u32 hook_index, const struct tp_hook *h)
@@ -315,6 +317,14 @@ static long judge_rule(__u32 index, void *data)
 		return 0;
 	if (r->pid != 0 && (r->pid == j->pid) == !!(r->flags & TP_F_PID_NOT))
 		return 0;
+	if (r->cgroup != 0) {
+		if (!j->cgroup_read) {
+			j->cgroup = bpf_get_current_cgroup_id();
+			j->cgroup_read = 1;
+		}
+		if (r->cgroup != j->cgroup)
+			return 0;
+	}
 	if ((r->binaries | r->binaries_all | r->binaries_none) != 0) {
 		if (!j->binaries_read) {
 			__u32 pid = j->pid;

@@ -101,17 +101,13 @@ describe("TracingPolicy enforcement plan and decision", () => {
     assert.deepEqual(hook.selectors[0]?.actions, [{ action: "Sigkill" }]);
   });
 
-  it("refuses what this node cannot judge, naming the field: a non-path argument, an untranslated hook, containerSelector on a tracepoint, *ForChildren namespaces", () => {
+  it("refuses what this node cannot judge, naming the field: a non-path argument, an untranslated hook, *ForChildren namespaces", () => {
     const mask = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "m" }, spec: { kprobes: [{ call: "security_file_permission", args: [{ index: 0, type: "file" }, { index: 1, type: "int" }], selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["4"] }] }] }] } });
     assert.ok(!mask.ok);
     assert.equal(mask.reason, "HookUnavailable");
     assert.equal(mask.errors[0]?.path, "spec.kprobes[0].selectors[0].matchArgs[0].index");
     const kp = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "k" }, spec: { kprobes: [{ call: "commit_creds" }] } });
     assert.ok(!kp.ok && kp.reason === "HookUnavailable");
-    const containers = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "c" }, spec: { containerSelector: { matchLabels: { name: "nginx" } }, tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat" }] } });
-    assert.ok(!containers.ok && containers.reason === "HookUnavailable");
-    assert.deepEqual(containers.errors.map((e) => e.path), ["spec.containerSelector"]);
-    assert.match(containers.errors[0]!.message, /spec\.tracepoints\[0\].*by pod, not by container/);
     const children = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "n" }, spec: { kprobes: [{ call: "fd_install", selectors: [{ matchNamespaces: [{ namespace: "PidForChildren", operator: "In", values: ["1"] }] }] }] } });
     assert.ok(!children.ok);
     assert.deepEqual(children.errors.map((e) => e.path), ["spec.kprobes[0].selectors[0].matchNamespaces[0].namespace"]);
@@ -138,6 +134,11 @@ describe("TracingPolicy enforcement plan and decision", () => {
     const repo = plan({ containerSelector: { matchLabels: { repo: "docker.io/library/nginx" } }, kprobes: [{ call: "fd_install" }] });
     assert.ok(policySelects(repo, pod({ name: "web", image: "docker.io/library/nginx:1.27@sha256:abc" })));
     assert.ok(!policySelects(repo, pod({ name: "web", image: "docker.io/library/nginxx:1.27" })));
+    // A tracepoint's rules carry each selected container's cgroup v2 id (the kernel judges them): planned, not refused.
+    const tracepoint = enforcementPlan({ kind: "TracingPolicy", metadata: { name: "c" }, spec: { containerSelector: { matchLabels: { name: "nginx" } }, tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat" }] } });
+    assert.ok(tracepoint.ok, JSON.stringify(tracepoint));
+    assert.deepEqual(tracepoint.value.containerSelector, { matchLabels: { name: "nginx" } });
+    assert.equal(tracepoint.value.hooks[0]?.meaning, "tracepoint");
     const empty = plan({ containerSelector: {}, kprobes: [{ call: "fd_install" }] });
     assert.equal(empty.containerSelector, undefined, "an empty containerSelector selects every process, as none");
     assert.ok(policySelects(empty, undefined));

@@ -125,8 +125,6 @@ export function enforcementPlan(obj: unknown): PlanResult {
     ? hooks.map((h) => ({ ...h, selectors: h.selectors.map((s) => ({ ...s, actions: s.actions.some((a) => a.action === "NoPost") ? [{ action: "NoPost" as const }] : [{ action: "Post" as const }] })) }))
     : hooks;
   const containerSelector = isRecord(spec.containerSelector) && Object.keys(spec.containerSelector).length > 0 ? (spec.containerSelector as LabelSelectorInput) : undefined;
-  // Tracepoint rules are judged in the kernel by network namespace only: a container there is not told apart yet.
-  if (containerSelector !== undefined) hooks.filter((h) => h.meaning === "tracepoint").forEach((h) => errors.push({ path: "spec.containerSelector", message: `${h.path} (tracepoint ${h.name}): a tracepoint's rules are judged in the kernel by pod, not by container: use a kprobe or lsmhook on an exec, file or connect hook, or podSelector` }));
   if (errors.length > 0) return { ok: false, reason: "HookUnavailable", errors };
   const meta = isRecord((obj as Record<string, unknown>).metadata) ? ((obj as Record<string, unknown>).metadata as Record<string, unknown>) : {};
   const podSelector = isRecord(spec.podSelector) ? (spec.podSelector as LabelSelectorInput) : undefined;

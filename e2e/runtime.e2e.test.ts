@@ -163,16 +163,18 @@ describe("TracingPolicy through the operator's stream to the agent's runtime enf
   });
 
   it("a policy the node cannot load is counted as such: Enforced False 0/1 naming the node and the reason", async () => {
-    // Admitted and translated, but a tracepoint's rules are judged in the kernel by pod, not by container: the node refuses it.
-    await tc.kubectl(["apply", "-f", "-"], policy("by-container", { containerSelector: { matchLabels: { name: "main" } }, tracepoints: [{ subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 6, type: "string" }] }] }));
+    // Admitted (Tetragon's schema has it), but the namespace a process's children get is not read on this node: the node refuses it.
+    await tc.kubectl(["apply", "-f", "-"], policy("by-children", {
+      lsmhooks: [{ hook: "file_open", args: [{ index: 0, type: "file" }], selectors: [{ matchNamespaces: [{ namespace: "PidForChildren", operator: "In", values: ["1"] }], matchActions: [{ action: "Post" }] }] }],
+    }));
     const s = await eventually("the node's refusal in the status", async () => {
-      const st = await status("by-container");
+      const st = await status("by-children");
       return st.enforced === "0/1" && st.nodeErrors?.[0]?.reason === "HookUnavailable" ? st : undefined;
     });
     assert.equal(s.nodeErrors?.[0]?.node, tc.nodeName(1));
-    assert.match(s.nodeErrors?.[0]?.message ?? "", /spec\.containerSelector/);
+    assert.match(s.nodeErrors?.[0]?.message ?? "", /spec\.lsmhooks\[0\]\.selectors\[0\]\.matchNamespaces\[0\]\.namespace: PidForChildren/);
     assert.deepEqual([condition(s, "Enforced")?.status, condition(s, "Enforced")?.reason], ["False", "HookUnavailable"]);
-    await tc.kubectl(["delete", "tracingpolicynamespaced", "by-container", "-n", NS]);
+    await tc.kubectl(["delete", "tracingpolicynamespaced", "by-children", "-n", NS]);
   });
 
   it("a tracepoint through the stream: Sigkill + matchArgs on sys_enter_openat kills the pod's cat of the file, the host's reads it; an unknown tracepoint is Loaded=False HookUnavailable naming it", async () => {

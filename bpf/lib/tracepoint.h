@@ -69,6 +69,7 @@ struct tp_rule {
 	__u64 binaries;      /* one of these (the first In/Prefix/Postfix entry's values); 0: any */
 	__u64 binaries_all;  /* all of these (one value of each further positive entry; the agent expands the rest) */
 	__u64 binaries_none; /* none of these (every NotIn/NotPrefix/NotPostfix entry's values) */
+	__u64 cgroup;        /* cgroup v2 id the caller must be in (a selected container's, for containerSelector); 0: any */
 	struct tp_filter filters[TP_FILTERS_MAX];
 };
 

@@ -1,8 +1,9 @@
 // containerSelector and the container of events with the real kernel: two "containers" of one pod (one network
 // namespace, each process in its own cgroup v2 directory named by a container ID, as the kubelet makes them), a
-// policy selecting one container by name refuses (connect, EPERM) or denies (file open, EPERM) only that container's
-// process, the events name the container, and a pod without containers is never selected. Run under flock
-// /tmp/membrane-kernel.lock (network namespaces, BPF programs on the cgroup root, fanotify).
+// policy selecting one container by name refuses (connect, EPERM), denies (file open, EPERM) or kills (a tracepoint's
+// Sigkill, judged in the kernel by the caller's cgroup v2 id) only that container's process, the events name the
+// container, and a pod without containers is never selected. Run under flock /tmp/membrane-kernel.lock (network
+// namespaces, BPF programs on the cgroup root and on tracepoints, fanotify).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -17,6 +18,7 @@ import { CGROUP2_ROOT, ConnectEnforcer } from "./connect-enforcer.ts";
 import { ContainerCgroups } from "./containers.ts";
 import { RuntimeEnforcement } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
+import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
 const POD_NS = `rt-ctr-a-${process.pid}`;
@@ -52,6 +54,19 @@ const policy = (name: string, containerSelector: unknown, kprobe: unknown) => ({
   spec: { containerSelector, kprobes: [kprobe] },
 });
 const onlyApp = { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] };
+/** sys_enter_openat with the filename listed (its format's field 6) and Sigkill on an Equal path. */
+const openatKill = (name: string, containerSelector: unknown, file: string) => ({
+  apiVersion: "cilium.io/v1alpha1",
+  kind: "TracingPolicyNamespaced",
+  metadata: { name, namespace: "default" },
+  spec: {
+    containerSelector,
+    tracepoints: [{
+      subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+      selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [file] }], matchActions: [{ action: "Sigkill" }] }],
+    }],
+  },
+});
 
 describe("containerSelector and the container of events (real processes in per-container cgroups)", () => {
   const fixture = new NetnsFixture();
@@ -59,6 +74,7 @@ describe("containerSelector and the container of events (real processes in per-c
   let pods = new Map<number, PodRef>();
   let visibility: ProcessVisibility;
   let connect: ConnectEnforcer;
+  let tracepoints: TracepointEnforcer;
   let engine: RuntimeEnforcement;
   let dir: string;
   const containers = new ContainerCgroups();
@@ -86,7 +102,8 @@ describe("containerSelector and the container of events (real processes in per-c
     const log = pino({ level: "silent" });
     const emit = (e: RuntimeEvent): void => visibility.emit(e);
     connect = new ConnectEnforcer({ events: visibility.processes, nodeName: "node-a", emit, log, pods: () => pods, containers, scope: SCOPE });
-    engine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect });
+    tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: "node-a", emit, log, pods: () => pods, containers, scope: `${SCOPE}-tp` });
+    engine = new RuntimeEnforcement({ nodeName: "node-a", events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect, tracepoints });
   });
 
   after(() => {
@@ -109,6 +126,7 @@ describe("containerSelector and the container of events (real processes in per-c
     for (;;) {
       visibility.drain();
       connect.drain();
+      tracepoints.drain();
       const v = find();
       if (v !== undefined) return v;
       if (Date.now() > end) throw new Error(`no ${what}; events: ${JSON.stringify(events.slice(-10))}`);
@@ -197,6 +215,54 @@ describe("containerSelector and the container of events (real processes in per-c
       engine.apply([]);
       holder.kill("SIGKILL");
       await new Promise((r) => (holder.exitCode !== null || holder.signalCode !== null ? r(undefined) : holder.once("exit", r)));
+    }
+  });
+
+  it("tracepoint: containerSelector name In [app] on sys_enter_openat kills the app container's open in the kernel (SIGKILL, nothing read) while the sidecar, a process of the pod outside both and a pod without containers read the file; only the app's is posted", async () => {
+    events.length = 0;
+    const secret = path.join(dir, "secret");
+    const status = engine.apply([openatKill("app-tp-kill", onlyApp, secret)]);
+    assert.deepEqual(status.get("default/app-tp-kill"), { enforced: true, hooks: 1 });
+    const appCg = path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID);
+    const sidecarCg = path.join(CGROUP_DIR, "kubepods", "podtest", SIDECAR_ID);
+    const killed = await runIn(POD_NS, appCg, openScript(secret));
+    assert.deepEqual([killed.signal, killed.out], ["SIGKILL", ""], "the app container's open: killed before it read");
+    assert.equal((await runIn(POD_NS, sidecarCg, openScript(secret))).out, "read", "the pod's other container");
+    assert.equal((await runIn(POD_NS, undefined, openScript(secret))).out, "read", "a process of the pod in no container's cgroup");
+    assert.equal((await runIn(BARE_NS, undefined, openScript(secret))).out, "read", "a pod without containers");
+    const posted = () => events.flatMap((x) => ("process_tracepoint" in x && x.process_tracepoint.policy_name === "app-tp-kill" ? [x.process_tracepoint] : []));
+    const e = await event("the Sigkill event", () => posted()[0]);
+    assert.equal(e.action, "KPROBE_ACTION_SIGKILL");
+    assert.deepEqual([e.process.pod?.name, e.process.pod?.container?.name, e.process.pod?.container?.id], ["two", "app", APP_ID]);
+    assert.deepEqual(e.args, [{ int_arg: -100 }, { string_arg: secret }]);
+    tracepoints.drain();
+    assert.deepEqual(posted().map((x) => x.process.pod?.container?.name), ["app"], "the opens that were not killed were not posted either");
+    engine.apply([]);
+  });
+
+  it("tracepoint: a container that appears in its pod's status after the policy gets the rule at the next apply (a pods-file change), and loses it once its pod no longer lists it", async () => {
+    const secret = path.join(dir, "secret");
+    const appCg = path.join(CGROUP_DIR, "kubepods", "podtest", APP_ID);
+    const ino = fs.statSync(`/var/run/netns/${POD_NS}`).ino;
+    const full = pods.get(ino)!;
+    const withContainers = (names: readonly string[]): Map<number, PodRef> =>
+      new Map([...pods].map(([k, p]) => [k, k === ino ? { ...full, containers: full.containers!.filter((c) => names.includes(c.name)) } : p]));
+    try {
+      pods = withContainers(["sidecar"]); // the app container is not in the pod's status yet
+      assert.deepEqual(engine.apply([openatKill("app-tp-later", onlyApp, secret)]).get("default/app-tp-later"), { enforced: true, hooks: 1 });
+      assert.equal((await runIn(POD_NS, appCg, openScript(secret))).out, "read", "a container the pod's status does not list is not selected yet");
+      pods = withContainers(["sidecar", "app"]); // the agent rewrote the pods file: the runtime refreshes the cgroups and applies again
+      containers.refresh();
+      engine.apply([openatKill("app-tp-later", onlyApp, secret)]);
+      assert.equal((await runIn(POD_NS, appCg, openScript(secret))).signal, "SIGKILL", "the container that appeared gets the rule");
+      pods = withContainers(["sidecar"]); // the container is gone from the pod's status
+      engine.apply([openatKill("app-tp-later", onlyApp, secret)]);
+      assert.equal((await runIn(POD_NS, appCg, openScript(secret))).out, "read", "its rule is removed with it");
+    } finally {
+      pods = new Map([...pods].map(([k, p]) => [k, k === ino ? full : p]));
+      engine.apply([]);
+      visibility.drain();
+      tracepoints.drain();
     }
   });
 

@@ -146,7 +146,7 @@ export async function run(args: string[]): Promise<number> {
   const emit = (e: RuntimeEvent): void => visibility.emit(e);
   const connect = new ConnectEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: scopes.connect, ...(cfg.cgroupRoot !== undefined ? { cgroupPath: cfg.cgroupRoot } : {}) });
   // Constructed before any policy is applied: it reads the tracepoints' formats from tracefs in a child process.
-  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, scope: scopes.tracepoint });
+  const tracepoints = new TracepointEnforcer({ events: visibility.processes, nodeName: cfg.nodeName, emit, log, pods: () => pods, containers, scope: scopes.tracepoint });
   const engine = new RuntimeEnforcement({ nodeName: cfg.nodeName, events: visibility.processes, emit, log, resolvePod, containers, pods: () => pods, connect, tracepoints });
   const enforced = new Gauge({
     name: "membrane_tracing_policies",

@@ -1,6 +1,7 @@
 // TracingPolicy tracepoints (syscalls/sys_enter_*, raw_syscalls/*) natively: bpf/tracepoint.c attached by perf
 // events to every tracepoint the plans name, their selectors expanded into rules the program evaluates in the kernel
-// (pod by network namespace, matchPIDs, integer and string matchArgs); Sigkill and Signal are sent by the program
+// (pod by network namespace, a containerSelector's containers by cgroup v2 id, matchPIDs, integer and string
+// matchArgs); Sigkill and Signal are sent by the program
 // itself, Post comes back through a ring buffer as Tetragon's process_tracepoint. matchBinaries is judged in the
 // kernel too: the object's exec/fork/exit programs keep each process's set of matching values, seeded here from the
 // running processes whenever the values change, so a binary no rule names sends nothing to user space. Every link is
@@ -15,8 +16,9 @@ import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing } from "../bpf/loader.ts";
+import type { ContainerCgroups } from "./containers.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
-import { netnsOf, selectedNetns } from "./selection.ts";
+import { netnsOf, selectedSubjects, type RuleSubject } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
 import {
   TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_OP, TP_RULES_MAX, TP_STR_MAX, type TpBinary, type TpEvent, type TpFilter, type TpRule,
@@ -65,6 +67,8 @@ export interface TracepointEnforcerOptions {
   readonly log: Logger;
   /** The pods on this node by network namespace inode (a policy that selects pods gets rules for theirs). */
   readonly pods: () => Iterable<readonly [number, PodRef]>;
+  /** Containers' cgroups, for a containerSelector (without it such a policy has no rule: it matches nothing). */
+  readonly containers?: ContainerCgroups;
   /** Pin scope under /sys/fs/bpf/membrane (tests use their own). */
   readonly scope: string;
   readonly objectPath?: string;
@@ -163,6 +167,11 @@ export class TracepointEnforcer {
     return this.reader?.drain() ?? 0;
   }
 
+  /** The tracepoint program's fd while it is loaded (bench/tracepoint reads its run time). */
+  get programFd(): number | undefined {
+    return this.obj?.programFd("membrane_tracepoint");
+  }
+
   /** Tracepoints the program is attached to now (tests count them). */
   get attachedTracepoints(): number {
     return pinnedTracepoints(path.join(BPFFS_ROOT, this.opts.scope)).length;
@@ -226,7 +235,8 @@ export class TracepointEnforcer {
     for (const plan of plans.values()) {
       const tracepoints = plan.hooks.filter((h) => h.meaning === "tracepoint");
       if (tracepoints.length === 0) continue;
-      const netns = selectedNetns(plan, this.opts.pods());
+      const containers = this.opts.containers;
+      const subjects = selectedSubjects(plan, this.opts.pods(), (id) => containers?.cgroupIdOf(id));
       for (const hook of tracepoints) {
         const format = this.formatOf(hook);
         const reads = hook.args.map((a, i) => {
@@ -240,7 +250,7 @@ export class TracepointEnforcer {
         const selectors: readonly (SelectorPlan | undefined)[] = hook.selectors.length > 0 ? hook.selectors : [undefined];
         selectors.forEach((s, j) => {
           const at = `${hook.path}.selectors[${j}]`;
-          for (const r of expand(s, at, reads, netns, hookIndex, bitOf)) {
+          for (const r of expand(s, at, reads, subjects, hookIndex, bitOf)) {
             rules.push(r);
             origins.push({ policy: plan.name, hook, reads });
           }
@@ -349,15 +359,18 @@ const STRING_OPS: Readonly<Record<string, { op: number; negate: boolean }>> = {
 };
 
 /**
- * A selector's rules: one per network namespace × pid × value of each positive argument filter (the program ORs
+ * A selector's rules: one per subject (a pod's network namespace, or a selected container's: its pod's and its own
+ * cgroup v2 id) × pid × value of each positive argument filter (the program ORs
  * the rules of a hook, each rule ANDs its filters; a negated filter with several values is one filter per value).
  * matchBinaries entries are ANDed (Tetragon's rule for the entries of a selector), their values ORed: the first
  * positive entry is one "any of" mask, each further positive entry one value per rule (an "all of" bit), and every
  * negative entry's values one "none of" mask.
  */
-function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly number[], hook: number, bitOf: (v: TpBinary) => bigint): TpRule[] {
+function expand(s: SelectorPlan | undefined, at: string, reads: readonly TracepointArgRead[], subjects: readonly RuleSubject[], hook: number, bitOf: (v: TpBinary) => bigint): TpRule[] {
   const refuse = (what: string): Error => new Error(`${at}.${what}`);
-  let netns = [...subjects];
+  let targets = [...subjects];
+  // Every process (no pod or container chosen): netns 0 and cgroup 0n, the only subject then.
+  const everyProcess = (): boolean => targets.some((x) => x.netns === 0);
   let pids: { pid: number; not: boolean }[] = [{ pid: 0, not: false }];
   let action: number = TP_ACTION.Post;
   let signal = 0;
@@ -372,9 +385,9 @@ function expand(s: SelectorPlan | undefined, at: string, reads: readonly Tracepo
     for (const n of s.namespaces) {
       if (n.namespace !== "Net") throw refuse(`matchNamespaces: ${n.namespace} namespaces are not read by the tracepoint program (Net is: a pod is its network namespace)`);
       const listed = n.values.map((v) => (v === "host_ns" ? netnsOf(1) : Number(v))).filter((x): x is number => x !== undefined && Number.isInteger(x));
-      if (n.operator === "In") netns = netns.includes(0) ? listed : netns.filter((x) => listed.includes(x));
-      else if (netns.includes(0)) throw refuse("matchNamespaces: Net NotIn for every process is not served (select pods with podSelector instead)");
-      else netns = netns.filter((x) => !listed.includes(x));
+      if (n.operator === "In") targets = everyProcess() ? listed.map((netns) => ({ netns, cgroup: 0n })) : targets.filter((x) => listed.includes(x.netns));
+      else if (everyProcess()) throw refuse("matchNamespaces: Net NotIn for every process is not served (select pods with podSelector instead)");
+      else targets = targets.filter((x) => !listed.includes(x.netns));
     }
     for (const p of s.pids) {
       if (p.isNamespacePID) throw refuse("matchPIDs: isNamespacePID is not served on tracepoints (the program sees host pids)");
@@ -424,8 +437,8 @@ function expand(s: SelectorPlan | undefined, at: string, reads: readonly Tracepo
     });
   }
   const out: TpRule[] = [];
-  for (const n of netns) for (const p of pids) for (const c of choices) for (const binariesAll of binaryChoices) {
-    out.push({ hook, netns: n, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), binaries, binariesAll, binariesNone, filters: [...fixed, ...c] });
+  for (const t of targets) for (const p of pids) for (const c of choices) for (const binariesAll of binaryChoices) {
+    out.push({ hook, netns: t.netns, cgroup: t.cgroup, pid: p.pid, action, signal, flags: flags | (p.not ? TP_F.pidNot : 0), binaries, binariesAll, binariesNone, filters: [...fixed, ...c] });
   }
   return out;
 }

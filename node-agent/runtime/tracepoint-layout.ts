@@ -17,7 +17,7 @@ export const TP_LAYOUT = {
   arg: { size: 8, offset: 0, kind: 2, size_: 3, isSigned: 4 },
   hook: { size: 8 + TP_ARGS_MAX * 8, eventId: 0, nargs: 4, args: 8 },
   filter: { size: 16 + TP_STR_MAX, arg: 0, op: 1, negate: 2, len: 4, value: 8, str: 16 },
-  rule: { size: 40 + TP_FILTERS_MAX * (16 + TP_STR_MAX), hook: 0, netns: 4, pid: 8, action: 12, signal: 13, flags: 14, nfilters: 15, binaries: 16, binariesAll: 24, binariesNone: 32, filters: 40 },
+  rule: { size: 48 + TP_FILTERS_MAX * (16 + TP_STR_MAX), hook: 0, netns: 4, pid: 8, action: 12, signal: 13, flags: 14, nfilters: 15, binaries: 16, binariesAll: 24, binariesNone: 32, cgroup: 40, filters: 48 },
   binary: { size: 8 + TP_STR_MAX, op: 0, len: 4, str: 8 },
   event: { size: 32 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX, pid: 0, tid: 4, netns: 8, rule: 12, hook: 16, action: 20, flags: 21, ktimeNs: 24, ints: 32, strs: 32 + TP_ARGS_MAX * 8 },
 } as const;
@@ -49,6 +49,8 @@ export interface TpRule {
   readonly binariesAll: bigint;
   /** and none of `binariesNone`. */
   readonly binariesNone: bigint;
+  /** The cgroup v2 id the caller must be in (a container a containerSelector selects); 0n: any. */
+  readonly cgroup: bigint;
   readonly filters: readonly TpFilter[];
 }
 
@@ -104,6 +106,7 @@ export function encodeTpRule(r: TpRule): Buffer {
   b.writeBigUInt64LE(r.binaries, L.binaries);
   b.writeBigUInt64LE(r.binariesAll, L.binariesAll);
   b.writeBigUInt64LE(r.binariesNone, L.binariesNone);
+  b.writeBigUInt64LE(r.cgroup, L.cgroup);
   r.filters.forEach((f, i) => {
     const at = L.filters + i * F.size;
     b.writeUInt8(f.arg, at + F.arg);

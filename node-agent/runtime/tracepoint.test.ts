@@ -270,7 +270,7 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
       assert.match(h, new RegExp(`#define ${name} ${v}\\b`));
     }
     assert.equal(TP_LAYOUT.filter.size, 1 + 1 + 1 + 1 + 4 + 8 + TP_STR_MAX);
-    assert.equal(TP_LAYOUT.rule.size, 4 * 3 + 4 + 8 * 3 + TP_FILTERS_MAX * TP_LAYOUT.filter.size);
+    assert.equal(TP_LAYOUT.rule.size, 4 * 3 + 4 + 8 * 4 + TP_FILTERS_MAX * TP_LAYOUT.filter.size);
     assert.equal(TP_LAYOUT.binary.size, 1 + 3 + 4 + TP_STR_MAX);
     assert.match(h, new RegExp(`#define TP_BINARIES_MAX ${TP_BINARIES_MAX}\\b`));
     assert.equal(TP_LAYOUT.event.size, 4 * 5 + 4 + 8 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX);
