@@ -146,6 +146,47 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     await converges("deathstar-from-cluster removed", () => true);
   });
 
+  it("a NetworkPolicy letting the xwings send TCP 80 to every pod of every namespace holds one every-pod entry per xwing identity on each node (not one per pod identity); a deny of the deathstars beside it wins for them, on one node and across", async () => {
+    const toEveryPod = {
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "xwing-to-every-pod", namespace: "default" },
+      spec: { podSelector: { matchLabels: { class: "xwing" } }, policyTypes: ["Egress"], egress: [{ to: [{ namespaceSelector: {} }], ports: [{ protocol: "TCP", port: 80 }] }] },
+    };
+    const noDeathstar = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "xwing-no-deathstar", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { class: "xwing" } }, egressDeny: [{ toEndpoints: [{ matchLabels: { class: "deathstar" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
+    };
+    await kubectl(["apply", "-f", "-"], JSON.stringify(toEveryPod));
+    await kubectl(["apply", "-f", "-"], JSON.stringify(noDeathstar));
+    // A NetworkPolicy has no Enforced condition: the map is read until the NetworkPolicy's entry is there.
+    await enforced("ciliumnetworkpolicy/xwing-no-deathstar", "default");
+    await converges("xwings to every pod but the deathstars", (src, dst) => !(src.labels.class === "xwing" && dst.labels.class === "deathstar"));
+    const xwingEgress = (node: number): { subjects: number; egress: (string | number)[][] } => {
+      const m = openPinnedMap(join(BPFFS_ROOT, `${prefix}node-${node}`, MAPS.policy), "policy");
+      try {
+        const keys = m.keys().map(decodePolicyKey);
+        const subjects = new Set(keys.filter((k) => k.peer === CONST.IDENTITY_CLASS_PODS).map((k) => k.subject));
+        const egress = keys.filter((k) => subjects.has(k.subject) && k.direction === "egress").map((k) => [k.peer === CONST.IDENTITY_CLASS_PODS ? "every pod" : "peer", k.proto, k.port]);
+        return { subjects: subjects.size, egress: egress.sort() };
+      } finally {
+        closePinnedMap(m);
+      }
+    };
+    for (const node of [1, 2]) {
+      const end = Date.now() + 30_000;
+      while (xwingEgress(node).subjects === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 500));
+      const { subjects, egress } = xwingEgress(node);
+      assert.equal(subjects, 1, `node-${node}: the xwings' identity has the every-pod entry`);
+      assert.deepEqual(egress, [["every pod", 6, 80], ["peer", 6, 80]], `node-${node}: the class's allow and the deathstars' deny, nothing per pod identity`);
+    }
+    await kubectl(["delete", "networkpolicy", "xwing-to-every-pod", "-n", "default"]);
+    await kubectl(["delete", "ciliumnetworkpolicy", "xwing-no-deathstar", "-n", "default"]);
+    await converges("xwing-to-every-pod removed", () => true);
+  });
+
   it("the seed's default-deny-all, applied with kubectl: nothing connects", async () => {
     const denyAll = parseAllDocuments(readFileSync(seedFile, "utf8"))
       .map((d) => d.toJSON() as { kind: string; metadata: { name: string } })
