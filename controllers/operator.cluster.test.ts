@@ -565,7 +565,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     }
   });
 
-  it("an agent from before class entries (its hello says nothing of them) gets the cluster entity and every pod per peer; one from before the every-pod class, every pod per peer; once its node's agent says it looks both up, one entry per class", async () => {
+  it("an agent from before class entries (its hello says nothing of them) gets the cluster entity, every pod and the world per peer; one from before the every-pod and world classes, those per peer; once its node's agent says it looks all up, one entry per class", async () => {
     const ns = "cls";
     await namespace(ns);
     const pki = await makePki(["cls-node"]);
@@ -589,13 +589,18 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
         spec: { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] },
       }));
       await kubectl(["apply", "-f", "-"], JSON.stringify({
+        apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "web-to-world", namespace: ns },
+        spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+      }));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({
         apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "dns-to-every-namespace", namespace: ns },
         spec: { podSelector: {}, policyTypes: ["Egress"], egress: [{ to: [{ namespaceSelector: {} }], ports: [{ protocol: "UDP", port: 53 }] }] },
       }));
       const tls = { ca: pki.read("ca.crt"), cert: pki.read("cls-node.crt"), key: pki.read("cls-node.key") };
       const webEntries = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 80) ?? [];
       const webDns = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 53 && e.direction === "egress") ?? [];
-      const old = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: false, everyPodClass: false });
+      const webWorld = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 443 && e.direction === "egress") ?? [];
+      const old = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: false, everyPodClass: false, worldClass: false });
       agents.push(old);
       const perPeer = await eventually("the old agent's web policy with db's own entry", () => (webEntries(old).some((e) => e.peer === dbId) ? webEntries(old) : undefined)).catch((err: Error) => {
         throw new Error(`${err.message}; web ${webId}, db ${dbId}; the old agent's web policy: ${JSON.stringify(old.state.policies.find((p) => p.subject === webId))}; subjects: ${JSON.stringify(old.state.policies.map((p) => p.subject))}`);
@@ -603,23 +608,29 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       assert.ok(perPeer.every((e) => e.peer !== 255), `no class entry for an agent that would not look it up: ${JSON.stringify(perPeer)}`);
       const dnsPerPod = await eventually("the old agent's web egress to db on UDP 53", () => (webDns(old).some((e) => e.peer === dbId) ? webDns(old) : undefined));
       assert.ok(dnsPerPod.every((e) => e.peer !== 254), `no every-pod entry for an agent that would not look it up: ${JSON.stringify(dnsPerPod)}`);
+      const worldPerPeer = await eventually("the old agent's web egress to the world on TCP 443", () => (webWorld(old).some((e) => e.peer === 2) ? webWorld(old) : undefined));
+      assert.ok(worldPerPeer.every((e) => e.peer !== 253), `no world class entry for an agent that would not look it up: ${JSON.stringify(worldPerPeer)}`);
       old.close();
-      const older = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: false });
+      const older = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: false, worldClass: false });
       agents.push(older);
       await eventually("the cluster class for an agent from before the every-pod class", () => (webEntries(older).some((e) => e.peer === 255) ? true : undefined));
       assert.ok(webDns(older).some((e) => e.peer === dbId) && webDns(older).every((e) => e.peer !== 254), `every pod per pod: ${JSON.stringify(webDns(older))}`);
+      assert.ok(webWorld(older).some((e) => e.peer === 2) && webWorld(older).every((e) => e.peer !== 253), `the world per peer: ${JSON.stringify(webWorld(older))}`);
       older.close();
-      const upgraded = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: true });
+      const upgraded = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: true, worldClass: true });
       agents.push(upgraded);
       const cls = await eventually("the upgraded agent's web policy with one class entry", () => (webEntries(upgraded).some((e) => e.peer === 255) && webDns(upgraded).some((e) => e.peer === 254) ? webEntries(upgraded) : undefined));
       assert.deepEqual(cls.map((e) => [e.peer, e.verdict]), [[255, "allow"]], "one class entry, no entry per peer");
       assert.deepEqual(webDns(upgraded).map((e) => [e.peer, e.verdict]), [[254, "allow"]], "one every-pod entry, no entry per pod");
+      const worldCls = await eventually("the upgraded agent's one world class entry", () => (webWorld(upgraded).some((e) => e.peer === 253) ? webWorld(upgraded) : undefined));
+      assert.deepEqual(worldCls.map((e) => [e.peer, e.verdict]), [[253, "allow"]], "one world class entry, no entry per world identity");
       await op.stop("SIGTERM");
     } finally {
       for (const a of agents) a.close();
       pki.remove();
       await kubectl(["delete", "ccnp", "web-from-cluster", "--ignore-not-found"]);
       await kubectl(["delete", "networkpolicy", "-n", ns, "dns-to-every-namespace", "--ignore-not-found"]);
+      await kubectl(["delete", "ciliumnetworkpolicy", "-n", ns, "web-to-world", "--ignore-not-found"]);
       await kubectl(["delete", "node", "cls-node", "--ignore-not-found"]);
     }
   });

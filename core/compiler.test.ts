@@ -16,7 +16,8 @@ import type {
 } from "./model.ts";
 import { canonicalSelector } from "./selector.ts";
 import { label, labelSetFrom } from "./labels.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
+import { ipBlockLabels } from "./ipblock.ts";
 import { compileAll, DeltaCollector, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict, httpInspection } from "./evaluator.ts";
 import { httpPartsAt } from "./policy/http-rules.ts";
@@ -203,28 +204,23 @@ function policyArb(name: string, peers: fc.Arbitrary<Peer> = peer): fc.Arbitrary
     }));
 }
 
-const policiesArb = fc
-  .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
-  .chain((names) => fc.tuple(...[...new Set(names)].map((n) => policyArb(n))));
+/** One to four policies, each drawing its rules' peers from `peers`. */
+const policiesOf = (peers: fc.Arbitrary<Peer>): fc.Arbitrary<Policy[]> =>
+  fc
+    .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
+    .chain((names) => fc.tuple(...[...new Set(names)].map((n) => policyArb(n, peers))));
+
+const policiesArb = policiesOf(peer);
 
 /** Policies whose peers are often the classes' (every pod, the `cluster` entity), beside selectors, the wildcard and the world. */
-const classPoliciesArb = fc
-  .array(fc.constantFrom("p0", "p1", "p2", "p3"), { minLength: 1, maxLength: 4 })
-  .chain((names) =>
-    fc.tuple(
-      ...[...new Set(names)].map((n) =>
-        policyArb(
-          n,
-          fc.oneof(
-            { weight: 3, arbitrary: everyPod },
-            { weight: 3, arbitrary: fc.constant<Peer>({ kind: "entity", entity: "cluster" }) },
-            { weight: 2, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
-            { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "any" }, { kind: "entity", entity: "world" }, { kind: "entity", entity: "host" }) },
-          ),
-        ),
-      ),
-    ),
-  );
+const classPoliciesArb = policiesOf(
+  fc.oneof(
+    { weight: 3, arbitrary: everyPod },
+    { weight: 3, arbitrary: fc.constant<Peer>({ kind: "entity", entity: "cluster" }) },
+    { weight: 2, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
+    { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "any" }, { kind: "entity", entity: "world" }, { kind: "entity", entity: "host" }) },
+  ),
+);
 
 /** Pods of this cluster, each with a namespace: nothing turns a class off. */
 const classIdentitiesArb = fc.array(podLabel, { minLength: 2, maxLength: 6 }).map((pods) => {
@@ -232,6 +228,43 @@ const classIdentitiesArb = fc.array(podLabel, { minLength: 2, maxLength: 6 }).ma
   pods.forEach((p, i) => m.set(256 + i, podLabels({ ...p, cluster: "default", namespaced: true })));
   return m;
 });
+
+/**
+ * The world class's side: IPv6 CIDR identities and world-ipv6 beside the IPv4 ones, and ipBlock identities, which
+ * share the CIDR identities' number range without the world label (a packet's peer is never one: the datapath tries
+ * their own keys only, as the second look for a pod's address).
+ */
+const IPBLOCK_IDS: [number, LabelSet][] = [
+  [(1 << 24) + 20, ipBlockLabels("10.1.0.0/16")],
+  [(1 << 24) + 21, ipBlockLabels("192.168.0.0/16")],
+];
+const WORLD_EXTRA_IDS: [number, LabelSet][] = [
+  [10, RESERVED_IDENTITIES.find((r) => r.id === 10)!.labels],
+  [(1 << 24) + 10, cidrLabels("fd00::/8")],
+  [(1 << 24) + 11, cidrLabels("2001:db8::1/128")],
+  ...IPBLOCK_IDS,
+];
+/** Now and then a local identity the `world` entity does not select (no world label, not an ipBlock's): no world class entries then. */
+const STRAY_LOCAL: [number, LabelSet] = [(1 << 24) + 30, labelSetFrom([label("cidr", "10.9.0.0/16")])];
+const worldIdentitiesArb = fc
+  .tuple(fc.oneof(identitiesArb, classIdentitiesArb), fc.constantFrom(false, false, true))
+  .map(([m, stray]) => new Map([...m, ...WORLD_EXTRA_IDS, ...(stray ? [STRAY_LOCAL] : [])]));
+
+/** Policies whose peers are often the `world` entity, beside the CIDRs and ipBlocks it covers, its families' entities and the other classes'. */
+const worldPoliciesArb = policiesOf(
+  fc.oneof(
+    { weight: 4, arbitrary: fc.constant<Peer>({ kind: "entity", entity: "world" }) },
+    { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "entity", entity: "world-ipv4" }, { kind: "entity", entity: "world-ipv6" }, { kind: "entity", entity: "cluster" }, { kind: "any" }) },
+    { weight: 1, arbitrary: everyPod },
+    {
+      weight: 2,
+      arbitrary: fc
+        .record({ cidr: fc.constantFrom("10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "fd00::/8", "0.0.0.0/0"), podAddresses: fc.boolean() })
+        .map((c): Peer => ({ kind: "cidr", cidr: c.cidr, except: [], ...(c.podAddresses ? { podAddresses: true as const } : {}) })),
+    },
+    { weight: 1, arbitrary: selector.map((s): Peer => ({ kind: "selector", selector: s })) },
+  ),
+);
 
 // Named ports: identity N exposes "pX" as port X only when N is even (so resolution differs per peer).
 const namedPorts = (id: number, name: string): readonly number[] =>
@@ -308,32 +341,50 @@ test("property: a lookup in the compiled entries gives the reference evaluator's
 
 test("property: with the classes, every lookup finds the same entry (verdict, rule, proxy) as the per-peer compile, denies included", () => {
   let withBoth = 0;
+  let withWorld = 0;
+  const ipBlockIds = new Set(IPBLOCK_IDS.map(([id]) => id));
   checkProperty(
-    fc.property(fc.oneof({ weight: 1, arbitrary: identitiesArb }, { weight: 3, arbitrary: classIdentitiesArb }), fc.oneof({ weight: 1, arbitrary: policiesArb }, { weight: 3, arbitrary: classPoliciesArb }), (ids, policies) => {
-      const classes = compileAll(policies, ids, { namedPorts });
-      const perPeer = compileAll(policies, ids, { namedPorts });
-      perPeer.setEveryPodClass(false);
-      perPeer.setClusterClass(false);
-      assert.ok(!holdsClass(perPeer, EVERY_POD_CLASS_PEER) && !holdsClass(perPeer, CLUSTER_CLASS_PEER), "the per-peer compile has no class entry");
-      if (holdsClass(classes, EVERY_POD_CLASS_PEER) && holdsClass(classes, CLUSTER_CLASS_PEER)) withBoth++;
-      for (const subject of ids.keys()) {
-        const a = classes.snapshot(subject);
-        const b = perPeer.snapshot(subject);
-        for (const peerId of ids.keys()) {
-          for (const direction of ["ingress", "egress"] as const) {
-            for (const [proto, port] of PROBES) {
-              const got = lookup(a, direction, peerId, proto, port);
-              const want = lookup(b, direction, peerId, proto, port);
-              const what = (r: typeof got): string => `${r.verdict} rule ${r.entry?.ruleId} proxy ${r.entry?.proxyPort} ${r.entry?.proto}/${r.entry?.port}/${r.entry?.portPrefixLen}`;
-              assert.equal(what(got), what(want), `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: entry ${JSON.stringify(got.entry)}`);
+    fc.property(
+      fc.oneof({ weight: 1, arbitrary: identitiesArb }, { weight: 3, arbitrary: classIdentitiesArb }, { weight: 3, arbitrary: worldIdentitiesArb }),
+      fc.oneof({ weight: 1, arbitrary: policiesArb }, { weight: 3, arbitrary: classPoliciesArb }, { weight: 3, arbitrary: worldPoliciesArb }),
+      (ids, policies) => {
+        const classes = compileAll(policies, ids, { namedPorts });
+        const perPeer = compileAll(policies, ids, { namedPorts });
+        perPeer.setEveryPodClass(false);
+        perPeer.setClusterClass(false);
+        perPeer.setWorldClass(false);
+        assert.ok(![EVERY_POD_CLASS_PEER, CLUSTER_CLASS_PEER, WORLD_CLASS_PEER].some((c) => holdsClass(perPeer, c)), "the per-peer compile has no class entry");
+        if (holdsClass(classes, EVERY_POD_CLASS_PEER) && holdsClass(classes, CLUSTER_CLASS_PEER)) withBoth++;
+        if (holdsClass(classes, WORLD_CLASS_PEER)) withWorld++;
+        const what = (r: ReturnType<typeof lookup>): string => `${r.verdict} rule ${r.entry?.ruleId} proxy ${r.entry?.proxyPort} ${r.entry?.proto}/${r.entry?.port}/${r.entry?.portPrefixLen}`;
+        for (const subject of ids.keys()) {
+          const a = classes.snapshot(subject);
+          const b = perPeer.snapshot(subject);
+          for (const peerId of ids.keys()) {
+            // An ipBlock identity is only ever the second look's peer (below), as in the datapath.
+            if (ipBlockIds.has(peerId)) continue;
+            for (const direction of ["ingress", "egress"] as const) {
+              for (const [proto, port] of PROBES) {
+                const got = lookup(a, direction, peerId, proto, port);
+                const want = lookup(b, direction, peerId, proto, port);
+                assert.equal(what(got), what(want), `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: entry ${JSON.stringify(got.entry)}`);
+                if (peerId < 256 || peerId > 65535) continue;
+                for (const ipBlockPeer of ipBlockIds) {
+                  if (!ids.has(ipBlockPeer)) continue;
+                  const got2 = lookup(a, direction, peerId, proto, port, ipBlockPeer);
+                  const want2 = lookup(b, direction, peerId, proto, port, ipBlockPeer);
+                  assert.equal(what(got2), what(want2), `subject ${subject} ${direction} pod ${peerId} at ipBlock ${ipBlockPeer} proto ${proto} port ${port}`);
+                }
+              }
             }
           }
         }
-      }
-    }),
-    { numRuns: 100 },
+      },
+    ),
+    { numRuns: 200 },
   );
   assert.ok(withBoth > 0, "some runs compiled entries of both classes");
+  assert.ok(withWorld > 0, "some runs compiled world class entries");
 });
 
 /** Entries with ruleId replaced by the rule's origin path, comparable across compiler instances. */

@@ -23,7 +23,8 @@ import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
 import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass, inWorldClass } from "./identity.ts";
+import { isIPBlockIdentity } from "./ipblock.ts";
 import { entityMatches } from "./entities.ts";
 import { entityMatcher, matchesIdentity, rulePeerSelection, type IdentityMatcher } from "./policy/selector-cache.ts";
 import { networkPolicyPeerSelector } from "./selector.ts";
@@ -70,7 +71,7 @@ type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
 interface DirState {
   readonly resolved: ResolvedDirection;
-  /** Also holds each class's templates under its peer (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER) when there are any. */
+  /** Also holds each class's templates under its peer (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER) when there are any. */
   readonly entries: DirectionEntries;
   readonly classes: ClassTemplates;
 }
@@ -82,20 +83,35 @@ interface DirState {
  * templates are the same as those of the class that answers for it (answeringClass: the datapath finds the class's
  * for it, between its own keys and the wildcard's). A peer with other templates keeps them all (the class's keys
  * among them, as it is matched by the class's terms too), so its first hit is the same entry at every level.
+ * `world`: the templates of a peer matched by exactly the direction's `fromEntities/toEntities: [world]` terms (a CIDR
+ * identity, the reserved world ones; a class of its own, no peer is in it and in another).
  */
 interface ClassTemplates {
   readonly cluster: readonly EntryTemplate[] | undefined;
   readonly pods: readonly EntryTemplate[] | undefined;
+  readonly world: readonly EntryTemplate[] | undefined;
 }
 
-const NO_CLASSES: ClassTemplates = { cluster: undefined, pods: undefined };
+const NO_CLASSES: ClassTemplates = { cluster: undefined, pods: undefined, world: undefined };
 
 function sameClasses(a: ClassTemplates, b: ClassTemplates): boolean {
-  return a.cluster === b.cluster && a.pods === b.pods;
+  return a.cluster === b.cluster && a.pods === b.pods && a.world === b.world;
+}
+
+/** The class peers, each a key of a direction's entries like any peer's. */
+function isClassPeer(peer: number): boolean {
+  return peer === CLUSTER_CLASS_PEER || peer === EVERY_POD_CLASS_PEER || peer === WORLD_CLASS_PEER;
+}
+
+/** A class's templates by its peer. */
+function classOf(cls: ClassTemplates, classPeer: number | undefined): readonly EntryTemplate[] | undefined {
+  return classPeer === EVERY_POD_CLASS_PEER ? cls.pods : classPeer === CLUSTER_CLASS_PEER ? cls.cluster : classPeer === WORLD_CLASS_PEER ? cls.world : undefined;
 }
 
 /** The selector cache's canonical of the `cluster` entity (entities are never narrowed by fromRequires). */
 const CLUSTER_ENTITY = entityMatcher("cluster").canonical;
+/** The same of the `world` entity. */
+const WORLD_ENTITY = entityMatcher("world").canonical;
 
 /**
  * The peer matchers of every pod as policies write them (a NetworkPolicy's `namespaceSelector: {}`, a CNP's
@@ -122,12 +138,15 @@ function sameTemplates(a: readonly EntryTemplate[], b: readonly EntryTemplate[])
 
 const NO_TEMPLATES: readonly EntryTemplate[] = [];
 
-/** What the map holds for one peer of a direction whose classes are `cls`: nothing for a peer its answering class stands for. */
-function emitted(cls: ClassTemplates, peer: number, ts: readonly EntryTemplate[] | undefined): readonly EntryTemplate[] {
+/**
+ * What the map holds for one peer of a direction whose classes are `cls`: nothing for a peer its answering class stands
+ * for. `ipBlockIds`: ipBlock identities, in the world class's range by number but only ever looked up on their own keys
+ * (the datapath's second look for a pod's address), so they always keep theirs.
+ */
+function emitted(cls: ClassTemplates, peer: number, ts: readonly EntryTemplate[] | undefined, ipBlockIds: ReadonlySet<number>): readonly EntryTemplate[] {
   if (ts === undefined) return NO_TEMPLATES;
-  if (peer === IDENTITY_WILDCARD || peer === CLUSTER_CLASS_PEER || peer === EVERY_POD_CLASS_PEER) return ts;
-  const by = answeringClass(peer, (c) => (c === EVERY_POD_CLASS_PEER ? cls.pods : c === CLUSTER_CLASS_PEER ? cls.cluster : undefined) !== undefined);
-  const answer = by === EVERY_POD_CLASS_PEER ? cls.pods : by === CLUSTER_CLASS_PEER ? cls.cluster : undefined;
+  if (peer === IDENTITY_WILDCARD || isClassPeer(peer) || ipBlockIds.has(peer)) return ts;
+  const answer = classOf(cls, answeringClass(peer, (c) => classOf(cls, c) !== undefined));
   return answer !== undefined && sameTemplates(ts, answer) ? NO_TEMPLATES : ts;
 }
 
@@ -169,6 +188,15 @@ export class PolicyCompiler {
   private readonly strayPodIds = new Set<number>();
   /** Every agent looks up every-pod class entries (setEveryPodClass). */
   private podClassAllowed = true;
+  /**
+   * Identities in the world class by number (inWorldClass) that the `world` entity does not select and that are not
+   * ipBlock identities (never a packet's peer): while there is one, no world class entries are compiled.
+   */
+  private readonly strayWorldIds = new Set<number>();
+  /** The ipBlock identities the compiler knows (see emitted). */
+  private readonly ipBlockIds = new Set<number>();
+  /** Every agent looks up world class entries (setWorldClass). */
+  private worldClassAllowed = true;
 
   constructor(opts: CompilerOptions = {}) {
     this.clusterName = opts.clusterName;
@@ -280,9 +308,14 @@ export class PolicyCompiler {
     return this.classOn && this.podClassAllowed && this.strayPodIds.size === 0;
   }
 
-  /** Both switches in one value, to see whether a change moved either. */
+  /** Whether the `world` entity is compiled as class entries now (independent of the other two: no peer is in it and in them). */
+  private get worldClassOn(): boolean {
+    return this.worldClassAllowed && this.strayWorldIds.size === 0;
+  }
+
+  /** The switches in one value, to see whether a change moved any. */
   private get classesOn(): string {
-    return `${this.classOn}/${this.podClassOn}`;
+    return `${this.classOn}/${this.podClassOn}/${this.worldClassOn}`;
   }
 
   /**
@@ -301,6 +334,15 @@ export class PolicyCompiler {
   setEveryPodClass(allowed: boolean, into?: DeltaCollector): Delta[] {
     if (allowed === this.podClassAllowed) return [];
     return this.switchClasses(() => (this.podClassAllowed = allowed), into);
+  }
+
+  /**
+   * Whether every agent's datapath looks up the world class's entries (their hellos say worldClass): while one does
+   * not, the `world` entity is compiled per peer. Recompiles what changes.
+   */
+  setWorldClass(allowed: boolean, into?: DeltaCollector): Delta[] {
+    if (allowed === this.worldClassAllowed) return [];
+    return this.switchClasses(() => (this.worldClassAllowed = allowed), into);
   }
 
   /** Applies a change to what the agents look up, recompiling everything when it moves a class on or off. */
@@ -327,7 +369,7 @@ export class PolicyCompiler {
     const entries: PolicyEntry[] = [];
     for (const direction of DIRECTIONS) {
       const dir = s[direction];
-      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts)) entries.push(entryOf(subject, direction, peer, t));
+      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds)) entries.push(entryOf(subject, direction, peer, t));
     }
     const http = this.httpOf(s);
     return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
@@ -350,7 +392,7 @@ export class PolicyCompiler {
 
   entryCount(): number {
     let n = 0;
-    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classes, peer, ts).length;
+    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classes, peer, ts, this.ipBlockIds).length;
     return n;
   }
 
@@ -387,7 +429,7 @@ export class PolicyCompiler {
       state[direction] = next;
       if (!prev) {
         this.computeFull(subject, direction, next);
-        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classes, peer, ts)) d.add(subject, entryOf(subject, direction, peer, t));
+        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classes, peer, ts, this.ipBlockIds)) d.add(subject, entryOf(subject, direction, peer, t));
       } else {
         const everything = changedPolicy === undefined || !sameRequires(prev.resolved, resolved) || !sameWildcardDenies(prev.resolved, resolved);
         let peers: Set<number>;
@@ -397,6 +439,7 @@ export class PolicyCompiler {
           peers.add(IDENTITY_WILDCARD);
           peers.add(CLUSTER_CLASS_PEER);
           peers.add(EVERY_POD_CLASS_PEER);
+          peers.add(WORLD_CLASS_PEER);
         } else {
           const touched = (t: Term): boolean => t.policyKey === changedPolicy;
           peers = peersOf(this.selectorCache, prev.resolved.terms.filter(touched));
@@ -407,6 +450,7 @@ export class PolicyCompiler {
           if (prev.resolved.terms.some(classTerm) || resolved.terms.some(classTerm) || !sameClasses(prev.classes, next.classes)) {
             peers.add(CLUSTER_CLASS_PEER);
             peers.add(EVERY_POD_CLASS_PEER);
+            peers.add(WORLD_CLASS_PEER);
           }
         }
         for (const [peer, m] of prev.entries) if (!peers.has(peer)) next.entries.set(peer, m);
@@ -428,7 +472,7 @@ export class PolicyCompiler {
     d.touch(state.subject);
     for (const direction of DIRECTIONS) {
       const dir = state[direction];
-      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
+      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
       this.unregisterTerms(state.users[direction], dir.resolved.terms);
       this.dirty.delete(state.users[direction]);
     }
@@ -439,11 +483,14 @@ export class PolicyCompiler {
   private dropIdentity(id: number, d: DeltaCollector): void {
     this.strayClassIds.delete(id);
     this.strayPodIds.delete(id);
+    this.strayWorldIds.delete(id);
     this.selectorCache.removeIdentity(id);
     const asSubject = this.subjects.get(id);
     if (asSubject) this.deleteSubject(asSubject, d);
     this.identities.delete(id);
     this.recomputeDirty(id, d);
+    // After its entries went: what the map held for it was written while it was an ipBlock identity (emitted).
+    this.ipBlockIds.delete(id);
   }
 
   /** Recomputes the peers the selector cache marked, except in `rebuilt`'s own state (just built from scratch or gone). */
@@ -483,15 +530,20 @@ export class PolicyCompiler {
     else this.strayClassIds.delete(id);
     if (inEveryPodClass(id) && !this.everyPodMatchers.every((m) => matchesIdentity(m, id, labels))) this.strayPodIds.add(id);
     else this.strayPodIds.delete(id);
+    const ipBlock = isIPBlockIdentity(labels);
+    if (ipBlock) this.ipBlockIds.add(id);
+    else this.ipBlockIds.delete(id);
+    if (inWorldClass(id) && !ipBlock && !entityMatches("world", labels, this.clusterName)) this.strayWorldIds.add(id);
+    else this.strayWorldIds.delete(id);
   }
 
   private isClassCanonical(canonical: string): boolean {
-    return canonical === CLUSTER_ENTITY || this.everyPodMatchers.some((m) => m.canonical === canonical);
+    return canonical === CLUSTER_ENTITY || canonical === WORLD_ENTITY || this.everyPodMatchers.some((m) => m.canonical === canonical);
   }
 
   /** The classes' templates of a subject direction (see ClassTemplates): none for a class without terms, or with named ports, or off. */
   private classesOf(subject: number, direction: Direction, resolved: ResolvedDirection): ClassTemplates {
-    if (!this.classOn) return NO_CLASSES;
+    if (!this.classOn && !this.worldClassOn) return NO_CLASSES;
     const named = (i: number): boolean => resolved.terms[i]!.namedPorts.length > 0;
     // Ascending, as matchedTerms gives a peer's: a peer matched by these terms alone gets the very same array.
     const templatesOf = (classPeer: number, idxs: readonly number[]): readonly EntryTemplate[] | undefined => {
@@ -501,9 +553,10 @@ export class PolicyCompiler {
     };
     const clusterIdxs = resolved.termsBySelector.get(CLUSTER_ENTITY) ?? [];
     const podIdxs = this.everyPodMatchers.flatMap((m) => resolved.termsBySelector.get(m.canonical) ?? []);
-    const cluster = templatesOf(CLUSTER_CLASS_PEER, clusterIdxs);
+    const cluster = this.classOn ? templatesOf(CLUSTER_CLASS_PEER, clusterIdxs) : undefined;
     const pods = this.podClassOn && podIdxs.length > 0 ? templatesOf(EVERY_POD_CLASS_PEER, [...podIdxs, ...clusterIdxs]) : undefined;
-    return cluster === undefined && pods === undefined ? NO_CLASSES : { cluster, pods };
+    const world = this.worldClassOn ? templatesOf(WORLD_CLASS_PEER, resolved.termsBySelector.get(WORLD_ENTITY) ?? []) : undefined;
+    return cluster === undefined && pods === undefined && world === undefined ? NO_CLASSES : { cluster, pods, world };
   }
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
@@ -521,6 +574,7 @@ export class PolicyCompiler {
     if (wild.length > 0) dir.entries.set(IDENTITY_WILDCARD, wild);
     if (dir.classes.cluster !== undefined) dir.entries.set(CLUSTER_CLASS_PEER, dir.classes.cluster);
     if (dir.classes.pods !== undefined) dir.entries.set(EVERY_POD_CLASS_PEER, dir.classes.pods);
+    if (dir.classes.world !== undefined) dir.entries.set(WORLD_CLASS_PEER, dir.classes.world);
     for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
       const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
@@ -540,12 +594,13 @@ export class PolicyCompiler {
     let after: readonly EntryTemplate[];
     if (peer === CLUSTER_CLASS_PEER) after = dir.classes.cluster ?? NO_TEMPLATES;
     else if (peer === EVERY_POD_CLASS_PEER) after = dir.classes.pods ?? NO_TEMPLATES;
+    else if (peer === WORLD_CLASS_PEER) after = dir.classes.world ?? NO_TEMPLATES;
     else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
     if (after.length > 0) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
     if (!d.recording || (after === before && sameClasses(classBefore, dir.classes))) return; // the same templates: the same entries
-    const was = emitted(classBefore, peer, before);
-    const now = emitted(dir.classes, peer, after);
+    const was = emitted(classBefore, peer, before, this.ipBlockIds);
+    const now = emitted(dir.classes, peer, after, this.ipBlockIds);
     if (was === now) return;
     const held = new Map<number, EntryTemplate>();
     for (const b of was) held.set(b.slot, b);

@@ -6,6 +6,7 @@ import { PolicyCompiler, policyKey } from "./compiler.ts";
 import { IDENTITY, RESERVED_IDENTITIES } from "./identity.ts";
 import { securityLabels } from "./labels.ts";
 import type { Policy } from "./model.ts";
+import { lookup } from "./policy/mapstate.ts";
 import { MIN_NODE_HOST_IDENTITY, NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "./host-endpoint.ts";
 
 function policy(kind: string, spec: Record<string, unknown>, name = "p"): Policy[] {
@@ -38,7 +39,8 @@ test("a nodeSelector matchLabels selects exactly the node host subjects whose no
   const c = compilerWithNodes();
   add(c, policy("CiliumClusterwideNetworkPolicy", { nodeSelector: { matchLabels: { tier: "mgmt" } }, ingress: [{ fromEntities: ["world"], ...ssh }] }));
   assert.equal(c.snapshot(CONTROL).ingressEnforced, true, "the labelled node's host is enforced");
-  assert.ok(c.snapshot(CONTROL).entries.some((e) => e.peer === IDENTITY.world && e.port === 22 && e.verdict === "allow"));
+  for (const world of [IDENTITY.world, IDENTITY.worldIPv4, IDENTITY.worldIPv6]) assert.equal(lookup(c.snapshot(CONTROL), "ingress", world, 6, 22).verdict, "allow", `world ${world} on 22`);
+  assert.equal(lookup(c.snapshot(CONTROL), "ingress", 256, 6, 22).verdict, "deny", "a pod is not the world");
   assert.equal(c.snapshot(WORKER).ingressEnforced, false, "the other node is not selected");
   assert.deepEqual(c.snapshot(WORKER).entries, []);
   assert.equal(c.snapshot(IDENTITY.host).ingressEnforced, false, "reserved:host without node labels matches no label selector");

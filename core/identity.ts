@@ -89,11 +89,30 @@ export function inEveryPodClass(id: number): boolean {
 }
 
 /**
+ * The `world` entity as a peer class (issue #21): a rule whose peers are exactly `toEntities/fromEntities: [world]`
+ * compiles to entries for this reserved peer instead of one per CIDR identity. For a peer in the class by number
+ * (inWorldClass) the datapath probes its keys after the peer's own, then the wildcard's. Never allocated.
+ */
+export const WORLD_CLASS_PEER = 253;
+
+/**
+ * Whether a peer identity is in the `world` class by its number, as the datapath decides it: the reserved world
+ * identities (world, world-ipv4, world-ipv6) and the operator's half of the local scope (CIDR identities, whose
+ * labels carry their family's world label, and ipBlock identities, which do not but are never a packet's peer: the
+ * datapath only tries their own keys, after a pod's lookup). Not the agents' FQDN half: their entries are the agent's.
+ */
+export function inWorldClass(id: number): boolean {
+  return id === IDENTITY.world || id === IDENTITY.worldIPv4 || id === IDENTITY.worldIPv6 || (id >= MIN_LOCAL_IDENTITY && id < MIN_FQDN_IDENTITY);
+}
+
+/**
  * The class whose entries answer for `peer` after its own keys, in the datapath's order (bpf/lib/policy.h
- * policy_lookup): the every-pod class for a pod peer when the subject direction has its entries (they hold the
- * cluster entity's rules too), else the cluster class for a peer in it when it has its entries; undefined: none.
+ * policy_lookup): the world class for a peer in it when the subject direction has its entries; the every-pod class for
+ * a pod peer when it has its entries (they hold the cluster entity's rules too), else the cluster class for a peer in
+ * it when it has its entries; undefined: none. The world class and the other two never hold the same peer.
  */
 export function answeringClass(peer: number, hasEntriesOf: (classPeer: number) => boolean): number | undefined {
+  if (inWorldClass(peer)) return hasEntriesOf(WORLD_CLASS_PEER) ? WORLD_CLASS_PEER : undefined;
   if (inEveryPodClass(peer) && hasEntriesOf(EVERY_POD_CLASS_PEER)) return EVERY_POD_CLASS_PEER;
   if (inClusterClass(peer) && hasEntriesOf(CLUSTER_CLASS_PEER)) return CLUSTER_CLASS_PEER;
   return undefined;

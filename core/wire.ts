@@ -134,8 +134,10 @@ export type Upstream =
    * (peer CLUSTER_CLASS_PEER); while an agent without it is known, the operator compiles that entity per peer.
    * `everyPodClass`: it looks up the entries of selectors of every pod held once per key (peer EVERY_POD_CLASS_PEER,
    * instead of the cluster class's for a pod); while an agent without it is known, those are compiled per pod.
+   * `worldClass`: it looks up the `world` entity's entries held once per key (peer WORLD_CLASS_PEER, for a CIDR or
+   * reserved world peer); while an agent without it is known, the entity is compiled per CIDR identity.
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean; readonly everyPodClass?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean; readonly everyPodClass?: boolean; readonly worldClass?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   /**
    * Each TracingPolicy's status on the node, as its runtime enforcer reports it (sent by an agent that runs the
@@ -163,6 +165,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (v.runtime !== undefined && typeof v.runtime !== "boolean") return err("runtime", "must be a boolean");
       if (v.clusterClass !== undefined && typeof v.clusterClass !== "boolean") return err("clusterClass", "must be a boolean");
       if (v.everyPodClass !== undefined && typeof v.everyPodClass !== "boolean") return err("everyPodClass", "must be a boolean");
+      if (v.worldClass !== undefined && typeof v.worldClass !== "boolean") return err("worldClass", "must be a boolean");
       return {
         ok: true,
         value: {
@@ -174,6 +177,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
           ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
           ...(v.clusterClass !== undefined ? { clusterClass: v.clusterClass } : {}),
           ...(v.everyPodClass !== undefined ? { everyPodClass: v.everyPodClass } : {}),
+          ...(v.worldClass !== undefined ? { worldClass: v.worldClass } : {}),
         },
       };
     case "runtime": {

@@ -187,6 +187,32 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     await converges("xwing-to-every-pod removed", () => true);
   });
 
+  it("a CNP letting the xwings reach the world on TCP 443 holds one world class entry per xwing identity on each node (not one per world identity), and lets the xwings reach no pod", async () => {
+    const toWorld = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "xwing-to-world", namespace: "default" },
+      spec: { endpointSelector: { matchLabels: { class: "xwing" } }, egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+    };
+    await kubectl(["apply", "-f", "-"], JSON.stringify(toWorld));
+    await enforced("ciliumnetworkpolicy/xwing-to-world", "default");
+    await converges("the xwings reach no pod (a pod is not the world)", (src) => src.labels.class !== "xwing");
+    for (const node of [1, 2]) {
+      const m = openPinnedMap(join(BPFFS_ROOT, `${prefix}node-${node}`, MAPS.policy), "policy");
+      try {
+        const keys = m.keys().map(decodePolicyKey);
+        const subjects = new Set(keys.filter((k) => k.peer === CONST.IDENTITY_CLASS_WORLD).map((k) => k.subject));
+        assert.equal(subjects.size, 1, `node-${node}: the xwings' identity has the world class entry`);
+        const egress = keys.filter((k) => subjects.has(k.subject) && k.direction === "egress").map((k) => [k.peer === CONST.IDENTITY_CLASS_WORLD ? "world" : k.peer, k.proto, k.port]);
+        assert.deepEqual(egress, [["world", 6, 443]], `node-${node}: one entry for the world, none per world identity (reserved world, world-ipv4, world-ipv6)`);
+      } finally {
+        closePinnedMap(m);
+      }
+    }
+    await kubectl(["delete", "ciliumnetworkpolicy", "xwing-to-world", "-n", "default"]);
+    await converges("xwing-to-world removed", () => true);
+  });
+
   it("the seed's default-deny-all, applied with kubectl: nothing connects", async () => {
     const denyAll = parseAllDocuments(readFileSync(seedFile, "utf8"))
       .map((d) => d.toJSON() as { kind: string; metadata: { name: string } })

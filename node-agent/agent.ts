@@ -647,7 +647,7 @@ export class NodeAgent {
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
     call.on("end", () => onEnd("stream ended"));
-    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}), ...(this.runtime ? { runtime: true } : {}), clusterClass: true, everyPodClass: true });
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}), ...(this.runtime ? { runtime: true } : {}), clusterClass: true, everyPodClass: true, worldClass: true });
     // What the enforcer runs now: the operator forgot it with the last stream.
     this.sendRuntimeReport();
   }

@@ -22,6 +22,16 @@
  * probed after a pod peer's own entries instead of the cluster class's (its entries hold the cluster entity's rules
  * too) for subjects whose lens has POLICY_LENS_PODS. Never a packet's identity. */
 #define IDENTITY_CLASS_PODS 254
+/* The peer of a policy entry that holds for every identity of the `world` entity the datapath can test by number
+ * (core/identity.ts's inWorldClass: world, world-ipv4, world-ipv6 and the operator's half of the local scope, the
+ * CIDR identities), probed after such a peer's own entries for subjects whose lens has POLICY_LENS_WORLD. Never a
+ * packet's identity. */
+#define IDENTITY_CLASS_WORLD 253
+#define IDENTITY_WORLD_IPV4 9
+#define IDENTITY_WORLD_IPV6 10
+/* The operator's half of the local scope (CIDR and ipBlock identities); the agents' FQDN identities start at the end. */
+#define IDENTITY_MIN_LOCAL (1u << 24)
+#define IDENTITY_MIN_FQDN ((1u << 24) + (1u << 23))
 
 #define FAMILY_IPV4 4
 #define FAMILY_IPV6 6
@@ -51,6 +61,8 @@ struct policy_key {
 #define POLICY_LENS_CLASS (1u << 18)
 /* In peer_lens: the subject has entries for peer IDENTITY_CLASS_PODS (their port lens are in peer_lens too). */
 #define POLICY_LENS_PODS (1u << 19)
+/* In peer_lens: the subject has entries for peer IDENTITY_CLASS_WORLD (their port lens are in peer_lens too). */
+#define POLICY_LENS_WORLD (1u << 20)
 struct policy_lens_key {
 	__u32 subject;
 	__u8 direction;  /* DIR_* */

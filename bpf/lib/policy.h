@@ -109,11 +109,21 @@ static __always_inline int identity_in_cluster_class(__u32 id)
 	return (id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER) || (id >= IDENTITY_HOST && id <= 8 && id != IDENTITY_WORLD);
 }
 
-/* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): the every-pod
- * class for a pod when the subject has its entries (they hold the cluster entity's rules too), else the cluster
- * class for a peer in it when the subject has its entries; 0 for none. */
+/* Whether a peer identity is in the `world` class (core/identity.ts inWorldClass): a reserved world identity or one
+ * of the operator's local (CIDR) identities. ipBlock identities share that range but are never a packet's peer. */
+static __always_inline int identity_in_world_class(__u32 id)
+{
+	return id == IDENTITY_WORLD || id == IDENTITY_WORLD_IPV4 || id == IDENTITY_WORLD_IPV6 || (id >= IDENTITY_MIN_LOCAL && id < IDENTITY_MIN_FQDN);
+}
+
+/* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): the world class
+ * for a peer in it when the subject has its entries; the every-pod class for a pod when the subject has its entries
+ * (they hold the cluster entity's rules too), else the cluster class for a peer in it when the subject has its
+ * entries; 0 for none. */
 static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer)
 {
+	if (identity_in_world_class(peer))
+		return (peer_lens & POLICY_LENS_WORLD) ? IDENTITY_CLASS_WORLD : 0;
 	if ((peer_lens & POLICY_LENS_PODS) && peer >= IDENTITY_MIN_CLUSTER && peer <= IDENTITY_MAX_CLUSTER)
 		return IDENTITY_CLASS_PODS;
 	if ((peer_lens & POLICY_LENS_CLASS) && identity_in_cluster_class(peer))
@@ -127,7 +137,7 @@ static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer)
  *   3. (0, proto, port)  4. (0, ANY, *)
  * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
  * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup,
- * and only a subject with class entries (POLICY_LENS_CLASS, POLICY_LENS_PODS) probes a class's keys. A class
+ * and only a subject with class entries (POLICY_LENS_CLASS, POLICY_LENS_PODS, POLICY_LENS_WORLD) probes a class's keys. A class
  * entry is returned as a copy in this CPU's membrane_policy_class_hit (read before the program ends). */
 static __always_inline struct policy_value *
 policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)

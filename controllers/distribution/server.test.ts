@@ -191,6 +191,22 @@ describe("distribution server", () => {
     upgraded.close();
   });
 
+  it("an agent that looks up the other classes but not the world class's entries turns only worldClassEverywhere off, until its node's next agent says it", async () => {
+    let moved = 0;
+    server!.onClusterClass(() => moved++);
+    await until("every agent so far looks up every class", () => server!.clusterClassEverywhere() && server!.everyPodClassEverywhere() && server!.worldClassEverywhere());
+    const older = agent("node-3", "node-3", { worldClass: false });
+    await until("an agent without the world class known", () => !server!.worldClassEverywhere());
+    assert.equal(server!.clusterClassEverywhere() && server!.everyPodClassEverywhere(), true, "the other classes stay");
+    assert.ok(moved >= 1, "the listener was told");
+    older.close();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server!.worldClassEverywhere(), false, "a node mid-upgrade keeps its older agent's word");
+    const upgraded = agent("node-3", "node-3", { worldClass: true });
+    await until("the upgraded agent's hello", () => server!.worldClassEverywhere());
+    upgraded.close();
+  });
+
   it("an agent whose hello does not say clusterClass (one from before class entries) turns clusterClassEverywhere off, also once it disconnected, until its node's next agent says it or the node is forgotten", async () => {
     let moved = 0;
     server!.onClusterClass(() => moved++);

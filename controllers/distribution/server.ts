@@ -64,6 +64,8 @@ interface NodeRecord {
   clusterClass?: boolean;
   /** Its agent said in its last hello that its datapath looks up the every-pod class's entries. */
   everyPodClass?: boolean;
+  /** Its agent said in its last hello that its datapath looks up the world class's entries. */
+  worldClass?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -137,7 +139,7 @@ export class DistributionServer {
     this.runtimeListeners.push(listener);
   }
 
-  /** Called whenever clusterClassEverywhere() or everyPodClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
+  /** Called whenever clusterClassEverywhere(), everyPodClassEverywhere() or worldClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
   onClusterClass(listener: () => void): void {
     this.clusterClassListeners.push(listener);
   }
@@ -158,6 +160,12 @@ export class DistributionServer {
     return true;
   }
 
+  /** The same for the world class's entries (hello worldClass): while an agent without it is known, the `world` entity is compiled per CIDR identity. */
+  worldClassEverywhere(): boolean {
+    for (const r of this.records.values()) if (r.worldClass !== true) return false;
+    return true;
+  }
+
   /** Sets what `node` should hold; its agent (if connected) gets the change as soon as it has acknowledged the previous one. */
   publish(node: string, state: NodeState): void {
     this.desired.set(node, this.differ.canonical(state));
@@ -171,7 +179,7 @@ export class DistributionServer {
     r?.session?.stream.end();
     this.records.delete(node);
     this.answerList = undefined;
-    if (r && (r.clusterClass !== true || r.everyPodClass !== true)) for (const l of this.clusterClassListeners) l();
+    if (r && (r.clusterClass !== true || r.everyPodClass !== true || r.worldClass !== true)) for (const l of this.clusterClassListeners) l();
   }
 
   reports(): NodeReport[] {
@@ -259,7 +267,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true, everyPodClass: msg.everyPodClass === true });
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true, everyPodClass: msg.everyPodClass === true, worldClass: msg.worldClass === true });
         return;
       }
       if (msg.type === "hello") return;
@@ -290,12 +298,14 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean; readonly everyPodClass: boolean }): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean; readonly everyPodClass: boolean; readonly worldClass: boolean }): Session {
     const r = this.record(node);
     const classMoved = r.clusterClass !== proxies.clusterClass;
     r.clusterClass = proxies.clusterClass;
     const podClassMoved = r.everyPodClass !== proxies.everyPodClass;
     r.everyPodClass = proxies.everyPodClass;
+    const worldClassMoved = r.worldClass !== proxies.worldClass;
+    r.worldClass = proxies.worldClass;
     const dnsProxy = proxies.dns;
     const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
     r.dnsProxy = proxies.dns;
@@ -325,7 +335,10 @@ export class DistributionServer {
     if (podClassMoved) {
       this.log.info({ node, everyPodClass: proxies.everyPodClass }, proxies.everyPodClass ? "agent looks up the every-pod class's entries" : "agent does not look up the every-pod class's entries: selectors of every pod are compiled per pod while it is known");
     }
-    if (classMoved || podClassMoved) for (const l of this.clusterClassListeners) l();
+    if (worldClassMoved) {
+      this.log.info({ node, worldClass: proxies.worldClass }, proxies.worldClass ? "agent looks up the world class's entries" : "agent does not look up the world class's entries: the world entity is compiled per CIDR identity while it is known");
+    }
+    if (classMoved || podClassMoved || worldClassMoved) for (const l of this.clusterClassListeners) l();
     this.push(s);
     return s;
   }

@@ -92,6 +92,8 @@ export class NodeStateSource {
   private clusterClass = true;
   /** setEveryPodClass's last word. */
   private everyPodClass = true;
+  /** setWorldClass's last word. */
+  private worldClass = true;
   /** The ipBlock identities each policy holds (NetworkPolicy ipBlock prefixes), like cidrsOfPolicy. */
   private readonly blocksOfPolicy = new Map<string, ReadonlyMap<string, number>>();
 
@@ -192,6 +194,14 @@ export class NodeStateSource {
     if (allowed === this.everyPodClass) return [];
     this.everyPodClass = allowed;
     this.compiler.setEveryPodClass(allowed, this.pending);
+    return "all";
+  }
+
+  /** The same for the world class's entries (DistributionServer.worldClassEverywhere). */
+  setWorldClass(allowed: boolean): Affected {
+    if (allowed === this.worldClass) return [];
+    this.worldClass = allowed;
+    this.compiler.setWorldClass(allowed, this.pending);
     return "all";
   }
 

@@ -144,7 +144,7 @@ export function compareEntries(a: PolicyEntryKey, b: PolicyEntryKey): number {
 /**
  * The verdict the datapath gives a packet. The first level with a hit decides:
  *   1. (peer, proto, port) longest port prefix, 2. (peer, ANY), then levels 1 and 2 of the class that
- *   answers for the peer (core/identity.ts answeringClass: every pod's, else the cluster's), 3. (0, proto, port) longest
+ *   answers for the peer (core/identity.ts answeringClass: the world's for a world peer, every pod's, else the cluster's), 3. (0, proto, port) longest
  *   prefix, 4. (0, ANY); a miss falls back to deny when the direction is enforced, else allow.
  * `ipBlockPeer`: the ipBlock identity of a pod peer's address (core/ipblock.ts), tried on levels
  * 1–2 before that default deny.

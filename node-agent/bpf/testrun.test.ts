@@ -3,7 +3,7 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -27,6 +27,20 @@ const PEER_W = { ip: "10.1.2.5", ip6: "fd00:1:0:2::5", identity: LOCAL_IDENTITY_
 /** A reserved peer in the `cluster` class that is not a pod (reserved:health): every-pod entries never answer for it. */
 const PEER_H = { ip: "10.1.3.5", ip6: "fd00:1:0:3::5", identity: IDENTITY.health };
 const WORLD_IP = "192.0.2.9";
+/** The world class's peers (core/identity.ts inWorldClass): an address outside the ipcache (reserved world), world-ipv4, world-ipv6, the last operator CIDR identity. */
+const PEER_WORLD = { ip: WORLD_IP, ip6: "2001:db8::9", identity: IDENTITY.world };
+const PEER_W4 = { ip: "10.1.5.5", ip6: "fd00:1:0:5::5", identity: IDENTITY.worldIPv4 };
+const PEER_W6 = { ip: "10.1.6.5", ip6: "fd00:1:0:6::5", identity: IDENTITY.worldIPv6 };
+const PEER_L = { ip: "10.1.7.5", ip6: "fd00:1:0:7::5", identity: MIN_FQDN_IDENTITY - 1 };
+/** An agent's FQDN identity, the first past the world class's range: world class entries never answer for it. */
+const PEER_F = { ip: "10.1.4.5", ip6: "fd00:1:0:4::5", identity: MIN_FQDN_IDENTITY };
+/** The ipcache of the peers beyond X, Y and W (each family's prefix of the peer's addresses). */
+function setWorldPeersIpcache(): void {
+  for (const [n, p] of [[3, PEER_H], [4, PEER_F], [5, PEER_W4], [6, PEER_W6], [7, PEER_L]] as const) {
+    dp.setIpcache({ cidr: `10.1.${n}.0/24`, identity: p.identity });
+    dp.setIpcache({ cidr: `fd00:1:0:${n}::/64`, identity: p.identity });
+  }
+}
 
 let dp: Datapath;
 let events: VerdictEvent[] = [];
@@ -96,6 +110,12 @@ function kernelVerdict(p: Probe): "allow" | "deny" {
       : { src: peerIp, dst: podIp, sport: p.sport ?? 40000, dport: p.port };
   const prog = dp.programFd(p.direction === "egress" ? PROGRAMS.fromContainer : PROGRAMS.toContainer);
   return verdictOf(testRun(prog, frame({ ...spec, proto: p.proto }), { ifindex: LO }).retval);
+}
+
+/** The peer lens the datapath holds for a subject's egress (0 when it has none). */
+function egressPeerLens(subject: number): number {
+  const lens = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(subject, "egress"));
+  return lens ? decodePolicyLensValue(lens).peerLens : 0;
 }
 
 /** Asserts kernel verdict == expected == core's lookup verdict. */
@@ -308,8 +328,7 @@ test("every-pod class: its entries answer for a pod peer after its own, instead 
     ],
   };
   install(policy);
-  const lens = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "egress"));
-  assert.ok(lens && decodePolicyLensValue(lens).peerLens & CONST.POLICY_LENS_PODS, "the subject's lens says it has every-pod entries");
+  assert.ok(egressPeerLens(A) & CONST.POLICY_LENS_PODS, "the subject's lens says it has every-pod entries");
   for (const v6 of [false, true]) {
     expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 53, v6, sport: 43053 }, "allow");
     expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_Y, proto: UDP, port: 53, v6 }, "deny");
@@ -327,10 +346,54 @@ test("every-pod class: its entries answer for a pod peer after its own, instead 
   // Without every-pod entries the lens has no bit: a pod goes to the cluster class's keys again.
   const without = { ...policy, entries: policy.entries.filter((e) => e.peer !== EVERY_POD_CLASS_PEER) };
   install(without);
-  const after = dp.object.map(MAPS.policyLens).lookup(encodePolicyLensKey(A, "egress"));
-  assert.equal(after && decodePolicyLensValue(after).peerLens & CONST.POLICY_LENS_PODS, 0);
+  assert.equal(egressPeerLens(A) & CONST.POLICY_LENS_PODS, 0);
   expectVerdict(without, { direction: "egress", pod: POD_A, peer: PEER_X, proto: UDP, port: 53 }, "deny");
   expectVerdict(without, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 7000 }, "allow");
+});
+
+test("world class: its entries answer for a CIDR or reserved world peer (IPv4 and IPv6) after its own, never for a pod, an FQDN identity or a reserved peer in the cluster; deny kept at each level", () => {
+  const A = POD_A.identity;
+  setWorldPeersIpcache();
+  const worldAllow = entry({ subject: A, direction: "egress", peer: WORLD_CLASS_PEER, proto: TCP, port: 443, portPrefixLen: 16 });
+  const policy: SubjectPolicy = {
+    subject: A, ingressEnforced: false, egressEnforced: true,
+    entries: [
+      worldAllow,
+      // The world is denied TCP 9090, which the wildcard allows (and 9091): the class's deny wins for world peers only.
+      entry({ subject: A, direction: "egress", peer: WORLD_CLASS_PEER, proto: TCP, port: 9090, portPrefixLen: 16, verdict: "deny" }),
+      entry({ subject: A, direction: "egress", peer: 0, proto: TCP, port: 9090, portPrefixLen: 15 }),
+      // The cluster class allows TCP 7000: never for a world peer.
+      entry({ subject: A, direction: "egress", peer: CLUSTER_CLASS_PEER, proto: TCP, port: 7000, portPrefixLen: 16 }),
+      // PEER_W's own deny of TCP 443, found before the class's allow.
+      entry({ subject: A, direction: "egress", peer: PEER_W.identity, proto: TCP, port: 443, portPrefixLen: 16, verdict: "deny" }),
+    ],
+  };
+  install(policy);
+  assert.ok(egressPeerLens(A) & CONST.POLICY_LENS_WORLD, "the subject's lens says it has world class entries");
+  const world = [PEER_WORLD, PEER_W4, PEER_W6, PEER_L];
+  for (const v6 of [false, true]) {
+    for (const peer of world) {
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6 }, "allow");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 9090, v6 }, "deny");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 9091, v6 }, "allow");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 7000, v6 }, "deny");
+    }
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_W, proto: TCP, port: 443, v6 }, "deny");
+    for (const peer of [PEER_X, PEER_H, PEER_F]) {
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6 }, "deny");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 9090, v6 }, "allow");
+    }
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_H, proto: TCP, port: 7000, v6 }, "allow");
+  }
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_L, proto: TCP, port: 443, sport: 43443 }, "allow");
+  drainEvents();
+  const allowed = events.find((e) => e.verdict === "forwarded" && e.sport === 43443);
+  assert.equal(allowed?.ruleId, worldAllow.ruleId, "the flow names the world class entry's rule");
+  // Without world class entries the lens has no bit and the world meets default deny.
+  const without = { ...policy, entries: policy.entries.filter((e) => e.peer !== WORLD_CLASS_PEER) };
+  install(without);
+  assert.equal(egressPeerLens(A) & CONST.POLICY_LENS_WORLD, 0);
+  for (const peer of world) expectVerdict(without, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443 }, "deny");
 });
 
 test("no policy: a subject selected by nothing is allow-all both ways", () => {
@@ -578,11 +641,11 @@ test("malformed and non-IP frames are dropped with a reason; ARP passes", () => 
 
 // ------------------------------------------------------------------ property test
 
-const peers = [PEER_X, PEER_Y, PEER_W, PEER_H];
+const peers = [PEER_X, PEER_Y, PEER_W, PEER_H, PEER_WORLD, PEER_W4, PEER_W6, PEER_L, PEER_F];
 const arbEntry = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER),
     proto: fc.constantFrom(0, TCP, UDP),
     prefixLen: fc.integer({ min: 0, max: 16 }),
     portSeed: fc.constantFrom(0, 53, 80, 443, 8080, 8191, 65535),
@@ -604,7 +667,7 @@ const arbProbe = fc.record({
 const arbRangeEntries = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER),
     proto: fc.constantFrom(TCP, UDP),
     first: fc.constantFrom(1, 53, 80, 443, 8000, 8080, 8191, 60000),
     span: fc.integer({ min: 0, max: 5000 }),
@@ -616,7 +679,7 @@ const arbRangeEntries = fc
     ),
   );
 
-test("property: for random entries (both classes' among them) and packets the kernel verdict equals core's lookup", () => {
+test("property: for random entries (the three classes' among them) and packets the kernel verdict equals core's lookup", () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
@@ -639,8 +702,7 @@ test("property: for random entries (both classes' among them) and packets the ke
         dp.setIpcache({ cidr: "fd00:1:0:1::/64", identity: PEER_Y.identity });
         dp.setIpcache({ cidr: "10.1.2.0/24", identity: PEER_W.identity });
         dp.setIpcache({ cidr: "fd00:1:0:2::/64", identity: PEER_W.identity });
-        dp.setIpcache({ cidr: "10.1.3.0/24", identity: PEER_H.identity });
-        dp.setIpcache({ cidr: "fd00:1:0:3::/64", identity: PEER_H.identity });
+        setWorldPeersIpcache();
         const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced, egressEnforced, entries };
         install(policy);
         for (const p of probes) {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { entryMatch, policyMatchIndex } from "./policy-match.ts";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
 import { toHubbleFlow, fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 function entry(over: Partial<PolicyEntry>): PolicyEntry {
@@ -86,6 +86,28 @@ test("an entry of the every-pod class matches a pod peer instead of the cluster 
   assert.equal(m(9, 300, "ingress", 1, 6, 443), "L3-Only", "reserved:host: the cluster class's key");
   assert.equal(m(9, 300, "ingress", 1, 17, 53), "L3-Only", "reserved:host: not the every-pod class's port block");
   assert.equal(m(9, 300, "ingress", (1 << 24) + 3, 17, 53), "all", "a CIDR identity: only the any-peer key");
+});
+
+test("a world peer's verdict by the world class names the class's key (L3), after its own; a pod or an FQDN identity never the world class's", () => {
+  const cidr = (1 << 24) + 3;
+  const policies: SubjectPolicy[] = [
+    {
+      subject: 300,
+      ingressEnforced: false,
+      egressEnforced: true,
+      entries: [
+        entry({ direction: "egress", peer: WORLD_CLASS_PEER, proto: 6, port: 443, portPrefixLen: 16 }),
+        entry({ direction: "egress", peer: cidr, proto: 0, port: 0, portPrefixLen: 0 }),
+        entry({ direction: "egress", peer: 0, proto: 0, port: 0, portPrefixLen: 0 }),
+      ],
+    },
+  ];
+  const m = policyMatchIndex(policies);
+  assert.equal(m(9, 300, "egress", (1 << 24) + 4, 6, 443), "L3-L4", "a CIDR identity: the world class's port");
+  assert.equal(m(9, 300, "egress", IDENTITY.worldIPv6, 6, 443), "L3-L4", "world-ipv6: the world class's port");
+  assert.equal(m(9, 300, "egress", cidr, 6, 443), "L3-Only", "a CIDR identity with its own key: that key first");
+  assert.equal(m(9, 300, "egress", 256, 6, 443), "all", "a pod: the any-peer key");
+  assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 443), "all", "an FQDN identity: the any-peer key");
 });
 
 test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {

@@ -2,7 +2,7 @@
 // rule that decided, since the datapath's event names the rule, not the key it hit.
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { prefixContains } from "../../core/portprefix.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, answeringClass } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, answeringClass } from "../../core/identity.ts";
 import type { PolicyMatch } from "../../flowapi/flow.ts";
 
 /** What kind of key an entry is: a peer identity (or a peer class, an L3 match as well) or any, a protocol or any, a port block or any port. */
@@ -24,7 +24,7 @@ export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatc
   const classes = new Map<number, Record<Direction, Set<number>>>();
   for (const p of policies) {
     for (const e of p.entries) {
-      if (e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER) {
+      if (e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER || e.peer === WORLD_CLASS_PEER) {
         let c = classes.get(p.subject);
         if (c === undefined) classes.set(p.subject, (c = { ingress: new Set(), egress: new Set() }));
         c[e.direction].add(e.peer);
