@@ -590,6 +590,45 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as RuntimeEvent);
   }
 
+  /**
+   * Writes a file into pod two's app container from an argument of the exec, not its stdin: `kubectl exec -i` with a
+   * short piped input sometimes delivered none (an empty probe script ran and exited at once: the runtime tests'
+   * "rounds all denied not reached" of 2026-12-05). The bytes written are checked.
+   */
+  async function writeInApp(file: string, content: string): Promise<void> {
+    const r = await cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", `printf '%s\\n' "$1" > ${file} && wc -c < ${file}`, "sh", content]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(Number(r.stdout.trim()), Buffer.byteLength(content) + 1, `${file} written whole in the app container`);
+  }
+
+  /**
+   * What a runtime test's failed first wait needs to be understood: the probe's last lines and whether it still runs,
+   * the app container's processes, the runtime's files in the node's state directory and the node's runtime pod's log.
+   */
+  async function runtimeDiagnostics(probeLog: string): Promise<string> {
+    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
+    const probe = await inApp(`ls -l /probe.* /tp-probe.* 2>&1; wc -l < ${probeLog}; tail -n 8 ${probeLog}; echo '-- ps'; ps -o pid,ppid,stat,args`);
+    const state = await node!.exec(["sh", "-c", "cd /var/run/membrane/state && ls -l --time-style=+%T.%N && echo '-- runtime-pods.json' && head -c 3000 runtime-pods.json && echo && echo '-- runtime-status.json' && head -c 3000 runtime-status.json && echo && echo '-- runtime-policies.yaml' && head -c 3000 runtime-policies.yaml; cat /proc/uptime"]);
+    const pods = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[0].metadata.name}"]);
+    const logs = await cp!.kubectl(["logs", "-n", AGENT_NS, pods.stdout.trim(), "--tail", "60"]);
+    const events = await processEvents("two").catch(() => []);
+    const summary = new Map<string, number>();
+    for (const e of events) {
+      const key = "process_kprobe" in e ? `kprobe ${e.process_kprobe.policy_name} ${e.process_kprobe.function_name} ${e.process_kprobe.process.pod?.container?.name}` : Object.keys(e)[0]!;
+      summary.set(key, (summary.get(key) ?? 0) + 1);
+    }
+    return [`events of pod two: ${events.length}: ${JSON.stringify([...summary])}`, `probe ${probeLog} (${probe.code}): ${probe.stdout}${probe.stderr}`, `state (${state.code}): ${state.stdout}${state.stderr}`, `runtime pod ${pods.stdout.trim()} log:`, logs.stdout + logs.stderr].join("\n");
+  }
+
+  /** `eventually`, and on failure the runtime's diagnostics appended to the error. */
+  async function eventuallyOrDiagnose<T>(what: string, timeoutMs: number, probeLog: string, probe: () => Promise<T | undefined>): Promise<T> {
+    try {
+      return await eventually(what, timeoutMs, probe);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await runtimeDiagnostics(probeLog).catch((e: unknown) => `diagnostics failed: ${String(e)}`)}`, { cause: err });
+    }
+  }
+
   /** kubectl apply of a TracingPolicyNamespaced of RUNTIME_NS, then its status: both nodes' runtimes (each node's membrane-runtime pod) enforce it. */
   async function applyEnforcedOnBothNodes(policy: { metadata: { name: string } }): Promise<void> {
     const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy));
@@ -682,12 +721,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   ].join("\n");
   const uptime = (): number => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
 
-  // Opt-in (MEMBRANE_REALNODE_RUNTIME_ALL=1), with the two runtime tests after it: on 2026-12-05 each failed in some runs
-  // (CI's fresh-clone run among them) at its first wait, "the probe's rounds all denied not reached within 60000 ms" after
-  // the policy was Enforced 2/2, or "both Override events of the app container not reached"; cause not known yet (README).
-  const RUNTIME_OPT_IN = { skip: process.env.MEMBRANE_REALNODE_RUNTIME_ALL === "1" ? false : "opt-in: MEMBRANE_REALNODE_RUNTIME_ALL=1 (flaky, see README)" };
-  test("runtime.enabled: the agent pod deleted with kubectl leaves the node's runtime pod running: the app container's open and exec (file and exec Override, fanotify) and its connect (connect Override) stay denied throughout, none got through", RUNTIME_OPT_IN, async (t) => {
-    const inApp = (script: string, input?: string) => cp!.kubectl(["exec", ...(input !== undefined ? ["-i"] : []), "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script], input);
+  test("runtime.enabled: the agent pod deleted with kubectl leaves the node's runtime pod running: the app container's open and exec (file and exec Override, fanotify) and its connect (connect Override) stay denied throughout, none got through", async (t) => {
+    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
     const policy = {
       apiVersion: "cilium.io/v1alpha1",
       kind: "TracingPolicyNamespaced",
@@ -711,12 +746,12 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     try {
       // app-no-8080 (the connect Override of the test above) is still applied.
       await applyEnforcedOnBothNodes(policy);
-      assert.equal((await inApp("cat > /probe.sh", FAILOVER_PROBE)).code, 0);
+      await writeInApp("/probe.sh", FAILOVER_PROBE);
       assert.equal((await inApp("sh /probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
       const rounds = async (): Promise<{ t: number; file: string; exec: string; connect: string }[]> =>
         (await inApp("cat /probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 4).map(([tt, file, exec, connect]) => ({ t: Number(tt), file: file!, exec: exec!, connect: connect! }));
       const allDenied = (r: { file: string; exec: string; connect: string }): boolean => r.file === "denied" && r.exec === "denied" && r.connect === "eperm";
-      await eventually("the probe's rounds all denied", 60_000, async () => ((await rounds()).slice(-3).filter(allDenied).length === 3 ? true : undefined));
+      await eventuallyOrDiagnose("the probe's rounds all denied", 60_000, "/probe.log", async () => ((await rounds()).slice(-3).filter(allDenied).length === 3 ? true : undefined));
       const runtimeBefore = await runtimePod();
 
       const oldAgent = await agentPod(name);
@@ -739,15 +774,15 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       assert.ok(all.filter((r) => r.t > readyAt).length >= 3 && all.some((r) => r.t < readyAt), "probe rounds ran before and after the replacement was Ready");
       assert.deepEqual(all.filter((r) => !allDenied(r)), [], "no open, exec or connect of the app container got through while the agent pod was replaced");
     } finally {
-      await inApp("touch /probe.stop; test -f /probe.pid && kill $(cat /probe.pid) 2>/dev/null; rm -f /probe.pid /probe.log /probe.sh");
+      await inApp("touch /probe.stop; test -f /probe.pid && kill $(cat /probe.pid) 2>/dev/null; rm -f /probe.pid /probe.log /probe.sh /probe.stop");
       await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-failover", "--ignore-not-found"]);
       // The next test starts from no file or exec policy on the app container.
       await eventually("the app container reading the file once app-failover is gone", 60_000, async () => ((await inApp("cat /www/index.html && /tmp/true")).code === 0 ? true : undefined));
     }
   });
 
-  test("runtime.enabled: the node's runtime process killed with SIGKILL: a tracepoint Sigkill (its own program) and the connect Override keep acting while the kubelet restarts the runtime's container, whose runtime takes the pinned programs over", RUNTIME_OPT_IN, async (t) => {
-    const inApp = (script: string, input?: string) => cp!.kubectl(["exec", ...(input !== undefined ? ["-i"] : []), "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script], input);
+  test("runtime.enabled: the node's runtime process killed with SIGKILL: a tracepoint Sigkill (its own program) and the connect Override keep acting while the kubelet restarts the runtime's container, whose runtime takes the pinned programs over", async (t) => {
+    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
     // The app container's processes opening /tmp/tp-kill are killed by the tracepoint program itself (bpf_send_signal).
     const policy = {
       apiVersion: "cilium.io/v1alpha1",
@@ -782,9 +817,9 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const denied = (r: { open: string; connect: string }): boolean => r.open === "killed" && r.connect === "eperm";
     try {
       await applyEnforcedOnBothNodes(policy);
-      assert.equal((await inApp("cat > /tp-probe.sh", probe)).code, 0);
+      await writeInApp("/tp-probe.sh", probe);
       assert.equal((await inApp("sh /tp-probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
-      await eventually("the probe's rounds all denied", 60_000, async () => ((await rounds()).slice(-3).filter(denied).length === 3 ? true : undefined));
+      await eventuallyOrDiagnose("the probe's rounds all denied", 60_000, "/tp-probe.log", async () => ((await rounds()).slice(-3).filter(denied).length === 3 ? true : undefined));
       const before = await runtime();
       const killedAt = uptime();
       const kill = await node!.exec(["kill", "-9", before.pid]);
@@ -812,7 +847,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
-  test("runtime.enabled: file and exec hooks with a containerSelector see the container's own root filesystem (marked through /proc/PID/root from the runtime pod's container): the app container's open and exec are denied (EPERM), the sidecar's pass", RUNTIME_OPT_IN, async () => {
+  test("runtime.enabled: file and exec hooks with a containerSelector see the container's own root filesystem (marked through /proc/PID/root from the runtime pod's container): the app container's open and exec are denied (EPERM), the sidecar's pass", async () => {
     const inPod = (container: string, script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", container, "--", "sh", "-c", script]);
     try {
       const policy = {
@@ -851,7 +886,10 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       assert.match(exec.stderr, /\/tmp\/true: (Operation not permitted|Permission denied)/, exec.stderr);
       const sidecar = await inPod("sidecar", "cat /www/index.html && /tmp/true && echo ran");
       assert.equal(sidecar.stdout, "membrane real node\nran\n", `the sidecar of the same pod is not selected: ${sidecar.stderr}`);
-      const events = await eventually("both Override events of the app container", 30_000, async () => {
+      // Each round denies the open and the exec again: the events read are the runtime's last 4,096 of the whole node,
+      // which a busy node turns over in seconds.
+      const events = await eventuallyOrDiagnose("both Override events of the app container", 30_000, "/dev/null", async () => {
+        await inPod("app", "cat /www/index.html; /tmp/true");
         const all = (await processEvents("two")).flatMap((e) => ("process_kprobe" in e && e.process_kprobe.policy_name === "app-no-index" ? [e.process_kprobe] : []));
         return new Set(all.map((k) => k.function_name)).size === 2 ? all : undefined;
       });
@@ -865,7 +903,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
-  // Run whether the opt-in tests above ran or not: the node cleanup test below wants no pod left on the node's pod network.
+  // Its own test, so that it runs whatever failed above: the node cleanup test below wants no pod left on the node's pod network.
   test("runtime.enabled: the runtime tests' namespace is deleted", async () => {
     assert.equal((await cp!.kubectl(["delete", "namespace", RUNTIME_NS, "--wait=false"])).code, 0);
   });
