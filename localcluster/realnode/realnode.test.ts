@@ -22,7 +22,7 @@ import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "../../core/conformance/model.ts";
-import { DEATHSTAR, L7_PORT, answer, request, stream } from "./l7-workload.ts";
+import { DEATHSTAR, DOOR_MANAGER, DOOR_PORT, DOOR_SERVICE, L7_PORT, answer, grpcCalls, request, stream } from "./l7-workload.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
 import { RULE_PREF, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
 import { Capture, type CaptureResult } from "../../e2e/capture.ts";
@@ -1004,7 +1004,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     // The clients beside the deathstar on the first node, and one on the second (the cross-node test below; started
     // here with the others so that it costs no wait of its own).
     for (const p of [
-      pod("deathstar", { org: "empire", class: "deathstar" }, name, ["node", "-e", DEATHSTAR]),
+      // The deathstar also serves gRPC (the door manager, the cross-node gRPC test below).
+      pod("deathstar", { org: "empire", class: "deathstar" }, name, ["node", "-e", `${DEATHSTAR}\n${DOOR_MANAGER}`]),
       pod("xwing", { org: "alliance", class: "xwing" }, name, ["sleep", "3600"]),
       pod("xwing-lander", { org: "alliance", class: "xwing-lander" }, name, ["sleep", "3600"]),
       pod("xwing-far", { org: "alliance", class: "xwing", ship: "far" }, name2, ["sleep", "3600"]),
@@ -1069,6 +1070,74 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(await l7Request("xwing", "PUT", "/v1/exhaust-port"), "403", "after the proxy's replacement: denied");
     const proxyNow = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
     assert.ok(proxyNow && proxyNow.metadata.uid !== firstProxy!.metadata.uid, "a new proxy pod");
+  });
+
+  test("a gRPC call (h2c) from a client on the other node through the deathstar's node proxy: the allowed methods answered, the denied one PERMISSION_DENIED on the same connection, never reaching the server, and the node's flows show both", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the test before");
+    const started = Date.now();
+    // Cilium's gRPC example: only GetName and GetLocation of the door manager for alliance ships.
+    const policy = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "doors", namespace: L7_NS },
+      spec: {
+        endpointSelector: { matchLabels: { org: "empire", class: "deathstar" } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { org: "alliance" } }], toPorts: [{ ports: [{ port: String(DOOR_PORT), protocol: "TCP" }], rules: { http: [{ method: "POST", path: `/${DOOR_SERVICE}/GetName` }, { method: "POST", path: `/${DOOR_SERVICE}/GetLocation` }] } }] }],
+      },
+    };
+    assert.equal((await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(policy))).code, 0);
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/doors", "-n", L7_NS, "--for=condition=Enforced", "--timeout=90s"]);
+    assert.equal(enforced.code, 0, enforced.stderr);
+    const calls = (methods: string[]): Promise<string[]> =>
+      cp!.kubectl(["exec", "-n", L7_NS, "xwing-far", "--", "node", "-e", grpcCalls(deathstarIP, methods)]).then((r) => r.stdout.trim().split("\n"));
+    await eventually("the far x-wing's GetName answered through the deathstar's node proxy", 30_000, async () => ((await calls(["GetName"]))[0] === "GetName 0 door answers GetName" ? true : undefined));
+    // One connection: a denied stream leaves the connection usable for the next call.
+    assert.deepEqual(await calls(["GetName", "SetAccessCode", "GetLocation"]), ["GetName 0 door answers GetName", "SetAccessCode 7 -", "GetLocation 0 door answers GetLocation"]);
+    const deathstarLog = (await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"])).stdout;
+    assert.match(deathstarLog, /call \/cilium\.examples\.doors\.DoorManager\/GetLocation/);
+    assert.doesNotMatch(deathstarLog, /SetAccessCode/, "the denied call never reached the door manager");
+    const seen = await eventually("both calls in the flows of the deathstar's node", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(name), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--protocol", "HTTP", "--from-pod", `${L7_NS}/xwing-far`, "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { verdict: string; l7?: { type: string; http?: { method: string; url: string; protocol?: string } } });
+      const lines = flows.filter((f) => f.l7?.type === "REQUEST" && f.l7.http?.url.includes(DOOR_SERVICE)).map((f) => `${f.verdict} ${f.l7!.http!.method} ${f.l7!.http!.url}`);
+      return lines.some((x) => x.startsWith("FORWARDED POST") && x.endsWith("/GetName")) && lines.some((x) => x.startsWith("DROPPED POST") && x.endsWith("/SetAccessCode")) ? lines : undefined;
+    });
+    assert.ok(!seen.some((x) => x.startsWith("FORWARDED") && x.endsWith("/SetAccessCode")), seen.join("\n"));
+    console.log(`# the cross-node gRPC test took ${Date.now() - started} ms`);
+  });
+
+  test("over IPv6 the L7 proxy fails closed across nodes and on one: neither the far x-wing's nor the near one's request to the deathstar's IPv6 address is answered, none reaches the deathstar, and the deathstar's node drops both as proxy redirect not possible", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the test before");
+    const started = Date.now();
+    type DualPod = PodView & { status: { podIPs?: { ip: string }[] } };
+    const ipv6 = async (podName: string): Promise<string> => {
+      const p = JSON.parse((await cp!.kubectl(["get", "pod", "-n", L7_NS, podName, "-o", "json"])).stdout) as DualPod;
+      const v6 = p.status.podIPs?.[1]?.ip;
+      assert.ok(v6?.includes(":"), `${podName}'s IPv6 address in status.podIPs: ${JSON.stringify(p.status.podIPs)}`);
+      return v6!;
+    };
+    const [deathstar6, far6, near6] = [await ipv6("deathstar"), await ipv6("xwing-far"), await ipv6("xwing")];
+    const ask = (client: string, method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", answer(`[${deathstar6}]`, method, path)]).then((r) => r.stdout.trim());
+    // Over IPv4 the same requests are answered 200 and 403 (the tests before and after). Over IPv6 the deathstar's
+    // node steers no connection from the tunnel to its proxy (IPv4 only), so its to-container drops it (its ingress
+    // rule names a proxy port and the connection did not pass the proxy); the near x-wing's is for a proxy with no
+    // IPv6 address (the nodes have none) and is dropped in its from-container.
+    const answers = await Promise.all([ask("xwing-far", "POST", "/v1/request-landing"), ask("xwing-far", "PUT", "/v1/exhaust-port"), ask("xwing", "POST", "/v1/request-landing")]);
+    assert.deepEqual(answers, ["fail", "fail", "fail"], "no IPv6 request answered: fail closed, never a bypass");
+    const deathstarLog = (await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"])).stdout;
+    assert.doesNotMatch(deathstarLog, /request PUT/, "no IPv6 request reached the deathstar");
+    const drops = await eventually("both x-wings' IPv6 SYNs in the deathstar's node's drops", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(name), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { ip?: string }; destination: { ip?: string; port?: number }; dropReason?: string });
+      const v6 = flows.filter((f) => f.destination.ip === deathstar6);
+      return [far6, near6].every((ip) => v6.some((f) => f.source.ip === ip)) ? v6 : undefined;
+    });
+    for (const [client, ip] of [["xwing-far", far6], ["xwing", near6]] as const) {
+      const d = drops.find((f) => f.source.ip === ip)!;
+      assert.equal(d.destination.port, L7_PORT, `${client}: ${JSON.stringify(d)}`);
+      assert.match(d.dropReason ?? "", /proxy redirect not possible/, `${client}: ${JSON.stringify(d)}`);
+    }
+    console.log(`# the IPv6 L7 fail-closed test took ${Date.now() - started} ms`);
   });
 
   test("a client on the other node: the deathstar's node proxy answers its allowed request and refuses the denied one with 403 Access denied (back through the per-peer underlay link, agent.nodeDevice rnm+), and its flows show both; with an egress HTTP rule on it, the proxy of its own node refuses what the rule does not list and the allowed request crosses to the deathstar", async () => {
