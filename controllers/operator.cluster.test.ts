@@ -14,7 +14,8 @@ import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../kube/objects.ts";
 import { parseUnusedMarks } from "../core/identity-marks.ts";
 import { AgentClient } from "./testing/agent.ts";
 import { makePki } from "../kube/testing/pki.ts";
-import type { Downstream } from "../core/wire.ts";
+import type { Downstream, NodeState } from "../core/wire.ts";
+import { lookup } from "../core/policy/mapstate.ts";
 import { parsePrefix, prefixContains } from "../core/cidr.ts";
 
 type ControlPlane = Awaited<ReturnType<typeof startControlPlane>>;
@@ -632,6 +633,81 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       await kubectl(["delete", "networkpolicy", "-n", ns, "dns-to-every-namespace", "--ignore-not-found"]);
       await kubectl(["delete", "ciliumnetworkpolicy", "-n", ns, "web-to-world", "--ignore-not-found"]);
       await kubectl(["delete", "node", "cls-node", "--ignore-not-found"]);
+    }
+  });
+
+  it("an operator replaced under a connected agent (a helm upgrade) never sends a state that lets a pod the policy denies reach its server: every state the agent holds on the way, by core's lookup (issue #22)", async () => {
+    const ns = "upg";
+    await namespace(ns);
+    const pki = await makePki(["upg-node"]);
+    const agents: AgentClient[] = [];
+    try {
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "upg-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] } }));
+      const args = ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key")];
+      const first = operator("op-upg-1", args);
+      const firstPort = (await first.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      for (const app of ["server", "allowed", "denied"]) {
+        const pod = JSON.parse(podYaml(ns, app, { app })) as { spec: Record<string, unknown> };
+        pod.spec.nodeName = "upg-node";
+        await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+      }
+      const serverId = Number(await eventually("server identity", () => podIdentity(ns, "server")));
+      const allowedId = Number(await eventually("allowed identity", () => podIdentity(ns, "allowed")));
+      const deniedId = Number(await eventually("denied identity", () => podIdentity(ns, "denied")));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({
+        apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "server-from-allowed", namespace: ns },
+        spec: { endpointSelector: { matchLabels: { app: "server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "allowed" } }], toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }] }] },
+      }));
+      const tls = { ca: pki.read("ca.crt"), cert: pki.read("upg-node.crt"), key: pki.read("upg-node.key") };
+      // What the datapath answers a peer's SYN to the server on TCP 8080 under a state: a subject the state does not
+      // carry fails closed (node-agent's endpointEntry: no policy for the identity, enforced both ways).
+      const verdictFor = (state: NodeState, peer: number): string => {
+        const p = state.policies.find((x) => x.subject === serverId);
+        return p ? lookup(p, "ingress", peer, 6, 8080).verdict : "deny (no subject policy)";
+      };
+      const settled = (a: AgentClient): boolean => verdictFor(a.state, allowedId) === "allow" && verdictFor(a.state, deniedId) === "deny";
+      const old = new AgentClient(`127.0.0.1:${firstPort}`, tls, "upg-node");
+      agents.push(old);
+      await eventually("the first operator's state: allowed in, denied not", () => settled(old) || undefined);
+      await first.stop("SIGTERM");
+      old.close();
+
+      // The replacement: the agent (keeping its maps, so its state and version) connects as soon as the new operator
+      // listens, before its caches have synced, as an agent does whose stream the old operator ended.
+      const second = operator("op-upg-2", args);
+      const port = (await second.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      const agent = new AgentClient(`127.0.0.1:${port}`, tls, "upg-node", { lastAppliedVersion: old.version, state: old.state, autoAck: false });
+      agents.push(agent);
+      // Each message applied and checked before it is acknowledged: the agent's maps go through every one of these states.
+      const held: { version: number; kind: string; denied: string; allowed: string }[] = [];
+      let seen = 0;
+      const step = (): void => {
+        for (; seen < agent.received.length; seen++) {
+          const m = agent.received[seen] as Downstream;
+          agent.ack(m);
+          held.push({ version: m.version, kind: m.type, denied: verdictFor(agent.state, deniedId), allowed: verdictFor(agent.state, allowedId) });
+        }
+      };
+      // Until the new operator has sent a state and the agent holds allowed in, denied not; then a moment more for a late
+      // recompile (the identities' coalescing), and every state the agent held on the way is checked.
+      await eventually("the new operator's state: allowed in, denied not", () => {
+        step();
+        return (held.length > 0 && settled(agent)) || undefined;
+      });
+      for (const end = Date.now() + 1_500; Date.now() < end; ) {
+        step();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      step();
+      const open = held.filter((h) => h.denied === "allow");
+      assert.deepEqual(open, [], `a state let the denied pod (identity ${deniedId}) reach the server (${serverId}); every state: ${JSON.stringify(held)}`);
+      assert.ok(settled(agent), `in the end allowed in, denied not: ${JSON.stringify(held)}`);
+      await second.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "ciliumnetworkpolicy", "-n", ns, "server-from-allowed", "--ignore-not-found"]);
+      await kubectl(["delete", "node", "upg-node", "--ignore-not-found"]);
     }
   });
 

@@ -417,6 +417,12 @@ export class Operator {
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
+    // Every kind compiled once from the synced caches before the first node state is published: the keys the first
+    // lists enqueued run in any order (the identities key waits IDENTITY_PUBLISH_COALESCE_MS), and a node published after
+    // the pods but before the identities or the policies held its subjects as selected by no policy, allow-all (issue #22).
+    c.beforeStart(() => {
+      for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }))) c.enqueue(node);
+    });
     // The mappers only enqueue keys: the work is in reconcile.
     c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);
     c.watch(identities, () => [sourceKey("identities")], { coalesceMs: IDENTITY_PUBLISH_COALESCE_MS });

@@ -613,3 +613,22 @@ test("subject policies the source makes are vouched sorted for the differ (snaps
   assert.deepEqual(next.entries.map((e) => e.peer), [257]);
   assert.ok(src.subjectDeltas.isVouchedSorted(next), "the patched one too");
 });
+
+test("a pod whose identity's labels are not known yet gets no subject policy (its agent fails it closed), not one of a subject no policy selects; it gets its compiled one when the identity comes", () => {
+  // The operator's pods are not coalesced and its identities are (IDENTITY_PUBLISH_COALESCE_MS): a pod's identity
+  // annotation can be compiled before its CiliumIdentity, and an operator starting mid-upgrade sees both in any order.
+  const pods = cache([pod("server", "server", 256, "n1", "10.0.1.5"), pod("denied", "denied", 258, "n2", "10.0.2.6")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(257, "allowed") });
+  src.onIdentity({ type: "add", obj: identity(258, "denied") });
+  src.onPolicy({ type: "add", obj: cnpOf("server-from-allowed", { endpointSelector: { matchLabels: { app: "server" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "allowed" } }], toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }] }] }) });
+  const before = src.stateFor("n1");
+  const held = before.policies.find((p) => p.subject === 256);
+  assert.equal(held, undefined, `no policy for identity 256 before its labels are known: ${JSON.stringify(held)}`);
+  assert.equal(before.ipcache.find((e) => e.prefix === "10.0.1.5/32")?.identity, 256, "its address is in the ipcache (the agent finds the identity and no policy: enforced, no entry)");
+  assert.deepEqual(src.onIdentity({ type: "add", obj: identity(256, "server") }), "all", "every node is published again");
+  const server = src.stateFor("n1").policies.find((p) => p.subject === 256);
+  assert.equal(server?.ingressEnforced, true);
+  assert.ok(server?.entries.some((e) => e.direction === "ingress" && e.peer === 257 && e.port === 8080 && e.verdict === "allow"));
+  assert.ok(!server?.entries.some((e) => e.peer === 258 && e.verdict === "allow"), "nothing allows the denied pod");
+});

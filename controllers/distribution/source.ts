@@ -383,7 +383,13 @@ export class NodeStateSource {
     this.refresh();
     // TLS rules get their Secrets' material here, so only the nodes hosting their subjects receive it.
     const secrets = this.opts.policySecrets;
-    const policies = this.podIndex.hosted(node).map((id) => (secrets ? secrets.resolve(this.subjectPolicy(id)) : this.subjectPolicy(id)));
+    // A pod's identity whose labels are not known yet (its CiliumIdentity not in the cache or not synced: the identities
+    // key coalesces, pods do not) is left out, and the agent fails its endpoints closed; compiled now, it would be a subject
+    // no policy selects, allow-all both ways, until the identity came (issue #22: a denied flow answered during an upgrade).
+    const policies = this.podIndex
+      .hosted(node)
+      .filter((id) => this.identityLabels.has(id))
+      .map((id) => (secrets ? secrets.resolve(this.subjectPolicy(id)) : this.subjectPolicy(id)));
     // Every node is a host endpoint (reserved:host): the host policies whose nodeSelector matches its labels, as subject reserved:host.
     const hostId = this.nodeHosts.idOf(node);
     const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
