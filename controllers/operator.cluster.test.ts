@@ -702,6 +702,8 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       const open = held.filter((h) => h.denied === "allow");
       assert.deepEqual(open, [], `a state let the denied pod (identity ${deniedId}) reach the server (${serverId}); every state: ${JSON.stringify(held)}`);
       assert.ok(settled(agent), `in the end allowed in, denied not: ${JSON.stringify(held)}`);
+      // Nor fail closed on the way: the first state is the compiled one, not an empty one sent before the caches synced.
+      assert.deepEqual(held.filter((h) => h.allowed !== "allow"), [], `a state cut the allowed pod (identity ${allowedId}) off; every state: ${JSON.stringify(held)}`);
       await second.stop("SIGTERM");
     } finally {
       for (const a of agents) a.close();

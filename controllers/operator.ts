@@ -371,6 +371,8 @@ export class Operator {
       authenticate,
       { nack: (node) => this.metrics.nacks.inc({ node }), authFailure: (reason) => this.metrics.agentAuthFailures.inc({ reason }) },
     ));
+    // Agents are sent nothing until the first states are compiled from the synced caches (below, beforeStart).
+    server.holdStates();
     this.metrics.observeNodes(() => server.reports().map(nodeStreamState));
     const host = this.config.bindAddress ?? "127.0.0.1";
     const port = await server.listen(cfg.port, host);
@@ -422,6 +424,8 @@ export class Operator {
     // the pods but before the identities or the policies held its subjects as selected by no policy, allow-all (issue #22).
     c.beforeStart(() => {
       for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }))) c.enqueue(node);
+      for (const n of nodes.list()) server.publish(n.metadata.name, source.stateFor(n.metadata.name));
+      server.releaseStates();
     });
     // The mappers only enqueue keys: the work is in reconcile.
     c.watch(nodes, (ev) => [ev.obj.metadata.name, sourceKey("nodes")]);

@@ -79,6 +79,26 @@ describe("distribution server", () => {
     a.close();
   });
 
+  it("held until releaseStates(): an agent that says hello before the operator's first states gets nothing, then what was published meanwhile, never an empty state", async () => {
+    const held = new DistributionServer({ ca: read("ca.crt"), cert: read("operator.crt"), key: read("operator.key") }, log);
+    held.holdStates();
+    const heldPort = await held.listen(0);
+    const a = new AgentClient(`127.0.0.1:${heldPort}`, { ca: read("ca.crt"), cert: read("node-3.crt"), key: read("node-3.key") }, "node-3", { lastAppliedVersion: 7, state: stateWith([256]) });
+    try {
+      await until("the agent's hello", () => held.reports().find((r) => r.node === "node-3")?.connected);
+      held.publish("node-3", stateWith([256, 257]));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(a.received, [], "nothing while held (without the hold: a snapshot of the empty state, the node not published yet)");
+      held.releaseStates();
+      await until("the published state", () => a.received.length === 1);
+      assert.equal((a.received[0] as Downstream | undefined)?.type, "snapshot");
+      assert.deepEqual(a.state, canonicalState(stateWith([256, 257])));
+    } finally {
+      a.close();
+      await held.close();
+    }
+  });
+
   it("a report says whether the node's acknowledged policy generations moved (an ipcache-only change does not)", async () => {
     const s = server as DistributionServer;
     const seen: boolean[] = [];

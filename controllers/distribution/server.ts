@@ -115,6 +115,23 @@ export class DistributionServer {
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
   }
 
+  /**
+   * Sends no agent anything until releaseStates(). An operator listens before its caches have synced: an agent whose stream
+   * the old operator ended (a helm upgrade) and that says hello then would get the state of a node not published
+   * yet, an empty one, and fail all its pods closed and prune its ipcache until the real state (issue #22).
+   */
+  holdStates(): void {
+    this.held = true;
+  }
+
+  /** Ends holdStates: every connected agent gets what was published meanwhile. */
+  releaseStates(): void {
+    if (!this.held) return;
+    this.held = false;
+    for (const r of this.records.values()) if (r.session) this.push(r.session);
+  }
+  private held = false;
+
   /** Sends the compiler's per-subject deltas as they are wherever they link what a node holds to what it should hold. */
   followSubjectDeltas(links: SubjectDeltaLinks): void {
     this.differ.subjectDeltas = links;
@@ -344,7 +361,7 @@ export class DistributionServer {
   }
 
   private push(s: Session): void {
-    if (s.closed || s.inFlight) return; // one message in flight; the ACK triggers the next
+    if (this.held || s.closed || s.inFlight) return; // one message in flight; the ACK triggers the next
     const r = this.record(s.node);
     const target = this.desired.get(s.node) ?? EMPTY_STATE;
     const delta = s.base ? this.differ.diff(s.base.state, target) : undefined;
