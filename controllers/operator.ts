@@ -422,8 +422,9 @@ export class Operator {
     // Every kind compiled once from the synced caches before the first node state is published: the keys the first
     // lists enqueued run in any order (the identities key waits IDENTITY_PUBLISH_COALESCE_MS), and a node published after
     // the pods but before the identities or the policies held its subjects as selected by no policy, allow-all (issue #22).
+    // Every node is published here, so the nodes the sync names are not enqueued as well (each state compiled once).
     c.beforeStart(() => {
-      for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }))) c.enqueue(node);
+      source.sync({ identities, policies, services, endpointSlices, tracingPolicies });
       for (const n of nodes.list()) server.publish(n.metadata.name, source.stateFor(n.metadata.name));
       server.releaseStates();
     });
