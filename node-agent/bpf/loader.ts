@@ -726,6 +726,17 @@ export function attachTpBtfPinned(progFd: number, pinPath: string): void {
   }
 }
 
+/**
+ * Removes a link's pin and, when the pin held the last reference, frees the link before returning: the kernel frees a
+ * link whose last reference was a pin later, from a workqueue, and until then its program is still attached (the same
+ * program attached to the same tracepoint again meanwhile fails with EEXIST). None there is not an error.
+ */
+export function unpinLink(pinPath: string): void {
+  const linkFd = c.objGet(pinPath) as number;
+  fs.rmSync(pinPath, { force: true });
+  if (linkFd >= 0) c.closeFd(linkFd); // the last reference now: released in this call
+}
+
 /** Detaches the cgroup program of the link pinned at pinPath and removes the pin; none there is not an error. */
 export function detachCgroupLink(pinPath: string): void {
   if (!fs.existsSync(pinPath)) return;

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink, unpinLink } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, decodeRange, encodeConnectRule, encodeRange,
 } from "./connect-layout.ts";
@@ -138,7 +138,7 @@ export class ConnectEnforcer {
     countMap.update(u32(0), u32(encodeRange({ first, count: rules.length })));
     if (!signals) {
       // Also an earlier enforcer's (adopted): its rules that signalled are gone now.
-      fs.rmSync(linkPin(obj.pinDir, EXIT_PROGRAM), { force: true });
+      unpinLink(linkPin(obj.pinDir, EXIT_PROGRAM));
       this.exitAttached = false;
     }
   }

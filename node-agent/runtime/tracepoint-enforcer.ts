@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
-import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing } from "../bpf/loader.ts";
+import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing, unpinLink } from "../bpf/loader.ts";
 import type { ContainerCgroups } from "./containers.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import { netnsOf, selectedSubjects, type RuleSubject } from "./selection.ts";
@@ -133,7 +133,7 @@ export class TracepointEnforcer {
     countMap.update(zero, count);
     for (const id of pinnedTracepoints(obj.pinDir)) {
       if (wantedIds.has(id)) continue;
-      fs.rmSync(tracepointLink(obj.pinDir, id), { force: true });
+      unpinLink(tracepointLink(obj.pinDir, id)); // freed now: this program may be attached to it again at the next set
       this.attached.delete(id);
     }
   }
