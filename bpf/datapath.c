@@ -372,7 +372,7 @@ int to_container(struct __sk_buff *skb)
 	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
-	} else if (redirect_from_proxy(skb, &f, 1) < 0) {
+	} else if (redirect_from_proxy(skb, &f, REDIRECT_FROM_PROXY_V6) < 0) {
 		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, 0, ep->identity, RULE_ID_NONE);
 	}
 	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx);
@@ -435,9 +435,11 @@ static __always_inline int host_from_overlay(struct __sk_buff *skb, const struct
  * first packet (a SYN) is recorded with the client's identity (the VNI's, or the ipcache's for a packet
  * routed through WireGuard) and sent to the node's proxy, as from-container sends a local client, and its
  * later packets follow the record (to-container would drop the connection: those rules were not applied).
- * l3_off: where the IP header starts (ETH_HLEN behind the overlay, 0 on the WireGuard device). Returns 1
- * when the packet now goes to the proxy, 0 when it is no such flow (to-container judges it), -1 when it
- * cannot be steered (the caller drops). */
+ * l3_off: where the IP header starts (ETH_HLEN behind the overlay, 0 on the WireGuard device). IPv4 and IPv6
+ * alike, each to the proxy's address of its family (through the global redirect_to_proxy_global: the IPv6
+ * rewrite inlined here exceeded from-overlay's combined stack limit). Returns 1 when the packet now goes to the proxy, 0 when it
+ * is no such flow (to-container judges it), -1 when it cannot be steered, e.g. an IPv6 flow while the proxy
+ * has no IPv6 address (the caller drops: fail closed). */
 static __always_inline int tunnel_to_ingress_proxy(struct __sk_buff *skb, __u32 l3_off, const struct flow *f, __u32 client)
 {
 	struct endpoint_value *dst;
@@ -445,22 +447,23 @@ static __always_inline int tunnel_to_ingress_proxy(struct __sk_buff *skb, __u32 
 	struct redirect_value *have;
 	__u64 in_proxy;
 
-	if (f->family != FAMILY_IPV4 || f->proto != IPPROTO_TCP)
+	if (f->proto != IPPROTO_TCP)
 		return 0;
 	dst = endpoint_lookup(f->family, f->daddr);
 	if (!dst)
 		return 0;
 	redirect_key_fill(&k, f->family, f->saddr, f->sport, f->proto);
 	have = bpf_map_lookup_elem(&membrane_redirects, &k);
-	if (have && have->subject == client && have->orig_dport == f->dport &&
-	    __builtin_memcmp(have->orig_daddr, f->daddr, 4) == 0)
-		return redirect_to_proxy(skb, l3_off, f, 0, client, 0, 0, 0) < 0 ? -1 : 1;
+	/* The flow's 16 address bytes: an IPv4 address's last 12 are zero in the flow and in the record alike. */
+	if (have && have->subject == client && have->orig_dport == f->dport && addr6_equal(have->orig_daddr, f->daddr))
+		return redirect_to_proxy_global(skb, f, l3_off ? 0 : REDIRECT_L3, client, 0) < 0 ? -1 : 1;
 	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
 		return 0;
 	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto, f->dport);
 	if (!in_proxy)
 		return 0;
-	return redirect_to_proxy(skb, l3_off, f, in_proxy & 0xffff, client, (__u32)(in_proxy >> 16), 1, 0) < 0 ? -1 : 1;
+	return redirect_to_proxy_global(skb, f, (in_proxy & 0xffff) | REDIRECT_RECORD | (l3_off ? 0 : REDIRECT_L3),
+					((__u64)(__u32)(in_proxy >> 16) << 32) | client, 0) < 0 ? -1 : 1;
 }
 
 SEC("tc")
@@ -596,8 +599,8 @@ int to_host(struct __sk_buff *skb)
 
 /* The node proxy's upstream connection to a pod on another node (its socket marked with the client's
  * identity, marked-socket.ts) goes through the tunnel with that identity in the VNI, so the receiving
- * node judges the client, not this node. Only the proxy's own address sends it (a forwarded packet keeps
- * no mark here). Returns the destination's ipcache entry (with its tunnel endpoint) and sets *identity,
+ * node judges the client, not this node. Only the proxy's own address of the packet's family sends it (a
+ * forwarded packet keeps no mark here). Returns the destination's ipcache entry (with its tunnel endpoint) and sets *identity,
  * or NULL when the packet is no such connection. */
 static __always_inline struct ipcache_value *proxy_upstream_tunnel(struct __sk_buff *skb, const struct flow *f, __u32 *identity)
 {
@@ -607,18 +610,25 @@ static __always_inline struct ipcache_value *proxy_upstream_tunnel(struct __sk_b
 	__be32 src;
 
 	*identity = skb->mark & MARK_IDENTITY_MASK;
-	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY || !*identity || f->family != FAMILY_IPV4)
+	if ((skb->mark & MARK_MAGIC_MASK) != MARK_MAGIC_IDENTITY || !*identity)
 		return NULL;
 	rcfg = bpf_map_lookup_elem(&membrane_redirect_config, &zero);
-	__builtin_memcpy(&src, f->saddr, 4);
-	if (!rcfg || !rcfg->addr4 || src != rcfg->addr4)
+	if (!rcfg)
 		return NULL;
+	if (f->family == FAMILY_IPV6) {
+		if (!addr6_set(rcfg->addr6) || !addr6_equal(f->saddr, rcfg->addr6))
+			return NULL;
+	} else {
+		__builtin_memcpy(&src, f->saddr, 4);
+		if (!rcfg->addr4 || src != rcfg->addr4)
+			return NULL;
+	}
 	dst = ipcache_lookup(f->family, f->daddr);
 	return dst && dst->tunnel_endpoint ? dst : NULL;
 }
 
 /* The node proxy's answer to a client on another node (from-overlay steered the client's connection to the
- * proxy): its source becomes the destination pod's again and it goes into the tunnel as that pod, the way
+ * proxy), IPv4 or IPv6: its source becomes the destination pod's again and it goes into the tunnel as that pod, the way
  * the client's packets came (encrypted where the overlay is), never out as the node. Returns the tc verdict
  * for such an answer, else -1 (the packet untouched). A global function: verified once, apart from
  * from-host's host-firewall paths (inlined together they exceed the verifier's limit, E2BIG). */
@@ -628,14 +638,15 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 	__u8 reason = DROP_NONE;
 	struct endpoint_value *answering;
 	struct ipcache_value *client;
-	__be32 src, node, tunnel_endpoint;
+	__be32 node, tunnel_endpoint;
+	int rc;
 
-	if (!skb || parse_flow(skb, &f, &reason) != PARSE_OK || f.family != FAMILY_IPV4)
+	if (!skb || parse_flow(skb, &f, &reason) != PARSE_OK)
 		return -1;
-	__builtin_memcpy(&src, f.saddr, 4);
-	if (redirect_from_proxy(skb, &f, 0) < 0)
+	rc = redirect_from_proxy(skb, &f, REDIRECT_FROM_PROXY_V6_INLINE);
+	if (rc < 0)
 		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, 0, 0, RULE_ID_NONE);
-	if (__builtin_memcmp(&src, f.saddr, 4) == 0)
+	if (!rc)
 		return -1;
 	answering = endpoint_lookup(f.family, f.saddr);
 	client = ipcache_lookup(f.family, f.daddr);
@@ -643,8 +654,8 @@ __attribute__((noinline)) int proxy_answer_to_tunnel(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	tunnel_endpoint = client->tunnel_endpoint;
 	/* An answer to another node's address (that node's proxy was the client): through the tunnel under
-	 * encryption, else on the underlay as node traffic. */
-	if (!tunnel_endpoint && (client->flags & IPCACHE_F_NODE)) {
+	 * encryption, else on the underlay as node traffic. Encryption covers nodes by their IPv4 address. */
+	if (!tunnel_endpoint && (client->flags & IPCACHE_F_NODE) && f.family == FAMILY_IPV4) {
 		__builtin_memcpy(&node, f.daddr, 4);
 		if (encryption_covers_node(node))
 			tunnel_endpoint = node;

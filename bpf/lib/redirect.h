@@ -217,11 +217,15 @@ __attribute__((noinline)) int redirect_to_proxy_global(struct __sk_buff *skb, co
 				 (__u32)(subject_rule >> 32), ctl & REDIRECT_RECORD, in_proxy);
 }
 
+#define REDIRECT_FROM_PROXY_V6 1        /* IPv6 answers too, rewritten through redirect_rewrite */
+#define REDIRECT_FROM_PROXY_V6_INLINE 2 /* IPv6 answers too, rewritten inline */
+
 /* A proxy's answer to an endpoint: its source becomes the address and port the endpoint sent to, in
- * the packet and in f (so conntrack sees the reply of the endpoint's own flow). ipv6 (a constant): IPv6
- * answers are rewritten too (through redirect_rewrite, whose frame a caller that is itself a global
- * function cannot afford: the combined stack limit). Returns 0 (also for packets that are no proxy answer)
- * or -1 when an answer cannot be rewritten. */
+ * the packet and in f (so conntrack sees the reply of the endpoint's own flow). ipv6 (a constant): 0 for
+ * IPv4 answers only, else REDIRECT_FROM_PROXY_V6 (through the global redirect_rewrite, which keeps a large
+ * program's paths few) or REDIRECT_FROM_PROXY_V6_INLINE (for a caller that is itself a global function and
+ * cannot afford redirect_rewrite's frame on top of its own: the combined stack limit). Returns 1 when it
+ * rewrote an answer, 0 for a packet that is no proxy answer, -1 when an answer cannot be rewritten. */
 static __always_inline int redirect_from_proxy(struct __sk_buff *skb, struct flow *f, int ipv6)
 {
 	__u32 zero = 0;
@@ -242,7 +246,8 @@ static __always_inline int redirect_from_proxy(struct __sk_buff *skb, struct flo
 	if (ipv6 && f->family == FAMILY_IPV6) {
 		if (!addr6_equal(f->saddr, cfg->addr6) || !addr6_set(cfg->addr6))
 			return 0;
-		if (redirect_rewrite_flow(skb, ETH_HLEN, f, 0, v->orig_daddr, v->orig_dport) < 0)
+		if ((ipv6 == REDIRECT_FROM_PROXY_V6_INLINE ? rewrite6(skb, ETH_HLEN, f->proto, 0, v->orig_daddr, v->orig_dport)
+							    : redirect_rewrite_flow(skb, ETH_HLEN, f, 0, v->orig_daddr, v->orig_dport)) < 0)
 			return -1;
 	} else {
 		__builtin_memcpy(&src, f->saddr, 4);
@@ -254,7 +259,7 @@ static __always_inline int redirect_from_proxy(struct __sk_buff *skb, struct flo
 	}
 	__builtin_memcpy(f->saddr, v->orig_daddr, 16);
 	f->sport = v->orig_dport;
-	return 0;
+	return 1;
 }
 
 #endif

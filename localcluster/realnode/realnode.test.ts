@@ -1118,10 +1118,9 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     };
     const [deathstar6, far6, near6] = [await ipv6("deathstar"), await ipv6("xwing-far"), await ipv6("xwing")];
     const ask = (client: string, method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", answer(`[${deathstar6}]`, method, path)]).then((r) => r.stdout.trim());
-    // Over IPv4 the same requests are answered 200 and 403 (the tests before and after). Over IPv6 the deathstar's
-    // node steers no connection from the tunnel to its proxy (IPv4 only), so its to-container drops it (its ingress
-    // rule names a proxy port and the connection did not pass the proxy); the near x-wing's is for a proxy with no
-    // IPv6 address (the nodes have none) and is dropped in its from-container.
+    // Over IPv4 the same requests are answered 200 and 403 (the tests before and after). Over IPv6 the proxies have
+    // no IPv6 address (the nodes have none): the deathstar's node's from-overlay cannot steer the far x-wing's
+    // connection to its proxy and drops it, the near x-wing's is dropped in its own from-container.
     const answers = await Promise.all([ask("xwing-far", "POST", "/v1/request-landing"), ask("xwing-far", "PUT", "/v1/exhaust-port"), ask("xwing", "POST", "/v1/request-landing")]);
     assert.deepEqual(answers, ["fail", "fail", "fail"], "no IPv6 request answered: fail closed, never a bypass");
     const deathstarLog = (await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"])).stdout;

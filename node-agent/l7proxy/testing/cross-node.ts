@@ -1,7 +1,8 @@
 // Test support: HTTP rules whose client and destination live on different simulated nodes (netns, collect-metadata
 // VXLAN, the datapath on each, each node's L7 proxy as its own process), over the overlay or, with `wireguard`,
 // routed through real WireGuard devices between the nodes (wireguard-go, strict mode) with every request
-// captured on the underlay. cross-node.test.ts and cross-node-wireguard.test.ts run the same cases.
+// captured on the underlay. cross-node.test.ts and cross-node-wireguard.test.ts run the same cases; over the overlay
+// the pods and the nodes are dual-stack too, and the ingress and egress cases run again over IPv6.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -47,8 +48,12 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
   const OTHER = 3000; // an identity that is neither pod's
   const REMOTE_NODE = 6;
   const UNDERLAY = { node1: "192.168.78.1", node2: "192.168.78.2" };
-  const POD1 = { ip: "10.211.1.1", gw: "10.211.1.254" }; // the x-wing, on node1
-  const POD2 = { ip: "10.211.2.1", gw: "10.211.2.254" }; // the deathstar, on node2
+  const POD1 = { ip: "10.211.1.1", gw: "10.211.1.254", ip6: "fd7e:211:1::1", gw6: "fd7e:211:1::fe" }; // the x-wing, on node1
+  const POD2 = { ip: "10.211.2.1", gw: "10.211.2.254", ip6: "fd7e:211:2::1", gw6: "fd7e:211:2::fe" }; // the deathstar, on node2
+  // Over the overlay the nodes are dual-stack (the underlay's IPv6 addresses are their proxies' IPv6 addresses); the
+  // tunnel itself stays IPv4. The WireGuard variant stays IPv4 only (its peers' allowed IPs hold IPv4 pods).
+  const dual = !wg;
+  const UNDERLAY6 = { node1: "fd7e:78::1", node2: "fd7e:78::2" };
   const INGRESS_PORT = 10080; // node2's proxy: the deathstar's ingress rules
   const EGRESS_PORT = 10081; // node1's proxy: the x-wing's egress rules
   const INGRESS_RULE = 9;
@@ -71,6 +76,12 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
     ipIn(netns, "link", "set", `${tag}v${i}`, "up");
     fx.addVeth({ netns: podNetns, ifname: `${tag}p${i}`, cidr: `${pod.ip}/24` }, { netns, ifname: `${tag}h${i}`, cidr: `${pod.gw}/24` });
     ipIn(podNetns, "route", "add", "default", "via", pod.gw);
+    if (dual) {
+      ipIn(podNetns, "-6", "addr", "add", `${pod.ip6}/64`, "dev", `${tag}p${i}`, "nodad");
+      ipIn(netns, "-6", "addr", "add", `${pod.gw6}/64`, "dev", `${tag}h${i}`, "nodad");
+      ipIn(podNetns, "-6", "route", "add", "default", "via", pod.gw6);
+      execIn(netns, "sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    }
     // Routed through WireGuard, pods get the device's MTU (podMtu): their packets enter the device as they are.
     if (wg) {
       ipIn(podNetns, "link", "set", `${tag}p${i}`, "mtu", "1420");
@@ -85,6 +96,10 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
   const entry = (subject: number, direction: "ingress" | "egress", peer: number, proxyPort: number, ruleId: number): PolicyEntry => ({
     subject, direction, peer, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, verdict: "allow", proxyPort, ruleId,
   });
+
+  /** A pod's endpoint addresses behind its node's veth: IPv4, and IPv6 when dual-stack. */
+  const addrs = (pod: typeof POD1, ifindex: number): { ip: string; ifindex: number }[] =>
+    [{ ip: pod.ip, ifindex }, ...(dual ? [{ ip: pod.ip6, ifindex }] : [])];
 
   /** The x-wing's egress: a plain allow to the deathstar, or through node1's proxy. */
   function xwingPolicy(proxied: boolean): SubjectPolicy {
@@ -134,10 +149,10 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
 
   /** curl in the x-wing's netns: the status and body, or undefined when the connection failed. With WireGuard, the
    * underlay between the nodes is captured meanwhile and any frame carrying the exchange in clear is recorded. */
-  async function xwing(method: string, p: string): Promise<{ status: number; body: string } | undefined> {
+  async function xwing(method: string, p: string, host = POD2.ip): Promise<{ status: number; body: string } | undefined> {
     const capture = wg ? await wg.capture(ns.node1, `${tag}u1`, CLEAR_TEXT) : undefined;
     try {
-      const { stdout } = await run("ip", ["netns", "exec", ns.pod1, "curl", "-sS", "--max-time", "4", "-X", method, ...(method === "GET" ? [] : ["-d", ""]), "-w", "\n@@%{http_code}", `http://${POD2.ip}${p}`]);
+      const { stdout } = await run("ip", ["netns", "exec", ns.pod1, "curl", "-sS", "--max-time", "4", "-X", method, ...(method === "GET" ? [] : ["-d", ""]), "-w", "\n@@%{http_code}", `http://${host.includes(":") ? `[${host}]` : host}${p}`]);
       const at = stdout.lastIndexOf("\n@@");
       return { status: Number(stdout.slice(at + 3)), body: stdout.slice(0, at) };
     } catch {
@@ -178,6 +193,12 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
     // As the local cluster routes them: each node reaches the other's pods over the underlay (the node's own traffic; pods' goes through the tunnel).
     ipIn(ns.node1, "route", "add", `${POD2.ip}/32`, "via", UNDERLAY.node2);
     ipIn(ns.node2, "route", "add", `${POD1.ip}/32`, "via", UNDERLAY.node1);
+    if (dual) {
+      ipIn(ns.node1, "-6", "addr", "add", `${UNDERLAY6.node1}/64`, "dev", `${tag}u1`, "nodad");
+      ipIn(ns.node2, "-6", "addr", "add", `${UNDERLAY6.node2}/64`, "dev", `${tag}u2`, "nodad");
+      ipIn(ns.node1, "-6", "route", "add", `${POD2.ip6}/128`, "via", UNDERLAY6.node2);
+      ipIn(ns.node2, "-6", "route", "add", `${POD1.ip6}/128`, "via", UNDERLAY6.node1);
+    }
 
     dp.node1 = Datapath.load(`test-${tag}-node1`);
     dp.node2 = Datapath.load(`test-${tag}-node2`);
@@ -185,12 +206,16 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       d.clearAll();
       d.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium" });
     }
-    dp.node1.setSubjectPolicy(xwingPolicy(false), [{ ip: POD1.ip, ifindex: if1.host }]);
+    dp.node1.setSubjectPolicy(xwingPolicy(false), addrs(POD1, if1.host));
     dp.node1.setIpcache({ cidr: `${POD2.ip}/32`, identity: DEATHSTAR, tunnelEndpoint: UNDERLAY.node2 });
     dp.node1.setIpcache({ cidr: `${UNDERLAY.node2}/32`, identity: REMOTE_NODE, node: true });
-    dp.node2.setSubjectPolicy(deathstarPolicy(XWING, true), [{ ip: POD2.ip, ifindex: if2.host }]);
+    dp.node2.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, if2.host));
     dp.node2.setIpcache({ cidr: `${POD1.ip}/32`, identity: XWING, tunnelEndpoint: UNDERLAY.node1 });
     dp.node2.setIpcache({ cidr: `${UNDERLAY.node1}/32`, identity: REMOTE_NODE, node: true });
+    if (dual) {
+      dp.node1.setIpcache({ cidr: `${POD2.ip6}/128`, identity: DEATHSTAR, tunnelEndpoint: UNDERLAY.node2 });
+      dp.node2.setIpcache({ cidr: `${POD1.ip6}/128`, identity: XWING, tunnelEndpoint: UNDERLAY.node1 });
+    }
     drain2 = dp.node2.onEvents((e) => events2.push(e));
     for (const [d, netns, ifx] of [[dp.node1, ns.node1, if1], [dp.node2, ns.node2, if2]] as const) {
       d.attachEndpoint(ifx.host, netns);
@@ -202,21 +227,26 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
     const server = fx.spawn(ns.pod2, process.execPath, ["--import", "tsx", path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts"), "0.0.0.0", "80"]);
     server.stdout?.on("data", (d: Buffer) => (deathstarLog += d.toString()));
     await waitForLine(server, /^listening/, 20000);
+    if (dual) {
+      const server6 = fx.spawn(ns.pod2, process.execPath, ["--import", "tsx", path.join(ROOT, "node-agent/l7proxy/testing/deathstar.ts"), POD2.ip6, "80"]);
+      server6.stdout?.on("data", (d: Buffer) => (deathstarLog += d.toString()));
+      await waitForLine(server6, /^listening/, 20000);
+    }
 
     // node2's proxy: the deathstar's ingress rules (Cilium's star-wars rule plus GET /v1/ships); node1's: the x-wing's egress rules.
-    dp.node2.redirect.setProxyAddress(UNDERLAY.node2);
+    dp.node2.redirect.setProxyAddress(UNDERLAY.node2, dual ? UNDERLAY6.node2 : undefined);
     dp.node2.redirect.serve(INGRESS_PORT);
     ingressProxy = await startProxy(ns.node2, `test-${tag}-node2`, {
-      address: UNDERLAY.node2, limits: { ...DEFAULT_LIMITS, connectTimeoutMs: 1500 },
+      address: UNDERLAY.node2, ...(dual ? { address6: UNDERLAY6.node2 } : {}), limits: { ...DEFAULT_LIMITS, connectTimeoutMs: 1500 },
       ports: [{ port: INGRESS_PORT, direction: "ingress", http: [
         { ruleId: INGRESS_RULE, index: 0, rule: { method: "POST", path: "/v1/request-landing" } },
         { ruleId: INGRESS_RULE, index: 1, rule: { method: "GET", path: "/v1/ships" } },
       ] }],
     });
-    dp.node1.redirect.setProxyAddress(UNDERLAY.node1);
+    dp.node1.redirect.setProxyAddress(UNDERLAY.node1, dual ? UNDERLAY6.node1 : undefined);
     dp.node1.redirect.serve(EGRESS_PORT);
     egressProxy = await startProxy(ns.node1, `test-${tag}-node1`, {
-      address: UNDERLAY.node1, limits: { ...DEFAULT_LIMITS, connectTimeoutMs: 1500 },
+      address: UNDERLAY.node1, ...(dual ? { address6: UNDERLAY6.node1 } : {}), limits: { ...DEFAULT_LIMITS, connectTimeoutMs: 1500 },
       ports: [{ port: EGRESS_PORT, http: [
         { ruleId: EGRESS_RULE, index: 0, rule: { method: "POST", path: "/v1/request-landing" } },
         { ruleId: EGRESS_RULE, index: 1, rule: { method: "PUT", path: "/v1/exhaust-port" } },
@@ -321,10 +351,10 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
 
   test("egress HTTP rule towards a pod on another node: the proxy's upstream carries the client's identity in the VNI, and the receiver's ingress policy judges it", async () => {
     const ifx = { h1: ifindexIn(ns.node1, `${tag}h1`), h2: ifindexIn(ns.node2, `${tag}h2`) };
-    dp.node1!.setSubjectPolicy(xwingPolicy(true), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
+    dp.node1!.setSubjectPolicy(xwingPolicy(true), addrs(POD1, ifx.h1));
     try {
       // The deathstar admits only the x-wing, no proxy on its side: the proxied request arrives as the x-wing.
-      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, false), [{ ip: POD2.ip, ifindex: ifx.h2 }]);
+      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, false), addrs(POD2, ifx.h2));
       resetConntrack();
       drain2();
       events2.length = 0;
@@ -340,7 +370,7 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       assert.deepEqual([f?.verdict, f?.status, f?.source.identity, f?.rule?.ruleId], ["forwarded", 200, XWING, EGRESS_RULE]);
 
       // A deathstar that admits another identity only: the same proxied request is dropped there as the x-wing's.
-      dp.node2!.setSubjectPolicy(deathstarPolicy(OTHER, false), [{ ip: POD2.ip, ifindex: ifx.h2 }]);
+      dp.node2!.setSubjectPolicy(deathstarPolicy(OTHER, false), addrs(POD2, ifx.h2));
       resetConntrack();
       events2.length = 0;
       const refused = await xwing("POST", "/v1/request-landing");
@@ -350,15 +380,15 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"]);
       assertNothingInClear();
     } finally {
-      dp.node1!.setSubjectPolicy(xwingPolicy(false), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
-      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), [{ ip: POD2.ip, ifindex: ifx.h2 }]);
+      dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
+      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, ifx.h2));
       resetConntrack();
     }
   });
 
   test("HTTP rules on both ends across nodes: the request passes the client's egress proxy and the destination's ingress proxy, judged by both", async () => {
     const ifx = { h1: ifindexIn(ns.node1, `${tag}h1`) };
-    dp.node1!.setSubjectPolicy(xwingPolicy(true), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
+    dp.node1!.setSubjectPolicy(xwingPolicy(true), addrs(POD1, ifx.h1));
     resetConntrack();
     const since = Date.now();
     try {
@@ -375,17 +405,109 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       assert.deepEqual(ing, [["POST", "forwarded", 200, XWING], ["PUT", "denied", 403, XWING]], "node2 judged what node1 let through, as the x-wing");
       assertNothingInClear();
     } finally {
-      dp.node1!.setSubjectPolicy(xwingPolicy(false), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
+      dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
       resetConntrack();
     }
   });
+
+  if (dual) {
+    test("IPv6, ingress HTTP rule, client on another node: from-overlay steers the connection to the proxy's IPv6 address, the proxy judges it as the client's identity and its answers go back into the tunnel as the deathstar", async () => {
+      resetConntrack();
+      drain2();
+      events2.length = 0;
+      const since = Date.now();
+      const rx = tunnelRxPackets(ns.node1, tunnel1());
+      const landing = await xwing("POST", "/v1/request-landing", POD2.ip6);
+      assert.deepEqual([landing?.status, landing?.body], [200, "Ship landed\n"]);
+      const exhaust = await xwing("PUT", "/v1/exhaust-port", POD2.ip6);
+      assert.deepEqual([exhaust?.status, exhaust?.body], [403, "Access denied"]);
+      assert.doesNotMatch(deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
+      // The allowed request reached the deathstar from node2's proxy (its upstream), not from the x-wing directly.
+      assert.match(deathstarLog, /request POST \/v1\/request-landing fd7e:211:2::fe\n/, "the deathstar was asked by node2's proxy");
+      assert.ok(tunnelRxPackets(ns.node1, tunnel1()) - rx >= 6, "node1 received the proxy's answers from the tunnel");
+      const f = await flowsSoon(ingressProxy, since, 2);
+      const landed = f.find((x) => x.path === "/v1/request-landing");
+      assert.deepEqual([landed?.verdict, landed?.status, landed?.rule?.ruleId, landed?.source.identity], ["forwarded", 200, INGRESS_RULE, XWING]);
+      const denied = f.find((x) => x.path === "/v1/exhaust-port");
+      assert.deepEqual([denied?.verdict, denied?.status, denied?.source.identity], ["denied", 403, XWING]);
+      drain2();
+      assert.deepEqual(events2.filter((e) => e.reason === DROP_REASONS[13]), [], "no valid redirect failed (PROXY_REDIRECT)");
+    });
+
+    test("IPv6, ingress HTTP rule across nodes: a client the rule does not name is dropped in the datapath, and without the proxy's IPv6 address the connection is dropped as PROXY_REDIRECT (fails closed), never reaching the deathstar", async () => {
+      const h2 = ifindexIn(ns.node2, `${tag}h2`);
+      dp.node2!.setSubjectPolicy(deathstarPolicy(OTHER, true), addrs(POD2, h2));
+      resetConntrack();
+      drain2();
+      events2.length = 0;
+      const since = Date.now();
+      const before = deathstarLog.length;
+      try {
+        assert.equal(await xwing("POST", "/v1/request-landing", POD2.ip6), undefined, "the connection fails");
+        drain2();
+        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80);
+        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason, drop?.dst], [XWING, DEATHSTAR, "policy denied (default deny)", POD2.ip6]);
+
+        // The rule names the x-wing again, but node2's proxy has no IPv6 address in the datapath.
+        dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, h2));
+        dp.node2!.redirect.setProxyAddress(UNDERLAY.node2);
+        resetConntrack();
+        events2.length = 0;
+        assert.equal(await xwing("POST", "/v1/request-landing", POD2.ip6), undefined, "the connection fails");
+        drain2();
+        const failed = events2.find((e) => e.verdict === "dropped" && e.dport === 80);
+        assert.deepEqual([failed?.srcIdentity, failed?.reason, failed?.dst], [XWING, DROP_REASONS[13], POD2.ip6]);
+        assert.deepEqual(flows(ingressProxy, since), [], "no request reached the proxy");
+        assert.equal(deathstarLog.slice(before), "", "nothing reached the deathstar");
+      } finally {
+        dp.node2!.redirect.setProxyAddress(UNDERLAY.node2, UNDERLAY6.node2);
+        dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, h2));
+        resetConntrack();
+      }
+    });
+
+    test("IPv6, egress HTTP rule towards a pod on another node: the proxy's IPv6 upstream carries the client's identity in the VNI, and the receiver's ingress policy judges it", async () => {
+      const ifx = { h1: ifindexIn(ns.node1, `${tag}h1`), h2: ifindexIn(ns.node2, `${tag}h2`) };
+      dp.node1!.setSubjectPolicy(xwingPolicy(true), addrs(POD1, ifx.h1));
+      try {
+        dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, false), addrs(POD2, ifx.h2));
+        resetConntrack();
+        drain2();
+        events2.length = 0;
+        const since = Date.now();
+        const landing = await xwing("POST", "/v1/request-landing", POD2.ip6);
+        assert.deepEqual([landing?.status, landing?.body], [200, "Ship landed\n"]);
+        assert.match(deathstarLog, /request POST \/v1\/request-landing fd7e:78::1\n/, "the upstream connection is the node1 proxy's");
+        const denied = await xwing("GET", "/v1/ships", POD2.ip6);
+        assert.equal(denied?.status, 403, "the x-wing's egress rules are applied on node1");
+        drain2();
+        const allowed = events2.find((e) => e.verdict === "forwarded" && e.dport === 80 && e.dst === POD2.ip6);
+        assert.deepEqual([allowed?.srcIdentity, allowed?.ruleId], [XWING, PLAIN_RULE], "node2 saw the x-wing's identity, not node1's");
+        const f = (await flowsSoon(egressProxy, since, 1)).find((x) => x.path === "/v1/request-landing");
+        assert.deepEqual([f?.verdict, f?.status, f?.source.identity, f?.rule?.ruleId], ["forwarded", 200, XWING, EGRESS_RULE]);
+
+        dp.node2!.setSubjectPolicy(deathstarPolicy(OTHER, false), addrs(POD2, ifx.h2));
+        resetConntrack();
+        events2.length = 0;
+        const refused = await xwing("POST", "/v1/request-landing", POD2.ip6);
+        assert.equal(refused?.status, 504, "the proxy's upstream connection was dropped (connect timeout)");
+        drain2();
+        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80);
+        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"]);
+      } finally {
+        dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
+        dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, ifx.h2));
+        resetConntrack();
+      }
+    });
+  }
 
   if (!wg) return;
 
   test("strict encryption without a working peer back to node1: the deathstar's answers to node1's egress proxy are dropped as UNENCRYPTED, never sent in clear", async () => {
     const ifx = { h1: ifindexIn(ns.node1, `${tag}h1`), h2: ifindexIn(ns.node2, `${tag}h2`) };
-    dp.node1!.setSubjectPolicy(xwingPolicy(true), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
-    dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, false), [{ ip: POD2.ip, ifindex: ifx.h2 }]);
+    dp.node1!.setSubjectPolicy(xwingPolicy(true), addrs(POD1, ifx.h1));
+    dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, false), addrs(POD2, ifx.h2));
     // node2 no longer counts node1 as encrypted (as when its peer is gone); node1 still sends through its tunnel.
     dp.node2!.setEncryptedNodes([]);
     resetConntrack();
@@ -400,8 +522,8 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       assertNothingInClear();
     } finally {
       dp.node2!.setEncryptedNodes([UNDERLAY.node1], new Set([UNDERLAY.node1]));
-      dp.node1!.setSubjectPolicy(xwingPolicy(false), [{ ip: POD1.ip, ifindex: ifx.h1 }]);
-      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), [{ ip: POD2.ip, ifindex: ifx.h2 }]);
+      dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
+      dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, ifx.h2));
       resetConntrack();
     }
   });
