@@ -3,7 +3,8 @@
 // common fields are not there for BPF: its first 8 bytes hold the caller's registers). The program reads the hooks' listed arguments,
 // evaluates the rules the agent writes (the caller's network namespace, cgroup v2 id — a selected container's, for a
 // containerSelector — and pid, integer and string argument filters;
-// the first rule of a hook that matches acts) and acts in the kernel: Sigkill and Signal with bpf_send_signal, Post
+// the first rule of a hook that matches acts): only the caller's own list, found by a hash index on the tracepoint and
+// the caller's cgroup or network namespace, so an event costs the same on a node of a thousand selected containers and acts in the kernel: Sigkill and Signal with bpf_send_signal, Post
 // through a ring buffer. matchBinaries is judged here too: programs on the scheduler's exec, fork and exit keep each
 // process's set of matching binary values (membrane_tp_procs, by pid, as Tetragon keys its binary filter by exec), so
 // the calls of a binary no rule names never leave the kernel.
@@ -25,17 +26,31 @@ struct task_struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, TP_HOOKS_MAX);
+	__uint(max_entries, TP_SETS * TP_HOOKS_MAX);
 	__type(key, __u32);
 	__type(value, struct tp_hook);
 } membrane_tp_hooks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, TP_RULES_MAX);
+	__uint(max_entries, TP_SETS * TP_RULES_MAX);
 	__type(key, __u32);
 	__type(value, struct tp_rule);
 } membrane_tp_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TP_INDEX_MAX);
+	__type(key, struct tp_index_key);
+	__type(value, struct tp_index);
+} membrane_tp_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} membrane_tp_in_force SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -125,6 +140,7 @@ struct judge_ctx {
 	void *record;
 	struct tp_scratch *s;
 	__u32 event_id;
+	__u32 first;      /* the caller's list: membrane_tp_rules[first .. first + count) */
 	__u32 count;
 	__u32 netns;
 	__u32 pid;
@@ -303,7 +319,7 @@ static long judge_rule(__u32 index, void *data)
 	struct judge_ctx *j = data;
 	if (index >= j->count)
 		return 1;
-	__u32 key = index;
+	__u32 key = j->first + index;
 	const struct tp_rule *r = bpf_map_lookup_elem(&membrane_tp_rules, &key);
 	if (!r)
 		return 1;
@@ -351,7 +367,7 @@ static long judge_rule(__u32 index, void *data)
 	else if (r->action == TP_ACTION_SIGNAL && r->signal != 0)
 		bpf_send_signal(r->signal);
 	if (!(r->flags & TP_F_NOPOST))
-		report(j, index, r);
+		report(j, key, r);
 	return 0;
 }
 
@@ -359,22 +375,52 @@ SEC("tracepoint")
 int membrane_tracepoint(void *record)
 {
 	__u32 zero = 0;
-	__u32 *count = bpf_map_lookup_elem(&membrane_tp_count, &zero);
-	if (!count || *count == 0)
+	__u32 *in_force = bpf_map_lookup_elem(&membrane_tp_in_force, &zero);
+	if (!in_force)
+		return 0;
+	__u32 set = *(volatile __u32 *)in_force; /* once: every key and slot below is of this set */
+	if (set == 0 || set > TP_SETS)
+		return 0;
+	struct tp_index_key key = { .event_id = (__u32)bpf_get_attach_cookie(record), .set = set - 1, .subject = TP_SUBJECT_ANY };
+	const struct tp_index *list = bpf_map_lookup_elem(&membrane_tp_index, &key);
+	if (!list)
+		return 0; /* no rule of this set is for this tracepoint */
+	__u32 flags = list->flags;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 netns = TASK_NETNS(task);
+	struct judge_ctx j = {};
+	int chosen = 0;
+	if (flags & TP_INDEX_F_CGROUP) {
+		/* not kept in j: judge_rule's context then enters in one state, verified once (kept, the load took twice as long) */
+		key.subject = TP_SUBJECT_CGROUP;
+		key.id = bpf_get_current_cgroup_id();
+		const struct tp_index *own = bpf_map_lookup_elem(&membrane_tp_index, &key);
+		if (own && own->netns == netns) {
+			list = own;
+			chosen = 1;
+		}
+	}
+	if (!chosen && (flags & TP_INDEX_F_NETNS)) {
+		key.subject = TP_SUBJECT_NETNS;
+		key.id = netns;
+		const struct tp_index *own = bpf_map_lookup_elem(&membrane_tp_index, &key);
+		if (own)
+			list = own;
+	}
+	j.first = list->first;
+	j.count = list->count;
+	if (j.count == 0)
 		return 0;
 	struct tp_scratch *s = bpf_map_lookup_elem(&membrane_tp_scratch, &zero);
 	if (!s)
 		return 0;
-	struct judge_ctx j = {};
 	j.record = record;
 	j.s = s;
-	j.event_id = (__u32)bpf_get_attach_cookie(record);
-	j.count = *count;
+	j.event_id = key.event_id;
 	j.pid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	j.netns = TASK_NETNS(task);
+	j.netns = netns;
 	s->loaded_hook = 0;
-	bpf_loop(TP_RULES_MAX, judge_rule, &j, 0);
+	bpf_loop(j.count < TP_RULES_MAX ? j.count : TP_RULES_MAX, judge_rule, &j, 0);
 	return 0;
 }
 

@@ -3,6 +3,9 @@
 // v2 id ("container"); a process in the selected container opens /dev/null BENCH_OPENS times, and the program's run
 // time (BPF_ENABLE_STATS, on only while measuring) is divided by its runs. "other_container": the same container
 // policy, the opens from the pod's other container (the rule's cgroup differs: its arguments are never read).
+// "pod_many" and "container_many": the same, on a node that also holds a node's worth of other pods on the same
+// tracepoint (110 pods × 3 containers: 330 container rules and 330 pod rules), to show an event reads its caller's
+// own rules only (issue #18: before, every event scanned every rule, and a node held 256).
 // Rounds interleaved, order rotated, medians. The program runs on every openat of the machine while attached, so the
 // runs include other processes' opens (reported: runs vs opens).
 import { execFile } from "node:child_process";
@@ -32,41 +35,55 @@ const APP_ID = "c1".repeat(32);
 const SIDECAR_ID = "d2".repeat(32);
 const cgroupOf = (id: string): string => path.join(CGROUP_DIR, "kubepods", "podbench", id);
 
-type Variant = "pod" | "container" | "other_container";
-const VARIANTS: readonly Variant[] = ["pod", "container", "other_container"];
+type Variant = "pod" | "container" | "other_container" | "pod_many" | "container_many";
+const VARIANTS: readonly Variant[] = ["pod", "container", "other_container", "pod_many", "container_many"];
+/** The other pods of the *_many variants: rules only (no process runs there), so their network namespaces are made-up inodes; their containers' cgroups are real directories (a container's rule needs its cgroup id). */
+const OTHER_PODS = Number(process.env.BENCH_OTHER_PODS ?? 110);
+const otherId = (i: number, c: number): string => `${i.toString(16).padStart(4, "0")}${c.toString(16).padStart(4, "0")}`.padEnd(64, "f");
+const otherCgroup = (i: number, c: number): string => path.join(CGROUP_DIR, "kubepods", `podother${i}`, otherId(i, c));
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-const policy = (containerSelector: unknown) => ({
+const policy = (containerSelector: unknown, name = "bench", podSelector: unknown = { matchLabels: { app: "bench" } }, values = ["/nonexistent/membrane-bench-never-opened"]) => ({
   apiVersion: "cilium.io/v1alpha1",
   kind: "TracingPolicyNamespaced",
-  metadata: { name: "bench", namespace: "default" },
+  metadata: { name, namespace: "default" },
   spec: {
+    podSelector,
     ...(containerSelector ? { containerSelector } : {}),
     tracepoints: [{
       subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
-      selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/nonexistent/membrane-bench-never-opened"] }], matchActions: [{ action: "Sigkill" }] }],
+      selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values }], matchActions: [{ action: "Sigkill" }] }],
     }],
   },
 });
+const others = { matchLabels: { app: "other" } };
+const otherPolicies = [
+  policy(undefined, "other-pods", others, [1, 2, 3].map((k) => `/nonexistent/membrane-bench-other-${k}`)),
+  policy({ matchExpressions: [{ key: "name", operator: "In", values: ["c0", "c1", "c2"] }] }, "other-containers", others),
+];
 
 const fixture = new NetnsFixture();
 const dir = fs.mkdtempSync(path.join("/tmp", "membrane-bench-tp-"));
 let engine: InstanceType<typeof RuntimeEnforcement> | undefined;
 let visibility: InstanceType<typeof ProcessVisibility> | undefined;
-const nsPerRun: Record<Variant, number[]> = { pod: [], container: [], other_container: [] };
-const runsPerOpen: Record<Variant, number[]> = { pod: [], container: [], other_container: [] };
+const nsPerRun: Record<Variant, number[]> = { pod: [], container: [], other_container: [], pod_many: [], container_many: [] };
+const runsPerOpen: Record<Variant, number[]> = { pod: [], container: [], other_container: [], pod_many: [], container_many: [] };
 const loadStart = loadAverage();
 try {
   fixture.addNetns(NETNS);
   for (const id of [APP_ID, SIDECAR_ID]) fs.mkdirSync(cgroupOf(id), { recursive: true });
+  for (let i = 0; i < OTHER_PODS; i++) for (let c = 0; c < 3; c++) fs.mkdirSync(otherCgroup(i, c), { recursive: true });
   const pods = new Map<number, PodRef>([[fs.statSync(`/var/run/netns/${NETNS}`).ino, {
     namespace: "default", name: "bench", labels: { app: "bench" },
     containers: [{ id: APP_ID, name: "app", image: "busybox:1.36", imageId: "busybox@sha256:11" }, { id: SIDECAR_ID, name: "sidecar", image: "busybox:1.36", imageId: "busybox@sha256:11" }],
-  }]]);
+  }], ...Array.from({ length: OTHER_PODS }, (_, i): [number, PodRef] => [4_000_000_000 + i, {
+    namespace: "default", name: `other-${i}`, labels: { app: "other" },
+    containers: [0, 1, 2].map((c) => ({ id: otherId(i, c), name: `c${c}`, image: "busybox:1.36", imageId: "busybox@sha256:11" })),
+  }])]);
   const containers = new ContainerCgroups();
   const log = pino({ level: "silent" });
   visibility = new ProcessVisibility({ nodeName: "bench", exportFile: path.join(dir, "events.jsonl"), registry: new Registry(), resolvePod: (ino) => pods.get(ino), containers, scope: `${SCOPE}-proc` });
@@ -77,8 +94,8 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]!);
     for (const v of order) {
-      const status = engine.apply([policy(v === "pod" ? undefined : { matchLabels: { name: "app" } })]).get("default/bench");
-      if (!status?.enforced) throw new Error(`the ${v} policy is not enforced: ${JSON.stringify(status)}`);
+      const statuses = engine.apply([policy(v === "pod" || v === "pod_many" ? undefined : { matchLabels: { name: "app" } }), ...(v.endsWith("_many") ? otherPolicies : [])]);
+      for (const [name, status] of statuses) if (!status.enforced) throw new Error(`the ${v} variant's policy ${name} is not enforced: ${JSON.stringify(status)}`);
       const fd = tracepoints.programFd!;
       const stats = enableRunTimeStats();
       try {
@@ -98,7 +115,8 @@ try {
   engine?.stop();
   visibility?.stop();
   fixture.cleanup();
-  for (const d of [cgroupOf(APP_ID), cgroupOf(SIDECAR_ID), path.dirname(cgroupOf(APP_ID)), path.join(CGROUP_DIR, "kubepods"), CGROUP_DIR]) {
+  const others = Array.from({ length: OTHER_PODS }, (_, i) => [0, 1, 2].map((c) => otherCgroup(i, c)).concat(path.dirname(otherCgroup(i, 0)))).flat();
+  for (const d of [...others, cgroupOf(APP_ID), cgroupOf(SIDECAR_ID), path.dirname(cgroupOf(APP_ID)), path.join(CGROUP_DIR, "kubepods"), CGROUP_DIR]) {
     try {
       fs.rmdirSync(d);
     } catch (err) {
@@ -121,7 +139,10 @@ console.log(JSON.stringify({
   container_ns_per_event: r(median(nsPerRun.container)),
   other_container_ns_per_event: r(median(nsPerRun.other_container)),
   container_extra_ns: r(median(nsPerRun.container) - median(nsPerRun.pod)),
-  runs_per_open: { pod: r(median(runsPerOpen.pod) * 100) / 100, container: r(median(runsPerOpen.container) * 100) / 100, other_container: r(median(runsPerOpen.other_container) * 100) / 100 },
+  pod_many_ns_per_event: r(median(nsPerRun.pod_many)),
+  container_many_ns_per_event: r(median(nsPerRun.container_many)),
+  many_rules: { pod: 3 * OTHER_PODS, container: 3 * OTHER_PODS },
+  runs_per_open: Object.fromEntries(VARIANTS.map((v) => [v, Math.round(median(runsPerOpen[v]) * 1000) / 1000])),
   samples_ns: nsPerRun,
   load: [loadStart, loadAverage()],
 }));

@@ -4,8 +4,10 @@
 #ifndef MEMBRANE_TRACEPOINT_H
 #define MEMBRANE_TRACEPOINT_H
 
-#define TP_HOOKS_MAX 64
-#define TP_RULES_MAX 256
+#define TP_HOOKS_MAX 64        /* hooks of one rule set */
+#define TP_RULES_MAX 4096      /* rules of one rule set */
+#define TP_SETS 2              /* the set in force and the one the agent writes beside it */
+#define TP_INDEX_MAX (TP_SETS * (TP_RULES_MAX + TP_HOOKS_MAX)) /* membrane_tp_index: a list holds a rule at least, and one empty ANY list per hook */
 #define TP_ARGS_MAX 5          /* listed arguments a hook reads */
 #define TP_FILTERS_MAX 4       /* argument filters one rule ANDs */
 #define TP_STR_MAX 256         /* bytes of a string argument read (NUL included) and of a string value */
@@ -58,7 +60,7 @@ struct tp_filter {
 
 /* One selector of one hook, with one value of each positive filter (the agent expands the rest). */
 struct tp_rule {
-	__u32 hook;      /* index in membrane_tp_hooks; rules of a hook are contiguous, the first that matches acts */
+	__u32 hook;      /* slot in membrane_tp_hooks (of the rule's set); the first rule of a hook that matches acts */
 	__u32 netns;     /* network namespace inode of the caller; 0: any */
 	__u32 pid;       /* the caller's process id; 0: any */
 	__u8 action;     /* TP_ACTION_* */
@@ -73,6 +75,37 @@ struct tp_rule {
 	struct tp_filter filters[TP_FILTERS_MAX];
 };
 
+/*
+ * Which rules a caller can match, so that an event looks at its own rules only, however many pods the node holds: for
+ * one set and tracepoint, a list of the rules for every process (subject TP_SUBJECT_ANY, id 0), one per network
+ * namespace with rules of its own (TP_SUBJECT_NETNS, the inode: those rules and the every-process ones) and one per
+ * cgroup with rules of its own (TP_SUBJECT_CGROUP, the cgroup v2 id: those, its pod's and the every-process ones),
+ * each a range of membrane_tp_rules in the set's order (the first rule of a hook that matches acts). A caller is judged
+ * by its cgroup's list when its network namespace is the one that list is for, else by its network namespace's, else
+ * by the every-process list. Every tracepoint with rules has its ANY key (count 0 when no rule is for every process),
+ * whose flags say whether keys of the other subjects exist for it.
+ */
+#define TP_SUBJECT_ANY 0
+#define TP_SUBJECT_NETNS 1
+#define TP_SUBJECT_CGROUP 2
+#define TP_INDEX_F_NETNS 1
+#define TP_INDEX_F_CGROUP 2
+
+struct tp_index_key {
+	__u32 event_id;  /* the tracepoint's tracefs id */
+	__u8 set;        /* 0 or 1 */
+	__u8 subject;    /* TP_SUBJECT_* */
+	__u16 pad;
+	__u64 id;        /* network namespace inode or cgroup v2 id; 0 for ANY */
+};
+
+struct tp_index {
+	__u32 first;     /* slot in membrane_tp_rules */
+	__u32 count;
+	__u32 flags;     /* ANY keys: TP_INDEX_F_* */
+	__u32 netns;     /* CGROUP keys: the network namespace of the cgroup's pod (its rules hold only there) */
+};
+
 /* One matchBinaries value, judged once per exec against the new binary's path (bprm->filename, as the process
  * cache names it); the process's set of matching values is kept in membrane_tp_procs by its pid. */
 struct tp_binary {
@@ -82,13 +115,18 @@ struct tp_binary {
 	char str[TP_STR_MAX];
 };
 
-/* membrane_tp_count: slot 0 the rule count (rules in membrane_tp_rules[0..count)), slot 1 the binary count. */
+/*
+ * membrane_tp_in_force (one word): the rule set in force + 1; 0: none. Set s holds the hooks
+ * membrane_tp_hooks[s * TP_HOOKS_MAX ..], the rules membrane_tp_rules[s * TP_RULES_MAX ..] and the index keys of set s.
+ * The agent writes a new set into the other half, then switches this word: an event is judged by one whole set.
+ * membrane_tp_count: slot 1 the binary count (slot 0 is unused: the rule count before rule sets).
+ */
 
 struct tp_event {
 	__u32 pid;
 	__u32 tid;
 	__u32 netns;
-	__u32 rule;      /* index of the rule that matched */
+	__u32 rule;      /* slot of the rule that matched (its set's half of membrane_tp_rules) */
 	__u32 hook;
 	__u8 action;
 	__u8 flags;

@@ -5,7 +5,7 @@
 // container, and a pod without containers is never selected. Run under flock /tmp/membrane-kernel.lock (network
 // namespaces, BPF programs on the cgroup root and on tracepoints, fanotify).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -64,6 +64,21 @@ const openatKill = (name: string, containerSelector: unknown, file: string) => (
     tracepoints: [{
       subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
       selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: [file] }], matchActions: [{ action: "Sigkill" }] }],
+    }],
+  },
+});
+
+/** sys_enter_openat with the filename listed and Sigkill on Equal values, for the pods podSelector selects (and their containers containerSelector selects). */
+const openatPolicyOf = (name: string, containerSelector: unknown, files: readonly string[], podSelector: unknown) => ({
+  apiVersion: "cilium.io/v1alpha1",
+  kind: "TracingPolicyNamespaced",
+  metadata: { name, namespace: "default" },
+  spec: {
+    podSelector,
+    ...(containerSelector !== undefined ? { containerSelector } : {}),
+    tracepoints: [{
+      subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+      selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: files }], matchActions: [{ action: "Sigkill" }] }],
     }],
   },
 });
@@ -263,6 +278,71 @@ describe("containerSelector and the container of events (real processes in per-c
       engine.apply([]);
       visibility.drain();
       tracepoints.drain();
+    }
+  });
+
+  it("tracepoint: a node's worth of pods (110 pods × 3 containers, 330 container rules and 330 pod rules on one tracepoint, past the 256 rules a node held before) is enforced for every one of them, and a policy beyond the node's rules is refused by name while those stay enforced", async () => {
+    // 110 network namespaces (one `ip -batch`) and 330 cgroup v2 directories: each pod's and container's own rules.
+    const many = Array.from({ length: 110 }, (_, i) => ({ netns: `rt-many-${process.pid}-${i}`, pod: `many-${i}` }));
+    const idOf = (i: number, c: number): string => `${process.pid.toString(16).padStart(8, "0")}${i.toString(16).padStart(4, "0")}${c.toString(16).padStart(4, "0")}`.padEnd(64, "e");
+    const cgroupOf = (i: number, c: number): string => path.join(CGROUP_DIR, "many", `pod${i}`, idOf(i, c));
+    const fileA = path.join(dir, "many-a");
+    const fileB = path.join(dir, "many-b");
+    fs.writeFileSync(fileA, "a\n");
+    fs.writeFileSync(fileB, "b\n");
+    const saved = pods;
+    const created: string[] = [];
+    try {
+      execFileSync("ip", ["-batch", "-"], { input: many.map((m) => `netns add ${m.netns}\n`).join("") });
+      created.push(...many.map((m) => m.netns));
+      for (let i = 0; i < many.length; i++) for (let c = 0; c < 3; c++) fs.mkdirSync(cgroupOf(i, c), { recursive: true });
+      pods = new Map([...saved, ...many.map((m, i) => [fs.statSync(`/var/run/netns/${m.netns}`).ino, {
+        namespace: "default", name: m.pod, labels: { app: "many" },
+        containers: [0, 1, 2].map((c) => ({ id: idOf(i, c), name: `c${c}`, image: "busybox:1.36", imageId: "busybox@sha256:11" })),
+      }] as const)]);
+      containers.refresh();
+      const allContainers = { matchExpressions: [{ key: "name", operator: "In", values: ["c0", "c1", "c2"] }] };
+      // Per pod: its 3 values of fileB (pod rules); per container: fileA (container rules). Both on sys_enter_openat.
+      const podPolicy = openatPolicyOf("many-pods", undefined, [fileB, `${fileB}.1`, `${fileB}.2`], { matchLabels: { app: "many" } });
+      const containerPolicy = openatPolicyOf("many-containers", allContainers, [fileA], { matchLabels: { app: "many" } });
+      const beyond = openatPolicyOf("many-beyond", allContainers, Array.from({ length: 13 }, (_, k) => `${fileA}.${k}`), { matchLabels: { app: "many" } });
+      const status = engine.apply([podPolicy, containerPolicy, beyond]);
+      assert.deepEqual(status.get("default/many-pods"), { enforced: true, hooks: 1 });
+      assert.deepEqual(status.get("default/many-containers"), { enforced: true, hooks: 1 });
+      const refused = status.get("default/many-beyond");
+      assert.equal(refused?.enforced, false);
+      assert.match(refused.enforced ? "" : `${refused.reason}: ${refused.message}`, /^HookUnavailable: tracepoint hooks expand to 4290 rules; this node holds 4096$/);
+      // One shell runs every process (cheap: sh, nsenter, cat) and prints each one's exit status (137: SIGKILL).
+      const statuses = (runs: readonly { cgroup: string; netns: string; file: string }[]): number[] => {
+        const script = runs.map((r) => `sh -c 'echo $$ > ${r.cgroup}/cgroup.procs && exec nsenter --net=/var/run/netns/${r.netns} cat ${r.file} >/dev/null 2>&1'; echo $?`).join("\n");
+        return execFileSync("sh", ["-c", script], { encoding: "utf8" }).trim().split("\n").map(Number);
+      };
+      const everyContainer = many.flatMap((m, i) => [0, 1, 2].map((c) => ({ cgroup: cgroupOf(i, c), netns: m.netns })));
+      assert.deepEqual(statuses(everyContainer.map((x) => ({ ...x, file: fileA }))), everyContainer.map(() => 137), "each of the 330 containers' open of fileA is killed");
+      assert.deepEqual(statuses(everyContainer.map((x) => ({ ...x, file: `${fileB}.2` }))), everyContainer.map(() => 137), "and, by its pod's rules, its open of fileB's third value");
+      const podOutsideContainers = many.map((m) => ({ cgroup: CGROUP_DIR, netns: m.netns }));
+      assert.deepEqual(statuses(podOutsideContainers.map((x) => ({ ...x, file: fileB }))), many.map(() => 137), "each pod's process in no container: fileB killed by its pod's rule");
+      assert.deepEqual(statuses(podOutsideContainers.map((x) => ({ ...x, file: fileA }))), many.map(() => 0), "and fileA read (no container of it)");
+      assert.deepEqual(statuses([{ cgroup: CGROUP_DIR, netns: POD_NS, file: fileA }, { cgroup: CGROUP_DIR, netns: POD_NS, file: fileB }]), [0, 0], "a pod the policies do not select reads both");
+    } finally {
+      pods = saved;
+      engine.apply([]);
+      visibility.drain();
+      tracepoints.drain();
+      if (created.length > 0) execFileSync("ip", ["-batch", "-"], { input: created.map((n) => `netns del ${n}\n`).join("") });
+      // Deepest first; each is empty once its processes exited.
+      const rmdir = (d: string): void => {
+        try {
+          fs.rmdirSync(d);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "ENOENT") console.error(`cgroup ${d} not removed: ${String(err)}`);
+        }
+      };
+      for (let i = 0; i < many.length; i++) {
+        for (let c = 0; c < 3; c++) rmdir(cgroupOf(i, c));
+        rmdir(path.dirname(cgroupOf(i, 0)));
+      }
+      rmdir(path.join(CGROUP_DIR, "many"));
     }
   });
 

@@ -40,6 +40,44 @@ export function selectedSubjects(plan: EnforcementPlan, pods: Iterable<readonly 
   return out;
 }
 
+/** One caller's list of the rules it can match: what the kernel looks up by the caller's cgroup, network namespace, or for every process. */
+export interface SubjectList {
+  readonly subject: "any" | "netns" | "cgroup";
+  /** The network namespace inode or cgroup v2 id; 0n for every process. */
+  readonly id: bigint;
+  /** The rules' indexes, in the set's order. */
+  readonly members: readonly number[];
+  /** For a cgroup's list: its pod's network namespace (the cgroup's rules hold only there); 0 otherwise. */
+  readonly netns: number;
+}
+
+/**
+ * The lists a set of kernel rules (in order) is judged by, so that a caller looks at its own rules only: the
+ * every-process rules (always, maybe empty); per network namespace with rules of its own, those and the every-process
+ * ones; per cgroup with rules of its own, those, its pod's and the every-process ones — each in the set's order, so
+ * the first rule of a hook that matches is the one it was in the whole set. A rule for every process or pod is copied
+ * into each list that needs it (memory, not time: a caller reads one list). Throws for a cgroup selected in two
+ * network namespaces (a container is in one pod).
+ */
+export function subjectLists(rules: readonly RuleSubject[]): SubjectList[] {
+  const netnses = new Set<number>();
+  const cgroups = new Map<bigint, number>();
+  for (const r of rules) {
+    if (r.cgroup !== 0n) {
+      const netns = cgroups.get(r.cgroup);
+      if (r.netns === 0 || (netns !== undefined && netns !== r.netns)) throw new Error(`cgroup ${r.cgroup} is selected in network namespace ${netns ?? 0} and ${r.netns}: a container's rules hold in its pod's network namespace only`);
+      cgroups.set(r.cgroup, r.netns);
+    } else if (r.netns !== 0) netnses.add(r.netns);
+  }
+  const where = (keep: (r: RuleSubject) => boolean): number[] => rules.flatMap((r, i) => (keep(r) ? [i] : []));
+  const forPod = (r: RuleSubject, netns: number): boolean => r.cgroup === 0n && (r.netns === 0 || r.netns === netns);
+  return [
+    { subject: "any", id: 0n, members: where((r) => r.netns === 0 && r.cgroup === 0n), netns: 0 },
+    ...[...netnses].map((netns): SubjectList => ({ subject: "netns", id: BigInt(netns >>> 0), members: where((r) => forPod(r, netns)), netns: 0 })),
+    ...[...cgroups].map(([cgroup, netns]): SubjectList => ({ subject: "cgroup", id: cgroup, members: where((r) => forPod(r, netns) || r.cgroup === cgroup), netns })),
+  ];
+}
+
 /** The network namespace inode of a process (1: the host's), or undefined when it is gone. */
 export function netnsOf(pid: number): number | undefined {
   try {

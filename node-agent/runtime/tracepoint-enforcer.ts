@@ -18,11 +18,11 @@ import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing
 import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing, unpinLink } from "../bpf/loader.ts";
 import type { ContainerCgroups } from "./containers.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
-import { netnsOf, selectedSubjects, type RuleSubject } from "./selection.ts";
+import { netnsOf, selectedSubjects, subjectLists, type RuleSubject } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
 import {
-  TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_OP, TP_RULES_MAX, TP_STR_MAX, type TpBinary, type TpEvent, type TpFilter, type TpRule,
-  decodeTpEvent, encodeTpBinary, encodeTpHook, encodeTpRule, tpBinaryMatches,
+  TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_INDEX_F, TP_OP, TP_RULES_MAX, TP_STR_MAX, TP_SUBJECT, type TpBinary, type TpEvent, type TpFilter, type TpIndex, type TpRule,
+  decodeTpEvent, encodeTpBinary, encodeTpHook, encodeTpIndex, encodeTpIndexKey, encodeTpRule, tpBinaryMatches, tpIndexKeySet,
 } from "./tracepoint-layout.ts";
 
 export const TRACEPOINT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/tracepoint.o");
@@ -91,7 +91,8 @@ export class TracepointEnforcer {
   private reader: RingBufferReader | undefined;
   /** Tracepoints this enforcer attached its program to (pinned); others pinned in the scope are an earlier one's. */
   private readonly attached = new Set<number>();
-  private origins: RuleOrigin[] = [];
+  /** What the rule at each slot came from (both halves: an event read after its set was replaced is named after its own rule). */
+  private origins = new Map<number, RuleOrigin>();
   private binaries: readonly TpBinary[] = [];
   /** Records the agent could not decode. */
   undecodable = 0;
@@ -112,25 +113,34 @@ export class TracepointEnforcer {
     // Loaded once (the verifier takes ~0.4 s here) and kept while this enforcer lives; without tracepoints nothing is attached.
     this.start();
     const obj = this.obj!;
-    // Attach the new tracepoints first; a failure leaves the program's rules as they were.
+    if (!sameBinaries(compiled.binaries, this.binaries)) this.setBinaries(compiled.binaries);
+    // The new set goes into the half of the maps the set in force does not use, then one word switches to it: an
+    // event is judged by one whole set, none of its rules rewritten while a program reads it.
+    const inForceWord = obj.map("membrane_tp_in_force");
+    const inForce = (inForceWord.lookup(u32(0))?.readUInt32LE(0) ?? 0) - 1;
+    const set = inForce === 0 ? 1 : 0;
+    // Events waiting in the ring may be of the half about to be rewritten: read them while their origins are known.
+    this.reader?.drain();
+    const index = obj.map("membrane_tp_index");
+    for (const key of index.keys()) if (tpIndexKeySet(key) === set) index.delete(key);
+    const rulesMap = obj.map("membrane_tp_rules");
+    compiled.hooks.forEach((h, i) => obj.map("membrane_tp_hooks").update(u32(set * TP_HOOKS_MAX + i), encodeTpHook(h)));
+    compiled.lists.order.forEach((i, at) => {
+      const r = compiled.rules[i]!;
+      rulesMap.update(u32(set * TP_RULES_MAX + at), encodeTpRule({ ...r, hook: set * TP_HOOKS_MAX + r.hook }));
+    });
+    for (const x of compiled.lists.index) index.update(encodeTpIndexKey({ ...x, set }), encodeTpIndex({ ...x, first: set * TP_RULES_MAX + x.first }));
+    for (const slot of this.origins.keys()) if (Math.floor(slot / TP_RULES_MAX) === set) this.origins.delete(slot);
+    compiled.lists.order.forEach((i, at) => this.origins.set(set * TP_RULES_MAX + at, compiled.origins[i]!));
+    inForceWord.update(u32(0), u32(compiled.rules.length > 0 ? set + 1 : 0));
+    // Then the tracepoints this program is not on yet (an earlier runtime's link on one is replaced now, its program
+    // detached: the rules it will judge are written already). A failure leaves the new set in force without it.
     const wantedIds = new Set(compiled.hooks.map((h) => h.eventId));
     for (const id of wantedIds) {
       if (this.attached.has(id)) continue;
       attach(obj.programFd("membrane_tracepoint"), id, tracepointLink(obj.pinDir, id));
       this.attached.add(id);
     }
-    const zero = Buffer.alloc(4);
-    const count = Buffer.alloc(4);
-    const countMap = obj.map("membrane_tp_count");
-    const old = countMap.lookup(zero)?.readUInt32LE(0) ?? 0;
-    count.writeUInt32LE(Math.min(old, compiled.rules.length));
-    countMap.update(zero, count);
-    if (!sameBinaries(compiled.binaries, this.binaries)) this.setBinaries(compiled.binaries);
-    compiled.hooks.forEach((h, i) => obj.map("membrane_tp_hooks").update(u32(i), encodeTpHook(h)));
-    compiled.rules.forEach((r, i) => obj.map("membrane_tp_rules").update(u32(i), encodeTpRule(r)));
-    this.origins = compiled.origins;
-    count.writeUInt32LE(compiled.rules.length);
-    countMap.update(zero, count);
     for (const id of pinnedTracepoints(obj.pinDir)) {
       if (wantedIds.has(id)) continue;
       unpinLink(tracepointLink(obj.pinDir, id)); // freed now: this program may be attached to it again at the next set
@@ -191,7 +201,7 @@ export class TracepointEnforcer {
     this.binaries = [];
     this.obj?.close();
     this.obj = undefined;
-    this.origins = [];
+    this.origins = new Map();
   }
 
   private start(): void {
@@ -202,8 +212,9 @@ export class TracepointEnforcer {
       // An earlier enforcer's programs still attached (it died): its rules and processes' sets keep being used until
       // set() rewrites them. Otherwise pinned maps left without programs hold nothing of this process's.
       if (!fs.existsSync(linkPin(pinDir, BINARY_PROGRAMS[0]))) {
-        this.obj.map("membrane_tp_count").update(Buffer.alloc(4), Buffer.alloc(4));
-        this.obj.map("membrane_tp_count").update(u32(1), Buffer.alloc(4));
+        this.obj.map("membrane_tp_in_force").update(u32(0), u32(0));
+        this.obj.map("membrane_tp_index").clear();
+        this.obj.map("membrane_tp_count").update(u32(1), u32(0));
         this.obj.map("membrane_tp_procs").clear();
       }
       for (const name of BINARY_PROGRAMS) attachTpBtfPinned(this.obj.programFd(name), linkPin(pinDir, name));
@@ -222,7 +233,7 @@ export class TracepointEnforcer {
   }
 
   /** The hooks and rules of the plans' tracepoints, in the program's terms. */
-  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { hooks: { eventId: number; args: TracepointArgRead[] }[]; rules: TpRule[]; origins: RuleOrigin[]; binaries: TpBinary[] } {
+  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { hooks: { eventId: number; args: TracepointArgRead[] }[]; rules: TpRule[]; lists: RuleLists; origins: RuleOrigin[]; binaries: TpBinary[] } {
     const hooks: { eventId: number; args: TracepointArgRead[] }[] = [];
     const rules: TpRule[] = [];
     const origins: RuleOrigin[] = [];
@@ -258,9 +269,13 @@ export class TracepointEnforcer {
       }
     }
     if (hooks.length > TP_HOOKS_MAX) throw new Error(`${hooks.length} tracepoint hooks; this node holds ${TP_HOOKS_MAX}`);
-    if (rules.length > TP_RULES_MAX) throw new Error(`tracepoint hooks expand to ${rules.length} rules; this node holds ${TP_RULES_MAX}`);
     if (binaries.length > TP_BINARIES_MAX) throw new Error(`tracepoint selectors name ${binaries.length} matchBinaries values; this node holds ${TP_BINARIES_MAX}`);
-    return { hooks, rules, origins, binaries };
+    const lists = ruleLists(hooks, rules);
+    if (lists.order.length > TP_RULES_MAX) {
+      const copies = lists.order.length === rules.length ? "" : ` (${lists.order.length} with the rules for every process or pod copied into each pod's and container's list)`;
+      throw new Error(`tracepoint hooks expand to ${rules.length} rules${copies}; this node holds ${TP_RULES_MAX}`);
+    }
+    return { hooks, rules, lists, origins, binaries };
   }
 
   private formatOf(hook: HookPlan): TracepointFormat {
@@ -276,7 +291,7 @@ export class TracepointEnforcer {
   }
 
   private report(e: TpEvent): void {
-    const origin = this.origins[e.rule];
+    const origin = this.origins.get(e.rule);
     if (origin === undefined) return;
     const described = this.opts.events.describe(e.pid);
     if (!described) return;
@@ -448,6 +463,32 @@ function parseInteger(v: string): bigint | undefined {
   if (!/^-?(0x[0-9a-fA-F]+|\d+)$/.test(v.trim())) return undefined;
   const t = v.trim();
   return t.startsWith("-") ? -BigInt(t.slice(1)) : BigInt(t);
+}
+
+/** The lists of a rule set (set-relative): the rules' indexes in slot order, and the index keys naming their ranges. */
+export interface RuleLists {
+  readonly order: readonly number[];
+  readonly index: readonly (TpIndex & { readonly eventId: number; readonly subject: number; readonly id: bigint })[];
+}
+
+/** Each caller's list of the rules it can match (subjectLists), per tracepoint; every tracepoint gets its every-process key, flagged with the subjects it has lists of. */
+export function ruleLists(hooks: readonly { eventId: number }[], rules: readonly TpRule[]): RuleLists {
+  const order: number[] = [];
+  const index: (TpIndex & { eventId: number; subject: number; id: bigint })[] = [];
+  const byEvent = new Map<number, number[]>();
+  rules.forEach((r, i) => {
+    const id = hooks[r.hook]!.eventId;
+    byEvent.set(id, [...(byEvent.get(id) ?? []), i]);
+  });
+  for (const [eventId, all] of byEvent) {
+    const lists = subjectLists(all.map((i) => rules[i]!));
+    const flags = (lists.some((l) => l.subject === "netns") ? TP_INDEX_F.netns : 0) | (lists.some((l) => l.subject === "cgroup") ? TP_INDEX_F.cgroup : 0);
+    for (const l of lists) {
+      index.push({ eventId, subject: TP_SUBJECT[l.subject], id: l.id, first: order.length, count: l.members.length, flags: l.subject === "any" ? flags : 0, netns: l.netns });
+      order.push(...l.members.map((m) => all[m]!));
+    }
+  }
+  return { order, index };
 }
 
 function u32(n: number): Buffer {

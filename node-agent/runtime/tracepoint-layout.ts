@@ -1,8 +1,13 @@
 // The tracepoint hooks', rules' and events' layout (bpf/lib/tracepoint.h), their encoding and decoding; tracepoint.test.ts compares the constants with the header.
 import type { TracepointArgRead } from "../../core/tracepoint-format.ts";
 
+/** Hooks and rules of one rule set; the maps hold TP_SETS of each (the set in force and the next one, written beside it). */
 export const TP_HOOKS_MAX = 64;
-export const TP_RULES_MAX = 256;
+export const TP_RULES_MAX = 4096;
+export const TP_SETS = 2;
+export const TP_INDEX_MAX = TP_SETS * (TP_RULES_MAX + TP_HOOKS_MAX);
+export const TP_SUBJECT = { any: 0, netns: 1, cgroup: 2 } as const;
+export const TP_INDEX_F = { netns: 1, cgroup: 2 } as const;
 export const TP_ARGS_MAX = 5;
 export const TP_FILTERS_MAX = 4;
 export const TP_STR_MAX = 256;
@@ -18,6 +23,8 @@ export const TP_LAYOUT = {
   hook: { size: 8 + TP_ARGS_MAX * 8, eventId: 0, nargs: 4, args: 8 },
   filter: { size: 16 + TP_STR_MAX, arg: 0, op: 1, negate: 2, len: 4, value: 8, str: 16 },
   rule: { size: 48 + TP_FILTERS_MAX * (16 + TP_STR_MAX), hook: 0, netns: 4, pid: 8, action: 12, signal: 13, flags: 14, nfilters: 15, binaries: 16, binariesAll: 24, binariesNone: 32, cgroup: 40, filters: 48 },
+  indexKey: { size: 16, eventId: 0, set: 4, subject: 5, id: 8 },
+  index: { size: 16, first: 0, count: 4, flags: 8, netns: 12 },
   binary: { size: 8 + TP_STR_MAX, op: 0, len: 4, str: 8 },
   event: { size: 32 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX, pid: 0, tid: 4, netns: 8, rule: 12, hook: 16, action: 20, flags: 21, ktimeNs: 24, ints: 32, strs: 32 + TP_ARGS_MAX * 8 },
 } as const;
@@ -37,6 +44,7 @@ export interface TpFilter {
 }
 
 export interface TpRule {
+  /** The hook's slot in membrane_tp_hooks. */
   readonly hook: number;
   readonly netns: number;
   readonly pid: number;
@@ -52,6 +60,47 @@ export interface TpRule {
   /** The cgroup v2 id the caller must be in (a container a containerSelector selects); 0n: any. */
   readonly cgroup: bigint;
   readonly filters: readonly TpFilter[];
+}
+
+/** One key of membrane_tp_index: a tracepoint's rules of one set for every process (id 0n), a network namespace or a cgroup. */
+export interface TpIndexKey {
+  readonly eventId: number;
+  readonly set: number;
+  readonly subject: number;
+  readonly id: bigint;
+}
+
+export function encodeTpIndexKey(k: TpIndexKey): Buffer {
+  const L = TP_LAYOUT.indexKey;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(k.eventId, L.eventId);
+  b.writeUInt8(k.set, L.set);
+  b.writeUInt8(k.subject, L.subject);
+  b.writeBigUInt64LE(k.id, L.id);
+  return b;
+}
+
+/** The set a membrane_tp_index key belongs to. */
+export function tpIndexKeySet(key: Buffer): number {
+  return key.readUInt8(TP_LAYOUT.indexKey.set);
+}
+
+/** The range of membrane_tp_rules an index key names; flags (TP_INDEX_F) on every-process keys, the pod's network namespace on cgroup keys. */
+export interface TpIndex {
+  readonly first: number;
+  readonly count: number;
+  readonly flags: number;
+  readonly netns: number;
+}
+
+export function encodeTpIndex(x: TpIndex): Buffer {
+  const L = TP_LAYOUT.index;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(x.first, L.first);
+  b.writeUInt32LE(x.count, L.count);
+  b.writeUInt32LE(x.flags, L.flags);
+  b.writeUInt32LE(x.netns >>> 0, L.netns);
+  return b;
 }
 
 /** One matchBinaries value: op is TP_OP.Equal (In), Prefix or Postfix. */

@@ -17,7 +17,7 @@ import { NetnsFixture } from "../bpf/netns.ts";
 import { RuntimeEnforcement } from "./enforcement.ts";
 import type { PodRef } from "./events.ts";
 import { TracepointEnforcer } from "./tracepoint-enforcer.ts";
-import { TP_ARGS_MAX, TP_BINARIES_MAX, TP_FILTERS_MAX, TP_LAYOUT, TP_RULES_MAX, TP_STR_MAX } from "./tracepoint-layout.ts";
+import { TP_ARGS_MAX, TP_BINARIES_MAX, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_LAYOUT, TP_RULES_MAX, TP_SETS, TP_STR_MAX } from "./tracepoint-layout.ts";
 import { ProcessVisibility } from "./visibility.ts";
 
 const SELECTED_NS = `rt-tp-a-${process.pid}`;
@@ -269,6 +269,10 @@ describe("TracingPolicy tracepoints (bpf/tracepoint.c on syscalls/sys_enter_open
     }
     assert.equal(TP_LAYOUT.filter.size, 1 + 1 + 1 + 1 + 4 + 8 + TP_STR_MAX);
     assert.equal(TP_LAYOUT.rule.size, 4 * 3 + 4 + 8 * 4 + TP_FILTERS_MAX * TP_LAYOUT.filter.size);
+    assert.match(h, new RegExp(`#define TP_HOOKS_MAX ${TP_HOOKS_MAX}\\b`));
+    assert.match(h, new RegExp(`#define TP_SETS ${TP_SETS}\\b`));
+    assert.equal(TP_LAYOUT.indexKey.size, 4 + 1 + 1 + 2 + 8);
+    assert.equal(TP_LAYOUT.index.size, 4 * 4);
     assert.equal(TP_LAYOUT.binary.size, 1 + 3 + 4 + TP_STR_MAX);
     assert.match(h, new RegExp(`#define TP_BINARIES_MAX ${TP_BINARIES_MAX}\\b`));
     assert.equal(TP_LAYOUT.event.size, 4 * 5 + 4 + 8 + TP_ARGS_MAX * 8 + TP_ARGS_MAX * TP_STR_MAX);
