@@ -97,12 +97,14 @@ export const WORLD_CLASS_PEER = 253;
 
 /**
  * Whether a peer identity is in the `world` class by its number, as the datapath decides it: the reserved world
- * identities (world, world-ipv4, world-ipv6) and the operator's half of the local scope (CIDR identities, whose
- * labels carry their family's world label, and ipBlock identities, which do not but are never a packet's peer: the
- * datapath only tries their own keys, after a pod's lookup). Not the agents' FQDN half: their entries are the agent's.
+ * identities (world, world-ipv4, world-ipv6) and the local scope: the operator's CIDR identities, whose labels carry
+ * their family's world label, its ipBlock identities, which do not but are never a packet's peer (the datapath only
+ * tries their own keys, after a pod's lookup), and the agents' FQDN identities, whose labels carry the world label of
+ * the address's family too (fqdnIdentityLabels; the agent writes them the entries the class's do not give them,
+ * core/dns/learned-peer.ts).
  */
 export function inWorldClass(id: number): boolean {
-  return id === IDENTITY.world || id === IDENTITY.worldIPv4 || id === IDENTITY.worldIPv6 || (id >= MIN_LOCAL_IDENTITY && id < MIN_FQDN_IDENTITY);
+  return id === IDENTITY.world || id === IDENTITY.worldIPv4 || id === IDENTITY.worldIPv6 || (id >= MIN_LOCAL_IDENTITY && id <= MAX_LOCAL_IDENTITY);
 }
 
 /**

@@ -8,7 +8,7 @@ import { entryKeyString } from "../core/policy/mapstate.ts";
 import { type Downstream, type IPCacheEntry, type NodeState, type SubjectDelta, type Upstream, DISTRIBUTION_SERVICE, describeErrors, parseDownstream } from "../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState, comparePrefixes } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
-import { IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
+import { IDENTITY, MIN_FQDN_IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
 import { hostPrefix } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, type WiredPod, listHostLinks, planEndpointReconcile, readWiredPods, removeHostLink } from "./endpoint-links.ts";
@@ -180,6 +180,8 @@ export class NodeAgent {
   private unsubscribeL7: (() => void)[] = [];
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
   private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup; ipcacheEntry: (ip: string) => IPCacheEntry | undefined } | undefined;
+  /** policy_match_type over the learned addresses' own entries (the maps hold them beside the applied state's). */
+  private learnedMatchIndex: { of: ReadonlyMap<number, readonly PolicyEntry[]>; policyMatch: PolicyMatchLookup } | undefined;
   private endpointsByIp: Map<string, { namespace: string; pod: string }> | undefined;
   /** Host-side veth ifindex → its name, for the device a flow was seen on (built on first use, dropped with endpointsByIp). */
   private devicesByIfindex: Map<number, string> | undefined;
@@ -557,6 +559,15 @@ export class NodeAgent {
     onEvents(observer.handle);
   }
 
+  /** The policy_match_type lookup over the learned entries written now (rebuilt when they change). */
+  private learnedMatch(): PolicyMatchLookup {
+    if (this.learnedMatchIndex?.of !== this.learnedWritten) {
+      const policies = [...this.learnedWritten].map(([subject, entries]) => ({ subject, ingressEnforced: false, egressEnforced: false, entries }));
+      this.learnedMatchIndex = { of: this.learnedWritten, policyMatch: policyMatchIndex(policies) };
+    }
+    return this.learnedMatchIndex.policyMatch;
+  }
+
   /** Enrichment from what this agent knows: identity labels and rule origins from the applied state, pods from the CNI's registrations. */
   enrichLookups(): EnrichLookups {
     const index = () => {
@@ -580,7 +591,8 @@ export class NodeAgent {
       nodeLabels: () => this.nodeLabels,
       identityLabels: (id) => index().identities.get(id),
       ruleOrigin: (id) => index().rules.get(id),
-      policyMatch: (ruleId, subject, direction, peer, proto, port) => index().policyMatch(ruleId, subject, direction, peer, proto, port),
+      // A learned address's own keys (the agent's) come before its class's and any peer's, as in the datapath.
+      policyMatch: (ruleId, subject, direction, peer, proto, port) => (peer >= MIN_FQDN_IDENTITY ? this.learnedMatch()(ruleId, subject, direction, peer, proto, port) : undefined) ?? index().policyMatch(ruleId, subject, direction, peer, proto, port),
       // Outside every prefix: the world, as the datapath reads it.
       identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? IDENTITY.world,
       // A remote endpoint whose node has a WireGuard peer on an up device: the datapath tunnels to it encrypted.
@@ -772,7 +784,8 @@ export class NodeAgent {
     to = withEntries(to, (subject) => learnedNow.get(subject));
     const oldPolicies = new Map(from.policies.map((p) => [p.subject, p]));
     const failed = dp.failedSubjects?.();
-    const unchanged = (s: number): boolean => deltas !== undefined && !deltas.has(s) && oldPolicies.has(s) && !failed?.has(s);
+    // A subject the delta leaves alone may still hold other learned entries (an address's world peer moved in the ipcache).
+    const unchanged = (s: number): boolean => deltas !== undefined && !deltas.has(s) && oldPolicies.has(s) && !failed?.has(s) && sameEntries(learnedBefore.get(s), learnedNow.get(s));
     const incremental = new Map<number, SubjectDelta>();
     // Subjects with no old entries that step 1 installed as they are now: step 4 would write the same again.
     const installedWhole = new Set<number>();
@@ -822,13 +835,15 @@ export class NodeAgent {
     this.learnedWritten = learnedNow;
   }
 
-  /** Each subject's learned toFQDNs entries now (only subjects with a DNS part and something learned). */
+  /**
+   * Each subject's entries for the learned addresses now (only subjects with something learned): its toFQDNs selectors',
+   * and, as a learned address is a world peer, its world and CIDR rules' where the world class does not answer for it.
+   */
   private learnedOf(s: NodeState): Map<number, readonly PolicyEntry[]> {
     const out = new Map<number, readonly PolicyEntry[]>();
     const dns = this.dns;
     if (!dns) return out;
     for (const p of s.policies) {
-      if (!p.dns) continue;
       const learned = dns.learnedEntries(p.subject);
       if (learned.length > 0) out.set(p.subject, learned);
     }
@@ -1258,6 +1273,19 @@ function withEntries(s: NodeState, extra: (subject: number) => readonly PolicyEn
     return { ...p, entries: [...p.entries, ...more] };
   });
   return changed ? { ...s, policies } : s;
+}
+
+/** Whether two lists of learned entries are the same (the same keys with the same values, in any order). */
+function sameEntries(a: readonly PolicyEntry[] | undefined, b: readonly PolicyEntry[] | undefined): boolean {
+  if (a === b) return true;
+  if ((a?.length ?? 0) === 0 && (b?.length ?? 0) === 0) return true;
+  if (!a || !b) return false;
+  const byKey = new Map(a.map((e) => [entryKeyString(e), e]));
+  if (byKey.size !== new Set(b.map(entryKeyString)).size) return false;
+  return b.every((e) => {
+    const o = byKey.get(entryKeyString(e));
+    return o !== undefined && o.verdict === e.verdict && o.proxyPort === e.proxyPort && o.ruleId === e.ruleId;
+  });
 }
 
 /** A received subject delta plus the learned entries that came (added) and went (removed). */

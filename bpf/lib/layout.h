@@ -23,15 +23,16 @@
  * too) for subjects whose lens has POLICY_LENS_PODS. Never a packet's identity. */
 #define IDENTITY_CLASS_PODS 254
 /* The peer of a policy entry that holds for every identity of the `world` entity the datapath can test by number
- * (core/identity.ts's inWorldClass: world, world-ipv4, world-ipv6 and the operator's half of the local scope, the
- * CIDR identities), probed after such a peer's own entries for subjects whose lens has POLICY_LENS_WORLD. Never a
- * packet's identity. */
+ * (core/identity.ts's inWorldClass: world, world-ipv4, world-ipv6 and the local scope, the operator's CIDR identities
+ * and the agents' FQDN ones), probed after such a peer's own entries for subjects whose lens has POLICY_LENS_WORLD.
+ * Never a packet's identity. */
 #define IDENTITY_CLASS_WORLD 253
 #define IDENTITY_WORLD_IPV4 9
 #define IDENTITY_WORLD_IPV6 10
 /* The operator's half of the local scope (CIDR and ipBlock identities); the agents' FQDN identities start at the end. */
 #define IDENTITY_MIN_LOCAL (1u << 24)
 #define IDENTITY_MIN_FQDN ((1u << 24) + (1u << 23))
+#define IDENTITY_MAX_LOCAL ((1u << 25) - 1)
 
 #define FAMILY_IPV4 4
 #define FAMILY_IPV6 6

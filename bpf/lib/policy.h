@@ -109,11 +109,13 @@ static __always_inline int identity_in_cluster_class(__u32 id)
 	return (id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER) || (id >= IDENTITY_HOST && id <= 8 && id != IDENTITY_WORLD);
 }
 
-/* Whether a peer identity is in the `world` class (core/identity.ts inWorldClass): a reserved world identity or one
- * of the operator's local (CIDR) identities. ipBlock identities share that range but are never a packet's peer. */
+/* Whether a peer identity is in the `world` class (core/identity.ts inWorldClass): a reserved world identity or a
+ * local one: the operator's CIDR identities and the agent's FQDN identities (a learned address is a world peer too;
+ * the agent writes its own keys where the class's do not answer for it). ipBlock identities share that range but are
+ * never a packet's peer. */
 static __always_inline int identity_in_world_class(__u32 id)
 {
-	return id == IDENTITY_WORLD || id == IDENTITY_WORLD_IPV4 || id == IDENTITY_WORLD_IPV6 || (id >= IDENTITY_MIN_LOCAL && id < IDENTITY_MIN_FQDN);
+	return id == IDENTITY_WORLD || id == IDENTITY_WORLD_IPV4 || id == IDENTITY_WORLD_IPV6 || (id >= IDENTITY_MIN_LOCAL && id <= IDENTITY_MAX_LOCAL);
 }
 
 /* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): the world class

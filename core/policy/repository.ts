@@ -11,6 +11,22 @@ export function policyKey(p: Pick<Policy, "kind" | "namespace" | "name">): strin
   return `${p.kind}/${p.namespace ?? ""}/${p.name}`;
 }
 
+/** Where a rule comes from, for ordering rules: its policy's key and its field path. */
+export interface RulePlace {
+  readonly policyKey: string;
+  readonly path: string;
+}
+
+/** Two rules in the compiler's order: by policy key, then path (an unknown rule as ""). */
+export function compareRulePlaces(a: RulePlace | undefined, b: RulePlace | undefined): number {
+  const ka = a?.policyKey ?? "";
+  const kb = b?.policyKey ?? "";
+  if (ka !== kb) return ka < kb ? -1 : 1;
+  const pa = a?.path ?? "";
+  const pb = b?.path ?? "";
+  return pa < pb ? -1 : pa > pb ? 1 : 0;
+}
+
 /** The CIDR prefixes policies mention (peers and their excepts): each needs a CIDR identity in the ipcache. */
 export function policyPrefixes(policies: readonly Policy[]): string[] {
   const out = new Set<string>();
@@ -159,16 +175,7 @@ export class PolicyRepository {
   }
 
   /** Orders rules by their origin (policy key, then path), so attribution does not depend on history. */
-  readonly compareRules = (a: number, b: number): number => {
-    const ra = this.rules.get(a);
-    const rb = this.rules.get(b);
-    const ka = ra?.policyKey ?? "";
-    const kb = rb?.policyKey ?? "";
-    if (ka !== kb) return ka < kb ? -1 : 1;
-    const pa = ra?.path ?? "";
-    const pb = rb?.path ?? "";
-    return pa < pb ? -1 : pa > pb ? 1 : 0;
-  };
+  readonly compareRules = (a: number, b: number): number => compareRulePlaces(this.rules.get(a), this.rules.get(b));
 
   /** (Re)registers a policy's subject selectors and recomputes which subjects it selects. */
   private index(key: string): void {

@@ -86,7 +86,7 @@ test("toEntities world is one entry per key for the subject, whatever the number
     assert.equal(verdict(c, peer, 22), "deny", `peer ${peer} on 22`);
   }
   for (const pod of [WEB, DB, IDENTITY.host, IDENTITY.remoteNode]) assert.equal(verdict(c, pod, 443), "deny", `peer ${pod} is not the world`);
-  assert.equal(verdict(c, MIN_FQDN_IDENTITY + 1, 443), "deny", "an agent's FQDN identity is not in the class (its entries are the agent's)");
+  assert.equal(verdict(c, MIN_FQDN_IDENTITY + 1, 443), "allow", "an agent's FQDN identity (a learned address) is a world peer: the class answers for it");
   assertSameAsPerPeer(toWorld(), ids);
 });
 

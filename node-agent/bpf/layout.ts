@@ -1,6 +1,6 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
 import { parseIP, parseIPv4Number } from "../../core/cidr.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, MAX_CLUSTER_IDENTITY, MIN_CLUSTER_IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, MAX_CLUSTER_IDENTITY, MAX_LOCAL_IDENTITY, MIN_CLUSTER_IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
 
@@ -83,6 +83,7 @@ export const CONST = {
   IDENTITY_WORLD_IPV6: IDENTITY.worldIPv6,
   IDENTITY_MIN_LOCAL: MIN_LOCAL_IDENTITY,
   IDENTITY_MIN_FQDN: MIN_FQDN_IDENTITY,
+  IDENTITY_MAX_LOCAL: MAX_LOCAL_IDENTITY,
   FAMILY_IPV4: 4,
   FAMILY_IPV6: 6,
   DIR_INGRESS: 0,

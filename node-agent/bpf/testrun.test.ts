@@ -3,7 +3,7 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -32,11 +32,13 @@ const PEER_WORLD = { ip: WORLD_IP, ip6: "2001:db8::9", identity: IDENTITY.world 
 const PEER_W4 = { ip: "10.1.5.5", ip6: "fd00:1:0:5::5", identity: IDENTITY.worldIPv4 };
 const PEER_W6 = { ip: "10.1.6.5", ip6: "fd00:1:0:6::5", identity: IDENTITY.worldIPv6 };
 const PEER_L = { ip: "10.1.7.5", ip6: "fd00:1:0:7::5", identity: MIN_FQDN_IDENTITY - 1 };
-/** An agent's FQDN identity, the first past the world class's range: world class entries never answer for it. */
+/** An agent's FQDN identity (a learned address), the first of the agents' half: a world peer too. */
 const PEER_F = { ip: "10.1.4.5", ip6: "fd00:1:0:4::5", identity: MIN_FQDN_IDENTITY };
+/** The last local identity (an agent's FQDN one): still in the world class. */
+const PEER_FL = { ip: "10.1.8.5", ip6: "fd00:1:0:8::5", identity: MAX_LOCAL_IDENTITY };
 /** The ipcache of the peers beyond X, Y and W (each family's prefix of the peer's addresses). */
 function setWorldPeersIpcache(): void {
-  for (const [n, p] of [[3, PEER_H], [4, PEER_F], [5, PEER_W4], [6, PEER_W6], [7, PEER_L]] as const) {
+  for (const [n, p] of [[3, PEER_H], [4, PEER_F], [5, PEER_W4], [6, PEER_W6], [7, PEER_L], [8, PEER_FL]] as const) {
     dp.setIpcache({ cidr: `10.1.${n}.0/24`, identity: p.identity });
     dp.setIpcache({ cidr: `fd00:1:0:${n}::/64`, identity: p.identity });
   }
@@ -351,7 +353,7 @@ test("every-pod class: its entries answer for a pod peer after its own, instead 
   expectVerdict(without, { direction: "egress", pod: POD_A, peer: PEER_X, proto: TCP, port: 7000 }, "allow");
 });
 
-test("world class: its entries answer for a CIDR or reserved world peer (IPv4 and IPv6) after its own, never for a pod, an FQDN identity or a reserved peer in the cluster; deny kept at each level", () => {
+test("world class: its entries answer for a CIDR, FQDN or reserved world peer (IPv4 and IPv6) after its own, never for a pod or a reserved peer in the cluster; deny kept at each level", () => {
   const A = POD_A.identity;
   setWorldPeersIpcache();
   const worldAllow = entry({ subject: A, direction: "egress", peer: WORLD_CLASS_PEER, proto: TCP, port: 443, portPrefixLen: 16 });
@@ -370,7 +372,7 @@ test("world class: its entries answer for a CIDR or reserved world peer (IPv4 an
   };
   install(policy);
   assert.ok(egressPeerLens(A) & CONST.POLICY_LENS_WORLD, "the subject's lens says it has world class entries");
-  const world = [PEER_WORLD, PEER_W4, PEER_W6, PEER_L];
+  const world = [PEER_WORLD, PEER_W4, PEER_W6, PEER_L, PEER_F, PEER_FL];
   for (const v6 of [false, true]) {
     for (const peer of world) {
       expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6 }, "allow");
@@ -379,7 +381,7 @@ test("world class: its entries answer for a CIDR or reserved world peer (IPv4 an
       expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 7000, v6 }, "deny");
     }
     expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_W, proto: TCP, port: 443, v6 }, "deny");
-    for (const peer of [PEER_X, PEER_H, PEER_F]) {
+    for (const peer of [PEER_X, PEER_H]) {
       expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6 }, "deny");
       expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 9090, v6 }, "allow");
     }

@@ -8,7 +8,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
-import { MIN_FQDN_IDENTITY } from "../../core/identity.ts";
+import { MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER, cidrLabels } from "../../core/identity.ts";
 import type { NodeState } from "../../core/wire.ts";
 import { makePki, type TestPki } from "../../kube/testing/pki.ts";
 import { DistributionServer } from "../../controllers/distribution/server.ts";
@@ -63,6 +63,7 @@ const agentLines: Record<string, unknown>[] = [];
 let pki: TestPki | undefined;
 let server: DistributionServer | undefined;
 let agent: NodeAgent | undefined;
+let agentDns: AgentDns | undefined;
 let port = 0;
 const HUBBLE_SOCKET = path.join(stateDir, "hubble.sock");
 
@@ -116,7 +117,7 @@ function newAgent(): NodeAgent {
     nodeIP: ADDR.node,
     endpointsFile: path.join(stateDir, "endpoints.json"),
     hostLinks: { list: () => [{ ifname: `${tag}h`, ifindex: topo.hostIfindex }], remove: () => undefined },
-    dns: new AgentDns({
+    dns: (agentDns = new AgentDns({
       datapath: topo.dp,
       proxyAddress: ADDR.node,
       stateFile: path.join(stateDir, "fqdn-cache.json"),
@@ -124,7 +125,7 @@ function newAgent(): NodeAgent {
       rejectCode: "refused",
       netns: topo.ns.host,
       log: pino({ level: "warn" }),
-    }),
+    })),
     // And the L7 proxy, as under the chart: toFQDNs with HTTP rules send the learned addresses' connections there.
     l7: new AgentL7({ datapath: topo.dp.redirect, stateDir, address: ADDR.node, bpfScope: topo.scope, launcher: ["nsenter", `--net=/var/run/netns/${topo.ns.host}`], log: pino({ level: "warn" }) }),
     // The agent's observer: the proxy's queries are its L7 flows (hubble observe reads them here).
@@ -316,9 +317,11 @@ function ciliumDnsExample(dnsPort: string): unknown {
   };
 }
 
-/** What the operator's compiler makes of `spec` as the CNP default/tofqdn-dns-visibility, on this test's client and resolver identities. */
-function compiledState(generation: number, spec: unknown): NodeState {
+/** What the operator's compiler makes of `spec` as the CNP default/tofqdn-dns-visibility, on this test's client and resolver identities (and a CIDR identity per prefix of `cidrs`, in the ipcache). */
+function compiledState(generation: number, spec: unknown, cidrs: readonly string[] = []): NodeState {
   const c = new PolicyCompiler();
+  const cidrIds = cidrs.map((prefix, i) => ({ prefix, identity: MIN_LOCAL_IDENTITY + 100 + i }));
+  for (const x of cidrIds) c.upsertIdentity(x.identity, cidrLabels(x.prefix));
   c.upsertIdentity(POD_ID, labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "default"), label("k8s", "org", "alliance")]));
   c.upsertIdentity(RESOLVER_ID, labelSetFrom([label("k8s", "io.kubernetes.pod.namespace", "kube-system"), label("k8s", "k8s-app", "kube-dns")]));
   const r = parsePolicyObject({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "tofqdn-dns-visibility", namespace: "default", uid: "u1", generation }, spec });
@@ -326,7 +329,8 @@ function compiledState(generation: number, spec: unknown): NodeState {
   c.upsertPolicy(policyKey({ kind: "CiliumNetworkPolicy", namespace: "default", name: "tofqdn-dns-visibility" }), r.value);
   const subject = c.snapshot(POD_ID);
   const ruleIds = [...new Set([...subject.entries.map((e) => e.ruleId), ...(subject.dns?.dnsRules ?? []).map((d) => d.ruleId), ...(subject.dns?.fqdnSelectors ?? []).map((f) => f.ruleId)])];
-  return { ...state(generation, []), policies: [subject], rules: ruleIds.map((id) => ({ id, origin: c.ruleOrigin(id)! })), policyGenerations: [{ key: "CiliumNetworkPolicy/default/fqdn", uid: "u1", generation }] };
+  const base = state(generation, []);
+  return { ...base, ipcache: [...base.ipcache, ...cidrIds], policies: [subject], rules: ruleIds.map((id) => ({ id, origin: c.ruleOrigin(id)! })), policyGenerations: [{ key: "CiliumNetworkPolicy/default/fqdn", uid: "u1", generation }] };
 }
 
 test("Cilium's DNS example (dns.yaml) compiled by the operator's compiler, on its documented port 53 and on the non-standard port 5353: the DNS rules decide on that port only, the proxy asks the server on the port the pod asked, and exactly the toFQDNs names connect", async () => {
@@ -458,4 +462,54 @@ test("a truncated UDP answer's retry over TCP goes through the proxy under the s
   assert.match(topo.resolverLog, /^query tcp many\.allowed\.test 53$/m, "and the retry came over TCP, through the proxy");
   assert.equal(await lookup("many.cilium.io"), "EREFUSED", "a name outside the rules is refused");
   assert.doesNotMatch(topo.resolverLog, /many\.cilium\.io/, "and never reaches the server");
+});
+
+test("a learned address is a world peer (issue #21/#15): toEntities [world] reaches an address the DNS proxy learned for a name no toFQDNs selects, and a world deny on a port wins over a toFQDNs allow of it", async () => {
+  const servers = [8084, 8085].map((p) => topo.fx.spawn(topo.ns.out, process.execPath, ["--import", "tsx", PROBE, "serve", "tcp", String(p)]));
+  await Promise.all(servers.map((x) => waitForLine(x, /^listening/, 20_000)));
+  const spec = (worldDeny: boolean) => ({
+    endpointSelector: { matchLabels: { "any:org": "alliance" } },
+    egress: [
+      {
+        toEndpoints: [{ matchLabels: { "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns" } }],
+        toPorts: [{ ports: [{ port: "53", protocol: "ANY" }], rules: { dns: [{ matchPattern: "*.cilium.io" }, { matchName: "cilium.io" }] } }],
+      },
+      { toFQDNs: [{ matchName: "cilium.io" }], toPorts: [{ ports: [{ port: "8084", protocol: "TCP" }] }] },
+      { toEntities: ["world"], toPorts: [{ ports: [{ port: "8080", protocol: "TCP" }] }] },
+      // A CIDR rule gives its prefix's identity entries of its own: a learned address inside gets them too.
+      { toCIDR: ["10.205.0.0/24"], toPorts: [{ ports: [{ port: "8085", protocol: "TCP" }] }] },
+    ],
+    ...(worldDeny ? { egressDeny: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "8084", protocol: "TCP" }] }] }] } : {}),
+  });
+  const CIDRS = ["10.205.0.0/24"];
+  server!.publish(node, compiledState(40, spec(false), CIDRS));
+  await until("state 40 acknowledged", () => ackedGeneration() === 40, 20_000);
+  topo.dp.clearConntrack();
+  assert.equal(await connects(CILIUM.deep, 8080), true, "an address nobody asked for is the world's (the world class)");
+  for (const name of ["cilium.io", "other.cilium.io"]) assert.equal((await resolve(name))?.rcode, "NOERROR", name);
+  for (const ip of [CILIUM.other, CILIUM.apex]) assert.ok((agentDns?.service.fqdn.identity(ip) ?? 0) >= MIN_FQDN_IDENTITY, `${ip} has a learned identity`);
+  assert.equal(await connects(CILIUM.other, 8080), true, "toEntities [world] reaches the address learned for other.cilium.io");
+  assert.equal(await connects(CILIUM.other, 8084), false, "which no toFQDNs selects on 8084");
+  assert.equal(await connects(CILIUM.apex, 8084), true, "cilium.io's toFQDNs allow");
+  assert.equal(await connects(CILIUM.apex, 8080), true, "and the world's, for the same learned address");
+  assert.equal(await connects(CILIUM.other, 8085), true, "toCIDR 10.205.0.0/24 reaches a learned address inside it");
+  const s41 = compiledState(41, spec(true), CIDRS);
+  server!.publish(node, s41);
+  await until("state 41 acknowledged", () => ackedGeneration() === 41, 20_000);
+  topo.dp.clearConntrack();
+  assert.equal(await connects(CILIUM.apex, 8084), false, "the world deny on 8084 wins over cilium.io's toFQDNs allow");
+  // Hubble's policy_match_type of such flows: the learned address's own key (the agent's), or the world class's.
+  const p41 = s41.policies[0]!;
+  const ruleOf = (verdict: string, port: number) => p41.entries.find((e) => e.peer === WORLD_CLASS_PEER && e.verdict === verdict && e.port === port)!.ruleId;
+  const match = agent!.enrichLookups().policyMatch!;
+  const apex = agentDns!.service.fqdn.identity(CILIUM.apex)!;
+  const other = agentDns!.service.fqdn.identity(CILIUM.other)!;
+  assert.equal(match(ruleOf("deny", 8084), POD_ID, "egress", apex, 6, 8084), "L3-L4", "the world deny's key the agent wrote for cilium.io's address");
+  assert.equal(match(ruleOf("allow", 8080), POD_ID, "egress", apex, 6, 8080), "L3-L4", "the world allow's, merged with toFQDNs");
+  assert.equal(match(ruleOf("allow", 8080), POD_ID, "egress", other, 6, 8080), "L3-L4", "the world class's key, for other.cilium.io's address");
+  const cidrRule = p41.entries.find((e) => e.peer >= MIN_LOCAL_IDENTITY && e.port === 8085)!.ruleId;
+  assert.equal(match(cidrRule, POD_ID, "egress", other, 6, 8085), "L3-L4", "the CIDR rule's key the agent copied for the learned address");
+  assert.equal(await connects(CILIUM.apex, 8080), true, "the world allow on 8080 stays");
+  assert.equal((await resolve("cilium.io"))?.rcode, "NOERROR", "asked again");
+  assert.equal(await connects(CILIUM.apex, 8084), false, "and still denied after a new answer");
 });

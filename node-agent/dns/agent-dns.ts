@@ -37,7 +37,7 @@ export interface AgentDnsProxy {
   prepare(state: NodeState): void;
   /** After it is written: listen on new ports, let go of the ones no subject uses. */
   settle(): void;
-  /** The entries a subject's toFQDNs selectors give it for the addresses learned so far. */
+  /** The entries of the addresses learned so far in a subject: its toFQDNs selectors', and its world and CIDR rules' (a learned address is a world peer). */
   learnedEntries(subject: number): readonly PolicyEntry[];
   /** The learned addresses' host prefixes, which a sweep of the ipcache must keep. */
   learnedPrefixes(): readonly string[];
@@ -91,6 +91,8 @@ export class AgentDns implements AgentDnsProxy {
       subjects.set(p.subject, { policy: p, endpoints: [], dnsRules, fqdnSelectors: p.dns.fqdnSelectors });
     }
     this.service.replaceSubjects(subjects);
+    // A learned address is a world peer of every subject: its world and CIDR rules' entries go to its identity too.
+    this.service.fqdn.setNodeState(state);
   }
 
   settle(): void {

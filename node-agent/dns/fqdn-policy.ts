@@ -3,11 +3,13 @@ import fs from "node:fs";
 import path from "node:path";
 import pino from "pino";
 import { IdentityAllocator, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, fqdnIdentityLabels } from "../../core/identity.ts";
-import type { FqdnSelectorTerm, PolicyEntry } from "../../core/model.ts";
+import type { FqdnSelectorTerm, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { FqdnCache, type FqdnCacheEntry, type FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import { selectorMatches } from "../../core/dns/name-pattern.ts";
 import type { LearnedAddress } from "../../core/dns/answers.ts";
 import { decodeFqdnStateWithJournal, encodeFqdnState, type AddressIdentity } from "../../core/dns/cache-state.ts";
+import { LearnedAddressPeers, learnedPeerEntries, learnedPeerSubject, ruleOrder, type LearnedPeerSubject } from "../../core/dns/learned-peer.ts";
+import type { NodeState } from "../../core/wire.ts";
 
 const log = pino({ name: "fqdn-policy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -25,6 +27,17 @@ export interface FqdnPolicyTarget {
    * adds). Absent, or when it returns false, the subject is installed whole instead.
    */
   addSubjectEntries?(subject: number, added: readonly PolicyEntry[]): boolean;
+}
+
+/** The node's received policies and ipcache as the learned addresses' identities see them (setNodeState). */
+interface NodeView {
+  readonly policies: ReadonlyMap<number, SubjectPolicy>;
+  /** Each subject's policy split for learnedPeerEntries, made when first asked. */
+  readonly subjects: Map<number, LearnedPeerSubject>;
+  readonly compareRules: (a: number, b: number) => number;
+  readonly peers: LearnedAddressPeers;
+  /** Each learned address's place in the world (LearnedAddressPeers.peerOf), filled as asked. */
+  readonly peerOf: Map<string, number>;
 }
 
 export interface FqdnPolicyOptions {
@@ -59,6 +72,10 @@ export class FqdnPolicy {
   private snapshotEntries = 0;
   /** The deadline on disk per name and address (so a refresh is journaled only when it matters). */
   private readonly journaled = new Map<string, Map<string, number>>();
+  /** Absent (a service that writes its own subjects): only the toFQDNs selectors give learned addresses entries. */
+  private view: NodeView | undefined;
+  /** Subjects whose learned entries were not empty when last asked (a forgotten address must be taken out of them). */
+  private readonly withEntries = new Set<number>();
 
   constructor(
     private readonly target: FqdnPolicyTarget,
@@ -100,6 +117,15 @@ export class FqdnPolicy {
     if (terms.length === 0) this.selectors.delete(subject);
     else this.selectors.set(subject, terms);
     if (install) this.target.installSubject(subject, this.entriesFor(subject));
+  }
+
+  /**
+   * The node's state as the agent writes it (its subjects' policies, the ipcache, the rule table): a learned address's
+   * identity is a world peer (core/dns/learned-peer.ts), so every subject gets the entries its world and CIDR rules
+   * give that address, merged with its toFQDNs ones. The caller writes the subjects (entriesFor).
+   */
+  setNodeState(state: Pick<NodeState, "policies" | "ipcache" | "rules">): void {
+    this.view = { policies: new Map(state.policies.map((p) => [p.subject, p])), subjects: new Map(), compareRules: ruleOrder(state.rules), peers: new LearnedAddressPeers(state.ipcache), peerOf: new Map() };
   }
 
   /** The learned addresses as host prefixes, so a sweep of the ipcache keeps them. */
@@ -146,14 +172,47 @@ export class FqdnPolicy {
     return fqdnIdentityLabels(ip, this.cache.namesOf(ip)).labels.map((l) => `${l.source}:${l.key}`);
   }
 
-  /** The entries the subject's toFQDNs selectors give it for every learned address now. */
+  /** The entries of every learned address the subject holds now: its toFQDNs selectors', and its world and CIDR rules' (setNodeState). */
   entriesFor(subject: number): PolicyEntry[] {
-    const terms = this.selectors.get(subject);
-    return terms ? this.entriesForAddresses(subject, terms, this.cache.addresses()) : [];
+    const out = this.entriesForAddresses(subject, this.cache.addresses());
+    if (out.length > 0) this.withEntries.add(subject);
+    else this.withEntries.delete(subject);
+    return out;
   }
 
-  /** The entries the subject's toFQDNs selectors give it for these addresses. */
-  private entriesForAddresses(subject: number, terms: readonly FqdnSelectorTerm[], ips: Iterable<string>): PolicyEntry[] {
+  /** The subjects that may hold learned entries: with the node's state, every one of its subjects. */
+  private subjects(): Iterable<number> {
+    return this.view ? this.view.policies.keys() : this.selectors.keys();
+  }
+
+  /** The entries of these learned addresses in the subject. */
+  private entriesForAddresses(subject: number, ips: Iterable<string>): PolicyEntry[] {
+    const terms = this.selectors.get(subject) ?? [];
+    const view = this.view;
+    if (!view) return this.fqdnEntries(subject, terms, ips);
+    const policy = view.policies.get(subject);
+    if (!policy) return [];
+    let s = view.subjects.get(subject);
+    if (!s) view.subjects.set(subject, (s = learnedPeerSubject(policy, view.compareRules)));
+    const out: PolicyEntry[] = [];
+    for (const ip of ips) {
+      const learned = this.identityOf.get(ip);
+      if (learned === undefined) continue;
+      let peer = view.peerOf.get(ip);
+      if (peer === undefined) view.peerOf.set(ip, (peer = view.peers.peerOf(ip)));
+      // Most subjects have neither a toFQDNs selector nor entries of the address's world peer: the world class answers.
+      if (terms.length === 0 && !s.own.egress.has(peer) && !s.own.ingress.has(peer)) continue;
+      const names = this.cache.namesOf(ip);
+      for (const direction of ["ingress", "egress"] as const) {
+        const es = learnedPeerEntries(s, direction, learned, peer, names, terms);
+        if (es) out.push(...es);
+      }
+    }
+    return out;
+  }
+
+  /** The entries the subject's toFQDNs selectors alone give it for these addresses (no node state). */
+  private fqdnEntries(subject: number, terms: readonly FqdnSelectorTerm[], ips: Iterable<string>): PolicyEntry[] {
     const out: PolicyEntry[] = [];
     for (const ip of ips) {
       const peer = this.identityOf.get(ip);
@@ -177,9 +236,10 @@ export class FqdnPolicy {
    */
   private publishLearned(changed: readonly string[]): AddressIdentity[] {
     const allocated = this.allocate(changed);
-    for (const [subject, terms] of this.selectors) {
-      const added = this.entriesForAddresses(subject, terms, changed);
+    for (const subject of this.subjects()) {
+      const added = this.entriesForAddresses(subject, changed);
       if (added.length === 0) continue;
+      this.withEntries.add(subject);
       if (!this.target.addSubjectEntries?.(subject, added)) this.target.installSubject(subject, this.entriesFor(subject));
     }
     for (const ip of changed) {
@@ -209,7 +269,12 @@ export class FqdnPolicy {
   private publish(changed: readonly string[], removed: readonly string[]): void {
     this.allocate(changed);
     for (const ip of removed) this.target.deleteAddress(ip);
-    for (const subject of this.selectors.keys()) this.target.installSubject(subject, this.entriesFor(subject));
+    // Every subject holding learned entries now or before (a subject whose world peer lost an address loses its copy).
+    for (const subject of new Set([...this.subjects(), ...this.withEntries])) {
+      const had = this.withEntries.has(subject);
+      const entries = this.entriesFor(subject);
+      if (had || entries.length > 0 || this.selectors.has(subject)) this.target.installSubject(subject, entries);
+    }
     for (const ip of changed) {
       const id = this.identityOf.get(ip);
       if (id !== undefined) this.target.setAddressIdentity(ip, id);

@@ -88,7 +88,7 @@ test("an entry of the every-pod class matches a pod peer instead of the cluster 
   assert.equal(m(9, 300, "ingress", (1 << 24) + 3, 17, 53), "all", "a CIDR identity: only the any-peer key");
 });
 
-test("a world peer's verdict by the world class names the class's key (L3), after its own; a pod or an FQDN identity never the world class's", () => {
+test("a world peer's verdict by the world class names the class's key (L3), after its own, an FQDN identity's too; a pod's never", () => {
   const cidr = (1 << 24) + 3;
   const policies: SubjectPolicy[] = [
     {
@@ -107,7 +107,8 @@ test("a world peer's verdict by the world class names the class's key (L3), afte
   assert.equal(m(9, 300, "egress", IDENTITY.worldIPv6, 6, 443), "L3-L4", "world-ipv6: the world class's port");
   assert.equal(m(9, 300, "egress", cidr, 6, 443), "L3-Only", "a CIDR identity with its own key: that key first");
   assert.equal(m(9, 300, "egress", 256, 6, 443), "all", "a pod: the any-peer key");
-  assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 443), "all", "an FQDN identity: the any-peer key");
+  assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 443), "L3-L4", "an FQDN identity (a learned address): the world class's port");
+  assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 80), "all", "an FQDN identity elsewhere: the any-peer key");
 });
 
 test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {
