@@ -1,6 +1,6 @@
 // Runtime enforcement of TracingPolicy connect hooks (tcp_connect, security_socket_connect): cgroup/connect4 and
 // connect6 on the cgroup v2 root judge every connect() against the rules the agent writes (first matching rule of a
-// hook acts): Override refuses (connect fails with EPERM), Post reports through a ring buffer. Sigkill refuses and
+// hook acts; only the caller's own list of them, found by a hash index on its cgroup or network namespace): Override refuses (connect fails with EPERM), Post reports through a ring buffer. Sigkill refuses and
 // Signal reports; as these programs cannot send signals, they leave the signal for the calling thread in
 // membrane_connect_signal, and membrane_connect_exit (tp_btf/sys_exit) sends it as that thread's connect() returns,
 // before the process runs another instruction (the agent's kill from the event is the fallback for a connect that
@@ -48,10 +48,17 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, CONNECT_RULES_MAX);
+	__uint(max_entries, CONNECT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct connect_rule);
 } membrane_connect_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CONNECT_INDEX_MAX);
+	__type(key, struct connect_index_key);
+	__type(value, struct connect_index);
+} membrane_connect_index SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -191,6 +198,33 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
 	j.cgroup = bpf_get_current_cgroup_id();
 	j.count = CONNECT_RANGE_COUNT(v);
 	j.first = CONNECT_RANGE_FIRST(v);
+	/* The caller's list of the set (a set without lists, an earlier runtime's, is judged whole). */
+	struct connect_index_key key = { .set_first = j.first, .subject = CONNECT_SUBJECT_ANY };
+	const struct connect_index *list = bpf_map_lookup_elem(&membrane_connect_index, &key);
+	if (list) {
+		__u32 flags = list->flags;
+		int chosen = 0;
+		if (flags & CONNECT_INDEX_F_CGROUP) {
+			key.subject = CONNECT_SUBJECT_CGROUP;
+			key.id = j.cgroup;
+			const struct connect_index *own = bpf_map_lookup_elem(&membrane_connect_index, &key);
+			if (own && own->netns == j.netns) {
+				list = own;
+				chosen = 1;
+			}
+		}
+		if (!chosen && (flags & CONNECT_INDEX_F_NETNS)) {
+			key.subject = CONNECT_SUBJECT_NETNS;
+			key.id = j.netns;
+			const struct connect_index *own = bpf_map_lookup_elem(&membrane_connect_index, &key);
+			if (own)
+				list = own;
+		}
+		j.first = list->first;
+		j.count = list->count;
+		if (j.count == 0)
+			return 1;
+	}
 	j.family = family;
 	j.protocol = ctx->protocol;
 	j.port = bpf_ntohs((__u16)ctx->user_port);
@@ -204,7 +238,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family)
 		__builtin_memcpy(j.addr + 8, &a2, 4);
 		__builtin_memcpy(j.addr + 12, &a3, 4);
 	}
-	bpf_loop(CONNECT_RULES_MAX, judge_rule, &j, 0);
+	bpf_loop(CONNECT_RULES_MAX, judge_rule, &j, 0); /* judge_rule stops at j.count */
 	return j.refuse ? 0 : 1;
 }
 

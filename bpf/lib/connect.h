@@ -3,7 +3,10 @@
 #ifndef MEMBRANE_CONNECT_H
 #define MEMBRANE_CONNECT_H
 
-#define CONNECT_RULES_MAX 256
+/* rules of one set */
+#define CONNECT_RULES_MAX 4096
+#define CONNECT_SLOTS (2 * CONNECT_RULES_MAX) /* membrane_connect_rules: the set in force and the next one beside it */
+#define CONNECT_INDEX_MAX (2 * CONNECT_RULES_MAX + 2) /* membrane_connect_index: a list holds a rule at least, one ANY key per set */
 
 #define CONNECT_ACTION_POST 1
 #define CONNECT_ACTION_OVERRIDE 2
@@ -38,6 +41,36 @@ struct connect_rule {
  */
 #define CONNECT_RANGE_COUNT(v) ((v) & 0xffff)
 #define CONNECT_RANGE_FIRST(v) ((v) >> 16)
+
+/*
+ * Which rules of the set in force a caller can match, so that a connect looks at its own rules only, however many pods
+ * the node holds: a list of the rules for every process (subject CONNECT_SUBJECT_ANY, id 0), one per network namespace
+ * with rules of its own (CONNECT_SUBJECT_NETNS, the inode: those and the every-process ones) and one per cgroup with
+ * rules of its own (CONNECT_SUBJECT_CGROUP, the cgroup v2 id: those, its pod's and the every-process ones), each a
+ * range of membrane_connect_rules in the set's order (the first rule of a hook that matches acts), keyed by the set's
+ * first slot. A caller is judged by its cgroup's list when its network namespace is the one that list is for, else by
+ * its network namespace's, else by the every-process one. A set with no ANY key (written by an earlier runtime, before
+ * lists) is judged whole.
+ */
+#define CONNECT_SUBJECT_ANY 0
+#define CONNECT_SUBJECT_NETNS 1
+#define CONNECT_SUBJECT_CGROUP 2
+#define CONNECT_INDEX_F_NETNS 1
+#define CONNECT_INDEX_F_CGROUP 2
+
+struct connect_index_key {
+	__u32 set_first; /* the first slot of the set the list belongs to */
+	__u8 subject;    /* CONNECT_SUBJECT_* */
+	__u8 pad[3];
+	__u64 id;        /* network namespace inode or cgroup v2 id; 0 for ANY */
+};
+
+struct connect_index {
+	__u32 first;     /* slot in membrane_connect_rules */
+	__u32 count;
+	__u32 flags;     /* ANY keys: CONNECT_INDEX_F_* */
+	__u32 netns;     /* CGROUP keys: the network namespace of the cgroup's pod (its rules hold only there) */
+};
 
 struct connect_event {
 	__u32 pid;

@@ -11,11 +11,12 @@ import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
 import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink, unpinLink } from "../bpf/loader.ts";
 import {
-  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_LAYOUT, CONNECT_RULES_MAX, type ConnectEvent, type ConnectRule, decodeConnectEvent, decodeRange, encodeConnectRule, encodeRange,
+  CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_INDEX_F, CONNECT_LAYOUT, CONNECT_RULES_MAX, CONNECT_SLOTS, CONNECT_SUBJECT, type ConnectEvent, type ConnectRule,
+  connectIndexKeySet, decodeConnectEvent, decodeRange, encodeConnectIndex, encodeConnectIndexKey, encodeConnectRule, encodeRange,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import type { ContainerCgroups } from "./containers.ts";
-import { netnsOf, selectedSubjects, signalProcess, type RuleSubject } from "./selection.ts";
+import { netnsOf, selectedSubjects, signalProcess, subjectLists, type RuleSubject } from "./selection.ts";
 import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
@@ -103,7 +104,13 @@ export class ConnectEnforcer {
         origins.set(hookId, { policy: plan.name, hook });
       }
     }
-    if (rules.length > CONNECT_RULES_MAX) throw new Error(`connect hooks expand to ${rules.length} rules; this node holds ${CONNECT_RULES_MAX}`);
+    // Each caller's list (its cgroup's, its pod's or every process's rules), in the set's order: a connect reads one.
+    const lists = subjectLists(rules);
+    const order = lists.flatMap((l) => l.members);
+    if (order.length > CONNECT_RULES_MAX) {
+      const copies = order.length === rules.length ? "" : ` (${order.length} with the rules for every process or pod copied into each pod's and container's list)`;
+      throw new Error(`connect hooks expand to ${rules.length} rules${copies}; this node holds ${CONNECT_RULES_MAX}`);
+    }
     if (rules.length === 0 && ![...plans.values()].some((p) => p.hooks.some((h) => h.meaning === "connect"))) {
       this.reader?.drain(); // the last set's events, named before its origins go
       this.close();
@@ -131,11 +138,22 @@ export class ConnectEnforcer {
       attachTpBtfPinned(obj.programFd(EXIT_PROGRAM), linkPin(obj.pinDir, EXIT_PROGRAM));
       this.exitAttached = true;
     }
-    const first = placeBeside(inForce, rules.length);
-    rules.forEach((r, i) => rulesMap.update(u32(first + i), encodeConnectRule({ ...r, hook: r.hook + base })));
+    const first = placeBeside(inForce, order.length);
+    order.forEach((i, at) => rulesMap.update(u32(first + at), encodeConnectRule({ ...rules[i]!, hook: rules[i]!.hook + base })));
+    // The lists' keys name the set by its first slot; keys of sets before the one in force go (none is read any more),
+    // and all of them when the new set is written over the one in force (no room beside it).
+    const index = obj.map("membrane_connect_index");
+    const over = inForce.count > 0 && first < inForce.first + inForce.count && inForce.first < first + order.length;
+    for (const key of index.keys()) if (over || inForce.count === 0 || connectIndexKeySet(key) !== inForce.first) index.delete(key);
+    const flags = (lists.some((l) => l.subject === "netns") ? CONNECT_INDEX_F.netns : 0) | (lists.some((l) => l.subject === "cgroup") ? CONNECT_INDEX_F.cgroup : 0);
+    let at = first;
+    for (const l of lists) {
+      index.update(encodeConnectIndexKey({ setFirst: first, subject: CONNECT_SUBJECT[l.subject], id: l.id }), encodeConnectIndex({ first: at, count: l.members.length, flags: l.subject === "any" ? flags : 0, netns: l.netns }));
+      at += l.members.length;
+    }
     this.previousOrigins = this.origins;
     this.origins = new Map([...origins].map(([id, o]) => [id + base, o]));
-    countMap.update(u32(0), u32(encodeRange({ first, count: rules.length })));
+    countMap.update(u32(0), u32(encodeRange({ first, count: order.length })));
     if (!signals) {
       // Also an earlier enforcer's (adopted): its rules that signalled are gone now.
       unpinLink(linkPin(obj.pinDir, EXIT_PROGRAM));
@@ -239,8 +257,8 @@ const HOOK_ID_HALF = 1 << 30;
 
 /** Where a set of n rules goes: a range of the map apart from the set in force (the far half first), else slot 0. */
 function placeBeside(inForce: { first: number; count: number }, n: number): number {
-  const apart = (at: number): boolean => at + n <= CONNECT_RULES_MAX && (inForce.count === 0 || at + n <= inForce.first || at >= inForce.first + inForce.count);
-  const half = CONNECT_RULES_MAX / 2;
+  const apart = (at: number): boolean => at + n <= CONNECT_SLOTS && (inForce.count === 0 || at + n <= inForce.first || at >= inForce.first + inForce.count);
+  const half = CONNECT_SLOTS / 2;
   return [inForce.first >= half ? 0 : half, inForce.first >= half ? half : 0, inForce.first + inForce.count, 0].find(apart) ?? 0;
 }
 

@@ -1,5 +1,9 @@
 // The connect rules' and events' layout (bpf/lib/connect.h), their encoding and decoding; connect.test.ts compares the constants with the header.
-export const CONNECT_RULES_MAX = 256;
+/** Rules of one set; the rule map holds CONNECT_SLOTS (the set in force and the next one, written beside it). */
+export const CONNECT_RULES_MAX = 4096;
+export const CONNECT_SLOTS = 2 * CONNECT_RULES_MAX;
+export const CONNECT_SUBJECT = { any: 0, netns: 1, cgroup: 2 } as const;
+export const CONNECT_INDEX_F = { netns: 1, cgroup: 2 } as const;
 export const CONNECT_ACTION = { Post: 1, Override: 2, Sigkill: 3, Signal: 4 } as const;
 export const CONNECT_F_PORT_NOT = 1;
 export const CONNECT_F_ADDR_NOT = 2;
@@ -7,6 +11,8 @@ export const CONNECT_F_NOPOST = 4;
 
 export const CONNECT_LAYOUT = {
   rule: { size: 48, netns: 0, hook: 4, portLo: 8, portHi: 10, family: 12, action: 13, signal: 14, flags: 15, addr: 16, prefixLen: 32, policy: 36, cgroup: 40 },
+  indexKey: { size: 16, setFirst: 0, subject: 4, id: 8 },
+  index: { size: 16, first: 0, count: 4, flags: 8, netns: 12 },
   event: { size: 56, pid: 0, tid: 4, netns: 8, rule: 12, family: 16, action: 17, protocol: 18, port: 20, addr: 24, ktimeNs: 40, hook: 48, policy: 52 },
 } as const;
 
@@ -22,8 +28,34 @@ export function encodeRange(r: ConnectRange): number {
 
 /** A word an earlier runtime wrote before `first` existed is a count from slot 0; what exceeds the map is cut to it. */
 export function decodeRange(word: number): ConnectRange {
-  const first = Math.min(word >>> 16, CONNECT_RULES_MAX);
-  return { first, count: Math.min(word & 0xffff, CONNECT_RULES_MAX - first) };
+  const first = Math.min(word >>> 16, CONNECT_SLOTS);
+  return { first, count: Math.min(word & 0xffff, CONNECT_SLOTS - first) };
+}
+
+/** One key of membrane_connect_index: a list of the set whose first slot is setFirst, for every process (id 0n), a network namespace or a cgroup. */
+export function encodeConnectIndexKey(k: { setFirst: number; subject: number; id: bigint }): Buffer {
+  const L = CONNECT_LAYOUT.indexKey;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(k.setFirst, L.setFirst);
+  b.writeUInt8(k.subject, L.subject);
+  b.writeBigUInt64LE(k.id, L.id);
+  return b;
+}
+
+/** The set (its first slot) a membrane_connect_index key belongs to. */
+export function connectIndexKeySet(key: Buffer): number {
+  return key.readUInt32LE(CONNECT_LAYOUT.indexKey.setFirst);
+}
+
+/** The range of membrane_connect_rules a list is; flags (CONNECT_INDEX_F) on every-process keys, the pod's network namespace on cgroup keys. */
+export function encodeConnectIndex(x: { first: number; count: number; flags: number; netns: number }): Buffer {
+  const L = CONNECT_LAYOUT.index;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(x.first, L.first);
+  b.writeUInt32LE(x.count, L.count);
+  b.writeUInt32LE(x.flags, L.flags);
+  b.writeUInt32LE(x.netns >>> 0, L.netns);
+  return b;
 }
 
 /** One rule as bpf/connect.c reads it. */

@@ -281,15 +281,16 @@ describe("containerSelector and the container of events (real processes in per-c
     }
   });
 
-  it("tracepoint: a node's worth of pods (110 pods × 3 containers, 330 container rules and 330 pod rules on one tracepoint, past the 256 rules a node held before) is enforced for every one of them, and a policy beyond the node's rules is refused by name while those stay enforced", async () => {
-    // 110 network namespaces (one `ip -batch`) and 330 cgroup v2 directories: each pod's and container's own rules.
-    const many = Array.from({ length: 110 }, (_, i) => ({ netns: `rt-many-${process.pid}-${i}`, pod: `many-${i}` }));
-    const idOf = (i: number, c: number): string => `${process.pid.toString(16).padStart(8, "0")}${i.toString(16).padStart(4, "0")}${c.toString(16).padStart(4, "0")}`.padEnd(64, "e");
-    const cgroupOf = (i: number, c: number): string => path.join(CGROUP_DIR, "many", `pod${i}`, idOf(i, c));
-    const fileA = path.join(dir, "many-a");
-    const fileB = path.join(dir, "many-b");
-    fs.writeFileSync(fileA, "a\n");
-    fs.writeFileSync(fileB, "b\n");
+  /**
+   * A node's worth of pods for one test: 110 network namespaces (one `ip -batch`) and 3 containers' cgroup v2
+   * directories each, in the pods the enforcers see (labels app=many) beside the others; all removed after.
+   */
+  async function withManyPods(run: (many: readonly { netns: string; cgroups: readonly string[] }[]) => Promise<void>): Promise<void> {
+    const many = Array.from({ length: 110 }, (_, i) => ({
+      netns: `rt-many-${process.pid}-${i}`,
+      ids: [0, 1, 2].map((c) => `${process.pid.toString(16).padStart(8, "0")}${i.toString(16).padStart(4, "0")}${c.toString(16).padStart(4, "0")}`.padEnd(64, "e")),
+    }));
+    const cgroupOf = (i: number, c: number): string => path.join(CGROUP_DIR, "many", `pod${i}`, many[i]!.ids[c]!);
     const saved = pods;
     const created: string[] = [];
     try {
@@ -297,38 +298,17 @@ describe("containerSelector and the container of events (real processes in per-c
       created.push(...many.map((m) => m.netns));
       for (let i = 0; i < many.length; i++) for (let c = 0; c < 3; c++) fs.mkdirSync(cgroupOf(i, c), { recursive: true });
       pods = new Map([...saved, ...many.map((m, i) => [fs.statSync(`/var/run/netns/${m.netns}`).ino, {
-        namespace: "default", name: m.pod, labels: { app: "many" },
-        containers: [0, 1, 2].map((c) => ({ id: idOf(i, c), name: `c${c}`, image: "busybox:1.36", imageId: "busybox@sha256:11" })),
+        namespace: "default", name: `many-${i}`, labels: { app: "many" },
+        containers: m.ids.map((id, c) => ({ id, name: `c${c}`, image: "busybox:1.36", imageId: "busybox@sha256:11" })),
       }] as const)]);
       containers.refresh();
-      const allContainers = { matchExpressions: [{ key: "name", operator: "In", values: ["c0", "c1", "c2"] }] };
-      // Per pod: its 3 values of fileB (pod rules); per container: fileA (container rules). Both on sys_enter_openat.
-      const podPolicy = openatPolicyOf("many-pods", undefined, [fileB, `${fileB}.1`, `${fileB}.2`], { matchLabels: { app: "many" } });
-      const containerPolicy = openatPolicyOf("many-containers", allContainers, [fileA], { matchLabels: { app: "many" } });
-      const beyond = openatPolicyOf("many-beyond", allContainers, Array.from({ length: 13 }, (_, k) => `${fileA}.${k}`), { matchLabels: { app: "many" } });
-      const status = engine.apply([podPolicy, containerPolicy, beyond]);
-      assert.deepEqual(status.get("default/many-pods"), { enforced: true, hooks: 1 });
-      assert.deepEqual(status.get("default/many-containers"), { enforced: true, hooks: 1 });
-      const refused = status.get("default/many-beyond");
-      assert.equal(refused?.enforced, false);
-      assert.match(refused.enforced ? "" : `${refused.reason}: ${refused.message}`, /^HookUnavailable: tracepoint hooks expand to 4290 rules; this node holds 4096$/);
-      // One shell runs every process (cheap: sh, nsenter, cat) and prints each one's exit status (137: SIGKILL).
-      const statuses = (runs: readonly { cgroup: string; netns: string; file: string }[]): number[] => {
-        const script = runs.map((r) => `sh -c 'echo $$ > ${r.cgroup}/cgroup.procs && exec nsenter --net=/var/run/netns/${r.netns} cat ${r.file} >/dev/null 2>&1'; echo $?`).join("\n");
-        return execFileSync("sh", ["-c", script], { encoding: "utf8" }).trim().split("\n").map(Number);
-      };
-      const everyContainer = many.flatMap((m, i) => [0, 1, 2].map((c) => ({ cgroup: cgroupOf(i, c), netns: m.netns })));
-      assert.deepEqual(statuses(everyContainer.map((x) => ({ ...x, file: fileA }))), everyContainer.map(() => 137), "each of the 330 containers' open of fileA is killed");
-      assert.deepEqual(statuses(everyContainer.map((x) => ({ ...x, file: `${fileB}.2` }))), everyContainer.map(() => 137), "and, by its pod's rules, its open of fileB's third value");
-      const podOutsideContainers = many.map((m) => ({ cgroup: CGROUP_DIR, netns: m.netns }));
-      assert.deepEqual(statuses(podOutsideContainers.map((x) => ({ ...x, file: fileB }))), many.map(() => 137), "each pod's process in no container: fileB killed by its pod's rule");
-      assert.deepEqual(statuses(podOutsideContainers.map((x) => ({ ...x, file: fileA }))), many.map(() => 0), "and fileA read (no container of it)");
-      assert.deepEqual(statuses([{ cgroup: CGROUP_DIR, netns: POD_NS, file: fileA }, { cgroup: CGROUP_DIR, netns: POD_NS, file: fileB }]), [0, 0], "a pod the policies do not select reads both");
+      await run(many.map((m, i) => ({ netns: m.netns, cgroups: [0, 1, 2].map((c) => cgroupOf(i, c)) })));
     } finally {
       pods = saved;
       engine.apply([]);
       visibility.drain();
       tracepoints.drain();
+      connect.drain();
       if (created.length > 0) execFileSync("ip", ["-batch", "-"], { input: created.map((n) => `netns del ${n}\n`).join("") });
       // Deepest first; each is empty once its processes exited.
       const rmdir = (d: string): void => {
@@ -344,6 +324,82 @@ describe("containerSelector and the container of events (real processes in per-c
       }
       rmdir(path.join(CGROUP_DIR, "many"));
     }
+  }
+  /** Runs each command in its cgroup and network namespace from one shell (sh, nsenter, then the command: cheap); per command one line, its exit status and its output's last line. */
+  const runEach = (runs: readonly { cgroup: string; netns: string; command: string }[]): string[] => {
+    const script = runs.map((r) => `out=$(sh -c 'echo $$ > ${r.cgroup}/cgroup.procs && exec nsenter --net=/var/run/netns/${r.netns} ${r.command}' 2>&1 | tail -n 1); echo "$? $out"`).join("\n");
+    return execFileSync("bash", ["-o", "pipefail", "-c", script], { encoding: "utf8" }).trim().split("\n");
+  };
+  const allContainers = { matchExpressions: [{ key: "name", operator: "In", values: ["c0", "c1", "c2"] }] };
+  const manyPods = { matchLabels: { app: "many" } };
+
+  it("tracepoint: a node's worth of pods (110 pods × 3 containers, 330 container rules and 330 pod rules on one tracepoint, past the 256 rules a node held before) is enforced for every one of them, and a policy beyond the node's rules is refused by name while those stay enforced", async () => {
+    const fileA = path.join(dir, "many-a");
+    const fileB = path.join(dir, "many-b");
+    fs.writeFileSync(fileA, "a\n");
+    fs.writeFileSync(fileB, "b\n");
+    await withManyPods(async (many) => {
+      // Per pod: its 3 values of fileB (pod rules); per container: fileA (container rules). Both on sys_enter_openat.
+      const status = engine.apply([
+        openatPolicyOf("many-pods", undefined, [fileB, `${fileB}.1`, `${fileB}.2`], manyPods),
+        openatPolicyOf("many-containers", allContainers, [fileA], manyPods),
+        openatPolicyOf("many-beyond", allContainers, Array.from({ length: 13 }, (_, k) => `${fileA}.${k}`), manyPods),
+      ]);
+      assert.deepEqual(status.get("default/many-pods"), { enforced: true, hooks: 1 });
+      assert.deepEqual(status.get("default/many-containers"), { enforced: true, hooks: 1 });
+      const refused = status.get("default/many-beyond");
+      assert.equal(refused?.enforced, false);
+      assert.match(refused.enforced ? "" : `${refused.reason}: ${refused.message}`, /^HookUnavailable: tracepoint hooks expand to 4290 rules; this node holds 4096$/);
+      // Each line's status: 137 is SIGKILL.
+      const cat = (runs: readonly { cgroup: string; netns: string }[], file: string): string[] => runEach(runs.map((r) => ({ ...r, command: `cat ${file}` }))).map((l) => l.split(" ")[0]!);
+      const everyContainer = many.flatMap((m) => m.cgroups.map((cgroup) => ({ cgroup, netns: m.netns })));
+      assert.deepEqual(cat(everyContainer, fileA), everyContainer.map(() => "137"), "each of the 330 containers' open of fileA is killed");
+      const lastContainers = many.map((m) => ({ cgroup: m.cgroups[2]!, netns: m.netns }));
+      assert.deepEqual(cat(lastContainers, `${fileB}.2`), many.map(() => "137"), "a container's open of fileB's third value, by its pod's rules (each pod's c2)");
+      const podOutsideContainers = many.map((m) => ({ cgroup: CGROUP_DIR, netns: m.netns }));
+      assert.deepEqual(cat(podOutsideContainers, fileB), many.map(() => "137"), "each pod's process in no container: fileB killed by its pod's rule");
+      assert.deepEqual(cat(podOutsideContainers, fileA), many.map(() => "0"), "and fileA read (no container of it)");
+      assert.deepEqual(cat([{ cgroup: CGROUP_DIR, netns: POD_NS }, { cgroup: CGROUP_DIR, netns: POD_NS }], fileA), ["0", "0"], "a pod the policies do not select reads");
+    });
+  });
+
+  it("connect: a node's worth of pods (110 pods × 3 containers, 330 container rules and 330 pod rules, past the 256 rules a node held before) is refused for every one of them (EPERM), and a policy beyond the node's rules is refused by name while those stay enforced", async () => {
+    const connectPolicy = (name: string, containerSelector: unknown, ports: readonly string[]) => ({
+      apiVersion: "cilium.io/v1alpha1",
+      kind: "TracingPolicyNamespaced",
+      metadata: { name, namespace: "default" },
+      spec: {
+        podSelector: manyPods,
+        ...(containerSelector !== undefined ? { containerSelector } : {}),
+        kprobes: [{
+          call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }],
+          selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: ports }], matchActions: [{ action: "Override", argError: -1 }] }],
+        }],
+      },
+    });
+    await withManyPods(async (many) => {
+      const status = engine.apply([
+        connectPolicy("many-pods", undefined, ["4451", "4452", "4453"]),
+        connectPolicy("many-containers", allContainers, ["4450"]),
+        connectPolicy("many-beyond", allContainers, Array.from({ length: 13 }, (_, k) => String(5000 + k))),
+      ]);
+      assert.deepEqual(status.get("default/many-pods"), { enforced: true, hooks: 1 });
+      assert.deepEqual(status.get("default/many-containers"), { enforced: true, hooks: 1 });
+      const refused = status.get("default/many-beyond");
+      assert.equal(refused?.enforced, false);
+      assert.match(refused.enforced ? "" : `${refused.reason}: ${refused.message}`, /^LoadFailed: connect hooks expand to 4290 rules; this node holds 4096$/);
+      // bash's /dev/tcp: EPERM is "Operation not permitted"; otherwise the namespace's loopback is down ("Network is unreachable").
+      const refusedBy = (runs: readonly { cgroup: string; netns: string }[], port: number): boolean[] =>
+        runEach(runs.map((r) => ({ ...r, command: `bash -c "exec 3<>/dev/tcp/127.0.0.1/${port}"` }))).map((l) => l.includes("Operation not permitted"));
+      const everyContainer = many.flatMap((m) => m.cgroups.map((cgroup) => ({ cgroup, netns: m.netns })));
+      assert.deepEqual(refusedBy(everyContainer, 4450), everyContainer.map(() => true), "each of the 330 containers' connect to 4450 is refused");
+      const lastContainers = many.map((m) => ({ cgroup: m.cgroups[2]!, netns: m.netns }));
+      assert.deepEqual(refusedBy(lastContainers, 4453), many.map(() => true), "a container's connect to 4453, by its pod's rules (each pod's c2)");
+      const podOutsideContainers = many.map((m) => ({ cgroup: CGROUP_DIR, netns: m.netns }));
+      assert.deepEqual(refusedBy(podOutsideContainers, 4451), many.map(() => true), "each pod's process in no container: 4451 refused by its pod's rule");
+      assert.deepEqual(refusedBy(podOutsideContainers, 4450), many.map(() => false), "and 4450 not (no container of it)");
+      assert.deepEqual(refusedBy([{ cgroup: CGROUP_DIR, netns: POD_NS }, { cgroup: CGROUP_DIR, netns: POD_NS }], 4451), [false, false], "a pod the policies do not select is refused nothing");
+    });
   });
 
   it("exec events name the container (Tetragon's process.pod.container) and none for a pod without containers", async () => {
