@@ -70,6 +70,8 @@ export interface LearnedPeerSubject {
   readonly wildcard: Readonly<Record<Direction, readonly PolicyEntry[]>>;
   readonly httpPorts: ReadonlySet<number>;
   readonly compareRules: (a: number, b: number) => number;
+  /** The merged templates per list of toFQDNs terms, then per direction, peer and matched terms: most addresses share them. */
+  readonly merged: WeakMap<readonly FqdnSelectorTerm[], Map<string, readonly EntryTemplate[]>>;
 }
 
 export function learnedPeerSubject(policy: SubjectPolicy, compareRules: (a: number, b: number) => number): LearnedPeerSubject {
@@ -86,7 +88,7 @@ export function learnedPeerSubject(policy: SubjectPolicy, compareRules: (a: numb
       list.push(e);
     }
   }
-  return { policy, own, worldClass, wildcard, httpPorts: httpProxyPorts(policy), compareRules };
+  return { policy, own, worldClass, wildcard, httpPorts: httpProxyPorts(policy), compareRules, merged: new WeakMap() };
 }
 
 /**
@@ -109,15 +111,23 @@ export function learnedPeerEntries(
   terms: readonly FqdnSelectorTerm[],
 ): PolicyEntry[] | undefined {
   const own = s.own[direction].get(peer) ?? [];
+  const matched: number[] = [];
+  if (direction === "egress") terms.forEach((t, i) => names.some((n) => selectorMatches(n, t)) && t.ports.length > 0 && matched.push(i));
+  if (matched.length === 0) return own.length === 0 ? undefined : own.map((e) => ({ ...e, peer: learned }));
+  let memo = s.merged.get(terms);
+  if (!memo) s.merged.set(terms, (memo = new Map()));
+  const key = `${direction}|${peer}|${matched.join(",")}`;
+  let templates = memo.get(key);
+  if (!templates) memo.set(key, (templates = mergedTemplates(s, direction, own.length > 0 ? own : s.worldClass[direction], matched.map((i) => terms[i]!))));
+  return templates.map((t) => ({ subject: s.policy.subject, direction, peer: learned, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId }));
+}
+
+/** The peer's entries `base` and the matched toFQDNs terms' ports as one list of templates (see learnedPeerEntries). */
+function mergedTemplates(s: LearnedPeerSubject, direction: Direction, base: readonly PolicyEntry[], terms: readonly FqdnSelectorTerm[]): EntryTemplate[] {
   const fqdn: Contribution[] = [];
-  if (direction === "egress") {
-    for (const t of terms) {
-      if (!names.some((n) => selectorMatches(n, t))) continue;
-      for (const p of t.ports) fqdn.push(contribution({ proto: p.proto, port: p.port, portPrefixLen: p.portPrefixLen, verdict: "allow", proxyPort: p.proxyPort ?? 0, ruleId: t.ruleId }, s.httpPorts, p.proxyPort !== undefined && p.proxyPort !== 0));
-    }
+  for (const t of terms) {
+    for (const p of t.ports) fqdn.push(contribution({ proto: p.proto, port: p.port, portPrefixLen: p.portPrefixLen, verdict: "allow", proxyPort: p.proxyPort ?? 0, ruleId: t.ruleId }, s.httpPorts, p.proxyPort !== undefined && p.proxyPort !== 0));
   }
-  if (fqdn.length === 0) return own.length === 0 ? undefined : own.map((e) => ({ ...e, peer: learned }));
-  const base = own.length > 0 ? own : s.worldClass[direction];
   const parts = [...base.map((e) => contribution(e, s.httpPorts)), ...fqdn];
   // Each HTTP part keeps the proxy port it came with; the most specific part covering a redirect's block gives it its port.
   const portOfPart = parts.map((c) => c.proxyPort);
@@ -129,7 +139,7 @@ export function learnedPeerEntries(
     wildcardHttp: [],
     wildcardPlain: wildcard.filter((e) => e.verdict === "allow" && e.proxyPort === 0).map((e) => contribution(e, s.httpPorts)),
   };
-  const templates: EntryTemplate[] = entryTemplates(indexed, extra, {
+  return entryTemplates(indexed, extra, {
     compareRules: s.compareRules,
     proxyPortFor: (covering) => {
       let best: number | undefined;
@@ -137,7 +147,6 @@ export function learnedPeerEntries(
       return best === undefined ? 0 : portOfPart[best]!;
     },
   });
-  return templates.map((t) => ({ subject: s.policy.subject, direction, peer: learned, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId }));
 }
 
 /** A map entry (or a toFQDNs port block) as the one contribution of its block. */
