@@ -16,7 +16,7 @@ import {
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import type { ContainerCgroups } from "./containers.ts";
-import { netnsOf, selectedSubjects, signalProcess, subjectLists, type RuleSubject } from "./selection.ts";
+import { netnsOf, selectedSubjects, signalProcess, subjectLists, type RuleSubject, type SubjectList } from "./selection.ts";
 import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
@@ -82,8 +82,8 @@ export class ConnectEnforcer {
 
   constructor(private readonly opts: ConnectEnforcerOptions) {}
 
-  /** Writes the rules of exactly these plans' connect hooks (loading and attaching the programs on first use, detaching them when none is left). Throws naming the field a rule cannot express. */
-  set(plans: ReadonlyMap<string, EnforcementPlan>): void {
+  /** The rules of the plans' connect hooks in the program's terms, and each caller's list of them. */
+  private compile(plans: ReadonlyMap<string, EnforcementPlan>): { rules: ConnectRule[]; origins: Map<number, RuleOrigin>; lists: SubjectList[]; order: number[] } {
     const rules: ConnectRule[] = [];
     const origins = new Map<number, RuleOrigin>();
     let hookId = 0;
@@ -111,6 +111,22 @@ export class ConnectEnforcer {
       const copies = order.length === rules.length ? "" : ` (${order.length} with the rules for every process or pod copied into each pod's and container's list)`;
       throw new Error(`connect hooks expand to ${rules.length} rules${copies}; this node holds ${CONNECT_RULES_MAX}`);
     }
+    return { rules, origins, lists, order };
+  }
+
+  /** Why these plans' connect hooks cannot be served together (a selector the programs cannot evaluate, beyond the node's rules), without writing anything. */
+  check(plans: ReadonlyMap<string, EnforcementPlan>): string | undefined {
+    try {
+      this.compile(plans);
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+
+  /** Writes the rules of exactly these plans' connect hooks (loading and attaching the programs on first use, detaching them when none is left). Throws naming the field a rule cannot express. */
+  set(plans: ReadonlyMap<string, EnforcementPlan>): void {
+    const { rules, origins, lists, order } = this.compile(plans);
     if (rules.length === 0 && ![...plans.values()].some((p) => p.hooks.some((h) => h.meaning === "connect"))) {
       this.reader?.drain(); // the last set's events, named before its origins go
       this.close();

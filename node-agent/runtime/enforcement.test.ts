@@ -12,7 +12,7 @@ import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
 import type { ProcessKprobeEvent, ProcessLsmEvent, RuntimeEvent } from "../../core/process-event.ts";
 import { NetnsFixture } from "../bpf/netns.ts";
-import { RuntimeEnforcement } from "./enforcement.ts";
+import { RuntimeEnforcement, type HookEnforcer } from "./enforcement.ts";
 import { ProcessEvents } from "./events.ts";
 
 const SELECTED_NS = `rt-enf-a-${process.pid}`;
@@ -235,5 +235,34 @@ describe("TracingPolicy enforcement (fanotify permission events, real processes 
     }
     assert.equal(fanotifyFds(), 0);
     assert.equal(fs.readdirSync("/proc/self/fd").length, fdsBefore);
+  });
+});
+
+describe("a policy beyond the node's kernel rules", () => {
+  it("is refused by name before anything is written: the kernel never holds one policy without the others, not even for a moment", () => {
+    const connectPolicy = (name: string, port: string): Record<string, unknown> => tracingPolicy(name, {
+      kprobes: [{ call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }], selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: [port] }], matchActions: [{ action: "Override", argError: -1 }] }] }],
+    }, "default");
+    // What the connect programs are given, set by set; "big" does not fit (beyond the node's rules), the others do.
+    const written: string[][] = [];
+    const tooMany = (plans: ReadonlyMap<string, unknown>): string | undefined => (plans.has("default/big") ? "connect hooks expand to 5000 rules; this node holds 4096" : undefined);
+    const connect: HookEnforcer = {
+      set: (plans) => {
+        const why = tooMany(plans);
+        if (why !== undefined) throw new Error(why);
+        written.push([...plans.keys()].sort());
+      },
+      check: tooMany,
+      close: () => {},
+    };
+    const engine = new RuntimeEnforcement({ nodeName: "node-a", events: new ProcessEvents({ nodeName: "node-a" }), emit: () => {}, log: pino({ level: "silent" }), connect });
+    try {
+      const status = engine.apply([connectPolicy("a", "4450"), connectPolicy("big", "4451"), connectPolicy("b", "4452")]);
+      assert.deepEqual(status.get("default/big"), { enforced: false, reason: "LoadFailed", message: "connect hooks expand to 5000 rules; this node holds 4096" });
+      assert.deepEqual([status.get("default/a"), status.get("default/b")], [{ enforced: true, hooks: 1 }, { enforced: true, hooks: 1 }]);
+      assert.deepEqual(written, [["default/a", "default/b"]], "one write, with both policies that fit");
+    } finally {
+      engine.stop();
+    }
   });
 });

@@ -18,6 +18,8 @@ export interface HookEnforcer {
   set(plans: ReadonlyMap<string, EnforcementPlan>): void;
   /** Why this node cannot serve the plan's hooks of its kind (HookUnavailable), before anything is loaded. */
   unavailable?(plan: EnforcementPlan): string | undefined;
+  /** Why these plans' hooks cannot be served together (beyond the node's rules), found without writing anything. */
+  check?(plans: ReadonlyMap<string, EnforcementPlan>): string | undefined;
   close(): void;
   /** Closes this process's fds only: what is pinned keeps acting on the rules as written, for the next runtime to adopt. */
   release?(): void;
@@ -143,6 +145,10 @@ export class RuntimeEnforcement {
 
   /** Places the plans; on failure names the first policy that could not be (tried alone). */
   private place(plans: Map<string, EnforcementPlan>): { key: string; message: string } | undefined {
+    // What does not fit is found before anything is written: trying each policy alone in the kernel would leave the
+    // others unenforced for that moment.
+    const refused = this.check(plans);
+    if (refused !== undefined) return refused;
     try {
       this.files.set(plans);
       this.opts.connect?.set(plans);
@@ -160,5 +166,17 @@ export class RuntimeEnforcement {
       }
       return { key: [...plans.keys()][0] ?? "", message: err instanceof Error ? err.message : String(err) };
     }
+  }
+
+  /** The policy to refuse when the plans do not fit together (one that does not fit alone, else the first), without writing. */
+  private check(plans: ReadonlyMap<string, EnforcementPlan>): { key: string; message: string } | undefined {
+    const why = (p: ReadonlyMap<string, EnforcementPlan>): string | undefined => this.opts.connect?.check?.(p) ?? this.opts.tracepoints?.check?.(p);
+    const together = why(plans);
+    if (together === undefined) return undefined;
+    for (const [key, plan] of plans) {
+      const alone = why(new Map([[key, plan]]));
+      if (alone !== undefined) return { key, message: alone };
+    }
+    return { key: [...plans.keys()][0] ?? "", message: together };
   }
 }

@@ -150,8 +150,13 @@ export class TracepointEnforcer {
 
   /** Why the plan's tracepoints cannot be served here (a tracepoint this kernel lacks, an argument or operator the program does not read), naming the field. */
   unavailable(plan: EnforcementPlan): string | undefined {
+    return this.check(new Map([["", plan]]));
+  }
+
+  /** Why these plans' tracepoints cannot be served together (beyond the node's rules, hooks or matchBinaries values), without writing anything. */
+  check(plans: ReadonlyMap<string, EnforcementPlan>): string | undefined {
     try {
-      this.compile(new Map([["", plan]]));
+      this.compile(plans);
       return undefined;
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
