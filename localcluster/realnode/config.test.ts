@@ -35,7 +35,17 @@ describe("real node plan", () => {
     const c = JSON.parse(cniConflist(plan.plan)) as { plugins: Record<string, unknown>[] };
     assert.deepEqual(c.plugins, [{ type: "membrane-cni", podCIDR: "10.244.3.0/24", podCIDRv6: "fd00:10:244:3::/64", mtu: 1500 }]);
     const v4 = planRealNode({ name: "d", dir: "/tmp/d", index: 3 });
-    assert.ok(v4.ok && v4.plan.podCIDRv6 === undefined);
+    assert.ok(v4.ok && v4.plan.podCIDRv6 === undefined && v4.plan.nodeAddress6 === undefined && v4.plan.linkLocal6 === undefined);
+    // Each dual-stack node also an IPv6 address of its own (the kubelet's second --node-ip) and a link-local address per index.
+    assert.deepEqual(plans.map((r) => (r.ok ? [r.plan.nodeAddress6, r.plan.linkLocal6] : r.errors)), [["fd00:10:254::2", "fe80::1"], ["fd00:10:254::3:2", "fe80::4"], ["fd00:10:254::ff:2", "fe80::100"]]);
+    const [x, y] = [plans[0]!, plans[1]!];
+    assert.ok(x.ok && y.ok);
+    const mesh = underlayMesh([{ ...x.plan, netns: "rn-x", hostInterface: "rnaaaaaaaa" }, { ...y.plan, netns: "rn-y", hostInterface: "rnbbbbbbbb" }]);
+    assert.deepEqual(mesh.links.map((l) => [l.linkLocal6, l.peerLinkLocal6]), [["fe80::1", "fe80::4"]]);
+    assert.deepEqual(mesh.routes.filter((r) => r.netns === "rn-x" && r.dest.includes(":")), [
+      { netns: "rn-x", dest: "fd00:10:254::3:2/128", device: "rnmbbbbbbbb", via: "fe80::4" },
+      { netns: "rn-x", dest: "fd00:10:244:3::/64", device: "rnmbbbbbbbb", via: "fe80::4" },
+    ], "the peer's IPv6 address and pod CIDR via its link-local address (an IPv4 next hop is refused for IPv6 routes)");
     const bad = planRealNode({ name: "d", dir: "/tmp/d", ipFamilies: ["IPv6", "IPv4"] });
     assert.ok(!bad.ok && bad.errors.some((e) => e.startsWith("ipFamilies: ")), JSON.stringify(bad));
   });

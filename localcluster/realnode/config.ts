@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { formatPrefix, parsePrefix } from "../../core/cidr.ts";
+import { formatIP, formatPrefix, parsePrefix } from "../../core/cidr.ts";
 import { PLUGIN_TYPE, parseNetConf } from "../../node-agent/cni/spec.ts";
 import { OVERLAY_DEVICE } from "../../node-agent/overlay-device.ts";
 
@@ -30,6 +30,17 @@ export interface RealNodePlan {
    * second spec.podCIDRs entry, so the CNI plugin's podCIDRv6 and the CiliumNode's second pod CIDR. Absent: IPv4 only.
    */
   podCIDRv6?: string;
+  /**
+   * A dual-stack node's IPv6 address (fd00:10:254::<index in hex>:2, on its eth0 beside nodeAddress): the kubelet's
+   * second --node-ip, so the Node's second InternalIP and status.hostIPs, where the agent's proxies listen for IPv6
+   * pods. Absent: IPv4 only.
+   */
+  nodeAddress6?: string;
+  /**
+   * A dual-stack node's link-local address on each of its underlay links (fe80::<index + 1 in hex>): its peers' IPv6
+   * routes to its nodeAddress6 and podCIDRv6 go via it (this kernel refuses an IPv6 route via an IPv4 next hop).
+   */
+  linkLocal6?: string;
   /** `/<cgroupName>` in every hierarchy: the node's processes in `node`, its pods under `kubepods`. */
   cgroupName: string;
   dir: string;
@@ -81,7 +92,7 @@ export function planRealNode(opts: PlanOptions): PlanResult {
       hostAddress: `10.254.${base >> 8}.${(base & 255) + 1}`,
       nodeAddress: `10.254.${base >> 8}.${(base & 255) + 2}`,
       podCIDR: `${CLUSTER_POD_CIDR.split(".").slice(0, 2).join(".")}.${index}.0/24`,
-      ...(families.value.length === 2 ? { podCIDRv6: podCIDRv6Of(index) } : {}),
+      ...(families.value.length === 2 ? { podCIDRv6: podCIDRv6Of(index), nodeAddress6: nodeAddress6Of(index), linkLocal6: formatIP(6, (0xfe80n << 112n) | BigInt(index + 1)) } : {}),
       cgroupName: `membrane-realnode-${opts.name}`,
       dir: opts.dir,
     },
@@ -200,6 +211,14 @@ export const CLUSTER_POD_CIDR = "10.244.0.0/16";
  * plugins and CiliumNodes carry it: kube-proxy and the API server's Services stay IPv4 (no IPv6 ClusterIPs here).
  */
 export const CLUSTER_POD_CIDR_V6 = "fd00:10:244::/56";
+
+/** Where dual-stack nodes' own IPv6 addresses are (nodeAddress6). */
+const NODE_ADDRESSES_V6 = "fd00:10:254::/64";
+
+/** The index's IPv6 node address in NODE_ADDRESSES_V6 (as 10.254.<index * 4 + 2> of the IPv4 one). */
+function nodeAddress6Of(index: number): string {
+  return formatIP(6, parsePrefix(NODE_ADDRESSES_V6)!.addr | (BigInt(index) << 16n) | 2n);
+}
 
 /** The index's /64 of CLUSTER_POD_CIDR_V6: its 8 bits are the prefix's last 8 (as 10.244.<index>.0/24 of the IPv4 one). */
 function podCIDRv6Of(index: number): string {
@@ -385,6 +404,9 @@ export interface UnderlayLink {
   device: string;
   peerNetns: string;
   peerDevice: string;
+  /** Dual-stack nodes: each end's link-local address (its node's linkLocal6). */
+  linkLocal6?: string;
+  peerLinkLocal6?: string;
 }
 
 /** A route a node's network namespace gets to reach a peer node (its address, on link) or that node's pods (via it). */
@@ -398,7 +420,8 @@ export interface UnderlayRoute {
 /**
  * The underlay between real nodes: a veth per pair of nodes (a full mesh, made inside the nodes' namespaces, so it goes
  * with them and the host routes nothing), a /32 route to each peer's address over its link and a route to each peer's
- * pod CIDR via that address (IPv4 only: a dual-stack node's IPv6 pods cross only inside the agents' VXLAN overlay). The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
+ * pod CIDR via that address; between dual-stack nodes also a /128 route to the peer's IPv6 address and a route to its
+ * IPv6 pod CIDR, both via the peer's link-local address on the link. The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
  * there); VXLAN between the agents runs node address to node address over these links, and pods before any agent is
  * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge.
  */
@@ -407,11 +430,18 @@ export function underlayMesh(plans: readonly RealNodePlan[]): { links: UnderlayL
   const links: UnderlayLink[] = [];
   const routes: UnderlayRoute[] = [];
   for (const [i, a] of plans.entries()) {
-    for (const b of plans.slice(i + 1)) links.push({ netns: a.netns, device: device(b), peerNetns: b.netns, peerDevice: device(a) });
+    for (const b of plans.slice(i + 1)) {
+      const six = a.linkLocal6 && b.linkLocal6 ? { linkLocal6: a.linkLocal6, peerLinkLocal6: b.linkLocal6 } : {};
+      links.push({ netns: a.netns, device: device(b), peerNetns: b.netns, peerDevice: device(a), ...six });
+    }
     for (const b of plans) {
       if (b === a) continue;
       routes.push({ netns: a.netns, dest: `${b.nodeAddress}/32`, device: device(b) });
       routes.push({ netns: a.netns, dest: b.podCIDR, device: device(b), via: b.nodeAddress });
+      if (a.linkLocal6 && b.linkLocal6 && b.nodeAddress6 && b.podCIDRv6) {
+        routes.push({ netns: a.netns, dest: `${b.nodeAddress6}/128`, device: device(b), via: b.linkLocal6 });
+        routes.push({ netns: a.netns, dest: b.podCIDRv6, device: device(b), via: b.linkLocal6 });
+      }
     }
   }
   return { links, routes };

@@ -100,6 +100,11 @@ async function linkNodes(nodes: RealNode[]): Promise<void> {
     await runChecked(["ip", "-n", l.netns, "link", "add", l.device, "type", "veth", "peer", "name", l.peerDevice, "netns", l.peerNetns]);
     await runChecked(["ip", "-n", l.netns, "link", "set", l.device, "up"]);
     await runChecked(["ip", "-n", l.peerNetns, "link", "set", l.peerDevice, "up"]);
+    // Dual-stack: each end's link-local address, the next hop of the peer's IPv6 routes (no DAD: known unique per link).
+    if (l.linkLocal6 && l.peerLinkLocal6) {
+      await runChecked(["ip", "-n", l.netns, "-6", "addr", "add", `${l.linkLocal6}/64`, "dev", l.device, "nodad"]);
+      await runChecked(["ip", "-n", l.peerNetns, "-6", "addr", "add", `${l.peerLinkLocal6}/64`, "dev", l.peerDevice, "nodad"]);
+    }
   }
   for (const r of mesh.routes) {
     await runChecked(["ip", "-n", r.netns, "route", "add", r.dest, ...(r.via ? ["via", r.via] : []), "dev", r.device]);

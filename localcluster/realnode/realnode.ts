@@ -190,7 +190,8 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
         `--kubeconfig=${paths.kubeletKubeconfig}`,
         `--root-dir=${paths.kubeletRoot}`,
         `--hostname-override=${plan.name}`,
-        `--node-ip=${plan.nodeAddress}`,
+        // Dual-stack: both addresses (IPv4 first, the Node's primary), so status.hostIPs gives the agent both.
+        `--node-ip=${plan.nodeAddress}${plan.nodeAddress6 ? `,${plan.nodeAddress6}` : ""}`,
         `--cert-dir=${join(paths.pki, "kubelet-serving")}`,
       ]),
       paths.kubeletLog,
@@ -412,6 +413,8 @@ async function createNetwork(state: RealNodeState): Promise<void> {
   const ns = (args: string[]): Promise<void> => runChecked(["ip", "-n", plan.netns, ...args]);
   await ns(["link", "set", "lo", "up"]);
   await ns(["addr", "add", `${plan.nodeAddress}/30`, "dev", "eth0"]);
+  // A dual-stack node's IPv6 address: only its peers route to it (over the underlay), the host does not.
+  if (plan.nodeAddress6) await ns(["-6", "addr", "add", `${plan.nodeAddress6}/128`, "dev", "eth0", "nodad"]);
   await ns(["link", "set", "eth0", "up"]);
   await ns(["route", "add", "default", "via", plan.hostAddress]);
   const rules = join(plan.dir, "kubernetes-service.nft");
