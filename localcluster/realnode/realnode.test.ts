@@ -9,6 +9,7 @@ import { join } from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
 import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
@@ -590,6 +591,9 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as RuntimeEvent);
   }
 
+  /** A shell script run in pod two's app container (the runtime tests' selected container). */
+  const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
+
   /**
    * Writes a file into pod two's app container from an argument of the exec, not its stdin: `kubectl exec -i` with a
    * short piped input sometimes delivered none (an empty probe script ran and exited at once: the runtime tests'
@@ -606,7 +610,6 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
    * the app container's processes, the runtime's files in the node's state directory and the node's runtime pod's log.
    */
   async function runtimeDiagnostics(probeLog: string): Promise<string> {
-    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
     const probe = await inApp(`ls -l /probe.* /tp-probe.* 2>&1; wc -l < ${probeLog}; tail -n 8 ${probeLog}; echo '-- ps'; ps -o pid,ppid,stat,args`);
     const state = await node!.exec(["sh", "-c", "cd /var/run/membrane/state && ls -l --time-style=+%T.%N && echo '-- runtime-pods.json' && head -c 3000 runtime-pods.json && echo && echo '-- runtime-status.json' && head -c 3000 runtime-status.json && echo && echo '-- runtime-policies.yaml' && head -c 3000 runtime-policies.yaml; cat /proc/uptime"]);
     const pods = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[0].metadata.name}"]);
@@ -722,7 +725,6 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   const uptime = (): number => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
 
   test("runtime.enabled: the agent pod deleted with kubectl leaves the node's runtime pod running: the app container's open and exec (file and exec Override, fanotify) and its connect (connect Override) stay denied throughout, none got through", async (t) => {
-    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
     const policy = {
       apiVersion: "cilium.io/v1alpha1",
       kind: "TracingPolicyNamespaced",
@@ -781,47 +783,64 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
+  // The tracepoint Sigkill and the connect Override while no runtime runs on the node (its process SIGKILLed, or its pod
+  // replaced with runtime.keepSensorsOnExit): app-tp-kill kills the app container's processes that open /tmp/tp-kill,
+  // by the tracepoint program itself (bpf_send_signal), judged in the kernel by the container's cgroup (the sidecar's
+  // open of the same path is not killed).
+  const TP_KILL_POLICY = {
+    apiVersion: "cilium.io/v1alpha1",
+    kind: "TracingPolicyNamespaced",
+    metadata: { name: "app-tp-kill", namespace: RUNTIME_NS },
+    spec: {
+      containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+      tracepoints: [{
+        subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+        selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/tmp/tp-kill"] }], matchActions: [{ action: "Sigkill" }] }],
+      }],
+    },
+  };
+  // One line per round: the kernel's uptime, then the open (killed: status 137) and the connect (app-no-8080, still applied).
+  const TP_PROBE = [
+    "echo $$ > /tp-probe.pid",
+    "while [ ! -e /tp-probe.stop ]; do",
+    "  sleep 0.05",
+    "  read t _ < /proc/uptime",
+    "  sh -c 'cat /tmp/tp-kill' >/dev/null 2>&1; s=$?; if [ $s = 137 ]; then o=killed; else o=ran$s; fi",
+    "  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8080 2>&1)",
+    "  case \"$out\" in *'200 OK'*) c=connected;; *'not permitted'*) c=eperm;; *) c=other;; esac",
+    "  echo \"$t $o $c\"",
+    "done > /tp-probe.log 2>&1",
+  ].join("\n");
+  interface TpRound { t: number; open: string; connect: string }
+  const tpRounds = async (): Promise<TpRound[]> =>
+    (await inApp("cat /tp-probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 3).map(([tt, open, connect]) => ({ t: Number(tt), open: open!, connect: connect! }));
+  const tpDenied = (r: TpRound): boolean => r.open === "killed" && r.connect === "eperm";
+
+  /** app-tp-kill applied (Enforced 2/2) and TP_PROBE running in the app container, its last three rounds all denied. */
+  async function startTpProbe(): Promise<void> {
+    await applyEnforcedOnBothNodes(TP_KILL_POLICY);
+    await writeInApp("/tp-probe.sh", TP_PROBE);
+    assert.equal((await inApp("sh /tp-probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
+    await eventuallyOrDiagnose("the probe's rounds all denied", 60_000, "/tp-probe.log", async () => ((await tpRounds()).slice(-3).filter(tpDenied).length === 3 ? true : undefined));
+  }
+
+  /** Also after a failure: the probe stopped, its files and app-tp-kill gone, and the next test reads the file with no tracepoint policy left. */
+  async function removeTpProbe(): Promise<void> {
+    await inApp("touch /tp-probe.stop; test -f /tp-probe.pid && kill $(cat /tp-probe.pid) 2>/dev/null; rm -f /tp-probe.pid /tp-probe.log /tp-probe.sh /tp-probe.stop");
+    await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "--ignore-not-found"]);
+    await eventually("the app container's open of /tmp/tp-kill not killed once app-tp-kill is gone", 60_000, async () => ((await inApp("sh -c 'cat /tmp/tp-kill'; echo status $?")).stdout.includes("status 1") ? true : undefined));
+  }
+
+  /** The pid the first node's runtime pid file records (the process the agent finds). */
+  const runtimePid = async (): Promise<string> => (await node!.exec(["cat", "/var/run/membrane/state/runtime.pid"])).stdout.trim();
+
   test("runtime.enabled: the node's runtime process killed with SIGKILL: a tracepoint Sigkill with a containerSelector (its own program, judged by the app container's cgroup: the sidecar's open is not killed) and the connect Override keep acting while the kubelet restarts the runtime's container, whose runtime takes the pinned programs over", async (t) => {
-    const inApp = (script: string) => cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "app", "--", "sh", "-c", script]);
-    // The app container's processes opening /tmp/tp-kill are killed by the tracepoint program itself (bpf_send_signal).
-    const policy = {
-      apiVersion: "cilium.io/v1alpha1",
-      kind: "TracingPolicyNamespaced",
-      metadata: { name: "app-tp-kill", namespace: RUNTIME_NS },
-      spec: {
-        // Judged in the kernel by the container's cgroup: the sidecar's open of the same path is not killed.
-        containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
-        tracepoints: [{
-          subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
-          selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/tmp/tp-kill"] }], matchActions: [{ action: "Sigkill" }] }],
-        }],
-      },
-    };
-    // One line per round: the kernel's uptime, then the open (killed: status 137) and the connect (app-no-8080, still applied).
-    const probe = [
-      "echo $$ > /tp-probe.pid",
-      "while [ ! -e /tp-probe.stop ]; do",
-      "  sleep 0.05",
-      "  read t _ < /proc/uptime",
-      "  sh -c 'cat /tmp/tp-kill' >/dev/null 2>&1; s=$?; if [ $s = 137 ]; then o=killed; else o=ran$s; fi",
-      "  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8080 2>&1)",
-      "  case \"$out\" in *'200 OK'*) c=connected;; *'not permitted'*) c=eperm;; *) c=other;; esac",
-      "  echo \"$t $o $c\"",
-      "done > /tp-probe.log 2>&1",
-    ].join("\n");
     const runtime = async (): Promise<{ restarts: number; pid: string }> => {
       const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[0].status.containerStatuses[0].restartCount}"]);
-      const pid = await node!.exec(["cat", "/var/run/membrane/state/runtime.pid"]);
-      return { restarts: Number(r.stdout.trim()), pid: pid.stdout.trim() };
+      return { restarts: Number(r.stdout.trim()), pid: await runtimePid() };
     };
-    const rounds = async (): Promise<{ t: number; open: string; connect: string }[]> =>
-      (await inApp("cat /tp-probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 3).map(([tt, open, connect]) => ({ t: Number(tt), open: open!, connect: connect! }));
-    const denied = (r: { open: string; connect: string }): boolean => r.open === "killed" && r.connect === "eperm";
     try {
-      await applyEnforcedOnBothNodes(policy);
-      await writeInApp("/tp-probe.sh", probe);
-      assert.equal((await inApp("sh /tp-probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
-      await eventuallyOrDiagnose("the probe's rounds all denied", 60_000, "/tp-probe.log", async () => ((await rounds()).slice(-3).filter(denied).length === 3 ? true : undefined));
+      await startTpProbe();
       const sidecar = await cp!.kubectl(["exec", "-n", RUNTIME_NS, "two", "-c", "sidecar", "--", "sh", "-c", "sh -c 'cat /tmp/tp-kill'; echo status $?"]);
       assert.match(sidecar.stdout, /status 1$/m, `the sidecar's open of /tmp/tp-kill is not killed (not selected): ${sidecar.stdout}${sidecar.stderr}`);
       const before = await runtime();
@@ -836,18 +855,15 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
         return st.stdout === "2/2" ? now : undefined;
       });
       const backAt = uptime();
-      await eventually("three probe rounds after the runtime is back", 60_000, async () => ((await rounds()).filter((r) => r.t > backAt).length >= 3 ? true : undefined));
+      await eventually("three probe rounds after the runtime is back", 60_000, async () => ((await tpRounds()).filter((r) => r.t > backAt).length >= 3 ? true : undefined));
       await inApp("touch /tp-probe.stop; kill $(cat /tp-probe.pid)");
-      const all = (await rounds()).filter((r) => r.t >= killedAt);
+      const all = (await tpRounds()).filter((r) => r.t >= killedAt);
       const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
       t.diagnostic(`runtime pid ${before.pid} killed; restarted container's runtime (pid ${after.pid}) enforcing at +${(backAt - killedAt).toFixed(2)} s; ${all.length} probe rounds meanwhile: open not killed ${all.filter((r) => r.open !== "killed").length}, connect through ${all.filter((r) => r.connect === "connected").length}; load ${load}`);
       assert.ok(all.filter((r) => r.t > backAt).length >= 3 && all.some((r) => r.t < backAt), "probe rounds ran while no runtime ran and after");
-      assert.deepEqual(all.filter((r) => !denied(r)), [], "every open of the file killed and every connect refused, with and without a runtime");
+      assert.deepEqual(all.filter((r) => !tpDenied(r)), [], "every open of the file killed and every connect refused, with and without a runtime");
     } finally {
-      await inApp("touch /tp-probe.stop; test -f /tp-probe.pid && kill $(cat /tp-probe.pid) 2>/dev/null; rm -f /tp-probe.pid /tp-probe.log /tp-probe.sh /tp-probe.stop");
-      await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "--ignore-not-found"]);
-      // The next test reads the file with no tracepoint policy left.
-      await eventually("the app container's open of /tmp/tp-kill not killed once app-tp-kill is gone", 60_000, async () => ((await inApp("sh -c 'cat /tmp/tp-kill'; echo status $?")).stdout.includes("status 1") ? true : undefined));
+      await removeTpProbe();
     }
   });
 
@@ -904,6 +920,99 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       await eventually("the app container reading the file once the policy is gone", 30_000, async () => ((await inPod("app", "cat /www/index.html")).code === 0 ? true : undefined));
     } finally {
       await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-no-index", "--ignore-not-found"]);
+    }
+  });
+
+  test("runtime.keepSensorsOnExit: true by helm upgrade, then the rolling update of membrane-runtime that the upgrade back to the default makes: the tracepoint Sigkill and the connect Override keep acting while no runtime process runs on the node (none of the probe's opens or connects got through), the new pod's runtime adopts them and reports their events", async (t) => {
+    const blockStarted = Date.now();
+    const upgrade = async (keep: boolean): Promise<number> => {
+      const from = Date.now();
+      const r = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", `runtime.keepSensorsOnExit=${keep}`, "--timeout", "5m"]);
+      assert.equal(r.code, 0, r.stderr);
+      // The DaemonSet's own rollout (helm's --wait lets one of its pods through not yet Ready).
+      const rolled = await cp!.kubectl(["rollout", "status", "-n", AGENT_NS, "daemonset/membrane-runtime", "--timeout=180s"]);
+      assert.equal(rolled.code, 0, `membrane-runtime: ${rolled.stderr}${(await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-o", "wide"])).stdout}`);
+      return (Date.now() - from) / 1000;
+    };
+    /** The argv of a host process (the runtime pod shares the host's PID namespace), or undefined once it is gone (a zombie's is empty too). */
+    const argv = (pid: string): string[] | undefined => {
+      try {
+        const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+        return args.length > 0 ? args : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    /** A host process's start, in the kernel's uptime (field 22 of /proc/PID/stat, in clock ticks of 1/100 s). */
+    const startedAt = (pid: string): number => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19]) / 100;
+    const runtimePodNames = async (): Promise<string[]> =>
+      (await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[*].metadata.name}"])).stdout.split(" ").filter((n) => n !== "");
+    let restored = true;
+    let watching = true;
+    try {
+      restored = false;
+      const keptOnSeconds = await upgrade(true);
+      // The node's runtime now runs with the flag (its new pod's process, by the pid file the agent reads).
+      const keeping = await eventually("the node's runtime running with --keep-sensors-on-exit", 60_000, async () => {
+        const pid = await runtimePid();
+        return argv(pid)?.includes("--keep-sensors-on-exit") ? pid : undefined;
+      });
+      await startTpProbe();
+      const [oldPod] = await runtimePodNames();
+      const upgradeAt = uptime();
+      // The old runtime's exit, watched from the host while helm rolls the DaemonSet (one node at a time, either first).
+      const exited = (async (): Promise<number> => {
+        for (const deadline = Date.now() + 300_000; watching && Date.now() < deadline; await sleep(50)) if (!argv(keeping)?.includes("--keep-sensors-on-exit")) return uptime();
+        throw new Error(`runtime pid ${keeping} still running ${watching ? "300 s after the upgrade began" : "when the block ended"}`);
+      })();
+      exited.catch(() => undefined); // awaited below; a failed upgrade must not leave it unhandled
+      const restoredSeconds = await upgrade(false);
+      restored = true;
+      const exitedAt = await exited;
+      // The new pod's runtime: a new pid in the pid file, without the flag (the default again), its policies reported enforced.
+      const fresh = await eventuallyOrDiagnose("the new runtime pod's process enforcing app-tp-kill", 120_000, "/tp-probe.log", async () => {
+        const pid = await runtimePid();
+        const args = pid === keeping ? undefined : argv(pid);
+        if (!args || args.includes("--keep-sensors-on-exit")) return undefined;
+        const st = await cp!.kubectl(["get", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "-o", "jsonpath={.status.enforced}"]);
+        return st.stdout === "2/2" ? pid : undefined;
+      });
+      const freshStart = startedAt(fresh);
+      const backAt = uptime();
+      const newPods = await runtimePodNames();
+      assert.ok(newPods.length === 1 && newPods[0] !== oldPod, `node 1's runtime pod replaced: ${oldPod} before, ${newPods.join(", ")} after`);
+      // Its events reach the agent again: the kills and refusals it reports, after its process started (wall clock from the uptime).
+      const freshStartMs = Date.now() - (uptime() - freshStart) * 1000;
+      const reported = await eventuallyOrDiagnose("the new runtime's events of app-tp-kill and app-no-8080", 60_000, "/tp-probe.log", async () => {
+        const seen = new Set((await processEvents("two")).flatMap((e) => {
+          if (Date.parse(e.time) < freshStartMs) return [];
+          if ("process_tracepoint" in e) return [`${e.process_tracepoint.policy_name} ${e.process_tracepoint.action} ${e.process_tracepoint.process.pod?.container?.name}`];
+          return "process_kprobe" in e ? [`${e.process_kprobe.policy_name} ${e.process_kprobe.action} ${e.process_kprobe.process.pod?.container?.name}`] : [];
+        }));
+        return seen.size >= 2 ? [...seen].sort() : undefined;
+      });
+      assert.deepEqual(reported, ["app-no-8080 KPROBE_ACTION_OVERRIDE app", "app-tp-kill KPROBE_ACTION_SIGKILL app"]);
+      // Until the new runtime had applied both policies (its log's first "tracing policy enforced" of each), only the
+      // programs the old one kept pinned could refuse and kill.
+      const log = (await cp!.kubectl(["logs", "-n", AGENT_NS, newPods[0]!])).stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { time: number; msg: string; policy?: string });
+      const enforcedAt = ["app-no-8080", "app-tp-kill"].map((p) => log.find((l) => l.msg === "tracing policy enforced" && l.policy?.includes(p))?.time);
+      assert.ok(enforcedAt.every((at) => at !== undefined), `the new runtime's log names both policies enforced: ${log.map((l) => l.msg).join(" | ")}`);
+      const adoptedAt = uptime() - (Date.now() - Math.max(...(enforcedAt as number[]))) / 1000;
+      await eventually("three probe rounds after the new runtime applied both policies", 60_000, async () => ((await tpRounds()).filter((r) => r.t > adoptedAt).length >= 3 ? true : undefined));
+      await inApp("touch /tp-probe.stop; kill $(cat /tp-probe.pid)");
+      const all = (await tpRounds()).filter((r) => r.t >= upgradeAt);
+      const noRuntime = all.filter((r) => r.t > exitedAt && r.t < freshStart);
+      const keptOnly = all.filter((r) => r.t > exitedAt && r.t < adoptedAt);
+      const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+      t.diagnostic(`keep on: rolled in ${keptOnSeconds.toFixed(1)} s; back to the default: rolled in ${restoredSeconds.toFixed(1)} s, node 1's runtime (pid ${keeping}) exited at +${(exitedAt - upgradeAt).toFixed(2)} s, the next (pid ${fresh}) started +${(freshStart - exitedAt).toFixed(2)} s later, applied both policies at +${(adoptedAt - exitedAt).toFixed(2)} s (their status 2/2 from +${(backAt - exitedAt).toFixed(2)} s); ${all.length} probe rounds from the upgrade on, ${keptOnly.length} judged by the kept programs alone (${noRuntime.length} with no runtime process at all): open not killed ${all.filter((r) => r.open !== "killed").length}, connect through ${all.filter((r) => r.connect === "connected").length}; block ${((Date.now() - blockStarted) / 1000).toFixed(1)} s; load ${load}`);
+      assert.ok(keptOnly.length >= 3, `at least three probe rounds between the old runtime's exit and the new one's policies applied (${exitedAt}–${adoptedAt}): ${keptOnly.length}`);
+      assert.ok(all.filter((r) => r.t > adoptedAt).length >= 3, "probe rounds after the new runtime applied both policies");
+      assert.deepEqual(all.filter((r) => !tpDenied(r)), [], "every open of the file killed and every connect refused through the rolling update");
+    } finally {
+      watching = false;
+      // Later tests see the default they saw before (a roll of its own when the block failed before the upgrade back).
+      if (!restored) await upgrade(false).catch((err: unknown) => console.error("restoring runtime.keepSensorsOnExit=false:", err));
+      await removeTpProbe();
     }
   });
 
