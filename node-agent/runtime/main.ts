@@ -117,6 +117,9 @@ export async function run(args: string[]): Promise<number> {
   }
   const cfg = parsed.value;
   const log = pino({ name: "runtime" });
+  // A status an earlier runtime left describes that one (its file and exec hooks ended with it): gone before an agent
+  // can find this pid, which would otherwise read it as this runtime's until the first apply rewrites it.
+  if (cfg.statusFile !== undefined) fs.rmSync(cfg.statusFile, { force: true });
   // Before anything is applied: an agent that finds no runtime by it says EnforcerDown.
   if (cfg.pidFile !== undefined) fs.writeFileSync(cfg.pidFile, `${process.pid}\n`);
   const removePidFile = (): void => {

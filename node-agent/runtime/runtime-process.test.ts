@@ -214,6 +214,10 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
   /** A runtime as the agent starts it (AgentRuntime's file names, so its shutdown() finds them); recorded in the pid file. */
   const startRuntime = (...flags: string[]): { child: ChildProcess; stderr: () => string } => {
     fs.rmSync(path.join(dir, "runtime-status.json"), { force: true });
+    return spawnRuntime(flags);
+  };
+  /** A runtime started beside the files the last one left (its own pod's process: no agent removes them first). */
+  const spawnRuntime = (flags: readonly string[]): { child: ChildProcess; stderr: () => string } => {
     const child = spawn(MEMBRANE, ["runtime", "--export-file", path.join(dir, "events.log"), "--policy-file", path.join(dir, "runtime-policies.yaml"), "--status-file", path.join(dir, "runtime-status.json"), "--pods-file", path.join(dir, "runtime-pods.json"), "--node-name", "node-fo", "--metrics-address", "127.0.0.1:0", "--bpf-scope", FO_SCOPE, ...flags], { stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -385,5 +389,24 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     assert.equal(await term(fourth.child), 0, fourth.stderr());
     assert.deepEqual(pinned(FO_SCOPE), [], "nothing kept at a SIGTERM after the uninstall removed its policy file");
     assert.equal(await connectIn(NS_A, KEPT), "ConnectionRefusedError 111");
+  });
+
+  it("started as its own pod's process beside the status the last runtime left, it removes that status before its pid can be found: an agent never reads the last runtime's policies as enforced by this one (2026-12-05: Enforced 2/2 ~2 s before the new runtime had applied them)", async () => {
+    const ownPid = path.join(dir, "own.pid");
+    fs.rmSync(ownPid, { force: true });
+    writePolicies([denyPort("fresh", 7106)]);
+    // What the last runtime left: a policy it enforced that this one's file does not have.
+    fs.writeFileSync(path.join(dir, "runtime-status.json"), JSON.stringify({ node: "node-fo", policies: { "default/stale": { enforced: true, hooks: 1 } } }));
+    const r = spawnRuntime(["--pid-file", ownPid]);
+    await until("the new runtime's pid written", () => (fs.existsSync(ownPid) ? true : undefined), 30_000);
+    assert.equal(status()?.["default/stale"], undefined, "the last runtime's status is gone once this one's pid can be found");
+    await until("fresh enforced", () => (status()?.["default/fresh"]?.enforced ? true : undefined), 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; status: ${JSON.stringify(status())}; stderr: ${r.stderr()}`);
+    });
+    assert.equal(await connectIn(NS_A, 7106), "PermissionError 1");
+    const closed = new Promise<number | null>((done) => r.child.once("close", done));
+    r.child.kill("SIGTERM");
+    assert.equal(await closed, 0, r.stderr());
+    assert.deepEqual(pinned(FO_SCOPE), [], "SIGTERM without --keep-sensors-on-exit leaves nothing pinned");
   });
 });
