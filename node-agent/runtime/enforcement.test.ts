@@ -236,6 +236,37 @@ describe("TracingPolicy enforcement (fanotify permission events, real processes 
     assert.equal(fanotifyFds(), 0);
     assert.equal(fs.readdirSync("/proc/self/fd").length, fdsBefore);
   });
+
+  it("an open whose judging fails is denied (fail closed) and the log says why, naming the pid; the same failure again within a minute is counted, not logged again", async () => {
+    engine.apply([]);
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: "info" }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const broken = new RuntimeEnforcement({
+      nodeName: "node-a",
+      events: new ProcessEvents({ nodeName: "node-a" }),
+      emit: () => {},
+      log,
+      resolvePod: () => {
+        throw new Error("the pods file cannot be read");
+      },
+    });
+    try {
+      // A Post policy: judged, the open would succeed; the judging itself fails.
+      const status = broken.apply([tracingPolicy("post-hostname", fileHook("security_file_open", "Equal", [other], { action: "Post" }))]);
+      assert.deepEqual(status.get("post-hostname"), { enforced: true, hooks: 1 });
+      const denied = await runIn(OTHER_NS, "/bin/cat", [other]);
+      assert.equal(denied.code, 1, JSON.stringify(denied));
+      assert.match(denied.err, /Operation not permitted/);
+      const said = lines.filter((l) => l.msg === "permission event denied without a verdict: judging it failed");
+      assert.equal(said.length, 1, JSON.stringify(lines));
+      assert.equal(said[0]!.err, "the pods file cannot be read");
+      assert.equal(typeof said[0]!.pid, "number");
+      assert.equal((await runIn(OTHER_NS, "/bin/cat", [other])).code, 1, "denied again");
+      assert.equal(lines.filter((l) => l.msg === said[0]!.msg).length, 1, "not logged twice within a minute");
+    } finally {
+      broken.stop();
+    }
+  });
 });
 
 describe("a policy beyond the node's kernel rules", () => {

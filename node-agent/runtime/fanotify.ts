@@ -51,9 +51,16 @@ export class FanotifyGroup {
   private readonly answer = Buffer.alloc(8);
   /** Events whose handler threw (each was denied). */
   handlerErrors = 0;
+  private failed: { err: unknown; e: PermissionEvent } | undefined;
 
-  /** Throws FanotifyError when the kernel refuses a permission group (no CAP_SYS_ADMIN, no fanotify). */
-  constructor(private readonly onEvent: (e: PermissionEvent) => boolean) {
+  /**
+   * Throws FanotifyError when the kernel refuses a permission group (no CAP_SYS_ADMIN, no fanotify). `onError` hears
+   * of each event whose handler threw, after it was denied.
+   */
+  constructor(
+    private readonly onEvent: (e: PermissionEvent) => boolean,
+    private readonly onError?: (err: unknown, e: PermissionEvent) => void,
+  ) {
     const fd = fanotifyInit(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
     if (fd < 0) throw new FanotifyError("fanotify_init(FAN_CLASS_CONTENT)", koffi.errno());
     this.fd = fd;
@@ -101,15 +108,22 @@ export class FanotifyGroup {
         let allow: boolean;
         try {
           allow = this.onEvent(e);
-        } catch {
+        } catch (err) {
           allow = false; // fail closed: a handler that throws denies the open
           this.handlerErrors++;
+          this.failed = { err, e };
         }
         this.answer.writeInt32LE(e.fd, 0);
         this.answer.writeUInt32LE(allow ? FAN_ALLOW : FAN_DENY, 4);
         writeFd(this.fd, this.answer, 8);
         closeFd(e.fd);
         n++;
+        // Said once answered: the opener waits on nothing the report does.
+        if (this.failed !== undefined) {
+          const { err, e: failedEvent } = this.failed;
+          this.failed = undefined;
+          this.onError?.(err, failedEvent);
+        }
       }
     }
     return n;

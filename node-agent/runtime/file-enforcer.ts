@@ -52,6 +52,8 @@ export class FileEnforcer {
   private readonly hostNamespaces: Partial<Record<NamespaceType, number>>;
   /** Calls judged, by decision (tests and metrics). */
   readonly counts = { allowed: 0, denied: 0, killed: 0, posted: 0 };
+  /** Judging failures logged, by message (judgingFailed). */
+  private readonly failures = new Map<string, { at: number; since: number }>();
 
   constructor(private readonly opts: FileEnforcerOptions) {
     this.proc = opts.procRoot ?? "/proc";
@@ -67,7 +69,7 @@ export class FileEnforcer {
       wanted.set(m.scope, byPath);
       byPath.set(m.path, (byPath.get(m.path) ?? 0n) | m.mask);
     }
-    if (relevant.size > 0 && this.group === undefined) this.group = new FanotifyGroup((e) => this.judge(e));
+    if (relevant.size > 0 && this.group === undefined) this.group = new FanotifyGroup((e) => this.judge(e), (err, e) => this.judgingFailed(err, e));
     const group = this.group;
     if (group !== undefined) {
       // New marks first, then removals: a path both old and new policies name is never unmarked in between.
@@ -123,6 +125,24 @@ export class FileEnforcer {
     this.group = undefined;
     this.marks = new Map();
     this.plans = new Map();
+  }
+
+  /**
+   * A permission event whose judging threw: it was denied (fail closed) and no event could be posted, so the log says
+   * why: the first of each message, then at most one a minute with how many more were denied since.
+   */
+  private judgingFailed(err: unknown, e: PermissionEvent): void {
+    const message = err instanceof Error ? err.message : String(err);
+    const now = Date.now();
+    const seen = this.failures.get(message);
+    if (seen !== undefined && now - seen.at < 60_000) {
+      seen.since++;
+      return;
+    }
+    if (this.failures.size >= 64) this.failures.clear(); // messages that name pids or paths: keep the map bounded
+    this.failures.set(message, { at: now, since: 0 });
+    const stack = err instanceof Error ? err.stack?.split("\n").slice(1, 4).map((l) => l.trim()).join(" < ") : undefined;
+    this.opts.log.error({ pid: e.pid, err: message, ...(stack ? { at: stack } : {}), deniedSinceLast: seen?.since ?? 0 }, "permission event denied without a verdict: judging it failed");
   }
 
   /** One permission event: allow (true) or deny, after the actions of every policy whose selector matches. */
