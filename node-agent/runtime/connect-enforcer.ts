@@ -12,11 +12,11 @@ import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing
 import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink, unpinLink } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_INDEX_F, CONNECT_LAYOUT, CONNECT_RULES_MAX, CONNECT_SLOTS, CONNECT_SUBJECT, type ConnectEvent, type ConnectRule,
-  connectIndexKeySet, decodeConnectEvent, decodeRange, encodeConnectIndex, encodeConnectIndexKey, encodeConnectRule, encodeRange,
+  connectIndexKeySet, decodeConnectEvent, decodeRange, encodeConnectIndexKey, encodeConnectRule, encodeRange,
 } from "./connect-layout.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
 import type { ContainerCgroups } from "./containers.ts";
-import { netnsOf, selectedSubjects, signalProcess, subjectLists, type RuleSubject, type SubjectList } from "./selection.ts";
+import { encodeListRange, netnsOf, refusalOf, selectedSubjects, signalProcess, subjectLists, type RuleSubject, type SubjectList } from "./selection.ts";
 import fs from "node:fs";
 
 export const CONNECT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/connect.o");
@@ -116,12 +116,7 @@ export class ConnectEnforcer {
 
   /** Why these plans' connect hooks cannot be served together (a selector the programs cannot evaluate, beyond the node's rules), without writing anything. */
   check(plans: ReadonlyMap<string, EnforcementPlan>): string | undefined {
-    try {
-      this.compile(plans);
-      return undefined;
-    } catch (err) {
-      return err instanceof Error ? err.message : String(err);
-    }
+    return refusalOf(() => this.compile(plans));
   }
 
   /** Writes the rules of exactly these plans' connect hooks (loading and attaching the programs on first use, detaching them when none is left). Throws naming the field a rule cannot express. */
@@ -164,7 +159,7 @@ export class ConnectEnforcer {
     const flags = (lists.some((l) => l.subject === "netns") ? CONNECT_INDEX_F.netns : 0) | (lists.some((l) => l.subject === "cgroup") ? CONNECT_INDEX_F.cgroup : 0);
     let at = first;
     for (const l of lists) {
-      index.update(encodeConnectIndexKey({ setFirst: first, subject: CONNECT_SUBJECT[l.subject], id: l.id }), encodeConnectIndex({ first: at, count: l.members.length, flags: l.subject === "any" ? flags : 0, netns: l.netns }));
+      index.update(encodeConnectIndexKey({ setFirst: first, subject: CONNECT_SUBJECT[l.subject], id: l.id }), encodeListRange(CONNECT_LAYOUT.index, { first: at, count: l.members.length, flags: l.subject === "any" ? flags : 0, netns: l.netns }));
       at += l.members.length;
     }
     this.previousOrigins = this.origins;

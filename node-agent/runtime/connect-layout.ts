@@ -47,16 +47,6 @@ export function connectIndexKeySet(key: Buffer): number {
   return key.readUInt32LE(CONNECT_LAYOUT.indexKey.setFirst);
 }
 
-/** The range of membrane_connect_rules a list is; flags (CONNECT_INDEX_F) on every-process keys, the pod's network namespace on cgroup keys. */
-export function encodeConnectIndex(x: { first: number; count: number; flags: number; netns: number }): Buffer {
-  const L = CONNECT_LAYOUT.index;
-  const b = Buffer.alloc(L.size);
-  b.writeUInt32LE(x.first, L.first);
-  b.writeUInt32LE(x.count, L.count);
-  b.writeUInt32LE(x.flags, L.flags);
-  b.writeUInt32LE(x.netns >>> 0, L.netns);
-  return b;
-}
 
 /** One rule as bpf/connect.c reads it. */
 export interface ConnectRule {

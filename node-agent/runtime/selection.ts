@@ -96,3 +96,39 @@ export function signalProcess(pid: number, sig: number, log: Logger): void {
     log.warn({ pid, sig, err: String(err) }, "could not signal the process");
   }
 }
+
+/** Where a list's range of the rule array sits in both programs' index values (struct tp_index, struct connect_index). */
+export interface ListRangeLayout {
+  readonly size: number;
+  readonly first: number;
+  readonly count: number;
+  readonly flags: number;
+  readonly netns: number;
+}
+
+/** A list's range of the rule array, with flags (every-process keys) and the pod's network namespace (cgroup keys). */
+export interface ListRange {
+  readonly first: number;
+  readonly count: number;
+  readonly flags: number;
+  readonly netns: number;
+}
+
+export function encodeListRange(L: ListRangeLayout, x: ListRange): Buffer {
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(x.first, L.first);
+  b.writeUInt32LE(x.count, L.count);
+  b.writeUInt32LE(x.flags, L.flags);
+  b.writeUInt32LE(x.netns >>> 0, L.netns);
+  return b;
+}
+
+/** Why `compile` refuses (its error's message), or undefined when it does not: a dry run before anything is written. */
+export function refusalOf(compile: () => unknown): string | undefined {
+  try {
+    compile();
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}

@@ -18,11 +18,11 @@ import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing
 import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing, unpinLink } from "../bpf/loader.ts";
 import type { ContainerCgroups } from "./containers.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
-import { netnsOf, selectedSubjects, subjectLists, type RuleSubject } from "./selection.ts";
+import { encodeListRange, netnsOf, refusalOf, selectedSubjects, subjectLists, type ListRange, type RuleSubject } from "./selection.ts";
 import { readTracepointCatalogue, TRACEPOINT_SUBSYSTEMS, type TracepointCatalogue } from "./tracefs.ts";
 import {
-  TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_INDEX_F, TP_OP, TP_RULES_MAX, TP_STR_MAX, TP_SUBJECT, type TpBinary, type TpEvent, type TpFilter, type TpIndex, type TpRule,
-  decodeTpEvent, encodeTpBinary, encodeTpHook, encodeTpIndex, encodeTpIndexKey, encodeTpRule, tpBinaryMatches, tpIndexKeySet,
+  TP_ACTION, TP_ARGS_MAX, TP_BINARIES_MAX, TP_F, TP_FILTERS_MAX, TP_HOOKS_MAX, TP_INDEX_F, TP_LAYOUT, TP_OP, TP_RULES_MAX, TP_STR_MAX, TP_SUBJECT, type TpBinary, type TpEvent, type TpFilter, type TpRule,
+  decodeTpEvent, encodeTpBinary, encodeTpHook, encodeTpIndexKey, encodeTpRule, tpBinaryMatches, tpIndexKeySet,
 } from "./tracepoint-layout.ts";
 
 export const TRACEPOINT_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/tracepoint.o");
@@ -129,7 +129,7 @@ export class TracepointEnforcer {
       const r = compiled.rules[i]!;
       rulesMap.update(u32(set * TP_RULES_MAX + at), encodeTpRule({ ...r, hook: set * TP_HOOKS_MAX + r.hook }));
     });
-    for (const x of compiled.lists.index) index.update(encodeTpIndexKey({ ...x, set }), encodeTpIndex({ ...x, first: set * TP_RULES_MAX + x.first }));
+    for (const x of compiled.lists.index) index.update(encodeTpIndexKey({ ...x, set }), encodeListRange(TP_LAYOUT.index, { ...x, first: set * TP_RULES_MAX + x.first }));
     for (const slot of this.origins.keys()) if (Math.floor(slot / TP_RULES_MAX) === set) this.origins.delete(slot);
     compiled.lists.order.forEach((i, at) => this.origins.set(set * TP_RULES_MAX + at, compiled.origins[i]!));
     inForceWord.update(u32(0), u32(compiled.rules.length > 0 ? set + 1 : 0));
@@ -155,12 +155,7 @@ export class TracepointEnforcer {
 
   /** Why these plans' tracepoints cannot be served together (beyond the node's rules, hooks or matchBinaries values), without writing anything. */
   check(plans: ReadonlyMap<string, EnforcementPlan>): string | undefined {
-    try {
-      this.compile(plans);
-      return undefined;
-    } catch (err) {
-      return err instanceof Error ? err.message : String(err);
-    }
+    return refusalOf(() => this.compile(plans));
   }
 
   /**
@@ -473,13 +468,13 @@ function parseInteger(v: string): bigint | undefined {
 /** The lists of a rule set (set-relative): the rules' indexes in slot order, and the index keys naming their ranges. */
 export interface RuleLists {
   readonly order: readonly number[];
-  readonly index: readonly (TpIndex & { readonly eventId: number; readonly subject: number; readonly id: bigint })[];
+  readonly index: readonly (ListRange & { readonly eventId: number; readonly subject: number; readonly id: bigint })[];
 }
 
 /** Each caller's list of the rules it can match (subjectLists), per tracepoint; every tracepoint gets its every-process key, flagged with the subjects it has lists of. */
 export function ruleLists(hooks: readonly { eventId: number }[], rules: readonly TpRule[]): RuleLists {
   const order: number[] = [];
-  const index: (TpIndex & { eventId: number; subject: number; id: bigint })[] = [];
+  const index: (ListRange & { eventId: number; subject: number; id: bigint })[] = [];
   const byEvent = new Map<number, number[]>();
   rules.forEach((r, i) => {
     const id = hooks[r.hook]!.eventId;

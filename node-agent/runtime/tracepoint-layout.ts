@@ -85,23 +85,6 @@ export function tpIndexKeySet(key: Buffer): number {
   return key.readUInt8(TP_LAYOUT.indexKey.set);
 }
 
-/** The range of membrane_tp_rules an index key names; flags (TP_INDEX_F) on every-process keys, the pod's network namespace on cgroup keys. */
-export interface TpIndex {
-  readonly first: number;
-  readonly count: number;
-  readonly flags: number;
-  readonly netns: number;
-}
-
-export function encodeTpIndex(x: TpIndex): Buffer {
-  const L = TP_LAYOUT.index;
-  const b = Buffer.alloc(L.size);
-  b.writeUInt32LE(x.first, L.first);
-  b.writeUInt32LE(x.count, L.count);
-  b.writeUInt32LE(x.flags, L.flags);
-  b.writeUInt32LE(x.netns >>> 0, L.netns);
-  return b;
-}
 
 /** One matchBinaries value: op is TP_OP.Equal (In), Prefix or Postfix. */
 export interface TpBinary {
