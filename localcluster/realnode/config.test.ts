@@ -11,7 +11,7 @@ import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 
 const contains = (outer: string, inner: string): boolean => prefixContains(parsePrefix(outer)!, parsePrefix(inner)!);
 import { selectsDevice } from "../../core/devices.ts";
-import { CLUSTER_POD_CIDR_V6, MEMBRANE_CHART_VALUES, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
+import { CLUSTER_DNS_ADDRESS, CLUSTER_POD_CIDR_V6, KUBERNETES_SERVICE, MEMBRANE_CHART_VALUES, SERVICE_CIDR, SERVICE_CIDR_V6, realNodeApiserverArgs, TUNNEL_DEVICE, underlayMesh, cniConflist, containerdConfig, holderScript, kubeProxyConfig, kubeProxyKubeconfig, kubeletConfig, kubeletKubeconfig, kubernetesServiceRules, planRealNode } from "./config.ts";
 
 describe("real node plan", () => {
   test("names the netns, host veth, cgroup and a /30 from the name and index", () => {
@@ -162,6 +162,23 @@ describe("real node files", () => {
     const k = parse(kubeProxyKubeconfig(plan, 6443, "/pki/ca.crt")) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };
     assert.equal(k.clusters[0]!.cluster["server"], "https://10.254.0.13:6443");
     assert.equal(k.users[0]!.user["client-certificate"], "/tmp/n/pki/kube-proxy.crt");
+  });
+
+  test("dual-stack Services: the API server gets an IPv6 Service range after the IPv4 one, apart from the pods' and nodes' IPv6 ranges, and a dual-stack node's kube-proxy counts both pod ranges as the cluster's", () => {
+    assert.deepEqual(realNodeApiserverArgs(["IPv4"]), ["--service-cluster-ip-range=10.96.0.0/16"]);
+    assert.deepEqual(realNodeApiserverArgs(["IPv4", "IPv6"]), ["--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/112"]);
+    // IPv4 stays the primary family: the kubernetes Service and the cluster DNS keep their IPv4 addresses.
+    for (const a of [KUBERNETES_SERVICE.address, CLUSTER_DNS_ADDRESS]) assert.ok(contains(SERVICE_CIDR, a), `${a} in ${SERVICE_CIDR}`);
+    const dual = planRealNode({ name: "d", dir: "/tmp/d", index: 255, ipFamilies: ["IPv4", "IPv6"] });
+    assert.ok(dual.ok);
+    for (const range of [CLUSTER_POD_CIDR_V6, dual.plan.podCIDRv6!, `${dual.plan.nodeAddress6!}/128`, `${dual.plan.linkLocal6!}/128`]) {
+      assert.ok(!contains(SERVICE_CIDR_V6, range) && !contains(range, SERVICE_CIDR_V6), `${SERVICE_CIDR_V6} apart from ${range}`);
+    }
+    const proxy = parse(kubeProxyConfig(dual.plan)) as { clusterCIDR: string; nodePortAddresses: string[] };
+    assert.equal(proxy.clusterCIDR, `10.244.0.0/16,${CLUSTER_POD_CIDR_V6}`);
+    assert.deepEqual(proxy.nodePortAddresses, ["10.254.3.254/32", "fd00:10:254::ff:2/128"]);
+    // An IPv4-only node's kube-proxy as before.
+    assert.deepEqual((parse(kubeProxyConfig(plan)) as { nodePortAddresses: string[] }).nodePortAddresses, ["10.254.0.14/32"]);
   });
 
   test("three nodes: one veth per pair, each node routes every peer's address over its link and the peer's pod CIDR via that address", () => {

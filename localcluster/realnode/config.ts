@@ -198,6 +198,23 @@ export const KUBERNETES_SERVICE = { address: "10.96.0.1", port: 443 } as const;
 
 /** The Services' range (the API server's --service-cluster-ip-range): kube-proxy routes ClusterIPs in it. */
 export const SERVICE_CIDR = "10.96.0.0/16";
+/**
+ * A dual-stack cluster's IPv6 Service range (kind's default for dual-stack clusters), second after SERVICE_CIDR: the
+ * API server's primary family stays IPv4, so the kubernetes Service and the cluster DNS keep 10.96.0.1 and 10.96.0.10,
+ * and a Service gets an IPv6 ClusterIP only when its ipFamilyPolicy asks for one. Apart from the pods'
+ * (CLUSTER_POD_CIDR_V6) and the nodes' (NODE_ADDRESSES_V6) IPv6 ranges.
+ */
+export const SERVICE_CIDR_V6 = "fd00:10:96::/112";
+
+/**
+ * The kube-apiserver flags a real-node cluster of these pod families needs (startControlPlane's apiserverArgs): its
+ * Service ranges, both for dual-stack pods. Passed after the control-plane binary's own IPv4-only range, which they
+ * replace (the last value of a flag wins). kube-controller-manager needs no matching flags: it allocates no pod CIDRs
+ * here (startRealNode sets each Node's), so its Service and cluster ranges are unused.
+ */
+export function realNodeApiserverArgs(families: IPFamilies): string[] {
+  return [`--service-cluster-ip-range=${families.length === 2 ? `${SERVICE_CIDR},${SERVICE_CIDR_V6}` : SERVICE_CIDR}`];
+}
 /** The kube-dns Service's ClusterIP (kubeadm's: the tenth address of the Service range): the kubelets' clusterDNS (coredns.ts). */
 export const CLUSTER_DNS_ADDRESS = "10.96.0.10";
 export const CLUSTER_DOMAIN = "cluster.local";
@@ -207,8 +224,8 @@ export const CLUSTER_DOMAIN = "cluster.local";
  */
 export const CLUSTER_POD_CIDR = "10.244.0.0/16";
 /**
- * A dual-stack node's IPv6 pod CIDR (fd00:10:244:<index in hex>::/64) lies in it. Only the nodes' Node objects, CNI
- * plugins and CiliumNodes carry it: kube-proxy and the API server's Services stay IPv4 (no IPv6 ClusterIPs here).
+ * A dual-stack node's IPv6 pod CIDR (fd00:10:244:<index in hex>::/64) lies in it: the nodes' Node objects, CNI plugins
+ * and CiliumNodes carry it, and a dual-stack node's kube-proxy counts it as the cluster's (its second cluster CIDR).
  */
 export const CLUSTER_POD_CIDR_V6 = "fd00:10:244::/56";
 
@@ -295,9 +312,10 @@ export function kubeProxyConfig(plan: RealNodePlan): string {
     bindAddress: plan.nodeAddress,
     healthzBindAddress: "127.0.0.1:10256",
     metricsBindAddress: "127.0.0.1:10249",
-    clusterCIDR: CLUSTER_POD_CIDR,
+    // A dual-stack node's kube-proxy also routes IPv6 ClusterIPs (SERVICE_CIDR_V6): one cluster CIDR per family.
+    clusterCIDR: plan.podCIDRv6 ? `${CLUSTER_POD_CIDR},${CLUSTER_POD_CIDR_V6}` : CLUSTER_POD_CIDR,
     detectLocalMode: "ClusterCIDR",
-    nodePortAddresses: [`${plan.nodeAddress}/32`],
+    nodePortAddresses: [`${plan.nodeAddress}/32`, ...(plan.nodeAddress6 ? [`${plan.nodeAddress6}/128`] : [])],
     oomScoreAdj: 0,
     conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: "0s", tcpCloseWaitTimeout: "0s", udpTimeout: "0s", udpStreamTimeout: "0s" },
   });

@@ -12,7 +12,7 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse, parseAllDocuments } from "yaml";
 import { startControlPlane, type ControlPlane } from "../cluster.ts";
-import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodePaths } from "./config.ts";
+import { CGROUP_HIERARCHIES, CLUSTER_DNS_ADDRESS, NODE_CNI_DIRS, SERVICE_CIDR_V6, TUNNEL_DEVICE, UNDERLAY_DEVICE_PREFIX, realNodeApiserverArgs, realNodePaths } from "./config.ts";
 import { CHART_DIR } from "../chart.ts";
 import { parsePrefix, prefixContains } from "../../core/cidr.ts";
 import { installCoreDNS } from "./coredns.ts";
@@ -94,9 +94,11 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     sysctlsBefore = sysctls();
     hostKubeletDirBefore = existsSync("/var/lib/kubelet");
     scratch = await mkdtemp(join(tmpdir(), "membrane-realnode-test-"));
-    cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true });
-    // Dual-stack pods (each node also an IPv6 pod CIDR): the IPv6 test below; every other test uses the pods' IPv4 addresses.
-    nodes = await startRealNodes({ namePrefix: prefix, count: 2, dir: join(scratch, "nodes"), controlPlane: { dir: cp.dir, server: cp.server }, firstIndex: index, ipFamilies: ["IPv4", "IPv6"] });
+    // Dual-stack pods (each node also an IPv6 pod CIDR) and Services (an IPv6 Service range after the IPv4 one): the IPv6
+    // tests below; every other test uses the pods' IPv4 addresses and single-stack (IPv4) Services.
+    const families = ["IPv4", "IPv6"] as const;
+    cp = await startControlPlane({ dir: join(scratch, "cp"), controllers: true, apiserverArgs: realNodeApiserverArgs(families) });
+    nodes = await startRealNodes({ namePrefix: prefix, count: 2, dir: join(scratch, "nodes"), controlPlane: { dir: cp.dir, server: cp.server }, firstIndex: index, ipFamilies: families });
     [node, node2] = nodes.nodes;
     const ns = await cp.kubectl(["create", "namespace", NS]);
     assert.equal(ns.code, 0, ns.stderr);
@@ -445,7 +447,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       return pods.length === 2 && pods.every((p) => p.status.phase === "Running" && p.status.podIP) ? pods.find((p) => p.metadata.name === "server")!.status.podIP : undefined;
     });
     // Membrane's addresses are the ones kube-proxy counts as the cluster's (its --cluster-cidr: not masqueraded).
-    const clusterCIDR = (parse(readFileSync(join(node!.plan.dir, "kube-proxy.yaml"), "utf8")) as { clusterCIDR: string }).clusterCIDR;
+    const clusterCIDR = (parse(readFileSync(join(node!.plan.dir, "kube-proxy.yaml"), "utf8")) as { clusterCIDR: string }).clusterCIDR.split(",")[0]!;
     assert.ok(prefixContains(parsePrefix(clusterCIDR)!, parsePrefix(serverIP!)!) && prefixContains(parsePrefix(node2!.plan.podCIDR)!, parsePrefix(serverIP!)!), `${serverIP} in kube-proxy's ${clusterCIDR} and the server's node's ${node2!.plan.podCIDR}`);
     const get = () => cp!.kubectl(["exec", "-n", POLICY_NS, "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${serverIP} 8080`]);
     const before = await get();
@@ -577,6 +579,60 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     } finally {
       // Gone before the uninstall's tests, which wait for every pod of the pod network to leave.
       await cp!.kubectl(["delete", "namespace", V6_NS, "--wait=false"]);
+    }
+  });
+
+  test("a dual-stack Service (RequireDualStack) in front of the server pod on the other node: the allowed client's connect to its IPv6 ClusterIP is handed the server pod's IPv6 address at the socket (its node's flows name the backend, never the ClusterIP), and a client the CiliumNetworkPolicy does not allow is dropped at the server's node", async () => {
+    // The IPv4 policy test's pods and policy: server (app=server, the other node) admits app=allowed of its namespace, as
+    // the client (the first node) is labelled by now. The denied client: another namespace's pod, on the client's node.
+    const SVC6_NS = "realnode-svc6";
+    const started = Date.now();
+    assert.equal((await cp!.kubectl(["create", "namespace", SVC6_NS])).code, 0);
+    try {
+      const denied = { apiVersion: "v1", kind: "Pod", metadata: { name: "denied6", namespace: SVC6_NS, labels: { app: "denied6" } }, spec: { nodeName: name, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image: node!.images.busybox, imagePullPolicy: "Never", command: ["sleep", "3600"] }] } };
+      const svc = { apiVersion: "v1", kind: "Service", metadata: { name: "server-dual", namespace: POLICY_NS }, spec: { ipFamilyPolicy: "RequireDualStack", selector: { app: "server" }, ports: [{ port: 80, targetPort: 8080 }] } };
+      for (const o of [denied, svc]) {
+        const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(o));
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const clusterIPs = JSON.parse((await cp!.kubectl(["get", "service", "-n", POLICY_NS, "server-dual", "-o", "jsonpath={.spec.clusterIPs}"])).stdout || "[]") as string[];
+      // IPv4 first (the cluster's primary family), then one of the IPv6 Service range.
+      assert.equal(clusterIPs.length, 2, `two ClusterIPs: ${JSON.stringify(clusterIPs)}`);
+      const vip6 = clusterIPs[1]!;
+      assert.ok(clusterIPs[0]!.startsWith("10.96.") && prefixContains(parsePrefix(SERVICE_CIDR_V6)!, parsePrefix(vip6)!), `${JSON.stringify(clusterIPs)}: 10.96.x.y, then one in ${SERVICE_CIDR_V6}`);
+      const server6 = (await cp!.kubectl(["get", "pod", "-n", POLICY_NS, "server", "-o", "jsonpath={.status.podIPs[1].ip}"])).stdout.trim();
+      assert.ok(prefixContains(parsePrefix(node2!.plan.podCIDRv6!)!, parsePrefix(server6)!), `the server's IPv6 address ${server6} in ${node2!.plan.podCIDRv6}`);
+      const viaService = (ns: string, pod: string) => cp!.kubectl(["exec", "-n", ns, pod, "--", "sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${vip6} 80`]);
+
+      const allowed = await eventually("the allowed client answered at the IPv6 ClusterIP", 30_000, async () => {
+        const r = await viaService(POLICY_NS, "client");
+        return r.stdout.includes("200 OK") ? r : undefined;
+      });
+      assert.match(allowed.stdout, /200 OK/);
+      const clientFlows = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(name), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--from-pod", `${POLICY_NS}/client`, "-o", "json"]);
+      const destinations = clientFlows.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { destination: { ip?: string } }).destination.ip);
+      assert.ok(destinations.includes(server6), `the client's flows reach the server pod's ${server6}: ${destinations.join(", ")}`);
+      assert.ok(!destinations.includes(vip6), `no flow of the client to the IPv6 ClusterIP ${vip6}: translated at the socket`);
+
+      // Dropped at the server's node as the backend's address and port: translated at the socket, refused by policy.
+      await eventually("the denied client's pod running", 60_000, async () => ((await cp!.kubectl(["get", "pod", "-n", SVC6_NS, "denied6", "-o", "jsonpath={.status.phase}"])).stdout === "Running" ? true : undefined));
+      const serverAgent = await agentPod(name2);
+      const answered: string[] = [];
+      const drops = await eventually("the denied client's IPv6 drop in the server's node's flows", 30_000, async () => {
+        const r = await viaService(SVC6_NS, "denied6");
+        if (r.stdout.includes("200 OK")) answered.push(r.stdout);
+        const f = await cp!.kubectl(["exec", "-n", AGENT_NS, serverAgent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--from-pod", `${SVC6_NS}/denied6`, "-o", "json"]);
+        const flows = f.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { source: { pod?: string }; destination: { ip?: string; port?: number }; dropReason?: string });
+        return flows.length > 0 ? flows : undefined;
+      });
+      assert.deepEqual(answered, [], "no attempt of the denied client was answered");
+      assert.deepEqual({ source: drops[0]!.source.pod, destinationIP: drops[0]!.destination.ip, port: drops[0]!.destination.port }, { source: "denied6", destinationIP: server6, port: 8080 });
+      assert.match(drops[0]!.dropReason ?? "", /policy denied/);
+      console.log(`# the IPv6 Service test took ${Date.now() - started} ms`);
+    } finally {
+      await cp!.kubectl(["delete", "service", "-n", POLICY_NS, "server-dual", "--ignore-not-found"]);
+      // Gone before the uninstall's tests, which wait for every pod of the pod network to leave.
+      await cp!.kubectl(["delete", "namespace", SVC6_NS, "--wait=false"]);
     }
   });
 
