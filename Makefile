@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 BENCHES := $(notdir $(wildcard bench/*))
 BENCHES := $(filter-out README.md lib,$(BENCHES))
 
-.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-realnode-conformance test-upstream test-dns-soak test-l7-slowloris typecheck lint demo bench down
+.PHONY: deps build image test test-unit test-kernel test-e2e test-realnode test-realnode-conformance test-upstream test-dns-soak test-l7-slowloris typecheck lint demo bench down verifier-report
 
 deps:
 	bash scripts/install-deps.sh
@@ -89,3 +89,7 @@ bench-cni: build
 
 bench-%: deps
 	node --import tsx bench/$*/main.ts
+
+# Each shipped eBPF program's verifier cost on this kernel (processed instructions and share of the limit, one JSON
+# line): bench/verifier; root, loads eBPF (flock /tmp/membrane-kernel.lock on a shared machine), ~5 s idle.
+verifier-report: bench-verifier

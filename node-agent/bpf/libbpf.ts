@@ -39,6 +39,8 @@ export const c = {
   nextProgram: fn(libbpf, "void *bpf_object__next_program(void *obj, void *prog)"),
   programName: fn(libbpf, "const char *bpf_program__name(void *prog)"),
   programType: fn(libbpf, "int bpf_program__type(void *prog)"),
+  programSetLogBuf: fn(libbpf, "int bpf_program__set_log_buf(void *prog, void *log_buf, size_t log_size)"),
+  programSetLogLevel: fn(libbpf, "int bpf_program__set_log_level(void *prog, uint32_t log_level)"),
   mapLookup: fn(libbpf, "int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)"),
   mapDelete: fn(libbpf, "int bpf_map_delete_elem(int fd, const void *key)"),
   mapNextKey: fn(libbpf, "int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next)"),

@@ -294,6 +294,13 @@ export interface LoadOptions {
    * object with the same maxEntries opens them instead of loading: the kernel does not verify them again.
    */
   readonly reusePrograms?: boolean;
+  /**
+   * Asks the kernel for each program's verifier statistics (BPF_LOG_STATS: `processed N insns ...`; nothing of the
+   * verification itself changes) into a log of `bytes` per program, and hands every log over after the load, also a
+   * failed one (the programs libbpf reached). A log too small fails the load with ENOSPC. node-agent/bpf/verifier.ts
+   * reads them; with reusePrograms a reused program has no log.
+   */
+  readonly verifierLog?: { readonly bytes: number; readonly onLog: (program: string, log: string) => void };
 }
 
 /** A loaded BPF object whose maps are pinned (a reload reuses them, so state survives restarts). */
@@ -375,12 +382,15 @@ export class BpfObject {
         const aside = setAsideIncompatiblePin(m, name, path.join(pinDir, name));
         if (aside) replaced.push(aside);
       }
+      const logs = opts.verifierLog ? askVerifierStats(obj, opts.verifierLog.bytes) : [];
       try {
         check(`load ${objectPath}`, c.load(obj));
       } catch (err) {
         for (const r of replaced) restorePin(r);
         replaced.length = 0;
         throw err;
+      } finally {
+        for (const l of logs) opts.verifierLog?.onLog(l.program, l.buf.subarray(0, Math.max(0, l.buf.indexOf(0))).toString());
       }
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
@@ -426,6 +436,21 @@ export class BpfObject {
   unpin(): void {
     fs.rmSync(this.pinDir, { recursive: true, force: true });
   }
+}
+
+const BPF_LOG_STATS = 4;
+
+/** Gives every program of an opened object a log buffer at BPF_LOG_STATS (libbpf then never retries at level 1). */
+function askVerifierStats(obj: Ptr, bytes: number): { program: string; buf: Buffer }[] {
+  const logs: { program: string; buf: Buffer }[] = [];
+  for (let p = c.nextProgram(obj, null) as Ptr; p; p = c.nextProgram(obj, p) as Ptr) {
+    const buf = Buffer.alloc(bytes);
+    const program = c.programName(p) as string;
+    check(`log buffer ${program}`, c.programSetLogBuf(p, koffi.address(buf), buf.length)); // kept alive in logs until the load returns
+    check(`log level ${program}`, c.programSetLogLevel(p, BPF_LOG_STATS));
+    logs.push({ program, buf });
+  }
+  return logs;
 }
 
 /** The digest of the object's program pins, or undefined when the object cannot be read (libbpf then reports why). */
