@@ -226,7 +226,7 @@ test("an HTTP rule for an IPv6 pod: GET /public goes through the L7 proxy on the
   const denied = await curl(`http://[${ADDR.server}]/private`);
   assert.deepEqual([denied?.status, denied?.body], [403, "Access denied"]);
   assert.doesNotMatch(deathstarLog, /private/, "the denied request never reached the server");
-  assert.match(deathstarLog, new RegExp(`request GET /public ${ADDR.uplink}`), "the proxy's upstream connection brought the allowed one");
+  assert.match(deathstarLog, new RegExp(`request GET /public ${ADDR.node}\n`), "the proxy's upstream connection brought the allowed one, from the proxy's IPv6 address");
   drain();
   assert.deepEqual(events.filter((e) => e.reason === DROP_REASONS[13]), [], "no PROXY_REDIRECT drop");
 });

@@ -1152,6 +1152,21 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     return (await cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", request(deathstarIP, method, path)])).stdout.trim();
   }
 
+  /** A pod of L7_NS's IPv6 address (the nodes are dual-stack: the second of status.podIPs). */
+  async function l7PodIPv6(podName: string): Promise<string> {
+    const p = JSON.parse((await cp!.kubectl(["get", "pod", "-n", L7_NS, podName, "-o", "json"])).stdout) as PodView & { status: { podIPs?: { ip: string }[] } };
+    const v6 = p.status.podIPs?.[1]?.ip;
+    assert.ok(v6?.includes(":"), `${podName}'s IPv6 address in status.podIPs: ${JSON.stringify(p.status.podIPs)}`);
+    return v6!;
+  }
+
+  /** A node's agent's L7 request flows (`membrane observe --protocol HTTP` with `filter`): "VERDICT METHOD URL SOURCE_IP DESTINATION_IP" each. */
+  async function l7RequestFlows(nodeName: string, filter: readonly string[]): Promise<string[]> {
+    const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(nodeName), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--protocol", "HTTP", ...filter, "-o", "json"]);
+    const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { verdict: string; source?: { ip?: string }; destination?: { ip?: string }; l7?: { type: string; http?: { method: string; url: string } } });
+    return flows.filter((f) => f.l7?.type === "REQUEST").map((f) => `${f.verdict} ${f.l7!.http?.method} ${f.l7!.http?.url} ${f.source?.ip} ${f.destination?.ip}`);
+  }
+
   async function l7Pods(selector: string): Promise<(PodView & { metadata: { uid: string } })[]> {
     const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", selector, "-o", "json"]);
     return (JSON.parse(r.stdout) as { items: (PodView & { metadata: { uid: string } })[] }).items.filter((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
@@ -1274,14 +1289,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   test("over IPv6 the L7 proxy answers across nodes and on one: the far and the near x-wing's landing at the deathstar's IPv6 address is answered through the deathstar's node proxy, the far one's exhaust-port gets 403 and never reaches the deathstar, and the deathstar's node's flows show both as the far x-wing's", async () => {
     assert.ok(deathstarIP, "the star-wars pods of the test before");
     const started = Date.now();
-    type DualPod = PodView & { status: { podIPs?: { ip: string }[] } };
-    const ipv6 = async (podName: string): Promise<string> => {
-      const p = JSON.parse((await cp!.kubectl(["get", "pod", "-n", L7_NS, podName, "-o", "json"])).stdout) as DualPod;
-      const v6 = p.status.podIPs?.[1]?.ip;
-      assert.ok(v6?.includes(":"), `${podName}'s IPv6 address in status.podIPs: ${JSON.stringify(p.status.podIPs)}`);
-      return v6!;
-    };
-    const [deathstar6, far6] = [await ipv6("deathstar"), await ipv6("xwing-far")];
+    const [deathstar6, far6] = [await l7PodIPv6("deathstar"), await l7PodIPv6("xwing-far")];
     const ask = (client: string, method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", answer(`[${deathstar6}]`, method, path)]).then((r) => r.stdout.trim());
     // The nodes are dual-stack (their kubelets' --node-ip has an IPv6 address, routed over the underlay), so the agents'
     // proxies listen on it too: the deathstar's node steers the far x-wing's IPv6 connection from the tunnel to its proxy
@@ -1300,6 +1308,23 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.ok(requests.some((x) => x.startsWith("FORWARDED POST") && x.endsWith("/v1/request-landing")), requests.join("\n"));
     assert.ok(requests.some((x) => x.startsWith("DROPPED PUT") && x.endsWith("/v1/exhaust-port")), requests.join("\n"));
     console.log(`# the IPv6 L7 test took ${Date.now() - started} ms`);
+  });
+
+  test("over IPv6 a gRPC call (h2c) from a client on the other node to the deathstar's IPv6 address is judged by the deathstar's node proxy: the allowed methods answered, the denied one PERMISSION_DENIED on the same connection, never reaching the server", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the tests before");
+    const started = Date.now();
+    const [deathstar6, far6] = [await l7PodIPv6("deathstar"), await l7PodIPv6("xwing-far")];
+    // The doors policy of the IPv4 gRPC test is still in place; the far x-wing has no egress rule yet (the tests below add one).
+    const answers = (await cp!.kubectl(["exec", "-n", L7_NS, "xwing-far", "--", "node", "-e", grpcCalls(`[${deathstar6}]`, ["GetName", "SetAccessCode", "GetLocation"])])).stdout.trim().split("\n");
+    assert.deepEqual(answers, ["GetName 0 door answers GetName", "SetAccessCode 7 -", "GetLocation 0 door answers GetLocation"]);
+    const deathstarLog = (await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"])).stdout;
+    assert.doesNotMatch(deathstarLog, /SetAccessCode/, "the denied call never reached the door manager");
+    const seen = await eventually("the far x-wing's IPv6 calls in the flows of the deathstar's node", 30_000, async () => {
+      const lines = (await l7RequestFlows(name, [])).filter((x) => x.includes(DOOR_SERVICE) && x.endsWith(` ${far6} ${deathstar6}`));
+      return lines.some((x) => x.startsWith("FORWARDED POST") && x.includes("/GetLocation ")) && lines.some((x) => x.startsWith("DROPPED POST") && x.includes("/SetAccessCode ")) ? lines : undefined;
+    });
+    assert.ok(!seen.some((x) => x.startsWith("FORWARDED") && x.includes("/SetAccessCode ")), seen.join("\n"));
+    console.log(`# the IPv6 gRPC test took ${Date.now() - started} ms`);
   });
 
   test("a client on the other node: the deathstar's node proxy answers its allowed request and refuses the denied one with 403 Access denied (back through the per-peer underlay link, agent.nodeDevice rnm+), and its flows show both; with an egress HTTP rule on it, the proxy of its own node refuses what the rule does not list and the allowed request crosses to the deathstar", async () => {
@@ -1368,6 +1393,42 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     assert.equal(await l7Request("xwing-lander", "PUT", "/v1/exhaust-port"), "403", "refused by both ends");
     const deathstarLog = await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"]);
     assert.doesNotMatch(deathstarLog.stdout, /request PUT/, "no refused PUT ever reached the deathstar");
+  });
+
+  test("over IPv6 an egress HTTP rule is applied by the client's own node proxy, whose upstream reaches the deathstar's IPv6 address across nodes (into the tunnel as the client) and on one: allowed answered 200, refused 403 Access denied, and each node's flows show the egress verdicts", async () => {
+    assert.ok(deathstarIP, "the star-wars pods of the tests before");
+    const started = Date.now();
+    const [deathstar6, far6, lander6] = [await l7PodIPv6("deathstar"), await l7PodIPv6("xwing-far"), await l7PodIPv6("xwing-lander")];
+    const ask = (client: string, method: string, path: string): Promise<string> => cp!.kubectl(["exec", "-n", L7_NS, client, "--", "node", "-e", answer(`[${deathstar6}]`, method, path)]).then((r) => r.stdout.trim());
+    // The egress rules of the two tests before (far-lands-only, lander-lands-only) allow only POST /v1/request-landing;
+    // the deathstar's ingress rules also allow GET /v1/stream, so a 403 for it is the client's own node proxy's. The
+    // far x-wing's allowed landing crosses from its node's proxy into the tunnel with its identity (the deathstar's
+    // ingress rule admits only alliance ships), the lander's stays on the deathstar's node.
+    for (const client of ["xwing-far", "xwing-lander"]) {
+      let last = "";
+      try {
+        await eventually(`${client}'s IPv6 landing answered through its egress proxy`, 30_000, async () => ((last = await ask(client, "POST", "/v1/request-landing")) === "200 ok" ? true : undefined));
+      } catch (err) {
+        const flows = await Promise.all([name, name2].map(async (n) => `${n}:\n${(await agentFlows(n, ["--to-ip", deathstar6], 16)).join("\n")}\n${(await agentFlows(n, ["--from-ip", deathstar6], 8)).join("\n")}`));
+        const proxy = (await l7Pods("app.kubernetes.io/component=l7proxy")).find((x) => x.spec.nodeName === (client === "xwing-far" ? name2 : name));
+        const proxyLog = proxy ? (await cp!.kubectl(["logs", "-n", AGENT_NS, proxy.metadata.name, "--tail=15"])).stdout : "no proxy pod";
+        throw new Error(`${(err as Error).message}; last answer ${JSON.stringify(last)}\n${flows.join("\n")}\nproxy log:\n${proxyLog}`, { cause: err });
+      }
+      assert.deepEqual(await Promise.all([ask(client, "GET", "/v1/stream"), ask(client, "PUT", "/v1/exhaust-port")]), ["403 Access denied", "403 Access denied"], `${client}: refused over IPv6`);
+    }
+    const deathstarLog = (await cp!.kubectl(["logs", "-n", L7_NS, "deathstar"])).stdout;
+    assert.doesNotMatch(deathstarLog, /request PUT/, "no refused PUT ever reached the deathstar");
+    for (const [client, node, ip] of [["xwing-far", name2, far6], ["xwing-lander", name, lander6]] as const) {
+      const seen = await eventually(`${client}'s IPv6 egress verdicts in its node's flows`, 30_000, async () => {
+        const lines = (await l7RequestFlows(node, ["--from-pod", `${L7_NS}/${client}`])).filter((x) => x.endsWith(` ${ip} ${deathstar6}`));
+        return lines.some((x) => /^FORWARDED POST \S+\/v1\/request-landing /.test(x)) && lines.some((x) => /^DROPPED GET \S+\/v1\/stream /.test(x)) ? lines : undefined;
+      });
+      assert.ok(!seen.some((x) => /^FORWARDED GET \S+\/v1\/stream /.test(x)), seen.join("\n"));
+    }
+    console.log(`# the IPv6 egress L7 test took ${Date.now() - started} ms`);
+  });
+
+  test("the L7 tests' namespace is deleted", async () => {
     assert.equal((await cp!.kubectl(["delete", "namespace", L7_NS, "--wait=false"])).code, 0);
   });
 

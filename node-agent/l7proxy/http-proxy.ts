@@ -316,9 +316,18 @@ export class HttpProxy {
     this.opts.onFlow?.(f);
   }
 
-  /** The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's identity), the connect timeout applied. */
+  /**
+   * The upstream connection of a client connection: opened the way connectUpstream says (marked with the client's
+   * identity), the connect timeout applied. An IPv6 one leaves from the proxy's IPv6 address: the datapath sends a
+   * marked upstream to another node's pod into the tunnel only from the proxy's address (proxy_upstream_tunnel),
+   * and the kernel's IPv6 source choice looks across every device and takes the longest common prefix, which on a
+   * node is the pods' gateway address (fd00:10:244:f7::1 for fd00:10:244:f6::5, not the node's fd00:10:254::f7:2):
+   * the upstream left on the underlay without the client's identity and was never answered. IPv4 takes the
+   * outgoing device's address, the node's.
+   */
   private openUpstream(port: number, orig: OriginalDestination): net.Socket {
-    const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied)));
+    const from6 = net.isIPv6(orig.ip) ? this.addresses?.address6 : undefined;
+    const connect = this.opts.connectUpstream ?? ((dip, dport, identity, ingressApplied) => connectMarked(dip, dport, identityMark(identity, ingressApplied), from6));
     return withConnectTimeout(connect(orig.ip, orig.port, orig.subject, this.ingressPorts.has(port) || orig.ingress !== undefined), this.limits!.connectTimeoutMs);
   }
 

@@ -148,7 +148,7 @@ test("ingress HTTP rule for an IPv6 pod: the connection goes to the proxy's IPv6
   const exhaust = await xwing("PUT", "/v1/exhaust-port");
   assert.deepEqual([exhaust?.status, exhaust?.body], [403, "Access denied"]);
   assert.doesNotMatch(deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
-  assert.match(deathstarLog, new RegExp(`request POST /v1/request-landing ${ADDR.nodeToDeathstar.replaceAll(".", "\\.")}`), "the proxy's upstream connection brought it");
+  assert.match(deathstarLog, new RegExp(`request POST /v1/request-landing ${ADDR.node}\n`), "the proxy's upstream connection brought it, from the proxy's IPv6 address");
   const f = (await flowsSoon(since, 2)).map((x) => [x.method, x.verdict, x.status, x.rule?.ruleId, x.source.identity]);
   assert.deepEqual(f, [["POST", "forwarded", 200, INGRESS_RULE, XWING], ["PUT", "denied", 403, undefined, XWING]]);
   drain();

@@ -37,11 +37,12 @@ function errno(): number {
 }
 
 /**
- * A TCP socket to ip:port whose every packet, the SYN included, carries `mark`. The socket is made
- * and marked through libc, then handed to Node (`net.Socket({fd})`) which connects it. Needs
- * CAP_NET_ADMIN (SO_MARK); fails with the errno otherwise — never an unmarked connection.
+ * A TCP socket to ip:port whose every packet, the SYN included, carries `mark`, from `localAddress` when given
+ * (else the kernel's choice). The socket is made and marked through libc, then handed to Node
+ * (`net.Socket({fd})`) which binds and connects it. Needs CAP_NET_ADMIN (SO_MARK); fails with the errno
+ * otherwise — never an unmarked connection.
  */
-export function connectMarked(ip: string, port: number, mark: number): net.Socket {
+export function connectMarked(ip: string, port: number, mark: number, localAddress?: string): net.Socket {
   const fd = socketFn(net.isIPv6(ip) ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) throw new Error(`socket(): errno ${errno()}`);
   if ((setsockoptFn(fd, SOL_SOCKET, SO_MARK, [mark >>> 0], 4) as number) < 0) {
@@ -52,6 +53,6 @@ export function connectMarked(ip: string, port: number, mark: number): net.Socke
   const s = new net.Socket({ fd, readable: true, writable: true });
   // A request head or a small body chunk leaves at once, not after the previous segment's ACK (Nagle).
   s.setNoDelay(true);
-  s.connect(port, ip);
+  s.connect({ port, host: ip, ...(localAddress !== undefined ? { localAddress } : {}) });
   return s;
 }

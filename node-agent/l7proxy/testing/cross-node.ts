@@ -423,7 +423,7 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       assert.deepEqual([exhaust?.status, exhaust?.body], [403, "Access denied"]);
       assert.doesNotMatch(deathstarLog, /exhaust-port/, "the denied request never reached the deathstar");
       // The allowed request reached the deathstar from node2's proxy (its upstream), not from the x-wing directly.
-      assert.match(deathstarLog, /request POST \/v1\/request-landing fd7e:211:2::fe\n/, "the deathstar was asked by node2's proxy");
+      assert.match(deathstarLog, /request POST \/v1\/request-landing fd7e:78::2\n/, "the deathstar was asked by node2's proxy, from its IPv6 address");
       assert.ok(tunnelRxPackets(ns.node1, tunnel1()) - rx >= 6, "node1 received the proxy's answers from the tunnel");
       const f = await flowsSoon(ingressProxy, since, 2);
       const landed = f.find((x) => x.path === "/v1/request-landing");
@@ -492,8 +492,10 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
         const refused = await xwing("POST", "/v1/request-landing", POD2.ip6);
         assert.equal(refused?.status, 504, "the proxy's upstream connection was dropped (connect timeout)");
         drain2();
-        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80);
-        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"]);
+        // The refused upstream connection's drop, from node1's proxy address: another connection's drop (one as the
+        // world's, to port 80, was seen in 2 of 4 runs at load 12-40) is not this one.
+        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80 && e.src === UNDERLAY6.node1);
+        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"], events2.filter((e) => e.verdict === "dropped").map((e) => `${e.src} -> ${e.dst}:${e.dport} identity ${e.srcIdentity} ${e.reason}`).join(", "));
       } finally {
         dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
         dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, ifx.h2));
