@@ -271,6 +271,22 @@ describe("charts/membrane", () => {
     assert.deepEqual(routingArgs(parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "encryption.wireguard.routing": "vxlan" }))), [], "ipsec: not passed");
   });
 
+  it("encryption.strictMode.enabled reaches WireGuard agents as --encryption-strict, which the agent parses; off by default, and refused with ipsec naming the field", async () => {
+    type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const argsOf = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!.args;
+    const strict = argsOf(parseManifest(await renderText({ "encryption.enabled": true, "encryption.strictMode.enabled": true })));
+    assert.deepEqual(strict.filter((a) => a.startsWith("--encryption")), ["--encryption=wireguard", "--encryption-strict"]);
+    assert.deepEqual(argsOf(rendered.encryption ?? []).filter((a) => a === "--encryption-strict"), [], "not strict by default (as Cilium's)");
+    assert.deepEqual(argsOf(parseManifest(await renderText({ "encryption.strictMode.enabled": true }))).filter((a) => a.startsWith("--encryption")), [], "encryption off: nothing to be strict about");
+    // The kubelet's $(VAR) expansion, as on a node.
+    const parsed = parseAgentFlags(strict.slice(1).map((a) => a.replaceAll("$(NODE_NAME)", "node-1").replaceAll("$(HOST_IPS)", "10.0.0.1").replaceAll("$(HOST_IP)", "10.0.0.1").replaceAll("$(MEMBRANE_OPERATOR_SERVICE_HOST)", "10.96.0.20")));
+    assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+    assert.equal(parsed.flags.encryptionStrict, true);
+    const ipsec = await helm(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...setArgs({ "encryption.enabled": true, "encryption.type": "ipsec", "encryption.strictMode.enabled": true })]);
+    assert.notEqual(ipsec.code, 0, "helm template accepted strict mode with ipsec");
+    assert.match(ipsec.stderr, /encryption\.strictMode\.enabled: strict mode is WireGuard's/);
+  });
+
   it("routingMode tunnel (the default) gives every agent the VXLAN overlay device membrane_vxlan; native gives none", async () => {
     type Agent = K8sObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
     const tunnelArgs = (objects: K8sObject[]) => (byKindName(objects, "DaemonSet", "membrane-agent") as Agent).spec.template.spec.containers[0]!.args.filter((a) => a.startsWith("--tunnel-device"));

@@ -25,7 +25,8 @@ import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, DOOR_MANAGER, DOOR_PORT, DOOR_SERVICE, L7_PORT, answer, grpcCalls, request, stream } from "./l7-workload.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
-import { RULE_PREF, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
+import { RULE_PREF, WIREGUARD_PORT, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
+import { WIREGUARD_ROTATE_ANNOTATION } from "../../core/encryption.ts";
 import { Capture, type CaptureResult } from "../../e2e/capture.ts";
 import { PodProber, measureModelTable } from "../../e2e/harness.ts";
 import { CHURN_LABELS, assertChurnClean, churnUnderProbes, removeChurnPolicies } from "../../e2e/churn.ts";
@@ -1893,8 +1894,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
-  // Transparent encryption on real nodes (issue #22): the shared release upgraded to encryption.enabled (WireGuard, routed: the
-  // chart's default) and back, as a user would; the agents run wireguard-go from the image inside their containers.
+  // Transparent encryption on real nodes (issue #22): the shared release upgraded to encryption.enabled with strictMode (WireGuard,
+  // routed: the chart's default) and back, as a user would; the agents run wireguard-go from the image inside their containers.
   /** The wireguard-go processes running in a node's network namespace (every pid namespace's processes are the host's too). */
   function wireguardGoIn(n: RealNode): number[] {
     const netns = statSync(`/run/netns/${n.plan.netns}`).ino;
@@ -1910,7 +1911,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       .map(Number);
   }
 
-  test("encryption.enabled (WireGuard) by helm upgrade: a cross-node pod connection crosses the underlay only inside WireGuard's UDP port, never as TCP between the pods, a denied pod stays denied; upgraded back, no WireGuard device or process is left on either node", async () => {
+  test("encryption.enabled with strictMode (WireGuard) by helm upgrade: a cross-node pod connection crosses the underlay only inside WireGuard's UDP port, never as TCP between the pods, a denied pod stays denied; with the client node's device down the request fails, nothing in clear, dropped as UNENCRYPTED; after both nodes rotate their keys it crosses encrypted again; upgraded back, no WireGuard device or process is left on either node", async () => {
     const blockStarted = Date.now();
     const pod = (podName: string, app: string, nodeName: string, command: string[]) => ({
       apiVersion: "v1",
@@ -1961,7 +1962,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
      */
     const upgrade = async (enabled: boolean): Promise<number> => {
       const from = Date.now();
-      const r = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", `encryption.enabled=${enabled}`, "--wait", "--timeout", "5m"]);
+      // One upgrade carries both settings: strict mode is the agents' flag, rendered only with encryption on.
+      const r = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", `encryption.enabled=${enabled},encryption.strictMode.enabled=${enabled}`, "--wait", "--timeout", "5m"]);
       assert.equal(r.code, 0, r.stderr);
       for (const workload of ["daemonset/membrane-agent", "deployment/membrane-operator"]) {
         const rolled = await cp!.kubectl(["rollout", "status", "-n", AGENT_NS, workload, "--timeout=180s"]);
@@ -1971,10 +1973,12 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     };
     const upgradedOnSeconds = await upgrade(true);
     // Each agent's wireguard-go device up with the other node as its peer, its public key on its CiliumNode.
-    const ciliumNodes = await eventually("both CiliumNodes EncryptionReady (TunnelUp, 1 peer)", 60_000, async () => {
-      const cns = await Promise.all([name, name2].map(async (n) => JSON.parse((await cp!.kubectl(["get", "ciliumnode", n, "-o", "json"])).stdout) as { spec?: { encryption?: { publicKey?: string } }; status?: { conditions?: { type: string; reason: string; message: string }[] } }));
-      const ready = cns.map((cn) => cn.status?.conditions?.find((c) => c.type === "EncryptionReady"));
-      return ready.every((c) => c?.reason === "TunnelUp" && /\b1 peer/.test(c.message)) && cns.every((cn) => cn.spec?.encryption?.publicKey) ? cns : undefined;
+    type EncryptionView = { spec?: { encryption?: { publicKey?: string } }; status?: { conditions?: { type: string; reason: string; message: string }[] } };
+    const encryptionViews = () => Promise.all([name, name2].map(async (n) => JSON.parse((await cp!.kubectl(["get", "ciliumnode", n, "-o", "json"])).stdout) as EncryptionView));
+    const encryptionReady = (cn: EncryptionView) => cn.status?.conditions?.find((c) => c.type === "EncryptionReady");
+    const ciliumNodes = await eventually("both CiliumNodes EncryptionReady (TunnelUp, 1 peer, strict)", 60_000, async () => {
+      const cns = await encryptionViews();
+      return cns.every((cn) => encryptionReady(cn)?.reason === "TunnelUp" && /\b1 peer\(s\), strict$/.test(encryptionReady(cn)!.message) && cn.spec?.encryption?.publicKey) ? cns : undefined;
     });
     assert.notEqual(ciliumNodes[0]!.spec!.encryption!.publicKey, ciliumNodes[1]!.spec!.encryption!.publicKey);
     for (const n of [node!, node2!]) assert.equal(wireguardGoIn(n).length, 1, `one wireguard-go in ${n.plan.name}'s namespace`);
@@ -2004,6 +2008,67 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     });
     assert.match(drop.dropReason ?? "", /policy denied/);
 
+    // Strict mode's promise: with the client node's WireGuard device down its pod's request fails instead of crossing in
+    // clear, the node's CiliumNode says so, and the drop is in its flows as UNENCRYPTED; the device back up, it flows again.
+    const strictStarted = Date.now();
+    const clientIfname = wireguardIfname(name);
+    const clientAgent = await agentPod(name);
+    assert.equal((await node!.exec(["ip", "link", "set", clientIfname, "down"])).code, 0);
+    try {
+      const deviceDown = await eventually(`${name}'s CiliumNode EncryptionReady=False/DeviceDown`, 30_000, async () => {
+        const c = encryptionReady((await encryptionViews())[0]!);
+        return c?.reason === "DeviceDown" ? c : undefined;
+      });
+      assert.match(deviceDown.message, /strict: cross-node traffic is dropped/);
+      const refused = await captured("wg-client");
+      assert.doesNotMatch(refused.answer, /200 OK/, "no answer with the client node's device down");
+      assert.equal(refused.seen.markerFrames, 0, `nothing in clear: ${JSON.stringify(refused.seen)}`);
+      assert.equal(refused.seen.tcpBetweenFrames, 0, `no TCP between the pods, bare or in VXLAN: ${JSON.stringify(refused.seen)}`);
+      assert.equal(refused.seen.udpByPort["8472"] ?? 0, 0, `no VXLAN: ${JSON.stringify(refused.seen)}`);
+      await eventually("the client's UNENCRYPTED drop in its node's flows", 30_000, async () => {
+        const r = await cp!.kubectl(["exec", "-n", AGENT_NS, clientAgent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--from-pod", `${POLICY_NS}/wg-client`, "-o", "json"]);
+        return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { dropReason?: string }).find((f) => f.dropReason?.startsWith("UNENCRYPTED"));
+      });
+    } finally {
+      await node!.exec(["ip", "link", "set", clientIfname, "up"]);
+    }
+    /** Retried until answered; every attempt captured, and none may cross in clear (nor as VXLAN). */
+    const answeredEncrypted = async (what: string): Promise<CaptureResult> => {
+      const attempts: CaptureResult[] = [];
+      const answered = await eventually(what, 30_000, async () => {
+        const c = await captured("wg-client");
+        attempts.push(c.seen);
+        return c.answer.includes("200 OK") ? c.seen : undefined;
+      });
+      const clear = attempts.filter((a) => a.markerFrames > 0 || a.tcpBetweenFrames > 0 || (a.udpByPort["8472"] ?? 0) > 0);
+      assert.deepEqual(clear, [], `${what}: no attempt crossed in clear`);
+      assert.ok((answered.udpByPort[String(WIREGUARD_PORT)] ?? 0) > 0, `${what}: crossed as WireGuard: ${JSON.stringify(answered)}`);
+      return answered;
+    };
+    await answeredEncrypted("the client's request answered through WireGuard with the device back");
+    const strictSeconds = (Date.now() - strictStarted) / 1000;
+
+    // Rotation as a user asks for it: `membrane encryption rotate --node N` for each node (WireGuard's key pairs are the
+    // nodes'; the MembraneEncryptionKey's rotation is IPsec's). Both CiliumNodes then carry new public keys, and the
+    // request crosses only inside WireGuard: a handshake can only succeed with the new keys on both sides.
+    const rotationStarted = Date.now();
+    const membraneCli = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
+    for (const n of [name, name2]) {
+      const r = await new Promise<{ code: number; out: string }>((resolve) =>
+        execFile(membraneCli, ["encryption", "rotate", "--node", n, "--kubeconfig", cp!.kubeconfig], { env: { ...process.env, MEMBRANE_BUNDLE: "1" } }, (e, out, err) => resolve({ code: e ? 1 : 0, out: `${out}${err}` })),
+      );
+      assert.equal(r.code, 0, r.out);
+    }
+    const oldKeys = ciliumNodes.map((cn) => cn.spec!.encryption!.publicKey!);
+    const rotated = await eventually("both CiliumNodes with a new public key, TunnelUp", 60_000, async () => {
+      const cns = await encryptionViews();
+      return cns.every((cn, i) => cn.spec?.encryption?.publicKey && cn.spec.encryption.publicKey !== oldKeys[i] && encryptionReady(cn)?.reason === "TunnelUp") ? cns : undefined;
+    });
+    assert.notEqual(rotated[0]!.spec!.encryption!.publicKey, rotated[1]!.spec!.encryption!.publicKey);
+    await answeredEncrypted("the client's request answered through WireGuard after both rotations");
+    for (const n of [name, name2]) await cp!.kubectl(["annotate", "ciliumnode", n, `${WIREGUARD_ROTATE_ANNOTATION}-`]);
+    const rotationSeconds = (Date.now() - rotationStarted) / 1000;
+
     const upgradedOffSeconds = await upgrade(false);
     for (const [i, n] of [node!, node2!].entries()) {
       const ifname = wireguardIfname(n.plan.name);
@@ -2023,7 +2088,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       return c.answer.includes("200 OK") ? c : undefined;
     });
     assert.ok((again.seen.udpByPort["8472"] ?? 0) > 0, `back in VXLAN: ${JSON.stringify(again.seen)}`);
-    console.log(JSON.stringify({ upgradedOnSeconds, upgradedOffSeconds, encrypted, testSeconds: (Date.now() - blockStarted) / 1000 }));
+    console.log(JSON.stringify({ upgradedOnSeconds, upgradedOffSeconds, strictSeconds, rotationSeconds, encrypted, testSeconds: (Date.now() - blockStarted) / 1000 }));
     await cp!.kubectl(["delete", "pod", "-n", POLICY_NS, "wg-server", "wg-client", "wg-denied", "--wait=false"]);
     await cp!.kubectl(["delete", "ciliumnetworkpolicy", "-n", POLICY_NS, "wg-server-from-client", "--wait=false"]);
   });
