@@ -70,7 +70,7 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	__u8 reason = DROP_NONE;
 	struct policy_value *pv;
 
-	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport);
+	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport, f->family);
 	/* Kubernetes' ipBlock matches pods by address: a pod peer that would meet default deny is tried
 	 * once more as the ipBlock identity of its address. Only NetworkPolicy ipBlocks select those
 	 * identities and they only allow, so an explicit deny of the pod's identity has already won;
@@ -116,13 +116,14 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
  * 16-47 and CT_F_PROXY at bit 48 (taken without a branch, so the verifier follows one path through
  * enforce_new, not two). A global function: the verifier checks it once, not on every path of
  * from-container (inlined, from-container was too large). */
-__attribute__((noinline)) __u64 ingress_proxy_lookup(__u32 dst_identity, __u32 dst_flags, __u32 client, __u32 proto, __u32 dport)
+__attribute__((noinline)) __u64 ingress_proxy_lookup(__u32 dst_identity, __u32 dst_flags, __u32 client, __u32 family_proto, __u32 dport)
 {
 	struct policy_value *pv;
 
 	if (dst_flags & EP_F_POLICY_FAILED)
 		return 0;
-	pv = policy_lookup(dst_identity, DIR_INGRESS, client, proto, dport);
+	/* A BPF function takes at most five arguments: the protocol in bits 0-7, the family in 8-15. */
+	pv = policy_lookup(dst_identity, DIR_INGRESS, client, (__u8)family_proto, dport, (__u8)(family_proto >> 8));
 	if (!pv || pv->verdict != VERDICT_ALLOW || !redirect_port_served(pv->proxy_port))
 		return 0;
 	return ((__u64)CT_F_PROXY << 48) | ((__u64)pv->rule_id << 16) | pv->proxy_port;
@@ -250,7 +251,7 @@ int from_container(struct __sk_buff *skb)
 	if (ct == CT_NEW) {
 		/* A local destination whose ingress rules are the proxy's: the flow goes there (after this
 		 * endpoint's own egress policy), and the proxy connects onward as this endpoint. */
-		__u64 in_proxy = local_dst ? ingress_proxy_lookup(local_dst->identity, local_dst->flags, ep->identity, f.proto, f.dport) : 0;
+		__u64 in_proxy = local_dst ? ingress_proxy_lookup(local_dst->identity, local_dst->flags, ep->identity, f.proto | ((__u32)f.family << 8), f.dport) : 0;
 		/* The hot path only for a peer known by its own address not to be behind the tunnel (a local pod, a
 		 * node): an address the ipcache does not name yet, or names only through a CIDR, may be a remote pod
 		 * whose entry is on its way (a pod that connects as it starts), and its later packets (a retransmitted
@@ -459,7 +460,7 @@ static __always_inline int tunnel_to_ingress_proxy(struct __sk_buff *skb, __u32 
 		return redirect_to_proxy_global(skb, f, l3_off ? 0 : REDIRECT_L3, client, 0) < 0 ? -1 : 1;
 	if ((f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
 		return 0;
-	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto, f->dport);
+	in_proxy = ingress_proxy_lookup(dst->identity, dst->flags, client, f->proto | ((__u32)f->family << 8), f->dport);
 	if (!in_proxy)
 		return 0;
 	return redirect_to_proxy_global(skb, f, (in_proxy & 0xffff) | REDIRECT_RECORD | (l3_off ? 0 : REDIRECT_L3),

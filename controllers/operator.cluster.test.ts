@@ -566,7 +566,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     }
   });
 
-  it("an agent from before class entries (its hello says nothing of them) gets the cluster entity, every pod and the world per peer; one from before the every-pod and world classes, those per peer; once its node's agent says it looks all up, one entry per class", async () => {
+  it("an agent from before class entries (its hello says nothing of them) gets the cluster entity, every pod and the world per peer; one from before the every-pod and world classes, those per peer; one from before the world-ipv4/-ipv6 classes, world-ipv6 per peer; once its node's agent says it looks all up, one entry per class", async () => {
     const ns = "cls";
     await namespace(ns);
     const pki = await makePki(["cls-node"]);
@@ -591,7 +591,10 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       }));
       await kubectl(["apply", "-f", "-"], JSON.stringify({
         apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "web-to-world", namespace: ns },
-        spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+        spec: {
+          endpointSelector: { matchLabels: { app: "web" } },
+          egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }, { toEntities: ["world-ipv6"], toPorts: [{ ports: [{ port: "8443", protocol: "TCP" }] }] }],
+        },
       }));
       await kubectl(["apply", "-f", "-"], JSON.stringify({
         apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "dns-to-every-namespace", namespace: ns },
@@ -601,6 +604,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       const webEntries = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 80) ?? [];
       const webDns = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 53 && e.direction === "egress") ?? [];
       const webWorld = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 443 && e.direction === "egress") ?? [];
+      const webWorld6 = (a: AgentClient) => a.state.policies.find((p) => p.subject === webId)?.entries.filter((e) => e.port === 8443 && e.direction === "egress") ?? [];
       const old = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: false, everyPodClass: false, worldClass: false });
       agents.push(old);
       const perPeer = await eventually("the old agent's web policy with db's own entry", () => (webEntries(old).some((e) => e.peer === dbId) ? webEntries(old) : undefined)).catch((err: Error) => {
@@ -617,14 +621,23 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       await eventually("the cluster class for an agent from before the every-pod class", () => (webEntries(older).some((e) => e.peer === 255) ? true : undefined));
       assert.ok(webDns(older).some((e) => e.peer === dbId) && webDns(older).every((e) => e.peer !== 254), `every pod per pod: ${JSON.stringify(webDns(older))}`);
       assert.ok(webWorld(older).some((e) => e.peer === 2) && webWorld(older).every((e) => e.peer !== 253), `the world per peer: ${JSON.stringify(webWorld(older))}`);
+      assert.deepEqual(webWorld6(older).map((e) => e.peer), [10], "world-ipv6 per peer");
       older.close();
-      const upgraded = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: true, worldClass: true });
+      const noFamilies = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: true, worldClass: true, worldFamilyClass: false });
+      agents.push(noFamilies);
+      const worldOnly = await eventually("the world class for an agent from before the world-ipv4/-ipv6 classes", () => (webWorld(noFamilies).some((e) => e.peer === 253) ? webWorld(noFamilies) : undefined));
+      assert.ok(worldOnly.every((e) => e.peer !== 251), `no world-ipv6 class entry for an agent that would not look it up: ${JSON.stringify(worldOnly)}`);
+      assert.deepEqual(webWorld6(noFamilies).map((e) => e.peer), [10], "world-ipv6 per peer");
+      noFamilies.close();
+      const upgraded = new AgentClient(`127.0.0.1:${port}`, tls, "cls-node", { clusterClass: true, everyPodClass: true, worldClass: true, worldFamilyClass: true });
       agents.push(upgraded);
       const cls = await eventually("the upgraded agent's web policy with one class entry", () => (webEntries(upgraded).some((e) => e.peer === 255) && webDns(upgraded).some((e) => e.peer === 254) ? webEntries(upgraded) : undefined));
       assert.deepEqual(cls.map((e) => [e.peer, e.verdict]), [[255, "allow"]], "one class entry, no entry per peer");
       assert.deepEqual(webDns(upgraded).map((e) => [e.peer, e.verdict]), [[254, "allow"]], "one every-pod entry, no entry per pod");
-      const worldCls = await eventually("the upgraded agent's one world class entry", () => (webWorld(upgraded).some((e) => e.peer === 253) ? webWorld(upgraded) : undefined));
-      assert.deepEqual(worldCls.map((e) => [e.peer, e.verdict]), [[253, "allow"]], "one world class entry, no entry per world identity");
+      const worldCls = await eventually("the upgraded agent's world-ipv6 class entries", () => (webWorld6(upgraded).some((e) => e.peer === 251) ? webWorld(upgraded) : undefined));
+      // The world-ipv6 class holds the world rule's key too (an IPv6 peer is in both entities).
+      assert.deepEqual(worldCls.map((e) => [e.peer, e.verdict]), [[251, "allow"], [253, "allow"]], "one world class and one world-ipv6 class entry, no entry per world identity");
+      assert.deepEqual(webWorld6(upgraded).map((e) => [e.peer, e.verdict]), [[251, "allow"]], "one world-ipv6 class entry");
       await op.stop("SIGTERM");
     } finally {
       for (const a of agents) a.close();

@@ -406,7 +406,7 @@ export class Operator {
         const kind = SOURCE_KINDS.find((k) => sourceKey(k) === key);
         if (key === CLUSTER_CLASS_KEY) {
           // An agent that does not look up a class's entries is known (or no longer): compile it so.
-          const affected = [source.setClusterClass(server.clusterClassEverywhere()), source.setEveryPodClass(server.everyPodClassEverywhere()), source.setWorldClass(server.worldClassEverywhere())];
+          const affected = [source.setClusterClass(server.clusterClassEverywhere()), source.setEveryPodClass(server.everyPodClassEverywhere()), source.setWorldClass(server.worldClassEverywhere()), source.setWorldFamilyClass(server.worldFamilyClassEverywhere())];
           for (const node of new Set(affected.flatMap(nodesOf))) c.enqueue(node);
         } else if (kind === "pods") {
           const keys = [...touchedPods];

@@ -16,7 +16,7 @@ import type {
 } from "./model.ts";
 import { canonicalSelector } from "./selector.ts";
 import { label, labelSetFrom } from "./labels.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, cidrLabels, RESERVED_IDENTITIES } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, cidrLabels, inWorldClass, RESERVED_IDENTITIES, worldFamilyOf } from "./identity.ts";
 import { ipBlockLabels } from "./ipblock.ts";
 import { compileAll, DeltaCollector, policyKey, PolicyCompiler, type Delta } from "./compiler.ts";
 import { directionVerdict, httpInspection } from "./evaluator.ts";
@@ -246,15 +246,18 @@ const WORLD_EXTRA_IDS: [number, LabelSet][] = [
 ];
 /** Now and then a local identity the `world` entity does not select (no world label, not an ipBlock's): no world class entries then. */
 const STRAY_LOCAL: [number, LabelSet] = [(1 << 24) + 30, labelSetFrom([label("cidr", "10.9.0.0/16")])];
+/** Now and then a local identity in the world entity with no family of its own (reserved:world alone): no world-ipv4/-ipv6 class entries then. */
+const STRAY_FAMILY: [number, LabelSet] = [(1 << 24) + 31, labelSetFrom([label("reserved", "world")])];
 const worldIdentitiesArb = fc
-  .tuple(fc.oneof(identitiesArb, classIdentitiesArb), fc.constantFrom(false, false, true))
-  .map(([m, stray]) => new Map([...m, ...WORLD_EXTRA_IDS, ...(stray ? [STRAY_LOCAL] : [])]));
+  .tuple(fc.oneof(identitiesArb, classIdentitiesArb), fc.constantFrom<[number, LabelSet][]>([], [], [], [STRAY_LOCAL], [STRAY_FAMILY]))
+  .map(([m, stray]) => new Map([...m, ...WORLD_EXTRA_IDS, ...stray]));
 
 /** Policies whose peers are often the `world` entity, beside the CIDRs and ipBlocks it covers, its families' entities and the other classes'. */
 const worldPoliciesArb = policiesOf(
   fc.oneof(
     { weight: 4, arbitrary: fc.constant<Peer>({ kind: "entity", entity: "world" }) },
-    { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "entity", entity: "world-ipv4" }, { kind: "entity", entity: "world-ipv6" }, { kind: "entity", entity: "cluster" }, { kind: "any" }) },
+    { weight: 2, arbitrary: fc.constantFrom<Peer>({ kind: "entity", entity: "world-ipv4" }, { kind: "entity", entity: "world-ipv6" }) },
+    { weight: 1, arbitrary: fc.constantFrom<Peer>({ kind: "entity", entity: "cluster" }, { kind: "any" }) },
     { weight: 1, arbitrary: everyPod },
     {
       weight: 2,
@@ -342,6 +345,7 @@ test("property: a lookup in the compiled entries gives the reference evaluator's
 test("property: with the classes, every lookup finds the same entry (verdict, rule, proxy) as the per-peer compile, denies included", () => {
   let withBoth = 0;
   let withWorld = 0;
+  let withFamily = 0;
   const ipBlockIds = new Set(IPBLOCK_IDS.map(([id]) => id));
   checkProperty(
     fc.property(
@@ -353,9 +357,11 @@ test("property: with the classes, every lookup finds the same entry (verdict, ru
         perPeer.setEveryPodClass(false);
         perPeer.setClusterClass(false);
         perPeer.setWorldClass(false);
-        assert.ok(![EVERY_POD_CLASS_PEER, CLUSTER_CLASS_PEER, WORLD_CLASS_PEER].some((c) => holdsClass(perPeer, c)), "the per-peer compile has no class entry");
+        perPeer.setWorldFamilyClass(false);
+        assert.ok(![EVERY_POD_CLASS_PEER, CLUSTER_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER].some((c) => holdsClass(perPeer, c)), "the per-peer compile has no class entry");
         if (holdsClass(classes, EVERY_POD_CLASS_PEER) && holdsClass(classes, CLUSTER_CLASS_PEER)) withBoth++;
         if (holdsClass(classes, WORLD_CLASS_PEER)) withWorld++;
+        if (holdsClass(classes, WORLD_IPV4_CLASS_PEER) || holdsClass(classes, WORLD_IPV6_CLASS_PEER)) withFamily++;
         const what = (r: ReturnType<typeof lookup>): string => `${r.verdict} rule ${r.entry?.ruleId} proxy ${r.entry?.proxyPort} ${r.entry?.proto}/${r.entry?.port}/${r.entry?.portPrefixLen}`;
         for (const subject of ids.keys()) {
           const a = classes.snapshot(subject);
@@ -364,9 +370,12 @@ test("property: with the classes, every lookup finds the same entry (verdict, ru
             // An ipBlock identity is only ever the second look's peer (below), as in the datapath.
             if (ipBlockIds.has(peerId)) continue;
             for (const direction of ["ingress", "egress"] as const) {
+              // The packet's family, as the datapath has it: a world peer's own; one without (reserved:world, a stray) in either.
+              const own = worldFamilyOf(peerId, ids.get(peerId));
+              for (const family of own !== undefined || !inWorldClass(peerId) ? [own] : ([4, 6] as const))
               for (const [proto, port] of PROBES) {
-                const got = lookup(a, direction, peerId, proto, port);
-                const want = lookup(b, direction, peerId, proto, port);
+                const got = lookup(a, direction, peerId, proto, port, undefined, family);
+                const want = lookup(b, direction, peerId, proto, port, undefined, family);
                 assert.equal(what(got), what(want), `subject ${subject} ${direction} peer ${peerId} proto ${proto} port ${port}: entry ${JSON.stringify(got.entry)}`);
                 if (peerId < 256 || peerId > 65535) continue;
                 for (const ipBlockPeer of ipBlockIds) {
@@ -385,6 +394,7 @@ test("property: with the classes, every lookup finds the same entry (verdict, ru
   );
   assert.ok(withBoth > 0, "some runs compiled entries of both classes");
   assert.ok(withWorld > 0, "some runs compiled world class entries");
+  assert.ok(withFamily > 0, "some runs compiled world-ipv4/-ipv6 class entries");
 });
 
 /** Entries with ruleId replaced by the rule's origin path, comparable across compiler instances. */

@@ -23,7 +23,8 @@ import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
 import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass, inWorldClass } from "./identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass, inWorldClass, worldFamilyOf } from "./identity.ts";
+import type { IPFamily } from "./cidr.ts";
 import { isIPBlockIdentity } from "./ipblock.ts";
 import { entityMatches } from "./entities.ts";
 import { entityMatcher, matchesIdentity, rulePeerSelection, type IdentityMatcher } from "./policy/selector-cache.ts";
@@ -71,7 +72,7 @@ type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
 interface DirState {
   readonly resolved: ResolvedDirection;
-  /** Also holds each class's templates under its peer (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER) when there are any. */
+  /** Also holds each class's templates under its peer (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4/6_CLASS_PEER) when there are any. */
   readonly entries: DirectionEntries;
   readonly classes: ClassTemplates;
 }
@@ -84,34 +85,56 @@ interface DirState {
  * for it, between its own keys and the wildcard's). A peer with other templates keeps them all (the class's keys
  * among them, as it is matched by the class's terms too), so its first hit is the same entry at every level.
  * `world`: the templates of a peer matched by exactly the direction's `fromEntities/toEntities: [world]` terms (a CIDR
- * identity, the reserved world ones; a class of its own, no peer is in it and in another).
+ * identity, the reserved world ones; a class of its own, no peer is in it and in another). `world4`/`world6`: those of
+ * a world peer of that family matched by exactly the direction's `world` and `world-ipv4` (`world-ipv6`) terms; only
+ * where the direction has such terms (else the world class answers for the family's peers too).
  */
 interface ClassTemplates {
   readonly cluster: readonly EntryTemplate[] | undefined;
   readonly pods: readonly EntryTemplate[] | undefined;
   readonly world: readonly EntryTemplate[] | undefined;
+  readonly world4: readonly EntryTemplate[] | undefined;
+  readonly world6: readonly EntryTemplate[] | undefined;
 }
 
-const NO_CLASSES: ClassTemplates = { cluster: undefined, pods: undefined, world: undefined };
+const NO_CLASSES: ClassTemplates = { cluster: undefined, pods: undefined, world: undefined, world4: undefined, world6: undefined };
 
 function sameClasses(a: ClassTemplates, b: ClassTemplates): boolean {
-  return a.cluster === b.cluster && a.pods === b.pods && a.world === b.world;
+  return a.cluster === b.cluster && a.pods === b.pods && a.world === b.world && a.world4 === b.world4 && a.world6 === b.world6;
 }
+
+const CLASS_PEERS: readonly number[] = [CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER];
 
 /** The class peers, each a key of a direction's entries like any peer's. */
 function isClassPeer(peer: number): boolean {
-  return peer === CLUSTER_CLASS_PEER || peer === EVERY_POD_CLASS_PEER || peer === WORLD_CLASS_PEER;
+  return CLASS_PEERS.includes(peer);
 }
 
 /** A class's templates by its peer. */
 function classOf(cls: ClassTemplates, classPeer: number | undefined): readonly EntryTemplate[] | undefined {
-  return classPeer === EVERY_POD_CLASS_PEER ? cls.pods : classPeer === CLUSTER_CLASS_PEER ? cls.cluster : classPeer === WORLD_CLASS_PEER ? cls.world : undefined;
+  switch (classPeer) {
+    case EVERY_POD_CLASS_PEER:
+      return cls.pods;
+    case CLUSTER_CLASS_PEER:
+      return cls.cluster;
+    case WORLD_CLASS_PEER:
+      return cls.world;
+    case WORLD_IPV4_CLASS_PEER:
+      return cls.world4;
+    case WORLD_IPV6_CLASS_PEER:
+      return cls.world6;
+    default:
+      return undefined;
+  }
 }
 
 /** The selector cache's canonical of the `cluster` entity (entities are never narrowed by fromRequires). */
 const CLUSTER_ENTITY = entityMatcher("cluster").canonical;
 /** The same of the `world` entity. */
 const WORLD_ENTITY = entityMatcher("world").canonical;
+/** The same of the `world-ipv4` and `world-ipv6` entities. */
+const WORLD_IPV4_ENTITY = entityMatcher("world-ipv4").canonical;
+const WORLD_IPV6_ENTITY = entityMatcher("world-ipv6").canonical;
 
 /**
  * The peer matchers of every pod as policies write them (a NetworkPolicy's `namespaceSelector: {}`, a CNP's
@@ -141,12 +164,13 @@ const NO_TEMPLATES: readonly EntryTemplate[] = [];
 /**
  * What the map holds for one peer of a direction whose classes are `cls`: nothing for a peer its answering class stands
  * for. `ipBlockIds`: ipBlock identities, in the world class's range by number but only ever looked up on their own keys
- * (the datapath's second look for a pod's address), so they always keep theirs.
+ * (the datapath's second look for a pod's address), so they always keep theirs. `families`: the world peers' address
+ * families (worldFamilyOf), which choose between the world class and a family's.
  */
-function emitted(cls: ClassTemplates, peer: number, ts: readonly EntryTemplate[] | undefined, ipBlockIds: ReadonlySet<number>): readonly EntryTemplate[] {
+function emitted(cls: ClassTemplates, peer: number, ts: readonly EntryTemplate[] | undefined, ipBlockIds: ReadonlySet<number>, families: ReadonlyMap<number, IPFamily>): readonly EntryTemplate[] {
   if (ts === undefined) return NO_TEMPLATES;
   if (peer === IDENTITY_WILDCARD || isClassPeer(peer) || ipBlockIds.has(peer)) return ts;
-  const answer = classOf(cls, answeringClass(peer, (c) => classOf(cls, c) !== undefined));
+  const answer = classOf(cls, answeringClass(peer, (c) => classOf(cls, c) !== undefined, families.get(peer)));
   return answer !== undefined && sameTemplates(ts, answer) ? NO_TEMPLATES : ts;
 }
 
@@ -197,6 +221,15 @@ export class PolicyCompiler {
   private readonly ipBlockIds = new Set<number>();
   /** Every agent looks up world class entries (setWorldClass). */
   private worldClassAllowed = true;
+  /** The address family of each world peer that has one (worldFamilyOf), kept like ipBlockIds until its entries went. */
+  private readonly worldFamilies = new Map<number, IPFamily>();
+  /**
+   * World peers by number (inWorldClass, not reserved:world, not ipBlock) that the `world` entity selects but whose
+   * labels give no single family: while there is one, no world-ipv4/-ipv6 class entries are compiled.
+   */
+  private readonly strayFamilyIds = new Set<number>();
+  /** Every agent looks up the world-ipv4/-ipv6 class entries (setWorldFamilyClass). */
+  private worldFamilyClassAllowed = true;
 
   constructor(opts: CompilerOptions = {}) {
     this.clusterName = opts.clusterName;
@@ -313,9 +346,14 @@ export class PolicyCompiler {
     return this.worldClassAllowed && this.strayWorldIds.size === 0;
   }
 
+  /** Whether `world-ipv4`/`world-ipv6` are compiled as class entries now (with the world class's terms: a family's peers are in both). */
+  private get worldFamilyClassOn(): boolean {
+    return this.worldClassOn && this.worldFamilyClassAllowed && this.strayFamilyIds.size === 0;
+  }
+
   /** The switches in one value, to see whether a change moved any. */
   private get classesOn(): string {
-    return `${this.classOn}/${this.podClassOn}/${this.worldClassOn}`;
+    return `${this.classOn}/${this.podClassOn}/${this.worldClassOn}/${this.worldFamilyClassOn}`;
   }
 
   /**
@@ -345,6 +383,15 @@ export class PolicyCompiler {
     return this.switchClasses(() => (this.worldClassAllowed = allowed), into);
   }
 
+  /**
+   * Whether every agent's datapath looks up the world-ipv4/-ipv6 classes' entries by the packet's family (their hellos
+   * say worldFamilyClass): while one does not, those entities are compiled per peer. Recompiles what changes.
+   */
+  setWorldFamilyClass(allowed: boolean, into?: DeltaCollector): Delta[] {
+    if (allowed === this.worldFamilyClassAllowed) return [];
+    return this.switchClasses(() => (this.worldFamilyClassAllowed = allowed), into);
+  }
+
   /** Applies a change to what the agents look up, recompiling everything when it moves a class on or off. */
   private switchClasses(change: () => void, into?: DeltaCollector): Delta[] {
     const d = into ?? new DeltaCollector();
@@ -369,7 +416,7 @@ export class PolicyCompiler {
     const entries: PolicyEntry[] = [];
     for (const direction of DIRECTIONS) {
       const dir = s[direction];
-      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds)) entries.push(entryOf(subject, direction, peer, t));
+      for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds, this.worldFamilies)) entries.push(entryOf(subject, direction, peer, t));
     }
     const http = this.httpOf(s);
     return { subject, ingressEnforced: s.ingress.resolved.enforced, egressEnforced: s.egress.resolved.enforced, entries: entries.sort(compareEntries), ...(s.dns ? { dns: s.dns } : {}), ...(http ? { http } : {}) };
@@ -392,7 +439,7 @@ export class PolicyCompiler {
 
   entryCount(): number {
     let n = 0;
-    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classes, peer, ts, this.ipBlockIds).length;
+    for (const s of this.subjects.values()) for (const dir of [s.ingress, s.egress]) for (const [peer, ts] of dir.entries) n += emitted(dir.classes, peer, ts, this.ipBlockIds, this.worldFamilies).length;
     return n;
   }
 
@@ -429,7 +476,7 @@ export class PolicyCompiler {
       state[direction] = next;
       if (!prev) {
         this.computeFull(subject, direction, next);
-        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classes, peer, ts, this.ipBlockIds)) d.add(subject, entryOf(subject, direction, peer, t));
+        if (d.recording) for (const [peer, ts] of next.entries) for (const t of emitted(next.classes, peer, ts, this.ipBlockIds, this.worldFamilies)) d.add(subject, entryOf(subject, direction, peer, t));
       } else {
         const everything = changedPolicy === undefined || !sameRequires(prev.resolved, resolved) || !sameWildcardDenies(prev.resolved, resolved);
         let peers: Set<number>;
@@ -437,9 +484,7 @@ export class PolicyCompiler {
           peers = new Set<number>(prev.entries.keys());
           for (const id of peersOf(this.selectorCache, resolved.terms)) peers.add(id);
           peers.add(IDENTITY_WILDCARD);
-          peers.add(CLUSTER_CLASS_PEER);
-          peers.add(EVERY_POD_CLASS_PEER);
-          peers.add(WORLD_CLASS_PEER);
+          for (const c of CLASS_PEERS) peers.add(c);
         } else {
           const touched = (t: Term): boolean => t.policyKey === changedPolicy;
           peers = peersOf(this.selectorCache, prev.resolved.terms.filter(touched));
@@ -448,9 +493,7 @@ export class PolicyCompiler {
           // every-pod class's hold the cluster class's terms too.
           const classTerm = (t: Term): boolean => touched(t) && t.matcher !== undefined && this.isClassCanonical(t.matcher.canonical);
           if (prev.resolved.terms.some(classTerm) || resolved.terms.some(classTerm) || !sameClasses(prev.classes, next.classes)) {
-            peers.add(CLUSTER_CLASS_PEER);
-            peers.add(EVERY_POD_CLASS_PEER);
-            peers.add(WORLD_CLASS_PEER);
+            for (const c of CLASS_PEERS) peers.add(c);
           }
         }
         for (const [peer, m] of prev.entries) if (!peers.has(peer)) next.entries.set(peer, m);
@@ -472,7 +515,7 @@ export class PolicyCompiler {
     d.touch(state.subject);
     for (const direction of DIRECTIONS) {
       const dir = state[direction];
-      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
+      if (d.recording) for (const [peer, ts] of dir.entries) for (const t of emitted(dir.classes, peer, ts, this.ipBlockIds, this.worldFamilies)) d.remove(state.subject, entryOf(state.subject, direction, peer, t));
       this.unregisterTerms(state.users[direction], dir.resolved.terms);
       this.dirty.delete(state.users[direction]);
     }
@@ -484,6 +527,7 @@ export class PolicyCompiler {
     this.strayClassIds.delete(id);
     this.strayPodIds.delete(id);
     this.strayWorldIds.delete(id);
+    this.strayFamilyIds.delete(id);
     this.selectorCache.removeIdentity(id);
     const asSubject = this.subjects.get(id);
     if (asSubject) this.deleteSubject(asSubject, d);
@@ -491,6 +535,7 @@ export class PolicyCompiler {
     this.recomputeDirty(id, d);
     // After its entries went: what the map held for it was written while it was an ipBlock identity (emitted).
     this.ipBlockIds.delete(id);
+    this.worldFamilies.delete(id);
   }
 
   /** Recomputes the peers the selector cache marked, except in `rebuilt`'s own state (just built from scratch or gone). */
@@ -533,12 +578,18 @@ export class PolicyCompiler {
     const ipBlock = isIPBlockIdentity(labels);
     if (ipBlock) this.ipBlockIds.add(id);
     else this.ipBlockIds.delete(id);
-    if (inWorldClass(id) && !ipBlock && !entityMatches("world", labels, this.clusterName)) this.strayWorldIds.add(id);
+    const world = entityMatches("world", labels, this.clusterName);
+    if (inWorldClass(id) && !ipBlock && !world) this.strayWorldIds.add(id);
     else this.strayWorldIds.delete(id);
+    const family = inWorldClass(id) && !ipBlock ? worldFamilyOf(id, labels) : undefined;
+    if (family !== undefined) this.worldFamilies.set(id, family);
+    else this.worldFamilies.delete(id);
+    if (inWorldClass(id) && !ipBlock && world && id !== IDENTITY.world && family === undefined) this.strayFamilyIds.add(id);
+    else this.strayFamilyIds.delete(id);
   }
 
   private isClassCanonical(canonical: string): boolean {
-    return canonical === CLUSTER_ENTITY || canonical === WORLD_ENTITY || this.everyPodMatchers.some((m) => m.canonical === canonical);
+    return canonical === CLUSTER_ENTITY || canonical === WORLD_ENTITY || canonical === WORLD_IPV4_ENTITY || canonical === WORLD_IPV6_ENTITY || this.everyPodMatchers.some((m) => m.canonical === canonical);
   }
 
   /** The classes' templates of a subject direction (see ClassTemplates): none for a class without terms, or with named ports, or off. */
@@ -555,8 +606,18 @@ export class PolicyCompiler {
     const podIdxs = this.everyPodMatchers.flatMap((m) => resolved.termsBySelector.get(m.canonical) ?? []);
     const cluster = this.classOn ? templatesOf(CLUSTER_CLASS_PEER, clusterIdxs) : undefined;
     const pods = this.podClassOn && podIdxs.length > 0 ? templatesOf(EVERY_POD_CLASS_PEER, [...podIdxs, ...clusterIdxs]) : undefined;
-    const world = this.worldClassOn ? templatesOf(WORLD_CLASS_PEER, resolved.termsBySelector.get(WORLD_ENTITY) ?? []) : undefined;
-    return cluster === undefined && pods === undefined && world === undefined ? NO_CLASSES : { cluster, pods, world };
+    const worldIdxs = resolved.termsBySelector.get(WORLD_ENTITY) ?? [];
+    const world = this.worldClassOn ? templatesOf(WORLD_CLASS_PEER, worldIdxs) : undefined;
+    // A family's peers are in the world entity too: its class holds both entities' rules, and only where it has terms of
+    // its own that change what the world class's say (else the world class answers for the family's peers as well).
+    const familyOf = (classPeer: number, canonical: string): readonly EntryTemplate[] | undefined => {
+      const idxs = resolved.termsBySelector.get(canonical) ?? [];
+      const ts = this.worldFamilyClassOn && idxs.length > 0 ? templatesOf(classPeer, [...worldIdxs, ...idxs]) : undefined;
+      return ts !== undefined && world !== undefined && sameTemplates(ts, world) ? undefined : ts;
+    };
+    const world4 = familyOf(WORLD_IPV4_CLASS_PEER, WORLD_IPV4_ENTITY);
+    const world6 = familyOf(WORLD_IPV6_CLASS_PEER, WORLD_IPV6_ENTITY);
+    return cluster === undefined && pods === undefined && world === undefined && world4 === undefined && world6 === undefined ? NO_CLASSES : { cluster, pods, world, world4, world6 };
   }
 
   private registerTerms(user: DirectionUser, terms: readonly Term[]): void {
@@ -575,6 +636,8 @@ export class PolicyCompiler {
     if (dir.classes.cluster !== undefined) dir.entries.set(CLUSTER_CLASS_PEER, dir.classes.cluster);
     if (dir.classes.pods !== undefined) dir.entries.set(EVERY_POD_CLASS_PEER, dir.classes.pods);
     if (dir.classes.world !== undefined) dir.entries.set(WORLD_CLASS_PEER, dir.classes.world);
+    if (dir.classes.world4 !== undefined) dir.entries.set(WORLD_IPV4_CLASS_PEER, dir.classes.world4);
+    if (dir.classes.world6 !== undefined) dir.entries.set(WORLD_IPV6_CLASS_PEER, dir.classes.world6);
     for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
       const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
@@ -592,15 +655,13 @@ export class PolicyCompiler {
     classBefore: ClassTemplates,
   ): void {
     let after: readonly EntryTemplate[];
-    if (peer === CLUSTER_CLASS_PEER) after = dir.classes.cluster ?? NO_TEMPLATES;
-    else if (peer === EVERY_POD_CLASS_PEER) after = dir.classes.pods ?? NO_TEMPLATES;
-    else if (peer === WORLD_CLASS_PEER) after = dir.classes.world ?? NO_TEMPLATES;
+    if (isClassPeer(peer)) after = classOf(dir.classes, peer) ?? NO_TEMPLATES;
     else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
     if (after.length > 0) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
     if (!d.recording || (after === before && sameClasses(classBefore, dir.classes))) return; // the same templates: the same entries
-    const was = emitted(classBefore, peer, before, this.ipBlockIds);
-    const now = emitted(dir.classes, peer, after, this.ipBlockIds);
+    const was = emitted(classBefore, peer, before, this.ipBlockIds, this.worldFamilies);
+    const now = emitted(dir.classes, peer, after, this.ipBlockIds, this.worldFamilies);
     if (was === now) return;
     const held = new Map<number, EntryTemplate>();
     for (const b of was) held.set(b.slot, b);

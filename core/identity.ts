@@ -1,7 +1,7 @@
 // Numeric security identities: the reserved ones, the cluster and local CIDR scopes, CIDR labels, and the allocator.
 import type { Label, LabelSet, Result } from "./model.ts";
 import { LABEL_SOURCE, label, labelSetFrom } from "./labels.ts";
-import { coveringPrefixes, formatPrefix, parsePrefix, type Prefix } from "./cidr.ts";
+import { coveringPrefixes, formatPrefix, parsePrefix, type IPFamily, type Prefix } from "./cidr.ts";
 
 export interface ReservedIdentity {
   readonly id: number;
@@ -108,13 +108,45 @@ export function inWorldClass(id: number): boolean {
 }
 
 /**
- * The class whose entries answer for `peer` after its own keys, in the datapath's order (bpf/lib/policy.h
- * policy_lookup): the world class for a peer in it when the subject direction has its entries; the every-pod class for
- * a pod peer when it has its entries (they hold the cluster entity's rules too), else the cluster class for a peer in
- * it when it has its entries; undefined: none. The world class and the other two never hold the same peer.
+ * The `world-ipv4` and `world-ipv6` entities as peer classes (issue #21): the templates of a world peer of that family
+ * matched by exactly the direction's `world` and `world-ipv4` (or `world-ipv6`) entity terms, held once per key for
+ * this reserved peer. For a world peer other than reserved:world the datapath probes the class of the packet's family
+ * when the subject direction has its entries (a lens bit per family), else the world class. Never allocated.
  */
-export function answeringClass(peer: number, hasEntriesOf: (classPeer: number) => boolean): number | undefined {
-  if (inWorldClass(peer)) return hasEntriesOf(WORLD_CLASS_PEER) ? WORLD_CLASS_PEER : undefined;
+export const WORLD_IPV4_CLASS_PEER = 252;
+export const WORLD_IPV6_CLASS_PEER = 251;
+
+
+/**
+ * The address family of a world peer, as the datapath knows it from the packet: world-ipv4/-ipv6 by number, a CIDR or
+ * FQDN identity by its family's world label (cidrLabels; an address's identity only ever meets packets of its family).
+ * Undefined for reserved:world (an unknown address of either family: the world class answers for it) and for an
+ * identity with neither or both labels (the compiler then compiles no family class entries: strayFamilyIds).
+ */
+export function worldFamilyOf(id: number, labels?: LabelSet): IPFamily | undefined {
+  if (id === IDENTITY.worldIPv4) return 4;
+  if (id === IDENTITY.worldIPv6) return 6;
+  if (labels === undefined || id === IDENTITY.world) return undefined;
+  const v4 = labels.labels.some((l) => l.source === LABEL_SOURCE.reserved && l.key === "world-ipv4");
+  const v6 = labels.labels.some((l) => l.source === LABEL_SOURCE.reserved && l.key === "world-ipv6");
+  return v4 === v6 ? undefined : v4 ? 4 : 6;
+}
+
+/**
+ * The class whose entries answer for `peer` after its own keys, in the datapath's order (bpf/lib/policy.h
+ * policy_lookup): for a peer in the world class, its family's world class when it has a family (`family`: the
+ * packet's, as in the datapath; without it world-ipv4/-ipv6 have theirs) other than reserved:world's and the subject direction has that class's
+ * entries, else the world class when it has its entries; the every-pod class for a pod peer when it has its entries
+ * (they hold the cluster entity's rules too), else the cluster class for a peer in it when it has its entries;
+ * undefined: none. The world classes and the other two never hold the same peer.
+ */
+export function answeringClass(peer: number, hasEntriesOf: (classPeer: number) => boolean, family?: IPFamily): number | undefined {
+  if (inWorldClass(peer)) {
+    const fam = peer === IDENTITY.world ? undefined : (family ?? worldFamilyOf(peer));
+    const familyClass = fam === 4 ? WORLD_IPV4_CLASS_PEER : fam === 6 ? WORLD_IPV6_CLASS_PEER : undefined;
+    if (familyClass !== undefined && hasEntriesOf(familyClass)) return familyClass;
+    return hasEntriesOf(WORLD_CLASS_PEER) ? WORLD_CLASS_PEER : undefined;
+  }
   if (inEveryPodClass(peer) && hasEntriesOf(EVERY_POD_CLASS_PEER)) return EVERY_POD_CLASS_PEER;
   if (inClusterClass(peer) && hasEntriesOf(CLUSTER_CLASS_PEER)) return CLUSTER_CLASS_PEER;
   return undefined;

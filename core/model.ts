@@ -225,7 +225,9 @@ export type Result<T> = { readonly ok: true; readonly value: T } | { readonly ok
 //   2. (peer, ANY,   *)
 //   C. levels 1 and 2 for the class that answers for the peer (core/identity.ts answeringClass): EVERY_POD_CLASS_PEER
 //      for a pod peer when the subject direction has such entries, else CLUSTER_CLASS_PEER for a peer in the `cluster` class;
-//      WORLD_CLASS_PEER for a peer in the `world` class (reserved world ones, CIDR identities, an agent's FQDN identities)
+//      WORLD_CLASS_PEER for a peer in the `world` class (reserved world ones, CIDR identities, an agent's FQDN identities),
+//      or instead WORLD_IPV4/6_CLASS_PEER for one other than reserved:world by the packet's family when the subject
+//      direction has that class's entries
 //   3. (0,    proto, port)   longest port prefix
 //   4. (0,    ANY,   *)
 // A miss means default: deny if the subject is enforced in that direction, else allow.

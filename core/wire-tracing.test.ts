@@ -113,6 +113,8 @@ test("the agent's runtime report and hello flag parse; a bad status is refused n
   assert.deepEqual(parseUpstream({ type: "hello", node: "n", clusterClass: 1 }), { ok: false, errors: [{ path: "clusterClass", message: "must be a boolean" }] });
   assert.deepEqual(parseUpstream({ type: "hello", node: "n", worldClass: true }), { ok: true, value: { type: "hello", node: "n", worldClass: true } });
   assert.deepEqual(parseUpstream({ type: "hello", node: "n", worldClass: "yes" }), { ok: false, errors: [{ path: "worldClass", message: "must be a boolean" }] });
+  assert.deepEqual(parseUpstream({ type: "hello", node: "n", worldFamilyClass: true }), { ok: true, value: { type: "hello", node: "n", worldFamilyClass: true } });
+  assert.deepEqual(parseUpstream({ type: "hello", node: "n", worldFamilyClass: 1 }), { ok: false, errors: [{ path: "worldFamilyClass", message: "must be a boolean" }] });
   assert.deepEqual(parseUpstream({ type: "runtime", policies: [{ ...report.policies[0], enforced: "no" }] }), { ok: false, errors: [{ path: "policies[0].enforced", message: "must be a boolean" }] });
   assert.deepEqual(parseUpstream({ type: "runtime" }), { ok: false, errors: [{ path: "policies", message: "must be a list" }] });
 });

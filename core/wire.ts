@@ -136,8 +136,11 @@ export type Upstream =
    * instead of the cluster class's for a pod); while an agent without it is known, those are compiled per pod.
    * `worldClass`: it looks up the `world` entity's entries held once per key (peer WORLD_CLASS_PEER, for a CIDR or
    * reserved world peer); while an agent without it is known, the entity is compiled per CIDR identity.
+   * `worldFamilyClass`: it looks up the `world-ipv4`/`world-ipv6` entities' entries held once per key (peers
+   * WORLD_IPV4/6_CLASS_PEER, for a world peer in a packet of that family); while an agent without it is known, those
+   * entities are compiled per peer.
    */
-  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean; readonly everyPodClass?: boolean; readonly worldClass?: boolean }
+  | { readonly type: "hello"; readonly node: string; readonly lastAppliedVersion?: number; readonly dnsProxy?: boolean; readonly l7Proxy?: boolean; readonly runtime?: boolean; readonly clusterClass?: boolean; readonly everyPodClass?: boolean; readonly worldClass?: boolean; readonly worldFamilyClass?: boolean }
   | { readonly type: "ack"; readonly version: number; readonly nonce: string }
   /**
    * Each TracingPolicy's status on the node, as its runtime enforcer reports it (sent by an agent that runs the
@@ -166,6 +169,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
       if (v.clusterClass !== undefined && typeof v.clusterClass !== "boolean") return err("clusterClass", "must be a boolean");
       if (v.everyPodClass !== undefined && typeof v.everyPodClass !== "boolean") return err("everyPodClass", "must be a boolean");
       if (v.worldClass !== undefined && typeof v.worldClass !== "boolean") return err("worldClass", "must be a boolean");
+      if (v.worldFamilyClass !== undefined && typeof v.worldFamilyClass !== "boolean") return err("worldFamilyClass", "must be a boolean");
       return {
         ok: true,
         value: {
@@ -178,6 +182,7 @@ export function parseUpstream(v: unknown): Result<Upstream> {
           ...(v.clusterClass !== undefined ? { clusterClass: v.clusterClass } : {}),
           ...(v.everyPodClass !== undefined ? { everyPodClass: v.everyPodClass } : {}),
           ...(v.worldClass !== undefined ? { worldClass: v.worldClass } : {}),
+          ...(v.worldFamilyClass !== undefined ? { worldFamilyClass: v.worldFamilyClass } : {}),
         },
       };
     case "runtime": {

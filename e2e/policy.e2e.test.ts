@@ -187,12 +187,18 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
     await converges("xwing-to-every-pod removed", () => true);
   });
 
-  it("a CNP letting the xwings reach the world on TCP 443 holds one world class entry per xwing identity on each node (not one per world identity), and lets the xwings reach no pod", async () => {
+  it("a CNP letting the xwings reach the world on TCP 443 and IPv4 addresses on TCP 80 holds one world class entry and one world-ipv4 class entry per key for the xwing identity on each node (not one per world identity), and lets the xwings reach no pod", async () => {
     const toWorld = {
       apiVersion: "cilium.io/v2",
       kind: "CiliumNetworkPolicy",
       metadata: { name: "xwing-to-world", namespace: "default" },
-      spec: { endpointSelector: { matchLabels: { class: "xwing" } }, egress: [{ toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+      spec: {
+        endpointSelector: { matchLabels: { class: "xwing" } },
+        egress: [
+          { toEntities: ["world"], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] },
+          { toEntities: ["world-ipv4"], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] },
+        ],
+      },
     };
     await kubectl(["apply", "-f", "-"], JSON.stringify(toWorld));
     await enforced("ciliumnetworkpolicy/xwing-to-world", "default");
@@ -203,8 +209,10 @@ describe("policy end to end (2 nodes, real packets)", { timeout: 6 * 60_000 }, (
         const keys = m.keys().map(decodePolicyKey);
         const subjects = new Set(keys.filter((k) => k.peer === CONST.IDENTITY_CLASS_WORLD).map((k) => k.subject));
         assert.equal(subjects.size, 1, `node-${node}: the xwings' identity has the world class entry`);
-        const egress = keys.filter((k) => subjects.has(k.subject) && k.direction === "egress").map((k) => [k.peer === CONST.IDENTITY_CLASS_WORLD ? "world" : k.peer, k.proto, k.port]);
-        assert.deepEqual(egress, [["world", 6, 443]], `node-${node}: one entry for the world, none per world identity (reserved world, world-ipv4, world-ipv6)`);
+        const name = (peer: number): string | number => (peer === CONST.IDENTITY_CLASS_WORLD ? "world" : peer === CONST.IDENTITY_CLASS_WORLD_IPV4 ? "world-ipv4" : peer);
+        const egress = keys.filter((k) => subjects.has(k.subject) && k.direction === "egress").map((k) => [name(k.peer), k.proto, k.port]);
+        // The world-ipv4 class holds the world rule's key too (an IPv4 peer is in both entities); reserved:world and world-ipv6 get the world class's.
+        assert.deepEqual(egress.sort(), [["world", 6, 443], ["world-ipv4", 6, 443], ["world-ipv4", 6, 80]].sort(), `node-${node}: one entry per key for the world and world-ipv4, none per world identity (reserved world, world-ipv4, world-ipv6)`);
       } finally {
         closePinnedMap(m);
       }

@@ -592,7 +592,7 @@ export class NodeAgent {
       identityLabels: (id) => index().identities.get(id),
       ruleOrigin: (id) => index().rules.get(id),
       // A learned address's own keys (the agent's) come before its class's and any peer's, as in the datapath.
-      policyMatch: (ruleId, subject, direction, peer, proto, port) => (peer >= MIN_FQDN_IDENTITY ? this.learnedMatch()(ruleId, subject, direction, peer, proto, port) : undefined) ?? index().policyMatch(ruleId, subject, direction, peer, proto, port),
+      policyMatch: (ruleId, subject, direction, peer, proto, port, family) => (peer >= MIN_FQDN_IDENTITY ? this.learnedMatch()(ruleId, subject, direction, peer, proto, port, family) : undefined) ?? index().policyMatch(ruleId, subject, direction, peer, proto, port, family),
       // Outside every prefix: the world, as the datapath reads it.
       identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? IDENTITY.world,
       // A remote endpoint whose node has a WireGuard peer on an up device: the datapath tunnels to it encrypted.
@@ -659,7 +659,7 @@ export class NodeAgent {
     call.on("status", (s: grpc.StatusObject) => onEnd(`${grpc.status[s.code] ?? s.code}: ${s.details}`));
     call.on("error", (e: Error) => onEnd(e.message));
     call.on("end", () => onEnd("stream ended"));
-    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}), ...(this.runtime ? { runtime: true } : {}), clusterClass: true, everyPodClass: true, worldClass: true });
+    call.write({ type: "hello", node: this.opts.nodeName, ...(this.version !== undefined ? { lastAppliedVersion: this.version } : {}), ...(this.dns ? { dnsProxy: true } : {}), ...(this.l7 ? { l7Proxy: true } : {}), ...(this.runtime ? { runtime: true } : {}), clusterClass: true, everyPodClass: true, worldClass: true, worldFamilyClass: true });
     // What the enforcer runs now: the operator forgot it with the last stream.
     this.sendRuntimeReport();
   }

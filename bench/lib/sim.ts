@@ -156,7 +156,7 @@ export class LiteAgent {
       if (this.reconnects++ === 0) this.log.warn({ node: this.node, err: e.message }, "agent stream error; reconnecting (logged once per agent)");
       setTimeout(() => this.closed || this.connect(), 1000);
     });
-    call.write({ type: "hello", node: this.node, clusterClass: true, everyPodClass: true, worldClass: true });
+    call.write({ type: "hello", node: this.node, clusterClass: true, everyPodClass: true, worldClass: true, worldFamilyClass: true });
   }
   /** A delta's policy generations: what moved (or, from an operator before they travelled as deltas, the whole list). */
   private applyGenerations(m: Extract<Downstream, { type: "delta" }>): void {

@@ -33,12 +33,22 @@ function cache<T extends KubeObject>(items: readonly T[]): Informer<T> & { reado
   return { m, get: (k: string) => m.get(k), list: () => [...m.values()] } as unknown as Informer<T> & { readonly m: Map<string, T> };
 }
 
-const { values } = parseArgs({ options: Object.fromEntries(["identities", "pods", "policies", "namespaces", "nodes", "batch"].map((k) => [k, { type: "string" as const }])) });
+const { values } = parseArgs({
+  options: {
+    ...Object.fromEntries(["identities", "pods", "policies", "namespaces", "nodes", "batch"].map((k) => [k, { type: "string" as const }])),
+    // The CCNPs' egress to the world by family: every third `world-ipv4`, every third `world-ipv6` (the mix has none of them).
+    "family-entities": { type: "boolean" as const },
+    // Compile world-ipv4/-ipv6 per peer, as before their classes (what an agent without worldFamilyClass gets).
+    "family-per-peer": { type: "boolean" as const },
+  },
+});
+const familyEntities = values["family-entities"] === true;
+const familyPerPeer = values["family-per-peer"] === true;
 const defaults: Record<string, number> = { identities: 300, policies: 500, namespaces: 20, nodes: 20, batch: 10 };
 const n: Record<string, number> = {};
 for (const k of [...Object.keys(defaults), "pods"]) {
-  const raw = values[k];
-  if (raw === undefined) continue;
+  const raw = (values as Record<string, string | boolean | undefined>)[k];
+  if (raw === undefined || typeof raw === "boolean") continue;
   const v = Number(raw);
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: ${raw} is not a positive integer`);
   n[k] = v;
@@ -53,8 +63,15 @@ function identityLabels(i: number): LabelSet {
   const ns = i % shape.namespaces;
   return securityLabels({ podLabels: { app: `app-${Math.floor(i / shape.namespaces)}` }, namespace: `ns-${ns}`, namespaceLabels: { team: `team-${ns % 5}` } });
 }
-const policyObjects: PolicyObject[] = scalePolicies(shape).map((o) => {
-  const body = o.body as unknown as PolicyObject;
+/** `--family-entities`: the CCNP's `toEntities: [world]` egress as `[world-ipv4]` or `[world-ipv6]` for two in three of them. */
+function byFamily(body: Record<string, unknown>, j: number): Record<string, unknown> {
+  const spec = body.spec as { egress?: { toEntities?: string[] }[] } | undefined;
+  if (!familyEntities || body.kind !== "CiliumClusterwideNetworkPolicy" || j % 3 === 0 || !spec?.egress) return body;
+  const entity = j % 3 === 1 ? "world-ipv4" : "world-ipv6";
+  return { ...body, spec: { ...spec, egress: spec.egress.map((r) => (r.toEntities?.includes("world") ? { ...r, toEntities: [entity] } : r)) } };
+}
+const policyObjects: PolicyObject[] = scalePolicies(shape).map((o, j) => {
+  const body = byFamily(o.body, j) as unknown as PolicyObject;
   const namespace = o.path.includes("/namespaces/") ? o.path.split("/")[5] : undefined;
   return { ...body, metadata: { ...body.metadata, ...(namespace ? { namespace } : {}), uid: body.metadata.name, generation: 1 } };
 });
@@ -63,6 +80,7 @@ const policyObjects: PolicyObject[] = scalePolicies(shape).map((o) => {
 const heap0 = liveHeapMiB();
 let t = performance.now();
 const compiler = new PolicyCompiler();
+if (familyPerPeer) compiler.setWorldFamilyClass(false);
 for (const r of RESERVED_IDENTITIES) compiler.upsertIdentity(r.id, r.labels);
 for (const o of policyObjects) {
   const parsed = parsePolicyObject(o);
@@ -97,6 +115,7 @@ const pods = cache<PodObject>([]);
 const heap1 = liveHeapMiB();
 t = performance.now();
 const source = new NodeStateSource(pods, nodes);
+if (familyPerPeer) source.setWorldFamilyClass(false);
 for (const obj of policyObjects) source.onPolicy({ type: "add", obj });
 const readAll = (): void => {
   for (let i = 0; i < shape.nodes; i++) source.stateFor(nodeName(i));
@@ -133,7 +152,7 @@ load.push(loadavg()[0]!);
 console.log(
   JSON.stringify({
     bench: "scale-compiled-state",
-    shape: { ...shape, apps_per_namespace: appsPerNamespace(shape), batch },
+    shape: { ...shape, apps_per_namespace: appsPerNamespace(shape), batch, family_entities: familyEntities, family_per_peer: familyPerPeer },
     subjects,
     entries,
     entries_per_subject_per_peer: Math.round((entries / subjects / (ids + RESERVED_IDENTITIES.length)) * 10) / 10,

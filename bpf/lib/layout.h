@@ -27,6 +27,11 @@
  * and the agents' FQDN ones), probed after such a peer's own entries for subjects whose lens has POLICY_LENS_WORLD.
  * Never a packet's identity. */
 #define IDENTITY_CLASS_WORLD 253
+/* The peers of the `world-ipv4` / `world-ipv6` classes (core/identity.ts WORLD_IPV4/6_CLASS_PEER): probed instead of
+ * IDENTITY_CLASS_WORLD for a world peer other than IDENTITY_WORLD in a packet of that family, for subjects whose lens
+ * has POLICY_LENS_WORLD_IPV4 / _IPV6 (their entries hold the world entity's rules too). Never a packet's identity. */
+#define IDENTITY_CLASS_WORLD_IPV4 252
+#define IDENTITY_CLASS_WORLD_IPV6 251
 #define IDENTITY_WORLD_IPV4 9
 #define IDENTITY_WORLD_IPV6 10
 /* The operator's half of the local scope (CIDR and ipBlock identities); the agents' FQDN identities start at the end. */
@@ -64,6 +69,9 @@ struct policy_key {
 #define POLICY_LENS_PODS (1u << 19)
 /* In peer_lens: the subject has entries for peer IDENTITY_CLASS_WORLD (their port lens are in peer_lens too). */
 #define POLICY_LENS_WORLD (1u << 20)
+/* In peer_lens: the subject has entries for peer IDENTITY_CLASS_WORLD_IPV4 / _IPV6. */
+#define POLICY_LENS_WORLD_IPV4 (1u << 21)
+#define POLICY_LENS_WORLD_IPV6 (1u << 22)
 struct policy_lens_key {
 	__u32 subject;
 	__u8 direction;  /* DIR_* */

@@ -86,22 +86,6 @@ policy_probe_levels(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be1
 	return NULL;
 }
 
-#define POLICY_PACKED_FOUND (1ull << 63)
-
-/* Level C of policy_lookup, the class's levels 1 and 2, as a global function: the verifier checks it once,
- * not on every path of every program that inlines policy_lookup (inlined, to-container was too complex to
- * verify). Returns the entry packed (found bit 63, verdict in bits 48-55, proxy port 32-47, rule id 0-31),
- * or 0 when there is none. */
-__attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 dir_class, __u32 proto, __u32 dport, __u32 lens)
-{
-	/* A BPF function takes at most five arguments: the direction in bits 0-7, the class peer (below 256) in 8-15. */
-	struct policy_value *v = policy_probe_levels(subject, (__u8)dir_class, (dir_class >> 8) & 0xff, proto, dport, lens);
-
-	if (!v)
-		return 0;
-	return POLICY_PACKED_FOUND | ((__u64)v->verdict << 48) | ((__u64)v->proxy_port << 32) | v->rule_id;
-}
-
 /* Whether a peer identity is one of the `cluster` entity's (core/identity.ts inClusterClass): a cluster
  * identity, or a reserved one in the cluster (host, unmanaged, health, init, remote-node, kube-apiserver, ingress). */
 static __always_inline int identity_in_cluster_class(__u32 id)
@@ -118,19 +102,51 @@ static __always_inline int identity_in_world_class(__u32 id)
 	return id == IDENTITY_WORLD || id == IDENTITY_WORLD_IPV4 || id == IDENTITY_WORLD_IPV6 || (id >= IDENTITY_MIN_LOCAL && id <= IDENTITY_MAX_LOCAL);
 }
 
-/* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): the world class
- * for a peer in it when the subject has its entries; the every-pod class for a pod when the subject has its entries
+/* The class whose entries answer for a peer after its own keys (core/identity.ts answeringClass): for a peer in the
+ * world class other than IDENTITY_WORLD, its family's world class (the packet's family: an address's identity only
+ * meets packets of its family) when the subject has its entries, else the world class when the subject has its
+ * entries; the every-pod class for a pod when the subject has its entries
  * (they hold the cluster entity's rules too), else the cluster class for a peer in it when the subject has its
  * entries; 0 for none. */
-static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer)
+static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer, __u8 family)
 {
-	if (identity_in_world_class(peer))
+	if (identity_in_world_class(peer)) {
+		if (peer != IDENTITY_WORLD) {
+			if (family == FAMILY_IPV4 && (peer_lens & POLICY_LENS_WORLD_IPV4))
+				return IDENTITY_CLASS_WORLD_IPV4;
+			if (family == FAMILY_IPV6 && (peer_lens & POLICY_LENS_WORLD_IPV6))
+				return IDENTITY_CLASS_WORLD_IPV6;
+		}
 		return (peer_lens & POLICY_LENS_WORLD) ? IDENTITY_CLASS_WORLD : 0;
+	}
 	if ((peer_lens & POLICY_LENS_PODS) && peer >= IDENTITY_MIN_CLUSTER && peer <= IDENTITY_MAX_CLUSTER)
 		return IDENTITY_CLASS_PODS;
 	if ((peer_lens & POLICY_LENS_CLASS) && identity_in_cluster_class(peer))
 		return IDENTITY_CLASS_CLUSTER;
 	return 0;
+}
+
+#define POLICY_PACKED_FOUND (1ull << 63)
+/* In peer_lens: any class's entries (policy_lookup calls policy_probe_class only then). */
+#define POLICY_LENS_CLASSES (POLICY_LENS_CLASS | POLICY_LENS_PODS | POLICY_LENS_WORLD | POLICY_LENS_WORLD_IPV4 | POLICY_LENS_WORLD_IPV6)
+
+/* Level C of policy_lookup, the levels 1 and 2 of the class that answers for the peer (policy_answering_class), as a
+ * global function: the verifier checks it once, not on every path of every program that inlines policy_lookup
+ * (inlined, to-container was too complex to verify). Returns the entry packed (found bit 63, verdict in bits 48-55,
+ * proxy port 32-47, rule id 0-31), or 0 when no class answers or it has no entry. */
+__attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 dir_proto_family, __u32 peer, __u32 dport, __u32 lens)
+{
+	/* A BPF function takes at most five arguments: the direction in bits 0-7, the protocol in 8-15, the packet's
+	 * family in 16-23. */
+	__u32 class_peer = policy_answering_class(lens, peer, (__u8)(dir_proto_family >> 16));
+	struct policy_value *v;
+
+	if (!class_peer)
+		return 0;
+	v = policy_probe_levels(subject, (__u8)dir_proto_family, class_peer, (__u8)(dir_proto_family >> 8), dport, lens);
+	if (!v)
+		return 0;
+	return POLICY_PACKED_FOUND | ((__u64)v->verdict << 48) | ((__u64)v->proxy_port << 32) | v->rule_id;
 }
 
 /* Returns the first matching entry of:
@@ -139,10 +155,11 @@ static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer)
  *   3. (0, proto, port)  4. (0, ANY, *)
  * or NULL (then the endpoint's enforcement flag decides). Probes only the keys the subject's
  * entries use (membrane_policy_lens): a subject without entries in this direction costs one lookup,
- * and only a subject with class entries (POLICY_LENS_CLASS, POLICY_LENS_PODS, POLICY_LENS_WORLD) probes a class's keys. A class
+ * and only a subject with class entries (POLICY_LENS_CLASS, POLICY_LENS_PODS, POLICY_LENS_WORLD, _WORLD_IPV4/6) probes a class's
+ * keys. family: the packet's (FAMILY_IPV4/6), which picks a world peer's family class. A class
  * entry is returned as a copy in this CPU's membrane_policy_class_hit (read before the program ends). */
 static __always_inline struct policy_value *
-policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
+policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport, __u8 family)
 {
 	struct policy_lens_key lk = { .subject = subject, .direction = direction };
 	struct policy_lens_value *lv;
@@ -159,10 +176,8 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 		v = policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
 		if (v)
 			return v;
-		__u32 class_peer = policy_answering_class(lv->peer_lens, peer);
-
-		if (class_peer) {
-			__u64 c = policy_probe_class(subject, direction | (class_peer << 8), proto, dport, lv->peer_lens);
+		if (lv->peer_lens & POLICY_LENS_CLASSES) {
+			__u64 c = policy_probe_class(subject, direction | ((__u32)proto << 8) | ((__u32)family << 16), peer, dport, lv->peer_lens);
 			__u32 zero = 0;
 
 			if (c) {

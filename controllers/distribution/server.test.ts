@@ -227,6 +227,22 @@ describe("distribution server", () => {
     upgraded.close();
   });
 
+  it("an agent that looks up the world class but not the world-ipv4/-ipv6 classes' entries turns only worldFamilyClassEverywhere off, until its node's next agent says it", async () => {
+    let moved = 0;
+    server!.onClusterClass(() => moved++);
+    await until("every agent so far looks up every class", () => server!.worldClassEverywhere() && server!.worldFamilyClassEverywhere());
+    const older = agent("node-3", "node-3", { worldFamilyClass: false });
+    await until("an agent without the family classes known", () => !server!.worldFamilyClassEverywhere());
+    assert.equal(server!.clusterClassEverywhere() && server!.everyPodClassEverywhere() && server!.worldClassEverywhere(), true, "the other classes stay");
+    assert.ok(moved >= 1, "the listener was told");
+    older.close();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server!.worldFamilyClassEverywhere(), false, "a node mid-upgrade keeps its older agent's word");
+    const upgraded = agent("node-3", "node-3", { worldFamilyClass: true });
+    await until("the upgraded agent's hello", () => server!.worldFamilyClassEverywhere());
+    upgraded.close();
+  });
+
   it("an agent whose hello does not say clusterClass (one from before class entries) turns clusterClassEverywhere off, also once it disconnected, until its node's next agent says it or the node is forgotten", async () => {
     let moved = 0;
     server!.onClusterClass(() => moved++);

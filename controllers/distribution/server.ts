@@ -66,6 +66,8 @@ interface NodeRecord {
   everyPodClass?: boolean;
   /** Its agent said in its last hello that its datapath looks up the world class's entries. */
   worldClass?: boolean;
+  /** Its agent said in its last hello that its datapath looks up the world-ipv4/-ipv6 classes' entries. */
+  worldFamilyClass?: boolean;
 }
 
 type Stream = grpc.ServerDuplexStream<Upstream, Downstream>;
@@ -156,7 +158,7 @@ export class DistributionServer {
     this.runtimeListeners.push(listener);
   }
 
-  /** Called whenever clusterClassEverywhere(), everyPodClassEverywhere() or worldClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
+  /** Called whenever clusterClassEverywhere(), everyPodClassEverywhere(), worldClassEverywhere() or worldFamilyClassEverywhere() may have moved: an agent's hello said otherwise than the last, or a node was forgotten. */
   onClusterClass(listener: () => void): void {
     this.clusterClassListeners.push(listener);
   }
@@ -183,6 +185,12 @@ export class DistributionServer {
     return true;
   }
 
+  /** The same for the world-ipv4/-ipv6 classes' entries (hello worldFamilyClass): while an agent without it is known, those entities are compiled per peer. */
+  worldFamilyClassEverywhere(): boolean {
+    for (const r of this.records.values()) if (r.worldFamilyClass !== true) return false;
+    return true;
+  }
+
   /** Sets what `node` should hold; its agent (if connected) gets the change as soon as it has acknowledged the previous one. */
   publish(node: string, state: NodeState): void {
     this.desired.set(node, this.differ.canonical(state));
@@ -196,7 +204,7 @@ export class DistributionServer {
     r?.session?.stream.end();
     this.records.delete(node);
     this.answerList = undefined;
-    if (r && (r.clusterClass !== true || r.everyPodClass !== true || r.worldClass !== true)) for (const l of this.clusterClassListeners) l();
+    if (r && (r.clusterClass !== true || r.everyPodClass !== true || r.worldClass !== true || r.worldFamilyClass !== true)) for (const l of this.clusterClassListeners) l();
   }
 
   reports(): NodeReport[] {
@@ -284,7 +292,7 @@ export class DistributionServer {
         }
         clearTimeout(helloTimer);
         if (ended) return; // the agent left while its token was being reviewed
-        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true, everyPodClass: msg.everyPodClass === true, worldClass: msg.worldClass === true });
+        session = this.open(msg.node, msg.lastAppliedVersion, stream, { dns: msg.dnsProxy === true, l7: msg.l7Proxy === true, runtime: msg.runtime === true, clusterClass: msg.clusterClass === true, everyPodClass: msg.everyPodClass === true, worldClass: msg.worldClass === true, worldFamilyClass: msg.worldFamilyClass === true });
         return;
       }
       if (msg.type === "hello") return;
@@ -315,7 +323,7 @@ export class DistributionServer {
     stream.on("cancelled", close);
   }
 
-  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean; readonly everyPodClass: boolean; readonly worldClass: boolean }): Session {
+  private open(node: string, lastApplied: number | undefined, stream: Stream, proxies: { readonly dns: boolean; readonly l7: boolean; readonly runtime: boolean; readonly clusterClass: boolean; readonly everyPodClass: boolean; readonly worldClass: boolean; readonly worldFamilyClass: boolean }): Session {
     const r = this.record(node);
     const classMoved = r.clusterClass !== proxies.clusterClass;
     r.clusterClass = proxies.clusterClass;
@@ -323,6 +331,8 @@ export class DistributionServer {
     r.everyPodClass = proxies.everyPodClass;
     const worldClassMoved = r.worldClass !== proxies.worldClass;
     r.worldClass = proxies.worldClass;
+    const worldFamilyClassMoved = r.worldFamilyClass !== proxies.worldFamilyClass;
+    r.worldFamilyClass = proxies.worldFamilyClass;
     const dnsProxy = proxies.dns;
     const proxyMoved = (r.dnsProxy ?? false) !== proxies.dns || (r.l7Proxy ?? false) !== proxies.l7;
     r.dnsProxy = proxies.dns;
@@ -355,7 +365,10 @@ export class DistributionServer {
     if (worldClassMoved) {
       this.log.info({ node, worldClass: proxies.worldClass }, proxies.worldClass ? "agent looks up the world class's entries" : "agent does not look up the world class's entries: the world entity is compiled per CIDR identity while it is known");
     }
-    if (classMoved || podClassMoved || worldClassMoved) for (const l of this.clusterClassListeners) l();
+    if (worldFamilyClassMoved) {
+      this.log.info({ node, worldFamilyClass: proxies.worldFamilyClass }, proxies.worldFamilyClass ? "agent looks up the world-ipv4/-ipv6 classes' entries" : "agent does not look up the world-ipv4/-ipv6 classes' entries: those entities are compiled per peer while it is known");
+    }
+    if (classMoved || podClassMoved || worldClassMoved || worldFamilyClassMoved) for (const l of this.clusterClassListeners) l();
     this.push(s);
     return s;
   }

@@ -94,6 +94,8 @@ export class NodeStateSource {
   private everyPodClass = true;
   /** setWorldClass's last word. */
   private worldClass = true;
+  /** setWorldFamilyClass's last word. */
+  private worldFamilyClass = true;
   /** The ipBlock identities each policy holds (NetworkPolicy ipBlock prefixes), like cidrsOfPolicy. */
   private readonly blocksOfPolicy = new Map<string, ReadonlyMap<string, number>>();
 
@@ -202,6 +204,14 @@ export class NodeStateSource {
     if (allowed === this.worldClass) return [];
     this.worldClass = allowed;
     this.compiler.setWorldClass(allowed, this.pending);
+    return "all";
+  }
+
+  /** The same for the world-ipv4/-ipv6 classes' entries (DistributionServer.worldFamilyClassEverywhere). */
+  setWorldFamilyClass(allowed: boolean): Affected {
+    if (allowed === this.worldFamilyClass) return [];
+    this.worldFamilyClass = allowed;
+    this.compiler.setWorldFamilyClass(allowed, this.pending);
     return "all";
   }
 

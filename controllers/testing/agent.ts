@@ -20,7 +20,7 @@ export class AgentClient {
     address: string,
     tls: { ca: Buffer; cert: Buffer; key: Buffer },
     readonly node: string,
-    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials; l7Proxy?: boolean; clusterClass?: boolean; everyPodClass?: boolean; worldClass?: boolean } = {},
+    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials; l7Proxy?: boolean; clusterClass?: boolean; everyPodClass?: boolean; worldClass?: boolean; worldFamilyClass?: boolean } = {},
   ) {
     if (opts.state) this.state = opts.state;
     this.version = opts.lastAppliedVersion;
@@ -32,7 +32,7 @@ export class AgentClient {
     });
     this.call.on("status", (s: grpc.StatusObject) => (this.status = s));
     this.call.on("error", () => undefined);
-    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}), ...(opts.l7Proxy ? { l7Proxy: true } : {}), clusterClass: opts.clusterClass ?? true, everyPodClass: opts.everyPodClass ?? true, worldClass: opts.worldClass ?? true });
+    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}), ...(opts.l7Proxy ? { l7Proxy: true } : {}), clusterClass: opts.clusterClass ?? true, everyPodClass: opts.everyPodClass ?? true, worldClass: opts.worldClass ?? true, worldFamilyClass: opts.worldFamilyClass ?? true });
   }
 
   apply(m: Downstream): void {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { compileAll, policyPrefixes, type PolicyCompiler } from "../compiler.ts";
-import { MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, cidrLabels, fqdnIdentityLabels } from "../identity.ts";
+import { MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, cidrLabels, fqdnIdentityLabels } from "../identity.ts";
 import { label, labelSetFrom } from "../labels.ts";
 import { canonicalSelector } from "../selector.ts";
 import type { Direction, LabelSet, Peer, Policy, PolicyEntry, PortRule, Protocol, Rule, SubjectPolicy } from "../model.ts";
@@ -108,13 +108,15 @@ function served(sp: SubjectPolicy, e: PolicyEntry | undefined): string[] {
   return parts.length > 0 ? parts.sort() : [`l7 of rule ${e.ruleId}`];
 }
 
+const familyOf = (ip: string): 4 | 6 => (ip.includes(":") ? 6 : 4);
+
 /** The agent's entries for the learned identity, beside the operator's class compile (the datapath's world class holds it). */
 function agentPolicy(classes: PolicyCompiler, cidrs: readonly { prefix: string; identity: number }[], ip: string, names: readonly string[]): { sp: SubjectPolicy; own: number } {
   const received = classes.snapshot(WEB);
   const peer = new LearnedAddressPeers(cidrs.map((c) => ({ prefix: c.prefix, identity: c.identity }))).peerOf(ip);
   const order = ruleOrder([...classes.ruleTable()].map(([id, origin]) => ({ id, origin })));
   const subject = learnedPeerSubject(received, order);
-  const extra = (["ingress", "egress"] as const).flatMap((d) => learnedPeerEntries(subject, d, LEARNED, peer, names, received.dns?.fqdnSelectors ?? []) ?? []);
+  const extra = (["ingress", "egress"] as const).flatMap((d) => learnedPeerEntries(subject, d, LEARNED, peer, names, received.dns?.fqdnSelectors ?? [], familyOf(ip)) ?? []);
   return { sp: { ...received, entries: [...received.entries, ...extra] }, own: extra.length };
 }
 
@@ -123,6 +125,7 @@ const PROBES: readonly [number, number][] = [6, 17, 132].flatMap((proto) => [53,
 test("property: a learned address's first hit is the per-peer compile's, where its identity is a world peer (toFQDNs, world, CIDR, denies and L7 included)", () => {
   let merged = 0;
   let viaClass = 0;
+  let viaFamily = 0;
   let worldDecides = 0;
   let probes = 0;
   let otherRule = 0;
@@ -138,13 +141,14 @@ test("property: a learned address's first hit is the per-peer compile's, where i
       const want = perPeer.snapshot(WEB);
       const { sp: got, own } = agentPolicy(classes, cidrs, ip, names);
       if (own > 0) merged++;
-      if (got.entries.some((e) => e.peer === WORLD_CLASS_PEER) && own === 0) viaClass++;
+      if (got.entries.some((e) => e.peer === WORLD_CLASS_PEER || e.peer === WORLD_IPV4_CLASS_PEER || e.peer === WORLD_IPV6_CLASS_PEER) && own === 0) viaClass++;
+      if (got.entries.some((e) => e.peer === WORLD_IPV4_CLASS_PEER || e.peer === WORLD_IPV6_CLASS_PEER)) viaFamily++;
       const fqdnRules = new Set((got.dns?.fqdnSelectors ?? []).map((t) => t.ruleId));
       for (const direction of ["ingress", "egress"] as const) {
         for (const [proto, port] of PROBES) {
           probes++;
-          const a: LookupResult = lookup(got, direction, LEARNED, proto, port);
-          const b: LookupResult = lookup(want, direction, LEARNED, proto, port);
+          const a: LookupResult = lookup(got, direction, LEARNED, proto, port, undefined, familyOf(ip));
+          const b: LookupResult = lookup(want, direction, LEARNED, proto, port, undefined, familyOf(ip));
           const at = `${direction} ${ip} ${names.join(",")} proto ${proto} port ${port}`;
           assert.equal(a.verdict, b.verdict, `${at}: verdict ${a.verdict} (${JSON.stringify(a.entry)}) ≠ per peer ${b.verdict} (${JSON.stringify(b.entry)})`);
           const sa = served(got, a.entry);
@@ -172,8 +176,8 @@ test("property: a learned address's first hit is the per-peer compile's, where i
     { numRuns: 300 },
   );
   if (r.failed) assert.fail(`${r.errorInstance instanceof Error ? r.errorInstance.message : String(r.errorInstance)}\nseed ${r.seed} path ${r.counterexamplePath}\n${JSON.stringify(r.counterexample).slice(0, 4000)}`);
-  assert.ok(merged > 20 && viaClass > 5 && worldDecides > 20, `runs with own entries ${merged}, through the class ${viaClass}, a world deny deciding ${worldDecides}`);
+  assert.ok(merged > 20 && viaClass > 5 && viaFamily > 5 && worldDecides > 20, `runs with own entries ${merged}, through the class ${viaClass}, with a world-ipv4/-ipv6 class ${viaFamily}, a world deny deciding ${worldDecides}`);
   // Most lookups are exact: the divergences above stay a small share.
   assert.ok(otherRule + narrowerL7 + dnsRedirectLost < probes / 50, `${otherRule} lookups named another rule, ${narrowerL7} went to fewer HTTP rules, ${dnsRedirectLost} lost a DNS redirect, of ${probes}`);
-  console.log(JSON.stringify({ merged, viaClass, worldDecides, otherRule, narrowerL7, dnsRedirectLost, probes }));
+  console.log(JSON.stringify({ merged, viaClass, viaFamily, worldDecides, otherRule, narrowerL7, dnsRedirectLost, probes }));
 });

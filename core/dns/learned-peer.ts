@@ -1,5 +1,5 @@
 // A learned (toFQDNs) address as a peer of the world: the entries an agent writes for its identity so the first hit is a per-peer compile's.
-import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER } from "../identity.ts";
+import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../identity.ts";
 import { makePrefix, parsePrefix, type IPFamily } from "../cidr.ts";
 import { selectorMatches } from "./name-pattern.ts";
 import { compareRulePlaces, policyKey, type RulePlace } from "../policy/repository.ts";
@@ -64,9 +64,10 @@ export function httpProxyPorts(policy: SubjectPolicy): Set<number> {
 /** A subject's received policy split the way learnedPeerEntries reads it (built once per state, read per learned address). */
 export interface LearnedPeerSubject {
   readonly policy: SubjectPolicy;
-  /** Per direction: each peer's own entries, the world class's, the wildcard's. */
+  /** Per direction: each peer's own entries, the world class's, the world-ipv4/-ipv6 classes', the wildcard's. */
   readonly own: Readonly<Record<Direction, ReadonlyMap<number, readonly PolicyEntry[]>>>;
   readonly worldClass: Readonly<Record<Direction, readonly PolicyEntry[]>>;
+  readonly worldFamilyClass: Readonly<Record<Direction, Readonly<Record<IPFamily, readonly PolicyEntry[]>>>>;
   readonly wildcard: Readonly<Record<Direction, readonly PolicyEntry[]>>;
   readonly httpPorts: ReadonlySet<number>;
   readonly compareRules: (a: number, b: number) => number;
@@ -77,9 +78,12 @@ export interface LearnedPeerSubject {
 export function learnedPeerSubject(policy: SubjectPolicy, compareRules: (a: number, b: number) => number): LearnedPeerSubject {
   const own = { ingress: new Map<number, PolicyEntry[]>(), egress: new Map<number, PolicyEntry[]>() };
   const worldClass: Record<Direction, PolicyEntry[]> = { ingress: [], egress: [] };
+  const worldFamilyClass: Record<Direction, Record<IPFamily, PolicyEntry[]>> = { ingress: { 4: [], 6: [] }, egress: { 4: [], 6: [] } };
   const wildcard: Record<Direction, PolicyEntry[]> = { ingress: [], egress: [] };
   for (const e of policy.entries) {
     if (e.peer === WORLD_CLASS_PEER) worldClass[e.direction].push(e);
+    else if (e.peer === WORLD_IPV4_CLASS_PEER) worldFamilyClass[e.direction][4].push(e);
+    else if (e.peer === WORLD_IPV6_CLASS_PEER) worldFamilyClass[e.direction][6].push(e);
     else if (e.peer === IDENTITY_WILDCARD) wildcard[e.direction].push(e);
     else {
       const m = own[e.direction];
@@ -88,15 +92,15 @@ export function learnedPeerSubject(policy: SubjectPolicy, compareRules: (a: numb
       list.push(e);
     }
   }
-  return { policy, own, worldClass, wildcard, httpPorts: httpProxyPorts(policy), compareRules, merged: new WeakMap() };
+  return { policy, own, worldClass, worldFamilyClass, wildcard, httpPorts: httpProxyPorts(policy), compareRules, merged: new WeakMap() };
 }
 
 /**
  * The entries of a learned address's identity `learned` in one subject direction, given `peer` (its place in the world,
  * LearnedAddressPeers) and its names: `undefined` when it needs none of its own (no toFQDNs selector of the subject
- * matches a name and the peer has no entries of its own: the world class's entries, which the datapath probes for it
- * after its own keys, or the wildcard's answer as they answer for the peer). Otherwise the peer's entries (its own, or
- * the world class's) merged with the toFQDNs ports by the compiler's rules (core/policy/resolution.ts entryTemplates):
+ * matches a name and the peer has no entries of its own: the world class's entries (its `family`'s world class's where
+ * the subject has them), which the datapath probes for it after its own keys, or the wildcard's answer as they answer
+ * for the peer). Otherwise the peer's entries (its own, or the class's that answers for it) merged with the toFQDNs ports by the compiler's rules (core/policy/resolution.ts entryTemplates):
  * deny first, over the wildcard peer's denies too; a plain allow over an HTTP redirect of the same key; an HTTP
  * redirect's plain-allowed part carved out. Not the compiler's: where two rules' HTTP redirects meet on one key, the
  * more specific one's proxy port (its rules alone, not the union's, which the operator never allocated: fails closed
@@ -109,6 +113,7 @@ export function learnedPeerEntries(
   peer: number,
   names: readonly string[],
   terms: readonly FqdnSelectorTerm[],
+  family: IPFamily,
 ): PolicyEntry[] | undefined {
   const own = s.own[direction].get(peer) ?? [];
   const matched: number[] = [];
@@ -116,9 +121,13 @@ export function learnedPeerEntries(
   if (matched.length === 0) return own.length === 0 ? undefined : own.map((e) => ({ ...e, peer: learned }));
   let memo = s.merged.get(terms);
   if (!memo) s.merged.set(terms, (memo = new Map()));
-  const key = `${direction}|${peer}|${matched.join(",")}`;
+  const key = `${direction}|${peer}|${family}|${matched.join(",")}`;
   let templates = memo.get(key);
-  if (!templates) memo.set(key, (templates = mergedTemplates(s, direction, own.length > 0 ? own : s.worldClass[direction], matched.map((i) => terms[i]!))));
+  if (!templates) {
+    const familyClass = s.worldFamilyClass[direction][family];
+    const base = own.length > 0 ? own : familyClass.length > 0 ? familyClass : s.worldClass[direction];
+    memo.set(key, (templates = mergedTemplates(s, direction, base, matched.map((i) => terms[i]!))));
+  }
   return templates.map((t) => ({ subject: s.policy.subject, direction, peer: learned, proto: t.proto, port: t.port, portPrefixLen: t.portPrefixLen, verdict: t.verdict, proxyPort: t.proxyPort, ruleId: t.ruleId }));
 }
 

@@ -1,8 +1,8 @@
-// The `world` entity as a peer class (WORLD_CLASS_PEER): `toEntities: [world]` compiles to one entry per key per subject, not one per CIDR identity, with the same first hit as per peer (denies included), IPv4 and IPv6 alike.
+// The `world` entity as a peer class (WORLD_CLASS_PEER) and `world-ipv4`/`world-ipv6` as the classes of a family (WORLD_IPV4/6_CLASS_PEER): one entry per key per subject, not one per CIDR identity, with the same first hit as per peer (denies included), IPv4 and IPv6 alike.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { compileAll, DeltaCollector, policyKey, type Delta } from "../compiler.ts";
-import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, cidrLabels } from "../identity.ts";
+import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, cidrLabels, worldFamilyOf } from "../identity.ts";
 import { ipBlockLabels } from "../ipblock.ts";
 import { label, labelSetFrom, securityLabels } from "../labels.ts";
 import type { LabelSet, Policy, PolicyEntry } from "../model.ts";
@@ -46,7 +46,10 @@ const denyOne = (): Policy[] => cnp("deny-one", { egressDeny: [{ toCIDR: ["198.1
 /** web may reach every IPv6 address on TCP 8443: the IPv6 CIDR identity is matched by two rules. */
 const toWorldV6 = (): Policy[] => cnp("to-world-v6", { egress: [{ toEntities: ["world-ipv6"], ...tcp(8443) }] });
 
-const verdict = (c: ReturnType<typeof compileAll>, peer: number, port: number): string => lookup(c.snapshot(WEB), "egress", peer, TCP, port).verdict;
+/** A peer's address family as the datapath has it from the packet (a world peer's own; none for pods and reserved:world). */
+const IDS = identities();
+const familyOf = (peer: number): 4 | 6 | undefined => worldFamilyOf(peer, IDS.get(peer));
+const verdict = (c: ReturnType<typeof compileAll>, peer: number, port: number): string => lookup(c.snapshot(WEB), "egress", peer, TCP, port, undefined, familyOf(peer)).verdict;
 const sameKey = (a: PolicyEntry, b: PolicyEntry): boolean => a.direction === b.direction && a.peer === b.peer && a.proto === b.proto && a.port === b.port && a.portPrefixLen === b.portPrefixLen;
 
 /** `entries` with a delta applied (removals, then additions), in map order. */
@@ -66,12 +69,15 @@ function assertSameAsPerPeer(policies: readonly Policy[], ids: Map<number, Label
   const c = compileAll(policies, ids);
   const perPeer = compileAll(policies, ids);
   perPeer.setWorldClass(false);
-  assert.ok(perPeer.snapshot(WEB).entries.every((e) => e.peer !== WORLD_CLASS_PEER));
+  assert.ok(perPeer.snapshot(WEB).entries.every((e) => e.peer !== WORLD_CLASS_PEER && e.peer !== WORLD_IPV4_CLASS_PEER && e.peer !== WORLD_IPV6_CLASS_PEER));
   for (const peer of [...worldPeers(ids), WEB, DB]) {
-    for (const port of [22, 443, 8443]) {
-      const a = lookup(c.snapshot(WEB), "egress", peer, TCP, port);
-      const b = lookup(perPeer.snapshot(WEB), "egress", peer, TCP, port);
-      assert.deepEqual({ v: a.verdict, rule: a.entry?.ruleId }, { v: b.verdict, rule: b.entry?.ruleId }, `peer ${peer} port ${port}`);
+    // reserved:world (an unknown address) in a packet of either family.
+    for (const family of familyOf(peer) !== undefined ? [familyOf(peer)] : ([4, 6] as const)) {
+      for (const port of [22, 80, 443, 8443]) {
+        const a = lookup(c.snapshot(WEB), "egress", peer, TCP, port, undefined, family);
+        const b = lookup(perPeer.snapshot(WEB), "egress", peer, TCP, port, undefined, family);
+        assert.deepEqual({ v: a.verdict, rule: a.entry?.ruleId }, { v: b.verdict, rule: b.entry?.ruleId }, `peer ${peer} family ${family} port ${port}`);
+      }
     }
   }
 }
@@ -90,7 +96,7 @@ test("toEntities world is one entry per key for the subject, whatever the number
   assertSameAsPerPeer(toWorld(), ids);
 });
 
-test("a CIDR identity that a deny also matches keeps its own entries (deny first), an IPv6 one matched by world-ipv6 too its own; the same first hits as per peer, and deltas end where fresh compiles are", () => {
+test("a CIDR identity that a deny also matches keeps its own entries (deny first), an IPv6 one matched by world-ipv6 too is the world-ipv6 class's; the same first hits as per peer, and deltas end where fresh compiles are", () => {
   const ids = identities();
   const c = compileAll(toWorld(), ids);
   const steps: Policy[][] = [[...toWorld(), ...denyOne(), ...toWorldV6()], toWorld()];
@@ -116,7 +122,9 @@ test("a CIDR identity that a deny also matches keeps its own entries (deny first
     assert.equal(verdict(c, IDENTITY.worldIPv4, 8443), "deny", "world-ipv6 is not the IPv4 world");
     const own = (peer: number): boolean => c.snapshot(WEB).entries.some((e) => e.peer === peer);
     assert.equal(own(denied), full);
-    assert.equal(own(V6), full);
+    assert.equal(own(V6), false, "the IPv6 CIDR identity has no entry: the world-ipv6 class's (world and world-ipv6 rules) answer for it");
+    assert.equal(own(WORLD_IPV6_CLASS_PEER), full);
+    assert.equal(own(WORLD_IPV4_CLASS_PEER), false, "no world-ipv4 rule: the world class answers for IPv4 peers");
     assert.ok(!own(MIN_LOCAL_IDENTITY + 4), "a CIDR identity only the world rule matches has no entry");
     assertSameAsPerPeer(want, ids);
   }
@@ -171,5 +179,73 @@ test("while an agent that does not look up world class entries is known (setWorl
   for (const peer of worldPeers(ids)) assert.equal(verdict(c, peer, 443), "allow", `peer ${peer}`);
   const on = c.setWorldClass(true);
   assert.deepEqual(applied(offEntries, on, WEB), applied(before.entries, [], WEB));
+  assert.deepEqual(c.snapshot(WEB), before);
+});
+
+/** web may reach IPv4 addresses on TCP 80 and IPv6 ones on TCP 8443 (no world rule). */
+const byFamily = (): Policy[] => cnp("by-family", { egress: [{ toEntities: ["world-ipv4"], ...tcp(80) }, { toEntities: ["world-ipv6"], ...tcp(8443) }] });
+
+test("world-ipv4 and world-ipv6 are one entry per key each, whatever the number of CIDR identities: each allows its family's CIDR and reserved identities and no other, reserved:world (an unknown address) neither", () => {
+  const ids = identities();
+  const c = compileAll(byFamily(), ids);
+  const entries = c.snapshot(WEB).entries.filter((e) => e.direction === "egress");
+  assert.deepEqual(entries.map((e) => [e.peer, e.port, e.verdict]), [[WORLD_IPV6_CLASS_PEER, 8443, "allow"], [WORLD_IPV4_CLASS_PEER, 80, "allow"]]);
+  for (const peer of worldPeers(ids)) {
+    const fam = familyOf(peer);
+    assert.equal(verdict(c, peer, 80), fam === 4 ? "allow" : "deny", `peer ${peer} (IPv${fam}) on 80`);
+    assert.equal(verdict(c, peer, 8443), fam === 6 ? "allow" : "deny", `peer ${peer} (IPv${fam}) on 8443`);
+  }
+  assert.equal(lookup(c.snapshot(WEB), "egress", MIN_FQDN_IDENTITY + 1, TCP, 80, undefined, 4).verdict, "allow", "a learned IPv4 address is a world-ipv4 peer");
+  assert.equal(lookup(c.snapshot(WEB), "egress", MIN_FQDN_IDENTITY + 1, TCP, 80, undefined, 6).verdict, "deny", "a learned IPv6 address is not");
+  for (const pod of [WEB, DB, IDENTITY.host]) assert.equal(verdict(c, pod, 80), "deny", `peer ${pod} is not the world`);
+  assertSameAsPerPeer(byFamily(), ids);
+});
+
+test("with world, world-ipv4 and a CIDR deny together: the world class answers for reserved:world, each family's class holds the world rule too, the denied CIDR identity keeps its own entries; deltas end where fresh compiles are", () => {
+  const ids = identities();
+  const all = [...toWorld(), ...byFamily(), ...denyOne()];
+  const c = compileAll(toWorld(), ids);
+  const d = new DeltaCollector();
+  for (const k of new Set(all.map(policyKey))) c.upsertPolicy(k, all.filter((p) => policyKey(p) === k), d);
+  const fresh = compileAll(all, ids);
+  assert.deepEqual(applied(compileAll(toWorld(), ids).snapshot(WEB).entries, d.deltas(c.enforcementOf), WEB), applied(fresh.snapshot(WEB).entries, [], WEB));
+  const peers = new Set(c.snapshot(WEB).entries.filter((e) => e.direction === "egress").map((e) => e.peer));
+  assert.deepEqual([...peers].sort((a, b) => a - b), [WORLD_IPV6_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_CLASS_PEER, MIN_LOCAL_IDENTITY + 3].sort((a, b) => a - b));
+  const v4 = c.snapshot(WEB).entries.filter((e) => e.peer === WORLD_IPV4_CLASS_PEER).map((e) => e.port).sort((a, b) => a - b);
+  assert.deepEqual(v4, [80, 443], "the world-ipv4 class holds the world rule's key too");
+  assert.equal(lookup(c.snapshot(WEB), "egress", IDENTITY.world, TCP, 443, undefined, 4).verdict, "allow");
+  assert.equal(lookup(c.snapshot(WEB), "egress", IDENTITY.world, TCP, 80, undefined, 4).verdict, "deny", "reserved:world is not in world-ipv4 (as per peer)");
+  assert.equal(verdict(c, MIN_LOCAL_IDENTITY + 3, 443), "deny");
+  assert.equal(verdict(c, MIN_LOCAL_IDENTITY + 3, 80), "allow");
+  assertSameAsPerPeer(all, ids);
+  // Back to the world rule alone: the family classes go, nothing per peer comes.
+  const back = new DeltaCollector();
+  for (const k of new Set(all.map(policyKey))) {
+    const parts = toWorld().filter((p) => policyKey(p) === k);
+    if (parts.length > 0) c.upsertPolicy(k, parts, back);
+    else c.removePolicy(k, back);
+  }
+  assert.deepEqual(applied(fresh.snapshot(WEB).entries, back.deltas(c.enforcementOf), WEB), applied(compileAll(toWorld(), ids).snapshot(WEB).entries, [], WEB));
+});
+
+test("a world identity without a single family, or an agent that does not look the family classes up (setWorldFamilyClass(false)), turns the family classes off: each family peer its own entries, the same verdicts; and back", () => {
+  const ids = identities();
+  const c = compileAll(byFamily(), ids);
+  const before = c.snapshot(WEB);
+  const off = c.setWorldFamilyClass(false);
+  const offEntries = applied(before.entries, off, WEB);
+  assert.deepEqual(offEntries, applied(c.snapshot(WEB).entries, [], WEB));
+  assert.ok(offEntries.every((e) => e.peer !== WORLD_IPV4_CLASS_PEER && e.peer !== WORLD_IPV6_CLASS_PEER));
+  assert.deepEqual(new Set(offEntries.filter((e) => e.direction === "egress").map((e) => e.peer)), new Set(worldPeers(ids).filter((p) => p !== IDENTITY.world)));
+  for (const peer of worldPeers(ids)) assert.equal(verdict(c, peer, 80), familyOf(peer) === 4 ? "allow" : "deny", `peer ${peer}`);
+  assert.deepEqual(applied(offEntries, c.setWorldFamilyClass(true), WEB), applied(before.entries, [], WEB));
+  const STRAY = MIN_LOCAL_IDENTITY + 3001;
+  const noFamily = labelSetFrom([label("reserved", "world")]);
+  const d = new DeltaCollector();
+  c.upsertIdentity(STRAY, noFamily, d);
+  assert.ok(c.snapshot(WEB).entries.every((e) => e.peer !== WORLD_IPV4_CLASS_PEER && e.peer !== WORLD_IPV6_CLASS_PEER), "no family class entry");
+  assert.deepEqual(applied(before.entries, d.deltas(c.enforcementOf), WEB), applied(compileAll(byFamily(), new Map([...ids, [STRAY, noFamily]])).snapshot(WEB).entries, [], WEB));
+  for (const family of [4, 6] as const) assert.equal(lookup(c.snapshot(WEB), "egress", STRAY, TCP, 80, undefined, family).verdict, "deny", `the familyless identity in an IPv${family} packet`);
+  c.removeIdentity(STRAY);
   assert.deepEqual(c.snapshot(WEB), before);
 });

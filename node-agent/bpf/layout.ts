@@ -1,6 +1,6 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
 import { parseIP, parseIPv4Number } from "../../core/cidr.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, MAX_CLUSTER_IDENTITY, MAX_LOCAL_IDENTITY, MIN_CLUSTER_IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, MAX_CLUSTER_IDENTITY, MAX_LOCAL_IDENTITY, MIN_CLUSTER_IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
 
@@ -79,6 +79,8 @@ export const CONST = {
   IDENTITY_CLASS_CLUSTER: CLUSTER_CLASS_PEER,
   IDENTITY_CLASS_PODS: EVERY_POD_CLASS_PEER,
   IDENTITY_CLASS_WORLD: WORLD_CLASS_PEER,
+  IDENTITY_CLASS_WORLD_IPV4: WORLD_IPV4_CLASS_PEER,
+  IDENTITY_CLASS_WORLD_IPV6: WORLD_IPV6_CLASS_PEER,
   IDENTITY_WORLD_IPV4: IDENTITY.worldIPv4,
   IDENTITY_WORLD_IPV6: IDENTITY.worldIPv6,
   IDENTITY_MIN_LOCAL: MIN_LOCAL_IDENTITY,
@@ -94,6 +96,8 @@ export const CONST = {
   POLICY_LENS_CLASS: 1 << 18,
   POLICY_LENS_PODS: 1 << 19,
   POLICY_LENS_WORLD: 1 << 20,
+  POLICY_LENS_WORLD_IPV4: 1 << 21,
+  POLICY_LENS_WORLD_IPV6: 1 << 22,
   VERDICT_ALLOW: 1,
   VERDICT_DENY: 2,
   IPCACHE_FIXED_PREFIX_BITS: 32,
@@ -293,7 +297,7 @@ export function policyLensOf(entries: readonly Pick<PolicyEntry, "direction" | "
     if (e.direction !== direction) continue;
     const bit = e.proto === PROTO_NUMBER.ANY ? CONST.POLICY_LENS_ANY_PROTO : 1 << e.portPrefixLen;
     if (e.peer === IDENTITY_WILDCARD) wildcardLens |= bit;
-    else peerLens |= e.peer === CLUSTER_CLASS_PEER ? bit | CONST.POLICY_LENS_CLASS : e.peer === EVERY_POD_CLASS_PEER ? bit | CONST.POLICY_LENS_PODS : e.peer === WORLD_CLASS_PEER ? bit | CONST.POLICY_LENS_WORLD : bit;
+    else peerLens |= e.peer === CLUSTER_CLASS_PEER ? bit | CONST.POLICY_LENS_CLASS : e.peer === EVERY_POD_CLASS_PEER ? bit | CONST.POLICY_LENS_PODS : e.peer === WORLD_CLASS_PEER ? bit | CONST.POLICY_LENS_WORLD : e.peer === WORLD_IPV4_CLASS_PEER ? bit | CONST.POLICY_LENS_WORLD_IPV4 : e.peer === WORLD_IPV6_CLASS_PEER ? bit | CONST.POLICY_LENS_WORLD_IPV6 : bit;
   }
   return { peerLens: peerLens >>> 0, wildcardLens: wildcardLens >>> 0 };
 }

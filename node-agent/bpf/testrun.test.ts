@@ -3,7 +3,7 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -122,7 +122,7 @@ function egressPeerLens(subject: number): number {
 
 /** Asserts kernel verdict == expected == core's lookup verdict. */
 function expectVerdict(policy: SubjectPolicy, p: Probe, expected: "allow" | "deny"): void {
-  const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port).verdict;
+  const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port, undefined, p.v6 ? 6 : 4).verdict;
   assert.equal(core, expected, `core lookup for ${JSON.stringify(p)}`);
   assert.equal(kernelVerdict(p), expected, `kernel verdict for ${JSON.stringify(p)}`);
 }
@@ -398,6 +398,56 @@ test("world class: its entries answer for a CIDR, FQDN or reserved world peer (I
   for (const peer of world) expectVerdict(without, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443 }, "deny");
 });
 
+test("world-ipv4/-ipv6 classes: a world peer other than reserved:world gets its packet's family class (IPv4 and IPv6), reserved:world the world class's; own entries and deny kept; without a family's entries the world class answers", () => {
+  const A = POD_A.identity;
+  setWorldPeersIpcache();
+  const v4Allow = entry({ subject: A, direction: "egress", peer: WORLD_IPV4_CLASS_PEER, proto: TCP, port: 80, portPrefixLen: 16 });
+  const policy: SubjectPolicy = {
+    subject: A, ingressEnforced: false, egressEnforced: true,
+    entries: [
+      // The world class (what reserved:world gets): TCP 443. The family classes: IPv4 TCP 80, IPv6 TCP 8443, and both deny 9090, which the wildcard allows.
+      entry({ subject: A, direction: "egress", peer: WORLD_CLASS_PEER, proto: TCP, port: 443, portPrefixLen: 16 }),
+      v4Allow,
+      entry({ subject: A, direction: "egress", peer: WORLD_IPV6_CLASS_PEER, proto: TCP, port: 8443, portPrefixLen: 16 }),
+      entry({ subject: A, direction: "egress", peer: WORLD_IPV4_CLASS_PEER, proto: TCP, port: 9090, portPrefixLen: 16, verdict: "deny" }),
+      entry({ subject: A, direction: "egress", peer: WORLD_IPV6_CLASS_PEER, proto: TCP, port: 9090, portPrefixLen: 16, verdict: "deny" }),
+      entry({ subject: A, direction: "egress", peer: 0, proto: TCP, port: 9090, portPrefixLen: 16 }),
+      // PEER_L's own deny of TCP 80, found before the class's allow.
+      entry({ subject: A, direction: "egress", peer: PEER_L.identity, proto: TCP, port: 80, portPrefixLen: 16, verdict: "deny" }),
+    ],
+  };
+  install(policy);
+  const lens = egressPeerLens(A);
+  assert.ok(lens & CONST.POLICY_LENS_WORLD_IPV4 && lens & CONST.POLICY_LENS_WORLD_IPV6 && lens & CONST.POLICY_LENS_WORLD, "the lens has the three world bits");
+  const familyPeers = [PEER_W4, PEER_W6, PEER_F, PEER_FL];
+  for (const v6 of [false, true]) {
+    for (const peer of familyPeers) {
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 80, v6 }, v6 ? "deny" : "allow");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 8443, v6 }, v6 ? "allow" : "deny");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6 }, "deny");
+      expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 9090, v6 }, "deny");
+    }
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_L, proto: TCP, port: 80, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_L, proto: TCP, port: 8443, v6 }, v6 ? "allow" : "deny");
+    // reserved:world (an address outside the ipcache): the world class's, in either family.
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_WORLD, proto: TCP, port: 443, v6 }, "allow");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_WORLD, proto: TCP, port: v6 ? 8443 : 80, v6 }, "deny");
+    expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_WORLD, proto: TCP, port: 9090, v6 }, "allow");
+    for (const peer of [PEER_X, PEER_H]) expectVerdict(policy, { direction: "egress", pod: POD_A, peer, proto: TCP, port: v6 ? 8443 : 80, v6 }, "deny");
+  }
+  expectVerdict(policy, { direction: "egress", pod: POD_A, peer: PEER_F, proto: TCP, port: 80, sport: 43480 }, "allow");
+  drainEvents();
+  assert.equal(events.find((e) => e.verdict === "forwarded" && e.sport === 43480)?.ruleId, v4Allow.ruleId, "the flow names the world-ipv4 class entry's rule");
+  // Without the IPv6 class's entries its bit goes and the world class answers for IPv6 peers.
+  const noV6 = { ...policy, entries: policy.entries.filter((e) => e.peer !== WORLD_IPV6_CLASS_PEER) };
+  install(noV6);
+  assert.equal(egressPeerLens(A) & CONST.POLICY_LENS_WORLD_IPV6, 0);
+  for (const peer of familyPeers) {
+    expectVerdict(noV6, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6: true }, "allow");
+    expectVerdict(noV6, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 80 }, "allow");
+  }
+});
+
 test("no policy: a subject selected by nothing is allow-all both ways", () => {
   const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] };
   install(policy);
@@ -647,7 +697,7 @@ const peers = [PEER_X, PEER_Y, PEER_W, PEER_H, PEER_WORLD, PEER_W4, PEER_W6, PEE
 const arbEntry = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER),
     proto: fc.constantFrom(0, TCP, UDP),
     prefixLen: fc.integer({ min: 0, max: 16 }),
     portSeed: fc.constantFrom(0, 53, 80, 443, 8080, 8191, 65535),
@@ -669,7 +719,7 @@ const arbProbe = fc.record({
 const arbRangeEntries = fc
   .record({
     direction: fc.constantFrom<Direction>("ingress", "egress"),
-    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER),
+    peer: fc.constantFrom(0, PEER_X.identity, PEER_Y.identity, PEER_W.identity, CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER),
     proto: fc.constantFrom(TCP, UDP),
     first: fc.constantFrom(1, 53, 80, 443, 8000, 8080, 8191, 60000),
     span: fc.integer({ min: 0, max: 5000 }),
@@ -681,7 +731,7 @@ const arbRangeEntries = fc
     ),
   );
 
-test("property: for random entries (the three classes' among them) and packets the kernel verdict equals core's lookup", () => {
+test("property: for random entries (the five classes' among them) and packets the kernel verdict equals core's lookup", () => {
   fc.assert(
     fc.property(
       fc.uniqueArray(arbEntry, { maxLength: 12, selector: (e) => `${e.direction}|${e.peer}|${e.proto}|${e.port}/${e.portPrefixLen}` }),
@@ -708,7 +758,7 @@ test("property: for random entries (the three classes' among them) and packets t
         const policy: SubjectPolicy = { subject: POD_A.identity, ingressEnforced, egressEnforced, entries };
         install(policy);
         for (const p of probes) {
-          const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port).verdict;
+          const core = lookup(policy, p.direction, p.peer.identity, p.proto, p.port, undefined, p.v6 ? 6 : 4).verdict;
           assert.equal(kernelVerdict({ ...p, pod: POD_A }), core, JSON.stringify(p));
         }
       },

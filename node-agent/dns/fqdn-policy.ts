@@ -204,7 +204,7 @@ export class FqdnPolicy {
       if (terms.length === 0 && !s.own.egress.has(peer) && !s.own.ingress.has(peer)) continue;
       const names = this.cache.namesOf(ip);
       for (const direction of ["ingress", "egress"] as const) {
-        const es = learnedPeerEntries(s, direction, learned, peer, names, terms);
+        const es = learnedPeerEntries(s, direction, learned, peer, names, terms, ip.includes(":") ? 6 : 4);
         if (es) out.push(...es);
       }
     }

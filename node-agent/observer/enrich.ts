@@ -117,7 +117,7 @@ function deviceOf(ifindex: number, lookups: EnrichLookups): { index: number; nam
 function matchOf(e: VerdictEvent, lookups: EnrichLookups): { policyMatch?: PolicyMatch } {
   if (lookups.policyMatch === undefined || e.ruleId === undefined) return {};
   const egress = e.direction === "egress";
-  const m = lookups.policyMatch(e.ruleId, egress ? e.srcIdentity : e.dstIdentity, e.direction, egress ? e.dstIdentity : e.srcIdentity, e.proto, e.dport);
+  const m = lookups.policyMatch(e.ruleId, egress ? e.srcIdentity : e.dstIdentity, e.direction, egress ? e.dstIdentity : e.srcIdentity, e.proto, e.dport, e.src.includes(":") ? 6 : 4);
   return m !== undefined ? { policyMatch: m } : {};
 }
 

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { enrich, type EnrichLookups } from "./enrich.ts";
 import { entryMatch, policyMatchIndex } from "./policy-match.ts";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, WORLD_CLASS_PEER } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER } from "../../core/identity.ts";
 import { toHubbleFlow, fromHubbleFlow } from "../../flowapi/hubble/flow.ts";
 
 function entry(over: Partial<PolicyEntry>): PolicyEntry {
@@ -109,6 +109,29 @@ test("a world peer's verdict by the world class names the class's key (L3), afte
   assert.equal(m(9, 300, "egress", 256, 6, 443), "all", "a pod: the any-peer key");
   assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 443), "L3-L4", "an FQDN identity (a learned address): the world class's port");
   assert.equal(m(9, 300, "egress", (1 << 24) + (1 << 23), 6, 80), "all", "an FQDN identity elsewhere: the any-peer key");
+});
+
+test("a world peer in a packet of a family whose class has entries: that class's key decides (the packet's family picks it, reserved:world keeps the world class's)", () => {
+  const policies: SubjectPolicy[] = [
+    {
+      subject: 300,
+      ingressEnforced: false,
+      egressEnforced: true,
+      entries: [
+        // The world rule's any-port key in the world class; the world-ipv4 class holds it with a TCP 80 key of the world-ipv4 rule (rule 9).
+        entry({ direction: "egress", peer: WORLD_CLASS_PEER, proto: 0, port: 0, portPrefixLen: 0, ruleId: 7 }),
+        entry({ direction: "egress", peer: WORLD_IPV4_CLASS_PEER, proto: 0, port: 0, portPrefixLen: 0, ruleId: 7 }),
+        entry({ direction: "egress", peer: WORLD_IPV4_CLASS_PEER, proto: 6, port: 80, portPrefixLen: 16 }),
+      ],
+    },
+  ];
+  const m = policyMatchIndex(policies);
+  const cidr = (1 << 24) + 4;
+  assert.equal(m(9, 300, "egress", cidr, 6, 80, 4), "L3-L4", "an IPv4 CIDR identity: the world-ipv4 class's port");
+  assert.equal(m(9, 300, "egress", IDENTITY.worldIPv4, 6, 80, 4), "L3-L4", "world-ipv4 itself");
+  assert.equal(m(7, 300, "egress", cidr, 6, 80, 6), "L3-Only", "in an IPv6 packet: the world class's any-port key");
+  assert.equal(m(7, 300, "egress", IDENTITY.world, 6, 80, 4), "L3-Only", "reserved:world: the world class's, whatever the family");
+  assert.equal(m(9, 300, "egress", IDENTITY.world, 6, 80, 4), undefined, "the world-ipv4 rule never decides for reserved:world");
 });
 
 test("a policy verdict carries its match type through enrichment, Hubble's policy_match_type and back; a drop none", () => {

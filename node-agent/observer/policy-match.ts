@@ -2,7 +2,8 @@
 // rule that decided, since the datapath's event names the rule, not the key it hit.
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
 import { prefixContains } from "../../core/portprefix.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, answeringClass } from "../../core/identity.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, answeringClass } from "../../core/identity.ts";
+import type { IPFamily } from "../../core/cidr.ts";
 import type { PolicyMatch } from "../../flowapi/flow.ts";
 
 /** What kind of key an entry is: a peer identity (or a peer class, an L3 match as well) or any, a protocol or any, a port block or any port. */
@@ -11,7 +12,8 @@ export function entryMatch(e: Pick<PolicyEntry, "peer" | "proto" | "portPrefixLe
   return e.proto === 0 ? "all" : e.portPrefixLen === 0 ? "Proto-Only" : "L4-Only";
 }
 
-export type PolicyMatchLookup = (ruleId: number, subject: number, direction: Direction, peer: number, proto: number, port: number) => PolicyMatch | undefined;
+/** `family`: the packet's address family, which picks a world peer's world-ipv4/-ipv6 class as the datapath does. */
+export type PolicyMatchLookup = (ruleId: number, subject: number, direction: Direction, peer: number, proto: number, port: number, family?: IPFamily) => PolicyMatch | undefined;
 
 /**
  * The lookup over a node's applied policies: the entries of the deciding rule for that subject and direction that
@@ -24,7 +26,7 @@ export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatc
   const classes = new Map<number, Record<Direction, Set<number>>>();
   for (const p of policies) {
     for (const e of p.entries) {
-      if (e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER || e.peer === WORLD_CLASS_PEER) {
+      if (e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER || e.peer === WORLD_CLASS_PEER || e.peer === WORLD_IPV4_CLASS_PEER || e.peer === WORLD_IPV6_CLASS_PEER) {
         let c = classes.get(p.subject);
         if (c === undefined) classes.set(p.subject, (c = { ingress: new Set(), egress: new Set() }));
         c[e.direction].add(e.peer);
@@ -36,11 +38,11 @@ export function policyMatchIndex(policies: readonly SubjectPolicy[]): PolicyMatc
       list.push(e);
     }
   }
-  return (ruleId, subject, direction, peer, proto, port) => {
+  return (ruleId, subject, direction, peer, proto, port, family) => {
     const entries = byRule.get(ruleId)?.get(subject);
     if (entries === undefined) return undefined;
     const has = classes.get(subject)?.[direction];
-    const answering = peer === 0 || has === undefined ? undefined : answeringClass(peer, (c) => has.has(c));
+    const answering = peer === 0 || has === undefined ? undefined : answeringClass(peer, (c) => has.has(c), family);
     let best: PolicyEntry | undefined;
     let bestRank = -1;
     for (const e of entries) {
