@@ -1,8 +1,8 @@
 // bench/runtime: what process visibility and TracingPolicy enforcement cost the processes of a pod, side by side in
-// one run: short processes and file opens in two network namespaces (a pod the policies do not select, one they
-// select) with nothing loaded vs with the exec/exit sensor on, its events exported, and the reference example plus a
-// file-open Override policy enforced; rounds interleaved, order rotated, medians.
-import { execFile } from "node:child_process";
+// one run: short processes, file opens and TCP connects in two network namespaces (a pod the policies do not select,
+// one they select) with nothing loaded vs with the exec/exit sensor on, its events exported, and the reference example,
+// a file-open Override and a connect Override (on another port) enforced; rounds interleaved, order rotated, medians.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,13 +13,19 @@ process.env.LOG_LEVEL ??= "warn";
 const { NetnsFixture } = await import("../../node-agent/bpf/netns.ts");
 const { ProcessVisibility } = await import("../../node-agent/runtime/visibility.ts");
 const { RuntimeEnforcement } = await import("../../node-agent/runtime/enforcement.ts");
+const { ConnectEnforcer } = await import("../../node-agent/runtime/connect-enforcer.ts");
+const { BPFFS_ROOT, enableRunTimeStats, pinnedLinkRunStats } = await import("../../node-agent/bpf/loader.ts");
 const { pino } = await import("pino");
 type PodRef = import("../../node-agent/runtime/events.ts").PodRef;
 
 const run = promisify(execFile);
 const EXECS = Number(process.env.BENCH_EXECS ?? 2000); // per round, variant and pod
 const OPENS = Number(process.env.BENCH_OPENS ?? 100_000); // per round, variant, pod and file
+const CONNECTS = Number(process.env.BENCH_CONNECTS ?? 20_000); // per round, variant and pod
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+/** Each pod's listener (on its own loopback); the connect policy refuses another port, FORBIDDEN_PORT. */
+const LISTEN_PORT = 7070;
+const FORBIDDEN_PORT = 7071;
 const NETNS = `bench-runtime-${process.pid}`;
 
 const median = (xs: number[]): number => {
@@ -37,23 +43,26 @@ const etc = path.join(dir, "etc");
 const elsewhere = path.join(dir, "data", "file");
 const samedir = path.join(etc, "hostname");
 
-type Workload = "exec" | "open" | "open_same_dir";
-const WORKLOADS: readonly Workload[] = ["exec", "open", "open_same_dir"];
+type Workload = "exec" | "open" | "open_same_dir" | "connect";
+const WORKLOADS: readonly Workload[] = ["exec", "open", "open_same_dir", "connect"];
 type Pod = "unselected" | "selected";
 const times: Record<"off" | "on", Record<Pod, Record<Workload, number[]>>> = {
-  off: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
-  on: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
+  off: { unselected: { exec: [], open: [], open_same_dir: [], connect: [] }, selected: { exec: [], open: [], open_same_dir: [], connect: [] } },
+  on: { unselected: { exec: [], open: [], open_same_dir: [], connect: [] }, selected: { exec: [], open: [], open_same_dir: [], connect: [] } },
 };
 const eventsPerSecond: number[] = [];
 let lost = 0n;
 let events = 0;
 let judged = 0;
 const netnsOf: Record<Pod, string> = { unselected: `${NETNS}-u`, selected: `${NETNS}-s` };
+const CONNECT_SCOPE = `bench-runtime-${process.pid}-connect`;
+/** ns per run of the connect4 program during each pod's connects (the kernel's run-time statistics, on only then). */
+const hookNs: Record<Pod, number[]> = { unselected: [], selected: [] };
 
 /** CPU seconds of each run: the workload's own (the shell and its children) and this process's meanwhile (the runtime's, when on). */
 const cpu: Record<"off" | "on", Record<Pod, Record<Workload, { workload: number; runtime: number }[]>>> = {
-  off: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
-  on: { unselected: { exec: [], open: [], open_same_dir: [] }, selected: { exec: [], open: [], open_same_dir: [] } },
+  off: { unselected: { exec: [], open: [], open_same_dir: [], connect: [] }, selected: { exec: [], open: [], open_same_dir: [], connect: [] } },
+  on: { unselected: { exec: [], open: [], open_same_dir: [], connect: [] }, selected: { exec: [], open: [], open_same_dir: [], connect: [] } },
 };
 
 /** bash's `times`: "0m0.010s 0m0.020s" lines (the shell's user and system time, then its children's): the sum in seconds. */
@@ -70,15 +79,21 @@ function cpuSecondsOf(times: string): number {
  * execs and opens, plus the runtime's that handles their events) is what the runtime costs the node whatever the load.
  */
 async function workload(pod: Pod, w: Workload, variant?: "off" | "on"): Promise<number> {
+  // A connect is bash's own (/dev/tcp: socket, connect, close; no process): the hook's cost lands in the shell's
+  // system time. One that fails is counted, and fails the bench (nothing the policies do may refuse it).
   const script =
     w === "exec"
       ? `for ((i=0;i<${EXECS};i++)); do /bin/true; done; times`
-      : `for ((i=0;i<${OPENS};i++)); do : < ${w === "open" ? elsewhere : samedir}; done; times`;
+      : w === "connect"
+        ? `f=0; for ((i=0;i<${CONNECTS};i++)); do : < /dev/tcp/127.0.0.1/${LISTEN_PORT} || ((f++)); done 2>/dev/null; echo "failed $f"; times`
+        : `for ((i=0;i<${OPENS};i++)); do : < ${w === "open" ? elsewhere : samedir}; done; times`;
   const start = process.hrtime.bigint();
   const ownBefore = process.cpuUsage();
   const { stdout } = await run("ip", ["netns", "exec", netnsOf[pod], "/bin/bash", "-c", script]);
   const own = process.cpuUsage(ownBefore);
   const wall = Number(process.hrtime.bigint() - start) / 1e9;
+  const failed = /^failed (\d+)$/m.exec(stdout);
+  if (w === "connect" && failed?.[1] !== "0") throw new Error(`${pod} pod${variant ? `, ${variant}` : ""}: ${failed?.[1] ?? "?"} of ${CONNECTS} connects to its listener failed: ${stdout}`);
   if (variant !== undefined) cpu[variant][pod][w].push({ workload: cpuSecondsOf(stdout), runtime: (own.user + own.system) / 1e6 });
   return wall;
 }
@@ -96,11 +111,37 @@ const policies = !WITH_POLICIES ? [] : [
     apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicyNamespaced", metadata: { name: "deny-one-path", namespace: "default" },
     spec: { lsmhooks: [{ hook: "file_open", args: [{ index: 0, type: "file" }], selectors: [{ matchArgs: [{ index: 0, operator: "Equal", values: [path.join(etc, "secret")] }], matchActions: [{ action: "Override", argError: -1 }] }] }] },
   },
+  // A connect Override on another port, for the pods of default: the cgroup/connect programs judge every connect on
+  // the node (the unselected pod's finds no rule list; the selected pod's evaluates this rule and passes).
+  {
+    apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicyNamespaced", metadata: { name: "deny-one-port", namespace: "default" },
+    spec: { kprobes: [{ call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }], selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: [String(FORBIDDEN_PORT)] }], matchActions: [{ action: "Override", argError: -1 }] }] }] },
+  },
 ];
+
+/** A TCP listener on the pod's loopback that accepts and closes each connection (a python3 process in its namespace). */
+async function listen(netns: string): Promise<ChildProcess> {
+  const server = `import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(("127.0.0.1", ${LISTEN_PORT}))\ns.listen(4096)\nprint("ready", flush=True)\nwhile True:\n  s.accept()[0].close()`;
+  // ip netns exec execs python3 itself: the child's pid is the listener's.
+  const child = spawn("ip", ["netns", "exec", netns, "/usr/bin/python3", "-c", server], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once("data", () => resolve());
+    child.once("exit", (code) => reject(new Error(`the listener in ${netns} exited (${code}) before it was ready`)));
+  });
+  return child;
+}
+
+/** What a connect from the pod to the forbidden port gets: bash's error message (EPERM when the Override refuses it). */
+async function forbiddenConnect(pod: Pod): Promise<string> {
+  const r = await run("ip", ["netns", "exec", netnsOf[pod], "/bin/bash", "-c", `: < /dev/tcp/127.0.0.1/${FORBIDDEN_PORT} 2>&1 || true`]).catch((err: { stdout?: string; stderr?: string }) => err);
+  return `${r.stdout ?? ""}${r.stderr ?? ""}`.trim();
+}
+const listeners: ChildProcess[] = [];
 
 try {
   fixture.addNetns(netnsOf.unselected);
   fixture.addNetns(netnsOf.selected);
+  for (const pod of ["unselected", "selected"] as const) listeners.push(await listen(netnsOf[pod]));
   fs.mkdirSync(etc);
   fs.mkdirSync(path.dirname(elsewhere));
   for (const f of [elsewhere, samedir, path.join(etc, "shadow"), path.join(etc, "passwd"), path.join(etc, "secret")]) fs.writeFileSync(f, "x\n");
@@ -119,11 +160,18 @@ try {
       let seen = 0;
       const v = new ProcessVisibility({ nodeName: "bench", exportFile: path.join(dir, `events-${r}.log`), registry: new Registry(), scope: `bench-runtime-${process.pid}`, onEvent: () => seen++, resolvePod });
       v.start();
-      const engine = new RuntimeEnforcement({ nodeName: "bench", events: v.processes, emit: (e) => v.emit(e), log: pino({ level: "warn" }), resolvePod });
+      const log = pino({ level: "warn" });
+      const connect = new ConnectEnforcer({ events: v.processes, nodeName: "bench", emit: (e) => v.emit(e), log, pods: () => pods, scope: CONNECT_SCOPE });
+      const engine = new RuntimeEnforcement({ nodeName: "bench", events: v.processes, emit: (e) => v.emit(e), log, resolvePod, connect });
       try {
         const status = engine.apply(policies);
         const refused = [...status].filter(([, s]) => !s.enforced);
         if (refused.length > 0) throw new Error(`policies not enforced: ${JSON.stringify(refused)}`);
+        if (WITH_POLICIES) {
+          // The connect rule is in force where it should be, and only there.
+          const [selected, unselected] = [await forbiddenConnect("selected"), await forbiddenConnect("unselected")];
+          if (!/not permitted/i.test(selected) || !/refused/i.test(unselected)) throw new Error(`round ${r}: a connect to port ${FORBIDDEN_PORT}: selected pod ${JSON.stringify(selected)} (want EPERM), unselected ${JSON.stringify(unselected)} (want refused)`);
+        }
         // Uncounted: the first events name processes the cache does not know yet (the pods' shells and their
         // ancestors, read from /proc once); that start-up work would otherwise land on whichever pod runs first.
         for (const pod of ["unselected", "selected"] as const) await run("ip", ["netns", "exec", netnsOf[pod], "/bin/bash", "-c", "for ((i=0;i<200;i++)); do /bin/true; done"]);
@@ -132,7 +180,15 @@ try {
         let execSeconds = 0;
         for (const pod of ["unselected", "selected"] as const) {
           for (const w of WORKLOADS) {
+            // The connect4 program's own cost per run, while this pod connects (any other connect on the machine meanwhile
+            // is in it too); the statistics cost every BPF program ~tens of ns while on, so only around these runs.
+            const stats = w === "connect" && WITH_POLICIES ? enableRunTimeStats() : undefined;
+            const link = path.join(BPFFS_ROOT, CONNECT_SCOPE, "links", "membrane_connect4");
+            const before = stats ? pinnedLinkRunStats(link) : undefined;
             const t = await workload(pod, w, "on");
+            const after = stats ? pinnedLinkRunStats(link) : undefined;
+            stats?.close();
+            if (before && after && after.runCount > before.runCount) hookNs[pod].push(Number(after.runTimeNs - before.runTimeNs) / Number(after.runCount - before.runCount));
             times.on[pod][w].push(t);
             if (w === "exec") execSeconds += t;
           }
@@ -155,6 +211,7 @@ try {
     }
   }
 } finally {
+  for (const l of listeners) l.kill();
   fixture.cleanup();
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -176,7 +233,9 @@ const cpuPerExecUs = (variant: "off" | "on", pod: Pod): number =>
   Math.round(median(cpu[variant][pod].exec.map((c, i) => c.workload + (variant === "on" ? Math.max(0, c.runtime - cpu.off[pod].exec[i]!.runtime) : 0))) / EXECS * 1e6);
 const execCpuRatio = cpuRatio("unselected", "exec");
 const openCpuRatio = cpuRatio("unselected", "open");
-const perSecond = (variant: "off" | "on", pod: Pod, w: Workload): number => Math.round((w === "exec" ? EXECS : OPENS) / median(times[variant][pod][w]));
+const perSecond = (variant: "off" | "on", pod: Pod, w: Workload): number => Math.round((w === "exec" ? EXECS : w === "connect" ? CONNECTS : OPENS) / median(times[variant][pod][w]));
+/** Median µs of the workload's CPU per connect (the shell's: the hook runs in its connect()). */
+const cpuPerConnectUs = (variant: "off" | "on", pod: Pod): number => Number((median(cpu[variant][pod].connect.map((c) => c.workload)) / CONNECTS * 1e6).toFixed(2));
 console.log(
   JSON.stringify({
     bench: "runtime",
@@ -186,11 +245,20 @@ console.log(
     open_same_dir_ratio: ratio("unselected", "open_same_dir"),
     selected_exec_ratio: ratio("selected", "exec"),
     selected_open_ratio: ratio("selected", "open_same_dir"),
+    connect_ratio: ratio("unselected", "connect"),
+    selected_connect_ratio: ratio("selected", "connect"),
     exec_cpu_ratio: execCpuRatio,
     open_cpu_ratio: openCpuRatio,
     open_same_dir_cpu_ratio: cpuRatio("unselected", "open_same_dir"),
     selected_exec_cpu_ratio: cpuRatio("selected", "exec"),
     selected_open_cpu_ratio: cpuRatio("selected", "open_same_dir"),
+    connect_cpu_ratio: cpuRatio("unselected", "connect"),
+    selected_connect_cpu_ratio: cpuRatio("selected", "connect"),
+    connect_cpu_us_off: cpuPerConnectUs("off", "unselected"),
+    connect_cpu_us_on: cpuPerConnectUs("on", "unselected"),
+    selected_connect_cpu_us_on: cpuPerConnectUs("on", "selected"),
+    connect_hook_ns: hookNs.unselected.length > 0 ? Math.round(median(hookNs.unselected)) : null,
+    selected_connect_hook_ns: hookNs.selected.length > 0 ? Math.round(median(hookNs.selected)) : null,
     exec_cpu_us_off: cpuPerExecUs("off", "unselected"),
     exec_cpu_us_on: cpuPerExecUs("on", "unselected"),
     // The issue's targets on the pod no policy selects, judged in CPU time (see workload()): overhead = 1 / ratio - 1.
@@ -206,8 +274,12 @@ console.log(
     opens_same_dir_per_s_off: perSecond("off", "unselected", "open_same_dir"),
     opens_same_dir_per_s_on: perSecond("on", "unselected", "open_same_dir"),
     selected_opens_per_s_on: perSecond("on", "selected", "open_same_dir"),
+    connects_per_s_off: perSecond("off", "unselected", "connect"),
+    connects_per_s_on: perSecond("on", "unselected", "connect"),
+    selected_connects_per_s_on: perSecond("on", "selected", "connect"),
     execs_per_round: EXECS,
     opens_per_round: OPENS,
+    connects_per_round: CONNECTS,
     rounds: ROUNDS,
     events,
     permission_checks: judged,

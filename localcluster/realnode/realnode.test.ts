@@ -21,7 +21,7 @@ import { buildMembraneImage, type RealNode } from "./realnode.ts";
 import { destroyRealNodes, startRealNodes, type RealNodes } from "./nodes.ts";
 import { eventually } from "./eventually.ts";
 import { installChartOnRealNode } from "./chart-install.ts";
-import { attachedProgramId } from "../../node-agent/bpf/loader.ts";
+import { attachedProgramId, bpfObjectLive, pinnedLinkIds } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, DOOR_MANAGER, DOOR_PORT, DOOR_SERVICE, L7_PORT, answer, grpcCalls, request, stream } from "./l7-workload.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
@@ -2093,25 +2093,86 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     await cp!.kubectl(["delete", "ciliumnetworkpolicy", "-n", POLICY_NS, "wg-server-from-client", "--wait=false"]);
   });
 
-  test("helm uninstall leaves no Membrane object, program or pinned map on the node; running pods keep a plain network and can still be deleted", async () => {
+  // A connect Override and a tracepoint Sigkill nothing here meets (port 9, a path nobody opens), for the pods of
+  // POLICY_NS: with runtime.keepSensorsOnExit on, what each node's runtime keeps pinned at its SIGTERM.
+  const KEPT_POLICY = {
+    apiVersion: "cilium.io/v1alpha1",
+    kind: "TracingPolicyNamespaced",
+    metadata: { name: "kept-at-uninstall", namespace: POLICY_NS },
+    spec: {
+      kprobes: [{ call: "tcp_connect", syscall: false, args: [{ index: 0, type: "sock" }], selectors: [{ matchArgs: [{ index: 0, operator: "DPort", values: ["9"] }], matchActions: [{ action: "Override", argError: -1 }] }] }],
+      tracepoints: [{
+        subsystem: "syscalls", event: "sys_enter_openat", args: [{ index: 5, type: "int" }, { index: 6, type: "string" }],
+        selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/kept-at-uninstall"] }], matchActions: [{ action: "Sigkill" }] }],
+      }],
+    },
+  };
+  /** A link a node's runtime pinned, with the kernel's ids of it and of its program. */
+  interface RuntimeLink { node: string; pin: string; link: number; program: number }
+
+  /**
+   * What a user who turned runtime.keepSensorsOnExit on has when they uninstall: KEPT_POLICY applied, then `helm upgrade
+   * --set runtime.keepSensorsOnExit=true` (the runtime pods rolled with --keep-sensors-on-exit). Waits until each node's
+   * runtime with the flag has written the policy enforced (its status file: a new runtime removes the last one's), and
+   * returns the connect and tracepoint links pinned then (read through that process's root, where the node's bpffs is
+   * mounted) with the runtime pods' names.
+   */
+  async function keepSensorsOnBothNodes(): Promise<{ links: RuntimeLink[]; pods: string[] }> {
+    const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(KEPT_POLICY));
+    assert.equal(applied.code, 0, applied.stderr);
+    const upgraded = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", "runtime.keepSensorsOnExit=true", "--timeout", "5m"]);
+    assert.equal(upgraded.code, 0, upgraded.stderr);
+    const rolled = await cp!.kubectl(["rollout", "status", "-n", AGENT_NS, "daemonset/membrane-runtime", "--timeout=180s"]);
+    assert.equal(rolled.code, 0, `membrane-runtime: ${rolled.stderr}`);
+    const key = `${POLICY_NS}/${KEPT_POLICY.metadata.name}`;
+    const perNode = await Promise.all([node!, node2!].map((n) =>
+      eventually(`${n.plan.name}'s runtime running with --keep-sensors-on-exit and ${key} enforced, its connect and tracepoint links pinned`, 60_000, async () => {
+        const [pid, status] = await Promise.all(["runtime.pid", "runtime-status.json"].map(async (f) => (await n.exec(["cat", `/var/run/membrane/state/${f}`])).stdout.trim()));
+        if (pid === undefined || status === undefined) return undefined;
+        if (!/^\d+$/.test(pid) || !readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("--keep-sensors-on-exit")) return undefined;
+        if ((JSON.parse(status) as { policies?: Record<string, { enforced?: boolean }> }).policies?.[key]?.enforced !== true) return undefined;
+        const bpffs = `/proc/${pid}/root/sys/fs/bpf/membrane`;
+        const pins = ["runtime-connect", "runtime-tracepoint"].flatMap((scope) => readdirSync(join(bpffs, scope, "links")).map((l) => `${scope}/links/${l}`));
+        assert.ok(pins.includes("runtime-connect/links/membrane_connect4") && pins.includes("runtime-connect/links/membrane_connect6") && pins.some((p) => /^runtime-tracepoint\/links\/tp-\d+$/.test(p)), `${n.plan.name}: ${key} enforced, its links pinned: ${pins.join(", ")}`);
+        return pins.flatMap((pin) => {
+          const ids = pinnedLinkIds(join(bpffs, pin));
+          return ids ? [{ node: n.plan.name, pin, ...ids }] : [];
+        });
+      })));
+    const pods = (await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "-o", "jsonpath={.items[*].metadata.name}"])).stdout.split(" ").filter((p) => p !== "");
+    return { links: perNode.flat(), pods };
+  }
+
+  test("helm uninstall with runtime.keepSensorsOnExit on leaves no Membrane object, program, link or pinned map on the node (the runtimes' kept connect and tracepoint links freed too); running pods keep a plain network and can still be deleted", async (t) => {
     const agent = await agentPod(name);
+    const keptFrom = Date.now();
+    const kept = await keepSensorsOnBothNodes();
+    const keptSeconds = (Date.now() - keptFrom) / 1000;
     const uninstall = await cp!.helm(["uninstall", "membrane", "--namespace", AGENT_NS, "--wait", "--timeout", "3m"]);
     assert.equal(uninstall.code, 0, uninstall.stderr);
-    // The agent's last words (its pod's logs go with it): what it removed at its SIGTERM.
+    // The agent's and the runtimes' last words (their pods' logs go with them): what each removed or kept at its SIGTERM.
     let agentLogs = "";
+    const runtimeLogs = new Map<string, string>();
     await eventually("no Membrane pod left", 120_000, async () => {
       const l = await cp!.kubectl(["logs", "-n", AGENT_NS, agent]);
       if (l.code === 0) agentLogs = l.stdout;
+      for (const p of kept.pods) {
+        const rl = await cp!.kubectl(["logs", "-n", AGENT_NS, p]);
+        if (rl.code === 0) runtimeLogs.set(p, rl.stdout);
+      }
       const r = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-o", "name"]);
       return r.code === 0 && r.stdout.trim() === "" ? true : undefined;
     });
-    const lastWords = agentLogs.split("\n").filter((l) => /stopping|uninstall|DaemonSet|removing|detaching/.test(l)).join("\n");
+    const lastWords = [
+      ...agentLogs.split("\n").filter((l) => /stopping|uninstall|DaemonSet|removing|detaching|runtime/.test(l)),
+      ...[...runtimeLogs].flatMap(([p, log]) => log.split("\n").filter((l) => /stopped|pinned|keep/i.test(l)).map((l) => `${p}: ${l}`)),
+    ].join("\n");
     // Each agent removed its node state at its SIGTERM (its DaemonSet was gone).
     for (const n of [node!, node2!]) {
       // (progs.debug and maps.debug are the kernel's own iterators in every bpffs.)
       const pins = await n.exec(["find", "/sys/fs/bpf", "-mindepth", "1", "-not", "-name", "*.debug"]);
       assert.equal(pins.code, 0, pins.stderr);
-      assert.equal(pins.stdout.trim(), "", `nothing pinned in ${n.plan.name}'s bpffs; its agent said:\n${n === node ? lastWords : ""}`);
+      assert.equal(pins.stdout.trim(), "", `nothing pinned in ${n.plan.name}'s bpffs; the agent and runtimes said:\n${lastWords}`);
       const links = JSON.parse((await n.exec(["ip", "-d", "-j", "link", "show"])).stdout) as { ifname: string; ifindex: number; linkinfo?: { info_kind?: string } }[];
       for (const l of links) {
         for (const direction of ["ingress", "egress"] as const) assert.equal(attachedProgramId({ ifindex: l.ifindex, direction, netns: n.plan.netns }), undefined, `a program on ${n.plan.name}'s ${l.ifname} ${direction}`);
@@ -2123,6 +2184,11 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       // The CNI plugin and conflist stay: the runtime tears down the pods' sandboxes through them (the webhook's was one).
       assert.deepEqual(readdirSync(realNodePaths(n.plan.dir).cniConfDir), ["05-membrane.conflist"]);
     }
+    // The links the runtimes kept pinned are freed, and their programs with them: none still attached anywhere (the
+    // connect programs were on the host's cgroup v2 root, shared with everything else on this machine).
+    const live = (): RuntimeLink[] => kept.links.filter((l) => bpfObjectLive("link", l.link) || bpfObjectLive("program", l.program));
+    await eventually("the runtimes' kept links and programs freed", 15_000, async () => (live().length === 0 ? true : undefined)).catch(() => undefined);
+    assert.deepEqual(live(), [], `the agent and runtimes said:\n${lastWords}`);
     // Every object of the release is gone but the policy Secrets namespace, kept by design (helm.sh/resource-policy: keep); CRDs stay (Helm's rule).
     const kinds = (await cp!.kubectl(["api-resources", "--verbs=list", "-o", "name"])).stdout.split("\n").filter((k) => k !== "" && k !== "events" && k !== "events.events.k8s.io");
     const left = await cp!.kubectl(["get", kinds.join(","), "-A", "-l", "app.kubernetes.io/instance=membrane", "-o", "name"]);
@@ -2132,6 +2198,8 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     // The pods that ran keep their address and route; nothing enforces any more: the denied prober now connects.
     await eventually("the denied prober passing on a plain network", 30_000, async () => ((await podLines("prober-denied")).slice(-2).every((l) => l === "pass") ? true : undefined));
     assert.equal((await podLines("prober-allowed")).at(-1), "pass");
+    await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", POLICY_NS, KEPT_POLICY.metadata.name, "--wait=false"]);
+    t.diagnostic(`runtime.keepSensorsOnExit on and ${kept.links.length} runtime links pinned before the uninstall (${[...new Set(kept.links.map((l) => l.pin))].join(", ")}): ${keptSeconds.toFixed(1)} s`);
   });
 
   test("membrane node cleanup on each node after the uninstall: refused, naming the interfaces, while pods still use Membrane's network; once they are gone it removes the CNI conflist, plugin and IPAM state and what a killed agent left (pins, an attached program, the overlay device, state and socket files)", async () => {

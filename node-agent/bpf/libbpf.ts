@@ -63,6 +63,8 @@ export const c = {
   objPin: fn(libbpf, "int bpf_obj_pin(int fd, const char *pathname)"),
   rawTracepointOpen: fn(libbpf, "int bpf_raw_tracepoint_open(const char *name, int prog_fd)"),
   objGet: fn(libbpf, "int bpf_obj_get(const char *pathname)"),
+  progFdById: fn(libbpf, "int bpf_prog_get_fd_by_id(uint32_t id)"),
+  linkFdById: fn(libbpf, "int bpf_link_get_fd_by_id(uint32_t id)"),
   progQuery: fn(
     libbpf,
     "int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, _Out_ uint32_t *prog_ids, _Inout_ uint32_t *prog_cnt)",

@@ -773,7 +773,32 @@ export function detachCgroupLink(pinPath: string): void {
   fs.rmSync(pinPath, { force: true });
 }
 
-const LINK_INFO = { size: 64, tcxIfindex: 16 } as const; // struct bpf_link_info: type, id, prog_id, then the union
+const LINK_INFO = { size: 64, id: 4, progId: 8, tcxIfindex: 16 } as const; // struct bpf_link_info: type, id, prog_id, then the union
+
+/** The kernel's ids of the link pinned at pinPath and of its program, or undefined when nothing is pinned there. */
+export function pinnedLinkIds(pinPath: string): { link: number; program: number } | undefined {
+  const linkFd = c.objGet(pinPath) as number;
+  if (linkFd < 0) return undefined;
+  try {
+    const info = Buffer.alloc(LINK_INFO.size);
+    const len = [LINK_INFO.size];
+    check(`link info ${pinPath}`, c.objInfo(linkFd, info, len));
+    return { link: info.readUInt32LE(LINK_INFO.id), program: info.readUInt32LE(LINK_INFO.progId) };
+  } finally {
+    c.closeFd(linkFd);
+  }
+}
+
+/** Whether the kernel still holds the link or program of this id (a freed one's id finds nothing: ENOENT). */
+export function bpfObjectLive(kind: "link" | "program", id: number): boolean {
+  const fd = (kind === "link" ? c.linkFdById(id) : c.progFdById(id)) as number;
+  if (fd >= 0) {
+    c.closeFd(fd);
+    return true;
+  }
+  if (fd === -ENOENT) return false;
+  throw new BpfError(`${kind} id ${id}`, -fd);
+}
 
 /** Whether the tcx link pinned at pinPath is still on an interface (false once its interface is deleted). */
 export function tcxLinkLive(pinPath: string): boolean {
@@ -904,6 +929,18 @@ export function programRunStats(progFd: number): { runTimeNs: bigint; runCount: 
   const len = [PROG_INFO.size];
   check("prog info", c.objInfo(progFd, info, len));
   return { runTimeNs: info.readBigUInt64LE(PROG_INFO.runTimeNs), runCount: info.readBigUInt64LE(PROG_INFO.runCnt) };
+}
+
+/** programRunStats of the program of the link pinned at pinPath (undefined when nothing is pinned there). */
+export function pinnedLinkRunStats(pinPath: string): { runTimeNs: bigint; runCount: bigint } | undefined {
+  const ids = pinnedLinkIds(pinPath);
+  if (!ids) return undefined;
+  const fd = check(`program id ${ids.program}`, c.progFdById(ids.program) as number);
+  try {
+    return programRunStats(fd);
+  } finally {
+    c.closeFd(fd);
+  }
 }
 
 // ------------------------------------------------------------------ ring buffer
