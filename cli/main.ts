@@ -45,10 +45,23 @@ async function main(argv: string[]): Promise<number> {
   return mod.run(rest);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`membrane: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+/**
+ * Exits once stdout and stderr have handed everything written to the kernel. process.exit() at once drops what a pipe
+ * had no room for yet: behind a reader slower than this process (`kubectl exec`, a shell pipe) the output ended after
+ * its first 64 KiB, and `membrane observe --type process`, which prints oldest first, lost its newest events.
+ */
+function exitAfterOutput(code: number): void {
+  let waiting = 2;
+  const done = (): void => {
+    if (--waiting === 0) process.exit(code);
+  };
+  for (const out of [process.stdout, process.stderr]) {
+    out.on("error", () => undefined); // a reader that went away (EPIPE): nothing more to wait for (the write's callback says so)
+    out.write("", done); // called once what was written before it is written
+  }
+}
+
+main(process.argv.slice(2)).then(exitAfterOutput, (err: unknown) => {
+  process.stderr.write(`membrane: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  exitAfterOutput(1);
+});

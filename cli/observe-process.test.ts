@@ -96,4 +96,23 @@ describe("membrane observe --type process", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("prints every event to a pipe whose reader falls behind, the newest last (not only the first 64 KiB the pipe held when the command exited)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-observe-process-"));
+    try {
+      const file = path.join(dir, "events.log");
+      // ~1 MB of events, as a node's recent events of one pod are behind `kubectl exec` (2026-12-05: the real-node
+      // file/exec test read 40 and 70 of them, never the newest, the Override events it waited for).
+      const many = Array.from({ length: 600 }, (_, i) => JSON.stringify({ process_exec: { process: proc(i + 1, "/bin/sh", `-c ${"x".repeat(1500)}`, web) }, node_name: "n", time: `t${String(i).padStart(5, "0")}` }));
+      fs.writeFileSync(file, `${many.join("\n")}\n`);
+      // The reader takes the first line (the command is writing), then reads nothing for 2 s: a command that exits
+      // meanwhile without waiting for the pipe loses what it had no room for.
+      const script = `"$0" observe --type process --input-file "$1" -o json | { IFS= read -r first; sleep 2; tail -n 1; }; echo "status \${PIPESTATUS[0]}"`;
+      const out = execFileSync("bash", ["-c", script, MEMBRANE, file]).toString().trim().split("\n");
+      assert.equal(out.at(-1), "status 0");
+      assert.equal((JSON.parse(out[0]!) as { time: string }).time, "t00599", "the newest event, printed last, reached the reader");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -663,10 +663,24 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
   }
 
   /**
-   * What a runtime test's failed first wait needs to be understood: the probe's last lines and whether it still runs,
-   * the app container's processes, the runtime's files in the node's state directory and the node's runtime pod's log.
+   * The node's own record of a policy's events: the lines of its export file (runtime-events.log: every event the
+   * node's runtimes wrote, not only the last 4,096 the stream keeps) that name it, how many and the last few as written
+   * (each cut to its start, the process and its pod, and its end, function, action and policy), then the runtime's
+   * event counters. Events here but not in `membrane observe` were lost on the way to it, not in the runtime.
    */
-  async function runtimeDiagnostics(probeLog: string): Promise<string> {
+  async function exportedEventsOf(policy: string): Promise<string> {
+    const file = "/var/run/membrane/state/runtime-events.log";
+    const r = await node!.exec(["sh", "-c", `echo "lines naming ${policy}: $(grep -c -F '"policy_name":"${policy}"' ${file})"; grep -F '"policy_name":"${policy}"' ${file} | tail -n 6; a=$(sed -n 's/.*"address":"\\([^"]*\\)".*/\\1/p' /var/run/membrane/state/runtime-status.json); echo "-- runtime metrics ($a)"; curl -s --max-time 5 "http://$a/metrics" | grep -E '^membrane_(process_events_total|process_events_lost|process_stream_dropped_total)'`]);
+    const lines = r.stdout.split("\n").map((l) => (l.length > 1400 ? `${l.slice(0, 900)} … ${l.slice(-400)}` : l));
+    return `${file} (${r.code}): ${lines.join("\n")}${r.stderr}`;
+  }
+
+  /**
+   * What a runtime test's failed first wait needs to be understood: the probe's last lines and whether it still runs,
+   * the app container's processes, the runtime's files in the node's state directory and the node's runtime pod's log;
+   * with `policy`, that policy's lines in the node's export file too.
+   */
+  async function runtimeDiagnostics(probeLog: string, policy?: string): Promise<string> {
     const probe = await inApp(`ls -l /probe.* /tp-probe.* 2>&1; wc -l < ${probeLog}; tail -n 8 ${probeLog}; echo '-- ps'; ps -o pid,ppid,stat,args`);
     const state = await node!.exec(["sh", "-c", "cd /var/run/membrane/state && ls -l --time-style=+%T.%N && echo '-- runtime-pods.json' && head -c 3000 runtime-pods.json && echo && echo '-- runtime-status.json' && head -c 3000 runtime-status.json && echo && echo '-- runtime-policies.yaml' && head -c 3000 runtime-policies.yaml; cat /proc/uptime"]);
     const pods = await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[0].metadata.name}"]);
@@ -677,15 +691,16 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       const key = "process_kprobe" in e ? `kprobe ${e.process_kprobe.policy_name} ${e.process_kprobe.function_name} ${e.process_kprobe.process.pod?.container?.name}` : Object.keys(e)[0]!;
       summary.set(key, (summary.get(key) ?? 0) + 1);
     }
-    return [`events of pod two: ${events.length}: ${JSON.stringify([...summary])}`, `probe ${probeLog} (${probe.code}): ${probe.stdout}${probe.stderr}`, `state (${state.code}): ${state.stdout}${state.stderr}`, `runtime pod ${pods.stdout.trim()} log:`, logs.stdout + logs.stderr].join("\n");
+    const exported = policy !== undefined ? await exportedEventsOf(policy).catch((e: unknown) => `${policy}'s exported events not read: ${String(e)}`) : undefined;
+    return [`events of pod two: ${events.length}: ${JSON.stringify([...summary])}`, `probe ${probeLog} (${probe.code}): ${probe.stdout}${probe.stderr}`, `state (${state.code}): ${state.stdout}${state.stderr}`, ...(exported !== undefined ? [exported] : []), `runtime pod ${pods.stdout.trim()} log:`, logs.stdout + logs.stderr].join("\n");
   }
 
-  /** `eventually`, and on failure the runtime's diagnostics appended to the error. */
-  async function eventuallyOrDiagnose<T>(what: string, timeoutMs: number, probeLog: string, probe: () => Promise<T | undefined>): Promise<T> {
+  /** `eventually`, and on failure the runtime's diagnostics appended to the error (with `policy`, its exported events too). */
+  async function eventuallyOrDiagnose<T>(what: string, timeoutMs: number, probeLog: string, probe: () => Promise<T | undefined>, policy?: string): Promise<T> {
     try {
       return await eventually(what, timeoutMs, probe);
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${await runtimeDiagnostics(probeLog).catch((e: unknown) => `diagnostics failed: ${String(e)}`)}`, { cause: err });
+      throw new Error(`${(err as Error).message}\n${await runtimeDiagnostics(probeLog, policy).catch((e: unknown) => `diagnostics failed: ${String(e)}`)}`, { cause: err });
     }
   }
 
@@ -969,7 +984,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
         await inPod("app", "cat /www/index.html; /tmp/true");
         const all = (await processEvents("two")).flatMap((e) => ("process_kprobe" in e && e.process_kprobe.policy_name === "app-no-index" ? [e.process_kprobe] : []));
         return new Set(all.map((k) => k.function_name)).size === 2 ? all : undefined;
-      });
+      }, "app-no-index");
       assert.deepEqual([...new Set(events.map((k) => k.process.pod?.container?.name))], ["app"]);
       assert.deepEqual(events.find((k) => k.function_name === "fd_install")?.args, [{ file_arg: { path: "/www/index.html" } }], "the path as the container sees it");
       // Deleted, the app container reads the file again.
