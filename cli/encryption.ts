@@ -11,8 +11,9 @@ const USAGE = `usage: membrane encryption status [--kubeconfig PATH] [-o table|j
 
   status   each MembraneEncryptionKey (mode, key id, SPI, nodes on the current key n/m, Ready) and each
            node (the SPI or WireGuard public key it announces, EncryptionReady and why)
-  rotate   --key NAME: asks the operator to rotate the IPsec key NAME (annotation ${ROTATE_ANNOTATION}): a new
-           key under the next SPI; the previous one stays in the Secret until every node uses the new one.
+  rotate   --key NAME: asks the operator to rotate the key NAME (annotation ${ROTATE_ANNOTATION}): ipsec, a new
+           key under the next SPI, the previous one kept in the Secret until every node uses the new one;
+           wireguard, every node's agent asked for a new key pair (as --node for each node).
            --node NODE: asks NODE's agent for a new WireGuard key pair (annotation ${WIREGUARD_ROTATE_ANNOTATION} on
            its CiliumNode); the other nodes switch to its new public key as it appears there
 `;

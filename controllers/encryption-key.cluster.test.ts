@@ -1,6 +1,6 @@
 // The encryption-key controller against a real API server: bad key material named by Secret and field,
 // a missing Secret created, rotation with the previous key kept until every node moved, and a node whose
-// real kernel probe says KernelLacksESP named in the key's status. Creates a network namespace for the
+// real kernel probe says KernelLacksESP named in the key's status; with WireGuard, a rotation of the key asked of every node. Creates a network namespace for the
 // probe: run under flock /tmp/membrane-kernel.lock.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -161,5 +161,36 @@ describe("encryption-key controller against a real API server", { timeout: 300_0
     const out = execFileSync(MEMBRANE, ["encryption", "status", "--kubeconfig", cp!.kubeconfig]).toString();
     assert.match(out, /main\s+ipsec\s+3\s+5 \(previous 4\)\s+0\/1\s+False\/NodesPending/);
     assert.match(out, /node-b\s+4\s+-/);
+  });
+
+  it("WireGuard: a rotation of the key (membrane encryption rotate --key) asks every node's agent for a new key pair, once per request; a node rotated on its own and a node that joins later are not asked again", async () => {
+    const annotationOf = async (node: string) =>
+      (JSON.parse(await kubectl(["get", "ciliumnode", node, "-o", "json"])) as { metadata: { annotations?: Record<string, string> } }).metadata.annotations?.["membrane.io/wireguard-rotate"];
+    await apply(ciliumNode("node-w"));
+    await apply({ apiVersion: "membrane.io/v1alpha1", kind: "MembraneEncryptionKey", metadata: { name: "wg" }, spec: { mode: "wireguard", rotationInterval: "720h", secretRef: { name: "unused" } } });
+    const first = await eventually("the WireGuard key's status", async () => {
+      const st = await keyStatus("wg");
+      return st.lastRotation && st.nextRotation ? st : undefined;
+    });
+    assert.equal(Date.parse(first.nextRotation!) - Date.parse(first.lastRotation!), 720 * 3600_000, "the next rotation is due rotationInterval after the last");
+    assert.equal(first.rotationRequest, undefined, "nothing asked yet");
+    assert.deepEqual([await annotationOf("node-b"), await annotationOf("node-w")], [undefined, undefined]);
+
+    execFileSync(MEMBRANE, ["encryption", "rotate", "--key", "wg", "--kubeconfig", cp!.kubeconfig]);
+    const asked = await eventually("every node asked", async () => {
+      const st = await keyStatus("wg");
+      return st.rotationRequest ? st : undefined;
+    });
+    assert.deepEqual([await annotationOf("node-b"), await annotationOf("node-w")], [asked.rotationRequest, asked.rotationRequest], "the CLI's request on every CiliumNode");
+    assert.ok(Date.parse(asked.lastRotation!) >= Date.parse(first.lastRotation!));
+
+    // node-w rotated on its own (membrane encryption rotate --node), then a node joins: the key's request is done, nobody is asked again.
+    await kubectl(["annotate", "ciliumnode", "node-w", "--overwrite", "membrane.io/wireguard-rotate=by-node"]);
+    await apply(ciliumNode("node-late"));
+    await eventually("the key counts the late node", async () => ((await keyStatus("wg")).nodesOnCurrentKey === "0/3" ? true : undefined));
+    assert.deepEqual([await annotationOf("node-w"), await annotationOf("node-late")], ["by-node", undefined]);
+    assert.equal((await keyStatus("wg")).lastRotation, asked.lastRotation);
+    await kubectl(["delete", "membraneencryptionkey", "wg"]);
+    await kubectl(["delete", "ciliumnode", "node-w", "node-late"]);
   });
 });

@@ -1,9 +1,10 @@
 // Encryption-key reconciler: a MembraneEncryptionKey → its Secret's key material validated (created
 // when missing), rotated on request or on schedule (new SPI, previous key kept until every node uses
 // the new one), and a status that counts the nodes on the current key and names those that cannot use it.
+// WireGuard keys are the nodes' own: a rotation of the key asks every node's agent for a new key pair.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { ENCRYPTION_READY, ROTATE_ANNOTATION, validateEncryptionKey } from "../core/encryption.ts";
+import { ENCRYPTION_READY, ROTATE_ANNOTATION, WIREGUARD_ROTATE_ANNOTATION, validateEncryptionKey } from "../core/encryption.ts";
 import {
   IPSEC_ALGORITHM,
   MIN_SPI,
@@ -20,7 +21,7 @@ import { type Condition, type ConditionInput, mergeConditions, sameConditions } 
 import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
 import type { Informer } from "../kube/informer.ts";
 import { type KubeClient, type KubeObject, isNotFound, resourcePath } from "../kube/kube.ts";
-import { ENCRYPTION_KEYS, SECRETS } from "../kube/resources.ts";
+import { CILIUM_NODES, ENCRYPTION_KEYS, SECRETS } from "../kube/resources.ts";
 
 /** On the Secret: the request its current key answers, so a rotation is done once however often reconcile runs. */
 export const ROTATED_FOR_ANNOTATION = "membrane.io/rotated-for";
@@ -35,6 +36,7 @@ export interface EncryptionKeyStatus {
   nodesUnable?: { name: string; reason: string; message: string }[];
   lastRotation?: string;
   nextRotation?: string;
+  rotationRequest?: string;
   observedGeneration?: number;
   conditions?: Condition[];
 }
@@ -108,9 +110,33 @@ export function encryptionKeyReconciler(d: EncryptionKeyDeps): Reconciler {
       const reports = d.ciliumNodes.list().map(nodeKeyReport);
       if (spec.value.mode === "wireguard") {
         // WireGuard keys are per node and never leave it: the count is of nodes that published a public key.
-        const withKey = d.ciliumNodes.list().filter((cn) => cn.spec?.encryption?.publicKey).map((cn) => cn.metadata.name);
+        const nodes = d.ciliumNodes.list();
+        const withKey = nodes.filter((cn) => cn.spec?.encryption?.publicKey).map((cn) => cn.metadata.name);
         const summary = summarizeNodes(1, reports.map((r) => ({ ...r, spi: withKey.includes(r.name) ? 1 : undefined })));
-        await writeStatus(obj, { nodesOnCurrentKey: nodeCount(summary), ...unableField(summary), ...g }, [readyCondition(summary, "a published WireGuard key", g)]);
+        // Rotation: asked for by annotation (once per value) or due by schedule; each node's agent makes a new key pair
+        // for a new value of its CiliumNode's annotation, and its peers switch as its new public key appears there.
+        const st = obj.status ?? {};
+        const interval = spec.value.rotationIntervalMs;
+        const dueAt = interval !== undefined && st.lastRotation !== undefined ? Date.parse(st.lastRotation) + interval : undefined;
+        const asked = obj.metadata.annotations?.[ROTATE_ANNOTATION];
+        const request = asked !== undefined && asked !== "" && asked !== st.rotationRequest ? asked : dueAt !== undefined && dueAt <= now().getTime() ? `scheduled:${st.lastRotation}` : undefined;
+        let rotatedAt = st.lastRotation ?? iso(now());
+        if (request !== undefined && request !== st.rotationRequest) {
+          // Only nodes not yet asked: a retry after a failed patch asks no node twice.
+          for (const cn of nodes.filter((n) => n.metadata.annotations?.[WIREGUARD_ROTATE_ANNOTATION] !== request)) {
+            await d.client.mergePatch(resourcePath(CILIUM_NODES, undefined, cn.metadata.name), { metadata: { annotations: { [WIREGUARD_ROTATE_ANNOTATION]: request } } });
+          }
+          rotatedAt = iso(now());
+          d.log.info({ key: name, request, nodes: nodes.map((n) => n.metadata.name) }, "WireGuard key rotation asked of every node");
+        }
+        const rotation: EncryptionKeyStatus = {
+          lastRotation: rotatedAt,
+          ...(interval !== undefined ? { nextRotation: iso(new Date(Date.parse(rotatedAt) + interval)) } : {}),
+          ...(request !== undefined ? { rotationRequest: request } : st.rotationRequest !== undefined ? { rotationRequest: st.rotationRequest } : {}),
+        };
+        await writeStatus(obj, { nodesOnCurrentKey: nodeCount(summary), ...unableField(summary), ...rotation, ...g }, [readyCondition(summary, "a published WireGuard key", g)]);
+        // setTimeout's limit is ~24.8 days: a later rotation is looked at again before then.
+        if (interval !== undefined) return { requeueAfter: Math.max(1000, Math.min(3_600_000, Date.parse(rotatedAt) + interval - now().getTime())) };
         return;
       }
       const ns = spec.value.secretRef.namespace ?? d.namespace;

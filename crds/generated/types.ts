@@ -1210,7 +1210,7 @@ export interface MembraneEncryptionKey {
   spec: {
     /** wireguard (per-node key pairs, public keys published in CiliumNode) or ipsec (a shared key). */
     mode: "wireguard" | "ipsec";
-    /** How often the operator rotates the key, as a duration such as "24h" or "90m". */
+    /** How often the operator rotates the key, as a duration such as "24h" or "90m" (wireguard: asks every node for a new key pair). */
     rotationInterval?: string;
     /** The Secret holding the key material, written and rotated by the operator. */
     secretRef: {
@@ -1243,6 +1243,8 @@ export interface MembraneEncryptionKey {
     lastRotation?: string;
     /** When the next rotation is due. */
     nextRotation?: string;
+    /** WireGuard: the rotation request every node was last asked for (on each CiliumNode's membrane.io/wireguard-rotate): the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due. */
+    rotationRequest?: string;
     /** metadata.generation the status describes. */
     observedGeneration?: number;
     /** Ready: the Secret exists and every node uses the current key. */

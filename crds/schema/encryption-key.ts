@@ -50,7 +50,7 @@ export const membraneEncryptionKeyCRD = defineCRD({
             },
           ),
           rotationInterval: str(
-            'How often the operator rotates the key, as a duration such as "24h" or "90m".',
+            'How often the operator rotates the key, as a duration such as "24h" or "90m" (wireguard: asks every node for a new key pair).',
             {
               pattern: DURATION_PATTERN,
             },
@@ -87,6 +87,9 @@ export const membraneEncryptionKeyCRD = defineCRD({
         ),
         lastRotation: timestamp("When the key last rotated."),
         nextRotation: timestamp("When the next rotation is due."),
+        rotationRequest: str(
+          "WireGuard: the rotation request every node was last asked for (on each CiliumNode's membrane.io/wireguard-rotate): the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due.",
+        ),
         observedGeneration: int("metadata.generation the status describes.", { minimum: 0, format: "int64" }),
         conditions: conditions("Ready: the Secret exists and every node uses the current key."),
       }),

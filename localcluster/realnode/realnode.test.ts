@@ -1926,7 +1926,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       .map(Number);
   }
 
-  test("encryption.enabled with strictMode (WireGuard) by helm upgrade: a cross-node pod connection crosses the underlay only inside WireGuard's UDP port, never as TCP between the pods, a denied pod stays denied; with the client node's device down the request fails, nothing in clear, dropped as UNENCRYPTED; after both nodes rotate their keys it crosses encrypted again; upgraded back, no WireGuard device or process is left on either node", async () => {
+  test("encryption.enabled with strictMode (WireGuard) by helm upgrade: a cross-node pod connection crosses the underlay only inside WireGuard's UDP port, never as TCP between the pods, a denied pod stays denied; with the client node's device down the request fails, nothing in clear, dropped as UNENCRYPTED; after membrane encryption rotate --key both nodes have new keys and it crosses encrypted again; upgraded back, no WireGuard device or process is left on either node", async () => {
     const blockStarted = Date.now();
     const pod = (podName: string, app: string, nodeName: string, command: string[]) => ({
       apiVersion: "v1",
@@ -2063,23 +2063,27 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     await answeredEncrypted("the client's request answered through WireGuard with the device back");
     const strictSeconds = (Date.now() - strictStarted) / 1000;
 
-    // Rotation as a user asks for it: `membrane encryption rotate --node N` for each node (WireGuard's key pairs are the
-    // nodes'; the MembraneEncryptionKey's rotation is IPsec's). Both CiliumNodes then carry new public keys, and the
-    // request crosses only inside WireGuard: a handshake can only succeed with the new keys on both sides.
+    // Rotation as a user asks for it: `membrane encryption rotate --key membrane`, the chart's MembraneEncryptionKey. The
+    // operator's key controller asks every node's agent for a new key pair (WireGuard's keys are the nodes' own); both
+    // CiliumNodes then carry new public keys, and the request crosses only inside WireGuard: a handshake can only
+    // succeed with the new keys on both sides.
     const rotationStarted = Date.now();
     const membraneCli = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
-    for (const n of [name, name2]) {
-      const r = await new Promise<{ code: number; out: string }>((resolve) =>
-        execFile(membraneCli, ["encryption", "rotate", "--node", n, "--kubeconfig", cp!.kubeconfig], { env: { ...process.env, MEMBRANE_BUNDLE: "1" } }, (e, out, err) => resolve({ code: e ? 1 : 0, out: `${out}${err}` })),
-      );
-      assert.equal(r.code, 0, r.out);
-    }
+    const rotate = await new Promise<{ code: number; out: string }>((resolve) =>
+      execFile(membraneCli, ["encryption", "rotate", "--key", "membrane", "--kubeconfig", cp!.kubeconfig], { env: { ...process.env, MEMBRANE_BUNDLE: "1" } }, (e, out, err) => resolve({ code: e ? 1 : 0, out: `${out}${err}` })),
+    );
+    assert.equal(rotate.code, 0, rotate.out);
     const oldKeys = ciliumNodes.map((cn) => cn.spec!.encryption!.publicKey!);
     const rotated = await eventually("both CiliumNodes with a new public key, TunnelUp", 60_000, async () => {
       const cns = await encryptionViews();
       return cns.every((cn, i) => cn.spec?.encryption?.publicKey && cn.spec.encryption.publicKey !== oldKeys[i] && encryptionReady(cn)?.reason === "TunnelUp") ? cns : undefined;
     });
     assert.notEqual(rotated[0]!.spec!.encryption!.publicKey, rotated[1]!.spec!.encryption!.publicKey);
+    // The key's status names the request every node was asked for, and both nodes with a published key.
+    await eventually("the MembraneEncryptionKey's status: the request, 2/2", 30_000, async () => {
+      const k = JSON.parse((await cp!.kubectl(["get", "membraneencryptionkey", "membrane", "-o", "json"])).stdout) as { metadata: { annotations?: Record<string, string> }; status?: { rotationRequest?: string; nodesOnCurrentKey?: string } };
+      return k.status?.rotationRequest && k.status.rotationRequest === k.metadata.annotations?.["membrane.io/rotate"] && k.status.nodesOnCurrentKey === "2/2" ? true : undefined;
+    });
     await answeredEncrypted("the client's request answered through WireGuard after both rotations");
     for (const n of [name, name2]) await cp!.kubectl(["annotate", "ciliumnode", n, `${WIREGUARD_ROTATE_ANNOTATION}-`]);
     const rotationSeconds = (Date.now() - rotationStarted) / 1000;
