@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import koffi from "koffi";
 import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
 import type { ProcessKprobeEvent, ProcessLsmEvent, RuntimeEvent } from "../../core/process-event.ts";
@@ -36,6 +37,15 @@ function runIn(netns: string, cmd: string, args: readonly string[]): Promise<Run
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     child.on("close", (code, signal) => resolve({ code, signal, out, err }));
   });
+}
+
+const setrlimit = koffi.load("libc.so.6").func("int setrlimit(int resource, const uint8_t *rlim)") as (resource: number, rlim: Buffer) => number;
+/** This process's RLIMIT_NOFILE, set in place: no process (it would need fds) and nothing opened. */
+function setOpenFilesLimit(soft: bigint, hard: bigint): void {
+  const rlim = Buffer.alloc(16);
+  rlim.writeBigUInt64LE(soft, 0);
+  rlim.writeBigUInt64LE(hard, 8);
+  assert.equal(setrlimit(7 /* RLIMIT_NOFILE */, rlim), 0, "setrlimit(RLIMIT_NOFILE)");
 }
 
 function fanotifyFds(): number {
@@ -265,6 +275,45 @@ describe("TracingPolicy enforcement (fanotify permission events, real processes 
       assert.equal(lines.filter((l) => l.msg === said[0]!.msg).length, 1, "not logged twice within a minute");
     } finally {
       broken.stop();
+    }
+  });
+  it("a read of the group that fails (EMFILE: no fd for the event) denies that open and the next open is judged as before: the group keeps reading", async () => {
+    engine.apply([]);
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: "info" }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const runtime = new RuntimeEnforcement({ nodeName: "node-a", events: new ProcessEvents({ nodeName: "node-a" }), emit: () => {}, log, resolvePod: (ino) => pods.get(ino) });
+    // One shell opens the file twice, each when told on stdin: no process (and no fd of ours) starts in between.
+    const child = spawn("ip", ["netns", "exec", OTHER_NS, "sh", "-c", `read a; timeout 10 cat ${other}; echo "rc=$?"; read b; timeout 10 cat ${other}; echo "rc=$?"`], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const rounds = async (n: number): Promise<void> => {
+      for (let i = 0; i < 200 && (out.match(/rc=\d+/g) ?? []).length < n; i++) await new Promise((r) => setTimeout(r, 50));
+    };
+    const limits = fs.readFileSync("/proc/self/limits", "utf8").match(/Max open files\s+(\d+)\s+(\d+)/);
+    assert.ok(limits, "the open files limit");
+    try {
+      // A Post policy: judged, the open succeeds.
+      assert.deepEqual(runtime.apply([tracingPolicy("post-hostname", fileHook("security_file_open", "Equal", [other], { action: "Post" }))]).get("post-hostname"), { enforced: true, hooks: 1 });
+      // No new fd at all (the open ones stay): none can be made for the event, so the kernel denies the open it cannot
+      // hand over and the read fails.
+      setOpenFilesLimit(0n, BigInt(limits[2]!));
+      try {
+        child.stdin.write("go\n");
+        await rounds(1);
+      } finally {
+        setOpenFilesLimit(BigInt(limits[1]!), BigInt(limits[2]!));
+      }
+      assert.match(out, /Operation not permitted[\s\S]*rc=1/, out);
+      child.stdin.write("go\n");
+      await rounds(2);
+      assert.match(out, /rc=1\n[\s\S]*node\nrc=0/, `the next open is judged (Post: it succeeds), not left waiting: ${out}`);
+      const said = lines.filter((l) => typeof l.msg === "string" && l.msg.startsWith("reading the fanotify group failed"));
+      assert.equal(said.length, 1, JSON.stringify(lines));
+      assert.match(String(said[0]!.err), /read\(fanotify\): errno 24/);
+    } finally {
+      child.kill("SIGKILL");
+      runtime.stop();
     }
   });
 });

@@ -51,20 +51,41 @@ export class FanotifyGroup {
   private readonly answer = Buffer.alloc(8);
   /** Events whose handler threw (each was denied). */
   handlerErrors = 0;
+  /** Drains that stopped on a failed read and were resumed at the next readable event. */
+  readErrors = 0;
   private failed: { err: unknown; e: PermissionEvent } | undefined;
 
   /**
    * Throws FanotifyError when the kernel refuses a permission group (no CAP_SYS_ADMIN, no fanotify). `onError` hears
-   * of each event whose handler threw, after it was denied.
+   * of each event whose handler threw, after it was denied; `onReadError` of a drain that stopped on an error.
    */
   constructor(
     private readonly onEvent: (e: PermissionEvent) => boolean,
     private readonly onError?: (err: unknown, e: PermissionEvent) => void,
+    private readonly onReadError?: (err: unknown) => void,
   ) {
     const fd = fanotifyInit(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
     if (fd < 0) throw new FanotifyError("fanotify_init(FAN_CLASS_CONTENT)", koffi.errno());
     this.fd = fd;
-    this.poller = koffi.node.poll(fd, { readable: true }, () => this.drain());
+    this.poller = koffi.node.poll(fd, { readable: true }, () => this.onReadable());
+  }
+
+  /**
+   * The poller's callback. It must never throw: koffi never calls a poll callback again once it threw, and every later
+   * open of a marked file would then wait for an answer until the group closes. A read that fails has already been
+   * answered by the kernel (it denies a permission event it could not hand over, e.g. at EMFILE).
+   */
+  private onReadable(): void {
+    try {
+      this.drain();
+    } catch (err) {
+      this.readErrors++;
+      try {
+        this.onReadError?.(err);
+      } catch {
+        // Counted above; the next readable event is answered all the same.
+      }
+    }
   }
 
   /** The group's fd (tests count fanotify fds). */
@@ -122,7 +143,11 @@ export class FanotifyGroup {
         if (this.failed !== undefined) {
           const { err, e: failedEvent } = this.failed;
           this.failed = undefined;
-          this.onError?.(err, failedEvent);
+          try {
+            this.onError?.(err, failedEvent);
+          } catch {
+            // The rest of the buffer still waits for its answers: a report must not stop them.
+          }
         }
       }
     }

@@ -69,7 +69,7 @@ export class FileEnforcer {
       wanted.set(m.scope, byPath);
       byPath.set(m.path, (byPath.get(m.path) ?? 0n) | m.mask);
     }
-    if (relevant.size > 0 && this.group === undefined) this.group = new FanotifyGroup((e) => this.judge(e), (err, e) => this.judgingFailed(err, e));
+    if (relevant.size > 0 && this.group === undefined) this.group = new FanotifyGroup((e) => this.judge(e), (err, e) => this.judgingFailed(err, e), (err) => this.readFailed(err));
     const group = this.group;
     if (group !== undefined) {
       // New marks first, then removals: a path both old and new policies name is never unmarked in between.
@@ -132,6 +132,16 @@ export class FileEnforcer {
    * why: the first of each message, then at most one a minute with how many more were denied since.
    */
   private judgingFailed(err: unknown, e: PermissionEvent): void {
+    this.failed(err, { pid: e.pid }, "deniedSinceLast", "permission event denied without a verdict: judging it failed");
+  }
+
+  /** A drain of the group that stopped on an error; the group goes on answering at its next readable event. */
+  private readFailed(err: unknown): void {
+    this.failed(err, {}, "failedSinceLast", "reading the fanotify group failed (the kernel denies an event it cannot hand over); reading on");
+  }
+
+  /** Logs the first failure of each message, then at most one a minute with the count since. */
+  private failed(err: unknown, fields: Record<string, unknown>, countName: string, msg: string): void {
     const message = err instanceof Error ? err.message : String(err);
     const now = Date.now();
     const seen = this.failures.get(message);
@@ -142,7 +152,7 @@ export class FileEnforcer {
     if (this.failures.size >= 64) this.failures.clear(); // messages that name pids or paths: keep the map bounded
     this.failures.set(message, { at: now, since: 0 });
     const stack = err instanceof Error ? err.stack?.split("\n").slice(1, 4).map((l) => l.trim()).join(" < ") : undefined;
-    this.opts.log.error({ pid: e.pid, err: message, ...(stack ? { at: stack } : {}), deniedSinceLast: seen?.since ?? 0 }, "permission event denied without a verdict: judging it failed");
+    this.opts.log.error({ ...fields, err: message, ...(stack ? { at: stack } : {}), [countName]: seen?.since ?? 0 }, msg);
   }
 
   /** One permission event: allow (true) or deny, after the actions of every policy whose selector matches. */
