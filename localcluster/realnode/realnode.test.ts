@@ -2136,13 +2136,15 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
    * returns the connect and tracepoint links pinned then (read through that process's root, where the node's bpffs is
    * mounted) with the runtime pods' names.
    */
-  async function keepSensorsOnBothNodes(): Promise<{ links: RuntimeLink[]; pods: string[] }> {
+  async function keepSensorsOnBothNodes(): Promise<{ links: RuntimeLink[]; pods: string[]; rolledSeconds: number }> {
+    const from = Date.now();
     const applied = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(KEPT_POLICY));
     assert.equal(applied.code, 0, applied.stderr);
     const upgraded = await cp!.helm(["upgrade", "membrane", CHART_DIR, "--namespace", AGENT_NS, "--reuse-values", "--set", "runtime.keepSensorsOnExit=true", "--timeout", "5m"]);
     assert.equal(upgraded.code, 0, upgraded.stderr);
     const rolled = await cp!.kubectl(["rollout", "status", "-n", AGENT_NS, "daemonset/membrane-runtime", "--timeout=180s"]);
     assert.equal(rolled.code, 0, `membrane-runtime: ${rolled.stderr}`);
+    const rolledSeconds = (Date.now() - from) / 1000;
     const key = `${POLICY_NS}/${KEPT_POLICY.metadata.name}`;
     const perNode = await Promise.all([node!, node2!].map((n) =>
       eventually(`${n.plan.name}'s runtime running with --keep-sensors-on-exit and ${key} enforced, its connect and tracepoint links pinned`, 60_000, async () => {
@@ -2159,7 +2161,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
         });
       })));
     const pods = (await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "-o", "jsonpath={.items[*].metadata.name}"])).stdout.split(" ").filter((p) => p !== "");
-    return { links: perNode.flat(), pods };
+    return { links: perNode.flat(), pods, rolledSeconds };
   }
 
   test("helm uninstall with runtime.keepSensorsOnExit on leaves no Membrane object, program, link or pinned map on the node (the runtimes' kept connect and tracepoint links freed too); running pods keep a plain network and can still be deleted", async (t) => {
@@ -2218,7 +2220,7 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     await eventually("the denied prober passing on a plain network", 30_000, async () => ((await podLines("prober-denied")).slice(-2).every((l) => l === "pass") ? true : undefined));
     assert.equal((await podLines("prober-allowed")).at(-1), "pass");
     await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", POLICY_NS, KEPT_POLICY.metadata.name, "--wait=false"]);
-    t.diagnostic(`runtime.keepSensorsOnExit on and ${kept.links.length} runtime links pinned before the uninstall (${[...new Set(kept.links.map((l) => l.pin))].join(", ")}): ${keptSeconds.toFixed(1)} s`);
+    t.diagnostic(`runtime.keepSensorsOnExit on and ${kept.links.length} runtime links pinned before the uninstall (${[...new Set(kept.links.map((l) => l.pin))].join(", ")}): ${keptSeconds.toFixed(1)} s, of which the policy applied, helm upgrade and the runtime pods' rollout ${kept.rolledSeconds.toFixed(1)} s; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   });
 
   test("membrane node cleanup on each node after the uninstall: refused, naming the interfaces, while pods still use Membrane's network; once they are gone it removes the CNI conflist, plugin and IPAM state and what a killed agent left (pins, an attached program, the overlay device, state and socket files)", async () => {
