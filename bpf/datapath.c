@@ -346,18 +346,70 @@ int pod_to_host(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* What to_container hands its new-connection half (beyond the packet, its flow, its endpoint and the
+ * closing conntrack entry a new SYN reuses): scalars only, so that the global function below can read them. */
+struct to_container_new_args {
+	__u64 now;       /* the program's ct_now() */
+	__u32 monitor;   /* monitor_flags() */
+	__u32 peer;      /* the identity from-overlay (or the proxy) vouched for, when from_overlay */
+	__u32 magic;     /* skb->mark & MARK_MAGIC_MASK as the packet arrived */
+	__u32 from_overlay;
+};
+
+/* to_container for the first packet of a connection: the source's identity, the node's own connection,
+ * then the endpoint's ingress policy (enforce_new). A global function: the verifier checks it once, not
+ * on every path to_container's prologue, proxy answer and conntrack lookup open (inlined, to_container
+ * needed 80 % of the verifier's limit). Established packets never call it. */
+__attribute__((noinline)) int to_container_new(struct __sk_buff *skb, struct flow *f, const struct endpoint_value *ep,
+					       struct ct_value *closing, const struct to_container_new_args *a)
+{
+	struct endpoint_value *local_src;
+	struct ipcache_value *src = NULL;
+	struct policy_value proxy = {}; /* enforce_new fills it on egress only */
+	struct ct_ctx ctx = {};
+	__u32 peer;
+
+	/* Never NULL from to_container; the verifier does not know that. Fails closed. */
+	if (!skb || !f || !ep || !a)
+		return TC_ACT_SHOT;
+	ctx.now = a->now;
+	ctx.closing = closing;
+	peer = a->peer;
+	if (!a->from_overlay) {
+		local_src = endpoint_lookup(f->family, f->saddr);
+		src = local_src ? NULL : ipcache_lookup(f->family, f->saddr);
+		/* A pod of another node reaches this one only through the overlay or the WireGuard device, both of
+		 * which mark its identity: the same source address without the mark came some other way (the
+		 * underlay) and is spoofed, so it is the world's. */
+		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : IDENTITY_WORLD;
+		/* The node's own connection (bpf/lib/localhost.h): reserved:host's, and it passes unless
+		 * --allow-localhost=policy has the pod's ingress policy judge it. */
+		if (from_local_host(skb, a->magic, peer, local_src != NULL)) {
+			struct config_value *cfg = config_get();
+			peer = IDENTITY_HOST;
+			if (local_host_passes(ep, cfg ? cfg->flags : 0)) {
+				ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+				if (a->monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
+					event_emit(skb, f, EVENT_FORWARDED, EVENT_CT_NEW, DIR_INGRESS, DROP_NONE, IDENTITY_HOST,
+						   ep->identity, RULE_ID_NONE);
+				return TC_ACT_OK;
+			}
+		}
+	}
+	/* The pod's replies go back through the tunnel when its peer lives on another node. */
+	return enforce_new(skb, f, DIR_INGRESS, ep, peer, a->from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL,
+			   &ctx, a->monitor, &proxy, a->magic == MARK_MAGIC_PROXY_INGRESS);
+}
+
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	struct flow f;
 	struct endpoint_value *ep;
-	struct endpoint_value *local_src;
-	struct ipcache_value *src = NULL;
 	__u32 peer = 0;
 	struct ct_ctx ctx = { .now = ct_now() };
 	__u32 monitor = monitor_flags(config_get());
 	enum ct_status ct;
-	struct policy_value proxy = {}; /* enforce_new fills it on egress only */
 	int from_overlay;
 	__u32 magic = skb->mark & MARK_MAGIC_MASK;
 	int rc;
@@ -383,31 +435,13 @@ int to_container(struct __sk_buff *skb)
 					     from_overlay ? peer : peer_identity(f.family, f.saddr));
 		return TC_ACT_OK;
 	}
+	{
+		/* Filled here, not above: a known flow's packet stores nothing more than it did inlined. */
+		struct to_container_new_args a = { .now = ctx.now, .monitor = monitor, .peer = peer, .magic = magic,
+						   .from_overlay = from_overlay };
 
-	if (!from_overlay) {
-		local_src = endpoint_lookup(f.family, f.saddr);
-		src = local_src ? NULL : ipcache_lookup(f.family, f.saddr);
-		/* A pod of another node reaches this one only through the overlay or the WireGuard device, both of
-		 * which mark its identity: the same source address without the mark came some other way (the
-		 * underlay) and is spoofed, so it is the world's. */
-		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : IDENTITY_WORLD;
-		/* The node's own connection (bpf/lib/localhost.h): reserved:host's, and it passes unless
-		 * --allow-localhost=policy has the pod's ingress policy judge it. */
-		if (from_local_host(skb, magic, peer, local_src != NULL)) {
-			struct config_value *cfg = config_get();
-			peer = IDENTITY_HOST;
-			if (local_host_passes(ep, cfg ? cfg->flags : 0)) {
-				ct_create(&f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
-				if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
-					event_emit(skb, &f, EVENT_FORWARDED, EVENT_CT_NEW, DIR_INGRESS, DROP_NONE, IDENTITY_HOST,
-						   ep->identity, RULE_ID_NONE);
-				return TC_ACT_OK;
-			}
-		}
+		return to_container_new(skb, &f, ep, ctx.closing, &a);
 	}
-	/* The pod's replies go back through the tunnel when its peer lives on another node. */
-	return enforce_new(skb, &f, DIR_INGRESS, ep, peer, from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL, &ctx,
-			   monitor, &proxy, magic == MARK_MAGIC_PROXY_INGRESS);
 }
 
 /* The host's ingress for a frame that came inside the tunnel (from_overlay, after the VNI was vouched
