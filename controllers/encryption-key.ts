@@ -122,12 +122,16 @@ export function encryptionKeyReconciler(d: EncryptionKeyDeps): Reconciler {
         const request = asked !== undefined && asked !== "" && asked !== st.rotationRequest ? asked : dueAt !== undefined && dueAt <= now().getTime() ? `scheduled:${st.lastRotation}` : undefined;
         let rotatedAt = st.lastRotation ?? iso(now());
         if (request !== undefined && request !== st.rotationRequest) {
-          // Only nodes not yet asked: a retry after a failed patch asks no node twice.
-          for (const cn of nodes.filter((n) => n.metadata.annotations?.[WIREGUARD_ROTATE_ANNOTATION] !== request)) {
+          // Only nodes not yet asked: a retry after a failed patch asks no node twice, and a request every node already
+          // carries (its status lost, e.g. to a CRD without rotationRequest) moves neither lastRotation nor nextRotation.
+          const unasked = nodes.filter((n) => n.metadata.annotations?.[WIREGUARD_ROTATE_ANNOTATION] !== request);
+          for (const cn of unasked) {
             await d.client.mergePatch(resourcePath(CILIUM_NODES, undefined, cn.metadata.name), { metadata: { annotations: { [WIREGUARD_ROTATE_ANNOTATION]: request } } });
           }
-          rotatedAt = iso(now());
-          d.log.info({ key: name, request, nodes: nodes.map((n) => n.metadata.name) }, "WireGuard key rotation asked of every node");
+          if (unasked.length > 0) {
+            rotatedAt = iso(now());
+            d.log.info({ key: name, request, nodes: unasked.map((n) => n.metadata.name) }, "WireGuard key rotation asked of every node");
+          }
         }
         const rotation: EncryptionKeyStatus = {
           lastRotation: rotatedAt,
