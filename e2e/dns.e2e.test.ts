@@ -73,7 +73,7 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       let err = "";
       c.stdout.on("data", (d: Buffer) => (out += d.toString()));
       c.stderr.on("data", (d: Buffer) => (err += d.toString()));
-      c.on("exit", (code) => (code === 0 ? resolve(out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Flow)) : reject(new Error(`membrane observe exited ${code}: ${err}`))));
+      c.on("close", (code) => (code === 0 ? resolve(out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Flow)) : reject(new Error(`membrane observe exited ${code}: ${err}`))));
     });
 
   /** `membrane fqdn cache list -o json` (agents found through the cluster). */
@@ -84,7 +84,7 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
       let err = "";
       c.stdout.on("data", (d: Buffer) => (out += d.toString()));
       c.stderr.on("data", (d: Buffer) => (err += d.toString()));
-      c.on("exit", (code) => resolve({ code, rows: out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as FqdnCacheRow), stderr: err }));
+      c.on("close", (code) => resolve({ code, rows: out.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as FqdnCacheRow), stderr: err }));
     });
 
   before(async () => {

@@ -181,7 +181,7 @@ describe("flows of denied connections, across nodes, through membrane observe", 
       let stderr = "";
       c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
       c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      c.on("exit", (code) => resolve({ code, stdout, stderr }));
+      c.on("close", (code) => resolve({ code, stdout, stderr }));
     });
     assert.equal(r.code, 0, r.stderr);
     const rows = r.stdout.trimEnd().split("\n");

@@ -102,7 +102,8 @@ export function ensureControlPlaneBuilt(): Promise<string> {
     let out = "";
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
     child.on("error", reject);
-    child.on("exit", (code) => {
+    // "close", not "exit": the exit can come before the last of stdout was read (an empty dir with exit code 0).
+    child.on("close", (code) => {
       const dir = out.trim().split("\n").pop() ?? "";
       if (code === 0 && dir !== "") resolvePromise(dir);
       else reject(new Error(`${buildScript} failed with exit code ${code}`));

@@ -184,7 +184,7 @@ describe("membrane agent (process)", () => {
         let stderr = "";
         child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
         child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        child.on("exit", (code) => resolve({ code, stdout, stderr }));
+        child.on("close", (code) => resolve({ code, stdout, stderr }));
         child.stdin.end(JSON.stringify({ ...conf, ...extra }));
       });
     // From the pod to the testbed's server on the node (HOST_IP: the peer the policy names).

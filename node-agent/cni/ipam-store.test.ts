@@ -34,7 +34,7 @@ function startWorker(args: string[]): { child: ChildProcess; output: Promise<str
   child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
   const output = new Promise<string>((resolve, reject) =>
-    child.on("exit", (code) =>
+    child.on("close", (code) =>
       code === 0 ? resolve(out) : reject(new Error(`worker ${args.join(" ")} exited ${code}: ${err}`)),
     ),
   );

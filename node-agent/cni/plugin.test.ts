@@ -89,7 +89,7 @@ function cni(
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", reject);
-    child.on("exit", (code) => {
+    child.on("close", (code) => {
       let out: Record<string, unknown> = {};
       if (stdout.trim() !== "") {
         try {
