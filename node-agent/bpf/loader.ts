@@ -775,18 +775,23 @@ export function detachCgroupLink(pinPath: string): void {
 
 const LINK_INFO = { size: 64, id: 4, progId: 8, tcxIfindex: 16 } as const; // struct bpf_link_info: type, id, prog_id, then the union
 
-/** The kernel's ids of the link pinned at pinPath and of its program, or undefined when nothing is pinned there. */
-export function pinnedLinkIds(pinPath: string): { link: number; program: number } | undefined {
+/** The struct bpf_link_info of the link pinned at pinPath, or undefined when nothing is pinned there. */
+function pinnedLinkInfo(pinPath: string): Buffer | undefined {
   const linkFd = c.objGet(pinPath) as number;
   if (linkFd < 0) return undefined;
   try {
     const info = Buffer.alloc(LINK_INFO.size);
-    const len = [LINK_INFO.size];
-    check(`link info ${pinPath}`, c.objInfo(linkFd, info, len));
-    return { link: info.readUInt32LE(LINK_INFO.id), program: info.readUInt32LE(LINK_INFO.progId) };
+    check(`link info ${pinPath}`, c.objInfo(linkFd, info, [LINK_INFO.size]));
+    return info;
   } finally {
     c.closeFd(linkFd);
   }
+}
+
+/** The kernel's ids of the link pinned at pinPath and of its program, or undefined when nothing is pinned there. */
+export function pinnedLinkIds(pinPath: string): { link: number; program: number } | undefined {
+  const info = pinnedLinkInfo(pinPath);
+  return info && { link: info.readUInt32LE(LINK_INFO.id), program: info.readUInt32LE(LINK_INFO.progId) };
 }
 
 /** Whether the kernel still holds the link or program of this id (a freed one's id finds nothing: ENOENT). */
@@ -802,16 +807,8 @@ export function bpfObjectLive(kind: "link" | "program", id: number): boolean {
 
 /** Whether the tcx link pinned at pinPath is still on an interface (false once its interface is deleted). */
 export function tcxLinkLive(pinPath: string): boolean {
-  const linkFd = c.objGet(pinPath) as number;
-  if (linkFd < 0) return false;
-  try {
-    const info = Buffer.alloc(LINK_INFO.size);
-    const len = [LINK_INFO.size];
-    check(`link info ${pinPath}`, c.objInfo(linkFd, info, len));
-    return info.readUInt32LE(LINK_INFO.tcxIfindex) !== 0;
-  } finally {
-    c.closeFd(linkFd);
-  }
+  const info = pinnedLinkInfo(pinPath);
+  return info !== undefined && info.readUInt32LE(LINK_INFO.tcxIfindex) !== 0;
 }
 
 /** The id of the program attached to the interface by tcx, else at our clsact handle, or undefined. */
