@@ -127,6 +127,9 @@ describe("encryption-key controller against a real API server", { timeout: 300_0
     assert.equal(rotatedStatus.previousSPI, 3);
     assert.equal(rotatedStatus.nodesOnCurrentKey, "0/2");
     assert.ok(rotatedStatus.lastRotation);
+    const asked = (JSON.parse(await kubectl(["get", "membraneencryptionkey", "main", "-o", "json"])) as { metadata: { annotations?: Record<string, string> } }).metadata.annotations?.["membrane.io/rotate"];
+    assert.ok(asked, "the CLI's request on the key");
+    assert.equal(rotatedStatus.rotationRequest, asked, "the status names the request the current key answers");
     const during = await secretData("ipsec-main");
     assert.equal(during.spi, "4");
     assert.equal(during["previous-spi"], "3");
@@ -141,6 +144,7 @@ describe("encryption-key controller against a real API server", { timeout: 300_0
       return c?.reason === "PreviousKeyInUse" ? true : undefined;
     });
     assert.equal((await secretData("ipsec-main")).spi, "4");
+    assert.equal((await keyStatus("main")).rotationRequest, asked, "a waiting request is not named as carried out");
 
     // node-b moves; node-a (no ESP) never can: the previous key stays while it is a node.
     await kubectl(["patch", "ciliumnode", "node-b", "--type=merge", "-p", JSON.stringify({ spec: { encryption: { key: 4 } } })]);
@@ -154,6 +158,7 @@ describe("encryption-key controller against a real API server", { timeout: 300_0
     const after2 = await eventually("second rotation", async () => ((await keyStatus("main")).currentSPI === 5 ? keyStatus("main") : undefined));
     assert.equal(after2.currentKeyID, 3);
     assert.equal(after2.previousSPI, 4, "SPI 3 was dropped once every node had SPI 4");
+    assert.equal(after2.rotationRequest, "second");
     const data = await secretData("ipsec-main");
     assert.deepEqual([data.spi, data["previous-spi"]], ["5", "4"]);
 

@@ -211,6 +211,7 @@ export function encryptionKeyReconciler(d: EncryptionKeyDeps): Reconciler {
       }
 
       const st = obj.status ?? {};
+      const answered = secret.metadata.annotations?.[ROTATED_FOR_ANNOTATION];
       const moved = st.currentSPI !== material.current.spi;
       const keyID = moved ? (st.currentKeyID ?? 0) + 1 : (st.currentKeyID ?? 1);
       const rotatedAt = moved ? iso(now()) : (st.lastRotation ?? iso(now()));
@@ -222,6 +223,8 @@ export function encryptionKeyReconciler(d: EncryptionKeyDeps): Reconciler {
         ...unableField(summary),
         lastRotation: rotatedAt,
         ...(interval !== undefined ? { nextRotation: iso(new Date(Date.parse(rotatedAt) + interval)) } : {}),
+        // The request the current key answers (the Secret records it): a request still waiting is not named yet.
+        ...(answered !== undefined ? { rotationRequest: answered } : {}),
         ...g,
       };
       conditions.unshift(readyCondition(summary, `key ${keyID} (SPI ${material.current.spi})`, g));

@@ -1243,7 +1243,7 @@ export interface MembraneEncryptionKey {
     lastRotation?: string;
     /** When the next rotation is due. */
     nextRotation?: string;
-    /** WireGuard: the rotation request every node was last asked for (on each CiliumNode's membrane.io/wireguard-rotate): the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due. */
+    /** The last rotation request carried out: the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due. WireGuard: every node was asked for it (on each CiliumNode's membrane.io/wireguard-rotate); IPsec: the current key answers it (a request waiting for the previous key to go is not named yet). */
     rotationRequest?: string;
     /** metadata.generation the status describes. */
     observedGeneration?: number;

@@ -88,7 +88,7 @@ export const membraneEncryptionKeyCRD = defineCRD({
         lastRotation: timestamp("When the key last rotated."),
         nextRotation: timestamp("When the next rotation is due."),
         rotationRequest: str(
-          "WireGuard: the rotation request every node was last asked for (on each CiliumNode's membrane.io/wireguard-rotate): the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due.",
+          "The last rotation request carried out: the key's membrane.io/rotate value, or scheduled:<lastRotation> when rotationInterval was due. WireGuard: every node was asked for it (on each CiliumNode's membrane.io/wireguard-rotate); IPsec: the current key answers it (a request waiting for the previous key to go is not named yet).",
         ),
         observedGeneration: int("metadata.generation the status describes.", { minimum: 0, format: "int64" }),
         conditions: conditions("Ready: the Secret exists and every node uses the current key."),
