@@ -2,7 +2,8 @@
 // cgroup/connect4 and sendmsg4 (connect6 and sendmsg6 for IPv6 ClusterIPs, and for IPv4 ones an IPv6 socket dials
 // as v4-mapped addresses) point a pod's socket at one ready backend of the Service it dials, so the
 // from-container program, conntrack and flows see the backend pod and its identity, never the ClusterIP;
-// recvmsg4 and getpeername4 show the ClusterIP again to the application. A Service port with no ready backend
+// recvmsg4 and getpeername4 show the ClusterIP again to the application. A connect to any node's address at a Service's
+// NodePort is translated the same way (as Cilium's socket LB does), so policy judges the backend, not the node. A Service port with no ready backend
 // refuses the connect with ECONNREFUSED instead of leaking to the ClusterIP. Attached first on the cgroup v2
 // root, before the runtime enforcer's connect hooks. Its own object.
 #include <linux/types.h>
@@ -69,6 +70,20 @@ struct {
 	__type(value, struct svc6_revnat);
 } membrane_svc6_revnat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SVC_NODES_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} membrane_svc_nodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SVC_NODES_MAX);
+	__type(key, __u32[4]);
+	__type(value, __u32);
+} membrane_svc6_nodes SEC(".maps");
+
 static __always_inline int in_scope(void)
 {
 	__u32 every = 0;
@@ -80,10 +95,9 @@ static __always_inline int in_scope(void)
 }
 
 /* The frontend's backend for this connect (a random ready one), or 0 with *refuse set when it has none. One body for
- * both families: frontends and backends are the family's maps (inlined, so each call site names its maps). */
-static __always_inline void *pick(void *frontends, void *backends, const void *fk, int *refuse)
+ * both families: backends is the family's map (inlined, so each call site names its maps). */
+static __always_inline void *pick(struct svc_frontend *fe, void *backends, int *refuse)
 {
-	struct svc_frontend *fe = bpf_map_lookup_elem(frontends, fk);
 	if (!fe || !in_scope())
 		return 0;
 	__u32 count = fe->count;
@@ -121,8 +135,13 @@ static __always_inline int tcp_or_udp(struct bpf_sock_addr *ctx)
 static __always_inline int translate4(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
 {
 	struct svc_frontend_key fk = { .addr = *addr, .port = *port, .protocol = (__u8)ctx->protocol };
+	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc_frontends, &fk);
+	if (!fe && bpf_map_lookup_elem(&membrane_svc_nodes, addr)) {
+		struct svc_frontend_key nk = { .addr = 0, .port = *port, .protocol = (__u8)ctx->protocol };
+		fe = bpf_map_lookup_elem(&membrane_svc_frontends, &nk);
+	}
 	int refuse = 0;
-	struct svc_backend *be = pick(&membrane_svc_frontends, &membrane_svc_backends, &fk, &refuse);
+	struct svc_backend *be = pick(fe, &membrane_svc_backends, &refuse);
 	if (!be)
 		return refuse ? refused() : 1;
 	struct svc_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .addr = be->addr, .port = be->port };
@@ -205,8 +224,13 @@ static __always_inline int translate6(struct bpf_sock_addr *ctx)
 	}
 	struct svc6_frontend_key fk = { .port = port, .protocol = (__u8)ctx->protocol };
 	__builtin_memcpy(fk.addr, addr, sizeof(fk.addr));
+	struct svc_frontend *fe = bpf_map_lookup_elem(&membrane_svc6_frontends, &fk);
+	if (!fe && bpf_map_lookup_elem(&membrane_svc6_nodes, addr)) {
+		struct svc6_frontend_key nk = { .port = port, .protocol = (__u8)ctx->protocol };
+		fe = bpf_map_lookup_elem(&membrane_svc6_frontends, &nk);
+	}
 	int refuse = 0;
-	struct svc6_backend *be = pick(&membrane_svc6_frontends, &membrane_svc6_backends, &fk, &refuse);
+	struct svc6_backend *be = pick(fe, &membrane_svc6_backends, &refuse);
 	if (!be)
 		return refuse ? refused() : 1;
 	struct svc6_revnat_key rk = { .cookie = bpf_get_socket_cookie(ctx), .port = be->port };

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { frontends, parseEndpointSlice, parseService, type ServiceSlice, type TranslatedService } from "./service-translation.ts";
+import { frontends, parseEndpointSlice, parseNodeAddresses, parseService, type ServiceSlice, type TranslatedService } from "./service-translation.ts";
 
 const svc = (spec: Record<string, unknown>, name = "web"): unknown => ({ metadata: { namespace: "shop", name }, spec });
 const slice = (body: Record<string, unknown>, name = "web-abc", service = "web"): unknown => ({
@@ -57,12 +57,12 @@ describe("service translation table", () => {
     assert.deepEqual(frontends([s], [a, b, other])[0]!.backends, [{ address: "10.244.0.1", port: 8080 }, { address: "10.244.0.2", port: 8080 }]);
   });
 
-  it("leaves alone what kube-proxy keeps: headless, ExternalName, SCTP ports, NodePorts; FQDN slices", () => {
+  it("leaves alone what kube-proxy keeps: headless, ExternalName, SCTP ports; FQDN slices", () => {
     assert.deepEqual(parseService(svc({ clusterIP: "None", ports: [{ port: 80 }] })), { ok: true, value: undefined });
     assert.deepEqual(parseService(svc({ type: "ExternalName", externalName: "example.com" })), { ok: true, value: undefined });
     const dual = parsed(parseService(svc({ type: "NodePort", clusterIPs: ["fd00::10", "10.96.0.30"], ports: [{ port: 80, nodePort: 30080 }, { port: 9, protocol: "SCTP" }] })));
     assert.deepEqual(dual.clusterIPs, ["fd00::10", "10.96.0.30"]);
-    assert.deepEqual(dual.ports, [{ name: "", port: 80, protocol: "TCP" }]);
+    assert.deepEqual(dual.ports, [{ name: "", port: 80, protocol: "TCP", nodePort: 30080 }]);
     assert.deepEqual(parseEndpointSlice({ ...(slice({}) as object), addressType: "FQDN" }), { ok: true, value: undefined });
   });
 
@@ -85,10 +85,47 @@ describe("service translation table", () => {
     assert.deepEqual(bad.errors.map((e) => [e.path, e.message]), [["endpoints[0].addresses", "must be a list of IPv6 addresses (the slice's addressType)"]]);
   });
 
+  it("a NodePort Service's node port leads, once per ClusterIP family, from the family's wildcard address to that family's backends; a ClusterIP Service's stray nodePort is not one", () => {
+    const s = parsed(parseService(svc({ type: "NodePort", clusterIPs: ["10.96.0.50", "fd00:96::50"], ports: [{ port: 80, nodePort: 30080 }, { name: "dns", port: 53, protocol: "UDP", nodePort: 30053 }] })));
+    const v4 = parsed(parseEndpointSlice(slice({ ports: [{ port: 8080 }, { name: "dns", port: 5353, protocol: "UDP" }], endpoints: [{ addresses: ["10.244.0.5"] }] }, "web-v4")));
+    const v6 = parsed(parseEndpointSlice(slice({ addressType: "IPv6", ports: [{ port: 8080 }, { name: "dns", port: 5353, protocol: "UDP" }], endpoints: [{ addresses: ["fd00:244::5"] }] }, "web-v6")));
+    assert.deepEqual(
+      frontends([s], [v4, v6]).map((f) => `${f.address} ${f.port}/${f.protocol} -> ${f.backends.map((b) => `${b.address} ${b.port}`).join(",")}`),
+      [
+        "10.96.0.50 80/TCP -> 10.244.0.5 8080",
+        "0.0.0.0 30080/TCP -> 10.244.0.5 8080",
+        "10.96.0.50 53/UDP -> 10.244.0.5 5353",
+        "0.0.0.0 30053/UDP -> 10.244.0.5 5353",
+        "fd00:96::50 80/TCP -> fd00:244::5 8080",
+        ":: 30080/TCP -> fd00:244::5 8080",
+        "fd00:96::50 53/UDP -> fd00:244::5 5353",
+        ":: 30053/UDP -> fd00:244::5 5353",
+      ],
+    );
+    // An IPv4-only NodePort Service has no IPv6 node port (kube-proxy would not serve one either).
+    const v4only = parsed(parseService(svc({ type: "NodePort", clusterIPs: ["10.96.0.50"], ports: [{ port: 80, nodePort: 30080 }] })));
+    assert.deepEqual(frontends([v4only], [v4, v6]).map((f) => f.address), ["10.96.0.50", "0.0.0.0"]);
+    assert.deepEqual(parsed(parseService(svc({ clusterIP: "10.96.0.51", ports: [{ port: 80, nodePort: 30081 }] }))).ports, [{ name: "", port: 80, protocol: "TCP" }]);
+    const lb = parsed(parseService(svc({ type: "LoadBalancer", allocateLoadBalancerNodePorts: false, clusterIP: "10.96.0.52", ports: [{ port: 80 }] })));
+    assert.deepEqual(lb.ports, [{ name: "", port: 80, protocol: "TCP" }]);
+  });
+
+  it("a Node's InternalIP and ExternalIP addresses of both families are where its node ports are dialled; its hostname is not", () => {
+    const n = (addresses: unknown): unknown => ({ metadata: { name: "n1" }, status: { addresses } });
+    assert.deepEqual(
+      parsed(parseNodeAddresses(n([{ type: "InternalIP", address: "10.254.0.2" }, { type: "InternalIP", address: "fd00:10:254::2" }, { type: "Hostname", address: "n1" }, { type: "ExternalIP", address: "192.0.2.7" }]))),
+      ["10.254.0.2", "fd00:10:254::2", "192.0.2.7"],
+    );
+    assert.deepEqual(parseNodeAddresses({ metadata: { name: "n2" } }), { ok: true, value: undefined });
+    const bad = parseNodeAddresses(n([{ type: "InternalIP", address: "10.254.0.300" }]));
+    assert.ok(!bad.ok);
+    assert.deepEqual(bad.errors.map((e) => e.path), ["status.addresses[0].address"]);
+  });
+
   it("bad input is refused naming the field", () => {
-    const r = parseService(svc({ clusterIP: "10.96.0.300", ports: [{ port: 0 }] }));
+    const r = parseService(svc({ type: "NodePort", clusterIP: "10.96.0.300", ports: [{ port: 0 }, { port: 80, nodePort: 70000 }] }));
     assert.ok(!r.ok);
-    assert.deepEqual(r.errors.map((e) => e.path), ["spec.clusterIPs[0]", "spec.ports[0].port"]);
+    assert.deepEqual(r.errors.map((e) => e.path), ["spec.clusterIPs[0]", "spec.ports[0].port", "spec.ports[1].nodePort"]);
     const e = parseEndpointSlice(slice({ ports: [{ port: 70000 }], endpoints: [{ addresses: ["fd00::1"] }] }));
     assert.ok(!e.ok);
     assert.deepEqual(e.errors.map((x) => x.path), ["ports[0].port", "endpoints[0].addresses"]);

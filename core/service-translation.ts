@@ -1,6 +1,7 @@
 // The ClusterIP → backend table a node translates pods' sockets with (socket-level load balancing): each Service
-// port's ClusterIP frontends and the ready endpoints its EndpointSlices list for that port. Pure: parses the API
-// objects (errors name the field) and joins them; node-agent/services/ writes the result into the kernel.
+// port's ClusterIP frontends (and NodePort ones, for any node's address) and the ready endpoints its EndpointSlices
+// list for that port. Pure: parses the API objects (errors name the field) and joins them; node-agent/services/ writes
+// the result into the kernel.
 import { isIP } from "node:net";
 import { parseIP } from "./cidr.ts";
 
@@ -11,6 +12,8 @@ export interface ServicePort {
   readonly name: string;
   readonly port: number;
   readonly protocol: TranslatedProtocol;
+  /** A NodePort or LoadBalancer Service's node port for this port (Services only, when the API allocated one). */
+  readonly nodePort?: number;
 }
 
 /** A Service as translation reads it: its ClusterIPs (IPv4 and IPv6) and its TCP/UDP ports. */
@@ -43,7 +46,11 @@ export interface Backend {
   readonly port: number;
 }
 
-/** One ClusterIP:port/protocol and where it leads (backends of the ClusterIP's own family): no backend means the connect is refused. */
+/**
+ * One ClusterIP:port/protocol and where it leads (backends of the ClusterIP's own family): no backend means the connect
+ * is refused. A NodePort frontend has the family's wildcard address (NODE_PORT_ADDRESS): it stands for every node's
+ * address (the node-address table), as Cilium's socket LB translates a connect to any cluster node's IP:NodePort.
+ */
 export interface Frontend {
   readonly namespace: string;
   readonly service: string;
@@ -61,6 +68,9 @@ export interface FieldError {
 }
 
 export type Parsed<T> = { readonly ok: true; readonly value: T | undefined } | { readonly ok: false; readonly errors: readonly FieldError[] };
+
+/** A NodePort frontend's address per family: matched for a destination that is a node's address. */
+export const NODE_PORT_ADDRESS = { 4: "0.0.0.0", 6: "::" } as const;
 
 const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
 
@@ -85,8 +95,9 @@ function protocolOf(v: unknown): TranslatedProtocol | undefined {
 }
 
 /**
- * A v1 Service as translation reads it; undefined for those it leaves alone (ExternalName, headless). Only the ClusterIP is translated: NodePort, external IPs, load balancer addresses, session
- * affinity and traffic policies stay kube-proxy's.
+ * A v1 Service as translation reads it; undefined for those it leaves alone (ExternalName, headless). Its ClusterIPs
+ * and, for a NodePort or LoadBalancer Service, its node ports are translated; external IPs, load balancer addresses,
+ * session affinity and traffic policies stay kube-proxy's.
  */
 export function parseService(obj: unknown): Parsed<TranslatedService> {
   const errors: FieldError[] = [];
@@ -104,14 +115,18 @@ export function parseService(obj: unknown): Parsed<TranslatedService> {
     else clusterIPs.push(ip);
   });
   const ports: ServicePort[] = [];
+  const hasNodePorts = spec["type"] === "NodePort" || spec["type"] === "LoadBalancer";
   const rawPorts = spec["ports"] ?? [];
   if (!Array.isArray(rawPorts)) errors.push({ path: "spec.ports", message: "must be a list" });
   else
     rawPorts.forEach((p: unknown, i) => {
       if (!isRecord(p)) return void errors.push({ path: `spec.ports[${i}]`, message: "must be an object" });
       if (!isPort(p["port"])) return void errors.push({ path: `spec.ports[${i}].port`, message: `must be a port number 1-65535, not ${JSON.stringify(p["port"])}` });
+      // A LoadBalancer Service with allocateLoadBalancerNodePorts: false has none.
+      const nodePort = hasNodePorts && p["nodePort"] !== undefined && p["nodePort"] !== null ? p["nodePort"] : undefined;
+      if (nodePort !== undefined && !isPort(nodePort)) return void errors.push({ path: `spec.ports[${i}].nodePort`, message: `must be a port number 1-65535, not ${JSON.stringify(nodePort)}` });
       const protocol = protocolOf(p["protocol"]);
-      if (protocol) ports.push({ name: typeof p["name"] === "string" ? p["name"] : "", port: p["port"], protocol });
+      if (protocol) ports.push({ name: typeof p["name"] === "string" ? p["name"] : "", port: p["port"], protocol, ...(nodePort !== undefined ? { nodePort } : {}) });
     });
   if (errors.length > 0) return { ok: false, errors };
   if (clusterIPs.length === 0) return { ok: true, value: undefined };
@@ -165,7 +180,8 @@ function addressOrder(a: string, b: string): number {
 /**
  * Every frontend of the Services that have EndpointSlices: each ClusterIP × port, with the ready endpoints of the
  * Service's slices of the ClusterIP's family whose port has the Service port's name and protocol (the slice's number is the pod's resolved
- * targetPort, named or numeric).
+ * targetPort, named or numeric); and a port's node port once per ClusterIP family (NODE_PORT_ADDRESS), to the same
+ * backends: from inside the cluster every ready endpoint serves it, whatever externalTrafficPolicy says (as Cilium's socket LB).
  */
 export function frontends(services: Iterable<TranslatedService>, slices: Iterable<ServiceSlice>): Frontend[] {
   const byService = new Map<string, ServiceSlice[]>();
@@ -198,9 +214,32 @@ export function frontends(services: Iterable<TranslatedService>, slices: Iterabl
           }
         }
         const backends = [...seen.values()].sort((a, b) => addressOrder(a.address, b.address) || a.port - b.port);
-        out.push({ namespace: svc.namespace, service: svc.name, portName: sp.name, address, port: sp.port, protocol: sp.protocol, backends });
+        const frontend = { namespace: svc.namespace, service: svc.name, portName: sp.name, protocol: sp.protocol, backends };
+        out.push({ ...frontend, address, port: sp.port });
+        if (sp.nodePort !== undefined) out.push({ ...frontend, address: NODE_PORT_ADDRESS[family as 4 | 6], port: sp.nodePort });
       }
     }
   }
   return out;
+}
+
+/**
+ * A v1 Node's addresses a NodePort is dialled at (status.addresses of type InternalIP and ExternalIP, both families);
+ * undefined for a Node that lists none yet.
+ */
+export function parseNodeAddresses(obj: unknown): Parsed<readonly string[]> {
+  if (!isRecord(obj)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
+  const status = obj["status"];
+  const raw = isRecord(status) ? (status["addresses"] ?? []) : [];
+  if (!Array.isArray(raw)) return { ok: false, errors: [{ path: "status.addresses", message: "must be a list" }] };
+  const errors: FieldError[] = [];
+  const addresses: string[] = [];
+  raw.forEach((a: unknown, i) => {
+    if (!isRecord(a)) return void errors.push({ path: `status.addresses[${i}]`, message: "must be an object" });
+    if (a["type"] !== "InternalIP" && a["type"] !== "ExternalIP") return;
+    if (typeof a["address"] !== "string" || isIP(a["address"]) === 0) return void errors.push({ path: `status.addresses[${i}].address`, message: `must be an IP address, not ${JSON.stringify(a["address"])}` });
+    addresses.push(a["address"]);
+  });
+  if (errors.length > 0) return { ok: false, errors };
+  return { ok: true, value: addresses.length > 0 ? addresses : undefined };
 }

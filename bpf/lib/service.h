@@ -7,8 +7,10 @@
 #define SVC_BACKENDS_MAX 262144
 #define SVC_REVNAT_MAX 262144
 #define SVC_SCOPE_MAX 4096
+#define SVC_NODES_MAX 16384
 
-/* A Service port as a pod dials it: ClusterIP, port and protocol. */
+/* A Service port as a pod dials it: ClusterIP, port and protocol. A NodePort's key has address 0 (:: for IPv6): it is
+ * looked up for a destination that is a node's address (membrane_svc_nodes, membrane_svc6_nodes). */
 struct svc_frontend_key {
 	__u32 addr;      /* the ClusterIP, network order */
 	__u16 port;      /* network order */
@@ -73,6 +75,9 @@ struct svc6_revnat {
 	__u16 port;
 	__u16 pad;
 };
+
+/* membrane_svc_nodes (key: an IPv4 address, network order) and membrane_svc6_nodes (key: __u32[4]): the cluster's node
+ * addresses a NodePort is dialled at; value unused (1). */
 
 /* membrane_svc_scope: network namespace inodes whose sockets are translated (this node's pods); key 0: every one. */
 

@@ -637,6 +637,135 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     }
   });
 
+  // IPv6 UDP, NodePorts on IPv6 and an egress toServices rule through the chart's socket LB (issues #16/#22): pods of
+  // the Membrane image (node's dgram and net: busybox's nc has no UDP), echo servers on the second node, clients on the first.
+  const ECHO6_NS = "realnode-svc6udp";
+  /** UDP 5353 and TCP 8080 on both families, answering "echo:" and what came. */
+  const ECHO_SERVER = `const u = require("node:dgram").createSocket("udp6"); u.on("message", (m, r) => u.send("echo:" + m, r.port, r.address)); u.bind(5353, "::");
+require("node:net").createServer((s) => { s.on("data", (d) => s.end("echo:" + d)); s.on("error", () => s.destroy()); }).listen(8080, "::");`;
+  /** One datagram (unconnected) or one TCP exchange; prints the answer and whom the application saw answering, or TIMEOUT. */
+  const ECHO_CLIENT = `const [proto, host, port] = process.argv.slice(1);
+const out = (s) => { console.log(s); process.exit(0); };
+setTimeout(() => out("TIMEOUT"), 2000);
+if (proto === "udp") { const s = require("node:dgram").createSocket("udp6"); s.on("message", (m, r) => out(m + " from [" + r.address + "]:" + r.port)); s.on("error", (e) => out("ERROR " + e.code)); s.send("ping", Number(port), host); }
+else { const s = require("node:net").connect({ host, port: Number(port) }, () => s.write("ping")); s.on("data", (d) => out(d + " from [" + s.remoteAddress + "]:" + s.remotePort)); s.on("error", (e) => out("ERROR " + e.code)); }`;
+
+  test("IPv6 through the socket LB on real pods: a UDP echo at its dual-stack Service's IPv6 ClusterIP, and a NodePort at the other node's IPv6 address, answer the client the CiliumNetworkPolicy allows and drop another (the server's node's flows name the IPv6 backend); the client's egress toServices rule reaches that Service's IPv6 ClusterIP and not another Service's", async () => {
+    const started = Date.now();
+    const image = (await membraneImage()).ref;
+    assert.equal((await cp!.kubectl(["create", "namespace", ECHO6_NS])).code, 0);
+    try {
+      const pod = (podName: string, nodeName: string, command: string[]) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: podName, namespace: ECHO6_NS, labels: { app: podName } },
+        spec: { nodeName, terminationGracePeriodSeconds: 0, containers: [{ name: "c", image, imagePullPolicy: "Never", command }] },
+      });
+      const idle = ["node", "-e", "setInterval(() => {}, 1 << 30)"];
+      const service = (svcName: string, type: "ClusterIP" | "NodePort") => ({
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: svcName, namespace: ECHO6_NS },
+        spec: { type, ipFamilyPolicy: "RequireDualStack", selector: { app: svcName }, ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }, { name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] },
+      });
+      const cnp = (policyName: string, spec: Record<string, unknown>) => ({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: policyName, namespace: ECHO6_NS }, spec });
+      const objects = [
+        pod("echo", name2, ["node", "-e", ECHO_SERVER]),
+        pod("other", name2, ["node", "-e", ECHO_SERVER]),
+        pod("client", name, idle),
+        pod("stranger", name, idle),
+        service("echo", "NodePort"),
+        service("other", "ClusterIP"),
+        // (1), (2): the echo server admits the client only, on both its ports.
+        cnp("echo-from-client", { endpointSelector: { matchLabels: { app: "echo" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "client" } }], toPorts: [{ ports: [{ port: "5353", protocol: "UDP" }, { port: "8080", protocol: "TCP" }] }] }] }),
+        // (3): the client may reach the echo Service's backends, whatever their address family, and nothing else.
+        cnp("client-to-echo", { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toServices: [{ k8sService: { serviceName: "echo", namespace: ECHO6_NS } }] }] }),
+      ];
+      for (const o of objects) {
+        const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(o));
+        assert.equal(r.code, 0, `${o.kind} ${o.metadata.name}: ${r.stderr}`);
+      }
+      const svcView = async (svcName: string) => JSON.parse((await cp!.kubectl(["get", "service", "-n", ECHO6_NS, svcName, "-o", "json"])).stdout) as { spec: { clusterIPs: string[]; ports: { name: string; nodePort?: number }[] } };
+      const [echoSvc, otherSvc] = [await svcView("echo"), await svcView("other")];
+      const echoVip6 = echoSvc.spec.clusterIPs[1]!;
+      const otherVip6 = otherSvc.spec.clusterIPs[1]!;
+      for (const vip of [echoVip6, otherVip6]) assert.ok(prefixContains(parsePrefix(SERVICE_CIDR_V6)!, parsePrefix(vip)!), `${vip} in ${SERVICE_CIDR_V6}`);
+      const nodePort = echoSvc.spec.ports.find((p) => p.name === "http")!.nodePort!;
+      const pod6 = await eventually("the four pods Running with an IPv6 address", 120_000, async () => {
+        const r = await cp!.kubectl(["get", "pods", "-n", ECHO6_NS, "-o", "json"]);
+        const pods = (JSON.parse(r.stdout) as { items: (PodView & { status: { podIPs?: { ip: string }[] } })[] }).items;
+        if (pods.length !== 4 || !pods.every((p) => p.status.phase === "Running" && p.status.podIPs?.[1])) return undefined;
+        return new Map(pods.map((p) => [p.metadata.name, p.status.podIPs![1]!.ip]));
+      });
+      const echo6 = pod6.get("echo")!;
+      const other6 = pod6.get("other")!;
+      assert.ok(prefixContains(parsePrefix(node2!.plan.podCIDRv6!)!, parsePrefix(echo6)!), `the echo server's ${echo6} in ${node2!.plan.podCIDRv6}`);
+      for (const p of ["echo-from-client", "client-to-echo"]) {
+        const w = await cp!.kubectl(["wait", `ciliumnetworkpolicy/${p}`, "-n", ECHO6_NS, "--for=condition=Enforced", "--timeout=60s"]);
+        assert.equal(w.code, 0, `${p}: ${w.stderr}`);
+      }
+      const ask = async (client: string, proto: "udp" | "tcp", host: string, port: number): Promise<string> =>
+        (await cp!.kubectl(["exec", "-n", ECHO6_NS, client, "--", "node", "-e", ECHO_CLIENT, proto, host, String(port)])).stdout.trim();
+      type Flow = { source: { pod?: string }; destination: { ip?: string; port?: number }; protocol: string; dropReason?: string };
+      const flows = async (nodeName: string, filter: string[]): Promise<Flow[]> => {
+        const r = await cp!.kubectl(["exec", "-n", AGENT_NS, await agentPod(nodeName), "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", ...filter, "-o", "json"]);
+        return r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Flow);
+      };
+      /** Tries until the node's agent shows a DROPPED flow of the pod over the protocol; no attempt may be answered meanwhile. */
+      const denied = async (what: string, nodeName: string, fromPod: string, protocol: "UDP" | "TCP", attempt: () => Promise<string>): Promise<Flow> => {
+        const answered: string[] = [];
+        const drops = await eventually(what, 30_000, async () => {
+          const a = await attempt();
+          if (a.startsWith("echo:")) answered.push(a);
+          const f = (await flows(nodeName, ["--verdict", "DROPPED", "--from-pod", `${ECHO6_NS}/${fromPod}`])).filter((x) => x.protocol === protocol);
+          return f.length > 0 ? f : undefined;
+        });
+        assert.deepEqual(answered, [], `${what}: no attempt answered`);
+        return drops.at(-1)!;
+      };
+
+      // (1) UDP at the IPv6 ClusterIP: the allowed client is answered from the ClusterIP (recvmsg6 shows it again); its
+      // node's flows name the echo pod's IPv6 address, never the ClusterIP.
+      const udp = await eventually("the client answered over UDP at the IPv6 ClusterIP", 30_000, async () => {
+        const a = await ask("client", "udp", echoVip6, 53);
+        return a.startsWith("echo:") ? a : undefined;
+      });
+      assert.equal(udp, `echo:ping from [${echoVip6}]:53`);
+      const clientDestinations = (await flows(name, ["--from-pod", `${ECHO6_NS}/client`])).map((f) => `${f.destination.ip} ${f.destination.port}`);
+      assert.ok(clientDestinations.includes(`${echo6} 5353`), `the client's flows reach ${echo6} 5353: ${clientDestinations.join(", ")}`);
+      assert.ok(!clientDestinations.some((d) => d.startsWith(`${echoVip6} `)), `no flow of the client to the ClusterIP ${echoVip6}`);
+      const udpDrop = await denied("the stranger's UDP drop at the echo server's node", name2, "stranger", "UDP", () => ask("stranger", "udp", echoVip6, 53));
+      assert.deepEqual({ ip: udpDrop.destination.ip, port: udpDrop.destination.port }, { ip: echo6, port: 5353 });
+      assert.match(udpDrop.dropReason ?? "", /policy denied/);
+
+      // (2) The NodePort at the echo server's node's IPv6 address, from a pod of the other node: as with Cilium's socket
+      // LB, the pod's connect is handed the backend, so the echo server's policy judges the pod itself (kube-proxy's
+      // path would masquerade it as the node). The allowed client is answered, the stranger dropped as the echo pod's flow.
+      const node6 = node2!.plan.nodeAddress6!;
+      const viaNodePort = await eventually("the client answered at the NodePort of the other node's IPv6 address", 30_000, async () => {
+        const a = await ask("client", "tcp", node6, nodePort);
+        return a.startsWith("echo:") ? a : undefined;
+      });
+      assert.equal(viaNodePort, `echo:ping from [${node6}]:${nodePort}`);
+      const afterNodePort = (await flows(name, ["--from-pod", `${ECHO6_NS}/client`])).map((f) => `${f.destination.ip} ${f.destination.port}`);
+      assert.ok(afterNodePort.includes(`${echo6} 8080`), `the client's flows reach ${echo6} 8080: ${afterNodePort.join(", ")}`);
+      assert.ok(!afterNodePort.includes(`${node6} ${nodePort}`), `no flow of the client to ${node6} ${nodePort}: translated at the socket`);
+      const tcpDrop = await denied("the stranger's NodePort drop at the echo server's node", name2, "stranger", "TCP", () => ask("stranger", "tcp", node6, nodePort));
+      assert.deepEqual({ ip: tcpDrop.destination.ip, port: tcpDrop.destination.port }, { ip: echo6, port: 8080 });
+      assert.match(tcpDrop.dropReason ?? "", /policy denied/);
+
+      // (3) The client's egress toServices rule: the echo Service's IPv6 ClusterIP answered above; the other Service's
+      // IPv6 ClusterIP (whose server admits anyone) is dropped at the client's own node as the other pod's IPv6 address.
+      const egressDrop = await denied("the client's egress drop to the other Service", name, "client", "UDP", () => ask("client", "udp", otherVip6, 53));
+      assert.deepEqual({ ip: egressDrop.destination.ip, port: egressDrop.destination.port }, { ip: other6, port: 5353 });
+      assert.match(egressDrop.dropReason ?? "", /policy denied/);
+      assert.equal(await ask("stranger", "udp", otherVip6, 53), `echo:ping from [${otherVip6}]:53`, "the other Service answers a client without the egress rule");
+      console.log(`# the IPv6 UDP/NodePort/egress Service test took ${Date.now() - started} ms`);
+    } finally {
+      await cp!.kubectl(["delete", "namespace", ECHO6_NS, "--wait=false"]);
+    }
+  });
+
   // containerSelector on real pods (issue #18): the runtime enforcer runs as the chart runs it (runtime.enabled, the
   // install above: each node's membrane-runtime pod, from the files its agent writes), on a pod of two containers the kubelet made.
   const RUNTIME_NS = "realnode-runtime";

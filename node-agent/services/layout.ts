@@ -20,6 +20,8 @@ export const SVC6_LAYOUT = {
 } as const;
 
 export const SVC_FRONTENDS_MAX = 16384;
+/** membrane_svc_nodes and membrane_svc6_nodes: the node addresses NodePorts are dialled at. */
+export const SVC_NODES_MAX = 16384;
 export const SVC_BACKENDS_MAX = 262144;
 export const IPPROTO = { TCP: 6, UDP: 17 } as const;
 
@@ -72,6 +74,12 @@ export function decodeBackendValue(b: Buffer): { address: string; port: number }
   const family = b.length === SVC6_LAYOUT.backend.size ? 6 : 4;
   const L = family === 4 ? SVC_LAYOUT.backend : SVC6_LAYOUT.backend;
   return { address: formatAddress(family, b, L.addr), port: b.readUInt16BE(L.port) };
+}
+
+/** A key of the family's node-address map (membrane_svc_nodes: 4 bytes, membrane_svc6_nodes: 16), the address in network order. */
+export function nodeKey(address: string): { family: 4 | 6; key: Buffer } {
+  const { family, bytes } = parseAddress(address);
+  return { family, key: Buffer.from(bytes.subarray(0, family === 4 ? 4 : 16)) };
 }
 
 export function scopeKey(netnsInode: number): Buffer {

@@ -1,6 +1,7 @@
 // Real packets through the ClusterIP translation: a pod netns dials a Service's ClusterIP and the datapath's policy
 // (attached on the host end of its veth) judges the backend it was translated to, for TCP and UDP, IPv4 and IPv6 (and an
-// IPv4 ClusterIP dialled from an IPv6 socket as a v4-mapped address), as endpoints change.
+// IPv4 ClusterIP dialled from an IPv6 socket as a v4-mapped address), as endpoints change; and a node's address at a
+// NodePort, both families.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, type ChildProcess } from "node:child_process";
@@ -15,7 +16,7 @@ import type { VerdictEvent } from "../bpf/layout.ts";
 import { NetnsFixture, ifindexIn, waitForLine } from "../bpf/netns.ts";
 import { BPFFS_ROOT, cgroupProgramIds, closePinnedMap, openPinnedMap } from "../bpf/loader.ts";
 import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
-import { SVC6_LAYOUT, SVC_LAYOUT } from "./layout.ts";
+import { nodeKey, SVC6_LAYOUT, SVC_LAYOUT } from "./layout.ts";
 import { ServiceTranslator } from "./translator.ts";
 
 const run = promisify(execFile);
@@ -29,6 +30,9 @@ const VIP = "10.96.203.10";
 const POD_IP6 = "fd00:203::1";
 const BACKEND_IP6 = "fd00:203::2";
 const VIP6 = "fd00:96::203:10";
+/** A node's address for the NodePort tests: off the pod's link (routed to the host side, where nothing has it). */
+const NODE_IP = "10.204.0.3";
+const NODE_IP6 = "fd00:204::3";
 const POD_ID = 1300;
 const BACKEND_ID = 2300;
 
@@ -209,7 +213,7 @@ describe("ClusterIP translation at the socket, judged by policy as the backend",
 });
 
 describe("IPv6 ClusterIPs, and IPv4 ones dialled from an IPv6 socket", () => {
-  it("the object's IPv4 and IPv6 maps have the key and value sizes the agent writes", () => {
+  it("the object's IPv4 and IPv6 maps (node addresses included) have the key and value sizes the agent writes", () => {
     const scope = `test-${tag}-svc`;
     const sizes: [string, number, number][] = [
       ["membrane_svc_frontends", SVC_LAYOUT.frontendKey.size, SVC_LAYOUT.frontend.size],
@@ -218,6 +222,8 @@ describe("IPv6 ClusterIPs, and IPv4 ones dialled from an IPv6 socket", () => {
       ["membrane_svc6_frontends", SVC6_LAYOUT.frontendKey.size, SVC_LAYOUT.frontend.size],
       ["membrane_svc6_backends", SVC_LAYOUT.backendKey.size, SVC6_LAYOUT.backend.size],
       ["membrane_svc6_revnat", SVC6_LAYOUT.revnatKey.size, SVC6_LAYOUT.revnat.size],
+      ["membrane_svc_nodes", nodeKey("10.0.0.1").key.length, 4],
+      ["membrane_svc6_nodes", nodeKey("fd00::1").key.length, 4],
     ];
     for (const [name, key, value] of sizes) {
       const m = openPinnedMap(path.join(BPFFS_ROOT, scope, name), name);
@@ -263,5 +269,48 @@ describe("IPv6 ClusterIPs, and IPv4 ones dialled from an IPv6 socket", () => {
     drain();
     assert.ok(events.some((e) => e.verdict === "forwarded" && e.dst === BACKEND_IP && e.dport === 8080), "the IPv4 backend");
     assert.deepEqual(await dial(NS_POD, "udp", `::ffff:${VIP}`, 53), { ok: true, from: `::ffff:${VIP}:53` });
+  });
+});
+
+describe("NodePorts: a node's address at a Service's node port, translated at the socket as a ClusterIP is", () => {
+  const nodePorts = (): Frontend[] => [
+    frontend(30080, "TCP", [{ address: BACKEND_IP, port: 8080 }], "0.0.0.0"),
+    frontend(30053, "UDP", [{ address: BACKEND_IP, port: 5353 }], "0.0.0.0"),
+    frontend(30080, "TCP", [{ address: BACKEND_IP6, port: 8090 }], "::"),
+    frontend(30053, "UDP", [{ address: BACKEND_IP6, port: 5354 }], "::"),
+  ];
+
+  it("TCP and UDP to a node's IPv4 and IPv6 address at the node port reach the backend, judged as the backend (the node's address is not allowed); the application sees the node's address", async () => {
+    translator!.setNodeAddresses([NODE_IP, NODE_IP6]);
+    translator!.set(nodePorts());
+    egress([allow(PROTO_NUMBER.TCP, 8080), allow(PROTO_NUMBER.UDP, 5353), allow(PROTO_NUMBER.TCP, 8090), allow(PROTO_NUMBER.UDP, 5354)]);
+    events.length = 0;
+    assert.deepEqual(await dial(NS_POD, "tcp", NODE_IP, 30080), { ok: true, peer: `${NODE_IP}:30080` });
+    assert.deepEqual(await dial(NS_POD, "tcp", NODE_IP6, 30080), { ok: true, peer: `${NODE_IP6}:30080` });
+    assert.deepEqual(await dial(NS_POD, "udp", NODE_IP, 30053), { ok: true, from: `${NODE_IP}:30053` });
+    assert.deepEqual(await dial(NS_POD, "udp", NODE_IP6, 30053, "connected"), { ok: true, from: `${NODE_IP6}:30053`, peer: `${NODE_IP6}:30053` });
+    drain();
+    for (const [dst, proto, dport] of [[BACKEND_IP, PROTO_NUMBER.TCP, 8080], [BACKEND_IP6, PROTO_NUMBER.TCP, 8090], [BACKEND_IP, PROTO_NUMBER.UDP, 5353], [BACKEND_IP6, PROTO_NUMBER.UDP, 5354]] as const)
+      assert.ok(events.some((e) => e.verdict === "forwarded" && e.dst === dst && e.proto === proto && e.dport === dport && e.dstIdentity === BACKEND_ID), `forwarded to ${dst} ${proto}/${dport}`);
+    assert.ok(!events.some((e) => e.dst === NODE_IP || e.dst === NODE_IP6), "no packet to the node's address");
+  });
+
+  it("without an allow for the backend the IPv6 node port is dropped naming the backend; an address that is no node's is not translated, and its packet is judged as that address", async () => {
+    translator!.setNodeAddresses([NODE_IP, NODE_IP6]);
+    translator!.set(nodePorts());
+    egress([allow(PROTO_NUMBER.TCP, 8080)]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "tcp", NODE_IP6, 30080)).ok, false);
+    drain();
+    const drop = events.find((e) => e.verdict === "dropped" && e.src === POD_IP6);
+    assert.ok(drop, "a drop event");
+    assert.deepEqual([drop.dst, drop.dport, drop.dstIdentity], [BACKEND_IP6, 8090, BACKEND_ID]);
+
+    translator!.setNodeAddresses([NODE_IP6]);
+    events.length = 0;
+    assert.equal((await dial(NS_POD, "tcp", NODE_IP, 30080)).ok, false, `${NODE_IP} is no node's address any more`);
+    drain();
+    assert.ok(events.some((e) => e.verdict === "dropped" && e.dst === NODE_IP && e.dport === 30080), "dropped as the address itself, untranslated");
+    translator!.setNodeAddresses([]);
   });
 });

@@ -1,5 +1,6 @@
 // Loads bpf/service.c, attaches its eight programs (IPv4 and IPv6 hooks) to the cgroup v2 root (links pinned, so an agent restart keeps
-// translating) and writes the ClusterIP table (core/service-translation.ts) and the network namespaces it applies to.
+// translating) and writes the ClusterIP and NodePort table (core/service-translation.ts), the node addresses NodePorts are
+// dialled at, and the network namespaces it applies to.
 import fs from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
@@ -9,7 +10,7 @@ import type { Frontend } from "../../core/service-translation.ts";
 import { attachCgroupLink, BpfObject, detachCgroupLink, BPFFS_ROOT, programId, type BpfMap } from "../bpf/loader.ts";
 import { CGROUP2_ROOT } from "../runtime/connect-enforcer.ts";
 import {
-  backendKey, backendValue, decodeFrontendKey, decodeFrontendValue, frontendKey, frontendValue, IPPROTO, scopeKey, SVC_BACKENDS_MAX, SVC_FRONTENDS_MAX,
+  backendKey, backendValue, decodeFrontendKey, decodeFrontendValue, frontendKey, frontendValue, IPPROTO, nodeKey, scopeKey, SVC_BACKENDS_MAX, SVC_FRONTENDS_MAX, SVC_NODES_MAX,
 } from "./layout.ts";
 
 export const SERVICE_OBJECT = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../bpf/build/service.o");
@@ -28,8 +29,8 @@ export const PROGRAMS = [
 
 /** Each family's frontend and backend maps. */
 const FAMILY_MAPS = [
-  { family: 4, frontends: "membrane_svc_frontends", backends: "membrane_svc_backends" },
-  { family: 6, frontends: "membrane_svc6_frontends", backends: "membrane_svc6_backends" },
+  { family: 4, frontends: "membrane_svc_frontends", backends: "membrane_svc_backends", nodes: "membrane_svc_nodes" },
+  { family: 6, frontends: "membrane_svc6_frontends", backends: "membrane_svc6_backends", nodes: "membrane_svc6_nodes" },
 ] as const;
 
 export interface ServiceTranslatorOptions {
@@ -96,6 +97,27 @@ export class ServiceTranslator {
     one.writeUInt32LE(1);
     for (const i of want) m.update(scopeKey(i), one);
     for (const k of m.keys()) if (!want.has(k.readUInt32LE(0))) m.delete(k);
+  }
+
+  /**
+   * Makes the node-address maps hold exactly these addresses (every node's, both families): a connect to one of them at a
+   * NodePort frontend's port is translated. New addresses are written before old ones are removed.
+   */
+  setNodeAddresses(addresses: readonly string[]): void {
+    const obj = this.loaded();
+    if (addresses.length > SVC_NODES_MAX) throw new Error(`${addresses.length} node addresses; this node holds ${SVC_NODES_MAX}`);
+    const one = Buffer.alloc(4);
+    one.writeUInt32LE(1);
+    for (const { family, nodes } of FAMILY_MAPS) {
+      const m = obj.map(nodes);
+      const want = new Map<string, Buffer>();
+      for (const a of addresses) {
+        const k = nodeKey(a);
+        if (k.family === family) want.set(k.key.toString("hex"), k.key);
+      }
+      for (const k of want.values()) m.update(k, one);
+      for (const k of m.keys()) if (!want.has(k.toString("hex"))) m.delete(k);
+    }
   }
 
   /** Makes the maps hold exactly these frontends, IPv4 and IPv6 ClusterIPs each in their family's maps (writeFamily). */
