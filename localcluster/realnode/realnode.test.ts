@@ -24,6 +24,8 @@ import { installChartOnRealNode } from "./chart-install.ts";
 import { attachedProgramId, bpfObjectLive, pinnedLinkIds } from "../../node-agent/bpf/loader.ts";
 import { CASES, CONTAINER_PORTS, NAMESPACES, PODS, namespaceLabels, renderCase, type ConformanceCase } from "../../core/conformance/model.ts";
 import { DEATHSTAR, DOOR_MANAGER, DOOR_PORT, DOOR_SERVICE, L7_PORT, answer, grpcCalls, request, stream } from "./l7-workload.ts";
+import { H2C_PORT, TLS_PORT, TLS_SERVER, TLS_SERVER_NAME, h2cRequests, httpsRequest } from "./tls-workload.ts";
+import { issueCA, issueCert } from "../../kube/pki.ts";
 import { processOf, type RuntimeEvent } from "../../core/process-event.ts";
 import { RULE_PREF, WIREGUARD_PORT, wireguardIfname } from "../../node-agent/encryption/wireguard.ts";
 import { WIREGUARD_ROTATE_ANNOTATION } from "../../core/encryption.ts";
@@ -1575,6 +1577,160 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
 
   test("the L7 tests' namespace is deleted", async () => {
     assert.equal((await cp!.kubectl(["delete", "namespace", L7_NS, "--wait=false"])).code, 0);
+  });
+
+  // TLS inspection (terminatingTLS and originatingTLS, Cilium's documented shape) and plain HTTP/2 through the chart's
+  // external proxy pods, a client on the first node and the server on the second. The Secrets' material reaches the
+  // proxy pod as 0600 files in the host directory only the agent and proxy pods mount (the agent writes it there).
+  const TLS_NS = "realnode-tls";
+  const SECRETS_NS = "membrane-secrets";
+  let tlsServer: { ip: string; ip6: string } | undefined;
+  /** The client's node's L7 request flows of the TLS tests' client: "VERDICT METHOD URL SOURCE_IP DESTINATION_IP" each. */
+  const tlsClientFlows = (): Promise<string[]> => l7RequestFlows(name, ["--from-pod", `${TLS_NS}/tls-client`]);
+  const tlsServerLog = async (): Promise<string> => (await cp!.kubectl(["logs", "-n", TLS_NS, "tls-server"])).stdout;
+  const apply = async (obj: unknown): Promise<void> => {
+    const r = await cp!.kubectl(["apply", "-f", "-"], JSON.stringify(obj));
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const secret = (ns: string, secretName: string, type: string, stringData: Record<string, string>) => ({ apiVersion: "v1", kind: "Secret", metadata: { name: secretName, namespace: ns }, type, stringData });
+
+  test("TLS inspection through the node's membrane-l7proxy pod, client and server on different nodes: an egress rule with terminatingTLS and originatingTLS Secrets judges the decrypted request (GET /public answered by the server with the client's SNI, /private 403 inside TLS and never at the server) over IPv4 and IPv6; a rotated Secret is presented, a malformed one fails the port closed and the policy's status names it", async () => {
+    const started = Date.now();
+    const image = (await membraneImage()).ref;
+    // Two CAs, as in Cilium's TLS-inspection guide: the client trusts only the proxy's (so a 200 proves the proxy
+    // terminated its TLS), the proxy's originatingTLS Secret trusts the server's.
+    const inspectCA = await issueCA({ commonName: "realnode inspection CA", days: 1 });
+    const serverCA = await issueCA({ commonName: "realnode server CA", days: 1 });
+    const leaf = (ca: Awaited<ReturnType<typeof issueCA>>) => issueCert(ca, { commonName: TLS_SERVER_NAME, usage: "server", dnsNames: [TLS_SERVER_NAME], days: 1 });
+    const [proxyCert, serverCert] = await Promise.all([leaf(inspectCA), leaf(serverCA)]);
+    assert.equal((await cp!.kubectl(["create", "namespace", TLS_NS])).code, 0);
+    await apply(secret(TLS_NS, "server-tls", "kubernetes.io/tls", { "tls.crt": serverCert.cert, "tls.key": serverCert.key }));
+    await apply(secret(SECRETS_NS, "rn-inspect", "kubernetes.io/tls", { "tls.crt": proxyCert.cert, "tls.key": proxyCert.key }));
+    await apply(secret(SECRETS_NS, "rn-server-ca", "Opaque", { "ca.crt": serverCA.cert }));
+    const pod = (podName: string, nodeName: string, command: string[], volume?: boolean) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: podName, namespace: TLS_NS, labels: { app: podName } },
+      spec: {
+        nodeName,
+        terminationGracePeriodSeconds: 1,
+        containers: [{ name: "c", image, imagePullPolicy: "Never", command, ...(volume ? { volumeMounts: [{ name: "tls", mountPath: "/tls", readOnly: true }] } : {}) }],
+        ...(volume ? { volumes: [{ name: "tls", secret: { secretName: "server-tls" } }] } : {}),
+      },
+    });
+    await apply(pod("tls-server", name2, ["node", "-e", TLS_SERVER], true));
+    await apply(pod("tls-client", name, ["sleep", "3600"]));
+    // Cilium's TLS-inspection rule (egress, the proxy of the client's node), and plain HTTP rules on the h2c port (the next test).
+    await apply({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "tls-inspect", namespace: TLS_NS },
+      spec: {
+        endpointSelector: { matchLabels: { app: "tls-client" } },
+        egress: [
+          {
+            toEndpoints: [{ matchLabels: { app: "tls-server" } }],
+            toPorts: [{
+              ports: [{ port: String(TLS_PORT), protocol: "TCP" }],
+              terminatingTLS: { secret: { namespace: SECRETS_NS, name: "rn-inspect" } },
+              originatingTLS: { secret: { namespace: SECRETS_NS, name: "rn-server-ca" } },
+              rules: { http: [{ method: "GET", path: "/public" }] },
+            }],
+          },
+          { toEndpoints: [{ matchLabels: { app: "tls-server" } }], toPorts: [{ ports: [{ port: String(H2C_PORT), protocol: "TCP" }], rules: { http: [{ method: "GET", path: "/public" }] } }] },
+        ],
+      },
+    });
+    tlsServer = await eventually("the TLS pods Running", 120_000, async () => {
+      const r = await cp!.kubectl(["get", "pods", "-n", TLS_NS, "-o", "json"]);
+      const pods = (JSON.parse(r.stdout) as { items: (PodView & { status: { podIPs?: { ip: string }[] } })[] }).items;
+      const server = pods.find((p) => p.metadata.name === "tls-server");
+      return pods.length === 2 && pods.every((p) => p.status.phase === "Running") && server?.status.podIPs?.[1] ? { ip: server.status.podIPs[0]!.ip, ip6: server.status.podIPs[1].ip } : undefined;
+    });
+    const enforced = await cp!.kubectl(["wait", "ciliumnetworkpolicy/tls-inspect", "-n", TLS_NS, "--for=condition=Enforced", "--timeout=90s"]);
+    assert.equal(enforced.code, 0, `${enforced.stderr}${(await cp!.kubectl(["get", "ciliumnetworkpolicy", "tls-inspect", "-n", TLS_NS, "-o", "jsonpath={.status}"])).stdout}`);
+    const https = (host: string, method: string, path: string, ca = inspectCA.cert): Promise<string> =>
+      cp!.kubectl(["exec", "-n", TLS_NS, "tls-client", "--", "node", "-e", httpsRequest(host, method, path, ca)]).then((r) => r.stdout.trim());
+    const { ip, ip6 } = tlsServer;
+    for (const host of [ip, ip6]) {
+      let last = "";
+      try {
+        await eventually(`GET /public at ${host} answered through the inspecting proxy`, 30_000, async () => ((last = await https(host, "GET", "/public")).startsWith("200 ") ? true : undefined));
+      } catch (err) {
+        const proxy = (await l7Pods("app.kubernetes.io/component=l7proxy")).find((x) => x.spec.nodeName === name);
+        const proxyLog = proxy ? (await cp!.kubectl(["logs", "-n", AGENT_NS, proxy.metadata.name, "--tail=15"])).stdout : "no proxy pod";
+        throw new Error(`${(err as Error).message}; last answer ${JSON.stringify(last)}\nproxy log:\n${proxyLog}`, { cause: err });
+      }
+      // The server saw the client's SNI, re-sent by the proxy's originatingTLS; the client trusted only the inspection CA.
+      assert.equal(last, `200 server: GET /public sni=${TLS_SERVER_NAME}`);
+      assert.equal(await https(host, "GET", "/private"), "403 Access denied", `${host}: the rule judges the decrypted path`);
+    }
+    assert.doesNotMatch(await tlsServerLog(), /\/private/, "the denied request never reached the server");
+    assert.match(await tlsServerLog(), /^https GET \/public sni=secure\.example$/m);
+    const flows = await eventually("the decrypted requests in the client's node's flows", 30_000, async () => {
+      const lines = await tlsClientFlows();
+      const both = (v: string, p: string) => [ip, ip6].every((d) => lines.some((x) => new RegExp(`^${v} GET https://${TLS_SERVER_NAME.replace(".", "\\.")}${p} \\S+ ${d}$`).test(x)));
+      return both("FORWARDED", "/public") && both("DROPPED", "/private") ? lines : undefined;
+    });
+    assert.ok(!flows.some((x) => x.startsWith("FORWARDED GET") && x.includes("/private")), flows.join("\n"));
+    // The material reached the proxy pod as files of the host directory only the agent and proxy pods mount: the
+    // directory 0700, the certificate, key and CA 0600; the server's node, which hosts no subject of the rule, has none.
+    const material = async (n: RealNode): Promise<string[]> => (await n.exec(["find", "/var/run/membrane/l7proxy/tls", "-printf", "%m %y %f\\n"])).stdout.split("\n").filter((l) => l !== "");
+    const onClientNode = await material(node!);
+    assert.deepEqual(onClientNode.filter((l) => l.includes(" d ")), ["700 d tls"], onClientNode.join("\n"));
+    assert.deepEqual(onClientNode.filter((l) => l.endsWith(".pem")).map((l) => l.split(" ")[0]), ["600", "600", "600"], onClientNode.join("\n"));
+    assert.deepEqual((await material(node2!)).filter((l) => l.endsWith(".pem")), [], "no material on the server's node");
+
+    // The Secret rotated (a certificate of another CA): the proxy presents the new one, the old trust fails.
+    const rotatedCA = await issueCA({ commonName: "realnode inspection CA 2", days: 1 });
+    const rotated = await leaf(rotatedCA);
+    await apply(secret(SECRETS_NS, "rn-inspect", "kubernetes.io/tls", { "tls.crt": rotated.cert, "tls.key": rotated.key }));
+    await eventually("the rotated certificate presented", 30_000, async () => ((await https(ip, "GET", "/public", rotatedCA.cert)).startsWith("200 ") ? true : undefined));
+    assert.match(await https(ip, "GET", "/public"), /^fail /, "the replaced certificate is no longer presented");
+
+    // A malformed originatingTLS Secret: the policy's status names it and the port refuses its connections (never plain, never unverified).
+    await apply(secret(SECRETS_NS, "rn-server-ca", "Opaque", { "ca.crt": "not a certificate" }));
+    const condition = await eventually("Enforced=False naming the malformed Secret", 30_000, async () => {
+      const r = await cp!.kubectl(["get", "ciliumnetworkpolicy", "tls-inspect", "-n", TLS_NS, "-o", "json"]);
+      const c = (JSON.parse(r.stdout) as { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } }).status?.conditions?.find((x) => x.type === "Enforced");
+      return c?.status === "False" && c.message.includes(`${SECRETS_NS}/rn-server-ca`) ? c : undefined;
+    });
+    assert.match(condition.message, /originatingTLS: Secret membrane-secrets\/rn-server-ca item "ca\.crt" is not a PEM certificate: connections to the port are refused/);
+    assert.doesNotMatch(JSON.stringify(condition), /BEGIN/, "no material in the status");
+    await eventually("the port refusing connections", 30_000, async () => ((await https(ip, "GET", "/public", rotatedCA.cert)).startsWith("fail ") ? true : undefined));
+    const seenBefore = (await tlsServerLog()).split("\n").length;
+    assert.match(await https(ip, "GET", "/public", rotatedCA.cert), /^fail /);
+    assert.match(await https(ip6, "GET", "/public", rotatedCA.cert), /^fail /, "over IPv6 too");
+    assert.equal((await tlsServerLog()).split("\n").length, seenBefore, "nothing reached the server once the port refused");
+    // Fixed: answered again.
+    await apply(secret(SECRETS_NS, "rn-server-ca", "Opaque", { "ca.crt": serverCA.cert }));
+    await eventually("answered again once the Secret is fixed", 30_000, async () => ((await https(ip, "GET", "/public", rotatedCA.cert)).startsWith("200 ") ? true : undefined));
+    const logs = (await Promise.all((await l7Pods("app.kubernetes.io/component=l7proxy")).map((p) => cp!.kubectl(["logs", "-n", AGENT_NS, p.metadata.name])))).map((r) => r.stdout).join("\n");
+    assert.doesNotMatch(logs, /PRIVATE KEY|BEGIN CERTIFICATE/, "no material in the proxies' logs");
+    console.log(`# the real-node TLS inspection test took ${Date.now() - started} ms`);
+  });
+
+  test("plain HTTP/2 with prior knowledge (h2c, not gRPC) from a client on one node to a server on the other under an egress HTTP rule: GET /public answered, /private 403 on the same connection and never at the server, over IPv4 and IPv6", async () => {
+    assert.ok(tlsServer, "the TLS pods of the test before");
+    const started = Date.now();
+    const calls = (host: string, paths: string[]): Promise<string[]> =>
+      cp!.kubectl(["exec", "-n", TLS_NS, "tls-client", "--", "node", "-e", h2cRequests(host, paths)]).then((r) => r.stdout.trim().split("\n"));
+    for (const host of [tlsServer.ip, `[${tlsServer.ip6}]`]) {
+      await eventually(`h2c GET /public at ${host} answered`, 30_000, async () => ((await calls(host, ["/public"]))[0]?.startsWith("/public 200 ") ? true : undefined));
+      assert.deepEqual(await calls(host, ["/public", "/private", "/public"]), ["/public 200 server h2c: GET /public", "/private 403 Access denied", "/public 200 server h2c: GET /public"], `${host}: one connection, the denied stream in between`);
+    }
+    assert.doesNotMatch(await tlsServerLog(), /h2c GET \/private/, "the denied stream never reached the server");
+    const flows = await eventually("the HTTP/2 requests in the client's node's flows", 30_000, async () => {
+      const lines = await tlsClientFlows();
+      return lines.some((x) => /^FORWARDED GET http:\/\/\S+\/public /.test(x)) && lines.some((x) => /^DROPPED GET http:\/\/\S+\/private /.test(x)) ? lines : undefined;
+    });
+    assert.ok(!flows.some((x) => /^FORWARDED GET http:\/\/\S+\/private /.test(x)), flows.join("\n"));
+    console.log(`# the real-node h2c test took ${Date.now() - started} ms`);
+  });
+
+  test("the TLS tests' namespace and Secrets are deleted", async () => {
+    assert.equal((await cp!.kubectl(["delete", "namespace", TLS_NS, "--wait=false"])).code, 0);
+    assert.equal((await cp!.kubectl(["delete", "secret", "-n", SECRETS_NS, "rn-inspect", "rn-server-ca", "--ignore-not-found"])).code, 0);
   });
 
   /** The last flows a node's agent recorded (`membrane observe` with `filter`), one short line each, for a failure's message. */
