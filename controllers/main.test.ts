@@ -113,6 +113,23 @@ test("--enable-extended-ip-protocols: bare or =true turns the parse option on, o
   assert.match(bad.error, /^--enable-extended-ip-protocols: "yes"/);
 });
 
+test("--skip-crd-creation: bare or =true turns CRD registration off, on by default, a bad value is refused naming the flag", () => {
+  const on = parseArgs([]);
+  assert.ok("config" in on);
+  assert.notEqual(on.config.registerCRDs, false, "CRDs are registered by default");
+  for (const args of [["--skip-crd-creation", "--cluster-name", "c1"], ["--skip-crd-creation=true"]]) {
+    const r = parseArgs(args);
+    assert.ok("config" in r, JSON.stringify(r));
+    assert.equal(r.config.registerCRDs, false);
+  }
+  const explicit = parseArgs(["--skip-crd-creation=false"]);
+  assert.ok("config" in explicit);
+  assert.equal(explicit.config.registerCRDs, true);
+  const bad = parseArgs(["--skip-crd-creation=no"]);
+  assert.ok("error" in bad);
+  assert.match(bad.error, /^--skip-crd-creation: "no" is not true or false/);
+});
+
 test("--policy-secrets-namespace: Secrets are read from that namespace only, unset none; a bad name and the replaced --enable-policy-secrets are refused naming the flags", () => {
   const off = parseArgs([]);
   assert.ok("config" in off);

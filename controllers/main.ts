@@ -19,6 +19,8 @@ import { onTermination, shutdownStep } from "../kube/shutdown.ts";
 import { EXTENDED_IP_PROTOCOLS_FLAG } from "../core/parser/index.ts";
 import { dns1123LabelProblem } from "../core/parser/fields.ts";
 
+const SKIP_CRD_CREATION_FLAG = "--skip-crd-creation";
+
 const USAGE = `usage: membrane operator [flags]
 
   --kubeconfig PATH            kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
@@ -68,6 +70,9 @@ const USAGE = `usage: membrane operator [flags]
                                mutual TLS for the relay: its certificate (server and client auth), key, and the CA that
                                signs its clients and the agents' Hubble servers
   --hubble-relay-peer-server-name NAME  the name in the agents' Hubble server certificate (default: each agent's address)
+  --skip-crd-creation          do not create or upgrade Membrane's CRDs at start (by default a missing CRD is created
+                               and one of Membrane's with an older schema version upgraded, never a newer or another
+                               owner's: Helm installs the chart's crds/ once and never upgrades them)
   --log-level LEVEL            pino level (default info)
 `;
 
@@ -94,18 +99,20 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     ipamMode: "cluster-pool",
     controllers: new Set<ControllerName>(ALL_CONTROLLERS),
   };
-  // A switch, bare or =true|false like the webhook's flag of the same name (so the chart passes both alike);
-  // parseArgs' booleans take no value, so it is read before the rest.
+  // Switches, bare or =true|false (the extended protocols like the webhook's flag of the same name, so the chart passes
+  // both alike; --skip-crd-creation as Cilium's operator); parseArgs' booleans take no value, so they are read first.
   const rest: string[] = [];
   for (const raw of argv) {
     const eq = raw.indexOf("=");
-    if ((eq >= 0 ? raw.slice(0, eq) : raw) !== EXTENDED_IP_PROTOCOLS_FLAG) {
+    const name = eq >= 0 ? raw.slice(0, eq) : raw;
+    if (name !== EXTENDED_IP_PROTOCOLS_FLAG && name !== SKIP_CRD_CREATION_FLAG) {
       rest.push(raw);
       continue;
     }
     const on = eq >= 0 ? raw.slice(eq + 1) : "true";
-    if (on !== "true" && on !== "false") return { error: `${EXTENDED_IP_PROTOCOLS_FLAG}: "${on}" is not true or false` };
-    config.parseOptions = { enableExtendedIPProtocols: on === "true" };
+    if (on !== "true" && on !== "false") return { error: `${name}: "${on}" is not true or false` };
+    if (name === SKIP_CRD_CREATION_FLAG) config.registerCRDs = on === "false";
+    else config.parseOptions = { enableExtendedIPProtocols: on === "true" };
   }
   const flags = parseFlags({
     args: rest,

@@ -23,6 +23,7 @@ import { SelectingPolicies } from "./selecting-policies.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
 import { NodeReconciler, type CiliumNodeObject, type IpamMode, type NodeObject } from "./node.ts";
 import { PodCIDRPool } from "./cidrpool.ts";
+import { bundledCRDs, registerCRDs } from "./crds.ts";
 import { type EncryptionKeyObject, type EncryptionNodeObject, encryptionKeyReconciler } from "./encryption-key.ts";
 import { type TracingPolicyObject, tracingPolicyReconciler } from "./tracing.ts";
 import { readFileSync } from "node:fs";
@@ -62,6 +63,8 @@ export interface OperatorConfig {
   kubeconfig?: string;
   healthPort: number;
   leaderElect: boolean;
+  /** Create missing CRDs and upgrade Membrane's older ones at start, before leader election (default true). */
+  registerCRDs?: boolean;
   leaseNamespace: string;
   leaseName: string;
   id: string;
@@ -138,6 +141,7 @@ export class Operator {
       this.client.close();
       return "stopped";
     }
+    if (this.config.registerCRDs !== false) await this.registerCRDs(this.client);
     const done = new Promise<"lost" | "stopped">((resolve) => (this.wake = resolve));
     const timing = this.config.leaseTiming ?? DEFAULT_LEASE_TIMING;
     if (!this.config.leaderElect) {
@@ -169,6 +173,16 @@ export class Operator {
       })
       .then((outcome) => this.wake?.(outcome));
     return done;
+  }
+
+  /** Every replica, leader or not, as Cilium's operator: the schemas must be current before any controller lists them.
+   * A failure (e.g. RBAC without the CRD rules) is logged and the operator goes on with the CRDs the cluster has. */
+  private async registerCRDs(client: KubeClient): Promise<void> {
+    try {
+      await registerCRDs(client, await bundledCRDs(), this.log);
+    } catch (e) {
+      this.log.error({ err: e instanceof Error ? e.message : String(e) }, "CRDs not registered: the cluster's are used as they are");
+    }
   }
 
   private async startLeading(): Promise<void> {

@@ -1,5 +1,5 @@
 // Writes crds/generated/ (CRD manifests and types.ts) from crds/schema/*.ts; `--check` exits 1 when the checked-in files differ.
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -7,6 +7,7 @@ import { CRDS, type CustomResourceDefinition } from "./schema/index.ts";
 import { POLICY_RULE, POLICY_STATUS } from "./schema/network-policy.ts";
 import { TRACING_SHARED_TYPES } from "./schema/tracing-policy.ts";
 import { renderTypes } from "./typegen.ts";
+import { type SchemaVersionRecord, currentVersion, parseVersionFile, renderVersionFile, withSchemaVersion } from "./version.ts";
 
 export const GENERATED_DIR = join(dirname(fileURLToPath(import.meta.url)), "generated");
 
@@ -18,9 +19,20 @@ export function renderCRD(crd: CustomResourceDefinition): string {
   return HEADER + stringify(crd, { lineWidth: 0, aliasDuplicateObjects: false });
 }
 
-/** File name → content of every generated file: one manifest per CRD and the derived TypeScript types. */
-export function generatedFiles(): Map<string, string> {
-  const files = new Map(CRDS.map((crd) => [`${crd.metadata.name}.yaml`, renderCRD(crd)]));
+const VERSION_FILE = "schema-version.ts";
+
+/** The schema version recorded in a generated directory. */
+export function recordedVersion(dir = GENERATED_DIR): SchemaVersionRecord {
+  const f = join(dir, VERSION_FILE);
+  return parseVersionFile(existsSync(f) ? readFileSync(f, "utf8") : undefined);
+}
+
+/** File name → content of every generated file: one manifest per CRD (labelled with the schema version, raised from
+ * the recorded one when the schemas changed), the derived TypeScript types and the version record. */
+export function generatedFiles(recorded: SchemaVersionRecord = recordedVersion()): Map<string, string> {
+  const v = currentVersion(CRDS, recorded);
+  const files = new Map(CRDS.map((crd) => [`${crd.metadata.name}.yaml`, renderCRD(withSchemaVersion(crd, v.version))]));
+  files.set(VERSION_FILE, renderVersionFile(v));
   const shared = new Map([
     [POLICY_RULE, "PolicyRule"],
     [POLICY_STATUS, "PolicyStatus"],
@@ -32,7 +44,7 @@ export function generatedFiles(): Map<string, string> {
 
 /** Names of files that are missing, stale or not produced by the generator; empty when in sync. */
 export function drift(dir = GENERATED_DIR): string[] {
-  const expected = generatedFiles();
+  const expected = generatedFiles(recordedVersion(dir));
   const present = readdirSync(dir).filter((f) => f.endsWith(".yaml") || f.endsWith(".ts"));
   const problems: string[] = [];
   for (const [name, text] of expected) {

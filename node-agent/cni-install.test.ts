@@ -1,7 +1,7 @@
 // The agent's CNI installation: the launcher runs the real plugin, and the conflist is one the plugin accepts.
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -94,7 +94,7 @@ describe("CNI installation by an agent installed without sources (the image)", (
     assert.match(err, /podCIDR/);
   });
 
-  it("wires a pod with the installed executable (IPAM under its flock through koffi from inside it) and releases it on DEL", () => {
+  it("wires a pod with the installed executable (IPAM under its flock through koffi from inside it) and releases it on DEL", async () => {
     const file = path.join(bin, "membrane-cni");
     for (const n of ["node", "pod"]) {
       execFileSync("ip", ["netns", "add", `${tag}-${n}`]);
@@ -114,6 +114,31 @@ describe("CNI installation by an agent installed without sources (the image)", (
     assert.ok(fs.readdirSync(bin).some((f) => f.startsWith(".membrane-cni-koffi-")), "koffi's native module written beside the executable");
     run("DEL");
     assert.doesNotMatch(fs.readFileSync(path.join(state, "allocations.json"), "utf8"), /c-image/);
+    // An invocation whose executable is removed while it runs (an uninstall, `membrane node cleanup`) loads koffi all the
+    // same and leaves no native module in the emptied bin dir; the same executable left in place writes one.
+    const late = async (removeFirst: boolean): Promise<string[]> => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-cni-late-"));
+      try {
+        const copy = path.join(dir, "membrane-cni");
+        fs.copyFileSync(file, copy);
+        fs.chmodSync(copy, 0o755);
+        const child = spawn(copy, [], { env: env({ CNI_COMMAND: "DEL", CNI_CONTAINERID: "c-late", CNI_NETNS: "", CNI_IFNAME: "eth0" }), stdio: ["pipe", "pipe", "pipe"] });
+        let out = "";
+        child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+        child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+        await new Promise((r) => child.once("spawn", r));
+        // Exec'd: the file can go now; the plugin reads its configuration first, then takes the IPAM lock through koffi.
+        if (removeFirst) fs.rmSync(copy);
+        child.stdin.end(conf);
+        const code = await new Promise((r) => child.once("close", r));
+        assert.equal(code, 0, out);
+        return fs.readdirSync(dir).filter((f) => f.startsWith(".membrane-cni-koffi-"));
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    assert.equal((await late(false)).length, 1, "the executable in place writes koffi's module beside itself");
+    assert.deepEqual(await late(true), [], "nothing left beside an executable removed during the invocation");
     // Installing a changed executable removes the native module the old one wrote.
     fs.mkdirSync(path.join(root, "dist", "cni"), { recursive: true });
     fs.writeFileSync(path.join(root, "dist", "cni", "membrane-cni"), "#!/bin/sh\n");

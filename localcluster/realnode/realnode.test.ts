@@ -372,6 +372,13 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     const operatorIP = (await cp!.kubectl(["get", "service", "-n", AGENT_NS, "membrane-operator", "-o", "jsonpath={.spec.clusterIP}"])).stdout;
     const agentLogs = (await cp!.kubectl(["logs", "-n", AGENT_NS, agent])).stdout;
     assert.match(agentLogs, new RegExp(`"operator":"${operatorIP.replaceAll(".", "\\.")}:\\d+"`), "the agent's operator address is the Service's ClusterIP");
+    // Each operator replica checked the CRDs Helm installed with the chart's RBAC (get by name): as new as its own, none written.
+    const operatorPods = (await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=operator", "-o", "jsonpath={.items[*].metadata.name}"])).stdout.split(" ").filter(Boolean);
+    assert.equal(operatorPods.length, 2);
+    for (const p of operatorPods) {
+      const log = (await cp!.kubectl(["logs", "-n", AGENT_NS, p])).stdout;
+      assert.doesNotMatch(log, /CRDs not registered|"msg":"CRD (created|upgraded)/, `operator ${p} registered the CRDs without writing one: ${log.split("\n").filter((l) => l.includes("CRD")).join("\n")}`);
+    }
     assert.doesNotMatch(readFileSync(paths.hosts, "utf8"), /membrane-operator/);
     // The pods wired before the agent keep their network: CoreDNS's veth is adopted (same pod, same address, no
     // restart), and it answers the agent's own lookups (hostNetwork, ClusterFirstWithHostNet) once the state is in.

@@ -117,6 +117,14 @@ export async function run(args: string[]): Promise<number> {
       process.stderr.write(`  failed: ${(err as Error).message}\n`);
     }
   }
+  // A plugin invocation already running when its executable went may write koffi's native module after the list above
+  // (node-agent/cni/sea-koffi.ts): none can start now, so one more look removes what such a late one left.
+  if (!f.dryRun && !fs.existsSync(path.join(f.cniBinDir, PLUGIN_TYPE))) {
+    for (const n of list(f.cniBinDir).filter((x) => x.startsWith(KOFFI_FILE_PREFIX))) {
+      fs.rmSync(path.join(f.cniBinDir, n), { force: true });
+      process.stdout.write(`remove CNI file ${path.join(f.cniBinDir, n)} (written by a plugin invocation during the cleanup)\n`);
+    }
+  }
   log.flush();
   return failed > 0 ? 1 : 0;
 }

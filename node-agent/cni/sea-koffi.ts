@@ -39,6 +39,9 @@ function loadNative(): KoffiNative {
   const mod = { exports: {} as KoffiNative };
   process.dlopen(mod, file);
   native = mod.exports;
+  // The executable removed while this invocation ran (an uninstall, `membrane node cleanup`): the module stays mapped,
+  // and the file is not left behind in a bin dir its cleanup already emptied.
+  if (!fs.existsSync(process.execPath)) fs.rmSync(file, { force: true });
   return native;
 }
 
