@@ -50,6 +50,20 @@ describe("chart runtime", () => {
     assert.equal(hostDirAt(pod, runtime, "/sys/fs/bpf"), "/sys/fs/bpf", "its programs pinned in the host's bpffs");
   });
 
+  it("rolls membrane-runtime with the new pod beside the old one (maxSurge 1, maxUnavailable 0: no hostPort forbids it), the old one deleted only once the new one's runtime is ready: its probe tests the --ready-file the runtime writes in the pod's own filesystem", async () => {
+    const objects = parseManifest(await renderText({ "runtime.enabled": true }));
+    const ds = objects.find((o) => o.kind === "DaemonSet" && o.metadata.name === "membrane-runtime") as unknown as { spec: { updateStrategy: unknown } };
+    assert.deepEqual(ds.spec.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+    const pod = daemonSetPod(objects, "membrane-runtime")!;
+    const runtime = pod.containers[0]! as typeof pod.containers[0] & { ports?: unknown[]; readinessProbe?: { exec?: { command: string[] } } };
+    assert.equal(runtime.ports, undefined, "a declared port on a host-network pod is a hostPort, which forbids a second pod on the node");
+    const parsed = parseRuntimeArgs(kubeletArgs(runtime.args.slice(1)));
+    assert.ok(parsed.ok, parsed.ok ? "" : parsed.error);
+    assert.ok(parsed.value.readyFile?.startsWith("/tmp/"), `in the container's own filesystem: ${parsed.value.readyFile}`);
+    assert.equal(hostDirAt(pod, runtime, "/tmp"), undefined, "not a host directory both pods would share");
+    assert.deepEqual(runtime.readinessProbe?.exec?.command, ["test", "-e", parsed.value.readyFile]);
+  });
+
   it("runtime.keepSensorsOnExit: the runtime pod's --keep-sensors-on-exit (off by default, as Tetragon's)", async () => {
     const keepOf = async (values: Record<string, boolean>): Promise<boolean> => {
       const pod = daemonSetPod(parseManifest(await renderText({ "runtime.enabled": true, ...values })), "membrane-runtime")!;

@@ -1133,7 +1133,41 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
     }
   });
 
-  test("runtime.keepSensorsOnExit: true by helm upgrade, then the rolling update of membrane-runtime that the upgrade back to the default makes: the tracepoint Sigkill and the connect Override keep acting while no runtime process runs on the node (none of the probe's opens or connects got through), the new pod's runtime adopts them and reports their events", async (t) => {
+  // The rolling update of membrane-runtime (maxSurge 1, maxUnavailable 0, the runtime's readiness probe): the new pod's
+  // runtime enforces before the old pod is deleted, so its file and exec hooks (fanotify, which cannot be pinned) never
+  // lapse: two groups judge each open meanwhile. app-upgrade-file refuses the app container's open of /www/index.html.
+  const UPGRADE_FILE_POLICY = {
+    apiVersion: "cilium.io/v1alpha1",
+    kind: "TracingPolicyNamespaced",
+    metadata: { name: "app-upgrade-file", namespace: RUNTIME_NS },
+    spec: {
+      containerSelector: { matchExpressions: [{ key: "name", operator: "In", values: ["app"] }] },
+      kprobes: [{
+        call: "fd_install", syscall: false, args: [{ index: 0, type: "int" }, { index: 1, type: "file" }],
+        selectors: [{ matchArgs: [{ index: 1, operator: "Equal", values: ["/www/index.html"] }], matchActions: [{ action: "Override", argError: -1 }] }],
+      }],
+    },
+  };
+  // One line per round: the kernel's uptime, the open of /www/index.html (Override: eperm), the open of /tmp/tp-kill
+  // (the tracepoint's Sigkill: status 137) and the connect (app-no-8080's Override, still applied: eperm).
+  const UPGRADE_PROBE = [
+    "echo $$ > /up-probe.pid",
+    "while [ ! -e /up-probe.stop ]; do",
+    "  sleep 0.05",
+    "  read t _ < /proc/uptime",
+    "  e=$(cat /www/index.html 2>&1 >/dev/null); case \"$e\" in *'not permitted'*) f=eperm;; '') f=ran;; *) f=other;; esac",
+    "  sh -c 'cat /tmp/tp-kill' >/dev/null 2>&1; s=$?; if [ $s = 137 ]; then o=killed; else o=ran$s; fi",
+    "  out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8080 2>&1)",
+    "  case \"$out\" in *'200 OK'*) c=connected;; *'not permitted'*) c=eperm;; *) c=other;; esac",
+    "  echo \"$t $f $o $c\"",
+    "done > /up-probe.log 2>&1",
+  ].join("\n");
+  interface UpgradeRound { t: number; file: string; open: string; connect: string }
+  const upgradeRounds = async (): Promise<UpgradeRound[]> =>
+    (await inApp("cat /up-probe.log")).stdout.split("\n").map((l) => l.split(" ")).filter((w) => w.length === 4).map(([tt, file, open, connect]) => ({ t: Number(tt), file: file!, open: open!, connect: connect! }));
+  const upgradeDenied = (r: UpgradeRound): boolean => r.file === "eperm" && r.open === "killed" && r.connect === "eperm";
+
+  test("runtime rolling update (helm upgrade rolls membrane-runtime: maxSurge 1, readiness probe): the new pod's runtime is ready before the old one exits, so the file Override, the tracepoint Sigkill and the connect Override never lapse (every probe round of the app container denied), with and without runtime.keepSensorsOnExit; the old runtime leaves the pinned programs the new one adopted, which reports their events", async (t) => {
     const blockStarted = Date.now();
     const upgrade = async (keep: boolean): Promise<number> => {
       const from = Date.now();
@@ -1157,72 +1191,77 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
     const startedAt = (pid: string): number => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19]) / 100;
     const runtimePodNames = async (): Promise<string[]> =>
       (await cp!.kubectl(["get", "pods", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=runtime", "--field-selector", `spec.nodeName=${name}`, "-o", "jsonpath={.items[*].metadata.name}"])).stdout.split(" ").filter((n) => n !== "");
-    let restored = true;
+    /** A pod's runtime log lines (pino JSON). */
+    const runtimeLog = async (pod: string): Promise<{ time: number; msg: string; policy?: string }[]> =>
+      (await cp!.kubectl(["logs", "-n", AGENT_NS, pod])).stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { time: number; msg: string; policy?: string });
+    const toUptime = (ms: number): number => uptime() - (Date.now() - ms) / 1000;
     let watching = true;
-    try {
-      restored = false;
-      const keptOnSeconds = await upgrade(true);
-      // The node's runtime now runs with the flag (its new pod's process, by the pid file the agent reads).
-      const keeping = await eventually("the node's runtime running with --keep-sensors-on-exit", 60_000, async () => {
-        const pid = await runtimePid();
-        return argv(pid)?.includes("--keep-sensors-on-exit") ? pid : undefined;
-      });
-      await startTpProbe();
+    /** One helm upgrade that rolls node 1's runtime pod: when the old runtime exited, the new one started and was ready. */
+    const roll = async (keep: boolean): Promise<{ keep: boolean; seconds: number; oldPid: string; newPid: string; newStart: number; readyAt: number; exitedAt: number }> => {
+      const oldPid = await runtimePid();
+      assert.ok(argv(oldPid) !== undefined, `node 1's runtime (pid ${oldPid}) runs before the upgrade`);
       const [oldPod] = await runtimePodNames();
-      const upgradeAt = uptime();
-      // The old runtime's exit, watched from the host while helm rolls the DaemonSet (one node at a time, either first).
       const exited = (async (): Promise<number> => {
-        for (const deadline = Date.now() + 300_000; watching && Date.now() < deadline; await sleep(50)) if (!argv(keeping)?.includes("--keep-sensors-on-exit")) return uptime();
-        throw new Error(`runtime pid ${keeping} still running ${watching ? "300 s after the upgrade began" : "when the block ended"}`);
+        for (const deadline = Date.now() + 300_000; watching && Date.now() < deadline; await sleep(50)) if (argv(oldPid) === undefined) return uptime();
+        throw new Error(`runtime pid ${oldPid} still running ${watching ? "300 s after the upgrade began" : "when the block ended"}`);
       })();
       exited.catch(() => undefined); // awaited below; a failed upgrade must not leave it unhandled
-      const restoredSeconds = await upgrade(false);
-      restored = true;
+      const seconds = await upgrade(keep);
       const exitedAt = await exited;
-      // The new pod's runtime: a new pid in the pid file, without the flag (the default again), its policies reported enforced.
-      const fresh = await eventuallyOrDiagnose("the new runtime pod's process enforcing app-tp-kill", 120_000, "/tp-probe.log", async () => {
-        const pid = await runtimePid();
-        const args = pid === keeping ? undefined : argv(pid);
-        if (!args || args.includes("--keep-sensors-on-exit")) return undefined;
-        const st = await cp!.kubectl(["get", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-tp-kill", "-o", "jsonpath={.status.enforced}"]);
-        return st.stdout === "2/2" ? pid : undefined;
+      const newPods = await eventually("node 1's runtime pod replaced", 60_000, async () => {
+        const pods = await runtimePodNames();
+        return pods.length === 1 && pods[0] !== oldPod ? pods : undefined;
       });
-      const freshStart = startedAt(fresh);
-      const backAt = uptime();
-      const newPods = await runtimePodNames();
-      assert.ok(newPods.length === 1 && newPods[0] !== oldPod, `node 1's runtime pod replaced: ${oldPod} before, ${newPods.join(", ")} after`);
-      // Its events reach the agent again: the kills and refusals it reports, after its process started (wall clock from the uptime).
-      const freshStartMs = Date.now() - (uptime() - freshStart) * 1000;
-      const reported = await eventuallyOrDiagnose("the new runtime's events of app-tp-kill and app-no-8080", 60_000, "/tp-probe.log", async () => {
+      const newPid = await eventually("the new runtime's pid", 60_000, async () => {
+        const pid = await runtimePid();
+        return pid !== oldPid && argv(pid)?.includes("--keep-sensors-on-exit") === keep ? pid : undefined;
+      });
+      const readyLine = await eventually("the new runtime's log line \"runtime ready\"", 60_000, async () => (await runtimeLog(newPods[0]!)).find((l) => l.msg.startsWith("runtime ready")));
+      return { keep, seconds, oldPid, newPid, newStart: startedAt(newPid), readyAt: toUptime(readyLine.time), exitedAt };
+    };
+    try {
+      await applyEnforcedOnBothNodes(UPGRADE_FILE_POLICY);
+      await applyEnforcedOnBothNodes(TP_KILL_POLICY);
+      await writeInApp("/up-probe.sh", UPGRADE_PROBE);
+      assert.equal((await inApp("sh /up-probe.sh > /dev/null 2>&1 < /dev/null &")).code, 0);
+      await eventuallyOrDiagnose("the probe's rounds all denied", 60_000, "/up-probe.log", async () => ((await upgradeRounds()).slice(-3).filter(upgradeDenied).length === 3 ? true : undefined));
+      const probeFrom = uptime();
+      // First the old runtime exits without --keep-sensors-on-exit (it would remove its programs: it must leave those the
+      // new one adopted), then with it (it leaves them anyway).
+      const rolls = [await roll(true), await roll(false)];
+      await eventually("three probe rounds after the last roll", 60_000, async () => ((await upgradeRounds()).filter((r) => r.t > rolls[1]!.exitedAt).length >= 3 ? true : undefined));
+      // The new runtime's events reach the agent (its status file names its address, not the old runtime's).
+      const freshStartMs = Date.now() - (uptime() - rolls[1]!.newStart) * 1000;
+      const reported = await eventuallyOrDiagnose("the new runtime's events of app-upgrade-file, app-tp-kill and app-no-8080", 60_000, "/up-probe.log", async () => {
         const seen = new Set((await processEvents("two")).flatMap((e) => {
           if (Date.parse(e.time) < freshStartMs) return [];
           if ("process_tracepoint" in e) return [`${e.process_tracepoint.policy_name} ${e.process_tracepoint.action} ${e.process_tracepoint.process.pod?.container?.name}`];
           return "process_kprobe" in e ? [`${e.process_kprobe.policy_name} ${e.process_kprobe.action} ${e.process_kprobe.process.pod?.container?.name}`] : [];
         }));
-        return seen.size >= 2 ? [...seen].sort() : undefined;
+        return seen.size >= 3 ? [...seen].sort() : undefined;
       });
-      assert.deepEqual(reported, ["app-no-8080 KPROBE_ACTION_OVERRIDE app", "app-tp-kill KPROBE_ACTION_SIGKILL app"]);
-      // Until the new runtime had applied both policies (its log's first "tracing policy enforced" of each), only the
-      // programs the old one kept pinned could refuse and kill.
-      const log = (await cp!.kubectl(["logs", "-n", AGENT_NS, newPods[0]!])).stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { time: number; msg: string; policy?: string });
-      const enforcedAt = ["app-no-8080", "app-tp-kill"].map((p) => log.find((l) => l.msg === "tracing policy enforced" && l.policy?.includes(p))?.time);
-      assert.ok(enforcedAt.every((at) => at !== undefined), `the new runtime's log names both policies enforced: ${log.map((l) => l.msg).join(" | ")}`);
-      const adoptedAt = uptime() - (Date.now() - Math.max(...(enforcedAt as number[]))) / 1000;
-      await eventually("three probe rounds after the new runtime applied both policies", 60_000, async () => ((await tpRounds()).filter((r) => r.t > adoptedAt).length >= 3 ? true : undefined));
-      await inApp("touch /tp-probe.stop; kill $(cat /tp-probe.pid)");
-      const all = (await tpRounds()).filter((r) => r.t >= upgradeAt);
-      const noRuntime = all.filter((r) => r.t > exitedAt && r.t < freshStart);
-      const keptOnly = all.filter((r) => r.t > exitedAt && r.t < adoptedAt);
+      await inApp("touch /up-probe.stop; kill $(cat /up-probe.pid)");
+      assert.deepEqual(reported, ["app-no-8080 KPROBE_ACTION_OVERRIDE app", "app-tp-kill KPROBE_ACTION_SIGKILL app", "app-upgrade-file KPROBE_ACTION_OVERRIDE app"]);
+      // Read through the new runtime's root, where the node's bpffs is mounted.
+      const links = ["runtime-connect", "runtime-tracepoint"].flatMap((scope) => readdirSync(`/proc/${rolls[1]!.newPid}/root/sys/fs/bpf/membrane/${scope}/links`));
+      const all = (await upgradeRounds()).filter((r) => r.t >= probeFrom);
       const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-      t.diagnostic(`keep on: rolled in ${keptOnSeconds.toFixed(1)} s; back to the default: rolled in ${restoredSeconds.toFixed(1)} s, node 1's runtime (pid ${keeping}) exited at +${(exitedAt - upgradeAt).toFixed(2)} s, the next (pid ${fresh}) started +${(freshStart - exitedAt).toFixed(2)} s later, applied both policies at +${(adoptedAt - exitedAt).toFixed(2)} s (their status 2/2 from +${(backAt - exitedAt).toFixed(2)} s); ${all.length} probe rounds from the upgrade on, ${keptOnly.length} judged by the kept programs alone (${noRuntime.length} with no runtime process at all): open not killed ${all.filter((r) => r.open !== "killed").length}, connect through ${all.filter((r) => r.connect === "connected").length}; block ${((Date.now() - blockStarted) / 1000).toFixed(1)} s; load ${load}`);
-      assert.ok(keptOnly.length >= 3, `at least three probe rounds between the old runtime's exit and the new one's policies applied (${exitedAt}–${adoptedAt}): ${keptOnly.length}`);
-      assert.ok(all.filter((r) => r.t > adoptedAt).length >= 3, "probe rounds after the new runtime applied both policies");
-      assert.deepEqual(all.filter((r) => !tpDenied(r)), [], "every open of the file killed and every connect refused through the rolling update");
+      t.diagnostic(`${rolls.map((r) => `roll to keepSensorsOnExit=${r.keep} in ${r.seconds.toFixed(1)} s: the new runtime (pid ${r.newPid}) started ${(r.exitedAt - r.newStart).toFixed(2)} s and was ready ${(r.exitedAt - r.readyAt).toFixed(2)} s before the old one (pid ${r.oldPid}) exited; ${all.filter((x) => x.t >= r.newStart && x.t <= r.exitedAt).length} probe rounds while both ran`).join("; ")}; ${all.length} rounds in all: file ${all.filter((r) => r.file !== "eperm").length}, open ${all.filter((r) => r.open !== "killed").length}, connect ${all.filter((r) => r.connect !== "eperm").length} not denied; block ${((Date.now() - blockStarted) / 1000).toFixed(1)} s; load ${load}`);
+      for (const r of rolls) {
+        assert.ok(r.readyAt < r.exitedAt, `keepSensorsOnExit=${r.keep}: the new runtime ready (+${r.readyAt}) before the old one exited (+${r.exitedAt})`);
+        assert.ok(all.some((x) => x.t >= r.readyAt && x.t <= r.exitedAt), `keepSensorsOnExit=${r.keep}: probe rounds while both runtimes enforced`);
+      }
+      assert.ok(all.filter((r) => r.t > rolls[1]!.exitedAt).length >= 3, "probe rounds after the last old runtime exited");
+      assert.deepEqual(all.filter((r) => !upgradeDenied(r)), [], "every open of either file and every connect of the app container denied through both rolling updates");
+      for (const l of ["membrane_connect4", "membrane_connect6", "membrane_tp_exec"]) assert.ok(links.includes(l), `${l} still pinned after the old runtimes exited: ${links.join(", ")}`);
     } finally {
       watching = false;
-      // Later tests see the default they saw before (a roll of its own when the block failed before the upgrade back).
-      if (!restored) await upgrade(false).catch((err: unknown) => console.error("restoring runtime.keepSensorsOnExit=false:", err));
+      // Later tests see the default they saw before.
+      if ((await runtimePid().then((pid) => argv(pid)?.includes("--keep-sensors-on-exit"), () => false)) === true) await upgrade(false).catch((err: unknown) => console.error("restoring runtime.keepSensorsOnExit=false:", err));
+      await inApp("touch /up-probe.stop; test -f /up-probe.pid && kill $(cat /up-probe.pid) 2>/dev/null; rm -f /up-probe.pid /up-probe.log /up-probe.sh /up-probe.stop");
+      await cp!.kubectl(["delete", "tracingpolicynamespaced", "-n", RUNTIME_NS, "app-upgrade-file", "--ignore-not-found"]);
       await removeTpProbe();
+      await eventually("the app container reading /www/index.html once app-upgrade-file is gone", 60_000, async () => ((await inApp("cat /www/index.html")).code === 0 ? true : undefined));
     }
   });
 

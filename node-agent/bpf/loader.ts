@@ -287,6 +287,8 @@ export interface LoadOptions {
   /** Pins every map under /sys/fs/bpf/membrane/<scope>/<map>; an existing pin is reused. */
   readonly scope: string;
   readonly pinRoot?: string;
+  /** false: no map is pinned (or reused): the maps are this process's alone and go with its fds (default true). */
+  readonly pinMaps?: boolean;
   /** Map sizes other than the object's, by map name (e.g. a small policy map to test overflow). */
   readonly maxEntries?: Readonly<Record<string, number>>;
   /**
@@ -367,7 +369,7 @@ export class BpfObject {
       for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
         if (name.startsWith(".")) continue; // .rodata/.bss: per-object, never shared
-        check(`pin path ${name}`, c.mapSetPinPath(m, path.join(pinDir, name)));
+        if (opts.pinMaps !== false) check(`pin path ${name}`, c.mapSetPinPath(m, path.join(pinDir, name)));
         const size = opts.maxEntries?.[name];
         if (size !== undefined) {
           check(`max entries ${name}`, c.mapSetMaxEntries(m, size));
@@ -376,7 +378,7 @@ export class BpfObject {
       }
       const unknown = Object.keys(opts.maxEntries ?? {}).filter((n) => !sized.has(n));
       if (unknown.length) throw new RangeError(`maxEntries: no map ${unknown.join(", ")} in ${objectPath}`);
-      for (let m = c.nextMap(obj, null) as Ptr; m; m = c.nextMap(obj, m) as Ptr) {
+      for (let m = opts.pinMaps === false ? null : (c.nextMap(obj, null) as Ptr); m; m = c.nextMap(obj, m) as Ptr) {
         const name = c.mapName(m) as string;
         if (name.startsWith(".")) continue;
         const aside = setAsideIncompatiblePin(m, name, path.join(pinDir, name));

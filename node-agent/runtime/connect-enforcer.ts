@@ -9,6 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HookCall, RuntimeEvent } from "../../core/process-event.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
+import { claimPins, ownsPins } from "./pin-owner.ts";
 import { BPFFS_ROOT, BpfObject, RingBufferReader, attachCgroupLink, attachTpBtfPinned, detachCgroupLink, unpinLink } from "../bpf/loader.ts";
 import {
   CONNECT_ACTION, CONNECT_F_ADDR_NOT, CONNECT_F_NOPOST, CONNECT_F_PORT_NOT, CONNECT_INDEX_F, CONNECT_LAYOUT, CONNECT_RULES_MAX, CONNECT_SLOTS, CONNECT_SUBJECT, type ConnectEvent, type ConnectRule,
@@ -192,10 +193,15 @@ export class ConnectEnforcer {
     return HOOKS.filter(([name]) => fs.existsSync(linkPin(path.join(BPFFS_ROOT, this.opts.scope), name))).length;
   }
 
-  /** Detaches the programs and removes the pins, also those an earlier enforcer of this scope left (no connect hook is enforced any more). */
+  /**
+   * Detaches the programs and removes the pins, also those an earlier enforcer of this scope left (no connect hook is
+   * enforced any more): unless a newer runtime has adopted them meanwhile (pin-owner.ts), whose they are now.
+   */
   close(): void {
     this.release();
-    removeConnectPins(this.opts.scope);
+    const pinDir = path.join(BPFFS_ROOT, this.opts.scope);
+    if (ownsPins(pinDir)) removeConnectPins(this.opts.scope);
+    else this.opts.log.info({ scope: this.opts.scope }, "connect programs left pinned: a newer runtime adopted them");
   }
 
   /** Closes this process's fds only: the pinned links keep refusing with the rules as written (a process that exits without close). */
@@ -217,6 +223,7 @@ export class ConnectEnforcer {
     try {
       // A link already pinned gets the new program in place (no connect() meets the hook without one).
       for (const [name, type] of HOOKS) attachCgroupLink(obj.programFd(name), this.opts.cgroupPath ?? CGROUP2_ROOT, type, linkPin(obj.pinDir, name), false);
+      claimPins(obj.pinDir);
       this.reader = new RingBufferReader(obj.map("membrane_connect_events"), (rec) => {
         const e = decodeConnectEvent(rec);
         if (e) this.report(e);

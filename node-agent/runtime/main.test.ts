@@ -45,6 +45,13 @@ describe("membrane runtime flags", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--keep-sensors-on-exit"]), { ok: false, error: "--keep-sensors-on-exit: needs --policy-file (what is kept enforces its policies until the next runtime reads it)" });
   });
 
+  it("--ready-file: the file the pod's readiness probe tests (none by default)", () => {
+    const r = parseRuntimeArgs(["--export-file", "f", "--policy-file", "p.yaml", "--ready-file", "/tmp/ready"]);
+    assert.ok(r.ok && r.value.readyFile === "/tmp/ready");
+    const none = parseRuntimeArgs(["--export-file", "f"]);
+    assert.ok(none.ok && none.value.readyFile === undefined);
+  });
+
   it("reads the policy, status and pods files", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", "p.yaml", "--status-file", "s.json", "--pods-file", "pods.json", "--node-name", "n"]), {
       ok: true,
@@ -58,6 +65,7 @@ describe("membrane runtime flags", () => {
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--kprobes"]), { ok: false, error: "unknown flag --kprobes" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--status-file", "s"]), { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--policy-file", ""]), { ok: false, error: "--policy-file: empty path" });
+    assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--ready-file", ""]), { ok: false, error: "--ready-file: empty path" });
     assert.deepEqual(parseRuntimeArgs(["--export-file", "f", "--cgroup-root", "host/cgroupv2"]), { ok: false, error: '--cgroup-root: an absolute path is required, got "host/cgroupv2"' });
   });
 });

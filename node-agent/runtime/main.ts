@@ -22,7 +22,7 @@ import { DEFAULT_RUNTIME_BPF_SCOPE, checkRuntimeBpfScope, runtimePinScopes } fro
 
 const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [--status-file FILE]] [--pods-file FILE]
                         [--node-name NAME] [--metrics-address HOST:PORT] [--cgroup-root DIR] [--pid-file FILE]
-                        [--bpf-scope SCOPE] [--keep-sensors-on-exit[=true|false]]
+                        [--bpf-scope SCOPE] [--keep-sensors-on-exit[=true|false]] [--ready-file FILE]
 
   --export-file FILE         append every process_exec/process_exit/process_kprobe/process_lsm/process_tracepoint event (Tetragon's JSON) to FILE
   --policy-file FILE         enforce the TracingPolicies of this YAML file (polled; a file that does not parse keeps the last good one)
@@ -41,7 +41,10 @@ const USAGE = `usage: membrane runtime --export-file FILE [--policy-file FILE [-
   --keep-sensors-on-exit     at SIGTERM leave the connect and tracepoint programs pinned with their rules, enforcing, for the
                              next runtime to adopt (as Tetragon's flag; default false: they are removed). The file and exec
                              hooks (fanotify) end with the process whatever this says. Needs --policy-file; once that file
-                             is gone (the agent's uninstall removes it) nothing is kept`;
+                             is gone (the agent's uninstall removes it) nothing is kept
+  --ready-file FILE          exists while this runtime enforces the policy file as read (every policy applied: enforced, or
+                             refused as Invalid or HookUnavailable; none LoadFailed), absent before and otherwise (the
+                             chart's readiness probe: a rolling update removes the old pod only once the new one is ready)`;
 
 export interface RuntimeConfig {
   readonly exportFile: string;
@@ -50,6 +53,8 @@ export interface RuntimeConfig {
   readonly podsFile?: string;
   readonly cgroupRoot?: string;
   readonly pidFile?: string;
+  /** Exists while this runtime enforces the policy file as read (the pod's readiness). */
+  readonly readyFile?: string;
   /** Its pins' scope (pin-scopes.ts). */
   readonly bpfScope: string;
   /** At SIGTERM its connect and tracepoint programs stay pinned, enforcing, for the next runtime. */
@@ -65,7 +70,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
     args: args.map((a) => (a === "--keep-sensors-on-exit" ? "--keep-sensors-on-exit=true" : a)),
     options: {
       "export-file": { type: "string" }, "node-name": { type: "string" }, "metrics-address": { type: "string" },
-      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" }, "pid-file": { type: "string" },
+      "policy-file": { type: "string" }, "status-file": { type: "string" }, "pods-file": { type: "string" }, "cgroup-root": { type: "string" }, "pid-file": { type: "string" }, "ready-file": { type: "string" },
       "bpf-scope": { type: "string" }, "keep-sensors-on-exit": { type: "string" },
     },
   });
@@ -76,7 +81,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
   const m = /^(.+):(\d{1,5})$/.exec(address);
   const port = Number(m?.[2]);
   if (!m || port > 65535) return { ok: false, error: `--metrics-address: "${address}" is not HOST:PORT` };
-  for (const f of ["policy-file", "status-file", "pods-file", "pid-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
+  for (const f of ["policy-file", "status-file", "pods-file", "pid-file", "ready-file"] as const) if (v[f] === "") return { ok: false, error: `--${f}: empty path` };
   const cgroupRoot = v["cgroup-root"];
   if (cgroupRoot !== undefined && !cgroupRoot.startsWith("/")) return { ok: false, error: `--cgroup-root: an absolute path is required, got ${JSON.stringify(cgroupRoot)}` };
   if (v["status-file"] !== undefined && v["policy-file"] === undefined) return { ok: false, error: "--status-file: needs --policy-file (the statuses are the policies')" };
@@ -95,6 +100,7 @@ export function parseRuntimeArgs(args: readonly string[]): { ok: true; value: Ru
       ...(v["pods-file"] !== undefined ? { podsFile: v["pods-file"] } : {}),
       ...(cgroupRoot !== undefined ? { cgroupRoot } : {}),
       ...(v["pid-file"] !== undefined ? { pidFile: v["pid-file"] } : {}),
+      ...(v["ready-file"] !== undefined ? { readyFile: v["ready-file"] } : {}),
       bpfScope,
       keepSensorsOnExit: keep === "true",
       nodeName: v["node-name"] || os.hostname(),
@@ -120,6 +126,7 @@ export async function run(args: string[]): Promise<number> {
   // A status an earlier runtime left describes that one (its file and exec hooks ended with it): gone before an agent
   // can find this pid, which would otherwise read it as this runtime's until the first apply rewrites it.
   if (cfg.statusFile !== undefined) fs.rmSync(cfg.statusFile, { force: true });
+  if (cfg.readyFile !== undefined) fs.rmSync(cfg.readyFile, { force: true });
   // Before anything is applied: an agent that finds no runtime by it says EnforcerDown.
   if (cfg.pidFile !== undefined) fs.writeFileSync(cfg.pidFile, `${process.pid}\n`);
   const removePidFile = (): void => {
@@ -170,6 +177,20 @@ export async function run(args: string[]): Promise<number> {
     }
     lastStatuses = statuses;
     writeStatus();
+    // Ready (the pod's probe) once the policies as read are in force: a refusal of the policy itself (Invalid,
+    // HookUnavailable) is every runtime's, while LoadFailed (the kernel refused this one's marks or programs) keeps an
+    // older runtime beside it, enforcing, until an apply succeeds.
+    setReady(policiesRead || cfg.policyFile === undefined ? all.every((st) => st.enforced || st.reason !== "LoadFailed") : false);
+  };
+  let ready: boolean | undefined;
+  const setReady = (now: boolean): void => {
+    const file = cfg.readyFile;
+    if (file === undefined || now === ready) return;
+    ready = now;
+    log.info({ ready: now, readyFile: file }, now ? "runtime ready: it enforces the policy file as read" : "runtime not ready: a policy failed to load");
+    applying = applying
+      .then(() => (now ? fs.promises.writeFile(file, `${process.pid}\n`) : fs.promises.rm(file, { force: true })))
+      .catch((err: unknown) => log.error({ err: String(err), file }, "ready file not written"));
   };
   let lastStatuses: ReturnType<typeof engine.apply> = new Map();
   let overflows = 0n;
@@ -193,8 +214,13 @@ export async function run(args: string[]): Promise<number> {
     })}\n`;
     const tmp = `${file}.${process.pid}.tmp`;
     applying = applying
-      .then(() => fs.promises.writeFile(tmp, body))
-      .then(() => fs.promises.rename(tmp, file))
+      // A newer runtime beside this one (the chart's surge rollout) has written its pid: the status file is its own.
+      .then(async () => (cfg.pidFile === undefined ? undefined : (await fs.promises.readFile(cfg.pidFile, "utf8").catch(() => "")).trim()))
+      .then(async (owner) => {
+        if (owner !== undefined && owner !== "" && owner !== String(process.pid)) return;
+        await fs.promises.writeFile(tmp, body);
+        await fs.promises.rename(tmp, file);
+      })
       .catch((err: unknown) => log.error({ err: String(err), file }, "status file not written"));
   };
   new Gauge({
@@ -272,6 +298,7 @@ export async function run(args: string[]): Promise<number> {
   for (const s of sources) s.stop();
   clearInterval(overflowCheck);
   stream.close();
+  if (cfg.readyFile !== undefined) await fs.promises.rm(cfg.readyFile, { force: true }).catch(() => undefined);
   // Kept only for a next runtime of the same policy file: the agent's uninstall removes that file first, and then
   // nothing is kept (a stat, not an open: it cannot wait on this process's own permission events).
   const keep = cfg.keepSensorsOnExit && cfg.policyFile !== undefined && (await fs.promises.stat(cfg.policyFile).then(() => true, () => false));

@@ -391,6 +391,58 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     assert.equal(await connectIn(NS_A, KEPT), "ConnectionRefusedError 111");
   });
 
+  it("two runtimes overlap (the chart's surge rollout): each --ready-file appears once its policies are in force; the newer adopts the pinned connect and tracepoint programs and records itself their owner, so the older one's SIGTERM without --keep-sensors-on-exit leaves them refusing and killing (no connect let through); the newer one's SIGTERM removes them, and an older one whose newer owner died removes them too", async () => {
+    const PORT = 7107;
+    const secret = path.join(dir, "overlap-secret");
+    fs.writeFileSync(secret, "s3cret\n");
+    const pidFile = path.join(dir, "runtime.pid");
+    const term = async (child: ChildProcess): Promise<number | null> => {
+      const closed = new Promise<number | null>((r) => child.once("close", r));
+      child.kill("SIGTERM");
+      return closed;
+    };
+    const ready = async (file: string, r: { stderr: () => string }): Promise<void> => {
+      await until(`${path.basename(file)}`, () => (fs.existsSync(file) ? true : undefined), 60_000).catch((err: Error) => {
+        throw new Error(`${err.message}; status: ${JSON.stringify(status())}; stderr: ${r.stderr()}`);
+      });
+    };
+    const links = (): string[] => [pins.connect, pins.tracepoint].flatMap((scope) => fs.readdirSync(path.join(BPFFS_ROOT, scope, "links"))).sort();
+    writePolicies([denyPort("overlap-port", PORT), killOpen("overlap-kill", secret)]);
+    const [readyOld, readyNew] = [path.join(dir, "ready-old"), path.join(dir, "ready-new")];
+    const older = startRuntime("--pid-file", pidFile, "--ready-file", readyOld);
+    await ready(readyOld, older);
+    assert.ok(status()?.["default/overlap-port"]?.enforced && status()?.["default/overlap-kill"]?.enforced, JSON.stringify(status()));
+    assert.equal(await connectIn(NS_A, PORT), "PermissionError 1");
+    const adopted = links();
+    const prober = startProber(NS_A, PORT);
+    await until("the prober running", () => (fs.existsSync(`${prober.marker}.started`) ? true : undefined));
+    // The new pod's runtime beside the old one (no agent removes the old one's files first).
+    const newer = spawnRuntime(["--pid-file", pidFile, "--ready-file", readyNew]);
+    await ready(readyNew, newer);
+    assert.equal(fs.readFileSync(pidFile, "utf8").trim(), String(newer.child.pid), "the pid file names the newer runtime");
+    assert.equal(await term(older.child), 0, older.stderr());
+    assert.equal(fs.existsSync(readyOld), false, "the older runtime's ready file goes with it");
+    assert.deepEqual(links(), adopted, "the links the newer runtime adopted stay pinned");
+    assert.equal(await connectIn(NS_A, PORT), "PermissionError 1", "refused after the older runtime's SIGTERM");
+    assert.equal((await catIn(NS_A, secret)).signal, "SIGKILL", "killed after the older runtime's SIGTERM");
+    const probed = await prober.stop();
+    assert.ok(probed.eperm > 0, JSON.stringify(probed));
+    assert.deepEqual(probed.other, {}, `every connect while both ran and after the older one's SIGTERM refused with EPERM: ${JSON.stringify(probed)}`);
+    assert.equal(fs.readFileSync(pidFile, "utf8").trim(), String(newer.child.pid), "the older runtime left the newer one's pid file");
+    assert.equal(await term(newer.child), 0, newer.stderr());
+    assert.deepEqual(pinned(FO_SCOPE), [], "the owner's SIGTERM leaves nothing pinned");
+    assert.equal(await connectIn(NS_A, PORT), "ConnectionRefusedError 111", "nothing refuses after it");
+    // The newer owner SIGKILLed (its pod gone, no runtime after it): the older one, SIGTERMed, removes what nobody else would.
+    const third = startRuntime("--pid-file", pidFile, "--ready-file", readyOld);
+    await ready(readyOld, third);
+    const fourth = spawnRuntime(["--pid-file", pidFile, "--ready-file", readyNew]);
+    await ready(readyNew, fourth);
+    await kill(fourth.child);
+    assert.equal(await term(third.child), 0, third.stderr());
+    assert.deepEqual(pinned(FO_SCOPE), [], "an older runtime whose newer owner is dead removes the pins at its SIGTERM");
+    assert.equal(await connectIn(NS_A, PORT), "ConnectionRefusedError 111");
+  });
+
   it("started as its own pod's process beside the status the last runtime left, it removes that status before its pid can be found: an agent never reads the last runtime's policies as enforced by this one (2026-12-05: Enforced 2/2 ~2 s before the new runtime had applied them)", async () => {
     const ownPid = path.join(dir, "own.pid");
     fs.rmSync(ownPid, { force: true });

@@ -36,7 +36,9 @@ export class ProcessSensor {
 
   start(): void {
     if (this.obj) return;
-    const obj = BpfObject.load(this.opts.objectPath ?? PROCESS_OBJECT, { scope: this.opts.scope });
+    // Its maps are not pinned: two runtimes that overlap (the chart's surge rollout) each read a ring of their own,
+    // never one ring from two readers.
+    const obj = BpfObject.load(this.opts.objectPath ?? PROCESS_OBJECT, { scope: this.opts.scope, pinMaps: false });
     this.obj = obj;
     try {
       for (const name of PROCESS_PROGRAMS) {

@@ -15,6 +15,7 @@ import type { Logger } from "pino";
 import type { RuntimeEvent, TetragonArg } from "../../core/process-event.ts";
 import { tracepointArgRead, TRACEPOINT_INT_OPERATORS, TRACEPOINT_STRING_OPERATORS, type TracepointArgRead, type TracepointFormat } from "../../core/tracepoint-format.ts";
 import type { EnforcementPlan, HookPlan, SelectorPlan } from "../../core/tracing-enforcement.ts";
+import { claimPins, ownsPins } from "./pin-owner.ts";
 import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTpBtfPinned, pinLinkReplacing, unpinLink } from "../bpf/loader.ts";
 import type { ContainerCgroups } from "./containers.ts";
 import type { PodRef, ProcessEvents } from "./events.ts";
@@ -108,8 +109,12 @@ export class TracepointEnforcer {
   /** Serves exactly these plans' tracepoint hooks (loading the program on first use, detaching it from every tracepoint none names). Throws naming the field a rule cannot express. */
   set(plans: ReadonlyMap<string, EnforcementPlan>): void {
     const compiled = this.compile(plans);
-    // None to serve and nothing loaded: what an enforcer that died left pinned goes (its rules are of deleted policies).
-    if (compiled.hooks.length === 0 && this.obj === undefined) return void removeTracepointPins(this.opts.scope);
+    // None to serve and nothing loaded: what an enforcer that died left pinned goes (its rules are of deleted policies),
+    // not what a newer runtime beside this one adopted.
+    if (compiled.hooks.length === 0 && this.obj === undefined) {
+      if (ownsPins(path.join(BPFFS_ROOT, this.opts.scope))) removeTracepointPins(this.opts.scope);
+      return;
+    }
     // Loaded once (the verifier takes ~0.4 s here) and kept while this enforcer lives; without tracepoints nothing is attached.
     this.start();
     const obj = this.obj!;
@@ -187,10 +192,11 @@ export class TracepointEnforcer {
     return pinnedTracepoints(path.join(BPFFS_ROOT, this.opts.scope)).length;
   }
 
-  /** Detaches the programs and removes the pins, also those an earlier enforcer of this scope left. */
+  /** Detaches the programs and removes the pins, also those an earlier enforcer of this scope left: unless a newer runtime has adopted them meanwhile (pin-owner.ts). */
   close(): void {
     this.release();
-    removeTracepointPins(this.opts.scope);
+    if (ownsPins(path.join(BPFFS_ROOT, this.opts.scope))) removeTracepointPins(this.opts.scope);
+    else this.opts.log.info({ scope: this.opts.scope }, "tracepoint programs left pinned: a newer runtime adopted them");
   }
 
   /** Closes this process's fds only: the pinned links keep acting on the rules as written (a process that exits without close). */
@@ -218,6 +224,7 @@ export class TracepointEnforcer {
         this.obj.map("membrane_tp_procs").clear();
       }
       for (const name of BINARY_PROGRAMS) attachTpBtfPinned(this.obj.programFd(name), linkPin(pinDir, name));
+      claimPins(pinDir);
       this.reader = new RingBufferReader(this.obj.map("membrane_tp_events"), (rec) => {
         this.records++;
         const e = decodeTpEvent(rec);
