@@ -160,11 +160,11 @@ static __always_inline void monitor_known_host_packet(struct __sk_buff *skb, con
 	remote = ipcache_lookup(f->family, direction == DIR_INGRESS ? f->saddr : f->daddr);
 	/* monitor_known said yes and set the entry's bits: report without asking again. */
 	monitor_known_packet(skb, f, direction, host, ct, ctx, monitor | CONFIG_F_EVENTS_PACKETS,
-			     remote ? remote->identity : IDENTITY_WORLD);
+			     remote ? remote->identity : ipcache_unknown_identity(monitor, f->family));
 }
 
-/* The identity of an address seen by this node: a local endpoint's, the ipcache's, or world. */
-static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
+/* The identity of an address seen by this node: a local endpoint's, the ipcache's, or its family's world (ipcache_unknown_identity). */
+static __always_inline __u32 peer_identity(__u32 config_flags, __u8 family, const __u8 *addr)
 {
 	struct endpoint_value *local = endpoint_lookup(family, addr);
 	struct ipcache_value *remote;
@@ -172,7 +172,7 @@ static __always_inline __u32 peer_identity(__u8 family, const __u8 *addr)
 	if (local)
 		return local->identity;
 	remote = ipcache_lookup(family, addr);
-	return remote ? remote->identity : IDENTITY_WORLD;
+	return remote ? remote->identity : ipcache_unknown_identity(config_flags, family);
 }
 
 /* Sends a packet to a pod on another node. With may_route (the packet's source address is a pod of the
@@ -240,13 +240,13 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL)) {
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
-			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(f.family, f.daddr));
+			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(monitor, f.family, f.daddr));
 		return TC_ACT_OK;
 	}
 
 	local_dst = endpoint_lookup(f.family, f.daddr);
 	dst = local_dst ? NULL : ipcache_lookup_exact(f.family, f.daddr, &dst_exact);
-	peer = local_dst ? local_dst->identity : dst ? dst->identity : IDENTITY_WORLD;
+	peer = local_dst ? local_dst->identity : dst ? dst->identity : ipcache_unknown_identity(monitor, f.family);
 
 	if (ct == CT_NEW) {
 		/* A local destination whose ingress rules are the proxy's: the flow goes there (after this
@@ -381,7 +381,7 @@ __attribute__((noinline)) int to_container_new(struct __sk_buff *skb, struct flo
 		/* A pod of another node reaches this one only through the overlay or the WireGuard device, both of
 		 * which mark its identity: the same source address without the mark came some other way (the
 		 * underlay) and is spoofed, so it is the world's. */
-		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : IDENTITY_WORLD;
+		peer = local_src ? local_src->identity : src && !src->tunnel_endpoint ? src->identity : ipcache_unknown_identity(a->monitor, f->family);
 		/* The node's own connection (bpf/lib/localhost.h): reserved:host's, and it passes unless
 		 * --allow-localhost=policy has the pod's ingress policy judge it. */
 		if (from_local_host(skb, a->magic, peer, local_src != NULL)) {
@@ -432,7 +432,7 @@ int to_container(struct __sk_buff *skb)
 	if (ct != CT_NEW) {
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
 			monitor_known_packet(skb, &f, DIR_INGRESS, ep, ct, &ctx, monitor,
-					     from_overlay ? peer : peer_identity(f.family, f.saddr));
+					     from_overlay ? peer : peer_identity(monitor, f.family, f.saddr));
 		return TC_ACT_OK;
 	}
 	{
@@ -558,7 +558,7 @@ int from_wireguard(struct __sk_buff *skb)
 	struct flow f;
 	__u8 reason = DROP_NONE;
 	struct ipcache_value *src;
-	__u32 identity = IDENTITY_WORLD;
+	__u32 identity;
 	int rc;
 
 	rc = parse_flow_l3(skb, &f, &reason);
@@ -571,6 +571,8 @@ int from_wireguard(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (src && src->tunnel_endpoint && src->identity != IDENTITY_WILDCARD && src->identity <= MARK_IDENTITY_MASK)
 		identity = src->identity;
+	else
+		identity = ipcache_unknown_identity(monitor_flags(config_get()), f.family);
 	/* For the node's own address: the host's ingress policy judges it with that identity, as from-overlay does. */
 	if (host_ingress_judged(f.family, f.daddr)) {
 		rc = host_from_overlay(skb, &f, identity);
@@ -618,7 +620,7 @@ static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
 		return TC_ACT_OK;
 	}
 	remote = ipcache_lookup(f.family, direction == DIR_INGRESS ? f.saddr : f.daddr);
-	peer = remote ? remote->identity : IDENTITY_WORLD;
+	peer = remote ? remote->identity : ipcache_unknown_identity(monitor, f.family);
 	if (host_guard_allows(direction, f.proto, f.dport, remote && (remote->flags & IPCACHE_F_NODE))) {
 		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
 		return TC_ACT_OK;

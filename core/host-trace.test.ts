@@ -127,7 +127,7 @@ test("hostTraceText names the decision and every step", () => {
     text,
     "172.31.0.5 -> node n1 TCP/22: ALLOWED\n" +
       "decided by: CiliumClusterwideNetworkPolicy host-reference spec.ingress[0] (ingress of host of node n1)\n" +
-      "  ingress of host of node n1: allow by CiliumClusterwideNetworkPolicy host-reference spec.ingress[0] (peer 172.31.0.5 (a CIDR identity of a policy prefix holding it, else reserved:world))\n" +
+      "  ingress of host of node n1: allow by CiliumClusterwideNetworkPolicy host-reference spec.ingress[0] (peer 172.31.0.5 (a CIDR identity of a policy prefix holding it, else its family's world identity, as on a dual-stack node))\n" +
       "  note: 172.31.0.5 is outside the cluster: only the destination judges\n",
   );
 });

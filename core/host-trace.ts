@@ -77,9 +77,10 @@ function seenFrom(p: TraceParty, vantage: string | undefined): { endpoint: Endpo
         ? { endpoint: { id: IDENTITY.host, labels: reserved(IDENTITY.host) }, text: `node ${p.name} (reserved:host)`, isNode: true }
         : { endpoint: { id: IDENTITY.remoteNode, labels: reserved(IDENTITY.remoteNode) }, text: `node ${p.name} (reserved:remote-node)`, isNode: true };
     case "address":
-      // The datapath finds the longest policy prefix holding the address (or world): that identity is
-      // selected by exactly the CIDR rules holding the address, as the address's own /32 labels are.
-      return { endpoint: { id: LOCAL_IDENTITY_FLAG, labels: cidrLabels(hostPrefix(p.address)) }, text: `${p.address} (a CIDR identity of a policy prefix holding it, else reserved:world)`, isNode: false };
+      // The datapath finds the longest policy prefix holding the address (or its family's world identity on a
+      // dual-stack node): that identity is selected by exactly the CIDR rules and the family's world entities holding
+      // the address, as the address's own /32 labels are (a single-stack node's reserved:world is in no family entity).
+      return { endpoint: { id: LOCAL_IDENTITY_FLAG, labels: cidrLabels(hostPrefix(p.address)) }, text: `${p.address} (a CIDR identity of a policy prefix holding it, else its family's world identity, as on a dual-stack node)`, isNode: false };
   }
 }
 

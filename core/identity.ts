@@ -133,6 +133,18 @@ export function worldFamilyOf(id: number, labels?: LabelSet): IPFamily | undefin
 }
 
 /**
+ * The identity of an address outside the ipcache (no pod, node or policy prefix holds it), as Cilium gives it and the
+ * datapath reads it (bpf/lib/ipcache.h ipcache_unknown_identity): on a dual-stack node its family's world identity,
+ * reserved:world-ipv4 or reserved:world-ipv6 (which `world` selects, and only its own family's entity); on a
+ * single-stack node reserved:world in either family, which neither family entity selects. An unknown family:
+ * reserved:world (fail closed).
+ */
+export function unknownAddressIdentity(family: IPFamily | undefined, dualStack: boolean): number {
+  if (!dualStack) return IDENTITY.world;
+  return family === 4 ? IDENTITY.worldIPv4 : family === 6 ? IDENTITY.worldIPv6 : IDENTITY.world;
+}
+
+/**
  * The class whose entries answer for `peer` after its own keys, in the datapath's order (bpf/lib/policy.h
  * policy_lookup): for a peer in the world class, its family's world class when it has a family (`family`: the
  * packet's, as in the datapath; without it world-ipv4/-ipv6 have theirs) other than reserved:world's and the subject direction has that class's

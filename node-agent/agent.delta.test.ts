@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../core/model.ts";
 import type { NodeState } from "../core/wire.ts";
+import { IDENTITY, unknownAddressIdentity } from "../core/identity.ts";
 import { makePki, type TestPki } from "../kube/testing/pki.ts";
 import { DistributionServer } from "../controllers/distribution/server.ts";
 import { type AgentDatapath, NodeAgent } from "./agent.ts";
@@ -57,6 +58,8 @@ describe("agent delta write", () => {
     deleteEndpoint: () => undefined,
     attachEndpoint: () => undefined,
     detachEndpoint: () => undefined,
+    // A dual-stack node's datapath (bpf/lib/ipcache.h ipcache_unknown_identity).
+    unknownAddressIdentity: (family) => unknownAddressIdentity(family, true),
   };
   let pki: TestPki | undefined;
   let server: DistributionServer | undefined;
@@ -87,6 +90,11 @@ describe("agent delta write", () => {
     await server?.close();
     pki?.remove();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a proxy's peer is named as the datapath names it: its ipcache identity, else (dual-stack) reserved:world-ipv4 / -ipv6 by its family", () => {
+    const lookups = agent!.enrichLookups();
+    assert.deepEqual(["10.202.0.2", "203.0.113.7", "2001:db8::7"].map((ip) => lookups.identityByIp?.(ip)), [PEER, IDENTITY.worldIPv4, IDENTITY.worldIPv6]);
   });
 
   it("a snapshot onto empty maps installs every subject whole, once (no second write of the same entries after the ipcache switch)", () => {

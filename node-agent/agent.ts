@@ -9,7 +9,7 @@ import { type Downstream, type IPCacheEntry, type NodeState, type SubjectDelta, 
 import { EMPTY_STATE, applyDelta, canonicalState, comparePrefixes } from "../core/nodestate.ts";
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
 import { IDENTITY, MIN_FQDN_IDENTITY, RESERVED_IDENTITIES } from "../core/identity.ts";
-import { hostPrefix } from "../core/cidr.ts";
+import { hostPrefix, parseIP } from "../core/cidr.ts";
 import { type PolicyEnforcementMode, enforcedState, unresolvedEnforcement } from "./enforcement.ts";
 import { type HostLink, type WiredPod, listHostLinks, planEndpointReconcile, readWiredPods, removeHostLink } from "./endpoint-links.ts";
 import type { EndpointLink } from "./endpoint-mtu.ts";
@@ -53,7 +53,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "setIpcacheMany" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu" | "ipcacheIsEmpty">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu" | "ipcacheIsEmpty" | "unknownAddressIdentity">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -593,8 +593,8 @@ export class NodeAgent {
       ruleOrigin: (id) => index().rules.get(id),
       // A learned address's own keys (the agent's) come before its class's and any peer's, as in the datapath.
       policyMatch: (ruleId, subject, direction, peer, proto, port, family) => (peer >= MIN_FQDN_IDENTITY ? this.learnedMatch()(ruleId, subject, direction, peer, proto, port, family) : undefined) ?? index().policyMatch(ruleId, subject, direction, peer, proto, port, family),
-      // Outside every prefix: the world, as the datapath reads it.
-      identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? IDENTITY.world,
+      // Outside every prefix: the world of its family on a dual-stack node, else reserved:world, as the datapath reads it.
+      identityByIp: (ip) => index().ipcacheEntry(ip)?.identity ?? this.opts.datapath.unknownAddressIdentity?.(parseIP(ip)?.family) ?? IDENTITY.world,
       // A remote endpoint whose node has a WireGuard peer on an up device: the datapath tunnels to it encrypted.
       encryptedPeer: (ip) => {
         const encrypted = this.opts.datapath.encryptedNodes?.();

@@ -74,7 +74,9 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
   --node-ip     this node's underlay address (reserved:host in the ipcache, never a tunnel endpoint), or as the kubelet's
                 flag a dual-stack pair IPv4,IPv6 (the chart passes status.hostIPs): the first is the node's address, and the
                 DNS and L7 proxies listen on its IPv4 address for IPv4 pods and on its IPv6 address for IPv6 pods (an IPv6
-                pod's flow to a proxy is dropped on a node without one; an IPv6-only node's IPv4 pods' likewise)
+                pod's flow to a proxy is dropped on a node without one; an IPv6-only node's IPv4 pods' likewise). A pair makes
+                the node dual-stack as Cilium's: an address outside the ipcache is reserved:world-ipv4 / reserved:world-ipv6
+                by its family (toEntities [world-ipv4] reaches it), else reserved:world in both
   --proxy-ipv6-address  the address the proxies listen on for IPv6 pods (default: the IPv6 address of --node-ip)
   --netns       the network namespace (name) holding the pods' host-side veths (default: the agent's own)
   --hubble-socket    the observer: Hubble's Observer gRPC API (membrane observe, hubble observe --server unix://PATH) on this unix socket
@@ -224,6 +226,8 @@ export interface AgentFlags {
   readonly cniStateDir: string;
   readonly netns?: string;
   readonly nodeIP?: string;
+  /** --node-ip names an IPv4 and an IPv6 address (Cilium's dual-stack): the datapath gives an address outside the ipcache its family's world identity (9/10), else reserved:world (2). */
+  readonly dualStack: boolean;
   /** Where the DNS and L7 proxies listen and the datapath steers to: the IPv4 and IPv6 addresses of --node-ip (or --proxy-ipv6-address); absent without either. */
   readonly proxyAddresses?: ProxyAddresses;
   /** The node devices (--node-device: names and prefix wildcards); null: none; absent: detected from --node-ip. */
@@ -428,7 +432,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const netns = str("netns");
   const nodeIPs = nodeIPFlags(str("node-ip"), str("proxy-ipv6-address"));
   if (typeof nodeIPs === "string") return { ok: false, error: nodeIPs };
-  const { nodeIP, proxyAddresses } = nodeIPs;
+  const { nodeIP, proxyAddresses, dualStack } = nodeIPs;
   const hubbleSocket = str("hubble-socket") ?? "/run/membrane/hubble.sock";
   if (hubbleSocket === "") return { ok: false, error: "--hubble-socket: must be a path" };
   const hubbleExport = hubbleExportFlags(str);
@@ -572,6 +576,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       cniStateDir: cniStateDir ?? path.join(DEFAULT_STATE_ROOT, NETWORK_NAME),
       ...(netns ? { netns } : {}),
       ...(nodeIP ? { nodeIP } : {}),
+      dualStack,
       ...(proxyAddresses ? { proxyAddresses } : {}),
       ...(nodeDeviceText === "none" ? { nodeDevices: null } : nodeDevices?.ok ? { nodeDevices: nodeDevices.value } : {}),
       ...(tunnelDevice !== undefined ? { tunnelDevice } : {}),
@@ -625,18 +630,19 @@ function integerFlag(str: (f: string) => string | undefined, f: string, min: num
 
 /**
  * --node-ip (one address, or an IPv4,IPv6 pair as the kubelet's flag) and --proxy-ipv6-address: the node's
- * address (the first) and the proxies' addresses per family; a string naming the flag when one is wrong.
+ * address (the first), the proxies' addresses per family and whether the node is dual-stack (a pair); a string
+ * naming the flag when one is wrong.
  */
-export function nodeIPFlags(text: string | undefined, proxy6: string | undefined): { nodeIP?: string; proxyAddresses?: ProxyAddresses } | string {
+export function nodeIPFlags(text: string | undefined, proxy6: string | undefined): { nodeIP?: string; proxyAddresses?: ProxyAddresses; dualStack: boolean } | string {
   if (proxy6 !== undefined && !net.isIPv6(proxy6)) return `--proxy-ipv6-address: must be an IPv6 address, got ${JSON.stringify(proxy6)}`;
-  if (text === undefined) return proxy6 !== undefined ? { proxyAddresses: { address6: proxy6 } } : {};
+  if (text === undefined) return proxy6 !== undefined ? { proxyAddresses: { address6: proxy6 }, dualStack: false } : { dualStack: false };
   const ips = text.split(",").map((a) => a.trim());
   if (ips.length > 2 || ips.some((a) => net.isIP(a) === 0)) return `--node-ip: must be an IP address or an IPv4,IPv6 pair, got ${JSON.stringify(text)}`;
   const v4 = ips.filter((a) => net.isIPv4(a));
   const v6 = ips.filter((a) => net.isIPv6(a));
   if (v4.length > 1 || v6.length > 1) return `--node-ip: a pair must be one IPv4 and one IPv6 address, got ${JSON.stringify(text)}`;
   const address6 = proxy6 ?? v6[0];
-  return { nodeIP: ips[0]!, proxyAddresses: { ...(v4[0] !== undefined ? { address: v4[0] } : {}), ...(address6 !== undefined ? { address6 } : {}) } };
+  return { nodeIP: ips[0]!, proxyAddresses: { ...(v4[0] !== undefined ? { address: v4[0] } : {}), ...(address6 !== undefined ? { address6 } : {}) }, dualStack: v4.length === 1 && v6.length === 1 };
 }
 
 /** Whether the L7 proxy runs (Cilium's --enable-l7-proxy): by default when there is a node address to listen on; a string naming the flag when it cannot. */

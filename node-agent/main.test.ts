@@ -57,6 +57,8 @@ describe("membrane agent flags", () => {
     assert.deepEqual([six.nodeIP, six.proxyAddresses, six.dnsProxy !== undefined, six.l7Proxy], ["fd00::1", { address6: "fd00::1" }, true, true]);
     assert.deepEqual(flags("--node-ip", "192.0.2.1", "--proxy-ipv6-address", "fd00::9").proxyAddresses, { address: "192.0.2.1", address6: "fd00::9" });
     assert.equal(flags().proxyAddresses, undefined, "no --node-ip: no proxy address");
+    // Cilium's dual-stack (an address outside the ipcache is world-ipv4/-ipv6 by its family): a pair only.
+    assert.deepEqual([dual.dualStack, sixFirst.dualStack, six.dualStack, flags("--node-ip", "192.0.2.1").dualStack, flags("--node-ip", "192.0.2.1", "--proxy-ipv6-address", "fd00::9").dualStack, flags().dualStack], [true, true, false, false, false, false]);
     assert.equal(error("--node-ip", "192.0.2.1,192.0.2.2"), '--node-ip: a pair must be one IPv4 and one IPv6 address, got "192.0.2.1,192.0.2.2"');
     assert.equal(error("--node-ip", "192.0.2.1,fd00::1,fd00::2"), '--node-ip: must be an IP address or an IPv4,IPv6 pair, got "192.0.2.1,fd00::1,fd00::2"');
     assert.equal(error("--node-ip", ""), '--node-ip: must be an IP address or an IPv4,IPv6 pair, got ""');

@@ -71,6 +71,7 @@ export async function run(args: string[]): Promise<number> {
     datapath = Datapath.load(f.bpfScope, f.policyMapMax !== undefined ? { policyMapEntries: f.policyMapMax } : {});
     datapath.setMonitorAggregation(f.monitorAggregation);
     datapath.setLocalhostPolicy(f.localhostPolicy);
+    datapath.setDualStack(f.dualStack);
   } catch (err) {
     const error = err instanceof PolicyMapTooSmall ? `--policy-map-max: ${err.message}` : (err as Error).message;
     log.error({ scope: f.bpfScope, error }, "loading the datapath failed");
@@ -247,7 +248,7 @@ export async function run(args: string[]): Promise<number> {
   const owner = health && f.ownerDaemonSet ? new OwnDaemonSet({ client: health.client, ...f.ownerDaemonSet, log }) : undefined;
   owner?.start();
   if (f.ownerDaemonSet && !owner) log.warn({ daemonset: f.ownerDaemonSet }, "no API access: an uninstall will leave this node's state in place");
-  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation, allowLocalhost: f.localhostPolicy ? "policy" : "always" }, "agent started");
+  log.info({ operator: f.operator, scope: f.bpfScope, socket: f.cniSocket, netns: f.netns, policyEnforcementMode: f.policyEnforcementMode, policyAuditMode: f.policyAuditMode, monitorAggregation: f.monitorAggregation, allowLocalhost: f.localhostPolicy ? "policy" : "always", dualStack: f.dualStack }, "agent started");
   // Longer than the other processes' backstop: an uninstall's removal runs after the agent's own stop.
   const termination = onTermination(log, 8_000);
   const signal = await termination.signal;

@@ -247,6 +247,7 @@ struct event {
 #define CONFIG_F_EVENTS_PACKETS 4   /* and for every packet of an allowed connection, in every program it passes */
 #define CONFIG_F_POLICY_AUDIT 8     /* policy audit mode for the whole node (bpf/lib/audit.h) */
 #define CONFIG_F_LOCALHOST_POLICY 16 /* --allow-localhost=policy: the node's own connections to its pods are judged by their ingress policy (bpf/lib/localhost.h) */
+#define CONFIG_F_DUAL_STACK 32 /* the node runs both families (Cilium's dual-stack): an address outside the ipcache is world-ipv4/-ipv6, not world (bpf/lib/ipcache.h) */
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */

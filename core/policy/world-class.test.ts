@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { compileAll, DeltaCollector, policyKey, type Delta } from "../compiler.ts";
-import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, cidrLabels, worldFamilyOf } from "../identity.ts";
+import { IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, cidrLabels, unknownAddressIdentity, worldFamilyOf } from "../identity.ts";
 import { ipBlockLabels } from "../ipblock.ts";
 import { label, labelSetFrom, securityLabels } from "../labels.ts";
 import type { LabelSet, Policy, PolicyEntry } from "../model.ts";
@@ -248,4 +248,25 @@ test("a world identity without a single family, or an agent that does not look t
   for (const family of [4, 6] as const) assert.equal(lookup(c.snapshot(WEB), "egress", STRAY, TCP, 80, undefined, family).verdict, "deny", `the familyless identity in an IPv${family} packet`);
   c.removeIdentity(STRAY);
   assert.deepEqual(c.snapshot(WEB), before);
+});
+
+test("an address outside the ipcache as the datapath names it (unknownAddressIdentity): dual-stack, world-ipv4 reaches an IPv4 one and not an IPv6 one, world-ipv6 the reverse, world both; single-stack (reserved:world in both families, as every agent before it) neither family entity reaches it, world does; classes and per peer alike", () => {
+  const ids = identities();
+  // web: world-ipv4 on TCP 80, world-ipv6 on TCP 8443, world on TCP 443.
+  const policies = [...byFamily(), ...toWorld()];
+  const classes = compileAll(policies, ids);
+  const perPeer = compileAll(policies, ids);
+  perPeer.setWorldClass(false);
+  assert.ok(perPeer.snapshot(WEB).entries.every((e) => e.peer !== WORLD_CLASS_PEER && e.peer !== WORLD_IPV4_CLASS_PEER && e.peer !== WORLD_IPV6_CLASS_PEER), "an agent without worldClass: per peer");
+  for (const [name, c] of [["classes", classes], ["per peer", perPeer]] as const) {
+    const reach = (family: 4 | 6, dualStack: boolean, port: number): string => lookup(c.snapshot(WEB), "egress", unknownAddressIdentity(family, dualStack), TCP, port, undefined, family).verdict;
+    assert.deepEqual([reach(4, true, 80), reach(6, true, 80)], ["allow", "deny"], `${name}: dual-stack world-ipv4`);
+    assert.deepEqual([reach(6, true, 8443), reach(4, true, 8443)], ["allow", "deny"], `${name}: dual-stack world-ipv6`);
+    assert.deepEqual([reach(4, true, 443), reach(6, true, 443)], ["allow", "allow"], `${name}: dual-stack world`);
+    for (const family of [4, 6] as const) {
+      assert.deepEqual([reach(family, false, 80), reach(family, false, 8443)], ["deny", "deny"], `${name}: single-stack IPv${family}, no family entity reaches reserved:world (fail closed)`);
+      assert.equal(reach(family, false, 443), "allow", `${name}: single-stack IPv${family}, world does`);
+    }
+  }
+  assert.deepEqual([unknownAddressIdentity(4, true), unknownAddressIdentity(6, true), unknownAddressIdentity(undefined, true), unknownAddressIdentity(4, false), unknownAddressIdentity(6, false)], [IDENTITY.worldIPv4, IDENTITY.worldIPv6, IDENTITY.world, IDENTITY.world, IDENTITY.world], "an unknown family is reserved:world (fail closed)");
 });

@@ -3,6 +3,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Direction, PolicyEntry, SubjectPolicy } from "../../core/model.ts";
+import type { IPFamily } from "../../core/cidr.ts";
+import { unknownAddressIdentity } from "../../core/identity.ts";
 import pino from "pino";
 import { BPFFS_ROOT, BpfError, BpfObject, RingBufferReader, attachTcx, closePinnedMap, detachTcx, openPinnedMap, tcxLinkLive, type TcTarget } from "./loader.ts";
 import {
@@ -84,6 +86,7 @@ export type PolicyInstall = { readonly installed: true } | { readonly installed:
 
 export class Datapath {
   private encrypted: ReadonlySet<string> = new Set();
+  private dualStack = false;
   /** The entries last written per subject, so an update knows what to remove. */
   private readonly written = new Map<number, readonly PolicyEntry[]>();
   /** Subjects this process wrote to the policy map: their keys there are no longer the ones it found. */
@@ -283,6 +286,7 @@ export class Datapath {
 
   setConfig(cfg: DatapathConfig): void {
     this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
+    this.dualStack = cfg.dualStack ?? false;
   }
 
   /** The node addresses last given to setEncryptedNodes: their peer is on an up WireGuard device, so traffic to them is encrypted (flows say so). */
@@ -346,6 +350,21 @@ export class Datapath {
    */
   setLocalhostPolicy(policy: boolean): void {
     this.setConfigField("flags", policy ? CONST.CONFIG_F_LOCALHOST_POLICY : 0, CONST.CONFIG_F_LOCALHOST_POLICY);
+  }
+
+  /**
+   * Whether the node runs both address families (Cilium's dual-stack; the agent's --node-ip names one of each): an
+   * address outside the ipcache is then reserved:world-ipv4 or reserved:world-ipv6 by its family, else reserved:world
+   * in both (bpf/lib/ipcache.h ipcache_unknown_identity), from the next new connection on.
+   */
+  setDualStack(on: boolean): void {
+    this.setConfigField("flags", on ? CONST.CONFIG_F_DUAL_STACK : 0, CONST.CONFIG_F_DUAL_STACK);
+    this.dualStack = on;
+  }
+
+  /** The identity the programs give an address of `family` outside the ipcache (user space names it as they do). */
+  unknownAddressIdentity(family: IPFamily | undefined): number {
+    return unknownAddressIdentity(family, this.dualStack);
   }
 
   /** Whether the node-wide audit mode is set in the config the programs read. */

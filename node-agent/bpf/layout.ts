@@ -126,6 +126,7 @@ export const CONST = {
   CONFIG_F_EVENTS_PACKETS: 4,
   CONFIG_F_POLICY_AUDIT: 8,
   CONFIG_F_LOCALHOST_POLICY: 16,
+  CONFIG_F_DUAL_STACK: 32,
   MARK_MAGIC_IDENTITY: 0x0e000000,
   MARK_MAGIC_PROXY_INGRESS: 0x0d000000,
   ENCRYPTED_NODE_F_TUNNEL: 1,
@@ -533,6 +534,8 @@ export interface DatapathConfig {
   readonly policyAuditMode?: boolean;
   /** --allow-localhost policy (default off: the node's own connections to its pods pass). */
   readonly localhostPolicy?: boolean;
+  /** Dual-stack (default off): an address outside the ipcache is world-ipv4/-ipv6 by its family, else reserved:world. */
+  readonly dualStack?: boolean;
 }
 
 /** A monitor aggregation level as the config's CONFIG_F_EVENTS_* flags (what bpf/lib/monitor.h reads). */
@@ -547,7 +550,7 @@ export function encodeConfig(c: DatapathConfig): Buffer {
   const L = LAYOUT.config_value.fields;
   const b = Buffer.alloc(LAYOUT.config_value.size);
   b.writeUInt32LE(c.vxlanIfindex >>> 0, L.vxlan_ifindex.offset);
-  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation] | (c.policyAuditMode ? CONST.CONFIG_F_POLICY_AUDIT : 0) | (c.localhostPolicy ? CONST.CONFIG_F_LOCALHOST_POLICY : 0), L.flags.offset);
+  b.writeUInt32LE(MONITOR_AGGREGATION_FLAGS[c.monitorAggregation] | (c.policyAuditMode ? CONST.CONFIG_F_POLICY_AUDIT : 0) | (c.localhostPolicy ? CONST.CONFIG_F_LOCALHOST_POLICY : 0) | (c.dualStack ? CONST.CONFIG_F_DUAL_STACK : 0), L.flags.offset);
   return b;
 }
 

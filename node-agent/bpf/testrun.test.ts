@@ -3,7 +3,10 @@ import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
-import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../../core/identity.ts";
+import { compileAll } from "../../core/compiler.ts";
+import { securityLabels } from "../../core/labels.ts";
+import { parsePolicyObject } from "../../core/parser/index.ts";
+import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, LOCAL_IDENTITY_FLAG, MAX_LOCAL_IDENTITY, MIN_FQDN_IDENTITY, RESERVED_IDENTITIES, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../../core/identity.ts";
 import { PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
@@ -445,6 +448,48 @@ test("world-ipv4/-ipv6 classes: a world peer other than reserved:world gets its 
   for (const peer of familyPeers) {
     expectVerdict(noV6, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 443, v6: true }, "allow");
     expectVerdict(noV6, { direction: "egress", pod: POD_A, peer, proto: TCP, port: 80 }, "allow");
+  }
+});
+
+test("dual-stack as Cilium: an address outside every ipcache entry is reserved:world-ipv4 / -ipv6 by its family, so toEntities/fromEntities [world-ipv4] reach an IPv4 one and not an IPv6 one, [world-ipv6] the reverse, [world] both, and flows name 9/10; single-stack: reserved:world (2), which neither family entity reaches", () => {
+  const A = POD_A.identity;
+  const ids = new Map(RESERVED_IDENTITIES.map((r) => [r.id, r.labels]));
+  ids.set(A, securityLabels({ podLabels: { app: "a" }, namespace: "ns", namespaceLabels: {} }));
+  const ports = (port: number): object => ({ toPorts: [{ ports: [{ port: String(port), protocol: "TCP" }] }] });
+  const parsed = parsePolicyObject({
+    apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "world-families", namespace: "ns" },
+    spec: {
+      endpointSelector: { matchLabels: { app: "a" } },
+      egress: [{ toEntities: ["world-ipv4"], ...ports(80) }, { toEntities: ["world-ipv6"], ...ports(8443) }, { toEntities: ["world"], ...ports(443) }],
+      ingress: [{ fromEntities: ["world-ipv4"], ...ports(80) }, { fromEntities: ["world-ipv6"], ...ports(8443) }],
+    },
+  });
+  if (!parsed.ok) assert.fail(JSON.stringify(parsed.errors));
+  const policy = compileAll(parsed.value, ids).snapshot(A);
+  install(policy);
+  // PEER_WORLD's addresses (192.0.2.9, 2001:db8::9) are in no ipcache entry, exact or prefix.
+  const probe = (direction: Direction, port: number, v6: boolean, sport: number): { verdict: "allow" | "deny"; peer: number | undefined } => {
+    const verdict = kernelVerdict({ direction, pod: POD_A, peer: PEER_WORLD, proto: TCP, port, v6, sport });
+    drainEvents();
+    const e = events.find((x) => x.sport === sport && x.dport === port);
+    return { verdict, peer: direction === "egress" ? e?.dstIdentity : e?.srcIdentity };
+  };
+  let sport = 41000;
+  for (const dualStack of [true, false]) {
+    dp.setConfig({ vxlanIfindex: 0, monitorAggregation: "medium", dualStack });
+    for (const v6 of [false, true]) {
+      const unknown = dualStack ? (v6 ? IDENTITY.worldIPv6 : IDENTITY.worldIPv4) : IDENTITY.world;
+      assert.equal(dp.unknownAddressIdentity(v6 ? 6 : 4), unknown, "user space names the address as the kernel does");
+      const what = `${dualStack ? "dual" : "single"}-stack IPv${v6 ? 6 : 4}`;
+      for (const direction of ["egress", "ingress"] as const) {
+        const v4Rule = probe(direction, 80, v6, sport++);
+        const v6Rule = probe(direction, 8443, v6, sport++);
+        assert.deepEqual(v4Rule, { verdict: dualStack && !v6 ? "allow" : "deny", peer: unknown }, `${what} ${direction} world-ipv4`);
+        assert.deepEqual(v6Rule, { verdict: dualStack && v6 ? "allow" : "deny", peer: unknown }, `${what} ${direction} world-ipv6`);
+        assert.equal(lookup(policy, direction, unknown, TCP, 80, undefined, v6 ? 6 : 4).verdict, v4Rule.verdict, `core agrees: ${what} ${direction} world-ipv4`);
+      }
+      assert.deepEqual(probe("egress", 443, v6, sport++), { verdict: "allow", peer: unknown }, `${what}: world reaches it`);
+    }
   }
 });
 

@@ -10,7 +10,8 @@ import { measureShippedObjects, parseVerifierStats, shippedObjects, type ObjectC
  * The share of the verifier's limit (1,000,000 processed instructions) a program may need here. The count is this
  * kernel's: another kernel's verifier may prune less and count more for the same object — on 2026-12-05 the unrolled
  * tracepoint program verified on one machine and was refused on this one (E2BIG, 1,000,001). 60 % leaves a kernel that
- * counts two thirds more room; measured 2026-12-06 the programs go up to 48.9 % (datapath from_container).
+ * counts two thirds more room; measured 2026-12-06 the programs go up to 48.6 % (datapath pod_to_host; from_container
+ * 47.0 %, 64.8 % when an unknown address's world identity was three constants: bpf/lib/ipcache.h).
  * to_container needed 79.9 % until its new-connection half became a global function (now 6.2 %).
  */
 const SHARE = 0.6;

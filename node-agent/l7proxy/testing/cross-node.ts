@@ -177,6 +177,11 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
   /** node1's tunnel device: the answers of node2 arrive there. */
   const tunnel1 = (): string => devices.node1?.ifname ?? `${tag}v1`;
 
+  /** node2's drops so far, for a failed assertion: which packet came first. */
+  function droppedText(): string {
+    return events2.filter((e) => e.verdict === "dropped").map((e) => `${e.src}:${e.sport} -> ${e.dst}:${e.dport} flags ${e.tcpFlags} identity ${e.srcIdentity} ${e.reason}`).join(", ");
+  }
+
   function resetConntrack(): void {
     dp.node1!.clearConntrack();
     dp.node2!.clearConntrack();
@@ -445,8 +450,10 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
       try {
         assert.equal(await xwing("POST", "/v1/request-landing", POD2.ip6), undefined, "the connection fails");
         drain2();
-        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80);
-        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason, drop?.dst], [XWING, DEATHSTAR, "policy denied (default deny)", POD2.ip6]);
+        // This connection's drop, to the deathstar's IPv6 address: the first port-80 drop was once (1 of 12 runs at load
+        // 17-48) an IPv4 packet as reserved:world to its IPv4 address, a late packet of an IPv4 test's connection (see below).
+        const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80 && e.dst === POD2.ip6);
+        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason, drop?.dst], [XWING, DEATHSTAR, "policy denied (default deny)", POD2.ip6], droppedText());
 
         // The rule names the x-wing again, but node2's proxy has no IPv6 address in the datapath.
         dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, h2));
@@ -493,9 +500,15 @@ export function crossNodeL7Suite(opts: CrossNodeOptions = {}): void {
         assert.equal(refused?.status, 504, "the proxy's upstream connection was dropped (connect timeout)");
         drain2();
         // The refused upstream connection's drop, from node1's proxy address: another connection's drop (one as the
-        // world's, to port 80, was seen in 2 of 4 runs at load 12-40) is not this one.
+        // world's, to port 80, was seen in 2 of 4 runs at load 12-40) is not this one. That one is no IPv6 packet
+        // outside the ipcache (no NDP, link-local or router solicitation: those carry no port): in 12 runs of this file
+        // at load 17-48 (2026-12-06) the only such drop was IPv4, reserved:world to the deathstar's IPv4 address, port
+        // 80, caught by the IPv6 ingress test above: a packet of an earlier IPv4 test's connection that reached node2
+        // after resetConntrack() without the tunnel's identity (its source was not recorded: the x-wing's address over
+        // the underlay, which is the world's, or one node2's ipcache does not hold). The deathstar's IPv4 server is up
+        // in every test, so such a late packet can land in any test's events; droppedText() now names it.
         const drop = events2.find((e) => e.verdict === "dropped" && e.dport === 80 && e.src === UNDERLAY6.node1);
-        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"], events2.filter((e) => e.verdict === "dropped").map((e) => `${e.src} -> ${e.dst}:${e.dport} identity ${e.srcIdentity} ${e.reason}`).join(", "));
+        assert.deepEqual([drop?.srcIdentity, drop?.dstIdentity, drop?.reason], [XWING, DEATHSTAR, "policy denied (default deny)"], droppedText());
       } finally {
         dp.node1!.setSubjectPolicy(xwingPolicy(false), addrs(POD1, ifx.h1));
         dp.node2!.setSubjectPolicy(deathstarPolicy(XWING, true), addrs(POD2, ifx.h2));
