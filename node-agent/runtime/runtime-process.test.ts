@@ -420,6 +420,21 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     const newer = spawnRuntime(["--pid-file", pidFile, "--ready-file", readyNew]);
     await ready(readyNew, newer);
     assert.equal(fs.readFileSync(pidFile, "utf8").trim(), String(newer.child.pid), "the pid file names the newer runtime");
+    // The status file is the newer runtime's (the agent reads the address of the event stream in it): the older one,
+    // applying a pods-file change while the newer one is stopped, does not write it.
+    const statusAddress = (): string | undefined => (JSON.parse(fs.readFileSync(path.join(dir, "runtime-status.json"), "utf8")) as { address?: string }).address;
+    const newerAddress = await until("the newer runtime's status", () => statusAddress());
+    const podsFile = path.join(dir, "runtime-pods.json");
+    newer.child.kill("SIGSTOP");
+    try {
+      const pods = fs.readFileSync(podsFile, "utf8");
+      fs.writeFileSync(`${podsFile}.tmp`, `${pods.trimEnd()}\n\n`);
+      fs.renameSync(`${podsFile}.tmp`, podsFile);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(statusAddress(), newerAddress, "the older runtime left the newer one's status file");
+    } finally {
+      newer.child.kill("SIGCONT");
+    }
     assert.equal(await term(older.child), 0, older.stderr());
     assert.equal(fs.existsSync(readyOld), false, "the older runtime's ready file goes with it");
     assert.deepEqual(links(), adopted, "the links the newer runtime adopted stay pinned");
