@@ -233,8 +233,9 @@ describe("TracingPolicy connect hooks (cgroup/connect4/6, real processes in pods
       await new Promise((r) => setTimeout(r, 200));
       const took = Date.now() - started;
       handlerCost = 0;
+      // A held loop comes back only once the prober stops (10 s of connects); how much later than 200 ms it comes back
+      // otherwise is the machine's load (4.2 s at load 15), not a behaviour: no bound on `took`.
       assert.equal(fs.existsSync(`${marker}.done`), false, `the event loop came back only once the prober had stopped (${took} ms for a 200 ms timer)`);
-      assert.ok(took < 4000, `a 200 ms timer fired after ${took} ms`);
       assert.ok(kprobes().filter((k) => k.policy_name === "no-4449").length > 1, "the events were handled meanwhile");
     } finally {
       handlerCost = 0;
