@@ -24,13 +24,26 @@ export interface LearnedAddress {
  * Records off the chain (additional data a resolver sent unasked) teach nothing.
  */
 export function learnedAddresses(question: string, answers: readonly AnswerRecord[]): LearnedAddress[] {
-  const cnames = new Map<string, { target: string; ttl: number }>();
+  const asked = normalizeDnsName(question);
+  // A record owned by the question's own name (the usual answer: the same string) is not normalized again.
+  const ownerOf = (rr: AnswerRecord): string => (rr.name === question ? asked : normalizeDnsName(rr.name));
+  let cnames: Map<string, { target: string; ttl: number }> | undefined;
   for (const rr of answers) {
-    if (rr.type === "CNAME" && typeof rr.data === "string") cnames.set(normalizeDnsName(rr.name), { target: normalizeDnsName(rr.data), ttl: rr.ttl ?? 0 });
+    if (rr.type === "CNAME" && typeof rr.data === "string") (cnames ??= new Map()).set(ownerOf(rr), { target: normalizeDnsName(rr.data), ttl: rr.ttl ?? 0 });
+  }
+  if (!cnames) {
+    // No CNAME: the chain is the question alone.
+    const names = [asked];
+    const out: LearnedAddress[] = [];
+    for (const rr of answers) {
+      if ((rr.type !== "A" && rr.type !== "AAAA") || typeof rr.data !== "string" || ownerOf(rr) !== asked) continue;
+      out.push({ ip: rr.data, names, ttl: rr.ttl ?? 0 });
+    }
+    return out;
   }
   // The chain: each name with the names before it and the smallest TTL so far.
   const chain = new Map<string, { names: string[]; ttl: number }>();
-  let name = normalizeDnsName(question);
+  let name = asked;
   let names = [name];
   let ttl = Infinity;
   for (let hop = 0; hop <= 16 && !chain.has(name); hop++) {
@@ -44,7 +57,7 @@ export function learnedAddresses(question: string, answers: readonly AnswerRecor
   const out: LearnedAddress[] = [];
   for (const rr of answers) {
     if ((rr.type !== "A" && rr.type !== "AAAA") || typeof rr.data !== "string") continue;
-    const at = chain.get(normalizeDnsName(rr.name));
+    const at = chain.get(ownerOf(rr));
     if (!at) continue;
     out.push({ ip: rr.data, names: at.names, ttl: Math.min(at.ttl, rr.ttl ?? 0) });
   }

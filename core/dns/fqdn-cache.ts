@@ -58,7 +58,8 @@ export class FqdnCache {
       const expiresAt = now + ttl * 1000;
       const have = ips.get(a.ip);
       if (have && have.expiresAt >= expiresAt) continue;
-      const entry: FqdnCacheEntry = { name: n, ip: a.ip, expiresAt, ...(source !== undefined ? { source } : have?.source !== undefined ? { source: have.source } : {}) };
+      const from = source ?? have?.source;
+      const entry: FqdnCacheEntry = from !== undefined ? { name: n, ip: a.ip, expiresAt, source: from } : { name: n, ip: a.ip, expiresAt };
       ips.set(a.ip, entry);
       updated.push(entry);
       let names = this.byIp.get(a.ip);

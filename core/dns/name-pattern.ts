@@ -10,6 +10,8 @@ export function normalizeDnsName(name: string): string {
 const LABEL_CHARS = "[-a-z0-9_]";
 
 const compiled = new Map<string, RegExp>();
+/** The expression of `*` alone: every normalized name (never empty: at least the root's dot). */
+const EVERY_NAME = /^.+$/;
 
 /**
  * The regular expression of a matchPattern: `*` alone matches every name; `*` inside a label
@@ -22,7 +24,7 @@ export function patternRegExp(pattern: string): RegExp {
   let re = compiled.get(p);
   if (re) return re;
   if (p === "*.") {
-    re = /^.+$/;
+    re = EVERY_NAME;
   } else {
     const labels = p.slice(0, -1).split(".");
     const parts = labels.map((label, i) => {
@@ -62,4 +64,16 @@ export function selectorMatches(name: string, s: DnsNameSelector): boolean {
     (s.matchName !== undefined && nameMatches(name, s.matchName)) ||
     (s.matchPattern !== undefined && patternMatches(name, s.matchPattern))
   );
+}
+
+/**
+ * A selector made ready to test many names: its matchName normalized and its matchPattern compiled
+ * once. The test takes a name already normalized (normalizeDnsName) and means what selectorMatches does.
+ */
+export function normalizedSelectorTest(s: DnsNameSelector): (normalizedName: string) => boolean {
+  const name = s.matchName !== undefined ? normalizeDnsName(s.matchName) : undefined;
+  const re = s.matchPattern !== undefined ? patternRegExp(s.matchPattern) : undefined;
+  if (re === EVERY_NAME) return () => true;
+  if (re === undefined) return name === undefined ? () => false : (n) => n === name;
+  return name === undefined ? (n) => re.test(n) : (n) => n === name || re.test(n);
 }

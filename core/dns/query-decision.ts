@@ -1,5 +1,5 @@
 // The verdict on one DNS query: the DNS rules of the port it was sent to allow it, or it is refused.
-import { selectorMatches, type DnsNameSelector } from "./name-pattern.ts";
+import { normalizeDnsName, normalizedSelectorTest, type DnsNameSelector } from "./name-pattern.ts";
 
 /** One DNS rule of a policy: the compiled rule it belongs to and its index in `toPorts[].rules.dns`. */
 export interface DnsRuleRef extends DnsNameSelector {
@@ -11,13 +11,27 @@ export type QueryDecision =
   | { readonly verdict: "allow"; readonly rule: DnsRuleRef }
   | { readonly verdict: "deny" };
 
+const DENY: QueryDecision = { verdict: "deny" };
+
+/** A rule list made ready to judge names: each rule's test, and the decision it gives. */
+interface CompiledRules {
+  readonly tests: readonly ((normalizedName: string) => boolean)[];
+  readonly allows: readonly QueryDecision[];
+}
+
+/** Per rule list, compiled on its first query: a list is read once (it is readonly), so a policy change brings a new list. */
+const compiledRules = new WeakMap<readonly DnsRuleRef[], CompiledRules>();
+
 /**
  * Cilium's meaning: a query on a port with DNS rules is allowed when any of them matches its name,
  * and the first match (in the order given) is the rule that decided; otherwise it is denied.
  */
 export function decideQuery(name: string, rules: readonly DnsRuleRef[]): QueryDecision {
-  for (const rule of rules) if (selectorMatches(name, rule)) return { verdict: "allow", rule };
-  return { verdict: "deny" };
+  let c = compiledRules.get(rules);
+  if (!c) compiledRules.set(rules, (c = { tests: rules.map(normalizedSelectorTest), allows: rules.map((rule) => ({ verdict: "allow", rule })) }));
+  const n = normalizeDnsName(name);
+  for (let i = 0; i < c.tests.length; i++) if (c.tests[i]!(n)) return c.allows[i]!;
+  return DENY;
 }
 
 /** How a denied query is answered (Cilium's --tofqdns-dns-reject-response-code). */

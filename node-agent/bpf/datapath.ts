@@ -101,6 +101,9 @@ export class Datapath {
   private readonly failed = new Set<number>();
   private reader: RingBufferReader | null = null;
 
+  /** The redirect maps' view, made on first use. */
+  private redirectMaps: ProxyRedirect | undefined;
+
   private constructor(readonly object: BpfObject) {}
 
   /**
@@ -684,10 +687,9 @@ export class Datapath {
     this.object.map(MAPS.conntrack).clear();
   }
 
-  /** Forgets every policy entry, endpoint, ipcache and ipBlock entry (tests and benchmarks). */
-  /** The proxy redirect's maps (bpf/lib/redirect.h). */
+  /** The proxy redirect's maps (bpf/lib/redirect.h): one for the object's life, so its reused lookup buffers are reused (a proxy asks per query). */
   get redirect(): ProxyRedirect {
-    return new ProxyRedirect(this.object);
+    return (this.redirectMaps ??= new ProxyRedirect(this.object));
   }
 
   /** The destinations of live egress connections in conntrack (an address still in use). */
@@ -706,6 +708,7 @@ export class Datapath {
     return out;
   }
 
+  /** Forgets every policy entry, endpoint, ipcache and ipBlock entry (tests and benchmarks). */
   clearAll(): void {
     for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack, REDIRECT_MAPS.redirects, REDIRECT_MAPS.proxyPorts, MAPS.hostAddrs, MAPS.hostGuard]) this.object.map(m).clear();
     this.written.clear();

@@ -31,13 +31,12 @@ export interface OriginalDestination {
 export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto, into?: Buffer): Buffer {
   const L = LAYOUT.redirect_key.fields;
   const b = into ?? Buffer.alloc(LAYOUT.redirect_key.size);
-  b.fill(0);
   // Every proxied query and connection asks: a dotted quad is written as is, anything else parsed.
-  const quad = ip.split(".");
-  if (quad.length === 4 && quad.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)) {
-    for (let i = 0; i < 4; i++) b[L.addr.offset + i] = Number(quad[i]);
-    b.writeUInt8(4, L.family.offset);
+  if (writeDottedQuad(ip, b, L.addr.offset)) {
+    for (let i = 4; i < L.addr.size; i++) b[L.addr.offset + i] = 0;
+    b[L.family.offset] = 4;
   } else {
+    b.fill(0);
     const { family, bytes } = parseAddress(ip);
     bytes.copy(b, L.addr.offset);
     b.writeUInt8(family, L.family.offset);
@@ -45,6 +44,28 @@ export function encodeRedirectKey(ip: string, port: number, proto: RedirectProto
   b.writeUInt16BE(port, L.port.offset);
   b.writeUInt8(PROTO[proto], L.proto.offset);
   return b;
+}
+
+/** Writes a dotted quad's four bytes at `at` (1 to 3 digits per octet, each at most 255); false when `ip` is not one. */
+function writeDottedQuad(ip: string, b: Buffer, at: number): boolean {
+  let octet = 0;
+  let digits = 0;
+  let part = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const ch = ip.charCodeAt(i);
+    if (ch === 46 /* . */) {
+      if (digits === 0 || part === 3 || octet > 255) return false;
+      b[at + part++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (ch >= 48 && ch <= 57 && digits < 3) {
+      octet = octet * 10 + ch - 48;
+      digits++;
+    } else return false;
+  }
+  if (digits === 0 || part !== 3 || octet > 255) return false;
+  b[at + 3] = octet;
+  return true;
 }
 
 export function decodeRedirectValue(family: number, b: Buffer): OriginalDestination {
@@ -76,6 +97,10 @@ export class ProxyRedirect {
   /** The lookup's key and value, reused (off the V8 heap, so the FFI does not move them per call). */
   private readonly key = Buffer.allocUnsafeSlow(LAYOUT.redirect_key.size);
   private readonly value = Buffer.allocUnsafeSlow(LAYOUT.redirect_value.size);
+  /** The last record decoded, its key's family and what it said. */
+  private readonly lastValue = Buffer.alloc(LAYOUT.redirect_value.size);
+  private lastFamily = 0;
+  private last: OriginalDestination | undefined;
 
   constructor(private readonly object: BpfObject) {}
 
@@ -119,7 +144,13 @@ export class ProxyRedirect {
   originalDestination(ip: string, port: number, proto: RedirectProto): OriginalDestination | undefined {
     const key = encodeRedirectKey(ip, port, proto, this.key);
     if (!this.object.map(REDIRECT_MAPS.redirects).lookupInto(key, this.value)) return undefined;
-    return decodeRedirectValue(key.readUInt8(LAYOUT.redirect_key.fields.family.offset), this.value);
+    const family = key[LAYOUT.redirect_key.fields.family.offset]!;
+    // The record read is the one read last (a pod's queries to its server, one after the other): the same answer, not decoded again.
+    if (this.last && family === this.lastFamily && this.value.equals(this.lastValue)) return this.last;
+    this.last = decodeRedirectValue(family, this.value);
+    this.lastFamily = family;
+    this.value.copy(this.lastValue);
+    return this.last;
   }
 }
 

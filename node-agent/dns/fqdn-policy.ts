@@ -139,17 +139,17 @@ export class FqdnPolicy {
    * addresses, each subject's entries for the addresses that gained a name, then the ipcache.
    */
   learn(addresses: readonly LearnedAddress[], now: number, source?: string): void {
-    const changed = new Set<string>();
-    const updated: FqdnCacheEntry[] = [];
+    // Most answers repeat what is known (a deadline moves on): nothing is published then, and only a deadline due is journaled.
+    let changed: Set<string> | undefined;
+    const journaled: FqdnCacheEntry[] = [];
     for (const a of addresses) {
       for (const name of a.names) {
         const r = this.cache.learn(name, [{ ip: a.ip, ttl: a.ttl }], now, source);
-        for (const ip of r.changed) changed.add(ip);
-        updated.push(...r.updated);
+        for (const ip of r.changed) (changed ??= new Set()).add(ip);
+        for (const e of r.updated) if (this.needsJournal(e)) journaled.push(e);
       }
     }
-    const identities = changed.size ? this.publishLearned([...changed]) : [];
-    this.journal(updated.filter((e) => this.needsJournal(e)), identities);
+    this.journal(journaled, changed ? this.publishLearned([...changed]) : []);
   }
 
   /** Forgets what expired (after the grace period) unless a connection to it lives; returns the addresses removed. */

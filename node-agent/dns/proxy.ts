@@ -1,5 +1,6 @@
 // The transparent DNS proxy: queries the datapath steered here are decided by the DNS rules of their policy, forwarded to the server the pod asked, and their answers learned before release.
 import { randomFillSync } from "node:crypto";
+import { createRequire } from "node:module";
 import dgram from "node:dgram";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
@@ -11,7 +12,9 @@ import { decideQuery, rejectRcode, type DnsRuleRef, type RejectCode } from "../.
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import { LOCAL_SOCKETS, type SocketFactory } from "./netns-sockets.ts";
 import { UdpOutbox } from "./udp-outbox.ts";
+import { UdpInbox } from "./udp-inbox.ts";
 import { readAnswer, type AnswerSummary } from "./answer-reader.ts";
+import { readName } from "./wire-name.ts";
 
 const log = pino({ name: "dns-proxy", level: process.env.LOG_LEVEL ?? "info" });
 
@@ -63,16 +66,20 @@ interface Listener {
   readonly tcp: net.Server;
 }
 
+/** An allowed UDP query upstream: the server asked (only it may answer), and where and how its answer goes back. */
 interface PendingQuery {
   readonly ip: string;
   readonly port: number;
   readonly podId: number;
   readonly deadline: number;
-  /** Called once: with the answer (its id already the pod's), or with why there is none. */
-  readonly done: Exchanged;
+  /** The proxy socket the query came in on, and the pod's address on it. */
+  readonly sock: dgram.Socket;
+  readonly podIp: string;
+  readonly podPort: number;
+  readonly orig: OriginalDestination;
+  readonly allowed: Allowed;
+  readonly started: number;
 }
-
-type Exchanged = (err: Error | undefined, answer?: Buffer) => void;
 
 /** An upstream socket: its opening, and the socket itself once open (so a query can be sent without waiting a tick). */
 interface Upstream {
@@ -97,11 +104,15 @@ class UpstreamIds {
 const DNS_HEADER_BYTES = 12;
 /** dns-packet's decoder of one question (exported by the library, left out of its type declarations). */
 const wireQuestion = (dnsPacket as unknown as { readonly question: { decode(buf: Buffer, offset: number): dnsPacket.Question } }).question;
+/** dns-packet's names of record types by number (the module its question decoder uses; no type declarations). */
+const dnsTypes = createRequire(import.meta.url)("dns-packet/types.js") as { toString(type: number): string };
 
 /** Servers with a connected upstream socket of their own; queries to others share one socket per family. */
 const MAX_CONNECTED_UPSTREAMS = 256;
 
 type Outcome = { readonly reply: Buffer | undefined; readonly flow: Omit<DnsFlow, "time" | "protocol" | "source" | "server" | "latencyMs" | "ruleId"> };
+/** The flow of an answered query when nobody reads flows (none is built). */
+const UNREAD: Outcome["flow"] = { query: "", qtype: "", verdict: "allowed", addresses: [] };
 
 /** A query the DNS rules allow: what its flow says of it, until the answer comes. */
 interface Allowed {
@@ -126,6 +137,8 @@ export class DnsProxy {
   private readonly ids = new UpstreamIds();
   /** UDP datagrams out, batched per event-loop turn. */
   readonly outbox = new UdpOutbox();
+  /** UDP datagrams in, the rest of a wake-up's read together. */
+  readonly inbox = new UdpInbox();
 
   constructor(private readonly opts: DnsProxyOptions) {
     if (opts.address === undefined && opts.address6 === undefined) throw new Error("DNS proxy: no address to listen on (IPv4 or IPv6)");
@@ -154,7 +167,7 @@ export class DnsProxy {
 
   private async listenOn(address: string, port: number): Promise<Listener> {
     const udp = await this.sockets().udp(net.isIPv6(address) ? "udp6" : "udp4", address, port);
-    udp.on("message", (msg, rinfo) => void this.onUdp(udp, port, msg, rinfo));
+    this.inbox.attach(udp, (msg, podIp, podPort) => this.onUdp(udp, port, msg, podIp, podPort));
     udp.on("error", (err) => log.error({ address, port, error: err.message }, "DNS proxy UDP socket error"));
     let tcp: net.Server;
     try {
@@ -194,18 +207,25 @@ export class DnsProxy {
     await Promise.all(this.ports().map((p) => this.unlisten(p)));
   }
 
-  /** A UDP query: decided at once; an allowed one is answered when its server's answer is learned. */
-  private onUdp(sock: dgram.Socket, port: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  /** A UDP query: decided at once; an allowed one is answered when its server's answer is learned (udpAnswered). */
+  private onUdp(sock: dgram.Socket, port: number, msg: Buffer, podIp: string, podPort: number): void {
     const started = performance.now();
-    const orig = this.steered("udp", port, rinfo.address, rinfo.port);
+    const orig = this.steered("udp", port, podIp, podPort);
     if (!orig) return;
-    const finish = (outcome: Outcome): void => {
-      this.emit("udp", rinfo.address, rinfo.port, orig, started, outcome);
-      if (outcome.reply) this.outbox.send(sock, outcome.reply, rinfo.port, rinfo.address);
-    };
     const judged = this.judge(msg, orig, "udp");
-    if (!("rule" in judged)) return finish(judged);
-    this.udpExchange(msg, orig, (err, answer) => finish(err ? upstreamFailed(judged, err) : this.answered(answer!, judged, orig, rinfo.address)));
+    if ("rule" in judged) {
+      const podId = msg.readUInt16BE(0);
+      return this.udpExchange(msg, { ip: orig.ip, port: orig.port, podId, deadline: started + this.timeout(), sock, podIp, podPort, orig, allowed: judged, started });
+    }
+    this.emit("udp", podIp, podPort, orig, started, judged);
+    if (judged.reply) this.outbox.send(sock, judged.reply, podPort, podIp);
+  }
+
+  /** An allowed UDP query's end: its server's answer (its id already the pod's), learned before it is sent on, or why there is none. */
+  private udpAnswered(q: PendingQuery, err: Error | undefined, answer?: Buffer): void {
+    const outcome = err ? upstreamFailed(q.allowed, err) : this.answered(answer!, q.allowed, q.orig, q.podIp);
+    this.emit("udp", q.podIp, q.podPort, q.orig, q.started, outcome);
+    if (outcome.reply) this.outbox.send(q.sock, outcome.reply, q.podPort, q.podIp);
   }
 
   private onTcp(sock: net.Socket, port: number): void {
@@ -263,20 +283,29 @@ export class DnsProxy {
 
   /** The DNS rules' verdict on a query: allowed (to be forwarded), or the outcome already (refused, malformed). */
   private judge(msg: Buffer, orig: OriginalDestination, protocol: RedirectProto): Allowed | Outcome {
-    // Only the header and the question are read (the library's own question decoder): the rest of
-    // the query (EDNS options) is the server's to read, and a full decode per query costs more.
-    let question: dnsPacket.Question | undefined;
+    // Only the header and the question are read (as the library's question decoder reads them): the
+    // rest of the query (EDNS options) is the server's to read, and a full decode per query costs more.
+    let name = "";
+    let qtype = "";
+    let asked = false;
     try {
       if (msg.length < DNS_HEADER_BYTES) throw new RangeError(`${msg.length} bytes, shorter than a DNS header`);
       // A query asks one question: with more, only the first would be decided, so it is refused.
-      if (msg.readUInt16BE(4) === 1) question = wireQuestion.decode(msg, DNS_HEADER_BYTES);
+      if (msg.readUInt16BE(4) === 1) {
+        name = readName(msg, DNS_HEADER_BYTES);
+        const typeAt = DNS_HEADER_BYTES + readName.bytes;
+        // No room for the type and class: the library's decoder throws what it throws.
+        if (typeAt + 4 > msg.length) ({ name, type: qtype } = wireQuestion.decode(msg, DNS_HEADER_BYTES));
+        else qtype = dnsTypes.toString(msg.readUInt16BE(typeAt));
+        asked = true;
+      }
     } catch (err) {
       return { reply: undefined, flow: { query: "", qtype: "", verdict: "error", addresses: [], error: `malformed query: ${(err as Error).message}` } };
     }
-    const name = question?.name ?? "";
-    const qtype = question?.type ?? "";
     const decision = decideQuery(name, this.opts.rules(orig.subject, orig.ruleId, orig.port, PROTO_NUMBER[protocol === "tcp" ? "TCP" : "UDP"]));
-    if (decision.verdict === "allow" && question) return { name, qtype, rule: decision.rule };
+    if (decision.verdict === "allow" && asked) return { name, qtype, rule: decision.rule };
+    // The refusal repeats the question as the library decodes it.
+    const question = asked ? wireQuestion.decode(msg, DNS_HEADER_BYTES) : undefined;
     const rcode = rejectRcode(this.opts.rejectCode ?? "refused");
     const reply = dnsPacket.encode({
       type: "response",
@@ -305,6 +334,7 @@ export class DnsProxy {
       log.error({ name, error: (err as Error).message }, "learning an answer failed; the answer is withheld");
       return { reply: undefined, flow: { query: name, qtype, verdict: "error", rule, addresses: learned.map((l) => l.ip), error: (err as Error).message } };
     }
+    if (!this.flowsRead()) return { reply: answerBytes, flow: UNREAD };
     const chain = learned.reduce<readonly string[]>((longest, l) => (l.names.length > longest.length ? l.names : longest), []);
     const answeredFlow = {
       ...(learned.length ? { ttl: Math.min(...learned.map((l) => l.ttl)) } : {}),
@@ -320,29 +350,29 @@ export class DnsProxy {
    * proxy. Each query gets a random id of its own upstream, its answer is matched by that id and the
    * server's address, and the pod's id is put back.
    */
-  private udpExchange(msg: Buffer, orig: OriginalDestination, done: Exchanged): void {
-    const server = this.connectedUpstream(orig.ip, orig.port);
-    const up = server ?? this.upstreamSocket(net.isIPv6(orig.ip) ? "udp6" : "udp4");
-    if (up.sock) return this.sendUpstream(up.sock, server !== undefined, msg, orig, done);
+  private udpExchange(msg: Buffer, q: PendingQuery): void {
+    const server = this.connectedUpstream(q.ip, q.port);
+    const up = server ?? this.upstreamSocket(net.isIPv6(q.ip) ? "udp6" : "udp4");
+    if (up.sock) return this.sendUpstream(up.sock, server !== undefined, msg, q);
     up.ready.then(
-      (sock) => this.sendUpstream(sock, server !== undefined, msg, orig, done),
-      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+      (sock) => this.sendUpstream(sock, server !== undefined, msg, q),
+      (err: unknown) => this.udpAnswered(q, err instanceof Error ? err : new Error(String(err))),
     );
   }
 
-  private sendUpstream(sock: dgram.Socket, connected: boolean, msg: Buffer, orig: OriginalDestination, done: Exchanged): void {
+  private sendUpstream(sock: dgram.Socket, connected: boolean, msg: Buffer, q: PendingQuery): void {
     let id = this.ids.take();
     for (let tries = 0; this.pending.has(id); tries++) {
-      if (tries > 64) return done(new Error("too many queries in flight upstream"));
+      if (tries > 64) return this.udpAnswered(q, new Error("too many queries in flight upstream"));
       id = this.ids.take();
     }
-    this.pending.set(id, { ip: orig.ip, port: orig.port, podId: msg.readUInt16BE(0), deadline: performance.now() + this.timeout(), done });
+    this.pending.set(id, q);
     this.sweepLate();
     // The query's buffer is this proxy's own (read from its socket): its id is replaced in place.
     msg.writeUInt16BE(id, 0);
     // A failed send is the socket's "error" event, and the query times out or is failed there.
     if (connected) this.outbox.send(sock, msg);
-    else this.outbox.send(sock, msg, orig.port, orig.ip);
+    else this.outbox.send(sock, msg, q.port, q.ip);
   }
 
   /** The connected socket for a server, opened on first use; undefined past the limit (the shared socket serves). */
@@ -392,7 +422,7 @@ export class DnsProxy {
       for (const [id, p] of this.pending) {
         if (p.deadline > now) continue;
         this.pending.delete(id);
-        p.done(new Error(`no answer from ${p.ip}:${p.port} within ${this.timeout()} ms`));
+        this.udpAnswered(p, new Error(`no answer from ${p.ip}:${p.port} within ${this.timeout()} ms`));
       }
       if (this.pending.size === 0) {
         clearInterval(this.sweeper);
@@ -419,15 +449,15 @@ export class DnsProxy {
   }
 
   private upstreamReady(sock: dgram.Socket, server?: { readonly ip: string; readonly port: number }): dgram.Socket {
-    sock.on("message", (answer, rinfo) => {
+    this.inbox.attach(sock, (answer, address, port) => {
       if (answer.length < 12) return;
       const id = answer.readUInt16BE(0);
       const p = this.pending.get(id);
       // Only the server asked may answer (an answer from anywhere else could plant addresses).
-      if (!p || p.ip !== rinfo.address || p.port !== rinfo.port) return;
+      if (!p || p.ip !== address || p.port !== port) return;
       this.pending.delete(id);
       answer.writeUInt16BE(p.podId, 0);
-      p.done(undefined, answer);
+      this.udpAnswered(p, undefined, answer);
     });
     sock.on("error", (err) => {
       if (!server) {
@@ -439,7 +469,7 @@ export class DnsProxy {
       for (const [id, p] of this.pending) {
         if (p.ip !== server.ip || p.port !== server.port) continue;
         this.pending.delete(id);
-        p.done(new Error(`${server.ip}:${server.port}: ${err.message}`));
+        this.udpAnswered(p, new Error(`${server.ip}:${server.port}: ${err.message}`));
       }
     });
     return sock;
@@ -480,9 +510,13 @@ export class DnsProxy {
     return this.opts.upstreamTimeoutMs ?? 2000;
   }
 
+  /** Whether anybody reads flows (an observer, the debug log): when nobody does, none is built. */
+  private flowsRead(): boolean {
+    return this.opts.onFlow !== undefined || log.isLevelEnabled("debug");
+  }
+
   private emit(protocol: RedirectProto, ip: string, port: number, orig: OriginalDestination, started: number, outcome: Outcome): void {
-    // Nobody reads flows (no observer, no debug log): none is built.
-    if (!this.opts.onFlow && !log.isLevelEnabled("debug")) return;
+    if (!this.flowsRead()) return;
     const flow: DnsFlow = {
       time: new Date(),
       protocol,

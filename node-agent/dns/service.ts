@@ -1,7 +1,7 @@
 // The node's DNS service: the proxy, the FQDN policy and the datapath's redirect wired together, with their lifecycle.
 import pino from "pino";
 import type { PolicyEntry, SubjectPolicy } from "../../core/model.ts";
-import { dnsRulesOn, type DnsPortRules, type RejectCode } from "../../core/dns/query-decision.ts";
+import { dnsRulesOn, type DnsPortRules, type DnsRuleRef, type RejectCode } from "../../core/dns/query-decision.ts";
 import type { FqdnCacheOptions } from "../../core/dns/fqdn-cache.ts";
 import type { Datapath } from "../bpf/datapath.ts";
 import { DnsProxy, type DnsFlow } from "./proxy.ts";
@@ -9,6 +9,9 @@ import { FqdnPolicy, type FqdnSelectorTerm } from "./fqdn-policy.ts";
 import type { SocketFactory } from "./netns-sockets.ts";
 
 const log = pino({ name: "dns-service", level: process.env.LOG_LEVEL ?? "info" });
+
+/** Rule lists kept per policy entry (one per port and protocol asked). */
+const MAX_RULE_LISTS_PER_ENTRY = 1024;
 
 export interface DnsServiceOptions {
   /** The node's IPv4 address the proxy listens on and the datapath steers IPv4 pods' queries to; absent on an IPv6-only node. */
@@ -47,6 +50,11 @@ export class DnsService {
   readonly fqdn: FqdnPolicy;
   readonly proxy: DnsProxy;
   private readonly subjects = new Map<number, DnsSubject>();
+  /**
+   * The DNS rules the proxy asked for, per subject, entry rule and (port << 8 | protocol): the same
+   * list for every query until the subject changes, so the proxy's decision compiles it once.
+   */
+  private readonly rulesAsked = new Map<number, Map<number, Map<number, readonly DnsRuleRef[]>>>();
   /** The ports this service marked served in the datapath (another proxy may serve others). */
   private readonly served = new Set<number>();
   private gcTimer: NodeJS.Timeout | undefined;
@@ -68,7 +76,7 @@ export class DnsService {
       ...(opts.proxyAddress !== undefined ? { address: opts.proxyAddress } : {}),
       ...(opts.proxyAddress6 !== undefined ? { address6: opts.proxyAddress6 } : {}),
       originalDestination: (ip, port, proto) => dp.redirect.originalDestination(ip, port, proto),
-      rules: (subject, ruleId, port, proto) => dnsRulesOn(this.subjects.get(subject)?.dnsRules ?? [], ruleId, port, proto),
+      rules: (subject, ruleId, port, proto) => this.rulesOn(subject, ruleId, port, proto),
       learn: (addresses, from) => this.fqdn.learn(addresses, Date.now(), from.sourceIp),
       ...(opts.onFlow ? { onFlow: opts.onFlow } : {}),
       ...(opts.rejectCode ? { rejectCode: opts.rejectCode } : {}),
@@ -89,6 +97,7 @@ export class DnsService {
   async setSubject(subject: number, s: DnsSubject | undefined): Promise<void> {
     if (s) this.subjects.set(subject, s);
     else this.subjects.delete(subject);
+    this.rulesAsked.delete(subject);
     this.fqdn.setSelectors(subject, s?.fqdnSelectors ?? []);
     await this.syncPorts();
   }
@@ -102,6 +111,7 @@ export class DnsService {
   replaceSubjects(subjects: ReadonlyMap<number, DnsSubject>): void {
     for (const s of this.subjects.keys()) if (!subjects.has(s)) this.fqdn.setSelectors(s, [], false);
     this.subjects.clear();
+    this.rulesAsked.clear();
     for (const [subject, s] of subjects) {
       this.subjects.set(subject, s);
       this.fqdn.setSelectors(subject, s.fqdnSelectors, false);
@@ -120,6 +130,22 @@ export class DnsService {
     if (this.gcTimer) clearInterval(this.gcTimer);
     // The ports stay served in the datapath: while the proxy is away, redirected queries fail (never bypass).
     await this.proxy.stop();
+  }
+
+  /** The DNS rules judging a query of `subject` steered by its entry of rule `ruleId`, sent to `port` over `proto`. */
+  private rulesOn(subject: number, ruleId: number, port: number, proto: number): readonly DnsRuleRef[] {
+    let byRule = this.rulesAsked.get(subject);
+    if (!byRule) this.rulesAsked.set(subject, (byRule = new Map()));
+    let byPort = byRule.get(ruleId);
+    if (!byPort) byRule.set(ruleId, (byPort = new Map()));
+    const key = (port << 8) | proto;
+    let rules = byPort.get(key);
+    if (!rules) {
+      // Bounded: an entry with a port range steers up to 65,536 ports.
+      if (byPort.size >= MAX_RULE_LISTS_PER_ENTRY) byPort.clear();
+      byPort.set(key, (rules = dnsRulesOn(this.subjects.get(subject)?.dnsRules ?? [], ruleId, port, proto)));
+    }
+    return rules;
   }
 
   private wantedPorts(): Set<number> {

@@ -3,9 +3,9 @@ import type dgram from "node:dgram";
 import net from "node:net";
 import koffi from "koffi";
 
-const libc = koffi.load("libc.so.6");
+export const libc = koffi.load("libc.so.6");
 /* eslint-disable @typescript-eslint/no-explicit-any -- koffi's function handles are untyped at the FFI boundary */
-type Fn = (...args: any[]) => any;
+export type Fn = (...args: any[]) => any;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 const sendmmsgFn = libc.func("int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)") as Fn;
 
@@ -13,12 +13,12 @@ const sendmmsgFn = libc.func("int sendmmsg(int fd, void *msgvec, unsigned int vl
 const SLOTS = 64;
 const SLOT_BYTES = 4096;
 // x86-64 / aarch64 Linux: struct mmsghdr (msghdr 56 + msg_len 4, padded), struct iovec, room for a sockaddr_in6.
-const MMSGHDR_BYTES = 64;
-const IOVEC_BYTES = 16;
-const SOCKADDR_BYTES = 28;
-const AF_INET = 2;
+export const MMSGHDR_BYTES = 64;
+export const IOVEC_BYTES = 16;
+export const SOCKADDR_BYTES = 28;
+export const AF_INET = 2;
 const AF_INET6 = 10;
-const MSG_DONTWAIT = 0x40;
+export const MSG_DONTWAIT = 0x40;
 
 interface Datagram {
   readonly msg: Buffer;
@@ -27,34 +27,54 @@ interface Datagram {
   readonly address?: string;
 }
 
-/** The native arrays one sendmmsg call reads, made once: each header points at its own sockaddr and iovec, each iovec at its slot. */
-class Arena {
-  // Off the V8 heap (never moved), so the addresses written into the headers stay valid.
-  readonly data = Buffer.allocUnsafeSlow(SLOTS * SLOT_BYTES);
-  readonly headers = Buffer.allocUnsafeSlow(SLOTS * MMSGHDR_BYTES).fill(0);
-  private readonly iovecs = Buffer.allocUnsafeSlow(SLOTS * IOVEC_BYTES).fill(0);
-  private readonly names = Buffer.allocUnsafeSlow(SLOTS * SOCKADDR_BYTES).fill(0);
+/** The native arrays of one sendmmsg or recvmmsg call. */
+export interface MmsgArrays {
+  readonly data: Buffer;
+  readonly headers: Buffer;
+  readonly iovecs: Buffer;
+  readonly names: Buffer;
+}
 
-  constructor() {
-    const data = BigInt(koffi.address(this.data) as bigint);
-    const iovecs = BigInt(koffi.address(this.iovecs) as bigint);
-    const names = BigInt(koffi.address(this.names) as bigint);
-    for (let i = 0; i < SLOTS; i++) {
-      this.iovecs.writeBigUInt64LE(data + BigInt(i * SLOT_BYTES), i * IOVEC_BYTES);
-      const h = i * MMSGHDR_BYTES;
-      this.headers.writeBigUInt64LE(names + BigInt(i * SOCKADDR_BYTES), h); // msg_name
-      this.headers.writeBigUInt64LE(iovecs + BigInt(i * IOVEC_BYTES), h + 16); // msg_iov
-      this.headers.writeBigUInt64LE(1n, h + 24); // msg_iovlen
-    }
+/**
+ * Makes the arrays once: `slots` headers, each pointing at its own sockaddr and iovec, each iovec at
+ * its slot of `slotBytes` in `data` (its length the slot's). Off the V8 heap (never moved), so the
+ * addresses written into the headers stay valid.
+ */
+export function mmsgArrays(slots: number, slotBytes: number): MmsgArrays {
+  const a = {
+    data: Buffer.allocUnsafeSlow(slots * slotBytes),
+    headers: Buffer.allocUnsafeSlow(slots * MMSGHDR_BYTES).fill(0),
+    iovecs: Buffer.allocUnsafeSlow(slots * IOVEC_BYTES).fill(0),
+    names: Buffer.allocUnsafeSlow(slots * SOCKADDR_BYTES).fill(0),
+  };
+  const data = BigInt(koffi.address(a.data) as bigint);
+  const iovecs = BigInt(koffi.address(a.iovecs) as bigint);
+  const names = BigInt(koffi.address(a.names) as bigint);
+  for (let i = 0; i < slots; i++) {
+    a.iovecs.writeBigUInt64LE(data + BigInt(i * slotBytes), i * IOVEC_BYTES);
+    a.iovecs.writeBigUInt64LE(BigInt(slotBytes), i * IOVEC_BYTES + 8);
+    const h = i * MMSGHDR_BYTES;
+    a.headers.writeBigUInt64LE(names + BigInt(i * SOCKADDR_BYTES), h); // msg_name
+    a.headers.writeBigUInt64LE(iovecs + BigInt(i * IOVEC_BYTES), h + 16); // msg_iov
+    a.headers.writeBigUInt64LE(1n, h + 24); // msg_iovlen
   }
+  return a;
+}
+
+/** The arrays one sendmmsg call reads, and each datagram written into its slot. */
+class Arena {
+  private readonly arrays = mmsgArrays(SLOTS, SLOT_BYTES);
+  readonly headers = this.arrays.headers;
+  private readonly data = this.arrays.data;
+  private readonly iovecs = this.arrays.iovecs;
+  private readonly names = this.arrays.names;
 
   /** Puts a datagram in slot i; false when its address cannot be written (the caller lets Node send it). */
   fill(i: number, d: Datagram): boolean {
     let nameLen = 0;
     if (d.address !== undefined && d.port !== undefined) {
-      const at = i * SOCKADDR_BYTES;
-      if (!writeSockaddr(this.names, at, d.address, d.port)) return false;
-      nameLen = net.isIPv4(d.address) ? 16 : 28;
+      nameLen = writeSockaddr(this.names, i * SOCKADDR_BYTES, d.address, d.port);
+      if (nameLen === 0) return false;
     }
     // msg_namelen 0: the kernel ignores msg_name and sends to the connected peer.
     this.headers.writeUInt32LE(nameLen, i * MMSGHDR_BYTES + 8);
@@ -68,17 +88,18 @@ class Arena {
 const SOCKADDR_CACHE_MAX = 4096;
 const sockaddrs = new Map<string, Buffer>();
 
-function writeSockaddr(out: Buffer, at: number, address: string, port: number): boolean {
+/** Writes address:port's sockaddr at `at`; returns its length (16 or 28), 0 when the address cannot be written. */
+function writeSockaddr(out: Buffer, at: number, address: string, port: number): number {
   let sa = sockaddrs.get(address);
   if (!sa) {
     sa = sockaddrOf(address);
-    if (!sa) return false;
+    if (!sa) return 0;
     if (sockaddrs.size >= SOCKADDR_CACHE_MAX) sockaddrs.clear();
     sockaddrs.set(address, sa);
   }
   sa.copy(out, at);
   out.writeUInt16BE(port, at + 2);
-  return true;
+  return sa.readUInt16LE(0) === AF_INET ? 16 : 28;
 }
 
 /** sockaddr_in or sockaddr_in6 (port 0) of an address; undefined when it is neither (a zone id, a name). */
