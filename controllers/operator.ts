@@ -141,7 +141,11 @@ export class Operator {
       this.client.close();
       return "stopped";
     }
-    if (this.config.registerCRDs !== false) await this.registerCRDs(this.client);
+    if (this.config.registerCRDs !== false) {
+      await this.registerCRDs(this.client);
+      // Stopped while the CRDs were registered: stop() closed what had started; no Lease is taken after it.
+      if (this.stopped) return "stopped";
+    }
     const done = new Promise<"lost" | "stopped">((resolve) => (this.wake = resolve));
     const timing = this.config.leaseTiming ?? DEFAULT_LEASE_TIMING;
     if (!this.config.leaderElect) {

@@ -101,6 +101,23 @@ describe("operator shutdown is bounded", { timeout: 120_000 }, () => {
     assert.ok(ms < EXIT_BOUND_MS, `exited after ${ms} ms`);
   });
 
+  it("SIGTERM while the CRDs are registered (an API server that accepts and never answers) exits 0 within the bound and takes no Lease after it", async () => {
+    const proxy = await freezableProxy(new URL(cp?.server ?? ""));
+    try {
+      proxy.freeze();
+      const op = operator("op-registering", kubeconfigFor(`https://127.0.0.1:${proxy.port}`, "registering.kubeconfig"), ["--lease-name", "shutdown-registering"]);
+      await op.waitForLog((l) => l.msg === "health and metrics endpoints listening");
+      await new Promise((r) => setTimeout(r, 300)); // its CRD requests are in flight, unanswered
+      const { code, ms } = await terminate(op);
+      assert.equal(code, 0);
+      assert.ok(ms < EXIT_BOUND_MS, `exited after ${ms} ms`);
+      const after = op.logs.slice(op.logs.findIndex((l) => l.msg === "health and metrics endpoints listening"));
+      assert.deepEqual(after.filter((l) => /lease|leader/i.test(l.msg ?? "")).map((l) => l.msg), [], "no Lease asked for once stopped");
+    } finally {
+      proxy.close();
+    }
+  });
+
   it("a leader on SIGTERM releases its Lease: the standby takes over at once, not after the lease expires", async () => {
     const lease = ["--lease-name", "shutdown-handover"];
     const a = operator("replica-a", cp?.kubeconfig ?? "", lease);
