@@ -124,8 +124,10 @@ export async function run(args: string[]): Promise<number> {
   const cfg = parsed.value;
   const log = pino({ name: "runtime" });
   // A status an earlier runtime left describes that one (its file and exec hooks ended with it): gone before an agent
-  // can find this pid, which would otherwise read it as this runtime's until the first apply rewrites it.
-  if (cfg.statusFile !== undefined) fs.rmSync(cfg.statusFile, { force: true });
+  // can find this pid, which would otherwise read it as this runtime's until the first apply rewrites it. Unless that
+  // runtime still runs beside this one (the chart's surge rollout): it enforces those policies until this one's first
+  // apply replaces its status, and removing it would show them pending on this node meanwhile.
+  if (cfg.statusFile !== undefined && !earlierRuntimeRunning(cfg.pidFile)) fs.rmSync(cfg.statusFile, { force: true });
   if (cfg.readyFile !== undefined) fs.rmSync(cfg.readyFile, { force: true });
   // Before anything is applied: an agent that finds no runtime by it says EnforcerDown.
   if (cfg.pidFile !== undefined) fs.writeFileSync(cfg.pidFile, `${process.pid}\n`);
@@ -336,3 +338,21 @@ function objectVersion(o: unknown): { uid?: string; generation?: number } {
 }
 
 if (process.argv[1] === new URL(import.meta.url).pathname) void run(process.argv.slice(2)).then((code) => (process.exitCode = code));
+
+/** Whether the pid file names another live `membrane runtime` process (read before this one writes its own pid). */
+export function earlierRuntimeRunning(pidFile: string | undefined): boolean {
+  if (pidFile === undefined) return false;
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(pidFile, "utf8").trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    // A reused pid is some other program: only a runtime's own command line counts.
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("runtime");
+  } catch {
+    return false;
+  }
+}

@@ -217,12 +217,12 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     return spawnRuntime(flags);
   };
   /** A runtime started beside the files the last one left (its own pod's process: no agent removes them first). */
-  const spawnRuntime = (flags: readonly string[]): { child: ChildProcess; stderr: () => string } => {
+  const spawnRuntime = (flags: readonly string[], writePid = true): { child: ChildProcess; stderr: () => string } => {
     const child = spawn(MEMBRANE, ["runtime", "--export-file", path.join(dir, "events.log"), "--policy-file", path.join(dir, "runtime-policies.yaml"), "--status-file", path.join(dir, "runtime-status.json"), "--pods-file", path.join(dir, "runtime-pods.json"), "--node-name", "node-fo", "--metrics-address", "127.0.0.1:0", "--bpf-scope", FO_SCOPE, ...flags], { stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     running.push(child);
-    fs.writeFileSync(path.join(dir, "runtime.pid"), `${child.pid}\n`);
+    if (writePid) fs.writeFileSync(path.join(dir, "runtime.pid"), `${child.pid}\n`);
     return { child, stderr: () => err };
   };
   /** connect() to the port in a loop until stop(): how many failed with EPERM, and every other outcome by name. */
@@ -416,8 +416,15 @@ describe("membrane runtime killed: its connect and tracepoint programs keep acti
     const adopted = links();
     const prober = startProber(NS_A, PORT);
     await until("the prober running", () => (fs.existsSync(`${prober.marker}.started`) ? true : undefined));
-    // The new pod's runtime beside the old one (no agent removes the old one's files first).
-    const newer = spawnRuntime(["--pid-file", pidFile, "--ready-file", readyNew]);
+    // The new pod's runtime beside the old one (no agent removes the old one's files first, and it writes its own pid).
+    // Its start leaves the older one's status in place: the node's policies never read as pending meanwhile.
+    const newer = spawnRuntime(["--pid-file", pidFile, "--ready-file", readyNew], false);
+    const notEnforced: string[] = [];
+    for (let t = Date.now(); !fs.existsSync(readyNew) && Date.now() - t < 60_000; await new Promise((r) => setTimeout(r, 10))) {
+      const st = status();
+      if (!st?.["default/overlap-port"]?.enforced || !st["default/overlap-kill"]?.enforced) notEnforced.push(JSON.stringify(st ?? null));
+    }
+    assert.deepEqual(notEnforced.slice(0, 3), [], "while the newer runtime started, the status file kept both policies enforced");
     await ready(readyNew, newer);
     assert.equal(fs.readFileSync(pidFile, "utf8").trim(), String(newer.child.pid), "the pid file names the newer runtime");
     // The status file is the newer runtime's (the agent reads the address of the event stream in it): the older one,
