@@ -1,6 +1,6 @@
+// End to end: kill -9 a node's agent under a continuous stream of connections; enforcement never gaps, the restarted agent converges with no duplicate endpoints and wires a pod created right after it.
 // Process-based cluster because: (a) the test kills the agent by pid and restarts it by hand, with its recorded argv, at a moment it picks (a kubelet restarts a killed container on its own schedule, with back-off), then reads the restarted agent's log, endpoints.json and pinned maps from the host.
 // Real-pod counterpart of the stream part: realnode.test.ts "the server node's agent pod deleted with kubectl, then the client node's agent killed with SIGKILL, ..." (there allowed connections while an agent is away are counted, not required).
-// End to end: kill -9 a node's agent under a continuous stream of connections; enforcement never gaps, the restarted agent converges with no duplicate endpoints and wires a pod created right after it.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";

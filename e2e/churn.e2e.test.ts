@@ -1,6 +1,6 @@
-// Process-based cluster because: (c) its real-pod counterpart is realnode.test.ts "policy churn on real pods" (the same e2e/churn.ts: 100 updates in make test, 1,000 in make test-realnode-conformance); this file is make test's 1,000-update run, kept here for the CI budget.
 // End to end: 1,000 policy updates through the API while continuous probes watch a pair that must stay allowed and a pair that must stay denied: zero wrong verdicts.
 // The churn itself (policies, writes, probe loops) is e2e/churn.ts, shared with the real pods' version in localcluster/realnode/realnode.test.ts.
+// Process-based cluster because: (c) its real-pod counterpart is realnode.test.ts "policy churn on real pods" (the same e2e/churn.ts: 100 updates in make test, 1,000 in make test-realnode-conformance); this file is make test's 1,000-update run, kept here for the CI budget.
 import { after, before, describe, it } from "node:test";
 import { CHURN_LABELS, assertChurnClean, churnUnderProbes } from "./churn.ts";
 import { TestCluster } from "./harness.ts";

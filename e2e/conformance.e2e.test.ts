@@ -1,8 +1,8 @@
-// Process-based cluster because: (c) realnode.test.ts "the NetworkPolicy conformance model on real pods" runs the model there (four cases in make test, every case in make test-realnode-conformance); what stays here is every case in make test (the CI budget),
-// the `policy trace` agreement (pure: no kubelet needed) and the WireGuard strict variant (MEMBRANE_E2E_ENCRYPTION: `dev up --encryption`, refused on real nodes).
 // End to end: the Kubernetes NetworkPolicy conformance model run with real packets on two nodes, and `policy trace` agreeing with every measured verdict.
 // MEMBRANE_E2E_ENCRYPTION=wireguard runs the same model with WireGuard between the nodes in strict mode (issue #17): cross-node
 // traffic then either went through the tunnel or was dropped, so the model passing means policy is enforced through it.
+// Process-based cluster because: (c) realnode.test.ts "the NetworkPolicy conformance model on real pods" runs the model there (four cases in make test, every case in make test-realnode-conformance); what stays here is every case in make test (the CI budget),
+// the `policy trace` agreement (pure: no kubelet needed) and the WireGuard strict variant (MEMBRANE_E2E_ENCRYPTION: `dev up --encryption`, refused on real nodes).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";

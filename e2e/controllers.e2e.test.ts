@@ -1,6 +1,6 @@
+// End to end: the local cluster's kube-scheduler and kube-controller-manager do their jobs beside the process-based nodes — Deployments, DaemonSets, EndpointSlices, ServiceAccount tokens, kube-root-ca.crt, namespace deletion, garbage collection — and leave the harness's own pods alone.
 // Process-based cluster because: (a) it tests the process-based cluster itself: the scheduler and controller manager beside the stand-in kubelet's nodes, leaving its pods alone (no node lifecycle or eviction acting on process nodes);
 // on real nodes the same controllers are exercised by realnode.test.ts (a Deployment's pod, the agent DaemonSet, a Service's EndpointSlices through kube-proxy).
-// End to end: the local cluster's kube-scheduler and kube-controller-manager do their jobs beside the process-based nodes — Deployments, DaemonSets, EndpointSlices, ServiceAccount tokens, kube-root-ca.crt, namespace deletion, garbage collection — and leave the harness's own pods alone.
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";

@@ -1,7 +1,7 @@
-// Process-based cluster because: (a) it needs the outside hosts (192.0.2.0/24 network namespaces on the nodes' shared underlay, routed without masquerade) and dnsmasq answering their names as kube-dns, which only `dev up --process-nodes` makes (the real-node
-// cluster's CoreDNS has no upstream and its nodes no outside hosts), the local kubelet's resolv.conf under /etc/netns, and the agent killed by pid and restarted by hand (startAgents) in the middle of a stream of lookups.
 // End to end with the local cluster's real resolver (dnsmasq as kube-system/kube-dns) and outside hosts: Cilium's documented DNS policy (kube-dns on port 53 with rules.dns, toFQDNs matchName/matchPattern), real lookups from pods through the agents' DNS proxies, real connects.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
+// Process-based cluster because: (a) it needs the outside hosts (192.0.2.0/24 network namespaces on the nodes' shared underlay, routed without masquerade) and dnsmasq answering their names as kube-dns, which only `dev up --process-nodes` makes (the real-node
+// cluster's CoreDNS has no upstream and its nodes no outside hosts), the local kubelet's resolv.conf under /etc/netns, and the agent killed by pid and restarted by hand (startAgents) in the middle of a stream of lookups.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";

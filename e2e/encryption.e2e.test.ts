@@ -1,5 +1,3 @@
-// Process-based cluster because: (a) it switches WireGuard on, strict and off by restarting the agents by pid with `--encryption` flags that `dev up` refuses on real nodes (there the chart's encryption.enabled is a helm upgrade: realnode.test.ts
-// "encryption.enabled with strictMode (WireGuard) by helm upgrade ..."), sets a peer's allowed IPs by hand through wireguard-go's UAPI socket in the host's /var/run/wireguard, and kills the agent by pid with a restart by hand.
 // End to end, real packets on two nodes: with WireGuard on, a cross-node HTTP request's marker never
 // crosses the underlay in clear (and does with encryption off, so the test can fail); same-node traffic
 // is unaffected; key rotation (also under a stream of connections: none dropped) and an agent kill -9
@@ -7,6 +5,8 @@
 // strict mode a node whose tunnel device is down sends nothing in clear (dropped as UNENCRYPTED) and is
 // restored when it is back.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
+// Process-based cluster because: (a) it switches WireGuard on, strict and off by restarting the agents by pid with `--encryption` flags that `dev up` refuses on real nodes (there the chart's encryption.enabled is a helm upgrade: realnode.test.ts
+// "encryption.enabled with strictMode (WireGuard) by helm upgrade ..."), sets a peer's allowed IPs by hand through wireguard-go's UAPI socket in the host's /var/run/wireguard, and kills the agent by pid with a restart by hand.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";

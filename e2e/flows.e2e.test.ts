@@ -1,5 +1,5 @@
-// Process-based cluster because: (b) nothing here needs it (`membrane observe` finds the agents on real nodes too: e2e/demo.e2e.test.ts; realnode.test.ts's cross-node CNP test reads a drop flow); it stays process-based for the CI budget (a real-node cluster costs 1-2 min to start).
 // End to end: a connection denied across nodes appears in `membrane observe --verdict DROPPED` (agents found through the cluster) within a second, naming both pods, identities, port and the deciding policy.
+// Process-based cluster because: (b) nothing here needs it (`membrane observe` finds the agents on real nodes too: e2e/demo.e2e.test.ts; realnode.test.ts's cross-node CNP test reads a drop flow); it stays process-based for the CI budget (a real-node cluster costs 1-2 min to start).
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";

@@ -1,11 +1,11 @@
-// Process-based cluster because: (a) the host firewall is switched on by `dev up --host-firewall`, which real nodes refuse (the chart's hostFirewall.enabled is only rendered, charts/chart.test.ts), and the test serves its own listeners on the nodes' SSH and
-// kubelet ports (on a real node 10250 is the kubelet's) and adds a management host on the nodes' shared underlay bridge, which real nodes (point-to-point veths) do not have.
 // End to end, real packets to real listeners in the local cluster's node namespaces, agents run with the
 // host firewall (`dev up --host-firewall`): the reference host firewall as a CCNP whose nodeSelector names
 // a node label (SSH from the management network only, the kubelet port from nodes only, the rest dropped,
 // replies to the node's own connections, loopback), a label change that moves a node into the policy with
 // nothing restarted, and the lock-out guard under a deny-all host policy.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
+// Process-based cluster because: (a) the host firewall is switched on by `dev up --host-firewall`, which real nodes refuse (the chart's hostFirewall.enabled is only rendered, charts/chart.test.ts), and the test serves its own listeners on the nodes' SSH and
+// kubelet ports (on a real node 10250 is the kubelet's) and adds a management host on the nodes' shared underlay bridge, which real nodes (point-to-point veths) do not have.
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";

@@ -1,7 +1,7 @@
-// Process-based cluster because: (b) the real `hubble` CLI could read the chart's relay on real pods (Service membrane-hubble-relay, mutual TLS, through kubectl port-forward), but no real-node test does yet; here the operator's relay listens on loopback
-// without TLS. It stays process-based for the CI budget.
 // End to end with a client nobody here wrote: the real `hubble` CLI (v1.20.2, from the pinned Cilium module) against
 // the local cluster's relay and one agent, compared with what the datapath did to real connections.
+// Process-based cluster because: (b) the real `hubble` CLI could read the chart's relay on real pods (Service membrane-hubble-relay, mutual TLS, through kubectl port-forward), but no real-node test does yet; here the operator's relay listens on loopback
+// without TLS. It stays process-based for the CI budget.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";

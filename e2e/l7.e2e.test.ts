@@ -1,7 +1,7 @@
-// Process-based cluster because: (c) realnode.test.ts runs the same star-wars HTTP rules across nodes on real pods through the chart's membrane-l7proxy pods ("a client on the other node: the deathstar's node proxy answers ...", "an egress HTTP rule on a
-// client pod is applied by the proxy on top of the deathstar's ingress rules"); what stays here is the proxy the agent starts itself (the chart's l7Proxy.mode embedded), for the CI budget.
 // End to end, HTTP rules whose client and destination run on different nodes of the local cluster: the agents' own L7 proxies, the overlay, real curl and a real HTTP server in the pods' namespaces.
 // Run under flock /tmp/membrane-kernel.lock (network namespaces, bpffs).
+// Process-based cluster because: (c) realnode.test.ts runs the same star-wars HTTP rules across nodes on real pods through the chart's membrane-l7proxy pods ("a client on the other node: the deathstar's node proxy answers ...", "an egress HTTP rule on a
+// client pod is applied by the proxy on top of the deathstar's ingress rules"); what stays here is the proxy the agent starts itself (the chart's l7Proxy.mode embedded), for the CI budget.
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";

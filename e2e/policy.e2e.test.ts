@@ -1,6 +1,6 @@
+// End to end: `dev up --nodes 2` (operator + an agent per node), pods on both nodes, and policies applied with kubectl drop or pass real packets.
 // Process-based cluster because: (b) its checks could run on real pods (the pinned policy map and drop counters read inside the node's mount namespace, the spoofed address added in the pod's network namespace; realnode.test.ts has a cross-node CNP
 // drop and pass); it stays process-based for the CI budget. Its last test (`dev down` stops exactly what it started) is about the process-based cluster itself.
-// End to end: `dev up --nodes 2` (operator + an agent per node), pods on both nodes, and policies applied with kubectl drop or pass real packets.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,9 +1,9 @@
-// Process-based cluster because: (a) it tests the agent-supervised runtime (`--enable-runtime` alone: the agent starts `membrane runtime` as its child; a restarted agent adopts it, or stops it when restarted by hand with the runtime off), the chart's
-// runtime.mode embedded, which no real-node test runs (the chart's default, external, is a membrane-runtime DaemonSet pod: realnode.test.ts's "runtime.enabled: ..." tests).
 // End to end (issue #18 item 4): a TracingPolicy reaches the node through the operator's stream, the agent runs the
 // runtime enforcer on it (membrane runtime, supervised), and the policy's status counts the node. One local node
 // (the runtime enforcer watches the whole kernel: one per host), a real pod, real opens judged by fanotify.
 // Loads eBPF and creates network namespaces: run under flock /tmp/membrane-kernel.lock.
+// Process-based cluster because: (a) it tests the agent-supervised runtime (`--enable-runtime` alone: the agent starts `membrane runtime` as its child; a restarted agent adopts it, or stops it when restarted by hand with the runtime off), the chart's
+// runtime.mode embedded, which no real-node test runs (the chart's default, external, is a membrane-runtime DaemonSet pod: realnode.test.ts's "runtime.enabled: ..." tests).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

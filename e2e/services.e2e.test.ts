@@ -1,7 +1,7 @@
-// Process-based cluster because: (a) its selector-less Service's slice points at an outside host the test adds on the nodes' shared underlay bridge (routed back to the pod CIDRs, no masquerade), which real nodes (point-to-point veths, no outside
-// hosts) do not have; the slice-driven pod cases could move (realnode.test.ts has an egress toServices rule on real pods, over IPv6).
 // End to end: a toServices egress policy with real packets — a Service's EndpointSlices decide which pods a client reaches, and a selector-less Service's hand-written slice pointing outside the cluster works as toCIDR.
 // The Services here have no selector, so the EndpointSlice controller (which the local cluster runs) leaves them to the slices the test writes: that is how the test decides which pods back a Service and when. No Service VIP routing yet: the backends are probed by their pod IPs.
+// Process-based cluster because: (a) its selector-less Service's slice points at an outside host the test adds on the nodes' shared underlay bridge (routed back to the pod CIDRs, no masquerade), which real nodes (point-to-point veths, no outside
+// hosts) do not have; the slice-driven pod cases could move (realnode.test.ts has an egress toServices rule on real pods, over IPv6).
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";

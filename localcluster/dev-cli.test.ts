@@ -1,5 +1,5 @@
-// Process-based cluster because: (a) it tests `membrane dev` itself, `dev up --process-nodes` included (its flags, its clean-up after a part-way failure); the real-node `dev up` is here only failing part-way, and whole in e2e/demo.e2e.test.ts.
 // `membrane dev up/status/env/down` against a real control plane in a temp state dir: idempotent, crash-safe, leaves nothing behind.
+// Process-based cluster because: (a) it tests `membrane dev` itself, `dev up --process-nodes` included (its flags, its clean-up after a part-way failure); the real-node `dev up` is here only failing part-way, and whole in e2e/demo.e2e.test.ts.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";

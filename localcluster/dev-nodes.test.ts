@@ -1,5 +1,5 @@
-// Process-based cluster because: (a) it tests the process-based cluster's own stand-in kubelet: a detached process whose recorded files alone let `dev down` remove everything after it is killed.
 // `dev up --nodes N` / `dev down` for nodes and pods: a detached kubelet process, and removal from the recorded files alone after it is killed.
+// Process-based cluster because: (a) it tests the process-based cluster's own stand-in kubelet: a detached process whose recorded files alone let `dev down` remove everything after it is killed.
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";

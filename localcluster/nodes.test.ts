@@ -1,5 +1,5 @@
-// Process-based cluster because: (a) it tests the process-based cluster's own nodes and stand-in kubelet (scheduling, CNI wiring, pod servers and their restart count, teardown from the recorded state).
 // Local nodes and pods against a real API server and real network namespaces: scheduling, CNI wiring, status, probes, teardown.
+// Process-based cluster because: (a) it tests the process-based cluster's own nodes and stand-in kubelet (scheduling, CNI wiring, pod servers and their restart count, teardown from the recorded state).
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
