@@ -1,10 +1,12 @@
 // The transparent DNS proxy: queries the datapath steered here are decided by the DNS rules of their policy, forwarded to the server the pod asked, and their answers learned before release.
 import { randomFillSync } from "node:crypto";
-import { createRequire } from "node:module";
 import dgram from "node:dgram";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 import dnsPacket from "dns-packet";
+// Record type names by number (the table its question decoder uses). Imported, not required at run time: the bundle
+// must carry it, the image has no node_modules/dns-packet.
+import dnsTypes from "dns-packet/types.js";
 import pino from "pino";
 import { PROTO_NUMBER } from "../../core/model.ts";
 import { learnedAddresses, type LearnedAddress } from "../../core/dns/answers.ts";
@@ -104,8 +106,6 @@ class UpstreamIds {
 const DNS_HEADER_BYTES = 12;
 /** dns-packet's decoder of one question (exported by the library, left out of its type declarations). */
 const wireQuestion = (dnsPacket as unknown as { readonly question: { decode(buf: Buffer, offset: number): dnsPacket.Question } }).question;
-/** dns-packet's names of record types by number (the module its question decoder uses; no type declarations). */
-const dnsTypes = createRequire(import.meta.url)("dns-packet/types.js") as { toString(type: number): string };
 
 /** Servers with a connected upstream socket of their own; queries to others share one socket per family. */
 const MAX_CONNECTED_UPSTREAMS = 256;
