@@ -5,17 +5,11 @@
 // schema version (membrane.io/crd-schema-version, or none: a release before the label); a newer one is kept (an old
 // replica during a rolling upgrade never reverts it) and one of another owner (e.g. Cilium's own) is never touched.
 import type { Logger } from "pino";
-import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath, type Resource } from "../kube/kube.ts";
+import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath } from "../kube/kube.ts";
+import { CUSTOM_RESOURCE_DEFINITIONS } from "../kube/resources.ts";
 import type { CustomResourceDefinition } from "../crds/schema/index.ts";
 import { CRD_SCHEMA_VERSION_LABEL, installedVersion, withSchemaVersion } from "../crds/version.ts";
 
-export const CRDS_RESOURCE: Resource = {
-  group: "apiextensions.k8s.io",
-  version: "v1",
-  plural: "customresourcedefinitions",
-  namespaced: false,
-  kind: "CustomResourceDefinition",
-};
 const OWNER_LABEL = "app.kubernetes.io/part-of";
 const ATTEMPTS = 5;
 const ESTABLISHED_WAIT_MS = 30_000;
@@ -51,7 +45,7 @@ async function registerOne(client: KubeClient, crd: CustomResourceDefinition, lo
   const name = crd.metadata.name;
   const ours = installedVersion(crd.metadata.labels);
   if (ours === undefined) throw new Error(`CRD ${name}: no ${CRD_SCHEMA_VERSION_LABEL} label to register it by`);
-  const path = resourcePath(CRDS_RESOURCE, undefined, name);
+  const path = resourcePath(CUSTOM_RESOURCE_DEFINITIONS, undefined, name);
   for (let attempt = 1; ; attempt++) {
     let existing: InstalledCRD | undefined;
     try {
@@ -61,7 +55,7 @@ async function registerOne(client: KubeClient, crd: CustomResourceDefinition, lo
     }
     try {
       if (!existing) {
-        await client.create(resourcePath(CRDS_RESOURCE), crd);
+        await client.create(resourcePath(CUSTOM_RESOURCE_DEFINITIONS), crd);
         log.info({ crd: name, version: ours }, "CRD created");
         return { name, outcome: "created" };
       }
@@ -89,7 +83,7 @@ async function registerOne(client: KubeClient, crd: CustomResourceDefinition, lo
 async function waitEstablished(client: KubeClient, name: string): Promise<void> {
   const deadline = Date.now() + ESTABLISHED_WAIT_MS;
   for (;;) {
-    const crd = await client.get<InstalledCRD>(resourcePath(CRDS_RESOURCE, undefined, name));
+    const crd = await client.get<InstalledCRD>(resourcePath(CUSTOM_RESOURCE_DEFINITIONS, undefined, name));
     if (crd.status?.conditions?.some((c) => c.type === "Established" && c.status === "True")) return;
     if (Date.now() > deadline) throw new Error(`CRD ${name}: not Established ${ESTABLISHED_WAIT_MS / 1000} s after it was created`);
     await new Promise((r) => setTimeout(r, 200));

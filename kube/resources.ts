@@ -20,3 +20,4 @@ export const SECRETS: Resource = { group: "", version: "v1", plural: "secrets", 
 export const ENCRYPTION_KEYS: Resource = { group: "membrane.io", version: "v1alpha1", plural: "membraneencryptionkeys", namespaced: false, kind: "MembraneEncryptionKey" };
 export const TRACING_POLICIES: Resource = { group: "cilium.io", version: "v1alpha1", plural: "tracingpolicies", namespaced: false, kind: "TracingPolicy" };
 export const TRACING_POLICIES_NAMESPACED: Resource = { group: "cilium.io", version: "v1alpha1", plural: "tracingpoliciesnamespaced", namespaced: true, kind: "TracingPolicyNamespaced" };
+export const CUSTOM_RESOURCE_DEFINITIONS: Resource = { group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", namespaced: false, kind: "CustomResourceDefinition" };
