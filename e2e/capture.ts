@@ -1,16 +1,21 @@
-// Test support: captures every frame on one interface of a network namespace (a raw AF_PACKET socket, in Python: no tcpdump here) and says whether a marker, or TCP between two addresses, crossed it in clear.
+// Test support: captures every frame on one interface of a network namespace (a raw AF_PACKET socket, in Python: no tcpdump here) and says whether a marker, or TCP between two addresses (IPv4 or IPv6), crossed it in clear.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 
 const SCRIPT = String.raw`
 import socket, sys, json, select, os, time
 markers = [m.encode() for m in sys.argv[2:]]
-pair = set(socket.inet_aton(a) for a in os.environ.get("CAPTURE_TCP_BETWEEN", "").split(",") if a)
+pair = set(socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in os.environ.get("CAPTURE_TCP_BETWEEN", "").split(",") if a)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind((sys.argv[1], 0))
 frames = 0; hits = 0; udp = {}; tcp = 0
-def tcp_between(p):
-    return len(pair) == 2 and len(p) >= 20 and p[0] >> 4 == 4 and p[9] == 6 and {p[12:16], p[16:20]} == pair
+def tcp_between(ethertype, p):
+    if len(pair) != 2:
+        return False
+    if ethertype == b"\x08\x00":
+        return len(p) >= 20 and p[0] >> 4 == 4 and p[9] == 6 and {p[12:16], p[16:20]} == pair
+    # IPv6 with TCP as the first next header (what a pod's stack sends).
+    return ethertype == b"\x86\xdd" and len(p) >= 40 and p[0] >> 4 == 6 and p[6] == 6 and {p[8:24], p[24:40]} == pair
 print("ready", flush=True)
 stopping = None
 while True:
@@ -30,7 +35,7 @@ while True:
     frames += 1
     if any(m in f for m in markers):
         hits += 1
-    if f[12:14] == b"\x08\x00" and tcp_between(f[14:]):
+    if tcp_between(f[12:14], f[14:]):
         tcp += 1
     # IPv4/UDP: count by destination port (VXLAN 8472 in clear, WireGuard 51871 encrypted).
     if len(f) > 37 and f[12:14] == b"\x08\x00" and f[23] == 17:
@@ -39,7 +44,7 @@ while True:
         udp[port] = udp.get(port, 0) + 1
         # VXLAN: the inner frame after the UDP (8) and VXLAN (8) headers.
         inner = f[14 + ihl + 16:]
-        if port == 8472 and inner[12:14] == b"\x08\x00" and tcp_between(inner[14:]):
+        if port == 8472 and tcp_between(inner[12:14], inner[14:]):
             tcp += 1
 print(json.dumps({"frames": frames, "markerFrames": hits, "udpByPort": udp, "tcpBetweenFrames": tcp}), flush=True)
 `;
@@ -49,7 +54,7 @@ export interface CaptureResult {
   readonly markerFrames: number;
   /** Frames of IPv4 UDP by destination port. */
   readonly udpByPort: Readonly<Record<string, number>>;
-  /** Frames of IPv4 TCP between the two addresses `tcpBetween` named (either way), bare or inside VXLAN; 0 without them. */
+  /** Frames of TCP between the two addresses `tcpBetween` named (either way; IPv4 or IPv6), bare or inside VXLAN; 0 without them. */
   readonly tcpBetweenFrames: number;
 }
 

@@ -1,7 +1,8 @@
 // Test support: one long-lived TCP connection and a stream of short ones between two pods, for tests that change the path under them (key rotation).
 // `server PORT`: echoes every connection. `client HOST PORT`: until its stdin ends, sends a numbered line every 100 ms on one
 // connection and checks each echo, and opens a new connection every 250 ms (connect, one line, its echo, close; 10 s each, so a
-// SYN retransmitted over a short gap still counts); then prints one JSON line (StreamResult). Run with `ip netns exec`.
+// SYN retransmitted over a short gap still counts); then prints one JSON line (StreamResult). Run in a network namespace: a
+// named one (`ip netns exec`) or one by its path (`nsenter --net`, a real pod's /proc/PID/ns/net).
 import net from "node:net";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -99,9 +100,11 @@ function client(host: string, port: number): void {
   });
 }
 
-/** Starts `args` of this script in `netns`; resolves once it printed "ready". */
+/** Starts `args` of this script in `netns` (a name, or a path such as /proc/PID/ns/net); resolves once it printed "ready". */
 async function startIn(netns: string, args: readonly string[]): Promise<{ child: ChildProcess; lines: AsyncIterator<string> }> {
-  const child = spawn("ip", ["netns", "exec", netns, process.execPath, "--import", "tsx", SCRIPT, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+  const command = [process.execPath, "--import", "tsx", SCRIPT, ...args];
+  const [enter, ...enterArgs] = netns.startsWith("/") ? ["nsenter", `--net=${netns}`, "--"] : ["ip", "netns", "exec", netns];
+  const child = spawn(enter!, [...enterArgs, ...command], { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();

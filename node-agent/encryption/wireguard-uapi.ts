@@ -81,8 +81,11 @@ export interface PeerConfig {
   readonly allowedIPs: readonly string[];
 }
 
-/** A `set=1` request: peers added or updated in place (their sessions kept), `remove` ones dropped. */
-export function setRequest(o: { privateKey?: Buffer; listenPort?: number; peers?: readonly PeerConfig[]; remove?: readonly string[] }): string {
+/**
+ * A `set=1` request: peers added or updated in place (their sessions kept), `remove` ones dropped, and existing peers'
+ * persistent keepalive interval set (`keepalive`: seconds by public key, 0 = off; turned on, the peer sends one at once).
+ */
+export function setRequest(o: { privateKey?: Buffer; listenPort?: number; peers?: readonly PeerConfig[]; remove?: readonly string[]; keepalive?: ReadonlyMap<string, number> }): string {
   const lines = ["set=1"];
   if (o.privateKey) lines.push(`private_key=${o.privateKey.toString("hex")}`);
   if (o.listenPort !== undefined) lines.push(`listen_port=${o.listenPort}`);
@@ -90,5 +93,6 @@ export function setRequest(o: { privateKey?: Buffer; listenPort?: number; peers?
   for (const p of o.peers ?? []) {
     lines.push(`public_key=${p.publicKey.toString("hex")}`, `endpoint=${p.endpoint}`, "replace_allowed_ips=true", ...p.allowedIPs.map((ip) => `allowed_ip=${ip}`));
   }
+  for (const [hex, seconds] of o.keepalive ?? []) lines.push(`public_key=${hex}`, `persistent_keepalive_interval=${seconds}`);
   return `${lines.join("\n")}\n\n`;
 }

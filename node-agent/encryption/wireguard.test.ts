@@ -39,6 +39,7 @@ describe("WireGuard keys and configuration", () => {
       setRequest({ privateKey: k, listenPort: 51871, peers: [{ publicKey: Buffer.alloc(32, 2), endpoint: "172.30.0.3:51871", allowedIPs: ["172.30.0.3/32", "10.244.2.0/24"] }], remove: ["ab".repeat(32)] }),
       `set=1\nprivate_key=${"01".repeat(32)}\nlisten_port=51871\npublic_key=${"ab".repeat(32)}\nremove=true\npublic_key=${"02".repeat(32)}\nendpoint=172.30.0.3:51871\nreplace_allowed_ips=true\nallowed_ip=172.30.0.3/32\nallowed_ip=10.244.2.0/24\n\n`,
     );
+    assert.equal(setRequest({ keepalive: new Map([["02".repeat(32), 1]]) }), `set=1\npublic_key=${"02".repeat(32)}\npersistent_keepalive_interval=1\n\n`);
   });
 
   it("reads a get answer: peers, handshakes, bytes", () => {

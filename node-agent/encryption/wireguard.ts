@@ -235,6 +235,15 @@ export class WireguardEncryption {
     // New and changed peers first, then the removals: a node's new key is usable before its old one goes.
     if (peers.length > 0) await uapi(this.socket, setRequest({ peers }));
     for (const p of peers) this.sent.set(p.publicKey.toString("hex"), `${p.endpoint} ${p.allowedIPs.join(",")}`);
+    // A peer made anew (a node's new key after a rotation, a new node) handshakes at once: a keepalive turned on sends one,
+    // and turned off again nothing else changes. Without it a node handshakes only when it has a packet for the peer: the
+    // side that learnt of the new keys first tried then, too early (the other did not know its key yet), and retries only
+    // after WireGuard's 5 s rekey timeout, while the other side may have nothing to send (a new connection's SYNs).
+    const created = peers.map((p) => p.publicKey.toString("hex")).filter((k) => !configured.has(k));
+    if (created.length > 0) {
+      await uapi(this.socket, setRequest({ keepalive: new Map(created.map((k) => [k, 1])) }));
+      await uapi(this.socket, setRequest({ keepalive: new Map(created.map((k) => [k, 0])) }));
+    }
     if (remove.length > 0) await uapi(this.socket, setRequest({ remove }));
     for (const k of remove) this.sent.delete(k);
     for (const p of want.values()) await this.ip(["route", "replace", `${p.ip}/32`, "dev", this.ifname, "table", String(WIREGUARD_TABLE)]);
