@@ -40,7 +40,7 @@ test-kernel: deps
 	bash scripts/run-tests.sh bpf node-agent
 
 test-e2e: deps
-	bash scripts/run-tests.sh localcluster e2e
+	bash scripts/run-tests.sh $(BESIDE) localcluster e2e
 
 # The real node alone (containerd + kubelet, localcluster/realnode; also part of test-e2e and test).
 test-realnode: deps
@@ -68,8 +68,13 @@ test-dns-soak: deps
 test-l7-slowloris: deps
 	SLOWLORIS_CONNECTIONS=1000 node --import tsx --test node-agent/l7proxy/slowloris.test.ts
 
+# The files on real nodes (kubelets, containerd) run one after another in a second runner beside the rest: they mostly
+# wait on pods, so they cost the run little besides their own time (scripts/run-tests.sh --beside).
+BESIDE = --beside localcluster/realnode/realnode.test.ts --beside localcluster/upstream/netpol.test.ts \
+	--beside e2e/demo.e2e.test.ts
+
 test: deps typecheck lint
-	bash scripts/run-tests.sh scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e
+	bash scripts/run-tests.sh $(BESIDE) scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e
 
 demo: deps
 	bash localcluster/demo.sh
