@@ -3,6 +3,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs";
+import { builtinModules } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,6 +56,37 @@ test("the bundle is an ES module entry with its chunks, and koffi (FFI) stays ou
   assert.deepEqual(fs.readdirSync(path.join(dist, "cni")), ["membrane-cni.mjs"]);
   const cni = fs.readFileSync(path.join(dist, "cni", "membrane-cni.mjs"), "utf8");
   assert.ok(/from "koffi"/.test(cni) && !/chunk-/.test(cni), "the plugin imports koffi and no chunk");
+});
+
+/**
+ * Packages a dependency asks for inside try/catch and does without (ws: bufferutil, utf-8-validate; debug:
+ * supports-color; a Yarn PnP probe: pnpapi). Any other package the bundle would load at run time is missing in the image.
+ */
+const OPTIONAL_AT_RUN_TIME = new Set(["bufferutil", "utf-8-validate", "supports-color", "pnpapi"]);
+
+test("the bundle loads no package at run time but koffi: every other specifier is a Node built-in or a chunk", async () => {
+  await built;
+  const files = [...fs.readdirSync(dist).filter((f) => f.endsWith(".mjs")), path.join("cni", "membrane-cni.mjs")];
+  const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+  const loads = [
+    /^\s*(?:import|export)\b[^;]*?\bfrom\s*"([^"]+)"/gm, // static import/export
+    /^\s*import\s*"([^"]+)"/gm, // import for effect
+    /(?<![\w$.])(?:__)?require\(\s*"([^"]+)"\s*\)/g, // require, or esbuild's __require for a CommonJS dependency's
+    /\bcreateRequire\([^\n]*?\)\(\s*"([^"]+)"/g, // createRequire(import.meta.url)("pkg"): resolved against the source path
+    /(?<![\w$.])import\(\s*"([^"]+)"\s*\)/g, // dynamic import
+  ];
+  const unexpected: string[] = [];
+  for (const file of files) {
+    const text = fs.readFileSync(path.join(dist, file), "utf8");
+    for (const pattern of loads) {
+      for (const [, specifier = ""] of text.matchAll(pattern)) {
+        if (specifier.startsWith("./") || specifier.startsWith("../") || builtins.has(specifier)) continue;
+        if (specifier === "koffi" || OPTIONAL_AT_RUN_TIME.has(specifier)) continue;
+        unexpected.push(`${file}: ${specifier}`);
+      }
+    }
+  }
+  assert.deepEqual(unexpected, [], "packages the image does not have (import them statically so that the bundle carries them)");
 });
 
 test("membrane --help and version: same output through the bundle as through tsx", async () => {
