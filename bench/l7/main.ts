@@ -4,7 +4,8 @@
 //   gRPC: unary calls to the door manager fixture, BENCH_GRPC_CONNECTIONS (4) channels × BENCH_GRPC_STREAMS (8) calls in flight for
 //   BENCH_CLOSED_SECONDS each way (rule: POST /cloudcity.DoorManager/GetName): calls/s and their ratio (grpc_ratio).
 //   The proxy runs as the agent runs it: flows sent to a flow socket (read here as the agent reads it), no --log-flows;
-//   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it (and each part: proxy_user_us_per_req, proxy_system_us_per_req).
+//   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it (and each part: proxy_user_us_per_req, proxy_system_us_per_req);
+//   grpc_proxy_cpu_us_per_call: the same per gRPC call.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -112,6 +113,7 @@ async function main(): Promise<void> {
     const grpc = { proxy: [] as number[], direct: [] as number[] };
     const proxyCpu = { user: 0, system: 0, requests: 0 };
     const proxyCpuOpen = { micros: 0, requests: 0 };
+    const proxyCpuGrpc = { micros: 0, calls: 0 };
     let failed = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
@@ -134,8 +136,14 @@ async function main(): Promise<void> {
           proxyCpuOpen.requests += o.sent ?? 0;
         }
         open[way].push(o);
+        const grpcBefore = cpuMicros(proxy.pid!);
         const g = await loadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS]);
         grpc[way].push(g.rps ?? 0);
+        if (way === "proxy") {
+          const grpcAfter = cpuMicros(proxy.pid!);
+          proxyCpuGrpc.micros += grpcAfter.user + grpcAfter.system - grpcBefore.user - grpcBefore.system;
+          proxyCpuGrpc.calls += (g.rps ?? 0) * (CLOSED_SECONDS / ROUNDS);
+        }
         failed += (c.failed ?? 0) + (o.failed ?? 0) + (g.failed ?? 0);
       }
     }
@@ -164,6 +172,8 @@ async function main(): Promise<void> {
         proxy_system_us_per_req: Math.round(proxyCpu.system / proxyCpu.requests),
         // The same at the fixed 1,000 req/s (fewer requests per wake-up than at saturation, so more per request; less swayed by the machine's load).
         proxy_cpu_us_per_req_at_1000: Math.round(proxyCpuOpen.micros / proxyCpuOpen.requests),
+        // The same for the gRPC calls through it (the warm-up call of each channel included).
+        grpc_proxy_cpu_us_per_call: Math.round(proxyCpuGrpc.micros / proxyCpuGrpc.calls),
         flows,
         failed,
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),

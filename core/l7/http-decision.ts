@@ -47,8 +47,9 @@ export function decideHttp(req: HttpRequest, rules: readonly CompiledHttpRuleRef
   return { verdict: "deny" };
 }
 
-/** The headers to forward once a decision's actions are applied (names lowercase). */
-export function applyHeaderActions(headers: readonly HttpHeader[], actions: readonly HeaderAction[]): HttpHeader[] {
+/** The headers to forward once a decision's actions are applied (names lowercase): `headers` itself when there are none. */
+export function applyHeaderActions(headers: readonly HttpHeader[], actions: readonly HeaderAction[]): readonly HttpHeader[] {
+  if (actions.length === 0) return headers;
   let out = [...headers];
   for (const a of actions) {
     const name = a.name.toLowerCase();

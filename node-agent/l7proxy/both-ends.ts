@@ -27,6 +27,11 @@ export interface SidesDecision {
 
 /** Each side in turn judges the request as the previous one forwards it (its header actions applied); the first denial ends it. */
 export function decideSides(request: HttpRequest, sides: readonly RuleSide[], apply: (headers: HttpRequest["headers"], d: HttpDecision & { verdict: "allow" }) => HttpRequest["headers"]): SidesDecision {
+  // One side (the usual case): its decision as it is, nothing to combine.
+  if (sides.length === 1) {
+    const decision = decideHttp(request, sides[0]!.rules);
+    return { decision, judged: [{ side: sides[0]!, decision }] };
+  }
   const judged: { side: RuleSide; decision: HttpDecision }[] = [];
   let forwarded = request;
   for (const side of sides) {

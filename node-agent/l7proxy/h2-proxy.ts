@@ -2,6 +2,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
+import type { Readable, Writable } from "node:stream";
 import type tls from "node:tls";
 import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
@@ -179,11 +180,12 @@ export class H2Proxy {
    * What a stream's destination is spoken to in. An originatingTLS destination is asked once a connection by ALPN
    * (h2 preferred); behind terminatingTLS alone the destination is plaintext and cannot be asked, so gRPC goes as h2c
    * (gRPC servers speak it) and anything else as HTTP/1.1 (what a plaintext server speaks, whatever the client chose
-   * with the proxy); an h2c client's streams stay h2c, as it chose.
+   * with the proxy); an h2c client's streams stay h2c, as it chose. Known at once (no promise, no later turn) unless
+   * the destination has to be asked.
    */
-  private protocolFor(conn: Connection, host: string, grpc: boolean): Promise<UpstreamProtocol> {
+  private protocolFor(conn: Connection, host: string, grpc: boolean): UpstreamProtocol | Promise<UpstreamProtocol> {
     const { client } = conn;
-    if (!client.originating) return Promise.resolve(client.tls === undefined || grpc ? "h2" : "http/1.1");
+    if (!client.originating) return client.tls === undefined || grpc ? "h2" : "http/1.1";
     conn.negotiated ??= new Promise<UpstreamProtocol>((resolve, reject) => {
       const socket = client.connect(hostName(host), ["h2", "http/1.1"]) as tls.TLSSocket;
       const onError = (err: Error): void => {
@@ -251,7 +253,8 @@ export class H2Proxy {
     // One flow a stream, when the client has its answer.
     const report = sideFlows(judged, (verdict, status, extra = {}) => {
       const f = requestFlow(arrived, verdict, status, extra);
-      log.debug(withoutHeaders(f), "http request");
+      // Built only when logged: a debug line per stream is not paid for at info.
+      if (log.isLevelEnabled("debug")) log.debug(withoutHeaders(f), "http request");
       this.opts.onFlow?.(f);
     });
     const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
@@ -278,20 +281,20 @@ export class H2Proxy {
     const noBody = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     const actioned = applyHeaderActions(request.headers, decision.actions);
     const fail = (err: unknown): void => this.failed(stream, grpc, err, (status) => flow("error", status, { rule, ...mismatches }));
-    this.protocolFor(conn, request.host, grpc).then(
-      (protocol) => {
-        if (stream.destroyed || stream.closed) return;
-        if (protocol === "h2") return this.forwardH2(conn, stream, raw, actioned, noBody, request.host, flow, fail, { rule, ...mismatches });
-        let status = 0;
-        let responseHeaders: HttpHeader[] = [];
-        forwardAsHttp1(
-          stream,
-          { agent: this.http1Agent(conn, request.host), method: request.method, path: request.path, authority: request.host, headers: actioned, hasBody: !noBody },
-          { answered: (s, headers) => ((status = s), (responseHeaders = headers)), finished: () => flow("forwarded", status, { rule, ...mismatches, responseHeaders }), failed: fail },
-        );
-      },
-      fail,
-    );
+    const forward = (protocol: UpstreamProtocol): void => {
+      if (stream.destroyed || stream.closed) return;
+      if (protocol === "h2") return this.forwardH2(conn, stream, raw, actioned, noBody, request.host, flow, fail, { rule, ...mismatches });
+      let status = 0;
+      let responseHeaders: HttpHeader[] = [];
+      forwardAsHttp1(
+        stream,
+        { agent: this.http1Agent(conn, request.host), method: request.method, path: request.path, authority: request.host, headers: actioned, hasBody: !noBody },
+        { answered: (s, headers) => ((status = s), (responseHeaders = headers)), finished: () => flow("forwarded", status, { rule, ...mismatches, responseHeaders }), failed: fail },
+      );
+    };
+    const protocol = this.protocolFor(conn, request.host, grpc);
+    if (typeof protocol === "string") forward(protocol);
+    else protocol.then(forward, fail);
   }
 
   /** An allowed stream sent on as an HTTP/2 stream over the client connection's upstream HTTP/2 connection. */
@@ -332,7 +335,7 @@ export class H2Proxy {
       const trailersOnly = (upFlags & NGHTTP2_FLAG_END_STREAM) !== 0;
       stream.respond(forwardableRaw(upRaw), trailersOnly ? { endStream: true } : { waitForTrailers: true });
       if (trailersOnly) flow("forwarded", status, decided);
-      else up.pipe(stream);
+      else relay(up, stream);
     });
     stream.once("finish", () => {
       if (status !== 0) flow("forwarded", status, decided);
@@ -346,7 +349,7 @@ export class H2Proxy {
     stream.on("close", () => {
       if (!up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
     });
-    if (!noBody) stream.pipe(up);
+    if (!noBody) relay(stream, up);
   }
 
   /** An allowed stream whose destination failed before it answered: 503/504 (gRPC: UNAVAILABLE); after it answered, the stream is reset. */
@@ -366,6 +369,25 @@ export class H2Proxy {
     }
     stream.resume();
   }
+}
+
+/**
+ * `from`'s bytes written to `to` as they come and `to` ended when `from` ends, `from` paused while `to` is full: what
+ * `pipe` does for one stream's body, without its per-stream bookkeeping (a gRPC call pays it twice). A destroyed `to`
+ * takes no more (the stream's close and error handlers above end both sides).
+ */
+function relay(from: Readable, to: Writable): void {
+  const resume = (): void => void from.resume();
+  from.on("data", (chunk: Buffer) => {
+    if (to.destroyed) return;
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once("drain", resume);
+    }
+  });
+  from.once("end", () => {
+    if (!to.destroyed) to.end();
+  });
 }
 
 /** A request's host without its port: the name originatingTLS verifies when the client sent no SNI. */
