@@ -6,7 +6,7 @@ import type { NodeState } from "./wire.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { PolicyEntry, SubjectPolicy } from "./model.ts";
-import { SubjectDeltaLinks, applyDelta, canonicalState, diffState, sameState } from "./nodestate.ts";
+import { SubjectDeltaLinks, applyDelta, canonicalState, comparePrefixes, diffState, mergeIPCache, mergedInCanonicalOrder, sameState } from "./nodestate.ts";
 
 const entry = (subject: number): fc.Arbitrary<PolicyEntry> =>
   fc.record({
@@ -49,6 +49,29 @@ test("property: applying diff(a, b) to a yields b", () => {
       // JSON form: fast-check may build null-prototype records, which deepEqual tells apart.
       const plain = (x: unknown): unknown => JSON.parse(JSON.stringify(x));
       assert.deepEqual(plain(applyDelta(canonicalState(a), diffState(a, b))), plain(canonicalState(b)));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test("property: a chain of ipcache merges ends where its definition does (upserts replace by prefix, removals take out, also an upsert of their prefix)", () => {
+  const prefix = fc.constantFrom(...Array.from({ length: 12 }, (_, i) => `10.0.${i % 3}.${i}/32`), "0.0.0.0/0", "fd00::/64");
+  const change = fc.record({
+    upserts: fc.uniqueArray(fc.record({ prefix, identity: fc.integer({ min: 256, max: 260 }) }), { selector: (e) => e.prefix, maxLength: 6 }),
+    removals: fc.uniqueArray(prefix, { maxLength: 4 }),
+  });
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.record({ prefix, identity: fc.constant<number>(256) }), { selector: (e) => e.prefix }), fc.array(change, { maxLength: 6 }), (start, changes) => {
+      // The first base in any order (sorted by the merge); every later one a merge's own output.
+      let merged = mergeIPCache(start, [], []);
+      const expected = new Map(start.map((e) => [e.prefix, e]));
+      for (const c of changes) {
+        merged = mergeIPCache(merged, c.upserts, c.removals);
+        for (const e of c.upserts) expected.set(e.prefix, e);
+        for (const p of c.removals) expected.delete(p);
+        assert.ok(mergedInCanonicalOrder(merged));
+        assert.deepEqual(merged.map((e) => `${e.prefix}=${e.identity}`), [...expected.values()].sort((a, b) => comparePrefixes(a.prefix, b.prefix)).map((e) => `${e.prefix}=${e.identity}`));
+      }
     }),
     { numRuns: 300 },
   );

@@ -297,31 +297,53 @@ export function applyDelta(s: NodeState, d: DeltaBody): NodeState {
     for (const r of d.removedSubjects) bySubject.delete(r);
     policies = [...bySubject.values()].sort((a, b) => a.subject - b.subject);
   }
-  const byId = (a: { id: number }, b: { id: number }): number => a.id - b.id;
-  const byNumber = (a: number, b: number): number => a - b;
   const ipcache = d.ipcacheUpserts.length + d.ipcacheRemovals.length === 0 ? s.ipcache : mergeIPCache(s.ipcache, d.ipcacheUpserts, d.ipcacheRemovals);
   const identities =
-    d.identityUpserts.length + d.identityRemovals.length === 0 ? s.identities : mergeSorted(s.identities, d.identityUpserts, d.identityRemovals, byId, (i, id) => i.id - id, byNumber);
-  const rules = d.ruleUpserts.length === 0 ? s.rules : mergeSorted(s.rules, d.ruleUpserts, [], byId, (r, id: number) => r.id - id, byNumber);
+    d.identityUpserts.length + d.identityRemovals.length === 0 ? s.identities : mergeSorted(s.identities, d.identityUpserts, d.identityRemovals, byId, idOf, byNumber);
+  const rules = d.ruleUpserts.length === 0 ? s.rules : mergeSorted(s.rules, d.ruleUpserts, [], byId, idOf, byNumber);
   const policyGenerations =
     d.policyGenerationUpserts.length + d.policyGenerationRemovals.length === 0
       ? s.policyGenerations
-      : mergeSorted(s.policyGenerations, d.policyGenerationUpserts, d.policyGenerationRemovals, (a, b) => comparePrefixes(a.key, b.key), (g, k) => comparePrefixes(g.key, k), comparePrefixes);
+      : mergeSorted(s.policyGenerations, d.policyGenerationUpserts, d.policyGenerationRemovals, byItemKey, itemKeyOf, comparePrefixes);
   const tracingPolicies =
     (d.tracingPolicyUpserts?.length ?? 0) + (d.tracingPolicyRemovals?.length ?? 0) === 0
       ? s.tracingPolicies
-      : mergeSorted(s.tracingPolicies ?? [], d.tracingPolicyUpserts ?? [], d.tracingPolicyRemovals ?? [], byItemKey, (p, k) => comparePrefixes(p.key, k), comparePrefixes);
+      : mergeSorted(s.tracingPolicies ?? [], d.tracingPolicyUpserts ?? [], d.tracingPolicyRemovals ?? [], byItemKey, itemKeyOf, comparePrefixes);
   return { policies, ipcache, identities, rules, policyGenerations, ...(tracingPolicies && tracingPolicies.length > 0 ? { tracingPolicies } : {}) };
 }
 
-/** A sorted ipcache with `upserts` put in (replacing the entry of their prefix) and `removals` taken out: one merge pass, no per-entry work beyond a comparison. */
+/** A sorted ipcache with `upserts` put in (replacing the entry of their prefix) and `removals` taken out: each change found by binary search, the runs between them copied whole. */
 export function mergeIPCache(base: readonly IPCacheEntry[], upserts: readonly IPCacheEntry[], removals: readonly string[]): IPCacheEntry[] {
-  return mergeSorted(base, upserts, removals, (a, b) => comparePrefixes(a.prefix, b.prefix), (e, p) => comparePrefixes(e.prefix, p), comparePrefixes);
+  return mergeSorted(base, upserts, removals, byPrefix, prefixOf, comparePrefixes);
+}
+
+// The orders mergeSorted keeps, one function object each (mergedOrder records which one a merged list is in).
+const byPrefix = (a: IPCacheEntry, b: IPCacheEntry): number => comparePrefixes(a.prefix, b.prefix);
+const prefixOf = (e: IPCacheEntry, p: string): number => comparePrefixes(e.prefix, p);
+const byId = (a: { id: number }, b: { id: number }): number => a.id - b.id;
+const idOf = (i: { id: number }, id: number): number => i.id - id;
+const byNumber = (a: number, b: number): number => a - b;
+const itemKeyOf = (p: { key: string }, k: string): number => comparePrefixes(p.key, k);
+
+/**
+ * The order each list mergeSorted made is in. A merged list is never written after (node states are read-only), so the
+ * next merge into it (the operator's ipcache after every change, an agent's after every delta) skips the O(n) check.
+ */
+const mergedOrder = new WeakMap<readonly unknown[], (a: never, b: never) => number>();
+
+/**
+ * Whether `list` is a merge's output: every such list is in the canonical order of its part (mergeSorted's
+ * orders are canonicalState's), so a consumer may skip checking it.
+ */
+export function mergedInCanonicalOrder(list: readonly unknown[]): boolean {
+  return mergedOrder.has(list);
 }
 
 /**
  * `base` with `upserts` put in (an upsert replaces the item with its key), then `removals` taken
- * out, all in `cmp` order: one pass over `base` (sorted first if it is not).
+ * out, all in `cmp` order (base sorted first if it is not). A delta moves a few items of lists that
+ * hold thousands (a 50,000-pod ipcache), so each change is found by binary search and the runs of
+ * base between changes are copied whole: O(changes × log n) comparisons, not one per item.
  */
 function mergeSorted<T, K>(
   base: readonly T[],
@@ -331,33 +353,48 @@ function mergeSorted<T, K>(
   cmpKey: (t: T, k: K) => number,
   cmpKeys: (a: K, b: K) => number,
 ): T[] {
-  const b = isSorted(base, cmp) ? base : [...base].sort(cmp);
+  const b = mergedOrder.get(base) === cmp || isSorted(base, cmp) ? base : [...base].sort(cmp);
   const u = isSorted(upserts, cmp) ? upserts : [...upserts].sort(cmp);
   const r = isSorted(removals, cmpKeys) ? removals : [...removals].sort(cmpKeys);
-  let ri = 0;
-  const removed = (t: T): boolean => {
-    while (ri < r.length && cmpKey(t, r[ri]!) > 0) ri++;
-    return ri < r.length && cmpKey(t, r[ri]!) === 0;
-  };
-  const out: T[] = [];
-  let i = 0;
+  const runs: (readonly T[])[] = [];
+  let i = 0; // the first base item not yet copied or dropped
   let j = 0;
-  while (i < b.length || j < u.length) {
-    let next: T;
-    if (j >= u.length) next = b[i++]!;
-    else if (i >= b.length) next = u[j++]!;
-    else {
-      const c = cmp(b[i]!, u[j]!);
-      if (c < 0) next = b[i++]!;
-      else {
-        if (c === 0) i++;
-        next = u[j++]!;
-      }
+  let k = 0;
+  /** Copies base items from i up to the first one for which `before` is false. */
+  const copyWhile = (before: (t: T) => boolean): void => {
+    let lo = i;
+    let hi = b.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (before(b[mid]!)) lo = mid + 1;
+      else hi = mid;
     }
-    if (!removed(next)) out.push(next);
+    if (lo > i) runs.push(b.slice(i, lo));
+    i = lo;
+  };
+  while (j < u.length || k < r.length) {
+    // The next change in key order; a removal goes before an upsert of its key, and takes it out too.
+    if (j >= u.length || (k < r.length && cmpKey(u[j]!, r[k]!) >= 0)) {
+      const key = r[k++]!;
+      copyWhile((t) => cmpKey(t, key) < 0);
+      while (i < b.length && cmpKey(b[i]!, key) === 0) i++;
+      while (j < u.length && cmpKey(u[j]!, key) === 0) j++;
+    } else {
+      const item = u[j++]!;
+      copyWhile((t) => cmp(t, item) < 0);
+      if (i < b.length && cmp(b[i]!, item) === 0) i++;
+      runs.push([item]);
+    }
   }
+  if (i < b.length) runs.push(i === 0 ? b : b.slice(i));
+  let out: T[] = [];
+  for (let x = 0; x < runs.length; x += CONCAT_RUNS) out = out.concat(...runs.slice(x, x + CONCAT_RUNS));
+  mergedOrder.set(out, cmp);
   return out;
 }
+
+/** Runs joined per concat call: a spread of arguments has a limit, and a delta can move thousands of items. */
+const CONCAT_RUNS = 4096;
 
 function isSorted<T>(items: readonly T[], cmp: (a: T, b: T) => number): boolean {
   for (let i = 1; i < items.length; i++) if (cmp(items[i - 1]!, items[i]!) > 0) return false;

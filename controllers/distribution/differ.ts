@@ -13,6 +13,7 @@ import {
   diffPolicyGenerations,
   diffState,
   diffTracingPolicies,
+  mergedInCanonicalOrder,
 } from "../../core/nodestate.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
 import type { NodeState, PolicyGeneration, SubjectDelta } from "../../core/wire.ts";
@@ -42,9 +43,10 @@ export class StateDiffer {
     const policies = s.policies
       .map((p) => memo(this.canonicalSubjects, p, () => (this.subjectDeltas?.isVouchedSorted(p) || sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
       .sort((a, b) => a.subject - b.subject);
+    // A part a merge made (the source's ipcache after every change) is in order already: 50,000 entries are not walked per change.
     const part = <K extends SharedPart | "policyGenerations">(k: K): NodeState[K] =>
       memo(this.canonicalParts, s[k], () =>
-        isSorted<NodeState[K][number]>(s[k], PART_ORDER[k] as (a: NodeState[K][number], b: NodeState[K][number]) => number) ? s[k] : canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k],
+        mergedInCanonicalOrder(s[k]) || isSorted<NodeState[K][number]>(s[k], PART_ORDER[k] as (a: NodeState[K][number], b: NodeState[K][number]) => number) ? s[k] : canonicalState({ ...EMPTY_STATE, [k]: s[k] })[k],
       ) as NodeState[K];
     // TracingPolicies: a handful, sorted by key where the source builds them; sorted here for any other producer.
     const tracing = s.tracingPolicies && (memo(this.canonicalParts, s.tracingPolicies, () => canonicalState({ ...EMPTY_STATE, tracingPolicies: s.tracingPolicies }).tracingPolicies!) as NodeState["tracingPolicies"]);
