@@ -278,18 +278,18 @@ int from_container(struct __sk_buff *skb)
 	} else if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)) {
 		monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 	}
-	if (!dst)
-		return TC_ACT_OK;
-	tunnel_endpoint = dst->tunnel_endpoint;
+	/* No tunnel endpoint: the node's routes. In strict mode not for another node's pod CIDR (fails closed). */
+	tunnel_endpoint = dst ? dst->tunnel_endpoint : 0;
 	/* A reply to another node's own address on a connection that came through the tunnel (its entry has no
 	 * CT_F_NO_TUNNEL: that node's proxy connected as its client): back through the tunnel under encryption. */
-	if (!tunnel_endpoint && ct == CT_REPLY && (dst->flags & IPCACHE_F_NODE) && f.family == FAMILY_IPV4) {
+	if (!tunnel_endpoint && dst && ct == CT_REPLY && (dst->flags & IPCACHE_F_NODE) && f.family == FAMILY_IPV4) {
 		__builtin_memcpy(&node, f.daddr, 4);
 		if (encryption_covers_node(node))
 			tunnel_endpoint = node;
 	}
 	if (!tunnel_endpoint)
-		return TC_ACT_OK;
+		return encryption_strict_refuses(f.family, f.daddr) ?
+			drop(skb, &f, DIR_EGRESS, DROP_UNENCRYPTED, ep->identity, peer, RULE_ID_NONE) : TC_ACT_OK;
 	return to_tunnel(skb, &f, ep->identity, peer, tunnel_endpoint, 1);
 }
 

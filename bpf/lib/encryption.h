@@ -5,6 +5,7 @@
 #define MEMBRANE_ENCRYPTION_H
 
 #include "common.h"
+#include "ipcache.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -19,6 +20,30 @@ struct {
 	__type(value, __u8);
 	__uint(max_entries, 16384);
 } membrane_encrypted_nodes SEC(".maps");
+
+/* Strict mode's pod CIDRs (LPM trie keyed by struct ipcache_key, the agent's: the other nodes' pod CIDRs). A pod
+ * packet to one of them that does not take the tunnel (its pod not in the ipcache yet: a pod just started there,
+ * or a new client's answer) would follow the node's own route over the underlay in clear. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, __u8);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} membrane_strict_cidrs SEC(".maps");
+
+/* Whether strict mode drops (UNENCRYPTED) a pod packet to addr that leaves by the node's routes, not the tunnel. */
+static __always_inline int encryption_strict_refuses(__u8 family, const __u8 *addr)
+{
+	__u32 zero = 0;
+	struct encryption_value *e = bpf_map_lookup_elem(&membrane_encryption, &zero);
+	struct ipcache_key k = {};
+
+	if (!e || !e->strict)
+		return 0;
+	ipcache_address_key(&k, family, addr);
+	return bpf_map_lookup_elem(&membrane_strict_cidrs, &k) != NULL;
+}
 
 /* Where a pod packet to the node at tunnel_endpoint goes: ENCRYPTION_REFUSED (strict, no working tunnel),
  * ENCRYPTION_OVERLAY (the VXLAN overlay, inside the tunnel when there is one) or the WireGuard device's

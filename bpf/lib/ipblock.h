@@ -3,6 +3,7 @@
 #define MEMBRANE_IPBLOCK_H
 
 #include "common.h"
+#include "ipcache.h"
 
 /* A trie of its own, not the ipcache: a pod's address is in the ipcache with its pod identity, and
  * Kubernetes' ipBlock gives the same address a second meaning. Only the prefixes NetworkPolicy
@@ -23,16 +24,10 @@ static __always_inline int identity_is_pod(__u32 id)
 /* The ipBlock identity of the longest NetworkPolicy ipBlock prefix holding addr, or 0. */
 static __always_inline __u32 ipblock_lookup(__u8 family, const __u8 *addr)
 {
-	struct ipcache_key k = { .family = family };
+	struct ipcache_key k = {};
 	struct ipblock_value *v;
 
-	if (family == FAMILY_IPV4) {
-		__builtin_memcpy(k.addr, addr, 4);
-		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 32;
-	} else {
-		__builtin_memcpy(k.addr, addr, 16);
-		k.prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
-	}
+	ipcache_address_key(&k, family, addr);
 	v = bpf_map_lookup_elem(&membrane_ipblocks, &k);
 	return v ? v->identity : 0;
 }

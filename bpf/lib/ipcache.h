@@ -22,6 +22,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } membrane_ipcache SEC(".maps");
 
+/* A trie key (struct ipcache_key) for the single address addr: the ipcache's, ipblocks' and strict CIDRs' lookups. */
+static __always_inline void ipcache_address_key(struct ipcache_key *k, __u8 family, const __u8 *addr)
+{
+	k->family = family;
+	if (family == FAMILY_IPV4) {
+		__builtin_memcpy(k->addr, addr, 4);
+		k->prefixlen = IPCACHE_FIXED_PREFIX_BITS + 32;
+	} else {
+		__builtin_memcpy(k->addr, addr, 16);
+		k->prefixlen = IPCACHE_FIXED_PREFIX_BITS + 128;
+	}
+}
+
 /* The longest prefix that holds addr: its full-length entry if there is one (*exact set), else the trie's. */
 static __always_inline struct ipcache_value *ipcache_lookup_exact(__u8 family, const __u8 *addr, int *exact)
 {

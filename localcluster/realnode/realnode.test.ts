@@ -2417,6 +2417,19 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
       await node!.exec(["ip", "link", "set", clientIfname, "up"]);
     }
     await answeredEncrypted("the client's request answered through WireGuard with the device back");
+    // The window before an agent has a new pod's ipcache entry (a pod just started on node 2, or the answer to a new
+    // client): to node 1 an address in node 2's pod CIDRs that no pod holds looks the same. The nodes route each other's
+    // pod CIDRs over the underlay: strict mode drops the packet as UNENCRYPTED instead of letting it cross in clear.
+    const unheld = [node2!.plan.podCIDR.replace(/\.0\/24$/, ".250"), node2!.plan.podCIDRv6!.replace(/::\/64$/, "::fa")];
+    for (const [i, to] of unheld.entries()) {
+      const w = await captured("wg-client", to, [i === 0 ? clientIP! : client6!, to]);
+      assert.deepEqual([w.seen.markerFrames, w.seen.tcpBetweenFrames, w.seen.udpByPort["8472"] ?? 0], [0, 0, 0], `to ${to} (node 2's pod CIDR, no ipcache entry): nothing in clear: ${JSON.stringify(w.seen)}`);
+    }
+    await eventually("the drops to node 2's unheld pod addresses in the client node's flows, UNENCRYPTED", 30_000, async () => {
+      const r = await cp!.kubectl(["exec", "-n", AGENT_NS, clientAgent, "-c", "agent", "--", "node", "/opt/membrane/dist/membrane.mjs", "observe", "--server", "unix:/var/run/membrane/hubble.sock", "--verdict", "DROPPED", "--from-pod", `${POLICY_NS}/wg-client`, "-o", "json"]);
+      const flows = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { destination: { ip?: string }; dropReason?: string });
+      return unheld.every((to) => flows.some((f) => f.destination.ip === to && f.dropReason?.startsWith("UNENCRYPTED"))) ? true : undefined;
+    });
     const strictSeconds = (Date.now() - strictStarted) / 1000;
 
     // Rotation as a user asks for it, under traffic: `membrane encryption rotate --key membrane`, the chart's

@@ -66,6 +66,7 @@ export const MAPS = {
   config: "membrane_config",
   encryption: "membrane_encryption",
   encryptedNodes: "membrane_encrypted_nodes",
+  strictCidrs: "membrane_strict_cidrs",
   hostAddrs: "membrane_host_addrs",
   hostGuard: "membrane_host_guard",
   tailCalls: "membrane_tail_calls",
@@ -310,6 +311,17 @@ export class Datapath {
   setWireguardDevice(ifindex: number, netns?: string): void {
     if (ifindex > 0) this.attach(PROGRAMS.fromWireguard, { ifindex, direction: "ingress", ...(netns ? { netns } : {}) });
     this.setEncryptionField("wireguard_ifindex", ifindex);
+  }
+
+  /**
+   * Strict mode's pod CIDRs (the other nodes'): a pod packet to one of them that does not take the tunnel (its pod not
+   * in the ipcache yet) is dropped as UNENCRYPTED instead of following the node's route in clear. Replaces the set.
+   */
+  setStrictCIDRs(cidrs: readonly string[]): void {
+    const m = this.object.map(MAPS.strictCidrs);
+    const want = new Map(cidrs.map((c) => { const key = ipcacheKeys(c).trie; return [key.toString("hex"), key] as const; }));
+    for (const key of want.values()) m.update(key, Buffer.from([1]));
+    for (const key of m.keys()) if (!want.has(key.toString("hex"))) m.delete(key);
   }
 
   private setEncryptionField(field: keyof typeof LAYOUT.encryption_value.fields, value: number): void {

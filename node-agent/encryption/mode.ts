@@ -21,7 +21,7 @@ export interface AgentEncryption {
 }
 
 interface CiliumNodeObject extends KubeObject {
-  spec?: { addresses?: { type: string; ip: string }[]; encryption?: { publicKey?: string } };
+  spec?: { addresses?: { type: string; ip: string }[]; encryption?: { publicKey?: string }; ipam?: { podCIDRs?: string[] } };
 }
 
 export interface EncryptionFlags {
@@ -47,6 +47,7 @@ export async function startEncryption(f: EncryptionFlags, client: KubeClient | u
     datapath.setEncryptionStrict(false);
     datapath.setEncryptedNodes([]);
     datapath.setWireguardDevice(0);
+    datapath.setStrictCIDRs([]);
     await removeWireguard({ nodeName: f.nodeName, ...(f.netns ? { netns: f.netns } : {}), stateDir: f.stateDir, vxlanPort: OVERLAY_VXLAN_PORT, log });
   }
   if (f.mode === "disabled") {
@@ -75,6 +76,9 @@ export async function startEncryption(f: EncryptionFlags, client: KubeClient | u
   // Level-triggered: any CiliumNode event re-derives every peer; our own node's annotation asks for a rotation.
   nodes.on(() => {
     void wg.setPeers(nodes.list().map(peerNode));
+    // Strict covers the other nodes' pod CIDRs: a pod there the ipcache does not name yet is dropped, not sent by the
+    // node's route in clear (a node's CiliumNode, and so its CIDRs, comes before its pods).
+    datapath.setStrictCIDRs(f.strict ? nodes.list().filter((cn) => cn.metadata.name !== f.nodeName).flatMap((cn) => cn.spec?.ipam?.podCIDRs ?? []) : []);
     const request = nodes.get(f.nodeName)?.metadata.annotations?.[WIREGUARD_ROTATE_ANNOTATION];
     if (request) void wg.rotate(request).catch((e: unknown) => log.error({ error: (e as Error).message }, "WireGuard key rotation failed"));
   });

@@ -42,7 +42,7 @@ describe("encryption switched off removes what an earlier agent's WireGuard left
   const pids: number[] = [];
   const lines: Record<string, unknown>[] = [];
   const log = capturingLogger(lines);
-  const datapath = { strict: true, nodes: ["172.30.9.3"] as readonly string[], setEncryptionStrict(s: boolean) { this.strict = s; }, setEncryptedNodes(n: readonly string[]) { this.nodes = n; }, ifindex: 0, setWireguardDevice(i: number) { this.ifindex = i; } };
+  const datapath = { strict: true, nodes: ["172.30.9.3"] as readonly string[], setEncryptionStrict(s: boolean) { this.strict = s; }, setEncryptedNodes(n: readonly string[]) { this.nodes = n; }, ifindex: 0, setWireguardDevice(i: number) { this.ifindex = i; }, cidrs: ["10.9.1.0/24"] as readonly string[], setStrictCIDRs(c: readonly string[]) { this.cidrs = c; } };
 
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const r = await cp!.kubectl(args, input);
@@ -99,7 +99,7 @@ describe("encryption switched off removes what an earlier agent's WireGuard left
     assert.equal(wireguardRule(), false, "no rule sends VXLAN to the WireGuard table");
     assert.equal(wireguardTable(), "", "the table's peer routes and blackhole are gone");
     assert.equal(existsSync(path.join(UAPI_DIR, `${IFNAME}.sock`)), false, "no control socket left");
-    assert.deepEqual({ strict: datapath.strict, nodes: datapath.nodes }, { strict: false, nodes: [] }, "the datapath neither drops as UNENCRYPTED nor counts nodes as encrypted");
+    assert.deepEqual({ strict: datapath.strict, nodes: datapath.nodes, cidrs: datapath.cidrs }, { strict: false, nodes: [], cidrs: [] }, "the datapath neither drops as UNENCRYPTED nor counts nodes as encrypted");
     const cn = await ciliumNode();
     assert.equal(cn.spec?.encryption?.publicKey, undefined, "the key is no longer advertised");
     assert.equal(cn.status?.conditions?.find((c) => c.type === "EncryptionReady"), undefined);

@@ -67,6 +67,8 @@ export interface EncryptedNodesSink {
   setEncryptedNodes(ips: readonly string[], routed?: ReadonlySet<string>): void;
   /** The device the datapath routes pod packets into (its ingress program takes identities from the ipcache); 0: none. */
   setWireguardDevice(ifindex: number, netns?: string): void;
+  /** Strict mode's pod CIDRs (the other nodes'): a pod packet to one of them outside the tunnel is dropped; []: none. */
+  setStrictCIDRs(cidrs: readonly string[]): void;
 }
 
 interface Peer {
