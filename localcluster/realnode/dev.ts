@@ -118,7 +118,7 @@ export async function devRealNodesUp(cp: ControlPlane, opts: DevRealNodesOptions
 }
 
 /** The chart's Hubble client certificate, written where `membrane observe` looks for the dev cluster's (cli/observer-targets.ts). */
-async function saveHubbleClientTls(kubectl: ControlPlane["kubectl"], dir: string): Promise<void> {
+export async function saveHubbleClientTls(kubectl: ControlPlane["kubectl"], dir: string): Promise<void> {
   const out = await must("the Hubble client Secret", kubectl(["get", "secret", "-n", NAMESPACE, "membrane-hubble-client", "-o", "jsonpath={.data}"]));
   const data = JSON.parse(out) as Record<string, string>;
   await mkdir(dir, { recursive: true, mode: 0o700 });
