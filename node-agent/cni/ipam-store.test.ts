@@ -87,6 +87,31 @@ describe("IPAM store", () => {
     assert.deepEqual(new IpamStore(dir).read().allocations, {});
   });
 
+  it("a release after the state directory was removed (a late DEL after `membrane node cleanup`) makes nothing again; an allocation still does", async () => {
+    const dir = path.join(tempDir(), "membrane");
+    const store = new IpamStore(dir);
+    const owner = { containerId: "late-del", ifname: "eth0" };
+    await store.update((s) => {
+      const r = allocate(s, range, owner);
+      assert.ok(r.ok);
+      return { state: r.state, value: r.ip };
+    });
+    await store.update((s) => ({ state: release(s, owner).state, value: undefined }));
+    fs.rmSync(dir, { recursive: true });
+    const released = await store.updateStored((s) => {
+      const r = release(s, owner);
+      return { state: r.state, value: r.released };
+    }, ["none"]);
+    assert.deepEqual(released, ["none"]);
+    assert.equal(fs.existsSync(dir), false, "no directory, lock or state file made again");
+    const ip = await store.update((s) => {
+      const r = allocate(s, range, { containerId: "next", ifname: "eth0" });
+      assert.ok(r.ok);
+      return { state: r.state, value: r.ip };
+    });
+    assert.deepEqual(Object.keys(new IpamStore(dir).read().allocations), [ip]);
+  });
+
   it("makes others wait while the lock is held, and frees it when the holder is killed", async () => {
     const dir = tempDir();
     const holder = startWorker(["hold", dir]);

@@ -67,7 +67,26 @@ export class IpamStore {
    */
   async update<T>(change: (state: IpamState) => { state: IpamState; value: T }): Promise<T> {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const fd = fs.openSync(this.lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    return this.underLock(fs.openSync(this.lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600), change);
+  }
+
+  /**
+   * As `update`, for a change that only takes away (a DEL's release): where nothing was ever stored (no lock file) it
+   * makes nothing and answers `none`, so a runtime's late DEL after `membrane node cleanup` removed the state does not
+   * bring the directory back. A state removed while it waits is read as empty, and an unchanged state is not written.
+   */
+  async updateStored<T>(change: (state: IpamState) => { state: IpamState; value: T }, none: T): Promise<T> {
+    let fd: number;
+    try {
+      fd = fs.openSync(this.lockPath, fs.constants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return none;
+      throw err;
+    }
+    return this.underLock(fd, change);
+  }
+
+  private async underLock<T>(fd: number, change: (state: IpamState) => { state: IpamState; value: T }): Promise<T> {
     try {
       await this.lock(fd);
       const before = this.read();

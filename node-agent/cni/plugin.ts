@@ -26,10 +26,10 @@ function storeFor(conf: NetConf): IpamStore {
   return new IpamStore(conf.stateDir);
 }
 
-/** Maps the IPAM store's failures onto CNI codes. */
-async function ipam<T>(conf: NetConf, fn: (state: IpamState) => { state: IpamState; value: T }): Promise<T> {
+/** Maps the IPAM store's failures onto CNI codes. With `none`, a store never written is left unmade and `none` answered (a DEL). */
+async function ipam<T>(conf: NetConf, fn: (state: IpamState) => { state: IpamState; value: T }, none?: { value: T }): Promise<T> {
   try {
-    return await storeFor(conf).update(fn);
+    return none === undefined ? await storeFor(conf).update(fn) : await storeFor(conf).updateStored(fn, none.value);
   } catch (err) {
     if (err instanceof CniError) throw err;
     if (err instanceof IpamLockTimeout) throw new CniError(ErrorCode.TryAgainLater, `IPAM: ${err.message}`);
@@ -195,10 +195,14 @@ export async function cmdDel(inv: Invocation): Promise<void> {
   }
   const removed = unwirePod(hostIf);
   // The address is freed last, so it cannot be handed out while the old link still routes to it.
-  const released = await ipam(conf, (state) => {
-    const r = release(state, owner);
-    return { state: r.state, value: r.released };
-  });
+  const released = await ipam(
+    conf,
+    (state) => {
+      const r = release(state, owner);
+      return { state: r.state, value: r.released };
+    },
+    { value: [] as string[] },
+  );
   log.info({ containerId: env.containerId, hostIf, linkRemoved: removed, released }, "pod deleted");
 }
 
