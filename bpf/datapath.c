@@ -175,6 +175,19 @@ static __always_inline __u32 peer_identity(__u32 config_flags, __u8 family, cons
 	return remote ? remote->identity : ipcache_unknown_identity(config_flags, family);
 }
 
+/* A pod packet that leaves by the node's routes, not the tunnel: passed, or in strict mode dropped as UNENCRYPTED when
+ * its destination is in another node's pod CIDR (encryption_strict_refuses). A global function: from_container's
+ * every path ends here, and the verifier checks the lookup and the drop once, not on each of them (inlined they took
+ * from_container from 48.6 % to 71.8 % of the verifier's limit). */
+__attribute__((noinline)) int egress_by_route(struct __sk_buff *skb, const struct flow *f, __u32 identity, __u32 peer)
+{
+	if (!skb || !f)
+		return TC_ACT_SHOT;
+	if (!encryption_strict_refuses(f->family, f->daddr))
+		return TC_ACT_OK;
+	return drop(skb, f, DIR_EGRESS, DROP_UNENCRYPTED, identity, peer, RULE_ID_NONE);
+}
+
 /* Sends a packet to a pod on another node. With may_route (the packet's source address is a pod of the
  * sender's identity, so the receiver's ipcache names it) it is routed into the WireGuard device as it is
  * when the node's peer holds its pods' addresses; otherwise, and without WireGuard, the sender's identity
@@ -288,8 +301,7 @@ int from_container(struct __sk_buff *skb)
 			tunnel_endpoint = node;
 	}
 	if (!tunnel_endpoint)
-		return encryption_strict_refuses(f.family, f.daddr) ?
-			drop(skb, &f, DIR_EGRESS, DROP_UNENCRYPTED, ep->identity, peer, RULE_ID_NONE) : TC_ACT_OK;
+		return egress_by_route(skb, &f, ep->identity, peer);
 	return to_tunnel(skb, &f, ep->identity, peer, tunnel_endpoint, 1);
 }
 
