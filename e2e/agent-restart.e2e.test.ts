@@ -28,7 +28,7 @@ const pods = [
   { name: "xwing-local", node: node1, labels: { org: "alliance", class: "xwing" } },
 ];
 
-/** Every endpoint default-deny both ways (as policy.e2e.test.ts): only what empire-only allows passes. */
+/** Every endpoint default-deny both ways (as realnode.test.ts's policy matrix): only what empire-only allows passes. */
 const defaultDeny = {
   apiVersion: "cilium.io/v2",
   kind: "CiliumClusterwideNetworkPolicy",

@@ -1,11 +1,18 @@
-// End to end: the local cluster's kube-scheduler and kube-controller-manager do their jobs beside the process-based nodes — Deployments, DaemonSets, EndpointSlices, ServiceAccount tokens, kube-root-ca.crt, namespace deletion, garbage collection — and leave the harness's own pods alone.
+// End to end: the local cluster's kube-scheduler and kube-controller-manager do their jobs beside the process-based nodes — Deployments, DaemonSets, EndpointSlices, ServiceAccount tokens, kube-root-ca.crt, namespace deletion, garbage collection — and leave the harness's own pods alone; `dev down` then stops exactly what it started.
 // Process-based cluster because: (a) it tests the process-based cluster itself: the scheduler and controller manager beside the stand-in kubelet's nodes, leaving its pods alone (no node lifecycle or eviction acting on process nodes);
-// on real nodes the same controllers are exercised by realnode.test.ts (a Deployment's pod, the agent DaemonSet, a Service's EndpointSlices through kube-proxy).
+// on real nodes the same controllers are exercised by realnode.test.ts (a Deployment's pod, the agent DaemonSet, a Service's EndpointSlices through kube-proxy);
+// and `dev down` of the process-based cluster it started: the operator and agents by their recorded pids, their pinned maps, the nodes and every file.
 import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { controllerProcesses } from "../localcluster/cluster.ts";
+import { devNodesDown } from "../cli/dev-pods.ts";
+import { controllerProcesses, isProcessAlive } from "../localcluster/cluster.ts";
+import { loadDevClusterState } from "../localcluster/devcluster.ts";
 import { loadPodRecords } from "../localcluster/kubelet.ts";
+import { listNetns } from "../localcluster/nodes.ts";
+import { BPFFS_ROOT } from "../node-agent/bpf/loader.ts";
 import { TestCluster } from "./harness.ts";
 import { parsePrefix, prefixContains } from "../core/cidr.ts";
 
@@ -211,5 +218,19 @@ describe("the local cluster's scheduler and controller manager (2 process nodes)
     await kubectl(["wait", "--for=delete", `namespace/${NS}`, "--timeout=120s"]);
     const left = Object.keys((await loadPodRecords(tc.dir)).pods).filter((k) => k.startsWith(`${NS}/`));
     assert.deepEqual(left, [], "no pod of the namespace is left on a node");
+  });
+
+  // Last: it takes the cluster down (after() then finds nothing left to stop).
+  it("dev down stops exactly the operator and agents it started, and removes their pinned maps, the nodes and every file", async () => {
+    await tc.stopProbers();
+    const procs = await loadDevClusterState(tc.dir);
+    const pids = [procs.operatorPid!, ...procs.agents.map((a) => a.pid)];
+    assert.equal(pids.length, 3);
+    assert.ok(pids.every(isProcessAlive), "operator and both agents run");
+    await devNodesDown(tc.dir, tc.cp!.kubeconfig);
+    assert.deepEqual(pids.filter(isProcessAlive), []);
+    assert.deepEqual(procs.agents.filter((a) => existsSync(join(BPFFS_ROOT, a.scope))), []);
+    assert.deepEqual(await listNetns(prefix), []);
+    assert.deepEqual(readdirSync(tc.dir), []);
   });
 });

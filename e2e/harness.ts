@@ -8,8 +8,9 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { devClusterUp, devNodesDown } from "../cli/dev-pods.ts";
 import type { DevEncryption } from "../localcluster/devcluster.ts";
-import { KubeClient, resourcePath, type Resource } from "../kube/kube.ts";
-import { CNPS } from "../kube/resources.ts";
+import { KubeClient, apiVersionOf, resourcePath, type KubeObject, type Resource } from "../kube/kube.ts";
+import { CCNPS, CNPS, NAMESPACES, NETWORK_POLICIES, PODS as POD_RESOURCE } from "../kube/resources.ts";
+import { traceVerdict, type TraceCluster, type TraceNamespace, type TracePod } from "../cli/trace.ts";
 import { PODS, type ModelPod, type Probe } from "../core/conformance/model.ts";
 import { isProcessAlive, startControlPlane, type ControlPlane } from "../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../localcluster/prerequisites.ts";
@@ -252,6 +253,26 @@ export async function measureModelTable(probe: Probe, opts: { proberOf: (pod: Mo
       );
       return cells.join("");
     }),
+  );
+}
+
+/**
+ * What `membrane policy trace` says for every pair of the model's pods on one probe's port and protocol, from the
+ * cluster's objects as the API server returns them, as a table in the same notation ('.' allowed, 'X' denied, '-'
+ * self). The process-based cluster's WireGuard variant and the real pods' conformance test compare it with the packets.
+ */
+export async function tracedModelTable(kube: KubeClient, probe: Probe): Promise<string[]> {
+  // List items lack apiVersion and kind, which the trace's parser needs.
+  const listAll = async (r: Resource): Promise<KubeObject[]> => (await kube.get<{ items: KubeObject[] }>(resourcePath(r))).items.map((o) => ({ ...o, apiVersion: apiVersionOf(r), kind: r.kind }));
+  const [pods, namespaces, ...policies] = await Promise.all([POD_RESOURCE, NAMESPACES, NETWORK_POLICIES, CNPS, CCNPS].map(listAll));
+  const cluster: TraceCluster = { pods: pods as TracePod[], namespaces: namespaces as TraceNamespace[], policies: policies.flat() };
+  return PODS.map((src) =>
+    PODS.map((dst) => {
+      if (src === dst) return "-";
+      const r = traceVerdict(cluster, { from: src.id, to: dst.id, port: probe.port, protocol: probe.protocol });
+      if (!r.ok) assert.fail(`policy trace ${src.id} -> ${dst.id} ${probe.protocol}/${probe.port}: ${r.error}`);
+      return r.answer.verdict === "allow" ? "." : "X";
+    }).join(""),
   );
 }
 
