@@ -46,10 +46,11 @@ test-e2e: deps
 test-realnode: deps
 	bash scripts/run-tests.sh localcluster/realnode
 
-# The NetworkPolicy conformance model with WireGuard in strict mode between two process-based nodes (`dev up --encryption`,
-# refused on real nodes; make test runs the model on real pods without it, in localcluster/realnode/realnode.test.ts).
+# The NetworkPolicy conformance model with WireGuard in strict mode between two process-based nodes alone (`dev up
+# --encryption`, refused on real nodes; make test runs it beside the rest, and the model on real pods without it in
+# localcluster/realnode/realnode.test.ts).
 test-conformance-wireguard: deps
-	MEMBRANE_E2E_ENCRYPTION=wireguard node --import tsx --test --test-reporter=spec e2e/conformance.e2e.test.ts
+	node --import tsx --test --test-reporter=spec e2e/conformance.e2e.test.ts
 
 # The upstream NetworkPolicy e2e suite (the pinned Kubernetes module's specs matching `[sig-network] Netpol` or
 # `NetworkPolicy`: the 50 Netpol specs, no other in v1.36.3; SCTP left out) against a real node with Membrane installed
@@ -69,9 +70,11 @@ test-l7-slowloris: deps
 	SLOWLORIS_CONNECTIONS=1000 node --import tsx --test node-agent/l7proxy/slowloris.test.ts
 
 # The files on real nodes (kubelets, containerd) run one after another in a second runner beside the rest: they mostly
-# wait on pods, so they cost the run little besides their own time (scripts/run-tests.sh --beside).
+# wait on pods, so they cost the run little besides their own time (scripts/run-tests.sh --beside). They must not overlap
+# each other (each changes host sysctls). The WireGuard conformance variant (process-based nodes) runs there too: that
+# runner is the shorter one.
 BESIDE = --beside localcluster/realnode/realnode.test.ts --beside localcluster/upstream/netpol.test.ts \
-	--beside e2e/demo.e2e.test.ts
+	--beside e2e/demo.e2e.test.ts --beside e2e/conformance.e2e.test.ts
 
 test: deps typecheck lint
 	bash scripts/run-tests.sh $(BESIDE) scripts core crds kube flowapi webhooks controllers cli charts bench bpf node-agent localcluster e2e

@@ -2,7 +2,7 @@
 // Cross-node traffic either went through the tunnel or was dropped, so the model passing means policy is enforced through it.
 // Process-based cluster because: (a) `dev up --encryption` (WireGuard between the nodes, strict) is refused on real nodes. The model itself (every
 // case, the policy trace agreement, the CNP fromCIDR case) runs on real pods in make test: realnode.test.ts "the NetworkPolicy conformance model on
-// real pods". This variant runs with MEMBRANE_E2E_ENCRYPTION=wireguard (make test-conformance-wireguard); make test skips it (it never ran it: the CI budget).
+// real pods". make test runs this variant beside the main runner (the Makefile's BESIDE); make test-conformance-wireguard runs it alone.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
@@ -14,7 +14,6 @@ import { EnforcementBarrier, TestCluster, measureModelTable, tracedModelTable, t
 
 const NODES = 2;
 const ENCRYPTION = { mode: "wireguard" as const, strict: true };
-const WANTED = process.env.MEMBRANE_E2E_ENCRYPTION === "wireguard";
 /** A denied probe waits this long; an allowed one answers in milliseconds. */
 const DENIED_TIMEOUT_MS = 1_000;
 
@@ -64,7 +63,7 @@ async function tunnelsUp(): Promise<void> {
   }
 }
 
-describe("NetworkPolicy conformance model with real packets (2 nodes, WireGuard strict)", { timeout: 6 * 60_000, skip: WANTED ? false : "MEMBRANE_E2E_ENCRYPTION=wireguard runs it (make test-conformance-wireguard)" }, () => {
+describe("NetworkPolicy conformance model with real packets (2 nodes, WireGuard strict)", { timeout: 6 * 60_000 }, () => {
   before(async () => {
     await tc.start(NODES, { encryption: ENCRYPTION });
     await tunnelsUp();
