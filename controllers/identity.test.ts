@@ -9,7 +9,8 @@ import type { KubeClient, KubeObject } from "../kube/kube.ts";
 import type { OperatorMetrics } from "../kube/metrics.ts";
 import type { IdentityObject, PodObject } from "../kube/objects.ts";
 import { labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
-import { groupEndpoints, selectEndpoints } from "./selection.ts";
+import { type Endpoint, EndpointIndex, groupEndpoints, selectEndpoints } from "./selection.ts";
+import fc from "fast-check";
 import { matchesSelector, selectorFromLabels } from "../core/selector.ts";
 import { label } from "../core/labels.ts";
 import type { Policy } from "../core/model.ts";
@@ -36,7 +37,7 @@ test("selection counts pods matched by any subject and the nodes they run on; ho
   const subject = selectorFromLabels([label("k8s", "app", "web")]);
   const policy = { subject, rules: [] } as unknown as Policy;
   const groups = groupEndpoints([{ labels: web, node: "n1" }, { labels: web, node: "n2" }, { labels: db, node: "n3" }, { labels: web }, { labels: web, node: "n1" }]);
-  assert.deepEqual(groups.map((g) => [g.count, [...g.nodes]]), [[4, ["n1", "n2"]], [1, ["n3"]]], "one group per label set");
+  assert.deepEqual(groups.map((g) => [g.count, [...g.nodes.keys()]]), [[4, ["n1", "n2"]], [1, ["n3"]]], "one group per label set");
   const sel = selectEndpoints([policy], groups);
   assert.equal(sel.endpoints, 4);
   assert.deepEqual([...sel.nodes].sort(), ["n1", "n2"]);
@@ -59,6 +60,41 @@ test("selection with remembered verdicts agrees with matching every label set af
       assert.deepEqual([...sel.nodes].sort(), [...new Set(fresh.map((e) => e.node))].sort());
     }
   }
+});
+
+test("property: the endpoint index kept per pod change selects what matching every pod of the final set afresh does", () => {
+  const sets = ["web", "db", "cache"].flatMap((app) => ["a", "b"].map((ns) => securityLabels({ podLabels: { app }, namespace: ns, namespaceLabels: {} })));
+  const subjects = [selectorFromLabels([label("k8s", "app", "web")]), selectorFromLabels([label("k8s", "io.kubernetes.pod.namespace", "b")]), selectorFromLabels([])];
+  // A change: pod k gets label set s on node n (n = 3: not scheduled), or goes (s = sets.length).
+  const change = fc.record({ pod: fc.integer({ min: 0, max: 7 }), set: fc.integer({ min: 0, max: sets.length }), node: fc.integer({ min: 0, max: 3 }) });
+  fc.assert(
+    fc.property(fc.array(change, { maxLength: 40 }), (changes) => {
+      const index = new EndpointIndex();
+      const final = new Map<string, Endpoint>();
+      for (const c of changes) {
+        const key = `ns/p${c.pod}`;
+        const labels = sets[c.set];
+        const ep = labels && { labels, ...(c.node < 3 ? { node: `n${c.node}` } : {}) };
+        const before = final.get(key);
+        const moved = index.set(key, ep);
+        assert.equal(moved, before?.labels.key !== ep?.labels.key || before?.node !== ep?.node, "moved exactly when the pod's label set or node did");
+        if (ep) final.set(key, ep);
+        else final.delete(key);
+        // Asked between changes too, as policy status does.
+        if (c.pod % 3 === 0) selectEndpoints([{ subject: subjects[0]!, rules: [] } as unknown as Policy], index.groups());
+      }
+      for (const subject of subjects) {
+        const sel = selectEndpoints([{ subject, rules: [] } as unknown as Policy], index.groups());
+        const fresh = [...final.values()].filter((e) => matchesSelector(subject, e.labels));
+        assert.equal(sel.endpoints, fresh.length);
+        assert.deepEqual([...sel.nodes].sort(), [...new Set(fresh.flatMap((e) => (e.node ? [e.node] : [])))].sort());
+      }
+      const counts = (groups: readonly { labels: { key: string }; count: number; nodes: ReadonlyMap<string, number> }[]): unknown =>
+        groups.map((g) => [g.labels.key, g.count, [...g.nodes].sort()]).sort();
+      assert.deepEqual(counts(index.groups()), counts(groupEndpoints(final.values())), "the same groups as grouping the final pods at once");
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test("a host policy's selection is the nodes whose labels its nodeSelector matches, one endpoint each", () => {

@@ -12,7 +12,6 @@ import { type KubeClient, type KubeObject, isConflict, isNotFound, resourcePath 
 import type { IdentityUse } from "./identity-gc.ts";
 import type { OperatorMetrics } from "../kube/metrics.ts";
 import { IDENTITIES, PODS } from "../kube/resources.ts";
-import type { Endpoint } from "./selection.ts";
 import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL, type IdentityObject, type PodObject, labelSetOfIdentity, securityLabelsMap } from "../kube/objects.ts";
 
 /** Whether a pod has an endpoint that needs an identity (host-network and finished pods do not). */
@@ -85,14 +84,6 @@ export class IdentityReconciler implements Reconciler, IdentityUse {
   /** The identity number of a label set, if one exists. */
   identityFor(set: LabelSet): number | undefined {
     return this.allocator.lookup(set.key);
-  }
-
-  /** Every pod that needs an identity, with its security labels and node, read from the caches now (for policy selection). */
-  *endpoints(): Iterable<Endpoint> {
-    for (const pod of this.d.pods.list()) {
-      const labels = this.desiredLabels(pod);
-      if (labels) yield { labels, node: pod.spec?.nodeName };
-    }
   }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {

@@ -17,7 +17,7 @@ import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
 import { DEFAULT_GC_CONCURRENCY, GC_COALESCE_MS, GC_SWEEP_KEY, IdentityGC } from "./identity-gc.ts";
 import { type EndpointSliceObject, type IdentityObject, type PodObject, type ServiceObject } from "../kube/objects.ts";
 import { policyReconciler, type PolicyObject } from "./policy.ts";
-import { type Endpoint, type EndpointGroup, type HostEndpoint, groupEndpoints, selectEndpoints } from "./selection.ts";
+import { type Endpoint, EndpointIndex, type HostEndpoint, selectEndpoints } from "./selection.ts";
 import { nodeHostLabels } from "../core/host-endpoint.ts";
 import { SelectingPolicies } from "./selecting-policies.ts";
 import { type Informer, keyOf } from "../kube/informer.ts";
@@ -244,19 +244,35 @@ export class Operator {
     }
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);
+      // Moves when what a policy selects may have: a pod's or namespace's labels, a pod's node, the nodes' labels.
       let endpointsVersion = 0;
-      pods.on(() => endpointsVersion++);
-      namespaces.on(() => endpointsVersion++);
-      // Host policies select nodes by their labels.
+      // The pods grouped by label set, kept per pod event (a status-only write moves nothing), shared by every policy's selection.
+      const endpoints = new EndpointIndex();
+      if (identity) {
+        const id = identity;
+        const place = (pod: PodObject, gone: boolean): void => {
+          const ep = gone ? undefined : endpointOf(id, pod);
+          // A pod whose namespace is not cached yet is placed when the namespace comes (below).
+          if (endpoints.set(keyOf(pod), ep === "unknown" ? undefined : ep)) endpointsVersion++;
+        };
+        pods.on((ev) => place(ev.obj, ev.type === "delete"));
+        // A namespace's labels are every one of its pods' labels (rare: a pass over the pods of the namespace).
+        namespaces.on((ev) => {
+          if (ev.type === "update" && sameLabels(ev.obj, ev.old)) return;
+          for (const pod of pods.list()) if (pod.metadata.namespace === ev.obj.metadata.name) place(pod, false);
+        });
+      }
+      // Host policies select nodes by their labels: their host endpoints, once per change of the nodes' labels.
+      let nodesVersion = 0;
+      let hosts: { version: number; list: HostEndpoint[] } | undefined;
       nodes.on((ev) => {
-        if (ev.type !== "update" || !sameLabels(ev.obj, ev.old)) endpointsVersion++;
+        if (ev.type === "update" && sameLabels(ev.obj, ev.old)) return;
+        endpointsVersion++;
+        nodesVersion++;
       });
-      const hostEndpoints = (): HostEndpoint[] => nodes.list().map((n) => ({ node: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) }));
-      // The pods grouped by label set once per change of pods or namespaces, shared by every policy's selection.
-      let grouped: { version: number; groups: EndpointGroup[] } | undefined;
-      const endpointGroups = (id: IdentityReconciler): EndpointGroup[] => {
-        if (grouped?.version !== endpointsVersion) grouped = { version: endpointsVersion, groups: groupEndpoints(id.endpoints()) };
-        return grouped.groups;
+      const hostEndpoints = (): HostEndpoint[] => {
+        if (hosts?.version !== nodesVersion) hosts = { version: nodesVersion, list: nodes.list().map((n) => ({ node: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) })) };
+        return hosts.list;
       };
       for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
         const policies = informers.for<PolicyObject>(resource);
@@ -269,7 +285,7 @@ export class Operator {
           events,
           metrics: this.metrics,
           log: this.log,
-          select: id ? (ps) => selectEndpoints(ps, endpointGroups(id), hostEndpoints()) : undefined,
+          select: id ? (ps) => selectEndpoints(ps, endpoints.groups(), hostEndpoints()) : undefined,
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
@@ -413,8 +429,16 @@ export class Operator {
     // TracingPolicies go to every node when their CRDs are there (the tracing controller is on).
     const tracingPolicies = this.config.controllers.has("tracing") ? [TRACING_POLICIES, TRACING_POLICIES_NAMESPACED].map((r) => informers.for<TracingPolicyObject>(r)) : [];
     // Keyed by node; one more key per kind of source object (sourceKey) reconciles the compiled state
-    // with that kind's cache and enqueues the nodes it concerns ("all" when a shared part, e.g. the ipcache, moved).
-    const nodesOf = (affected: Affected): string[] => (affected === "all" ? nodes.list().map((n) => n.metadata.name) : [...affected]);
+    // with that kind's cache and enqueues the nodes it concerns. A change of every node ("all": a shared part, e.g. the
+    // ipcache, moved) is one key, ALL_NODES_KEY, that publishes them all in one pass: a node whose subjects did not move
+    // keeps its part by reference and is sent only the shared parts' delta, computed once (no reconcile per node per pod).
+    const enqueueNodes = (affected: Affected): void => {
+      if (affected === "all") c.queue.addAfter(ALL_NODES_KEY, ALL_NODES_COALESCE_MS);
+      else for (const node of affected) c.enqueue(node);
+    };
+    const publishAll = (): void => {
+      for (const n of nodes.list()) server.publish(n.metadata.name, source.stateFor(n.metadata.name));
+    };
     // Pods come by the thousand: their events name the pods that moved, and one reconcile of the pods kind
     // takes those (O(the pods named), not a pass over every pod per burst).
     const touchedPods = new Set<string>();
@@ -425,15 +449,19 @@ export class Operator {
         if (key === CLUSTER_CLASS_KEY) {
           // An agent that does not look up a class's entries is known (or no longer): compile it so.
           const affected = [source.setClusterClass(server.clusterClassEverywhere()), source.setEveryPodClass(server.everyPodClassEverywhere()), source.setWorldClass(server.worldClassEverywhere()), source.setWorldFamilyClass(server.worldFamilyClassEverywhere())];
-          for (const node of new Set(affected.flatMap(nodesOf))) c.enqueue(node);
+          for (const a of affected) enqueueNodes(a);
+        } else if (key === ALL_NODES_KEY) {
+          publishAll();
         } else if (kind === "pods") {
           const keys = [...touchedPods];
           touchedPods.clear();
-          for (const node of nodesOf(source.syncPods(keys))) c.enqueue(node);
+          enqueueNodes(source.syncPods(keys));
         } else if (kind) {
-          for (const node of nodesOf(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }, [kind]))) c.enqueue(node);
-        } else if (!nodes.get(key)) server.forget(key);
-        else server.publish(key, source.stateFor(key));
+          enqueueNodes(source.sync({ identities, policies, services, endpointSlices, tracingPolicies }, [kind]));
+        } else if (!nodes.get(key)) {
+          server.forget(key);
+          source.forgetNode(key);
+        } else server.publish(key, source.stateFor(key));
       },
     };
     const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
@@ -443,7 +471,7 @@ export class Operator {
     // Every node is published here, so the nodes the sync names are not enqueued as well (each state compiled once).
     c.beforeStart(() => {
       source.sync({ identities, policies, services, endpointSlices, tracingPolicies });
-      for (const n of nodes.list()) server.publish(n.metadata.name, source.stateFor(n.metadata.name));
+      publishAll();
       server.releaseStates();
     });
     // The mappers only enqueue keys: the work is in reconcile.
@@ -461,7 +489,7 @@ export class Operator {
     server.onClusterClass(() => c.enqueue(CLUSTER_CLASS_KEY));
     c.enqueue(CLUSTER_CLASS_KEY);
     // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
-    if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? nodes.list().map((n) => n.metadata.name) : []));
+    if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? [ALL_NODES_KEY] : []));
     this.controllers.push(c);
     return { server, source };
   }
@@ -498,6 +526,13 @@ const STOP_STEP_MS = { controllers: 800, watches: 300, lease: 1_000, "health ser
 const sourceKey = (kind: SourceKind): string => `:${kind}`;
 /** The distribution's key for "what the agents say of the cluster entity's class entries moved" (DistributionServer.onClusterClass). */
 const CLUSTER_CLASS_KEY = ":cluster-class";
+/** The distribution's key for "publish every node" (a shared part moved). */
+const ALL_NODES_KEY = ":all-nodes";
+/**
+ * How long ALL_NODES_KEY waits for the changes after the one that queued it: at 1,000 nodes a pass is 1,000 messages, so a burst
+ * of pod changes (each moves the ipcache) is one pass, not one each. Well under the pod-to-every-ipcache target (2 s).
+ */
+const ALL_NODES_COALESCE_MS = 50;
 
 /** What of a pod policy selection counts: its label set and node; "unknown" while its namespace is not cached. */
 function endpointOf(identity: IdentityReconciler, pod: PodObject): Endpoint | undefined | "unknown" {

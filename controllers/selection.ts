@@ -11,7 +11,8 @@ export interface Endpoint {
 export interface EndpointGroup {
   readonly labels: LabelSet;
   readonly count: number;
-  readonly nodes: ReadonlySet<string>;
+  /** Each node hosting some of them, with how many. */
+  readonly nodes: ReadonlyMap<string, number>;
   /** Its label set's number in the verdict memo, and the memo's epoch that number belongs to. */
   readonly ordinal: number;
   readonly epoch: number;
@@ -26,6 +27,21 @@ export interface EndpointGroup {
  */
 const MAX_LABEL_SETS = 1 << 17;
 const memo = { epoch: 0, ordinals: new Map<string, number>(), verdicts: new WeakMap<Selector, Uint8Array>() };
+
+/** The memo's number for a label set (numbered on first sight). */
+function ordinalOf(key: string): number {
+  let ordinal = memo.ordinals.get(key);
+  if (ordinal === undefined) memo.ordinals.set(key, (ordinal = memo.ordinals.size));
+  return ordinal;
+}
+
+/** Starts the memo afresh when its numbering has outgrown its bound; groups numbered before are renumbered when next listed. */
+function boundMemo(): void {
+  if (memo.ordinals.size <= MAX_LABEL_SETS) return;
+  memo.epoch++;
+  memo.ordinals = new Map();
+  memo.verdicts = new WeakMap();
+}
 
 function matches(s: Selector, g: EndpointGroup): boolean {
   if (g.epoch !== memo.epoch) return matchesSelector(s, g.labels);
@@ -45,28 +61,71 @@ export interface Selection {
   readonly nodes: ReadonlySet<string>;
 }
 
+interface MutableGroup {
+  labels: LabelSet;
+  count: number;
+  nodes: Map<string, number>;
+  ordinal: number;
+  epoch: number;
+}
+
 /**
- * Groups endpoints by label set: done once per change of the pods, then every policy's selection
- * walks the groups (about one per identity) instead of every pod.
+ * The endpoints grouped by label set, kept per endpoint change (O(the change)): every policy's selection
+ * walks the groups (about one per identity) instead of every pod, and a change of one pod does not group
+ * every pod again (at 50,000 pods that walk ran on nearly every policy status reconcile; issue #21).
  */
-export function groupEndpoints(endpoints: Iterable<Endpoint>): EndpointGroup[] {
-  if (memo.ordinals.size > MAX_LABEL_SETS) {
-    memo.epoch++;
-    memo.ordinals = new Map();
-    memo.verdicts = new WeakMap();
-  }
-  const groups = new Map<string, { labels: LabelSet; count: number; nodes: Set<string>; ordinal: number; epoch: number }>();
-  for (const ep of endpoints) {
-    let g = groups.get(ep.labels.key);
-    if (!g) {
-      let ordinal = memo.ordinals.get(ep.labels.key);
-      if (ordinal === undefined) memo.ordinals.set(ep.labels.key, (ordinal = memo.ordinals.size));
-      groups.set(ep.labels.key, (g = { labels: ep.labels, count: 0, nodes: new Set(), ordinal, epoch: memo.epoch }));
+export class EndpointIndex {
+  private readonly endpoints = new Map<string, Endpoint>();
+  private readonly byLabels = new Map<string, MutableGroup>();
+  private list: EndpointGroup[] | undefined;
+
+  /** Sets the endpoint of `key` (a pod), or removes it (undefined); returns whether any group moved. */
+  set(key: string, ep: Endpoint | undefined): boolean {
+    const old = this.endpoints.get(key);
+    if (old?.labels.key === ep?.labels.key && old?.node === ep?.node) return false;
+    if (old) {
+      this.count(old, -1);
+      this.endpoints.delete(key);
     }
-    g.count++;
-    if (ep.node) g.nodes.add(ep.node);
+    if (ep) {
+      this.count(ep, +1);
+      this.endpoints.set(key, ep);
+    }
+    this.list = undefined;
+    return true;
   }
-  return [...groups.values()];
+
+  /** The groups as they are now (read them before the next set: their counts move with it). */
+  groups(): readonly EndpointGroup[] {
+    if (this.list) return this.list;
+    boundMemo();
+    for (const [key, g] of this.byLabels) {
+      if (g.epoch === memo.epoch) continue;
+      g.ordinal = ordinalOf(key);
+      g.epoch = memo.epoch;
+    }
+    return (this.list = [...this.byLabels.values()]);
+  }
+
+  private count(ep: Endpoint, by: number): void {
+    let g = this.byLabels.get(ep.labels.key);
+    if (!g) this.byLabels.set(ep.labels.key, (g = { labels: ep.labels, count: 0, nodes: new Map(), ordinal: ordinalOf(ep.labels.key), epoch: memo.epoch }));
+    g.count += by;
+    if (ep.node) {
+      const n = (g.nodes.get(ep.node) ?? 0) + by;
+      if (n > 0) g.nodes.set(ep.node, n);
+      else g.nodes.delete(ep.node);
+    }
+    if (g.count === 0) this.byLabels.delete(ep.labels.key);
+  }
+}
+
+/** Groups endpoints by label set at once (EndpointIndex keeps the same groups across changes). */
+export function groupEndpoints(endpoints: Iterable<Endpoint>): readonly EndpointGroup[] {
+  const index = new EndpointIndex();
+  let i = 0;
+  for (const ep of endpoints) index.set(String(i++), ep);
+  return index.groups();
 }
 
 /** A node as host policies see it: its name and its host endpoint's labels (core/host-endpoint.ts nodeHostLabels). */
@@ -94,7 +153,7 @@ export function selectEndpoints(policies: readonly Policy[], groups: Iterable<En
   for (const g of groups) {
     if (!subjects.some((s) => matches(s, g))) continue;
     n += g.count;
-    for (const node of g.nodes) nodes.add(node);
+    for (const node of g.nodes.keys()) nodes.add(node);
   }
   return { endpoints: n, nodes };
 }

@@ -146,3 +146,27 @@ test("one policy changed among 2,000: every node is sent that one generation (th
 });
 
 const EMPTY: NodeState = { policies: [], ipcache: [], identities: [], rules: [], policyGenerations: [] };
+
+test("a target whose subject list is the held one's object is sent the shared parts' delta alone, the same delta object for every node", () => {
+  const links = new SharedPartLinks();
+  const differ = new StateDiffer();
+  differ.sharedDeltas = links;
+  const ipc0 = IPCACHES[3]!;
+  const ipc1 = IPCACHES[4]!;
+  links.link("ipcache", ipc0, ipc1, { ...NO_PART_CHANGE, ipcacheUpserts: [ipc1[1]!] });
+  const n1 = [SUBJECTS[0]!, SUBJECTS[2]!];
+  const n2 = [SUBJECTS[3]!];
+  const held1 = differ.canonical({ ...EMPTY_PARTS, policies: n1, ipcache: ipc0 });
+  const held2 = differ.canonical({ ...EMPTY_PARTS, policies: n2, ipcache: ipc0 });
+  // The source gives each node's list as the same object when its subjects did not move.
+  const to1 = differ.canonical({ ...EMPTY_PARTS, policies: n1, ipcache: ipc1 });
+  const to2 = differ.canonical({ ...EMPTY_PARTS, policies: n2, ipcache: ipc1 });
+  assert.equal(to1.policies, held1.policies, "the canonical list made once per list object");
+  const d1 = differ.diff(held1, to1);
+  const d2 = differ.diff(held2, to2);
+  assert.deepEqual(d1?.subjects, []);
+  assert.deepEqual(d1?.removedSubjects, []);
+  assert.deepEqual(d1?.ipcacheUpserts, [ipc1[1]]);
+  assert.equal(d1?.ipcacheUpserts, d2?.ipcacheUpserts, "one shared delta for both nodes");
+  assert.deepEqual(applyDelta(held1, d1!), to1);
+});

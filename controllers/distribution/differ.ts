@@ -29,6 +29,7 @@ const PART_ORDER: { readonly [K in SharedPart | "policyGenerations"]: (a: NodeSt
 export class StateDiffer {
   private readonly canonicalParts = new WeakMap<object, object>();
   private readonly canonicalSubjects = new WeakMap<SubjectPolicy, SubjectPolicy>();
+  private readonly canonicalLists = new WeakMap<readonly SubjectPolicy[], readonly SubjectPolicy[]>();
   private readonly partDiffs = new WeakMap<object, WeakMap<object, SharedPartDelta>>();
   private readonly members = new WeakMap<object, ReadonlySet<unknown>>();
   private readonly generationDiffs = new WeakMap<readonly PolicyGeneration[], WeakMap<readonly PolicyGeneration[], ReturnType<typeof diffPolicyGenerations>>>();
@@ -39,10 +40,13 @@ export class StateDiffer {
 
   /** core's canonicalState, computed once per distinct part (and per subject policy) however many nodes share it. */
   canonical(s: NodeState): NodeState {
-    // A compiled subject policy is sorted already and keeps its object, so the compiler's delta links stay valid.
-    const policies = s.policies
-      .map((p) => memo(this.canonicalSubjects, p, () => (this.subjectDeltas?.isVouchedSorted(p) || sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
-      .sort((a, b) => a.subject - b.subject);
+    // A compiled subject policy is sorted already and keeps its object, so the compiler's delta links stay valid. A node's
+    // list the source kept (its subjects did not move) gives the list made from it before: diff sees no subject change by reference.
+    const policies = memo(this.canonicalLists, s.policies, () =>
+      s.policies
+        .map((p) => memo(this.canonicalSubjects, p, () => (this.subjectDeltas?.isVouchedSorted(p) || sortedEntries(p) ? p : (canonicalState({ ...EMPTY_STATE, policies: [p] }).policies[0] as SubjectPolicy))))
+        .sort((a, b) => a.subject - b.subject),
+    );
     // A part a merge made (the source's ipcache after every change) is in order already: 50,000 entries are not walked per change.
     const part = <K extends SharedPart | "policyGenerations">(k: K): NodeState[K] =>
       memo(this.canonicalParts, s[k], () =>
@@ -56,25 +60,7 @@ export class StateDiffer {
   /** What changes `from` into `to` (both canonical), or null when nothing does. Subject policies and shared parts are matched by reference first. */
   diff(from: NodeState, to: NodeState): DeltaBody | null {
     if (from === to) return null; // an agent that ACKed the latest push holds the very object
-    // Per subject: the same object is no change; an object the compiler made from the held one is its delta. Anything else
-    // goes through diffState: a subject new to the node (sent whole) or one no link reaches (a resumed agent: the fallback).
-    const fromBySubject = new Map(from.policies.map((p) => [p.subject, p]));
-    const toSubjects = new Set(to.policies.map((p) => p.subject));
-    const linked: SubjectDelta[] = [];
-    const diffFrom = from.policies.filter((p) => !toSubjects.has(p.subject));
-    const diffTo: SubjectPolicy[] = [];
-    for (const p of to.policies) {
-      const held = fromBySubject.get(p.subject);
-      if (held === p) continue;
-      const d = held && this.subjectDeltas?.between(held, p);
-      if (d) linked.push(d);
-      else {
-        diffTo.push(p);
-        if (held) diffFrom.push(held);
-      }
-    }
-    const diffed = diffFrom.length === 0 && diffTo.length === 0 ? NO_SUBJECT_CHANGE : diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
-    const policies = { subjects: linked.length === 0 ? diffed.subjects : [...linked, ...diffed.subjects].sort((a, b) => a.subject - b.subject), removedSubjects: diffed.removedSubjects };
+    const policies = from.policies === to.policies ? NO_SUBJECT_CHANGE : this.subjectDiff(from, to);
     const ipc = this.partDiff("ipcache", from, to);
     const ids = this.partDiff("identities", from, to);
     const rules = this.partDiff("rules", from, to);
@@ -95,6 +81,31 @@ export class StateDiffer {
       delta.subjects.length + delta.removedSubjects.length + delta.ipcacheUpserts.length + delta.ipcacheRemovals.length + delta.identityUpserts.length + delta.identityRemovals.length + delta.ruleUpserts.length +
       delta.policyGenerationUpserts.length + delta.policyGenerationRemovals.length + (delta.tracingPolicyUpserts?.length ?? 0) + (delta.tracingPolicyRemovals?.length ?? 0) > 0;
     return changed ? delta : null;
+  }
+
+  /**
+   * What of the subject policies moves from `from` to `to`. Per subject: the same object is no change; an object the compiler
+   * made from the held one is its delta. Anything else goes through diffState: a subject new to the node (sent whole) or one
+   * no link reaches (a resumed agent: the fallback).
+   */
+  private subjectDiff(from: NodeState, to: NodeState): Pick<DeltaBody, "subjects" | "removedSubjects"> {
+    const fromBySubject = new Map(from.policies.map((p) => [p.subject, p]));
+    const toSubjects = new Set(to.policies.map((p) => p.subject));
+    const linked: SubjectDelta[] = [];
+    const diffFrom = from.policies.filter((p) => !toSubjects.has(p.subject));
+    const diffTo: SubjectPolicy[] = [];
+    for (const p of to.policies) {
+      const held = fromBySubject.get(p.subject);
+      if (held === p) continue;
+      const d = held && this.subjectDeltas?.between(held, p);
+      if (d) linked.push(d);
+      else {
+        diffTo.push(p);
+        if (held) diffFrom.push(held);
+      }
+    }
+    const diffed = diffFrom.length === 0 && diffTo.length === 0 ? NO_SUBJECT_CHANGE : diffState({ ...EMPTY_STATE, policies: diffFrom }, { ...EMPTY_STATE, policies: diffTo });
+    return { subjects: linked.length === 0 ? diffed.subjects : [...linked, ...diffed.subjects].sort((a, b) => a.subject - b.subject), removedSubjects: diffed.removedSubjects };
   }
 
   /** The policy generations that moved between two lists, once per pair however many nodes go from one to the other. */

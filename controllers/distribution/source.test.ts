@@ -632,3 +632,28 @@ test("a pod whose identity's labels are not known yet gets no subject policy (it
   assert.ok(server?.entries.some((e) => e.direction === "ingress" && e.peer === 257 && e.port === 8080 && e.verdict === "allow"));
   assert.ok(!server?.entries.some((e) => e.peer === 258 && e.verdict === "allow"), "nothing allows the denied pod");
 });
+
+test("a node whose subjects did not move keeps its subject list by reference across a change of the shared parts; a change of its subjects gives a new list", () => {
+  const web = pod("web", "web", 256, "n1", "10.0.1.5");
+  const src = new NodeStateSource(cache([web]), cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  src.onIdentity({ type: "add", obj: identity(257, "db") });
+  src.onPod({ type: "add", obj: web });
+  const before = src.stateFor("n1");
+  // A pod on the other node: the ipcache moves for every node, n1's subjects do not.
+  assert.equal(src.onPod({ type: "add", obj: pod("db", "db", 257, "n2", "10.0.2.5") }), "all");
+  const after = src.stateFor("n1");
+  assert.notEqual(after.ipcache, before.ipcache);
+  assert.equal(after.policies, before.policies, "the same list object: the distribution sends only the shared parts' delta");
+  // A policy that selects web replaces its subject policy: n1's list is a new one, with it.
+  src.onPolicy({ type: "add", obj: cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "db" } }] }] }) });
+  const selected = src.stateFor("n1");
+  assert.notEqual(selected.policies, after.policies);
+  assert.equal(selected.policies[0]?.ingressEnforced, true);
+  // A second pod of web on n1 hosts no new identity: the list stays.
+  src.onPod({ type: "add", obj: pod("web2", "web", 256, "n1", "10.0.1.6") });
+  assert.equal(src.stateFor("n1").policies, selected.policies);
+  // db comes to n1 too: a new list with both subjects.
+  src.onPod({ type: "add", obj: pod("db2", "db", 257, "n1", "10.0.1.7") });
+  assert.deepEqual(src.stateFor("n1").policies.map((p) => p.subject), [256, 257]);
+});

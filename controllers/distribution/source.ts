@@ -114,6 +114,8 @@ export class NodeStateSource {
   /** Each node's host subject (reserved:host plus its labels, what nodeSelectors match) and the labels the compiler holds for it. */
   private readonly nodeHosts = new NodeHostIdentities();
   private readonly nodeHostLabels = new Map<string, LabelSet>();
+  /** The subject policy list stateFor last gave each node: kept (the same array) while none of its objects moves. */
+  private readonly nodePolicies = new Map<string, readonly SubjectPolicy[]>();
   /** Compiled policy per subject identity, shared by every node hosting it; replaced only when the compiler's delta touches the subject. */
   private readonly subjectPolicies = new Map<number, SubjectPolicy>();
   /** The compiler's changes since the subject policies were last brought up to date, netted per key. */
@@ -404,7 +406,17 @@ export class NodeStateSource {
     const hostId = this.nodeHosts.idOf(node);
     const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
     if (host && (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced)) policies.unshift(host);
-    return { policies, ...this.shared, ...(this.tracingList.length > 0 ? { tracingPolicies: this.tracingList } : {}) };
+    // The node's list as before when its subjects did not move (a change of the shared parts only, e.g. a pod elsewhere):
+    // the distribution then takes the node's part as unchanged by reference, and only the shared parts' delta is sent.
+    const held = this.nodePolicies.get(node);
+    const same = held !== undefined && held.length === policies.length && held.every((p, i) => p === policies[i]);
+    if (!same) this.nodePolicies.set(node, policies);
+    return { policies: same ? held : policies, ...this.shared, ...(this.tracingList.length > 0 ? { tracingPolicies: this.tracingList } : {}) };
+  }
+
+  /** Forgets what stateFor last gave `node` (a node deleted from the cluster). */
+  forgetNode(node: string): void {
+    this.nodePolicies.delete(node);
   }
 
   /** How many of `nodes` enforce this generation of `obj`, and which refused it. */
