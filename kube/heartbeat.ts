@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { Backoff } from "./backoff.ts";
 import { errMessage } from "./informer.ts";
 import { type KubeClient, isNotFound, resourcePath } from "./kube.ts";
-import { type Lease, type LeaseSpec, microTime } from "./leader.ts";
+import { type Lease, type LeaseSpec, type OwnerReference, microTime } from "./leader.ts";
 import { LEASES } from "./resources.ts";
 
 /** Where agents keep their heartbeat by default: beside the kubelets' node Leases. */
@@ -24,6 +24,11 @@ export interface HeartbeatOptions {
   readonly renewMs?: number;
   readonly leaseDurationSeconds?: number;
   readonly backoff?: { baseMs: number; maxMs: number; jitter: number };
+  /**
+   * The object the Lease belongs to (an agent's Node), read when the Lease is created and while it has no owner: the
+   * garbage collector deletes the Lease with it, as a kubelet's node Lease goes with its Node. Undefined: none (yet).
+   */
+  readonly owner?: () => Promise<OwnerReference | undefined>;
 }
 
 /** Renews one Lease every renewMs; a failure is logged once per distinct error and retried with backoff, never fatal. */
@@ -92,14 +97,20 @@ export class LeaseHeartbeat {
     } catch (e) {
       if (!isNotFound(e)) throw e;
       const spec: LeaseSpec = { holderIdentity: this.o.identity, leaseDurationSeconds: duration, acquireTime: now, renewTime: now, leaseTransitions: 0 };
+      const owner = await this.o.owner?.();
       await this.o.client.request("POST", resourcePath(LEASES, this.o.namespace), {
         apiVersion: "coordination.k8s.io/v1",
         kind: "Lease",
-        metadata: { name: this.o.name, namespace: this.o.namespace },
+        metadata: { name: this.o.name, namespace: this.o.namespace, ...(owner ? { ownerReferences: [owner] } : {}) },
         spec,
       } satisfies Lease, undefined, timeoutMs);
       this.o.log.info({ lease: this.lease, identity: this.o.identity }, "heartbeat Lease created");
       return;
+    }
+    // A Lease made before its owner existed (or by a version without owners) is adopted by it.
+    if (this.o.owner && (lease.metadata.ownerReferences ?? []).length === 0) {
+      const owner = await this.o.owner();
+      if (owner) lease.metadata.ownerReferences = [owner];
     }
     const mine = lease.spec.holderIdentity === this.o.identity;
     lease.spec = {

@@ -17,10 +17,18 @@ export interface LeaseSpec {
   leaseTransitions?: number;
 }
 
+/** A Lease's owner: the garbage collector deletes the Lease once the owner is gone (a kubelet's node Lease is its Node's). */
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+}
+
 export interface Lease {
   apiVersion: "coordination.k8s.io/v1";
   kind: "Lease";
-  metadata: { name: string; namespace: string; resourceVersion?: string };
+  metadata: { name: string; namespace: string; resourceVersion?: string; ownerReferences?: OwnerReference[] };
   spec: LeaseSpec;
 }
 

@@ -169,10 +169,10 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     assert.match(cs.find((c) => c.type === "PolicySynced")!.message, /port 70000 out of range; enforcing version 12/);
   });
 
+  type LeaseJSON = { metadata: { ownerReferences?: unknown[] }; spec: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string } };
   it("the heartbeat Lease membrane-agent-<node> is created in kube-node-lease, held by the node, renewed while the agent runs, and left to expire once it stops", async () => {
     const log: Record<string, unknown>[] = [];
     const heartbeat = agentHeartbeat({ client: client!, nodeName: node, namespace: AGENT_LEASE_NAMESPACE, log: capturingLogger(log), timing: { renewMs: 500, leaseDurationSeconds: 2 } });
-    type LeaseJSON = { spec: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string } };
     const lease = async () => JSON.parse(await kubectl(["get", "lease", "-n", AGENT_LEASE_NAMESPACE, `membrane-agent-${node}`, "-o", "json"])) as LeaseJSON;
     heartbeat.start();
     try {
@@ -191,6 +191,24 @@ describe("CiliumNode health against a real API server", { timeout: 180_000 }, ()
     const last = (await lease()).spec.renewTime;
     await new Promise((r) => setTimeout(r, 1_500));
     assert.equal((await lease()).spec.renewTime, last, "a stopped agent renews nothing");
+    assert.equal((await lease()).metadata.ownerReferences, undefined, "no Node object, no owner");
+  });
+
+  it("the heartbeat Lease is owned by the agent's Node (the garbage collector deletes it when the node leaves): a Lease made before the Node is adopted at the next renewal, a new one is created owned", async () => {
+    const heartbeat = agentHeartbeat({ client: client!, nodeName: node, namespace: AGENT_LEASE_NAMESPACE, log: capturingLogger([]), timing: { renewMs: 500, leaseDurationSeconds: 2 } });
+    const owners = async () => (JSON.parse(await kubectl(["get", "lease", "-n", AGENT_LEASE_NAMESPACE, `membrane-agent-${node}`, "-o", "json"])) as LeaseJSON).metadata.ownerReferences;
+    await kubectl(["create", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: node } }));
+    const uid = (await kubectl(["get", "node", node, "-o", "jsonpath={.metadata.uid}"])).trim();
+    const want = [{ apiVersion: "v1", kind: "Node", name: node, uid }];
+    heartbeat.start();
+    try {
+      assert.deepEqual(await eventually("the Lease adopted by the Node", async () => ((await owners())?.length ? owners() : undefined)), want);
+      await kubectl(["delete", "lease", "-n", AGENT_LEASE_NAMESPACE, `membrane-agent-${node}`]);
+      assert.deepEqual(await eventually("the Lease created again, owned", async () => owners().catch(() => undefined)), want);
+    } finally {
+      await heartbeat.stop();
+      await kubectl(["delete", "node", node]);
+    }
   });
 
   it("conditions overwritten by someone else are healed", async () => {

@@ -5,6 +5,7 @@ import { Backoff } from "../kube/backoff.ts";
 import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
 import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartbeat.ts";
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
+import type { OwnerReference } from "../kube/leader.ts";
 import { CILIUM_NODES } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
@@ -244,11 +245,20 @@ export interface AgentHeartbeatOptions {
 }
 
 /**
- * The agent's heartbeat: Lease `membrane-agent-<node>` held by the node, renewed as a kubelet renews
- * its node Lease. Conditions on the CiliumNode say how the agent is; only a Lease that keeps being
+ * The agent's heartbeat: Lease `membrane-agent-<node>` held by the node and owned by its Node, renewed as a
+ * kubelet renews its node Lease. Conditions on the CiliumNode say how the agent is; only a Lease that keeps being
  * renewed says it is still there to say so (a dead agent leaves its last Ready=True behind).
  */
 export function agentHeartbeat(o: AgentHeartbeatOptions): LeaseHeartbeat {
   const timing = o.timing ?? HEARTBEAT_TIMING;
-  return new LeaseHeartbeat({ client: o.client, namespace: o.namespace, name: agentLeaseName(o.nodeName), identity: o.nodeName, log: o.log, ...timing });
+  // Owned by the Node, so a node that leaves the cluster (its Node deleted) takes its agent's Lease with it.
+  const owner = async (): Promise<OwnerReference | undefined> => {
+    try {
+      const node = await o.client.request<KubeObject>("GET", `/api/v1/nodes/${o.nodeName}`);
+      return node.metadata.uid ? { apiVersion: "v1", kind: "Node", name: o.nodeName, uid: node.metadata.uid } : undefined;
+    } catch {
+      return undefined; // no Node object (yet), or not readable: the heartbeat goes on, adopted once it is read
+    }
+  };
+  return new LeaseHeartbeat({ client: o.client, namespace: o.namespace, name: agentLeaseName(o.nodeName), identity: o.nodeName, log: o.log, owner, ...timing });
 }

@@ -207,6 +207,25 @@ describe("real node files", () => {
     for (const p of plans) assert.ok(!selectsDevice(devices.flags.nodeDevices, p.hostInterface) && !selectsDevice(devices.flags.nodeDevices, "eth0"), "the link to the host is none");
   });
 
+  test("a node joining a running mesh gets exactly the links and routes the mesh of all nodes has beyond the others' (both ways, IPv6 too)", () => {
+    const plans = [0, 1, 2].map((index) => {
+      const p = planRealNode({ name: `join-${index}`, dir: `/tmp/j${index}`, index: 20 + index, ipFamilies: ["IPv4", "IPv6"] });
+      assert.ok(p.ok);
+      return p.plan;
+    });
+    const key = (x: object): string => JSON.stringify(x);
+    const all = underlayMesh(plans);
+    const before = underlayMesh(plans.slice(0, 2));
+    const joined = underlayMesh(plans, plans[2]);
+    const beyond = <T extends object>(a: readonly T[], b: readonly T[]): string[] => a.map(key).filter((k) => !b.map(key).includes(k)).sort();
+    assert.deepEqual(joined.links.map(key).sort(), beyond(all.links, before.links));
+    assert.deepEqual(joined.routes.map(key).sort(), beyond(all.routes, before.routes));
+    assert.equal(joined.links.length, 2, "a link to each of the two running nodes");
+    // Each running node routes the newcomer's address and pod CIDRs over its new link, and the newcomer theirs.
+    assert.equal(joined.routes.filter((r) => r.netns !== plans[2]!.netns && r.dest === plans[2]!.podCIDR).length, 2);
+    assert.equal(joined.routes.filter((r) => r.netns === plans[2]!.netns).length, 2 * 4);
+  });
+
   test("the chart on real nodes makes its agents' VXLAN overlay device by default (no value for it), under a name the agent accepts", () => {
     assert.ok(!Object.keys(MEMBRANE_CHART_VALUES).some((k) => k === "routingMode" || k.startsWith("agent.tunnel")), "the real-node cluster installs the overlay as a user's helm install gets it");
     const agent = parseAgentFlags(["--node-name", "n", "--operator", "127.0.0.1:1", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--tunnel-device", TUNNEL_DEVICE]);

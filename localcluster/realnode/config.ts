@@ -441,19 +441,23 @@ export interface UnderlayRoute {
  * pod CIDR via that address; between dual-stack nodes also a /128 route to the peer's IPv6 address and a route to its
  * IPv6 pod CIDR, both via the peer's link-local address on the link. The nodes' addresses stay their eth0's (the API server on the host reaches each kubelet
  * there); VXLAN between the agents runs node address to node address over these links, and pods before any agent is
- * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge.
+ * installed reach each other by these routes, as the process-based local cluster's nodes do over their bridge. With
+ * `joining`, the part a node added later needs: the mesh of all plans less the mesh of the others.
  */
-export function underlayMesh(plans: readonly RealNodePlan[]): { links: UnderlayLink[]; routes: UnderlayRoute[] } {
+export function underlayMesh(plans: readonly RealNodePlan[], joining?: RealNodePlan): { links: UnderlayLink[]; routes: UnderlayRoute[] } {
   const device = (peer: RealNodePlan): string => `${UNDERLAY_DEVICE_PREFIX}${peer.hostInterface.slice(2, 10)}`;
+  // With `joining` (one of plans, a node added to a running mesh): only its links and the routes over them.
+  const part = (a: RealNodePlan, b: RealNodePlan): boolean => joining === undefined || a === joining || b === joining;
   const links: UnderlayLink[] = [];
   const routes: UnderlayRoute[] = [];
   for (const [i, a] of plans.entries()) {
     for (const b of plans.slice(i + 1)) {
+      if (!part(a, b)) continue;
       const six = a.linkLocal6 && b.linkLocal6 ? { linkLocal6: a.linkLocal6, peerLinkLocal6: b.linkLocal6 } : {};
       links.push({ netns: a.netns, device: device(b), peerNetns: b.netns, peerDevice: device(a), ...six });
     }
     for (const b of plans) {
-      if (b === a) continue;
+      if (b === a || !part(a, b)) continue;
       routes.push({ netns: a.netns, dest: `${b.nodeAddress}/32`, device: device(b) });
       routes.push({ netns: a.netns, dest: b.podCIDR, device: device(b), via: b.nodeAddress });
       if (a.linkLocal6 && b.linkLocal6 && b.nodeAddress6 && b.podCIDRv6) {

@@ -1,11 +1,11 @@
-// N real nodes of one local cluster (`--nodes N` as kind's): each a real node as startRealNode makes it, with a /24 of CLUSTER_POD_CIDR, joined by the underlay of underlayMesh; stop() removes every node by its dir.
+// N real nodes of one local cluster (`--nodes N` as kind's): each a real node as startRealNode makes it, with a /24 of CLUSTER_POD_CIDR, joined by the underlay of underlayMesh; join() adds one to the running cluster, leave() takes one away, stop() removes every node by its dir.
 import { execFile } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { parseIPFamilies, underlayMesh } from "./config.ts";
-import { destroyRealNode, startRealNode, type RealNode } from "./realnode.ts";
+import { destroyRealNode, startRealNode, type NodeImage, type RealNode } from "./realnode.ts";
 
 const log = pino({ name: "realnodes", level: process.env.MEMBRANE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: true }));
 
@@ -31,7 +31,16 @@ export interface RealNodesOptions {
 }
 
 export interface RealNodes {
+  /** The running nodes, in the order they joined (join() appends, leave() removes). */
   nodes: RealNode[];
+  /**
+   * One more node, as a machine joins a running cluster: the next name (`PREFIX-K`, K counting every node started) and
+   * index, with `images` in its containerd before its kubelet registers, linked to every running node.
+   * On failure it is removed and the others keep running.
+   */
+  join(opts?: { images?: readonly NodeImage[] }): Promise<RealNode>;
+  /** Stops one node (its processes, its namespace with its links to the others, its Node object); the others keep running. */
+  leave(node: RealNode): Promise<void>;
   /** Removes every node (also the ones a failed start left), the underlay with them. */
   stop(): Promise<void>;
 }
@@ -46,18 +55,21 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
   const families = parseIPFamilies(opts.ipFamilies);
   if (!families.ok) errors.push(families.error);
   if (errors.length > 0) throw new Error(`startRealNodes: ${errors.join("; ")}`);
-  const names = Array.from({ length: opts.count }, (_, i) => `${opts.namePrefix}-${i + 1}`);
-  const start = (i: number): Promise<RealNode> =>
+  const nameOf = (i: number): string => `${opts.namePrefix}-${i + 1}`;
+  const names = Array.from({ length: opts.count }, (_, i) => nameOf(i));
+  const start = (i: number, images?: readonly NodeImage[]): Promise<RealNode> =>
     startRealNode({
-      name: names[i]!,
-      dir: join(opts.dir, names[i]!),
+      name: nameOf(i),
+      dir: join(opts.dir, nameOf(i)),
       controlPlane: opts.controlPlane,
       index: opts.firstIndex + i,
       ...(opts.readyTimeoutMs !== undefined ? { readyTimeoutMs: opts.readyTimeoutMs } : {}),
       ...(opts.ipFamilies !== undefined ? { ipFamilies: opts.ipFamilies } : {}),
       ...(opts.detached ? { detached: true } : {}),
+      ...(images ? { images } : {}),
     });
   const stop = (): Promise<void> => destroyRealNodes(opts.dir);
+  const described = (n: RealNode) => ({ name: n.plan.name, nodeAddress: n.plan.nodeAddress, podCIDR: n.plan.podCIDR, podCIDRv6: n.plan.podCIDRv6 });
   try {
     // The first alone: it builds (or finds cached) the images every node imports; the others side by side.
     const first = await start(0);
@@ -66,8 +78,32 @@ export async function startRealNodes(opts: RealNodesOptions): Promise<RealNodes>
     if (failed) throw failed.reason;
     const nodes = [first, ...rest.map((r) => (r as PromiseFulfilledResult<RealNode>).value)];
     await linkNodes(nodes);
-    log.info({ nodes: nodes.map((n) => ({ name: n.plan.name, nodeAddress: n.plan.nodeAddress, podCIDR: n.plan.podCIDR, podCIDRv6: n.plan.podCIDRv6 })) }, "real nodes ready");
-    return { nodes, stop };
+    log.info({ nodes: nodes.map(described) }, "real nodes ready");
+    // Indexes are never reused: a node that left may still be on its way out (its Node object, its pods).
+    let started = opts.count;
+    const joinNode = async (o: { images?: readonly NodeImage[] } = {}): Promise<RealNode> => {
+      const i = started;
+      if (opts.firstIndex + i > 255) throw new Error(`join: node ${nameOf(i)} would get index ${opts.firstIndex + i}, beyond 255`);
+      started += 1;
+      const joining = await start(i, o.images);
+      try {
+        await linkNodes([...nodes, joining], joining);
+      } catch (err) {
+        await joining.stop().catch((e: unknown) => log.error({ node: joining.plan.name, err: (e as Error).message }, "cleanup after a failed join failed"));
+        throw err;
+      }
+      nodes.push(joining);
+      log.info({ node: described(joining), nodes: nodes.map((n) => n.plan.name) }, "real node joined");
+      return joining;
+    };
+    const leave = async (n: RealNode): Promise<void> => {
+      const i = nodes.indexOf(n);
+      if (i < 0) throw new Error(`leave: ${n.plan.name} is not a running node of this cluster`);
+      await n.stop();
+      nodes.splice(i, 1);
+      log.info({ node: n.plan.name, nodes: nodes.map((x) => x.plan.name) }, "real node left");
+    };
+    return { nodes, join: joinNode, leave, stop };
   } catch (err) {
     log.error({ nodes: names, err: (err as Error).message }, "real nodes failed to start, removing them");
     await stop().catch((e: unknown) => log.error({ err: (e as Error).message }, "cleanup after failure failed"));
@@ -87,10 +123,13 @@ export async function destroyRealNodes(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** The underlay (underlayMesh) made inside the nodes' namespaces, so deleting a node's namespace removes its links. */
-async function linkNodes(nodes: RealNode[]): Promise<void> {
-  const mesh = underlayMesh(nodes.map((n) => n.plan));
-  for (const n of nodes) {
+/**
+ * The underlay (underlayMesh) made inside the nodes' namespaces, so deleting a node's namespace removes its links; with
+ * `joining` (one of nodes, added to a running mesh) only its part.
+ */
+async function linkNodes(nodes: RealNode[], joining?: RealNode): Promise<void> {
+  const mesh = underlayMesh(nodes.map((n) => n.plan), joining?.plan);
+  for (const n of joining ? [joining] : nodes) {
     // Pod packets cross the node (pre-agent routes, decapsulated VXLAN): forwarding on, and no reverse-path check
     // against the mesh's asymmetric /32 routes. Per namespace: the host's own settings are not touched.
     const ipv6 = n.plan.podCIDRv6 ? ["net.ipv6.conf.all.forwarding=1"] : [];

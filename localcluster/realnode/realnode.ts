@@ -55,10 +55,22 @@ export interface RealNodeOptions {
   /** How long to wait for the Node to be Ready; default 120 s. */
   readyTimeoutMs?: number;
   /**
+   * Images imported into its containerd before the kubelet starts (besides pause, busybox and CoreDNS): a node joining a
+   * running cluster brings the images its DaemonSets' pods run (no registry pulls them), as a machine's image would.
+   */
+  images?: readonly NodeImage[];
+  /**
    * Outlive this process (for a future `membrane dev up`); by default a reaper removes the node when this
    * process dies without stopping it (a test killed by Ctrl-C), as the control plane exits with its parent.
    */
   detached?: boolean;
+}
+
+/** An OCI archive for a node's containerd: `ref` is the reference it carries, `alsoAs` more it is tagged with (a release may run it under another tag). */
+export interface NodeImage {
+  archive: string;
+  ref: string;
+  alsoAs?: readonly string[];
 }
 
 /** What a node dir records, so stop() (or a later cleanup after a crash) removes exactly that. */
@@ -177,6 +189,13 @@ export async function startRealNode(opts: RealNodeOptions): Promise<RealNode> {
     for (const file of ["pause.tar", "busybox.tar"]) await importImage(join(imagesDir, file));
     // The cluster DNS may land on any node.
     await importImage(coreDNS.archive);
+    for (const image of opts.images ?? []) {
+      await importImage(image.archive);
+      for (const ref of image.alsoAs ?? []) {
+        const r = await ctr(["images", "tag", "--force", image.ref, ref]);
+        if (r.code !== 0) throw new Error(`ctr images tag ${image.ref} ${ref}: ${r.stderr.trim()}`);
+      }
+    }
 
     claimSysctls(plan.name, state.pids.holder);
     state.sysctlsClaimed = true;
