@@ -209,7 +209,7 @@ describe("charts/membrane on a real API server", { timeout: 600_000 }, () => {
     }
     const agentOnNode1 = agentKubeconfig("node-1");
     const patch = (node: string) =>
-      kubectl(["--kubeconfig", agentOnNode1, "patch", "ciliumnode", node, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { health: { state: "Reachable" } } })]);
+      kubectl(["--kubeconfig", agentOnNode1, "patch", "ciliumnode", node, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { agent: { version: "test" } } })]);
     const own = await patch("node-1");
     assert.equal(own.code, 0, `own CiliumNode: ${own.stderr}`);
     const other = await patch("node-2");

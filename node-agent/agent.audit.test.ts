@@ -184,6 +184,9 @@ describe("policy audit mode by annotation on a running agent", { timeout: 300_00
     const column = header!.indexOf("POLICYAUDIT");
     assert.ok(column >= 0, `kubectl get ciliumnode has a POLICYAUDIT column: ${header}`);
     assert.equal(row!.slice(column).split(/\s+/)[0], "true", `${header}\n${row}`);
+    const ready = header!.indexOf("READY");
+    assert.ok(ready >= 0, `kubectl get ciliumnode has a READY column: ${header}`);
+    assert.equal(row!.slice(ready).split(/\s+/)[0], "True", `the agent's Ready condition in its column:\n${header}\n${row}`);
   });
 
   it("removing the Node's annotation enforces again, with the same agent (no restart)", async () => {

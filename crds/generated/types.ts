@@ -1110,7 +1110,7 @@ export interface CiliumIdentity {
   "security-labels": Record<string, string>;
 }
 
-/** A node as the Membrane datapath sees it: its addresses, the pod CIDRs it allocates from, its encryption parameters and its health. The object's name is the Kubernetes node name; the node's agent writes it. */
+/** A node as the Membrane datapath sees it: its addresses, the pod CIDRs it allocates from, its encryption parameters and its agent's health. The object's name is the Kubernetes node name; the node's agent writes it. */
 export interface CiliumNode {
   apiVersion: "cilium.io/v2";
   kind: "CiliumNode";
@@ -1146,17 +1146,6 @@ export interface CiliumNode {
   };
   /** What others observe about the node. Written through the status subresource. */
   status?: {
-    /** Reachability of the node from its peers. */
-    health?: {
-      /** Reachable, Unreachable or Unknown. */
-      state?: "Reachable" | "Unreachable" | "Unknown";
-      /** Number of peer nodes whose last probe reached this node. */
-      reachableFrom?: number;
-      /** When the last probe result arrived. */
-      lastProbeTime?: string;
-      /** Why the node is not reachable, if it is not. */
-      message?: string;
-    };
     /** Ready: the agent runs and its datapath is loaded; others as the agent reports. */
     conditions?: Array<{
       /** Condition type in CamelCase, e.g. Valid, Enforced, Ready. */

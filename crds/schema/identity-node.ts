@@ -65,10 +65,10 @@ export const ciliumNodeCRD = defineCRD({
       description: "The node's internal address.",
     },
     {
-      name: "Health",
+      name: "Ready",
       type: "string",
-      jsonPath: ".status.health.state",
-      description: "Whether other nodes reach this node's health endpoint.",
+      jsonPath: '.status.conditions[?(@.type=="Ready")].status',
+      description: "Whether the node's agent runs with its datapath loaded (its Ready condition).",
     },
     {
       name: "PolicyAudit",
@@ -80,7 +80,7 @@ export const ciliumNodeCRD = defineCRD({
   ],
   schema: obj(
     "A node as the Membrane datapath sees it: its addresses, the pod CIDRs it allocates from, its encryption " +
-      "parameters and its health. The object's name is the Kubernetes node name; the node's agent writes it.",
+      "parameters and its agent's health. The object's name is the Kubernetes node name; the node's agent writes it.",
     {
       spec: obj("What the node's agent announces about itself.", {
         addresses: arr(
@@ -120,12 +120,6 @@ export const ciliumNodeCRD = defineCRD({
         }),
       }),
       status: obj("What others observe about the node. Written through the status subresource.", {
-        health: obj("Reachability of the node from its peers.", {
-          state: str("Reachable, Unreachable or Unknown.", { enum: ["Reachable", "Unreachable", "Unknown"] }),
-          reachableFrom: int("Number of peer nodes whose last probe reached this node.", { minimum: 0 }),
-          lastProbeTime: timestamp("When the last probe result arrived."),
-          message: str("Why the node is not reachable, if it is not."),
-        }),
         conditions: conditions(
           "Ready: the agent runs and its datapath is loaded; others as the agent reports.",
         ),

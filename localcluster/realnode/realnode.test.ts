@@ -2975,7 +2975,7 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
     assert.equal(cn.spec.ipam?.podCIDRs?.[0], node3.plan.podCIDR);
     const agentReadySeconds = (Date.now() - joinStarted) / 1000;
     const table = (await cp!.kubectl(["get", "ciliumnodes"])).stdout.split("\n");
-    assert.match(table.find((l) => l.startsWith(`${name3} `)) ?? "", new RegExp(`\\s${node3.plan.nodeAddress.replaceAll(".", "\\.")}\\s`), `kubectl get ciliumnodes lists ${name3} with its address:\n${table.join("\n")}`);
+    assert.match(table.find((l) => l.startsWith(`${name3} `)) ?? "", new RegExp(`\\s${node3.plan.nodeAddress.replaceAll(".", "\\.")}\\s+True\\s`), `kubectl get ciliumnodes lists ${name3} with its address, Ready True:\n${table.join("\n")}`);
     assert.deepEqual(await eventually("membrane status: three ready agents", 60_000, async () => {
       const agents = await statusAgents();
       return agents.length === 3 && agents.every((a) => a.ready) ? agents : undefined;
