@@ -90,6 +90,7 @@ describe("charts/membrane", () => {
     const objects = rendered.default ?? [];
     const crds = objects.filter((o) => o.kind === "CustomResourceDefinition").map((o) => o.metadata.name).sort();
     assert.deepEqual(crds, [
+      "ciliumcidrgroups.cilium.io",
       "ciliumclusterwidenetworkpolicies.cilium.io",
       "ciliumidentities.cilium.io",
       "ciliumnetworkpolicies.cilium.io",
@@ -167,6 +168,7 @@ describe("charts/membrane", () => {
     assert.deepEqual(wh.clientConfig.service, { namespace: NAMESPACE, name: "membrane-webhook", path: "/validate", port: 9443 });
     const covered = wh.rules.flatMap((r) => r.resources.map((res) => `${r.apiGroups.join()}/${res}:${r.operations.join()}`)).sort();
     assert.deepEqual(covered, [
+      "cilium.io/ciliumcidrgroups:CREATE,UPDATE",
       "cilium.io/ciliumclusterwidenetworkpolicies:CREATE,UPDATE",
       "cilium.io/ciliumnetworkpolicies:CREATE,UPDATE",
       "cilium.io/tracingpolicies:CREATE,UPDATE",

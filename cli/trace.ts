@@ -1,6 +1,7 @@
 // `membrane policy trace`: the verdict the cluster's policies give a connection between two pods, or to or from a node's host endpoint, and the rule that decides it.
 import { securityLabels } from "../core/labels.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
+import { type CIDRGroup, expandCIDRGroups, parseCIDRGroup } from "../core/cidr-group.ts";
 import { httpInspection, verdict, type DirectionVerdict, type VerdictAnswer } from "../core/evaluator.ts";
 import { PROTO_NUMBER, type LabelSet, type Policy, type RuleOrigin } from "../core/model.ts";
 import type { HttpRequest } from "../core/l7/http-request.ts";
@@ -15,7 +16,7 @@ import { canonicalPrefix, hostPrefix, parseIP } from "../core/cidr.ts";
 import { nodeHostLabels } from "../core/host-endpoint.ts";
 import { hostTrace, hostTraceText, traceGuard, type HostTraceAnswer, type TraceParty } from "../core/host-trace.ts";
 import { KubeClient, isNotFound, listAll, type Resource } from "../kube/kube.ts";
-import { CCNPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
+import { CCNPS, CIDR_GROUPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SERVICES } from "../kube/resources.ts";
 
 const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--allow-localhost always|policy] [--kubeconfig PATH] [-o text|json]
                               [--http-method M --http-path P [--http-host H] [--http-header 'Name: value']...]
@@ -80,6 +81,8 @@ export interface TraceCluster {
   /** Services and EndpointSlices, for toServices (without them toServices selects nothing). */
   readonly services?: readonly ServiceObject[];
   readonly endpointSlices?: readonly EndpointSliceObject[];
+  /** CiliumCIDRGroup objects, for cidrGroupRef/cidrGroupSelector (without them those entries select nothing, as in the datapath). */
+  readonly cidrGroups?: readonly unknown[];
 }
 
 export type TraceResult =
@@ -134,7 +137,13 @@ function parsePolicies(cluster: TraceCluster): Policy[] | string {
     }
     policies.push(...r.value);
   }
-  return policies;
+  // The operator compiles CIDR group entries as the groups' CIDRs: so does the trace (an invalid group: as absent).
+  const groups = new Map<string, CIDRGroup>();
+  for (const obj of cluster.cidrGroups ?? []) {
+    const g = parseCIDRGroup(obj);
+    if (g.ok) groups.set(g.value.name, g.value);
+  }
+  return [...expandCIDRGroups(policies, groups)];
 }
 
 /**
@@ -426,8 +435,8 @@ export async function runTrace(args: string[]): Promise<number> {
   let client: KubeClient | undefined;
   try {
     const c = (client = await KubeClient.fromKubeconfig(await cliKubeconfig(a.kubeconfig)));
-    const [pods, namespaces, knps, cnps, ccnps, services, endpointSlices, nodes] = await Promise.all([
-      itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS), itemsOf(c, SERVICES), itemsOf(c, ENDPOINT_SLICES),
+    const [pods, namespaces, knps, cnps, ccnps, services, endpointSlices, cidrGroups, nodes] = await Promise.all([
+      itemsOf(c, PODS), itemsOf(c, NAMESPACES), itemsOf(c, NETWORK_POLICIES), itemsOf(c, CNPS), itemsOf(c, CCNPS), itemsOf(c, SERVICES), itemsOf(c, ENDPOINT_SLICES), itemsOf(c, CIDR_GROUPS),
       "host" in a ? itemsOf(c, NODES) : Promise.resolve([]),
     ]);
     cluster = {
@@ -436,6 +445,7 @@ export async function runTrace(args: string[]): Promise<number> {
       namespaces: namespaces as TraceNamespace[],
       services: services as ServiceObject[],
       endpointSlices: endpointSlices as EndpointSliceObject[],
+      cidrGroups: withKind(cidrGroups, "cilium.io/v2", "CiliumCIDRGroup"),
       policies: [
         ...withKind(knps, "networking.k8s.io/v1", "NetworkPolicy"),
         ...withKind(cnps, "cilium.io/v2", "CiliumNetworkPolicy"),

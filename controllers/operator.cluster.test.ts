@@ -726,6 +726,67 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     }
   });
 
+  it("a cidrGroupRef is enforced per its CiliumCIDRGroup: fail closed and named in Enforced while missing, then following the group's creation, edit and deletion without a policy change", async () => {
+    const ns = "ccg";
+    await namespace(ns);
+    const pki = await makePki(["ccg-node"]);
+    const agents: AgentClient[] = [];
+    try {
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "ccg-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.13" }] } }));
+      const op = operator("op-ccg", ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key")]);
+      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
+      const pod = JSON.parse(podYaml(ns, "web", { app: "web" })) as { spec: Record<string, unknown> };
+      pod.spec.nodeName = "ccg-node";
+      await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+      const webId = Number(await eventually("web identity", () => podIdentity(ns, "web")));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({
+        apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "to-partner", namespace: ns },
+        spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toCIDRSet: [{ cidrGroupRef: "partner", except: ["198.51.100.128/25"] }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
+      }));
+      const agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("ccg-node.crt"), key: pki.read("ccg-node.key") }, "ccg-node");
+      agents.push(agent);
+      // What the datapath answers web's SYN to `ip` on TCP 443: the ipcache's longest prefix gives the peer identity (none: world).
+      const verdict = (ip: string): string => {
+        const state = agent.state;
+        let best: { bits: number; identity: number } | undefined;
+        for (const e of state.ipcache) {
+          const p = parsePrefix(e.prefix);
+          if (p && cidrContains(e.prefix, ip) && (!best || p.bits > best.bits)) best = { bits: p.bits, identity: e.identity };
+        }
+        const subject = state.policies.find((x) => x.subject === webId);
+        return subject ? lookup(subject, "egress", best?.identity ?? 2, 6, 443).verdict : "no subject";
+      };
+      const verdicts = (): string => ["203.0.113.5", "198.51.100.5", "198.51.100.200"].map((ip) => `${ip} ${verdict(ip)}`).join(", ");
+      const expect = (what: string, want: string): Promise<string> => eventually(what, () => (verdicts() === want ? want : undefined), 20_000);
+      type CNP = Meta & { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } };
+      const enforced = async () => (await getJSON<CNP>(["get", "cnp", "-n", ns, "to-partner"])).status?.conditions?.find((c) => c.type === "Enforced");
+
+      await expect("default deny, nothing allowed while the group is missing", "203.0.113.5 deny, 198.51.100.5 deny, 198.51.100.200 deny");
+      const missing = await eventually("Enforced names the missing group", async () => ((await enforced())?.reason === "CIDRGroupNotFound" ? enforced() : undefined));
+      assert.match(missing?.message ?? "", /"partner": no such CiliumCIDRGroup/);
+
+      const group = (cidrs: string[]): string => JSON.stringify({ apiVersion: "cilium.io/v2alpha1", kind: "CiliumCIDRGroup", metadata: { name: "partner" }, spec: { externalCIDRs: cidrs } });
+      await kubectl(["apply", "-f", "-"], group(["203.0.113.0/24", "198.51.100.0/24"]));
+      await expect("the group's CIDRs allowed, the except not", "203.0.113.5 allow, 198.51.100.5 allow, 198.51.100.200 deny");
+      await eventually("Enforced no longer names the group", async () => ((await enforced())?.reason !== "CIDRGroupNotFound" ? true : undefined));
+
+      await kubectl(["apply", "-f", "-"], group(["198.51.100.0/24"]));
+      await expect("an edit takes 203.0.113.0/24 out", "203.0.113.5 deny, 198.51.100.5 allow, 198.51.100.200 deny");
+
+      await kubectl(["delete", "ciliumcidrgroup", "partner"]);
+      await expect("a deleted group allows nothing", "203.0.113.5 deny, 198.51.100.5 deny, 198.51.100.200 deny");
+      await eventually("Enforced names the group again", async () => ((await enforced())?.reason === "CIDRGroupNotFound" ? true : undefined));
+      assert.equal((await getJSON<CNP>(["get", "cnp", "-n", ns, "to-partner"])).metadata.generation, 1, "the policy was never touched");
+      await op.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "ciliumnetworkpolicy", "-n", ns, "to-partner", "--ignore-not-found"]);
+      await kubectl(["delete", "ciliumcidrgroup", "partner", "--ignore-not-found"]);
+      await kubectl(["delete", "node", "ccg-node", "--ignore-not-found"]);
+    }
+  });
+
   it("with --agent-auth token, an agent with the shared certificate is accepted as the node its pod-bound token names", async () => {
     const pki = await makePki(["membrane-agent"]);
     const agents: AgentClient[] = [];

@@ -11,7 +11,7 @@ import { DEFAULT_LEASE_TIMING, LeaderElector } from "../kube/leader.ts";
 import { OperatorMetrics } from "../kube/metrics.ts";
 import { HealthServer } from "../kube/server.ts";
 import { shutdownStep } from "../kube/shutdown.ts";
-import { CCNPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
+import { CCNPS, CIDR_GROUPS, CILIUM_NODES, CNPS, ENCRYPTION_KEYS, ENDPOINT_SLICES, IDENTITIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, SECRETS, SERVICES, TRACING_POLICIES, TRACING_POLICIES_NAMESPACED } from "../kube/resources.ts";
 import { PolicySecrets, type SecretObject } from "./policy-secrets.ts";
 import { IdentityReconciler, podNeedsIdentity } from "./identity.ts";
 import { DEFAULT_GC_CONCURRENCY, GC_COALESCE_MS, GC_SWEEP_KEY, IdentityGC } from "./identity-gc.ts";
@@ -31,6 +31,7 @@ import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
 import { type Affected, NodeStateSource, SOURCE_KINDS, type SourceKind } from "./distribution/source.ts";
 import { ParsedPolicies } from "./parsed-policies.ts";
+import { CIDRGroups } from "./cidr-groups.ts";
 import type { ParseOptions } from "../core/parser/index.ts";
 import type { Reconciler } from "../kube/controller.ts";
 
@@ -199,7 +200,10 @@ export class Operator {
     const pods = informers.for<PodObject>(PODS);
     const namespaces = informers.for<KubeObject>(NAMESPACES);
     let identity: IdentityReconciler | undefined;
-    const dist = await this.startDistribution(informers, pods);
+    // The CiliumCIDRGroups policies' cidrGroupRef/cidrGroupSelector entries stand for: the distribution compiles
+    // with them, the policy status names a missing one.
+    const cidrGroups = on.has("policy") || this.config.distribution ? new CIDRGroups(informers.for<KubeObject>(CIDR_GROUPS)) : new CIDRGroups();
+    const dist = await this.startDistribution(informers, pods, cidrGroups);
 
     if (on.has("identity")) {
       const identities = informers.for<IdentityObject>(IDENTITIES);
@@ -289,6 +293,7 @@ export class Operator {
           endpointsVersion: () => endpointsVersion,
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
+          cidrGroups: () => cidrGroups.current(),
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
         // Which of this kind's policies select a label set; forgotten when a policy comes, goes or changes its spec.
@@ -300,6 +305,8 @@ export class Operator {
         // Node count changes move "n/m nodes" (node labels: host policies' selection); a namespace's labels move the label sets of all its pods.
         const all = (): string[] => policies.list().map(keyOf);
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
+        // A CIDR group came or went: whether each cidrGroupRef names one is in Enforced.
+        if (cidrGroups.informer) c.watch(cidrGroups.informer, (ev) => (ev.type === "update" ? [] : all()));
         // A Secret a TLS rule names came, went or changed: the policies' Enforced says whether it can be served.
         const secrets = this.policySecrets;
         if (secrets?.informer) c.watch(secrets.informer, (ev) => (secrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? all() : []));
@@ -389,6 +396,7 @@ export class Operator {
   private async startDistribution(
     informers: InformerSet,
     pods: Informer<PodObject>,
+    cidrGroups: CIDRGroups,
   ): Promise<{ server: DistributionServer; source: NodeStateSource } | undefined> {
     const cfg = this.config.distribution;
     if (!cfg) return undefined;
@@ -418,7 +426,7 @@ export class Operator {
     const namespace = this.config.policySecretsNamespace;
     this.log.info({ policySecretsNamespace: namespace ?? null }, namespace === undefined ? "TLS rules' Secrets are not read (no --policy-secrets-namespace)" : "TLS rules' Secrets read from the policy secrets namespace");
     const policySecrets = (this.policySecrets = new PolicySecrets(namespace === undefined ? undefined : { namespace, informer: informers.for<SecretObject>(SECRETS, { namespace }) }));
-    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed, policySecrets });
+    const source = new NodeStateSource(pods, nodes, { clusterName: this.config.clusterName, parsed: this.parsed, policySecrets, cidrGroups });
     server.followSubjectDeltas(source.subjectDeltas);
     server.followSharedDeltas(source.sharedDeltas);
     const identities = informers.for<IdentityObject>(IDENTITIES);
@@ -482,6 +490,7 @@ export class Operator {
       return [sourceKey("pods")];
     });
     for (const p of policies) c.watch(p, () => [sourceKey("policies")]);
+    if (cidrGroups.informer) c.watch(cidrGroups.informer, () => [sourceKey("cidrGroups")]);
     c.watch(services, () => [sourceKey("services")]);
     c.watch(endpointSlices, () => [sourceKey("services")]);
     for (const t of tracingPolicies) c.watch(t, () => [sourceKey("tracing")]);

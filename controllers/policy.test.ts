@@ -52,3 +52,9 @@ test("DNS rules and toFQDNs are Enforced once every node concerned runs the DNS 
   const unknown = policyConditions(http, 1, 2, { acknowledged: 2, refused: [], withoutDnsProxy: [] })[1];
   assert.match(unknown?.message ?? "", /rules\.http: not enforced yet/, "not known which nodes run it: not enforced");
 });
+
+test("a cidrGroupRef to a CiliumCIDRGroup that does not exist makes the policy not enforced, naming the group", () => {
+  const parsed = { ok: true as const, value: [] };
+  const [, missing] = policyConditions(parsed, 1, 2, { acknowledged: 2, refused: [] }, ["partner"]);
+  assert.deepEqual([missing?.status, missing?.reason, missing?.message], ["False", "CIDRGroupNotFound", '2/2 nodes; "partner": no such CiliumCIDRGroup, so the cidrGroupRef entries naming it select nothing']);
+});

@@ -3,6 +3,7 @@
 import type { Logger } from "pino";
 import { describeGaps, enforcementGaps, type GapOptions } from "../core/enforcement-gaps.ts";
 import type { Policy } from "../core/model.ts";
+import { type CIDRGroup, missingCIDRGroups } from "../core/cidr-group.ts";
 import { parsePolicyObject } from "../core/parser/index.ts";
 import type { Reconciler, ReconcileResult } from "../kube/controller.ts";
 import { type Condition, type ConditionInput, mergeConditions, sameConditions } from "../kube/conditions.ts";
@@ -57,6 +58,8 @@ export interface PolicyDeps {
   readonly enforcement?: (obj: PolicyObject, nodes: ReadonlySet<string>) => Enforcement;
   /** The parses shared with the distribution (each generation parsed once); a private one when absent. */
   readonly parsed?: ParsedPolicies;
+  /** The CiliumCIDRGroups now (controllers/cidr-groups.ts): a cidrGroupRef to one not there is named in Enforced. */
+  readonly cidrGroups?: () => ReadonlyMap<string, CIDRGroup>;
 }
 
 /** Formats every parse error with its field path, for the condition message and the Event. */
@@ -70,6 +73,7 @@ export function policyConditions(
   generation: number | undefined,
   nodes: number,
   enforcement: Enforcement,
+  missingGroups: readonly string[] = [],
 ): ConditionInput[] {
   const g = generation === undefined ? {} : { observedGeneration: generation };
   if (!parsed.ok) {
@@ -85,9 +89,13 @@ export function policyConditions(
   const gaps = enforcementGaps(parsed.value, { withoutDnsProxy: enforcement.withoutDnsProxy, withoutL7Proxy: enforcement.withoutL7Proxy, tlsSecretProblem: enforcement.tlsSecretProblem });
   let enforced: ConditionInput;
   const why = enforcement.refused.map((r) => `${r.node}: ${r.message}`).join("; ");
+  const refused = why === "" ? "" : `; refused by ${why}`;
+  // A cidrGroupRef to a group that is not there selects nothing (fail closed), as in Cilium: the user hears which.
+  const missing = missingGroups.length === 0 ? "" : `; ${missingGroups.map((n) => JSON.stringify(n)).join(", ")}: no such CiliumCIDRGroup, so the cidrGroupRef entries naming ${missingGroups.length === 1 ? "it select" : "them select"} nothing`;
   if (gaps.length > 0) {
-    const refused = why === "" ? "" : `; refused by ${why}`;
-    enforced = { type: "Enforced", status: "False", reason: "RulesNotEnforced", message: `${count}${refused}; ${describeGaps(gaps)}`, ...g };
+    enforced = { type: "Enforced", status: "False", reason: "RulesNotEnforced", message: `${count}${refused}; ${describeGaps(gaps)}${missing}`, ...g };
+  } else if (missing !== "") {
+    enforced = { type: "Enforced", status: "False", reason: "CIDRGroupNotFound", message: `${count}${refused}${missing}`, ...g };
   } else if (enforcement.refused.length > 0) {
     enforced = { type: "Enforced", status: "False", reason: "Refused", message: `${count}; refused by ${why}`, ...g };
   } else if (nodes > 0 && enforcement.acknowledged >= nodes) {
@@ -108,7 +116,7 @@ export function enforcementState(conditions: readonly ConditionInput[]): Enforce
   if (conditions.some((c) => c.type === "Valid" && c.status === "False")) return "invalid";
   const e = conditions.find((c) => c.type === "Enforced");
   if (e?.status === "True") return "enforced";
-  if (e?.reason === "RulesNotEnforced") return "partial";
+  if (e?.reason === "RulesNotEnforced" || e?.reason === "CIDRGroupNotFound") return "partial";
   return e?.reason === "Refused" ? "refused" : "pending";
 }
 
@@ -166,7 +174,8 @@ export function policyReconciler(d: PolicyDeps): Reconciler {
       const concerned = selection ? selection.nodes : new Set(d.nodes.list().map((n) => n.metadata.name));
       const totalNodes = concerned.size;
       const enforcement = d.enforcement?.(obj, concerned) ?? NO_ENFORCEMENT;
-      const computed = policyConditions(parsed, generation, totalNodes, enforcement);
+      const missingGroups = parsed.ok && d.cidrGroups ? missingCIDRGroups(parsed.value, d.cidrGroups()) : [];
+      const computed = policyConditions(parsed, generation, totalNodes, enforcement, missingGroups);
       enforcementStates.set(key, enforcementState(computed));
       countEnforcement();
       // NetworkPolicy has no status in networking.k8s.io/v1: its outcome is the Event and the metrics.

@@ -197,6 +197,8 @@ function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[], servi
         return ep !== undefined && prefixContains(ep, own);
       });
     }
+    case "cidrGroup":
+      return false; // the groups' CIDRs replace it before evaluation (core/cidr-group.ts); unreplaced it selects nothing
     case "fqdn":
       return identityNames(peer.labels).some((n) => fqdnMatches(n, p.matchName, p.matchPattern));
     case "service": {

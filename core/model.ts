@@ -100,6 +100,17 @@ export type Peer =
        */
       readonly podAddresses?: true;
     }
+  | {
+      /**
+       * CNP fromCIDRSet/toCIDRSet `cidrGroupRef` (`name`) or `cidrGroupSelector` (`selector`, over the
+       * CiliumCIDRGroups' labels): every CIDR of the groups, minus `except`. The operator replaces it with
+       * `cidr` peers from the groups it watches (core/cidr-group.ts); unreplaced, it selects nothing.
+       */
+      readonly kind: "cidrGroup";
+      readonly name?: string;
+      readonly selector?: Selector;
+      readonly except: readonly string[];
+    }
   | { readonly kind: "fqdn"; readonly matchName?: string; readonly matchPattern?: string }
   | {
       readonly kind: "service";

@@ -1,4 +1,5 @@
 // One entry point for "is this object a valid policy resource?": errors and warnings for every kind Membrane admits.
+import { CIDR_GROUP_KIND, parseCIDRGroup } from "./cidr-group.ts";
 import { ENCRYPTION_KEY_KIND, validateEncryptionKey } from "./encryption.ts";
 import type { FieldError } from "./model.ts";
 import { type ParseOptions, parsePolicyObject } from "./parser/index.ts";
@@ -10,6 +11,8 @@ import { formatWarning, policyWarnings, type WarningOptions } from "./warnings.t
 export const VALIDATED_RESOURCES = [
   { group: "cilium.io", version: "v2", resource: "ciliumnetworkpolicies", kind: "CiliumNetworkPolicy" },
   { group: "cilium.io", version: "v2", resource: "ciliumclusterwidenetworkpolicies", kind: "CiliumClusterwideNetworkPolicy" },
+  // v2alpha1 objects reach the webhook too: it is registered with matchPolicy Equivalent.
+  { group: "cilium.io", version: "v2", resource: "ciliumcidrgroups", kind: CIDR_GROUP_KIND },
   { group: "networking.k8s.io", version: "v1", resource: "networkpolicies", kind: "NetworkPolicy" },
   { group: "cilium.io", version: "v1alpha1", resource: "tracingpolicies", kind: "TracingPolicy" },
   { group: "cilium.io", version: "v1alpha1", resource: "tracingpoliciesnamespaced", kind: "TracingPolicyNamespaced" },
@@ -39,6 +42,10 @@ export function validateObject(obj: unknown, options: ValidateOptions = {}): Val
   if (kind === "TracingPolicy" || kind === "TracingPolicyNamespaced") {
     const r = validateTracingPolicy(obj);
     return { kind, errors: r.ok ? [] : r.errors, warnings: r.ok ? r.value.warnings.map(formatWarning) : [] };
+  }
+  if (kind === CIDR_GROUP_KIND) {
+    const r = parseCIDRGroup(obj);
+    return { kind, errors: r.ok ? [] : r.errors, warnings: [] };
   }
   if (kind === ENCRYPTION_KEY_KIND) {
     const r = validateEncryptionKey(obj);

@@ -181,7 +181,7 @@ function peerCovers(outer: Peer, inner: Peer): boolean {
       if (outer.entity === "all") return true;
       if (inner.kind === "entity" && inner.entity === outer.entity) return true;
       if (outer.entity === "world") {
-        return (inner.kind === "entity" && WORLD_ENTITIES.has(inner.entity)) || inner.kind === "cidr" || inner.kind === "fqdn";
+        return (inner.kind === "entity" && WORLD_ENTITIES.has(inner.entity)) || inner.kind === "cidr" || inner.kind === "cidrGroup" || inner.kind === "fqdn";
       }
       if (outer.entity === "cluster") {
         return (inner.kind === "entity" && CLUSTER_ENTITIES.has(inner.entity)) || inner.kind === "selector";
@@ -191,6 +191,8 @@ function peerCovers(outer: Peer, inner: Peer): boolean {
       return inner.kind === "selector" && selectorCovers(outer.selector, inner.selector);
     case "cidr":
       return inner.kind === "cidr" && cidrCovers(outer, inner);
+    case "cidrGroup":
+      return false; // what a group holds is not known here
     case "fqdn":
       return inner.kind === "fqdn" && inner.matchName === outer.matchName && inner.matchPattern === outer.matchPattern;
     case "service":

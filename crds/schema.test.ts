@@ -32,7 +32,7 @@ describe("CRD schema source", () => {
     assert.equal(generatedFiles().size, CRDS.length + 2, "one manifest per CRD plus types.ts and schema-version.ts");
   });
 
-  it("defines the seven resources with the expected names, scopes and short names", () => {
+  it("defines the eight resources with the expected names, scopes and short names", () => {
     const summary = CRDS.map(
       (c) =>
         `${c.metadata.name} ${c.spec.scope} ${c.spec.versions[0]?.name} ${c.spec.names.shortNames?.join(",")}`,
@@ -42,6 +42,7 @@ describe("CRD schema source", () => {
       "ciliumclusterwidenetworkpolicies.cilium.io Cluster v2 ccnp",
       "ciliumidentities.cilium.io Cluster v2 ciliumid",
       "ciliumnodes.cilium.io Cluster v2 cn,ciliumn",
+      "ciliumcidrgroups.cilium.io Cluster v2 ccg",
       "membraneencryptionkeys.membrane.io Cluster v1alpha1 mek",
       "tracingpolicies.cilium.io Cluster v1alpha1 tp",
       "tracingpoliciesnamespaced.cilium.io Namespaced v1alpha1 tpn",

@@ -1,4 +1,5 @@
-// End to end: a toServices egress policy with real packets — a Service's EndpointSlices decide which pods a client reaches, and a selector-less Service's hand-written slice pointing outside the cluster works as toCIDR.
+// End to end: a toServices egress policy with real packets — a Service's EndpointSlices decide which pods a client reaches, and a selector-less Service's hand-written slice pointing outside the cluster works as toCIDR;
+// a toCIDRSet cidrGroupRef reaches the outside host as its CiliumCIDRGroup says.
 // The Services here have no selector, so the EndpointSlice controller (which the local cluster runs) leaves them to the slices the test writes: that is how the test decides which pods back a Service and when. No Service VIP routing yet: the backends are probed by their pod IPs.
 // Process-based cluster because: (a) its selector-less Service's slice points at an outside host the test adds on the nodes' shared underlay bridge (routed back to the pod CIDRs, no masquerade), which real nodes (point-to-point veths, no outside
 // hosts) do not have; the slice-driven pod cases could move (realnode.test.ts has an egress toServices rule on real pods, over IPv6).
@@ -141,5 +142,25 @@ describe("toServices end to end (2 nodes, real packets)", { timeout: 6 * 60_000 
   it("deleting the Services selects nothing: the client stays in default deny", async () => {
     await kubectl(["delete", "service", "-n", NS, "db", "external-db"]);
     await converges("Services deleted", []);
+  });
+
+  it("a toCIDRSet cidrGroupRef reaches the outside host once its CiliumCIDRGroup lists it, and no longer once the group is edited or deleted (the policy untouched)", async () => {
+    const group = (cidrs: string[]): object => ({ apiVersion: "cilium.io/v2alpha1", kind: "CiliumCIDRGroup", metadata: { name: `${prefix}outside` }, spec: { externalCIDRs: cidrs } });
+    await apply({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "client-to-group", namespace: NS },
+      spec: { endpointSelector: { matchLabels: { app: "client" } }, egress: [{ toCIDRSet: [{ cidrGroupRef: `${prefix}outside` }], toPorts: [{ ports: [{ port: String(OUTSIDE_PORT), protocol: "TCP" }] }] }] },
+    });
+    await converges("the group does not exist yet", []);
+    await apply(group(["172.30.0.248/29"]));
+    await converges("the group lists the outside host", ["outside"]);
+    await apply(group(["192.0.2.0/24"]));
+    await converges("the group edited", []);
+    await apply(group([`${OUTSIDE}/32`]));
+    await converges("the group lists it again", ["outside"]);
+    await kubectl(["delete", "ciliumcidrgroup", `${prefix}outside`]);
+    await converges("the group deleted", []);
+    await kubectl(["delete", "ciliumnetworkpolicy", "-n", NS, "client-to-group"]);
   });
 });

@@ -12,6 +12,8 @@ export const NETWORK_POLICIES: Resource = { group: "networking.k8s.io", version:
 export const CNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnetworkpolicies", namespaced: true, kind: "CiliumNetworkPolicy" };
 export const CCNPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumclusterwidenetworkpolicies", namespaced: false, kind: "CiliumClusterwideNetworkPolicy" };
 export const IDENTITIES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumidentities", namespaced: false, kind: "CiliumIdentity" };
+/** Served as v2alpha1 too (Cilium before 1.18); read as v2. */
+export const CIDR_GROUPS: Resource = { group: "cilium.io", version: "v2", plural: "ciliumcidrgroups", namespaced: false, kind: "CiliumCIDRGroup" };
 export const CILIUM_NODES: Resource = { group: "cilium.io", version: "v2", plural: "ciliumnodes", namespaced: false, kind: "CiliumNode" };
 export const LEASES: Resource = { group: "coordination.k8s.io", version: "v1", plural: "leases", namespaced: true, kind: "Lease" };
 export const DAEMONSETS: Resource = { group: "apps", version: "v1", plural: "daemonsets", namespaced: true, kind: "DaemonSet" };

@@ -112,6 +112,14 @@ describe("admission handler", () => {
     ]);
   });
 
+  it("denies a CiliumCIDRGroup with a malformed CIDR naming the field, and admits the documentation's group in both served versions", () => {
+    const group = (apiVersion: string, externalCIDRs: unknown[]): Record<string, unknown> => ({ apiVersion, kind: "CiliumCIDRGroup", metadata: { name: "vpn-example-1", labels: { role: "vpn" } }, spec: { externalCIDRs } });
+    for (const v of ["cilium.io/v2alpha1", "cilium.io/v2"]) assert.equal(answer(reviewFor(group(v, ["10.48.0.0/24", "10.16.0.0/24"]), { uid: v })).response.allowed, true, v);
+    const bad = answer(reviewFor(group("cilium.io/v2alpha1", ["10.48.0.0/24", "10.16.0.0/33"]), { uid: "bad" }));
+    assert.equal(bad.response.allowed, false);
+    assert.equal(bad.response.status?.message, 'spec.externalCIDRs[1]: "10.16.0.0/33" is not a CIDR: the prefix length must be 0-32');
+  });
+
   it("answers a body that is not JSON with a denial carrying the uid it can find", () => {
     const a = answer('{"apiVersion":"admission.k8s.io/v1","request":{"uid":"abc-123","object":{');
     assert.equal(a.response.uid, "abc-123");

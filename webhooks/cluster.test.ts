@@ -32,7 +32,6 @@ const PROBE_DENIAL = `${DENIED}spec.egress[0].toCIDRSet[0].except[0]: except "11
 /** Docs examples the parser rejects on purpose (features Membrane does not implement), with the field it names. */
 const UNSUPPORTED: Record<string, string> = {
   "cilium-docs/authentication-required.yaml": "spec.ingress[0].authentication.mode",
-  "cilium-docs/l3-cidrgroupref-ingress.yaml": "spec.ingress[0].fromCIDRSet[0].cidrGroupRef",
   "cilium-docs/l3-nodes-egress-control-plane.yaml": "spec.egress[0].toNodes",
   // Kafka rules were removed from Cilium in 1.20; refused rather than enforced as plain L4.
   "cilium-docs/l7-kafka-produce-topic.yaml": "spec.ingress[0].toPorts[0].rules.kafka",
@@ -321,6 +320,16 @@ describe("webhook against the real API server", { timeout: 900_000 }, () => {
       assert.notEqual(r.code, 0, bad.name);
       assert.ok(r.stderr.includes(`${DENIED}${bad.message}`), `${bad.name}: kubectl showed\n${r.stderr}`);
     }
+  });
+
+  it("refuses a CiliumCIDRGroup with a malformed CIDR, naming the field, and stores nothing of it", async () => {
+    for (const [apiVersion, cidr] of [["cilium.io/v2alpha1", "10.16.0.0/33"], ["cilium.io/v2", "10.16.0.0"]]) {
+      const r = await apply(stringify({ apiVersion, kind: "CiliumCIDRGroup", metadata: { name: "bad-group" }, spec: { externalCIDRs: ["10.48.0.0/24", cidr] } }), "--validate=false");
+      assert.notEqual(r.code, 0, `${apiVersion} ${cidr} was admitted`);
+      assert.match(r.stderr, /spec\.externalCIDRs\[1\]/, r.stderr);
+    }
+    const r = await cp.kubectl(["get", "ciliumcidrgroup", "bad-group"]);
+    assert.notEqual(r.code, 0, "nothing was stored");
   });
 
   it("admits every seed and Cilium documentation example", async () => {

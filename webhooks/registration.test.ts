@@ -32,6 +32,7 @@ describe("webhook registration", () => {
     assert.deepEqual(covered, [
       "cilium.io/v1alpha1/tracingpolicies",
       "cilium.io/v1alpha1/tracingpoliciesnamespaced",
+      "cilium.io/v2/ciliumcidrgroups",
       "cilium.io/v2/ciliumclusterwidenetworkpolicies",
       "cilium.io/v2/ciliumnetworkpolicies",
       "membrane.io/v1alpha1/membraneencryptionkeys",

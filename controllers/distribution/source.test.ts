@@ -10,6 +10,7 @@ import { securityLabelsMap, type EndpointSliceObject, type IdentityObject, type 
 import type { NodeObject } from "../node.ts";
 import type { PolicyObject } from "../policy.ts";
 import { NodeStateSource, patchSubjectPolicy } from "./source.ts";
+import { CIDRGroups } from "../cidr-groups.ts";
 import fc from "fast-check";
 import type { PolicyEntry } from "../../core/model.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
@@ -656,4 +657,49 @@ test("a node whose subjects did not move keeps its subject list by reference acr
   // db comes to n1 too: a new list with both subjects.
   src.onPod({ type: "add", obj: pod("db2", "db", 257, "n1", "10.0.1.7") });
   assert.deepEqual(src.stateFor("n1").policies.map((p) => p.subject), [256, 257]);
+});
+
+test("a cidrGroupRef follows its CiliumCIDRGroup: nothing while it is missing, its CIDRs once created, an edit and a deletion without touching the policy; an invalid edit keeps the last valid group", () => {
+  const groupObjects = new Map<string, KubeObject>();
+  const groupInformer = { get: (k: string) => groupObjects.get(k), list: () => [...groupObjects.values()] } as unknown as Informer<KubeObject>;
+  const setGroup = (name: string, cidrs: unknown[]): void => {
+    groupObjects.set(name, { apiVersion: "cilium.io/v2alpha1", kind: "CiliumCIDRGroup", metadata: { name }, ...({ spec: { externalCIDRs: cidrs } } as object) });
+  };
+  const src = new NodeStateSource(cache([pod("web", "web", 256, "n1", "10.0.1.5")]), cache([node("n1", "192.0.2.1")]), { cidrGroups: new CIDRGroups(groupInformer) });
+  const policies = cache<PolicyObject>([
+    cnpOf("partner", { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toCIDRSet: [{ cidrGroupRef: "partner" }] }], egressDeny: [{ toCIDRSet: [{ cidrGroupRef: "partner", except: ["198.51.100.0/25"] }] }] }),
+  ]);
+  const informers = { identities: cache([identity(256, "web")]), policies: [policies] };
+  src.sync(informers);
+  const verdicts = (): Map<string, string[]> => {
+    const state = src.stateFor("n1");
+    const prefixOf = new Map(state.ipcache.map((e) => [e.identity, e.prefix]));
+    const out = new Map<string, string[]>();
+    for (const e of state.policies[0]?.entries ?? []) {
+      const prefix = prefixOf.get(e.peer);
+      if (e.direction === "egress" && prefix !== undefined && e.peer >= 1 << 24) out.set(prefix, [...(out.get(prefix) ?? []), e.verdict].sort());
+    }
+    return out;
+  };
+  assert.equal(src.stateFor("n1").policies[0]?.egressEnforced, true, "default deny holds while the group is missing");
+  assert.deepEqual(verdicts(), new Map(), "a missing group selects nothing");
+
+  setGroup("partner", ["203.0.113.0/24", "198.51.100.0/24"]);
+  assert.equal(src.sync(informers, ["cidrGroups"]), "all");
+  // The deny covers the group but its except: there, the allow stands (deny wins where both hold).
+  assert.deepEqual(verdicts(), new Map([["198.51.100.0/24", ["deny"]], ["198.51.100.0/25", ["allow"]], ["203.0.113.0/24", ["deny"]]]));
+
+  setGroup("partner", ["203.0.113.0/24"]);
+  src.sync(informers, ["cidrGroups"]);
+  assert.deepEqual(verdicts(), new Map([["203.0.113.0/24", ["deny"]]]), "an edit takes a CIDR out");
+  assert.equal(src.stateFor("n1").ipcache.some((e) => e.prefix === "198.51.100.0/24"), false, "its identity is released");
+
+  setGroup("partner", ["203.0.113.0/24", "not-a-cidr"]);
+  assert.deepEqual(src.sync(informers, ["cidrGroups"]), [], "an invalid edit changes nothing");
+  assert.deepEqual(verdicts(), new Map([["203.0.113.0/24", ["deny"]]]));
+
+  groupObjects.delete("partner");
+  src.sync(informers, ["cidrGroups"]);
+  assert.deepEqual(verdicts(), new Map(), "a deleted group selects nothing again");
+  assert.deepEqual(src.stateFor("n1").policyGenerations.map((g) => g.generation), [1], "the policy was not touched");
 });

@@ -20,6 +20,8 @@ import { PodIndex } from "./pods.ts";
 import type { Enforcement, PolicyObject } from "../policy.ts";
 import type { NodeAnswer, NodeReport } from "./server.ts";
 import { ParsedPolicies } from "../parsed-policies.ts";
+import { type CIDRGroups, sameCIDRGroups } from "../cidr-groups.ts";
+import { type CIDRGroup, expandCIDRGroups, usesCIDRGroups } from "../../core/cidr-group.ts";
 import type { PolicySecrets, TlsRole } from "../policy-secrets.ts";
 import type { TracingPolicyObject } from "../tracing.ts";
 import { NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "../../core/host-endpoint.ts";
@@ -36,8 +38,8 @@ interface SharedParts {
 export type Affected = "all" | readonly string[];
 
 /** The kinds of object the source compiles; sync() can reconcile one kind (the one whose cache moved) or all. */
-export type SourceKind = "nodes" | "identities" | "policies" | "pods" | "services" | "tracing";
-export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "policies", "pods", "services", "tracing"];
+export type SourceKind = "nodes" | "identities" | "cidrGroups" | "policies" | "pods" | "services" | "tracing";
+export const SOURCE_KINDS: readonly SourceKind[] = ["nodes", "identities", "cidrGroups", "policies", "pods", "services", "tracing"];
 
 /** The caches the source reconciles against, besides the pods and nodes it is built with. */
 export interface SourceInformers {
@@ -60,6 +62,8 @@ export interface NodeStateSourceOptions {
   readonly parsed?: ParsedPolicies;
   /** Fills TLS rules with their Secrets' material for the nodes hosting their subjects (absent: sent without, so they fail closed). */
   readonly policySecrets?: PolicySecrets;
+  /** The CiliumCIDRGroups that cidrGroupRef/cidrGroupSelector entries stand for (absent: none, so those entries select nothing). */
+  readonly cidrGroups?: CIDRGroups;
 }
 
 export class NodeStateSource {
@@ -103,6 +107,10 @@ export class NodeStateSource {
   /** Identities whose labels may have changed since the shared identity list was built. */
   private readonly identitiesTouched = new Set<number>();
   private policiesDirty = true;
+  /** The CIDR groups the compiled policies were expanded with. */
+  private groupsInForce: ReadonlyMap<string, CIDRGroup> = new Map();
+  /** The parsed policies (by policy key) that name CIDR groups: recompiled when a group moves. */
+  private readonly groupUsers = new Map<string, readonly Policy[]>();
   private readonly shared: SharedParts = { ipcache: [], identities: [], rules: [], policyGenerations: [] };
   /** The entries of the shared identity list and rule table by id, to tell what a change moved. */
   private readonly identityEntries = new Map<number, IdentityLabels>();
@@ -169,6 +177,8 @@ export class NodeStateSource {
     // In this order, whichever kinds are asked for: identities exist before the pods that carry them.
     if (kinds.includes("nodes")) reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
     if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
+    // Groups before the policies that name them, so a policy's first compile has its groups' CIDRs.
+    if (kinds.includes("cidrGroups")) note(this.syncCIDRGroups());
     if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
     if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, note);
     if (kinds.includes("services")) {
@@ -280,6 +290,7 @@ export class NodeStateSource {
       this.parsed.forget(ev.obj);
       this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
+      this.groupUsers.delete(key);
       this.setPolicyCIDRs(key, [], [])();
       this.policiesDirty = true;
       this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
@@ -288,15 +299,34 @@ export class NodeStateSource {
     if (ev.type === "update" && ev.old.metadata.generation === ev.obj.metadata.generation && ev.old.metadata.uid === ev.obj.metadata.uid) return [];
     const parsed = this.parsed.parse(ev.obj);
     if (!parsed.ok) return [];
-    // The CIDR and ipBlock identities exist before the policy compiles, so its CIDR peers select them at once.
-    const release = this.setPolicyCIDRs(key, policyPrefixes(parsed.value), ipBlockPrefixes(parsed.value));
-    this.compiler.upsertPolicy(key, parsed.value, this.pending);
-    release();
+    this.compilePolicy(key, parsed.value);
     this.compiled.set(key, { key, uid: ev.obj.metadata.uid ?? "", generation: ev.obj.metadata.generation ?? 0 });
     this.policiesDirty = true;
     this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
     return "all";
   };
+
+  /** Compiles one policy object's parse, its CIDR group entries replaced by the groups' CIDRs as they are now. */
+  private compilePolicy(key: string, parsed: readonly Policy[]): void {
+    if (usesCIDRGroups(parsed)) this.groupUsers.set(key, parsed);
+    else this.groupUsers.delete(key);
+    const policies = expandCIDRGroups(parsed, this.groupsInForce);
+    // The CIDR and ipBlock identities exist before the policy compiles, so its CIDR peers select them at once.
+    const release = this.setPolicyCIDRs(key, policyPrefixes(policies), ipBlockPrefixes(policies));
+    this.compiler.upsertPolicy(key, policies, this.pending);
+    release();
+  }
+
+  /** A CIDR group came, went or changed: the policies naming groups are compiled again with the groups as they are now. */
+  private syncCIDRGroups(): Affected {
+    const now = this.opts.cidrGroups?.current() ?? NO_GROUPS;
+    const moved = !sameCIDRGroups(now, this.groupsInForce);
+    this.groupsInForce = now;
+    if (!moved || this.groupUsers.size === 0) return [];
+    for (const [key, parsed] of this.groupUsers) this.compilePolicy(key, parsed);
+    this.policiesDirty = true;
+    return "all";
+  }
 
   /**
    * Informer handler for TracingPolicy and TracingPolicyNamespaced: every node runs every valid one (Tetragon's
@@ -688,6 +718,8 @@ function lowerBound(entries: readonly PolicyEntry[], key: PolicyEntry, lo: numbe
 }
 
 /** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
+const NO_GROUPS: ReadonlyMap<string, CIDRGroup> = new Map();
+
 function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): void {
   const present = new Set<string>();
   for (const obj of now) {

@@ -7,6 +7,7 @@ import {
   type Obj,
   checkKnown,
   checkKnownKeys,
+  dns1123SubdomainProblem,
   field,
   has,
   hasItems,
@@ -125,17 +126,37 @@ function cidrSetPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: s
       errs.add(join(p, given[1] ?? ""), `set only one of ${given.join(", ")}`);
       continue;
     }
-    if (given[0] !== "cidr") {
-      // CiliumCIDRGroup objects are not watched, so no identity would carry the group: refuse rather than match nothing.
-      errs.add(
-        join(p, given[0] ?? "cidrGroupRef"),
-        `${given[0] ?? "cidrGroupRef"} (CiliumCIDRGroup) is not supported by Membrane: list the CIDRs in cidr`,
-      );
+    if (given[0] === "cidrGroupRef" || given[0] === "cidrGroupSelector") {
+      const group = cidrGroupPeer(errs, item, p, given[0]);
+      if (group) out.push(group);
       continue;
     }
     const block = cidrBlock(errs, item, p, false);
     if (block) out.push({ kind: "cidr", ...block });
   }
+}
+
+/**
+ * A CIDR set entry by CiliumCIDRGroup (name or label selector): the operator puts the groups' CIDRs in its
+ * place (core/cidr-group.ts). Its excepts are checked as CIDRs only: which group CIDR each falls in is known then.
+ */
+function cidrGroupPeer(errs: Errors, item: Obj, path: string, key: "cidrGroupRef" | "cidrGroupSelector"): Peer | undefined {
+  const before = errs.count;
+  const except: string[] = [];
+  const excepts = stringList(errs, item, "except", path);
+  for (let i = 0; i < excepts.length; i++) {
+    const checked = checkPrefix(excepts[i] ?? "", false);
+    if (typeof checked === "string") errs.add(`${join(path, "except")}[${i}]`, checked);
+    else except.push(checked.text);
+  }
+  if (key === "cidrGroupRef") {
+    const name = optString(errs, item, key, path);
+    const problem = name === undefined || name === "" ? "a CiliumCIDRGroup name is required" : dns1123SubdomainProblem(name);
+    if (problem !== undefined && name !== undefined) errs.add(join(path, key), name === "" ? problem : `${show(name)} is not a CiliumCIDRGroup name: it ${problem}`);
+    return errs.count === before && name ? { kind: "cidrGroup", name, except } : undefined;
+  }
+  const ls = checkLabelSelector(errs, field(item, key), join(path, key));
+  return errs.count === before && ls ? { kind: "cidrGroup", selector: selectorFrom(ls), except } : undefined;
 }
 
 function entityPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {

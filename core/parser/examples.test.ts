@@ -11,7 +11,6 @@ const examples = [...seedExamples(), ...ciliumDocsExamples()].filter((e) => POLI
 /** Documented Cilium features Membrane refuses rather than enforce wrongly, with the one field each error names. */
 const UNSUPPORTED: Record<string, string> = {
   "cilium-docs/authentication-required.yaml": "spec.ingress[0].authentication.mode",
-  "cilium-docs/l3-cidrgroupref-ingress.yaml": "spec.ingress[0].fromCIDRSet[0].cidrGroupRef",
   "cilium-docs/l3-nodes-egress-control-plane.yaml": "spec.egress[0].toNodes",
   // Kafka rules were removed from Cilium in 1.20; refused rather than enforced as plain L4.
   "cilium-docs/l7-kafka-produce-topic.yaml": "spec.ingress[0].toPorts[0].rules.kafka",
@@ -92,6 +91,12 @@ test("docs: a port range is 80 through 444 on TCP to any peer", () => {
 test("docs: toCIDRSet keeps its except block", () => {
   const [p] = parsed("cilium-docs/l3-cidr-egress-with-except.yaml");
   assert.deepEqual(p!.rules[1]!.peers, [{ kind: "cidr", cidr: "10.0.0.0/8", except: ["10.96.0.0/12"] }]);
+});
+
+test("docs: cidrGroupRef and cidrGroupSelector are CIDR group peers, filled in by the operator from the groups", () => {
+  assert.deepEqual(parsed("cilium-docs/l3-cidrgroupref-ingress.yaml")[0]!.rules[0]!.peers, [{ kind: "cidrGroup", name: "office-networks", except: [] }]);
+  const [bySelector] = parsed("cilium-docs/l3-cidrgroupselector-ingress.yaml")[0]!.rules[0]!.peers;
+  assert.equal(bySelector?.kind === "cidrGroup" ? bySelector.selector?.canonical : undefined, '[["any:role","In",["office"]]]');
 });
 
 test("docs: fromRequires narrows, fromEndpoints allows", () => {

@@ -230,6 +230,9 @@ export function peerMatcher(peer: Peer, clusterName?: string, services?: Service
       return entityMatcher(peer.entity, clusterName);
     case "cidr":
       return peer.podAddresses === true ? ipBlockMatcher(peer.cidr, peer.except) : cidrMatcher(peer.cidr, peer.except);
+    case "cidrGroup":
+      // The operator replaces group peers with the groups' CIDRs before compiling: one left is a group not known.
+      return nothingMatcher(`cidrgroup ${peer.name ?? peer.selector?.canonical ?? ""}`);
     case "fqdn":
       return fqdnMatcher(peer.matchName, peer.matchPattern);
     case "service":
@@ -312,6 +315,8 @@ export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clu
       return { kind: "identities", matcher: entityMatcher(peer.entity, clusterName) };
     case "cidr":
       return { kind: "identities", matcher: peer.podAddresses === true ? ipBlockMatcher(peer.cidr, peer.except) : cidrMatcher(peer.cidr, peer.except) };
+    case "cidrGroup":
+      return NOTHING; // not replaced by the groups' CIDRs (core/cidr-group.ts): fail closed
     case "fqdn":
       return { kind: "identities", matcher: fqdnMatcher(peer.matchName, peer.matchPattern) };
     case "service":

@@ -1190,6 +1190,18 @@ export interface CiliumNode {
   };
 }
 
+/** A group of CIDR blocks outside the cluster, kept in one place and named by many policies: a fromCIDRSet or toCIDRSet entry with cidrGroupRef (this object's name) or cidrGroupSelector (its labels) stands for every block in externalCIDRs, minus the entry's except. Editing or deleting the group changes what those policies allow or deny without touching them. */
+export interface CiliumCIDRGroup {
+  apiVersion: "cilium.io/v2";
+  kind: "CiliumCIDRGroup";
+  metadata: ObjectMeta;
+  /** The blocks of the group. */
+  spec: {
+    /** The group's blocks in CIDR notation (IPv4 or IPv6). */
+    externalCIDRs: string[];
+  };
+}
+
 /** Transparent encryption of traffic between nodes: the mode, the rotation schedule and the Secret that holds the key material. The operator rotates the key in the Secret; this object never contains key material. */
 export interface MembraneEncryptionKey {
   apiVersion: "membrane.io/v1alpha1";

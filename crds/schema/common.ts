@@ -234,7 +234,7 @@ export interface CustomResourceDefinition {
     versions: {
       name: string;
       served: true;
-      storage: true;
+      storage: boolean;
       schema: { openAPIV3Schema: JSONSchemaProps };
       subresources?: { status: Record<string, never> };
       additionalPrinterColumns?: PrinterColumn[];
@@ -245,6 +245,8 @@ export interface CustomResourceDefinition {
 export interface CRDDefinition {
   group: string;
   version: string;
+  /** Older versions served with the same schema (not stored; the API server converts by changing apiVersion only). */
+  alsoServed?: readonly string[];
   kind: string;
   plural: string;
   shortNames?: string[];
@@ -257,7 +259,7 @@ export interface CRDDefinition {
   printerColumns?: PrinterColumn[];
 }
 
-/** Assembles a CustomResourceDefinition manifest with a single served and stored version. */
+/** Assembles a CustomResourceDefinition manifest: one stored version (first), and any older ones served with the same schema. */
 export function defineCRD(d: CRDDefinition): CustomResourceDefinition {
   const version: CustomResourceDefinition["spec"]["versions"][number] = {
     name: d.version,
@@ -291,7 +293,7 @@ export function defineCRD(d: CRDDefinition): CustomResourceDefinition {
         ...(d.categories ? { categories: d.categories } : {}),
       },
       scope: d.scope,
-      versions: [version],
+      versions: [version, ...(d.alsoServed ?? []).map((name) => ({ ...version, name, storage: false }))],
     },
   };
 }

@@ -1,6 +1,7 @@
 // Every CRD Membrane installs, in install order; the single list the generator, the tests and tooling read.
 import type { CustomResourceDefinition } from "./common.ts";
 import { membraneEncryptionKeyCRD } from "./encryption-key.ts";
+import { ciliumCIDRGroupCRD } from "./cidr-group.ts";
 import { ciliumIdentityCRD, ciliumNodeCRD } from "./identity-node.ts";
 import { ciliumClusterwideNetworkPolicyCRD, ciliumNetworkPolicyCRD } from "./network-policy.ts";
 import { tracingPolicyCRD, tracingPolicyNamespacedCRD } from "./tracing-policy.ts";
@@ -12,6 +13,7 @@ export const CRDS: readonly CustomResourceDefinition[] = [
   ciliumClusterwideNetworkPolicyCRD,
   ciliumIdentityCRD,
   ciliumNodeCRD,
+  ciliumCIDRGroupCRD,
   membraneEncryptionKeyCRD,
   tracingPolicyCRD,
   tracingPolicyNamespacedCRD,
@@ -20,6 +22,6 @@ export const CRDS: readonly CustomResourceDefinition[] = [
 /** The CRD that serves `apiVersion`/`kind`, if Membrane defines one. */
 export function crdFor(apiVersion: string, kind: string): CustomResourceDefinition | undefined {
   return CRDS.find(
-    (c) => `${c.spec.group}/${c.spec.versions[0]?.name}` === apiVersion && c.spec.names.kind === kind,
+    (c) => c.spec.names.kind === kind && c.spec.versions.some((v) => `${c.spec.group}/${v.name}` === apiVersion),
   );
 }

@@ -631,14 +631,14 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "cidrGroupRef, which Membrane does not support",
+    name: "cidrGroupRef with an except that is not a CIDR",
     yaml: cnp(
-      `  ingress:\n  - fromCIDRSet:\n    - cidrGroupRef: office\n      except:\n      - 10.0.0.0/24\n`,
+      `  ingress:\n  - fromCIDRSet:\n    - cidrGroupRef: office\n      except:\n      - 10.0.0.0\n`,
     ),
     errors: [
       {
-        path: "spec.ingress[0].fromCIDRSet[0].cidrGroupRef",
-        message: "cidrGroupRef (CiliumCIDRGroup) is not supported by Membrane: list the CIDRs in cidr",
+        path: "spec.ingress[0].fromCIDRSet[0].except[0]",
+        message: '"10.0.0.0" is not a CIDR: the prefix length is missing (such as 10.0.0.0/32)',
       },
     ],
   },
