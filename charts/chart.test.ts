@@ -224,6 +224,8 @@ describe("charts/membrane", () => {
     const rules = rulesOf(rendered.default ?? [], "ClusterRole", "membrane-operator");
     assert.ok(grants(rules, "", "pods", "patch"), "the operator writes each pod's identity annotation");
     for (const verb of ["create", "update", "delete"]) assert.ok(!grants(rules, "", "pods", verb), `the operator may not ${verb} pods`);
+    for (const verb of ["list", "watch"]) assert.ok(grants(rules, "cilium.io", "ciliumcidrgroups", verb), `the operator may ${verb} the CIDR groups policies name`);
+    assert.ok(!grants(rules, "cilium.io", "ciliumcidrgroups", "update"), "the operator only reads CIDR groups");
   });
 
   it("lets the agent write only CiliumNode status and patch CiliumNodes (its annotation), and read no policy it could not get from the operator", () => {
