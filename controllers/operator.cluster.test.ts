@@ -13,7 +13,7 @@ import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../kube/objects.ts";
 import { parseUnusedMarks } from "../core/identity-marks.ts";
 import { AgentClient } from "./testing/agent.ts";
-import { makePki } from "../kube/testing/pki.ts";
+import { type TestPki, makePki } from "../kube/testing/pki.ts";
 import type { Downstream, NodeState } from "../core/wire.ts";
 import { lookup } from "../core/policy/mapstate.ts";
 import { parsePrefix, prefixContains } from "../core/cidr.ts";
@@ -54,6 +54,28 @@ function operator(name: string, args: string[] = []): OperatorProcess {
   const op = new OperatorProcess(name, cp?.kubeconfig ?? "", args);
   operators.push(op);
   return op;
+}
+
+/** The namespace `ns`, a Node at `address` and the certificates of its agent (the caller deletes the Node and the PKI). */
+async function agentNode(ns: string, node: string, address: string): Promise<TestPki> {
+  await namespace(ns);
+  const pki = await makePki([node]);
+  await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: node }, status: { addresses: [{ type: "InternalIP", address }] } }));
+  return pki;
+}
+
+/** An operator (identity and policy controllers) streaming to agents over mutual TLS with `pki`'s certificates, and its port. */
+async function streamingOperator(name: string, pki: TestPki): Promise<{ op: OperatorProcess; port: number }> {
+  const op = operator(name, ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key")]);
+  return { op, port: (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number };
+}
+
+/** A pod labelled app=`name` on `node`; resolves with the identity the operator gives it. */
+async function podOnNode(ns: string, name: string, node: string): Promise<number> {
+  const pod = JSON.parse(podYaml(ns, name, { app: name })) as { spec: Record<string, unknown> };
+  pod.spec.nodeName = node;
+  await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
+  return Number(await eventually(`${name} identity`, () => podIdentity(ns, name)));
 }
 
 async function podIdentity(ns: string, pod: string): Promise<string | undefined> {
@@ -495,20 +517,11 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
 
   it("agents on the stream get their node's state, and Enforced follows their ACKs and NACKs", async () => {
     const ns = "dist";
-    await namespace(ns);
-    const pki = await makePki(["dist-node"]);
+    const pki = await agentNode(ns, "dist-node", "192.0.2.10");
     const agents: AgentClient[] = [];
     try {
-      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "dist-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } }));
-      const op = operator("op-dist", [
-        "--leader-elect", "false", "--controllers", "identity,policy",
-        "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"),
-      ]);
-      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
-      const pod = JSON.parse(podYaml(ns, "web", { app: "web" })) as { spec: Record<string, unknown> };
-      pod.spec.nodeName = "dist-node";
-      await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
-      const webId = Number(await eventually("web identity", () => podIdentity(ns, "web")));
+      const { op, port } = await streamingOperator("op-dist", pki);
+      const webId = await podOnNode(ns, "web", "dist-node");
       const cnp = (port80: string): string =>
         JSON.stringify({
           apiVersion: "cilium.io/v2",
@@ -728,26 +741,19 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
 
   it("a cidrGroupRef is enforced per its CiliumCIDRGroup: fail closed and named in Enforced while missing, then following the group's creation, edit and deletion without a policy change", async () => {
     const ns = "ccg";
-    await namespace(ns);
-    const pki = await makePki(["ccg-node"]);
-    const agents: AgentClient[] = [];
+    const pki = await agentNode(ns, "ccg-node", "192.0.2.13");
+    let agent: AgentClient | undefined;
     try {
-      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "ccg-node" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.13" }] } }));
-      const op = operator("op-ccg", ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key")]);
-      const port = (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number;
-      const pod = JSON.parse(podYaml(ns, "web", { app: "web" })) as { spec: Record<string, unknown> };
-      pod.spec.nodeName = "ccg-node";
-      await kubectl(["apply", "-f", "-"], JSON.stringify(pod));
-      const webId = Number(await eventually("web identity", () => podIdentity(ns, "web")));
+      const { op, port } = await streamingOperator("op-ccg", pki);
+      const webId = await podOnNode(ns, "web", "ccg-node");
       await kubectl(["apply", "-f", "-"], JSON.stringify({
         apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "to-partner", namespace: ns },
         spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toCIDRSet: [{ cidrGroupRef: "partner", except: ["198.51.100.128/25"] }], toPorts: [{ ports: [{ port: "443", protocol: "TCP" }] }] }] },
       }));
-      const agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("ccg-node.crt"), key: pki.read("ccg-node.key") }, "ccg-node");
-      agents.push(agent);
+      const stream = (agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("ccg-node.crt"), key: pki.read("ccg-node.key") }, "ccg-node"));
       // What the datapath answers web's SYN to `ip` on TCP 443: the ipcache's longest prefix gives the peer identity (none: world).
       const verdict = (ip: string): string => {
-        const state = agent.state;
+        const state = stream.state;
         let best: { bits: number; identity: number } | undefined;
         for (const e of state.ipcache) {
           const p = parsePrefix(e.prefix);
@@ -779,7 +785,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       assert.equal((await getJSON<CNP>(["get", "cnp", "-n", ns, "to-partner"])).metadata.generation, 1, "the policy was never touched");
       await op.stop("SIGTERM");
     } finally {
-      for (const a of agents) a.close();
+      agent?.close();
       pki.remove();
       await kubectl(["delete", "ciliumnetworkpolicy", "-n", ns, "to-partner", "--ignore-not-found"]);
       await kubectl(["delete", "ciliumcidrgroup", "partner", "--ignore-not-found"]);
