@@ -41,6 +41,31 @@ test("a key added many times is processed once", async () => {
   assert.equal(q.depth, 0);
 });
 
+test("thousands of keys come out in the order they went in, with adds between gets", async () => {
+  const q = new WorkQueue();
+  const want: string[] = [];
+  const got: string[] = [];
+  for (let i = 0; i < 5000; i++) {
+    q.add(`k${i}`);
+    want.push(`k${i}`);
+    if (i % 3 === 0) {
+      const k = (await q.get())!;
+      got.push(k);
+      q.done(k);
+    }
+  }
+  assert.equal(q.depth, 5000 - got.length);
+  while (q.depth > 0) {
+    const k = (await q.get())!;
+    got.push(k);
+    q.done(k);
+  }
+  assert.deepEqual(got, want);
+  q.add("again");
+  assert.equal(q.depth, 1);
+  assert.equal(await q.get(), "again");
+});
+
 test("a key added while being processed is handed out again only after done()", async () => {
   const q = new WorkQueue();
   q.add("a");

@@ -2,8 +2,42 @@
 // re-queued if it changed while being processed, and retried with per-key exponential backoff.
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 
+/**
+ * Keys first in, first out. A head index rather than Array.shift: V8 copies a long array's remaining elements on
+ * each shift, which at bench/scale's full size (24,000 keys waiting) was 5.2 % of the operator's CPU.
+ */
+class KeyFifo {
+  private items: string[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(key: string): void {
+    this.items.push(key);
+  }
+
+  shift(): string | undefined {
+    if (this.head === this.items.length) return undefined;
+    const key = this.items[this.head++];
+    if (this.head === this.items.length) this.clear();
+    else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      // Drop the consumed half once it is the larger part: each key is copied O(1) times on average.
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return key;
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
 export class WorkQueue {
-  private readonly queue: string[] = [];
+  private readonly queue = new KeyFifo();
   /** Keys that need processing (queued, or changed while processing). */
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
@@ -99,7 +133,7 @@ export class WorkQueue {
     this.shuttingDown = true;
     for (const { timer } of this.delayed.values()) clearTimeout(timer);
     this.delayed.clear();
-    this.queue.length = 0;
+    this.queue.clear();
     this.dirty.clear();
     for (const w of this.waiters.splice(0)) w(undefined);
   }
