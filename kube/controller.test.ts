@@ -2,7 +2,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
-import { Controller, type Reconciler } from "./controller.ts";
+import { Controller, generationChanged, type Reconciler } from "./controller.ts";
 import type { Informer, InformerEvent } from "./informer.ts";
 import type { KubeObject } from "./kube.ts";
 import { OperatorMetrics } from "./metrics.ts";
@@ -66,5 +66,18 @@ describe("Controller.watch", () => {
     await sleep(500);
     await c.stop();
     assert.deepEqual(Object.fromEntries(r.calls), { a: 1, b: 1 });
+  });
+});
+
+describe("generationChanged", () => {
+  const at = (generation: number | undefined, status?: string): KubeObject =>
+    ({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "p", namespace: "default", ...(generation === undefined ? {} : { generation }) }, ...(status ? { status: { note: status } } : {}) }) as KubeObject;
+
+  it("a status write (same generation) is no change; a spec change, an add, a delete and an object without a generation are", () => {
+    assert.equal(generationChanged({ type: "update", old: at(3), obj: at(3, "Enforced 2/2") }), false);
+    assert.equal(generationChanged({ type: "update", old: at(3), obj: at(4) }), true);
+    assert.equal(generationChanged({ type: "add", obj: at(1) }), true);
+    assert.equal(generationChanged({ type: "delete", obj: at(4) }), true);
+    assert.equal(generationChanged({ type: "update", old: at(undefined), obj: at(undefined, "x") }), true);
   });
 });

@@ -26,6 +26,17 @@ export interface ControllerOptions {
   readonly backoff?: BackoffOptions;
 }
 
+/**
+ * Whether an event may change what an object's spec compiles to: every add and delete, and an update that raised
+ * `metadata.generation` (the API server raises it on spec changes only, so a status write leaves it). An object without
+ * a generation counts as changed.
+ */
+export function generationChanged(ev: InformerEvent<KubeObject>): boolean {
+  if (ev.type !== "update") return true;
+  const was = ev.old.metadata.generation;
+  return was === undefined || was !== ev.obj.metadata.generation;
+}
+
 export class Controller {
   readonly queue: WorkQueue;
   private workers: Promise<void>[] = [];
