@@ -6,7 +6,7 @@ import { type Condition, type ConditionInput, mergeConditions, sameConditions } 
 import { HEARTBEAT_TIMING, LeaseHeartbeat, agentLeaseName } from "../kube/heartbeat.ts";
 import { type KubeClient, type KubeObject, resourcePath } from "../kube/kube.ts";
 import type { OwnerReference } from "../kube/leader.ts";
-import { CILIUM_NODES } from "../kube/resources.ts";
+import { CILIUM_NODES, NODES } from "../kube/resources.ts";
 import { HUBBLE_ADDRESS_ANNOTATION } from "../flowapi/discover.ts";
 import { AGENT_API_ADDRESS_ANNOTATION } from "../kube/objects.ts";
 import type { AgentStatus } from "./agent.ts";
@@ -254,7 +254,7 @@ export function agentHeartbeat(o: AgentHeartbeatOptions): LeaseHeartbeat {
   // Owned by the Node, so a node that leaves the cluster (its Node deleted) takes its agent's Lease with it.
   const owner = async (): Promise<OwnerReference | undefined> => {
     try {
-      const node = await o.client.request<KubeObject>("GET", `/api/v1/nodes/${o.nodeName}`);
+      const node = await o.client.request<KubeObject>("GET", resourcePath(NODES, undefined, o.nodeName));
       return node.metadata.uid ? { apiVersion: "v1", kind: "Node", name: o.nodeName, uid: node.metadata.uid } : undefined;
     } catch {
       return undefined; // no Node object (yet), or not readable: the heartbeat goes on, adopted once it is read

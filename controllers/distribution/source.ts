@@ -717,9 +717,9 @@ function lowerBound(entries: readonly PolicyEntry[], key: PolicyEntry, lo: numbe
   return lo;
 }
 
-/** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
 const NO_GROUPS: ReadonlyMap<string, CIDRGroup> = new Map();
 
+/** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
 function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): void {
   const present = new Set<string>();
   for (const obj of now) {
