@@ -1,4 +1,5 @@
-// DNS load generator run inside the pod netns; prints one JSON line.
+// DNS load generator run inside the pod netns; prints one JSON line (closed: after a line "measuring" where the measured window
+// opens and "measured" where it ends, for the bench's CPU readings).
 //   open <server> <port> <rate> <seconds> <name>    queries on a fixed schedule (open loop); latency from the scheduled time (p50, p99 and each in µs)
 //   closed <server> <port> <concurrency> <seconds> <name>   as fast as answers come (saturation)
 import dgram from "node:dgram";
@@ -75,8 +76,10 @@ async function closedLoop(concurrency: number, seconds: number, name: string): P
     const inflight = next - answered;
     for (let i = inflight; i < concurrency && outstandingFloor < 10_000; i++, outstandingFloor++) send();
   }, 100);
+  console.log("measuring");
   for (let i = 0; i < concurrency; i++) send();
   await new Promise((r) => setTimeout(r, seconds * 1000));
+  console.log("measured");
   clearInterval(refill);
   sock.close();
   console.log(JSON.stringify({ answered, qps: answered / seconds }));

@@ -2,7 +2,8 @@
 //   Open loop at BENCH_RATE (1,000) queries/s for BENCH_OPEN_SECONDS (10) each way: p50/p99, p99 added by the proxy (median over rounds,
 //   and p99_added_pooled_ms: one p99 over all rounds' queries each way).
 //   Saturation: BENCH_CONCURRENCY (32) queries in flight for BENCH_CLOSED_SECONDS (5) each way: queries/s and the median of each round's ratio,
-//   and the DNS service's CPU time per proxied query (/proc, user + system).
+//   and the DNS service's CPU time per proxied query (/proc, user + system); machine_cpu_us_per_query: the whole machine's CPU per query
+//   each way, split into loadgen, server (the resolver), proxy (the DNS service), bench, kernel (its threads and unaccounted softirq work).
 //   BENCH_CONNECTS (2,000) lookups of names answering fresh addresses, each followed at once by a TCP connect: drops.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile } from "node:child_process";
@@ -13,6 +14,7 @@ import { promisify } from "node:util";
 import { PROTO_NUMBER } from "../../core/model.ts";
 import { ADDR, DnsTopology, LOOKUP_CONNECT, RESOLVER_IDENTITY as RESOLVER_ID, ROOT, podDnsPolicy } from "../../node-agent/dns/testing/topology.ts";
 import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
+import { addSplits, measuredRun, perRequest, type CpuSplit } from "../lib/machine-cpu.ts";
 
 const run = promisify(execFile);
 const LOADGEN = path.join(path.dirname(fileURLToPath(import.meta.url)), "loadgen.ts");
@@ -63,6 +65,10 @@ async function main(): Promise<void> {
     // The proxy's own CPU per query at saturation (what the shared machine's load does not change much).
     let proxyCpuMs = 0;
     let proxyAnswered = 0;
+    // The whole machine's CPU over each saturation run's window, by process (the loadgen, the resolver, the node's DNS service, this
+    // process), the kernel's threads and the rest.
+    const parts = (): Record<string, readonly number[]> => ({ proxy: [topo.nodeDnsPid()!], server: topo.fx.pids(), bench: [process.pid] });
+    const machine = { proxy: { split: { parts: {}, kernel: 0, unaccounted: 0, other: 0, wall: 0 } as CpuSplit, queries: 0 }, direct: { split: { parts: {}, kernel: 0, unaccounted: 0, other: 0, wall: 0 } as CpuSplit, queries: 0 } };
     // Both ways in every round, order swapped each round: the shared machine's drift hits both.
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
@@ -70,8 +76,9 @@ async function main(): Promise<void> {
         const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
         open[way].push(await loadgen(topo, ["open", ADDR.resolver, port, RATE, OPEN_SECONDS / ROUNDS, "bench.test"]));
         const cpuBefore = topo.nodeDnsCpuMs();
-        const c = await loadgen(topo, ["closed", ADDR.resolver, port, CONCURRENCY, CLOSED_SECONDS / ROUNDS, "bench.test"]);
+        const { result: c, split } = await measuredRun<LoadgenResult>(["ip", "netns", "exec", topo.ns.pod, process.execPath, "--import", "tsx", LOADGEN, "closed", ADDR.resolver, String(port), String(CONCURRENCY), String(CLOSED_SECONDS / ROUNDS), "bench.test"], ROOT, parts);
         closed[way].push(c.qps ?? 0);
+        machine[way] = { split: addSplits(machine[way].split, split), queries: machine[way].queries + (c.answered ?? 0) };
         if (way === "proxy") {
           proxyCpuMs += topo.nodeDnsCpuMs() - cpuBefore;
           proxyAnswered += c.answered ?? 0;
@@ -90,6 +97,7 @@ async function main(): Promise<void> {
     const answered = (way: "proxy" | "direct"): number => open[way].reduce((a, o) => a + (o.answered ?? 0), 0);
     const sent = (way: "proxy" | "direct"): number => open[way].reduce((a, o) => a + (o.sent ?? 0), 0);
     const qps = median(closed.proxy);
+    const cpu = (way: "proxy" | "direct"): Record<string, number> => perRequest(machine[way].split, machine[way].queries);
     const directQps = median(closed.direct);
     console.log(
       JSON.stringify({
@@ -99,6 +107,10 @@ async function main(): Promise<void> {
         // Each round's two saturation runs are back to back: their ratio sees one machine state, and the median of those is the figure.
         ratio: round3(median(closed.proxy.map((q, i) => q / (closed.direct[i] ?? NaN)))),
         proxy_cpu_us_per_query: round3((proxyCpuMs * 1000) / proxyAnswered),
+        // The whole machine's CPU per query at saturation (µs; other processes on the machine left out), by part, each way;
+        // machine_cpu_ratio: direct over proxied, what the throughput ratio comes to when the machine is the bound.
+        machine_cpu_us_per_query: { proxy: cpu("proxy"), direct: cpu("direct") },
+        machine_cpu_ratio: round3((cpu("direct").machine ?? NaN) / (cpu("proxy").machine ?? NaN)),
         rate: RATE,
         p50_ms: round3(p50("proxy")),
         p99_ms: round3(p99("proxy")),

@@ -1,4 +1,5 @@
-// HTTP/1.1 and gRPC load generator run inside the client pod's netns; prints one JSON line.
+// HTTP/1.1 and gRPC load generator run inside the client pod's netns; prints one JSON line (closed and grpc: after a line
+// "measuring" where the measured window opens and "measured" where it ends, for the bench's CPU readings).
 //   closed <ip> <port> <connections> <seconds>           each keep-alive connection sends GET / as soon as the last answer came (saturation)
 //   open <ip> <port> <rate> <seconds>                    GET / on a fixed schedule over a keep-alive pool (latency from the scheduled time)
 //   grpc <ip> <port> <connections> <streams> <seconds>   unary GetName calls to the door manager: each connection (a gRPC channel of
@@ -30,6 +31,7 @@ async function closed(connections: number, seconds: number): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   const lat: number[] = [];
   let failed = 0;
+  console.log("measuring");
   const end = performance.now() + seconds * 1000;
   await Promise.all(
     Array.from({ length: connections }, async () => {
@@ -40,6 +42,7 @@ async function closed(connections: number, seconds: number): Promise<void> {
       }
     }),
   );
+  console.log("measured");
   agent.destroy();
   lat.sort((x, y) => x - y);
   console.log(JSON.stringify({ rps: lat.length / seconds, failed, p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99) }));
@@ -79,6 +82,7 @@ async function grpcClosed(connections: number, streams: number, seconds: number)
   await Promise.all(clients.map((cl) => cl.call("GetName")));
   const lat: number[] = [];
   let failed = 0;
+  console.log("measuring");
   const end = performance.now() + seconds * 1000;
   await Promise.all(
     clients.flatMap((cl) =>
@@ -91,6 +95,7 @@ async function grpcClosed(connections: number, streams: number, seconds: number)
       }),
     ),
   );
+  console.log("measured");
   for (const cl of clients) cl.close();
   lat.sort((x, y) => x - y);
   console.log(JSON.stringify({ rps: lat.length / seconds, failed, p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99) }));

@@ -6,6 +6,9 @@
 //   The proxy runs as the agent runs it: flows sent to a flow socket (read here as the agent reads it), no --log-flows;
 //   proxy_cpu_us_per_req: the proxy process's CPU time (user + system) per request in the saturation runs through it (and each part: proxy_user_us_per_req, proxy_system_us_per_req);
 //   grpc_proxy_cpu_us_per_call: the same per gRPC call.
+//   machine_cpu_us_per_req / grpc_machine_cpu_us_per_call: the whole machine's CPU per request in the saturation runs, each way, split
+//   into loadgen, server, proxy, bench (this process: the flow reader and the servers' stdout), kernel (its threads and softirq work
+//   no process accounts for); other processes are left out and shown apart. flow_reader_cpu_us_per_req: this process's extra per proxied request.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -20,6 +23,7 @@ import { waitForLine } from "../../node-agent/bpf/netns.ts";
 import { FlowSocketServer } from "../../node-agent/l7proxy/flow-socket.ts";
 import { pino } from "pino";
 import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
+import { addSplits, measuredRun, perRequest, type CpuSplit } from "../lib/machine-cpu.ts";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -65,6 +69,11 @@ async function loadgen(topo: L7Topology, args: (string | number)[]): Promise<Rec
   return JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Record<string, number>;
 }
 
+/** A saturation run (closed or grpc) with the machine's CPU over its measured window, split by the bench's processes. */
+function measuredLoadgen(topo: L7Topology, args: (string | number)[], parts: () => Record<string, readonly number[]>): Promise<{ result: Record<string, number>; split: CpuSplit }> {
+  return measuredRun<Record<string, number>>(["ip", "netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", LOADGEN, ...args.map(String)], ROOT, parts);
+}
+
 const median = lowerMedian;
 
 /** A process's CPU time so far, user and system, in µs. */
@@ -77,6 +86,8 @@ function cpuMicros(pid: number): { user: number; system: number } {
 const CLOCK_TICKS = 100;
 /** BENCH_PROXY_CPU_PROF=DIR: the proxy runs with --cpu-prof, its profile written into DIR. */
 const PROFILE = process.env.BENCH_PROXY_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(process.env.BENCH_PROXY_CPU_PROF)] : [];
+/** BENCH_PROXY_NODE_FLAGS="--flag …": Node/V8 flags for the proxy's process only (e.g. to try a V8 heap setting). */
+const PROXY_FLAGS = process.env.BENCH_PROXY_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
 
 async function main(): Promise<void> {
   const topo = new L7Topology(`bl${process.pid % 100000}`);
@@ -87,7 +98,8 @@ async function main(): Promise<void> {
       { port: PROXY_PORT, http: [{ ruleId: 7, index: 0, rule: { method: "GET", path: "/.*" } }] },
       { port: GRPC_PROXY_PORT, http: [{ ruleId: 10, index: 0, rule: { method: "POST", path: "/cloudcity.DoorManager/GetName" } }] },
     ];
-    await topo.setUp({ policies: POLICIES, config: { address: ADDR.node, limits: DEFAULT_LIMITS, ports } });
+    // The proxied port's server drops its lines as the direct one's does (kept, they were this process's work on the proxied side only).
+    await topo.setUp({ policies: POLICIES, config: { address: ADDR.node, limits: DEFAULT_LIMITS, ports }, quietServer: true });
     // The same server on the direct port too (the fixture's prints a line per request on both).
     const direct = topo.fx.spawn(topo.ns.deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", String(DIRECT_PORT)]);
     direct.stdout?.resume();
@@ -104,7 +116,7 @@ async function main(): Promise<void> {
     const flowServer = new FlowSocketServer(flowSocket, () => void flows++, pino({ level: "warn" }));
     await flowServer.start();
     flowServerStop = () => flowServer.stop();
-    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, ...PROFILE, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope, "--flow-socket", flowSocket], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, ...PROFILE, ...PROXY_FLAGS, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope, "--flow-socket", flowSocket], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     children.push(proxy);
     await waitForLine(proxy, /l7 proxy ready/, 30000);
     proxy.stdout?.resume();
@@ -114,14 +126,23 @@ async function main(): Promise<void> {
     const proxyCpu = { user: 0, system: 0, requests: 0 };
     const proxyCpuOpen = { micros: 0, requests: 0 };
     const proxyCpuGrpc = { micros: 0, calls: 0 };
+    // The whole machine's CPU over each saturation run's window, by process: the loadgen, the servers, the proxy, this process
+    // (the flow socket's reader, as the agent reads it, and the servers' stdout), the kernel's threads and the rest.
+    const parts = (): Record<string, readonly number[]> => ({ proxy: [proxy.pid!], server: topo.fx.pids(), bench: [process.pid] });
+    const empty = (): { split: CpuSplit; requests: number } => ({ split: { parts: {}, kernel: 0, unaccounted: 0, other: 0, wall: 0 }, requests: 0 });
+    const machine = { http: { proxy: empty(), direct: empty() }, grpc: { proxy: empty(), direct: empty() } };
+    const account = (kind: "http" | "grpc", way: "proxy" | "direct", split: CpuSplit, requests: number): void => {
+      machine[kind][way] = { split: addSplits(machine[kind][way].split, split), requests: machine[kind][way].requests + requests };
+    };
     let failed = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
       for (const way of order) {
         const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
         const cpuBefore = cpuMicros(proxy.pid!);
-        const c = await loadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS]);
+        const { result: c, split: closedSplit } = await measuredLoadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS], parts);
         closed[way].push(c.rps ?? 0);
+        account("http", way, closedSplit, (c.rps ?? 0) * (CLOSED_SECONDS / ROUNDS));
         if (way === "proxy") {
           const cpuAfter = cpuMicros(proxy.pid!);
           proxyCpu.user += cpuAfter.user - cpuBefore.user;
@@ -137,8 +158,9 @@ async function main(): Promise<void> {
         }
         open[way].push(o);
         const grpcBefore = cpuMicros(proxy.pid!);
-        const g = await loadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS]);
+        const { result: g, split: grpcSplit } = await measuredLoadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS], parts);
         grpc[way].push(g.rps ?? 0);
+        account("grpc", way, grpcSplit, (g.rps ?? 0) * (CLOSED_SECONDS / ROUNDS));
         if (way === "proxy") {
           const grpcAfter = cpuMicros(proxy.pid!);
           proxyCpuGrpc.micros += grpcAfter.user + grpcAfter.system - grpcBefore.user - grpcBefore.system;
@@ -150,6 +172,10 @@ async function main(): Promise<void> {
     const rps = median(closed.proxy);
     const directRps = median(closed.direct);
     const p = (way: "proxy" | "direct", k: string): number => median(open[way].map((o) => o[k] ?? NaN));
+    const cpu = (kind: "http" | "grpc", way: "proxy" | "direct"): Record<string, number> => perRequest(machine[kind][way].split, machine[kind][way].requests);
+    const cpuRatio = (kind: "http" | "grpc"): number => round3((cpu(kind, "direct").machine ?? NaN) / (cpu(kind, "proxy").machine ?? NaN));
+    // This process reads the servers' stdout both ways; what it spends more per proxied request is the flow socket's reader.
+    const flowReader = (kind: "http" | "grpc"): number => Math.round(((cpu(kind, "proxy").bench ?? NaN) - (cpu(kind, "direct").bench ?? NaN)) * 10) / 10;
     console.log(
       JSON.stringify({
         bench: "l7",
@@ -174,6 +200,14 @@ async function main(): Promise<void> {
         proxy_cpu_us_per_req_at_1000: Math.round(proxyCpuOpen.micros / proxyCpuOpen.requests),
         // The same for the gRPC calls through it (the warm-up call of each channel included).
         grpc_proxy_cpu_us_per_call: Math.round(proxyCpuGrpc.micros / proxyCpuGrpc.calls),
+        // The whole machine's CPU per request at saturation (µs; other processes on the machine left out), by part, each way;
+        // machine_cpu_ratio: direct over proxied, what the throughput ratio comes to when the machine is the bound.
+        machine_cpu_us_per_req: { proxy: cpu("http", "proxy"), direct: cpu("http", "direct") },
+        machine_cpu_ratio: cpuRatio("http"),
+        flow_reader_cpu_us_per_req: flowReader("http"),
+        grpc_machine_cpu_us_per_call: { proxy: cpu("grpc", "proxy"), direct: cpu("grpc", "direct") },
+        grpc_machine_cpu_ratio: cpuRatio("grpc"),
+        grpc_flow_reader_cpu_us_per_call: flowReader("grpc"),
         flows,
         failed,
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),

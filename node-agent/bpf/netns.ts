@@ -54,6 +54,11 @@ export class NetnsFixture {
     return child;
   }
 
+  /** The pids of the children still running (a bench reads their CPU time). */
+  pids(): number[] {
+    return this.children.filter((c) => c.exitCode === null && c.pid !== undefined).map((c) => c.pid!);
+  }
+
   cleanup(): void {
     for (const c of this.children) if (c.exitCode === null && c.pid) c.kill("SIGKILL");
     this.children.length = 0;

@@ -158,6 +158,11 @@ export class DnsTopology {
     return JSON.parse(last) as Record<string, unknown>;
   }
 
+  /** The node's DNS service's pid while it runs (nsenter execs it: its pid is the child's). */
+  nodeDnsPid(): number | undefined {
+    return this.nodeDns?.pid;
+  }
+
   /** CPU time (user + system, ms) the node's DNS service has used so far (nsenter execs it: its pid is the child's). */
   nodeDnsCpuMs(): number {
     const pid = this.nodeDns?.pid;

@@ -159,7 +159,8 @@ export class L7Topology {
     }
   }
 
-  async setUp(opts: { policies: readonly SubjectPolicy[]; config?: ProxyConfig }): Promise<void> {
+  /** `quietServer`: the deathstar's line per request is read and dropped, not kept in deathstarLog (a bench's, as for its other servers). */
+  async setUp(opts: { policies: readonly SubjectPolicy[]; config?: ProxyConfig; quietServer?: boolean }): Promise<void> {
     const { xwing, deathstar, host } = this.ns;
     this.fx.addNetns(xwing);
     this.fx.addNetns(deathstar);
@@ -185,8 +186,9 @@ export class L7Topology {
     }
 
     const server = this.fx.spawn(deathstar, process.execPath, ["--import", "tsx", DEATHSTAR, "0.0.0.0", "80"]);
-    server.stdout?.on("data", (d: Buffer) => (this.deathstarLog += d.toString()));
+    if (!opts.quietServer) server.stdout?.on("data", (d: Buffer) => (this.deathstarLog += d.toString()));
     await waitForLine(server, /^listening/, 20000);
+    if (opts.quietServer) server.stdout?.resume();
     if (opts.config) writeProxyConfig(this.configFile, opts.config);
   }
 
