@@ -71,14 +71,15 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	struct policy_value *pv;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport, f->family);
-	/* Kubernetes' ipBlock matches pods by address: a pod peer that would meet default deny is tried
-	 * once more as the ipBlock identity of its address. Only NetworkPolicy ipBlocks select those
-	 * identities and they only allow, so an explicit deny of the pod's identity has already won;
-	 * the cost is paid only on would-be drops. */
-	if (!pv && (ep->flags & enforced_flag) && identity_is_pod(peer)) {
+	/* Kubernetes' ipBlock matches pods by address, and a node selector nodes by address: a pod or node
+	 * peer that would meet default deny is tried once more as the ipBlock (or node) identity of its
+	 * address. Only NetworkPolicy ipBlocks and toNodes/fromNodes select those identities and they only
+	 * allow, so an explicit deny of the peer's identity has already won; the cost is paid only on
+	 * would-be drops. */
+	if (!pv && (ep->flags & enforced_flag) && second_look_peer(peer)) {
 		__u32 block = ipblock_lookup(f->family, direction == DIR_EGRESS ? f->daddr : f->saddr);
 
-		if (block)
+		if (block && second_look_applies(peer, block))
 			pv = policy_lookup_peer(ep->identity, direction, block, f->proto, f->dport);
 	}
 	if (pv) {

@@ -883,4 +883,46 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       await kubectl(["delete", "node", ...names, "--ignore-not-found"]);
     }
   });
+
+  it("toNodes follows the Nodes' labels: labelling a node moves it into the policy's peers (an agent's state allows its address), unlabelling it out; Enforced stays true", async () => {
+    const ns = "tonodes";
+    const pki = await agentNode(ns, "tonodes-a", "192.0.2.21");
+    const agents: AgentClient[] = [];
+    try {
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "tonodes-b" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.22" }] } }));
+      const { port } = await streamingOperator("op-tonodes", pki);
+      const webId = await podOnNode(ns, "web", "tonodes-a");
+      await kubectl(["apply", "-f", "-"], JSON.stringify({
+        apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "web-to-mgmt-nodes", namespace: ns },
+        spec: { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toNodes: [{ matchLabels: { tier: "mgmt" } }], toPorts: [{ ports: [{ port: "6443", protocol: "TCP" }] }] }] },
+      }));
+      const agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("tonodes-a.crt"), key: pki.read("tonodes-a.key") }, "tonodes-a");
+      agents.push(agent);
+      const nodeIdentity = (ip: string) => agent.state.ipcache.find((e) => e.prefix === `${ip}/32`)?.ipBlockIdentity;
+      /** The verdict the agent's state gives web's connection to a node address on 6443, as the datapath's second look reads it (a node's own address is reserved:host there). */
+      const verdict = (ip: string, peer: number): string | undefined => {
+        const web = agent.state.policies.find((p) => p.subject === webId);
+        const id = nodeIdentity(ip);
+        return web && id !== undefined ? lookup(web, "egress", peer, 6, 6443, id).verdict : undefined;
+      };
+      const becomes = (what: string, want: { a: string; b: string }) =>
+        eventually(what, () => (verdict("192.0.2.21", 1) === want.a && verdict("192.0.2.22", 6) === want.b ? true : undefined)).catch((err: Error) => {
+          throw new Error(`${err.message}: a ${verdict("192.0.2.21", 1)}, b ${verdict("192.0.2.22", 6)}; ipcache ${JSON.stringify(agent.state.ipcache)}; web ${JSON.stringify(agent.state.policies.find((p) => p.subject === webId))}`);
+        });
+      await becomes("no node labelled: both denied", { a: "deny", b: "deny" });
+      assert.notEqual(nodeIdentity("192.0.2.21"), nodeIdentity("192.0.2.22"), "each node's address carries its own node identity");
+      await kubectl(["label", "node", "tonodes-b", "tier=mgmt"]);
+      await becomes("tonodes-b labelled: its address allowed", { a: "deny", b: "allow" });
+      await kubectl(["label", "node", "tonodes-a", "tier=mgmt"]);
+      await kubectl(["label", "node", "tonodes-b", "tier-"]);
+      await becomes("the label moved to tonodes-a (its own node, reserved:host there)", { a: "allow", b: "deny" });
+      type CNP = Meta & { status?: { conditions?: { type: string; status: string }[] } };
+      const enforced = await eventually("Enforced", async () => (await getJSON<CNP>(["get", "cnp", "-n", ns, "web-to-mgmt-nodes"])).status?.conditions?.find((c) => c.type === "Enforced"));
+      assert.equal(enforced.status, "True");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "node", "tonodes-a", "tonodes-b", "--ignore-not-found"]);
+    }
+  });
 });

@@ -21,6 +21,7 @@ import { entityMatches } from "./entities.ts";
 import { identityPrefixOf } from "./policy/selector-cache.ts";
 import { icmpMatch } from "./icmp.ts";
 import { addressInBlock, isPodIdentity } from "./ipblock.ts";
+import { isNodePeer } from "./node-peers.ts";
 import type { NamedPortResolver } from "./policy/resolution.ts";
 import { serviceSelects, type ServiceBackends } from "./policy/services.ts";
 
@@ -32,6 +33,8 @@ export interface Endpoint {
   readonly labels: LabelSet;
   /** A pod's address: NetworkPolicy ipBlocks match pods by address (core/ipblock.ts). */
   readonly address?: string;
+  /** A node's address (peer reserved:host or reserved:remote-node): its Node's labels, which toNodes/fromNodes match (core/node-peers.ts). */
+  readonly nodeLabels?: LabelSet;
 }
 
 export interface DirectionVerdict {
@@ -201,6 +204,8 @@ function peerHolds(p: Peer, peer: Endpoint, requires: readonly Selector[], servi
       return false; // the groups' CIDRs replace it before evaluation (core/cidr-group.ts); unreplaced it selects nothing
     case "fqdn":
       return identityNames(peer.labels).some((n) => fqdnMatches(n, p.matchName, p.matchPattern));
+    case "nodes":
+      return isNodePeer(peer.id) && peer.nodeLabels !== undefined && matchesSelector(p.selector, peer.nodeLabels);
     case "service": {
       // A backend pod's identity, or (a Service without a selector) the CIDR identity of one of its addresses.
       const own = identityPrefixOf(peer.labels);

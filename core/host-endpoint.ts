@@ -1,12 +1,13 @@
-// Each node's host endpoint as the compiler sees it: a subject identity of its own (reserved:host plus the node's labels) that CCNP nodeSelectors match, sent to its node as reserved:host.
+// Each node's host endpoint as the compiler sees it: a subject identity of its own (reserved:host plus the node's labels) that CCNP nodeSelectors match, sent to its node as reserved:host; also the peer toNodes/fromNodes select.
 import type { LabelSet, PolicyEntry } from "./model.ts";
 import { IDENTITY, LOCAL_IDENTITY_FLAG, MAX_CLUSTER_IDENTITY } from "./identity.ts";
 import { LABEL_SOURCE, label, labelSetFrom } from "./labels.ts";
 
 /**
- * Node host subjects live between the cluster and the local scopes, numbers no identity on the wire
- * uses: they are compile-time subjects only. Never a peer (the selector cache keeps every peer
- * matcher away from them) and never sent: each node receives its own as subject reserved:host.
+ * Node host subjects live between the cluster and the local scopes, numbers no packet carries. As a
+ * subject each node receives its own as reserved:host. As a peer only node selectors (toNodes/fromNodes)
+ * select one (the selector cache keeps every other matcher away): the datapath reaches it by its node's
+ * addresses in the ipBlock map (core/node-peers.ts).
  */
 export const MIN_NODE_HOST_IDENTITY = MAX_CLUSTER_IDENTITY + 1;
 export const MAX_NODE_HOST_IDENTITY = LOCAL_IDENTITY_FLAG - 1;

@@ -73,9 +73,10 @@ function seenFrom(p: TraceParty, vantage: string | undefined): { endpoint: Endpo
     case "pod":
       return { endpoint: { id: p.id, labels: p.labels, ...(p.address !== undefined ? { address: p.address } : {}) }, text: `${p.name} (identity ${p.id})`, isNode: false };
     case "node":
+      // Its Node labels ride along for toNodes/fromNodes, which the datapath matches by the node's address (core/node-peers.ts).
       return p.name === vantage
-        ? { endpoint: { id: IDENTITY.host, labels: reserved(IDENTITY.host) }, text: `node ${p.name} (reserved:host)`, isNode: true }
-        : { endpoint: { id: IDENTITY.remoteNode, labels: reserved(IDENTITY.remoteNode) }, text: `node ${p.name} (reserved:remote-node)`, isNode: true };
+        ? { endpoint: { id: IDENTITY.host, labels: reserved(IDENTITY.host), nodeLabels: p.labels }, text: `node ${p.name} (reserved:host)`, isNode: true }
+        : { endpoint: { id: IDENTITY.remoteNode, labels: reserved(IDENTITY.remoteNode), nodeLabels: p.labels }, text: `node ${p.name} (reserved:remote-node)`, isNode: true };
     case "address":
       // The datapath finds the longest policy prefix holding the address (or its family's world identity on a
       // dual-stack node): that identity is selected by exactly the CIDR rules and the family's world entities holding

@@ -41,6 +41,8 @@ interface NodeClaim {
   readonly internal: string | undefined;
   /** prefix → the address that gave it (the first of the node's addresses with that prefix). */
   readonly prefixes: ReadonlyMap<string, string>;
+  /** The node's host subject identity, which its addresses carry as their ipBlock identity for toNodes/fromNodes (core/node-peers.ts). */
+  readonly identity: number | undefined;
 }
 
 /**
@@ -87,15 +89,18 @@ export class ClusterIPCache {
     if (node !== undefined) addTo(this.podsOnNode, node, key);
   }
 
-  /** Sets (or removes) the addresses of the node `name`; a new InternalIP moves the entries of its pods. */
-  setNode(name: string, addresses: readonly NodeAddress[] | undefined): void {
+  /**
+   * Sets (or removes) the addresses of the node `name` and the identity node selectors know it by (`identity`, its host
+   * subject's); a new InternalIP moves the entries of its pods.
+   */
+  setNode(name: string, addresses: readonly NodeAddress[] | undefined, identity?: number): void {
     const old = this.nodes.get(name);
     if (old) for (const p of old.prefixes.keys()) this.unclaim(p, "nodes", name);
     const prefixes = new Map<string, string>();
     for (const a of addresses ?? []) if (!prefixes.has(hostPrefix(a.ip))) prefixes.set(hostPrefix(a.ip), a.ip);
     const internal = addresses?.find((a) => a.type === "InternalIP")?.ip;
     if (addresses === undefined) this.nodes.delete(name);
-    else this.nodes.set(name, { internal, prefixes });
+    else this.nodes.set(name, { internal, prefixes, identity });
     for (const p of prefixes.keys()) this.claim(p, "nodes", name);
     if (old?.internal !== internal) for (const pod of this.podsOnNode.get(name) ?? []) for (const p of this.pods.get(pod)!.prefixes) this.touched.add(p);
   }
@@ -161,10 +166,15 @@ export class ClusterIPCache {
     this.touched.clear();
   }
 
-  /** The strongest claim on `prefix`, as an entry, with the prefix's ipBlock identity when a NetworkPolicy ipBlock names it. */
+  /**
+   * The strongest claim on `prefix`, as an entry, with its second identity: a node's address carries the node's (for
+   * node selectors), any other prefix its ipBlock identity when a NetworkPolicy ipBlock names it. A node's exact
+   * address as an ipBlock loses nothing: the datapath never uses an ipBlock identity for a node peer.
+   */
   private entryOf(prefix: string): IPCacheEntry | undefined {
     const e = this.claimedEntry(prefix);
-    const ipBlockIdentity = this.ipBlocks.get(prefix);
+    const node = e !== undefined && e.pod === undefined && e.identity === IDENTITY.remoteNode ? this.claims.get(prefix)?.nodes : undefined;
+    const ipBlockIdentity = node !== undefined ? this.nodes.get(smallest(node) ?? "")?.identity : this.ipBlocks.get(prefix);
     // Every ipBlock prefix has a CIDR identity too (or is a pod's or a node's address), so it has an entry.
     return e === undefined || ipBlockIdentity === undefined ? e : { ...e, ipBlockIdentity };
   }

@@ -111,6 +111,14 @@ export type Peer =
       readonly selector?: Selector;
       readonly except: readonly string[];
     }
+  | {
+      /**
+       * CNP toNodes/fromNodes: the nodes whose Node labels the selector matches, each by its addresses (this node
+       * as reserved:host, another as reserved:remote-node; core/node-peers.ts).
+       */
+      readonly kind: "nodes";
+      readonly selector: Selector;
+    }
   | { readonly kind: "fqdn"; readonly matchName?: string; readonly matchPattern?: string }
   | {
       readonly kind: "service";

@@ -184,7 +184,7 @@ function peerCovers(outer: Peer, inner: Peer): boolean {
         return (inner.kind === "entity" && WORLD_ENTITIES.has(inner.entity)) || inner.kind === "cidr" || inner.kind === "cidrGroup" || inner.kind === "fqdn";
       }
       if (outer.entity === "cluster") {
-        return (inner.kind === "entity" && CLUSTER_ENTITIES.has(inner.entity)) || inner.kind === "selector";
+        return (inner.kind === "entity" && CLUSTER_ENTITIES.has(inner.entity)) || inner.kind === "selector" || inner.kind === "nodes";
       }
       return false;
     case "selector":
@@ -195,6 +195,8 @@ function peerCovers(outer: Peer, inner: Peer): boolean {
       return false; // what a group holds is not known here
     case "fqdn":
       return inner.kind === "fqdn" && inner.matchName === outer.matchName && inner.matchPattern === outer.matchPattern;
+    case "nodes":
+      return inner.kind === "nodes" && selectorCovers(outer.selector, inner.selector);
     case "service":
       return inner.kind === "service" && JSON.stringify(inner) === JSON.stringify(outer);
   }

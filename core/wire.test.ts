@@ -86,7 +86,7 @@ test("a malformed downstream message is an error naming the first bad field", ()
   assert.equal(bad({ ...snapshot, state: { ...snapshot.state, policies: [{ ...snapshot.state.policies[0], entries: [{ ...entry, port: 70000 }] }] } }), "state.policies[0].entries[0].port: must be an integer from 0 to 65535");
   assert.equal(bad({ ...snapshot, state: { ...snapshot.state, policies: [{ ...snapshot.state.policies[0], entries: [{ ...entry, verdict: "maybe" }] }] } }), "state.policies[0].entries[0].verdict: must be one of allow, deny");
   assert.equal(bad({ ...snapshot, state: { ...snapshot.state, ipcache: "all" } }), "state.ipcache: must be a list");
-  assert.equal(bad({ ...snapshot, state: { ...snapshot.state, ipcache: [{ prefix: "10.0.0.0/8", identity: 16777217, ipBlockIdentity: 300 }] } }), "state.ipcache[0].ipBlockIdentity: must be a local identity (16777216 to 33554431)");
+  assert.equal(bad({ ...snapshot, state: { ...snapshot.state, ipcache: [{ prefix: "10.0.0.0/8", identity: 16777217, ipBlockIdentity: 300 }] } }), "state.ipcache[0].ipBlockIdentity: must be a local identity (16777216 to 33554431) or a node's (65536 to 16777215)");
   assert.equal(bad({ ...snapshot, state: { ...snapshot.state, ipcache: [{ prefix: "10.0.0.1/32", identity: 300, pod: "default/a", workload: { kind: "Deployment" } }] } }), "state.ipcache[0].workload.name: must be a non-empty string");
   assert.equal(bad({ ...delta, baseVersion: "4" }), "baseVersion: must be a non-negative integer");
   assert.equal(bad({ ...delta, subjects: [{ ...(delta as Extract<Downstream, { type: "delta" }>).subjects[0], added: [{ ...entry, subject: 999 }] }] }), "subjects[0].added[0].subject: must be the subject 300, not 999");

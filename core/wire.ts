@@ -2,6 +2,7 @@
 // nonce downstream, hello/ACK/NACK upstream. Messages travel as JSON over one gRPC bidi stream.
 import type { FieldError, PolicyEntry, Result, RuleHttpRules, RuleOrigin, SubjectDns, SubjectPolicy } from "./model.ts";
 import { MAX_LOCAL_IDENTITY, MIN_LOCAL_IDENTITY } from "./identity.ts";
+import { MAX_NODE_HOST_IDENTITY, MIN_NODE_HOST_IDENTITY } from "./host-endpoint.ts";
 import type { Workload } from "./workload.ts";
 import { TRACING_POLICY_KINDS, validateTracingPolicy } from "./tracing.ts";
 
@@ -19,7 +20,8 @@ export interface IPCacheEntry {
   readonly workload?: Workload;
   /**
    * Set when a NetworkPolicy ipBlock names this prefix: the ipBlock identity (local scope) that pod
-   * addresses inside the prefix also have for ipBlock peers (core/ipblock.ts). The agent writes it to
+   * addresses inside the prefix also have for ipBlock peers (core/ipblock.ts). On a node's address: the
+   * node's host subject identity, which node selectors select (core/node-peers.ts). The agent writes it to
    * the datapath's ipBlock map, not to the ipcache.
    */
   readonly ipBlockIdentity?: number;
@@ -269,15 +271,17 @@ const policyEntry = record({
   proxyPort: uint(0xffff),
   ruleId: U32,
 });
-const localIdentity: Check = (v, path) =>
-  typeof v === "number" && Number.isInteger(v) && v >= MIN_LOCAL_IDENTITY && v <= MAX_LOCAL_IDENTITY ? undefined : fail(path, `must be a local identity (${MIN_LOCAL_IDENTITY} to ${MAX_LOCAL_IDENTITY})`);
+const secondIdentity: Check = (v, path) =>
+  typeof v === "number" && Number.isInteger(v) && ((v >= MIN_LOCAL_IDENTITY && v <= MAX_LOCAL_IDENTITY) || (v >= MIN_NODE_HOST_IDENTITY && v <= MAX_NODE_HOST_IDENTITY))
+    ? undefined
+    : fail(path, `must be a local identity (${MIN_LOCAL_IDENTITY} to ${MAX_LOCAL_IDENTITY}) or a node's (${MIN_NODE_HOST_IDENTITY} to ${MAX_NODE_HOST_IDENTITY})`);
 const ipcacheEntry = record({
   prefix: nonEmpty,
   identity: U32,
   node: optional(nonEmpty),
   pod: optional(str),
   workload: optional(record({ kind: nonEmpty, name: nonEmpty })),
-  ipBlockIdentity: optional(localIdentity),
+  ipBlockIdentity: optional(secondIdentity),
 });
 const identityLabels = record({ id: U32, labels: list(str) });
 const rule = record({

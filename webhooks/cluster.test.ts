@@ -32,7 +32,6 @@ const PROBE_DENIAL = `${DENIED}spec.egress[0].toCIDRSet[0].except[0]: except "11
 /** Docs examples the parser rejects on purpose (features Membrane does not implement), with the field it names. */
 const UNSUPPORTED: Record<string, string> = {
   "cilium-docs/authentication-required.yaml": "spec.ingress[0].authentication.mode",
-  "cilium-docs/l3-nodes-egress-control-plane.yaml": "spec.egress[0].toNodes",
   // Kafka rules were removed from Cilium in 1.20; refused rather than enforced as plain L4.
   "cilium-docs/l7-kafka-produce-topic.yaml": "spec.ingress[0].toPorts[0].rules.kafka",
 };

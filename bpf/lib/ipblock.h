@@ -1,4 +1,5 @@
-/* NetworkPolicy ipBlocks as pod addresses: prefix -> ipBlock identity, the second look for a pod peer (core/ipblock.ts). */
+/* NetworkPolicy ipBlocks as pod addresses and node addresses as their node: prefix -> ipBlock or node identity, the
+ * second look for a pod or node peer (core/ipblock.ts, core/node-peers.ts). */
 #ifndef MEMBRANE_IPBLOCK_H
 #define MEMBRANE_IPBLOCK_H
 
@@ -19,6 +20,22 @@ struct {
 static __always_inline int identity_is_pod(__u32 id)
 {
 	return id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER;
+}
+
+/* Whether a peer's address is looked up in the ipBlock map when it would meet default deny: a pod's (NetworkPolicy
+ * ipBlocks) or a node's (host, remote-node: toNodes/fromNodes, core/node-peers.ts). */
+static __always_inline int second_look_peer(__u32 id)
+{
+	return identity_is_pod(id) || id == IDENTITY_HOST || id == IDENTITY_REMOTE_NODE;
+}
+
+/* Whether the map's answer for a peer's address stands for it: a pod's address meets ipBlock identities only, a
+ * node's its node identity only (a NetworkPolicy ipBlock holding a node's address never selects the node). */
+static __always_inline int second_look_applies(__u32 peer, __u32 answer)
+{
+	int node_answer = answer >= IDENTITY_MIN_NODE && answer <= IDENTITY_MAX_NODE;
+
+	return identity_is_pod(peer) ? !node_answer : node_answer;
 }
 
 /* The ipBlock identity of the longest NetworkPolicy ipBlock prefix holding addr, or 0. */

@@ -11,9 +11,13 @@
 /* A pod whose identity the agent does not know yet (adopted before the operator's first state): closed but to its node. */
 #define IDENTITY_INIT 5
 #define IDENTITY_REMOTE_NODE 6
-/* Cluster identities (pods): the only peers looked up in the ipBlock map. */
+/* Cluster identities (pods): looked up in the ipBlock map, as node addresses (host, remote-node) are. */
 #define IDENTITY_MIN_CLUSTER 256
 #define IDENTITY_MAX_CLUSTER 65535
+/* Node identities (core/host-endpoint.ts): a node address's answer in the ipBlock map, which node selectors
+ * (toNodes/fromNodes) select; never a packet's identity. */
+#define IDENTITY_MIN_NODE 65536
+#define IDENTITY_MAX_NODE 16777215
 /* The peer of a policy entry that holds for every identity of the `cluster` entity (core/identity.ts's
  * inClusterClass: the cluster identities and the reserved ones in the cluster), probed between a peer's own
  * entries and the wildcard's for subjects whose lens has POLICY_LENS_CLASS. Never a packet's identity. */

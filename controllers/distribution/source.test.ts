@@ -14,6 +14,7 @@ import { CIDRGroups } from "../cidr-groups.ts";
 import fc from "fast-check";
 import type { PolicyEntry } from "../../core/model.ts";
 import { compareEntries } from "../../core/policy/mapstate.ts";
+import { isNodeHostIdentity } from "../../core/host-endpoint.ts";
 
 function cache<T extends KubeObject>(items: T[]): Informer<T> {
   const m = new Map(items.map((i) => [keyOf(i), i]));
@@ -154,7 +155,8 @@ test("NetworkPolicy ipBlock prefixes carry an ipBlock identity in the ipcache (a
   assert.ok(after.get("10.9.0.0/16")?.ipBlockIdentity !== undefined);
   assert.equal(after.get("10.0.0.0/8")?.ipBlockIdentity, wide.ipBlockIdentity, "a kept prefix keeps its ipBlock identity");
   src.onPolicy({ type: "delete", obj: np(["10.9.0.0/16"], 2) });
-  assert.equal(src.stateFor("n1").ipcache.some((e) => e.ipBlockIdentity !== undefined), false);
+  // What is left is each node address's node identity (core/node-peers.ts).
+  assert.equal(src.stateFor("n1").ipcache.some((e) => e.ipBlockIdentity !== undefined && !isNodeHostIdentity(e.ipBlockIdentity)), false);
 });
 
 test("named ports resolve against the containerPorts of the selected pods, both directions", () => {
@@ -436,6 +438,27 @@ test("a node's state carries its subjects' DNS rules and toFQDNs selectors, and 
   assert.notEqual(after, before, "the subject policy is a new object: the distribution sends it");
   assert.deepEqual(after?.dns?.fqdnSelectors.map((t) => t.matchName), ["b.test"]);
   assert.deepEqual(after?.entries, before?.entries, "no map entry moved");
+});
+
+test("toNodes: each node address carries its node identity, a pod's egress entries name the labelled node's, and a relabel moves them on every node", () => {
+  const labelled = (name: string, ip: string, labels: Record<string, string>): NodeObject => ({ ...node(name, ip), metadata: { name, labels } });
+  const n1 = labelled("n1", "192.0.2.1", { "kubernetes.io/hostname": "n1" });
+  const n2 = labelled("n2", "192.0.2.2", { "kubernetes.io/hostname": "n2" });
+  const items = new Map([["n1", n1], ["n2", n2]]);
+  const nodes = { get: (k: string) => items.get(k), list: () => [...items.values()] } as unknown as Informer<NodeObject>;
+  const src = new NodeStateSource(cache([pod("web", "web", 256, "n1", "10.0.1.5")]), nodes);
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const nodeId = (ip: string) => src.stateFor("n1").ipcache.find((e) => e.prefix === `${ip}/32`)?.ipBlockIdentity;
+  assert.ok(isNodeHostIdentity(nodeId("192.0.2.1") ?? 0) && isNodeHostIdentity(nodeId("192.0.2.2") ?? 0) && nodeId("192.0.2.1") !== nodeId("192.0.2.2"));
+  const n2on = labelled("n2", "192.0.2.2", { "kubernetes.io/hostname": "n2", tier: "mgmt" });
+  items.set("n2", n2on);
+  assert.deepEqual(src.onNode({ type: "update", old: n2, obj: n2on }), ["n2"], "no policy names nodes: only the node's own state moves");
+  src.onPolicy({ type: "add", obj: cnpOf("to-mgmt", { endpointSelector: { matchLabels: { app: "web" } }, egress: [{ toNodes: [{ matchLabels: { tier: "mgmt" } }] }] }) });
+  const peers = () => src.stateFor("n1").policies.find((p) => p.subject === 256)?.entries.filter((e) => e.direction === "egress").map((e) => e.peer);
+  assert.deepEqual(peers(), [nodeId("192.0.2.2")]);
+  items.set("n2", n2);
+  assert.equal(src.onNode({ type: "update", old: n2on, obj: n2 }), "all", "a relabel moves the toNodes peers of subjects on any node");
+  assert.deepEqual(peers(), []);
 });
 
 test("a host policy whose nodeSelector names node labels reaches exactly the labelled nodes as reserved:host, and follows a label change without a restart", () => {

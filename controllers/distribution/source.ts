@@ -24,6 +24,7 @@ import { type CIDRGroups, sameCIDRGroups } from "../cidr-groups.ts";
 import { type CIDRGroup, expandCIDRGroups, usesCIDRGroups } from "../../core/cidr-group.ts";
 import type { PolicySecrets, TlsRole } from "../policy-secrets.ts";
 import type { TracingPolicyObject } from "../tracing.ts";
+import { usesNodePeers } from "../../core/node-peers.ts";
 import { NodeHostIdentities, asHostDelta, asHostSubject, isNodeHostIdentity, nodeHostLabels } from "../../core/host-endpoint.ts";
 
 /** The parts of a NodeState every node shares; an unchanged part keeps its array, so consumers can compare by reference. */
@@ -109,6 +110,8 @@ export class NodeStateSource {
   private policiesDirty = true;
   /** The CIDR groups the compiled policies were expanded with. */
   private groupsInForce: ReadonlyMap<string, CIDRGroup> = new Map();
+  /** The policies (by policy key) with toNodes/fromNodes peers: while there is one, a node's labels move pod subjects too. */
+  private readonly nodePeerUsers = new Set<string>();
   /** The parsed policies (by policy key) that name CIDR groups: recompiled when a group moves. */
   private readonly groupUsers = new Map<string, readonly Policy[]>();
   private readonly shared: SharedParts = { ipcache: [], identities: [], rules: [], policyGenerations: [] };
@@ -291,6 +294,7 @@ export class NodeStateSource {
       this.compiler.removePolicy(key, this.pending);
       this.compiled.delete(key);
       this.groupUsers.delete(key);
+      this.nodePeerUsers.delete(key);
       this.setPolicyCIDRs(key, [], [])();
       this.policiesDirty = true;
       this.serviceCIDRsDirty = true; // the toServices entries in force may have changed
@@ -310,6 +314,8 @@ export class NodeStateSource {
   private compilePolicy(key: string, parsed: readonly Policy[]): void {
     if (usesCIDRGroups(parsed)) this.groupUsers.set(key, parsed);
     else this.groupUsers.delete(key);
+    if (usesNodePeers(parsed)) this.nodePeerUsers.add(key);
+    else this.nodePeerUsers.delete(key);
     const policies = expandCIDRGroups(parsed, this.groupsInForce);
     // The CIDR and ipBlock identities exist before the policy compiles, so its CIDR peers select them at once.
     const release = this.setPolicyCIDRs(key, policyPrefixes(policies), ipBlockPrefixes(policies));
@@ -376,29 +382,34 @@ export class NodeStateSource {
 
   /** Informer handler for nodes: a node's addresses are in every node's ipcache (and its InternalIP in its pods' entries). */
   readonly onNode = (ev: InformerEvent<NodeObject>): Affected => {
-    this.setNodeHost(ev.obj.metadata.name, ev.type === "delete" ? undefined : (ev.obj.metadata.labels ?? {}));
-    if (ev.type === "update" && sameNodeAddresses(nodeAddresses(ev.old), nodeAddresses(ev.obj))) return [ev.obj.metadata.name];
-    this.ipc.setNode(ev.obj.metadata.name, ev.type === "delete" ? undefined : nodeAddresses(ev.obj));
+    const name = ev.obj.metadata.name;
+    const relabelled = this.setNodeHost(name, ev.type === "delete" ? undefined : (ev.obj.metadata.labels ?? {}));
+    // New labels move the node's host subject, and any node's subjects with toNodes/fromNodes peers (core/node-peers.ts).
+    if (ev.type === "update" && sameNodeAddresses(nodeAddresses(ev.old), nodeAddresses(ev.obj))) return relabelled && this.nodePeerUsers.size > 0 ? "all" : [name];
+    // Its addresses carry its host subject's identity, which node selectors select.
+    this.ipc.setNode(name, ev.type === "delete" ? undefined : nodeAddresses(ev.obj), this.nodeHosts.idOf(name));
     return "all";
   };
 
   /**
-   * A node's host subject follows its labels (a label change recompiles only that subject, the
-   * node's delta follows); a deleted node's (labels undefined) goes.
+   * A node's host subject follows its labels (a label change recompiles that subject, the node's
+   * delta follows, and the subjects whose toNodes/fromNodes peers it moves); a deleted node's (labels
+   * undefined) goes. Whether its labels moved.
    */
-  private setNodeHost(node: string, labels: Readonly<Record<string, string>> | undefined): void {
+  private setNodeHost(node: string, labels: Readonly<Record<string, string>> | undefined): boolean {
     if (labels === undefined) {
       const id = this.nodeHosts.release(node);
-      if (id === undefined) return;
+      if (id === undefined) return false;
       this.compiler.removeIdentity(id, this.pending);
       this.subjectPolicies.delete(id);
       this.nodeHostLabels.delete(node);
-      return;
+      return true;
     }
     const set = nodeHostLabels(labels);
-    if (this.nodeHostLabels.get(node)?.key === set.key) return;
+    if (this.nodeHostLabels.get(node)?.key === set.key) return false;
     this.nodeHostLabels.set(node, set);
     this.compiler.upsertIdentity(this.nodeHosts.acquire(node), set, this.pending);
+    return true;
   }
 
   /** What of a pod the node states depend on (nothing, for a pod without an identity). */

@@ -42,7 +42,6 @@ const SPEC_FIELDS = [
   "description",
   "log",
 ];
-const NODES_FIELDS = ["fromNodes", "toNodes"];
 const GROUPS_FIELDS = ["fromGroups", "toGroups"];
 const INGRESS_L3 = [
   "fromEndpoints",
@@ -168,6 +167,15 @@ function entityPeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: st
   }
 }
 
+/** toNodes/fromNodes: label selectors over the Node objects' labels (Cilium's node selector labels). */
+function nodePeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string): void {
+  const list = optList(errs, rule, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const ls = checkLabelSelector(errs, list[i], `${join(path, key)}[${i}]`);
+    if (ls) out.push({ kind: "nodes", selector: selectorFrom(ls) });
+  }
+}
+
 function servicePeers(out: Peer[], errs: Errors, rule: Obj, key: string, path: string, scope: Scope): void {
   for (const { item, path: p } of objectItems(errs, rule, key, path)) {
     checkKnown(errs, p, item, ["k8sService", "k8sServiceSelector"]);
@@ -289,6 +297,8 @@ const EMPTY_PEER_LIST_FIX: Readonly<Record<string, string>> = {
   fromEntities: "list entities such as cluster or world",
   toEntities: "list entities such as cluster or world",
   toFQDNs: "list names such as {matchName: example.com}",
+  fromNodes: "list node selectors such as {matchLabels: {node-role.kubernetes.io/control-plane: \"\"}}",
+  toNodes: "list node selectors such as {matchLabels: {node-role.kubernetes.io/control-plane: \"\"}}",
 };
 
 /**
@@ -358,13 +368,14 @@ function parseRule(
       join(path, "toFQDNs"),
       "toFQDNs is not allowed in egressDeny: deny by toCIDRSet or toEndpoints instead",
     );
-  for (const k of NODES_FIELDS) {
-    if (keys.includes(k) && has(rule, k))
-      errs.add(
-        join(path, k),
-        `${k} is not supported by Membrane: select nodes with the remote-node or host entity`,
-      );
-  }
+  const nodesKey = direction === "ingress" ? "fromNodes" : "toNodes";
+  // A node peer is matched by the datapath's second look at an address that would otherwise meet default deny
+  // (core/node-peers.ts): an allow. A deny there would lose to an allow of reserved:remote-node.
+  if (deny && keys.includes(nodesKey) && has(rule, nodesKey))
+    errs.add(
+      join(path, nodesKey),
+      `${nodesKey} is not supported by Membrane in ${section} yet: deny nodes with the remote-node or host entity, or allow only the nodes wanted in ${direction}`,
+    );
   for (const k of GROUPS_FIELDS) {
     if (keys.includes(k) && has(rule, k))
       errs.add(
@@ -399,6 +410,7 @@ function parseRule(
     if (keys.includes("fromCIDR")) cidrPeers(peers, errs, rule, "fromCIDR", path);
     if (keys.includes("fromCIDRSet")) cidrSetPeers(peers, errs, rule, "fromCIDRSet", path);
     if (keys.includes("fromEntities")) entityPeers(peers, errs, rule, "fromEntities", path);
+    if (!deny && keys.includes("fromNodes")) nodePeers(peers, errs, rule, "fromNodes", path);
   } else {
     if (keys.includes("toEndpoints"))
       for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
@@ -408,6 +420,7 @@ function parseRule(
     if (keys.includes("toEntities")) entityPeers(peers, errs, rule, "toEntities", path);
     if (keys.includes("toServices")) servicePeers(peers, errs, rule, "toServices", path, scope);
     if (!deny && keys.includes("toFQDNs")) fqdnPeers(peers, errs, rule, "toFQDNs", path);
+    if (!deny && keys.includes("toNodes")) nodePeers(peers, errs, rule, "toNodes", path);
   }
   const requiresKey = direction === "ingress" ? "fromRequires" : "toRequires";
   const requires = keys.includes(requiresKey) ? endpointSelectors(errs, rule, requiresKey, path, scope) : [];

@@ -11,7 +11,6 @@ const examples = [...seedExamples(), ...ciliumDocsExamples()].filter((e) => POLI
 /** Documented Cilium features Membrane refuses rather than enforce wrongly, with the one field each error names. */
 const UNSUPPORTED: Record<string, string> = {
   "cilium-docs/authentication-required.yaml": "spec.ingress[0].authentication.mode",
-  "cilium-docs/l3-nodes-egress-control-plane.yaml": "spec.egress[0].toNodes",
   // Kafka rules were removed from Cilium in 1.20; refused rather than enforced as plain L4.
   "cilium-docs/l7-kafka-produce-topic.yaml": "spec.ingress[0].toPorts[0].rules.kafka",
 };
@@ -97,6 +96,14 @@ test("docs: cidrGroupRef and cidrGroupSelector are CIDR group peers, filled in b
   assert.deepEqual(parsed("cilium-docs/l3-cidrgroupref-ingress.yaml")[0]!.rules[0]!.peers, [{ kind: "cidrGroup", name: "office-networks", except: [] }]);
   const [bySelector] = parsed("cilium-docs/l3-cidrgroupselector-ingress.yaml")[0]!.rules[0]!.peers;
   assert.equal(bySelector?.kind === "cidrGroup" ? bySelector.selector?.canonical : undefined, '[["any:role","In",["office"]]]');
+});
+
+test("docs: toNodes is a node selector peer over the Node labels", () => {
+  const [p] = parsed("cilium-docs/l3-nodes-egress-control-plane.yaml");
+  const [peer] = p!.rules[0]!.peers;
+  assert.equal(peer?.kind, "nodes");
+  assert.equal(peer?.kind === "nodes" ? peer.selector.canonical : undefined, '[["any:node-role.kubernetes.io/control-plane","In",[""]]]');
+  assert.deepEqual(p!.defaultDeny, { ingress: false, egress: true });
 });
 
 test("docs: fromRequires narrows, fromEndpoints allows", () => {

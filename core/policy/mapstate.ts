@@ -11,6 +11,7 @@ import {
 } from "../model.ts";
 import { prefixContains } from "../portprefix.ts";
 import { answeringClass } from "../identity.ts";
+import { secondLookApplies } from "../node-peers.ts";
 import type { IPFamily } from "../cidr.ts";
 
 export interface LookupResult {
@@ -147,8 +148,8 @@ export function compareEntries(a: PolicyEntryKey, b: PolicyEntryKey): number {
  *   1. (peer, proto, port) longest port prefix, 2. (peer, ANY), then levels 1 and 2 of the class that
  *   answers for the peer (core/identity.ts answeringClass: its family's world class or the world's for a world peer, every pod's, else the cluster's), 3. (0, proto, port) longest
  *   prefix, 4. (0, ANY); a miss falls back to deny when the direction is enforced, else allow.
- * `ipBlockPeer`: the ipBlock identity of a pod peer's address (core/ipblock.ts), tried on levels
- * 1–2 before that default deny. `family`: the packet's address family, which picks a world peer's family class
+ * `ipBlockPeer`: the ipBlock map's answer for the peer's address: a pod peer's ipBlock identity (core/ipblock.ts) or a
+ * node peer's node identity (core/node-peers.ts), tried on levels 1–2 before that default deny. `family`: the packet's address family, which picks a world peer's family class
  * (world-ipv4/-ipv6 know their own; without it a CIDR or FQDN peer gets the world class's, as in no packet).
  */
 export function lookup(
@@ -165,9 +166,9 @@ export function lookup(
   const cls = peer === IDENTITY_WILDCARD ? undefined : answeringClass(peer, (c) => candidates.some((e) => e.peer === c), family);
   const hit = probe(candidates, cls !== undefined ? [peer, cls, IDENTITY_WILDCARD] : [peer, IDENTITY_WILDCARD], proto, port);
   if (hit) return { verdict: hit.verdict, entry: hit };
-  // The datapath's second look (bpf/lib/ipblock.h): a pod peer that would meet default deny tries
-  // the ipBlock identity of its address, on that identity's own keys only (the wildcard's missed).
-  if (enforced && ipBlockPeer !== undefined) {
+  // The datapath's second look (bpf/lib/ipblock.h): a pod or node peer that would meet default deny tries
+  // the ipBlock (or node) identity of its address, on that identity's own keys only (the wildcard's missed).
+  if (enforced && ipBlockPeer !== undefined && secondLookApplies(peer, ipBlockPeer)) {
     const again = probe(candidates, [ipBlockPeer], proto, port);
     if (again) return { verdict: again.verdict, entry: again };
   }

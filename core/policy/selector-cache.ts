@@ -9,6 +9,7 @@ import { type ServiceIndex, type ServicePeer, serviceCanonical } from "./service
 import { prefixOfLabelKey } from "../identity.ts";
 import { ipBlockPrefixOf } from "../ipblock.ts";
 import { isNodeHostIdentity } from "../host-endpoint.ts";
+import { nodeSelected } from "../node-peers.ts";
 
 /**
  * Anything the cache can evaluate: a stable canonical string and a predicate over one identity.
@@ -22,7 +23,7 @@ export interface IdentityMatcher {
   readonly anchors?: readonly string[];
   /** Set only by NetworkPolicy ipBlock peers: the one kind of matcher that may select ipBlock identities (see matchesIdentity). */
   readonly selectsIPBlocks?: true;
-  /** Set only by host policies' subject matchers: the one kind of matcher that may select node host subjects (core/host-endpoint.ts). */
+  /** Set only by host policies' subject matchers and node selectors (toNodes/fromNodes): the matchers that may select node host subjects (core/host-endpoint.ts). */
   readonly selectsNodeHosts?: true;
 }
 
@@ -33,7 +34,7 @@ export interface IdentityMatcher {
  */
 export function matchesIdentity(m: IdentityMatcher, id: number, labels: LabelSet): boolean {
   if (m.selectsIPBlocks !== true && ipBlockPrefixOf(labels) !== undefined) return false;
-  // A node host subject is a compile-time stand-in for one node's reserved:host: no peer is ever it.
+  // A node host subject is a compile-time stand-in for one node's reserved:host: a peer only of node selectors (core/node-peers.ts).
   if (m.selectsNodeHosts !== true && isNodeHostIdentity(id)) return false;
   return m.matches(id, labels);
 }
@@ -211,6 +212,16 @@ export function serviceMatcher(peer: ServicePeer, services: ServiceIndex): Ident
   };
 }
 
+/** toNodes/fromNodes: the node host subjects whose Node labels the selector matches (core/node-peers.ts). */
+export function nodesMatcher(selector: Selector): IdentityMatcher {
+  return {
+    canonical: `nodes ${selector.canonical}`,
+    anchors: [`L|${LABEL_SOURCE.reserved}:host=`],
+    matches: (id, labels) => nodeSelected(selector, id, labels),
+    selectsNodeHosts: true,
+  };
+}
+
 /** Whether a selector-cache key is a toServices entry's (whose selection follows the Services, not only the identities). */
 export function isServiceCanonical(canonical: string): boolean {
   return canonical.startsWith("service:");
@@ -235,6 +246,8 @@ export function peerMatcher(peer: Peer, clusterName?: string, services?: Service
       return nothingMatcher(`cidrgroup ${peer.name ?? peer.selector?.canonical ?? ""}`);
     case "fqdn":
       return fqdnMatcher(peer.matchName, peer.matchPattern);
+    case "nodes":
+      return nodesMatcher(peer.selector);
     case "service":
       return services ? serviceMatcher(peer, services) : nothingMatcher(`${serviceCanonical(peer)} (no services)`);
   }
@@ -319,6 +332,8 @@ export function rulePeerSelection(peer: Peer, requires: readonly Selector[], clu
       return NOTHING; // not replaced by the groups' CIDRs (core/cidr-group.ts): fail closed
     case "fqdn":
       return { kind: "identities", matcher: fqdnMatcher(peer.matchName, peer.matchPattern) };
+    case "nodes":
+      return { kind: "identities", matcher: nodesMatcher(peer.selector) };
     case "service":
       return services ? { kind: "identities", matcher: serviceMatcher(peer, services) } : NOTHING;
   }

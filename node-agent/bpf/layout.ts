@@ -1,5 +1,6 @@
 // The TypeScript mirror of bpf/lib/layout.h: struct sizes/offsets, constants, and their encoders.
 import { parseIP, parseIPv4Number } from "../../core/cidr.ts";
+import { MAX_NODE_HOST_IDENTITY, MIN_NODE_HOST_IDENTITY } from "../../core/host-endpoint.ts";
 import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, MAX_CLUSTER_IDENTITY, MAX_LOCAL_IDENTITY, MIN_CLUSTER_IDENTITY, MIN_FQDN_IDENTITY, MIN_LOCAL_IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER } from "../../core/identity.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type PolicyEntry, type SubjectPolicy } from "../../core/model.ts";
 import type { MonitorAggregation } from "../monitor-aggregation.ts";
@@ -76,6 +77,8 @@ export const CONST = {
   IDENTITY_REMOTE_NODE: IDENTITY.remoteNode,
   IDENTITY_MIN_CLUSTER: MIN_CLUSTER_IDENTITY,
   IDENTITY_MAX_CLUSTER: MAX_CLUSTER_IDENTITY,
+  IDENTITY_MIN_NODE: MIN_NODE_HOST_IDENTITY,
+  IDENTITY_MAX_NODE: MAX_NODE_HOST_IDENTITY,
   IDENTITY_CLASS_CLUSTER: CLUSTER_CLASS_PEER,
   IDENTITY_CLASS_PODS: EVERY_POD_CLASS_PEER,
   IDENTITY_CLASS_WORLD: WORLD_CLASS_PEER,

@@ -1021,16 +1021,31 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "toNodes, which Membrane does not support",
+    name: "toNodes in egressDeny, which Membrane does not support yet",
     yaml: cnp(
-      `  egress:\n  - toNodes:\n    - matchLabels:\n        node-role.kubernetes.io/control-plane: ""\n`,
+      `  egressDeny:\n  - toNodes:\n    - matchLabels:\n        node-role.kubernetes.io/control-plane: ""\n`,
     ),
     errors: [
       {
-        path: "spec.egress[0].toNodes",
-        message: "toNodes is not supported by Membrane: select nodes with the remote-node or host entity",
+        path: "spec.egressDeny[0].toNodes",
+        message: "toNodes is not supported by Membrane in egressDeny yet: deny nodes with the remote-node or host entity, or allow only the nodes wanted in egress",
       },
     ],
+  },
+  {
+    name: "fromNodes with a selector that is not one",
+    yaml: cnp(`  ingress:\n  - fromNodes:\n    - matchLabels: [zone-a]\n`),
+    errors: [{ path: "spec.ingress[0].fromNodes[0].matchLabels", message: "must be a map of label keys to values, not a list" }],
+  },
+  {
+    name: "fromNodes with an operator that does not exist",
+    yaml: cnp(`  ingress:\n  - fromNodes:\n    - matchExpressions:\n      - {key: zone, operator: Near, values: [a]}\n`),
+    errors: [{ path: "spec.ingress[0].fromNodes[0].matchExpressions[0].operator", message: '"Near" is not an operator (In, NotIn, Exists or DoesNotExist)' }],
+  },
+  {
+    name: "toNodes and toEntities in one rule",
+    yaml: cnp(`  egress:\n  - toEntities: [remote-node]\n    toNodes:\n    - matchLabels: {zone: a}\n`),
+    errors: [{ path: "spec.egress[0].toNodes", message: "toEntities and toNodes cannot be combined in one rule: write them as separate rules" }],
   },
   {
     name: "authentication mode that does not exist",
