@@ -7,7 +7,7 @@ import { pino } from "pino";
 import type { Downstream, NodeState, Upstream } from "../../core/wire.ts";
 import { AgentClient, DistributionClient } from "../testing/agent.ts";
 import { type TestPki, makePki } from "../../kube/testing/pki.ts";
-import { DistributionServer } from "./server.ts";
+import { DistributionServer, type MovedPolicies, movedPolicies } from "./server.ts";
 import { canonicalState } from "../../core/nodestate.ts";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 
@@ -99,9 +99,9 @@ describe("distribution server", () => {
     }
   });
 
-  it("a report says whether the node's acknowledged policy generations moved (an ipcache-only change does not)", async () => {
+  it("a report names the policies whose acknowledged generation moved (every one on a first ack, none on an ipcache-only change)", async () => {
     const s = server as DistributionServer;
-    const seen: boolean[] = [];
+    const seen: MovedPolicies[] = [];
     s.onReport((node, moved) => node === "node-3" && seen.push(moved));
     const first = stateWith([256], 4);
     s.publish("node-3", first);
@@ -109,10 +109,29 @@ describe("distribution server", () => {
     await until("first ack", () => seen.length === 1);
     s.publish("node-3", { ...first, ipcache: [...first.ipcache, { prefix: "10.9.9.9/32", identity: 256 }] });
     await until("ipcache-only ack", () => seen.length === 2);
-    s.publish("node-3", stateWith([256], 5));
+    const other = { key: "CiliumNetworkPolicy/ns/q", uid: "u2", generation: 1 };
+    s.publish("node-3", { ...stateWith([256], 5), policyGenerations: [...stateWith([256], 5).policyGenerations, other] });
     await until("generation ack", () => seen.length === 3);
-    assert.deepEqual(seen, [true, false, true]);
+    // q unchanged, p removed: only p.
+    s.publish("node-3", { ...stateWith([256], 5), policyGenerations: [other] });
+    await until("removal ack", () => seen.length === 4);
+    assert.deepEqual(
+      seen.map((m) => (m === "all" ? m : [...m].sort())),
+      ["all", [], ["CiliumNetworkPolicy/ns/p", "CiliumNetworkPolicy/ns/q"], ["CiliumNetworkPolicy/ns/p"]],
+    );
     a.close();
+  });
+
+  it("movedPolicies: a changed uid or generation, an added or removed key; the same list moves none", () => {
+    const p = { key: "CiliumNetworkPolicy/ns/p", uid: "u1", generation: 1 };
+    const q = { key: "CiliumNetworkPolicy/ns/q", uid: "u2", generation: 3 };
+    const list = [p, q];
+    assert.deepEqual([...movedPolicies(list, list)], []);
+    assert.deepEqual([...movedPolicies(list, [p, { ...q }])], [], "equal entries in another list");
+    assert.deepEqual([...movedPolicies(list, [p, { ...q, generation: 4 }])], [q.key]);
+    assert.deepEqual([...movedPolicies(list, [{ ...p, uid: "u9" }, q])], [p.key], "recreated under the same name");
+    assert.deepEqual([...movedPolicies([p], list)], [q.key]);
+    assert.deepEqual([...movedPolicies(list, [q])], [p.key]);
   });
 
   it("answers() is one list until an agent answers, then a new one with that answer", async () => {

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type Downstream, type NodeState, type TracingPolicyNodeStatus, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
+import { type Downstream, type NodeState, type PolicyGeneration, type TracingPolicyNodeStatus, type Upstream, DISTRIBUTION_SERVICE, parseUpstream } from "../../core/wire.ts";
 import { EMPTY_STATE, type SharedPartLinks, type SubjectDeltaLinks } from "../../core/nodestate.ts";
 import { StateDiffer } from "./differ.ts";
 import type { AgentAuthResult } from "./tokenauth.ts";
@@ -47,6 +47,13 @@ export interface NodeReport {
   /** Each TracingPolicy's status on the node, as its agent last reported it. */
   readonly tracing?: readonly TracingPolicyNodeStatus[];
 }
+
+/**
+ * Which policies' Enforced a node's answer may have moved: "all" (its first acknowledgement, a refusal, an acknowledgement
+ * after one, a proxy that came or went), else the keys (core/compiler policyKey) whose generation the node holds now
+ * differs from the one it held (none for a pod or ipcache change).
+ */
+export type MovedPolicies = "all" | ReadonlySet<string>;
 
 /** A node's last acknowledged state and last refusal, and whether its agent runs the DNS and L7 proxies. */
 export type NodeAnswer = Pick<NodeReport, "node" | "acked" | "nack" | "dnsProxy" | "l7Proxy" | "runtime" | "tracing">;
@@ -90,7 +97,7 @@ export class DistributionServer {
   private readonly server = new grpc.Server();
   private readonly desired = new Map<string, NodeState>();
   private readonly records = new Map<string, NodeRecord>();
-  private readonly listeners: ((node: string, generationsMoved: boolean) => void)[] = [];
+  private readonly listeners: ((node: string, moved: MovedPolicies) => void)[] = [];
   private readonly runtimeListeners: ((node: string) => void)[] = [];
   private readonly clusterClassListeners: (() => void)[] = [];
   /** Canonical forms and deltas memoised by part, so a change shared by every node is sorted and diffed once. */
@@ -145,11 +152,11 @@ export class DistributionServer {
   }
 
   /**
-   * Called whenever an agent acknowledges or refuses (e.g. to refresh policy status). `generationsMoved`
-   * is false when the node acknowledged the very policy generation list it had acknowledged before
-   * (a pod or ipcache change): what each policy's status reads of that node is then unchanged.
+   * Called whenever an agent acknowledges or refuses (e.g. to refresh policy status), with the policies whose status may
+   * read that node otherwise now. After one policy's change a thousand nodes acknowledge it: that policy's status is
+   * read again, not every policy's (each a pass over every node).
    */
-  onReport(listener: (node: string, generationsMoved: boolean) => void): void {
+  onReport(listener: (node: string, moved: MovedPolicies) => void): void {
     this.listeners.push(listener);
   }
 
@@ -350,7 +357,7 @@ export class DistributionServer {
     if (proxyMoved) {
       // What the node enforces of DNS rules, toFQDNs and HTTP rules changed with no new state: the policies' status reads it again.
       this.answerList = undefined;
-      for (const l of this.listeners) l(node, true);
+      for (const l of this.listeners) l(node, "all");
     }
     if (runtimeMoved) {
       this.answerList = undefined;
@@ -398,7 +405,7 @@ export class DistributionServer {
     s.inFlight = undefined;
     const r = this.record(s.node);
     this.answerList = undefined;
-    const generationsMoved = msg.type === "nack" || r.nack !== undefined || r.acked?.state.policyGenerations !== sent.state.policyGenerations;
+    const moved: MovedPolicies = msg.type === "nack" || r.nack !== undefined || !r.acked ? "all" : movedPolicies(r.acked.state.policyGenerations, sent.state.policyGenerations);
     if (msg.type === "ack") {
       s.base = { version: sent.version, state: sent.state };
       r.acked = s.base;
@@ -410,9 +417,30 @@ export class DistributionServer {
       this.events.nack?.(s.node);
       this.log.warn({ node: s.node, version: sent.version, error: msg.error }, "agent refused state");
     }
-    for (const l of this.listeners) l(s.node, generationsMoved);
+    for (const l of this.listeners) l(s.node, moved);
     this.push(s);
   }
+}
+
+const NO_POLICIES: ReadonlySet<string> = new Set();
+/** The last answer of movedPolicies per `from` list: every node moves from the same list to the same list, so one change is compared once, not once per node. */
+const movedMemo = new WeakMap<readonly PolicyGeneration[], { readonly to: readonly PolicyGeneration[]; readonly keys: ReadonlySet<string> }>();
+
+/** The keys whose entry (uid, generation) differs between two policy generation lists, or that only one of them has. */
+export function movedPolicies(from: readonly PolicyGeneration[], to: readonly PolicyGeneration[]): ReadonlySet<string> {
+  if (from === to) return NO_POLICIES;
+  const memo = movedMemo.get(from);
+  if (memo?.to === to) return memo.keys;
+  const before = new Map(from.map((g) => [g.key, g]));
+  const keys = new Set<string>();
+  for (const g of to) {
+    const was = before.get(g.key);
+    before.delete(g.key);
+    if (was?.uid !== g.uid || was.generation !== g.generation) keys.add(g.key);
+  }
+  for (const key of before.keys()) keys.add(key);
+  movedMemo.set(from, { to, keys });
+  return keys;
 }
 
 /** A node's stream state for the metrics: disconnected, refused the latest state, holds it, or not there yet. */

@@ -1,7 +1,7 @@
 // What each node should hold, from the operator's caches: the parts every node shares (ipcache, identity labels, rule table, policy generations) are kept per event and replaced once per change, with their delta; a node adds only the compiled policy of the identities its pods have.
 import type { LabelSet, Policy, PolicyEntry, SubjectPolicy, TlsSecretUse } from "../../core/model.ts";
 import { type Delta, compareEntries } from "../../core/policy/mapstate.ts";
-import { DeltaCollector, PolicyCompiler, policyKey, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
+import { DeltaCollector, PolicyCompiler, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
 import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
 import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
@@ -462,7 +462,7 @@ export class NodeStateSource {
 
   /** How many of `nodes` enforce this generation of `obj`, and which refused it. */
   enforcement(obj: KubeObject, nodes: ReadonlySet<string>, reports: readonly NodeAnswer[] | readonly NodeReport[]): Enforcement {
-    const key = policyKey({ kind: (obj.kind ?? "") as Policy["kind"], namespace: obj.metadata.namespace, name: obj.metadata.name });
+    const key = ParsedPolicies.keyOf(obj);
     const has = (state: NodeState | undefined): boolean => {
       const g = state && generationsByKey(state.policyGenerations).get(key);
       return g !== undefined && g.uid === obj.metadata.uid && g.generation >= (obj.metadata.generation ?? 0);
