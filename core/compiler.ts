@@ -53,20 +53,38 @@ class DirectionUser implements SelectionUser {
     readonly subject: number,
     readonly direction: Direction,
     private readonly dirty: Map<DirectionUser, Set<number>>,
+    /** This direction's compiled state: whether its class entries answer for a peer (PolicyCompiler.classAnswers), whether it holds one. */
+    private readonly peers: PeerView,
   ) {}
 
-  identitiesChanged(_selector: string, added: readonly number[], removed: readonly number[]): void {
+  identitiesChanged(selector: string, added: readonly number[], removed: readonly number[]): void {
+    // A peer that comes into or leaves a class selector's selection alone moves nothing the class's entries do not say
+    // (identities × subjects of `cluster` / every-pod rules otherwise: the operator's restart with 65,000 identities).
     let peers = this.dirty.get(this);
-    if (!peers) this.dirty.set(this, (peers = new Set()));
-    for (const id of added) peers.add(id);
-    for (const id of removed) peers.add(id);
+    for (const id of added) {
+      if (this.peers.answers(this, selector, id)) continue;
+      if (!peers) this.dirty.set(this, (peers = new Set()));
+      peers.add(id);
+    }
+    for (const id of removed) {
+      if (this.peers.answers(this, selector, id) && !this.peers.holds(this, id)) continue;
+      if (!peers) this.dirty.set(this, (peers = new Set()));
+      peers.add(id);
+    }
   }
+}
+
+/** What a DirectionUser asks of its subject direction's compiled state. */
+interface PeerView {
+  answers(user: DirectionUser, selector: string, peer: number): boolean;
+  holds(user: DirectionUser, peer: number): boolean;
 }
 
 /**
  * One subject direction's entries: peer → its entry templates, one key each. Peers matched by the same terms
  * share one template array (resolution memoises it), so a peer costs a reference here, not an object per key:
- * a cluster-wide peer selector makes (subject × peer) pairs, and these are all the compiler holds of them.
+ * a cluster-wide peer selector makes (subject × peer) pairs, and these are all the compiler holds of them. A peer
+ * whose cluster or every-pod class's entries answer for it holds nothing here (classAnswers, heldByClass).
  */
 type DirectionEntries = Map<number, readonly EntryTemplate[]>;
 
@@ -459,7 +477,7 @@ export class PolicyCompiler {
     const proxyRules = new Set<number>();
     const state: SubjectState = old ?? {
       subject,
-      users: { ingress: new DirectionUser(subject, "ingress", this.dirty), egress: new DirectionUser(subject, "egress", this.dirty) },
+      users: { ingress: new DirectionUser(subject, "ingress", this.dirty, this.peerView), egress: new DirectionUser(subject, "egress", this.dirty, this.peerView) },
       ingress: { resolved: UNRESOLVED, entries: new Map(), classes: NO_CLASSES },
       egress: { resolved: UNRESOLVED, entries: new Map(), classes: NO_CLASSES },
       proxyRules,
@@ -569,6 +587,37 @@ export class PolicyCompiler {
     return withProxyPorts(s.http, this.proxyPorts.setsOf(s.subject).filter((set) => named.has(set.port)));
   }
 
+  /**
+   * Whether a direction's cluster or every-pod class entries answer for `peer` as a member of `selector`'s selection:
+   * the selector is the class's own (the `cluster` entity, a selector of every pod), the direction has that class's
+   * entries, and the peer is in the class by number (with the class on, every such identity is selected by it: no
+   * strays). Such a peer needs no entries of its own unless another of the direction's selectors selects it too, so
+   * its coming and going is not followed per subject (the selection of the others brings it when it matters).
+   */
+  private classAnswers(dir: DirState, selector: string, peer: number): boolean {
+    const { cluster, pods } = dir.classes;
+    if (cluster !== undefined && selector === CLUSTER_ENTITY && inClusterClass(peer)) return true;
+    if (pods === undefined || !inEveryPodClass(peer)) return false;
+    for (const m of this.everyPodMatchers) if (m.canonical === selector) return true;
+    return false;
+  }
+
+  /** Each subject direction's compiled state as its DirectionUser sees it (see classAnswers); nothing answers while it has none. */
+  private readonly peerView: PeerView = {
+    answers: (user, selector, peer) => {
+      const s = this.subjects.get(user.subject);
+      return s?.users[user.direction] === user && this.classAnswers(s[user.direction], selector, peer);
+    },
+    holds: (user, peer) => this.subjects.get(user.subject)?.[user.direction].entries.has(peer) ?? false,
+  };
+
+  /** Whether `ts`, a peer's own templates, are what its answering class (cluster or every-pod) gives it: then it holds nothing of its own. */
+  private heldByClass(dir: DirState, peer: number, ts: readonly EntryTemplate[]): boolean {
+    if (peer === IDENTITY_WILDCARD || isClassPeer(peer) || inWorldClass(peer)) return false;
+    const answer = classOf(dir.classes, answeringClass(peer, (c) => classOf(dir.classes, c) !== undefined));
+    return answer !== undefined && sameTemplates(ts, answer);
+  }
+
   /** Notes whether an identity is in a class by number but not selected by its terms (see strayClassIds, strayPodIds). */
   private trackStray(id: number, labels: LabelSet): void {
     if (inClusterClass(id) && !entityMatches("cluster", labels, this.clusterName)) this.strayClassIds.add(id);
@@ -638,7 +687,7 @@ export class PolicyCompiler {
     if (dir.classes.world !== undefined) dir.entries.set(WORLD_CLASS_PEER, dir.classes.world);
     if (dir.classes.world4 !== undefined) dir.entries.set(WORLD_IPV4_CLASS_PEER, dir.classes.world4);
     if (dir.classes.world6 !== undefined) dir.entries.set(WORLD_IPV6_CLASS_PEER, dir.classes.world6);
-    for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved)) {
+    for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved, (selector, peer) => this.classAnswers(dir, selector, peer))) {
       const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
     }
@@ -657,7 +706,7 @@ export class PolicyCompiler {
     let after: readonly EntryTemplate[];
     if (isClassPeer(peer)) after = classOf(dir.classes, peer) ?? NO_TEMPLATES;
     else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
-    if (after.length > 0) dir.entries.set(peer, after);
+    if (after.length > 0 && !this.heldByClass(dir, peer, after)) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
     if (!d.recording || (after === before && sameClasses(classBefore, dir.classes))) return; // the same templates: the same entries
     const was = emitted(classBefore, peer, before, this.ipBlockIds, this.worldFamilies);

@@ -1,8 +1,6 @@
 // The operator's compiled state at bench/scale's policy mix, in process (no API server, no agents): what the compiler and the distribution's source hold, and which rules make the entries. Prints one JSON line.
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { PolicyCompiler, policyKey } from "../../core/compiler.ts";
 import { RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { securityLabels } from "../../core/labels.ts";
@@ -11,27 +9,13 @@ import { parsePolicyObject } from "../../core/parser/index.ts";
 import { NodeStateSource } from "../../controllers/distribution/source.ts";
 import type { NodeObject } from "../../controllers/node.ts";
 import type { PolicyObject } from "../../controllers/policy.ts";
-import { keyOf, type Informer } from "../../kube/informer.ts";
-import type { KubeObject } from "../../kube/kube.ts";
+import { keyOf } from "../../kube/informer.ts";
 import { securityLabelsMap, type IdentityObject, type PodObject } from "../../kube/objects.ts";
 import { appsPerNamespace, scalePolicies, type ScaleShape } from "./cluster.ts";
+import { cache, liveHeapMiB } from "./in-process.ts";
 
 /** bpf/lib/policy.h's POLICY_MAP_ENTRIES: what one node's policy map holds. */
 const POLICY_MAP_ENTRIES = 262_144;
-
-setFlagsFromString("--expose-gc");
-const gc = runInNewContext("gc") as () => void;
-const liveHeapMiB = (): number => {
-  gc();
-  gc();
-  return Math.round(process.memoryUsage().heapUsed / 2 ** 20);
-};
-
-/** An informer's read side over a fixed map (what NodeStateSource reads). */
-function cache<T extends KubeObject>(items: readonly T[]): Informer<T> & { readonly m: Map<string, T> } {
-  const m = new Map(items.map((i) => [keyOf(i), i]));
-  return { m, get: (k: string) => m.get(k), list: () => [...m.values()] } as unknown as Informer<T> & { readonly m: Map<string, T> };
-}
 
 const { values } = parseArgs({
   options: {

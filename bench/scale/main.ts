@@ -10,7 +10,8 @@ import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
 import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
-import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../../kube/objects.ts";
+import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL, securityLabelsMap } from "../../kube/objects.ts";
+import { securityLabels } from "../../core/labels.ts";
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
 import { AGENT_NODE_OPTIONS } from "../../node-agent/flags.ts";
 import { sslCredentials } from "../../kube/grpc-tls.ts";
@@ -645,7 +646,9 @@ async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string
           apiVersion: "cilium.io/v2",
           kind: "CiliumIdentity",
           metadata: { name: String(n), ...(f.idleLabelled ? { labels: { [IDENTITY_NUMBER_LABEL]: String(n) } } : {}) },
-          "security-labels": { "k8s:app": `idle-${n}`, "k8s:io.kubernetes.pod.namespace": "gone" },
+          // As the operator labels an identity (a deleted workload's): a cluster identity without this cluster's label is out of
+          // the cluster and every-pod classes, which turns their entries off for every subject (compiled per peer: the 8 GiB OOM).
+          "security-labels": securityLabelsMap(securityLabels({ podLabels: { app: `idle-${n}` }, namespace: "gone", namespaceLabels: { "kubernetes.io/metadata.name": "gone" } })),
         }),
       );
       out.idle_create_s = round((performance.now() - t) / 1000);
@@ -658,10 +661,15 @@ async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string
       out.operator_restart_running_s = round((performance.now() - t) / 1000);
       const cap = 900_000;
       let left = total;
+      // The restarted operator's heap while it collects (its /metrics each second; RSS peak from the kernel's high-water mark).
+      let heapMax = 0;
       while (left > total - f.idleIdentities && performance.now() - t < cap) {
         await new Promise((r) => setTimeout(r, 1000));
         left = await identityCount(api);
+        heapMax = Math.max(heapMax, (await heapMib(op)) ?? 0);
       }
+      out.operator_restart_heap_max_mib = heapMax;
+      out.operator_restart_rss_max_mib = op.running ? Math.round(procStats(op.pid).hwmMib) : null;
       out.gc_60k_s = left <= total - f.idleIdentities ? round((performance.now() - t) / 1000) : null;
       if (out.gc_60k_s !== null) out.gc_per_s = Math.round(f.idleIdentities / (out.gc_60k_s as number));
       if (out.gc_60k_s === null) out.gc_left = left - (total - f.idleIdentities);

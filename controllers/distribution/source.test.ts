@@ -238,6 +238,37 @@ test("sync reconciles with the caches as they are now: added, changed and remove
   assert.deepEqual(src.stateFor("n1").policyGenerations, []);
 });
 
+test("a first sync from full caches (an operator's restart: policies and identities at once) gives every node the state the same objects give as events in any order", () => {
+  const apps = ["web", "db", "api", "cache", "gone-1", "gone-2"];
+  const idents = apps.map((app, i) => identity(256 + i, app));
+  const policies = [
+    cnpOf("web", { endpointSelector: { matchLabels: { app: "web" } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: "db" } }], toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }, { fromEntities: ["cluster"], toPorts: [{ ports: [{ port: "9090", protocol: "TCP" }] }] }] }),
+    cnpOf("db", { endpointSelector: { matchExpressions: [{ key: "app", operator: "In", values: ["db", "api"] }] }, egress: [{ toEndpoints: [{}] }, { toCIDR: ["198.18.0.0/24"] }] }),
+    cnpOf("deny", { endpointSelector: { matchLabels: { app: "api" } }, ingressDeny: [{ fromEndpoints: [{ matchLabels: { app: "cache" } }] }] }),
+  ];
+  const pods = () => cache(apps.slice(0, 4).map((app, i) => pod(app, app, 256 + i, `n${i % 2}`, `10.0.${i}.5`)));
+  const nodes = () => cache([node("n0", "192.0.2.1"), node("n1", "192.0.2.2")]);
+  const synced = new NodeStateSource(pods(), nodes());
+  synced.sync({ identities: cache(idents), policies: [cache(policies)] });
+  const identitiesFirst = new NodeStateSource(pods(), nodes());
+  for (const obj of idents) identitiesFirst.onIdentity({ type: "add", obj });
+  for (const obj of policies) identitiesFirst.onPolicy({ type: "add", obj });
+  const policiesFirst = new NodeStateSource(pods(), nodes());
+  for (const obj of policies) policiesFirst.onPolicy({ type: "add", obj });
+  for (const obj of idents) policiesFirst.onIdentity({ type: "add", obj });
+  for (const n of ["n0", "n1"]) {
+    const want = synced.stateFor(n);
+    assert.ok(want.policies.some((p) => p.entries.length > 0), "the policies compile to entries");
+    for (const other of [identitiesFirst, policiesFirst]) {
+      const got = other.stateFor(n);
+      assert.deepEqual(got.policies, want.policies);
+      assert.deepEqual(got.identities, want.identities);
+      assert.deepEqual(got.ipcache, want.ipcache);
+      assert.deepEqual(got.rules, want.rules);
+    }
+  }
+});
+
 test("a pod or identity change records the shared part's delta from the change: what moved, and nothing else", () => {
   const pods = [pod("web", "web", 256, "n1", "10.0.1.5")];
   const live = { list: () => [...pods] } as unknown as Informer<PodObject>; // the cache as it is at each call

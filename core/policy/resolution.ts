@@ -237,12 +237,25 @@ export function matchedTerms(cache: PartitionedSelectorCache, dir: ResolvedDirec
   return out.sort((a, b) => a - b);
 }
 
-/** Every selected peer with the indexes of the terms matching it, ascending. */
-export function matchedTermsByPeer(cache: PartitionedSelectorCache, dir: ResolvedDirection): Map<number, number[]> {
+/**
+ * Every selected peer with the indexes of the terms matching it, ascending. `answered(selector, peer)`: a peer that
+ * selector selects needs no entries of its own from it (a class's entries answer for it), so it is listed only when
+ * another selector selects it too, and then with every term matching it.
+ */
+export function matchedTermsByPeer(cache: PartitionedSelectorCache, dir: ResolvedDirection, answered: (selector: string, peer: number) => boolean = () => false): Map<number, number[]> {
   const matched = new Map<number, number[]>();
+  const deferred: [ReadonlySet<number>, string, readonly number[]][] = [];
   for (const [canonical, idxs] of dir.termsBySelector) {
-    for (const peer of cache.selections(canonical) ?? []) addToList(matched, peer, ...idxs);
+    const selected = cache.selections(canonical);
+    if (!selected) continue;
+    let some = false;
+    for (const peer of selected) {
+      if (answered(canonical, peer)) some = true;
+      else addToList(matched, peer, ...idxs);
+    }
+    if (some) deferred.push([selected, canonical, idxs]);
   }
+  for (const [selected, canonical, idxs] of deferred) for (const [peer, list] of matched) if (selected.has(peer) && answered(canonical, peer)) list.push(...idxs);
   for (const idxs of matched.values()) idxs.sort((a, b) => a - b);
   return matched;
 }
