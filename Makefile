@@ -90,6 +90,8 @@ bench: deps
 
 bench-startup: build
 bench-scale: build
+# scale runs the operator as shipped (the bundle) as well; BENCH_OPERATOR_BUNDLE=0 runs it through tsx instead.
+bench-scale: export BENCH_OPERATOR_BUNDLE ?= 1
 # realize measures the operator as shipped (the bundle); BENCH_OPERATOR_BUNDLE=0 runs it through tsx instead.
 bench-realize: build
 bench-realize: export BENCH_OPERATOR_BUNDLE ?= 1

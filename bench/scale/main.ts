@@ -9,7 +9,7 @@ import { pino } from "pino";
 import { cleanupStack } from "../lib/cleanup.ts";
 import { controlPlanePaths, startControlPlane } from "../../localcluster/cluster.ts";
 import { ensureDatapathObject } from "../../localcluster/prerequisites.ts";
-import { OperatorProcess } from "../../controllers/testing/operator-process.ts";
+import { OPERATOR_BUNDLE as OPERATOR_BUNDLE_FILE, OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL, securityLabelsMap } from "../../kube/objects.ts";
 import { securityLabels } from "../../core/labels.ts";
 import { BPFFS_ROOT } from "../../node-agent/bpf/loader.ts";
@@ -28,6 +28,8 @@ const MEMBRANE = fileURLToPath(new URL("../../bin/membrane", import.meta.url));
 const BUNDLE = fileURLToPath(new URL("../../dist/membrane.mjs", import.meta.url));
 const CHANGE_POLICY = { namespace: "ns-0", name: "bench-change" };
 const CHANGE_KEY = `CiliumNetworkPolicy/${CHANGE_POLICY.namespace}/${CHANGE_POLICY.name}`;
+/** Run the operator as shipped (the bundle, dist/membrane.mjs; `make build`) instead of through tsx as in a checkout (`make bench-scale` sets it). */
+const OPERATOR_BUNDLE = process.env.BENCH_OPERATOR_BUNDLE === "1";
 /** Where the first operator writes a V8 CPU profile (on its graceful stop, before the GC phase); none when unset. */
 const PROFILE_DIR = process.env.BENCH_OPERATOR_CPU_PROF;
 
@@ -441,6 +443,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     JSON.stringify({
       ...out,
+      operator: OPERATOR_BUNDLE ? "bundle" : "tsx",
       agent_runs: f.realAgent ? (f.agentBundle ? `bundle (agent_*)${process.env.BENCH_AGENT_BUNDLE_BEFORE ? `, ${process.env.BENCH_AGENT_BUNDLE_BEFORE} (agent_before_*)` : ""}${process.env.BENCH_AGENT_TSX === "0" ? "" : ", tsx (agent_tsx_*)"}` : "tsx") : null,
       ...(f.agentReplay ? { agent_replay: f.agentReplay } : {}),
       shape: { nodes: f.nodes, pods: f.pods, identities: f.identities, policies: f.policies, namespaces: f.namespaces, idle_identities: f.idleIdentities, changes: f.changes },
@@ -474,6 +477,7 @@ async function replay(f: Flags, file: string, cleanups: (() => unknown)[], out: 
 /** The cluster: a real API server and operator, simulated agents, and what the flags ask for. */
 async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string, unknown>): Promise<void> {
   {
+    if (OPERATOR_BUNDLE && !existsSync(OPERATOR_BUNDLE_FILE)) throw new Error(`BENCH_OPERATOR_BUNDLE=1: ${OPERATOR_BUNDLE_FILE} does not exist: run make build (make bench-scale does)`);
     const cp = await startControlPlane({ name: "bench-scale", ...(f.deleteCollectionWorkers ? { apiserverArgs: [`--delete-collection-workers=${f.deleteCollectionWorkers}`] } : {}) });
     cleanups.push(() => cp.stop());
     const kubectl = async (args: string[], input?: string): Promise<void> => {
@@ -507,7 +511,7 @@ async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string
       "--distribution-port", "0", "--tls-ca", join(dir, "ca.crt"), "--tls-cert", join(dir, "operator.crt"), "--tls-key", join(dir, "operator.key"),
     ];
     const startOperator = (name: string, profile = false): OperatorProcess => {
-      const op = new OperatorProcess(name, cp.kubeconfig, operatorArgs, ["--inspect=127.0.0.1:0", "--max-old-space-size=8192", ...(profile && PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])]);
+      const op = new OperatorProcess(name, cp.kubeconfig, operatorArgs, ["--inspect=127.0.0.1:0", "--max-old-space-size=8192", ...(profile && PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : [])], OPERATOR_BUNDLE);
       cleanups.push(async () => {
         const force = setTimeout(() => void op.stop("SIGKILL"), 10_000);
         await op.stop("SIGTERM");
