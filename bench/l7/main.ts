@@ -11,7 +11,6 @@
 //   no process accounts for); other processes are left out and shown apart. flow_reader_cpu_us_per_req: this process's extra per proxied request.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,7 +22,7 @@ import { waitForLine } from "../../node-agent/bpf/netns.ts";
 import { FlowSocketServer } from "../../node-agent/l7proxy/flow-socket.ts";
 import { pino } from "pino";
 import { envNumber, lowerMedian, round3 } from "../lib/stats.ts";
-import { addSplits, measuredRun, perRequest, type CpuSplit } from "../lib/machine-cpu.ts";
+import { addSplits, measuredRun, perRequest, processTimes, type CpuSplit } from "../lib/machine-cpu.ts";
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -76,14 +75,6 @@ function measuredLoadgen(topo: L7Topology, args: (string | number)[], parts: () 
 
 const median = lowerMedian;
 
-/** A process's CPU time so far, user and system, in µs. */
-function cpuMicros(pid: number): { user: number; system: number } {
-  // /proc/PID/stat: fields after the command's closing parenthesis; utime and stime are the 12th and 13th there.
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: (Number(f[11]) * 1e6) / CLOCK_TICKS, system: (Number(f[12]) * 1e6) / CLOCK_TICKS };
-}
-const CLOCK_TICKS = 100;
 /** BENCH_PROXY_CPU_PROF=DIR: the proxy runs with --cpu-prof, its profile written into DIR. */
 const PROFILE = process.env.BENCH_PROXY_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(process.env.BENCH_PROXY_CPU_PROF)] : [];
 /** BENCH_PROXY_NODE_FLAGS="--flag …": Node/V8 flags for the proxy's process only (e.g. to try a V8 heap setting). */
@@ -139,30 +130,30 @@ async function main(): Promise<void> {
       const order: ("proxy" | "direct")[] = r % 2 === 0 ? ["direct", "proxy"] : ["proxy", "direct"];
       for (const way of order) {
         const port = way === "proxy" ? PROXIED_PORT : DIRECT_PORT;
-        const cpuBefore = cpuMicros(proxy.pid!);
+        const cpuBefore = processTimes(proxy.pid!);
         const { result: c, split: closedSplit } = await measuredLoadgen(topo, ["closed", ADDR.deathstar, port, CONNECTIONS, CLOSED_SECONDS / ROUNDS], parts);
         closed[way].push(c.rps ?? 0);
         account("http", way, closedSplit, (c.rps ?? 0) * (CLOSED_SECONDS / ROUNDS));
         if (way === "proxy") {
-          const cpuAfter = cpuMicros(proxy.pid!);
+          const cpuAfter = processTimes(proxy.pid!);
           proxyCpu.user += cpuAfter.user - cpuBefore.user;
           proxyCpu.system += cpuAfter.system - cpuBefore.system;
           proxyCpu.requests += (c.rps ?? 0) * (CLOSED_SECONDS / ROUNDS);
         }
-        const openBefore = cpuMicros(proxy.pid!);
+        const openBefore = processTimes(proxy.pid!);
         const o = await loadgen(topo, ["open", ADDR.deathstar, port, RATE, OPEN_SECONDS / ROUNDS]);
         if (way === "proxy") {
-          const openAfter = cpuMicros(proxy.pid!);
+          const openAfter = processTimes(proxy.pid!);
           proxyCpuOpen.micros += openAfter.user + openAfter.system - openBefore.user - openBefore.system;
           proxyCpuOpen.requests += o.sent ?? 0;
         }
         open[way].push(o);
-        const grpcBefore = cpuMicros(proxy.pid!);
+        const grpcBefore = processTimes(proxy.pid!);
         const { result: g, split: grpcSplit } = await measuredLoadgen(topo, ["grpc", ADDR.deathstar, way === "proxy" ? GRPC_PROXIED_PORT : GRPC_DIRECT_PORT, GRPC_CONNECTIONS, GRPC_STREAMS, CLOSED_SECONDS / ROUNDS], parts);
         grpc[way].push(g.rps ?? 0);
         account("grpc", way, grpcSplit, (g.rps ?? 0) * (CLOSED_SECONDS / ROUNDS));
         if (way === "proxy") {
-          const grpcAfter = cpuMicros(proxy.pid!);
+          const grpcAfter = processTimes(proxy.pid!);
           proxyCpuGrpc.micros += grpcAfter.user + grpcAfter.system - grpcBefore.user - grpcBefore.system;
           proxyCpuGrpc.calls += (g.rps ?? 0) * (CLOSED_SECONDS / ROUNDS);
         }

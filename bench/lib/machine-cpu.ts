@@ -17,22 +17,28 @@ function machineBusyMicros(): number {
   return (user + nice + system + irq + softirq + steal) * TICK_MICROS;
 }
 
+/** A process's CPU time so far (user and system, µs) and its flags word, from /proc/PID/stat. */
+export function processTimes(pid: number): { user: number; system: number; flags: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The fields after the command's closing parenthesis: flags is the 7th there, utime and stime the 12th and 13th.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(f[11]) * TICK_MICROS, system: Number(f[12]) * TICK_MICROS, flags: Number(f[6]) };
+}
+
 /** Every live process's CPU time so far (user + system, µs) and whether it is a kernel thread. */
 function processMicros(): Map<number, { micros: number; kthread: boolean }> {
   const out = new Map<number, { micros: number; kthread: boolean }>();
   for (const name of fs.readdirSync("/proc")) {
     const pid = Number(name);
     if (!Number.isInteger(pid)) continue;
-    let stat: string;
+    let t: ReturnType<typeof processTimes>;
     try {
-      stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      t = processTimes(pid);
     } catch {
       continue; // gone since the listing
     }
-    // The fields after the command's closing parenthesis: flags is the 7th there, utime and stime the 12th and 13th.
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const PF_KTHREAD = 0x200000;
-    out.set(pid, { micros: (Number(f[11]) + Number(f[12])) * TICK_MICROS, kthread: (Number(f[6]) & PF_KTHREAD) !== 0 });
+    out.set(pid, { micros: t.user + t.system, kthread: (t.flags & PF_KTHREAD) !== 0 });
   }
   return out;
 }

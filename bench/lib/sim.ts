@@ -7,8 +7,7 @@ import type { Downstream, PolicyGeneration, Upstream } from "../../core/wire.ts"
 import { DistributionClient } from "../../controllers/testing/agent.ts";
 import type { OperatorProcess } from "../../controllers/testing/operator-process.ts";
 import { sslChannelOptions } from "../../kube/grpc-tls.ts";
-
-const TICKS = 100; // USER_HZ on Linux
+import { processTimes } from "./machine-cpu.ts";
 
 /** The admin client of the API server over keep-alive HTTPS (no kubectl process per change, so its start-up is not timed). */
 export class Api {
@@ -234,9 +233,8 @@ export function percentile(xs: readonly number[], q: number): number | null {
 
 /** CPU seconds (user + system), resident and peak resident memory of a process, from /proc. */
 export function procStats(pid: number): { cpuS: number; rssMib: number; hwmMib: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // f[0] is field 3 (state)
-  const cpuS = (Number(f[11]) + Number(f[12])) / TICKS; // utime, stime
+  const t = processTimes(pid);
+  const cpuS = (t.user + t.system) / 1e6;
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
   return { cpuS, rssMib: kb("VmRSS") / 1024, hwmMib: kb("VmHWM") / 1024 };
