@@ -1,14 +1,16 @@
 // scripts/run-tests.sh (what `make test` runs): a file named with --beside runs at the same time as the others, its
-// output after theirs; a failure in either runner fails the run; the run ends with each file's time, slowest first.
+// output after theirs; a failure in either runner fails the run; the run ends with each file's time, slowest first, then
+// every failed test by file and name.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 
 const RUN_TESTS = fileURLToPath(new URL("./run-tests.sh", import.meta.url));
+const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 /** A test file that records when it starts and ends (ms since the epoch) in DIR/NAME.times, holding for `holdMs`. */
 function fixture(dir: string, name: string, holdMs: number, fail = false): string {
@@ -66,7 +68,7 @@ describe("scripts/run-tests.sh", () => {
     assert.match(table, /\d+\.\d s {4}.*b-beside\.test\.ts/);
   });
 
-  it("fails the run when only the beside file fails, and marks it in the table", async () => {
+  it("fails the run when only the beside file fails, marks it in the table and ends with the failed test's name and error", async () => {
     const cases = join(dir, "fail");
     await mkdir(cases);
     await writeFile(join(cases, "a-main.test.ts"), fixture(join(dir, "fail"), "a-main", 10));
@@ -75,5 +77,7 @@ describe("scripts/run-tests.sh", () => {
     assert.notEqual(code, 0, stdout);
     assert.match(stdout, /b-beside failed on purpose/);
     assert.match(stdout, /✖ .*b-beside\.test\.ts/);
+    const tail = stdout.trimEnd().split("\n").slice(-2);
+    assert.deepEqual(tail, ["failed: 1 test(s) in 1 file(s):", `  ✖ ${relative(REPO, join(cases, "b-beside.test.ts"))} › b-beside holds: b-beside failed on purpose`], stdout);
   });
 });
