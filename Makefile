@@ -96,6 +96,9 @@ bench-scale: export BENCH_OPERATOR_BUNDLE ?= 1
 bench-realize: build
 bench-realize: export BENCH_OPERATOR_BUNDLE ?= 1
 bench-cni: build
+# l7 runs the proxy as shipped (the bundle); BENCH_PROXY_BUNDLE=0 runs it through tsx instead.
+bench-l7: build
+bench-l7: export BENCH_PROXY_BUNDLE ?= 1
 
 bench-%: deps
 	node --import tsx bench/$*/main.ts

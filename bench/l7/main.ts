@@ -11,6 +11,7 @@
 //   no process accounts for); other processes are left out and shown apart. flow_reader_cpu_us_per_req: this process's extra per proxied request.
 // Needs root (network namespaces, eBPF); run it under flock /tmp/membrane-kernel.lock on a shared machine.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -79,8 +80,15 @@ const median = lowerMedian;
 const PROFILE = process.env.BENCH_PROXY_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(process.env.BENCH_PROXY_CPU_PROF)] : [];
 /** BENCH_PROXY_NODE_FLAGS="--flag …": Node/V8 flags for the proxy's process only (e.g. to try a V8 heap setting). */
 const PROXY_FLAGS = process.env.BENCH_PROXY_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
+/**
+ * BENCH_PROXY_BUNDLE=1 (make bench-l7 sets it): the proxy as shipped, `node dist/membrane.mjs l7proxy` (make build); else through tsx,
+ * whose per-closure name helper costs the HTTP/2 path a few µs a call that the image never pays.
+ */
+const BUNDLE = path.join(ROOT, "dist/membrane.mjs");
+const PROXY_ENTRY = process.env.BENCH_PROXY_BUNDLE === "1" ? [BUNDLE] : ["--import", "tsx", CLI];
 
 async function main(): Promise<void> {
+  if (PROXY_ENTRY[0] === BUNDLE && !existsSync(BUNDLE)) throw new Error(`${BUNDLE} does not exist: run make build (make bench-l7 does)`);
   const topo = new L7Topology(`bl${process.pid % 100000}`);
   const children: ChildProcess[] = [];
   let flowServerStop: (() => Promise<void>) | undefined;
@@ -107,7 +115,7 @@ async function main(): Promise<void> {
     const flowServer = new FlowSocketServer(flowSocket, () => void flows++, pino({ level: "warn" }));
     await flowServer.start();
     flowServerStop = () => flowServer.stop();
-    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, ...PROFILE, ...PROXY_FLAGS, "--import", "tsx", CLI, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope, "--flow-socket", flowSocket], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    const proxy = spawn("nsenter", [`--net=/var/run/netns/${topo.ns.host}`, process.execPath, ...PROFILE, ...PROXY_FLAGS, ...PROXY_ENTRY, "l7proxy", "--config", topo.configFile, "--bpf-scope", topo.scope, "--flow-socket", flowSocket], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     children.push(proxy);
     await waitForLine(proxy, /l7 proxy ready/, 30000);
     proxy.stdout?.resume();
@@ -170,6 +178,7 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({
         bench: "l7",
+        proxy: PROXY_ENTRY[0] === BUNDLE ? "bundle" : "tsx",
         rps: Math.round(rps),
         direct_rps: Math.round(directRps),
         ratio: round3(rps / directRps),

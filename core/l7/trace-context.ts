@@ -9,9 +9,15 @@ const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(
  * extra fields are ignored, as the specification asks.
  */
 export function traceIdOf(headers: readonly HttpHeader[]): string | undefined {
-  const values = headers.filter((h) => h.name.toLowerCase() === "traceparent");
-  if (values.length !== 1) return undefined;
-  const m = TRACEPARENT.exec(values[0]!.value.trim());
+  // Every proxied request's flow asks: one pass, nothing built when there is none.
+  let value: string | undefined;
+  for (const h of headers) {
+    if (h.name.length !== 11 || h.name.toLowerCase() !== "traceparent") continue;
+    if (value !== undefined) return undefined;
+    value = h.value;
+  }
+  if (value === undefined) return undefined;
+  const m = TRACEPARENT.exec(value.trim());
   if (m === null) return undefined;
   const [, version, traceId, parentId, , rest] = m;
   if (version === "ff" || (version === "00" && rest !== undefined)) return undefined;

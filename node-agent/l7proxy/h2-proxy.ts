@@ -13,7 +13,7 @@ import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { forwardAsHttp1 } from "./h2-to-http1.ts";
-import { DENIED_HEADERS, pairs, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
+import { DENIED_HEADERS, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
@@ -27,6 +27,9 @@ export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin
  * flow control this bounds what one connection can hold (Node's default is no limit).
  */
 const MAX_CONCURRENT_STREAMS = 128;
+
+/** The fields of the proxy's gRPC PERMISSION_DENIED answer, as its flows record them. */
+const GRPC_DENIED_FIELDS: readonly HttpHeader[] = fieldPairs(Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]));
 
 /**
  * Reads a new connection's first bytes until they are, or cannot be, HTTP/2's preface, then puts
@@ -272,7 +275,7 @@ export class H2Proxy {
       }
       // The request's body, if any, is read and dropped; the connection's other streams go on.
       stream.resume();
-      flow("denied", grpc ? 200 : HTTP_DENIED.status, grpc ? { responseHeaders: withoutPseudo(pairs(Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]))) } : { responseHeaders: DENIED_HEADERS });
+      flow("denied", grpc ? 200 : HTTP_DENIED.status, { responseHeaders: grpc ? GRPC_DENIED_FIELDS : DENIED_HEADERS });
       return;
     }
 
@@ -297,7 +300,11 @@ export class H2Proxy {
     else protocol.then(forward, fail);
   }
 
-  /** An allowed stream sent on as an HTTP/2 stream over the client connection's upstream HTTP/2 connection. */
+  /**
+   * An allowed stream sent on as an HTTP/2 stream over the client connection's upstream HTTP/2 connection. A gRPC call
+   * is the proxy's busiest path: its listeners are the fewest that keep trailers, resets and the flow, each added only
+   * where it can fire (no request trailers without a request body, no response trailers for a trailers-only answer).
+   */
   private forwardH2(
     conn: Connection,
     stream: http2.ServerHttp2Stream,
@@ -309,7 +316,6 @@ export class H2Proxy {
     fail: (err: unknown) => void,
     decidedBy: Partial<HttpFlow>,
   ): void {
-    let decided = decidedBy;
     const headers = upstreamRequestHeaders(raw, actioned);
     let up: http2.ClientHttp2Stream;
     try {
@@ -318,38 +324,45 @@ export class H2Proxy {
       return fail(err);
     }
 
-    // Trailers either way: a client's request trailers (rare), the destination's response trailers (gRPC's status).
-    let requestTrailers: http2.OutgoingHttpHeaders = {};
-    stream.on("trailers", (t: http2.IncomingHttpHeaders) => (requestTrailers = t));
-    // No trailers: Node ends the stream with an empty DATA frame instead.
-    up.on("wantTrailers", () => up.sendTrailers(requestTrailers));
-    let responseTrailers: http2.OutgoingHttpHeaders = {};
-    up.on("trailers", (t: http2.IncomingHttpHeaders) => (responseTrailers = t));
-    stream.on("wantTrailers", () => stream.sendTrailers(responseTrailers));
+    if (!noBody) {
+      // A client's request trailers (rare) go on as sent; without them Node ends the stream with an empty DATA frame.
+      let requestTrailers: http2.OutgoingHttpHeaders | undefined;
+      stream.on("trailers", (t: http2.IncomingHttpHeaders) => (requestTrailers = t));
+      up.on("wantTrailers", () => up.sendTrailers(requestTrailers ?? {}));
+      relay(stream, up);
+    }
 
     let status = 0;
+    let responseHeaders: HttpHeader[] = [];
     up.on("response", (upHeaders: http2.IncomingHttpHeaders, upFlags: number, upRaw: string[]) => {
       if (stream.destroyed || stream.closed) return void up.close(NGHTTP2_CANCEL);
       status = Number(upHeaders[":status"] ?? 0);
-      decided = { ...decided, responseHeaders: withoutPseudo(pairs(upRaw)) };
-      const trailersOnly = (upFlags & NGHTTP2_FLAG_END_STREAM) !== 0;
-      stream.respond(forwardableRaw(upRaw), trailersOnly ? { endStream: true } : { waitForTrailers: true });
-      if (trailersOnly) flow("forwarded", status, decided);
-      else relay(up, stream);
-    });
-    stream.once("finish", () => {
-      if (status !== 0) flow("forwarded", status, decided);
+      responseHeaders = fieldPairs(upRaw);
+      if ((upFlags & NGHTTP2_FLAG_END_STREAM) !== 0) {
+        // Trailers-only (a gRPC status without a message): the client has its answer now.
+        stream.respond(forwardableRaw(upRaw), { endStream: true });
+        return flow("forwarded", status, { ...decidedBy, responseHeaders });
+      }
+      // The destination's response trailers (gRPC's status) go on as sent.
+      let responseTrailers: http2.OutgoingHttpHeaders | undefined;
+      up.on("trailers", (t: http2.IncomingHttpHeaders) => (responseTrailers = t));
+      stream.on("wantTrailers", () => stream.sendTrailers(responseTrailers ?? {}));
+      stream.respond(forwardableRaw(upRaw), { waitForTrailers: true });
+      relay(up, stream);
     });
     up.on("error", fail);
     up.on("close", () => {
       // The destination reset the stream after it answered: so is the client's (before it answered, `failed` says why).
       if (status !== 0 && !stream.closed && !stream.destroyed && up.rstCode !== undefined && up.rstCode !== NGHTTP2_NO_ERROR) stream.close(up.rstCode);
     });
+    // The client has the whole answer (its trailers included): one flow. ("finish" comes once: no `once` wrapper.)
+    stream.on("finish", () => {
+      if (status !== 0) flow("forwarded", status, { ...decidedBy, responseHeaders });
+    });
     // The client going away (or cancelling) mid-call cancels the upstream stream too.
     stream.on("close", () => {
       if (!up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
     });
-    if (!noBody) relay(stream, up);
   }
 
   /** An allowed stream whose destination failed before it answered: 503/504 (gRPC: UNAVAILABLE); after it answered, the stream is reset. */
@@ -396,7 +409,9 @@ function hostName(host: string): string | undefined {
   return name !== "" ? name : undefined;
 }
 
-/** A header list without HTTP/2's pseudo-headers (`:status`): the flow's code carries the status. */
-function withoutPseudo(headers: readonly HttpHeader[]): HttpHeader[] {
-  return headers.filter((h) => !h.name.startsWith(":"));
+/** Node's flat raw header list as name/value pairs without HTTP/2's pseudo-headers (`:status`: the flow's code carries it). */
+function fieldPairs(raw: readonly string[]): HttpHeader[] {
+  const out: HttpHeader[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (!raw[i]!.startsWith(":")) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]! });
+  return out;
 }
