@@ -135,6 +135,8 @@ export class DnsProxy {
   /** Expires the upstream queries whose answer is late (one timer for all, not one per query). */
   private sweeper: NodeJS.Timeout | undefined;
   private readonly ids = new UpstreamIds();
+  /** The last UDP query's redirect record, and the inbox read, proxy port and pod address it was looked up for. */
+  private readonly lastSteered: { read: number; port: number; ip: string; srcPort: number; orig: OriginalDestination | undefined } = { read: 0, port: 0, ip: "", srcPort: 0, orig: undefined };
   /** UDP datagrams out, batched per event-loop turn. */
   readonly outbox = new UdpOutbox();
   /** UDP datagrams in, the rest of a wake-up's read together. */
@@ -167,7 +169,7 @@ export class DnsProxy {
 
   private async listenOn(address: string, port: number): Promise<Listener> {
     const udp = await this.sockets().udp(net.isIPv6(address) ? "udp6" : "udp4", address, port);
-    this.inbox.attach(udp, (msg, podIp, podPort) => this.onUdp(udp, port, msg, podIp, podPort));
+    this.inbox.attach(udp, (msg, podIp, podPort, read) => this.onUdp(udp, port, msg, podIp, podPort, read));
     udp.on("error", (err) => log.error({ address, port, error: err.message }, "DNS proxy UDP socket error"));
     let tcp: net.Server;
     try {
@@ -208,9 +210,9 @@ export class DnsProxy {
   }
 
   /** A UDP query: decided at once; an allowed one is answered when its server's answer is learned (udpAnswered). */
-  private onUdp(sock: dgram.Socket, port: number, msg: Buffer, podIp: string, podPort: number): void {
+  private onUdp(sock: dgram.Socket, port: number, msg: Buffer, podIp: string, podPort: number, read: number): void {
     const started = performance.now();
-    const orig = this.steered("udp", port, podIp, podPort);
+    const orig = this.steeredUdp(port, podIp, podPort, read);
     if (!orig) return;
     const judged = this.judge(msg, orig, "udp");
     if ("rule" in judged) {
@@ -268,6 +270,24 @@ export class DnsProxy {
     }
     this.emit("tcp", ip, srcPort, orig, started, outcome);
     return outcome.reply;
+  }
+
+  /**
+   * steered for a UDP query: a pod's queries read together from one socket (a busy client's burst from
+   * one source port) take the record looked up for the first of them. The datapath writes a record when
+   * a flow's first packet passes, before the packet is queued, so a lookup made after the read returned
+   * is what a lookup per query would have found (each later lookup could only see flows newer than the query).
+   */
+  private steeredUdp(port: number, ip: string, srcPort: number, read: number): OriginalDestination | undefined {
+    const last = this.lastSteered;
+    if (last.read === read && last.port === port && last.srcPort === srcPort && last.ip === ip && last.orig) return last.orig;
+    const orig = this.steered("udp", port, ip, srcPort);
+    last.read = read;
+    last.port = port;
+    last.ip = ip;
+    last.srcPort = srcPort;
+    last.orig = orig;
+    return orig;
   }
 
   /** Where the datapath says the query was going; undefined (and logged) when it did not steer it to this port. */

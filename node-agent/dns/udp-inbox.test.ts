@@ -33,9 +33,9 @@ test("a burst from two senders: each datagram once, whole and in order, with its
   const rx = await bound("udp4", "127.0.0.1");
   const one = await bound("udp4", "127.0.0.1");
   const two = await bound("udp4", "127.0.0.2");
-  const got: { from: string; data: Buffer }[] = [];
+  const got: { from: string; data: Buffer; read: number }[] = [];
   const inbox = new UdpInbox();
-  inbox.attach(rx, (msg, address, port) => got.push({ from: `${address}:${port}`, data: msg }));
+  inbox.attach(rx, (msg, address, port, read) => got.push({ from: `${address}:${port}`, data: msg, read }));
   // Sizes from one byte to a datagram near the largest UDP payload: none may be cut.
   const sent = { one: [] as Buffer[], two: [] as Buffer[] };
   for (let i = 0; i < 150; i++) sent[i % 2 ? "two" : "one"].push(Buffer.alloc(i === 75 ? 60_000 : 1 + i * 13, i));
@@ -46,6 +46,16 @@ test("a burst from two senders: each datagram once, whole and in order, with its
   assert.deepEqual(got.filter((g) => g.from === from(two)).map((g) => g.data), sent.two, "the second sender's, from 127.0.0.2");
   assert.equal(inbox.stats.byNode + inbox.stats.drained, 150, "each once");
   assert.ok(inbox.stats.drained > 0, `the rest of a burst is read by recvmmsg (${JSON.stringify(inbox.stats)})`);
+  // The read each came in: one number per datagram Node delivered and per recvmmsg call that returned any, never going back.
+  const reads = got.map((g) => g.read);
+  assert.ok(
+    reads.every((r, i) => i === 0 || r >= reads[i - 1]!),
+    "reads in order",
+  );
+  const perRead = new Map<number, number>();
+  for (const r of reads) perRead.set(r, (perRead.get(r) ?? 0) + 1);
+  assert.ok(perRead.size >= inbox.stats.byNode && perRead.size <= inbox.stats.byNode + inbox.stats.calls, `${perRead.size} reads for ${JSON.stringify(inbox.stats)}`);
+  assert.ok([...perRead.values()].some((n) => n > 1), "a recvmmsg read hands several datagrams with one number");
   // Each datagram is the receiver's own: overwriting one changes no other.
   const others = got.slice(1).map((g) => Buffer.from(g.data));
   got[0]!.data.fill(0xff);

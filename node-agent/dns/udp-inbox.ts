@@ -17,8 +17,12 @@ const LEN_AT = 56;
 const MSG_TRUNC = 0x20;
 const EAGAIN = 11;
 
-/** Gets each datagram: its bytes (the receiver's own) and who sent it. */
-export type Receiver = (msg: Buffer, address: string, port: number) => void;
+/**
+ * Gets each datagram: its bytes (the receiver's own), who sent it, and the read it came in (a number
+ * no other read of this inbox has): every datagram of one read was in the socket's queue when the
+ * read returned, so whatever the receiver looked up after that for one of them holds for the others.
+ */
+export type Receiver = (msg: Buffer, address: string, port: number, read: number) => void;
 
 /** IPv4 peers' addresses as Node writes them, by their 32-bit value (a proxy hears from few pods and servers; cleared past this). */
 const IPV4_NAMES_MAX = 4096;
@@ -45,13 +49,14 @@ export class UdpInbox {
   private arena: MmsgArrays | undefined;
   /** Datagrams Node delivered, datagrams read by recvmmsg, and recvmmsg calls (for tests and benches). */
   readonly stats = { byNode: 0, drained: 0, calls: 0 };
+  private reads = 0;
 
   /** Calls `receive` with every datagram `sock` gets from now on; the socket must be bound. */
   attach(sock: dgram.Socket, receive: Receiver): void {
     const drains = sock.address().family === "IPv4";
     sock.on("message", (msg, rinfo) => {
       this.stats.byNode++;
-      receive(msg, rinfo.address, rinfo.port);
+      receive(msg, rinfo.address, rinfo.port, ++this.reads);
       if (drains) this.drain(sock, receive);
     });
   }
@@ -65,6 +70,7 @@ export class UdpInbox {
       for (let i = 0; i < SLOTS; i++) arena.headers.writeUInt32LE(SOCKADDR_BYTES, i * MMSGHDR_BYTES + NAMELEN_AT);
       const got = recvmmsgFn(fd, arena.headers, SLOTS, MSG_DONTWAIT, null) as number;
       this.stats.calls++;
+      const read = ++this.reads;
       if (got < 0) {
         const errno = koffi.errno();
         if (errno !== EAGAIN) sock.emit("error", receiveError(errno));
@@ -81,7 +87,7 @@ export class UdpInbox {
         const msg = Buffer.allocUnsafe(len);
         arena.data.copy(msg, 0, i * SLOT_BYTES, i * SLOT_BYTES + len);
         this.stats.drained++;
-        receive(msg, ipv4Name(arena.names.readUInt32BE(n + 4)), arena.names.readUInt16BE(n + 2));
+        receive(msg, ipv4Name(arena.names.readUInt32BE(n + 4)), arena.names.readUInt16BE(n + 2), read);
       }
       if (got < SLOTS) return;
     }
