@@ -71,16 +71,21 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	struct policy_value *pv;
 
 	pv = policy_lookup(ep->identity, direction, peer, f->proto, f->dport, f->family);
-	/* Kubernetes' ipBlock matches pods by address, and a node selector nodes by address: a pod or node
-	 * peer that would meet default deny is tried once more as the ipBlock (or node) identity of its
-	 * address. Only NetworkPolicy ipBlocks and toNodes/fromNodes select those identities and they only
-	 * allow, so an explicit deny of the peer's identity has already won; the cost is paid only on
-	 * would-be drops. */
-	if (!pv && (ep->flags & enforced_flag) && second_look_peer(peer)) {
+	/* Kubernetes' ipBlock matches pods by address, and a node selector nodes by address: a pod peer that would
+	 * meet default deny, or a node peer that did not meet a deny, is tried once more as the ipBlock (or node)
+	 * identity of its address. NetworkPolicy ipBlocks only allow, so an explicit deny of a pod's identity has
+	 * already won; a toNodes/fromNodes deny of the node wins over an allow of remote-node/host or of every peer.
+	 * The cost is paid on would-be drops and on new flows allowed to or from a node. */
+	if (second_look_runs(peer, pv, ep->flags & enforced_flag)) {
 		__u32 block = ipblock_lookup(f->family, direction == DIR_EGRESS ? f->daddr : f->saddr);
 
-		if (block && second_look_applies(peer, block))
-			pv = policy_lookup_peer(ep->identity, direction, block, f->proto, f->dport);
+		if (block && second_look_applies(peer, block)) {
+			__u64 again = policy_probe_peer(ep->identity, direction | ((__u32)f->proto << 8), block, f->dport);
+
+			/* After an allow only a deny counts (core/policy/mapstate.ts lookup). */
+			if (again && (!pv || (__u8)(again >> 48) != VERDICT_ALLOW))
+				pv = policy_unpack(again);
+		}
 	}
 	if (pv) {
 		rule_id = pv->rule_id;

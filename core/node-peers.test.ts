@@ -114,3 +114,47 @@ test("membrane policy trace (hostTrace) agrees: a pod reaches the labelled node,
   assert.equal(trace(pod("c1"), w1).verdict, "deny");
   assert.equal(trace(pod("w1"), w1).verdict, "deny");
 });
+
+const denyControlPlane = { egressDeny: [{ toNodes: [{ matchLabels: { "node-role.kubernetes.io/control-plane": "" } }], toPorts: [{ ports: [{ port: "6443", protocol: "TCP" }] }] }] };
+
+test("toNodes in egressDeny beats an allow of remote-node, host or every peer for the selected node; other nodes and ports stay allowed", () => {
+  for (const allow of [{ toEntities: ["remote-node", "host"] }, { toEntities: ["all"] }, { toPorts: [{ ports: [{ port: "6443", protocol: "TCP" }] }] }]) {
+    const c = compiler(cnp({ egress: [allow], ...denyControlPlane }));
+    const web = c.snapshot(WEB);
+    assert.deepEqual([...new Set(web.entries.filter((e) => e.verdict === "deny").map((e) => e.peer))], [CONTROL], JSON.stringify(allow));
+    for (const peer of [IDENTITY.remoteNode, IDENTITY.host]) {
+      const why = `${JSON.stringify(allow)} as ${peer}`;
+      assert.equal(lookup(web, "egress", peer, TCP, 6443, CONTROL).verdict, "deny", why);
+      assert.equal(lookup(web, "egress", peer, TCP, 6443, WORKER).verdict, "allow", why);
+      assert.equal(lookup(web, "egress", peer, TCP, 6443).verdict, "allow", `${why}, an address that is no node's`);
+    }
+    if (!("toPorts" in allow)) assert.equal(lookup(web, "egress", IDENTITY.remoteNode, TCP, 22, CONTROL).verdict, "allow", "another port of the denied node");
+  }
+});
+
+test("fromNodes in ingressDeny denies the selected node even where nothing allows (deny-only policy), and an explicit remote-node deny stays", () => {
+  const web = compiler(cnp({ ingressDeny: [{ fromNodes: [{ matchLabels: { "kubernetes.io/hostname": "w1" } }] }] })).snapshot(WEB);
+  assert.equal(lookup(web, "ingress", IDENTITY.remoteNode, TCP, 80, WORKER).verdict, "deny");
+  assert.equal(lookup(web, "ingress", IDENTITY.remoteNode, TCP, 80, WORKER).entry?.peer, WORKER, "the verdict names the node's deny entry");
+  const open = compiler(cnp({ enableDefaultDeny: { ingress: false }, ingressDeny: [{ fromNodes: [{ matchLabels: { "kubernetes.io/hostname": "w1" } }] }] })).snapshot(WEB);
+  assert.equal(open.ingressEnforced, false);
+  assert.equal(lookup(open, "ingress", IDENTITY.remoteNode, TCP, 80, WORKER).verdict, "deny", "not enforced: the node's deny still holds");
+  assert.equal(lookup(open, "ingress", IDENTITY.remoteNode, TCP, 80, CONTROL).verdict, "allow");
+  const both = compiler(cnp({ ingress: [{ fromNodes: [{}] }], ingressDeny: [{ fromEntities: ["remote-node"] }] })).snapshot(WEB);
+  assert.equal(lookup(both, "ingress", IDENTITY.remoteNode, TCP, 80, CONTROL).verdict, "deny", "a deny of remote-node is not undone by an allow of the node");
+});
+
+test("the reference evaluator and hostTrace agree: toNodes in egressDeny denies the labelled node over an allow of every node", () => {
+  const policies = cnp({ egress: [{ toNodes: [{}] }], ...denyControlPlane });
+  const subject = { id: WEB, labels: securityLabels({ podLabels: { app: "web" }, namespace: "ns", namespaceLabels: {} }) };
+  const node = (labels: Record<string, string>) => ({ id: IDENTITY.remoteNode, labels: RESERVED_IDENTITIES.find((r) => r.id === IDENTITY.remoteNode)!.labels, nodeLabels: nodeHostLabels(labels) });
+  const verdict = (peer: ReturnType<typeof node>) => directionVerdict({ policies, subject, peer, direction: "egress", protocol: TCP, port: 6443 }).verdict;
+  assert.equal(verdict(node({ "node-role.kubernetes.io/control-plane": "" })), "deny");
+  assert.equal(verdict(node({ "kubernetes.io/hostname": "w1" })), "allow");
+  const labels = subject.labels;
+  const c1: TraceParty = { kind: "node", name: "c1", labels: nodeHostLabels({ "node-role.kubernetes.io/control-plane": "" }) };
+  const w1: TraceParty = { kind: "node", name: "w1", labels: nodeHostLabels({}) };
+  const pod: TraceParty = { kind: "pod", name: "ns/web-w1", id: WEB, labels, node: "w1" };
+  assert.equal(hostTrace({ policies, src: pod, dst: c1, protocol: TCP, port: 6443 }).verdict, "deny");
+  assert.equal(hostTrace({ policies, src: pod, dst: w1, protocol: TCP, port: 6443 }).verdict, "allow");
+});

@@ -811,9 +811,10 @@ export class NodeAgent {
     // to prune afterwards: every entry in the maps then is one it wrote (walking a 51,000-entry trie costs ~0.5 s).
     const pruneAfter = snapshot && !(dp.ipcacheIsEmpty?.() ?? false);
     const ipc = ipcacheWrites ?? this.wholeIpcacheWrites(from, to, snapshot);
-    dp.setIpcacheMany(ipc.set); // in batches: a snapshot sets every entry
-    // ... and so does the ipBlock map: the allows that name a new ipBlock identity are in already.
+    // The ipBlock map first: the entries that name a new ipBlock or node identity are in already, and a node's new
+    // address meets a toNodes/fromNodes deny from the first packet its ipcache entry lets through as remote-node.
     for (const e of ipc.setBlocks) dp.setIPBlock(e);
+    dp.setIpcacheMany(ipc.set); // in batches: a snapshot sets every entry
     // 3. endpoints take their identity and enforcement from the new state, and so does the host.
     for (const ep of this.endpoints.values()) this.writeEndpoint(ep, to);
     this.syncHost(to);

@@ -22,11 +22,15 @@ static __always_inline int identity_is_pod(__u32 id)
 	return id >= IDENTITY_MIN_CLUSTER && id <= IDENTITY_MAX_CLUSTER;
 }
 
-/* Whether a peer's address is looked up in the ipBlock map when it would meet default deny: a pod's (NetworkPolicy
- * ipBlocks) or a node's (host, remote-node: toNodes/fromNodes, core/node-peers.ts). */
-static __always_inline int second_look_peer(__u32 id)
+/* Whether a peer's address is looked up in the ipBlock map after the first lookup found `first` (NULL: a miss;
+ * core/node-peers.ts secondLookRuns): a pod's (NetworkPolicy ipBlocks, which only allow) only on a miss in an enforced
+ * direction; a node's (host, remote-node: toNodes/fromNodes) unless it met a deny, since a node selector in a deny
+ * section denies one node among those an allow of its remote-node/host identity (or of every peer) lets through. */
+static __always_inline int second_look_runs(__u32 id, const struct policy_value *first, __u32 enforced)
 {
-	return identity_is_pod(id) || id == IDENTITY_HOST || id == IDENTITY_REMOTE_NODE;
+	if (id == IDENTITY_HOST || id == IDENTITY_REMOTE_NODE)
+		return !first || first->verdict == VERDICT_ALLOW;
+	return identity_is_pod(id) && !first && enforced;
 }
 
 /* Whether the map's answer for a peer's address stands for it: a pod's address meets ipBlock identities only, a

@@ -127,6 +127,29 @@ static __always_inline __u32 policy_answering_class(__u32 peer_lens, __u32 peer,
 }
 
 #define POLICY_PACKED_FOUND (1ull << 63)
+
+/* An entry as a global function returns it (found bit 63, verdict in bits 48-55, proxy port 32-47, rule id 0-31), or 0
+ * for none. */
+static __always_inline __u64 policy_pack(const struct policy_value *v)
+{
+	return v ? POLICY_PACKED_FOUND | ((__u64)v->verdict << 48) | ((__u64)v->proxy_port << 32) | v->rule_id : 0;
+}
+
+/* A packed entry (policy_pack, found) as a map value: this CPU's membrane_policy_class_hit, read before the program
+ * ends. NULL only if the array had no element, which cannot happen (the caller's default then decides). */
+static __always_inline struct policy_value *policy_unpack(__u64 c)
+{
+	__u32 zero = 0;
+	struct policy_value *v = bpf_map_lookup_elem(&membrane_policy_class_hit, &zero);
+
+	if (!v)
+		return NULL;
+	v->verdict = (__u8)(c >> 48);
+	v->pad = 0;
+	v->proxy_port = (__u16)(c >> 32);
+	v->rule_id = (__u32)c;
+	return v;
+}
 /* In peer_lens: any class's entries (policy_lookup calls policy_probe_class only then). */
 #define POLICY_LENS_CLASSES (POLICY_LENS_CLASS | POLICY_LENS_PODS | POLICY_LENS_WORLD | POLICY_LENS_WORLD_IPV4 | POLICY_LENS_WORLD_IPV6)
 
@@ -144,9 +167,7 @@ __attribute__((noinline)) __u64 policy_probe_class(__u32 subject, __u32 dir_prot
 	if (!class_peer)
 		return 0;
 	v = policy_probe_levels(subject, (__u8)dir_proto_family, class_peer, (__u8)(dir_proto_family >> 8), dport, lens);
-	if (!v)
-		return 0;
-	return POLICY_PACKED_FOUND | ((__u64)v->verdict << 48) | ((__u64)v->proxy_port << 32) | v->rule_id;
+	return policy_pack(v);
 }
 
 /* Returns the first matching entry of:
@@ -178,18 +199,9 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 			return v;
 		if (lv->peer_lens & POLICY_LENS_CLASSES) {
 			__u64 c = policy_probe_class(subject, direction | ((__u32)proto << 8) | ((__u32)family << 16), peer, dport, lv->peer_lens);
-			__u32 zero = 0;
 
-			if (c) {
-				v = bpf_map_lookup_elem(&membrane_policy_class_hit, &zero);
-				if (!v)
-					return NULL; /* cannot happen (an array's one element); the caller's default decides */
-				v->verdict = (__u8)(c >> 48);
-				v->pad = 0;
-				v->proxy_port = (__u16)(c >> 32);
-				v->rule_id = (__u32)c;
-				return v;
-			}
+			if (c)
+				return policy_unpack(c);
 		}
 	}
 	v = policy_probe_ports(subject, direction, IDENTITY_WILDCARD, proto, dport, wildcard_lens & port_mask);
@@ -200,18 +212,20 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 	return NULL;
 }
 
-/* Only levels 1 and 2 for peer (the wildcard's levels are the caller's first lookup): the second
- * look with a pod's ipBlock identity (bpf/lib/ipblock.h). */
-static __always_inline struct policy_value *
-policy_lookup_peer(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dport)
+/* Only levels 1 and 2 for peer (the wildcard's levels are the caller's first lookup): the second look with a pod's
+ * ipBlock identity or a node peer's node identity (bpf/lib/ipblock.h), packed (policy_pack). A global function: the
+ * verifier checks it once, not on every path of every program that inlines enforce_new (inlined, from-container was
+ * too complex to verify once the second look also followed allows). dir_proto: the direction in bits 0-7, the
+ * protocol in 8-15. */
+__attribute__((noinline)) __u64 policy_probe_peer(__u32 subject, __u32 dir_proto, __u32 peer, __u32 dport)
 {
-	struct policy_lens_key lk = { .subject = subject, .direction = direction };
+	struct policy_lens_key lk = { .subject = subject, .direction = (__u8)dir_proto };
 	struct policy_lens_value *lv;
 
 	lv = bpf_map_lookup_elem(&membrane_policy_lens, &lk);
 	if (!lv)
-		return NULL;
-	return policy_probe_levels(subject, direction, peer, proto, dport, lv->peer_lens);
+		return 0;
+	return policy_pack(policy_probe_levels(subject, (__u8)dir_proto, peer, (__u8)(dir_proto >> 8), dport, lv->peer_lens));
 }
 
 #endif

@@ -368,14 +368,6 @@ function parseRule(
       join(path, "toFQDNs"),
       "toFQDNs is not allowed in egressDeny: deny by toCIDRSet or toEndpoints instead",
     );
-  const nodesKey = direction === "ingress" ? "fromNodes" : "toNodes";
-  // A node peer is matched by the datapath's second look at an address that would otherwise meet default deny
-  // (core/node-peers.ts): an allow. A deny there would lose to an allow of reserved:remote-node.
-  if (deny && keys.includes(nodesKey) && has(rule, nodesKey))
-    errs.add(
-      join(path, nodesKey),
-      `${nodesKey} is not supported by Membrane in ${section} yet: deny nodes with the remote-node or host entity, or allow only the nodes wanted in ${direction}`,
-    );
   for (const k of GROUPS_FIELDS) {
     if (keys.includes(k) && has(rule, k))
       errs.add(
@@ -410,7 +402,7 @@ function parseRule(
     if (keys.includes("fromCIDR")) cidrPeers(peers, errs, rule, "fromCIDR", path);
     if (keys.includes("fromCIDRSet")) cidrSetPeers(peers, errs, rule, "fromCIDRSet", path);
     if (keys.includes("fromEntities")) entityPeers(peers, errs, rule, "fromEntities", path);
-    if (!deny && keys.includes("fromNodes")) nodePeers(peers, errs, rule, "fromNodes", path);
+    if (keys.includes("fromNodes")) nodePeers(peers, errs, rule, "fromNodes", path);
   } else {
     if (keys.includes("toEndpoints"))
       for (const s of endpointSelectors(errs, rule, "toEndpoints", path, scope))
@@ -420,7 +412,7 @@ function parseRule(
     if (keys.includes("toEntities")) entityPeers(peers, errs, rule, "toEntities", path);
     if (keys.includes("toServices")) servicePeers(peers, errs, rule, "toServices", path, scope);
     if (!deny && keys.includes("toFQDNs")) fqdnPeers(peers, errs, rule, "toFQDNs", path);
-    if (!deny && keys.includes("toNodes")) nodePeers(peers, errs, rule, "toNodes", path);
+    if (keys.includes("toNodes")) nodePeers(peers, errs, rule, "toNodes", path);
   }
   const requiresKey = direction === "ingress" ? "fromRequires" : "toRequires";
   const requires = keys.includes(requiresKey) ? endpointSelectors(errs, rule, requiresKey, path, scope) : [];

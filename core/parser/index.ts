@@ -28,7 +28,7 @@ export { EXTENDED_IP_PROTOCOLS_FLAG, type ParseOptions } from "./ports.ts";
 // - Selectors come from core/selector.ts with Cilium's namespace defaulting (CNP subject and peers
 //   in the policy's namespace, CCNP peers in any namespace, NetworkPolicy peers as Kubernetes says).
 // - Documented Cilium features Membrane cannot enforce (mutual authentication, CIDR groups,
-//   toNodes/fromNodes in deny sections, toGroups, listeners, Kafka rules) are refused with "not supported by Membrane".
+//   toGroups, listeners, Kafka rules) are refused with "not supported by Membrane".
 
 /** The kinds this parser reads, with the apiVersion each must carry. */
 export const POLICY_API_VERSIONS: Readonly<Record<PolicyKind, string>> = {

@@ -120,6 +120,23 @@ test("deny sections give deny rules and count for default deny", () => {
   assert.deepEqual(p.rules[0]!.peers, [{ kind: "entity", entity: "all" }]);
 });
 
+test("toNodes in egressDeny and fromNodes in ingressDeny are deny rules with node selector peers (Cilium's deny sections embed them)", () => {
+  const p = one(
+    CNP(
+      `  egressDeny:\n  - toNodes:\n    - matchLabels:\n        node-role.kubernetes.io/control-plane: ""\n    toPorts: [{ports: [{port: "6443", protocol: TCP}]}]\n  ingressDeny:\n  - fromNodes: [{}]\n`,
+    ),
+  );
+  assert.deepEqual(
+    p.rules.map((r) => [r.direction, r.verdict, r.peers.map((peer) => (peer.kind === "nodes" ? peer.selector.canonical : peer.kind))]),
+    [
+      ["ingress", "deny", ["[]"]],
+      ["egress", "deny", ['[["any:node-role.kubernetes.io/control-plane","In",[""]]]']],
+    ],
+  );
+  assert.deepEqual(p.rules[1]!.ports, [{ ports: [{ port: 6443, endPort: 6443, protocol: "TCP" }] }]);
+  assert.deepEqual(p.defaultDeny, { ingress: true, egress: true });
+});
+
 test("every rule carries its origin: kind, namespace, name, index and path", () => {
   const p = one(
     CNP(

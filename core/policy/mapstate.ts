@@ -11,7 +11,7 @@ import {
 } from "../model.ts";
 import { prefixContains } from "../portprefix.ts";
 import { answeringClass } from "../identity.ts";
-import { secondLookApplies } from "../node-peers.ts";
+import { secondLookApplies, secondLookRuns } from "../node-peers.ts";
 import type { IPFamily } from "../cidr.ts";
 
 export interface LookupResult {
@@ -149,7 +149,8 @@ export function compareEntries(a: PolicyEntryKey, b: PolicyEntryKey): number {
  *   answers for the peer (core/identity.ts answeringClass: its family's world class or the world's for a world peer, every pod's, else the cluster's), 3. (0, proto, port) longest
  *   prefix, 4. (0, ANY); a miss falls back to deny when the direction is enforced, else allow.
  * `ipBlockPeer`: the ipBlock map's answer for the peer's address: a pod peer's ipBlock identity (core/ipblock.ts) or a
- * node peer's node identity (core/node-peers.ts), tried on levels 1–2 before that default deny. `family`: the packet's address family, which picks a world peer's family class
+ * node peer's node identity (core/node-peers.ts), tried on levels 1–2 before that default deny (a node peer's also
+ * after an allow, whose deny there wins). `family`: the packet's address family, which picks a world peer's family class
  * (world-ipv4/-ipv6 know their own; without it a CIDR or FQDN peer gets the world class's, as in no packet).
  */
 export function lookup(
@@ -165,13 +166,14 @@ export function lookup(
   const enforced = direction === "ingress" ? policy.ingressEnforced : policy.egressEnforced;
   const cls = peer === IDENTITY_WILDCARD ? undefined : answeringClass(peer, (c) => candidates.some((e) => e.peer === c), family);
   const hit = probe(candidates, cls !== undefined ? [peer, cls, IDENTITY_WILDCARD] : [peer, IDENTITY_WILDCARD], proto, port);
-  if (hit) return { verdict: hit.verdict, entry: hit };
-  // The datapath's second look (bpf/lib/ipblock.h): a pod or node peer that would meet default deny tries
-  // the ipBlock (or node) identity of its address, on that identity's own keys only (the wildcard's missed).
-  if (enforced && ipBlockPeer !== undefined && secondLookApplies(peer, ipBlockPeer)) {
+  // The datapath's second look (bpf/lib/ipblock.h): a pod peer that would meet default deny, or a node peer that would
+  // not meet a deny, tries the ipBlock (or node) identity of its address, on that identity's own keys only; after an
+  // allow only its deny counts (core/node-peers.ts secondLookRuns).
+  if (ipBlockPeer !== undefined && secondLookApplies(peer, ipBlockPeer) && secondLookRuns(peer, hit?.verdict, enforced)) {
     const again = probe(candidates, [ipBlockPeer], proto, port);
-    if (again) return { verdict: again.verdict, entry: again };
+    if (again && (hit === undefined || again.verdict === "deny")) return { verdict: again.verdict, entry: again };
   }
+  if (hit) return { verdict: hit.verdict, entry: hit };
   return { verdict: enforced ? "deny" : "allow" };
 }
 

@@ -985,20 +985,21 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
     await matrixConverges("no policy", () => true);
   });
 
+  /** Whether an xwing of the matrix connects to a node's kubelet port (TCP 10250), the toNodes cases' target. */
+  const kubeletProbe = async (xwing: string, n: RealNode): Promise<boolean> => (await matrixProbers.get(xwing)!.probe(n.plan.nodeAddress, 10250, { timeoutMs: 1_000 })).verdict === "connected";
+  /** Until each xwing reaches exactly the kubelets of the nodes `allowed` says. */
+  const kubeletsReached = async (what: string, allowed: (n: RealNode) => boolean): Promise<void> => {
+    let last = "";
+    await eventually(what, 90_000, async () => {
+      const got = await Promise.all(["xwing-1", "xwing-2"].flatMap((x) => [node!, node2!].map(async (n) => ({ pair: `${x}->${n.plan.name}`, ok: await kubeletProbe(x, n), want: allowed(n) }))));
+      last = got.map((g) => `${g.pair} ${g.ok ? "connected" : "not connected"}`).join(", ");
+      return got.every((g) => g.ok === g.want) ? true : undefined;
+    }).catch((err: Error) => assert.fail(`${err.message}; last seen: ${last}`));
+  };
+
   test("policy matrix: toNodes by a Node label lets the xwings reach the labelled node's kubelet port (TCP 10250) and not the other node's, from either node (as remote-node on one, as reserved:host on its own); the label moved to the other node, the allowed node moves with it", async () => {
-    const nodes = [node!, node2!];
-    const probe = async (xwing: string, n: RealNode): Promise<boolean> => (await matrixProbers.get(xwing)!.probe(n.plan.nodeAddress, 10250, { timeoutMs: 1_000 })).verdict === "connected";
-    /** Until each xwing reaches exactly the nodes `allowed` says. */
-    const reaches = async (what: string, allowed: (n: RealNode) => boolean): Promise<void> => {
-      let last = "";
-      await eventually(what, 90_000, async () => {
-        const got = await Promise.all(["xwing-1", "xwing-2"].flatMap((x) => nodes.map(async (n) => ({ pair: `${x}->${n.plan.name}`, ok: await probe(x, n), want: allowed(n) }))));
-        last = got.map((g) => `${g.pair} ${g.ok ? "connected" : "not connected"}`).join(", ");
-        return got.every((g) => g.ok === g.want) ? true : undefined;
-      }).catch((err: Error) => assert.fail(`${err.message}; last seen: ${last}`));
-    };
     const label = "membrane-test/tonodes";
-    await reaches("no policy: both kubelets", () => true);
+    await kubeletsReached("no policy: both kubelets", () => true);
     assert.equal((await cp!.kubectl(["label", "node", name2, `${label}=yes`])).code, 0);
     await apply({
       apiVersion: "cilium.io/v2",
@@ -1007,13 +1008,45 @@ describe("real nodes", { timeout: TIMEOUT_MS }, () => {
       spec: { endpointSelector: { matchLabels: { class: "xwing" } }, egress: [{ toNodes: [{ matchLabels: { [label]: "yes" } }], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] }] },
     });
     await enforcedIn("ciliumnetworkpolicy/xwing-to-labelled-nodes", MATRIX_NS);
-    await reaches(`only ${name2}'s kubelet`, (n) => n.plan.name === name2);
+    await kubeletsReached(`only ${name2}'s kubelet`, (n) => n.plan.name === name2);
     assert.equal((await cp!.kubectl(["label", "node", name, `${label}=yes`])).code, 0);
     assert.equal((await cp!.kubectl(["label", "node", name2, `${label}-`])).code, 0);
-    await reaches(`the label moved: only ${name}'s kubelet`, (n) => n.plan.name === name);
+    await kubeletsReached(`the label moved: only ${name}'s kubelet`, (n) => n.plan.name === name);
     await deleteObject("ciliumnetworkpolicy", "xwing-to-labelled-nodes", "-n", MATRIX_NS);
     assert.equal((await cp!.kubectl(["label", "node", name, `${label}-`])).code, 0);
     await matrixConverges("xwing-to-labelled-nodes removed", () => true);
+  });
+
+  test("policy matrix: toNodes in egressDeny drops the xwings' connections to the labelled node's kubelet port (TCP 10250), from either node, with the policy-deny drop reason, over an allow of remote-node and host that lets the other node's through", async () => {
+    const denied = name2;
+    const label = "membrane-test/denied-node";
+    const since = Date.now(); // earlier cases' drops to the same address are in the flows too
+    assert.equal((await cp!.kubectl(["label", "node", denied, `${label}=yes`])).code, 0);
+    await apply({
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumNetworkPolicy",
+      metadata: { name: "xwing-deny-labelled-nodes", namespace: MATRIX_NS },
+      spec: {
+        endpointSelector: { matchLabels: { class: "xwing" } },
+        egress: [{ toEntities: ["remote-node", "host"], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] }],
+        egressDeny: [{ toNodes: [{ matchLabels: { [label]: "yes" } }], toPorts: [{ ports: [{ port: "10250", protocol: "TCP" }] }] }],
+      },
+    });
+    await enforcedIn("ciliumnetworkpolicy/xwing-deny-labelled-nodes", MATRIX_NS);
+    await kubeletsReached(`only ${name}'s kubelet`, (n) => n.plan.name !== denied);
+    // Each xwing's own node drops it (as remote-node on one, as reserved:host on the denied node itself), naming the deny.
+    for (const xwing of ["xwing-1", "xwing-2"]) {
+      const at = matrixPod(xwing).node;
+      const drop = await eventually(`${xwing}'s drop to ${denied}:10250 in ${at}'s flows`, 30_000, async () => {
+        await kubeletProbe(xwing, node2!);
+        return (await nodeFlows(at, ["--verdict", "DROPPED", "--from-pod", `${MATRIX_NS}/${xwing}`])).find((f) => Date.parse(f.time) >= since && f.destination.ip === node2!.plan.nodeAddress && f.destination.port === 10250);
+      });
+      assert.equal(drop.dropReason, "policy denied", `${xwing} at ${at}`);
+      assert.deepEqual(drop.decidedBy, { kind: "rule", policyKind: "CiliumNetworkPolicy", namespace: MATRIX_NS, name: "xwing-deny-labelled-nodes", rule: "spec.egressDeny[0]" }, `${xwing} at ${at}`);
+    }
+    await deleteObject("ciliumnetworkpolicy", "xwing-deny-labelled-nodes", "-n", MATRIX_NS);
+    assert.equal((await cp!.kubectl(["label", "node", denied, `${label}-`])).code, 0);
+    await matrixConverges("xwing-deny-labelled-nodes removed", () => true);
   });
 
   test("policy matrix: an explicitly empty fromEndpoints next to toPorts selects no peer (Cilium 1.15+): nothing reaches the deathstars, everything else still connects", async () => {

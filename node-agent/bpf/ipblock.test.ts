@@ -1,4 +1,4 @@
-// Real packets: NetworkPolicy ipBlock matches pods by address (same node, across nodes with the identity from the VNI, egress), a CNP fromCIDR does not, and the kernel agrees with core's lookup.
+// Real packets: NetworkPolicy ipBlock matches pods by address (same node, across nodes with the identity from the VNI, egress), a CNP fromCIDR does not, a toNodes deny beats an allow of remote-node by the node's address, and the kernel agrees with core's lookup.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -7,13 +7,14 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { parseAllDocuments } from "yaml";
 import { PROTO_NUMBER, type LabelSet, type Policy } from "../../core/model.ts";
-import { LocalCIDRAllocator, IDENTITY } from "../../core/identity.ts";
+import { LocalCIDRAllocator, IDENTITY, RESERVED_IDENTITIES } from "../../core/identity.ts";
 import { securityLabels } from "../../core/labels.ts";
 import { parsePolicyObject } from "../../core/parser/index.ts";
 import { compileAll, policyPrefixes, type PolicyCompiler } from "../../core/compiler.ts";
 import { lookup } from "../../core/policy/mapstate.ts";
 import { verdict } from "../../core/evaluator.ts";
 import { ipBlockLabels, ipBlockPrefixes, isPodIdentity, longestBlock } from "../../core/ipblock.ts";
+import { MIN_NODE_HOST_IDENTITY, nodeHostLabels } from "../../core/host-endpoint.ts";
 import { Datapath } from "./datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "./netns.ts";
 import type { VerdictEvent } from "./layout.ts";
@@ -49,9 +50,9 @@ const drains: (() => number)[] = [];
 
 const podLabels = (p: Pod): LabelSet => securityLabels({ podLabels: { app: p.name }, namespace: "x", namespaceLabels: {} });
 
-async function reaches(from: Pod, to: Pod): Promise<boolean> {
+async function reaches(from: Pod, to: Pod | string): Promise<boolean> {
   try {
-    await run("ip", ["netns", "exec", ns[from.name as "a"], process.execPath, "--import", "tsx", PROBE, "connect", "udp", to.ip, String(PORT), "1500"], { cwd: root });
+    await run("ip", ["netns", "exec", ns[from.name as "a"], process.execPath, "--import", "tsx", PROBE, "connect", "udp", typeof to === "string" ? to : to.ip, String(PORT), "1500"], { cwd: root });
     return true;
   } catch {
     return false;
@@ -74,10 +75,12 @@ interface Installed {
 
 /**
  * What the operator and agent would write for `policies` on both nodes: the compiled policy of the
- * hosted pods, the ipcache (pods, the other node, CIDR identities) and the ipBlock map.
+ * hosted pods, the ipcache (pods, the other node, CIDR identities) and the ipBlock map. `nodes`: a node's underlay
+ * address → the node identity its address carries in the ipBlock map (core/node-peers.ts); `identities`: more
+ * identities the policies may select (node identities, reserved ones).
  */
-function install(policies: readonly Policy[]): Installed {
-  const ids = new Map<number, LabelSet>(POD_LIST.map((p) => [p.identity, podLabels(p)]));
+function install(policies: readonly Policy[], nodes: ReadonlyMap<string, number> = new Map(), identities: ReadonlyMap<number, LabelSet> = new Map()): Installed {
+  const ids = new Map<number, LabelSet>([...POD_LIST.map((p): [number, LabelSet] => [p.identity, podLabels(p)]), ...identities]);
   const alloc = new LocalCIDRAllocator();
   const cidrs: [string, number][] = [];
   for (const prefix of policyPrefixes(policies)) {
@@ -99,6 +102,8 @@ function install(policies: readonly Policy[]): Installed {
     dp.clearAll();
     const other = node === "node1" ? UNDERLAY.node2 : UNDERLAY.node1;
     dp.setIpcache({ cidr: `${other}/32`, identity: IDENTITY.remoteNode, node: true });
+    const otherNode = nodes.get(other);
+    if (otherNode !== undefined) dp.setIPBlock({ cidr: `${other}/32`, identity: otherNode });
     for (const [cidr, identity] of cidrs) dp.setIpcache({ cidr, identity });
     for (const [cidr, identity] of blocks) dp.setIPBlock({ cidr, identity });
     for (const p of POD_LIST) {
@@ -161,10 +166,12 @@ before(async () => {
     dp.setConfig({ vxlanIfindex: vxIf[node]!, monitorAggregation: "medium" }); // a forwarded event per new connection
     dp.attachOverlay(vxIf[node]!, ns[node]);
   }
-  for (const p of POD_LIST) {
-    const server = fx.spawn(ns[p.name as "a"], process.execPath, ["--import", "tsx", PROBE, "serve", "udp", String(PORT)]);
+  for (const podNs of [...POD_LIST.map((p) => ns[p.name as "a"]), ns.node2]) {
+    const server = fx.spawn(podNs, process.execPath, ["--import", "tsx", PROBE, "serve", "udp", String(PORT)]);
     await waitForLine(server, /^listening/, 15000);
   }
+  // node2's own server answers a's probe by the underlay (pod-to-pod traffic takes the overlay, not this route).
+  ipIn(ns.node2, "route", "add", `${A.ip.replace(/\.\d+$/, ".0")}/24`, "via", UNDERLAY.node1);
 });
 
 after(() => {
@@ -279,4 +286,36 @@ test("the ipBlock map changing under a running policy: a new except denies at on
   dp.deleteIPBlock(`${B.ip}/32`);
   dp.clearConntrack();
   assert.equal(await reaches(B, A), true);
+});
+
+test("toNodes in egressDeny: a pod's packet to the selected node's address drops as policy denied, naming the deny, over an allow of remote-node; a deny selecting no node leaves it allowed", async () => {
+  const node2 = MIN_NODE_HOST_IDENTITY;
+  const remoteNode = RESERVED_IDENTITIES.find((r) => r.id === IDENTITY.remoteNode)!;
+  const identities = new Map([[node2, nodeHostLabels({ zone: "b" })], [remoteNode.id, remoteNode.labels]]);
+  for (const [zone, want] of [["b", false], ["c", true]] as const) {
+    const policies = parse(`
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-deny-nodes, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toEntities: [remote-node]
+  egressDeny:
+  - toNodes: [{matchLabels: {zone: ${zone}}}]
+    toPorts: [{ports: [{port: "${PORT}", protocol: UDP}]}]
+`);
+    const inst = install(policies, new Map([[UNDERLAY.node2, node2]]), identities);
+    for (const dp of Object.values(dps)) dp?.clearConntrack();
+    drained();
+    const got = await reaches(A, UNDERLAY.node2);
+    const seen = drained();
+    assert.equal(got, want, `deny of zone ${zone}: packets`);
+    const core = lookup(inst.compiled.snapshot(A.identity), "egress", IDENTITY.remoteNode, PROTO_NUMBER.UDP, PORT, node2).verdict;
+    assert.equal(core, want ? "allow" : "deny", `deny of zone ${zone}: core`);
+    if (want) continue;
+    const dropped = seen.find((e) => e.verdict === "dropped" && e.src === A.ip && e.dst === UNDERLAY.node2);
+    assert.equal(dropped?.reason, "policy denied");
+    assert.equal(inst.compiled.ruleOrigin(dropped.ruleId!)?.name, "a-deny-nodes");
+  }
 });

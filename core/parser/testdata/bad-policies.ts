@@ -1021,18 +1021,6 @@ export const BAD_POLICIES: readonly BadPolicy[] = [
     ],
   },
   {
-    name: "toNodes in egressDeny, which Membrane does not support yet",
-    yaml: cnp(
-      `  egressDeny:\n  - toNodes:\n    - matchLabels:\n        node-role.kubernetes.io/control-plane: ""\n`,
-    ),
-    errors: [
-      {
-        path: "spec.egressDeny[0].toNodes",
-        message: "toNodes is not supported by Membrane in egressDeny yet: deny nodes with the remote-node or host entity, or allow only the nodes wanted in egress",
-      },
-    ],
-  },
-  {
     name: "fromNodes with a selector that is not one",
     yaml: cnp(`  ingress:\n  - fromNodes:\n    - matchLabels: [zone-a]\n`),
     errors: [{ path: "spec.ingress[0].fromNodes[0].matchLabels", message: "must be a map of label keys to values, not a list" }],
