@@ -50,9 +50,10 @@ const drains: (() => number)[] = [];
 
 const podLabels = (p: Pod): LabelSet => securityLabels({ podLabels: { app: p.name }, namespace: "x", namespaceLabels: {} });
 
-async function reaches(from: Pod, to: Pod | string): Promise<boolean> {
+/** Whether a UDP probe from a pod (or node2's own netns) to a pod (or an address) gets its answer. */
+async function reaches(from: Pod | "node2", to: Pod | string): Promise<boolean> {
   try {
-    await run("ip", ["netns", "exec", ns[from.name as "a"], process.execPath, "--import", "tsx", PROBE, "connect", "udp", typeof to === "string" ? to : to.ip, String(PORT), "1500"], { cwd: root });
+    await run("ip", ["netns", "exec", from === "node2" ? ns.node2 : ns[from.name as "a"], process.execPath, "--import", "tsx", PROBE, "connect", "udp", typeof to === "string" ? to : to.ip, String(PORT), "1500"], { cwd: root });
     return true;
   } catch {
     return false;
@@ -288,10 +289,16 @@ test("the ipBlock map changing under a running policy: a new except denies at on
   assert.equal(await reaches(B, A), true);
 });
 
-test("toNodes in egressDeny: a pod's packet to the selected node's address drops as policy denied, naming the deny, over an allow of remote-node; a deny selecting no node leaves it allowed", async () => {
+/**
+ * A node selector in a deny section of a's policy, beside an allow of remote-node, selecting node2 (zone b) or no node
+ * (zone c), probed by a to node2's own address (egress) or by node2 to a (ingress, the address looked up as the source).
+ */
+async function expectNodeDeny(direction: "egress" | "ingress"): Promise<void> {
   const node2 = MIN_NODE_HOST_IDENTITY;
   const remoteNode = RESERVED_IDENTITIES.find((r) => r.id === IDENTITY.remoteNode)!;
   const identities = new Map([[node2, nodeHostLabels({ zone: "b" })], [remoteNode.id, remoteNode.labels]]);
+  const [peers, nodes] = direction === "egress" ? ["toEntities", "toNodes"] : ["fromEntities", "fromNodes"];
+  const [src, dst] = direction === "egress" ? [A.ip, UNDERLAY.node2] : [UNDERLAY.node2, A.ip];
   for (const [zone, want] of [["b", false], ["c", true]] as const) {
     const policies = parse(`
 apiVersion: cilium.io/v2
@@ -299,23 +306,31 @@ kind: CiliumNetworkPolicy
 metadata: {name: a-deny-nodes, namespace: x}
 spec:
   endpointSelector: {matchLabels: {app: a}}
-  egress:
-  - toEntities: [remote-node]
-  egressDeny:
-  - toNodes: [{matchLabels: {zone: ${zone}}}]
+  ${direction}:
+  - ${peers}: [remote-node]
+  ${direction}Deny:
+  - ${nodes}: [{matchLabels: {zone: ${zone}}}]
     toPorts: [{ports: [{port: "${PORT}", protocol: UDP}]}]
 `);
     const inst = install(policies, new Map([[UNDERLAY.node2, node2]]), identities);
     for (const dp of Object.values(dps)) dp?.clearConntrack();
     drained();
-    const got = await reaches(A, UNDERLAY.node2);
+    const got = direction === "egress" ? await reaches(A, UNDERLAY.node2) : await reaches("node2", A);
     const seen = drained();
     assert.equal(got, want, `deny of zone ${zone}: packets`);
-    const core = lookup(inst.compiled.snapshot(A.identity), "egress", IDENTITY.remoteNode, PROTO_NUMBER.UDP, PORT, node2).verdict;
+    const core = lookup(inst.compiled.snapshot(A.identity), direction, IDENTITY.remoteNode, PROTO_NUMBER.UDP, PORT, node2).verdict;
     assert.equal(core, want ? "allow" : "deny", `deny of zone ${zone}: core`);
     if (want) continue;
-    const dropped = seen.find((e) => e.verdict === "dropped" && e.src === A.ip && e.dst === UNDERLAY.node2);
+    const dropped = seen.find((e) => e.verdict === "dropped" && e.src === src && e.dst === dst);
     assert.equal(dropped?.reason, "policy denied");
     assert.equal(inst.compiled.ruleOrigin(dropped.ruleId!)?.name, "a-deny-nodes");
   }
+}
+
+test("toNodes in egressDeny: a pod's packet to the selected node's address drops as policy denied, naming the deny, over an allow of remote-node; a deny selecting no node leaves it allowed", async () => {
+  await expectNodeDeny("egress");
+});
+
+test("fromNodes in ingressDeny: the selected node's packet to a pod drops as policy denied, naming the deny, over an allow of remote-node; a deny selecting no node leaves it allowed", async () => {
+  await expectNodeDeny("ingress");
 });
