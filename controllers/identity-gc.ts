@@ -58,6 +58,12 @@ export class IdentityGC implements Reconciler {
   private marks: UnusedMarks | undefined;
   /** The text last written (or read), and the ConfigMap's resourceVersion then; undefined resourceVersion: it does not exist. */
   private stored: { text: string; resourceVersion?: string } = { text: "" };
+  private markedOnce: (() => void) | undefined;
+  /**
+   * Settles when the first sweep has marked every idle identity and stored the marks (before it deletes any), or has
+   * failed: the operator starts the distribution's first compile after it, so the grace runs during that compile.
+   */
+  readonly firstMarks: Promise<void> = new Promise((resolve) => (this.markedOnce = resolve));
 
   constructor(private readonly d: IdentityGCDeps) {
     this.now = d.now ?? Date.now;
@@ -79,6 +85,14 @@ export class IdentityGC implements Reconciler {
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     if (key !== GC_SWEEP_KEY) return;
+    try {
+      return await this.sweep();
+    } finally {
+      this.markedOnce?.();
+    }
+  }
+
+  private async sweep(): Promise<ReconcileResult | void> {
     const first = this.marks === undefined;
     const marks = (this.marks ??= await this.readMarks());
     const now = Math.floor(this.now() / 1000) * 1000;
@@ -104,6 +118,7 @@ export class IdentityGC implements Reconciler {
     for (const n of marks.keys()) if (!seen.has(n)) marks.delete(n);
     // The marks are stored before anything is deleted, so a restart finds every one it relied on.
     await this.writeMarks(marks);
+    this.markedOnce?.();
     if (due.length > 0) {
       await this.collect(due);
       await this.writeMarks(marks); // without the collected ones
@@ -120,6 +135,7 @@ export class IdentityGC implements Reconciler {
     const batches: (readonly [number, IdentityObject])[][] = [];
     for (let i = 0; i < labelled.length; i += GC_BATCH) batches.push(labelled.slice(i, i + GC_BATCH));
     for (const one of single) batches.push([one]);
+    this.d.log.info({ identities: retired.length, requests: batches.length }, "collecting identities");
     let failed: unknown;
     let i = 0;
     const worker = async (): Promise<void> => {

@@ -50,6 +50,8 @@ export const IDENTITY_WORKERS = 32;
  * of many subjects, and one compile and publish per burst costs what one per identity did.
  */
 export const IDENTITY_PUBLISH_COALESCE_MS = 200;
+/** How long the distribution's first compile waits for the identity GC's first marks at most. */
+const FIRST_MARKS_WAIT_MS = 5000;
 
 /** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
@@ -245,7 +247,13 @@ export class Operator {
         this.timers.push(() => clearInterval(timer));
       });
       this.controllers.push(c, gcc);
+      // The distribution's first compile (seconds with tens of thousands of identities) waits for the GC's first marks, so
+      // the grace of the identities found idle runs during it rather than after it (bounded: a slow API server does not
+      // hold the agents' first states back for long).
+      dist?.controller.startAfter(() => Promise.race([gc.firstMarks, new Promise((r) => setTimeout(r, FIRST_MARKS_WAIT_MS).unref())]));
     }
+    // After the identity controller and its GC: see above.
+    if (dist) this.controllers.push(dist.controller);
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);
       // Moves when what a policy selects may have: a pod's or namespace's labels, a pod's node, the nodes' labels.
@@ -406,7 +414,7 @@ export class Operator {
     informers: InformerSet,
     pods: Informer<PodObject>,
     cidrGroups: CIDRGroups,
-  ): Promise<{ server: DistributionServer; source: NodeStateSource } | undefined> {
+  ): Promise<{ server: DistributionServer; source: NodeStateSource; controller: Controller } | undefined> {
     const cfg = this.config.distribution;
     if (!cfg) return undefined;
     const auth = cfg.agentAuth;
@@ -510,8 +518,7 @@ export class Operator {
     c.enqueue(CLUSTER_CLASS_KEY);
     // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
     if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? [ALL_NODES_KEY] : []));
-    this.controllers.push(c);
-    return { server, source };
+    return { server, source, controller: c };
   }
 
   /**

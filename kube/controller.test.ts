@@ -67,6 +67,29 @@ describe("Controller.watch", () => {
     await c.stop();
     assert.deepEqual(Object.fromEntries(r.calls), { a: 1, b: 1 });
   });
+
+  it("startAfter holds the beforeStart hooks and the first reconcile until its gate settles", async () => {
+    const r = countingReconciler(0);
+    const c = new Controller(r, log, new OperatorMetrics(), { workers: 1 });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const order: string[] = [];
+    c.startAfter(async () => {
+      await gate;
+      order.push("gate");
+    }).beforeStart(() => order.push("hook"));
+    c.enqueue("k");
+    const started = c.start();
+    await sleep(100);
+    assert.deepEqual(order, [], "nothing before the gate");
+    assert.equal(r.calls.size, 0);
+    open();
+    await started;
+    await sleep(50);
+    await c.stop();
+    assert.deepEqual(order, ["gate", "hook"]);
+    assert.deepEqual(Object.fromEntries(r.calls), { k: 1 });
+  });
 });
 
 describe("generationChanged", () => {

@@ -43,6 +43,7 @@ export class Controller {
   private readonly informers: Informer<KubeObject>[] = [];
   private depthTimer: NodeJS.Timeout | undefined;
   private readonly beforeStartHooks: (() => void)[] = [];
+  private readonly startGates: (() => Promise<unknown>)[] = [];
 
   constructor(
     private readonly reconciler: Reconciler,
@@ -72,6 +73,12 @@ export class Controller {
     return this;
   }
 
+  /** Waits for `gate` as well (once the caches are synced, before the beforeStart hooks): e.g. another controller's first reconcile. */
+  startAfter(gate: () => Promise<unknown>): this {
+    this.startGates.push(gate);
+    return this;
+  }
+
   enqueue(key: string): void {
     this.queue.add(key);
   }
@@ -79,6 +86,7 @@ export class Controller {
   /** Waits for the watched informers' first list, then starts the workers. */
   async start(): Promise<void> {
     await Promise.all(this.informers.map((i) => i.waitForSync()));
+    for (const gate of this.startGates) await gate();
     for (const hook of this.beforeStartHooks) hook();
     const n = this.opts.workers ?? 2;
     for (let i = 0; i < n; i++) this.workers.push(this.work());

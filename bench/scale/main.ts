@@ -660,6 +660,7 @@ async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string
       log.info({ idle: f.idleIdentities, total, s: out.idle_create_s }, "idle identities created; starting the operator again");
       const requestsBeforeGc = await apiRequests(api);
       t = performance.now();
+      const restartEpoch = Date.now();
       op = startOperator("bench-scale-operator-2", f.gcOnly); // with --gc-only, BENCH_OPERATOR_CPU_PROF profiles this one (the collector)
       await op.waitForLog((l) => l.msg === "operator running", 300_000);
       out.operator_restart_running_s = round((performance.now() - t) / 1000);
@@ -684,6 +685,17 @@ async function cluster(f: Flags, cleanups: (() => unknown)[], out: Record<string
       const gcRequests = await apiRequests(api);
       out.gc_api_requests = Object.fromEntries([...gcRequests].filter(([k]) => /ciliumidentities|configmaps/.test(k) && !k.startsWith("GET") && !k.startsWith("LIST")).map(([k, n]) => [k, n - (requestsBeforeGc.get(k) ?? 0)]).filter(([, n]) => (n as number) > 0));
       out.gc_reconcile_errors = op.logs.filter((l) => l.msg === "reconcile failed").length;
+      // Where the time went, from the restarted operator's log times (s after its spawn): its distribution's first compile
+      // done, its GC's first deletes sent (the grace over), its last batch deleted.
+      const logAt = (msg: string, last = false): number | null => {
+        const lines = op.logs.filter((l) => l.msg === msg && (msg !== "controller started" || l.controller === "distribution"));
+        const at = lines[last ? lines.length - 1 : 0]?.time;
+        return typeof at === "number" ? round((at - restartEpoch) / 1000) : null;
+      };
+      if (process.env.BENCH_GC_LOG) writeFileSync(process.env.BENCH_GC_LOG, op.logs.map((l) => JSON.stringify(l)).join("\n"));
+      out.gc_restart_compiled_s = logAt("controller started");
+      out.gc_collect_start_s = logAt("collecting identities");
+      out.gc_last_batch_s = logAt("identities collected", true);
       // What GC must not do: delete an identity a pod still carries.
       const inUse = await podIdentities(api);
       const remaining = await identityNames(api);
