@@ -22,6 +22,7 @@ import { DeltaCollector, compareEntries, type Delta } from "./policy/mapstate.ts
 import { ProxyPortAllocator, type ProxyPortRange } from "./policy/proxy-ports.ts";
 import { ServiceIndex, type ServiceBackends } from "./policy/services.ts";
 import { subjectDns } from "./policy/dns-rules.ts";
+import { strayPeerTemplates } from "./policy/stray-peers.ts";
 import { subjectHttp, withProxyPorts } from "./policy/http-rules.ts";
 import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, WORLD_CLASS_PEER, WORLD_IPV4_CLASS_PEER, WORLD_IPV6_CLASS_PEER, answeringClass, inClusterClass, inEveryPodClass, inWorldClass, worldFamilyOf } from "./identity.ts";
 import type { IPFamily } from "./cidr.ts";
@@ -217,16 +218,16 @@ export class PolicyCompiler {
   private readonly services = new ServiceIndex();
   private readonly clusterName: string | undefined;
   /**
-   * Identities in the cluster class by number (inClusterClass) that the `cluster` entity does not select (e.g. a pod
-   * of another cluster's name): while there is one, the datapath's class would answer for it wrongly, so no class
-   * entries are compiled and every peer has its own.
+   * Identities in the cluster class by number (inClusterClass) that the `cluster` entity does not select (e.g. a
+   * CiliumIdentity without this cluster's label): the datapath's class would answer for them wrongly, so each holds
+   * entries of its own that hide the class's wherever they differ (strayPeerTemplates); the class stays on for the rest.
    */
   private readonly strayClassIds = new Set<number>();
   /** Every agent looks up class entries (setClusterClass): an agent from before them would drop what they allow. */
   private classAllowed = true;
   /** The canonicals of the every-pod matchers (everyPodMatcher), with and without this cluster's name. */
   private readonly everyPodMatchers: readonly IdentityMatcher[];
-  /** Identities in the every-pod class by number (inEveryPodClass) that an every-pod matcher does not select: no every-pod entries while there is one. */
+  /** Identities in the every-pod class by number (inEveryPodClass) that an every-pod matcher does not select: held like strayClassIds'. */
   private readonly strayPodIds = new Set<number>();
   /** Every agent looks up every-pod class entries (setEveryPodClass). */
   private podClassAllowed = true;
@@ -295,6 +296,7 @@ export class PolicyCompiler {
     this.identities.set(id, labels);
     this.selectorCache.upsertIdentity(id, labels);
     this.trackStray(id, labels);
+    if (this.isStray(id)) this.markStrayDirty(id);
     if (this.repository.isSubject(id)) this.rebuildSubject(id, undefined, d);
     this.recomputeDirty(id, d);
     if (classBefore !== this.classesOn) this.recompileAll(d);
@@ -348,7 +350,7 @@ export class PolicyCompiler {
 
   /** Whether the `cluster` entity is compiled as class entries now (else per peer, as before them). */
   private get classOn(): boolean {
-    return this.classAllowed && this.strayClassIds.size === 0;
+    return this.classAllowed;
   }
 
   /**
@@ -356,7 +358,7 @@ export class PolicyCompiler {
    * too (a pod is in both classes), which is true of every pod only while the cluster class is on.
    */
   private get podClassOn(): boolean {
-    return this.classOn && this.podClassAllowed && this.strayPodIds.size === 0;
+    return this.classOn && this.podClassAllowed;
   }
 
   /** Whether the `world` entity is compiled as class entries now (independent of the other two: no peer is in it and in them). */
@@ -514,6 +516,8 @@ export class PolicyCompiler {
             for (const c of CLASS_PEERS) peers.add(c);
           }
         }
+        // A stray peer's entries follow the class's and the wildcard's too (strayPeerTemplates); there are few.
+        for (const id of this.strays()) peers.add(id);
         for (const [peer, m] of prev.entries) if (!peers.has(peer)) next.entries.set(peer, m);
         for (const peer of peers) this.recomputePeerIn(subject, direction, next, peer, prev.entries.get(peer), d, prev.classes);
         this.unregisterTerms(state.users[direction], prev.resolved.terms);
@@ -542,6 +546,7 @@ export class PolicyCompiler {
   }
 
   private dropIdentity(id: number, d: DeltaCollector): void {
+    if (this.isStray(id)) this.markStrayDirty(id);
     this.strayClassIds.delete(id);
     this.strayPodIds.delete(id);
     this.strayWorldIds.delete(id);
@@ -590,12 +595,13 @@ export class PolicyCompiler {
   /**
    * Whether a direction's cluster or every-pod class entries answer for `peer` as a member of `selector`'s selection:
    * the selector is the class's own (the `cluster` entity, a selector of every pod), the direction has that class's
-   * entries, and the peer is in the class by number (with the class on, every such identity is selected by it: no
-   * strays). Such a peer needs no entries of its own unless another of the direction's selectors selects it too, so
+   * entries, and the peer is in the class by number and not a stray (isStray: every other such identity is selected
+   * by it). Such a peer needs no entries of its own unless another of the direction's selectors selects it too, so
    * its coming and going is not followed per subject (the selection of the others brings it when it matters).
    */
   private classAnswers(dir: DirState, selector: string, peer: number): boolean {
     const { cluster, pods } = dir.classes;
+    if (this.isStray(peer)) return false;
     if (cluster !== undefined && selector === CLUSTER_ENTITY && inClusterClass(peer)) return true;
     if (pods === undefined || !inEveryPodClass(peer)) return false;
     for (const m of this.everyPodMatchers) if (m.canonical === selector) return true;
@@ -635,6 +641,29 @@ export class PolicyCompiler {
     else this.worldFamilies.delete(id);
     if (inWorldClass(id) && !ipBlock && world && id !== IDENTITY.world && family === undefined) this.strayFamilyIds.add(id);
     else this.strayFamilyIds.delete(id);
+  }
+
+  /** Whether the cluster or every-pod class would answer for an identity wrongly (strayClassIds, strayPodIds). */
+  private isStray(id: number): boolean {
+    return this.strayClassIds.has(id) || this.strayPodIds.has(id);
+  }
+
+  private strays(): Set<number> {
+    return new Set([...this.strayClassIds, ...this.strayPodIds]);
+  }
+
+  /** A stray identity came or went: every subject direction with class entries, or holding it, recomputes it. */
+  private markStrayDirty(id: number): void {
+    for (const s of this.subjects.values()) {
+      for (const direction of DIRECTIONS) {
+        const dir = s[direction];
+        if (dir.classes.cluster === undefined && dir.classes.pods === undefined && !dir.entries.has(id)) continue;
+        const user = s.users[direction];
+        let peers = this.dirty.get(user);
+        if (!peers) this.dirty.set(user, (peers = new Set()));
+        peers.add(id);
+      }
+    }
   }
 
   private isClassCanonical(canonical: string): boolean {
@@ -687,10 +716,26 @@ export class PolicyCompiler {
     if (dir.classes.world !== undefined) dir.entries.set(WORLD_CLASS_PEER, dir.classes.world);
     if (dir.classes.world4 !== undefined) dir.entries.set(WORLD_IPV4_CLASS_PEER, dir.classes.world4);
     if (dir.classes.world6 !== undefined) dir.entries.set(WORLD_IPV6_CLASS_PEER, dir.classes.world6);
-    for (const [peer, idxs] of matchedTermsByPeer(this.selectorCache, dir.resolved, (selector, peer) => this.classAnswers(dir, selector, peer))) {
-      const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, idxs);
+    const matched = matchedTermsByPeer(this.selectorCache, dir.resolved, (selector, peer) => this.classAnswers(dir, selector, peer));
+    for (const [peer, idxs] of matched) {
+      const ts = this.templatesOf(subject, direction, dir, peer, idxs);
       if (ts.length > 0) dir.entries.set(peer, ts);
     }
+    for (const peer of this.strays()) {
+      if (matched.has(peer)) continue;
+      const ts = this.templatesOf(subject, direction, dir, peer, []);
+      if (ts.length > 0 && !this.heldByClass(dir, peer, ts)) dir.entries.set(peer, ts);
+    }
+  }
+
+  /** A peer's templates from the terms matching it; a stray peer's with what hides its answering class's where that is wrong. */
+  private templatesOf(subject: number, direction: Direction, dir: DirState, peer: number, matched: readonly number[]): readonly EntryTemplate[] {
+    const ts = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, matched);
+    if (!this.isStray(peer)) return ts;
+    const cls = classOf(dir.classes, answeringClass(peer, (c) => classOf(dir.classes, c) !== undefined));
+    if (cls === undefined) return ts;
+    const wildcard = peerTemplates(this.ctx, subject, direction, dir.resolved, IDENTITY_WILDCARD, []);
+    return strayPeerTemplates(ts, cls, wildcard, dir.resolved.enforced ? "deny" : "allow");
   }
 
   /** `classBefore`: the direction's classes when `before` was written (the previous resolution's in a rebuild; none is none, not this one's). */
@@ -705,7 +750,8 @@ export class PolicyCompiler {
   ): void {
     let after: readonly EntryTemplate[];
     if (isClassPeer(peer)) after = classOf(dir.classes, peer) ?? NO_TEMPLATES;
-    else after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, peer === IDENTITY_WILDCARD ? [] : matchedTerms(this.selectorCache, dir.resolved, peer));
+    else if (peer === IDENTITY_WILDCARD) after = peerTemplates(this.ctx, subject, direction, dir.resolved, peer, []);
+    else after = this.templatesOf(subject, direction, dir, peer, matchedTerms(this.selectorCache, dir.resolved, peer));
     if (after.length > 0 && !this.heldByClass(dir, peer, after)) dir.entries.set(peer, after);
     else dir.entries.delete(peer);
     if (!d.recording || (after === before && sameClasses(classBefore, dir.classes))) return; // the same templates: the same entries

@@ -1,5 +1,5 @@
 // The restarted operator's first compile, in process: the distribution's source synced from full caches (bench/scale's shape plus `--idle` identities no pod carries), then every node's state read, as the operator's start does (before its GC's first sweep). Prints one JSON line.
-// Usage: node --import tsx bench/scale/restart-state.ts [--nodes 1000] [--pods 50000] [--identities 5000] [--policies 2000] [--idle 60000] [--idle-labels full|bare]
+// Usage: node --import tsx bench/scale/restart-state.ts [--nodes 1000] [--pods 50000] [--identities 5000] [--policies 2000] [--idle 60000] [--idle-labels full|bare] [--stray 0]
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { securityLabels } from "../../core/labels.ts";
@@ -11,17 +11,19 @@ import { NodeStateSource } from "../../controllers/distribution/source.ts";
 import { scalePolicies, type ScaleShape } from "./cluster.ts";
 import { cache, liveHeapMiB } from "./in-process.ts";
 
-const { values } = parseArgs({ options: Object.fromEntries(["nodes", "pods", "identities", "policies", "idle", "idle-labels"].map((k) => [k, { type: "string" as const }])) });
+const { values } = parseArgs({ options: Object.fromEntries(["nodes", "pods", "identities", "policies", "idle", "idle-labels", "stray"].map((k) => [k, { type: "string" as const }])) });
 const num = (k: string, d: number): number => Number((values as Record<string, string | undefined>)[k] ?? d);
 const shape: ScaleShape = { nodes: num("nodes", 1000), pods: num("pods", 50_000), identities: num("identities", 5000), policies: num("policies", 2000), namespaces: 50 };
 const idle = num("idle", 60_000);
 // --idle-labels bare: as bench/scale made them before (app and namespace only, no cluster label); full: as the operator makes them.
 const bare = (values as Record<string, string | undefined>)["idle-labels"] === "bare";
+// --stray N: only the first N idle identities bare (a hand-written CiliumIdentity among the operator's).
+const stray = bare ? idle : Math.min(idle, num("stray", 0));
 
 const nodeName = (i: number): string => `scale-node-${i}`;
 const identityLabels = (i: number): LabelSet => securityLabels({ podLabels: { app: `app-${Math.floor(i / shape.namespaces)}` }, namespace: `ns-${i % shape.namespaces}`, namespaceLabels: { team: `team-${(i % shape.namespaces) % 5}` } });
 const identities: IdentityObject[] = Array.from({ length: shape.identities }, (_, i) => ({ metadata: { name: String(256 + i) }, "security-labels": securityLabelsMap(identityLabels(i)) }));
-for (let k = 0; k < idle; k++) identities.push({ metadata: { name: String(65_535 - k) }, "security-labels": bare ? { "k8s:app": `idle-${65_535 - k}`, "k8s:io.kubernetes.pod.namespace": "gone" } : securityLabelsMap(securityLabels({ podLabels: { app: `idle-${65_535 - k}` }, namespace: "gone", namespaceLabels: {}, serviceAccount: "default" })) });
+for (let k = 0; k < idle; k++) identities.push({ metadata: { name: String(65_535 - k) }, "security-labels": k < stray ? { "k8s:app": `idle-${65_535 - k}`, "k8s:io.kubernetes.pod.namespace": "gone" } : securityLabelsMap(securityLabels({ podLabels: { app: `idle-${65_535 - k}` }, namespace: "gone", namespaceLabels: {}, serviceAccount: "default" })) });
 const pods: PodObject[] = Array.from({ length: shape.pods }, (_, p) => {
   const i = p % shape.identities;
   return {
@@ -52,6 +54,7 @@ console.log(
     shape,
     idle,
     idle_labels: bare ? "bare" : "full",
+    stray,
     sync_s: round1(syncS),
     states_s: round1(statesS),
     live_heap_mib: liveHeapMiB() - heap0,

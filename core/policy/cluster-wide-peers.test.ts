@@ -1,12 +1,12 @@
 // A cluster-wide peer selector (bench/scale's `fromEntities: [cluster]` CCNPs, its NetworkPolicies' `namespaceSelector: {}`) compiles to one entry per key for its class (CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER), not one per peer: a peer that other rules also match keeps entries of its own, and a change reaches all of them.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { compileAll, DeltaCollector, policyKey, type Delta } from "../compiler.ts";
+import { compileAll, DeltaCollector, policyKey, RULE_ID_DEFAULT_DENY, type Delta } from "../compiler.ts";
 import { CLUSTER_CLASS_PEER, EVERY_POD_CLASS_PEER, IDENTITY, RESERVED_IDENTITIES } from "../identity.ts";
 import { label, labelSetFrom, securityLabels } from "../labels.ts";
 import type { LabelSet, Policy, PolicyEntry } from "../model.ts";
 import { parsePolicyObject } from "../parser/index.ts";
-import { lookup } from "./mapstate.ts";
+import { lookup, type LookupResult } from "./mapstate.ts";
 
 const NAMESPACES = 12;
 const WORLD = 2;
@@ -233,7 +233,7 @@ test("a cluster-wide deny beats a peer's own allow and the wildcard's on its por
   assert.ok(c.snapshot(web0).entries.some((e) => e.peer === CLUSTER_CLASS_PEER && e.verdict === "deny"));
 });
 
-test("an identity in the cluster's number range that the cluster entity does not select turns class entries off (every peer its own), and on again when it goes", () => {
+test("an identity in the cluster's number range that the cluster entity does not select keeps the class entries on: it alone gets an entry of its own that hides the class's, and loses it when it goes", () => {
   const ids = podIdentities();
   const c = compileAll(fromCluster(8080), ids);
   const before = new Map(c.subjectIds().map((s) => [s, c.snapshot(s)]));
@@ -244,14 +244,21 @@ test("an identity in the cluster's number range that the cluster entity does not
   const deltas = d.deltas(c.enforcementOf);
   const fresh = compileAll(fromCluster(8080), new Map([...ids, [STRAY, foreign]]));
   for (const [s, snap] of before) {
-    assert.ok(c.snapshot(s).entries.every((e) => e.peer !== CLUSTER_CLASS_PEER), `subject ${s}: no class entry`);
+    assert.deepEqual(
+      c.snapshot(s).entries.map((e) => [e.peer, e.proto, e.port, e.verdict, e.ruleId]),
+      [[CLUSTER_CLASS_PEER, TCP, 8080, "allow", snap.entries[0]!.ruleId], [STRAY, TCP, 8080, "deny", 0]],
+      `subject ${s}: the class entry and the stray's default deny on its key`,
+    );
     assert.deepEqual(applied(snap.entries, deltas, s), applied(fresh.snapshot(s).entries, [], s));
     assert.equal(verdict(c, s, STRAY, 8080), "deny", "the stray identity is not allowed");
     assert.equal(verdict(c, s, 256 + 3, 8080), "allow");
   }
   const back = new DeltaCollector();
   c.removeIdentity(STRAY, back);
-  for (const [s, snap] of before) assert.deepEqual(c.snapshot(s), snap);
+  for (const [s, snap] of before) {
+    assert.deepEqual(c.snapshot(s), snap);
+    assert.deepEqual(entriesOf(back.deltas(c.enforcementOf), s).removed.map((e) => e.peer), [STRAY]);
+  }
 });
 
 test("while an agent that does not look up class entries is known (setClusterClass(false)), every peer of the cluster gets its own entry, with the same verdicts; allowed again, the class entries come back", () => {
@@ -318,6 +325,11 @@ function egressVerdict(c: ReturnType<typeof compileAll>, subject: number, peer: 
   return lookup(c.snapshot(subject), "egress", peer, proto, port).verdict;
 }
 
+/** The rule a lookup names; a stray peer's entry that stands for the default names none (strayPeerTemplates), as the default does. */
+function ruleOf(r: LookupResult): number | undefined {
+  return r.entry?.ruleId === RULE_ID_DEFAULT_DENY ? undefined : r.entry?.ruleId;
+}
+
 /** Every lookup of every subject and peer on the probed ports gives the same entry as the per-peer compile's. */
 function assertSameAsPerPeer(policies: readonly Policy[], ids: Map<number, LabelSet>): void {
   const classes = compileAll(policies, ids);
@@ -329,7 +341,7 @@ function assertSameAsPerPeer(policies: readonly Policy[], ids: Map<number, Label
       for (const [proto, port] of [[UDP, 53], [UDP, 54], [TCP, 53], [TCP, 443], [TCP, 80]] as const) {
         const a = lookup(classes.snapshot(s), "egress", peer, proto, port);
         const b = lookup(perPeer.snapshot(s), "egress", peer, proto, port);
-        assert.deepEqual([a.verdict, a.entry?.ruleId], [b.verdict, b.entry?.ruleId], `subject ${s} peer ${peer} ${proto}/${port}`);
+        assert.deepEqual([a.verdict, ruleOf(a)], [b.verdict, ruleOf(b)], `subject ${s} peer ${peer} ${proto}/${port}`);
       }
     }
   }
@@ -398,7 +410,7 @@ test("a pod that another rule also matches keeps entries of its own (the class's
   assert.deepEqual(c.snapshot(web0), before, "back to one entry per key and class");
 });
 
-test("an identity in the pods' number range without a namespace turns every-pod entries off (every pod its own), and on again when it goes; a new pod comes with no entry", () => {
+test("an identity in the pods' number range without a namespace keeps the every-pod entries on: it alone gets an entry of its own, with the per-peer compile's verdicts; a new pod comes with no entry", () => {
   const ids = podIdentities();
   const c = compileAll(dnsToEveryNamespace(), ids);
   const before = new Map(c.subjectIds().map((s) => [s, c.snapshot(s)]));
@@ -410,18 +422,19 @@ test("an identity in the pods' number range without a namespace turns every-pod 
   c.removeIdentity(NEW);
   const STRAY = 2000;
   const stray = labelSetFrom([label("k8s", "app", "legacy")]);
-  const off = new DeltaCollector();
-  c.upsertIdentity(STRAY, stray, off);
-  const deltas = off.deltas(c.enforcementOf);
-  const perPeer = compileAll(dnsToEveryNamespace(), new Map([...ids, [STRAY, stray]]));
+  const on = new DeltaCollector();
+  c.upsertIdentity(STRAY, stray, on);
+  const deltas = on.deltas(c.enforcementOf);
+  const withStray = new Map([...ids, [STRAY, stray]]);
+  const fromScratch = compileAll(dnsToEveryNamespace(), withStray);
   for (const [s, snap] of before) {
     const entries = c.snapshot(s).entries;
-    assert.ok(entries.every((e) => e.peer !== EVERY_POD_CLASS_PEER), `subject ${s}: no class entry`);
-    assert.equal(entries.length, podPeers(ids).length, `subject ${s}: one entry per pod`);
-    assert.deepEqual(applied(snap.entries, deltas, s), applied(perPeer.snapshot(s).entries, [], s));
+    assert.deepEqual(entries.map((e) => e.peer), [EVERY_POD_CLASS_PEER, STRAY], `subject ${s}: the class entry and the stray's`);
+    assert.deepEqual(applied(snap.entries, deltas, s), applied(fromScratch.snapshot(s).entries, [], s));
     assert.equal(egressVerdict(c, s, STRAY, UDP, 53), "deny", "the identity without a namespace is not allowed");
     assert.equal(egressVerdict(c, s, 258, UDP, 53), "allow");
   }
+  assertSameAsPerPeer(dnsToEveryNamespace(), withStray);
   c.removeIdentity(STRAY);
   for (const [s, snap] of before) assert.deepEqual(c.snapshot(s), snap);
 });
@@ -453,4 +466,45 @@ test("while an agent that does not look up every-pod entries is known (setEveryP
   // An agent without the cluster class has neither (the every-pod entries hold the cluster entity's rules too).
   c.setClusterClass(false);
   assert.ok(c.subjectIds().every((s) => c.snapshot(s).entries.every((e) => e.peer !== EVERY_POD_CLASS_PEER && e.peer !== CLUSTER_CLASS_PEER)));
+});
+
+test("one identity without the cluster label among many keeps the class entries on for every subject: a subject direction holds at most two entries more (the stray's), not one per identity, and every lookup is the per-peer compile's", () => {
+  const ids = podIdentities();
+  for (let n = 0; n < 200; n++) ids.set(1000 + n, securityLabels({ podLabels: { app: `idle-${n}` }, namespace: "gone", namespaceLabels: {} }));
+  const policies = [...fromCluster(8080), ...dnsToEveryNamespace(), ...allowDb0All()];
+  const labelled = compileAll(policies, ids);
+  const STRAY = 5000;
+  const bare = labelSetFrom([label("k8s", "app", "legacy"), label("k8s", "io.kubernetes.pod.namespace", "ns-0")]);
+  const withStray = new Map([...ids, [STRAY, bare]]);
+  const c = compileAll(policies, withStray);
+  const classDirections = c.subjectIds().reduce((n, s) => n + new Set(c.snapshot(s).entries.filter((e) => e.peer === CLUSTER_CLASS_PEER || e.peer === EVERY_POD_CLASS_PEER).map((e) => e.direction)).size, 0);
+  assert.ok(c.entryCount() <= labelled.entryCount() + 2 * classDirections, `${c.entryCount()} entries with the stray, ${labelled.entryCount()} without (${classDirections} subject directions with class entries)`);
+  assert.ok(c.entryCount() < withStray.size, "far fewer entries than identities");
+  const perPeer = compileAll(policies, withStray);
+  perPeer.setEveryPodClass(false);
+  perPeer.setClusterClass(false);
+  assert.ok(perPeer.entryCount() > 10 * c.entryCount(), `the per-peer compile: ${perPeer.entryCount()} entries`);
+  for (const s of c.subjectIds()) {
+    const [classes, own] = [c.snapshot(s), perPeer.snapshot(s)];
+    for (const peer of [...podPeers(ids).slice(0, 40), STRAY, IDENTITY.host, WORLD]) {
+      for (const direction of ["ingress", "egress"] as const) {
+        for (const [proto, port] of [[TCP, 8080], [TCP, 5432], [UDP, 53], [UDP, 54]] as const) {
+          const a = lookup(classes, direction, peer, proto, port);
+          const b = lookup(own, direction, peer, proto, port);
+          assert.deepEqual([a.verdict, ruleOf(a)], [b.verdict, ruleOf(b)], `subject ${s} ${direction} peer ${peer} ${proto}/${port}`);
+        }
+      }
+    }
+  }
+  // Incrementally too: the stray's coming and going moves only its own entries.
+  const inc = compileAll(policies, ids);
+  const d = new DeltaCollector();
+  inc.upsertIdentity(STRAY, bare, d);
+  for (const delta of d.deltas(inc.enforcementOf)) {
+    if (delta.subject === STRAY) continue; // in ns-0 by its labels, the NetworkPolicy there selects it: a subject of its own
+    assert.ok([...delta.added, ...delta.removed].every((e) => e.peer === STRAY), `subject ${delta.subject}: only the stray's entries move`);
+    assert.deepEqual(inc.snapshot(delta.subject), c.snapshot(delta.subject));
+  }
+  inc.removeIdentity(STRAY);
+  for (const s of inc.subjectIds()) assert.deepEqual(inc.snapshot(s), labelled.snapshot(s));
 });
