@@ -76,16 +76,12 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 	 * identity of its address. NetworkPolicy ipBlocks only allow, so an explicit deny of a pod's identity has
 	 * already won; a toNodes/fromNodes deny of the node wins over an allow of remote-node/host or of every peer.
 	 * The cost is paid on would-be drops and on new flows allowed to or from a node. */
-	if (second_look_runs(peer, pv, ep->flags & enforced_flag)) {
-		__u32 block = ipblock_lookup(f->family, direction == DIR_EGRESS ? f->daddr : f->saddr);
+	{
+		__u32 first = !pv ? SECOND_LOOK_MISS : pv->verdict == VERDICT_ALLOW ? SECOND_LOOK_ALLOW : SECOND_LOOK_DENY;
+		__u64 again = second_look(f, ep->identity, direction | (first << 8) | ((ep->flags & enforced_flag) ? SECOND_LOOK_ENFORCED : 0), peer);
 
-		if (block && second_look_applies(peer, block)) {
-			__u64 again = policy_probe_peer(ep->identity, direction | ((__u32)f->proto << 8), block, f->dport);
-
-			/* After an allow only a deny counts (core/policy/mapstate.ts lookup). */
-			if (again && (!pv || (__u8)(again >> 48) != VERDICT_ALLOW))
-				pv = policy_unpack(again);
-		}
+		if (again)
+			pv = policy_unpack(again);
 	}
 	if (pv) {
 		rule_id = pv->rule_id;

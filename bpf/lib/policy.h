@@ -213,11 +213,9 @@ policy_lookup(__u32 subject, __u8 direction, __u32 peer, __u8 proto, __be16 dpor
 }
 
 /* Only levels 1 and 2 for peer (the wildcard's levels are the caller's first lookup): the second look with a pod's
- * ipBlock identity or a node peer's node identity (bpf/lib/ipblock.h), packed (policy_pack). A global function: the
- * verifier checks it once, not on every path of every program that inlines enforce_new (inlined, from-container was
- * too complex to verify once the second look also followed allows). dir_proto: the direction in bits 0-7, the
- * protocol in 8-15. */
-__attribute__((noinline)) __u64 policy_probe_peer(__u32 subject, __u32 dir_proto, __u32 peer, __u32 dport)
+ * ipBlock identity or a node peer's node identity, packed (policy_pack); inlined in bpf/lib/ipblock.h second_look, a
+ * global function. dir_proto: the direction in bits 0-7, the protocol in 8-15. */
+static __always_inline __u64 policy_probe_peer(__u32 subject, __u32 dir_proto, __u32 peer, __u32 dport)
 {
 	struct policy_lens_key lk = { .subject = subject, .direction = (__u8)dir_proto };
 	struct policy_lens_value *lv;
