@@ -35,6 +35,10 @@ export class NetnsFixture {
     sh("ip", ["netns", "add", name]);
     this.namespaces.push(name);
     ipIn(name, "link", "set", "lo", "up");
+    // No duplicate address detection on the links made here: a link-local address stays tentative for a second or more
+    // after its link comes up, and until then the kernel sends no neighbour solicitation from that link for an address
+    // it does not hold (a proxy's or router's forwarded IPv6 traffic), so a first connection there could wait out a test's timeout.
+    execIn(name, "sysctl", ["-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"]);
     return name;
   }
 
