@@ -62,6 +62,6 @@ if [ -n "$beside_pid" ]; then
 fi
 echo
 echo "run-tests: ${SECONDS} s in all; ${#files[@]} file(s) in one runner ${main_seconds} s$(
-  [ -f "$out/beside.jsonl" ] && echo "; beside them ${beside[*]} $(node -e 'let ms = 0; for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) if (l) ms += JSON.parse(l).ms; console.log(Math.round(ms / 1000))' "$out/beside.jsonl") s (their files' sum)")"
+  [ -f "$out/beside.jsonl" ] && echo "; beside them ${beside[*]} $(node -e 'let ms = 0; for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) if (l) ms += JSON.parse(l).ms ?? 0; console.log(Math.round(ms / 1000))' "$out/beside.jsonl") s (their files' sum)")"
 node --import tsx scripts/test-timings.ts "$root" "$out/main.jsonl" "$out/beside.jsonl" || true
 exit "$status"

@@ -77,6 +77,7 @@ describe("scripts/run-tests.sh", () => {
     assert.notEqual(code, 0, stdout);
     assert.match(stdout, /b-beside failed on purpose/);
     assert.match(stdout, /✖ .*b-beside\.test\.ts/);
+    assert.match(stdout, /beside them .*b-beside\.test\.ts \d+ s \(their files' sum\)/, "the beside runner's time counts only its files' timings, not its failure lines");
     const tail = stdout.trimEnd().split("\n").slice(-2);
     assert.deepEqual(tail, ["failed: 1 test(s) in 1 file(s):", `  ✖ ${relative(REPO, join(cases, "b-beside.test.ts"))} › b-beside holds: b-beside failed on purpose`], stdout);
   });
