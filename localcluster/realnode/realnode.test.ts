@@ -2094,9 +2094,12 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
 
     const agentSelector = "app.kubernetes.io/component=agent";
     const proxySelector = "app.kubernetes.io/component=l7proxy";
-    const firstAgent = (await l7Pods(agentSelector)).find((p) => p.spec.nodeName === name)!;
-    const firstProxy = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
-    assert.ok(firstAgent && firstProxy, `an agent and a proxy pod Ready on ${name}`);
+    // Both Ready (a probe may still be settling after the rule's first requests): waited for, not sampled once (CI-26's flake).
+    const [firstAgent, firstProxy] = await eventually(`an agent and a proxy pod Ready on ${name}`, 60_000, async () => {
+      const agent = (await l7Pods(agentSelector)).find((p) => p.spec.nodeName === name);
+      const proxy = (await l7Pods(proxySelector)).find((p) => p.spec.nodeName === name);
+      return agent && proxy ? ([agent, proxy] as const) : undefined;
+    });
     // The stream: one keep-alive connection through the first node's proxy, its chunks timed by the client.
     l7Stream = spawn("kubectl", ["--kubeconfig", cp!.kubeconfig, "exec", "-n", L7_NS, "xwing", "--", "node", "-e", stream(deathstarIP)], { stdio: ["ignore", "pipe", "inherit"] });
     const lines: string[] = [];
