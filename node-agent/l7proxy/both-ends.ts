@@ -59,14 +59,6 @@ type Report = (verdict: HttpFlow["verdict"], status: number, extra?: Partial<Htt
  * own deciding rule, port and entry (so each side's flow reads as its own proxy's would).
  */
 export function sideFlows(judged: SidesDecision["judged"], report: Report): Report {
-  // One side that allowed (the usual case, a flow per proxied request): its fields made once, the caller's copied once.
-  const only = judged.length === 1 ? judged[0]! : undefined;
-  if (only?.decision.verdict === "allow") {
-    const { side, decision } = only;
-    const own = { proxyPort: side.port, ingress: side.ingress, ruleId: side.ruleId, rule: { ruleId: decision.ruleId, index: decision.index }, ...(decision.mismatches.length ? { mismatches: decision.mismatches } : {}) };
-    return (verdict, status, extra = {}) =>
-      report(verdict === "denied" ? "forwarded" : verdict, status, extra.mismatches === undefined || decision.mismatches.length ? { ...extra, ...own } : { ...withoutDecision(extra), ...own });
-  }
   return (verdict, status, extra = {}) => {
     for (const { side, decision } of judged) {
       const own = { proxyPort: side.port, ingress: side.ingress, ruleId: side.ruleId };
