@@ -1,5 +1,5 @@
 // Leader election against a scripted Lease endpoint: one leader at a time, takeover after expiry,
-// optimistic concurrency on writes, release on stop, step-down when renewals fail, and the poll alone
+// optimistic concurrency on writes, release on stop (also with a renewal in flight), step-down when renewals fail, and the poll alone
 // when the standby may not watch. The watch against a real API server: controllers/shutdown.cluster.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -22,6 +22,14 @@ class FakeLeases {
   /** As a Role without `list`/`watch` on leases: the standby's watch is refused, its poll must do. */
   forbidWatch = false;
   writes = 0;
+  /** When set, the next PUT naming this holder is written at once but answered only when `releaseHeld` is called: a try in flight. */
+  holdNextPutBy: string | undefined;
+  heldAnswer: (() => void) | undefined;
+  releaseHeld(): void {
+    const answer = this.heldAnswer;
+    this.heldAnswer = undefined;
+    answer?.();
+  }
   /** Every write with its resourceVersion, replayed to a watch from the version it asks for. */
   private readonly history: { rv: number; type: "ADDED" | "MODIFIED"; object: FakeLease }[] = [];
   private readonly watchers = new Set<http.ServerResponse>();
@@ -56,7 +64,13 @@ class FakeLeases {
       this.lease = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } };
       this.history.push({ rv: this.rv, type, object: this.lease });
       for (const w of this.watchers) w.write(`${JSON.stringify({ type, object: this.lease })}\n`);
-      send(200, this.lease);
+      const written = this.lease;
+      if (req.method === "PUT" && this.holdNextPutBy !== undefined && written.spec.holderIdentity === this.holdNextPutBy) {
+        this.holdNextPutBy = undefined;
+        this.heldAnswer = () => send(200, written);
+        return;
+      }
+      send(200, written);
     });
   });
 
@@ -76,6 +90,29 @@ class FakeLeases {
 
 const elector = (client: KubeClient, identity: string, timing: Partial<LeaderElectionOptions> = {}): LeaderElector =>
   new LeaderElector(client, { namespace: "ns", name: "lease", identity, ...TIMING, ...timing }, log);
+
+/** A fake Lease endpoint and a client of it for one test, removed after it whatever happens. */
+async function withLeases(fn: (api: FakeLeases, client: KubeClient) => Promise<void>): Promise<void> {
+  const api = new FakeLeases();
+  const { kubeconfig, cleanup } = await api.start();
+  const client = await KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    await fn(api, client);
+  } finally {
+    api.releaseHeld();
+    client.close();
+    await cleanup();
+  }
+}
+
+/** An elector running, once it leads. */
+async function leading(client: KubeClient, identity: string): Promise<{ elector: LeaderElector; run: Promise<"lost" | "stopped"> }> {
+  const e = elector(client, identity);
+  let leads = false;
+  const run = e.run(() => (leads = true));
+  while (!leads) await new Promise((r) => setTimeout(r, 10));
+  return { elector: e, run };
+}
 
 
 test("one leader at a time; the standby takes over after the lease expires; stop releases", async () => {
@@ -151,3 +188,45 @@ test("a standby that may not watch the Lease (a Role without list/watch) still t
     await cleanup();
   }
 });
+
+test("stop while a renewal is in flight: the renewal is written but not yet answered, and the Lease is still released", () =>
+  withLeases(async (api, client) => {
+    // The renewal's answer arrives within stop()'s wait for it (the release names the version the renewal wrote),
+    // and after that wait (the release conflicts, reads the Lease, finds it still ours and releases it).
+    for (const answerAfterMs of [50, 2_000]) {
+      const a = await leading(client, "a");
+      api.holdNextPutBy = "a";
+      while (!api.heldAnswer) await new Promise((r) => setTimeout(r, 5));
+      const answer = setTimeout(() => api.releaseHeld(), answerAfterMs);
+      try {
+        await a.elector.stop(1_000);
+        assert.equal(api.lease?.spec.holderIdentity, null, `released on stop (the renewal answered after ${String(answerAfterMs)} ms)`);
+      } finally {
+        clearTimeout(answer);
+        api.releaseHeld();
+      }
+      assert.equal(await a.run, "stopped");
+      assert.equal(api.lease?.spec.holderIdentity, null, "the renewal in flight took nothing back");
+    }
+  }));
+
+test("a standby stopped while its acquire is in flight releases what that acquire wrote and never starts leading", () =>
+  withLeases(async (api, client) => {
+    const a = await leading(client, "a");
+    const b = elector(client, "b");
+    let bLeads = false;
+    const bRun = b.run(() => (bLeads = true));
+    while (b.stats.tries === 0) await new Promise((r) => setTimeout(r, 10));
+    // a releases; b's next try (woken by its watch) writes the Lease, and its answer is held while b is stopped.
+    api.holdNextPutBy = "b";
+    await a.elector.stop();
+    assert.equal(await a.run, "stopped");
+    while (!api.heldAnswer) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(api.lease?.spec.holderIdentity, "b", "b's acquire is written");
+    const answer = setTimeout(() => api.releaseHeld(), 50);
+    await b.stop(1_000);
+    clearTimeout(answer);
+    assert.equal(await bRun, "stopped");
+    assert.equal(bLeads, false, "b never started leading");
+    assert.equal(api.lease?.spec.holderIdentity, null, "b released what its acquire wrote");
+  }));

@@ -66,6 +66,8 @@ export class LeaderElector {
   private leading = false;
   /** The Lease as the API server returned it after our last acquire or renew: what a release updates. */
   private held: Lease | undefined;
+  /** The acquire or renew in flight, if any. */
+  private trying: Promise<boolean> | undefined;
   /** While standing by: the watch of our Lease, the timer for its expiry, and how to cut the wait for the next try short. */
   private standby: { readonly watch: Informer<Lease>; expiry?: NodeJS.Timeout; wake?: () => void; woken?: FreeReason } | undefined;
   /**
@@ -107,6 +109,8 @@ export class LeaderElector {
     this.standBy();
     while (!signal.aborted && !this.leading) {
       if (await this.tryAcquireOrRenew()) {
+        // Acquired while stop() ran: stop() releases it; this replica never starts leading.
+        if (signal.aborted) break;
         this.leading = true;
         this.stopStandingBy();
         this.log.info({ lease: this.leaseKey, identity: this.opts.identity }, "became leader");
@@ -214,22 +218,38 @@ export class LeaderElector {
   }
 
   /**
-   * Stops the loop and, if leading, releases the lease so a standby takes over at once. Best effort, as
-   * client-go's ReleaseOnCancel: one update of the Lease as our last renewal left it (its resourceVersion: a
-   * Lease someone else changed since is not ours to release), bounded by `timeoutMs`, so an unreachable API
-   * server delays a shutdown by at most that (the lease then expires on its own). One request, not a read
-   * and a write: on a loaded node the release must fit its shutdown step, else the standby waits out the Lease.
+   * Stops the loop and, if we hold the lease, releases it so a standby takes over at once. Best effort, as
+   * client-go's ReleaseOnCancel: one update of the Lease as our last write left it (its resourceVersion), after the
+   * try in flight has answered, bounded by `timeoutMs` in all, so an unreachable API server delays a shutdown by at
+   * most that (the lease then expires on its own). Usually one request, not a read and a write: on a loaded node the
+   * release must fit its shutdown step, else the standby waits out the Lease. Only when it conflicts is the Lease read:
+   * still ours (a renewal whose answer we did not wait for), it is released; someone else's, it is left alone.
    */
   async stop(timeoutMs = this.timeoutMs): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     this.abort.abort();
     this.stopStandingBy();
-    if (!this.leading) return;
     this.leading = false;
+    // A try in flight may already be written (a renewal, or a standby's acquire): its answer carries the resourceVersion a
+    // release must name. Waited for half the budget at most (nothing more is written after the abort); a release that then
+    // conflicts re-reads the Lease.
+    if (this.trying) await Promise.race([this.trying, sleep(timeoutMs / 2)]);
     const held = this.held;
+    this.held = undefined;
     if (!held) return;
     try {
-      const released: Lease = { ...held, spec: { ...held.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) } };
-      await this.client.request("PUT", this.path(this.opts.name), released, undefined, timeoutMs);
+      try {
+        await this.release(held, deadline);
+      } catch (e) {
+        if (!isConflict(e)) throw e;
+        // Changed since our last renewal: ours to release only if we still hold it (our own renewal landed after its answer was lost).
+        const now = await this.client.request<Lease>("GET", this.path(this.opts.name), undefined, undefined, Math.max(1, deadline - Date.now()));
+        if (now.spec.holderIdentity !== this.opts.identity) {
+          this.log.info({ lease: this.leaseKey, holder: now.spec.holderIdentity ?? "" }, "lease changed since our last renewal: not released");
+          return;
+        }
+        await this.release(now, deadline);
+      }
       this.log.info({ lease: this.leaseKey }, "released leadership");
     } catch (e) {
       if (isConflict(e)) this.log.info({ lease: this.leaseKey }, "lease changed since our last renewal: not released");
@@ -237,7 +257,22 @@ export class LeaderElector {
     }
   }
 
-  private async tryAcquireOrRenew(): Promise<boolean> {
+  /** One update of the Lease as `held` shows it: no holder, and a duration of 1 s for a standby that reads it before our deadline. */
+  private async release(held: Lease, deadline: number): Promise<void> {
+    const released: Lease = { ...held, spec: { ...held.spec, holderIdentity: null, leaseDurationSeconds: 1, renewTime: microTime(new Date()) } };
+    await this.client.request("PUT", this.path(this.opts.name), released, undefined, Math.max(1, deadline - Date.now()));
+  }
+
+  /** Tracks the try in flight, so that stop() releases the Lease as that try left it. */
+  private tryAcquireOrRenew(): Promise<boolean> {
+    const t = this.tryOnce().finally(() => {
+      if (this.trying === t) this.trying = undefined;
+    });
+    this.trying = t;
+    return t;
+  }
+
+  private async tryOnce(): Promise<boolean> {
     const now = new Date();
     const durationSeconds = Math.round(this.opts.leaseDurationMs / 1000);
     try {
@@ -246,6 +281,7 @@ export class LeaderElector {
         lease = await this.client.request<Lease>("GET", this.path(this.opts.name), undefined, undefined, this.timeoutMs);
       } catch (e) {
         if (!isNotFound(e)) throw e;
+        if (this.abort.signal.aborted) return false;
         this.held = await this.client.request<Lease>("POST", this.path(), {
           apiVersion: "coordination.k8s.io/v1",
           kind: "Lease",
@@ -254,6 +290,8 @@ export class LeaderElector {
         } satisfies Lease, undefined, this.timeoutMs);
         return true;
       }
+      // Stopped while reading: a write now could take back a Lease stop() has just released.
+      if (this.abort.signal.aborted) return false;
       const expiresAt = this.observe(lease.spec);
       const holder = lease.spec.holderIdentity ?? "";
       const held = holder !== "" && holder !== this.opts.identity;
