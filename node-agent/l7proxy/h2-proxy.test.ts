@@ -10,6 +10,7 @@ import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
 import { httpFlows } from "./http-flows.ts";
 import { DEFAULT_HTTP_REDACTION } from "../../core/l7/redaction.ts";
 import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
+import { h2c, request } from "./testing/h2c-client.ts";
 
 const GRPC_PORT = 19080 + (process.pid % 1000);
 const H2_PORT = GRPC_PORT + 1000;
@@ -118,35 +119,6 @@ after(async () => {
   doorman.forceShutdown();
   h2server.close();
 });
-
-/** An h2c (prior knowledge) session to a proxy port. */
-function h2c(proxyPort: number): http2.ClientHttp2Session {
-  const session = http2.connect(`http://deathstar:${proxyPort}`, { createConnection: () => net.connect(proxyPort, "127.0.0.1") });
-  session.on("error", () => {});
-  return session;
-}
-
-interface Answer {
-  status: number;
-  body: string;
-  trailers: http2.IncomingHttpHeaders;
-  headers: http2.IncomingHttpHeaders;
-}
-
-function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = session.request(headers, body === undefined ? { endStream: true } : {});
-    let text = "";
-    let got: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders = {};
-    req.on("response", (h) => (got = h));
-    req.on("trailers", (t) => (trailers = t));
-    req.on("data", (d: Buffer) => (text += d.toString()));
-    req.on("end", () => resolve({ status: Number(got[":status"]), body: text, trailers, headers: got }));
-    req.on("error", reject);
-    if (body !== undefined) req.end(body);
-  });
-}
 
 /** gRPC calls through the proxy, the way a gRPC client makes them: grpc-js over its own connection to the proxy port. */
 const grpcThroughProxy = (): ReturnType<typeof doormanClient> => doormanClient(`127.0.0.1:${GRPC_PORT}`);

@@ -6,9 +6,9 @@ import type { Readable, Writable } from "node:stream";
 import type tls from "node:tls";
 import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
-import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
+import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
 import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
-import { requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts";
+import { requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
@@ -26,7 +26,7 @@ export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin
  * Streams one client connection may have open at once: with nghttp2's per-session memory cap and
  * flow control this bounds what one connection can hold (Node's default is no limit).
  */
-const MAX_CONCURRENT_STREAMS = 128;
+export const MAX_CONCURRENT_STREAMS = 128;
 
 /** The fields of the proxy's gRPC PERMISSION_DENIED answer, as its flows record them. */
 const GRPC_DENIED_FIELDS: readonly HttpHeader[] = fieldPairs(Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]));
@@ -113,7 +113,7 @@ function forwardable(name: string, value: string): boolean {
 }
 
 /** The request's header block to send upstream: its pseudo-headers as sent, its other fields with the rule's header actions applied. */
-function upstreamRequestHeaders(raw: readonly string[], headers: readonly HttpHeader[]): string[] {
+export function upstreamRequestHeaders(raw: readonly string[], headers: readonly HttpHeader[]): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.startsWith(":")) out.push(raw[i]!, raw[i + 1]!);
   for (const h of headers) if (forwardable(h.name, h.value)) out.push(h.name, h.value);
@@ -244,27 +244,9 @@ export class H2Proxy {
       stream.close(NGHTTP2_REFUSED_STREAM);
       return;
     }
-    const { client } = conn;
-    const { orig } = client;
-    const request = requestFromH2Raw(raw);
-    const grpc = isGrpc(request);
-    const { decision, judged } = decideSides(request, sidesOf(client.port, client.ingress, orig, this.opts.rules), (headers, d) => applyHeaderActions(headers, d.actions));
+    const { request, grpc, decision, flow } = judgeStream(conn.client, raw, started, this.opts);
     // A stream's failure (a reset from either side) ends that stream only.
     stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));
-    const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
-    let reported = false;
-    // One flow a stream, when the client has its answer.
-    const report = sideFlows(judged, (verdict, status, extra = {}) => {
-      const f = requestFlow(arrived, verdict, status, extra);
-      // Built only when logged: a debug line per stream is not paid for at info.
-      if (log.isLevelEnabled("debug")) log.debug(withoutHeaders(f), "http request");
-      this.opts.onFlow?.(f);
-    });
-    const flow = (verdict: HttpFlow["verdict"], status: number, extra: Partial<HttpFlow> = {}): void => {
-      if (reported) return;
-      reported = true;
-      report(verdict, status, extra);
-    };
 
     if (decision.verdict === "deny") {
       // A gRPC client reads the call's status, not the HTTP one: PERMISSION_DENIED, trailers-only, HTTP 200.
@@ -384,6 +366,38 @@ export class H2Proxy {
   }
 }
 
+/** A stream's flow reporter: one flow a stream (one a rule set that judged it), the first call's; later calls are ignored. */
+export type StreamFlow = (verdict: HttpFlow["verdict"], status: number, extra?: Partial<HttpFlow>) => void;
+
+/**
+ * An HTTP/2 stream's request (its header block as a raw list) judged by every rule set its connection must pass, and
+ * the reporter of its flow, for h2-proxy.ts's streams and the relay's (h2-relay.ts) alike.
+ */
+export function judgeStream(
+  client: H2Client,
+  raw: readonly string[],
+  started: bigint,
+  opts: Pick<H2ProxyOptions, "rules" | "onFlow">,
+): { request: HttpRequest; grpc: boolean; decision: HttpDecision; flow: StreamFlow } {
+  const { orig } = client;
+  const request = requestFromH2Raw(raw);
+  const { decision, judged } = decideSides(request, sidesOf(client.port, client.ingress, orig, opts.rules), (headers, d) => applyHeaderActions(headers, d.actions));
+  const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
+  let reported = false;
+  const report = sideFlows(judged, (verdict, status, extra = {}) => {
+    const f = requestFlow(arrived, verdict, status, extra);
+    // Built only when logged: a debug line per stream is not paid for at info.
+    if (log.isLevelEnabled("debug")) log.debug(withoutHeaders(f), "http request");
+    opts.onFlow?.(f);
+  });
+  const flow: StreamFlow = (verdict, status, extra = {}) => {
+    if (reported) return;
+    reported = true;
+    report(verdict, status, extra);
+  };
+  return { request, grpc: isGrpc(request), decision, flow };
+}
+
 /**
  * `from`'s bytes written to `to` as they come and `to` ended when `from` ends, `from` paused while `to` is full: what
  * `pipe` does for one stream's body, without its per-stream bookkeeping (a gRPC call pays it twice). A destroyed `to`
@@ -410,7 +424,7 @@ function hostName(host: string): string | undefined {
 }
 
 /** Node's flat raw header list as name/value pairs without HTTP/2's pseudo-headers (`:status`: the flow's code carries it). */
-function fieldPairs(raw: readonly string[]): HttpHeader[] {
+export function fieldPairs(raw: readonly string[]): HttpHeader[] {
   const out: HttpHeader[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) if (!raw[i]!.startsWith(":")) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]! });
   return out;

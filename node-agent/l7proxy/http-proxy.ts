@@ -8,7 +8,8 @@ import { HOP_BY_HOP_FIELDS } from "../../core/l7/http1-message.ts";
 import type { OriginalDestination, RedirectProto } from "../bpf/redirect.ts";
 import { decideSides, sideFlows, sidesOf, type SidesDecision } from "./both-ends.ts";
 import type { ProxyConfig, ProxyLimits } from "./config.ts";
-import { H2Proxy, sniffPreface, type UpstreamProtocol } from "./h2-proxy.ts";
+import { H2Proxy, sniffPreface, type H2Client, type UpstreamProtocol } from "./h2-proxy.ts";
+import { H2Relay } from "./h2-relay.ts";
 import { connectMarked, identityMark } from "./marked-socket.ts";
 import { Http1Connection, type FlowReport, type Http1Port } from "./http1-connection.ts";
 import { requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
@@ -97,6 +98,13 @@ function sameLimits(a: ProxyLimits, b: ProxyLimits): boolean {
   return a.maxHeaderBytes === b.maxHeaderBytes && a.headersTimeoutMs === b.headersTimeoutMs && a.idleTimeoutMs === b.idleTimeoutMs && a.connectTimeoutMs === b.connectTimeoutMs;
 }
 
+/** A socket that fails with `err` as soon as it is used: the upstream connection the relay could not open, for the HTTP/2 side's answers. */
+function failedSocket(err: Error): net.Socket {
+  const s = new net.Socket();
+  process.nextTick(() => s.destroy(err));
+  return s;
+}
+
 export class HttpProxy {
   private readonly servers = new Map<number, net.Server | tls.Server>();
   /** Each TLS port's material (tls.ts); a port's server is a TLS one while its configuration terminates TLS. */
@@ -113,6 +121,7 @@ export class HttpProxy {
   private readonly servers6 = new Map<number, net.Server>();
   private limits: ProxyLimits | undefined;
   private h2: H2Proxy | undefined;
+  private relay: H2Relay | undefined;
   private readonly held = new HeldSockets();
 
   constructor(private readonly opts: HttpProxyOptions) {}
@@ -128,7 +137,9 @@ export class HttpProxy {
     if (!this.addresses) {
       this.addresses = { ...(config.address !== undefined ? { address: config.address } : {}), ...(config.address6 !== undefined ? { address6: config.address6 } : {}) };
       this.limits = config.limits;
-      this.h2 = new H2Proxy({ rules: (port) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) });
+      const h2opts = { rules: (port: number) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) };
+      this.h2 = new H2Proxy(h2opts);
+      this.relay = new H2Relay(h2opts);
       // One timer for every connection's head and idle timeouts, at a fraction of the head timeout (slowloris is cut near the limit), not one per request.
       const every = Math.max(50, Math.min(1000, Math.floor(config.limits.headersTimeoutMs / 4)));
       this.sweep = setInterval(() => {
@@ -174,6 +185,7 @@ export class HttpProxy {
     this.servers6.delete(port);
     six?.close();
     this.h2?.closePort(port);
+    this.relay?.closePort(port);
     this.held.closePort(port);
     await new Promise<void>((r) => server.close(() => r()));
   }
@@ -185,6 +197,7 @@ export class HttpProxy {
   async stop(): Promise<void> {
     clearInterval(this.sweep);
     this.h2?.stop();
+    this.relay?.stop();
     this.held.closeAll();
     for (const six of this.servers6.values()) six.close();
     this.servers6.clear();
@@ -295,7 +308,12 @@ export class HttpProxy {
     const tlsInfo = terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : {};
     const connect = (host: string | undefined, protocols: readonly UpstreamProtocol[]): net.Socket => this.connectAs(port, orig, terminated?.serverName ?? host, protocols);
     const originating = this.tls.get(port)?.trustedCA !== undefined;
-    this.h2!.serve(socket, { port, orig, source, ingress: this.ingressPorts.has(port), connect, originating, ...tlsInfo });
+    const client: H2Client = { port, orig, source, ingress: this.ingressPorts.has(port), connect, originating, ...tlsInfo };
+    if (terminated || originating) return this.h2!.serve(socket, client);
+    // Plaintext both ways (h2c, as gRPC connects): the frame relay when the destination speaks h2c. If it cannot be
+    // reached, the HTTP/2 side answers each stream with that failure (503/504, gRPC UNAVAILABLE) as it would have met
+    // it; if it speaks something else, the HTTP/2 side serves the connection as before.
+    this.relay!.serve(socket, client, (err) => this.h2!.serve(socket, err ? { ...client, connect: () => failedSocket(err) } : client));
   }
 
   /**
