@@ -1,6 +1,7 @@
 // bench/dns: DNS through the node's proxy vs straight to the resolver (same client, same resolver), and answer-to-connect; one JSON line.
-//   Open loop at BENCH_RATE (1,000) queries/s for BENCH_OPEN_SECONDS (10) each way: p50/p99, p99 added by the proxy (median over rounds,
-//   and p99_added_pooled_ms: one p99 over all rounds' queries each way).
+//   Open loop at BENCH_RATE (1,000) queries/s for BENCH_OPEN_SECONDS (10) each way, the client asleep between queries: p50/p99, p99 added
+//   by the proxy (median over rounds, and p99_added_pooled_ms: one p99 over all rounds' queries each way); the client's lateness.
+//   The node's DNS service runs with the agent's Node options (AGENT_NODE_OPTIONS, as the chart runs it).
 //   Saturation: BENCH_CONCURRENCY (32) queries in flight for BENCH_CLOSED_SECONDS (5) each way: queries/s and the median of each round's ratio,
 //   and the DNS service's CPU time per proxied query (/proc, user + system); machine_cpu_us_per_query: the whole machine's CPU per query
 //   each way, split into loadgen, server (the resolver), proxy (the DNS service), bench, kernel (its threads and unaccounted softirq work).
@@ -123,6 +124,8 @@ async function main(): Promise<void> {
         open_unanswered: sent("proxy") - answered("proxy"),
         direct_open_unanswered: sent("direct") - answered("direct"),
         send_late_max_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.max_send_late_ms ?? 0))),
+        // The client's own lateness (in both ways' latencies): the largest of the open loops' p99s.
+        send_late_p99_ms: round3(Math.max(...[...open.proxy, ...open.direct].map((o) => o.send_late_p99_ms ?? 0))),
         connects: CONNECTS,
         lookups_unanswered: connect.unanswered,
         first_connect_drops: connect.first_connect_drops,

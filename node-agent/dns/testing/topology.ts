@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { PROTO_NUMBER, type PolicyEntry, type SubjectPolicy } from "../../../core/model.ts";
 import { Datapath } from "../../bpf/datapath.ts";
 import { NetnsFixture, execIn, ifindexIn, ipIn, waitForLine } from "../../bpf/netns.ts";
+import { AGENT_NODE_OPTIONS } from "../../flags.ts";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../../..");
@@ -94,11 +95,12 @@ export class DnsTopology {
   /**
    * Starts the node's DNS service (node-dns.ts) in the node netns with `config` (its Config, scope
    * and endpoints filled in); `onLine` gets its stdout lines. nsenter, not `ip netns exec`: only the
-   * network namespace changes, so /sys/fs/bpf (the pinned maps) stays the host's.
+   * network namespace changes, so /sys/fs/bpf (the pinned maps) stays the host's. It runs with the
+   * agent's Node options (the chart's), so its garbage collector is the agent's.
    */
   async startNodeDns(config: Record<string, unknown>, onLine: (line: string) => void = () => {}): Promise<ChildProcess> {
     const full = { scope: this.scope, proxyAddress: ADDR.node, endpoints: [{ ip: ADDR.pod, ifindex: this.hostIfindex }], ...config };
-    const child = spawn("nsenter", [`--net=/var/run/netns/${this.ns.host}`, process.execPath, "--import", "tsx", NODE_DNS, JSON.stringify(full)], {
+    const child = spawn("nsenter", [`--net=/var/run/netns/${this.ns.host}`, process.execPath, ...AGENT_NODE_OPTIONS.split(" "), "--import", "tsx", NODE_DNS, JSON.stringify(full)], {
       cwd: ROOT,
       stdio: ["pipe", "pipe", "pipe"],
     });
