@@ -26,6 +26,9 @@ test("bad flags are errors naming the flag", () => {
   assert.deepEqual(parseArgs(["--identity-gc-concurrency", "8x"]), { error: '--identity-gc-concurrency: "8x" is not an integer from 1 to 1024' });
   const c = parseArgs(["--identity-gc-concurrency", "64"]);
   assert.ok("config" in c && c.config.identityGcConcurrency === 64);
+  assert.deepEqual(parseArgs(["--agent-reconnect-grace", "soon"]), { error: '--agent-reconnect-grace: "soon" is not a duration (e.g. 1m, 30s)' });
+  const g = parseArgs(["--agent-reconnect-grace", "0s"]);
+  assert.ok("config" in g && g.config.agentReconnectGraceMs === 0);
   assert.match((parseArgs(["--controllers", "identity,bogus"]) as { error: string }).error, /unknown controller\(s\) bogus/);
   assert.match((parseArgs(["--nope", "1"]) as { error: string }).error, /unknown flag --nope/);
   assert.match((parseArgs(["--kubeconfig"]) as { error: string }).error, /a value is required/);

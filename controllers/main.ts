@@ -58,6 +58,9 @@ const USAGE = `usage: membrane operator [flags]
                                CN is the node name; token = a pod-bound ServiceAccount token in the call's
                                authorization metadata, checked by TokenReview (the node comes from the token)
   --agent-service-account NS/NAME  the agents' ServiceAccount (required with --agent-auth token)
+  --agent-reconnect-grace DURATION  after a start, policy status counts a node whose agent has not answered yet as
+                               the stored status of the same generation did, for this long (default 1m; 0s: off);
+                               then such a node counts as not enforcing and the status is written once
   --agent-token-audience AUD   the audience agents' tokens must be bound to (default ${DEFAULT_AGENT_AUDIENCE})
   --servicemap-port N          serve the service map page on 127.0.0.1:N/servicemap (0 picks one; off when absent);
                                its flows come through the Hubble relay (--hubble-relay-address)
@@ -141,6 +144,7 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
       "agent-auth": { type: "string" },
       "agent-service-account": { type: "string" },
       "agent-token-audience": { type: "string" },
+      "agent-reconnect-grace": { type: "string" },
       "servicemap-port": { type: "string" },
       "hubble-relay-address": { type: "string" },
       "hubble-relay-tls-cert": { type: "string" },
@@ -188,6 +192,11 @@ export function parseArgs(argv: string[]): { config: OperatorConfig; logLevel: s
     const n = Number(v["identity-gc-concurrency"]);
     if (!/^[0-9]+$/.test(v["identity-gc-concurrency"]) || n < 1 || n > 1024) return { error: `--identity-gc-concurrency: "${v["identity-gc-concurrency"]}" is not an integer from 1 to 1024` };
     config.identityGcConcurrency = n;
+  }
+  if (v["agent-reconnect-grace"] !== undefined) {
+    const ms = parseDuration(v["agent-reconnect-grace"]);
+    if (ms === undefined) return { error: `--agent-reconnect-grace: "${v["agent-reconnect-grace"]}" is not a duration (e.g. 1m, 30s)` };
+    config.agentReconnectGraceMs = ms;
   }
   if (v["bind-address"] !== undefined) {
     if (isIP(v["bind-address"]) === 0) return { error: `--bind-address: "${v["bind-address"]}" is not an IP address` };

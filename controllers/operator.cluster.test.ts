@@ -65,8 +65,8 @@ async function agentNode(ns: string, node: string, address: string): Promise<Tes
 }
 
 /** An operator (identity and policy controllers) streaming to agents over mutual TLS with `pki`'s certificates, and its port. */
-async function streamingOperator(name: string, pki: TestPki): Promise<{ op: OperatorProcess; port: number }> {
-  const op = operator(name, ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key")]);
+async function streamingOperator(name: string, pki: TestPki, args: string[] = []): Promise<{ op: OperatorProcess; port: number }> {
+  const op = operator(name, ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"), ...args]);
   return { op, port: (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number };
 }
 
@@ -576,6 +576,51 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       for (const a of agents) a.close();
       pki.remove();
       await kubectl(["delete", "node", "dist-node", "--ignore-not-found"]);
+    }
+  });
+
+  it("after an operator restart Enforced is not lowered for nodes whose agents have not answered yet: unchanged (no write) through the agent reconnect grace, then the node still away counts, in one write", async () => {
+    const ns = "grace";
+    await namespace(ns);
+    const nodes = ["grace-a", "grace-b"];
+    const pki = await makePki(nodes);
+    const agents: AgentClient[] = [];
+    const tls = (node: string) => ({ ca: pki.read("ca.crt"), cert: pki.read(`${node}.crt`), key: pki.read(`${node}.key`) });
+    try {
+      for (const [i, node] of nodes.entries()) await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: node }, status: { addresses: [{ type: "InternalIP", address: `192.0.2.${20 + i}` }] } }));
+      const first = await streamingOperator("op-grace-1", pki);
+      for (const node of nodes) await podOnNode(ns, `web-${node}`, node);
+      const selector = { matchExpressions: [{ key: "app", operator: "In", values: nodes.map((n) => `web-${n}`) }] };
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "web", namespace: ns }, spec: { endpointSelector: selector, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] } }));
+      for (const node of nodes) agents.push(new AgentClient(`127.0.0.1:${first.port}`, tls(node), node));
+      type CNP = Meta & { status?: { enforced?: string; conditions?: { type: string; status: string; reason: string; message: string }[] } };
+      const status = async (): Promise<CNP["status"]> => (await getJSON<CNP>(["get", "cnp", "-n", ns, "web"])).status;
+      await eventually("Enforced 2/2 before the restart", async () => ((await status())?.enforced === "2/2" ? true : undefined));
+      await first.op.stop("SIGTERM");
+      for (const a of agents.splice(0)) a.close();
+
+      // The restarted operator; only grace-a's agent comes back (and acknowledges), grace-b's stays away.
+      const graceS = 4;
+      const second = await streamingOperator("op-grace-2", pki, ["--agent-reconnect-grace", `${graceS}s`]);
+      agents.push(new AgentClient(`127.0.0.1:${second.port}`, tls("grace-a"), "grace-a"));
+      const writes = (): number[] => second.op.logs.filter((l) => l.msg === "policy status written" && l.namespace === ns && l.name === "web").map((l) => Number(l.time));
+      const over = Number((await second.op.waitForLog((l) => l.msg === "agent reconnect grace over", (graceS + 30) * 1000)).time);
+      assert.ok(agents[0]?.received.length, "grace-a's agent got its state within the grace");
+      assert.deepEqual(writes().filter((t) => t < over), [], "no status write during the grace: nothing the operator heard lowers it");
+      // Once it is over, grace-b (not heard from) counts as not enforcing: one write.
+      const after = await eventually("Enforced 1/2 after the grace", async () => {
+        const s = await status();
+        return s?.enforced === "1/2" ? s : undefined;
+      });
+      const enforced = after?.conditions?.find((c) => c.type === "Enforced");
+      assert.deepEqual([enforced?.status, enforced?.reason, enforced?.message], ["Unknown", "Pending", "1/2 nodes"]);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(writes().length, 1);
+      await second.op.stop("SIGTERM");
+    } finally {
+      for (const a of agents) a.close();
+      pki.remove();
+      await kubectl(["delete", "node", ...nodes, "--ignore-not-found"]);
     }
   });
 

@@ -52,6 +52,15 @@ export const IDENTITY_WORKERS = 32;
 export const IDENTITY_PUBLISH_COALESCE_MS = 200;
 /** How long the distribution's first compile waits for the identity GC's first marks at most. */
 const FIRST_MARKS_WAIT_MS = 5000;
+/** How long the distribution's first compile runs before it gives the event loop a turn (the GC's deletes, informer events). */
+const FIRST_COMPILE_SLICE_MS = 20;
+
+/**
+ * The agent reconnect grace's default. An agent retries the stream at most every 10 s (+20 % jitter: node-agent/agent.ts), and
+ * the grace starts once the first states are compiled (18 s at bench/scale's full size at load ~13), so every agent that is
+ * up has answered long before; one that has not by then counts as not enforcing.
+ */
+export const DEFAULT_AGENT_RECONNECT_GRACE_MS = 60_000;
 
 /** The controllers that run by default. */
 export const ALL_CONTROLLERS = ["identity", "policy", "node"] as const;
@@ -93,6 +102,11 @@ export interface OperatorConfig {
   policySecretsNamespace?: string;
   /** The agent stream (gRPC, mutual TLS); off when undefined. */
   distribution?: { port: number; caFile: string; certFile: string; keyFile: string; agentAuth?: AgentAuthConfig };
+  /**
+   * How long after the policy controllers start a node whose agent has not answered yet counts in policy status as the
+   * stored status of the same generation counted it (policy.ts duringReconnectGrace; default DEFAULT_AGENT_RECONNECT_GRACE_MS, 0: off).
+   */
+  agentReconnectGraceMs?: number;
   /** Test hook: shorter lease timings. */
   leaseTiming?: { leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
 }
@@ -252,8 +266,8 @@ export class Operator {
       // hold the agents' first states back for long).
       dist?.controller.startAfter(() => Promise.race([gc.firstMarks, new Promise((r) => setTimeout(r, FIRST_MARKS_WAIT_MS).unref())]));
     }
-    // After the identity controller and its GC: see above.
-    if (dist) this.controllers.push(dist.controller);
+    // After the identity controller and its GC (see above); its first compile after the GC's first marks.
+    if (dist) this.controllers.push(dist.controller.startAfter(dist.firstCompile));
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);
       // Moves when what a policy selects may have: a pod's or namespace's labels, a pod's node, the nodes' labels.
@@ -286,6 +300,22 @@ export class Operator {
         if (hosts?.version !== nodesVersion) hosts = { version: nodesVersion, list: nodes.list().map((n) => ({ node: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) })) };
         return hosts.list;
       };
+      // The agent reconnect grace (policy.ts duringReconnectGrace): from the policy controllers' start, which comes after the
+      // distribution's first states; at its end every policy's status is looked at once more (the unheard nodes then count).
+      const graceMs = this.config.agentReconnectGraceMs ?? DEFAULT_AGENT_RECONNECT_GRACE_MS;
+      let reconnectGrace = dist !== undefined && graceMs > 0;
+      let graceTimer: NodeJS.Timeout | undefined;
+      const afterGrace: (() => void)[] = [];
+      const startGrace = (): void => {
+        if (!reconnectGrace || graceTimer) return;
+        graceTimer = setTimeout(() => {
+          reconnectGrace = false;
+          this.log.info({ graceMs }, "agent reconnect grace over");
+          for (const f of afterGrace) f();
+        }, graceMs);
+        graceTimer.unref();
+        this.timers.push(() => clearTimeout(graceTimer));
+      };
       for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
         const policies = informers.for<PolicyObject>(resource);
         const id = identity;
@@ -302,8 +332,10 @@ export class Operator {
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
           cidrGroups: () => cidrGroups.current(),
+          inReconnectGrace: () => reconnectGrace,
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
+        c.beforeStart(startGrace);
         // Which of this kind's policies select a label set; forgotten when a policy comes, goes or changes its spec.
         const selecting = new SelectingPolicies(() => policies.list().map((obj) => ({ key: keyOf(obj), parsed: this.parsed.parse(obj) })));
         c.watch(policies, (ev) => {
@@ -312,6 +344,9 @@ export class Operator {
         });
         // Node count changes move "n/m nodes" (node labels: host policies' selection); a namespace's labels move the label sets of all its pods.
         const all = (): string[] => policies.list().map(keyOf);
+        afterGrace.push(() => {
+          for (const k of all()) c.enqueue(k);
+        });
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
         // A CIDR group came or went: whether each cidrGroupRef names one is in Enforced.
         if (cidrGroups.informer) c.watch(cidrGroups.informer, (ev) => (ev.type === "update" ? [] : all()));
@@ -414,7 +449,7 @@ export class Operator {
     informers: InformerSet,
     pods: Informer<PodObject>,
     cidrGroups: CIDRGroups,
-  ): Promise<{ server: DistributionServer; source: NodeStateSource; controller: Controller } | undefined> {
+  ): Promise<{ server: DistributionServer; source: NodeStateSource; controller: Controller; firstCompile: () => Promise<void> } | undefined> {
     const cfg = this.config.distribution;
     if (!cfg) return undefined;
     const auth = cfg.agentAuth;
@@ -494,8 +529,12 @@ export class Operator {
     // lists enqueued run in any order (the identities key waits IDENTITY_PUBLISH_COALESCE_MS), and a node published after
     // the pods but before the identities or the policies held its subjects as selected by no policy, allow-all (issue #22).
     // Every node is published here, so the nodes the sync names are not enqueued as well (each state compiled once).
+    // The compile gives the event loop a turn now and then (startLeading makes it a start gate of the controller, after
+    // the identity GC's first marks); what changes meanwhile is enqueued by the watches below and reconciled after it.
+    const firstCompile = async (): Promise<void> => {
+      await source.syncYielding({ identities, policies, services, endpointSlices, tracingPolicies }, FIRST_COMPILE_SLICE_MS);
+    };
     c.beforeStart(() => {
-      source.sync({ identities, policies, services, endpointSlices, tracingPolicies });
       publishAll();
       server.releaseStates();
     });
@@ -518,7 +557,7 @@ export class Operator {
     c.enqueue(CLUSTER_CLASS_KEY);
     // A Secret a compiled policy names moved: every node's state is published again (an unchanged one sends nothing).
     if (policySecrets.informer) c.watch(policySecrets.informer, (ev) => (policySecrets.names(ev.obj.metadata.namespace, ev.obj.metadata.name) ? [ALL_NODES_KEY] : []));
-    return { server, source, controller: c };
+    return { server, source, controller: c, firstCompile };
   }
 
   /**

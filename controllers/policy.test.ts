@@ -1,7 +1,7 @@
-// Unit tests of the policy status logic: condition contents for invalid, pending, enforced and refused policies.
+// Unit tests of the policy status logic: condition contents for invalid, pending, enforced and refused policies, and the agent reconnect grace.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { describeErrors, policyConditions } from "./policy.ts";
+import { describeErrors, duringReconnectGrace, policyConditions, type PolicyStatus, sameStatus } from "./policy.ts";
 
 test("an invalid policy is Valid=False with every error and its path, and not enforced", () => {
   const parsed = { ok: false as const, errors: [{ path: "spec.egress[0].toPorts[0].ports[0].port", message: "must be 0-65535" }, { path: "spec.endpointSelector", message: "required" }] };
@@ -57,4 +57,49 @@ test("a cidrGroupRef to a CiliumCIDRGroup that does not exist makes the policy n
   const parsed = { ok: true as const, value: [] };
   const [, missing] = policyConditions(parsed, 1, 2, { acknowledged: 2, refused: [] }, ["partner"]);
   assert.deepEqual([missing?.status, missing?.reason, missing?.message], ["False", "CIDRGroupNotFound", '2/2 nodes; "partner": no such CiliumCIDRGroup, so the cidrGroupRef entries naming it select nothing']);
+});
+
+test("during the agent reconnect grace a node not heard from counts as the stored status of the same generation and node count saw it; anything heard counts as it is", () => {
+  const stored = (enforcedNodes: number, reason = "Acknowledged", generation = 2, totalNodes = 3): PolicyStatus => ({
+    observedGeneration: generation,
+    enforcedNodes,
+    totalNodes,
+    conditions: [{ type: "Enforced", status: reason === "Acknowledged" ? "True" : "False", reason, message: "", lastTransitionTime: "", observedGeneration: generation }],
+  });
+  const none = { acknowledged: 0, refused: [], unheard: ["a", "b", "c"], withoutDnsProxy: ["a", "b", "c"], withoutL7Proxy: ["a", "b", "c"] };
+  // Nobody back yet: the stored 3/3 stands, proxies included.
+  assert.deepEqual(duringReconnectGrace(none, stored(3), 2, 3), { ...none, acknowledged: 3, withoutDnsProxy: [], withoutL7Proxy: [] });
+  // One back and acknowledging, two not heard from: still 3/3; the one heard without a DNS proxy is named.
+  const one = { acknowledged: 1, refused: [], unheard: ["b", "c"], withoutDnsProxy: ["a", "b", "c"], withoutL7Proxy: ["b", "c"] };
+  assert.deepEqual(duringReconnectGrace(one, stored(3), 2, 3), { ...one, acknowledged: 3, withoutDnsProxy: ["a"], withoutL7Proxy: [] });
+  // Never above what the heard and unheard nodes can make: one heard that does not hold the generation, one unheard.
+  assert.equal(duringReconnectGrace({ acknowledged: 0, refused: [], unheard: ["c"] }, stored(3), 2, 3).acknowledged, 1);
+  // Never below what was heard, and the stored count is not raised to: 1/3 stored, 2 acknowledged now.
+  assert.equal(duringReconnectGrace({ acknowledged: 2, refused: [], unheard: ["c"] }, stored(1, "Pending"), 2, 3).acknowledged, 2);
+  assert.equal(duringReconnectGrace({ acknowledged: 0, refused: [], unheard: ["a", "b", "c"] }, stored(1, "Pending"), 2, 3).acknowledged, 1);
+  // A refusal the stored status names stands while its node is not heard from; heard again, the node counts as it answers.
+  const refusedBefore = { ...stored(2, "Refused"), nodeErrors: [{ node: "c", message: "map full" }] };
+  assert.deepEqual(duringReconnectGrace(none, refusedBefore, 2, 3), { ...none, acknowledged: 2, refused: [{ node: "c", message: "map full" }], withoutDnsProxy: [], withoutL7Proxy: [] });
+  const back = { acknowledged: 1, refused: [], unheard: ["a", "b"], withoutDnsProxy: ["a", "b"], withoutL7Proxy: ["a", "b"] };
+  assert.deepEqual(duringReconnectGrace(back, refusedBefore, 2, 3), { ...back, acknowledged: 2, withoutDnsProxy: [], withoutL7Proxy: [] });
+  // A stored status that found rules not enforced: unheard nodes keep being named as lacking the proxies.
+  assert.deepEqual(duringReconnectGrace(none, stored(3, "RulesNotEnforced"), 2, 3), { ...none, acknowledged: 3 });
+  // A new generation, another node count, no stored status, or every node heard: shown as reported.
+  assert.equal(duringReconnectGrace(none, stored(3), 3, 3), none);
+  assert.equal(duringReconnectGrace(none, stored(3, "Acknowledged", 2, 4), 2, 3), none);
+  assert.equal(duringReconnectGrace(none, undefined, 2, 3), none);
+  const all = { acknowledged: 1, refused: [{ node: "b", message: "map full" }], unheard: [] };
+  assert.equal(duringReconnectGrace(all, stored(3), 2, 3), all);
+  // The conditions then are the stored ones: 3/3 nodes, True.
+  const [, enforced] = policyConditions({ ok: true, value: [] }, 2, 3, duringReconnectGrace(none, stored(3), 2, 3));
+  assert.deepEqual([enforced?.status, enforced?.message], ["True", "3/3 nodes"]);
+});
+
+test("a status read back from the API server (nodeErrors' fields in its own order) is the same as the one written: a refused policy is not rewritten on every pass", () => {
+  const written: PolicyStatus = { observedGeneration: 2, enforced: "0/1", enforcedNodes: 0, totalNodes: 1, selectedEndpoints: 1, nodeErrors: [{ node: "n1", message: "policy map full" }] };
+  const readBack = JSON.parse('{"enforced":"0/1","enforcedNodes":0,"nodeErrors":[{"message":"policy map full","node":"n1"}],"observedGeneration":2,"selectedEndpoints":1,"totalNodes":1}') as PolicyStatus;
+  assert.ok(sameStatus(readBack, written));
+  assert.ok(!sameStatus(readBack, { ...written, nodeErrors: [{ node: "n1", message: "another" }] }));
+  assert.ok(!sameStatus(readBack, { ...written, nodeErrors: [] }));
+  assert.ok(!sameStatus(readBack, { ...written, enforced: "1/1" }));
 });

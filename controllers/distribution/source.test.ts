@@ -65,11 +65,13 @@ test("a node receives the compiled policy of its own identities, the cluster ipc
 
   const concerned = new Set(["n1"]);
   const acked = src.stateFor("n1");
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 1, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, dnsProxy: true }]), { acknowledged: 1, refused: [], withoutDnsProxy: [], withoutL7Proxy: ["n1"] });
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, l7Proxy: true }]), { acknowledged: 1, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: [] });
-  assert.deepEqual(src.enforcement({ ...cnp, metadata: { ...cnp.metadata, generation: 5 } }, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 0, refused: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
-  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, nack: { version: 2, error: "map full", state: acked } }]), { acknowledged: 0, refused: [{ node: "n1", message: "map full" }], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 1, refused: [], unheard: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, dnsProxy: true }]), { acknowledged: 1, refused: [], unheard: [], withoutDnsProxy: [], withoutL7Proxy: ["n1"] });
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked, l7Proxy: true }]), { acknowledged: 1, refused: [], unheard: [], withoutDnsProxy: ["n1"], withoutL7Proxy: [] });
+  assert.deepEqual(src.enforcement({ ...cnp, metadata: { ...cnp.metadata, generation: 5 } }, concerned, [{ node: "n1", connected: true, ackedVersion: 1, acked }]), { acknowledged: 0, refused: [], unheard: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
+  // A node concerned whose agent has not answered since the operator started is named (the agent reconnect grace, policy.ts).
+  assert.deepEqual(src.enforcement(cnp, new Set(["n1", "n2"]), [{ node: "n1", connected: true, ackedVersion: 1, acked }, { node: "n2", connected: true }]).unheard, ["n2"]);
+  assert.deepEqual(src.enforcement(cnp, concerned, [{ node: "n1", connected: true, nack: { version: 2, error: "map full", state: acked } }]), { acknowledged: 0, refused: [{ node: "n1", message: "map full" }], unheard: [], withoutDnsProxy: ["n1"], withoutL7Proxy: ["n1"] });
 
   src.onPolicy({ type: "delete", obj: cnp });
   assert.equal(src.stateFor("n1").policies[0]?.ingressEnforced, false);
@@ -238,7 +240,7 @@ test("sync reconciles with the caches as they are now: added, changed and remove
   assert.deepEqual(src.stateFor("n1").policyGenerations, []);
 });
 
-test("a first sync from full caches (an operator's restart: policies and identities at once) gives every node the state the same objects give as events in any order", () => {
+test("a first sync from full caches (an operator's restart: policies and identities at once) gives every node the state the same objects give as events in any order, also when it gives the event loop turns on the way", async () => {
   const apps = ["web", "db", "api", "cache", "gone-1", "gone-2"];
   const idents = apps.map((app, i) => identity(256 + i, app));
   const policies = [
@@ -256,10 +258,22 @@ test("a first sync from full caches (an operator's restart: policies and identit
   const policiesFirst = new NodeStateSource(pods(), nodes());
   for (const obj of policies) policiesFirst.onPolicy({ type: "add", obj });
   for (const obj of idents) policiesFirst.onIdentity({ type: "add", obj });
+  // The operator's first compile (syncYielding): with a slice of 0 ms it lets other callbacks run after every object.
+  const yielding = new NodeStateSource(pods(), nodes());
+  let turns = 0;
+  let done = false;
+  const spin = (): void => {
+    turns++;
+    if (!done) setImmediate(spin);
+  };
+  setImmediate(spin);
+  assert.equal(await yielding.syncYielding({ identities: cache(idents), policies: [cache(policies)] }, 0), "all");
+  done = true;
+  assert.ok(turns >= idents.length, `other callbacks ran ${turns} times during the compile`);
   for (const n of ["n0", "n1"]) {
     const want = synced.stateFor(n);
     assert.ok(want.policies.some((p) => p.entries.length > 0), "the policies compile to entries");
-    for (const other of [identitiesFirst, policiesFirst]) {
+    for (const other of [identitiesFirst, policiesFirst, yielding]) {
       const got = other.stateFor(n);
       assert.deepEqual(got.policies, want.policies);
       assert.deepEqual(got.identities, want.identities);

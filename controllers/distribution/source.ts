@@ -149,8 +149,8 @@ export class NodeStateSource {
       this.identitiesTouched.add(r.id);
     }
     // Nodes and pods already in the caches (none yet in the operator, whose informers start later; sync() follows them after).
-    reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, () => undefined);
-    reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, () => undefined);
+    drain(reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, () => undefined));
+    drain(reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, () => undefined));
   }
 
   /** The objects last compiled, per kind and key: what sync() compares the caches with. */
@@ -171,6 +171,27 @@ export class NodeStateSource {
    * Returns the nodes whose desired state may have changed.
    */
   sync(informers: SourceInformers, kinds: readonly SourceKind[] = SOURCE_KINDS): Affected {
+    return drain(this.syncSteps(informers, kinds));
+  }
+
+  /**
+   * sync() of every kind, giving the event loop a turn every `sliceMs`: the operator's first compile (15 s with 65,000
+   * identities at bench/scale's full size at load ~8) then no longer holds up the rest of the operator, e.g. the identity
+   * GC, whose deletes fell due during it. Nothing else may compile meanwhile (the distribution's workers start after it).
+   */
+  async syncYielding(informers: SourceInformers, sliceMs: number): Promise<Affected> {
+    const steps = this.syncSteps(informers, SOURCE_KINDS);
+    let sliceStart = performance.now();
+    for (let step = steps.next(); ; step = steps.next()) {
+      if (step.done) return step.value;
+      if (performance.now() - sliceStart < sliceMs) continue;
+      await new Promise((resolve) => setImmediate(resolve));
+      sliceStart = performance.now();
+    }
+  }
+
+  /** sync()'s work, one object per step. */
+  private *syncSteps(informers: SourceInformers, kinds: readonly SourceKind[]): Generator<void, Affected> {
     let all = false;
     const some = new Set<string>();
     const note = (a: Affected): void => {
@@ -178,22 +199,22 @@ export class NodeStateSource {
       else for (const n of a) some.add(n);
     };
     // In this order, whichever kinds are asked for: identities exist before the pods that carry them.
-    if (kinds.includes("nodes")) reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
+    if (kinds.includes("nodes")) yield* reconcileKind(this.nodes.list(), this.seen.nodes, (o) => o.metadata.name, this.onNode, note);
     // Groups before the policies that name them, so a policy's first compile has its groups' CIDRs.
     if (kinds.includes("cidrGroups")) note(this.syncCIDRGroups());
-    if (kinds.includes("policies")) reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
+    if (kinds.includes("policies")) yield* reconcileKind(informers.policies.flatMap((i) => i.list()), this.seen.policies, ParsedPolicies.keyOf, this.onPolicy, note);
     // Identities after the policies: a policy compiled over every identity rebuilds each subject it selects over all their
     // peers, so a restart's first sync (thousands of both) compiled each subject once per policy selecting it (bench/scale at
     // 1,000 + 2,000 idle identities and 1,000 policies, in process: 170 s); an identity after them is one subject and its peers.
-    if (kinds.includes("identities")) reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
-    if (kinds.includes("pods")) reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, note);
+    if (kinds.includes("identities")) yield* reconcileKind(informers.identities.list(), this.seen.identities, (o) => o.metadata.name, this.onIdentity, note);
+    if (kinds.includes("pods")) yield* reconcileKind(this.pods.list(), this.seen.pods, podKey, this.onPod, note);
     if (kinds.includes("services")) {
       const byKey = (o: ServiceObject | EndpointSliceObject): string => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
-      reconcileKind(informers.services?.list() ?? [], this.seen.services, byKey, this.onService, note);
-      reconcileKind(informers.endpointSlices?.list() ?? [], this.seen.endpointSlices, byKey, this.onService, note);
+      yield* reconcileKind(informers.services?.list() ?? [], this.seen.services, byKey, this.onService, note);
+      yield* reconcileKind(informers.endpointSlices?.list() ?? [], this.seen.endpointSlices, byKey, this.onService, note);
     }
     if (kinds.includes("tracing")) {
-      reconcileKind(informers.tracingPolicies?.flatMap((i) => i.list()) ?? [], this.seen.tracing, tracingKeyOf, this.onTracingPolicy, note);
+      yield* reconcileKind(informers.tracingPolicies?.flatMap((i) => i.list()) ?? [], this.seen.tracing, tracingKeyOf, this.onTracingPolicy, note);
     }
     return all ? "all" : [...some];
   }
@@ -474,19 +495,21 @@ export class NodeStateSource {
     const refused: { node: string; message: string }[] = [];
     const withDnsProxy = new Set<string>();
     const withL7Proxy = new Set<string>();
+    const heard = new Set<string>();
     for (const r of reports) {
       if (!nodes.has(r.node)) continue;
       if (r.dnsProxy === true) withDnsProxy.add(r.node);
       if (r.l7Proxy === true) withL7Proxy.add(r.node);
+      if (r.acked || r.nack) heard.add(r.node);
       if (has(r.acked)) acknowledged++;
       else if (r.nack && has(r.nack.state)) refused.push({ node: r.node, message: r.nack.error });
     }
     // No node concerned: nothing runs the policy, so nothing says its DNS or HTTP rules are enforced.
     const secrets = this.opts.policySecrets;
     const tls = secrets ? { tlsSecretProblem: (use: TlsSecretUse, role: TlsRole) => secrets.problem(use, role) } : {};
-    if (nodes.size === 0) return { acknowledged, refused, ...tls };
+    if (nodes.size === 0) return { acknowledged, refused, unheard: [], ...tls };
     const without = (running: ReadonlySet<string>): string[] => [...nodes].filter((n) => !running.has(n)).sort();
-    return { acknowledged, refused, withoutDnsProxy: without(withDnsProxy), withoutL7Proxy: without(withL7Proxy), ...tls };
+    return { acknowledged, refused, unheard: without(heard), withoutDnsProxy: without(withDnsProxy), withoutL7Proxy: without(withL7Proxy), ...tls };
   }
 
   private subjectPolicy(id: number): SubjectPolicy {
@@ -734,7 +757,7 @@ function lowerBound(entries: readonly PolicyEntry[], key: PolicyEntry, lo: numbe
 const NO_GROUPS: ReadonlyMap<string, CIDRGroup> = new Map();
 
 /** Feeds `handle` the difference between a cache's objects now and the ones last seen (compared by object: the informer replaces an object on every change). */
-function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): void {
+function* reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) => string, handle: (ev: InformerEvent<T>) => Affected, note: (a: Affected) => void): Generator<void, void> {
   const present = new Set<string>();
   for (const obj of now) {
     const k = key(obj);
@@ -743,12 +766,19 @@ function reconcileKind<T>(now: readonly T[], seen: Map<string, T>, key: (o: T) =
     if (old === obj) continue;
     seen.set(k, obj);
     note(handle(old === undefined ? { type: "add", obj } : { type: "update", old, obj }));
+    yield;
   }
   for (const [k, old] of seen) {
     if (present.has(k)) continue;
     seen.delete(k);
     note(handle({ type: "delete", obj: old }));
+    yield;
   }
+}
+
+/** Runs steps to the end. */
+function drain<R>(steps: Generator<void, R>): R {
+  for (let step = steps.next(); ; step = steps.next()) if (step.done) return step.value;
 }
 
 type ContainerPort = NonNullable<NonNullable<NonNullable<PodObject["spec"]>["containers"]>[number]["ports"]>[number];
