@@ -13,6 +13,7 @@ import { OperatorProcess, eventually } from "./testing/operator-process.ts";
 import { IDENTITY_ANNOTATION, IDENTITY_NUMBER_LABEL } from "../kube/objects.ts";
 import { parseUnusedMarks } from "../core/identity-marks.ts";
 import { AgentClient } from "./testing/agent.ts";
+import { applyDelta } from "../core/nodestate.ts";
 import { type TestPki, makePki } from "../kube/testing/pki.ts";
 import type { Downstream, NodeState } from "../core/wire.ts";
 import { lookup } from "../core/policy/mapstate.ts";
@@ -536,12 +537,19 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
 
       const agent = new AgentClient(`127.0.0.1:${port}`, { ca: pki.read("ca.crt"), cert: pki.read("dist-node.crt"), key: pki.read("dist-node.key") }, "dist-node", { autoAck: false });
       agents.push(agent);
-      // The first message is a snapshot with the compiled policy of the web identity.
-      const snap = await eventually("snapshot with the policy", () => {
-        const m = agent.received.at(-1);
-        return m?.type === "snapshot" && m.state.policies.some((p) => p.subject === webId && p.ingressEnforced) ? m : undefined;
+      // The node's state with the compiled policy of the web identity: the first message (a snapshot), or a later one when the
+      // identity reached the compiled state after the agent connected (one message in flight: each earlier one is ACKed).
+      let seen = 0;
+      const snap = await eventually("the node's state with the policy", () => {
+        for (; seen < agent.received.length; seen++) {
+          const m = agent.received[seen]!;
+          const state = m.type === "snapshot" ? m.state : applyDelta(agent.state, m);
+          if (state.policies.some((p) => p.subject === webId && p.ingressEnforced)) return m;
+          agent.ack(m);
+        }
+        return undefined;
       });
-      for (const m of agent.received) if (m !== snap) agent.apply(m);
+      assert.equal(agent.received[0]?.type, "snapshot", "the first message is a snapshot");
       agent.ack(snap);
       const ok = await eventually("Enforced=True 1/1", async () => {
         const o = await getJSON<CNP>(["get", "cnp", "-n", ns, "web"]);
