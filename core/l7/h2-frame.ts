@@ -15,11 +15,11 @@ export const FLAG_PRIORITY = 0x20;
 
 /** The SETTINGS the relay reads or sets (RFC 9113 §6.5.2). */
 // prettier-ignore
-export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
+export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6, ENABLE_CONNECT_PROTOCOL: 8 } as const;
 
 /** The error codes the relay sends (RFC 9113 §7). */
 // prettier-ignore
-export const ErrorCode = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9 } as const;
+export const ErrorCode = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 11 } as const;
 
 /**
  * The header block fragment a HEADERS or PUSH_PROMISE frame carries: without its padding, priority fields or promised

@@ -136,3 +136,27 @@ test("encodeBlock: static fields by index, others as literals without indexing; 
   // Index 62 would be the dynamic table's first entry: there is none.
   assert.throws(() => d.decode(hex("be")), HpackError);
 });
+
+test("a size update above the receiver's SETTINGS_HEADER_TABLE_SIZE, after a field, or an integer past 2^28 and a string past the block are errors, never a throw of another kind", () => {
+  const limited = (): HpackDecoder => new HpackDecoder(4096, 4096);
+  // 8,192: 0x3f then 8,192 - 31 in 7-bit groups.
+  assert.throws(() => limited().decode(hex("3fe13f")), HpackError);
+  assert.deepEqual(limited().decode(hex("3fe11f 82")).raw, [":method", "GET"]);
+  assert.throws(() => limited().decode(hex("82 20")), HpackError);
+  assert.throws(() => limited().decode(hex("ffffffffffff01")), HpackError);
+  assert.throws(() => limited().decode(hex("000561")), HpackError);
+  assert.throws(() => limited().decode(hex("80")), HpackError);
+  // Every truncation and one-byte change of a valid block: an HpackError or a list, nothing else.
+  const block = encodeBlock([":method", "GET", ":path", "/a", "x-long", "v".repeat(200)], 100);
+  for (let i = 0; i < block.length; i++)
+    for (const b of [0x00, 0x3f, 0x7f, 0x80, 0xff]) {
+      const m = Buffer.from(block);
+      m[i] = b;
+      for (const input of [m, m.subarray(0, i)])
+        try {
+          limited().decode(input);
+        } catch (err) {
+          assert.ok(err instanceof HpackError, `byte ${i} = ${b}: ${String(err)}`);
+        }
+    }
+});

@@ -76,6 +76,9 @@ export interface DecodedBlock {
 /** The largest dynamic table a peer may ask for (SETTINGS_HEADER_TABLE_SIZE): bounds the memory one connection's table takes. */
 export const MAX_TABLE_SIZE = 65536;
 
+/** SETTINGS_HEADER_TABLE_SIZE until a peer says otherwise (RFC 9113 §6.5.2). */
+export const DEFAULT_TABLE_SIZE = 4096;
+
 /**
  * One direction's HPACK decoding state: the dynamic table the peer's encoder fills. Every header block of that
  * direction must go through it, in order, or the table goes out of step with the encoder's.
@@ -87,7 +90,7 @@ export class HpackDecoder {
   private size = 0;
 
   constructor(
-    private maxSize = 4096,
+    private maxSize = DEFAULT_TABLE_SIZE,
     /** What the receiver's SETTINGS_HEADER_TABLE_SIZE allows a size update to ask for. */
     public limit = MAX_TABLE_SIZE,
   ) {}

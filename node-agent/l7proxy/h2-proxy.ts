@@ -8,7 +8,7 @@ import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
 import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
-import { requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
+import { h2RequestFault, requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
@@ -17,7 +17,7 @@ import { DENIED_HEADERS, requestFlow, withoutHeaders, type ArrivedRequest } from
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
-const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 /** HTTP/2's client connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -240,9 +240,13 @@ export class H2Proxy {
   private handle(stream: http2.ServerHttp2Stream, raw: string[], flags: number): void {
     const started = process.hrtime.bigint();
     const conn = stream.session ? this.connections.get(stream.session) : undefined;
-    if (!conn) {
-      stream.close(NGHTTP2_REFUSED_STREAM);
-      return;
+    // nghttp2 refuses most malformed requests before here, not a Host that names another authority than :authority.
+    const fault = conn ? h2RequestFault(raw) : "no connection";
+    if (!conn || fault !== undefined) {
+      log.info({ port: conn?.client.port, why: fault }, "HTTP/2 request reset");
+      // Closed with an error code, a stream emits "error": without a listener that would be the process's.
+      stream.on("error", () => {});
+      return void stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
     }
     const { request, grpc, decision, flow } = judgeStream(conn.client, raw, started, this.opts);
     // A stream's failure (a reset from either side) ends that stream only.

@@ -3,8 +3,8 @@ import type net from "node:net";
 import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
-import type { HttpHeader } from "../../core/l7/http-request.ts";
-import { encodeBlock, HpackDecoder, HpackError, MAX_TABLE_SIZE } from "../../core/l7/hpack.ts";
+import { h2RequestFault, type HttpHeader } from "../../core/l7/http-request.ts";
+import { DEFAULT_TABLE_SIZE, encodeBlock, HpackDecoder, HpackError, MAX_TABLE_SIZE } from "../../core/l7/hpack.ts";
 import {
   blockFragment,
   DEFAULT_MAX_FRAME,
@@ -45,6 +45,9 @@ const log = pino({ name: "l7-proxy-h2relay", level: process.env.LOG_LEVEL ?? "in
  */
 const FRAME_CAP = 65536;
 
+/** CONTINUATION frames one header block may take, as nghttp2 (h2-proxy.ts's sessions) allows since CVE-2024-27316: zero-length ones otherwise cost nothing to send and a frame each to gather. */
+const MAX_CONTINUATIONS = 8;
+
 /** The answers the proxy makes itself, as header lists: encoded without the dynamic table (the client's decoder stays in step with the destination's encoder). */
 const GRPC_DENIED_RAW = Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]);
 const GRPC_DENIED_FIELDS: readonly HttpHeader[] = fieldPairs(GRPC_DENIED_RAW);
@@ -69,8 +72,8 @@ const GRPC_UNAVAILABLE_RAW = Object.entries(grpcStatusHeaders(GRPC_UNAVAILABLE, 
   ([k, v]) => [k, String(v)],
 );
 
-/** What the relay opens an upstream connection with: the client preface's magic and an empty SETTINGS (all defaults); the client's own preface is then not sent again, and the ACK of this SETTINGS not passed on. */
-const RELAY_PREFACE = Buffer.concat([H2_PREFACE, frame(FrameType.SETTINGS, 0, 0)]);
+/** What the relay opens an upstream connection with: the client preface's magic and a SETTINGS with push disabled (the rest defaults); the client's own preface is then not sent again, and the ACK of this SETTINGS not passed on. */
+const RELAY_PREFACE = Buffer.concat([H2_PREFACE, settingsFrame(Buffer.alloc(0), [[Setting.ENABLE_PUSH, 0]])]);
 
 export interface H2RelayOptions {
   readonly rules: (port: number) => readonly CompiledHttpRuleRef[];
@@ -93,6 +96,8 @@ interface PendingBlock {
   readonly stream: number;
   readonly endStream: boolean;
   readonly parts: Buffer[];
+  /** Octets in `parts`. */
+  bytes: number;
   /** PUSH_PROMISE's block (decoded only to keep the table). */
   readonly promise: boolean;
 }
@@ -173,8 +178,8 @@ class RelayConnection {
   /** Streams the proxy answered itself whose request body is still coming: their DATA is dropped and its window given back. */
   private readonly dropping = new Set<number>();
   /** Decodes the client's request blocks (its encoder's table), and mirrors the client's decoding of the destination's blocks. */
-  private readonly requests = new HpackDecoder();
-  private readonly responses = new HpackDecoder();
+  private readonly requests = new HpackDecoder(DEFAULT_TABLE_SIZE, DEFAULT_TABLE_SIZE);
+  private readonly responses = new HpackDecoder(DEFAULT_TABLE_SIZE, DEFAULT_TABLE_SIZE);
   private clientLeft: Buffer | undefined;
   private upstreamLeft: Buffer | undefined;
   private prefaceLeft = PREFACE_LENGTH;
@@ -195,6 +200,8 @@ class RelayConnection {
   private relayAckDue = true;
   private headTimer: NodeJS.Timeout | undefined;
   private done = false;
+  /** A connection error was sent to the client: nothing more of its is read. */
+  private failed = false;
 
   constructor(
     private readonly socket: net.Socket,
@@ -258,6 +265,8 @@ class RelayConnection {
       { port: this.client.port, client: `${this.client.source.ip}:${this.client.source.port}`, why },
       "HTTP/2 connection closed",
     );
+    this.failed = true;
+    this.clientLeft = undefined;
     if (!this.socket.destroyed) this.socket.end(goaway(this.lastClientStream, code));
     this.upstream.destroy();
     return false;
@@ -266,6 +275,7 @@ class RelayConnection {
   // ---- client → destination ----
 
   private fromClient(chunk: Buffer): void {
+    if (this.failed) return;
     const buf = this.clientLeft ? Buffer.concat([this.clientLeft, chunk]) : chunk;
     this.clientLeft = undefined;
     let p = 0;
@@ -290,7 +300,8 @@ class RelayConnection {
       let pass: boolean;
       switch (type) {
         case FrameType.DATA:
-          pass = this.streams.has(id);
+          // A forwarded stream's until its END_STREAM; after it (or on any other stream) dropped, its window given back.
+          pass = this.streams.get(id)?.requestEnded === false;
           if (pass) {
             if (flags & FLAG_END_STREAM) this.requestEnded(id);
           } else this.dropData(id, length, (flags & FLAG_END_STREAM) !== 0);
@@ -302,13 +313,14 @@ class RelayConnection {
         case FrameType.RST_STREAM:
           pass = false;
           break;
-        case FrameType.PRIORITY:
-        case FrameType.PUSH_PROMISE:
-          // Advisory (PRIORITY) or not a client's to send (PUSH_PROMISE): not passed on.
-          pass = false;
+        case FrameType.PING:
+        case FrameType.GOAWAY:
+          pass = true;
           break;
         default:
-          pass = true;
+          // Advisory (PRIORITY), not a client's to send (PUSH_PROMISE), or of a type the proxy does not know (RFC 9113
+          // §5.5: ignored): not passed on, so no extension the destination may speak carries what was not judged.
+          pass = false;
       }
       if (!pass) {
         if (run < p) this.upstream.write(buf.subarray(run, p));
@@ -340,6 +352,7 @@ class RelayConnection {
           stream: id,
           endStream: (flags & FLAG_END_STREAM) !== 0,
           parts: [fragment],
+          bytes: fragment.length,
           promise: false,
         };
         if (flags & FLAG_END_HEADERS) return this.requestBlock(block);
@@ -350,16 +363,16 @@ class RelayConnection {
         const block = this.clientBlock;
         if (!block || block.stream !== id)
           return this.fail(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without its HEADERS");
-        block.parts.push(payload);
-        if (!(flags & FLAG_END_HEADERS)) {
-          if (block.parts.reduce((n, b) => n + b.length, 0) > 2 * this.opts.limits.maxHeaderBytes + FRAME_CAP)
-            return this.fail(ErrorCode.PROTOCOL_ERROR, "header block over the limit");
-          return true;
-        }
+        if (!this.grow(block, payload))
+          return this.fail(ErrorCode.ENHANCE_YOUR_CALM, "header block over the size or CONTINUATION limit");
+        if (!(flags & FLAG_END_HEADERS)) return true;
         this.clientBlock = undefined;
         return this.requestBlock(block);
       }
       case FrameType.SETTINGS:
+        if (id !== 0) return this.fail(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+        if (payload.length % 6 !== 0 || (flags & FLAG_ACK && payload.length > 0))
+          return this.fail(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS of a wrong length");
         if (flags & FLAG_ACK) this.upstream.write(frame(type, flags, id, payload));
         else {
           const extra: [number, number][] = [[Setting.ENABLE_PUSH, 0]];
@@ -410,7 +423,19 @@ class RelayConnection {
     const id = block.stream;
     const open = this.streams.get(id);
     if (open) {
-      // The request's trailers: on as sent, through the proxy's encoder.
+      // The request's trailers: on as sent, through the proxy's encoder. Any other block on a forwarded stream (one
+      // without END_STREAM, with pseudo-headers, after the request ended) is not trailers to the destination either.
+      const fault = open.requestEnded
+        ? "HEADERS after the request ended"
+        : !block.endStream
+          ? "trailers without END_STREAM"
+          : h2RequestFault(decoded.raw, true);
+      if (fault !== undefined) {
+        this.streams.delete(id);
+        this.upstream.write(rstStream(id, ErrorCode.CANCEL));
+        this.malformed(id, fault);
+        return true;
+      }
       this.upstream.write(
         headerFrames(id, encodeBlock(decoded.raw), block.endStream, this.maxFrameToUpstream),
       );
@@ -434,8 +459,26 @@ class RelayConnection {
       );
       return true;
     }
-    this.judge(id, decoded.raw, block.endStream);
+    const fault = h2RequestFault(decoded.raw);
+    if (fault !== undefined) this.malformed(id, fault);
+    else this.judge(id, decoded.raw, block.endStream);
     return true;
+  }
+
+  /** A malformed request (RFC 9113 §8.1.1): a stream error, as nghttp2 resets it for h2-proxy.ts; not judged, never passed on. */
+  private malformed(id: number, why: string): void {
+    log.info(
+      { port: this.client.port, client: `${this.client.source.ip}:${this.client.source.port}`, stream: id, why },
+      "malformed HTTP/2 request reset",
+    );
+    this.toClient(rstStream(id, ErrorCode.PROTOCOL_ERROR));
+  }
+
+  /** `payload` added to a header block being gathered; false past the size a block may have or MAX_CONTINUATIONS. */
+  private grow(block: PendingBlock, payload: Buffer): boolean {
+    block.parts.push(payload);
+    block.bytes += payload.length;
+    return block.bytes <= 2 * this.opts.limits.maxHeaderBytes + FRAME_CAP && block.parts.length <= MAX_CONTINUATIONS + 1;
   }
 
   private judge(id: number, raw: string[], endStream: boolean): void {
@@ -592,6 +635,7 @@ class RelayConnection {
             stream: id,
             endStream: (flags & FLAG_END_STREAM) !== 0,
             parts: [fragment],
+            bytes: fragment.length,
             promise: type === FrameType.PUSH_PROMISE,
           };
           if (flags & FLAG_END_HEADERS) {
@@ -603,8 +647,7 @@ class RelayConnection {
         }
         case FrameType.CONTINUATION: {
           const block = this.upstreamBlock;
-          if (!block) return void this.upstream.destroy();
-          block.parts.push(payload);
+          if (!block || !this.grow(block, payload)) return void this.upstream.destroy();
           if (flags & FLAG_END_HEADERS) {
             this.upstreamBlock = undefined;
             const s = this.responseBlock(block);
@@ -673,6 +716,8 @@ class RelayConnection {
         this.maxFrameToUpstream = v;
         extra.push([s, Math.min(v, FRAME_CAP)]);
       } else if (s === Setting.HEADER_TABLE_SIZE) this.requests.limit = Math.min(v, MAX_TABLE_SIZE);
+      // Extended CONNECT (RFC 8441's :protocol) is not offered: h2RequestFault refuses it, as h2-proxy.ts's server does.
+      else if (s === Setting.ENABLE_CONNECT_PROTOCOL) extra.push([s, 0]);
     }
     if (streams !== undefined) extra.push([Setting.MAX_CONCURRENT_STREAMS, streams]);
     if (headerList !== undefined) extra.push([Setting.MAX_HEADER_LIST_SIZE, headerList]);

@@ -167,6 +167,22 @@ test("Node's http2 client over TLS: a denied stream and an allowed one on the sa
   }
 });
 
+test("a Host naming another authority than :authority is reset (PROTOCOL_ERROR), never judged by one and served by the other; the connection goes on", async () => {
+  const session = await h2session(H2_TLS);
+  try {
+    const before = seen.length;
+    const s = session.request({ ":method": "GET", ":path": "/public/ok", ":authority": `api.example.com:${H2_TLS}`, host: "admin.internal" });
+    s.on("error", () => {});
+    s.end();
+    await new Promise((r) => s.once("close", r));
+    assert.equal(s.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    assert.equal(seen.length, before, "nothing reached the server");
+    assert.equal((await get(session, "/public/after")).status, 200);
+  } finally {
+    session.close();
+  }
+});
+
 test("a server name outside serverNames fails the h2 handshake too, and nothing reaches the server", async () => {
   const before = seen.length;
   const session = http2.connect(`https://127.0.0.1:${H2_TLS}`, { ca: podCA.cert, servername: "other.example.com", checkServerIdentity: () => undefined });

@@ -1,0 +1,341 @@
+// The h2c relay (h2-relay.ts) against a hostile client, in raw frames over TCP to a raw HTTP/2 destination: no request reaches the destination unjudged or in a form it may read otherwise than it was judged, and malformed input closes that connection only (a GOAWAY with its code), never the proxy.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { once } from "node:events";
+import { HttpProxy } from "./http-proxy.ts";
+import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
+import { encodeBlock, HpackDecoder } from "../../core/l7/hpack.ts";
+import {
+  ErrorCode,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PADDED,
+  frame,
+  FrameType,
+  headerFrames,
+} from "../../core/l7/h2-frame.ts";
+import { H2_PREFACE } from "./h2-proxy.ts";
+import { h2c, request } from "./testing/h2c-client.ts";
+
+const PORT = 24080 + (process.pid % 1000);
+
+interface Frame {
+  readonly type: number;
+  readonly flags: number;
+  readonly stream: number;
+  readonly payload: Buffer;
+}
+
+/** Frames off a byte stream as they complete. */
+function frameReader(skip: number, onFrame: (f: Frame) => void): (d: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  let left = skip;
+  return (d) => {
+    buf = Buffer.concat([buf, d]);
+    const n = Math.min(left, buf.length);
+    left -= n;
+    buf = buf.subarray(n);
+    while (buf.length >= 9) {
+      const length = buf.readUIntBE(0, 3);
+      if (buf.length < 9 + length) break;
+      onFrame({ type: buf[3]!, flags: buf[4]!, stream: buf.readUInt32BE(5) & 0x7fffffff, payload: buf.subarray(9, 9 + length) });
+      buf = buf.subarray(9 + length);
+    }
+  };
+}
+
+/** What the destination got: every frame, and every header block decoded (the relay's encoder uses no dynamic table). */
+const atDestination: { frames: Frame[]; blocks: { stream: number; raw: string[] }[] } = { frames: [], blocks: [] };
+
+/** A minimal HTTP/2 server: its SETTINGS, ACKs, and a 200 that ends the stream for each request block (none for a path with "hang"). */
+const destination = net.createServer((s) => {
+  s.on("error", () => {});
+  const decoder = new HpackDecoder();
+  let block: { stream: number; parts: Buffer[] } | undefined;
+  s.write(frame(FrameType.SETTINGS, 0, 0));
+  s.on(
+    "data",
+    frameReader(H2_PREFACE.length, (f) => {
+      atDestination.frames.push(f);
+      if (f.type === FrameType.SETTINGS && !(f.flags & 1)) s.write(frame(FrameType.SETTINGS, 1, 0));
+      if (f.type === FrameType.HEADERS) block = { stream: f.stream, parts: [f.payload] };
+      else if (f.type === FrameType.CONTINUATION) block?.parts.push(f.payload);
+      else return;
+      if (!(f.flags & FLAG_END_HEADERS) || !block) return;
+      const raw = decoder.decode(Buffer.concat(block.parts)).raw;
+      atDestination.blocks.push({ stream: block.stream, raw });
+      const path = raw[raw.indexOf(":path") + 1] ?? "";
+      if (raw.includes(":path") && !path.includes("hang"))
+        s.write(headerFrames(block.stream, encodeBlock([":status", "200"]), true, 16384));
+      block = undefined;
+    }),
+  );
+});
+
+const proxy = new HttpProxy({
+  redirects: {
+    originalDestination: () => ({
+      ip: "127.0.0.1",
+      port: (destination.address() as net.AddressInfo).port,
+      proxyPort: PORT,
+      subject: 1000,
+      ruleId: 9,
+    }),
+  },
+  connectUpstream: (ip, port) => net.connect(port, ip),
+});
+
+const CONFIG: ProxyConfig = {
+  address: "127.0.0.1",
+  limits: { ...DEFAULT_LIMITS, maxHeaderBytes: 8192, headersTimeoutMs: 2000 },
+  ports: [{ port: PORT, http: [{ ruleId: 9, index: 0, rule: { method: "GET|POST", path: "/ok/.*" } }] }],
+};
+
+before(async () => {
+  destination.listen(0, "127.0.0.1");
+  await once(destination, "listening");
+  await proxy.apply(CONFIG);
+});
+
+after(async () => {
+  await proxy.stop();
+  destination.close();
+});
+
+/** A client speaking raw frames to the proxy port: its preface and an empty SETTINGS sent, what it gets kept. */
+class RawClient {
+  readonly frames: Frame[] = [];
+  closed = false;
+  private constructor(readonly socket: net.Socket) {
+    socket.on("error", () => {});
+    socket.on("data", frameReader(0, (f) => this.frames.push(f)));
+    socket.on("close", () => (this.closed = true));
+  }
+
+  static async open(): Promise<RawClient> {
+    const socket = net.connect(PORT, "127.0.0.1");
+    await once(socket, "connect");
+    socket.write(Buffer.concat([H2_PREFACE, frame(FrameType.SETTINGS, 0, 0)]));
+    return new RawClient(socket);
+  }
+
+  send(...frames: Buffer[]): void {
+    if (!this.socket.destroyed) this.socket.write(Buffer.concat(frames));
+  }
+
+  /** The first frame `match` takes, waited for up to 3 s. */
+  async next(match: (f: Frame) => boolean, what: string): Promise<Frame> {
+    for (let t = 0; t < 300; t++) {
+      const f = this.frames.find(match);
+      if (f) return f;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`no ${what} (got types ${this.frames.map((f) => `${f.type}@${f.stream}`).join(" ")})`);
+  }
+
+  reset(stream: number): Promise<Frame> {
+    return this.next((f) => f.type === FrameType.RST_STREAM && f.stream === stream, `RST_STREAM on ${stream}`);
+  }
+
+  answer(stream: number): Promise<Frame> {
+    return this.next((f) => f.type === FrameType.HEADERS && f.stream === stream, `HEADERS on ${stream}`);
+  }
+
+  goaway(): Promise<Frame> {
+    return this.next((f) => f.type === FrameType.GOAWAY, "GOAWAY");
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+const GET = [":method", "GET", ":scheme", "http", ":authority", "deathstar", ":path"];
+
+/** A request's HEADERS (a fresh block, no dynamic table), ending the stream unless `open`. */
+function headers(stream: number, raw: readonly string[], open = false): Buffer {
+  return headerFrames(stream, encodeBlock(raw), !open, 16384);
+}
+
+function blocksOn(stream: number, since: number): string[][] {
+  return atDestination.blocks.slice(since).filter((b) => b.stream === stream).map((b) => b.raw);
+}
+
+test("a request block two readings could take differently is reset, never judged on one and sent on: :path twice, uppercase names, pseudo-headers misplaced or unknown, Host against :authority, connection fields, CR/LF in a value", async () => {
+  const c = await RawClient.open();
+  const since = atDestination.blocks.length;
+  const malformed: (readonly string[])[] = [
+    [":method", "GET", ":scheme", "http", ":authority", "deathstar", ":path", "/admin", ":path", "/ok/x"],
+    [...GET, "/ok/x", "X-Role", "admin"],
+    [":method", "GET", ":scheme", "http", ":authority", "deathstar", "x-a", "1", ":path", "/ok/x"],
+    [...GET, "/ok/x", ":status", "200"],
+    [...GET, "/ok/x", ":protocol", "websocket"],
+    [...GET, "/ok/x", "host", "admin.internal"],
+    [":method", "GET", ":scheme", "http", ":path", "/ok/x", "host", "deathstar", "host", "admin.internal"],
+    [...GET, "/ok/x", "connection", "close"],
+    [...GET, "/ok/x", "te", "gzip"],
+    [...GET, "/ok/x", "x-a", "1\r\nx-role: admin"],
+    [":method", "GET", ":scheme", "http", ":authority", "deathstar"],
+    [":method", "CONNECT", ":authority", "deathstar:80", ":path", "/ok/x"],
+  ];
+  malformed.forEach((raw, i) => c.send(headers(2 * i + 1, raw)));
+  for (let i = 0; i < malformed.length; i++) {
+    const rst = await c.reset(2 * i + 1);
+    assert.equal(rst.payload.readUInt32BE(0), ErrorCode.PROTOCOL_ERROR, `case ${i}`);
+  }
+  // The connection goes on: a good request after them is forwarded.
+  const ok = 2 * malformed.length + 1;
+  c.send(headers(ok, [...GET, "/ok/after", "host", "DeathStar"]));
+  await c.answer(ok);
+  assert.deepEqual(
+    atDestination.blocks.slice(since).map((b) => b.stream),
+    [ok],
+    "only the well-formed request reached the destination",
+  );
+  c.close();
+});
+
+test("a second header block on a forwarded stream is trailers only as RFC 9113 has them: one without END_STREAM, one with pseudo-headers, one after the request ended are reset both ways, never passed on", async () => {
+  const c = await RawClient.open();
+  const since = atDestination.blocks.length;
+  // Stream 1: allowed, its body still coming; a block that would open another request on it.
+  c.send(headers(1, [...GET, "/ok/upload"], true));
+  await c.answer(1);
+  c.send(headers(1, [...GET, "/admin"], true));
+  // Stream 3: the same with END_STREAM (trailers carrying pseudo-headers).
+  c.send(headers(3, [...GET, "/ok/upload"], true));
+  await c.answer(3);
+  c.send(headers(3, [":path", "/admin", "x-checksum", "1"]));
+  // Stream 5: the request ended (no answer yet), then a block anyway.
+  c.send(headers(5, [...GET, "/ok/hang"]));
+  c.send(headers(5, ["x-late", "1"]));
+  for (const id of [1, 3, 5]) assert.equal((await c.reset(id)).payload.readUInt32BE(0), ErrorCode.PROTOCOL_ERROR);
+  // Well-formed trailers still go on.
+  c.send(headers(7, [...GET, "/ok/trailers"], true), headers(7, ["x-checksum", "0"]));
+  c.send(headers(9, [...GET, "/ok/last"]));
+  await c.answer(9);
+  for (const id of [1, 3, 5]) assert.equal(blocksOn(id, since).length, 1, `stream ${id}: only the judged request`);
+  assert.deepEqual(blocksOn(7, since).at(-1), ["x-checksum", "0"]);
+  const resets = atDestination.frames.filter((f) => f.type === FrameType.RST_STREAM).map((f) => f.stream);
+  for (const id of [1, 3, 5]) assert.ok(resets.includes(id), `the destination's stream ${id} reset`);
+  c.close();
+});
+
+test("frames of unknown types and PRIORITY are not passed on, nor DATA after a stream's END_STREAM", async () => {
+  const c = await RawClient.open();
+  const count = atDestination.frames.length;
+  c.send(frame(0x20, 0, 1, Buffer.from("extension")), frame(FrameType.PRIORITY, 0, 1, Buffer.alloc(5)));
+  c.send(headers(3, [...GET, "/ok/hang"]), frame(FrameType.DATA, FLAG_END_STREAM, 3, Buffer.from("smuggled")));
+  c.send(headers(5, [...GET, "/ok/next"]));
+  await c.answer(5);
+  const got = atDestination.frames.slice(count);
+  assert.ok(!got.some((f) => f.type === 0x20 || f.type === FrameType.PRIORITY), "no unknown or PRIORITY frame");
+  assert.ok(!got.some((f) => f.type === FrameType.DATA && f.stream === 3), "no DATA after END_STREAM");
+  c.close();
+});
+
+test("a header block in a flood of empty CONTINUATION frames closes the connection with ENHANCE_YOUR_CALM at once, the proxy serving others", async () => {
+  const c = await RawClient.open();
+  const empty = frame(FrameType.CONTINUATION, 0, 1);
+  // HEADERS without END_HEADERS: CONTINUATIONs follow.
+  const flood = frame(FrameType.HEADERS, FLAG_END_STREAM, 1, encodeBlock([...GET, "/ok/x"]));
+  const t0 = Date.now();
+  c.send(flood, ...Array<Buffer>(20000).fill(empty));
+  const goaway = await c.goaway();
+  assert.equal(goaway.payload.readUInt32BE(4), ErrorCode.ENHANCE_YOUR_CALM);
+  assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+  await stillServes();
+  c.close();
+});
+
+/** Each input, on a connection of its own, ends it with a GOAWAY of that code; the proxy then still serves a good client. */
+const BROKEN: [string, Buffer, number][] = [
+  ["a frame over the size limit", Buffer.from([1, 0, 1, 0, 0, 0, 0, 0, 1]), ErrorCode.PROTOCOL_ERROR],
+  ["HEADERS on stream 0", headers(0, [...GET, "/ok/x"]), ErrorCode.PROTOCOL_ERROR],
+  ["padding longer than the frame", frame(FrameType.HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 1, Buffer.from([9, 0x82])), ErrorCode.PROTOCOL_ERROR],
+  ["CONTINUATION without HEADERS", frame(FrameType.CONTINUATION, FLAG_END_HEADERS, 1, Buffer.from([0x82])), ErrorCode.PROTOCOL_ERROR],
+  ["PING inside a header block", Buffer.concat([frame(FrameType.HEADERS, 0, 1, Buffer.from([0x82])), frame(FrameType.PING, 0, 0, Buffer.alloc(8))]), ErrorCode.PROTOCOL_ERROR],
+  ["SETTINGS inside a header block", Buffer.concat([frame(FrameType.HEADERS, 0, 1, Buffer.from([0x82])), frame(FrameType.SETTINGS, 0, 0)]), ErrorCode.PROTOCOL_ERROR],
+  ["SETTINGS of 5 octets", frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(5)), ErrorCode.FRAME_SIZE_ERROR],
+  ["HPACK index 0", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x80])), ErrorCode.COMPRESSION_ERROR],
+  ["HPACK index beyond the table", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0xbe])), ErrorCode.COMPRESSION_ERROR],
+  ["a table size update above SETTINGS_HEADER_TABLE_SIZE", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x3f, 0xe1, 0x3f])), ErrorCode.COMPRESSION_ERROR],
+  ["a table size update after a field", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x82, 0x20])), ErrorCode.COMPRESSION_ERROR],
+  ["an integer over 2^28", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])), ErrorCode.COMPRESSION_ERROR],
+  ["a string past the block", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x00, 0x05, 0x61])), ErrorCode.COMPRESSION_ERROR],
+  ["Huffman with EOS", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x00, 0x84, 0xff, 0xff, 0xff, 0xff, 0x01, 0x61])), ErrorCode.COMPRESSION_ERROR],
+  ["Huffman padded with zeros", frame(FrameType.HEADERS, FLAG_END_HEADERS, 1, Buffer.from([0x00, 0x81, 0x00, 0x01, 0x61])), ErrorCode.COMPRESSION_ERROR],
+];
+
+for (const [what, input, code] of BROKEN)
+  test(`malformed input closes its connection with a GOAWAY: ${what}`, async () => {
+    const c = await RawClient.open();
+    c.send(input);
+    assert.equal((await c.goaway()).payload.readUInt32BE(4), code);
+    c.close();
+  });
+
+/** A good client still gets its answers through the proxy. */
+async function stillServes(): Promise<void> {
+  const session = h2c(PORT);
+  try {
+    assert.equal((await request(session, { ":path": "/ok/alive" })).status, 200);
+    assert.equal((await request(session, { ":path": "/no/denied" })).status, 403);
+  } finally {
+    session.destroy();
+  }
+}
+
+/** A small deterministic PRNG (mulberry32): a failing seed can be replayed. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test("fuzz: random and mutated frames on 200 connections never take the proxy down; a good client is served after", async (t) => {
+  const seed = Number(process.env.H2_FUZZ_SEED ?? Date.now() % 1e9);
+  t.diagnostic(`seed ${seed} (H2_FUZZ_SEED replays it)`);
+  const rand = prng(seed);
+  const int = (n: number): number => Math.floor(rand() * n);
+  const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)));
+  const valid = (): Buffer[] => [
+    headers(1, [...GET, "/ok/a", "x-a", "b"], true),
+    frame(FrameType.DATA, 0, 1, bytes(int(40))),
+    headers(1, ["x-t", "1"]),
+    frame(FrameType.WINDOW_UPDATE, 0, 0, Buffer.from([0, 0, 1, 0])),
+    frame(FrameType.PING, 0, 0, Buffer.alloc(8)),
+    frame(FrameType.SETTINGS, 0, 0, Buffer.from([0, 1, 0, 0, 0x10, 0])),
+    headers(3, [...GET, "/no/b"], true),
+    frame(FrameType.DATA, FLAG_END_STREAM, 3, bytes(5)),
+    frame(FrameType.RST_STREAM, 0, 1, Buffer.from([0, 0, 0, 8])),
+    frame(FrameType.CONTINUATION, FLAG_END_HEADERS, 5, Buffer.from([0x82])),
+  ];
+  const input = (): Buffer => {
+    const frames = valid()
+      .filter(() => rand() < 0.6)
+      .map((f): Buffer => {
+        const m = Buffer.from(f);
+        // Mutate: a byte of the header or payload flipped, or the frame cut short, or random bytes instead.
+        const r = rand();
+        if (r < 0.3) m[int(m.length)] = int(256);
+        else if (r < 0.4) return m.subarray(0, int(m.length));
+        else if (r < 0.5) return Buffer.concat([m.subarray(0, 9), bytes(int(30))]);
+        return m;
+      });
+    if (rand() < 0.2) frames.push(frame(int(12), int(256), int(8), bytes(int(20))));
+    return Buffer.concat(frames);
+  };
+  const one = async (): Promise<void> => {
+    const c = await RawClient.open();
+    c.send(input());
+    await new Promise((r) => setTimeout(r, 20 + int(30)));
+    c.close();
+  };
+  for (let round = 0; round < 20; round++) await Promise.all(Array.from({ length: 10 }, one));
+  await stillServes().catch((err: Error) => assert.fail(`seed ${seed}: ${err.message}`));
+});
