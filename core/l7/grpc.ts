@@ -3,6 +3,8 @@ import { headerValue, type HttpRequest } from "./http-request.ts";
 
 /** gRPC's status code for a call the policy denies (google.rpc.Code PERMISSION_DENIED). */
 export const GRPC_PERMISSION_DENIED = 7;
+/** gRPC's status code for a call whose path holds an escaped slash (no redirect in gRPC): INVALID_ARGUMENT. */
+export const GRPC_INVALID_ARGUMENT = 3;
 /** gRPC's status code for a call the proxy could not pass on (the destination refused or did not answer): UNAVAILABLE. */
 export const GRPC_UNAVAILABLE = 14;
 

@@ -9,6 +9,7 @@ import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
 import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
 import { h2RequestFault, requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
+import { escapedSlashH2Answer, normalizeH2Path } from "../../core/l7/path-normalize.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
@@ -248,6 +249,15 @@ export class H2Proxy {
       stream.on("error", () => {});
       return void stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
     }
+    // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
+    const normalized = normalizeH2Path(raw);
+    if (!Array.isArray(normalized)) {
+      log.info({ port: conn.client.port, location: normalized.location }, "request path with an escaped slash: redirected to its unescaped path");
+      stream.on("error", () => {});
+      stream.respond(escapedSlashH2Answer(isGrpc(requestFromH2Raw(raw)), normalized), { endStream: true });
+      return void stream.resume();
+    }
+    raw = normalized;
     const { request, grpc, decision, flow } = judgeStream(conn.client, raw, started, this.opts);
     // A stream's failure (a reset from either side) ends that stream only.
     stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));

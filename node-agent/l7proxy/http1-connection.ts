@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { applyHeaderActions, HTTP_DENIED, type HttpDecision } from "../../core/l7/http-decision.ts";
 import type { HttpHeader, HttpRequest } from "../../core/l7/http-request.ts";
 import { BodyFramer, HeadScanner, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "../../core/l7/http1-message.ts";
+import { normalizeTarget } from "../../core/l7/path-normalize.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { DENIED_HEADERS } from "./request-flow.ts";
@@ -46,6 +47,13 @@ function deniedResponse(connection: "close" | "keep-alive" | undefined): Buffer 
 }
 const DENIED = { keep: deniedResponse(undefined), close: deniedResponse("close"), keep10: deniedResponse("keep-alive") };
 
+/** Envoy's answer to a path with an escaped slash (UNESCAPE_AND_REDIRECT): the client asks again for the unescaped path, which is then judged. */
+function escapedSlashRedirect(location: string, version: RequestHead["version"]): { keep: Buffer; close: Buffer; keep10: Buffer } {
+  const answer = (connection: string): Buffer => Buffer.from(`HTTP/1.1 307 Temporary Redirect\r\nlocation: ${location}\r\ncontent-length: 0\r\n${connection}\r\n`, "latin1");
+  const keep = answer("");
+  return { keep, close: answer("connection: close\r\n"), keep10: version === "HTTP/1.0" ? answer("connection: keep-alive\r\n") : keep };
+}
+
 function plainResponse(status: number, body: string, close: boolean): Buffer {
   return Buffer.from(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${close ? "connection: close\r\n" : ""}\r\n${body}`);
 }
@@ -85,6 +93,16 @@ function rewrittenHead(buf: Buffer, head: RequestHead, actions: Parameters<typeo
     out += `${f.name}: ${f.value}\r\n`;
   }
   return Buffer.from(`${out}\r\n`, "latin1");
+}
+
+/** The head with its request line's target replaced (the normalized path), in a buffer of its own: the field lines' offsets moved with it. */
+function withTarget(buf: Buffer, head: RequestHead, target: string): { buf: Buffer; head: RequestHead } {
+  const line = Buffer.from(`${head.method} ${target} ${head.version}\r\n`, "latin1");
+  const shift = line.length - head.lineEnd;
+  return {
+    buf: Buffer.concat([line, buf.subarray(head.lineEnd, head.end)]),
+    head: { ...head, target, start: 0, lineEnd: line.length, end: head.end + shift, lineStarts: head.lineStarts.map((s) => s + shift) },
+  };
 }
 
 function write(socket: net.Socket, parts: Buffer[]): boolean {
@@ -242,8 +260,16 @@ export class Http1Connection {
   }
 
   /** A complete request head (at `head.start` in `buf`): judged, then denied here or sent on. */
-  private request(buf: Buffer, head: RequestHead): void {
+  private request(sent: Buffer, sentHead: RequestHead): void {
     const started = process.hrtime.bigint();
+    // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts): the request line rewritten only when normalizing changed it.
+    const target = normalizeTarget(sentHead.target);
+    if (typeof target !== "string") {
+      this.p.log.info({ port: this.p.port, location: target.location }, "request path with an escaped slash: redirected to its unescaped path");
+      if (this.answerWithoutForwarding(sentHead, escapedSlashRedirect(target.location, sentHead.version))) this.close();
+      return;
+    }
+    const { buf, head } = target === sentHead.target ? { buf: sent, head: sentHead } : withTarget(sent, sentHead, target);
     let host = "";
     for (const f of head.fields) if (f.name === "host") host = f.value;
     const request: HttpRequest = { method: head.method, path: head.target, host, headers: head.fields };
@@ -251,16 +277,9 @@ export class Http1Connection {
     const websocket = head.upgrade !== undefined && asksForWebSocket(head.upgrade) ? head.upgrade : undefined;
     if (websocket !== undefined) return this.upgrade(request, websocket, decision, report);
     if (decision.verdict === "deny") {
-      // The connection stays usable: the request's body, if any, is read and dropped. A client waiting for 100-continue would not send it: closed instead.
-      const close = !head.keepAlive || this.clientEnded || (head.expectContinue && head.body.kind !== "none");
-      this.client.write(close ? DENIED.close : head.version === "HTTP/1.0" ? DENIED.keep10 : DENIED.keep);
+      const close = this.answerWithoutForwarding(head, DENIED);
       report("denied", HTTP_DENIED.status, { responseHeaders: DENIED_HEADERS });
-      if (close) return this.close();
-      if (head.body.kind !== "none") {
-        this.body = new BodyFramer(head.body, this.p.limits.maxHeaderBytes);
-        this.discarding = true;
-        this.state = "body";
-      }
+      if (close) this.close();
       return;
     }
     const decided: Partial<HttpFlow> = { rule: { ruleId: decision.ruleId, index: decision.index }, ...(decision.mismatches.length ? { mismatches: decision.mismatches } : {}) };
@@ -311,6 +330,23 @@ export class Http1Connection {
       this.waitingForUpstream = true;
       this.client.pause();
     }
+  }
+
+  /**
+   * The proxy's own answer to a request it does not forward (403, or 307 to an escaped slash's normalized path). The
+   * connection stays usable: the request's body, if any, is read and dropped; a client waiting for 100-continue would
+   * not send it: closed instead. True when the connection closes (the caller closes it after reporting the flow).
+   */
+  private answerWithoutForwarding(head: RequestHead, answer: { readonly keep: Buffer; readonly close: Buffer; readonly keep10: Buffer }): boolean {
+    const close = !head.keepAlive || this.clientEnded || (head.expectContinue && head.body.kind !== "none");
+    this.client.write(close ? answer.close : head.version === "HTTP/1.0" ? answer.keep10 : answer.keep);
+    if (close) return true;
+    if (head.body.kind !== "none") {
+      this.body = new BodyFramer(head.body, this.p.limits.maxHeaderBytes);
+      this.discarding = true;
+      this.state = "body";
+    }
+    return false;
   }
 
   /** The connection's upstream (opened on its first allowed request, kept while the destination keeps it). */

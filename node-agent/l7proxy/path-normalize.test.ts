@@ -1,0 +1,152 @@
+// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { once } from "node:events";
+import { issueCA, issueCert } from "../../kube/pki.ts";
+import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
+import { DEFAULT_LIMITS, type ProxyPortConfig } from "./config.ts";
+import { h2c, request } from "./testing/h2c-client.ts";
+
+const BASE = 24580 + (process.pid % 400) * 3;
+const H1 = BASE; // plaintext HTTP/1.1 to an HTTP/1.1 server
+const H2C = BASE + 1; // h2c to an h2c server: the frame relay
+const TLS = BASE + 2; // terminatingTLS, HTTP/2 from the client, HTTP/1.1 to the plaintext server
+const RULES: ProxyPortConfig["http"] = [
+  { ruleId: 5, index: 0, rule: { method: "GET", path: "/public/.*" } },
+  { ruleId: 5, index: 1, rule: { method: "POST", path: "/pkg.Ships/.*" } },
+];
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "membrane-pathnorm-"));
+const flows: HttpFlow[] = [];
+const seen: string[] = [];
+const upstreamPorts = new Map<number, number>();
+let h1server: http.Server;
+let h2server: http2.Http2Server;
+let ca = "";
+
+const proxyFor = (proxyPort: number): HttpProxy =>
+  new HttpProxy({
+    redirects: { originalDestination: () => ({ ip: "127.0.0.1", port: upstreamPorts.get(proxyPort) ?? 1, proxyPort, subject: 1000, ruleId: 5 }) },
+    onFlow: (f) => flows.push(f),
+    connectUpstream: (ip, port) => net.connect(port, ip),
+  });
+const proxies = [H1, H2C, TLS].map((p) => ({ port: p, proxy: proxyFor(p) }));
+
+before(async () => {
+  h1server = http.createServer((req, res) => {
+    seen.push(req.url ?? "");
+    res.end("ok");
+  });
+  h2server = http2.createServer();
+  h2server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    seen.push(String(headers[":path"]));
+    const grpc = String(headers["content-type"] ?? "").startsWith("application/grpc");
+    stream.resume();
+    if (grpc) stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "0" }, { endStream: true });
+    else {
+      stream.respond({ ":status": 200 });
+      stream.end("ok");
+    }
+  });
+  for (const s of [h1server, h2server]) {
+    s.listen(0, "127.0.0.1");
+    await once(s, "listening");
+  }
+  upstreamPorts.set(H1, (h1server.address() as net.AddressInfo).port);
+  upstreamPorts.set(TLS, (h1server.address() as net.AddressInfo).port);
+  upstreamPorts.set(H2C, (h2server.address() as net.AddressInfo).port);
+  const podCA = await issueCA({ commonName: "pathnorm test CA", days: 1 });
+  const served = await issueCert(podCA, { commonName: "api.example.com", usage: "server", dnsNames: ["api.example.com"], days: 1 });
+  ca = podCA.cert;
+  const file = (name: string, text: string): string => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, text, { mode: 0o600 });
+    return f;
+  };
+  const terminating = { secret: "default/api-tls", certificateFile: file("t.crt", served.cert), privateKeyFile: file("t.key", served.key) };
+  for (const { port, proxy } of proxies)
+    await proxy.apply({ address: "127.0.0.1", limits: DEFAULT_LIMITS, ports: [{ port, http: RULES, ...(port === TLS ? { tls: { terminating } } : {}) }] });
+});
+
+after(async () => {
+  for (const { proxy } of proxies) await proxy.stop();
+  h1server.close();
+  h2server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** One HTTP/1.1 request line sent byte for byte (no client library tidies the target), the raw answer read until close. */
+async function http1(target: string): Promise<{ status: number; location?: string }> {
+  const s = net.connect(H1, "127.0.0.1");
+  await once(s, "connect");
+  s.write(`GET ${target} HTTP/1.1\r\nhost: deathstar\r\nconnection: close\r\n\r\n`);
+  let text = "";
+  s.on("data", (d: Buffer) => (text += d.toString("latin1")));
+  await once(s, "close");
+  const status = Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0);
+  const location = /\r\nlocation: ([^\r]*)\r\n/i.exec(text)?.[1];
+  return { status, ...(location !== undefined ? { location } : {}) };
+}
+
+test("HTTP/1.1: dot segments, merged slashes and escaped dots are judged as the server reads them", async () => {
+  seen.length = 0;
+  flows.length = 0;
+  assert.equal((await http1("/public/../admin")).status, 403);
+  assert.equal((await http1("/public/%2e%2e/admin")).status, 403);
+  assert.equal((await http1("/public/./ships?x=/../y")).status, 200);
+  assert.equal((await http1("//public//ships")).status, 200);
+  assert.deepEqual(seen, ["/public/ships?x=/../y", "/public/ships"]);
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict}`), ["/admin denied", "/admin denied", "/public/ships?x=/../y forwarded", "/public/ships forwarded"]);
+});
+
+test("HTTP/1.1: an escaped slash is redirected (307) to the unescaped path, never forwarded", async () => {
+  seen.length = 0;
+  assert.deepEqual(await http1("/public/%2Fx?q=1"), { status: 307, location: "/public/x?q=1" });
+  assert.deepEqual(await http1("/public/..%2fadmin"), { status: 307, location: "/admin" });
+  assert.deepEqual(seen, []);
+});
+
+test("h2c through the frame relay: normalized, judged, forwarded; escaped slashes redirected; gRPC method paths unaffected", async () => {
+  seen.length = 0;
+  flows.length = 0;
+  const session = h2c(H2C);
+  try {
+    assert.equal((await request(session, { ":path": "/public/../admin" })).status, 403);
+    const ok = await request(session, { ":path": "/public/./ships" });
+    assert.equal(ok.status, 200);
+    const redirect = await request(session, { ":path": "/public/%2Fx" });
+    assert.equal(redirect.status, 307);
+    assert.equal(redirect.headers.location, "/public/x");
+    const grpc = await request(session, { ":method": "POST", ":path": "/pkg.Ships/List", "content-type": "application/grpc", te: "trailers" }, Buffer.alloc(5));
+    assert.equal(grpc.headers["grpc-status"], "0");
+    const grpcEscaped = await request(session, { ":method": "POST", ":path": "/pkg.Ships%2FList", "content-type": "application/grpc" }, Buffer.alloc(5));
+    assert.equal(grpcEscaped.headers["grpc-status"], "3");
+    // The session is still in step (HPACK tables) after the proxy's own answers.
+    assert.equal((await request(session, { ":path": "/public/a/b/.." })).status, 200);
+  } finally {
+    session.close();
+  }
+  assert.deepEqual(seen, ["/public/ships", "/pkg.Ships/List", "/public/a/"]);
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict}`), ["/admin denied", "/public/ships forwarded", "/pkg.Ships/List forwarded", "/public/a/ forwarded"]);
+});
+
+test("HTTP/2 inside TLS (terminatingTLS): the same normalized path is judged and forwarded", async () => {
+  seen.length = 0;
+  const session = http2.connect(`https://127.0.0.1:${TLS}`, { ca, servername: "api.example.com" });
+  session.on("error", () => {});
+  try {
+    assert.equal((await request(session, { ":path": "/public/%2E%2E/admin" })).status, 403);
+    assert.equal((await request(session, { ":path": "/public/./ships" })).status, 200);
+    const redirect = await request(session, { ":path": "/public/%5cx" });
+    assert.equal(redirect.status, 307);
+    assert.equal(redirect.headers.location, "/public/\\x");
+  } finally {
+    session.close();
+  }
+  assert.deepEqual(seen, ["/public/ships"]);
+});
