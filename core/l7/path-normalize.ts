@@ -5,7 +5,8 @@ export interface EscapedSlash {
   readonly location: string;
 }
 
-import { GRPC_INVALID_ARGUMENT, grpcStatusHeaders } from "./grpc.ts";
+import { GRPC_INVALID_ARGUMENT, grpcStatusHeaders, isGrpc } from "./grpc.ts";
+import { h2RequestFault, requestFromH2Raw } from "./http-request.ts";
 
 const PERCENT = 0x25;
 const SLASH = 0x2f;
@@ -118,4 +119,22 @@ export function normalizeH2Path(raw: string[]): string[] | EscapedSlash {
 export function escapedSlashH2Answer(grpc: boolean, e: EscapedSlash): Record<string, string> {
   if (grpc) return grpcStatusHeaders(GRPC_INVALID_ARGUMENT, "request path with an escaped slash");
   return { ":status": "307", location: e.location, "content-length": "0" };
+}
+
+/**
+ * What an HTTP/2 request's header block becomes before it is judged, the same on both HTTP/2 paths (h2-proxy.ts,
+ * h2-relay.ts): malformed (RFC 9113 §8.1–8.3: reset, never judged), an escaped slash (answered here, never forwarded),
+ * or the header list to judge and forward, its `:path` normalized.
+ */
+export type H2RequestAdmission =
+  | { readonly malformed: string }
+  | { readonly redirect: string; readonly answer: Record<string, string> }
+  | { readonly raw: string[] };
+
+export function admitH2Request(raw: string[]): H2RequestAdmission {
+  const fault = h2RequestFault(raw);
+  if (fault !== undefined) return { malformed: fault };
+  const normalized = normalizeH2Path(raw);
+  if (Array.isArray(normalized)) return { raw: normalized };
+  return { redirect: normalized.location, answer: escapedSlashH2Answer(isGrpc(requestFromH2Raw(raw)), normalized) };
 }

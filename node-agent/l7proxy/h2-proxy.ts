@@ -8,8 +8,8 @@ import pino from "pino";
 import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
 import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
-import { h2RequestFault, requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
-import { escapedSlashH2Answer, normalizeH2Path } from "../../core/l7/path-normalize.ts";
+import { requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
+import { admitH2Request } from "../../core/l7/path-normalize.ts";
 import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
@@ -242,22 +242,21 @@ export class H2Proxy {
     const started = process.hrtime.bigint();
     const conn = stream.session ? this.connections.get(stream.session) : undefined;
     // nghttp2 refuses most malformed requests before here, not a Host that names another authority than :authority.
-    const fault = conn ? h2RequestFault(raw) : "no connection";
-    if (!conn || fault !== undefined) {
-      log.info({ port: conn?.client.port, why: fault }, "HTTP/2 request reset");
+    const admitted = conn ? admitH2Request(raw) : { malformed: "no connection" };
+    if (!conn || "malformed" in admitted) {
+      log.info({ port: conn?.client.port, why: "malformed" in admitted ? admitted.malformed : undefined }, "HTTP/2 request reset");
       // Closed with an error code, a stream emits "error": without a listener that would be the process's.
       stream.on("error", () => {});
       return void stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
     }
-    // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
-    const normalized = normalizeH2Path(raw);
-    if (!Array.isArray(normalized)) {
-      log.info({ port: conn.client.port, location: normalized.location }, "request path with an escaped slash: redirected to its unescaped path");
+    if ("redirect" in admitted) {
+      log.info({ port: conn.client.port, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
       stream.on("error", () => {});
-      stream.respond(escapedSlashH2Answer(isGrpc(requestFromH2Raw(raw)), normalized), { endStream: true });
+      stream.respond(admitted.answer, { endStream: true });
       return void stream.resume();
     }
-    raw = normalized;
+    // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
+    raw = admitted.raw;
     const { request, grpc, decision, flow } = judgeStream(conn.client, raw, started, this.opts);
     // A stream's failure (a reset from either side) ends that stream only.
     stream.on("error", (err) => log.debug({ path: request.path, err: err.message }, "client stream error"));

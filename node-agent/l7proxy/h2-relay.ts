@@ -1,10 +1,10 @@
 // The L7 proxy's frame-level HTTP/2 relay for plaintext h2c clients (prior knowledge, as gRPC connects) to an h2c destination: one upstream TCP connection per client connection, frames passed on as bytes, only request header blocks decoded, judged and re-encoded; everything else (TLS, HTTP/1 destinations) is h2-proxy.ts's.
 import type net from "node:net";
 import pino from "pino";
-import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
+import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
-import { h2RequestFault, requestFromH2Raw, type HttpHeader } from "../../core/l7/http-request.ts";
-import { escapedSlashH2Answer, normalizeH2Path } from "../../core/l7/path-normalize.ts";
+import { h2RequestFault, type HttpHeader } from "../../core/l7/http-request.ts";
+import { admitH2Request } from "../../core/l7/path-normalize.ts";
 import { DEFAULT_TABLE_SIZE, encodeBlock, HpackDecoder, HpackError, MAX_TABLE_SIZE } from "../../core/l7/hpack.ts";
 import {
   blockFragment,
@@ -460,9 +460,13 @@ class RelayConnection {
       );
       return true;
     }
-    const fault = h2RequestFault(decoded.raw);
-    if (fault !== undefined) this.malformed(id, fault);
-    else this.judge(id, decoded.raw, block.endStream);
+    const admitted = admitH2Request(decoded.raw);
+    if ("malformed" in admitted) this.malformed(id, admitted.malformed);
+    else if ("redirect" in admitted) {
+      log.info({ port: this.client.port, stream: id, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
+      this.toClient(headerFrames(id, this.ownBlock(Object.entries(admitted.answer).flat()), true, this.maxFrameToClient));
+      if (!block.endStream) this.dropBody(id);
+    } else this.judge(id, admitted.raw, block.endStream);
     return true;
   }
 
@@ -482,16 +486,8 @@ class RelayConnection {
     return block.bytes <= 2 * this.opts.limits.maxHeaderBytes + FRAME_CAP && block.parts.length <= MAX_CONTINUATIONS + 1;
   }
 
-  private judge(id: number, sent: string[], endStream: boolean): void {
-    // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
-    const raw = normalizeH2Path(sent);
-    if (!Array.isArray(raw)) {
-      log.info({ port: this.client.port, stream: id, location: raw.location }, "request path with an escaped slash: redirected to its unescaped path");
-      const answer = escapedSlashH2Answer(isGrpc(requestFromH2Raw(sent)), raw);
-      this.toClient(headerFrames(id, this.ownBlock(Object.entries(answer).flat()), true, this.maxFrameToClient));
-      if (!endStream) this.dropBody(id);
-      return;
-    }
+  /** `raw` as admitH2Request left it (well-formed, its path normalized): judged, then answered or forwarded. */
+  private judge(id: number, raw: string[], endStream: boolean): void {
     const { request, grpc, decision, flow } = judgeStream(
       this.client,
       raw,
