@@ -66,8 +66,8 @@ async function agentNode(ns: string, node: string, address: string): Promise<Tes
 }
 
 /** An operator (identity and policy controllers) streaming to agents over mutual TLS with `pki`'s certificates, and its port. */
-async function streamingOperator(name: string, pki: TestPki, args: string[] = []): Promise<{ op: OperatorProcess; port: number }> {
-  const op = operator(name, ["--leader-elect", "false", "--controllers", "identity,policy", "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"), ...args]);
+async function streamingOperator(name: string, pki: TestPki, args: string[] = [], controllers = "identity,policy"): Promise<{ op: OperatorProcess; port: number }> {
+  const op = operator(name, ["--leader-elect", "false", "--controllers", controllers, "--distribution-port", "0", "--tls-ca", pki.file("ca.crt"), "--tls-cert", pki.file("operator.crt"), "--tls-key", pki.file("operator.key"), ...args]);
   return { op, port: (await op.waitForLog((l) => l.msg === "distribution stream listening")).port as number };
 }
 
@@ -587,7 +587,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     }
   });
 
-  it("after an operator restart Enforced is not lowered for nodes whose agents have not answered yet: unchanged (no write) through the agent reconnect grace, then the node still away counts, in one write", async () => {
+  it("after an operator restart Enforced is not lowered for nodes whose agents have not answered yet: unchanged (no write) through the agent reconnect grace, then the node still away counts, in one write; a TracingPolicy's status alike", async () => {
     const ns = "grace";
     await namespace(ns);
     const nodes = ["grace-a", "grace-b"];
@@ -596,25 +596,41 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
     const tls = (node: string) => ({ ca: pki.read("ca.crt"), cert: pki.read(`${node}.crt`), key: pki.read(`${node}.key`) });
     try {
       for (const [i, node] of nodes.entries()) await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: node }, status: { addresses: [{ type: "InternalIP", address: `192.0.2.${20 + i}` }] } }));
-      const first = await streamingOperator("op-grace-1", pki);
+      const controllers = "identity,policy,tracing";
+      const first = await streamingOperator("op-grace-1", pki, [], controllers);
       for (const node of nodes) await podOnNode(ns, `web-${node}`, node);
       const selector = { matchExpressions: [{ key: "app", operator: "In", values: nodes.map((n) => `web-${n}`) }] };
       await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v2", kind: "CiliumNetworkPolicy", metadata: { name: "web", namespace: ns }, spec: { endpointSelector: selector, ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }] }] }] } }));
-      for (const node of nodes) agents.push(new AgentClient(`127.0.0.1:${first.port}`, tls(node), node));
-      type CNP = Meta & { status?: { enforced?: string; conditions?: { type: string; status: string; reason: string; message: string }[] } };
-      const status = async (): Promise<CNP["status"]> => (await getJSON<CNP>(["get", "cnp", "-n", ns, "web"])).status;
-      await eventually("Enforced 2/2 before the restart", async () => ((await status())?.enforced === "2/2" ? true : undefined));
+      await kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "cilium.io/v1alpha1", kind: "TracingPolicy", metadata: { name: "grace-writes" }, spec: { tracepoints: [{ subsystem: "syscalls", event: "sys_enter_write" }] } }));
+      const tp = await getJSON<Meta & { metadata: { uid: string; generation: number } }>(["get", "tracingpolicy", "grace-writes"]);
+      // Each agent runs the runtime enforcer and enforces the TracingPolicy.
+      const enforcing = (a: AgentClient): AgentClient => {
+        a.reportRuntime([{ key: "TracingPolicy/grace-writes", uid: tp.metadata.uid, generation: tp.metadata.generation, enforced: true }]);
+        return a;
+      };
+      for (const node of nodes) agents.push(enforcing(new AgentClient(`127.0.0.1:${first.port}`, tls(node), node, { runtime: true })));
+      type Status = { enforced?: string; nodeErrors?: { node: string; message: string }[]; conditions?: { type: string; status: string; reason: string; message: string }[] };
+      const status = async (): Promise<Status | undefined> => (await getJSON<Meta & { status?: Status }>(["get", "cnp", "-n", ns, "web"])).status;
+      const tpStatus = async (): Promise<Status | undefined> => (await getJSON<Meta & { status?: Status }>(["get", "tracingpolicy", "grace-writes"])).status;
+      await eventually("Enforced 2/2 before the restart", async () => ((await status())?.enforced === "2/2" && (await tpStatus())?.enforced === "2/2" ? true : undefined));
       await first.op.stop("SIGTERM");
       for (const a of agents.splice(0)) a.close();
 
       // The restarted operator; only grace-a's agent comes back (and acknowledges), grace-b's stays away.
       const graceS = 4;
-      const second = await streamingOperator("op-grace-2", pki, ["--agent-reconnect-grace", `${graceS}s`]);
-      agents.push(new AgentClient(`127.0.0.1:${second.port}`, tls("grace-a"), "grace-a"));
+      const second = await streamingOperator("op-grace-2", pki, ["--agent-reconnect-grace", `${graceS}s`], controllers);
+      agents.push(enforcing(new AgentClient(`127.0.0.1:${second.port}`, tls("grace-a"), "grace-a", { runtime: true })));
       const writes = (): number[] => second.op.logs.filter((l) => l.msg === "policy status written" && l.namespace === ns && l.name === "web").map((l) => Number(l.time));
+      const tpWrites = (): number[] => second.op.logs.filter((l) => l.msg === "tracing policy status written" && l.name === "grace-writes").map((l) => Number(l.time));
       const over = Number((await second.op.waitForLog((l) => l.msg === "agent reconnect grace over", (graceS + 30) * 1000)).time);
       assert.ok(agents[0]?.received.length, "grace-a's agent got its state within the grace");
       assert.deepEqual(writes().filter((t) => t < over), [], "no status write during the grace: nothing the operator heard lowers it");
+      assert.deepEqual(tpWrites().filter((t) => t < over), [], "no TracingPolicy status write during the grace either");
+      const tpAfter = await eventually("the TracingPolicy 1/2 after the grace", async () => {
+        const s = await tpStatus();
+        return s?.enforced === "1/2" ? s : undefined;
+      });
+      assert.deepEqual(tpAfter?.nodeErrors?.map((e) => [e.node, e.message]), [["grace-b", "its agent is not connected"]]);
       // Once it is over, grace-b (not heard from) counts as not enforcing: one write.
       const after = await eventually("Enforced 1/2 after the grace", async () => {
         const s = await status();
@@ -629,6 +645,7 @@ describe("operator against a real API server", { timeout: 600_000 }, () => {
       for (const a of agents) a.close();
       pki.remove();
       await kubectl(["delete", "node", ...nodes, "--ignore-not-found"]);
+      await kubectl(["delete", "tracingpolicy", "grace-writes", "--ignore-not-found"]);
     }
   });
 

@@ -31,6 +31,7 @@ import { type AgentAuthenticator, DistributionServer, nodeStreamState } from "./
 import { TokenAuthenticator } from "./distribution/tokenauth.ts";
 import { type Affected, NodeStateSource, SOURCE_KINDS, type SourceKind } from "./distribution/source.ts";
 import { ParsedPolicies } from "./parsed-policies.ts";
+import { ReconnectGrace } from "./reconnect-grace.ts";
 import { CIDRGroups } from "./cidr-groups.ts";
 import type { ParseOptions } from "../core/parser/index.ts";
 import type { Reconciler } from "../kube/controller.ts";
@@ -268,6 +269,10 @@ export class Operator {
     }
     // After the identity controller and its GC (see above); its first compile after the GC's first marks.
     if (dist) this.controllers.push(dist.controller.startAfter(dist.firstCompile));
+    // The agent reconnect grace (reconnect-grace.ts), shared by the policy and TracingPolicy status controllers: from the first
+    // one's start; at its end each looks at every object again (the nodes not heard from then count).
+    const grace = new ReconnectGrace(this.config.agentReconnectGraceMs ?? DEFAULT_AGENT_RECONNECT_GRACE_MS, dist !== undefined, this.log);
+    this.timers.push(() => grace.stop());
     if (on.has("policy")) {
       const nodes = informers.for<KubeObject>(NODES);
       // Moves when what a policy selects may have: a pod's or namespace's labels, a pod's node, the nodes' labels.
@@ -300,22 +305,6 @@ export class Operator {
         if (hosts?.version !== nodesVersion) hosts = { version: nodesVersion, list: nodes.list().map((n) => ({ node: n.metadata.name, labels: nodeHostLabels(n.metadata.labels) })) };
         return hosts.list;
       };
-      // The agent reconnect grace (policy.ts duringReconnectGrace): from the policy controllers' start, which comes after the
-      // distribution's first states; at its end every policy's status is looked at once more (the unheard nodes then count).
-      const graceMs = this.config.agentReconnectGraceMs ?? DEFAULT_AGENT_RECONNECT_GRACE_MS;
-      let reconnectGrace = dist !== undefined && graceMs > 0;
-      let graceTimer: NodeJS.Timeout | undefined;
-      const afterGrace: (() => void)[] = [];
-      const startGrace = (): void => {
-        if (!reconnectGrace || graceTimer) return;
-        graceTimer = setTimeout(() => {
-          reconnectGrace = false;
-          this.log.info({ graceMs }, "agent reconnect grace over");
-          for (const f of afterGrace) f();
-        }, graceMs);
-        graceTimer.unref();
-        this.timers.push(() => clearTimeout(graceTimer));
-      };
       for (const resource of [CNPS, CCNPS, NETWORK_POLICIES]) {
         const policies = informers.for<PolicyObject>(resource);
         const id = identity;
@@ -332,10 +321,10 @@ export class Operator {
           enforcement: dist ? (obj, concerned) => dist.source.enforcement(obj, concerned, dist.server.answers()) : undefined,
           parsed: this.parsed,
           cidrGroups: () => cidrGroups.current(),
-          inReconnectGrace: () => reconnectGrace,
+          inReconnectGrace: () => grace.running(),
         });
         const c = new Controller(reconciler, this.log, this.metrics, { workers: 2 });
-        c.beforeStart(startGrace);
+        c.beforeStart(() => grace.start());
         // Which of this kind's policies select a label set; forgotten when a policy comes, goes or changes its spec.
         const selecting = new SelectingPolicies(() => policies.list().map((obj) => ({ key: keyOf(obj), parsed: this.parsed.parse(obj) })));
         c.watch(policies, (ev) => {
@@ -344,7 +333,7 @@ export class Operator {
         });
         // Node count changes move "n/m nodes" (node labels: host policies' selection); a namespace's labels move the label sets of all its pods.
         const all = (): string[] => policies.list().map(keyOf);
-        afterGrace.push(() => {
+        grace.onEnd(() => {
           for (const k of all()) c.enqueue(k);
         });
         c.watch(nodes, (ev) => (ev.type === "update" && sameLabels(ev.obj, ev.old) ? [] : all()));
@@ -416,10 +405,14 @@ export class Operator {
         const policies = informers.for<TracingPolicyObject>(resource);
         // With the distribution stream, Enforced counts the nodes whose runtime enforcer runs each policy.
         const enforcement = dist ? { nodes: () => nodes.list().map((n) => n.metadata.name), answers: () => dist.server.answers() } : undefined;
-        const c = new Controller(tracingPolicyReconciler({ client, resource, policies, events, log: this.log, ...(enforcement ? { enforcement } : {}) }), this.log, this.metrics, { workers: 1 });
+        const c = new Controller(tracingPolicyReconciler({ client, resource, policies, events, log: this.log, ...(enforcement ? { enforcement, inReconnectGrace: () => grace.running() } : {}) }), this.log, this.metrics, { workers: 1 });
         c.watch(policies);
         if (dist) {
           const all = (): string[] => policies.list().map(keyOf);
+          c.beforeStart(() => grace.start());
+          grace.onEnd(() => {
+            for (const k of all()) c.enqueue(k);
+          });
           c.watch(nodes, (ev) => (ev.type === "update" ? [] : all()));
           // Agents report after each change of the enforced set: one status pass per burst.
           let refresh: NodeJS.Timeout | undefined;

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NodeAnswer } from "./distribution/server.ts";
-import { tracingConditions, tracingEnforcement, type TracingPolicyObject } from "./tracing.ts";
+import { tracingConditions, tracingDuringReconnectGrace, tracingEnforcement, type TracingPolicyObject, type TracingPolicyStatus } from "./tracing.ts";
 
 const obj = (spec: unknown): TracingPolicyObject => ({
   apiVersion: "cilium.io/v1alpha1",
@@ -49,7 +49,7 @@ describe("tracing policy enforcement over the nodes' reports", () => {
 
   it("every node enforcing this generation: Enforced=True n/n, Loaded=True", () => {
     const e = tracingEnforcement(policy, ["a", "b"], [report("b", {}), report("a", {})]);
-    assert.deepEqual(e, { enforced: 2, total: 2, nodeErrors: [] });
+    assert.deepEqual(e, { enforced: 2, total: 2, nodeErrors: [], unheard: [] });
     const c = byType(tracingConditions(policy, e));
     assert.deepEqual(c.Enforced, ["True", "Enforced", "2/2 nodes"]);
     assert.equal(c.Loaded?.[0], "True");
@@ -71,6 +71,7 @@ describe("tracing policy enforcement over the nodes' reports", () => {
         { node: "c", reason: "EnforcerNotRunning", message: "its agent does not run the runtime enforcer (--enable-runtime, chart value runtime.enabled)" },
         { node: "d", reason: "EnforcerNotRunning", message: "its agent is not connected" },
       ],
+      unheard: ["d"],
     });
     const c = byType(tracingConditions(policy, e));
     assert.deepEqual(c.Enforced?.slice(0, 2), ["False", "HookUnavailable"]);
@@ -78,5 +79,26 @@ describe("tracing policy enforcement over the nodes' reports", () => {
     assert.deepEqual(c.Loaded?.slice(0, 2), ["False", "HookUnavailable"]);
     // Only late nodes: Unknown/Pending, never True.
     assert.deepEqual(byType(tracingConditions(policy, tracingEnforcement(policy, ["b"], [report("b", { generation: 3 })]))).Enforced?.slice(0, 2), ["Unknown", "Pending"]);
+  });
+
+  it("during the agent reconnect grace a node not heard from counts as the stored status of this generation saw it; anything heard, or another generation or node count, as it is", () => {
+    // Before the operator restarted: a, b and c enforced generation 4, d refused it.
+    const refusal = { node: "d", reason: "HookUnavailable", message: "spec.lsmhooks[0] (file_open): no fanotify" };
+    const stored: TracingPolicyStatus = { observedGeneration: 4, enforced: "3/4", enforcedNodes: 3, totalNodes: 4, nodeErrors: [refusal] };
+    // After it: only b's agent is back, and it reports an older generation.
+    const reported = tracingEnforcement(policy, ["a", "b", "c", "d"], [report("b", { generation: 3 })]);
+    assert.deepEqual(reported.unheard, ["a", "c", "d"]);
+    const held = tracingDuringReconnectGrace(reported, stored, 4);
+    assert.equal(held.enforced, 2, "a and c: enforcing as stored; b: heard, and late");
+    assert.deepEqual(held.nodeErrors, [{ node: "b", reason: "Pending", message: "not reported for this generation yet" }, refusal]);
+    const c = byType(tracingConditions(policy, held));
+    assert.deepEqual(c.Enforced?.slice(0, 2), ["False", "HookUnavailable"], "d's refusal stands");
+    assert.match(c.Enforced?.[2] ?? "", /^2\/4 nodes; b: Pending: .*; d: HookUnavailable/);
+    // Not "its agent is not connected" for a node whose agent was never asked since the restart.
+    assert.ok(!(c.Enforced?.[2] ?? "").includes("not connected"));
+    // A new generation, another node count, or no stored status: the nodes not heard from count as they are.
+    assert.deepEqual(tracingDuringReconnectGrace(reported, stored, 5), reported);
+    assert.deepEqual(tracingDuringReconnectGrace(reported, { ...stored, totalNodes: 5 }, 4), reported);
+    assert.deepEqual(tracingDuringReconnectGrace(reported, undefined, 4), reported);
   });
 });

@@ -35,6 +35,8 @@ export interface TracingEnforcement {
   readonly total: number;
   /** Sorted by node. */
   readonly nodeErrors: readonly { readonly node: string; readonly reason: string; readonly message: string }[];
+  /** The nodes whose agent is not connected (each also in nodeErrors, EnforcerNotRunning). */
+  readonly unheard?: readonly string[];
 }
 
 /** Reasons a node's enforcer gives that are the policy's own failure (not a node that is late or has no enforcer). */
@@ -49,8 +51,10 @@ export function tracingEnforcement(obj: TracingPolicyObject, nodes: readonly str
   const byNode = new Map(answers.map((a) => [a.node, a]));
   let enforced = 0;
   const nodeErrors: { node: string; reason: string; message: string }[] = [];
+  const unheard: string[] = [];
   for (const node of [...nodes].sort()) {
     const a = byNode.get(node);
+    if (!a) unheard.push(node);
     if (!a?.runtime) {
       nodeErrors.push({ node, reason: "EnforcerNotRunning", message: a ? "its agent does not run the runtime enforcer (--enable-runtime, chart value runtime.enabled)" : "its agent is not connected" });
       continue;
@@ -63,7 +67,27 @@ export function tracingEnforcement(obj: TracingPolicyObject, nodes: readonly str
     if (s.enforced) enforced++;
     else nodeErrors.push({ node, reason: s.reason ?? "NotEnforced", message: s.message ?? "not enforced" });
   }
-  return { enforced, total: nodes.length, nodeErrors };
+  return { enforced, total: nodes.length, nodeErrors, unheard };
+}
+
+/**
+ * The enforcement a TracingPolicy's status shows during the agent reconnect grace (reconnect-grace.ts), as policy.ts
+ * duringReconnectGrace does for network policies: a node whose agent has not reconnected since the operator started counts
+ * as the stored status of this very generation and node count saw it (enforcing, or the error it named), rather than
+ * "its agent is not connected". Anything heard, a new generation or another node count is shown as it is.
+ */
+export function tracingDuringReconnectGrace(reported: TracingEnforcement, stored: TracingPolicyStatus | undefined, generation: number | undefined): TracingEnforcement {
+  const unheard = new Set(reported.unheard ?? []);
+  if (unheard.size === 0 || stored === undefined || generation === undefined || stored.observedGeneration !== generation || stored.totalNodes !== reported.total) return reported;
+  const storedErrors = new Map((stored.nodeErrors ?? []).map((e) => [e.node, e]));
+  let enforced = reported.enforced;
+  const nodeErrors: { node: string; reason: string; message: string }[] = [];
+  for (const e of reported.nodeErrors) {
+    const was = unheard.has(e.node) ? storedErrors.get(e.node) : e;
+    if (was) nodeErrors.push({ ...was });
+    else enforced++; // the stored status found it enforcing
+  }
+  return { enforced, total: reported.total, nodeErrors, unheard: [...unheard] };
 }
 
 export interface TracingPolicyDeps {
@@ -74,6 +98,8 @@ export interface TracingPolicyDeps {
   readonly log: Logger;
   /** The cluster's node names and their agents' reports (the operator's distribution stream); absent, no Enforced condition. */
   readonly enforcement?: { readonly nodes: () => readonly string[]; readonly answers: () => readonly NodeAnswer[] };
+  /** Whether the agent reconnect grace after the operator's start still runs (tracingDuringReconnectGrace); absent: it does not. */
+  readonly inReconnectGrace?: () => boolean;
 }
 
 /**
@@ -119,7 +145,8 @@ export function tracingPolicyReconciler(d: TracingPolicyDeps): Reconciler {
       const obj = d.policies.get(key);
       if (!obj) return;
       const { namespace, name } = splitKey(key);
-      const enforcement = d.enforcement && tracingEnforcement(obj, d.enforcement.nodes(), d.enforcement.answers());
+      const reported = d.enforcement && tracingEnforcement(obj, d.enforcement.nodes(), d.enforcement.answers());
+      const enforcement = reported && d.inReconnectGrace?.() ? tracingDuringReconnectGrace(reported, obj.status, obj.metadata.generation) : reported;
       const computed = tracingConditions(obj, enforcement);
       const conditions = mergeConditions(obj.status?.conditions, computed, new Date());
       const counts = enforcement

@@ -1,7 +1,7 @@
 // Test helper: a simulated node agent on the distribution stream (gRPC, mutual TLS) that applies what it receives.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { type Downstream, type NodeState, type Upstream, DISTRIBUTION_SERVICE } from "../../core/wire.ts";
+import { type Downstream, type NodeState, type TracingPolicyNodeStatus, type Upstream, DISTRIBUTION_SERVICE } from "../../core/wire.ts";
 import { EMPTY_STATE, applyDelta, canonicalState } from "../../core/nodestate.ts";
 import { sslChannelOptions, sslCredentials } from "../../kube/grpc-tls.ts";
 
@@ -20,7 +20,7 @@ export class AgentClient {
     address: string,
     tls: { ca: Buffer; cert: Buffer; key: Buffer },
     readonly node: string,
-    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials; l7Proxy?: boolean; clusterClass?: boolean; everyPodClass?: boolean; worldClass?: boolean; worldFamilyClass?: boolean } = {},
+    opts: { lastAppliedVersion?: number; autoAck?: boolean; state?: NodeState; credentials?: grpc.ChannelCredentials; l7Proxy?: boolean; runtime?: boolean; clusterClass?: boolean; everyPodClass?: boolean; worldClass?: boolean; worldFamilyClass?: boolean } = {},
   ) {
     if (opts.state) this.state = opts.state;
     this.version = opts.lastAppliedVersion;
@@ -32,7 +32,7 @@ export class AgentClient {
     });
     this.call.on("status", (s: grpc.StatusObject) => (this.status = s));
     this.call.on("error", () => undefined);
-    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}), ...(opts.l7Proxy ? { l7Proxy: true } : {}), clusterClass: opts.clusterClass ?? true, everyPodClass: opts.everyPodClass ?? true, worldClass: opts.worldClass ?? true, worldFamilyClass: opts.worldFamilyClass ?? true });
+    this.call.write({ type: "hello", node, ...(opts.lastAppliedVersion !== undefined ? { lastAppliedVersion: opts.lastAppliedVersion } : {}), ...(opts.l7Proxy ? { l7Proxy: true } : {}), ...(opts.runtime ? { runtime: true } : {}), clusterClass: opts.clusterClass ?? true, everyPodClass: opts.everyPodClass ?? true, worldClass: opts.worldClass ?? true, worldFamilyClass: opts.worldFamilyClass ?? true });
   }
 
   apply(m: Downstream): void {
@@ -51,6 +51,11 @@ export class AgentClient {
 
   nack(m: Downstream, error: string): void {
     this.call.write({ type: "nack", version: m.version, nonce: m.nonce, error });
+  }
+
+  /** As an agent running the runtime enforcer (`runtime: true`): the status of each TracingPolicy on this node, the whole list. */
+  reportRuntime(policies: readonly TracingPolicyNodeStatus[]): void {
+    this.call.write({ type: "runtime", policies });
   }
 
   close(): void {
