@@ -84,7 +84,7 @@ export interface Flow {
   readonly tcpFlags?: number;
   /** ICMP/ICMPv6 only: the message's code (its type is in the ports: the destination's, or the source's for an echo reply). */
   readonly icmpCode?: number;
-  readonly dropReason?: string; // a drop's reason; for an AUDIT, the drop's that did not happen
+  readonly dropReason?: string; // a drop's reason; for an AUDIT, the drop's that did not happen; for an L7 ERROR, why the proxy ended it when it says
   readonly decidedBy?: FlowDecision;
   /** Policy verdicts (`policy-verdict`) only: the kind of key of the deciding rule that held the connection. */
   readonly policyMatch?: PolicyMatch;

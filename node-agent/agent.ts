@@ -36,6 +36,7 @@ import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
 import { dnsFlows } from "./dns/dns-flows.ts";
 import { httpFlows } from "./l7proxy/http-flows.ts";
+import { REFUSAL_REASON } from "./l7proxy/request-flow.ts";
 import { DEFAULT_HTTP_REDACTION, type HttpRedaction } from "../core/l7/redaction.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
@@ -239,7 +240,15 @@ export class NodeAgent {
     const lookups = this.enrichLookups();
     this.unsubscribeL7 = [
       this.opts.dns?.onFlow?.((f) => this.recordL7(dnsFlows(f, lookups))),
-      this.opts.l7?.onFlow?.((f) => this.recordL7(httpFlows(f, lookups, this.opts.httpRedaction ?? DEFAULT_HTTP_REDACTION))),
+      this.opts.l7?.onFlow?.((f) => {
+        const flows = httpFlows(f, lookups, this.opts.httpRedaction ?? DEFAULT_HTTP_REDACTION);
+        // The proxy knows a client by its address only: the pod it closed for abuse is named here.
+        if (f.reason === REFUSAL_REASON.rapidReset) {
+          const client = flows[0]?.source;
+          this.log.warn({ namespace: client?.namespace, pod: client?.pod, ip: f.source.ip, identity: f.source.identity, destination: `${f.destination.ip}:${f.destination.port}` }, "L7 proxy closed an HTTP/2 connection: rapid reset (streams cancelled before their answer past its budget, CVE-2023-44487)");
+        }
+        this.recordL7(flows);
+      }),
     ].filter((u) => u !== undefined);
     // What was learned is in the maps again before the proxy answers (and before the first snapshot's sweep).
     if (this.opts.dns) {

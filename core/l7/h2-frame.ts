@@ -2,6 +2,8 @@
 
 export const FRAME_HEADER = 9;
 export const DEFAULT_MAX_FRAME = 16384;
+/** A connection's and each stream's flow-control window before any WINDOW_UPDATE or SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113 §6.9.2). */
+export const DEFAULT_WINDOW = 65535;
 
 /** The frame types (RFC 9113 §6). */
 // prettier-ignore
@@ -15,7 +17,7 @@ export const FLAG_PRIORITY = 0x20;
 
 /** The SETTINGS the relay reads or sets (RFC 9113 §6.5.2). */
 // prettier-ignore
-export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6, ENABLE_CONNECT_PROTOCOL: 8 } as const;
+export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6, ENABLE_CONNECT_PROTOCOL: 8 } as const;
 
 /** The error codes the relay sends (RFC 9113 §7). */
 // prettier-ignore

@@ -8,6 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
 import { httpFlows } from "./http-flows.ts";
+import { REFUSAL_REASON } from "./request-flow.ts";
 import { DEFAULT_HTTP_REDACTION } from "../../core/l7/redaction.ts";
 import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
 import { h2c, request } from "./testing/h2c-client.ts";
@@ -309,6 +310,21 @@ test("an HTTP/2 request's flows read as Hubble's: protocol HTTP/2, url from :aut
   assert.ok(headers?.some((h) => h.key === "content-type" && h.value === "application/grpc"), JSON.stringify(headers));
   assert.equal(req?.verdict, "DROPPED");
   assert.equal(res?.l7?.http?.code, 200);
+});
+
+test("a stream the proxy refused itself reads as a refusal with its reason: reset unanswered (one DROPPED request), redirected (DROPPED, then its 307), ended after it was forwarded (the response an ERROR)", () => {
+  const lookups = { node: "n1", identityLabels: () => undefined, endpointByIp: () => undefined, ruleOrigin: () => undefined, wallClock: () => new Date() };
+  const base = flows.find((x) => x.path === `${DOOR_MANAGER}/SetAccessCode`)!;
+  const shown = (f: HttpFlow) => httpFlows(f, lookups, DEFAULT_HTTP_REDACTION).map((x) => [x.l7?.type, x.verdict, x.dropReason, x.l7?.http?.code]);
+  assert.deepEqual(shown({ ...base, verdict: "denied", status: 0, reason: REFUSAL_REASON.malformedH2 }), [["REQUEST", "DROPPED", REFUSAL_REASON.malformedH2, undefined]]);
+  assert.deepEqual(shown({ ...base, verdict: "denied", status: 307, reason: REFUSAL_REASON.escapedSlash }), [
+    ["REQUEST", "DROPPED", REFUSAL_REASON.escapedSlash, undefined],
+    ["RESPONSE", "FORWARDED", undefined, 307],
+  ]);
+  assert.deepEqual(shown({ ...base, verdict: "error", status: 0, reason: REFUSAL_REASON.rapidReset }), [
+    ["REQUEST", "FORWARDED", undefined, undefined],
+    ["RESPONSE", "ERROR", REFUSAL_REASON.rapidReset, 0],
+  ]);
 });
 
 test("an HTTP/1.1 client on the same port is still served as HTTP/1.1 (an Upgrade: h2c is ignored, as RFC 9113 allows)", async () => {

@@ -14,7 +14,7 @@ import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { forwardAsHttp1 } from "./h2-to-http1.ts";
-import { DENIED_HEADERS, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
+import { DENIED_HEADERS, REFUSAL_REASON, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
@@ -247,13 +247,17 @@ export class H2Proxy {
       log.info({ port: conn?.client.port, why: "malformed" in admitted ? admitted.malformed : undefined }, "HTTP/2 request reset");
       // Closed with an error code, a stream emits "error": without a listener that would be the process's.
       stream.on("error", () => {});
-      return void stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
+      stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
+      if (conn && "malformed" in admitted) reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
+      return;
     }
     if ("redirect" in admitted) {
       log.info({ port: conn.client.port, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
       stream.on("error", () => {});
       stream.respond(admitted.answer, { endStream: true });
-      return void stream.resume();
+      stream.resume();
+      const answer = Object.entries(admitted.answer).flat();
+      return reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.escapedSlash, Number(admitted.answer[":status"]), fieldPairs(answer));
     }
     // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
     raw = admitted.raw;
@@ -395,7 +399,7 @@ export function judgeStream(
   const { orig } = client;
   const request = requestFromH2Raw(raw);
   const { decision, judged } = decideSides(request, sidesOf(client.port, client.ingress, orig, opts.rules), (headers, d) => applyHeaderActions(headers, d.actions));
-  const arrived: ArrivedRequest = { source: client.source, orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
+  const arrived = arrivedStream(client, request, started);
   let reported = false;
   const report = sideFlows(judged, (verdict, status, extra = {}) => {
     const f = requestFlow(arrived, verdict, status, extra);
@@ -409,6 +413,27 @@ export function judgeStream(
     report(verdict, status, extra);
   };
   return { request, grpc: isGrpc(request), decision, flow };
+}
+
+function arrivedStream(client: H2Client, request: HttpRequest, started: bigint): ArrivedRequest {
+  return { source: client.source, orig: client.orig, proxyPort: client.port, ingress: client.ingress, protocol: "HTTP/2", request, started, ...(client.tls ? { tls: client.tls } : {}) };
+}
+
+/**
+ * The flow of a stream the proxy refused before any rule set judged it (malformed: reset; an escaped slash: its
+ * redirect), for h2-proxy.ts's streams and the relay's: "denied" with the reason, as Hubble shows a refusal (DROPPED),
+ * `status` what the client got (0: the stream was reset), decided by the policy entry that sent the connection here.
+ */
+export function reportRefusal(
+  client: H2Client,
+  raw: readonly string[],
+  started: bigint,
+  opts: Pick<H2ProxyOptions, "onFlow">,
+  reason: string,
+  status: number,
+  responseHeaders?: readonly HttpHeader[],
+): void {
+  opts.onFlow?.(requestFlow(arrivedStream(client, requestFromH2Raw(raw), started), "denied", status, { reason, ...(responseHeaders ? { responseHeaders } : {}) }));
 }
 
 /**

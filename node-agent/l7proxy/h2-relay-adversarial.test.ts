@@ -3,7 +3,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
-import { HttpProxy } from "./http-proxy.ts";
+import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, type ProxyConfig } from "./config.ts";
 import { encodeBlock, HpackDecoder } from "../../core/l7/hpack.ts";
 import {
@@ -14,6 +14,10 @@ import {
   frame,
   FrameType,
   headerFrames,
+  rstStream,
+  Setting,
+  settingsFrame,
+  windowUpdate,
 } from "../../core/l7/h2-frame.ts";
 import { H2_PREFACE } from "./h2-proxy.ts";
 import { h2c, request } from "./testing/h2c-client.ts";
@@ -48,17 +52,21 @@ function frameReader(skip: number, onFrame: (f: Frame) => void): (d: Buffer) => 
 /** What the destination got: every frame, and every header block decoded (the relay's encoder uses no dynamic table). */
 const atDestination: { frames: Frame[]; blocks: { stream: number; raw: string[] }[] } = { frames: [], blocks: [] };
 
-/** A minimal HTTP/2 server: its SETTINGS, ACKs, and a 200 that ends the stream for each request block (none for a path with "hang"). */
+/**
+ * A minimal HTTP/2 server: its SETTINGS, ACKs, and a 200 that ends the stream for each request block (none for a path
+ * with "hang"; for one with "half", the first frame of a block it never finishes; after one with "mute", no more ACKs).
+ */
 const destination = net.createServer((s) => {
   s.on("error", () => {});
   const decoder = new HpackDecoder();
   let block: { stream: number; parts: Buffer[] } | undefined;
+  let mute = false;
   s.write(frame(FrameType.SETTINGS, 0, 0));
   s.on(
     "data",
     frameReader(H2_PREFACE.length, (f) => {
       atDestination.frames.push(f);
-      if (f.type === FrameType.SETTINGS && !(f.flags & 1)) s.write(frame(FrameType.SETTINGS, 1, 0));
+      if (f.type === FrameType.SETTINGS && !(f.flags & 1) && !mute) s.write(frame(FrameType.SETTINGS, 1, 0));
       if (f.type === FrameType.HEADERS) block = { stream: f.stream, parts: [f.payload] };
       else if (f.type === FrameType.CONTINUATION) block?.parts.push(f.payload);
       else return;
@@ -66,14 +74,20 @@ const destination = net.createServer((s) => {
       const raw = decoder.decode(Buffer.concat(block.parts)).raw;
       atDestination.blocks.push({ stream: block.stream, raw });
       const path = raw[raw.indexOf(":path") + 1] ?? "";
-      if (raw.includes(":path") && !path.includes("hang"))
+      mute ||= path.includes("mute");
+      if (path.includes("half")) s.write(frame(FrameType.HEADERS, 0, block.stream, encodeBlock([":status", "200"])));
+      else if (raw.includes(":path") && !path.includes("hang"))
         s.write(headerFrames(block.stream, encodeBlock([":status", "200"]), true, 16384));
       block = undefined;
     }),
   );
 });
 
+/** Every flow the proxy reported. */
+const flows: HttpFlow[] = [];
+
 const proxy = new HttpProxy({
+  onFlow: (f) => flows.push(f),
   redirects: {
     originalDestination: () => ({
       ip: "127.0.0.1",
@@ -107,16 +121,20 @@ after(async () => {
 class RawClient {
   readonly frames: Frame[] = [];
   closed = false;
+  /** Its port: its flows' source port. */
+  readonly port: number;
   private constructor(readonly socket: net.Socket) {
+    this.port = socket.localPort ?? 0;
     socket.on("error", () => {});
     socket.on("data", frameReader(0, (f) => this.frames.push(f)));
     socket.on("close", () => (this.closed = true));
   }
 
-  static async open(): Promise<RawClient> {
+  /** `settings`: the entries of the client's first SETTINGS (none by default). */
+  static async open(settings: [number, number][] = []): Promise<RawClient> {
     const socket = net.connect(PORT, "127.0.0.1");
     await once(socket, "connect");
-    socket.write(Buffer.concat([H2_PREFACE, frame(FrameType.SETTINGS, 0, 0)]));
+    socket.write(Buffer.concat([H2_PREFACE, settingsFrame(Buffer.alloc(0), settings)]));
     return new RawClient(socket);
   }
 
@@ -248,6 +266,108 @@ test("a header block in a flood of empty CONTINUATION frames closes the connecti
   await stillServes();
   c.close();
 });
+
+test("rapid reset (CVE-2023-44487): streams cancelled before their answer past nghttp2's budget close the connection with ENHANCE_YOUR_CALM and a flow saying why; the destination got no more than the budget, a client cancelling a few goes on", async () => {
+  const calm = await RawClient.open();
+  for (let id = 1; id < 400; id += 2) calm.send(headers(id, [...GET, "/ok/hang"]), rstStream(id, ErrorCode.CANCEL));
+  calm.send(headers(401, [...GET, "/ok/after"]));
+  await calm.answer(401);
+  calm.close();
+
+  const c = await RawClient.open();
+  const since = atDestination.blocks.length;
+  const pairs: Buffer[] = [];
+  for (let i = 0; i < 1500; i++) pairs.push(headers(2 * i + 1, [...GET, "/ok/hang"]), rstStream(2 * i + 1, ErrorCode.CANCEL));
+  c.send(...pairs);
+  assert.equal((await c.goaway()).payload.readUInt32BE(4), ErrorCode.ENHANCE_YOUR_CALM);
+  await new Promise((r) => setTimeout(r, 50));
+  const forwarded = atDestination.blocks.length - since;
+  assert.ok(forwarded <= 1050, `${forwarded} requests reached the destination`);
+  const f = await flowOf(c, (f) => f.reason?.startsWith("rapid reset") === true);
+  assert.equal(f.verdict, "error");
+  assert.equal(f.status, 0);
+  assert.equal(f.path, "/ok/hang");
+  await stillServes();
+});
+
+test("the proxy's own answers keep to the client's windows: SETTINGS_INITIAL_WINDOW_SIZE 0 holds a 403's body until the stream's WINDOW_UPDATE, 5 lets 5 octets through first", async () => {
+  const c = await RawClient.open([[Setting.INITIAL_WINDOW_SIZE, 0]]);
+  c.send(headers(1, [...GET, "/no/denied"]));
+  await c.answer(1);
+  await new Promise((r) => setTimeout(r, 100));
+  const data = (): Frame[] => c.frames.filter((f) => f.type === FrameType.DATA && f.stream === 1);
+  assert.equal(data().length, 0, "no DATA into a window of 0");
+  c.send(windowUpdate(1, 5));
+  const first = await c.next((f) => f.type === FrameType.DATA && f.stream === 1, "DATA on 1");
+  assert.equal(first.payload.length, 5);
+  assert.equal(first.flags & FLAG_END_STREAM, 0);
+  c.send(windowUpdate(1, 1000));
+  await c.next((f) => f.type === FrameType.DATA && f.stream === 1 && (f.flags & FLAG_END_STREAM) !== 0, "the body's end");
+  assert.equal(Buffer.concat(data().map((f) => f.payload)).toString(), "Access denied");
+  c.close();
+});
+
+test("the proxy's own frames held behind a destination's half-sent header block are bounded: a flood of denied requests closes the connection with ENHANCE_YOUR_CALM, memory flat", async (t) => {
+  const c = await RawClient.open();
+  c.send(headers(1, [...GET, "/ok/half"]));
+  await c.next((f) => f.type === FrameType.HEADERS && f.stream === 1, "the half-sent block");
+  const before = process.memoryUsage();
+  const denied = encodeBlock([...GET, "/no/flood"]);
+  for (let round = 0; round < 20 && !c.closed; round++) {
+    c.send(...Array.from({ length: 1000 }, (_, i) => headerFrames(3 + 2 * (round * 1000 + i), denied, true, 16384)));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const code = await c.goaway().then((g) => g.payload.readUInt32BE(4), () => undefined);
+  const after = process.memoryUsage();
+  t.diagnostic(`heap ${((after.heapUsed - before.heapUsed) / 1e6).toFixed(1)} MB, external ${((after.external - before.external) / 1e6).toFixed(1)} MB after the flood`);
+  assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+  c.close();
+});
+
+test("client SETTINGS the destination never acknowledges are bounded: past 32 of them, GOAWAY ENHANCE_YOUR_CALM", async () => {
+  const c = await RawClient.open();
+  c.send(headers(1, [...GET, "/ok/mute"]));
+  await c.answer(1);
+  c.send(...Array<Buffer>(100).fill(settingsFrame(Buffer.alloc(0), [[Setting.HEADER_TABLE_SIZE, 1024]])));
+  assert.equal((await c.goaway()).payload.readUInt32BE(4), ErrorCode.ENHANCE_YOUR_CALM);
+  c.close();
+});
+
+test("requests the proxy refuses without judging have a flow with the reason: malformed (reset), an escaped slash (307; gRPC INVALID_ARGUMENT), trailers that are not (reset)", async () => {
+  const c = await RawClient.open();
+  c.send(headers(1, [...GET, "/ok/x", "host", "admin.internal"]));
+  c.send(headers(3, [...GET, "/ok/a%2Fb"]));
+  c.send(headers(5, [...GET, "/ok/hang"], true));
+  c.send(headers(7, [":method", "POST", ":scheme", "http", ":authority", "deathstar", ":path", "/pkg.Svc%2FGet", "content-type", "application/grpc"]));
+  await c.answer(3);
+  await c.answer(7);
+  c.send(headers(5, [":path", "/admin"]));
+  for (const id of [1, 5]) await c.reset(id);
+  const malformed = await flowOf(c, (f) => f.path === "/ok/x");
+  assert.deepEqual([malformed.verdict, malformed.status, malformed.reason], ["denied", 0, "malformed HTTP/2 request"]);
+  const redirected = await flowOf(c, (f) => f.path === "/ok/a%2Fb");
+  assert.deepEqual([redirected.verdict, redirected.status], ["denied", 307]);
+  assert.match(redirected.reason ?? "", /escaped slash/);
+  assert.ok(redirected.responseHeaders?.some((h) => h.name === "location" && h.value === "/ok/a/b"));
+  const grpc = await flowOf(c, (f) => f.path === "/pkg.Svc%2FGet");
+  assert.deepEqual([grpc.verdict, grpc.status], ["denied", 200]);
+  assert.ok(grpc.responseHeaders?.some((h) => h.name === "grpc-status" && h.value === "3"));
+  const trailers = await flowOf(c, (f) => f.path === "/ok/hang");
+  assert.deepEqual([trailers.verdict, trailers.status], ["error", 0]);
+  assert.equal(trailers.reason, "malformed HTTP/2 trailers");
+  c.close();
+});
+
+/** The first flow of `c`'s connection that `match` takes, waited for up to 3 s (a flow is reported after the answer). */
+async function flowOf(c: RawClient, match: (f: HttpFlow) => boolean): Promise<HttpFlow> {
+  const port = c.port;
+  for (let t = 0; t < 300; t++) {
+    const f = flows.find((f) => f.source.port === port && match(f));
+    if (f) return f;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no such flow (got ${flows.filter((f) => f.source.port === port).map((f) => `${f.path} ${f.verdict} ${f.status}`).join(", ")})`);
+}
 
 /** Each input, on a connection of its own, ends it with a GOAWAY of that code; the proxy then still serves a good client. */
 const BROKEN: [string, Buffer, number][] = [

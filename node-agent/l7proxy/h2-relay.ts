@@ -9,6 +9,7 @@ import { DEFAULT_TABLE_SIZE, encodeBlock, HpackDecoder, HpackError, MAX_TABLE_SI
 import {
   blockFragment,
   DEFAULT_MAX_FRAME,
+  DEFAULT_WINDOW,
   ErrorCode,
   FLAG_ACK,
   FLAG_END_HEADERS,
@@ -31,11 +32,12 @@ import {
   H2_PREFACE,
   judgeStream,
   MAX_CONCURRENT_STREAMS,
+  reportRefusal,
   upstreamRequestHeaders,
   type H2Client,
 } from "./h2-proxy.ts";
 import type { HttpFlow } from "./http-proxy.ts";
-import { DENIED_HEADERS } from "./request-flow.ts";
+import { DENIED_HEADERS, REFUSAL_REASON } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2relay", level: process.env.LOG_LEVEL ?? "info" });
@@ -48,6 +50,20 @@ const FRAME_CAP = 65536;
 
 /** CONTINUATION frames one header block may take, as nghttp2 (h2-proxy.ts's sessions) allows since CVE-2024-27316: zero-length ones otherwise cost nothing to send and a frame each to gather. */
 const MAX_CONTINUATIONS = 8;
+
+/**
+ * Streams a client may cancel before their answer at once, and per second after: nghttp2's stream reset rate limit,
+ * which h2-proxy.ts's sessions have, since CVE-2023-44487 ("rapid reset": each cancelled request still costs the
+ * destination a request, and costs the client nothing). Past it the connection is closed, GOAWAY ENHANCE_YOUR_CALM.
+ */
+const RESET_BURST = 1000;
+const RESETS_PER_SECOND = 33;
+
+/** Client SETTINGS the destination has not yet acknowledged (each an entry of clientTableSizes): more is a flood (CVE-2019-9515's shape), not a client's need. */
+const MAX_UNACKED_SETTINGS = 32;
+
+/** Octets of the proxy's own frames held while a header block of the destination's is half sent (see toClient): room for some 1,000 answers. */
+const HELD_LIMIT = 65536;
 
 /** The answers the proxy makes itself, as header lists: encoded without the dynamic table (the client's decoder stays in step with the destination's encoder). */
 const GRPC_DENIED_RAW = Object.entries(grpcDeniedHeaders()).flatMap(([k, v]) => [k, String(v)]);
@@ -186,8 +202,18 @@ class RelayConnection {
   private prefaceLeft = PREFACE_LENGTH;
   private clientBlock: PendingBlock | undefined;
   private upstreamBlock: PendingBlock | undefined;
-  /** The proxy's own frames to the client, held while a block of the destination's is half sent (a block is never interleaved). */
+  /** The proxy's own frames to the client, held while a block of the destination's is half sent (a block is never interleaved); at most HELD_LIMIT octets. */
   private held: Buffer[] = [];
+  private heldBytes = 0;
+  /** The client's connection window as the relay has used it: what the client granted, less every DATA it got (the destination's and the proxy's own). */
+  private clientWindow = DEFAULT_WINDOW;
+  /** The client's SETTINGS_INITIAL_WINDOW_SIZE: a stream's window at its start. */
+  private clientInitialWindow = DEFAULT_WINDOW;
+  /** Bodies of the proxy's own answers the client's windows have had no room for yet, by stream (see ownBody); one per stream the client may have open. */
+  private readonly unsent = new Map<number, { window: number; rest: Buffer }>();
+  /** Premature client resets the connection may still make now (RESET_BURST, refilled at RESETS_PER_SECOND), as of `resetsAt` (ms). */
+  private resets = RESET_BURST;
+  private resetsAt = 0;
   /** DATA the proxy sent the client itself: taken off the client's next connection WINDOW_UPDATEs, which the destination did not earn. */
   private owed = 0;
   private lastClientStream = 0;
@@ -268,6 +294,8 @@ class RelayConnection {
     );
     this.failed = true;
     this.clientLeft = undefined;
+    this.held = [];
+    this.unsent.clear();
     if (!this.socket.destroyed) this.socket.end(goaway(this.lastClientStream, code));
     this.upstream.destroy();
     return false;
@@ -326,7 +354,7 @@ class RelayConnection {
       if (!pass) {
         if (run < p) this.upstream.write(buf.subarray(run, p));
         run = end;
-        if (!this.clientFrame(type, flags, id, buf.subarray(p + FRAME_HEADER, end))) return;
+        if (!this.clientFrame(type, flags, id, buf.subarray(p + FRAME_HEADER, end)) || this.failed) return;
       }
       p = end;
     }
@@ -376,6 +404,8 @@ class RelayConnection {
           return this.fail(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS of a wrong length");
         if (flags & FLAG_ACK) this.upstream.write(frame(type, flags, id, payload));
         else {
+          if (this.clientTableSizes.length >= MAX_UNACKED_SETTINGS)
+            return this.fail(ErrorCode.ENHANCE_YOUR_CALM, "SETTINGS the destination has not acknowledged over the limit");
           const extra: [number, number][] = [[Setting.ENABLE_PUSH, 0]];
           let tableSize: number | undefined;
           for (const [s, v] of settingsOf(payload)) {
@@ -383,6 +413,7 @@ class RelayConnection {
               this.maxFrameToClient = v;
               extra.push([s, Math.min(v, FRAME_CAP)]);
             } else if (s === Setting.HEADER_TABLE_SIZE) tableSize = Math.min(v, MAX_TABLE_SIZE);
+            else if (s === Setting.INITIAL_WINDOW_SIZE) this.initialWindowChanged(v);
           }
           if (tableSize !== undefined) this.responses.limit = Math.max(tableSize, this.responses.tableSize);
           this.clientTableSizes.push(tableSize);
@@ -390,22 +421,41 @@ class RelayConnection {
         }
         return true;
       case FrameType.WINDOW_UPDATE: {
+        let increment = payload.length >= 4 ? payload.readUInt32BE(0) & 0x7fffffff : 0;
         if (id !== 0) {
           if (this.streams.has(id)) this.upstream.write(frame(type, flags, id, payload));
+          else {
+            const u = this.unsent.get(id);
+            if (u) {
+              u.window += increment;
+              this.sendOwn(id, u);
+            }
+          }
           return true;
         }
-        let increment = payload.length >= 4 ? payload.readUInt32BE(0) & 0x7fffffff : 0;
+        this.clientWindow += increment;
+        for (const [unsentId, u] of this.unsent) this.sendOwn(unsentId, u);
+        if (this.failed) return false;
         const taken = Math.min(this.owed, increment);
         this.owed -= taken;
         increment -= taken;
         if (increment > 0) this.upstream.write(windowUpdate(0, increment));
         return true;
       }
-      case FrameType.RST_STREAM:
-        // The client cancelling a forwarded stream cancels it at the destination; no flow (it has no answer).
-        if (this.streams.delete(id)) this.upstream.write(frame(type, flags, id, payload));
-        else this.dropping.delete(id);
+      case FrameType.RST_STREAM: {
+        // The client cancelling a forwarded stream cancels it at the destination; no flow (it has no answer), unless
+        // it was one too many cancelled before the answer.
+        const s = this.streams.get(id);
+        if (s) {
+          this.streams.delete(id);
+          this.upstream.write(frame(type, flags, id, payload));
+          if (!s.responseEnded && !this.resetAllowed()) return this.rapidReset(id, s);
+        } else {
+          this.dropping.delete(id);
+          this.unsent.delete(id);
+        }
         return true;
+      }
       default:
         return true;
     }
@@ -413,6 +463,7 @@ class RelayConnection {
 
   /** A request's header block (or its trailers): judged, answered or re-encoded for the destination; false when the connection failed. */
   private requestBlock(block: PendingBlock): boolean {
+    const started = process.hrtime.bigint();
     const buf = block.parts.length === 1 ? block.parts[0]! : Buffer.concat(block.parts);
     let decoded;
     try {
@@ -435,6 +486,7 @@ class RelayConnection {
         this.streams.delete(id);
         this.upstream.write(rstStream(id, ErrorCode.CANCEL));
         this.malformed(id, fault);
+        open.flow("error", 0, { reason: REFUSAL_REASON.trailers });
         return true;
       }
       this.upstream.write(
@@ -450,7 +502,7 @@ class RelayConnection {
     }
     this.lastClientStream = id;
     const limits = this.opts.limits;
-    if (decoded.listSize > limits.maxHeaderBytes || this.streams.size >= MAX_CONCURRENT_STREAMS) {
+    if (decoded.listSize > limits.maxHeaderBytes || this.streams.size + this.unsent.size >= MAX_CONCURRENT_STREAMS) {
       // Over SETTINGS_MAX_HEADER_LIST_SIZE or SETTINGS_MAX_CONCURRENT_STREAMS (both the proxy's, as the client was told): that stream only.
       this.toClient(
         rstStream(
@@ -461,12 +513,16 @@ class RelayConnection {
       return true;
     }
     const admitted = admitH2Request(decoded.raw);
-    if ("malformed" in admitted) this.malformed(id, admitted.malformed);
-    else if ("redirect" in admitted) {
+    if ("malformed" in admitted) {
+      this.malformed(id, admitted.malformed);
+      reportRefusal(this.client, decoded.raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
+    } else if ("redirect" in admitted) {
       log.info({ port: this.client.port, stream: id, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
-      this.toClient(headerFrames(id, this.ownBlock(Object.entries(admitted.answer).flat()), true, this.maxFrameToClient));
+      const answer = Object.entries(admitted.answer).flat();
+      this.toClient(headerFrames(id, this.ownBlock(answer), true, this.maxFrameToClient));
       if (!block.endStream) this.dropBody(id);
-    } else this.judge(id, admitted.raw, block.endStream);
+      reportRefusal(this.client, decoded.raw, started, this.opts, REFUSAL_REASON.escapedSlash, Number(admitted.answer[":status"]), fieldPairs(answer));
+    } else this.judge(id, admitted.raw, block.endStream, started);
     return true;
   }
 
@@ -487,21 +543,15 @@ class RelayConnection {
   }
 
   /** `raw` as admitH2Request left it (well-formed, its path normalized): judged, then answered or forwarded. */
-  private judge(id: number, raw: string[], endStream: boolean): void {
-    const { request, grpc, decision, flow } = judgeStream(
-      this.client,
-      raw,
-      process.hrtime.bigint(),
-      this.opts,
-    );
+  private judge(id: number, raw: string[], endStream: boolean, started: bigint): void {
+    const { request, grpc, decision, flow } = judgeStream(this.client, raw, started, this.opts);
 
     if (decision.verdict === "deny") {
       // A gRPC client reads the call's status: PERMISSION_DENIED, trailers-only, HTTP 200; anything else 403.
       if (grpc) this.toClient(headerFrames(id, this.ownBlock(GRPC_DENIED_RAW), true, this.maxFrameToClient));
       else {
         this.toClient(headerFrames(id, this.ownBlock(HTTP_DENIED_RAW), false, this.maxFrameToClient));
-        this.toClient(frame(FrameType.DATA, FLAG_END_STREAM, id, HTTP_DENIED_BODY));
-        this.owed += HTTP_DENIED_BODY.length;
+        this.ownBody(id, HTTP_DENIED_BODY);
       }
       // The request's body, if any, is read and dropped; the connection's other streams go on.
       if (!endStream) this.dropBody(id);
@@ -561,11 +611,72 @@ class RelayConnection {
       s.flow("error", 200);
     } else {
       this.toClient(headerFrames(id, this.ownBlock(UPSTREAM_RESET_RAW), false, this.maxFrameToClient));
-      this.toClient(frame(FrameType.DATA, FLAG_END_STREAM, id, UPSTREAM_RESET_BODY));
-      this.owed += UPSTREAM_RESET_BODY.length;
+      this.ownBody(id, UPSTREAM_RESET_BODY);
       s.flow("error", UPSTREAM_RESET.status);
     }
     if (!s.requestEnded) this.dropBody(id);
+  }
+
+  /**
+   * The body of one of the proxy's own answers: sent as far as the client's stream and connection windows allow (RFC
+   * 9113 §6.9.1), the rest when they grow. The stream's window is the client's initial one (a stream the destination
+   * reset unanswered may have been given more, never less: the body may only wait longer than it had to).
+   */
+  private ownBody(id: number, body: Buffer): void {
+    const u = { window: this.clientInitialWindow, rest: body };
+    this.unsent.set(id, u);
+    this.sendOwn(id, u);
+  }
+
+  private sendOwn(id: number, u: { window: number; rest: Buffer }): void {
+    for (;;) {
+      const n = Math.min(u.rest.length, u.window, this.clientWindow, this.maxFrameToClient);
+      const last = n === u.rest.length;
+      if (!last && n <= 0) return;
+      this.toClient(frame(FrameType.DATA, last ? FLAG_END_STREAM : 0, id, u.rest.subarray(0, n)));
+      u.window -= n;
+      this.clientWindow -= n;
+      // The destination did not earn the connection window this takes: it comes off the client's next WINDOW_UPDATEs.
+      this.owed += n;
+      u.rest = u.rest.subarray(n);
+      if (last) return void this.unsent.delete(id);
+    }
+  }
+
+  /** The client's SETTINGS_INITIAL_WINDOW_SIZE changed: every stream's window moves by as much (RFC 9113 §6.9.2), the proxy's unsent bodies' too. */
+  private initialWindowChanged(size: number): void {
+    const delta = size - this.clientInitialWindow;
+    this.clientInitialWindow = size;
+    for (const [id, u] of this.unsent) {
+      u.window += delta;
+      if (delta > 0) this.sendOwn(id, u);
+    }
+  }
+
+  /** One more stream cancelled by the client before its answer: false when that is past the connection's budget (RESET_BURST). */
+  private resetAllowed(): boolean {
+    const now = performance.now();
+    this.resets = Math.min(RESET_BURST, this.resets + ((now - this.resetsAt) * RESETS_PER_SECOND) / 1000);
+    this.resetsAt = now;
+    if (this.resets < 1) return false;
+    this.resets -= 1;
+    return true;
+  }
+
+  /** Rapid reset (CVE-2023-44487): the connection closed, the flow of the stream that was one too many saying why (an error: it was allowed and forwarded). */
+  private rapidReset(id: number, s: RelayedStream): false {
+    log.warn(
+      {
+        port: this.client.port,
+        client: `${this.client.source.ip}:${this.client.source.port}`,
+        identity: this.client.orig.subject,
+        destination: `${this.client.orig.ip}:${this.client.orig.port}`,
+        stream: id,
+      },
+      "HTTP/2 rapid reset: streams cancelled before their answer past the connection's budget",
+    );
+    s.flow("error", 0, { reason: REFUSAL_REASON.rapidReset });
+    return this.fail(ErrorCode.ENHANCE_YOUR_CALM, "rapid reset");
   }
 
   private requestEnded(id: number): void {
@@ -599,13 +710,18 @@ class RelayConnection {
    * first frame the client may get) has gone on, and while a header block of the destination's is half sent.
    */
   private toClient(b: Buffer): void {
-    if (this.upstreamBlock || !this.upstreamSettingsSeen) this.held.push(b);
-    else this.socket.write(b);
+    if (!this.upstreamBlock && this.upstreamSettingsSeen) return void this.socket.write(b);
+    this.held.push(b);
+    this.heldBytes += b.length;
+    // A destination that leaves its block half sent while the client asks on: the connection, not the proxy's memory.
+    if (this.heldBytes > HELD_LIMIT && !this.failed)
+      this.fail(ErrorCode.ENHANCE_YOUR_CALM, "answers held behind the destination's unfinished header block over the limit");
   }
 
   private flushHeld(): void {
     for (const b of this.held) this.socket.write(b);
     this.held = [];
+    this.heldBytes = 0;
   }
 
   // ---- destination → client ----
@@ -628,6 +744,7 @@ class RelayConnection {
       const payload = buf.subarray(p + FRAME_HEADER, end);
       switch (type) {
         case FrameType.DATA:
+          this.clientWindow -= length;
           if (flags & FLAG_END_STREAM) {
             const s = this.responseEnded(id);
             if (s) (done ??= []).push(s);
@@ -693,6 +810,7 @@ class RelayConnection {
           if (run < p) this.socket.write(buf.subarray(run, p));
           run = end;
           this.answerFailure(id, s);
+          if (this.failed) return;
           break;
         }
         default:

@@ -20,6 +20,9 @@ function urlOf(f: HttpFlow): string {
  * Both carry the request's headers (Hubble's `http.headers`, as Cilium's response records do) and its URL; the response
  * flow adds the response's headers after them (the destination's, or the proxy's own 403's). Everything is redacted as
  * `redaction` says (Set-Cookie among the credentials): what leaves the node through the Observer API, the relay and the export.
+ * A request the proxy refused without a rule's say (malformed, an escaped slash, a rapid reset: the record's `reason`)
+ * is DROPPED with that reason, or, allowed and forwarded before, its response an ERROR with it; a stream reset without
+ * an answer (status 0) has no response flow unless it is that ERROR.
  */
 export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRedaction): Flow[] {
   const client = endpoint(f.source.identity, f.source.ip, f.source.port, lookups);
@@ -27,6 +30,7 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRe
   // The rule whose HTTP rule let the request through; for a refused one, the rule of the entry that sent it here.
   const decidedBy = ruleDecision(f.rule?.ruleId ?? f.ruleId, lookups);
   const denied = f.verdict === "denied";
+  const reason = f.protocol !== "TLS" ? f.reason : undefined;
   const headers = redactHeaders(f.headers ?? [], redaction);
   const http = { method: f.method, url: redactUrl(urlOf(f), redaction), protocol: f.protocol, ...(headers.length ? { headers } : {}) };
   // The request's headers, then the response's (each sorted by name), so an http_header filter on a request header still selects its response.
@@ -54,18 +58,21 @@ export function httpFlows(f: HttpFlow, lookups: EnrichLookups, redaction: HttpRe
         l7: { type: "REQUEST", tls: { ...(f.tls?.serverName !== undefined ? { serverName: f.tls.serverName } : {}), ...(f.reason !== undefined ? { reason: f.reason } : {}) } },
       },
     ];
+  const request: Flow = {
+    ...base(client, server),
+    time: new Date(end - f.latencyMs).toISOString(),
+    verdict: denied ? "DROPPED" : "FORWARDED",
+    ...(denied ? { dropReason: reason ?? L7_DROP_REASON } : {}),
+    l7: { type: "REQUEST", http },
+  };
+  if (denied && f.status === 0) return [request];
   return [
-    {
-      ...base(client, server),
-      time: new Date(end - f.latencyMs).toISOString(),
-      verdict: denied ? "DROPPED" : "FORWARDED",
-      ...(denied ? { dropReason: L7_DROP_REASON } : {}),
-      l7: { type: "REQUEST", http },
-    },
+    request,
     {
       ...base(server, client),
       time: f.time,
       verdict: f.verdict === "error" ? "ERROR" : "FORWARDED",
+      ...(f.verdict === "error" && reason !== undefined ? { dropReason: reason } : {}),
       l7: { type: "RESPONSE", latencyNs: Math.round(f.latencyMs * 1e6), http: { ...http, ...responseHeaders, code: f.status } },
     },
   ];

@@ -63,7 +63,10 @@ export interface HttpFlow {
    * redacted by the agent as the request's are, never logged by the proxy.
    */
   readonly responseHeaders?: readonly HttpHeader[];
-  /** Why the proxy refused a connection without an HTTP request (a serverNames-only port: protocol "TLS"). */
+  /**
+   * Why the proxy refused a connection without an HTTP request (a serverNames-only port: protocol "TLS"), or refused or
+   * ended a request without a rule's say: malformed (reset), an escaped slash (redirected), a rapid reset (http-flows.ts).
+   */
   readonly reason?: string;
 }
 
@@ -362,14 +365,17 @@ export class HttpProxy {
     const tlsInfo = terminated ? { tls: terminated.serverName !== undefined ? { serverName: terminated.serverName } : {} } : undefined;
     // The name originatingTLS verifies: the client's SNI, else (plain HTTP to the proxy) the request's host.
     const serverName = (host: string): string | undefined => terminated?.serverName ?? (host !== "" ? host.replace(/:\d+$/, "") : undefined);
+    const arrived = (request: HttpRequest, protocol: string, started: bigint): ArrivedRequest => ({ source, orig, proxyPort: port, ingress: this.ingressPorts.has(port), protocol, request, started, ...tlsInfo });
     const served: Http1Port = {
       port,
       limits: this.limits!,
       log,
       judge: (request, protocol, started) => {
         const { decision, judged } = this.decide(port, orig, request);
-        return { decision, report: this.flowFor({ source, orig, proxyPort: port, ingress: this.ingressPorts.has(port), protocol, request, started, ...tlsInfo }, judged) };
+        return { decision, report: this.flowFor(arrived(request, protocol, started), judged) };
       },
+      refused: (request, protocol, started, status, reason, responseHeaders) =>
+        this.opts.onFlow?.(requestFlow(arrived(request, protocol, started), "denied", status, { reason, ...(responseHeaders ? { responseHeaders } : {}) })),
       connect: (host) => this.connectAs(port, orig, serverName(host)),
       sameUpstream: (previous, host) => this.tls.get(port)?.trustedCA === undefined || serverName(previous) === serverName(host),
       upgrade: (client, head, request, upgrade, decision, report) => this.upgrade(port, orig, client, head, request, upgrade, decision, report, serverName(request.host)),

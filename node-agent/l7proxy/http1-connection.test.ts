@@ -84,8 +84,9 @@ test("pipelined requests in one write are answered in order, a denied one among 
   assert.deepEqual(seen.slice(before), ["GET /ok/1 ", "POST /ok/2 body", "GET /ok/3 "]);
 });
 
-test("request smuggling is refused with 400 and the connection closed, nothing reaching the server: Content-Length with Transfer-Encoding, two Content-Lengths, a bare LF, obs-fold", async () => {
+test("request smuggling is refused with 400 and the connection closed, nothing reaching the server, each with a refusal's flow: Content-Length with Transfer-Encoding, two Content-Lengths, a bare LF, obs-fold", async () => {
   const before = seen.length;
+  const flowsBefore = flows.length;
   for (const head of [
     "POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /no HTTP/1.1\r\nHost: a\r\n\r\n",
     "POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 30\r\n\r\n",
@@ -97,6 +98,20 @@ test("request smuggling is refused with 400 and the connection closed, nothing r
     assert.equal(r.closed, true, JSON.stringify(head));
   }
   assert.deepEqual(seen.slice(before), []);
+  assert.deepEqual(
+    flows.slice(flowsBefore).map((f) => [f.verdict, f.status, f.reason]),
+    Array(4).fill(["denied", 400, "malformed HTTP/1.1 request"]),
+  );
+});
+
+test("an escaped slash's 307 has a refusal's flow with its Location, the request never reaching the server", async () => {
+  const before = seen.length;
+  const r = await exchange("GET /ok%2Fx HTTP/1.1\r\nHost: a\r\n\r\n", 1500, (t) => t.includes("\r\n\r\n"));
+  assert.match(r.text, /^HTTP\/1\.1 307 /);
+  assert.deepEqual(seen.slice(before), []);
+  const f = flows.find((x) => x.path === "/ok%2Fx");
+  assert.deepEqual([f?.verdict, f?.status, f?.reason, f?.method], ["denied", 307, "escaped slash in the path: redirected to its unescaped path", "GET"]);
+  assert.deepEqual(f?.responseHeaders?.[0], { name: "location", value: "/ok/x" });
 });
 
 test("an allowed chunked request whose framing turns invalid mid-body: the connection closes and no second request reaches the server", async () => {

@@ -8,7 +8,7 @@ import { BodyFramer, HeadScanner, parseRequestHead, parseResponseHead, type Requ
 import { normalizeTarget } from "../../core/l7/path-normalize.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
-import { DENIED_HEADERS } from "./request-flow.ts";
+import { DENIED_HEADERS, REFUSAL_REASON } from "./request-flow.ts";
 import { asksForWebSocket } from "./upgrade.ts";
 import { upstreamFailure } from "./upstream.ts";
 
@@ -21,6 +21,8 @@ export interface Http1Port {
   readonly log: Logger;
   /** The request judged by the rules in force now (both ends' when the record names both), and its flow reporter. */
   judge(request: HttpRequest, protocol: string, started: bigint): { readonly decision: HttpDecision; readonly report: FlowReport };
+  /** The flow of a request the proxy refused before any rule judged it: `status` what the client got, `reason` one of a few fixed texts. */
+  refused(request: HttpRequest, protocol: string, started: bigint, status: number, reason: string, responseHeaders?: readonly HttpHeader[]): void;
   /** The upstream connection for a request whose host is `host` (marked as the client; with originatingTLS, verified for that name). */
   connect(host: string): net.Socket;
   /** Whether a connection opened for a request to `previous` may carry one to `host` (with originatingTLS: the same name). */
@@ -38,6 +40,15 @@ const CRLF = Buffer.from("\r\n");
 const CONNECTION_CLOSE = Buffer.from("connection: close\r\n");
 const CONNECTION_KEEP_ALIVE = Buffer.from("connection: keep-alive\r\n");
 const FRAMING = new Set(["content-length", "transfer-encoding"]);
+
+/** What a refused message's flow names when no request head was read whole. */
+const NO_REQUEST: HttpRequest = { method: "", path: "", host: "", headers: [] };
+
+function requestOf(head: RequestHead): HttpRequest {
+  let host = "";
+  for (const f of head.fields) if (f.name === "host") host = f.value;
+  return { method: head.method, path: head.target, host, headers: head.fields };
+}
 
 /** The proxy's own 403, as Cilium's proxy answers a denied request. */
 function deniedResponse(connection: "close" | "keep-alive" | undefined): Buffer {
@@ -266,13 +277,14 @@ export class Http1Connection {
     const target = normalizeTarget(sentHead.target);
     if (typeof target !== "string") {
       this.p.log.info({ port: this.p.port, location: target.location }, "request path with an escaped slash: redirected to its unescaped path");
-      if (this.answerWithoutForwarding(sentHead, escapedSlashRedirect(target.location, sentHead.version))) this.close();
+      const close = this.answerWithoutForwarding(sentHead, escapedSlashRedirect(target.location, sentHead.version));
+      this.p.refused(requestOf(sentHead), sentHead.version, started, 307, REFUSAL_REASON.escapedSlash, [{ name: "location", value: target.location }, { name: "content-length", value: "0" }]);
+      if (close) this.close();
       return;
     }
     const { buf, head } = target === sentHead.target ? { buf: sent, head: sentHead } : withTarget(sent, sentHead, target);
-    let host = "";
-    for (const f of head.fields) if (f.name === "host") host = f.value;
-    const request: HttpRequest = { method: head.method, path: head.target, host, headers: head.fields };
+    const request = requestOf(head);
+    const host = request.host;
     const { decision, report } = this.p.judge(request, head.version, started);
     const websocket = head.upgrade !== undefined && asksForWebSocket(head.upgrade) ? head.upgrade : undefined;
     if (websocket !== undefined) return this.upgrade(request, websocket, decision, report);
@@ -513,6 +525,9 @@ export class Http1Connection {
   /** A malformed or too slow request: its status, and the connection closes. */
   private reject(e: { status: number; reason: string }): void {
     this.p.log.info({ port: this.p.port, client: `${this.client.remoteAddress ?? ""}:${this.client.remotePort ?? 0}`, status: e.status, reason: e.reason }, "request refused: connection closed");
+    // The flow says what the client got, by a fixed reason: the parser's may quote what the client sent (the log has it).
+    const reason = e.status === 408 || e.status === 431 ? e.reason : REFUSAL_REASON.malformedHttp1;
+    this.p.refused(NO_REQUEST, "HTTP/1.1", process.hrtime.bigint(), e.status, reason);
     if (this.client.writable && !this.client.writableEnded) this.client.write(`HTTP/1.1 ${e.status} ${http.STATUS_CODES[e.status] ?? ""}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     this.dropUpstream();
     this.close();

@@ -132,7 +132,8 @@ test("h2c through the frame relay: normalized, judged, forwarded; escaped slashe
     session.close();
   }
   assert.deepEqual(seen, ["/public/ships", "/pkg.Ships/List", "/public/a/"]);
-  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict}`), ["/admin denied", "/public/ships forwarded", "/pkg.Ships/List forwarded", "/public/a/ forwarded"]);
+  // A redirect's flow is a refusal (the request as sent, never forwarded: h2-relay.ts reportRefusal).
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status}`), ["/admin denied 403", "/public/ships forwarded 200", "/public/%2Fx denied 307", "/pkg.Ships/List forwarded 200", "/pkg.Ships%2FList denied 200", "/public/a/ forwarded 200"]);
 });
 
 test("HTTP/2 inside TLS (terminatingTLS): the same normalized path is judged and forwarded", async () => {

@@ -50,6 +50,18 @@ export function withoutHeaders(f: HttpFlow): Omit<HttpFlow, "headers" | "respons
   return rest;
 }
 
+/**
+ * Why a flow says the proxy refused a request itself, before or without a rule's say (HttpFlow.reason): a few fixed
+ * texts, since the agent counts drops by reason (the detail, which may quote what the client sent, is in the proxy's log).
+ */
+export const REFUSAL_REASON = {
+  malformedH2: "malformed HTTP/2 request",
+  trailers: "malformed HTTP/2 trailers",
+  malformedHttp1: "malformed HTTP/1.1 request",
+  escapedSlash: "escaped slash in the path: redirected to its unescaped path",
+  rapidReset: "rapid reset: streams cancelled before their answer past the connection's budget (CVE-2023-44487)",
+} as const;
+
 /** The headers of the proxy's own 403 (HTTP/1.1 and HTTP/2 alike), as its flow records them. */
 export const DENIED_HEADERS: readonly HttpHeader[] = [
   { name: "content-type", value: "text/plain" },

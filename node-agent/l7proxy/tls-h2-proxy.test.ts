@@ -167,7 +167,7 @@ test("Node's http2 client over TLS: a denied stream and an allowed one on the sa
   }
 });
 
-test("a Host naming another authority than :authority is reset (PROTOCOL_ERROR), never judged by one and served by the other; the connection goes on", async () => {
+test("a Host naming another authority than :authority is reset (PROTOCOL_ERROR), never judged by one and served by the other, its flow a refusal with the reason; the connection goes on", async () => {
   const session = await h2session(H2_TLS);
   try {
     const before = seen.length;
@@ -177,6 +177,11 @@ test("a Host naming another authority than :authority is reset (PROTOCOL_ERROR),
     await new Promise((r) => s.once("close", r));
     assert.equal(s.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
     assert.equal(seen.length, before, "nothing reached the server");
+    const f = flows.find((x) => x.path === "/public/ok" && x.reason !== undefined);
+    assert.deepEqual([f?.verdict, f?.status, f?.reason, f?.tls?.serverName], ["denied", 0, "malformed HTTP/2 request", "api.example.com"]);
+    assert.equal((await get(session, "/public/%2Fafter")).status, 307);
+    const redirected = flows.find((x) => x.path === "/public/%2Fafter");
+    assert.deepEqual([redirected?.verdict, redirected?.status, redirected?.reason], ["denied", 307, "escaped slash in the path: redirected to its unescaped path"]);
     assert.equal((await get(session, "/public/after")).status, 200);
   } finally {
     session.close();
