@@ -43,7 +43,7 @@ describe("the chart's command lines match the components' flags", () => {
   // Everything switched on, so every optional flag is rendered.
   let objects: K8sObject[] = [];
   before(async () => {
-    objects = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true, "extendedIPProtocols.enabled": true, "hostFirewall.enabled": true, "hostFirewall.devices": "{eth0,eth1}", "runtime.enabled": true }));
+    objects = parseManifest(await renderText({ "encryption.enabled": true, "encryption.type": "ipsec", "flowExport.enabled": true, "extendedIPProtocols.enabled": true, "hostFirewall.enabled": true, "hostFirewall.devices": "{eth0,eth1}", "runtime.enabled": true, "extraConfig.http-normalize-path": false }));
   });
 
   for (const [component, kind, name] of [

@@ -10,6 +10,7 @@ describe("chart l7Proxy", () => {
     const flags = renderedAgentFlags(objects);
     assert.equal(flags.l7Proxy, true);
     assert.deepEqual(flags.l7ProxyExternal, { socketDir: "/var/run/membrane/l7proxy" }, "the agent starts no proxy: --external-l7-proxy");
+    assert.equal(flags.httpNormalizePath, true, "no extraConfig: paths normalized (the agent's default)");
     const pod = daemonSetPod(objects, "membrane-l7proxy");
     assert.ok(pod, "the DaemonSet is rendered");
     assert.equal(pod.hostNetwork, true, "it listens on the node's address");
@@ -41,5 +42,10 @@ describe("chart l7Proxy", () => {
     const objects = parseManifest(await renderText({ "l7Proxy.enabled": false }));
     assert.equal(daemonSetPod(objects, "membrane-l7proxy"), undefined);
     assert.equal(renderedAgentFlags(objects).l7Proxy, false);
+  });
+
+  it("extraConfig.http-normalize-path (Cilium's cilium-config key): passed to the agent as --http-normalize-path (unset: the agent's default, normalized); other extraConfig keys refused", async () => {
+    assert.equal(renderedAgentFlags(parseManifest(await renderText({ "extraConfig.http-normalize-path": false }))).httpNormalizePath, false);
+    await assert.rejects(renderText({ "extraConfig.enable-bpf-masquerade": true }), /extraConfig/);
   });
 });

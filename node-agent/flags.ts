@@ -52,7 +52,7 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                       [--host-firewall-device NAME ... [--host-firewall-api-server-port PORT]] [--node-device NAME[,NAME|PREFIX+...]|none] [--tunnel-device NAME]
                       [--enable-dns-proxy[=true|false]] [--tofqdns-min-ttl SECONDS] [--tofqdns-max-ips-per-hostname N]
                       [--tofqdns-dns-reject-response-code refused|nameError] [--tofqdns-idle-connection-grace-period DURATION]
-                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]]] [--enable-runtime[=true|false] [--external-runtime[=true|false]] [--runtime-bpf-scope SCOPE]]
+                      [--enable-l7-proxy[=true|false] [--external-l7-proxy[=true|false] [--l7-proxy-socket-dir DIR]] [--http-normalize-path[=true|false]]] [--enable-runtime[=true|false] [--external-runtime[=true|false]] [--runtime-bpf-scope SCOPE]]
                       [--bpf-lb-sock[=true|false] [--cgroup-root DIR]]
                       [--owner-daemonset NAMESPACE/NAME]
 
@@ -173,6 +173,10 @@ export const USAGE = `usage: membrane agent --node-name NAME --operator HOST:POR
                      the status says so (default false: the agent starts the proxy itself, which dies with the agent's container)
   --l7-proxy-socket-dir  where the agent and an external proxy meet (default ${DEFAULT_L7_PROXY_SOCKET_DIR}; a host directory
                      both pods mount)
+  --http-normalize-path  the L7 proxy judges and forwards a request's path normalized as Cilium's Envoy does (RFC 3986
+                     dot segments and unreserved escapes, \\ as /, merged slashes; an escaped slash %2F/%5C gets a 307 to the
+                     unescaped path). Default true, as Cilium's. false: paths are judged and forwarded as sent, and a
+                     path rule can be passed by a path the destination reads otherwise (/public/../admin): only with care
   --enable-runtime   run the runtime enforcer (membrane runtime, a process of its own that outlives agent restarts) on
                      the TracingPolicies the operator sends and this node's pods, and report each policy's status
                      (default false: TracingPolicy status then says EnforcerNotRunning for this node); its files are
@@ -275,6 +279,8 @@ export interface AgentFlags {
   readonly l7Proxy: boolean;
   /** The L7 proxy is a process of its own (`--external-l7-proxy`), met over sockets in this directory; absent: the agent starts it. */
   readonly l7ProxyExternal?: { readonly socketDir: string };
+  /** The L7 proxy normalizes request paths before judging and forwarding them (`--http-normalize-path`, default true). */
+  readonly httpNormalizePath: boolean;
   /** The runtime enforcer runs (TracingPolicies). */
   readonly runtime: boolean;
   /** It runs as a process the agent does not start or end (`--external-runtime`: the chart's membrane-runtime pod). */
@@ -318,7 +324,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   const badAudit = args.map((a) => audit.exec(a)?.[1]).find((v) => v !== undefined && v !== "true" && v !== "false");
   if (badAudit !== undefined) return { ok: false, error: `--policy-audit-mode: must be true or false, got ${JSON.stringify(badAudit)}` };
   const normalised = args.flatMap((a) =>
-    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--external-runtime" ? ["--external-runtime=true"] : a === "--bpf-lb-sock" ? ["--bpf-lb-sock=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
+    a === "--policy-audit-mode=true" ? ["--policy-audit-mode"] : a === "--policy-audit-mode=false" ? [] : a === "--enable-dns-proxy" ? ["--enable-dns-proxy=true"] : a === "--enable-l7-proxy" ? ["--enable-l7-proxy=true"] : a === "--external-l7-proxy" ? ["--external-l7-proxy=true"] : a === "--http-normalize-path" ? ["--http-normalize-path=true"] : a === "--enable-runtime" ? ["--enable-runtime=true"] : a === "--external-runtime" ? ["--external-runtime=true"] : a === "--bpf-lb-sock" ? ["--bpf-lb-sock=true"] : a === "--enable-hubble-open-metrics" ? ["--enable-hubble-open-metrics=true"] : REDACT_BOOLEANS.includes(a) ? [`${a}=true`] : [a],
   );
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -393,6 +399,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
         "enable-l7-proxy": { type: "string" },
         "external-l7-proxy": { type: "string" },
         "l7-proxy-socket-dir": { type: "string" },
+        "http-normalize-path": { type: "string" },
         "enable-runtime": { type: "string" },
         "external-runtime": { type: "string" },
         "runtime-bpf-scope": { type: "string" },
@@ -537,6 +544,8 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
   if (typeof l7Proxy === "string") return { ok: false, error: l7Proxy };
   const l7ProxyExternal = externalL7ProxyFlags(str("external-l7-proxy"), str("l7-proxy-socket-dir"), l7Proxy);
   if (typeof l7ProxyExternal === "string") return { ok: false, error: l7ProxyExternal };
+  const normalizePath = str("http-normalize-path");
+  if (normalizePath !== undefined && normalizePath !== "true" && normalizePath !== "false") return { ok: false, error: `--http-normalize-path: must be true or false, got ${JSON.stringify(normalizePath)}` };
   const operatorServerName = str("operator-server-name");
   if (operatorServerName !== undefined && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(operatorServerName)) return { ok: false, error: `--operator-server-name: a DNS name is required, got ${JSON.stringify(operatorServerName)}` };
   const cniStateDir = str("cni-state-dir");
@@ -610,6 +619,7 @@ export function parseAgentFlags(args: readonly string[]): { ok: true; flags: Age
       ...(dnsProxy ? { dnsProxy } : {}),
       l7Proxy,
       ...(l7ProxyExternal ? { l7ProxyExternal } : {}),
+      httpNormalizePath: normalizePath !== "false",
       runtime: runtimeFlag === "true",
       runtimeExternal: runtimeExternal === "true",
       ...(runtimeBpfScope !== undefined ? { runtimeBpfScope } : {}),

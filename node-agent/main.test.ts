@@ -37,6 +37,14 @@ describe("membrane agent flags", () => {
     assert.equal(error("--policy-audit-mode=yes"), '--policy-audit-mode: must be true or false, got "yes"');
   });
 
+  it("--http-normalize-path (Cilium's name): true by default, =false or =true as given, another value refused naming the flag", () => {
+    assert.equal(flags().httpNormalizePath, true);
+    assert.equal(flags("--http-normalize-path=false").httpNormalizePath, false);
+    assert.equal(flags("--http-normalize-path").httpNormalizePath, true);
+    assert.equal(flags("--http-normalize-path=true").httpNormalizePath, true);
+    assert.equal(error("--http-normalize-path=off"), '--http-normalize-path: must be true or false, got "off"');
+  });
+
   it("the L7 proxy is on by default with a --node-ip of either family (Cilium's --enable-l7-proxy); off with =false; refused naming the flag", () => {
     assert.equal(flags().l7Proxy, false, "no --node-ip: no address to listen on");
     assert.equal(flags("--node-ip", "192.0.2.1").l7Proxy, true);

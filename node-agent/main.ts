@@ -100,6 +100,7 @@ export async function run(args: string[]): Promise<number> {
           stateDir: f.stateDir,
           ...f.proxyAddresses,
           bpfScope: f.bpfScope,
+          httpNormalizePath: f.httpNormalizePath,
           // The proxy's sockets and marks are the node's: started in its network namespace (nsenter execs in place, same pid).
           ...(f.netns ? { launcher: ["nsenter", `--net=/var/run/netns/${f.netns}`] } : {}),
           // Or a proxy of its own (the chart's membrane-l7proxy pod) that connects to the agent's socket there.

@@ -1,7 +1,8 @@
-// The request path normalized as Cilium's Envoy normalizes it before judging and forwarding: dot segments, unreserved escapes, merged slashes, escaped slashes redirected.
+// The request path normalized as Cilium's Envoy normalizes it before judging and forwarding (Chromium's path canonicalization, merge_slashes, UNESCAPE_AND_REDIRECT): dot segments, backslashes, unreserved escapes, nested escapes, merged slashes, escaped slashes redirected, fragments and NULs refused; a table of bypass attempts against the rules they would slip past.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { normalizeH2Path, normalizeTarget } from "./path-normalize.ts";
+import { compileHttpRule, matchHttpRule } from "./http-rule.ts";
+import { admitH2Request, normalizeH2Path, normalizeTarget } from "./path-normalize.ts";
 
 test("dot segments are removed (RFC 3986 §5.2.4)", () => {
   assert.equal(normalizeTarget("/a/./b"), "/a/b");
@@ -38,16 +39,98 @@ test("the query is kept as sent", () => {
   assert.equal(normalizeTarget("/ok?../..//"), "/ok?../..//");
 });
 
-test("an escaped slash or backslash is a redirect to the unescaped, normalized path", () => {
+test("an escaped slash or backslash is a redirect to the unescaped, normalized path (a backslash read as /)", () => {
   assert.deepEqual(normalizeTarget("/public/%2Fx"), { location: "/public/x" });
   assert.deepEqual(normalizeTarget("/a%2fb?q=1"), { location: "/a/b?q=1" });
   assert.deepEqual(normalizeTarget("/public/..%2Fadmin"), { location: "/admin" });
-  assert.deepEqual(normalizeTarget("/a%5Cb"), { location: "/a\\b" });
-  assert.deepEqual(normalizeTarget("/a%5c..%5cb"), { location: "/a\\..\\b" });
+  assert.deepEqual(normalizeTarget("/a%5Cb"), { location: "/a/b" });
+  assert.deepEqual(normalizeTarget("/a%5c..%5cb"), { location: "/b" });
+  // Unescaped once, as Envoy's unescapeSlashes: %252F is an escaped %, kept.
+  assert.equal(normalizeTarget("/a%252Fb"), "/a%252Fb");
 });
 
-test("backslashes are not separators", () => {
-  assert.equal(normalizeTarget("/a\\..\\b"), "/a\\..\\b");
+test("backslashes are separators, as in Envoy's normalize_path (Chromium: `/a/..\\c` is `/c`)", () => {
+  assert.equal(normalizeTarget("/a/..\\c"), "/c");
+  assert.equal(normalizeTarget("/a\\..\\b"), "/b");
+  assert.equal(normalizeTarget("/a\\b\\"), "/a/b/");
+  assert.equal(normalizeTarget("\\a"), "\\a", "not origin-form: left as the proxy takes it");
+});
+
+test("escapes other than unreserved ones keep their text (hex case too: Envoy does not change it); characters a path may not hold are escaped", () => {
+  assert.equal(normalizeTarget("/caf%c3%a9/%C3%A9"), "/caf%c3%a9/%C3%A9");
+  assert.equal(normalizeTarget("/%7e%7E/%41"), "/~~/A");
+  assert.equal(normalizeTarget('/a{b}|c"d<e>^`'), "/a%7Bb%7D%7Cc%22d%3Ce%3E%5E%60");
+  assert.equal(normalizeTarget("/a b\tc"), "/a%20b%09c");
+  assert.equal(normalizeTarget("/caf\u00e9\u007f"), "/caf%E9%7F", "latin1: one character per octet");
+  assert.equal(normalizeTarget("/ok?a b"), "/ok?a b", "the query is not the path's");
+});
+
+test("an unreserved escape that completes an escape with a stray % before it does not make a new one (Chromium's nested escapes)", () => {
+  assert.equal(normalizeTarget("/public/%%32e%%32e/admin"), "/public/%252e%252e/admin");
+  assert.equal(normalizeTarget("/%%30%30"), "/%2500");
+  assert.equal(normalizeTarget("/%%34%31"), "/%2541");
+  // Not hex after the %: nothing to guard.
+  assert.equal(normalizeTarget("/%%7a"), "/%z");
+});
+
+test("a fragment or a NUL is refused (Envoy's 400), the fragment whatever the switch says", () => {
+  assert.deepEqual(normalizeTarget("/public/x#/../../admin"), { invalid: "a fragment (#) in the request target" });
+  assert.deepEqual(normalizeTarget("/a?b#c"), { invalid: "a fragment (#) in the request target" });
+  assert.deepEqual(normalizeTarget("/a#b", false), { invalid: "a fragment (#) in the request target" });
+  for (const t of ["/xyz/.%00../abc", "/xyz/%00.%00./abc", "/xyz/AAAAA%%0000/abc", "/a\u0000b"]) assert.deepEqual(normalizeTarget(t), { invalid: "a NUL (%00) in the request path" }, t);
+});
+
+test("--http-normalize-path=false: the target is judged and forwarded as sent", () => {
+  for (const t of ["/public/../admin", "//admin", "/a%2Fb", "/a\\..\\b", "/%61dmin", "/a%00"]) assert.equal(normalizeTarget(t, false), t);
+  const raw = [":method", "GET", ":scheme", "http", ":path", "/public/../admin", ":authority", "h"];
+  assert.deepEqual(admitH2Request(raw, false), { raw });
+  assert.deepEqual(admitH2Request(raw), { raw: [":method", "GET", ":scheme", "http", ":path", "/admin", ":authority", "h"] });
+});
+
+/**
+ * Each attempt reaches a server that reads it as `served` (a path outside the rule) while the rule matches it as sent.
+ * Normalized, it is judged as the server reads it (the rule no longer matches), or answered without being forwarded.
+ */
+const BYPASSES: readonly { readonly attempt: string; readonly rule: string; readonly served: string; readonly judged: string | { readonly location: string } | { readonly invalid: string } }[] = [
+  { attempt: "/public/../admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public/./../admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public/%2e%2e/admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public/%2E%2e/admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public/.%2e/admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public\\..\\admin", rule: "/public.*", served: "/admin (IIS: \\ is a separator)", judged: "/admin" },
+  { attempt: "/public/..\\admin", rule: "/public/.*", served: "/admin (IIS)", judged: "/admin" },
+  { attempt: "/public/%5C..%5Cadmin", rule: "/public/.*", served: "/admin (a server that decodes, then splits on \\)", judged: { location: "/public/admin" } },
+  { attempt: "/public/..%2Fadmin", rule: "/public/.*", served: "/admin (a server that decodes %2F)", judged: { location: "/admin" } },
+  { attempt: "/public/..%5cadmin", rule: "/public/.*", served: "/admin", judged: { location: "/admin" } },
+  { attempt: "/public/%%32e%%32e/admin", rule: "/public/.*", served: "/admin (a server that decodes twice the escapes one pass made)", judged: "/public/%252e%252e/admin" },
+  { attempt: "/public//../../admin", rule: "/public/.*", served: "/admin", judged: "/admin" },
+  { attempt: "/public//../admin", rule: "/public/.*", served: "/admin (a server that merges slashes first)", judged: "/public/admin" },
+  { attempt: "/public/x#/../../admin", rule: "/public/.*", served: "a server that keeps # in the path", judged: { invalid: "a fragment (#) in the request target" } },
+  { attempt: "/public/%00/../../admin", rule: "/public/.*", served: "C string handling: /public/", judged: { invalid: "a NUL (%00) in the request path" } },
+];
+/** Attempts a deny-by-omission list (allow `/public/.*` and `/api/.*`, never `/admin`) must not let through to /admin by an escaped spelling. */
+const SPELLINGS: readonly { readonly attempt: string; readonly rule: string }[] = [
+  { attempt: "/%61dmin", rule: "/admin" },
+  { attempt: "/%41dmin", rule: "/Admin" },
+  { attempt: "/adm%69n", rule: "/admin" },
+  { attempt: "/%7Euser", rule: "/~user" },
+];
+
+const matches = (rule: string, path: string): boolean => matchHttpRule(compileHttpRule({ path: rule }), { method: "GET", path, host: "", headers: [] }).matches;
+
+test("bypass attempts: each matches its rule as sent, but is judged as the server reads it (or answered without forwarding)", () => {
+  for (const b of BYPASSES) {
+    assert.ok(matches(b.rule, b.attempt), `${b.attempt} matches ${b.rule} as sent (the bypass)`);
+    const n = normalizeTarget(b.attempt);
+    assert.deepEqual(n, b.judged, `${b.attempt}: served as ${b.served}`);
+    if (typeof n === "string" && !n.startsWith("/public/%25")) assert.ok(!n.startsWith("/public/..") && !n.includes("\\"), n);
+  }
+  // Judged as the server reads them: a rule for /admin does not see the escaped spelling as anything else.
+  for (const s of SPELLINGS) {
+    assert.ok(!matches(s.rule, s.attempt), `${s.attempt} as sent does not match ${s.rule}`);
+    const n = normalizeTarget(s.attempt);
+    assert.ok(typeof n === "string" && matches(s.rule, n), `${s.attempt} is judged as ${String(n)}, which ${s.rule} matches`);
+  }
 });
 
 test("an already normal path, and a target not in origin-form, are returned as the same string", () => {

@@ -1,8 +1,13 @@
-// The request path the L7 rules judge and the destination gets, as Cilium's Envoy makes it (normalize_path, merge_slashes, path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT): one reading for both, so `/public/../admin` is never judged as /public/… and served as /admin.
+// The request path the L7 rules judge and the destination gets, as Cilium's Envoy makes it (normalize_path, merge_slashes, path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT; off with the agent's --http-normalize-path=false): one reading for both, so `/public/../admin` is never judged as /public/… and served as /admin.
 
 /** A path holding an escaped slash (`%2F`, `%5C`): answered with a redirect to `location` (unescaped, normalized; the query kept), never judged nor forwarded. */
 export interface EscapedSlash {
   readonly location: string;
+}
+
+/** A target Envoy refuses with 400 (never judged nor forwarded): a fragment, or a NUL in the path. */
+export interface InvalidPath {
+  readonly invalid: string;
 }
 
 import { GRPC_INVALID_ARGUMENT, grpcStatusHeaders, isGrpc } from "./grpc.ts";
@@ -10,7 +15,30 @@ import { h2RequestFault, requestFromH2Raw } from "./http-request.ts";
 
 const PERCENT = 0x25;
 const SLASH = 0x2f;
+const BACKSLASH = 0x5c;
 const DOT = 0x2e;
+const HEX = "0123456789ABCDEF";
+
+/**
+ * The characters a path may not hold as they are (the path table of Chromium's URL library, which Envoy's normalize_path
+ * runs): percent-encoded in the normalized path. Control characters, space, `"` `<` `>` `^` `` ` `` `{` `|` `}`, DEL
+ * and every octet over 0x7F (targets are latin1 strings: one character per octet). `#` never gets here (a fragment is refused).
+ */
+const ESCAPED = new Uint8Array(256);
+for (let c = 0x01; c <= 0x20; c++) ESCAPED[c] = 1;
+for (const ch of "\"<>^`{|}") ESCAPED[ch.charCodeAt(0)] = 1;
+for (let c = 0x7f; c <= 0xff; c++) ESCAPED[c] = 1;
+
+/** What sends a path to the slow path: an escape, a backslash, a fragment, a character to escape (NUL among them). */
+const SPECIAL = new Uint8Array(256);
+SPECIAL.set(ESCAPED);
+SPECIAL[0] = 1;
+SPECIAL[PERCENT] = 1;
+SPECIAL[BACKSLASH] = 1;
+SPECIAL[0x23] = 1;
+
+const FRAGMENT: InvalidPath = { invalid: "a fragment (#) in the request target" };
+const NUL: InvalidPath = { invalid: "a NUL (%00) in the request path" };
 
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
@@ -18,17 +46,17 @@ function hexValue(c: number): number {
   return l >= 0x61 && l <= 0x66 ? l - 0x61 + 10 : -1;
 }
 
-/** RFC 3986 §2.3's unreserved characters: ALPHA / DIGIT / "-" / "." / "_" / "~". */
+/** RFC 3986 §2.3's unreserved characters: ALPHA / DIGIT / "-" / "." / "_" / "~" (the only escapes decoded). */
 function unreserved(c: number): boolean {
   const l = c | 0x20;
   return (l >= 0x61 && l <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === DOT || c === 0x5f || c === 0x7e;
 }
 
-/** Whether the path part (`target` up to `end`) is already what normalization would make it: no `%`, no `//`, no `.` or `..` segment. */
+/** Whether the path part (`target` up to `end`) is already what normalization would make it: no escape, backslash, `#` or character to escape, no `//`, no `.` or `..` segment. */
 function alreadyNormal(target: string, end: number): boolean {
   for (let i = 0; i < end; i++) {
     const c = target.charCodeAt(i);
-    if (c === PERCENT) return false;
+    if (c > 0xff || SPECIAL[c]) return false;
     if (c !== SLASH) continue;
     const n1 = i + 1 < end ? target.charCodeAt(i + 1) : -1;
     if (n1 === SLASH) return false;
@@ -43,66 +71,123 @@ function alreadyNormal(target: string, end: number): boolean {
   return true;
 }
 
-/** RFC 3986 §5.2.4 remove_dot_segments on an absolute path. */
-function removeDotSegments(path: string): string {
-  const segments = path.split("/");
-  const out: string[] = [];
-  for (let i = 1; i < segments.length; i++) {
-    const s = segments[i]!;
-    const last = i === segments.length - 1;
-    if (s === "." || s === "..") {
-      if (s === "..") out.pop();
-      // A path ending in a dot segment keeps its trailing slash (`/a/b/..` is `/a/`).
-      if (last) out.push("");
-    } else out.push(s);
-  }
-  return `/${out.join("/")}`;
+/** A separator to the path's dot segments: `/`, and `\` (Chromium's, for IIS: a backend that splits on it must not see `\..\` the rules did not). */
+const separator = (c: number): boolean => c === SLASH || c === BACKSLASH;
+
+/** The length of a dot at `i`: 1 for `.`, 3 for `%2e`/`%2E`, 0 for anything else. */
+function dotAt(p: string, i: number): number {
+  const c = p.charCodeAt(i);
+  if (c === DOT) return 1;
+  return c === PERCENT && p.charCodeAt(i + 1) === 0x32 && (p.charCodeAt(i + 2) | 0x20) === 0x65 ? 3 : 0;
 }
 
 /**
- * An origin-form request target (`/path?query`) normalized: percent-encoded unreserved characters decoded (RFC 3986
- * §6.2.2.2, so `%2e%2e` is a dot segment), dot segments removed (§5.2.4), adjacent slashes merged; the query as sent.
- * Other escapes and backslashes stay as sent (Envoy's normalize_path does not make `\` a separator). `target` itself
- * (no allocation) when it is already normal or not origin-form (`*`, absolute-form: left as the proxy takes them).
- * An escaped slash (`%2F`, `%5C`, either case) is unescaped and the result is a redirect, as Envoy's
- * UNESCAPE_AND_REDIRECT answers it.
+ * `out` after an unreserved escape was decoded within two characters of a `%` that began no escape: when that `%` and
+ * what follows it (with the next input character) now read as an escape (`%%32e` -> `%2e`), the `%` becomes `%25`, so
+ * a destination that decodes the path once never reads the escape the rules were not shown (Chromium's CheckForNestedEscapes).
  */
-export function normalizeTarget(target: string): string | EscapedSlash {
-  if (target.charCodeAt(0) !== SLASH) return target;
+function nestedEscape(out: string, percent: number, next: number): string {
+  const a = out.charCodeAt(percent + 1);
+  const b = percent + 2 < out.length ? out.charCodeAt(percent + 2) : next;
+  if (Number.isNaN(a) || hexValue(a) < 0 || hexValue(b) < 0) return out;
+  return `${out.slice(0, percent)}%25${out.slice(percent + 1)}`;
+}
+
+/**
+ * The path (no query) as Envoy's normalize_path makes it: Chromium's URL path canonicalization, whose rules these are:
+ * dot segments (`.`, `..`, `%2e` either case) removed, `\` made `/`, escapes of unreserved characters decoded, other
+ * escapes kept as sent (their hex digits' case too: Envoy does not change it), characters a path may not hold escaped
+ * (upper-case hex). Undefined for a NUL, raw or escaped (Envoy's 400).
+ */
+function canonicalPath(p: string): string | undefined {
+  let out = "";
+  let badPercent = -1;
+  const end = p.length;
+  for (let i = 0; i < end; i++) {
+    const c = p.charCodeAt(i);
+    const dot = dotAt(p, i);
+    if (dot > 0) {
+      if (out.charCodeAt(out.length - 1) !== SLASH) {
+        out += ".";
+        i += dot - 1;
+        continue;
+      }
+      // A segment that starts with a dot: `.` or `..` when a separator or the end follows.
+      const after = i + dot;
+      const dot2 = after < end && !separator(p.charCodeAt(after)) ? dotAt(p, after) : 0;
+      const next = after + dot2;
+      if (after === end || separator(p.charCodeAt(after))) i = after; // `.`: skipped with its separator
+      else if (dot2 > 0 && (next === end || separator(p.charCodeAt(next)))) {
+        // `..`: the output goes back to the slash before its last segment (never above the root).
+        out = out.slice(0, out.lastIndexOf("/", out.length - 2) + 1) || "/";
+        i = next;
+      } else {
+        out += ".";
+        i += dot - 1;
+      }
+      continue;
+    }
+    if (c === BACKSLASH) out += "/";
+    else if (c === PERCENT) {
+      const hi = i + 2 < end ? hexValue(p.charCodeAt(i + 1)) : -1;
+      const lo = i + 2 < end ? hexValue(p.charCodeAt(i + 2)) : -1;
+      if (hi < 0 || lo < 0) {
+        badPercent = out.length;
+        out += "%";
+        continue;
+      }
+      const v = hi * 16 + lo;
+      if (v === 0) return undefined;
+      if (unreserved(v)) {
+        out += String.fromCharCode(v);
+        if (badPercent >= 0 && badPercent >= out.length - 3) out = nestedEscape(out, badPercent, i + 3 < end ? p.charCodeAt(i + 3) : -1);
+      } else out += p.slice(i, i + 3);
+      i += 2;
+    } else if (c === 0 || c > 0xff) return undefined;
+    else if (ESCAPED[c]) out += `%${HEX[c >> 4]!}${HEX[c & 15]!}`;
+    else out += p[i]!;
+  }
+  return out;
+}
+
+/** `%2F` and `%5C` (either case) unescaped, once, left to right (Envoy's unescapeSlashes, before normalize_path). */
+function unescapeSlashes(path: string): string {
+  return path.indexOf("%") < 0 ? path : path.replace(/%2f|%5c/gi, (e) => ((e.charCodeAt(2) | 0x20) === 0x66 ? "/" : "\\"));
+}
+
+/**
+ * An origin-form request target (`/path?query`) as Cilium's Envoy judges and forwards it, in its order: escaped
+ * slashes (`%2F`, `%5C`, either case) unescaped, and then the answer is a redirect to the normalized result
+ * (UNESCAPE_AND_REDIRECT); the path canonicalized (canonicalPath: dot segments, `\`, unreserved escapes); adjacent
+ * slashes merged (merge_slashes); the query as sent. A fragment (`#`) is refused whatever `normalize` says (Envoy's
+ * http_reject_path_with_fragment), and so is a NUL in the path. `target` itself (no allocation) when it is already
+ * normal, when `normalize` is false (--http-normalize-path=false: judged and forwarded as sent), or when it is not
+ * origin-form (`*`, absolute-form: left as the proxy takes them).
+ */
+export function normalizeTarget(target: string, normalize = true): string | EscapedSlash | InvalidPath {
+  if (!normalize || target.charCodeAt(0) !== SLASH) return target.indexOf("#") < 0 ? target : FRAGMENT;
   let end = target.indexOf("?");
   if (end < 0) end = target.length;
-  if (alreadyNormal(target, end)) return target;
-  let decoded = "";
-  let from = 0;
-  let escapedSlash = false;
-  for (let i = 0; i + 2 < end; i++) {
-    if (target.charCodeAt(i) !== PERCENT) continue;
-    const hi = hexValue(target.charCodeAt(i + 1));
-    const lo = hexValue(target.charCodeAt(i + 2));
-    if (hi < 0 || lo < 0) continue;
-    const c = hi * 16 + lo;
-    const slash = c === SLASH || c === 0x5c;
-    if (!slash && !unreserved(c)) continue;
-    if (slash) escapedSlash = true;
-    decoded += target.slice(from, i) + String.fromCharCode(c);
-    from = i + 3;
-    i += 2;
-  }
-  decoded += target.slice(from, end);
-  const path = removeDotSegments(decoded).replace(/\/{2,}/g, "/");
-  const normalized = path + target.slice(end);
-  if (escapedSlash) return { location: normalized };
+  // The common case in one scan: a normal path (no `#` either) and a query without one.
+  if (alreadyNormal(target, end)) return end === target.length || target.indexOf("#", end) < 0 ? target : FRAGMENT;
+  if (target.indexOf("#") >= 0) return FRAGMENT;
+  const path = target.slice(0, end);
+  const unescaped = unescapeSlashes(path);
+  const canonical = canonicalPath(unescaped);
+  if (canonical === undefined) return NUL;
+  const normalized = (canonical.indexOf("//") >= 0 ? canonical.replace(/\/{2,}/g, "/") : canonical) + target.slice(end);
+  if (unescaped !== path) return { location: normalized };
   return normalized === target ? target : normalized;
 }
 
 /**
  * An HTTP/2 request's raw header list with its `:path` normalized (normalizeTarget): `raw` itself when nothing
- * changes, a copy with the new `:path` otherwise, or the redirect an escaped slash gets.
+ * changes, a copy with the new `:path` otherwise, or the answer an escaped slash or an invalid path gets.
  */
-export function normalizeH2Path(raw: string[]): string[] | EscapedSlash {
+export function normalizeH2Path(raw: string[], normalize = true): string[] | EscapedSlash | InvalidPath {
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (raw[i] !== ":path") continue;
-    const n = normalizeTarget(raw[i + 1]!);
+    const n = normalizeTarget(raw[i + 1]!, normalize);
     if (typeof n !== "string") return n;
     if (n === raw[i + 1]) return raw;
     const out = raw.slice();
@@ -113,28 +198,32 @@ export function normalizeH2Path(raw: string[]): string[] | EscapedSlash {
 }
 
 /**
- * The HTTP/2 answer to an escaped slash: 307 to the unescaped path; a gRPC call (no redirects in gRPC) ends with
- * INVALID_ARGUMENT, trailers-only (Envoy refuses it too; its code is INTERNAL, a client's retry would not help either).
+ * The HTTP/2 answer to a path the proxy does not forward: 307 to an escaped slash's unescaped path, 400 to an invalid
+ * one; a gRPC call (no redirects in gRPC) ends with INVALID_ARGUMENT, trailers-only (Envoy refuses it too; its code
+ * is INTERNAL, a client's retry would not help either).
  */
-export function escapedSlashH2Answer(grpc: boolean, e: EscapedSlash): Record<string, string> {
-  if (grpc) return grpcStatusHeaders(GRPC_INVALID_ARGUMENT, "request path with an escaped slash");
-  return { ":status": "307", location: e.location, "content-length": "0" };
+export function unforwardedPathH2Answer(grpc: boolean, e: EscapedSlash | InvalidPath): Record<string, string> {
+  if (grpc) return grpcStatusHeaders(GRPC_INVALID_ARGUMENT, "location" in e ? "request path with an escaped slash" : e.invalid);
+  return "location" in e ? { ":status": "307", location: e.location, "content-length": "0" } : { ":status": "400", "content-length": "0" };
 }
 
 /**
  * What an HTTP/2 request's header block becomes before it is judged, the same on both HTTP/2 paths (h2-proxy.ts,
- * h2-relay.ts): malformed (RFC 9113 §8.1–8.3: reset, never judged), an escaped slash (answered here, never forwarded),
- * or the header list to judge and forward, its `:path` normalized.
+ * h2-relay.ts): malformed (RFC 9113 §8.1–8.3: reset, never judged), answered here and never forwarded (`answered`
+ * says which: an escaped slash's redirect, an invalid path's 400; `detail` for the log), or the header list to judge
+ * and forward, its `:path` normalized unless `normalize` is false (--http-normalize-path=false).
  */
 export type H2RequestAdmission =
   | { readonly malformed: string }
-  | { readonly redirect: string; readonly answer: Record<string, string> }
+  | { readonly answered: "escapedSlash" | "invalidPath"; readonly detail: string; readonly answer: Record<string, string> }
   | { readonly raw: string[] };
 
-export function admitH2Request(raw: string[]): H2RequestAdmission {
+export function admitH2Request(raw: string[], normalize = true): H2RequestAdmission {
   const fault = h2RequestFault(raw);
   if (fault !== undefined) return { malformed: fault };
-  const normalized = normalizeH2Path(raw);
+  const normalized = normalizeH2Path(raw, normalize);
   if (Array.isArray(normalized)) return { raw: normalized };
-  return { redirect: normalized.location, answer: escapedSlashH2Answer(isGrpc(requestFromH2Raw(raw)), normalized) };
+  const answer = unforwardedPathH2Answer(isGrpc(requestFromH2Raw(raw)), normalized);
+  if ("location" in normalized) return { answered: "escapedSlash", detail: `redirected to ${normalized.location}`, answer };
+  return { answered: "invalidPath", detail: normalized.invalid, answer };
 }

@@ -2093,6 +2093,10 @@ else { const s = require("node:net").connect({ host, port: Number(port) }, () =>
       await eventually(`${client}'s landing allowed through the proxy`, 30_000, async () => ((await l7Request(client, "POST", "/v1/request-landing")) === "200" ? true : undefined));
       assert.equal(await l7Request(client, "PUT", "/v1/exhaust-port"), "403", `${client}: the star-wars rule denies the exhaust port`);
     }
+    // The pod's proxy normalizes paths as Cilium's Envoy does (core/l7/path-normalize.ts): an unreserved escape is judged
+    // decoded, a NUL is Envoy's 400 (never forwarded, never judged).
+    assert.equal(await l7Request("xwing", "POST", "/v1/%72equest-landing"), "200", "judged as /v1/request-landing");
+    assert.equal(await l7Request("xwing", "POST", "/v1/request-landing%00"), "400", "a NUL in the path");
 
     const agentSelector = "app.kubernetes.io/component=agent";
     const proxySelector = "app.kubernetes.io/component=l7proxy";

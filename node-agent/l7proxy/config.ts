@@ -41,6 +41,12 @@ export interface ProxyConfig {
   readonly address6?: string;
   readonly ports: readonly ProxyPortConfig[];
   readonly limits: ProxyLimits;
+  /**
+   * false: request paths are judged and forwarded as sent (the agent's --http-normalize-path=false, Cilium's switch of
+   * Envoy's normalize_path, merge_slashes and escaped-slash redirect). Written only when false, so a proxy that does not
+   * know the field (an older membrane-l7proxy pod during an upgrade) still takes the default's configuration.
+   */
+  readonly httpNormalizePath?: false;
   /** The writer's count of this configuration, echoed in the proxy's status once applied (so the agent knows new rules are in force). */
   readonly generation?: number;
 }
@@ -59,7 +65,8 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
   const errs: FieldError[] = [];
   const add = (path: string, message: string): void => void errs.push({ path, message });
   if (!isObj(raw)) return { ok: false, errors: [{ path: "", message: "must be an object" }] };
-  known(raw, ["address", "address6", "ports", "limits", "generation"], "", add);
+  known(raw, ["address", "address6", "ports", "limits", "httpNormalizePath", "generation"], "", add);
+  if (raw.httpNormalizePath !== undefined && typeof raw.httpNormalizePath !== "boolean") add("httpNormalizePath", `${JSON.stringify(raw.httpNormalizePath)} is not true or false`);
   if (raw.generation !== undefined && (typeof raw.generation !== "number" || !Number.isSafeInteger(raw.generation) || raw.generation < 0))
     add("generation", `${JSON.stringify(raw.generation)} is not a non-negative integer`);
 
@@ -111,7 +118,7 @@ export function parseProxyConfig(text: string): Result<ProxyConfig> {
     });
   }
   if (errs.length) return { ok: false, errors: errs };
-  return { ok: true, value: { ...(address !== undefined ? { address: address as string } : {}), ...(address6 !== undefined ? { address6: address6 as string } : {}), ports, limits, ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
+  return { ok: true, value: { ...(address !== undefined ? { address: address as string } : {}), ...(address6 !== undefined ? { address6: address6 as string } : {}), ports, limits, ...(raw.httpNormalizePath === false ? { httpNormalizePath: false as const } : {}), ...(raw.generation !== undefined ? { generation: raw.generation as number } : {}) } };
 }
 
 function httpRuleRef(r: unknown, path: string, add: (path: string, message: string) => void): HttpRuleRef | undefined {

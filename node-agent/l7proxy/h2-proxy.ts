@@ -90,6 +90,8 @@ export interface H2ProxyOptions {
   readonly rules: (port: number) => readonly CompiledHttpRuleRef[];
   readonly limits: ProxyLimits;
   readonly onFlow?: (flow: HttpFlow) => void;
+  /** Whether request paths are normalized before they are judged and forwarded (the agent's --http-normalize-path), now; absent: they are. */
+  readonly normalizePath?: () => boolean;
 }
 
 /** What the destination is spoken to in: ALPN's names. */
@@ -242,7 +244,7 @@ export class H2Proxy {
     const started = process.hrtime.bigint();
     const conn = stream.session ? this.connections.get(stream.session) : undefined;
     // nghttp2 refuses most malformed requests before here, not a Host that names another authority than :authority.
-    const admitted = conn ? admitH2Request(raw) : { malformed: "no connection" };
+    const admitted = conn ? admitH2Request(raw, this.opts.normalizePath?.() ?? true) : { malformed: "no connection" };
     if (!conn || "malformed" in admitted) {
       log.info({ port: conn?.client.port, why: "malformed" in admitted ? admitted.malformed : undefined }, "HTTP/2 request reset");
       // Closed with an error code, a stream emits "error": without a listener that would be the process's.
@@ -251,13 +253,13 @@ export class H2Proxy {
       if (conn && "malformed" in admitted) reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
       return;
     }
-    if ("redirect" in admitted) {
-      log.info({ port: conn.client.port, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
+    if ("answer" in admitted) {
+      log.info({ port: conn.client.port, why: admitted.detail }, "request path answered by the proxy: not forwarded");
       stream.on("error", () => {});
       stream.respond(admitted.answer, { endStream: true });
       stream.resume();
       const answer = Object.entries(admitted.answer).flat();
-      return reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.escapedSlash, Number(admitted.answer[":status"]), fieldPairs(answer));
+      return reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON[admitted.answered], Number(admitted.answer[":status"]), fieldPairs(answer));
     }
     // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts).
     raw = admitted.raw;

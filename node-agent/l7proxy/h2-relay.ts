@@ -96,6 +96,8 @@ export interface H2RelayOptions {
   readonly rules: (port: number) => readonly CompiledHttpRuleRef[];
   readonly limits: ProxyLimits;
   readonly onFlow?: (flow: HttpFlow) => void;
+  /** Whether request paths are normalized before they are judged and forwarded (the agent's --http-normalize-path), now; absent: they are. */
+  readonly normalizePath?: () => boolean;
 }
 
 /** A forwarded stream: what its flow needs once the destination has answered it. */
@@ -512,16 +514,16 @@ class RelayConnection {
       );
       return true;
     }
-    const admitted = admitH2Request(decoded.raw);
+    const admitted = admitH2Request(decoded.raw, this.opts.normalizePath?.() ?? true);
     if ("malformed" in admitted) {
       this.malformed(id, admitted.malformed);
       reportRefusal(this.client, decoded.raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
-    } else if ("redirect" in admitted) {
-      log.info({ port: this.client.port, stream: id, location: admitted.redirect }, "request path with an escaped slash: redirected to its unescaped path");
+    } else if ("answer" in admitted) {
+      log.info({ port: this.client.port, stream: id, why: admitted.detail }, "request path answered by the proxy: not forwarded");
       const answer = Object.entries(admitted.answer).flat();
       this.toClient(headerFrames(id, this.ownBlock(answer), true, this.maxFrameToClient));
       if (!block.endStream) this.dropBody(id);
-      reportRefusal(this.client, decoded.raw, started, this.opts, REFUSAL_REASON.escapedSlash, Number(admitted.answer[":status"]), fieldPairs(answer));
+      reportRefusal(this.client, decoded.raw, started, this.opts, REFUSAL_REASON[admitted.answered], Number(admitted.answer[":status"]), fieldPairs(answer));
     } else this.judge(id, admitted.raw, block.endStream, started);
     return true;
   }

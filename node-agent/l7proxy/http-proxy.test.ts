@@ -394,6 +394,8 @@ test("the configuration file: every error names its field", () => {
     "ports[0].http[0].rule.headerMatches[0].mismatch",
     "ports[1].http",
   ]);
+  const notBoolean = parseProxyConfig(JSON.stringify({ ...CONFIG, httpNormalizePath: "no" }));
+  assert.deepEqual(notBoolean.ok ? [] : notBoolean.errors, [{ path: "httpNormalizePath", message: '"no" is not true or false' }]);
   const ok = parseProxyConfig(JSON.stringify(CONFIG));
   assert.ok(ok.ok);
   assert.deepEqual(ok.value, CONFIG);

@@ -123,6 +123,8 @@ export class HttpProxy {
   /** Per port, the listener on the node's IPv6 address: it hands each connection to the port's server (one set of rules, limits and connections). */
   private readonly servers6 = new Map<number, net.Server>();
   private limits: ProxyLimits | undefined;
+  /** Request paths are normalized before they are judged and forwarded (the configuration's httpNormalizePath). */
+  private normalizePath = true;
   private h2: H2Proxy | undefined;
   private relay: H2Relay | undefined;
   private readonly held = new HeldSockets();
@@ -140,7 +142,7 @@ export class HttpProxy {
     if (!this.addresses) {
       this.addresses = { ...(config.address !== undefined ? { address: config.address } : {}), ...(config.address6 !== undefined ? { address6: config.address6 } : {}) };
       this.limits = config.limits;
-      const h2opts = { rules: (port: number) => this.rules.get(port) ?? [], limits: config.limits, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) };
+      const h2opts = { rules: (port: number) => this.rules.get(port) ?? [], limits: config.limits, normalizePath: () => this.normalizePath, ...(this.opts.onFlow ? { onFlow: this.opts.onFlow } : {}) };
       this.h2 = new H2Proxy(h2opts);
       this.relay = new H2Relay(h2opts);
       // One timer for every connection's head and idle timeouts, at a fraction of the head timeout (slowloris is cut near the limit), not one per request.
@@ -151,6 +153,8 @@ export class HttpProxy {
       }, every);
       this.sweep.unref();
     }
+    // Every request from now on (Envoy's listener change reaches new streams the same way).
+    this.normalizePath = config.httpNormalizePath !== false;
     const want = new Set(config.ports.map((p) => p.port));
     for (const p of config.ports) {
       this.rules.set(p.port, compileHttpRules(p.http));
@@ -370,6 +374,7 @@ export class HttpProxy {
       port,
       limits: this.limits!,
       log,
+      normalizePath: () => this.normalizePath,
       judge: (request, protocol, started) => {
         const { decision, judged } = this.decide(port, orig, request);
         return { decision, report: this.flowFor(arrived(request, protocol, started), judged) };

@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { applyHeaderActions, HTTP_DENIED, type HttpDecision } from "../../core/l7/http-decision.ts";
 import type { HttpHeader, HttpRequest } from "../../core/l7/http-request.ts";
 import { BodyFramer, HeadScanner, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "../../core/l7/http1-message.ts";
-import { normalizeTarget } from "../../core/l7/path-normalize.ts";
+import { normalizeTarget, type EscapedSlash, type InvalidPath } from "../../core/l7/path-normalize.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { DENIED_HEADERS, REFUSAL_REASON } from "./request-flow.ts";
@@ -19,6 +19,8 @@ export interface Http1Port {
   readonly port: number;
   readonly limits: ProxyLimits;
   readonly log: Logger;
+  /** Whether request paths are normalized before they are judged and forwarded (the agent's --http-normalize-path), now. */
+  normalizePath(): boolean;
   /** The request judged by the rules in force now (both ends' when the record names both), and its flow reporter. */
   judge(request: HttpRequest, protocol: string, started: bigint): { readonly decision: HttpDecision; readonly report: FlowReport };
   /** The flow of a request the proxy refused before any rule judged it: `status` what the client got, `reason` one of a few fixed texts. */
@@ -58,9 +60,13 @@ function deniedResponse(connection: "close" | "keep-alive" | undefined): Buffer 
 }
 const DENIED = { keep: deniedResponse(undefined), close: deniedResponse("close"), keep10: deniedResponse("keep-alive") };
 
-/** Envoy's answer to a path with an escaped slash (UNESCAPE_AND_REDIRECT): the client asks again for the unescaped path, which is then judged. */
-function escapedSlashRedirect(location: string, version: RequestHead["version"]): { keep: Buffer; close: Buffer; keep10: Buffer } {
-  const answer = (connection: string): Buffer => Buffer.from(`HTTP/1.1 307 Temporary Redirect\r\nlocation: ${location}\r\ncontent-length: 0\r\n${connection}\r\n`, "latin1");
+/**
+ * Envoy's answer to a path it does not forward: to an escaped slash (UNESCAPE_AND_REDIRECT) a redirect, after which the
+ * client asks again for the unescaped path, which is then judged; to an invalid one (a fragment, a NUL) 400.
+ */
+function unforwardedPathAnswer(e: EscapedSlash | InvalidPath, version: RequestHead["version"]): { keep: Buffer; close: Buffer; keep10: Buffer } {
+  const status = "location" in e ? `307 Temporary Redirect\r\nlocation: ${e.location}` : "400 Bad Request";
+  const answer = (connection: string): Buffer => Buffer.from(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\n${connection}\r\n`, "latin1");
   const keep = answer("");
   return { keep, close: answer("connection: close\r\n"), keep10: version === "HTTP/1.0" ? answer("connection: keep-alive\r\n") : keep };
 }
@@ -274,11 +280,13 @@ export class Http1Connection {
   private request(sent: Buffer, sentHead: RequestHead): void {
     const started = process.hrtime.bigint();
     // Judged and forwarded as the destination will read it (core/l7/path-normalize.ts): the request line rewritten only when normalizing changed it.
-    const target = normalizeTarget(sentHead.target);
+    const target = normalizeTarget(sentHead.target, this.p.normalizePath());
     if (typeof target !== "string") {
-      this.p.log.info({ port: this.p.port, location: target.location }, "request path with an escaped slash: redirected to its unescaped path");
-      const close = this.answerWithoutForwarding(sentHead, escapedSlashRedirect(target.location, sentHead.version));
-      this.p.refused(requestOf(sentHead), sentHead.version, started, 307, REFUSAL_REASON.escapedSlash, [{ name: "location", value: target.location }, { name: "content-length", value: "0" }]);
+      const redirect = "location" in target;
+      this.p.log.info({ port: this.p.port, ...target }, redirect ? "request path with an escaped slash: redirected to its unescaped path" : "invalid request path: 400");
+      const close = this.answerWithoutForwarding(sentHead, unforwardedPathAnswer(target, sentHead.version));
+      const answered = redirect ? [{ name: "location", value: target.location }, { name: "content-length", value: "0" }] : [{ name: "content-length", value: "0" }];
+      this.p.refused(requestOf(sentHead), sentHead.version, started, redirect ? 307 : 400, redirect ? REFUSAL_REASON.escapedSlash : REFUSAL_REASON.invalidPath, answered);
       if (close) this.close();
       return;
     }

@@ -1,4 +1,4 @@
-// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT).
+// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` (and `/public\..\admin`) is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT), a fragment or NUL gets 400; with httpNormalizePath false (--http-normalize-path=false) paths go as sent.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -10,7 +10,8 @@ import path from "node:path";
 import { once } from "node:events";
 import { issueCA, issueCert } from "../../kube/pki.ts";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
-import { DEFAULT_LIMITS, type ProxyPortConfig } from "./config.ts";
+import { DEFAULT_LIMITS, type ProxyConfig, type ProxyPortConfig } from "./config.ts";
+import { REFUSAL_REASON } from "./request-flow.ts";
 import { h2c, request } from "./testing/h2c-client.ts";
 
 const BASE = 24580 + (process.pid % 400) * 3;
@@ -28,6 +29,7 @@ const upstreamPorts = new Map<number, number>();
 let h1server: http.Server;
 let h2server: http2.Http2Server;
 let ca = "";
+let configs: ProxyConfig[] = [];
 
 const proxyFor = (proxyPort: number): HttpProxy =>
   new HttpProxy({
@@ -69,8 +71,8 @@ before(async () => {
     return f;
   };
   const terminating = { secret: "default/api-tls", certificateFile: file("t.crt", served.cert), privateKeyFile: file("t.key", served.key) };
-  for (const { port, proxy } of proxies)
-    await proxy.apply({ address: "127.0.0.1", limits: DEFAULT_LIMITS, ports: [{ port, http: RULES, ...(port === TLS ? { tls: { terminating } } : {}) }] });
+  configs = proxies.map(({ port }) => ({ address: "127.0.0.1", limits: DEFAULT_LIMITS, ports: [{ port, http: RULES, ...(port === TLS ? { tls: { terminating } } : {}) }] }));
+  for (const [i, { proxy }] of proxies.entries()) await proxy.apply(configs[i]!);
 });
 
 after(async () => {
@@ -100,14 +102,31 @@ test("HTTP/1.1: dot segments, merged slashes and escaped dots are judged as the 
   assert.equal((await http1("/public/%2e%2e/admin")).status, 403);
   assert.equal((await http1("/public/./ships?x=/../y")).status, 200);
   assert.equal((await http1("//public//ships")).status, 200);
-  assert.deepEqual(seen, ["/public/ships?x=/../y", "/public/ships"]);
-  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict}`), ["/admin denied", "/admin denied", "/public/ships?x=/../y forwarded", "/public/ships forwarded"]);
+  // A backslash is a separator (Envoy's normalize_path); unreserved escapes are decoded; a stray % cannot make a new escape.
+  assert.equal((await http1("/public\\..\\admin")).status, 403);
+  assert.equal((await http1("/public/%73hips")).status, 200);
+  assert.equal((await http1("/public/%%32e%%32e/admin")).status, 200);
+  assert.deepEqual(seen, ["/public/ships?x=/../y", "/public/ships", "/public/ships", "/public/%252e%252e/admin"]);
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict}`), ["/admin denied", "/admin denied", "/public/ships?x=/../y forwarded", "/public/ships forwarded", "/admin denied", "/public/ships forwarded", "/public/%252e%252e/admin forwarded"]);
+});
+
+test("HTTP/1.1: a fragment or a NUL in the path gets 400, never forwarded; its flow a refusal with the reason", async () => {
+  seen.length = 0;
+  flows.length = 0;
+  assert.deepEqual(await http1("/public/x#/../../admin"), { status: 400 });
+  assert.deepEqual(await http1("/public/%00/../../admin"), { status: 400 });
+  assert.deepEqual(seen, []);
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status} ${f.reason ?? ""}`), [
+    `/public/x#/../../admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+    `/public/%00/../../admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+  ]);
 });
 
 test("HTTP/1.1: an escaped slash is redirected (307) to the unescaped path, never forwarded", async () => {
   seen.length = 0;
   assert.deepEqual(await http1("/public/%2Fx?q=1"), { status: 307, location: "/public/x?q=1" });
   assert.deepEqual(await http1("/public/..%2fadmin"), { status: 307, location: "/admin" });
+  assert.deepEqual(await http1("/public/%5C..%5Cadmin"), { status: 307, location: "/public/admin" });
   assert.deepEqual(seen, []);
 });
 
@@ -117,6 +136,8 @@ test("h2c through the frame relay: normalized, judged, forwarded; escaped slashe
   const session = h2c(H2C);
   try {
     assert.equal((await request(session, { ":path": "/public/../admin" })).status, 403);
+    assert.equal((await request(session, { ":path": "/public\\..\\admin" })).status, 403);
+    assert.equal((await request(session, { ":path": "/public/%00" })).status, 400);
     const ok = await request(session, { ":path": "/public/./ships" });
     assert.equal(ok.status, 200);
     const redirect = await request(session, { ":path": "/public/%2Fx" });
@@ -132,8 +153,8 @@ test("h2c through the frame relay: normalized, judged, forwarded; escaped slashe
     session.close();
   }
   assert.deepEqual(seen, ["/public/ships", "/pkg.Ships/List", "/public/a/"]);
-  // A redirect's flow is a refusal (the request as sent, never forwarded: h2-relay.ts reportRefusal).
-  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status}`), ["/admin denied 403", "/public/ships forwarded 200", "/public/%2Fx denied 307", "/pkg.Ships/List forwarded 200", "/pkg.Ships%2FList denied 200", "/public/a/ forwarded 200"]);
+  // A redirect's or a 400's flow is a refusal (the request as sent, never forwarded: h2-relay.ts reportRefusal).
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status}`), ["/admin denied 403", "/admin denied 403", "/public/%00 denied 400", "/public/ships forwarded 200", "/public/%2Fx denied 307", "/pkg.Ships/List forwarded 200", "/pkg.Ships%2FList denied 200", "/public/a/ forwarded 200"]);
 });
 
 test("HTTP/2 inside TLS (terminatingTLS): the same normalized path is judged and forwarded", async () => {
@@ -143,11 +164,41 @@ test("HTTP/2 inside TLS (terminatingTLS): the same normalized path is judged and
   try {
     assert.equal((await request(session, { ":path": "/public/%2E%2E/admin" })).status, 403);
     assert.equal((await request(session, { ":path": "/public/./ships" })).status, 200);
+    assert.equal((await request(session, { ":path": "/public/..\\admin" })).status, 403);
     const redirect = await request(session, { ":path": "/public/%5cx" });
     assert.equal(redirect.status, 307);
-    assert.equal(redirect.headers.location, "/public/\\x");
+    assert.equal(redirect.headers.location, "/public/x");
   } finally {
     session.close();
   }
   assert.deepEqual(seen, ["/public/ships"]);
+});
+
+test("httpNormalizePath false (--http-normalize-path=false): every protocol judges and forwards the path as sent", async () => {
+  for (const [i, { proxy }] of proxies.entries()) await proxy.apply({ ...configs[i]!, httpNormalizePath: false });
+  seen.length = 0;
+  try {
+    assert.equal((await http1("/public/../admin")).status, 200);
+    assert.equal((await http1("/public/%2Fx")).status, 200);
+    const session = h2c(H2C);
+    try {
+      assert.equal((await request(session, { ":path": "/public/./ships" })).status, 200);
+    } finally {
+      session.close();
+    }
+    const tlsSession = http2.connect(`https://127.0.0.1:${TLS}`, { ca, servername: "api.example.com" });
+    tlsSession.on("error", () => {});
+    try {
+      assert.equal((await request(tlsSession, { ":path": "/public/%2e%2e/admin" })).status, 200);
+    } finally {
+      tlsSession.close();
+    }
+    // A fragment is refused whatever the switch says (Envoy's http_reject_path_with_fragment).
+    assert.equal((await http1("/public/x#y")).status, 400);
+  } finally {
+    for (const [i, { proxy }] of proxies.entries()) await proxy.apply(configs[i]!);
+  }
+  assert.deepEqual(seen, ["/public/../admin", "/public/%2Fx", "/public/./ships", "/public/%2e%2e/admin"]);
+  // Normalizing again from the next request on.
+  assert.equal((await http1("/public/../admin")).status, 403);
 });

@@ -3,6 +3,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { PROTO_NUMBER, type SubjectPolicy } from "../../core/model.ts";
+import { configText, parseProxyConfig } from "./config.ts";
 import { L7ProxySupervisor, desiredProxy } from "./supervisor.ts";
 import { ADDR, L7Topology } from "./testing/topology.ts";
 
@@ -57,6 +58,11 @@ test("the proxy's configuration from a node's policies: proxied entries serve th
   ]);
   // A rule's HTTP part of the other direction (or none) serves nothing.
   assert.deepEqual(desiredProxy([{ ...ingress, http: [{ ruleId: 9, direction: "egress", rules: [{}] }] }], { address: ADDR.node }).config.ports, []);
+  // --http-normalize-path: written only when off (a proxy that does not know the field takes the default's configuration).
+  assert.equal("httpNormalizePath" in d.config, false);
+  const off = desiredProxy([XWING_POLICY], { address: ADDR.node }, undefined, undefined, false).config;
+  assert.equal(off.httpNormalizePath, false);
+  assert.deepEqual(parseProxyConfig(configText(off)), { ok: true, value: off });
 });
 
 test("two rules allowing one key with HTTP rules: their port serves the union (every rule listing it), each rule naming itself", () => {

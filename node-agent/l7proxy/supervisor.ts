@@ -29,7 +29,7 @@ export interface DesiredProxy {
  * gets its Secrets' material written under `tlsDir` (tls.ts portTlsFromRules; without it the port
  * refuses its connections).
  */
-export function desiredProxy(policies: readonly SubjectPolicy[], addresses: ProxyAddresses, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string): DesiredProxy {
+export function desiredProxy(policies: readonly SubjectPolicy[], addresses: ProxyAddresses, limits: ProxyLimits = DEFAULT_LIMITS, tlsDir?: string, httpNormalizePath = true): DesiredProxy {
   const ports = new Map<number, ProxyPortConfig>();
   for (const p of policies) {
     for (const e of [...p.entries, ...fqdnProxyEntries(p)]) {
@@ -43,7 +43,7 @@ export function desiredProxy(policies: readonly SubjectPolicy[], addresses: Prox
       ports.set(e.proxyPort, { port: e.proxyPort, ...(e.direction === "ingress" ? { direction: "ingress" as const } : {}), http, ...(tls ? { tls } : {}) });
     }
   }
-  return { config: { ...proxyAddresses(addresses), ports: [...ports.values()].sort((a, b) => a.port - b.port), limits } };
+  return { config: { ...proxyAddresses(addresses), ports: [...ports.values()].sort((a, b) => a.port - b.port), limits, ...normalizing(httpNormalizePath) } };
 }
 
 /**
@@ -59,6 +59,11 @@ function fqdnProxyEntries(p: SubjectPolicy): PolicyEntry[] {
     }
   }
   return out;
+}
+
+/** The configuration's httpNormalizePath: written only when off (config.ts). */
+function normalizing(on: boolean): Pick<ProxyConfig, "httpNormalizePath"> {
+  return on ? {} : { httpNormalizePath: false };
 }
 
 /** The node addresses the proxy listens on and the datapath steers to: IPv4, IPv6, or both (an IPv6-only node has no IPv4 one). */
@@ -87,6 +92,8 @@ export interface SupervisorOptions extends ProxyAddresses {
   readonly bpfScope: string;
   readonly pinRoot?: string;
   readonly limits?: ProxyLimits;
+  /** Request paths normalized before they are judged and forwarded (--http-normalize-path; default true). */
+  readonly httpNormalizePath?: boolean;
   readonly logFlows?: boolean;
   /** How long to wait for the proxy to listen on a new port before giving up on serving it. */
   readonly listenTimeoutMs?: number;
@@ -187,7 +194,7 @@ export class L7ProxySupervisor {
       log.info({ pid: leftover }, "L7 proxy started by an earlier agent stopped: the proxy is external now");
       await stopProcess(leftover, 5_000);
     }
-    if (!fs.existsSync(this.configFile)) this.write({ ...proxyAddresses(this.opts), ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS });
+    if (!fs.existsSync(this.configFile)) this.write({ ...proxyAddresses(this.opts), ports: [], limits: this.opts.limits ?? DEFAULT_LIMITS, ...normalizing(this.opts.httpNormalizePath ?? true) });
     else {
       this.written = readConfig(this.configFile);
       // An external proxy is sent it when it connects (a restarted agent re-sends what it last gave).
@@ -219,7 +226,7 @@ export class L7ProxySupervisor {
    * connections fail, never bypass: key decision 8) and the error is thrown for the caller to report.
    */
   async prepare(policies: readonly SubjectPolicy[]): Promise<DesiredProxy> {
-    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir);
+    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir, this.opts.httpNormalizePath);
     const ports = new Set(want.config.ports.map((p) => p.port));
     // Ports that go keep their rules until the entries naming them are gone (settle): no window.
     const keep = (this.written?.ports ?? []).filter((p) => !ports.has(p.port) && this.served.has(p.port));
@@ -242,7 +249,7 @@ export class L7ProxySupervisor {
 
   /** After the entries are written: ports no entry names any more are unserved, then dropped by the proxy. */
   settle(policies: readonly SubjectPolicy[]): void {
-    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir);
+    const want = desiredProxy(policies, this.opts, this.opts.limits, this.tlsDir, this.opts.httpNormalizePath);
     const ports = new Set(want.config.ports.map((p) => p.port));
     for (const p of [...this.served]) {
       if (ports.has(p)) continue;
