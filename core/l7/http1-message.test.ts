@@ -93,6 +93,13 @@ test("malformed lines are refused: obs-fold, a bare LF, a bare CR, whitespace be
   assert.equal(refused("CONNECT deathstar:443 HTTP/1.1\r\n\r\n").status, 400);
 });
 
+test("a target not in origin-form is refused (400), as HTTP/2's :path: the destination would read an absolute-form target's authority, which the rules judge by the Host field", () => {
+  for (const target of ["http://admin.internal/secret", "http://allowed/public/../admin", "HTTPS://a/", "admin", "\\admin", "*"])
+    assert.deepEqual(refused(`GET ${target} HTTP/1.1\r\nHost: allowed\r\n\r\n`), { status: 400, reason: "the request target is not in origin-form" }, target);
+  const options = request("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal("head" in options ? options.head?.target : undefined, "*");
+});
+
 test("a too-long head: the scanner's count of bytes seen is what the proxy compares with its limit (431)", () => {
   const scanner = new HeadScanner();
   const big = Buffer.from(`GET / HTTP/1.1\r\nX-Big: ${"a".repeat(20000)}`);

@@ -25,7 +25,7 @@ interface MessageHead {
 
 export interface RequestHead extends MessageHead {
   readonly method: string;
-  /** The request target as sent (origin-form path and query, absolute-form, or `*`). */
+  /** The request target as sent: origin-form (path and query), or `*` for OPTIONS (another form is refused). */
   readonly target: string;
   readonly version: "HTTP/1.1" | "HTTP/1.0";
   /** The Upgrade field's value when the Connection field lists `upgrade`. */
@@ -211,7 +211,8 @@ const latin1 = (buf: Buffer) => (a: number, b: number): string => buf.toString("
  * closes): a request line that is not `method SP target SP HTTP/1.x`, another HTTP version (505), a field line that
  * is folded, has whitespace before its colon or a control byte, Transfer-Encoding with Content-Length, more than one
  * Content-Length or a malformed one, a Transfer-Encoding other than `chunked` alone (501; 400 in HTTP/1.0), more than
- * one Host, and CONNECT (the proxy judges requests, it does not open tunnels).
+ * one Host, CONNECT (the proxy judges requests, it does not open tunnels), and a target not in origin-form (other
+ * than OPTIONS `*`).
  */
 export function parseRequestHead(buf: Buffer, start: number, end: number): HeadParse<RequestHead> {
   const text = latin1(buf);
@@ -229,6 +230,10 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): HeadP
   const v = text(p, eol);
   if (v !== "HTTP/1.1" && v !== "HTTP/1.0") return /^HTTP\/\d\.\d$/.test(v) ? bad(`${v} is not spoken here`, 505) : bad("the request line does not end with an HTTP version");
   if (method === "CONNECT") return bad("CONNECT is not proxied");
+  // Origin-form, or `*` for OPTIONS, as HTTP/2's :path (http-request.ts): a destination reads an absolute-form target's
+  // authority and path (RFC 9112 §3.2.2: the Host field ignored), which the rules, judging the Host field and the
+  // target as one string, would not see as such: `GET http://admin.internal/ HTTP/1.1` with `Host: allowed`.
+  if (!target.startsWith("/") && !(method === "OPTIONS" && target === "*")) return bad("the request target is not in origin-form");
   const parsed = parseFields(buf, lineEnd, end, text);
   if ("status" in parsed) return { ok: false, error: parsed };
   const { fields, lineStarts } = parsed;

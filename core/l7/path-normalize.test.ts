@@ -151,3 +151,100 @@ test("an HTTP/2 header list gets the normalized :path, itself when nothing chang
   assert.equal(normalizeH2Path(normal), normal);
   assert.deepEqual(normalizeH2Path([":path", "/a%2Fb"]), { location: "/a/b" });
 });
+
+test("a dot segment with parameters is refused (Tomcat, Jetty and Spring strip `;…` first: /public/..;/admin is their /admin)", () => {
+  const refused = { invalid: "a dot segment with parameters (..;) in the request path" };
+  for (const t of ["/public/..;/admin", "/public/.;/../admin", "/public/..;x=1/admin", "/public/%2e%2e;/admin", "/public/.%2E;/admin", "/a/..;", "/a\\..;\\b"]) {
+    assert.ok(matches("/public/.*", t) || !t.startsWith("/public"), t);
+    assert.deepEqual(normalizeTarget(t), refused, t);
+  }
+  // Parameters elsewhere are a segment's own: `/admin;x/../public` is /public for them too; `...;` is no dot segment.
+  assert.equal(normalizeTarget("/admin;x/../public"), "/public");
+  assert.equal(normalizeTarget("/a/...;/b;c/.d;"), "/a/...;/b;c/.d;");
+  assert.equal(normalizeTarget("/public/..;/admin", false), "/public/..;/admin", "the switch off: as sent");
+});
+
+test("the query is cut at the first `?`: dot segments after it are the query's, an escaped `?` stays in the path", () => {
+  assert.equal(normalizeTarget("/public?/../../admin"), "/public?/../../admin");
+  assert.equal(normalizeTarget("/a%3F/../b"), "/b");
+  assert.equal(normalizeTarget("/public/%3F/../x"), "/public/x");
+  assert.equal(normalizeTarget("/a%3fb/./c?d"), "/a%3fb/c?d");
+  assert.equal(normalizeTarget("/?"), "/?");
+});
+
+/** Linear in the path's length: a 256 KiB path of the costliest shapes (each escape, dot segment or nested escape once made the output string again: seconds). */
+test("normalizing takes time linear in the path: 256 KiB of nested escapes, dot segments, stray % or slashes, each well under a second", () => {
+  const K = 1 << 18;
+  const shapes = { nested: "%%32e", nestedPairs: "%%61", dotSegments: "a/./", dotDots: "../", strayPercents: "%", escapes: "%20", slashes: "/", backslashUp: "a\\..\\" };
+  for (const [name, unit] of Object.entries(shapes)) {
+    const path = `/${unit.repeat(Math.ceil(K / unit.length))}`;
+    const t0 = process.hrtime.bigint();
+    normalizeTarget(path);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    assert.ok(ms < 500, `${name}: ${ms.toFixed(0)} ms for ${path.length} characters`);
+  }
+});
+
+/**
+ * Differential: the path as the WHATWG URL parser (Node's, for an http: URL) canonicalizes it, which for a special
+ * scheme removes dot segments as Chromium does (`%2e` either case, `.%2e`, `\` a separator), with this normalizer's
+ * documented differences (Envoy's): unreserved escapes decoded, `|` and `^` escaped too (Chromium's path table), slashes
+ * merged, `%2F`/`%5C` a redirect to the path with them unescaped once, NUL, `#` and dot segments with parameters
+ * refused; where a `%` begins no escape, the two agree on what a destination that decodes once reads (nested escapes).
+ */
+const hex2 = (c: number): string => `%${c.toString(16).toUpperCase().padStart(2, "0")}`;
+const decodeUnreserved = (s: string): string => s.replace(/%([0-9a-f]{2})/gi, (e, h: string) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(parseInt(h, 16))) ? String.fromCharCode(parseInt(h, 16)) : e));
+const decodeOnce = (s: string): string => s.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+function whatwgPath(path: string): string {
+  // URL would strip tabs and newlines and encode octets over 0x7F as UTF-8: given their escapes instead (the proxy escapes each octet).
+  let encoded = "";
+  for (let i = 0; i < path.length; i++) encoded += path.charCodeAt(i) < 0x21 || path.charCodeAt(i) > 0x7e ? hex2(path.charCodeAt(i)) : path[i]!;
+  return new URL(`http://h${encoded}`).pathname.replace(/[|^]/g, (c) => hex2(c.charCodeAt(0)));
+}
+type Expected = string | { readonly location: string } | { readonly invalid: true };
+function expected(target: string): { readonly judged: Expected; readonly strayPercent: boolean } {
+  if (target.includes("#")) return { judged: { invalid: true }, strayPercent: false };
+  const q = target.indexOf("?");
+  const path = q < 0 ? target : target.slice(0, q);
+  const unescaped = path.replace(/%2f|%5c/gi, (e) => ((e.charCodeAt(2) | 0x20) === 0x66 ? "/" : "\\"));
+  if (/\0|%00/.test(unescaped) || /(^|[/\\])(\.|%2e){1,2};/i.test(unescaped)) return { judged: { invalid: true }, strayPercent: false };
+  const strayPercent = /%(?![0-9a-f]{2})/i.test(unescaped);
+  const canonical = strayPercent ? whatwgPath(unescaped.replace(/%(?![0-9a-f]{2})/gi, "%25")) : decodeUnreserved(whatwgPath(unescaped));
+  const normalized = canonical.replace(/\/{2,}/g, "/") + (q < 0 ? "" : target.slice(q));
+  return { judged: unescaped === path ? normalized : { location: normalized }, strayPercent };
+}
+
+test("differential: 20,000 seeded random targets agree with the WHATWG URL parser but for Envoy's documented differences; normalizing twice changes nothing; a redirect's target is final", () => {
+  let seed = 0x5eed;
+  const random = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff), seed % n);
+  const alphabet = ["/", "\\", ".", "%", "2", "e", "E", "5", "c", "C", "f", "F", "a", "0", ";", "?", "#", ":", "\u0080", "\u00e9", "\u00ff", "%2e", "%2E", "%2f", "%5C", "%%", "..", "|", "^", " ", "%7e", "%41", "%3f", "%32"];
+  const known = [...BYPASSES.map((b) => b.attempt), ...SPELLINGS.map((s) => s.attempt), "/admin;x/../public", "/public/..;/admin", "/a/%2E./b"];
+  const t0 = Date.now();
+  for (let n = 0; n < 20_000; n++) {
+    let target: string;
+    if (n % 4 === 0) {
+      // A known bypass attempt with one character inserted or replaced.
+      const m = known[random(known.length)]!;
+      const at = 1 + random(m.length);
+      target = m.slice(0, at) + alphabet[random(alphabet.length)]! + m.slice(at + random(2));
+    } else {
+      target = "/";
+      for (let len = 1 + random(14); len > 0; len--) target += alphabet[random(alphabet.length)]!;
+    }
+    const ours = normalizeTarget(target);
+    const { judged, strayPercent } = expected(target);
+    const shown = `${JSON.stringify(target)} -> ${JSON.stringify(ours)}, expected ${JSON.stringify(judged)}`;
+    if (typeof judged === "object" && "invalid" in judged) {
+      assert.ok(typeof ours === "object" && "invalid" in ours, shown);
+      continue;
+    }
+    const final = typeof ours === "string" ? ours : "location" in ours ? ours.location : assert.fail(shown);
+    assert.equal(typeof ours === "string", typeof judged === "string", shown);
+    const want = typeof judged === "string" ? judged : judged.location;
+    if (strayPercent) assert.equal(decodeOnce(final), decodeOnce(want), shown);
+    else assert.equal(final, want, shown);
+    // The destination may normalize again; the client asks again after a redirect: neither may read it otherwise.
+    assert.equal(normalizeTarget(final), final, `${shown}: normalized again`);
+  }
+  assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
+});

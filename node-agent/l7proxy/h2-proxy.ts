@@ -14,11 +14,12 @@ import type { OriginalDestination } from "../bpf/redirect.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { HttpFlow } from "./http-proxy.ts";
 import { forwardAsHttp1 } from "./h2-to-http1.ts";
+import { ResetBudget, warnRapidReset } from "./rapid-reset.ts";
 import { DENIED_HEADERS, REFUSAL_REASON, requestFlow, withoutHeaders, type ArrivedRequest } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
 const log = pino({ name: "l7-proxy-h2", level: process.env.LOG_LEVEL ?? "info" });
-const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
 
 /** HTTP/2's client connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -106,6 +107,10 @@ interface Connection {
   negotiated?: Promise<UpstreamProtocol>;
   /** The connection that asked, handed to the first upstream of the chosen kind. */
   probe?: net.Socket;
+  readonly session: http2.ServerHttp2Session;
+  /** Streams the client may still cancel before their answer (rapid-reset.ts); `rapidReset` once it went past them. */
+  readonly resets: ResetBudget;
+  rapidReset?: true;
 }
 
 // RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2; TE only as "trailers" (which gRPC sends).
@@ -141,7 +146,6 @@ export class H2Proxy {
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.limits.maxHeaderBytes, enablePush: false },
     });
     this.server.on("session", (session: http2.ServerHttp2Session) => this.open(session));
-    this.server.on("stream", (stream: http2.ServerHttp2Stream, _headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => this.handle(stream, raw, flags));
   }
 
   /** Serves a client connection whose first bytes were HTTP/2's preface (put back on the socket). */
@@ -169,10 +173,11 @@ export class H2Proxy {
       session.destroy();
       return;
     }
-    const conn: Connection = { client };
+    const conn: Connection = { client, session, resets: new ResetBudget() };
     this.connections.set(session, conn);
     // No stream and no frame for this long: closed, as an idle HTTP/1 keep-alive connection is.
     session.setTimeout(this.opts.limits.idleTimeoutMs, () => session.close());
+    session.on("stream", (stream: http2.ServerHttp2Stream, _headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => this.handle(conn, stream, raw, flags));
     session.on("error", (err) => log.info({ port: client.port, client: `${client.source.ip}:${client.source.port}`, err: err.message }, "client connection error"));
     session.once("close", () => {
       this.connections.delete(session);
@@ -240,17 +245,23 @@ export class H2Proxy {
     return session;
   }
 
-  private handle(stream: http2.ServerHttp2Stream, raw: string[], flags: number): void {
+  private handle(conn: Connection, stream: http2.ServerHttp2Stream, raw: string[], flags: number): void {
     const started = process.hrtime.bigint();
-    const conn = stream.session ? this.connections.get(stream.session) : undefined;
+    // Cancelled before this turn came (its HEADERS and RST_STREAM in one read, as a rapid-reset flood sends them, or
+    // the connection gone): never judged nor forwarded, but one of the connection's resets.
+    if (stream.destroyed) {
+      // Its error (a reset's code) comes on a later turn: without a listener that would be the process's.
+      stream.on("error", () => {});
+      return this.cancelled(conn, stream.id ?? 0, () => reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.rapidReset, 0));
+    }
     // nghttp2 refuses most malformed requests before here, not a Host that names another authority than :authority.
-    const admitted = conn ? admitH2Request(raw, this.opts.normalizePath?.() ?? true) : { malformed: "no connection" };
-    if (!conn || "malformed" in admitted) {
-      log.info({ port: conn?.client.port, why: "malformed" in admitted ? admitted.malformed : undefined }, "HTTP/2 request reset");
+    const admitted = admitH2Request(raw, this.opts.normalizePath?.() ?? true);
+    if ("malformed" in admitted) {
+      log.info({ port: conn.client.port, why: admitted.malformed }, "HTTP/2 request reset");
       // Closed with an error code, a stream emits "error": without a listener that would be the process's.
       stream.on("error", () => {});
-      stream.close(conn ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
-      if (conn && "malformed" in admitted) reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
+      stream.close(NGHTTP2_PROTOCOL_ERROR);
+      reportRefusal(conn.client, raw, started, this.opts, REFUSAL_REASON.malformedH2, 0);
       return;
     }
     if ("answer" in admitted) {
@@ -282,6 +293,12 @@ export class H2Proxy {
 
     const rule = { ruleId: decision.ruleId, index: decision.index };
     const mismatches = decision.mismatches.length ? { mismatches: decision.mismatches } : {};
+    // Cancelled by the client before its answer began ("aborted": the proxy resets streams only after an answer began):
+    // one of the connection's resets (see cancelled).
+    stream.once("aborted", () => {
+      // Not the client's: the session going away aborts its streams too.
+      if (!stream.headersSent && !conn.session.destroyed) this.cancelled(conn, stream.id ?? 0, () => flow("error", 0, { rule, ...mismatches, reason: REFUSAL_REASON.rapidReset }));
+    });
     const noBody = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     const actioned = applyHeaderActions(request.headers, decision.actions);
     const fail = (err: unknown): void => this.failed(stream, grpc, err, (status) => flow("error", status, { rule, ...mismatches }));
@@ -364,6 +381,23 @@ export class H2Proxy {
     stream.on("close", () => {
       if (!up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
     });
+  }
+
+  /**
+   * One more stream the client cancelled before its answer. Past the connection's budget (rapid-reset.ts, below
+   * nghttp2's own limit, which closes the connection with no word of why), the proxy's warning, `report` (the stream's
+   * flow with the reason) and GOAWAY ENHANCE_YOUR_CALM, once a connection. A flood read whole in one read reaches
+   * nghttp2's limit before its streams reach here (their "stream" events come on the next turn): its GOAWAY
+   * (INTERNAL_ERROR) leaves first, the warning and the flow are still these.
+   */
+  private cancelled(conn: Connection, id: number, report: () => void): void {
+    if (conn.rapidReset || conn.resets.take()) return;
+    conn.rapidReset = true;
+    warnRapidReset(log, conn.client, id);
+    report();
+    if (conn.session.destroyed) return;
+    conn.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM, id);
+    conn.session.destroy();
   }
 
   /** An allowed stream whose destination failed before it answered: 503/504 (gRPC: UNAVAILABLE); after it answered, the stream is reset. */

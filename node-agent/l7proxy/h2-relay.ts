@@ -37,6 +37,7 @@ import {
   type H2Client,
 } from "./h2-proxy.ts";
 import type { HttpFlow } from "./http-proxy.ts";
+import { ResetBudget, warnRapidReset } from "./rapid-reset.ts";
 import { DENIED_HEADERS, REFUSAL_REASON } from "./request-flow.ts";
 import { upstreamFailure } from "./upstream.ts";
 
@@ -50,14 +51,6 @@ const FRAME_CAP = 65536;
 
 /** CONTINUATION frames one header block may take, as nghttp2 (h2-proxy.ts's sessions) allows since CVE-2024-27316: zero-length ones otherwise cost nothing to send and a frame each to gather. */
 const MAX_CONTINUATIONS = 8;
-
-/**
- * Streams a client may cancel before their answer at once, and per second after: nghttp2's stream reset rate limit,
- * which h2-proxy.ts's sessions have, since CVE-2023-44487 ("rapid reset": each cancelled request still costs the
- * destination a request, and costs the client nothing). Past it the connection is closed, GOAWAY ENHANCE_YOUR_CALM.
- */
-const RESET_BURST = 1000;
-const RESETS_PER_SECOND = 33;
 
 /** Client SETTINGS the destination has not yet acknowledged (each an entry of clientTableSizes): more is a flood (CVE-2019-9515's shape), not a client's need. */
 const MAX_UNACKED_SETTINGS = 32;
@@ -213,9 +206,8 @@ class RelayConnection {
   private clientInitialWindow = DEFAULT_WINDOW;
   /** Bodies of the proxy's own answers the client's windows have had no room for yet, by stream (see ownBody); one per stream the client may have open. */
   private readonly unsent = new Map<number, { window: number; rest: Buffer }>();
-  /** Premature client resets the connection may still make now (RESET_BURST, refilled at RESETS_PER_SECOND), as of `resetsAt` (ms). */
-  private resets = RESET_BURST;
-  private resetsAt = 0;
+  /** Streams the client may still cancel before their answer (rapid-reset.ts). */
+  private readonly resets = new ResetBudget();
   /** DATA the proxy sent the client itself: taken off the client's next connection WINDOW_UPDATEs, which the destination did not earn. */
   private owed = 0;
   private lastClientStream = 0;
@@ -451,7 +443,7 @@ class RelayConnection {
         if (s) {
           this.streams.delete(id);
           this.upstream.write(frame(type, flags, id, payload));
-          if (!s.responseEnded && !this.resetAllowed()) return this.rapidReset(id, s);
+          if (!s.responseEnded && !this.resets.take()) return this.rapidReset(id, s);
         } else {
           this.dropping.delete(id);
           this.unsent.delete(id);
@@ -655,28 +647,9 @@ class RelayConnection {
     }
   }
 
-  /** One more stream cancelled by the client before its answer: false when that is past the connection's budget (RESET_BURST). */
-  private resetAllowed(): boolean {
-    const now = performance.now();
-    this.resets = Math.min(RESET_BURST, this.resets + ((now - this.resetsAt) * RESETS_PER_SECOND) / 1000);
-    this.resetsAt = now;
-    if (this.resets < 1) return false;
-    this.resets -= 1;
-    return true;
-  }
-
   /** Rapid reset (CVE-2023-44487): the connection closed, the flow of the stream that was one too many saying why (an error: it was allowed and forwarded). */
   private rapidReset(id: number, s: RelayedStream): false {
-    log.warn(
-      {
-        port: this.client.port,
-        client: `${this.client.source.ip}:${this.client.source.port}`,
-        identity: this.client.orig.subject,
-        destination: `${this.client.orig.ip}:${this.client.orig.port}`,
-        stream: id,
-      },
-      "HTTP/2 rapid reset: streams cancelled before their answer past the connection's budget",
-    );
+    warnRapidReset(log, this.client, id);
     s.flow("error", 0, { reason: REFUSAL_REASON.rapidReset });
     return this.fail(ErrorCode.ENHANCE_YOUR_CALM, "rapid reset");
   }

@@ -1,4 +1,4 @@
-// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` (and `/public\..\admin`) is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT), a fragment or NUL gets 400; with httpNormalizePath false (--http-normalize-path=false) paths go as sent.
+// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` (and `/public\..\admin`) is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT), a fragment, a NUL or a dot segment with parameters (`..;`) gets 400, an absolute-form HTTP/1.1 target too; with httpNormalizePath false (--http-normalize-path=false) paths go as sent.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -119,6 +119,36 @@ test("HTTP/1.1: a fragment or a NUL in the path gets 400, never forwarded; its f
   assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status} ${f.reason ?? ""}`), [
     `/public/x#/../../admin denied 400 ${REFUSAL_REASON.invalidPath}`,
     `/public/%00/../../admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+  ]);
+});
+
+test("a dot segment with parameters (`/public/..;/admin`: /admin to Tomcat) gets 400 on HTTP/1.1 and both HTTP/2 sides; an absolute-form HTTP/1.1 target gets 400: never forwarded", async () => {
+  seen.length = 0;
+  flows.length = 0;
+  assert.deepEqual(await http1("/public/..;/admin"), { status: 400 });
+  assert.deepEqual(await http1("/public/.;x/../admin"), { status: 400 });
+  // Its authority is what the destination reads (RFC 9112 §3.2.2), not the Host field the rules judge.
+  assert.deepEqual(await http1("http://admin.internal/public/x"), { status: 400 });
+  const session = h2c(H2C);
+  try {
+    assert.equal((await request(session, { ":path": "/public/..;/admin" })).status, 400);
+  } finally {
+    session.close();
+  }
+  const tlsSession = http2.connect(`https://127.0.0.1:${TLS}`, { ca, servername: "api.example.com" });
+  tlsSession.on("error", () => {});
+  try {
+    assert.equal((await request(tlsSession, { ":path": "/public/%2e%2e;/admin" })).status, 400);
+  } finally {
+    tlsSession.close();
+  }
+  assert.deepEqual(seen, []);
+  assert.deepEqual(flows.map((f) => `${f.path} ${f.verdict} ${f.status} ${f.reason ?? ""}`), [
+    `/public/..;/admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+    `/public/.;x/../admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+    ` denied 400 ${REFUSAL_REASON.malformedHttp1}`,
+    `/public/..;/admin denied 400 ${REFUSAL_REASON.invalidPath}`,
+    `/public/%2e%2e;/admin denied 400 ${REFUSAL_REASON.invalidPath}`,
   ]);
 });
 

@@ -59,7 +59,7 @@ export const REFUSAL_REASON = {
   trailers: "malformed HTTP/2 trailers",
   malformedHttp1: "malformed HTTP/1.1 request",
   escapedSlash: "escaped slash in the path: redirected to its unescaped path",
-  invalidPath: "invalid request path (a fragment or a NUL): 400",
+  invalidPath: "invalid request path (a fragment, a NUL or a dot segment with parameters): 400",
   rapidReset: "rapid reset: streams cancelled before their answer past the connection's budget (CVE-2023-44487)",
 } as const;
 

@@ -17,6 +17,10 @@ import { issueCA, issueCert, type Issued } from "../../kube/pki.ts";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, type ProxyConfig, type ProxyPortConfig } from "./config.ts";
 import { DOOR_MANAGER, doormanClient, serveDoorman } from "./testing/doorman.ts";
+import { ErrorCode, frame, FrameType, headerFrames, rstStream } from "../../core/l7/h2-frame.ts";
+import { encodeBlock } from "../../core/l7/hpack.ts";
+import { H2_PREFACE } from "./h2-proxy.ts";
+import { REFUSAL_REASON } from "./request-flow.ts";
 
 const run = promisify(execFile);
 const BASE = 23080 + (process.pid % 500) * 5;
@@ -247,4 +251,65 @@ test("originatingTLS alone: an h2c client (prior knowledge) is served, its strea
   } finally {
     session.close();
   }
+});
+
+/** An h2c connection to `port` written frame by frame (no client library to hold back a flood): what came back, as frames. */
+async function rawH2c(port: number, frames: Buffer[], perWrite = frames.length): Promise<{ goaways: () => Promise<number[]>; served: (id: number) => Promise<boolean>; close: () => void }> {
+  const socket = net.connect(port, "127.0.0.1");
+  await once(socket, "connect");
+  socket.on("error", () => {});
+  let got = Buffer.alloc(0);
+  socket.on("data", (d: Buffer) => (got = Buffer.concat([got, d])));
+  socket.write(Buffer.concat([H2_PREFACE, frame(FrameType.SETTINGS, 0, 0)]));
+  for (let i = 0; i < frames.length && !socket.destroyed; i += perWrite) {
+    socket.write(Buffer.concat(frames.slice(i, i + perWrite)));
+    if (i + perWrite < frames.length) await new Promise((r) => setTimeout(r, 5));
+  }
+  const find = async (want: (type: number, id: number, payload: Buffer) => number | undefined): Promise<number | undefined> => {
+    for (const t0 = Date.now(); Date.now() - t0 < 5000; await new Promise((r) => setTimeout(r, 20))) {
+      for (let p = 0; p + 9 <= got.length; p += 9 + got.readUIntBE(p, 3)) {
+        const found = want(got[p + 3]!, got.readUInt32BE(p + 5) & 0x7fffffff, got.subarray(p + 9, p + 9 + got.readUIntBE(p, 3)));
+        if (found !== undefined) return found;
+      }
+      if (socket.destroyed) return undefined;
+    }
+    return undefined;
+  };
+  return {
+    // Every GOAWAY once the connection is closed.
+    goaways: async () => {
+      await find(() => undefined);
+      const codes: number[] = [];
+      for (let p = 0; p + 9 <= got.length; p += 9 + got.readUIntBE(p, 3)) if (got[p + 3] === FrameType.GOAWAY) codes.push(got.readUInt32BE(p + 13));
+      return codes;
+    },
+    served: async (id) => (await find((type, at) => (type === FrameType.HEADERS && at === id ? 1 : undefined))) === 1,
+    close: () => socket.destroy(),
+  };
+}
+
+test("rapid reset (CVE-2023-44487) on node:http2's path: past the budget (below nghttp2's own) the connection is closed and the stream one too many has a flow saying why, once; a client cancelling 200 goes on", async () => {
+  const request = (id: number, p: string): Buffer => headerFrames(id, encodeBlock([":method", "GET", ":scheme", "http", ":authority", "api.example.com", ":path", p]), true, 16384);
+  const pairs = (n: number): Buffer[] => Array.from({ length: n }, (_, i) => [request(2 * i + 1, "/public/hang"), rstStream(2 * i + 1, ErrorCode.CANCEL)]).flat();
+  const calm = await rawH2c(ORIG_ONLY, [...pairs(200), request(401, "/public/after")]);
+  assert.ok(await calm.served(401), "a client cancelling 200 streams is served");
+  calm.close();
+  const rapid = (): string[] => flows.filter((f) => f.reason === REFUSAL_REASON.rapidReset).map((f) => `${f.path} ${f.verdict} ${f.status}`);
+
+  // Sent a few reads at a time: the proxy's budget is spent first, its GOAWAY the connection's first. The stream one
+  // too many had been forwarded: its flow an error.
+  flows.length = 0;
+  const paced = await rawH2c(ORIG_ONLY, pairs(1500), 200);
+  assert.deepEqual((await paced.goaways())[0], ErrorCode.ENHANCE_YOUR_CALM);
+  paced.close();
+  assert.deepEqual(rapid(), ["/public/hang error 0"]);
+
+  // All in one read: nghttp2 reads it whole before the streams reach the proxy, its own limit's GOAWAY (INTERNAL_ERROR)
+  // leaves first; the streams, cancelled before they were seen, still count, and the warning and the flow (a refusal:
+  // never forwarded) are the proxy's.
+  flows.length = 0;
+  const flood = await rawH2c(ORIG_ONLY, pairs(1500));
+  assert.ok((await flood.goaways()).length > 0);
+  flood.close();
+  assert.deepEqual(rapid(), ["/public/hang denied 0"]);
 });
