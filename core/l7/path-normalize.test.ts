@@ -173,7 +173,7 @@ test("the query is cut at the first `?`: dot segments after it are the query's, 
 });
 
 /** Linear in the path's length: a 256 KiB path of the costliest shapes (each escape, dot segment or nested escape once made the output string again: seconds). */
-test("normalizing takes time linear in the path: 256 KiB of nested escapes, dot segments, stray % or slashes, each well under a second", () => {
+test("normalizing takes time linear in the path: 256 KiB of nested escapes, dot segments, stray % or slashes, each in milliseconds, not the seconds a quadratic pass took", () => {
   const K = 1 << 18;
   const shapes = { nested: "%%32e", nestedPairs: "%%61", dotSegments: "a/./", dotDots: "../", strayPercents: "%", escapes: "%20", slashes: "/", backslashUp: "a\\..\\" };
   for (const [name, unit] of Object.entries(shapes)) {
@@ -181,7 +181,8 @@ test("normalizing takes time linear in the path: 256 KiB of nested escapes, dot 
     const t0 = process.hrtime.bigint();
     normalizeTarget(path);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    assert.ok(ms < 500, `${name}: ${ms.toFixed(0)} ms for ${path.length} characters`);
+    // 1-10 ms here; the quadratic pass took 6.5 s for the nested escapes. The bound leaves room for a loaded CI machine.
+    assert.ok(ms < 2000, `${name}: ${ms.toFixed(0)} ms for ${path.length} characters`);
   }
 });
 
@@ -219,7 +220,6 @@ test("differential: 20,000 seeded random targets agree with the WHATWG URL parse
   const random = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff), seed % n);
   const alphabet = ["/", "\\", ".", "%", "2", "e", "E", "5", "c", "C", "f", "F", "a", "0", ";", "?", "#", ":", "\u0080", "\u00e9", "\u00ff", "%2e", "%2E", "%2f", "%5C", "%%", "..", "|", "^", " ", "%7e", "%41", "%3f", "%32"];
   const known = [...BYPASSES.map((b) => b.attempt), ...SPELLINGS.map((s) => s.attempt), "/admin;x/../public", "/public/..;/admin", "/a/%2E./b"];
-  const t0 = Date.now();
   for (let n = 0; n < 20_000; n++) {
     let target: string;
     if (n % 4 === 0) {
@@ -246,5 +246,4 @@ test("differential: 20,000 seeded random targets agree with the WHATWG URL parse
     // The destination may normalize again; the client asks again after a redirect: neither may read it otherwise.
     assert.equal(normalizeTarget(final), final, `${shown}: normalized again`);
   }
-  assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
 });
