@@ -56,6 +56,9 @@ describe("policy warnings", () => {
       }),
       ["spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)"],
     );
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["2001:db8:1::/48"] }], egressDeny: [{ toCIDR: ["2001:db8::/32"] }] }), [
+      "spec.egress[0]: never takes effect: spec.egressDeny[0] denies every peer and port it allows (deny wins)",
+    ]);
     assert.deepEqual(
       warningsFor({
         ingress: [{ fromEndpoints: [{ matchLabels: { app: "a", tier: "x" } }], toPorts: [tcp("80")] }],
@@ -66,8 +69,11 @@ describe("policy warnings", () => {
   });
 
   it("does not warn when the deny covers only part of the allow", () => {
-    // Deny on fewer ports, an except that cuts into the allow, a narrower selector, the other direction.
+    // Deny on fewer ports, an except that cuts into the allow, a narrower CIDR or one of the other family, a narrower selector, the other direction.
     assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["10.1.0.0/16"] }], egressDeny: [{ toCIDR: ["10.0.0.0/8"], toPorts: [tcp("22")] }] }), []);
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["10.0.0.0/8"] }], egressDeny: [{ toCIDR: ["10.1.0.0/16"] }] }), []);
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["10.0.0.0/8"] }], egressDeny: [{ toCIDR: ["::/0"] }] }), []);
+    assert.deepEqual(warningsFor({ egress: [{ toCIDR: ["2001:db8::/64"] }], egressDeny: [{ toCIDR: ["0.0.0.0/0"] }] }), []);
     assert.deepEqual(
       warningsFor({ egress: [{ toCIDR: ["10.1.0.0/16"], toPorts: [tcp("80")] }], egressDeny: [{ toCIDRSet: [{ cidr: "10.0.0.0/8", except: ["10.1.2.0/24"] }] }] }),
       [],

@@ -1,5 +1,5 @@
 // Warnings for legal but risky policies, computed over the parsed model (shared by the webhook and `membrane policy validate`).
-import { parsePrefix, prefixContains } from "./cidr.ts";
+import { parsePrefix, prefixContains, prefixLength } from "./cidr.ts";
 import { enforcementGaps } from "./enforcement-gaps.ts";
 import { ENTITIES } from "./entities.ts";
 import { outsideSecretsNamespace } from "./policy-secrets.ts";
@@ -254,7 +254,14 @@ function portsCover(deny: Rule, allow: Rule): boolean {
 // ---------------------------------------------------------------------------------------------
 // CIDR containment (both already validated by the parser; anything unparsable counts as "not covered")
 
+/** The prefix length written in a CIDR text (`address/length`), or -1. */
+const writtenLength = (cidr: string): number => prefixLength(cidr, cidr.indexOf("/") + 1);
+
 function cidrCovers(outer: { cidr: string; except: readonly string[] }, inner: { cidr: string }): boolean {
+  // A longer outer prefix, or the other family, covers nothing: known from the texts without parsing the addresses.
+  const outerLength = writtenLength(outer.cidr);
+  const innerLength = writtenLength(inner.cidr);
+  if (outerLength >= 0 && innerLength >= 0 && (outerLength > innerLength || outer.cidr.includes(":") !== inner.cidr.includes(":"))) return false;
   const o = parsePrefix(outer.cidr);
   const i = parsePrefix(inner.cidr);
   if (o === undefined || i === undefined || !prefixContains(o, i)) return false;

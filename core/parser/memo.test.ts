@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Peer, Policy, Selector } from "../model.ts";
-import { selectorFrom } from "../selector.ts";
+import { type LabelSelectorInput, selectorFrom } from "../selector.ts";
 import { parsePolicyObject } from "./index.ts";
 
 function cnp(namespace: string, spec: Record<string, unknown>, kind = "CiliumNetworkPolicy"): unknown {
@@ -74,5 +74,23 @@ test("an invalid selector or regex is reported with its path on every parse, als
     const r = parsePolicyObject(bad);
     assert.equal(r.ok, false);
     if (!r.ok) assert.deepEqual(r.errors, expected, `round ${round}`);
+  }
+});
+
+test("selectors written as a prefix or an extension of a remembered one, or with the same strings in other fields, each get their own selector", () => {
+  const written: LabelSelectorInput[] = [
+    { matchLabels: { app: "web" } },
+    { matchLabels: { app: "web", tier: "db" } },
+    { matchLabels: { app: "web" }, matchExpressions: [{ key: "tier", operator: "Exists" }] },
+    { matchExpressions: [{ key: "app", operator: "In", values: ["web"] }] },
+    { matchExpressions: [{ key: "app", operator: "In", values: ["web", "db"] }] },
+    { matchLabels: { app: "web", web: "app" } },
+    {},
+  ];
+  for (let round = 0; round < 2; round++) {
+    for (const s of written) {
+      const p = parsed(cnp("team-a", { endpointSelector: {}, ingress: [{ fromEndpoints: [s] }] }));
+      assert.equal(peerSelector(p).canonical, selectorFrom(s, { role: "peer", namespace: "team-a" }).canonical, `${JSON.stringify(s)}, round ${round}`);
+    }
   }
 });

@@ -61,28 +61,28 @@ export interface PortContext {
 
 /** A Cilium port number or IANA service name given as a string; undefined after an error. */
 function ciliumPort(errs: Errors, item: Obj, path: string): { port: number; name?: string } | undefined {
-  const p = join(path, "port");
+  // The field's path is built only for an error.
   const raw = field(item, "port");
   if (raw === undefined || raw === null) {
-    errs.add(p, `a port is required (a number such as "80", a port name, or "0" for every port)`);
+    errs.add(join(path, "port"), `a port is required (a number such as "80", a port name, or "0" for every port)`);
     return undefined;
   }
   if (typeof raw === "number") {
-    errs.add(p, `must be a string: write "${String(raw)}" in quotes`);
+    errs.add(join(path, "port"), `must be a string: write "${String(raw)}" in quotes`);
     return undefined;
   }
   if (typeof raw !== "string") {
-    errs.add(p, `must be a string (a port number or name), not ${typeName(raw)}`);
+    errs.add(join(path, "port"), `must be a string (a port number or name), not ${typeName(raw)}`);
     return undefined;
   }
   if (raw === "") {
-    errs.add(p, `must not be empty (a number such as "80", a port name, or "0" for every port)`);
+    errs.add(join(path, "port"), `must not be empty (a number such as "80", a port name, or "0" for every port)`);
     return undefined;
   }
   if (/^[0-9]+$/.test(raw)) {
     const n = raw.length > 6 ? Infinity : Number(raw);
     if (n > 65535) {
-      errs.add(p, `${show(raw)} is not a port (1-65535)`);
+      errs.add(join(path, "port"), `${show(raw)} is not a port (1-65535)`);
       return undefined;
     }
     return { port: n };
@@ -90,12 +90,12 @@ function ciliumPort(errs: Errors, item: Obj, path: string): { port: number; name
   if (/[a-zA-Z]/.test(raw)) {
     const problem = ianaServiceNameProblem(raw, false);
     if (problem) {
-      errs.add(p, `${show(raw)} is neither a port number nor a port name: ${problem}`);
+      errs.add(join(path, "port"), `${show(raw)} is neither a port number nor a port name: ${problem}`);
       return undefined;
     }
     return { port: 0, name: raw.toLowerCase() };
   }
-  errs.add(p, `${show(raw)} is not a port (1-65535)`);
+  errs.add(join(path, "port"), `${show(raw)} is not a port (1-65535)`);
   return undefined;
 }
 
@@ -204,8 +204,8 @@ const REGEX_MEMO_MAX_ENTRIES = 1024;
 const REGEX_MEMO_MAX_CHARS = 256;
 const checkedRegexes = new Map<string, string | undefined>();
 
-/** A regular expression as Cilium hands it to Envoy (RE2): it must compile, without RE2-unsupported syntax. */
-function checkRegex(errs: Errors, path: string, re: string): void {
+/** A regular expression (field `key` of the object at `path`) as Cilium hands it to Envoy (RE2): it must compile, without RE2-unsupported syntax. */
+function checkRegex(errs: Errors, path: string, key: string, re: string): void {
   let problem: string | undefined;
   if (checkedRegexes.has(re)) problem = checkedRegexes.get(re);
   else {
@@ -215,7 +215,7 @@ function checkRegex(errs: Errors, path: string, re: string): void {
       checkedRegexes.set(re, problem);
     }
   }
-  if (problem !== undefined) errs.add(path, problem);
+  if (problem !== undefined) errs.add(join(path, key), problem);
 }
 
 function secretRef(errs: Errors, obj: Obj, path: string): { namespace?: string; name: string } | undefined {
@@ -239,9 +239,10 @@ function httpRules(errs: Errors, obj: Obj, path: string): HTTPRule[] {
     const method = optString(errs, item, "method", p);
     const pathRe = optString(errs, item, "path", p);
     const host = optString(errs, item, "host", p);
-    if (method !== undefined) checkRegex(errs, join(p, "method"), method);
-    if (pathRe !== undefined) checkRegex(errs, join(p, "path"), pathRe);
-    if (host !== undefined) checkRegex(errs, join(p, "host"), host);
+    // The field's path is built only for an error.
+    if (method !== undefined) checkRegex(errs, p, "method", method);
+    if (pathRe !== undefined) checkRegex(errs, p, "path", pathRe);
+    if (host !== undefined) checkRegex(errs, p, "host", host);
     // Most HTTP rules have neither headers nor headerMatches: no list is read or built for them.
     const headers = field(item, "headers") !== undefined ? stringList(errs, item, "headers", p) : NO_STRINGS;
     const headerMatches: NonNullable<HTTPRule["headerMatches"]>[number][] = [];
