@@ -237,25 +237,29 @@ int from_container(struct __sk_buff *skb)
 	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
 	if (rc != PROLOGUE_CONTINUE)
 		return rc;
-	/* Early, where it adds the fewest paths for the verifier: the whole flow goes to pod_to_host. */
-	if (host_ingress_judged(f.family, f.daddr)) {
-		bpf_tail_call(skb, &membrane_tail_calls, TAIL_CALL_POD_TO_HOST);
-		/* Only reached when the slot is empty: the host's policy cannot be applied, fail closed. */
-		return drop(skb, &f, DIR_EGRESS, DROP_MISSED_TAIL_CALL, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
-	}
-
-	/* The hot path: a packet of a known flow whose peer is not behind the tunnel needs no other
-	 * lookup (an entry without the flag, e.g. written by an older program, takes the full path). */
 	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
-	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record). */
+	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record), as
+	 * pod_to_host sends it for a flow to the host. */
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
 		if (redirect_to_proxy_global(skb, &f, 0, ep->identity, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
+	/* The hot path: a packet of a known flow whose peer is not behind the tunnel, with nothing to report,
+	 * needs no other lookup (an entry without the flag, e.g. written by an older program, takes the full
+	 * path). Not even whether its destination is the host's: pod_to_host judges new flows only and passes
+	 * a known one, and the entry exists because its first packet passed (there, or before the host's
+	 * ingress was enforced). A known flow that is reported still goes there, for the host's peer identity. */
+	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL) && !(monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)))
+		return TC_ACT_OK;
+	/* The rest of the flow goes to pod_to_host (a new connection: the host's ingress policy judges it too). */
+	if (host_ingress_judged(f.family, f.daddr)) {
+		bpf_tail_call(skb, &membrane_tail_calls, TAIL_CALL_POD_TO_HOST);
+		/* Only reached when the slot is empty: the host's policy cannot be applied, fail closed. */
+		return drop(skb, &f, DIR_EGRESS, DROP_MISSED_TAIL_CALL, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
+	}
 	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL)) {
-		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
-			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(monitor, f.family, f.daddr));
+		monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer_identity(monitor, f.family, f.daddr));
 		return TC_ACT_OK;
 	}
 

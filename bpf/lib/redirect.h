@@ -236,23 +236,28 @@ static __always_inline int redirect_from_proxy(struct __sk_buff *skb, struct flo
 
 	if ((f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP) || (f->family == FAMILY_IPV6 && !ipv6))
 		return 0;
-	redirect_key_fill(&k, f->family, f->daddr, f->dport, f->proto);
-	v = bpf_map_lookup_elem(&membrane_redirects, &k);
-	if (!v || bpf_ntohs(f->sport) != v->proxy_port)
-		return 0;
+	/* The source first (an array element, no hash): most packets are not from the proxy's address, and the
+	 * record's lookup cost every packet of every flow before. */
 	cfg = bpf_map_lookup_elem(&membrane_redirect_config, &zero);
 	if (!cfg)
 		return 0;
-	if (ipv6 && f->family == FAMILY_IPV6) {
+	if (f->family == FAMILY_IPV6) {
 		if (!addr6_equal(f->saddr, cfg->addr6) || !addr6_set(cfg->addr6))
 			return 0;
-		if ((ipv6 == REDIRECT_FROM_PROXY_V6_INLINE ? rewrite6(skb, ETH_HLEN, f->proto, 0, v->orig_daddr, v->orig_dport)
-							    : redirect_rewrite_flow(skb, ETH_HLEN, f, 0, v->orig_daddr, v->orig_dport)) < 0)
-			return -1;
 	} else {
 		__builtin_memcpy(&src, f->saddr, 4);
 		if (src != cfg->addr4)
 			return 0;
+	}
+	redirect_key_fill(&k, f->family, f->daddr, f->dport, f->proto);
+	v = bpf_map_lookup_elem(&membrane_redirects, &k);
+	if (!v || bpf_ntohs(f->sport) != v->proxy_port)
+		return 0;
+	if (f->family == FAMILY_IPV6) {
+		if ((ipv6 == REDIRECT_FROM_PROXY_V6_INLINE ? rewrite6(skb, ETH_HLEN, f->proto, 0, v->orig_daddr, v->orig_dport)
+							    : redirect_rewrite_flow(skb, ETH_HLEN, f, 0, v->orig_daddr, v->orig_dport)) < 0)
+			return -1;
+	} else {
 		__builtin_memcpy(&orig, v->orig_daddr, 4);
 		if (rewrite4(skb, ETH_HLEN, f->proto, 0, orig, v->orig_dport) < 0)
 			return -1;

@@ -604,6 +604,42 @@ test("conntrack: policy is checked for new connections only — removing the all
   assert.equal(verdictOf(testRun(from, q(5001), { ifindex: LO }).retval), "deny", "new flow");
 });
 
+test("a pod's known connection to its node's enforced address passes in from-container itself; new ones and reported packets still go to pod_to_host", () => {
+  const NODE_IP = "10.9.0.1";
+  const KUBELET = 10250;
+  install({ subject: POD_A.identity, ingressEnforced: false, egressEnforced: false, entries: [] });
+  dp.setHostAddress({ ip: NODE_IP, ingressEnforced: true, egressEnforced: false });
+  dp.setSubjectPolicy({ subject: IDENTITY.host, ingressEnforced: true, egressEnforced: false, entries: [entry({ subject: IDENTITY.host, direction: "ingress", peer: POD_A.identity, proto: TCP, port: KUBELET, portPrefixLen: 16 })] });
+  const from = dp.programFd(PROGRAMS.fromContainer);
+  const out = (sport: number, flags: number): Buffer => frame({ src: POD_A.ip, dst: NODE_IP, proto: TCP, sport, dport: KUBELET, tcpFlags: flags });
+  const slot = Buffer.alloc(4); // TAIL_CALL_POD_TO_HOST
+  const podToHost = Buffer.alloc(4);
+  podToHost.writeUInt32LE(dp.programFd(PROGRAMS.podToHost));
+  const TCP_FIN = 0x01;
+  assert.equal(verdictOf(testRun(from, out(40700, TCP_SYN), { ifindex: LO }).retval), "allow", "the host's ingress policy allows the pod (pod_to_host)");
+  dp.object.map(MAPS.tailCalls).delete(slot);
+  try {
+    // Without pod_to_host (a slot never empty while the agent runs: filled at load, before any attach) the known
+    // connection's packet shows that it no longer goes there; a new connection still fails closed.
+    assert.equal(verdictOf(testRun(from, out(40700, TCP_ACK), { ifindex: LO }).retval), "allow", "known connection");
+    drainEvents();
+    events = [];
+    assert.equal(verdictOf(testRun(from, out(40701, TCP_SYN), { ifindex: LO }).retval), "deny", "new connection");
+    drainEvents();
+    assert.equal(events.find((e) => e.verdict === "dropped")?.reasonCode, DROP_REASON_CODES.DROP_MISSED_TAIL_CALL);
+  } finally {
+    dp.object.map(MAPS.tailCalls).update(slot, podToHost);
+  }
+  // A packet the monitor aggregation reports (low: the first FIN) goes to pod_to_host, whose peer for the node's
+  // address is reserved:host (not in this ipcache: from-container alone would name the world).
+  dp.setMonitorAggregation("low");
+  drainEvents();
+  events = [];
+  assert.equal(verdictOf(testRun(from, out(40700, TCP_FIN | TCP_ACK), { ifindex: LO }).retval), "allow");
+  drainEvents();
+  assert.deepEqual(events.map((e) => [e.verdict, e.srcIdentity, e.dstIdentity]), [["forwarded", POD_A.identity, IDENTITY.host]]);
+});
+
 test("ICMP echo: the request is checked as (proto, type); its reply passes through conntrack", () => {
   const ICMP = PROTO_NUMBER.ICMP;
   const ICMPV6 = PROTO_NUMBER.ICMPv6;
