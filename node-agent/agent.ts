@@ -36,7 +36,7 @@ import { agentCredentials } from "./token-auth.ts";
 import type { AgentDnsProxy } from "./dns/agent-dns.ts";
 import { dnsFlows } from "./dns/dns-flows.ts";
 import { httpFlows } from "./l7proxy/http-flows.ts";
-import { REFUSAL_REASON } from "./l7proxy/request-flow.ts";
+import { RapidResetWarnings } from "./l7proxy/rapid-reset-warnings.ts";
 import { DEFAULT_HTTP_REDACTION, type HttpRedaction } from "../core/l7/redaction.ts";
 import type { Flow } from "../flowapi/flow.ts";
 import type { AgentL7Proxy, L7ProxyStatus } from "./l7proxy/agent-l7.ts";
@@ -179,6 +179,8 @@ export class NodeAgent {
   private readonly log: Logger;
   private flowObserver: Observer | undefined;
   private unsubscribeL7: (() => void)[] = [];
+  /** The pods whose connections the L7 proxy closed for rapid reset, named in the agent's log (rate-limited). */
+  private readonly rapidResets: RapidResetWarnings;
   /** Lookup tables for enrichment, rebuilt when the applied state or the endpoints change. */
   private lookupIndex: { state: NodeState; identities: Map<number, readonly string[]>; rules: Map<number, RuleOrigin>; pods: Map<string, PodRef>; policyMatch: PolicyMatchLookup; ipcacheEntry: (ip: string) => IPCacheEntry | undefined } | undefined;
   /** policy_match_type over the learned addresses' own entries (the maps hold them beside the applied state's). */
@@ -220,6 +222,7 @@ export class NodeAgent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log.child({ node: opts.nodeName });
+    this.rapidResets = new RapidResetWarnings(this.log);
     this.socket = new EndpointSocketServer(opts.cniSocket, (r) => this.onEndpointRequest(r));
     this.backoff = new Backoff(opts.backoff ?? { baseMs: 200, maxMs: 10_000, jitter: 0.2 });
     this.mode = opts.policyEnforcementMode ?? "default";
@@ -242,11 +245,7 @@ export class NodeAgent {
       this.opts.dns?.onFlow?.((f) => this.recordL7(dnsFlows(f, lookups))),
       this.opts.l7?.onFlow?.((f) => {
         const flows = httpFlows(f, lookups, this.opts.httpRedaction ?? DEFAULT_HTTP_REDACTION);
-        // The proxy knows a client by its address only: the pod it closed for abuse is named here.
-        if (f.reason === REFUSAL_REASON.rapidReset) {
-          const client = flows[0]?.source;
-          this.log.warn({ namespace: client?.namespace, pod: client?.pod, ip: f.source.ip, identity: f.source.identity, destination: `${f.destination.ip}:${f.destination.port}` }, "L7 proxy closed an HTTP/2 connection: rapid reset (streams cancelled before their answer past its budget, CVE-2023-44487)");
-        }
+        this.rapidResets.observe(f, flows);
         this.recordL7(flows);
       }),
     ].filter((u) => u !== undefined);
@@ -324,6 +323,7 @@ export class NodeAgent {
     await this.socket.stop();
     for (const u of this.unsubscribeL7) u();
     this.unsubscribeL7 = [];
+    this.rapidResets.stop();
     await this.flowObserver?.stop();
     this.flowObserver = undefined;
     // Its ports stay served: a query sent while the proxy is away fails, never bypasses.

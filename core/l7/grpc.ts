@@ -1,12 +1,38 @@
 // gRPC as HTTP rules see it: a call is an HTTP/2 POST whose path is /package.Service/Method, denied with PERMISSION_DENIED.
 import { headerValue, type HttpRequest } from "./http-request.ts";
 
-/** gRPC's status code for a call the policy denies (google.rpc.Code PERMISSION_DENIED). */
-export const GRPC_PERMISSION_DENIED = 7;
-/** gRPC's status code for a call whose path holds an escaped slash (no redirect in gRPC): INVALID_ARGUMENT. */
-export const GRPC_INVALID_ARGUMENT = 3;
-/** gRPC's status code for a call the proxy could not pass on (the destination refused or did not answer): UNAVAILABLE. */
-export const GRPC_UNAVAILABLE = 14;
+/** gRPC's status codes (google.rpc.Code) the proxy's own answers use. */
+const GRPC_UNKNOWN = 2;
+const GRPC_PERMISSION_DENIED = 7;
+const GRPC_UNIMPLEMENTED = 12;
+const GRPC_INTERNAL = 13;
+const GRPC_UNAVAILABLE = 14;
+const GRPC_UNAUTHENTICATED = 16;
+
+/**
+ * The gRPC status that answers a gRPC call in place of an HTTP status, as Envoy's local replies do
+ * (Grpc::Utility::httpToGrpcStatus, after gRPC's http-grpc-status-mapping.md): a gRPC client cannot read a 403 or a
+ * 400, so the proxy's refusals reach it as the status Cilium's Envoy would have sent for the same refusal.
+ */
+export function grpcStatusOfHttp(status: number): number {
+  switch (status) {
+    case 400:
+      return GRPC_INTERNAL;
+    case 401:
+      return GRPC_UNAUTHENTICATED;
+    case 403:
+      return GRPC_PERMISSION_DENIED;
+    case 404:
+      return GRPC_UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return GRPC_UNAVAILABLE;
+    default:
+      return GRPC_UNKNOWN;
+  }
+}
 
 export interface GrpcMethod {
   /** Fully qualified service: "package.Service" (the package may be empty or dotted). */
@@ -45,5 +71,5 @@ function grpcMessage(message: string): string {
 
 /** The response headers (trailers-only) that deny a gRPC call. */
 export function grpcDeniedHeaders(): Record<string, string> {
-  return grpcStatusHeaders(GRPC_PERMISSION_DENIED, "Access denied");
+  return grpcStatusHeaders(grpcStatusOfHttp(403), "Access denied");
 }

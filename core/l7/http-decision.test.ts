@@ -5,7 +5,7 @@ import type { HTTPRule } from "../model.ts";
 import { applyHeaderActions, compileHttpRules, decideHttp, type HttpRuleRef } from "./http-decision.ts";
 import { headerRequirement } from "./http-rule.ts";
 import { requestFromH2Raw, requestFromRaw, type HttpRequest } from "./http-request.ts";
-import { grpcDeniedHeaders, grpcPath, grpcStatusHeaders, isGrpc, parseGrpcPath } from "./grpc.ts";
+import { grpcDeniedHeaders, grpcPath, grpcStatusHeaders, grpcStatusOfHttp, isGrpc, parseGrpcPath } from "./grpc.ts";
 
 const req = (method: string, path: string, headers: Record<string, string> = {}, host = "deathstar"): HttpRequest =>
   requestFromRaw(method, path, ["Host", host, ...Object.entries(headers).flat()]);
@@ -145,4 +145,9 @@ test("HTTP/2: method, path and host come from the pseudo-headers, which no heade
   assert.equal(requestFromH2Raw([":method", "GET", ":path", "/", "host", "h:1"]).host, "h:1", "a Host header when :authority is absent");
   assert.deepEqual(grpcDeniedHeaders(), { ":status": "200", "content-type": "application/grpc", "grpc-status": "7", "grpc-message": "Access denied" });
   assert.equal(grpcStatusHeaders(14, "100% down: ö")["grpc-message"], "100%25 down: %C3%B6", "percent-encoded as gRPC's Status-Message");
+});
+
+test("the proxy's own answer to a gRPC call carries the status Envoy maps its HTTP status to (httpToGrpcStatus): 400 INTERNAL, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN", () => {
+  const mapped = [400, 401, 403, 404, 429, 502, 503, 504, 307, 500].map((s) => [s, grpcStatusOfHttp(s)]);
+  assert.deepEqual(mapped, [[400, 13], [401, 16], [403, 7], [404, 12], [429, 14], [502, 14], [503, 14], [504, 14], [307, 2], [500, 2]]);
 });

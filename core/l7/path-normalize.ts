@@ -10,7 +10,7 @@ export interface InvalidPath {
   readonly invalid: string;
 }
 
-import { GRPC_INVALID_ARGUMENT, grpcStatusHeaders, isGrpc } from "./grpc.ts";
+import { grpcStatusHeaders, grpcStatusOfHttp, isGrpc } from "./grpc.ts";
 import { h2RequestFault, requestFromH2Raw } from "./http-request.ts";
 
 const PERCENT = 0x25;
@@ -239,11 +239,11 @@ export function normalizeH2Path(raw: string[], normalize = true): string[] | Esc
 
 /**
  * The HTTP/2 answer to a path the proxy does not forward: 307 to an escaped slash's unescaped path, 400 to an invalid
- * one; a gRPC call (no redirects in gRPC) ends with INVALID_ARGUMENT, trailers-only (Envoy refuses it too; its code
- * is INTERNAL, a client's retry would not help either).
+ * one. A gRPC call gets 400's status either way, trailers-only: INTERNAL, as from Envoy, which answers an escaped
+ * slash in a gRPC call with 400 instead of its redirect ("gRPC clients do not support redirect").
  */
 export function unforwardedPathH2Answer(grpc: boolean, e: EscapedSlash | InvalidPath): Record<string, string> {
-  if (grpc) return grpcStatusHeaders(GRPC_INVALID_ARGUMENT, "location" in e ? "request path with an escaped slash" : e.invalid);
+  if (grpc) return grpcStatusHeaders(grpcStatusOfHttp(400), "location" in e ? "request path with an escaped slash" : e.invalid);
   return "location" in e ? { ":status": "307", location: e.location, "content-length": "0" } : { ":status": "400", "content-length": "0" };
 }
 

@@ -309,6 +309,18 @@ test("an HTTP/2 request through the proxy is an L7 flow like HTTP/1's: curl --ht
   assert.deepEqual(http[0]!.egress_denied_by?.map((p) => p.name), ["rule1"]);
 });
 
+test("a rapid reset (CVE-2023-44487) from the x-wing through the proxy: its connection is closed, and the agent logs it once as a warning naming the pod (rapid-reset-warnings.ts), the proxy knowing only its address", async () => {
+  const since = agentLines.length;
+  const { stdout } = await run("ip", ["netns", "exec", topo.ns.xwing, process.execPath, "--import", "tsx", path.join(ROOT, "node-agent/l7proxy/testing/rapid-reset-client.ts"), ADDR.deathstar, "80", "/v1/request-landing", "1500"], { cwd: ROOT });
+  assert.ok((JSON.parse(stdout) as number[]).length > 0, "the connection got a GOAWAY");
+  const warned = (): Record<string, unknown>[] => agentLines.slice(since).filter((l) => /rapid reset/.test(String(l.msg)));
+  await until("the agent's warning", () => warned().length > 0, 10_000);
+  // The proxy's flows reach the agent in order: once a request after the flood has its flow, so did the flood's.
+  assert.equal(await status("POST", "/v1/request-landing"), 200);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(warned().map((l) => [l.level, l.namespace, l.pod, l.ip, l.identity, l.destination]), [[40, "default", "xwing", ADDR.xwing, XWING, `${ADDR.deathstar}:80`]]);
+});
+
 test("an HTTP flow carries the request's headers as Hubble's http.headers (the response flow the response's after them), credentials redacted by default: hubble observe shows X-Has-Force and curl's User-Agent, Authorization and Cookie as HUBBLE_REDACTED, the secret is in no flow and not in the proxy's log, and --http-header selects by a shown header only", async () => {
   const since = new Date(Date.now() - 1).toISOString();
   const secret = `s3cret-${tag}`;

@@ -5,7 +5,7 @@ import type net from "node:net";
 import type { Readable, Writable } from "node:stream";
 import type tls from "node:tls";
 import pino from "pino";
-import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE, isGrpc } from "../../core/l7/grpc.ts";
+import { grpcDeniedHeaders, grpcStatusHeaders, grpcStatusOfHttp, isGrpc } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef, type HttpDecision } from "../../core/l7/http-decision.ts";
 import { decideSides, sideFlows, sidesOf } from "./both-ends.ts";
 import { requestFromH2Raw, type HttpHeader, type HttpRequest } from "../../core/l7/http-request.ts";
@@ -408,7 +408,7 @@ export class H2Proxy {
     if (stream.headersSent) return void stream.close(NGHTTP2_INTERNAL_ERROR);
     const { status, body } = upstreamFailure(err);
     if (grpc) {
-      stream.respond(grpcStatusHeaders(GRPC_UNAVAILABLE, body), { endStream: true });
+      stream.respond(grpcStatusHeaders(grpcStatusOfHttp(status), body), { endStream: true });
       flow(200);
     } else {
       stream.respond({ ":status": status, "content-type": "text/plain", "content-length": Buffer.byteLength(body) });

@@ -55,19 +55,41 @@ const atDestination: { frames: Frame[]; blocks: { stream: number; raw: string[] 
 
 /**
  * A minimal HTTP/2 server: its SETTINGS, ACKs, and a 200 that ends the stream for each request block (none for a path
- * with "hang"; for one with "half", the first frame of a block it never finishes; after one with "mute", no more ACKs).
+ * with "hang"; for one with "half", the first frame of a block it never finishes; after one with "mute", no more ACKs;
+ * for "/ok/fill-N", N octets of body as fast as the connection window the proxy granted it allows, "/ok/fillpad-N" in
+ * DATA frames padded with 7 octets each).
  */
 const destination = net.createServer((s) => {
   s.on("error", () => {});
   const decoder = new HpackDecoder();
   let block: { stream: number; parts: Buffer[] } | undefined;
   let mute = false;
+  // The connection window the proxy granted, and the bodies waiting for it.
+  let window = 65535;
+  const filling: { stream: number; left: number; pad: boolean }[] = [];
+  const fill = (): void => {
+    while (filling.length > 0) {
+      const b = filling[0]!;
+      const cost = b.pad ? 8 : 0;
+      const n = Math.min(b.left, 16384 - cost, window - cost);
+      if (n <= 0 && b.left > 0) return;
+      const end = n === b.left ? FLAG_END_STREAM : 0;
+      s.write(b.pad ? frame(FrameType.DATA, end | FLAG_PADDED, b.stream, Buffer.concat([Buffer.from([7]), Buffer.alloc(n, 0x61), Buffer.alloc(7)])) : frame(FrameType.DATA, end, b.stream, Buffer.alloc(n, 0x61)));
+      window -= n + cost;
+      b.left -= n;
+      if (end) filling.shift();
+    }
+  };
   s.write(frame(FrameType.SETTINGS, 0, 0));
   s.on(
     "data",
     frameReader(H2_PREFACE.length, (f) => {
       atDestination.frames.push(f);
       if (f.type === FrameType.SETTINGS && !(f.flags & 1) && !mute) s.write(frame(FrameType.SETTINGS, 1, 0));
+      if (f.type === FrameType.WINDOW_UPDATE && f.stream === 0) {
+        window += f.payload.readUInt32BE(0);
+        fill();
+      }
       if (f.type === FrameType.HEADERS) block = { stream: f.stream, parts: [f.payload] };
       else if (f.type === FrameType.CONTINUATION) block?.parts.push(f.payload);
       else return;
@@ -76,7 +98,12 @@ const destination = net.createServer((s) => {
       atDestination.blocks.push({ stream: block.stream, raw });
       const path = raw[raw.indexOf(":path") + 1] ?? "";
       mute ||= path.includes("mute");
-      if (path.includes("half")) s.write(frame(FrameType.HEADERS, 0, block.stream, encodeBlock([":status", "200"])));
+      const filled = /^\/ok\/fill(pad)?-(\d+)$/.exec(path);
+      if (filled) {
+        s.write(headerFrames(block.stream, encodeBlock([":status", "200"]), false, 16384));
+        filling.push({ stream: block.stream, left: Number(filled[2]), pad: filled[1] !== undefined });
+        fill();
+      } else if (path.includes("half")) s.write(frame(FrameType.HEADERS, 0, block.stream, encodeBlock([":status", "200"])));
       else if (raw.includes(":path") && !path.includes("hang"))
         s.write(headerFrames(block.stream, encodeBlock([":status", "200"]), true, 16384));
       block = undefined;
@@ -308,6 +335,78 @@ test("the proxy's own answers keep to the client's windows: SETTINGS_INITIAL_WIN
   c.close();
 });
 
+/** Polls `ready` until it holds: no deadline of its own (a stall is the test's timeout, never a wall-clock assert). */
+async function whenReady(ready: () => boolean): Promise<void> {
+  while (!ready()) await new Promise((r) => setTimeout(r, 2));
+}
+
+/** The octets of DATA `c` got (padding included: what counts against its connection window), on every stream. */
+function dataOctets(c: RawClient): number {
+  return c.frames.reduce((n, f) => n + (f.type === FrameType.DATA ? f.payload.length : 0), 0);
+}
+
+/** The body `c` got on `stream` (padding removed), and whether it ended. */
+function bodyOf(c: RawClient, stream: number): { body: Buffer; ended: boolean } {
+  const data = c.frames.filter((f) => f.type === FrameType.DATA && f.stream === stream);
+  const body = Buffer.concat(data.map((f) => (f.flags & FLAG_PADDED ? f.payload.subarray(1, f.payload.length - f.payload[0]!) : f.payload)));
+  return { body, ended: data.some((f) => (f.flags & FLAG_END_STREAM) !== 0) };
+}
+
+for (const variant of ["fill", "fillpad"])
+  test(`the client never gets more DATA than its connection window granted, however the proxy's own 403 bodies and a destination streaming as fast as its window allows interleave; every octet it granted comes (${variant === "fill" ? "plain" : "padded"} DATA)`, { timeout: 20_000 }, async () => {
+    const c = await RawClient.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 30]]);
+    let granted = 65535;
+    const overruns: string[] = [];
+    const check = (when: string): void => {
+      if (dataOctets(c) > granted) overruns.push(`${when}: got ${dataOctets(c)} of DATA, granted ${granted}`);
+    };
+    const SIZE = 200_000;
+    const denied: number[] = [1];
+    // A 403's body takes 13 octets of the client's window the destination was also granted; then the destination fills all it has.
+    c.send(headers(1, [...GET, "/no/denied"]));
+    await whenReady(() => bodyOf(c, 1).ended);
+    c.send(headers(3, [...GET, `/ok/${variant}-${SIZE}`]));
+    for (let round = 0, id = 5; !bodyOf(c, 3).ended; round++, id += 2) {
+      // Filled to the octet: the client got all it granted (none held back: a client that waits for its window to run out before it grants would stall otherwise).
+      await whenReady(() => dataOctets(c) >= granted || bodyOf(c, 3).ended);
+      // What the relay still had in flight arrives within this (on main: the destination's DATA past the window).
+      await new Promise((r) => setTimeout(r, round === 0 ? 50 : 5));
+      check(`round ${round}`);
+      // Denied requests between the grants: their bodies take window too.
+      c.send(headers(id, [...GET, "/no/denied"]));
+      denied.push(id);
+      granted += 20_000;
+      c.send(windowUpdate(0, 20_000));
+    }
+    await whenReady(() => denied.every((id) => bodyOf(c, id).ended));
+    check("at the end");
+    assert.deepEqual(overruns, []);
+    assert.equal(bodyOf(c, 3).body.length, SIZE);
+    for (const id of denied) assert.equal(bodyOf(c, id).body.toString(), "Access denied");
+    c.close();
+  });
+
+test("a fresh connection never stalls on the proxy's own bodies: with no WINDOW_UPDATE from the client ever, a denied request's body, an allowed streamed response and another denied body all come whole", { timeout: 20_000 }, async () => {
+  const c = await RawClient.open();
+  c.send(headers(1, [...GET, "/no/first"]));
+  await whenReady(() => bodyOf(c, 1).ended);
+  c.send(headers(3, [...GET, "/ok/fill-30000"]), headers(5, [...GET, "/no/then"]));
+  await whenReady(() => bodyOf(c, 3).ended && bodyOf(c, 5).ended);
+  assert.equal(bodyOf(c, 3).body.length, 30_000);
+  assert.equal(bodyOf(c, 5).body.toString(), "Access denied");
+  // The window the client granted at the start, all of it used: 13 + 30,000 + 13 octets, nothing past it.
+  c.send(headers(7, [...GET, "/ok/fill-40000"]));
+  await whenReady(() => dataOctets(c) >= 65535);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(dataOctets(c), 65535, "the window filled to the octet, not past it");
+  // Its next WINDOW_UPDATE lets the rest come: the octets held back first, then what the destination was granted of it.
+  c.send(windowUpdate(0, 10_000));
+  await whenReady(() => bodyOf(c, 7).ended);
+  assert.equal(bodyOf(c, 7).body.length, 40_000);
+  assert.equal(dataOctets(c), 13 + 30_000 + 13 + 40_000);
+  c.close();
+});
+
 test("the proxy's own frames held behind a destination's half-sent header block are bounded: a flood of denied requests closes the connection with ENHANCE_YOUR_CALM, memory flat", async (t) => {
   const c = await RawClient.open();
   c.send(headers(1, [...GET, "/ok/half"]));
@@ -334,7 +433,7 @@ test("client SETTINGS the destination never acknowledges are bounded: past 32 of
   c.close();
 });
 
-test("requests the proxy refuses without judging have a flow with the reason: malformed (reset), an escaped slash (307; gRPC INVALID_ARGUMENT), trailers that are not (reset)", async () => {
+test("requests the proxy refuses without judging have a flow with the reason: malformed (reset), an escaped slash (307; gRPC INTERNAL), trailers that are not (reset)", async () => {
   const c = await RawClient.open();
   c.send(headers(1, [...GET, "/ok/x", "host", "admin.internal"]));
   c.send(headers(3, [...GET, "/ok/a%2Fb"]));
@@ -352,7 +451,7 @@ test("requests the proxy refuses without judging have a flow with the reason: ma
   assert.ok(redirected.responseHeaders?.some((h) => h.name === "location" && h.value === "/ok/a/b"));
   const grpc = await flowOf(c, (f) => f.path === "/pkg.Svc%2FGet");
   assert.deepEqual([grpc.verdict, grpc.status], ["denied", 200]);
-  assert.ok(grpc.responseHeaders?.some((h) => h.name === "grpc-status" && h.value === "3"));
+  assert.ok(grpc.responseHeaders?.some((h) => h.name === "grpc-status" && h.value === "13"));
   const trailers = await flowOf(c, (f) => f.path === "/ok/hang");
   assert.deepEqual([trailers.verdict, trailers.status], ["error", 0]);
   assert.equal(trailers.reason, "malformed HTTP/2 trailers");

@@ -1,7 +1,7 @@
 // The L7 proxy's frame-level HTTP/2 relay for plaintext h2c clients (prior knowledge, as gRPC connects) to an h2c destination: one upstream TCP connection per client connection, frames passed on as bytes, only request header blocks decoded, judged and re-encoded; everything else (TLS, HTTP/1 destinations) is h2-proxy.ts's.
 import type net from "node:net";
 import pino from "pino";
-import { grpcDeniedHeaders, grpcStatusHeaders, GRPC_UNAVAILABLE } from "../../core/l7/grpc.ts";
+import { grpcDeniedHeaders, grpcStatusHeaders, grpcStatusOfHttp } from "../../core/l7/grpc.ts";
 import { applyHeaderActions, HTTP_DENIED, type CompiledHttpRuleRef } from "../../core/l7/http-decision.ts";
 import { h2RequestFault, type HttpHeader } from "../../core/l7/http-request.ts";
 import { admitH2Request } from "../../core/l7/path-normalize.ts";
@@ -14,6 +14,7 @@ import {
   FLAG_ACK,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
+  FLAG_PADDED,
   FRAME_HEADER,
   frame,
   FrameType,
@@ -78,7 +79,7 @@ const UPSTREAM_RESET_RAW = [
   "content-length",
   String(UPSTREAM_RESET_BODY.length),
 ];
-const GRPC_UNAVAILABLE_RAW = Object.entries(grpcStatusHeaders(GRPC_UNAVAILABLE, UPSTREAM_RESET.body)).flatMap(
+const GRPC_UNAVAILABLE_RAW = Object.entries(grpcStatusHeaders(grpcStatusOfHttp(UPSTREAM_RESET.status), UPSTREAM_RESET.body)).flatMap(
   ([k, v]) => [k, String(v)],
 );
 
@@ -200,7 +201,10 @@ class RelayConnection {
   /** The proxy's own frames to the client, held while a block of the destination's is half sent (a block is never interleaved); at most HELD_LIMIT octets. */
   private held: Buffer[] = [];
   private heldBytes = 0;
-  /** The client's connection window as the relay has used it: what the client granted, less every DATA it got (the destination's and the proxy's own). */
+  /**
+   * The client's connection window as the relay has used it: what the client granted, less every DATA it got (the
+   * destination's and the proxy's own). The destination's DATA is passed on only as far as it goes (see fromUpstream).
+   */
   private clientWindow = DEFAULT_WINDOW;
   /** The client's SETTINGS_INITIAL_WINDOW_SIZE: a stream's window at its start. */
   private clientInitialWindow = DEFAULT_WINDOW;
@@ -208,8 +212,15 @@ class RelayConnection {
   private readonly unsent = new Map<number, { window: number; rest: Buffer }>();
   /** Streams the client may still cancel before their answer (rapid-reset.ts). */
   private readonly resets = new ResetBudget();
-  /** DATA the proxy sent the client itself: taken off the client's next connection WINDOW_UPDATEs, which the destination did not earn. */
+  /**
+   * DATA the proxy sent the client itself: taken off the client's next connection WINDOW_UPDATEs, which the destination
+   * did not earn. Until they come, the destination may send this much more than the client's window holds: it waits here.
+   */
   private owed = 0;
+  /** The destination's frames from a DATA the client's connection window had no room for (in upstreamLeft, the socket paused): on at its next WINDOW_UPDATE. */
+  private upstreamWaits = false;
+  /** The destination's connection closed while its frames waited: its close is handled once they are on. */
+  private upstreamGone = false;
   private lastClientStream = 0;
   /** Per client SETTINGS not yet acknowledged by the destination: the header table size it set, if it set one. */
   private readonly clientTableSizes: (number | undefined)[] = [];
@@ -244,22 +255,28 @@ class RelayConnection {
         "upstream connection failed",
       ),
     );
-    // The client gone, the destination connection goes (its streams cancelled, no flow: no one has an answer). The
-    // destination gone, the client gets what is queued for it, and its unanswered streams the destination's failure.
+    // The client gone, the destination connection goes (its streams cancelled, no flow: no one has an answer).
     socket.once("close", () => {
       this.closed();
       upstream.destroy();
     });
-    upstream.once("close", () => {
-      this.closed();
-      if (socket.destroyed || socket.writableEnded) return;
-      // A block of the destination's cut short leaves the client's decoder nothing more to read: the connection just ends.
-      if (!this.upstreamBlock)
-        for (const [id, s] of this.streams) if (s.status === 0) this.answerFailure(id, s);
-      this.streams.clear();
-      socket.end();
-      setTimeout(() => socket.destroy(), opts.limits.idleTimeoutMs).unref();
-    });
+    upstream.once("close", () => this.upstreamClosed());
+  }
+
+  /** The destination gone: the client gets what is queued for it (what waits for its window first), and its unanswered streams the destination's failure. */
+  private upstreamClosed(): void {
+    const socket = this.socket;
+    if (this.upstreamWaits && !socket.destroyed && !this.failed) return void (this.upstreamGone = true);
+    this.closed();
+    if (socket.destroyed || socket.writableEnded) return;
+    // A block of the destination's cut short leaves the client's decoder nothing more to read: the connection just ends.
+    if (!this.upstreamBlock)
+      for (const [id, s] of this.streams) if (s.status === 0) this.answerFailure(id, s);
+    this.streams.clear();
+    // Bodies still waiting for the client's windows are not sent after the end.
+    this.unsent.clear();
+    socket.end();
+    setTimeout(() => socket.destroy(), this.opts.limits.idleTimeoutMs).unref();
   }
 
   /** Starts relaying: the destination's first bytes (its SETTINGS, read while the relay decided), then both sockets as they come. */
@@ -428,6 +445,7 @@ class RelayConnection {
           return true;
         }
         this.clientWindow += increment;
+        if (this.upstreamWaits) this.resumeUpstream();
         for (const [unsentId, u] of this.unsent) this.sendOwn(unsentId, u);
         if (this.failed) return false;
         const taken = Math.min(this.owed, increment);
@@ -702,8 +720,9 @@ class RelayConnection {
   // ---- destination → client ----
 
   private fromUpstream(chunk: Buffer): void {
-    const buf = this.upstreamLeft ? Buffer.concat([this.upstreamLeft, chunk]) : chunk;
+    let buf = this.upstreamLeft ? Buffer.concat([this.upstreamLeft, chunk]) : chunk;
     this.upstreamLeft = undefined;
+    if (this.upstreamWaits) return void (this.upstreamLeft = buf);
     let p = 0;
     let run = 0;
     // Flows to report once the frames that end their streams are written.
@@ -719,6 +738,23 @@ class RelayConnection {
       const payload = buf.subarray(p + FRAME_HEADER, end);
       switch (type) {
         case FrameType.DATA:
+          if (length > this.clientWindow) {
+            // More than the client's connection window holds (the destination was granted the window the proxy's own
+            // bodies took, `owed`): as much as it holds goes on, the rest (and every frame after it) waits for the
+            // client's WINDOW_UPDATE. The client never gets more than it granted, and gets all it granted.
+            const fits = this.splitData(buf, p, end);
+            if (fits === null) return void this.upstream.destroy();
+            if (run < p) this.socket.write(buf.subarray(run, p));
+            if (fits) {
+              this.socket.write(fits.first);
+              this.clientWindow -= fits.first.length - FRAME_HEADER;
+              buf = Buffer.concat([fits.rest, buf.subarray(end)]);
+            } else buf = buf.subarray(p);
+            p = run = 0;
+            this.upstreamWaits = true;
+            this.upstream.pause();
+            break;
+          }
           this.clientWindow -= length;
           if (flags & FLAG_END_STREAM) {
             const s = this.responseEnded(id);
@@ -790,11 +826,49 @@ class RelayConnection {
         }
         default:
       }
+      if (this.upstreamWaits) break;
       p = end;
     }
     if (run < p) this.socket.write(buf.subarray(run, p));
     if (p < buf.length) this.upstreamLeft = buf.subarray(p);
     if (done) for (const s of done) s.flow("forwarded", s.status, { responseHeaders: s.responseHeaders });
+    if (!this.upstreamWaits) this.backpressure(this.upstream, this.socket);
+  }
+
+  /**
+   * The DATA frame at buf[p, end) cut where the client's connection window ends: `first`, the octets it has room for (no
+   * END_STREAM, no padding), and `rest`, the frame of the others (its flags; padded as it was, so the two count against
+   * flow control as the one did); undefined when it has room for none; null when its padding is longer than the frame.
+   */
+  private splitData(buf: Buffer, p: number, end: number): { first: Buffer; rest: Buffer } | undefined | null {
+    const flags = buf[p + 4]!;
+    const id = buf.readUInt32BE(p + 5) & 0x7fffffff;
+    let from = p + FRAME_HEADER;
+    let dataEnd = end;
+    if (flags & FLAG_PADDED) {
+      const pad = buf[from];
+      if (pad === undefined || 1 + pad > end - from) return null;
+      from += 1;
+      dataEnd = end - pad;
+    }
+    const n = Math.min(this.clientWindow, dataEnd - from);
+    if (n <= 0) return undefined;
+    const first = frame(FrameType.DATA, 0, id, buf.subarray(from, from + n));
+    const rest =
+      flags & FLAG_PADDED
+        ? frame(FrameType.DATA, flags, id, Buffer.concat([buf.subarray(p + FRAME_HEADER, p + FRAME_HEADER + 1), buf.subarray(from + n, end)]))
+        : frame(FrameType.DATA, flags, id, buf.subarray(from + n, end));
+    return { first, rest };
+  }
+
+  /** The client's connection window grew: the destination's frames that waited for it go on (as far as it goes), then its socket is read again. */
+  private resumeUpstream(): void {
+    this.upstreamWaits = false;
+    this.fromUpstream(Buffer.alloc(0));
+    if (this.upstreamWaits || this.failed) return;
+    if (this.upstreamGone) return this.upstreamClosed();
+    if (this.upstream.destroyed) return;
+    this.upstream.resume();
     this.backpressure(this.upstream, this.socket);
   }
 
@@ -875,7 +949,11 @@ class RelayConnection {
     const full = to.writableNeedDrain ? to : from.writableNeedDrain ? from : undefined;
     if (!full || from.isPaused()) return;
     from.pause();
-    full.once("drain", () => this.backpressure(from.resume(), to));
+    full.once("drain", () => {
+      // The destination's frames waiting for the client's window keep its socket paused (resumeUpstream reads it again).
+      if (from === this.upstream && this.upstreamWaits) return;
+      this.backpressure(from.resume(), to);
+    });
   }
 
   private head(pending: boolean): void {

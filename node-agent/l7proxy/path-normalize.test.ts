@@ -1,4 +1,4 @@
-// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` (and `/public\..\admin`) is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INVALID_ARGUMENT), a fragment, a NUL or a dot segment with parameters (`..;`) gets 400, an absolute-form HTTP/1.1 target too; with httpNormalizePath false (--http-normalize-path=false) paths go as sent.
+// The proxy judges and forwards the normalized request path (core/l7/path-normalize.ts), as Cilium's Envoy does: on loopback over HTTP/1.1, h2c (the frame relay) and HTTP/2 inside TLS, `/public/../admin` (and `/public\..\admin`) is denied under a `/public/.*` rule, `/public/./ships` reaches the server as `/public/ships`, an escaped slash is redirected (gRPC: INTERNAL, as Envoy answers it), a fragment, a NUL or a dot segment with parameters (`..;`) gets 400, an absolute-form HTTP/1.1 target too; with httpNormalizePath false (--http-normalize-path=false) paths go as sent.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -8,6 +8,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
+import * as grpc from "@grpc/grpc-js";
 import { issueCA, issueCert } from "../../kube/pki.ts";
 import { HttpProxy, type HttpFlow } from "./http-proxy.ts";
 import { DEFAULT_LIMITS, type ProxyConfig, type ProxyPortConfig } from "./config.ts";
@@ -176,7 +177,7 @@ test("h2c through the frame relay: normalized, judged, forwarded; escaped slashe
     const grpc = await request(session, { ":method": "POST", ":path": "/pkg.Ships/List", "content-type": "application/grpc", te: "trailers" }, Buffer.alloc(5));
     assert.equal(grpc.headers["grpc-status"], "0");
     const grpcEscaped = await request(session, { ":method": "POST", ":path": "/pkg.Ships%2FList", "content-type": "application/grpc" }, Buffer.alloc(5));
-    assert.equal(grpcEscaped.headers["grpc-status"], "3");
+    assert.equal(grpcEscaped.headers["grpc-status"], "13");
     // The session is still in step (HPACK tables) after the proxy's own answers.
     assert.equal((await request(session, { ":path": "/public/a/b/.." })).status, 200);
   } finally {
@@ -231,4 +232,32 @@ test("httpNormalizePath false (--http-normalize-path=false): every protocol judg
   assert.deepEqual(seen, ["/public/../admin", "/public/%2Fx", "/public/./ships", "/public/%2e%2e/admin"]);
   // Normalizing again from the next request on.
   assert.equal((await http1("/public/../admin")).status, 403);
+});
+
+/** One unary call to `method` (its :path as sent) the way a gRPC client makes it, @grpc/grpc-js on a connection of its own: the status it reads. */
+async function grpcCall(port: number, method: string): Promise<[number, string]> {
+  const creds = port === TLS ? grpc.credentials.createSsl(Buffer.from(ca)) : grpc.credentials.createInsecure();
+  const client = new grpc.Client(`127.0.0.1:${port}`, creds, port === TLS ? { "grpc.ssl_target_name_override": "api.example.com", "grpc.default_authority": "api.example.com" } : {});
+  try {
+    return await new Promise((resolve) =>
+      client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (err) => resolve(err ? [err.code, err.details] : [grpc.status.OK, ""])),
+    );
+  } finally {
+    client.close();
+  }
+}
+
+test("a gRPC client (@grpc/grpc-js) reads each of the proxy's refusals as Envoy's local reply maps it: an escaped slash, a NUL or a dot segment with parameters INTERNAL (400), a policy denial PERMISSION_DENIED (403), on the h2c relay and on HTTP/2 inside TLS", async () => {
+  seen.length = 0;
+  for (const port of [H2C, TLS]) {
+    const got = [];
+    for (const method of ["/pkg.Ships%2FList", "/pkg.Ships/List%00", "/pkg.Ships/..;/List", "/pkg.Other/List"]) got.push([method, ...(await grpcCall(port, method))]);
+    assert.deepEqual(got, [
+      ["/pkg.Ships%2FList", grpc.status.INTERNAL, "request path with an escaped slash"],
+      ["/pkg.Ships/List%00", grpc.status.INTERNAL, "a NUL (%00) in the request path"],
+      ["/pkg.Ships/..;/List", grpc.status.INTERNAL, "a dot segment with parameters (..;) in the request path"],
+      ["/pkg.Other/List", grpc.status.PERMISSION_DENIED, "Access denied"],
+    ], port === TLS ? "HTTP/2 inside TLS" : "h2c relay");
+  }
+  assert.deepEqual(seen, []);
 });

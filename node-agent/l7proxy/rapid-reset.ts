@@ -28,7 +28,7 @@ export class ResetBudget {
   }
 }
 
-/** The proxy's warning for a connection past its budget (the agent's names the pod, from the stream's flow: REFUSAL_REASON.rapidReset). */
+/** The proxy's warning for a connection past its budget (the agent's, rapid-reset-warnings.ts, names the pod, from the stream's flow: REFUSAL_REASON.rapidReset). */
 export function warnRapidReset(log: pino.Logger, client: H2Client, stream: number): void {
   log.warn(
     {
