@@ -256,3 +256,24 @@ test("HTTP flags are checked by name", () => {
     if (!r.ok) assert.match(r.error, want);
   }
 });
+
+test("--from reserved:init: a pod whose identity is not known yet is judged by the init policy (Cilium's init CCNP allows UDP 53, the rest is default deny, with no policy too)", () => {
+  const initPolicy = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumClusterwideNetworkPolicy",
+    metadata: { name: "init" },
+    specs: [{ endpointSelector: { matchLabels: { "reserved:init": "" } }, ingress: [{ fromEntities: ["host"] }], egress: [{ toEntities: ["all"], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }] }] }] }],
+  };
+  const c: TraceCluster = {
+    namespaces: [{ metadata: { name: "kube-system" } }],
+    pods: [{ metadata: { name: "kube-dns", namespace: "kube-system", labels: { "k8s-app": "kube-dns" } } }],
+    policies: [initPolicy],
+  };
+  const dns = trace({ from: "reserved:init", to: "kube-system/kube-dns", port: 53, protocol: "UDP" }, c);
+  assert.match(dns, /^reserved:init -> kube-system\/kube-dns UDP\/53: ALLOWED\n/);
+  assert.match(dns, /egress of reserved:init: allow by CiliumClusterwideNetworkPolicy init specs\[0\]\.egress\[0\]/);
+  assert.match(trace({ from: "reserved:init", to: "kube-system/kube-dns", port: 53, protocol: "TCP" }, c), /DENIED\ndecided by: default deny \(egress of reserved:init\)/);
+  assert.match(trace({ from: "reserved:init", to: "kube-system/kube-dns", port: 53, protocol: "UDP" }, { ...c, policies: [] }), /DENIED\ndecided by: default deny \(egress of reserved:init\)/, "no init policy: closed");
+  assert.match(trace({ from: "kube-system/kube-dns", to: "reserved:init", port: 8080 }, c), /DENIED\ndecided by: default deny \(ingress of reserved:init\)/);
+  assert.deepEqual(parseTraceArgs(["--from", "reserved:init", "--to-node", "n1", "--port", "53"]), { ok: false, error: "--from/--to reserved:init: traced against a pod (NS/POD)" });
+});

@@ -6,7 +6,7 @@ import { httpInspection, verdict, type DirectionVerdict, type VerdictAnswer } fr
 import { PROTO_NUMBER, type LabelSet, type Policy, type RuleOrigin } from "../core/model.ts";
 import type { HttpRequest } from "../core/l7/http-request.ts";
 import { httpRulePath, requestVerdict, type HttpRuleAt, type RequestVerdict } from "../core/l7/request-verdict.ts";
-import { MIN_CLUSTER_IDENTITY } from "../core/identity.ts";
+import { IDENTITY, MIN_CLUSTER_IDENTITY, reservedIdentityById } from "../core/identity.ts";
 import { parseFlags } from "../kube/flags.ts";
 import { cliKubeconfig } from "./kubeconfig.ts";
 import { IDENTITY_ANNOTATION, type EndpointSliceObject, type ServiceObject } from "../kube/objects.ts";
@@ -20,8 +20,10 @@ import { CCNPS, CIDR_GROUPS, CNPS, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES
 
 const USAGE = `usage: membrane policy trace FROM TO --port P [--protocol TCP|UDP|SCTP] [--api-server-port P] [--allow-localhost always|policy] [--kubeconfig PATH] [-o text|json]
                               [--http-method M --http-path P [--http-host H] [--http-header 'Name: value']...]
-  FROM: --from NS/POD | --from-node NODE | --from-ip ADDRESS
-  TO:   --to NS/POD   | --to-node NODE   | --to-ip ADDRESS
+  FROM: --from NS/POD | --from reserved:init | --from-node NODE | --from-ip ADDRESS
+  TO:   --to NS/POD   | --to reserved:init   | --to-node NODE   | --to-ip ADDRESS
+reserved:init: a pod whose identity is not known yet (Cilium's init identity: the policies selecting it, always
+enforced both ways), traced against a pod.
 With --http-method and --http-path (between two pods, TCP), the request after the L3/L4 verdict: on
 each side, whether the L7 proxy inspects it, which HTTP rule allows it, or that it answers 403.
 A node is its host endpoint (the host firewall: CCNPs with a nodeSelector); an address is a pod's or a
@@ -88,6 +90,9 @@ export interface TraceCluster {
 export type TraceResult =
   | { readonly ok: true; readonly answer: VerdictAnswer; readonly http?: HttpTraceAnswer; readonly text: string }
   | { readonly ok: false; readonly error: string };
+
+/** A pod at reserved:init (its identity late, or adopted before the agent's state): judged by the init policies. */
+const INIT_REF = "reserved:init";
 
 function podRef(s: string): { namespace: string; pod: string } | undefined {
   const m = /^([^/]+)\/([^/]+)$/.exec(s);
@@ -175,6 +180,7 @@ export function traceVerdict(cluster: TraceCluster, q: TraceQuery): TraceResult 
   if (typeof policies === "string") return { ok: false, error: policies };
   const identityOf = podIdentities(cluster);
   const endpointOf = (flag: string, ref: string): { id: number; labels: LabelSet; pod: TracePod; address?: string } | string => {
+    if (ref === INIT_REF) return { id: IDENTITY.init, labels: reservedIdentityById(IDENTITY.init)!.labels, pod: { metadata: { name: INIT_REF } } };
     const r = podRef(ref);
     if (!r) return `--${flag}: "${ref}" is not NS/POD`;
     const pod = cluster.pods.find((p) => p.metadata.name === r.pod && (p.metadata.namespace ?? "default") === r.namespace);
@@ -346,7 +352,7 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
     if (given.length > 1) return { ok: false, error: `--${given[1]}: only one of --${side}, --${side}-node, --${side}-ip` };
     const val = v[given[0]!]!;
     if (given[0] === side) {
-      if (!podRef(val)) return { ok: false, error: `--${side}: "${val}" is not NS/POD` };
+      if (!podRef(val) && val !== INIT_REF) return { ok: false, error: `--${side}: "${val}" is not NS/POD or ${INIT_REF}` };
       ends[side] = { kind: "pod", ref: val };
     } else if (given[0] === `${side}-node`) {
       if (val === "") return { ok: false, error: `--${side}-node: must not be empty` };
@@ -373,6 +379,7 @@ export function parseTraceArgs(args: readonly string[]): { ok: true; value: Trac
   const http = httpFlags(v, headerFlags ?? [], protocol);
   if (typeof http === "string") return { ok: false, error: http };
   if (src.kind === "pod" && dst.kind === "pod") return { ok: true, value: { from: src.ref, to: dst.ref, ...common, ...(http ? { http } : {}) } };
+  if ([src, dst].some((e) => e.kind === "pod" && e.ref === INIT_REF)) return { ok: false, error: `--from/--to ${INIT_REF}: traced against a pod (NS/POD)` };
   if (http) return { ok: false, error: "--http-method: an HTTP request is traced between two pods (--from NS/POD --to NS/POD)" };
   return { ok: true, value: { host: { src, dst, port, protocol, ...(api !== undefined ? { apiServerPort: Number(api) } : {}), ...(localhost !== undefined ? { allowLocalhost: localhost } : {}) }, ...common } };
 }

@@ -113,6 +113,19 @@ test("a host policy's selection is the nodes whose labels its nodeSelector match
   assert.deepEqual([...all.nodes].sort(), ["n1", "n2", "n3"], "nodeSelector {} selects every node");
 });
 
+test("an init policy (subject selecting reserved:init) concerns every node, as every node enforces it; the endpoints it selects are the agents' and not counted", () => {
+  const initPolicy = { subject: selectorFromLabels([label("reserved", "init")]), rules: [] } as unknown as Policy;
+  const hosts = [
+    { node: "n1", labels: nodeHostLabels(undefined) },
+    { node: "n2", labels: nodeHostLabels(undefined) },
+  ];
+  const web = securityLabels({ podLabels: { app: "web" }, namespace: "default", namespaceLabels: {} });
+  const sel = selectEndpoints([initPolicy], groupEndpoints([{ labels: web, node: "n2" }]), hosts);
+  assert.deepEqual({ endpoints: sel.endpoints, nodes: [...sel.nodes].sort() }, { endpoints: 0, nodes: ["n1", "n2"] });
+  const podsOnly = selectEndpoints([{ subject: selectorFromLabels([label("any", "app", "web")]), rules: [] } as unknown as Policy], groupEndpoints([{ labels: web, node: "n2" }]), hosts);
+  assert.deepEqual([...podsOnly.nodes], ["n2"], "a pod selector concerns its pods' nodes only");
+});
+
 test("pods with equal security labels share one LabelSet object in the identity reconciler (a 50,000-pod cluster keeps one per identity, not one per pod)", () => {
   const ns: KubeObject = { metadata: { name: "prod", labels: { team: "x" } } };
   const pod = (name: string, app: string): PodObject => ({ metadata: { name, namespace: "prod", labels: { app } }, spec: { nodeName: "n1" } });

@@ -1,6 +1,7 @@
 // Which endpoints a policy selects: pods grouped by equal security labels (one group per identity), matched by any of its subjects, and the nodes they run on.
 import type { LabelSet, Policy, Selector } from "../core/model.ts";
 import { matchesSelector } from "../core/selector.ts";
+import { IDENTITY, reservedIdentityById } from "../core/identity.ts";
 
 export interface Endpoint {
   readonly labels: LabelSet;
@@ -134,15 +135,20 @@ export interface HostEndpoint {
   readonly labels: LabelSet;
 }
 
+const INIT_LABELS = reservedIdentityById(IDENTITY.init)!.labels;
+
 /**
  * The endpoints the policies select: pods by their subjects, and (host policies, nodeSelector) the
- * nodes whose host endpoint labels match, each node one endpoint.
+ * nodes whose host endpoint labels match, each node one endpoint. A subject selecting reserved:init
+ * (an init policy) concerns every node, as every node enforces it; the endpoints at reserved:init
+ * are the agents' and not counted.
  */
 export function selectEndpoints(policies: readonly Policy[], groups: Iterable<EndpointGroup>, hosts: Iterable<HostEndpoint> = []): Selection {
   const subjects = policies.filter((p) => p.nodeSelector === undefined).map((p) => p.subject);
   const nodeSelectors = policies.flatMap((p) => (p.nodeSelector === undefined ? [] : [p.nodeSelector]));
   let n = 0;
   const nodes = new Set<string>();
+  if (subjects.some((s) => matchesSelector(s, INIT_LABELS))) for (const h of hosts) nodes.add(h.node);
   if (nodeSelectors.length > 0) {
     for (const h of hosts) {
       if (!nodeSelectors.some((s) => matchesSelector(s, h.labels))) continue;

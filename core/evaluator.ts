@@ -20,6 +20,7 @@ import { fqdnMatches, identityNames, isPolicySubject } from "./peer-match.ts";
 import { entityMatches } from "./entities.ts";
 import { identityPrefixOf } from "./policy/selector-cache.ts";
 import { icmpMatch } from "./icmp.ts";
+import { alwaysEnforced } from "./identity.ts";
 import { addressInBlock, isPodIdentity } from "./ipblock.ts";
 import { isNodePeer } from "./node-peers.ts";
 import type { NamedPortResolver } from "./policy/resolution.ts";
@@ -95,7 +96,7 @@ export function directionVerdict(q: DirectionQuery): DirectionVerdict {
   if (deny) return { verdict: "deny", rule: deny.origin };
   const allow = rules.find((r) => r.verdict === "allow" && hits(r));
   if (allow) return { verdict: "allow", rule: allow.origin };
-  return applying.some((p) => p.defaultDeny[q.direction])
+  return alwaysEnforced(q.subject.id) || applying.some((p) => p.defaultDeny[q.direction])
     ? { verdict: "deny", rule: "default-deny" }
     : { verdict: "allow", rule: "no-policy" };
 }

@@ -56,6 +56,14 @@ export function reservedIdentityById(id: number): ReservedIdentity | undefined {
 }
 
 /**
+ * Whether a subject is enforced both ways whatever selects it: reserved:init, an endpoint whose labels are not known yet
+ * (Cilium's computePolicyEnforcementAndRules: default deny). The policies that select it (an init policy) only open.
+ */
+export function alwaysEnforced(subject: number): boolean {
+  return subject === IDENTITY.init;
+}
+
+/**
  * The `cluster` entity as a peer class (issue #21): a rule whose peers are exactly the entity compiles to entries for
  * this reserved peer instead of one per identity, and the datapath looks them up for every peer in the class, between
  * the peer's own entries and the wildcard's (core/policy/mapstate.ts lookup, bpf/lib/policy.h). Never allocated.

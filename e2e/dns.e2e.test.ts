@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { PodProber, TestCluster, waitEnforced } from "./harness.ts";
-import { CNPS } from "../kube/resources.ts";
+import { CCNPS, CNPS } from "../kube/resources.ts";
 import { clusterDnsAddress, CLUSTER_DNS_NAME } from "../localcluster/cluster-dns.ts";
 import { CLUSTER_DNS, loadPodRecords, netnsEtcDir } from "../localcluster/kubelet.ts";
 import { OUTSIDE_HOSTS, outsideNetns } from "../localcluster/outside.ts";
@@ -28,6 +28,7 @@ const NS = "dns-e2e";
 const PORT = 80;
 const MS = 2_000;
 const ipOf = (name: string): string => OUTSIDE_HOSTS.find((h) => h.names.includes(name))!.ip;
+const hostOf = (name: string): string => OUTSIDE_HOSTS.find((h) => h.names.includes(name))!.name;
 const API = "api.outside.test";
 const WWW = "www.outside.test";
 /** Another name of WWW's host, asked over TCP only. */
@@ -367,6 +368,90 @@ describe("FQDN policy with the local cluster's kube-dns (dnsmasq) and outside ho
     } finally {
       await tc.kubectl(["delete", "cnp", "-n", NS, "fqdn-5353", "--ignore-not-found", "--wait=false"]);
       await tc.kubectl(["delete", "pod", "-n", CLUSTER_DNS.namespace, ALT_DNS, "--ignore-not-found", "--timeout=60s"]);
+    }
+  });
+
+  /**
+   * A pod created on node 1 while the operator is stopped (SIGSTOP: its distribution port and the agents' streams stay):
+   * nobody annotates its identity, so after the agent's --cni-identity-wait it starts at reserved:init. `check` runs
+   * while it is there; then the operator continues, and the pod must take its own identity (no policy selects it).
+   */
+  const atInit = async (name: string, check: (prober: PodProber, ip: string) => Promise<void>): Promise<void> => {
+    const { operatorPid } = await loadDevClusterState(tc.dir);
+    assert.ok(operatorPid !== undefined && isProcessAlive(operatorPid), "the operator runs");
+    process.kill(operatorPid, "SIGSTOP");
+    let prober: PodProber | undefined;
+    try {
+      try {
+        await apply({ apiVersion: "v1", kind: "Pod", metadata: { name, namespace: NS, labels: { org: "empire", class: "late" } }, spec: { nodeName: tc.nodeName(1), automountServiceAccountToken: false, containers: [{ name: "main", image: "any" }] } });
+        await tc.kubectl(["wait", "--for=condition=Ready", "-n", NS, `pod/${name}`, "--timeout=60s"]);
+        const pod = JSON.parse(await tc.kubectl(["get", "pod", "-n", NS, name, "-o", "json"])) as { metadata: { annotations?: Record<string, string> }; status: { podIP: string } };
+        assert.equal(pod.metadata.annotations?.["membrane.io/identity"], undefined, "no identity: the operator is stopped");
+        prober = await PodProber.start(tc.dir, NS, name);
+        await check(prober, pod.status.podIP);
+      } finally {
+        process.kill(operatorPid, "SIGCONT");
+      }
+      // Its identity arrives: the endpoint leaves reserved:init for the pod's own identity, selected by no policy (allow-all).
+      const end = Date.now() + 60_000;
+      let last = "";
+      while ((last = await connect(prober!, ipOf(API))) !== `connected ${hostOf(API)}` && Date.now() < end) await new Promise((r) => setTimeout(r, 500));
+      assert.equal(last, `connected ${hostOf(API)}`, "its own identity (no policy selects it) connects");
+      assert.deepEqual(await prober!.lookup(`${BLOCKED}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(BLOCKED)] });
+    } finally {
+      await prober?.stop();
+      await tc.kubectl(["delete", "pod", name, "-n", NS, "--wait=true", "--timeout=60s"]);
+    }
+  };
+
+  /** A flow from `ip` at reserved:init (the agents found through the cluster), polled until `want` finds one. */
+  const flowFrom = async (ip: string, args: string[], want: (f: Flow) => boolean): Promise<Flow> => {
+    const end = Date.now() + 15_000;
+    for (;;) {
+      const found = (await observe([...args, "--identity", "5", "--last", "500"])).find((f) => f.source.ip === ip && want(f));
+      if (found) return found;
+      if (Date.now() > end) assert.fail(`no flow from ${ip} with ${args.join(" ")}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+
+  it("a pod whose identity is late (operator stopped) starts at reserved:init: with no init policy its DNS lookup and its connects are dropped as policy denied, naming reserved:init; its identity arriving opens it", async () => {
+    await atInit("late-closed", async (prober, ip) => {
+      assert.equal(await connect(prober, ipOf(API)), "timeout", "TCP dropped");
+      assert.deepEqual(await prober.lookup(`${API}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "timeout", addresses: [] }, "UDP 53 to kube-dns dropped");
+      const dns = await flowFrom(ip, ["--verdict", "DROPPED"], (f) => f.destination.ip === dnsIP && f.destination.port === 53);
+      const tcp = await flowFrom(ip, ["--verdict", "DROPPED"], (f) => f.destination.ip === ipOf(API) && f.destination.port === PORT);
+      for (const f of [dns, tcp]) {
+        assert.equal(f.source.identity, 5);
+        assert.deepEqual(f.source.labels, ["reserved:init"]);
+        assert.match(f.dropReason ?? "", /^policy denied/, `drop reason ${f.dropReason}`);
+      }
+    });
+  });
+
+  it("with Cilium's init policy (CCNP selecting reserved:init: fromEntities host, toEntities all on UDP 53) such a pod resolves through kube-dns while its TCP connect is dropped as policy denied; the flows name reserved:init and the policy; its identity arriving moves it to its own policy", async () => {
+    const init = {
+      apiVersion: "cilium.io/v2",
+      kind: "CiliumClusterwideNetworkPolicy",
+      metadata: { name: "init" },
+      specs: [{ endpointSelector: { matchLabels: { "reserved:init": "" } }, ingress: [{ fromEntities: ["host"] }], egress: [{ toEntities: ["all"], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }] }] }] }],
+    };
+    await apply(init);
+    try {
+      // Every node enforces it (any node can hold an init endpoint), though no pod the operator knows is selected.
+      await waitEnforced(tc, CCNPS, undefined, "init", NODES);
+      await atInit("late-open", async (prober, ip) => {
+        assert.deepEqual(await prober.lookup(`${API}.`, { timeoutMs: MS }), { verdict: "looked-up", rcode: "NOERROR", addresses: [ipOf(API)] }, "UDP 53 passes");
+        assert.equal(await connect(prober, ipOf(API)), "timeout", "TCP elsewhere dropped");
+        const tcp = await flowFrom(ip, ["--verdict", "DROPPED"], (f) => f.destination.ip === ipOf(API) && f.destination.port === PORT);
+        assert.equal(tcp.source.identity, 5);
+        assert.match(tcp.dropReason ?? "", /^policy denied/, `drop reason ${tcp.dropReason}`);
+        const dns = await flowFrom(ip, ["--verdict", "FORWARDED"], (f) => f.destination.ip === dnsIP && f.destination.port === 53 && f.decidedBy !== undefined);
+        assert.deepEqual(dns.source.labels, ["reserved:init"]);
+        assert.deepEqual(dns.decidedBy, { kind: "rule", policyKind: "CiliumClusterwideNetworkPolicy", name: "init", rule: "specs[0].egress[0]" });
+      });
+    } finally {
+      await tc.kubectl(["delete", "ciliumclusterwidenetworkpolicy", "init", "--wait=true"]);
     }
   });
 

@@ -462,6 +462,36 @@ test("a host policy (CCNP nodeSelector) is compiled for reserved:host and sent t
   assert.ok(!src.stateFor("n2").policies.some((p) => p.subject === 1), "deleted: the host subject leaves");
 });
 
+test("Cilium's init policy (a CCNP selecting reserved:init) is sent to every node as subject reserved:init, also one hosting no pod; its peers follow new identities; without it no node gets the subject", () => {
+  const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5")]);
+  const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1"), node("n2", "192.0.2.2")]));
+  src.onIdentity({ type: "add", obj: identity(256, "web") });
+  const INIT = 5;
+  assert.ok(!src.stateFor("n1").policies.some((p) => p.subject === INIT), "no init policy: no init subject (its endpoints stay closed)");
+  const ccnp: PolicyObject = {
+    apiVersion: "cilium.io/v2",
+    kind: "CiliumClusterwideNetworkPolicy",
+    metadata: { name: "init", uid: "i1", generation: 1 },
+    ...({ specs: [{ endpointSelector: { matchLabels: { "reserved:init": "" } }, ingress: [{ fromEntities: ["host"] }], egress: [{ toEndpoints: [{ matchLabels: { app: "dns" } }], toPorts: [{ ports: [{ port: "53", protocol: "UDP" }] }] }] }] } as object),
+  };
+  src.onPolicy({ type: "add", obj: ccnp });
+  for (const n of ["n1", "n2"]) {
+    const init = src.stateFor(n).policies.find((p) => p.subject === INIT);
+    assert.ok(init, `${n} gets the init subject`);
+    assert.equal(init.ingressEnforced && init.egressEnforced, true);
+    assert.ok(init.entries.some((e) => e.direction === "ingress" && e.peer === 1 && e.verdict === "allow"), "the node reaches it");
+    assert.deepEqual(init.entries.filter((e) => e.direction === "egress"), [], "no dns pod yet");
+  }
+  assert.deepEqual(src.stateFor("n1").policyGenerations, [{ key: "CiliumClusterwideNetworkPolicy//init", uid: "i1", generation: 1 }]);
+  const before = src.stateFor("n2").policies.find((p) => p.subject === INIT);
+  src.onIdentity({ type: "add", obj: identity(257, "dns") });
+  const after = src.stateFor("n2").policies.find((p) => p.subject === INIT);
+  assert.notEqual(after, before, "a new object: the distribution sends it");
+  assert.ok(after?.entries.some((e) => e.direction === "egress" && e.peer === 257 && e.proto === 17 && e.port === 53), "the new identity's pods are a peer");
+  src.onPolicy({ type: "delete", obj: ccnp });
+  assert.ok(!src.stateFor("n2").policies.some((p) => p.subject === INIT), "deleted: the init subject leaves (the agent clears its entries)");
+});
+
 test("a node's state carries its subjects' DNS rules and toFQDNs selectors, and an edit of the names alone reaches it", () => {
   const pods = cache([pod("web", "web", 256, "n1", "10.0.1.5")]);
   const src = new NodeStateSource(pods, cache([node("n1", "192.0.2.1")]));

@@ -2,7 +2,7 @@
 import type { LabelSet, Policy, PolicyEntry, SubjectPolicy, TlsSecretUse } from "../../core/model.ts";
 import { type Delta, compareEntries } from "../../core/policy/mapstate.ts";
 import { DeltaCollector, PolicyCompiler, policyPrefixes, serviceBackends } from "../../core/compiler.ts";
-import { LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
+import { IDENTITY, LocalCIDRAllocator, RESERVED_IDENTITIES, cidrLabels } from "../../core/identity.ts";
 import { ClusterIPCache } from "../../core/ipcache.ts";
 import { ipBlockLabels, ipBlockPrefixes } from "../../core/ipblock.ts";
 import { formatLabel } from "../../core/labels.ts";
@@ -471,6 +471,11 @@ export class NodeStateSource {
     const hostId = this.nodeHosts.idOf(node);
     const host = hostId === undefined ? undefined : this.subjectPolicy(hostId);
     if (host && (host.entries.length > 0 || host.ingressEnforced || host.egressEnforced)) policies.unshift(host);
+    // Any node can hold an endpoint at reserved:init (its identity late, or adopted before the state): every node gets the
+    // init policy (a cluster-wide policy selecting reserved:init), which opens what it names for those endpoints.
+    // Selected, it is enforced both ways (core/identity.ts alwaysEnforced); not selected, it is not sent and stays closed.
+    const init = this.subjectPolicy(IDENTITY.init);
+    if (init.ingressEnforced || init.egressEnforced) policies.unshift(init);
     // The node's list as before when its subjects did not move (a change of the shared parts only, e.g. a pod elsewhere):
     // the distribution then takes the node's part as unchanged by reference, and only the shared parts' delta is sent.
     const held = this.nodePolicies.get(node);

@@ -2,6 +2,7 @@
 import { serverNamesOnly } from "../l7/server-names.ts";
 import { IDENTITY_WILDCARD, PROTO_NUMBER, type Direction, type Policy, type PolicyEntry, type PortRule, type Protocol, type Rule, type Selector, type Verdict } from "../model.ts";
 import { icmpMatch } from "../icmp.ts";
+import { alwaysEnforced } from "../identity.ts";
 import { rangeToPrefixes } from "../portprefix.ts";
 import { ALL_KNOWN_MATCHER, type PinnedMatcher } from "./selector-cache.ts";
 import type { PartitionedSelectorCache } from "./selector-partitions.ts";
@@ -126,7 +127,7 @@ export function resolveDirection(
   partKeys: readonly string[],
   proxyRules: Set<number>,
 ): ResolvedDirection {
-  let enforced = false;
+  let enforced = alwaysEnforced(subject);
   const requiresBy = new Map<string, Selector>();
   for (const p of parts) {
     if (p.defaultDeny[direction]) enforced = true;
