@@ -24,21 +24,12 @@
 /* Not a tc verdict: the prologue found the endpoint and the program goes on. */
 #define PROLOGUE_CONTINUE -1
 
-/* The prologue both endpoint programs share: parse the frame once, find the local endpoint the
- * packet belongs to (its source on egress, its destination on ingress) behind this interface, and
- * fail closed for an endpoint whose policy could not be installed. Returns PROLOGUE_CONTINUE with
- * *ep set, or the tc verdict (a drop already counted and reported). */
-static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow *f, __u8 direction,
-					    struct endpoint_value **ep)
+/* The endpoint check both endpoint programs make: the local endpoint the packet belongs to (its source on
+ * egress, its destination on ingress) is behind this interface, and its policy could be installed. Returns
+ * PROLOGUE_CONTINUE with *ep set, or the tc verdict (a drop already counted and reported). */
+static __always_inline int endpoint_check(struct __sk_buff *skb, const struct flow *f, __u8 direction,
+					  struct endpoint_value **ep)
 {
-	__u8 reason = DROP_NONE;
-	int rc = parse_flow(skb, f, &reason);
-
-	if (rc == PARSE_PASS)
-		return TC_ACT_OK;
-	if (rc == PARSE_DROP)
-		return drop(skb, f, direction, reason, 0, 0, RULE_ID_NONE);
-
 	/* On egress the source identity is the endpoint's behind this interface, never what the
 	 * packet says: a source address that is not this interface's pod is spoofed. */
 	*ep = endpoint_lookup(f->family, direction == DIR_EGRESS ? f->saddr : f->daddr);
@@ -52,6 +43,53 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
 	return PROLOGUE_CONTINUE;
 }
 
+/* Parses the frame once: PROLOGUE_CONTINUE, or the tc verdict (a pass, or a drop counted and reported). */
+static __always_inline int endpoint_parse(struct __sk_buff *skb, struct flow *f, __u8 direction)
+{
+	__u8 reason = DROP_NONE;
+	int rc = parse_flow(skb, f, &reason);
+
+	if (rc == PARSE_PASS)
+		return TC_ACT_OK;
+	if (rc == PARSE_DROP)
+		return drop(skb, f, direction, reason, 0, 0, RULE_ID_NONE);
+	return PROLOGUE_CONTINUE;
+}
+
+/* The prologue of an endpoint program that checks the endpoint before anything else (pod_to_host). */
+static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow *f, __u8 direction,
+					    struct endpoint_value **ep)
+{
+	int rc = endpoint_parse(skb, f, direction);
+
+	return rc != PROLOGUE_CONTINUE ? rc : endpoint_check(skb, f, direction, ep);
+}
+
+/* The stamp an endpoint program gives the conntrack entries it creates and trusts (ct_stamp_of), from the config read
+ * at its start, before any endpoint lookup. */
+static __always_inline __u64 endpoint_stamp(struct __sk_buff *skb, const struct config_value *cfg)
+{
+	return ct_stamp_of(skb->ifindex, cfg ? cfg->ep_gen : 0);
+}
+
+/* Whether an endpoint program may pass a known flow's packet without the endpoint check (endpoint_check): its
+ * conntrack entry carries the stamp of this interface and of the current endpoint generation, and the monitor
+ * aggregation reports nothing for it. Why that is as strong as the check:
+ * - the stamp is written only after the check passed a packet of the same entry (the same 5-tuple and direction)
+ *   on this interface, with the generation read before that check's endpoint lookup;
+ * - the agent adds one to the generation after every write or delete of an endpoint (its flags, incl.
+ *   EP_F_POLICY_FAILED, its interface, its identity, the endpoint or one of its addresses removed): an entry stamped
+ *   before any such change no longer matches and its next packet takes the check again, and a spoofed packet with
+ *   the flow's 5-tuple sent on another pod's interface finds another ifindex than the stamp's;
+ * - an interface number reused after a pod was deleted: the deletion moved the generation, so the old pod's
+ *   entries are checked again (and dropped unless the address is again this interface's endpoint, as before).
+ * A packet that matched an entry without this stamp did not refresh it (ct_found): ct_stamp does, once the check
+ * passed. */
+static __always_inline int endpoint_fast_path(enum ct_status ct, const struct ct_ctx *ctx, __u64 stamp, __u32 monitor)
+{
+	return ct != CT_NEW && ctx->entry && ct_stamped(ctx->entry, stamp) && !(monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS));
+}
+
 /* Decides the first packet of a flow by policy: a drop is counted and reported (in policy audit mode it
  * passes as an audit, bpf/lib/audit.h); an allow creates the
  * conntrack entry (ct_flags: CT_F_*) and, unless the monitor aggregation is maximum, reports the new
@@ -61,7 +99,7 @@ static __always_inline int endpoint_prologue(struct __sk_buff *skb, struct flow 
  * (l7_applied; from-container steers local clients there): any other is dropped, never a bypass. */
 static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow *f, __u8 direction,
 				       const struct endpoint_value *ep, __u32 peer, __u8 ct_flags, struct ct_ctx *ctx,
-				       __u32 monitor, struct policy_value *proxy, int l7_applied)
+				       __u32 monitor, struct policy_value *proxy, int l7_applied, __u64 stamp)
 {
 	__u32 src_id = direction == DIR_EGRESS ? ep->identity : peer;
 	__u32 dst_id = direction == DIR_EGRESS ? peer : ep->identity;
@@ -96,7 +134,7 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 			return drop(skb, f, direction, reason, src_id, dst_id, rule_id);
 		/* Audit mode: the connection goes on as if allowed (its later packets are known), reported once. */
 		policy_audit(skb, f, direction, reason, src_id, dst_id, rule_id);
-		ct_create(f, direction, rule_id, ct_flags, ctx);
+		ct_create(f, direction, rule_id, ct_flags, ctx, stamp);
 		return TC_ACT_OK;
 	}
 	if (pv && redirect_port_served(pv->proxy_port)) {
@@ -107,7 +145,7 @@ static __always_inline int enforce_new(struct __sk_buff *skb, const struct flow 
 			*proxy = *pv;
 		}
 	}
-	ct_create(f, direction, rule_id, ct_flags, ctx);
+	ct_create(f, direction, rule_id, ct_flags, ctx, stamp);
 	if (monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
 		event_emit(skb, f, EVENT_FORWARDED, EVENT_CT_NEW, direction, DROP_NONE, src_id, dst_id, rule_id);
 	return TC_ACT_OK;
@@ -227,17 +265,32 @@ int from_container(struct __sk_buff *skb)
 	enum ct_status ct;
 	__u8 ct_flags = 0;
 	struct ct_ctx ctx = { .now = ct_now() };
-	__u32 monitor = monitor_flags(config_get());
+	struct config_value *cfg = config_get();
+	__u32 monitor = monitor_flags(cfg);
+	__u64 stamp;
 	__u32 peer;
 	struct policy_value proxy = {};
 	__be32 tunnel_endpoint, node;
 	int dst_exact = 0;
 	int rc;
 
-	rc = endpoint_prologue(skb, &f, DIR_EGRESS, &ep);
+	rc = endpoint_parse(skb, &f, DIR_EGRESS);
 	if (rc != PROLOGUE_CONTINUE)
 		return rc;
-	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
+	stamp = endpoint_stamp(skb, cfg);
+	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx, stamp);
+	/* The hot path: a known flow's packet that the endpoint check passed on this interface since the last
+	 * endpoint change (endpoint_fast_path), whose peer is not behind the tunnel, with nothing to report, needs no
+	 * other lookup (an entry without the flag, e.g. written by an older program, takes the full path). Not even
+	 * whether its destination is the host's: pod_to_host judges new flows only and passes a known one, and the
+	 * entry exists because its first packet passed (there, or before the host's ingress was enforced). A known
+	 * flow that is reported still goes there, for the host's peer identity; a proxied one goes to its proxy. */
+	if (endpoint_fast_path(ct, &ctx, stamp, monitor) && (ct_flags & CT_F_NO_TUNNEL) && !(ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)))
+		return TC_ACT_OK;
+	rc = endpoint_check(skb, &f, DIR_EGRESS, &ep);
+	if (rc != PROLOGUE_CONTINUE)
+		return rc;
+	ct_stamp(&f, ct == CT_REPLY, &ctx, stamp);
 	/* A flow policy sent to a proxy goes there packet after packet (fails closed without its record), as
 	 * pod_to_host sends it for a flow to the host. */
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
@@ -245,11 +298,7 @@ int from_container(struct __sk_buff *skb)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
 		return TC_ACT_OK;
 	}
-	/* The hot path: a packet of a known flow whose peer is not behind the tunnel, with nothing to report,
-	 * needs no other lookup (an entry without the flag, e.g. written by an older program, takes the full
-	 * path). Not even whether its destination is the host's: pod_to_host judges new flows only and passes
-	 * a known one, and the entry exists because its first packet passed (there, or before the host's
-	 * ingress was enforced). A known flow that is reported still goes there, for the host's peer identity. */
+	/* A known flow's packet whose entry was stamped just now: as the hot path above. */
 	if (ct != CT_NEW && (ct_flags & CT_F_NO_TUNNEL) && !(monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS)))
 		return TC_ACT_OK;
 	/* The rest of the flow goes to pod_to_host (a new connection: the host's ingress policy judges it too). */
@@ -277,7 +326,7 @@ int from_container(struct __sk_buff *skb)
 		 * SYN) must find that entry and take the tunnel, not the underlay route the first one took. */
 		__u8 flags = (local_dst || (dst && dst_exact && !dst->tunnel_endpoint) ? CT_F_NO_TUNNEL : 0) | (__u8)(in_proxy >> 48);
 
-		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, flags, &ctx, monitor, &proxy, 0);
+		rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, flags, &ctx, monitor, &proxy, 0, stamp);
 		if (rc != TC_ACT_OK)
 			return rc;
 		/* Only the destination's ingress rules: the flow goes to their proxy port. Both ends: to the
@@ -340,7 +389,9 @@ int pod_to_host(struct __sk_buff *skb)
 	host = host_endpoint_lookup(f.family, f.daddr);
 	if (!host)
 		return drop(skb, &f, DIR_EGRESS, DROP_UNKNOWN_ENDPOINT, ep->identity, IDENTITY_HOST, RULE_ID_NONE);
-	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx);
+	/* Its entries are left unstamped (the prologue has just checked the endpoint): from-container stamps the pod's
+	 * entry at its next packet. */
+	ct = ct_lookup(&f, DIR_EGRESS, &ct_flags, &ctx, CT_STAMP_NONE);
 	if (ct == CT_ESTABLISHED && (ct_flags & CT_F_PROXY)) {
 		if (redirect_to_proxy(skb, ETH_HLEN, &f, 0, ep->identity, 0, 0, 0) < 0)
 			return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, 0, RULE_ID_NONE);
@@ -353,15 +404,22 @@ int pod_to_host(struct __sk_buff *skb)
 			monitor_known_packet(skb, &f, DIR_EGRESS, ep, ct, &ctx, monitor, peer);
 		return TC_ACT_OK;
 	}
-	rc = enforce_new(skb, &f, DIR_INGRESS, host, ep->identity, CT_F_NO_TUNNEL, &host_ctx, monitor, &unused, 0);
+	rc = enforce_new(skb, &f, DIR_INGRESS, host, ep->identity, CT_F_NO_TUNNEL, &host_ctx, monitor, &unused, 0, CT_STAMP_NONE);
 	if (rc != TC_ACT_OK)
 		return rc;
-	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy, 0);
+	rc = enforce_new(skb, &f, DIR_EGRESS, ep, peer, CT_F_NO_TUNNEL, &ctx, monitor, &proxy, 0, CT_STAMP_NONE);
 	if (rc != TC_ACT_OK)
 		return rc;
 	if (proxy.proxy_port && redirect_to_proxy(skb, ETH_HLEN, &f, proxy.proxy_port, ep->identity, proxy.rule_id, 1, 0) < 0)
 		return drop(skb, &f, DIR_EGRESS, DROP_PROXY_REDIRECT, ep->identity, peer, RULE_ID_NONE);
 	return TC_ACT_OK;
+}
+
+/* Whether to_container's mark is one of the two that vouch for the source's identity: the overlay's (from-overlay
+ * checked the sending node) or the node proxy's after applying ingress rules. One comparison for both. */
+static __always_inline int mark_vouched(__u32 magic)
+{
+	return magic - MARK_MAGIC_PROXY_INGRESS <= MARK_MAGIC_IDENTITY - MARK_MAGIC_PROXY_INGRESS;
 }
 
 /* What to_container hands its new-connection half (beyond the packet, its flow, its endpoint and the
@@ -370,8 +428,8 @@ struct to_container_new_args {
 	__u64 now;       /* the program's ct_now() */
 	__u32 monitor;   /* monitor_flags() */
 	__u32 peer;      /* the identity from-overlay (or the proxy) vouched for, when from_overlay */
-	__u32 magic;     /* skb->mark & MARK_MAGIC_MASK as the packet arrived */
-	__u32 from_overlay;
+	__u32 magic;     /* skb->mark & MARK_MAGIC_MASK as the packet arrived (mark_vouched) */
+	__u32 ep_gen;    /* the endpoint generation to_container read first (endpoint_stamp) */
 };
 
 /* to_container for the first packet of a connection: the source's identity, the node's own connection,
@@ -393,7 +451,7 @@ __attribute__((noinline)) int to_container_new(struct __sk_buff *skb, struct flo
 	ctx.now = a->now;
 	ctx.closing = closing;
 	peer = a->peer;
-	if (!a->from_overlay) {
+	if (!mark_vouched(a->magic)) {
 		local_src = endpoint_lookup(f->family, f->saddr);
 		src = local_src ? NULL : ipcache_lookup(f->family, f->saddr);
 		/* A pod of another node reaches this one only through the overlay or the WireGuard device, both of
@@ -406,7 +464,7 @@ __attribute__((noinline)) int to_container_new(struct __sk_buff *skb, struct flo
 			struct config_value *cfg = config_get();
 			peer = IDENTITY_HOST;
 			if (local_host_passes(ep, cfg ? cfg->flags : 0)) {
-				ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+				ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx, ct_stamp_of(skb->ifindex, a->ep_gen));
 				if (a->monitor & (CONFIG_F_EVENTS_FORWARDED | CONFIG_F_EVENTS_PACKETS))
 					event_emit(skb, f, EVENT_FORWARDED, EVENT_CT_NEW, DIR_INGRESS, DROP_NONE, IDENTITY_HOST,
 						   ep->identity, RULE_ID_NONE);
@@ -415,8 +473,8 @@ __attribute__((noinline)) int to_container_new(struct __sk_buff *skb, struct flo
 		}
 	}
 	/* The pod's replies go back through the tunnel when its peer lives on another node. */
-	return enforce_new(skb, f, DIR_INGRESS, ep, peer, a->from_overlay || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL,
-			   &ctx, a->monitor, &proxy, a->magic == MARK_MAGIC_PROXY_INGRESS);
+	return enforce_new(skb, f, DIR_INGRESS, ep, peer, mark_vouched(a->magic) || (src && src->tunnel_endpoint) ? 0 : CT_F_NO_TUNNEL,
+			   &ctx, a->monitor, &proxy, a->magic == MARK_MAGIC_PROXY_INGRESS, ct_stamp_of(skb->ifindex, a->ep_gen));
 }
 
 SEC("tc")
@@ -426,28 +484,41 @@ int to_container(struct __sk_buff *skb)
 	struct endpoint_value *ep;
 	__u32 peer = 0;
 	struct ct_ctx ctx = { .now = ct_now() };
-	__u32 monitor = monitor_flags(config_get());
+	struct config_value *cfg = config_get();
+	__u32 monitor = monitor_flags(cfg);
+	__u64 stamp;
 	enum ct_status ct;
 	int from_overlay;
 	__u32 magic = skb->mark & MARK_MAGIC_MASK;
 	int rc;
 
-	rc = endpoint_prologue(skb, &f, DIR_INGRESS, &ep);
+	rc = endpoint_parse(skb, &f, DIR_INGRESS);
 	if (rc != PROLOGUE_CONTINUE)
 		return rc;
+	stamp = endpoint_stamp(skb, cfg);
 
 	/* from-overlay vouched for this identity (it checked the sending node); the mark never
 	 * leaves this hop. */
-	/* One comparison for both marks (the proxy's after applying ingress rules, and the overlay's). */
-	from_overlay = magic - MARK_MAGIC_PROXY_INGRESS <= MARK_MAGIC_IDENTITY - MARK_MAGIC_PROXY_INGRESS;
+	from_overlay = mark_vouched(magic);
 	if (from_overlay) {
 		peer = skb->mark & MARK_IDENTITY_MASK;
 		skb->mark = 0;
 	} else if (redirect_from_proxy(skb, &f, REDIRECT_FROM_PROXY_V6) < 0) {
+		rc = endpoint_check(skb, &f, DIR_INGRESS, &ep);
+		if (rc != PROLOGUE_CONTINUE)
+			return rc;
 		return drop(skb, &f, DIR_INGRESS, DROP_PROXY_REDIRECT, 0, ep->identity, RULE_ID_NONE);
 	}
-	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx);
+	/* The proxy's answer has its source rewritten (redirect_from_proxy) before the lookup: its entry is the
+	 * client's. A known flow's packet with its stamp passes without the endpoint check (endpoint_fast_path). */
+	ct = ct_lookup(&f, DIR_INGRESS, NULL, &ctx, stamp);
+	if (endpoint_fast_path(ct, &ctx, stamp, monitor))
+		return TC_ACT_OK;
+	rc = endpoint_check(skb, &f, DIR_INGRESS, &ep);
+	if (rc != PROLOGUE_CONTINUE)
+		return rc;
 	if (ct != CT_NEW) {
+		ct_stamp(&f, ct == CT_REPLY, &ctx, stamp);
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
 			monitor_known_packet(skb, &f, DIR_INGRESS, ep, ct, &ctx, monitor,
 					     from_overlay ? peer : peer_identity(monitor, f.family, f.saddr));
@@ -456,7 +527,7 @@ int to_container(struct __sk_buff *skb)
 	{
 		/* Filled here, not above: a known flow's packet stores nothing more than it did inlined. */
 		struct to_container_new_args a = { .now = ctx.now, .monitor = monitor, .peer = peer, .magic = magic,
-						   .from_overlay = from_overlay };
+						   .ep_gen = (__u32)(stamp >> 32) };
 
 		return to_container_new(skb, &f, ep, ctx.closing, &a);
 	}
@@ -474,14 +545,14 @@ static __always_inline int host_from_overlay(struct __sk_buff *skb, const struct
 
 	if (!host)
 		return TC_ACT_OK;
-	ct = ct_lookup(f, DIR_INGRESS, NULL, &ctx);
+	ct = ct_lookup(f, DIR_INGRESS, NULL, &ctx, CT_STAMP_NONE);
 	if (ct != CT_NEW)
 		return TC_ACT_OK;
 	if (host_guard_allows(DIR_INGRESS, f->proto, f->dport, peer == IDENTITY_REMOTE_NODE)) {
-		ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+		ct_create(f, DIR_INGRESS, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx, CT_STAMP_NONE);
 		return TC_ACT_OK;
 	}
-	return enforce_new(skb, f, DIR_INGRESS, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0);
+	return enforce_new(skb, f, DIR_INGRESS, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0, CT_STAMP_NONE);
 }
 
 /* A connection from a pod on another node to a local destination whose ingress rules are the proxy's: its
@@ -631,7 +702,7 @@ static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
 	/* A fragment or malformed packet of the host's fails closed only where its policy is enforced. */
 	if (rc == PARSE_DROP)
 		return host->flags & enforced ? drop(skb, &f, direction, reason, 0, 0, RULE_ID_NONE) : TC_ACT_OK;
-	ct = ct_lookup(&f, direction, NULL, &ctx);
+	ct = ct_lookup(&f, direction, NULL, &ctx, CT_STAMP_NONE);
 	if (ct != CT_NEW) {
 		if (monitor & (CONFIG_F_EVENTS_FLAGS | CONFIG_F_EVENTS_PACKETS))
 			monitor_known_host_packet(skb, &f, direction, host, ct, &ctx, monitor);
@@ -640,10 +711,10 @@ static __always_inline int host_firewall(struct __sk_buff *skb, __u8 direction)
 	remote = ipcache_lookup(f.family, direction == DIR_INGRESS ? f.saddr : f.daddr);
 	peer = remote ? remote->identity : ipcache_unknown_identity(monitor, f.family);
 	if (host_guard_allows(direction, f.proto, f.dport, remote && (remote->flags & IPCACHE_F_NODE))) {
-		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx, CT_STAMP_NONE);
 		return TC_ACT_OK;
 	}
-	return enforce_new(skb, &f, direction, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0);
+	return enforce_new(skb, &f, direction, host, peer, CT_F_NO_TUNNEL, &ctx, monitor, &unused, 0, CT_STAMP_NONE);
 }
 
 SEC("tc")

@@ -54,7 +54,7 @@ type Call = grpc.ClientDuplexStream<Upstream, Downstream>;
 /** The datapath operations the agent uses (the real `Datapath`, or a wrapper in tests). */
 export type AgentDatapath = Pick<Datapath, "setSubjectPolicy" | "addSubjectEntries" | "removeSubjectEntries" | "setIpcache" | "setIpcacheMany" | "deleteIpcache" | "pruneIpcache" | "setIPBlock" | "deleteIPBlock" | "pruneIPBlocks" | "setEndpoint" | "deleteEndpoint" | "attachEndpoint" | "detachEndpoint" | "object"> &
   /** Verdict events, needed only when the agent runs an observer. */
-  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu" | "ipcacheIsEmpty" | "unknownAddressIdentity">>;
+  Partial<Pick<Datapath, "onEvents" | "dropCounters" | "failedSubjects" | "pruneDefunctLinks" | "lostPinnedState" | "setPolicyAuditMode" | "encryptedNodes" | "lostEventsPerCpu" | "ipcacheIsEmpty" | "unknownAddressIdentity" | "pruneEndpoints">>;
 
 /** The agent's observer: where its API listens, the ring's bounds, and the optional JSON-lines export. */
 export interface AgentObserverOptions {
@@ -1079,11 +1079,7 @@ export class NodeAgent {
     }
     // Endpoint map entries of no kept record (the dropped ones, and any a crash left) fail nothing open, but are ghosts.
     const keepKeys = new Set([...plan.keep, ...adopted].flatMap((ep) => ep.ips.map((ip) => encodeEndpointKey(ip).toString("hex"))));
-    const endpointsMap = this.opts.datapath.object.map("membrane_endpoints");
-    let ghosts = 0;
-    for (const k of endpointsMap.keys()) {
-      if (!keepKeys.has(k.toString("hex")) && endpointsMap.delete(k)) ghosts++;
-    }
+    const ghosts = this.opts.datapath.pruneEndpoints?.(keepKeys) ?? 0;
     if (plan.stale.length > 0 || adopted.length > 0) this.saveEndpoints();
     // The kept endpoints switch to this agent's programs (in place: no packet meets a bare interface),
     // so that a new version's datapath reaches the pods that were already running.

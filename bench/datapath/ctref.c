@@ -13,8 +13,9 @@ static __always_inline int track(struct __sk_buff *skb, __u8 direction)
 
 	if (parse_flow(skb, &f, &reason) != PARSE_OK)
 		return TC_ACT_OK;
-	if (ct_lookup(&f, direction, NULL, &ctx) == CT_NEW)
-		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx);
+	/* No endpoint check to stamp for: every found entry is refreshed, as Membrane's host programs do. */
+	if (ct_lookup(&f, direction, NULL, &ctx, CT_STAMP_NONE) == CT_NEW)
+		ct_create(&f, direction, RULE_ID_NONE, CT_F_NO_TUNNEL, &ctx, CT_STAMP_NONE);
 	return TC_ACT_OK;
 }
 

@@ -100,15 +100,53 @@ struct ct_ctx {
 	struct ct_value *entry;   /* the entry an established or reply packet matched */
 };
 
+/* An endpoint program's stamp (struct ct_value's ifindex and ep_gen, CT_STAMP_NONE for a host program's entries, never
+ * stamped): its interface and the endpoint generation it read before any endpoint lookup. A scalar beside struct
+ * ct_ctx, not in it: to_container's calls stay within the verifier's combined stack limit. */
+#define CT_STAMP_NONE 0
+static __always_inline __u64 ct_stamp_of(__u32 ifindex, __u32 ep_gen)
+{
+	return ((__u64)ep_gen << 32) | ifindex;
+}
+
+/* Whether an entry carries the program's stamp (or the program has none). */
+static __always_inline int ct_stamped(const struct ct_value *v, __u64 stamp)
+{
+	return stamp == CT_STAMP_NONE || (v->ifindex == (__u32)stamp && v->ep_gen == (__u32)(stamp >> 32));
+}
+
 /* What a packet shows of its connection, in CT_REPORTED_* bits of its own direction. */
 static __always_inline __u8 ct_report_bits(const struct flow *f)
 {
 	return CT_REPORTED_FIRST | (f->proto == IPPROTO_TCP ? f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_SYN | TCP_FLAG_RST) : 0);
 }
 
-/* Looks the packet up in the direction being checked; updates the entry it finds and, when flags is
- * not NULL, copies out its CT_F_* flags. */
-static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction, __u8 *flags, struct ct_ctx *ctx)
+/* A found entry of the packet: refreshed at once when it carries the program's stamp (or the program has none), else
+ * left for ct_stamp, after the endpoint check: a packet that fails it leaves the entry as it was. */
+static __always_inline void ct_found(struct ct_value *v, const struct flow *f, int reply, struct ct_ctx *ctx, __u64 stamp)
+{
+	ctx->entry = v;
+	if (ct_stamped(v, stamp))
+		ct_refresh(v, f, reply, ctx->now);
+}
+
+/* The endpoint check passed a known packet whose entry did not carry the stamp: refresh it (as ct_lookup would
+ * have) and stamp it, one write per endpoint generation and flow, not per packet. */
+static __always_inline void ct_stamp(const struct flow *f, int reply, struct ct_ctx *ctx, __u64 stamp)
+{
+	struct ct_value *v = ctx->entry;
+
+	if (!v || ct_stamped(v, stamp))
+		return;
+	ct_refresh(v, f, reply, ctx->now);
+	v->ifindex = (__u32)stamp;
+	v->ep_gen = (__u32)(stamp >> 32);
+}
+
+/* Looks the packet up in the direction being checked; updates the entry it finds (when it carries the program's
+ * stamp, ct_found) and, when flags is not NULL, copies out its CT_F_* flags. */
+static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direction, __u8 *flags, struct ct_ctx *ctx,
+						__u64 stamp)
 {
 	__u64 now = ctx->now;
 	__u8 syn_ack = f->proto == IPPROTO_TCP ? f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) : 0;
@@ -119,10 +157,9 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 	if (syn_ack == (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
 		v = ct_find(f, direction, 1, now);
 		if (v) {
-			ct_refresh(v, f, 1, now);
+			ct_found(v, f, 1, ctx, stamp);
 			if (flags)
 				*flags = v->flags;
-			ctx->entry = v;
 			return CT_REPLY;
 		}
 	}
@@ -134,10 +171,9 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 			ctx->closing = v;
 			return CT_NEW;
 		}
-		ct_refresh(v, f, 0, now);
+		ct_found(v, f, 0, ctx, stamp);
 		if (flags)
 			*flags = v->flags;
-		ctx->entry = v;
 		return CT_ESTABLISHED;
 	}
 	/* A connection's first packet (SYN without ACK) is never a reply, and a SYN-ACK's reply entry
@@ -147,22 +183,23 @@ static __always_inline enum ct_status ct_lookup(const struct flow *f, __u8 direc
 		return CT_NEW;
 	v = ct_find(f, direction, 1, now);
 	if (v) {
-		ct_refresh(v, f, 1, now);
+		ct_found(v, f, 1, ctx, stamp);
 		if (flags)
 			*flags = v->flags;
-		ctx->entry = v;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
-/* Records a new flow allowed by policy (flags: CT_F_*), in the closing entry of its tuple if the
- * lookup found one. */
-static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags, struct ct_ctx *ctx)
+/* Records a new flow allowed by policy (flags: CT_F_*) with the program's stamp, in the closing entry of its tuple if
+ * the lookup found one. */
+static __always_inline void ct_create(const struct flow *f, __u8 direction, __u32 rule_id, __u8 flags, struct ct_ctx *ctx,
+				      __u64 stamp)
 {
 	struct ct_key k;
 	/* The opening packet is what a new-connection event reports. */
-	struct ct_value v = { .rule_id = rule_id, .flags = flags, .reported = ct_report_bits(f) };
+	struct ct_value v = { .rule_id = rule_id, .flags = flags, .reported = ct_report_bits(f), .ifindex = (__u32)stamp,
+			      .ep_gen = (__u32)(stamp >> 32) };
 	struct ct_value *closing = ctx->closing;
 	__u64 now = ctx->now;
 
@@ -179,6 +216,8 @@ static __always_inline void ct_create(const struct flow *f, __u8 direction, __u3
 		closing->reported = v.reported;
 		closing->state = v.state;
 		closing->expires_ns = v.expires_ns;
+		closing->ifindex = v.ifindex;
+		closing->ep_gen = v.ep_gen;
 		return;
 	}
 	ct_key_fill(&k, f, direction, 0);

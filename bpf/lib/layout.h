@@ -182,6 +182,11 @@ struct ct_value {
 	__u8 seen_reply;
 	__u8 flags;       /* CT_F_* */
 	__u8 reported;    /* monitor aggregation: what was reported, forward in bits 0-3, reply in 4-7 (CT_REPORTED_*) */
+	/* The stamp of the endpoint check its packets passed (bpf/datapath.c endpoint_fast_path): the interface of the
+	 * endpoint program that judged it (0: a host program's entry, or one from before the stamp: never matches) and
+	 * the endpoint generation (config_value.ep_gen) read before that check. */
+	__u32 ifindex;
+	__u32 ep_gen;
 };
 #define CT_F_NO_TUNNEL 1 /* the peer is known by its own address (a local pod, a node) not to be behind the tunnel: known packets need no ipcache lookup */
 #define CT_F_PROXY 2     /* steered to a node proxy: every packet of the flow goes there (bpf/lib/redirect.h) */
@@ -255,6 +260,10 @@ struct event {
 struct config_value {
 	__u32 vxlan_ifindex; /* 0 = no tunnel device */
 	__u32 flags;         /* CONFIG_F_* */
+	/* The endpoint generation: the agent adds one after every write or delete in the endpoints map (the entry
+	 * first, then this), so a conntrack entry stamped with an older one is judged by the endpoint check again. */
+	__u32 ep_gen;
+	__u32 pad;
 };
 
 /* redirects: LRU hash, the endpoint's end of a flow that policy steered to a node proxy -> where the

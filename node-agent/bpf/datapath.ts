@@ -120,6 +120,9 @@ export class Datapath {
       BpfObject.load(opts.objectPath ?? DATAPATH_OBJECT, {
         scope,
         reusePrograms: true,
+        // Grown by appended fields: an earlier version's established flows keep their conntrack entries (unstamped: the
+        // endpoint check judges their next packet) and the node's config its settings (endpoint generation 0).
+        widenedValues: [MAPS.conntrack, MAPS.config],
         ...(opts.pinRoot ? { pinRoot: opts.pinRoot } : {}),
         ...(policyMapEntries !== undefined ? { maxEntries: { [MAPS.policy]: policyMapEntries } } : {}),
       }),
@@ -288,9 +291,26 @@ export class Datapath {
     return path.join(this.object.pinDir, "links", `${netns}-${t.ifindex}-${t.direction}`);
   }
 
+  /** Writes the whole config; the endpoint generation only moves forward (a stamp of an older one must never match again). */
   setConfig(cfg: DatapathConfig): void {
-    this.object.map(MAPS.config).update(Buffer.alloc(4), encodeConfig(cfg));
+    const value = encodeConfig(cfg);
+    value.writeUInt32LE((this.endpointGeneration() + 1) >>> 0, LAYOUT.config_value.fields.ep_gen.offset);
+    this.object.map(MAPS.config).update(Buffer.alloc(4), value);
     this.dualStack = cfg.dualStack ?? false;
+  }
+
+  /** The endpoint generation the programs compare conntrack stamps with (config_value.ep_gen, bpf/datapath.c endpoint_fast_path). */
+  endpointGeneration(): number {
+    return this.object.map(MAPS.config).lookup(Buffer.alloc(4))?.readUInt32LE(LAYOUT.config_value.fields.ep_gen.offset) ?? 0;
+  }
+
+  /**
+   * After every write or delete in the endpoints map (the entry first, then this): known flows stamped before it take
+   * the endpoint check again at their next packet, so a changed interface, identity or EP_F_POLICY_FAILED, or a
+   * removed endpoint, holds for established flows as for new ones.
+   */
+  private endpointsChanged(): void {
+    this.setConfigField("ep_gen", (this.endpointGeneration() + 1) >>> 0);
   }
 
   /** The node addresses last given to setEncryptedNodes: their peer is on an up WireGuard device, so traffic to them is encrypted (flows say so). */
@@ -392,7 +412,7 @@ export class Datapath {
    * Bits of one field of the config element (those in mask, all by default), the rest as they are:
    * the overlay's attach, the monitor aggregation and audit mode each own theirs.
    */
-  private setConfigField(field: "vxlan_ifindex" | "flags", value: number, mask = 0xffffffff): void {
+  private setConfigField(field: "vxlan_ifindex" | "flags" | "ep_gen", value: number, mask = 0xffffffff): void {
     const m = this.object.map(MAPS.config);
     const key = Buffer.alloc(4);
     const current = m.lookup(key) ?? Buffer.alloc(LAYOUT.config_value.size);
@@ -406,10 +426,21 @@ export class Datapath {
   setEndpoint(e: EndpointEntry): void {
     const value = encodeEndpointValue(e);
     this.object.map(MAPS.endpoints).update(encodeEndpointKey(e.ip), this.failed.has(e.identity) ? withFlag(value, CONST.EP_F_POLICY_FAILED, true) : value);
+    this.endpointsChanged();
   }
 
   deleteEndpoint(ip: string): void {
     this.object.map(MAPS.endpoints).delete(encodeEndpointKey(ip));
+    this.endpointsChanged();
+  }
+
+  /** Removes every endpoint entry whose key (encodeEndpointKey, hex) is not in keep; returns how many went. */
+  pruneEndpoints(keep: ReadonlySet<string>): number {
+    const m = this.object.map(MAPS.endpoints);
+    let removed = 0;
+    for (const k of m.keys()) if (!keep.has(k.toString("hex")) && m.delete(k)) removed++;
+    if (removed) this.endpointsChanged();
+    return removed;
   }
 
   /** An address goes to the hosts hash and the trie, a CIDR to the trie. */
@@ -613,7 +644,10 @@ export class Datapath {
       const value = endpoints.lookup(key);
       if (!value || value.readUInt32LE(F.identity.offset) !== subject) continue;
       const next = withFlag(value, CONST.EP_F_POLICY_FAILED, failed);
-      if (!next.equals(value)) endpoints.update(key, next);
+      if (!next.equals(value)) {
+        endpoints.update(key, next);
+        this.endpointsChanged();
+      }
     }
   }
 
@@ -723,6 +757,7 @@ export class Datapath {
   /** Forgets every policy entry, endpoint, ipcache and ipBlock entry (tests and benchmarks). */
   clearAll(): void {
     for (const m of [MAPS.policy, MAPS.policyLens, MAPS.ipcache, MAPS.ipcacheHosts, MAPS.ipBlocks, MAPS.endpoints, MAPS.conntrack, REDIRECT_MAPS.redirects, REDIRECT_MAPS.proxyPorts, MAPS.hostAddrs, MAPS.hostGuard]) this.object.map(m).clear();
+    this.endpointsChanged();
     this.written.clear();
     this.failed.clear();
   }

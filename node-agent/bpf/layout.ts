@@ -37,7 +37,7 @@ export const LAYOUT = {
     size: 40,
     fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), proto: f(36, 1), family: f(37, 1), direction: f(38, 1) },
   },
-  ct_value: { size: 16, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1), flags: f(14, 1), reported: f(15, 1) } },
+  ct_value: { size: 24, fields: { expires_ns: f(0, 8), rule_id: f(8, 4), state: f(12, 1), seen_reply: f(13, 1), flags: f(14, 1), reported: f(15, 1), ifindex: f(16, 4), ep_gen: f(20, 4) } },
   event: {
     size: 72,
     fields: {
@@ -60,7 +60,7 @@ export const LAYOUT = {
       dport: f(66, 2),
     },
   },
-  config_value: { size: 8, fields: { vxlan_ifindex: f(0, 4), flags: f(4, 4) } },
+  config_value: { size: 16, fields: { vxlan_ifindex: f(0, 4), flags: f(4, 4), ep_gen: f(8, 4) } },
   redirect_key: { size: 20, fields: { addr: f(0, 16), port: f(16, 2), proto: f(18, 1), family: f(19, 1) } },
   redirect_value: { size: 36, fields: { orig_daddr: f(0, 16), orig_dport: f(16, 2), proxy_port: f(18, 2), subject: f(20, 4), rule_id: f(24, 4), ingress_proxy_port: f(28, 2), ingress_rule_id: f(32, 4) } },
   redirect_port_value: { size: 4, fields: { flags: f(0, 4) } },

@@ -292,6 +292,11 @@ export interface LoadOptions {
   /** Map sizes other than the object's, by map name (e.g. a small policy map to test overflow). */
   readonly maxEntries?: Readonly<Record<string, number>>;
   /**
+   * Maps whose value grew by fields appended at its end, each zero meaning "not known": a pinned one of the shorter
+   * value (an earlier version's) is replaced and its entries copied with the new bytes zero, instead of dropped.
+   */
+  readonly widenedValues?: readonly string[];
+  /**
    * Pins the programs too (programs/<digest>/, node-agent/bpf/program-pins.ts), and a later load of the same
    * object with the same maxEntries opens them instead of loading: the kernel does not verify them again.
    */
@@ -401,7 +406,7 @@ export class BpfObject {
       for (let p = c.nextProgram(obj, null) as Ptr; p; p = c.nextProgram(obj, p) as Ptr) {
         self.programs.set(c.programName(p) as string, check(`program fd ${c.programName(p) as string}`, c.programFd(p)));
       }
-      for (const r of replaced) self.replaced.push(migrateEntries(r, self.maps.get(r.name)!));
+      for (const r of replaced) self.replaced.push(migrateEntries(r, self.maps.get(r.name)!, opts.widenedValues?.includes(r.name) ?? false));
     } catch (err) {
       self.close();
       throw err;
@@ -510,17 +515,21 @@ function restorePin(r: ReplacedPin): void {
   if (!fs.existsSync(r.pin)) fs.renameSync(r.aside, r.pin);
 }
 
-/** Copies the entries of a set-aside map into its replacement when the keys and values are the same bytes; then drops the old pin. */
-function migrateEntries(r: ReplacedPin, into: BpfMap): ReplacedMap {
+/**
+ * Copies the entries of a set-aside map into its replacement when the keys and values are the same bytes (or, widened,
+ * the old value is the start of the new one: the rest is written zero); then drops the old pin.
+ */
+function migrateEntries(r: ReplacedPin, into: BpfMap, widened: boolean): ReplacedMap {
   let copied = 0;
   let failed = 0;
-  const copyable = COPYABLE_MAP_TYPES.has(r.shape.type) && COPYABLE_MAP_TYPES.has(into.type()) && r.shape.keySize === into.keySize && r.shape.valueSize === into.valueSize;
+  const valuesFit = r.shape.valueSize === into.valueSize || (widened && r.shape.valueSize < into.valueSize);
+  const copyable = COPYABLE_MAP_TYPES.has(r.shape.type) && COPYABLE_MAP_TYPES.has(into.type()) && r.shape.keySize === into.keySize && valuesFit;
   if (copyable) {
     for (const key of r.map.keys()) {
       const value = r.map.lookup(key);
       if (!value) continue;
       try {
-        into.update(key, value);
+        into.update(key, value.length === into.valueSize ? value : Buffer.concat([value, Buffer.alloc(into.valueSize - value.length)]));
         copied++;
       } catch {
         failed++;

@@ -144,6 +144,62 @@ test("a policy map pinned by an earlier version as an LPM trie is replaced at lo
   );
 });
 
+test("a conntrack map and config pinned before the conntrack stamp (16- and 8-byte values) are replaced with their entries: established flows pass and are stamped, the settings stay", () => {
+  const POD = "10.9.8.1";
+  const PEER = "10.9.8.9";
+  /** The pod's connection from sport to PEER:dport as conntrack keys it (egress, the originator's tuple). */
+  const ctKey = (sport: number, dport = 81): Buffer => {
+    const K = LAYOUT.ct_key.fields;
+    const k = Buffer.alloc(LAYOUT.ct_key.size);
+    parseAddress(POD).bytes.copy(k, K.saddr.offset);
+    parseAddress(PEER).bytes.copy(k, K.daddr.offset);
+    k.writeUInt16BE(sport, K.sport.offset);
+    k.writeUInt16BE(dport, K.dport.offset);
+    k.writeUInt8(PROTO_NUMBER.TCP, K.proto.offset);
+    k.writeUInt8(CONST.FAMILY_IPV4, K.family.offset);
+    k.writeUInt8(CONST.DIR_EGRESS, K.direction.offset);
+    return k;
+  };
+  const OLD_CT_VALUE = 16;
+  const OLD_CONFIG_VALUE = 8;
+  upgradeFrom(
+    "ctstamp",
+    (dir) => {
+      // An established connection as the version before the stamp kept it: deadline, rule, state, seen reply, CT_F_NO_TUNNEL.
+      const v = Buffer.alloc(OLD_CT_VALUE);
+      v.writeBigUInt64LE(process.hrtime.bigint() + 3_600_000_000_000n, 0);
+      v.writeUInt32LE(7, 8);
+      Buffer.from([2 /* CT_TCP_ESTABLISHED */, 1, 1 /* CT_F_NO_TUNNEL */, 0]).copy(v, 12);
+      pinNewMap({ type: 9 /* LRU_HASH */, keySize: LAYOUT.ct_key.size, valueSize: OLD_CT_VALUE, maxEntries: 262144, flags: 0 }, "membrane_conntrack", path.join(dir, MAPS.conntrack), [{ key: ctKey(40000), value: v }]);
+      const cfg = Buffer.alloc(OLD_CONFIG_VALUE);
+      cfg.writeUInt32LE(77, 0); // the tunnel device
+      cfg.writeUInt32LE(CONST.CONFIG_F_EVENTS_FORWARDED | CONST.CONFIG_F_POLICY_AUDIT, 4);
+      pinNewMap({ type: 2 /* ARRAY */, keySize: 4, valueSize: OLD_CONFIG_VALUE, maxEntries: 1, flags: 0 }, "membrane_config", path.join(dir, MAPS.config), [{ key: Buffer.alloc(4), value: cfg }]);
+    },
+    (upgraded) => {
+      assert.deepEqual([...upgraded.object.replaced].sort((a, b) => a.name.localeCompare(b.name)), [{ name: MAPS.config, complete: true }, { name: MAPS.conntrack, complete: true }]);
+      assert.equal(upgraded.lostPinnedState(), false);
+      const cfg = upgraded.object.map(MAPS.config).lookup(Buffer.alloc(4))!;
+      assert.equal(cfg.readUInt32LE(LAYOUT.config_value.fields.vxlan_ifindex.offset), 77, "the tunnel device kept");
+      assert.equal(upgraded.policyAuditMode(), true, "audit mode kept");
+      const ct = upgraded.object.map(MAPS.conntrack);
+      const V = LAYOUT.ct_value.fields;
+      assert.deepEqual([ct.lookup(ctKey(40000))!.readUInt32LE(V.ifindex.offset), ct.lookup(ctKey(40000))!.readUInt32LE(V.rule_id.offset)], [0, 7], "copied, unstamped");
+      // The pod's egress is enforced and allows PEER on port 80 only: the copied entry alone lets port 81 through.
+      upgraded.setIpcache({ cidr: `${PEER}/32`, identity: 3000 });
+      upgraded.setSubjectPolicy({ subject: 1000, ingressEnforced: false, egressEnforced: true, entries: [{ subject: 1000, direction: "egress", peer: 3000, proto: PROTO_NUMBER.TCP, port: 80, portPrefixLen: 16, verdict: "allow", proxyPort: 0, ruleId: 9 }] }, [{ ip: POD, ifindex: 1 }]);
+      upgraded.setPolicyAuditMode(false);
+      const send = (sport: number, dport: number): number => testRun(upgraded.programFd(PROGRAMS.fromContainer), frame({ src: POD, dst: PEER, proto: PROTO_NUMBER.TCP, sport, dport, tcpFlags: 0x10 /* ACK */ }), { ifindex: 1 }).retval;
+      assert.equal(send(40000, 81), 0, "the established connection's next packet passes (the endpoint check judged it)");
+      assert.deepEqual([ct.lookup(ctKey(40000))!.readUInt32LE(V.ifindex.offset), ct.lookup(ctKey(40000))!.readUInt32LE(V.ep_gen.offset)], [1, upgraded.endpointGeneration()], "and stamped");
+      // A connection whose entry did not follow (e.g. opened after the copy, before the new programs were attached).
+      assert.equal(send(40001, 80), 0, "a mid-stream packet without an entry is judged by policy as a new connection: allowed");
+      assert.equal(ct.lookup(ctKey(40001, 80))?.readUInt8(V.state.offset), 2, "and tracked as established from there");
+      assert.equal(send(40002, 81), 2, "one policy does not allow is dropped");
+    },
+  );
+});
+
 test("a pinned map whose entries cannot follow (another value layout) is replaced empty, and the datapath says its state is lost", () => {
   upgradeFrom(
     "relayout",

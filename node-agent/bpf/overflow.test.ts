@@ -61,6 +61,12 @@ function ingress(pod: { ip: string }, sport: number): number {
   return testRun(dp.programFd(PROGRAMS.toContainer), f, { ifindex: LO }).retval;
 }
 
+/** PEER's answer to the pod's connection from sport (to-container, a reply). */
+function reply(pod: { ip: string }, sport: number): number {
+  const f = frame({ src: PEER.ip, dst: pod.ip, proto: PROTO_NUMBER.TCP, sport: PORT, dport: sport, tcpFlags: TCP_ACK });
+  return testRun(dp.programFd(PROGRAMS.toContainer), f, { ifindex: LO }).retval;
+}
+
 function endpointFlags(ip: string): number {
   const v = dp.object.map(MAPS.endpoints).lookup(encodeEndpointKey(ip));
   assert.ok(v, `endpoint ${ip} in the map`);
@@ -82,6 +88,8 @@ test("an endpoint whose policy overflows drops everything, established flows inc
   assert.deepEqual(dp.setSubjectPolicy(policyOf(POD_B.identity, 2), [{ ip: POD_B.ip, ifindex: LO }, { ip: POD_B2.ip, ifindex: LO }]), { installed: true });
   assert.equal(egress(POD_B, 41000), TC_ACT_OK, "B's allowed connection opens");
   assert.equal(egress(POD_B, 41000, TCP_ACK), TC_ACT_OK, "and is established");
+  assert.equal(reply(POD_B, 41000), TC_ACT_OK, "its replies pass");
+  assert.equal(egress(POD_B, 41000, TCP_ACK), TC_ACT_OK, "known packets (stamped: no endpoint lookup, bpf/datapath.c endpoint_fast_path)");
 
   // B's new policy needs 6 entries; 3 (A) + 6 > 8: it cannot be installed.
   const before = dp.dropCount(OVERFLOW);
@@ -96,14 +104,15 @@ test("an endpoint whose policy overflows drops everything, established flows inc
   assert.equal(policyEntries(), 3);
 
   assert.equal(egress(POD_B, 41000, TCP_ACK), TC_ACT_SHOT, "B's established flow is cut");
+  assert.equal(reply(POD_B, 41000), TC_ACT_SHOT, "both ways");
   assert.equal(egress(POD_B, 41001), TC_ACT_SHOT, "B's new flows are dropped");
   assert.equal(ingress(POD_B2, 42000), TC_ACT_SHOT, "traffic to B's other pod is dropped");
   assert.equal(egress(POD_A, 43000), TC_ACT_OK, "A still connects");
-  assert.equal(dp.dropCount(OVERFLOW), before + 3n);
+  assert.equal(dp.dropCount(OVERFLOW), before + 4n);
 
   drainEvents();
   const drops = events.filter((e) => e.verdict === "dropped" && e.reasonCode === OVERFLOW);
-  assert.equal(drops.length, 3);
+  assert.equal(drops.length, 4);
   const first = drops.find((e) => e.sport === 41000)!;
   assert.equal(first.reason, "policy did not fit the policy map (endpoint fails closed)");
   assert.equal(first.srcIdentity, POD_B.identity);

@@ -1,6 +1,8 @@
 // Kernel verdicts via BPF_PROG_TEST_RUN on crafted frames, each compared with core's reference lookup.
 import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import fc from "fast-check";
 import { lookup } from "../../core/policy/mapstate.ts";
 import { compileAll } from "../../core/compiler.ts";
@@ -12,7 +14,7 @@ import { rangeToPrefixes } from "../../core/portprefix.ts";
 import { Datapath, MAPS, PROGRAMS } from "./datapath.ts";
 import { testRun } from "./loader.ts";
 import { frame, TCP_ACK, TCP_SYN } from "./frames.ts";
-import { CONST, DROP_REASON_CODES, decodePolicyLensValue, encodePolicyLensKey, encodePolicyLensValue, policyLensOf, type PolicyLens, type VerdictEvent } from "./layout.ts";
+import { CONST, DROP_REASON_CODES, LAYOUT, decodePolicyLensValue, encodePolicyLensKey, encodePolicyLensValue, policyLensOf, type PolicyLens, type VerdictEvent } from "./layout.ts";
 
 const SCOPE = `test-testrun-${process.pid}`;
 const LO = 1; // BPF_PROG_TEST_RUN runs tc programs on the loopback device
@@ -846,4 +848,131 @@ test("property: for random entries (the five classes' among them) and packets th
     ),
     { numRuns: 150 },
   );
+});
+
+// A known flow's packet without the endpoint lookup (bpf/datapath.c endpoint_fast_path): the conntrack stamp keeps the
+// spoofed-source and unknown-endpoint checks as strong as before.
+
+/** A second interface to run the programs on (BPF_PROG_TEST_RUN needs a device of this namespace): another pod's, a veth (this kernel has no dummy). */
+const OTHER_LINK = `ctk${process.pid}`.slice(0, 13);
+let otherIfindex = 0;
+/** The second interface's index, the veth made on first use (removed after the file). */
+function otherInterface(): number {
+  if (!otherIfindex) {
+    execFileSync("ip", ["link", "add", OTHER_LINK, "type", "veth", "peer", "name", `${OTHER_LINK}p`]);
+    otherIfindex = Number(fs.readFileSync(`/sys/class/net/${OTHER_LINK}/ifindex`, "utf8"));
+  }
+  return otherIfindex;
+}
+after(() => {
+  if (otherIfindex) execFileSync("ip", ["link", "del", OTHER_LINK]); // and its peer
+});
+const POD_C = { ip: "10.0.0.3", ip6: "fd00::3", identity: 1002 };
+const TCP_FIN = 0x01;
+
+function setPod(pod: { ip: string; identity: number }, ifindex: number): void {
+  dp.setEndpoint({ ip: pod.ip, ifindex, identity: pod.identity, ingressEnforced: false, egressEnforced: false });
+}
+
+/** The pod's packet to X (egress, from-container) or X's to the pod (to-container), on an interface. */
+function sendKnown(way: "out" | "in", pod: { ip: string }, sport: number, tcpFlags: number, ifindex: number): number {
+  const spec = way === "out" ? { src: pod.ip, dst: PEER_X.ip, sport, dport: 80 } : { src: PEER_X.ip, dst: pod.ip, sport: 80, dport: sport };
+  const prog = dp.programFd(way === "out" ? PROGRAMS.fromContainer : PROGRAMS.toContainer);
+  return testRun(prog, frame({ ...spec, proto: TCP, tcpFlags }), { ifindex }).retval;
+}
+
+/** The conntrack entry of the pod's connection from sport (there is one per test). */
+function entryOf(sport: number): { state: number; ifindex: number; epGen: number; expires: bigint } {
+  const ct = dp.object.map(MAPS.conntrack);
+  const K = LAYOUT.ct_key.fields;
+  const V = LAYOUT.ct_value.fields;
+  const key = ct.keys().find((k) => k.readUInt16BE(K.sport.offset) === sport || k.readUInt16BE(K.dport.offset) === sport);
+  const v = key && ct.lookup(key);
+  assert.ok(v, `a conntrack entry for port ${sport}`);
+  return { state: v.readUInt8(V.state.offset), ifindex: v.readUInt32LE(V.ifindex.offset), epGen: v.readUInt32LE(V.ep_gen.offset), expires: v.readBigUInt64LE(V.expires_ns.offset) };
+}
+
+function dropReasons(): number[] {
+  drainEvents();
+  const r = events.filter((e) => e.verdict === "dropped").map((e) => e.reasonCode);
+  events = [];
+  return r;
+}
+
+test("a known flow's 5-tuple sent on another pod's interface is dropped (spoofed source out, unknown endpoint in), and leaves the entry as it was", () => {
+  setPod(POD_A, LO);
+  setPod(POD_B, otherInterface());
+  // A's connection out (X answers) and X's connection in, both established and stamped on A's interface.
+  assert.equal(sendKnown("out", POD_A, 40000, TCP_SYN, LO), TC_ACT_OK);
+  assert.equal(sendKnown("in", POD_A, 40000, TCP_SYN | TCP_ACK, LO), TC_ACT_OK);
+  assert.equal(sendKnown("out", POD_A, 40000, TCP_ACK, LO), TC_ACT_OK);
+  const out = entryOf(40000);
+  assert.deepEqual([out.state, out.ifindex, out.epGen], [2 /* ESTABLISHED */, LO, dp.endpointGeneration()], "stamped: its packets take the fast path");
+  dropReasons();
+
+  // The same tuple from B's interface: a FIN that would close A's connection if it were believed.
+  assert.equal(sendKnown("out", POD_A, 40000, TCP_FIN | TCP_ACK, otherInterface()), TC_ACT_SHOT);
+  assert.equal(sendKnown("in", POD_A, 40000, TCP_FIN | TCP_ACK, otherInterface()), TC_ACT_SHOT);
+  assert.deepEqual(dropReasons(), [DROP_REASON_CODES.DROP_SPOOFED_SOURCE, DROP_REASON_CODES.DROP_UNKNOWN_ENDPOINT]);
+  assert.deepEqual(entryOf(40000), out, "neither refreshed nor closed by the spoofed packets");
+  assert.equal(sendKnown("out", POD_A, 40000, TCP_ACK, LO), TC_ACT_OK, "A's own packets still pass");
+  assert.equal(sendKnown("in", POD_A, 40000, TCP_ACK, LO), TC_ACT_OK);
+});
+
+test("a stale stamp (an endpoint changed) is checked once, stamped anew, and the flow keeps passing; a spoofed packet does not refresh a stale entry", () => {
+  setPod(POD_A, LO);
+  setPod(POD_B, otherInterface());
+  assert.equal(sendKnown("out", POD_A, 40100, TCP_SYN, LO), TC_ACT_OK);
+  assert.equal(sendKnown("in", POD_A, 40100, TCP_SYN | TCP_ACK, LO), TC_ACT_OK);
+  const stamped = entryOf(40100);
+  setPod(POD_C, otherInterface()); // any endpoint write moves the generation
+  assert.equal(dp.endpointGeneration(), stamped.epGen + 1);
+  assert.equal(sendKnown("out", POD_A, 40100, TCP_FIN | TCP_ACK, otherInterface()), TC_ACT_SHOT, "spoofed, on a stale entry");
+  assert.deepEqual(entryOf(40100), stamped, "the stale entry was not refreshed by it");
+  assert.equal(sendKnown("out", POD_A, 40100, TCP_ACK, LO), TC_ACT_OK);
+  assert.deepEqual([entryOf(40100).ifindex, entryOf(40100).epGen], [LO, dp.endpointGeneration()], "stamped anew by the check");
+  for (let i = 0; i < 3; i++) assert.equal(sendKnown(i % 2 ? "in" : "out", POD_A, 40100, TCP_ACK, LO), TC_ACT_OK);
+  assert.deepEqual(dropReasons(), [DROP_REASON_CODES.DROP_SPOOFED_SOURCE]);
+});
+
+test("an endpoint deleted and its interface reused by a new pod with another address: the old pod's flows are dropped both ways", () => {
+  setPod(POD_A, otherInterface());
+  assert.equal(sendKnown("out", POD_A, 40200, TCP_SYN, otherInterface()), TC_ACT_OK);
+  assert.equal(sendKnown("in", POD_A, 40200, TCP_SYN | TCP_ACK, otherInterface()), TC_ACT_OK);
+  assert.equal(sendKnown("out", POD_A, 40200, TCP_ACK, otherInterface()), TC_ACT_OK);
+  assert.equal(entryOf(40200).ifindex, otherInterface());
+  dp.deleteEndpoint(POD_A.ip);
+  setPod(POD_C, otherInterface());
+  dropReasons();
+  assert.equal(sendKnown("out", POD_A, 40200, TCP_ACK, otherInterface()), TC_ACT_SHOT, "A's address is no longer this interface's");
+  assert.equal(sendKnown("in", POD_A, 40200, TCP_ACK, otherInterface()), TC_ACT_SHOT, "nor any endpoint's");
+  assert.deepEqual(dropReasons(), [DROP_REASON_CODES.DROP_SPOOFED_SOURCE, DROP_REASON_CODES.DROP_UNKNOWN_ENDPOINT]);
+});
+
+test("a stamped flow's packets are reported as each monitor aggregation level says (medium none, low its flags once, none every packet); drops always", () => {
+  setPod(POD_A, LO);
+  assert.equal(sendKnown("out", POD_A, 40300, TCP_SYN, LO), TC_ACT_OK);
+  assert.equal(sendKnown("in", POD_A, 40300, TCP_SYN | TCP_ACK, LO), TC_ACT_OK);
+  assert.equal(sendKnown("out", POD_A, 40300, TCP_ACK, LO), TC_ACT_OK);
+  const forwardedCount = (): number => {
+    drainEvents();
+    const n = events.filter((e) => e.verdict === "forwarded").length;
+    events = [];
+    return n;
+  };
+  forwardedCount();
+  for (let i = 0; i < 2; i++) sendKnown("out", POD_A, 40300, TCP_ACK, LO);
+  assert.equal(forwardedCount(), 0, "medium: known packets are not reported");
+  dp.setMonitorAggregation("low");
+  sendKnown("out", POD_A, 40300, TCP_ACK, LO);
+  sendKnown("out", POD_A, 40300, TCP_FIN | TCP_ACK, LO);
+  sendKnown("out", POD_A, 40300, TCP_FIN | TCP_ACK, LO);
+  assert.equal(forwardedCount(), 1, "low: the first FIN only");
+  dp.setMonitorAggregation("none");
+  sendKnown("out", POD_A, 40300, TCP_ACK, LO);
+  sendKnown("in", POD_A, 40300, TCP_ACK, LO);
+  assert.equal(forwardedCount(), 2, "none: every packet");
+  dp.setMonitorAggregation("maximum");
+  assert.equal(sendKnown("out", POD_A, 40300, TCP_ACK, otherInterface()), TC_ACT_SHOT);
+  assert.deepEqual(dropReasons(), [DROP_REASON_CODES.DROP_SPOOFED_SOURCE], "maximum: the drop is still reported");
 });
