@@ -135,6 +135,26 @@ test("a response head: status, framing by method and status, keep-alive, and ref
   assert.ok(ka.ok && ka.head.keepAlive === false);
 });
 
+test("a response's status line is HTTP/1.0 or 1.1, one space, three digits, then nothing or a space and a reason of field-value bytes; long field lines read whole", () => {
+  const resp = (text: string) => {
+    const buf = Buffer.from(text, "latin1");
+    const s = new HeadScanner();
+    return parseResponseHead(buf, s.start, s.scan(buf) as number, "GET");
+  };
+  for (const line of ["HTTP/1.1 200", "HTTP/1.0 404 Not Found", "HTTP/1.1 599 \tx\xe9\xff", "HTTP/1.1 200 "]) assert.ok(resp(`${line}\r\nContent-Length: 0\r\n\r\n`).ok, line);
+  const status = resp("HTTP/1.0 404 Not Found\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+  assert.ok(status.ok && status.head.status === 404 && status.head.keepAlive);
+  for (const line of ["HTTP/1.2 200 OK", "HTTP/2.0 200 OK", "http/1.1 200 OK", "HTTP/1.1 20", "HTTP/1.1 20x OK", "HTTP/1.1  200 OK", "HTTP/1.1 200x", "HTTP/1.1 200\tOK", "HTTP/1.1 200 O\x7fK", "HTTP/1.1 200 O\x00K", "HTTP/1.1"]) {
+    const r = resp(`${line}\r\n\r\n`);
+    assert.ok(!r.ok && /status line/.test(r.error.reason), line);
+  }
+  // Names and values of any length, as sent (a name lowercased only where it had capitals).
+  const long = `v${"é".repeat(40)} ${"x".repeat(300)}`;
+  const r = resp(`HTTP/1.1 200 OK\r\nX-A-Rather-Long-Field-Name: ${long}\r\nx-lower: 1\r\nDate: Mon, 07 Dec 2026 00:10:00 GMT\r\nContent-Length: 0\r\n\r\n`);
+  assert.ok(r.ok);
+  assert.deepEqual(r.head.fields, [{ name: "x-a-rather-long-field-name", value: long }, { name: "x-lower", value: "1" }, { name: "date", value: "Mon, 07 Dec 2026 00:10:00 GMT" }, { name: "content-length", value: "0" }]);
+});
+
 /** Feeds `text` to a framer in pieces of `step` bytes: how many bytes it took and what it said. */
 function frame(framing: BodyFraming, text: string, step = text.length): { taken: number; done: boolean; error?: string } {
   const f = new BodyFramer(framing, 64);

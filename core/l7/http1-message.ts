@@ -123,7 +123,8 @@ function parseFields(buf: Uint8Array, from: number, end: number, text: (a: numbe
     const first = buf[p]!;
     if (first === SP || first === HTAB) return { status: 400, reason: "obsolete line folding (a field line starting with whitespace)" };
     let q = p;
-    while (q < eol && TCHAR[buf[q]!]) q++;
+    let upper = false;
+    for (let b = buf[q]!; q < eol && TCHAR[b]; b = buf[++q]!) if (b <= 0x5a && b >= 0x41) upper = true;
     if (q === p || q === eol || buf[q] !== COLON) return { status: 400, reason: buf[q] === SP || buf[q] === HTAB ? "whitespace between a field name and its colon" : "a field line without a valid name and colon" };
     const nameEnd = q;
     q++;
@@ -132,7 +133,9 @@ function parseFields(buf: Uint8Array, from: number, end: number, text: (a: numbe
     let ve = eol;
     while (vs < ve && (buf[vs] === SP || buf[vs] === HTAB)) vs++;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HTAB)) ve--;
-    fields.push({ name: text(p, nameEnd).toLowerCase(), value: text(vs, ve) });
+    // A name already in lowercase (as many peers send them) is taken as it is.
+    const name = text(p, nameEnd);
+    fields.push({ name: upper ? name.toLowerCase() : name, value: text(vs, ve) });
     lineStarts.push(p);
     p = lineEnd;
   }
@@ -198,13 +201,29 @@ function framingOf(fields: readonly HttpHeader[]): Framing | HeadError {
 }
 
 function hopByHopOf(connection: ReadonlySet<string>): ReadonlySet<string> {
-  if (connection.size === 0) return HOP_BY_HOP_FIELDS;
+  // `Connection: keep-alive` (or `upgrade`) names nothing beyond the fixed set: the shared set, not a copy per message.
+  let more = false;
+  for (const t of connection) if (!HOP_BY_HOP_FIELDS.has(t)) more = true;
+  if (!more) return HOP_BY_HOP_FIELDS;
   const out = new Set(HOP_BY_HOP_FIELDS);
   for (const t of connection) out.add(t);
   return out;
 }
 
-const latin1 = (buf: Buffer) => (a: number, b: number): string => buf.toString("latin1", a, b);
+/**
+ * V8 copies a slice shorter than this; a longer one is a view of the whole string, which JSON.stringify's fast path
+ * does not take (every flow record carries the fields: about 1 µs more per flow).
+ */
+const SHORT_SLICE = 13;
+
+/**
+ * The head's text (one character per octet) between offsets `a` and `b` of the buffer: the head from `start` to `end`
+ * decoded once, its short names and values sliced from it (most are), longer ones decoded on their own.
+ */
+function latin1(buf: Buffer, start: number, end: number): (a: number, b: number) => string {
+  const s = buf.toString("latin1", start, end);
+  return (a, b) => (b - a < SHORT_SLICE ? s.slice(a - start, b - start) : buf.toString("latin1", a, b));
+}
 
 /**
  * A request head from `start` (the scanner's) to `end` (just past its empty line). Refused (the connection then
@@ -215,7 +234,7 @@ const latin1 = (buf: Buffer) => (a: number, b: number): string => buf.toString("
  * than OPTIONS `*`).
  */
 export function parseRequestHead(buf: Buffer, start: number, end: number): HeadParse<RequestHead> {
-  const text = latin1(buf);
+  const text = latin1(buf, start, end);
   const lineEnd = buf.indexOf(LF, start) + 1;
   const eol = lineEnd - 2;
   let p = start;
@@ -268,6 +287,26 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): HeadP
   };
 }
 
+const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
+const isDigit = (b: number): boolean => b >= 0x30 && b <= 0x39;
+
+/** `HTTP/1.x SP 3DIGIT [ SP reason ]` (RFC 9112 §4; the reason's bytes as a field value's) from `p` to `eol`: its minor version and status, or undefined. */
+function statusLine(buf: Buffer, p: number, eol: number): { readonly minor: number; readonly status: number } | undefined {
+  if (eol - p < 12) return undefined;
+  for (let i = 0; i < HTTP_1.length; i++) if (buf[p + i] !== HTTP_1[i]) return undefined;
+  const minor = buf[p + 7]! - 0x30;
+  if ((minor !== 0 && minor !== 1) || buf[p + 8] !== SP) return undefined;
+  const a = buf[p + 9]!;
+  const b = buf[p + 10]!;
+  const c = buf[p + 11]!;
+  if (!isDigit(a) || !isDigit(b) || !isDigit(c)) return undefined;
+  if (eol > p + 12) {
+    if (buf[p + 12] !== SP) return undefined;
+    for (let i = p + 13; i < eol; i++) if (!VALUE[buf[i]!]) return undefined;
+  }
+  return { minor, status: (a - 0x30) * 100 + (b - 0x30) * 10 + (c - 0x30) };
+}
+
 /**
  * A response head (status line and fields) answering a request with `method`. Its body's framing (RFC 9112 §6.3): none
  * for HEAD, 1xx, 204 and 304; chunked when Transfer-Encoding ends in chunked; until the connection closes for another
@@ -275,13 +314,12 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): HeadP
  * error: the proxy would have to choose a framing the client might not.
  */
 export function parseResponseHead(buf: Buffer, start: number, end: number, method: string): HeadParse<ResponseHead> {
-  const text = latin1(buf);
+  const text = latin1(buf, start, end);
   const lineEnd = buf.indexOf(LF, start) + 1;
   const eol = lineEnd - 2;
-  const line = text(start, eol);
-  const m = /^HTTP\/1\.([01]) (\d{3})(?: [\t -~\x80-\xff]*)?$/.exec(line);
-  if (!m) return bad("the status line is not HTTP/1.x with a three-digit status");
-  const status = Number(m[2]);
+  const line = statusLine(buf, start, eol);
+  if (!line) return bad("the status line is not HTTP/1.x with a three-digit status");
+  const { minor, status } = line;
   const parsed = parseFields(buf, lineEnd, end, text);
   if ("status" in parsed) return { ok: false, error: parsed };
   const { fields, lineStarts } = parsed;
@@ -294,7 +332,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, metho
     body = f.chunked ? { kind: "chunked" } : { kind: "close" };
   } else if (f.contentLength !== undefined) body = f.contentLength > 0 ? { kind: "length", length: f.contentLength } : { kind: "none" };
   else body = { kind: "close" };
-  const keepAlive = body.kind !== "close" && (m[1] === "1" ? !f.connection.has("close") : f.connection.has("keep-alive"));
+  const keepAlive = body.kind !== "close" && (minor === 1 ? !f.connection.has("close") : f.connection.has("keep-alive"));
   return { ok: true, head: { status, fields, lineStarts, start, end, lineEnd, body, keepAlive, hopByHop: hopByHopOf(f.connection) } };
 }
 
