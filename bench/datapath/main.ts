@@ -220,11 +220,22 @@ function nft(...args: string[]): void {
   execFileSync("ip", ["netns", "exec", NS_SRV, "nft", ...args]);
 }
 
+/** The strides that step through n variants visiting each once (coprime with n). */
+function coprimeStrides(n: number): number[] {
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  const out: number[] = [];
+  for (let s = 1; s < Math.max(n, 2); s++) if (gcd(s, n) === 1) out.push(s);
+  return out;
+}
+
 /**
  * Every round measures every variant (baseline, Membrane at each N, nftables at each N) back to
  * back, in an order rotated per round, switching in milliseconds (attach/detach and one endpoint
  * write; one jump rule). The noise of a shared machine then hits all variants alike, and each
- * figure is a median over the rounds.
+ * figure is a median over the rounds. The rounds also step through the variants by different
+ * strides, so a variant does not always follow the same one: what a variant may leave behind (e.g. the
+ * kernel's conntrack entries of nftables' fastest run) is not charged to one neighbour every round
+ * (with a plain rotation Membrane at N = 1,000 always followed nftables at N = 10 and read lowest).
  */
 /** eventsRead: drains the ring and returns how many records were read so far (also by the reader's own timer). */
 async function measureInterleaved(bin: string, variants: readonly Variant[], eventsRead: () => number): Promise<Map<string, Samples>> {
@@ -232,7 +243,10 @@ async function measureInterleaved(bin: string, variants: readonly Variant[], eve
   for (let round = 0; round < ROUNDS; round++) {
     const roundStart = Date.now();
     const shift = round % variants.length; // every variant visits every slot of the round
-    for (const v of variants.slice(shift).concat(variants.slice(0, shift))) {
+    const strides = coprimeStrides(variants.length);
+    const stride = strides[round % strides.length]!;
+    const order = variants.map((_, i) => variants[(shift + i * stride) % variants.length]!);
+    for (const v of order) {
       const s = samples.get(v.name)!;
       v.enable();
       try {
