@@ -240,10 +240,10 @@ function coprimeStrides(n: number): number[] {
 /** eventsRead: drains the ring and returns how many records were read so far (also by the reader's own timer). */
 async function measureInterleaved(bin: string, variants: readonly Variant[], eventsRead: () => number): Promise<Map<string, Samples>> {
   const samples = new Map(variants.map((v) => [v.name, { conn: [], bulk: [], connPerCpu: [], bulkPerCpu: [], nsPerPacketConn: [], nsPerPacketBulk: [], eventsPerConn: [] } as Samples]));
+  const strides = coprimeStrides(variants.length);
   for (let round = 0; round < ROUNDS; round++) {
     const roundStart = Date.now();
     const shift = round % variants.length; // every variant visits every slot of the round
-    const strides = coprimeStrides(variants.length);
     const stride = strides[round % strides.length]!;
     const order = variants.map((_, i) => variants[(shift + i * stride) % variants.length]!);
     for (const v of order) {
